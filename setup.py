@@ -1,0 +1,55 @@
+"""Packaging for t2t-mtl: a text-to-text unified multitask learning framework."""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "torch>=2.2,<3",
+    "transformers>=4.40,<6",
+    "tokenizers>=0.15",
+    "sentencepiece>=0.1.99",
+    "protobuf>=3.20",
+    "datasets>=2.18,<6",
+    "deepspeed>=0.14,<1",
+    "evaluate>=0.4.1,<1",
+    "jinja2>=3.1,<4",
+    "pyyaml>=6",
+    "numpy>=1.24",
+    "scipy>=1.10",
+    "tqdm>=4.66",
+    "matplotlib>=3.7",
+    "tensorboard>=2.14",
+    # offline backends for the shipped evaluate metric modules
+    "scikit-learn>=1.3",
+    "sacrebleu>=2.3",
+    "rouge-score>=0.1.2",
+    "seqeval>=1.2.2",
+    "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+]
+
+EXTRAS_REQUIRE = {
+    "dev": [
+        "pytest>=8",
+        # benchmark-only peer (LibMTL is installed by benchmarks/gradproj.py's instructions with
+        # `pip install --no-deps libmtl`: its torchvision requirement would pull a CUDA torch build)
+        "torchjd>=0.18",
+    ],
+}
+
+setup(
+    name="t2t-mtl",
+    version="0.1.0",
+    description="Text-to-text unified multitask learning: instructed seq2seq tasks, mixture samplers, "
+    "DeepSpeed ZeRO training, Triton kernels for gradient surgery and MoE routing, zero-shot evaluation.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["t2t_mtl", "t2t_mtl.*", "task_registry", "task_registry.*",
+                                    "kernels", "kernels.*"]),
+    package_data={
+        "t2t_mtl": ["configs/*.yaml", "configs/*.json", "evaluation/metrics/*/*.py"],
+        "task_registry": ["builtin/*.yaml", "builtin/**/*.yaml"],
+    },
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["t2t-mtl=t2t_mtl.cli:main"]},
+)

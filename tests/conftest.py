@@ -1,0 +1,62 @@
+"""Shared fixtures: where the read-only shared assets live, and the Triton interpreter on CPU.
+
+The shared assets (`../shared` beside the repository) are never copied into the repo. A test that needs
+them fails — never skips — with a message that says where they belong.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Triton reads this when a kernel is decorated, so it must be set before any kernel module is imported.
+if not os.environ.get("T2T_MTL_TRITON_ON_GPU"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: multi-process or long cases; still run in CI")
+
+
+def _shared_path(*parts: str) -> Path:
+    root = Path(os.environ.get("T2T_MTL_SHARED", REPO_ROOT.parent / "shared"))
+    path = root.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"shared asset {path} is missing: the read-only shared folder must sit beside the repository "
+            f"(../shared with data/, promptsource-templates/, bigbench/, tokenizers/t5/) or be named by "
+            f"T2T_MTL_SHARED",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """`../shared/data`: real datasets in the Hugging Face schema, `<hub path>/<config>/<split>.jsonl`."""
+    return _shared_path("data")
+
+
+@pytest.fixture(scope="session")
+def promptsource_dir() -> Path:
+    """`../shared/promptsource-templates`: promptsource's `templates.yaml` files."""
+    return _shared_path("promptsource-templates")
+
+
+@pytest.fixture(scope="session")
+def bigbench_dir() -> Path:
+    """`../shared/bigbench`: BIG-bench JSON tasks (evaluation only)."""
+    return _shared_path("bigbench")
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer_dir() -> Path:
+    """`../shared/tokenizers/t5`: T5's real vocabulary (no weights)."""
+    return _shared_path("tokenizers", "t5")
