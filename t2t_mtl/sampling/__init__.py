@@ -1,1 +1,22 @@
-"""(filled in by its issue)"""
+"""Mixture sampling: which task the next micro-batch (or example) comes from, and which rows.
+
+`build_sampler(config, task_sizes, seed=..., rank=..., world_size=...)` returns a `MixtureSampler`;
+`TaskStreams` hands out per-task row indices. Strategies: see `STRATEGIES`.
+"""
+from t2t_mtl.sampling.base import MixtureSampler
+from t2t_mtl.sampling.entropy import classification_entropy, generation_entropy
+from t2t_mtl.sampling.errors import (EmptyTaskError, InvalidRateError, SamplingError, UnknownParameterError,
+                                     UnknownStrategyError)
+from t2t_mtl.sampling.factory import STRATEGIES, build_sampler
+from t2t_mtl.sampling.rates import normalise, seqio_rate, size_rates
+from t2t_mtl.sampling.report import rates_over_epochs
+from t2t_mtl.sampling.schedules import annealed_alpha, dynamic_alpha
+from t2t_mtl.sampling.streams import TaskStreams
+from t2t_mtl.sampling.uncertainty import select_uncertain, uncertainty_scores
+
+__all__ = [
+    "MixtureSampler", "build_sampler", "STRATEGIES", "TaskStreams", "SamplingError", "UnknownStrategyError",
+    "UnknownParameterError", "InvalidRateError", "EmptyTaskError", "normalise", "seqio_rate", "size_rates",
+    "annealed_alpha", "dynamic_alpha", "classification_entropy", "generation_entropy", "select_uncertain",
+    "uncertainty_scores", "rates_over_epochs",
+]

@@ -1,0 +1,128 @@
+"""`t2t-mtl mixture show NAME --sampler temperature --alpha 2 [--epochs E] [--plot rates.png]`.
+
+Prints every task's sampling probability (per epoch for schedules) next to the realised share of a
+number of seeded draws, and optionally plots them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("mixture", help="inspect task mixtures")
+    commands = parser.add_subparsers(dest="mixture_command", metavar="SUBCOMMAND")
+    show = commands.add_parser("show", help="per-task sampling rates of a mixture (table and plot)")
+    show.add_argument("name", help="a registered mixture (see `task_registry.list_mixtures()`)")
+    show.add_argument("--sampler", default="explicit", choices=sorted(STRATEGIES),
+                      help="strategy; 'explicit' uses the mixture's own (flattened) rates")
+    show.add_argument("--alpha", type=float, help="temperature alpha (p ∝ n^(1/alpha))")
+    show.add_argument("--cap", type=float, help="examples cap K (seqio `maximum`, applied after scale)")
+    show.add_argument("--scale", type=float, help="multiply sizes before the cap (seqio `scale`)")
+    show.add_argument("--template-cap", type=float, help="T0-style cap per template (sizes count templates)")
+    show.add_argument("--dataset-cap", type=float, help="T0 dataset cap, split evenly over its templates")
+    show.add_argument("--epochs", type=int, default=1, help="epochs to tabulate (schedules change per epoch)")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="any other sampler parameter (JSON value), e.g. --set warmup_epochs=3")
+    show.add_argument("--split", default="train", help="split whose row counts are the task sizes")
+    show.add_argument("--data-dir", help="local data folder (task_registry.set_data_dir)")
+    show.add_argument("--draws", type=int, default=100_000, help="seeded draws per epoch for realised shares")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--plot", help="write a PNG plot of the rates here")
+    show.set_defaults(func=show_mixture)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def show_mixture(args: argparse.Namespace) -> int:
+    import task_registry
+
+    try:
+        if args.data_dir:
+            task_registry.set_data_dir(args.data_dir)
+        task_registry.load_builtin_tasks()
+        mixture = task_registry.get_mixture(args.name)
+        rates = mixture.flatten()
+        tasks = {name: task_registry.get_task(name) for name in rates}
+        sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
+        config = sampler_config(args, rates, {name: len(task.templates) for name, task in tasks.items()})
+        table = rates_over_epochs(config, sizes, args.epochs, seed=args.seed, draws=args.draws)
+    except (SamplingError, task_registry.TaskRegistryError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(args.name, config, sizes, table))
+    if args.plot:
+        plot_rates(table, f"{args.name}: {config['strategy']}", args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:
+    """The sampler config dict that the flags describe."""
+    config: dict[str, Any] = {"strategy": args.sampler}
+    if args.sampler == "explicit":
+        config["rates"] = rates
+    for flag, key in (("alpha", "alpha"), ("cap", "cap"), ("scale", "scale"), ("template_cap", "template_cap"),
+                      ("dataset_cap", "dataset_cap")):
+        if getattr(args, flag) is not None:
+            config[key] = getattr(args, flag)
+    if args.template_cap is not None or args.dataset_cap is not None:
+        config["templates"] = templates
+    if args.sampler == "annealed":
+        config["epochs"] = args.epochs
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config
+
+
+def format_table(name: str, config: dict[str, Any], sizes: dict[str, int], table: dict[str, Any]) -> str:
+    shown = {k: v for k, v in config.items() if k not in ("rates", "templates")}
+    epochs = table["epochs"]
+    width = max(4, *(len(t) for t in table["tasks"]))
+    header = f"{'task':<{width}}  {'rows':>10}  " + "  ".join(f"{'p e=' + str(e + 1):>8}" for e in epochs)
+    if any(table["realised"].values()):
+        header += "  " + "  ".join(f"{'real e=' + str(e + 1):>10}" for e in epochs)
+    lines = [f"mixture {name!r}, sampler {json.dumps(shown)}", "probabilities are normalised (sum 1); "
+             "'real' is the share of seeded draws", header]
+    for task in table["tasks"]:
+        row = f"{task:<{width}}  {sizes[task]:>10}  " + "  ".join(f"{p:>8.4f}" for p in table["probabilities"][task])
+        if table["realised"][task]:
+            row += "  " + "  ".join(f"{r:>10.4f}" for r in table["realised"][task])
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
+    """Bar chart of the probabilities (one epoch) or one line per task over epochs, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, epochs = table["tasks"], [e + 1 for e in table["epochs"]]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(tasks)) if len(epochs) == 1 else 7.0, 4.5))
+    if len(epochs) == 1:
+        ax.bar(range(len(tasks)), [table["probabilities"][t][0] for t in tasks])
+        ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("sampling probability")
+    else:
+        for task in tasks:
+            ax.plot(epochs, table["probabilities"][task], marker="o", label=task)
+        ax.set_xticks(epochs)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("sampling probability")
+        if len(tasks) <= 20:
+            ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,156 @@
+"""Bandit task scheduling with rewards from validation improvements.
+
+Feed validation results as ``update({"val_score": {task: score}})`` (higher is better) or
+``update({"val_loss": {...}})`` with ``metric: val_loss``. The first value seen for a task is its baseline.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from t2t_mtl.sampling.base import MixtureSampler
+from t2t_mtl.sampling.errors import SamplingError
+from t2t_mtl.sampling.feedback import check_metric, improvement, read_scores
+
+
+class _FeedbackSampler(MixtureSampler):
+    DEFAULT_BLOCK_SIZE = 256
+    def __init__(self, task_sizes: Mapping[str, int], *, metric: str = "val_score", **common) -> None:
+        super().__init__(task_sizes, **common)
+        self.metric = check_metric(metric)
+        self.last_scores: dict[str, float] = {}
+
+    def _rewards(self, stats: Mapping[str, Any]) -> Optional[dict[str, float]]:
+        """Improvement of each task given since its previous value (tasks seen for the first time: none)."""
+        scores = read_scores(stats, self.metric, self.tasks)
+        if scores is None:
+            return None
+        rewards = {t: improvement(v, self.last_scores[t], self.metric)
+                   for t, v in scores.items() if t in self.last_scores}
+        self.last_scores.update(scores)
+        return rewards
+
+    def _extra_state(self) -> dict:
+        return {"last_scores": dict(self.last_scores)}
+
+    def _load_extra_state(self, state: dict) -> None:
+        self.last_scores = {t: float(v) for t, v in state["last_scores"].items()}
+
+
+class SoftmaxBanditSampler(_FeedbackSampler):
+    """Guo et al. (2019): π(t) = softmax(Q/τ), Q_t ← (1-α) Q_t + α R_t with R_t task t's improvement.
+
+    Unrolled: Q_{e,t} = (1-α)^e Q_{0,t} + Σ_k α (1-α)^{e-k} R_k.
+    """
+
+    strategy = "bandit_softmax"
+    PARAMS = ("tau", "step", "initial_q", "metric")
+
+    def __init__(self, task_sizes: Mapping[str, int], *, tau: float = 0.1, step: float = 0.3,
+                 initial_q: float = 0.0, **kwargs) -> None:
+        super().__init__(task_sizes, **kwargs)
+        if tau <= 0:
+            raise SamplingError(f"tau must be > 0, got {tau}")
+        if not 0 < step <= 1:
+            raise SamplingError(f"step (alpha) must be in (0, 1], got {step}")
+        self.tau, self.step = float(tau), float(step)
+        self.q = np.full(len(self.tasks), float(initial_q))
+
+    def _on_update(self, stats: Mapping[str, Any]) -> bool:
+        rewards = self._rewards(stats)
+        if not rewards:
+            return False
+        for task, reward in rewards.items():
+            i = self.tasks.index(task)
+            self.q[i] = (1 - self.step) * self.q[i] + self.step * reward
+        return True
+
+    def _compute_probabilities(self) -> np.ndarray:
+        z = self.q / self.tau
+        z = np.exp(z - z.max())
+        return z / z.sum()
+
+    def _extra_state(self) -> dict:
+        return {**super()._extra_state(), "q": self.q.tolist()}
+
+    def _load_extra_state(self, state: dict) -> None:
+        super()._load_extra_state(state)
+        self.q = np.array(state["q"], dtype=np.float64)
+
+
+class ThompsonBanditSampler(_FeedbackSampler):
+    """AutoSeM (Guo et al. 2019): each draw samples θ_k ~ Beta(a_k, b_k) and picks argmax_k θ_k.
+
+    Reward 1 when the validation score improved, else 0: without `target`, task k's own score decides its
+    arm; with `target` (a primary task), the target's improvement is credited to the arms drawn since the
+    previous update, in proportion to their share of those draws. `decay` < 1 shrinks the counts towards
+    the prior before each update (non-stationary rewards).
+    """
+
+    strategy = "bandit_thompson"
+    DEFAULT_BLOCK_SIZE = 16  # each draw costs M Beta samples, and every update redraws
+    PARAMS = ("prior_alpha", "prior_beta", "decay", "target", "metric", "estimate_samples")
+
+    def __init__(self, task_sizes: Mapping[str, int], *, prior_alpha: float = 1.0, prior_beta: float = 1.0,
+                 decay: float = 1.0, target: Optional[str] = None, estimate_samples: int = 4000,
+                 **kwargs) -> None:
+        super().__init__(task_sizes, **kwargs)
+        if prior_alpha <= 0 or prior_beta <= 0:
+            raise SamplingError(f"Beta prior needs prior_alpha, prior_beta > 0, got {prior_alpha}, {prior_beta}")
+        if not 0 < decay <= 1:
+            raise SamplingError(f"decay must be in (0, 1], got {decay}")
+        if target is not None and target not in self.task_sizes:
+            raise SamplingError(f"target task {target!r} is not in the mixture ({', '.join(self.tasks)})")
+        self.prior = np.array([prior_alpha, prior_beta], dtype=np.float64)
+        self.decay, self.target, self.estimate_samples = float(decay), target, int(estimate_samples)
+        self.alpha = np.full(len(self.tasks), float(prior_alpha))
+        self.beta = np.full(len(self.tasks), float(prior_beta))
+        self._drawn_at_update = [0] * len(self.tasks)
+        self._updates = 0
+
+    def _on_update(self, stats: Mapping[str, Any]) -> bool:
+        rewards = self._rewards(stats)
+        if rewards is None:
+            return False
+        drawn = np.array(self._drawn, dtype=np.float64) - np.array(self._drawn_at_update, dtype=np.float64)
+        self._drawn_at_update = list(self._drawn)
+        if self.target is None:
+            credit = {t: (1.0, float(r > 0)) for t, r in rewards.items()}
+        elif self.target in rewards and drawn.sum() > 0:
+            win = float(rewards[self.target] > 0)
+            credit = {t: (share, win) for t, share in zip(self.tasks, drawn / drawn.sum()) if share > 0}
+        else:
+            return False
+        self.alpha = self.prior[0] + self.decay * (self.alpha - self.prior[0])
+        self.beta = self.prior[1] + self.decay * (self.beta - self.prior[1])
+        for task, (weight, win) in credit.items():
+            i = self.tasks.index(task)
+            self.alpha[i] += weight * win
+            self.beta[i] += weight * (1 - win)
+        self._updates += 1
+        return True
+
+    def _draw_key(self) -> np.ndarray:
+        return np.concatenate([self.alpha, self.beta])
+
+    def _draw_block(self, size: int) -> np.ndarray:
+        theta = self._rng.beta(self.alpha, self.beta, size=(size, len(self.tasks)))
+        return theta.argmax(axis=1)
+
+    def _compute_probabilities(self) -> np.ndarray:
+        """P(arm k has the largest θ), a Monte Carlo estimate from its own fixed-seed generator."""
+        rng = np.random.default_rng([self.seed, self._updates, 7919])
+        theta = rng.beta(self.alpha, self.beta, size=(self.estimate_samples, len(self.tasks)))
+        return np.bincount(theta.argmax(axis=1), minlength=len(self.tasks)) / self.estimate_samples
+
+    def _extra_state(self) -> dict:
+        return {**super()._extra_state(), "alpha": self.alpha.tolist(), "beta": self.beta.tolist(),
+                "drawn_at_update": list(self._drawn_at_update), "updates": self._updates}
+
+    def _load_extra_state(self, state: dict) -> None:
+        super()._load_extra_state(state)
+        self.alpha = np.array(state["alpha"], dtype=np.float64)
+        self.beta = np.array(state["beta"], dtype=np.float64)
+        self._drawn_at_update = [int(c) for c in state["drawn_at_update"]]
+        self._updates = int(state["updates"])

@@ -1,0 +1,37 @@
+"""Prediction entropies used by uncertainty-based sampling (CA-MTL), computed from torch logits."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+
+def classification_entropy(choice_scores: torch.Tensor, choice_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Entropy in nats of softmax over answer-choice scores [N, C] -> [N].
+
+    `choice_scores` are per-choice log-likelihoods (or logits); `choice_mask` [N, C] (True = real choice)
+    excludes padding choices when examples have different numbers of choices.
+    """
+    scores = choice_scores.float()
+    if choice_mask is not None:
+        scores = scores.masked_fill(~choice_mask.bool(), float("-inf"))
+    log_p = torch.log_softmax(scores, dim=-1)
+    p = log_p.exp()
+    return -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(-1)
+
+
+def generation_entropy(logits: torch.Tensor, token_mask: Optional[torch.Tensor] = None, *,
+                       normalise: bool = True) -> torch.Tensor:
+    """Mean per-token entropy of next-token distributions [N, L, V] -> [N], over tokens where mask is True.
+
+    `token_mask` is typically ``labels != -100``. With `normalise`, divided by log V (the entropy of the
+    uniform distribution over the vocabulary), giving values in [0, 1].
+    """
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    token_entropy = -(log_p.exp() * log_p).sum(-1)
+    if token_mask is None:
+        token_mask = torch.ones(token_entropy.shape, dtype=torch.bool, device=logits.device)
+    mask = token_mask.to(token_entropy.dtype)
+    mean = (token_entropy * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+    return mean / math.log(logits.shape[-1]) if normalise else mean

@@ -1,0 +1,42 @@
+"""Errors raised for bad sampler configurations, rates and task sizes."""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class SamplingError(ValueError):
+    """Base class of every error raised by `t2t_mtl.sampling`."""
+
+
+class UnknownStrategyError(SamplingError):
+    """The config names a strategy that does not exist."""
+
+
+class UnknownParameterError(SamplingError):
+    """The config has a key that the chosen strategy does not take."""
+
+
+class InvalidRateError(SamplingError):
+    """A task's rate or size is negative, NaN or infinite, or every rate is zero."""
+
+
+class EmptyTaskError(SamplingError):
+    """A task has no training examples (size 0)."""
+
+
+def suggest(name: str, valid: Iterable[str]) -> str:
+    """Return ' Did you mean ...?' for the closest valid names (empty when nothing is close)."""
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def check_keys(config: dict, valid: Iterable[str], what: str, error: type = UnknownParameterError) -> None:
+    """Raise `error` for the first key of `config` not in `valid`, listing the valid keys."""
+    valid = sorted(valid)
+    for key in config:
+        if key not in valid:
+            raise error(
+                f"unknown parameter {key!r} for {what}.{suggest(key, valid)} "
+                f"Valid parameters: {', '.join(valid)}."
+            )

@@ -1,0 +1,51 @@
+"""`build_sampler(config, task_sizes, ...)`: a sampler from a config dict such as
+``{"strategy": "temperature", "alpha": 2.0, "cap": 65536, "mode": "homogeneous"}``."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+from t2t_mtl.sampling.bandit import SoftmaxBanditSampler, ThompsonBanditSampler
+from t2t_mtl.sampling.base import MixtureSampler
+from t2t_mtl.sampling.errors import SamplingError, UnknownStrategyError, check_keys, suggest
+from t2t_mtl.sampling.static import (AnnealedSampler, DynamicTemperatureSampler, ExplicitRatesSampler,
+                                     ProportionalSampler, TemperatureSampler, UniformSampler)
+from t2t_mtl.sampling.uncertainty import UncertaintyEMASampler, UncertaintySelectionSampler
+from t2t_mtl.sampling.worst_task import WorstTaskSampler
+
+STRATEGIES: dict[str, type[MixtureSampler]] = {cls.strategy: cls for cls in (
+    UniformSampler, ProportionalSampler, TemperatureSampler, ExplicitRatesSampler, AnnealedSampler,
+    DynamicTemperatureSampler, UncertaintySelectionSampler, UncertaintyEMASampler, SoftmaxBanditSampler,
+    ThompsonBanditSampler, WorstTaskSampler)}
+
+#: keys every strategy accepts
+COMMON_PARAMS = ("strategy", "mode", "block_size")
+
+
+def required_params(cls: type) -> list[str]:
+    """Keyword-only constructor parameters of `cls` without a default."""
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+
+
+def build_sampler(config: Mapping[str, Any], task_sizes: Mapping[str, int], *, seed: int, rank: int = 0,
+                  world_size: int = 1) -> MixtureSampler:
+    """Build the sampler named by `config["strategy"]`, validating every key; logs its rates table."""
+    if not isinstance(config, Mapping):
+        raise SamplingError(f"sampler config must be a dict, got {type(config).__name__}")
+    name = config.get("strategy")
+    if name not in STRATEGIES:
+        raise UnknownStrategyError(
+            f"unknown sampling strategy {name!r}.{suggest(str(name), STRATEGIES)} "
+            f"Valid strategies: {', '.join(STRATEGIES)}."
+        )
+    cls = STRATEGIES[name]
+    check_keys(config, COMMON_PARAMS + cls.PARAMS, f"sampling strategy {name!r}")
+    missing = [p for p in required_params(cls) if p not in config and p != "seed"]
+    if missing:
+        raise SamplingError(f"sampling strategy {name!r} needs {', '.join(map(repr, missing))} "
+                            f"(parameters: {', '.join(cls.PARAMS)})")
+    kwargs = {k: v for k, v in config.items() if k != "strategy"}
+    sampler = cls(task_sizes, seed=seed, rank=rank, world_size=world_size, **kwargs)
+    sampler.log_rates()
+    return sampler

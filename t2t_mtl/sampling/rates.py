@@ -1,0 +1,124 @@
+"""Static mixing rates with seqio's exact semantics.
+
+seqio's `mixing_rate_num_examples(task, maximum, scale, temperature)` computes, per task,
+``r = n * scale``; then ``r = min(r, maximum)`` when `maximum` is truthy (0/None mean no cap); then
+``r = r ** (1 / temperature)`` when the temperature differs from 1. The mixture normalises the rates.
+
+T0 builds one seqio task per (dataset, template), each with the dataset's rows and capped per template,
+so a dataset's rate is the SUM over its templates: ``k * min(n * scale, c) ** (1 / T)`` with `k` templates
+and per-template cap `c` (T0 uses ``c = dataset_cap // k``). With one template this is seqio's rate.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+import numpy as np
+
+from t2t_mtl.sampling.errors import EmptyTaskError, InvalidRateError
+
+
+def check_task_sizes(task_sizes: Mapping[str, int]) -> dict[str, int]:
+    """Validate `{task: number of training rows}`: non-empty, every size a positive finite integer."""
+    if not task_sizes:
+        raise InvalidRateError("no tasks given: the mixture needs at least one task with its size")
+    checked = {}
+    for task, size in task_sizes.items():
+        if size is None or not isinstance(size, (int, np.integer, float)) or math.isnan(size) or size < 0:
+            raise InvalidRateError(f"task {task!r} has invalid size {size!r}: sizes are row counts >= 1")
+        if size == 0:
+            raise EmptyTaskError(
+                f"task {task!r} has no training examples (size 0): check its data files/split, or drop it "
+                f"from the mixture"
+            )
+        if size != int(size):
+            raise InvalidRateError(f"task {task!r} has non-integer size {size!r}")
+        checked[str(task)] = int(size)
+    return checked
+
+
+def check_rates(rates: Mapping[str, float]) -> dict[str, float]:
+    """Validate raw rates: each finite and >= 0, and not all zero. Names the offending task."""
+    if not rates:
+        raise InvalidRateError("no rates given: the mixture needs at least one task")
+    checked = {}
+    for task, rate in rates.items():
+        try:
+            value = float(rate)
+        except (TypeError, ValueError):
+            raise InvalidRateError(f"task {task!r} has a non-numeric rate {rate!r}") from None
+        if math.isnan(value) or math.isinf(value):
+            raise InvalidRateError(f"task {task!r} has rate {value}: rates must be finite numbers >= 0")
+        if value < 0:
+            raise InvalidRateError(f"task {task!r} has negative rate {value}: rates must be >= 0")
+        checked[str(task)] = value
+    if all(v == 0 for v in checked.values()):
+        raise InvalidRateError(
+            f"every rate is zero ({', '.join(checked)}): at least one task needs a positive rate"
+        )
+    return checked
+
+
+def normalise(rates: Mapping[str, float]) -> dict[str, float]:
+    """Validated rates divided by their sum."""
+    rates = check_rates(rates)
+    total = math.fsum(rates.values())
+    return {task: rate / total for task, rate in rates.items()}
+
+
+def seqio_rate(num_examples: float, *, maximum: Optional[float] = None, scale: float = 1.0,
+               temperature: float = 1.0) -> float:
+    """seqio's `mixing_rate_num_examples` on a count: scale, then clip at `maximum`, then ``** (1/T)``."""
+    rate = num_examples * scale
+    if maximum:
+        rate = min(rate, maximum)
+    if temperature != 1.0:
+        rate = rate ** (1.0 / temperature)
+    return rate
+
+
+def template_cap_for(num_templates: int, *, template_cap: Optional[float] = None,
+                     dataset_cap: Optional[float] = None) -> Optional[float]:
+    """Per-template cap: `template_cap` as given, or T0's ``dataset_cap // num_templates``."""
+    if template_cap is not None and dataset_cap is not None:
+        raise InvalidRateError("give either template_cap or dataset_cap, not both")
+    if dataset_cap is not None:
+        return float(dataset_cap // num_templates)
+    return template_cap
+
+
+def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maximum: Optional[float] = None,
+               scale: float = 1.0, templates: Optional[Mapping[str, int]] = None,
+               template_cap: Optional[float] = None, dataset_cap: Optional[float] = None) -> dict[str, float]:
+    """Unnormalised rates of every task from its size (seqio semantics, optional per-template caps).
+
+    Without `templates`, a task is one seqio task of `n` examples clipped at `maximum`. With `templates`
+    ({task: k}), the task counts as `k` seqio tasks of `n` rows each, each clipped at the per-template cap
+    (`template_cap`, or `dataset_cap // k`, falling back to `maximum`), and its rate is their sum.
+    """
+    if temperature <= 0 or math.isnan(temperature):
+        raise InvalidRateError(f"temperature/alpha must be > 0, got {temperature}")
+    sizes = check_task_sizes(task_sizes)
+    templates = dict(templates or {})
+    unknown = sorted(set(templates) - set(sizes))
+    if unknown:
+        raise InvalidRateError(f"template counts given for tasks not in the mixture: {', '.join(unknown)}")
+    rates = {}
+    for task, n in sizes.items():
+        k = templates.get(task)
+        if k is None:
+            rates[task] = seqio_rate(n, maximum=maximum, scale=scale, temperature=temperature)
+            continue
+        if int(k) != k or k < 1:
+            raise InvalidRateError(f"task {task!r} has {k!r} templates: the count must be an integer >= 1")
+        cap = template_cap_for(int(k), template_cap=template_cap, dataset_cap=dataset_cap)
+        if cap is None:
+            cap = maximum
+        rates[task] = int(k) * seqio_rate(n, maximum=cap, scale=scale, temperature=temperature)
+    return check_rates(rates)
+
+
+def rates_vector(rates: Mapping[str, float], tasks: list[str]) -> np.ndarray:
+    """Normalised float64 probabilities in `tasks` order."""
+    probs = normalise(rates)
+    return np.array([probs[t] for t in tasks], dtype=np.float64)

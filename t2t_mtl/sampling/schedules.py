@@ -1,0 +1,27 @@
+"""Temperature schedules over epochs (paper epochs e = 1..E)."""
+from __future__ import annotations
+
+from t2t_mtl.sampling.errors import SamplingError
+
+
+def annealed_alpha(epoch: float, total_epochs: int) -> float:
+    """Stickland & Murray (2019): alpha(e) = 1 / (1 - 0.8 (e-1)/(E-1)), e clipped to [1, E].
+
+    Starts proportional (alpha 1) and ends at alpha 5 (close to uniform). With E = 1, alpha is 1.
+    """
+    if total_epochs < 1:
+        raise SamplingError(f"annealed schedule needs epochs >= 1, got {total_epochs}")
+    if total_epochs == 1:
+        return 1.0
+    e = min(max(epoch, 1.0), float(total_epochs))
+    return 1.0 / (1.0 - 0.8 * (e - 1.0) / (total_epochs - 1.0))
+
+
+def dynamic_alpha(epoch: float, alpha_0: float, alpha_max: float, warmup_epochs: float) -> float:
+    """Wang et al. (2020): alpha(e) = min(alpha_max, (e-1)(alpha_max - alpha_0)/M + alpha_0), e >= 1."""
+    if warmup_epochs <= 0:
+        raise SamplingError(f"dynamic temperature needs warmup_epochs > 0, got {warmup_epochs}")
+    if alpha_0 <= 0 or alpha_max <= 0:
+        raise SamplingError(f"dynamic temperature needs alpha_0, alpha_max > 0, got {alpha_0}, {alpha_max}")
+    e = max(epoch, 1.0)
+    return min(alpha_max, (e - 1.0) * (alpha_max - alpha_0) / warmup_epochs + alpha_0)

@@ -1,0 +1,122 @@
+"""Samplers whose probabilities depend only on task sizes, explicit rates and the epoch."""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+import numpy as np
+
+from t2t_mtl.sampling.base import MixtureSampler
+from t2t_mtl.sampling.errors import InvalidRateError
+from t2t_mtl.sampling.rates import check_rates, size_rates
+from t2t_mtl.sampling.schedules import annealed_alpha, dynamic_alpha
+
+#: seqio's size-rate knobs plus T0's per-template caps, shared by every size-based strategy
+SIZE_PARAMS = ("cap", "scale", "templates", "template_cap", "dataset_cap")
+
+
+class UniformSampler(MixtureSampler):
+    """p_t = 1/M."""
+
+    strategy = "uniform"
+
+    def _compute_probabilities(self) -> np.ndarray:
+        return np.full(len(self.tasks), 1.0 / len(self.tasks))
+
+
+class ExplicitRatesSampler(MixtureSampler):
+    """p_t ∝ the given rate (e.g. `Mixture.flatten()`); every task needs a rate."""
+
+    strategy = "explicit"
+    PARAMS = ("rates",)
+
+    def __init__(self, task_sizes: Mapping[str, int], *, rates: Mapping[str, float], **common) -> None:
+        super().__init__(task_sizes, **common)
+        rates = check_rates(rates)
+        missing = [t for t in self.tasks if t not in rates]
+        extra = [t for t in rates if t not in self.task_sizes]
+        if missing or extra:
+            raise InvalidRateError(f"explicit rates must name exactly the mixture's tasks; "
+                                   f"missing: {missing or 'none'}; not in the mixture: {extra or 'none'}")
+        self.rates = rates
+
+    def _compute_probabilities(self) -> np.ndarray:
+        return np.array([self.rates[t] for t in self.tasks], dtype=np.float64)
+
+
+class SizeRateSampler(MixtureSampler):
+    """p_t ∝ seqio rate of n_t (scale, clip at `cap`, ** 1/alpha); `alpha()` may follow a schedule."""
+
+    def __init__(self, task_sizes: Mapping[str, int], *, cap: Optional[float] = None, scale: float = 1.0,
+                 templates: Optional[Mapping[str, int]] = None, template_cap: Optional[float] = None,
+                 dataset_cap: Optional[float] = None, **common) -> None:
+        super().__init__(task_sizes, **common)
+        self._epoch_alpha: Optional[float] = None
+        self.size_params = dict(maximum=cap, scale=float(scale), templates=templates,
+                                template_cap=template_cap, dataset_cap=dataset_cap)
+        self._compute_probabilities()  # validate now, not at the first draw
+
+    def alpha(self) -> float:
+        """Temperature alpha at the current epoch."""
+        return 1.0
+
+    def _on_epoch(self) -> bool:
+        """The rates change only when alpha does (schedules: at whole epochs)."""
+        previous, self._epoch_alpha = self._epoch_alpha, self.alpha()
+        return previous != self._epoch_alpha
+
+    def _compute_probabilities(self) -> np.ndarray:
+        rates = size_rates(self.task_sizes, temperature=self.alpha(), **self.size_params)
+        return np.array([rates[t] for t in self.tasks], dtype=np.float64)
+
+
+class ProportionalSampler(SizeRateSampler):
+    """Examples-proportional with cap K (T5): p_t = min(n_t, K) / Σ_s min(n_s, K)."""
+
+    strategy = "proportional"
+    PARAMS = SIZE_PARAMS
+
+
+class TemperatureSampler(SizeRateSampler):
+    """p_t ∝ min(n_t, K)^(1/alpha): alpha 1 is proportional, alpha → ∞ uniform."""
+
+    strategy = "temperature"
+    PARAMS = ("alpha",) + SIZE_PARAMS
+
+    def __init__(self, task_sizes: Mapping[str, int], *, alpha: float = 1.0, **kwargs) -> None:
+        self._alpha = float(alpha)
+        super().__init__(task_sizes, **kwargs)
+
+    def alpha(self) -> float:
+        return self._alpha
+
+
+class AnnealedSampler(SizeRateSampler):
+    """Stickland & Murray annealed sampling: temperature alpha(e) = 1/(1 - 0.8 (e-1)/(E-1))."""
+
+    strategy = "annealed"
+    PARAMS = ("epochs",) + SIZE_PARAMS
+
+    def __init__(self, task_sizes: Mapping[str, int], *, epochs: int, **kwargs) -> None:
+        self.total_epochs = int(epochs)
+        annealed_alpha(1, self.total_epochs)  # validate
+        super().__init__(task_sizes, **kwargs)
+
+    def alpha(self) -> float:
+        return annealed_alpha(math.floor(self.epoch) + 1.0, self.total_epochs)
+
+
+class DynamicTemperatureSampler(SizeRateSampler):
+    """Wang et al. dynamic temperature: alpha(e) = min(alpha_max, (e-1)(alpha_max-alpha_0)/M + alpha_0)."""
+
+    strategy = "dynamic_temperature"
+    PARAMS = ("alpha_0", "alpha_max", "warmup_epochs") + SIZE_PARAMS
+
+    def __init__(self, task_sizes: Mapping[str, int], *, alpha_0: float = 1.0, alpha_max: float = 5.0,
+                 warmup_epochs: float = 5.0, **kwargs) -> None:
+        self.alpha_0, self.alpha_max, self.warmup_epochs = float(alpha_0), float(alpha_max), float(warmup_epochs)
+        dynamic_alpha(1, self.alpha_0, self.alpha_max, self.warmup_epochs)  # validate
+        super().__init__(task_sizes, **kwargs)
+
+    def alpha(self) -> float:
+        return dynamic_alpha(math.floor(self.epoch) + 1.0, self.alpha_0, self.alpha_max, self.warmup_epochs)

@@ -1,0 +1,56 @@
+"""`LossWeighting`: combine the per-task losses of a step into one scalar loss."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from t2t_mtl.weighting.errors import WeightingError
+
+
+class LossWeighting(nn.Module):
+    """``weighting(per_task_losses, epoch=..., stats=...) -> scalar``.
+
+    Losses of the tasks present in the step (one task for a homogeneous micro-batch) are combined; task
+    weights are defined over all tasks of the mixture, so a task's weight does not depend on which
+    other tasks share the step. `last_weights` holds the effective weight of each task of the last call.
+    """
+
+    method: str = ""
+    PARAMS: tuple[str, ...] = ()
+
+    def __init__(self, task_names, task_sizes: Optional[Mapping[str, int]] = None) -> None:
+        super().__init__()
+        self.task_names: list[str] = list(task_names)
+        if not self.task_names:
+            raise WeightingError("loss weighting needs at least one task name")
+        if len(set(self.task_names)) != len(self.task_names):
+            raise WeightingError(f"duplicate task names: {self.task_names}")
+        self.task_sizes = dict(task_sizes or {})
+        self._index = {t: i for i, t in enumerate(self.task_names)}
+        self.last_weights: dict[str, float] = {}
+
+    def forward(self, per_task_losses: Mapping[str, torch.Tensor], *, epoch: float = 0,
+                stats: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
+        if not per_task_losses:
+            raise WeightingError("no per-task losses given: a step needs at least one task's loss")
+        for task, loss in per_task_losses.items():
+            if task not in self._index:
+                raise WeightingError(f"loss given for task {task!r}, which this weighting does not know "
+                                     f"(tasks: {', '.join(self.task_names)})")
+            if not torch.is_tensor(loss) or loss.numel() != 1:
+                raise WeightingError(f"loss of task {task!r} must be a scalar tensor")
+        return self.combine(dict(per_task_losses), epoch=float(epoch), stats=stats or {})
+
+    def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
+        """The method's formula on the present tasks' losses."""
+        raise NotImplementedError
+
+    def index(self, task: str) -> int:
+        return self._index[task]
+
+    def weighted_sum(self, losses: dict[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+        """Σ_t w_t L_t over the present tasks; records `last_weights`."""
+        self.last_weights = {t: float(weights[t]) for t in losses}
+        return torch.stack([weights[t] * loss.reshape(()) for t, loss in losses.items()]).sum()

@@ -1,0 +1,38 @@
+"""`build_weighting(config, task_names, task_sizes)` from a config such as ``{"method": "uncertainty"}``."""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping, Optional
+
+from t2t_mtl.weighting.base import LossWeighting
+from t2t_mtl.weighting.errors import UnknownWeightingError, WeightingError
+from t2t_mtl.weighting.methods import (CurriculumWeighting, DynamicTaskPrioritization, EqualWeighting,
+                                       SizeWeighting, TchebycheffWeighting, UncertaintyWeighting)
+
+METHODS: dict[str, type[LossWeighting]] = {cls.method: cls for cls in (
+    EqualWeighting, SizeWeighting, UncertaintyWeighting, DynamicTaskPrioritization, TchebycheffWeighting,
+    CurriculumWeighting)}
+
+
+def _suggest(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def build_weighting(config: Mapping[str, Any], task_names, task_sizes: Optional[Mapping[str, int]] = None
+                    ) -> LossWeighting:
+    """Build the weighting named by `config["method"]`, validating every key."""
+    if not isinstance(config, Mapping):
+        raise WeightingError(f"weighting config must be a dict, got {type(config).__name__}")
+    name = config.get("method")
+    if name not in METHODS:
+        raise UnknownWeightingError(f"unknown loss weighting {name!r}.{_suggest(str(name), METHODS)} "
+                                    f"Valid methods: {', '.join(METHODS)}.")
+    cls = METHODS[name]
+    for key in config:
+        if key != "method" and key not in cls.PARAMS:
+            valid = ", ".join(cls.PARAMS) or "none"
+            raise WeightingError(f"unknown parameter {key!r} for loss weighting {name!r}."
+                                 f"{_suggest(key, cls.PARAMS)} Valid parameters: {valid}.")
+    kwargs = {k: v for k, v in config.items() if k != "method"}
+    return cls(task_names, task_sizes, **kwargs)

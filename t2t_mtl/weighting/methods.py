@@ -1,0 +1,186 @@
+"""The loss-weighting methods (formulas from the survey, Chen et al. 2024 §3.1)."""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+from t2t_mtl.weighting.base import LossWeighting
+from t2t_mtl.weighting.errors import WeightingError
+
+
+def _check_sizes(task_names, task_sizes) -> None:
+    for task in task_names:
+        size = (task_sizes or {}).get(task)
+        if size is None:
+            raise WeightingError(f"size-based weighting needs the size of task {task!r}")
+        if not size > 0:
+            raise WeightingError(f"task {task!r} has size {size}: sizes must be > 0")
+
+
+def base_weights(kind: str, task_names, task_sizes) -> dict[str, float]:
+    """Constant weights summing to 1: 'equal' (1/M) or 'size' (λ_t ∝ 1/|D_t|)."""
+    if kind == "equal":
+        return {t: 1.0 / len(task_names) for t in task_names}
+    if kind == "size":
+        _check_sizes(task_names, task_sizes)
+        inverse = {t: 1.0 / task_sizes[t] for t in task_names}
+        total = math.fsum(inverse.values())
+        return {t: v / total for t, v in inverse.items()}
+    raise WeightingError(f"unknown base weights {kind!r}: valid are 'equal', 'size'")
+
+
+class EqualWeighting(LossWeighting):
+    """Σ_t L_t / M."""
+
+    method = "equal"
+
+    def __init__(self, task_names, task_sizes=None) -> None:
+        super().__init__(task_names, task_sizes)
+        self.weights = base_weights("equal", self.task_names, task_sizes)
+
+    def combine(self, losses, *, epoch, stats):
+        return self.weighted_sum(losses, self.weights)
+
+
+class SizeWeighting(LossWeighting):
+    """Σ_t λ_t L_t with λ_t = (1/|D_t|) / Σ_s (1/|D_s|)."""
+
+    method = "size"
+
+    def __init__(self, task_names, task_sizes=None) -> None:
+        super().__init__(task_names, task_sizes)
+        self.weights = base_weights("size", self.task_names, task_sizes)
+
+    def combine(self, losses, *, epoch, stats):
+        return self.weighted_sum(losses, self.weights)
+
+
+class UncertaintyWeighting(LossWeighting):
+    """Kendall et al. (2018): Σ_t exp(-s_t) L_t + s_t with learned s_t = log σ_t² (parameter `log_variance`).
+
+    `log_variance` is an nn.Parameter [M] in task order: the optimizer trains it with the model and it is
+    saved in the module's state_dict (so in checkpoints).
+    """
+
+    method = "uncertainty"
+    PARAMS = ("init",)
+
+    def __init__(self, task_names, task_sizes=None, *, init: float = 0.0) -> None:
+        super().__init__(task_names, task_sizes)
+        self.log_variance = nn.Parameter(torch.full((len(self.task_names),), float(init)))
+
+    def combine(self, losses, *, epoch, stats):
+        terms = []
+        for task, loss in losses.items():
+            s = self.log_variance[self.index(task)]
+            terms.append(torch.exp(-s) * loss.reshape(()) + s)
+        self.last_weights = {t: math.exp(-float(self.log_variance[self.index(t)].detach())) for t in losses}
+        return torch.stack(terms).sum()
+
+
+class DynamicTaskPrioritization(LossWeighting):
+    """Guo et al. (2018): λ_t = -(1 - k_t)^γ log k_t, k_t a task KPI in (0, 1).
+
+    KPIs come from ``stats={"kpi": {task: value}}`` (e.g. accuracy), smoothed as
+    k ← (1-momentum) k_new + momentum k; a task with no KPI yet uses `initial_kpi`.
+    """
+
+    method = "dtp"
+    PARAMS = ("gamma", "momentum", "initial_kpi", "eps")
+
+    def __init__(self, task_names, task_sizes=None, *, gamma: float = 2.0, momentum: float = 0.0,
+                 initial_kpi: float = 0.5, eps: float = 1e-6) -> None:
+        super().__init__(task_names, task_sizes)
+        if gamma < 0:
+            raise WeightingError(f"dtp gamma must be >= 0, got {gamma}")
+        if not 0 <= momentum < 1:
+            raise WeightingError(f"dtp momentum must be in [0, 1), got {momentum}")
+        if not 0 < initial_kpi < 1:
+            raise WeightingError(f"dtp initial_kpi must be in (0, 1), got {initial_kpi}")
+        self.gamma, self.momentum, self.eps = float(gamma), float(momentum), float(eps)
+        self.register_buffer("kpi", torch.full((len(self.task_names),), float(initial_kpi), dtype=torch.float64))
+
+    def update_kpis(self, kpis: Mapping[str, float]) -> None:
+        """Fold new KPI values (in [0, 1]) into the smoothed KPIs."""
+        for task, value in kpis.items():
+            if task not in self._index:
+                raise WeightingError(f"KPI given for unknown task {task!r}")
+            value = float(value)
+            if not 0.0 <= value <= 1.0:
+                raise WeightingError(f"task {task!r} has KPI {value}: KPIs must be in [0, 1]")
+            i = self.index(task)
+            self.kpi[i] = (1 - self.momentum) * value + self.momentum * float(self.kpi[i])
+
+    def task_weight(self, task: str) -> float:
+        k = min(max(float(self.kpi[self.index(task)]), self.eps), 1 - self.eps)
+        return -((1 - k) ** self.gamma) * math.log(k)
+
+    def combine(self, losses, *, epoch, stats):
+        if stats.get("kpi"):
+            self.update_kpis(stats["kpi"])
+        return self.weighted_sum(losses, {t: self.task_weight(t) for t in losses})
+
+
+class TchebycheffWeighting(LossWeighting):
+    """max_t λ_t L_t with λ_t = 1/(l_t Σ_i 1/l_i), l_t a reference loss per task.
+
+    l_t is ``stats["ref_loss"][t]`` when given, else the task's first observed loss; Σ_i runs over the
+    tasks whose l is known. The maximum is over the tasks present in the step.
+    """
+
+    method = "tchebycheff"
+
+    def __init__(self, task_names, task_sizes=None) -> None:
+        super().__init__(task_names, task_sizes)
+        self.register_buffer("ref_loss", torch.full((len(self.task_names),), float("nan"), dtype=torch.float64))
+
+    def combine(self, losses, *, epoch, stats):
+        for task, value in (stats.get("ref_loss") or {}).items():
+            if task not in self._index or not float(value) > 0:
+                raise WeightingError(f"ref_loss for task {task!r} must be > 0 and the task known, got {value}")
+            self.ref_loss[self.index(task)] = float(value)
+        for task, loss in losses.items():
+            i = self.index(task)
+            if torch.isnan(self.ref_loss[i]):
+                value = float(loss.detach())
+                if not value > 0:
+                    raise WeightingError(f"task {task!r}'s first loss is {value}: Tchebycheff needs l_t > 0")
+                self.ref_loss[i] = value
+        known = ~torch.isnan(self.ref_loss)
+        norm = float((1.0 / self.ref_loss[known]).sum())
+        weights = {t: 1.0 / (float(self.ref_loss[self.index(t)]) * norm) for t in losses}
+        weighted = torch.stack([weights[t] * loss.reshape(()) for t, loss in losses.items()])
+        self.last_weights = weights
+        return weighted.max()
+
+
+class CurriculumWeighting(LossWeighting):
+    """λ_t(e) = λ_t^const / (1 + exp((e'_t - e)/α)): task t fades in around epoch e'_t.
+
+    `start_epochs` {task: e'_t} (default 0), `alpha` the width, `base` 'equal' or 'size' for λ^const.
+    """
+
+    method = "curriculum"
+    PARAMS = ("start_epochs", "alpha", "base")
+
+    def __init__(self, task_names, task_sizes=None, *, start_epochs: Optional[Mapping[str, float]] = None,
+                 alpha: float = 1.0, base: str = "equal") -> None:
+        super().__init__(task_names, task_sizes)
+        if alpha <= 0:
+            raise WeightingError(f"curriculum alpha must be > 0, got {alpha}")
+        unknown = [t for t in (start_epochs or {}) if t not in self._index]
+        if unknown:
+            raise WeightingError(f"start_epochs names unknown tasks: {', '.join(unknown)}")
+        self.start_epochs = {t: float((start_epochs or {}).get(t, 0.0)) for t in self.task_names}
+        self.alpha = float(alpha)
+        self.base = base_weights(base, self.task_names, task_sizes)
+
+    def task_weight(self, task: str, epoch: float) -> float:
+        z = (self.start_epochs[task] - epoch) / self.alpha
+        return self.base[task] / (1.0 + math.exp(z)) if z < 700 else 0.0
+
+    def combine(self, losses, *, epoch, stats):
+        return self.weighted_sum(losses, {t: self.task_weight(t, epoch) for t in losses})

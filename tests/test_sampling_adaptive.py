@@ -1,0 +1,185 @@
+"""Uncertainty selection (CA-MTL), its EMA variant, bandits and worst-task-first."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import entropy as scipy_entropy
+
+from t2t_mtl.sampling import (InvalidRateError, SamplingError, build_sampler, classification_entropy,
+                              generation_entropy, select_uncertain, uncertainty_scores)
+
+SIZES = {"a": 1000, "b": 1000, "c": 1000}
+
+
+# ----- entropy helpers -----
+def test_classification_entropy_matches_scipy_and_masks_padding():
+    scores = torch.tensor([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5], [1.0, 3.0, -1e9]])
+    mask = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])
+    got = classification_entropy(scores, mask)
+    for row, m, value in zip(scores, mask, got):
+        p = torch.softmax(row[m], -1).numpy()
+        assert float(value) == pytest.approx(scipy_entropy(p), abs=1e-6)
+    assert float(got[0]) == pytest.approx(math.log(3))
+
+
+def test_generation_entropy_mean_per_token_over_log_vocab():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 11)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    got = generation_entropy(logits, mask)
+    for i in range(2):
+        per_token = [scipy_entropy(torch.softmax(logits[i, j], -1).numpy()) for j in range(4) if mask[i, j]]
+        assert float(got[i]) == pytest.approx(np.mean(per_token) / math.log(11), rel=1e-5)
+    assert float(generation_entropy(torch.zeros(1, 3, 11))[0]) == pytest.approx(1.0)
+    raw = generation_entropy(logits, mask, normalise=False)
+    assert torch.allclose(raw, got * math.log(11))
+
+
+# ----- CA-MTL selector -----
+def test_selector_keeps_exactly_the_highest_u_candidates():
+    entropies = {"cls": [0.6, 0.1, 0.65], "gen": [3.0, 2.0, 1.0]}
+    sizes = {"cls": 2, "gen": 1000}
+    s_hat = max(np.mean(v) for v in entropies.values())  # 2.0
+    expected_u = {t: [s / (s_hat * math.log(sizes[t])) for s in v] for t, v in entropies.items()}
+    ranked = sorted(((u, t, i) for t, us in expected_u.items() for i, u in enumerate(us)), reverse=True)
+    expected = [(t, i) for _, t, i in ranked[:3]]
+    assert select_uncertain(entropies, sizes, 3) == expected == [("cls", 2), ("cls", 0), ("gen", 0)]
+    scores = uncertainty_scores(entropies, sizes)
+    for t in entropies:
+        np.testing.assert_allclose(scores[t].numpy(), expected_u[t])
+    # raw entropies would have picked the generation task only: the normalisation matters
+    raw = sorted(((s, t, i) for t, v in entropies.items() for i, s in enumerate(v)), reverse=True)[:3]
+    assert {(t, i) for _, t, i in raw} != set(expected)
+
+
+def test_uncertainty_sampler_pool_and_selection_counts():
+    sampler = build_sampler({"strategy": "uncertainty", "pool_per_task": 2, "mode": "mixed"}, SIZES, seed=0)
+    assert sampler.candidate_pool() == {"a": 2, "b": 2, "c": 2}
+    chosen = sampler.select({"a": torch.tensor([0.1, 0.2]), "b": torch.tensor([0.9, 0.8]),
+                             "c": torch.tensor([0.5, 0.0])}, {"a": 4, "b": 4, "c": 4})
+    assert chosen == [("b", 0), ("b", 1)]
+    assert sampler.selected() == {"a": 0, "b": 2, "c": 0}
+    with pytest.raises(SamplingError, match="answer-space size for task 'c'"):
+        sampler.select({"c": [0.1, 0.2]}, {"a": 2})
+    with pytest.raises(InvalidRateError, match="'a'"):
+        sampler.select({"a": [float("nan"), 0.2]}, {"a": 2})
+
+
+def test_uncertainty_ema_blends_prior_with_floor():
+    sizes = {"a": 10_000, "b": 100, "c": 100}
+    sampler = build_sampler({"strategy": "uncertainty_ema", "alpha": 2.0, "lam": 0.5, "floor": 0.05,
+                             "momentum": 0.5}, sizes, seed=0)
+    prior = np.sqrt([10_000, 100, 100]) / np.sqrt([10_000, 100, 100]).sum()
+    np.testing.assert_allclose(list(sampler.probabilities().values()), 0.05 + 0.85 * prior)
+    sampler.update({"entropy": {"a": 0.0, "b": 0.8, "c": 0.2}})
+    sampler.update({"entropy": {"a": 0.0, "b": 0.4, "c": 0.2}})
+    ema = np.array([0.0, 0.6, 0.2])  # 0.5 * 0.8 + 0.5 * 0.4
+    expected = 0.05 + 0.85 * (0.5 * prior + 0.5 * ema / ema.sum())
+    np.testing.assert_allclose(list(sampler.probabilities().values()), expected)
+    assert min(sampler.probabilities().values()) >= 0.05
+    with pytest.raises(SamplingError, match="'zzz'"):
+        sampler.update({"entropy": {"zzz": 0.1}})
+
+
+# ----- bandits and worst-task-first -----
+def run_bandit(sampler, rounds=40, draws=50):
+    scores = {t: 0.0 for t in sampler.tasks}
+    sampler.update({"val_score": dict(scores)})  # baselines
+    for _ in range(rounds):
+        tasks = sampler.sample_tasks(draws)
+        scores["good"] += 0.05 + 0.001 * tasks.count("good")
+        scores["bad"] -= 0.01
+        sampler.update({"val_score": dict(scores)})
+    return sampler.probabilities()
+
+
+def test_softmax_bandit_moves_mass_to_best_arm_and_matches_q_formula():
+    sizes = {"good": 100, "bad": 100, "flat": 100}
+    sampler = build_sampler({"strategy": "bandit_softmax", "tau": 0.02, "step": 0.5, "mode": "mixed"}, sizes, seed=0)
+    assert sampler.probabilities()["good"] == pytest.approx(1 / 3)
+    probs = run_bandit(sampler)
+    assert probs["good"] > 0.9
+    q = sampler.q
+    np.testing.assert_allclose(np.exp(q / 0.02) / np.exp(q / 0.02).sum(), list(probs.values()))
+    # Q recursion unrolled: Q_e = (1-a)^e Q_0 + Σ_k a (1-a)^(e-k) R_k for a constant reward R
+    fresh = build_sampler({"strategy": "bandit_softmax", "step": 0.3, "initial_q": 1.0}, sizes, seed=0)
+    fresh.update({"val_score": {"bad": 0.0}})
+    for k in range(1, 6):
+        fresh.update({"val_score": {"bad": -0.2 * k}})
+    expected = 0.7 ** 5 * 1.0 + sum(0.3 * 0.7 ** (5 - k) * -0.2 for k in range(1, 6))
+    assert fresh.q[1] == pytest.approx(expected)
+
+
+def test_thompson_bandit_moves_mass_to_best_arm():
+    sizes = {"good": 100, "bad": 100, "flat": 100}
+    sampler = build_sampler({"strategy": "bandit_thompson", "mode": "mixed"}, sizes, seed=0)
+    probs = run_bandit(sampler)
+    assert probs["good"] > 0.9
+    assert sampler.alpha.tolist() == [41.0, 1.0, 1.0] and sampler.beta.tolist() == [1.0, 41.0, 41.0]
+
+
+@pytest.mark.parametrize("strategy", ["bandit_thompson", "bandit_softmax", "uncertainty_ema", "worst_task"])
+def test_updates_take_effect_at_the_next_draw(strategy):
+    sizes = {"good": 100, "bad": 100, "flat": 100}
+    sampler = build_sampler({"strategy": strategy, "tau": 0.01} if strategy == "bandit_softmax" else
+                            {"strategy": strategy}, sizes, seed=0)
+    sampler.next_task()  # a block drawn from the initial distribution is buffered
+    for step in range(40):
+        sampler.update({"val_score": {"good": 0.1 * step, "bad": -0.1 * step, "flat": 0.0},
+                        "entropy": {"good": 1.0, "bad": 0.0, "flat": 0.0},
+                        "val_loss": {"good": 1.0, "bad": 1.0 / (step + 1), "flat": 1.0 / (step + 1)}})
+    assert sampler.probabilities()["good"] > 0.6
+    assert sampler.sample_tasks(200).count("good") > 100
+
+
+def test_thompson_with_target_credits_the_arms_that_were_drawn():
+    sizes = {"primary": 100, "helper": 100, "noise": 100}
+    sampler = build_sampler({"strategy": "bandit_thompson", "target": "primary", "mode": "mixed"}, sizes, seed=1)
+    score = 0.0
+    sampler.update({"val_score": {"primary": score}})
+    for _ in range(60):
+        tasks = sampler.sample_tasks(30)
+        shares = {t: tasks.count(t) for t in sizes}
+        score += 0.1 if shares["helper"] == max(shares.values()) else -0.1  # helper-heavy rounds help
+        sampler.update({"val_score": {"primary": score}})
+    probs = sampler.probabilities()
+    assert probs["helper"] > 0.6 and probs["helper"] == max(probs.values())
+
+
+def test_worst_task_first_tchebycheff_weights():
+    sizes = {"a": 10, "b": 10, "c": 10}
+    sampler = build_sampler({"strategy": "worst_task"}, sizes, seed=0)
+    sampler.update({"val_loss": {"a": 2.0, "b": 1.0}})
+    assert sampler.probabilities() == {"a": 0.0, "b": 0.0, "c": 1.0}  # unseen task first
+    sampler.update({"val_loss": {"c": 4.0}})
+    sampler.update({"val_loss": {"a": 1.0, "b": 0.9, "c": 2.0}})
+    inv = np.array([1 / 2.0, 1 / 1.0, 1 / 4.0])
+    expected_scores = np.array([1.0, 0.9, 2.0]) * inv / inv.sum()
+    np.testing.assert_allclose(sampler.weighted_losses(), expected_scores)
+    assert sampler.probabilities() == {"a": 0.0, "b": 1.0, "c": 0.0}  # b: 0.9/1.0 is the worst relative loss
+    assert set(sampler.sample_tasks(100)) == {"b"}
+    soft = build_sampler({"strategy": "worst_task", "tau": 0.1, "floor": 0.02}, sizes, seed=0)
+    soft.update({"val_loss": {"a": 2.0, "b": 1.0, "c": 4.0}})
+    soft.update({"val_loss": {"a": 1.0, "b": 0.9, "c": 2.0}})
+    z = np.exp(expected_scores / 0.1)
+    np.testing.assert_allclose(list(soft.probabilities().values()), 0.02 + 0.94 * z / z.sum())
+
+
+def test_worst_task_on_training_losses():
+    sampler = build_sampler({"strategy": "worst_task", "metric": "loss"}, SIZES, seed=0)
+    sampler.update({"loss": {"a": 2.0, "b": 2.0, "c": 2.0}, "val_loss": {"a": 9.0}})
+    sampler.update({"loss": {"a": 1.0, "b": 1.5, "c": 0.5}})
+    assert sampler.probabilities() == {"a": 0.0, "b": 1.0, "c": 0.0}
+
+
+def test_feedback_errors_name_the_task():
+    sampler = build_sampler({"strategy": "bandit_softmax"}, SIZES, seed=0)
+    with pytest.raises(SamplingError, match="'zz'"):
+        sampler.update({"val_score": {"zz": 1.0}})
+    with pytest.raises(SamplingError, match="'a'"):
+        sampler.update({"val_score": {"a": float("nan")}})
+    with pytest.raises(SamplingError, match="'nope'"):
+        build_sampler({"strategy": "bandit_thompson", "target": "nope"}, SIZES, seed=0)

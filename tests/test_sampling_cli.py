@@ -1,0 +1,86 @@
+"""`t2t-mtl mixture show`: the rates table and plot for a registered (nested) mixture."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import task_registry
+from task_registry import GeneratorSource, Mixture, Task, Template
+from t2t_mtl.cli import main
+
+SIZES = {"cli_big": 900, "cli_mid": 100, "cli_small": 16}
+
+
+def rows(split, num_rows, seed):
+    return ({"x": str(i)} for i in range(num_rows))
+
+
+@pytest.fixture()
+def mixture():
+    templates = [Template("t1", "{{x}} ||| {{x}}"), Template("t2", "say {{x}} ||| {{x}}")]
+    # register the built-ins first: inside isolated_registry their (cached) import would be lost afterwards
+    task_registry.load_builtin_tasks()
+    with task_registry.isolated_registry():
+        for name, size in SIZES.items():
+            task_registry.register_task(Task(name, GeneratorSource(rows, num_rows={"train": size}),
+                                             templates, splits=("train",)))
+        inner = Mixture("cli_inner", ["cli_mid", "cli_small"])
+        task_registry.register_mixture(Mixture("cli_mix", [("cli_big", 1.0), (inner, 1.0)]))
+        yield "cli_mix"
+
+
+def parse(output):
+    table = {}
+    for line in output.splitlines():
+        fields = line.split()
+        if fields and fields[0] in SIZES:
+            table[fields[0]] = [float(v) for v in fields[1:]]
+    return table
+
+
+def test_show_temperature_rates_and_plot(mixture, tmp_path, capsys):
+    plot = tmp_path / "rates.png"
+    assert main(["mixture", "show", mixture, "--sampler", "temperature", "--alpha", "2", "--plot", str(plot)]) == 0
+    table = parse(capsys.readouterr().out)
+    n = np.array([900, 100, 16], dtype=float)
+    expected = np.sqrt(n) / np.sqrt(n).sum()
+    for (task, values), p in zip(table.items(), expected):
+        assert values[0] == SIZES[task]
+        assert values[1] == pytest.approx(p, abs=1e-4)
+        assert values[2] == pytest.approx(p, abs=0.01)  # realised share of 100k draws
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_schedule_over_epochs(mixture, capsys):
+    assert main(["mixture", "show", mixture, "--sampler", "annealed", "--epochs", "3", "--draws", "0"]) == 0
+    table = parse(capsys.readouterr().out)
+    n = np.array([900, 100, 16], dtype=float)
+    for epoch, alpha in enumerate([1.0, 1 / 0.6, 5.0]):
+        expected = n ** (1 / alpha) / (n ** (1 / alpha)).sum()
+        got = [table[t][1 + epoch] for t in SIZES]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_show_explicit_flattens_nested_rates(mixture, capsys):
+    assert main(["mixture", "show", mixture, "--draws", "0"]) == 0
+    table = parse(capsys.readouterr().out)
+    assert [table[t][1] for t in SIZES] == pytest.approx([0.5, 0.25, 0.25])
+
+
+def test_show_template_caps(mixture, capsys):
+    # 2 templates each, T0 dataset cap 200 -> per-template cap 100: n = 2*min(rows, 100)
+    assert main(["mixture", "show", mixture, "--sampler", "proportional", "--dataset-cap", "200",
+                 "--draws", "0"]) == 0
+    table = parse(capsys.readouterr().out)
+    expected = np.array([200, 200, 32]) / 432
+    assert [table[t][1] for t in SIZES] == pytest.approx(expected, abs=1e-4)
+
+
+def test_show_errors(mixture, capsys):
+    assert main(["mixture", "show", "cli_mixx"]) == 2
+    assert "cli_mix" in capsys.readouterr().err
+    assert main(["mixture", "show", mixture, "--sampler", "temperature", "--set", "alpah=2"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"unknown parameter 'alpah'.*'alpha'", err)

@@ -1,0 +1,144 @@
+"""Static samplers: realised frequencies of 100k draws agree with each rate formula (chi-square)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from t2t_mtl.sampling import (EmptyTaskError, InvalidRateError, UnknownParameterError, UnknownStrategyError,
+                              build_sampler, seqio_rate, size_rates)
+
+SIZES = {"big": 200_000, "mid": 30_000, "small": 4_000, "tiny": 150}
+N_DRAWS = 100_000
+
+
+def counts_of(sampler, n=N_DRAWS, vectorised=True):
+    tasks = sampler.sample_tasks(n) if vectorised else [sampler.next_task() for _ in range(n)]
+    return np.array([tasks.count(t) for t in SIZES], dtype=np.float64)
+
+
+def assert_matches(counts, expected_probs):
+    expected = np.asarray(expected_probs) / np.sum(expected_probs) * counts.sum()
+    assert chisquare(counts, expected).pvalue > 1e-3
+
+
+def assert_rejects(counts, wrong_probs):
+    expected = np.asarray(wrong_probs) / np.sum(wrong_probs) * counts.sum()
+    assert chisquare(counts, expected).pvalue < 1e-6
+
+
+def formula(sizes, alpha=1.0, cap=None, scale=1.0):
+    n = np.array(list(sizes.values()), dtype=np.float64) * scale
+    if cap:
+        n = np.minimum(n, cap)
+    return n ** (1.0 / alpha)
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"strategy": "uniform"}, np.ones(4)),
+    ({"strategy": "proportional"}, formula(SIZES)),
+    ({"strategy": "proportional", "cap": 20_000}, formula(SIZES, cap=20_000)),
+    ({"strategy": "temperature", "alpha": 2.0}, formula(SIZES, alpha=2.0)),
+    ({"strategy": "temperature", "alpha": 3.0, "cap": 50_000}, formula(SIZES, alpha=3.0, cap=50_000)),
+    ({"strategy": "temperature", "alpha": 2.0, "cap": 2_000, "scale": 0.1}, formula(SIZES, 2.0, 2_000, 0.1)),
+    ({"strategy": "explicit", "rates": {"big": 1.0, "mid": 2.0, "small": 3.0, "tiny": 4.0}}, [1, 2, 3, 4]),
+])
+def test_draw_frequencies_match_formula(config, expected):
+    sampler = build_sampler(config, SIZES, seed=1234)
+    np.testing.assert_allclose(list(sampler.probabilities().values()), expected / np.sum(expected), rtol=1e-12)
+    counts = counts_of(sampler)
+    assert_matches(counts, expected)
+    if not np.allclose(expected / np.sum(expected), 0.25):
+        assert_rejects(counts, np.ones(4))  # the test has power: uniform is rejected
+
+
+def test_next_task_and_mixed_draws_follow_the_same_distribution():
+    expected = formula(SIZES, alpha=2.0)
+    homogeneous = build_sampler({"strategy": "temperature", "alpha": 2.0}, SIZES, seed=5)
+    assert_matches(counts_of(homogeneous, vectorised=False), expected)
+    mixed = build_sampler({"strategy": "temperature", "alpha": 2.0, "mode": "mixed"}, SIZES, seed=5)
+    assert_matches(counts_of(mixed), expected)
+
+
+def test_realised_proportions_are_reported():
+    sampler = build_sampler({"strategy": "proportional", "cap": 20_000}, SIZES, seed=0)
+    sampler.sample_tasks(50_000)
+    table = {row["task"]: row for row in sampler.rates_table()}
+    assert sum(row["drawn"] for row in table.values()) == 50_000
+    for task, prob in sampler.probabilities().items():
+        assert abs(table[task]["realised"] - prob) < 0.01
+    text = sampler.describe()
+    assert "realised" in text and "tiny" in text
+
+
+def test_seqio_rate_order_scale_then_clip_then_temperature():
+    # clip happens after scaling and before temperature: (min(1000*0.5, 300)) ** (1/2)
+    assert seqio_rate(1000, maximum=300, scale=0.5, temperature=2.0) == pytest.approx(300 ** 0.5)
+    assert seqio_rate(1000, maximum=800, scale=0.5, temperature=2.0) == pytest.approx(500 ** 0.5)
+    assert seqio_rate(1000, maximum=None, temperature=1.0) == 1000
+    assert seqio_rate(1000, maximum=0) == 1000  # seqio: a falsy maximum means no cap
+
+
+def test_t0_per_template_caps():
+    sizes = {"a": 100_000, "b": 1_000}
+    templates = {"a": 10, "b": 4}
+    # T0: every template is a seqio task with the dataset's rows, capped at dataset_cap // k
+    rates = size_rates(sizes, templates=templates, dataset_cap=500_000)
+    assert rates["a"] == pytest.approx(10 * min(100_000, 50_000))
+    assert rates["b"] == pytest.approx(4 * min(1_000, 125_000))
+    rates = size_rates(sizes, templates=templates, template_cap=800, temperature=2.0)
+    assert rates["a"] == pytest.approx(10 * 800 ** 0.5)
+    assert rates["b"] == pytest.approx(4 * 800 ** 0.5)
+    sampler = build_sampler({"strategy": "temperature", "alpha": 2.0, "templates": templates,
+                             "template_cap": 800}, sizes, seed=0)
+    assert sampler.probabilities()["a"] == pytest.approx(10 / 14)
+
+
+def test_nested_mixture_rates_via_explicit_strategy():
+    import task_registry
+    from task_registry import GeneratorSource, Mixture, Task, Template
+
+    def rows(split, num_rows, seed):
+        return ({"x": str(i)} for i in range(num_rows))
+
+    template = Template("t", "{{x}} ||| {{x}}")
+    with task_registry.isolated_registry():
+        tasks = [Task(f"sampling_nested_{i}", GeneratorSource(rows, num_rows=10), [template]) for i in range(3)]
+        for task in tasks:
+            task_registry.register_task(task)
+        inner = Mixture("sampling_nested_inner", {tasks[1]: 1.0, tasks[2]: 3.0})
+        rates = Mixture("sampling_nested_outer", {tasks[0]: 2.0, inner: 2.0}).flatten()
+    sampler = build_sampler({"strategy": "explicit", "rates": rates}, {t.name: 10 for t in tasks}, seed=0)
+    probs = sampler.probabilities()
+    # the sub-mixture's weight 2 is split 1:3 between its tasks
+    assert probs == pytest.approx({"sampling_nested_0": 0.5, "sampling_nested_1": 0.125, "sampling_nested_2": 0.375})
+
+
+@pytest.mark.parametrize("config, error, words", [
+    ({"strategy": "temprature"}, UnknownStrategyError, ["'temperature'", "uniform", "bandit_thompson"]),
+    ({"strategy": "temperature", "alpah": 2}, UnknownParameterError, ["'alpha'", "cap"]),
+    ({"strategy": "explicit", "rates": {"big": 1, "mid": -1, "small": 1, "tiny": 1}}, InvalidRateError, ["'mid'"]),
+    ({"strategy": "explicit", "rates": {"big": 1, "mid": float("nan"), "small": 1, "tiny": 1}}, InvalidRateError,
+     ["'mid'"]),
+    ({"strategy": "explicit", "rates": {"big": 0, "mid": 0, "small": 0, "tiny": 0}}, InvalidRateError,
+     ["zero"]),
+    ({"strategy": "explicit", "rates": {"big": 1, "mid": 1, "small": 1}}, InvalidRateError, ["tiny"]),
+    ({"strategy": "temperature", "alpha": 0}, InvalidRateError, ["alpha"]),
+    ({"strategy": "uniform", "mode": "mixd"}, ValueError, ["homogeneous", "mixed"]),
+])
+def test_bad_config_errors(config, error, words):
+    with pytest.raises(error) as info:
+        build_sampler(config, SIZES, seed=0)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_bad_task_sizes_name_the_task():
+    with pytest.raises(EmptyTaskError, match="'empty'"):
+        build_sampler({"strategy": "uniform"}, {"ok": 10, "empty": 0}, seed=0)
+    with pytest.raises(InvalidRateError, match="'neg'"):
+        build_sampler({"strategy": "proportional"}, {"ok": 10, "neg": -3}, seed=0)
+    with pytest.raises(InvalidRateError, match="'nan'"):
+        build_sampler({"strategy": "proportional"}, {"ok": 10, "nan": float("nan")}, seed=0)
+    with pytest.raises(InvalidRateError, match="no tasks"):
+        build_sampler({"strategy": "uniform"}, {}, seed=0)

@@ -1,0 +1,77 @@
+"""Annealed (Stickland & Murray) and dynamic (Wang et al.) temperature schedules over epochs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from t2t_mtl.sampling import SamplingError, annealed_alpha, build_sampler, dynamic_alpha
+
+SIZES = {"a": 100_000, "b": 10_000, "c": 500}
+N = np.array(list(SIZES.values()), dtype=np.float64)
+
+
+def probs_at(alpha, cap=None):
+    n = np.minimum(N, cap) if cap else N
+    r = n ** (1.0 / alpha)
+    return r / r.sum()
+
+
+@pytest.mark.parametrize("e, total, expected", [(1, 10, 1.0), (10, 10, 5.0), (4, 10, 1 / (1 - 0.8 * 3 / 9)),
+                                                (2.5, 4, 1 / (1 - 0.8 * 1.5 / 3)), (1, 1, 1.0)])
+def test_annealed_alpha_formula(e, total, expected):
+    assert annealed_alpha(e, total) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("e, expected", [(1, 1.0), (2, 1.8), (4, 3.4), (6, 5.0), (9, 5.0)])
+def test_dynamic_alpha_formula(e, expected):
+    # alpha_0 = 1, alpha_max = 5, M = 5: alpha(e) = min(5, (e-1) * 4/5 + 1)
+    assert dynamic_alpha(e, 1.0, 5.0, 5.0) == pytest.approx(expected)
+
+
+def test_annealed_sampler_follows_schedule_over_epochs():
+    sampler = build_sampler({"strategy": "annealed", "epochs": 5, "cap": 50_000}, SIZES, seed=3)
+    for epoch in range(5):  # set_epoch is 0-based; the paper's e = epoch + 1
+        sampler.set_epoch(epoch)
+        alpha = 1.0 / (1.0 - 0.8 * epoch / 4)
+        np.testing.assert_allclose(list(sampler.probabilities().values()), probs_at(alpha, 50_000), rtol=1e-12)
+    sampler.set_epoch(2)
+    tasks = sampler.sample_tasks(100_000)
+    counts = [tasks.count(t) for t in SIZES]
+    assert chisquare(counts, probs_at(1 / (1 - 0.8 * 2 / 4), 50_000) * 100_000).pvalue > 1e-3
+
+
+def test_dynamic_sampler_follows_schedule_over_epochs():
+    sampler = build_sampler({"strategy": "dynamic_temperature", "alpha_0": 1.0, "alpha_max": 4.0,
+                             "warmup_epochs": 3}, SIZES, seed=3)
+    # fractional epochs (the engine sets seen/total every step) use the current whole epoch
+    for epoch, alpha in [(0, 1.0), (0.7, 1.0), (1, 2.0), (2, 3.0), (3, 4.0), (7, 4.0), (1.5, 2.0)]:
+        sampler.set_epoch(epoch)
+        np.testing.assert_allclose(list(sampler.probabilities().values()), probs_at(alpha), rtol=1e-12)
+
+
+def test_schedule_changes_the_draws():
+    sampler = build_sampler({"strategy": "annealed", "epochs": 3}, SIZES, seed=0)
+    first = sampler.sample_tasks(20_000).count("c")
+    sampler.set_epoch(2)
+    last = sampler.sample_tasks(20_000).count("c")
+    assert last > 10 * first  # the small task gains mass as alpha goes 1 -> 5
+
+
+def test_schedule_errors():
+    with pytest.raises(SamplingError, match="epochs"):
+        build_sampler({"strategy": "annealed"}, SIZES, seed=0)
+    with pytest.raises(SamplingError, match="warmup_epochs"):
+        build_sampler({"strategy": "dynamic_temperature", "warmup_epochs": 0}, SIZES, seed=0)
+    sampler = build_sampler({"strategy": "annealed", "epochs": 3}, SIZES, seed=0)
+    with pytest.raises(SamplingError, match="epoch"):
+        sampler.set_epoch(-1)
+
+
+def test_schedule_logs_the_new_rates_at_each_whole_epoch(caplog):
+    sampler = build_sampler({"strategy": "annealed", "epochs": 3}, SIZES, seed=0)
+    with caplog.at_level("INFO", logger="t2t_mtl.sampling"):
+        sampler.set_epoch(0.5)
+        assert not caplog.records  # same whole epoch: same rates
+        sampler.set_epoch(1.0)
+    assert len(caplog.records) == 1 and "epoch 1" in caplog.text and "realised" in caplog.text

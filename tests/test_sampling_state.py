@@ -1,0 +1,135 @@
+"""Determinism, resume from state_dict, distributed agreement, and per-task row streams."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+from t2t_mtl.sampling import STRATEGIES, SamplingError, TaskStreams, build_sampler
+
+SIZES = {"a": 5000, "b": 700, "c": 90, "d": 3}
+CONFIGS = {
+    "uniform": {},
+    "proportional": {"cap": 1000},
+    "temperature": {"alpha": 2.0},
+    "explicit": {"rates": {"a": 1, "b": 2, "c": 3, "d": 4}},
+    "annealed": {"epochs": 4},
+    "dynamic_temperature": {"warmup_epochs": 2},
+    "uncertainty": {"pool_per_task": 2},
+    "uncertainty_ema": {"alpha": 2.0, "lam": 0.5},
+    "bandit_softmax": {"tau": 0.1},
+    "bandit_thompson": {},
+    "worst_task": {"tau": 0.5, "floor": 0.01},
+}
+STATS = [{"entropy": {"a": 0.3, "b": 0.9}, "val_score": {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4},
+          "val_loss": {"a": 2.0, "b": 1.0, "c": 3.0, "d": 1.5}},
+         {"entropy": {"c": 0.1}, "val_score": {"a": 0.3, "b": 0.1, "c": 0.3, "d": 0.5},
+          "val_loss": {"a": 1.0, "b": 1.0, "c": 2.0, "d": 1.6}}]
+
+
+def test_every_strategy_is_covered():
+    assert set(CONFIGS) == set(STRATEGIES)
+
+
+def drive(sampler, steps):
+    """A fixed interleaving of homogeneous draws, mixed draws, epochs and stats."""
+    out = []
+    for step in range(steps):
+        out.append(sampler.next_task())
+        if step % 7 == 0:
+            out.extend(sampler.sample_tasks(13))
+        if step % 97 == 50:
+            sampler.update(STATS[(step // 97) % 2])
+        if step % 60 == 59:  # fractional epochs, as the engine sets them; schedules move at whole epochs
+            sampler.set_epoch(sampler.epoch + 0.35)
+    return out
+
+
+@pytest.mark.parametrize("strategy", sorted(CONFIGS))
+def test_resume_continues_identically(strategy):
+    config = {"strategy": strategy, "block_size": 256, **CONFIGS[strategy]}
+    reference = build_sampler(config, SIZES, seed=11)
+    drive(reference, 321)
+    state = reference.state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # plain Python types: loads with torch's weights_only unpickler and as JSON
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == state
+    state = json.loads(json.dumps(state))
+    expected = drive(reference, 700)
+
+    resumed = build_sampler(config, SIZES, seed=999)  # the seed comes back from the state
+    resumed.load_state_dict(state)
+    assert drive(resumed, 700) == expected
+    assert resumed.drawn() == reference.drawn()
+    assert resumed.probabilities() == reference.probabilities()
+
+
+@pytest.mark.parametrize("strategy", sorted(CONFIGS))
+def test_same_seed_same_sequence_different_seed_differs(strategy):
+    config = {"strategy": strategy, **CONFIGS[strategy]}
+    first = drive(build_sampler(config, SIZES, seed=3), 300)
+    assert drive(build_sampler(config, SIZES, seed=3), 300) == first
+    if strategy != "worst_task":  # its distribution can be nearly deterministic
+        assert drive(build_sampler(config, SIZES, seed=4), 300) != first
+
+
+def test_ranks_agree_on_homogeneous_tasks_and_split_mixed_batches():
+    config = {"strategy": "temperature", "alpha": 2.0}
+    ranks = [build_sampler(config, SIZES, seed=5, rank=r, world_size=3) for r in range(3)]
+    single = build_sampler(config, SIZES, seed=5)
+    for _ in range(50):
+        tasks = {s.next_task() for s in ranks}
+        assert len(tasks) == 1 and tasks == {single.next_task()}
+    shares = [s.sample_tasks(8) for s in ranks]
+    assert sum(shares, []) == single.sample_tasks(24)  # the global batch, split by rank
+    assert len({tuple(s) for s in shares}) > 1
+
+
+def test_load_state_dict_refuses_another_strategy_or_tasks():
+    state = build_sampler({"strategy": "uniform"}, SIZES, seed=0).state_dict()
+    with pytest.raises(SamplingError, match="strategy"):
+        build_sampler({"strategy": "temperature"}, SIZES, seed=0).load_state_dict(state)
+    with pytest.raises(SamplingError, match="tasks"):
+        build_sampler({"strategy": "uniform"}, {"a": 1}, seed=0).load_state_dict(state)
+
+
+# ----- TaskStreams -----
+def test_streams_ranks_disjoint_and_cover_each_epoch():
+    sizes = {"x": 101, "y": 10}
+    streams = [TaskStreams(sizes, seed=1, rank=r, world_size=3) for r in range(3)]
+    first_epoch = [s.next_indices("x", len(range(r, 101, 3))) for r, s in enumerate(streams)]
+    flat = sum(first_epoch, [])
+    assert sorted(flat) == list(range(101))  # disjoint and complete
+    assert all(s.epochs()["x"] == 1 for s in streams)
+    second = streams[0].next_indices("x", 34)
+    assert sorted(second) == sorted(streams[0].permutation("x", 1)[0::3].tolist())
+    assert second != first_epoch[0]  # reshuffled
+    assert streams[0].seen() == {"x": 68, "y": 0}
+
+
+def test_streams_cross_epochs_and_resume():
+    stream = TaskStreams({"x": 7, "y": 1000}, seed=2)
+    taken = stream.next_indices("x", 10)
+    assert sorted(taken[:7]) == list(range(7)) and stream.epochs()["x"] == 1
+    stream.next_indices("y", 123)
+    state = json.loads(json.dumps(stream.state_dict()))
+    expected = [stream.next_indices("x", 5), stream.next_indices("y", 900)]
+    resumed = TaskStreams({"x": 7, "y": 1000}, seed=2)
+    resumed.load_state_dict(state)
+    assert [resumed.next_indices("x", 5), resumed.next_indices("y", 900)] == expected
+    assert resumed.seen() == stream.seen() == {"x": 15, "y": 1023}
+    assert resumed.epochs() == {"x": 2, "y": 1}
+
+
+def test_streams_errors():
+    with pytest.raises(SamplingError, match="'tiny'"):
+        TaskStreams({"tiny": 1}, seed=0, rank=0, world_size=2)
+    with pytest.raises(SamplingError, match="'empty'"):
+        TaskStreams({"empty": 0}, seed=0)
+    with pytest.raises(SamplingError, match="'nope'"):
+        TaskStreams({"x": 3}, seed=0).next_indices("nope", 1)
+    with pytest.raises(SamplingError, match="seed"):
+        TaskStreams({"x": 3}, seed=1).load_state_dict(TaskStreams({"x": 3}, seed=0).state_dict())

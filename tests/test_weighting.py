@@ -1,0 +1,128 @@
+"""Loss weightings against their formulas (Chen et al. 2024 §3.1)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from t2t_mtl.weighting import UnknownWeightingError, WeightingError, build_weighting
+
+TASKS = ["a", "b", "c"]
+SIZES = {"a": 100, "b": 400, "c": 1000}
+
+
+def value(tensor: torch.Tensor) -> float:
+    return tensor.detach().item()
+
+
+def losses(**values):
+    return {t: torch.tensor(v, requires_grad=True) for t, v in values.items()}
+
+
+def test_equal_weighting():
+    w = build_weighting({"method": "equal"}, TASKS, SIZES)
+    assert value(w(losses(a=1.0, b=2.0, c=3.0))) == pytest.approx(6.0 / 3)
+    assert value(w(losses(b=2.0))) == pytest.approx(2.0 / 3)  # a homogeneous step: weight 1/M
+
+
+def test_size_weighting():
+    w = build_weighting({"method": "size"}, TASKS, SIZES)
+    inv = {t: 1 / n for t, n in SIZES.items()}
+    lam = {t: v / sum(inv.values()) for t, v in inv.items()}
+    assert value(w(losses(a=1.0, b=2.0, c=3.0))) == pytest.approx(lam["a"] + 2 * lam["b"] + 3 * lam["c"])
+    assert w.last_weights == pytest.approx(lam)
+
+
+def test_uncertainty_weighting_formula_gradients_and_state():
+    w = build_weighting({"method": "uncertainty"}, TASKS, SIZES)
+    with torch.no_grad():
+        w.log_variance.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    step = losses(a=1.0, c=3.0)
+    total = w(step)
+    expected = math.exp(-0.5) * 1.0 + 0.5 + math.exp(-2.0) * 3.0 + 2.0
+    assert value(total) == pytest.approx(expected, rel=1e-6)
+    total.backward()
+    # d/ds (exp(-s) L + s) = 1 - exp(-s) L ; b absent from the step: zero gradient
+    expected_grad = [1 - math.exp(-0.5) * 1.0, 0.0, 1 - math.exp(-2.0) * 3.0]
+    assert w.log_variance.grad.tolist() == pytest.approx(expected_grad, rel=1e-6)
+    assert value(step["a"].grad) == pytest.approx(math.exp(-0.5), rel=1e-6)
+    assert [name for name, _ in w.named_parameters()] == ["log_variance"]
+    fresh = build_weighting({"method": "uncertainty"}, TASKS, SIZES)
+    fresh.load_state_dict(w.state_dict())
+    assert torch.equal(fresh.log_variance, w.log_variance)
+
+
+def test_uncertainty_weights_are_learned_by_an_optimizer():
+    w = build_weighting({"method": "uncertainty"}, TASKS, SIZES)
+    opt = torch.optim.SGD(w.parameters(), lr=0.5)
+    for _ in range(80):
+        opt.zero_grad()
+        w(losses(a=4.0, b=1.0, c=0.25)).backward()
+        opt.step()
+    # the optimum of exp(-s) L + s is s = log L
+    assert w.log_variance.tolist() == pytest.approx([math.log(4.0), 0.0, math.log(0.25)], abs=1e-2)
+
+
+def test_dynamic_task_prioritization():
+    w = build_weighting({"method": "dtp", "gamma": 2.0}, TASKS, SIZES)
+    total = w(losses(a=1.0, b=2.0), stats={"kpi": {"a": 0.9, "b": 0.2}})
+    lam = {"a": -(1 - 0.9) ** 2 * math.log(0.9), "b": -(1 - 0.2) ** 2 * math.log(0.2)}
+    assert value(total) == pytest.approx(lam["a"] * 1.0 + lam["b"] * 2.0)
+    assert w.last_weights["b"] > w.last_weights["a"]  # the harder task gets priority
+    # no KPI yet for c: initial_kpi 0.5
+    assert value(w(losses(c=1.0))) == pytest.approx(-(0.5 ** 2) * math.log(0.5))
+    smooth = build_weighting({"method": "dtp", "gamma": 1.0, "momentum": 0.5}, TASKS, SIZES)
+    smooth(losses(a=1.0), stats={"kpi": {"a": 0.9}})
+    k = 0.5 * 0.9 + 0.5 * 0.5
+    assert value(smooth(losses(a=1.0))) == pytest.approx(-(1 - k) * math.log(k))
+    with pytest.raises(WeightingError, match="'a'"):
+        w(losses(a=1.0), stats={"kpi": {"a": 1.5}})
+
+
+def test_tchebycheff():
+    w = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    w(losses(a=2.0, b=4.0, c=1.0))  # first losses become the references l_t
+    total = w(losses(a=1.0, b=3.0, c=0.9))
+    inv = [1 / 2.0, 1 / 4.0, 1 / 1.0]
+    lam = [v / sum(inv) for v in inv]
+    expected = max(lam[0] * 1.0, lam[1] * 3.0, lam[2] * 0.9)
+    assert value(total) == pytest.approx(expected)
+    ref = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    total = ref(losses(a=1.0, b=1.0), stats={"ref_loss": {"a": 1.0, "b": 2.0, "c": 4.0}})
+    inv = [1.0, 0.5, 0.25]
+    assert value(total) == pytest.approx(max(inv[0] / sum(inv), inv[1] / sum(inv)))
+
+
+def test_curriculum_sigmoid():
+    w = build_weighting({"method": "curriculum", "start_epochs": {"b": 2.0, "c": 5.0}, "alpha": 0.5,
+                         "base": "size"}, TASKS, SIZES)
+    inv = {t: 1 / n for t, n in SIZES.items()}
+    base = {t: v / sum(inv.values()) for t, v in inv.items()}
+    e = 3.0
+    lam = {t: base[t] / (1 + math.exp((s - e) / 0.5)) for t, s in {"a": 0.0, "b": 2.0, "c": 5.0}.items()}
+    total = w(losses(a=1.0, b=1.0, c=1.0), epoch=e)
+    assert value(total) == pytest.approx(sum(lam.values()))
+    assert w(losses(c=1.0), epoch=0.0) < w(losses(c=1.0), epoch=10.0)
+
+
+@pytest.mark.parametrize("config, error, words", [
+    ({"method": "uncertanty"}, UnknownWeightingError, ["'uncertainty'", "tchebycheff"]),
+    ({"method": "dtp", "gama": 1}, WeightingError, ["'gamma'", "momentum"]),
+    ({"method": "curriculum", "start_epochs": {"zz": 1}}, WeightingError, ["zz"]),
+])
+def test_bad_config(config, error, words):
+    with pytest.raises(error) as info:
+        build_weighting(config, TASKS, SIZES)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_bad_inputs_name_the_task():
+    with pytest.raises(WeightingError, match="'b'"):
+        build_weighting({"method": "size"}, TASKS, {"a": 1, "c": 1})
+    w = build_weighting({"method": "equal"}, TASKS, SIZES)
+    with pytest.raises(WeightingError, match="'zz'"):
+        w(losses(zz=1.0))
+    with pytest.raises(WeightingError, match="no per-task losses"):
+        w({})
