@@ -1,1 +1,59 @@
-"""(filled in by its issue)"""
+"""task_registry: every NLP task as an instructed text-to-text prompt.
+
+Templates (sandboxed Jinja, promptsource-compatible) render rows of a data source (hub id, local files or
+a Python generator) into `inputs`/`targets` strings; tasks and mixtures live in a global registry; YAML
+task files and promptsource template collections register tasks without Python. Depends only on
+datasets, jinja2 and yaml.
+"""
+from .errors import (
+    AnswerNotInChoicesError,
+    DataSourceError,
+    DuplicateRegistrationError,
+    EvalOnlyTaskError,
+    HeldOutTaskError,
+    MissingFieldError,
+    SandboxViolationError,
+    TaskDefinitionError,
+    TaskFileError,
+    TaskRegistryError,
+    TemplateRenderError,
+    TemplateSyntaxError,
+    UnknownMixtureError,
+    UnknownTaskError,
+    UnknownTemplateError,
+)
+from .mixture import Mixture, normalize, rate_num_examples
+from .promptsource import import_promptsource, load_promptsource_collection, promptsource_task
+from .preprocessors import Filter, Map, Preprocessor, Rename
+from .registry import (
+    get_mixture,
+    get_task,
+    isolated_registry,
+    list_mixtures,
+    list_tasks,
+    load_builtin_tasks,
+    register_mixture,
+    register_task,
+    resolve,
+    task,
+    training_rates,
+)
+from .sources import DATA_DIR_ENV, GeneratorSource, HFSource, LocalFileSource, Source, get_data_dir, set_data_dir
+from .task import OUTPUT_FEATURES, PreprocessStats, RenderStats, Task
+from .template import RenderedExample, Template, TemplateMetadata
+from .tokenize import tokenize_dataset
+from .yaml_tasks import load_task_dir, parse_task_file, validate_task_file
+
+__all__ = [
+    "AnswerNotInChoicesError", "DataSourceError", "DuplicateRegistrationError", "EvalOnlyTaskError",
+    "HeldOutTaskError", "MissingFieldError", "SandboxViolationError", "TaskDefinitionError", "TaskRegistryError",
+    "TemplateRenderError", "TemplateSyntaxError", "UnknownMixtureError", "UnknownTaskError",
+    "UnknownTemplateError", "Mixture", "normalize", "rate_num_examples", "Filter", "Map", "Preprocessor",
+    "Rename", "get_mixture", "get_task", "isolated_registry", "list_mixtures", "list_tasks",
+    "load_builtin_tasks", "register_mixture", "register_task", "resolve", "task", "training_rates",
+    "DATA_DIR_ENV", "GeneratorSource", "HFSource", "LocalFileSource", "Source",
+    "get_data_dir", "set_data_dir", "OUTPUT_FEATURES", "PreprocessStats", "RenderStats", "Task",
+    "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "TaskFileError",
+    "import_promptsource", "load_promptsource_collection", "promptsource_task", "load_task_dir",
+    "parse_task_file", "validate_task_file",
+]

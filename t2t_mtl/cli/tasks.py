@@ -1,0 +1,168 @@
+"""`t2t-mtl tasks ...`: list, show, preview and validate tasks of the registry.
+
+    t2t-mtl tasks list [--cluster C] [--type T]
+    t2t-mtl tasks show NAME
+    t2t-mtl tasks preview NAME [--template T] [-n 5] [--split S]
+    t2t-mtl tasks validate PATH            (a YAML task file, or a folder of them)
+
+Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
+`DIR/<path>/<config or default>/<split>.jsonl`) and `--tasks-dir DIR` (YAML task files to register on
+top of the built-in tasks). Errors print one line per problem and exit with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import textwrap
+from itertools import zip_longest
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+import task_registry
+from task_registry import TaskFileError, TaskRegistryError
+
+
+def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if defaults_suppressed else None
+    parent.add_argument("--data-dir", default=default,
+                        help=f"local copies of hub datasets (default: ${task_registry.DATA_DIR_ENV})")
+    parent.add_argument("--tasks-dir", default=default, help="a folder of YAML task files to register as well")
+    return parent
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `tasks` command group."""
+    group = subparsers.add_parser("tasks", help="list, show, preview and validate tasks",
+                                  parents=[_common_options(False)], description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
+    commands = group.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND")
+    common = _common_options(True)
+
+    listing = commands.add_parser("list", parents=[common], help="registered tasks (and mixtures)")
+    listing.add_argument("--cluster", help="only tasks of this cluster")
+    listing.add_argument("--type", dest="task_type", help="only tasks of this task type")
+    listing.set_defaults(func=_list)
+
+    show = commands.add_parser("show", parents=[common], help="a task's source, metadata and templates")
+    show.add_argument("name")
+    show.set_defaults(func=_show)
+
+    preview = commands.add_parser("preview", parents=[common], help="rendered inputs/targets side by side")
+    preview.add_argument("name")
+    preview.add_argument("--template", action="append", help="template name (repeatable; default: all)")
+    preview.add_argument("-n", type=int, default=5, help="number of rows (default 5)")
+    preview.add_argument("--split", help="split (default: the task's first split)")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the per-row template choice")
+    preview.set_defaults(func=_preview)
+
+    validate = commands.add_parser("validate", parents=[common], help="check YAML task file(s) before registering")
+    validate.add_argument("path", help="a YAML task file or a folder of them")
+    validate.add_argument("--rows", type=int, default=3,
+                          help="render this many rows per split when the data is reachable (default 3; 0: skip)")
+    validate.set_defaults(func=_validate)
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    if args.data_dir:
+        task_registry.set_data_dir(args.data_dir)
+    task_registry.load_builtin_tasks()
+    if args.tasks_dir:
+        task_registry.load_task_dir(args.tasks_dir, overwrite=True)
+
+
+def _fail(error: Exception) -> int:
+    errors = error.errors if isinstance(error, TaskFileError) else [str(error)]
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    return 1
+
+
+def _guarded(command):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            _prepare(args)
+            return command(args)
+        except TaskRegistryError as error:
+            return _fail(error)
+    run.__name__ = command.__name__
+    return run
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+@_guarded
+def _list(args: argparse.Namespace) -> int:
+    names = task_registry.list_tasks(cluster=args.cluster, task_type=args.task_type)
+    rows = []
+    for name in names:
+        task = task_registry.get_task(name)
+        flags = ",".join(f for f, on in (("held_out", task.held_out), ("eval_only", task.eval_only)) if on)
+        rows.append((name, task.task_type, task.cluster, str(len(task.templates)), flags, task.source.describe()))
+    print(_table(rows, ("task", "type", "cluster", "templates", "flags", "source")) if rows else "(no tasks)")
+    if args.cluster is None and args.task_type is None and task_registry.list_mixtures():
+        print("\nmixtures: " + ", ".join(task_registry.list_mixtures()))
+    return 0
+
+
+@_guarded
+def _show(args: argparse.Namespace) -> int:
+    print(yaml.safe_dump(task_registry.get_task(args.name).describe(), sort_keys=False, allow_unicode=True,
+                         width=100).rstrip())
+    return 0
+
+
+def _side_by_side(left: str, right: str, width: int) -> list[str]:
+    column = max(20, (width - 3) // 2)
+    lines_left = [line for para in left.splitlines() or [""] for line in textwrap.wrap(para, column) or [""]]
+    lines_right = [line for para in right.splitlines() or [""] for line in textwrap.wrap(para, column) or [""]]
+    return [f"{a.ljust(column)} | {b}".rstrip() for a, b in zip_longest(lines_left, lines_right, fillvalue="")]
+
+
+@_guarded
+def _preview(args: argparse.Namespace) -> int:
+    if args.n <= 0:
+        print("error: -n must be positive", file=sys.stderr)
+        return 1
+    task = task_registry.get_task(args.name)
+    split = args.split or task.splits[0]
+    dataset = task.to_dataset(split, templates=args.template, max_examples=args.n, seed=args.seed)
+    width = shutil.get_terminal_size((120, 20)).columns
+    for index, example in enumerate(dataset):
+        choices = f"  choices: {example['answer_choices']}" if example["answer_choices"] else ""
+        print(f"── {task.name} / {split} / row {index} / template {example['template']!r}{choices}")
+        print("\n".join(_side_by_side("INPUTS", "TARGETS", width)))
+        print("\n".join(_side_by_side(example["inputs"], example["targets"], width)))
+    stats = task.render_stats[split]
+    if stats.skipped:
+        print(f"({stats.skipped} of {stats.rows} rows skipped: empty target, by template {stats.skipped_by_template})")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    if args.data_dir:
+        task_registry.set_data_dir(args.data_dir)
+    path = Path(args.path)
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    if not files or not all(f.exists() for f in files):
+        print(f"error: {path}: no such YAML task file (or a folder without *.yaml)", file=sys.stderr)
+        return 1
+    problems = []
+    for file in files:
+        problems += task_registry.validate_task_file(file, check_rows=args.rows)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ok: {len(files)} task file(s) valid")
+    return 0

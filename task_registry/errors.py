@@ -1,0 +1,139 @@
+"""Errors raised by the task registry.
+
+Every error names what it is about (task, template, field, row, file, line) and what to do. Errors about
+missing names subclass `KeyError`, errors about bad content subclass `ValueError`; all subclass
+`TaskRegistryError`, so one `except` catches the family.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, Optional
+
+
+class TaskRegistryError(Exception):
+    """Base class of every task-registry error."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr of its message
+        return str(self.args[0]) if self.args else ""
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """The registered names closest to `name` (difflib ratio), best first."""
+    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+
+
+def _suggestion(name: str, candidates: Iterable[str]) -> str:
+    matches = close_matches(name, candidates)
+    return f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+class UnknownTaskError(TaskRegistryError, KeyError):
+    """A task name that is not registered; the message lists close matches."""
+
+    def __init__(self, name: str, known: Iterable[str]):
+        known = sorted(known)
+        self.name = name
+        self.suggestions = close_matches(name, known)
+        super().__init__(
+            f"unknown task {name!r}{_suggestion(name, known)} ({len(known)} tasks registered; "
+            f"`t2t-mtl tasks list` shows them, `task_registry.load_builtin_tasks()` registers the built-ins)"
+        )
+
+
+class UnknownMixtureError(TaskRegistryError, KeyError):
+    """A mixture name that is not registered; the message lists close matches."""
+
+    def __init__(self, name: str, known: Iterable[str]):
+        known = sorted(known)
+        self.name = name
+        self.suggestions = close_matches(name, known)
+        super().__init__(f"unknown mixture {name!r}{_suggestion(name, known)} ({len(known)} mixtures registered)")
+
+
+class UnknownTemplateError(TaskRegistryError, KeyError):
+    """A template name that the task does not have."""
+
+    def __init__(self, task: str, name: str, known: Iterable[str]):
+        known = list(known)
+        super().__init__(
+            f"task {task!r} has no template {name!r}{_suggestion(name, known)}; its templates: {known}"
+        )
+
+
+class DuplicateRegistrationError(TaskRegistryError, ValueError):
+    """A task or mixture name registered twice without `overwrite=True`."""
+
+
+class TaskDefinitionError(TaskRegistryError, ValueError):
+    """A task, template, source or mixture definition that is malformed (message names the file/key)."""
+
+
+class TemplateSyntaxError(TaskDefinitionError):
+    """A Jinja template that does not parse; names the template, the file and the line."""
+
+    def __init__(self, message: str, *, template: str, lineno: Optional[int] = None,
+                 filename: Optional[str] = None, file_lineno: Optional[int] = None):
+        self.template = template
+        self.lineno = lineno
+        self.filename = filename
+        self.file_lineno = file_lineno
+        where = f"{filename}:{file_lineno}: " if filename and file_lineno else (f"{filename}: " if filename else "")
+        jinja_line = f" (line {lineno} of the template)" if lineno else ""
+        super().__init__(f"{where}template {template!r} has a Jinja syntax error{jinja_line}: {message}")
+
+
+class TemplateRenderError(TaskRegistryError, ValueError):
+    """Rendering a template on a row failed; names the task, template and row index."""
+
+    def __init__(self, message: str, *, task: Optional[str] = None, template: Optional[str] = None,
+                 row_index: Optional[int] = None, field: Optional[str] = None):
+        self.task = task
+        self.template = template
+        self.row_index = row_index
+        self.field = field
+        where = ", ".join(
+            part for part in (
+                f"task {task!r}" if task else "",
+                f"template {template!r}" if template else "",
+                f"row {row_index}" if row_index is not None else "",
+            ) if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class MissingFieldError(TemplateRenderError):
+    """A template used a variable (field) that the row does not have."""
+
+
+class AnswerNotInChoicesError(TemplateRenderError):
+    """A rendered target that is not one of the rendered answer choices."""
+
+
+class SandboxViolationError(TemplateRenderError):
+    """A template tried to reach Python internals (`__class__`, `__globals__`, ...); refused."""
+
+
+class DataSourceError(TaskRegistryError, ValueError):
+    """A task's data could not be found or loaded; names the source, split and path."""
+
+
+class HeldOutTaskError(TaskRegistryError, ValueError):
+    """A held-out (or evaluation-only) task would enter a training mixture."""
+
+    def __init__(self, message: str, *, task: str, cluster: Optional[str] = None):
+        self.task = task
+        self.cluster = cluster
+        super().__init__(message)
+
+
+class EvalOnlyTaskError(HeldOutTaskError):
+    """An evaluation-only task (e.g. a BIG-bench import) would enter a training mixture; never allowed."""
+
+
+class TaskFileError(TaskDefinitionError):
+    """A YAML task file with one or more problems; `errors` lists each as `file:line: message`."""
+
+    def __init__(self, path: str, errors: list[str]):
+        self.path = path
+        self.errors = list(errors)
+        super().__init__(f"{path}: {len(errors)} problem(s):\n" + "\n".join(f"  - {e}" for e in errors))

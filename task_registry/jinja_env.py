@@ -1,0 +1,97 @@
+"""The sandboxed Jinja environment that every template renders in, with promptsource's filters and globals.
+
+Facts taken from promptsource (`promptsource/templates.py`, v0.2.3): a default `jinja2.Environment` (no
+autoescape, no trim/lstrip of blocks, trailing newline dropped), the global `zip`, the filters
+`highlight` (wraps in a red `<span>`), `choice` (a random element) and `most_frequent` (the list of the
+most common items, `None` for an empty input). Ours differs on purpose in two ways: the environment is a
+`SandboxedEnvironment` (no access to Python internals) and undefined variables raise (`StrictUndefined`)
+instead of rendering as empty text, so a row that lacks a field is an error, not a silent blank.
+
+`choice` draws from a per-render `random.Random` when one is active (`seeded_choices`), so a rendering is
+reproducible from `(seed, row index)`; outside that context it uses the `random` module as promptsource does.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+import re
+from collections import Counter
+from contextvars import ContextVar
+from typing import Any, Iterator, Optional, Sequence
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+# promptsource truncates every substituted value to this many characters (`| string | truncate(N)`).
+TEXT_VAR_LENGTH = 2048
+
+_CLOSING = re.compile(r"(-?)\}\}")  # the end of a `{{ ... }}` expression, with optional whitespace control
+_ACTIVE_RNG: ContextVar[Optional[random.Random]] = ContextVar("task_registry_choice_rng", default=None)
+
+
+def highlight(text: Any) -> str:
+    """Wrap `text` in promptsource's red highlight span."""
+    return "<span style='color: #F08080'>" + text + "</span>"
+
+
+def choice(choices: Sequence[Any]) -> Any:
+    """A uniformly random element of `choices` (reproducible inside `seeded_choices`)."""
+    rng = _ACTIVE_RNG.get()
+    return (rng or random).choice(choices)
+
+
+def most_frequent(items: Sequence[Any]) -> Optional[list[Any]]:
+    """All items that share the highest count, in first-seen order; `None` for an empty input."""
+    if not items:
+        return None
+    counts = Counter(items).most_common()
+    top = counts[0][1]
+    return [item for item, count in counts if count == top]
+
+
+@contextlib.contextmanager
+def seeded_choices(rng: Optional[random.Random]) -> Iterator[None]:
+    """Make the `choice` filter draw from `rng` for the duration of the block."""
+    token = _ACTIVE_RNG.set(rng)
+    try:
+        yield
+    finally:
+        _ACTIVE_RNG.reset(token)
+
+
+def _build_environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, autoescape=False)
+    env.globals["zip"] = zip
+    env.filters["highlight"] = highlight
+    env.filters["choice"] = choice
+    env.filters["most_frequent"] = most_frequent
+    return env
+
+
+ENVIRONMENT = _build_environment()
+
+
+def with_truncation(jinja: str, length: int = TEXT_VAR_LENGTH) -> str:
+    """promptsource's default `apply(truncate=True)` rewrite: every `}}` becomes `| string | truncate(N) }}`.
+
+    The rewrite is textual, exactly as promptsource does it, so the filter binds to the last term of the
+    expression (`{{ a if c else b }}` truncates `b` only). One extension: a whitespace-control `-}}` becomes
+    `| string | truncate(N) -}}` (promptsource's plain rewrite would make it a syntax error).
+    """
+    return _CLOSING.sub(lambda m: f" | string | truncate({length}) {m.group(1)}}}}}", jinja)
+
+
+
+@functools.lru_cache(maxsize=8192)
+def compile_template(source: str) -> jinja2.Template:
+    """Parse and compile `source` once; later calls with the same text return the cached template.
+
+    Raises `jinja2.TemplateSyntaxError` (callers wrap it with the template name and file).
+    """
+    return ENVIRONMENT.from_string(source)
+
+
+def parse_uncached(source: str) -> jinja2.Template:
+    """Parse and compile `source` without the cache (the naive baseline in `benchmarks/render.py`)."""
+    return ENVIRONMENT.from_string(source)

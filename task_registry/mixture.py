@@ -1,0 +1,105 @@
+"""Mixtures: named sets of tasks (or other mixtures) with sampling rates.
+
+A rate is a non-negative number or a function `rate(task) -> float` (e.g. `rate_num_examples(cap)`, the
+T5 examples-proportional rate). `Mixture.flatten()` resolves names through the registry and expands nested
+mixtures by weight: a sub-mixture with rate w contributes w · r_t / Σ_s r_s to each of its tasks t (rates
+normalised within the sub-mixture); a task reached twice gets the sum.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+from .errors import TaskDefinitionError
+from .task import Task
+
+Rate = Union[float, int, Callable[[Task], float]]
+Member = Union[str, Task, "Mixture"]
+
+
+def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0) -> Callable[[Task], float]:
+    """Examples-proportional rate: `scale · min(num_rows(split), maximum)`."""
+    def rate(task: Task) -> float:
+        n = task.num_rows(split)
+        return scale * float(min(n, maximum) if maximum is not None else n)
+    rate.__qualname__ = f"rate_num_examples(maximum={maximum}, split={split!r}, scale={scale})"
+    return rate
+
+
+class Mixture:
+    """`Mixture(name, tasks_and_rates)`: members are task names, `Task`s or `Mixture`s (or their names).
+
+    `tasks_and_rates` is a mapping member → rate, a list of (member, rate) pairs, or a list of members
+    (each with `default_rate`, 1.0 unless given).
+    """
+
+    def __init__(self, name: str, tasks_and_rates: Union[Mapping[Member, Rate], Sequence[Union[Member, tuple]]],
+                 default_rate: Rate = 1.0, description: str = ""):
+        if not isinstance(name, str) or not name:
+            raise TaskDefinitionError(f"a mixture needs a non-empty string name, got {name!r}")
+        items = list(tasks_and_rates.items()) if isinstance(tasks_and_rates, Mapping) else [
+            tuple(entry) if isinstance(entry, (tuple, list)) else (entry, default_rate) for entry in tasks_and_rates]
+        if not items:
+            raise TaskDefinitionError(f"mixture {name!r} has no members")
+        self.name = name
+        self.description = description
+        self.members: list[tuple[Member, Rate]] = []
+        for entry in items:
+            if len(entry) != 2:
+                raise TaskDefinitionError(f"mixture {name!r}: expected (member, rate) pairs, got {entry!r}")
+            member, rate = entry
+            if not isinstance(member, (str, Task, Mixture)):
+                raise TaskDefinitionError(f"mixture {name!r}: member {member!r} is not a task/mixture or name")
+            if not callable(rate) and (not isinstance(rate, (int, float)) or rate < 0 or not math.isfinite(rate)):
+                raise TaskDefinitionError(f"mixture {name!r}: rate of {_member_name(member)!r} must be a finite "
+                                          f"number ≥ 0 or a function of the task, got {rate!r}")
+            self.members.append((member, rate))
+
+    @property
+    def member_names(self) -> list[str]:
+        return [_member_name(member) for member, _ in self.members]
+
+    def flatten(self) -> dict[str, float]:
+        """Task name → rate, nested mixtures expanded by weight (see module docstring)."""
+        return _flatten(self, stack=())
+
+    def __repr__(self) -> str:
+        return f"Mixture(name={self.name!r}, members={self.member_names})"
+
+
+def _member_name(member: Member) -> str:
+    return member if isinstance(member, str) else member.name
+
+
+def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
+    from .registry import resolve  # the registry imports this module
+
+    if mixture.name in stack:
+        raise TaskDefinitionError(f"mixture cycle: {' → '.join(stack + (mixture.name,))}")
+    rates: dict[str, float] = {}
+    for member, rate in mixture.members:
+        resolved = resolve(member) if isinstance(member, str) else member
+        if isinstance(resolved, Mixture):
+            weight = float(rate(resolved) if callable(rate) else rate)  # type: ignore[arg-type]
+            inner = _flatten(resolved, stack + (mixture.name,))
+            total = sum(inner.values())
+            if total <= 0:
+                raise TaskDefinitionError(f"mixture {resolved.name!r} (inside {mixture.name!r}) has total rate 0")
+            for task_name, inner_rate in inner.items():
+                rates[task_name] = rates.get(task_name, 0.0) + weight * inner_rate / total
+        else:
+            value = float(rate(resolved) if callable(rate) else rate)
+            if value < 0 or not math.isfinite(value):
+                raise TaskDefinitionError(f"mixture {mixture.name!r}: rate function gave {value!r} for "
+                                          f"task {resolved.name!r}")
+            rates[resolved.name] = rates.get(resolved.name, 0.0) + value
+    return rates
+
+
+def normalize(rates: Mapping[str, float]) -> dict[str, float]:
+    """Rates scaled to sum to one."""
+    total = sum(rates.values())
+    if total <= 0:
+        raise TaskDefinitionError(f"rates sum to {total}; at least one must be positive")
+    return {name: rate / total for name, rate in rates.items()}
+

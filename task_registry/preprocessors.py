@@ -1,0 +1,141 @@
+"""Row preprocessors applied to a task's raw rows before rendering: rename, filter, map.
+
+Each takes Python callables or, for YAML task files, sandboxed Jinja expressions evaluated against the row
+(`Filter("label != -1")`, `Map({"text": "premise ~ ' ' ~ hypothesis"})`). Map-style datasets get an explicit
+fingerprint derived from the input fingerprint and the preprocessor's description, so results are cached.
+`Task.load_rows` counts the rows a filter drops and logs them; nothing is dropped silently.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Union
+
+import datasets
+import jinja2
+from datasets.fingerprint import Hasher
+
+from .errors import TaskDefinitionError, TemplateRenderError
+from .jinja_env import ENVIRONMENT
+
+AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
+
+
+def _compile_expression(expression: str, where: str):
+    try:
+        return ENVIRONMENT.compile_expression(expression, undefined_to_none=False)
+    except jinja2.TemplateSyntaxError as error:
+        raise TaskDefinitionError(f"{where}: Jinja expression {expression!r} does not parse: {error.message}") from None
+
+
+def _evaluate(compiled, row: Mapping[str, Any], where: str, expression: str) -> Any:
+    try:
+        return compiled(**row)
+    except jinja2.UndefinedError as error:
+        raise TemplateRenderError(f"{where}: expression {expression!r} uses a missing field ({error}); "
+                                  f"the row has fields {sorted(row)}") from None
+    except jinja2.exceptions.SecurityError as error:
+        raise TemplateRenderError(f"{where}: expression {expression!r} refused by the sandbox: {error}") from None
+
+
+def _fingerprint(dataset: AnyDataset, description: str, declarative: bool) -> dict[str, Any]:
+    """An explicit fingerprint for Jinja-expression preprocessors (datasets hashes Python callables itself)."""
+    if declarative and isinstance(dataset, datasets.Dataset):
+        return {"new_fingerprint": Hasher.hash((dataset._fingerprint, description))}
+    return {}
+
+
+class Preprocessor:
+    """Turns a dataset of rows into another dataset of rows.
+
+    `keeps_rows` is true for one-row-in, one-row-out steps; for the others `Task.load_rows` counts and
+    logs the rows they drop.
+    """
+
+    keeps_rows = False
+
+    def __call__(self, dataset: AnyDataset) -> AnyDataset:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+class Rename(Preprocessor):
+    """Rename columns: `Rename({"sentence1": "premise"})`."""
+
+    keeps_rows = True
+
+    def __init__(self, mapping: Mapping[str, str]):
+        if not isinstance(mapping, Mapping) or not mapping:
+            raise TaskDefinitionError(f"rename needs a non-empty mapping old → new, got {mapping!r}")
+        self.mapping = dict(mapping)
+
+    def __call__(self, dataset: AnyDataset) -> AnyDataset:
+        columns = dataset.column_names
+        if columns is not None:
+            missing = sorted(set(self.mapping) - set(columns))
+            if missing:
+                raise TaskDefinitionError(f"rename: column(s) {missing} do not exist; columns are {columns}")
+        return dataset.rename_columns(self.mapping)
+
+    def describe(self) -> str:
+        return f"rename({self.mapping})"
+
+
+class Filter(Preprocessor):
+    """Keep the rows for which `predicate(row)` (or the Jinja expression) is true."""
+
+    def __init__(self, predicate: Union[str, Callable[[Mapping[str, Any]], bool]]):
+        self.predicate = predicate
+        if isinstance(predicate, str):
+            compiled = _compile_expression(predicate, "filter")
+            self._test = lambda row: bool(_evaluate(compiled, row, "filter", predicate))
+        elif callable(predicate):
+            self._test = predicate
+        else:
+            raise TaskDefinitionError(f"filter needs a callable or a Jinja expression string, got {predicate!r}")
+
+    def __call__(self, dataset: AnyDataset) -> AnyDataset:
+        return dataset.filter(self._test, **_fingerprint(dataset, self.describe(), isinstance(self.predicate, str)))
+
+    def describe(self) -> str:
+        what = self.predicate if isinstance(self.predicate, str) else getattr(
+            self.predicate, "__qualname__", repr(self.predicate))
+        return f"filter({what})"
+
+
+class Map(Preprocessor):
+    """Add or replace fields: `Map(fn)` with `fn(row) -> dict of new fields`, or a mapping field → Jinja expr."""
+
+    keeps_rows = True
+
+    def __init__(self, fn: Union[Mapping[str, str], Callable[[Mapping[str, Any]], Mapping[str, Any]]]):
+        self.fn = fn
+        if isinstance(fn, Mapping):
+            if not fn:
+                raise TaskDefinitionError("map needs at least one field: expression pair")
+            compiled = {field: (_compile_expression(expr, f"map field {field!r}"), expr) for field, expr in fn.items()}
+            self._apply = lambda row: {field: _evaluate(c, row, f"map field {field!r}", expr)
+                                       for field, (c, expr) in compiled.items()}
+        elif callable(fn):
+            self._apply = fn
+        else:
+            raise TaskDefinitionError(f"map needs a callable or a mapping field → Jinja expression, got {fn!r}")
+
+    def __call__(self, dataset: AnyDataset) -> AnyDataset:
+        return dataset.map(self._apply, **_fingerprint(dataset, self.describe(), isinstance(self.fn, Mapping)))
+
+    def describe(self) -> str:
+        what = dict(self.fn) if isinstance(self.fn, Mapping) else getattr(self.fn, "__qualname__", repr(self.fn))
+        return f"map({what})"
+
+
+def from_config(entry: Mapping[str, Any], where: str = "preprocessor") -> Preprocessor:
+    """A preprocessor from a YAML entry: `{rename: {...}}`, `{filter: "expr"}` or `{map: {field: "expr"}}`."""
+    kinds = {"rename": Rename, "filter": Filter, "map": Map}
+    if not isinstance(entry, Mapping) or len(entry) != 1 or next(iter(entry)) not in kinds:
+        raise TaskDefinitionError(f"{where}: expected one of {sorted(kinds)} as the only key, got {entry!r}")
+    kind, value = next(iter(entry.items()))
+    return kinds[kind](value)

@@ -1,0 +1,155 @@
+"""Import promptsource template collections (`templates.yaml` with `!Template` / `!TemplateMetadata` tags).
+
+A collection root holds `<dataset>/templates.yaml` or `<dataset>/<subset>/templates.yaml` (user-namespaced
+datasets such as `Zaid/coqa_expanded` add one folder level). The file is read with a safe YAML loader that
+only understands the two promptsource tags (never arbitrary Python objects). Every template becomes a
+`Template` with promptsource's name, id, reference, answer choices and metadata; a Jinja syntax error names
+the file and the line where the template text starts.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import yaml
+
+from .errors import TaskDefinitionError
+from .preprocessors import Preprocessor
+from .sources import HFSource
+from .task import Task
+from .template import Template
+
+TEMPLATES_FILENAME = "templates.yaml"
+_TEMPLATE_TAG = "!Template"
+_METADATA_TAG = "!TemplateMetadata"
+
+
+class _TaggedMapping(dict):
+    """A mapping read from a promptsource tag, remembering where its `jinja` value starts."""
+
+    jinja_line: Optional[int] = None
+
+
+class _PromptsourceLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """The (libyaml-accelerated when available) SafeLoader plus promptsource's two tags, read as mappings."""
+
+
+def _construct_template(loader: _PromptsourceLoader, node: yaml.MappingNode) -> _TaggedMapping:
+    mapping = _TaggedMapping(loader.construct_mapping(node, deep=True))
+    for key_node, value_node in node.value:
+        if key_node.value == "jinja":
+            mapping.jinja_line = value_node.start_mark.line + 1 + (1 if value_node.style in ("|", ">") else 0)
+    return mapping
+
+
+def _construct_metadata(loader: _PromptsourceLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    return dict(loader.construct_mapping(node, deep=True))
+
+
+_PromptsourceLoader.add_constructor(_TEMPLATE_TAG, _construct_template)
+_PromptsourceLoader.add_constructor(_METADATA_TAG, _construct_metadata)
+
+
+def read_templates_file(path: Union[str, os.PathLike]) -> tuple[dict[str, Any], list[Template]]:
+    """Parse one `templates.yaml`: its header (`dataset`, `subset`) and its templates in file order."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.load(handle, Loader=_PromptsourceLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise TaskDefinitionError(f"{path}: not valid promptsource YAML: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("templates"), dict):
+        raise TaskDefinitionError(f"{path}: expected a mapping with a `templates:` mapping of !Template entries")
+    templates = []
+    for key, entry in document["templates"].items():
+        if not isinstance(entry, _TaggedMapping):
+            raise TaskDefinitionError(f"{path}: templates entry {key!r} is not tagged {_TEMPLATE_TAG}")
+        missing = [field for field in ("name", "jinja") if field not in entry]
+        if missing:
+            raise TaskDefinitionError(f"{path}: template {key!r} lacks {missing}")
+        templates.append(Template(
+            entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
+            metadata=entry.get("metadata"), id=entry.get("id") or str(key), reference=entry.get("reference") or "",
+            source_file=str(path), source_line=entry.jinja_line))
+    header = {"dataset": document.get("dataset"), "subset": document.get("subset")}
+    return header, templates
+
+
+def _collection_file(root: Path, dataset: str, subset: Optional[str]) -> Path:
+    path = root / dataset / subset / TEMPLATES_FILENAME if subset else root / dataset / TEMPLATES_FILENAME
+    if not path.is_file():
+        known = [str(p.parent.relative_to(root)) for p in root.rglob(TEMPLATES_FILENAME)]
+        wanted = f"{dataset}/{subset}" if subset else dataset
+        matches = difflib.get_close_matches(wanted, known, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+        raise TaskDefinitionError(f"no promptsource templates for {wanted!r} under {root} ({path} does not exist){hint}")
+    return path
+
+
+def import_promptsource(dir_or_file: Union[str, os.PathLike], dataset: Optional[str] = None,
+                        subset: Optional[str] = None) -> list[Template]:
+    """Templates of one promptsource `templates.yaml`.
+
+    `dir_or_file` is the file itself, the folder holding it, or a collection root with `dataset` (and
+    `subset`) naming `<root>/<dataset>[/<subset>]/templates.yaml`.
+    """
+    path = Path(dir_or_file)
+    if path.is_dir():
+        if dataset is not None:
+            path = _collection_file(path, dataset, subset)
+        elif (path / TEMPLATES_FILENAME).is_file():
+            path = path / TEMPLATES_FILENAME
+        else:
+            raise TaskDefinitionError(f"{path} is a folder without {TEMPLATES_FILENAME}; pass dataset= (and subset=) "
+                                      f"to pick one from a collection")
+    elif not path.is_file():
+        raise TaskDefinitionError(f"promptsource templates file {path} does not exist")
+    return read_templates_file(path)[1]
+
+
+def load_promptsource_collection(root: Union[str, os.PathLike]) -> dict[tuple[str, Optional[str]], list[Template]]:
+    """Every `templates.yaml` under `root`, keyed by (dataset, subset) as their headers name them."""
+    root = Path(root)
+    collection: dict[tuple[str, Optional[str]], list[Template]] = {}
+    for path in sorted(root.rglob(TEMPLATES_FILENAME)):
+        header, templates = read_templates_file(path)
+        relative = path.parent.relative_to(root).parts
+        dataset = header["dataset"] or "/".join(relative[:-1] if len(relative) > 1 else relative)
+        collection[(dataset, header["subset"])] = templates
+    return collection
+
+
+class HyphensToUnderscores(Preprocessor):
+    """Rename columns whose names hold `-` to use `_` (promptsource's `removeHyphen`, applied before its
+    templates render, since Jinja names cannot contain hyphens)."""
+
+    keeps_rows = True
+
+    def __call__(self, dataset):
+        mapping = {c: c.replace("-", "_") for c in dataset.column_names or () if "-" in c}
+        return dataset.rename_columns(mapping) if mapping else dataset
+
+    def describe(self) -> str:
+        return "hyphens_to_underscores()"
+
+
+def promptsource_task(name: str, templates_root: Union[str, os.PathLike], dataset: str,
+                      subset: Optional[str] = None, template_names: Optional[Sequence[str]] = None,
+                      **task_kwargs: Any) -> Task:
+    """A `Task` on the hub dataset `dataset`/`subset` with its promptsource templates (all, or the named).
+
+    Column names with `-` are renamed to `_` first, as promptsource does; `preprocessors` in
+    `task_kwargs` run after that.
+    """
+    templates = import_promptsource(templates_root, dataset=dataset, subset=subset)
+    if template_names is not None:
+        by_name = {t.name: t for t in templates}
+        unknown = [n for n in template_names if n not in by_name]
+        if unknown:
+            raise TaskDefinitionError(f"promptsource {dataset}/{subset or ''} has no template(s) {unknown}; "
+                                      f"it has {sorted(by_name)}")
+        templates = [by_name[n] for n in template_names]
+    preprocessors = [HyphensToUnderscores(), *task_kwargs.pop("preprocessors", ())]
+    return Task(name, HFSource(dataset, subset), templates, preprocessors=preprocessors, **task_kwargs)

@@ -1,0 +1,151 @@
+"""The global registry of tasks and mixtures, and the held-out protocol hook `training_rates`.
+
+Names are unique within tasks and within mixtures; registering a name twice raises
+`DuplicateRegistrationError` unless `overwrite=True`. Lookups of unknown names raise with close matches.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+
+from .errors import (
+    DuplicateRegistrationError,
+    EvalOnlyTaskError,
+    HeldOutTaskError,
+    TaskDefinitionError,
+    UnknownMixtureError,
+    UnknownTaskError,
+)
+from .mixture import Mixture
+from .sources import GeneratorSource
+from .task import Task
+from .template import Template
+
+_TASKS: dict[str, Task] = {}
+_MIXTURES: dict[str, Mixture] = {}
+BUILTIN_PACKAGE = "task_registry.builtin"
+
+
+def register_task(task: Task, overwrite: bool = False) -> Task:
+    """Add `task` to the global registry; a taken name raises unless `overwrite=True`."""
+    if not isinstance(task, Task):
+        raise TaskDefinitionError(f"register_task expects a Task, got {type(task).__name__}")
+    if task.name in _TASKS and not overwrite and _TASKS[task.name] is not task:
+        raise DuplicateRegistrationError(
+            f"a task named {task.name!r} is already registered ({_TASKS[task.name]!r}); pass overwrite=True "
+            f"to replace it")
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name`; unknown names raise `UnknownTaskError` listing close matches."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise UnknownTaskError(name, _TASKS) from None
+
+
+def list_tasks(cluster: Optional[str] = None, task_type: Optional[str] = None) -> list[str]:
+    """Sorted names of the registered tasks, optionally only one cluster and/or task type."""
+    return sorted(name for name, task in _TASKS.items()
+                  if (cluster is None or task.cluster == cluster) and (task_type is None or task.task_type == task_type))
+
+
+def register_mixture(mixture: Mixture, overwrite: bool = False) -> Mixture:
+    """Add `mixture` to the global registry; a taken name raises unless `overwrite=True`."""
+    if not isinstance(mixture, Mixture):
+        raise TaskDefinitionError(f"register_mixture expects a Mixture, got {type(mixture).__name__}")
+    if mixture.name in _MIXTURES and not overwrite and _MIXTURES[mixture.name] is not mixture:
+        raise DuplicateRegistrationError(
+            f"a mixture named {mixture.name!r} is already registered; pass overwrite=True to replace it")
+    _MIXTURES[mixture.name] = mixture
+    return mixture
+
+
+def get_mixture(name: str) -> Mixture:
+    """The registered mixture `name`; unknown names raise `UnknownMixtureError` listing close matches."""
+    try:
+        return _MIXTURES[name]
+    except KeyError:
+        raise UnknownMixtureError(name, _MIXTURES) from None
+
+
+def list_mixtures() -> list[str]:
+    return sorted(_MIXTURES)
+
+
+def resolve(name: str) -> Union[Task, Mixture]:
+    """A mixture by that name, else a task; raises `UnknownTaskError` with matches from both."""
+    if name in _MIXTURES:
+        return _MIXTURES[name]
+    if name in _TASKS:
+        return _TASKS[name]
+    raise UnknownTaskError(name, list(_TASKS) + list(_MIXTURES))
+
+
+def task(name: Optional[str] = None, *, templates: Sequence[Template],
+         num_rows: Union[int, dict[str, int]] = 1000, seed: int = 0, overwrite: bool = False,
+         **task_kwargs: Any) -> Callable[[Callable], Callable]:
+    """Decorator: register a row generator `fn(split, num_rows, seed)` as a task (default name: fn name).
+
+    Other keywords (`task_type`, `cluster`, `held_out`, `splits`, `metrics`, ...) go to `Task`.
+    """
+    def decorate(fn: Callable) -> Callable:
+        register_task(Task(name or fn.__name__, GeneratorSource(fn, num_rows=num_rows, seed=seed),
+                           templates, **task_kwargs), overwrite=overwrite)
+        return fn
+    return decorate
+
+
+def load_builtin_tasks() -> list[str]:
+    """Import `task_registry.builtin` (which registers the built-in tasks and mixtures); idempotent.
+
+    Returns the names of all registered tasks.
+    """
+    importlib.import_module(BUILTIN_PACKAGE)
+    return list_tasks()
+
+
+@contextlib.contextmanager
+def isolated_registry() -> Iterator[None]:
+    """Run a block against a copy of the registry and restore the original afterwards (for tests)."""
+    tasks, mixtures = dict(_TASKS), dict(_MIXTURES)
+    try:
+        yield
+    finally:
+        _TASKS.clear()
+        _TASKS.update(tasks)
+        _MIXTURES.clear()
+        _MIXTURES.update(mixtures)
+
+
+def training_rates(mixture_or_name: Union[str, Mixture, Task], held_out_clusters: Iterable[str] = (),
+                   force: bool = False) -> dict[str, float]:
+    """Task → rate for training: the mixture flattened, every task of a held-out cluster dropped.
+
+    A remaining task flagged `held_out=True` raises `HeldOutTaskError` (naming task and cluster) unless
+    `force=True`; a remaining `eval_only=True` task always raises `EvalOnlyTaskError`.
+    """
+    target = resolve(mixture_or_name) if isinstance(mixture_or_name, str) else mixture_or_name
+    rates = target.flatten() if isinstance(target, Mixture) else {target.name: 1.0}
+    held_out = set(held_out_clusters)
+    kept: dict[str, float] = {}
+    for name, rate in rates.items():
+        task_obj = get_task(name)
+        if task_obj.cluster in held_out:
+            continue
+        if task_obj.eval_only:
+            raise EvalOnlyTaskError(
+                f"task {name!r} (cluster {task_obj.cluster!r}) is evaluation-only and can never be trained on; "
+                f"remove it from {target.name!r} or hold out its cluster", task=name, cluster=task_obj.cluster)
+        if task_obj.held_out and not force:
+            raise HeldOutTaskError(
+                f"task {name!r} is flagged held_out but its cluster {task_obj.cluster!r} is not in the held-out "
+                f"clusters {sorted(held_out)}; add the cluster to held_out_clusters or pass force=True",
+                task=name, cluster=task_obj.cluster)
+        kept[name] = rate
+    if not kept:
+        raise TaskDefinitionError(f"{target.name!r} has no task left after holding out clusters {sorted(held_out)}")
+    return kept

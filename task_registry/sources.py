@@ -1,0 +1,203 @@
+"""Where a task's rows come from: a Hugging Face hub id, local files, or a Python generator.
+
+The data-dir override (`set_data_dir(path)` or the environment variable `T2T_MTL_DATA_DIR`) maps a hub id
+`HFSource(path, name)` to `<data_dir>/<path>/<name or "default">/<split>.jsonl`, so every task runs offline
+on local copies in the hub's schema. Without the override `HFSource` calls `datasets.load_dataset(path, name)`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import datasets
+
+from .errors import DataSourceError, TaskDefinitionError
+
+DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
+_data_dir: Optional[Path] = None
+
+PathLike = Union[str, os.PathLike]
+_FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {}),
+            ".tsv": ("csv", {"delimiter": "\t"}), ".parquet": ("parquet", {})}
+_COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
+
+
+def set_data_dir(path: Optional[PathLike]) -> None:
+    """Map hub ids to `<path>/<hub path>/<config or default>/<split>.jsonl`; `None` restores the default."""
+    global _data_dir
+    _data_dir = Path(path) if path is not None else None
+
+
+def get_data_dir() -> Optional[Path]:
+    """The active data dir: `set_data_dir`'s value, else `$T2T_MTL_DATA_DIR`, else `None` (use the hub)."""
+    if _data_dir is not None:
+        return _data_dir
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else None
+
+
+class Source:
+    """A task's raw rows per split."""
+
+    def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def to_config(self) -> dict[str, Any]:
+        """A plain-data description (for `tasks show`)."""
+        raise NotImplementedError
+
+
+def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
+    suffix = Path(path.stem).suffix if path.suffix in _COMPRESSIONS else path.suffix
+    fmt = _FORMATS.get(suffix)
+    if fmt is None:
+        raise TaskDefinitionError(f"file {str(path)!r}: unsupported extension; use one of {sorted(_FORMATS)} "
+                                  f"(optionally compressed: {sorted(_COMPRESSIONS)})")
+    return fmt
+
+
+def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
+    for file in files:
+        if not file.exists():
+            raise DataSourceError(f"{what}: split {split!r} expects the file {str(file)!r}, which does not exist")
+    builder, kwargs = _format_of(files[0])
+    try:
+        return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
+                                     streaming=streaming, **kwargs)
+    except Exception as error:  # a malformed file: name it
+        raise DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
+                              f"{type(error).__name__}: {error}") from error
+
+
+class HFSource(Source):
+    """A Hugging Face hub dataset `load_dataset(path, name)`; offline through the data-dir override."""
+
+    def __init__(self, path: str, name: Optional[str] = None, data_files: Any = None, **load_kwargs: Any):
+        if not isinstance(path, str) or not path:
+            raise TaskDefinitionError(f"HFSource needs a hub id string, got {path!r}")
+        self.path = path
+        self.name = name
+        self.data_files = data_files
+        self.load_kwargs = load_kwargs
+
+    def local_file(self, split: str, data_dir: Optional[Path] = None) -> Optional[Path]:
+        """The override file for `split`, or `None` when no data dir is active."""
+        data_dir = data_dir or get_data_dir()
+        if data_dir is None:
+            return None
+        return data_dir / self.path / (self.name or "default") / f"{split}.jsonl"
+
+    def load(self, split: str, *, streaming: bool = False):
+        local = self.local_file(split)
+        if local is not None:
+            return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
+        try:
+            return datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
+                                         streaming=streaming, **self.load_kwargs)
+        except Exception as error:
+            raise DataSourceError(
+                f"hub dataset {self.describe()} split {split!r} could not be loaded ({type(error).__name__}: "
+                f"{error}); offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
+                f"<path>/<config or default>/<split>.jsonl") from error
+
+    def describe(self) -> str:
+        return f"{self.path}/{self.name}" if self.name else self.path
+
+    def to_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"hf": self.path}
+        if self.name:
+            config["name"] = self.name
+        if self.data_files:
+            config["data_files"] = self.data_files
+        return config
+
+
+class LocalFileSource(Source):
+    """Local jsonl/json/csv/tsv/parquet files through `datasets.load_dataset`.
+
+    `files` maps split → path or list of paths; a single path or list is used for every split.
+    """
+
+    def __init__(self, files: Union[PathLike, Sequence[PathLike], Mapping[str, Union[PathLike, Sequence[PathLike]]]]):
+        def as_paths(value) -> list[Path]:
+            values = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+            if not values:
+                raise TaskDefinitionError("LocalFileSource got an empty list of files")
+            paths = [Path(v) for v in values]
+            for p in paths:
+                _format_of(p)
+            return paths
+
+        if isinstance(files, Mapping):
+            self.files: Optional[dict[str, list[Path]]] = {split: as_paths(v) for split, v in files.items()}
+            self.shared: Optional[list[Path]] = None
+        else:
+            self.files = None
+            self.shared = as_paths(files)
+
+    def load(self, split: str, *, streaming: bool = False):
+        if self.files is not None:
+            if split not in self.files:
+                raise DataSourceError(f"local files source has no split {split!r}; it has {sorted(self.files)}")
+            files = self.files[split]
+        else:
+            files = self.shared
+        return _load_files(files, split, streaming, "local files source")
+
+    def describe(self) -> str:
+        if self.files is not None:
+            return ", ".join(f"{split}: {[str(p) for p in paths]}" for split, paths in self.files.items())
+        return str([str(p) for p in self.shared])
+
+    def to_config(self) -> dict[str, Any]:
+        if self.files is not None:
+            return {"files": {split: [str(p) for p in paths] for split, paths in self.files.items()}}
+        return {"files": [str(p) for p in self.shared]}
+
+
+class GeneratorSource(Source):
+    """Rows from a Python generator `fn(split=..., num_rows=..., seed=..., **gen_kwargs) -> Iterable[dict]`.
+
+    `num_rows` is the row count per split (an int for every split, or a mapping). The generator must be
+    deterministic in its arguments; datasets caches the result keyed on the function and its arguments.
+    """
+
+    def __init__(self, fn: Callable[..., Iterable[Mapping[str, Any]]],
+                 num_rows: Union[int, Mapping[str, int]] = 1000, seed: int = 0,
+                 gen_kwargs: Optional[Mapping[str, Any]] = None):
+        if not callable(fn):
+            raise TaskDefinitionError(f"GeneratorSource needs a callable, got {fn!r}")
+        self.fn = fn
+        self.num_rows = num_rows
+        self.seed = seed
+        self.gen_kwargs = dict(gen_kwargs or {})
+
+    def rows_for(self, split: str) -> int:
+        if isinstance(self.num_rows, Mapping):
+            if split not in self.num_rows:
+                raise DataSourceError(f"generator {self.describe()} has no size for split {split!r}; "
+                                      f"sizes: {dict(self.num_rows)}")
+            return int(self.num_rows[split])
+        return int(self.num_rows)
+
+    def load(self, split: str, *, streaming: bool = False):
+        gen_kwargs = dict(self.gen_kwargs, split=split, num_rows=self.rows_for(split), seed=self.seed)
+        if streaming:
+            return datasets.IterableDataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs})
+        return datasets.Dataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs},
+                                               split=datasets.NamedSplit(split))
+
+    def describe(self) -> str:
+        return f"generator {getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', repr(self.fn))}"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"generator": self.describe(), "num_rows": self.num_rows, "seed": self.seed}
+
+
+def _call_generator(fn: Callable[..., Iterable[Mapping[str, Any]]], **kwargs: Any):
+    for row in fn(**kwargs):
+        yield dict(row)

@@ -1,0 +1,269 @@
+"""A task: a data source, preprocessors, templates and metadata, rendered to text-to-text `datasets`.
+
+`Task.to_dataset(split)` gives columns `inputs`, `targets`, `answer_choices` (list of str, `[]` if the
+template has none), `task` and `template`. Each row is rendered with one of the selected templates, chosen
+uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` filter), so
+the output is a pure function of (rows, templates, seed) and map-style results are cached by datasets
+fingerprint. Rows whose template renders no target (promptsource's "skip") are dropped, counted in
+`task.render_stats[split]` and logged; rows a filter preprocessor drops are counted in
+`task.preprocess_stats[split]` and logged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import datasets
+import pyarrow.compute as pc
+from datasets.fingerprint import Hasher
+
+from .errors import DataSourceError, TaskDefinitionError, UnknownTemplateError
+from .preprocessors import Preprocessor
+from .sources import GeneratorSource, Source
+from .template import Template
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FEATURES = datasets.Features({
+    "inputs": datasets.Value("string"),
+    "targets": datasets.Value("string"),
+    "answer_choices": datasets.Sequence(datasets.Value("string")),
+    "task": datasets.Value("string"),
+    "template": datasets.Value("string"),
+})
+_SKIP_COLUMN = "_skipped"
+
+
+@dataclasses.dataclass
+class RenderStats:
+    """Rows rendered for one split; `skipped` rows had an empty target and were dropped."""
+
+    task: str
+    split: str
+    rows: int = 0
+    kept: int = 0
+    skipped: int = 0
+    skipped_by_template: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def count(self, template: str, skipped: bool) -> None:
+        self.rows += 1
+        if skipped:
+            self.skipped += 1
+            self.skipped_by_template[template] = self.skipped_by_template.get(template, 0) + 1
+        else:
+            self.kept += 1
+
+
+@dataclasses.dataclass
+class PreprocessStats:
+    """Rows before and after the preprocessors of one split (map-style loads only)."""
+
+    task: str
+    split: str
+    rows_in: int
+    rows_out: int
+    dropped_by: dict[str, int]
+
+
+class _Renderer:
+    """Renders rows with templates chosen per row index; picklable, stateless apart from its inputs."""
+
+    def __init__(self, task: str, templates: Sequence[Template], seed: int):
+        self.task = task
+        self.templates = list(templates)
+        self.seed = seed
+
+    def fingerprint_parts(self) -> tuple:
+        return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.instruction, t.context)
+                                        for t in self.templates], "render-v1")
+
+    def render_row(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
+        rng = random.Random(f"{self.seed}:{index}")
+        template = self.templates[rng.randrange(len(self.templates))] if len(self.templates) > 1 else self.templates[0]
+        example = template.render(row, task=self.task, row_index=index, rng=rng)
+        return {"inputs": example.inputs, "targets": example.targets,
+                "answer_choices": example.answer_choices or [], "task": self.task, "template": template.name,
+                _SKIP_COLUMN: example.skipped}
+
+    def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
+        columns = list(batch)
+        out: dict[str, list] = {name: [] for name in (*OUTPUT_FEATURES, _SKIP_COLUMN)}
+        for position, index in enumerate(indices):
+            rendered = self.render_row({c: batch[c][position] for c in columns}, index)
+            for key, value in rendered.items():
+                out[key].append(value)
+        return out
+
+
+def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats: RenderStats,
+                     max_examples: Optional[int]) -> Iterator[dict[str, Any]]:
+    for index, row in enumerate(rows):
+        if max_examples is not None and index >= max_examples:
+            break
+        rendered = renderer.render_row(row, index)
+        skipped = rendered.pop(_SKIP_COLUMN)
+        stats.count(rendered["template"], skipped)
+        if not skipped:
+            yield rendered
+    if stats.skipped:
+        logger.warning("task %r split %r: %d of %d rows skipped (empty target) by template(s) %s",
+                       stats.task, stats.split, stats.skipped, stats.rows, stats.skipped_by_template)
+
+
+class Task:
+    """A named text-to-text task: `source` rows → `preprocessors` → one of `templates` per row."""
+
+    def __init__(self, name: str, source: Source, templates: Union[Template, Sequence[Template]],
+                 preprocessors: Sequence[Preprocessor] = (), metrics: Sequence[str] = (),
+                 task_type: str = "generation", cluster: Optional[str] = None, held_out: bool = False,
+                 splits: Sequence[str] = ("train", "validation"), eval_only: bool = False, description: str = ""):
+        if not isinstance(name, str) or not name:
+            raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
+        if not isinstance(source, Source):
+            raise TaskDefinitionError(f"task {name!r}: source must be an HFSource, LocalFileSource or "
+                                      f"GeneratorSource, got {type(source).__name__}")
+        templates = [templates] if isinstance(templates, Template) else list(templates)
+        if not templates:
+            raise TaskDefinitionError(f"task {name!r} needs at least one template")
+        seen: set[str] = set()
+        for template in templates:
+            if not isinstance(template, Template):
+                raise TaskDefinitionError(f"task {name!r}: templates must be Template objects, got {template!r}")
+            if template.name in seen:
+                raise TaskDefinitionError(f"task {name!r}: two templates are named {template.name!r}")
+            seen.add(template.name)
+        for step in preprocessors:
+            if not isinstance(step, Preprocessor):
+                raise TaskDefinitionError(f"task {name!r}: preprocessors must be Preprocessor objects "
+                                          f"(Rename, Filter, Map), got {step!r}")
+        if isinstance(splits, str) or not splits:
+            raise TaskDefinitionError(f"task {name!r}: splits must be a non-empty list of names, got {splits!r}")
+        self.name = name
+        self.source = source
+        self.templates = templates
+        self.preprocessors = list(preprocessors)
+        self.metrics = tuple(metrics)
+        self.task_type = task_type
+        self.cluster = cluster or task_type
+        self.held_out = bool(held_out)
+        self.splits = tuple(splits)
+        self.eval_only = bool(eval_only)
+        self.description = description
+        self.render_stats: dict[str, RenderStats] = {}
+        self.preprocess_stats: dict[str, PreprocessStats] = {}
+
+    # -- templates ---------------------------------------------------------------------------------------
+    @property
+    def template_names(self) -> list[str]:
+        return [t.name for t in self.templates]
+
+    def get_template(self, name: str) -> Template:
+        for template in self.templates:
+            if template.name == name:
+                return template
+        raise UnknownTemplateError(self.name, name, self.template_names)
+
+    def select_templates(self, names: Optional[Iterable[str]] = None) -> list[Template]:
+        """The named templates (all when `names` is None)."""
+        if names is None:
+            return list(self.templates)
+        if isinstance(names, str):
+            names = [names]
+        selected = [self.get_template(n) for n in names]
+        if not selected:
+            raise TaskDefinitionError(f"task {self.name!r}: an empty template selection")
+        return selected
+
+    # -- rows --------------------------------------------------------------------------------------------
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise DataSourceError(f"task {self.name!r} has no split {split!r}; its splits are {list(self.splits)}")
+
+    def load_rows(self, split: str, *, streaming: bool = False, max_rows: Optional[int] = None
+                  ) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        """Raw rows of `split` after the preprocessors (filter drops are counted in `preprocess_stats`).
+
+        `max_rows` keeps the first rows of the result (selected before the preprocessors when they all keep
+        rows one-to-one).
+        """
+        self._check_split(split)
+        rows = self.source.load(split, streaming=streaming)
+        counted = not streaming and isinstance(rows, datasets.Dataset)
+        keeps_rows = all(step.keeps_rows for step in self.preprocessors)
+        if max_rows is not None and counted and keeps_rows and max_rows < len(rows):
+            rows = rows.select(range(max_rows))
+        rows_in = len(rows) if counted else -1
+        dropped: dict[str, int] = {}
+        for step in self.preprocessors:
+            before = len(rows) if counted else 0
+            rows = step(rows)
+            if counted and not step.keeps_rows and len(rows) != before:
+                dropped[step.describe()] = before - len(rows)
+                logger.warning("task %r split %r: %s dropped %d of %d rows", self.name, split, step.describe(),
+                               before - len(rows), before)
+        if counted:
+            self.preprocess_stats[split] = PreprocessStats(self.name, split, rows_in, len(rows), dropped)
+            if max_rows is not None and max_rows < len(rows):
+                rows = rows.select(range(max_rows))
+        elif max_rows is not None:
+            rows = rows.take(max_rows)
+        return rows
+
+    def num_rows(self, split: str) -> int:
+        """Rows of `split` after preprocessors (before template skips)."""
+        self._check_split(split)
+        if isinstance(self.source, GeneratorSource) and not self.preprocessors:
+            return self.source.rows_for(split)
+        return len(self.load_rows(split))
+
+    # -- rendering ---------------------------------------------------------------------------------------
+    def to_dataset(self, split: str, templates: Optional[Sequence[str]] = None, streaming: bool = False,
+                   max_examples: Optional[int] = None, seed: int = 0
+                   ) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        """Rendered examples of `split` (the first `max_examples` rows), skips dropped and counted."""
+        renderer = _Renderer(self.name, self.select_templates(templates), seed)
+        stats = RenderStats(self.name, split)
+        self.render_stats[split] = stats
+        if streaming:
+            rows = self.load_rows(split, streaming=True)
+            return datasets.IterableDataset.from_generator(
+                _stream_rendered, features=OUTPUT_FEATURES,
+                gen_kwargs={"rows": rows, "renderer": renderer, "stats": stats, "max_examples": max_examples})
+        rows = self.load_rows(split, max_rows=max_examples)
+        rendered = rows.map(
+            renderer, batched=True, with_indices=True, remove_columns=rows.column_names,
+            features=datasets.Features({**OUTPUT_FEATURES, _SKIP_COLUMN: datasets.Value("bool")}),
+            new_fingerprint=Hasher.hash((rows._fingerprint, renderer.fingerprint_parts())),
+            desc=f"render {self.name}/{split}")
+        table = rendered.data.table
+        skip_mask = table.column(_SKIP_COLUMN)
+        stats.rows = len(rendered)
+        stats.skipped = int(pc.sum(skip_mask).as_py() or 0)
+        stats.kept = stats.rows - stats.skipped
+        if stats.skipped:
+            skipped_templates = pc.filter(table.column("template"), skip_mask)
+            stats.skipped_by_template = {entry["values"].as_py(): entry["counts"].as_py()
+                                         for entry in pc.value_counts(skipped_templates)}
+            logger.warning("task %r split %r: %d of %d rows skipped (empty target) by template(s) %s",
+                           self.name, split, stats.skipped, stats.rows, stats.skipped_by_template)
+            rendered = rendered.filter(lambda skipped: not skipped, input_columns=_SKIP_COLUMN,
+                                       new_fingerprint=Hasher.hash((rendered._fingerprint, "drop-skipped")))
+        return rendered.remove_columns(_SKIP_COLUMN)
+
+    def describe(self) -> dict[str, Any]:
+        """A plain-data summary (for `t2t-mtl tasks show`)."""
+        return {
+            "name": self.name, "task_type": self.task_type, "cluster": self.cluster, "held_out": self.held_out,
+            "eval_only": self.eval_only, "splits": list(self.splits), "metrics": list(self.metrics),
+            "description": self.description, "source": self.source.to_config(),
+            "preprocessors": [p.describe() for p in self.preprocessors],
+            "templates": [{"name": t.name, "jinja": t.jinja, "answer_choices": t.answer_choices,
+                           "metadata": {k: v for k, v in t.metadata.to_dict().items() if v is not None}}
+                          for t in self.templates],
+        }
+
+    def __repr__(self) -> str:
+        return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
+                f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")

@@ -1,0 +1,271 @@
+"""Prompt templates: a row of a dataset rendered to an (inputs, targets) pair, promptsource-compatible.
+
+Rendering follows promptsource's `Template.apply(example)` (default `truncate=True`) exactly:
+
+1. every string value of the row has `|||` replaced by a protector token (so row text never splits);
+2. the answer choices, if any, are the `answer_choices` Jinja string rendered against the protected row
+   (without truncation), split on `|||`, each part stripped and then un-protected;
+3. the template text gets `| string | truncate(2048)` appended inside every `{{ ... }}` (textually), is
+   rendered with the protected row plus `answer_choices` (the list from step 2, or `None`), split on `|||`,
+   and each part un-protected and then stripped.
+
+Two parts give `inputs` and `targets`. One part (the template rendered no `|||`, e.g. a row the template
+excludes with `{% if %}`) or an empty target is promptsource's "skip" case: the result has `targets == ""`
+and `skipped` is true; `Task.to_dataset` counts and drops such rows. More than two parts is an error.
+
+Differences from promptsource, on purpose: a sandboxed environment (no Python internals), undefined
+variables raise instead of rendering empty, a target that is not among the answer choices raises, and the
+`choice` filter can be seeded per row.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+import re
+import uuid
+from typing import Any, Mapping, Optional, Union
+
+import jinja2
+import jinja2.meta
+from jinja2.exceptions import SecurityError
+
+from .errors import (
+    AnswerNotInChoicesError,
+    MissingFieldError,
+    SandboxViolationError,
+    TaskDefinitionError,
+    TemplateRenderError,
+    TemplateSyntaxError,
+)
+from .jinja_env import ENVIRONMENT, compile_template, seeded_choices, with_truncation
+
+SEPARATOR = "|||"
+# The token promptsource substitutes for `|||` inside row values while rendering.
+PIPE_PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"
+
+_UNDEFINED_PATTERNS = (
+    re.compile(r"'([^']+)' is undefined"),
+    re.compile(r"has no attribute '([^']+)'"),
+    re.compile(r"has no element (.+)$"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateMetadata:
+    """promptsource's template annotations (`!TemplateMetadata`)."""
+
+    original_task: Optional[bool] = None
+    choices_in_prompt: Optional[bool] = None
+    metrics: Optional[list[str]] = None
+    languages: Optional[list[str]] = None
+
+    @classmethod
+    def coerce(cls, value: Union[None, "TemplateMetadata", Mapping[str, Any]], *, template: str) -> "TemplateMetadata":
+        """A `TemplateMetadata` from `None`, an instance or a mapping; unknown keys are an error."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise TaskDefinitionError(f"template {template!r}: metadata must be a mapping, got {type(value).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise TaskDefinitionError(
+                f"template {template!r}: unknown metadata key(s) {unknown}; allowed: {sorted(known)}"
+            )
+        return cls(**dict(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedExample:
+    """One rendered row: the final strings plus the decaNLP triple (instruction, context, answer)."""
+
+    inputs: str
+    targets: str
+    answer_choices: Optional[list[str]]
+    instruction: str
+    context: str
+    answer: str
+
+    @property
+    def skipped(self) -> bool:
+        """promptsource's skip case: the template produced no target for this row."""
+        return self.targets == ""
+
+
+def _escape_pipe(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value.replace(SEPARATOR, PIPE_PROTECTOR) if isinstance(value, str) else value
+            for key, value in row.items()}
+
+
+def _unescape_pipe(text: str) -> str:
+    return text.replace(PIPE_PROTECTOR, SEPARATOR)
+
+
+def _missing_field(message: str) -> Optional[str]:
+    for pattern in _UNDEFINED_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return None
+
+
+class Template:
+    """A Jinja prompt template: `input ||| target`, optional `|||`-separated answer choices.
+
+    `source_file`/`source_line` say where the template's text starts (YAML files), for error messages.
+    `instruction` and `context` are optional Jinja strings giving the decaNLP split of the input
+    (e.g. instruction "Is the review positive or negative?", context "{{sentence}}"); without them the
+    rendered `instruction` is the whole input and `context` is empty. All Jinja is compiled once, at
+    construction (a syntax error raises `TemplateSyntaxError` there), and cached across equal templates.
+    """
+
+    def __init__(self, name: str, jinja: str, answer_choices: Optional[str] = None,
+                 metadata: Union[None, TemplateMetadata, Mapping[str, Any]] = None, id: Optional[str] = None,
+                 *, reference: str = "", instruction: Optional[str] = None, context: Optional[str] = None,
+                 source_file: Optional[str] = None, source_line: Optional[int] = None):
+        if not isinstance(name, str) or not name:
+            raise TaskDefinitionError(f"a template needs a non-empty string name, got {name!r}")
+        if not isinstance(jinja, str):
+            raise TaskDefinitionError(f"template {name!r}: `jinja` must be a string, got {type(jinja).__name__}")
+        if answer_choices is not None and not isinstance(answer_choices, str):
+            raise TaskDefinitionError(
+                f"template {name!r}: `answer_choices` must be a `|||`-separated Jinja string, "
+                f"got {type(answer_choices).__name__}"
+            )
+        self.name = name
+        self.jinja = jinja
+        self.answer_choices = answer_choices
+        self.metadata = TemplateMetadata.coerce(metadata, template=name)
+        self.id = id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"t2t-mtl-template:{name}:{jinja}:{answer_choices}"))
+        self.reference = reference
+        self.instruction = instruction
+        self.context = context
+        self.source_file = source_file
+        self.source_line = source_line
+        self._compile()
+
+    # -- compilation -------------------------------------------------------------------------------------
+    def _compile(self) -> None:
+        self._main = self._compile_one(with_truncation(self.jinja), self.jinja)
+        self._choices = None if self.answer_choices is None else self._compile_one(self.answer_choices,
+                                                                                      self.answer_choices)
+        self._instruction = None if self.instruction is None else self._compile_one(
+            with_truncation(self.instruction), self.instruction)
+        self._context = None if self.context is None else self._compile_one(
+            with_truncation(self.context), self.context)
+
+    def _compile_one(self, source: str, original: str) -> jinja2.Template:
+        """Compile `source` (the `original` text, possibly with the truncation rewrite) or raise naming the
+        original text's error, or the rewrite's when only the rewritten text fails to parse."""
+        try:
+            return compile_template(source)
+        except jinja2.TemplateSyntaxError as error:
+            message, lineno = error.message or str(error), error.lineno
+            if source != original:
+                try:
+                    ENVIRONMENT.parse(original)
+                    message = (f"{message} — promptsource's truncation rewrite (`}}}}` → "
+                               f"`| string | truncate(...) }}}}`) breaks this template; avoid `}}}}` inside "
+                               f"string literals")
+                except jinja2.TemplateSyntaxError as original_error:
+                    message, lineno = original_error.message or str(original_error), original_error.lineno
+            raise TemplateSyntaxError(message, template=self.name, lineno=lineno,
+                                      filename=self.source_file, file_lineno=self.source_line) from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        compiled = {"_main", "_choices", "_instruction", "_context"}
+        return {k: v for k, v in self.__dict__.items() if k not in compiled}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compile()
+
+    @functools.cached_property
+    def variables(self) -> frozenset[str]:
+        """The row fields the template's Jinja reads (parsed on first use, for error messages)."""
+        sources = [s for s in (self.jinja, self.answer_choices, self.instruction, self.context) if s is not None]
+        names = frozenset().union(*(jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(s)) for s in sources))
+        return names - set(ENVIRONMENT.globals) - {"answer_choices"}
+
+    # -- answer choices ----------------------------------------------------------------------------------
+    def answer_choices_for(self, row: Mapping[str, Any], *, task: Optional[str] = None,
+                           row_index: Optional[int] = None) -> Optional[list[str]]:
+        """The answer choices for `row` (promptsource's `get_answer_choices_list`), or `None`."""
+        if self._choices is None:
+            return None
+        rendered = self._run(self._choices, _escape_pipe(row), task=task, row_index=row_index)
+        return [_unescape_pipe(choice.strip()) for choice in rendered.split(SEPARATOR)]
+
+    @property
+    def fixed_answer_choices(self) -> Optional[list[str]]:
+        """The answer choices when they do not depend on the row (e.g. `yes ||| no`), else `None`."""
+        if self.answer_choices is None:
+            return None
+        if jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(self.answer_choices)):
+            return None
+        return [choice.strip() for choice in self._choices.render().split(SEPARATOR)]
+
+    # -- rendering ---------------------------------------------------------------------------------------
+    def render(self, row: Mapping[str, Any], *, task: Optional[str] = None, row_index: Optional[int] = None,
+               rng: Optional[random.Random] = None, check_answer_choices: bool = True) -> RenderedExample:
+        """Render `row`; errors name `task`, this template, the field and `row_index`.
+
+        `rng` seeds the `choice` filter. With `check_answer_choices`, a non-empty target that is not one of
+        the answer choices raises `AnswerNotInChoicesError`.
+        """
+        if "answer_choices" in row:
+            raise TemplateRenderError("the row has a field named 'answer_choices', which templates reserve; "
+                                      "rename it with a `rename` preprocessor",
+                                      task=task, template=self.name, row_index=row_index, field="answer_choices")
+        with seeded_choices(rng):
+            choices = self.answer_choices_for(row, task=task, row_index=row_index)
+            context_vars = _escape_pipe(row)
+            context_vars["answer_choices"] = choices
+            rendered = self._run(self._main, context_vars, task=task, row_index=row_index)
+            parts = [_unescape_pipe(part).strip() for part in rendered.split(SEPARATOR)]
+            if len(parts) > 2:
+                raise TemplateRenderError(
+                    f"the rendered text has {len(parts) - 1} `|||` separators, expected one (input ||| target); "
+                    f"check the template for a stray `|||`", task=task, template=self.name, row_index=row_index)
+            inputs, targets = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
+            instruction = (_unescape_pipe(self._run(self._instruction, context_vars, task=task,
+                                                    row_index=row_index)).strip()
+                           if self._instruction is not None else inputs)
+            context = (_unescape_pipe(self._run(self._context, context_vars, task=task, row_index=row_index)).strip()
+                       if self._context is not None else "")
+        if check_answer_choices and choices is not None and targets and targets not in choices:
+            raise AnswerNotInChoicesError(
+                f"target {targets!r} is not among the answer choices {choices}",
+                task=task, template=self.name, row_index=row_index)
+        return RenderedExample(inputs=inputs, targets=targets, answer_choices=choices, instruction=instruction,
+                               context=context, answer=targets)
+
+    def _run(self, compiled: jinja2.Template, variables: Mapping[str, Any], *, task: Optional[str],
+             row_index: Optional[int]) -> str:
+        try:
+            return compiled.render(variables)
+        except SecurityError as error:
+            raise SandboxViolationError(f"refused unsafe access in the template sandbox: {error}",
+                                        task=task, template=self.name, row_index=row_index) from None
+        except jinja2.UndefinedError as error:
+            fields = sorted(k for k in variables if k != "answer_choices")
+            absent = sorted(self.variables - set(fields))
+            named = _missing_field(str(error))
+            field = named if named in absent or not absent else absent[0]
+            raise MissingFieldError(
+                f"field {field!r} is missing from the row ({error}); the row has fields {fields}",
+                task=task, template=self.name, row_index=row_index, field=field) from None
+        except TemplateRenderError:
+            raise
+        except Exception as error:  # a template bug on this row: say where, keep the cause chained
+            raise TemplateRenderError(f"rendering failed with {type(error).__name__}: {error}",
+                                      task=task, template=self.name, row_index=row_index) from error
+
+    def __repr__(self) -> str:
+        return f"Template(name={self.name!r}, answer_choices={self.answer_choices!r})"

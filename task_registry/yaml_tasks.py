@@ -1,0 +1,331 @@
+"""YAML task files: a user adds a task without writing Python (one task per `*.yaml` file).
+
+Schema (keys other than these are an error, reported with close matches)::
+
+    name: my_rte                      # required, unique in the registry
+    description: RTE with my prompts  # optional
+    task_type: nli                    # optional, default "generation"
+    cluster: nli                      # optional, default = task_type (held-out evaluation holds out clusters)
+    held_out: false                   # optional; true = never train on it unless its cluster is held out/forced
+    eval_only: false                  # optional; true = evaluation only, never in a training mixture
+    splits: [train, validation]       # optional, default [train, validation]
+    metrics: [accuracy]               # optional, names understood by the evaluation module
+    source:                           # required, exactly one of `hf`, `files`
+      hf: glue                        #   hub id; `name:` config, optional `data_files:`; the data-dir
+      name: rte                       #   override maps it to <data_dir>/glue/rte/<split>.jsonl
+      # files: {train: train.jsonl, validation: dev.csv}   # local jsonl/json/csv/tsv/parquet; paths are
+                                      #   relative to the YAML file; a single path or list serves every split
+    preprocessors:                    # optional, applied in order; expressions are sandboxed Jinja
+      - rename: {sentence1: premise, sentence2: hypothesis}
+      - filter: "label != -1"
+      - map: {both: "premise ~ ' ' ~ hypothesis"}
+    templates:                        # required, at least one
+      - name: t5                      # a template written inline
+        jinja: "rte premise: {{premise}} hypothesis: {{hypothesis}} ||| {{ answer_choices[label] }}"
+        answer_choices: "entailment ||| not_entailment"       # optional, `|||`-separated Jinja
+        instruction: "Does the premise entail the hypothesis?"  # optional decaNLP parts (Jinja)
+        context: "{{premise}} {{hypothesis}}"
+        metadata: {original_task: true, choices_in_prompt: false, metrics: [Accuracy]}
+      - promptsource: ../promptsource-templates   # templates imported from a promptsource collection:
+        dataset: super_glue                       #   a templates.yaml file, its folder, or a collection
+        subset: rte                               #   root with dataset/subset; `names:` picks some
+        names: [GPT-3 style, can we infer]
+
+Errors name the file and the line. `validate_task_file` collects every problem (and, when the rows are
+reachable — local files or an active data dir — renders the first rows of each split with each template).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
+from .preprocessors import from_config as preprocessor_from_config
+from .promptsource import import_promptsource
+from .registry import register_task
+from .sources import HFSource, LocalFileSource, Source, get_data_dir
+from .task import Task
+from .template import Template
+
+TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
+             "source", "preprocessors", "templates"}
+TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "instruction", "context", "metadata", "reference", "id"}
+PROMPTSOURCE_KEYS = {"promptsource", "dataset", "subset", "names"}
+SOURCE_KINDS = {"hf": {"hf", "name", "data_files"}, "files": {"files"}}
+
+
+class _LineMapping(dict):
+    """A YAML mapping that remembers its line and the line where each value starts (1-based)."""
+
+    line: int = 0
+    value_lines: dict[str, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings carry line numbers and whose duplicate keys are an error."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapping:
+    loader.flatten_mapping(node)
+    mapping = _LineMapping()
+    mapping.line = node.start_mark.line + 1
+    mapping.value_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        if isinstance(value_node, yaml.ScalarNode):  # where the text starts (block scalars: the next line)
+            block = value_node.style in ("|", ">")
+            mapping.value_lines[key] = value_node.start_mark.line + 1 + (1 if block else 0)
+        else:  # a nested mapping/list: the line of its key
+            mapping.value_lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _unknown_keys(mapping: dict, allowed: set[str]) -> list[str]:
+    problems = []
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {sorted(allowed)})"
+            problems.append(f"unknown key {key!r}{hint}")
+    return problems
+
+
+class _FileParser:
+    """Turns one YAML task document into a Task, collecting problems as `file:line: message`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.errors: list[str] = []
+
+    def error(self, line: int, message: str) -> None:
+        self.errors.append(f"{self.path}:{line}: {message}")
+
+    def line_of(self, mapping: Any, key: Optional[str] = None) -> int:
+        if isinstance(mapping, _LineMapping):
+            return mapping.value_lines.get(key, mapping.line) if key else mapping.line
+        return 1
+
+    def parse(self) -> Optional[Task]:
+        try:
+            document = yaml.load(self.path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            self.error(mark.line + 1 if mark else 1, f"not valid YAML: {getattr(error, 'problem', error)}")
+            return None
+        except OSError as error:
+            self.errors.append(f"{self.path}: cannot read: {error}")
+            return None
+        if not isinstance(document, dict):
+            self.error(1, "a task file must be a mapping with at least `name`, `source` and `templates`")
+            return None
+        for problem in _unknown_keys(document, TASK_KEYS):
+            self.error(document.line, problem)
+        for key in ("name", "source", "templates"):
+            if key not in document:
+                self.error(document.line, f"missing required key {key!r}")
+        name = document.get("name")
+        if "name" in document and (not isinstance(name, str) or not name):
+            self.error(self.line_of(document, "name"), f"`name` must be a non-empty string, got {name!r}")
+        options = self.options(document)
+        source = self.source(document.get("source"), self.line_of(document, "source")) if "source" in document else None
+        preprocessors = self.preprocessors(document)
+        templates = self.templates(document)
+        if self.errors or source is None or not isinstance(name, str):
+            return None
+        try:
+            return Task(name, source, templates, preprocessors=preprocessors, **options)
+        except TaskRegistryError as error:
+            self.error(document.line, str(error))
+            return None
+
+    def options(self, document: dict) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        for key, kind in (("description", str), ("task_type", str), ("cluster", str), ("held_out", bool),
+                          ("eval_only", bool)):
+            if key in document:
+                if not isinstance(document[key], kind):
+                    self.error(self.line_of(document, key), f"`{key}` must be a {kind.__name__}, got {document[key]!r}")
+                else:
+                    options[key] = document[key]
+        for key in ("splits", "metrics"):
+            if key in document:
+                value = document[key]
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (key == "splits" and not value):
+                    self.error(self.line_of(document, key), f"`{key}` must be a list of strings, got {value!r}")
+                else:
+                    options[key] = tuple(value)
+        return options
+
+    def source(self, config: Any, line: int) -> Optional[Source]:
+        if not isinstance(config, dict):
+            self.error(line, f"`source` must be a mapping with `hf:` or `files:`, got {config!r}")
+            return None
+        kinds = [kind for kind in SOURCE_KINDS if kind in config]
+        if len(kinds) != 1:
+            self.error(line, f"`source` needs exactly one of {sorted(SOURCE_KINDS)}, got keys {sorted(config)}")
+            return None
+        kind = kinds[0]
+        for problem in _unknown_keys(config, SOURCE_KINDS[kind]):
+            self.error(line, f"source: {problem}")
+        try:
+            if kind == "hf":
+                return HFSource(config["hf"], config.get("name"), data_files=config.get("data_files"))
+            return LocalFileSource(self.resolve_files(config["files"]))
+        except TaskRegistryError as error:
+            self.error(line, f"source: {error}")
+            return None
+
+    def resolve_files(self, files: Any) -> Any:
+        def resolve(p: Any) -> Any:
+            if not isinstance(p, str):
+                raise TaskDefinitionError(f"file paths must be strings, got {p!r}")
+            path = Path(os.path.expandvars(p))
+            return path if path.is_absolute() else self.path.parent / path
+        if isinstance(files, dict):
+            return {split: [resolve(p) for p in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
+        return [resolve(p) for p in files] if isinstance(files, list) else resolve(files)
+
+    def preprocessors(self, document: dict) -> list:
+        entries = document.get("preprocessors", [])
+        if not isinstance(entries, list):
+            self.error(self.line_of(document, "preprocessors"), "`preprocessors` must be a list")
+            return []
+        result = []
+        for entry in entries:
+            try:
+                result.append(preprocessor_from_config(entry))
+            except TaskRegistryError as error:
+                self.error(self.line_of(entry), str(error))
+        return result
+
+    def templates(self, document: dict) -> list[Template]:
+        entries = document.get("templates", [])
+        if not isinstance(entries, list) or not entries:
+            if "templates" in document:
+                self.error(self.line_of(document, "templates"), "`templates` must be a non-empty list")
+            return []
+        templates: list[Template] = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                self.error(self.line_of(document, "templates"), f"a template must be a mapping, got {entry!r}")
+            elif "promptsource" in entry:
+                templates.extend(self.promptsource_templates(entry))
+            else:
+                template = self.inline_template(entry)
+                if template is not None:
+                    templates.append(template)
+        return templates
+
+    def inline_template(self, entry: dict) -> Optional[Template]:
+        problems = _unknown_keys(entry, TEMPLATE_KEYS)
+        problems += [f"template lacks {key!r}" for key in ("name", "jinja") if key not in entry]
+        for problem in problems:
+            self.error(self.line_of(entry), problem)
+        if problems:
+            return None
+        try:
+            return Template(entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
+                            metadata=entry.get("metadata"), id=entry.get("id"), reference=entry.get("reference", ""),
+                            instruction=entry.get("instruction"), context=entry.get("context"),
+                            source_file=str(self.path), source_line=self.line_of(entry, "jinja"))
+        except TaskRegistryError as error:
+            message = str(error)
+            if message.startswith(f"{self.path}:"):
+                self.errors.append(message)
+            else:
+                self.error(self.line_of(entry), message)
+            return None
+
+    def promptsource_templates(self, entry: dict) -> list[Template]:
+        for problem in _unknown_keys(entry, PROMPTSOURCE_KEYS):
+            self.error(self.line_of(entry), problem)
+        location = Path(os.path.expandvars(str(entry["promptsource"])))
+        location = location if location.is_absolute() else self.path.parent / location
+        try:
+            imported = import_promptsource(location, dataset=entry.get("dataset"), subset=entry.get("subset"))
+        except TaskRegistryError as error:
+            self.error(self.line_of(entry, "promptsource"), str(error))
+            return []
+        names = entry.get("names")
+        if names is None:
+            return imported
+        by_name = {t.name: t for t in imported}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            self.error(self.line_of(entry, "names"), f"promptsource templates {unknown} not found; available: "
+                                                     f"{sorted(by_name)}")
+        return [by_name[n] for n in names if n in by_name]
+
+
+def parse_task_file(path: Union[str, os.PathLike]) -> Task:
+    """The `Task` a YAML file defines (not registered); raises `TaskFileError` listing every problem."""
+    parser = _FileParser(Path(path))
+    task = parser.parse()
+    if task is None:
+        raise TaskFileError(str(path), parser.errors)
+    return task
+
+
+def _rows_reachable(task: Task) -> bool:
+    return isinstance(task.source, LocalFileSource) or (isinstance(task.source, HFSource) and get_data_dir() is not None)
+
+
+def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3) -> list[str]:
+    """Every problem in the file as `file:line: message` (empty list = valid).
+
+    When the rows are reachable offline (local files, or a hub id under an active data dir), the first
+    `check_rows` rows of each split are rendered with every template, so a missing field is caught here.
+    """
+    parser = _FileParser(Path(path))
+    task = parser.parse()
+    if task is None or check_rows <= 0 or not _rows_reachable(task):
+        return parser.errors
+    problems: list[str] = []
+    for split in task.splits:
+        try:
+            rows = task.load_rows(split)
+        except TaskRegistryError as error:
+            problems.append(f"{path}: split {split!r}: {error}")
+            continue
+        for index in range(min(check_rows, len(rows))):
+            row = rows[index]
+            for template in task.templates:
+                try:
+                    template.render(row, task=task.name, row_index=index)
+                except TaskRegistryError as error:
+                    where = f"{template.source_file}:{template.source_line}" if template.source_line else str(path)
+                    problems.append(f"{where}: split {split!r}: {error}")
+    return problems
+
+
+def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, overwrite: bool = False) -> list[Task]:
+    """Parse every `*.yaml` in `directory` (sorted by name) and register them; all problems reported at once."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise TaskDefinitionError(f"task directory {directory} does not exist")
+    tasks, errors = [], []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            tasks.append(parse_task_file(path))
+        except TaskFileError as error:
+            errors.extend(error.errors)
+    if errors:
+        raise TaskFileError(str(directory), errors)
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise TaskFileError(str(directory), [f"task name(s) {duplicates} defined by more than one file"])
+    if register:
+        for task in tasks:
+            register_task(task, overwrite=overwrite)
+    return tasks

@@ -1,0 +1,119 @@
+"""Mixtures, the global registry and the held-out protocol hook `training_rates`."""
+from __future__ import annotations
+
+import pytest
+
+import task_registry
+from task_registry import (
+    DuplicateRegistrationError,
+    EvalOnlyTaskError,
+    GeneratorSource,
+    HeldOutTaskError,
+    Mixture,
+    Task,
+    TaskDefinitionError,
+    Template,
+    rate_num_examples,
+)
+
+ECHO = Template("echo", "echo {{x}} ||| {{x}}")
+
+
+def _rows(split, num_rows, seed):
+    for i in range(num_rows):
+        yield {"x": f"{split}-{seed}-{i}"}
+
+
+def _task(name, cluster="c", rows=10, **kwargs):
+    return Task(name, GeneratorSource(_rows, num_rows=rows), [ECHO], cluster=cluster, **kwargs)
+
+
+@pytest.fixture()
+def registry():
+    with task_registry.isolated_registry():
+        yield
+
+
+def test_register_get_list_and_duplicates(registry):
+    a = task_registry.register_task(_task("mx_a", cluster="mx_nli", task_type="mx_nli"))
+    task_registry.register_task(_task("mx_b", cluster="mx_qa", task_type="mx_qa"))
+    assert task_registry.get_task("mx_a") is a
+    assert {"mx_a", "mx_b"} <= set(task_registry.list_tasks())
+    assert task_registry.list_tasks(cluster="mx_nli") == ["mx_a"]
+    assert task_registry.list_tasks(task_type="mx_qa", cluster="mx_qa") == ["mx_b"]
+    assert task_registry.list_tasks(task_type="mx_qa", cluster="mx_nli") == []
+    with pytest.raises(DuplicateRegistrationError, match="mx_a.*overwrite=True"):
+        task_registry.register_task(_task("mx_a"))
+    replacement = task_registry.register_task(_task("mx_a", cluster="other"), overwrite=True)
+    assert task_registry.get_task("mx_a") is replacement
+    task_registry.register_mixture(Mixture("mx_m", ["mx_a"]))
+    with pytest.raises(DuplicateRegistrationError):
+        task_registry.register_mixture(Mixture("mx_m", ["mx_b"]))
+    task_registry.register_mixture(Mixture("mx_m", ["mx_b"]), overwrite=True)
+    assert task_registry.get_mixture("mx_m").member_names == ["mx_b"]
+
+
+def test_decorator_registers_a_generator_task(registry):
+    @task_registry.task("mx_decorated", templates=[ECHO], num_rows={"train": 4, "validation": 2}, cluster="lists")
+    def rows(split, num_rows, seed):
+        for i in range(num_rows):
+            yield {"x": str(i)}
+
+    registered = task_registry.get_task("mx_decorated")
+    assert registered.cluster == "lists" and registered.num_rows("train") == 4
+    assert registered.to_dataset("validation")["targets"] == ["0", "1"]
+    assert list(rows("train", 1, 0)) == [{"x": "0"}]  # the function itself is returned unchanged
+
+
+def test_flatten_nested_mixtures_by_weight(registry):
+    for name, rows in (("mx_a", 10), ("mx_b", 30), ("mx_c", 60)):
+        task_registry.register_task(_task(name, rows=rows))
+    inner = task_registry.register_mixture(Mixture("mx_inner", {"mx_b": 1.0, "mx_c": 3.0}))
+    outer = Mixture("mx_outer", [("mx_a", 2.0), (inner, 6.0), ("mx_c", 1.0)])
+    # the inner mixture contributes 6 · 1/4 to b and 6 · 3/4 to c; c also has its own rate 1
+    assert outer.flatten() == pytest.approx({"mx_a": 2.0, "mx_b": 1.5, "mx_c": 5.5})
+    proportional = Mixture("mx_prop", ["mx_a", "mx_b", "mx_c"], default_rate=rate_num_examples(maximum=40))
+    assert proportional.flatten() == {"mx_a": 10.0, "mx_b": 30.0, "mx_c": 40.0}
+    assert task_registry.normalize(proportional.flatten()) == pytest.approx({"mx_a": 0.125, "mx_b": 0.375, "mx_c": 0.5})
+
+
+def test_mixture_cycles_and_bad_rates_are_errors(registry):
+    task_registry.register_task(_task("mx_a"))
+    task_registry.register_mixture(Mixture("mx_x", ["mx_a", "mx_y"]))
+    task_registry.register_mixture(Mixture("mx_y", ["mx_x"]))
+    with pytest.raises(TaskDefinitionError, match="cycle"):
+        task_registry.get_mixture("mx_x").flatten()
+    with pytest.raises(TaskDefinitionError, match="rate of 'mx_a'"):
+        Mixture("bad", {"mx_a": -1})
+    with pytest.raises(TaskDefinitionError, match="no members"):
+        Mixture("empty", [])
+
+
+def test_training_rates_hold_out_clusters(registry):
+    task_registry.register_task(_task("mx_train", cluster="lists"))
+    task_registry.register_task(_task("mx_nli", cluster="nli", held_out=True))
+    task_registry.register_task(_task("mx_copa", cluster="commonsense", held_out=True))
+    task_registry.register_task(_task("mx_bigbench", cluster="bigbench", eval_only=True))
+    task_registry.register_mixture(Mixture("mx_all", {"mx_train": 1, "mx_nli": 2, "mx_copa": 3}))
+    rates = task_registry.training_rates("mx_all", held_out_clusters=("nli", "commonsense"))
+    assert rates == {"mx_train": 1.0}
+    with pytest.raises(HeldOutTaskError) as info:
+        task_registry.training_rates("mx_all", held_out_clusters=("nli",))
+    assert (info.value.task, info.value.cluster) == ("mx_copa", "commonsense")
+    assert "mx_copa" in str(info.value) and "commonsense" in str(info.value)
+    assert task_registry.training_rates("mx_all", held_out_clusters=("nli",), force=True) == {
+        "mx_train": 1.0, "mx_copa": 3.0}
+    with_bigbench = Mixture("mx_bb", ["mx_train", "mx_bigbench"])
+    with pytest.raises(EvalOnlyTaskError, match="mx_bigbench"):
+        task_registry.training_rates(with_bigbench, force=True)
+    assert task_registry.training_rates(with_bigbench, held_out_clusters=["bigbench"]) == {"mx_train": 1.0}
+    with pytest.raises(TaskDefinitionError, match="no task left"):
+        task_registry.training_rates("mx_all", held_out_clusters=("nli", "commonsense", "lists"))
+    assert task_registry.training_rates("mx_train") == {"mx_train": 1.0}  # a single task name works too
+
+
+def test_builtin_tasks_load_idempotently():
+    first = task_registry.load_builtin_tasks()
+    assert first and task_registry.load_builtin_tasks() == first
+    procedural = task_registry.get_mixture("procedural").flatten()
+    assert len(procedural) >= 10

@@ -1,0 +1,131 @@
+"""The promptsource importer: every `templates.yaml` of the shared collection loads, and every template whose
+dataset rows exist under `shared_data_dir` renders on the first rows of each split.
+
+Rows map from promptsource's (dataset, subset) to `<data>/<dataset>/<subset or default>/<split>.jsonl`.
+Templates that legitimately need fields our rows lack are listed in NEEDS_MISSING_FIELDS with the reason;
+the test fails if any other template errors, and also if a listed one stops erroring (list kept exact).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import task_registry
+from task_registry import MissingFieldError, TaskDefinitionError, Template
+from task_registry.promptsource import import_promptsource, load_promptsource_collection, promptsource_task
+
+FIRST_ROWS = 5
+# The shared trec rows follow the current hub schema (`coarse_label` only; README: "no fine labels"), while
+# promptsource's trec templates were written for the old schema with `label_coarse` and `label_fine`.
+_TREC_OLD_SCHEMA = "trec rows have `coarse_label` only; the template reads the old fields label_coarse/label_fine"
+NEEDS_MISSING_FIELDS = {
+    ("trec", None, name): _TREC_OLD_SCHEMA for name in (
+        "what_category_best_describe", "fine_grained_LOC", "fine_grained_NUM_context_first", "fine_grained_ENTY",
+        "fine_grained_NUM", "pick_the_best_descriptor", "fine_grained_open_context_first",
+        "fine_grained_LOC_context_first", "which_category_best_describes", "fine_grained_DESC", "trec1",
+        "fine_grained_ABBR", "fine_grained_ABBR_context_first", "trec2", "fine_grained_HUM", "fine_grained_open",
+        "fine_grained_HUM_context_first", "fine_grained_DESC_context_first")
+}
+
+
+@pytest.fixture(scope="module")
+def collection(promptsource_dir):
+    return load_promptsource_collection(promptsource_dir)
+
+
+def test_every_templates_file_loads(promptsource_dir, collection):
+    files = sorted(Path(promptsource_dir).rglob("templates.yaml"))
+    assert len(files) == 279
+    assert len(collection) == 279
+    # independent count: the `!Template` tags in the raw text
+    tags = sum(len(re.findall(r"!Template\s*$", f.read_text(encoding="utf-8"), flags=re.M)) for f in files)
+    assert sum(len(templates) for templates in collection.values()) == tags
+    for (dataset, subset), templates in collection.items():
+        assert templates, (dataset, subset)
+        assert all(isinstance(t, Template) and t.name and t.jinja for t in templates)
+        assert len({t.name for t in templates}) == len(templates), (dataset, subset)
+
+
+def test_metadata_and_ids_are_imported(promptsource_dir):
+    templates = {t.name: t for t in import_promptsource(promptsource_dir, dataset="super_glue", subset="cb")}
+    gpt3 = templates["GPT-3 style"]
+    assert gpt3.id == "75db2bc2-3caa-4956-9653-13c7dd6255df"
+    assert gpt3.answer_choices == "True ||| False ||| Neither"
+    assert gpt3.metadata.original_task is True and gpt3.metadata.choices_in_prompt is True
+    assert gpt3.metadata.metrics == ["Accuracy"]
+    assert gpt3.source_file.endswith("super_glue/cb/templates.yaml") and gpt3.source_line > 0
+    # the file itself and its folder give the same templates
+    folder = Path(promptsource_dir) / "super_glue" / "cb"
+    assert [t.name for t in import_promptsource(folder)] == [t.name for t in import_promptsource(folder / "templates.yaml")]
+
+
+def test_templates_with_shared_rows_render(collection, shared_data_dir):
+    rendered, failed, failures = 0, 0, {}
+    for (dataset, subset), templates in collection.items():
+        folder = Path(shared_data_dir) / dataset / (subset or "default")
+        if not folder.is_dir():
+            continue
+        for split_file in sorted(folder.glob("*.jsonl")):
+            with open(split_file, encoding="utf-8") as handle:
+                rows = [json.loads(line) for line, _ in zip(handle, range(FIRST_ROWS))]
+            for template in templates:
+                for index, row in enumerate(rows):
+                    try:
+                        template.render(row, task=f"{dataset}/{subset}", row_index=index)
+                        rendered += 1
+                    except MissingFieldError as error:
+                        failed += 1
+                        failures[(dataset, subset, template.name)] = error
+    assert set(failures) == set(NEEDS_MISSING_FIELDS), {k: str(v) for k, v in failures.items()
+                                                        if k not in NEEDS_MISSING_FIELDS}
+    assert {error.field for error in failures.values()} <= {"label_coarse", "label_fine"}
+    # 15 dataset configs with rows, 130 templates, 24 (config, split) files; trec's 18 fail on both splits
+    assert (rendered, failed) == (890, 18 * 2 * FIRST_ROWS)
+
+
+def test_promptsource_task_end_to_end(promptsource_dir, shared_data_dir):
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(shared_data_dir)
+    try:
+        task = promptsource_task("ps_cb", promptsource_dir, "super_glue", "cb", template_names=["GPT-3 style"],
+                                 task_type="nli")
+        dataset = task.to_dataset("validation", max_examples=4)
+        assert dataset[0]["targets"] == "False" and dataset[0]["answer_choices"] == ["True", "False", "Neither"]
+        assert dataset[0]["inputs"].endswith("Question: Valence was helping True, False, or Neither?")
+        with pytest.raises(TaskDefinitionError, match="no template"):
+            promptsource_task("x", promptsource_dir, "super_glue", "cb", template_names=["GPT 3 style"])
+    finally:
+        task_registry.set_data_dir(previous)
+
+
+def test_promptsource_task_renames_hyphenated_columns(tmp_path):
+    folder = tmp_path / "data" / "demo_hyphen" / "default"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text(json.dumps({"first-sentence": "a", "label": 1}) + "\n")
+    (tmp_path / "templates" / "demo_hyphen").mkdir(parents=True)
+    (tmp_path / "templates" / "demo_hyphen" / "templates.yaml").write_text(
+        "dataset: demo_hyphen\ntemplates:\n  x1: !Template\n    answer_choices: no ||| yes\n    id: x1\n"
+        "    jinja: '{{first_sentence}} ||| {{answer_choices[label]}}'\n    name: t\n    reference: ''\n")
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(tmp_path / "data")
+    try:
+        task = promptsource_task("hyphen", tmp_path / "templates", "demo_hyphen", splits=("train",))
+        assert task.to_dataset("train")[0] == {"inputs": "a", "targets": "yes", "answer_choices": ["no", "yes"],
+                                               "task": "hyphen", "template": "t"}
+    finally:
+        task_registry.set_data_dir(previous)
+
+
+def test_unknown_dataset_names_close_matches(promptsource_dir):
+    with pytest.raises(TaskDefinitionError, match="did you mean 'super_glue/cb'"):
+        import_promptsource(promptsource_dir, dataset="super_glue", subset="cbb")
+
+
+def test_loader_refuses_python_object_tags(tmp_path):
+    bad = tmp_path / "templates.yaml"
+    bad.write_text("dataset: x\ntemplates:\n  a: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(TaskDefinitionError, match="not valid promptsource YAML"):
+        import_promptsource(bad)

@@ -1,0 +1,178 @@
+"""Tasks end to end: sources (local files of every format, hub ids through the data-dir override, generators),
+preprocessors, `to_dataset` (map-style and streaming, columns, template choice, skip counting) and the
+fingerprint-cached tokenized variant.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+import datasets
+import pytest
+
+import task_registry
+from task_registry import (
+    DataSourceError,
+    Filter,
+    GeneratorSource,
+    HFSource,
+    LocalFileSource,
+    Map,
+    Rename,
+    Task,
+    Template,
+    tokenize_dataset,
+)
+
+ROWS = [{"sentence": f"sentence number {i}", "label": i % 2} for i in range(10)]
+SENTIMENT = Template("t5", "sst2 sentence: {{sentence}} ||| {{ answer_choices[label] }}",
+                     answer_choices="negative ||| positive")
+QUESTION = Template("question", "Is this positive? {{sentence}} ||| {{ answer_choices[label] }}",
+                    answer_choices="no ||| yes")
+
+
+def _write(path, rows, fmt):
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        path.write_text(f"sentence{sep}label\n" + "".join(f"{r['sentence']}{sep}{r['label']}\n" for r in rows))
+    elif fmt == "parquet":
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    elif fmt == "json":
+        path.write_text(json.dumps(rows))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv", "parquet"])
+def test_local_files_of_every_format(tmp_path, fmt):
+    path = tmp_path / f"rows.{fmt}"
+    _write(path, ROWS, fmt)
+    task = Task("local", LocalFileSource({"train": path}), [SENTIMENT], splits=("train",))
+    rows = task.load_rows("train")
+    assert [dict(r) for r in rows] == ROWS
+    out = task.to_dataset("train")
+    assert out.column_names == ["inputs", "targets", "answer_choices", "task", "template"]
+    assert out[3] == {"inputs": "sst2 sentence: sentence number 3", "targets": "positive",
+                      "answer_choices": ["negative", "positive"], "task": "local", "template": "t5"}
+    assert task.num_rows("train") == 10
+
+
+def test_hub_id_maps_to_the_data_dir(shared_data_dir, monkeypatch):
+    source = HFSource("super_glue", "cb")
+    monkeypatch.setenv(task_registry.DATA_DIR_ENV, str(shared_data_dir))
+    assert source.local_file("validation") == shared_data_dir / "super_glue" / "cb" / "validation.jsonl"
+    rows = source.load("validation")
+    with open(shared_data_dir / "super_glue" / "cb" / "validation.jsonl") as handle:
+        assert [dict(r) for r in rows] == [json.loads(line) for line in handle]
+    assert HFSource("trec").local_file("test") == shared_data_dir / "trec" / "default" / "test.jsonl"
+    task_registry.set_data_dir(shared_data_dir / "nowhere")  # set_data_dir wins over the environment
+    try:
+        with pytest.raises(DataSourceError, match="nowhere/super_glue/cb/validation.jsonl"):
+            source.load("validation")
+    finally:
+        task_registry.set_data_dir(None)
+
+
+def _numbers(split, num_rows, seed):
+    rng = random.Random(f"{seed}:{split}")
+    for _ in range(num_rows):
+        a, b = rng.randrange(100), rng.randrange(100)
+        yield {"a": a, "b": b, "sum": a + b}
+
+
+ADD = Template("add", "add {{a}} and {{b}} ||| {{sum}}")
+
+
+def test_generator_source_and_streaming_match_map_style():
+    task = Task("add", GeneratorSource(_numbers, num_rows={"train": 50, "validation": 7}, seed=3), [ADD],
+                task_type="math")
+    assert task.num_rows("train") == 50 and task.num_rows("validation") == 7
+    mapped = task.to_dataset("train")
+    streamed = task.to_dataset("train", streaming=True)
+    assert isinstance(streamed, datasets.IterableDataset)
+    assert list(streamed) == list(mapped)
+    expected = list(_numbers("train", 50, 3))
+    assert [r["targets"] for r in mapped] == [str(r["sum"]) for r in expected]
+    assert mapped[0]["answer_choices"] == [] and mapped[0]["inputs"] == f"add {expected[0]['a']} and {expected[0]['b']}"
+    assert len(task.to_dataset("validation", max_examples=3)) == 3
+    assert len(list(task.to_dataset("validation", streaming=True, max_examples=3))) == 3
+
+
+def test_template_choice_is_per_row_and_seeded(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS * 5, "jsonl")
+    task = Task("two", LocalFileSource(path), [SENTIMENT, QUESTION], splits=("train",))
+    first = task.to_dataset("train", seed=1)["template"]
+    assert first == task.to_dataset("train", seed=1)["template"]
+    assert first != task.to_dataset("train", seed=2)["template"]
+    assert first == [[SENTIMENT, QUESTION][random.Random(f"1:{i}").randrange(2)].name for i in range(50)]
+    assert set(task.to_dataset("train", templates=["question"])["template"]) == {"question"}
+
+
+def test_preprocessors_rename_filter_map_and_counts(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    _write(path, [{"text": r["sentence"], "label": r["label"] if i != 4 else -1} for i, r in enumerate(ROWS)], "jsonl")
+    task = Task("pre", LocalFileSource({"train": path}),
+                [Template("t", "{{sentence}} / {{shout}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")],
+                preprocessors=[Rename({"text": "sentence"}), Filter("label != -1"),
+                               Map({"shout": "sentence | upper"}), Map(lambda row: {"label": 1 - row["label"]})],
+                splits=("train",))
+    rows = task.load_rows("train")
+    assert len(rows) == 9 and rows[0]["shout"] == "SENTENCE NUMBER 0" and rows[0]["label"] == 1
+    stats = task.preprocess_stats["train"]
+    assert (stats.rows_in, stats.rows_out, stats.dropped_by) == (10, 9, {"filter(label != -1)": 1})
+    assert task.to_dataset("train")[0]["inputs"] == "sentence number 0 / SENTENCE NUMBER 0"
+    assert task.num_rows("train") == 9
+    # max_examples counts rows after the filter (row 4 was dropped, so the 5th kept row is row 5)
+    assert task.to_dataset("train", max_examples=5)["inputs"][-1] == "sentence number 5 / SENTENCE NUMBER 5"
+    unfiltered = Task("pre2", LocalFileSource({"train": path}), [Template("t", "{{text}} ||| x")],
+                      preprocessors=[Map({"text": "text | upper"})], splits=("train",))
+    assert unfiltered.to_dataset("train", max_examples=2)["inputs"] == ["SENTENCE NUMBER 0", "SENTENCE NUMBER 1"]
+    assert unfiltered.preprocess_stats["train"].rows_in == 2  # selected before the map: no filter to count
+
+
+def test_skipped_rows_are_dropped_and_counted(tmp_path, caplog):
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    only_positive = Template("pos", "{% if label == 1 %}{{sentence}} ||| yes{% endif %}")
+    task = Task("skips", LocalFileSource(path), [only_positive], splits=("train",))
+    with caplog.at_level("WARNING"):
+        out = task.to_dataset("train")
+    assert len(out) == 5
+    stats = task.render_stats["train"]
+    assert (stats.rows, stats.kept, stats.skipped, stats.skipped_by_template) == (10, 5, 5, {"pos": 5})
+    assert "5 of 10 rows skipped" in caplog.text
+    streamed = list(task.to_dataset("train", streaming=True))
+    assert streamed == list(out)
+    assert task.render_stats["train"].skipped == 5
+
+
+def test_to_dataset_is_cached_by_fingerprint(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    task = Task("cache", LocalFileSource(path), [SENTIMENT, QUESTION], splits=("train",))
+    first, second = task.to_dataset("train"), task.to_dataset("train")
+    assert first._fingerprint == second._fingerprint and first.cache_files == second.cache_files
+    assert task.to_dataset("train", seed=5)._fingerprint != first._fingerprint
+    assert task.to_dataset("train", templates=["t5"])._fingerprint != first._fingerprint
+
+
+def test_tokenized_variant_matches_the_tokenizer_and_is_cached(tmp_path, t5_tokenizer_dir):
+    from transformers import T5Tokenizer
+
+    tokenizer = T5Tokenizer.from_pretrained(str(t5_tokenizer_dir))
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    rendered = Task("tok", LocalFileSource(path), [SENTIMENT], splits=("train",)).to_dataset("train")
+    tokenized = tokenize_dataset(rendered, tokenizer, max_input_length=6, max_target_length=8)
+    row = tokenized[1]
+    assert row["input_ids"] == tokenizer("sst2 sentence: sentence number 1", max_length=6, truncation=True)["input_ids"]
+    assert row["input_ids"][-1] == tokenizer.eos_token_id == 1 and len(row["input_ids"]) == 6
+    assert row["labels"] == tokenizer("positive")["input_ids"] and row["labels"][-1] == 1
+    assert row["attention_mask"] == [1] * 6 and row["inputs"] == "sst2 sentence: sentence number 1"
+    again = tokenize_dataset(rendered, tokenizer, max_input_length=6, max_target_length=8)
+    assert again._fingerprint == tokenized._fingerprint and again.cache_files == tokenized.cache_files
+    longer = tokenize_dataset(rendered, tokenizer, max_input_length=64, max_target_length=8)
+    assert longer._fingerprint != tokenized._fingerprint
+    streamed = tokenize_dataset(rendered.to_iterable_dataset(), tokenizer, 6, 8)
+    assert [r["input_ids"] for r in streamed] == tokenized["input_ids"]

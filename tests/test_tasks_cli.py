@@ -1,0 +1,108 @@
+"""`t2t-mtl tasks list|show|preview|validate`, run through `t2t_mtl.cli.main`."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import yaml
+
+import task_registry
+from t2t_mtl.cli import main
+
+TASK_YAML = """\
+name: cli_qa
+task_type: closed_book_qa
+cluster: cli_cluster
+splits: [train, validation]
+source:
+  hf: cli_demo
+templates:
+  - name: plain
+    jinja: "question: {{q}} ||| {{a}}"
+  - name: polite
+    jinja: "Please answer: {{q}} ||| {{a}}"
+"""
+
+
+@pytest.fixture()
+def workspace(tmp_path):
+    """A data dir with the hub id `cli_demo` and a folder with one YAML task on it."""
+    for split, n in (("train", 3), ("validation", 2)):
+        folder = tmp_path / "data" / "cli_demo" / "default"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"q": f"{split} q{i}", "a": f"{split} a{i}"}) + "\n"
+                                                       for i in range(n)))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "cli_qa.yaml").write_text(TASK_YAML)
+    previous = task_registry.get_data_dir()
+    with task_registry.isolated_registry():
+        yield tmp_path
+    task_registry.set_data_dir(previous)
+
+
+def test_list_filters_by_cluster_and_type(workspace, capsys):
+    args = ["--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
+    assert main(["tasks", "list", *args]) == 0
+    everything = capsys.readouterr().out
+    assert "cli_qa" in everything and "closed_book_qa" in everything
+    for name in task_registry.list_tasks():
+        assert name in everything
+    assert main(["tasks", "list", "--cluster", "cli_cluster", *args]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 3 and rows[2].split()[:3] == ["cli_qa", "closed_book_qa", "cli_cluster"]
+    assert main(["tasks", "list", "--type", "no_such_type", *args]) == 0
+    assert capsys.readouterr().out.strip() == "(no tasks)"
+
+
+def test_show_prints_the_task_as_yaml(workspace, capsys):
+    assert main(["tasks", "--tasks-dir", str(workspace / "tasks"), "show", "cli_qa"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == task_registry.get_task("cli_qa").describe()
+    assert [t["name"] for t in shown["templates"]] == ["plain", "polite"] and shown["source"] == {"hf": "cli_demo"}
+
+
+def test_unknown_task_exits_1_with_suggestions(workspace, capsys):
+    assert main(["tasks", "show", "cli_q", "--tasks-dir", str(workspace / "tasks")]) == 1
+    assert "did you mean 'cli_qa'" in capsys.readouterr().err
+
+
+def test_preview_side_by_side(workspace, capsys):
+    code = main(["tasks", "preview", "cli_qa", "--template", "polite", "-n", "2", "--split", "validation",
+                 "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")])
+    assert code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "── cli_qa / validation / row 0 / template 'polite'"
+    assert lines[1].split(" | ") == ["INPUTS".ljust(len(lines[1].split(" | ")[0])), "TARGETS"]
+    assert [part.strip() for part in lines[2].split(" | ")] == ["Please answer: validation q0", "validation a0"]
+    assert [part.strip() for part in lines[5].split(" | ")] == ["Please answer: validation q1", "validation a1"]
+    assert len(lines) == 6
+
+
+def test_data_dir_from_environment(workspace, capsys, monkeypatch):
+    monkeypatch.setenv(task_registry.DATA_DIR_ENV, str(workspace / "data"))
+    task_registry.set_data_dir(None)
+    assert main(["tasks", "preview", "cli_qa", "-n", "1", "--template", "plain",
+                 "--tasks-dir", str(workspace / "tasks")]) == 0
+    assert "question: train q0" in capsys.readouterr().out
+
+
+def test_validate_exit_codes(workspace, tmp_path, capsys):
+    assert main(["tasks", "validate", str(workspace / "tasks" / "cli_qa.yaml"),
+                 "--data-dir", str(workspace / "data")]) == 0
+    assert capsys.readouterr().out.strip() == "ok: 1 task file(s) valid"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(textwrap.dedent("""\
+        name: broken
+        source: {hf: cli_demo}
+        templates:
+          - name: t
+            jinja: "{{ q ||| {{a}}"
+        """))
+    assert main(["tasks", "validate", str(broken)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {broken}:5: template 't' has a Jinja syntax error (line 1 of the template): "
+                   f"expected token 'name', got '|'"]
+    assert main(["tasks", "validate", str(tmp_path / "missing.yaml")]) == 1
+    assert "no such YAML task file" in capsys.readouterr().err

@@ -1,0 +1,199 @@
+"""Template rendering against promptsource's semantics: golden renderings of real promptsource templates on
+real rows (expected strings written out by hand from the template text and promptsource's `apply` rules),
+its custom filters/globals, truncation, pipe protection, skips, compile caching and the decaNLP triple.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from task_registry import AnswerNotInChoicesError, Template, TemplateRenderError
+from task_registry.jinja_env import compile_template
+from task_registry.promptsource import import_promptsource
+from task_registry.template import PIPE_PROTECTOR
+
+
+def _row(data_dir: Path, dataset: str, split: str, index: int = 0) -> dict:
+    with open(data_dir / dataset / f"{split}.jsonl", encoding="utf-8") as handle:
+        for position, line in enumerate(handle):
+            if position == index:
+                return json.loads(line)
+    raise IndexError(index)
+
+
+def _template(promptsource_dir: Path, dataset: str, subset, name: str) -> Template:
+    templates = {t.name: t for t in import_promptsource(promptsource_dir, dataset=dataset, subset=subset)}
+    return templates[name]
+
+
+def test_golden_cb_gpt3_style(promptsource_dir, shared_data_dir):
+    row = _row(shared_data_dir, "super_glue/cb", "validation")
+    out = _template(promptsource_dir, "super_glue", "cb", "GPT-3 style").render(row)
+    assert out.inputs == ("Valence the void-brain, Valence the virtuous valet. Why couldn't the figger choose his own "
+                          "portion of titanic anatomy to shaft? Did he think he was helping?\n"
+                          "Question: Valence was helping True, False, or Neither?")
+    assert out.targets == "False"
+    assert out.answer_choices == ["True", "False", "Neither"]
+
+
+def test_golden_copa_choices_from_the_row(promptsource_dir, shared_data_dir):
+    row = _row(shared_data_dir, "super_glue/copa", "validation")
+    out = _template(promptsource_dir, "super_glue", "copa", "C1 or C2? premise, so/because…").render(row)
+    # `{% else %} so {% endif %}` after "faucet. " leaves two spaces; the trailing space is stripped
+    assert out.inputs == ('"The toilet filled with water." or "Water flowed from the spout."? '
+                          'The man turned on the faucet.  so')
+    assert out.targets == "Water flowed from the spout."
+    assert out.answer_choices == ["The toilet filled with water.", "Water flowed from the spout."]
+
+
+def test_golden_copa_best_option_keeps_inner_whitespace(promptsource_dir, shared_data_dir):
+    row = _row(shared_data_dir, "super_glue/copa", "validation")
+    out = _template(promptsource_dir, "super_glue", "copa", "best_option").render(row)
+    assert out.inputs == ("The man turned on the faucet. \n\nWhat's the best option?\n"
+                          "- The toilet filled with water.\n- Water flowed from the spout.\n\n"
+                          "We are looking for  an effect")
+    assert out.targets == "Water flowed from the spout."
+
+
+def test_golden_ag_news_fixed_choices(promptsource_dir, shared_data_dir):
+    row = _row(shared_data_dir, "ag_news/default", "test")
+    template = _template(promptsource_dir, "ag_news", None, "classify_question_first")
+    out = template.render(row)
+    assert out.inputs == ("What label best describes this news article?\nUnions representing workers at Turner   "
+                          "Newall say they are 'disappointed' after talks with stricken parent firm Federal Mogul.")
+    assert out.targets == "Business"
+    choices = ["World politics", "Sports", "Business", "Science and technology"]
+    assert out.answer_choices == choices
+    assert template.fixed_answer_choices == choices
+
+
+def test_golden_wic_newlines_inside_if_block(promptsource_dir, shared_data_dir):
+    row = _row(shared_data_dir, "super_glue/wic", "validation")
+    out = _template(promptsource_dir, "super_glue", "wic", "GPT-3-prompt-with-label").render(row)
+    assert out.inputs == ("An emerging professional class.\nApologizing for losing your temper, even though you were "
+                          "badly provoked, showed real class.\nQuestion: Is the word 'class' used in the same sense "
+                          "in the two sentences above? Yes, No?")
+    assert out.targets == "No"
+    assert out.answer_choices == ["No", "Yes"]
+
+
+def test_golden_mrpc_conditional_template_and_skip(promptsource_dir, shared_data_dir):
+    template = _template(promptsource_dir, "glue", "mrpc", "generate_paraphrase")
+    kept = template.render(_row(shared_data_dir, "glue/mrpc", "train", 0))
+    assert kept.inputs == ('Paraphrase the following sentence: Amrozi accused his brother, whom he called '
+                           '"the witness", of deliberately distorting his evidence.')
+    assert kept.targets == ('Referring to him as only "the witness", Amrozi accused his brother of deliberately '
+                            'distorting his evidence.')
+    assert kept.answer_choices is None and not kept.skipped
+    skipped = template.render(_row(shared_data_dir, "glue/mrpc", "train", 1))  # label 0: the template renders ""
+    assert (skipped.inputs, skipped.targets, skipped.skipped) == ("", "", True)
+
+
+def test_golden_xquad_truncates_long_context_like_jinja_truncate(promptsource_dir, shared_data_dir):
+    row = _row(shared_data_dir, "xquad/xquad.en", "validation", 400)
+    assert len(row["context"]) > 2048 + 5
+    out = _template(promptsource_dir, "xquad", "xquad.en", "answer_given_context_and_question").render(row)
+    # jinja's truncate(2048) with leeway 5 and killwords=False: cut to 2045 chars, drop the last partial word,
+    # append "..."
+    truncated = row["context"][:2045].rsplit(" ", 1)[0] + "..."
+    assert out.inputs == (f"{truncated}\n\nQ: {row['question']}\n\n"
+                          "Referring to the passage above, the correct answer to the given question is")
+    assert out.targets == "the European Parliament and the Council of the European Union"
+
+
+def test_choice_filter_is_seeded_per_row(promptsource_dir, shared_data_dir):
+    row = _row(shared_data_dir, "web_questions/default", "test")
+    template = _template(promptsource_dir, "web_questions", None, "potential-correct-answer")
+    out = template.render(row, rng=random.Random(7))
+    assert out.targets == random.Random(7).choice(row["answers"])
+    assert out.inputs == 'Give me a possible correct answer to the question "what does jamaican people speak?"'
+    assert {template.render(row, rng=random.Random(seed)).targets for seed in range(40)} == set(row["answers"])
+
+
+def test_pipe_inside_row_values_never_splits():
+    template = Template("t", "{{premise}} Question: {{hypothesis}} ||| {{ answer_choices[label] }}",
+                        answer_choices="{{ premise }} ||| no")
+    out = template.render({"premise": "a ||| b", "hypothesis": "c|||", "label": 1})
+    assert out.inputs == "a ||| b Question: c|||"
+    assert out.targets == "no"
+    assert out.answer_choices == ["a ||| b", "no"]
+    assert PIPE_PROTECTOR not in out.inputs + out.targets
+    # promptsource un-protects the choices before handing them to the template, so a choice holding `|||`
+    # splits the rendered text into three parts (promptsource returns 3 parts); we refuse it loudly
+    with pytest.raises(TemplateRenderError, match="2 `|||` separators"):
+        template.render({"premise": "a ||| b", "hypothesis": "c", "label": 0})
+
+
+def test_answer_choices_rendered_per_row_stripped_and_exposed_as_list():
+    template = Template("t", "{{ answer_choices | join(', ') }} {{ answer_choices | length }} ||| {{ answer_choices[1] }}",
+                        answer_choices="  {{ a }}  |||{{ b | upper }}|||  c ")
+    out = template.render({"a": "x", "b": "y"})
+    assert out.answer_choices == ["x", "Y", "c"]
+    assert (out.inputs, out.targets) == ("x, Y, c 3", "Y")
+
+
+def test_promptsource_filters_and_globals():
+    rendered = Template("t", "{{ x | highlight }} {{ xs | most_frequent | join('+') }} "
+                             "{% for a, b in zip(xs, ys) %}{{a}}{{b}};{% endfor %} ||| {{ empty | most_frequent }}")
+    out = rendered.render({"x": "hi", "xs": ["a", "b", "b", "a", "c"], "ys": [1, 2, 3], "empty": []})
+    assert out.inputs == "<span style='color: #F08080'>hi</span> a+b a1;b2;b3;"
+    assert out.targets == "None"  # most_frequent of an empty list is None, printed through `| string`
+
+
+def test_one_part_and_empty_target_are_skips_more_parts_is_an_error():
+    assert Template("t", "{% if keep %}in ||| out{% endif %}").render({"keep": False}).skipped
+    assert Template("t", "only input").render({}).skipped
+    with pytest.raises(TemplateRenderError, match="2 `|||` separators"):
+        Template("t", "a ||| b ||| c").render({}, task="demo", row_index=3)
+
+
+def test_target_must_be_an_answer_choice():
+    template = Template("t", "q ||| {{ label_text }}", answer_choices="yes ||| no")
+    assert template.render({"label_text": "yes"}).targets == "yes"
+    with pytest.raises(AnswerNotInChoicesError) as info:
+        template.render({"label_text": "maybe"}, task="demo", row_index=12)
+    assert info.value.row_index == 12 and info.value.task == "demo" and info.value.template == "t"
+    assert "'maybe'" in str(info.value) and "row 12" in str(info.value)
+    assert template.render({"label_text": "maybe"}, check_answer_choices=False).targets == "maybe"
+
+
+def test_truncation_rewrite_matches_promptsource_and_keeps_whitespace_control():
+    from task_registry.jinja_env import with_truncation
+
+    # promptsource's rewrite, textually: every `}}` gains `| string | truncate(2048)`
+    assert with_truncation("{{a}} and {{ b }}") == "{{a | string | truncate(2048) }} and {{ b  | string | truncate(2048) }}"
+    assert with_truncation("{{ a -}}") == "{{ a  | string | truncate(2048) -}}"
+    assert Template("t", "{{ a -}}   ||| {{ b }}").render({"a": "x", "b": 1}).inputs == "x"
+    # the filter binds to the last term, so `a + b` with numbers fails exactly as in promptsource
+    with pytest.raises(TemplateRenderError, match="TypeError"):
+        Template("t", "{{ a + b }} ||| x").render({"a": 1, "b": 2})
+
+
+def test_reserved_answer_choices_field_is_refused():
+    with pytest.raises(TemplateRenderError, match="answer_choices"):
+        Template("t", "{{x}} ||| y").render({"x": 1, "answer_choices": "a"})
+
+
+def test_decanlp_triple_from_explicit_parts_or_whole_input():
+    template = Template("nli", "{{p}} Does it follow that {{h}}? ||| {{ answer_choices[label] }}",
+                        answer_choices="yes ||| no", instruction="Does it follow that {{h}}?", context="{{p}}")
+    out = template.render({"p": "It rains.", "h": "it is wet", "label": 0})
+    assert (out.instruction, out.context, out.answer) == ("Does it follow that it is wet?", "It rains.", "yes")
+    plain = Template("plain", "sst2 sentence: {{s}} ||| {{t}}").render({"s": "good", "t": "positive"})
+    assert (plain.instruction, plain.context, plain.answer) == ("sst2 sentence: good", "", "positive")
+
+
+def test_templates_compile_once_and_survive_pickling():
+    import pickle
+
+    first = Template("a", "{{x}} ||| {{y}}")
+    second = Template("b", "{{x}} ||| {{y}}")
+    assert first._main is second._main  # the compiled template comes from the cache
+    hits = compile_template.cache_info().hits
+    Template("c", "{{x}} ||| {{y}}")
+    assert compile_template.cache_info().hits > hits
+    clone = pickle.loads(pickle.dumps(first))
+    assert clone.render({"x": 1, "y": 2}) == first.render({"x": 1, "y": 2})
