@@ -1,0 +1,49 @@
+"""`t2t-mtl tokenizer train`: train a SentencePiece T5 tokenizer on a mixture's rendered text."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `tokenizer` command group."""
+    parser = subparsers.add_parser("tokenizer", help="train or inspect tokenizers")
+    commands = parser.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
+    train = commands.add_parser(
+        "train", help="train a SentencePiece unigram model on a mixture and save a T5 tokenizer",
+        description="Train SentencePiece (unigram; pad 0, eos 1, unk 2, no bos) on the rendered inputs, "
+                    "targets and answer choices of every task in a mixture, and save a transformers T5 "
+                    "tokenizer with 100 sentinels <extra_id_0..99> into --out.")
+    train.add_argument("--mixture", required=True, help="registered mixture (or task) name, e.g. procedural")
+    train.add_argument("--out", required=True, help="output folder (created; spiece.model + tokenizer files)")
+    train.add_argument("--vocab-size", type=int, default=8000,
+                       help="SentencePiece pieces, an upper bound on small corpora (default 8000; the 100 "
+                            "sentinels come on top)")
+    train.add_argument("--max-examples", type=int, default=None, help="rows per task (default: all)")
+    train.add_argument("--split", default=None, help="split to read (default: train, else the task's first)")
+    train.add_argument("--data-dir", default=None,
+                       help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
+                            "default: $T2T_MTL_DATA_DIR")
+    train.add_argument("--seed", type=int, default=0, help="seed of procedural tasks and template choice")
+    train.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train and save; print the vocabulary size and the output folder. Returns the exit code."""
+    import task_registry
+    from t2t_mtl.tokenizer import mixture_texts, train_tokenizer
+
+    if args.data_dir:
+        task_registry.set_data_dir(args.data_dir)
+    if args.max_examples is not None and args.max_examples < 1:
+        print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
+        return 2
+    try:
+        texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
+        tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
+    except (KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"saved a T5 tokenizer with {len(tokenizer)} tokens ({len(tokenizer) - 100} pieces + 100 sentinels) "
+          f"to {args.out}")
+    return 0

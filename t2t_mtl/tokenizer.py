@@ -1,0 +1,161 @@
+"""Tokenizers: train a SentencePiece unigram model into a T5-style tokenizer, or load any HF tokenizer.
+
+A trained tokenizer follows T5's id layout exactly: ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, no BOS,
+the SentencePiece pieces next, and the 100 sentinels ``<extra_id_99> .. <extra_id_0>`` after them (so
+``<extra_id_0>`` is the last id, as in T5). Every encoded sequence ends with ``</s>``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+SPIECE_FILE = "spiece.model"
+NUM_SENTINELS = 100
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class TokenizerTrainingError(ValueError):
+    """The corpus or the options cannot produce a SentencePiece model (the message says what to change)."""
+
+
+class TokenizerLoadError(ValueError):
+    """A tokenizer name or path could not be loaded (the message names it and says what to check)."""
+
+
+def _corpus_lines(texts: Iterable[str]) -> Iterator[str]:
+    """Yield every non-empty line of every text (SentencePiece trains on lines, not on multi-line texts)."""
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TokenizerTrainingError(
+                f"train_tokenizer: text #{position} is a {type(text).__name__}, not a str; pass strings "
+                f"(e.g. rendered inputs and targets)"
+            )
+        for line in text.splitlines():
+            if line.strip():
+                yield line
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, *, split_digits: bool = True,
+                        character_coverage: float = 1.0) -> bytes:
+    """Train a unigram SentencePiece model with T5's special ids and return the serialized model.
+
+    ``vocab_size`` counts the SentencePiece pieces (pad, eos, unk included), not the 100 sentinels, and is an
+    upper bound: on a corpus too small to fill it the model is smaller (``hard_vocab_limit=False``).
+    ``split_digits`` keeps numbers as single digits, which makes arithmetic learnable by small models.
+    """
+    import sentencepiece as spm
+
+    if vocab_size < 4:
+        raise TokenizerTrainingError(f"train_tokenizer: vocab_size={vocab_size} is too small; use at least 4")
+    lines = list(_corpus_lines(texts))
+    if not lines:
+        raise TokenizerTrainingError("train_tokenizer: the corpus is empty; pass at least one non-empty text")
+    longest = max(len(line.encode("utf-8")) for line in lines)
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            model_type="unigram",
+            vocab_size=vocab_size,
+            pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+            pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+            hard_vocab_limit=False,
+            character_coverage=character_coverage,
+            split_digits=split_digits,
+            # no line is skipped for being long: every text counts
+            max_sentence_length=max(4192, longest + 1),
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            num_threads=1,
+            minloglevel=2,
+        )
+    except RuntimeError as error:
+        raise TokenizerTrainingError(
+            f"train_tokenizer: SentencePiece could not train a {vocab_size}-piece model on {len(lines)} lines: "
+            f"{error}. Raise vocab_size above the number of distinct characters, or add text"
+        ) from error
+    return model.getvalue()
+
+
+def train_tokenizer(texts: Iterable[str], out_dir: PathLike, vocab_size: int = 8000, *,
+                    split_digits: bool = True, character_coverage: float = 1.0):
+    """Train SentencePiece on ``texts`` and save a T5 tokenizer with 100 sentinels into ``out_dir``.
+
+    Writes ``out_dir/spiece.model`` plus the transformers files (``save_pretrained``) and returns the loaded
+    tokenizer; ``load_tokenizer(out_dir)`` gives the same tokenizer back. Ids: pad 0, eos 1, unk 2, no bos.
+    """
+    model_bytes = train_sentencepiece(texts, vocab_size, split_digits=split_digits,
+                                      character_coverage=character_coverage)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as staging:
+        # transformers 5 ignores T5Tokenizer(vocab_file=...); a folder holding spiece.model loads correctly.
+        (Path(staging) / SPIECE_FILE).write_bytes(model_bytes)
+        tokenizer = _t5_from_sentencepiece_folder(staging)
+        tokenizer.save_pretrained(str(out))
+    (out / SPIECE_FILE).write_bytes(model_bytes)
+    return load_tokenizer(out)
+
+
+def _t5_from_sentencepiece_folder(folder: PathLike):
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer.from_pretrained(str(folder), extra_ids=NUM_SENTINELS)
+
+
+def load_tokenizer(name_or_path: PathLike):
+    """Load a tokenizer by HF hub name or local folder.
+
+    A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a
+    ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
+    pad and sentinels are set as T5 defines them.
+    """
+    from transformers import AutoTokenizer
+
+    target = str(name_or_path)
+    folder = Path(target)
+    if folder.exists() and not folder.is_dir():
+        raise TokenizerLoadError(f"tokenizer path {folder} is a file; pass the folder that holds it")
+    try:
+        if folder.is_dir() and not (folder / "tokenizer_config.json").exists():
+            if (folder / SPIECE_FILE).exists() or (folder / "tokenizer.json").exists():
+                return _t5_from_sentencepiece_folder(folder)
+            raise TokenizerLoadError(
+                f"tokenizer folder {folder} holds no tokenizer files (tokenizer_config.json, tokenizer.json "
+                f"or spiece.model); train one with `t2t-mtl tokenizer train` or pass a hub name"
+            )
+        return AutoTokenizer.from_pretrained(target)
+    except TokenizerLoadError:
+        raise
+    except (OSError, ValueError) as error:
+        raise TokenizerLoadError(
+            f"could not load tokenizer {target!r}: {error}. Pass a local folder saved with save_pretrained "
+            f"or a hub name (the hub needs network access)"
+        ) from error
+
+
+def mixture_texts(mixture: str, *, max_examples: Optional[int] = None, split: Optional[str] = None,
+                  seed: int = 0) -> Iterator[str]:
+    """Every rendered input, target and answer choice of the tasks in a registered mixture (or one task).
+
+    Each task contributes up to ``max_examples`` rows of ``split`` (default: ``train`` when the task has it,
+    else its first split), rendered with all of its templates.
+    """
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    target = task_registry.resolve(mixture)
+    task_names = list(target.flatten()) if isinstance(target, task_registry.Mixture) else [target.name]
+    for name in task_names:
+        task = task_registry.get_task(name)
+        task_split = split or ("train" if "train" in task.splits else task.splits[0])
+        dataset = task.to_dataset(task_split, max_examples=max_examples, seed=seed)
+        for example in dataset:
+            yield example["inputs"]
+            yield example["targets"]
+            yield from example["answer_choices"] or ()

@@ -1,0 +1,159 @@
+"""t2t_mtl.tokenizer: T5's real vocabulary loads offline with T5's ids; trained tokenizers follow T5's layout.
+
+The reference for ids is SentencePiece itself (`SentencePieceProcessor` on the same `spiece.model`) plus
+the ids T5 is known to produce ("Hello world" → 8774 296 </s>, <extra_id_0> = 32099).
+"""
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+
+import task_registry
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.tokenizer import (
+    TokenizerLoadError,
+    TokenizerTrainingError,
+    load_tokenizer,
+    mixture_texts,
+    train_tokenizer,
+)
+
+PAD, EOS, UNK = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def t5_tokenizer(t5_tokenizer_dir):
+    return load_tokenizer(t5_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def t5_sentencepiece(t5_tokenizer_dir):
+    return spm.SentencePieceProcessor(model_file=str(Path(t5_tokenizer_dir) / "spiece.model"))
+
+
+@pytest.fixture(scope="module")
+def procedural_corpus() -> list[str]:
+    task_registry.load_builtin_tasks()
+    return list(mixture_texts("procedural", max_examples=40))
+
+
+def test_t5_vocabulary_loads_offline_with_t5_ids(t5_tokenizer):
+    tok = t5_tokenizer
+    assert len(tok) == 32100
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (PAD, EOS, UNK)
+    assert tok("Hello world").input_ids == [8774, 296, EOS]
+    assert tok.convert_tokens_to_ids("<extra_id_0>") == 32099
+    assert tok.convert_tokens_to_ids("<extra_id_99>") == 32000
+    # a sentinel inside text is one token, as in T5 span corruption
+    assert tok("Hello <extra_id_0> world").input_ids == [8774, 32099, 296, EOS]
+    assert tok.decode([8774, 296, EOS], skip_special_tokens=True) == "Hello world"
+
+
+def test_t5_padding_is_right_side_with_pad_zero(t5_tokenizer):
+    batch = t5_tokenizer(["Hello world", "a"], padding=True)
+    assert batch["input_ids"] == [[8774, 296, EOS], [3, 9, EOS]]
+    batch = t5_tokenizer(["Hello world", "Hi"], padding="max_length", max_length=5)
+    assert batch["input_ids"][0] == [8774, 296, EOS, PAD, PAD]
+    assert batch["attention_mask"][0] == [1, 1, 1, 0, 0]
+    assert batch["input_ids"][1][-3:] == [PAD, PAD, PAD] and batch["input_ids"][1][1] == EOS
+    # truncation keeps the EOS at the end
+    truncated = t5_tokenizer("one two three four five six", max_length=4, truncation=True).input_ids
+    assert len(truncated) == 4 and truncated[-1] == EOS
+
+
+def _sentencepiece_comparable(text: str) -> bool:
+    # The HF fast tokenizer and SentencePiece differ on NFKC compatibility characters ("6½") and U+FFFD;
+    # everywhere else they must agree.
+    return unicodedata.normalize("NFKC", text) == text and "\ufffd" not in text
+
+
+def test_pipeline_ids_match_sentencepiece_on_rendered_builtin_tasks(t5_tokenizer, t5_sentencepiece,
+                                                                      shared_data_dir, procedural_corpus):
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(shared_data_dir)
+    try:
+        task_registry.load_builtin_tasks()
+        tasks = [task_registry.get_task(name) for name in task_registry.get_mixture("real").flatten()]
+        datasets_to_check = [task.to_dataset(task.splits[0], max_examples=8) for task in tasks]
+    finally:
+        task_registry.set_data_dir(previous)
+    checked = 0
+    for dataset in datasets_to_check:
+        tokenized = task_registry.tokenize_dataset(dataset, t5_tokenizer, max_input_length=4096,
+                                                   max_target_length=4096)
+        for example in tokenized:
+            if _sentencepiece_comparable(example["inputs"]):
+                assert example["input_ids"] == t5_sentencepiece.encode(example["inputs"]) + [EOS], example["inputs"]
+                checked += 1
+            if _sentencepiece_comparable(example["targets"]):
+                assert example["labels"] == t5_sentencepiece.encode(example["targets"]) + [EOS], example["targets"]
+    for text in procedural_corpus[:300]:
+        assert t5_tokenizer(text).input_ids == t5_sentencepiece.encode(text) + [EOS], text
+    assert checked >= 100
+
+
+def test_trained_tokenizer_has_t5_layout_and_round_trips(tmp_path, procedural_corpus):
+    tok = train_tokenizer(procedural_corpus, tmp_path / "tok", vocab_size=400)
+    assert (tmp_path / "tok" / "spiece.model").exists() and (tmp_path / "tok" / "tokenizer_config.json").exists()
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tok" / "spiece.model"))
+    pieces = sp.get_piece_size()
+    assert pieces <= 400
+    assert len(tok) == pieces + 100
+    assert [sp.id_to_piece(i) for i in range(3)] == ["<pad>", "</s>", "<unk>"]
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (PAD, EOS, UNK)
+    assert getattr(tok, "bos_token_id", None) is None
+    assert tok.convert_tokens_to_ids("<extra_id_0>") == pieces + 99
+    assert tok.convert_tokens_to_ids("<extra_id_99>") == pieces
+    reloaded = load_tokenizer(tmp_path / "tok")
+    for text in procedural_corpus[:200]:
+        ids = tok(text).input_ids
+        assert ids == sp.encode(text) + [EOS]                  # same ids as the SentencePiece model
+        assert ids[-1] == EOS and UNK not in ids                # the corpus is fully covered
+        assert tok.decode(ids, skip_special_tokens=True) == " ".join(text.split())  # lossless round trip
+        assert reloaded(text).input_ids == ids
+    assert reloaded("12 <extra_id_0> 34").input_ids.count(pieces + 99) == 1
+    # digits are split, so every number is spelled digit by digit
+    assert all(len(piece.strip("▁")) <= 1 for piece in tok.tokenize("123 4567"))
+
+
+def test_train_tokenizer_bad_input_raises_clear_errors(tmp_path):
+    with pytest.raises(TokenizerTrainingError, match="empty"):
+        train_tokenizer(["", "   "], tmp_path / "a", vocab_size=100)
+    with pytest.raises(TokenizerTrainingError, match="text #1 is a int"):
+        train_tokenizer(["fine", 3], tmp_path / "b", vocab_size=100)
+    with pytest.raises(TokenizerTrainingError, match="vocab_size"):
+        train_tokenizer(["abcdefghijklmnopqrstuvwxyz " * 5], tmp_path / "c", vocab_size=10)
+
+
+def test_load_tokenizer_bad_paths(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TokenizerLoadError, match="holds no tokenizer files"):
+        load_tokenizer(empty)
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    with pytest.raises(TokenizerLoadError, match="is a file"):
+        load_tokenizer(file)
+    with pytest.raises(TokenizerLoadError, match="could not load tokenizer"):
+        load_tokenizer(str(tmp_path / "does-not-exist"))
+
+
+def test_cli_trains_on_a_mixture(tmp_path, capsys):
+    out = tmp_path / "cli_tok"
+    code = cli_main(["tokenizer", "train", "--mixture", "procedural_train", "--out", str(out),
+                     "--vocab-size", "300", "--max-examples", "30"])
+    assert code == 0
+    assert "saved a T5 tokenizer" in capsys.readouterr().out
+    tok = load_tokenizer(out)
+    texts = list(mixture_texts("procedural_train", max_examples=30))
+    assert all(UNK not in tok(text).input_ids for text in texts)
+    assert tok.convert_tokens_to_ids("<extra_id_0>") == len(tok) - 1
+
+
+def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
+    code = cli_main(["tokenizer", "train", "--mixture", "procedurl", "--out", str(tmp_path / "x")])
+    assert code == 1
+    assert "did you mean 'procedural'" in capsys.readouterr().err
