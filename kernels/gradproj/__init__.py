@@ -1,1 +1,145 @@
-"""(filled in by its issue)"""
+"""Gram-space gradient surgery kernels: `gram` (G = g gᵀ, optionally per segment of P) and `combine`
+(Σ_t w_t g_t written into a flat buffer).
+
+Dispatch: CUDA tensors run the Triton kernels; other tensors run the PyTorch reference, unless
+`force_triton=True` or the environment sets `T2T_MTL_GRADPROJ_FORCE_TRITON=1` — then CPU tensors run the
+Triton code under the interpreter (`TRITON_INTERPRET=1` must be set before this package is imported).
+fp64 inputs always take the reference path.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from .reference import combine_reference, gram_reference
+
+# The kernel modules are imported here, before the public functions of the same names are defined below, so
+# that the package attributes `gram`/`combine` end up as the functions (a later first import of a submodule
+# would rebind them to the modules).
+try:
+    from . import combine as _combine_kernels
+    from . import gram as _gram_kernels
+except ImportError as _error:  # no Triton on this platform: the reference path still works
+    _combine_kernels = _gram_kernels = None
+    _TRITON_IMPORT_ERROR: ImportError | None = _error
+else:
+    _TRITON_IMPORT_ERROR = None
+
+FORCE_TRITON_ENV = "T2T_MTL_GRADPROJ_FORCE_TRITON"
+MAX_TRITON_TASKS = 64
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_DTYPES = _TRITON_DTYPES + (torch.float64,)
+
+__all__ = ["GradProjInputError", "gram", "combine", "FORCE_TRITON_ENV", "MAX_TRITON_TASKS"]
+
+
+class GradProjInputError(ValueError):
+    """A tensor handed to `gram`/`combine` has the wrong shape, dtype, device or segment offsets."""
+
+
+def _use_triton(tensor: torch.Tensor, force_triton: bool | None) -> bool:
+    if tensor.dtype == torch.float64:
+        return False
+    if force_triton is None:
+        force_triton = os.environ.get(FORCE_TRITON_ENV, "") not in ("", "0")
+    if (tensor.device.type == "cuda" or force_triton) and _TRITON_IMPORT_ERROR is not None:
+        raise GradProjInputError(f"the Triton kernels are unavailable ({_TRITON_IMPORT_ERROR}); install triton "
+                                 f"or pass CPU tensors (reference path) without force_triton")
+    if tensor.device.type == "cuda":
+        return True
+    if force_triton and os.environ.get("TRITON_INTERPRET") != "1":
+        raise GradProjInputError(
+            f"force_triton on a {tensor.device.type} tensor needs the Triton interpreter: set TRITON_INTERPRET=1 "
+            f"before importing kernels.gradproj, or move the gradients to a CUDA device")
+    return bool(force_triton)
+
+
+def _check_grads(grads: torch.Tensor, triton_path: bool) -> torch.Tensor:
+    if not isinstance(grads, torch.Tensor) or grads.dim() != 2:
+        shape = tuple(grads.shape) if isinstance(grads, torch.Tensor) else type(grads).__name__
+        raise GradProjInputError(f"grads must be a 2-D tensor [T tasks, P parameters], got {shape}")
+    if grads.dtype not in _DTYPES:
+        raise GradProjInputError(f"grads dtype {grads.dtype} is not supported; use one of {list(_DTYPES)}")
+    if grads.shape[0] < 1:
+        raise GradProjInputError("grads has no task rows (T = 0)")
+    if triton_path and grads.shape[0] > MAX_TRITON_TASKS:
+        raise GradProjInputError(
+            f"the Triton kernels take at most {MAX_TRITON_TASKS} tasks, got T = {grads.shape[0]}; "
+            f"group tasks or run on the reference path (CPU tensors)")
+    if grads.shape[1] > 1 and grads.stride(1) != 1:
+        grads = grads.contiguous()
+    return grads
+
+
+def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_params: int) -> list[int]:
+    if segment_offsets is None:
+        return [0, num_params]
+    if isinstance(segment_offsets, torch.Tensor):
+        if segment_offsets.dim() != 1 or segment_offsets.is_floating_point():
+            raise GradProjInputError("segment_offsets must be a 1-D integer tensor [K+1]")
+        segment_offsets = segment_offsets.tolist()
+    offsets = [int(o) for o in segment_offsets]
+    if len(offsets) < 2:
+        raise GradProjInputError(f"segment_offsets needs K+1 >= 2 boundaries, got {offsets}")
+    if offsets[0] != 0 or offsets[-1] != num_params:
+        raise GradProjInputError(
+            f"segment_offsets must start at 0 and end at P = {num_params} so every column belongs to a "
+            f"segment; got first {offsets[0]}, last {offsets[-1]}")
+    if any(b < a for a, b in zip(offsets, offsets[1:])):
+        raise GradProjInputError(f"segment_offsets must be non-decreasing, got {offsets}")
+    return offsets
+
+
+def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | None = None, *,
+         force_triton: bool | None = None, num_splits: int | None = None) -> torch.Tensor:
+    """Gram matrix of per-task gradients.
+
+    grads: [T, P] in fp32/bf16/fp16 (fp64 on the reference path), rows = tasks.
+    segment_offsets: optional K+1 boundaries (0 = o_0 <= ... <= o_K = P); then one Gram per segment.
+    Returns fp32 (fp64 for fp64 input) [T, T], or [K, T, T] with segments, on the grads' device.
+    num_splits: Triton only, the number of P chunks per segment in the deterministic two-stage reduction.
+    """
+    triton_path = _use_triton(grads, force_triton) if isinstance(grads, torch.Tensor) else False
+    grads = _check_grads(grads, triton_path)
+    offsets = _check_offsets(segment_offsets, grads.shape[1])
+    if triton_path:
+        offsets_t = torch.tensor(offsets, dtype=torch.int64, device=grads.device)
+        result = _gram_kernels.gram_triton(grads, offsets_t, num_splits=num_splits)
+    else:
+        result = gram_reference(grads, offsets)
+    return result[0] if segment_offsets is None else result
+
+
+def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: torch.Tensor | None = None,
+            scale: float = 1.0, *, segment_offsets: Sequence[int] | torch.Tensor | None = None,
+            force_triton: bool | None = None) -> torch.Tensor:
+    """out = scale · Σ_t weights[t] · grads[t] as a flat [P] tensor.
+
+    weights: [T] (or [K, T] with `segment_offsets`: segment k uses row k); any float dtype or a sequence.
+    out: optional 1-D contiguous [P] buffer written in place (any float dtype; e.g. a flat gradient);
+    when omitted a new tensor of the grads' dtype is returned.
+    """
+    triton_path = _use_triton(grads, force_triton) if isinstance(grads, torch.Tensor) else False
+    grads = _check_grads(grads, triton_path)
+    num_tasks, num_params = grads.shape
+    offsets = _check_offsets(segment_offsets, num_params)
+    weights = torch.as_tensor(weights, dtype=torch.float32 if grads.dtype != torch.float64 else torch.float64)
+    expected = (num_tasks,) if segment_offsets is None else (len(offsets) - 1, num_tasks)
+    if tuple(weights.shape) != expected:
+        raise GradProjInputError(f"weights must have shape {list(expected)} for grads {list(grads.shape)}"
+                                 f"{' and ' + str(len(offsets) - 1) + ' segments' if segment_offsets is not None else ''},"
+                                 f" got {list(weights.shape)}")
+    weights = weights.reshape(len(offsets) - 1, num_tasks).to(grads.device).contiguous()
+    if out is None:
+        out = torch.empty(num_params, dtype=grads.dtype, device=grads.device)
+    elif out.dim() != 1 or out.numel() != num_params or not out.is_contiguous() or not out.is_floating_point():
+        raise GradProjInputError(f"out must be a contiguous 1-D float buffer of P = {num_params} elements, got "
+                                 f"shape {list(out.shape)} dtype {out.dtype} contiguous={out.is_contiguous()}")
+    elif out.device != grads.device:
+        raise GradProjInputError(f"out is on {out.device} but grads are on {grads.device}")
+    if triton_path:
+        offsets_t = torch.tensor(offsets, dtype=torch.int64, device=grads.device)
+        return _combine_kernels.combine_triton(weights, grads, offsets_t, out, scale)
+    return combine_reference(weights, grads, offsets, out, scale)

@@ -1,1 +1,291 @@
-"""(filled in by its issue)"""
+"""MoE routing: fused router, dispatch planning, permute and combine — Triton kernels with PyTorch references.
+
+Public API (each takes `backend="auto" | "triton" | "reference"`; auto = Triton for CUDA tensors, the
+PyTorch reference elsewhere; "triton" on CPU needs `TRITON_INTERPRET=1` set before this module is imported):
+
+- `route(logits, k, score="softmax", renormalize=None) -> RouterOutput` (gates, prob_sums, lse
+  differentiable w.r.t. the logits);
+- `plan_dispatch(topk_idx, num_experts, capacity=None) -> DispatchPlan` (capacity None = dropless);
+- `permute(x, plan) -> Tensor [R, d]` (differentiable);
+- `combine(y, plan, gates) -> Tensor [N, d]` (differentiable in y and gates);
+- `expert_capacity(num_tokens, num_experts, k, capacity_factor, min_capacity)`;
+- `load_balancing_loss(counts, prob_sums, num_tokens, k)`, `router_z_loss(lse)`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+
+from .reference import (DispatchPlan, RouterOutput, combine_reference, dispatch_reference, permute_reference,
+                        router_reference)
+
+__all__ = [
+    "RouterOutput", "DispatchPlan", "MoEKernelError", "route", "plan_dispatch", "permute", "combine",
+    "expert_capacity", "load_balancing_loss", "router_z_loss", "triton_available",
+]
+
+_BACKENDS = ("auto", "triton", "reference")
+_SCORES = ("softmax", "sigmoid")
+
+
+class MoEKernelError(ValueError):
+    """Bad arguments to an MoE routing op (shapes, k, backend), with what to change."""
+
+
+try:  # Triton is optional: the reference path needs only torch.
+    import triton
+
+    from .combine import combine_bwd_kernel, gather_sum_kernel
+    from .dispatch import dispatch_dest_kernel, dispatch_rank_kernel, dispatch_scan_kernel, permute_kernel
+    from .router import router_bwd_kernel, router_fwd_kernel
+
+    _TRITON_IMPORT_ERROR: Optional[Exception] = None
+except Exception as exc:  # pragma: no cover - depends on the platform
+    _TRITON_IMPORT_ERROR = exc
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the Triton kernels can run on tensors of `device` (CUDA, or CPU under TRITON_INTERPRET=1)."""
+    if _TRITON_IMPORT_ERROR is not None:
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _use_triton(backend: str, device: torch.device) -> bool:
+    if backend not in _BACKENDS:
+        raise MoEKernelError(f"unknown MoE backend {backend!r}; use one of {_BACKENDS}")
+    if backend == "reference":
+        return False
+    if backend == "triton":
+        if not triton_available(device):
+            reason = _TRITON_IMPORT_ERROR or "tensors are not on CUDA and TRITON_INTERPRET=1 is not set"
+            raise MoEKernelError(f"backend='triton' cannot run on {device}: {reason}; use backend='reference'")
+        return True
+    return device.type == "cuda" and _TRITON_IMPORT_ERROR is None
+
+
+def _pow2(n: int) -> int:
+    return max(1, triton.next_power_of_2(int(n)))
+
+
+def _block_n(block_e: int) -> int:
+    # keep a [BLOCK_N, BLOCK_E] fp32 tile at ≤ 4096 elements per program
+    return max(1, min(64, 4096 // block_e))
+
+
+# ---------------------------------------------------------------------------------------------- router
+class _RouterFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, k: int, sigmoid: bool, renorm: bool):
+        logits = logits.contiguous()
+        n, e = logits.shape
+        dev = logits.device
+        idx = torch.empty(n, k, dtype=torch.int32, device=dev)
+        gates = torch.empty(n, k, dtype=torch.float32, device=dev)
+        lse = torch.empty(n, dtype=torch.float32, device=dev)
+        counts = torch.zeros(e, dtype=torch.int32, device=dev)
+        prob_sums = torch.zeros(e, dtype=torch.float32, device=dev)
+        block_e = _pow2(e)
+        block_n = _block_n(block_e)
+        if n:
+            router_fwd_kernel[(triton.cdiv(n, block_n),)](
+                logits, idx, gates, lse, counts, prob_sums, n, e, logits.stride(0),
+                K=k, SIGMOID=sigmoid, RENORM=renorm, BLOCK_N=block_n, BLOCK_E=block_e)
+        ctx.save_for_backward(logits, lse, idx, gates)
+        ctx.config = (k, sigmoid, renorm, block_n, block_e)
+        ctx.mark_non_differentiable(idx, counts)
+        return idx, gates, counts, prob_sums, lse
+
+    @staticmethod
+    def backward(ctx, _didx, dgates, _dcounts, dprob_sums, dlse):
+        logits, lse, idx, gates = ctx.saved_tensors
+        k, sigmoid, renorm, block_n, block_e = ctx.config
+        n, e = logits.shape
+        dgates = torch.zeros_like(gates) if dgates is None else dgates.float().contiguous()
+        dprob_sums = logits.new_zeros(e, dtype=torch.float32) if dprob_sums is None else dprob_sums.float()
+        dlse = torch.zeros_like(lse) if dlse is None else dlse.float().contiguous()
+        dlogits = torch.empty(n, e, dtype=torch.float32, device=logits.device)
+        if n:
+            router_bwd_kernel[(triton.cdiv(n, block_n),)](
+                logits, lse, idx, gates, dgates, dprob_sums.contiguous(), dlse, dlogits, n, e,
+                logits.stride(0), dlogits.stride(0),
+                K=k, SIGMOID=sigmoid, RENORM=renorm, BLOCK_N=block_n, BLOCK_E=block_e)
+        return dlogits.to(logits.dtype), None, None, None
+
+
+def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: Optional[bool] = None,
+          backend: str = "auto") -> RouterOutput:
+    """Route N tokens over E experts from logits [N, E].
+
+    `renormalize` defaults to k > 1 (Switch convention: a top-1 gate stays the raw probability so the
+    router receives a gradient). Returns `RouterOutput` (see `kernels.moe.reference.RouterOutput`).
+    """
+    if logits.dim() != 2:
+        raise MoEKernelError(f"route expects router logits of shape [tokens, experts], got {tuple(logits.shape)}")
+    num_experts = logits.shape[1]
+    if not 1 <= k <= num_experts:
+        raise MoEKernelError(f"top-k must satisfy 1 <= k <= num_experts ({num_experts}), got k={k}")
+    if score not in _SCORES:
+        raise MoEKernelError(f"unknown router score {score!r}; use one of {_SCORES}")
+    renorm = k > 1 if renormalize is None else bool(renormalize)
+    if _use_triton(backend, logits.device):
+        return RouterOutput(*_RouterFunction.apply(logits, k, score == "sigmoid", renorm))
+    return router_reference(logits, k, score, renorm)
+
+
+# -------------------------------------------------------------------------------------------- dispatch
+_BLOCK_A = 128
+_BLOCK_B = 64
+
+
+def _plan_dispatch_triton(topk_idx: torch.Tensor, num_experts: int, capacity: int) -> DispatchPlan:
+    n, k = topk_idx.shape
+    dev = topk_idx.device
+    idx = topk_idx.to(torch.int32).contiguous()
+    num_assign = n * k
+    num_blocks = max(1, triton.cdiv(num_assign, _BLOCK_A))
+    block_e = _pow2(num_experts)
+    local_rank = torch.empty(num_assign, dtype=torch.int32, device=dev)
+    hist = torch.zeros(num_blocks, num_experts, dtype=torch.int32, device=dev)
+    block_offsets = torch.empty_like(hist)
+    counts = torch.empty(num_experts, dtype=torch.int32, device=dev)
+    kept = torch.empty(num_experts, dtype=torch.int32, device=dev)
+    offsets = torch.empty(num_experts + 1, dtype=torch.int32, device=dev)
+    if num_assign:
+        dispatch_rank_kernel[(num_blocks,)](idx, local_rank, hist, n, num_experts, K=k, BLOCK_A=_BLOCK_A,
+                                            BLOCK_E=block_e)
+    dispatch_scan_kernel[(1,)](hist, block_offsets, counts, kept, offsets, num_blocks, num_experts, capacity,
+                               BLOCK_B=_BLOCK_B, BLOCK_E=block_e)
+    segments = offsets.tolist()
+    dest = torch.empty(n, k, dtype=torch.int32, device=dev)
+    row_src = torch.empty(segments[-1], dtype=torch.int32, device=dev)
+    if num_assign:
+        dispatch_dest_kernel[(num_blocks,)](idx, local_rank, block_offsets, offsets, dest, row_src, n,
+                                            num_experts, capacity, K=k, BLOCK_A=_BLOCK_A)
+    return DispatchPlan(dest, row_src, offsets, counts, kept, capacity, segments)
+
+
+def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[int] = None, *,
+                  backend: str = "auto") -> DispatchPlan:
+    """Destination rows of every (token, slot) for expert ids [N, k]; capacity None = dropless."""
+    if topk_idx.dim() != 2:
+        raise MoEKernelError(f"plan_dispatch expects expert ids of shape [tokens, k], got {tuple(topk_idx.shape)}")
+    if capacity is not None and capacity < 0:
+        raise MoEKernelError(f"expert capacity must be >= 0 (or None for dropless), got {capacity}")
+    if _use_triton(backend, topk_idx.device):
+        n, k = topk_idx.shape
+        return _plan_dispatch_triton(topk_idx, num_experts, n * k if capacity is None else int(capacity))
+    return dispatch_reference(topk_idx, num_experts, capacity)
+
+
+# ------------------------------------------------------------------------------------ permute / combine
+def _tiles(d: int) -> tuple:
+    block_d = min(128, _pow2(d))
+    return 32, block_d
+
+
+def _gather_sum(y: torch.Tensor, dest: torch.Tensor, gates: Optional[torch.Tensor], out_dtype) -> torch.Tensor:
+    n, k = dest.shape
+    d = y.shape[1]
+    out = torch.empty(n, d, dtype=out_dtype, device=y.device)
+    block_t, block_d = _tiles(d)
+    if n and d:
+        gather_sum_kernel[(triton.cdiv(n, block_t), triton.cdiv(d, block_d))](
+            y, dest, gates if gates is not None else dest, out, n, d, y.stride(0), out.stride(0),
+            K=k, HAS_GATES=gates is not None, BLOCK_T=block_t, BLOCK_D=block_d)
+    return out
+
+
+class _PermuteFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dest: torch.Tensor, num_rows: int):
+        x = x.contiguous()
+        n, d = x.shape
+        k = dest.shape[1]
+        out = torch.empty(num_rows, d, dtype=x.dtype, device=x.device)
+        block_t, block_d = _tiles(d)
+        if n and d:
+            permute_kernel[(triton.cdiv(n, block_t), triton.cdiv(d, block_d))](
+                x, dest, out, n, d, x.stride(0), out.stride(0), K=k, BLOCK_T=block_t, BLOCK_D=block_d)
+        ctx.save_for_backward(dest)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        (dest,) = ctx.saved_tensors
+        return _gather_sum(dout.contiguous(), dest, None, dout.dtype), None, None
+
+
+class _CombineFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, dest: torch.Tensor, gates: torch.Tensor):
+        y = y.contiguous()
+        gates = gates.float().contiguous()
+        ctx.save_for_backward(y, dest, gates)
+        return _gather_sum(y, dest, gates, y.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        y, dest, gates = ctx.saved_tensors
+        dout = dout.contiguous()
+        n, k = dest.shape
+        d = y.shape[1]
+        dy = torch.empty_like(y)
+        dgates = torch.empty(n, k, dtype=torch.float32, device=y.device)
+        block_t, block_d = _tiles(d)
+        if n:
+            combine_bwd_kernel[(triton.cdiv(n, block_t),)](
+                dout, y, dest, gates, dy, dgates, n, d, dout.stride(0), y.stride(0), dy.stride(0),
+                K=k, BLOCK_T=block_t, BLOCK_D=block_d)
+        return dy, None, dgates
+
+
+def _check_rows(name: str, x: torch.Tensor, n: int) -> None:
+    if x.dim() != 2 or x.shape[0] != n:
+        raise MoEKernelError(f"{name} must be [{n}, d] to match the dispatch plan, got {tuple(x.shape)}")
+
+
+def permute(x: torch.Tensor, plan: DispatchPlan, *, backend: str = "auto") -> torch.Tensor:
+    """Gather token rows x [N, d] into the plan's expert-contiguous order → [R, d]."""
+    _check_rows("permute input", x, plan.dest.shape[0])
+    if _use_triton(backend, x.device):
+        return _PermuteFunction.apply(x, plan.dest, plan.num_rows)
+    return permute_reference(x, plan)
+
+
+def combine(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Un-permute expert outputs y [R, d] and sum them weighted by gates [N, k] → [N, d] (dtype of y)."""
+    _check_rows("combine input", y, plan.num_rows)
+    if gates.shape != plan.dest.shape:
+        raise MoEKernelError(f"gates must be {tuple(plan.dest.shape)} like the plan, got {tuple(gates.shape)}")
+    if _use_triton(backend, y.device):
+        return _CombineFunction.apply(y, plan.dest, gates)
+    return combine_reference(y, plan, gates)
+
+
+# ---------------------------------------------------------------------------------- capacity and losses
+def expert_capacity(num_tokens: int, num_experts: int, k: int, capacity_factor: float,
+                    min_capacity: int = 4) -> int:
+    """Rows per expert: max(ceil(N·k/E · capacity_factor), min_capacity), at most N (DeepSpeed's rule)."""
+    cap = max(math.ceil(num_tokens * k / num_experts * capacity_factor), min_capacity)
+    return min(cap, num_tokens)
+
+
+def load_balancing_loss(counts: torch.Tensor, prob_sums: torch.Tensor, num_tokens: int, k: int) -> torch.Tensor:
+    """Switch load-balancing loss E · Σ_e f_e · P_e, f_e = counts_e / (N·k), P_e = prob_sums_e / N (1 = uniform)."""
+    num_experts = counts.shape[0]
+    if num_tokens == 0:
+        return prob_sums.sum() * 0.0
+    f = counts.float() / (num_tokens * k)
+    p = prob_sums / num_tokens
+    return num_experts * torch.sum(f * p)
+
+
+def router_z_loss(lse: torch.Tensor) -> torch.Tensor:
+    """Router z-loss (ST-MoE): mean over tokens of logsumexp(logits)²."""
+    if lse.numel() == 0:
+        return lse.sum() * 0.0
+    return torch.mean(lse.float() ** 2)

@@ -1,0 +1,111 @@
+"""Triton Gram kernel: G = g gᵀ for per-task gradients g [T, P], optionally one Gram per segment of P.
+
+Two deterministic stages. Stage 1 splits every segment's P range into `num_splits` contiguous chunks; each
+program walks its chunk in [BLOCK_T, BLOCK_P] tiles (rows ≥ T and columns past the chunk masked to zero) and
+accumulates `tile @ tileᵀ` in fp32 into its own slot of a workspace. Stage 2 sums the slots of a segment in a
+fixed order, so the result does not depend on scheduling. All offsets into P are int64.
+
+Products: on a GPU, bf16/fp16 tiles go to `tl.dot` as they are (their products are exact in the fp32
+accumulator) and fp32 tiles use the 3-pass TF32 split ("tf32x3", ~fp32 accuracy on tensor cores) on NVIDIA
+or IEEE fp32 elsewhere; under the interpreter every tile is upcast to fp32 first (its bf16 arithmetic is
+wrong) and multiplied in IEEE fp32.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+_MIN_DOT_ROWS = 16  # tl.dot needs tiles of at least 16 rows; smaller T is zero-padded
+
+
+@triton.jit
+def _gram_partial_kernel(
+    g_ptr, ws_ptr, seg_ptr, T, stride_t, num_splits,
+    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    split = tl.program_id(0)
+    seg = tl.program_id(1)
+    seg_start = tl.load(seg_ptr + seg).to(tl.int64)
+    seg_end = tl.load(seg_ptr + seg + 1).to(tl.int64)
+    chunk = tl.cdiv(tl.cdiv(seg_end - seg_start, num_splits), BLOCK_P) * BLOCK_P
+    lo = seg_start + split.to(tl.int64) * chunk
+    hi = tl.minimum(lo + chunk, seg_end)
+
+    rows = tl.arange(0, BLOCK_T)
+    row_mask = rows < T
+    row_base = g_ptr + rows.to(tl.int64)[:, None] * stride_t
+    cols = tl.arange(0, BLOCK_P).to(tl.int64)
+    acc = tl.zeros((BLOCK_T, BLOCK_T), dtype=tl.float32)
+    for start in range(lo, hi, BLOCK_P):
+        p = start + cols
+        mask = row_mask[:, None] & (p < hi)[None, :]
+        tile = tl.load(row_base + p[None, :], mask=mask, other=0.0)
+        if UPCAST:
+            tile = tile.to(tl.float32)
+        acc = tl.dot(tile, tl.trans(tile), acc, input_precision=PRECISION, out_dtype=tl.float32)
+
+    slot = seg.to(tl.int64) * num_splits + split
+    offs = tl.arange(0, BLOCK_T)[:, None] * BLOCK_T + tl.arange(0, BLOCK_T)[None, :]
+    tl.store(ws_ptr + slot * (BLOCK_T * BLOCK_T) + offs, acc)
+
+
+@triton.jit
+def _gram_reduce_kernel(ws_ptr, out_ptr, T, num_splits, BLOCK_T: tl.constexpr):
+    seg = tl.program_id(0).to(tl.int64)
+    rows = tl.arange(0, BLOCK_T)
+    offs = rows[:, None] * BLOCK_T + rows[None, :]
+    acc = tl.zeros((BLOCK_T, BLOCK_T), dtype=tl.float32)
+    for split in range(0, num_splits):
+        acc += tl.load(ws_ptr + (seg * num_splits + split) * (BLOCK_T * BLOCK_T) + offs)
+    mask = (rows < T)[:, None] & (rows < T)[None, :]
+    tl.store(out_ptr + seg * T * T + rows[:, None] * T + rows[None, :], acc, mask=mask)
+
+
+def _block_sizes(num_tasks: int) -> tuple[int, int]:
+    block_t = max(_MIN_DOT_ROWS, triton.next_power_of_2(num_tasks))
+    block_p = max(32, 4096 // block_t)
+    return block_t, block_p
+
+
+def _dot_mode(grads: torch.Tensor) -> tuple[bool, str]:
+    """(upcast tiles to fp32 before tl.dot, tl.dot input precision) for this input."""
+    if INTERPRETING or grads.device.type != "cuda":
+        return True, "ieee"
+    if grads.dtype != torch.float32:
+        return False, "ieee"  # bf16/fp16 products are exact in the fp32 accumulator
+    return False, "tf32x3" if torch.version.hip is None else "ieee"
+
+
+def _default_num_splits(grads: torch.Tensor, offsets: torch.Tensor, block_p: int) -> int:
+    num_segments = offsets.numel() - 1
+    longest = int((offsets[1:] - offsets[:-1]).max())
+    tiles = max(1, triton.cdiv(longest, block_p))
+    if INTERPRETING or grads.device.type != "cuda":
+        target_programs = 4  # every interpreted program costs ~0.5 ms
+    else:
+        target_programs = 4 * torch.cuda.get_device_properties(grads.device).multi_processor_count
+    return max(1, min(tiles, triton.cdiv(target_programs, num_segments)))
+
+
+def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, num_splits: int | None = None) -> torch.Tensor:
+    """[K, T, T] fp32 Grams of `grads` [T, P] (unit stride along P) over the K segments `offsets` [K+1] (int64,
+    on the grads' device). Inputs are validated by `kernels.gradproj.gram`."""
+    num_tasks = grads.shape[0]
+    num_segments = offsets.numel() - 1
+    block_t, block_p = _block_sizes(num_tasks)
+    if num_splits is None:
+        num_splits = _default_num_splits(grads, offsets, block_p)
+    workspace = torch.empty(num_segments * num_splits * block_t * block_t, dtype=torch.float32,
+                            device=grads.device)
+    out = torch.empty(num_segments, num_tasks, num_tasks, dtype=torch.float32, device=grads.device)
+    upcast, precision = _dot_mode(grads)
+    _gram_partial_kernel[(num_splits, num_segments)](
+        grads, workspace, offsets, num_tasks, grads.stride(0), num_splits,
+        BLOCK_T=block_t, BLOCK_P=block_p, UPCAST=upcast, PRECISION=precision, num_warps=4,
+    )
+    _gram_reduce_kernel[(num_segments,)](workspace, out, num_tasks, num_splits, BLOCK_T=block_t, num_warps=4)
+    return out

@@ -1,0 +1,111 @@
+"""The contract of a Gram-space gradient method, its registry and `build_method`.
+
+A method sees the per-task gradients only through their Gram matrix G (float64 numpy, [T, T], or [K, T, T]
+for a segmented method) and returns weights w ([T], or [K, T]) so that the update is Σ_k w_k g_k (per
+segment). Tasks whose gradient is exactly zero (absent from the step's micro-batches) get weight 0 and the
+method runs on the others' sub-Gram, so a missing task cannot drag MGDA or Nash-MTL to a zero update.
+State (EMA targets, RNG) round-trips through `state_dict`/`load_state_dict`.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class GradientMethodError(ValueError):
+    """A gradient-surgery config names an unknown method or option, or a Gram matrix is malformed."""
+
+
+class GradientMethod:
+    """Base class: subclasses set `name`, `defaults` (every accepted option with its default) and implement
+    `_weights(gram, tasks)` for the sub-Gram of the present tasks (`tasks`: their indices among all T)."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, num_tasks: int, **options: Any) -> None:
+        if num_tasks < 1:
+            raise GradientMethodError(f"gradient method {self.name!r} needs at least one task, got {num_tasks}")
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise GradientMethodError(
+                f"gradient_surgery.{unknown[0]}: unknown option for method {self.name!r}; "
+                f"accepted options: {sorted(self.defaults) or 'none'}")
+        self.num_tasks = num_tasks
+        self.options = {**self.defaults, **options}
+
+    @property
+    def segmented(self) -> bool:
+        """True when the method wants one Gram per parameter segment ([K, T, T]) and returns [K, T] weights."""
+        return False
+
+    def weights(self, gram: np.ndarray) -> np.ndarray:
+        """Weights [T] (or [K, T] when segmented) for the float64 Gram `gram` [T, T] (or [K, T, T])."""
+        gram = self._checked(gram)
+        whole = gram.sum(0) if self.segmented else gram
+        present = np.flatnonzero(np.diag(whole) > 0)
+        if len(present) == self.num_tasks:
+            return self._weights(gram, present)
+        out = np.zeros(gram.shape[:-1])
+        if len(present):
+            out[..., present] = self._weights(gram[..., present[:, None], present], present)
+        return out
+
+    def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise GradientMethodError(f"gradient method {self.name!r} keeps no state, got keys {sorted(state)}")
+
+    def _checked(self, gram: np.ndarray) -> np.ndarray:
+        gram = np.asarray(gram, dtype=np.float64)
+        t = self.num_tasks
+        expected_dims = 3 if self.segmented else 2
+        if gram.ndim != expected_dims or gram.shape[-2:] != (t, t):
+            raise GradientMethodError(
+                f"gradient method {self.name!r} expects a Gram of shape {'[K, ' if self.segmented else '['}{t}, {t}],"
+                f" got {list(gram.shape)}")
+        if not np.all(np.isfinite(gram)):
+            raise GradientMethodError(f"gradient method {self.name!r}: the Gram matrix has NaN/inf entries "
+                                      f"(a task gradient overflowed); check the loss of each task")
+        return gram
+
+
+METHODS: dict[str, type[GradientMethod]] = {}
+
+
+def register_method(cls: type[GradientMethod]) -> type[GradientMethod]:
+    """Class decorator adding a method to `METHODS` under its `name`."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def build_method(config: dict[str, Any] | str, num_tasks: int) -> GradientMethod:
+    """Build a method from `{"method": name, **options}` (or a bare name), e.g. `{"method": "pcgrad", "seed": 0}`."""
+    if isinstance(config, str):
+        config = {"method": config}
+    config = dict(config)
+    name = config.pop("method", None)
+    if name is None:
+        raise GradientMethodError(f"gradient_surgery needs a `method` key (one of {sorted(METHODS)})")
+    if name not in METHODS:
+        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise GradientMethodError(f"gradient_surgery.method: unknown method {name!r}{hint} "
+                                  f"(available: {sorted(METHODS)})")
+    return METHODS[name](num_tasks, **config)
+
+
+def random_orders(rng: np.random.Generator, num_tasks: int) -> list[list[int]]:
+    """For every task i a fresh random order of the other tasks j ≠ i (PCGrad/GradVac inner loops)."""
+    orders = []
+    for i in range(num_tasks):
+        others = np.array([j for j in range(num_tasks) if j != i], dtype=np.int64)
+        orders.append(rng.permutation(others).tolist())
+    return orders

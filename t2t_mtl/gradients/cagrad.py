@@ -1,0 +1,65 @@
+"""CAGrad (Liu et al. 2021) in Gram space.
+
+With g0 = mean gradient and s = c‖g0‖, find x on the simplex minimising F(x) = g_xᵀ g0 + s‖g_x‖ (g_x = Σ x_k g_k),
+then d = g0 + (s / ‖g_x‖) g_x, optionally divided by 1 + c² (`rescale`, as the authors' code). Weights:
+w = 1/T + s x / ‖g_x‖ (÷ (1 + c²)). The problem is solved in float64 with SLSQP after normalising G by its mean
+diagonal (the weights are invariant to that scale).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from .base import GradientMethod, GradientMethodError, register_method
+
+NORM_FLOOR = 1e-20  # keeps √(xᵀGx) differentiable when 0 lies in the convex hull
+
+
+def solve_simplex(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], num_tasks: int) -> np.ndarray:
+    """argmin over the probability simplex of a smooth convex `objective` (value, gradient), from uniform."""
+    result = minimize(objective, np.full(num_tasks, 1.0 / num_tasks), jac=True, method="SLSQP",
+                      bounds=[(0.0, 1.0)] * num_tasks,
+                      constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0, "jac": lambda x: np.ones_like(x)}],
+                      options={"ftol": 1e-15, "maxiter": 500})
+    x = np.clip(result.x, 0.0, None)
+    return x / x.sum()
+
+
+def cagrad_weights(gram: np.ndarray, c: float, rescale: bool) -> np.ndarray:
+    """Weights w [T] of CAGrad's update for Gram `gram` [T, T]."""
+    num_tasks = gram.shape[0]
+    scale = float(np.mean(np.diag(gram)))
+    if scale <= 0:
+        return np.full(num_tasks, 1.0 / num_tasks)
+    gram = gram / scale
+    g0_dots = gram.mean(axis=1)  # g_k · g0
+    s = c * np.sqrt(max(float(g0_dots.mean()), 0.0))  # c‖g0‖
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        gx = gram @ x
+        norm = np.sqrt(max(float(x @ gx), 0.0) + NORM_FLOOR)
+        return float(x @ g0_dots + s * norm), g0_dots + s * gx / norm
+
+    x = solve_simplex(objective, num_tasks)
+    norm = np.sqrt(max(float(x @ gram @ x), 0.0) + NORM_FLOOR)
+    weights = 1.0 / num_tasks + s * x / norm
+    return weights / (1.0 + c ** 2) if rescale else weights
+
+
+@register_method
+class CAGrad(GradientMethod):
+    """Options: c (conflict-averse radius, paper 0.4/0.5), rescale (divide by 1 + c², the authors' default)."""
+
+    name = "cagrad"
+    defaults = {"c": 0.4, "rescale": True}
+
+    def __init__(self, num_tasks: int, **options: Any) -> None:
+        super().__init__(num_tasks, **options)
+        if float(self.options["c"]) < 0:
+            raise GradientMethodError(f"gradient_surgery.c must be >= 0 for cagrad, got {self.options['c']}")
+
+    def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        return cagrad_weights(gram, float(self.options["c"]), bool(self.options["rescale"]))

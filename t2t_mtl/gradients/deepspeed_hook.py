@@ -1,0 +1,128 @@
+"""Gradient surgery inside a DeepSpeed training step (ZeRO stages 0–2), through the trainer's hook contract:
+
+    hook = build_step_hook(cfg, engine, task_names)
+    hook.begin_step(engine)                      # before the step's first micro-batch
+    for each micro-batch (task-homogeneous, grouped by task):
+        engine.backward(loss); hook.after_backward(engine, task)
+    hook.before_optimizer_step(engine)           # after the last backward
+    engine.step()
+
+Capture: a tensor hook on every trainable parameter adds the micro-batch's gradient (as autograd hands it over,
+before DeepSpeed's own accumulation/reduction hooks) into a flat fp32 scratch row. `after_backward` averages
+the scratch over the data-parallel ranks and keeps only this rank's 1/world slice in its task's row of a
+partitioned [T, P/world] GradientSurgery buffer (ZeRO-2-like memory: one full scratch row plus T slices).
+At the boundary: partial Grams all-reduced (T² numbers), the method's weights on the host (identical on all
+ranks), the local combine, one all-gather of the combined slices, and `deepspeed.utils.safe_set_full_grad`
+replaces DeepSpeed's averaged gradient of every parameter (its ZeRO-1/2 partition fragment, or `.grad` at
+stage 0) by the combined one. With method `sum` the step is exactly DeepSpeed's own.
+ZeRO-3 is refused: its parameters are partitioned during backward and this capture has not been validated there.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .base import GradientMethodError
+from .surgery import GradientSurgery
+
+
+class DeepSpeedSurgeryHook:
+    """Per-task gradient capture and combine around a DeepSpeed engine's accumulation boundary."""
+
+    def __init__(self, method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]) -> None:
+        stage = int(engine.zero_optimization_stage())
+        if stage > 2:
+            raise GradientMethodError(f"gradient_surgery supports ZeRO stages 0-2, got stage {stage}; "
+                                      f"set zero_stage <= 2 or drop gradient_surgery")
+        self.named = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
+        sizes = [p.numel() for _, p in self.named]
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        self.num_params = self.offsets[-1]
+        distributed = dist.is_available() and dist.is_initialized()
+        self.world = dist.get_world_size() if distributed else 1
+        rank = dist.get_rank() if distributed else 0
+        self.per_rank = -(-self.num_params // self.world)
+        self.lo = min(self.num_params, rank * self.per_rank)
+        self.hi = min(self.num_params, (rank + 1) * self.per_rank)
+        device = self.named[0][1].device
+        self.scratch = torch.zeros(self.per_rank * self.world, dtype=torch.float32, device=device)
+        partition = torch.zeros(self.hi - self.lo, dtype=torch.float32, device=device)
+        local_segments = [min(max(o, self.lo), self.hi) - self.lo for o in self.offsets]
+        self.surgery = GradientSurgery(method_cfg, [partition], task_names,
+                                       distribution="partitioned" if self.world > 1 else "local",
+                                       segment_offsets=local_segments)
+        self.capturing = False
+        self.last_stats: dict[str, Any] | None = None
+        self._handles = [p.register_hook(self._capture_hook(lo, hi))
+                         for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:])]
+
+    def _capture_hook(self, lo: int, hi: int):
+        def capture(grad: torch.Tensor) -> None:
+            if self.capturing:
+                self.scratch[lo:hi].add_(grad.detach().reshape(-1))
+        return capture
+
+    def begin_step(self, engine: Any) -> None:
+        self.surgery.zero_()
+        self.scratch.zero_()
+        self.capturing = True
+
+    def after_backward(self, engine: Any, task: str) -> None:
+        """Move this micro-batch's gradient, averaged over ranks, into `task`'s row (this rank's slice)."""
+        row = self.surgery.row(task)
+        if self.world > 1:
+            if dist.get_backend() == "nccl":
+                piece = torch.empty(self.per_rank, dtype=torch.float32, device=self.scratch.device)
+                dist.reduce_scatter_tensor(piece, self.scratch)
+                row.add_(piece[: self.hi - self.lo], alpha=1.0 / self.world)
+            else:  # gloo has no reduce-scatter
+                dist.all_reduce(self.scratch)
+                row.add_(self.scratch[self.lo:self.hi], alpha=1.0 / self.world)
+        else:
+            row.add_(self.scratch[: self.num_params])
+        self.scratch.zero_()
+
+    def before_optimizer_step(self, engine: Any) -> None:
+        """Gram → weights → combine, then hand the combined gradient to DeepSpeed for its optimizer step."""
+        from deepspeed.utils import safe_set_full_grad
+
+        self.capturing = False
+        local = torch.zeros(self.per_rank, dtype=torch.float32, device=self.scratch.device)
+        self.surgery.combine_into(local[: self.hi - self.lo])
+        if self.world > 1:
+            _all_gather_single(self.scratch, local)
+        else:
+            self.scratch[: self.per_rank].copy_(local)
+        for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
+            safe_set_full_grad(p, self.scratch[lo:hi].view(p.shape).to(p.dtype))
+        self.last_stats = self.surgery.stats()
+        self.scratch.zero_()
+
+    def stats(self) -> dict[str, Any] | None:
+        """Per-task gradient norms and cosines and the weights of the last step (see GradientSurgery.stats)."""
+        return self.last_stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.surgery.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.surgery.load_state_dict(state)
+
+    def remove(self) -> None:
+        """Detach the capture hooks from the parameters."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _all_gather_single(output: torch.Tensor, piece: torch.Tensor) -> None:
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.13
+    gather(output, piece)
+
+
+def build_step_hook(method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]) -> DeepSpeedSurgeryHook:
+    """The trainer's entry point: a `DeepSpeedSurgeryHook` for `engine` over `task_names`."""
+    return DeepSpeedSurgeryHook(dict(method_cfg), engine, task_names)

@@ -1,0 +1,96 @@
+"""Gradient Vaccine (Wang et al. 2021) in Gram space, whole model or per segment (layer).
+
+For i, for j ≠ i in a fresh random order, with g_i' = Σ_k C_ik g_k the current (modified) g_i:
+φ_ij = cos(g_i', g_j); if φ_ij < φ̂_ij (the EMA target):
+    C_ij += ‖g_i'‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²));
+then φ̂_ij ← (1−β) φ̂_ij + β φ_ij (updated after every visit, as the paper's algorithm does). Pairs with a zero
+gradient are skipped. The update is Σ_i g_i'. Targets start at 0 and live in `state_dict`.
+Per segment (`per_layer: true`), each segment k has its own targets and weights; the orders are shared.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import GradientMethod, GradientMethodError, register_method, random_orders
+
+TARGET_EPS = 1e-8  # floor for √(1−φ̂²) so a target of ±1 cannot divide by zero
+
+
+def gradvac_coefficient(norm_i, phi, target, norm_j):
+    """The GradVac increment of C_ij (works elementwise on arrays)."""
+    phi = np.clip(phi, -1.0, 1.0)
+    sin_target = np.maximum(np.sqrt(np.maximum(1.0 - target ** 2, 0.0)), TARGET_EPS)
+    return norm_i * (target * np.sqrt(1.0 - phi ** 2) - phi * sin_target) / (norm_j * sin_target)
+
+
+def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarray, beta: float) -> np.ndarray:
+    """Weights w [T] for Gram `gram` [T, T]; `targets` [T, T] (φ̂) is updated in place."""
+    num_tasks = gram.shape[0]
+    coeffs = np.eye(num_tasks)
+    if num_tasks < 2:
+        return coeffs.sum(0)
+    order = np.asarray(orders, dtype=np.int64)
+    rows = np.arange(num_tasks)
+    norms_j = np.sqrt(np.maximum(np.diag(gram), 0.0))
+    for step in range(num_tasks - 1):
+        j = order[:, step]
+        dots = np.einsum("ik,ki->i", coeffs, gram[:, j])
+        norm_i = np.sqrt(np.maximum(np.einsum("ik,kl,il->i", coeffs, gram, coeffs), 0.0))
+        norm_j = norms_j[j]
+        valid = (norm_i > 0) & (norm_j > 0)
+        phi = np.where(valid, dots / np.where(valid, norm_i * norm_j, 1.0), 0.0)
+        target = targets[rows, j]
+        vaccinate = valid & (phi < target)
+        coef = gradvac_coefficient(norm_i, phi, target, np.where(valid, norm_j, 1.0))
+        coeffs[rows[vaccinate], j[vaccinate]] += coef[vaccinate]
+        targets[rows[valid], j[valid]] = (1.0 - beta) * target[valid] + beta * phi[valid]
+    return coeffs.sum(0)
+
+
+@register_method
+class GradVac(GradientMethod):
+    """Options: beta (EMA rate, paper 1e-2), per_layer (one Gram/targets/weights per segment), seed."""
+
+    name = "gradvac"
+    defaults = {"beta": 0.01, "per_layer": False, "seed": 0}
+
+    def __init__(self, num_tasks: int, **options: Any) -> None:
+        super().__init__(num_tasks, **options)
+        beta = float(self.options["beta"])
+        if not 0.0 < beta <= 1.0:
+            raise GradientMethodError(f"gradient_surgery.beta must be in (0, 1] for gradvac, got {beta}")
+        self.beta = beta
+        self.rng = np.random.default_rng(int(self.options["seed"]))
+        self.targets: np.ndarray | None = None  # [K, T, T], created on the first Gram (K known then)
+        self.last_orders: list[list[int]] = []
+
+    @property
+    def segmented(self) -> bool:
+        return bool(self.options["per_layer"])
+
+    def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        grams = gram if self.segmented else gram[None]
+        if self.targets is None:
+            self.targets = np.zeros((grams.shape[0], self.num_tasks, self.num_tasks))
+        elif self.targets.shape[0] != grams.shape[0]:
+            raise GradientMethodError(f"gradvac keeps EMA targets for {self.targets.shape[0]} segments but got a "
+                                      f"Gram with {grams.shape[0]}; the parameter segmentation changed")
+        self.last_orders = random_orders(self.rng, len(tasks))
+        block = np.ix_(tasks, tasks)
+        weights = []
+        for k, g in enumerate(grams):
+            targets = self.targets[k][block]  # the present tasks' targets (a copy), written back below
+            weights.append(gradvac_weights(g, self.last_orders, targets, self.beta))
+            self.targets[k][block] = targets
+        weights = np.stack(weights)
+        return weights if self.segmented else weights[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state,
+                "targets": None if self.targets is None else self.targets.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.targets = None if state["targets"] is None else np.array(state["targets"], dtype=np.float64)

@@ -1,0 +1,217 @@
+"""`GradientSurgery`: per-task gradients in one contiguous [T, P_local] buffer → Gram → weights → combine.
+
+One optimizer step sees T task-homogeneous micro-batches. Inside `with surgery.accumulate(task):` every
+parameter's `.grad` is a view of row `task` of the buffer, so autograd's in-place accumulation writes the
+task gradient straight into it (several micro-batches of one task add up); nothing goes through the host.
+Engines that own the gradients (ZeRO partitions) write a row themselves through `row(task)`.
+
+At the accumulation boundary: `gram()` (one pass over the buffer; with `distribution="partitioned"` the T×T
+partial Grams of the ranks' disjoint slices are all-reduced, T² numbers), `weights()` (one transfer of the
+Gram to the host, the method's float64 solve), `combine_into(flat_grad)` (one pass, written in place).
+
+distribution:
+- "local": the buffer holds the whole gradient of this process (one rank, or ranks that already agree).
+- "replicated": every rank holds full rows computed on its own data (ZeRO-0/1, DDP): the rows are averaged
+  over the process group before the Gram (the same T·P volume as T ordinary gradient all-reduces).
+- "partitioned": every rank holds its own slice of the already-averaged rows (ZeRO-2/3): the Gram is the
+  all-reduced sum of the slices' Grams; weights are then identical on every rank and the combine is local.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+import kernels.gradproj as gradproj
+
+from .base import GradientMethodError, build_method
+
+DISTRIBUTIONS = ("local", "replicated", "partitioned")
+
+
+class GradientSurgery:
+    """Gram-space gradient surgery over `params` for the tasks `task_names` (row t ↔ task_names[t]).
+
+    method_cfg: `{"method": "pcgrad", ...options}` (see `t2t_mtl.gradients.METHODS`).
+    params: the tensors whose gradients take part (Parameters, or (name, tensor) pairs); all one dtype/device.
+    segment_of: for segmented methods (gradvac per_layer), maps a parameter name to its segment key;
+        consecutive parameters with the same key form one segment. Default: one segment per tensor.
+    segment_offsets: explicit segment boundaries over the local buffer (overrides segment_of); under
+        "partitioned" every rank must pass the same number K of segments (empty ones allowed).
+    """
+
+    def __init__(self, method_cfg: dict[str, Any] | str, params: Iterable[torch.Tensor | tuple[str, torch.Tensor]],
+                 task_names: Sequence[str], *, distribution: str = "local", process_group: Any = None,
+                 segment_of: Callable[[str], str] | None = None, segment_offsets: Sequence[int] | None = None,
+                 buffer_dtype: torch.dtype | None = None) -> None:
+        self.task_names = list(task_names)
+        if len(set(self.task_names)) != len(self.task_names) or not self.task_names:
+            raise GradientMethodError(f"gradient surgery needs distinct task names, got {self.task_names}")
+        if distribution not in DISTRIBUTIONS:
+            raise GradientMethodError(f"gradient surgery distribution must be one of {DISTRIBUTIONS}, "
+                                      f"got {distribution!r}")
+        self.distribution = distribution
+        self.process_group = process_group
+        self.method = build_method(method_cfg, len(self.task_names))
+        named = [(p if isinstance(p, tuple) else (f"param{i}", p)) for i, p in enumerate(params)]
+        if not named:
+            raise GradientMethodError("gradient surgery got no parameters")
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        dtypes = {p.dtype for p in self.params}
+        devices = {p.device for p in self.params}
+        if len(dtypes) > 1 or len(devices) > 1:
+            raise GradientMethodError(f"gradient surgery parameters must share one dtype and device, got "
+                                      f"dtypes {sorted(map(str, dtypes))} on {sorted(map(str, devices))}")
+        self.device = self.params[0].device
+        sizes = [p.numel() for p in self.params]
+        self.param_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
+        self.num_params = int(self.param_offsets[-1])
+        self.buffer = torch.zeros(len(self.task_names), self.num_params, device=self.device,
+                                  dtype=buffer_dtype or self.params[0].dtype)
+        self.segment_offsets = self._segments(segment_of, segment_offsets)
+        self._gram: torch.Tensor | None = None
+        self.last_weights: np.ndarray | None = None
+        self._flat_grad: torch.Tensor | None = None
+
+    # --- filling the buffer ---------------------------------------------------------------------------
+    def task_index(self, task: str | int) -> int:
+        if isinstance(task, int):
+            if not 0 <= task < len(self.task_names):
+                raise KeyError(f"task index {task} out of range for {len(self.task_names)} tasks")
+            return task
+        try:
+            return self.task_names.index(task)
+        except ValueError:
+            raise KeyError(f"task {task!r} is not one of the gradient-surgery tasks {self.task_names}") from None
+
+    def row(self, task: str | int) -> torch.Tensor:
+        """The [P_local] row of `task` in the buffer (a view: write a partition gradient into it). Handing
+        out a writable row drops the cached Gram and weights, so the next `weights()` sees the new values."""
+        index = self.task_index(task)
+        self._gram = None
+        self.last_weights = None
+        return self.buffer[index]
+
+    def row_views(self, task: str | int) -> list[torch.Tensor]:
+        """Per-parameter views of `task`'s row, shaped like the parameters."""
+        row = self.row(task)
+        return [row[lo:hi].view(p.shape) for p, lo, hi in zip(self.params, self.param_offsets, self.param_offsets[1:])]
+
+    @contextlib.contextmanager
+    def accumulate(self, task: str | int) -> Iterator[None]:
+        """Inside the block, `.grad` of every parameter is a view of `task`'s row, so `loss.backward()` adds
+        this task's gradient into the buffer in place. The previous `.grad` tensors are restored on exit."""
+        if self.buffer.dtype != self.params[0].dtype:
+            raise GradientMethodError("accumulate() needs the buffer in the parameters' dtype; with another "
+                                      "buffer_dtype write rows through row(task)")
+        saved = [p.grad for p in self.params]
+        views = self.row_views(task)
+        for p, view in zip(self.params, views):
+            p.grad = view
+        try:
+            yield
+        finally:
+            for p, view, old in zip(self.params, views, saved):
+                if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
+                    # accumulated out of place (create_graph=True): the new .grad already includes the row
+                    view.copy_(p.grad.detach())
+                p.grad = old
+
+    def zero_(self) -> None:
+        """Clear every task row (call after the optimizer step)."""
+        self.buffer.zero_()
+        self._gram = None
+        self.last_weights = None
+
+    # --- the boundary -----------------------------------------------------------------------------------
+    def gram(self) -> torch.Tensor:
+        """fp32 Gram [T, T] (or [K, T, T] for a segmented method) of the task rows, synchronised over ranks."""
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized() and self.distribution != "local"
+        if distributed and self.distribution == "replicated":
+            dist.all_reduce(self.buffer, op=dist.ReduceOp.SUM, group=self.process_group)
+            self.buffer.div_(dist.get_world_size(self.process_group))
+        segments = self.segment_offsets if self.method.segmented else None
+        gram = gradproj.gram(self.buffer, segments)
+        if distributed and self.distribution == "partitioned":
+            dist.all_reduce(gram, op=dist.ReduceOp.SUM, group=self.process_group)
+        self._gram = gram
+        return gram
+
+    def weights(self) -> np.ndarray:
+        """The method's weights ([T], or [K, T] when segmented), from the Gram (computed if needed)."""
+        self.last_weights = self.method.weights(self._host_gram())
+        return self.last_weights
+
+    def combine_into(self, flat_grad: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
+        """Write scale · Σ_t w_t g_t into `flat_grad` [P_local] (allocated when None) and return it."""
+        weights = self.last_weights if self.last_weights is not None else self.weights()
+        segments = self.segment_offsets if self.method.segmented else None
+        return gradproj.combine(weights, self.buffer, out=flat_grad, scale=scale, segment_offsets=segments)
+
+    def combine_into_grads(self, scale: float = 1.0) -> None:
+        """Combine into a persistent flat buffer and make each parameter's `.grad` a view of it
+        (for a plain optimizer, or an engine that reads `.grad`)."""
+        if self._flat_grad is None:
+            self._flat_grad = torch.empty(self.num_params, dtype=self.params[0].dtype, device=self.device)
+        self.combine_into(self._flat_grad, scale)
+        for p, lo, hi in zip(self.params, self.param_offsets, self.param_offsets[1:]):
+            p.grad = self._flat_grad[lo:hi].view(p.shape)
+
+    # --- logging and state ---------------------------------------------------------------------------------
+    def whole_gram(self) -> np.ndarray:
+        """float64 [T, T] Gram of the whole (local-or-synchronised) gradient, summed over segments."""
+        gram = self._host_gram()
+        return gram.sum(0) if gram.ndim == 3 else gram
+
+    def stats(self) -> dict[str, Any]:
+        """Per-task gradient norms, pairwise cosines (both from G) and the last weights, JSON-ready:
+        {"tasks", "grad_norms" [T], "grad_cosine" [T][T] (None for a zero gradient), "weights"}."""
+        gram = self.whole_gram()
+        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+        denom = np.outer(norms, norms)
+        cosine = [[float(gram[i, j] / denom[i, j]) if denom[i, j] > 0 else None for j in range(len(norms))]
+                  for i in range(len(norms))]
+        weights = None if self.last_weights is None else np.asarray(self.last_weights).tolist()
+        return {"tasks": list(self.task_names), "grad_norms": norms.tolist(), "grad_cosine": cosine,
+                "weights": weights}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.method.name, "tasks": list(self.task_names), "state": self.method.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["method"] != self.method.name or state["tasks"] != self.task_names:
+            raise GradientMethodError(
+                f"gradient-surgery checkpoint is for method {state['method']!r} over tasks {state['tasks']}, "
+                f"but this run uses {self.method.name!r} over {self.task_names}")
+        self.method.load_state_dict(state["state"])
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def _host_gram(self) -> np.ndarray:
+        """The Gram on the host in float64 (one transfer of T² or K·T² numbers), symmetrised."""
+        gram = self._gram if self._gram is not None else self.gram()
+        gram = gram.detach().to("cpu", torch.float64).numpy()
+        return 0.5 * (gram + np.swapaxes(gram, -1, -2))
+
+    def _segments(self, segment_of: Callable[[str], str] | None,
+                  segment_offsets: Sequence[int] | None) -> list[int]:
+        if segment_offsets is not None:
+            offsets = [int(o) for o in segment_offsets]
+            if offsets[0] != 0 or offsets[-1] != self.num_params or any(b < a for a, b in zip(offsets, offsets[1:])):
+                raise GradientMethodError(f"segment_offsets must rise from 0 to P_local = {self.num_params}, "
+                                          f"got {offsets}")
+            return offsets
+        if segment_of is None:
+            return list(self.param_offsets)
+        offsets, previous = [0], None
+        for name, lo in zip(self.names, self.param_offsets):
+            key = segment_of(name)
+            if previous is not None and key != previous:
+                offsets.append(lo)
+            previous = key
+        return offsets + [self.num_params]

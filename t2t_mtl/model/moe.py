@@ -1,0 +1,492 @@
+"""Task-aware mixture-of-experts FFNs for T5.
+
+`MoEFeedForward` replaces the `DenseReluDense` of a `T5LayerFF` (layer norm, dropout and residual stay
+T5's) with E experts of the same shape. Routing modes:
+- `token`: a linear router over each token (fused router kernel → dispatch plan → permute → experts on
+  contiguous segments → gate-weighted combine);
+- `task` (Task-MoE, Kudugunta et al. 2021): the route of every token is the top-k of its task's gate row,
+  so a batch is grouped by task and each task's segment runs through its k experts — no per-token router,
+  no sort; a task can then be served by its experts alone (`extract_task_subnetwork`);
+- `hybrid`: token router logits plus the task's gate row (token representation + task embedding).
+Aux losses per block: Switch load balancing E·Σ_e f_e·P_e and the router z-loss mean(logsumexp²);
+`TaskAwareT5.forward(..., task_ids=...)` adds `aux_loss_coef·Σ lb + z_loss_coef·Σ z` to `loss`.
+
+The `model.moe` config keys are `MoEConfig`'s fields. `task_ids` (LongTensor [B]) index `task_names`.
+Every expert takes part in every forward (on zero rows when unused), so every parameter gets a gradient on
+every data-parallel rank — what DeepSpeed ZeRO's gradient hooks need. Experts are replicated on each rank
+(no expert parallelism).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
+
+from kernels.moe import (combine, expert_capacity, load_balancing_loss, permute, plan_dispatch, route,
+                         router_z_loss)
+
+__all__ = [
+    "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
+    "TaskAwareSeq2SeqLMOutput", "convert_to_moe", "extract_task_subnetwork", "set_task_ids",
+    "load_t5_or_moe", "moe_blocks",
+]
+
+ROUTING_MODES = ("token", "task", "hybrid")
+LAYER_CHOICES = ("both", "encoder", "decoder")
+
+
+class MoEConfigError(ValueError):
+    """A `model.moe` key or value is invalid, or the model cannot do what was asked of its MoE layers."""
+
+
+class MissingTaskIdsError(ValueError):
+    """A task-routed MoE layer ran without `task_ids`."""
+
+
+@dataclass
+class MoEConfig:
+    """The `model.moe` section.
+
+    num_experts: experts per MoE layer; top_k: experts per token (task); every: an MoE FFN in every k-th
+    layer (layers every-1, 2·every-1, ...); layers: "both" | "encoder" | "decoder"; capacity_factor /
+    eval_capacity_factor: rows per expert = ceil(N·k/E·factor) (≥ min_capacity) in training / eval;
+    dropless: never drop (capacity ignored); routing: "token" | "task" | "hybrid"; score: "softmax" |
+    "sigmoid"; renormalize: gates renormalised over the top-k (None → k > 1); aux_loss_coef, z_loss_coef:
+    weights of the load-balancing and z losses; task_names: the task of each task id (needed by task and
+    hybrid routing); upcycle: when converting a dense model, initialise every expert from its FFN; backend:
+    "auto" | "triton" | "reference" for the routing kernels; expert_ids: which experts a layer holds
+    ({"encoder.1": [3, 5]}, written by `extract_task_subnetwork`; absent = all).
+    """
+
+    num_experts: int = 8
+    top_k: int = 2
+    every: int = 2
+    layers: str = "both"
+    capacity_factor: float = 1.25
+    eval_capacity_factor: float = 2.0
+    min_capacity: int = 4
+    dropless: bool = False
+    routing: str = "token"
+    score: str = "softmax"
+    renormalize: Optional[bool] = None
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.001
+    task_names: Optional[List[str]] = None
+    upcycle: bool = True
+    backend: str = "auto"
+    expert_ids: Dict[str, List[int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "MoEConfig":
+        """Validate `model.moe`; unknown keys and bad values raise `MoEConfigError` naming the key."""
+        data = dict(data or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+                raise MoEConfigError(f"unknown key model.moe.{key}{hint}")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names or [])
+
+    def validate(self) -> None:
+        def bad(key: str, why: str) -> None:
+            raise MoEConfigError(f"model.moe.{key}={getattr(self, key)!r}: {why}")
+
+        if not isinstance(self.num_experts, int) or self.num_experts < 1:
+            bad("num_experts", "must be an integer >= 1")
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.num_experts:
+            bad("top_k", f"must be an integer in [1, num_experts={self.num_experts}]")
+        if not isinstance(self.every, int) or self.every < 1:
+            bad("every", "must be an integer >= 1 (1 = every layer)")
+        if self.layers not in LAYER_CHOICES:
+            bad("layers", f"use one of {LAYER_CHOICES}")
+        if self.routing not in ROUTING_MODES:
+            bad("routing", f"use one of {ROUTING_MODES}")
+        if self.score not in ("softmax", "sigmoid"):
+            bad("score", "use 'softmax' or 'sigmoid'")
+        if self.backend not in ("auto", "triton", "reference"):
+            bad("backend", "use 'auto', 'triton' or 'reference'")
+        for key in ("capacity_factor", "eval_capacity_factor"):
+            if not getattr(self, key) > 0:
+                bad(key, "must be > 0 (or set dropless: true)")
+        for key in ("aux_loss_coef", "z_loss_coef", "min_capacity"):
+            if getattr(self, key) < 0:
+                bad(key, "must be >= 0")
+        if self.routing in ("task", "hybrid") and not self.task_names:
+            bad("task_names", f"routing={self.routing!r} needs the list of training task names "
+                              "(task_ids index it)")
+        if self.task_names is not None and len(set(self.task_names)) != len(self.task_names):
+            bad("task_names", "task names must be unique")
+        for layer, ids in self.expert_ids.items():
+            if len(ids) < self.top_k or any(not 0 <= i < self.num_experts for i in ids):
+                raise MoEConfigError(f"model.moe.expert_ids[{layer!r}]={ids}: needs >= top_k ids in "
+                                     f"[0, {self.num_experts})")
+
+    def task_index(self, task: Union[int, str]) -> int:
+        """The id of a task given by name or id."""
+        names = self.task_names or []
+        if isinstance(task, str):
+            if task not in names:
+                close = difflib.get_close_matches(task, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise MoEConfigError(f"task {task!r} is not one of the MoE model's tasks {names}{hint}")
+            return names.index(task)
+        if not 0 <= int(task) < len(names):
+            raise MoEConfigError(f"task id {task} out of range: the model knows {len(names)} tasks {names}")
+        return int(task)
+
+
+def _dense_ffn(config: T5Config) -> nn.Module:
+    return T5DenseGatedActDense(config) if config.is_gated_act else T5DenseActDense(config)
+
+
+class MoEFeedForward(nn.Module):
+    """E T5 FFN experts behind a router; input/output [B, L, d_model] (the `DenseReluDense` slot).
+
+    Set `task_ids` ([B], or [B'] with B a multiple of B' as in beam search) before calling in task or
+    hybrid routing. After each call `aux` holds `load_balancing`, `z_loss` (differentiable scalars),
+    `counts` (assignments per expert) and `dropped` (fraction of (token, slot) pairs over capacity).
+    """
+
+    def __init__(self, config: T5Config, moe: MoEConfig, expert_ids: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        self.moe = moe
+        self.expert_ids = list(range(moe.num_experts)) if expert_ids is None else sorted(int(i) for i in expert_ids)
+        self._local = {e: i for i, e in enumerate(self.expert_ids)}
+        self.experts = nn.ModuleList(_dense_ffn(config) for _ in self.expert_ids)
+        self.router = nn.Linear(config.d_model, moe.num_experts, bias=False) if moe.routing != "task" else None
+        self.task_gate = nn.Embedding(moe.num_tasks, moe.num_experts) if moe.routing != "token" else None
+        self.task_ids: Optional[torch.Tensor] = None
+        self.aux: Dict[str, torch.Tensor] = {}
+
+    def reset_parameters(self, factor: float = 1.0) -> None:
+        """Router ~ N(0, 0.1/d) (Switch's scale), task gate ~ N(0, 1): distinct tasks start on distinct experts."""
+        if self.router is not None:
+            nn.init.normal_(self.router.weight, std=factor * math.sqrt(0.1 / self.router.in_features))
+        if self.task_gate is not None:
+            nn.init.normal_(self.task_gate.weight, std=factor)
+
+    # ------------------------------------------------------------------------------------------ routing
+    def _row_task_ids(self, rows: int, device: torch.device) -> torch.Tensor:
+        ids = self.task_ids
+        if ids is None:
+            if self.moe.num_tasks == 1:
+                return torch.zeros(rows, dtype=torch.long, device=device)
+            raise MissingTaskIdsError(
+                f"MoE layer with routing={self.moe.routing!r} needs task ids: call the model with "
+                f"task_ids=LongTensor[batch] indexing {self.moe.task_names}")
+        ids = ids.to(device=device, dtype=torch.long).reshape(-1)
+        if ids.numel() == 0 or rows % ids.numel():
+            raise MissingTaskIdsError(f"{ids.numel()} task ids do not match a batch of {rows} sequences")
+        if ids.numel() != rows:  # beam search / num_return_sequences expand the batch by repeat_interleave
+            ids = ids.repeat_interleave(rows // ids.numel())
+        if ids.min() < 0 or ids.max() >= self.moe.num_tasks:
+            raise MissingTaskIdsError(f"task ids must lie in [0, {self.moe.num_tasks}) for tasks "
+                                      f"{self.moe.task_names}, got {ids.unique().tolist()}")
+        return ids
+
+    def _expert(self, expert_id: int) -> nn.Module:
+        local = self._local.get(expert_id)
+        if local is None:
+            raise MoEConfigError(f"the route picked expert {expert_id}, which this sub-network does not hold "
+                                 f"(it holds {self.expert_ids}); use the sub-network only for its own task")
+        return self.experts[local]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, length, d_model = hidden.shape
+        if self.moe.routing == "task":
+            return self._forward_task(hidden)
+        x = hidden.reshape(-1, d_model)
+        n = x.shape[0]
+        logits = nn.functional.linear(x.float(), self.router.weight.float())
+        if self.moe.routing == "hybrid":
+            task_rows = self._row_task_ids(batch, hidden.device)
+            logits = logits + self.task_gate(task_rows).float().repeat_interleave(length, dim=0)
+        backend = self.moe.backend
+        routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
+                       backend=backend)
+        factor = self.moe.capacity_factor if self.training else self.moe.eval_capacity_factor
+        capacity = None if self.moe.dropless else expert_capacity(n, self.moe.num_experts, self.moe.top_k,
+                                                                   factor, self.moe.min_capacity)
+        plan = plan_dispatch(routed.topk_idx, self.moe.num_experts, capacity, backend=backend)
+        rows = permute(x, plan, backend=backend)
+        seg = plan.segments
+        outputs = [self._expert(e)(rows[seg[e]:seg[e + 1]]).to(x.dtype) for e in range(self.moe.num_experts)]
+        out = combine(torch.cat(outputs), plan, routed.gates, backend=backend)
+        self.aux = {
+            "load_balancing": load_balancing_loss(routed.counts, routed.prob_sums, n, self.moe.top_k),
+            "z_loss": router_z_loss(routed.lse),
+            "counts": routed.counts.detach(),
+            "dropped": 1.0 - plan.num_rows / max(1, n * self.moe.top_k),
+        }
+        return out.view(batch, length, d_model)
+
+    def _forward_task(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Task-MoE fast path: group sequences by task; each expert runs once on the rows of its tasks.
+
+        Experts are called in id order, each exactly once (on zero rows when no task of the batch uses it),
+        so the module call order is the same on every rank (ZeRO-3 gathers parameters per module call).
+        """
+        batch, length, d_model = hidden.shape
+        task_rows = self._row_task_ids(batch, hidden.device)
+        present, inverse = torch.unique(task_rows, return_inverse=True)
+        logits = self.task_gate(present).float()
+        routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
+                       backend="reference")  # a [tasks, E] table: no kernel launch is worth it
+        choice = routed.topk_idx.tolist()
+        sizes = torch.bincount(inverse, minlength=len(present)).tolist()
+        grouped = bool((inverse[1:] >= inverse[:-1]).all())
+        order = None if grouped else torch.argsort(inverse, stable=True)
+        src = (hidden if order is None else hidden.index_select(0, order)).reshape(-1, d_model)
+        bounds = [0]
+        for rows in sizes:
+            bounds.append(bounds[-1] + rows * length)
+        outs: List[Optional[torch.Tensor]] = [None] * len(sizes)
+        for e in self.expert_ids:
+            users = [(s, row.index(e)) for s, row in enumerate(choice) if e in row]
+            if not users:
+                unused = self._expert(e)(src[:0]).sum().to(hidden.dtype)  # a zero that keeps e in the graph
+                outs[0] = unused if outs[0] is None else outs[0] + unused
+                continue
+            x, position = _gather_spans(src, [(bounds[s], bounds[s + 1]) for s, _ in users])
+            y = self._expert(e)(x).float()
+            for s, j in users:
+                start = position[bounds[s]]
+                part = y[start:start + bounds[s + 1] - bounds[s]] * routed.gates[s, j]
+                outs[s] = part if outs[s] is None else outs[s] + part
+        out = torch.cat([o.to(hidden.dtype) for o in outs]) if len(outs) > 1 else outs[0].to(hidden.dtype)
+        out = out.view(batch, length, d_model)
+        if order is not None:
+            out = torch.empty_like(out).index_copy_(0, order, out)
+        tokens = torch.tensor(sizes, dtype=torch.float32, device=hidden.device) * length
+        probs = torch.softmax(logits, -1) if self.moe.score == "softmax" else torch.sigmoid(logits)
+        counts = torch.zeros_like(probs).scatter_(1, routed.topk_idx.long(), 1.0)
+        n = batch * length
+        self.aux = {
+            "load_balancing": load_balancing_loss((counts * tokens[:, None]).sum(0), (probs * tokens[:, None]).sum(0),
+                                                  n, self.moe.top_k),
+            "z_loss": (tokens * routed.lse ** 2).sum() / max(1, n),
+            "counts": (counts * tokens[:, None]).sum(0).to(torch.int64),
+            "dropped": 0.0,
+        }
+        return out
+
+
+def _gather_spans(src: torch.Tensor, spans: List[Tuple[int, int]]) -> Tuple[torch.Tensor, Dict[int, int]]:
+    """Rows of the [start, end) spans (sorted, touching spans read as one view) and where each span starts."""
+    merged: List[List[int]] = []
+    for a, b in sorted(spans):
+        if merged and merged[-1][1] == a:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    x = src[merged[0][0]:merged[0][1]] if len(merged) == 1 else torch.cat([src[a:b] for a, b in merged])
+    position, pos = {}, 0
+    for a, b in merged:
+        for span_start, _ in spans:
+            if a <= span_start < b:
+                position[span_start] = pos + span_start - a
+        pos += b - a
+    return x, position
+
+
+def moe_blocks(model: nn.Module) -> Iterator[Tuple[str, MoEFeedForward]]:
+    """(layer name "encoder.i"/"decoder.i", block) for every MoE FFN of a T5 model."""
+    for stack_name in ("encoder", "decoder"):
+        stack = getattr(model, stack_name)
+        for i, block in enumerate(stack.block):
+            ffn = block.layer[-1].DenseReluDense
+            if isinstance(ffn, MoEFeedForward):
+                yield f"{stack_name}.{i}", ffn
+
+
+def set_task_ids(model: nn.Module, task_ids: Optional[torch.Tensor]) -> None:
+    """Give every MoE block of `model` the task ids of the coming batch (None clears them)."""
+    for _, block in moe_blocks(model):
+        block.task_ids = task_ids
+
+
+@dataclass
+class TaskAwareSeq2SeqLMOutput(Seq2SeqLMOutput):
+    """`Seq2SeqLMOutput` plus `aux_loss` (the weighted MoE aux losses, already included in `loss`)."""
+
+    aux_loss: Optional[torch.FloatTensor] = None
+
+
+class TaskAwareT5(T5ForConditionalGeneration):
+    """T5 whose every `moe.every`-th FFN is a `MoEFeedForward`; configured by `config.moe` (a dict).
+
+    `forward(..., task_ids=None)` sets the task ids on the MoE blocks, runs T5, and adds
+    `aux_loss = aux_loss_coef·Σ load_balancing + z_loss_coef·Σ z_loss` to `loss` when labels are given.
+    `generate(..., task_ids=...)` keeps the ids set for the whole generation.
+    """
+
+    def __init__(self, config: T5Config) -> None:
+        super().__init__(config)
+        self.moe_config = MoEConfig.from_dict(getattr(config, "moe", None))
+        self._generating = False
+        moe = self.moe_config
+        for stack_name, stack in (("encoder", self.encoder), ("decoder", self.decoder)):
+            if moe.layers not in ("both", stack_name):
+                continue
+            for i, block in enumerate(stack.block):
+                if i % moe.every == moe.every - 1:
+                    name = f"{stack_name}.{i}"
+                    ffn = MoEFeedForward(config, moe, moe.expert_ids.get(name))
+                    for expert in ffn.experts:
+                        self._init_weights(expert)
+                    ffn.reset_parameters(config.initializer_factor)
+                    block.layer[-1].DenseReluDense = ffn
+        if not any(True for _ in moe_blocks(self)):
+            raise MoEConfigError(f"model.moe.every={moe.every} with layers={moe.layers!r} selects no layer of a "
+                                 f"model with {config.num_layers}+{config.num_decoder_layers} layers")
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, MoEFeedForward):
+            module.reset_parameters(self.config.initializer_factor)
+        else:
+            super()._init_weights(module)
+
+    def moe_aux_loss(self) -> torch.Tensor:
+        """aux_loss_coef·Σ load balancing + z_loss_coef·Σ z-loss over the blocks' last forward."""
+        total = None
+        for _, block in moe_blocks(self):
+            if not block.aux:
+                continue
+            term = self.moe_config.aux_loss_coef * block.aux["load_balancing"] + \
+                self.moe_config.z_loss_coef * block.aux["z_loss"]
+            total = term if total is None else total + term
+        return total if total is not None else torch.zeros((), device=self.device)
+
+    def forward(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
+        if task_ids is not None:
+            set_task_ids(self, task_ids)
+        elif not self._generating:
+            set_task_ids(self, None)
+        for _, block in moe_blocks(self):
+            block.aux = {}
+        out = super().forward(*args, **kwargs)
+        aux = self.moe_aux_loss()
+        if isinstance(out, tuple):  # return_dict=False: (loss, logits, ...) when labels were given
+            return ((out[0] + aux,) + out[1:]) if kwargs.get("labels") is not None else out
+        loss = out.loss + aux if out.loss is not None else None
+        return TaskAwareSeq2SeqLMOutput(**{**out, "loss": loss, "aux_loss": aux})
+
+    @contextmanager
+    def _task_context(self, task_ids: Optional[torch.Tensor]) -> Iterator[None]:
+        set_task_ids(self, task_ids)
+        self._generating = True
+        try:
+            yield
+        finally:
+            self._generating = False
+            set_task_ids(self, None)
+
+    def generate(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
+        with self._task_context(task_ids):
+            return super().generate(*args, **kwargs)
+
+
+def convert_to_moe(model: T5ForConditionalGeneration, moe_cfg: Union[Mapping[str, Any], MoEConfig],
+                   task_names: Optional[Sequence[str]] = None) -> TaskAwareT5:
+    """A `TaskAwareT5` with the dense model's weights and MoE FFNs in every `every`-th layer.
+
+    With `upcycle` (default) every expert starts as a copy of the FFN it replaces (sparse upcycling);
+    otherwise experts are freshly initialised. `task_names` overrides `moe_cfg["task_names"]`.
+    An already-converted model is returned unchanged.
+    """
+    if isinstance(model, TaskAwareT5):
+        return model
+    data = moe_cfg.to_dict() if isinstance(moe_cfg, MoEConfig) else dict(moe_cfg)
+    if task_names is not None:
+        data["task_names"] = list(task_names)
+    cfg = MoEConfig.from_dict(data)
+    config = copy.deepcopy(model.config)
+    config.moe = cfg.to_dict()
+    config.architectures = ["TaskAwareT5"]
+    new = TaskAwareT5(config).to(dtype=model.dtype, device=model.device)
+    dense_state = model.state_dict()
+    own = new.state_dict()
+    state = {}
+    for key, value in own.items():
+        if key in dense_state:
+            state[key] = dense_state[key]
+        elif cfg.upcycle and ".DenseReluDense.experts." in key:
+            head, tail = key.split(".DenseReluDense.experts.")
+            dense_key = f"{head}.DenseReluDense.{tail.split('.', 1)[1]}"
+            state[key] = dense_state[dense_key]
+        else:
+            state[key] = value  # router / task gate / non-upcycled experts keep their fresh init
+    new.load_state_dict(state)
+    new.train(model.training)
+    return new
+
+
+def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str]) -> TaskAwareT5:
+    """The sub-network that serves one task of a task-routed model: its top-k experts per layer only.
+
+    The result keeps the task's full gate row (so its gates are unchanged), knows one task (id 0, named as
+    in the original) and gives the same outputs for that task as the full model. Token and hybrid routing
+    pick experts per token, so they have no per-task sub-network: `MoEConfigError`.
+    """
+    cfg = model.moe_config
+    if cfg.routing != "task":
+        raise MoEConfigError(f"extract_task_subnetwork needs model.moe.routing='task'; with {cfg.routing!r} routing "
+                             "every token may use any expert, so no expert can be removed for a task")
+    tid = cfg.task_index(task)
+    chosen: Dict[str, List[int]] = {}
+    for name, block in moe_blocks(model):
+        row = block.task_gate.weight[tid:tid + 1].detach().float()
+        chosen[name] = sorted(route(row, cfg.top_k, score=cfg.score, renormalize=cfg.renormalize,
+                                    backend="reference").topk_idx[0].tolist())
+    config = copy.deepcopy(model.config)
+    config.moe = {**cfg.to_dict(), "task_names": [cfg.task_names[tid]], "expert_ids": chosen}
+    sub = TaskAwareT5(config).to(dtype=model.dtype, device=model.device)
+    source = model.state_dict()
+    state = {}
+    old_blocks = dict(moe_blocks(model))
+    for key, value in sub.state_dict().items():
+        if ".DenseReluDense.task_gate." in key:
+            state[key] = source[key][tid:tid + 1]
+        elif ".DenseReluDense.experts." in key:
+            layer = _layer_of(key)
+            head, tail = key.split(".DenseReluDense.experts.")
+            local, rest = tail.split(".", 1)
+            original = old_blocks[layer].expert_ids.index(chosen[layer][int(local)])
+            state[key] = source[f"{head}.DenseReluDense.experts.{original}.{rest}"]
+        else:
+            state[key] = source[key]
+    sub.load_state_dict(state)
+    sub.train(model.training)
+    return sub
+
+
+def _layer_of(key: str) -> str:
+    stack, _, i = key.split(".")[:3]
+    return f"{stack}.{i}"
+
+
+def load_t5_or_moe(path: str, **kwargs: Any) -> T5ForConditionalGeneration:
+    """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section."""
+    config = T5Config.from_pretrained(path)
+    cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
+    return cls.from_pretrained(path, **kwargs)

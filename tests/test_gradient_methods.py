@@ -1,0 +1,313 @@
+"""t2t_mtl.gradients: every Gram-space method equals its textbook full-vector version (same random order) to
+1e-5 relative; method-specific optimality checks; `GradientSurgery` on a real model's backward."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kernels.gradproj import combine, gram
+from t2t_mtl.gradients import (GradientMethodError, GradientSurgery, build_method, cagrad_weights, gradvac_weights,
+                               mgda_weights, nashmtl_weights, pcgrad_weights, random_orders)
+from t2t_mtl.gradients import textbook
+
+RTOL = 1e-5
+
+
+def conflicting_grads(num_tasks: int, num_params: int, seed: int) -> torch.Tensor:
+    """fp64 task gradients sharing a component, with task 1 pointing against task 0 (PCGrad has work to do)."""
+    gen = torch.Generator().manual_seed(seed)
+    shared = torch.randn(num_params, generator=gen, dtype=torch.float64)
+    g = torch.randn(num_tasks, num_params, generator=gen, dtype=torch.float64) + 0.4 * shared
+    g[1] = -0.9 * g[0] + 0.3 * torch.randn(num_params, generator=gen, dtype=torch.float64)
+    return g * torch.logspace(-1, 1, num_tasks, dtype=torch.float64)[:, None]  # unequal norms
+
+
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = RTOL) -> None:
+    err = float((actual - expected).norm() / expected.norm())
+    assert err < rtol, f"relative error {err:.3e} >= {rtol}"
+
+
+def host_gram(g: torch.Tensor) -> np.ndarray:
+    return gram(g).numpy()
+
+
+CASES = [(2, 50, 0), (3, 300, 1), (5, 400, 2), (8, 1000, 3)]
+
+
+@pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
+def test_pcgrad_gram_space_equals_textbook(num_tasks, num_params, seed):
+    g = conflicting_grads(num_tasks, num_params, seed)
+    orders = random_orders(np.random.default_rng(seed), num_tasks)
+    update = combine(pcgrad_weights(host_gram(g), orders), g)
+    assert_rel_close(update, textbook.pcgrad(g, orders))
+    assert float((update - g.sum(0)).norm()) > 1e-3 * float(g.sum(0).norm())  # projections happened
+
+
+def test_pcgrad_order_matters_and_orders_exclude_self():
+    orders = random_orders(np.random.default_rng(0), 6)
+    assert all(sorted(o) == [j for j in range(6) if j != i] for i, o in enumerate(orders))
+    g = conflicting_grads(3, 100, 0)
+    g[2] = -0.5 * g[0] - 0.5 * g[1]  # task 0 conflicts with both others
+    a = combine(pcgrad_weights(host_gram(g), [[1, 2], [0, 2], [0, 1]]), g)
+    b = combine(pcgrad_weights(host_gram(g), [[2, 1], [0, 2], [0, 1]]), g)
+    assert_rel_close(a, textbook.pcgrad(g, [[1, 2], [0, 2], [0, 1]]))
+    assert_rel_close(b, textbook.pcgrad(g, [[2, 1], [0, 2], [0, 1]]))
+    assert float((a - b).norm()) > 1e-6 * float(a.norm())
+
+
+def test_pcgrad_two_tasks_closed_form():
+    g = conflicting_grads(2, 64, 5)
+    g0, g1 = g
+    d = float(g0 @ g1)
+    assert d < 0
+    expected = (g0 - d / float(g1 @ g1) * g1) + (g1 - d / float(g0 @ g0) * g0)
+    assert_rel_close(combine(build_method("pcgrad", 2).weights(host_gram(g)), g), expected)
+
+
+def test_pcgrad_state_round_trip_reproduces_orders():
+    method = build_method({"method": "pcgrad", "seed": 3}, 5)
+    G = host_gram(conflicting_grads(5, 100, 0))
+    method.weights(G)
+    state = method.state_dict()
+    expected = method.weights(G)
+    orders = method.last_orders
+    fresh = build_method({"method": "pcgrad", "seed": 99}, 5)
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh.weights(G), expected)
+    assert fresh.last_orders == orders
+
+
+@pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
+def test_gradvac_gram_space_equals_textbook_over_steps(num_tasks, num_params, seed):
+    beta = 0.3
+    targets_gram, targets_text = np.zeros((num_tasks, num_tasks)), np.zeros((num_tasks, num_tasks))
+    rng = np.random.default_rng(seed)
+    for step in range(3):
+        g = conflicting_grads(num_tasks, num_params, seed + 10 * step)
+        orders = random_orders(rng, num_tasks)
+        update = combine(gradvac_weights(host_gram(g), orders, targets_gram, beta), g)
+        assert_rel_close(update, textbook.gradvac(g, orders, targets_text, beta))
+        np.testing.assert_allclose(targets_gram, targets_text, rtol=1e-9, atol=1e-12)
+    assert np.any(targets_gram != 0)
+
+
+def test_gradvac_per_layer_equals_textbook_and_keeps_state():
+    num_tasks, offsets = 4, [0, 100, 160, 400]
+    method = build_method({"method": "gradvac", "per_layer": True, "beta": 0.5, "seed": 1}, num_tasks)
+    targets_text = np.zeros((3, num_tasks, num_tasks))
+    for step in range(3):
+        g = conflicting_grads(num_tasks, 400, step)
+        weights = method.weights(gram(g, offsets).numpy())
+        assert weights.shape == (3, num_tasks)
+        update = combine(weights, g, segment_offsets=offsets)
+        assert_rel_close(update, textbook.gradvac(g, method.last_orders, targets_text, 0.5, offsets))
+    np.testing.assert_allclose(method.targets, targets_text, rtol=1e-9, atol=1e-12)
+    restored = build_method({"method": "gradvac", "per_layer": True, "beta": 0.5}, num_tasks)
+    restored.load_state_dict(method.state_dict())
+    G = gram(conflicting_grads(num_tasks, 400, 7), offsets).numpy()
+    np.testing.assert_array_equal(restored.weights(G), method.weights(G))
+
+
+@pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
+@pytest.mark.parametrize("c", [0.0, 0.4, 0.9])
+def test_cagrad_gram_space_equals_textbook(num_tasks, num_params, seed, c):
+    g = conflicting_grads(num_tasks, num_params, seed)
+    update = combine(cagrad_weights(host_gram(g), c, True), g)
+    assert_rel_close(update, textbook.cagrad(g, c, True))
+    if c == 0.0:
+        assert_rel_close(update, g.mean(0))
+
+
+@pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
+def test_mgda_gram_space_equals_textbook_and_is_min_norm(num_tasks, num_params, seed):
+    g = conflicting_grads(num_tasks, num_params, seed)
+    G = host_gram(g)
+    alpha = mgda_weights(G, 1000, 1e-10)
+    update = combine(alpha, g)
+    assert_rel_close(update, textbook.mgda(g, 1000, 1e-10), rtol=1e-5)
+    assert abs(alpha.sum() - 1) < 1e-12 and np.all(alpha >= 0)
+    # optimality: no vertex is more opposed to the min-norm point than the point itself
+    v_dot_g = g @ update
+    assert float(v_dot_g.min()) >= float(update @ update) * (1 - 1e-3)
+
+
+@pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
+def test_nashmtl_gram_space_equals_textbook_and_solves_bargaining(num_tasks, num_params, seed):
+    g = conflicting_grads(num_tasks, num_params, seed)
+    G = host_gram(g)
+    alpha = nashmtl_weights(G, 0.0, 100, 1e-12)
+    assert_rel_close(combine(alpha, g), textbook.nashmtl(g, 0.0, 100, 1e-12))
+    np.testing.assert_allclose(alpha * (G / np.linalg.norm(G) @ alpha), 1.0, rtol=1e-8)
+
+
+def test_sum_and_mean():
+    G = host_gram(conflicting_grads(3, 10, 0))
+    np.testing.assert_array_equal(build_method("sum", 3).weights(G), [1, 1, 1])
+    np.testing.assert_allclose(build_method("mean", 3).weights(G), [1 / 3] * 3)
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"method": "pcgard"}, "did you mean 'pcgrad'"),
+    ({"method": "cagrad", "alpha": 0.5}, "gradient_surgery.alpha: unknown option"),
+    ({}, "needs a `method` key"),
+    ({"method": "gradvac", "beta": 0}, "beta must be in"),
+])
+def test_config_errors_are_clear(cfg, match):
+    with pytest.raises(GradientMethodError, match=match):
+        build_method(cfg, 3)
+
+
+def test_nonfinite_gram_is_refused():
+    with pytest.raises(GradientMethodError, match="NaN/inf"):
+        build_method("pcgrad", 2).weights(np.array([[1.0, np.nan], [np.nan, 1.0]]))
+
+
+class TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(6, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.body(x)))
+
+
+def _task_losses(model: TwoHeads, tasks: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    dtype = model.body.weight.dtype
+    x = torch.randn(tasks, 5, 6, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randn(tasks, 5, 3, generator=gen, dtype=torch.float64).to(dtype)
+    return [((model(x[t]) - (-1) ** t * y[t]) ** 2).mean() for t in range(tasks)]
+
+
+def test_surgery_backward_fills_buffer_in_place_and_combines_like_textbook():
+    torch.manual_seed(0)
+    model = TwoHeads().double()
+    tasks = ["nli", "qa", "sum"]
+    surgery = GradientSurgery({"method": "pcgrad", "seed": 4}, model.named_parameters(), tasks)
+    buffer_ptr = surgery.buffer.data_ptr()
+    expected_rows = []
+    for t in range(3):
+        with surgery.accumulate(tasks[t]):
+            for _ in range(2):  # two micro-batches of the same task accumulate
+                _task_losses(model, 3)[t].backward()
+        grads = torch.autograd.grad(_task_losses(model, 3)[t], list(model.parameters()))
+        expected_rows.append(2 * torch.cat([x.flatten() for x in grads]))
+        assert all(p.grad is None for p in model.parameters())
+    assert surgery.buffer.data_ptr() == buffer_ptr
+    g = torch.stack(expected_rows)
+    torch.testing.assert_close(surgery.buffer, g, rtol=1e-12, atol=1e-12)
+
+    surgery.weights()
+    orders = surgery.method.last_orders
+    flat = torch.empty(surgery.num_params, dtype=torch.float64)
+    surgery.combine_into(flat)
+    assert_rel_close(flat, textbook.pcgrad(g, orders))
+
+    stats = surgery.stats()
+    norms = g.norm(dim=1)
+    np.testing.assert_allclose(stats["grad_norms"], norms.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(np.array(stats["grad_cosine"]), ((g @ g.T) / torch.outer(norms, norms)).numpy(),
+                               rtol=1e-10, atol=1e-12)
+    surgery.combine_into_grads(scale=0.5)
+    torch.testing.assert_close(torch.cat([p.grad.flatten() for p in model.parameters()]), 0.5 * flat)
+
+
+def test_surgery_per_layer_segments_and_checkpoint_state():
+    model = TwoHeads().double()
+    tasks = ["a", "b"]
+    cfg = {"method": "gradvac", "per_layer": True, "beta": 0.5}
+    surgery = GradientSurgery(cfg, model.named_parameters(), tasks, segment_of=lambda name: name.split(".")[0])
+    assert surgery.segment_offsets == [0, 56, surgery.num_params]
+    for t in range(2):
+        with surgery.accumulate(t):
+            _task_losses(model, 2)[t].backward()
+    weights = surgery.weights()
+    assert weights.shape == (2, 2)
+    targets = np.zeros((2, 2, 2))
+    expected = textbook.gradvac(surgery.buffer.clone(), surgery.method.last_orders, targets, 0.5,
+                                surgery.segment_offsets)
+    assert_rel_close(surgery.combine_into(), expected)
+    other = GradientSurgery(cfg, model.named_parameters(), tasks, segment_of=lambda name: name.split(".")[0])
+    other.load_state_dict(surgery.state_dict())
+    np.testing.assert_allclose(surgery.method.targets, targets, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(other.method.targets, surgery.method.targets)
+    with pytest.raises(GradientMethodError, match="over tasks"):
+        GradientSurgery(cfg, model.named_parameters(), ["a", "c"]).load_state_dict(surgery.state_dict())
+    with pytest.raises(KeyError, match="not one of the gradient-surgery tasks"):
+        surgery.row("zzz")
+
+
+@pytest.mark.parametrize("cfg", [{"method": "mgda"}, {"method": "nashmtl"}, {"method": "cagrad"}, {"method": "mean"},
+                                 {"method": "pcgrad", "seed": 2}, {"method": "gradvac", "beta": 0.5, "seed": 2}])
+def test_task_absent_from_the_step_gets_zero_weight_and_others_are_unaffected(cfg):
+    g = conflicting_grads(4, 300, 9)
+    with_absent = g.clone()
+    with_absent[2] = 0.0  # task 2 had no micro-batch this step
+    full = build_method(cfg, 4)
+    sub = build_method(cfg, 3)
+    weights = full.weights(host_gram(with_absent))
+    assert weights[2] == 0.0 and np.all(np.isfinite(weights))
+    present = g[[0, 1, 3]]
+    assert_rel_close(combine(weights, with_absent), combine(sub.weights(host_gram(present)), present))
+    if cfg["method"] == "gradvac":
+        assert np.all(full.targets[0][2] == 0) and np.all(full.targets[0][:, 2] == 0)
+        np.testing.assert_allclose(full.targets[0][np.ix_([0, 1, 3], [0, 1, 3])], sub.targets[0], rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")
+def test_accumulate_handles_out_of_place_accumulation_and_restores_grads():
+    model = TwoHeads().double()
+    surgery = GradientSurgery("sum", model.named_parameters(), ["a", "b"])
+    previous = [torch.full_like(p, 7.0) for p in model.parameters()]
+    for p, g in zip(model.parameters(), previous):
+        p.grad = g
+    with surgery.accumulate("b"):
+        for _ in range(2):  # create_graph=True makes autograd accumulate out of place
+            _task_losses(model, 2)[1].backward(create_graph=True)
+    expected = 2 * torch.cat([x.flatten() for x in torch.autograd.grad(_task_losses(model, 2)[1],
+                                                                          list(model.parameters()))])
+    torch.testing.assert_close(surgery.row("b"), expected, rtol=1e-12, atol=1e-12)
+    assert torch.count_nonzero(surgery.row("a")) == 0
+    assert all(p.grad is g for p, g in zip(model.parameters(), previous))
+
+
+class _FakeEngine:
+    """The two things the step hook reads from a DeepSpeed engine: `.module` and the ZeRO stage."""
+
+    def __init__(self, module: torch.nn.Module, stage: int) -> None:
+        self.module, self.stage = module, stage
+
+    def zero_optimization_stage(self) -> int:
+        return self.stage
+
+
+def test_step_hook_one_process_hands_back_the_combined_gradient():
+    from t2t_mtl.gradients import build_step_hook
+
+    model = TwoHeads()
+    tasks = ["a", "b", "c"]
+    hook = build_step_hook({"method": "pcgrad", "seed": 5}, _FakeEngine(model, 0), tasks)
+    hook.begin_step(None)
+    rows = []
+    for t, task in enumerate(tasks):
+        loss = _task_losses(model, 3)[t]
+        before = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+        loss.backward()  # stage 0: the gradients accumulate in .grad, as under engine.backward
+        rows.append(torch.cat([(p.grad - b).flatten() for p, b in zip(model.parameters(), before)]))
+        hook.after_backward(None, task)
+    hook.before_optimizer_step(None)
+    g = torch.stack(rows).double()
+    expected = textbook.pcgrad(g, hook.surgery.method.last_orders)
+    got = torch.cat([p.grad.flatten() for p in model.parameters()]).double()
+    assert_rel_close(got, expected, rtol=1e-5)
+    assert hook.stats()["tasks"] == tasks and len(hook.stats()["grad_cosine"]) == 3
+    hook.remove()
+
+
+def test_step_hook_refuses_zero3():
+    from t2t_mtl.gradients import build_step_hook
+
+    with pytest.raises(GradientMethodError, match="ZeRO stages 0-2"):
+        build_step_hook({"method": "pcgrad"}, _FakeEngine(TwoHeads(), 3), ["a", "b"])

@@ -1,0 +1,129 @@
+"""kernels.gradproj: Triton Gram/combine (under TRITON_INTERPRET=1 on CPU) against the PyTorch reference, and
+the reference against the float64 formula."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kernels.gradproj as gradproj
+from kernels.gradproj import GradProjInputError, combine, gram
+
+
+def _grads(num_tasks: int, num_params: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(num_tasks, num_params, generator=gen).to(dtype)
+
+
+def _formula_gram(grads: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+    g = grads.double()
+    return torch.stack([g[:, a:b] @ g[:, a:b].T for a, b in zip(offsets, offsets[1:])])
+
+
+@pytest.mark.parametrize("num_tasks,num_params", [(2, 1), (3, 1000), (7, 257), (16, 4096), (17, 333), (33, 100),
+                                                  (64, 130)])
+def test_reference_gram_and_combine_match_formula(num_tasks, num_params):
+    g = _grads(num_tasks, num_params)
+    torch.testing.assert_close(gram(g).double(), _formula_gram(g, [0, num_params])[0], rtol=1e-5, atol=1e-4)
+    w = torch.randn(num_tasks)
+    torch.testing.assert_close(combine(w, g).double(), w.double() @ g.double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_tasks,num_params,num_splits", [(2, 5, 1), (3, 1000, 3), (5, 4099, 2), (12, 777, 4),
+                                                             (17, 1500, 1), (40, 257, 2), (64, 130, 1)])
+def test_triton_gram_matches_reference_fp32(num_tasks, num_params, num_splits):
+    g = _grads(num_tasks, num_params, seed=num_tasks)
+    out = gram(g, force_triton=True, num_splits=num_splits)
+    assert out.shape == (num_tasks, num_tasks) and out.dtype == torch.float32
+    torch.testing.assert_close(out, gram(g), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_gram_half_inputs_accumulate_in_fp32(dtype):
+    g = _grads(6, 3001, dtype)
+    expected = _formula_gram(g, [0, 3001])[0].float()  # exact products of the half values, fp64 sums
+    torch.testing.assert_close(gram(g, force_triton=True, num_splits=3), expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(gram(g), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_triton_gram_is_deterministic_and_split_count_only_changes_rounding():
+    g = _grads(9, 5000)
+    first = gram(g, force_triton=True, num_splits=4)
+    assert torch.equal(first, gram(g, force_triton=True, num_splits=4))
+    torch.testing.assert_close(first, gram(g, force_triton=True, num_splits=1), rtol=1e-5, atol=1e-4)
+
+
+def test_triton_gram_strided_rows():
+    base = _grads(5, 1200)
+    g = base[:, 100:1100]  # row stride 1200, unit column stride
+    torch.testing.assert_close(gram(g, force_triton=True, num_splits=2), _formula_gram(g, [0, 1000])[0].float(),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_segmented_gram_triton_and_reference():
+    g = _grads(5, 1000)
+    offsets = [0, 10, 10, 600, 1000]  # includes an empty segment
+    expected = _formula_gram(g, offsets).float()
+    for out in (gram(g, offsets), gram(g, torch.tensor(offsets), force_triton=True, num_splits=2)):
+        assert out.shape == (4, 5, 5)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(expected[1]) == 0
+
+
+@pytest.mark.parametrize("num_tasks,num_params", [(2, 3), (3, 1000), (7, 2049), (33, 300), (64, 70)])
+def test_triton_combine_matches_reference(num_tasks, num_params):
+    g = _grads(num_tasks, num_params)
+    w = torch.randn(num_tasks, dtype=torch.float64)
+    torch.testing.assert_close(combine(w, g, force_triton=True), combine(w, g), rtol=1e-4, atol=1e-5)
+
+
+def test_triton_combine_into_flat_buffer_with_scale():
+    g = _grads(4, 1500)
+    w = [0.5, -1.0, 2.0, 0.25]
+    flat = torch.full((1500,), 7.0)
+    out = combine(w, g, out=flat, scale=0.125, force_triton=True)
+    assert out.data_ptr() == flat.data_ptr()
+    torch.testing.assert_close(flat, 0.125 * (torch.tensor(w) @ g), rtol=1e-5, atol=1e-6)
+    bf16 = torch.zeros(1500, dtype=torch.bfloat16)
+    combine(w, g.bfloat16(), out=bf16, scale=2.0, force_triton=True)
+    expected = (2.0 * (torch.tensor(w, dtype=torch.float64) @ g.bfloat16().double())).bfloat16()
+    torch.testing.assert_close(bf16, expected, rtol=1e-2, atol=1e-2)
+
+
+def test_segmented_combine_uses_each_segments_weights():
+    g = _grads(3, 900)
+    offsets = [0, 300, 300, 900]
+    w = torch.randn(3, 3)
+    expected = torch.cat([w[0] @ g[:, :300], w[2] @ g[:, 300:]])
+    for force in (False, True):
+        out = combine(w, g, out=torch.empty(900), segment_offsets=offsets, force_triton=force)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
+    import sys
+
+    gram_module = sys.modules["kernels.gradproj.gram"]  # the package attribute `gram` is the function
+    calls = []
+    real = gram_module.gram_triton
+    monkeypatch.setattr(gram_module, "gram_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g = _grads(3, 100)
+    gram(g)
+    assert not calls
+    monkeypatch.setenv(gradproj.FORCE_TRITON_ENV, "1")
+    torch.testing.assert_close(gram(g), _formula_gram(g, [0, 100])[0].float(), rtol=1e-4, atol=1e-4)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: gram(torch.randn(10)), "2-D tensor"),
+    (lambda: gram(torch.randn(3, 10, dtype=torch.float64).int()), "dtype"),
+    (lambda: gram(torch.randn(65, 10), force_triton=True), "at most 64 tasks"),
+    (lambda: gram(torch.randn(3, 10), [0, 5]), "end at P = 10"),
+    (lambda: gram(torch.randn(3, 10), [0, 6, 4, 10]), "non-decreasing"),
+    (lambda: combine(torch.randn(4), torch.randn(3, 10)), r"weights must have shape \[3\]"),
+    (lambda: combine(torch.randn(3), torch.randn(3, 10), out=torch.empty(9)), "P = 10"),
+    (lambda: combine(torch.randn(2, 3), torch.randn(3, 10), segment_offsets=[0, 3, 6, 10]), r"\[3, 3\]"),
+])
+def test_bad_input_raises_clear_errors(call, match):
+    with pytest.raises(GradProjInputError, match=match):
+        call()

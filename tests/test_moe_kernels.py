@@ -1,0 +1,205 @@
+"""MoE routing kernels (Triton, under TRITON_INTERPRET=1 on CPU) against the PyTorch references."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kernels.moe import (MoEKernelError, combine, expert_capacity, load_balancing_loss, permute, plan_dispatch,
+                         route, router_z_loss)
+from kernels.moe.reference import combine_reference, dispatch_reference, permute_reference, router_reference
+
+DEVICE = "cuda" if os.environ.get("T2T_MTL_TRITON_ON_GPU") and torch.cuda.is_available() else "cpu"
+
+
+def _logits(n: int, e: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, e, generator=g).to(DEVICE)
+
+
+def _check_router(logits: torch.Tensor, k: int, score: str, renormalize: bool) -> None:
+    lg_t = logits.clone().requires_grad_(True)
+    lg_r = logits.clone().requires_grad_(True)
+    out_t = route(lg_t, k, score=score, renormalize=renormalize, backend="triton")
+    out_r = route(lg_r, k, score=score, renormalize=renormalize, backend="reference")
+    assert torch.equal(out_t.topk_idx.cpu(), out_r.topk_idx.cpu())
+    assert torch.equal(out_t.counts.cpu(), out_r.counts.cpu())
+    for name in ("gates", "prob_sums", "lse"):
+        torch.testing.assert_close(getattr(out_t, name), getattr(out_r, name), rtol=1e-5, atol=1e-5)
+    n, e = logits.shape
+    g = torch.Generator().manual_seed(1)
+    w_gates, w_probs, w_lse = (torch.randn(*s, generator=g).to(DEVICE) for s in ((n, k), (e,), (n,)))
+
+    def objective(o):
+        return (o.gates * w_gates).sum() + (o.prob_sums * w_probs).sum() + (o.lse * w_lse).sum()
+
+    (grad_t,) = torch.autograd.grad(objective(out_t), lg_t)
+    (grad_r,) = torch.autograd.grad(objective(out_r), lg_r)
+    torch.testing.assert_close(grad_t, grad_r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("score", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("renormalize", [True, False])
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_router_matches_reference_forward_and_backward_prime_experts(k, score, renormalize):
+    _check_router(_logits(37, 5), k, score, renormalize)  # E = 5 is prime; k = 5 is k = E
+
+
+@pytest.mark.parametrize("n,e,k", [(3, 7, 2), (1, 2, 1), (150, 13, 2), (20, 64, 2)])
+def test_router_shapes_below_and_above_block_size(n, e, k):
+    _check_router(_logits(n, e, seed=n), k, "softmax", k > 1)
+
+
+def test_router_every_token_to_one_expert():
+    logits = _logits(40, 6)
+    logits[:, 4] += 30.0
+    out = route(logits, 1, backend="triton")
+    assert (out.topk_idx == 4).all()
+    assert out.counts.tolist() == [0, 0, 0, 0, 40, 0]
+    _check_router(logits, 2, "softmax", True)
+
+
+def test_router_statistics_match_formulas():
+    logits = _logits(50, 4, seed=3)
+    out = route(logits, 2, backend="triton")
+    assert int(out.counts.sum()) == 50 * 2
+    torch.testing.assert_close(out.prob_sums, torch.softmax(logits, -1).sum(0))
+    torch.testing.assert_close(out.lse, torch.logsumexp(logits, -1))
+    probs = torch.softmax(logits, -1)
+    top = torch.topk(logits, 2, -1).indices
+    f = torch.zeros(4).index_add_(0, top.reshape(-1).cpu(), torch.ones(100)) / 100
+    expected_lb = 4 * (f.to(DEVICE) * probs.mean(0)).sum()
+    torch.testing.assert_close(load_balancing_loss(out.counts, out.prob_sums, 50, 2), expected_lb)
+    torch.testing.assert_close(router_z_loss(out.lse), (torch.logsumexp(logits, -1) ** 2).mean())
+
+
+def _assert_plans_equal(a, b) -> None:
+    for field in ("dest", "row_src", "offsets", "counts", "kept"):
+        assert torch.equal(getattr(a, field).long().cpu(), getattr(b, field).long().cpu()), field
+    assert a.capacity == b.capacity and a.segments == b.segments
+
+
+def _assert_plan_invariants(plan, topk_idx: torch.Tensor, num_experts: int) -> None:
+    n, k = topk_idx.shape
+    dest, row_src = plan.dest.long().cpu(), plan.row_src.long().cpu()
+    counts, kept, offsets = plan.counts.long().cpu(), plan.kept.long().cpu(), plan.offsets.long().cpu()
+    assert int(counts.sum()) == n * k
+    assert torch.equal(counts, torch.bincount(topk_idx.reshape(-1).long().cpu(), minlength=num_experts))
+    assert torch.equal(kept, counts.clamp(max=plan.capacity))
+    assert torch.equal(offsets[1:] - offsets[:-1], kept) and int(offsets[0]) == 0
+    assert plan.num_rows == int(kept.sum()) == row_src.numel()
+    flat = torch.arange(n * k).view(n, k)
+    kept_mask = dest >= 0
+    # the permutation inverts: row -> (token, slot) -> row
+    assert torch.equal(row_src[dest[kept_mask]], flat[kept_mask])
+    assert torch.equal(dest.reshape(-1)[row_src], torch.arange(row_src.numel()))
+    # each row lies in its expert's segment
+    experts = topk_idx.long().cpu()
+    assert ((dest >= offsets[experts]) | ~kept_mask).all() and ((dest < offsets[experts + 1]) | ~kept_mask).all()
+    # dropped slots are exactly the ones over capacity, later in slot-major order
+    assert int((~kept_mask).sum()) == int((counts - kept).sum())
+
+
+@pytest.mark.parametrize("n,e,k,capacity", [
+    (37, 5, 2, None), (37, 5, 2, 3), (37, 5, 1, 4), (37, 5, 5, None), (37, 5, 5, 20),
+    (3, 7, 2, None), (300, 11, 2, 40), (300, 3, 1, 0),
+])
+def test_dispatch_matches_reference_and_invariants(n, e, k, capacity):
+    idx = route(_logits(n, e, seed=n + e), k, backend="reference").topk_idx
+    plan_t = plan_dispatch(idx, e, capacity, backend="triton")
+    plan_r = plan_dispatch(idx, e, capacity, backend="reference")
+    _assert_plans_equal(plan_t, plan_r)
+    _assert_plan_invariants(plan_t, idx, e)
+
+
+def test_dispatch_empty_experts_and_single_expert():
+    idx = torch.tensor([[2, 6], [6, 2], [2, 6], [6, 2]], dtype=torch.int32, device=DEVICE)
+    plan = plan_dispatch(idx, 8, None, backend="triton")
+    _assert_plans_equal(plan, dispatch_reference(idx, 8, None))
+    assert plan.kept.tolist() == [0, 0, 4, 0, 0, 0, 4, 0]
+    assert plan.segments == [0, 0, 0, 4, 4, 4, 4, 8, 8]
+    # slot-major claiming: at capacity 2 all first choices win and every second choice is dropped
+    capped = plan_dispatch(idx, 8, 2, backend="triton")
+    _assert_plans_equal(capped, dispatch_reference(idx, 8, 2))
+    assert capped.dest.tolist() == [[0, -1], [2, -1], [1, -1], [3, -1]]
+
+
+def test_dispatch_every_token_to_one_expert_over_capacity():
+    idx = torch.full((150, 1), 3, dtype=torch.int32, device=DEVICE)  # 150 assignments span two 128-blocks
+    plan = plan_dispatch(idx, 5, 130, backend="triton")
+    _assert_plans_equal(plan, dispatch_reference(idx, 5, 130))
+    _assert_plan_invariants(plan, idx, 5)
+    assert plan.dest[:130, 0].tolist() == list(range(130)) and (plan.dest[130:] == -1).all()
+
+
+def test_dispatch_reference_rank_order_is_slot_major_then_token():
+    idx = torch.tensor([[0, 1], [1, 0], [0, 1]])
+    plan = dispatch_reference(idx, 2, None)
+    # expert 0 rows: (t0,s0), (t2,s0), (t1,s1); expert 1 rows: (t1,s0), (t0,s1), (t2,s1)
+    assert plan.row_src.tolist() == [0, 4, 3, 2, 1, 5]
+
+
+@pytest.mark.parametrize("n,e,k,d,capacity", [
+    (37, 5, 2, 20, None), (37, 5, 2, 20, 3), (5, 3, 3, 7, None), (70, 4, 1, 130, 10), (2, 2, 2, 1, 1),
+    (6, 3, 2, 4, 0),
+])
+def test_permute_and_combine_match_reference_forward_and_backward(n, e, k, d, capacity):
+    idx = route(_logits(n, e, seed=d), k, backend="reference").topk_idx
+    plan = plan_dispatch(idx, e, capacity, backend="reference")
+    g = torch.Generator().manual_seed(d)
+    x = torch.randn(n, d, generator=g).to(DEVICE)
+    gates = torch.rand(n, k, generator=g).to(DEVICE)
+    w = torch.randn(plan.num_rows, d, generator=g).to(DEVICE)
+    upstream = torch.randn(n, d, generator=g).to(DEVICE)
+    results = []
+    for backend in ("triton", "reference"):
+        xb = x.clone().requires_grad_(True)
+        gb = gates.clone().requires_grad_(True)
+        rows = permute(xb, plan, backend=backend)
+        out = combine(torch.tanh(rows) * w, plan, gb, backend=backend)
+        dx, dg = torch.autograd.grad((out * upstream).sum(), [xb, gb])
+        results.append((rows, out, dx, dg))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    rows, out = results[0][:2]
+    assert torch.equal(rows, x[plan.row_src.long() // k])
+    fully_dropped = (plan.dest < 0).all(1)
+    assert (out[fully_dropped] == 0).all()
+
+
+def test_reference_gradcheck_float64():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    for score in ("softmax", "sigmoid"):
+        for renorm in (True, False):
+            def router_outputs(lg, score=score, renorm=renorm):
+                out = router_reference(lg, 2, score, renorm)
+                return out.gates, out.prob_sums, out.lse
+            assert torch.autograd.gradcheck(router_outputs, (logits,))
+    idx = router_reference(logits.detach(), 2).topk_idx
+    plan = dispatch_reference(idx, 4, 2)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(plan.num_rows, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    gates = torch.rand(6, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: permute_reference(t, plan), (x,))
+    assert torch.autograd.gradcheck(lambda a, b: combine_reference(a, plan, b), (y, gates))
+
+
+def test_expert_capacity_rule():
+    assert expert_capacity(100, 8, 2, 1.25, 4) == 32  # ceil(100·2/8·1.25)
+    assert expert_capacity(10, 8, 1, 1.0, 4) == 4  # min_capacity
+    assert expert_capacity(10, 1, 1, 2.0, 4) == 10  # never more than N
+
+
+def test_bad_arguments_raise_clear_errors():
+    logits = _logits(4, 3)
+    with pytest.raises(MoEKernelError, match="top-k"):
+        route(logits, 4)
+    with pytest.raises(MoEKernelError, match="score"):
+        route(logits, 1, score="relu")
+    with pytest.raises(MoEKernelError, match="backend"):
+        route(logits, 1, backend="cuda")
+    plan = plan_dispatch(route(logits, 1).topk_idx, 3)
+    with pytest.raises(MoEKernelError, match="combine input"):
+        combine(torch.zeros(plan.num_rows + 1, 2), plan, torch.ones(4, 1))
