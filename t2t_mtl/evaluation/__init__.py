@@ -1,1 +1,23 @@
-"""(filled in by its issue)"""
+"""Zero-shot evaluation (T0 protocol): rank classification or generation, shipped offline metrics,
+per-template results with median/mean per task, decaScore and macro average, JSON/Markdown/PNG reports,
+sharded over ranks.
+"""
+from t2t_mtl.evaluation.aggregate import TaskSummary, compare, summarize, summarize_task
+from t2t_mtl.evaluation.checkpoint import load_checkpoint, load_hf_folder
+from t2t_mtl.evaluation.errors import CheckpointError, EvaluationError, NoAnswerChoicesError, UnknownMetricError
+from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.metrics import METRICS, compute_metric, load_metric
+from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
+from t2t_mtl.evaluation.report import (comparison_markdown, plot_task, read_report, report_to_dict, to_markdown,
+                                       write_report)
+from t2t_mtl.evaluation.results import EvalReport, TemplateResult
+from t2t_mtl.evaluation.runner import EvalSettings, evaluate_tasks, init_distributed_from_env
+from t2t_mtl.evaluation.scoring import score_predictions
+
+__all__ = [
+    "TaskSummary", "compare", "summarize", "summarize_task", "load_checkpoint", "load_hf_folder",
+    "CheckpointError", "EvaluationError", "NoAnswerChoicesError", "UnknownMetricError", "generate_texts",
+    "METRICS", "compute_metric", "load_metric", "rank_classify", "score_choices", "comparison_markdown",
+    "plot_task", "read_report", "report_to_dict", "to_markdown", "write_report", "EvalReport", "TemplateResult",
+    "EvalSettings", "evaluate_tasks", "init_distributed_from_env", "score_predictions",
+]

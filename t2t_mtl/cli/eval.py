@@ -1,0 +1,139 @@
+"""`t2t-mtl eval`: score a checkpoint zero-shot on tasks, held-out clusters, a mixture or BIG-bench tasks.
+
+Runs on one process, or under `torchrun --nproc_per_node N -m t2t_mtl eval ...` with the examples
+sharded over the ranks (gloo on CPU); rank 0 writes the report.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Mapping, Optional
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `eval` command."""
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint on tasks (every template), write JSON/Markdown/PNG reports",
+        description="Score a checkpoint on every template of the chosen tasks by rank classification "
+                    "(log-likelihood of each answer choice) or generation, then the tasks' metrics; report "
+                    "per template, the median and mean per task, decaScore and macro average.")
+    parser.add_argument("--checkpoint", required=True,
+                        help="run dir, checkpoint dir (t2t-mtl train) or Hugging Face model folder")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tasks", help="comma-separated registered task names")
+    which.add_argument("--held-out", action="store_true",
+                       help="every task of the held-out clusters (--held-out-clusters, else the checkpoint's "
+                            "training config, else every task flagged held_out)")
+    which.add_argument("--mixture", help="every task of a registered mixture")
+    which.add_argument("--bigbench", metavar="DIR", help="import and score the BIG-bench task.json tasks under DIR")
+    parser.add_argument("--held-out-clusters", default=None, help="comma-separated clusters for --held-out")
+    parser.add_argument("--max-examples", type=int, default=None, help="first N rows of each task's split")
+    parser.add_argument("--split", default=None, help="split to score (default: validation, else test)")
+    parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
+                        help="rank: answer-choice log-likelihood; generate: decode + metric; auto (default): "
+                             "rank where every example has answer choices")
+    parser.add_argument("--length-norm", action="store_true",
+                        help="rank by the mean (not the sum) of a choice's token log-probabilities")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
+    parser.add_argument("--data-dir", default=None,
+                        help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
+                             "default: $T2T_MTL_DATA_DIR")
+    parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots/<task>.png")
+    parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
+                        help="earlier report.json files/folders to put beside this one in comparison.md")
+    parser.add_argument("--keep-predictions", action="store_true", help="store every prediction in report.json")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_eval)
+
+
+def _find_key(data: Any, key: str) -> Optional[Any]:
+    if isinstance(data, Mapping):
+        if key in data:
+            return data[key]
+        for value in data.values():
+            found = _find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
+    """The task names the arguments ask for (registering BIG-bench imports / built-ins as needed)."""
+    import task_registry
+
+    if args.bigbench:
+        from task_registry.bigbench import import_bigbench
+
+        return import_bigbench(args.bigbench)
+    task_registry.load_builtin_tasks()
+    if args.tasks:
+        names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+        for name in names:
+            task_registry.get_task(name)
+        return names
+    if args.mixture:
+        return list(task_registry.get_mixture(args.mixture).flatten())
+    clusters = ([c.strip() for c in args.held_out_clusters.split(",") if c.strip()] if args.held_out_clusters
+                else _find_key(meta, "held_out_clusters"))
+    tasks = [task_registry.get_task(n) for n in task_registry.list_tasks()]
+    chosen = [t.name for t in tasks if t.cluster in clusters] if clusters else [t.name for t in tasks if t.held_out]
+    if not chosen:
+        raise ValueError(f"no registered task is held out (clusters {clusters or 'from held_out flags'}); "
+                         f"pass --held-out-clusters or --tasks")
+    return chosen
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Load, evaluate, write the report; print the Markdown summary. Returns the exit code."""
+    import torch
+
+    joined_here = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    try:
+        return _run_eval(args)
+    finally:
+        if joined_here and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import task_registry
+    from t2t_mtl.evaluation import (EvalSettings, evaluate_tasks, init_distributed_from_env, load_checkpoint,
+                                    read_report, to_markdown, write_report)
+    from t2t_mtl.evaluation.report import comparison_markdown
+
+    if args.max_examples is not None and args.max_examples < 1:
+        print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
+        return 2
+    if args.data_dir:
+        task_registry.set_data_dir(args.data_dir)
+    try:
+        rank, world_size = init_distributed_from_env()
+        model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        tasks = select_tasks(args, meta)
+        settings = EvalSettings(split=args.split, max_examples=args.max_examples, scoring=args.scoring,
+                                length_normalize=args.length_norm, num_beams=args.num_beams,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                keep_predictions=args.keep_predictions)
+        report = evaluate_tasks(model, tokenizer, tasks, settings, name=args.name or str(args.checkpoint),
+                                rank=rank, world_size=world_size, progress=not args.no_progress)
+        others = [read_report(path) for path in (args.compare or [])]
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if rank != 0:
+        return 0
+    print(to_markdown(report))
+    if args.out:
+        paths = write_report(report, args.out)
+        print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")
+    if others:
+        table = comparison_markdown(others + [report])
+        print(table)
+        if args.out:
+            from pathlib import Path
+
+            (Path(args.out) / "comparison.md").write_text(table, encoding="utf-8")
+    return 0

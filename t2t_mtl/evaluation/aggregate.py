@@ -1,0 +1,89 @@
+"""Aggregates over templates and tasks (T0 protocol), and side-by-side comparison of several models.
+
+A task's score is the median over its templates of the template scores (0-100, the task's primary
+metric); the mean, min and max are reported beside it. Over tasks: the decaScore-style sum of the task
+scores (decaNLP sums its ten 0-100 task metrics) and the macro average (their mean). Templates with no
+examples left (score None) and tasks with no scored template are listed, not averaged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any, Optional, Sequence
+
+from t2t_mtl.evaluation.results import EvalReport, TemplateResult
+
+
+@dataclasses.dataclass
+class TaskSummary:
+    task: str
+    primary_metric: str
+    num_templates: int
+    num_scored_templates: int
+    median: Optional[float]
+    mean: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+    majority_baseline: Optional[float]
+    chance_baseline: Optional[float]
+    num_examples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _median(values: Sequence[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+def summarize_task(results: Sequence[TemplateResult]) -> TaskSummary:
+    """Median/mean/min/max over the templates of one task (all `results` must be of that task)."""
+    if not results:
+        raise ValueError("summarize_task needs at least one template result")
+    tasks = {r.task for r in results}
+    if len(tasks) != 1:
+        raise ValueError(f"summarize_task got results of several tasks: {sorted(tasks)}")
+    scores = [r.score for r in results if r.score is not None]
+    majority = [r.majority_baseline for r in results if r.majority_baseline is not None]
+    chance = [r.chance_baseline for r in results if r.chance_baseline is not None]
+    return TaskSummary(
+        task=results[0].task, primary_metric=f"{results[0].primary_metric}.{results[0].primary_key}",
+        num_templates=len(results), num_scored_templates=len(scores), median=_median(scores),
+        mean=statistics.fmean(scores) if scores else None, min=min(scores) if scores else None,
+        max=max(scores) if scores else None, majority_baseline=_median(majority), chance_baseline=_median(chance),
+        num_examples=max(r.num_examples for r in results))
+
+
+def summarize(report: EvalReport) -> dict[str, Any]:
+    """{"tasks": {task: TaskSummary}, "decascore", "macro_average", "num_tasks", "unscored_tasks"}."""
+    tasks = {task: summarize_task(report.for_task(task)) for task in report.tasks()}
+    medians = [s.median for s in tasks.values() if s.median is not None]
+    return {
+        "tasks": tasks,
+        "decascore": sum(medians),
+        "macro_average": statistics.fmean(medians) if medians else None,
+        "num_tasks": len(medians),
+        "unscored_tasks": [name for name, s in tasks.items() if s.median is None],
+    }
+
+
+def compare(reports: Sequence[EvalReport]) -> dict[str, Any]:
+    """Task medians of several models side by side: {"models", "tasks": {task: {model: median}}, ...}.
+
+    A task missing from a model's report is `None` for that model; the decaScore and macro average of
+    each model cover its own scored tasks, and `common_tasks` lists those every model scored.
+    """
+    names = [r.name for r in reports]
+    if len(set(names)) != len(names):
+        raise ValueError(f"compare: model names must be unique, got {names}")
+    summaries = {r.name: summarize(r) for r in reports}
+    order = list(dict.fromkeys(task for r in reports for task in r.tasks()))
+    table = {task: {name: (summaries[name]["tasks"][task].median if task in summaries[name]["tasks"] else None)
+                    for name in names} for task in order}
+    return {
+        "models": names,
+        "tasks": table,
+        "decascore": {name: summaries[name]["decascore"] for name in names},
+        "macro_average": {name: summaries[name]["macro_average"] for name in names},
+        "common_tasks": [task for task, row in table.items() if all(v is not None for v in row.values())],
+    }

@@ -1,0 +1,81 @@
+"""Loading a model and tokenizer to evaluate: a run/checkpoint dir (through the engine) or an HF folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Union
+
+from t2t_mtl.evaluation.errors import CheckpointError
+
+SUPPORTED_MODEL_TYPES = ("t5", "mt5", "umt5")
+
+
+def _check_hf_folder(path: Path) -> None:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has no config.json: pass a run dir, a checkpoint dir written by "
+            f"`t2t-mtl train`, or a Hugging Face model folder (config.json, weights, tokenizer files)")
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"checkpoint {str(config_file)!r} is not valid JSON: {error}") from None
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {model_type!r} model; evaluation needs a T5-family "
+            f"encoder-decoder ({', '.join(SUPPORTED_MODEL_TYPES)})")
+
+
+def load_hf_folder(path: Union[str, Path]) -> tuple[Any, Any]:
+    """(model, tokenizer) from a Hugging Face folder holding a T5-family model and its tokenizer."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    path = Path(path)
+    _check_hf_folder(path)
+    try:
+        tokenizer = load_tokenizer(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {str(path)!r}: no usable tokenizer ({error}); save the tokenizer "
+                              f"with the model (`tokenizer.save_pretrained(dir)`)") from None
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {str(path)!r}: the model weights could not be loaded: {error}") from None
+    return model, tokenizer
+
+
+def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
+    """(model in eval mode, tokenizer, meta) for a run dir, checkpoint dir or HF folder.
+
+    Goes through `t2t_mtl.engine.export.load_trained_model` (run dirs, checkpoint dirs, exported folders
+    with their training meta) when the engine provides it, else loads a Hugging Face model folder. A folder
+    with a config.json is checked to hold a T5-family model first.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a folder (a run dir, checkpoint dir or HF folder)")
+    if (path / "config.json").is_file():
+        _check_hf_folder(path)
+    try:
+        from t2t_mtl.engine.export import load_trained_model
+    except ImportError:
+        load_trained_model = None
+    if load_trained_model is not None:
+        try:
+            model, tokenizer, meta = load_trained_model(path)
+        except (OSError, ValueError, KeyError) as error:
+            raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {error}") from error
+    else:
+        _check_hf_folder(path)
+        model, tokenizer = load_hf_folder(path)
+        meta = {"source": "hf_folder"}
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {model_type!r} model; evaluation needs a "
+                              f"T5-family encoder-decoder ({', '.join(SUPPORTED_MODEL_TYPES)})")
+    model.eval()
+    return model, tokenizer, dict(meta or {}, path=str(path))

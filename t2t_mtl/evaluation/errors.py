@@ -1,0 +1,21 @@
+"""Errors raised by evaluation: each names what was wrong and what to do instead."""
+from __future__ import annotations
+
+
+class EvaluationError(ValueError):
+    """Base class of evaluation errors."""
+
+
+class CheckpointError(EvaluationError):
+    """A checkpoint folder is missing, incomplete, or holds a model that is not a T5 seq2seq model."""
+
+
+class NoAnswerChoicesError(EvaluationError):
+    """Rank classification was asked for on examples without answer choices."""
+
+
+class UnknownMetricError(EvaluationError, KeyError):
+    """A metric name that has no shipped metric module."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,27 @@
+"""Generation scoring: decode a prediction per input (greedy, or beam search with `num_beams` > 1)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from t2t_mtl.evaluation.rank_classification import inference_mode
+
+
+def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
+                   batch_size: int = 16, max_input_length: int = 512) -> list[str]:
+    """Decode one text per input; special tokens removed, surrounding whitespace stripped.
+
+    An empty decode is returned as "" (it is scored like any prediction, never dropped).
+    """
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    device = next(model.parameters()).device
+    predictions: list[str] = []
+    with inference_mode(model):
+        for start in range(0, len(inputs), batch_size):
+            encoded = tokenizer(list(inputs[start:start + batch_size]), padding=True, truncation=True,
+                                max_length=max_input_length, return_tensors="pt").to(device)
+            output = model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
+                                    num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
+                                    early_stopping=num_beams > 1)
+            predictions.extend(text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True))
+    return predictions

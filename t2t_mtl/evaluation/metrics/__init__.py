@@ -1,0 +1,103 @@
+"""Metrics shipped as local `evaluate` modules (`metrics/<name>/<name>.py`), loadable offline.
+
+`load_metric(name)` returns the `evaluate.Metric` for a name or alias (e.g. promptsource's "Accuracy");
+`METRICS[name]` says what the metric consumes (`kind`), which of its outputs is the task score
+(`primary`), and the factor that puts that score on a 0-100 scale (`scale`).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import evaluate
+
+from t2t_mtl.evaluation.errors import UnknownMetricError
+
+METRICS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How to call one metric module.
+
+    kind: "label" (int label ids), "number" (floats), "text" (str predictions, list-of-str references),
+    "tags" (tag sequences), "choice_scores" (chosen index, per-choice target scores).
+    """
+
+    module: str
+    kind: str
+    primary: str
+    scale: float = 100.0
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+METRICS: dict[str, MetricSpec] = {
+    "accuracy": MetricSpec("accuracy", "label", "accuracy"),
+    "f1": MetricSpec("f1", "label", "f1", kwargs={"average": "binary"}),
+    "f1_macro": MetricSpec("f1", "label", "f1", kwargs={"average": "macro"}),
+    "matthews_correlation": MetricSpec("matthews_correlation", "label", "matthews_correlation"),
+    "pearsonr": MetricSpec("pearsonr", "number", "pearsonr"),
+    "spearmanr": MetricSpec("spearmanr", "number", "spearmanr"),
+    "exact_match": MetricSpec("exact_match", "text", "exact_match"),
+    "squad": MetricSpec("squad", "text", "f1"),
+    "rouge": MetricSpec("rouge", "text", "rougeL"),
+    "bleu": MetricSpec("bleu", "text", "bleu", scale=1.0),
+    "seqeval": MetricSpec("seqeval", "tags", "f1"),
+    "multiple_choice_grade": MetricSpec("multiple_choice_grade", "choice_scores", "multiple_choice_grade"),
+}
+
+ALIASES: dict[str, str] = {
+    "acc": "accuracy",
+    "f1_binary": "f1",
+    "macro_f1": "f1_macro",
+    "mcc": "matthews_correlation",
+    "matthews_corrcoef": "matthews_correlation",
+    "pearson": "pearsonr",
+    "pearson_correlation": "pearsonr",
+    "spearman": "spearmanr",
+    "spearman_correlation": "spearmanr",
+    "em": "exact_match",
+    "squad_f1": "squad",
+    "sacrebleu": "bleu",
+    "span_f1": "seqeval",
+    "mc_grade": "multiple_choice_grade",
+}
+
+
+def canonical_metric_name(name: str) -> str:
+    """Map a metric name or alias ("Accuracy", "Pearson Correlation", "sacrebleu") to its METRICS key."""
+    key = name.strip().lower().replace(" ", "_").replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in METRICS:
+        known = ", ".join(sorted(METRICS))
+        raise UnknownMetricError(f"unknown metric {name!r}: the shipped metrics are {known} "
+                                 f"(aliases: {', '.join(sorted(ALIASES))})")
+    return key
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The MetricSpec of a metric name or alias."""
+    return METRICS[canonical_metric_name(name)]
+
+
+@functools.lru_cache(maxsize=None)
+def _load_module(module: str) -> evaluate.EvaluationModule:
+    return evaluate.load(str(METRICS_DIR / module), keep_in_memory=True)
+
+
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """Load the shipped `evaluate` module for a metric name or alias, offline (no hub access)."""
+    return _load_module(metric_spec(name).module)
+
+
+def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[Any],
+                   **kwargs: Any) -> dict[str, float]:
+    """Compute a metric (its default keyword arguments, overridden by `kwargs`) and return its results."""
+    spec = metric_spec(name)
+    if len(predictions) != len(references):
+        raise ValueError(f"metric {name!r}: {len(predictions)} predictions for {len(references)} references")
+    arguments = {**spec.kwargs, **kwargs}
+    result = load_metric(name).compute(predictions=list(predictions), references=list(references), **arguments)
+    return {key: float(value) for key, value in result.items()}

@@ -1,0 +1,28 @@
+"""Corpus BLEU (sacreBLEU, 13a tokenisation), on sacreBLEU's 0-100 scale; any number of references.
+
+Examples with fewer references than the most are padded with their own first reference, which changes
+neither n-gram clipping nor the closest reference length.
+"""
+import datasets
+import evaluate
+import sacrebleu
+
+
+class Bleu(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="sacreBLEU corpus BLEU score (0-100).",
+            citation="Post 2018, A Call for Clarity in Reporting BLEU Scores.",
+            inputs_description="predictions: str; references: non-empty list of str per prediction",
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Sequence(datasets.Value("string"))}),
+        )
+
+    def _compute(self, predictions, references, lowercase=False):
+        if any(len(refs) == 0 for refs in references):
+            raise ValueError("bleu: every prediction needs at least one reference")
+        width = max(len(refs) for refs in references)
+        padded = [list(refs) + [refs[0]] * (width - len(refs)) for refs in references]
+        streams = [[refs[k] for refs in padded] for k in range(width)]
+        result = sacrebleu.corpus_bleu(predictions, streams, lowercase=lowercase)
+        return {"bleu": float(result.score), "brevity_penalty": float(result.bp)}

@@ -1,0 +1,25 @@
+"""Exact string match against any of an example's references (whitespace at the ends ignored).
+
+`ignore_case=True` lower-cases both sides first.
+"""
+import datasets
+import evaluate
+
+
+class ExactMatch(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Fraction of predictions equal to one of their references.",
+            citation="",
+            inputs_description="predictions: str; references: list of acceptable str per prediction",
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Sequence(datasets.Value("string"))}),
+        )
+
+    def _compute(self, predictions, references, ignore_case=False):
+        def clean(text):
+            text = text.strip()
+            return text.lower() if ignore_case else text
+
+        hits = [any(clean(p) == clean(r) for r in refs) for p, refs in zip(predictions, references)]
+        return {"exact_match": sum(hits) / len(hits) if hits else 0.0}

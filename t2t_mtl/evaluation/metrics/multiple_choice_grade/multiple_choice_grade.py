@@ -1,0 +1,22 @@
+"""BIG-bench multiple_choice_grade: the mean over examples of the target score of the chosen answer.
+
+An invalid choice (-1) scores 0.
+"""
+import datasets
+import evaluate
+
+
+class MultipleChoiceGrade(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Mean target score of the chosen answer choice (BIG-bench).",
+            citation="Srivastava et al. 2022, Beyond the Imitation Game (BIG-bench).",
+            inputs_description="predictions: chosen choice index (int, -1 invalid); references: the target "
+                               "score of every choice, in choice order",
+            features=datasets.Features({"predictions": datasets.Value("int64"),
+                                        "references": datasets.Sequence(datasets.Value("float64"))}),
+        )
+
+    def _compute(self, predictions, references):
+        grades = [scores[p] if 0 <= p < len(scores) else 0.0 for p, scores in zip(predictions, references)]
+        return {"multiple_choice_grade": sum(grades) / len(grades) if grades else 0.0}

@@ -1,0 +1,50 @@
+"""SQuAD-style exact match and token F1, each the maximum over an example's references.
+
+Answers are normalised as in the SQuAD v1.1 evaluation: lower case, punctuation and the articles a/an/the
+removed, whitespace collapsed. Scores are fractions in [0, 1].
+"""
+import collections
+import re
+import string
+
+import datasets
+import evaluate
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text):
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(prediction, reference):
+    pred_tokens = normalize_answer(prediction).split()
+    ref_tokens = normalize_answer(reference).split()
+    if not pred_tokens or not ref_tokens:
+        return float(pred_tokens == ref_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(ref_tokens)
+    overlap = sum(common.values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(pred_tokens), overlap / len(ref_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+class Squad(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="SQuAD exact match and token F1 (max over references).",
+            citation="Rajpurkar et al. 2016, SQuAD: 100,000+ Questions for Machine Comprehension of Text.",
+            inputs_description="predictions: str; references: list of acceptable answers per prediction",
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Sequence(datasets.Value("string"))}),
+        )
+
+    def _compute(self, predictions, references):
+        em = [max(float(normalize_answer(p) == normalize_answer(r)) for r in refs)
+              for p, refs in zip(predictions, references)]
+        f1 = [max(token_f1(p, r) for r in refs) for p, refs in zip(predictions, references)]
+        n = len(predictions)
+        return {"exact_match": sum(em) / n if n else 0.0, "f1": sum(f1) / n if n else 0.0}

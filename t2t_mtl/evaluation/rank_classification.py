@@ -1,0 +1,159 @@
+"""Rank classification: score every answer choice by its log-likelihood given the input.
+
+Work shared by the choices of an example is done once per example: the encoder and the cross-attention
+keys/values of every decoder layer (projections of the encoder output). These are expanded (gathered by
+example index) into a decoder cache with one row per answer choice, and the decoder runs once on all the
+choices' tokens, reading cross-attention keys/values from the cache. The score of a choice is the
+sum of the log probabilities of its target tokens (its tokenisation including the end-of-sequence token),
+or their mean with `length_normalize=True`. The predicted choice is the first one with the highest score.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from t2t_mtl.evaluation.errors import NoAnswerChoicesError
+
+
+@contextlib.contextmanager
+def inference_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run with the model in eval mode and autograd off; restore the previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _batches(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+def choice_log_likelihoods(model, labels: torch.Tensor, encoder_hidden: torch.Tensor,
+                           attention_mask: torch.Tensor, *, length_normalize: bool = False) -> torch.Tensor:
+    """Log-likelihood of each row of `labels` (pad = -100) given its row of encoder states -> [rows].
+
+    The whole decoder runs on every row (no sharing); the re-encoding baseline of benchmarks/eval.py.
+    """
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
+                   attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    return _target_log_probs(logits, labels, length_normalize)
+
+
+def _target_log_probs(logits: torch.Tensor, labels: torch.Tensor, length_normalize: bool) -> torch.Tensor:
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    target_mask = labels.ne(-100)
+    token_log_probs = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    total = (token_log_probs * target_mask).sum(-1)
+    if length_normalize:
+        total = total / target_mask.sum(-1).clamp(min=1)
+    return total
+
+
+def cross_attention_states(model, hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each decoder layer's cross-attention keys and values [B, heads, S, d_kv] for encoder states `hidden`.
+
+    The same projections T5's cross-attention computes from `key_value_states`, done once per example.
+    """
+    states = []
+    for block in model.get_decoder().block:
+        attention = block.layer[1].EncDecAttention
+        shape = (*hidden.shape[:2], -1, attention.key_value_proj_dim)
+        states.append((attention.k(hidden).view(shape).transpose(1, 2),
+                       attention.v(hidden).view(shape).transpose(1, 2)))
+    return states
+
+
+def _rows_cache(states: Sequence[tuple[torch.Tensor, torch.Tensor]], owner: torch.Tensor) -> EncoderDecoderCache:
+    """A decoder cache whose cross-attention holds, for row r, the keys/values of example owner[r].
+
+    Gathered with advanced indexing: `index_select` on these non-contiguous views is tens of times slower
+    on CPU.
+    """
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    for layer, (keys, values) in enumerate(states):
+        cache.cross_attention_cache.update(keys[owner], values[owner], layer)
+        cache.is_updated[layer] = True
+    return cache
+
+
+def shared_encoder_log_likelihoods(model, labels: torch.Tensor, owner: torch.Tensor, hidden: torch.Tensor,
+                                   attention_mask: torch.Tensor, states: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                                   *, length_normalize: bool = False) -> torch.Tensor:
+    """Log-likelihood of each row of `labels` (pad = -100) of example `owner[row]` -> [rows].
+
+    `states` are the examples' cross-attention keys/values (`cross_attention_states`); the decoder reads
+    them from the cache instead of projecting the encoder states again for every row.
+    """
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owner]),
+                   attention_mask=attention_mask[owner], decoder_input_ids=decoder_input_ids,
+                   cache=_rows_cache(states, owner), use_cache=True).logits
+    return _target_log_probs(logits, labels, length_normalize)
+
+
+def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
+                  length_normalize: bool = False, batch_size: int = 16, max_choice_rows: int = 64,
+                  max_input_length: int = 512, max_target_length: int = 128) -> list[list[float]]:
+    """Score every answer choice of every example; returns one list of scores per example.
+
+    `answer_choices[i]` are example i's choices (at least one). Examples are batched `batch_size` at a
+    time through the encoder; their choices run through the decoder `max_choice_rows` rows at a time.
+    """
+    if len(inputs) != len(answer_choices):
+        raise ValueError(f"score_choices: {len(inputs)} inputs but {len(answer_choices)} answer-choice lists")
+    for index, choices in enumerate(answer_choices):
+        if not choices:
+            raise NoAnswerChoicesError(
+                f"example {index} has no answer choices: rank classification needs them; "
+                f"score this task by generation instead (--scoring generate)")
+    device = next(model.parameters()).device
+    scores: list[list[float]] = []
+    with inference_mode(model):
+        encoder = model.get_encoder()
+        for batch in _batches(len(inputs), batch_size):
+            encoded = tokenizer([inputs[i] for i in batch], padding=True, truncation=True,
+                                max_length=max_input_length, return_tensors="pt").to(device)
+            hidden = encoder(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask).last_hidden_state
+            states = cross_attention_states(model, hidden)
+            owners = [row for row, i in enumerate(batch) for _ in answer_choices[i]]
+            texts = [choice for i in batch for choice in answer_choices[i]]
+            flat: list[float] = []
+            for rows in _batches(len(texts), max_choice_rows):
+                labels = tokenizer(text_target=[texts[r] for r in rows], padding=True, truncation=True,
+                                   max_length=max_target_length, return_tensors="pt").input_ids.to(device)
+                labels = labels.masked_fill(labels.eq(tokenizer.pad_token_id), -100)
+                owner = torch.tensor([owners[r] for r in rows], device=device)
+                flat.extend(shared_encoder_log_likelihoods(
+                    model, labels, owner, hidden, encoded.attention_mask, states,
+                    length_normalize=length_normalize).tolist())
+            position = 0
+            for i in batch:
+                count = len(answer_choices[i])
+                scores.append(flat[position:position + count])
+                position += count
+    return scores
+
+
+def argmax_first(values: Sequence[float]) -> int:
+    """Index of the first maximum (deterministic tie-breaking)."""
+    best = 0
+    for index, value in enumerate(values):
+        if value > values[best]:
+            best = index
+    return best
+
+
+def rank_classify(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]],
+                  **kwargs) -> tuple[list[int], list[list[float]]]:
+    """Pick the highest-scoring choice per example: returns (chosen indices, all choice scores)."""
+    scores = score_choices(model, tokenizer, inputs, answer_choices, **kwargs)
+    return [argmax_first(row) for row in scores], scores

@@ -1,0 +1,123 @@
+"""Writing evaluation reports: JSON, a Markdown table, and a PNG bar chart per task."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from t2t_mtl.evaluation.aggregate import compare, summarize
+from t2t_mtl.evaluation.results import EvalReport
+
+PathLike = Union[str, Path]
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "task"
+
+
+def report_to_dict(report: EvalReport) -> dict[str, Any]:
+    """The report plus its aggregates as plain JSON-able data."""
+    summary = summarize(report)
+    return {**report.to_dict(),
+            "summary": {**summary, "tasks": {k: v.to_dict() for k, v in summary["tasks"].items()}}}
+
+
+def to_markdown(report: EvalReport) -> str:
+    """Per-task summary table, aggregate line, and the per-template table."""
+    summary = summarize(report)
+    lines = [f"## Evaluation of {report.name}", "",
+             "| task | metric | templates | median | mean | min | max | majority | chance | examples |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary["tasks"].values():
+        lines.append(f"| {s.task} | {s.primary_metric} | {s.num_scored_templates}/{s.num_templates} | "
+                     f"{_fmt(s.median)} | {_fmt(s.mean)} | {_fmt(s.min)} | {_fmt(s.max)} | "
+                     f"{_fmt(s.majority_baseline)} | {_fmt(s.chance_baseline)} | {s.num_examples} |")
+    lines += ["", f"decaScore (sum of {summary['num_tasks']} task medians): {summary['decascore']:.1f}; "
+                  f"macro average: {_fmt(summary['macro_average'])}"]
+    if summary["unscored_tasks"]:
+        lines.append(f"Tasks with no scored template: {', '.join(summary['unscored_tasks'])}")
+    lines += ["", "| task | template | scoring | score | majority | n | skipped | errors |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report.results:
+        template = r.template.replace("|", "\\|")
+        lines.append(f"| {r.task} | {template} | {r.scoring} | {_fmt(r.score)} | {_fmt(r.majority_baseline)} | "
+                     f"{r.num_examples} | {r.num_skipped} | {r.num_errors} |")
+    errors = [r for r in report.results if r.error]
+    if errors:
+        lines += ["", "Render errors (first per template):"]
+        lines += [f"- {r.task} / {r.template}: {r.error}" for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(reports: Sequence[EvalReport]) -> str:
+    """One row per task, one column per model (task medians), then decaScore and macro average rows."""
+    table = compare(reports)
+    names = table["models"]
+    lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for task, row in table["tasks"].items():
+        lines.append(f"| {task} | " + " | ".join(_fmt(row[n]) for n in names) + " |")
+    lines.append("| **decaScore** | " + " | ".join(_fmt(table["decascore"][n]) for n in names) + " |")
+    lines.append("| **macro average** | " + " | ".join(_fmt(table["macro_average"][n]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_task(report: EvalReport, task: str, path: PathLike) -> Path:
+    """A bar per template (score), with the task median and the majority baseline as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report.for_task(task)
+    if not results:
+        raise ValueError(f"report {report.name!r} has no results for task {task!r}")
+    summary = summarize(report)["tasks"][task]
+    names = [r.template for r in results]
+    scores = [r.score if r.score is not None else 0.0 for r in results]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 4.0))
+    ax.bar(range(len(names)), scores, color="tab:blue")
+    if summary.median is not None:
+        ax.axhline(summary.median, color="tab:green", linestyle="-", label=f"median {summary.median:.1f}")
+    if summary.majority_baseline is not None:
+        ax.axhline(summary.majority_baseline, color="tab:red", linestyle="--",
+                   label=f"majority {summary.majority_baseline:.1f}")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("score (0-100)")
+    ax.set_ylim(min(0.0, *scores), max(100.0, *scores))
+    ax.set_title(f"{task}: {summary.primary_metric}\n{report.name}", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: EvalReport, out_dir: PathLike, *, plots: bool = True) -> dict[str, Any]:
+    """Write `report.json`, `report.md` and `plots/<task>.png` under out_dir; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "report.json"
+    json_path.write_text(json.dumps(report_to_dict(report), indent=2, ensure_ascii=False), encoding="utf-8")
+    md_path = out / "report.md"
+    md_path.write_text(to_markdown(report), encoding="utf-8")
+    pngs = [plot_task(report, task, out / "plots" / f"{_safe_name(task)}.png") for task in report.tasks()] if plots else []
+    return {"json": json_path, "markdown": md_path, "plots": pngs}
+
+
+def read_report(path: PathLike) -> EvalReport:
+    """Load an `EvalReport` from a report.json (or the folder that holds it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation report at {str(path)!r}; write one with `t2t-mtl eval --out DIR`")
+    return EvalReport.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,65 @@
+"""Result records of an evaluation run: one `TemplateResult` per (task, template), an `EvalReport` per model."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+
+@dataclasses.dataclass
+class TemplateResult:
+    """Scores of one template of one task.
+
+    `score` is the primary metric (`primary_metric`, the output `primary_key` of the task's first metric)
+    on a 0-100 scale; `majority_baseline` is that metric for always predicting the most common target,
+    `chance_baseline` the mean of 1/len(answer choices) (0-100), both `None` where they do not apply.
+    `num_skipped` rows rendered no target (promptsource's skip case) and `num_errors` rows failed to render
+    (first message in `error`); neither is in `num_examples`. `score` is `None` when no row was left.
+    """
+
+    task: str
+    template: str
+    split: str
+    scoring: str
+    num_examples: int
+    metrics: dict[str, dict[str, float]]
+    primary_metric: str
+    primary_key: str
+    score: Optional[float]
+    majority_baseline: Optional[float] = None
+    chance_baseline: Optional[float] = None
+    num_skipped: int = 0
+    num_errors: int = 0
+    error: Optional[str] = None
+    unsupported_metrics: list[str] = dataclasses.field(default_factory=list)
+    predictions: Optional[list[dict[str, Any]]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TemplateResult":
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class EvalReport:
+    """Every template result of one model, with the settings that produced them."""
+
+    name: str
+    results: list[TemplateResult]
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def tasks(self) -> list[str]:
+        """Task names in first-seen order."""
+        return list(dict.fromkeys(r.task for r in self.results))
+
+    def for_task(self, task: str) -> list[TemplateResult]:
+        return [r for r in self.results if r.task == task]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "settings": self.settings, "results": [r.to_dict() for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvalReport":
+        return cls(name=data["name"], settings=dict(data.get("settings", {})),
+                   results=[TemplateResult.from_dict(r) for r in data["results"]])

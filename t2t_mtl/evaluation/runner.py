@@ -1,0 +1,327 @@
+"""Evaluate a model on tasks: every template of every task, scored by rank classification or generation.
+
+Sharding: with `world_size` > 1 (or an initialised torch.distributed group) rank r scores the examples
+r, r + world_size, ... of every template; the per-example outputs are gathered with
+`torch.distributed.all_gather_object` (gloo on CPU) and every rank computes the metrics on the full,
+re-ordered set, so the numbers are those of one process.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
+from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
+from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.metrics import UnknownMetricError, canonical_metric_name, metric_spec
+from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
+from t2t_mtl.evaluation.results import EvalReport, TemplateResult
+from t2t_mtl.evaluation.scoring import score_predictions
+
+SCORING_MODES = ("auto", "rank", "generate")
+
+
+@dataclass
+class EvalSettings:
+    """How to evaluate. `split=None` picks validation, else test, else the task's last split.
+
+    `max_examples` keeps the first N rows of the split (the same rows for every template).
+    """
+
+    split: Optional[str] = None
+    max_examples: Optional[int] = None
+    scoring: str = "auto"
+    length_normalize: bool = False
+    num_beams: int = 1
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    max_input_length: int = 512
+    templates: Optional[Mapping[str, Sequence[str]]] = None
+    keep_predictions: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scoring not in SCORING_MODES:
+            raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {self.scoring!r}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise EvaluationError(f"max_examples must be >= 1, got {self.max_examples}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class _Example:
+    row_index: int
+    inputs: str
+    targets: str
+    answer_choices: list[str]
+    choice_scores: Optional[list[float]] = None
+    position: int = 0
+
+
+@dataclass
+class _Rendered:
+    examples: list[_Example] = field(default_factory=list)
+    skipped: int = 0
+    errors: int = 0
+    first_error: Optional[str] = None
+
+
+def dist_info(rank: Optional[int] = None, world_size: Optional[int] = None) -> tuple[int, int]:
+    """(rank, world size): the arguments, else the initialised process group's, else (0, 1)."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed_from_env() -> tuple[int, int]:
+    """Join the gloo/NCCL group named by torchrun's RANK/WORLD_SIZE variables (no-op for one process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return dist_info()
+
+
+def _gather(local: list[Any], world_size: int) -> list[Any]:
+    if world_size == 1:
+        return local
+    gathered: list[Optional[list[Any]]] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, local)
+    return [item for part in gathered for item in part]
+
+
+def _task_templates(task) -> list:
+    templates = task.templates
+    return list(templates.values()) if isinstance(templates, Mapping) else list(templates)
+
+
+def default_split(task) -> str:
+    """validation if the task has it, else test, else its last split."""
+    splits = list(getattr(task, "splits", ()) or ("validation",))
+    for split in ("validation", "test"):
+        if split in splits:
+            return split
+    return splits[-1]
+
+
+def task_metrics(task, template) -> tuple[list[str], list[str]]:
+    """(metrics to compute, metric names with no shipped module).
+
+    The task's `metrics` (an unknown one is an error), else the template's promptsource metadata metrics
+    (unknown ones such as "Other" are reported, not computed), else accuracy for a template with answer
+    choices and exact match otherwise.
+    """
+    declared = [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in (getattr(task, "metrics", ()) or ())]
+    if declared:
+        try:
+            return list(dict.fromkeys(canonical_metric_name(m) for m in declared)), []
+        except UnknownMetricError as error:
+            raise UnknownMetricError(f"task {task.name!r}: {error}") from None
+    metadata = getattr(template, "metadata", None)
+    known, unknown = [], []
+    for name in (getattr(metadata, "metrics", None) or []):
+        try:
+            known.append(canonical_metric_name(name))
+        except UnknownMetricError:
+            unknown.append(name)
+    if known:
+        return list(dict.fromkeys(known)), unknown
+    return (["accuracy"] if template.answer_choices is not None else ["exact_match"]), unknown
+
+
+def render_examples(task, template, rows, *, seed: int = 0) -> _Rendered:
+    """Render every row; skipped rows and render failures are counted (failures keep the first message).
+
+    A row field `target_scores` (a list aligned with the rendered answer choices, as BIG-bench imports
+    have) gives per-choice scores for `multiple_choice_grade`.
+    """
+    from task_registry.errors import TemplateRenderError
+
+    out = _Rendered()
+    for index in range(len(rows)):
+        row = rows[index]
+        try:
+            rendered = template.render(row, task=task.name, row_index=index, rng=random.Random(f"{seed}:{index}"))
+        except TemplateRenderError as error:
+            out.errors += 1
+            out.first_error = out.first_error or str(error)
+            continue
+        if rendered.skipped:
+            out.skipped += 1
+            continue
+        choices = list(rendered.answer_choices or [])
+        scores = row.get("target_scores") if isinstance(row, Mapping) else None
+        if scores is not None and len(scores) != len(choices):
+            raise EvaluationError(f"task {task.name!r} template {template.name!r} row {index}: "
+                                  f"{len(scores)} target_scores for {len(choices)} answer choices")
+        out.examples.append(_Example(index, rendered.inputs, rendered.targets, choices,
+                                     [float(s) for s in scores] if scores is not None else None,
+                                     position=len(out.examples)))
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
+                 progress: Optional[Callable[[int], None]]) -> list[tuple[int, str, int, Optional[list[float]]]]:
+    """(position, prediction text, chosen index or -1, choice scores) for each local example."""
+    out = []
+    for chunk in _chunks(list(examples), settings.batch_size):
+        if mode == "rank":
+            scores = score_choices(model, tokenizer, [e.inputs for e in chunk], [e.answer_choices for e in chunk],
+                                   length_normalize=settings.length_normalize, batch_size=settings.batch_size,
+                                   max_input_length=settings.max_input_length)
+            for example, row in zip(chunk, scores):
+                chosen = argmax_first(row)
+                out.append((example.position, example.answer_choices[chosen], chosen, row))
+        else:
+            texts = generate_texts(model, tokenizer, [e.inputs for e in chunk], num_beams=settings.num_beams,
+                                   max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+                                   max_input_length=settings.max_input_length)
+            out.extend((example.position, text, -1, None) for example, text in zip(chunk, texts))
+        if progress:
+            progress(len(chunk))
+    return out
+
+
+def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) -> str:
+    has_choices = bool(examples) and all(e.answer_choices for e in examples)
+    if requested == "rank" and examples and not has_choices:
+        raise NoAnswerChoicesError(
+            f"task {task.name!r} template {template.name!r} has examples without answer choices: rank "
+            f"classification cannot score it; use generation (--scoring generate, or --scoring auto)")
+    if requested == "auto":
+        return "rank" if has_choices else "generate"
+    return requested
+
+
+def _baselines(examples: Sequence[_Example], primary: str, key: str) -> tuple[Optional[float], Optional[float]]:
+    """(majority-class baseline, chance baseline), both 0-100.
+
+    Majority class, scored with the task's primary metric: when every example has the same set of answer
+    choices (in any order), always answer the most common target; when the choices differ per example
+    (COPA's two alternatives), always answer the most common gold position ("always the second option");
+    without answer choices, always the most common target text. Chance: the mean of 1 / number of choices.
+    """
+    if not examples:
+        return None, None
+    targets = [e.targets for e in examples]
+    choices = [e.answer_choices for e in examples]
+    if all(choices):
+        if len({frozenset(c) for c in choices}) == 1:
+            answer = collections.Counter(targets).most_common(1)[0][0]
+            chosen = [c.index(answer) for c in choices]
+        else:
+            gold = [c.index(t) if t in c else -1 for t, c in zip(targets, choices)]
+            counts = collections.Counter(g for g in gold if g >= 0)
+            position = counts.most_common(1)[0][0] if counts else 0
+            chosen = [position if position < len(c) else -1 for c in choices]
+        predictions = [c[k] if k >= 0 else "" for c, k in zip(choices, chosen)]
+        constant = score_predictions([primary], predictions, targets, choices, chosen=chosen,
+                                     choice_scores=_choice_scores(examples))
+        chance = 100.0 * statistics.fmean(1.0 / len(c) for c in choices)
+    else:
+        most_common = collections.Counter(targets).most_common(1)[0][0]
+        constant = score_predictions([primary], [most_common] * len(examples), targets, choices)
+        chance = None
+    return constant[primary][key] * metric_spec(primary).scale, chance
+
+
+def _choice_scores(examples: Sequence[_Example]) -> Optional[list[list[float]]]:
+    if examples and all(e.choice_scores is not None for e in examples):
+        return [e.choice_scores for e in examples]
+    return None
+
+
+def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSettings, *, split: str,
+                      rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None) -> TemplateResult:
+    """Score one template on `rows` (sharded over ranks) and compute its metrics."""
+    rendered = render_examples(task, template, rows, seed=settings.seed)
+    examples = rendered.examples
+    if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training
+        for example in examples:
+            example.inputs = prefix_task_token(example.inputs, task.name)
+    mode = _scoring_mode(settings.scoring, task, template, examples)
+    metrics, unsupported = task_metrics(task, template)
+    primary = metrics[0]
+    key = metric_spec(primary).primary
+    local = examples[rank::world_size]
+    outputs = sorted(_gather(_score_local(model, tokenizer, local, mode, settings,
+                                          progress_bar.update if progress_bar else None), world_size))
+    if [o[0] for o in outputs] != list(range(len(examples))):
+        raise EvaluationError(f"task {task.name!r} template {template.name!r}: gathered {len(outputs)} outputs "
+                              f"for {len(examples)} examples; every rank must evaluate the same tasks")
+    result = TemplateResult(task=task.name, template=template.name, split=split, scoring=mode,
+                            num_examples=len(examples), metrics={}, primary_metric=primary, primary_key=key,
+                            score=None, num_skipped=rendered.skipped, num_errors=rendered.errors,
+                            error=rendered.first_error, unsupported_metrics=unsupported)
+    if not examples:
+        return result
+    predictions = [o[1] for o in outputs]
+    chosen = [o[2] for o in outputs] if mode == "rank" else None
+    result.metrics = score_predictions(metrics, predictions, [e.targets for e in examples],
+                                       [e.answer_choices for e in examples], chosen=chosen,
+                                       choice_scores=_choice_scores(examples))
+    result.score = result.metrics[primary][key] * metric_spec(primary).scale
+    result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key)
+    if settings.keep_predictions:
+        result.predictions = [{"row": e.row_index, "prediction": o[1], "target": e.targets,
+                               **({"choice_scores": o[3]} if o[3] is not None else {})}
+                              for e, o in zip(examples, outputs)]
+    return result
+
+
+def _resolve_task(task):
+    if isinstance(task, str):
+        import task_registry
+
+        return task_registry.get_task(task)
+    return task
+
+
+def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings: Optional[EvalSettings] = None, *,
+                   name: str = "model", rank: Optional[int] = None, world_size: Optional[int] = None,
+                   progress: bool = True) -> EvalReport:
+    """Evaluate every template (or `settings.templates[task]`) of every task; returns the full report.
+
+    Every rank must call this with the same tasks and settings; each returns the same report.
+    """
+    settings = settings or EvalSettings()
+    rank, world_size = dist_info(rank, world_size)
+    results: list[TemplateResult] = []
+    for task in map(_resolve_task, tasks):
+        split = settings.split or default_split(task)
+        rows = task.load_rows(split)
+        if settings.max_examples is not None and len(rows) > settings.max_examples:
+            rows = rows.select(range(settings.max_examples))
+        templates = _task_templates(task)
+        wanted = (settings.templates or {}).get(task.name)
+        if wanted:
+            by_name = {t.name: t for t in templates}
+            missing = [w for w in wanted if w not in by_name]
+            if missing:
+                raise EvaluationError(f"task {task.name!r} has no template(s) {missing}; it has {sorted(by_name)}")
+            templates = [by_name[w] for w in wanted]
+        if not templates:
+            raise EvaluationError(f"task {task.name!r} has no templates to evaluate")
+        local_rows = len(range(rank, len(rows), world_size))
+        with tqdm(total=local_rows * len(templates), desc=f"eval {task.name}", unit="ex",
+                  disable=not progress or rank != 0, leave=False) as bar:
+            for template in templates:
+                results.append(evaluate_template(model, tokenizer, task, template, rows, settings, split=split,
+                                                 rank=rank, world_size=world_size, progress_bar=bar))
+    return EvalReport(name=name, results=results, settings=settings.to_dict())

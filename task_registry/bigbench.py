@@ -1,0 +1,202 @@
+"""BIG-bench JSON tasks (`task.json`) as registered, evaluation-only multiple-choice tasks.
+
+A task.json holds `examples` with `input` and `target_scores` (answer choice → score) and optional
+formatting keys. The prompt follows BIG-bench's JSON-task formatting for zero-shot use:
+
+    task_prefix + example_input_prefix + input [+ choice_prefix + choice_prefix.join(listed choices)]
+    + example_output_prefix
+
+with BIG-bench's defaults (`example_input_prefix` "\\nQ: ", `example_output_prefix` "\\nA: ",
+`choice_prefix` "\\n  choice: ", `append_choices_to_input` true, `task_prefix` ""). Like every
+template, the rendered input and target are stripped of surrounding whitespace.
+
+The answer choices are the `target_scores` keys, sorted and then shuffled with a seed per example (as
+BIG-bench shuffles the choices it lists in the prompt; it uses numpy's RandomState, so the order differs).
+BIG-bench files tend to list the correct answer first; the shuffle keeps that position from leaking into
+tie-breaking or a majority-position baseline. The row keeps the choices' scores as the list
+`target_scores` (for `multiple_choice_grade`: the mean score of the chosen answer) and the best-scoring
+choice as `target`. Tasks are `eval_only=True` (the registry refuses them in any training mixture),
+`held_out=True`, cluster `bigbench`, one split `test` holding every example.
+
+The prefixes become literal template text, never substituted values, so promptsource-style truncation
+of substituted values (2048 characters) cannot cut them; the input is substituted in 2000-character
+parts for the same reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import datasets
+
+from .errors import DataSourceError, TaskDefinitionError
+from .registry import get_task, register_task
+from .sources import Source
+from .task import Task
+from .template import SEPARATOR, Template
+
+CLUSTER = "bigbench"
+SPLIT = "test"
+NAME_PREFIX = "bigbench_"
+DEFAULT_INPUT_PREFIX = "\nQ: "
+DEFAULT_OUTPUT_PREFIX = "\nA: "
+DEFAULT_CHOICE_PREFIX = "\n  choice: "
+INPUT_PART_CHARS = 2000
+_UNSAFE_IN_LITERAL = ("}}", "endraw")
+
+PathLike = Union[str, os.PathLike]
+
+
+def _task_file(path: PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "task.json"
+    if not path.is_file():
+        raise DataSourceError(f"BIG-bench task file {str(path)!r} does not exist (expected <task dir>/task.json)")
+    return path
+
+
+def read_task_json(path: PathLike) -> dict[str, Any]:
+    """The parsed task.json, checked: `examples` is a non-empty list, each with `input` and `target_scores`."""
+    path = _task_file(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise TaskDefinitionError(f"{str(path)!r} is not valid JSON: {error}") from None
+    examples = data.get("examples") if isinstance(data, dict) else None
+    if not isinstance(examples, list) or not examples:
+        raise TaskDefinitionError(f"{str(path)!r}: key 'examples' must be a non-empty list of examples")
+    for index, example in enumerate(examples):
+        if not isinstance(example, dict) or "input" not in example:
+            raise TaskDefinitionError(f"{str(path)!r}: example {index} has no 'input'")
+        scores = example.get("target_scores")
+        if not isinstance(scores, dict) or not scores:
+            raise TaskDefinitionError(
+                f"{str(path)!r}: example {index} has no 'target_scores' (answer choice → score); only "
+                f"multiple-choice BIG-bench tasks can be imported")
+        for choice, score in scores.items():
+            if SEPARATOR in choice:
+                raise TaskDefinitionError(f"{str(path)!r}: example {index}: answer choice {choice!r} contains "
+                                          f"the template separator {SEPARATOR!r}")
+            if not isinstance(score, (int, float)):
+                raise TaskDefinitionError(f"{str(path)!r}: example {index}: target score of {choice!r} is "
+                                          f"{score!r}, not a number")
+    return data
+
+
+def _split_text(text: str) -> list[str]:
+    return [text[i:i + INPUT_PART_CHARS] for i in range(0, len(text), INPUT_PART_CHARS)] or [""]
+
+
+def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per example: input, input_parts, choices, target_scores (aligned with choices), target.
+
+    `choices` are the sorted answer choices in a shuffle seeded by the task name and example index; the
+    prompt lists them in this order too (when the task appends choices to the input).
+    """
+    rows = []
+    for index, example in enumerate(data["examples"]):
+        scores = example["target_scores"]
+        choices = sorted(scores)
+        random.Random(f"bigbench:{data.get('name', '')}:{index}").shuffle(choices)
+        best = max(scores.values())
+        rows.append({"idx": index, "input": str(example["input"]), "input_parts": _split_text(str(example["input"])),
+                     "choices": choices, "target_scores": [float(scores[c]) for c in choices],
+                     "target": next(c for c in choices if scores[c] == best)})
+    return rows
+
+
+def _literal(text: str, key: str, path: str) -> str:
+    for unsafe in _UNSAFE_IN_LITERAL:
+        if unsafe in text:
+            raise TaskDefinitionError(f"{path!r}: {key} contains {unsafe!r}, which the template cannot hold as "
+                                      f"literal text")
+    return f"{{% raw %}}{text}{{% endraw %}}" if text else ""
+
+
+def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template:
+    """The template that formats an example as BIG-bench does (see the module docstring)."""
+    task_prefix = str(data.get("task_prefix", ""))
+    input_prefix = str(data.get("example_input_prefix", DEFAULT_INPUT_PREFIX))
+    output_prefix = str(data.get("example_output_prefix", DEFAULT_OUTPUT_PREFIX))
+    choice_prefix = str(data.get("choice_prefix", DEFAULT_CHOICE_PREFIX))
+    append_choices = bool(data.get("append_choices_to_input", True))
+    jinja = (_literal(task_prefix, "task_prefix", path) + _literal(input_prefix, "example_input_prefix", path)
+             + "{% for part in input_parts %}{{ part }}{% endfor %}")
+    if append_choices:
+        jinja += ("{% for choice in choices %}" + _literal(choice_prefix, "choice_prefix", path)
+                  + "{{ choice }}{% endfor %}")
+    jinja += _literal(output_prefix, "example_output_prefix", path) + " ||| {{ target }}"
+    metadata = {"original_task": True, "choices_in_prompt": append_choices, "metrics": ["multiple_choice_grade"],
+                "languages": ["en"]}
+    return Template("bigbench_zero_shot", jinja, answer_choices='{{ choices | join("|||") }}', metadata=metadata)
+
+
+class BigBenchSource(Source):
+    """The examples of one BIG-bench task.json as rows (see `bigbench_rows`), all in split `test`."""
+
+    def __init__(self, path: PathLike):
+        self.path = _task_file(path)
+        self._rows: Optional[list[dict[str, Any]]] = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = bigbench_rows(read_task_json(self.path))
+        return self._rows
+
+    def load(self, split: str, *, streaming: bool = False):
+        if split != SPLIT:
+            raise DataSourceError(f"BIG-bench task {str(self.path)!r} has only the split {SPLIT!r}, not {split!r}")
+        dataset = datasets.Dataset.from_list(self.rows(), split=datasets.NamedSplit(SPLIT))
+        return dataset.to_iterable_dataset() if streaming else dataset
+
+    def describe(self) -> str:
+        return f"BIG-bench {self.path}"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"bigbench": str(self.path)}
+
+
+def load_bigbench_task(path: PathLike, *, name: Optional[str] = None) -> Task:
+    """A `Task` (not registered) for one BIG-bench task dir or task.json; named `bigbench_<json name>`."""
+    file = _task_file(path)
+    data = read_task_json(file)
+    task_name = name or NAME_PREFIX + str(data.get("name") or file.parent.name)
+    return Task(task_name, BigBenchSource(file), [bigbench_template(data, str(file))],
+                metrics=("multiple_choice_grade",), task_type="multiple_choice", cluster=CLUSTER, held_out=True,
+                splits=(SPLIT,), eval_only=True, description=str(data.get("description", "")))
+
+
+def import_bigbench(directory: PathLike, *, overwrite: bool = False) -> list[str]:
+    """Register every `<task>/task.json` under `directory` (or the one task.json it names); returns names.
+
+    A task already registered from the same file is kept (the import is idempotent); another task of the
+    same name is an error unless `overwrite`.
+    """
+    directory = Path(directory)
+    if directory.is_file() or (directory / "task.json").is_file():
+        files = [_task_file(directory)]
+    elif directory.is_dir():
+        files = sorted(directory.glob("*/task.json"))
+    else:
+        raise DataSourceError(f"BIG-bench folder {str(directory)!r} does not exist")
+    if not files:
+        raise DataSourceError(f"BIG-bench folder {str(directory)!r} has no <task>/task.json files")
+    names = []
+    for file in files:
+        task = load_bigbench_task(file)
+        try:
+            existing = get_task(task.name)
+        except KeyError:
+            existing = None
+        same_file = isinstance(getattr(existing, "source", None), BigBenchSource) and \
+            existing.source.path.resolve() == file.resolve()
+        if existing is None or overwrite:
+            register_task(task, overwrite=overwrite)
+        elif not same_file:
+            register_task(task)  # raises DuplicateRegistrationError naming the task
+        names.append(task.name)
+    return names

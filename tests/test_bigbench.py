@@ -1,0 +1,110 @@
+"""BIG-bench JSON import: the 14 shared tasks become evaluation-only tasks formatted as BIG-bench does."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+import task_registry
+from task_registry.bigbench import import_bigbench, load_bigbench_task
+from t2t_mtl.evaluation import EvalSettings, evaluate_tasks
+from t2t_mtl.tokenizer import load_tokenizer
+
+# Example counts as listed in ../shared/bigbench/README.md.
+EXPECTED_COUNTS = {
+    "implicatures": 492, "presuppositions_as_nli": 735, "winowhy": 2865, "epistemic_reasoning": 2000,
+    "strategyqa": 2290, "social_iqa": 1954, "navigate": 1000, "sports_understanding": 1000, "causal_judgment": 190,
+    "disambiguation_qa": 258, "date_understanding": 369, "anachronisms": 230, "emoji_movie": 100,
+    "analogical_similarity": 323,
+}
+
+
+@pytest.fixture()
+def imported(bigbench_dir):
+    with task_registry.isolated_registry():
+        yield import_bigbench(bigbench_dir)
+
+
+def expected_prompt(data: dict, example: dict) -> str:
+    """The head of BIG-bench's zero-shot prompt written out directly: task prefix, input prefix, input."""
+    text = data.get("task_prefix", "") + data.get("example_input_prefix", "\nQ: ") + example["input"]
+    return text
+
+
+def test_the_gold_answer_position_is_shuffled(imported):
+    """The files list the correct answer first; the import must not keep that order."""
+    rows = task_registry.get_task("bigbench_date_understanding").load_rows("test")
+    positions = [row["choices"].index(row["target"]) for row in rows]
+    assert max(positions.count(p) for p in set(positions)) < 0.5 * len(positions)
+
+
+def test_all_fourteen_tasks_import_with_their_examples(imported):
+    assert sorted(imported) == sorted(f"bigbench_{name}" for name in EXPECTED_COUNTS)
+    for name, count in EXPECTED_COUNTS.items():
+        task = task_registry.get_task(f"bigbench_{name}")
+        assert task.eval_only and task.held_out and task.cluster == "bigbench"
+        assert task.metrics == ("multiple_choice_grade",)
+        assert task.num_rows("test") == count
+
+
+def test_prompts_honour_the_prefixes_and_choices_come_from_target_scores(imported, bigbench_dir):
+    for name in EXPECTED_COUNTS:
+        data = json.loads((bigbench_dir / name / "task.json").read_text(encoding="utf-8"))
+        task = task_registry.get_task(f"bigbench_{name}")
+        rows = task.load_rows("test")
+        for index in (0, len(rows) - 1):
+            example = data["examples"][index]
+            rendered = task.templates[0].render(rows[index], task=task.name, row_index=index)
+            head = expected_prompt(data, example)
+            output_prefix = data.get("example_output_prefix", "\nA: ")
+            assert rendered.inputs.startswith(head.strip()), name
+            assert rendered.inputs.endswith(output_prefix.strip() or example["input"].strip()), name
+            tail = rendered.inputs[len(head.strip()):len(rendered.inputs) - len(output_prefix.strip())]
+            if data.get("append_choices_to_input", True):
+                prefix = data.get("choice_prefix", "\n  choice: ")
+                listed = [c.strip() for c in tail.split(prefix)[1:]]
+                assert listed == [c.strip() for c in rendered.answer_choices], name
+            else:
+                assert tail.strip() == ""
+            assert sorted(rendered.answer_choices) == sorted(example["target_scores"])
+            best = max(example["target_scores"].values())
+            assert example["target_scores"][rendered.targets] == best
+            assert rows[index]["target_scores"] == [float(example["target_scores"][c]) for c in rendered.answer_choices]
+
+
+def test_bigbench_tasks_can_never_enter_a_training_mixture(imported):
+    task_registry.load_builtin_tasks()
+    held_in = next(n for n in task_registry.list_tasks() if not task_registry.get_task(n).held_out)
+    mixture = task_registry.Mixture("with_bigbench", [held_in, imported[0]])
+    with pytest.raises(task_registry.EvalOnlyTaskError, match=imported[0]):
+        task_registry.training_rates(mixture)
+    with pytest.raises(task_registry.EvalOnlyTaskError):
+        task_registry.training_rates(mixture, force=True)
+
+
+def test_import_is_idempotent_and_bad_files_are_named(imported, bigbench_dir, tmp_path):
+    assert import_bigbench(bigbench_dir) == imported
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "task.json").write_text(json.dumps({"name": "bad", "examples": [{"input": "q", "target": "a"}]}))
+    with pytest.raises(task_registry.TaskDefinitionError, match="example 0 has no 'target_scores'"):
+        load_bigbench_task(bad)
+    with pytest.raises(task_registry.DataSourceError, match="does not exist"):
+        import_bigbench(tmp_path / "nowhere")
+
+
+def test_multiple_choice_grade_of_a_tiny_model_on_two_tasks(imported, t5_tokenizer_dir):
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_heads=2,
+                                                num_layers=1, pad_token_id=0, eos_token_id=1,
+                                                decoder_start_token_id=0))
+    report = evaluate_tasks(model, tokenizer, ["bigbench_navigate", "bigbench_emoji_movie"],
+                            EvalSettings(max_examples=6, keep_predictions=True), progress=False)
+    for result in report.results:
+        assert result.scoring == "rank" and result.num_examples == 6
+        grades = [p["prediction"] == p["target"] for p in result.predictions]  # 0/1 target scores here
+        assert result.score == pytest.approx(100 * sum(grades) / 6)
+        assert result.metrics["multiple_choice_grade"]["multiple_choice_grade"] == pytest.approx(sum(grades) / 6)

@@ -1,0 +1,248 @@
+"""The evaluation runner, aggregates, reports, checkpoints and the `t2t-mtl eval` command, end to end."""
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+import task_registry
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.evaluation import (CheckpointError, EvalReport, EvalSettings, NoAnswerChoicesError, TemplateResult,
+                                compare, comparison_markdown, evaluate_tasks, load_checkpoint, read_report,
+                                summarize, to_markdown, write_report)
+from t2t_mtl.tokenizer import load_tokenizer
+
+ROWS = [{"text": f"review number {i} was {'great fun' if i % 3 else 'dull and slow'}", "label": int(i % 3 != 0)}
+        for i in range(10)]
+
+
+def toy_task(data_file: str) -> task_registry.Task:
+    """A sentiment task with a rank-scored template, a generation template and a template that skips rows."""
+    templates = [
+        task_registry.Template("choices", "Is this review positive? {{ text }} ||| {{ answer_choices[label] }}",
+                               answer_choices="no ||| yes"),
+        task_registry.Template("free", "Label the review: {{ text }} ||| {{ ['negative', 'positive'][label] }}"),
+        task_registry.Template("positives_only", "{% if label == 1 %}Positive review? {{ text }} ||| "
+                               "{{ answer_choices[label] }}{% endif %}", answer_choices="no ||| yes"),
+    ]
+    return task_registry.Task("toy_sentiment", task_registry.LocalFileSource({"validation": data_file}), templates,
+                              metrics=("accuracy",), task_type="sentiment", cluster="toy", splits=("validation",))
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "validation.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, t5_tokenizer_dir):
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8,
+                                                num_heads=2, num_layers=2, pad_token_id=0, eos_token_id=1,
+                                                decoder_start_token_id=0))
+    folder = tmp_path_factory.mktemp("ckpt")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def toy_report(loaded, data_file):
+    model, tokenizer = loaded
+    return evaluate_tasks(model, tokenizer, [toy_task(data_file)], EvalSettings(keep_predictions=True,
+                                                                                 max_new_tokens=4, batch_size=4),
+                          progress=False)
+
+
+def test_every_template_is_scored_and_the_numbers_follow_from_the_predictions(toy_report):
+    by_name = {r.template: r for r in toy_report.results}
+    assert list(by_name) == ["choices", "free", "positives_only"]
+    ranked, generated, partial = by_name["choices"], by_name["free"], by_name["positives_only"]
+    assert (ranked.scoring, generated.scoring, partial.scoring) == ("rank", "generate", "rank")
+    targets = [["no", "yes"][row["label"]] for row in ROWS]
+    assert [p["target"] for p in ranked.predictions] == targets
+    hits = [p["prediction"] == p["target"] for p in ranked.predictions]
+    assert ranked.score == pytest.approx(100 * sum(hits) / len(hits))
+    assert ranked.majority_baseline == pytest.approx(100 * collections.Counter(targets).most_common(1)[0][1] / 10)
+    assert ranked.chance_baseline == pytest.approx(50.0)
+    for p in ranked.predictions:  # the prediction is the highest-scoring choice
+        assert p["prediction"] == ["no", "yes"][max(range(2), key=p["choice_scores"].__getitem__)]
+    # generation: every prediction (empty ones included) is scored against the target text
+    assert generated.num_examples == 10 and len(generated.predictions) == 10
+    gen_hits = [p["prediction"] == p["target"] for p in generated.predictions]
+    assert generated.score == pytest.approx(100 * sum(gen_hits) / 10)
+    # the template that renders no target for negative rows: those rows are counted, not scored
+    negatives = sum(1 for row in ROWS if row["label"] == 0)
+    assert (partial.num_examples, partial.num_skipped) == (10 - negatives, negatives)
+
+
+def test_rank_scoring_of_a_template_without_choices_says_to_use_generation(loaded, data_file):
+    model, tokenizer = loaded
+    task = toy_task(data_file)
+    with pytest.raises(NoAnswerChoicesError, match="'free'.*use generation"):
+        evaluate_tasks(model, tokenizer, [task], EvalSettings(scoring="rank", templates={task.name: ["free"]}),
+                       progress=False)
+
+
+def test_majority_baseline_is_the_most_common_gold_position_for_per_example_choices():
+    from t2t_mtl.evaluation.runner import _baselines, _Example
+
+    examples = [_Example(0, "q", "rain", ["sun", "rain"]), _Example(1, "q", "cold", ["hot", "cold"]),
+                _Example(2, "q", "up", ["up", "down", "left"])]
+    majority, chance = _baselines(examples, "accuracy", "accuracy")
+    assert majority == pytest.approx(100 * 2 / 3)  # "always the second option" is right twice
+    assert chance == pytest.approx(100 * (1 / 2 + 1 / 2 + 1 / 3) / 3)
+    # one label set in shuffled orders: the majority is the most common label, wherever it is listed
+    shuffled = [_Example(0, "q", "yes", ["yes", "no"]), _Example(1, "q", "yes", ["no", "yes"]),
+                _Example(2, "q", "no", ["no", "yes"])]
+    assert _baselines(shuffled, "accuracy", "accuracy")[0] == pytest.approx(100 * 2 / 3)
+
+
+def _result(task, template, score, majority=None):
+    return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=10,
+                          metrics={"accuracy": {"accuracy": score / 100}}, primary_metric="accuracy",
+                          primary_key="accuracy", score=score, majority_baseline=majority)
+
+
+def test_aggregates_median_mean_decascore_macro_and_comparison():
+    a = EvalReport("a", [_result("t1", "x", 40.0, 50.0), _result("t1", "y", 70.0, 50.0), _result("t1", "z", 60.0),
+                         _result("t2", "x", 10.0), _result("t2", "y", 30.0)])
+    summary = summarize(a)
+    t1, t2 = summary["tasks"]["t1"], summary["tasks"]["t2"]
+    assert (t1.median, t1.mean, t1.min, t1.max, t1.majority_baseline) == (60.0, pytest.approx(170 / 3), 40.0, 70.0, 50.0)
+    assert (t2.median, t2.mean) == (20.0, 20.0)
+    assert summary["decascore"] == pytest.approx(80.0) and summary["macro_average"] == pytest.approx(40.0)
+    b = EvalReport("b", [_result("t1", "x", 90.0), _result("t3", "x", 20.0)])
+    table = compare([a, b])
+    assert table["tasks"] == {"t1": {"a": 60.0, "b": 90.0}, "t2": {"a": 20.0, "b": None}, "t3": {"a": None, "b": 20.0}}
+    assert table["decascore"] == {"a": 80.0, "b": 110.0} and table["common_tasks"] == ["t1"]
+    assert "| t2 | 20.0 | — |" in comparison_markdown([a, b])
+
+
+def test_report_files_round_trip(toy_report, tmp_path):
+    paths = write_report(toy_report, tmp_path / "report")
+    data = json.loads(paths["json"].read_text())
+    scores = [r.score for r in toy_report.results if r.score is not None]
+    assert data["summary"]["tasks"]["toy_sentiment"]["median"] == pytest.approx(statistics.median(scores))
+    assert read_report(tmp_path / "report").to_dict() == toy_report.to_dict()
+    assert "| toy_sentiment | choices | rank |" in paths["markdown"].read_text()
+    assert to_markdown(toy_report) == paths["markdown"].read_text()
+    assert len(paths["plots"]) == 1 and paths["plots"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing")
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="'bert' model.*T5"):
+        load_checkpoint(tmp_path / "bert")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json|could not be loaded"):
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_held_out_tasks_are_refused_in_a_training_mixture():
+    task_registry.load_builtin_tasks()
+    held_out = [n for n in task_registry.list_tasks() if task_registry.get_task(n).held_out]
+    held_in = [n for n in task_registry.list_tasks() if not task_registry.get_task(n).held_out]
+    assert held_out and held_in
+    leaky = task_registry.Mixture("leaky", [held_in[0], held_out[0]])
+    with pytest.raises(task_registry.HeldOutTaskError, match=held_out[0]):
+        task_registry.training_rates(leaky)
+    cluster = task_registry.get_task(held_out[0]).cluster
+    assert held_out[0] not in task_registry.training_rates(leaky, held_out_clusters=[cluster])
+
+
+def test_cli_eval_writes_the_report_and_reports_bad_checkpoints(checkpoint, data_file, tmp_path, capsys):
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        code = cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "4",
+                         "--out", str(tmp_path / "out"), "--no-progress", "--max-new-tokens", "3",
+                         "--compare", str(tmp_path / "missing")])
+        assert code == 1 and "no evaluation report" in capsys.readouterr().err
+        code = cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "4",
+                         "--out", str(tmp_path / "out"), "--no-progress", "--max-new-tokens", "3"])
+    assert code == 0
+    report = read_report(tmp_path / "out")
+    assert [r.num_examples for r in report.results] == [4, 4, 2]  # rows 0 and 3 are negative
+    assert (tmp_path / "out" / "plots" / "toy_sentiment.png").exists()
+    assert cli_main(["eval", "--checkpoint", str(tmp_path / "nope"), "--tasks", "x"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path):
+    task_registry.load_builtin_tasks()
+    clusters = {task_registry.get_task(n).cluster for n in task_registry.get_mixture("procedural_held_out").flatten()}
+    code = cli_main(["eval", "--checkpoint", checkpoint, "--held-out", "--held-out-clusters", ",".join(clusters),
+                     "--max-examples", "6", "--out", str(tmp_path / "held_out"), "--no-progress"])
+    assert code == 0
+    report = read_report(tmp_path / "held_out")
+    expected = sorted(task_registry.get_mixture("procedural_held_out").flatten())
+    assert sorted(report.tasks()) == expected
+    expected_templates = sum(len(task_registry.get_task(n).templates) for n in expected)
+    assert len(report.results) == expected_templates
+    assert all(r.score is not None and r.num_examples == 6 for r in report.results)
+    assert summarize(report)["num_tasks"] == len(expected)
+
+
+# -- sharded evaluation --------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sharded_worker(rank: int, world_size: int, port: int, checkpoint: str, data_file: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model, tokenizer, _ = load_checkpoint(checkpoint)
+        report = evaluate_tasks(model, tokenizer, [toy_task(data_file)],
+                                EvalSettings(keep_predictions=True, max_new_tokens=4, batch_size=3), progress=False)
+        with open(f"{out}.{rank}", "w", encoding="utf-8") as handle:
+            json.dump(report.to_dict(), handle)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_sharded_evaluation_equals_one_process(checkpoint, data_file, toy_report, tmp_path):
+    context = multiprocessing.get_context("spawn")
+    port = _free_port()
+    out = str(tmp_path / "sharded.json")
+    processes = [context.Process(target=_sharded_worker, args=(rank, 2, port, checkpoint, data_file, out))
+                 for rank in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=240)
+        assert p.exitcode == 0
+    reports = [EvalReport.from_dict(json.loads(open(f"{out}.{rank}").read())) for rank in range(2)]
+    assert reports[0].to_dict() == reports[1].to_dict()  # every rank holds the gathered result
+    for sharded, single in zip(reports[0].results, toy_report.results):
+        assert (sharded.template, sharded.num_examples, sharded.num_skipped) == \
+            (single.template, single.num_examples, single.num_skipped)
+        assert [p["prediction"] for p in sharded.predictions] == [p["prediction"] for p in single.predictions]
+        flat = lambda metrics: {(m, k): v for m, values in metrics.items() for k, v in values.items()}  # noqa: E731
+        assert flat(sharded.metrics) == pytest.approx(flat(single.metrics))
+        assert sharded.score == pytest.approx(single.score)
+        for a, b in zip(sharded.predictions, single.predictions):
+            assert a.get("choice_scores", []) == pytest.approx(b.get("choice_scores", []), abs=1e-5)

@@ -1,0 +1,110 @@
+"""Rank classification against a brute-force reference (one full forward per choice), on a tiny T5."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from t2t_mtl.evaluation.errors import NoAnswerChoicesError
+from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
+from t2t_mtl.tokenizer import load_tokenizer
+
+INPUTS = ["Is the sky blue? Answer yes or no.", "premise: a cat sleeps. hypothesis: an animal rests.",
+          "short", "Which is larger, 7 or 12?", "count the words in this sentence please"]
+CHOICES = [["yes", "no"], ["entailment", "neutral", "contradiction"], ["", "a b c d", "x", "long answer here"],
+           ["7", "12"], ["five", "six", "seven", "eight"]]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(t5_tokenizer_dir):
+    return load_tokenizer(t5_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return T5ForConditionalGeneration(config)  # left in train mode on purpose: scoring must switch dropout off
+
+
+def brute_force_scores(model, tokenizer, inputs, choices, length_normalize=False):
+    """Reference: a full encoder-decoder forward for every (input, choice) pair, one pair at a time."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for text, options in zip(inputs, choices):
+            row = []
+            for option in options:
+                enc = tokenizer([text], return_tensors="pt")
+                labels = tokenizer(text_target=[option], return_tensors="pt").input_ids
+                logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=labels).logits
+                log_probs = torch.log_softmax(logits[0], -1)
+                total = sum(log_probs[t, labels[0, t]].item() for t in range(labels.shape[1]))
+                row.append(total / labels.shape[1] if length_normalize else total)
+            out.append(row)
+    model.train()
+    return out
+
+
+@pytest.mark.parametrize("length_normalize", [False, True])
+def test_scores_equal_one_forward_per_choice(model, tokenizer, length_normalize):
+    reference = brute_force_scores(model, tokenizer, INPUTS, CHOICES, length_normalize)
+    scores = score_choices(model, tokenizer, INPUTS, CHOICES, batch_size=2, max_choice_rows=3,
+                           length_normalize=length_normalize)
+    assert model.training, "the model's mode is restored"
+    for got, want in zip(scores, reference):
+        assert got == pytest.approx(want, abs=1e-4)
+    chosen, _ = rank_classify(model, tokenizer, INPUTS, CHOICES, batch_size=3, length_normalize=length_normalize)
+    assert chosen == [max(range(len(row)), key=row.__getitem__) for row in reference]
+
+
+def test_encoder_runs_once_per_batch_of_examples(model, tokenizer):
+    calls = []
+    handle = model.get_encoder().register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        score_choices(model, tokenizer, INPUTS, CHOICES, batch_size=2, max_choice_rows=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # ceil(5 / 2) encoder passes for 16 answer choices
+
+
+def test_picks_the_choice_a_biased_lm_head_favours(model, tokenizer):
+    favoured = tokenizer("no", add_special_tokens=False).input_ids
+    assert len(favoured) == 1
+    bias = torch.zeros(model.config.vocab_size)
+    bias[favoured[0]] = 50.0
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: output + bias)
+    try:
+        options = [["yes", "no"], ["no", "yes", "maybe"], ["maybe", "yes", "no"]]
+        chosen, scores = rank_classify(model, tokenizer, INPUTS[:3], options, batch_size=2)
+    finally:
+        handle.remove()
+    assert chosen == [1, 0, 2]
+    assert all(row[c] > max(s for i, s in enumerate(row) if i != c) + 10 for row, c in zip(scores, chosen))
+
+
+def test_examples_without_answer_choices_are_refused_with_a_pointer_to_generation(model, tokenizer):
+    with pytest.raises(NoAnswerChoicesError, match="example 1 has no answer choices.*generation"):
+        score_choices(model, tokenizer, ["a", "b"], [["x"], []])
+
+
+def test_greedy_generation_matches_a_manual_argmax_decode(model, tokenizer):
+    texts = generate_texts(model, tokenizer, INPUTS[:2], max_new_tokens=4, batch_size=2)
+    model.eval()
+    with torch.no_grad():
+        for text, expected_source in zip(texts, INPUTS[:2]):
+            enc = tokenizer([expected_source], return_tensors="pt")
+            decoded = torch.tensor([[model.config.decoder_start_token_id]])
+            for _ in range(4):
+                logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                               decoder_input_ids=decoded).logits
+                next_id = logits[0, -1].argmax().view(1, 1)
+                decoded = torch.cat([decoded, next_id], dim=1)
+                if next_id.item() == model.config.eos_token_id:
+                    break
+            assert text == tokenizer.decode(decoded[0], skip_special_tokens=True).strip()
+    model.train()
+    beams = generate_texts(model, tokenizer, INPUTS[:2], num_beams=3, max_new_tokens=4)
+    assert len(beams) == 2 and all(isinstance(b, str) for b in beams)
