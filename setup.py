@@ -45,7 +45,7 @@ setup(
     packages=find_packages(include=["t2t_mtl", "t2t_mtl.*", "task_registry", "task_registry.*",
                                     "kernels", "kernels.*"]),
     package_data={
-        "t2t_mtl": ["configs/*.yaml", "configs/*.json", "evaluation/metrics/*/*.py"],
+        "t2t_mtl": ["configs/*.yaml", "configs/launch/*", "evaluation/metrics/*/*.py"],
         "task_registry": ["builtin/*.yaml", "builtin/**/*.yaml"],
     },
     include_package_data=True,

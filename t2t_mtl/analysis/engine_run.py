@@ -1,0 +1,135 @@
+"""One transfer-study run through the real stack: train with the engine, score with the evaluation runner.
+
+A run is a single process (world size 1); studies spread runs over processes instead. Every run of a study
+shares one tokenizer, trained once on all of the study's tasks (so that scores differ only by the training
+set), unless the base config names one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from t2t_mtl.analysis.errors import RunResultError, StudyConfigError
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def base_config_dict(config: Optional[str] = None, overrides: Sequence[str] = (), *,
+                     data_dir: Optional[str] = None) -> dict[str, Any]:
+    """The validated base training config of a study as a plain dict (default: the packaged quickstart)."""
+    from t2t_mtl.config import load_config
+
+    cfg = load_config(config if config is not None else "quickstart", list(overrides))
+    if data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
+    return cfg.to_dict()
+
+
+def _run_config(base_cfg: Optional[Mapping[str, Any]], train_tasks: Sequence[str], seed: int, steps: int,
+                out_dir: Path, tokenizer_path: Optional[str], cache_dir: Optional[str] = None) -> Any:
+    from t2t_mtl.config import config_from_dict, deep_merge
+
+    override: dict[str, Any] = {
+        "data": {"mixture": None, "tasks": list(train_tasks), "validation_examples": 0},
+        "training": {"seed": int(seed), "steps": int(steps), "output_dir": str(out_dir), "progress_bar": False,
+                     "checkpoint_every": 0, "keep_checkpoints": 1, "plot": False, "tensorboard": False},
+    }
+    if tokenizer_path is not None:
+        override["tokenizer"] = {"path": tokenizer_path}
+    if cache_dir is not None:
+        override["data"]["cache_dir"] = cache_dir
+    return config_from_dict(deep_merge(dict(base_cfg or {}), override))
+
+
+def _single_process_env() -> None:
+    """Make this process a world of one with its own rendezvous port (pool workers inherit the parent's)."""
+    import torch.distributed as dist
+
+    world = os.environ.get("WORLD_SIZE")
+    if world not in (None, "1"):
+        raise StudyConfigError(f"WORLD_SIZE={world}: a transfer study trains each run in one process; launch it "
+                               f"with plain `t2t-mtl affinity transfer` and spread runs with --workers/--shard")
+    if not dist.is_initialized():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+
+
+def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str], study_dir: Path) -> Optional[str]:
+    """Path of the tokenizer shared by every run: the base config's, or one trained once on all `tasks`
+    (cached in `<study>/tokenizer`). Returns None only when the base config names a tokenizer."""
+    if base_cfg and (base_cfg.get("tokenizer") or {}).get("path"):
+        return None
+    out = Path(study_dir).resolve() / TOKENIZER_DIR
+    if (out / "tokenizer_config.json").exists():
+        return str(out)
+    import torch
+
+    from t2t_mtl.engine.distributed import DistEnv
+    from t2t_mtl.engine.trainer import prepare_tokenizer, training_rates
+
+    cfg = _run_config(base_cfg, tasks, 0, 1, Path(study_dir), None)
+    main_process = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none")
+    prepare_tokenizer(cfg, out.parent, list(training_rates(cfg)), main_process)
+    return str(out)
+
+
+def prepare_study(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str], study_dir: Path) -> dict[str, Any]:
+    """Run options every run of a study shares: the tokenizer's path and (unless the base config names one)
+    a tokenized-data cache in the study directory, so each task is tokenized once per seed, not per run."""
+    options: dict[str, Any] = {}
+    path = study_tokenizer(base_cfg, tasks, study_dir)
+    if path is not None:
+        options["tokenizer_path"] = path
+    if not (base_cfg and (base_cfg.get("data") or {}).get("cache_dir")):
+        options["cache_dir"] = str(Path(study_dir).resolve() / "cache")
+    return options
+
+
+def train_and_score(train_tasks: Sequence[str], test_tasks: Sequence[str], seed: int, steps: int,
+                    base_cfg: Optional[Mapping[str, Any]], work_dir: Path, *, eval_examples: int = 64,
+                    tokenizer_path: Optional[str] = None, cache_dir: Optional[str] = None,
+                    keep_checkpoints: bool = False) -> dict[str, float]:
+    """Train on `train_tasks` (engine, one process) and return each test task's score.
+
+    A task's score is the mean over its templates of the evaluation runner's primary metric (0–100) on the
+    first `eval_examples` validation rows, rendered identically for every run (rank classification for
+    tasks with answer choices, greedy generation otherwise). The evaluation report is kept in
+    `work_dir/eval.json`; the checkpoint is deleted after scoring unless `keep_checkpoints`.
+    """
+    from t2t_mtl.engine.trainer import train
+    from t2t_mtl.evaluation.aggregate import summarize_task
+    from t2t_mtl.evaluation.checkpoint import load_checkpoint
+    from t2t_mtl.evaluation.runner import EvalSettings, evaluate_tasks
+
+    _single_process_env()
+    work_dir = Path(work_dir)
+    run_dir = work_dir / "train"
+    cfg = _run_config(base_cfg, train_tasks, seed, steps, run_dir, tokenizer_path, cache_dir)
+    result = train(cfg)
+    if result.interrupted or result.checkpoint is None:
+        raise RunResultError(f"training {list(train_tasks)} (seed {seed}) stopped at step {result.step} of {steps} "
+                             f"without a final checkpoint; rerun the study to retry this run")
+    model, tokenizer, _ = load_checkpoint(run_dir)
+    templates = {t: list(cfg.data.templates) for t in test_tasks} if cfg.data.templates else None
+    settings = EvalSettings(max_examples=eval_examples, max_input_length=cfg.data.max_input_length,
+                            max_new_tokens=cfg.data.max_target_length, templates=templates, seed=0)
+    report = evaluate_tasks(model, tokenizer, list(test_tasks), settings, name="+".join(train_tasks),
+                            progress=False)
+    (work_dir / "eval.json").write_text(json.dumps(report.to_dict(), indent=2))
+    scores: dict[str, float] = {}
+    for task in test_tasks:
+        summary = summarize_task(report.for_task(task))
+        if summary.mean is None:
+            raise RunResultError(f"task {task!r}: no template could be scored on its validation split "
+                                 f"(see {work_dir / 'eval.json'})")
+        scores[task] = float(summary.mean)
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return scores

@@ -1,0 +1,278 @@
+"""Gradient affinity: per-pair cosine of task gradients over training, and a clustering of tasks by it.
+
+Gradient surgery computes the T×T Gram matrix G of the per-task gradients every step it runs, so the
+cosines cos(g_i, g_j) = G_ij / sqrt(G_ii G_jj) come for free and are logged to the run's JSONL log. This
+module reads them back into a [steps, T, T] series, summarises them (mean, last, fraction of steps in
+conflict, i.e. with a negative cosine), plots them, and clusters the tasks hierarchically (scipy, average
+linkage) on the distance 1 − mean cosine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from t2t_mtl.analysis.errors import GradientLogError
+
+
+@dataclasses.dataclass
+class CosineSeries:
+    """Per-step T×T cosine matrices of task gradients; NaN where a pair was not measured at a step."""
+
+    tasks: list[str]
+    steps: np.ndarray  # [N]
+    cosines: np.ndarray  # [N, T, T]
+
+    def __post_init__(self) -> None:
+        n, t = len(self.steps), len(self.tasks)
+        if self.cosines.shape != (n, t, t):
+            raise GradientLogError(f"cosine series shape {self.cosines.shape} does not match {n} steps × "
+                                   f"{t} tasks")
+        if n == 0:
+            raise GradientLogError("the gradient cosine series is empty")
+
+    def pair_series(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, cosines) of pair (i, j) where it was measured."""
+        values = self.cosines[:, i, j]
+        keep = np.isfinite(values)
+        return self.steps[keep], values[keep]
+
+    def mean(self) -> np.ndarray:
+        """[T, T] mean cosine over the steps each pair was measured at (1 on the diagonal)."""
+        with np.errstate(invalid="ignore"):
+            counts = np.isfinite(self.cosines).sum(axis=0)
+            total = np.nansum(self.cosines, axis=0)
+            out = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+        np.fill_diagonal(out, 1.0)
+        return out
+
+    def conflict_fraction(self) -> np.ndarray:
+        """[T, T] fraction of measured steps at which cos(g_i, g_j) < 0."""
+        finite = np.isfinite(self.cosines)
+        counts = finite.sum(axis=0)
+        negative = (np.where(finite, self.cosines, 0.0) < 0).sum(axis=0)
+        out = np.where(counts > 0, negative / np.maximum(counts, 1), np.nan)
+        np.fill_diagonal(out, 0.0)
+        return out
+
+
+COSINE_KEY = "grad_cosine"
+
+
+def _find_cosine_stats(record: Any, depth: int = 0) -> Optional[Mapping[str, Any]]:
+    """The mapping holding `grad_cosine` ([T][T], None where undefined) in a log record, searched two levels
+    deep (GradientSurgery.stats() logged at the top level or under a key such as "gradient_surgery")."""
+    if not isinstance(record, Mapping) or depth > 2:
+        return None
+    if COSINE_KEY in record:
+        return record
+    for value in record.values():
+        found = _find_cosine_stats(value, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def log_files(run_dir: str | Path) -> list[Path]:
+    """JSONL logs of a run: `<run>/logs/*.jsonl` and `<run>/*.jsonl` (metrics.jsonl first)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise GradientLogError(f"run directory {run} does not exist")
+    files = sorted(run.glob("logs/*.jsonl")) + sorted(run.glob("*.jsonl"))
+    return sorted(files, key=lambda p: (p.name != "metrics.jsonl", str(p)))
+
+
+def read_cosine_log(run_dir: str | Path) -> CosineSeries:
+    """The per-step task-gradient cosines logged by gradient surgery in a run's JSONL log(s).
+
+    A record contributes when it has a `step` and, at its top level or nested, a mapping with
+    `grad_cosine` ([T][T]) and `tasks` (here or in the record). A resumed run's repeated steps keep the
+    last record. Raises GradientLogError naming the files read when no record has cosines.
+    """
+    files = log_files(run_dir)
+    by_step: dict[int, tuple[list[str], list[list[Optional[float]]]]] = {}
+    for path in files:
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GradientLogError(f"{path}:{lineno} is not valid JSON ({exc}); fix or remove that line")
+            stats = _find_cosine_stats(record)
+            if stats is None or "step" not in record:
+                continue
+            tasks = stats.get("tasks", record.get("tasks"))
+            matrix = stats[COSINE_KEY]
+            if not tasks or len(matrix) != len(tasks) or any(len(row) != len(tasks) for row in matrix):
+                raise GradientLogError(f"{path}:{lineno}: grad_cosine must be a [T][T] matrix with T = "
+                                       f"len(tasks); got tasks {tasks} and {len(matrix)} rows")
+            by_step[int(record["step"])] = (list(tasks), matrix)
+    if not by_step:
+        names = ", ".join(str(p) for p in files) or "no *.jsonl file"
+        raise GradientLogError(f"no gradient cosines in the logs of {run_dir} ({names}): train with "
+                               f"`gradient_surgery: {{method: ...}}` to log them")
+    tasks: list[str] = []
+    for names, _ in by_step.values():
+        tasks += [t for t in names if t not in tasks]
+    index = {t: i for i, t in enumerate(tasks)}
+    steps = sorted(by_step)
+    cos = np.full((len(steps), len(tasks), len(tasks)), np.nan)
+    for n, step in enumerate(steps):
+        names, matrix = by_step[step]
+        rows = [index[t] for t in names]
+        for a, i in enumerate(rows):
+            for b, j in enumerate(rows):
+                value = matrix[a][b]
+                cos[n, i, j] = np.nan if value is None else float(value)
+    return CosineSeries(tasks, np.asarray(steps), cos)
+
+
+def cosines_from_gram(gram: np.ndarray, eps: float = 1e-30) -> np.ndarray:
+    """Cosine matrix G_ij / sqrt(G_ii G_jj) of a Gram matrix (NaN where a gradient has zero norm)."""
+    gram = np.asarray(gram, dtype=np.float64)
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    denom = np.outer(norms, norms)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > eps, gram / np.where(denom > eps, denom, 1.0), np.nan)
+
+
+@dataclasses.dataclass
+class TaskClustering:
+    """Hierarchical clustering of tasks on 1 − mean gradient cosine."""
+
+    tasks: list[str]
+    distance: np.ndarray  # [T, T]
+    linkage: np.ndarray  # scipy linkage matrix [T-1, 4]
+    labels: list[int]  # cluster number (1-based) of each task
+    threshold: float
+
+    def cut_height(self) -> float:
+        """Distance at which the tree is cut: the threshold, or (for a cluster count) between the merges kept
+        and the first merge refused."""
+        k = len(set(self.labels))
+        heights = self.linkage[:, 2]
+        n = len(self.tasks)
+        if k <= 1:
+            return float(heights[-1]) * 1.02
+        below, above = heights[n - k - 1] if n - k - 1 >= 0 else 0.0, heights[n - k]
+        return float(self.threshold if below <= self.threshold < above else (below + above) / 2)
+
+    def clusters(self) -> list[list[str]]:
+        groups: dict[int, list[str]] = {}
+        for task, label in zip(self.tasks, self.labels):
+            groups.setdefault(label, []).append(task)
+        return [groups[k] for k in sorted(groups)]
+
+
+def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: float = 1.0,
+                  n_clusters: Optional[int] = None, method: str = "average") -> TaskClustering:
+    """Agglomerative clustering on d_ij = 1 − mean cos_ij (symmetrised, 0 on the diagonal).
+
+    Clusters are cut at distance `threshold` (1.0: merged groups have a positive mean cosine under
+    average linkage) unless `n_clusters` is given. Pairs never measured count as orthogonal (d = 1).
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    tasks = list(tasks)
+    if len(tasks) < 2:
+        raise GradientLogError(f"clustering needs at least 2 tasks, got {tasks}")
+    cos = np.array(mean_cosine, dtype=np.float64)
+    cos = np.where(np.isfinite(cos), cos, 0.0)
+    dist = 1.0 - (cos + cos.T) / 2.0
+    np.fill_diagonal(dist, 0.0)
+    dist = np.clip(dist, 0.0, 2.0)
+    links = linkage(squareform(dist, checks=False), method=method)
+    if n_clusters is not None:
+        labels = fcluster(links, t=n_clusters, criterion="maxclust")
+    else:
+        labels = fcluster(links, t=threshold, criterion="distance")
+    return TaskClustering(tasks, dist, links, [int(x) for x in labels], threshold)
+
+
+def plot_cosines_over_training(series: CosineSeries, path: Path) -> Path:
+    """One line per task pair: cosine of their gradients against the training step."""
+    from t2t_mtl.analysis.plotting import plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    t = len(series.tasks)
+    for i in range(t):
+        for j in range(i + 1, t):
+            steps, values = series.pair_series(i, j)
+            if len(values):
+                ax.plot(steps, values, lw=1.2, marker="." if len(values) < 30 else None,
+                        label=f"{series.tasks[i]} · {series.tasks[j]}")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cos(g_i, g_j)")
+    ax.set_title("Task gradient cosine over training")
+    if t * (t - 1) // 2 <= 15:
+        ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_dendrogram(clustering: TaskClustering, path: Path) -> Path:
+    """Dendrogram of the task clustering with the cut threshold drawn."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    from t2t_mtl.analysis.plotting import plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(clustering.tasks) + 2), 4))
+    cut = clustering.cut_height()
+    dendrogram(clustering.linkage, labels=clustering.tasks, ax=ax, leaf_rotation=45, color_threshold=cut)
+    ax.axhline(cut, color="gray", ls="--", lw=0.8)
+    ax.set_ylabel("1 − mean cosine")
+    ax.set_title("Tasks clustered by gradient affinity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, threshold: float = 1.0,
+                            n_clusters: Optional[int] = None) -> dict[str, Path]:
+    """Write gradient_affinity.json and the over-training, mean-cosine heatmap and dendrogram PNGs."""
+    from t2t_mtl.analysis.plotting import matrix_heatmap
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mean = series.mean()
+    clustering = cluster_tasks(series.tasks, mean, threshold=threshold, n_clusters=n_clusters)
+    t = len(series.tasks)
+
+    def matrix_json(m: np.ndarray) -> list[list[Optional[float]]]:
+        return [[float(v) if np.isfinite(v) else None for v in row] for row in m]
+
+    payload: dict[str, Any] = {
+        "tasks": series.tasks,
+        "num_steps_logged": int(len(series.steps)),
+        "mean_cosine": matrix_json(mean),
+        "last_cosine": matrix_json(series.cosines[-1]),
+        "conflict_fraction": matrix_json(series.conflict_fraction()),
+        "pairs": {f"{series.tasks[i]}|{series.tasks[j]}": {
+            "steps": [int(s) for s in series.pair_series(i, j)[0]],
+            "cosine": [float(v) for v in series.pair_series(i, j)[1]]}
+            for i in range(t) for j in range(i + 1, t)},
+        "clustering": {"method": "average linkage on 1 - mean cosine", "threshold": clustering.threshold,
+                       "n_clusters": n_clusters, "cut_height": clustering.cut_height(),
+                       "labels": dict(zip(series.tasks, clustering.labels)),
+                       "clusters": clustering.clusters(), "linkage": clustering.linkage.tolist()},
+    }
+    paths = {"json": out / "gradient_affinity.json", "over_training": out / "gradient_cosine.png",
+             "heatmap": out / "gradient_cosine_heatmap.png", "dendrogram": out / "gradient_clusters.png"}
+    paths["json"].write_text(json.dumps(payload, indent=2))
+    plot_cosines_over_training(series, paths["over_training"])
+    notes = [[f"{mean[i, j]:+.2f}" if np.isfinite(mean[i, j]) else "" for j in range(t)] for i in range(t)]
+    matrix_heatmap(mean, series.tasks, series.tasks, paths["heatmap"], title="Mean task gradient cosine",
+                   xlabel="task", ylabel="task", colorbar_label="mean cos(g_i, g_j)", annotations=notes,
+                   symmetric=True)
+    plot_dendrogram(clustering, paths["dendrogram"])
+    return paths

@@ -1,0 +1,120 @@
+"""`t2t-mtl affinity`: which tasks help which (transfer study, gradient affinity, task embeddings)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from t2t_mtl.analysis.errors import AffinityError
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/N, e.g. 0/2") from None
+    return index, count
+
+
+def _tasks(text: str) -> list[str]:
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise argparse.ArgumentTypeError("--tasks: give comma-separated task names, e.g. a,b,c")
+    return tasks
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("affinity", help="task relatedness: transfer study, gradient affinity, "
+                                   "task embeddings")
+    sub = parser.add_subparsers(dest="affinity_command", metavar="ANALYSIS", required=True)
+
+    tr = sub.add_parser("transfer", help="pairwise transfer study (STL, pairs, All, All-but-one, Oracle)")
+    tr.add_argument("--tasks", type=_tasks, required=True, help="comma-separated registered task names")
+    tr.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
+    tr.add_argument("--steps", type=int, required=True, help="training steps of every run")
+    tr.add_argument("--k", type=float, default=1.5, help="significance factor of the benefit/harm rule")
+    tr.add_argument("--out", default="runs/affinity-transfer", help="study directory (resumable)")
+    tr.add_argument("--workers", type=int, default=1, help="runs trained at once in worker processes")
+    tr.add_argument("--shard", type=_shard, default=(0, 1), help="run only every N-th run from I (I/N)")
+    tr.add_argument("--config", default=None, help="base training config (YAML or packaged name)")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a base config key (repeatable)")
+    tr.add_argument("--data-dir", default=None, help="local data folder for hub datasets")
+    tr.add_argument("--eval-examples", type=int, default=64, help="validation examples scored per task")
+    tr.add_argument("--keep-checkpoints", action="store_true",
+                    help="keep each run's final checkpoint (default: delete it once the run is scored)")
+    tr.set_defaults(func=_run_transfer)
+
+    gr = sub.add_parser("gradients", help="per-pair gradient cosines of a run trained with gradient surgery")
+    gr.add_argument("run_dir", help="training run directory (holds the JSONL log)")
+    gr.add_argument("--out", default=None, help="output folder (default RUN_DIR/affinity)")
+    gr.add_argument("--threshold", type=float, default=1.0, help="cut the clustering at 1 - mean cosine")
+    gr.add_argument("--clusters", type=int, default=None, help="cut into this many clusters instead")
+    gr.set_defaults(func=_run_gradients)
+
+    em = sub.add_parser("embeddings", help="export and plot the task embeddings (TE⊕ENC) of a trained run")
+    em.add_argument("run_dir", help="run directory, checkpoint directory or exported HF folder")
+    em.add_argument("--out", default=None, help="output folder (default RUN_DIR/affinity)")
+    em.set_defaults(func=_run_embeddings)
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _run_transfer(args: argparse.Namespace) -> int:
+    from t2t_mtl.analysis.engine_run import base_config_dict
+    from t2t_mtl.analysis.transfer import TransferStudy
+
+    try:
+        import task_registry
+
+        task_registry.load_builtin_tasks()
+        for name in args.tasks:  # unknown names fail here, before anything is trained
+            task_registry.get_task(name)
+        base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir)
+        study = TransferStudy(args.tasks, args.seeds, args.steps, args.out, k=args.k, base_cfg=base_cfg,
+                              run_options={"eval_examples": args.eval_examples,
+                                           "keep_checkpoints": args.keep_checkpoints})
+        outcome = study.run(workers=args.workers, shard=args.shard)
+    except (AffinityError, ValueError, KeyError) as exc:
+        return _fail(exc)
+    if not outcome.complete:
+        print(f"{len(outcome.missing)} run(s) still missing (other shards or a later phase): rerun the same "
+              f"command (any shard, or without --shard) to finish")
+        return 0
+    print(f"study complete: {len(outcome.ran)} run(s) trained now; outputs:")
+    for name, path in outcome.outputs.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def _run_gradients(args: argparse.Namespace) -> int:
+    from t2t_mtl.analysis.gradient_affinity import read_cosine_log, write_gradient_affinity
+
+    try:
+        series = read_cosine_log(args.run_dir)
+        out = Path(args.out) if args.out else Path(args.run_dir) / "affinity"
+        paths = write_gradient_affinity(series, out, threshold=args.threshold, n_clusters=args.clusters)
+    except (AffinityError, ValueError, KeyError) as exc:
+        return _fail(exc)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _run_embeddings(args: argparse.Namespace) -> int:
+    from t2t_mtl.analysis.task_embeddings import export_task_embeddings
+
+    try:
+        from t2t_mtl.engine.export import load_trained_model
+
+        model, tokenizer, _meta = load_trained_model(args.run_dir)
+        out = Path(args.out) if args.out else Path(args.run_dir) / "affinity"
+        paths = export_task_embeddings(model, tokenizer, out)
+    except (AffinityError, ValueError, KeyError, FileNotFoundError) as exc:
+        return _fail(exc)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0

@@ -1,0 +1,38 @@
+"""`t2t-mtl export RUN_OR_CKPT --out DIR [--task NAME]`: a plain Hugging Face model folder."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a Hugging Face model folder from a run or checkpoint (ZeRO shards gathered)",
+        description="Gather the fp32 weights of a run's latest checkpoint (or of the given checkpoint dir) and "
+                    "write model + tokenizer with save_pretrained; T5ForConditionalGeneration.from_pretrained "
+                    "loads the folder without t2t-mtl (MoE models: t2t_mtl.model.moe.load_t5_or_moe).")
+    parser.add_argument("path", metavar="RUN_OR_CKPT",
+                        help="run directory or checkpoints/step-* folder (with --task also an exported folder)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--task", default=None,
+                        help="(task-routed MoE models) export only the sub-network that serves this task: its "
+                             "experts alone; it takes task id 0")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from t2t_mtl.engine.checkpoint import CheckpointError
+    from t2t_mtl.engine.export import ExportError, export_model, export_task_subnetwork
+    from t2t_mtl.model.moe import MoEConfigError
+
+    try:
+        if args.task is not None:
+            out = export_task_subnetwork(args.path, args.task, args.out)
+        else:
+            out = export_model(args.path, args.out)
+    except (ExportError, CheckpointError, MoEConfigError) as err:
+        print(f"t2t-mtl export: {err}", file=sys.stderr)
+        return 2
+    what = f"the sub-network of task {args.task!r} of {args.path}" if args.task is not None else args.path
+    print(f"exported {what} to {out}")
+    return 0

@@ -1,0 +1,50 @@
+"""`t2t-mtl train [CONFIG] [--set k=v ...] [--resume auto|PATH] [--data-dir D]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a multitask T5 (no CONFIG: the packaged quickstart)",
+        description="Train per a layered YAML config (default: the packaged quickstart.yaml). Runs as one "
+                    "process, or under torchrun / the deepspeed launcher / srun for several.")
+    parser.add_argument("config", nargs="?", default=None,
+                        help="YAML config path or packaged name (quickstart, default); default: quickstart")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key, e.g. --set training.steps=200 (repeatable; values are YAML)")
+    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+                        help="'auto' (the run's latest checkpoint, if any), a run dir or a checkpoint dir")
+    parser.add_argument("--data-dir", default=None, help="local dataset folder (<hub path>/<config>/<split>.jsonl)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from t2t_mtl.config import ConfigError
+    from t2t_mtl.engine.checkpoint import CheckpointError
+
+    try:
+        from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
+
+        cfg = as_config(args.config, args.overrides)
+        if args.print_config:
+            print(cfg.to_yaml(), end="")
+            return 0
+        result = train(cfg, resume=args.resume, data_dir=args.data_dir)
+    except (ConfigError, CheckpointError) as err:
+        print(f"t2t-mtl train: {err}", file=sys.stderr)
+        return 2
+    except TrainingAbortedError as err:
+        print(f"t2t-mtl train: aborted: {err}", file=sys.stderr)
+        return 1
+    except (KeyError, ValueError) as err:  # errors of the registry / sampler / weighting builders name the key
+        if type(err).__module__.startswith(("t2t_mtl", "task_registry")):
+            print(f"t2t-mtl train: {err}", file=sys.stderr)
+            return 2
+        raise
+    state = "interrupted (checkpoint saved)" if result.interrupted else "finished"
+    print(f"{state} at step {result.step}; run dir {result.run_dir}; last checkpoint {result.checkpoint}")
+    return 0

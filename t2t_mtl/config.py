@@ -1,0 +1,447 @@
+"""Layered YAML configuration for training runs.
+
+A run's configuration is built from layers, later ones overriding earlier ones key by key:
+
+1. `t2t_mtl/configs/default.yaml` (every key, with its default),
+2. the chain of `base:` files named by the user's file (a path relative to that file or the name of a
+   packaged config, e.g. `base: quickstart`),
+3. the user's YAML file,
+4. `--set a.b=c` overrides (values parsed as YAML: `--set training.lr=3e-4`, `--set data.tasks=[a,b]`).
+
+Every key is checked against the schema below before anything runs: an unknown key is reported with the
+closest known names, a wrong type names the key, the expected type and the value. Sections whose contents
+belong to another component (`sampling`, `weighting`, `gradient_surgery`, `model.moe`, `evaluation`,
+`deepspeed.extra`) are free-form dicts here and are validated by their owners' builders.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the key and what to do."""
+
+
+class UnknownConfigKeyError(ConfigError):
+    """One or more keys are not part of the schema."""
+
+
+class ConfigTypeError(ConfigError):
+    """A value has the wrong type."""
+
+
+class ConfigFileError(ConfigError):
+    """A config file (or a `base:` file) is missing or not valid YAML."""
+
+
+@dataclass
+class ModelConfig:
+    """`name_or_path`: hub name or local folder; otherwise a T5 is built from `dims` (T5Config kwargs).
+    `moe`: task-aware MoE FFNs (`t2t_mtl.model.moe.MoEConfig` keys); `task_embeddings`: a `<task:NAME>` token
+    prepended to every encoder input (TE⊕ENC), its embedding learned with the model."""
+
+    name_or_path: Optional[str] = None
+    dims: Dict[str, Any] = field(default_factory=dict)
+    moe: Optional[Dict[str, Any]] = None
+    task_embeddings: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    """`path`: tokenizer name/folder; else trained on the mixture with `train` options, cached in the run."""
+
+    path: Optional[str] = None
+    train: Dict[str, Any] = field(default_factory=lambda: {"vocab_size": 512, "max_examples_per_task": 2000})
+
+
+@dataclass
+class DataConfig:
+    """Which tasks and how their examples become batches."""
+
+    mixture: Optional[str] = None
+    tasks: Optional[Union[List[str], Dict[str, float]]] = None
+    held_out_clusters: List[str] = field(default_factory=list)
+    templates: Optional[List[str]] = None
+    max_examples_per_task: Optional[int] = None
+    max_input_length: int = 128
+    max_target_length: int = 64
+    data_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+    batching: Literal["bucket", "pad_to_longest", "pad_to_max"] = "bucket"
+    bucket_batches: int = 8
+    pad_to_multiple_of: int = 8
+    validation_examples: int = 64
+
+
+@dataclass
+class TrainingConfig:
+    """The optimisation loop."""
+
+    steps: int = 1000
+    micro_batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: Literal["constant", "linear", "cosine"] = "linear"
+    warmup: int = 0
+    clip: float = 1.0
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    seed: int = 0
+    log_every: int = 10
+    validate_every: int = 0
+    validate_examples: int = 16
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    max_bad_steps: int = 5
+    output_dir: str = "runs/default"
+    num_threads: Optional[int] = None
+    progress_bar: bool = True
+    plot: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class DeepSpeedSection:
+    """ZeRO stage and offload, or `config`: a whole DeepSpeed JSON file used as is (batch keys checked)."""
+
+    zero_stage: int = 0
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    config: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """A whole run configuration (see the module docstring for layering)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: Dict[str, Any] = field(default_factory=lambda: {"strategy": "temperature", "alpha": 1.0})
+    weighting: Dict[str, Any] = field(default_factory=lambda: {"method": "equal"})
+    gradient_surgery: Optional[Dict[str, Any]] = None
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
+    evaluation: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain nested dict (YAML/JSON serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"config file {path} does not exist") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def resolve_config_path(name_or_path: Union[str, Path], relative_to: Optional[Path] = None) -> Path:
+    """A config file path, or the name of a packaged config (`quickstart` → `configs/quickstart.yaml`)."""
+    candidates = []
+    path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute():
+        candidates.append(relative_to / path)
+    candidates.append(path)
+    stem = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
+    candidates.append(CONFIG_DIR / stem)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    packaged = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigFileError(f"config {str(name_or_path)!r} not found (looked at {', '.join(map(str, candidates))}); "
+                          f"packaged configs: {', '.join(packaged)}")
+
+
+def _file_layers(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:
+    """The layers of one file: its `base:` chain first, then the file itself."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigFileError(f"config file {path} includes itself through `base:` ({' -> '.join(map(str, seen))})")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    layers: List[Dict[str, Any]] = []
+    if base is not None:
+        bases = base if isinstance(base, list) else [base]
+        for item in bases:
+            layers += _file_layers(resolve_config_path(item, path.parent), (*seen, path))
+    layers.append(data)
+    return layers
+
+
+#: free-form sections whose whole contents are replaced when a layer names another strategy/method
+_SELECTOR_KEYS = {"sampling": "strategy", "weighting": "method", "gradient_surgery": "method"}
+
+
+def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, top: bool = True) -> Dict[str, Any]:
+    """Merge `override` into a copy of `base`; nested dicts merge key by key, other values replace.
+
+    At the top level, a `sampling`/`weighting`/`gradient_surgery` mapping that names a different
+    strategy/method than the base replaces the base section (its parameters belong to the old one)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        selector = _SELECTOR_KEYS.get(key) if top else None
+        if (selector and isinstance(value, Mapping) and isinstance(out.get(key), dict)
+                and selector in value and value[selector] != out[key].get(selector)):
+            out[key] = copy.deepcopy(dict(value))
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value, top=False)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+    """`["a.b=1", "c=[x, y]"]` → `{"a": {"b": 1}, "c": ["x", "y"]}` (values parsed as YAML)."""
+    out: Dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. training.lr=3e-4")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key part in {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} was already set to a non-mapping value")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: Union[str, Path, None] = None,
+    overrides: Sequence[str] = (),
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """Build and validate a `Config` from a YAML file (or packaged name), `--set` strings and a dict.
+
+    `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named.
+    """
+    merged: Dict[str, Any] = {}
+    if path is not None:
+        for layer in _file_layers(resolve_config_path(path)):
+            merged = deep_merge(merged, layer)
+    if extra:
+        merged = deep_merge(merged, extra)
+    if overrides:
+        merged = deep_merge(merged, parse_overrides(overrides))
+    return config_from_dict(merged)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Validate a nested dict against the schema (unknown keys, types) and return a `Config`."""
+    if isinstance(data, Config):
+        return data
+    cfg = _build(Config, dict(data), "")
+    validate_values(cfg)
+    return cfg
+
+
+# -------------------------------------------------------------------------------------------- validation
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"list of {_type_name(arg)}"
+    if origin in (dict, Dict):
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(tp: Any, value: Any, key: str) -> Any:
+    """Return `value` (ints widened to float where a float is expected) or raise ConfigTypeError."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _check_value(arg, value, key)
+            except ConfigTypeError as err:
+                errors.append(err)
+        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}{hint}")
+    elif origin in (list, List):
+        if isinstance(value, (list, tuple)):
+            (arg,) = typing.get_args(tp) or (Any,)
+            return [_check_value(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin in (dict, Dict):
+        if isinstance(value, dict):
+            args = typing.get_args(tp)
+            if args and args[1] is not Any:
+                return {k: _check_value(args[1], v, f"{key}.{k}") for k, v in value.items()}
+            return dict(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads `3e-4` (no dot) as a string
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, data: Dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        lines = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            hint = f" — did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
+            lines.append(f"  {prefix}{key}{hint}")
+        section = prefix.rstrip(".") or "top level"
+        raise UnknownConfigKeyError(
+            f"unknown config key(s) in {section}:\n" + "\n".join(lines)
+            + f"\nvalid keys there: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        value, tp, key = data[name], hints[name], prefix + name
+        if dataclasses.is_dataclass(tp):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigTypeError(f"config key {key!r} must be a mapping, got {value!r}")
+            kwargs[name] = _build(tp, value, key + ".")
+        else:
+            kwargs[name] = _check_value(tp, value, key)
+    return cls(**kwargs)
+
+
+T5_DIM_KEYS = (
+    "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+    "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate",
+    "layer_norm_epsilon", "initializer_factor", "feed_forward_proj", "tie_word_embeddings", "vocab_size",
+)
+
+
+def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"config key {key!r} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def validate_values(cfg: Config) -> None:
+    """Range and consistency checks that the types alone do not express."""
+    unknown_dims = [k for k in cfg.model.dims if k not in T5_DIM_KEYS]
+    if unknown_dims:
+        lines = []
+        for key in unknown_dims:
+            close = difflib.get_close_matches(key, T5_DIM_KEYS, n=2, cutoff=0.5)
+            lines.append(f"  model.dims.{key}" + (f" — did you mean {', '.join(close)}?" if close else ""))
+        raise UnknownConfigKeyError("unknown T5 dimension(s):\n" + "\n".join(lines)
+                                    + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")
+    t = cfg.training
+    for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints"):
+        _positive(f"training.{key}", getattr(t, key))
+    for key in ("warmup", "checkpoint_every", "clip", "weight_decay"):
+        _positive(f"training.{key}", getattr(t, key), allow_zero=True)
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        raise ConfigError(f"config key 'training.betas' must be two numbers in [0, 1), got {t.betas}")
+    d = cfg.data
+    for key in ("max_input_length", "max_target_length", "bucket_batches", "pad_to_multiple_of"):
+        _positive(f"data.{key}", getattr(d, key))
+    _positive("data.validation_examples", d.validation_examples, allow_zero=True)
+    _positive("data.max_examples_per_task", d.max_examples_per_task)
+    if d.mixture is None and not d.tasks:
+        raise ConfigError("no training data: set data.mixture (a registered mixture name) or data.tasks "
+                          "(a list of task names or a {task: rate} mapping)")
+    if isinstance(d.tasks, dict):
+        for name, rate in d.tasks.items():
+            if not rate > 0:
+                raise ConfigError(f"data.tasks.{name}: rate must be > 0, got {rate}")
+    if cfg.deepspeed.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"config key 'deepspeed.zero_stage' must be 0, 1, 2 or 3, got {cfg.deepspeed.zero_stage}")
+    if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:
+        raise ConfigError("deepspeed.offload_param needs deepspeed.zero_stage: 3")
+    if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage == 0:
+        raise ConfigError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
+    if cfg.model.name_or_path is None and not cfg.model.dims:
+        raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
+
+
+def check_paths(cfg: Config) -> None:
+    """Check every path the config names exists (run before any training). Raises ConfigFileError."""
+    def must_exist(key: str, value: Optional[str], kind: str) -> None:
+        if value is not None and not Path(value).exists():
+            raise ConfigFileError(f"config key {key!r} names {kind} {value!r}, which does not exist")
+
+    must_exist("data.data_dir", cfg.data.data_dir, "a data directory")
+    must_exist("deepspeed.config", cfg.deepspeed.config, "a DeepSpeed JSON file")
+    for key, value in (("model.name_or_path", cfg.model.name_or_path), ("tokenizer.path", cfg.tokenizer.path)):
+        if value is not None and _looks_like_path(value):
+            must_exist(key, value, "a local folder")
+    out = Path(cfg.training.output_dir)
+    parent = next((p for p in (out, *out.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigFileError(f"training.output_dir {str(out)!r}: {parent} exists and is not a directory")
+
+
+def _looks_like_path(value: str) -> bool:
+    """Local paths start with '.', '/', '~' or exist; hub ids are 'name' or 'org/name'."""
+    return value.startswith((".", "/", "~")) or value.count("/") > 1 or Path(value).exists()

@@ -1,0 +1,132 @@
+"""Building micro-batches: the sampler picks the task(s), TaskStreams the rows, the collator pads.
+
+Homogeneous mode (`sampler.next_task()` per micro-batch, identical on every rank) gives one task per
+micro-batch; mixed mode (`sampler.sample_tasks(B)`) gives one task per example. With `batching: bucket`,
+`bucket_batches` micro-batches' worth of rows are drawn at once (for the same task in homogeneous mode),
+sorted by length and cut into micro-batches that are served in a seeded random order, so each batch pads to
+similar lengths. The pending buckets and the shuffling RNG are part of `state_dict()`, so a resumed run
+continues with exactly the batches the interrupted one would have produced.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+import numpy as np
+import torch
+
+from t2t_mtl.data.collator import Seq2SeqCollator
+from t2t_mtl.data.streams import TokenizedTask
+
+Chunk = List[Tuple[str, int]]  # (task, row index) pairs of one micro-batch
+
+
+class BatchBuilder:
+    """Produces micro-batch dicts (input_ids, attention_mask, labels, task_ids) plus the task names."""
+
+    def __init__(
+        self,
+        streams: Mapping[str, TokenizedTask],
+        sampler: Any,
+        task_streams: Any,
+        collator: Seq2SeqCollator,
+        *,
+        micro_batch_size: int,
+        mode: str = "homogeneous",
+        bucket_batches: int = 1,
+        seed: int = 0,
+    ):
+        if mode not in ("homogeneous", "mixed"):
+            raise ValueError(f"sampling.mode must be 'homogeneous' or 'mixed', got {mode!r}")
+        self.streams = dict(streams)
+        self.task_names = list(streams)
+        self.task_to_id = {name: i for i, name in enumerate(self.task_names)}
+        self.sampler = sampler
+        self.task_streams = task_streams
+        self.collator = collator
+        self.micro_batch_size = micro_batch_size
+        self.mode = mode
+        self.bucket_batches = max(1, bucket_batches)
+        self.rng = np.random.default_rng(seed)
+        self.pending: Dict[str, List[Chunk]] = {}
+
+    # ------------------------------------------------------------------------------------------- chunks
+    def _bucket(self, pairs: Chunk) -> List[Chunk]:
+        """Sort pairs by (input, target) length, cut into micro-batches, return them in random order."""
+        if self.bucket_batches > 1:
+            lengths = [(self.streams[t].input_lengths[i], self.streams[t].target_lengths[i]) for t, i in pairs]
+            order = sorted(range(len(pairs)), key=lambda k: lengths[k])
+            pairs = [pairs[k] for k in order]
+        b = self.micro_batch_size
+        chunks = [pairs[k:k + b] for k in range(0, len(pairs), b)]
+        if len(chunks) > 1:
+            chunks = [chunks[k] for k in self.rng.permutation(len(chunks))]
+        return chunks
+
+    def _draw(self, key: str) -> List[Chunk]:
+        n = self.micro_batch_size * self.bucket_batches
+        if self.mode == "homogeneous":
+            return self._bucket([(key, int(i)) for i in self.task_streams.next_indices(key, n)])
+        tasks = self.sampler.sample_tasks(n)
+        wanted: Dict[str, int] = {}
+        for t in tasks:
+            wanted[t] = wanted.get(t, 0) + 1
+        drawn = {t: iter(self.task_streams.next_indices(t, c)) for t, c in wanted.items()}
+        return self._bucket([(t, int(next(drawn[t]))) for t in tasks])
+
+    def next_chunk(self) -> Chunk:
+        """The (task, row) pairs of the next micro-batch."""
+        key = self.sampler.next_task() if self.mode == "homogeneous" else "*"
+        queue = self.pending.get(key)
+        if not queue:
+            queue = self.pending[key] = self._draw(key)
+        return queue.pop()
+
+    def next_selected_chunk(self, score: Callable[[Dict[str, torch.Tensor]], torch.Tensor],
+                            answer_space_sizes: Mapping[str, int]) -> Chunk:
+        """CA-MTL selection: draw the sampler's candidate pool (`candidate_pool()`: b rows per task),
+        `score(batch)` it (per-candidate entropy in nats, [b·M]), and return the micro_batch_size candidates
+        the sampler's `select()` keeps (highest U first). Needs an `uncertainty` strategy sampler."""
+        pool: Chunk = []
+        for task, n in self.sampler.candidate_pool().items():
+            pool.extend((task, int(i)) for i in self.task_streams.next_indices(task, n))
+        entropy = score(self.collate(pool)).detach().float().cpu()
+        if entropy.shape != (len(pool),):
+            raise ValueError(f"the candidate scorer returned shape {tuple(entropy.shape)}, expected ({len(pool)},)")
+        positions: Dict[str, List[int]] = {}
+        for k, (task, _) in enumerate(pool):
+            positions.setdefault(task, []).append(k)
+        per_task = {task: entropy[ks] for task, ks in positions.items()}
+        chosen = self.sampler.select(per_task, answer_space_sizes, self.micro_batch_size)
+        return [pool[positions[task][i]] for task, i in chosen]
+
+    # ------------------------------------------------------------------------------------------ batches
+    def collate(self, chunk: Chunk) -> Dict[str, torch.Tensor]:
+        """Fetch the rows of a chunk (grouped per task for Arrow access) and pad them into a batch."""
+        by_task: Dict[str, List[int]] = {}
+        for pos, (t, _) in enumerate(chunk):
+            by_task.setdefault(t, []).append(pos)
+        inputs: List[Any] = [None] * len(chunk)
+        labels: List[Any] = [None] * len(chunk)
+        for t, positions in by_task.items():
+            rows = self.streams[t].rows([chunk[p][1] for p in positions])
+            for p, x, y in zip(positions, rows["input_ids"], rows["labels"]):
+                inputs[p], labels[p] = x, y
+        return self.collator(inputs, labels, [self.task_to_id[t] for t, _ in chunk])
+
+    def next_batch(self) -> Dict[str, torch.Tensor]:
+        """The next micro-batch dict."""
+        return self.collate(self.next_chunk())
+
+    # ------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> Dict[str, Any]:
+        return {"pending": {k: [[list(p) for p in c] for c in v] for k, v in self.pending.items()},
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.pending = {k: [[(str(t), int(i)) for t, i in c] for c in v] for k, v in state["pending"].items()}
+        self.rng.bit_generator.state = state["rng"]
+
+
+def count_tokens(batch: Mapping[str, torch.Tensor]) -> int:
+    """Real (non-padding) tokens of a batch: encoder inputs plus target tokens."""
+    return int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())

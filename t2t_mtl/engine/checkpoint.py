@@ -1,0 +1,184 @@
+"""Atomic, resumable checkpoints.
+
+Layout of a run directory's checkpoints::
+
+    <run>/checkpoints/step-00000200/ds/...            DeepSpeed checkpoint (model, ZeRO partitions, optimizer,
+                                                        LR scheduler) written by `engine.save_checkpoint`
+    <run>/checkpoints/step-00000200/trainer_state.pt  step, sampler, weighting (+ its optimizer), skip counter
+    <run>/checkpoints/step-00000200/rank_00000.pt     per rank: TaskStreams positions, batch builder buckets, RNGs
+    <run>/checkpoints/step-00000200/meta.json         step, world size, ZeRO stage, precision (written last)
+    <run>/checkpoints/latest                          the name of the newest complete checkpoint
+
+Every rank writes into `.tmp-step-XXXXXXXX`; after a barrier rank 0 renames the folder to its final name
+(an atomic rename on one filesystem) and then replaces `latest` atomically (`os.replace`). A crash at any
+point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders are removed on the next save.
+Multi-node runs need the run directory on a filesystem shared by all nodes (as DeepSpeed itself does).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from t2t_mtl.engine.distributed import DistEnv, barrier
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+DS_TAG = "ds"
+UNIVERSAL_TAG = "ds_universal"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path is missing, incomplete or incompatible with the run."""
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def rng_state() -> Dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dict[str, Any],
+                    rank_state: Dict[str, Any], meta: Dict[str, Any], env: DistEnv, keep: int = 2) -> Path:
+    """Collective: write checkpoint `step` atomically and point `latest` at it; keep the newest `keep`."""
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / step_name(step)
+    tmp = root / f".tmp-{step_name(step)}"
+    if env.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    barrier()
+    engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+    torch.save(rank_state, tmp / f"rank_{env.rank:05d}.pt")
+    if env.is_main:
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+    barrier()
+    if env.is_main:
+        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size}, indent=1))
+        _fsync_tree(tmp)
+        if final.exists():  # the same step saved again (e.g. SIGTERM right after a periodic save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _write_text_atomic(root / LATEST, final.name + "\n")
+        _prune(root, keep, protect=final.name)
+    barrier()
+    return final
+
+
+def _prune(root: Path, keep: int, protect: str) -> None:
+    done = sorted(p for p in root.glob("step-*") if (p / "meta.json").exists())
+    for old in done[:-keep] if keep > 0 else []:
+        if old.name != protect:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The checkpoint `latest` points at in a run directory, or None when there is none."""
+    pointer = Path(run_dir) / CHECKPOINTS / LATEST
+    if not pointer.exists():
+        return None
+    ckpt = pointer.parent / pointer.read_text().strip()
+    if not (ckpt / "meta.json").exists():
+        raise CheckpointError(f"{pointer} points at {ckpt}, which is missing or incomplete")
+    return ckpt
+
+
+def resolve_checkpoint(path_or_auto: str, run_dir: Path) -> Optional[Path]:
+    """`auto` → the run's latest checkpoint (None when there is none); a run dir → its latest; a checkpoint
+    dir → itself. Raises CheckpointError for anything else."""
+    if path_or_auto == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(path_or_auto)
+    if (path / "meta.json").exists():
+        return path
+    if (path / CHECKPOINTS).is_dir():
+        ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise CheckpointError(f"run directory {path} has no complete checkpoint yet")
+        return ckpt
+    raise CheckpointError(f"--resume {path_or_auto}: not a checkpoint (no meta.json) nor a run directory "
+                          f"(no {CHECKPOINTS}/); pass 'auto', a run directory or a checkpoints/step-* folder")
+
+
+def read_meta(ckpt: Path) -> Dict[str, Any]:
+    return json.loads((Path(ckpt) / "meta.json").read_text())
+
+
+def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
+    """Convert the DeepSpeed checkpoint to DeepSpeed's universal format (once; rank 0), for loading it under
+    another world size. Returns the universal folder."""
+    out = Path(ckpt) / UNIVERSAL_TAG
+    if env.is_main and not (out / "zero").exists():
+        from types import SimpleNamespace
+
+        from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+        tmp = Path(ckpt) / f".tmp-{UNIVERSAL_TAG}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        ds_to_universal(SimpleNamespace(input_folder=str(Path(ckpt) / DS_TAG), output_folder=str(tmp),
+                                        num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
+                                        strict=True, inject_missing_state=True))
+        os.rename(tmp, out)
+    barrier()
+    return out
+
+
+def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = False
+                    ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], Dict[str, Any]]:
+    """Collective: restore the DeepSpeed state; return (trainer_state, this rank's state or None, meta).
+
+    This rank's state is None when the checkpoint was written with another world size (its data positions
+    belong to another sharding)."""
+    ckpt = Path(ckpt)
+    meta = read_meta(ckpt)
+    tag = UNIVERSAL_TAG if universal else DS_TAG
+    path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}")
+    trainer_state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    rank_file = ckpt / f"rank_{env.rank:05d}.pt"
+    rank_state = None
+    if meta["world_size"] == env.world_size and rank_file.exists():
+        rank_state = torch.load(rank_file, weights_only=False)
+    return trainer_state, rank_state, meta

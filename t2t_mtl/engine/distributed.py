@@ -1,0 +1,118 @@
+"""Process-group setup for one process, `torchrun`, the `deepspeed` launcher, or SLURM.
+
+The environment decides the topology: `RANK`/`WORLD_SIZE`/`LOCAL_RANK`/`MASTER_ADDR`/`MASTER_PORT` (set by
+`torchrun` and the `deepspeed` launcher) or, under `srun`, `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID` with
+`MASTER_ADDR` taken from the first host of `SLURM_JOB_NODELIST` when unset. A bare `python` run is one rank
+on 127.0.0.1 with a free port. CPU runs use gloo (`DS_ACCELERATOR=cpu` is set when no GPU is present);
+GPU runs use NCCL.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: global rank, world size, local rank, and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+        return out.stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        # "node[01-04],gpu7" → "node01"
+        head = nodelist.split(",")[0]
+        if "[" in head:
+            prefix, rest = head.split("[", 1)
+            return prefix + rest.split("-")[0].split(",")[0].rstrip("]")
+        return head
+
+
+def fill_env_from_launcher() -> None:
+    """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
+    env = os.environ
+    if "RANK" not in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        env["RANK"] = env["SLURM_PROCID"]
+        env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        if "MASTER_ADDR" not in env and "SLURM_JOB_NODELIST" in env:
+            env["MASTER_ADDR"] = _first_slurm_host(env["SLURM_JOB_NODELIST"])
+        env.setdefault("MASTER_PORT", "29500")
+    if "RANK" not in env:
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
+        env.setdefault("MASTER_ADDR", "127.0.0.1")
+        env.setdefault("MASTER_PORT", str(_free_port()))
+    env.setdefault("LOCAL_RANK", "0")
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", "29500")
+
+
+def init_distributed(num_threads: int | None = None) -> DistEnv:
+    """Initialise (once) the default process group through DeepSpeed and return this process's place.
+
+    gloo on CPU (with `DS_ACCELERATOR=cpu`), NCCL on CUDA. `num_threads` sets torch's intra-op threads.
+    """
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    fill_env_from_launcher()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    import deepspeed
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+    backend = "nccl" if cuda else "gloo"
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank if `flag` is True on any rank (one tiny all-reduce when distributed)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def destroy() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

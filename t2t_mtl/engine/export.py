@@ -1,0 +1,165 @@
+"""Turning checkpoints into plain Hugging Face model folders, and loading any of them back.
+
+`export_model(run_or_ckpt, out_dir)` rebuilds the run's T5 from its saved config, fills it with the fp32
+master weights of the checkpoint — gathered from every ZeRO partition (ZeRO 1–3, through DeepSpeed's
+`zero_to_fp32`) or, at ZeRO stage 0, taken from the bf16 optimizer's fp32 copies — and writes
+`save_pretrained` files plus the tokenizer and `t2t_mtl_meta.json`, which
+`T5ForConditionalGeneration.from_pretrained(out_dir)` loads with no t2t-mtl code (an MoE model is a
+`TaskAwareT5`: `t2t_mtl.model.moe.load_t5_or_moe`, which `load_trained_model` uses). This runs in one
+process without a process group, so a checkpoint of any world size can be exported anywhere.
+`export_task_subnetwork(path, task, out_dir)` writes the sub-network of a task-routed MoE model that serves
+one task (its experts only, Task-MoE deployment).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+import torch
+
+from t2t_mtl.config import config_from_dict
+from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
+from t2t_mtl.model import build_model
+
+META_FILE = "t2t_mtl_meta.json"
+
+
+class ExportError(ValueError):
+    """The path is neither a run dir, a checkpoint dir nor an exported model folder."""
+
+
+def _run_dir_of(ckpt: Path) -> Path:
+    run = ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
+    if not (run / "config.yaml").exists():
+        raise ExportError(f"checkpoint {ckpt}: its run directory {run} has no config.yaml")
+    return run
+
+
+def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The full fp32 state dict of a trainer checkpoint (any ZeRO stage) for `model` (the run's architecture;
+    at stage 0 its parameter order names the optimizer's fp32 master weights)."""
+    ckpt = Path(ckpt)
+    meta = read_meta(ckpt)
+    if meta.get("zero_stage", 0) >= 1:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
+    states = torch.load(ckpt / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    module = {k: v.float() for k, v in states["module"].items()}
+    fp32_groups = (states.get("optimizer") or {}).get("fp32_groups")
+    if fp32_groups:  # bf16 at stage 0: the master weights, in the order the parameters were handed over
+        names = [name for name, _ in model.named_parameters()]
+        flat = [p for group in fp32_groups for p in group]
+        if len(names) != len(flat):
+            raise CheckpointError(f"{ckpt}: the model has {len(names)} parameters but the checkpoint "
+                                  f"{len(flat)} fp32 master weights")
+        for name, value in zip(names, flat):
+            if value.numel() != module[name].numel():
+                raise CheckpointError(f"{ckpt}: fp32 master weight for {name} has {value.numel()} elements, "
+                                      f"the model {module[name].numel()}")
+            module[name] = value.detach().float().reshape(module[name].shape)
+    return module
+
+
+def _tied_aliases(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Give every name of a tied parameter (shared ↔ encoder/decoder.embed_tokens ↔ lm_head) the value
+    stored under its first name, so a stale alias never overwrites the master weight on loading."""
+    first: Dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        canonical = first.setdefault(id(p), name)
+        if canonical != name and canonical in state:
+            state[name] = state[canonical]
+    return state
+
+
+def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
+    """(model in fp32 with the checkpoint's weights, the run's tokenizer, meta)."""
+    import yaml
+
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    ckpt = Path(ckpt)
+    run = _run_dir_of(ckpt)
+    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    meta = read_meta(ckpt)
+    # the run's tokenizer: the one trained for it, or (TE⊕ENC) the configured one plus the task tokens
+    use_run_tokenizer = cfg.tokenizer.path is None or cfg.model.task_embeddings
+    tokenizer = load_tokenizer(str(run / "tokenizer" if use_run_tokenizer else Path(cfg.tokenizer.path)))
+    # as in training: a model from dims is sized by the tokenizer, a pretrained one grows for the task tokens
+    model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
+                        task_names=meta.get("tasks"))
+    if cfg.model.task_embeddings:
+        from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
+
+        resize_for_task_tokens(model, tokenizer)
+    state = _tied_aliases(model, fp32_state_dict(ckpt, model))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if m not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
+                                                "lm_head.weight") or m not in state]
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt}: weights do not fit the run's model (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]})")
+    meta = {**meta, "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
+    return model.eval(), tokenizer, meta
+
+
+def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Path:
+    """Write an HF folder (model, tokenizer, t2t_mtl_meta.json) for a run dir (its latest checkpoint) or a
+    checkpoint dir. Returns `out_dir`."""
+    ckpt = _checkpoint_of(run_or_ckpt)
+    model, tokenizer, meta = model_from_checkpoint(ckpt)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+    return out
+
+
+def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path]) -> Path:
+    """Write the sub-network of a task-routed MoE model that serves `task` (its top-k experts per MoE layer)
+    as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task` and `tasks: [task]` — its task id is 0).
+    `path`: a run dir, checkpoint dir or exported folder. Raises ExportError for a dense model and
+    `MoEConfigError` for token/hybrid routing or a task the model was not trained on."""
+    from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
+
+    model, tokenizer, meta = load_trained_model(path)
+    if not isinstance(model, TaskAwareT5):
+        raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task); this "
+                          f"model is a dense T5 — export it without --task")
+    sub = extract_task_subnetwork(model, task)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sub.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
+    (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+    return out
+
+
+def _checkpoint_of(path: Union[str, Path]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ExportError(f"{path} does not exist: pass a run directory, a checkpoints/step-* folder or an "
+                          f"exported model folder")
+    try:
+        ckpt = resolve_checkpoint(str(path), path)
+    except CheckpointError as err:
+        raise ExportError(str(err)) from None
+    return ckpt
+
+
+def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
+    """(model, tokenizer, meta) from an exported HF folder, a run directory (latest checkpoint) or a
+    checkpoint directory. Raises ExportError when the path is none of these."""
+    path = Path(path)
+    if (path / "config.json").exists():
+        from t2t_mtl.model.moe import load_t5_or_moe
+        from t2t_mtl.tokenizer import load_tokenizer
+
+        meta: Dict[str, Any] = {}
+        if (path / META_FILE).exists():
+            meta = json.loads((path / META_FILE).read_text())
+        return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), meta
+    return model_from_checkpoint(_checkpoint_of(path))

@@ -1,0 +1,676 @@
+"""The training loop, top to bottom: `train(config) -> TrainResult`.
+
+One call does everything a run needs, in order: validate the config and its paths, join the process group,
+resolve the mixture (held-out clusters dropped), prepare the tokenizer (trained on the mixture and cached in
+the run directory when none is given), tokenize each task (cached per task), build the T5, the sampler, the
+per-task row streams and the loss weighting, start DeepSpeed, restore a checkpoint when resuming, then loop:
+
+    for each optimizer step:
+        for each of grad_accum micro-batches (sampler picks the task(s), TaskStreams the rows):
+            forward → per-example token-mean CE → mean per task → weighting → scalar loss
+            a non-finite or exactly-zero loss (on any rank) poisons the step: DeepSpeed's overflow check
+            then skips the whole optimizer step and clears its gradients
+            engine.backward(loss); [gradient-surgery hook]; engine.step()
+        sampler.update(all-reduced per-task losses); log; checkpoint every N steps or on SIGTERM
+
+and finally save a checkpoint, plot the per-task losses and score held-in validation examples by greedy
+generation (exact match). Every rank runs this same function (launch with torchrun/deepspeed/srun).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
+from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
+from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
+from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed
+from t2t_mtl.engine.logging import TrainLogger, plot_task_losses
+from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
+
+
+class TrainingAbortedError(RuntimeError):
+    """Training stopped: `training.max_bad_steps` consecutive steps had a non-finite or zero loss."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or SIGTERM-interrupted) run produced."""
+
+    run_dir: Path
+    step: int
+    final_loss: float
+    task_losses: Dict[str, float]
+    examples_seen: Dict[str, int]
+    skipped_steps: int
+    tokens_per_second: float
+    wall_time_s: float
+    checkpoint: Optional[Path]
+    held_in_accuracy: Optional[float] = None
+    held_in_per_task: Dict[str, float] = field(default_factory=dict)
+    chance_accuracy: Optional[float] = None
+    interrupted: bool = False
+    task_sequence: List[str] = field(default_factory=list)
+    held_out_scores: Dict[str, float] = field(default_factory=dict)  # zero-shot task medians (0-100)
+    held_out_accuracy: Optional[float] = None  # their macro average (0-100)
+    eval_report: Optional[Path] = None
+
+
+# ------------------------------------------------------------------------------------------ set-up helpers
+
+def as_config(config: Union[Config, Mapping[str, Any], str, Path, None], overrides: Sequence[str] = ()) -> Config:
+    """A validated Config from a Config, a dict, a YAML path / packaged name, or None (quickstart)."""
+    if isinstance(config, Config):
+        return load_config(None, overrides, extra=config.to_dict()) if overrides else config
+    if isinstance(config, Mapping):
+        return load_config(None, overrides, extra=config) if overrides else config_from_dict(config)
+    return load_config("quickstart" if config is None else config, overrides)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def training_rates(cfg: Config) -> Dict[str, float]:
+    """Task → rate of the training mixture, held-out clusters dropped (via task_registry.training_rates)."""
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    if cfg.data.data_dir:
+        task_registry.set_data_dir(cfg.data.data_dir)
+    if cfg.data.mixture is not None:
+        rates = task_registry.training_rates(cfg.data.mixture, held_out_clusters=cfg.data.held_out_clusters)
+        if cfg.data.tasks:
+            wanted = list(cfg.data.tasks)
+            missing = [t for t in wanted if t not in rates]
+            if missing:
+                raise ConfigError(f"data.tasks {missing} are not in mixture {cfg.data.mixture!r} "
+                                  f"(after holding out {cfg.data.held_out_clusters})")
+            rates = {t: rates[t] for t in wanted}
+        return rates
+    tasks = cfg.data.tasks
+    explicit = dict(tasks) if isinstance(tasks, dict) else {t: 1.0 for t in tasks}
+    mixture = task_registry.Mixture("_config_tasks", explicit)
+    return task_registry.training_rates(mixture, held_out_clusters=cfg.data.held_out_clusters)
+
+
+def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv):
+    """The configured tokenizer, or one trained on the mixture's training texts (cached in run_dir/tokenizer)."""
+    from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
+
+    if cfg.tokenizer.path is not None:
+        return load_tokenizer(cfg.tokenizer.path)
+    out = run_dir / "tokenizer"
+    if env.is_main and not (out / "tokenizer_config.json").exists():
+        import task_registry
+
+        options = dict(cfg.tokenizer.train)
+        vocab_size = int(options.pop("vocab_size", 512))
+        per_task = options.pop("max_examples_per_task", 2000)
+        if options:
+            raise ConfigError(f"tokenizer.train: unknown option(s) {sorted(options)}; "
+                              f"valid: vocab_size, max_examples_per_task")
+
+        def texts():
+            for name in task_names:
+                ds = task_registry.get_task(name).to_dataset("train", templates=cfg.data.templates,
+                                                             max_examples=per_task, seed=cfg.training.seed)
+                for row in ds:
+                    yield row["inputs"]
+                    yield row["targets"]
+                    yield from row["answer_choices"] or ()
+
+        tmp = run_dir / ".tmp-tokenizer"
+        train_tokenizer(texts(), tmp, vocab_size=vocab_size)
+        os.replace(tmp, out)
+    barrier()
+    return load_tokenizer(out)
+
+
+def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path, env: DistEnv) -> Any:
+    """TE⊕ENC (`model.task_embeddings`): add a `<task:NAME>` token per task to `tokenizer` (in place, task-id
+    order) and save that tokenizer to run_dir/tokenizer on rank 0, where export and evaluation find it."""
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+
+    task_tokens = TaskTokens(tokenizer, task_names)
+    barrier()  # every rank has finished reading run_dir/tokenizer before rank 0 rewrites it
+    if env.is_main:
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+    return task_tokens
+
+
+def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str],
+                            env: DistEnv) -> None:
+    """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
+    any tokenizing or training (their builders validate every key)."""
+    from t2t_mtl.sampling import build_sampler
+    from t2t_mtl.weighting import build_weighting
+
+    sizes = {name: max(env.world_size, 1000) for name in task_names}
+    build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=env.rank, world_size=env.world_size)
+    build_weighting(cfg.weighting, task_names, sizes)
+    if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
+        from t2t_mtl.model.moe import MoEConfig
+
+        MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
+    if cfg.gradient_surgery and sampling_cfg.get("mode", "homogeneous") != "homogeneous":
+        raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
+
+
+# -------------------------------------------------------------------------------------------------- losses
+
+def per_task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor, task_names: Sequence[str]
+                    ) -> Dict[str, torch.Tensor]:
+    """Per-example token-mean cross-entropy (fp32), averaged over the examples of each task present."""
+    token_ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                               reduction="none").view(labels.shape)
+    mask = (labels != -100).to(token_ce.dtype)
+    per_example = (token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    ids = task_ids.tolist()
+    if len(set(ids)) == 1:
+        return {task_names[ids[0]]: per_example.mean()}
+    out = {}
+    for tid in sorted(set(ids)):
+        sel = torch.tensor([i for i, t in enumerate(ids) if t == tid], device=per_example.device)
+        out[task_names[tid]] = per_example.index_select(0, sel).mean()
+    return out
+
+
+def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: torch.Tensor,
+                   task_names: Sequence[str], pass_task_ids: bool, entropy_acc: Optional[torch.Tensor] = None
+                   ) -> Dict[str, torch.Tensor]:
+    """Run the model (decoder inputs = labels shifted right) and return the per-task losses.
+
+    `entropy_acc` ([2T] float64, optional): gets each example's normalised prediction entropy added to its
+    task's slot and 1 to its task's count (T + id), from this forward's logits (no extra pass)."""
+    labels = batch["labels"]
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "decoder_input_ids": engine.module._shift_right(labels)}
+    if pass_task_ids:
+        kwargs["task_ids"] = batch["task_ids"]
+    out = engine(**kwargs)
+    per_task = per_task_losses(out.logits, labels, task_ids_cpu, task_names)
+    if entropy_acc is not None:
+        add_task_entropies(entropy_acc, out.logits, labels, task_ids_cpu)
+    aux = getattr(out, "aux_loss", None)  # task-aware MoE layers may add a load-balancing loss
+    if aux is not None:
+        per_task = {t: v + aux / len(per_task) for t, v in per_task.items()}
+    return per_task
+
+
+def _has_overflow_check(engine: Any) -> bool:
+    """DeepSpeed skips steps with non-finite gradients itself except for fp32 at ZeRO stage 0."""
+    return engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or engine.fp16_enabled()
+
+
+def _guarded_skip_step(engine: Any) -> None:
+    """The optimizer step of a poisoned step where DeepSpeed has no overflow check (fp32, ZeRO stage 0):
+    zero the gradients, step with lr 0 (so DeepSpeed's counters and the LR schedule advance), then restore the
+    optimizer's moments — the parameters and the optimizer state end exactly as they were."""
+    optimizer = engine.optimizer
+    for p in engine.module.parameters():
+        if p.grad is not None:
+            p.grad.zero_()
+    saved = copy.deepcopy(optimizer.state_dict())
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    engine.step()
+    next_lrs = [group["lr"] for group in optimizer.param_groups]  # set by the scheduler, if any
+    optimizer.load_state_dict(saved)
+    if engine.lr_scheduler is not None:
+        for group, lr in zip(optimizer.param_groups, next_lrs):
+            group["lr"] = lr
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, overrides: Sequence[str] = (),
+          resume: Optional[str] = None, data_dir: Optional[str] = None, evaluate_held_in: Optional[bool] = None
+          ) -> TrainResult:
+    """Train per `config` (Config, dict, YAML path or packaged name; None = quickstart) and return the result.
+
+    `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir.
+    `data_dir`: overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score held-in
+    validation examples at the end (default: when `data.validation_examples > 0`).
+    """
+    started = time.perf_counter()
+    cfg = as_config(config, overrides)
+    if data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
+    check_paths(cfg)
+    env = init_distributed(cfg.training.num_threads)
+    check_precision(cfg.training.precision, on_gpu=env.device.type == "cuda")
+    t = cfg.training
+    seed_everything(t.seed)
+    run_dir = Path(t.output_dir)
+    resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    barrier()
+
+    # ---- data: mixture → tokenizer → per-task tokenized streams
+    rates = training_rates(cfg)
+    task_names = list(rates)
+    sampling_cfg = dict(cfg.sampling)
+    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
+        sampling_cfg["rates"] = rates
+    check_component_configs(cfg, sampling_cfg, task_names, env)
+    check_signal_config(cfg, sampling_cfg)
+    tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env)
+    base_vocab = len(tokenizer)  # before task tokens: what a pretrained model's embedding must already cover
+    task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
+    stream_kwargs = dict(split="train", max_input_length=cfg.data.max_input_length,
+                         max_target_length=cfg.data.max_target_length, cache_dir=cache_dir,
+                         templates=cfg.data.templates, max_examples=cfg.data.max_examples_per_task, seed=t.seed)
+    if not env.is_main:
+        barrier()  # rank 0 tokenizes and caches first; the others then read its cache files
+    streams = build_task_streams(task_names, tokenizer, **stream_kwargs)
+    if env.is_main:
+        barrier()
+    task_sizes = {name: len(s) for name, s in streams.items()}
+
+    # ---- model, sampler, streams, weighting
+    from t2t_mtl.sampling import TaskStreams, build_sampler
+    from t2t_mtl.weighting import build_weighting
+
+    seed_everything(t.seed)  # the initial weights depend on the seed only
+    model = build_model(cfg.model, vocab_size=base_vocab if cfg.model.name_or_path else len(tokenizer),
+                        task_names=task_names)
+    if task_tokens is not None:
+        task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
+    pass_task_ids = accepts_task_ids(model)
+    mode = sampling_cfg.get("mode", "homogeneous")
+    sampler = build_sampler(sampling_cfg, task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
+    task_streams = TaskStreams(task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
+    weighting = build_weighting(cfg.weighting, task_names, task_sizes).to(env.device)
+    weighting_params = [p for p in weighting.parameters() if p.requires_grad]
+    weighting_opt = torch.optim.AdamW(weighting_params, lr=t.lr, weight_decay=0.0) if weighting_params else None
+    padding = "max_length" if cfg.data.batching == "pad_to_max" else "longest"
+    collator = Seq2SeqCollator(tokenizer.pad_token_id, max_input_length=cfg.data.max_input_length,
+                               max_target_length=cfg.data.max_target_length, padding=padding,
+                               pad_to_multiple_of=cfg.data.pad_to_multiple_of)
+    builder = BatchBuilder(streams, sampler, task_streams, collator, micro_batch_size=t.micro_batch_size, mode=mode,
+                           bucket_batches=cfg.data.bucket_batches if cfg.data.batching == "bucket" else 1,
+                           seed=t.seed)
+    # adaptive-sampling signals: training-forward entropies, periodic validation, CA-MTL candidate selection
+    entropy_acc = torch.zeros(2 * len(task_names), dtype=torch.float64) if needs_entropy(sampling_cfg) else None
+    validator = None
+    if t.validate_every > 0:
+        from t2t_mtl.engine.validation import PeriodicValidator
+
+        validator = PeriodicValidator(tokenizer, task_names, cfg, env, t.validate_examples, pass_task_ids)
+    weighting_stats: Dict[str, Any] = {}  # validation KPIs for the next weighting call (dtp)
+    select_candidates = sampling_cfg.get("strategy") == "uncertainty"
+
+    # ---- DeepSpeed (a checkpoint from another world size loads through DeepSpeed's universal format)
+    import deepspeed
+
+    ds_config = build_deepspeed_config(cfg, env.world_size)
+    resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
+    universal = bool(resume_meta) and resume_meta["world_size"] != env.world_size and resume_meta["zero_stage"] > 0
+    if universal:
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
+        ckpt_io.ensure_universal(resume_from, env)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()],
+                                           config=ds_config)
+    if env.world_size == 1 and engine.zero_optimization_stage() == 0:
+        engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
+    surgery = None
+    if cfg.gradient_surgery:
+        surgery = build_surgery_hook(cfg.gradient_surgery, engine, task_names, mode)
+
+    step, skipped, bad_in_a_row = 0, 0, 0
+    examples_trained: Dict[str, int] = {}
+    if resume_from is not None:
+        state, rank_state, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
+        step, skipped = int(state["step"]), int(state["skipped_steps"])
+        examples_trained = dict(state.get("examples_trained", {}))
+        sampler.load_state_dict(state["sampler"])
+        weighting.load_state_dict(state["weighting"])
+        if weighting_opt is not None and state.get("weighting_optimizer"):
+            weighting_opt.load_state_dict(state["weighting_optimizer"])
+        if surgery is not None and state.get("gradient_surgery"):
+            surgery.load_state_dict(state["gradient_surgery"])
+        if rank_state is not None:
+            task_streams.load_state_dict(rank_state["task_streams"])
+            builder.load_state_dict(rank_state["batches"])
+            ckpt_io.set_rng_state(rank_state["rng"])
+        else:  # another world size: each task continues at the start of its next epoch, resharded
+            task_streams.load_state_dict(reshard_streams_state(state["task_streams_rank0"], env))
+
+    def save(at_step: int) -> Path:
+        trainer_state = {"step": at_step, "skipped_steps": skipped, "sampler": sampler.state_dict(),
+                         "examples_trained": dict(examples_trained),
+                         "weighting": weighting.state_dict(),
+                         "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
+                         "gradient_surgery": surgery.state_dict() if surgery is not None else None,
+                         "task_streams_rank0": task_streams.state_dict()}
+        rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
+                      "rng": ckpt_io.rng_state()}
+        meta = {"zero_stage": engine.zero_optimization_stage(), "precision": t.precision, "tasks": task_names,
+                "vocab_size": len(tokenizer)}
+        return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
+                                       meta=meta, env=env, keep=t.keep_checkpoints)
+
+    # ---- SIGTERM: finish the current step, save, exit cleanly
+    terminate = {"flag": False}
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminate.__setitem__("flag", True))
+
+    logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
+                         enabled=env.is_main, progress_bar=t.progress_bar, tensorboard=t.tensorboard)
+    if step == 0:
+        logger.message(f"model: {count_parameters(engine.module) / 1e6:.2f}M parameters; tasks: {len(task_names)}; "
+                       f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
+                       f"{engine.zero_optimization_stage()}; precision {t.precision}")
+    else:
+        logger.message(f"resumed from {resume_from} at step {step}")
+    total_examples = sum(task_sizes.values())
+    seen_examples = float(step * t.micro_batch_size * t.grad_accum * env.world_size)
+    last_record: Dict[str, Any] = {}
+    task_sequence: List[str] = []
+    checkpoint_path: Optional[Path] = None
+    interrupted = False
+    engine.train()
+
+    try:
+        while step < t.steps:
+            epoch = seen_examples / total_examples
+            sampler.set_epoch(epoch)
+            if select_candidates:  # CA-MTL: score the candidate pool under no_grad, train on the top b
+                chunks = [select_candidate_chunk(builder, engine, pass_task_ids, env, task_tokens)
+                          for _ in range(t.grad_accum)]
+            else:
+                chunks = [builder.next_chunk() for _ in range(t.grad_accum)]
+            if surgery is not None:  # per-task micro-batches, grouped by task within the step
+                chunks.sort(key=lambda c: task_names.index(c[0][0]))
+                surgery.begin_step(engine)
+            task_sequence.extend(c[0][0] if mode == "homogeneous" and not select_candidates else "*" for c in chunks)
+            # per step, summed over micro-batches and (one all-reduce) over ranks:
+            # [per-task loss sums (T) | per-task micro-batch counts (T) | mean-task loss | weighted loss |
+            #  good micro-batches | SIGTERM seen | real tokens | per-task examples (T)]
+            T = len(task_names)
+            acc = torch.zeros(3 * T + 5, dtype=torch.float64)
+            poisoned = False
+            moe_acc: Optional[torch.Tensor] = None  # summed moe_stats of this step's forwards (MoE models)
+            for micro, chunk in enumerate(chunks):
+                batch = builder.collate(chunk)
+                if task_tokens is not None:
+                    batch = task_tokens(batch)  # TE⊕ENC: each example's <task:NAME> token in front
+                task_ids_cpu = batch["task_ids"]
+                tokens = count_tokens(batch)
+                batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
+                per_task = forward_losses(engine, batch, task_ids_cpu, task_names, pass_task_ids, entropy_acc)
+                forward_moe = moe_stats(engine.module)
+                if forward_moe is not None:
+                    moe_acc = forward_moe if moe_acc is None else moe_acc + forward_moe
+                loss = weighting(per_task, epoch=epoch, stats=weighting_stats)
+                weighting_stats = {}
+                value = float(loss.detach())
+                bad = any_true(not math.isfinite(value) or value == 0.0, env.device)
+                if bad:
+                    poisoned = True
+                    loss = loss * float("nan")  # makes DeepSpeed's overflow check skip the whole step
+                else:
+                    task_values = {name: float(v.detach()) for name, v in per_task.items()}
+                    for name, v in task_values.items():
+                        acc[task_names.index(name)] += v
+                        acc[T + task_names.index(name)] += 1
+                    acc[2 * T] += sum(task_values.values()) / len(task_values)
+                    acc[2 * T + 1] += value
+                    acc[2 * T + 2] += 1
+                    acc[2 * T + 4] += tokens
+                    acc[2 * T + 5:] += torch.bincount(task_ids_cpu, minlength=T).to(torch.float64)
+                engine.backward(loss)
+                if surgery is not None:
+                    surgery.after_backward(engine, chunk[0][0])
+                last = micro == len(chunks) - 1
+                if last and surgery is not None and not poisoned:
+                    surgery.before_optimizer_step(engine)
+                if last and poisoned and not _has_overflow_check(engine):
+                    _guarded_skip_step(engine)
+                else:
+                    engine.step()
+
+            if weighting_opt is not None:
+                if poisoned:
+                    weighting_opt.zero_grad(set_to_none=True)
+                else:
+                    for p in weighting_params:
+                        if p.grad is not None:
+                            _all_reduce_sum(p.grad).div_(env.world_size)
+                    weighting_opt.step()
+                    weighting_opt.zero_grad(set_to_none=True)
+            step += 1
+            seen_examples += t.micro_batch_size * t.grad_accum * env.world_size
+            acc[2 * T + 3] = 1.0 if terminate["flag"] else 0.0
+            _all_reduce_sum(acc)
+            task_loss = {name: float(acc[i] / acc[T + i]) for i, name in enumerate(task_names) if acc[T + i] > 0}
+            good = float(acc[2 * T + 2])
+            step_examples = {name: int(acc[2 * T + 5 + i]) for i, name in enumerate(task_names) if acc[2 * T + 5 + i]}
+            logger.add(int(acc[2 * T + 4]), step_examples)
+            for name, n in step_examples.items():
+                examples_trained[name] = examples_trained.get(name, 0) + n
+            if poisoned:
+                skipped += 1
+                bad_in_a_row += 1
+                logger.message(f"step {step}: non-finite or zero loss, step skipped ({bad_in_a_row} in a row)")
+                if bad_in_a_row >= t.max_bad_steps:
+                    raise TrainingAbortedError(
+                        f"{bad_in_a_row} consecutive steps had a non-finite or exactly-zero loss (last at step "
+                        f"{step}); training stopped. Lower training.lr, raise training.warmup, keep precision "
+                        f"bf16 (T5 overflows in fp16), or check the data for empty targets. Last good checkpoint: "
+                        f"{ckpt_io.latest_checkpoint(run_dir)}")
+            else:
+                bad_in_a_row = 0
+                sampler.update({"loss": task_loss})
+            extra = {"epoch": epoch, "weighted_loss": float(acc[2 * T + 1] / good) if good else float("nan")}
+            if moe_acc is not None:  # MoE aux loss (part of the task losses) and routing stats, mean over forwards
+                extra["moe"] = moe_stats_dict(_all_reduce_sum(moe_acc))
+            if entropy_acc is not None:  # per-task mean normalised entropy of this step's training forwards
+                entropy = task_means(_all_reduce_sum(entropy_acc), task_names)
+                entropy_acc.zero_()
+                if not poisoned and entropy:
+                    sampler.update({"entropy": entropy})
+                    extra["entropy"] = entropy
+            if validator is not None and step % t.validate_every == 0:
+                val_loss, val_score = validator(engine)
+                sampler.update({"val_loss": val_loss, "val_score": val_score})
+                weighting_stats = {"kpi": val_score}
+                extra.update(val_loss=val_loss, val_score=val_score)
+            if surgery is not None and not poisoned and surgery.stats() is not None:
+                extra["gradient_surgery"] = surgery.stats()  # per-task gradient norms and cosines (from G)
+            record = logger.step(step, float(acc[2 * T] / good) if good else float("nan"), task_loss=task_loss,
+                                 lr=float(engine.get_lr()[0]), skipped_total=skipped, extra=extra)
+            if record is not None:
+                last_record = record
+            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
+                checkpoint_path = save(step)
+            if acc[2 * T + 3] > 0:
+                logger.message(f"SIGTERM: saving a checkpoint at step {step} and exiting")
+                checkpoint_path = save(step)
+                interrupted = True
+                break
+        if not interrupted:
+            checkpoint_path = save(step)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        logger.close()
+
+    result = TrainResult(
+        run_dir=run_dir, step=step, final_loss=float(last_record.get("loss", float("nan"))),
+        task_losses=dict(last_record.get("task_loss", {})),
+        examples_seen=dict(examples_trained), skipped_steps=skipped,
+        tokens_per_second=logger.run_tokens / max(time.perf_counter() - logger.run_start, 1e-9),
+        wall_time_s=0.0, checkpoint=checkpoint_path, interrupted=interrupted, task_sequence=task_sequence)
+    if env.is_main and t.plot and not interrupted:
+        plot_task_losses(run_dir / "logs")
+    n_eval = cfg.data.validation_examples
+    if (evaluate_held_in if evaluate_held_in is not None else n_eval > 0) and not interrupted:
+        from t2t_mtl.engine.validation import held_in_exact_match
+
+        scores = held_in_exact_match(engine, tokenizer, task_names, cfg, env, pass_task_ids)
+        result.held_in_per_task, result.held_in_accuracy, result.chance_accuracy = scores
+        if env.is_main:
+            per_task = ", ".join(f"{name} {100 * v:.0f}%" for name, v in result.held_in_per_task.items())
+            print(f"held-in exact match (greedy, {cfg.data.validation_examples} validation examples per task): "
+                  f"{per_task}", flush=True)
+            print(f"held-in exact match over {len(task_names)} tasks: {100 * result.held_in_accuracy:.1f}% "
+                  f"(chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
+    if cfg.evaluation and not interrupted:  # zero-shot evaluation of the held-out tasks (evaluation: section)
+        from t2t_mtl.engine.validation import zero_shot_evaluation
+
+        zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=t.progress_bar)
+        if zero_shot is not None:
+            result.held_out_scores, result.held_out_accuracy = zero_shot["tasks"], zero_shot["macro_average"]
+            result.eval_report = zero_shot["report"]
+            if env.is_main:
+                per_task = ", ".join(f"{name} {v:.1f}" if v is not None else f"{name} -"
+                                     for name, v in result.held_out_scores.items())
+                chance = f" (chance ≈ {zero_shot['chance']:.1f})" if zero_shot["chance"] is not None else ""
+                average = "-" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.1f}"
+                print(f"held-out zero-shot (median over templates, 0-100): {per_task}", flush=True)
+                print(f"held-out zero-shot macro average over {len(result.held_out_scores)} tasks: {average}"
+                      f"{chance}; report {run_dir / 'eval' / 'report.md'}", flush=True)
+    result.wall_time_s = time.perf_counter() - started
+    return result
+
+
+def reshard_streams_state(rank0_state: Mapping[str, Any], env: DistEnv) -> Dict[str, Any]:
+    """TaskStreams state for a new world size: every task restarts at the beginning of its next epoch
+    (the unseen rest of an interrupted epoch is skipped), with the new rank's shard."""
+    epochs = {t: int(e) + (1 if int(rank0_state["position"][t]) > 0 else 0) for t, e in rank0_state["epoch"].items()}
+    return {"seed": rank0_state["seed"], "rank": env.rank, "world_size": env.world_size,
+            "task_sizes": dict(rank0_state["task_sizes"]), "epoch": epochs,
+            "position": {t: 0 for t in epochs}, "seen": dict(rank0_state["seen"])}
+
+
+def build_surgery_hook(surgery_cfg: Mapping[str, Any], engine: Any, task_names: Sequence[str], mode: str) -> Any:
+    """The gradient-surgery step hook from `t2t_mtl.gradients.build_step_hook` (owned by that component).
+
+    Contract: `begin_step(engine)`, `after_backward(engine, task)` after each per-task micro-batch's
+    backward, `before_optimizer_step(engine)` after the last backward and before the optimizer step (combine
+    the per-task gradients in place), `state_dict()` / `load_state_dict()`.
+    """
+    if mode != "homogeneous":
+        raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
+    try:
+        from t2t_mtl.gradients import build_step_hook
+    except ImportError:
+        raise ConfigError("gradient_surgery is configured but t2t_mtl.gradients has no engine step hook "
+                          "(build_step_hook) yet") from None
+    return build_step_hook(dict(surgery_cfg), engine, list(task_names))
+
+
+# ----------------------------------------------------------------------------------- adaptive-sampling signals
+
+#: strategies that learn from periodic validation results (unless their `metric` is the training "loss")
+VALIDATION_STRATEGIES = ("bandit_softmax", "bandit_thompson", "worst_task")
+
+
+def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
+    """Signals a strategy / weighting needs must be produced: validation-driven ones need
+    `training.validate_every > 0`; CA-MTL selection builds mixed micro-batches (no gradient surgery).
+    Also validates the `evaluation:` section before any training."""
+    from t2t_mtl.engine.validation import evaluation_plan
+
+    strategy = sampling_cfg.get("strategy")
+    needs_validation = []
+    if strategy in VALIDATION_STRATEGIES and sampling_cfg.get("metric") != "loss":
+        needs_validation.append(f"sampling.strategy {strategy!r}")
+    if cfg.weighting.get("method") == "dtp":
+        needs_validation.append("weighting.method 'dtp' (its KPIs are validation exact match)")
+    if needs_validation and cfg.training.validate_every <= 0:
+        raise ConfigError(f"{' and '.join(needs_validation)} learn(s) from periodic validation: set "
+                          f"training.validate_every to a positive number of steps")
+    if strategy == "uncertainty" and cfg.gradient_surgery:
+        raise ConfigError("sampling.strategy 'uncertainty' trains on mixed-task selections; gradient_surgery "
+                          "needs per-task micro-batches: use another strategy or drop gradient_surgery")
+    if cfg.training.validate_every > 0 and cfg.training.validate_examples < 1:
+        raise ConfigError(f"training.validate_examples must be >= 1, got {cfg.training.validate_examples}")
+    evaluation_plan(cfg)
+
+
+def needs_entropy(sampling_cfg: Mapping[str, Any]) -> bool:
+    """Whether the sampler learns from training-forward entropies (`update({"entropy": ...})`)."""
+    return sampling_cfg.get("strategy") == "uncertainty_ema"
+
+
+@torch.no_grad()
+def add_task_entropies(entropy_acc: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                       task_ids_cpu: torch.Tensor) -> None:
+    """Add each example's mean per-token entropy / log V (target tokens only) to `entropy_acc[task id]` and
+    1 to `entropy_acc[T + task id]`."""
+    from t2t_mtl.sampling import generation_entropy
+
+    per_example = generation_entropy(logits.detach(), labels != -100, normalise=True).double().cpu()
+    T = entropy_acc.numel() // 2
+    entropy_acc[:T].index_add_(0, task_ids_cpu, per_example)
+    entropy_acc[T:] += torch.bincount(task_ids_cpu, minlength=T).to(torch.float64)
+
+
+def task_means(sums_and_counts: torch.Tensor, task_names: Sequence[str]) -> Dict[str, float]:
+    """{task: sum / count} from a [2T] (sums | counts) tensor, for tasks with a count and a finite mean."""
+    T = len(task_names)
+    out = {}
+    for i, name in enumerate(task_names):
+        if sums_and_counts[T + i] > 0:
+            value = float(sums_and_counts[i] / sums_and_counts[T + i])
+            if math.isfinite(value):
+                out[name] = value
+    return out
+
+
+@torch.no_grad()
+def candidate_entropies(engine: Any, batch: Mapping[str, torch.Tensor], pass_task_ids: bool,
+                        device: torch.device) -> torch.Tensor:
+    """Per-candidate prediction entropy (nats, mean over target tokens) from one teacher-forced forward."""
+    from t2t_mtl.sampling import generation_entropy
+
+    labels = batch["labels"].to(device)
+    kwargs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
+              "decoder_input_ids": engine.module._shift_right(labels)}
+    if pass_task_ids:
+        kwargs["task_ids"] = batch["task_ids"].to(device)
+    logits = engine(**kwargs).logits
+    return generation_entropy(logits, labels != -100, normalise=False)
+
+
+def select_candidate_chunk(builder: BatchBuilder, engine: Any, pass_task_ids: bool, env: DistEnv,
+                           task_tokens: Any = None) -> Any:
+    """One CA-MTL micro-batch: the sampler's candidate pool scored by `candidate_entropies`, the top
+    micro_batch_size kept. Every task generates text, so its answer space is the vocabulary (S' = log V).
+    `task_tokens` (TE⊕ENC): the candidates are scored with their task token in front, as they are trained."""
+    vocab = int(engine.module.config.vocab_size)
+    sizes = {name: vocab for name in builder.task_names}
+
+    def score(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        if task_tokens is not None:
+            batch = task_tokens(batch)
+        return candidate_entropies(engine, batch, pass_task_ids, env.device)
+
+    return builder.next_selected_chunk(score, sizes)

@@ -1,0 +1,213 @@
+"""Validation during and after training.
+
+`held_in_exact_match`: end-of-run exact match of greedy generation on held-in validation examples.
+`PeriodicValidator`: mid-training per-task validation loss and exact match (signals for adaptive samplers
+and the dtp weighting). `zero_shot_evaluation`: the `evaluation:` section — every template of the held-out
+(or listed) tasks scored by `t2t_mtl.evaluation`, report written to `<run dir>/eval`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from t2t_mtl.config import Config, ConfigError
+from t2t_mtl.engine.distributed import DistEnv
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.strip().split())
+
+
+def with_task_token(tokenizer: Any, texts: Sequence[str], task: str, max_input_length: int) -> Tuple[List[str], int]:
+    """(texts, max length to tokenize them with): with TE⊕ENC (the tokenizer has a `<task:NAME>` token for
+    `task`) every text gets the task token in front and the length one more, as in training; else unchanged."""
+    from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
+
+    if task not in find_task_tokens(tokenizer):
+        return list(texts), max_input_length
+    return [prefix_task_token(text, task) for text in texts], max_input_length + 1
+
+
+@torch.no_grad()
+def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv,
+                        pass_task_ids: bool = False, batch_size: int = 32) -> Tuple[Dict[str, float], float, float]:
+    """Greedy-decode `data.validation_examples` validation rows of each task; return (per-task exact match,
+    macro average, chance level). Chance is 1/len(answer choices) for tasks with choices, 0 otherwise.
+
+    Every rank decodes the same examples (under ZeRO-3 generation must run on all ranks, synced)."""
+    import task_registry
+
+    model = engine.module
+    was_training = model.training
+    model.eval()
+    synced = engine.zero_optimization_stage() == 3 and env.world_size > 1
+    per_task, chance = {}, []
+    for tid, name in enumerate(task_names):
+        task = task_registry.get_task(name)
+        split = "validation" if "validation" in task.splits else task.splits[-1]
+        ds = task.to_dataset(split, templates=cfg.data.templates, max_examples=cfg.data.validation_examples,
+                             seed=cfg.training.seed)
+        correct = 0
+        for start in range(0, len(ds), batch_size):
+            rows = ds[start:start + batch_size]
+            texts, max_length = with_task_token(tokenizer, rows["inputs"], name, cfg.data.max_input_length)
+            enc = tokenizer(texts, max_length=max_length, truncation=True, padding=True,
+                            return_tensors="pt").to(env.device)
+            kwargs = {}
+            if pass_task_ids:
+                kwargs["task_ids"] = torch.full((enc["input_ids"].shape[0],), tid, dtype=torch.long, device=env.device)
+            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
+                                 num_beams=1, max_new_tokens=cfg.data.max_target_length, synced_gpus=synced, **kwargs)
+            preds = tokenizer.batch_decode(out, skip_special_tokens=True)
+            correct += sum(_normalise(p) == _normalise(g) for p, g in zip(preds, rows["targets"]))
+        per_task[name] = correct / max(len(ds), 1)
+        choices = [len(c) for c in ds["answer_choices"] if c]
+        chance.append(sum(1.0 / n for n in choices) / len(ds) if choices else 0.0)
+    if was_training:
+        model.train()
+    macro = sum(per_task.values()) / len(per_task)
+    return per_task, macro, sum(chance) / len(chance)
+
+
+class PeriodicValidator:
+    """Mid-training validation feeding the adaptive samplers and the dtp weighting.
+
+    The first `examples` validation rows of each task (the same rows on every rank, tokenized once) are
+    scored by `__call__(engine)`: per-task mean token cross-entropy under teacher forcing (`val_loss`) and
+    exact match of greedy generation (`val_score`, in [0, 1]). Every rank computes the same numbers, so
+    the sampler updates they drive stay identical across ranks.
+    """
+
+    def __init__(self, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv, examples: int,
+                 pass_task_ids: bool = False, batch_size: int = 32):
+        import task_registry
+
+        if examples < 1:
+            raise ValueError(f"training.validate_examples must be >= 1, got {examples}")
+        self.tokenizer, self.task_names, self.cfg, self.env = tokenizer, list(task_names), cfg, env
+        self.pass_task_ids, self.batch_size = pass_task_ids, batch_size
+        self.rows: Dict[str, Dict[str, Any]] = {}
+        for name in self.task_names:
+            task = task_registry.get_task(name)
+            split = "validation" if "validation" in task.splits else task.splits[-1]
+            ds = task.to_dataset(split, templates=cfg.data.templates, max_examples=examples, seed=cfg.training.seed)
+            if len(ds) == 0:
+                raise ValueError(f"task {name!r} has no {split!r} rows for periodic validation "
+                                 f"(training.validate_every); set training.validate_every: 0 or add the split")
+            inputs, self.max_input_length = with_task_token(tokenizer, ds["inputs"], name, cfg.data.max_input_length)
+            self.rows[name] = {"inputs": inputs, "targets": list(ds["targets"])}
+
+    @torch.no_grad()
+    def __call__(self, engine: Any) -> Tuple[Dict[str, float], Dict[str, float]]:
+        """(val_loss, val_score) per task."""
+        model = engine.module
+        was_training = model.training
+        model.eval()
+        synced = engine.zero_optimization_stage() == 3 and self.env.world_size > 1
+        device, tok, data = self.env.device, self.tokenizer, self.cfg.data
+        val_loss, val_score = {}, {}
+        for tid, name in enumerate(self.task_names):
+            inputs, targets = self.rows[name]["inputs"], self.rows[name]["targets"]
+            loss_sum, correct = 0.0, 0
+            for start in range(0, len(inputs), self.batch_size):
+                x, y = inputs[start:start + self.batch_size], targets[start:start + self.batch_size]
+                enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True,
+                          return_tensors="pt").to(device)
+                labels = tok(text_target=y, max_length=data.max_target_length, truncation=True, padding=True,
+                             return_tensors="pt")["input_ids"].to(device)
+                labels = labels.masked_fill(labels == tok.pad_token_id, -100)
+                kwargs = {}
+                if self.pass_task_ids:
+                    kwargs["task_ids"] = torch.full((len(x),), tid, dtype=torch.long, device=device)
+                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                               decoder_input_ids=model._shift_right(labels), **kwargs).logits
+                token_ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels,
+                                                             ignore_index=-100, reduction="none")
+                mask = (labels != -100).float()
+                loss_sum += float(((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum())
+                out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                     do_sample=False, num_beams=1, max_new_tokens=data.max_target_length,
+                                     synced_gpus=synced, **kwargs)
+                preds = tok.batch_decode(out, skip_special_tokens=True)
+                correct += sum(_normalise(p) == _normalise(g) for p, g in zip(preds, y))
+            val_loss[name] = loss_sum / len(inputs)
+            val_score[name] = correct / len(inputs)
+        if was_training:
+            model.train()
+        return val_loss, val_score
+
+
+#: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
+EVALUATION_KEYS = ("held_out", "tasks", "max_examples", "scoring", "length_normalize", "batch_size", "split",
+                   "num_beams", "max_new_tokens")
+
+
+def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
+    """(task names, EvalSettings) for the `evaluation:` section; ([], None) when it is empty or disabled.
+
+    `held_out: true` evaluates every registered task of `data.held_out_clusters`; `tasks: [..]` names tasks.
+    Raises ConfigError naming the key for unknown keys, a missing task list or no held-out cluster."""
+    import task_registry
+    from t2t_mtl.evaluation import EvalSettings
+
+    section = dict(cfg.evaluation or {})
+    unknown = sorted(set(section) - set(EVALUATION_KEYS))
+    if unknown:
+        raise ConfigError(f"evaluation: unknown key(s) {unknown}; valid keys: {', '.join(EVALUATION_KEYS)}")
+    held_out, tasks = bool(section.pop("held_out", False)), section.pop("tasks", None)
+    if not held_out and not tasks:
+        if section:
+            raise ConfigError("evaluation: set held_out: true or tasks: [..] to say what to evaluate")
+        return [], None
+    task_registry.load_builtin_tasks()
+    names = [str(t) for t in (tasks or [])]
+    for name in names:
+        task_registry.get_task(name)  # unknown names raise the registry's UnknownTaskError
+    if held_out:
+        if not cfg.data.held_out_clusters:
+            raise ConfigError("evaluation.held_out is true but data.held_out_clusters is empty: name the clusters "
+                              "to hold out, or list evaluation.tasks")
+        for cluster in cfg.data.held_out_clusters:
+            in_cluster = task_registry.list_tasks(cluster=cluster)
+            if not in_cluster:
+                raise ConfigError(f"data.held_out_clusters: no registered task is in cluster {cluster!r}")
+            names.extend(n for n in in_cluster if n not in names)
+    section.setdefault("max_input_length", cfg.data.max_input_length)
+    section.setdefault("max_new_tokens", cfg.data.max_target_length)
+    section.setdefault("seed", cfg.training.seed)
+    try:
+        settings = EvalSettings(**section)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"evaluation: {err}") from None
+    return names, settings
+
+
+def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, out_dir: Path,
+                         progress: bool = True) -> Optional[Dict[str, Any]]:
+    """Run the `evaluation:` section on the trained model; rank 0 writes report.json/report.md/plots to
+    `out_dir`. Returns {"tasks": {task: median score 0-100}, "macro_average", "chance", "report": path} (every
+    rank) or None when the section is empty. Under ZeRO-3 with several ranks every rank scores every example
+    (partitioned parameters need the same forward passes on all ranks)."""
+    from t2t_mtl.evaluation import evaluate_tasks, write_report
+    from t2t_mtl.evaluation.aggregate import summarize
+
+    names, settings = evaluation_plan(cfg)
+    if not names:
+        return None
+    model = engine.module
+    was_training = model.training
+    model.eval()
+    shard = not (engine.zero_optimization_stage() == 3 and env.world_size > 1)
+    rank, world = (env.rank, env.world_size) if shard else (0, 1)
+    report = evaluate_tasks(model, tokenizer, names, settings, name=str(cfg.training.output_dir), rank=rank,
+                            world_size=world, progress=progress and env.is_main)
+    if was_training:
+        model.train()
+    if env.is_main:
+        write_report(report, out_dir)
+    summary = summarize(report)
+    chance = [s.chance_baseline for s in summary["tasks"].values() if s.chance_baseline is not None]
+    return {"tasks": {t: s.median for t, s in summary["tasks"].items()}, "macro_average": summary["macro_average"],
+            "chance": sum(chance) / len(chance) if chance else None, "report": Path(out_dir) / "report.json"}

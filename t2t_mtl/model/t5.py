@@ -1,0 +1,94 @@
+"""Building the T5 encoder-decoder: from a hub name, a local folder, or config dimensions."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from t2t_mtl.config import ModelConfig
+
+
+class ModelBuildError(ValueError):
+    """The model config cannot produce a model (bad path, vocabulary too small, ...)."""
+
+
+def t5_config_from_dims(dims: Mapping[str, Any], vocab_size: Optional[int] = None) -> T5Config:
+    """A `T5Config` from dimension kwargs; pad 0, eos 1, decoder start = pad (T5 convention)."""
+    kwargs = dict(dims)
+    if vocab_size is not None:
+        kwargs["vocab_size"] = max(int(kwargs.get("vocab_size", 0)), vocab_size)
+    kwargs.setdefault("num_decoder_layers", kwargs.get("num_layers", 6))
+    return T5Config(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **kwargs)
+
+
+def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
+                task_names: Optional[Sequence[str]] = None) -> T5ForConditionalGeneration:
+    """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`.
+
+    `vocab_size` (the tokenizer's `len(tok)`) sizes a model built from dims, and a loaded model whose
+    embedding is smaller is refused (its token ids would overflow). With `moe`, the FFNs are converted by
+    `t2t_mtl.model.moe.convert_to_moe` (which owns that config); `task_names` (the training tasks in task-id
+    order) tells task-routed experts which id is which task.
+    """
+    if isinstance(model_cfg, Mapping):
+        model_cfg = ModelConfig(**model_cfg)
+    if model_cfg.name_or_path is not None:
+        try:
+            model = T5ForConditionalGeneration.from_pretrained(model_cfg.name_or_path)
+        except (OSError, ValueError) as err:
+            raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
+        if vocab_size is not None and model.config.vocab_size < vocab_size:
+            raise ModelBuildError(
+                f"model {model_cfg.name_or_path!r} has {model.config.vocab_size} embeddings but the tokenizer has "
+                f"{vocab_size} tokens; use the model's own tokenizer (tokenizer.path)")
+    else:
+        model = T5ForConditionalGeneration(t5_config_from_dims(model_cfg.dims, vocab_size))
+    if model_cfg.moe:
+        from t2t_mtl.model import moe  # owned by the MoE component
+        model = moe.convert_to_moe(model, model_cfg.moe, task_names=list(task_names) if task_names else None)
+    return model
+
+
+MOE_STATS = ("aux_loss", "load_balancing", "z_loss", "dropped")
+
+
+def moe_stats(model: Any) -> Optional[torch.Tensor]:
+    """The MoE layers' statistics of the model's last forward, or None for a dense model.
+
+    float64 [len(MOE_STATS) + 1]: the weighted aux loss (what the model added to the training loss), the sums
+    over layers of the load-balancing and z losses, the mean fraction of dropped (token, slot) pairs, and a
+    trailing 1 — so the vectors of several micro-batches / ranks can be summed and then averaged by
+    `moe_stats_dict`.
+    """
+    from t2t_mtl.model.moe import TaskAwareT5, moe_blocks
+
+    if not isinstance(model, TaskAwareT5):
+        return None
+    blocks = [block.aux for _, block in moe_blocks(model) if block.aux]
+    out = torch.zeros(len(MOE_STATS) + 1, dtype=torch.float64)
+    if not blocks:
+        return out
+    out[0] = float(model.moe_aux_loss().detach())
+    out[1] = sum(float(aux["load_balancing"].detach()) for aux in blocks)
+    out[2] = sum(float(aux["z_loss"].detach()) for aux in blocks)
+    out[3] = sum(float(aux["dropped"]) for aux in blocks) / len(blocks)
+    out[4] = 1.0
+    return out
+
+
+def moe_stats_dict(summed: torch.Tensor) -> Dict[str, float]:
+    """{stat: mean} from a sum of `moe_stats` vectors (empty when no MoE forward was counted)."""
+    count = float(summed[-1])
+    return {name: float(summed[i]) / count for i, name in enumerate(MOE_STATS)} if count else {}
+
+
+def accepts_task_ids(model: Any) -> bool:
+    """Whether the model's forward takes `task_ids` (task-aware layers); plain T5 does not."""
+    return "task_ids" in inspect.signature(model.forward).parameters
+
+
+def count_parameters(model: Any) -> int:
+    """Number of parameters (ZeRO-3 partitioned ones counted by their full size)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())

@@ -1,0 +1,104 @@
+"""Shared helpers of the engine tests (tests/test_engine_*.py, test_checkpoint.py, test_data_pipeline.py):
+a tiny run config on procedural tasks, a tokenizer trained once, subprocess launchers."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ["reverse_words", "parity", "count_word"]
+
+
+def tiny_config(out_dir: Path, tokenizer_dir: Path, cache_dir: Path, **sections: Dict[str, Any]) -> Dict[str, Any]:
+    """A 1+1-layer d_model-32 T5 on three procedural tasks, fp32, logging every step."""
+    cfg = {
+        "model": {"dims": {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+                           "num_heads": 2, "dropout_rate": 0.0}},
+        "tokenizer": {"path": str(tokenizer_dir)},
+        "data": {"tasks": list(TASKS), "max_examples_per_task": 64, "max_input_length": 32,
+                 "max_target_length": 16, "validation_examples": 0, "batching": "pad_to_longest",
+                 "cache_dir": str(cache_dir)},
+        "sampling": {"strategy": "uniform"},
+        "training": {"steps": 6, "micro_batch_size": 4, "lr": 1e-2, "precision": "fp32", "log_every": 1,
+                     "progress_bar": False, "tensorboard": False, "plot": False, "output_dir": str(out_dir),
+                     "schedule": "constant", "num_threads": 1},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+            cfg[section] = {**cfg[section], **values}
+        else:
+            cfg[section] = values
+    return cfg
+
+
+def train_tiny_tokenizer(out_dir: Path) -> Path:
+    import task_registry
+    from t2t_mtl.tokenizer import train_tokenizer
+
+    task_registry.load_builtin_tasks()
+    texts = []
+    for name in TASKS:
+        for row in task_registry.get_task(name).to_dataset("train", max_examples=64):
+            texts += [row["inputs"], row["targets"], *row["answer_choices"]]
+    train_tokenizer(texts, out_dir, vocab_size=128)
+    return out_dir
+
+
+def write_config(cfg: Dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
+    return env
+
+
+def train_command(config_path: Path, *extra: str) -> List[str]:
+    return [sys.executable, "-m", "t2t_mtl", "train", str(config_path), *extra]
+
+
+def torchrun_command(config_path: Path, nproc: int, *extra: str, nnodes: int = 1, node_rank: int = 0,
+                     port: int = 0) -> List[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    if nnodes > 1:
+        launcher += [f"--nnodes={nnodes}", f"--node_rank={node_rank}", "--rdzv_backend=c10d",
+                     f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=t2t-test"]
+    else:
+        launcher += ["--standalone"]
+    return launcher + ["-m", "t2t_mtl", "train", str(config_path), *extra]
+
+
+def run_checked(cmd: List[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, \
+        f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def step_losses(run_dir: Path) -> Dict[int, float]:
+    from t2t_mtl.engine.logging import read_metrics
+
+    return {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "logs")}
+
+
+def step_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
+    from t2t_mtl.engine.logging import read_metrics
+
+    return {r["step"]: r for r in read_metrics(Path(run_dir) / "logs")}

@@ -1,0 +1,483 @@
+"""Task relatedness: the transfer rule and study, gradient affinity, and task embeddings (TE⊕ENC)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from t2t_mtl.analysis import transfer
+from t2t_mtl.analysis.errors import (GradientLogError, RunResultError, StudyConfigError, StudyMismatchError,
+                                     TaskEmbeddingError)
+from t2t_mtl.analysis.gradient_affinity import (CosineSeries, cluster_tasks, cosines_from_gram,
+                                                read_cosine_log, write_gradient_affinity)
+from t2t_mtl.analysis.task_embeddings import (add_task_tokens, export_task_embeddings, find_task_tokens,
+                                              TaskTokens, pca_2d, prefix_task_token, prepend_task_tokens,
+                                              resize_for_task_tokens, task_embedding_matrix, task_token_table)
+from t2t_mtl.analysis.transfer import RunSpec, ScoreStat, TransferStudy, analyse, benefits, harms
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------ rule on fixed numbers
+def test_score_stat_is_mean_and_sample_std():
+    stat = ScoreStat.of([50.0, 52.0, 54.0])
+    assert stat.mean == pytest.approx(52.0)
+    assert stat.std == pytest.approx(2.0)  # sqrt(((−2)² + 0 + 2²) / (3 − 1))
+    values = [61.3, 59.9, 64.2, 60.0]
+    assert ScoreStat.of(values).std == pytest.approx(float(np.std(values, ddof=1)))
+    assert ScoreStat.of([7.0]).std == 0.0
+
+
+def test_benefit_and_harm_rule_on_fixed_numbers():
+    stl = ScoreStat.of([50.0, 52.0, 54.0])  # µ 52, σ 2
+    better = ScoreStat.of([60.0, 61.0, 62.0])  # µ 61, σ 1
+    worse = ScoreStat.of([40.0, 41.0, 42.0])  # µ 41, σ 1
+    # k = 1.5: 61 − 1.5 = 59.5 > 52 + 3 = 55
+    assert benefits(better, stl, k=1.5) and not harms(better, stl, k=1.5)
+    # k = 3.5: 61 − 3.5 = 57.5 > 52 + 7 = 59 is false: not significant any more
+    assert not benefits(better, stl, k=3.5)
+    # harms: 41 + 1.5 = 42.5 < 52 − 3 = 49
+    assert harms(worse, stl, k=1.5) and not benefits(worse, stl, k=1.5)
+    # k = 4: 41 + 4 = 45 < 52 − 8 = 44 is false
+    assert not harms(worse, stl, k=4.0)
+    # boundary: strict inequality (56 − 1.5·2 = 53 vs 50 + 1.5·2 = 53)
+    assert not benefits(ScoreStat(56.0, 2.0, (56.0,)), ScoreStat(50.0, 2.0, (50.0,)), k=1.5)
+    assert transfer.effect(better, stl) == "benefit" and transfer.effect(worse, stl) == "harm"
+    assert transfer.effect(ScoreStat.of([52.5, 53.0]), stl) == "none"
+
+
+# --------------------------------------------------------------------- study with a synthetic trainer
+SYNTH_TASKS = ["a", "b", "c", "d", "e"]
+SYNTH_EFFECT = {("a", "b"): 10.0, ("d", "b"): 8.0, ("c", "a"): -10.0}  # (source, target): score change
+SEED_OFFSET = {0: -0.5, 1: 0.0, 2: 0.5}
+
+
+def _shift(train_tasks, task) -> float:
+    digest = hashlib.sha1(("|".join(sorted(train_tasks)) + "#" + task).encode()).digest()
+    return (digest[0] / 255.0 - 0.5) * 0.4  # in [-0.2, 0.2]
+
+
+def synthetic_run(train_tasks, test_tasks, seed, steps, base_cfg, *, work_dir):
+    """Score of t trained with S: 50 + Σ_{s∈S} effect(s→t) + a small setting shift + a seed offset."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    (Path(work_dir) / "trained.txt").write_text(",".join(train_tasks))
+    return {t: 50.0 + sum(SYNTH_EFFECT.get((s, t), 0.0) for s in train_tasks if s != t)
+            + _shift(train_tasks, t) + SEED_OFFSET[seed] for t in test_tasks}
+
+
+def test_analyse_finds_the_planted_relations_and_oracle_sets():
+    scores = {}
+    for setting in transfer.first_phase_settings(SYNTH_TASKS):
+        for seed in range(3):
+            spec = RunSpec.of(setting, seed)
+            scores[spec] = synthetic_run(spec.train_tasks, spec.train_tasks, seed, 1, None, work_dir=Path("/tmp/x"))
+    result = analyse(SYNTH_TASKS, [0, 1, 2], scores, k=1.5, with_oracle=False)
+    found = {(s, t): kind for t in SYNTH_TASKS for s, kind in result.relations[t].items() if kind != "none"}
+    assert found == {("a", "b"): "benefit", ("d", "b"): "benefit", ("c", "a"): "harm"}
+    assert result.oracle == {"a": [], "b": ["a", "d"], "c": [], "d": [], "e": []}
+    assert result.pairs["b"]["a"].mean - result.stl["b"].mean == pytest.approx(
+        10.0 + _shift(("a", "b"), "b") - _shift(("b",), "b"))
+    # the Oracle set of b is new (3 tasks of 5); the others equal STL and are not retrained
+    assert transfer.oracle_phase_settings(SYNTH_TASKS, result.oracle) == [frozenset({"a", "b", "d"})]
+    # a huge k suppresses everything
+    assert all(k == "none" for r in analyse(SYNTH_TASKS, [0, 1, 2], scores, k=100.0, with_oracle=False)
+               .relations.values() for k in r.values())
+
+
+def test_first_phase_settings_cover_stl_pairs_all_and_all_but_one():
+    settings = transfer.first_phase_settings(["x", "y", "z", "w"])
+    assert len(settings) == 4 + 6 + 1 + 4 and len(set(settings)) == len(settings)
+    assert frozenset({"x", "y", "z", "w"}) in settings and frozenset({"y", "z", "w"}) in settings
+    # with 3 tasks an all-but-one set is a pair: not duplicated
+    assert len(transfer.first_phase_settings(["x", "y", "z"])) == 3 + 3 + 1
+
+
+def _assert_outputs(out: Path, tasks):
+    data = json.loads((out / "transfer.json").read_text())
+    assert data["tasks"] == tasks
+    for name in ("transfer_graph.png", "transfer_heatmap.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    return data, (out / "transfer.md").read_text()
+
+
+def test_study_runs_resumes_and_writes_outputs(tmp_path):
+    log = []
+    study = TransferStudy(SYNTH_TASKS, 3, 5, tmp_path, k=1.5, run_fn=synthetic_run)
+    outcome = study.run(log=log.append)
+    assert outcome.complete and not outcome.missing
+    assert len(outcome.ran) == 21 * 3 + 3  # first phase + the one new Oracle set over 3 seeds
+    data, table = _assert_outputs(tmp_path, SYNTH_TASKS)
+    assert sorted(map(tuple, data["benefits"])) == [("a", "b"), ("d", "b")]
+    assert data["harms"] == [["c", "a"]]
+    assert data["oracle"]["b"]["set"] == ["a", "d"]
+    assert data["oracle"]["b"]["mean"] == pytest.approx(50.0 + 18.0 + _shift(("a", "b", "d"), "b"))
+    assert data["effects_vs_stl"]["oracle"]["b"] == "benefit"
+    assert data["all_but_one"]["b"]["a"]["mean"] == pytest.approx(58.0 + _shift(("b", "c", "d", "e"), "b"))
+    assert "↑" in table and "↓" in table and "a → b" in table and "c → a" in table
+    # resume: nothing is retrained, same analysis
+    again = study.run(log=log.append)
+    assert again.ran == [] and again.analysis.to_dict() == outcome.analysis.to_dict()
+    # a deleted result is retrained alone
+    (tmp_path / "runs" / f"{RunSpec.of(['c', 'e'], 1).key}.json").unlink()
+    assert study.run(log=log.append).ran == [RunSpec.of(["c", "e"], 1)]
+
+
+def test_study_shards_split_the_runs_and_any_shard_finishes(tmp_path):
+    shard0 = TransferStudy(SYNTH_TASKS, 3, 5, tmp_path, run_fn=synthetic_run).run(shard=(0, 2), log=lambda m: None)
+    assert not shard0.complete and len(shard0.ran) == 32 and len(shard0.missing) == 31
+    shard1 = TransferStudy(SYNTH_TASKS, 3, 5, tmp_path, run_fn=synthetic_run).run(shard=(1, 2), log=lambda m: None)
+    # shard 1 completes phase one, then runs its share (1 of 3) of the Oracle runs; shard 0 is then needed
+    assert len(shard1.ran) == 31 + 1 and not shard1.complete
+    final = TransferStudy(SYNTH_TASKS, 3, 5, tmp_path, run_fn=synthetic_run).run(shard=(0, 2), log=lambda m: None)
+    assert final.complete and len(final.ran) == 2
+    _assert_outputs(tmp_path, SYNTH_TASKS)
+
+
+@pytest.mark.slow
+def test_study_with_two_worker_processes(tmp_path):
+    study = TransferStudy(["a", "b", "c"], 2, 3, tmp_path, run_fn=synthetic_run)
+    outcome = study.run(workers=2, log=lambda m: None)
+    assert outcome.complete and len(outcome.ran) == 7 * 2
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 14
+    serial = TransferStudy(["a", "b", "c"], 2, 3, tmp_path / "serial", run_fn=synthetic_run).run(log=lambda m: None)
+    assert serial.analysis.to_dict() == outcome.analysis.to_dict()
+
+
+def test_study_errors_are_clear(tmp_path):
+    with pytest.raises(StudyConfigError, match="at least 2 tasks"):
+        TransferStudy(["a"], 3, 5, tmp_path)
+    with pytest.raises(StudyConfigError, match="more than once"):
+        TransferStudy(["a", "b", "a"], 3, 5, tmp_path)
+    with pytest.raises(StudyConfigError, match="shard 2/2"):
+        TransferStudy(["a", "b"], 1, 5, tmp_path, run_fn=synthetic_run).run(shard=(2, 2))
+    TransferStudy(["a", "b"], 1, 5, tmp_path, run_fn=synthetic_run).run(log=lambda m: None)
+    with pytest.raises(StudyMismatchError, match="steps"):
+        TransferStudy(["a", "b"], 1, 6, tmp_path, run_fn=synthetic_run).run(log=lambda m: None)
+    with pytest.raises(StudyMismatchError, match=r"run_options\.eval_examples"):
+        TransferStudy(["a", "b"], 1, 5, tmp_path, run_fn=synthetic_run,
+                      run_options={"eval_examples": 3}).run(log=lambda m: None)
+    bad = tmp_path / "runs" / f"{RunSpec.of(['a'], 0).key}.json"
+    bad.write_text("{not json")
+    with pytest.raises(RunResultError, match=bad.name):
+        TransferStudy(["a", "b"], 1, 5, tmp_path, run_fn=synthetic_run).run(log=lambda m: None)
+
+    def forgetful(train_tasks, test_tasks, seed, steps, base_cfg, *, work_dir):
+        return {test_tasks[0]: 1.0}
+
+    with pytest.raises(RunResultError, match="no score for"):
+        TransferStudy(["a", "b"], 1, 5, tmp_path / "f", run_fn=forgetful).run(log=lambda m: None)
+
+
+# ---------------------------------------------------------------------------------- gradient affinity
+def test_cosines_from_gram_match_direct_cosines():
+    g = torch.randn(4, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = torch.nn.functional.cosine_similarity(g[:, None, :], g[None, :, :], dim=-1).numpy()
+    np.testing.assert_allclose(cosines_from_gram((g @ g.T).numpy()), expected, atol=1e-12)
+    gram = np.array([[1.0, 0.0], [0.0, 0.0]])
+    assert np.isnan(cosines_from_gram(gram)[0, 1])
+
+
+def _grouped_series(steps=20):
+    """Tasks p, q share a gradient direction, r, s share another (opposed to the first), t is random."""
+    rng = np.random.default_rng(0)
+    tasks = ["p", "q", "r", "s", "t"]
+    cos = []
+    for _ in range(steps):
+        u = rng.normal(size=64)
+        grads = np.stack([u + 0.3 * rng.normal(size=64), u + 0.3 * rng.normal(size=64),
+                          -u + 0.3 * rng.normal(size=64), -u + 0.3 * rng.normal(size=64), rng.normal(size=64) * 3])
+        cos.append(cosines_from_gram(grads @ grads.T))
+    return CosineSeries(tasks, np.arange(steps) * 10, np.stack(cos))
+
+
+def test_gradient_clustering_recovers_the_planted_groups():
+    series = _grouped_series()
+    mean = series.mean()
+    assert mean[0, 1] > 0.8 and mean[0, 2] < -0.8 and abs(mean[0, 4]) < 0.3
+    assert series.conflict_fraction()[0, 2] == 1.0 and series.conflict_fraction()[0, 1] == 0.0
+    clustering = cluster_tasks(series.tasks, mean, n_clusters=3)
+    assert sorted(map(sorted, clustering.clusters())) == [["p", "q"], ["r", "s"], ["t"]]
+    # default cut at distance 1 (average cosine 0): the opposed groups never merge
+    default = cluster_tasks(series.tasks, mean)
+    assert ["r", "s"] in default.clusters() and default.labels[0] == default.labels[1] != default.labels[2]
+    # independent reference: average linkage distance between {p,q} and {r,s} = mean of the 4 distances
+    from scipy.cluster.hierarchy import linkage
+    d = clustering.distance
+    top = linkage(d[np.triu_indices(5, 1)], method="average")[-1, 2]
+    assert top == pytest.approx(clustering.linkage[-1, 2])
+
+
+def test_gradient_affinity_outputs(tmp_path):
+    series = _grouped_series(steps=6)
+    series.cosines[2, 0, 3] = series.cosines[2, 3, 0] = np.nan  # a pair not measured at one step
+    paths = write_gradient_affinity(series, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["clustering"]["labels"]["p"] == data["clustering"]["labels"]["q"]
+    assert len(data["pairs"]["p|s"]["steps"]) == 5 and len(data["pairs"]["p|q"]["steps"]) == 6
+    assert data["mean_cosine"][0][3] == pytest.approx(float(np.mean(np.delete(series.cosines[:, 0, 3], 2))))
+    for key in ("over_training", "heatmap", "dendrogram"):
+        assert paths[key].read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(GradientLogError):
+        CosineSeries(["p", "q"], np.arange(0), np.zeros((0, 2, 2)))
+
+
+def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
+    """GradientSurgery.stats() logged through the engine's TrainLogger round-trips to the true cosines."""
+    from t2t_mtl.engine.logging import TrainLogger
+    from t2t_mtl.gradients.surgery import GradientSurgery
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 1)
+    tasks = ["up", "up2", "down"]
+    targets = {"up": 1.0, "up2": 1.0, "down": -1.0}
+    surgery = GradientSurgery({"method": "pcgrad"}, list(model.parameters()), tasks)
+    logger = TrainLogger(tmp_path / "logs", total_steps=4, start_step=0, log_every=1, enabled=True,
+                         progress_bar=False, tensorboard=False)
+    expected = []
+    for step in range(1, 5):
+        x = torch.randn(8, 6)
+        grads = []
+        for task in tasks:
+            with surgery.accumulate(task):
+                torch.nn.functional.mse_loss(model(x).squeeze(1), torch.full((8,), targets[task])).backward()
+            grads.append(surgery.row(task).clone())
+        g = torch.stack(grads).double()
+        expected.append(torch.nn.functional.cosine_similarity(g[:, None], g[None], dim=-1).numpy())
+        surgery.weights()
+        logger.step(step, 1.0, task_loss={}, lr=0.1, skipped_total=0,
+                    extra={"gradient_surgery": surgery.stats()})
+        surgery.zero_()
+    logger.close()
+    series = read_cosine_log(tmp_path)
+    assert series.tasks == tasks and series.steps.tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(series.cosines, np.stack(expected), atol=1e-5)
+    assert series.mean()[0, 2] < 0 < series.mean()[0, 1]
+    paths = write_gradient_affinity(series, tmp_path / "affinity")
+    assert json.loads(paths["json"].read_text())["tasks"] == tasks
+    from t2t_mtl.cli import main
+
+    assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "cli"), "--clusters", "2"]) == 0
+    clusters = json.loads((tmp_path / "cli" / "gradient_affinity.json").read_text())["clustering"]["clusters"]
+    assert sorted(map(sorted, clusters)) == [["down"], ["up", "up2"]]
+    assert main(["affinity", "gradients", str(tmp_path / "missing")]) == 2
+    with pytest.raises(GradientLogError, match="gradient_surgery"):
+        (tmp_path / "plain" / "logs").mkdir(parents=True)
+        (tmp_path / "plain" / "logs" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+        read_cosine_log(tmp_path / "plain")
+
+
+# ------------------------------------------------------------------------------------ task embeddings
+@pytest.fixture
+def t5_tokenizer(t5_tokenizer_dir):
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer.from_pretrained(str(t5_tokenizer_dir))
+
+
+def _tiny_t5(vocab_size):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(vocab_size=vocab_size, d_model=16, d_ff=32, num_layers=1,
+                                               num_heads=2, d_kv=8, decoder_start_token_id=0))
+
+
+def test_task_tokens_are_added_once_and_resize_the_model(t5_tokenizer):
+    tok = t5_tokenizer
+    base = len(tok)
+    ids = add_task_tokens(tok, ["sum", "reverse", "glue/sst2"])
+    assert sorted(ids.values()) == [base, base + 1, base + 2]
+    assert add_task_tokens(tok, ["sum", "reverse", "glue/sst2"]) == ids and len(tok) == base + 3
+    assert find_task_tokens(tok) == ids
+    assert tok("<task:sum> hi").input_ids[0] == ids["sum"]
+    model = _tiny_t5(base)
+    assert resize_for_task_tokens(model, tok) == base + 3
+    assert model.get_input_embeddings().weight.shape[0] == base + 3 and model.config.vocab_size == base + 3
+    big = _tiny_t5(base + 28)
+    assert resize_for_task_tokens(big, tok) == base + 28  # never shrinks
+    with pytest.raises(TaskEmbeddingError, match="whitespace"):
+        add_task_tokens(tok, ["two words"])
+    with pytest.raises(TaskEmbeddingError, match="more than once"):
+        add_task_tokens(tok, ["x", "x"])
+
+
+def test_prepend_task_tokens_to_a_batch():
+    table = task_token_table(["a", "b", "c"], {"a": 100, "b": 101, "c": 102})
+    batch = {"input_ids": torch.tensor([[5, 6, 1, 0], [7, 1, 0, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]),
+             "labels": torch.tensor([[3, 1], [4, 1]]), "task_ids": torch.tensor([2, 0])}
+    out = prepend_task_tokens(batch, table)
+    assert out["input_ids"].tolist() == [[102, 5, 6, 1, 0], [100, 7, 1, 0, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]]
+    assert out["labels"] is batch["labels"] and batch["input_ids"].shape == (2, 4)
+    with pytest.raises(TaskEmbeddingError, match="outside"):
+        prepend_task_tokens({**batch, "task_ids": torch.tensor([3, 0])}, table)
+    with pytest.raises(TaskEmbeddingError, match="no task token"):
+        task_token_table(["a", "z"], {"a": 1})
+
+
+def test_text_prefix_and_id_prepend_agree(t5_tokenizer, tmp_path):
+    from t2t_mtl.tokenizer import train_tokenizer
+
+    trained = train_tokenizer([f"reverse the words {i} apple pear plum" for i in range(200)], tmp_path / "tok",
+                              vocab_size=60)
+    for tok in (t5_tokenizer, trained):
+        ids = add_task_tokens(tok, ["sum", "reverse"])
+        texts = ["reverse: apple pear", "sum 3 4"]
+        enc = tok(texts, padding=True, return_tensors="pt")
+        batch = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "task_ids": torch.tensor([1, 0])}
+        via_ids = prepend_task_tokens(batch, task_token_table(["sum", "reverse"], ids))
+        via_text = tok([prefix_task_token(texts[0], "reverse"), prefix_task_token(texts[1], "sum")], padding=True,
+                       return_tensors="pt")
+        assert via_ids["input_ids"].tolist() == via_text.input_ids.tolist()
+        assert via_ids["attention_mask"].tolist() == via_text.attention_mask.tolist()
+
+
+def test_task_tokens_glue_for_the_engine(t5_tokenizer):
+    tokens = TaskTokens(t5_tokenizer, ["reverse", "sum"])
+    model = _tiny_t5(min(tokens.token_ids.values()))
+    assert tokens.resize(model) == len(t5_tokenizer)
+    batch = {"input_ids": torch.tensor([[9, 1]]), "attention_mask": torch.tensor([[1, 1]]),
+             "task_ids": torch.tensor([1])}
+    assert tokens(batch)["input_ids"].tolist() == [[tokens.token_ids["sum"], 9, 1]]
+    assert tokens.prefix("a b", "reverse") == "<task:reverse> a b"
+    with pytest.raises(TaskEmbeddingError, match="no task token"):
+        tokens.prefix("a b", "unseen")
+
+
+def test_pca_2d_matches_sklearn():
+    from sklearn.decomposition import PCA
+
+    x = np.random.default_rng(1).normal(size=(6, 10))
+    coords, ratio = pca_2d(x)
+    ref = PCA(n_components=2).fit(x)
+    ref_coords = ref.transform(x)
+    for c in range(2):  # PCA components are defined up to sign
+        sign = np.sign(coords[:, c] @ ref_coords[:, c])
+        np.testing.assert_allclose(coords[:, c], sign * ref_coords[:, c], atol=1e-10)
+    np.testing.assert_allclose(ratio, ref.explained_variance_ratio_, atol=1e-10)
+    two, _ = pca_2d(x[:2])
+    assert two.shape == (2, 2) and np.allclose(two[:, 1], 0.0)
+
+
+def test_task_embeddings_learned_and_exported(t5_tokenizer, tmp_path):
+    tok = t5_tokenizer
+    ids = add_task_tokens(tok, ["sum", "reverse", "glue/sst2"])
+    model = _tiny_t5(min(ids.values()))
+    resize_for_task_tokens(model, tok)
+    names, before = task_embedding_matrix(model, find_task_tokens(tok))
+    table = task_token_table(names, ids)
+    batch = {"input_ids": torch.tensor([[21820, 296, 1], [21820, 296, 1]]),
+             "attention_mask": torch.ones(2, 3, dtype=torch.long),
+             "labels": torch.tensor([[4, 1], [5, 1]]), "task_ids": torch.tensor([0, 1])}
+    optim = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = model(**{k: v for k, v in prepend_task_tokens(batch, table).items() if k != "task_ids"}).loss
+    loss.backward()
+    optim.step()
+    _, after = task_embedding_matrix(model, find_task_tokens(tok))
+    moved = (after - before).norm(dim=1)
+    # the tokens in the batch learn through the encoder; the absent one only through the tied LM head's softmax
+    assert moved[0] > 100 * moved[2] and moved[1] > 100 * moved[2]
+    paths = export_task_embeddings(model, tok, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["tasks"] == names and len(data["pca_2d"]) == 3
+    np.testing.assert_allclose(data["embeddings"], after.numpy(), atol=1e-6)
+    assert paths["plot"].read_bytes()[:8] == PNG_MAGIC
+    # the CLI reads an exported model folder (model + tokenizer with the task tokens)
+    from t2t_mtl.cli import main
+
+    model.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    assert main(["affinity", "embeddings", str(tmp_path / "hf"), "--out", str(tmp_path / "cli")]) == 0
+    exported = json.loads((tmp_path / "cli" / "task_embeddings.json").read_text())
+    np.testing.assert_allclose(exported["embeddings"], after.numpy(), atol=1e-6)
+    assert exported["tasks"] == names and (tmp_path / "cli" / "task_embeddings.png").is_file()
+
+
+# ------------------------------------------------------------------ end to end on procedural tasks
+E2E_TASKS = ["parity", "list_contains", "count_word"]  # rank classification ×2, generation
+TINY_OVERRIDES = [
+    "model.dims={d_model: 32, d_kv: 8, d_ff: 64, num_layers: 1, num_decoder_layers: 1, num_heads: 2, "
+    "dropout_rate: 0.0}",
+    "tokenizer.train={vocab_size: 200, max_examples_per_task: 100}",
+    "data.max_examples_per_task=64", "data.max_input_length=48", "data.max_target_length=6",
+    "training.micro_batch_size=8", "training.precision=fp32", "training.warmup=1", "training.lr=3.0e-3",
+    "sampling.strategy=temperature",
+]
+
+
+def test_transfer_cli_rejects_unknown_tasks_before_training(tmp_path, capsys):
+    from t2t_mtl.cli import main
+
+    assert main(["affinity", "transfer", "--tasks", "parity,parity_typo", "--steps", "2", "--out",
+                 str(tmp_path / "s")]) == 2
+    assert "parity_typo" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_transfer_study_end_to_end_on_procedural_tasks(tmp_path):
+    """`t2t-mtl affinity transfer` trains every setting with the engine, scores it, and writes all outputs."""
+    from t2t_mtl.cli import main
+
+    out = tmp_path / "study"
+    args = ["affinity", "transfer", "--tasks", ",".join(E2E_TASKS), "--seeds", "2", "--steps", "3", "--out",
+            str(out), "--eval-examples", "4", *[f"--set={o}" for o in TINY_OVERRIDES]]
+    assert main(args) == 0
+    data, table = _assert_outputs(out, E2E_TASKS)
+    runs = sorted((out / "runs").glob("*.json"))
+    oracle_sets = {frozenset([t, *data["oracle"][t]["set"]]) for t in E2E_TASKS}
+    expected = {*transfer.first_phase_settings(E2E_TASKS), *oracle_sets}
+    assert len(runs) == 2 * len(expected)
+    for path in runs:
+        result = json.loads(path.read_text())
+        assert set(result["scores"]) == set(result["train_tasks"])
+        assert all(0.0 <= v <= 100.0 for v in result["scores"].values())
+        assert (out / "runs" / path.stem / "eval.json").is_file()
+    # the table's numbers are the runs' scores: STL of parity = mean ± sample std over the two seeds
+    stl = [json.loads((out / "runs" / f"{RunSpec.of(['parity'], s).key}.json").read_text())["scores"]["parity"]
+           for s in (0, 1)]
+    assert data["stl"]["parity"]["mean"] == pytest.approx(float(np.mean(stl)))
+    assert data["stl"]["parity"]["std"] == pytest.approx(float(np.std(stl, ddof=1)))
+    assert f"{np.mean(stl):.2f} ± {np.std(stl, ddof=1):.2f}" in table
+    assert (out / "tokenizer" / "tokenizer_config.json").is_file()  # one tokenizer shared by every run
+    assert not list(out.glob("runs/*/train/checkpoints"))  # deleted once scored (no --keep-checkpoints)
+    # resuming with another k retrains nothing already stored; relations follow the rule on the stored µ, σ
+    stamps = {p: p.stat().st_mtime_ns for p in runs}
+    assert main(args + ["--k", "0.5", "--keep-checkpoints"]) == 0  # neither changes the study's identity
+    data = json.loads((out / "transfer.json").read_text())
+    assert data["k"] == 0.5
+    for t in E2E_TASKS:
+        for s in E2E_TASKS:
+            if s != t:
+                pair, stl = data["pairs"][t][s], data["stl"][t]
+                up = pair["mean"] - 0.5 * pair["std"] > stl["mean"] + 0.5 * stl["std"]
+                down = pair["mean"] + 0.5 * pair["std"] < stl["mean"] - 0.5 * stl["std"]
+                assert data["relations"][t][s] == ("benefit" if up else "harm" if down else "none")
+    assert {p: p.stat().st_mtime_ns for p in runs} == stamps
+
+
+@pytest.mark.slow
+def test_gradient_affinity_from_a_training_run_with_gradient_surgery(tmp_path):
+    """Training with gradient surgery logs per-task gradient cosines; `affinity gradients` turns them into
+    the cosine plot, heatmap, dendrogram and clustering."""
+    from t2t_mtl.cli import main
+    from t2t_mtl.engine.trainer import train
+    from t2t_mtl.analysis.engine_run import base_config_dict
+
+    cfg = base_config_dict(None, [*TINY_OVERRIDES, "data.validation_examples=0", "training.steps=2",
+                                  "training.log_every=1", "training.grad_accum=6", "training.progress_bar=false",
+                                  "training.tensorboard=false", "training.plot=false", "training.precision=fp32",
+                                  "gradient_surgery={method: pcgrad}", f"training.output_dir={tmp_path / 'run'}"])
+    cfg["data"].update(mixture=None, tasks=E2E_TASKS)
+    train(cfg)
+    series = read_cosine_log(tmp_path / "run")
+    assert series.tasks == E2E_TASKS and len(series.steps) >= 1
+    finite = series.cosines[np.isfinite(series.cosines)]
+    assert finite.size and np.all(np.abs(finite) <= 1 + 1e-6)
+    assert main(["affinity", "gradients", str(tmp_path / "run")]) == 0
+    data = json.loads((tmp_path / "run" / "affinity" / "gradient_affinity.json").read_text())
+    assert sorted(t for c in data["clustering"]["clusters"] for t in c) == sorted(E2E_TASKS)

@@ -1,0 +1,138 @@
+"""t2t_mtl.config: layering, --set overrides, schema errors (unknown keys with suggestions, types, values,
+paths) — all raised before any training starts."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from t2t_mtl import config as C
+from t2t_mtl.cli import main as cli_main
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_default_yaml_matches_schema_defaults():
+    needed = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    packaged = C.load_config("default", extra=needed).to_dict()
+    schema = C.config_from_dict(needed).to_dict()
+    assert packaged == schema
+
+
+def test_layering_base_file_then_overrides(tmp_path):
+    base = write(tmp_path / "base.yaml", {"training": {"steps": 10, "lr": 0.1}, "data": {"mixture": "a"}})
+    child = write(tmp_path / "child.yaml", {"base": "base.yaml", "training": {"steps": 20}})
+    cfg = C.load_config(child, ["training.lr=3e-4", "data.tasks=[x, y]", "model.dims.d_model=64"])
+    assert cfg.training.steps == 20            # child over base
+    assert cfg.training.lr == pytest.approx(3e-4)  # --set over file, YAML-parsed, int/float widened
+    assert cfg.data.mixture == "a"             # kept from base
+    assert cfg.data.tasks == ["x", "y"]
+    assert cfg.model.dims == {"d_model": 64}
+    assert cfg.training.micro_batch_size == C.TrainingConfig().micro_batch_size  # untouched default
+
+
+def test_quickstart_is_packaged_and_valid():
+    cfg = C.load_config("quickstart")
+    assert cfg.data.mixture == "procedural" and cfg.data.held_out_clusters == ["comparison"]
+    assert "alpha" not in cfg.sampling and cfg.sampling["strategy"] == "uniform"  # base params dropped
+
+
+def test_selector_sections_merge_when_strategy_unchanged():
+    merged = C.deep_merge({"sampling": {"strategy": "temperature", "alpha": 1.0}},
+                          {"sampling": {"alpha": 2.0}})
+    assert merged["sampling"] == {"strategy": "temperature", "alpha": 2.0}
+    replaced = C.deep_merge({"sampling": {"strategy": "temperature", "alpha": 1.0}},
+                            {"sampling": {"strategy": "uniform"}})
+    assert replaced["sampling"] == {"strategy": "uniform"}
+
+
+def test_unknown_keys_listed_with_suggestions():
+    with pytest.raises(C.UnknownConfigKeyError) as err:
+        C.config_from_dict({"data": {"mixture": "m"}, "training": {"setps": 3, "lrr": 1.0}})
+    msg = str(err.value)
+    assert "training.setps" in msg and "'training.steps'" in msg
+    assert "training.lrr" in msg and "'training.lr'" in msg
+    with pytest.raises(C.UnknownConfigKeyError, match="trainng.*training"):
+        C.config_from_dict({"trainng": {}})
+    with pytest.raises(C.UnknownConfigKeyError, match="d_modle.*d_model"):
+        C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_modle": 8}}})
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("training.steps", "ten", "training.steps.*int"),
+    ("training.steps", True, "training.steps.*int"),
+    ("training.lr", [1], "training.lr.*float"),
+    ("training.precision", "bf61", "one of.*did you mean 'bf16'"),
+    ("data.held_out_clusters", "nli", "data.held_out_clusters.*list"),
+    ("deepspeed.offload_param", "yes", "deepspeed.offload_param.*bool"),
+])
+def test_wrong_types_name_the_key(key, value, expected):
+    section, name = key.split(".")
+    data = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    data.setdefault(section, {})[name] = value
+    with pytest.raises(C.ConfigTypeError, match=expected):
+        C.config_from_dict(data)
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({}, "no training data"),
+    ({"data": {"mixture": "m"}, "training": {"steps": 0}}, "training.steps.*> 0"),
+    ({"data": {"mixture": "m"}, "deepspeed": {"zero_stage": 4}}, "zero_stage"),
+    ({"data": {"mixture": "m"}, "deepspeed": {"offload_param": True, "zero_stage": 2}}, "offload_param"),
+    ({"data": {"tasks": {"a": -1.0}}}, "data.tasks.a"),
+    ({"data": {"mixture": "m"}, "model": {"dims": {}}}, "model.name_or_path"),
+])
+def test_bad_values(data, expected):
+    if "model" not in data:
+        data["model"] = {"dims": {"d_model": 8}}
+    with pytest.raises(C.ConfigError, match=expected):
+        C.config_from_dict(data)
+
+
+def test_missing_files_and_paths(tmp_path):
+    with pytest.raises(C.ConfigFileError, match="nope.yaml.*not found"):
+        C.load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed")
+    with pytest.raises(C.ConfigFileError, match="not valid YAML"):
+        C.load_config(bad)
+    loop = write(tmp_path / "loop.yaml", {"base": "loop.yaml"})
+    with pytest.raises(C.ConfigFileError, match="includes itself"):
+        C.load_config(loop)
+    cfg = C.config_from_dict({"data": {"mixture": "m", "data_dir": str(tmp_path / "missing")},
+                              "model": {"dims": {"d_model": 8}}})
+    with pytest.raises(C.ConfigFileError, match="data.data_dir.*does not exist"):
+        C.check_paths(cfg)
+    cfg = C.config_from_dict({"data": {"mixture": "m"}, "tokenizer": {"path": str(tmp_path / "tok")},
+                              "model": {"dims": {"d_model": 8}}})
+    with pytest.raises(C.ConfigFileError, match="tokenizer.path"):
+        C.check_paths(cfg)
+    with pytest.raises(C.ConfigError, match="KEY=VALUE"):
+        C.parse_overrides(["training.steps"])
+
+
+def test_cli_reports_config_errors_before_training(tmp_path, capsys):
+    cfg = write(tmp_path / "c.yaml", {"base": "quickstart", "training": {"stpes": 5, "output_dir": str(tmp_path)}})
+    assert cli_main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "training.stpes" in err and "training.steps" in err
+    assert not (tmp_path / "config.yaml").exists()  # nothing started
+    assert cli_main(["train", "--set", "data.data_dir=/no/such/dir", "--set",
+                     f"training.output_dir={tmp_path}/r"]) == 2
+    assert "data.data_dir" in capsys.readouterr().err
+    assert cli_main(["train", "--set", "sampling.alpah=2", "--set", "sampling.strategy=temperature", "--set",
+                     f"training.output_dir={tmp_path}/r2"]) == 2
+    assert "alpah" in capsys.readouterr().err
+    assert not (tmp_path / "r2" / "cache").exists()  # failed before tokenizing
+
+
+def test_print_config_roundtrip(tmp_path, capsys):
+    assert cli_main(["train", "--print-config", "--set", "training.steps=7"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    cfg = C.config_from_dict(printed)
+    assert cfg.training.steps == 7
+    assert dataclasses.asdict(cfg) == printed

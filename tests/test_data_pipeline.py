@@ -1,0 +1,140 @@
+"""t2t_mtl.data: per-task tokenized streams (cached one by one, truncation counted), the padding collator,
+and the batch builder (sampler picks tasks, TaskStreams rows; length bucketing; resumable state)."""
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+
+from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, TokenizedTask, count_tokens, tokenize_task
+from t2t_mtl.sampling import TaskStreams, build_sampler
+
+from engine_helpers import train_tiny_tokenizer
+
+
+def synthetic_task(name: str, n: int, seed: int) -> TokenizedTask:
+    rng = np.random.default_rng(seed)
+    ins = [list(rng.integers(3, 50, size=int(rng.integers(2, 30)))) + [1] for _ in range(n)]
+    labs = [list(rng.integers(3, 50, size=int(rng.integers(1, 10)))) + [1] for _ in range(n)]
+    ds = datasets.Dataset.from_dict({"input_ids": ins, "labels": labs})
+    return TokenizedTask(name, "train", ds, np.array([len(x) for x in ins]), np.array([len(y) for y in labs]), 0)
+
+
+@pytest.fixture(scope="module")
+def streams():
+    return {"a": synthetic_task("a", 97, 0), "b": synthetic_task("b", 41, 1), "c": synthetic_task("c", 60, 2)}
+
+
+def make_builder(streams, *, mode="homogeneous", bucket=1, mb=4, padding="longest"):
+    sizes = {k: len(v) for k, v in streams.items()}
+    sampler = build_sampler({"strategy": "uniform", "mode": mode}, sizes, seed=3)
+    ts = TaskStreams(sizes, seed=3)
+    collator = Seq2SeqCollator(0, max_input_length=32, max_target_length=12, padding=padding, pad_to_multiple_of=1)
+    return BatchBuilder(streams, sampler, ts, collator, micro_batch_size=mb, mode=mode, bucket_batches=bucket, seed=5)
+
+
+def test_collator_pads_like_a_hand_built_batch():
+    col = Seq2SeqCollator(0, max_input_length=10, max_target_length=6, pad_to_multiple_of=4)
+    batch = col([[5, 6, 1], [7, 1]], [[9, 1], [8, 8, 8, 1]], [2, 0])
+    assert batch["input_ids"].tolist() == [[5, 6, 1, 0], [7, 1, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+    assert batch["labels"].tolist() == [[9, 1, -100, -100], [8, 8, 8, 1]]
+    assert batch["task_ids"].tolist() == [2, 0]
+    assert count_tokens(batch) == 5 + 6
+    naive = Seq2SeqCollator(0, max_input_length=10, max_target_length=6, padding="max_length")(
+        [[5, 6, 1]], [[9, 1]], [0])
+    assert naive["input_ids"].shape == (1, 10) and naive["labels"].shape == (1, 6)
+
+
+def test_homogeneous_batches_follow_sampler_and_streams(streams):
+    builder = make_builder(streams)
+    sizes = {k: len(v) for k, v in streams.items()}
+    ref_sampler = build_sampler({"strategy": "uniform"}, sizes, seed=3)
+    ref_streams = TaskStreams(sizes, seed=3)
+    for _ in range(40):
+        chunk = builder.next_chunk()
+        task = ref_sampler.next_task()
+        assert {t for t, _ in chunk} == {task}
+        assert [i for _, i in chunk] == ref_streams.next_indices(task, 4)
+    batch = builder.collate([("b", 3), ("b", 7)])
+    rows = streams["b"].dataset[[3, 7]]
+    assert batch["input_ids"][0, : len(rows["input_ids"][0])].tolist() == rows["input_ids"][0]
+    assert batch["labels"][1, : len(rows["labels"][1])].tolist() == rows["labels"][1]
+    assert batch["task_ids"].tolist() == [1, 1]
+
+
+def test_bucketing_serves_the_same_rows_with_less_padding(streams):
+    plain, bucketed = make_builder(streams), make_builder(streams, bucket=8)
+    sizes = {k: len(v) for k, v in streams.items()}
+    ref_streams = TaskStreams(sizes, seed=3)
+    pad_plain = pad_bucket = 0
+    served = {t: [] for t in streams}
+    for _ in range(48):
+        b1, chunk = plain.next_batch(), bucketed.next_chunk()
+        b2 = bucketed.collate(chunk)
+        served[chunk[0][0]] += [i for _, i in chunk]
+        pad_plain += b1["input_ids"].numel() + b1["labels"].numel() - count_tokens(b1)
+        pad_bucket += b2["input_ids"].numel() + b2["labels"].numel() - count_tokens(b2)
+    assert pad_bucket < 0.7 * pad_plain
+    for task, rows in served.items():  # whole buckets: exactly the stream's first rows, reordered
+        n_full = (len(rows) // 32) * 32
+        assert sorted(rows[:n_full]) == sorted(ref_streams.next_indices(task, n_full))
+
+
+def test_mixed_batches_draw_one_task_per_example(streams):
+    builder = make_builder(streams, mode="mixed", mb=6)
+    sizes = {k: len(v) for k, v in streams.items()}
+    ref = build_sampler({"strategy": "uniform", "mode": "mixed"}, sizes, seed=3)
+    for _ in range(10):
+        chunk = builder.next_chunk()
+        assert [t for t, _ in chunk] == ref.sample_tasks(6)
+        batch = builder.collate(chunk)
+        assert batch["task_ids"].tolist() == [builder.task_to_id[t] for t, _ in chunk]
+
+
+@pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
+def test_state_dict_continues_identically(streams, mode):
+    a = make_builder(streams, mode=mode, bucket=4)
+    for _ in range(13):
+        a.next_chunk()
+    state = (a.state_dict(), a.sampler.state_dict(), a.task_streams.state_dict())
+    expected = [a.next_chunk() for _ in range(20)]
+    b = make_builder(streams, mode=mode, bucket=4)
+    b.load_state_dict(state[0])
+    b.sampler.load_state_dict(state[1])
+    b.task_streams.load_state_dict(state[2])
+    assert [b.next_chunk() for _ in range(20)] == expected
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    return load_tokenizer(str(train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")))
+
+
+def test_tokenize_task_caches_per_task_and_counts_truncation(tokenizer, tmp_path):
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    task = task_registry.get_task("reverse_words")
+    stream = tokenize_task(task, tokenizer, split="train", max_input_length=8, max_target_length=64,
+                           cache_dir=tmp_path, max_examples=40)
+    rendered = task.to_dataset("train", max_examples=40)
+    ids = [tokenizer(x, add_special_tokens=False)["input_ids"] for x in rendered["inputs"]]
+    tgt = [tokenizer(y, add_special_tokens=False)["input_ids"] for y in rendered["targets"]]
+    assert stream.truncated == sum(len(x) + 1 > 8 for x in ids) > 0
+    assert stream.dataset["input_ids"] == [x[:7] + [tokenizer.eos_token_id] for x in ids]
+    assert stream.dataset["labels"] == [y + [tokenizer.eos_token_id] for y in tgt]
+    assert stream.input_lengths.tolist() == [min(len(x) + 1, 8) for x in ids]
+    files = sorted((tmp_path / "reverse_words").glob("train-*.arrow"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    again = tokenize_task(task, tokenizer, split="train", max_input_length=8, max_target_length=64,
+                          cache_dir=tmp_path, max_examples=40)
+    assert files[0].stat().st_mtime_ns == mtime  # loaded, not rewritten
+    assert again.dataset.cache_files[0]["filename"] == str(files[0])
+    longer = tokenize_task(task, tokenizer, split="train", max_input_length=16, max_target_length=64,
+                           cache_dir=tmp_path, max_examples=40)
+    assert len(sorted((tmp_path / "reverse_words").glob("train-*.arrow"))) == 2  # new limits, new cache file
+    assert longer.truncated < stream.truncated

@@ -1,0 +1,99 @@
+"""Several processes (torchrun, gloo, CPU): ZeRO-2 / ZeRO-3 with 2 ranks reproduce the 1-process loss curve
+for the same global batch; two simulated nodes train together, write one checkpoint, and the run resumes on
+one node with another world size through DeepSpeed's universal checkpoint."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
+from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.trainer import train
+
+from engine_helpers import REPO, free_port, run_checked, step_losses, subprocess_env, tiny_config, torchrun_command, \
+    train_tiny_tokenizer, write_config
+
+pytestmark = pytest.mark.slow
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    tok = train_tiny_tokenizer(root / "tok")
+    # 1 process, micro-batch 8 = the global batch of 2 ranks x micro-batch 4
+    one = tiny_config(root / "one", tok, root / "cache", training={"steps": STEPS, "micro_batch_size": 8})
+    reference = train(one, evaluate_held_in=False)
+    return root, tok, reference
+
+
+def assert_same_curve(run_dir, ref_dir):
+    got, ref = step_losses(run_dir), step_losses(ref_dir)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for s in ref:
+        assert got[s] == pytest.approx(ref[s], rel=2e-4), (s, got, ref)
+
+
+def test_zero3_two_processes_match_one_process(work):
+    root, tok, reference = work
+    cfg = tiny_config(root / "z3", tok, root / "cache", training={"steps": STEPS}, deepspeed={"zero_stage": 3})
+    run_checked(torchrun_command(write_config(cfg, root / "z3.yaml"), 2))
+    assert_same_curve(root / "z3", root / "one")
+    assert read_meta(latest_checkpoint(root / "z3"))["world_size"] == 2
+    # export gathers the ZeRO-3 shards; the 1-process run's weights are the reference
+    out = export_model(root / "z3", root / "z3_hf")
+    from transformers import T5ForConditionalGeneration
+
+    sharded = T5ForConditionalGeneration.from_pretrained(out).eval()
+    single, _, _ = load_trained_model(root / "one")
+    x = torch.tensor([[5, 9, 12, 1], [7, 3, 1, 0]])
+    dec = torch.tensor([[0, 4, 6], [0, 8, 2]])
+    with torch.no_grad():
+        a = sharded(input_ids=x, attention_mask=(x > 0).long(), decoder_input_ids=dec).logits
+        b = single(input_ids=x, attention_mask=(x > 0).long(), decoder_input_ids=dec).logits
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_two_nodes_zero2_then_resume_on_one_node(work):
+    root, tok, reference = work
+    cfg = tiny_config(root / "nodes", tok, root / "cache", training={"steps": STEPS}, deepspeed={"zero_stage": 2})
+    path = write_config(cfg, root / "nodes.yaml")
+    port = free_port()
+    procs = [subprocess.Popen(torchrun_command(path, 1, nnodes=2, node_rank=rank, port=port), env=subprocess_env(),
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    for rank, proc in enumerate(procs):
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"node {rank} failed:\n{out[-5000:]}"
+    assert_same_curve(root / "nodes", root / "one")
+    ckpt = latest_checkpoint(root / "nodes")
+    assert ckpt.name == f"step-{STEPS:08d}" and read_meta(ckpt)["world_size"] == 2
+    assert sorted(p.name for p in ckpt.glob("rank_*.pt")) == ["rank_00000.pt", "rank_00001.pt"]
+
+    # DeepSpeed's own consolidation of the ZeRO-2 shards is the reference for our export
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    ds_state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="ds")
+    exported, _, _ = load_trained_model(root / "nodes")
+    for name, p in exported.named_parameters():
+        assert torch.equal(p.detach(), ds_state[name]), name
+
+    # resume with world size 1 (universal checkpoint): no step left → weights must be the checkpoint's
+    same = dict(cfg, training={**cfg["training"], "output_dir": str(root / "resumed0")})
+    result = train(same, resume=str(ckpt), evaluate_held_in=False)
+    assert result.step == STEPS
+    reloaded, _, _ = load_trained_model(root / "resumed0")
+    assert read_meta(latest_checkpoint(root / "resumed0"))["world_size"] == 1
+    for name, p in reloaded.named_parameters():
+        assert torch.equal(p.detach(), ds_state[name]), name
+    # and training continues: the step count and the sampler's task sequence go on
+    longer = dict(cfg, training={**cfg["training"], "steps": STEPS + 4, "output_dir": str(root / "resumed")})
+    more = train(longer, resume=str(ckpt), evaluate_held_in=False)
+    uninterrupted = train(dict(cfg, training={**cfg["training"], "steps": STEPS + 4, "micro_batch_size": 8,
+                                              "output_dir": str(root / "long")}), evaluate_held_in=False)
+    assert more.step == STEPS + 4
+    assert more.task_sequence == uninterrupted.task_sequence[STEPS:]
+    losses = step_losses(root / "resumed")
+    assert losses[STEPS + 1] < step_losses(root / "one")[1] - 0.3  # it continued from trained weights

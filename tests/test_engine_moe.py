@@ -1,0 +1,120 @@
+"""Task-aware MoE in the training engine: a tiny task-routed MoE-T5 trains through `train(cfg)` with its aux
+loss logged, and its checkpoint exports to a full model and, per task, to the sub-network of that task's
+experts (`t2t-mtl export --task`), which gives the full model's outputs for that task."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.trainer import train
+from t2t_mtl.model import build_model
+from t2t_mtl.model.moe import MoEConfigError, TaskAwareT5, moe_blocks
+
+from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer
+
+MOE = {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task", "aux_loss_coef": 0.01, "z_loss_coef": 0.001}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture(scope="module")
+def moe_run(tmp_path_factory, tok):
+    root = tmp_path_factory.mktemp("moe")
+    cfg = tiny_config(root / "run", tok, root / "cache", model={"moe": dict(MOE)},
+                      training={"steps": 12}, data={"validation_examples": 2})
+    return train(cfg), root / "run"
+
+
+def _batch(tokenizer, texts):
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+            "decoder_input_ids": torch.tensor([[0, 5, 6, 7]] * len(texts))}
+
+
+def test_moe_run_trains_and_logs_aux_loss(moe_run):
+    result, run_dir = moe_run
+    assert result.step == 12 and result.skipped_steps == 0 and result.held_in_accuracy is not None
+    records = step_records(run_dir)
+    assert sorted(records) == list(range(1, 13))
+    losses = [records[s]["loss"] for s in range(1, 13)]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    for record in records.values():
+        moe = record["moe"]
+        assert math.isfinite(moe["aux_loss"]) and moe["aux_loss"] > 0
+        # the logged aux loss is the configured mix of the two logged per-layer sums
+        assert moe["aux_loss"] == pytest.approx(MOE["aux_loss_coef"] * moe["load_balancing"]
+                                                + MOE["z_loss_coef"] * moe["z_loss"], rel=1e-6)
+        # one task per micro-batch: every token goes to the task's top-k experts (f_e = 1/k on them), so each
+        # of the 2 MoE layers has Switch loss E·Σ f·P = E/k·Σ_{top-k} P, between 1 (uniform P) and E/k
+        assert 2 - 1e-6 <= moe["load_balancing"] <= 2 * MOE["num_experts"] / MOE["top_k"] + 1e-6
+        assert moe["dropped"] == 0.0  # task routing never drops
+
+
+def test_moe_checkpoint_exports_and_task_subnetwork_matches(moe_run, tmp_path, capsys):
+    result, run_dir = moe_run
+    full, tokenizer, meta = load_trained_model(run_dir)
+    assert isinstance(full, TaskAwareT5) and meta["tasks"] == TASKS
+    # independent reference: the fp32 module weights DeepSpeed wrote at ZeRO stage 0
+    states = torch.load(result.checkpoint / "ds" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    for name, value in full.state_dict().items():
+        if name in states:
+            assert torch.equal(value, states[name].float()), name
+
+    exported = export_model(run_dir, tmp_path / "hf")
+    again, _, _ = load_trained_model(exported)
+    assert isinstance(again, TaskAwareT5)
+    batch = _batch(tokenizer, ["parity: 1 0 1", "parity: 1 1"])
+    tid = TASKS.index("parity")
+    ids = torch.full((2,), tid)
+    with torch.no_grad():
+        reference = full(**batch, task_ids=ids).logits
+        assert torch.equal(again(**batch, task_ids=ids).logits, reference)
+
+    assert cli_main(["export", str(run_dir), "--task", "parity", "--out", str(tmp_path / "parity")]) == 0
+    sub, sub_tok, sub_meta = load_trained_model(tmp_path / "parity")
+    assert isinstance(sub, TaskAwareT5) and sub_meta["tasks"] == ["parity"] and len(sub_tok) == len(tokenizer)
+    full_blocks = dict(moe_blocks(full))
+    for layer, block in moe_blocks(sub):
+        expected = torch.topk(full_blocks[layer].task_gate.weight[tid], MOE["top_k"]).indices.sort().values
+        assert block.expert_ids == expected.tolist() and len(block.experts) == MOE["top_k"]
+    assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in full.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(sub(**batch, task_ids=torch.zeros(2, dtype=torch.long)).logits, reference,
+                                   rtol=1e-5, atol=1e-6)
+        enc = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        assert torch.equal(sub.generate(**enc, task_ids=torch.zeros(2, dtype=torch.long), max_new_tokens=5),
+                           full.generate(**enc, task_ids=ids, max_new_tokens=5))
+
+    capsys.readouterr()
+    assert cli_main(["export", str(run_dir), "--task", "parityy", "--out", str(tmp_path / "x")]) == 2
+    assert "'parityy' is not one of the MoE model's tasks" in capsys.readouterr().err
+
+
+def test_export_task_refuses_token_routing_and_dense_models(tmp_path, tok, capsys):
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tok))
+    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
+    for name, moe in (("token", {**MOE, "routing": "token"}), ("dense", None)):
+        model = build_model({"dims": dims, "moe": moe}, vocab_size=len(tokenizer), task_names=TASKS)
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    capsys.readouterr()
+    assert cli_main(["export", str(tmp_path / "token"), "--task", "parity", "--out", str(tmp_path / "o1")]) == 2
+    assert "routing='task'" in capsys.readouterr().err
+    assert cli_main(["export", str(tmp_path / "dense"), "--task", "parity", "--out", str(tmp_path / "o2")]) == 2
+    assert "dense T5" in capsys.readouterr().err
+
+
+def test_bad_moe_config_fails_before_tokenizing(tmp_path, tok):
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"moe": {**MOE, "num_expert": 4}})
+    with pytest.raises(MoEConfigError, match="did you mean 'num_experts'"):
+        train(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

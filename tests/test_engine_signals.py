@@ -1,0 +1,181 @@
+"""Adaptive-sampling signals wired through the training engine: training-forward entropies (uncertainty_ema),
+periodic validation (bandits, worst_task, dtp weighting), CA-MTL candidate selection; config errors.
+
+Each run is a tiny single-process training; the sampler / weighting state saved in the final checkpoint is
+checked against the update formulas applied by hand to the signals the run logged in metrics.jsonl."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine_helpers import TASKS, tiny_config, train_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("signals-tokenizer"))
+
+
+def run_tiny(tmp_path: Path, tokenizer_dir: Path, **sections):
+    """Train in-process; returns (TrainResult, metrics records, final trainer_state)."""
+    from t2t_mtl.engine.checkpoint import latest_checkpoint
+    from t2t_mtl.engine.trainer import train
+
+    cfg = tiny_config(tmp_path / "run", tokenizer_dir, tmp_path / "cache", **sections)
+    result = train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    state = torch.load(latest_checkpoint(tmp_path / "run") / "trainer_state.pt", weights_only=False)
+    return result, records, state
+
+
+def test_uncertainty_ema_learns_from_training_forward_entropies(tmp_path, tokenizer_dir):
+    momentum = 0.5
+    result, records, state = run_tiny(
+        tmp_path, tokenizer_dir,
+        sampling={"strategy": "uncertainty_ema", "lam": 1.0, "floor": 0.0, "momentum": momentum})
+    assert result.step == 6 and len(records) == 6
+    # the EMA the sampler saved equals the EMA of the per-task entropies the engine fed it (logged per step)
+    expected = {}
+    for rec in records:
+        for task, value in rec["entropy"].items():
+            assert 0.0 < value <= 1.0  # normalised by log V
+            expected[task] = value if task not in expected else momentum * expected[task] + (1 - momentum) * value
+    ema = dict(zip(state["sampler"]["tasks"], state["sampler"]["extra"]["ema"]))
+    for task, value in expected.items():
+        assert ema[task] == pytest.approx(value, rel=1e-9)
+    # lam 1, floor 0: p ∝ EMA (unseen tasks get the mean) — moved away from the uniform prior of equal sizes
+    from t2t_mtl.sampling import build_sampler
+
+    sampler = build_sampler({"strategy": "uncertainty_ema", "lam": 1.0, "floor": 0.0, "momentum": momentum},
+                            {t: 64 for t in TASKS}, seed=0)
+    prior = sampler.probabilities()
+    sampler.load_state_dict(state["sampler"])
+    filled = [ema[t] if ema[t] is not None else np.mean([v for v in ema.values() if v is not None]) for t in TASKS]
+    p = sampler.probabilities()
+    assert [p[t] for t in TASKS] == pytest.approx(list(np.array(filled) / sum(filled)), rel=1e-9)
+    assert max(abs(p[t] - prior[t]) for t in TASKS) > 1e-3
+
+
+def test_bandit_softmax_q_values_follow_validation_loss_improvements(tmp_path, tokenizer_dir):
+    step_size = 0.5
+    _, records, state = run_tiny(
+        tmp_path, tokenizer_dir, sampling={"strategy": "bandit_softmax", "metric": "val_loss", "tau": 0.05,
+                                           "step": step_size},
+        training={"validate_every": 2, "validate_examples": 4})
+    validations = [rec for rec in records if "val_loss" in rec]
+    assert [rec["step"] for rec in validations] == [2, 4, 6]
+    q, last = {t: 0.0 for t in TASKS}, {}
+    for rec in validations:
+        for task, loss in rec["val_loss"].items():
+            if task in last:  # reward = improvement (lower loss is better)
+                q[task] = (1 - step_size) * q[task] + step_size * (last[task] - loss)
+            last[task] = loss
+    saved = dict(zip(state["sampler"]["tasks"], state["sampler"]["extra"]["q"]))
+    assert saved == pytest.approx(q, rel=1e-9, abs=1e-12)
+    assert max(abs(v) for v in saved.values()) > 0  # the signal moved the Q-values off their prior
+
+
+def test_bandit_thompson_beta_posteriors_count_validation_score_wins(tmp_path, tokenizer_dir):
+    _, records, state = run_tiny(tmp_path, tokenizer_dir, sampling={"strategy": "bandit_thompson"},
+                                 training={"validate_every": 2, "validate_examples": 4, "steps": 6})
+    validations = [rec["val_score"] for rec in records if "val_score" in rec]
+    assert len(validations) == 3 and all(0.0 <= v <= 1.0 for scores in validations for v in scores.values())
+    alpha, beta = {t: 1.0 for t in TASKS}, {t: 1.0 for t in TASKS}
+    for before, after in zip(validations, validations[1:]):
+        for task in TASKS:
+            win = float(after[task] - before[task] > 0)
+            alpha[task] += win
+            beta[task] += 1 - win
+    extra = state["sampler"]["extra"]
+    assert dict(zip(TASKS, extra["alpha"])) == alpha and dict(zip(TASKS, extra["beta"])) == beta
+    assert sum(extra["alpha"]) + sum(extra["beta"]) == 2 * len(TASKS) + 2 * len(TASKS)  # moved off the prior
+
+
+def test_worst_task_follows_validation_losses_and_dtp_gets_validation_kpis(tmp_path, tokenizer_dir):
+    momentum = 0.5
+    _, records, state = run_tiny(
+        tmp_path, tokenizer_dir, sampling={"strategy": "worst_task", "tau": 0.0},
+        weighting={"method": "dtp", "momentum": momentum}, training={"validate_every": 3, "validate_examples": 4})
+    validations = [rec for rec in records if "val_loss" in rec]
+    assert [rec["step"] for rec in validations] == [3, 6]
+    extra = state["sampler"]["extra"]
+    assert extra["initial_loss"] == pytest.approx([validations[0]["val_loss"][t] for t in TASKS])
+    assert extra["loss"] == pytest.approx([validations[-1]["val_loss"][t] for t in TASKS])
+    # tau 0: all mass on the task with the largest λ_t L_t = (L_t / l_t) / Σ 1/l_i
+    ratio = np.array([validations[-1]["val_loss"][t] / validations[0]["val_loss"][t] for t in TASKS])
+    from t2t_mtl.sampling import build_sampler
+
+    sampler = build_sampler({"strategy": "worst_task", "tau": 0.0}, {t: 64 for t in TASKS}, seed=0)
+    sampler.load_state_dict(state["sampler"])
+    p = sampler.probabilities()
+    assert [p[t] for t in TASKS] == pytest.approx(list((ratio == ratio.max()) / (ratio == ratio.max()).sum()))
+    # dtp: KPI ← (1-m)·val_score + m·KPI, from its initial 0.5, once per validation (the step after it)
+    kpi = {t: 0.5 for t in TASKS}
+    for rec in validations[:-1]:  # the last validation is at the final step: no later weighting call
+        for t in TASKS:
+            kpi[t] = (1 - momentum) * rec["val_score"][t] + momentum * kpi[t]
+    assert state["weighting"]["kpi"].tolist() == pytest.approx([kpi[t] for t in TASKS], rel=1e-9)
+
+
+def test_camtl_run_trains_on_the_selected_candidates(tmp_path, tokenizer_dir):
+    result, _, state = run_tiny(tmp_path, tokenizer_dir, sampling={"strategy": "uncertainty", "pool_per_task": 4})
+    selected = dict(zip(state["sampler"]["tasks"], state["sampler"]["extra"]["selected"]))
+    assert sum(selected.values()) == 6 * 4  # steps × micro-batch: b kept of b×M candidates every step
+    assert {t: n for t, n in selected.items() if n} == result.examples_seen
+
+
+class _RowsTask:
+    """Stands in for a TokenizedTask: row i has input ids [3 + i] and label ids [3 + i, 1]."""
+
+    def __init__(self, n: int):
+        self.input_lengths = [1] * n
+        self.target_lengths = [2] * n
+
+    def rows(self, indices):
+        return {"input_ids": [[3 + i] for i in indices], "labels": [[3 + i, 1] for i in indices]}
+
+
+def test_selected_chunk_keeps_the_top_uncertainty_candidates():
+    from t2t_mtl.data import BatchBuilder, Seq2SeqCollator
+    from t2t_mtl.sampling import TaskStreams, build_sampler
+
+    sizes = {"a": 10, "b": 10}
+    answer_space = {"a": 2, "b": 1000}
+    sampler = build_sampler({"strategy": "uncertainty", "pool_per_task": 5}, sizes, seed=0)
+    streams = TaskStreams(sizes, seed=3)
+    builder = BatchBuilder({t: _RowsTask(10) for t in sizes}, sampler, streams, Seq2SeqCollator(0, max_input_length=8, max_target_length=8),
+                           micro_batch_size=4)
+    reference = TaskStreams(sizes, seed=3)
+    pool = [(t, i) for t in sizes for i in reference.next_indices(t, 5)]
+
+    def score(batch):  # entropy = a function of the row's input id and task
+        return torch.tensor([0.1 * (int(x[0]) - 2) * (1.0 if int(tid) == 0 else 3.0)
+                             for x, tid in zip(batch["input_ids"], batch["task_ids"])])
+
+    chunk = builder.next_selected_chunk(score, answer_space)
+    entropy = {(t, i): 0.1 * (i + 1) * (1.0 if t == "a" else 3.0) for t, i in pool}
+    s_hat = max(np.mean([entropy[p] for p in pool if p[0] == t]) for t in sizes)
+    u = {p: entropy[p] / (s_hat * math.log(answer_space[p[0]])) for p in pool}
+    assert sorted(chunk) == sorted(sorted(pool, key=lambda p: -u[p])[:4])
+    assert sum(sampler.selected().values()) == 4
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"sampling": {"strategy": "bandit_softmax"}}, "validate_every"),
+    ({"sampling": {"strategy": "worst_task"}}, "validate_every"),
+    ({"weighting": {"method": "dtp"}}, "validate_every"),
+    ({"evaluation": {"held_out": True, "max_exampels": 3}}, "max_exampels"),
+    ({"evaluation": {"held_out": True}}, "held_out_clusters"),
+    ({"sampling": {"strategy": "uncertainty"}, "gradient_surgery": {"method": "pcgrad"}}, "gradient_surgery"),
+])
+def test_signal_config_errors_name_the_key(tmp_path, tokenizer_dir, sections, message):
+    from t2t_mtl.config import ConfigError
+    from t2t_mtl.engine.trainer import train
+
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_config(tmp_path / "run", tokenizer_dir, tmp_path / "cache", **sections))

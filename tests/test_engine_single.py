@@ -1,0 +1,186 @@
+"""The trainer in one process: losses per task, logs, bad-step skipping/abort, SIGTERM, export, DeepSpeed
+config generation."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import T5ForConditionalGeneration
+
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine import trainer as trainer_mod
+from t2t_mtl.engine.checkpoint import latest_checkpoint
+from t2t_mtl.engine.deepspeed_config import PrecisionError, build_deepspeed_config, check_precision
+from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
+
+from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_per_task_losses_match_a_loop_reference():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4, 11)
+    labels = torch.randint(0, 11, (5, 4))
+    labels[0, 2:] = -100
+    labels[3, 1:] = -100
+    task_ids = torch.tensor([1, 0, 1, 2, 1])
+    got = per_task_losses(logits, labels, task_ids, ["x", "y", "z"])
+    per_example = []
+    for b in range(5):
+        valid = [k for k in range(4) if labels[b, k] != -100]
+        per_example.append(sum(F.cross_entropy(logits[b, k:k + 1], labels[b, k:k + 1]) for k in valid) / len(valid))
+    expected = {"x": per_example[1], "y": (per_example[0] + per_example[2] + per_example[4]) / 3, "z": per_example[3]}
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name].item() == pytest.approx(expected[name].item(), rel=1e-5)
+
+
+def test_deepspeed_config_generated_and_passed_whole(tmp_path):
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    cfg = config_from_dict({**base, "training": {"micro_batch_size": 3, "grad_accum": 2, "warmup": 5, "steps": 50,
+                                                 "schedule": "cosine", "clip": 0.5},
+                            "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_param": True,
+                                          "extra": {"zero_optimization": {"reduce_bucket_size": 1000}}}})
+    ds = build_deepspeed_config(cfg, world_size=4)
+    assert ds["train_batch_size"] == 24 and ds["gradient_accumulation_steps"] == 2
+    assert ds["gradient_clipping"] == 0.5 and ds["bf16"] == {"enabled": True}
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 1000
+    assert ds["scheduler"]["type"] == "WarmupCosineLR" and ds["scheduler"]["params"]["warmup_num_steps"] == 5
+    assert "torch_adam" not in ds["optimizer"]["params"]  # offload uses DeepSpeed's CPU Adam
+    user = tmp_path / "ds.json"
+    user.write_text(json.dumps({"train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 1},
+                                "optimizer": {"type": "SGD", "params": {"lr": 0.1}}}))
+    cfg = config_from_dict({**base, "training": {"micro_batch_size": 3}, "deepspeed": {"config": str(user)}})
+    ds = build_deepspeed_config(cfg, world_size=2)
+    assert ds["optimizer"]["type"] == "SGD" and ds["train_batch_size"] == 6
+    user.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8}))
+    with pytest.raises(ConfigError, match="train_micro_batch_size_per_gpu=8 disagrees"):
+        build_deepspeed_config(cfg, world_size=2)
+    with pytest.raises(PrecisionError, match="fp16 is not supported on CPU"):
+        check_precision("fp16", on_gpu=False)
+
+
+def test_train_logs_per_task_and_exports(tmp_path, tok, cache):
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 24, "precision": "bf16", "log_every": 4,
+                                                              "plot": True, "tensorboard": True},
+                      data={"batching": "bucket", "bucket_batches": 2})
+    result = train(cfg, evaluate_held_in=False)
+    assert result.step == 24 and not result.interrupted and result.skipped_steps == 0
+    records = step_records(tmp_path / "run")
+    assert sorted(records) == [4, 8, 12, 16, 20, 24]
+    assert records[24]["loss"] < records[4]["loss"] - 0.5
+    assert sum(sum(r["task_examples"].values()) for r in records.values()) == 24 * 4
+    assert set().union(*(r["task_loss"] for r in records.values())) <= set(TASKS)
+    assert sum(result.examples_seen.values()) == 24 * 4
+    assert len(result.task_sequence) == 24
+    assert (tmp_path / "run" / "logs" / "loss_per_task.png").stat().st_size > 1000
+    assert any((tmp_path / "run" / "logs" / "tensorboard").iterdir())
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000024"
+
+    out = export_model(tmp_path / "run", tmp_path / "hf")
+    plain = T5ForConditionalGeneration.from_pretrained(out).eval()
+    ours, tokenizer, meta = load_trained_model(tmp_path / "run")
+    assert meta["step"] == 24 and meta["zero_stage"] == 0
+    # independent reference: the bf16 optimizer's fp32 master weights, in parameter order
+    states = torch.load(result.checkpoint / "ds" / "mp_rank_00_model_states.pt", weights_only=False)
+    masters = [p for group in states["optimizer"]["fp32_groups"] for p in group]
+    for (name, p), master in zip(plain.named_parameters(), masters):
+        assert torch.equal(p.detach(), master.reshape(p.shape)), name
+    enc = tokenizer(["parity: 123", "reverse_words: a b c"], return_tensors="pt", padding=True)
+    dec = torch.tensor([[0, 5, 6], [0, 7, 8]])
+    with torch.no_grad():
+        a = plain(**enc, decoder_input_ids=dec).logits
+        b = ours(**enc, decoder_input_ids=dec).logits
+    assert torch.equal(a, b)
+    again, _, _ = load_trained_model(out)
+    with torch.no_grad():
+        assert torch.equal(again(**enc, decoder_input_ids=dec).logits, a)
+
+    assert cli_main(["export", str(result.checkpoint), "--out", str(tmp_path / "cli_hf")]) == 0
+    cli_model = T5ForConditionalGeneration.from_pretrained(tmp_path / "cli_hf").eval()
+    with torch.no_grad():
+        assert torch.equal(cli_model(**enc, decoder_input_ids=dec).logits, a)
+    assert cli_main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def poison(monkeypatch, bad_calls, value=float("nan")):
+    """Make forward_losses return `value` losses on the given (1-based) calls."""
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        if calls["n"] in bad_calls:
+            return {t: v * value if math.isnan(value) else v * 0.0 for t, v in out.items()}
+        return out
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+
+
+@pytest.mark.parametrize("precision,stage", [("bf16", 0), ("fp32", 0), ("fp32", 2)])
+def test_bad_steps_are_skipped_without_touching_weights(tmp_path, tok, cache, monkeypatch, precision, stage):
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 3, "precision": precision,
+                                                              "max_bad_steps": 10},
+                      deepspeed={"zero_stage": stage})
+    poison(monkeypatch, {1, 2, 3}, value=float("nan") if stage != 2 else 0.0)
+    result = train(cfg, evaluate_held_in=False)
+    assert result.skipped_steps == 3
+    model, tokenizer, _ = load_trained_model(tmp_path / "run")
+    trainer_mod.seed_everything(0)
+    initial = trainer_mod.build_model(config_from_dict(cfg).model, vocab_size=len(tokenizer))
+    for (name, p), (_, q) in zip(model.named_parameters(), initial.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-2 if precision == "bf16" else 0.0), name  # bf16: init rounding
+
+
+def test_a_skipped_step_among_good_ones_is_counted(tmp_path, tok, cache, monkeypatch):
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 5})
+    poison(monkeypatch, {2})
+    result = train(cfg, evaluate_held_in=False)
+    records = step_records(tmp_path / "run")
+    assert result.skipped_steps == 1 and records[5]["skipped_steps"] == 1
+    assert math.isnan(records[2]["loss"]) and all(math.isfinite(records[s]["loss"]) for s in (1, 3, 4, 5))
+
+
+def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkeypatch):
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 10, "max_bad_steps": 3})
+    poison(monkeypatch, set(range(2, 20)))
+    with pytest.raises(TrainingAbortedError, match="3 consecutive steps.*non-finite or exactly-zero loss"):
+        train(cfg, evaluate_held_in=False)
+
+
+def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, tok, cache, monkeypatch):
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    result = train(cfg, evaluate_held_in=False)
+    assert result.interrupted and result.step == 3
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000003"
+    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored

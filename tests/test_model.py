@@ -1,0 +1,45 @@
+"""t2t_mtl.model.build_model: T5 from dims, from a local folder, and clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from t2t_mtl.config import ModelConfig
+from t2t_mtl.model import ModelBuildError, accepts_task_ids, build_model, count_parameters
+
+DIMS = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
+
+
+def test_build_from_dims_matches_a_hand_built_t5():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(dims=DIMS), vocab_size=150)
+    torch.manual_seed(0)
+    ref = T5ForConditionalGeneration(T5Config(vocab_size=150, num_decoder_layers=1, pad_token_id=0, eos_token_id=1,
+                                              decoder_start_token_id=0, **DIMS))
+    assert model.config.vocab_size == 150 and model.config.num_decoder_layers == 1
+    assert model.config.pad_token_id == 0 and model.config.decoder_start_token_id == 0
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), ref.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    assert count_parameters(model) == sum(p.numel() for p in ref.parameters())
+    assert not accepts_task_ids(model)
+
+
+def test_vocab_size_grows_to_the_tokenizer():
+    model = build_model({"dims": {**DIMS, "vocab_size": 64}}, vocab_size=200)
+    assert model.get_input_embeddings().weight.shape[0] == 200
+    bigger = build_model({"dims": {**DIMS, "vocab_size": 300}}, vocab_size=200)
+    assert bigger.config.vocab_size == 300
+
+
+def test_load_local_folder_and_errors(tmp_path):
+    model = build_model({"dims": DIMS}, vocab_size=120)
+    model.save_pretrained(tmp_path / "m")
+    loaded = build_model({"name_or_path": str(tmp_path / "m")}, vocab_size=120)
+    x = torch.tensor([[5, 6, 1]])
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=x, labels=x).logits, loaded(input_ids=x, labels=x).logits)
+    with pytest.raises(ModelBuildError, match="120 embeddings but the tokenizer has 500"):
+        build_model({"name_or_path": str(tmp_path / "m")}, vocab_size=500)
+    with pytest.raises(ModelBuildError, match="could not be loaded"):
+        build_model({"name_or_path": str(tmp_path / "missing")})
