@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kernels.gradproj as gradproj  # noqa: E402
+import kernels.gradproj.reference as gradproj_reference  # noqa: E402
 from t2t_mtl.gradients import GradientSurgery, pcgrad_weights, random_orders, textbook  # noqa: E402
 
 SLOW_SECONDS = 2.0  # contenders slower than this are timed once
@@ -214,13 +215,26 @@ def peak_bandwidth_gbps(name: str) -> float | None:
     return None
 
 
+def kernel_errors(grads: torch.Tensor, weights: torch.Tensor, gram: torch.Tensor, combined: torch.Tensor) -> str:
+    """Max relative errors of the Triton Gram and combine against the PyTorch reference on the same device
+    (cuBLAS GEMM/GEMV with fp32 accumulation) — at P·T beyond 2^31 this checks the int64 offsets too."""
+    p = grads.shape[1]
+    ref_gram = gradproj_reference.gram_reference(grads, [0, p])[0]
+    ref_comb = gradproj_reference.combine_reference(weights[None].float(), grads, [0, p],
+                                                    torch.empty(p, device=grads.device), 1.0)
+    gram_err = float((gram - ref_gram).abs().max() / ref_gram.abs().max())
+    comb_err = float((combined.float() - ref_comb).abs().max() / ref_comb.abs().max())
+    return f"{gram_err:.1e} / {comb_err:.1e}"
+
+
 def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) -> list[str]:
     name = torch.cuda.get_device_name()
     peak = peak_gbps or peak_bandwidth_gbps(name)
     free = torch.cuda.mem_get_info()[0]
     rows = [f"device: {name}; peak HBM {peak} GB/s" + ("" if peak_gbps else " (datasheet)"),
             "| T | P | dtype | gram (ms) | gram GB/s | gram % peak | combine (ms) | combine GB/s | combine % peak | "
-            "PCGrad step (ms) | torchjd (ms) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "PCGrad step (ms) | torchjd (ms) | gram / combine max rel err vs cuBLAS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     jd = torchjd_pcgrad()
     for dtype in (torch.bfloat16, torch.float32):
         elt = torch.tensor([], dtype=dtype).element_size()
@@ -245,6 +259,7 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
                     gram_ms.append(events[0].elapsed_time(events[1]))
                     comb_ms.append(events[1].elapsed_time(events[2]))
                 g_ms, c_ms = min(gram_ms), min(comb_ms)
+                errors = kernel_errors(grads, weights, gradproj.gram(grads), out)
                 g_bw = t * p * elt / (g_ms * 1e-3) / 1e9
                 c_bw = (t * p * elt + p * elt) / (c_ms * 1e-3) / 1e9
                 step = min(ours(grads, out, orders)["total"] for _ in range(3)) * 1e3
@@ -258,7 +273,7 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
                     jd_ms = f"{1e3 * (time.perf_counter() - t0):.2f}"
                 pct = (lambda bw: "—" if peak is None else f"{100 * bw / peak:.0f}%")
                 row = (f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} | {g_ms:.3f} | {g_bw:.0f} | {pct(g_bw)} | "
-                       f"{c_ms:.3f} | {c_bw:.0f} | {pct(c_bw)} | {step:.2f} | {jd_ms} |")
+                       f"{c_ms:.3f} | {c_bw:.0f} | {pct(c_bw)} | {step:.2f} | {jd_ms} | {errors} |")
                 rows.append(row)
                 print(row, flush=True)
                 del grads, out
@@ -320,6 +335,10 @@ def training_step_table(device: str, num_tasks: int = 4, repeats: int = 3) -> li
             f"{1e3 * times['surgery']:.1f} | {overhead:+.1f}% |"]
 
 
+def _sizes(text: str | None, default: list[int]) -> list[int]:
+    return [int(float(v)) for v in text.split(",")] if text else default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -327,6 +346,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU times are process time)")
     parser.add_argument("--peak-gbps", type=float, default=None, help="GPU peak HBM bandwidth (default: datasheet)")
+    parser.add_argument("--t", default=None, help="comma-separated task counts (overrides the defaults)")
+    parser.add_argument("--p", default=None, help="comma-separated parameter counts, e.g. 1e7,1e9 (overrides)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
@@ -334,12 +355,12 @@ def main() -> None:
     if args.device == "cuda":
         if not torch.cuda.is_available():
             sys.exit("--device cuda: no CUDA device is visible")
-        sizes_t = [2, 8, 32] if args.quick else [2, 4, 8, 16, 32]
-        sizes_p = [10 ** 7, 10 ** 8] if args.quick else [10 ** 7, 10 ** 8, 10 ** 9]
+        sizes_t = _sizes(args.t, [2, 8, 32] if args.quick else [2, 4, 8, 16, 32])
+        sizes_p = _sizes(args.p, [10 ** 7, 10 ** 8] if args.quick else [10 ** 7, 10 ** 8, 10 ** 9])
         rows = cuda_table(sizes_t, sizes_p, args.peak_gbps)
     else:
-        sizes_t = [2, 8, 32] if args.quick else [2, 4, 8, 16, 32]
-        sizes_p = [10 ** 6] if args.quick else [10 ** 6, 10 ** 7]
+        sizes_t = _sizes(args.t, [2, 8, 32] if args.quick else [2, 4, 8, 16, 32])
+        sizes_p = _sizes(args.p, [10 ** 6] if args.quick else [10 ** 6, 10 ** 7])
         rows = cpu_table(sizes_t, sizes_p, args.repeats, skip_textbook_over=10 ** 11)
     print("\n".join(["", *rows, ""]))
     print("\n".join(training_step_table(args.device)))

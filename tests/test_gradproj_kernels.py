@@ -1,6 +1,12 @@
-"""kernels.gradproj: Triton Gram/combine (under TRITON_INTERPRET=1 on CPU) against the PyTorch reference, and
-the reference against the float64 formula."""
+"""kernels.gradproj: Triton Gram/combine against the PyTorch reference, and the reference against the float64
+formula.
+
+The Triton kernels run under TRITON_INTERPRET=1 on CPU tensors; with T2T_MTL_TRITON_ON_GPU=1 on a CUDA
+machine the same tests run them compiled on the GPU (the references always run on CPU copies).
+"""
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -8,21 +14,35 @@ import torch
 import kernels.gradproj as gradproj
 from kernels.gradproj import GradProjInputError, combine, gram
 
+ON_GPU = bool(os.environ.get("T2T_MTL_TRITON_ON_GPU")) and torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+cpu_only = pytest.mark.skipif(ON_GPU, reason="exercises the CPU dispatch / interpreter; runs in CI")
+
 
 def _grads(num_tasks: int, num_params: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    """Random per-task gradients on the kernel device."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(num_tasks, num_params, generator=gen).to(dtype)
+    return torch.randn(num_tasks, num_params, generator=gen).to(dtype).to(DEVICE)
 
 
 def _formula_gram(grads: torch.Tensor, offsets: list[int]) -> torch.Tensor:
-    g = grads.double()
+    g = grads.double().cpu()
     return torch.stack([g[:, a:b] @ g[:, a:b].T for a, b in zip(offsets, offsets[1:])])
+
+
+def _reference_gram(grads: torch.Tensor) -> torch.Tensor:
+    """The PyTorch reference path on a CPU copy (the oracle), moved back to the kernel device."""
+    return gram(grads.cpu(), force_triton=False).to(grads.device)
+
+
+def _reference_combine(weights, grads: torch.Tensor, **kwargs) -> torch.Tensor:
+    return combine(weights, grads.cpu(), force_triton=False, **kwargs).to(grads.device)
 
 
 @pytest.mark.parametrize("num_tasks,num_params", [(2, 1), (3, 1000), (7, 257), (16, 4096), (17, 333), (33, 100),
                                                   (64, 130)])
 def test_reference_gram_and_combine_match_formula(num_tasks, num_params):
-    g = _grads(num_tasks, num_params)
+    g = _grads(num_tasks, num_params).cpu()
     torch.testing.assert_close(gram(g).double(), _formula_gram(g, [0, num_params])[0], rtol=1e-5, atol=1e-4)
     w = torch.randn(num_tasks)
     torch.testing.assert_close(combine(w, g).double(), w.double() @ g.double(), rtol=1e-5, atol=1e-5)
@@ -34,15 +54,15 @@ def test_triton_gram_matches_reference_fp32(num_tasks, num_params, num_splits):
     g = _grads(num_tasks, num_params, seed=num_tasks)
     out = gram(g, force_triton=True, num_splits=num_splits)
     assert out.shape == (num_tasks, num_tasks) and out.dtype == torch.float32
-    torch.testing.assert_close(out, gram(g), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out, _reference_gram(g), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_triton_gram_half_inputs_accumulate_in_fp32(dtype):
     g = _grads(6, 3001, dtype)
     expected = _formula_gram(g, [0, 3001])[0].float()  # exact products of the half values, fp64 sums
-    torch.testing.assert_close(gram(g, force_triton=True, num_splits=3), expected, rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(gram(g), expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(gram(g, force_triton=True, num_splits=3).cpu(), expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(_reference_gram(g).cpu(), expected, rtol=1e-4, atol=1e-3)
 
 
 def test_triton_gram_is_deterministic_and_split_count_only_changes_rounding():
@@ -55,17 +75,17 @@ def test_triton_gram_is_deterministic_and_split_count_only_changes_rounding():
 def test_triton_gram_strided_rows():
     base = _grads(5, 1200)
     g = base[:, 100:1100]  # row stride 1200, unit column stride
-    torch.testing.assert_close(gram(g, force_triton=True, num_splits=2), _formula_gram(g, [0, 1000])[0].float(),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gram(g, force_triton=True, num_splits=2).cpu(),
+                               _formula_gram(g, [0, 1000])[0].float(), rtol=1e-4, atol=1e-4)
 
 
 def test_segmented_gram_triton_and_reference():
     g = _grads(5, 1000)
     offsets = [0, 10, 10, 600, 1000]  # includes an empty segment
     expected = _formula_gram(g, offsets).float()
-    for out in (gram(g, offsets), gram(g, torch.tensor(offsets), force_triton=True, num_splits=2)):
+    for out in (gram(g.cpu(), offsets), gram(g, torch.tensor(offsets), force_triton=True, num_splits=2)):
         assert out.shape == (4, 5, 5)
-        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-4, atol=1e-4)
     assert torch.count_nonzero(expected[1]) == 0
 
 
@@ -73,32 +93,35 @@ def test_segmented_gram_triton_and_reference():
 def test_triton_combine_matches_reference(num_tasks, num_params):
     g = _grads(num_tasks, num_params)
     w = torch.randn(num_tasks, dtype=torch.float64)
-    torch.testing.assert_close(combine(w, g, force_triton=True), combine(w, g), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(combine(w, g, force_triton=True), _reference_combine(w, g), rtol=1e-4, atol=1e-5)
 
 
 def test_triton_combine_into_flat_buffer_with_scale():
     g = _grads(4, 1500)
     w = [0.5, -1.0, 2.0, 0.25]
-    flat = torch.full((1500,), 7.0)
+    flat = torch.full((1500,), 7.0, device=DEVICE)
     out = combine(w, g, out=flat, scale=0.125, force_triton=True)
     assert out.data_ptr() == flat.data_ptr()
-    torch.testing.assert_close(flat, 0.125 * (torch.tensor(w) @ g), rtol=1e-5, atol=1e-6)
-    bf16 = torch.zeros(1500, dtype=torch.bfloat16)
+    torch.testing.assert_close(flat.cpu(), 0.125 * (torch.tensor(w) @ g.cpu()), rtol=1e-5, atol=1e-6)
+    bf16 = torch.zeros(1500, dtype=torch.bfloat16, device=DEVICE)
     combine(w, g.bfloat16(), out=bf16, scale=2.0, force_triton=True)
-    expected = (2.0 * (torch.tensor(w, dtype=torch.float64) @ g.bfloat16().double())).bfloat16()
-    torch.testing.assert_close(bf16, expected, rtol=1e-2, atol=1e-2)
+    expected = (2.0 * (torch.tensor(w, dtype=torch.float64) @ g.bfloat16().double().cpu())).bfloat16()
+    torch.testing.assert_close(bf16.cpu(), expected, rtol=1e-2, atol=1e-2)
 
 
 def test_segmented_combine_uses_each_segments_weights():
     g = _grads(3, 900)
     offsets = [0, 300, 300, 900]
     w = torch.randn(3, 3)
-    expected = torch.cat([w[0] @ g[:, :300], w[2] @ g[:, 300:]])
-    for force in (False, True):
-        out = combine(w, g, out=torch.empty(900), segment_offsets=offsets, force_triton=force)
-        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    cpu = g.cpu()
+    expected = torch.cat([w[0] @ cpu[:, :300], w[2] @ cpu[:, 300:]])
+    for grads, force in ((cpu, False), (g, True)):
+        out = combine(w, grads, out=torch.empty(900, device=grads.device), segment_offsets=offsets,
+                      force_triton=force)
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-5)
 
 
+@cpu_only
 def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
     import sys
 
@@ -114,6 +137,7 @@ def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
     assert calls == [1]
 
 
+@cpu_only
 @pytest.mark.parametrize("call,match", [
     (lambda: gram(torch.randn(10)), "2-D tensor"),
     (lambda: gram(torch.randn(3, 10, dtype=torch.float64).int()), "dtype"),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run ON a lent GPU machine, from the repository root, after `bash benchmarks/gpu/fetch_wheels.sh` here:
+#   device run: command "bash benchmarks/gpu/run_checks.sh", carry [".whl"], timeout_s 480
+# One prepared pass (about 7 minutes at most) over what needs a GPU: the gradient-surgery and MoE-routing
+# benchmarks with the Triton kernels compiled for the device (HBM bandwidth, speed against TorchJD and
+# DeepSpeed, errors against the cuBLAS/PyTorch reference, int64 offsets at P·T > 2^31), then the kernel
+# tests on CUDA tensors. Each step has its own time limit so a slow one cannot eat the others; every log is
+# written under $OUT (returned by the device tool) as it goes.
+set -uo pipefail
+OUT=${OUT:-/tmp/t2t-mtl-gpu}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "installing the carried wheels failed" | tee "$OUT/env.txt"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  echo "no .whl/ carried: run benchmarks/gpu/fetch_wheels.sh first (TorchJD/DeepSpeed comparisons need it)"
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1 DS_ACCELERATOR=cuda DS_BUILD_OPS=0 T2T_MTL_TRITON_ON_GPU=1
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+} 2>&1 | tee "$OUT/env.txt"
+timeout 170 python3 benchmarks/gradproj.py --device cuda 2>&1 | tee "$OUT/gradproj.md"
+timeout 130 python3 benchmarks/moe.py --device cuda --repeats 5 --ds-einsum-budget-gb 16 2>&1 | tee "$OUT/moe.md"
+timeout 130 python3 -m pytest -q -p no:cacheprovider tests/test_gradproj_kernels.py tests/test_moe_kernels.py \
+  2>&1 | tee "$OUT/kernel_tests.txt"
