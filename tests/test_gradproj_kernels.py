@@ -151,3 +151,27 @@ def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(GradProjInputError, match=match):
         call()
+
+
+def test_triton_kernels_address_rows_past_2_31_elements(tmp_path):
+    """Row 2 starts at element 2·(2^30 + 64) > 2^31: the row offsets must be int64 (int32 products wrap).
+
+    On CPU the [3, P] view lies in a sparse memory-mapped file (only the touched pages exist); on a GPU the
+    4 GiB buffer is allocated."""
+    stride, num_params = 2 ** 30 + 64, 300
+    size = 2 * stride + num_params
+    if ON_GPU:
+        storage = torch.zeros(size, dtype=torch.bfloat16, device=DEVICE)
+    else:
+        path = tmp_path / "sparse.bin"
+        with open(path, "wb") as handle:
+            handle.truncate(size * 2)
+        storage = torch.from_file(str(path), shared=True, size=size, dtype=torch.bfloat16)
+    grads = storage.as_strided((3, num_params), (stride, 1))
+    values = _grads(3, num_params, torch.bfloat16).cpu()
+    grads.copy_(values)
+    torch.testing.assert_close(gram(grads, force_triton=True).cpu(), _formula_gram(values, [0, num_params])[0].float(),
+                               rtol=1e-4, atol=1e-3)
+    weights = [1.0, -2.0, 0.5]
+    expected = (torch.tensor(weights, dtype=torch.float64) @ values.double()).bfloat16()
+    torch.testing.assert_close(combine(weights, grads, force_triton=True).cpu(), expected, rtol=1e-2, atol=1e-2)
