@@ -4,6 +4,7 @@ one node with another world size through DeepSpeed's universal checkpoint."""
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -97,3 +98,15 @@ def test_two_nodes_zero2_then_resume_on_one_node(work):
     assert more.task_sequence == uninterrupted.task_sequence[STEPS:]
     losses = step_losses(root / "resumed")
     assert losses[STEPS + 1] < step_losses(root / "one")[1] - 0.3  # it continued from trained weights
+
+
+def test_deepspeed_launcher_two_ranks_match_one_process(work):
+    """The README's `deepspeed --num_gpus 2 --module t2t_mtl train cfg.yaml` (the launcher passes
+    `--local_rank=N` before the command): ZeRO-2 over 2 ranks reproduces the 1-process curve."""
+    root, tok, reference = work
+    cfg = tiny_config(root / "dsl", tok, root / "cache", training={"steps": STEPS}, deepspeed={"zero_stage": 2})
+    path = write_config(cfg, root / "dsl.yaml")
+    run_checked([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
+                 str(free_port()), "--module", "t2t_mtl", "train", str(path)], timeout=400)
+    assert_same_curve(root / "dsl", root / "one")
+    assert read_meta(latest_checkpoint(root / "dsl"))["world_size"] == 2

@@ -15,6 +15,10 @@ from typing import Optional, Sequence
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every discovered command group."""
     parser = argparse.ArgumentParser(prog="t2t-mtl", description="Text-to-text unified multitask learning.")
+    # The `deepspeed` launcher passes `--local_rank=N` before the command (`-m t2t_mtl --local_rank=0 train
+    # ...`); the rank is read from the LOCAL_RANK variable it also sets, so the flag is accepted and ignored.
+    parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank", type=int, default=None,
+                        help=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -18,7 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="'auto' (the run's latest checkpoint, if any), a run dir or a checkpoint dir")
     parser.add_argument("--data-dir", default=None, help="local dataset folder (<hub path>/<config>/<split>.jsonl)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"t2t-mtl train: {err}", file=sys.stderr)
             return 2
         raise
+    if int(os.environ.get("RANK", "0")) != 0:  # one summary per job, not one per rank
+        return 0
     state = "interrupted (checkpoint saved)" if result.interrupted else "finished"
     print(f"{state} at step {result.step}; run dir {result.run_dir}; last checkpoint {result.checkpoint}")
     return 0
