@@ -41,7 +41,7 @@ from .registry import (
 from .sources import DATA_DIR_ENV, GeneratorSource, HFSource, LocalFileSource, Source, get_data_dir, set_data_dir
 from .task import OUTPUT_FEATURES, PreprocessStats, RenderStats, Task
 from .template import RenderedExample, Template, TemplateMetadata
-from .tokenize import tokenize_dataset
+from .tokenize import TruncationCounts, count_truncated, tokenize_dataset
 from .yaml_tasks import load_task_dir, parse_task_file, validate_task_file
 
 __all__ = [
@@ -53,7 +53,8 @@ __all__ = [
     "load_builtin_tasks", "register_mixture", "register_task", "resolve", "task", "training_rates",
     "DATA_DIR_ENV", "GeneratorSource", "HFSource", "LocalFileSource", "Source",
     "get_data_dir", "set_data_dir", "OUTPUT_FEATURES", "PreprocessStats", "RenderStats", "Task",
-    "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "TaskFileError",
+    "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "count_truncated", "TruncationCounts",
+    "TaskFileError",
     "import_promptsource", "load_promptsource_collection", "promptsource_task", "load_task_dir",
     "parse_task_file", "validate_task_file",
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 from .errors import DataSourceError, TaskDefinitionError
 
@@ -185,19 +186,38 @@ class GeneratorSource(Source):
         return int(self.num_rows)
 
     def load(self, split: str, *, streaming: bool = False):
+        """The generated rows; an exception inside `fn` surfaces as a `DataSourceError` chained to it (at load
+        time for map-style datasets, while iterating for streaming ones)."""
         gen_kwargs = dict(self.gen_kwargs, split=split, num_rows=self.rows_for(split), seed=self.seed)
         if streaming:
             return datasets.IterableDataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs})
-        return datasets.Dataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs},
-                                               split=datasets.NamedSplit(split))
+        try:
+            return datasets.Dataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs},
+                                                   split=datasets.NamedSplit(split))
+        except DatasetGenerationError as error:
+            cause = error.__cause__
+            if isinstance(cause, DataSourceError):  # raised by _call_generator: drop the frames inside datasets
+                raise cause.with_traceback(None) from cause.__cause__
+            raise DataSourceError(f"{self.describe()}: the rows of split {split!r} could not be stored "
+                                  f"({type(cause).__name__}: {cause}); every row needs the same fields") from cause
 
     def describe(self) -> str:
-        return f"generator {getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', repr(self.fn))}"
+        return _describe_generator(self.fn)
 
     def to_config(self) -> dict[str, Any]:
         return {"generator": self.describe(), "num_rows": self.num_rows, "seed": self.seed}
 
 
+def _describe_generator(fn: Callable[..., Any]) -> str:
+    return f"generator {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
 def _call_generator(fn: Callable[..., Iterable[Mapping[str, Any]]], **kwargs: Any):
-    for row in fn(**kwargs):
-        yield dict(row)
+    """`fn`'s rows as dicts; an exception raised inside `fn` becomes a `DataSourceError` naming `fn` and the
+    split, chained to the original (whose traceback ends at the user's line)."""
+    try:
+        for row in fn(**kwargs):
+            yield dict(row)
+    except Exception as error:
+        raise DataSourceError(f"{_describe_generator(fn)} failed on split {kwargs['split']!r}: "
+                              f"{type(error).__name__}: {error}") from error

@@ -1,17 +1,34 @@
 """Tokenized variants of rendered datasets, cached by datasets fingerprinting.
 
-`tokenize_dataset` adds `input_ids`, `attention_mask` and `labels` (unpadded, truncated; the tokenizer adds
-its own EOS) through `Dataset.map`. The fingerprint of a map-style result combines the input fingerprint,
-the tokenizer (its name_or_path, class and, for fast tokenizers, a hash of its full serialisation) and the
-lengths, so a re-run with the same inputs loads the cached Arrow file instead of tokenizing again.
+`tokenize_dataset` adds `input_ids`, `attention_mask` and `labels` (unpadded, truncated to the length
+limits) and the per-row flags `inputs_truncated` / `targets_truncated` through `Dataset.map`;
+`count_truncated` sums the flags of a map-style result. Special tokens, by default, are the tokenizer's own
+(T5: a final EOS), with its own truncation; with `append_eos=True` the text is encoded without special
+tokens, cut to `max_length - 1` and `eos_token_id` is appended, whatever the tokenizer's post-processing.
+The fingerprint of a map-style result (`tokenized_fingerprint`) combines the input fingerprint, the
+tokenizer (its name_or_path, class and, for fast tokenizers, a hash of its full serialisation), the limits
+and the options, so a re-run with the same inputs loads the cached Arrow file instead of tokenizing again.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Union
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
 
 import datasets
+import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
+
+TRUNCATION_COLUMNS = ("inputs_truncated", "targets_truncated")
+
+
+@dataclass(frozen=True)
+class TruncationCounts:
+    """Rows of a tokenized dataset whose inputs, targets, or either (`rows`) were cut to the length limits."""
+
+    inputs: int
+    targets: int
+    rows: int
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -28,32 +45,93 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return Hasher.hash((type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), serialised))
 
 
+def tokenized_fingerprint(dataset: datasets.Dataset, tokenizer_key: str, max_input_length: int,
+                          max_target_length: int, *, append_eos: bool = False,
+                          remove_columns: Sequence[str] = ()) -> str:
+    """The fingerprint `tokenize_dataset` gives its map-style result for these arguments.
+
+    `tokenizer_key` is `tokenizer_fingerprint(tokenizer)`; callers that name their own cache files derive
+    the names from this value, so any change of input, tokenizer, limits or options gets a new file.
+    """
+    return Hasher.hash((dataset._fingerprint, tokenizer_key, max_input_length, max_target_length,
+                        bool(append_eos), sorted(remove_columns), "tokenize-v2"))
+
+
 class _Tokenize:
-    def __init__(self, tokenizer: Any, max_input_length: int, max_target_length: int):
+    """The batched map function: token ids of `inputs` and `targets`, truncated, with truncation flags."""
+
+    def __init__(self, tokenizer: Any, max_input_length: int, max_target_length: int, append_eos: bool):
         self.tokenizer = tokenizer
         self.max_input_length = max_input_length
         self.max_target_length = max_target_length
+        self.append_eos = append_eos
+
+    def _encode(self, texts: list[str], max_length: int, field: str) -> tuple[list[list[int]], list[bool]]:
+        """Ids of `texts` (passed to the tokenizer as `field`) cut to `max_length`, and whether each was cut."""
+        if self.append_eos:
+            ids = self.tokenizer(**{field: texts}, add_special_tokens=False, verbose=False)["input_ids"]
+            eos = [self.tokenizer.eos_token_id]
+            return [x[: max_length - 1] + eos for x in ids], [len(x) + 1 > max_length for x in ids]
+        ids = self.tokenizer(**{field: texts}, verbose=False)["input_ids"]
+        cut = [len(x) > max_length for x in ids]
+        long = [i for i, too_long in enumerate(cut) if too_long]
+        if long:  # only the over-long rows are encoded again, with the tokenizer's own truncation
+            shortened = self.tokenizer(**{field: [texts[i] for i in long]}, max_length=max_length,
+                                       truncation=True)["input_ids"]
+            for i, x in zip(long, shortened):
+                ids[i] = x
+        return ids, cut
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        encoded = self.tokenizer(batch["inputs"], max_length=self.max_input_length, truncation=True)
-        labels = self.tokenizer(text_target=batch["targets"], max_length=self.max_target_length, truncation=True)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                "labels": labels["input_ids"]}
+        input_ids, inputs_cut = self._encode(batch["inputs"], self.max_input_length, "text")
+        labels, targets_cut = self._encode(batch["targets"], self.max_target_length, "text_target")
+        return {"input_ids": input_ids, "attention_mask": [[1] * len(x) for x in input_ids], "labels": labels,
+                TRUNCATION_COLUMNS[0]: inputs_cut, TRUNCATION_COLUMNS[1]: targets_cut}
 
 
-def tokenize_dataset(dataset: Union[datasets.Dataset, datasets.IterableDataset], tokenizer: Any,
-                     max_input_length: int, max_target_length: int, batch_size: int = 1000
-                     ) -> Union[datasets.Dataset, datasets.IterableDataset]:
-    """`dataset` (columns inputs/targets) plus input_ids, attention_mask, labels; cached when map-style."""
+def _check_arguments(dataset: Union[datasets.Dataset, datasets.IterableDataset], tokenizer: Any,
+                     max_input_length: int, max_target_length: int, append_eos: bool) -> None:
     if max_input_length <= 0 or max_target_length <= 0:
         raise ValueError(f"max lengths must be positive, got {max_input_length}, {max_target_length}")
     missing = {"inputs", "targets"} - set(dataset.column_names or ())
     if dataset.column_names is not None and missing:
         raise ValueError(f"tokenize_dataset needs columns 'inputs' and 'targets'; missing {sorted(missing)}")
-    function = _Tokenize(tokenizer, max_input_length, max_target_length)
+    if append_eos and tokenizer.eos_token_id is None:
+        raise ValueError(f"append_eos=True needs a tokenizer with an EOS token; {type(tokenizer).__name__} has none")
+
+
+def tokenize_dataset(dataset: Union[datasets.Dataset, datasets.IterableDataset], tokenizer: Any,
+                     max_input_length: int, max_target_length: int, batch_size: int = 1000, *,
+                     append_eos: bool = False, remove_columns: Optional[Sequence[str]] = None,
+                     tokenizer_key: Optional[str] = None, cache_file_name: Optional[str] = None,
+                     keep_in_memory: bool = False, desc: str = "tokenize",
+                     ) -> Union[datasets.Dataset, datasets.IterableDataset]:
+    """`dataset` (columns inputs/targets) plus input_ids, attention_mask, labels and the truncation flags.
+
+    `remove_columns` are dropped as in `Dataset.map`. Map-style results are cached: by default in the
+    input's cache folder, or in `cache_file_name` (reused when it exists), or not at all with
+    `keep_in_memory`; `tokenizer_key` saves recomputing `tokenizer_fingerprint(tokenizer)`. Streaming
+    (`IterableDataset`) inputs are tokenized lazily and take no cache options.
+    """
+    _check_arguments(dataset, tokenizer, max_input_length, max_target_length, append_eos)
+    function = _Tokenize(tokenizer, max_input_length, max_target_length, append_eos)
+    remove_columns = list(remove_columns or ())
     if isinstance(dataset, datasets.IterableDataset):
-        return dataset.map(function, batched=True, batch_size=batch_size)
-    fingerprint = Hasher.hash((dataset._fingerprint, tokenizer_fingerprint(tokenizer), max_input_length,
-                               max_target_length, "tokenize-v1"))
-    return dataset.map(function, batched=True, batch_size=batch_size, new_fingerprint=fingerprint,
-                       desc="tokenize")
+        if cache_file_name is not None or keep_in_memory:
+            raise ValueError("cache_file_name and keep_in_memory apply to map-style datasets, not streaming ones")
+        return dataset.map(function, batched=True, batch_size=batch_size, remove_columns=remove_columns or None)
+    fingerprint = tokenized_fingerprint(dataset, tokenizer_key or tokenizer_fingerprint(tokenizer),
+                                        max_input_length, max_target_length, append_eos=append_eos,
+                                        remove_columns=remove_columns)
+    return dataset.map(function, batched=True, batch_size=batch_size, remove_columns=remove_columns or None,
+                       new_fingerprint=fingerprint, cache_file_name=cache_file_name,
+                       load_from_cache_file=True if cache_file_name else None, keep_in_memory=keep_in_memory,
+                       desc=desc)
+
+
+def count_truncated(tokenized: datasets.Dataset) -> TruncationCounts:
+    """How many rows of a map-style `tokenize_dataset` result were truncated (its flags, read from Arrow)."""
+    arrow = tokenized.with_format("arrow")
+    inputs, targets = (arrow[column] for column in TRUNCATION_COLUMNS)
+    either = pc.or_(inputs, targets)
+    return TruncationCounts(*(int(pc.sum(flags).as_py() or 0) for flags in (inputs, targets, either)))

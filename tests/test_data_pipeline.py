@@ -138,3 +138,23 @@ def test_tokenize_task_caches_per_task_and_counts_truncation(tokenizer, tmp_path
                            cache_dir=tmp_path, max_examples=40)
     assert len(sorted((tmp_path / "reverse_words").glob("train-*.arrow"))) == 2  # new limits, new cache file
     assert longer.truncated < stream.truncated
+
+
+def _hand_rows(split, num_rows, seed):
+    # T5 token counts with EOS: "Hello" 2, "Hello world" 3, "Hello world Hello" 4
+    yield from [{"x": "Hello world", "y": "Hello world"}, {"x": "Hello world Hello", "y": "Hello"},
+                {"x": "Hello", "y": "Hello"}][:num_rows]
+
+
+def test_tokenize_task_counts_rows_with_either_side_truncated(t5_tokenizer_dir, caplog):
+    from t2t_mtl.tokenizer import load_tokenizer
+    from task_registry import GeneratorSource, Task, Template
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    task = Task("hand_rows", GeneratorSource(_hand_rows, num_rows=3), [Template("xy", "{{x}} ||| {{y}}")])
+    stream = tokenize_task(task, tokenizer, split="train", max_input_length=3, max_target_length=2, cache_dir=None)
+    assert stream.truncated == 2  # row 0 (target 3 > 2) and row 1 (input 4 > 3); row 2 fits
+    assert stream.input_lengths.tolist() == [3, 3, 2] and stream.target_lengths.tolist() == [2, 2, 2]
+    assert stream.dataset.column_names == ["input_ids", "labels"]
+    assert stream.dataset["input_ids"] == [[8774, 296, 1], [8774, 296, 1], [8774, 1]]
+    assert "2 of 3 examples truncated (1 inputs to max_input_length=3, 1 targets to max_target_length=2)" in caplog.text

@@ -3,6 +3,7 @@ line) instead of a raw traceback or a silent blank."""
 from __future__ import annotations
 
 import json
+import traceback
 
 import pytest
 
@@ -157,3 +158,35 @@ def test_missing_split_file_and_split_are_named(tmp_path):
         task.load_rows("train")
     with pytest.raises(DataSourceError, match="no split 'test'"):
         task.load_rows("test")
+
+
+def _failing_rows(split, num_rows, seed):
+    yield {"x": "first row"}
+    raise ZeroDivisionError("the user's bug")
+
+
+def _rows_with_changing_fields(split, num_rows, seed):
+    yield from ({"x": "a"}, {"y": "b"})
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_generator_exception_names_generator_and_split_and_chains_the_original(streaming):
+    task = Task("gen_fails", task_registry.GeneratorSource(_failing_rows, num_rows=3), [ECHO], splits=("train",))
+    with pytest.raises(DataSourceError) as info:
+        list(task.to_dataset("train", streaming=streaming))
+    assert str(info.value) == (f"generator {__name__}._failing_rows failed on split 'train': "
+                               f"ZeroDivisionError: the user's bug")
+    original = info.value.__cause__
+    assert isinstance(original, ZeroDivisionError) and info.value.__suppress_context__
+    frames = traceback.extract_tb(original.__traceback__)
+    assert (frames[-1].name, frames[-1].line) == ("_failing_rows", 'raise ZeroDivisionError("the user\'s bug")')
+    if not streaming:  # no frames from inside datasets above the error, nor a DatasetGenerationError around it
+        assert all("/datasets/" not in frame.filename for frame in traceback.extract_tb(info.value.__traceback__))
+
+
+def test_generator_rows_that_cannot_be_stored_name_the_generator():
+    source = task_registry.GeneratorSource(_rows_with_changing_fields, num_rows=2)
+    with pytest.raises(DataSourceError, match=r"_rows_with_changing_fields: the rows of split 'validation' could "
+                                              r"not be stored \(KeyError: 'x'\)") as info:
+        source.load("validation")
+    assert isinstance(info.value.__cause__, KeyError)

@@ -176,3 +176,56 @@ def test_tokenized_variant_matches_the_tokenizer_and_is_cached(tmp_path, t5_toke
     assert longer._fingerprint != tokenized._fingerprint
     streamed = tokenize_dataset(rendered.to_iterable_dataset(), tokenizer, 6, 8)
     assert [r["input_ids"] for r in streamed] == tokenized["input_ids"]
+
+
+# Hand-made rows with T5 token counts (EOS included): "Hello" 2, "Hello world" 3, "Hello world Hello" 4,
+# "Hello world Hello world" 5; limits 3 (inputs) and 2 (targets), so an exact fit is not a truncation.
+HAND_ROWS = {"inputs": ["Hello world", "Hello world Hello world", "Hello", "Hello world Hello"],
+             "targets": ["Hello world", "Hello", "Hello", "Hello world"]}
+
+
+def test_truncation_is_flagged_and_counted_per_row(t5_tokenizer_dir):
+    from transformers import T5Tokenizer
+
+    from task_registry.tokenize import TruncationCounts, count_truncated
+
+    tokenizer = T5Tokenizer.from_pretrained(str(t5_tokenizer_dir))
+    rows = datasets.Dataset.from_dict(HAND_ROWS)
+    tokenized = tokenize_dataset(rows, tokenizer, max_input_length=3, max_target_length=2, keep_in_memory=True)
+    assert tokenized["inputs_truncated"] == [False, True, False, True]
+    assert tokenized["targets_truncated"] == [True, False, False, True]
+    assert count_truncated(tokenized) == TruncationCounts(inputs=2, targets=2, rows=3)
+    assert count_truncated(tokenized.select([2, 0])) == TruncationCounts(inputs=0, targets=1, rows=1)
+    assert tokenized["input_ids"] == [[8774, 296, 1], [8774, 296, 1], [8774, 1], [8774, 296, 1]]
+    assert tokenized["labels"] == [[8774, 1], [8774, 1], [8774, 1], [8774, 1]]
+    # T5's tokenizer adds exactly one final EOS, so appending it by hand gives the same ids and flags
+    appended = tokenize_dataset(rows, tokenizer, 3, 2, append_eos=True, remove_columns=["inputs", "targets"])
+    assert appended.column_names == ["input_ids", "attention_mask", "labels", "inputs_truncated",
+                                     "targets_truncated"]
+    assert appended.to_dict() == tokenized.remove_columns(["inputs", "targets"]).to_dict()
+    assert appended._fingerprint != tokenized._fingerprint
+    streamed = list(tokenize_dataset(rows.to_iterable_dataset(), tokenizer, 3, 2))
+    assert [r["inputs_truncated"] for r in streamed] == tokenized["inputs_truncated"]
+    assert [r["labels"] for r in streamed] == tokenized["labels"]
+
+
+def test_special_tokens_are_the_tokenizers_own_unless_eos_is_appended():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[UNK]": 3, "a": 4, "b": 5, "c": 6},
+                                         unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                           special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]", eos_token="[SEP]")
+    rows = datasets.Dataset.from_dict({"inputs": ["a b c", "a"], "targets": ["c", "a b"]})
+    own = tokenize_dataset(rows, tokenizer, max_input_length=4, max_target_length=3, keep_in_memory=True)
+    assert own["input_ids"] == [[1, 4, 5, 2], [1, 4, 2]] and own["labels"] == [[1, 6, 2], [1, 4, 2]]
+    assert own["inputs_truncated"] == [True, False] and own["targets_truncated"] == [False, True]
+    appended = tokenize_dataset(rows, tokenizer, 4, 3, append_eos=True, keep_in_memory=True)
+    assert appended["input_ids"] == [[4, 5, 6, 2], [4, 2]] and appended["labels"] == [[6, 2], [4, 5, 2]]
+    assert appended["inputs_truncated"] == [False, False] and appended["targets_truncated"] == [False, False]
+    with pytest.raises(ValueError, match="cache_file_name and keep_in_memory"):
+        tokenize_dataset(rows.to_iterable_dataset(), tokenizer, 4, 3, keep_in_memory=True)

@@ -447,6 +447,19 @@ class TransferStudy:
             pool.shutdown(wait=True, cancel_futures=True)
         return list(specs)
 
+    def _run_phase(self, specs: Sequence[RunSpec], announce: Callable[[int, int], str], shard: tuple[int, int],
+                   workers: int, log: Callable[[str], None]) -> tuple[list[RunSpec], list[RunSpec]]:
+        """Execute this shard's share of the `specs` that have no stored result, after logging
+        `announce(missing, mine)` (their counts); returns (the runs executed, the `specs` still missing)."""
+        index, count = shard
+        have = self.load_scores()
+        missing = [s for s in specs if s not in have]
+        mine = [s for i, s in enumerate(specs) if i % count == index and s in missing]
+        log(announce(len(missing), len(mine)))
+        ran = self._execute(mine, workers, log)
+        have = self.load_scores()
+        return ran, [s for s in specs if s not in have]
+
     def run(self, *, workers: int = 1, shard: tuple[int, int] = (0, 1),
             log: Callable[[str], None] = print) -> StudyOutcome:
         """Run this invocation's share of the missing runs; analyse and write outputs once all exist."""
@@ -454,30 +467,22 @@ class TransferStudy:
         if workers < 1:
             raise StudyConfigError(f"workers must be >= 1, got {workers}")
         self._check_or_write_spec()
-        ran: list[RunSpec] = []
-
-        def missing_of(specs: Sequence[RunSpec]) -> tuple[list[RunSpec], list[RunSpec]]:
-            have = self.load_scores()
-            missing = [s for s in specs if s not in have]
-            mine = [s for i, s in enumerate(specs) if i % count == index and s in missing]
-            return missing, mine
 
         phase1 = self.first_phase_runs()
-        missing, mine = missing_of(phase1)
-        log(f"transfer study {self.out_dir}: {len(phase1)} first-phase runs, {len(missing)} missing, "
-            f"{len(mine)} for this process (shard {index}/{count})")
-        ran += self._execute(mine, workers, log)
-        missing, _ = missing_of(phase1)
+        ran, missing = self._run_phase(
+            phase1, lambda n_missing, n_mine: (
+                f"transfer study {self.out_dir}: {len(phase1)} first-phase runs, {n_missing} missing, "
+                f"{n_mine} for this process (shard {index}/{count})"), (index, count), workers, log)
         if missing:
             return StudyOutcome(None, {}, missing, ran)
 
         partial = analyse(self.tasks, self.seeds, self.load_scores(), self.k, with_oracle=False)
         oracle_specs = self.oracle_runs(partial.oracle)
-        missing, mine = missing_of(oracle_specs)
-        log(f"Oracle sets: {partial.oracle}; {len(oracle_specs)} Oracle runs, {len(missing)} missing, "
-            f"{len(mine)} for this process")
-        ran += self._execute(mine, workers, log)
-        missing, _ = missing_of(oracle_specs)
+        ran_oracle, missing = self._run_phase(
+            oracle_specs, lambda n_missing, n_mine: (
+                f"Oracle sets: {partial.oracle}; {len(oracle_specs)} Oracle runs, {n_missing} missing, "
+                f"{n_mine} for this process"), (index, count), workers, log)
+        ran += ran_oracle
         if missing:
             return StudyOutcome(None, {}, missing, ran)
 
