@@ -12,11 +12,12 @@ from t2t_mtl.cli import main as cli_main
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.model import build_model
-from t2t_mtl.model.moe import MoEConfigError, TaskAwareT5, moe_blocks
+from t2t_mtl.model.moe import UNSEEN_TASK_ID, MoEConfigError, TaskAwareT5, moe_blocks
 
 from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer
 
 MOE = {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task", "aux_loss_coef": 0.01, "z_loss_coef": 0.001}
+HELD_OUT = "comparison"  # a procedural cluster none of TASKS is in
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,9 @@ def tok(tmp_path_factory):
 @pytest.fixture(scope="module")
 def moe_run(tmp_path_factory, tok):
     root = tmp_path_factory.mktemp("moe")
-    cfg = tiny_config(root / "run", tok, root / "cache", model={"moe": dict(MOE)},
-                      training={"steps": 12}, data={"validation_examples": 2})
+    cfg = tiny_config(root / "run", tok, root / "cache", model={"moe": dict(MOE)}, training={"steps": 12},
+                      data={"validation_examples": 2, "held_out_clusters": [HELD_OUT]},
+                      evaluation={"held_out": True, "max_examples": 2, "batch_size": 8})
     return train(cfg), root / "run"
 
 
@@ -55,6 +57,19 @@ def test_moe_run_trains_and_logs_aux_loss(moe_run):
         # of the 2 MoE layers has Switch loss E·Σ f·P = E/k·Σ_{top-k} P, between 1 (uniform P) and E/k
         assert 2 - 1e-6 <= moe["load_balancing"] <= 2 * MOE["num_experts"] / MOE["top_k"] + 1e-6
         assert moe["dropped"] == 0.0  # task routing never drops
+
+
+def test_task_routed_run_evaluates_held_out_tasks_zero_shot(moe_run):
+    """The end-of-run `evaluation: held_out` scores every held-out task (routed by the mean gate row)."""
+    import task_registry
+    from t2t_mtl.evaluation import read_report
+
+    result, run_dir = moe_run
+    held_out = task_registry.list_tasks(cluster=HELD_OUT)
+    assert held_out and not set(held_out) & set(TASKS)
+    assert sorted(result.held_out_scores) == held_out and result.held_out_accuracy is not None
+    report = read_report(run_dir / "eval")
+    assert sorted(report.tasks()) == held_out and all(r.score is not None for r in report.results)
 
 
 def test_moe_checkpoint_exports_and_task_subnetwork_matches(moe_run, tmp_path, capsys):
@@ -95,6 +110,21 @@ def test_moe_checkpoint_exports_and_task_subnetwork_matches(moe_run, tmp_path, c
     capsys.readouterr()
     assert cli_main(["export", str(run_dir), "--task", "parityy", "--out", str(tmp_path / "x")]) == 2
     assert "'parityy' is not one of the MoE model's tasks" in capsys.readouterr().err
+
+
+def test_export_task_of_a_held_out_task_serves_the_unseen_route(moe_run, tmp_path):
+    import task_registry
+
+    _, run_dir = moe_run
+    full, tokenizer, _ = load_trained_model(run_dir)
+    task = task_registry.list_tasks(cluster=HELD_OUT)[0]
+    assert cli_main(["export", str(run_dir), "--task", task, "--out", str(tmp_path / "unseen")]) == 0
+    sub, _, meta = load_trained_model(tmp_path / "unseen")
+    assert meta["tasks"] == [task] and meta["unseen_task_routing"] == "mean"
+    batch = _batch(tokenizer, ["compare: 3 7", "compare: 12 5"])
+    with torch.no_grad():
+        torch.testing.assert_close(sub(**batch).logits, full(**batch, task_ids=torch.full((2,), UNSEEN_TASK_ID)).logits,
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_export_task_refuses_token_routing_and_dense_models(tmp_path, tok, capsys):

@@ -17,6 +17,10 @@ from t2t_mtl.cli import main as cli_main
 from t2t_mtl.evaluation import (CheckpointError, EvalReport, EvalSettings, NoAnswerChoicesError, TemplateResult,
                                 compare, comparison_markdown, evaluate_tasks, load_checkpoint, read_report,
                                 summarize, to_markdown, write_report)
+from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.rank_classification import score_choices
+from t2t_mtl.evaluation.runner import render_examples
+from t2t_mtl.model.moe import UNSEEN_TASK_ID, convert_to_moe, moe_blocks
 from t2t_mtl.tokenizer import load_tokenizer
 
 ROWS = [{"text": f"review number {i} was {'great fun' if i % 3 else 'dull and slow'}", "label": int(i % 3 != 0)}
@@ -200,6 +204,57 @@ def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path):
     assert len(report.results) == expected_templates
     assert all(r.score is not None and r.num_examples == 6 for r in report.results)
     assert summarize(report)["num_tasks"] == len(expected)
+
+
+def _task_moe(model, task_names):
+    torch.manual_seed(0)
+    return convert_to_moe(model, {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
+                                  "task_names": task_names, "upcycle": False}).eval()
+
+
+MOE_SETTINGS = dict(keep_predictions=True, max_examples=4, max_new_tokens=3, batch_size=4,
+                    templates={"toy_sentiment": ["choices", "free"]})
+
+
+@pytest.mark.parametrize("trained_on, task_id", [(["nli", "toy_sentiment"], 1), (["nli", "qa"], UNSEEN_TASK_ID)])
+def test_task_routed_moe_is_evaluated_with_the_tasks_id(loaded, data_file, trained_on, task_id):
+    """A held-in task runs with its training id, a held-out one with the unseen sentinel; the scores are
+    those of rank classification / generation given these ids explicitly."""
+    moe, tokenizer = _task_moe(loaded[0], trained_on), loaded[1]
+    task = toy_task(data_file)
+    seen: set = set()
+    handles = [block.register_forward_pre_hook(lambda mod, args: seen.update(mod.task_ids.tolist()))
+               for _, block in moe_blocks(moe)]
+    try:
+        report = evaluate_tasks(moe, tokenizer, [task], EvalSettings(**MOE_SETTINGS), progress=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == {task_id}
+    ranked, generated = report.results
+    rows = task.load_rows("validation").select(range(4))
+    examples = render_examples(task, task.templates[0], rows).examples
+    want = score_choices(moe, tokenizer, [e.inputs for e in examples], [e.answer_choices for e in examples],
+                         task_ids=[task_id] * 4)
+    for got, row in zip([p["choice_scores"] for p in ranked.predictions], want):
+        assert got == pytest.approx(row, abs=1e-5)
+    inputs = [e.inputs for e in render_examples(task, task.templates[1], rows).examples]
+    assert [p["prediction"] for p in generated.predictions] == generate_texts(moe, tokenizer, inputs,
+                                                                              max_new_tokens=3, task_ids=[task_id] * 4)
+
+
+def test_cli_eval_of_a_task_routed_moe_on_a_held_out_task(loaded, data_file, tmp_path):
+    moe, tokenizer = _task_moe(loaded[0], ["nli", "qa"]), loaded[1]
+    moe.save_pretrained(tmp_path / "moe")
+    tokenizer.save_pretrained(tmp_path / "moe")
+    with task_registry.isolated_registry():
+        task = task_registry.register_task(toy_task(data_file))
+        assert cli_main(["eval", "--checkpoint", str(tmp_path / "moe"), "--tasks", "toy_sentiment",
+                         "--max-examples", "4", "--max-new-tokens", "3", "--out", str(tmp_path / "out"),
+                         "--no-progress"]) == 0
+        expected = evaluate_tasks(moe, tokenizer, [task], EvalSettings(max_examples=4, max_new_tokens=3),
+                                  progress=False)
+    assert [r.score for r in read_report(tmp_path / "out").results] == [r.score for r in expected.results]
 
 
 # -- sharded evaluation --------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import torch
 import torch.multiprocessing as mp
 from transformers import T5Config, T5ForConditionalGeneration
 
-from t2t_mtl.model.moe import (MissingTaskIdsError, MoEConfig, MoEConfigError, MoEFeedForward, TaskAwareT5,
-                               convert_to_moe, extract_task_subnetwork, load_t5_or_moe, moe_blocks)
+from t2t_mtl.model.moe import (UNSEEN_TASK_ID, MissingTaskIdsError, MoEConfig, MoEConfigError, MoEFeedForward,
+                               TaskAwareT5, convert_to_moe, extract_task_subnetwork, load_t5_or_moe, moe_blocks)
 
 TASKS = ["nli", "qa", "summ"]
 
@@ -281,6 +281,101 @@ def test_task_routing_with_shared_experts_matches_per_sequence_computation():
         gates = gates / gates.sum()
         want = sum(g * block.experts[int(e)](hidden[b]) for g, e in zip(gates, top))
         torch.testing.assert_close(out[b], want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------- tasks the model was not trained on
+def _unseen_moe(routing: str, **moe) -> TaskAwareT5:
+    """A task/hybrid-routed model with fresh (distinct) experts, so the route changes the output."""
+    return convert_to_moe(_dense(), {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing,
+                                     "task_names": TASKS, "upcycle": False, "dropless": True, **moe}).eval()
+
+
+def test_unseen_task_id_routes_task_moe_by_the_experts_of_the_mean_gate_row():
+    block = _unseen_moe("task").encoder.block[0].layer[-1].DenseReluDense
+    with torch.no_grad():
+        block.task_gate.weight.copy_(torch.tensor([[5., 4., 0, 0], [0, 0, 5., 4.], [1., 0, 2., 0]]))
+    hidden = torch.randn(4, 3, 32)
+    block.task_ids = torch.tensor([UNSEEN_TASK_ID, 1, UNSEEN_TASK_ID, 0])
+    out = block(hidden)
+    mean = torch.tensor([2., 4 / 3, 7 / 3, 4 / 3])  # by hand: experts 2 and 0
+    gates = torch.softmax(mean, -1)[[2, 0]]
+    gates = gates / gates.sum()
+    for b in (0, 2):
+        want = gates[0] * block.experts[2](hidden[b]) + gates[1] * block.experts[0](hidden[b])
+        torch.testing.assert_close(out[b], want, rtol=1e-5, atol=1e-6)
+    block.task_ids = torch.tensor([1, 0])  # the trained tasks' rows are unchanged by an unseen row in the batch
+    torch.testing.assert_close(block(hidden[[1, 3]]), out[[1, 3]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("routing", ["task", "hybrid"])
+def test_mean_unseen_routing_equals_a_model_with_the_mean_row_as_an_extra_task(routing):
+    moe = _unseen_moe(routing)
+    extended = convert_to_moe(_dense(), {**moe.moe_config.to_dict(), "task_names": TASKS + ["mean_row"]}).eval()
+    state = moe.state_dict()
+    for key, value in list(state.items()):
+        if key.endswith("task_gate.weight"):
+            state[key] = torch.cat([value, value.mean(0, keepdim=True)])
+    extended.load_state_dict(state)
+    ids, labels = _batch(b=3, seed=4)
+    with torch.no_grad():
+        got = moe(input_ids=ids, labels=labels, task_ids=torch.full((3,), UNSEEN_TASK_ID)).logits
+        want = extended(input_ids=ids, labels=labels, task_ids=torch.full((3,), 3)).logits
+        other = moe(input_ids=ids, labels=labels, task_ids=torch.zeros(3, dtype=torch.long)).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert not torch.allclose(got, other, atol=1e-4)  # the route matters: the ids reach the layers
+
+
+@pytest.mark.parametrize("routing", ["task", "hybrid"])
+def test_named_unseen_routing_routes_exactly_like_that_task(routing):
+    moe = _unseen_moe(routing, unseen_task_routing="qa")
+    ids, labels = _batch(b=2, seed=6)
+    unseen, qa = torch.full((2,), UNSEEN_TASK_ID), torch.full((2,), TASKS.index("qa"))
+    with torch.no_grad():
+        assert torch.equal(moe(input_ids=ids, labels=labels, task_ids=unseen).logits,
+                           moe(input_ids=ids, labels=labels, task_ids=qa).logits)
+        assert torch.equal(moe.generate(ids, task_ids=unseen, max_new_tokens=4, num_beams=2),
+                           moe.generate(ids, task_ids=qa, max_new_tokens=4, num_beams=2))
+
+
+def test_unseen_routing_error_mode_and_id_range():
+    ids, labels = _batch(b=2)
+    moe = _unseen_moe("task", unseen_task_routing="error")
+    with pytest.raises(MissingTaskIdsError, match="unseen_task_routing='error'; set it to 'mean'"):
+        moe(input_ids=ids, labels=labels, task_ids=torch.tensor([0, UNSEEN_TASK_ID]))
+    moe = _unseen_moe("hybrid")
+    with pytest.raises(MissingTaskIdsError, match=r"\[0, 3\).*UNSEEN_TASK_ID=-1"):
+        moe(input_ids=ids, labels=labels, task_ids=torch.tensor([0, -2]))
+    with pytest.raises(MissingTaskIdsError, match="UNSEEN_TASK_ID"):
+        moe(input_ids=ids, labels=labels)  # no ids at all is still an error
+
+
+def test_unseen_task_routing_config_errors_name_the_key():
+    assert MoEConfig().unseen_task_routing == "mean"
+    named = MoEConfig.from_dict({"routing": "task", "task_names": TASKS, "unseen_task_routing": "qa"})
+    assert named.unseen_task_routing == "qa"
+    for value, hint in (("man", "did you mean 'mean'"), ("sumn", "did you mean 'summ'"), (3, "'mean', 'error'")):
+        with pytest.raises(MoEConfigError, match=f"model.moe.unseen_task_routing=.*{hint}"):
+            MoEConfig.from_dict({"routing": "task", "task_names": TASKS, "unseen_task_routing": value})
+    with pytest.raises(MoEConfigError, match="did you mean 'unseen_task_routing'"):
+        MoEConfig.from_dict({"unseen_task_route": "mean"})
+
+
+def test_subnetwork_of_an_unseen_task_serves_the_fallback_route():
+    moe = _unseen_moe("task")
+    ids, labels = _batch(b=3, seed=2)
+    with torch.no_grad():
+        full = moe(input_ids=ids, labels=labels, task_ids=torch.full((3,), UNSEEN_TASK_ID)).logits
+        sub = extract_task_subnetwork(moe, "held_out_task", unseen=True).eval()
+        assert sub.moe_config.task_names == ["held_out_task"]
+        assert all(len(block.experts) == 2 for _, block in moe_blocks(sub))
+        torch.testing.assert_close(sub(input_ids=ids, labels=labels).logits, full, rtol=1e-5, atol=1e-6)
+    with pytest.raises(MoEConfigError, match="not one of"):
+        extract_task_subnetwork(moe, "held_out_task")  # unseen names are opt-in: a typo stays an error
+    named = _unseen_moe("task", unseen_task_routing="nli")
+    assert [b.expert_ids for _, b in moe_blocks(extract_task_subnetwork(named, "x", unseen=True))] == \
+        [b.expert_ids for _, b in moe_blocks(extract_task_subnetwork(named, "nli"))]
+    with pytest.raises(MoEConfigError, match="unseen_task_routing='error'"):
+        extract_task_subnetwork(_unseen_moe("task", unseen_task_routing="error"), "x", unseen=True)
 
 
 # ------------------------------------------------------------------------- DeepSpeed ZeRO, 2 CPU ranks

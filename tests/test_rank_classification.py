@@ -8,6 +8,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from t2t_mtl.evaluation.errors import NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
+from t2t_mtl.model.moe import UNSEEN_TASK_ID, convert_to_moe, moe_blocks, routing_task_id
 from t2t_mtl.tokenizer import load_tokenizer
 
 INPUTS = ["Is the sky blue? Answer yes or no.", "premise: a cat sleeps. hypothesis: an animal rests.",
@@ -29,17 +30,19 @@ def model(tokenizer):
     return T5ForConditionalGeneration(config)  # left in train mode on purpose: scoring must switch dropout off
 
 
-def brute_force_scores(model, tokenizer, inputs, choices, length_normalize=False):
+def brute_force_scores(model, tokenizer, inputs, choices, length_normalize=False, task_id=None):
     """Reference: a full encoder-decoder forward for every (input, choice) pair, one pair at a time."""
     model.eval()
     out = []
+    routing = {} if task_id is None else {"task_ids": torch.tensor([task_id])}
     with torch.no_grad():
         for text, options in zip(inputs, choices):
             row = []
             for option in options:
                 enc = tokenizer([text], return_tensors="pt")
                 labels = tokenizer(text_target=[option], return_tensors="pt").input_ids
-                logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=labels).logits
+                logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=labels,
+                               **routing).logits
                 log_probs = torch.log_softmax(logits[0], -1)
                 total = sum(log_probs[t, labels[0, t]].item() for t in range(labels.shape[1]))
                 row.append(total / labels.shape[1] if length_normalize else total)
@@ -108,3 +111,70 @@ def test_greedy_generation_matches_a_manual_argmax_decode(model, tokenizer):
     model.train()
     beams = generate_texts(model, tokenizer, INPUTS[:2], num_beams=3, max_new_tokens=4)
     assert len(beams) == 2 and all(isinstance(b, str) for b in beams)
+
+
+# ------------------------------------------------------------------------------ task-routed MoE models
+MOE_TASKS = ["nli", "qa"]
+
+
+@pytest.fixture(scope="module")
+def task_moe(model):
+    """The tiny T5 with task-routed MoE FFNs: nli → experts {0, 1}, qa → {2, 3}, unseen (mean) → {0, 2}."""
+    torch.manual_seed(1)
+    moe = convert_to_moe(model, {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
+                                 "task_names": MOE_TASKS, "upcycle": False})
+    for _, block in moe_blocks(moe):
+        with torch.no_grad():
+            block.task_gate.weight.copy_(torch.tensor([[5., 4., 0, 0], [0, 0, 5., 4.]]))
+    return moe
+
+
+def _record_task_ids(model) -> tuple[set, list]:
+    seen: set = set()
+    handles = [block.register_forward_pre_hook(lambda mod, args: seen.update(mod.task_ids.tolist()))
+               for _, block in moe_blocks(model)]
+    return seen, handles
+
+
+def test_routing_task_id_of_trained_unseen_and_task_free_models(model, task_moe):
+    assert routing_task_id(task_moe, "qa") == 1 and routing_task_id(task_moe, "glue_rte") == UNSEEN_TASK_ID
+    assert routing_task_id(model, "qa") is None
+    token = convert_to_moe(model, {"num_experts": 2, "every": 1, "task_names": MOE_TASKS})
+    assert routing_task_id(token, "qa") is None  # token routing takes no task ids
+
+
+def test_task_routed_moe_scores_with_the_given_task_ids(task_moe, tokenizer):
+    inputs, choices = INPUTS[:3], CHOICES[:3]
+    by_id = {}
+    for task_id in (UNSEEN_TASK_ID, 1, 0):
+        seen, handles = _record_task_ids(task_moe)
+        try:
+            by_id[task_id] = score_choices(task_moe, tokenizer, inputs, choices, batch_size=2, max_choice_rows=3,
+                                           task_ids=[task_id] * len(inputs))
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert seen == {task_id}  # the encoder (run once per batch) and the decoder are routed by the ids
+    for task_id in (UNSEEN_TASK_ID, 1):
+        reference = brute_force_scores(task_moe, tokenizer, inputs, choices, task_id=task_id)
+        for got, want, other in zip(by_id[task_id], reference, by_id[0]):
+            assert got == pytest.approx(want, abs=1e-4)
+            assert got != pytest.approx(other, abs=1e-4)  # another task's route scores differently
+    with pytest.raises(ValueError, match="3 inputs but 1 task ids"):
+        score_choices(task_moe, tokenizer, inputs, choices, task_ids=[0])
+
+
+def test_task_routed_moe_generates_with_the_given_task_ids(task_moe, tokenizer):
+    seen, handles = _record_task_ids(task_moe)
+    try:
+        texts = generate_texts(task_moe, tokenizer, INPUTS[:2], num_beams=2, max_new_tokens=4,
+                               task_ids=[UNSEEN_TASK_ID, UNSEEN_TASK_ID])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == {UNSEEN_TASK_ID}
+    enc = tokenizer(INPUTS[:2], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = task_moe.eval().generate(**enc, task_ids=torch.full((2,), UNSEEN_TASK_ID), num_beams=2,
+                                       max_new_tokens=4, early_stopping=True)
+    assert texts == [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--task", default=None,
                         help="(task-routed MoE models) export only the sub-network that serves this task: its "
-                             "experts alone; it takes task id 0")
+                             "experts alone; it takes task id 0. A registered task the model was not trained "
+                             "on (held out) gets the experts of model.moe.unseen_task_routing")
     parser.set_defaults(func=run)
 
 

@@ -8,7 +8,8 @@ master weights of the checkpoint — gathered from every ZeRO partition (ZeRO 1�
 `TaskAwareT5`: `t2t_mtl.model.moe.load_t5_or_moe`, which `load_trained_model` uses). This runs in one
 process without a process group, so a checkpoint of any world size can be exported anywhere.
 `export_task_subnetwork(path, task, out_dir)` writes the sub-network of a task-routed MoE model that serves
-one task (its experts only, Task-MoE deployment).
+one task (its experts only, Task-MoE deployment) — a trained task, or a registered task it was not trained on
+(routed by `model.moe.unseen_task_routing`).
 """
 from __future__ import annotations
 
@@ -120,22 +121,35 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
 def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path]) -> Path:
     """Write the sub-network of a task-routed MoE model that serves `task` (its top-k experts per MoE layer)
     as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task` and `tasks: [task]` — its task id is 0).
+    `task` is a trained task, or a registered task the model was not trained on (a held-out one): its
+    experts are those of the unseen-task route (`model.moe.unseen_task_routing`, recorded in the meta).
     `path`: a run dir, checkpoint dir or exported folder. Raises ExportError for a dense model and
-    `MoEConfigError` for token/hybrid routing or a task the model was not trained on."""
+    `MoEConfigError` for token/hybrid routing, a name that is neither trained nor registered, or an unseen
+    task when `unseen_task_routing` is 'error'."""
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     model, tokenizer, meta = load_trained_model(path)
     if not isinstance(model, TaskAwareT5):
         raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task); this "
                           f"model is a dense T5 — export it without --task")
-    sub = extract_task_subnetwork(model, task)
+    unseen = task not in (model.moe_config.task_names or []) and _is_registered_task(task)
+    sub = extract_task_subnetwork(model, task, unseen=unseen)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
+    if unseen:
+        meta["unseen_task_routing"] = model.moe_config.unseen_task_routing
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
     return out
+
+
+def _is_registered_task(name: str) -> bool:
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    return name in task_registry.list_tasks()
 
 
 def _checkpoint_of(path: Union[str, Path]) -> Path:

@@ -1,27 +1,35 @@
 """Generation scoring: decode a prediction per input (greedy, or beam search with `num_beams` > 1)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
+
+import torch
 
 from t2t_mtl.evaluation.rank_classification import inference_mode
 
 
 def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
-                   batch_size: int = 16, max_input_length: int = 512) -> list[str]:
+                   batch_size: int = 16, max_input_length: int = 512,
+                   task_ids: Optional[Sequence[int]] = None) -> list[str]:
     """Decode one text per input; special tokens removed, surrounding whitespace stripped.
 
-    An empty decode is returned as "" (it is scored like any prediction, never dropped).
+    An empty decode is returned as "" (it is scored like any prediction, never dropped). `task_ids[i]`
+    (None: none passed, for models that take no task ids) is input i's task id.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if task_ids is not None and len(task_ids) != len(inputs):
+        raise ValueError(f"generate_texts: {len(inputs)} inputs but {len(task_ids)} task ids")
     device = next(model.parameters()).device
     predictions: list[str] = []
     with inference_mode(model):
         for start in range(0, len(inputs), batch_size):
             encoded = tokenizer(list(inputs[start:start + batch_size]), padding=True, truncation=True,
                                 max_length=max_input_length, return_tensors="pt").to(device)
+            routing = {} if task_ids is None else {
+                "task_ids": torch.tensor(task_ids[start:start + batch_size], device=device)}
             output = model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
                                     num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
-                                    early_stopping=num_beams > 1)
+                                    early_stopping=num_beams > 1, **routing)
             predictions.extend(text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True))
     return predictions

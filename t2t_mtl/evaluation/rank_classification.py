@@ -6,17 +6,19 @@ example index) into a decoder cache with one row per answer choice, and the deco
 choices' tokens, reading cross-attention keys/values from the cache. The score of a choice is the
 sum of the log probabilities of its target tokens (its tokenisation including the end-of-sequence token),
 or their mean with `length_normalize=True`. The predicted choice is the first one with the highest score.
+`task_ids` (one per input; see `t2t_mtl.model.moe.routing_task_id`) route a task-aware MoE model's layers.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from t2t_mtl.evaluation.errors import NoAnswerChoicesError
+from t2t_mtl.model.moe import set_task_ids
 
 
 @contextlib.contextmanager
@@ -87,29 +89,48 @@ def _rows_cache(states: Sequence[tuple[torch.Tensor, torch.Tensor]], owner: torc
 
 def shared_encoder_log_likelihoods(model, labels: torch.Tensor, owner: torch.Tensor, hidden: torch.Tensor,
                                    attention_mask: torch.Tensor, states: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                                   *, length_normalize: bool = False) -> torch.Tensor:
+                                   *, length_normalize: bool = False,
+                                   task_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Log-likelihood of each row of `labels` (pad = -100) of example `owner[row]` -> [rows].
 
     `states` are the examples' cross-attention keys/values (`cross_attention_states`); the decoder reads
-    them from the cache instead of projecting the encoder states again for every row.
+    them from the cache instead of projecting the encoder states again for every row. `task_ids` ([examples]
+    or None) are the examples' task ids for a model that takes them.
     """
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    routing = {} if task_ids is None else {"task_ids": task_ids[owner]}
     logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owner]),
                    attention_mask=attention_mask[owner], decoder_input_ids=decoder_input_ids,
-                   cache=_rows_cache(states, owner), use_cache=True).logits
+                   cache=_rows_cache(states, owner), use_cache=True, **routing).logits
     return _target_log_probs(logits, labels, length_normalize)
+
+
+def encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           task_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The encoder's last hidden states [B, S, d]; `task_ids` ([B] or None) route its task-aware MoE layers."""
+    if task_ids is not None:
+        set_task_ids(model, task_ids)
+    try:
+        return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    finally:
+        if task_ids is not None:
+            set_task_ids(model, None)
 
 
 def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
                   length_normalize: bool = False, batch_size: int = 16, max_choice_rows: int = 64,
-                  max_input_length: int = 512, max_target_length: int = 128) -> list[list[float]]:
+                  max_input_length: int = 512, max_target_length: int = 128,
+                  task_ids: Optional[Sequence[int]] = None) -> list[list[float]]:
     """Score every answer choice of every example; returns one list of scores per example.
 
     `answer_choices[i]` are example i's choices (at least one). Examples are batched `batch_size` at a
     time through the encoder; their choices run through the decoder `max_choice_rows` rows at a time.
+    `task_ids[i]` (None: none passed, for models that take no task ids) is example i's task id.
     """
     if len(inputs) != len(answer_choices):
         raise ValueError(f"score_choices: {len(inputs)} inputs but {len(answer_choices)} answer-choice lists")
+    if task_ids is not None and len(task_ids) != len(inputs):
+        raise ValueError(f"score_choices: {len(inputs)} inputs but {len(task_ids)} task ids")
     for index, choices in enumerate(answer_choices):
         if not choices:
             raise NoAnswerChoicesError(
@@ -118,11 +139,11 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
     device = next(model.parameters()).device
     scores: list[list[float]] = []
     with inference_mode(model):
-        encoder = model.get_encoder()
         for batch in _batches(len(inputs), batch_size):
             encoded = tokenizer([inputs[i] for i in batch], padding=True, truncation=True,
                                 max_length=max_input_length, return_tensors="pt").to(device)
-            hidden = encoder(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask).last_hidden_state
+            ids = None if task_ids is None else torch.tensor([task_ids[i] for i in batch], device=device)
+            hidden = encode(model, encoded.input_ids, encoded.attention_mask, ids)
             states = cross_attention_states(model, hidden)
             owners = [row for row, i in enumerate(batch) for _ in answer_choices[i]]
             texts = [choice for i in batch for choice in answer_choices[i]]
@@ -134,7 +155,7 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
                 owner = torch.tensor([owners[r] for r in rows], device=device)
                 flat.extend(shared_encoder_log_likelihoods(
                     model, labels, owner, hidden, encoded.attention_mask, states,
-                    length_normalize=length_normalize).tolist())
+                    length_normalize=length_normalize, task_ids=ids).tolist())
             position = 0
             for i in batch:
                 count = len(answer_choices[i])

@@ -3,7 +3,9 @@
 Sharding: with `world_size` > 1 (or an initialised torch.distributed group) rank r scores the examples
 r, r + world_size, ... of every template; the per-example outputs are gathered with
 `torch.distributed.all_gather_object` (gloo on CPU) and every rank computes the metrics on the full,
-re-ordered set, so the numbers are those of one process.
+re-ordered set, so the numbers are those of one process. A task-aware MoE model gets each example's task
+id (`t2t_mtl.model.moe.routing_task_id`): its training id for a task it was trained on, else the unseen
+sentinel, routed by its `unseen_task_routing`.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from t2t_mtl.evaluation.metrics import UnknownMetricError, canonical_metric_name
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import score_predictions
+from t2t_mtl.model.moe import routing_task_id
 
 SCORING_MODES = ("auto", "rank", "generate")
 
@@ -177,21 +180,25 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
-                 progress: Optional[Callable[[int], None]]) -> list[tuple[int, str, int, Optional[list[float]]]]:
-    """(position, prediction text, chosen index or -1, choice scores) for each local example."""
+                 progress: Optional[Callable[[int], None]],
+                 task_id: Optional[int] = None) -> list[tuple[int, str, int, Optional[list[float]]]]:
+    """(position, prediction text, chosen index or -1, choice scores) for each local example.
+
+    `task_id` (None: the model takes none) is passed with every example."""
     out = []
     for chunk in _chunks(list(examples), settings.batch_size):
+        task_ids = None if task_id is None else [task_id] * len(chunk)
         if mode == "rank":
             scores = score_choices(model, tokenizer, [e.inputs for e in chunk], [e.answer_choices for e in chunk],
                                    length_normalize=settings.length_normalize, batch_size=settings.batch_size,
-                                   max_input_length=settings.max_input_length)
+                                   max_input_length=settings.max_input_length, task_ids=task_ids)
             for example, row in zip(chunk, scores):
                 chosen = argmax_first(row)
                 out.append((example.position, example.answer_choices[chosen], chosen, row))
         else:
             texts = generate_texts(model, tokenizer, [e.inputs for e in chunk], num_beams=settings.num_beams,
                                    max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                   max_input_length=settings.max_input_length)
+                                   max_input_length=settings.max_input_length, task_ids=task_ids)
             out.extend((example.position, text, -1, None) for example, text in zip(chunk, texts))
         if progress:
             progress(len(chunk))
@@ -261,7 +268,8 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     key = metric_spec(primary).primary
     local = examples[rank::world_size]
     outputs = sorted(_gather(_score_local(model, tokenizer, local, mode, settings,
-                                          progress_bar.update if progress_bar else None), world_size))
+                                          progress_bar.update if progress_bar else None,
+                                          routing_task_id(model, task.name)), world_size))
     if [o[0] for o in outputs] != list(range(len(examples))):
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: gathered {len(outputs)} outputs "
                               f"for {len(examples)} examples; every rank must evaluate the same tasks")

@@ -11,7 +11,10 @@ T5's) with E experts of the same shape. Routing modes:
 Aux losses per block: Switch load balancing E·Σ_e f_e·P_e and the router z-loss mean(logsumexp²);
 `TaskAwareT5.forward(..., task_ids=...)` adds `aux_loss_coef·Σ lb + z_loss_coef·Σ z` to `loss`.
 
-The `model.moe` config keys are `MoEConfig`'s fields. `task_ids` (LongTensor [B]) index `task_names`.
+The `model.moe` config keys are `MoEConfig`'s fields. `task_ids` (LongTensor [B]) index `task_names`;
+`UNSEEN_TASK_ID` (-1) marks a task the model was not trained on (zero-shot evaluation of held-out tasks),
+routed as `unseen_task_routing` says: by the mean of the trained tasks' gate rows, like a named trained
+task, or refused.
 Every expert takes part in every forward (on zero rows when unused), so every parameter gets a gradient on
 every data-parallel rank — what DeepSpeed ZeRO's gradient hooks need. Experts are replicated on each rank
 (no expert parallelism).
@@ -37,12 +40,16 @@ from kernels.moe import (combine, expert_capacity, load_balancing_loss, permute,
 
 __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
-    "TaskAwareSeq2SeqLMOutput", "convert_to_moe", "extract_task_subnetwork", "set_task_ids",
-    "load_t5_or_moe", "moe_blocks",
+    "TaskAwareSeq2SeqLMOutput", "UNSEEN_TASK_ID", "UNSEEN_TASK_ROUTINGS", "convert_to_moe",
+    "extract_task_subnetwork", "set_task_ids", "load_t5_or_moe", "moe_blocks", "routing_task_id",
 ]
 
 ROUTING_MODES = ("token", "task", "hybrid")
 LAYER_CHOICES = ("both", "encoder", "decoder")
+#: `unseen_task_routing` keywords (any other value names a trained task)
+UNSEEN_TASK_ROUTINGS = ("error", "mean")
+#: the task id of a task the model was not trained on
+UNSEEN_TASK_ID = -1
 
 
 class MoEConfigError(ValueError):
@@ -50,7 +57,8 @@ class MoEConfigError(ValueError):
 
 
 class MissingTaskIdsError(ValueError):
-    """A task-routed MoE layer ran without `task_ids`."""
+    """A task-routed MoE layer ran without usable `task_ids`: none, a wrong count, an id outside
+    [-1, num_tasks), or `UNSEEN_TASK_ID` with `unseen_task_routing: error`."""
 
 
 @dataclass
@@ -63,9 +71,13 @@ class MoEConfig:
     dropless: never drop (capacity ignored); routing: "token" | "task" | "hybrid"; score: "softmax" |
     "sigmoid"; renormalize: gates renormalised over the top-k (None → k > 1); aux_loss_coef, z_loss_coef:
     weights of the load-balancing and z losses; task_names: the task of each task id (needed by task and
-    hybrid routing); upcycle: when converting a dense model, initialise every expert from its FFN; backend:
-    "auto" | "triton" | "reference" for the routing kernels; expert_ids: which experts a layer holds
-    ({"encoder.1": [3, 5]}, written by `extract_task_subnetwork`; absent = all).
+    hybrid routing); unseen_task_routing: how task and hybrid routing route a task the model was not
+    trained on (task id `UNSEEN_TASK_ID`, e.g. a held-out task in zero-shot evaluation) — "mean" (the mean
+    of the trained tasks' gate rows, used like a task's row), a trained task's name (route exactly like that
+    task; the keywords win over a task of the same name) or "error" (refuse); upcycle: when converting a dense
+    model, initialise every expert from its FFN; backend: "auto" | "triton" | "reference" for the routing
+    kernels; expert_ids: which experts a layer holds ({"encoder.1": [3, 5]}, written by
+    `extract_task_subnetwork`; absent = all).
     """
 
     num_experts: int = 8
@@ -82,6 +94,7 @@ class MoEConfig:
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.001
     task_names: Optional[List[str]] = None
+    unseen_task_routing: str = "mean"
     upcycle: bool = True
     backend: str = "auto"
     expert_ids: Dict[str, List[int]] = field(default_factory=dict)
@@ -136,10 +149,20 @@ class MoEConfig:
                               "(task_ids index it)")
         if self.task_names is not None and len(set(self.task_names)) != len(self.task_names):
             bad("task_names", "task names must be unique")
+        self._validate_unseen_task_routing()
         for layer, ids in self.expert_ids.items():
             if len(ids) < self.top_k or any(not 0 <= i < self.num_experts for i in ids):
                 raise MoEConfigError(f"model.moe.expert_ids[{layer!r}]={ids}: needs >= top_k ids in "
                                      f"[0, {self.num_experts})")
+
+    def _validate_unseen_task_routing(self) -> None:
+        value, names = self.unseen_task_routing, self.task_names or []
+        if value in UNSEEN_TASK_ROUTINGS or (isinstance(value, str) and value in names):
+            return
+        close = difflib.get_close_matches(value, [*UNSEEN_TASK_ROUTINGS, *names], n=1) if isinstance(value, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise MoEConfigError(f"model.moe.unseen_task_routing={value!r}: use 'mean', 'error' or the name of a "
+                             f"trained task {names}{hint}")
 
     def task_index(self, task: Union[int, str]) -> int:
         """The id of a task given by name or id."""
@@ -162,9 +185,10 @@ def _dense_ffn(config: T5Config) -> nn.Module:
 class MoEFeedForward(nn.Module):
     """E T5 FFN experts behind a router; input/output [B, L, d_model] (the `DenseReluDense` slot).
 
-    Set `task_ids` ([B], or [B'] with B a multiple of B' as in beam search) before calling in task or
-    hybrid routing. After each call `aux` holds `load_balancing`, `z_loss` (differentiable scalars),
-    `counts` (assignments per expert) and `dropped` (fraction of (token, slot) pairs over capacity).
+    Set `task_ids` ([B], or [B'] with B a multiple of B' as in beam search; `UNSEEN_TASK_ID` for a task
+    the model was not trained on) before calling in task or hybrid routing. After each call `aux` holds
+    `load_balancing`, `z_loss` (differentiable scalars), `counts` (assignments per expert) and `dropped`
+    (fraction of (token, slot) pairs over capacity).
     """
 
     def __init__(self, config: T5Config, moe: MoEConfig, expert_ids: Optional[Sequence[int]] = None) -> None:
@@ -193,16 +217,38 @@ class MoEFeedForward(nn.Module):
                 return torch.zeros(rows, dtype=torch.long, device=device)
             raise MissingTaskIdsError(
                 f"MoE layer with routing={self.moe.routing!r} needs task ids: call the model with "
-                f"task_ids=LongTensor[batch] indexing {self.moe.task_names}")
+                f"task_ids=LongTensor[batch] indexing {self.moe.task_names} (UNSEEN_TASK_ID={UNSEEN_TASK_ID} "
+                "for a task the model was not trained on)")
         ids = ids.to(device=device, dtype=torch.long).reshape(-1)
         if ids.numel() == 0 or rows % ids.numel():
             raise MissingTaskIdsError(f"{ids.numel()} task ids do not match a batch of {rows} sequences")
         if ids.numel() != rows:  # beam search / num_return_sequences expand the batch by repeat_interleave
             ids = ids.repeat_interleave(rows // ids.numel())
-        if ids.min() < 0 or ids.max() >= self.moe.num_tasks:
+        if ids.min() < UNSEEN_TASK_ID or ids.max() >= self.moe.num_tasks:
             raise MissingTaskIdsError(f"task ids must lie in [0, {self.moe.num_tasks}) for tasks "
-                                      f"{self.moe.task_names}, got {ids.unique().tolist()}")
+                                      f"{self.moe.task_names}, or be UNSEEN_TASK_ID={UNSEEN_TASK_ID} for a task "
+                                      f"the model was not trained on; got {ids.unique().tolist()}")
+        if self.moe.unseen_task_routing == "error" and bool(ids.eq(UNSEEN_TASK_ID).any()):
+            raise MissingTaskIdsError(
+                f"task id UNSEEN_TASK_ID={UNSEEN_TASK_ID} (a task the model was not trained on) is refused by "
+                "model.moe.unseen_task_routing='error'; set it to 'mean' or to a trained task's name "
+                f"{self.moe.task_names} to route unseen tasks")
         return ids
+
+    def unseen_task_row(self) -> torch.Tensor:
+        """The float32 gate row [E] of an unseen task: the mean of the trained rows, or a named task's row."""
+        weight = self.task_gate.weight.float()
+        if self.moe.unseen_task_routing == "mean":
+            return weight.mean(0)
+        return weight[self.moe.task_index(self.moe.unseen_task_routing)]
+
+    def _task_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Gate rows [len(ids), E] (float32) of task ids that may include `UNSEEN_TASK_ID`."""
+        rows = self.task_gate(ids.clamp(min=0)).float()
+        unseen = ids.eq(UNSEEN_TASK_ID)
+        if not bool(unseen.any()):
+            return rows
+        return torch.where(unseen[:, None], self.unseen_task_row()[None], rows)
 
     def _expert(self, expert_id: int) -> nn.Module:
         local = self._local.get(expert_id)
@@ -220,7 +266,7 @@ class MoEFeedForward(nn.Module):
         logits = nn.functional.linear(x.float(), self.router.weight.float())
         if self.moe.routing == "hybrid":
             task_rows = self._row_task_ids(batch, hidden.device)
-            logits = logits + self.task_gate(task_rows).float().repeat_interleave(length, dim=0)
+            logits = logits + self._task_logits(task_rows).repeat_interleave(length, dim=0)
         backend = self.moe.backend
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
                        backend=backend)
@@ -249,7 +295,7 @@ class MoEFeedForward(nn.Module):
         batch, length, d_model = hidden.shape
         task_rows = self._row_task_ids(batch, hidden.device)
         present, inverse = torch.unique(task_rows, return_inverse=True)
-        logits = self.task_gate(present).float()
+        logits = self._task_logits(present)
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
                        backend="reference")  # a [tasks, E] table: no kernel launch is worth it
         choice = routed.topk_idx.tolist()
@@ -441,32 +487,35 @@ def convert_to_moe(model: T5ForConditionalGeneration, moe_cfg: Union[Mapping[str
     return new
 
 
-def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str]) -> TaskAwareT5:
+def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str], *, unseen: bool = False) -> TaskAwareT5:
     """The sub-network that serves one task of a task-routed model: its top-k experts per layer only.
 
     The result keeps the task's full gate row (so its gates are unchanged), knows one task (id 0, named as
-    in the original) and gives the same outputs for that task as the full model. Token and hybrid routing
-    pick experts per token, so they have no per-task sub-network: `MoEConfigError`.
+    in the original) and gives the same outputs for that task as the full model. With `unseen=True`, a task
+    name the model was not trained on gets the sub-network of the unseen-task route (`unseen_task_routing`:
+    the mean row or a named task's row becomes its row), named `task`, with the full model's outputs for
+    `UNSEEN_TASK_ID`. The sub-network routes any other task like its own one (unless the original refuses
+    unseen tasks). Token and hybrid routing pick experts per token, so they have no per-task sub-network:
+    `MoEConfigError`.
     """
     cfg = model.moe_config
     if cfg.routing != "task":
         raise MoEConfigError(f"extract_task_subnetwork needs model.moe.routing='task'; with {cfg.routing!r} routing "
                              "every token may use any expert, so no expert can be removed for a task")
-    tid = cfg.task_index(task)
-    chosen: Dict[str, List[int]] = {}
-    for name, block in moe_blocks(model):
-        row = block.task_gate.weight[tid:tid + 1].detach().float()
-        chosen[name] = sorted(route(row, cfg.top_k, score=cfg.score, renormalize=cfg.renormalize,
-                                    backend="reference").topk_idx[0].tolist())
+    name, rows = _served_gate_rows(model, task, unseen)
+    chosen = {layer: sorted(route(row[None], cfg.top_k, score=cfg.score, renormalize=cfg.renormalize,
+                                  backend="reference").topk_idx[0].tolist())
+              for layer, row in rows.items()}
     config = copy.deepcopy(model.config)
-    config.moe = {**cfg.to_dict(), "task_names": [cfg.task_names[tid]], "expert_ids": chosen}
+    fallback = "error" if cfg.unseen_task_routing == "error" else "mean"  # the mean of its one row
+    config.moe = {**cfg.to_dict(), "task_names": [name], "expert_ids": chosen, "unseen_task_routing": fallback}
     sub = TaskAwareT5(config).to(dtype=model.dtype, device=model.device)
     source = model.state_dict()
     state = {}
     old_blocks = dict(moe_blocks(model))
     for key, value in sub.state_dict().items():
         if ".DenseReluDense.task_gate." in key:
-            state[key] = source[key][tid:tid + 1]
+            state[key] = rows[_layer_of(key)][None].to(value.dtype)
         elif ".DenseReluDense.experts." in key:
             layer = _layer_of(key)
             head, tail = key.split(".DenseReluDense.experts.")
@@ -480,9 +529,32 @@ def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str]) -> TaskAw
     return sub
 
 
+def _served_gate_rows(model: TaskAwareT5, task: Union[int, str], unseen: bool) -> Tuple[str, Dict[str, torch.Tensor]]:
+    """(name of the served task, {layer: its float32 gate row}) for `extract_task_subnetwork`."""
+    cfg = model.moe_config
+    names = cfg.task_names or []
+    if not (unseen and isinstance(task, str) and task not in names):
+        tid = cfg.task_index(task)
+        return names[tid], {layer: block.task_gate.weight[tid].detach().float() for layer, block in moe_blocks(model)}
+    if cfg.unseen_task_routing == "error":
+        raise MoEConfigError(f"task {task!r} is not one of the MoE model's tasks {names} and "
+                             "model.moe.unseen_task_routing='error' refuses unseen tasks; set it to 'mean' or to a "
+                             "trained task's name")
+    return task, {layer: block.unseen_task_row().detach() for layer, block in moe_blocks(model)}
+
+
 def _layer_of(key: str) -> str:
     stack, _, i = key.split(".")[:3]
     return f"{stack}.{i}"
+
+
+def routing_task_id(model: nn.Module, task: str) -> Optional[int]:
+    """The task id to run `model` on `task` with: None when the model routes without task ids (plain T5,
+    token routing), the task's training id when it is one of `moe.task_names`, else `UNSEEN_TASK_ID`."""
+    if not isinstance(model, TaskAwareT5) or model.moe_config.routing == "token":
+        return None
+    names = model.moe_config.task_names or []
+    return names.index(task) if task in names else UNSEEN_TASK_ID
 
 
 def load_t5_or_moe(path: str, **kwargs: Any) -> T5ForConditionalGeneration:
