@@ -100,11 +100,12 @@ def task(name: Optional[str] = None, *, templates: Sequence[Template],
 
 
 def load_builtin_tasks() -> list[str]:
-    """Import `task_registry.builtin` (which registers the built-in tasks and mixtures); idempotent.
+    """Register the built-in tasks and mixtures (`task_registry.builtin`) whose names are free; idempotent,
+    and again after an `isolated_registry()` block has dropped them.
 
     Returns the names of all registered tasks.
     """
-    importlib.import_module(BUILTIN_PACKAGE)
+    importlib.import_module(BUILTIN_PACKAGE).register_builtin_tasks()
     return list_tasks()
 
 

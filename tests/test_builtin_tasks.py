@@ -310,3 +310,16 @@ def test_bio_entities_against_hand_spans():
 def test_gsm8k_final_answer_drops_thousands_separators():
     assert gsm8k_final_answer({"answer": "5 * 2 = <<5*2=10>>10\n#### 1,450,000"}) == {"final_answer": "1450000"}
     assert gsm8k_final_answer({"answer": "so\n#### -3"}) == {"final_answer": "-3"}
+
+
+def test_builtins_register_again_after_an_isolated_registry_dropped_them():
+    """`load_builtin_tasks` is not a one-shot import side effect: an emptied registry gets them back."""
+    from task_registry import registry
+
+    task_registry.load_builtin_tasks()
+    with task_registry.isolated_registry():
+        registry._TASKS.clear()
+        registry._MIXTURES.clear()
+        names = task_registry.load_builtin_tasks()
+        assert "reverse_words" in names and "rte" in " ".join(names)
+        assert task_registry.get_mixture("procedural").name == "procedural"

@@ -20,8 +20,7 @@ def rows(split, num_rows, seed):
 @pytest.fixture()
 def mixture():
     templates = [Template("t1", "{{x}} ||| {{x}}"), Template("t2", "say {{x}} ||| {{x}}")]
-    # register the built-ins first: inside isolated_registry their (cached) import would be lost afterwards
-    task_registry.load_builtin_tasks()
+    task_registry.load_builtin_tasks()  # the CLI resolves built-in names beside these
     with task_registry.isolated_registry():
         for name, size in SIZES.items():
             task_registry.register_task(Task(name, GeneratorSource(rows, num_rows={"train": size}),
