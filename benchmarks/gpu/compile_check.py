@@ -1,0 +1,162 @@
+"""Compile every Triton kernel of `kernels/` for a CUDA target, on a machine without a GPU.
+
+The Triton interpreter that runs the kernel tests on CPU does not enforce what the GPU compiler does (tile
+shapes for `tl.dot`, layouts, register limits), so this builds the launch variants the wrappers use all the
+way to a cubin with Triton's bundled ptxas: `triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
+32))`. It also checks that the Gram kernel's products run on tensor cores (`mma` in the PTX).
+
+Usage: python benchmarks/gpu/compile_check.py [--arch 90]   (exit status 1 if a variant fails)
+Must run without TRITON_INTERPRET=1 (the decorated kernels would be interpreter objects).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("compile_check: unset TRITON_INTERPRET (the interpreter replaces the compiled kernels)")
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+import kernels.moe as moe  # noqa: E402  (its launch parameters: _block_n, _tiles, _BLOCK_A, _BLOCK_B)
+
+# the kernel modules (the packages' attributes of the same names are the public functions)
+gp_gram, gp_combine, moe_router, moe_dispatch, moe_combine = (
+    importlib.import_module(f"kernels.{name}") for name in
+    ("gradproj.gram", "gradproj.combine", "moe.router", "moe.dispatch", "moe.combine"))
+
+
+class Variant(NamedTuple):
+    """One launch of a kernel: its runtime argument types and constexpr values, and a check of the PTX."""
+
+    name: str
+    kernel: Any
+    types: Dict[str, str]
+    constants: Dict[str, Any]
+    num_warps: int = 4
+    ptx_check: Callable[[str], bool] = lambda ptx: True
+
+
+def _gram_variants() -> List[Variant]:
+    def partial(dtype: str, num_tasks: int, precision: str) -> Variant:
+        block_t, block_p = gp_gram._block_sizes(num_tasks)
+        return Variant(f"gradproj.gram partial {dtype} T={num_tasks} {precision}", gp_gram._gram_partial_kernel,
+                       {"g_ptr": f"*{dtype}", "ws_ptr": "*fp32", "seg_ptr": "*i64", "T": "i32", "stride_t": "i64",
+                        "num_splits": "i32"},
+                       {"BLOCK_T": block_t, "BLOCK_P": block_p, "UPCAST": False, "PRECISION": precision},
+                       ptx_check=lambda ptx: "mma" in ptx)
+
+    def combine(dtype: str, num_tasks: int) -> Variant:
+        block_t, block_p = gp_combine._block_sizes(num_tasks)
+        return Variant(f"gradproj.combine {dtype} T={num_tasks}", gp_combine._combine_kernel,
+                       {"g_ptr": f"*{dtype}", "w_ptr": "*fp32", "out_ptr": f"*{dtype}", "seg_ptr": "*i64", "T": "i32",
+                        "stride_t": "i64", "scale": "fp32"},
+                       {"BLOCK_T": block_t, "BLOCK_P": block_p})
+
+    return [partial("bf16", 2, "ieee"), partial("fp16", 64, "ieee"), partial("fp32", 8, "tf32x3"),
+            partial("fp32", 32, "tf32x3"),
+            Variant("gradproj.gram reduce T=8", gp_gram._gram_reduce_kernel,
+                    {"ws_ptr": "*fp32", "out_ptr": "*fp32", "T": "i32", "num_splits": "i32"},
+                    {"BLOCK_T": gp_gram._block_sizes(8)[0]}),
+            combine("bf16", 5), combine("fp32", 64)]
+
+
+def _moe_variants() -> List[Variant]:
+    def router(direction: str, dtype: str, k: int, sigmoid: bool, renorm: bool, num_experts: int) -> Variant:
+        block_e = moe._pow2(num_experts)
+        consts = {"K": k, "SIGMOID": sigmoid, "RENORM": renorm, "BLOCK_N": moe._block_n(block_e), "BLOCK_E": block_e}
+        if direction == "fwd":
+            types = {"logits_ptr": f"*{dtype}", "idx_ptr": "*i32", "gates_ptr": "*fp32", "lse_ptr": "*fp32",
+                     "counts_ptr": "*i32", "prob_sums_ptr": "*fp32", "N": "i32", "E": "i32", "stride_n": "i32"}
+            kernel = moe_router.router_fwd_kernel
+        else:
+            types = {"logits_ptr": f"*{dtype}", "lse_ptr": "*fp32", "idx_ptr": "*i32", "gates_ptr": "*fp32",
+                     "dgates_ptr": "*fp32", "dprob_sums_ptr": "*fp32", "dlse_ptr": "*fp32", "dlogits_ptr": "*fp32",
+                     "N": "i32", "E": "i32", "stride_n": "i32", "stride_dn": "i32"}
+            kernel = moe_router.router_bwd_kernel
+        score = "sigmoid" if sigmoid else "softmax"
+        return Variant(f"moe.router {direction} {dtype} k={k} {score} renorm={renorm} E={num_experts}", kernel, types,
+                       consts)
+
+    block_t, block_d = moe._tiles(1024)
+    rows = {"y_ptr": "*bf16", "dest_ptr": "*i32", "gates_ptr": "*fp32", "out_ptr": "*bf16", "N": "i32", "D": "i32",
+            "stride_y": "i32", "stride_out": "i32"}
+    return [
+        router("fwd", "fp32", 2, False, True, 8), router("fwd", "bf16", 1, True, False, 61),
+        router("bwd", "fp32", 2, False, True, 8), router("bwd", "fp32", 2, True, True, 32),
+        router("bwd", "bf16", 1, False, False, 64),
+        Variant("moe.dispatch rank k=2 E=64", moe_dispatch.dispatch_rank_kernel,
+                {"idx_ptr": "*i32", "local_rank_ptr": "*i32", "hist_ptr": "*i32", "N": "i32", "E": "i32"},
+                {"K": 2, "BLOCK_A": moe._BLOCK_A, "BLOCK_E": 64}),
+        Variant("moe.dispatch scan E=64", moe_dispatch.dispatch_scan_kernel,
+                {"hist_ptr": "*i32", "block_offsets_ptr": "*i32", "counts_ptr": "*i32", "kept_ptr": "*i32",
+                 "offsets_ptr": "*i32", "num_blocks": "i32", "E": "i32", "capacity": "i32"},
+                {"BLOCK_B": moe._BLOCK_B, "BLOCK_E": 64}),
+        Variant("moe.dispatch dest k=2", moe_dispatch.dispatch_dest_kernel,
+                {"idx_ptr": "*i32", "local_rank_ptr": "*i32", "block_offsets_ptr": "*i32", "offsets_ptr": "*i32",
+                 "dest_ptr": "*i32", "row_src_ptr": "*i32", "N": "i32", "E": "i32", "capacity": "i32"},
+                {"K": 2, "BLOCK_A": moe._BLOCK_A}),
+        Variant("moe.permute bf16 k=2 d=1024", moe_dispatch.permute_kernel,
+                {"x_ptr": "*bf16", "dest_ptr": "*i32", "out_ptr": "*bf16", "N": "i32", "D": "i32", "stride_x": "i32",
+                 "stride_out": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+        Variant("moe.combine fwd bf16 k=2 gated d=1024", moe_combine.gather_sum_kernel, rows,
+                {"K": 2, "HAS_GATES": True, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+        Variant("moe.permute bwd fp32 k=1 d=48", moe_combine.gather_sum_kernel,
+                {**rows, "y_ptr": "*fp32", "gates_ptr": "*i32", "out_ptr": "*fp32"},
+                {"K": 1, "HAS_GATES": False, "BLOCK_T": block_t, "BLOCK_D": moe._tiles(48)[1]}),
+        Variant("moe.combine bwd bf16 k=2 d=1024", moe_combine.combine_bwd_kernel,
+                {"dout_ptr": "*bf16", "y_ptr": "*bf16", "dest_ptr": "*i32", "gates_ptr": "*fp32", "dy_ptr": "*bf16",
+                 "dgates_ptr": "*fp32", "N": "i32", "D": "i32", "stride_dout": "i32", "stride_y": "i32",
+                 "stride_dy": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+    ]
+
+
+def variants() -> List[Variant]:
+    """The launch variants checked: every kernel, the dtypes and the constexpr branches the wrappers use."""
+    return _gram_variants() + _moe_variants()
+
+
+def compile_variant(variant: Variant, arch: int) -> Any:
+    """Build one variant to a cubin for `sm_<arch>`; the signature lists every argument in order."""
+    arg_names = variant.kernel.arg_names
+    missing = [a for a in arg_names if a not in variant.types and a not in variant.constants]
+    if missing:
+        raise ValueError(f"{variant.name}: no type or value for kernel arguments {missing}")
+    signature = {a: variant.types.get(a, "constexpr") for a in arg_names}
+    source = ASTSource(fn=variant.kernel, signature=signature, constexprs=dict(variant.constants))
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": variant.num_warps})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability ×10 (90 = H100/H200)")
+    args = parser.parse_args()
+    print(f"# triton {triton.__version__}, target sm_{args.arch}")
+    failures = 0
+    for variant in variants():
+        start = time.perf_counter()
+        try:
+            compiled = compile_variant(variant, args.arch)
+            if "cubin" not in compiled.asm:
+                raise RuntimeError("no cubin produced")
+            if not variant.ptx_check(compiled.asm["ptx"]):
+                raise RuntimeError("PTX check failed (expected tensor-core mma instructions)")
+            print(f"ok    {variant.name} ({time.perf_counter() - start:.1f} s, "
+                  f"{compiled.metadata.shared} B shared)", flush=True)
+        except Exception as err:  # report every variant, then fail
+            failures += 1
+            print(f"FAIL  {variant.name}: {type(err).__name__}: {str(err).strip()[:2000]}", flush=True)
+    print(f"{failures} of {len(variants())} variants failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
