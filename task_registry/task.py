@@ -232,6 +232,8 @@ class Task:
                 _stream_rendered, features=OUTPUT_FEATURES,
                 gen_kwargs={"rows": rows, "renderer": renderer, "stats": stats, "max_examples": max_examples})
         rows = self.load_rows(split, max_rows=max_examples)
+        if len(rows) == 0:  # `Dataset.map` would drop the output columns of an empty dataset
+            return datasets.Dataset.from_dict({name: [] for name in OUTPUT_FEATURES}, features=OUTPUT_FEATURES)
         rendered = rows.map(
             renderer, batched=True, with_indices=True, remove_columns=rows.column_names,
             features=datasets.Features({**OUTPUT_FEATURES, _SKIP_COLUMN: datasets.Value("bool")}),

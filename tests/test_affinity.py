@@ -172,6 +172,22 @@ def test_study_errors_are_clear(tmp_path):
         TransferStudy(["a", "b"], 1, 5, tmp_path / "f", run_fn=forgetful).run(log=lambda m: None)
 
 
+def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_training(tmp_path, capsys):
+    from t2t_mtl.cli import main
+
+    out = tmp_path / "study"
+    common = ["affinity", "transfer", "--steps", "2", "--out", str(out)]
+    # the default base config (quickstart) holds out the comparison cluster: no run could train on it
+    assert main([*common, "--tasks", "parity,compare_numbers"]) == 2
+    err = capsys.readouterr().err
+    assert "'compare_numbers'" in err and "'comparison'" in err and "data.held_out_clusters" in err
+    assert main([*common, "--tasks", "parity,count_word", "--set", "data.held_out_clusters=[arithmetic]"]) == 2
+    assert "pass --set 'data.held_out_clusters=[]'" in capsys.readouterr().err
+    assert main([*common, "--tasks", "parity,count_word", "--eval-examples", "0"]) == 2
+    assert "--eval-examples must be at least 1" in capsys.readouterr().err
+    assert not out.exists()  # nothing was trained or written
+
+
 # ---------------------------------------------------------------------------------- gradient affinity
 def test_cosines_from_gram_match_direct_cosines():
     g = torch.randn(4, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

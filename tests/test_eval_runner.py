@@ -191,6 +191,39 @@ def test_cli_eval_writes_the_report_and_reports_bad_checkpoints(checkpoint, data
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpoint, data_file, tmp_path, capsys):
+    args = ["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "2", "--no-progress",
+            "--max-new-tokens", "2"]
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        assert cli_main([*args, "--batch-size", "0"]) == 1
+        assert "batch_size must be >= 1, got 0" in capsys.readouterr().err
+        assert cli_main([*args, "--out", str(tmp_path / "first")]) == 0
+        # both reports carry the default name (the checkpoint path): the earlier one is labelled by its path
+        assert cli_main([*args, "--out", str(tmp_path / "second"), "--compare", str(tmp_path / "first")]) == 0
+        capsys.readouterr()
+        assert cli_main([*args, "--compare", str(tmp_path / "first"), str(tmp_path / "first")]) == 1
+        assert "would name more than one column" in capsys.readouterr().err
+    header = (tmp_path / "second" / "comparison.md").read_text().splitlines()[0]
+    assert header == f"| task | {checkpoint} ({tmp_path / 'first'}) | {checkpoint} |"
+
+
+def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp_path, capsys):
+    tasks_dir = tmp_path / "tasks"
+    tasks_dir.mkdir()
+    (tasks_dir / "yaml_sentiment.yaml").write_text(
+        f"name: yaml_sentiment\nmetrics: [accuracy]\nsplits: [validation]\nsource: {{files: {{validation: {data_file}}}}}\n"
+        "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
+        "    answer_choices: 'no ||| yes'\n")
+    with task_registry.isolated_registry():
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks-dir", str(tasks_dir), "--tasks",
+                         "yaml_sentiment", "--max-examples", "3", "--no-progress"]) == 0
+        assert "| yaml_sentiment | t | rank |" in capsys.readouterr().out
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks-dir", str(tmp_path / "none"), "--tasks",
+                         "yaml_sentiment"]) == 1
+        assert "task directory" in capsys.readouterr().err
+
+
 def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path):
     task_registry.load_builtin_tasks()
     clusters = {task_registry.get_task(n).cluster for n in task_registry.get_mixture("procedural_held_out").flatten()}

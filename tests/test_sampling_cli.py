@@ -83,3 +83,13 @@ def test_show_errors(mixture, capsys):
     assert main(["mixture", "show", mixture, "--sampler", "temperature", "--set", "alpah=2"]) == 2
     err = capsys.readouterr().err
     assert re.search(r"unknown parameter 'alpah'.*'alpha'", err)
+
+
+def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path, capsys):
+    plot = tmp_path / "new" / "folder" / "rates.png"
+    assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["mixture", "show", mixture, "--sampler", "bandit_softmax", "--set", "tau=abc"]) == 2
+    assert "'tau' must be a number, got 'abc'" in capsys.readouterr().err
+    assert main(["mixture", "show", mixture, "--sampler", "proportional", "--cap", "-5"]) == 2
+    assert "cap must be >= 0" in capsys.readouterr().err

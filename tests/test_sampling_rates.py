@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from t2t_mtl.sampling import (EmptyTaskError, InvalidRateError, UnknownParameterError, UnknownStrategyError,
-                              build_sampler, seqio_rate, size_rates)
+from t2t_mtl.sampling import (EmptyTaskError, InvalidRateError, SamplingError, UnknownParameterError,
+                              UnknownStrategyError, build_sampler, seqio_rate, size_rates)
 
 SIZES = {"big": 200_000, "mid": 30_000, "small": 4_000, "tiny": 150}
 N_DRAWS = 100_000
@@ -125,12 +125,26 @@ def test_nested_mixture_rates_via_explicit_strategy():
     ({"strategy": "explicit", "rates": {"big": 1, "mid": 1, "small": 1}}, InvalidRateError, ["tiny"]),
     ({"strategy": "temperature", "alpha": 0}, InvalidRateError, ["alpha"]),
     ({"strategy": "uniform", "mode": "mixd"}, ValueError, ["homogeneous", "mixed"]),
+    ({"strategy": "proportional", "cap": -5}, InvalidRateError, ["cap must be >= 0"]),
+    ({"strategy": "temperature", "scale": 0}, InvalidRateError, ["scale must be > 0"]),
+    ({"strategy": "temperature", "templates": {t: 1 for t in SIZES}, "template_cap": -1}, InvalidRateError,
+     ["template_cap must be > 0"]),
+    ({"strategy": "bandit_softmax", "tau": "abc"}, SamplingError, ["'tau' must be a number", "'abc'"]),
+    ({"strategy": "annealed", "epochs": 2.5}, SamplingError, ["'epochs' must be an integer"]),
+    ({"strategy": "temperature", "alpha": True}, SamplingError, ["'alpha' must be a number"]),
 ])
 def test_bad_config_errors(config, error, words):
     with pytest.raises(error) as info:
         build_sampler(config, SIZES, seed=0)
     for word in words:
         assert word in str(info.value)
+
+
+def test_numeric_strings_are_numbers():
+    # PyYAML reads `1e-3` (no dot) as a string; config files and `--set` pass it through as one
+    sampler = build_sampler({"strategy": "bandit_softmax", "tau": "1e-1", "step": "0.5"}, SIZES, seed=0)
+    assert (sampler.tau, sampler.step) == (0.1, 0.5)
+    assert build_sampler({"strategy": "annealed", "epochs": "3"}, SIZES, seed=0).total_epochs == 3
 
 
 def test_bad_task_sizes_name_the_task():

@@ -147,6 +147,19 @@ def test_skipped_rows_are_dropped_and_counted(tmp_path, caplog):
     assert task.render_stats["train"].skipped == 5
 
 
+def test_a_filter_that_drops_every_row_gives_an_empty_dataset(tmp_path):
+    # e.g. `label != -1` on a GLUE test split: every label is -1
+    path = tmp_path / "rows.jsonl"
+    _write(path, [{**r, "label": -1} for r in ROWS], "jsonl")
+    task = Task("unlabelled", LocalFileSource(path), [SENTIMENT], preprocessors=[Filter("label != -1")],
+                splits=("train",))
+    out = task.to_dataset("train")
+    assert len(out) == 0 and set(out.column_names) == {"inputs", "targets", "answer_choices", "task", "template"}
+    stats = task.render_stats["train"]
+    assert (stats.rows, stats.kept, stats.skipped) == (0, 0, 0)
+    assert task.preprocess_stats["train"].rows_out == 0
+
+
 def test_to_dataset_is_cached_by_fingerprint(tmp_path):
     path = tmp_path / "rows.jsonl"
     _write(path, ROWS, "jsonl")

@@ -106,3 +106,12 @@ def test_validate_exit_codes(workspace, tmp_path, capsys):
                    f"expected token 'name', got '|'"]
     assert main(["tasks", "validate", str(tmp_path / "missing.yaml")]) == 1
     assert "no such YAML task file" in capsys.readouterr().err
+
+
+def test_validate_reports_an_unknown_metric_name(workspace, capsys):
+    path = workspace / "tasks" / "cli_qa.yaml"
+    path.write_text(TASK_YAML.replace("splits:", "metrics: [exact_match, acuracy]\nsplits:"))
+    assert main(["tasks", "validate", str(path), "--data-dir", str(workspace / "data")]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: task 'cli_qa': unknown metric 'acuracy'" in err and "accuracy" in err
+    assert "exact_match'" not in err

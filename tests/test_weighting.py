@@ -110,12 +110,19 @@ def test_curriculum_sigmoid():
     ({"method": "uncertanty"}, UnknownWeightingError, ["'uncertainty'", "tchebycheff"]),
     ({"method": "dtp", "gama": 1}, WeightingError, ["'gamma'", "momentum"]),
     ({"method": "curriculum", "start_epochs": {"zz": 1}}, WeightingError, ["zz"]),
+    ({"method": "dtp", "gamma": "abc"}, WeightingError, ["'gamma' must be a number", "'abc'"]),
+    ({"method": "uncertainty", "init": [0.0]}, WeightingError, ["'init' must be a number"]),
 ])
 def test_bad_config(config, error, words):
     with pytest.raises(error) as info:
         build_weighting(config, TASKS, SIZES)
     for word in words:
         assert word in str(info.value)
+
+
+def test_numeric_strings_are_numbers():
+    # PyYAML reads `1e-1` (no dot) as a string; the config passes it through as one
+    assert build_weighting({"method": "dtp", "gamma": "1e-1"}, TASKS, SIZES).gamma == pytest.approx(0.1)
 
 
 def test_bad_inputs_name_the_task():

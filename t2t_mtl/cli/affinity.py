@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from t2t_mtl.analysis.errors import AffinityError
+from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -63,6 +63,22 @@ def _fail(exc: Exception) -> int:
     return 2
 
 
+def check_trainable(tasks: list[str], base_cfg: dict) -> None:
+    """Raise before anything is trained when a study task could not be trained under the base config: its
+    cluster is held out there, or it is evaluation-only / flagged held out (`task_registry.training_rates`)."""
+    import task_registry
+
+    held_out = sorted((base_cfg.get("data") or {}).get("held_out_clusters") or [])
+    for name in tasks:
+        task = task_registry.get_task(name)
+        if task.cluster in held_out:
+            fix = "" if task.held_out else " or pass --set 'data.held_out_clusters=[]'"
+            raise StudyConfigError(
+                f"task {name!r} is in cluster {task.cluster!r}, which the base config holds out "
+                f"(data.held_out_clusters: {held_out}), so no run could train on it; drop it from --tasks{fix}")
+        task_registry.training_rates(task)
+
+
 def _run_transfer(args: argparse.Namespace) -> int:
     from t2t_mtl.analysis.engine_run import base_config_dict
     from t2t_mtl.analysis.transfer import TransferStudy
@@ -71,9 +87,12 @@ def _run_transfer(args: argparse.Namespace) -> int:
         import task_registry
 
         task_registry.load_builtin_tasks()
+        if args.eval_examples < 1:
+            raise StudyConfigError(f"--eval-examples must be at least 1, got {args.eval_examples}")
         for name in args.tasks:  # unknown names fail here, before anything is trained
             task_registry.get_task(name)
         base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir)
+        check_trainable(args.tasks, base_cfg)
         study = TransferStudy(args.tasks, args.seeds, args.steps, args.out, k=args.k, base_cfg=base_cfg,
                               run_options={"eval_examples": args.eval_examples,
                                            "keep_checkpoints": args.keep_checkpoints})

@@ -6,8 +6,9 @@ sharded over the ranks (gloo on CPU); rank 0 writes the report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
                              "default: $T2T_MTL_DATA_DIR")
+    parser.add_argument("--tasks-dir", default=None,
+                        help="a folder of YAML task files to register on top of the built-in tasks")
     parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots/<task>.png")
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
@@ -69,6 +72,8 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
 
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
+    if args.tasks_dir:
+        task_registry.load_task_dir(args.tasks_dir, overwrite=True)
     if args.tasks:
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         for name in names:
@@ -81,9 +86,24 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
     tasks = [task_registry.get_task(n) for n in task_registry.list_tasks()]
     chosen = [t.name for t in tasks if t.cluster in clusters] if clusters else [t.name for t in tasks if t.held_out]
     if not chosen:
+        known = sorted({t.cluster for t in tasks})
         raise ValueError(f"no registered task is held out (clusters {clusters or 'from held_out flags'}); "
-                         f"pass --held-out-clusters or --tasks")
+                         f"pass --held-out-clusters (registered clusters: {', '.join(known)}) or --tasks")
     return chosen
+
+
+def distinct_names(reports: list, paths: Sequence[str], name: str) -> list:
+    """The earlier `--compare` reports, each one whose model name repeats another's (or this run's `name`)
+    renamed `NAME (PATH)`, so the comparison columns are distinct; the same report given twice is an error."""
+    names = [r.name for r in reports] + [name]
+    labelled = [dataclasses.replace(r, name=f"{r.name} ({path})") if names.count(r.name) > 1 else r
+                for r, path in zip(reports, paths)]
+    labels = [r.name for r in labelled] + [name]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"--compare: {repeated} would name more than one column; give each report once "
+                         f"(and another --name)")
+    return labelled
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -110,16 +130,20 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     try:
-        rank, world_size = init_distributed_from_env()
-        model, tokenizer, meta = load_checkpoint(args.checkpoint)
-        tasks = select_tasks(args, meta)
+        name = args.name or str(args.checkpoint)
+        others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples, scoring=args.scoring,
                                 length_normalize=args.length_norm, num_beams=args.num_beams,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 keep_predictions=args.keep_predictions)
-        report = evaluate_tasks(model, tokenizer, tasks, settings, name=args.name or str(args.checkpoint),
+        rank, world_size = init_distributed_from_env()
+        model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        tasks = select_tasks(args, meta)
+        report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
-        others = [read_report(path) for path in (args.compare or [])]
+    except task_registry.TaskFileError as error:
+        print("\n".join(f"error: {line}" for line in error.errors), file=sys.stderr)
+        return 1
     except (KeyError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

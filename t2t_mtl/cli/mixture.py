@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
@@ -102,7 +103,8 @@ def format_table(name: str, config: dict[str, Any], sizes: dict[str, int], table
 
 
 def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
-    """Bar chart of the probabilities (one epoch) or one line per task over epochs, saved as PNG."""
+    """Bar chart of the probabilities (one epoch) or one line per task over epochs, saved as PNG (folders
+    created)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,5 +126,6 @@ def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
             ax.legend(fontsize=7, ncol=2)
     ax.set_title(title)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -149,6 +149,24 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_problems(file: Path) -> list[str]:
+    """One `file: task 'x': unknown metric ...` line per task-level metric that evaluation does not ship."""
+    from t2t_mtl.evaluation.errors import UnknownMetricError
+    from t2t_mtl.evaluation.metrics import canonical_metric_name
+
+    try:
+        task = task_registry.parse_task_file(file)
+    except TaskRegistryError:
+        return []  # validate_task_file reports these
+    problems = []
+    for metric in task.metrics:
+        try:
+            canonical_metric_name(metric)
+        except UnknownMetricError as error:
+            problems.append(f"{file}: task {task.name!r}: {error}")
+    return problems
+
+
 def _validate(args: argparse.Namespace) -> int:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
@@ -159,7 +177,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     problems = []
     for file in files:
-        problems += task_registry.validate_task_file(file, check_rows=args.rows)
+        problems += task_registry.validate_task_file(file, check_rows=args.rows) + _metric_problems(file)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

@@ -55,6 +55,9 @@ class EvalSettings:
             raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {self.scoring!r}")
         if self.max_examples is not None and self.max_examples < 1:
             raise EvaluationError(f"max_examples must be >= 1, got {self.max_examples}")
+        for key in ("num_beams", "max_new_tokens", "batch_size", "max_input_length"):
+            if getattr(self, key) < 1:
+                raise EvaluationError(f"{key} must be >= 1, got {getattr(self, key)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}

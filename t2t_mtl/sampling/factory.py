@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
+from t2t_mtl.param_types import coerce_numeric_params
 from t2t_mtl.sampling.bandit import SoftmaxBanditSampler, ThompsonBanditSampler
 from t2t_mtl.sampling.base import MixtureSampler
 from t2t_mtl.sampling.errors import SamplingError, UnknownStrategyError, check_keys, suggest
@@ -45,6 +46,7 @@ def build_sampler(config: Mapping[str, Any], task_sizes: Mapping[str, int], *, s
     if missing:
         raise SamplingError(f"sampling strategy {name!r} needs {', '.join(map(repr, missing))} "
                             f"(parameters: {', '.join(cls.PARAMS)})")
+    config = coerce_numeric_params(config, cls, f"sampling strategy {name!r}", SamplingError)
     kwargs = {k: v for k, v in config.items() if k != "strategy"}
     sampler = cls(task_sizes, seed=seed, rank=rank, world_size=world_size, **kwargs)
     sampler.log_rates()

@@ -98,6 +98,13 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
     """
     if temperature <= 0 or math.isnan(temperature):
         raise InvalidRateError(f"temperature/alpha must be > 0, got {temperature}")
+    if maximum is not None and not maximum >= 0:
+        raise InvalidRateError(f"cap must be >= 0 (0 or unset: no cap), got {maximum}")
+    if not scale > 0:
+        raise InvalidRateError(f"scale must be > 0, got {scale}")
+    for key, cap in (("template_cap", template_cap), ("dataset_cap", dataset_cap)):
+        if cap is not None and not cap > 0:
+            raise InvalidRateError(f"{key} must be > 0, got {cap}")
     sizes = check_task_sizes(task_sizes)
     templates = dict(templates or {})
     unknown = sorted(set(templates) - set(sizes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping, Optional
 
+from t2t_mtl.param_types import coerce_numeric_params
 from t2t_mtl.weighting.base import LossWeighting
 from t2t_mtl.weighting.errors import UnknownWeightingError, WeightingError
 from t2t_mtl.weighting.methods import (CurriculumWeighting, DynamicTaskPrioritization, EqualWeighting,
@@ -34,5 +35,6 @@ def build_weighting(config: Mapping[str, Any], task_names, task_sizes: Optional[
             valid = ", ".join(cls.PARAMS) or "none"
             raise WeightingError(f"unknown parameter {key!r} for loss weighting {name!r}."
                                  f"{_suggest(key, cls.PARAMS)} Valid parameters: {valid}.")
+    config = coerce_numeric_params(config, cls, f"loss weighting {name!r}", WeightingError)
     kwargs = {k: v for k, v in config.items() if k != "method"}
     return cls(task_names, task_sizes, **kwargs)

@@ -1,0 +1,50 @@
+"""Numeric checks of the free-form parameter sections of a config (`sampling:`, `weighting:`).
+
+Those sections are passed as keyword arguments to a class chosen by name, so their types come from the
+class's constructor annotations. PyYAML reads `1e-3` (no dot) as a string and `--set k=abc` gives one, so
+each numeric parameter is checked here, before it reaches arithmetic deep inside a sampler or a weighting.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any, Dict, Mapping, Type
+
+_NUMERIC = ("int", "float")
+
+
+def numeric_params(cls: type) -> Dict[str, str]:
+    """{keyword-only constructor parameter of `cls` or a base: "int" | "float"} for the numeric ones
+    (annotations `int`, `float`, `Optional[...]` of them; string annotations as `from __future__` writes)."""
+    kinds: Dict[str, str] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind is param.KEYWORD_ONLY and param.name not in kinds:
+                annotation = str(param.annotation).removeprefix("Optional[").removesuffix("]")
+                kinds[param.name] = annotation if annotation in _NUMERIC else ""
+    return {name: kind for name, kind in kinds.items() if kind}
+
+
+def coerce_numeric_params(config: Mapping[str, Any], cls: type, what: str,
+                          error: Type[Exception] = ValueError) -> Dict[str, Any]:
+    """`config` with `cls`'s numeric parameters checked: a numeric string becomes a number, an integral
+    float an int where an int is expected; anything else raises `error` naming `what` and the key."""
+    checked = dict(config)
+    for key, kind in numeric_params(cls).items():
+        value = checked.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not is_number or (kind == "int" and not float(value).is_integer()):
+            raise error(f"{what}: {key!r} must be {'an integer' if kind == 'int' else 'a number'}, "
+                        f"got {checked[key]!r}")
+        checked[key] = int(value) if kind == "int" else value
+    return checked
