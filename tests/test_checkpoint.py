@@ -124,3 +124,46 @@ def test_kill_9_then_resume_auto_continues_exactly(tmp_path, tok):
     run_model, _, _ = load_trained_model(tmp_path / "run")
     for (name, p), (_, q) in zip(ref_model.named_parameters(), run_model.named_parameters()):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), name
+
+
+class FailingEngine:
+    """engine.load_checkpoint raising like DeepSpeed does on a damaged file or a changed model."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def load_checkpoint(self, *args, **kwargs):
+        raise self.error
+
+
+def test_incomplete_or_corrupt_checkpoint_is_refused_naming_the_file(tmp_path):
+    # was: raw FileNotFoundError / unpickling ValueError / DeepSpeed AssertionError tracebacks on --resume
+    ckpt = save(tmp_path, 4)
+    with pytest.raises(ck.CheckpointError, match="size mismatch.*model.dims"):
+        ck.load_checkpoint(FailingEngine(RuntimeError("Error(s):\n\tsize mismatch for shared.weight")), ckpt, ENV)
+    with pytest.raises(ck.CheckpointError, match="ds.*incomplete or corrupt"):
+        ck.load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    (ckpt / "trainer_state.pt").write_text("garbage")
+    with pytest.raises(ck.CheckpointError, match="trainer_state.pt cannot be read"):
+        ck.load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    (ckpt / "trainer_state.pt").unlink()
+    with pytest.raises(ck.CheckpointError, match="trainer_state.pt is missing"):
+        ck.load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    for f in (ckpt / "ds").iterdir():
+        f.unlink()
+    with pytest.raises(ck.CheckpointError, match="DeepSpeed state.*missing or empty"):
+        ck.load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    (ckpt / "meta.json").write_text("{")
+    with pytest.raises(ck.CheckpointError, match="meta.json cannot be read"):
+        ck.read_meta(ckpt)
+
+
+def test_check_compatible_names_the_changed_key(tmp_path):
+    meta = {"tasks": ["a", "b"], "zero_stage": 0, "precision": "bf16"}
+    ck.check_compatible(tmp_path, meta, tasks=["a", "b"], zero_stage=0, precision="bf16")
+    with pytest.raises(ck.CheckpointError, match="tasks.*data.tasks"):
+        ck.check_compatible(tmp_path, meta, tasks=["b", "a"])
+    with pytest.raises(ck.CheckpointError, match="deepspeed.zero_stage = 0, this run has 2"):
+        ck.check_compatible(tmp_path, meta, zero_stage=2)
+    with pytest.raises(ck.CheckpointError, match="training.precision = 'bf16', this run has 'fp32'"):
+        ck.check_compatible(tmp_path, meta, precision="fp32")

@@ -184,3 +184,65 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, tok, cache, monkeypatc
     assert result.interrupted and result.step == 3
     assert latest_checkpoint(tmp_path / "run").name == "step-00000003"
     assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
+
+
+def test_resume_into_a_changed_run_is_refused_naming_the_key(tmp_path, tok, cache):
+    # was: DeepSpeed tracebacks (a missing ZeRO optimizer file, KeyError 'dynamic_loss_scale', a state-dict
+    # size mismatch) or the sampler's complaint, after tokenizing and building everything
+    from t2t_mtl.engine.checkpoint import CheckpointError
+
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+    changed = {
+        "tasks": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4}, data={"tasks": TASKS[:2]}),
+        "deepspeed.zero_stage": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
+                                            deepspeed={"zero_stage": 1}),
+        "training.precision": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "precision": "bf16"}),
+        "model.dims": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
+                                  model={"dims": {**cfg["model"]["dims"], "d_model": 64}}),
+    }
+    for key, new_cfg in changed.items():
+        with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):
+            train(new_cfg, resume="auto", evaluate_held_in=False)
+    assert train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 3}), resume="auto",
+                 evaluate_held_in=False).step == 3
+
+
+def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
+    # was: `--resume ...` named in export's message, and a raw FileNotFoundError / FileExistsError traceback
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1})
+    ckpt = train(cfg, evaluate_held_in=False).checkpoint
+    (tmp_path / "file").write_text("x")
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "file")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert cli_main(["export", str(tmp_path / "run" / "checkpoints"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" not in err and "pass a run directory" in err
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert cli_main(["export", str(tmp_path / "hf"), "--out", str(tmp_path / "x")]) == 2
+    assert "exported model folder already" in capsys.readouterr().err
+    (ckpt / "ds" / "mp_rank_00_model_states.pt").unlink()
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
+    assert "incomplete or corrupt" in capsys.readouterr().err
+
+
+def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
+    # was: gradient_surgery with ZeRO-3 and unknown surgery options failed only after tokenizing and building
+    # the model; an unknown data.mixture was reported as an "unknown task"; deepspeed.extra keys that
+    # DeepSpeed rejects escaped as a pydantic traceback
+    fresh = tmp_path / "fresh_cache"
+    bad = {
+        "deepspeed.zero_stage <= 2": dict(gradient_surgery={"method": "pcgrad"}, deepspeed={"zero_stage": 3},
+                                          training={"grad_accum": 3}),
+        "betta": dict(gradient_surgery={"method": "gradvac", "betta": 0.1}, training={"grad_accum": 3}),
+        # was accepted: one task per optimizer step, so the surgery never changed a gradient
+        "training.grad_accum >= 2": dict(gradient_surgery={"method": "pcgrad"}),
+        "data.mixture: unknown mixture 'procedral'": dict(data={"mixture": "procedral", "tasks": None}),
+    }
+    for message, sections in bad.items():
+        with pytest.raises((ConfigError, ValueError), match=message):
+            train(tiny_config(tmp_path / "run", tok, fresh, **sections), evaluate_held_in=False)
+        assert not fresh.exists()
+    with pytest.raises(ConfigError, match="(?s)deepspeed.extra.*bogus_key"):
+        train(tiny_config(tmp_path / "run", tok, cache,
+                          deepspeed={"extra": {"zero_optimization": {"bogus_key": 1}}}), evaluate_held_in=False)

@@ -263,6 +263,14 @@ def test_config_errors_name_the_key():
         moe(input_ids=ids, labels=labels, task_ids=torch.tensor([0, 1, 2, 3]))
 
 
+@pytest.mark.parametrize("key, value", [("capacity_factor", "abc"), ("z_loss_coef", None), ("min_capacity", 2.5),
+                                        ("dropless", "yes"), ("upcycle", 1), ("renormalize", "no")])
+def test_config_values_of_the_wrong_type_name_the_key(key, value):
+    # was: a string capacity factor raised a bare TypeError from a comparison; a string flag passed as true
+    with pytest.raises(MoEConfigError, match=f"model.moe.{key}="):
+        MoEConfig.from_dict({key: value})
+
+
 def test_task_routing_with_shared_experts_matches_per_sequence_computation():
     moe = MoEConfig(num_experts=3, top_k=2, routing="task", task_names=TASKS)
     block = MoEFeedForward(_config(), moe).eval()
@@ -459,3 +467,25 @@ def test_deepspeed_zero_two_ranks_match_single_process(tmp_path):
             for name in want:
                 torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5,
                                            msg=f"{routing} ZeRO-{stage} rank {rank}: {name}")
+
+
+def test_build_model_from_an_exported_moe_folder_keeps_its_experts(tmp_path):
+    # was: model.name_or_path of a saved MoE model loaded as a plain T5, dropping every expert and the task
+    # gates (a log warning only) and training a dense model with freshly initialised FFNs
+    from t2t_mtl.model import build_model
+    from t2t_mtl.model.t5 import ModelBuildError
+
+    moe = convert_to_moe(_dense(), {"num_experts": 2, "every": 1, "routing": "task", "task_names": TASKS,
+                                    "upcycle": False})
+    moe.save_pretrained(tmp_path / "moe")
+    loaded = build_model({"name_or_path": str(tmp_path / "moe")}, task_names=TASKS).eval()
+    assert isinstance(loaded, TaskAwareT5)
+    ids, labels = _batch()
+    task_ids = torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids, labels=labels, task_ids=task_ids).logits,
+                              moe(input_ids=ids, labels=labels, task_ids=task_ids).logits)
+    with pytest.raises(ModelBuildError, match="same tasks"):
+        build_model({"name_or_path": str(tmp_path / "moe")}, task_names=["qa", "nli", "summ"])
+    with pytest.raises(ModelBuildError, match="remove model.moe"):
+        build_model({"name_or_path": str(tmp_path / "moe"), "moe": {"num_experts": 4}}, task_names=TASKS)

@@ -142,7 +142,44 @@ def resolve_checkpoint(path_or_auto: str, run_dir: Path) -> Optional[Path]:
 
 
 def read_meta(ckpt: Path) -> Dict[str, Any]:
-    return json.loads((Path(ckpt) / "meta.json").read_text())
+    """The checkpoint's meta.json; CheckpointError when it is missing or unreadable."""
+    path = Path(ckpt) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} cannot be read ({err}); {_CORRUPT_HINT}") from None
+
+
+_CORRUPT_HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
+                 "<run>/checkpoints/step-N) or remove it")
+
+
+def _load_file(path: Path) -> Any:
+    """torch.load a trainer file of a checkpoint; CheckpointError naming the file when it is missing or corrupt."""
+    try:
+        return torch.load(path, weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; {_CORRUPT_HINT}") from None
+    except Exception as err:  # unpickling errors of a truncated/overwritten file come in many types
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); {_CORRUPT_HINT}") from None
+
+
+def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
+                     precision: Optional[str] = None) -> None:
+    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage or precision differ from the checkpoint's
+    (each given value is compared with `meta`; None skips it). Raises CheckpointError naming the config key."""
+    def refuse(key: str, was: Any, now: Any, what: str) -> None:
+        raise CheckpointError(f"checkpoint {ckpt} was written with {key} = {was!r}, this run has {now!r}: {what}, "
+                              f"or set training.output_dir to a new directory to start a new run")
+
+    if tasks is not None and "tasks" in meta and list(meta["tasks"]) != list(tasks):
+        refuse("tasks", list(meta["tasks"]), list(tasks), "resume with the same data.mixture / data.tasks / "
+               "data.held_out_clusters (the task ids and the sampler state belong to those tasks)")
+    if zero_stage is not None and "zero_stage" in meta and int(meta["zero_stage"]) != int(zero_stage):
+        refuse("deepspeed.zero_stage", meta["zero_stage"], zero_stage,
+               "resume with the same ZeRO stage (its optimizer files are laid out per stage)")
+    if precision is not None and "precision" in meta and meta["precision"] != precision:
+        refuse("training.precision", meta["precision"], precision, "resume with the same precision")
 
 
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
@@ -173,12 +210,24 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     tag = UNIVERSAL_TAG if universal else DS_TAG
-    path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if not (ckpt / tag).is_dir() or not any((ckpt / tag).iterdir()):
+        raise CheckpointError(f"{ckpt / tag} (the DeepSpeed state) is missing or empty; {_CORRUPT_HINT}")
+    trainer_state = _load_file(ckpt / "trainer_state.pt")
+    try:
+        path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_optimizer_states=True,
+                                         load_lr_scheduler_states=True)
+    except Exception as err:  # DeepSpeed reports a changed model or a damaged file from deep inside itself
+        hint = ("the weights do not fit this run's model: resume with the model.dims / model.moe / "
+                "model.task_embeddings / tokenizer the checkpoint was trained with"
+                if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err)
+                else _CORRUPT_HINT)
+        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:400]
+        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag} ({type(err).__name__}: {detail}); "
+                              f"{hint}") from None
     if path is None:
-        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}")
-    trainer_state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {_CORRUPT_HINT}")
     rank_file = ckpt / f"rank_{env.rank:05d}.pt"
     rank_state = None
     if meta["world_size"] == env.world_size and rank_file.exists():
-        rank_state = torch.load(rank_file, weights_only=False)
+        rank_state = _load_file(rank_file)
     return trainer_state, rank_state, meta

@@ -42,11 +42,16 @@ def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tenso
     at stage 0 its parameter order names the optimizer's fp32 master weights)."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
-    if meta.get("zero_stage", 0) >= 1:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    try:
+        if meta.get("zero_stage", 0) >= 1:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
-    states = torch.load(ckpt / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+            return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
+        states = torch.load(ckpt / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    except Exception as err:  # missing or damaged DeepSpeed files surface as many exception types
+        raise CheckpointError(f"{ckpt / DS_TAG}: the DeepSpeed weights cannot be read ({type(err).__name__}: "
+                              f"{str(err).strip()[:300]}); the checkpoint is incomplete or corrupt — export an "
+                              f"earlier {CHECKPOINTS}/step-* folder") from None
     module = {k: v.float() for k, v in states["module"].items()}
     fp32_groups = (states.get("optimizer") or {}).get("fp32_groups")
     if fp32_groups:  # bf16 at stage 0: the master weights, in the order the parameters were handed over
@@ -110,8 +115,7 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
     checkpoint dir. Returns `out_dir`."""
     ckpt = _checkpoint_of(run_or_ckpt)
     model, tokenizer, meta = model_from_checkpoint(ckpt)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
@@ -134,8 +138,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                           f"model is a dense T5 — export it without --task")
     unseen = task not in (model.moe_config.task_names or []) and _is_registered_task(task)
     sub = extract_task_subnetwork(model, task, unseen=unseen)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_dir(out_dir)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
@@ -157,11 +160,28 @@ def _checkpoint_of(path: Union[str, Path]) -> Path:
     if not path.exists():
         raise ExportError(f"{path} does not exist: pass a run directory, a checkpoints/step-* folder or an "
                           f"exported model folder")
+    if (path / "config.json").exists() and not (path / "meta.json").exists():
+        raise ExportError(f"{path} is an exported model folder already (load it with from_pretrained); export "
+                          f"takes a run directory or a {CHECKPOINTS}/step-* folder")
+    if not (path / "meta.json").exists() and not (path / CHECKPOINTS).is_dir():
+        raise ExportError(f"{path} is neither a run directory (no {CHECKPOINTS}/), a checkpoint (no meta.json) nor "
+                          f"an exported model folder (no config.json): pass a run directory, a "
+                          f"{CHECKPOINTS}/step-* folder or an exported model folder")
     try:
         ckpt = resolve_checkpoint(str(path), path)
     except CheckpointError as err:
         raise ExportError(str(err)) from None
     return ckpt
+
+
+def _output_dir(out_dir: Union[str, Path]) -> Path:
+    """`out_dir`, created; ExportError when it (or a parent) exists and is not a directory."""
+    out = Path(out_dir)
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ExportError(f"--out {out}: {blocker} exists and is not a directory; choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:

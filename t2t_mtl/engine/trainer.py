@@ -93,6 +93,10 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     if cfg.data.data_dir:
         task_registry.set_data_dir(cfg.data.data_dir)
     if cfg.data.mixture is not None:
+        if cfg.data.mixture not in task_registry.list_mixtures() and cfg.data.mixture not in task_registry.list_tasks():
+            err = task_registry.UnknownMixtureError(cfg.data.mixture, task_registry.list_mixtures())
+            raise ConfigError(f"data.mixture: {err.args[0]}: {', '.join(task_registry.list_mixtures())} (or one "
+                              f"task name; `t2t-mtl mixture show NAME` shows a mixture's rates)")
         rates = task_registry.training_rates(cfg.data.mixture, held_out_clusters=cfg.data.held_out_clusters)
         if cfg.data.tasks:
             wanted = list(cfg.data.tasks)
@@ -167,8 +171,22 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
         from t2t_mtl.model.moe import MoEConfig
 
         MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
-    if cfg.gradient_surgery and sampling_cfg.get("mode", "homogeneous") != "homogeneous":
-        raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
+    if cfg.gradient_surgery:
+        from t2t_mtl.gradients import build_method
+
+        if sampling_cfg.get("mode", "homogeneous") != "homogeneous":
+            raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
+        if cfg.deepspeed.config is None and cfg.deepspeed.zero_stage == 3:
+            raise ConfigError("gradient_surgery supports ZeRO stages 0-2 (the per-task gradient rows are not "
+                              "materialised under ZeRO-3 parameter partitioning): set deepspeed.zero_stage <= 2 "
+                              "or drop gradient_surgery")
+        build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors
+        if cfg.training.grad_accum < 2:
+            raise ConfigError("gradient_surgery combines the per-task gradients of one optimizer step, whose "
+                              "training.grad_accum micro-batches hold one task each (the same task on every "
+                              "rank): with grad_accum 1 every step sees a single task and surgery changes "
+                              "nothing. Set training.grad_accum >= 2 (e.g. the number of tasks, "
+                              f"{len(task_names)}) or drop gradient_surgery")
 
 
 # -------------------------------------------------------------------------------------------------- losses
@@ -210,6 +228,30 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
     if aux is not None:
         per_task = {t: v + aux / len(per_task) for t, v in per_task.items()}
     return per_task
+
+
+def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg: Config) -> Any:
+    """`deepspeed.initialize` on `ds_config`; DeepSpeed's own config validation errors (an unknown or
+    ill-typed key in deepspeed.extra / a deepspeed.config JSON) become a ConfigError naming that section."""
+    import deepspeed
+    from deepspeed.runtime.config import DeepSpeedConfigError
+    from pydantic import ValidationError
+
+    try:
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()],
+                                               config=ds_config)
+    except (ValidationError, DeepSpeedConfigError) as err:
+        source = (f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None
+                  else "deepspeed.extra")
+        raise ConfigError(f"DeepSpeed refused the config generated from {source}: {err}\nfix or remove the "
+                          f"offending key(s) (keys: https://www.deepspeed.ai/docs/config-json/)") from None
+    return engine
+
+
+def engine_precision(engine: Any) -> str:
+    """"bf16", "fp16" or "fp32": what the DeepSpeed engine trains in (training.precision, or a whole
+    deepspeed.config JSON's own bf16/fp16 sections)."""
+    return "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
 
 
 def _has_overflow_check(engine: Any) -> bool:
@@ -274,6 +316,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     # ---- data: mixture → tokenizer → per-task tokenized streams
     rates = training_rates(cfg)
     task_names = list(rates)
+    resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
+    if resume_meta:  # a changed task list would misread every task id and the sampler state: refuse it now
+        ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names)
     sampling_cfg = dict(cfg.sampling)
     if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
         sampling_cfg["rates"] = rates
@@ -327,16 +372,16 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     select_candidates = sampling_cfg.get("strategy") == "uncertainty"
 
     # ---- DeepSpeed (a checkpoint from another world size loads through DeepSpeed's universal format)
-    import deepspeed
-
     ds_config = build_deepspeed_config(cfg, env.world_size)
-    resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
     universal = bool(resume_meta) and resume_meta["world_size"] != env.world_size and resume_meta["zero_stage"] > 0
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         ckpt_io.ensure_universal(resume_from, env)
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()],
-                                           config=ds_config)
+    engine = initialize_deepspeed(model, ds_config, cfg)
+    precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
+    if resume_meta:
+        ckpt_io.check_compatible(resume_from, resume_meta, precision=precision,
+                                 zero_stage=None if universal else engine.zero_optimization_stage())
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
     surgery = None
@@ -371,7 +416,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                          "task_streams_rank0": task_streams.state_dict()}
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
                       "rng": ckpt_io.rng_state()}
-        meta = {"zero_stage": engine.zero_optimization_stage(), "precision": t.precision, "tasks": task_names,
+        meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
                 "vocab_size": len(tokenizer)}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
                                        meta=meta, env=env, keep=t.keep_checkpoints)
@@ -386,7 +431,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if step == 0:
         logger.message(f"model: {count_parameters(engine.module) / 1e6:.2f}M parameters; tasks: {len(task_names)}; "
                        f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
-                       f"{engine.zero_optimization_stage()}; precision {t.precision}")
+                       f"{engine.zero_optimization_stage()}; precision {precision}")
     else:
         logger.message(f"resumed from {resume_from} at step {step}")
     total_examples = sum(task_sizes.values())

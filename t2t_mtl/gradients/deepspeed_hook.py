@@ -36,7 +36,7 @@ class DeepSpeedSurgeryHook:
         stage = int(engine.zero_optimization_stage())
         if stage > 2:
             raise GradientMethodError(f"gradient_surgery supports ZeRO stages 0-2, got stage {stage}; "
-                                      f"set zero_stage <= 2 or drop gradient_surgery")
+                                      f"set deepspeed.zero_stage <= 2 or drop gradient_surgery")
         self.named = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
         sizes = [p.numel() for _, p in self.named]
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]

@@ -124,6 +124,24 @@ class MoEConfig:
         def bad(key: str, why: str) -> None:
             raise MoEConfigError(f"model.moe.{key}={getattr(self, key)!r}: {why}")
 
+        # types first (YAML gives strings for typos like `capacity_factor: 1,25`), so the range checks below
+        # never compare a string with a number and a string never passes as a true flag
+        for key in ("capacity_factor", "eval_capacity_factor", "aux_loss_coef", "z_loss_coef"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                bad(key, "must be a number")
+        if isinstance(self.min_capacity, bool) or not isinstance(self.min_capacity, int):
+            bad("min_capacity", "must be an integer >= 0")
+        for key in ("dropless", "upcycle"):
+            if not isinstance(getattr(self, key), bool):
+                bad(key, "must be true or false")
+        if self.renormalize is not None and not isinstance(self.renormalize, bool):
+            bad("renormalize", "must be true, false or null (null: renormalise when top_k > 1)")
+        if self.task_names is not None and (not isinstance(self.task_names, (list, tuple))
+                                            or not all(isinstance(t, str) for t in self.task_names)):
+            bad("task_names", "must be a list of task names")
+        if not isinstance(self.expert_ids, dict):
+            bad("expert_ids", "must be a mapping {layer: [expert ids]}")
         if not isinstance(self.num_experts, int) or self.num_experts < 1:
             bad("num_experts", "must be an integer >= 1")
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.num_experts:

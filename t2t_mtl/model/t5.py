@@ -35,10 +35,14 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     if isinstance(model_cfg, Mapping):
         model_cfg = ModelConfig(**model_cfg)
     if model_cfg.name_or_path is not None:
-        try:
-            model = T5ForConditionalGeneration.from_pretrained(model_cfg.name_or_path)
+        from t2t_mtl.model.moe import TaskAwareT5, load_t5_or_moe
+
+        try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
+            model = load_t5_or_moe(model_cfg.name_or_path)
         except (OSError, ValueError) as err:
             raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
+        if isinstance(model, TaskAwareT5):
+            _check_loaded_moe(model, model_cfg, task_names)
         if vocab_size is not None and model.config.vocab_size < vocab_size:
             raise ModelBuildError(
                 f"model {model_cfg.name_or_path!r} has {model.config.vocab_size} embeddings but the tokenizer has "
@@ -49,6 +53,19 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
         from t2t_mtl.model import moe  # owned by the MoE component
         model = moe.convert_to_moe(model, model_cfg.moe, task_names=list(task_names) if task_names else None)
     return model
+
+
+def _check_loaded_moe(model: Any, model_cfg: ModelConfig, task_names: Optional[Sequence[str]]) -> None:
+    """A loaded mixture-of-experts model keeps its own MoE layers: refuse a `model.moe` section (it would be
+    ignored) and, for task/hybrid routing, a task list other than the one its task ids index."""
+    if model_cfg.moe:
+        raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} is already a mixture-of-experts model "
+                              f"(its config.json has a moe section, which is used as is): remove model.moe")
+    trained = list(model.moe_config.task_names or [])
+    if model.moe_config.routing != "token" and task_names is not None and list(task_names) != trained:
+        raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} routes experts by the task ids of "
+                              f"{trained}, but this run's tasks are {list(task_names)}: train on the same tasks in "
+                              f"the same order (data.tasks: {trained})")
 
 
 MOE_STATS = ("aux_loss", "load_balancing", "z_loss", "dropped")
