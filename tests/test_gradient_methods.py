@@ -311,3 +311,47 @@ def test_step_hook_refuses_zero3():
 
     with pytest.raises(GradientMethodError, match="ZeRO stages 0-2"):
         build_step_hook({"method": "pcgrad"}, _FakeEngine(TwoHeads(), 3), ["a", "b"])
+
+
+@pytest.mark.parametrize("name,layer", [
+    ("encoder.block.3.layer.0.SelfAttention.q.weight", "encoder.block.3"),
+    ("decoder.block.11.layer.2.DenseReluDense.experts.4.wi.weight", "decoder.block.11"),
+    ("shared.weight", "shared"),
+    ("encoder.final_layer_norm.weight", "encoder.final_layer_norm"),
+    ("transformer.h.0.attn.c_attn.weight", "transformer.h.0"),
+])
+def test_layer_key_names_the_transformer_layer(name, layer):
+    from t2t_mtl.gradients.gradvac import layer_key
+
+    assert layer_key(name) == layer
+
+
+@pytest.mark.parametrize("per_layer", [True, "layer", "tensor"])
+def test_step_hook_segments_gradvac_per_transformer_layer_or_tensor(per_layer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.gradients import build_step_hook
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=8, d_kv=4, d_ff=16, num_layers=2,
+                                                num_decoder_layers=1, num_heads=2, decoder_start_token_id=0))
+    hook = build_step_hook({"method": "gradvac", "per_layer": per_layer}, _FakeEngine(model, 0), ["a", "b"])
+    named = [(n, p.numel()) for n, p in model.named_parameters()]
+    if per_layer == "tensor":
+        expected_groups = [n for n, _ in named]
+    else:  # T5: a block's parameters are `<stack>.block.<i>.…`; everything else is its own module
+        expected_groups = []
+        for n, _ in named:
+            parts = n.split(".")
+            group = ".".join(parts[:3]) if len(parts) > 2 and parts[1] == "block" else ".".join(parts[:-1])
+            if not expected_groups or expected_groups[-1] != group:
+                expected_groups.append(group)
+        assert expected_groups == ["shared", "encoder.block.0", "encoder.block.1", "encoder.final_layer_norm",
+                                   "decoder.block.0", "decoder.final_layer_norm"]
+    offsets = hook.surgery.segment_offsets
+    assert len(offsets) == len(expected_groups) + 1 and offsets[-1] == sum(size for _, size in named)
+    hook.remove()
+
+
+def test_gradvac_per_layer_value_is_checked():
+    with pytest.raises(GradientMethodError, match="per_layer must be one of"):
+        build_method({"method": "gradvac", "per_layer": "block"}, 3)

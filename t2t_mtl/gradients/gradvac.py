@@ -5,16 +5,21 @@ For i, for j ≠ i in a fresh random order, with g_i' = Σ_k C_ik g_k the curren
     C_ij += ‖g_i'‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²));
 then φ̂_ij ← (1−β) φ̂_ij + β φ_ij (updated after every visit, as the paper's algorithm does). Pairs with a zero
 gradient are skipped. The update is Σ_i g_i'. Targets start at 0 and live in `state_dict`.
-Per segment (`per_layer: true`), each segment k has its own targets and weights; the orders are shared.
+Per segment (`per_layer: true` or "layer": one segment per transformer layer; "tensor": one per parameter
+tensor), each segment k has its own targets and weights; the orders are shared. The segments themselves are
+the caller's (`segment_offsets`); `layer_key` names the layer a parameter belongs to.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from .base import GradientMethod, GradientMethodError, register_method, random_orders
 
+PER_LAYER_CHOICES = (False, True, "layer", "tensor")
+_LAYER = re.compile(r"^(.*?\.(?:block|blocks|layer|layers|h)\.\d+)\.")
 TARGET_EPS = 1e-8  # floor for √(1−φ̂²) so a target of ±1 cannot divide by zero
 
 
@@ -49,9 +54,18 @@ def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarr
     return coeffs.sum(0)
 
 
+def layer_key(name: str) -> str:
+    """The transformer layer of a parameter name: `encoder.block.3.layer.0.SelfAttention.q.weight` →
+    `encoder.block.3`; a parameter outside the numbered blocks is its own module (`shared.weight` → `shared`,
+    `encoder.final_layer_norm.weight` → `encoder.final_layer_norm`)."""
+    match = _LAYER.match(name)
+    return match.group(1) if match else name.rsplit(".", 1)[0]
+
+
 @register_method
 class GradVac(GradientMethod):
-    """Options: beta (EMA rate, paper 1e-2), per_layer (one Gram/targets/weights per segment), seed."""
+    """Options: beta (EMA rate, paper 1e-2), per_layer (false: whole model; true / "layer": one Gram, target set
+    and weight vector per transformer layer; "tensor": per parameter tensor), seed."""
 
     name = "gradvac"
     defaults = {"beta": 0.01, "per_layer": False, "seed": 0}
@@ -61,6 +75,9 @@ class GradVac(GradientMethod):
         beta = float(self.options["beta"])
         if not 0.0 < beta <= 1.0:
             raise GradientMethodError(f"gradient_surgery.beta must be in (0, 1] for gradvac, got {beta}")
+        if self.options["per_layer"] not in PER_LAYER_CHOICES:
+            raise GradientMethodError(f"gradient_surgery.per_layer must be one of {list(PER_LAYER_CHOICES)} for "
+                                      f"gradvac, got {self.options['per_layer']!r}")
         self.beta = beta
         self.rng = np.random.default_rng(int(self.options["seed"]))
         self.targets: np.ndarray | None = None  # [K, T, T], created on the first Gram (K known then)
