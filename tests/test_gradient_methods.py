@@ -237,6 +237,12 @@ def test_surgery_per_layer_segments_and_checkpoint_state():
         GradientSurgery(cfg, model.named_parameters(), ["a", "c"]).load_state_dict(surgery.state_dict())
     with pytest.raises(KeyError, match="not one of the gradient-surgery tasks"):
         surgery.row("zzz")
+    # without segment_of: one segment per module (layer), or per tensor with per_layer "tensor"
+    modules = [name.rsplit(".", 1)[0] for name, _ in model.named_parameters()]
+    by_layer = GradientSurgery(cfg, model.named_parameters(), tasks)
+    assert len(by_layer.segment_offsets) - 1 == len(dict.fromkeys(modules)) < len(modules)
+    by_tensor = GradientSurgery({**cfg, "per_layer": "tensor"}, model.named_parameters(), tasks)
+    assert by_tensor.segment_offsets == by_tensor.param_offsets
 
 
 @pytest.mark.parametrize("cfg", [{"method": "mgda"}, {"method": "nashmtl"}, {"method": "cagrad"}, {"method": "mean"},

@@ -28,6 +28,7 @@ import torch
 import kernels.gradproj as gradproj
 
 from .base import GradientMethodError, build_method
+from .gradvac import layer_key
 
 DISTRIBUTIONS = ("local", "replicated", "partitioned")
 
@@ -38,7 +39,8 @@ class GradientSurgery:
     method_cfg: `{"method": "pcgrad", ...options}` (see `t2t_mtl.gradients.METHODS`).
     params: the tensors whose gradients take part (Parameters, or (name, tensor) pairs); all one dtype/device.
     segment_of: for segmented methods (gradvac per_layer), maps a parameter name to its segment key;
-        consecutive parameters with the same key form one segment. Default: one segment per tensor.
+        consecutive parameters with the same key form one segment. Default: the transformer layer
+        (`gradvac.layer_key`; unnamed tensors are one segment each), or one per tensor with per_layer "tensor".
     segment_offsets: explicit segment boundaries over the local buffer (overrides segment_of); under
         "partitioned" every rank must pass the same number K of segments (empty ones allowed).
     """
@@ -207,7 +209,9 @@ class GradientSurgery:
                                           f"got {offsets}")
             return offsets
         if segment_of is None:
-            return list(self.param_offsets)
+            if self.method.options.get("per_layer") == "tensor":
+                return list(self.param_offsets)
+            segment_of = layer_key
         offsets, previous = [0], None
         for name, lo in zip(self.names, self.param_offsets):
             key = segment_of(name)
