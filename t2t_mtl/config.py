@@ -67,11 +67,17 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    """Which tasks and how their examples become batches."""
+    """Which tasks and how their examples become batches.
+
+    `tasks_dir`: folder(s) of YAML task files registered (on every rank) before the tasks are resolved.
+    `held_out_clusters`: clusters never trained on (dropped from a mixture; an error if named in `tasks`).
+    `train_held_out`: tasks flagged `held_out` that may be trained on all the same (deliberately)."""
 
     mixture: Optional[str] = None
     tasks: Optional[Union[List[str], Dict[str, float]]] = None
+    tasks_dir: Optional[Union[str, List[str]]] = None
     held_out_clusters: List[str] = field(default_factory=list)
+    train_held_out: List[str] = field(default_factory=list)
     templates: Optional[List[str]] = None
     max_examples_per_task: Optional[int] = None
     max_input_length: int = 128
@@ -432,6 +438,9 @@ def check_paths(cfg: Config) -> None:
             raise ConfigFileError(f"config key {key!r} names {kind} {value!r}, which does not exist")
 
     must_exist("data.data_dir", cfg.data.data_dir, "a data directory")
+    for index, directory in enumerate(tasks_dirs(cfg)):
+        key = "data.tasks_dir" if isinstance(cfg.data.tasks_dir, str) else f"data.tasks_dir[{index}]"
+        must_exist(key, directory, "a folder of YAML task files")
     must_exist("deepspeed.config", cfg.deepspeed.config, "a DeepSpeed JSON file")
     for key, value in (("model.name_or_path", cfg.model.name_or_path), ("tokenizer.path", cfg.tokenizer.path)):
         if value is not None and _looks_like_path(value):
@@ -440,6 +449,12 @@ def check_paths(cfg: Config) -> None:
     parent = next((p for p in (out, *out.parents) if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigFileError(f"training.output_dir {str(out)!r}: {parent} exists and is not a directory")
+
+
+def tasks_dirs(cfg: Config) -> List[str]:
+    """`data.tasks_dir` as a list of folders (one folder or several may be given)."""
+    value = cfg.data.tasks_dir
+    return [] if not value else [value] if isinstance(value, str) else list(value)
 
 
 def _looks_like_path(value: str) -> bool:

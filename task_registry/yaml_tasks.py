@@ -39,7 +39,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
 
@@ -328,4 +328,35 @@ def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, ove
     if register:
         for task in tasks:
             register_task(task, overwrite=overwrite)
+    return tasks
+
+
+def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                   overwrite: bool = True) -> list[Task]:
+    """Parse every `*.yaml` of one folder or several and register them (the `--tasks-dir` options and the
+    `data.tasks_dir` config key).
+
+    Every problem of every folder is reported at once in one `TaskFileError` (each `file:line: message`) and
+    then nothing is registered; a task name defined twice, in one folder or across them, is a problem too.
+    `overwrite=True` (default) replaces a registered task of the same name, so loading the same folders again
+    (the next run in one process) is harmless.
+    """
+    dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
+    tasks: list[Task] = []
+    errors: list[str] = []
+    for directory in dirs:
+        try:
+            tasks.extend(load_task_dir(directory, register=False))
+        except TaskFileError as error:
+            errors.extend(error.errors)
+        except TaskDefinitionError as error:  # a missing folder
+            errors.append(str(error))
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        errors.append(f"task name(s) {duplicates} defined by more than one file")
+    if errors:
+        raise TaskFileError(", ".join(str(d) for d in dirs), errors)
+    for task in tasks:
+        register_task(task, overwrite=overwrite)
     return tasks

@@ -50,6 +50,26 @@ def train_tiny_tokenizer(out_dir: Path) -> Path:
     return out_dir
 
 
+def write_yaml_task(directory: Path, name: str, *, rows: int = 32, held_out: bool = False,
+                    cluster: str = "yaml_tasks") -> Path:
+    """A YAML task file `directory/<name>.yaml` over a local jsonl (beside it) of reverse_words' rendered train
+    rows, so the tiny tokenizer covers its text. Returns the folder."""
+    import json
+
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    directory.mkdir(parents=True, exist_ok=True)
+    dataset = task_registry.get_task("reverse_words").to_dataset("train", max_examples=rows)
+    (directory / f"{name}.jsonl").write_text("".join(json.dumps({"question": r["inputs"], "answer": r["targets"]})
+                                                     + "\n" for r in dataset))
+    (directory / f"{name}.yaml").write_text(
+        f"name: {name}\ncluster: {cluster}\nheld_out: {str(held_out).lower()}\n"
+        f"source:\n  files: {{train: {name}.jsonl, validation: {name}.jsonl}}\n"
+        f"templates:\n  - name: plain\n    jinja: \"{{{{question}}}} ||| {{{{answer}}}}\"\n")
+    return directory
+
+
 def write_config(cfg: Dict[str, Any], path: Path) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import task_registry
 from t2t_mtl.analysis import transfer
 from t2t_mtl.analysis.errors import (GradientLogError, RunResultError, StudyConfigError, StudyMismatchError,
                                      TaskEmbeddingError)
@@ -185,7 +186,18 @@ def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_tra
     assert "pass --set 'data.held_out_clusters=[]'" in capsys.readouterr().err
     assert main([*common, "--tasks", "parity,count_word", "--eval-examples", "0"]) == 2
     assert "--eval-examples must be at least 1" in capsys.readouterr().err
+    # --tasks-dir registers YAML tasks (and puts them in every run's data.tasks_dir); a held_out-flagged task
+    # points at data.train_held_out (was: no --tasks-dir; "pass force=True")
+    from engine_helpers import write_yaml_task
+
+    with task_registry.isolated_registry():
+        tasks_dir = write_yaml_task(tmp_path / "tasks", "yaml_held", held_out=True)
+        assert main([*common, "--tasks", "parity,yaml_held", "--tasks-dir", str(tasks_dir)]) == 2
+        assert "pass --set 'data.train_held_out=[yaml_held]'" in capsys.readouterr().err
     assert not out.exists()  # nothing was trained or written
+    from t2t_mtl.analysis.engine_run import base_config_dict
+
+    assert base_config_dict(None, tasks_dir=str(tasks_dir))["data"]["tasks_dir"] == str(tasks_dir)
 
 
 # ---------------------------------------------------------------------------------- gradient affinity

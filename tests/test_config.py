@@ -69,6 +69,8 @@ def test_unknown_keys_listed_with_suggestions():
     ("training.precision", "bf61", "one of.*did you mean 'bf16'"),
     ("data.held_out_clusters", "nli", "data.held_out_clusters.*list"),
     ("deepspeed.offload_param", "yes", "deepspeed.offload_param.*bool"),
+    ("data.tasks_dir", 3, "data.tasks_dir.*str or list of str"),
+    ("data.train_held_out", "glue_rte", "data.train_held_out.*list"),
 ])
 def test_wrong_types_name_the_key(key, value, expected):
     section, name = key.split(".")
@@ -113,6 +115,11 @@ def test_missing_files_and_paths(tmp_path):
         C.check_paths(cfg)
     with pytest.raises(C.ConfigError, match="KEY=VALUE"):
         C.parse_overrides(["training.steps"])
+    for tasks_dir, key in ((str(tmp_path / "no_tasks"), r"'data\.tasks_dir'"),
+                           ([str(tmp_path), str(tmp_path / "no_tasks")], r"'data\.tasks_dir\[1\]'")):
+        cfg = C.config_from_dict({"data": {"mixture": "m", "tasks_dir": tasks_dir}, "model": {"dims": {"d_model": 8}}})
+        with pytest.raises(C.ConfigFileError, match=key + ".*no_tasks.*does not exist"):
+            C.check_paths(cfg)
 
 
 def test_cli_reports_config_errors_before_training(tmp_path, capsys):

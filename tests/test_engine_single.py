@@ -20,7 +20,7 @@ from t2t_mtl.engine.deepspeed_config import PrecisionError, build_deepspeed_conf
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
 
-from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer
+from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer, write_yaml_task
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +208,18 @@ def test_resume_into_a_changed_run_is_refused_naming_the_key(tmp_path, tok, cach
                  evaluate_held_in=False).step == 3
 
 
+def test_resume_at_or_past_the_last_step_trains_nothing_and_keeps_the_checkpoint(tmp_path, tok, cache, capsys):
+    # was: the same checkpoint written again (and "finished at step N") with nothing trained
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2})
+    first = train(cfg, evaluate_held_in=False)
+    files = {f: f.stat().st_mtime_ns for f in first.checkpoint.rglob("*") if f.is_file()}
+    again = train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 1}), resume="auto",
+                  evaluate_held_in=False)
+    assert again.step == 2 and again.checkpoint == first.checkpoint
+    assert {f: f.stat().st_mtime_ns for f in first.checkpoint.rglob("*") if f.is_file()} == files
+    assert "nothing left to train (raise training.steps to continue)" in capsys.readouterr().out
+
+
 def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
     # was: `--resume ...` named in export's message, and a raw FileNotFoundError / FileExistsError traceback
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1})
@@ -246,3 +258,62 @@ def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
     with pytest.raises(ConfigError, match="(?s)deepspeed.extra.*bogus_key"):
         train(tiny_config(tmp_path / "run", tok, cache,
                           deepspeed={"extra": {"zero_optimization": {"bogus_key": 1}}}), evaluate_held_in=False)
+
+
+def test_yaml_tasks_from_data_tasks_dir_are_trained(tmp_path, tok):
+    # was: no config key registered YAML task files, so a YAML task could be validated and previewed but
+    # never trained ("unknown task 'yaml_reverse'")
+    import task_registry
+
+    with task_registry.isolated_registry():
+        tasks_dir = write_yaml_task(tmp_path / "tasks", "yaml_reverse")
+        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 3},
+                          data={"tasks": ["yaml_reverse", "parity"], "tasks_dir": str(tasks_dir)},
+                          sampling={"strategy": "uniform", "mode": "mixed"})
+        result = train(cfg, evaluate_held_in=False)
+        losses = [r["task_loss"]["yaml_reverse"] for r in step_records(tmp_path / "run").values()
+                  if "yaml_reverse" in r.get("task_loss", {})]
+        assert losses and all(math.isfinite(v) for v in losses)
+        assert result.examples_seen["yaml_reverse"] > 0
+        # a broken file among the folders: a ConfigError naming the key, the file and its line, before tokenizing
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "broken.yaml").write_text("name: broken\nsource: {files: x.jsonl}\ntemplates: []\n")
+        cfg["data"]["tasks_dir"] = [str(tasks_dir), str(tmp_path / "bad")]
+        cfg["data"]["cache_dir"] = str(tmp_path / "fresh_cache")
+        with pytest.raises(ConfigError, match=r"(?s)data\.tasks_dir: .*broken\.yaml:3: `templates` must be"):
+            train(cfg, evaluate_held_in=False)
+        assert not (tmp_path / "fresh_cache").exists()
+
+
+def test_held_out_tasks_and_templates_in_a_config(tmp_path, tok):
+    # compare_numbers is flagged held_out and in the cluster 'comparison'; procedural_held_out is a mixture of
+    # that cluster
+    fresh = tmp_path / "fresh_cache"
+    bad = {
+        # was: HeldOutTaskError "... or pass force=True", which a config user cannot do
+        r"data\.tasks would train on task\(s\) \['compare_numbers'\].*data\.train_held_out: \['compare_numbers'\]":
+            dict(data={"tasks": ["parity", "compare_numbers"]}),
+        r"data\.mixture 'procedural' would train on .*'compare_numbers'.*data\.train_held_out":
+            dict(data={"mixture": "procedural", "tasks": None}),
+        # was: compare_numbers silently dropped, parity trained alone
+        r"data\.tasks names 'compare_numbers', whose cluster 'comparison' is held out.*data\.held_out_clusters":
+            dict(data={"tasks": ["parity", "compare_numbers"], "held_out_clusters": ["comparison"]}),
+        # was: "'_config_tasks' has no task left after holding out clusters ['comparison']"
+        r"^'data\.tasks' has no task left after holding out clusters \['comparison'\]":
+            dict(data={"tasks": ["procedural_held_out"], "held_out_clusters": ["comparison"]}),
+        r"data\.train_held_out: unknown task 'compare_numbrs'.*'compare_numbers'":
+            dict(data={"tasks": ["compare_numbers"], "train_held_out": ["compare_numbrs"]}),
+        # was: "task 'reverse_words' has no template 'nope'" without naming the config key
+        r"data\.templates: task 'reverse_words' has no template 'nope'.*'t5_prefix'":
+            dict(data={"templates": ["nope"]}),
+    }
+    for message, sections in bad.items():
+        with pytest.raises((ConfigError, ValueError), match=message) as info:
+            train(tiny_config(tmp_path / "run", tok, fresh, **sections), evaluate_held_in=False)
+        assert "_config_tasks" not in str(info.value) and "force=True" not in str(info.value)
+        assert not fresh.exists()
+    # data.train_held_out trains a held_out-flagged task deliberately
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2},
+                      data={"tasks": ["compare_numbers"], "train_held_out": ["compare_numbers"]})
+    train(cfg, evaluate_held_in=False)
+    assert all("compare_numbers" in r["task_loss"] for r in step_records(tmp_path / "run").values())

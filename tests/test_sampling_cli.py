@@ -93,3 +93,19 @@ def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path,
     assert "'tau' must be a number, got 'abc'" in capsys.readouterr().err
     assert main(["mixture", "show", mixture, "--sampler", "proportional", "--cap", "-5"]) == 2
     assert "cap must be >= 0" in capsys.readouterr().err
+
+
+def test_show_yaml_tasks_from_a_tasks_dir(mixture, tmp_path, capsys):
+    # was: no --tasks-dir, so the rates of a YAML task could not be shown; NAME may list task names
+    from engine_helpers import write_yaml_task
+
+    tasks_dir = write_yaml_task(tmp_path / "tasks", "yaml_rows", rows=20)
+    assert main(["mixture", "show", "yaml_rows,cli_small", "--tasks-dir", str(tasks_dir), "--sampler",
+                 "proportional", "--draws", "0"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("yaml_", "cli_"))}
+    assert rows["yaml_rows"] == ["20", "0.5556"] and rows["cli_small"] == ["16", "0.4444"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.yaml").write_text("name: [x]\n")
+    assert main(["mixture", "show", "yaml_rows", "--tasks-dir", str(tmp_path / "bad")]) == 2
+    assert "broken.yaml:1:" in capsys.readouterr().err

@@ -157,3 +157,16 @@ def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
     code = cli_main(["tokenizer", "train", "--mixture", "procedurl", "--out", str(tmp_path / "x")])
     assert code == 1
     assert "did you mean 'procedural'" in capsys.readouterr().err
+
+
+def test_cli_trains_on_yaml_tasks_from_a_tasks_dir(tmp_path, capsys):
+    # was: no --tasks-dir, so a tokenizer could not be trained on a YAML task
+    from engine_helpers import write_yaml_task
+
+    tasks_dir = write_yaml_task(tmp_path / "tasks", "yaml_tok")
+    with task_registry.isolated_registry():
+        code = cli_main(["tokenizer", "train", "--mixture", "yaml_tok", "--tasks-dir", str(tasks_dir),
+                         "--out", str(tmp_path / "tok"), "--vocab-size", "100"])
+    assert code == 0, capsys.readouterr().err
+    tok = load_tokenizer(tmp_path / "tok")
+    assert UNK not in tok("reverse_words: pear fox mango").input_ids

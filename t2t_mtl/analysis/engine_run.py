@@ -19,13 +19,17 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def base_config_dict(config: Optional[str] = None, overrides: Sequence[str] = (), *,
-                     data_dir: Optional[str] = None) -> dict[str, Any]:
-    """The validated base training config of a study as a plain dict (default: the packaged quickstart)."""
-    from t2t_mtl.config import load_config
+                     data_dir: Optional[str] = None, tasks_dir: Optional[str] = None) -> dict[str, Any]:
+    """The validated base training config of a study as a plain dict (default: the packaged quickstart).
+
+    `data_dir` replaces data.data_dir; `tasks_dir` (YAML task files) is added to data.tasks_dir."""
+    from t2t_mtl.config import load_config, tasks_dirs
 
     cfg = load_config(config if config is not None else "quickstart", list(overrides))
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
+    if tasks_dir is not None and str(tasks_dir) not in tasks_dirs(cfg):
+        cfg.data.tasks_dir = [*tasks_dirs(cfg), str(tasks_dir)] if tasks_dirs(cfg) else str(tasks_dir)
     return cfg.to_dict()
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
+from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a base config key (repeatable)")
     tr.add_argument("--data-dir", default=None, help="local data folder for hub datasets")
+    add_tasks_dir_option(tr)  # added to the base config's data.tasks_dir: every run registers them
     tr.add_argument("--eval-examples", type=int, default=64, help="validation examples scored per task")
     tr.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each run's final checkpoint (default: delete it once the run is scored)")
@@ -65,10 +67,11 @@ def _fail(exc: Exception) -> int:
 
 def check_trainable(tasks: list[str], base_cfg: dict) -> None:
     """Raise before anything is trained when a study task could not be trained under the base config: its
-    cluster is held out there, or it is evaluation-only / flagged held out (`task_registry.training_rates`)."""
+    cluster is held out there, it is evaluation-only, or flagged held out and not in data.train_held_out."""
     import task_registry
 
     held_out = sorted((base_cfg.get("data") or {}).get("held_out_clusters") or [])
+    allowed = (base_cfg.get("data") or {}).get("train_held_out") or []
     for name in tasks:
         task = task_registry.get_task(name)
         if task.cluster in held_out:
@@ -76,7 +79,14 @@ def check_trainable(tasks: list[str], base_cfg: dict) -> None:
             raise StudyConfigError(
                 f"task {name!r} is in cluster {task.cluster!r}, which the base config holds out "
                 f"(data.held_out_clusters: {held_out}), so no run could train on it; drop it from --tasks{fix}")
-        task_registry.training_rates(task)
+        try:
+            task_registry.training_rates(task, force=name in allowed)
+        except task_registry.EvalOnlyTaskError:
+            raise
+        except task_registry.HeldOutTaskError:
+            raise StudyConfigError(
+                f"task {name!r} is flagged held_out (kept for zero-shot evaluation); to train on it deliberately "
+                f"pass --set 'data.train_held_out=[{name}]', else drop it from --tasks") from None
 
 
 def _run_transfer(args: argparse.Namespace) -> int:
@@ -89,9 +99,10 @@ def _run_transfer(args: argparse.Namespace) -> int:
         task_registry.load_builtin_tasks()
         if args.eval_examples < 1:
             raise StudyConfigError(f"--eval-examples must be at least 1, got {args.eval_examples}")
+        base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
+        register_tasks_dir(base_cfg["data"]["tasks_dir"])
         for name in args.tasks:  # unknown names fail here, before anything is trained
             task_registry.get_task(name)
-        base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir)
         check_trainable(args.tasks, base_cfg)
         study = TransferStudy(args.tasks, args.seeds, args.steps, args.out, k=args.k, base_cfg=base_cfg,
                               run_options={"eval_examples": args.eval_examples,

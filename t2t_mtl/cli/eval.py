@@ -10,6 +10,8 @@ import dataclasses
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
+from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `eval` command."""
@@ -41,8 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
                              "default: $T2T_MTL_DATA_DIR")
-    parser.add_argument("--tasks-dir", default=None,
-                        help="a folder of YAML task files to register on top of the built-in tasks")
+    add_tasks_dir_option(parser)
     parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots/<task>.png")
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
@@ -72,8 +73,7 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
 
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
-    if args.tasks_dir:
-        task_registry.load_task_dir(args.tasks_dir, overwrite=True)
+    register_tasks_dir(args.tasks_dir)
     if args.tasks:
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         for name in names:

@@ -1,7 +1,8 @@
-"""`t2t-mtl mixture show NAME --sampler temperature --alpha 2 [--epochs E] [--plot rates.png]`.
+"""`t2t-mtl mixture show NAME --sampler temperature --alpha 2 [--epochs E] [--plot rates.png] [--tasks-dir DIR]`.
 
 Prints every task's sampling probability (per epoch for schedules) next to the realised share of a
-number of seeded draws, and optionally plots them.
+number of seeded draws, and optionally plots them. NAME is a registered mixture, a task, or comma-separated
+task names (as `data.tasks` lists them; with `--tasks-dir`, YAML tasks too).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
 
@@ -18,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("mixture", help="inspect task mixtures")
     commands = parser.add_subparsers(dest="mixture_command", metavar="SUBCOMMAND")
     show = commands.add_parser("show", help="per-task sampling rates of a mixture (table and plot)")
-    show.add_argument("name", help="a registered mixture (see `task_registry.list_mixtures()`)")
+    show.add_argument("name", help="a registered mixture (see `task_registry.list_mixtures()`), a task, or "
+                                   "comma-separated task names")
     show.add_argument("--sampler", default="explicit", choices=sorted(STRATEGIES),
                       help="strategy; 'explicit' uses the mixture's own (flattened) rates")
     show.add_argument("--alpha", type=float, help="temperature alpha (p ∝ n^(1/alpha))")
@@ -31,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="any other sampler parameter (JSON value), e.g. --set warmup_epochs=3")
     show.add_argument("--split", default="train", help="split whose row counts are the task sizes")
     show.add_argument("--data-dir", help="local data folder (task_registry.set_data_dir)")
+    add_tasks_dir_option(show)
     show.add_argument("--draws", type=int, default=100_000, help="seeded draws per epoch for realised shares")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--plot", help="write a PNG plot of the rates here")
@@ -45,7 +49,8 @@ def show_mixture(args: argparse.Namespace) -> int:
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
         task_registry.load_builtin_tasks()
-        mixture = task_registry.get_mixture(args.name)
+        register_tasks_dir(args.tasks_dir)
+        mixture = shown_mixture(args.name)
         rates = mixture.flatten()
         tasks = {name: task_registry.get_task(name) for name in rates}
         sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
@@ -59,6 +64,21 @@ def show_mixture(args: argparse.Namespace) -> int:
         plot_rates(table, f"{args.name}: {config['strategy']}", args.plot)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def shown_mixture(name: str) -> Any:
+    """The registered mixture `name`, else a mixture of one task or of comma-separated task names (rate 1
+    each); an unknown name raises the registry's error with close matches."""
+    import task_registry
+
+    if name in task_registry.list_mixtures():
+        return task_registry.get_mixture(name)
+    names = [n.strip() for n in name.split(",") if n.strip()]
+    if len(names) > 1 or (names and names[0] in task_registry.list_tasks()):
+        for member in names:
+            task_registry.resolve(member)
+        return task_registry.Mixture(name, names)
+    return task_registry.get_mixture(name)
 
 
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:

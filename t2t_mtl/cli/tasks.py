@@ -22,6 +22,7 @@ from typing import Sequence
 import yaml
 
 import task_registry
+from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
 from task_registry import TaskFileError, TaskRegistryError
 
 
@@ -30,7 +31,7 @@ def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
     default = argparse.SUPPRESS if defaults_suppressed else None
     parent.add_argument("--data-dir", default=default,
                         help=f"local copies of hub datasets (default: ${task_registry.DATA_DIR_ENV})")
-    parent.add_argument("--tasks-dir", default=default, help="a folder of YAML task files to register as well")
+    add_tasks_dir_option(parent, default)
     return parent
 
 
@@ -71,8 +72,7 @@ def _prepare(args: argparse.Namespace) -> None:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     task_registry.load_builtin_tasks()
-    if args.tasks_dir:
-        task_registry.load_task_dir(args.tasks_dir, overwrite=True)
+    register_tasks_dir(args.tasks_dir)
 
 
 def _fail(error: Exception) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tokenizer` command group."""
@@ -24,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data-dir", default=None,
                        help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
                             "default: $T2T_MTL_DATA_DIR")
+    add_tasks_dir_option(train)
     train.add_argument("--seed", type=int, default=0, help="seed of procedural tasks and template choice")
     train.set_defaults(func=run_train)
 
@@ -39,6 +42,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
         return 2
     try:
+        register_tasks_dir(args.tasks_dir)
         texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
     except (KeyError, ValueError) as error:

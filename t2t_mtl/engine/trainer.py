@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
+from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config, tasks_dirs
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
@@ -86,30 +86,73 @@ def seed_everything(seed: int) -> None:
 
 
 def training_rates(cfg: Config) -> Dict[str, float]:
-    """Task → rate of the training mixture, held-out clusters dropped (via task_registry.training_rates)."""
+    """Task → rate of the training mixture (via task_registry.training_rates); run on every rank.
+
+    Registers the built-in tasks and `data.tasks_dir`'s YAML tasks first. Tasks of `data.held_out_clusters`
+    are dropped from `data.mixture`; a task that `data.tasks` names in one of them is a ConfigError, as is a
+    task flagged `held_out` that `data.train_held_out` does not name, and a `data.templates` name that a task
+    lacks. Every error names the config key.
+    """
     import task_registry
 
+    d = cfg.data
     task_registry.load_builtin_tasks()
-    if cfg.data.data_dir:
-        task_registry.set_data_dir(cfg.data.data_dir)
-    if cfg.data.mixture is not None:
-        if cfg.data.mixture not in task_registry.list_mixtures() and cfg.data.mixture not in task_registry.list_tasks():
-            err = task_registry.UnknownMixtureError(cfg.data.mixture, task_registry.list_mixtures())
+    if d.data_dir:
+        task_registry.set_data_dir(d.data_dir)
+    if tasks_dirs(cfg):
+        try:
+            task_registry.load_task_dirs(tasks_dirs(cfg))
+        except task_registry.TaskRegistryError as err:
+            raise ConfigError(f"data.tasks_dir: {err}") from None
+
+    def registered(name: str, key: str) -> Any:
+        try:
+            return task_registry.get_task(name)
+        except task_registry.UnknownTaskError as err:
+            raise ConfigError(f"{key}: {err}") from None
+
+    for name in d.train_held_out:
+        registered(name, "data.train_held_out")
+    for name in d.tasks or ():
+        if d.mixture is None and name in task_registry.list_mixtures():
+            continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
+        cluster = registered(name, "data.tasks").cluster
+        if cluster in d.held_out_clusters:
+            raise ConfigError(f"data.tasks names {name!r}, whose cluster {cluster!r} is held out (never trained on: "
+                              f"data.held_out_clusters {d.held_out_clusters}); drop {name!r} from data.tasks or "
+                              f"{cluster!r} from data.held_out_clusters")
+    if d.mixture is not None:
+        if d.mixture not in task_registry.list_mixtures() and d.mixture not in task_registry.list_tasks():
+            err = task_registry.UnknownMixtureError(d.mixture, task_registry.list_mixtures())
             raise ConfigError(f"data.mixture: {err.args[0]}: {', '.join(task_registry.list_mixtures())} (or one "
                               f"task name; `t2t-mtl mixture show NAME` shows a mixture's rates)")
-        rates = task_registry.training_rates(cfg.data.mixture, held_out_clusters=cfg.data.held_out_clusters)
-        if cfg.data.tasks:
-            wanted = list(cfg.data.tasks)
+        rates = task_registry.training_rates(d.mixture, held_out_clusters=d.held_out_clusters, force=True)
+        if d.tasks:
+            wanted = list(d.tasks)
             missing = [t for t in wanted if t not in rates]
             if missing:
-                raise ConfigError(f"data.tasks {missing} are not in mixture {cfg.data.mixture!r} "
-                                  f"(after holding out {cfg.data.held_out_clusters})")
+                raise ConfigError(f"data.tasks {missing} are not in mixture {d.mixture!r}")
             rates = {t: rates[t] for t in wanted}
-        return rates
-    tasks = cfg.data.tasks
-    explicit = dict(tasks) if isinstance(tasks, dict) else {t: 1.0 for t in tasks}
-    mixture = task_registry.Mixture("_config_tasks", explicit)
-    return task_registry.training_rates(mixture, held_out_clusters=cfg.data.held_out_clusters)
+    else:
+        explicit = dict(d.tasks) if isinstance(d.tasks, dict) else {t: 1.0 for t in d.tasks}
+        # named after the config key: the registry's messages quote the mixture's name
+        rates = task_registry.training_rates(task_registry.Mixture("data.tasks", explicit),
+                                             held_out_clusters=d.held_out_clusters, force=True)
+    flagged = [t for t in rates if task_registry.get_task(t).held_out and t not in d.train_held_out]
+    if flagged:
+        clusters = sorted({task_registry.get_task(t).cluster for t in flagged})
+        source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
+        raise ConfigError(
+            f"{source} would train on task(s) {flagged}, flagged held_out (kept for zero-shot evaluation): set "
+            f"data.train_held_out: {flagged} to train on them deliberately, or hold out their cluster(s) "
+            f"{clusters} in data.held_out_clusters{' or remove them from data.tasks' if d.tasks else ''}")
+    for name in d.templates or ():
+        for task_name in rates:
+            try:
+                task_registry.get_task(task_name).get_template(name)
+            except task_registry.UnknownTemplateError as err:
+                raise ConfigError(f"data.templates: {err} (data.templates applies to every training task)") from None
+    return rates
 
 
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv):
@@ -434,6 +477,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                        f"{engine.zero_optimization_stage()}; precision {precision}")
     else:
         logger.message(f"resumed from {resume_from} at step {step}")
+        if step >= t.steps:
+            logger.message(f"the checkpoint is at step {step} >= training.steps={t.steps}: nothing left to train "
+                           f"(raise training.steps to continue)")
+    resumed_at = step
     total_examples = sum(task_sizes.values())
     seen_examples = float(step * t.micro_batch_size * t.grad_accum * env.world_size)
     last_record: Dict[str, Any] = {}
@@ -560,8 +607,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 checkpoint_path = save(step)
                 interrupted = True
                 break
-        if not interrupted:
-            checkpoint_path = save(step)
+        if not interrupted:  # a resumed run that trained no step keeps its checkpoint as it is
+            checkpoint_path = save(step) if step > resumed_at or resume_from is None else resume_from
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         logger.close()
