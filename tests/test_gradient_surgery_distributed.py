@@ -50,9 +50,9 @@ def _bounds(num_params: int, rank: int) -> tuple[int, int]:
     return min(num_params, rank * per_rank), min(num_params, (rank + 1) * per_rank)
 
 
-def _local_segments(global_offsets: list[int], lo: int, hi: int) -> list[int]:
-    """The global per-tensor segments clipped to this rank's slice [lo, hi) (empty ones kept)."""
-    return [min(max(o, lo), hi) - lo for o in global_offsets]
+def _local_segments(global_segments: list[int], lo: int, hi: int) -> list[int]:
+    """The global segments clipped to this rank's slice [lo, hi) (empty ones kept)."""
+    return [min(max(o, lo), hi) - lo for o in global_segments]
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -61,16 +61,15 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         model = _model()
-        sizes = [p.numel() for p in model.parameters()]
-        global_offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-        num_params = global_offsets[-1]
+        num_params = sum(p.numel() for p in model.parameters())
         lo, hi = _bounds(num_params, rank)
         results = {}
         for cfg in METHOD_CFGS:
             # partitioned: this rank keeps only [lo, hi) of every averaged task row
             partition = torch.zeros(hi - lo, dtype=torch.float64)
+            segments = GradientSurgery(cfg, model.named_parameters(), TASKS).segment_offsets  # the default: layers
             part = GradientSurgery(cfg, [partition], TASKS, distribution="partitioned",
-                                   segment_offsets=_local_segments(global_offsets, lo, hi))
+                                   segment_offsets=_local_segments(segments, lo, hi))
             # replicated: every rank fills full rows from its own data through the backward
             repl = GradientSurgery(cfg, model.named_parameters(), TASKS, distribution="replicated")
             combined_part, combined_repl, weights = [], [], []

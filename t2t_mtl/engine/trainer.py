@@ -607,8 +607,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 checkpoint_path = save(step)
                 interrupted = True
                 break
-        if not interrupted:  # a resumed run that trained no step keeps its checkpoint as it is
-            checkpoint_path = save(step) if step > resumed_at or resume_from is None else resume_from
+        if not interrupted:  # a run resumed in place that trained no step keeps its checkpoint as it is
+            in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
+            checkpoint_path = resume_from if in_place and step == resumed_at else save(step)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         logger.close()
