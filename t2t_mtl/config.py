@@ -103,7 +103,7 @@ class TrainingConfig:
     schedule: Literal["constant", "linear", "cosine"] = "linear"
     warmup: int = 0
     clip: float = 1.0
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     seed: int = 0
     log_every: int = 10
     validate_every: int = 0

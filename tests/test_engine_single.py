@@ -16,7 +16,8 @@ from t2t_mtl.cli import main as cli_main
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import latest_checkpoint
-from t2t_mtl.engine.deepspeed_config import PrecisionError, build_deepspeed_config, check_precision
+from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_precision,
+                                             resolve_precision)
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
 
@@ -54,7 +55,7 @@ def test_per_task_losses_match_a_loop_reference():
 def test_deepspeed_config_generated_and_passed_whole(tmp_path):
     base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
     cfg = config_from_dict({**base, "training": {"micro_batch_size": 3, "grad_accum": 2, "warmup": 5, "steps": 50,
-                                                 "schedule": "cosine", "clip": 0.5},
+                                                 "schedule": "cosine", "clip": 0.5, "precision": "bf16"},
                             "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_param": True,
                                           "extra": {"zero_optimization": {"reduce_bucket_size": 1000}}}})
     ds = build_deepspeed_config(cfg, world_size=4)
@@ -77,6 +78,20 @@ def test_deepspeed_config_generated_and_passed_whole(tmp_path):
         build_deepspeed_config(cfg, world_size=2)
     with pytest.raises(PrecisionError, match="fp16 is not supported on CPU"):
         check_precision("fp16", on_gpu=False)
+
+
+@pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, "fp32"), (True, False, "bf16"),
+                                                       (False, True, "bf16")])
+def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, avx512_bf16, amx, expected):
+    # an AMD EPYC without AVX512-BF16 runs a bf16 linear ~12x slower than fp32: the quickstart took 2 s/step
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", on_gpu=False) == expected
+    assert resolve_precision("fp32", on_gpu=False) == "fp32" and resolve_precision("bf16", on_gpu=False) == "bf16"
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}})
+    assert cfg.training.precision == "auto"
+    ds = build_deepspeed_config(cfg, world_size=1)
+    assert ds["bf16"] == {"enabled": expected == "bf16"} and ds["fp16"]["enabled"] is False
 
 
 def test_train_logs_per_task_and_exports(tmp_path, tok, cache):

@@ -21,11 +21,23 @@ class PrecisionError(ConfigError):
     """The requested precision cannot run on this device."""
 
 
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    """`training.precision` as trained: "auto" is bf16 where the hardware runs it natively (a GPU with bf16
+    support; a CPU with AVX512-BF16 or AMX — elsewhere bf16 matmuls are emulated, ~10× slower than fp32) and
+    fp32 otherwise; explicit values are returned as given."""
+    if precision != "auto":
+        return precision
+    if on_gpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
 def check_precision(precision: str, on_gpu: bool) -> None:
     """fp16 needs a GPU: DeepSpeed refuses it on CPU, and T5 overflows in fp16 anyway (use bf16)."""
     if precision == "fp16" and not on_gpu:
         raise PrecisionError("training.precision: fp16 is not supported on CPU (DeepSpeed refuses it) and T5 is "
-                             "known to overflow in fp16; use bf16 (the default) or fp32")
+                             "known to overflow in fp16; use auto (the default), bf16 or fp32")
 
 
 def _scheduler(cfg: Config) -> Optional[Dict[str, Any]]:
@@ -75,14 +87,15 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if cfg.deepspeed.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = False
+    precision = resolve_precision(t.precision, on_gpu=torch.cuda.is_available())
     optimizer_params: Dict[str, Any] = {"lr": t.lr, "betas": list(t.betas), "eps": 1e-8, "weight_decay": t.weight_decay}
     if not cfg.deepspeed.offload_optimizer:
         optimizer_params["torch_adam"] = True  # no JIT build of FusedAdam/CPUAdam needed
     ds = {
         **batch,
         "gradient_clipping": t.clip,
-        "bf16": {"enabled": t.precision == "bf16"},
-        "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
         "zero_optimization": zero,
         "optimizer": {"type": "AdamW", "params": optimizer_params},
         "steps_per_print": 10 ** 9,
