@@ -290,6 +290,11 @@ def test_yaml_tasks_from_data_tasks_dir_are_trained(tmp_path, tok):
                   if "yaml_reverse" in r.get("task_loss", {})]
         assert losses and all(math.isfinite(v) for v in losses)
         assert result.examples_seen["yaml_reverse"] > 0
+        # `t2t-mtl eval` registers the run's data.tasks_dir itself
+        with task_registry.isolated_registry():
+            task_registry.registry._TASKS.pop("yaml_reverse")
+            assert cli_main(["eval", "--checkpoint", str(tmp_path / "run"), "--tasks", "yaml_reverse",
+                             "--max-examples", "2", "--no-progress"]) == 0
         # a broken file among the folders: a ConfigError naming the key, the file and its line, before tokenizing
         (tmp_path / "bad").mkdir()
         (tmp_path / "bad" / "broken.yaml").write_text("name: broken\nsource: {files: x.jsonl}\ntemplates: []\n")

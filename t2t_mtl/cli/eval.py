@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
                              "default: $T2T_MTL_DATA_DIR")
-    add_tasks_dir_option(parser)
+    add_tasks_dir_option(parser)  # default: the checkpoint's data.tasks_dir
     parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots/<task>.png")
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
@@ -73,7 +73,7 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
 
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
-    register_tasks_dir(args.tasks_dir)
+    register_tasks_dir(args.tasks_dir or _find_key(meta, "tasks_dir"))  # default: the run's data.tasks_dir
     if args.tasks:
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         for name in names:
