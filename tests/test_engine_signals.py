@@ -180,3 +180,19 @@ def test_signal_config_errors_name_the_key(tmp_path, tokenizer_dir, sections, me
 
     with pytest.raises(ConfigError, match=message):
         train(tiny_config(tmp_path / "run", tokenizer_dir, tmp_path / "cache", **sections))
+
+
+def test_uncertainty_weighting_follows_the_lr_schedule(tmp_path, tokenizer_dir):
+    """The learned log σ² use the model's lr at each step: during warmup from lr 0 the first step leaves
+    them unchanged (they had used the peak training.lr from step 1); later steps move them."""
+    from t2t_mtl.weighting import build_weighting
+
+    weighting = {"method": "uncertainty"}
+    training = {"warmup": 4, "schedule": "constant", "lr": 1e-2}
+    initial = build_weighting(weighting, TASKS, {t: 64 for t in TASKS}).state_dict()
+    _, _, state = run_tiny(tmp_path / "one", tokenizer_dir, weighting=weighting,
+                           training={**training, "steps": 1})
+    for name, value in initial.items():
+        assert torch.equal(state["weighting"][name].cpu(), value.cpu()), name
+    _, _, state = run_tiny(tmp_path / "three", tokenizer_dir, weighting=weighting, training={**training, "steps": 3})
+    assert any(not torch.equal(state["weighting"][name].cpu(), value.cpu()) for name, value in initial.items())

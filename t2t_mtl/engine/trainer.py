@@ -396,6 +396,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     task_streams = TaskStreams(task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
     weighting = build_weighting(cfg.weighting, task_names, task_sizes).to(env.device)
     weighting_params = [p for p in weighting.parameters() if p.requires_grad]
+    # learned weights (uncertainty's log σ²) follow the model's lr schedule (set every step)
     weighting_opt = torch.optim.AdamW(weighting_params, lr=t.lr, weight_decay=0.0) if weighting_params else None
     padding = "max_length" if cfg.data.batching == "pad_to_max" else "longest"
     collator = Seq2SeqCollator(tokenizer.pad_token_id, max_input_length=cfg.data.max_input_length,
@@ -491,6 +492,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     try:
         while step < t.steps:
+            step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
             epoch = seen_examples / total_examples
             sampler.set_epoch(epoch)
             if select_candidates:  # CA-MTL: score the candidate pool under no_grad, train on the top b
@@ -555,6 +557,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     for p in weighting_params:
                         if p.grad is not None:
                             _all_reduce_sum(p.grad).div_(env.world_size)
+                    for group in weighting_opt.param_groups:  # the model's schedule (warmup, decay) for this step
+                        group["lr"] = step_lr
                     weighting_opt.step()
                     weighting_opt.zero_grad(set_to_none=True)
             step += 1
