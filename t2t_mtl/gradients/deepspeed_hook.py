@@ -26,8 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .base import GradientMethodError
-from .gradvac import layer_key
-from .surgery import GradientSurgery
+from .surgery import GradientSurgery, default_segment_of, segment_boundaries
 
 
 class DeepSpeedSurgeryHook:
@@ -51,7 +50,9 @@ class DeepSpeedSurgeryHook:
         device = self.named[0][1].device
         self.scratch = torch.zeros(self.per_rank * self.world, dtype=torch.float32, device=device)
         partition = torch.zeros(self.hi - self.lo, dtype=torch.float32, device=device)
-        local_segments = [min(max(o, self.lo), self.hi) - self.lo for o in self._segment_offsets(method_cfg)]
+        segments = segment_boundaries([name for name, _ in self.named], self.offsets,
+                                      default_segment_of(method_cfg.get("per_layer")))
+        local_segments = [min(max(o, self.lo), self.hi) - self.lo for o in segments]
         self.surgery = GradientSurgery(method_cfg, [partition], task_names,
                                        distribution="partitioned" if self.world > 1 else "local",
                                        segment_offsets=local_segments)
@@ -59,15 +60,6 @@ class DeepSpeedSurgeryHook:
         self.last_stats: dict[str, Any] | None = None
         self._handles = [p.register_hook(self._capture_hook(lo, hi))
                          for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:])]
-
-    def _segment_offsets(self, method_cfg: dict[str, Any]) -> list[int]:
-        """Global boundaries of a segmented method's segments: one per parameter tensor for
-        `per_layer: tensor`, else one per transformer layer (consecutive tensors with the same `layer_key`)."""
-        if method_cfg.get("per_layer") == "tensor":
-            return list(self.offsets)
-        keys = [layer_key(name) for name, _ in self.named]
-        starts = [lo for lo, before, key in zip(self.offsets[1:-1], keys, keys[1:]) if key != before]
-        return [0, *starts, self.num_params]
 
     def _capture_hook(self, lo: int, hi: int):
         def capture(grad: torch.Tensor) -> None:

@@ -209,13 +209,22 @@ class GradientSurgery:
                                           f"got {offsets}")
             return offsets
         if segment_of is None:
-            if self.method.options.get("per_layer") == "tensor":
-                return list(self.param_offsets)
-            segment_of = layer_key
-        offsets, previous = [0], None
-        for name, lo in zip(self.names, self.param_offsets):
-            key = segment_of(name)
-            if previous is not None and key != previous:
-                offsets.append(lo)
-            previous = key
-        return offsets + [self.num_params]
+            segment_of = default_segment_of(self.method.options.get("per_layer"))
+        return segment_boundaries(self.names, self.param_offsets, segment_of)
+
+
+def default_segment_of(per_layer: Any) -> Callable[[str], str] | None:
+    """How a segmented method groups parameters unless told otherwise: by transformer layer (`layer_key`), or
+    one segment per tensor (None) for `per_layer: tensor`."""
+    return None if per_layer == "tensor" else layer_key
+
+
+def segment_boundaries(names: Sequence[str], offsets: Sequence[int],
+                       segment_of: Callable[[str], str] | None) -> list[int]:
+    """Segment boundaries over parameters `names` laid out flat at `offsets` (len(names) + 1): consecutive
+    parameters with the same `segment_of(name)` form one segment; None: one segment per parameter."""
+    if segment_of is None:
+        return list(offsets)
+    keys = [segment_of(name) for name in names]
+    starts = [lo for lo, before, key in zip(offsets[1:-1], keys, keys[1:]) if key != before]
+    return [0, *starts, offsets[-1]]
