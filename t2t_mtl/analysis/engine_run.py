@@ -28,8 +28,9 @@ def base_config_dict(config: Optional[str] = None, overrides: Sequence[str] = ()
     cfg = load_config(config if config is not None else "quickstart", list(overrides))
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
-    if tasks_dir is not None and str(tasks_dir) not in tasks_dirs(cfg):
-        cfg.data.tasks_dir = [*tasks_dirs(cfg), str(tasks_dir)] if tasks_dirs(cfg) else str(tasks_dir)
+    known = tasks_dirs(cfg)
+    if tasks_dir is not None and str(tasks_dir) not in known:
+        cfg.data.tasks_dir = [*known, str(tasks_dir)] if known else str(tasks_dir)
     return cfg.to_dict()
 
 

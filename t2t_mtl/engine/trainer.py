@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config, tasks_dirs
+from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
@@ -99,9 +99,9 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     task_registry.load_builtin_tasks()
     if d.data_dir:
         task_registry.set_data_dir(d.data_dir)
-    if tasks_dirs(cfg):
+    if d.tasks_dir:
         try:
-            task_registry.load_task_dirs(tasks_dirs(cfg))
+            task_registry.load_task_dirs(d.tasks_dir)
         except task_registry.TaskRegistryError as err:
             raise ConfigError(f"data.tasks_dir: {err}") from None
 
