@@ -194,6 +194,11 @@ def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_tra
         tasks_dir = write_yaml_task(tmp_path / "tasks", "yaml_held", held_out=True)
         assert main([*common, "--tasks", "parity,yaml_held", "--tasks-dir", str(tasks_dir)]) == 2
         assert "pass --set 'data.train_held_out=[yaml_held]'" in capsys.readouterr().err
+        # an evaluation-only task is refused as such, not pointed at data.train_held_out (which cannot help)
+        write_yaml_task(tmp_path / "tasks", "yaml_eval", held_out=True, eval_only=True)
+        assert main([*common, "--tasks", "parity,yaml_eval", "--tasks-dir", str(tasks_dir)]) == 2
+        err = capsys.readouterr().err
+        assert "'yaml_eval'" in err and "evaluation-only" in err and "train_held_out" not in err
     assert not out.exists()  # nothing was trained or written
     from t2t_mtl.analysis.engine_run import base_config_dict
 

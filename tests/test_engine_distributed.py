@@ -13,8 +13,8 @@ from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import train
 
-from engine_helpers import REPO, free_port, run_checked, step_losses, subprocess_env, tiny_config, torchrun_command, \
-    train_tiny_tokenizer, write_config
+from engine_helpers import REPO, free_port, private_sshd, run_checked, step_losses, subprocess_env, tiny_config, \
+    torchrun_command, train_tiny_tokenizer, write_config
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -110,3 +110,29 @@ def test_deepspeed_launcher_two_ranks_match_one_process(work):
                  str(free_port()), "--module", "t2t_mtl", "train", str(path)], timeout=400)
     assert_same_curve(root / "dsl", root / "one")
     assert read_meta(latest_checkpoint(root / "dsl"))["world_size"] == 2
+
+
+def test_deepspeed_hostfile_two_hosts_over_ssh_match_one_process(work):
+    """The README's multi-node line, `deepspeed --hostfile HOSTFILE --num_nodes 2 --module t2t_mtl train`:
+    DeepSpeed's runner ssh-es (pdsh) into two "hosts" of the hostfile — 127.0.0.1 and localhost, both this
+    machine, through a private sshd — and starts one rank on each with the node rank pdsh gives it; the
+    environment reaches the remote shells only through a DeepSpeed env file. ZeRO-2 over the 2 nodes
+    reproduces the 1-process curve."""
+    root, tok, reference = work
+    cfg = tiny_config(root / "hosts", tok, root / "cache", training={"steps": STEPS}, deepspeed={"zero_stage": 2})
+    path = write_config(cfg, root / "hosts.yaml")
+    (root / "hostfile").write_text("127.0.0.1 slots=1\nlocalhost slots=1\n")
+    env = subprocess_env()
+    env_file = root / "deepspeed_env"  # what ~/.deepspeed_env holds on a cluster; pdsh's shells see only this
+    env_file.write_text("".join(f"{k}={env[k]}\n" for k in ("DS_ACCELERATOR", "OMP_NUM_THREADS", "HF_HUB_OFFLINE",
+                                                            "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")))
+    with private_sshd(root / "sshd") as ssh_options:
+        env.update(DS_ENV_FILE=str(env_file), PDSH_SSH_ARGS_APPEND=ssh_options)
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(root / "hostfile"),
+               "--num_nodes", "2", "--launcher", "pdsh", "--no_ssh_check", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "--module", "t2t_mtl", "train", str(path)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert "127.0.0.1: " in proc.stdout + proc.stderr and "localhost: " in proc.stdout + proc.stderr  # pdsh's
+    assert_same_curve(root / "hosts", root / "one")
+    assert read_meta(latest_checkpoint(root / "hosts"))["world_size"] == 2

@@ -332,6 +332,16 @@ def test_held_out_tasks_and_templates_in_a_config(tmp_path, tok):
             train(tiny_config(tmp_path / "run", tok, fresh, **sections), evaluate_held_in=False)
         assert "_config_tasks" not in str(info.value) and "force=True" not in str(info.value)
         assert not fresh.exists()
+    # the typed errors carry the names, so `t2t-mtl affinity` words the same checks for its command line
+    from t2t_mtl.engine.held_out import HeldOutClusterTaskError, UnapprovedHeldOutTaskError
+
+    with pytest.raises(UnapprovedHeldOutTaskError) as flagged:
+        train(tiny_config(tmp_path / "run", tok, fresh, data={"tasks": ["parity", "compare_numbers"]}))
+    assert flagged.value.tasks == ["compare_numbers"] and flagged.value.clusters == ["comparison"]
+    with pytest.raises(HeldOutClusterTaskError) as in_cluster:
+        train(tiny_config(tmp_path / "run", tok, fresh, data={"tasks": ["compare_numbers"],
+                                                              "held_out_clusters": ["comparison"]}))
+    assert (in_cluster.value.task, in_cluster.value.cluster) == ("compare_numbers", "comparison")
     # data.train_held_out trains a held_out-flagged task deliberately
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2},
                       data={"tasks": ["compare_numbers"], "train_held_out": ["compare_numbers"]})

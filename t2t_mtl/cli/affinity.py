@@ -67,26 +67,30 @@ def _fail(exc: Exception) -> int:
 
 def check_trainable(tasks: list[str], base_cfg: dict) -> None:
     """Raise before anything is trained when a study task could not be trained under the base config: its
-    cluster is held out there, it is evaluation-only, or flagged held out and not in data.train_held_out."""
+    cluster is held out there, it is evaluation-only, or flagged held out and not in data.train_held_out
+    (the engine's own checks, worded for this command line)."""
     import task_registry
 
-    held_out = sorted((base_cfg.get("data") or {}).get("held_out_clusters") or [])
-    allowed = (base_cfg.get("data") or {}).get("train_held_out") or []
-    for name in tasks:
-        task = task_registry.get_task(name)
-        if task.cluster in held_out:
-            fix = "" if task.held_out else " or pass --set 'data.held_out_clusters=[]'"
-            raise StudyConfigError(
-                f"task {name!r} is in cluster {task.cluster!r}, which the base config holds out "
-                f"(data.held_out_clusters: {held_out}), so no run could train on it; drop it from --tasks{fix}")
-        try:
-            task_registry.training_rates(task, force=name in allowed)
-        except task_registry.EvalOnlyTaskError:
-            raise
-        except task_registry.HeldOutTaskError:
-            raise StudyConfigError(
-                f"task {name!r} is flagged held_out (kept for zero-shot evaluation); to train on it deliberately "
-                f"pass --set 'data.train_held_out=[{name}]', else drop it from --tasks") from None
+    from t2t_mtl.engine.held_out import (HeldOutClusterTaskError, UnapprovedHeldOutTaskError,
+                                         refuse_held_out_cluster, refuse_unapproved_held_out)
+
+    data = base_cfg.get("data") or {}
+    try:
+        for name in tasks:
+            refuse_held_out_cluster(name, data.get("held_out_clusters") or [])
+        task_registry.training_rates(task_registry.Mixture("--tasks", dict.fromkeys(tasks, 1.0)), force=True)
+        refuse_unapproved_held_out(tasks, data.get("train_held_out") or [], "--tasks")
+    except HeldOutClusterTaskError as err:
+        fix = "" if task_registry.get_task(err.task).held_out else " or pass --set 'data.held_out_clusters=[]'"
+        raise StudyConfigError(
+            f"task {err.task!r} is in cluster {err.cluster!r}, which the base config holds out "
+            f"(data.held_out_clusters: {err.held_out_clusters}), so no run could train on it; drop it from "
+            f"--tasks{fix}") from None
+    except UnapprovedHeldOutTaskError as err:
+        raise StudyConfigError(
+            f"task(s) {err.tasks} are flagged held_out (kept for zero-shot evaluation); to train on them "
+            f"deliberately pass --set 'data.train_held_out=[{','.join(err.tasks)}]', else drop them from "
+            f"--tasks") from None
 
 
 def _run_transfer(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, coun
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed
+from t2t_mtl.engine.held_out import refuse_held_out_cluster, refuse_unapproved_held_out
 from t2t_mtl.engine.logging import TrainLogger, plot_task_losses
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
 
@@ -116,11 +117,8 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     for name in d.tasks or ():
         if d.mixture is None and name in task_registry.list_mixtures():
             continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
-        cluster = registered(name, "data.tasks").cluster
-        if cluster in d.held_out_clusters:
-            raise ConfigError(f"data.tasks names {name!r}, whose cluster {cluster!r} is held out (never trained on: "
-                              f"data.held_out_clusters {d.held_out_clusters}); drop {name!r} from data.tasks or "
-                              f"{cluster!r} from data.held_out_clusters")
+        registered(name, "data.tasks")
+        refuse_held_out_cluster(name, d.held_out_clusters)
     if d.mixture is not None:
         if d.mixture not in task_registry.list_mixtures() and d.mixture not in task_registry.list_tasks():
             err = task_registry.UnknownMixtureError(d.mixture, task_registry.list_mixtures())
@@ -138,14 +136,8 @@ def training_rates(cfg: Config) -> Dict[str, float]:
         # named after the config key: the registry's messages quote the mixture's name
         rates = task_registry.training_rates(task_registry.Mixture("data.tasks", explicit),
                                              held_out_clusters=d.held_out_clusters, force=True)
-    flagged = [t for t in rates if task_registry.get_task(t).held_out and t not in d.train_held_out]
-    if flagged:
-        clusters = sorted({task_registry.get_task(t).cluster for t in flagged})
-        source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
-        raise ConfigError(
-            f"{source} would train on task(s) {flagged}, flagged held_out (kept for zero-shot evaluation): set "
-            f"data.train_held_out: {flagged} to train on them deliberately, or hold out their cluster(s) "
-            f"{clusters} in data.held_out_clusters{' or remove them from data.tasks' if d.tasks else ''}")
+    source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
+    refuse_unapproved_held_out(list(rates), d.train_held_out, source)
     for name in d.templates or ():
         for task_name in rates:
             try:

@@ -1,0 +1,58 @@
+"""The held-out checks on the tasks a run would train on, shared by the engine and `t2t-mtl affinity`.
+
+Each check raises a typed `ConfigError` that carries the offending names, so a front end can word its own
+fix (`data.*` keys in a config, `--set` flags on a command line) without repeating the logic.
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence
+
+from t2t_mtl.config import ConfigError
+
+
+class HeldOutClusterTaskError(ConfigError):
+    """A task named for training sits in one of `data.held_out_clusters`."""
+
+    def __init__(self, message: str, *, task: str, cluster: str, held_out_clusters: List[str]) -> None:
+        super().__init__(message)
+        self.task, self.cluster, self.held_out_clusters = task, cluster, held_out_clusters
+
+
+class UnapprovedHeldOutTaskError(ConfigError):
+    """Tasks flagged `held_out` would be trained although `data.train_held_out` does not name them."""
+
+    def __init__(self, message: str, *, tasks: List[str], clusters: List[str]) -> None:
+        super().__init__(message)
+        self.tasks, self.clusters = tasks, clusters
+
+
+def refuse_held_out_cluster(name: str, held_out_clusters: Iterable[str]) -> None:
+    """Raise `HeldOutClusterTaskError` when registered task `name` is in a held-out cluster."""
+    import task_registry
+
+    held_out = sorted(held_out_clusters)
+    cluster = task_registry.get_task(name).cluster
+    if cluster in held_out:
+        raise HeldOutClusterTaskError(
+            f"data.tasks names {name!r}, whose cluster {cluster!r} is held out (never trained on: "
+            f"data.held_out_clusters {held_out}); drop {name!r} from data.tasks or {cluster!r} from "
+            f"data.held_out_clusters", task=name, cluster=cluster, held_out_clusters=held_out)
+
+
+def refuse_unapproved_held_out(names: Sequence[str], train_held_out: Iterable[str], source: str) -> None:
+    """Raise `UnapprovedHeldOutTaskError` when any of `names` is flagged `held_out` and not in `train_held_out`.
+
+    `source` names where the tasks came from (`data.tasks`, `data.mixture 'x'`) for the message.
+    """
+    import task_registry
+
+    allowed = set(train_held_out)
+    flagged = [t for t in names if task_registry.get_task(t).held_out and t not in allowed]
+    if not flagged:
+        return
+    clusters = sorted({task_registry.get_task(t).cluster for t in flagged})
+    removable = " or remove them from data.tasks" if source == "data.tasks" else ""
+    raise UnapprovedHeldOutTaskError(
+        f"{source} would train on task(s) {flagged}, flagged held_out (kept for zero-shot evaluation): set "
+        f"data.train_held_out: {flagged} to train on them deliberately, or hold out their cluster(s) "
+        f"{clusters} in data.held_out_clusters{removable}", tasks=flagged, clusters=clusters)
