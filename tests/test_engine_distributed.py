@@ -100,6 +100,31 @@ def test_two_nodes_zero2_then_resume_on_one_node(work):
     assert losses[STEPS + 1] < step_losses(root / "one")[1] - 0.3  # it continued from trained weights
 
 
+@pytest.mark.parametrize("stage", [1, 3])
+def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage):
+    """ZeRO-1 and ZeRO-3 (ZeRO-2: above) checkpoints of 2 ranks resume on 1 rank through DeepSpeed's universal
+    format: the weights are exactly DeepSpeed's own consolidation of the shards, and training goes on."""
+    root, tok, reference = work
+    cfg = tiny_config(root / f"u{stage}", tok, root / "cache", training={"steps": STEPS},
+                      deepspeed={"zero_stage": stage})
+    run_checked(torchrun_command(write_config(cfg, root / f"u{stage}.yaml"), 2), timeout=400)
+    ckpt = latest_checkpoint(root / f"u{stage}")
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    ds_state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="ds")
+    on_one = dict(cfg, training={**cfg["training"], "micro_batch_size": 8, "output_dir": str(root / f"u{stage}_1")})
+    assert train(on_one, resume=str(ckpt), evaluate_held_in=False).step == STEPS  # nothing left: only reload
+    reloaded, _, _ = load_trained_model(root / f"u{stage}_1")
+    assert read_meta(latest_checkpoint(root / f"u{stage}_1"))["world_size"] == 1
+    for name, p in reloaded.named_parameters():
+        assert torch.equal(p.detach(), ds_state[name]), name
+    longer = dict(on_one, training={**on_one["training"], "steps": STEPS + 2,
+                                    "output_dir": str(root / f"u{stage}_more")})
+    assert train(longer, resume=str(ckpt), evaluate_held_in=False).step == STEPS + 2
+    assert sorted(step_losses(root / f"u{stage}_more")) == [STEPS + 1, STEPS + 2]
+    assert step_losses(root / f"u{stage}_more")[STEPS + 1] < step_losses(root / "one")[1] - 0.3
+
+
 def test_deepspeed_launcher_two_ranks_match_one_process(work):
     """The README's `deepspeed --num_gpus 2 --module t2t_mtl train cfg.yaml` (the launcher passes
     `--local_rank=N` before the command): ZeRO-2 over 2 ranks reproduces the 1-process curve."""
