@@ -2,17 +2,12 @@
 a tiny run config on procedural tasks, a tokenizer trained once, subprocess launchers."""
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
-
-import pytest
+from typing import Any, Dict, List
 
 import yaml
 
@@ -129,42 +124,3 @@ def step_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
 
     return {r["step"]: r for r in read_metrics(Path(run_dir) / "logs")}
 
-
-@contextlib.contextmanager
-def private_sshd(directory: Path) -> Iterator[str]:
-    """An sshd of its own on 127.0.0.1 (fresh host and user keys in `directory`, a free port), so DeepSpeed's
-    pdsh launcher can ssh to "other hosts" without touching ~/.ssh. Yields the ssh options for
-    `PDSH_SSH_ARGS_APPEND`. Needs `sshd` and `pdsh` (Debian: openssh-server, pdsh; `.ci/run` installs them):
-    missing, the test fails under CI and is skipped elsewhere with that hint."""
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not (os.path.exists(sshd) and shutil.which("pdsh")):
-        hint = "sshd and pdsh are needed for the multi-host launcher test: apt-get install openssh-server pdsh"
-        if os.environ.get("CI"):
-            pytest.fail(hint)
-        pytest.skip(hint)
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
-    directory.mkdir(parents=True, exist_ok=True)
-    for key in ("host_key", "user_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / key)], check=True)
-    (directory / "authorized_keys").write_text((directory / "user_key.pub").read_text())
-    port = free_port()
-    (directory / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host_key'}\n"
-        f"AuthorizedKeysFile {directory / 'authorized_keys'}\nPidFile {directory / 'sshd.pid'}\n"
-        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n")
-    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(directory / "sshd_config")], stderr=subprocess.PIPE,
-                              text=True)
-    options = (f"-i {directory / 'user_key'} -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no "
-               "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
-    try:
-        deadline = time.monotonic() + 20
-        while subprocess.run(["ssh", *options.split(), "127.0.0.1", "true"], capture_output=True).returncode:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"the test's private sshd did not accept a login: {server.communicate()[1][-2000:]}")
-            time.sleep(0.2)
-        yield options
-    finally:
-        server.kill()
-        server.wait()

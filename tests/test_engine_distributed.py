@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import train
 
-from engine_helpers import REPO, free_port, private_sshd, run_checked, step_losses, subprocess_env, tiny_config, \
+from cluster_helpers import private_slurm, private_sshd
+from engine_helpers import REPO, free_port, run_checked, step_losses, subprocess_env, tiny_config, \
     torchrun_command, train_tiny_tokenizer, write_config
 
 pytestmark = pytest.mark.slow
@@ -161,3 +163,64 @@ def test_deepspeed_hostfile_two_hosts_over_ssh_match_one_process(work):
     assert "127.0.0.1: " in proc.stdout + proc.stderr and "localhost: " in proc.stdout + proc.stderr  # pdsh's
     assert_same_curve(root / "hosts", root / "one")
     assert read_meta(latest_checkpoint(root / "hosts"))["world_size"] == 2
+
+
+def test_slurm_sbatch_two_nodes_sigterm_and_requeue_continue_the_run(work):
+    """The packaged `sbatch t2t_mtl/configs/launch/slurm.sbatch cfg.yaml` on a private two-node SLURM: srun
+    starts one rank per node and the engine takes RANK/WORLD_SIZE/LOCAL_RANK from SLURM_PROCID/NTASKS/LOCALID.
+    A SIGTERM to the job's ranks (what the script's `--signal=TERM@120` sends before the time limit) makes them
+    checkpoint and exit, and the resubmitted job (`--resume auto`) continues: the two jobs' losses are exactly
+    those of one uninterrupted job. (Was `--signal=B:TERM`, to the batch shell, i.e. to srun, which answers
+    SIGTERM by killing the step: no checkpoint.)"""
+    root, tok, reference = work
+    steps = 60
+    cfg = tiny_config(root / "slurm_full", tok, root / "cache", training={"steps": steps},
+                      deepspeed={"zero_stage": 2})
+    script = REPO / "t2t_mtl" / "configs" / "launch" / "slurm.sbatch"
+    with private_slurm(root / "slurm") as slurm_env:
+        env = {k: v for k, v in subprocess_env().items() if not k.startswith("SLURM_")}
+        env.update(slurm_env, MASTER_ADDR="127.0.0.1", VENV=sys.prefix)  # node names t2t-n1/2 do not resolve
+
+        def sbatch(run: str, *options: str) -> str:
+            path = write_config(dict(cfg, training={**cfg["training"], "output_dir": str(root / run)}),
+                                root / f"{run}.yaml")
+            cmd = ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1",
+                   "--gpus-per-node=0", "--time=10", f"--output={root / run}-%j.out", *options, str(script),
+                   str(path)]
+            proc = subprocess.run(cmd, env={**env, "MASTER_PORT": str(free_port())}, capture_output=True,
+                                  text=True, timeout=300, cwd=REPO)
+            job = proc.stdout.strip().split(";")[0]
+            output = (root / f"{run}-{job}.out")
+            assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stderr}\n" + \
+                (output.read_text()[-5000:] if output.exists() else "")
+            return job
+
+        def job_state(job: str) -> str:
+            shown = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
+            return next(w.split("=", 1)[1] for w in shown.split() if w.startswith("JobState="))
+
+        sbatch("slurm_full", "--wait")
+        job = sbatch("slurm_cut")
+        deadline = time.monotonic() + 240
+        while not step_losses_or_none(root / "slurm_cut") or max(step_losses(root / "slurm_cut")) < 3:
+            assert job_state(job) in ("PENDING", "RUNNING") and time.monotonic() < deadline, \
+                (root / f"slurm_cut-{job}.out").read_text()[-5000:]
+            time.sleep(0.2)
+        subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)
+        while job_state(job) in ("PENDING", "RUNNING", "COMPLETING"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        out = (root / f"slurm_cut-{job}.out").read_text()
+        assert job_state(job) == "COMPLETED" and "interrupted (checkpoint saved)" in out, out[-5000:]
+        cut = latest_checkpoint(root / "slurm_cut")
+        assert read_meta(cut)["world_size"] == 2 and read_meta(cut)["step"] < steps
+        sbatch("slurm_cut", "--wait")  # the requeued job: same command, --resume auto
+    full, resumed = step_losses(root / "slurm_full"), step_losses(root / "slurm_cut")
+    assert sorted(full) == sorted(resumed) == list(range(1, steps + 1))
+    assert resumed == full
+    for s in range(1, STEPS + 1):  # and 2 SLURM ranks train as one process does
+        assert full[s] == pytest.approx(step_losses(root / "one")[s], rel=2e-4)
+
+
+def step_losses_or_none(run_dir):
+    return step_losses(run_dir) if (run_dir / "logs" / "metrics.jsonl").exists() else None
