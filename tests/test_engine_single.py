@@ -254,13 +254,11 @@ def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
 
 
 def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
-    # was: gradient_surgery with ZeRO-3 and unknown surgery options failed only after tokenizing and building
-    # the model; an unknown data.mixture was reported as an "unknown task"; deepspeed.extra keys that
-    # DeepSpeed rejects escaped as a pydantic traceback
+    # was: unknown surgery options failed only after tokenizing and building the model; an unknown
+    # data.mixture was reported as an "unknown task"; deepspeed.extra keys that DeepSpeed rejects escaped as a
+    # pydantic traceback
     fresh = tmp_path / "fresh_cache"
     bad = {
-        "deepspeed.zero_stage <= 2": dict(gradient_surgery={"method": "pcgrad"}, deepspeed={"zero_stage": 3},
-                                          training={"grad_accum": 3}),
         "betta": dict(gradient_surgery={"method": "gradvac", "betta": 0.1}, training={"grad_accum": 3}),
         # was accepted: one task per optimizer step, so the surgery never changed a gradient
         "training.grad_accum >= 2": dict(gradient_surgery={"method": "pcgrad"}),

@@ -154,7 +154,7 @@ def _ds_batch(step: int, micro: int, rank: int) -> tuple[str, torch.Tensor, torc
     return task, x, y
 
 
-DS_SETUPS = [(0, "fp32"), (1, "fp32"), (2, "fp32"), (2, "bf16")]  # (ZeRO stage, precision)
+DS_SETUPS = [(0, "fp32"), (1, "fp32"), (2, "fp32"), (2, "bf16"), (3, "fp32"), (3, "bf16")]  # (stage, precision)
 
 
 def _ds_worker(rank: int, port: int, out_dir: str) -> None:
@@ -196,7 +196,8 @@ def _ds_worker(rank: int, port: int, out_dir: str) -> None:
                         hook.before_optimizer_step(engine)
                     engine.step()
                 losses.append(step_loss)
-            params = [p.detach().float().clone() for p in engine.module.parameters()]
+            with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):  # ZeRO-3: whole tensors
+                params = [p.detach().float().clone() for p in engine.module.parameters()]
             results[stage, precision, label] = {"losses": losses, "params": params,
                               "stats": hook.stats() if hook else None}
             if hook:
@@ -237,6 +238,12 @@ def test_deepspeed_zero_training_with_surgery(ds_results, stage, precision):
     assert max(float((a - b).abs().max()) for a, b in zip(pcgrad["params"], ranks[0]["sum"]["params"])) > 5e-2
     cosine = pcgrad["stats"]["grad_cosine"]
     assert cosine[0][1] < 0
+    if (stage, precision) == (3, "fp32"):  # ZeRO-3's per-parameter pieces: the same PCGrad run as ZeRO-2's slices
+        zero2 = {label: run for (s, p, label), run in ds_results[0].items() if (s, p) == (2, "fp32")}
+        for got, expected in zip(pcgrad["params"], zero2["pcgrad"]["params"]):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(pcgrad["stats"]["grad_cosine"]),
+                                   torch.tensor(zero2["pcgrad"]["stats"]["grad_cosine"]), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -255,3 +262,22 @@ def test_trainer_pcgrad_zero2_two_processes_loss_falls(tmp_path):
     assert sorted(losses) == list(range(1, 17))
     first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (14, 15, 16)) / 3
     assert last < first - 1.0, losses
+
+
+@pytest.mark.slow
+def test_trainer_pcgrad_zero3_equals_zero2(tmp_path):
+    """The trainer with `gradient_surgery: pcgrad` under ZeRO-3 (2 ranks: every parameter partitioned, the
+    per-task rows hold each rank's pieces) trains exactly as under ZeRO-2 (flat slices), step for step."""
+    from engine_helpers import run_checked, step_losses, tiny_config, torchrun_command, train_tiny_tokenizer, \
+        write_config
+
+    tok = train_tiny_tokenizer(tmp_path / "tok")
+    for stage in (2, 3):
+        cfg = tiny_config(tmp_path / f"z{stage}", tok, tmp_path / "cache", training={"steps": 8, "grad_accum": 3},
+                          gradient_surgery={"method": "pcgrad", "seed": 0}, deepspeed={"zero_stage": stage})
+        run_checked(torchrun_command(write_config(cfg, tmp_path / f"z{stage}.yaml"), 2))
+    zero2, zero3 = step_losses(tmp_path / "z2"), step_losses(tmp_path / "z3")
+    assert sorted(zero3) == list(range(1, 9))
+    for step, loss in zero2.items():
+        assert zero3[step] == pytest.approx(loss, rel=1e-4), (step, zero2, zero3)
+    assert zero3[8] < zero3[1]

@@ -211,10 +211,6 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
 
         if sampling_cfg.get("mode", "homogeneous") != "homogeneous":
             raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
-        if cfg.deepspeed.config is None and cfg.deepspeed.zero_stage == 3:
-            raise ConfigError("gradient_surgery supports ZeRO stages 0-2 (the per-task gradient rows are not "
-                              "materialised under ZeRO-3 parameter partitioning): set deepspeed.zero_stage <= 2 "
-                              "or drop gradient_surgery")
         build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors
         if cfg.training.grad_accum < 2:
             raise ConfigError("gradient_surgery combines the per-task gradients of one optimizer step, whose "

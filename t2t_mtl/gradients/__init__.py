@@ -5,7 +5,7 @@ Gram → weights → combine) and `build_step_hook`, the DeepSpeed trainer's per
 """
 from .base import METHODS, GradientMethod, GradientMethodError, build_method, random_orders, register_method
 from .cagrad import CAGrad, cagrad_weights
-from .deepspeed_hook import DeepSpeedSurgeryHook, build_step_hook
+from .deepspeed_hook import DeepSpeedSurgeryHook, Zero3SurgeryHook, build_step_hook
 from .gradvac import GradVac, gradvac_weights
 from .mgda import MGDA, mgda_weights
 from .nashmtl import NashMTL, nashmtl_weights
@@ -17,5 +17,5 @@ __all__ = [
     "METHODS", "GradientMethod", "GradientMethodError", "build_method", "random_orders", "register_method",
     "PCGrad", "GradVac", "CAGrad", "MGDA", "NashMTL", "SumMethod", "MeanMethod",
     "pcgrad_weights", "gradvac_weights", "cagrad_weights", "mgda_weights", "nashmtl_weights",
-    "GradientSurgery", "DISTRIBUTIONS", "DeepSpeedSurgeryHook", "build_step_hook",
+    "GradientSurgery", "DISTRIBUTIONS", "DeepSpeedSurgeryHook", "Zero3SurgeryHook", "build_step_hook",
 ]

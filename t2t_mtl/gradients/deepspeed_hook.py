@@ -1,4 +1,4 @@
-"""Gradient surgery inside a DeepSpeed training step (ZeRO stages 0–2), through the trainer's hook contract:
+"""Gradient surgery inside a DeepSpeed training step (ZeRO stages 0–3), through the trainer's hook contract:
 
     hook = build_step_hook(cfg, engine, task_names)
     hook.begin_step(engine)                      # before the step's first micro-batch
@@ -15,7 +15,12 @@ At the boundary: partial Grams all-reduced (T² numbers), the method's weights o
 ranks), the local combine, one all-gather of the combined slices, and `deepspeed.utils.safe_set_full_grad`
 replaces DeepSpeed's averaged gradient of every parameter (its ZeRO-1/2 partition fragment, or `.grad` at
 stage 0) by the combined one. With method `sum` the step is exactly DeepSpeed's own.
-ZeRO-3 is refused: its parameters are partitioned during backward and this capture has not been validated there.
+
+ZeRO-3 (`Zero3SurgeryHook`) partitions every parameter (rank r holds piece r of each) and reduce-scatters the
+gradients into fp32 pieces itself, accumulating over the micro-batches. There no scratch and no extra
+collective are needed: after each backward the change of this rank's pieces (`safe_get_local_grad`) since the
+previous one is the micro-batch's rank-averaged gradient slice, added to its task's row; at the boundary the
+combined slice goes back piece by piece (`safe_set_local_grad`). Memory: T rows of P/world plus one.
 """
 from __future__ import annotations
 
@@ -25,18 +30,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .base import GradientMethodError
 from .surgery import GradientSurgery, default_segment_of, segment_boundaries
 
 
 class DeepSpeedSurgeryHook:
-    """Per-task gradient capture and combine around a DeepSpeed engine's accumulation boundary."""
+    """Per-task gradient capture and combine around a DeepSpeed engine's accumulation boundary (ZeRO 0-2)."""
 
     def __init__(self, method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]) -> None:
-        stage = int(engine.zero_optimization_stage())
-        if stage > 2:
-            raise GradientMethodError(f"gradient_surgery supports ZeRO stages 0-2, got stage {stage}; "
-                                      f"set deepspeed.zero_stage <= 2 or drop gradient_surgery")
         self.named = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
         sizes = [p.numel() for _, p in self.named]
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
@@ -125,6 +125,63 @@ def _all_gather_single(output: torch.Tensor, piece: torch.Tensor) -> None:
     gather(output, piece)
 
 
-def build_step_hook(method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]) -> DeepSpeedSurgeryHook:
-    """The trainer's entry point: a `DeepSpeedSurgeryHook` for `engine` over `task_names`."""
-    return DeepSpeedSurgeryHook(dict(method_cfg), engine, task_names)
+class Zero3SurgeryHook:
+    """The same contract under ZeRO-3, on the gradient pieces DeepSpeed itself reduces and accumulates."""
+
+    def __init__(self, method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]) -> None:
+        self.named = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
+        sizes = [p.ds_tensor.numel() for _, p in self.named]  # this rank's piece of each parameter (padded)
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        device = self.named[0][1].ds_tensor.device
+        self.accumulated = torch.zeros(self.offsets[-1], dtype=torch.float32, device=device)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        segments = segment_boundaries([name for name, _ in self.named], self.offsets,
+                                      default_segment_of(method_cfg.get("per_layer")))
+        self.surgery = GradientSurgery(method_cfg, [torch.zeros_like(self.accumulated)], task_names,
+                                       distribution="partitioned" if world > 1 else "local",
+                                       segment_offsets=segments)
+        self.last_stats: dict[str, Any] | None = None
+
+    def begin_step(self, engine: Any) -> None:
+        self.surgery.zero_()
+        self.accumulated.zero_()
+
+    def after_backward(self, engine: Any, task: str) -> None:
+        """Add what this micro-batch added to DeepSpeed's pieces (rank-averaged already) to `task`'s row."""
+        from deepspeed.utils import safe_get_local_grad
+
+        row = self.surgery.row(task)
+        row.sub_(self.accumulated)
+        for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
+            self.accumulated[lo:hi].copy_(safe_get_local_grad(p).reshape(-1))
+        row.add_(self.accumulated)
+
+    def before_optimizer_step(self, engine: Any) -> None:
+        """Gram → weights → combine, then replace DeepSpeed's accumulated pieces by the combined ones."""
+        from deepspeed.utils import safe_set_local_grad
+
+        combined = torch.zeros_like(self.accumulated)
+        self.surgery.combine_into(combined)
+        for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
+            safe_set_local_grad(p, combined[lo:hi])
+        self.last_stats = self.surgery.stats()
+
+    def stats(self) -> dict[str, Any] | None:
+        """Per-task gradient norms and cosines and the weights of the last step (see GradientSurgery.stats)."""
+        return self.last_stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.surgery.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.surgery.load_state_dict(state)
+
+    def remove(self) -> None:
+        """Nothing to detach: this hook reads DeepSpeed's own gradient pieces."""
+
+
+def build_step_hook(method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]
+                    ) -> DeepSpeedSurgeryHook | Zero3SurgeryHook:
+    """The trainer's entry point: the hook for `engine`'s ZeRO stage over `task_names`."""
+    hook_type = Zero3SurgeryHook if int(engine.zero_optimization_stage()) == 3 else DeepSpeedSurgeryHook
+    return hook_type(dict(method_cfg), engine, task_names)
