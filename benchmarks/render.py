@@ -119,22 +119,18 @@ def main() -> None:
 
     datasets.disable_caching()
     datasets.utils.logging.disable_progress_bar()
-    timings = {}
-    for name, run in (("compiled", run_compiled), ("naive", run_naive), ("pipeline", run_pipeline)):
+    def best_of(run) -> float:
         best = float("inf")
         for _ in range(args.repeats):
             start = time.perf_counter()
             run()
             best = min(best, time.perf_counter() - start)
-        timings[name] = best
+        return best
+
+    timings = {name: best_of(run) for name, run in
+               (("compiled", run_compiled), ("naive", run_naive), ("pipeline", run_pipeline))}
     tokenize_enabled[0] = False
-    for name, run in (("compiled render only", run_compiled), ("naive render only", run_naive)):
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - start)
-        timings[name] = best
+    timings.update({"compiled render only": best_of(run_compiled), "naive render only": best_of(run_naive)})
     compiled, naive = run_compiled(), run_naive()
     differ = sum(a != b for a, b in zip(compiled, naive))
     print(f"outputs identical (compiled vs naive): {differ == 0}" + (f" ({differ} differ)" if differ else ""))
