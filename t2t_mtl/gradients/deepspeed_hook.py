@@ -33,7 +33,24 @@ import torch.distributed as dist
 from .surgery import GradientSurgery, default_segment_of, segment_boundaries
 
 
-class DeepSpeedSurgeryHook:
+class _SurgeryHook:
+    """What both hooks share: the `GradientSurgery` over this rank's row slices, its stats and state."""
+
+    surgery: GradientSurgery
+    last_stats: dict[str, Any] | None = None
+
+    def stats(self) -> dict[str, Any] | None:
+        """Per-task gradient norms and cosines and the weights of the last step (see GradientSurgery.stats)."""
+        return self.last_stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.surgery.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.surgery.load_state_dict(state)
+
+
+class DeepSpeedSurgeryHook(_SurgeryHook):
     """Per-task gradient capture and combine around a DeepSpeed engine's accumulation boundary (ZeRO 0-2)."""
 
     def __init__(self, method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]) -> None:
@@ -57,7 +74,6 @@ class DeepSpeedSurgeryHook:
                                        distribution="partitioned" if self.world > 1 else "local",
                                        segment_offsets=local_segments)
         self.capturing = False
-        self.last_stats: dict[str, Any] | None = None
         self._handles = [p.register_hook(self._capture_hook(lo, hi))
                          for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:])]
 
@@ -103,16 +119,6 @@ class DeepSpeedSurgeryHook:
         self.last_stats = self.surgery.stats()
         self.scratch.zero_()
 
-    def stats(self) -> dict[str, Any] | None:
-        """Per-task gradient norms and cosines and the weights of the last step (see GradientSurgery.stats)."""
-        return self.last_stats
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.surgery.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.surgery.load_state_dict(state)
-
     def remove(self) -> None:
         """Detach the capture hooks from the parameters."""
         for handle in self._handles:
@@ -125,7 +131,7 @@ def _all_gather_single(output: torch.Tensor, piece: torch.Tensor) -> None:
     gather(output, piece)
 
 
-class Zero3SurgeryHook:
+class Zero3SurgeryHook(_SurgeryHook):
     """The same contract under ZeRO-3, on the gradient pieces DeepSpeed itself reduces and accumulates."""
 
     def __init__(self, method_cfg: dict[str, Any], engine: Any, task_names: Sequence[str]) -> None:
@@ -140,7 +146,6 @@ class Zero3SurgeryHook:
         self.surgery = GradientSurgery(method_cfg, [torch.zeros_like(self.accumulated)], task_names,
                                        distribution="partitioned" if world > 1 else "local",
                                        segment_offsets=segments)
-        self.last_stats: dict[str, Any] | None = None
 
     def begin_step(self, engine: Any) -> None:
         self.surgery.zero_()
@@ -165,16 +170,6 @@ class Zero3SurgeryHook:
         for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
             safe_set_local_grad(p, combined[lo:hi])
         self.last_stats = self.surgery.stats()
-
-    def stats(self) -> dict[str, Any] | None:
-        """Per-task gradient norms and cosines and the weights of the last step (see GradientSurgery.stats)."""
-        return self.last_stats
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.surgery.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.surgery.load_state_dict(state)
 
     def remove(self) -> None:
         """Nothing to detach: this hook reads DeepSpeed's own gradient pieces."""
