@@ -12,6 +12,7 @@ top of the built-in tasks). Errors print one line per problem and exit with stat
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import textwrap
@@ -59,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("-n", type=int, default=5, help="number of rows (default 5)")
     preview.add_argument("--split", help="split (default: the task's first split)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the per-row template choice")
+    preview.add_argument("--jsonl", action="store_true",
+                         help="print the rendered rows as JSON lines (inputs, targets, answer_choices, task, "
+                              "template): the input of `t2t-mtl predict --jsonl`")
     preview.set_defaults(func=_preview)
 
     validate = commands.add_parser("validate", parents=[common], help="check YAML task file(s) before registering")
@@ -137,6 +141,10 @@ def _preview(args: argparse.Namespace) -> int:
     task = task_registry.get_task(args.name)
     split = args.split or task.splits[0]
     dataset = task.to_dataset(split, templates=args.template, max_examples=args.n, seed=args.seed)
+    if args.jsonl:
+        for example in dataset:
+            print(json.dumps(dict(example), ensure_ascii=False))
+        return 0
     width = shutil.get_terminal_size((120, 20)).columns
     for index, example in enumerate(dataset):
         choices = f"  choices: {example['answer_choices']}" if example["answer_choices"] else ""

@@ -1,0 +1,90 @@
+"""`t2t-mtl predict`: a trained model's answers to instructed inputs (generation, or ranking given choices)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="answer free-form instructed inputs with a checkpoint (generate, or rank choices)",
+        description="Answer each input with a checkpoint: decode a text, or, given answer choices, pick the "
+                    "choice of highest log-likelihood (rank classification, as zero-shot evaluation does). "
+                    "Inputs come from the command line, or from a file / stdin: one text per line, or JSON "
+                    "lines with \"inputs\" and optional \"answer_choices\" and \"task\" (what `t2t-mtl tasks "
+                    "preview --jsonl` prints).")
+    parser.add_argument("--checkpoint", required=True,
+                        help="run dir, checkpoint dir (t2t-mtl train) or Hugging Face model folder")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="input texts (or use --input)")
+    parser.add_argument("--input", default=None, metavar="FILE",
+                        help="read inputs from FILE (- = stdin): one per line, JSON lines with --jsonl or a "
+                             ".jsonl file")
+    parser.add_argument("--jsonl", action="store_true",
+                        help="inputs are JSON lines (implied by a .jsonl file), and so is the output: each input's "
+                             "object with \"prediction\" (and \"scores\" when ranked) added; without it, one "
+                             "line per input (a newline inside a prediction printed as \\n)")
+    parser.add_argument("--choices", default=None, metavar="'A ||| B'",
+                        help="answer choices for every input, separated by '|||' (rank classification)")
+    parser.add_argument("--task", default=None,
+                        help="task of inputs that name none: picks the experts of a task-routed MoE model")
+    parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
+                        help="auto (default): rank where an input has choices, else generate")
+    parser.add_argument("--length-norm", action="store_true",
+                        help="rank by the mean (not the sum) of a choice's token log-probabilities")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit")
+    parser.add_argument("--batch-size", type=int, default=16, help="inputs per forward pass")
+    parser.add_argument("--max-input-length", type=int, default=512, help="inputs are truncated to this")
+    parser.set_defaults(func=run_predict)
+
+
+def _requests(args: argparse.Namespace) -> list:
+    from t2t_mtl.evaluation.predict import PredictInputError, PredictRequest, read_requests
+
+    if bool(args.texts) == bool(args.input):
+        raise PredictInputError("give input texts or --input FILE (one of the two)")
+    if args.texts:
+        requests = [PredictRequest(text) for text in args.texts]
+    elif args.input == "-":
+        requests = read_requests(sys.stdin, jsonl=args.jsonl, source="stdin")
+    else:
+        path = Path(args.input)
+        if not path.is_file():
+            raise PredictInputError(f"--input {args.input}: no such file")
+        with open(path, encoding="utf-8") as handle:
+            args.jsonl = args.jsonl or path.suffix == ".jsonl"
+            requests = read_requests(handle, jsonl=args.jsonl, source=str(path))
+    if args.choices is not None:
+        choices = [c.strip() for c in args.choices.split("|||")]
+        if len(choices) < 2 or not all(choices):
+            raise PredictInputError(f"--choices {args.choices!r}: give at least two non-empty choices "
+                                    f"separated by '|||', e.g. 'yes ||| no'")
+        for request in requests:
+            request.answer_choices = request.answer_choices or choices
+    return requests
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from t2t_mtl.evaluation import EvaluationError, load_checkpoint
+    from t2t_mtl.evaluation.predict import predict
+
+    for key in ("num_beams", "max_new_tokens", "batch_size", "max_input_length"):
+        if getattr(args, key) < 1:
+            print(f"error: --{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}", file=sys.stderr)
+            return 2
+    try:
+        requests = _requests(args)
+        model, tokenizer, _ = load_checkpoint(args.checkpoint)
+        predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
+                              length_normalize=args.length_norm, num_beams=args.num_beams,
+                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                              max_input_length=args.max_input_length)
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for prediction in predictions:
+        print(json.dumps(prediction.to_dict(), ensure_ascii=False) if args.jsonl
+              else prediction.prediction.replace("\n", "\\n"))
+    return 0

@@ -1,0 +1,135 @@
+"""Predictions for free-form instructed inputs: generation, or rank classification over given answer choices.
+
+A request is an input text with, optionally, its answer choices and the task it belongs to (the task picks
+the experts of a task-routed MoE model). `read_requests` parses plain lines (one input each) or JSON lines
+in the rendered-dataset schema (`inputs`, optional `answer_choices`, optional `task`, other keys kept), which
+is what `t2t-mtl tasks preview --jsonl` prints.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
+from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
+from t2t_mtl.model.moe import routing_task_id
+
+SCORING = ("auto", "rank", "generate")
+
+
+class PredictInputError(EvaluationError):
+    """A request line is not usable; the message names the source and the line."""
+
+
+@dataclass
+class PredictRequest:
+    """One input; `answer_choices` (None: generate) and `task` (None: no task routing) are optional."""
+
+    inputs: str
+    answer_choices: Optional[list[str]] = None
+    task: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)  # other JSON keys, echoed in the output
+
+
+@dataclass
+class Prediction:
+    """What the model answered: the decoded text, or the best choice with every choice's log-likelihood."""
+
+    request: PredictRequest
+    prediction: str
+    scores: Optional[list[float]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {**self.request.extra, "inputs": self.request.inputs, "prediction": self.prediction}
+        if self.request.answer_choices is not None:
+            out["answer_choices"] = self.request.answer_choices
+        if self.request.task is not None:
+            out["task"] = self.request.task
+        if self.scores is not None:
+            out["scores"] = self.scores
+        return out
+
+
+def _parse_json_line(text: str, where: str) -> PredictRequest:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PredictInputError(f"{where}: not a JSON object ({error.msg}); give one object per line with an "
+                                f"\"inputs\" string, or read plain text lines") from None
+    if not isinstance(row, dict) or not isinstance(row.get("inputs"), str):
+        raise PredictInputError(f"{where}: a JSON line needs an \"inputs\" string, got {text[:80]!r}")
+    choices, task = row.pop("answer_choices", None), row.pop("task", None)
+    if choices == []:
+        choices = None  # the rendered-dataset schema writes [] for "no choices"
+    if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
+        raise PredictInputError(f"{where}: \"answer_choices\" must be a list of strings, got {choices!r}")
+    if task is not None and not isinstance(task, str):
+        raise PredictInputError(f"{where}: \"task\" must be a task name, got {task!r}")
+    inputs = row.pop("inputs")
+    return PredictRequest(inputs, choices, task, extra=row)
+
+
+def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[PredictRequest]:
+    """Requests from `lines` (blank lines skipped): each a JSON object when `jsonl`, else the input text."""
+    requests = []
+    for number, line in enumerate(lines, start=1):
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        requests.append(_parse_json_line(text, f"{source}:{number}") if jsonl else PredictRequest(text))
+    if not requests:
+        raise PredictInputError(f"{source}: no input (give input texts, or lines in the file)")
+    return requests
+
+
+def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str]) -> Optional[list[int]]:
+    """Each request's routing task id (None when the model takes no task ids)."""
+    if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
+        return None
+    ids = []
+    for index, request in enumerate(requests):
+        task = request.task or default_task
+        if task is None:
+            raise EvaluationError(
+                f"input {index + 1}: this model routes by task (model.moe.routing "
+                f"{model.moe_config.routing!r}), so every input needs one: pass --task NAME (a trained task, or "
+                f"any other name for the unseen-task route, model.moe.unseen_task_routing) or a \"task\" field")
+        ids.append(routing_task_id(model, task))
+    return ids
+
+
+def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, scoring: str = "auto",
+            default_task: Optional[str] = None, length_normalize: bool = False, num_beams: int = 1,
+            max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512) -> list[Prediction]:
+    """One `Prediction` per request, in order.
+
+    scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
+    every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
+    that name none.
+    """
+    if scoring not in SCORING:
+        raise EvaluationError(f"scoring must be one of {SCORING}, got {scoring!r}")
+    ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
+    if scoring == "rank" and len(ranked) < len(requests):
+        missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
+        raise NoAnswerChoicesError(f"input {missing + 1} has no answer choices: rank scoring needs them "
+                                   f"(--choices, or \"answer_choices\" in a JSON line), or use generation")
+    task_ids = _task_ids(model, requests, default_task)
+    generated = sorted(set(range(len(requests))) - set(ranked))
+    pick = (lambda rows: None) if task_ids is None else (lambda rows: [task_ids[i] for i in rows])
+    results: list[Optional[Prediction]] = [None] * len(requests)
+    if generated:
+        texts = generate_texts(model, tokenizer, [requests[i].inputs for i in generated], num_beams=num_beams,
+                               max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               max_input_length=max_input_length, task_ids=pick(generated))
+        for i, text in zip(generated, texts):
+            results[i] = Prediction(requests[i], text)
+    if ranked:
+        scores = score_choices(model, tokenizer, [requests[i].inputs for i in ranked],
+                               [requests[i].answer_choices for i in ranked], length_normalize=length_normalize,
+                               batch_size=batch_size, max_input_length=max_input_length, task_ids=pick(ranked))
+        for i, row in zip(ranked, scores):
+            results[i] = Prediction(requests[i], requests[i].answer_choices[argmax_first(row)], row)
+    return results
