@@ -83,9 +83,10 @@ def private_slurm(directory: Path) -> Iterator[Dict[str, str]]:
     key.chmod(0o400)
     socket_path = directory / "munge.sock"
     ctld_port, node_ports = free_port(), [free_port(), free_port()]
+    host = socket.gethostname().split(".")[0]  # SLURM compares short host names
     conf = directory / "slurm.conf"
     conf.write_text("\n".join([
-        "ClusterName=t2t-test", f"SlurmctldHost={socket.gethostname()}(127.0.0.1)", f"SlurmctldPort={ctld_port}",
+        "ClusterName=t2t-test", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={ctld_port}",
         "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={socket_path}",
         "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={directory / 'state'}",
         f"SlurmdSpoolDir={directory / 'spool'}/%n", f"SlurmctldPidFile={directory / 'slurmctld.pid'}",
@@ -94,7 +95,7 @@ def private_slurm(directory: Path) -> Iterator[Dict[str, str]]:
         "SchedulerType=sched/builtin", "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
         "ReturnToService=2", "MpiDefault=none", "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",
-        *(f"NodeName=t2t-n{i + 1} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 Port={port} CPUs=1 "
+        *(f"NodeName=t2t-n{i + 1} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs=1 "
           "State=UNKNOWN" for i, port in enumerate(node_ports)),
         "PartitionName=test Nodes=t2t-n1,t2t-n2 Default=YES MaxTime=INFINITE State=UP", ""]))
     env = {"SLURM_CONF": str(conf)}
