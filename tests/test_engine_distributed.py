@@ -173,7 +173,7 @@ def test_slurm_sbatch_two_nodes_sigterm_and_requeue_continue_the_run(work):
     those of one uninterrupted job. (Was `--signal=B:TERM`, to the batch shell, i.e. to srun, which answers
     SIGTERM by killing the step: no checkpoint.)"""
     root, tok, reference = work
-    steps = 60
+    steps = 120  # long enough that the SIGTERM after step 3 always lands mid-run
     cfg = tiny_config(root / "slurm_full", tok, root / "cache", training={"steps": steps},
                       deepspeed={"zero_stage": 2})
     script = REPO / "t2t_mtl" / "configs" / "launch" / "slurm.sbatch"
