@@ -214,6 +214,50 @@ def test_surgery_backward_fills_buffer_in_place_and_combines_like_textbook():
     torch.testing.assert_close(torch.cat([p.grad.flatten() for p in model.parameters()]), 0.5 * flat)
 
 
+@pytest.mark.parametrize("cfg", [{"method": "pcgrad", "seed": 3}, {"method": "gradvac", "per_layer": True},
+                                 {"method": "mgda"}])
+def test_rows_are_slots_a_step_with_fewer_tasks_equals_the_full_gram(cfg):
+    """Steps holding 3 of 6 tasks, arriving out of order, in a buffer of 3 rows (max_tasks_per_step): the Gram
+    and combine over those rows, placed into the 6×6 Gram, equal the method run by hand on the full [6, P]
+    gradient matrix with zero rows for the absent tasks — weights, combined gradient and method state."""
+    model = TwoHeads().double()
+    tasks = [f"t{i}" for i in range(6)]
+    losses = _task_losses(model, 6)
+    grads = torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(
+        losses[t], list(model.parameters()), retain_graph=True)]) for t in range(6)])
+    slots = GradientSurgery(cfg, model.named_parameters(), tasks, max_tasks_per_step=3,
+                            segment_of=lambda name: name.split(".")[0])
+    assert slots.buffer.shape[0] == 3
+    reference = build_method(cfg, 6)
+    bounds = slots.segment_offsets if reference.segmented else [0, slots.num_params]
+    for present in ([4, 1, 5], [5, 0, 2], [3]):  # zero_() frees the rows; the method state carries over
+        for t in present:
+            slots.row(tasks[t]).copy_(grads[t])
+        full = torch.zeros_like(grads)
+        full[present] = grads[present]
+        grams = np.stack([(full[:, lo:hi] @ full[:, lo:hi].T).numpy() for lo, hi in zip(bounds, bounds[1:])])
+        weights = reference.weights(grams if reference.segmented else grams[0])
+        rows = np.atleast_2d(weights)
+        expected = torch.cat([torch.from_numpy(rows[k]) @ full[:, lo:hi] for k, (lo, hi) in
+                              enumerate(zip(bounds, bounds[1:]))])
+        assert slots.active == present
+        np.testing.assert_allclose(slots.weights(), weights, rtol=1e-9, atol=1e-12)
+        assert_rel_close(slots.combine_into(), expected, rtol=1e-9)
+        norms = slots.stats()["grad_norms"]
+        np.testing.assert_allclose(norms, full.norm(dim=1).numpy(), rtol=1e-10)
+        slots.zero_()
+    got, want = slots.method.state_dict(), reference.state_dict()
+    assert got.keys() == want.keys()
+    for key in got:
+        if isinstance(want[key], np.ndarray):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-15)
+        else:
+            assert got[key] == want[key], key
+    with pytest.raises(GradientMethodError, match=r"'t0' is the 4th task of this step, but the buffer has 3 rows"):
+        for t in (4, 1, 5, 0):
+            slots.row(tasks[t])
+
+
 def test_surgery_per_layer_segments_and_checkpoint_state():
     model = TwoHeads().double()
     tasks = ["a", "b"]

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from t2t_mtl.gradients import GradientSurgery
+from t2t_mtl.gradients import GradientMethodError, GradientSurgery
 
 TASKS = ["nli", "qa", "summarize"]
 METHOD_CFGS = [
@@ -92,6 +92,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 weights.append(torch.as_tensor(part.last_weights))
             results[cfg["method"]] = {"partitioned": combined_part, "replicated": combined_repl,
                                       "weights": weights, "stats": part.stats()}
+        # rows are slots taken in arrival order: ranks that ran the tasks in different orders are refused
+        mixed = GradientSurgery("pcgrad", [torch.zeros(4, dtype=torch.float64)], TASKS, distribution="partitioned")
+        for t in ((0, 1) if rank == 0 else (1, 0)):
+            mixed.row(t).fill_(1.0)
+        try:
+            mixed.gram()
+        except GradientMethodError as error:
+            results["mismatch"] = str(error)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -132,6 +140,7 @@ def test_two_ranks_match_one_rank(tmp_path):
                                            msg=f"{name} replicated rank {r} step {step}")
                 torch.testing.assert_close(got["weights"][step], ranks[0][name]["weights"][step], rtol=0, atol=0)
         assert ranks[0][name]["stats"]["grad_cosine"] == ranks[1][name]["stats"]["grad_cosine"]
+    assert all("the ranks hold different tasks in this step" in rank.get("mismatch", "") for rank in ranks)
     # the methods really differ from the plain mean here (so the comparison is not vacuous)
     mean = ranks[0]["mean"]["partitioned"][0]
     assert float((ranks[0]["pcgrad"]["partitioned"][0] - 3 * mean).norm()) > 1e-6

@@ -10,8 +10,9 @@
 Capture: a tensor hook on every trainable parameter adds the micro-batch's gradient (as autograd hands it over,
 before DeepSpeed's own accumulation/reduction hooks) into a flat fp32 scratch row. `after_backward` averages
 the scratch over the data-parallel ranks and keeps only this rank's 1/world slice in its task's row of a
-partitioned [T, P/world] GradientSurgery buffer (ZeRO-2-like memory: one full scratch row plus T slices).
-At the boundary: partial Grams all-reduced (T² numbers), the method's weights on the host (identical on all
+partitioned [k, P/world] GradientSurgery buffer, k = min(T, grad_accum) rows (memory: one full scratch row plus
+k slices).
+At the boundary: partial Grams all-reduced (k² numbers), the method's weights on the host (identical on all
 ranks), the local combine, one all-gather of the combined slices, and `deepspeed.utils.safe_set_full_grad`
 replaces DeepSpeed's averaged gradient of every parameter (its ZeRO-1/2 partition fragment, or `.grad` at
 stage 0) by the combined one. With method `sum` the step is exactly DeepSpeed's own.
@@ -20,7 +21,7 @@ ZeRO-3 (`Zero3SurgeryHook`) partitions every parameter (rank r holds piece r of 
 gradients into fp32 pieces itself, accumulating over the micro-batches. There no scratch and no extra
 collective are needed: after each backward the change of this rank's pieces (`safe_get_local_grad`) since the
 previous one is the micro-batch's rank-averaged gradient slice, added to its task's row; at the boundary the
-combined slice goes back piece by piece (`safe_set_local_grad`). Memory: T rows of P/world plus one.
+combined slice goes back piece by piece (`safe_set_local_grad`). Memory: k + 1 rows of P/world.
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         local_segments = [min(max(o, self.lo), self.hi) - self.lo for o in segments]
         self.surgery = GradientSurgery(method_cfg, [partition], task_names,
                                        distribution="partitioned" if self.world > 1 else "local",
-                                       segment_offsets=local_segments)
+                                       segment_offsets=local_segments, max_tasks_per_step=_tasks_per_step(engine))
         self.capturing = False
         self._handles = [p.register_hook(self._capture_hook(lo, hi))
                          for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:])]
@@ -126,6 +127,12 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         self._handles = []
 
 
+def _tasks_per_step(engine: Any) -> int | None:
+    """At most one task per micro-batch: the engine's gradient-accumulation steps (None: unknown)."""
+    steps = getattr(engine, "gradient_accumulation_steps", None)
+    return int(steps()) if callable(steps) else None
+
+
 def _all_gather_single(output: torch.Tensor, piece: torch.Tensor) -> None:
     gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.13
     gather(output, piece)
@@ -145,7 +152,7 @@ class Zero3SurgeryHook(_SurgeryHook):
                                       default_segment_of(method_cfg.get("per_layer")))
         self.surgery = GradientSurgery(method_cfg, [torch.zeros_like(self.accumulated)], task_names,
                                        distribution="partitioned" if world > 1 else "local",
-                                       segment_offsets=segments)
+                                       segment_offsets=segments, max_tasks_per_step=_tasks_per_step(engine))
 
     def begin_step(self, engine: Any) -> None:
         self.surgery.zero_()

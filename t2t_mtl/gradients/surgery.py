@@ -9,6 +9,13 @@ At the accumulation boundary: `gram()` (one pass over the buffer; with `distribu
 partial Grams of the ranks' disjoint slices are all-reduced, T² numbers), `weights()` (one transfer of the
 Gram to the host, the method's float64 solve), `combine_into(flat_grad)` (one pass, written in place).
 
+Rows are slots: a task takes the next free row when its gradient first arrives in a step, so the k tasks a
+step actually holds are the buffer's first k rows. The Gram and the combine run over those k rows only (the
+absent tasks' rows would be zero: their Gram entries are exactly 0), and the k×k Gram is placed into the
+T×T one on the host, so every method still sees all T tasks. With `max_tasks_per_step` (a step of
+`grad_accum` task-homogeneous micro-batches holds at most that many tasks) the buffer has only that many
+rows: memory and work scale with the tasks per step, not with the mixture's T.
+
 distribution:
 - "local": the buffer holds the whole gradient of this process (one rank, or ranks that already agree).
 - "replicated": every rank holds full rows computed on its own data (ZeRO-0/1, DDP): the rows are averaged
@@ -43,12 +50,14 @@ class GradientSurgery:
         (`gradvac.layer_key`; unnamed tensors are one segment each), or one per tensor with per_layer "tensor".
     segment_offsets: explicit segment boundaries over the local buffer (overrides segment_of); under
         "partitioned" every rank must pass the same number K of segments (empty ones allowed).
+    max_tasks_per_step: rows of the buffer (default T): at most this many distinct tasks between two
+        `zero_()` calls. Ranks must fill rows with the same tasks in the same order (checked at `gram()`).
     """
 
     def __init__(self, method_cfg: dict[str, Any] | str, params: Iterable[torch.Tensor | tuple[str, torch.Tensor]],
                  task_names: Sequence[str], *, distribution: str = "local", process_group: Any = None,
                  segment_of: Callable[[str], str] | None = None, segment_offsets: Sequence[int] | None = None,
-                 buffer_dtype: torch.dtype | None = None) -> None:
+                 buffer_dtype: torch.dtype | None = None, max_tasks_per_step: int | None = None) -> None:
         self.task_names = list(task_names)
         if len(set(self.task_names)) != len(self.task_names) or not self.task_names:
             raise GradientMethodError(f"gradient surgery needs distinct task names, got {self.task_names}")
@@ -72,8 +81,13 @@ class GradientSurgery:
         sizes = [p.numel() for p in self.params]
         self.param_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
         self.num_params = int(self.param_offsets[-1])
-        self.buffer = torch.zeros(len(self.task_names), self.num_params, device=self.device,
-                                  dtype=buffer_dtype or self.params[0].dtype)
+        rows = len(self.task_names) if max_tasks_per_step is None else min(len(self.task_names),
+                                                                              int(max_tasks_per_step))
+        if rows < 1:
+            raise GradientMethodError(f"max_tasks_per_step must be at least 1, got {max_tasks_per_step}")
+        self.buffer = torch.zeros(rows, self.num_params, device=self.device, dtype=buffer_dtype or self.params[0].dtype)
+        self.active: list[int] = []  # task indices in row order: row r holds task active[r]
+        self._row_of: dict[int, int] = {}
         self.segment_offsets = self._segments(segment_of, segment_offsets)
         self._gram: torch.Tensor | None = None
         self.last_weights: np.ndarray | None = None
@@ -91,12 +105,21 @@ class GradientSurgery:
             raise KeyError(f"task {task!r} is not one of the gradient-surgery tasks {self.task_names}") from None
 
     def row(self, task: str | int) -> torch.Tensor:
-        """The [P_local] row of `task` in the buffer (a view: write a partition gradient into it). Handing
-        out a writable row drops the cached Gram and weights, so the next `weights()` sees the new values."""
+        """The [P_local] row of `task` in the buffer (a view: write a partition gradient into it); a task new
+        to this step takes the next free row. Handing out a writable row drops the cached Gram and weights,
+        so the next `weights()` sees the new values."""
         index = self.task_index(task)
+        if index not in self._row_of:
+            if len(self.active) == self.buffer.shape[0]:
+                raise GradientMethodError(
+                    f"task {self.task_names[index]!r} is the {len(self.active) + 1}th task of this step, but the "
+                    f"buffer has {self.buffer.shape[0]} rows (max_tasks_per_step; tasks so far: "
+                    f"{[self.task_names[i] for i in self.active]}); call zero_() after each optimizer step")
+            self._row_of[index] = len(self.active)
+            self.active.append(index)
         self._gram = None
         self.last_weights = None
-        return self.buffer[index]
+        return self.buffer[self._row_of[index]]
 
     def row_views(self, task: str | int) -> list[torch.Tensor]:
         """Per-parameter views of `task`'s row, shaped like the parameters."""
@@ -124,23 +147,32 @@ class GradientSurgery:
                 p.grad = old
 
     def zero_(self) -> None:
-        """Clear every task row (call after the optimizer step)."""
-        self.buffer.zero_()
+        """Clear the rows and free them for the next step's tasks (call after the optimizer step)."""
+        self.buffer[: len(self.active)].zero_()
+        self.active, self._row_of = [], {}
         self._gram = None
         self.last_weights = None
 
     # --- the boundary -----------------------------------------------------------------------------------
     def gram(self) -> torch.Tensor:
-        """fp32 Gram [T, T] (or [K, T, T] for a segmented method) of the task rows, synchronised over ranks."""
+        """fp32 Gram [k, k] (or [K, k, k] for a segmented method) of the k tasks this step holds, in row order
+        (`active`), synchronised over ranks."""
         import torch.distributed as dist
 
         distributed = dist.is_available() and dist.is_initialized() and self.distribution != "local"
-        if distributed and self.distribution == "replicated":
-            dist.all_reduce(self.buffer, op=dist.ReduceOp.SUM, group=self.process_group)
-            self.buffer.div_(dist.get_world_size(self.process_group))
+        if distributed:
+            self._check_same_tasks()
+        rows = self.buffer[: len(self.active)]
+        if distributed and self.distribution == "replicated" and self.active:
+            dist.all_reduce(rows, op=dist.ReduceOp.SUM, group=self.process_group)
+            rows.div_(dist.get_world_size(self.process_group))
         segments = self.segment_offsets if self.method.segmented else None
-        gram = gradproj.gram(self.buffer, segments)
-        if distributed and self.distribution == "partitioned":
+        if not self.active:  # no task this step: an all-zero Gram
+            shape = (len(self.segment_offsets) - 1, 0, 0) if segments else (0, 0)
+            gram = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        else:
+            gram = gradproj.gram(rows, segments)
+        if distributed and self.distribution == "partitioned" and self.active:
             dist.all_reduce(gram, op=dist.ReduceOp.SUM, group=self.process_group)
         self._gram = gram
         return gram
@@ -153,8 +185,13 @@ class GradientSurgery:
     def combine_into(self, flat_grad: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
         """Write scale · Σ_t w_t g_t into `flat_grad` [P_local] (allocated when None) and return it."""
         weights = self.last_weights if self.last_weights is not None else self.weights()
+        if not self.active:
+            out = flat_grad if flat_grad is not None else torch.empty(self.num_params, dtype=self.buffer.dtype,
+                                                                      device=self.device)
+            return out.zero_()
         segments = self.segment_offsets if self.method.segmented else None
-        return gradproj.combine(weights, self.buffer, out=flat_grad, scale=scale, segment_offsets=segments)
+        return gradproj.combine(np.asarray(weights)[..., self.active], self.buffer[: len(self.active)],
+                                out=flat_grad, scale=scale, segment_offsets=segments)
 
     def combine_into_grads(self, scale: float = 1.0) -> None:
         """Combine into a persistent flat buffer and make each parameter's `.grad` a view of it
@@ -195,10 +232,29 @@ class GradientSurgery:
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _host_gram(self) -> np.ndarray:
-        """The Gram on the host in float64 (one transfer of T² or K·T² numbers), symmetrised."""
+        """The [T, T] (or [K, T, T]) Gram on the host in float64, symmetrised: the active tasks' Gram (one
+        transfer of k² or K·k² numbers) in their places, zeros for the tasks absent from this step."""
         gram = self._gram if self._gram is not None else self.gram()
         gram = gram.detach().to("cpu", torch.float64).numpy()
-        return 0.5 * (gram + np.swapaxes(gram, -1, -2))
+        full = np.zeros(gram.shape[:-2] + (len(self.task_names),) * 2)
+        index = np.asarray(self.active, dtype=np.int64)
+        full[..., index[:, None], index[None, :]] = 0.5 * (gram + np.swapaxes(gram, -1, -2))
+        return full
+
+    def _check_same_tasks(self) -> None:
+        """Raise unless every rank holds the same tasks in the same rows (one all-reduce of 2·(rows+1) ints)."""
+        import torch.distributed as dist
+
+        mine = torch.full((self.buffer.shape[0] + 1,), -1, dtype=torch.int64, device=self.device)
+        mine[0] = len(self.active)
+        mine[1: len(self.active) + 1] = torch.tensor(self.active, dtype=torch.int64)
+        both = torch.stack([mine, -mine])
+        dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.process_group)
+        if not torch.equal(both[0], -both[1]):
+            raise GradientMethodError(
+                f"the ranks hold different tasks in this step (this rank: "
+                f"{[self.task_names[i] for i in self.active]}): every rank must run the same task in each "
+                f"micro-batch, in the same order")
 
     def _segments(self, segment_of: Callable[[str], str] | None,
                   segment_offsets: Sequence[int] | None) -> list[int]:
