@@ -6,7 +6,8 @@ it over the ranks itself (one extra all-reduce of P numbers per micro-batch on g
 NCCL); at ZeRO-3 it reads DeepSpeed's own reduced gradient pieces (no scratch, no extra collective). Both add
 a T×T Gram (all-reduced), the host solve and the combine. Figures: real tokens per wall second over the steps
 after `--warmup` (from the trainer's JSONL records), best of `--repeats` runs, and the overhead against the
-same ZeRO stage without surgery. Also the hook's own buffers (exact sizes, per rank).
+same ZeRO stage without surgery. Also the hook's own buffers per rank (from its layout: min(T, grad_accum)
+task rows).
 
 Usage: python benchmarks/surgery_step.py [--steps 40] [--warmup 10] [--repeats 2] [--grad-accum 4]
 """
@@ -68,10 +69,11 @@ def tokens_per_second(root: Path, path: Path, name: str, warmup: int) -> float:
     return tokens / wall
 
 
-def hook_buffers(params: int, tasks: int, world: int) -> tuple[int, int]:
-    """fp32 numbers the hook holds per rank: (ZeRO 0-2 capture, ZeRO-3 pieces) for P parameters."""
+def hook_buffers(params: int, rows: int, world: int) -> tuple[int, int]:
+    """fp32 numbers the hook holds per rank with `rows` task rows: (ZeRO 0-2 capture: a scratch of the whole
+    gradient + the rows' slices, ZeRO-3: the rows' pieces + DeepSpeed's accumulated pieces)."""
     per_rank = -(-params // world)
-    return per_rank * world + tasks * per_rank, (tasks + 1) * per_rank
+    return per_rank * world + rows * per_rank, (rows + 1) * per_rank
 
 
 def main() -> int:
@@ -111,10 +113,11 @@ def main() -> int:
     params = count_parameters(load_trained_model(root / "z2")[0])
     print(f"2 ranks (torchrun, gloo, CPU, 1 thread each), T5 {params / 1e6:.2f}M parameters, micro-batch "
           f"{args.batch} per rank, grad_accum {args.grad_accum}, {args.steps} steps ({args.warmup} warm-up), "
-          f"best of {args.repeats}; {len(tasks)} tasks (rows of the surgery buffer)\n")
+          f"best of {args.repeats}; {len(tasks)} tasks, at most {args.grad_accum} per step (rows of the surgery "
+          f"buffer)\n")
     print("| ZeRO | tokens/s plain | tokens/s PCGrad | surgery overhead | hook buffers per rank (fp32 numbers) |")
     print("|---|---|---|---|---|")
-    capture, pieces = hook_buffers(params, len(tasks), 2)
+    capture, pieces = hook_buffers(params, min(len(tasks), args.grad_accum), 2)
     for stage in (2, 3):
         plain, pcgrad = best[stage, False], best[stage, True]
         buffers = capture if stage < 3 else pieces

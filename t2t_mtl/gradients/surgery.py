@@ -1,4 +1,4 @@
-"""`GradientSurgery`: per-task gradients in one contiguous [T, P_local] buffer → Gram → weights → combine.
+"""`GradientSurgery`: per-task gradients in one contiguous [k ≤ T, P_local] buffer → Gram → weights → combine.
 
 One optimizer step sees T task-homogeneous micro-batches. Inside `with surgery.accumulate(task):` every
 parameter's `.grad` is a view of row `task` of the buffer, so autograd's in-place accumulation writes the
