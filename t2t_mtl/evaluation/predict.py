@@ -100,6 +100,10 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
     return ids
 
 
+def _subset(task_ids: Optional[list[int]], rows: Sequence[int]) -> Optional[list[int]]:
+    return None if task_ids is None else [task_ids[i] for i in rows]
+
+
 def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, scoring: str = "auto",
             default_task: Optional[str] = None, length_normalize: bool = False, num_beams: int = 1,
             max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512) -> list[Prediction]:
@@ -118,18 +122,17 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
                                    f"(--choices, or \"answer_choices\" in a JSON line), or use generation")
     task_ids = _task_ids(model, requests, default_task)
     generated = sorted(set(range(len(requests))) - set(ranked))
-    pick = (lambda rows: None) if task_ids is None else (lambda rows: [task_ids[i] for i in rows])
     results: list[Optional[Prediction]] = [None] * len(requests)
     if generated:
         texts = generate_texts(model, tokenizer, [requests[i].inputs for i in generated], num_beams=num_beams,
                                max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               max_input_length=max_input_length, task_ids=pick(generated))
+                               max_input_length=max_input_length, task_ids=_subset(task_ids, generated))
         for i, text in zip(generated, texts):
             results[i] = Prediction(requests[i], text)
     if ranked:
         scores = score_choices(model, tokenizer, [requests[i].inputs for i in ranked],
                                [requests[i].answer_choices for i in ranked], length_normalize=length_normalize,
-                               batch_size=batch_size, max_input_length=max_input_length, task_ids=pick(ranked))
+                               batch_size=batch_size, max_input_length=max_input_length, task_ids=_subset(task_ids, ranked))
         for i, row in zip(ranked, scores):
             results[i] = Prediction(requests[i], requests[i].answer_choices[argmax_first(row)], row)
     return results
