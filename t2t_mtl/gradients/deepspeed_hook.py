@@ -8,10 +8,10 @@
     engine.step()
 
 Capture: a tensor hook on every trainable parameter adds the micro-batch's gradient (as autograd hands it over,
-before DeepSpeed's own accumulation/reduction hooks) into a flat fp32 scratch row. `after_backward` averages
-the scratch over the data-parallel ranks and keeps only this rank's 1/world slice in its task's row of a
-partitioned [k, P/world] GradientSurgery buffer, k = min(T, grad_accum) rows (memory: one full scratch row plus
-k slices).
+before DeepSpeed's own accumulation/reduction hooks) into a flat fp32 scratch row. `after_backward` sums the
+scratch over the data-parallel ranks with one reduce-scatter, so this rank receives and keeps only its
+1/world slice in its task's row of a partitioned [k, P/world] GradientSurgery buffer, k = min(T, grad_accum)
+rows (memory: one full scratch row plus k slices).
 At the boundary: partial Grams all-reduced (k² numbers), the method's weights on the host (identical on all
 ranks), the local combine, one all-gather of the combined slices, and `deepspeed.utils.safe_set_full_grad`
 replaces DeepSpeed's averaged gradient of every parameter (its ZeRO-1/2 partition fragment, or `.grad` at
@@ -67,6 +67,7 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         self.hi = min(self.num_params, (rank + 1) * self.per_rank)
         device = self.named[0][1].device
         self.scratch = torch.zeros(self.per_rank * self.world, dtype=torch.float32, device=device)
+        self._piece = torch.empty(self.per_rank, dtype=torch.float32, device=device)
         partition = torch.zeros(self.hi - self.lo, dtype=torch.float32, device=device)
         segments = segment_boundaries([name for name, _ in self.named], self.offsets,
                                       default_segment_of(method_cfg.get("per_layer")))
@@ -92,14 +93,9 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
     def after_backward(self, engine: Any, task: str) -> None:
         """Move this micro-batch's gradient, averaged over ranks, into `task`'s row (this rank's slice)."""
         row = self.surgery.row(task)
-        if self.world > 1:
-            if dist.get_backend() == "nccl":
-                piece = torch.empty(self.per_rank, dtype=torch.float32, device=self.scratch.device)
-                dist.reduce_scatter_tensor(piece, self.scratch)
-                row.add_(piece[: self.hi - self.lo], alpha=1.0 / self.world)
-            else:  # gloo has no reduce-scatter
-                dist.all_reduce(self.scratch)
-                row.add_(self.scratch[self.lo:self.hi], alpha=1.0 / self.world)
+        if self.world > 1:  # this rank receives its slice of the sum (gloo: an all-reduce inside torch)
+            _reduce_scatter_single(self._piece, self.scratch)
+            row.add_(self._piece[: self.hi - self.lo], alpha=1.0 / self.world)
         else:
             row.add_(self.scratch[: self.num_params])
         self.scratch.zero_()
@@ -136,6 +132,11 @@ def _tasks_per_step(engine: Any) -> int | None:
 def _all_gather_single(output: torch.Tensor, piece: torch.Tensor) -> None:
     gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.13
     gather(output, piece)
+
+
+def _reduce_scatter_single(piece: torch.Tensor, whole: torch.Tensor) -> None:
+    scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor  # renamed in torch 2.13
+    scatter(piece, whole)
 
 
 class Zero3SurgeryHook(_SurgeryHook):
