@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 
 _UPCAST_CHUNK = 1 << 22  # columns upcast at a time for bf16/fp16 inputs
-# For T <= 8, BLAS's [T, P] x [P, T] product runs up to 2x faster in cache-sized column blocks (measured with
-# torch 2.13 CPU, 1 thread, P = 1e7: T = 8 114 ms -> 50 ms; T = 4 24 -> 14 ms; no gain from T = 16 on).
-_SMALL_T = 8
+# For 3 <= T <= 8, BLAS's [T, P] x [P, T] product runs up to 2x faster in cache-sized column blocks (measured
+# with torch 2.13 CPU, 1 thread, P = 1e7: T = 8 114 ms -> 50 ms; T = 4 24 -> 14 ms; no gain from T = 16 on);
+# at T = 2 one call is faster (3.1 ms against 3.9 ms in blocks, on another box).
+_BLOCKED_T = range(3, 9)
 _SMALL_T_CHUNK = 1 << 16
 
 
@@ -20,10 +21,10 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _column_chunks(grads: torch.Tensor, start: int, end: int, chunk_small_t: bool = False):
     """Yield the columns [start, end) of `grads` in the accumulation dtype, chunked when an upcast copies
-    (and, with `chunk_small_t`, in cache-sized blocks when T <= 8)."""
+    (and, with `chunk_small_t`, in cache-sized blocks when 3 <= T <= 8)."""
     acc = _accumulation_dtype(grads.dtype)
     if grads.dtype == acc:
-        step = _SMALL_T_CHUNK if chunk_small_t and grads.shape[0] <= _SMALL_T else max(1, end - start)
+        step = _SMALL_T_CHUNK if chunk_small_t and grads.shape[0] in _BLOCKED_T else max(1, end - start)
         for lo in range(start, end, step):
             yield grads[:, lo:min(end, lo + step)]
         return
