@@ -26,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from t2t_mtl.engine.logging import read_metrics  # noqa: E402
+from train_throughput import logged_throughput, procedural_tokenizer  # noqa: E402  (beside this script)
 
 
 def config(root: Path, tok: Path, args: argparse.Namespace, stage: int, surgery: bool, name: str) -> Path:
@@ -60,13 +60,7 @@ def tokens_per_second(root: Path, path: Path, name: str, warmup: int) -> float:
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
-    records = [r for r in read_metrics(root / name / "logs") if r["step"] >= warmup]
-    tokens = wall = 0.0
-    for prev, rec in zip(records, records[1:]):
-        dt = rec["time"] - prev["time"]
-        wall += dt
-        tokens += rec["tokens_per_s"] * dt
-    return tokens / wall
+    return logged_throughput(root / name, warmup)[0]
 
 
 def hook_buffers(params: int, rows: int, world: int) -> tuple[int, int]:
@@ -86,19 +80,11 @@ def main() -> int:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="t2t-surgery-"))
-    tok = root / "tok"
+    tok = procedural_tokenizer(root / "tok")
     import task_registry
 
     task_registry.load_builtin_tasks()
     tasks = list(task_registry.training_rates("procedural", held_out_clusters=["comparison"]))
-    if not (tok / "tokenizer_config.json").exists():
-        from t2t_mtl.tokenizer import train_tokenizer
-
-        texts = []
-        for name in tasks:
-            for row in task_registry.get_task(name).to_dataset("train", max_examples=500):
-                texts += [row["inputs"], row["targets"]]
-        train_tokenizer(texts, tok, vocab_size=400)
 
     runs = {(stage, surgery): config(root, tok, args, stage, surgery, f"z{stage}{'_pcgrad' if surgery else ''}")
             for stage in (2, 3) for surgery in (False, True)}

@@ -53,13 +53,25 @@ def base_config(root: Path, tok: Path, args, **data) -> dict:
     }
 
 
-def ours(cfg: dict, warmup: int) -> Tuple[float, float]:
-    """(real tokens per wall second, per CPU second) of `train(cfg)` over the steps after `warmup`, from its
-    per-step JSONL records (everything the trainer does between records is included)."""
-    shutil.rmtree(cfg["training"]["output_dir"], ignore_errors=True)
-    train(cfg, evaluate_held_in=False)
-    # records every `warmup` steps; the windows after the first record are timed
-    records = [r for r in read_metrics(Path(cfg["training"]["output_dir"]) / "logs") if r["step"] >= warmup]
+def procedural_tokenizer(tok: Path) -> Path:
+    """A 400-token tokenizer trained on the procedural mixture's held-in tasks, in `tok` (kept when there)."""
+    if not (tok / "tokenizer_config.json").exists():
+        import task_registry
+        from t2t_mtl.tokenizer import train_tokenizer
+
+        task_registry.load_builtin_tasks()
+        texts = []
+        for name in task_registry.training_rates("procedural", held_out_clusters=["comparison"]):
+            for row in task_registry.get_task(name).to_dataset("train", max_examples=500):
+                texts += [row["inputs"], row["targets"]]
+        train_tokenizer(texts, tok, vocab_size=400)
+    return tok
+
+
+def logged_throughput(run_dir: Path, warmup: int) -> Tuple[float, float]:
+    """(real tokens per wall second, per CPU second of rank 0) of a finished run over the steps after `warmup`,
+    from its JSONL records, logged every `warmup` steps (everything between records is included)."""
+    records = [r for r in read_metrics(Path(run_dir) / "logs") if r["step"] >= warmup]
     tokens = wall = cpu = 0.0
     for prev, rec in zip(records, records[1:]):
         dt = rec["time"] - prev["time"]
@@ -67,6 +79,13 @@ def ours(cfg: dict, warmup: int) -> Tuple[float, float]:
         cpu += rec["process_time"] - prev["process_time"]
         tokens += rec["tokens_per_s"] * dt
     return tokens / wall, tokens / cpu
+
+
+def ours(cfg: dict, warmup: int) -> Tuple[float, float]:
+    """(real tokens per wall second, per CPU second) of `train(cfg)` over the steps after `warmup`."""
+    shutil.rmtree(cfg["training"]["output_dir"], ignore_errors=True)
+    train(cfg, evaluate_held_in=False)
+    return logged_throughput(Path(cfg["training"]["output_dir"]), warmup)
 
 
 def plain_loop(cfg_dict: dict, warmup: int) -> Tuple[float, float]:
@@ -121,17 +140,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="t2t-throughput-"))
-    tok = root / "tok"
-    if not (tok / "tokenizer_config.json").exists():
-        import task_registry
-        from t2t_mtl.tokenizer import train_tokenizer
-
-        task_registry.load_builtin_tasks()
-        texts = []
-        for name in task_registry.training_rates("procedural", held_out_clusters=["comparison"]):
-            for row in task_registry.get_task(name).to_dataset("train", max_examples=500):
-                texts += [row["inputs"], row["targets"]]
-        train_tokenizer(texts, tok, vocab_size=400)
+    tok = procedural_tokenizer(root / "tok")
 
     print(f"CPU, {args.threads} threads, batch {args.batch}, {args.steps} steps ({args.warmup} warm-up), "
           f"precision {args.precision}, best of {args.repeats}")
