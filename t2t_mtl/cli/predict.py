@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_predict)
 
 
+def _jsonl(args: argparse.Namespace) -> bool:
+    """Whether inputs and output are JSON lines: --jsonl, or an --input file named *.jsonl."""
+    return args.jsonl or (args.input not in (None, "-") and Path(args.input).suffix == ".jsonl")
+
+
 def _requests(args: argparse.Namespace) -> list:
     from t2t_mtl.evaluation.predict import PredictInputError, PredictRequest, read_requests
 
@@ -54,8 +59,7 @@ def _requests(args: argparse.Namespace) -> list:
         if not path.is_file():
             raise PredictInputError(f"--input {args.input}: no such file")
         with open(path, encoding="utf-8") as handle:
-            args.jsonl = args.jsonl or path.suffix == ".jsonl"
-            requests = read_requests(handle, jsonl=args.jsonl, source=str(path))
+            requests = read_requests(handle, jsonl=_jsonl(args), source=str(path))
     if args.choices is not None:
         choices = [c.strip() for c in args.choices.split("|||")]
         if len(choices) < 2 or not all(choices):
@@ -85,6 +89,6 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for prediction in predictions:
-        print(json.dumps(prediction.to_dict(), ensure_ascii=False) if args.jsonl
+        print(json.dumps(prediction.to_dict(), ensure_ascii=False) if _jsonl(args)
               else prediction.prediction.replace("\n", "\\n"))
     return 0

@@ -14,9 +14,8 @@ from typing import Any, Iterable, Optional, Sequence
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
+from t2t_mtl.evaluation.runner import SCORING_MODES
 from t2t_mtl.model.moe import routing_task_id
-
-SCORING = ("auto", "rank", "generate")
 
 
 class PredictInputError(EvaluationError):
@@ -113,8 +112,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
     that name none.
     """
-    if scoring not in SCORING:
-        raise EvaluationError(f"scoring must be one of {SCORING}, got {scoring!r}")
+    if scoring not in SCORING_MODES:
+        raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
     ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
     if scoring == "rank" and len(ranked) < len(requests):
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
