@@ -17,15 +17,21 @@ import pytest
 from engine_helpers import free_port
 
 
+def _unavailable(reason: str) -> None:
+    """Stop a launcher test that cannot run here: a failure under CI (which provides what it needs), else a
+    skip, with `reason` either way."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def _require(programs: List[str], packages: str) -> List[str]:
-    """Paths of `programs` (PATH or /usr/sbin); when one is missing the test fails under CI (which installs
-    them) and is skipped elsewhere, naming the Debian packages."""
+    """Paths of `programs` (PATH or /usr/sbin); when one is missing the test is `_unavailable`, naming the
+    Debian packages."""
     found = [shutil.which(p) or (f"/usr/sbin/{p}" if os.path.exists(f"/usr/sbin/{p}") else None) for p in programs]
     if None in found:
-        hint = f"{', '.join(programs)} needed for this launcher test: apt-get install {packages} (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(hint)
-        pytest.skip(hint)
+        _unavailable(f"{', '.join(programs)} needed for this launcher test: apt-get install {packages} "
+                     f"(.ci/run does)")
     return found
 
 
@@ -72,9 +78,7 @@ def private_slurm(directory: Path) -> Iterator[Dict[str, str]]:
     Debian packages slurm-wlm and munge; stops every daemon on exit."""
     munged, slurmctld, slurmd, _ = _require(["munged", "slurmctld", "slurmd", "sbatch"], "slurm-wlm munge")
     if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the SLURM launcher test starts slurmd, which must run as root")
-        pytest.skip("the SLURM launcher test starts slurmd, which must run as root")
+        _unavailable("the SLURM launcher test starts slurmd, which must run as root")
     directory.mkdir(parents=True, exist_ok=True)
     for sub in ("state", "spool"):
         (directory / sub).mkdir(exist_ok=True)
