@@ -49,12 +49,15 @@ class ConfigFileError(ConfigError):
 class ModelConfig:
     """`name_or_path`: hub name or local folder; otherwise a T5 is built from `dims` (T5Config kwargs).
     `moe`: task-aware MoE FFNs (`t2t_mtl.model.moe.MoEConfig` keys); `task_embeddings`: a `<task:NAME>` token
-    prepended to every encoder input (TE⊕ENC), its embedding learned with the model."""
+    prepended to every encoder input (TE⊕ENC), its embedding learned with the model; `activation_checkpointing`:
+    recompute the activations of every (true) or every N-th (an integer N >= 1) encoder/decoder block in the
+    backward instead of keeping them (false: off)."""
 
     name_or_path: Optional[str] = None
     dims: Dict[str, Any] = field(default_factory=dict)
     moe: Optional[Dict[str, Any]] = None
     task_embeddings: bool = False
+    activation_checkpointing: Union[bool, int] = False
 
 
 @dataclass
@@ -429,6 +432,10 @@ def validate_values(cfg: Config) -> None:
         raise ConfigError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
     if cfg.model.name_or_path is None and not cfg.model.dims:
         raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
+    every = cfg.model.activation_checkpointing
+    if not isinstance(every, bool) and every < 1:
+        raise ConfigError(f"config key 'model.activation_checkpointing' must be true, false or an integer N >= 1 "
+                          f"(checkpoint every N-th block), got {every}")
 
 
 def check_paths(cfg: Config) -> None:

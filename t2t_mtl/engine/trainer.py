@@ -248,7 +248,7 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
     task's slot and 1 to its task's count (T + id), from this forward's logits (no extra pass)."""
     labels = batch["labels"]
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-              "decoder_input_ids": engine.module._shift_right(labels)}
+              "decoder_input_ids": engine.module._shift_right(labels), "use_cache": False}  # no decoding here
     if pass_task_ids:
         kwargs["task_ids"] = batch["task_ids"]
     out = engine(**kwargs)

@@ -52,7 +52,26 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     if model_cfg.moe:
         from t2t_mtl.model import moe  # owned by the MoE component
         model = moe.convert_to_moe(model, model_cfg.moe, task_names=list(task_names) if task_names else None)
+    if model_cfg.activation_checkpointing:
+        enable_activation_checkpointing(model, int(model_cfg.activation_checkpointing))
     return model
+
+
+def enable_activation_checkpointing(model: T5ForConditionalGeneration, every: int = 1) -> None:
+    """Recompute every `every`-th encoder and decoder block's activations in the backward (non-reentrant
+    `torch.utils.checkpoint`, RNG state preserved, so dropout masks and gradients are those of a plain run).
+
+    Applies in training mode with gradients enabled; evaluation and generation run the blocks as usual. MoE
+    blocks are recomputed with the same routing (it depends only on their inputs and the batch's task ids).
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every)
+    elif every == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ModelBuildError(f"model.activation_checkpointing: {every} (every {every}-th block) needs a transformers "
+                              "release with activation_checkpointing_enable(every_n_layers=...); use true")
 
 
 def _check_loaded_moe(model: Any, model_cfg: ModelConfig, task_names: Optional[Sequence[str]]) -> None:
