@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from t2t_mtl.evaluation.rank_classification import choice_log_likelihoods, inference_mode, score_choices
+from t2t_mtl.evaluation.rank_classification import choice_log_likelihoods, evaluation_mode, score_choices
 from t2t_mtl.tokenizer import load_tokenizer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -30,7 +30,7 @@ CHOICE_SETS = {2: ["yes", "no"], 3: ["yes", "no", "maybe"], 4: ["entailment", "c
 def score_choices_reencoding(model, tokenizer, inputs, answer_choices, *, batch_size=16, max_input_length=512):
     """Peer: every (input, choice) row goes through encoder and decoder (examples batched as ours)."""
     scores = []
-    with inference_mode(model):
+    with evaluation_mode(model):
         for start in range(0, len(inputs), batch_size):
             batch = range(start, min(start + batch_size, len(inputs)))
             texts = [inputs[i] for i in batch for _ in answer_choices[i]]

@@ -24,7 +24,7 @@ def test_default_yaml_matches_schema_defaults():
 
 
 def test_layering_base_file_then_overrides(tmp_path):
-    base = write(tmp_path / "base.yaml", {"training": {"steps": 10, "lr": 0.1}, "data": {"mixture": "a"}})
+    write(tmp_path / "base.yaml", {"training": {"steps": 10, "lr": 0.1}, "data": {"mixture": "a"}})
     child = write(tmp_path / "child.yaml", {"base": "base.yaml", "training": {"steps": 20}})
     cfg = C.load_config(child, ["training.lr=3e-4", "data.tasks=[x, y]", "model.dims.d_model=64"])
     assert cfg.training.steps == 20            # child over base

@@ -10,9 +10,14 @@ import time
 import pytest
 import torch
 
+from t2t_mtl.config import config_from_dict
 from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
 from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.logging import read_held_out
 from t2t_mtl.engine.trainer import train
+from t2t_mtl.engine.validation import evaluation_plan
+from t2t_mtl.evaluation import evaluate_tasks
+from t2t_mtl.evaluation.aggregate import summarize
 
 from cluster_helpers import private_slurm, private_sshd
 from engine_helpers import REPO, free_port, run_checked, step_losses, subprocess_env, tiny_config, \
@@ -20,6 +25,7 @@ from engine_helpers import REPO, free_port, run_checked, step_losses, subprocess
 
 pytestmark = pytest.mark.slow
 STEPS = 8
+ZERO_SHOT = {"held_out": True, "max_examples": 2, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +46,17 @@ def assert_same_curve(run_dir, ref_dir):
 
 
 def test_zero3_two_processes_match_one_process(work):
+    """Also with activation checkpointing and zero-shot evaluations during training, neither of which may change
+    the curve; the evaluations score the unsharded model on every rank."""
     root, tok, reference = work
-    cfg = tiny_config(root / "z3", tok, root / "cache", training={"steps": STEPS}, deepspeed={"zero_stage": 3})
+    model_cfg = tiny_config(root, tok, root)["model"]
+    cfg = tiny_config(root / "z3", tok, root / "cache", training={"steps": STEPS}, deepspeed={"zero_stage": 3},
+                      model={**model_cfg, "activation_checkpointing": True},
+                      data={"held_out_clusters": ["comparison"]}, evaluation=dict(ZERO_SHOT, every=STEPS // 2))
     run_checked(torchrun_command(write_config(cfg, root / "z3.yaml"), 2))
     assert_same_curve(root / "z3", root / "one")
+    evaluations = read_held_out(root / "z3" / "logs")
+    assert [r["step"] for r in evaluations] == [STEPS // 2, STEPS]
     assert read_meta(latest_checkpoint(root / "z3"))["world_size"] == 2
     # export gathers the ZeRO-3 shards; the 1-process run's weights are the reference
     out = export_model(root / "z3", root / "z3_hf")
@@ -57,6 +70,11 @@ def test_zero3_two_processes_match_one_process(work):
         a = sharded(input_ids=x, attention_mask=(x > 0).long(), decoder_input_ids=dec).logits
         b = single(input_ids=x, attention_mask=(x > 0).long(), decoder_input_ids=dec).logits
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+    # the last evaluation is the exported (gathered) model's, scored in this one process
+    names, settings = evaluation_plan(config_from_dict(cfg))
+    model, tokenizer, _ = load_trained_model(out)
+    summary = summarize(evaluate_tasks(model, tokenizer, names, settings, progress=False))
+    assert evaluations[-1]["tasks"] == {task: s.median for task, s in summary["tasks"].items()}
 
 
 def test_two_nodes_zero2_then_resume_on_one_node(work):

@@ -80,6 +80,13 @@ def test_bandit_softmax_q_values_follow_validation_loss_improvements(tmp_path, t
     assert max(abs(v) for v in saved.values()) > 0  # the signal moved the Q-values off their prior
 
 
+def test_validation_results_are_logged_on_steps_between_log_steps(tmp_path, tokenizer_dir):
+    _, records, _ = run_tiny(tmp_path, tokenizer_dir, sampling={"strategy": "bandit_softmax"},
+                             training={"validate_every": 3, "validate_examples": 4, "log_every": 2, "steps": 6})
+    assert [rec["step"] for rec in records] == [2, 3, 4, 6]
+    assert [rec["step"] for rec in records if "val_loss" in rec and "val_score" in rec] == [3, 6]
+
+
 def test_bandit_thompson_beta_posteriors_count_validation_score_wins(tmp_path, tokenizer_dir):
     _, records, state = run_tiny(tmp_path, tokenizer_dir, sampling={"strategy": "bandit_thompson"},
                                  training={"validate_every": 2, "validate_examples": 4, "steps": 6})

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from engine_helpers import REPO, subprocess_env
+from engine_helpers import subprocess_env
 
 SHORT = ["training.steps=20", "training.log_every=10", "training.checkpoint_every=0", "training.progress_bar=false",
          "training.tensorboard=false", "training.num_threads=1", "data.max_examples_per_task=300",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 TASKS_DIR_HELP = "a folder of YAML task files to register on top of the built-in tasks"
 

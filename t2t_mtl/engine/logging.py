@@ -1,5 +1,6 @@
 """Training logs: a tqdm bar (loss, tokens/s, ETA), JSONL + TensorBoard records with per-task loss and
-example counts, and a loss-per-task plot at the end. Only rank 0 writes anything."""
+example counts, and a loss-per-task plot at the end; the zero-shot evaluations of a run (during and after
+training) in held_out.jsonl, TensorBoard and a plot. Only rank 0 writes anything."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
+
+
+HELD_OUT_LOG = "held_out.jsonl"
 
 
 class TrainLogger:
@@ -30,11 +34,7 @@ class TrainLogger:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(self.log_dir / "tensorboard"), purge_step=start_step + 1)
-            except ImportError:  # tensorboard is an install requirement; tolerate its absence in minimal envs
-                self.tb = None
+            self.tb = open_tensorboard(self.log_dir, purge_step=start_step + 1)
         if progress_bar:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
@@ -54,16 +54,17 @@ class TrainLogger:
             self.task_examples[task] += n
 
     def step(self, step: int, loss: float, *, task_loss: Mapping[str, float], lr: float, skipped_total: int,
-             extra: Optional[Mapping[str, Any]] = None) -> Optional[Dict[str, Any]]:
+             extra: Optional[Mapping[str, Any]] = None, flush: bool = False) -> Optional[Dict[str, Any]]:
         """Record the optimizer step `step` (1-based) with its loss and per-task losses (averaged over ranks);
-        returns the flushed record on logging steps."""
+        returns the flushed record on logging steps (every `log_every`-th, the last, and any with `flush`, e.g.
+        a step that carries validation results in `extra`)."""
         if math.isfinite(loss):
             self.window_loss.append(loss)
         for task, value in task_loss.items():
             self.task_loss[task].append(value)
         if self.bar is not None:
             self.bar.update(1)
-        if step % self.log_every and step != self.total_steps:
+        if step % self.log_every and step != self.total_steps and not flush:
             return None
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         record: Dict[str, Any] = {
@@ -90,10 +91,19 @@ class TrainLogger:
                     self.tb.add_scalar(f"task_loss/{task}", value, step)
                 for task, n in record["task_examples"].items():
                     self.tb.add_scalar(f"task_examples/{task}", n, step)
+                for key in ("val_loss", "val_score"):  # periodic held-in validation
+                    for task, value in record.get(key, {}).items():
+                        self.tb.add_scalar(f"{key}/{task}", value, step)
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
         self._reset_window()
         return record
+
+    def held_out(self, step: int, zero_shot: Mapping[str, Any]) -> None:
+        """Log a zero-shot evaluation made during training (`log_held_out`, through this logger's TensorBoard)."""
+        if self.enabled:
+            log_held_out(self.log_dir, step, zero_shot, self.tb)
+            self.message(f"step {step}: held-out zero-shot macro average {_score(zero_shot['macro_average'])}")
 
     def message(self, text: str) -> None:
         if not self.enabled:
@@ -112,9 +122,40 @@ class TrainLogger:
             self.jsonl.close()
 
 
-def read_metrics(log_dir: Path) -> List[Dict[str, Any]]:
-    """The JSONL records of a run, keeping the last record of each step (a resumed run rewrites steps)."""
-    path = Path(log_dir) / "metrics.jsonl"
+def open_tensorboard(log_dir: Path, purge_step: Optional[int] = None) -> Any:
+    """A `SummaryWriter` on `<log_dir>/tensorboard` (None where tensorboard is not installed)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an install requirement; tolerate its absence in minimal envs
+        return None
+    return SummaryWriter(str(Path(log_dir) / "tensorboard"), purge_step=purge_step)
+
+
+def log_held_out(log_dir: Path, step: int, zero_shot: Mapping[str, Any], writer: Any = None) -> Dict[str, Any]:
+    """Append a zero-shot evaluation at `step` (the summary `zero_shot_evaluation` returns) to held_out.jsonl as
+    {step, macro_average, chance, tasks: {task: median score 0-100}, report}; a TensorBoard `writer` also gets
+    held_out/macro_average and held_out/<task>. Returns the record."""
+    record = {"step": step, "macro_average": zero_shot["macro_average"], "chance": zero_shot["chance"],
+              "tasks": dict(zero_shot["tasks"]), "report": str(zero_shot["report"])}
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(log_dir) / HELD_OUT_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for task, score in record["tasks"].items():
+            if score is not None:
+                writer.add_scalar(f"held_out/{task}", score, step)
+        if record["macro_average"] is not None:
+            writer.add_scalar("held_out/macro_average", record["macro_average"], step)
+        writer.flush()
+    return record
+
+
+def _score(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _read_by_step(path: Path) -> List[Dict[str, Any]]:
+    """The records of a JSONL log, keeping the last record of each step (a resumed run rewrites steps)."""
     by_step: Dict[int, Dict[str, Any]] = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -124,31 +165,71 @@ def read_metrics(log_dir: Path) -> List[Dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+def read_metrics(log_dir: Path) -> List[Dict[str, Any]]:
+    """The training records of a run (metrics.jsonl), the last of each step."""
+    return _read_by_step(Path(log_dir) / "metrics.jsonl")
+
+
+def read_held_out(log_dir: Path) -> List[Dict[str, Any]]:
+    """The zero-shot evaluations of a run (held_out.jsonl, see `log_held_out`), the last of each step."""
+    return _read_by_step(Path(log_dir) / HELD_OUT_LOG)
+
+
+def _per_task_series(records: List[Dict[str, Any]], key: str) -> Dict[str, List[tuple]]:
+    """{task: [(step, value), ...]} from the records' `key` mappings (None values skipped)."""
+    series: Dict[str, List[tuple]] = defaultdict(list)
+    for rec in records:
+        for task, value in rec.get(key, {}).items():
+            if value is not None:
+                series[task].append((rec["step"], value))
+    return series
+
+
+def _plot_over_steps(out: Path, series: Mapping[str, List[tuple]], total: List[tuple], total_label: str, *,
+                     ylabel: str, title: str, log_scale: bool = False, marker: Optional[str] = None,
+                     baseline: Optional[float] = None) -> Path:
+    """One line per task, the total as a dashed black line, an optional dotted baseline; saved as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for task, points in sorted(series.items()):
+        ax.plot(*zip(*points), marker=marker, label=task, linewidth=1.2)
+    if total:
+        ax.plot(*zip(*total), "k--", marker=marker and "s", label=total_label, linewidth=1.5)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_task_losses(log_dir: Path, out: Optional[Path] = None) -> Optional[Path]:
     """Write a PNG of each task's training loss over steps (from metrics.jsonl); returns its path."""
     records = read_metrics(log_dir)
     if not records:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return _plot_over_steps(Path(out) if out else Path(log_dir) / "loss_per_task.png",
+                            _per_task_series(records, "task_loss"), [(r["step"], r["loss"]) for r in records],
+                            "total", ylabel="training loss", title="loss per task", log_scale=True)
 
-    series: Dict[str, List[tuple]] = defaultdict(list)
-    for rec in records:
-        for task, value in rec.get("task_loss", {}).items():
-            series[task].append((rec["step"], value))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for task, points in sorted(series.items()):
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, label=task, linewidth=1.2)
-    ax.plot([r["step"] for r in records], [r["loss"] for r in records], "k--", label="total", linewidth=1.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.set_title("loss per task")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    out = Path(out) if out else Path(log_dir) / "loss_per_task.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+
+def plot_held_out(log_dir: Path, out: Optional[Path] = None) -> Optional[Path]:
+    """Write a PNG of each held-out task's zero-shot score and their macro average over steps (from
+    held_out.jsonl); returns its path, or None when the run made no zero-shot evaluation."""
+    records = read_held_out(log_dir)
+    if not records:
+        return None
+    chance = [r["chance"] for r in records if r["chance"] is not None]
+    return _plot_over_steps(Path(out) if out else Path(log_dir) / "held_out.png", _per_task_series(records, "tasks"),
+                            [(r["step"], r["macro_average"]) for r in records if r["macro_average"] is not None],
+                            "macro average", ylabel="zero-shot score (median over templates, 0-100)",
+                            title="held-out tasks over training", marker="o", baseline=chance[-1] if chance else None)

@@ -38,7 +38,7 @@ from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed
 from t2t_mtl.engine.held_out import refuse_held_out_cluster, refuse_unapproved_held_out
-from t2t_mtl.engine.logging import TrainLogger, plot_task_losses
+from t2t_mtl.engine.logging import TrainLogger, log_held_out, open_tensorboard, plot_held_out, plot_task_losses
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
 
 
@@ -401,6 +401,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
         validator = PeriodicValidator(tokenizer, task_names, cfg, env, t.validate_examples, pass_task_ids)
     weighting_stats: Dict[str, Any] = {}  # validation KPIs for the next weighting call (dtp)
+    from t2t_mtl.engine.validation import evaluation_every, zero_shot_evaluation
+
+    eval_every = evaluation_every(cfg)  # zero-shot evaluations during training (logged, never fed back)
     select_candidates = sampling_cfg.get("strategy") == "uncertainty"
 
     # ---- DeepSpeed (a checkpoint from another world size loads through DeepSpeed's universal format)
@@ -586,10 +589,15 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 sampler.update({"val_loss": val_loss, "val_score": val_score})
                 weighting_stats = {"kpi": val_score}
                 extra.update(val_loss=val_loss, val_score=val_score)
+            if eval_every and step % eval_every == 0 and step < t.steps:  # the last step's comes after training
+                zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval" / f"step-{step:08d}",
+                                                 progress=False, plots=False)
+                logger.held_out(step, zero_shot)
             if surgery is not None and not poisoned and surgery.stats() is not None:
                 extra["gradient_surgery"] = surgery.stats()  # per-task gradient norms and cosines (from G)
             record = logger.step(step, float(acc[2 * T] / good) if good else float("nan"), task_loss=task_loss,
-                                 lr=float(engine.get_lr()[0]), skipped_total=skipped, extra=extra)
+                                 lr=float(engine.get_lr()[0]), skipped_total=skipped, extra=extra,
+                                 flush="val_loss" in extra)  # validation results are always logged
             if record is not None:
                 last_record = record
             if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
@@ -627,9 +635,14 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             print(f"held-in exact match over {len(task_names)} tasks: {100 * result.held_in_accuracy:.1f}% "
                   f"(chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
     if cfg.evaluation and not interrupted:  # zero-shot evaluation of the held-out tasks (evaluation: section)
-        from t2t_mtl.engine.validation import zero_shot_evaluation
-
         zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=t.progress_bar)
+        if zero_shot is not None and env.is_main:
+            writer = open_tensorboard(run_dir / "logs") if t.tensorboard else None
+            log_held_out(run_dir / "logs", step, zero_shot, writer)
+            if writer is not None:
+                writer.close()
+            if t.plot:
+                plot_held_out(run_dir / "logs")
         if zero_shot is not None:
             result.held_out_scores, result.held_out_accuracy = zero_shot["tasks"], zero_shot["macro_average"]
             result.eval_report = zero_shot["report"]

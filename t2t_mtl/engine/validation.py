@@ -8,7 +8,7 @@ and the dtp weighting). `zero_shot_evaluation`: the `evaluation:` section — ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -141,7 +141,16 @@ class PeriodicValidator:
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
 EVALUATION_KEYS = ("held_out", "tasks", "max_examples", "scoring", "length_normalize", "batch_size", "split",
-                   "num_beams", "max_new_tokens")
+                   "num_beams", "max_new_tokens", "every")
+
+
+def evaluation_every(cfg: Config) -> int:
+    """`evaluation.every`: steps between zero-shot evaluations during training (0 or absent: only after it)."""
+    every = (cfg.evaluation or {}).get("every", 0)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(f"evaluation.every must be an integer >= 0 (steps between zero-shot evaluations during "
+                          f"training; 0: only after training), got {every!r}")
+    return every
 
 
 def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
@@ -156,11 +165,13 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     unknown = sorted(set(section) - set(EVALUATION_KEYS))
     if unknown:
         raise ConfigError(f"evaluation: unknown key(s) {unknown}; valid keys: {', '.join(EVALUATION_KEYS)}")
+    evaluation_every(cfg)
     held_out, tasks = bool(section.pop("held_out", False)), section.pop("tasks", None)
     if not held_out and not tasks:
         if section:
             raise ConfigError("evaluation: set held_out: true or tasks: [..] to say what to evaluate")
         return [], None
+    section.pop("every", None)  # when to evaluate, not how
     task_registry.load_builtin_tasks()
     names = [str(t) for t in (tasks or [])]
     for name in names:
@@ -185,9 +196,9 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
 
 
 def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, out_dir: Path,
-                         progress: bool = True) -> Optional[Dict[str, Any]]:
-    """Run the `evaluation:` section on the trained model; rank 0 writes report.json/report.md/plots to
-    `out_dir`. Returns {"tasks": {task: median score 0-100}, "macro_average", "chance", "report": path} (every
+                         progress: bool = True, plots: bool = True) -> Optional[Dict[str, Any]]:
+    """Run the `evaluation:` section on the model as it is; rank 0 writes report.json/report.md (and with
+    `plots` a PNG per task) to `out_dir`. Returns {"tasks": {task: median score 0-100}, "macro_average", "chance", "report": path} (every
     rank) or None when the section is empty. Under ZeRO-3 with several ranks every rank scores every example
     (partitioned parameters need the same forward passes on all ranks)."""
     from t2t_mtl.evaluation import evaluate_tasks, write_report
@@ -206,7 +217,7 @@ def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv,
     if was_training:
         model.train()
     if env.is_main:
-        write_report(report, out_dir)
+        write_report(report, out_dir, plots=plots)
     summary = summarize(report)
     chance = [s.chance_baseline for s in summary["tasks"].values() if s.chance_baseline is not None]
     return {"tasks": {t: s.median for t, s in summary["tasks"].items()}, "macro_average": summary["macro_average"],

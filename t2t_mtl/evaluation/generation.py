@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from t2t_mtl.evaluation.rank_classification import inference_mode
+from t2t_mtl.evaluation.rank_classification import evaluation_mode
 
 
 def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
@@ -22,7 +22,7 @@ def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 
         raise ValueError(f"generate_texts: {len(inputs)} inputs but {len(task_ids)} task ids")
     device = next(model.parameters()).device
     predictions: list[str] = []
-    with inference_mode(model):
+    with evaluation_mode(model):
         for start in range(0, len(inputs), batch_size):
             encoded = tokenizer(list(inputs[start:start + batch_size]), padding=True, truncation=True,
                                 max_length=max_input_length, return_tensors="pt").to(device)

@@ -22,12 +22,16 @@ from t2t_mtl.model.moe import set_task_ids
 
 
 @contextlib.contextmanager
-def inference_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Run with the model in eval mode and autograd off; restore the previous mode afterwards."""
+def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run with the model in eval mode and autograd off; restore the previous mode afterwards.
+
+    `no_grad`, not `inference_mode`: a model evaluated during training (`evaluation.every`) trains on, and
+    under ZeRO-3 the parameters gathered in here (persistent small ones stay gathered) would be inference
+    tensors, which autograd refuses to save in the next training step."""
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             yield
     finally:
         model.train(was_training)
@@ -138,7 +142,7 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
                 f"score this task by generation instead (--scoring generate)")
     device = next(model.parameters()).device
     scores: list[list[float]] = []
-    with inference_mode(model):
+    with evaluation_mode(model):
         for batch in _batches(len(inputs), batch_size):
             encoded = tokenizer([inputs[i] for i in batch], padding=True, truncation=True,
                                 max_length=max_input_length, return_tensors="pt").to(device)

@@ -1,0 +1,80 @@
+"""`evaluation.every`: zero-shot evaluations of the held-out tasks during training — each scores the model of
+its step, none changes the training, all are logged (held_out.jsonl, reports, plot); bad values are refused."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine.export import load_trained_model
+from t2t_mtl.engine.logging import read_held_out
+from t2t_mtl.engine.trainer import check_signal_config, train
+from t2t_mtl.engine.validation import evaluation_plan
+from t2t_mtl.evaluation import evaluate_tasks
+from t2t_mtl.evaluation.aggregate import summarize
+
+from engine_helpers import step_records, tiny_config, train_tiny_tokenizer
+
+EVALUATION = {"held_out": True, "max_examples": 2, "batch_size": 8}
+SECTIONS = {"data": {"held_out_clusters": ["comparison"]},
+            "training": {"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 5}}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.mark.parametrize("stage", [0, 3])  # ZeRO-3: the evaluation gathers partitioned parameters, then trains on
+def test_periodic_evaluations_score_the_model_of_their_step_and_change_nothing(tmp_path, tok, stage):
+    sections = {**SECTIONS, "deepspeed": {"zero_stage": stage}}
+    plain_cfg = tiny_config(tmp_path / "plain", tok, tmp_path / "cache", evaluation=EVALUATION, **sections)
+    periodic_cfg = tiny_config(tmp_path / "periodic", tok, tmp_path / "cache", evaluation={**EVALUATION, "every": 2},
+                               **sections)
+    periodic_cfg["training"]["plot"] = True
+    plain = train(plain_cfg, evaluate_held_in=False)
+    periodic = train(periodic_cfg, evaluate_held_in=False)
+
+    # evaluating during training changes nothing in training
+    losses = [[step_records(cfg["training"]["output_dir"])[s]["loss"] for s in range(1, 7)]
+              for cfg in (plain_cfg, periodic_cfg)]
+    assert losses[0] == losses[1]
+    assert plain.held_out_scores == periodic.held_out_scores
+
+    run = tmp_path / "periodic"
+    records = read_held_out(run / "logs")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert [r["step"] for r in read_held_out(tmp_path / "plain" / "logs")] == [6]  # the after-training one only
+    assert records[-1]["tasks"] == periodic.held_out_scores
+    assert records[-1]["macro_average"] == periodic.held_out_accuracy
+    assert len({json.dumps(r["tasks"]) for r in records}) > 1  # the model changed between evaluations
+
+    # independent check: each periodic record is the evaluation of that step's checkpoint, loaded afresh
+    names, settings = evaluation_plan(config_from_dict(periodic_cfg))
+    for record in records[:-1]:
+        model, tokenizer, meta = load_trained_model(run / "checkpoints" / f"step-{record['step']:08d}")
+        assert meta["step"] == record["step"]
+        summary = summarize(evaluate_tasks(model, tokenizer, names, settings, progress=False))
+        assert record["tasks"] == {task: s.median for task, s in summary["tasks"].items()}
+        assert record["macro_average"] == summary["macro_average"]
+        report_dir = run / "eval" / f"step-{record['step']:08d}"
+        assert record["report"] == str(report_dir / "report.json")
+        assert (report_dir / "report.md").exists() and not (report_dir / "plots").exists()
+    assert (run / "eval" / "report.json").exists()  # the after-training report stays where it was
+    assert (run / "logs" / "held_out.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("every", [-1, "2", True, 1.5])
+def test_bad_every_values_are_refused_naming_the_key(every):
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"],
+                            "held_out_clusters": ["comparison"]}, "evaluation": {**EVALUATION, "every": every}})
+    with pytest.raises(ConfigError, match="evaluation.every"):
+        check_signal_config(cfg, {"strategy": "uniform"})
+
+
+def test_every_without_tasks_to_evaluate_is_refused():
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                            "evaluation": {"every": 100}})
+    with pytest.raises(ConfigError, match="held_out: true or tasks"):
+        check_signal_config(cfg, {"strategy": "uniform"})
