@@ -113,6 +113,7 @@ class TrainingConfig:
     validate_examples: int = 16
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    keep_best: Optional[Literal["val_score", "val_loss"]] = None
     max_bad_steps: int = 5
     output_dir: str = "runs/default"
     num_threads: Optional[int] = None

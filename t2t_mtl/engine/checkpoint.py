@@ -8,10 +8,13 @@ Layout of a run directory's checkpoints::
     <run>/checkpoints/step-00000200/rank_00000.pt     per rank: TaskStreams positions, batch builder buckets, RNGs
     <run>/checkpoints/step-00000200/meta.json         step, world size, ZeRO stage, precision (written last)
     <run>/checkpoints/latest                          the name of the newest complete checkpoint
+    <run>/checkpoints/best -> step-00000150            with `training.keep_best`: a relative symlink to the
+                                                        checkpoint with the best held-in validation so far
 
 Every rank writes into `.tmp-step-XXXXXXXX`; after a barrier rank 0 renames the folder to its final name
 (an atomic rename on one filesystem) and then replaces `latest` atomically (`os.replace`). A crash at any
 point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders are removed on the next save.
+`best` is replaced the same way (a new symlink renamed over it); pruning never removes the checkpoint it names.
 Multi-node runs need the run directory on a filesystem shared by all nodes (as DeepSpeed itself does).
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from t2t_mtl.engine.distributed import DistEnv, barrier
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST = "best"
 DS_TAG = "ds"
 UNIVERSAL_TAG = "ds_universal"
 
@@ -78,8 +82,10 @@ def _fsync_tree(root: Path) -> None:
 
 
 def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dict[str, Any],
-                    rank_state: Dict[str, Any], meta: Dict[str, Any], env: DistEnv, keep: int = 2) -> Path:
-    """Collective: write checkpoint `step` atomically and point `latest` at it; keep the newest `keep`."""
+                    rank_state: Dict[str, Any], meta: Dict[str, Any], env: DistEnv, keep: int = 2,
+                    best: bool = False) -> Path:
+    """Collective: write checkpoint `step` atomically and point `latest` (and with `best`, `best`) at it; keep
+    the newest `keep` and the best."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / step_name(step)
     tmp = root / f".tmp-{step_name(step)}"
@@ -101,16 +107,32 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
             shutil.rmtree(final)
         os.rename(tmp, final)
         _write_text_atomic(root / LATEST, final.name + "\n")
-        _prune(root, keep, protect=final.name)
+        if best:
+            link = root / f".{BEST}.tmp{os.getpid()}"
+            if link.is_symlink():
+                link.unlink()
+            os.symlink(final.name, link)
+            os.replace(link, root / BEST)
+        kept_best = best_checkpoint(run_dir)
+        _prune(root, keep, protect={final.name, kept_best.name if kept_best else final.name})
     barrier()
     return final
 
 
-def _prune(root: Path, keep: int, protect: str) -> None:
+def _prune(root: Path, keep: int, protect: Set[str]) -> None:
     done = sorted(p for p in root.glob("step-*") if (p / "meta.json").exists())
     for old in done[:-keep] if keep > 0 else []:
-        if old.name != protect:
+        if old.name not in protect:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def best_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The checkpoint `checkpoints/best` links to (`training.keep_best`), or None when the run has none."""
+    link = Path(run_dir) / CHECKPOINTS / BEST
+    if not link.is_symlink():
+        return None
+    ckpt = link.parent / os.readlink(link)
+    return ckpt if (ckpt / "meta.json").exists() else None
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:

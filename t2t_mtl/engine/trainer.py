@@ -38,6 +38,7 @@ from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed
 from t2t_mtl.engine.held_out import refuse_held_out_cluster, refuse_unapproved_held_out
+from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.logging import TrainLogger, log_held_out, open_tensorboard, plot_held_out, plot_task_losses
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
 
@@ -67,6 +68,8 @@ class TrainResult:
     held_out_scores: Dict[str, float] = field(default_factory=dict)  # zero-shot task medians (0-100)
     held_out_accuracy: Optional[float] = None  # their macro average (0-100)
     eval_report: Optional[Path] = None
+    best_checkpoint: Optional[Path] = None  # training.keep_best: the selected checkpoint
+    evaluated_step: Optional[int] = None  # the step whose weights the after-training evaluations scored
 
 
 # ------------------------------------------------------------------------------------------ set-up helpers
@@ -423,6 +426,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if cfg.gradient_surgery:
         surgery = build_surgery_hook(cfg.gradient_surgery, engine, task_names, mode)
 
+    best_val = BestValidation(t.keep_best) if t.keep_best else None  # checkpoint selection (held-in only)
+
     step, skipped, bad_in_a_row = 0, 0, 0
     examples_trained: Dict[str, int] = {}
     if resume_from is not None:
@@ -435,6 +440,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             weighting_opt.load_state_dict(state["weighting_optimizer"])
         if surgery is not None and state.get("gradient_surgery"):
             surgery.load_state_dict(state["gradient_surgery"])
+        if best_val is not None:
+            best_val.load_state_dict(state.get("best_validation"))
         if rank_state is not None:
             task_streams.load_state_dict(rank_state["task_streams"])
             builder.load_state_dict(rank_state["batches"])
@@ -448,13 +455,15 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                          "weighting": weighting.state_dict(),
                          "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
                          "gradient_surgery": surgery.state_dict() if surgery is not None else None,
+                         "best_validation": best_val.state_dict() if best_val is not None else None,
                          "task_streams_rank0": task_streams.state_dict()}
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
                       "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
                 "vocab_size": len(tokenizer)}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
-                                       meta=meta, env=env, keep=t.keep_checkpoints)
+                                       meta=meta, env=env, keep=t.keep_checkpoints,
+                                       best=best_val is not None and best_val.step == at_step)
 
     # ---- SIGTERM: finish the current step, save, exit cleanly
     terminate = {"flag": False}
@@ -584,11 +593,13 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 if not poisoned and entropy:
                     sampler.update({"entropy": entropy})
                     extra["entropy"] = entropy
+            improved = False
             if validator is not None and step % t.validate_every == 0:
                 val_loss, val_score = validator(engine)
                 sampler.update({"val_loss": val_loss, "val_score": val_score})
                 weighting_stats = {"kpi": val_score}
                 extra.update(val_loss=val_loss, val_score=val_score)
+                improved = best_val is not None and best_val.update(step, extra)
             if eval_every and step % eval_every == 0 and step < t.steps:  # the last step's comes after training
                 zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval" / f"step-{step:08d}",
                                                  progress=False, plots=False)
@@ -600,8 +611,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                                  flush="val_loss" in extra)  # validation results are always logged
             if record is not None:
                 last_record = record
-            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
-                checkpoint_path = save(step)
+            if ((t.checkpoint_every and step % t.checkpoint_every == 0) or improved) and step < t.steps:
+                checkpoint_path = save(step)  # a new best is checkpointed (and linked as best) right away
             if acc[2 * T + 3] > 0:
                 logger.message(f"SIGTERM: saving a checkpoint at step {step} and exiting")
                 checkpoint_path = save(step)
@@ -622,6 +633,11 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         wall_time_s=0.0, checkpoint=checkpoint_path, interrupted=interrupted, task_sequence=task_sequence)
     if env.is_main and t.plot and not interrupted:
         plot_task_losses(run_dir / "logs")
+    result.evaluated_step = step
+    if best_val is not None and best_val.step is not None:
+        result.best_checkpoint = ckpt_io.best_checkpoint(run_dir)
+        if not interrupted and best_val.step != step:
+            result.evaluated_step = load_best_for_evaluation(engine, result.best_checkpoint, best_val, env, step)
     n_eval = cfg.data.validation_examples
     if (evaluate_held_in if evaluate_held_in is not None else n_eval > 0) and not interrupted:
         from t2t_mtl.engine.validation import held_in_exact_match
@@ -638,7 +654,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=t.progress_bar)
         if zero_shot is not None and env.is_main:
             writer = open_tensorboard(run_dir / "logs") if t.tensorboard else None
-            log_held_out(run_dir / "logs", step, zero_shot, writer)
+            log_held_out(run_dir / "logs", result.evaluated_step, zero_shot, writer)
             if writer is not None:
                 writer.close()
             if t.plot:
@@ -656,6 +672,29 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                       f"{chance}; report {run_dir / 'eval' / 'report.md'}", flush=True)
     result.wall_time_s = time.perf_counter() - started
     return result
+
+
+def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestValidation, env: DistEnv,
+                             final_step: int) -> int:
+    """Load the best checkpoint (`training.keep_best`) into the engine for the after-training evaluations;
+    returns the step whose weights the engine now holds. A best written under another world size (before a
+    resume on more or fewer ranks) would need DeepSpeed's universal loading, set up only at start-up: the
+    final weights stay, with a message saying how to evaluate the best one."""
+    value = f"mean {best_val.metric} {best_val.value:.4f}"
+    why = None
+    if best is None:
+        why = "is not in this run directory's checkpoints/ (the run was resumed from another directory)"
+    elif ckpt_io.read_meta(best)["world_size"] != env.world_size and engine.zero_optimization_stage():
+        why = f"was written with another world size; evaluate it with t2t-mtl eval --checkpoint {best}"
+    if why:
+        if env.is_main:
+            print(f"evaluating the final model: the best checkpoint (step {best_val.step}, {value}) {why}", flush=True)
+        return final_step
+    ckpt_io.load_checkpoint(engine, best, env)
+    if env.is_main:
+        print(f"evaluating the best checkpoint {best} (step {best_val.step}, {value}), not the final step's "
+              f"model (training.keep_best)", flush=True)
+    return best_val.step
 
 
 def reshard_streams_state(rank0_state: Mapping[str, Any], env: DistEnv) -> Dict[str, Any]:
@@ -702,8 +741,10 @@ def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
         needs_validation.append(f"sampling.strategy {strategy!r}")
     if cfg.weighting.get("method") == "dtp":
         needs_validation.append("weighting.method 'dtp' (its KPIs are validation exact match)")
+    if cfg.training.keep_best:
+        needs_validation.append(f"training.keep_best {cfg.training.keep_best!r}")
     if needs_validation and cfg.training.validate_every <= 0:
-        raise ConfigError(f"{' and '.join(needs_validation)} learn(s) from periodic validation: set "
+        raise ConfigError(f"{' and '.join(needs_validation)} need(s) periodic held-in validation: set "
                           f"training.validate_every to a positive number of steps")
     if strategy == "uncertainty" and cfg.gradient_surgery:
         raise ConfigError("sampling.strategy 'uncertainty' trains on mixed-task selections; gradient_surgery "

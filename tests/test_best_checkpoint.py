@@ -1,0 +1,109 @@
+"""`training.keep_best`: checkpoint selection on held-in validation — the selected step follows the rule, its
+checkpoint is linked as `best` and survives pruning and resumes, and the after-training evaluations score it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine.best import BestValidation
+from t2t_mtl.engine.checkpoint import best_checkpoint
+from t2t_mtl.engine.export import load_trained_model
+from t2t_mtl.engine.logging import read_held_out
+from t2t_mtl.engine.trainer import check_signal_config, train
+from t2t_mtl.engine.validation import evaluation_plan
+from t2t_mtl.evaluation import evaluate_tasks
+from t2t_mtl.evaluation.aggregate import summarize
+
+from engine_helpers import step_records, tiny_config, train_tiny_tokenizer
+
+TASKS = ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("metric,pick", [("val_score", np.argmax), ("val_loss", np.argmin)])
+def test_the_best_step_is_the_first_optimum_of_the_task_mean(metric, pick):
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        values = rng.integers(0, 4, size=(int(rng.integers(1, 9)), len(TASKS))) / 4.0  # ties are common
+        best = BestValidation(metric)
+        improved = [best.update(10 * (i + 1), {metric: dict(zip(TASKS, row)), "other": {}})
+                    for i, row in enumerate(values)]
+        expected = int(pick(values.mean(1)))  # numpy returns the first optimum
+        assert best.step == 10 * (expected + 1) and best.value == pytest.approx(values.mean(1)[expected])
+        assert improved[expected] and sum(improved[expected + 1:]) == 0
+        restored = BestValidation(metric)
+        restored.load_state_dict(best.state_dict())
+        assert restored == best
+    other = BestValidation("val_loss")
+    other.load_state_dict(BestValidation("val_score", 1.0, 4).state_dict())  # another metric: not comparable
+    assert other.step is None and other.value is None
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _config(tmp_path, tok, name, metric, steps=12, **training):
+    return tiny_config(tmp_path / name, tok, tmp_path / "cache", data={"held_out_clusters": ["comparison"]},
+                       training={"steps": steps, "validate_every": 2, "validate_examples": 8, "keep_best": metric,
+                                 "keep_checkpoints": 1, "lr": 3e-2, **training},
+                       evaluation={"held_out": True, "max_examples": 2, "batch_size": 8})
+
+
+def _task_means(run_dir, metric):
+    return {step: float(np.mean(list(rec[metric].values())))
+            for step, rec in step_records(run_dir).items() if metric in rec}
+
+
+@pytest.mark.parametrize("metric", ["val_score", "val_loss"])
+def test_the_best_checkpoint_is_linked_kept_and_evaluated(tmp_path, tok, metric):
+    cfg = _config(tmp_path, tok, "run", metric)
+    result = train(cfg, evaluate_held_in=False)
+    run = tmp_path / "run"
+    means = _task_means(run, metric)
+    assert sorted(means) == [2, 4, 6, 8, 10, 12]
+    steps, values = list(means), np.array(list(means.values()))
+    expected = steps[int(np.argmax(values) if metric == "val_score" else np.argmin(values))]
+    assert result.best_checkpoint == best_checkpoint(run) == run / "checkpoints" / f"step-{expected:08d}"
+    assert (run / "checkpoints" / "best").resolve() == result.best_checkpoint.resolve()
+    # keep_checkpoints 1 keeps the final checkpoint, and the best one besides
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == sorted(
+        {f"step-{expected:08d}", "step-00000012"})
+    assert result.evaluated_step == expected
+    # the after-training zero-shot evaluation scored the best checkpoint's weights (loaded afresh here)
+    model, tokenizer, meta = load_trained_model(result.best_checkpoint)
+    assert meta["step"] == expected
+    names, settings = evaluation_plan(config_from_dict(cfg))
+    summary = summarize(evaluate_tasks(model, tokenizer, names, settings, progress=False))
+    assert result.held_out_scores == {task: s.median for task, s in summary["tasks"].items()}
+    assert [r["step"] for r in read_held_out(run / "logs")] == [expected]
+    if metric == "val_score":  # a tiny model's exact match ties at 0 everywhere: the first validation stays best
+        assert expected == 2 and result.step == 12
+        final, _, _ = load_trained_model(run / "checkpoints" / "step-00000012")
+        assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), final.parameters()))
+
+
+def test_a_resumed_run_keeps_the_best_so_far(tmp_path, tok):
+    whole = train(_config(tmp_path, tok, "whole", "val_score"), evaluate_held_in=False)
+    first = _config(tmp_path, tok, "split", "val_score", steps=6)
+    train(first, evaluate_held_in=False)
+    second = _config(tmp_path, tok, "split", "val_score")
+    resumed = train(second, resume="auto", evaluate_held_in=False)
+    assert resumed.best_checkpoint.name == whole.best_checkpoint.name == "step-00000002"
+    assert resumed.evaluated_step == whole.evaluated_step == 2
+    assert resumed.held_out_scores == whole.held_out_scores
+    state = torch.load(tmp_path / "split" / "checkpoints" / "step-00000012" / "trainer_state.pt", weights_only=False)
+    assert state["best_validation"] == {"metric": "val_score", "value": 0.0, "step": 2}
+
+
+@pytest.mark.parametrize("training,match", [
+    ({"keep_best": "val_score"}, "keep_best.*validate_every"),
+    ({"keep_best": "val_acc", "validate_every": 2}, "val_score"),
+])
+def test_bad_keep_best_configs_are_refused_naming_the_key(training, match):
+    with pytest.raises(ConfigError, match=match):
+        cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                                "training": training})
+        check_signal_config(cfg, {"strategy": "uniform"})
