@@ -66,6 +66,8 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise TaskDefinitionError(f"{str(path)!r} is not valid JSON: {error}") from None
+    except UnicodeDecodeError as error:
+        raise TaskDefinitionError(f"{str(path)!r} is not UTF-8 text ({error}); save it as UTF-8") from None
     examples = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(examples, list) or not examples:
         raise TaskDefinitionError(f"{str(path)!r}: key 'examples' must be a non-empty list of examples")

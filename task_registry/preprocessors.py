@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Union
 
 import datasets
 import jinja2
+import pyarrow
 from datasets.fingerprint import Hasher
 
 from .errors import TaskDefinitionError, TemplateRenderError
@@ -26,14 +27,28 @@ def _compile_expression(expression: str, where: str):
         raise TaskDefinitionError(f"{where}: Jinja expression {expression!r} does not parse: {error.message}") from None
 
 
-def _evaluate(compiled, row: Mapping[str, Any], where: str, expression: str) -> Any:
+def _evaluate(compiled, row: Mapping[str, Any], index: int, where: str, expression: str) -> Any:
+    """The expression's value on `row` (row `index` of the split); every failure is a `TemplateRenderError`
+    naming the preprocessor, the expression and the row."""
+    where = f"{where}, row {index}"
     try:
-        return compiled(**row)
+        value = compiled(**row)
+        if isinstance(value, jinja2.Undefined):  # a bare name (`lable`) evaluates to Undefined, not an error
+            value._fail_with_undefined_error()
+        return value
     except jinja2.UndefinedError as error:
         raise TemplateRenderError(f"{where}: expression {expression!r} uses a missing field ({error}); "
                                   f"the row has fields {sorted(row)}") from None
     except jinja2.exceptions.SecurityError as error:
         raise TemplateRenderError(f"{where}: expression {expression!r} refused by the sandbox: {error}") from None
+    except Exception as error:  # a comparison or operation the row's values do not support
+        raise TemplateRenderError(f"{where}: expression {expression!r} failed ({type(error).__name__}: {error}); "
+                                  f"the row is {_preview(row)}") from None
+
+
+def _preview(row: Mapping[str, Any], width: int = 200) -> str:
+    text = repr(dict(row))
+    return text if len(text) <= width else text[:width] + "…}"
 
 
 def _fingerprint(dataset: AnyDataset, description: str, declarative: bool) -> dict[str, Any]:
@@ -91,14 +106,15 @@ class Filter(Preprocessor):
         self.predicate = predicate
         if isinstance(predicate, str):
             compiled = _compile_expression(predicate, "filter")
-            self._test = lambda row: bool(_evaluate(compiled, row, "filter", predicate))
+            self._test = lambda row, index: bool(_evaluate(compiled, row, index, "filter", predicate))
         elif callable(predicate):
-            self._test = predicate
+            self._test = lambda row, index: predicate(row)
         else:
             raise TaskDefinitionError(f"filter needs a callable or a Jinja expression string, got {predicate!r}")
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
-        return dataset.filter(self._test, **_fingerprint(dataset, self.describe(), isinstance(self.predicate, str)))
+        return dataset.filter(self._test, with_indices=True,
+                              **_fingerprint(dataset, self.describe(), isinstance(self.predicate, str)))
 
     def describe(self) -> str:
         what = self.predicate if isinstance(self.predicate, str) else getattr(
@@ -117,15 +133,21 @@ class Map(Preprocessor):
             if not fn:
                 raise TaskDefinitionError("map needs at least one field: expression pair")
             compiled = {field: (_compile_expression(expr, f"map field {field!r}"), expr) for field, expr in fn.items()}
-            self._apply = lambda row: {field: _evaluate(c, row, f"map field {field!r}", expr)
-                                       for field, (c, expr) in compiled.items()}
+            self._apply = lambda row, index: {field: _evaluate(c, row, index, f"map field {field!r}", expr)
+                                              for field, (c, expr) in compiled.items()}
         elif callable(fn):
-            self._apply = fn
+            self._apply = lambda row, index: fn(row)
         else:
             raise TaskDefinitionError(f"map needs a callable or a mapping field → Jinja expression, got {fn!r}")
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
-        return dataset.map(self._apply, **_fingerprint(dataset, self.describe(), isinstance(self.fn, Mapping)))
+        try:
+            return dataset.map(self._apply, with_indices=True,
+                               **_fingerprint(dataset, self.describe(), isinstance(self.fn, Mapping)))
+        except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as error:  # one column, values of several types
+            raise TaskDefinitionError(f"{self.describe()}: the new values do not share one type across rows "
+                                      f"({error}); make every row's value the same type (e.g. `... | string` for "
+                                      "text)") from None
 
     def describe(self) -> str:
         what = dict(self.fn) if isinstance(self.fn, Mapping) else getattr(self.fn, "__qualname__", repr(self.fn))

@@ -60,6 +60,8 @@ def read_templates_file(path: Union[str, os.PathLike]) -> tuple[dict[str, Any], 
             document = yaml.load(handle, Loader=_PromptsourceLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise TaskDefinitionError(f"{path}: not valid promptsource YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise TaskDefinitionError(f"{path}: not UTF-8 text ({error}); save it as UTF-8") from None
     if not isinstance(document, dict) or not isinstance(document.get("templates"), dict):
         raise TaskDefinitionError(f"{path}: expected a mapping with a `templates:` mapping of !Template entries")
     templates = []

@@ -69,9 +69,24 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
     try:
         return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
                                      streaming=streaming, **kwargs)
-    except Exception as error:  # a malformed file: name it
+    except StopIteration:  # datasets' reading of a file with no rows
+        raise DataSourceError(f"{what}: {[str(f) for f in files]} (split {split!r}) has no rows; add rows or "
+                              "drop the split") from None
+    except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
         raise DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
-                              f"{type(error).__name__}: {error}") from error
+                              f"{_innermost(error)}") from error
+
+
+def _innermost(error: BaseException) -> str:
+    """'Type: message' of the error and of the causes it chains to, outermost first (datasets wraps the
+    reader's line-level message, e.g. a JSON parse error, in a generic DatasetGenerationError)."""
+    parts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = " ".join(str(error).split())
+        parts.append(f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__)
+        error = error.__cause__ or error.__context__
+    return " ← ".join(parts)
 
 
 class HFSource(Source):
@@ -90,7 +105,7 @@ class HFSource(Source):
         data_dir = data_dir or get_data_dir()
         if data_dir is None:
             return None
-        return data_dir / self.path / (self.name or "default") / f"{split}.jsonl"
+        return data_dir / self.path / str(self.name or "default") / f"{split}.jsonl"
 
     def load(self, split: str, *, streaming: bool = False):
         local = self.local_file(split)

@@ -19,7 +19,7 @@ import datasets
 import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
-from .errors import DataSourceError, TaskDefinitionError, UnknownTemplateError
+from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError
 from .preprocessors import Preprocessor
 from .sources import GeneratorSource, Source
 from .template import Template
@@ -198,7 +198,12 @@ class Task:
         dropped: dict[str, int] = {}
         for step in self.preprocessors:
             before = len(rows) if counted else 0
-            rows = step(rows)
+            try:
+                rows = step(rows)
+            except TemplateRenderError as error:  # a preprocessor's expression failed on a row: name the task
+                raise TemplateRenderError(f"split {split!r}: {error}", task=self.name) from None
+            except TaskDefinitionError as error:  # e.g. a map whose values change type across rows
+                raise TaskDefinitionError(f"task {self.name!r}: split {split!r}: {error}") from None
             if counted and not step.keeps_rows and len(rows) != before:
                 dropped[step.describe()] = before - len(rows)
                 logger.warning("task %r split %r: %s dropped %d of %d rows", self.name, split, step.describe(),

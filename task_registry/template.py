@@ -168,8 +168,8 @@ class Template:
         except jinja2.TemplateSyntaxError as error:
             message, lineno = error.message or str(error), error.lineno
             if source != original:
-                try:
-                    ENVIRONMENT.parse(original)
+                try:  # compiled, not only parsed: an unknown filter fails at compile time
+                    compile_template(original)
                     message = (f"{message} — promptsource's truncation rewrite (`}}}}` → "
                                f"`| string | truncate(...) }}}}`) breaks this template; avoid `}}}}` inside "
                                f"string literals")

@@ -1,4 +1,4 @@
-"""YAML task files: a user adds a task without writing Python (one task per `*.yaml` file).
+"""YAML task files: a user adds a task without writing Python (one task per `*.yaml` or `*.yml` file).
 
 Schema (keys other than these are an error, reported with close matches)::
 
@@ -49,7 +49,7 @@ from .promptsource import import_promptsource
 from .registry import register_task
 from .sources import HFSource, LocalFileSource, Source, get_data_dir
 from .task import Task
-from .template import Template
+from .template import SEPARATOR, Template
 
 TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
              "source", "preprocessors", "templates"}
@@ -124,6 +124,9 @@ class _FileParser:
             return None
         except OSError as error:
             self.errors.append(f"{self.path}: cannot read: {error}")
+            return None
+        except UnicodeDecodeError as error:
+            self.errors.append(f"{self.path}: not UTF-8 text ({error}); save it as UTF-8")
             return None
         if not isinstance(document, dict):
             self.error(1, "a task file must be a mapping with at least `name`, `source` and `templates`")
@@ -288,14 +291,17 @@ def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3) -> li
     """
     parser = _FileParser(Path(path))
     task = parser.parse()
-    if task is None or check_rows <= 0 or not _rows_reachable(task):
+    if task is None:
         return parser.errors
-    problems: list[str] = []
+    problems = [f"{_template_location(t, path)}: template {t.name!r} {why}" for t in task.templates
+                if (why := _never_targets(t))]
+    if check_rows <= 0 or not _rows_reachable(task):
+        return parser.errors + problems
     for split in task.splits:
         try:
             rows = task.load_rows(split)
-        except TaskRegistryError as error:
-            problems.append(f"{path}: split {split!r}: {error}")
+        except TaskRegistryError as error:  # its message names the split
+            problems.append(f"{path}: {error}")
             continue
         for index in range(min(check_rows, len(rows))):
             row = rows[index]
@@ -303,18 +309,37 @@ def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3) -> li
                 try:
                     template.render(row, task=task.name, row_index=index)
                 except TaskRegistryError as error:
-                    where = f"{template.source_file}:{template.source_line}" if template.source_line else str(path)
-                    problems.append(f"{where}: split {split!r}: {error}")
+                    problems.append(f"{_template_location(template, path)}: split {split!r}: {error}")
     return problems
 
 
+def _never_targets(template: Any) -> Optional[str]:
+    """Why `template` can never render a target (every row would be skipped), or None."""
+    if SEPARATOR not in template.jinja:
+        return "has no `|||` separator, so it renders no target and every row would be skipped: write it as " \
+               "`input ||| target`"
+    if template.answer_choices is not None and not template.answer_choices.strip():
+        return "has an empty answer_choices: list the choices separated by `|||`, or drop the key"
+    return None
+
+
+def _template_location(template: Any, path: Union[str, os.PathLike]) -> str:
+    return f"{template.source_file}:{template.source_line}" if template.source_line else str(path)
+
+
+def task_files(directory: Union[str, os.PathLike]) -> list[Path]:
+    """The YAML task files of a folder (`*.yaml` and `*.yml`), sorted by name."""
+    return sorted(p for p in Path(directory).iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
 def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, overwrite: bool = False) -> list[Task]:
-    """Parse every `*.yaml` in `directory` (sorted by name) and register them; all problems reported at once."""
+    """Parse every `*.yaml` / `*.yml` in `directory` (sorted by name) and register them; all problems reported
+    at once."""
     directory = Path(directory)
     if not directory.is_dir():
         raise TaskDefinitionError(f"task directory {directory} does not exist")
     tasks, errors = [], []
-    for path in sorted(directory.glob("*.yaml")):
+    for path in task_files(directory):
         try:
             tasks.append(parse_task_file(path))
         except TaskFileError as error:
@@ -333,7 +358,7 @@ def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, ove
 
 def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
                    overwrite: bool = True) -> list[Task]:
-    """Parse every `*.yaml` of one folder or several and register them (the `--tasks-dir` options and the
+    """Parse every `*.yaml` / `*.yml` of one folder or several and register them (the `--tasks-dir` options and the
     `data.tasks_dir` config key).
 
     Every problem of every folder is reported at once in one `TaskFileError` (each `file:line: message`) and

@@ -190,3 +190,74 @@ def test_generator_rows_that_cannot_be_stored_name_the_generator():
                                               r"not be stored \(KeyError: 'x'\)") as info:
         source.load("validation")
     assert isinstance(info.value.__cause__, KeyError)
+
+
+@pytest.mark.parametrize("preprocessor,message", [
+    (Filter("label > 'a'"), r"task 'rows': split 'train': filter, row 0: expression \"label > 'a'\" failed "
+                            r"\(TypeError: '>' not supported"),
+    (Filter("lable"), r"task 'rows': split 'train': filter, row 0: expression 'lable' uses a missing field "
+                      r"\('lable' is undefined\); the row has fields \['extra', 'label', 'text'\]"),
+    (task_registry.Map({"both": "lable"}), r"map field 'both', row 0: expression 'lable' uses a missing field"),
+])
+def test_preprocessor_expressions_that_fail_on_a_row_name_task_split_row_and_expression(rows_file, preprocessor,
+                                                                                        message):
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], preprocessors=[preprocessor], splits=("train",))
+    with pytest.raises(TemplateRenderError, match=message):
+        task.load_rows("train")
+
+
+def test_a_map_whose_values_change_type_across_rows_is_named(tmp_path):
+    path = tmp_path / "many.jsonl"  # more rows than one write batch of datasets, the last one negative
+    path.write_text("".join(json.dumps({"label": i if i < 1500 else -1}) + "\n" for i in range(1501)))
+    task = Task("mixed", LocalFileSource(path), [ECHO], splits=("train",),
+                preprocessors=[task_registry.Map({"n": "label if label >= 0 else 'neg'"})])
+    with pytest.raises(task_registry.TaskDefinitionError,
+                       match=r"task 'mixed': split 'train': map\(.*\): the new values do not share one type"):
+        task.load_rows("train")
+
+
+def test_malformed_and_empty_data_files_say_why(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n{"a": 2 "b": 3}\n')
+    with pytest.raises(DataSourceError, match=r"bad.jsonl.*JSON parse error"):
+        LocalFileSource(bad).load("train")
+    columns = tmp_path / "cols.csv"
+    columns.write_text("a,label\nx,0\ny,1,extra\n")
+    with pytest.raises(DataSourceError, match=r"cols.csv.*Expected 2 fields in line 3, saw 3"):
+        LocalFileSource(columns).load("train")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataSourceError, match=r"empty.jsonl'\] \(split 'train'\) has no rows"):
+        LocalFileSource(empty).load("train")
+
+
+def test_an_unknown_filter_is_not_blamed_on_the_truncation_rewrite():
+    with pytest.raises(TemplateSyntaxError) as info:
+        Template("t", "{{ a | nosuchfilter }} ||| x")
+    assert "No filter named 'nosuchfilter'" in str(info.value) and "rewrite" not in str(info.value)
+
+
+def test_task_files_that_can_never_render_a_target_or_are_not_utf8_are_reported(tmp_path, rows_file):
+    def task_file(name, body, encoding="utf-8"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_bytes((f"name: {name}\nsource: {{files: {rows_file}}}\nsplits: [train]\n" + body).encode(encoding))
+        return path
+
+    no_pipe = task_file("no_pipe", "templates:\n  - {name: t, jinja: '{{text}} only'}\n")
+    assert task_registry.validate_task_file(no_pipe) == [
+        f"{no_pipe}:5: template 't' has no `|||` separator, so it renders no target and every row would be skipped: "
+        "write it as `input ||| target`"]
+    empty_choices = task_file("empty_choices", "templates:\n  - {name: t, jinja: '{{text}} ||| x', "
+                                               "answer_choices: ''}\n")
+    assert "template 't' has an empty answer_choices" in task_registry.validate_task_file(empty_choices)[0]
+    latin = task_file("latin", "templates:\n  - {name: t, jinja: '{{text}} é ||| x'}\n", encoding="latin-1")
+    problems = task_registry.validate_task_file(latin)
+    assert len(problems) == 1 and problems[0].startswith(f"{latin}: not UTF-8 text")
+
+
+def test_yml_task_files_are_loaded_like_yaml_ones(tmp_path, rows_file):
+    (tmp_path / "short.yml").write_text(f"name: yml_task\nsource: {{files: {rows_file}}}\nsplits: [train]\n"
+                                        "templates:\n  - {name: t, jinja: '{{text}} ||| {{label}}'}\n")
+    with task_registry.isolated_registry():
+        assert [t.name for t in task_registry.load_task_dir(tmp_path)] == ["yml_task"]
+        assert task_registry.get_task("yml_task").to_dataset("train")[0]["targets"] == "0"

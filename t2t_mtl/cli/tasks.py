@@ -179,9 +179,9 @@ def _validate(args: argparse.Namespace) -> int:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     path = Path(args.path)
-    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    files = task_registry.task_files(path) if path.is_dir() else [path]
     if not files or not all(f.exists() for f in files):
-        print(f"error: {path}: no such YAML task file (or a folder without *.yaml)", file=sys.stderr)
+        print(f"error: {path}: no such YAML task file (or a folder without *.yaml / *.yml)", file=sys.stderr)
         return 1
     problems = []
     for file in files:
