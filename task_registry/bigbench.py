@@ -25,6 +25,7 @@ parts for the same reason.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -83,9 +84,12 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
             if SEPARATOR in choice:
                 raise TaskDefinitionError(f"{str(path)!r}: example {index}: answer choice {choice!r} contains "
                                           f"the template separator {SEPARATOR!r}")
-            if not isinstance(score, (int, float)):
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
                 raise TaskDefinitionError(f"{str(path)!r}: example {index}: target score of {choice!r} is "
-                                          f"{score!r}, not a number")
+                                          f"{score!r}, not a finite number")
+    append = data.get("append_choices_to_input", True)
+    if not isinstance(append, bool):
+        raise TaskDefinitionError(f"{str(path)!r}: 'append_choices_to_input' must be true or false, got {append!r}")
     return data
 
 
@@ -125,7 +129,7 @@ def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template
     input_prefix = str(data.get("example_input_prefix", DEFAULT_INPUT_PREFIX))
     output_prefix = str(data.get("example_output_prefix", DEFAULT_OUTPUT_PREFIX))
     choice_prefix = str(data.get("choice_prefix", DEFAULT_CHOICE_PREFIX))
-    append_choices = bool(data.get("append_choices_to_input", True))
+    append_choices = data.get("append_choices_to_input", True)
     jinja = (_literal(task_prefix, "task_prefix", path) + _literal(input_prefix, "example_input_prefix", path)
              + "{% for part in input_parts %}{{ part }}{% endfor %}")
     if append_choices:

@@ -37,6 +37,9 @@ class Mixture:
                  default_rate: Rate = 1.0, description: str = ""):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a mixture needs a non-empty string name, got {name!r}")
+        if isinstance(tasks_and_rates, str):  # a string is a sequence of letters, not of task names
+            raise TaskDefinitionError(f"mixture {name!r}: members must be a list or a {{name: rate}} mapping, got "
+                                      f"the string {tasks_and_rates!r} (write [{tasks_and_rates!r}])")
         items = list(tasks_and_rates.items()) if isinstance(tasks_and_rates, Mapping) else [
             tuple(entry) if isinstance(entry, (tuple, list)) else (entry, default_rate) for entry in tasks_and_rates]
         if not items:
@@ -50,7 +53,8 @@ class Mixture:
             member, rate = entry
             if not isinstance(member, (str, Task, Mixture)):
                 raise TaskDefinitionError(f"mixture {name!r}: member {member!r} is not a task/mixture or name")
-            if not callable(rate) and (not isinstance(rate, (int, float)) or rate < 0 or not math.isfinite(rate)):
+            if not callable(rate) and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0
+                                       or not math.isfinite(rate)):
                 raise TaskDefinitionError(f"mixture {name!r}: rate of {_member_name(member)!r} must be a finite "
                                           f"number ≥ 0 or a function of the task, got {rate!r}")
             self.members.append((member, rate))
@@ -81,6 +85,9 @@ def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
         resolved = resolve(member) if isinstance(member, str) else member
         if isinstance(resolved, Mixture):
             weight = float(rate(resolved) if callable(rate) else rate)  # type: ignore[arg-type]
+            if weight < 0 or not math.isfinite(weight):
+                raise TaskDefinitionError(f"mixture {mixture.name!r}: rate function gave {weight!r} for "
+                                          f"mixture {resolved.name!r}")
             inner = _flatten(resolved, stack + (mixture.name,))
             total = sum(inner.values())
             if total <= 0:

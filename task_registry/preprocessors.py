@@ -93,6 +93,10 @@ class Rename(Preprocessor):
             missing = sorted(set(self.mapping) - set(columns))
             if missing:
                 raise TaskDefinitionError(f"rename: column(s) {missing} do not exist; columns are {columns}")
+            clashes = sorted(new for new in self.mapping.values() if new in columns and new not in self.mapping)
+            if clashes:  # renaming onto a kept column would silently replace it
+                raise TaskDefinitionError(f"rename {self.mapping}: column(s) {clashes} exist already; rename or drop "
+                                          f"them first (columns are {columns})")
         return dataset.rename_columns(self.mapping)
 
     def describe(self) -> str:

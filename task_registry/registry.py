@@ -122,13 +122,15 @@ def isolated_registry() -> Iterator[None]:
         _MIXTURES.update(mixtures)
 
 
-def training_rates(mixture_or_name: Union[str, Mixture, Task], held_out_clusters: Iterable[str] = (),
+def training_rates(mixture_or_name: Union[str, Mixture, Task], held_out_clusters: Union[str, Iterable[str]] = (),
                    force: bool = False) -> dict[str, float]:
     """Task → rate for training: the mixture flattened, every task of a held-out cluster dropped.
 
     A remaining task flagged `held_out=True` raises `HeldOutTaskError` (naming task and cluster) unless
     `force=True`; a remaining `eval_only=True` task always raises `EvalOnlyTaskError`.
     """
+    if isinstance(held_out_clusters, str):  # one cluster name, not its letters
+        held_out_clusters = [held_out_clusters]
     target = resolve(mixture_or_name) if isinstance(mixture_or_name, str) else mixture_or_name
     rates = target.flatten() if isinstance(target, Mixture) else {target.name: 1.0}
     held_out = set(held_out_clusters)

@@ -262,6 +262,8 @@ class _FileParser:
         names = entry.get("names")
         if names is None:
             return imported
+        if isinstance(names, str):  # one template name, not its letters
+            names = [names]
         by_name = {t.name: t for t in imported}
         unknown = [n for n in names if n not in by_name]
         if unknown:

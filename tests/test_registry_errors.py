@@ -261,3 +261,49 @@ def test_yml_task_files_are_loaded_like_yaml_ones(tmp_path, rows_file):
     with task_registry.isolated_registry():
         assert [t.name for t in task_registry.load_task_dir(tmp_path)] == ["yml_task"]
         assert task_registry.get_task("yml_task").to_dataset("train")[0]["targets"] == "0"
+
+
+def test_strings_where_lists_belong_are_not_read_as_letters():
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"got the string 'ta' \(write \['ta'\]\)"):
+        task_registry.Mixture("m", "ta")
+    with pytest.raises(task_registry.TaskDefinitionError, match="rate of 'x' must be a finite number"):
+        task_registry.Mixture("m", {"x": True})
+    with task_registry.isolated_registry():
+        for name, cluster in (("kept", "qa"), ("nli_task", "nli")):
+            task_registry.register_task(Task(name, LocalFileSource("unused.jsonl"), [ECHO], cluster=cluster))
+        mixture = task_registry.Mixture("both", ["kept", "nli_task"])
+        assert task_registry.training_rates(mixture, held_out_clusters="nli") == {"kept": 1.0}
+
+
+def test_a_rate_function_giving_nan_for_a_sub_mixture_is_refused():
+    with task_registry.isolated_registry():
+        task_registry.register_task(Task("only", LocalFileSource("unused.jsonl"), [ECHO]))
+        inner = task_registry.Mixture("inner", ["only"])
+        outer = task_registry.Mixture("outer", [(inner, lambda _: float("nan"))])
+        with pytest.raises(task_registry.TaskDefinitionError, match="rate function gave nan for mixture 'inner'"):
+            outer.flatten()
+
+
+def test_renaming_onto_an_existing_column_is_refused(rows_file):
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",),
+                preprocessors=[task_registry.Rename({"extra": "label"})])
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"task 'rows': split 'train': rename .*column\(s\) "
+                                                                r"\['label'\] exist already"):
+        task.load_rows("train")
+    swapped = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",),
+                   preprocessors=[task_registry.Rename({"text": "label", "label": "text"})])
+    assert swapped.load_rows("train")[0]["label"] == "fine"  # a swap replaces nothing
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"target_scores": {"a": float("nan"), "b": 0}}, "target score of 'a' is nan, not a finite number"),
+    ({"append_choices_to_input": "false"}, "'append_choices_to_input' must be true or false, got 'false'"),
+])
+def test_bigbench_scores_and_flags_are_checked(tmp_path, change, message):
+    from task_registry.bigbench import load_bigbench_task
+
+    example = {"input": "q", "target_scores": change.get("target_scores", {"a": 1, "b": 0})}
+    data = {"name": "t", "examples": [example], **{k: v for k, v in change.items() if k != "target_scores"}}
+    (tmp_path / "task.json").write_text(json.dumps(data))
+    with pytest.raises(task_registry.TaskDefinitionError, match=message):
+        load_bigbench_task(tmp_path)

@@ -135,3 +135,10 @@ def test_validation_renders_the_first_rows(tmp_path):
     assert problems[0].startswith(f"{path}:9: split 'train': task 'renders', template 'typo', row 0: "
                                   f"field 'txt' is missing from the row")
     assert validate_task_file(path, check_rows=0) == []
+
+
+def test_a_single_promptsource_name_may_be_written_as_a_string(tmp_path, promptsource_dir):
+    text = _documented_example(promptsource_dir).replace("names: [GPT-3 style, can we infer]", "names: GPT-3 style")
+    path = tmp_path / "one_name.yaml"
+    path.write_text(text)
+    assert parse_task_file(path).template_names == ["t5", "GPT-3 style"]
