@@ -389,6 +389,39 @@ T5_DIM_KEYS = (
 )
 
 
+_DIM_INTEGERS = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                 "relative_attention_num_buckets", "relative_attention_max_distance", "vocab_size")
+
+
+def _check_dims(dims: Mapping[str, Any]) -> None:
+    """The values of `model.dims` (T5Config sizes): ConfigError naming the key instead of an error from deep in
+    transformers or torch when the model is built."""
+    def bad(key: str, what: str) -> None:
+        raise ConfigError(f"config key 'model.dims.{key}' must be {what}, got {dims[key]!r}")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    for key in _DIM_INTEGERS:
+        if key in dims and (not isinstance(dims[key], int) or isinstance(dims[key], bool) or dims[key] < 1):
+            bad(key, "an integer >= 1")
+    if "dropout_rate" in dims and not (number(dims["dropout_rate"]) and 0 <= dims["dropout_rate"] < 1):
+        bad("dropout_rate", "a number in [0, 1)")
+    for key in ("layer_norm_epsilon", "initializer_factor"):
+        if key in dims and not (number(dims[key]) and dims[key] > 0):
+            bad(key, "a number > 0")
+    if "tie_word_embeddings" in dims and not isinstance(dims["tie_word_embeddings"], bool):
+        bad("tie_word_embeddings", "true or false")
+    if "feed_forward_proj" in dims:
+        from transformers.activations import ACT2FN
+
+        proj = dims["feed_forward_proj"]
+        act = proj[len("gated-"):] if isinstance(proj, str) and proj.startswith("gated-") else proj
+        if not isinstance(act, str) or act not in ACT2FN:
+            bad("feed_forward_proj", f"an activation or gated-<activation>, the activation one of "
+                                     f"{', '.join(sorted(ACT2FN))} (e.g. relu, gated-gelu)")
+
+
 def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
     if value is None:
         return
@@ -406,6 +439,7 @@ def validate_values(cfg: Config) -> None:
             lines.append(f"  model.dims.{key}" + (f" — did you mean {', '.join(close)}?" if close else ""))
         raise UnknownConfigKeyError("unknown T5 dimension(s):\n" + "\n".join(lines)
                                     + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")
+    _check_dims(cfg.model.dims)
     t = cfg.training
     for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints"):
         _positive(f"training.{key}", getattr(t, key))

@@ -62,6 +62,23 @@ def test_unknown_keys_listed_with_suggestions():
         C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_modle": 8}}})
 
 
+@pytest.mark.parametrize("dims,expected", [
+    ({"d_model": "abc"}, "'model.dims.d_model' must be an integer >= 1, got 'abc'"),
+    ({"num_heads": 0}, "'model.dims.num_heads' must be an integer >= 1, got 0"),
+    ({"feed_forward_proj": "nosuch"}, "'model.dims.feed_forward_proj' must be an activation or gated-<activation>"),
+    ({"feed_forward_proj": "gated-nosuch"}, "feed_forward_proj"),
+    ({"dropout_rate": 2}, r"'model.dims.dropout_rate' must be a number in \[0, 1\), got 2"),
+    ({"layer_norm_epsilon": -1e-6}, "'model.dims.layer_norm_epsilon' must be a number > 0"),
+    ({"tie_word_embeddings": "yes"}, "'model.dims.tie_word_embeddings' must be true or false"),
+])
+def test_bad_model_dims_values_are_named(dims, expected):
+    # was: tracebacks from inside transformers or torch when the model was built
+    with pytest.raises(C.ConfigError, match=expected):
+        C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": dims}})
+    C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"feed_forward_proj": "gated-gelu",
+                                                                    "dropout_rate": 0.1, "d_model": 8}}})
+
+
 @pytest.mark.parametrize("key,value,expected", [
     ("training.steps", "ten", "training.steps.*int"),
     ("training.steps", True, "training.steps.*int"),

@@ -15,11 +15,12 @@ from transformers import T5ForConditionalGeneration
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine import trainer as trainer_mod
-from t2t_mtl.engine.checkpoint import latest_checkpoint
+from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
 from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_precision,
                                              resolve_precision)
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
+from t2t_mtl.tokenizer import load_tokenizer
 
 from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer, write_yaml_task
 
@@ -241,7 +242,11 @@ def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
     ckpt = train(cfg, evaluate_held_in=False).checkpoint
     (tmp_path / "file").write_text("x")
     assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "file")]) == 2
-    assert "exists and is not a directory" in capsys.readouterr().err
+    assert "exists and is not a folder" in capsys.readouterr().err
+    for inside in (tmp_path / "run", tmp_path / "run" / "checkpoints" / "hf"):  # would shadow the checkpoints
+        assert cli_main(["export", str(tmp_path / "run"), "--out", str(inside)]) == 2
+        assert "is the run being exported" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "config.json").exists()
     assert cli_main(["export", str(tmp_path / "run" / "checkpoints"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--resume" not in err and "pass a run directory" in err
@@ -251,6 +256,28 @@ def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
     (ckpt / "ds" / "mp_rank_00_model_states.pt").unlink()
     assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
     assert "incomplete or corrupt" in capsys.readouterr().err
+
+
+def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_tokenizer(tmp_path, tok, cache):
+    # was: a second `train` without --resume started over in the folder, interleaving two runs' logs and
+    # checkpoints; and a run read its configured tokenizer folder again later, so overwriting that folder
+    # silently changed what eval / export / predict used
+    import shutil
+
+    own_tok = tmp_path / "tok"
+    shutil.copytree(tok, own_tok)
+    cfg = tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+    with pytest.raises(CheckpointError, match=r"already holds a run \(latest checkpoint step-00000002\): pass "
+                                              r"--resume auto"):
+        train(tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 4}), evaluate_held_in=False)
+    assert [r["step"] for r in step_records(tmp_path / "run").values()] == [1, 2]
+    assert train(tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 4}), resume="auto",
+                 evaluate_held_in=False).step == 4
+    shutil.rmtree(own_tok)  # the configured folder is gone; the run has its own copy
+    model, tokenizer, _ = load_trained_model(tmp_path / "run")
+    assert len(tokenizer) == model.config.vocab_size == len(load_tokenizer(tok))
+    assert (tmp_path / "run" / "tokenizer" / "tokenizer_config.json").exists()
 
 
 def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
@@ -263,6 +290,14 @@ def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
         # was accepted: one task per optimizer step, so the surgery never changed a gradient
         "training.grad_accum >= 2": dict(gradient_surgery={"method": "pcgrad"}),
         "data.mixture: unknown mixture 'procedral'": dict(data={"mixture": "procedral", "tasks": None}),
+        # was accepted: a typo held nothing out, so the zero-shot targets were trained on
+        "data.held_out_clusters: no registered task is in cluster 'comparisn'; did you mean 'comparison'":
+            dict(data={"held_out_clusters": ["comparisn"]}),
+        # were found only after training (a run that trained and then failed)
+        r"evaluation.split 'nosuch': task 'parity' has splits": dict(evaluation={"tasks": ["parity"],
+                                                                                 "split": "nosuch"}),
+        "evaluation.max_examples must be an integer >= 1, got 'abc'": dict(evaluation={"tasks": ["parity"],
+                                                                                       "max_examples": "abc"}),
     }
     for message, sections in bad.items():
         with pytest.raises((ConfigError, ValueError), match=message):

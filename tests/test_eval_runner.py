@@ -197,7 +197,7 @@ def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpo
     with task_registry.isolated_registry():
         task_registry.register_task(toy_task(data_file))
         assert cli_main([*args, "--batch-size", "0"]) == 1
-        assert "batch_size must be >= 1, got 0" in capsys.readouterr().err
+        assert "batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
         assert cli_main([*args, "--out", str(tmp_path / "first")]) == 0
         # both reports carry the default name (the checkpoint path): the earlier one is labelled by its path
         assert cli_main([*args, "--out", str(tmp_path / "second"), "--compare", str(tmp_path / "first")]) == 0
@@ -206,6 +206,28 @@ def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpo
         assert "would name more than one column" in capsys.readouterr().err
     header = (tmp_path / "second" / "comparison.md").read_text().splitlines()[0]
     assert header == f"| task | {checkpoint} ({tmp_path / 'first'}) | {checkpoint} |"
+
+
+def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_file, tmp_path, capsys):
+    args = ["eval", "--checkpoint", checkpoint, "--max-examples", "2", "--no-progress"]
+    (tmp_path / "afile.txt").write_text("x")
+    (tmp_path / "notes.json").write_text('{"some": "json"}')
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        for out in ("afile.txt", "afile.txt/report"):
+            assert cli_main([*args, "--tasks", "toy_sentiment", "--out", str(tmp_path / out)]) == 1
+            captured = capsys.readouterr()
+            assert "afile.txt exists and is not a folder" in captured.err and "toy_sentiment" not in captured.out
+        for extra, message in ((["--held-out-clusters", "nli"], "--held-out-clusters chooses the clusters of "
+                                                                "--held-out"),
+                               (["--scoring", "generate", "--length-norm"], "--length-norm changes how"),
+                               (["--scoring", "rank", "--num-beams", "4"], "--num-beams sets the beam width")):
+            assert cli_main([*args, "--tasks", "toy_sentiment", *extra]) == 2
+            assert message in capsys.readouterr().err
+        assert cli_main([*args, "--tasks", " , "]) == 1  # e.g. an empty shell variable: not every held-out task
+        assert "--tasks ' , ' names no task" in capsys.readouterr().err
+        assert cli_main([*args, "--tasks", "toy_sentiment", "--compare", str(tmp_path / "notes.json")]) == 1
+        assert f"{str(tmp_path / 'notes.json')!r} is not an evaluation report.json" in capsys.readouterr().err
 
 
 def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp_path, capsys):
@@ -219,6 +241,13 @@ def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp
         assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks-dir", str(tasks_dir), "--tasks",
                          "yaml_sentiment", "--max-examples", "3", "--no-progress"]) == 0
         assert "| yaml_sentiment | t | rank |" in capsys.readouterr().out
+        other = tmp_path / "other"  # --tasks-dir repeats: every folder is registered
+        other.mkdir()
+        (other / "yaml_sentiment_2.yaml").write_text((tasks_dir / "yaml_sentiment.yaml").read_text().replace(
+            "name: yaml_sentiment", "name: yaml_sentiment_2"))
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks-dir", str(tasks_dir), "--tasks-dir", str(other),
+                         "--tasks", "yaml_sentiment,yaml_sentiment_2", "--max-examples", "3", "--no-progress"]) == 0
+        assert "| yaml_sentiment_2 | t | rank |" in capsys.readouterr().out
         assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks-dir", str(tmp_path / "none"), "--tasks",
                          "yaml_sentiment"]) == 1
         assert "task directory" in capsys.readouterr().err

@@ -135,6 +135,9 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         read_requests(['{"inputs": "a", "answer_choices": "yes"}'], jsonl=True, source="x")
     with pytest.raises(PredictInputError, match="no input"):
         read_requests(["", "  "], jsonl=False, source="empty.txt")
+    # a blank text line is an input too, so the k-th answer stays the k-th line's; JSON lines skip blanks
+    assert [r.inputs for r in read_requests(["a\n", "\n", "b\n"], jsonl=False, source="x")] == ["a", "", "b"]
+    assert [r.inputs for r in read_requests(['{"inputs": "a"}\n', "\n"], jsonl=True, source="x")] == ["a"]
     cases = {
         ("--input", str(bad)): "bad.jsonl:2",
         ("--choices", "yes", "a text"): "at least two non-empty choices",
@@ -142,6 +145,10 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--input", str(bad), "a text"): "one of the two",
         ("--scoring", "rank", "a text"): "input 1 has no answer choices",
         ("--num-beams", "0", "a text"): "--num-beams must be at least 1",
+        # options the chosen scoring would ignore
+        ("--choices", "yes ||| no", "--scoring", "generate", "a text"): "--choices are ranked by log-likelihood",
+        ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
+        ("--num-beams", "2", "--scoring", "rank", "--choices", "a ||| b", "x"): "--num-beams sets the beam width",
     }
     for args, message in cases.items():
         assert main(["predict", "--checkpoint", str(dense_dir), *args]) == 2, args

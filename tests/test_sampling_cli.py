@@ -89,6 +89,11 @@ def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path,
     plot = tmp_path / "new" / "folder" / "rates.png"
     assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(tmp_path)]) == 2  # a folder
+    assert f"--plot {tmp_path} is a folder; give a file name" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(tmp_path / "afile" / "r.png")]) == 2
+    assert "afile exists and is not a folder" in capsys.readouterr().err
     assert main(["mixture", "show", mixture, "--sampler", "bandit_softmax", "--set", "tau=abc"]) == 2
     assert "'tau' must be a number, got 'abc'" in capsys.readouterr().err
     assert main(["mixture", "show", mixture, "--sampler", "proportional", "--cap", "-5"]) == 2

@@ -157,6 +157,9 @@ def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
     code = cli_main(["tokenizer", "train", "--mixture", "procedurl", "--out", str(tmp_path / "x")])
     assert code == 1
     assert "did you mean 'procedural'" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert cli_main(["tokenizer", "train", "--mixture", "procedural", "--out", str(tmp_path / "afile")]) == 1
+    assert "--out" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
 
 
 def test_cli_trains_on_yaml_tasks_from_a_tasks_dir(tmp_path, capsys):

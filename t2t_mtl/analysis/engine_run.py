@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from t2t_mtl.analysis.errors import RunResultError, StudyConfigError
 
@@ -19,18 +19,23 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def base_config_dict(config: Optional[str] = None, overrides: Sequence[str] = (), *,
-                     data_dir: Optional[str] = None, tasks_dir: Optional[str] = None) -> dict[str, Any]:
+                     data_dir: Optional[str] = None, tasks_dir: Union[None, str, Sequence[str]] = None
+                     ) -> dict[str, Any]:
     """The validated base training config of a study as a plain dict (default: the packaged quickstart).
 
-    `data_dir` replaces data.data_dir; `tasks_dir` (YAML task files) is added to data.tasks_dir."""
+    `data_dir` replaces data.data_dir; `tasks_dir` (a folder of YAML task files, or several) is added to
+    data.tasks_dir."""
     from t2t_mtl.config import load_config, tasks_dirs
 
     cfg = load_config(config if config is not None else "quickstart", list(overrides))
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
-    known = tasks_dirs(cfg)
-    if tasks_dir is not None and str(tasks_dir) not in known:
-        cfg.data.tasks_dir = [*known, str(tasks_dir)] if known else str(tasks_dir)
+    folders = list(tasks_dirs(cfg))
+    for folder in [tasks_dir] if isinstance(tasks_dir, str) else (tasks_dir or []):
+        if str(folder) not in folders:
+            folders.append(str(folder))
+    if folders:
+        cfg.data.tasks_dir = folders[0] if len(folders) == 1 else folders
     return cfg.to_dict()
 
 

@@ -10,7 +10,8 @@ import dataclasses
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_tasks_dir_option, ignored_scoring_option, register_tasks_dir
+from t2t_mtl.output_paths import prepare_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,8 +75,10 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
     register_tasks_dir(args.tasks_dir or _find_key(meta, "tasks_dir"))  # default: the run's data.tasks_dir
-    if args.tasks:
+    if args.tasks is not None:
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+        if not names:
+            raise ValueError(f"--tasks {args.tasks!r} names no task; give comma-separated task names")
         for name in names:
             task_registry.get_task(name)
         return names
@@ -127,9 +130,17 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.max_examples is not None and args.max_examples < 1:
         print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
         return 2
+    ignored = ignored_scoring_option(args)
+    if args.held_out_clusters is not None and not args.held_out:
+        ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
+    if ignored:
+        print(f"error: {ignored}", file=sys.stderr)
+        return 2
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     try:
+        if args.out:
+            prepare_output_dir(args.out, "--out")  # before the evaluation, not after it
         name = args.name or str(args.checkpoint)
         others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples, scoring=args.scoring,

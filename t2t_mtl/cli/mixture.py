@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
 
@@ -48,6 +48,8 @@ def show_mixture(args: argparse.Namespace) -> int:
     try:
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
+        if args.plot:
+            prepare_output_file(args.plot, "--plot")
         task_registry.load_builtin_tasks()
         register_tasks_dir(args.tasks_dir)
         mixture = shown_mixture(args.name)
@@ -146,6 +148,5 @@ def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
             ax.legend(fontsize=7, ncol=2)
     ax.set_title(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(prepare_output_file(path, "--plot"), dpi=100)
     plt.close(fig)

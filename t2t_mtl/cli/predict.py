@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from t2t_mtl.cli.common import ignored_scoring_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -78,6 +80,10 @@ def run_predict(args: argparse.Namespace) -> int:
         if getattr(args, key) < 1:
             print(f"error: --{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}", file=sys.stderr)
             return 2
+    ignored = ignored_scoring_option(args)
+    if ignored:
+        print(f"error: {ignored}", file=sys.stderr)
+        return 2
     try:
         requests = _requests(args)
         model, tokenizer, _ = load_checkpoint(args.checkpoint)

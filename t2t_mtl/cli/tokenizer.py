@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.output_paths import prepare_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
         return 2
     try:
+        prepare_output_dir(args.out, "--out")
         register_tasks_dir(args.tasks_dir)
         texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
 from t2t_mtl.config import config_from_dict
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import build_model
+from t2t_mtl.output_paths import OutputPathError, prepare_output_dir
 
 META_FILE = "t2t_mtl_meta.json"
 
@@ -89,9 +90,10 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     run = _run_dir_of(ckpt)
     cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     meta = read_meta(ckpt)
-    # the run's tokenizer: the one trained for it, or (TE⊕ENC) the configured one plus the task tokens
-    use_run_tokenizer = cfg.tokenizer.path is None or cfg.model.task_embeddings
-    tokenizer = load_tokenizer(str(run / "tokenizer" if use_run_tokenizer else Path(cfg.tokenizer.path)))
+    # the run's own copy of its tokenizer (trained for it, configured, or with TE⊕ENC's task tokens); runs written
+    # before runs kept a copy of a configured tokenizer read the configured folder
+    kept = (run / "tokenizer").is_dir() or cfg.tokenizer.path is None
+    tokenizer = load_tokenizer(str(run / "tokenizer" if kept else Path(cfg.tokenizer.path)))
     # as in training: a model from dims is sized by the tokenizer, a pretrained one grows for the task tokens
     model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
                         task_names=meta.get("tasks"))
@@ -114,8 +116,8 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
     """Write an HF folder (model, tokenizer, t2t_mtl_meta.json) for a run dir (its latest checkpoint) or a
     checkpoint dir. Returns `out_dir`."""
     ckpt = _checkpoint_of(run_or_ckpt)
+    out = _output_dir(out_dir, _run_dir_of(ckpt))
     model, tokenizer, meta = model_from_checkpoint(ckpt)
-    out = _output_dir(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
@@ -132,13 +134,15 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     task when `unseen_task_routing` is 'error'."""
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
+    run = None if (Path(path) / "config.json").exists() else _run_dir_of(_checkpoint_of(path))
+    _output_dir(out_dir, run)
     model, tokenizer, meta = load_trained_model(path)
     if not isinstance(model, TaskAwareT5):
         raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task); this "
                           f"model is a dense T5 — export it without --task")
     unseen = task not in (model.moe_config.task_names or []) and _is_registered_task(task)
     sub = extract_task_subnetwork(model, task, unseen=unseen)
-    out = _output_dir(out_dir)
+    out = Path(out_dir)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
@@ -174,14 +178,17 @@ def _checkpoint_of(path: Union[str, Path]) -> Path:
     return ckpt
 
 
-def _output_dir(out_dir: Union[str, Path]) -> Path:
-    """`out_dir`, created; ExportError when it (or a parent) exists and is not a directory."""
-    out = Path(out_dir)
-    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise ExportError(f"--out {out}: {blocker} exists and is not a directory; choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None) -> Path:
+    """`out_dir`, created; ExportError when it (or a parent) exists and is not a folder, or when it is the run
+    folder `run` or lies in its checkpoints/ (the exported model files would shadow the run's checkpoints)."""
+    out = Path(out_dir).resolve()
+    if run is not None and (out == run.resolve() or (run / CHECKPOINTS).resolve() in (out, *out.parents)):
+        raise ExportError(f"--out {out_dir} is the run being exported ({run}) or lies in its {CHECKPOINTS}/; "
+                          f"choose another folder (e.g. {run / 'hf'})")
+    try:
+        return prepare_output_dir(out_dir, "--out")
+    except OutputPathError as error:
+        raise ExportError(str(error)) from None
 
 
 def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:

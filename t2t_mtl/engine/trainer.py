@@ -19,6 +19,7 @@ generation (exact match). Every rank runs this same function (launch with torchr
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 import random
@@ -117,6 +118,13 @@ def training_rates(cfg: Config) -> Dict[str, float]:
 
     for name in d.train_held_out:
         registered(name, "data.train_held_out")
+    clusters = sorted({task_registry.get_task(n).cluster for n in task_registry.list_tasks()})
+    for cluster in d.held_out_clusters:  # a typo would hold nothing out and train on the zero-shot targets
+        if cluster not in clusters:
+            close = difflib.get_close_matches(cluster, clusters, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"data.held_out_clusters: no registered task is in cluster {cluster!r}; {hint}"
+                              f"registered clusters: {', '.join(clusters)}")
     for name in d.tasks or ():
         if d.mixture is None and name in task_registry.list_mixtures():
             continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
@@ -151,12 +159,19 @@ def training_rates(cfg: Config) -> Dict[str, float]:
 
 
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv):
-    """The configured tokenizer, or one trained on the mixture's training texts (cached in run_dir/tokenizer)."""
+    """The configured tokenizer, or one trained on the mixture's training texts; either way the run keeps it in
+    run_dir/tokenizer, where evaluation and export read it (a configured folder may change later)."""
     from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
 
-    if cfg.tokenizer.path is not None:
-        return load_tokenizer(cfg.tokenizer.path)
     out = run_dir / "tokenizer"
+    if cfg.tokenizer.path is not None:
+        tokenizer = load_tokenizer(cfg.tokenizer.path)
+        if env.is_main and not out.exists():
+            tmp = run_dir / ".tmp-tokenizer"
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, out)
+        barrier()
+        return tokenizer
     if env.is_main and not (out / "tokenizer_config.json").exists():
         import task_registry
 
@@ -342,10 +357,6 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     seed_everything(t.seed)
     run_dir = Path(t.output_dir)
     resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    barrier()
 
     # ---- data: mixture → tokenizer → per-task tokenized streams
     rates = training_rates(cfg)
@@ -358,6 +369,15 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         sampling_cfg["rates"] = rates
     check_component_configs(cfg, sampling_cfg, task_names, env)
     check_signal_config(cfg, sampling_cfg)
+    existing = ckpt_io.latest_checkpoint(run_dir) if resume is None else None
+    if existing is not None:  # starting over would interleave two runs' logs and checkpoints in one folder
+        raise ckpt_io.CheckpointError(
+            f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): pass --resume "
+            f"auto to continue it, or set training.output_dir to a new folder (or remove {run_dir}) to start over")
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    barrier()
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env)
     base_vocab = len(tokenizer)  # before task tokens: what a pretrained model's embedding must already cover
     task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None

@@ -191,7 +191,11 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     try:
         settings = EvalSettings(**section)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"evaluation: {err}") from None
+        raise ConfigError(f"evaluation.{err}") from None
+    for name in names if settings.split is not None else ():  # found now, not after training
+        splits = list(task_registry.get_task(name).splits)
+        if settings.split not in splits:
+            raise ConfigError(f"evaluation.split {settings.split!r}: task {name!r} has splits {splits}")
     return names, settings
 
 

@@ -71,14 +71,15 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
 
 
 def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[PredictRequest]:
-    """Requests from `lines` (blank lines skipped): each a JSON object when `jsonl`, else the input text."""
+    """Requests from `lines`: each a JSON object when `jsonl` (blank lines skipped: objects carry their own
+    keys), else the input text — every line, a blank one included, so the k-th output answers the k-th line."""
     requests = []
     for number, line in enumerate(lines, start=1):
         text = line.rstrip("\n")
-        if not text.strip():
+        if jsonl and not text.strip():
             continue
         requests.append(_parse_json_line(text, f"{source}:{number}") if jsonl else PredictRequest(text))
-    if not requests:
+    if not any(r.inputs.strip() for r in requests):
         raise PredictInputError(f"{source}: no input (give input texts, or lines in the file)")
     return requests
 

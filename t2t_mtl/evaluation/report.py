@@ -120,4 +120,8 @@ def read_report(path: PathLike) -> EvalReport:
         path = path / "report.json"
     if not path.is_file():
         raise FileNotFoundError(f"no evaluation report at {str(path)!r}; write one with `t2t-mtl eval --out DIR`")
-    return EvalReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        return EvalReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # not JSON, or JSON of something else
+        raise ValueError(f"{str(path)!r} is not an evaluation report.json written by `t2t-mtl eval --out DIR` "
+                         f"({type(error).__name__}: {error})") from None

@@ -53,11 +53,16 @@ class EvalSettings:
     def __post_init__(self) -> None:
         if self.scoring not in SCORING_MODES:
             raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {self.scoring!r}")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise EvaluationError(f"max_examples must be >= 1, got {self.max_examples}")
-        for key in ("num_beams", "max_new_tokens", "batch_size", "max_input_length"):
-            if getattr(self, key) < 1:
-                raise EvaluationError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_examples", "num_beams", "max_new_tokens", "batch_size", "max_input_length"):
+            value = getattr(self, key)
+            if (value is not None or key != "max_examples") and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise EvaluationError(f"{key} must be an integer >= 1, got {value!r}")
+        if self.split is not None and not isinstance(self.split, str):
+            raise EvaluationError(f"split must be a split name, got {self.split!r}")
+        for key in ("length_normalize", "keep_predictions"):
+            if not isinstance(getattr(self, key), bool):
+                raise EvaluationError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}

@@ -1,0 +1,32 @@
+"""Paths a command will write to, checked (and their folders created) before any work is done."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+PathLike = Union[str, Path]
+
+
+class OutputPathError(ValueError):
+    """An output path cannot be written: it (or a folder above it) is a file, or a file path is a folder."""
+
+
+def prepare_output_dir(path: PathLike, option: str) -> Path:
+    """`path` as a folder to write into, created; `OutputPathError` naming `option` when it, or a folder above
+    it, exists and is not a folder."""
+    out = Path(path)
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputPathError(f"{option} {out}: {blocker} exists and is not a folder; choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def prepare_output_file(path: PathLike, option: str) -> Path:
+    """`path` as a file to write, its folder created; `OutputPathError` naming `option` when it is a folder or
+    a folder above it is a file."""
+    out = Path(path)
+    if out.is_dir():
+        raise OutputPathError(f"{option} {out} is a folder; give a file name (e.g. {out / 'rates.png'})")
+    prepare_output_dir(out.parent, option)
+    return out
