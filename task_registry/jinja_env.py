@@ -60,8 +60,35 @@ def seeded_choices(rng: Optional[random.Random]) -> Iterator[None]:
         _ACTIVE_RNG.reset(token)
 
 
+#: the largest result `**` or a sequence `*` may build in a template (bits of an integer power, items of a
+#: repeated string or list): beyond it a render, or the constant folding of a template's compilation, would hang
+MAX_POWER_BITS = 1 << 16
+MAX_REPEAT = 1 << 20
+
+
+class _LimitedSandbox(SandboxedEnvironment):
+    """The sandbox with `**` and `*` intercepted (so never folded at compile time) and bounded."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _integer(left) and _integer(right) and abs(left) > 1 and \
+                right * abs(left).bit_length() > MAX_POWER_BITS:
+            raise jinja2.exceptions.SecurityError(f"{left} ** {right} is too large to compute in a template")
+        if operator == "*":
+            count, sequence = (right, left) if _integer(right) else (left, right)
+            if _integer(count) and isinstance(sequence, (str, list, tuple)) and len(sequence) * count > MAX_REPEAT:
+                raise jinja2.exceptions.SecurityError(f"repeating a sequence of {len(sequence)} items {count} times "
+                                                      f"is too large for a template")
+        return super().call_binop(context, operator, left, right)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _build_environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, autoescape=False)
+    env = _LimitedSandbox(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, autoescape=False)
     env.globals["zip"] = zip
     env.filters["highlight"] = highlight
     env.filters["choice"] = choice

@@ -143,6 +143,18 @@ def test_sandbox_escapes_are_refused(payload):
     assert "attack" in str(info.value)
 
 
+@pytest.mark.parametrize("payload,message", [
+    ("{% if (x|length)**(99**(9**9)) > 1 %}big{% endif %}", r"99 \*\* 387420489 is too large"),  # was: a hang at
+    ("{{ ('ab' * (10**9)) }}", "repeating a sequence of 2 items 1000000000 times"),        # compile time
+    ("{{ ([0] * (x|length * 10**7)) | length }}", "repeating a sequence of 1 items 10000000 times"),
+])
+def test_huge_powers_and_repeats_are_refused_not_computed(payload, message):
+    with pytest.raises(SandboxViolationError, match=message):
+        Template("big", payload + " ||| y").render({"x": "s"})
+    ordinary = Template("small", "{{ (2**10) }} {{ ('ab' * 3) }} {{ (3 * 4) }} {{ (2.0 ** 3) }} ||| y")
+    assert ordinary.render({}).inputs == "1024 ababab 12 8.0"
+
+
 def test_sandbox_also_guards_answer_choices_and_preprocessor_expressions(rows_file):
     with pytest.raises(SandboxViolationError):
         Template("evil", "{{x}} ||| y", answer_choices="{{ ''.__class__.__mro__ }} ||| b").render({"x": 1})
