@@ -137,6 +137,15 @@ def test_validation_renders_the_first_rows(tmp_path):
     assert validate_task_file(path, check_rows=0) == []
 
 
+def test_the_splits_of_a_files_mapping_are_the_default_splits(tmp_path):
+    # was: the default [train, validation] made a task with only a train file fail with "no split 'validation'"
+    (tmp_path / "train.jsonl").write_text(json.dumps({"q": "q", "a": "a"}) + "\n")
+    (tmp_path / "only_train.yaml").write_text("name: only_train\nsource: {files: {train: train.jsonl}}\n"
+                                              "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert parse_task_file(tmp_path / "only_train.yaml").splits == ("train",)
+    assert validate_task_file(tmp_path / "only_train.yaml") == []
+
+
 def test_a_single_promptsource_name_may_be_written_as_a_string(tmp_path, promptsource_dir):
     text = _documented_example(promptsource_dir).replace("names: [GPT-3 style, can we infer]", "names: GPT-3 style")
     path = tmp_path / "one_name.yaml"
