@@ -141,7 +141,8 @@ def load_tokenizer(name_or_path: PathLike):
 
 def mixture_texts(mixture: str, *, max_examples: Optional[int] = None, split: Optional[str] = None,
                   seed: int = 0) -> Iterator[str]:
-    """Every rendered input, target and answer choice of the tasks in a registered mixture (or one task).
+    """Every rendered input, target and answer choice of the tasks in a registered mixture, one task or
+    comma-separated mixtures / tasks.
 
     Each task contributes up to ``max_examples`` rows of ``split`` (default: ``train`` when the task has it,
     else its first split), rendered with all of its templates.
@@ -149,7 +150,7 @@ def mixture_texts(mixture: str, *, max_examples: Optional[int] = None, split: Op
     import task_registry
 
     task_registry.load_builtin_tasks()
-    target = task_registry.resolve(mixture)
+    target = task_registry.resolve_selection(mixture)
     task_names = list(target.flatten()) if isinstance(target, task_registry.Mixture) else [target.name]
     for name in task_names:
         task = task_registry.get_task(name)

@@ -35,6 +35,7 @@ from .registry import (
     register_mixture,
     register_task,
     resolve,
+    resolve_selection,
     task,
     training_rates,
 )
@@ -50,7 +51,8 @@ __all__ = [
     "TemplateRenderError", "TemplateSyntaxError", "UnknownMixtureError", "UnknownTaskError",
     "UnknownTemplateError", "Mixture", "normalize", "rate_num_examples", "Filter", "Map", "Preprocessor",
     "Rename", "get_mixture", "get_task", "isolated_registry", "list_mixtures", "list_tasks",
-    "load_builtin_tasks", "register_mixture", "register_task", "resolve", "task", "training_rates",
+    "load_builtin_tasks", "register_mixture", "register_task", "resolve", "resolve_selection", "task",
+    "training_rates",
     "DATA_DIR_ENV", "GeneratorSource", "HFSource", "LocalFileSource", "Source",
     "get_data_dir", "set_data_dir", "OUTPUT_FEATURES", "PreprocessStats", "RenderStats", "Task",
     "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "count_truncated", "TruncationCounts",

@@ -85,6 +85,17 @@ def resolve(name: str) -> Union[Task, Mixture]:
     raise UnknownTaskError(name, list(_TASKS) + list(_MIXTURES))
 
 
+def resolve_selection(spec: str) -> Union[Task, Mixture]:
+    """What a command-line selection names: a registered mixture or task, or a mixture (rate 1 each) of
+    comma-separated mixture / task names; an unknown name raises `UnknownTaskError` with close matches."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if len(names) == 1:
+        return resolve(names[0])
+    for member in names:
+        resolve(member)
+    return Mixture(spec, names)
+
+
 def task(name: Optional[str] = None, *, templates: Sequence[Template],
          num_rows: Union[int, dict[str, int]] = 1000, seed: int = 0, overwrite: bool = False,
          **task_kwargs: Any) -> Callable[[Callable], Callable]:

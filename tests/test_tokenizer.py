@@ -153,6 +153,12 @@ def test_cli_trains_on_a_mixture(tmp_path, capsys):
     assert tok.convert_tokens_to_ids("<extra_id_0>") == len(tok) - 1
 
 
+def test_comma_separated_tasks_select_the_texts_of_each(tmp_path):
+    # was refused ("unknown task 'parity,count_word'"), while `mixture show` took the same selection
+    both = list(mixture_texts("parity, count_word", max_examples=5))
+    assert both == list(mixture_texts("parity", max_examples=5)) + list(mixture_texts("count_word", max_examples=5))
+
+
 def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
     code = cli_main(["tokenizer", "train", "--mixture", "procedurl", "--out", str(tmp_path / "x")])
     assert code == 1

@@ -69,18 +69,12 @@ def show_mixture(args: argparse.Namespace) -> int:
 
 
 def shown_mixture(name: str) -> Any:
-    """The registered mixture `name`, else a mixture of one task or of comma-separated task names (rate 1
-    each); an unknown name raises the registry's error with close matches."""
+    """The registered mixture `name`, else a mixture of one task or of comma-separated names (rate 1 each);
+    an unknown name raises the registry's error with close matches."""
     import task_registry
 
-    if name in task_registry.list_mixtures():
-        return task_registry.get_mixture(name)
-    names = [n.strip() for n in name.split(",") if n.strip()]
-    if len(names) > 1 or (names and names[0] in task_registry.list_tasks()):
-        for member in names:
-            task_registry.resolve(member)
-        return task_registry.Mixture(name, names)
-    return task_registry.get_mixture(name)
+    target = task_registry.resolve_selection(name)
+    return target if isinstance(target, task_registry.Mixture) else task_registry.Mixture(name, [target.name])
 
 
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:
