@@ -83,11 +83,12 @@ def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
     rates: dict[str, float] = {}
     for member, rate in mixture.members:
         resolved = resolve(member) if isinstance(member, str) else member
+        weight = float(rate(resolved) if callable(rate) else rate)  # type: ignore[arg-type]
+        if weight < 0 or not math.isfinite(weight):
+            kind = "mixture" if isinstance(resolved, Mixture) else "task"
+            raise TaskDefinitionError(f"mixture {mixture.name!r}: rate function gave {weight!r} for {kind} "
+                                      f"{resolved.name!r}")
         if isinstance(resolved, Mixture):
-            weight = float(rate(resolved) if callable(rate) else rate)  # type: ignore[arg-type]
-            if weight < 0 or not math.isfinite(weight):
-                raise TaskDefinitionError(f"mixture {mixture.name!r}: rate function gave {weight!r} for "
-                                          f"mixture {resolved.name!r}")
             inner = _flatten(resolved, stack + (mixture.name,))
             total = sum(inner.values())
             if total <= 0:
@@ -95,11 +96,7 @@ def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
             for task_name, inner_rate in inner.items():
                 rates[task_name] = rates.get(task_name, 0.0) + weight * inner_rate / total
         else:
-            value = float(rate(resolved) if callable(rate) else rate)
-            if value < 0 or not math.isfinite(value):
-                raise TaskDefinitionError(f"mixture {mixture.name!r}: rate function gave {value!r} for "
-                                          f"task {resolved.name!r}")
-            rates[resolved.name] = rates.get(resolved.name, 0.0) + value
+            rates[resolved.name] = rates.get(resolved.name, 0.0) + weight
     return rates
 
 

@@ -28,8 +28,9 @@ def _compile_expression(expression: str, where: str):
 
 
 def _evaluate(compiled, row: Mapping[str, Any], index: int, where: str, expression: str) -> Any:
-    """The expression's value on `row` (row `index` of the split); every failure is a `TemplateRenderError`
-    naming the preprocessor, the expression and the row."""
+    """The expression's value on `row` (row `index` of the rows this preprocessor receives, i.e. after any
+    earlier filter); every failure is a `TemplateRenderError` naming the preprocessor, the expression and the
+    row."""
     where = f"{where}, row {index}"
     try:
         value = compiled(**row)

@@ -158,7 +158,8 @@ class LocalFileSource(Source):
     def load(self, split: str, *, streaming: bool = False):
         if self.files is not None:
             if split not in self.files:
-                raise DataSourceError(f"local files source has no split {split!r}; it has {sorted(self.files)}")
+                raise DataSourceError(f"local files source has no split {split!r}; it has {sorted(self.files)} (a "
+                                      f"task's `splits` default to [train, validation]: list the ones it has)")
             files = self.files[split]
         else:
             files = self.shared

@@ -8,7 +8,7 @@ Schema (keys other than these are an error, reported with close matches)::
     cluster: nli                      # optional, default = task_type (held-out evaluation holds out clusters)
     held_out: false                   # optional; true = never train on it unless its cluster is held out/forced
     eval_only: false                  # optional; true = evaluation only, never in a training mixture
-    splits: [train, validation]       # optional, default [train, validation] (the splits of a `files:` mapping)
+    splits: [train, validation]       # optional, default [train, validation]
     metrics: [accuracy]               # optional, names understood by the evaluation module
     source:                           # required, exactly one of `hf`, `files`
       hf: glue                        #   hub id; `name:` config, optional `data_files:`; the data-dir
@@ -146,8 +146,6 @@ class _FileParser:
         if self.errors or source is None or not isinstance(name, str):
             return None
         try:
-            if "splits" not in options and isinstance(source, LocalFileSource) and source.files is not None:
-                options["splits"] = tuple(source.files)  # `files: {train: ...}` names the splits there are
             return Task(name, source, templates, preprocessors=preprocessors, **options)
         except TaskRegistryError as error:
             self.error(document.line, str(error))

@@ -27,7 +27,7 @@ def test_the_best_step_is_the_first_optimum_of_the_task_mean(metric, pick):
     for _ in range(50):
         values = rng.integers(0, 4, size=(int(rng.integers(1, 9)), len(TASKS))) / 4.0  # ties are common
         best = BestValidation(metric)
-        improved = [best.update(10 * (i + 1), {metric: dict(zip(TASKS, row)), "other": {}})
+        improved = [best.update(10 * (i + 1), best.task_mean({metric: dict(zip(TASKS, row)), "other": {}}))
                     for i, row in enumerate(values)]
         expected = int(pick(values.mean(1)))  # numpy returns the first optimum
         assert best.step == 10 * (expected + 1) and best.value == pytest.approx(values.mean(1)[expected])
@@ -35,6 +35,8 @@ def test_the_best_step_is_the_first_optimum_of_the_task_mean(metric, pick):
         restored = BestValidation(metric)
         restored.load_state_dict(best.state_dict())
         assert restored == best
+    never = BestValidation(metric)  # a non-finite mean (e.g. a diverged first validation) is never the best
+    assert not never.update(1, float("nan")) and never.update(2, 0.5) and never.step == 2
     other = BestValidation("val_loss")
     other.load_state_dict(BestValidation("val_score", 1.0, 4).state_dict())  # another metric: not comparable
     assert other.step is None and other.value is None
@@ -107,3 +109,14 @@ def test_bad_keep_best_configs_are_refused_naming_the_key(training, match):
         cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
                                 "training": training})
         check_signal_config(cfg, {"strategy": "uniform"})
+
+
+def test_the_best_link_follows_the_restored_selection_after_resuming_from_an_earlier_checkpoint(tmp_path, tok):
+    first = train(_config(tmp_path, tok, "run", "val_loss", checkpoint_every=2, keep_checkpoints=10),
+                  evaluate_held_in=False)
+    assert first.best_checkpoint.name == "step-00000012"  # the held-in loss falls at every validation here
+    again = _config(tmp_path, tok, "run", "val_loss", steps=5, checkpoint_every=2, keep_checkpoints=10)
+    resumed = train(again, resume=str(tmp_path / "run" / "checkpoints" / "step-00000004"), evaluate_held_in=False)
+    # the restored selection is step 4 (no validation at step 5): the link no longer names the old run's step 12
+    assert resumed.best_checkpoint.name == "step-00000004" == (tmp_path / "run" / "checkpoints" / "best").resolve().name
+    assert resumed.evaluated_step == 4

@@ -28,7 +28,10 @@ def tok(tmp_path_factory):
 
 @pytest.mark.parametrize("stage", [0, 3])  # ZeRO-3: the evaluation gathers partitioned parameters, then trains on
 def test_periodic_evaluations_score_the_model_of_their_step_and_change_nothing(tmp_path, tok, stage):
-    sections = {**SECTIONS, "deepspeed": {"zero_stage": stage}}
+    model = tiny_config(tmp_path, tok, tmp_path)["model"]
+    # dropout on: an evaluation that drew from the training RNG would change the training losses
+    sections = {**SECTIONS, "deepspeed": {"zero_stage": stage},
+                "model": {**model, "dims": {**model["dims"], "dropout_rate": 0.1}}}
     plain_cfg = tiny_config(tmp_path / "plain", tok, tmp_path / "cache", evaluation=EVALUATION, **sections)
     periodic_cfg = tiny_config(tmp_path / "periodic", tok, tmp_path / "cache", evaluation={**EVALUATION, "every": 2},
                                **sections)

@@ -137,13 +137,14 @@ def test_validation_renders_the_first_rows(tmp_path):
     assert validate_task_file(path, check_rows=0) == []
 
 
-def test_the_splits_of_a_files_mapping_are_the_default_splits(tmp_path):
-    # was: the default [train, validation] made a task with only a train file fail with "no split 'validation'"
+def test_a_missing_default_split_says_that_splits_default_to_train_and_validation(tmp_path):
+    # was only "no split 'validation'", with nothing about where that split came from
     (tmp_path / "train.jsonl").write_text(json.dumps({"q": "q", "a": "a"}) + "\n")
     (tmp_path / "only_train.yaml").write_text("name: only_train\nsource: {files: {train: train.jsonl}}\n"
                                               "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
-    assert parse_task_file(tmp_path / "only_train.yaml").splits == ("train",)
-    assert validate_task_file(tmp_path / "only_train.yaml") == []
+    problems = validate_task_file(tmp_path / "only_train.yaml")
+    assert len(problems) == 1 and "no split 'validation'; it has ['train'] (a task's `splits` default to " \
+                                  "[train, validation]" in problems[0]
 
 
 def test_a_single_promptsource_name_may_be_written_as_a_string(tmp_path, promptsource_dir):

@@ -122,7 +122,7 @@ def train_and_score(train_tasks: Sequence[str], test_tasks: Sequence[str], seed:
     work_dir = Path(work_dir)
     run_dir = work_dir / "train"
     cfg = _run_config(base_cfg, train_tasks, seed, steps, run_dir, tokenizer_path, cache_dir)
-    result = train(cfg)
+    result = train(cfg, resume="auto")  # a retried run continues from its last checkpoint
     if result.interrupted or result.checkpoint is None:
         raise RunResultError(f"training {list(train_tasks)} (seed {seed}) stopped at step {result.step} of {steps} "
                              f"without a final checkpoint; rerun the study to retry this run")

@@ -2,6 +2,7 @@
 the held-out tasks, which must stay unseen."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional
 
@@ -18,11 +19,15 @@ class BestValidation:
     value: Optional[float] = None
     step: Optional[int] = None
 
-    def update(self, step: int, results: Mapping[str, Mapping[str, float]]) -> bool:
-        """Take the validation `results` ({"val_score": {task: x}, "val_loss": {...}}) of `step`; True when
-        they are the new best."""
+    def task_mean(self, results: Mapping[str, Mapping[str, float]]) -> float:
+        """The mean over tasks of this metric in validation `results` ({"val_score": {task: x}, ...})."""
         per_task = results[self.metric]
-        value = sum(per_task.values()) / len(per_task)
+        return sum(per_task.values()) / len(per_task)
+
+    def update(self, step: int, value: float) -> bool:
+        """Take the task mean of `step`'s validation; True when it is the new best (a non-finite mean never is)."""
+        if not math.isfinite(value):
+            return False
         higher_is_better = METRICS[self.metric]
         if self.value is not None and not (value > self.value if higher_is_better else value < self.value):
             return False

@@ -83,9 +83,10 @@ def _fsync_tree(root: Path) -> None:
 
 def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dict[str, Any],
                     rank_state: Dict[str, Any], meta: Dict[str, Any], env: DistEnv, keep: int = 2,
-                    best: bool = False) -> Path:
-    """Collective: write checkpoint `step` atomically and point `latest` (and with `best`, `best`) at it; keep
-    the newest `keep` and the best."""
+                    best_step: Optional[int] = None) -> Path:
+    """Collective: write checkpoint `step` atomically and point `latest` at it; with `best_step` (the best
+    validation's step, `training.keep_best`) point `best` at that step's checkpoint. Keeps the newest `keep`
+    and the best."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / step_name(step)
     tmp = root / f".tmp-{step_name(step)}"
@@ -107,14 +108,14 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
             shutil.rmtree(final)
         os.rename(tmp, final)
         _write_text_atomic(root / LATEST, final.name + "\n")
-        if best:
-            link = root / f".{BEST}.tmp{os.getpid()}"
+        best_name = step_name(best_step) if best_step is not None else None
+        if best_name is not None and (root / best_name / "meta.json").exists():
+            link = root / f".{BEST}.tmp{os.getpid()}"  # re-pointed on every save: it follows the saved best
             if link.is_symlink():
                 link.unlink()
-            os.symlink(final.name, link)
+            os.symlink(best_name, link)
             os.replace(link, root / BEST)
-        kept_best = best_checkpoint(run_dir)
-        _prune(root, keep, protect={final.name, kept_best.name if kept_best else final.name})
+        _prune(root, keep, protect={final.name, best_name or final.name})
     barrier()
     return final
 
@@ -126,13 +127,16 @@ def _prune(root: Path, keep: int, protect: Set[str]) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def best_checkpoint(run_dir: Path) -> Optional[Path]:
-    """The checkpoint `checkpoints/best` links to (`training.keep_best`), or None when the run has none."""
+def best_checkpoint(run_dir: Path, step: Optional[int] = None) -> Optional[Path]:
+    """The checkpoint `checkpoints/best` links to (`training.keep_best`), or None when the run has none (or,
+    given `step`, when the link names another step's checkpoint)."""
     link = Path(run_dir) / CHECKPOINTS / BEST
     if not link.is_symlink():
         return None
     ckpt = link.parent / os.readlink(link)
-    return ckpt if (ckpt / "meta.json").exists() else None
+    if not (ckpt / "meta.json").exists() or (step is not None and read_meta(ckpt).get("step") != step):
+        return None
+    return ckpt
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:

@@ -100,15 +100,20 @@ def barrier() -> None:
         dist.barrier()
 
 
-def any_true(flag: bool, device: torch.device) -> bool:
-    """True on every rank if `flag` is True on any rank (one tiny all-reduce when distributed)."""
+def max_over_ranks(value: float, device: torch.device) -> float:
+    """The largest of the ranks' `value`s, on every rank (one tiny all-reduce when distributed)."""
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return float(t.item())
+
+
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank if `flag` is True on any rank (one tiny all-reduce when distributed)."""
+    return max_over_ranks(1.0 if flag else 0.0, device) > 0
 
 
 def destroy() -> None:

@@ -135,6 +135,8 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if (Path(path) / "config.json").exists() else _run_dir_of(_checkpoint_of(path))
+    if Path(out_dir).resolve() == Path(path).resolve():
+        raise ExportError(f"--out {out_dir} is the model being exported; choose another folder")
     _output_dir(out_dir, run)
     model, tokenizer, meta = load_trained_model(path)
     if not isinstance(model, TaskAwareT5):

@@ -1,8 +1,8 @@
 """The training loop, top to bottom: `train(config) -> TrainResult`.
 
 One call does everything a run needs, in order: validate the config and its paths, join the process group,
-resolve the mixture (held-out clusters dropped), prepare the tokenizer (trained on the mixture and cached in
-the run directory when none is given), tokenize each task (cached per task), build the T5, the sampler, the
+resolve the mixture (held-out clusters dropped), refuse a folder that already holds a run unless resuming,
+prepare the tokenizer (trained on the mixture when none is given; kept in the run directory), tokenize each task (cached per task), build the T5, the sampler, the
 per-task row streams and the loss weighting, start DeepSpeed, restore a checkpoint when resuming, then loop:
 
     for each optimizer step:
@@ -11,10 +11,13 @@ per-task row streams and the loss weighting, start DeepSpeed, restore a checkpoi
             a non-finite or exactly-zero loss (on any rank) poisons the step: DeepSpeed's overflow check
             then skips the whole optimizer step and clears its gradients
             engine.backward(loss); [gradient-surgery hook]; engine.step()
-        sampler.update(all-reduced per-task losses); log; checkpoint every N steps or on SIGTERM
+        sampler.update(all-reduced per-task losses)
+        every validate_every steps: held-in validation → samplers, weighting, keep_best (a new best is saved)
+        every evaluation.every steps: zero-shot evaluation of the held-out tasks (logged only)
+        log; checkpoint every N steps or on SIGTERM
 
-and finally save a checkpoint, plot the per-task losses and score held-in validation examples by greedy
-generation (exact match). Every rank runs this same function (launch with torchrun/deepspeed/srun).
+and finally save a checkpoint, plot the per-task losses, load the best checkpoint (keep_best), score held-in
+validation examples by greedy generation (exact match) and run the `evaluation:` section. Every rank runs this same function (launch with torchrun/deepspeed/srun).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, l
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
-from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed
+from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks
 from t2t_mtl.engine.held_out import refuse_held_out_cluster, refuse_unapproved_held_out
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.logging import TrainLogger, log_held_out, open_tensorboard, plot_held_out, plot_task_losses
@@ -165,8 +168,12 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
 
     out = run_dir / "tokenizer"
     if cfg.tokenizer.path is not None:
+        kept = out.is_dir()
+        barrier()  # every rank has looked before rank 0 writes the copy
+        if kept:  # a resumed run reads its own copy, as evaluation and export do
+            return load_tokenizer(out)
         tokenizer = load_tokenizer(cfg.tokenizer.path)
-        if env.is_main and not out.exists():
+        if env.is_main:
             tmp = run_dir / ".tmp-tokenizer"
             tokenizer.save_pretrained(tmp)
             os.replace(tmp, out)
@@ -483,7 +490,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 "vocab_size": len(tokenizer)}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
                                        meta=meta, env=env, keep=t.keep_checkpoints,
-                                       best=best_val is not None and best_val.step == at_step)
+                                       best_step=best_val.step if best_val is not None else None)
 
     # ---- SIGTERM: finish the current step, save, exit cleanly
     terminate = {"flag": False}
@@ -619,8 +626,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 sampler.update({"val_loss": val_loss, "val_score": val_score})
                 weighting_stats = {"kpi": val_score}
                 extra.update(val_loss=val_loss, val_score=val_score)
-                improved = best_val is not None and best_val.update(step, extra)
-            if eval_every and step % eval_every == 0 and step < t.steps:  # the last step's comes after training
+                if best_val is not None:  # every rank decides on the same number: the save below is collective
+                    improved = best_val.update(step, max_over_ranks(best_val.task_mean(extra), env.device))
+            final_scored_later = step == t.steps and (best_val is None or best_val.step == step)
+            if eval_every and step % eval_every == 0 and not final_scored_later and not acc[2 * T + 3] > 0:
                 zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval" / f"step-{step:08d}",
                                                  progress=False, plots=False)
                 logger.held_out(step, zero_shot)
@@ -653,10 +662,11 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         wall_time_s=0.0, checkpoint=checkpoint_path, interrupted=interrupted, task_sequence=task_sequence)
     if env.is_main and t.plot and not interrupted:
         plot_task_losses(run_dir / "logs")
-    result.evaluated_step = step
     if best_val is not None and best_val.step is not None:
-        result.best_checkpoint = ckpt_io.best_checkpoint(run_dir)
-        if not interrupted and best_val.step != step:
+        result.best_checkpoint = ckpt_io.best_checkpoint(run_dir, best_val.step)
+    if not interrupted:
+        result.evaluated_step = step
+        if best_val is not None and best_val.step not in (None, step):
             result.evaluated_step = load_best_for_evaluation(engine, result.best_checkpoint, best_val, env, step)
     n_eval = cfg.data.validation_examples
     if (evaluate_held_in if evaluate_held_in is not None else n_eval > 0) and not interrupted:
