@@ -120,3 +120,13 @@ def test_the_best_link_follows_the_restored_selection_after_resuming_from_an_ear
     # the restored selection is step 4 (no validation at step 5): the link no longer names the old run's step 12
     assert resumed.best_checkpoint.name == "step-00000004" == (tmp_path / "run" / "checkpoints" / "best").resolve().name
     assert resumed.evaluated_step == 4
+
+
+def test_with_periodic_evaluations_the_final_weights_are_scored_too(tmp_path, tok):
+    cfg = _config(tmp_path, tok, "run", "val_score", steps=6)
+    cfg["evaluation"]["every"] = 2
+    result = train(cfg, evaluate_held_in=False)
+    assert result.evaluated_step == 2  # the best; the final weights (step 6) are scored during training
+    records = read_held_out(tmp_path / "run" / "logs")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert records[0]["tasks"] == result.held_out_scores  # the after-training evaluation of the best (step 2)
