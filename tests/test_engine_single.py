@@ -268,8 +268,8 @@ def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_toke
     shutil.copytree(tok, own_tok)
     cfg = tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 2})
     train(cfg, evaluate_held_in=False)
-    with pytest.raises(CheckpointError, match=r"already holds a run \(latest checkpoint step-00000002\): pass "
-                                              r"--resume auto"):
+    with pytest.raises(CheckpointError, match=r"already holds a run \(latest checkpoint step-00000002\): resume "
+                                              r"it with --resume auto"):
         train(tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 4}), evaluate_held_in=False)
     assert [r["step"] for r in step_records(tmp_path / "run").values()] == [1, 2]
     assert train(tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 4}), resume="auto",

@@ -108,7 +108,8 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
             shutil.rmtree(final)
         os.rename(tmp, final)
         _write_text_atomic(root / LATEST, final.name + "\n")
-        best_name = step_name(best_step) if best_step is not None else None
+        linked = best_checkpoint(run_dir)  # without a selection now (keep_best dropped), the link keeps its target
+        best_name = step_name(best_step) if best_step is not None else (linked.name if linked else None)
         if best_name is not None and (root / best_name / "meta.json").exists():
             link = root / f".{BEST}.tmp{os.getpid()}"  # re-pointed on every save: it follows the saved best
             if link.is_symlink():

@@ -99,6 +99,18 @@ class TrainLogger:
         self._reset_window()
         return record
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The open logging window (losses, examples, tokens since the last record), for checkpoints: a resumed
+        run's first record then averages the same steps as an uninterrupted run's."""
+        return {"window_loss": list(self.window_loss), "task_loss": {t: list(v) for t, v in self.task_loss.items()},
+                "task_examples": dict(self.task_examples), "window_tokens": self.window_tokens}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.window_loss = list(state["window_loss"])
+        self.task_loss = defaultdict(list, {t: list(v) for t, v in state["task_loss"].items()})
+        self.task_examples = defaultdict(int, state["task_examples"])
+        self.window_tokens = int(state["window_tokens"])
+
     def held_out(self, step: int, zero_shot: Mapping[str, Any]) -> None:
         """Log a zero-shot evaluation made during training (`log_held_out`, through this logger's TensorBoard)."""
         if self.enabled:

@@ -26,6 +26,7 @@ import difflib
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -161,21 +162,22 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     return rates
 
 
-def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv):
+def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
     """The configured tokenizer, or one trained on the mixture's training texts; either way the run keeps it in
-    run_dir/tokenizer, where evaluation and export read it (a configured folder may change later)."""
+    run_dir/tokenizer, where evaluation and export read it (a configured folder may change later). A `fresh`
+    run copies the configured tokenizer anew; a resumed one reads its own copy."""
     from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
 
     out = run_dir / "tokenizer"
     if cfg.tokenizer.path is not None:
-        kept = out.is_dir()
-        barrier()  # every rank has looked before rank 0 writes the copy
-        if kept:  # a resumed run reads its own copy, as evaluation and export do
+        if not fresh and out.is_dir():
             return load_tokenizer(out)
         tokenizer = load_tokenizer(cfg.tokenizer.path)
         if env.is_main:
             tmp = run_dir / ".tmp-tokenizer"
+            shutil.rmtree(tmp, ignore_errors=True)
             tokenizer.save_pretrained(tmp)
+            shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
         barrier()
         return tokenizer
@@ -228,9 +230,15 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=env.rank, world_size=env.world_size)
     build_weighting(cfg.weighting, task_names, sizes)
     if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
+        from t2t_mtl.engine.validation import evaluation_plan
         from t2t_mtl.model.moe import MoEConfig
 
-        MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
+        moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
+        unseen = [name for name in evaluation_plan(cfg)[0] if name not in task_names]
+        if moe.routing != "token" and moe.unseen_task_routing == "error" and unseen:
+            raise ConfigError(f"evaluation scores tasks the model is not trained on ({', '.join(unseen)}), and "
+                              f"model.moe.unseen_task_routing: error refuses to route them: set it to 'mean' or to a "
+                              f"trained task's name, or evaluate trained tasks only")
     if cfg.gradient_surgery:
         from t2t_mtl.gradients import build_method
 
@@ -376,17 +384,23 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         sampling_cfg["rates"] = rates
     check_component_configs(cfg, sampling_cfg, task_names, env)
     check_signal_config(cfg, sampling_cfg)
-    existing = ckpt_io.latest_checkpoint(run_dir) if resume is None else None
-    if existing is not None:  # starting over would interleave two runs' logs and checkpoints in one folder
+    existing = ckpt_io.latest_checkpoint(run_dir)
+    in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
+    if existing is not None and not in_place:  # two runs' logs and checkpoints would interleave in one folder
+        how = "resume it with --resume auto" if resume_from is None else \
+            f"resume {resume_from} into a new training.output_dir"
         raise ckpt_io.CheckpointError(
-            f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): pass --resume "
-            f"auto to continue it, or set training.output_dir to a new folder (or remove {run_dir}) to start over")
+            f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): {how}, or set "
+            f"training.output_dir to a new folder (or remove {run_dir}) to start over")
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     barrier()
-    tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env)
+    tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
     base_vocab = len(tokenizer)  # before task tokens: what a pretrained model's embedding must already cover
+    if cfg.model.task_embeddings:  # a resumed run's own tokenizer holds its task tokens already
+        from t2t_mtl.analysis.task_embeddings import find_task_tokens
+
+        base_vocab -= len(find_task_tokens(tokenizer))
     task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     stream_kwargs = dict(split="train", max_input_length=cfg.data.max_input_length,
@@ -447,6 +461,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if resume_meta:
         ckpt_io.check_compatible(resume_from, resume_meta, precision=precision,
                                  zero_stage=None if universal else engine.zero_optimization_stage())
+    if env.is_main and resume_from is None:
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
     surgery = None
@@ -457,6 +473,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     step, skipped, bad_in_a_row = 0, 0, 0
     examples_trained: Dict[str, int] = {}
+    pending_evaluation: Optional[int] = None  # a zero-shot evaluation a SIGTERM deferred to the resumed run
+    log_window: Optional[Dict[str, Any]] = None
     if resume_from is not None:
         state, rank_state, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
         step, skipped = int(state["step"]), int(state["skipped_steps"])
@@ -469,12 +487,15 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             surgery.load_state_dict(state["gradient_surgery"])
         if best_val is not None:
             best_val.load_state_dict(state.get("best_validation"))
+        pending_evaluation, log_window = state.get("pending_evaluation"), state.get("log_window")
         if rank_state is not None:
             task_streams.load_state_dict(rank_state["task_streams"])
             builder.load_state_dict(rank_state["batches"])
             ckpt_io.set_rng_state(rank_state["rng"])
         else:  # another world size: each task continues at the start of its next epoch, resharded
             task_streams.load_state_dict(reshard_streams_state(state["task_streams_rank0"], env))
+        if env.is_main:  # the checkpoint loaded: the run now goes on under this config
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
 
     def save(at_step: int) -> Path:
         trainer_state = {"step": at_step, "skipped_steps": skipped, "sampler": sampler.state_dict(),
@@ -483,6 +504,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                          "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
                          "gradient_surgery": surgery.state_dict() if surgery is not None else None,
                          "best_validation": best_val.state_dict() if best_val is not None else None,
+                         "pending_evaluation": pending_evaluation, "log_window": logger.state_dict(),
                          "task_streams_rank0": task_streams.state_dict()}
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
                       "rng": ckpt_io.rng_state()}
@@ -505,6 +527,13 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                        f"{engine.zero_optimization_stage()}; precision {precision}")
     else:
         logger.message(f"resumed from {resume_from} at step {step}")
+        if log_window:
+            logger.load_state_dict(log_window)  # the logging window the interrupted run had open
+        if pending_evaluation == step:  # deferred by the SIGTERM that ended the interrupted run
+            logger.held_out(step, zero_shot_evaluation(engine, tokenizer, cfg, env,
+                                                       run_dir / "eval" / ckpt_io.step_name(step), progress=False,
+                                                       plots=False))
+        pending_evaluation = None
         if step >= t.steps:
             logger.message(f"the checkpoint is at step {step} >= training.steps={t.steps}: nothing left to train "
                            f"(raise training.steps to continue)")
@@ -629,10 +658,13 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 if best_val is not None:  # every rank decides on the same number: the save below is collective
                     improved = best_val.update(step, max_over_ranks(best_val.task_mean(extra), env.device))
             final_scored_later = step == t.steps and (best_val is None or best_val.step == step)
-            if eval_every and step % eval_every == 0 and not final_scored_later and not acc[2 * T + 3] > 0:
-                zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval" / f"step-{step:08d}",
-                                                 progress=False, plots=False)
-                logger.held_out(step, zero_shot)
+            if eval_every and step % eval_every == 0 and not final_scored_later:
+                if acc[2 * T + 3] > 0:  # SIGTERM: save first; the resumed run evaluates these weights
+                    pending_evaluation = step
+                else:
+                    logger.held_out(step, zero_shot_evaluation(engine, tokenizer, cfg, env,
+                                                               run_dir / "eval" / ckpt_io.step_name(step), progress=False,
+                                                               plots=False))
             if surgery is not None and not poisoned and surgery.stats() is not None:
                 extra["gradient_surgery"] = surgery.stats()  # per-task gradient norms and cosines (from G)
             record = logger.step(step, float(acc[2 * T] / good) if good else float("nan"), task_loss=task_loss,
@@ -648,7 +680,6 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 interrupted = True
                 break
         if not interrupted:  # a run resumed in place that trained no step keeps its checkpoint as it is
-            in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
             checkpoint_path = resume_from if in_place and step == resumed_at else save(step)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)

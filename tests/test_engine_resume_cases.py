@@ -1,0 +1,126 @@
+"""Interruptions and resumes around the run-level features: a SIGTERM-deferred zero-shot evaluation, the open
+logging window, a refused resume, the best link without keep_best, task embeddings on a pretrained model, and
+runs that must not mix in one folder."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from t2t_mtl.config import ConfigError
+from t2t_mtl.engine import trainer as trainer_mod
+from t2t_mtl.engine.checkpoint import CheckpointError, best_checkpoint
+from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.logging import read_held_out
+from t2t_mtl.engine.trainer import train
+from t2t_mtl.tokenizer import load_tokenizer
+
+from engine_helpers import step_records, tiny_config, train_tiny_tokenizer
+
+HELD_OUT = {"data": {"held_out_clusters": ["comparison"]},
+            "evaluation": {"held_out": True, "max_examples": 2, "batch_size": 8}}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _sigterm_during_step(monkeypatch, step: int, grad_accum: int = 1) -> None:
+    """Deliver SIGTERM during optimizer step `step` (its first forward); the trainer saves after the step."""
+    real, calls = trainer_mod.forward_losses, {"n": 0}
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == (step - 1) * grad_accum + 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", forward)
+
+
+def test_a_sigterm_defers_the_step_evaluation_and_the_log_window_to_the_resumed_run(tmp_path, tok, monkeypatch):
+    sections = {**HELD_OUT, "evaluation": {**HELD_OUT["evaluation"], "every": 4},
+                "training": {"steps": 8, "log_every": 3}}
+    whole = train(tiny_config(tmp_path / "whole", tok, tmp_path / "cache", **sections), evaluate_held_in=False)
+    cfg = tiny_config(tmp_path / "cut", tok, tmp_path / "cache", **sections)
+    with monkeypatch.context() as patch:
+        _sigterm_during_step(patch, 4)
+        assert train(cfg, evaluate_held_in=False).interrupted
+    assert read_held_out(tmp_path / "cut" / "logs") == []  # saved first, not evaluated
+    resumed = train(cfg, resume="auto", evaluate_held_in=False)
+    cut, uncut = read_held_out(tmp_path / "cut" / "logs"), read_held_out(tmp_path / "whole" / "logs")
+    assert [r["step"] for r in cut] == [r["step"] for r in uncut] == [4, 8]
+    assert [r["tasks"] for r in cut] == [r["tasks"] for r in uncut]
+    assert resumed.held_out_scores == whole.held_out_scores
+    # the record after the resume averages the same steps (4-6) as the uninterrupted one
+    records, reference = step_records(tmp_path / "cut"), step_records(tmp_path / "whole")
+    assert sorted(records) == sorted(reference) == [3, 6, 8]
+    for s in (6, 8):
+        assert records[s]["loss"] == pytest.approx(reference[s]["loss"], rel=1e-6)
+        assert records[s]["task_examples"] == reference[s]["task_examples"]
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, tok):
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    changed = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 4})
+    changed["model"]["dims"] = {**changed["model"]["dims"], "d_model": 16}
+    with pytest.raises(CheckpointError, match="do not fit this run's model"):
+        train(changed, resume="auto", evaluate_held_in=False)
+    assert (tmp_path / "run" / "config.yaml").read_text() == written
+    model, _, meta = load_trained_model(tmp_path / "run")  # still loads: config and weights agree
+    assert meta["step"] == 2 and model.config.d_model == 32
+
+
+def test_resuming_another_run_into_a_folder_that_holds_a_run_is_refused(tmp_path, tok):
+    for name in ("a", "b"):
+        train(tiny_config(tmp_path / name, tok, tmp_path / "cache", training={"steps": 2}), evaluate_held_in=False)
+    with pytest.raises(CheckpointError, match=r"b already holds a run .*: resume .*a/checkpoints/step-00000002 into "
+                                              r"a new training.output_dir"):
+        train(tiny_config(tmp_path / "b", tok, tmp_path / "cache", training={"steps": 4}),
+              resume=str(tmp_path / "a"), evaluate_held_in=False)
+
+
+def test_a_fresh_run_copies_the_configured_tokenizer_anew(tmp_path, tok):
+    stale = tmp_path / "run" / "tokenizer"  # e.g. left by a run that crashed before its first checkpoint
+    train_tiny_tokenizer(tmp_path / "other_tok")
+    load_tokenizer(tmp_path / "other_tok").save_pretrained(stale)
+    (stale / "marker").write_text("stale")
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1}), evaluate_held_in=False)
+    assert not (stale / "marker").exists()
+    assert load_tokenizer(stale).get_vocab() == load_tokenizer(tok).get_vocab()
+
+
+def test_the_best_link_survives_a_resume_without_keep_best(tmp_path, tok):
+    selection = {"validate_every": 2, "validate_examples": 4, "keep_best": "val_score", "keep_checkpoints": 1}
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 6, **selection}),
+          evaluate_held_in=False)
+    best = best_checkpoint(tmp_path / "run")
+    assert best is not None and best.name == "step-00000002"
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                      training={"steps": 10, "checkpoint_every": 2, "keep_checkpoints": 1}),
+          resume="auto", evaluate_held_in=False)
+    assert best_checkpoint(tmp_path / "run") == best and (best / "meta.json").exists()
+
+
+def test_task_embeddings_on_a_pretrained_model_resume(tmp_path, tok):
+    base = train(tiny_config(tmp_path / "base", tok, tmp_path / "cache", training={"steps": 1}),
+                 evaluate_held_in=False)
+    pretrained = export_model(base.checkpoint, tmp_path / "base_hf")
+    model = {"name_or_path": str(pretrained), "task_embeddings": True}
+    for steps, resume in ((2, None), (4, "auto")):  # was: the resume counted the run's task tokens as the base
+        result = train(tiny_config(tmp_path / "te", tok, tmp_path / "cache", model=model,
+                                   training={"steps": steps}), resume=resume, evaluate_held_in=False)
+        assert result.step == steps
+
+
+def test_an_unseen_task_refusal_contradicting_the_evaluation_is_found_before_training(tmp_path, tok):
+    moe = {"num_experts": 2, "top_k": 1, "every": 1, "routing": "task", "unseen_task_routing": "error"}
+    base = tiny_config(tmp_path / "run", tok, tmp_path / "cache", **HELD_OUT)
+    cfg = {**base, "model": {**base["model"], "moe": moe}}
+    with pytest.raises(ConfigError, match="evaluation scores tasks the model is not trained on .*unseen_task_routing"):
+        train(cfg, evaluate_held_in=False)
+    assert not (tmp_path / "run").exists()
