@@ -56,6 +56,19 @@ def test_list_filters_by_cluster_and_type(workspace, capsys):
     assert out.startswith("(no tasks) — clusters: ") and "cli_cluster" in out and "task types: " in out
 
 
+def test_tasks_dir_repeats_at_either_level(workspace, capsys):
+    # was: only the last --tasks-dir was kept (and a subcommand's replaced the group's)
+    (workspace / "more").mkdir()
+    (workspace / "more" / "cli_qa_2.yaml").write_text(TASK_YAML.replace("name: cli_qa", "name: cli_qa_2"))
+    folders = [str(workspace / "tasks"), str(workspace / "more")]
+    data = ["--data-dir", str(workspace / "data")]
+    for argv in (["tasks", "--tasks-dir", folders[0], "--tasks-dir", folders[1], "list", *data],
+                 ["tasks", "--tasks-dir", folders[0], "list", "--tasks-dir", folders[1], *data]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "cli_qa " in out and "cli_qa_2" in out, argv
+
+
 def test_show_prints_the_task_as_yaml(workspace, capsys):
     assert main(["tasks", "--tasks-dir", str(workspace / "tasks"), "show", "cli_qa"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)

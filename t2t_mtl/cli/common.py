@@ -7,9 +7,10 @@ from typing import Any, Optional, Sequence, Union
 TASKS_DIR_HELP = "a folder of YAML task files to register on top of the built-in tasks (repeatable)"
 
 
-def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None) -> None:
-    """Add `--tasks-dir DIR`, repeatable (a list of folders, registered by `register_tasks_dir`)."""
-    parser.add_argument("--tasks-dir", action="append", default=default, metavar="DIR", help=TASKS_DIR_HELP)
+def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "tasks_dir") -> None:
+    """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks_dir`)."""
+    parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR",
+                        help=TASKS_DIR_HELP)
 
 
 def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:

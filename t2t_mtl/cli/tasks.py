@@ -32,7 +32,9 @@ def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
     default = argparse.SUPPRESS if defaults_suppressed else None
     parent.add_argument("--data-dir", default=default,
                         help=f"local copies of hub datasets (default: ${task_registry.DATA_DIR_ENV})")
-    add_tasks_dir_option(parent, default)
+    # the group's and the subcommand's --tasks-dir go to two lists (a subcommand's namespace would replace the
+    # group's list), merged by _prepare
+    add_tasks_dir_option(parent, default, dest="subcommand_tasks_dir" if defaults_suppressed else "tasks_dir")
     return parent
 
 
@@ -76,7 +78,7 @@ def _prepare(args: argparse.Namespace) -> None:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     task_registry.load_builtin_tasks()
-    register_tasks_dir(args.tasks_dir)
+    register_tasks_dir([*(args.tasks_dir or []), *getattr(args, "subcommand_tasks_dir", [])])
 
 
 def _fail(error: Exception) -> int:
