@@ -149,6 +149,7 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--choices", "yes ||| no", "--scoring", "generate", "a text"): "--choices are ranked by log-likelihood",
         ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
         ("--num-beams", "2", "--scoring", "rank", "--choices", "a ||| b", "x"): "--num-beams sets the beam width",
+        ("--task", "parity", "a text"): "this model takes no task (plain T5 or token routing): drop --task",
     }
     for args, message in cases.items():
         assert main(["predict", "--checkpoint", str(dense_dir), *args]) == 2, args

@@ -87,6 +87,9 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
 def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str]) -> Optional[list[int]]:
     """Each request's routing task id (None when the model takes no task ids)."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
+        if default_task is not None:  # (a JSON line's "task" is only echoed: `tasks preview --jsonl` writes one)
+            raise EvaluationError(f"--task {default_task} routes the experts of a task-routed MoE model; this model "
+                                  f"takes no task (plain T5 or token routing): drop --task")
         return None
     ids = []
     for index, request in enumerate(requests):
