@@ -74,10 +74,10 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
                               "drop the split") from None
     except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
         raise DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
-                              f"{_innermost(error)}") from error
+                              f"{_error_chain(error)}") from error
 
 
-def _innermost(error: BaseException) -> str:
+def _error_chain(error: BaseException) -> str:
     """'Type: message' of the error and of the causes it chains to, outermost first (datasets wraps the
     reader's line-level message, e.g. a JSON parse error, in a generic DatasetGenerationError)."""
     parts, seen = [], set()

@@ -115,13 +115,10 @@ def _list(args: argparse.Namespace) -> int:
         task = task_registry.get_task(name)
         flags = ",".join(f for f, on in (("held_out", task.held_out), ("eval_only", task.eval_only)) if on)
         rows.append((name, task.task_type, task.cluster, str(len(task.templates)), flags, task.source.describe()))
-    everything = [task_registry.get_task(n) for n in task_registry.list_tasks()]
-    if not rows and everything:
-        print(f"(no tasks) — clusters: {', '.join(sorted({t.cluster for t in everything}))}; task types: "
-              f"{', '.join(sorted({t.task_type for t in everything}))}")
-        return 0
     if not rows:
-        print("(no tasks registered)")
+        everything = [task_registry.get_task(n) for n in task_registry.list_tasks()]
+        print(f"(no tasks) — clusters: {', '.join(sorted({t.cluster for t in everything}))}; task types: "
+              f"{', '.join(sorted({t.task_type for t in everything}))}" if everything else "(no tasks registered)")
         return 0
     print(_table(rows, ("task", "type", "cluster", "templates", "flags", "source")))
     if args.cluster is None and args.task_type is None and task_registry.list_mixtures():

@@ -116,7 +116,7 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
                 link.unlink()
             os.symlink(best_name, link)
             os.replace(link, root / BEST)
-        _prune(root, keep, protect={final.name, best_name or final.name})
+        _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()))
     barrier()
     return final
 

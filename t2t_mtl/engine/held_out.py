@@ -26,6 +26,22 @@ class UnapprovedHeldOutTaskError(ConfigError):
         self.tasks, self.clusters = tasks, clusters
 
 
+def refuse_unknown_held_out_clusters(held_out_clusters: Iterable[str]) -> None:
+    """Raise a ConfigError naming `data.held_out_clusters` when one of them has no registered task (a typo would
+    hold nothing out, so the run would train on its zero-shot targets), with the closest registered cluster."""
+    import difflib
+
+    import task_registry
+
+    clusters = sorted({task_registry.get_task(n).cluster for n in task_registry.list_tasks()})
+    for cluster in held_out_clusters:
+        if cluster not in clusters:
+            close = difflib.get_close_matches(cluster, clusters, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"data.held_out_clusters: no registered task is in cluster {cluster!r}; {hint}"
+                              f"registered clusters: {', '.join(clusters)}")
+
+
 def refuse_held_out_cluster(name: str, held_out_clusters: Iterable[str]) -> None:
     """Raise `HeldOutClusterTaskError` when registered task `name` is in a held-out cluster."""
     import task_registry

@@ -2,8 +2,9 @@
 
 One call does everything a run needs, in order: validate the config and its paths, join the process group,
 resolve the mixture (held-out clusters dropped), refuse a folder that already holds a run unless resuming,
-prepare the tokenizer (trained on the mixture when none is given; kept in the run directory), tokenize each task (cached per task), build the T5, the sampler, the
-per-task row streams and the loss weighting, start DeepSpeed, restore a checkpoint when resuming, then loop:
+prepare the tokenizer (trained on the mixture when none is given; kept in the run directory), tokenize each
+task (cached per task), build the T5, the sampler, the per-task row streams and the loss weighting, start
+DeepSpeed, restore a checkpoint when resuming, then loop:
 
     for each optimizer step:
         for each of grad_accum micro-batches (sampler picks the task(s), TaskStreams the rows):
@@ -17,12 +18,12 @@ per-task row streams and the loss weighting, start DeepSpeed, restore a checkpoi
         log; checkpoint every N steps or on SIGTERM
 
 and finally save a checkpoint, plot the per-task losses, load the best checkpoint (keep_best), score held-in
-validation examples by greedy generation (exact match) and run the `evaluation:` section. Every rank runs this same function (launch with torchrun/deepspeed/srun).
+validation examples by greedy generation (exact match) and run the `evaluation:` section. Every rank runs this
+same function (launch with torchrun/deepspeed/srun).
 """
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
 import random
@@ -42,7 +43,8 @@ from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, coun
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks
-from t2t_mtl.engine.held_out import refuse_held_out_cluster, refuse_unapproved_held_out
+from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
+                                     refuse_unknown_held_out_clusters)
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.logging import TrainLogger, log_held_out, open_tensorboard, plot_held_out, plot_task_losses
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
@@ -122,13 +124,7 @@ def training_rates(cfg: Config) -> Dict[str, float]:
 
     for name in d.train_held_out:
         registered(name, "data.train_held_out")
-    clusters = sorted({task_registry.get_task(n).cluster for n in task_registry.list_tasks()})
-    for cluster in d.held_out_clusters:  # a typo would hold nothing out and train on the zero-shot targets
-        if cluster not in clusters:
-            close = difflib.get_close_matches(cluster, clusters, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"data.held_out_clusters: no registered task is in cluster {cluster!r}; {hint}"
-                              f"registered clusters: {', '.join(clusters)}")
+    refuse_unknown_held_out_clusters(d.held_out_clusters)
     for name in d.tasks or ():
         if d.mixture is None and name in task_registry.list_mixtures():
             continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
@@ -461,8 +457,6 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if resume_meta:
         ckpt_io.check_compatible(resume_from, resume_meta, precision=precision,
                                  zero_stage=None if universal else engine.zero_optimization_stage())
-    if env.is_main and resume_from is None:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
     surgery = None
@@ -494,8 +488,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             ckpt_io.set_rng_state(rank_state["rng"])
         else:  # another world size: each task continues at the start of its next epoch, resharded
             task_streams.load_state_dict(reshard_streams_state(state["task_streams_rank0"], env))
-        if env.is_main:  # the checkpoint loaded: the run now goes on under this config
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
 
     def save(at_step: int) -> Path:
         trainer_state = {"step": at_step, "skipped_steps": skipped, "sampler": sampler.state_dict(),
@@ -514,6 +508,12 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                                        meta=meta, env=env, keep=t.keep_checkpoints,
                                        best_step=best_val.step if best_val is not None else None)
 
+    def evaluate_zero_shot(at_step: int) -> None:
+        """`evaluation.every`: score the held-out tasks with the current weights and log it (never fed back)."""
+        logger.held_out(at_step, zero_shot_evaluation(engine, tokenizer, cfg, env,
+                                                      run_dir / "eval" / ckpt_io.step_name(at_step), progress=False,
+                                                      plots=False))
+
     # ---- SIGTERM: finish the current step, save, exit cleanly
     terminate = {"flag": False}
     previous_handler = signal.getsignal(signal.SIGTERM)
@@ -530,9 +530,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         if log_window:
             logger.load_state_dict(log_window)  # the logging window the interrupted run had open
         if pending_evaluation == step:  # deferred by the SIGTERM that ended the interrupted run
-            logger.held_out(step, zero_shot_evaluation(engine, tokenizer, cfg, env,
-                                                       run_dir / "eval" / ckpt_io.step_name(step), progress=False,
-                                                       plots=False))
+            evaluate_zero_shot(step)
         pending_evaluation = None
         if step >= t.steps:
             logger.message(f"the checkpoint is at step {step} >= training.steps={t.steps}: nothing left to train "
@@ -662,9 +660,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 if acc[2 * T + 3] > 0:  # SIGTERM: save first; the resumed run evaluates these weights
                     pending_evaluation = step
                 else:
-                    logger.held_out(step, zero_shot_evaluation(engine, tokenizer, cfg, env,
-                                                               run_dir / "eval" / ckpt_io.step_name(step), progress=False,
-                                                               plots=False))
+                    evaluate_zero_shot(step)
             if surgery is not None and not poisoned and surgery.stats() is not None:
                 extra["gradient_surgery"] = surgery.stats()  # per-task gradient norms and cosines (from G)
             record = logger.step(step, float(acc[2 * T] / good) if good else float("nan"), task_loss=task_loss,
