@@ -7,7 +7,9 @@ naive padding.
    seed and precision. Target: ours >= 0.95x the plain loop's tokens/s.
 2. Batching: tokens/s (real, non-padding tokens) of our trainer with `data.batching` = bucket vs pad_to_max
    (every batch padded to max_input_length/max_target_length) on the procedural mixture, whose inputs range
-   from a few tokens to ~60. Target: bucket >= 1.3x.
+   from a few tokens to ~60. Target: bucket >= 1.3x. Also `pack` (several examples of a task per row of
+   max_input_length / max_target_length tokens; `--pack-rows` rows a micro-batch, default batch / 4, so a step
+   holds about as many examples as a bucketed one), reported against bucket.
 
 Timing excludes the first `--warmup` steps (start-up, first allocations); the trainer logs every `--warmup`
 steps, as a real run would. Each figure is the best of `--repeats` runs, interleaved across configurations.
@@ -51,6 +53,12 @@ def base_config(root: Path, tok: Path, args, **data) -> dict:
                      "precision": args.precision, "log_every": args.warmup, "progress_bar": False, "tensorboard": False,
                      "plot": False, "output_dir": str(root / "run"), "num_threads": args.threads},
     }
+
+
+def packed_config(root: Path, tok: Path, args) -> dict:
+    cfg = base_config(root, tok, args, batching="pack")
+    cfg["training"]["micro_batch_size"] = args.pack_rows or max(1, args.batch // 4)
+    return cfg
 
 
 def procedural_tokenizer(tok: Path) -> Path:
@@ -134,6 +142,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pack-rows", type=int, default=None, help="rows of a packed micro-batch (batch / 4)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--workdir", default=None)
@@ -148,7 +157,8 @@ def main() -> int:
     runs = {"plain transformers loop": lambda: plain_loop(same_batches, args.warmup),
             "t2t-mtl trainer": lambda: ours(same_batches, args.warmup),
             "t2t-mtl bucket": lambda: ours(base_config(root, tok, args, batching="bucket"), args.warmup),
-            "t2t-mtl pad_to_max": lambda: ours(base_config(root, tok, args, batching="pad_to_max"), args.warmup)}
+            "t2t-mtl pad_to_max": lambda: ours(base_config(root, tok, args, batching="pad_to_max"), args.warmup),
+            "t2t-mtl pack": lambda: ours(packed_config(root, tok, args), args.warmup)}
     measured = {name: [] for name in runs}
     for _ in range(args.repeats):  # interleaved, so a burst of load on a shared machine hits every config
         for name, fn in runs.items():
@@ -164,6 +174,7 @@ def main() -> int:
           f" (target >= 0.95)")
     print(f"bucket / pad_to_max: {ratio('t2t-mtl bucket', 't2t-mtl pad_to_max')} (target >= 1.3)")
     print(f"pad_to_longest / pad_to_max: {ratio('t2t-mtl trainer', 't2t-mtl pad_to_max')}")
+    print(f"pack ({args.pack_rows or args.batch // 4} rows) / bucket: {ratio('t2t-mtl pack', 't2t-mtl bucket')}")
     return 0
 
 

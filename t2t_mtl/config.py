@@ -87,7 +87,7 @@ class DataConfig:
     max_target_length: int = 64
     data_dir: Optional[str] = None
     cache_dir: Optional[str] = None
-    batching: Literal["bucket", "pad_to_longest", "pad_to_max"] = "bucket"
+    batching: Literal["bucket", "pack", "pad_to_longest", "pad_to_max"] = "bucket"
     bucket_batches: int = 8
     pad_to_multiple_of: int = 8
     validation_examples: int = 64

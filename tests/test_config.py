@@ -160,3 +160,20 @@ def test_print_config_roundtrip(tmp_path, capsys):
     cfg = C.config_from_dict(printed)
     assert cfg.training.steps == 7
     assert dataclasses.asdict(cfg) == printed
+
+
+def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
+    cases = {  # each passes config loading but the run refuses it before reading any data
+        "sampling.alpah=2": "alpah",
+        "data.held_out_clusters=[comparsion]": "comparsion",
+        "data.batching=pack --set sampling.strategy=uncertainty": "data.batching: pack",
+        "training.keep_best=val_loss": "training.validate_every",
+        "data.data_dir=/no/such/dir": "data.data_dir",
+    }
+    for override, message in cases.items():
+        args = ["train", "--print-config"]
+        for part in override.split(" --set "):
+            args += ["--set", part]
+        assert cli_main(args) == 2, override
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == "", override

@@ -150,6 +150,9 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
         ("--num-beams", "2", "--scoring", "rank", "--choices", "a ||| b", "x"): "--num-beams sets the beam width",
         ("--task", "parity", "a text"): "this model takes no task (plain T5 or token routing): drop --task",
+        # ... or that these inputs would ignore under --scoring auto
+        ("--length-norm", "a text"): "--length-norm changes how answer choices are ranked, but no input has any",
+        ("--num-beams", "2", "--choices", "a ||| b", "x"): "every input has answer choices and is ranked",
     }
     for args, message in cases.items():
         assert main(["predict", "--checkpoint", str(dense_dir), *args]) == 2, args

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 from t2t_mtl.cli.common import ignored_scoring_option
 
@@ -72,6 +73,20 @@ def _requests(args: argparse.Namespace) -> list:
     return requests
 
 
+def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str]:
+    """Why an option would have no effect on these inputs under `--scoring auto` (None: none would)."""
+    if args.scoring != "auto":
+        return None
+    ranked = sum(1 for request in requests if request.answer_choices)
+    if args.length_norm and ranked == 0:
+        return ("--length-norm changes how answer choices are ranked, but no input has any: give --choices, or "
+                "JSON lines with answer_choices")
+    if args.num_beams > 1 and requests and ranked == len(requests):
+        return ("--num-beams sets the beam width of generation, but every input has answer choices and is ranked: "
+                "drop it, or use --scoring generate")
+    return None
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation import EvaluationError, load_checkpoint
     from t2t_mtl.evaluation.predict import predict
@@ -86,6 +101,10 @@ def run_predict(args: argparse.Namespace) -> int:
         return 2
     try:
         requests = _requests(args)
+        ignored = ignored_for_inputs(args, requests)
+        if ignored:
+            print(f"error: {ignored}", file=sys.stderr)
+            return 2
         model, tokenizer, _ = load_checkpoint(args.checkpoint)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
                               length_normalize=args.length_norm, num_beams=args.num_beams,

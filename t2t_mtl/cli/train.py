@@ -18,19 +18,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
                         help="'auto' (the run's latest checkpoint, if any), a run dir or a checkpoint dir")
     parser.add_argument("--data-dir", default=None, help="local dataset folder (<hub path>/<config>/<split>.jsonl)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="check the resolved config as a run would (nothing read or trained), print it, exit")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from t2t_mtl.config import ConfigError
+    from t2t_mtl.config import ConfigError, check_paths
     from t2t_mtl.engine.checkpoint import CheckpointError
 
     try:
-        from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
+        from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, check_run_config, train
 
         cfg = as_config(args.config, args.overrides)
-        if args.print_config:
+        if args.print_config:  # only a config the run would accept: the same checks, nothing read or trained
+            if args.data_dir is not None:
+                cfg.data.data_dir = str(args.data_dir)
+            check_paths(cfg)
+            check_run_config(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
             print(cfg.to_yaml(), end="")
             return 0
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)

@@ -4,31 +4,39 @@ Homogeneous mode (`sampler.next_task()` per micro-batch, identical on every rank
 micro-batch; mixed mode (`sampler.sample_tasks(B)`) gives one task per example. With `batching: bucket`,
 `bucket_batches` micro-batches' worth of rows are drawn at once (for the same task in homogeneous mode),
 sorted by length and cut into micro-batches that are served in a seeded random order, so each batch pads to
-similar lengths. The pending buckets and the shuffling RNG are part of `state_dict()`, so a resumed run
-continues with exactly the batches the interrupted one would have produced.
+similar lengths. With a `PackedCollator` (`batching: pack`) the drawn rows are sorted by decreasing size and
+cut into packed micro-batches (`t2t_mtl.data.packing.pack_chunks`, first-fit decreasing); the last rows,
+which would leave a micro-batch half empty, wait in `leftover` for the next draw. The pending micro-batches,
+the leftover rows and the shuffling RNG are part of `state_dict()`, so a resumed run continues with exactly
+the batches the interrupted one would have produced.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 import torch
 
 from t2t_mtl.data.collator import Seq2SeqCollator
+from t2t_mtl.data.packing import PackedCollator, pack_chunks
 from t2t_mtl.data.streams import TokenizedTask
 
 Chunk = List[Tuple[str, int]]  # (task, row index) pairs of one micro-batch
 
 
 class BatchBuilder:
-    """Produces micro-batch dicts (input_ids, attention_mask, labels, task_ids) plus the task names."""
+    """Produces micro-batch dicts (input_ids, attention_mask, labels, task_ids) plus the task names.
+
+    With a `PackedCollator`, `micro_batch_size` counts packed rows and a micro-batch holds as many examples
+    as fit them (each row one task); the dicts then also carry encoder/decoder segment ids.
+    """
 
     def __init__(
         self,
         streams: Mapping[str, TokenizedTask],
         sampler: Any,
         task_streams: Any,
-        collator: Seq2SeqCollator,
+        collator: Union[Seq2SeqCollator, PackedCollator],
         *,
         micro_batch_size: int,
         mode: str = "homogeneous",
@@ -48,6 +56,8 @@ class BatchBuilder:
         self.bucket_batches = max(1, bucket_batches)
         self.rng = np.random.default_rng(seed)
         self.pending: Dict[str, List[Chunk]] = {}
+        self.leftover: Dict[str, Chunk] = {}  # packing: drawn rows waiting for the next packed micro-batches
+        self.packed = isinstance(collator, PackedCollator)
 
     # ------------------------------------------------------------------------------------------- chunks
     def _bucket(self, pairs: Chunk) -> List[Chunk]:
@@ -62,16 +72,54 @@ class BatchBuilder:
             chunks = [chunks[k] for k in self.rng.permutation(len(chunks))]
         return chunks
 
-    def _draw(self, key: str) -> List[Chunk]:
-        n = self.micro_batch_size * self.bucket_batches
+    def _draw_pairs(self, key: str, n: int) -> Chunk:
+        """The next `n` (task, row) pairs: of task `key` (homogeneous) or of sampled tasks (mixed, key "*")."""
         if self.mode == "homogeneous":
-            return self._bucket([(key, int(i)) for i in self.task_streams.next_indices(key, n)])
+            return [(key, int(i)) for i in self.task_streams.next_indices(key, n)]
         tasks = self.sampler.sample_tasks(n)
         wanted: Dict[str, int] = {}
         for t in tasks:
             wanted[t] = wanted.get(t, 0) + 1
         drawn = {t: iter(self.task_streams.next_indices(t, c)) for t, c in wanted.items()}
-        return self._bucket([(t, int(next(drawn[t]))) for t in tasks])
+        return [(t, int(next(drawn[t]))) for t in tasks]
+
+    def _draw(self, key: str) -> List[Chunk]:
+        if self.packed:
+            return self._pack(key)
+        return self._bucket(self._draw_pairs(key, self.micro_batch_size * self.bucket_batches))
+
+    def _pack_item(self, pair: Tuple[str, int]) -> Tuple[int, int, int]:
+        task, i = pair
+        stream = self.streams[task]
+        return self.collator.item(self.task_to_id[task], stream.input_lengths[i], stream.target_lengths[i])
+
+    def _pack_draw_size(self, key: str) -> int:
+        """Rows to draw for `bucket_batches` packed micro-batches, from the mean example sizes."""
+        tasks = self.task_names if key == "*" else [key]
+        mean_in = float(np.mean([self.streams[t].input_lengths.mean() for t in tasks]))
+        mean_tgt = float(np.mean([self.streams[t].target_lengths.mean() for t in tasks]))
+        per_row = min(self.collator.input_capacity / max(mean_in, 1.0),
+                      self.collator.target_capacity / max(mean_tgt, 1.0))
+        return max(1, int(self.micro_batch_size * self.bucket_batches * max(per_row, 1.0)))
+
+    def _pack(self, key: str) -> List[Chunk]:
+        """Packed micro-batches from the leftover and newly drawn rows (first-fit decreasing), random order."""
+        c = self.collator
+        pool = self.leftover.pop(key, [])
+        while True:
+            pool = pool + self._draw_pairs(key, self._pack_draw_size(key))
+            items = [self._pack_item(p) for p in pool]
+            order = sorted(range(len(pool)), key=lambda k: -(items[k][1] / c.input_capacity
+                                                           + items[k][2] / c.target_capacity))
+            pool, items = [pool[k] for k in order], [items[k] for k in order]
+            chunks, leftover = pack_chunks(items, self.micro_batch_size, c.input_capacity, c.target_capacity)
+            if chunks:
+                break
+            pool = [pool[k] for k in leftover]
+        if leftover:
+            self.leftover[key] = [pool[k] for k in leftover]
+        packed = [[pool[k] for k in chunk] for chunk in chunks]
+        return [packed[k] for k in self.rng.permutation(len(packed))] if len(packed) > 1 else packed
 
     def next_chunk(self) -> Chunk:
         """The (task, row) pairs of the next micro-batch."""
@@ -120,10 +168,12 @@ class BatchBuilder:
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
         return {"pending": {k: [[list(p) for p in c] for c in v] for k, v in self.pending.items()},
+                "leftover": {k: [list(p) for p in v] for k, v in self.leftover.items()},
                 "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.pending = {k: [[(str(t), int(i)) for t, i in c] for c in v] for k, v in state["pending"].items()}
+        self.leftover = {k: [(str(t), int(i)) for t, i in v] for k, v in state.get("leftover", {}).items()}
         self.rng.bit_generator.state = state["rng"]
 
 

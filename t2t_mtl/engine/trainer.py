@@ -23,6 +23,7 @@ same function (launch with torchrun/deepspeed/srun).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -32,22 +33,24 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
+from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
 from t2t_mtl.engine.best import BestValidation
+from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import TrainLogger, log_held_out, open_tensorboard, plot_held_out, plot_task_losses
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
+from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 
 
 class TrainingAbortedError(RuntimeError):
@@ -215,15 +218,28 @@ def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path
     return task_tokens
 
 
-def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str],
-                            env: DistEnv) -> None:
+def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """(training rates, sampling config) of `cfg`, after every check `train` makes before it reads data or builds
+    a model: the mixture and its held-out rules, the sampler, weighting, MoE, gradient-surgery, batching,
+    signal and evaluation sections. Raises ConfigError (or the builders' errors) naming the key."""
+    rates = training_rates(cfg)
+    sampling_cfg = dict(cfg.sampling)
+    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
+        sampling_cfg["rates"] = rates
+    check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size)
+    check_signal_config(cfg, sampling_cfg)
+    return rates, sampling_cfg
+
+
+def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
+                            rank: int = 0, world_size: int = 1) -> None:
     """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
     any tokenizing or training (their builders validate every key)."""
     from t2t_mtl.sampling import build_sampler
     from t2t_mtl.weighting import build_weighting
 
-    sizes = {name: max(env.world_size, 1000) for name in task_names}
-    build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=env.rank, world_size=env.world_size)
+    sizes = {name: max(world_size, 1000) for name in task_names}
+    build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
     build_weighting(cfg.weighting, task_names, sizes)
     if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
         from t2t_mtl.engine.validation import evaluation_plan
@@ -235,6 +251,10 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
             raise ConfigError(f"evaluation scores tasks the model is not trained on ({', '.join(unseen)}), and "
                               f"model.moe.unseen_task_routing: error refuses to route them: set it to 'mean' or to a "
                               f"trained task's name, or evaluate trained tasks only")
+    if cfg.data.batching == "pack" and sampling_cfg.get("strategy") == "uncertainty":
+        raise ConfigError("data.batching: pack fills micro_batch_size rows with as many examples as fit, but "
+                          "sampling strategy 'uncertainty' (CA-MTL) selects exactly micro_batch_size examples per "
+                          "micro-batch: use data.batching: bucket with it, or another sampling strategy")
     if cfg.gradient_surgery:
         from t2t_mtl.gradients import build_method
 
@@ -249,41 +269,49 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                               f"{len(task_names)}) or drop gradient_surgery")
 
 
+def build_collator(cfg: Config, pad_id: int, task_tokens: Any = None) -> Union[Seq2SeqCollator, PackedCollator]:
+    """The micro-batch collator `data.batching` asks for; packed batches get the TE⊕ENC task token in front
+    of every example (padded ones get it from `task_tokens(batch)` after collating)."""
+    d = cfg.data
+    if d.batching == "pack":
+        prefixes = None
+        if task_tokens is not None:
+            prefixes = {k: [int(token)] for k, token in enumerate(task_tokens.table.tolist())}
+        return PackedCollator(pad_id, rows=cfg.training.micro_batch_size, max_input_length=d.max_input_length,
+                              max_target_length=d.max_target_length, prefixes=prefixes,
+                              pad_to_multiple_of=d.pad_to_multiple_of)
+    return Seq2SeqCollator(pad_id, max_input_length=d.max_input_length, max_target_length=d.max_target_length,
+                           padding="max_length" if d.batching == "pad_to_max" else "longest",
+                           pad_to_multiple_of=d.pad_to_multiple_of)
+
+
 # -------------------------------------------------------------------------------------------------- losses
-
-def per_task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor, task_names: Sequence[str]
-                    ) -> Dict[str, torch.Tensor]:
-    """Per-example token-mean cross-entropy (fp32), averaged over the examples of each task present."""
-    token_ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
-                               reduction="none").view(labels.shape)
-    mask = (labels != -100).to(token_ce.dtype)
-    per_example = (token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-    ids = task_ids.tolist()
-    if len(set(ids)) == 1:
-        return {task_names[ids[0]]: per_example.mean()}
-    out = {}
-    for tid in sorted(set(ids)):
-        sel = torch.tensor([i for i, t in enumerate(ids) if t == tid], device=per_example.device)
-        out[task_names[tid]] = per_example.index_select(0, sel).mean()
-    return out
-
 
 def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: torch.Tensor,
                    task_names: Sequence[str], pass_task_ids: bool, entropy_acc: Optional[torch.Tensor] = None
                    ) -> Dict[str, torch.Tensor]:
-    """Run the model (decoder inputs = labels shifted right) and return the per-task losses.
+    """Run the model (decoder inputs = labels shifted right, within each segment of a packed batch) and return
+    the per-task losses.
 
     `entropy_acc` ([2T] float64, optional): gets each example's normalised prediction entropy added to its
     task's slot and 1 to its task's count (T + id), from this forward's logits (no extra pass)."""
     labels = batch["labels"]
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-              "decoder_input_ids": engine.module._shift_right(labels), "use_cache": False}  # no decoding here
+    segments = batch.get("decoder_segment_ids")
+    if segments is not None:
+        kwargs, cross_mask = packed_model_inputs(engine.module, batch)
+        attending = cross_attention_mask(engine.module, cross_mask)
+    else:
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "decoder_input_ids": engine.module._shift_right(labels)}
+        attending = contextlib.nullcontext()
+    kwargs["use_cache"] = False  # no decoding here
     if pass_task_ids:
         kwargs["task_ids"] = batch["task_ids"]
-    out = engine(**kwargs)
-    per_task = per_task_losses(out.logits, labels, task_ids_cpu, task_names)
+    with attending:
+        out = engine(**kwargs)
+    per_task = per_task_losses(out.logits, labels, task_ids_cpu, task_names, segments)
     if entropy_acc is not None:
-        add_task_entropies(entropy_acc, out.logits, labels, task_ids_cpu)
+        add_task_entropies(entropy_acc, out.logits, labels, task_ids_cpu, segments)
     aux = getattr(out, "aux_loss", None)  # task-aware MoE layers may add a load-balancing loss
     if aux is not None:
         per_task = {t: v + aux / len(per_task) for t, v in per_task.items()}
@@ -370,16 +398,11 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
 
     # ---- data: mixture → tokenizer → per-task tokenized streams
-    rates = training_rates(cfg)
+    rates, sampling_cfg = check_run_config(cfg, rank=env.rank, world_size=env.world_size)
     task_names = list(rates)
     resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
     if resume_meta:  # a changed task list would misread every task id and the sampler state: refuse it now
         ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names)
-    sampling_cfg = dict(cfg.sampling)
-    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
-        sampling_cfg["rates"] = rates
-    check_component_configs(cfg, sampling_cfg, task_names, env)
-    check_signal_config(cfg, sampling_cfg)
     existing = ckpt_io.latest_checkpoint(run_dir)
     in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
     if existing is not None and not in_place:  # two runs' logs and checkpoints would interleave in one folder
@@ -426,12 +449,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     weighting_params = [p for p in weighting.parameters() if p.requires_grad]
     # learned weights (uncertainty's log σ²) follow the model's lr schedule (set every step)
     weighting_opt = torch.optim.AdamW(weighting_params, lr=t.lr, weight_decay=0.0) if weighting_params else None
-    padding = "max_length" if cfg.data.batching == "pad_to_max" else "longest"
-    collator = Seq2SeqCollator(tokenizer.pad_token_id, max_input_length=cfg.data.max_input_length,
-                               max_target_length=cfg.data.max_target_length, padding=padding,
-                               pad_to_multiple_of=cfg.data.pad_to_multiple_of)
+    collator = build_collator(cfg, tokenizer.pad_token_id, task_tokens)
     builder = BatchBuilder(streams, sampler, task_streams, collator, micro_batch_size=t.micro_batch_size, mode=mode,
-                           bucket_batches=cfg.data.bucket_batches if cfg.data.batching == "bucket" else 1,
+                           bucket_batches=cfg.data.bucket_batches if cfg.data.batching in ("bucket", "pack") else 1,
                            seed=t.seed)
     # adaptive-sampling signals: training-forward entropies, periodic validation, CA-MTL candidate selection
     entropy_acc = torch.zeros(2 * len(task_names), dtype=torch.float64) if needs_entropy(sampling_cfg) else None
@@ -467,12 +487,14 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     step, skipped, bad_in_a_row = 0, 0, 0
     examples_trained: Dict[str, int] = {}
+    seen_at_resume: Optional[float] = None  # examples drawn (all ranks) before the resumed step
     pending_evaluation: Optional[int] = None  # a zero-shot evaluation a SIGTERM deferred to the resumed run
     log_window: Optional[Dict[str, Any]] = None
     if resume_from is not None:
         state, rank_state, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
         step, skipped = int(state["step"]), int(state["skipped_steps"])
         examples_trained = dict(state.get("examples_trained", {}))
+        seen_at_resume = state.get("seen_examples")
         sampler.load_state_dict(state["sampler"])
         weighting.load_state_dict(state["weighting"])
         if weighting_opt is not None and state.get("weighting_optimizer"):
@@ -493,7 +515,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     def save(at_step: int) -> Path:
         trainer_state = {"step": at_step, "skipped_steps": skipped, "sampler": sampler.state_dict(),
-                         "examples_trained": dict(examples_trained),
+                         "examples_trained": dict(examples_trained), "seen_examples": seen_examples,
                          "weighting": weighting.state_dict(),
                          "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
                          "gradient_surgery": surgery.state_dict() if surgery is not None else None,
@@ -537,7 +559,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                            f"(raise training.steps to continue)")
     resumed_at = step
     total_examples = sum(task_sizes.values())
-    seen_examples = float(step * t.micro_batch_size * t.grad_accum * env.world_size)
+    seen_examples = float(seen_at_resume if seen_at_resume is not None
+                          else step * t.micro_batch_size * t.grad_accum * env.world_size)
     last_record: Dict[str, Any] = {}
     task_sequence: List[str] = []
     checkpoint_path: Optional[Path] = None
@@ -560,16 +583,17 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             task_sequence.extend(c[0][0] if mode == "homogeneous" and not select_candidates else "*" for c in chunks)
             # per step, summed over micro-batches and (one all-reduce) over ranks:
             # [per-task loss sums (T) | per-task micro-batch counts (T) | mean-task loss | weighted loss |
-            #  good micro-batches | SIGTERM seen | real tokens | per-task examples (T)]
+            #  good micro-batches | SIGTERM seen | real tokens | examples drawn | per-task examples (T)]
             T = len(task_names)
-            acc = torch.zeros(3 * T + 5, dtype=torch.float64)
+            acc = torch.zeros(3 * T + 6, dtype=torch.float64)
             poisoned = False
             moe_acc: Optional[torch.Tensor] = None  # summed moe_stats of this step's forwards (MoE models)
             for micro, chunk in enumerate(chunks):
                 batch = builder.collate(chunk)
-                if task_tokens is not None:
+                if task_tokens is not None and not builder.packed:  # (a packed batch has them per example)
                     batch = task_tokens(batch)  # TE⊕ENC: each example's <task:NAME> token in front
                 task_ids_cpu = batch["task_ids"]
+                step_examples_cpu = example_task_ids(batch)
                 tokens = count_tokens(batch)
                 batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
                 per_task = forward_losses(engine, batch, task_ids_cpu, task_names, pass_task_ids, entropy_acc)
@@ -592,7 +616,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     acc[2 * T + 1] += value
                     acc[2 * T + 2] += 1
                     acc[2 * T + 4] += tokens
-                    acc[2 * T + 5:] += torch.bincount(task_ids_cpu, minlength=T).to(torch.float64)
+                    acc[2 * T + 6:] += torch.bincount(step_examples_cpu, minlength=T).to(torch.float64)
                 engine.backward(loss)
                 if surgery is not None:
                     surgery.after_backward(engine, chunk[0][0])
@@ -616,12 +640,13 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     weighting_opt.step()
                     weighting_opt.zero_grad(set_to_none=True)
             step += 1
-            seen_examples += t.micro_batch_size * t.grad_accum * env.world_size
             acc[2 * T + 3] = 1.0 if terminate["flag"] else 0.0
+            acc[2 * T + 5] = sum(len(chunk) for chunk in chunks)  # packed micro-batches hold varying numbers
             _all_reduce_sum(acc)
             task_loss = {name: float(acc[i] / acc[T + i]) for i, name in enumerate(task_names) if acc[T + i] > 0}
             good = float(acc[2 * T + 2])
-            step_examples = {name: int(acc[2 * T + 5 + i]) for i, name in enumerate(task_names) if acc[2 * T + 5 + i]}
+            seen_examples += float(acc[2 * T + 5])
+            step_examples = {name: int(acc[2 * T + 6 + i]) for i, name in enumerate(task_names) if acc[2 * T + 6 + i]}
             logger.add(int(acc[2 * T + 4]), step_examples)
             for name, n in step_examples.items():
                 examples_trained[name] = examples_trained.get(name, 0) + n
@@ -814,19 +839,6 @@ def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
 def needs_entropy(sampling_cfg: Mapping[str, Any]) -> bool:
     """Whether the sampler learns from training-forward entropies (`update({"entropy": ...})`)."""
     return sampling_cfg.get("strategy") == "uncertainty_ema"
-
-
-@torch.no_grad()
-def add_task_entropies(entropy_acc: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
-                       task_ids_cpu: torch.Tensor) -> None:
-    """Add each example's mean per-token entropy / log V (target tokens only) to `entropy_acc[task id]` and
-    1 to `entropy_acc[T + task id]`."""
-    from t2t_mtl.sampling import generation_entropy
-
-    per_example = generation_entropy(logits.detach(), labels != -100, normalise=True).double().cpu()
-    T = entropy_acc.numel() // 2
-    entropy_acc[:T].index_add_(0, task_ids_cpu, per_example)
-    entropy_acc[T:] += torch.bincount(task_ids_cpu, minlength=T).to(torch.float64)
 
 
 def task_means(sums_and_counts: torch.Tensor, task_names: Sequence[str]) -> Dict[str, float]:

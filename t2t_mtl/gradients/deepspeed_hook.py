@@ -105,7 +105,8 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         from deepspeed.utils import safe_set_full_grad
 
         self.capturing = False
-        local = torch.zeros(self.per_rank, dtype=torch.float32, device=self.scratch.device)
+        local = self._piece  # free between steps: the micro-batches' reductions are done
+        local[self.hi - self.lo:].zero_()  # the padding tail; combine overwrites the rest
         self.surgery.combine_into(local[: self.hi - self.lo])
         if self.world > 1:
             _all_gather_single(self.scratch, local)
@@ -173,8 +174,7 @@ class Zero3SurgeryHook(_SurgeryHook):
         """Gram → weights → combine, then replace DeepSpeed's accumulated pieces by the combined ones."""
         from deepspeed.utils import safe_set_local_grad
 
-        combined = torch.zeros_like(self.accumulated)
-        self.surgery.combine_into(combined)
+        combined = self.surgery.combine_into(torch.empty_like(self.accumulated))  # every element written
         for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
             safe_set_local_grad(p, combined[lo:hi])
         self.last_stats = self.surgery.stats()

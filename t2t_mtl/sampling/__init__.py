@@ -4,7 +4,7 @@
 `TaskStreams` hands out per-task row indices. Strategies: see `STRATEGIES`.
 """
 from t2t_mtl.sampling.base import MixtureSampler
-from t2t_mtl.sampling.entropy import classification_entropy, generation_entropy
+from t2t_mtl.sampling.entropy import classification_entropy, generation_entropy, token_entropy
 from t2t_mtl.sampling.errors import (EmptyTaskError, InvalidRateError, SamplingError, UnknownParameterError,
                                      UnknownStrategyError)
 from t2t_mtl.sampling.factory import STRATEGIES, build_sampler
@@ -17,6 +17,6 @@ from t2t_mtl.sampling.uncertainty import select_uncertain, uncertainty_scores
 __all__ = [
     "MixtureSampler", "build_sampler", "STRATEGIES", "TaskStreams", "SamplingError", "UnknownStrategyError",
     "UnknownParameterError", "InvalidRateError", "EmptyTaskError", "normalise", "seqio_rate", "size_rates",
-    "annealed_alpha", "dynamic_alpha", "classification_entropy", "generation_entropy", "select_uncertain",
-    "uncertainty_scores", "rates_over_epochs",
+    "annealed_alpha", "dynamic_alpha", "classification_entropy", "generation_entropy", "token_entropy",
+    "select_uncertain", "uncertainty_scores", "rates_over_epochs",
 ]

@@ -21,6 +21,12 @@ def classification_entropy(choice_scores: torch.Tensor, choice_mask: Optional[to
     return -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(-1)
 
 
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of every next-token distribution: [..., V] -> [...] (float32)."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
 def generation_entropy(logits: torch.Tensor, token_mask: Optional[torch.Tensor] = None, *,
                        normalise: bool = True) -> torch.Tensor:
     """Mean per-token entropy of next-token distributions [N, L, V] -> [N], over tokens where mask is True.
@@ -28,10 +34,9 @@ def generation_entropy(logits: torch.Tensor, token_mask: Optional[torch.Tensor] 
     `token_mask` is typically ``labels != -100``. With `normalise`, divided by log V (the entropy of the
     uniform distribution over the vocabulary), giving values in [0, 1].
     """
-    log_p = torch.log_softmax(logits.float(), dim=-1)
-    token_entropy = -(log_p.exp() * log_p).sum(-1)
+    entropy = token_entropy(logits)
     if token_mask is None:
-        token_mask = torch.ones(token_entropy.shape, dtype=torch.bool, device=logits.device)
-    mask = token_mask.to(token_entropy.dtype)
-    mean = (token_entropy * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+        token_mask = torch.ones(entropy.shape, dtype=torch.bool, device=logits.device)
+    mask = token_mask.to(entropy.dtype)
+    mean = (entropy * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
     return mean / math.log(logits.shape[-1]) if normalise else mean

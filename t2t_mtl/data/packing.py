@@ -1,0 +1,168 @@
+"""Sequence packing (`data.batching: pack`): several examples of one task share a row, kept apart by segment ids.
+
+A packed micro-batch has at most `rows` rows, each holding up to `input_capacity` input and
+`target_capacity` target tokens. Examples are placed first-fit in the order given: each goes into the
+first row that is empty or already holds its task and has room for both its input and its target. A row
+therefore holds one task (task routing, task tokens and per-task losses see one task per row), and
+replaying `first_fit` on the examples it placed, in the same order, gives the same rows — which is how a
+chunk of (task, row index) pairs is turned back into its packed batch after a checkpoint.
+
+Segments are numbered 1, 2, ... within a row in placement order; 0 marks padding. The model keeps them
+apart with block-diagonal attention masks (`t2t_mtl.model.packing`); T5's relative position bias depends
+only on the distance between two tokens of a segment, so a packed example sees exactly what it would alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from t2t_mtl.data.collator import LABEL_PAD
+
+PackItem = Tuple[int, int, int]  # (task id, input length, target length)
+
+
+@dataclass
+class _Row:
+    task: Optional[int] = None
+    input_used: int = 0
+    target_used: int = 0
+    members: List[int] = field(default_factory=list)  # item positions, in placement order
+
+
+class FirstFit:
+    """Rows being filled first-fit; `place(item)` returns the row index or None when no row has room."""
+
+    def __init__(self, rows: int, input_capacity: int, target_capacity: int) -> None:
+        if rows < 1 or input_capacity < 1 or target_capacity < 1:
+            raise ValueError(f"packing needs rows, input_capacity and target_capacity >= 1, got {rows}, "
+                             f"{input_capacity}, {target_capacity}")
+        self.input_capacity = input_capacity
+        self.target_capacity = target_capacity
+        self.rows = [_Row() for _ in range(rows)]
+        self.placed = 0
+
+    def fits_alone(self, item: PackItem) -> bool:
+        return item[1] <= self.input_capacity and item[2] <= self.target_capacity
+
+    def place(self, item: PackItem) -> Optional[int]:
+        task, n_in, n_tgt = item
+        if not self.fits_alone(item):
+            raise ValueError(f"an example of {n_in} input / {n_tgt} target tokens exceeds the packed row's "
+                             f"{self.input_capacity} / {self.target_capacity} (data.max_input_length / "
+                             f"data.max_target_length)")
+        for r, row in enumerate(self.rows):
+            if row.task not in (None, task):
+                continue
+            if row.input_used + n_in <= self.input_capacity and row.target_used + n_tgt <= self.target_capacity:
+                row.task = task
+                row.input_used += n_in
+                row.target_used += n_tgt
+                row.members.append(self.placed)
+                self.placed += 1
+                return r
+        return None
+
+    def used_rows(self) -> List[List[int]]:
+        """The item positions of every non-empty row, rows in order."""
+        return [row.members for row in self.rows if row.members]
+
+
+def first_fit(items: Sequence[PackItem], rows: int, input_capacity: int, target_capacity: int
+              ) -> Tuple[List[int], List[int]]:
+    """Place `items` in order into `rows` rows: (positions placed, positions that found no room)."""
+    packer = FirstFit(rows, input_capacity, target_capacity)
+    placed, skipped = [], []
+    for k, item in enumerate(items):
+        (placed if packer.place(item) is not None else skipped).append(k)
+    return placed, skipped
+
+
+def pack_chunks(items: Sequence[PackItem], rows: int, input_capacity: int, target_capacity: int
+                ) -> Tuple[List[List[int]], List[int]]:
+    """Cut `items` into full packed micro-batches: (chunks of item positions in placement order, leftover).
+
+    Each chunk is the first-fit of the remaining items into `rows` rows and is complete once some remaining
+    item found no room. The last items, which all still fit, are the leftover: they wait for more examples
+    rather than fill a half-empty micro-batch."""
+    remaining = list(range(len(items)))
+    chunks: List[List[int]] = []
+    while remaining:
+        placed, skipped = first_fit([items[k] for k in remaining], rows, input_capacity, target_capacity)
+        if not skipped:
+            return chunks, remaining
+        chunks.append([remaining[k] for k in placed])
+        remaining = [remaining[k] for k in skipped]
+    return chunks, []
+
+
+def pack_batch(inputs: Sequence[List[int]], labels: Sequence[List[int]], task_ids: Sequence[int], *, rows: int,
+               input_capacity: int, target_capacity: int, pad_id: int,
+               prefixes: Optional[Dict[int, List[int]]] = None, width_multiple: int = 8) -> Dict[str, torch.Tensor]:
+    """Pack examples (first-fit, in order) into a batch dict.
+
+    Keys: input_ids, attention_mask, labels (LongTensor [R, L], R <= rows: the rows used), encoder_segment_ids
+    and decoder_segment_ids ([R, L]: 1, 2, ... per example in its row, 0 = padding) and task_ids ([R], the
+    task of each row). `prefixes` maps a task id to tokens put in front of each of its examples' inputs
+    (TE⊕ENC task tokens; counted against `input_capacity`). Widths are the longest row rounded up to
+    `width_multiple`, at most the capacity. Raises ValueError when the examples need more than `rows` rows.
+    """
+    prefixes = prefixes or {}
+    seqs = [list(prefixes.get(int(t), ())) + list(x) for x, t in zip(inputs, task_ids)]
+    packer = FirstFit(rows, input_capacity, target_capacity)
+    for k, (x, y, t) in enumerate(zip(seqs, labels, task_ids)):
+        if packer.place((int(t), len(x), len(y))) is None:
+            raise ValueError(f"{len(seqs)} examples do not fit {rows} packed rows (example {k} found no room): "
+                             "a chunk must come from pack_chunks with the same rows and capacities")
+    members = packer.used_rows()
+    in_w = _width(max(sum(len(seqs[k]) for k in m) for m in members), input_capacity, width_multiple)
+    tgt_w = _width(max(sum(len(labels[k]) for k in m) for m in members), target_capacity, width_multiple)
+    n = len(members)
+    ids = torch.full((n, in_w), pad_id, dtype=torch.long)
+    enc_seg = torch.zeros((n, in_w), dtype=torch.long)
+    lab = torch.full((n, tgt_w), LABEL_PAD, dtype=torch.long)
+    dec_seg = torch.zeros((n, tgt_w), dtype=torch.long)
+    row_tasks = []
+    for r, m in enumerate(members):
+        i = j = 0
+        for seg, k in enumerate(m, start=1):
+            x, y = seqs[k], labels[k]
+            ids[r, i:i + len(x)] = torch.as_tensor(x, dtype=torch.long)
+            enc_seg[r, i:i + len(x)] = seg
+            lab[r, j:j + len(y)] = torch.as_tensor(y, dtype=torch.long)
+            dec_seg[r, j:j + len(y)] = seg
+            i, j = i + len(x), j + len(y)
+        row_tasks.append(int(task_ids[m[0]]))
+    return {"input_ids": ids, "attention_mask": (enc_seg > 0).long(), "labels": lab,
+            "encoder_segment_ids": enc_seg, "decoder_segment_ids": dec_seg,
+            "task_ids": torch.as_tensor(row_tasks, dtype=torch.long)}
+
+
+def _width(longest: int, capacity: int, multiple: int) -> int:
+    return min(-(-longest // multiple) * multiple, capacity)
+
+
+class PackedCollator:
+    """`Seq2SeqCollator`'s interface for packed batches: `__call__(inputs, labels, task_ids)` packs the examples
+    into at most `rows` rows of `max_input_length` (+ the task-token prefix) input and `max_target_length`
+    target tokens; `item(task_id, input_length, target_length)` is an example's size as the packer sees it."""
+
+    def __init__(self, pad_id: int, *, rows: int, max_input_length: int, max_target_length: int,
+                 prefixes: Optional[Dict[int, List[int]]] = None, pad_to_multiple_of: int = 8) -> None:
+        self.pad_id = pad_id
+        self.rows = rows
+        self.prefixes = {int(t): list(p) for t, p in (prefixes or {}).items()}
+        prefix = max((len(p) for p in self.prefixes.values()), default=0)
+        self.input_capacity = max_input_length + prefix
+        self.target_capacity = max_target_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def item(self, task_id: int, input_length: int, target_length: int) -> PackItem:
+        return (int(task_id), int(input_length) + len(self.prefixes.get(int(task_id), ())), int(target_length))
+
+    def __call__(self, input_ids: Sequence[List[int]], labels: Sequence[List[int]],
+                 task_ids: Sequence[int]) -> Dict[str, torch.Tensor]:
+        return pack_batch(input_ids, labels, task_ids, rows=self.rows, input_capacity=self.input_capacity,
+                          target_capacity=self.target_capacity, pad_id=self.pad_id, prefixes=self.prefixes,
+                          width_multiple=self.pad_to_multiple_of)

@@ -1,0 +1,106 @@
+"""Training on packed batches (`data.batching: pack`): the loss falls with several examples per row and the
+example counts (and the epoch clock) follow the examples drawn; a resumed run continues exactly; ZeRO-3
+(the cross-attention mask reaching DeepSpeed's partitioned decoder) equals ZeRO-0; task tokens, task-routed
+experts and gradient surgery train on packed rows; two ranks (each packing its own shard, so their micro-batches
+hold different numbers of examples) train with PCGrad at ZeRO-2 and resume exactly; CA-MTL selection is
+refused."""
+from __future__ import annotations
+
+import pytest
+
+from t2t_mtl.config import ConfigError
+from t2t_mtl.engine.trainer import train
+
+from engine_helpers import run_checked, step_records, tiny_config, torchrun_command, train_tiny_tokenizer, \
+    write_config
+
+PACK = {"batching": "pack", "bucket_batches": 2, "max_input_length": 96, "max_target_length": 32}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _config(tmp_path, tok, name, **sections):
+    data = {**PACK, **sections.pop("data", {})}
+    return tiny_config(tmp_path / name, tok, tmp_path / "cache", data=data, **sections)
+
+
+def test_a_packed_run_trains_several_examples_per_row_and_counts_them(tmp_path, tok, monkeypatch):
+    from t2t_mtl.sampling.base import MixtureSampler
+
+    epochs = []
+
+    original = MixtureSampler.set_epoch
+    monkeypatch.setattr(MixtureSampler, "set_epoch", lambda self, epoch: (epochs.append(epoch),
+                                                                          original(self, epoch))[1])
+    result = train(_config(tmp_path, tok, "run", training={"steps": 16}), evaluate_held_in=False)
+    records = step_records(tmp_path / "run")
+    per_step = [sum(r["task_examples"].values()) for _, r in sorted(records.items())]
+    assert min(per_step) >= 4 and sum(per_step) > 2 * 16 * 4  # 4 rows a micro-batch, more examples
+    assert sum(per_step) == sum(result.examples_seen.values())
+    first, last = records[1]["loss"], sum(records[s]["loss"] for s in (14, 15, 16)) / 3
+    assert last < 0.8 * first
+    drawn = [0] + [sum(per_step[:k]) for k in range(1, 16)]
+    assert epochs == pytest.approx([d / (3 * 64) for d in drawn])  # the epoch clock counts examples drawn
+
+
+def test_a_resumed_packed_run_continues_exactly(tmp_path, tok):
+    whole = train(_config(tmp_path, tok, "whole", training={"steps": 8}), evaluate_held_in=False)
+    cut = _config(tmp_path, tok, "cut", training={"steps": 4})
+    train(cut, evaluate_held_in=False)
+    cut["training"]["steps"] = 8
+    resumed = train(cut, resume="auto", evaluate_held_in=False)
+    a, b = step_records(tmp_path / "whole"), step_records(tmp_path / "cut")
+    for s in range(5, 9):
+        assert b[s]["task_examples"] == a[s]["task_examples"]
+        assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-6)
+    assert resumed.examples_seen == whole.examples_seen
+
+
+def test_packed_zero3_equals_zero0(tmp_path, tok):
+    runs = {stage: train(_config(tmp_path, tok, f"z{stage}", training={"steps": 5},
+                                 deepspeed={"zero_stage": stage}), evaluate_held_in=False) for stage in (0, 3)}
+    a, b = step_records(tmp_path / "z0"), step_records(tmp_path / "z3")
+    for s in range(1, 6):
+        assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-4)
+    assert runs[0].examples_seen == runs[3].examples_seen
+
+
+def test_task_tokens_task_experts_and_surgery_train_on_packed_rows(tmp_path, tok):
+    cfg = _config(tmp_path, tok, "moe", training={"steps": 12, "grad_accum": 3},
+                  model={"dims": tiny_config(tmp_path, tok, tmp_path)["model"]["dims"], "task_embeddings": True,
+                         "moe": {"num_experts": 3, "top_k": 1, "every": 1, "routing": "task"}},
+                  gradient_surgery={"method": "pcgrad", "seed": 0})
+    result = train(cfg, evaluate_held_in=False)
+    records = step_records(tmp_path / "moe")
+    assert all(sum(r["task_examples"].values()) > 3 * 4 for r in records.values())
+    assert records[12]["loss"] < records[1]["loss"]
+    assert result.skipped_steps == 0
+
+
+def test_packing_with_ca_mtl_selection_is_refused(tmp_path, tok):
+    cfg = _config(tmp_path, tok, "sel", sampling={"strategy": "uncertainty"})
+    with pytest.raises(ConfigError, match="data.batching: pack .* 'uncertainty'"):
+        train(cfg, evaluate_held_in=False)
+
+
+@pytest.mark.slow
+def test_two_ranks_pack_their_own_rows_and_resume_exactly(tmp_path, tok):
+    sections = {"training": {"steps": 8, "grad_accum": 3, "checkpoint_every": 4}, "deepspeed": {"zero_stage": 2},
+                "gradient_surgery": {"method": "pcgrad", "seed": 0}}
+    whole = _config(tmp_path, tok, "whole", **sections)
+    run_checked(torchrun_command(write_config(whole, tmp_path / "whole.yaml"), 2))
+    cut = _config(tmp_path, tok, "cut", **sections)
+    cut["training"]["steps"] = 4
+    run_checked(torchrun_command(write_config(cut, tmp_path / "cut.yaml"), 2))
+    cut["training"]["steps"] = 8
+    run_checked(torchrun_command(write_config(cut, tmp_path / "cut.yaml"), 2, "--resume", "auto"))
+    a, b = step_records(tmp_path / "whole"), step_records(tmp_path / "cut")
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    for s in range(1, 9):
+        assert sum(a[s]["task_examples"].values()) > 2 * 3 * 4  # 2 ranks x 3 micro-batches x 4 rows, packed
+        assert b[s]["task_examples"] == a[s]["task_examples"]
+        assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-5)
+    assert a[8]["loss"] < a[1]["loss"]

@@ -1,0 +1,280 @@
+"""Sequence packing (`data.batching: pack`): the first-fit packer, packed batch tensors, the block-diagonal
+masks and per-segment decoder inputs against per-example references, packed forward/backward equal to the
+padded one (dense T5, both attention implementations, token- and task-routed MoE, task tokens), and the
+batch builder's packed micro-batches: nothing dropped or repeated, resumable."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from t2t_mtl.data import Seq2SeqCollator
+from t2t_mtl.data.packing import FirstFit, PackedCollator, first_fit, pack_batch, pack_chunks
+from t2t_mtl.engine.losses import example_task_ids, per_example_means, per_task_losses
+from t2t_mtl.model.moe import convert_to_moe
+from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs, shift_right_in_segments
+
+VOCAB = 60
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _examples(n: int, seed: int = 0, max_in: int = 12, max_tgt: int = 6, tasks: int = 1):
+    """n random (input ids + EOS, target ids + EOS, task id) examples."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = rng.integers(2, VOCAB, rng.integers(1, max_in)).tolist() + [1]
+        y = rng.integers(2, VOCAB, rng.integers(1, max_tgt)).tolist() + [1]
+        out.append((x, y, int(rng.integers(0, tasks))))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ packer
+
+def test_first_fit_places_each_item_in_the_first_row_of_its_task_with_room():
+    packer = FirstFit(rows=3, input_capacity=10, target_capacity=5)
+    assert [packer.place(item) for item in [(0, 6, 2), (1, 3, 1), (0, 4, 3), (0, 1, 1), (1, 7, 4), (0, 2, 1)]] \
+        == [0, 1, 0, 2, 1, 2]  # (0,1,1): row 0 has no target room, row 1 is task 1 -> the empty row 2
+    assert packer.place((2, 1, 1)) is None  # every row holds another task
+    assert packer.used_rows() == [[0, 2], [1, 4], [3, 5]]
+    with pytest.raises(ValueError, match="exceeds the packed row's 10 / 5"):
+        packer.place((0, 11, 1))
+
+
+def test_pack_chunks_cover_every_item_once_within_capacity_and_one_task_per_row():
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        rows, cap_in, cap_tgt = int(rng.integers(1, 5)), int(rng.integers(4, 20)), int(rng.integers(2, 9))
+        items = [(int(rng.integers(0, 3)), int(rng.integers(1, cap_in + 1)), int(rng.integers(1, cap_tgt + 1)))
+                 for _ in range(int(rng.integers(0, 60)))]
+        chunks, leftover = pack_chunks(items, rows, cap_in, cap_tgt)
+        assert sorted([k for c in chunks for k in c] + leftover) == list(range(len(items)))
+        assert first_fit([items[k] for k in leftover], rows, cap_in, cap_tgt)[1] == []  # the leftover all fits
+        for chunk in chunks:
+            packer = FirstFit(rows, cap_in, cap_tgt)  # replaying a chunk places every item again
+            assignment = [packer.place(items[k]) for k in chunk]
+            assert None not in assignment
+            for members in packer.used_rows():
+                row = [items[chunk[m]] for m in members]
+                assert len({t for t, _, _ in row}) == 1
+                assert sum(n for _, n, _ in row) <= cap_in and sum(n for _, _, n in row) <= cap_tgt
+
+
+def test_pack_batch_lays_examples_out_as_segments():
+    examples = _examples(9, seed=1, tasks=2)
+    prefixes = {0: [90], 1: [91]}
+    batch = pack_batch([e[0] for e in examples], [e[1] for e in examples], [e[2] for e in examples], rows=6,
+                       input_capacity=24, target_capacity=10, pad_id=0, prefixes=prefixes, width_multiple=8)
+    enc, dec = batch["encoder_segment_ids"], batch["decoder_segment_ids"]
+    assert batch["input_ids"].shape[1] % 8 == 0 or batch["input_ids"].shape[1] == 24
+    assert torch.equal(batch["attention_mask"], (enc > 0).long())
+    seen = []
+    for r in range(enc.shape[0]):
+        for s in range(1, int(enc[r].max()) + 1):
+            x = batch["input_ids"][r][enc[r] == s].tolist()
+            y = batch["labels"][r][dec[r] == s].tolist()
+            task = int(batch["task_ids"][r])
+            assert x[0] == prefixes[task][0]
+            seen.append((x[1:], y, task))
+        assert (batch["labels"][r][dec[r] == 0] == -100).all() and (batch["input_ids"][r][enc[r] == 0] == 0).all()
+    assert sorted(seen) == sorted(examples)
+    assert example_task_ids(batch).tolist() == [t for _, _, t in seen]  # row-major segment order
+    with pytest.raises(ValueError, match="do not fit 1 packed rows"):
+        pack_batch([e[0] for e in examples], [e[1] for e in examples], [0] * 9, rows=1, input_capacity=24,
+                   target_capacity=10, pad_id=0)
+
+
+def test_shift_right_in_segments_equals_each_example_shifted_alone():
+    examples = _examples(7, seed=2)
+    batch = pack_batch([e[0] for e in examples], [e[1] for e in examples], [0] * 7, rows=7, input_capacity=30,
+                       target_capacity=12, pad_id=0)
+    shifted = shift_right_in_segments(batch["labels"], batch["decoder_segment_ids"], start_id=0, pad_id=0)
+    dec = batch["decoder_segment_ids"]
+    assert dec.shape[0] < 7
+    for r in range(dec.shape[0]):
+        for s in range(1, int(dec[r].max()) + 1):
+            y = batch["labels"][r][dec[r] == s].tolist()
+            assert shifted[r][dec[r] == s].tolist() == [0] + y[:-1]
+        assert (shifted[r][dec[r] == 0] == 0).all()
+
+
+def test_per_example_means_equal_a_loop_over_segments():
+    torch.manual_seed(0)
+    examples = _examples(11, seed=4, tasks=3)
+    batch = pack_batch([e[0] for e in examples], [e[1] for e in examples], [e[2] for e in examples], rows=8,
+                       input_capacity=30, target_capacity=12, pad_id=0)
+    values = torch.randn(batch["labels"].shape, dtype=torch.float64)
+    means, tasks = per_example_means(values, batch["labels"], batch["task_ids"], batch["decoder_segment_ids"])
+    dec, expected, expected_tasks = batch["decoder_segment_ids"], [], []
+    for r in range(dec.shape[0]):
+        for s in range(1, int(dec[r].max()) + 1):
+            expected.append(float(values[r][dec[r] == s].mean()))
+            expected_tasks.append(int(batch["task_ids"][r]))
+    np.testing.assert_allclose(means.numpy(), expected, rtol=1e-12)
+    assert tasks.tolist() == expected_tasks == example_task_ids(batch).tolist()
+
+
+# -------------------------------------------------------------------------------------------------- model
+
+def _t5(attn: str = "sdpa", seed: int = 0) -> T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=VOCAB + 40, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2,
+                      num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, dropout_rate=0.0,
+                      attn_implementation=attn)
+    return T5ForConditionalGeneration(config)
+
+
+def _per_example_losses(model, batch, task_names, packed: bool, task_ids: bool = False):
+    """(per-example losses sorted, per-task loss dict) of one forward of `batch`."""
+    import torch.nn.functional as F
+
+    if packed:
+        kwargs, cross = packed_model_inputs(model, batch)
+    else:
+        kwargs, cross = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                         "decoder_input_ids": model._shift_right(batch["labels"])}, None
+    if task_ids:
+        kwargs["task_ids"] = batch["task_ids"]
+    if cross is not None:
+        with cross_attention_mask(model, cross):
+            logits = model(**kwargs, use_cache=False).logits
+    else:
+        logits = model(**kwargs, use_cache=False).logits
+    labels = batch["labels"]
+    token_ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=-100, reduction="none").view(labels.shape)
+    segments = batch.get("decoder_segment_ids")
+    means, _ = per_example_means(token_ce, labels, batch["task_ids"], segments)
+    return means, per_task_losses(logits, labels, batch["task_ids"], task_names, segments)
+
+
+def _both_batches(examples, rows=3, prefixes=None):
+    inputs = [list((prefixes or {}).get(t, [])) + x for x, _, t in examples]
+    padded = Seq2SeqCollator(0, max_input_length=64, max_target_length=16)(inputs, [y for _, y, _ in examples],
+                                                                           [t for _, _, t in examples])
+    packed = PackedCollator(0, rows=rows, max_input_length=40, max_target_length=14, prefixes=prefixes)(
+        [x for x, _, _ in examples], [y for _, y, _ in examples], [t for _, _, t in examples])
+    return padded, packed
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_a_packed_forward_and_backward_equal_the_padded_ones(attn):
+    examples = _examples(10, seed=5, tasks=2)
+    padded, packed = _both_batches(examples, rows=4)
+    assert packed["input_ids"].shape[0] < len(examples)  # several examples share rows
+    grads = []
+    losses = []
+    for batch, is_packed in ((padded, False), (packed, True)):
+        model = _t5(attn)
+        means, per_task = _per_example_losses(model, batch, ["a", "b"], is_packed)
+        sum(per_task.values()).backward()
+        losses.append((sorted(means.detach().tolist()), {k: float(v.detach()) for k, v in per_task.items()}))
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    np.testing.assert_allclose(losses[1][0], losses[0][0], rtol=1e-5)
+    assert losses[0][1] == pytest.approx(losses[1][1], rel=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("routing", ["token", "task", "hybrid"])
+def test_packed_moe_and_task_tokens_equal_the_padded_forward(routing):
+    examples = _examples(9, seed=6, tasks=3)
+    prefixes = {0: [VOCAB + 1], 1: [VOCAB + 2], 2: [VOCAB + 3]}
+    padded, packed = _both_batches(examples, rows=5, prefixes=prefixes)
+    results = []
+    for batch, is_packed in ((padded, False), (packed, True)):
+        model = convert_to_moe(_t5(seed=2), {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing,
+                                             "dropless": True}, task_names=["a", "b", "c"])
+        means, _ = _per_example_losses(model, batch, ["a", "b", "c"], is_packed, task_ids=True)
+        results.append(sorted(means.detach().tolist()))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
+
+
+def test_the_cross_attention_hook_is_removed_after_the_forward():
+    model = _t5()
+    examples = _examples(4, seed=7)
+    _, packed = _both_batches(examples)
+    kwargs, cross = packed_model_inputs(model, packed)
+    with cross_attention_mask(model, cross):
+        model(**kwargs, use_cache=False)
+    assert not model.get_decoder()._forward_pre_hooks
+
+
+# ---------------------------------------------------------------------------------------- batch builder
+
+def _streams():
+    import datasets
+
+    from t2t_mtl.data import TokenizedTask
+
+    out = {}
+    for seed, (name, n) in enumerate({"a": 97, "b": 41, "c": 60}.items()):
+        examples = _examples(n, seed=10 + seed, max_in=20, max_tgt=8)
+        ins, labs = [e[0] for e in examples], [e[1] for e in examples]
+        ds = datasets.Dataset.from_dict({"input_ids": ins, "labels": labs})
+        out[name] = TokenizedTask(name, "train", ds, np.array([len(x) for x in ins]),
+                                  np.array([len(y) for y in labs]), 0)
+    return out
+
+
+def _packed_builder(streams, mode="homogeneous", rows=4, bucket=2):
+    from t2t_mtl.data import BatchBuilder
+    from t2t_mtl.sampling import TaskStreams, build_sampler
+
+    sizes = {k: len(v) for k, v in streams.items()}
+    sampler = build_sampler({"strategy": "uniform", "mode": mode}, sizes, seed=3)
+    collator = PackedCollator(0, rows=rows, max_input_length=32, max_target_length=12, pad_to_multiple_of=1)
+    return BatchBuilder(streams, sampler, TaskStreams(sizes, seed=3), collator, micro_batch_size=rows, mode=mode,
+                        bucket_batches=bucket, seed=5)
+
+
+def test_packed_micro_batches_serve_the_stream_rows_once_each_in_full_rows():
+    from t2t_mtl.sampling import TaskStreams
+
+    streams = _streams()
+    builder = _packed_builder(streams)
+    served = {t: [] for t in streams}
+    fill, examples = [], 0
+    for _ in range(60):
+        chunk = builder.next_chunk()
+        assert len({t for t, _ in chunk}) == 1  # homogeneous: one task per micro-batch
+        batch = builder.collate(chunk)
+        assert batch["input_ids"].shape[0] <= 4 and batch["input_ids"].shape[1] <= 32
+        served[chunk[0][0]] += [i for _, i in chunk]
+        inputs = batch["attention_mask"].sum(1) / 32
+        targets = (batch["labels"] != -100).sum(1) / 12
+        fill += torch.maximum(inputs, targets).tolist()  # the share of the row's binding capacity used
+        examples += len(chunk)
+    assert examples > 2 * 60 * 4  # several examples per row
+    assert np.mean(fill) > 0.9  # rows are nearly full
+    reference = TaskStreams({k: len(v) for k, v in streams.items()}, seed=3)
+    for task, rows in served.items():  # served + waiting rows are exactly the stream's first rows
+        waiting = [i for _, i in builder.leftover.get(task, [])] + [
+            i for chunk in builder.pending.get(task, []) for _, i in chunk]
+        drawn = rows + waiting
+        assert sorted(drawn) == sorted(reference.next_indices(task, len(drawn)))
+
+
+@pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
+def test_packed_builder_state_continues_identically(mode):
+    streams = _streams()
+    a = _packed_builder(streams, mode=mode)
+    for _ in range(7):
+        a.next_chunk()
+    assert a.leftover  # the state carries rows waiting for the next packed micro-batches
+    state = (a.state_dict(), a.sampler.state_dict(), a.task_streams.state_dict())
+    expected = [a.next_chunk() for _ in range(25)]
+    b = _packed_builder(streams, mode=mode)
+    b.load_state_dict(state[0])
+    b.sampler.load_state_dict(state[1])
+    b.task_streams.load_state_dict(state[2])
+    assert [b.next_chunk() for _ in range(25)] == expected
+    batch = b.collate(expected[-1])
+    assert set(batch["task_ids"].tolist()) <= {0, 1, 2}
