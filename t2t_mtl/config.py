@@ -114,6 +114,7 @@ class TrainingConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     keep_best: Optional[Literal["val_score", "val_loss"]] = None
+    early_stopping: int = 0
     max_bad_steps: int = 5
     output_dir: str = "runs/default"
     num_threads: Optional[int] = None
@@ -443,7 +444,7 @@ def validate_values(cfg: Config) -> None:
     t = cfg.training
     for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints"):
         _positive(f"training.{key}", getattr(t, key))
-    for key in ("warmup", "checkpoint_every", "clip", "weight_decay"):
+    for key in ("warmup", "checkpoint_every", "clip", "weight_decay", "early_stopping"):
         _positive(f"training.{key}", getattr(t, key), allow_zero=True)
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"config key 'training.betas' must be two numbers in [0, 1), got {t.betas}")

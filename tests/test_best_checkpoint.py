@@ -130,3 +130,42 @@ def test_with_periodic_evaluations_the_final_weights_are_scored_too(tmp_path, to
     records = read_held_out(tmp_path / "run" / "logs")
     assert [r["step"] for r in records] == [2, 4, 6]
     assert records[0]["tasks"] == result.held_out_scores  # the after-training evaluation of the best (step 2)
+
+
+def _stop_step(series, patience, every, last):
+    """Independent rule: the first validation step (before `last`) by which `patience` validations in a row
+    brought no strictly better task mean (val_score: higher) than the best so far."""
+    best, since = None, 0
+    for step, value in sorted(series.items()):
+        if best is None or value > best:
+            best, since = value, 0
+        else:
+            since += 1
+        if since >= patience and step < last:
+            return step
+    return None
+
+
+def test_early_stopping_stops_after_patience_validations_without_a_new_best(tmp_path, tok):
+    full = train(_config(tmp_path, tok, "full", "val_score", steps=16), evaluate_held_in=False)
+    series = _task_means(tmp_path / "full", "val_score")
+    stop = _stop_step(series, 2, 2, 16)
+    assert stop is not None and not full.stopped_early  # the tiny model's exact match soon stops improving
+    cfg = _config(tmp_path, tok, "early", "val_score", steps=16, early_stopping=2)
+    early = train(cfg, evaluate_held_in=False)
+    assert early.stopped_early and early.step == stop
+    assert _task_means(tmp_path / "early", "val_score") == {s: v for s, v in series.items() if s <= stop}
+    seen = {s: v for s, v in series.items() if s <= stop}
+    best = min(s for s, v in seen.items() if v == max(seen.values()))  # the first optimum before stopping
+    assert early.best_checkpoint.name == f"step-{best:08d}" and early.evaluated_step == best
+    assert (tmp_path / "early" / "checkpoints" / f"step-{stop:08d}").is_dir()  # the last step is checkpointed
+    again = train(cfg, resume="auto", evaluate_held_in=False)  # a stopped run stays stopped
+    assert again.stopped_early and again.step == stop
+    assert max(step_records(tmp_path / "early")) == stop
+
+
+def test_early_stopping_needs_keep_best():
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                            "training": {"early_stopping": 3, "validate_every": 2}})
+    with pytest.raises(ConfigError, match="training.early_stopping .* training.keep_best"):
+        check_signal_config(cfg, {"strategy": "uniform"})

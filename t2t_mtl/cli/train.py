@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     if int(os.environ.get("RANK", "0")) != 0:  # one summary per job, not one per rank
         return 0
-    state = "interrupted (checkpoint saved)" if result.interrupted else "finished"
+    state = "interrupted (checkpoint saved)" if result.interrupted else \
+        "stopped early (training.early_stopping)" if result.stopped_early else "finished"
     print(f"{state} at step {result.step}; run dir {result.run_dir}; last checkpoint {result.checkpoint}")
     return 0

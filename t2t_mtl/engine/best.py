@@ -34,6 +34,11 @@ class BestValidation:
         self.value, self.step = value, step
         return True
 
+    def validations_since_best(self, step: int, validate_every: int) -> int:
+        """How many validations (every `validate_every` steps) have passed since the best one, up to and
+        including `step`'s; all of them when none has been taken yet."""
+        return (step - (self.step or 0)) // validate_every
+
     def state_dict(self) -> Dict[str, Any]:
         return asdict(self)
 

@@ -13,7 +13,8 @@ DeepSpeed, restore a checkpoint when resuming, then loop:
             then skips the whole optimizer step and clears its gradients
             engine.backward(loss); [gradient-surgery hook]; engine.step()
         sampler.update(all-reduced per-task losses)
-        every validate_every steps: held-in validation → samplers, weighting, keep_best (a new best is saved)
+        every validate_every steps: held-in validation → samplers, weighting, keep_best (a new best is saved),
+            early_stopping (stop after N validations without a new best)
         every evaluation.every steps: zero-shot evaluation of the held-out tasks (logged only)
         log; checkpoint every N steps or on SIGTERM
 
@@ -74,6 +75,7 @@ class TrainResult:
     held_in_per_task: Dict[str, float] = field(default_factory=dict)
     chance_accuracy: Optional[float] = None
     interrupted: bool = False
+    stopped_early: bool = False  # training.early_stopping ended the run before training.steps
     task_sequence: List[str] = field(default_factory=list)
     held_out_scores: Dict[str, float] = field(default_factory=dict)  # zero-shot task medians (0-100)
     held_out_accuracy: Optional[float] = None  # their macro average (0-100)
@@ -484,6 +486,14 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         surgery = build_surgery_hook(cfg.gradient_surgery, engine, task_names, mode)
 
     best_val = BestValidation(t.keep_best) if t.keep_best else None  # checkpoint selection (held-in only)
+    stopped_early = False
+
+    def early_stop_due(at_step: int) -> bool:
+        """`training.early_stopping`: `at_step` is a validation step before the last and that many validations
+        in a row have brought no new best (the same on every rank: the best is chosen on all-reduced figures)."""
+        return bool(t.early_stopping and best_val is not None and t.validate_every and 0 < at_step < t.steps
+                    and at_step % t.validate_every == 0
+                    and best_val.validations_since_best(at_step, t.validate_every) >= t.early_stopping)
 
     step, skipped, bad_in_a_row = 0, 0, 0
     examples_trained: Dict[str, int] = {}
@@ -557,6 +567,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         if step >= t.steps:
             logger.message(f"the checkpoint is at step {step} >= training.steps={t.steps}: nothing left to train "
                            f"(raise training.steps to continue)")
+        elif early_stop_due(step):
+            stopped_early = True
+            logger.message(f"the run stopped early at step {step} ({t.early_stopping} validations without a new "
+                           f"best {t.keep_best} since step {best_val.step}): nothing left to train")
     resumed_at = step
     total_examples = sum(task_sizes.values())
     seen_examples = float(seen_at_resume if seen_at_resume is not None
@@ -568,7 +582,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     engine.train()
 
     try:
-        while step < t.steps:
+        while step < t.steps and not stopped_early:
             step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
             epoch = seen_examples / total_examples
             sampler.set_epoch(epoch)
@@ -680,6 +694,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 extra.update(val_loss=val_loss, val_score=val_score)
                 if best_val is not None:  # every rank decides on the same number: the save below is collective
                     improved = best_val.update(step, max_over_ranks(best_val.task_mean(extra), env.device))
+                    stopped_early = early_stop_due(step)
             final_scored_later = step == t.steps and (best_val is None or best_val.step == step)
             if eval_every and step % eval_every == 0 and not final_scored_later:
                 if acc[2 * T + 3] > 0:  # SIGTERM: save first; the resumed run evaluates these weights
@@ -693,7 +708,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                                  flush="val_loss" in extra)  # validation results are always logged
             if record is not None:
                 last_record = record
-            if ((t.checkpoint_every and step % t.checkpoint_every == 0) or improved) and step < t.steps:
+            if stopped_early:  # the final checkpoint below is saved at this step
+                logger.message(f"early stopping at step {step}: {t.early_stopping} validations without a new best "
+                               f"{t.keep_best} (best at step {best_val.step})")
+            elif ((t.checkpoint_every and step % t.checkpoint_every == 0) or improved) and step < t.steps:
                 checkpoint_path = save(step)  # a new best is checkpointed (and linked as best) right away
             if acc[2 * T + 3] > 0:
                 logger.message(f"SIGTERM: saving a checkpoint at step {step} and exiting")
@@ -711,7 +729,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         task_losses=dict(last_record.get("task_loss", {})),
         examples_seen=dict(examples_trained), skipped_steps=skipped,
         tokens_per_second=logger.run_tokens / max(time.perf_counter() - logger.run_start, 1e-9),
-        wall_time_s=0.0, checkpoint=checkpoint_path, interrupted=interrupted, task_sequence=task_sequence)
+        wall_time_s=0.0, checkpoint=checkpoint_path, interrupted=interrupted, task_sequence=task_sequence,
+        stopped_early=stopped_early)
     if env.is_main and t.plot and not interrupted:
         plot_task_losses(run_dir / "logs")
     if best_val is not None and best_val.step is not None:
@@ -831,6 +850,9 @@ def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
     if strategy == "uncertainty" and cfg.gradient_surgery:
         raise ConfigError("sampling.strategy 'uncertainty' trains on mixed-task selections; gradient_surgery "
                           "needs per-task micro-batches: use another strategy or drop gradient_surgery")
+    if cfg.training.early_stopping and not cfg.training.keep_best:
+        raise ConfigError("training.early_stopping counts validations without a new best of training.keep_best: "
+                          "set training.keep_best (val_score or val_loss) too")
     if cfg.training.validate_every > 0 and cfg.training.validate_examples < 1:
         raise ConfigError(f"training.validate_examples must be >= 1, got {cfg.training.validate_examples}")
     evaluation_plan(cfg)
