@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
+    parser.add_argument("--shots", type=int, default=0, metavar="K",
+                        help="k-shot: K solved demonstrations of the same template before each input (default 0: "
+                             "zero-shot)")
+    parser.add_argument("--shots-split", default=None,
+                        help="split the demonstrations come from (default: train, else another split)")
     parser.add_argument("--data-dir", default=None,
                         help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
                              "default: $T2T_MTL_DATA_DIR")
@@ -130,7 +135,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.max_examples is not None and args.max_examples < 1:
         print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
         return 2
+    if args.shots < 0:
+        print(f"error: --shots must be at least 0, got {args.shots}", file=sys.stderr)
+        return 2
     ignored = ignored_scoring_option(args)
+    if args.shots_split is not None and not args.shots:
+        ignored = "--shots-split names the split of k-shot demonstrations; without --shots K it is ignored"
     if args.held_out_clusters is not None and not args.held_out:
         ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
     if ignored:
@@ -146,7 +156,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         settings = EvalSettings(split=args.split, max_examples=args.max_examples, scoring=args.scoring,
                                 length_normalize=args.length_norm, num_beams=args.num_beams,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                keep_predictions=args.keep_predictions)
+                                keep_predictions=args.keep_predictions, num_shots=args.shots,
+                                shots_split=args.shots_split)
         rank, world_size = init_distributed_from_env()
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
         tasks = select_tasks(args, meta)

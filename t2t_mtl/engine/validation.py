@@ -142,7 +142,7 @@ class PeriodicValidator:
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
 EVALUATION_KEYS = ("held_out", "tasks", "max_examples", "scoring", "length_normalize", "batch_size", "split",
-                   "num_beams", "max_new_tokens", "every")
+                   "num_beams", "max_new_tokens", "every", "num_shots", "shots_split")
 
 
 def evaluation_every(cfg: Config) -> int:
@@ -195,6 +195,19 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         splits = list(task_registry.get_task(name).splits)
         if settings.split not in splits:
             raise ConfigError(f"evaluation.split {settings.split!r}: task {name!r} has splits {splits}")
+    if settings.num_shots:  # the demonstrations' split too
+        from t2t_mtl.evaluation.few_shot import demonstration_split
+        from t2t_mtl.evaluation.runner import default_split
+
+        for name in names:
+            task = task_registry.get_task(name)
+            try:
+                demonstration_split(task, settings.split or default_split(task), settings.shots_split)
+            except ValueError as err:
+                raise ConfigError(f"evaluation.shots_split: {err}") from None
+    elif settings.shots_split is not None:
+        raise ConfigError("evaluation.shots_split names the split of k-shot demonstrations: set evaluation.num_shots "
+                          "too, or drop it")
     return names, settings
 
 

@@ -30,7 +30,8 @@ def report_to_dict(report: EvalReport) -> dict[str, Any]:
 def to_markdown(report: EvalReport) -> str:
     """Per-task summary table, aggregate line, and the per-template table."""
     summary = summarize(report)
-    lines = [f"## Evaluation of {report.name}", "",
+    shots = int((report.settings or {}).get("num_shots") or 0)
+    lines = [f"## Evaluation of {report.name}" + (f" ({shots}-shot)" if shots else ""), "",
              "| task | metric | templates | median | mean | min | max | majority | chance | examples |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary["tasks"].values():

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
+from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, few_shot_prompt
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
@@ -35,7 +36,9 @@ SCORING_MODES = ("auto", "rank", "generate")
 class EvalSettings:
     """How to evaluate. `split=None` picks validation, else test, else the task's last split.
 
-    `max_examples` keeps the first N rows of the split (the same rows for every template).
+    `max_examples` keeps the first N rows of the split (the same rows for every template). `num_shots` > 0
+    puts that many solved demonstrations of the same template in front of every input (k-shot; from
+    `shots_split`, default train — see `t2t_mtl.evaluation.few_shot`); 0 is zero-shot.
     """
 
     split: Optional[str] = None
@@ -49,6 +52,8 @@ class EvalSettings:
     templates: Optional[Mapping[str, Sequence[str]]] = None
     keep_predictions: bool = False
     seed: int = 0
+    num_shots: int = 0
+    shots_split: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORING_MODES:
@@ -58,8 +63,11 @@ class EvalSettings:
             if (value is not None or key != "max_examples") and (
                     isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise EvaluationError(f"{key} must be an integer >= 1, got {value!r}")
-        if self.split is not None and not isinstance(self.split, str):
-            raise EvaluationError(f"split must be a split name, got {self.split!r}")
+        if isinstance(self.num_shots, bool) or not isinstance(self.num_shots, int) or self.num_shots < 0:
+            raise EvaluationError(f"num_shots must be an integer >= 0, got {self.num_shots!r}")
+        for key in ("split", "shots_split"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise EvaluationError(f"{key} must be a split name, got {getattr(self, key)!r}")
         for key in ("length_normalize", "keep_predictions"):
             if not isinstance(getattr(self, key), bool):
                 raise EvaluationError(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -263,10 +271,18 @@ def _choice_scores(examples: Sequence[_Example]) -> Optional[list[list[float]]]:
 
 
 def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSettings, *, split: str,
-                      rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None) -> TemplateResult:
-    """Score one template on `rows` (sharded over ranks) and compute its metrics."""
+                      rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
+                      demonstration_rows: Any = None, demonstration_split: Optional[str] = None) -> TemplateResult:
+    """Score one template on `rows` (sharded over ranks) and compute its metrics; with `settings.num_shots`,
+    each input gets demonstrations drawn from `demonstration_rows` (of `demonstration_split`)."""
     rendered = render_examples(task, template, rows, seed=settings.seed)
     examples = rendered.examples
+    if settings.num_shots:
+        demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
+                               seed=settings.seed)
+        for example in examples:
+            example.inputs = few_shot_prompt(demos.draw(example.row_index, settings.num_shots), example.inputs,
+                                             tokenizer, settings.max_input_length)
     if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training
         for example in examples:
             example.inputs = prefix_task_token(example.inputs, task.name)
@@ -324,6 +340,8 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings:
         rows = task.load_rows(split)
         if settings.max_examples is not None and len(rows) > settings.max_examples:
             rows = rows.select(range(settings.max_examples))
+        shots_split = demonstration_split(task, split, settings.shots_split) if settings.num_shots else None
+        demonstrations = task.load_rows(shots_split) if shots_split is not None else None
         templates = _task_templates(task)
         wanted = (settings.templates or {}).get(task.name)
         if wanted:
@@ -339,5 +357,7 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings:
                   disable=not progress or rank != 0, leave=False) as bar:
             for template in templates:
                 results.append(evaluate_template(model, tokenizer, task, template, rows, settings, split=split,
-                                                 rank=rank, world_size=world_size, progress_bar=bar))
+                                                 rank=rank, world_size=world_size, progress_bar=bar,
+                                                 demonstration_rows=demonstrations,
+                                                 demonstration_split=shots_split))
     return EvalReport(name=name, results=results, settings=settings.to_dict())

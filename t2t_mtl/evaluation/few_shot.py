@@ -1,0 +1,85 @@
+"""k-shot prompts for evaluation (`num_shots`): each example's input preceded by k solved demonstrations.
+
+Demonstrations are rows of another split of the same task (train by default), rendered with the example's own
+template as "input\\ntarget" and joined by blank lines before the example's input (FLAN's exemplar format,
+GPT-3's sampling): each example draws its own k rows, seeded by the evaluation seed and the example's row, so
+every run, template order and rank sees the same prompts. Rows a template skips or cannot render are passed
+over, and when the demonstrations come from the evaluated split itself, the example's own row is never one.
+A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
+input is never truncated away.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, List, Optional, Sequence
+
+from t2t_mtl.evaluation.errors import EvaluationError
+
+DEMONSTRATION_SEPARATOR = "\n\n"
+
+
+def demonstration_split(task: Any, eval_split: str, requested: Optional[str] = None) -> str:
+    """The split demonstrations come from: `requested`, else train, else the first other split, else the
+    evaluated split itself (its example's own row excluded)."""
+    splits = list(getattr(task, "splits", ()) or ())
+    if requested is not None:
+        if splits and requested not in splits:
+            raise EvaluationError(f"task {task.name!r} has no split {requested!r} for demonstrations (shots_split); "
+                                  f"its splits are {splits}")
+        return requested
+    if "train" in splits and eval_split != "train":
+        return "train"
+    others = [s for s in splits if s != eval_split]
+    return others[0] if others else eval_split
+
+
+class Demonstrations:
+    """Rendered demonstrations of one template from `rows`, drawn per evaluated example."""
+
+    def __init__(self, task: Any, template: Any, rows: Sequence[Any], *, same_split: bool, seed: int = 0) -> None:
+        self.task, self.template, self.rows = task, template, rows
+        self.same_split = same_split
+        self.seed = seed
+        self._rendered: Dict[int, Optional[str]] = {}
+
+    def _render(self, index: int) -> Optional[str]:
+        """Row `index` as "input\\ntarget", or None when the template skips it or cannot render it."""
+        from task_registry.errors import TemplateRenderError
+
+        if index not in self._rendered:
+            try:
+                out = self.template.render(self.rows[index], task=self.task.name, row_index=index,
+                                           rng=random.Random(f"{self.seed}:{index}"))
+                self._rendered[index] = None if out.skipped else f"{out.inputs}\n{out.targets}"
+            except TemplateRenderError:
+                self._rendered[index] = None
+        return self._rendered[index]
+
+    def draw(self, row_index: int, k: int) -> List[str]:
+        """Up to k demonstrations for the example of row `row_index` (fewer only when the split has fewer)."""
+        rng = random.Random(f"{self.seed}:shots:{row_index}")
+        n = len(self.rows)
+        own = self.same_split and 0 <= row_index < n
+        tried: set = set()
+        out: List[str] = []
+        while len(out) < k and len(tried) < n - own:  # random rows without repeats, no full shuffle of the split
+            index = rng.randrange(n)
+            if index in tried or (own and index == row_index):
+                continue
+            tried.add(index)
+            text = self._render(index)
+            if text is not None:
+                out.append(text)
+        return out
+
+
+def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int) -> str:
+    """`demonstrations` and `query` joined by blank lines, dropping demonstrations from the front until the
+    tokenized prompt fits `max_input_length` (the query alone may still be longer: it is truncated as usual)."""
+    demos = list(demonstrations)
+    while demos:
+        prompt = DEMONSTRATION_SEPARATOR.join([*demos, query])
+        if len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= max_input_length:
+            return prompt
+        demos.pop(0)
+    return query

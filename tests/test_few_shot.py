@@ -1,0 +1,166 @@
+"""k-shot evaluation (`num_shots`): where demonstrations come from, how they are drawn (seeded, distinct,
+renderable, never the example itself), how a prompt is cut to fit, and that evaluation scores exactly those
+prompts; bad settings are refused naming the option."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+import task_registry
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine.validation import evaluation_plan
+from t2t_mtl.evaluation import EvalSettings, EvaluationError, evaluate_tasks, to_markdown
+from t2t_mtl.evaluation import runner
+from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, few_shot_prompt
+from t2t_mtl.tokenizer import load_tokenizer
+
+TRAIN = [{"text": f"training review {i} {'fun' if i % 2 else 'dull'}", "label": i % 2} for i in range(12)]
+VALIDATION = [{"text": f"held review {i} {'great' if i % 3 else 'slow'}", "label": int(i % 3 != 0)}
+              for i in range(6)]
+
+
+def _task(tmp_path, splits=("train", "validation")) -> task_registry.Task:
+    files = {}
+    for split, rows in (("train", TRAIN), ("validation", VALIDATION)):
+        if split in splits:
+            path = tmp_path / f"{split}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            files[split] = str(path)
+    templates = [
+        task_registry.Template("choices", "Positive? {{ text }} ||| {{ answer_choices[label] }}",
+                               answer_choices="no ||| yes"),
+        task_registry.Template("free", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}"),
+        task_registry.Template("positives_only", "{% if label == 1 %}Good? {{ text }} ||| "
+                               "{{ answer_choices[label] }}{% endif %}", answer_choices="no ||| yes"),
+    ]
+    return task_registry.Task("shots_toy", task_registry.LocalFileSource(files), templates, metrics=("accuracy",),
+                              cluster="toy", splits=tuple(splits))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(t5_tokenizer_dir):
+    return load_tokenizer(t5_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_heads=2,
+                                               num_layers=1, pad_token_id=0, eos_token_id=1,
+                                               decoder_start_token_id=0)).eval()
+
+
+def _rendered(task, template, rows):
+    out = {}
+    for index, row in enumerate(rows):
+        r = template.render(row, task=task.name, row_index=index)
+        if not r.skipped:
+            out[index] = f"{r.inputs}\n{r.targets}"
+    return out
+
+
+def test_demonstrations_come_from_train_else_another_split_else_the_same(tmp_path):
+    both = _task(tmp_path)
+    assert demonstration_split(both, "validation") == "train"
+    assert demonstration_split(both, "train") == "validation"
+    assert demonstration_split(both, "validation", "validation") == "validation"
+    assert demonstration_split(_task(tmp_path, ("validation",)), "validation") == "validation"
+    with pytest.raises(EvaluationError, match="task 'shots_toy' has no split 'dev' for demonstrations"):
+        demonstration_split(both, "validation", "dev")
+
+
+def test_draws_are_seeded_distinct_renderable_and_never_the_example_itself(tmp_path):
+    task = _task(tmp_path)
+    template = task.templates[2]
+    rows = task.load_rows("train")
+    renderable = _rendered(task, template, rows)  # the positives only
+    assert 0 < len(renderable) < len(rows)
+    same = Demonstrations(task, template, rows, same_split=True, seed=3)
+    for index in range(len(rows)):
+        drawn = same.draw(index, 3)
+        assert drawn == Demonstrations(task, template, rows, same_split=True, seed=3).draw(index, 3)
+        assert len(drawn) == 3 and len(set(drawn)) == 3
+        assert set(drawn) <= set(renderable.values()) and renderable.get(index) not in drawn
+    everything = same.draw(1, 50)  # more than there are: every renderable row but the example's own
+    assert sorted(everything) == sorted(v for k, v in renderable.items() if k != 1)
+    other = Demonstrations(task, template, rows, same_split=False, seed=3)
+    assert sorted(other.draw(1, 50)) == sorted(renderable.values())
+    assert Demonstrations(task, template, rows, same_split=False, seed=1).draw(0, 3) != \
+        Demonstrations(task, template, rows, same_split=False, seed=2).draw(0, 3)  # the seed matters
+
+
+def test_a_prompt_drops_leading_demonstrations_until_it_fits(tokenizer):
+    demos = [f"demonstration number {i} " + "word " * (3 * i) + f"\nanswer {i}" for i in range(5)]
+    query = "the question itself"
+
+    def length(text):
+        return len(tokenizer(text)["input_ids"])
+
+    for limit in (5, 12, 30, 60, 200):
+        expected = query
+        for start in range(len(demos) + 1):  # the longest suffix of demonstrations that fits
+            candidate = "\n\n".join([*demos[start:], query])
+            if start < len(demos) and length(candidate) <= limit:
+                expected = candidate
+                break
+        got = few_shot_prompt(demos, query, tokenizer, limit)
+        assert got == expected and got.endswith(query)
+        assert length(got) <= limit or got == query
+
+
+def test_k_shot_evaluation_scores_each_example_after_its_drawn_demonstrations(tmp_path, model, tokenizer,
+                                                                                 monkeypatch):
+    task = _task(tmp_path)
+    seen = []
+    real_rank, real_generate = runner.score_choices, runner.generate_texts
+
+    def rank(model_, tokenizer_, inputs, choices, **kwargs):
+        seen.extend(inputs)
+        return real_rank(model_, tokenizer_, inputs, choices, **kwargs)
+
+    def generate(model_, tokenizer_, inputs, **kwargs):
+        seen.extend(inputs)
+        return real_generate(model_, tokenizer_, inputs, **kwargs)
+
+    monkeypatch.setattr(runner, "score_choices", rank)
+    monkeypatch.setattr(runner, "generate_texts", generate)
+    settings = EvalSettings(num_shots=2, max_new_tokens=3, batch_size=4, seed=5)
+    report = evaluate_tasks(model, tokenizer, [task], settings, progress=False)
+    templates = task.templates
+    train_rows, validation_rows = task.load_rows("train"), task.load_rows("validation")
+    expected = []
+    for template in templates:
+        demos = Demonstrations(task, template, train_rows, same_split=False, seed=5)
+        pool = set(_rendered(task, template, train_rows).values())
+        for index, row in enumerate(validation_rows):
+            r = template.render(row, task=task.name, row_index=index)
+            if r.skipped:
+                continue
+            blocks = seen[len(expected)].split("\n\n")
+            assert blocks[-1] == r.inputs and len(blocks) == 3 and set(blocks[:2]) <= pool
+            expected.append("\n\n".join([*demos.draw(index, 2), r.inputs]))
+    assert seen == expected
+    assert [r.num_examples for r in report.results] == [6, 6, 4]
+    assert report.settings["num_shots"] == 2 and "(2-shot)" in to_markdown(report).splitlines()[0]
+
+
+def test_bad_shot_settings_are_refused_naming_the_option(tmp_path, t5_tokenizer_dir, capsys):
+    with pytest.raises(EvaluationError, match="num_shots must be an integer >= 0"):
+        EvalSettings(num_shots=-1)
+    base = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"], "held_out_clusters": ["comparison"]}}
+    with pytest.raises(ConfigError, match="evaluation.shots_split names the split .* set evaluation.num_shots"):
+        evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True, "shots_split": "train"}}))
+    with pytest.raises(ConfigError, match="evaluation.shots_split: task .* has no split 'dev'"):
+        evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True, "num_shots": 2,
+                                                                  "shots_split": "dev"}}))
+    names, settings = evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True, "num_shots": 2}}))
+    assert names and settings.num_shots == 2
+    args = ["eval", "--checkpoint", str(tmp_path), "--held-out", "--held-out-clusters", "comparison"]
+    for extra, message in ((["--shots", "-1"], "--shots must be at least 0"),
+                           (["--shots-split", "train"], "--shots-split names the split of k-shot demonstrations")):
+        assert cli_main([*args, *extra]) == 2
+        assert message in capsys.readouterr().err
