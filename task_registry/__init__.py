@@ -25,6 +25,7 @@ from .errors import (
 from .mixture import Mixture, normalize, rate_num_examples
 from .promptsource import import_promptsource, load_promptsource_collection, promptsource_task
 from .preprocessors import Filter, Map, Preprocessor, Rename
+from .span_corruption import SpanCorruption
 from .registry import (
     get_mixture,
     get_task,
@@ -50,7 +51,7 @@ __all__ = [
     "HeldOutTaskError", "MissingFieldError", "SandboxViolationError", "TaskDefinitionError", "TaskRegistryError",
     "TemplateRenderError", "TemplateSyntaxError", "UnknownMixtureError", "UnknownTaskError",
     "UnknownTemplateError", "Mixture", "normalize", "rate_num_examples", "Filter", "Map", "Preprocessor",
-    "Rename", "get_mixture", "get_task", "isolated_registry", "list_mixtures", "list_tasks",
+    "Rename", "SpanCorruption", "get_mixture", "get_task", "isolated_registry", "list_mixtures", "list_tasks",
     "load_builtin_tasks", "register_mixture", "register_task", "resolve", "resolve_selection", "task",
     "training_rates",
     "DATA_DIR_ENV", "GeneratorSource", "HFSource", "LocalFileSource", "Source",

@@ -160,9 +160,22 @@ class Map(Preprocessor):
 
 
 def from_config(entry: Mapping[str, Any], where: str = "preprocessor") -> Preprocessor:
-    """A preprocessor from a YAML entry: `{rename: {...}}`, `{filter: "expr"}` or `{map: {field: "expr"}}`."""
-    kinds = {"rename": Rename, "filter": Filter, "map": Map}
+    """A preprocessor from a YAML entry: `{rename: {...}}`, `{filter: "expr"}`, `{map: {field: "expr"}}` or
+    `{span_corruption: {field: text, noise_density: 0.15, mean_span_length: 3, seed: 0}}`."""
+    from .span_corruption import SpanCorruption
+
+    kinds = {"rename": Rename, "filter": Filter, "map": Map, "span_corruption": SpanCorruption}
     if not isinstance(entry, Mapping) or len(entry) != 1 or next(iter(entry)) not in kinds:
         raise TaskDefinitionError(f"{where}: expected one of {sorted(kinds)} as the only key, got {entry!r}")
     kind, value = next(iter(entry.items()))
-    return kinds[kind](value)
+    if kind != "span_corruption":
+        return kinds[kind](value)
+    if not isinstance(value, Mapping) or "field" not in value:
+        raise TaskDefinitionError(f"{where}: span_corruption needs a mapping with `field` (the text to corrupt), "
+                                  f"got {value!r}")
+    options = {"field", "noise_density", "mean_span_length", "seed", "inputs_field", "targets_field"}
+    unknown = sorted(set(value) - options)
+    if unknown:
+        raise TaskDefinitionError(f"{where}: span_corruption has no option(s) {unknown}; options: {sorted(options)}")
+    options = dict(value)
+    return SpanCorruption(options.pop("field"), **options)

@@ -19,6 +19,7 @@ Schema (keys other than these are an error, reported with close matches)::
       - rename: {sentence1: premise, sentence2: hypothesis}
       - filter: "label != -1"
       - map: {both: "premise ~ ' ' ~ hypothesis"}
+      # - span_corruption: {field: text}  # T5's denoising objective: adds `corrupted` and `spans` fields
     templates:                        # required, at least one
       - name: t5                      # a template written inline
         jinja: "rte premise: {{premise}} hypothesis: {{hypothesis}} ||| {{ answer_choices[label] }}"
