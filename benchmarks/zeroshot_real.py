@@ -11,6 +11,7 @@ writes report.json / report.md / plots under --out.
     python benchmarks/zeroshot_real.py --steps 300                 # small T5 from scratch (CPU)
     python benchmarks/zeroshot_real.py --model google/t5-v1_1-base  # same protocol, pretrained (network)
     python benchmarks/zeroshot_real.py --checkpoint runs/zeroshot_real  # evaluate an existing run
+    python benchmarks/zeroshot_real.py --checkpoint runs/zeroshot_real --shots 2  # the same, 2-shot
 """
 from __future__ import annotations
 
@@ -116,6 +117,9 @@ def main() -> int:
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("runs/zeroshot_real_report"))
     parser.add_argument("--skip-bigbench", action="store_true")
+    parser.add_argument("--shots", type=int, default=0,
+                        help="k-shot instead of zero-shot: K demonstrations per input (train split, else the same "
+                             "split without the example's own row)")
     args = parser.parse_args()
 
     task_registry.set_data_dir(args.data_dir)
@@ -123,12 +127,14 @@ def main() -> int:
     model, tokenizer, _ = load_checkpoint(checkpoint)
     started = time.perf_counter()
     report = evaluate_tasks(model, tokenizer, held_out_tasks(args.promptsource),
-                            EvalSettings(max_examples=args.max_examples, batch_size=args.eval_batch_size),
+                            EvalSettings(max_examples=args.max_examples, batch_size=args.eval_batch_size,
+                                         num_shots=args.shots),
                             name=f"{checkpoint} (T0 held-out)")
     if not args.skip_bigbench:
         bigbench = evaluate_tasks(model, tokenizer, import_bigbench(args.bigbench),
                                   EvalSettings(max_examples=args.bigbench_max_examples,
-                                               batch_size=args.eval_batch_size), name=str(checkpoint))
+                                               batch_size=args.eval_batch_size, num_shots=args.shots),
+                                  name=str(checkpoint))
         report.results.extend(bigbench.results)
     print(f"evaluated {sum(r.num_examples for r in report.results)} template-examples in "
           f"{time.perf_counter() - started:.0f} s")

@@ -33,7 +33,18 @@ class _TaggedMapping(dict):
 
 
 class _PromptsourceLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """The (libyaml-accelerated when available) SafeLoader plus promptsource's two tags, read as mappings."""
+    """The (libyaml-accelerated when available) SafeLoader plus promptsource's two tags, read as mappings; a
+    key repeated in one mapping (e.g. two templates under one id, where YAML keeps only the last) is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key_node.value!r} (YAML "
+                                                            "would keep only its last entry)", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_template(loader: _PromptsourceLoader, node: yaml.MappingNode) -> _TaggedMapping:

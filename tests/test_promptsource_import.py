@@ -129,3 +129,13 @@ def test_loader_refuses_python_object_tags(tmp_path):
     bad.write_text("dataset: x\ntemplates:\n  a: !!python/object/apply:os.system ['echo owned']\n")
     with pytest.raises(TaskDefinitionError, match="not valid promptsource YAML"):
         import_promptsource(bad)
+
+
+def test_a_template_id_repeated_in_one_file_is_refused_with_its_line(tmp_path):
+    entry = ("  {key}: !Template\n    answer_choices: no ||| yes\n    id: {key}\n"
+             "    jinja: '{{{{x}}}} ||| {{{{answer_choices[label]}}}}'\n    name: {name}\n    reference: ''\n")
+    bad = tmp_path / "templates.yaml"
+    bad.write_text("dataset: x\ntemplates:\n" + entry.format(key="a1", name="first")
+                   + entry.format(key="a1", name="second"))  # YAML alone would keep only "second"
+    with pytest.raises(TaskDefinitionError, match=r"duplicate key 'a1' (?s:.*)line 9, column 3"):
+        import_promptsource(bad)
