@@ -60,3 +60,22 @@ def bigbench_dir() -> Path:
 def t5_tokenizer_dir() -> Path:
     """`../shared/tokenizers/t5`: T5's real vocabulary (no weights)."""
     return _shared_path("tokenizers", "t5")
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer(t5_tokenizer_dir):
+    """T5's own tokenizer, loaded once (tests must not add tokens to it)."""
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    return load_tokenizer(t5_tokenizer_dir)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matrices: one intra-op thread is fastest and steady on a shared 2-core CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

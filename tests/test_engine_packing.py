@@ -7,6 +7,7 @@ refused."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from t2t_mtl.config import ConfigError
 from t2t_mtl.engine.trainer import train
@@ -87,20 +88,30 @@ def test_packing_with_ca_mtl_selection_is_refused(tmp_path, tok):
 
 
 @pytest.mark.slow
-def test_two_ranks_pack_their_own_rows_and_resume_exactly(tmp_path, tok):
-    sections = {"training": {"steps": 8, "grad_accum": 3, "checkpoint_every": 4}, "deepspeed": {"zero_stage": 2},
-                "gradient_surgery": {"method": "pcgrad", "seed": 0}}
+@pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
+def test_two_ranks_pack_their_own_rows_and_resume_exactly(tmp_path, tok, mode):
+    """Homogeneous with PCGrad at ZeRO-2; mixed, whose ranks draw their tasks from the sampler a different
+    number of times (each refills its own packed micro-batches), so each rank resumes its own sampler."""
+    steps, cut_at = (8, 4) if mode == "homogeneous" else (12, 10)
+    sections = {"training": {"steps": steps, "grad_accum": 3, "checkpoint_every": cut_at},
+                "deepspeed": {"zero_stage": 2}, "sampling": {"strategy": "uniform", "mode": mode}}
+    if mode == "homogeneous":
+        sections["gradient_surgery"] = {"method": "pcgrad", "seed": 0}
     whole = _config(tmp_path, tok, "whole", **sections)
     run_checked(torchrun_command(write_config(whole, tmp_path / "whole.yaml"), 2))
     cut = _config(tmp_path, tok, "cut", **sections)
-    cut["training"]["steps"] = 4
+    cut["training"]["steps"] = cut_at
     run_checked(torchrun_command(write_config(cut, tmp_path / "cut.yaml"), 2))
-    cut["training"]["steps"] = 8
+    if mode == "mixed":  # the case this covers: at the cut the two ranks' samplers stand at different draws
+        saved = [torch.load(tmp_path / "cut" / "checkpoints" / f"step-{cut_at:08d}" / f"rank_{r:05d}.pt",
+                            weights_only=False)["sampler"]["drawn"] for r in range(2)]
+        assert saved[0] != saved[1]
+    cut["training"]["steps"] = steps
     run_checked(torchrun_command(write_config(cut, tmp_path / "cut.yaml"), 2, "--resume", "auto"))
     a, b = step_records(tmp_path / "whole"), step_records(tmp_path / "cut")
-    assert sorted(a) == sorted(b) == list(range(1, 9))
-    for s in range(1, 9):
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    for s in range(1, steps + 1):
         assert sum(a[s]["task_examples"].values()) > 2 * 3 * 4  # 2 ranks x 3 micro-batches x 4 rows, packed
         assert b[s]["task_examples"] == a[s]["task_examples"]
         assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-5)
-    assert a[8]["loss"] < a[1]["loss"]
+    assert a[steps]["loss"] < a[1]["loss"]

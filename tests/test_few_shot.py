@@ -16,7 +16,6 @@ from t2t_mtl.engine.validation import evaluation_plan
 from t2t_mtl.evaluation import EvalSettings, EvaluationError, evaluate_tasks, to_markdown
 from t2t_mtl.evaluation import runner
 from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, few_shot_prompt
-from t2t_mtl.tokenizer import load_tokenizer
 
 TRAIN = [{"text": f"training review {i} {'fun' if i % 2 else 'dull'}", "label": i % 2} for i in range(12)]
 VALIDATION = [{"text": f"held review {i} {'great' if i % 3 else 'slow'}", "label": int(i % 3 != 0)}
@@ -42,14 +41,9 @@ def _task(tmp_path, splits=("train", "validation")) -> task_registry.Task:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(t5_tokenizer_dir):
-    return load_tokenizer(t5_tokenizer_dir)
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
+def model(t5_tokenizer):
     torch.manual_seed(0)
-    return T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_heads=2,
+    return T5ForConditionalGeneration(T5Config(vocab_size=len(t5_tokenizer), d_model=16, d_ff=32, d_kv=8, num_heads=2,
                                                num_layers=1, pad_token_id=0, eos_token_id=1,
                                                decoder_start_token_id=0)).eval()
 
@@ -93,7 +87,8 @@ def test_draws_are_seeded_distinct_renderable_and_never_the_example_itself(tmp_p
         Demonstrations(task, template, rows, same_split=False, seed=2).draw(0, 3)  # the seed matters
 
 
-def test_a_prompt_drops_leading_demonstrations_until_it_fits(tokenizer):
+def test_a_prompt_drops_leading_demonstrations_until_it_fits(t5_tokenizer):
+    tokenizer = t5_tokenizer
     demos = [f"demonstration number {i} " + "word " * (3 * i) + f"\nanswer {i}" for i in range(5)]
     query = "the question itself"
 
@@ -112,8 +107,9 @@ def test_a_prompt_drops_leading_demonstrations_until_it_fits(tokenizer):
         assert length(got) <= limit or got == query
 
 
-def test_k_shot_evaluation_scores_each_example_after_its_drawn_demonstrations(tmp_path, model, tokenizer,
+def test_k_shot_evaluation_scores_each_example_after_its_drawn_demonstrations(tmp_path, model, t5_tokenizer,
                                                                                  monkeypatch):
+    tokenizer = t5_tokenizer
     task = _task(tmp_path)
     seen = []
     real_rank, real_generate = runner.score_choices, runner.generate_texts

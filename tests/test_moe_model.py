@@ -16,13 +16,7 @@ from t2t_mtl.model.moe import (UNSEEN_TASK_ID, MissingTaskIdsError, MoEConfig, M
 TASKS = ["nli", "qa", "summ"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one intra-op thread is fastest and steady on a shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(**overrides) -> T5Config:

@@ -18,12 +18,7 @@ from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs, shi
 VOCAB = 60
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _examples(n: int, seed: int = 0, max_in: int = 12, max_tgt: int = 6, tasks: int = 1):
@@ -224,15 +219,22 @@ def _streams():
     return out
 
 
-def _packed_builder(streams, mode="homogeneous", rows=4, bucket=2):
+def _packed_builder(streams, mode="homogeneous", rows=4, bucket=2, max_input_length=32):
     from t2t_mtl.data import BatchBuilder
     from t2t_mtl.sampling import TaskStreams, build_sampler
 
     sizes = {k: len(v) for k, v in streams.items()}
     sampler = build_sampler({"strategy": "uniform", "mode": mode}, sizes, seed=3)
-    collator = PackedCollator(0, rows=rows, max_input_length=32, max_target_length=12, pad_to_multiple_of=1)
+    collator = PackedCollator(0, rows=rows, max_input_length=max_input_length, max_target_length=12,
+                              pad_to_multiple_of=1)
     return BatchBuilder(streams, sampler, TaskStreams(sizes, seed=3), collator, micro_batch_size=rows, mode=mode,
                         bucket_batches=bucket, seed=5)
+
+
+def _served_and_waiting(builder, task):
+    waiting = [i for _, i in builder.leftover.get(task, [])] + [
+        i for chunk in builder.pending.get(task, []) for _, i in chunk]
+    return waiting
 
 
 def test_packed_micro_batches_serve_the_stream_rows_once_each_in_full_rows():
@@ -256,9 +258,7 @@ def test_packed_micro_batches_serve_the_stream_rows_once_each_in_full_rows():
     assert np.mean(fill) > 0.9  # rows are nearly full
     reference = TaskStreams({k: len(v) for k, v in streams.items()}, seed=3)
     for task, rows in served.items():  # served + waiting rows are exactly the stream's first rows
-        waiting = [i for _, i in builder.leftover.get(task, [])] + [
-            i for chunk in builder.pending.get(task, []) for _, i in chunk]
-        drawn = rows + waiting
+        drawn = rows + _served_and_waiting(builder, task)
         assert sorted(drawn) == sorted(reference.next_indices(task, len(drawn)))
 
 
@@ -278,3 +278,46 @@ def test_packed_builder_state_continues_identically(mode):
     assert [b.next_chunk() for _ in range(25)] == expected
     batch = b.collate(expected[-1])
     assert set(batch["task_ids"].tolist()) <= {0, 1, 2}
+
+
+def test_a_short_example_among_equal_ones_is_served_every_epoch():
+    import datasets
+
+    from t2t_mtl.data import TokenizedTask
+
+    ins = [[5] * 9 + [1]] * 39 + [[5] * 4 + [1]]  # 39 of 10 tokens, one of 5: sorted last, it must not wait forever
+    labs = [[6, 1]] * 40
+    task = TokenizedTask("t", "train", datasets.Dataset.from_dict({"input_ids": ins, "labels": labs}),
+                         np.array([len(x) for x in ins]), np.array([2] * 40), 0)
+    builder = _packed_builder({"t": task})
+    served = []
+    while len(served) < 10 * 40:  # ten epochs
+        served += [i for _, i in builder.next_chunk()]
+    assert served.count(39) >= 9 and max(served.count(i) for i in range(40)) <= 11
+    assert _served_and_waiting(builder, "t").count(39) <= 1
+
+
+@pytest.mark.parametrize("rows,max_input_length", [(1, 32), (2, 24)])
+def test_a_resume_with_smaller_rows_packs_the_saved_micro_batches_again(rows, max_input_length):
+    from t2t_mtl.sampling import TaskStreams
+
+    streams = _streams()
+    a = _packed_builder(streams, rows=4)
+    served = {t: [] for t in streams}
+    for _ in range(5):
+        chunk = a.next_chunk()
+        served[chunk[0][0]] += [i for _, i in chunk]
+    assert any(a.pending.values())
+    b = _packed_builder(streams, rows=rows, max_input_length=max_input_length)  # changed config
+    b.load_state_dict(a.state_dict())
+    b.sampler.load_state_dict(a.sampler.state_dict())
+    b.task_streams.load_state_dict(a.task_streams.state_dict())
+    for _ in range(30):
+        chunk = b.next_chunk()
+        batch = b.collate(chunk)  # fits the new rows
+        assert batch["input_ids"].shape[0] <= rows
+        served[chunk[0][0]] += [i for _, i in chunk]
+    reference = TaskStreams({k: len(v) for k, v in streams.items()}, seed=3)
+    for task, rows_served in served.items():  # nothing lost or repeated across the change
+        drawn = rows_served + _served_and_waiting(b, task)
+        assert sorted(drawn) == sorted(reference.next_indices(task, len(drawn)))

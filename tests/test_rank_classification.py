@@ -9,7 +9,6 @@ from t2t_mtl.evaluation.errors import NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
 from t2t_mtl.model.moe import UNSEEN_TASK_ID, convert_to_moe, moe_blocks, routing_task_id
-from t2t_mtl.tokenizer import load_tokenizer
 
 INPUTS = ["Is the sky blue? Answer yes or no.", "premise: a cat sleeps. hypothesis: an animal rests.",
           "short", "Which is larger, 7 or 12?", "count the words in this sentence please"]
@@ -18,8 +17,8 @@ CHOICES = [["yes", "no"], ["entailment", "neutral", "contradiction"], ["", "a b 
 
 
 @pytest.fixture(scope="module")
-def tokenizer(t5_tokenizer_dir):
-    return load_tokenizer(t5_tokenizer_dir)
+def tokenizer(t5_tokenizer):
+    return t5_tokenizer
 
 
 @pytest.fixture(scope="module")

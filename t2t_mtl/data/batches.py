@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from t2t_mtl.data.collator import Seq2SeqCollator
-from t2t_mtl.data.packing import PackedCollator, pack_chunks
+from t2t_mtl.data.packing import PackedCollator, first_fit, pack_chunks
 from t2t_mtl.data.streams import TokenizedTask
 
 Chunk = List[Tuple[str, int]]  # (task, row index) pairs of one micro-batch
@@ -103,19 +103,20 @@ class BatchBuilder:
         return max(1, int(self.micro_batch_size * self.bucket_batches * max(per_row, 1.0)))
 
     def _pack(self, key: str) -> List[Chunk]:
-        """Packed micro-batches from the leftover and newly drawn rows (first-fit decreasing), random order."""
+        """Packed micro-batches from the leftover rows, then newly drawn rows by decreasing size (first-fit
+        decreasing), in random order. The leftover rows go first: they all fit together, so the next full
+        micro-batch takes every one of them (sorted in with the rest, the smallest could wait forever)."""
         c = self.collator
-        pool = self.leftover.pop(key, [])
+        waiting, drawn = self.leftover.pop(key, []), []
         while True:
-            pool = pool + self._draw_pairs(key, self._pack_draw_size(key))
-            items = [self._pack_item(p) for p in pool]
-            order = sorted(range(len(pool)), key=lambda k: -(items[k][1] / c.input_capacity
-                                                           + items[k][2] / c.target_capacity))
-            pool, items = [pool[k] for k in order], [items[k] for k in order]
-            chunks, leftover = pack_chunks(items, self.micro_batch_size, c.input_capacity, c.target_capacity)
+            drawn = drawn + self._draw_pairs(key, self._pack_draw_size(key))
+            size = {p: self._pack_item(p) for p in drawn}
+            drawn.sort(key=lambda p: -(size[p][1] / c.input_capacity + size[p][2] / c.target_capacity))
+            pool = waiting + drawn
+            chunks, leftover = pack_chunks([self._pack_item(p) for p in pool], self.micro_batch_size,
+                                           c.input_capacity, c.target_capacity)
             if chunks:
                 break
-            pool = [pool[k] for k in leftover]
         if leftover:
             self.leftover[key] = [pool[k] for k in leftover]
         packed = [[pool[k] for k in chunk] for chunk in chunks]
@@ -175,6 +176,22 @@ class BatchBuilder:
         self.pending = {k: [[(str(t), int(i)) for t, i in c] for c in v] for k, v in state["pending"].items()}
         self.leftover = {k: [(str(t), int(i)) for t, i in v] for k, v in state.get("leftover", {}).items()}
         self.rng.bit_generator.state = state["rng"]
+        if self.packed:
+            self._repack_changed_chunks()
+
+    def _repack_changed_chunks(self) -> None:
+        """Pending packed micro-batches that no longer fit the rows (a resume with another micro_batch_size or
+        max length) go back to the leftover, to be packed again; the others are served as saved."""
+        c = self.collator
+        for key, queue in self.pending.items():
+            keep = []
+            for chunk in queue:
+                items = [self._pack_item(p) for p in chunk]
+                if first_fit(items, self.micro_batch_size, c.input_capacity, c.target_capacity)[1]:
+                    self.leftover[key] = self.leftover.get(key, []) + list(chunk)
+                else:
+                    keep.append(chunk)
+            self.pending[key] = keep
 
 
 def count_tokens(batch: Mapping[str, torch.Tensor]) -> int:

@@ -517,6 +517,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         if rank_state is not None:
             task_streams.load_state_dict(rank_state["task_streams"])
             builder.load_state_dict(rank_state["batches"])
+            if rank_state.get("sampler") is not None:  # this rank's own draws (packed mixed batches differ)
+                sampler.load_state_dict(rank_state["sampler"])
             ckpt_io.set_rng_state(rank_state["rng"])
         else:  # another world size: each task continues at the start of its next epoch, resharded
             task_streams.load_state_dict(reshard_streams_state(state["task_streams_rank0"], env))
@@ -533,7 +535,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                          "pending_evaluation": pending_evaluation, "log_window": logger.state_dict(),
                          "task_streams_rank0": task_streams.state_dict()}
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
-                      "rng": ckpt_io.rng_state()}
+                      "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
                 "vocab_size": len(tokenizer)}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
