@@ -116,6 +116,7 @@ class TrainingConfig:
     keep_best: Optional[Literal["val_score", "val_loss"]] = None
     early_stopping: int = 0
     max_bad_steps: int = 5
+    loss_reduction: Literal["example", "token"] = "example"
     output_dir: str = "runs/default"
     num_threads: Optional[int] = None
     progress_bar: bool = True

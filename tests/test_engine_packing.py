@@ -115,3 +115,18 @@ def test_two_ranks_pack_their_own_rows_and_resume_exactly(tmp_path, tok, mode):
         assert b[s]["task_examples"] == a[s]["task_examples"]
         assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-5)
     assert a[steps]["loss"] < a[1]["loss"]
+
+
+def test_token_loss_reduction_reaches_the_training_loss(tmp_path, tok, monkeypatch):
+    from t2t_mtl.engine import losses, trainer
+
+    seen = []
+    real = losses.per_task_losses
+
+    def spy(*args, **kwargs):
+        seen.append(args[5] if len(args) > 5 else kwargs.get("reduction", "example"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "per_task_losses", spy)
+    train(_config(tmp_path, tok, "tok", training={"steps": 2, "loss_reduction": "token"}), evaluate_held_in=False)
+    assert seen == ["token", "token"]

@@ -51,6 +51,14 @@ def test_per_task_losses_match_a_loop_reference():
     assert got.keys() == expected.keys()
     for name in expected:
         assert got[name].item() == pytest.approx(expected[name].item(), rel=1e-5)
+    # training.loss_reduction: token — every target token of the task counts once
+    tokens = {name: [F.cross_entropy(logits[b, k:k + 1], labels[b, k:k + 1]) for b in range(5) for k in range(4)
+                     if labels[b, k] != -100 and int(task_ids[b]) == tid] for tid, name in enumerate(["x", "y", "z"])}
+    got = per_task_losses(logits, labels, task_ids, ["x", "y", "z"], reduction="token")
+    for name, values in tokens.items():
+        assert got[name].item() == pytest.approx(float(sum(values) / len(values)), rel=1e-5)
+    with pytest.raises(ValueError, match="loss reduction must be one of"):
+        per_task_losses(logits, labels, task_ids, ["x", "y", "z"], reduction="tokens")
 
 
 def test_deepspeed_config_generated_and_passed_whole(tmp_path):

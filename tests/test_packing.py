@@ -128,7 +128,7 @@ def _t5(attn: str = "sdpa", seed: int = 0) -> T5ForConditionalGeneration:
 
 
 def _per_example_losses(model, batch, task_names, packed: bool, task_ids: bool = False):
-    """(per-example losses sorted, per-task loss dict) of one forward of `batch`."""
+    """(per-example losses, per-task losses, per-task token-mean losses) of one forward of `batch`."""
     import torch.nn.functional as F
 
     if packed:
@@ -148,7 +148,8 @@ def _per_example_losses(model, batch, task_names, packed: bool, task_ids: bool =
                                ignore_index=-100, reduction="none").view(labels.shape)
     segments = batch.get("decoder_segment_ids")
     means, _ = per_example_means(token_ce, labels, batch["task_ids"], segments)
-    return means, per_task_losses(logits, labels, batch["task_ids"], task_names, segments)
+    return (means, per_task_losses(logits, labels, batch["task_ids"], task_names, segments),
+            per_task_losses(logits, labels, batch["task_ids"], task_names, segments, reduction="token"))
 
 
 def _both_batches(examples, rows=3, prefixes=None):
@@ -169,12 +170,14 @@ def test_a_packed_forward_and_backward_equal_the_padded_ones(attn):
     losses = []
     for batch, is_packed in ((padded, False), (packed, True)):
         model = _t5(attn)
-        means, per_task = _per_example_losses(model, batch, ["a", "b"], is_packed)
+        means, per_task, per_token = _per_example_losses(model, batch, ["a", "b"], is_packed)
         sum(per_task.values()).backward()
-        losses.append((sorted(means.detach().tolist()), {k: float(v.detach()) for k, v in per_task.items()}))
+        losses.append((sorted(means.detach().tolist()), {k: float(v.detach()) for k, v in per_task.items()},
+                       {k: float(v.detach()) for k, v in per_token.items()}))
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
     np.testing.assert_allclose(losses[1][0], losses[0][0], rtol=1e-5)
     assert losses[0][1] == pytest.approx(losses[1][1], rel=1e-5)
+    assert losses[0][2] == pytest.approx(losses[1][2], rel=1e-5)  # training.loss_reduction: token
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
 
 
@@ -187,7 +190,7 @@ def test_packed_moe_and_task_tokens_equal_the_padded_forward(routing):
     for batch, is_packed in ((padded, False), (packed, True)):
         model = convert_to_moe(_t5(seed=2), {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing,
                                              "dropless": True}, task_names=["a", "b", "c"])
-        means, _ = _per_example_losses(model, batch, ["a", "b", "c"], is_packed, task_ids=True)
+        means, _, _ = _per_example_losses(model, batch, ["a", "b", "c"], is_packed, task_ids=True)
         results.append(sorted(means.detach().tolist()))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
 

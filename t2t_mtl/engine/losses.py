@@ -2,7 +2,8 @@
 
 An example is a row of a padded batch, or a segment (`decoder_segment_ids` 1, 2, ...) of a row of a packed
 batch; its loss is the mean cross-entropy over its target tokens either way, so a packed batch gives each
-example exactly the loss it has unpacked. A task's loss is the mean over its examples in the batch.
+example exactly the loss it has unpacked. A task's loss is the mean over its examples in the batch
+(`reduction="example"`), or the mean over all their target tokens (`"token"`: longer targets weigh more).
 """
 from __future__ import annotations
 
@@ -13,15 +14,27 @@ import torch
 import torch.nn.functional as F
 
 
+LOSS_REDUCTIONS = ("example", "token")
+
+
 def per_example_means(token_values: torch.Tensor, labels: torch.Tensor, row_task_ids: torch.Tensor,
                       decoder_segment_ids: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(mean of `token_values` [B, L] over each example's target tokens [N], each example's task id [N]).
 
     Without segment ids an example is a row (N = B); with them, every (row, segment > 0) present is one, in
     row-major order. Differentiable in `token_values`."""
+    sums, counts, tasks = per_example_sums(token_values, labels, row_task_ids, decoder_segment_ids)
+    return sums / counts.clamp(min=1.0), tasks
+
+
+def per_example_sums(token_values: torch.Tensor, labels: torch.Tensor, row_task_ids: torch.Tensor,
+                     decoder_segment_ids: Optional[torch.Tensor] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum of `token_values` over each example's target tokens [N], its number of target tokens [N], its
+    task id [N]), examples ordered as in `per_example_means`."""
     mask = (labels != -100).to(token_values.dtype)
     if decoder_segment_ids is None:
-        return (token_values * mask).sum(1) / mask.sum(1).clamp(min=1.0), row_task_ids
+        return (token_values * mask).sum(1), mask.sum(1), row_task_ids
     rows, length = labels.shape
     slots = int(decoder_segment_ids.max()) + 1 if decoder_segment_ids.numel() else 1
     key = (torch.arange(rows, device=labels.device).unsqueeze(1) * slots + decoder_segment_ids).reshape(-1)
@@ -30,7 +43,7 @@ def per_example_means(token_values: torch.Tensor, labels: torch.Tensor, row_task
     present = (counts > 0) & (torch.arange(rows * slots, device=labels.device) % slots != 0)
     index = present.nonzero().squeeze(1)
     example_tasks = row_task_ids.to(index.device)[torch.div(index, slots, rounding_mode="floor")]
-    return sums.index_select(0, index) / counts.index_select(0, index), example_tasks
+    return sums.index_select(0, index), counts.index_select(0, index), example_tasks
 
 
 def example_task_ids(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -43,20 +56,28 @@ def example_task_ids(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def per_task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor, task_names: Sequence[str],
-                    decoder_segment_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-    """Per-example token-mean cross-entropy (fp32), averaged over the examples of each task present.
+                    decoder_segment_ids: Optional[torch.Tensor] = None, reduction: str = "example"
+                    ) -> Dict[str, torch.Tensor]:
+    """Cross-entropy (fp32) per task present: the mean over its examples of their token-mean (`"example"`), or
+    the mean over all its target tokens (`"token"`).
 
     `task_ids`: one per row ([B]); `decoder_segment_ids` ([B, L]) for a packed batch."""
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
     token_ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
                                reduction="none").view(labels.shape)
-    per_example, example_tasks = per_example_means(token_ce, labels, task_ids.to(labels.device), decoder_segment_ids)
+    sums, counts, example_tasks = per_example_sums(token_ce, labels, task_ids.to(labels.device), decoder_segment_ids)
     ids = example_tasks.tolist()
-    if len(set(ids)) == 1:
-        return {task_names[ids[0]]: per_example.mean()}
     out = {}
     for tid in sorted(set(ids)):
-        sel = torch.tensor([i for i, t in enumerate(ids) if t == tid], device=per_example.device)
-        out[task_names[tid]] = per_example.index_select(0, sel).mean()
+        task_sums, task_counts = sums, counts
+        if len(set(ids)) > 1:
+            sel = torch.tensor([i for i, t in enumerate(ids) if t == tid], device=sums.device)
+            task_sums, task_counts = sums.index_select(0, sel), counts.index_select(0, sel)
+        if reduction == "example":
+            out[task_names[tid]] = (task_sums / task_counts.clamp(min=1.0)).mean()
+        else:
+            out[task_names[tid]] = task_sums.sum() / task_counts.sum().clamp(min=1.0)
     return out
 
 

@@ -290,13 +290,14 @@ def build_collator(cfg: Config, pad_id: int, task_tokens: Any = None) -> Union[S
 # -------------------------------------------------------------------------------------------------- losses
 
 def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: torch.Tensor,
-                   task_names: Sequence[str], pass_task_ids: bool, entropy_acc: Optional[torch.Tensor] = None
-                   ) -> Dict[str, torch.Tensor]:
+                   task_names: Sequence[str], pass_task_ids: bool, entropy_acc: Optional[torch.Tensor] = None,
+                   reduction: str = "example") -> Dict[str, torch.Tensor]:
     """Run the model (decoder inputs = labels shifted right, within each segment of a packed batch) and return
     the per-task losses.
 
     `entropy_acc` ([2T] float64, optional): gets each example's normalised prediction entropy added to its
-    task's slot and 1 to its task's count (T + id), from this forward's logits (no extra pass)."""
+    task's slot and 1 to its task's count (T + id), from this forward's logits (no extra pass). `reduction`:
+    `training.loss_reduction` (see `per_task_losses`)."""
     labels = batch["labels"]
     segments = batch.get("decoder_segment_ids")
     if segments is not None:
@@ -311,7 +312,7 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
         kwargs["task_ids"] = batch["task_ids"]
     with attending:
         out = engine(**kwargs)
-    per_task = per_task_losses(out.logits, labels, task_ids_cpu, task_names, segments)
+    per_task = per_task_losses(out.logits, labels, task_ids_cpu, task_names, segments, reduction)
     if entropy_acc is not None:
         add_task_entropies(entropy_acc, out.logits, labels, task_ids_cpu, segments)
     aux = getattr(out, "aux_loss", None)  # task-aware MoE layers may add a load-balancing loss
@@ -612,7 +613,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 step_examples_cpu = example_task_ids(batch)
                 tokens = count_tokens(batch)
                 batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
-                per_task = forward_losses(engine, batch, task_ids_cpu, task_names, pass_task_ids, entropy_acc)
+                per_task = forward_losses(engine, batch, task_ids_cpu, task_names, pass_task_ids, entropy_acc,
+                                          t.loss_reduction)
                 forward_moe = moe_stats(engine.module)
                 if forward_moe is not None:
                     moe_acc = forward_moe if moe_acc is None else moe_acc + forward_moe
