@@ -161,7 +161,7 @@ class Map(Preprocessor):
 
 def from_config(entry: Mapping[str, Any], where: str = "preprocessor") -> Preprocessor:
     """A preprocessor from a YAML entry: `{rename: {...}}`, `{filter: "expr"}`, `{map: {field: "expr"}}` or
-    `{span_corruption: {field: text, noise_density: 0.15, mean_span_length: 3, seed: 0}}`."""
+    `{span_corruption: {field: text, noise_density: 0.15, mean_span_length: 3, seed: 0, max_words: 100}}`."""
     from .span_corruption import SpanCorruption
 
     kinds = {"rename": Rename, "filter": Filter, "map": Map, "span_corruption": SpanCorruption}
@@ -173,7 +173,7 @@ def from_config(entry: Mapping[str, Any], where: str = "preprocessor") -> Prepro
     if not isinstance(value, Mapping) or "field" not in value:
         raise TaskDefinitionError(f"{where}: span_corruption needs a mapping with `field` (the text to corrupt), "
                                   f"got {value!r}")
-    options = {"field", "noise_density", "mean_span_length", "seed", "inputs_field", "targets_field"}
+    options = {"field", "noise_density", "mean_span_length", "seed", "max_words", "inputs_field", "targets_field"}
     unknown = sorted(set(value) - options)
     if unknown:
         raise TaskDefinitionError(f"{where}: span_corruption has no option(s) {unknown}; options: {sorted(options)}")

@@ -9,13 +9,18 @@ sentinels), noise and kept words each cut into that many random non-empty runs, 
 words. Noise is chosen over whitespace-separated words (T5 masks SentencePiece tokens), seeded by the
 preprocessor's seed and the text itself, so a row is corrupted the same way in every run, shard and cache. A
 row of fewer than two words cannot be corrupted: its `spans` is empty, so the template skips it (counted in
-the task's render statistics, never silently).
+the task's render statistics, never silently). A long text corrupted whole gives an input and spans longer
+than the model's length limits, and truncation would then keep spans whose sentinels were cut from the input:
+`max_words` splits every text into consecutive chunks of at most that many words first, each its own row with
+the row's other fields (as T5 cuts documents into chunks that fit); choose it so that the corrupted chunk fits
+`data.max_input_length` tokens and its spans `data.max_target_length` (the tokenizer's truncation warning
+names the rows that do not).
 """
 from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import TaskDefinitionError
 from .preprocessors import AnyDataset, Preprocessor
@@ -74,7 +79,7 @@ class SpanCorruption(Preprocessor):
     keeps_rows = True
 
     def __init__(self, field: str, *, noise_density: float = 0.15, mean_span_length: float = 3.0, seed: int = 0,
-                 inputs_field: str = "corrupted", targets_field: str = "spans"):
+                 max_words: Optional[int] = None, inputs_field: str = "corrupted", targets_field: str = "spans"):
         if not isinstance(field, str) or not field:
             raise TaskDefinitionError(f"span_corruption needs the name of a text field, got {field!r}")
         if isinstance(noise_density, bool) or not isinstance(noise_density, (int, float)) \
@@ -85,6 +90,10 @@ class SpanCorruption(Preprocessor):
             raise TaskDefinitionError(f"span_corruption mean_span_length must be >= 1, got {mean_span_length!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TaskDefinitionError(f"span_corruption seed must be an integer, got {seed!r}")
+        if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 2):
+            raise TaskDefinitionError(f"span_corruption max_words must be an integer >= 2, got {max_words!r}")
+        self.max_words = max_words
+        self.keeps_rows = max_words is None  # chunking makes several rows of a long text
         self.field, self.seed = field, seed
         self.noise_density, self.mean_span_length = float(noise_density), float(mean_span_length)
         self.inputs_field, self.targets_field = inputs_field, targets_field
@@ -99,7 +108,7 @@ class SpanCorruption(Preprocessor):
         return corrupt_spans(words, random_spans_noise_mask(len(words), self.noise_density, self.mean_span_length,
                                                             rng))
 
-    def _apply(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+    def _text(self, row: Mapping[str, Any]) -> str:
         if self.field not in row:
             raise TaskDefinitionError(f"span_corruption: the rows have no field {self.field!r}; fields are "
                                       f"{sorted(row)}")
@@ -107,12 +116,32 @@ class SpanCorruption(Preprocessor):
         if not isinstance(text, str):
             raise TaskDefinitionError(f"span_corruption: field {self.field!r} must be text, got "
                                       f"{type(text).__name__} {text!r:.80}")
-        corrupted, spans = self.corrupt(text)
+        return text
+
+    def _apply(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        corrupted, spans = self.corrupt(self._text(row))
         return {self.inputs_field: corrupted, self.targets_field: spans}
 
+    def _apply_chunked(self, batch: Mapping[str, List[Any]]) -> Dict[str, List[Any]]:
+        """Each row's text cut into chunks of at most `max_words` words, one output row per chunk."""
+        out: Dict[str, List[Any]] = {key: [] for key in [*batch, self.inputs_field, self.targets_field]}
+        for k in range(len(next(iter(batch.values())))):
+            row = {key: values[k] for key, values in batch.items()}
+            words = self._text(row).split()
+            chunks = [" ".join(words[i:i + self.max_words]) for i in range(0, len(words), self.max_words)] or [""]
+            for chunk in chunks:
+                for key, value in row.items():
+                    out[key].append(chunk if key == self.field else value)
+                corrupted, spans = self.corrupt(chunk)
+                out[self.inputs_field].append(corrupted)
+                out[self.targets_field].append(spans)
+        return out
+
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
-        return dataset.map(self._apply)
+        if self.max_words is None:
+            return dataset.map(self._apply)
+        return dataset.map(self._apply_chunked, batched=True)
 
     def describe(self) -> str:
         return (f"span_corruption({self.field!r}, noise_density={self.noise_density}, "
-                f"mean_span_length={self.mean_span_length}, seed={self.seed})")
+                f"mean_span_length={self.mean_span_length}, seed={self.seed}, max_words={self.max_words})")

@@ -204,10 +204,13 @@ class Task:
                 raise TemplateRenderError(f"split {split!r}: {error}", task=self.name) from None
             except TaskDefinitionError as error:  # e.g. a map whose values change type across rows
                 raise TaskDefinitionError(f"task {self.name!r}: split {split!r}: {error}") from None
-            if counted and not step.keeps_rows and len(rows) != before:
+            if counted and not step.keeps_rows and len(rows) < before:
                 dropped[step.describe()] = before - len(rows)
                 logger.warning("task %r split %r: %s dropped %d of %d rows", self.name, split, step.describe(),
                                before - len(rows), before)
+            elif counted and len(rows) > before:  # e.g. span corruption cutting long texts into chunks
+                logger.info("task %r split %r: %s made %d rows of %d", self.name, split, step.describe(),
+                            len(rows), before)
         if counted:
             self.preprocess_stats[split] = PreprocessStats(self.name, split, rows_in, len(rows), dropped)
             if max_rows is not None and max_rows < len(rows):

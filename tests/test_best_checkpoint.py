@@ -97,7 +97,7 @@ def test_a_resumed_run_keeps_the_best_so_far(tmp_path, tok):
     assert resumed.evaluated_step == whole.evaluated_step == 2
     assert resumed.held_out_scores == whole.held_out_scores
     state = torch.load(tmp_path / "split" / "checkpoints" / "step-00000012" / "trainer_state.pt", weights_only=False)
-    assert state["best_validation"] == {"metric": "val_score", "value": 0.0, "step": 2}
+    assert state["best_validation"] == {"metric": "val_score", "value": 0.0, "step": 2, "stale": 5}  # 4..12
 
 
 @pytest.mark.parametrize("training,match", [
@@ -169,3 +169,19 @@ def test_early_stopping_needs_keep_best():
                             "training": {"early_stopping": 3, "validate_every": 2}})
     with pytest.raises(ConfigError, match="training.early_stopping .* training.keep_best"):
         check_signal_config(cfg, {"strategy": "uniform"})
+
+
+def test_early_stopping_counts_only_validations_that_ran_for_its_metric(tmp_path, tok):
+    """A run resumed with keep_best + early_stopping added (or its metric changed) starts counting then,
+    not from the steps it trained before."""
+    first = _config(tmp_path, tok, "r", "val_score", steps=8)
+    first["training"].pop("keep_best")
+    train(first, evaluate_held_in=False)
+    resumed = train(_config(tmp_path, tok, "r", "val_score", steps=20, early_stopping=2), resume="auto",
+                    evaluate_held_in=False)
+    assert resumed.step >= 8 + 2 * 2  # at least two validations after the resume before stopping
+    validations = sorted(s for s in _task_means(tmp_path / "r", "val_score") if s > 8)
+    if resumed.stopped_early:  # the stop comes exactly at the second validation without a new best
+        series = {s: v for s, v in _task_means(tmp_path / "r", "val_score").items() if s > 8}
+        assert resumed.step == _stop_step(series, 2, 2, 20)
+    assert validations[-1] == resumed.step

@@ -105,6 +105,33 @@ def test_a_prompt_drops_leading_demonstrations_until_it_fits(t5_tokenizer):
         got = few_shot_prompt(demos, query, tokenizer, limit)
         assert got == expected and got.endswith(query)
         assert length(got) <= limit or got == query
+        wrapped = few_shot_prompt(demos, query, tokenizer, limit, wrap=lambda text: "task prefix " + text)
+        assert wrapped.startswith("task prefix ") and wrapped.endswith(query)
+        assert length(wrapped) <= limit or wrapped == "task prefix " + query  # the prefix is counted
+
+
+def test_k_shot_prompts_of_a_task_token_model_fit_with_the_token(tmp_path, t5_tokenizer_dir, monkeypatch):
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)  # a private copy: task tokens are added to it
+    TaskTokens(tokenizer, ["shots_toy"])
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_heads=2,
+                                                num_layers=1, pad_token_id=0, eos_token_id=1,
+                                                decoder_start_token_id=0)).eval()
+    seen = []
+    real = runner.score_choices
+    monkeypatch.setattr(runner, "score_choices", lambda m, t, inputs, *a, **k: (seen.extend(inputs),
+                                                                              real(m, t, inputs, *a, **k))[1])
+    task = _task(tmp_path)
+    for limit in range(10, 40):
+        seen.clear()
+        evaluate_tasks(model, tokenizer, [task], EvalSettings(num_shots=2, max_input_length=limit, batch_size=8,
+                                                              templates={"shots_toy": ["choices"]}), progress=False)
+        assert seen and all(text.startswith("<task:shots_toy>") for text in seen)
+        for text in seen:  # with demonstrations, the whole prompt (task token included) fits
+            assert "\n\n" not in text or len(tokenizer(text)["input_ids"]) <= limit, (limit, text)
 
 
 def test_k_shot_evaluation_scores_each_example_after_its_drawn_demonstrations(tmp_path, model, t5_tokenizer,

@@ -132,3 +132,30 @@ def test_sentinels_are_single_tokens_of_the_project_tokenizer(tmp_path):
     for text in (corrupted, spans):
         pieces = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
         assert pieces.count("<extra_id_0>") == 1
+
+
+def test_max_words_cuts_long_texts_into_chunks_that_each_become_a_row():
+    import datasets
+
+    long_text = " ".join(f"w{i}" for i in range(260))
+    rows = datasets.Dataset.from_dict({"text": [long_text, "two words", ""], "source": ["a", "b", "c"]})
+    out = SpanCorruption("text", max_words=50)(rows)
+    assert len(out) == 6 + 1 + 1 and not SpanCorruption("text", max_words=50).keeps_rows
+    assert [len(r["text"].split()) for r in out][:6] == [50] * 5 + [10]
+    assert " ".join(r["text"] for r in out if r["source"] == "a") == long_text  # every word, in order, once
+    for row in out:
+        if row["spans"]:
+            assert _restore(row["corrupted"], row["spans"]) == row["text"]
+    assert out[7]["spans"] == "" and out[7]["source"] == "c"  # an empty text stays a row (then skipped)
+    with pytest.raises(TaskDefinitionError, match="max_words must be an integer >= 2"):
+        SpanCorruption("text", max_words=1)
+
+
+def test_a_yaml_task_with_max_words_counts_its_rows(tmp_path):
+    with task_registry.isolated_registry():
+        task_registry.load_task_dir(_yaml_task(tmp_path, "span_corruption: {field: text, max_words: 4}"))
+        task = task_registry.get_task("denoise_toy")
+        rows = task.load_rows("train")
+        stats = task.preprocess_stats["train"]
+        assert stats.rows_in == 13 and stats.rows_out == len(rows) > 13 and not stats.dropped_by
+        assert all(len(r["text"].split()) <= 4 for r in rows)

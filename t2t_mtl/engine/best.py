@@ -18,6 +18,7 @@ class BestValidation:
     metric: str
     value: Optional[float] = None
     step: Optional[int] = None
+    stale: int = 0  # validations taken since the best one (all of them while there is none)
 
     def task_mean(self, results: Mapping[str, Mapping[str, float]]) -> float:
         """The mean over tasks of this metric in validation `results` ({"val_score": {task: x}, ...})."""
@@ -26,23 +27,19 @@ class BestValidation:
 
     def update(self, step: int, value: float) -> bool:
         """Take the task mean of `step`'s validation; True when it is the new best (a non-finite mean never is)."""
-        if not math.isfinite(value):
-            return False
         higher_is_better = METRICS[self.metric]
-        if self.value is not None and not (value > self.value if higher_is_better else value < self.value):
+        if not math.isfinite(value) or (
+                self.value is not None and not (value > self.value if higher_is_better else value < self.value)):
+            self.stale += 1
             return False
-        self.value, self.step = value, step
+        self.value, self.step, self.stale = value, step, 0
         return True
-
-    def validations_since_best(self, step: int, validate_every: int) -> int:
-        """How many validations (every `validate_every` steps) have passed since the best one, up to and
-        including `step`'s; all of them when none has been taken yet."""
-        return (step - (self.step or 0)) // validate_every
 
     def state_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     def load_state_dict(self, state: Optional[Mapping[str, Any]]) -> None:
-        """Restore a saved best (one selected on another metric is not comparable: it is dropped)."""
+        """Restore a saved best and its count of validations since (one selected on another metric is not
+        comparable: it is dropped, and the count starts again)."""
         if state and state.get("metric") == self.metric:
-            self.value, self.step = state["value"], state["step"]
+            self.value, self.step, self.stale = state["value"], state["step"], int(state.get("stale", 0))

@@ -490,11 +490,11 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     stopped_early = False
 
     def early_stop_due(at_step: int) -> bool:
-        """`training.early_stopping`: `at_step` is a validation step before the last and that many validations
-        in a row have brought no new best (the same on every rank: the best is chosen on all-reduced figures)."""
-        return bool(t.early_stopping and best_val is not None and t.validate_every and 0 < at_step < t.steps
-                    and at_step % t.validate_every == 0
-                    and best_val.validations_since_best(at_step, t.validate_every) >= t.early_stopping)
+        """`training.early_stopping`: before the last step, that many validations in a row (counted as they ran,
+        and kept in the checkpoint) have brought no new best — the same on every rank: the best is chosen on
+        all-reduced figures."""
+        return bool(t.early_stopping and best_val is not None and at_step < t.steps
+                    and best_val.stale >= t.early_stopping)
 
     step, skipped, bad_in_a_row = 0, 0, 0
     examples_trained: Dict[str, int] = {}
@@ -572,8 +572,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                            f"(raise training.steps to continue)")
         elif early_stop_due(step):
             stopped_early = True
-            logger.message(f"the run stopped early at step {step} ({t.early_stopping} validations without a new "
-                           f"best {t.keep_best} since step {best_val.step}): nothing left to train")
+            logger.message(f"the run stopped early at step {step} ({best_val.stale} validations without a new best "
+                           f"{t.keep_best} since step {best_val.step}): nothing left to train")
     resumed_at = step
     total_examples = sum(task_sizes.values())
     seen_examples = float(seen_at_resume if seen_at_resume is not None

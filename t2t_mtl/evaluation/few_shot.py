@@ -11,7 +11,7 @@ input is never truncated away.
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from t2t_mtl.evaluation.errors import EvaluationError
 
@@ -73,13 +73,15 @@ class Demonstrations:
         return out
 
 
-def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int) -> str:
-    """`demonstrations` and `query` joined by blank lines, dropping demonstrations from the front until the
-    tokenized prompt fits `max_input_length` (the query alone may still be longer: it is truncated as usual)."""
+def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
+                    wrap: Callable[[str], str] = lambda prompt: prompt) -> str:
+    """`wrap` of `demonstrations` and `query` joined by blank lines, dropping demonstrations from the front until
+    the tokenized result fits `max_input_length` (the wrapped query alone may still be longer: it is truncated as
+    usual). `wrap` adds what goes in front of the whole prompt, e.g. a TE⊕ENC task token."""
     demos = list(demonstrations)
     while demos:
-        prompt = DEMONSTRATION_SEPARATOR.join([*demos, query])
+        prompt = wrap(DEMONSTRATION_SEPARATOR.join([*demos, query]))
         if len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= max_input_length:
             return prompt
         demos.pop(0)
-    return query
+    return wrap(query)

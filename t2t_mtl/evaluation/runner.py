@@ -277,15 +277,18 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     each input gets demonstrations drawn from `demonstration_rows` (of `demonstration_split`)."""
     rendered = render_examples(task, template, rows, seed=settings.seed)
     examples = rendered.examples
-    if settings.num_shots:
+    wrap = (lambda text: text)
+    if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training
+        wrap = (lambda text: prefix_task_token(text, task.name))
+    if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
                                seed=settings.seed)
         for example in examples:
             example.inputs = few_shot_prompt(demos.draw(example.row_index, settings.num_shots), example.inputs,
-                                             tokenizer, settings.max_input_length)
-    if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training
+                                             tokenizer, settings.max_input_length, wrap=wrap)
+    else:
         for example in examples:
-            example.inputs = prefix_task_token(example.inputs, task.name)
+            example.inputs = wrap(example.inputs)
     mode = _scoring_mode(settings.scoring, task, template, examples)
     metrics, unsupported = task_metrics(task, template)
     primary = metrics[0]
