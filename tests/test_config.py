@@ -169,6 +169,9 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
         "data.batching=pack --set sampling.strategy=uncertainty": "data.batching: pack",
         "training.keep_best=val_loss": "training.validate_every",
         "data.data_dir=/no/such/dir": "data.data_dir",
+        "training.precision=fp16": "fp16 is not supported on CPU",
+        "tokenizer.train={foo: 1}": "tokenizer.train: unknown option(s) ['foo']",
+        "sampling.strategy=uncertainty": "raise sampling.pool_per_task to at least 3",  # 12 tasks, batch 32
     }
     for override, message in cases.items():
         args = ["train", "--print-config"]
@@ -177,3 +180,12 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
         assert cli_main(args) == 2, override
         captured = capsys.readouterr()
         assert message in captured.err and captured.out == "", override
+    assert cli_main(["train", "--print-config", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    # accepted, but a setting would sit idle: said on stderr, the config still printed
+    assert cli_main(["train", "--print-config", "--set", "training.steps=50", "--set", "training.validate_every=100",
+                     "--set", "training.keep_best=val_loss"]) == 0
+    captured = capsys.readouterr()
+    assert "training.warmup (100) >= training.steps (50)" in captured.err
+    assert "no periodic validation runs, so training.keep_best never act" in captured.err
+    assert captured.out.startswith("model:")

@@ -178,8 +178,9 @@ def test_selected_chunk_keeps_the_top_uncertainty_candidates():
     ({"weighting": {"method": "dtp"}}, "validate_every"),
     ({"evaluation": {"held_out": True, "max_exampels": 3}}, "max_exampels"),
     ({"evaluation": {"held_out": True}}, "held_out_clusters"),
-    ({"sampling": {"strategy": "uncertainty"}, "gradient_surgery": {"method": "pcgrad"},
+    ({"sampling": {"strategy": "uncertainty", "pool_per_task": 2}, "gradient_surgery": {"method": "pcgrad"},
       "training": {"grad_accum": 3}}, "uncertainty.*gradient_surgery"),
+    ({"sampling": {"strategy": "uncertainty"}}, "raise sampling.pool_per_task to at least 2"),  # 3 tasks, batch 4
 ])
 def test_signal_config_errors_name_the_key(tmp_path, tokenizer_dir, sections, message):
     from t2t_mtl.config import ConfigError

@@ -25,7 +25,11 @@ def test_the_recipe_passes_every_check_of_a_run(shared_data_dir):
     cfg = as_config("t5_recipe")
     cfg.data.data_dir = str(shared_data_dir)
     check_paths(cfg)
-    rates, sampling = check_run_config(cfg)
+    previous = task_registry.get_data_dir()
+    try:
+        rates, sampling = check_run_config(cfg)
+    finally:
+        task_registry.set_data_dir(previous)
     assert "ag_news_span_corruption" in rates and "glue_rte" not in rates  # T0's held-out clusters held out
     assert sampling["rates"] == rates and cfg.data.batching == "pack"
 

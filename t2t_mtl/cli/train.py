@@ -19,25 +19,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="'auto' (the run's latest checkpoint, if any), a run dir or a checkpoint dir")
     parser.add_argument("--data-dir", default=None, help="local dataset folder (<hub path>/<config>/<split>.jsonl)")
     parser.add_argument("--print-config", action="store_true",
-                        help="check the resolved config as a run would (nothing read or trained), print it, exit")
+                        help="check the resolved config as a run would (the tasks' data is read to size the "
+                             "mixture; nothing is trained or written to the run folder), print it, exit")
     parser.set_defaults(func=run)
 
 
+def print_checked_config(cfg, args: argparse.Namespace) -> int:
+    """Print `cfg` if a run would accept it: the same checks as `train` before it builds anything (the
+    mixture's data is read to size it); warnings about idle settings go to stderr."""
+    from pathlib import Path
+
+    import torch
+
+    from t2t_mtl.config import check_paths
+    from t2t_mtl.engine.checkpoint import resolve_checkpoint
+    from t2t_mtl.engine.deepspeed_config import check_precision
+    from t2t_mtl.engine.trainer import check_run_config, config_warnings
+
+    if args.data_dir is not None:
+        cfg.data.data_dir = str(args.data_dir)
+    check_paths(cfg)
+    check_precision(cfg.training.precision, on_gpu=torch.cuda.is_available())
+    if args.resume:
+        resolve_checkpoint(args.resume, Path(cfg.training.output_dir))
+    check_run_config(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    for warning in config_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(cfg.to_yaml(), end="")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    from t2t_mtl.config import ConfigError, check_paths
+    from t2t_mtl.config import ConfigError
     from t2t_mtl.engine.checkpoint import CheckpointError
 
     try:
-        from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, check_run_config, train
+        from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
 
         cfg = as_config(args.config, args.overrides)
-        if args.print_config:  # only a config the run would accept: the same checks, nothing read or trained
-            if args.data_dir is not None:
-                cfg.data.data_dir = str(args.data_dir)
-            check_paths(cfg)
-            check_run_config(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
-            print(cfg.to_yaml(), end="")
-            return 0
+        if args.print_config:
+            return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
     except (ConfigError, CheckpointError) as err:
         print(f"t2t-mtl train: {err}", file=sys.stderr)

@@ -185,12 +185,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
     if env.is_main and not (out / "tokenizer_config.json").exists():
         import task_registry
 
-        options = dict(cfg.tokenizer.train)
-        vocab_size = int(options.pop("vocab_size", 512))
-        per_task = options.pop("max_examples_per_task", 2000)
-        if options:
-            raise ConfigError(f"tokenizer.train: unknown option(s) {sorted(options)}; "
-                              f"valid: vocab_size, max_examples_per_task")
+        vocab_size, per_task = tokenizer_train_options(cfg)
 
         def texts():
             for name in task_names:
@@ -220,6 +215,34 @@ def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path
     return task_tokens
 
 
+def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
+    """(vocab_size, max_examples_per_task) of `tokenizer.train`; unknown options are a ConfigError."""
+    options = dict(cfg.tokenizer.train or {})
+    vocab_size = int(options.pop("vocab_size", 512))
+    per_task = int(options.pop("max_examples_per_task", 2000))
+    if options:
+        raise ConfigError(f"tokenizer.train: unknown option(s) {sorted(options)}; valid: vocab_size, "
+                          f"max_examples_per_task")
+    return vocab_size, per_task
+
+
+def config_warnings(cfg: Config) -> List[str]:
+    """Settings a run accepts but that leave a feature idle: a schedule or period longer than the run."""
+    t, out = cfg.training, []
+    if t.warmup >= t.steps:
+        out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
+                   f"warm-up")
+    if t.validate_every > t.steps:
+        idle = [key for key, on in (("keep_best", t.keep_best), ("early_stopping", t.early_stopping)) if on]
+        out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
+                   f"validation runs" + (f", so training.{' and training.'.join(idle)} never act" if idle else ""))
+    every = int((cfg.evaluation or {}).get("every") or 0)
+    if every > t.steps:
+        out.append(f"evaluation.every ({every}) > training.steps ({t.steps}): no zero-shot evaluation during "
+                   f"training (the one after training still runs)")
+    return out
+
+
 def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tuple[Dict[str, float], Dict[str, Any]]:
     """(training rates, sampling config) of `cfg`, after every check `train` makes before it reads data or builds
     a model: the mixture and its held-out rules, the sampler, weighting, MoE, gradient-surgery, batching,
@@ -230,6 +253,8 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
         sampling_cfg["rates"] = rates
     check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size)
     check_signal_config(cfg, sampling_cfg)
+    if cfg.tokenizer.path is None:
+        tokenizer_train_options(cfg)
     return rates, sampling_cfg
 
 
@@ -257,6 +282,12 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
         raise ConfigError("data.batching: pack fills micro_batch_size rows with as many examples as fit, but "
                           "sampling strategy 'uncertainty' (CA-MTL) selects exactly micro_batch_size examples per "
                           "micro-batch: use data.batching: bucket with it, or another sampling strategy")
+    pool = int(sampling_cfg.get("pool_per_task", 1)) * len(task_names)
+    if sampling_cfg.get("strategy") == "uncertainty" and pool < cfg.training.micro_batch_size:
+        raise ConfigError(f"sampling strategy 'uncertainty' keeps training.micro_batch_size "
+                          f"({cfg.training.micro_batch_size}) of a pool of sampling.pool_per_task x tasks = {pool} "
+                          f"candidates: raise sampling.pool_per_task to at least "
+                          f"{-(-cfg.training.micro_batch_size // len(task_names))}")
     if cfg.gradient_surgery:
         from t2t_mtl.gradients import build_method
 
@@ -556,6 +587,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
                          enabled=env.is_main, progress_bar=t.progress_bar, tensorboard=t.tensorboard)
+    for warning in config_warnings(cfg):
+        logger.message(f"warning: {warning}")
     if step == 0:
         logger.message(f"model: {count_parameters(engine.module) / 1e6:.2f}M parameters; tasks: {len(task_names)}; "
                        f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
