@@ -388,3 +388,10 @@ def test_held_out_tasks_and_templates_in_a_config(tmp_path, tok):
                       data={"tasks": ["compare_numbers"], "train_held_out": ["compare_numbers"]})
     train(cfg, evaluate_held_in=False)
     assert all("compare_numbers" in r["task_loss"] for r in step_records(tmp_path / "run").values())
+
+
+def test_a_run_leaves_no_deepspeed_shared_memory_buffer(tmp_path, tok, cache):
+    from t2t_mtl.engine.distributed import shm_allreduce_buffer
+
+    train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 1}), evaluate_held_in=False)
+    assert not shm_allreduce_buffer(0).exists()  # DeepSpeed maps ~69 MB there and never unlinks it
