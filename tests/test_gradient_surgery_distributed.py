@@ -172,9 +172,10 @@ def _ds_worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     import deepspeed
 
+    from t2t_mtl.engine.distributed import init_distributed
     from t2t_mtl.gradients import build_step_hook
 
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    init_distributed()  # DeepSpeed's gloo group (and no /dev/shm buffer left behind)
     try:
         results = {}
         runs = [(setup, label, cfg) for setup in DS_SETUPS

@@ -411,7 +411,9 @@ def _ds_worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    from t2t_mtl.engine.distributed import init_distributed
+
+    init_distributed()  # DeepSpeed's gloo group (and no /dev/shm buffer left behind)
     for routing, stage in DS_CASES:  # one process pair for every case: spawning costs more than training
         model = _ds_model(routing)
         config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
