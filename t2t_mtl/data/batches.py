@@ -6,9 +6,9 @@ micro-batch; mixed mode (`sampler.sample_tasks(B)`) gives one task per example. 
 sorted by length and cut into micro-batches that are served in a seeded random order, so each batch pads to
 similar lengths. With a `PackedCollator` (`batching: pack`) the drawn rows are sorted by decreasing size and
 cut into packed micro-batches (`t2t_mtl.data.packing.pack_chunks`, first-fit decreasing); the last rows,
-which would leave a micro-batch half empty, wait in `leftover` for the next draw. The pending micro-batches,
-the leftover rows and the shuffling RNG are part of `state_dict()`, so a resumed run continues with exactly
-the batches the interrupted one would have produced.
+which would leave a micro-batch half empty, wait in `leftover` and go first into the next draw's. The pending
+micro-batches, the leftover rows and the shuffling RNG are part of `state_dict()`, so a resumed run continues
+with exactly the batches the interrupted one would have produced.
 """
 from __future__ import annotations
 
@@ -67,10 +67,11 @@ class BatchBuilder:
             order = sorted(range(len(pairs)), key=lambda k: lengths[k])
             pairs = [pairs[k] for k in order]
         b = self.micro_batch_size
-        chunks = [pairs[k:k + b] for k in range(0, len(pairs), b)]
-        if len(chunks) > 1:
-            chunks = [chunks[k] for k in self.rng.permutation(len(chunks))]
-        return chunks
+        return self._shuffled([pairs[k:k + b] for k in range(0, len(pairs), b)])
+
+    def _shuffled(self, chunks: List[Chunk]) -> List[Chunk]:
+        """`chunks` in a random order of the builder's RNG (a single chunk draws nothing from it)."""
+        return [chunks[k] for k in self.rng.permutation(len(chunks))] if len(chunks) > 1 else chunks
 
     def _draw_pairs(self, key: str, n: int) -> Chunk:
         """The next `n` (task, row) pairs: of task `key` (homogeneous) or of sampled tasks (mixed, key "*")."""
@@ -108,19 +109,19 @@ class BatchBuilder:
         micro-batch takes every one of them (sorted in with the rest, the smallest could wait forever)."""
         c = self.collator
         waiting, drawn = self.leftover.pop(key, []), []
+        size = {p: self._pack_item(p) for p in waiting}
         while True:
-            drawn = drawn + self._draw_pairs(key, self._pack_draw_size(key))
-            size = {p: self._pack_item(p) for p in drawn}
-            drawn.sort(key=lambda p: -(size[p][1] / c.input_capacity + size[p][2] / c.target_capacity))
+            new = self._draw_pairs(key, self._pack_draw_size(key))
+            size.update((p, self._pack_item(p)) for p in new)
+            drawn = sorted(drawn + new, key=lambda p: -(size[p][1] / c.input_capacity + size[p][2] / c.target_capacity))
             pool = waiting + drawn
-            chunks, leftover = pack_chunks([self._pack_item(p) for p in pool], self.micro_batch_size,
-                                           c.input_capacity, c.target_capacity)
+            chunks, leftover = pack_chunks([size[p] for p in pool], self.micro_batch_size, c.input_capacity,
+                                           c.target_capacity)
             if chunks:
                 break
         if leftover:
             self.leftover[key] = [pool[k] for k in leftover]
-        packed = [[pool[k] for k in chunk] for chunk in chunks]
-        return [packed[k] for k in self.rng.permutation(len(packed))] if len(packed) > 1 else packed
+        return self._shuffled([[pool[k] for k in chunk] for chunk in chunks])
 
     def next_chunk(self) -> Chunk:
         """The (task, row) pairs of the next micro-batch."""

@@ -68,10 +68,11 @@ def per_task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.
                                reduction="none").view(labels.shape)
     sums, counts, example_tasks = per_example_sums(token_ce, labels, task_ids.to(labels.device), decoder_segment_ids)
     ids = example_tasks.tolist()
+    present = sorted(set(ids))
     out = {}
-    for tid in sorted(set(ids)):
+    for tid in present:
         task_sums, task_counts = sums, counts
-        if len(set(ids)) > 1:
+        if len(present) > 1:
             sel = torch.tensor([i for i, t in enumerate(ids) if t == tid], device=sums.device)
             task_sums, task_counts = sums.index_select(0, sel), counts.index_select(0, sel)
         if reduction == "example":
