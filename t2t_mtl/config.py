@@ -10,7 +10,7 @@ A run's configuration is built from layers, later ones overriding earlier ones k
 
 Every key is checked against the schema below before anything runs: an unknown key is reported with the
 closest known names, a wrong type names the key, the expected type and the value. Sections whose contents
-belong to another component (`sampling`, `weighting`, `gradient_surgery`, `model.moe`, `evaluation`,
+belong to another component (`sampling`, `weighting`, `gradient_surgery`, `model.moe`, `model.lora`, `evaluation`,
 `deepspeed.extra`) are free-form dicts here and are validated by their owners' builders.
 """
 from __future__ import annotations
@@ -51,11 +51,13 @@ class ModelConfig:
     `moe`: task-aware MoE FFNs (`t2t_mtl.model.moe.MoEConfig` keys); `task_embeddings`: a `<task:NAME>` token
     prepended to every encoder input (TE⊕ENC), its embedding learned with the model; `activation_checkpointing`:
     recompute the activations of every (true) or every N-th (an integer N >= 1) encoder/decoder block in the
-    backward instead of keeping them (false: off)."""
+    backward instead of keeping them (false: off); `lora`: low-rank adapters on the blocks' linear layers, the
+    rest frozen (`t2t_mtl.model.lora.LoRAConfig` keys; true = its defaults)."""
 
     name_or_path: Optional[str] = None
     dims: Dict[str, Any] = field(default_factory=dict)
     moe: Optional[Dict[str, Any]] = None
+    lora: Optional[Union[bool, Dict[str, Any]]] = None
     task_embeddings: bool = False
     activation_checkpointing: Union[bool, int] = False
 

@@ -62,7 +62,12 @@ def resize_for_task_tokens(model: torch.nn.Module, tokenizer: Any) -> int:
     """
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
+        head = model.get_output_embeddings()
+        trains = (model.get_input_embeddings().weight.requires_grad, head is not None and head.weight.requires_grad)
         model.resize_token_embeddings(len(tokenizer))
+        if head is not None:  # the new matrices train as the old ones did (a LoRA model's untied head is frozen)
+            model.get_output_embeddings().weight.requires_grad_(trains[1])
+        model.get_input_embeddings().weight.requires_grad_(trains[0])
         rows = model.get_input_embeddings().weight.shape[0]
     return rows
 

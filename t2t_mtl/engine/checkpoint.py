@@ -191,10 +191,14 @@ def _load_file(path: Path) -> Any:
         raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); {_CORRUPT_HINT}") from None
 
 
+_UNSET: Any = object()
+
+
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
-                     precision: Optional[str] = None) -> None:
-    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage or precision differ from the checkpoint's
-    (each given value is compared with `meta`; None skips it). Raises CheckpointError naming the config key."""
+                     precision: Optional[str] = None, lora: Any = _UNSET) -> None:
+    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage, precision or LoRA settings (None: no LoRA)
+    differ from the checkpoint's (each given value is compared with `meta`; an omitted one is not). Raises
+    CheckpointError naming the config key."""
     def refuse(key: str, was: Any, now: Any, what: str) -> None:
         raise CheckpointError(f"checkpoint {ckpt} was written with {key} = {was!r}, this run has {now!r}: {what}, "
                               f"or set training.output_dir to a new directory to start a new run")
@@ -207,6 +211,10 @@ def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zer
                "resume with the same ZeRO stage (its optimizer files are laid out per stage)")
     if precision is not None and "precision" in meta and meta["precision"] != precision:
         refuse("training.precision", meta["precision"], precision, "resume with the same precision")
+    if lora is not _UNSET and meta.get("lora") != lora:  # which weights train and exist (the adapters)
+        refuse("model.lora", meta.get("lora"), lora, "resume with the same model.lora (it decides which weights "
+               "exist and train); to adapt a finished run anew, export it and start from the export "
+               "(model.name_or_path)")
 
 
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
@@ -245,7 +253,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
                                          load_lr_scheduler_states=True)
     except Exception as err:  # DeepSpeed reports a changed model or a damaged file from deep inside itself
         hint = ("the weights do not fit this run's model: resume with the model.dims / model.moe / "
-                "model.task_embeddings / tokenizer the checkpoint was trained with"
+                "model.lora / model.task_embeddings / tokenizer the checkpoint was trained with"
                 if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err)
                 else _CORRUPT_HINT)
         detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:400]

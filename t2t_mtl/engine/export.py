@@ -22,6 +22,7 @@ import torch
 from t2t_mtl.config import config_from_dict
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import build_model
+from t2t_mtl.model.lora import merge_lora
 from t2t_mtl.output_paths import OutputPathError, prepare_output_dir
 
 META_FILE = "t2t_mtl_meta.json"
@@ -55,8 +56,8 @@ def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tenso
                               f"earlier {CHECKPOINTS}/step-* folder") from None
     module = {k: v.float() for k, v in states["module"].items()}
     fp32_groups = (states.get("optimizer") or {}).get("fp32_groups")
-    if fp32_groups:  # bf16 at stage 0: the master weights, in the order the parameters were handed over
-        names = [name for name, _ in model.named_parameters()]
+    if fp32_groups:  # bf16 at stage 0: the master weights of the trained parameters, in the order handed over
+        names = [name for name, p in model.named_parameters() if p.requires_grad]
         flat = [p for group in fp32_groups for p in group]
         if len(names) != len(flat):
             raise CheckpointError(f"{ckpt}: the model has {len(names)} parameters but the checkpoint "
@@ -108,6 +109,7 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     if missing or unexpected:
         raise CheckpointError(f"{ckpt}: weights do not fit the run's model (missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]})")
+    merge_lora(model)  # LoRA adapters folded into their weights: a plain T5 (MoE) model, same outputs
     meta = {**meta, "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
     return model.eval(), tokenizer, meta
 

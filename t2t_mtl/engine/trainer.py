@@ -51,6 +51,7 @@ from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import TrainLogger, log_held_out, open_tensorboard, plot_held_out, plot_task_losses
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
+from t2t_mtl.model.lora import lora_settings, trainable_parameter_count
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 
 
@@ -268,6 +269,7 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     sizes = {name: max(world_size, 1000) for name in task_names}
     build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
     build_weighting(cfg.weighting, task_names, sizes)
+    lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
         from t2t_mtl.engine.validation import evaluation_plan
         from t2t_mtl.model.moe import MoEConfig
@@ -352,6 +354,12 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
     return per_task
 
 
+def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
+    """The run's LoRA settings (defaults filled in) as saved in checkpoints, or None without LoRA."""
+    lora = lora_settings(cfg.model.lora)
+    return lora.to_dict() if lora is not None else None
+
+
 def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg: Config) -> Any:
     """`deepspeed.initialize` on `ds_config`; DeepSpeed's own config validation errors (an unknown or
     ill-typed key in deepspeed.extra / a deepspeed.config JSON) become a ConfigError naming that section."""
@@ -360,8 +368,8 @@ def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg:
     from pydantic import ValidationError
 
     try:
-        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()],
-                                               config=ds_config)
+        engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config,
+                                               model_parameters=[p for p in model.parameters() if p.requires_grad])
     except (ValidationError, DeepSpeedConfigError) as err:
         source = (f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None
                   else "deepspeed.extra")
@@ -509,7 +517,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if resume_meta:
-        ckpt_io.check_compatible(resume_from, resume_meta, precision=precision,
+        ckpt_io.check_compatible(resume_from, resume_meta, precision=precision, lora=lora_section(cfg),
                                  zero_stage=None if universal else engine.zero_optimization_stage())
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
@@ -569,7 +577,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
                       "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
-                "vocab_size": len(tokenizer)}
+                "vocab_size": len(tokenizer), "lora": lora_section(cfg)}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
                                        meta=meta, env=env, keep=t.keep_checkpoints,
                                        best_step=best_val.step if best_val is not None else None)
@@ -590,7 +598,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     for warning in config_warnings(cfg):
         logger.message(f"warning: {warning}")
     if step == 0:
-        logger.message(f"model: {count_parameters(engine.module) / 1e6:.2f}M parameters; tasks: {len(task_names)}; "
+        trained = trainable_parameter_count(engine.module)
+        total = count_parameters(engine.module)
+        logger.message(f"model: {total / 1e6:.2f}M parameters{'' if trained == total else f' ({trained / 1e6:.3f}M trained)'}; "
+                       f"tasks: {len(task_names)}; "
                        f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
                        f"{engine.zero_optimization_stage()}; precision {precision}")
     else:

@@ -30,7 +30,8 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     `vocab_size` (the tokenizer's `len(tok)`) sizes a model built from dims, and a loaded model whose
     embedding is smaller is refused (its token ids would overflow). With `moe`, the FFNs are converted by
     `t2t_mtl.model.moe.convert_to_moe` (which owns that config); `task_names` (the training tasks in task-id
-    order) tells task-routed experts which id is which task.
+    order) tells task-routed experts which id is which task. With `lora`, the block linears get low-rank
+    adapters and the rest is frozen (`t2t_mtl.model.lora.apply_lora`).
     """
     if isinstance(model_cfg, Mapping):
         model_cfg = ModelConfig(**model_cfg)
@@ -52,6 +53,11 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     if model_cfg.moe:
         from t2t_mtl.model import moe  # owned by the MoE component
         model = moe.convert_to_moe(model, model_cfg.moe, task_names=list(task_names) if task_names else None)
+    from t2t_mtl.model.lora import apply_lora, lora_settings
+
+    lora = lora_settings(model_cfg.lora)
+    if lora is not None:
+        apply_lora(model, lora, train_embeddings=model_cfg.task_embeddings)
     if model_cfg.activation_checkpointing:
         enable_activation_checkpointing(model, int(model_cfg.activation_checkpointing))
     return model

@@ -1,0 +1,267 @@
+"""LoRA (`model.lora`): the adapter layer against its formula, which weights train, merging, config errors, and
+the training engine with adapters (frozen weights stay put, resume, ZeRO stages, gradient surgery, export)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from transformers import T5ForConditionalGeneration
+
+from t2t_mtl.config import config_from_dict
+from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.export import export_model, fp32_state_dict, load_trained_model
+from t2t_mtl.engine.trainer import seed_everything, train
+from t2t_mtl.model import build_model
+from t2t_mtl.model.lora import LoRAConfigError, LoRALinear, apply_lora, has_lora, merge_lora
+from t2t_mtl.tokenizer import load_tokenizer
+
+from engine_helpers import step_losses, step_records, tiny_config, train_tiny_tokenizer
+
+DIMS = {"d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 2,
+        "vocab_size": 50, "dropout_rate": 0.0}
+ALL_TARGETS = ["q", "k", "v", "o", "wi", "wo"]
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(2, 50, (3, 7), generator=g), torch.randint(2, 50, (3, 5), generator=g)
+
+
+def test_lora_linear_is_the_frozen_linear_plus_the_scaled_low_rank_update():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    layer = LoRALinear(base, r=3, alpha=12.0)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(4, 2, 6)
+    w, b, a, bb = base.weight.detach(), base.bias.detach(), layer.lora_A.detach(), layer.lora_B.detach()
+    expected = torch.einsum("...i,oi->...o", x, w) + b + (12.0 / 3) * torch.einsum("...i,ri,or->...o", x, a, bb)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+    assert layer.weight is base.weight and layer.bias is base.bias  # the same frozen tensors, not copies
+    merged = layer.merged()
+    assert type(merged) is torch.nn.Linear
+    torch.testing.assert_close(merged(x), expected, rtol=1e-5, atol=1e-5)
+    # gradients reach the adapters only through the update: dL/dB = s·(dL/dy)ᵀ (x Aᵀ)
+    layer.zero_grad()
+    layer(x).sum().backward()
+    torch.testing.assert_close(layer.lora_B.grad, 4.0 * torch.ones(4 * 2, 5).T @ (x.reshape(-1, 6) @ a.T))
+
+
+def test_fresh_adapters_leave_the_model_unchanged_and_only_adapters_train():
+    torch.manual_seed(0)
+    plain = build_model({"dims": DIMS}).eval()
+    torch.manual_seed(0)
+    adapted = build_model({"dims": DIMS, "lora": {"r": 4, "targets": ALL_TARGETS}}).eval()
+    x, y = _inputs()
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=x, labels=y).logits, adapted(input_ids=x, labels=y).logits)
+    trained = {n: p.numel() for n, p in adapted.named_parameters() if p.requires_grad}
+    assert trained and all(".lora_A" in n or ".lora_B" in n for n in trained)
+    d, ff, inner, r = DIMS["d_model"], DIMS["d_ff"], DIMS["num_heads"] * DIMS["d_kv"], 4
+    attention = 3 * r * (d + inner) + r * (inner + d)  # q, k, v: d -> inner; o: inner -> d
+    per_ffn = r * (d + ff) + r * (ff + d)
+    encoder = DIMS["num_layers"] * (attention + per_ffn)
+    decoder = DIMS["num_decoder_layers"] * (2 * attention + per_ffn)  # self- and cross-attention
+    assert sum(trained.values()) == encoder + decoder
+
+
+def test_merged_model_matches_the_adapted_one():
+    torch.manual_seed(0)
+    model = build_model({"dims": DIMS, "lora": {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}}).eval()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    x, y = _inputs()
+    with torch.no_grad():
+        adapted = model(input_ids=x, labels=y).logits
+        merged = merge_lora(model)(input_ids=x, labels=y).logits
+    assert not has_lora(model) and not any("lora" in k for k in model.state_dict())
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
+
+
+def test_moe_layers_embeddings_and_named_fragments_train_in_full():
+    moe = {"num_experts": 2, "top_k": 1, "every": 2, "backend": "reference"}
+    model = build_model({"dims": {**DIMS, "feed_forward_proj": "gated-gelu"},
+                         "moe": moe, "lora": {"targets": ["q", "wi_0", "wo"], "trainable": ["layer_norm"]},
+                         "task_embeddings": True})
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    experts = [n for n in dict(model.named_parameters()) if ".experts." in n or ".router." in n]
+    assert experts and set(experts) <= trains
+    assert not any("lora" in n for n in experts)  # experts are trained in full, not adapted
+    assert all(p.requires_grad for n, p in model.named_parameters() if "layer_norm" in n)
+    assert model.get_input_embeddings().weight.requires_grad  # (transformers 5 ties T5's LM head to it)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert "encoder.block.0.layer.0.SelfAttention.q.weight" in frozen
+    assert "encoder.block.1.layer.1.DenseReluDense.experts.0.wi_0.weight" not in frozen
+    # growing the vocabulary for task tokens keeps each matrix trainable as it was
+    from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
+
+    resize_for_task_tokens(model, type("Tok", (), {"__len__": lambda self: 60})())
+    assert model.get_input_embeddings().weight.shape[0] == 60
+    assert model.get_input_embeddings().weight.requires_grad
+    model.get_input_embeddings().weight.requires_grad_(False)
+    resize_for_task_tokens(model, type("Tok", (), {"__len__": lambda self: 70})())
+    assert not model.get_input_embeddings().weight.requires_grad
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"alpah": 4}, "unknown key model.lora.alpah; did you mean 'alpha'"),
+    ({"rank": 4}, "unknown key model.lora.rank; known keys: r, alpha, dropout, targets, trainable"),
+    ({"r": 0}, "model.lora.r=0: must be an integer >= 1"),
+    ({"alpha": "16"}, "model.lora.alpha='16': must be a number > 0"),
+    ({"dropout": 1.0}, r"model.lora.dropout=1.0: must be a number in \[0, 1\)"),
+    ({"targets": ["query"]}, r"\['query'\] are not T5 block layers"),
+    ({"targets": ["wi_0"]}, r"selects no layer of this model \(its block layers outside MoE experts: .*'wi'"),
+    ({"trainable": "layer_norm"}, "model.lora.trainable='layer_norm': must be a list"),
+    ("yes", "model.lora must be a mapping"),
+])
+def test_bad_lora_sections_are_refused_naming_the_key(section, message):
+    with pytest.raises(LoRAConfigError, match=message):
+        build_model({"dims": DIMS, "lora": section})
+
+
+def test_lora_true_and_empty_mean_defaults_false_means_off():
+    for section in (True, {}):
+        model = build_model({"dims": DIMS, "lora": section})
+        q = model.encoder.block[0].layer[0].SelfAttention.q
+        assert isinstance(q, LoRALinear) and q.r == 8 and q.scaling == 2.0
+        assert not isinstance(model.encoder.block[0].layer[0].SelfAttention.k, LoRALinear)
+    assert not has_lora(build_model({"dims": DIMS, "lora": False}))
+    with pytest.raises(LoRAConfigError):  # apply_lora twice finds no plain layer to wrap
+        apply_lora(build_model({"dims": DIMS, "lora": True}), {"targets": ["q", "v"]})
+
+
+# ------------------------------------------------------------------------------------------- the engine
+
+LORA = {"r": 4, "alpha": 8, "targets": ALL_TARGETS}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _config(root, tok, name, **sections):
+    cfg = tiny_config(root / name, tok, root / "cache", **sections)
+    cfg["model"]["lora"] = dict(LORA)
+    return cfg
+
+
+def _initial_model(cfg, tok):
+    seed_everything(cfg["training"].get("seed", 0))
+    return build_model(config_from_dict(cfg).model, vocab_size=len(load_tokenizer(str(tok))))
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tok):
+    root = tmp_path_factory.mktemp("lora")
+    cfg = _config(root, tok, "run", training={"steps": 30, "checkpoint_every": 15, "keep_checkpoints": 3,
+                                              "lr": 3e-2})
+    train(cfg)
+    return root, cfg
+
+
+def test_training_moves_only_the_adapters_and_the_loss_falls(lora_run, tok):
+    root, cfg = lora_run
+    losses = step_losses(root / "run")
+    first, last = sum(losses[s] for s in range(1, 6)) / 5, sum(losses[s] for s in range(26, 31)) / 5
+    assert last < 0.8 * first, losses
+    initial = _initial_model(cfg, tok).state_dict()
+    trained = fp32_state_dict(root / "run" / "checkpoints" / "step-00000030", _initial_model(cfg, tok))
+    moved = {k for k in initial if not torch.equal(initial[k], trained[k].to(initial[k].dtype))}
+    assert moved and all("lora_" in k for k in moved)
+    assert {k for k in initial if "lora_B" in k} <= moved  # every B left zero
+
+
+def test_export_folds_the_adapters_into_a_plain_t5(lora_run, tok, tmp_path):
+    root, cfg = lora_run
+    out = export_model(root / "run", tmp_path / "hf")
+    plain = T5ForConditionalGeneration.from_pretrained(str(out)).eval()
+    assert not any("lora" in k for k in plain.state_dict())
+    adapted = _initial_model(cfg, tok).eval()
+    adapted.load_state_dict(fp32_state_dict(root / "run" / "checkpoints" / "step-00000030", adapted), strict=False)
+    assert has_lora(adapted)
+    x, y = _inputs()
+    x, y = x % 100 + 2, y % 100 + 2
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=x, labels=y).logits, adapted(input_ids=x, labels=y).logits,
+                                   rtol=1e-4, atol=1e-4)
+    model, _, _ = load_trained_model(root / "run")  # evaluation and predict get the merged model too
+    assert not has_lora(model)
+
+
+def test_resume_continues_exactly_and_refuses_other_lora_settings(lora_run, tok):
+    root, cfg = lora_run
+    resumed = root / "resumed"
+    shutil.copytree(root / "run", resumed, ignore=shutil.ignore_patterns("step-00000030"))
+    (resumed / "checkpoints" / "latest").write_text("step-00000015")
+    changed = _config(root, tok, "resumed", training=cfg["training"] | {"output_dir": str(resumed)})
+    changed["model"]["lora"] = {**LORA, "r": 2}
+    with pytest.raises(CheckpointError, match=r"model.lora = .*'r': 4.*this run has .*'r': 2"):
+        train(changed, resume="auto")
+    train({**cfg, "training": {**cfg["training"], "output_dir": str(resumed)}}, resume="auto")
+    want, got = step_losses(root / "run"), step_losses(resumed)
+    assert [got[s] for s in range(16, 31)] == [want[s] for s in range(16, 31)]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_stages_train_the_same_adapters(tmp_path, tok, stage):
+    runs = {}
+    for zero in (0, stage):
+        cfg = _config(tmp_path, tok, f"z{zero}", training={"steps": 4, "lr": 3e-2},
+                      deepspeed={"zero_stage": zero})
+        train(cfg)
+        runs[zero] = (cfg, step_losses(tmp_path / f"z{zero}"))
+    for s in range(1, 5):
+        assert runs[stage][1][s] == pytest.approx(runs[0][1][s], rel=1e-4)
+    cfg = runs[stage][0]
+    base = _initial_model(cfg, tok).state_dict()
+    gathered = fp32_state_dict(tmp_path / f"z{stage}" / "checkpoints" / "step-00000004", _initial_model(cfg, tok))
+    assert gathered.keys() >= base.keys()  # ZeRO's partitioned frozen weights are gathered too
+    assert all(torch.equal(base[k], gathered[k]) for k in base if "lora_" not in k)
+    reference = fp32_state_dict(tmp_path / "z0" / "checkpoints" / "step-00000004", _initial_model(cfg, tok))
+    for k in base:
+        if "lora_" in k:
+            torch.testing.assert_close(gathered[k], reference[k], rtol=1e-3, atol=1e-5)
+
+
+def test_gradient_surgery_projects_the_adapter_gradients(tmp_path, tok):
+    losses = {}
+    for stage in (0, 3):  # ZeRO-3 takes the rows from DeepSpeed's partitioned gradients of the adapters
+        cfg = _config(tmp_path, tok, f"pcgrad{stage}", training={"steps": 4, "grad_accum": 3, "lr": 3e-2},
+                      gradient_surgery={"method": "pcgrad", "seed": 0}, deepspeed={"zero_stage": stage})
+        train(cfg)
+        records = step_records(tmp_path / f"pcgrad{stage}")
+        assert all("gradient_surgery" in r for r in records.values()), records[1].keys()
+        losses[stage] = [records[s]["loss"] for s in range(1, 5)]
+        initial = _initial_model(cfg, tok).state_dict()
+        trained = fp32_state_dict(tmp_path / f"pcgrad{stage}" / "checkpoints" / "step-00000004",
+                                  _initial_model(cfg, tok))
+        assert all(torch.equal(initial[k], trained[k]) for k in initial if "lora_" not in k)
+    assert losses[3] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_path):
+    root, _ = lora_run
+    folder = export_model(root / "run", tmp_path / "pretrained")  # a plain T5, as a hub checkpoint would be
+    cfg = tiny_config(tmp_path / "ft", folder, tmp_path / "cache", training={"steps": 3, "lr": 3e-2})
+    cfg["model"] = {"name_or_path": str(folder), "lora": {"r": 2, "targets": ["q", "v"]}}
+    train(cfg)
+    pretrained = T5ForConditionalGeneration.from_pretrained(str(folder)).state_dict()
+    tuned = fp32_state_dict(tmp_path / "ft" / "checkpoints" / "step-00000003", build_model(config_from_dict(cfg).model))
+    assert all(torch.equal(pretrained[k], tuned[k]) for k in pretrained)
+    assert any(k.endswith("q.lora_B") and tuned[k].abs().sum() > 0 for k in tuned)
+
+
+def test_bf16_export_takes_the_adapters_fp32_master_weights(tmp_path, tok):
+    cfg = _config(tmp_path, tok, "bf16", training={"steps": 3, "lr": 3e-2, "precision": "bf16"})
+    train(cfg)
+    ckpt = tmp_path / "bf16" / "checkpoints" / "step-00000003"
+    state = torch.load(ckpt / "ds" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    masters = [p for group in state["optimizer"]["fp32_groups"] for p in group]
+    model = _initial_model(cfg, tok)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(masters) == len(names) and all("lora_" in n for n in names)
+    exported = fp32_state_dict(ckpt, model)
+    for name, master in zip(names, masters):
+        assert torch.equal(exported[name], master.float().reshape(exported[name].shape))
