@@ -49,3 +49,53 @@ def test_the_recipe_trains_end_to_end_scaled_down(tmp_path, shared_data_dir, t5_
     assert result.held_out_scores and result.eval_report is not None
     assert (tmp_path / "run" / "eval" / "step-00000003").is_dir()
     assert result.step == 6 or result.stopped_early
+
+
+# ------------------------------------------------------------------ t0_lora: LoRA on a pretrained T5
+
+def test_the_t0_lora_config_passes_every_check_of_a_run(shared_data_dir):
+    from t2t_mtl.model.lora import lora_settings
+
+    cfg = as_config("t0_lora")
+    cfg.data.data_dir = str(shared_data_dir)
+    check_paths(cfg)
+    previous = task_registry.get_data_dir()
+    try:
+        rates, _ = check_run_config(cfg)
+    finally:
+        task_registry.set_data_dir(previous)
+    assert "glue_sst2" in rates and not {"glue_rte", "super_glue_copa", "super_glue_cb"} & set(rates)
+    assert lora_settings(cfg.model.lora).targets == ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]
+
+
+@pytest.mark.slow
+def test_t0_lora_fine_tunes_a_local_pretrained_t5_scaled_down(tmp_path, shared_data_dir, t5_tokenizer_dir,
+                                                              t5_tokenizer):
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    from t2t_mtl.engine.export import export_model
+    from t2t_mtl.model import t5_config_from_dims
+
+    # a stand-in for google/t5-base-lm-adapt: a T5 v1.1-shaped (gated-GELU) folder with T5's vocabulary
+    torch.manual_seed(0)
+    dims = {"d_model": 32, "d_kv": 8, "d_ff": 48, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+            "feed_forward_proj": "gated-gelu", "dropout_rate": 0.0}
+    T5ForConditionalGeneration(t5_config_from_dims(dims, len(t5_tokenizer))).save_pretrained(tmp_path / "base")
+    overrides = [o for o in TINY if not o.startswith(("model.dims", "training.early_stopping"))]
+    previous = task_registry.get_data_dir()
+    try:
+        train("t0_lora", overrides=[*overrides, f"model.name_or_path={tmp_path / 'base'}",
+                                    f"tokenizer.path={t5_tokenizer_dir}", "data.max_examples_per_task=8",
+                                    "data.tasks=[glue_sst2, trec, ag_news]", "evaluation.tasks=[glue_rte]",
+                                    f"training.output_dir={tmp_path / 'run'}"],
+              data_dir=str(shared_data_dir), evaluate_held_in=False)
+    finally:
+        task_registry.set_data_dir(previous)
+    out = export_model(tmp_path / "run", tmp_path / "hf")
+    base = T5ForConditionalGeneration.from_pretrained(tmp_path / "base").state_dict()
+    tuned = T5ForConditionalGeneration.from_pretrained(out).state_dict()
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    # the adapted linears changed (B·A folded in), nothing else did
+    assert changed and all(k.rsplit(".", 2)[-2] in ("q", "k", "v", "o", "wi_0", "wi_1", "wo") for k in changed)
+    assert (tmp_path / "run" / "eval" / "step-00000003").is_dir()
