@@ -147,6 +147,12 @@ def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
     (lambda: combine(torch.randn(4), torch.randn(3, 10)), r"weights must have shape \[3\]"),
     (lambda: combine(torch.randn(3), torch.randn(3, 10), out=torch.empty(9)), "P = 10"),
     (lambda: combine(torch.randn(2, 3), torch.randn(3, 10), segment_offsets=[0, 3, 6, 10]), r"\[3, 3\]"),
+    (lambda: gram(torch.randn(3, 10), force_triton=True, num_splits=0), "num_splits must be an int >= 1"),
+    (lambda: gram(torch.randn(3, 10), num_splits=-1), "num_splits must be an int >= 1"),
+    (lambda: gram(torch.randn(3, 10), num_splits=2.0), "num_splits must be an int >= 1"),
+    (lambda: gram(torch.randn(3, 10), [0, 5.7, 10]), "segment_offsets must be a flat sequence of ints"),
+    (lambda: gram(torch.randn(3, 10), [[0, 5], [10]]), "segment_offsets must be a flat sequence of ints"),
+    (lambda: gram(torch.randn(3, 2), torch.tensor([False, True])), "segment_offsets must be a 1-D integer tensor"),
 ])
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(GradProjInputError, match=match):
@@ -175,3 +181,29 @@ def test_triton_kernels_address_rows_past_2_31_elements(tmp_path):
     weights = [1.0, -2.0, 0.5]
     expected = (torch.tensor(weights, dtype=torch.float64) @ values.double()).bfloat16()
     torch.testing.assert_close(combine(weights, grads, force_triton=True).cpu(), expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_combine_into_a_buffer_that_overlaps_the_grads(force):
+    g = _grads(3, 300, seed=4)
+    w = torch.tensor([1.0, -2.0, 0.5])
+    expected = w.double() @ g.double().cpu()
+    out = combine(w, g, out=g[0], force_triton=force)
+    assert out.data_ptr() == g.data_ptr()
+    torch.testing.assert_close(g[0].double().cpu(), expected, rtol=1e-5, atol=1e-5)
+    flat = _grads(3, 300, seed=5).reshape(-1)
+    grads = flat[:900].view(3, 300)
+    expected = w.double() @ grads.double().cpu()
+    combine(w, grads, out=flat[150:450], force_triton=force)  # straddles rows 0 and 1
+    torch.testing.assert_close(flat[150:450].double().cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_gram_and_combine_return_no_graph_for_inputs_that_require_grad(force):
+    g = _grads(3, 200, seed=6).requires_grad_(True)
+    w = torch.tensor([0.5, 1.0, -1.0])
+    gram_out = gram(g, force_triton=force)
+    combined = combine(w, g, force_triton=force)
+    assert not gram_out.requires_grad and not combined.requires_grad
+    torch.testing.assert_close(gram_out.double().cpu(), _formula_gram(g.detach(), [0, 200])[0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(combined.double().cpu(), w.double() @ g.detach().double().cpu(), rtol=1e-5, atol=1e-5)

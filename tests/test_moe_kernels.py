@@ -1,7 +1,10 @@
 """MoE routing kernels (Triton, under TRITON_INTERPRET=1 on CPU) against the PyTorch references."""
 from __future__ import annotations
 
+import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from kernels.moe import (MoEKernelError, combine, expert_capacity, load_balancing_loss, permute, plan_dispatch,
                          route, router_z_loss)
 from kernels.moe.reference import combine_reference, dispatch_reference, permute_reference, router_reference
+from conftest import REPO_ROOT
 
 DEVICE = "cuda" if os.environ.get("T2T_MTL_TRITON_ON_GPU") and torch.cuda.is_available() else "cpu"
 
@@ -203,3 +207,135 @@ def test_bad_arguments_raise_clear_errors():
     plan = plan_dispatch(route(logits, 1).topk_idx, 3)
     with pytest.raises(MoEKernelError, match="combine input"):
         combine(torch.zeros(plan.num_rows + 1, 2), plan, torch.ones(4, 1))
+
+
+def _expected_topk(logits: torch.Tensor, k: int) -> list:
+    """Top-k by plain Python sorting: highest logit first, lowest index on ties, NaN ranked as -inf."""
+    rank = [[(-(v if v == v else -math.inf), i) for i, v in enumerate(row)] for row in logits.tolist()]
+    return [[i for _, i in sorted(row)[:k]] for row in rank]
+
+
+@pytest.mark.parametrize("score", ["softmax", "sigmoid"])
+def test_router_picks_distinct_experts_when_logits_are_minus_inf(score):
+    inf = float("inf")
+    logits = torch.tensor([[0.0, 1.0, -inf, -inf], [-inf, 2.0, -inf, 0.5], [-inf, -inf, -inf, 3.0]], device=DEVICE)
+    for backend in ("triton", "reference"):
+        out = route(logits, 3, score=score, backend=backend)
+        assert out.topk_idx.tolist() == _expected_topk(logits.cpu(), 3) == [[1, 0, 2], [1, 3, 0], [3, 0, 1]]
+        assert out.counts.tolist() == [3, 3, 1, 2]
+    _check_router(logits, 3, score, True)
+    _check_router(logits, 4, score, False)
+
+
+def test_router_ties_go_to_the_lowest_expert_id_on_both_backends():
+    for backend in ("triton", "reference"):
+        assert route(torch.zeros(1, 6, device=DEVICE), 3, backend=backend).topk_idx.tolist() == [[0, 1, 2]]
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(-2, 3, (64, 8), generator=g).float().to(DEVICE)  # 5 values over 8 experts: many ties
+    for backend in ("triton", "reference"):
+        assert route(logits, 3, backend=backend).topk_idx.tolist() == _expected_topk(logits.cpu(), 3)
+    _check_router(logits, 3, "softmax", True)
+    _check_router(logits, 2, "sigmoid", False)
+    half = _logits(512, 16, seed=7).bfloat16()  # bf16 rounding makes ties common
+    assert torch.equal(route(half, 2, backend="triton").topk_idx, route(half, 2, backend="reference").topk_idx)
+
+
+def test_router_ranks_nan_logits_as_minus_inf_on_both_backends():
+    logits = _logits(6, 5)
+    logits[0, 0] = logits[2, 3] = logits[2, 4] = float("nan")
+    for backend in ("triton", "reference"):
+        assert route(logits, 5, backend=backend).topk_idx.tolist() == _expected_topk(logits.cpu(), 5)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # the interpreter's sigmoid(-120)
+def test_renormalized_sigmoid_gates_are_zero_when_the_selected_mass_underflows():
+    logits = torch.full((2, 4), -120.0, device=DEVICE)
+    logits[1] = _logits(1, 4)[0]
+    gates = {b: route(logits, 2, score="sigmoid", backend=b).gates for b in ("triton", "reference")}
+    assert gates["reference"][0].tolist() == [0.0, 0.0]
+    p = torch.sigmoid(logits[1]).topk(2).values
+    torch.testing.assert_close(gates["reference"][1], p / p.sum())
+    torch.testing.assert_close(gates["triton"], gates["reference"])
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_plan_dispatch_rejects_bad_expert_ids_and_sizes(backend):
+    ids = torch.tensor([[0, 1], [1, 2]], device=DEVICE)
+    for bad_ids, num_experts, match in [
+        (torch.tensor([[0, -1], [1, 2]], device=DEVICE), 3, r"topk_idx .*\[-1, 2\].*\[0, 2\]"),
+        (ids, 2, r"topk_idx .*\[0, 1\] for num_experts=2"),
+        (ids, 0, "num_experts must be an int >= 1"),
+        (ids.float(), 3, "topk_idx must hold integer expert ids"),
+    ]:
+        with pytest.raises(MoEKernelError, match=match):
+            plan_dispatch(bad_ids, num_experts, backend=backend)
+    with pytest.raises(MoEKernelError, match="capacity must be an int"):
+        plan_dispatch(ids, 3, 2.5, backend=backend)
+
+
+def test_triton_combine_ignores_the_gate_of_a_dropped_slot():
+    idx = torch.tensor([[0, 1], [0, 1], [0, 1]], dtype=torch.int32, device=DEVICE)
+    plan = plan_dispatch(idx, 2, 2, backend="reference")
+    gates = torch.rand(3, 2, device=DEVICE)
+    gates[plan.dest < 0] = float("nan")  # token 2 lost both slots
+    y = torch.randn(plan.num_rows, 4, device=DEVICE)
+    out = combine(y, plan, gates, backend="triton")
+    assert out[2].tolist() == [0.0] * 4
+    torch.testing.assert_close(out, combine(y, plan, gates, backend="reference"))
+
+
+def test_combine_with_zero_features():
+    idx = torch.tensor([[0, 1], [1, 0]], dtype=torch.int32, device=DEVICE)
+    plan = plan_dispatch(idx, 2, backend="reference")
+    for backend in ("triton", "reference"):
+        assert combine(torch.zeros(plan.num_rows, 0, device=DEVICE), plan, torch.rand(2, 2, device=DEVICE),
+                       backend=backend).shape == (2, 0)
+
+
+def test_triton_functions_refuse_double_backward():
+    logits = _logits(5, 4).requires_grad_(True)
+    routed = route(logits, 2, backend="triton")
+    plan = plan_dispatch(routed.topk_idx, 4, backend="triton")
+    x = torch.randn(5, 3, device=DEVICE, requires_grad=True)
+    rows = permute(x, plan, backend="triton")
+    out = combine(rows * 2.0, plan, routed.gates, backend="triton")
+    for wrt in (logits, x):
+        (grad,) = torch.autograd.grad(out.square().sum(), wrt, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            grad.sum().backward()
+
+
+def test_argument_types_and_capacity_rule_inputs_are_checked():
+    logits = _logits(4, 3)
+    for k in (2.0, True):
+        with pytest.raises(MoEKernelError, match="top-k must be an int"):
+            route(logits, k)
+    with pytest.raises(MoEKernelError, match="num_experts must be >= 1"):
+        expert_capacity(10, 0, 2, 1.25)
+    for factor in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(MoEKernelError, match="capacity_factor must be a finite number > 0"):
+            expert_capacity(10, 4, 2, factor)
+
+
+def test_triton_guards_use_the_interpreter_setting_seen_at_import():
+    """Setting TRITON_INTERPRET after the import cannot enable the interpreter: the packages' own errors say so."""
+    script = """
+import os, torch
+import kernels.gradproj as gp, kernels.moe as moe
+os.environ["TRITON_INTERPRET"] = "1"
+try:
+    moe.route(torch.zeros(2, 3), 1, backend="triton")
+except moe.MoEKernelError as e:
+    print("moe:", e)
+try:
+    gp.gram(torch.ones(2, 4), force_triton=True)
+except gp.GradProjInputError as e:
+    print("gradproj:", e)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "moe: backend='triton' cannot run on cpu" in proc.stdout
+    assert "gradproj: force_triton on a cpu tensor needs the Triton interpreter" in proc.stdout

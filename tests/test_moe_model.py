@@ -166,6 +166,14 @@ def test_capacity_drops_tokens_and_dropless_does_not():
     assert logits.shape == (32, 4)
 
 
+@pytest.mark.parametrize("dropless", [False, True])
+def test_empty_batch_drops_nothing(dropless):
+    moe = MoEConfig(num_experts=4, top_k=2, capacity_factor=1.0, min_capacity=1, dropless=dropless)
+    block = MoEFeedForward(_config(), moe).train()
+    assert block(torch.randn(0, 8, 32)).shape == (0, 8, 32)
+    assert block.aux["dropped"] == 0.0
+
+
 def test_triton_backend_in_model_matches_reference():
     dense = _dense()
     ids, labels = _batch(b=2, src=5, tgt=3)

@@ -4,12 +4,14 @@
 Dispatch: CUDA tensors run the Triton kernels; other tensors run the PyTorch reference, unless
 `force_triton=True` or the environment sets `T2T_MTL_GRADPROJ_FORCE_TRITON=1` — then CPU tensors run the
 Triton code under the interpreter (`TRITON_INTERPRET=1` must be set before this package is imported).
-fp64 inputs always take the reference path.
+fp64 inputs always take the reference path. Neither function is differentiable: both compute under
+`torch.no_grad()`, so the result carries no autograd graph whatever the inputs' `requires_grad`.
 """
 from __future__ import annotations
 
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -31,6 +33,9 @@ FORCE_TRITON_ENV = "T2T_MTL_GRADPROJ_FORCE_TRITON"
 MAX_TRITON_TASKS = 64
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _DTYPES = _TRITON_DTYPES + (torch.float64,)
+_OFFSET_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+# Triton reads TRITON_INTERPRET when the kernels are decorated (at this import), so a later change has no effect.
+_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 __all__ = ["GradProjInputError", "gram", "combine", "FORCE_TRITON_ENV", "MAX_TRITON_TASKS"]
 
@@ -49,7 +54,7 @@ def _use_triton(tensor: torch.Tensor, force_triton: bool | None) -> bool:
                                  f"or pass CPU tensors (reference path) without force_triton")
     if tensor.device.type == "cuda":
         return True
-    if force_triton and os.environ.get("TRITON_INTERPRET") != "1":
+    if force_triton and not _INTERPRETING:
         raise GradProjInputError(
             f"force_triton on a {tensor.device.type} tensor needs the Triton interpreter: set TRITON_INTERPRET=1 "
             f"before importing kernels.gradproj, or move the gradients to a CUDA device")
@@ -77,9 +82,14 @@ def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_par
     if segment_offsets is None:
         return [0, num_params]
     if isinstance(segment_offsets, torch.Tensor):
-        if segment_offsets.dim() != 1 or segment_offsets.is_floating_point():
-            raise GradProjInputError("segment_offsets must be a 1-D integer tensor [K+1]")
+        if segment_offsets.dim() != 1 or segment_offsets.dtype not in _OFFSET_DTYPES:
+            raise GradProjInputError(f"segment_offsets must be a 1-D integer tensor [K+1], got dtype "
+                                     f"{segment_offsets.dtype} shape {list(segment_offsets.shape)}")
         segment_offsets = segment_offsets.tolist()
+    elif not isinstance(segment_offsets, Iterable) or not all(
+            isinstance(o, numbers.Integral) and not isinstance(o, bool) for o in segment_offsets):
+        raise GradProjInputError(f"segment_offsets must be a flat sequence of ints or a 1-D integer tensor [K+1], "
+                                 f"got {segment_offsets!r}")
     offsets = [int(o) for o in segment_offsets]
     if len(offsets) < 2:
         raise GradProjInputError(f"segment_offsets needs K+1 >= 2 boundaries, got {offsets}")
@@ -92,6 +102,7 @@ def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_par
     return offsets
 
 
+@torch.no_grad()
 def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | None = None, *,
          force_triton: bool | None = None, num_splits: int | None = None) -> torch.Tensor:
     """Gram matrix of per-task gradients.
@@ -99,8 +110,12 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
     grads: [T, P] in fp32/bf16/fp16 (fp64 on the reference path), rows = tasks.
     segment_offsets: optional K+1 boundaries (0 = o_0 <= ... <= o_K = P); then one Gram per segment.
     Returns fp32 (fp64 for fp64 input) [T, T], or [K, T, T] with segments, on the grads' device.
-    num_splits: Triton only, the number of P chunks per segment in the deterministic two-stage reduction.
+    num_splits: Triton only, an int >= 1: the number of P chunks per segment in the deterministic two-stage
+    reduction (None = chosen from the device).
     """
+    if num_splits is not None and (not isinstance(num_splits, int) or isinstance(num_splits, bool)
+                                   or num_splits < 1):
+        raise GradProjInputError(f"num_splits must be an int >= 1 (or None to choose it), got {num_splits!r}")
     triton_path = _use_triton(grads, force_triton) if isinstance(grads, torch.Tensor) else False
     grads = _check_grads(grads, triton_path)
     offsets = _check_offsets(segment_offsets, grads.shape[1])
@@ -112,6 +127,7 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
     return result[0] if segment_offsets is None else result
 
 
+@torch.no_grad()
 def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: torch.Tensor | None = None,
             scale: float = 1.0, *, segment_offsets: Sequence[int] | torch.Tensor | None = None,
             force_triton: bool | None = None) -> torch.Tensor:
@@ -119,7 +135,8 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
 
     weights: [T] (or [K, T] with `segment_offsets`: segment k uses row k); any float dtype or a sequence.
     out: optional 1-D contiguous [P] buffer written in place (any float dtype; e.g. a flat gradient);
-    when omitted a new tensor of the grads' dtype is returned.
+    when omitted a new tensor of the grads' dtype is returned. An `out` sharing storage with `grads` (e.g. a
+    row of it) is written only after the sum is complete.
     """
     triton_path = _use_triton(grads, force_triton) if isinstance(grads, torch.Tensor) else False
     grads = _check_grads(grads, triton_path)
@@ -139,7 +156,12 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
                                  f"shape {list(out.shape)} dtype {out.dtype} contiguous={out.is_contiguous()}")
     elif out.device != grads.device:
         raise GradProjInputError(f"out is on {out.device} but grads are on {grads.device}")
+    # writing into memory that is still being read would corrupt the sum: go through a temporary
+    aliased = out.untyped_storage().data_ptr() == grads.untyped_storage().data_ptr()
+    result = torch.empty_like(out) if aliased else out
     if triton_path:
         offsets_t = torch.tensor(offsets, dtype=torch.int64, device=grads.device)
-        return _combine_kernels.combine_triton(weights, grads, offsets_t, out, scale)
-    return combine_reference(weights, grads, offsets, out, scale)
+        _combine_kernels.combine_triton(weights, grads, offsets_t, result, scale)
+    else:
+        combine_reference(weights, grads, offsets, result, scale)
+    return out.copy_(result) if aliased else out

@@ -1,7 +1,8 @@
 """MoE routing: fused router, dispatch planning, permute and combine — Triton kernels with PyTorch references.
 
 Public API (each takes `backend="auto" | "triton" | "reference"`; auto = Triton for CUDA tensors, the
-PyTorch reference elsewhere; "triton" on CPU needs `TRITON_INTERPRET=1` set before this module is imported):
+PyTorch reference elsewhere; "triton" on CPU needs `TRITON_INTERPRET=1` set before this module is imported;
+the Triton path is differentiable once: a double backward through it raises):
 
 - `route(logits, k, score="softmax", renormalize=None) -> RouterOutput` (gates, prob_sums, lse
   differentiable w.r.t. the logits);
@@ -18,6 +19,7 @@ import os
 from typing import Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .reference import (DispatchPlan, RouterOutput, combine_reference, dispatch_reference, permute_reference,
                         router_reference)
@@ -29,6 +31,9 @@ __all__ = [
 
 _BACKENDS = ("auto", "triton", "reference")
 _SCORES = ("softmax", "sigmoid")
+_INDEX_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+# Triton reads TRITON_INTERPRET when the kernels are decorated (at this import), so a later change has no effect.
+_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 class MoEKernelError(ValueError):
@@ -51,7 +56,7 @@ def triton_available(device: torch.device) -> bool:
     """Whether the Triton kernels can run on tensors of `device` (CUDA, or CPU under TRITON_INTERPRET=1)."""
     if _TRITON_IMPORT_ERROR is not None:
         return False
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return device.type == "cuda" or _INTERPRETING
 
 
 def _use_triton(backend: str, device: torch.device) -> bool:
@@ -61,10 +66,15 @@ def _use_triton(backend: str, device: torch.device) -> bool:
         return False
     if backend == "triton":
         if not triton_available(device):
-            reason = _TRITON_IMPORT_ERROR or "tensors are not on CUDA and TRITON_INTERPRET=1 is not set"
+            reason = _TRITON_IMPORT_ERROR or ("tensors are not on CUDA and TRITON_INTERPRET=1 was not set "
+                                              "before kernels.moe was imported")
             raise MoEKernelError(f"backend='triton' cannot run on {device}: {reason}; use backend='reference'")
         return True
     return device.type == "cuda" and _TRITON_IMPORT_ERROR is None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _pow2(n: int) -> int:
@@ -100,6 +110,7 @@ class _RouterFunction(torch.autograd.Function):
         return idx, gates, counts, prob_sums, lse
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, _didx, dgates, _dcounts, dprob_sums, dlse):
         logits, lse, idx, gates = ctx.saved_tensors
         k, sigmoid, renorm, block_n, block_e = ctx.config
@@ -121,13 +132,14 @@ def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: 
     """Route N tokens over E experts from logits [N, E].
 
     `renormalize` defaults to k > 1 (Switch convention: a top-1 gate stays the raw probability so the
-    router receives a gradient). Returns `RouterOutput` (see `kernels.moe.reference.RouterOutput`).
+    router receives a gradient). Returns `RouterOutput` (see `kernels.moe.reference.RouterOutput`, which also
+    states the tie order and what NaN logits do).
     """
     if logits.dim() != 2:
         raise MoEKernelError(f"route expects router logits of shape [tokens, experts], got {tuple(logits.shape)}")
     num_experts = logits.shape[1]
-    if not 1 <= k <= num_experts:
-        raise MoEKernelError(f"top-k must satisfy 1 <= k <= num_experts ({num_experts}), got k={k}")
+    if not _is_int(k) or not 1 <= k <= num_experts:
+        raise MoEKernelError(f"top-k must be an int with 1 <= k <= num_experts ({num_experts}), got k={k!r}")
     if score not in _SCORES:
         raise MoEKernelError(f"unknown router score {score!r}; use one of {_SCORES}")
     renorm = k > 1 if renormalize is None else bool(renormalize)
@@ -170,14 +182,24 @@ def _plan_dispatch_triton(topk_idx: torch.Tensor, num_experts: int, capacity: in
 
 def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[int] = None, *,
                   backend: str = "auto") -> DispatchPlan:
-    """Destination rows of every (token, slot) for expert ids [N, k]; capacity None = dropless."""
+    """Destination rows of every (token, slot) for integer expert ids [N, k] in [0, num_experts); capacity
+    None = dropless. Checking the id range costs one device sync (the plan's segment list costs another)."""
     if topk_idx.dim() != 2:
         raise MoEKernelError(f"plan_dispatch expects expert ids of shape [tokens, k], got {tuple(topk_idx.shape)}")
-    if capacity is not None and capacity < 0:
-        raise MoEKernelError(f"expert capacity must be >= 0 (or None for dropless), got {capacity}")
+    if topk_idx.dtype not in _INDEX_DTYPES:
+        raise MoEKernelError(f"topk_idx must hold integer expert ids, got dtype {topk_idx.dtype}")
+    if not _is_int(num_experts) or num_experts < 1:
+        raise MoEKernelError(f"num_experts must be an int >= 1, got {num_experts!r}")
+    if capacity is not None and (not _is_int(capacity) or capacity < 0):
+        raise MoEKernelError(f"expert capacity must be an int >= 0 (or None for dropless), got {capacity!r}")
+    if topk_idx.numel():
+        low, high = torch.aminmax(topk_idx)
+        if ((low < 0) | (high >= num_experts)).item():
+            raise MoEKernelError(f"topk_idx holds expert ids in [{int(low)}, {int(high)}], outside the valid range "
+                                 f"[0, {num_experts - 1}] for num_experts={num_experts}")
     if _use_triton(backend, topk_idx.device):
         n, k = topk_idx.shape
-        return _plan_dispatch_triton(topk_idx, num_experts, n * k if capacity is None else int(capacity))
+        return _plan_dispatch_triton(topk_idx, num_experts, n * k if capacity is None else capacity)
     return dispatch_reference(topk_idx, num_experts, capacity)
 
 
@@ -214,6 +236,7 @@ class _PermuteFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         (dest,) = ctx.saved_tensors
         return _gather_sum(dout.contiguous(), dest, None, dout.dtype), None, None
@@ -228,6 +251,7 @@ class _CombineFunction(torch.autograd.Function):
         return _gather_sum(y, dest, gates, y.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         y, dest, gates = ctx.saved_tensors
         dout = dout.contiguous()
@@ -269,7 +293,13 @@ def combine(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor, *, backend
 # ---------------------------------------------------------------------------------- capacity and losses
 def expert_capacity(num_tokens: int, num_experts: int, k: int, capacity_factor: float,
                     min_capacity: int = 4) -> int:
-    """Rows per expert: max(ceil(N·k/E · capacity_factor), min_capacity), at most N (DeepSpeed's rule)."""
+    """Rows per expert: max(ceil(N·k/E · capacity_factor), min_capacity), at most N (DeepSpeed's rule).
+
+    num_experts >= 1; capacity_factor finite and > 0."""
+    if num_experts < 1:
+        raise MoEKernelError(f"num_experts must be >= 1, got {num_experts}")
+    if not math.isfinite(capacity_factor) or capacity_factor <= 0:
+        raise MoEKernelError(f"capacity_factor must be a finite number > 0, got {capacity_factor}")
     cap = max(math.ceil(num_tokens * k / num_experts * capacity_factor), min_capacity)
     return min(cap, num_tokens)
 

@@ -1,7 +1,8 @@
 """Combine kernels: un-permute expert outputs back to token order with a gate-weighted sum.
 
 `gather_sum_kernel`: out[t] = Σ_j w[t, j] · y[dest[t, j]] over kept slots (w = 1 without gates) — the
-combine forward and, without gates, the backward of the permute. Accumulates in fp32, no atomics.
+combine forward and, without gates, the backward of the permute. Accumulates in fp32, no atomics; the gate
+of a dropped slot is never read (a NaN there does not reach the output).
 `combine_bwd_kernel`: dy[dest[t, j]] = w[t, j] · dout[t] (every row has exactly one source, so the scatter
 has no conflicts) and dw[t, j] = ⟨dout[t], y[dest[t, j]]⟩ (0 for dropped slots), one pass over d.
 """
@@ -27,7 +28,7 @@ def gather_sum_kernel(
         y = tl.load(y_ptr + row.to(tl.int64)[:, None] * stride_y + dims[None, :], mask=ok, other=0.0)
         y = y.to(tl.float32)
         if HAS_GATES:
-            w = tl.load(gates_ptr + tokens * K + j, mask=t_ok, other=0.0).to(tl.float32)
+            w = tl.load(gates_ptr + tokens * K + j, mask=t_ok & (row >= 0), other=0.0).to(tl.float32)
             y = y * w[:, None]
         acc += y
     tl.store(out_ptr + tokens[:, None] * stride_out + dims[None, :], acc.to(out_ptr.dtype.element_ty),

@@ -1,7 +1,8 @@
 """PyTorch references of the MoE routing kernels (same contracts; differentiable through autograd).
 
 They are the CPU path of the public API and the ground truth of the kernel tests. Conventions shared with
-the kernels: top-k chosen on the logits in descending order; assignments ordered slot-major (a = j·N + t)
+the kernels: top-k chosen on the logits in descending order (distinct experts, lowest index first on ties,
+NaN ranked as -inf); assignments ordered slot-major (a = j·N + t)
 when claiming expert capacity; destination rows are expert-contiguous segments; -1 marks a dropped slot.
 """
 from __future__ import annotations
@@ -15,8 +16,12 @@ import torch.nn.functional as F
 class RouterOutput(NamedTuple):
     """Router results for N tokens, E experts, top-k.
 
-    topk_idx: int32 [N, k] expert ids, best first; gates: fp32 [N, k]; counts: int32 [E] assignments per
-    expert (sums to N·k); prob_sums: fp32 [E] Σ_t p[t, e]; lse: fp32 [N] logsumexp of each token's logits.
+    topk_idx: int32 [N, k] distinct expert ids, best logit first, lowest id first on ties; gates: [N, k]; counts:
+    int32 [E] assignments per expert (sums to N·k); prob_sums: [E] Σ_t p[t, e]; lse: [N] logsumexp of each
+    token's logits. The float outputs are fp32, except on the reference path for fp64 logits, which computes and
+    returns fp64 (for gradcheck). A NaN logit ranks as -inf in the top-k (the same ids on both backends), but
+    the row's probabilities, gates and lse are NaN: NaN logits are a caller bug that is not checked (a check
+    would cost a device sync).
     """
 
     topk_idx: torch.Tensor
@@ -63,10 +68,12 @@ def router_reference(logits: torch.Tensor, k: int, score: str = "softmax", renor
     x = logits.to(_compute_dtype(logits.dtype))
     lse = torch.logsumexp(x, dim=-1)
     probs = torch.softmax(x, dim=-1) if score == "softmax" else torch.sigmoid(x)
-    idx = torch.topk(x, k, dim=-1).indices
+    key = x.masked_fill(x.isnan(), float("-inf"))
+    idx = torch.sort(key, dim=-1, descending=True, stable=True).indices[..., :k]
     gates = probs.gather(-1, idx)
     if renormalize:
-        gates = gates / gates.sum(-1, keepdim=True)
+        mass = gates.sum(-1, keepdim=True)
+        gates = gates / torch.where(mass > 0, mass, torch.ones_like(mass))  # the kernel's guard: underflow -> 0
     counts = torch.bincount(idx.reshape(-1), minlength=x.shape[-1]).to(torch.int32)
     return RouterOutput(idx.to(torch.int32), gates, counts, probs.sum(0), lse)
 
@@ -110,9 +117,9 @@ def combine_reference(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor) 
     dest = plan.dest.long()
     kept = dest >= 0
     weights = torch.where(kept, gates.to(dtype), torch.zeros((), dtype=dtype, device=gates.device))
-    table = y.to(dtype)
-    if y.shape[0] == 0:  # every slot dropped: one zero row to read
-        table = torch.cat([table, table.new_zeros(1, y.shape[1])])
-    # a dropped slot reads row 0 with weight 0
+    rows, d = y.shape
+    # embedding_bag needs a non-empty table: a zero row when every slot is dropped (a dropped slot reads row 0
+    # with weight 0), a zero column when d = 0 (cut off again below)
+    table = F.pad(y.to(dtype), (0, int(d == 0), 0, int(rows == 0)))
     out = F.embedding_bag(dest.clamp(min=0), table, mode="sum", per_sample_weights=weights)
-    return out.to(y.dtype)
+    return out[:, :d].to(y.dtype)

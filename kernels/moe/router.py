@@ -2,7 +2,8 @@
 
 One program handles `BLOCK_N` tokens and all `E` experts (padded to `BLOCK_E`, a power of two). The top-k
 is chosen on the logits (softmax and sigmoid are monotone, so the choice is the same and ties in
-underflowed probabilities cannot reorder it), by `K` rounds of arg-max, lowest expert index first on ties.
+underflowed probabilities cannot reorder it), by `K` rounds of arg-max over the experts not taken yet, lowest
+expert index first on ties, NaN ranked as -inf (so the K experts are distinct even when logits are -inf).
 Forward outputs: expert ids `[N, K]`, gates `[N, K]` (fp32), per-expert assignment counts `[E]` and sums
 of routing probabilities `[E]` (atomics), and the log-sum-exp of each token's logits `[N]` (the z-loss
 statistic, also what the backward needs to rebuild the softmax).
@@ -31,6 +32,16 @@ def _softmax_stats(x, row_ok):
 
 
 @triton.jit
+def _pick(x, taken, ok, cols, BLOCK_E: tl.constexpr):
+    """Best expert of each row among the untaken ones (NaN as -inf, lowest index on ties) and its one-hot."""
+    free = ok & ~taken
+    key = tl.where(free & (x == x), x, float("-inf"))
+    top = tl.max(key, axis=1)
+    best = tl.min(tl.where(free & (key == top[:, None]), cols[None, :], BLOCK_E), axis=1)
+    return best, cols[None, :] == best[:, None]
+
+
+@triton.jit
 def router_fwd_kernel(
     logits_ptr, idx_ptr, gates_ptr, lse_ptr, counts_ptr, prob_sums_ptr,
     N, E, stride_n,
@@ -48,32 +59,29 @@ def router_fwd_kernel(
     probs = tl.where(ok, probs, 0.0)
     tl.store(lse_ptr + rows, lse, mask=row_ok)
 
-    # Round 1: pick the K experts, accumulate the selected mass and the per-expert hits.
-    work = tl.where(ok, x, float("-inf"))
+    # Round 1: pick the K experts, accumulate the selected mass.
+    taken = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.int1)
     selected_mass = tl.zeros([BLOCK_N], dtype=tl.float32)
-    hits = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.int32)
     for j in tl.static_range(K):
-        best = tl.argmax(work, axis=1)
-        onehot = (cols[None, :] == best[:, None]) & ok
+        best, onehot = _pick(x, taken, ok, cols, BLOCK_E)
         selected_mass += tl.sum(tl.where(onehot, probs, 0.0), axis=1)
-        hits += onehot.to(tl.int32)
-        work = tl.where(onehot, float("-inf"), work)
+        taken = taken | onehot
         tl.store(idx_ptr + rows * K + j, best.to(tl.int32), mask=row_ok)
+    hits = tl.sum(taken.to(tl.int32), axis=0)
     if RENORM:
         scale = 1.0 / tl.where(selected_mass > 0, selected_mass, 1.0)
     else:
         scale = tl.full([BLOCK_N], 1.0, dtype=tl.float32)
     # Round 2: repeat the (cheap, register-only) selection to store the gates now that the mass is known.
-    work = tl.where(ok, x, float("-inf"))
+    taken = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.int1)
     for j in tl.static_range(K):
-        best = tl.argmax(work, axis=1)
-        onehot = (cols[None, :] == best[:, None]) & ok
+        best, onehot = _pick(x, taken, ok, cols, BLOCK_E)
         gate = tl.sum(tl.where(onehot, probs, 0.0), axis=1) * scale
-        work = tl.where(onehot, float("-inf"), work)
+        taken = taken | onehot
         tl.store(gates_ptr + rows * K + j, gate, mask=row_ok)
 
     col_ok = cols < E
-    tl.atomic_add(counts_ptr + cols, tl.sum(hits, axis=0), mask=col_ok)
+    tl.atomic_add(counts_ptr + cols, hits, mask=col_ok)
     tl.atomic_add(prob_sums_ptr + cols, tl.sum(probs, axis=0), mask=col_ok)
 
 

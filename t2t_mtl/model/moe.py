@@ -300,7 +300,7 @@ class MoEFeedForward(nn.Module):
             "load_balancing": load_balancing_loss(routed.counts, routed.prob_sums, n, self.moe.top_k),
             "z_loss": router_z_loss(routed.lse),
             "counts": routed.counts.detach(),
-            "dropped": 1.0 - plan.num_rows / max(1, n * self.moe.top_k),
+            "dropped": (n * self.moe.top_k - plan.num_rows) / max(1, n * self.moe.top_k),
         }
         return out.view(batch, length, d_model)
 
