@@ -31,7 +31,9 @@ EXTRAS_REQUIRE = {
         # benchmark-only peer (LibMTL is installed by benchmarks/gradproj.py's instructions with
         # `pip install --no-deps libmtl`: its torchvision requirement would pull a CUDA torch build)
         "torchjd>=0.18",
+        "wandb>=0.17",  # training.wandb's tests (offline mode)
     ],
+    "wandb": ["wandb>=0.17"],  # training.wandb: Weights & Biases logging
 }
 
 setup(

@@ -124,6 +124,7 @@ class TrainingConfig:
     progress_bar: bool = True
     plot: bool = True
     tensorboard: bool = True
+    wandb: Optional[Dict[str, Any]] = None
 
 
 @dataclass

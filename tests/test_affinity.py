@@ -269,7 +269,7 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     targets = {"up": 1.0, "up2": 1.0, "down": -1.0}
     surgery = GradientSurgery({"method": "pcgrad"}, list(model.parameters()), tasks)
     logger = TrainLogger(tmp_path / "logs", total_steps=4, start_step=0, log_every=1, enabled=True,
-                         progress_bar=False, tensorboard=False)
+                         progress_bar=False)
     expected = []
     for step in range(1, 5):
         x = torch.randn(8, 6)

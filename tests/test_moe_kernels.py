@@ -115,6 +115,7 @@ def test_dispatch_matches_reference_and_invariants(n, e, k, capacity):
     plan_r = plan_dispatch(idx, e, capacity, backend="reference")
     _assert_plans_equal(plan_t, plan_r)
     _assert_plan_invariants(plan_t, idx, e)
+    _assert_plans_equal(plan_dispatch(idx, e, capacity, backend="triton", check_ids=False), plan_t)  # route's ids
 
 
 def test_dispatch_empty_experts_and_single_expert():

@@ -6,7 +6,8 @@ the Triton path is differentiable once: a double backward through it raises):
 
 - `route(logits, k, score="softmax", renormalize=None) -> RouterOutput` (gates, prob_sums, lse
   differentiable w.r.t. the logits);
-- `plan_dispatch(topk_idx, num_experts, capacity=None) -> DispatchPlan` (capacity None = dropless);
+- `plan_dispatch(topk_idx, num_experts, capacity=None, check_ids=True) -> DispatchPlan` (capacity None =
+  dropless; check_ids=False skips the id range check, one device sync, for ids from `route`);
 - `permute(x, plan) -> Tensor [R, d]` (differentiable);
 - `combine(y, plan, gates) -> Tensor [N, d]` (differentiable in y and gates);
 - `expert_capacity(num_tokens, num_experts, k, capacity_factor, min_capacity)`;
@@ -181,9 +182,10 @@ def _plan_dispatch_triton(topk_idx: torch.Tensor, num_experts: int, capacity: in
 
 
 def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[int] = None, *,
-                  backend: str = "auto") -> DispatchPlan:
+                  backend: str = "auto", check_ids: bool = True) -> DispatchPlan:
     """Destination rows of every (token, slot) for integer expert ids [N, k] in [0, num_experts); capacity
-    None = dropless. Checking the id range costs one device sync (the plan's segment list costs another)."""
+    None = dropless. Checking the id range costs one device sync (the plan's segment list costs another):
+    `check_ids=False` skips it for ids that `route` produced (always in range)."""
     if topk_idx.dim() != 2:
         raise MoEKernelError(f"plan_dispatch expects expert ids of shape [tokens, k], got {tuple(topk_idx.shape)}")
     if topk_idx.dtype not in _INDEX_DTYPES:
@@ -192,7 +194,7 @@ def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[i
         raise MoEKernelError(f"num_experts must be an int >= 1, got {num_experts!r}")
     if capacity is not None and (not _is_int(capacity) or capacity < 0):
         raise MoEKernelError(f"expert capacity must be an int >= 0 (or None for dropless), got {capacity!r}")
-    if topk_idx.numel():
+    if check_ids and topk_idx.numel():
         low, high = torch.aminmax(topk_idx)
         if ((low < 0) | (high >= num_experts)).item():
             raise MoEKernelError(f"topk_idx holds expert ids in [{int(low)}, {int(high)}], outside the valid range "

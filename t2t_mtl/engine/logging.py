@@ -1,6 +1,7 @@
-"""Training logs: a tqdm bar (loss, tokens/s, ETA), JSONL + TensorBoard records with per-task loss and
-example counts, and a loss-per-task plot at the end; the zero-shot evaluations of a run (during and after
-training) in held_out.jsonl, TensorBoard and a plot. Only rank 0 writes anything."""
+"""Training logs: a tqdm bar (loss, tokens/s, ETA), JSONL records with per-task loss and example counts (their
+scalars also to TensorBoard and Weights & Biases: `ScalarSinks`), and a loss-per-task plot at the end; the
+zero-shot evaluations of a run (during and after training) in held_out.jsonl, the sinks and a plot. Only rank 0
+writes anything."""
 from __future__ import annotations
 
 import json
@@ -14,17 +15,66 @@ from typing import Any, Dict, List, Mapping, Optional
 HELD_OUT_LOG = "held_out.jsonl"
 
 
+class ScalarSinks:
+    """The scalar series of a run beyond its JSONL logs: a TensorBoard `SummaryWriter` and/or a W&B writer
+    (`t2t_mtl.engine.wandb_logging.WandbWriter`). Training scalars go to both at their step; zero-shot scores to
+    TensorBoard at their step and to W&B against its `held_out/step` axis."""
+
+    def __init__(self, tensorboard: Any = None, wandb: Any = None) -> None:
+        self.tensorboard, self.wandb = tensorboard, wandb
+
+    def training(self, scalars: Mapping[str, float], step: int) -> None:
+        if self.tensorboard is not None:
+            for tag, value in scalars.items():
+                self.tensorboard.add_scalar(tag, value, step)
+        if self.wandb is not None:
+            self.wandb.add_scalars(scalars, step)
+
+    def held_out(self, scalars: Mapping[str, float], step: int) -> None:
+        if self.tensorboard is not None:
+            for tag, value in scalars.items():
+                self.tensorboard.add_scalar(tag, value, step)
+            self.tensorboard.flush()
+        if self.wandb is not None:
+            self.wandb.add_held_out(scalars, step)
+
+    def close(self) -> None:
+        for sink in (self.tensorboard, self.wandb):
+            if sink is not None:
+                sink.close()
+
+
+def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
+    """{tag: value} of a training record: train/{loss, lr, tokens_per_s}, task_loss/<task>,
+    task_examples/<task> and, on validation steps, val_loss/<task> and val_score/<task>."""
+    scalars = {"train/loss": record["loss"], "train/lr": record["lr"], "train/tokens_per_s": record["tokens_per_s"]}
+    for key in ("task_loss", "task_examples", "val_loss", "val_score"):
+        for task, value in record.get(key, {}).items():
+            scalars[f"{key}/{task}"] = value
+    return scalars
+
+
+def held_out_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
+    """{tag: value} of a zero-shot evaluation record (`log_held_out`): held_out/<task>, held_out/macro_average
+    (unscored tasks left out)."""
+    scalars = {f"held_out/{task}": score for task, score in record["tasks"].items() if score is not None}
+    if record["macro_average"] is not None:
+        scalars["held_out/macro_average"] = record["macro_average"]
+    return scalars
+
+
 class TrainLogger:
-    """Accumulates per-step figures and flushes one record every `log_every` steps."""
+    """Accumulates per-step figures and flushes one record every `log_every` steps (to metrics.jsonl, the bar and
+    `sinks`, which the caller owns and closes)."""
 
     def __init__(self, log_dir: Path, *, total_steps: int, start_step: int, log_every: int, enabled: bool,
-                 progress_bar: bool = True, tensorboard: bool = True):
+                 progress_bar: bool = True, sinks: Optional[ScalarSinks] = None):
         self.log_dir = Path(log_dir)
         self.enabled = enabled
         self.log_every = log_every
         self.total_steps = total_steps
         self.bar = None
-        self.tb = None
+        self.sinks = sinks if enabled else None
         self.jsonl = None
         self._reset_window()
         self.run_tokens = 0
@@ -33,8 +83,6 @@ class TrainLogger:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
-        if tensorboard:
-            self.tb = open_tensorboard(self.log_dir, purge_step=start_step + 1)
         if progress_bar:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
@@ -83,17 +131,8 @@ class TrainLogger:
         if self.enabled:
             self.jsonl.write(json.dumps(record) + "\n")
             self.jsonl.flush()
-            if self.tb is not None:
-                self.tb.add_scalar("train/loss", record["loss"], step)
-                self.tb.add_scalar("train/lr", lr, step)
-                self.tb.add_scalar("train/tokens_per_s", record["tokens_per_s"], step)
-                for task, value in record["task_loss"].items():
-                    self.tb.add_scalar(f"task_loss/{task}", value, step)
-                for task, n in record["task_examples"].items():
-                    self.tb.add_scalar(f"task_examples/{task}", n, step)
-                for key in ("val_loss", "val_score"):  # periodic held-in validation
-                    for task, value in record.get(key, {}).items():
-                        self.tb.add_scalar(f"{key}/{task}", value, step)
+            if self.sinks is not None:
+                self.sinks.training(training_scalars(record), step)
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
         self._reset_window()
@@ -112,9 +151,9 @@ class TrainLogger:
         self.window_tokens = int(state["window_tokens"])
 
     def held_out(self, step: int, zero_shot: Mapping[str, Any]) -> None:
-        """Log a zero-shot evaluation made during training (`log_held_out`, through this logger's TensorBoard)."""
+        """Log a zero-shot evaluation made during training (`log_held_out`, to this logger's sinks)."""
         if self.enabled:
-            log_held_out(self.log_dir, step, zero_shot, self.tb)
+            log_held_out(self.log_dir, step, zero_shot, self.sinks)
             self.message(f"step {step}: held-out zero-shot macro average {_score(zero_shot['macro_average'])}")
 
     def message(self, text: str) -> None:
@@ -128,8 +167,6 @@ class TrainLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
         if self.jsonl is not None:
             self.jsonl.close()
 
@@ -143,22 +180,18 @@ def open_tensorboard(log_dir: Path, purge_step: Optional[int] = None) -> Any:
     return SummaryWriter(str(Path(log_dir) / "tensorboard"), purge_step=purge_step)
 
 
-def log_held_out(log_dir: Path, step: int, zero_shot: Mapping[str, Any], writer: Any = None) -> Dict[str, Any]:
+def log_held_out(log_dir: Path, step: int, zero_shot: Mapping[str, Any], sinks: Optional[ScalarSinks] = None
+                 ) -> Dict[str, Any]:
     """Append a zero-shot evaluation at `step` (the summary `zero_shot_evaluation` returns) to held_out.jsonl as
-    {step, macro_average, chance, tasks: {task: median score 0-100}, report}; a TensorBoard `writer` also gets
-    held_out/macro_average and held_out/<task>. Returns the record."""
+    {step, macro_average, chance, tasks: {task: median score 0-100}, report}; `sinks` also get its
+    `held_out_scalars`. Returns the record."""
     record = {"step": step, "macro_average": zero_shot["macro_average"], "chance": zero_shot["chance"],
               "tasks": dict(zero_shot["tasks"]), "report": str(zero_shot["report"])}
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(log_dir) / HELD_OUT_LOG, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
-    if writer is not None:
-        for task, score in record["tasks"].items():
-            if score is not None:
-                writer.add_scalar(f"held_out/{task}", score, step)
-        if record["macro_average"] is not None:
-            writer.add_scalar("held_out/macro_average", record["macro_average"], step)
-        writer.flush()
+    if sinks is not None:
+        sinks.held_out(held_out_scalars(record), step)
     return record
 
 

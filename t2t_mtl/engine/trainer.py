@@ -49,7 +49,8 @@ from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_
                                      refuse_unknown_held_out_clusters)
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
-from t2t_mtl.engine.logging import TrainLogger, log_held_out, open_tensorboard, plot_held_out, plot_task_losses
+from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open_tensorboard, plot_held_out,
+                                    plot_task_losses)
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
 from t2t_mtl.model.lora import lora_settings, trainable_parameter_count
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
@@ -270,6 +271,9 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
     build_weighting(cfg.weighting, task_names, sizes)
     lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
+    from t2t_mtl.engine.wandb_logging import check_wandb_section
+
+    check_wandb_section(cfg.training.wandb)
     if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
         from t2t_mtl.engine.validation import evaluation_plan
         from t2t_mtl.model.moe import MoEConfig
@@ -352,6 +356,17 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
     if aux is not None:
         per_task = {t: v + aux / len(per_task) for t, v in per_task.items()}
     return per_task
+
+
+def open_sinks(cfg: Config, run_dir: Path, start_step: int) -> ScalarSinks:
+    """Rank 0's scalar sinks: TensorBoard (`training.tensorboard`; a resumed run's later steps purged) and W&B
+    (`training.wandb`)."""
+    from t2t_mtl.engine.wandb_logging import WandbWriter, check_wandb_section
+
+    t = cfg.training
+    tensorboard = open_tensorboard(run_dir / "logs", purge_step=start_step + 1) if t.tensorboard else None
+    section = check_wandb_section(t.wandb)
+    return ScalarSinks(tensorboard, WandbWriter(section, run_dir / "logs", cfg.to_dict()) if section else None)
 
 
 def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
@@ -593,15 +608,15 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     previous_handler = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda signum, frame: terminate.__setitem__("flag", True))
 
+    sinks = open_sinks(cfg, run_dir, start_step=step) if env.is_main else None  # TensorBoard, W&B
     logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
-                         enabled=env.is_main, progress_bar=t.progress_bar, tensorboard=t.tensorboard)
+                         enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
     for warning in config_warnings(cfg):
         logger.message(f"warning: {warning}")
     if step == 0:
-        trained = trainable_parameter_count(engine.module)
-        total = count_parameters(engine.module)
-        logger.message(f"model: {total / 1e6:.2f}M parameters{'' if trained == total else f' ({trained / 1e6:.3f}M trained)'}; "
-                       f"tasks: {len(task_names)}; "
+        total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
+        frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
+        logger.message(f"model: {total / 1e6:.2f}M parameters{frozen}; tasks: {len(task_names)}; "
                        f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
                        f"{engine.zero_optimization_stage()}; precision {precision}")
     else:
@@ -768,6 +783,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 break
         if not interrupted:  # a run resumed in place that trained no step keeps its checkpoint as it is
             checkpoint_path = resume_from if in_place and step == resumed_at else save(step)
+    except BaseException:
+        if sinks is not None:
+            sinks.close()
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         logger.close()
@@ -779,46 +798,48 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         tokens_per_second=logger.run_tokens / max(time.perf_counter() - logger.run_start, 1e-9),
         wall_time_s=0.0, checkpoint=checkpoint_path, interrupted=interrupted, task_sequence=task_sequence,
         stopped_early=stopped_early)
-    if env.is_main and t.plot and not interrupted:
-        plot_task_losses(run_dir / "logs")
-    if best_val is not None and best_val.step is not None:
-        result.best_checkpoint = ckpt_io.best_checkpoint(run_dir, best_val.step)
-    if not interrupted:
-        result.evaluated_step = step
-        if best_val is not None and best_val.step not in (None, step):
-            result.evaluated_step = load_best_for_evaluation(engine, result.best_checkpoint, best_val, env, step)
-    n_eval = cfg.data.validation_examples
-    if (evaluate_held_in if evaluate_held_in is not None else n_eval > 0) and not interrupted:
-        from t2t_mtl.engine.validation import held_in_exact_match
+    try:  # the sinks stay open for the after-training evaluations
+        if env.is_main and t.plot and not interrupted:
+            plot_task_losses(run_dir / "logs")
+        if best_val is not None and best_val.step is not None:
+            result.best_checkpoint = ckpt_io.best_checkpoint(run_dir, best_val.step)
+        if not interrupted:
+            result.evaluated_step = step
+            if best_val is not None and best_val.step not in (None, step):
+                result.evaluated_step = load_best_for_evaluation(engine, result.best_checkpoint, best_val, env,
+                                                                 step)
+        n_eval = cfg.data.validation_examples
+        if (evaluate_held_in if evaluate_held_in is not None else n_eval > 0) and not interrupted:
+            from t2t_mtl.engine.validation import held_in_exact_match
 
-        scores = held_in_exact_match(engine, tokenizer, task_names, cfg, env, pass_task_ids)
-        result.held_in_per_task, result.held_in_accuracy, result.chance_accuracy = scores
-        if env.is_main:
-            per_task = ", ".join(f"{name} {100 * v:.0f}%" for name, v in result.held_in_per_task.items())
-            print(f"held-in exact match (greedy, {cfg.data.validation_examples} validation examples per task): "
-                  f"{per_task}", flush=True)
-            print(f"held-in exact match over {len(task_names)} tasks: {100 * result.held_in_accuracy:.1f}% "
-                  f"(chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
-    if cfg.evaluation and not interrupted:  # zero-shot evaluation of the held-out tasks (evaluation: section)
-        zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=t.progress_bar)
-        if zero_shot is not None and env.is_main:
-            writer = open_tensorboard(run_dir / "logs") if t.tensorboard else None
-            log_held_out(run_dir / "logs", result.evaluated_step, zero_shot, writer)
-            if writer is not None:
-                writer.close()
-            if t.plot:
-                plot_held_out(run_dir / "logs")
-        if zero_shot is not None:
-            result.held_out_scores, result.held_out_accuracy = zero_shot["tasks"], zero_shot["macro_average"]
-            result.eval_report = zero_shot["report"]
+            scores = held_in_exact_match(engine, tokenizer, task_names, cfg, env, pass_task_ids)
+            result.held_in_per_task, result.held_in_accuracy, result.chance_accuracy = scores
             if env.is_main:
-                per_task = ", ".join(f"{name} {v:.1f}" if v is not None else f"{name} -"
-                                     for name, v in result.held_out_scores.items())
-                chance = f" (chance ≈ {zero_shot['chance']:.1f})" if zero_shot["chance"] is not None else ""
-                average = "-" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.1f}"
-                print(f"held-out zero-shot (median over templates, 0-100): {per_task}", flush=True)
-                print(f"held-out zero-shot macro average over {len(result.held_out_scores)} tasks: {average}"
-                      f"{chance}; report {run_dir / 'eval' / 'report.md'}", flush=True)
+                per_task = ", ".join(f"{name} {100 * v:.0f}%" for name, v in result.held_in_per_task.items())
+                print(f"held-in exact match (greedy, {cfg.data.validation_examples} validation examples per "
+                      f"task): {per_task}", flush=True)
+                print(f"held-in exact match over {len(task_names)} tasks: {100 * result.held_in_accuracy:.1f}% "
+                      f"(chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
+        if cfg.evaluation and not interrupted:  # zero-shot evaluation of the held-out tasks (evaluation: section)
+            zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=t.progress_bar)
+            if zero_shot is not None and env.is_main:
+                log_held_out(run_dir / "logs", result.evaluated_step, zero_shot, sinks)
+                if t.plot:
+                    plot_held_out(run_dir / "logs")
+            if zero_shot is not None:
+                result.held_out_scores, result.held_out_accuracy = zero_shot["tasks"], zero_shot["macro_average"]
+                result.eval_report = zero_shot["report"]
+                if env.is_main:
+                    per_task = ", ".join(f"{name} {v:.1f}" if v is not None else f"{name} -"
+                                         for name, v in result.held_out_scores.items())
+                    chance = f" (chance ≈ {zero_shot['chance']:.1f})" if zero_shot["chance"] is not None else ""
+                    average = "-" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.1f}"
+                    print(f"held-out zero-shot (median over templates, 0-100): {per_task}", flush=True)
+                    print(f"held-out zero-shot macro average over {len(result.held_out_scores)} tasks: {average}"
+                          f"{chance}; report {run_dir / 'eval' / 'report.md'}", flush=True)
+    finally:
+        if sinks is not None:
+            sinks.close()
     result.wall_time_s = time.perf_counter() - started
     return result
 

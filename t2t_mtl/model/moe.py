@@ -291,7 +291,7 @@ class MoEFeedForward(nn.Module):
         factor = self.moe.capacity_factor if self.training else self.moe.eval_capacity_factor
         capacity = None if self.moe.dropless else expert_capacity(n, self.moe.num_experts, self.moe.top_k,
                                                                    factor, self.moe.min_capacity)
-        plan = plan_dispatch(routed.topk_idx, self.moe.num_experts, capacity, backend=backend)
+        plan = plan_dispatch(routed.topk_idx, self.moe.num_experts, capacity, backend=backend, check_ids=False)
         rows = permute(x, plan, backend=backend)
         seg = plan.segments
         outputs = [self._expert(e)(rows[seg[e]:seg[e + 1]]).to(x.dtype) for e in range(self.moe.num_experts)]
