@@ -15,22 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from step_modes import device_name, memory_mb, random_batches, run_modes, step_arguments
+
 DEFAULT_DIMS = {"d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8,
                 "dropout_rate": 0.1}
 MODES = {"none": False, "every 2nd block": 2, "every block": True}
-
-
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def run_mode(args: argparse.Namespace) -> dict:
@@ -47,10 +38,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     model = build_model(ModelConfig(dims=json.loads(args.dims), activation_checkpointing=MODES[args.mode]),
                         vocab_size=args.vocab).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(1)
-    batches = [(torch.randint(2, args.vocab, (args.batch, args.input_len), generator=gen).to(device),
-                torch.randint(2, args.vocab, (args.batch, args.target_len), generator=gen).to(device))
-               for _ in range(args.steps + 1)]
+    batches = random_batches(args, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(x, y) -> float:
@@ -67,35 +55,18 @@ def run_mode(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _rss_mb("VmRSS")
+        base = memory_mb("VmRSS")
     start = time.perf_counter()
     losses += [step(*b) for b in batches[1:]]
     sync()
     ms = 1e3 * (time.perf_counter() - start) / args.steps
-    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if device == "cuda" else _rss_mb("VmHWM") - base
-    return {"ms": ms, "peak_mb": peak, "losses": losses, "device": torch.cuda.get_device_name() if device == "cuda"
-            else f"CPU, {torch.get_num_threads()} threads"}
+    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if device == "cuda" else memory_mb("VmHWM") - base
+    return {"ms": ms, "peak_mb": peak, "losses": losses, "device": device_name(device)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dims", default=json.dumps(DEFAULT_DIMS))
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--input-len", type=int, default=256)
-    parser.add_argument("--target-len", type=int, default=64)
-    parser.add_argument("--vocab", type=int, default=32128)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--mode", choices=list(MODES), help=argparse.SUPPRESS)  # the per-mode child process
-    args = parser.parse_args()
-    if args.mode:
-        print(json.dumps(run_mode(args)))
-        return
-    results = {}
-    for mode in MODES:
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--mode", mode], check=True, cwd=REPO,
-                             capture_output=True, text=True).stdout
-        results[mode] = json.loads(out.strip().splitlines()[-1])
+    args = step_arguments(__doc__, DEFAULT_DIMS, MODES).parse_args()
+    results = run_modes(__file__, MODES, args, run_mode)
     plain = results["none"]
     for mode, r in results.items():
         for a, b in zip(r["losses"], plain["losses"]):

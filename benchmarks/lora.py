@@ -17,24 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from step_modes import device_name, memory_mb, random_batches, run_modes, step_arguments
+
 DEFAULT_DIMS = {"d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8,
                 "dropout_rate": 0.0}
 MODES = {"full": None,
          "LoRA r=8 on q, v": {"r": 8, "targets": ["q", "v"]},
          "LoRA r=8 on every linear": {"r": 8, "targets": ["q", "k", "v", "o", "wi", "wo"]}}
-
-
-def _memory_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def run_mode(args: argparse.Namespace) -> dict:
@@ -48,11 +39,8 @@ def run_mode(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    gen = torch.Generator().manual_seed(1)
-    batches = [(torch.randint(2, args.vocab, (args.batch, args.input_len), generator=gen).to(device),
-                torch.randint(2, args.vocab, (args.batch, args.target_len), generator=gen).to(device))
-               for _ in range(args.steps + 1)]
-    base = torch.cuda.memory_allocated() if device == "cuda" else _memory_mb("VmRSS")
+    batches = random_batches(args, device)
+    base = torch.cuda.memory_allocated() if device == "cuda" else memory_mb("VmRSS")
     torch.manual_seed(0)
     dims = {"dropout_rate": 0.0, **json.loads(args.dims)}  # no dropout unless asked: the first losses must agree
     model = build_model(ModelConfig(dims=dims, lora=MODES[args.mode]),
@@ -77,31 +65,15 @@ def run_mode(args: argparse.Namespace) -> dict:
     losses += [step(*b) for b in batches[1:]]
     sync()
     ms = 1e3 * (time.perf_counter() - start) / args.steps
-    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if device == "cuda" else _memory_mb("VmHWM") - base
+    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if device == "cuda" else memory_mb("VmHWM") - base
     return {"ms": ms, "trained": trainable_parameter_count(model), "total": sum(p.numel() for p in model.parameters()),
             "state_mb": state_bytes / 2 ** 20, "peak_mb": peak, "losses": losses,
-            "device": torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"}
+            "device": device_name(device)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dims", default=json.dumps(DEFAULT_DIMS))
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--input-len", type=int, default=256)
-    parser.add_argument("--target-len", type=int, default=64)
-    parser.add_argument("--vocab", type=int, default=32128)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--mode", choices=list(MODES), help=argparse.SUPPRESS)  # the per-mode child process
-    args = parser.parse_args()
-    if args.mode:
-        print(json.dumps(run_mode(args)))
-        return
-    results = {}
-    for mode in MODES:
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--mode", mode], check=True, cwd=REPO,
-                             capture_output=True, text=True).stdout
-        results[mode] = json.loads(out.strip().splitlines()[-1])
+    args = step_arguments(__doc__, DEFAULT_DIMS, MODES).parse_args()
+    results = run_modes(__file__, MODES, args, run_mode)
     full = results["full"]
     for mode, r in results.items():  # B = 0 at the start: the first forward is the full model's
         assert abs(r["losses"][0] - full["losses"][0]) <= 1e-4 * abs(full["losses"][0]), \

@@ -356,6 +356,17 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
     raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[str]) -> Optional[str]:
+    """"unknown key SECTION.KEY; did you mean ...?" (or the known keys) for the first key of `data` not in
+    `known`, or None when every key is known — for the sections other components own (`model.moe`, ...)."""
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            return f"unknown key {section}.{key}{hint}"
+    return None
+
+
 def _build(cls: type, data: Dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]

@@ -21,15 +21,20 @@ TINY = ["model.dims={d_model: 32, d_kv: 8, d_ff: 64, num_layers: 1, num_decoder_
         "evaluation.max_examples=2", "evaluation.every=3", "evaluation.batch_size=8"]
 
 
-def test_the_recipe_passes_every_check_of_a_run(shared_data_dir):
-    cfg = as_config("t5_recipe")
-    cfg.data.data_dir = str(shared_data_dir)
+def _checked(name, data_dir):
+    """(config, rates, sampling config) of a packaged config after every check a run makes, on `data_dir`."""
+    cfg = as_config(name)
+    cfg.data.data_dir = str(data_dir)
     check_paths(cfg)
     previous = task_registry.get_data_dir()
     try:
-        rates, sampling = check_run_config(cfg)
+        return (cfg, *check_run_config(cfg))
     finally:
         task_registry.set_data_dir(previous)
+
+
+def test_the_recipe_passes_every_check_of_a_run(shared_data_dir):
+    cfg, rates, sampling = _checked("t5_recipe", shared_data_dir)
     assert "ag_news_span_corruption" in rates and "glue_rte" not in rates  # T0's held-out clusters held out
     assert sampling["rates"] == rates and cfg.data.batching == "pack"
 
@@ -56,14 +61,7 @@ def test_the_recipe_trains_end_to_end_scaled_down(tmp_path, shared_data_dir, t5_
 def test_the_t0_lora_config_passes_every_check_of_a_run(shared_data_dir):
     from t2t_mtl.model.lora import lora_settings
 
-    cfg = as_config("t0_lora")
-    cfg.data.data_dir = str(shared_data_dir)
-    check_paths(cfg)
-    previous = task_registry.get_data_dir()
-    try:
-        rates, _ = check_run_config(cfg)
-    finally:
-        task_registry.set_data_dir(previous)
+    cfg, rates, _ = _checked("t0_lora", shared_data_dir)
     assert "glue_sst2" in rates and not {"glue_rte", "super_glue_copa", "super_glue_cb"} & set(rates)
     assert lora_settings(cfg.model.lora).targets == ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]
 

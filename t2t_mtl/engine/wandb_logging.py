@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from t2t_mtl.config import ConfigError
+from t2t_mtl.config import ConfigError, unknown_key_message
 
 WANDB_KEYS = ("project", "entity", "name", "group", "tags", "notes", "mode")
 WANDB_MODES = ("online", "offline", "disabled")
@@ -27,10 +27,9 @@ def check_wandb_section(section: Optional[Mapping[str, Any]]) -> Optional[Dict[s
     if not isinstance(section, Mapping) or not section.get("project"):
         raise ConfigError("training.wandb needs at least a project: {project: NAME} (optional: entity, name, group, "
                           "tags, notes, mode: online|offline|disabled)")
-    unknown = sorted(set(section) - set(WANDB_KEYS))
+    unknown = unknown_key_message("training.wandb", section, WANDB_KEYS)
     if unknown:
-        raise ConfigError(f"unknown key(s) training.wandb.{', training.wandb.'.join(unknown)}; known keys: "
-                          f"{', '.join(WANDB_KEYS)}")
+        raise ConfigError(unknown)
     for key in ("project", "entity", "name", "group", "notes"):
         if section.get(key) is not None and not isinstance(section[key], str):
             raise ConfigError(f"training.wandb.{key}={section[key]!r}: must be a string")

@@ -13,7 +13,6 @@ layer of every encoder/decoder block (attention `q`, `k`, `v`, `o`; feed-forward
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -21,6 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from t2t_mtl.config import unknown_key_message
 
 __all__ = ["LORA_TARGETS", "LoRAConfig", "LoRAConfigError", "LoRALinear", "apply_lora", "has_lora", "lora_settings",
            "merge_lora", "trainable_parameter_count"]
@@ -52,12 +53,9 @@ class LoRAConfig:
         if not isinstance(data, Mapping):
             raise LoRAConfigError(f"model.lora must be a mapping such as {{r: 8, alpha: 16, targets: [q, v]}} "
                                   f"(or true for those defaults), not {data!r}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-                raise LoRAConfigError(f"unknown key model.lora.{key}{hint}")
+        unknown = unknown_key_message("model.lora", data, [f.name for f in dataclasses.fields(cls)])
+        if unknown:
+            raise LoRAConfigError(unknown)
         cfg = cls(**data)
         cfg.validate()
         return cfg

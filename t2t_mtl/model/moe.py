@@ -37,6 +37,7 @@ from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActD
 
 from kernels.moe import (combine, expert_capacity, load_balancing_loss, permute, plan_dispatch, route,
                          router_z_loss)
+from t2t_mtl.config import unknown_key_message
 
 __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
@@ -103,12 +104,9 @@ class MoEConfig:
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "MoEConfig":
         """Validate `model.moe`; unknown keys and bad values raise `MoEConfigError` naming the key."""
         data = dict(data or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-                raise MoEConfigError(f"unknown key model.moe.{key}{hint}")
+        unknown = unknown_key_message("model.moe", data, [f.name for f in dataclasses.fields(cls)])
+        if unknown:
+            raise MoEConfigError(unknown)
         cfg = cls(**data)
         cfg.validate()
         return cfg
