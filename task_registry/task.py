@@ -1,7 +1,8 @@
 """A task: a data source, preprocessors, templates and metadata, rendered to text-to-text `datasets`.
 
 `Task.to_dataset(split)` gives columns `inputs`, `targets`, `answer_choices` (list of str, `[]` if the
-template has none), `task` and `template`. Each row is rendered with one of the selected templates, chosen
+template has none), `references` (every acceptable gold answer: the template's `references`, else
+`[targets]`), `task` and `template`. Each row is rendered with one of the selected templates, chosen
 uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` filter), so
 the output is a pure function of (rows, templates, seed) and map-style results are cached by datasets
 fingerprint. Rows whose template renders no target (promptsource's "skip") are dropped, counted in
@@ -30,6 +31,7 @@ OUTPUT_FEATURES = datasets.Features({
     "inputs": datasets.Value("string"),
     "targets": datasets.Value("string"),
     "answer_choices": datasets.Sequence(datasets.Value("string")),
+    "references": datasets.Sequence(datasets.Value("string")),
     "task": datasets.Value("string"),
     "template": datasets.Value("string"),
 })
@@ -76,15 +78,16 @@ class _Renderer:
         self.seed = seed
 
     def fingerprint_parts(self) -> tuple:
-        return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.instruction, t.context)
-                                        for t in self.templates], "render-v1")
+        return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
+                                        for t in self.templates], "render-v2")
 
     def render_row(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
         rng = random.Random(f"{self.seed}:{index}")
         template = self.templates[rng.randrange(len(self.templates))] if len(self.templates) > 1 else self.templates[0]
         example = template.render(row, task=self.task, row_index=index, rng=rng)
         return {"inputs": example.inputs, "targets": example.targets,
-                "answer_choices": example.answer_choices or [], "task": self.task, "template": template.name,
+                "answer_choices": example.answer_choices or [], "references": example.gold_references,
+                "task": self.task, "template": template.name,
                 _SKIP_COLUMN: example.skipped}
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
@@ -270,6 +273,7 @@ class Task:
             "description": self.description, "source": self.source.to_config(),
             "preprocessors": [p.describe() for p in self.preprocessors],
             "templates": [{"name": t.name, "jinja": t.jinja, "answer_choices": t.answer_choices,
+                           **({"references": t.references} if t.references is not None else {}),
                            "metadata": {k: v for k, v in t.metadata.to_dict().items() if v is not None}}
                           for t in self.templates],
         }

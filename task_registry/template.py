@@ -9,7 +9,10 @@ Rendering follows promptsource's `Template.apply(example)` (default `truncate=Tr
    rendered with the protected row plus `answer_choices` (the list from step 2, or `None`), split on `|||`,
    and each part un-protected and then stripped.
 
-Two parts give `inputs` and `targets`. One part (the template rendered no `|||`, e.g. a row the template
+Two parts give `inputs` and `targets`. An optional `references` Jinja string (rendered like the answer
+choices, split on `|||`) lists every acceptable gold answer for scoring (e.g. all of WebQuestions'
+`answers`); it is rendered only for rows that are not skipped, and without it the references are `[targets]`.
+One part (the template rendered no `|||`, e.g. a row the template
 excludes with `{% if %}`) or an empty target is promptsource's "skip" case: the result has `targets == ""`
 and `skipped` is true; `Task.to_dataset` counts and drops such rows. More than two parts is an error.
 
@@ -91,6 +94,14 @@ class RenderedExample:
     instruction: str
     context: str
     answer: str
+    references: Optional[list[str]] = None
+
+    @property
+    def gold_references(self) -> list[str]:
+        """The acceptable answers to score a prediction against: `references`, else `[targets]` ([] if skipped)."""
+        if self.references is not None:
+            return list(self.references)
+        return [self.targets] if self.targets else []
 
     @property
     def skipped(self) -> bool:
@@ -118,7 +129,11 @@ def _missing_field(message: str) -> Optional[str]:
 class Template:
     """A Jinja prompt template: `input ||| target`, optional `|||`-separated answer choices.
 
-    `source_file`/`source_line` say where the template's text starts (YAML files), for error messages.
+    `references` (optional, a `|||`-separated Jinja string like `answer_choices`) renders every acceptable gold
+    answer of a row, e.g. `"{{ answers | join(' ||| ') }}"`; text metrics score a prediction against them
+    (SQuAD/exact match take the best, BLEU uses them all). `reference` is promptsource's free-text note on where
+    the prompt comes from. `source_file`/`source_line` say where the template's text starts (YAML files), for
+    error messages.
     `instruction` and `context` are optional Jinja strings giving the decaNLP split of the input
     (e.g. instruction "Is the review positive or negative?", context "{{sentence}}"); without them the
     rendered `instruction` is the whole input and `context` is empty. All Jinja is compiled once, at
@@ -128,7 +143,8 @@ class Template:
     def __init__(self, name: str, jinja: str, answer_choices: Optional[str] = None,
                  metadata: Union[None, TemplateMetadata, Mapping[str, Any]] = None, id: Optional[str] = None,
                  *, reference: str = "", instruction: Optional[str] = None, context: Optional[str] = None,
-                 source_file: Optional[str] = None, source_line: Optional[int] = None):
+                 references: Optional[str] = None, source_file: Optional[str] = None,
+                 source_line: Optional[int] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a template needs a non-empty string name, got {name!r}")
         if not isinstance(jinja, str):
@@ -138,11 +154,18 @@ class Template:
                 f"template {name!r}: `answer_choices` must be a `|||`-separated Jinja string, "
                 f"got {type(answer_choices).__name__}"
             )
+        if references is not None and (not isinstance(references, str) or not references.strip()):
+            raise TaskDefinitionError(
+                f"template {name!r}: `references` must be a non-empty `|||`-separated Jinja string listing the "
+                f"acceptable answers (e.g. \"{{{{ answers | join(' ||| ') }}}}\"), got {references!r}")
         self.name = name
         self.jinja = jinja
         self.answer_choices = answer_choices
+        self.references = references
         self.metadata = TemplateMetadata.coerce(metadata, template=name)
-        self.id = id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"t2t-mtl-template:{name}:{jinja}:{answer_choices}"))
+        identity = f"t2t-mtl-template:{name}:{jinja}:{answer_choices}" + (
+            f":{references}" if references is not None else "")
+        self.id = id or str(uuid.uuid5(uuid.NAMESPACE_URL, identity))
         self.reference = reference
         self.instruction = instruction
         self.context = context
@@ -155,6 +178,7 @@ class Template:
         self._main = self._compile_one(with_truncation(self.jinja), self.jinja)
         self._choices = None if self.answer_choices is None else self._compile_one(self.answer_choices,
                                                                                       self.answer_choices)
+        self._references = None if self.references is None else self._compile_one(self.references, self.references)
         self._instruction = None if self.instruction is None else self._compile_one(
             with_truncation(self.instruction), self.instruction)
         self._context = None if self.context is None else self._compile_one(
@@ -179,7 +203,7 @@ class Template:
                                       filename=self.source_file, file_lineno=self.source_line) from None
 
     def __getstate__(self) -> dict[str, Any]:
-        compiled = {"_main", "_choices", "_instruction", "_context"}
+        compiled = {"_main", "_choices", "_references", "_instruction", "_context"}
         return {k: v for k, v in self.__dict__.items() if k not in compiled}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -189,7 +213,8 @@ class Template:
     @functools.cached_property
     def variables(self) -> frozenset[str]:
         """The row fields the template's Jinja reads (parsed on first use, for error messages)."""
-        sources = [s for s in (self.jinja, self.answer_choices, self.instruction, self.context) if s is not None]
+        sources = [s for s in (self.jinja, self.answer_choices, self.references, self.instruction, self.context)
+                   if s is not None]
         names = frozenset().union(*(jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(s)) for s in sources))
         return names - set(ENVIRONMENT.globals) - {"answer_choices"}
 
@@ -239,12 +264,26 @@ class Template:
                            if self._instruction is not None else inputs)
             context = (_unescape_pipe(self._run(self._context, context_vars, task=task, row_index=row_index)).strip()
                        if self._context is not None else "")
+            references = (self._render_references(context_vars, task=task, row_index=row_index)
+                          if self._references is not None and targets else None)
         if check_answer_choices and choices is not None and targets and targets not in choices:
             raise AnswerNotInChoicesError(
                 f"target {targets!r} is not among the answer choices {choices}",
                 task=task, template=self.name, row_index=row_index)
         return RenderedExample(inputs=inputs, targets=targets, answer_choices=choices, instruction=instruction,
-                               context=context, answer=targets)
+                               context=context, answer=targets, references=references)
+
+    def _render_references(self, variables: Mapping[str, Any], *, task: Optional[str],
+                           row_index: Optional[int]) -> list[str]:
+        """The `references` split on `|||` and stripped; an empty one is an error naming the row."""
+        rendered = self._run(self._references, variables, task=task, row_index=row_index)
+        references = [_unescape_pipe(part).strip() for part in rendered.split(SEPARATOR)]
+        if not all(references):
+            raise TemplateRenderError(
+                f"`references` rendered an empty gold answer ({rendered!r}): every `|||`-separated part must be a "
+                f"non-empty answer; check the row's answers or the expression", task=task, template=self.name,
+                row_index=row_index, field="references")
+        return references
 
     def _run(self, compiled: jinja2.Template, variables: Mapping[str, Any], *, task: Optional[str],
              row_index: Optional[int]) -> str:

@@ -24,6 +24,8 @@ Schema (keys other than these are an error, reported with close matches)::
       - name: t5                      # a template written inline
         jinja: "rte premise: {{premise}} hypothesis: {{hypothesis}} ||| {{ answer_choices[label] }}"
         answer_choices: "entailment ||| not_entailment"       # optional, `|||`-separated Jinja
+        # references: "{{ answers | join(' ||| ') }}"  # optional, `|||`-separated Jinja: every acceptable
+                                      #   gold answer for the text metrics (default: the target)
         instruction: "Does the premise entail the hypothesis?"  # optional decaNLP parts (Jinja)
         context: "{{premise}} {{hypothesis}}"
         metadata: {original_task: true, choices_in_prompt: false, metrics: [Accuracy]}
@@ -54,7 +56,8 @@ from .template import SEPARATOR, Template
 
 TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
              "source", "preprocessors", "templates"}
-TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "instruction", "context", "metadata", "reference", "id"}
+TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "references", "instruction", "context", "metadata", "reference",
+                 "id"}
 PROMPTSOURCE_KEYS = {"promptsource", "dataset", "subset", "names"}
 SOURCE_KINDS = {"hf": {"hf", "name", "data_files"}, "files": {"files"}}
 
@@ -233,13 +236,16 @@ class _FileParser:
     def inline_template(self, entry: dict) -> Optional[Template]:
         problems = _unknown_keys(entry, TEMPLATE_KEYS)
         problems += [f"template lacks {key!r}" for key in ("name", "jinja") if key not in entry]
+        if "{{" in str(entry.get("reference", "")) and "references" not in entry:
+            problems.append("`reference` is promptsource's free-text note on the prompt's source; to list the "
+                            "acceptable gold answers use `references` (a `|||`-separated Jinja string)")
         for problem in problems:
             self.error(self.line_of(entry), problem)
         if problems:
             return None
         try:
             return Template(entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
-                            metadata=entry.get("metadata"), id=entry.get("id"), reference=entry.get("reference", ""),
+                            references=entry.get("references"), metadata=entry.get("metadata"), id=entry.get("id"), reference=entry.get("reference", ""),
                             instruction=entry.get("instruction"), context=entry.get("context"),
                             source_file=str(self.path), source_line=self.line_of(entry, "jinja"))
         except TaskRegistryError as error:

@@ -287,7 +287,7 @@ def test_real_mixtures(real_tasks):
 def test_to_dataset_end_to_end(real_tasks):
     dataset = real_tasks["glue_rte"].to_dataset("validation")
     assert len(dataset) == 277
-    assert set(dataset.column_names) == {"inputs", "targets", "answer_choices", "task", "template"}
+    assert set(dataset.column_names) == {"inputs", "targets", "answer_choices", "references", "task", "template"}
     assert all(t in c for t, c in zip(dataset["targets"], dataset["answer_choices"]))
     streamed = list(real_tasks["glue_rte"].to_dataset("validation", streaming=True, max_examples=3))
     assert streamed == dataset.select(range(3)).to_list()
@@ -323,3 +323,45 @@ def test_builtins_register_again_after_an_isolated_registry_dropped_them():
         names = task_registry.load_builtin_tasks()
         assert "reverse_words" in names and "rte" in " ".join(names)
         assert task_registry.get_mixture("procedural").name == "procedural"
+
+
+def test_conll2003_is_scored_by_entity_f1_over_its_own_target_format(real_tasks, shared_data_dir):
+    from t2t_mtl.evaluation.metrics import compute_metric
+    from t2t_mtl.evaluation.runner import task_metrics
+
+    task = real_tasks["conll2003"]
+    for template in task.templates:
+        assert task_metrics(task, template)[0][0] == "entity_f1"
+    targets = task.to_dataset("validation", templates=["t5_prefix"])["targets"]
+    assert "none" in targets  # sentences without entities are part of the corpus
+    # every gold target parses: perfect predictions score 1; dropping the entities of one sentence loses
+    # exactly its entities (recall) and nothing else; entities counted from the raw tags by seqeval
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from task_registry.builtin.real import CONLL2003_TAGS
+
+    assert compute_metric("entity_f1", targets, targets)["f1"] == 1.0
+    gold_entities = 0
+    with open(shared_data_dir / "conll2003/conll2003/validation.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            gold_entities += len(get_entities([CONLL2003_TAGS[t] for t in json.loads(line)["ner_tags"]]))
+    first = next(i for i, t in enumerate(targets) if t != "none")
+    dropped = targets[first].count(": ")
+    result = compute_metric("entity_f1", ["none" if i == first else t for i, t in enumerate(targets)], targets)
+    assert result["precision"] == 1.0 and result["recall"] == pytest.approx((gold_entities - dropped) / gold_entities)
+
+
+def test_qa_tasks_score_against_every_gold_answer(real_tasks, shared_data_dir):
+    from t2t_mtl.evaluation.runner import task_metrics
+
+    web, xquad = real_tasks["web_questions"], real_tasks["xquad_en"]
+    raw_web = _first_raw_row(shared_data_dir, "web_questions", "test")
+    raw_xquad = _first_raw_row(shared_data_dir, "xquad_en", "validation")
+    for template in web.templates:
+        out = template.render(web.load_rows("test")[0])
+        assert out.targets == raw_web["answers"][0] and out.references == raw_web["answers"]
+        assert task_metrics(web, template)[0][0] == "squad_exact_match"  # SQuAD-normalised exact match first
+    for template in xquad.templates:
+        assert template.render(xquad.load_rows("validation")[0]).references == raw_xquad["answers"]["text"]
+    multi = [r for r in web.to_dataset("test", templates=["t5_prefix"], max_examples=50) if len(r["references"]) > 1]
+    assert multi and all(r["targets"] == r["references"][0] for r in multi)

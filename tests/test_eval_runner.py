@@ -363,3 +363,116 @@ def test_two_process_sharded_evaluation_equals_one_process(checkpoint, data_file
         assert sharded.score == pytest.approx(single.score)
         for a, b in zip(sharded.predictions, single.predictions):
             assert a.get("choice_scores", []) == pytest.approx(b.get("choice_scores", []), abs=1e-5)
+
+
+# -- metric semantics in the runner (fake models: the numbers follow from the predictions alone) ----------------
+class _NoTaskTokens:
+    def get_vocab(self):
+        return {}
+
+
+def _local_task(tmp_path, name, rows, templates, metrics=()):
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return task_registry.Task(name, task_registry.LocalFileSource({"validation": str(path)}), templates,
+                              metrics=metrics, splits=("validation",))
+
+
+def _answer_with(monkeypatch, answer):
+    """Generation answers `answer(input text)`; rank classification picks the first choice."""
+    from t2t_mtl.evaluation import runner
+
+    monkeypatch.setattr(runner, "generate_texts", lambda model, tok, inputs, **kw: [answer(x) for x in inputs])
+    monkeypatch.setattr(runner, "score_choices", lambda model, tok, inputs, choices, **kw:
+                        [[0.0] + [-1.0] * (len(c) - 1) for c in choices])
+
+
+QA_ROWS = [{"question": "language of Jamaica?", "answers": ["Jamaican Creole English Language", "Jamaican English"]},
+           {"question": "capital of France?", "answers": ["Paris"]},
+           {"question": "who wrote Hamlet?", "answers": ["Shakespeare", "William Shakespeare"]}]
+
+
+def test_a_prediction_matching_any_listed_gold_answer_scores(tmp_path, monkeypatch):
+    templates = [task_registry.Template("all", "{{ question }} ||| {{ answers[0] }}",
+                                        references="{{ answers | join(' ||| ') }}"),
+                 task_registry.Template("first", "{{ question }} ||| {{ answers[0] }}")]
+    task = _local_task(tmp_path, "qa", QA_ROWS, templates, metrics=("squad_exact_match", "exact_match"))
+    last = {r["question"]: r["answers"][-1] for r in QA_ROWS}
+    _answer_with(monkeypatch, lambda text: last[text].lower() + ".")  # the last answer, lower-cased, with a "."
+    report = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(keep_predictions=True), progress=False)
+    every, first_only = report.results
+    # SQuAD normalisation drops case and punctuation; every listed answer counts: 3 of 3 (by hand)
+    assert (every.primary_metric, every.primary_key, every.score) == ("squad_exact_match", "exact_match", 100.0)
+    assert every.metrics["exact_match"]["exact_match"] == 0.0  # strict exact match: case and "." differ
+    assert every.predictions[0]["references"] == QA_ROWS[0]["answers"]
+    # without references only answers[0] is gold: only Paris (a one-answer row) is right
+    assert first_only.score == pytest.approx(100 / 3) and "references" not in first_only.predictions[0]
+    assert every.majority_baseline == pytest.approx(100 / 3)  # "jamaican creole ..." right once of 3
+
+
+def test_metrics_that_cannot_score_a_template_error_when_declared_and_are_skipped_from_metadata(tmp_path, monkeypatch):
+    from t2t_mtl.evaluation import EvaluationError
+
+    rows = [{"review": f"review {i}", "stars": 1 + i % 5} for i in range(6)]
+    words = "{{ ['bad', 'poor', 'ok', 'good', 'great'][stars - 1] }}"
+    text_target = task_registry.Template("words", "Rate: {{ review }} ||| " + words,
+                                         metadata={"metrics": ["Accuracy", "Spearman Correlation", "f1"]})
+    numeric = task_registry.Template("stars", "Stars: {{ review }} ||| {{ stars }}",
+                                     metadata={"metrics": ["Spearman Correlation", "Accuracy"]})
+    only_unusable = task_registry.Template("only", "Rate: {{ review }} ||| " + words,
+                                           metadata={"metrics": ["Pearson Correlation"]})
+    called = []
+    _answer_with(monkeypatch, lambda text: called.append(text) or "3")
+    declared = _local_task(tmp_path, "declared", rows, [text_target], metrics=("spearmanr",))
+    with pytest.raises(EvaluationError, match="task 'declared' template 'words': metric 'spearmanr' cannot score it: "
+                                              "the target 'bad' \\(row 0\\) is not a number"):
+        evaluate_tasks(None, _NoTaskTokens(), [declared], EvalSettings(), progress=False)
+    declared_f1 = _local_task(tmp_path, "declared_f1", rows, [text_target], metrics=("accuracy", "f1"))
+    with pytest.raises(EvaluationError, match="template 'words': metric 'f1'.*declare `answer_choices`"):
+        evaluate_tasks(None, _NoTaskTokens(), [declared_f1], EvalSettings(), progress=False)
+    assert called == []  # refused before the model ran
+
+    hinted = _local_task(tmp_path, "hinted", rows, [text_target, numeric, only_unusable])
+    report = evaluate_tasks(None, _NoTaskTokens(), [hinted], EvalSettings(), progress=False)
+    words_result, stars_result, only_result = report.results
+    assert list(words_result.metrics) == ["accuracy"] and words_result.primary_metric == "accuracy"
+    assert set(words_result.skipped_metrics) == {"spearmanr", "f1"}
+    assert "'bad' (row 0) is not a number" in words_result.skipped_metrics["spearmanr"]
+    assert stars_result.skipped_metrics == {} and stars_result.primary_metric == "spearmanr"
+    assert stars_result.score == 0.0 and stars_result.majority_baseline is None  # constant "3": no correlation
+    assert only_result.metrics.keys() == {"exact_match"} and "pearsonr" in only_result.skipped_metrics
+    markdown = to_markdown(report)
+    assert "- hinted / words: spearmanr: the target 'bad' (row 0) is not a number" in markdown
+    assert "- hinted / words: f1: binary F1 needs answer choices" in markdown
+
+
+def test_chance_is_on_the_primary_metrics_scale():
+    from t2t_mtl.evaluation.runner import _baselines, _Example
+
+    cola = [_Example(i, "x", t, ["unacceptable", "acceptable"])
+            for i, t in enumerate(["acceptable", "unacceptable", "acceptable", "acceptable"])]
+    assert _baselines(cola, "matthews_correlation", "matthews_correlation") == (0.0, 0.0)  # constant: MCC 0
+    assert _baselines(cola, "accuracy", "accuracy") == (75.0, 50.0)
+    assert _baselines(cola, "squad", "f1")[1] is None
+    graded = [_Example(0, "x", "a", ["a", "b", "c"], [1.0, 0.5, 0.0]), _Example(1, "x", "b", ["a", "b"], [0.0, 1.0])]
+    assert _baselines(graded, "multiple_choice_grade", "multiple_choice_grade")[1] == pytest.approx(
+        100 * (0.5 + 0.5) / 2)  # the mean target score of a random choice
+    numbers = [_Example(i, "x", t, []) for i, t in enumerate(["1.0", "2.5", "2.5"])]
+    assert _baselines(numbers, "pearsonr", "pearsonr") == (None, None)
+
+
+def test_reports_never_hold_nan(tmp_path):
+    nan = float("nan")
+    report = EvalReport("m", [_result("t1", "x", nan, nan), _result("t1", "y", 40.0, 10.0), _result("t2", "x", nan)])
+    report.results[0].metrics = {"pearsonr": {"pearsonr": nan}}
+    summary = summarize(report)
+    assert summary["tasks"]["t1"].median == 40.0 and summary["tasks"]["t1"].majority_baseline == 10.0
+    assert summary["unscored_tasks"] == ["t2"] and summary["decascore"] == 40.0
+    paths = write_report(report, tmp_path / "out")
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in report.json")
+
+    data = json.loads(paths["json"].read_text(), parse_constant=refuse)
+    assert data["results"][0]["score"] is None and data["results"][0]["metrics"]["pearsonr"]["pearsonr"] is None
+    assert "nan" not in paths["markdown"].read_text().lower()

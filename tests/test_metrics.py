@@ -152,3 +152,135 @@ def test_scoring_counts_generations_outside_the_choices_and_empty_ones_as_wrong(
     # numbers: unparsable -> -1.0; tags: padded with O to the reference length
     assert metric_inputs("pearsonr", ["0.5", "n/a"], ["1", "2"], [[], []]) == ([0.5, -1.0], [1.0, 2.0])
     assert metric_inputs("seqeval", ["B-PER"], ["B-PER O O"], [[]]) == ([["B-PER", "O", "O"]], [["B-PER", "O", "O"]])
+
+
+# -- entity F1 of NER written as text (conll2003) ------------------------------------------------------------
+def _bio_to_text(tokens, tags):
+    from task_registry.builtin.real import bio_entities
+
+    return "; ".join(f"{text}: {kind}" for text, kind in bio_entities(tokens, tags)) or "none"
+
+
+def test_entity_f1_equals_seqeval_span_f1_on_the_same_sentences():
+    """Entity F1 over the "span: TYPE" texts of BIO sentences equals seqeval's (conlleval) micro span F1 on
+    the tags themselves (no sentence repeats an entity text at two positions, where the text form cannot tell)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    tokens = [["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+              ["Peter", "Blackburn", "met", "Acme", "Corp", "in", "New", "York"],
+              ["Nothing", "here", "."],
+              ["Somerset", "beat", "Leicestershire", "and", "West", "Indian", "Phil", "Simmons"]]
+    gold = [["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"],
+            ["B-PER", "I-PER", "O", "B-ORG", "I-ORG", "O", "B-LOC", "I-LOC"],
+            ["O", "O", "O"],
+            ["B-ORG", "O", "B-ORG", "O", "B-MISC", "I-MISC", "B-PER", "I-PER"]]
+    pred = [["B-ORG", "O", "B-LOC", "O", "O", "O", "B-MISC", "O", "O"],   # German: wrong type
+            ["B-PER", "O", "O", "B-ORG", "I-ORG", "O", "B-LOC", "I-LOC"],  # Peter (truncated span)
+            ["B-PER", "O", "O"],                                            # a spurious entity
+            ["B-ORG", "O", "B-ORG", "O", "B-MISC", "I-MISC", "B-PER", "I-PER"]]
+    result = compute_metric("entity_f1", [_bio_to_text(t, p) for t, p in zip(tokens, pred)],
+                            [_bio_to_text(t, g) for t, g in zip(tokens, gold)])
+    assert result["precision"] == pytest.approx(precision_score(gold, pred))
+    assert result["recall"] == pytest.approx(recall_score(gold, pred))
+    assert result["f1"] == pytest.approx(f1_score(gold, pred))
+    assert result["unparsable"] == 0.0
+
+
+def test_entity_f1_counts_typed_spans_not_string_overlap():
+    gold = "West Indian: MISC; Phil Simmons: PER; Leicestershire: ORG; Somerset: ORG"
+    # wrong types: only Leicestershire is right -> P = R = 1/4 (squad token F1 said 1.0)
+    wrong = compute_metric("entity_f1", ["West Indian: PER; Phil Simmons: ORG; Leicestershire: ORG; Somerset: MISC"],
+                           [gold])
+    assert (wrong["precision"], wrong["recall"], wrong["f1"]) == pytest.approx((0.25, 0.25, 0.25))
+    # another order is the same set (exact match said 0)
+    reordered = "Somerset: ORG; Leicestershire: ORG;  Phil  Simmons: PER; West Indian: MISC;"
+    assert compute_metric("entity_f1", [reordered], [gold])["f1"] == 1.0
+    # multisets: a pair predicted twice is correct once; "none" has no entities; an unparsable prediction none
+    result = compute_metric("entity_f1",
+                            ["Paris: LOC; Paris: LOC", "None", "Paris is a LOC", "Mission : Impossible: MISC"],
+                            ["Paris: LOC", "none", "Lyon: LOC", "Mission : Impossible: MISC"])
+    correct, predicted, gold_count = 1 + 0 + 0 + 1, 2 + 0 + 0 + 1, 1 + 0 + 1 + 1
+    p, r = correct / predicted, correct / gold_count
+    assert result == pytest.approx({"precision": p, "recall": r, "f1": 2 * p * r / (p + r), "unparsable": 1 / 4})
+    # conlleval: no gold and no predicted entities anywhere -> 0
+    assert compute_metric("entity_f1", ["none"], ["none"])["f1"] == 0.0
+    with pytest.raises(ValueError, match="entity_f1: reference 0 .*'oops'.*not an entity list"):
+        compute_metric("entity_f1", ["none"], ["oops"])
+    assert canonical_metric_name("NER F1") == "entity_f1"
+    assert metric_inputs("entity_f1", ["a"], ["b: PER"], [[]]) == (["a"], ["b: PER"])
+
+
+# -- correlations, F1's positive class, SQuAD v1.1 -----------------------------------------------------------
+def test_correlations_of_constant_or_single_predictions_are_zero_not_nan():
+    for name in ("pearsonr", "spearmanr"):
+        assert compute_metric(name, [3.0, 3.0, 3.0], [1.0, 2.0, 4.0]) == {name: 0.0}  # constant predictions
+        assert compute_metric(name, [1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == {name: 0.0}  # constant gold
+        assert compute_metric(name, [1.0], [2.0]) == {name: 0.0}  # one example (scipy raises)
+    # a generated "nan" / "inf" is unparsable, not a NaN that poisons the coefficient
+    assert metric_inputs("pearsonr", ["nan", "inf", "2"], ["1", "2", "3"], [[]] * 3)[0] == [-1.0, -1.0, 2.0]
+
+
+def test_non_numeric_targets_under_a_correlation_are_refused_by_name():
+    from t2t_mtl.evaluation.errors import EvaluationError
+    from t2t_mtl.evaluation.scoring import metric_problem
+
+    assert metric_problem("spearmanr", ["1", "2.5"], [[], []]) is None
+    assert "'★★' (row 7) is not a number" in metric_problem("spearmanr", ["1", "★★"], [[], []], rows=[3, 7])
+    with pytest.raises(EvaluationError, match="metric 'pearsonr'.*'good' \\(example 0\\) is not a number"):
+        score_predictions(["pearsonr"], ["1"], ["good"], [[]])
+
+
+def test_binary_f1_needs_answer_choices_and_scores_a_one_class_subset_it_got_right():
+    from sklearn.metrics import f1_score
+
+    from t2t_mtl.evaluation.errors import EvaluationError
+
+    targets = ["equivalent", "equivalent", "equivalent", "not_equivalent"]
+    preds = ["equivalent", "equivalent", "not_equivalent", "not_equivalent"]
+    with pytest.raises(EvaluationError, match="binary F1 needs answer choices.*declare `answer_choices`"):
+        score_predictions(["f1"], preds, targets, [[]] * 4)
+    # with choices the second is the positive class, as sklearn's pos_label
+    got = score_predictions(["f1"], preds, targets, [["not_equivalent", "equivalent"]] * 4)["f1"]["f1"]
+    assert got == pytest.approx(f1_score(targets, preds, pos_label="equivalent"))
+    # no positive in the gold, none predicted: 2TP / (2TP + FP + FN) is 0/0, reported as 1 (no error made)
+    assert score_predictions(["f1"], ["no"] * 3, ["no"] * 3, [["no", "yes"]] * 3)["f1"]["f1"] == 1.0
+    assert score_predictions(["f1"], ["no", "yes"], ["no", "no"], [["no", "yes"]] * 2)["f1"]["f1"] == 0.0
+    # macro F1 does not name a positive class: fine without choices
+    assert score_predictions(["f1_macro"], preds, targets, [[]] * 4)["f1_macro"]["f1"] == pytest.approx(
+        f1_score(targets, preds, average="macro"))
+
+
+def _squad_v11_f1(prediction, reference):
+    """Token F1 as the SQuAD v1.1 evaluation script defines it (0 when no token is shared)."""
+    import re
+    import string
+
+    def normalize(text):
+        text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+    common = collections.Counter(normalize(prediction).split()) & collections.Counter(normalize(reference).split())
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    p, r = same / len(normalize(prediction).split()), same / len(normalize(reference).split())
+    return 2 * p * r / (p + r)
+
+
+def test_squad_follows_v1_1_when_both_sides_normalise_to_nothing_and_needs_a_reference():
+    preds, refs = ["the", "An", "a dog"], [["The"], ["!"], ["the dog", "dogs"]]
+    result = compute_metric("squad", preds, refs)
+    expected_f1 = sum(max(_squad_v11_f1(p, r) for r in rs) for p, rs in zip(preds, refs)) / 3
+    assert result == pytest.approx({"exact_match": 1.0, "f1": expected_f1}) and expected_f1 == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="squad: example 1 has no reference answer"):
+        compute_metric("squad", ["x", "y"], [["x"], []])
+    with pytest.raises(ValueError, match="exact_match: example 0 has no reference"):
+        compute_metric("exact_match", ["x"], [[]])
+
+
+def test_squad_exact_match_is_the_normalised_exact_match_of_the_squad_module():
+    assert METRICS["squad_exact_match"].module == "squad" and METRICS["squad_exact_match"].primary == "exact_match"
+    scores = score_predictions(["squad_exact_match"], ["jamaican english.", "Jamaican"],
+                               ["Jamaican English", "Jamaican English"], [[], []],
+                               references=[["Jamaican English"], ["Jamaican Creole", "jamaican"]])
+    assert scores["squad_exact_match"]["exact_match"] == 1.0

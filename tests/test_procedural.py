@@ -142,7 +142,7 @@ def test_datasets_are_deterministic_and_any_size():
     assert first.to_list() != other_seed.to_list()
     streamed = list(task.to_dataset("train", streaming=True))
     assert streamed == first.to_list()
-    assert set(first.column_names) == {"inputs", "targets", "answer_choices", "task", "template"}
+    assert set(first.column_names) == {"inputs", "targets", "answer_choices", "references", "task", "template"}
 
 
 def test_unknown_split_and_task_are_clear_errors():

@@ -114,7 +114,7 @@ def test_promptsource_task_renames_hyphenated_columns(tmp_path):
     try:
         task = promptsource_task("hyphen", tmp_path / "templates", "demo_hyphen", splits=("train",))
         assert task.to_dataset("train")[0] == {"inputs": "a", "targets": "yes", "answer_choices": ["no", "yes"],
-                                               "task": "hyphen", "template": "t"}
+                                               "references": ["yes"], "task": "hyphen", "template": "t"}
     finally:
         task_registry.set_data_dir(previous)
 

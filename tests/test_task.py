@@ -51,9 +51,10 @@ def test_local_files_of_every_format(tmp_path, fmt):
     rows = task.load_rows("train")
     assert [dict(r) for r in rows] == ROWS
     out = task.to_dataset("train")
-    assert out.column_names == ["inputs", "targets", "answer_choices", "task", "template"]
+    assert out.column_names == ["inputs", "targets", "answer_choices", "references", "task", "template"]
     assert out[3] == {"inputs": "sst2 sentence: sentence number 3", "targets": "positive",
-                      "answer_choices": ["negative", "positive"], "task": "local", "template": "t5"}
+                      "answer_choices": ["negative", "positive"], "references": ["positive"], "task": "local",
+                      "template": "t5"}
     assert task.num_rows("train") == 10
 
 
@@ -154,7 +155,8 @@ def test_a_filter_that_drops_every_row_gives_an_empty_dataset(tmp_path):
     task = Task("unlabelled", LocalFileSource(path), [SENTIMENT], preprocessors=[Filter("label != -1")],
                 splits=("train",))
     out = task.to_dataset("train")
-    assert len(out) == 0 and set(out.column_names) == {"inputs", "targets", "answer_choices", "task", "template"}
+    assert len(out) == 0 and set(out.column_names) == {"inputs", "targets", "answer_choices", "references", "task",
+                                                       "template"}
     stats = task.render_stats["train"]
     assert (stats.rows, stats.kept, stats.skipped) == (0, 0, 0)
     assert task.preprocess_stats["train"].rows_out == 0
@@ -242,3 +244,22 @@ def test_special_tokens_are_the_tokenizers_own_unless_eos_is_appended():
     assert appended["inputs_truncated"] == [False, False] and appended["targets_truncated"] == [False, False]
     with pytest.raises(ValueError, match="cache_file_name and keep_in_memory"):
         tokenize_dataset(rows.to_iterable_dataset(), tokenizer, 4, 3, keep_in_memory=True)
+
+
+def test_the_rendered_dataset_carries_the_gold_references(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    rows = [{"q": "capital of France?", "answers": ["Paris", "paris, France"]}, {"q": "skip me", "answers": []},
+            {"q": "2+2?", "answers": ["4"]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    templates = [Template("all", "{% if answers %}{{ q }} ||| {{ answers[0] }}{% endif %}",
+                          references="{{ answers | join(' ||| ') }}"),
+                 Template("first", "{% if answers %}{{ q }} ||| {{ answers[0] }}{% endif %}")]
+    task = Task("qa", LocalFileSource({"train": path}), templates, splits=("train",))
+    for streaming in (False, True):
+        with_refs = list(task.to_dataset("train", templates=["all"], streaming=streaming))
+        assert [r["references"] for r in with_refs] == [["Paris", "paris, France"], ["4"]]
+        assert task.render_stats["train"].skipped == 1
+        default = list(task.to_dataset("train", templates=["first"], streaming=streaming))
+        assert [r["references"] for r in default] == [["Paris"], ["4"]]
+    assert task.describe()["templates"][0]["references"] == "{{ answers | join(' ||| ') }}"
+    assert "references" not in task.describe()["templates"][1]

@@ -5,6 +5,7 @@ its custom filters/globals, truncation, pipe protection, skips, compile caching 
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from pathlib import Path
 
@@ -197,3 +198,32 @@ def test_templates_compile_once_and_survive_pickling():
     assert compile_template.cache_info().hits > hits
     clone = pickle.loads(pickle.dumps(first))
     assert clone.render({"x": 1, "y": 2}) == first.render({"x": 1, "y": 2})
+
+
+def test_references_list_every_acceptable_answer_and_default_to_the_target():
+    template = Template("qa", "Q: {{ question }} ||| {{ answers[0] }}", references="{{ answers | join(' ||| ') }}")
+    out = template.render({"question": "who?", "answers": ["Jamaican English ", "Jamaican Creole", "a ||| b"]})
+    assert out.targets == "Jamaican English"
+    # split on `|||` and stripped, like answer choices (a list value is not pipe-protected, as in promptsource)
+    assert out.references == ["Jamaican English", "Jamaican Creole", "a", "b"] == out.gold_references
+    plain = Template("plain", "Q: {{ question }} ||| {{ answers[0] }}").render({"question": "q", "answers": ["x"]})
+    assert plain.references is None and plain.gold_references == ["x"]
+    # a skipped row renders no references (the expression is not even evaluated)
+    skipping = Template("skip", "{% if answers %}{{ question }} ||| {{ answers[0] }}{% endif %}",
+                        references="{{ answers[5] }}")
+    assert skipping.render({"question": "q", "answers": []}).references is None
+    with pytest.raises(TemplateRenderError, match="task 't'.*template 'qa'.*row 4.*`references` rendered an empty"):
+        template.render({"question": "q", "answers": ["x", " "]}, task="t", row_index=4)
+    assert "answers" in template.variables
+    restored = pickle.loads(pickle.dumps(template))
+    assert restored.render({"question": "q", "answers": ["x", "y"]}).references == ["x", "y"]
+
+
+def test_references_must_be_a_jinja_string():
+    from task_registry.errors import TaskDefinitionError
+
+    for bad in ("  ", ["a"]):
+        with pytest.raises(TaskDefinitionError, match="template 'qa': `references` must be a non-empty"):
+            Template("qa", "{{ q }} ||| {{ a }}", references=bad)
+    # templates without references keep their ids
+    assert Template("qa", "{{ q }} ||| {{ a }}").id != Template("qa", "{{ q }} ||| {{ a }}", references="{{ a }}").id

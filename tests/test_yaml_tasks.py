@@ -152,3 +152,29 @@ def test_a_single_promptsource_name_may_be_written_as_a_string(tmp_path, prompts
     path = tmp_path / "one_name.yaml"
     path.write_text(text)
     assert parse_task_file(path).template_names == ["t5", "GPT-3 style"]
+
+
+def test_a_yaml_template_declares_its_gold_references(tmp_path):
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "where?", "answers": ["Paris", "France"]}) + "\n")
+    body = textwrap.dedent("""\
+        name: yaml_qa
+        splits: [validation]
+        metrics: [squad_exact_match]
+        source: {files: {validation: qa.jsonl}}
+        templates:
+          - name: all
+            jinja: "{{ q }} ||| {{ answers[0] }}"
+            %s
+        """)
+    path = tmp_path / "qa.yaml"
+    path.write_text(body % "references: \"{{ answers | join(' ||| ') }}\"")
+    assert validate_task_file(path) == []
+    task = parse_task_file(path)
+    assert task.to_dataset("validation")[0]["references"] == ["Paris", "France"]
+    # promptsource's `reference` (a free-text note) holding Jinja is almost surely a misspelt `references`
+    path.write_text(body % "reference: \"{{ answers | join(' ||| ') }}\"")
+    problems = validate_task_file(path)
+    assert len(problems) == 1 and "qa.yaml:6: `reference` is promptsource's free-text note" in problems[0] \
+        and "use `references`" in problems[0]
+    path.write_text(body % "references: ''")
+    assert "`references` must be a non-empty" in validate_task_file(path)[0]

@@ -3,11 +3,13 @@
 A task's score is the median over its templates of the template scores (0-100, the task's primary
 metric); the mean, min and max are reported beside it. Over tasks: the decaScore-style sum of the task
 scores (decaNLP sums its ten 0-100 task metrics) and the macro average (their mean). Templates with no
-examples left (score None) and tasks with no scored template are listed, not averaged.
+examples left (score None) and tasks with no scored template are listed, not averaged; so is a non-finite
+score (NaN from a report written before correlations were guarded), which is never averaged.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from typing import Any, Optional, Sequence
 
@@ -32,6 +34,11 @@ class TaskSummary:
         return dataclasses.asdict(self)
 
 
+def finite(value: Any) -> bool:
+    """True for a real number that is not NaN or infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _median(values: Sequence[float]) -> Optional[float]:
     return statistics.median(values) if values else None
 
@@ -43,9 +50,9 @@ def summarize_task(results: Sequence[TemplateResult]) -> TaskSummary:
     tasks = {r.task for r in results}
     if len(tasks) != 1:
         raise ValueError(f"summarize_task got results of several tasks: {sorted(tasks)}")
-    scores = [r.score for r in results if r.score is not None]
-    majority = [r.majority_baseline for r in results if r.majority_baseline is not None]
-    chance = [r.chance_baseline for r in results if r.chance_baseline is not None]
+    scores = [r.score for r in results if finite(r.score)]
+    majority = [r.majority_baseline for r in results if finite(r.majority_baseline)]
+    chance = [r.chance_baseline for r in results if finite(r.chance_baseline)]
     return TaskSummary(
         task=results[0].task, primary_metric=f"{results[0].primary_metric}.{results[0].primary_key}",
         num_templates=len(results), num_scored_templates=len(scores), median=_median(scores),

@@ -6,14 +6,25 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from t2t_mtl.evaluation.aggregate import compare, summarize
+from t2t_mtl.evaluation.aggregate import compare, finite, summarize
 from t2t_mtl.evaluation.results import EvalReport
 
 PathLike = Union[str, Path]
 
 
 def _fmt(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.1f}"
+    return f"{value:.1f}" if finite(value) else "—"
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with every NaN/infinite float replaced by None (JSON has no NaN: it would be invalid)."""
+    if isinstance(value, float) and not finite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _safe_name(name: str) -> str:
@@ -21,10 +32,10 @@ def _safe_name(name: str) -> str:
 
 
 def report_to_dict(report: EvalReport) -> dict[str, Any]:
-    """The report plus its aggregates as plain JSON-able data."""
+    """The report plus its aggregates as plain JSON-able data (strict JSON: a non-finite number is None)."""
     summary = summarize(report)
-    return {**report.to_dict(),
-            "summary": {**summary, "tasks": {k: v.to_dict() for k, v in summary["tasks"].items()}}}
+    return _json_safe({**report.to_dict(),
+                       "summary": {**summary, "tasks": {k: v.to_dict() for k, v in summary["tasks"].items()}}})
 
 
 def to_markdown(report: EvalReport) -> str:
@@ -52,6 +63,11 @@ def to_markdown(report: EvalReport) -> str:
     if errors:
         lines += ["", "Render errors (first per template):"]
         lines += [f"- {r.task} / {r.template}: {r.error}" for r in errors]
+    not_computed = [(r, f"{m}: no shipped metric module") for r in report.results for m in r.unsupported_metrics]
+    not_computed += [(r, f"{m}: {why}") for r in report.results for m, why in r.skipped_metrics.items()]
+    if not_computed:
+        lines += ["", "Metrics not computed (template metadata):"]
+        lines += [f"- {r.task} / {r.template}: {what}" for r, what in not_computed]
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +95,7 @@ def plot_task(report: EvalReport, task: str, path: PathLike) -> Path:
         raise ValueError(f"report {report.name!r} has no results for task {task!r}")
     summary = summarize(report)["tasks"][task]
     names = [r.template for r in results]
-    scores = [r.score if r.score is not None else 0.0 for r in results]
+    scores = [r.score if finite(r.score) else 0.0 for r in results]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 4.0))
     ax.bar(range(len(names)), scores, color="tab:blue")
     if summary.median is not None:
@@ -107,7 +123,8 @@ def write_report(report: EvalReport, out_dir: PathLike, *, plots: bool = True) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(report_to_dict(report), indent=2, ensure_ascii=False), encoding="utf-8")
+    json_path.write_text(json.dumps(report_to_dict(report), indent=2, ensure_ascii=False, allow_nan=False),
+                         encoding="utf-8")
     md_path = out / "report.md"
     md_path.write_text(to_markdown(report), encoding="utf-8")
     pngs = [plot_task(report, task, out / "plots" / f"{_safe_name(task)}.png") for task in report.tasks()] if plots else []

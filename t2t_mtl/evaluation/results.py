@@ -9,9 +9,11 @@ from typing import Any, Optional
 class TemplateResult:
     """Scores of one template of one task.
 
-    `score` is the primary metric (`primary_metric`, the output `primary_key` of the task's first metric)
+    `score` is the primary metric (`primary_metric`, the output `primary_key` of the first metric computed)
     on a 0-100 scale; `majority_baseline` is that metric for always predicting the most common target,
-    `chance_baseline` the mean of 1/len(answer choices) (0-100), both `None` where they do not apply.
+    `chance_baseline` what random guessing scores on it (see `runner._baselines`), both `None` where they do
+    not apply. `unsupported_metrics` names promptsource metadata metrics with no shipped module;
+    `skipped_metrics` maps metadata metrics that cannot score this template to the reason.
     `num_skipped` rows rendered no target (promptsource's skip case) and `num_errors` rows failed to render
     (first message in `error`); neither is in `num_examples`. `score` is `None` when no row was left.
     """
@@ -31,6 +33,7 @@ class TemplateResult:
     num_errors: int = 0
     error: Optional[str] = None
     unsupported_metrics: list[str] = dataclasses.field(default_factory=list)
+    skipped_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
     predictions: Optional[list[dict[str, Any]]] = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, few_shot_prompt
 from t2t_mtl.evaluation.generation import generate_texts
-from t2t_mtl.evaluation.metrics import UnknownMetricError, canonical_metric_name, metric_spec
+from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
-from t2t_mtl.evaluation.scoring import score_predictions
+from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.model.moe import routing_task_id
 
 SCORING_MODES = ("auto", "rank", "generate")
@@ -84,6 +84,11 @@ class _Example:
     answer_choices: list[str]
     choice_scores: Optional[list[float]] = None
     position: int = 0
+    references: Optional[list[str]] = None  # the template's gold answers; None: [targets]
+
+    @property
+    def gold(self) -> list[str]:
+        return self.references if self.references is not None else [self.targets]
 
 
 @dataclass
@@ -139,7 +144,7 @@ def task_metrics(task, template) -> tuple[list[str], list[str]]:
 
     The task's `metrics` (an unknown one is an error), else the template's promptsource metadata metrics
     (unknown ones such as "Other" are reported, not computed), else accuracy for a template with answer
-    choices and exact match otherwise.
+    choices and exact match otherwise (`default_metrics`).
     """
     declared = [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in (getattr(task, "metrics", ()) or ())]
     if declared:
@@ -156,7 +161,37 @@ def task_metrics(task, template) -> tuple[list[str], list[str]]:
             unknown.append(name)
     if known:
         return list(dict.fromkeys(known)), unknown
-    return (["accuracy"] if template.answer_choices is not None else ["exact_match"]), unknown
+    return default_metrics(template), unknown
+
+
+def default_metrics(template) -> list[str]:
+    """Accuracy for a template with answer choices, exact match otherwise."""
+    return ["accuracy"] if template.answer_choices is not None else ["exact_match"]
+
+
+def applicable_metrics(task, template, metrics: Sequence[str], examples: Sequence["_Example"]
+                       ) -> tuple[list[str], dict[str, str]]:
+    """(metrics to compute, {metric: why it is skipped}) for a template's rendered examples.
+
+    A metric that cannot score the examples (`scoring.metric_problem`: a non-numeric target under a
+    correlation, binary F1 without answer choices, ...) is an `EvaluationError` naming the task, template and
+    metric when the task declares it in `metrics` — a contract — and is skipped with its reason when it comes
+    from the template's promptsource metadata, a hint (promptsource's app_reviews lists Spearman correlation
+    on templates with text targets). When every metadata metric is skipped, the defaults are used.
+    """
+    declared = bool(getattr(task, "metrics", ()) or ())
+    targets, choices = [e.targets for e in examples], [e.answer_choices for e in examples]
+    rows = [e.row_index for e in examples]
+    skipped: dict[str, str] = {}
+    for metric in metrics:
+        problem = metric_problem(metric, targets, choices, rows=rows)
+        if problem and declared:
+            raise EvaluationError(f"task {task.name!r} template {template.name!r}: metric {metric!r} cannot score "
+                                  f"it: {problem} (or drop {metric!r} from the task's metrics)")
+        if problem:
+            skipped[metric] = problem
+    kept = [m for m in metrics if m not in skipped]
+    return (kept or default_metrics(template)), skipped
 
 
 def render_examples(task, template, rows, *, seed: int = 0) -> _Rendered:
@@ -186,7 +221,7 @@ def render_examples(task, template, rows, *, seed: int = 0) -> _Rendered:
                                   f"{len(scores)} target_scores for {len(choices)} answer choices")
         out.examples.append(_Example(index, rendered.inputs, rendered.targets, choices,
                                      [float(s) for s in scores] if scores is not None else None,
-                                     position=len(out.examples)))
+                                     position=len(out.examples), references=rendered.references))
     return out
 
 
@@ -233,17 +268,25 @@ def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) 
 
 
 def _baselines(examples: Sequence[_Example], primary: str, key: str) -> tuple[Optional[float], Optional[float]]:
-    """(majority-class baseline, chance baseline), both 0-100.
+    """(majority-class baseline, chance baseline), both on the primary metric's 0-100 scale, None where they
+    do not apply.
 
     Majority class, scored with the task's primary metric: when every example has the same set of answer
     choices (in any order), always answer the most common target; when the choices differ per example
     (COPA's two alternatives), always answer the most common gold position ("always the second option");
-    without answer choices, always the most common target text. Chance: the mean of 1 / number of choices.
+    without answer choices, always the most common target text. None for correlations (a constant prediction
+    has no correlation). Chance (`MetricSpec.chance`): the expected score of a uniformly random answer choice
+    for accuracy-like metrics (the mean of 1 / number of choices; of the choices' target scores for
+    multiple_choice_grade), 0 for Matthews correlation, None for other metrics.
     """
     if not examples:
         return None, None
+    spec = metric_spec(primary)
     targets = [e.targets for e in examples]
     choices = [e.answer_choices for e in examples]
+    chance = _chance(examples, spec)
+    if not spec.majority:
+        return None, chance
     if all(choices):
         if len({frozenset(c) for c in choices}) == 1:
             answer = collections.Counter(targets).most_common(1)[0][0]
@@ -255,13 +298,23 @@ def _baselines(examples: Sequence[_Example], primary: str, key: str) -> tuple[Op
             chosen = [position if position < len(c) else -1 for c in choices]
         predictions = [c[k] if k >= 0 else "" for c, k in zip(choices, chosen)]
         constant = score_predictions([primary], predictions, targets, choices, chosen=chosen,
-                                     choice_scores=_choice_scores(examples))
-        chance = 100.0 * statistics.fmean(1.0 / len(c) for c in choices)
+                                     choice_scores=_choice_scores(examples), references=[e.gold for e in examples])
     else:
         most_common = collections.Counter(targets).most_common(1)[0][0]
-        constant = score_predictions([primary], [most_common] * len(examples), targets, choices)
-        chance = None
-    return constant[primary][key] * metric_spec(primary).scale, chance
+        constant = score_predictions([primary], [most_common] * len(examples), targets, choices,
+                                     references=[e.gold for e in examples])
+    return constant[primary][key] * spec.scale, chance
+
+
+def _chance(examples: Sequence[_Example], spec: MetricSpec) -> Optional[float]:
+    if spec.chance == "zero":
+        return 0.0
+    if spec.chance == "uniform" and all(e.answer_choices for e in examples):
+        graded = spec.kind == "choice_scores"
+        per_example = [statistics.fmean(e.choice_scores) if graded and e.choice_scores is not None
+                       else 1.0 / len(e.answer_choices) for e in examples]
+        return spec.scale * statistics.fmean(per_example)
+    return None
 
 
 def _choice_scores(examples: Sequence[_Example]) -> Optional[list[list[float]]]:
@@ -291,6 +344,7 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
             example.inputs = wrap(example.inputs)
     mode = _scoring_mode(settings.scoring, task, template, examples)
     metrics, unsupported = task_metrics(task, template)
+    metrics, skipped = applicable_metrics(task, template, metrics, examples)  # before the model runs
     primary = metrics[0]
     key = metric_spec(primary).primary
     local = examples[rank::world_size]
@@ -303,18 +357,23 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     result = TemplateResult(task=task.name, template=template.name, split=split, scoring=mode,
                             num_examples=len(examples), metrics={}, primary_metric=primary, primary_key=key,
                             score=None, num_skipped=rendered.skipped, num_errors=rendered.errors,
-                            error=rendered.first_error, unsupported_metrics=unsupported)
+                            error=rendered.first_error, unsupported_metrics=unsupported, skipped_metrics=skipped)
     if not examples:
         return result
     predictions = [o[1] for o in outputs]
     chosen = [o[2] for o in outputs] if mode == "rank" else None
-    result.metrics = score_predictions(metrics, predictions, [e.targets for e in examples],
-                                       [e.answer_choices for e in examples], chosen=chosen,
-                                       choice_scores=_choice_scores(examples))
+    try:
+        result.metrics = score_predictions(metrics, predictions, [e.targets for e in examples],
+                                           [e.answer_choices for e in examples], chosen=chosen,
+                                           choice_scores=_choice_scores(examples),
+                                           references=[e.gold for e in examples])
+        result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key)
+    except ValueError as error:  # a metric module refused its inputs (e.g. a gold it cannot parse)
+        raise EvaluationError(f"task {task.name!r} template {template.name!r}: {error}") from None
     result.score = result.metrics[primary][key] * metric_spec(primary).scale
-    result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key)
     if settings.keep_predictions:
         result.predictions = [{"row": e.row_index, "prediction": o[1], "target": e.targets,
+                               **({"references": e.references} if e.references is not None else {}),
                                **({"choice_scores": o[3]} if o[3] is not None else {})}
                               for e, o in zip(examples, outputs)]
     return result

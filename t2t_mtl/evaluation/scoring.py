@@ -2,17 +2,23 @@
 
 Every prediction is scored, empty ones included. Conversions by metric kind (see `metrics.MetricSpec`):
 - "label": the index of the target / prediction among the example's answer choices (a prediction outside
-  them is -1, always wrong); without answer choices, the index in the sorted set of targets.
-- "number": `float(text)`; an unparsable prediction becomes -1.0 (T5's convention for STS-B).
-- "text": the prediction string against the example's references (the target, or `references[i]`).
+  them is -1, always wrong); without answer choices, the index in the sorted set of targets. Binary F1
+  needs answer choices: its positive class is the second choice.
+- "number": `float(text)`; an unparsable or non-finite prediction becomes -1.0 (T5's convention for STS-B);
+  every target must be a finite number.
+- "text": the prediction string against the example's references (`references[i]`: every acceptable answer
+  the template lists, or `[target]`).
+- "target": the prediction string against the target string.
 - "tags": whitespace-split tags; the prediction is cut or padded with "O" to the target's length.
 - "choice_scores": the chosen choice index against the per-choice target scores (`choice_scores[i]`, or
   1 for the target choice and 0 for the others).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
+from t2t_mtl.evaluation.errors import EvaluationError
 from t2t_mtl.evaluation.metrics import canonical_metric_name, compute_metric, metric_spec
 
 UNPARSABLE_NUMBER = -1.0
@@ -28,9 +34,40 @@ def _choice_index(text: str, choices: Sequence[str]) -> int:
 
 def _number(text: str) -> float:
     try:
-        return float(text.strip())
+        value = float(text.strip())
     except ValueError:
         return UNPARSABLE_NUMBER
+    return value if math.isfinite(value) else UNPARSABLE_NUMBER
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text.strip()))
+    except ValueError:
+        return False
+
+
+def metric_problem(metric: str, targets: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
+                   rows: Optional[Sequence[int]] = None) -> Optional[str]:
+    """Why `metric` cannot score examples with these targets and answer choices (None: it can).
+
+    A target that is not a finite number under a "number" metric; binary F1 or a "choice_scores" metric
+    without answer choices on every example. `rows` (the examples' row indices) names the offending row.
+    """
+    spec = metric_spec(metric)
+    has_choices = bool(answer_choices) and all(answer_choices)
+    if spec.kind == "number":
+        for index, target in enumerate(targets):
+            if not _is_number(target):
+                where = f"row {rows[index]}" if rows is not None else f"example {index}"
+                return (f"the target {target!r} ({where}) is not a number; {metric} correlates numbers, so the "
+                        f"template must render numeric targets")
+    if spec.kind == "label" and spec.kwargs.get("average") == "binary" and targets and not has_choices:
+        return ("binary F1 needs answer choices to know its positive class (the second choice) and the template "
+                "has none: declare `answer_choices`, or use f1_macro")
+    if spec.kind == "choice_scores" and targets and not has_choices:
+        return f"{metric} scores the chosen answer choice and the template has no answer choices"
+    return None
 
 
 def _tags(prediction: str, target: str) -> tuple[list[str], list[str]]:
@@ -46,9 +83,13 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
     """The (predictions, references) a metric module takes, converted from text as the module docstring says.
 
     `chosen` (rank classification's picked indices) overrides matching the prediction text to a choice.
+    Raises `EvaluationError` when `metric_problem` finds the metric cannot score these examples.
     """
     kind = metric_spec(metric).kind
     n = len(predictions)
+    problem = metric_problem(metric, targets, answer_choices)
+    if problem:
+        raise EvaluationError(f"metric {metric!r}: {problem}")
     if kind in ("label", "choice_scores"):
         if chosen is not None:
             picked = list(chosen)
@@ -57,8 +98,6 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
         else:
             picked = None
         if kind == "choice_scores":
-            if picked is None:
-                raise ValueError(f"metric {metric!r} needs answer choices on every example")
             if choice_scores is None:
                 choice_scores = [[float(i == _choice_index(t, c)) for i in range(len(c))]
                                  for t, c in zip(targets, answer_choices)]
@@ -73,6 +112,8 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
     if kind == "text":
         refs = [list(r) for r in references] if references is not None else [[t] for t in targets]
         return list(predictions), refs
+    if kind == "target":
+        return list(predictions), list(targets)
     if kind == "tags":
         pairs = [_tags(p, t) for p, t in zip(predictions, targets)]
         return [p for p, _ in pairs], [r for _, r in pairs]

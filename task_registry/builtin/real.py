@@ -58,11 +58,12 @@ def gsm8k_final_answer(row: Mapping[str, Any]) -> Dict[str, str]:
 
 def _template(name: str, jinja: str, metrics: Sequence[str], *, choices: Optional[str] = None,
               choices_in_prompt: bool = False, instruction: Optional[str] = None,
-              context: Optional[str] = None, languages: Sequence[str] = ("en",)) -> Template:
+              context: Optional[str] = None, languages: Sequence[str] = ("en",),
+              references: Optional[str] = None) -> Template:
     metadata = {"original_task": True, "choices_in_prompt": choices_in_prompt, "metrics": list(metrics),
                 "languages": list(languages)}
     return Template(name, jinja, answer_choices=choices, metadata=metadata, instruction=instruction,
-                    context=context)
+                    context=context, references=references)
 
 
 def _task(name: str, source: HFSource, templates: Sequence[Template], *, task_type: str, cluster: str,
@@ -87,6 +88,10 @@ def _pair_classification(prefix: str, first: str, second: str, prefix_choices: s
 def real_tasks() -> List[Task]:
     """The 19 real tasks (fresh `Task` objects)."""
     acc = ("accuracy",)
+    ner = ("entity_f1", "exact_match")
+    closed_qa = ("squad_exact_match", "exact_match")
+    web_answers = "{{ answers | join(' ||| ') }}"
+    xquad_answers = "{{ answers.text | join(' ||| ') }}"
     return [
         _task("glue_sst2", HFSource("glue", "sst2"), (
             _template("t5_prefix", f"sst2 sentence: {{{{ sentence }}}} ||| {CLASSIFY}", acc,
@@ -139,15 +144,15 @@ def real_tasks() -> List[Task]:
         ), task_type="topic", cluster="topic", metrics=acc, splits=("train", "test"),
             description="AG News topic classification, 4 classes."),
         _task("conll2003", HFSource("conll2003", "conll2003"), (
-            _template("t5_prefix", "conll2003 ner: {{ sentence }} ||| {{ entities }}", ("exact_match", "squad")),
+            _template("t5_prefix", "conll2003 ner: {{ sentence }} ||| {{ entities }}", ner),
             _template("instruction", "List the named entities in this sentence with their types (PER, ORG, LOC "
-                                     "or MISC), or say none: {{ sentence }} ||| {{ entities }}",
-                      ("exact_match", "squad"),
+                                     "or MISC), or say none: {{ sentence }} ||| {{ entities }}", ner,
                       instruction="List the named entities in this sentence with their types (PER, ORG, LOC or "
                                   "MISC), or say none:", context="{{ sentence }}"),
-        ), task_type="tagging", cluster="tagging", metrics=("exact_match", "squad"),
+        ), task_type="tagging", cluster="tagging", metrics=ner,
             splits=("train", "validation", "test"), preprocessors=(Map(conll2003_as_text),),
-            description='CoNLL-2003 named entities as text: target "EU: ORG; German: MISC" (or "none").'),
+            description='CoNLL-2003 named entities as text: target "EU: ORG; German: MISC" (or "none"), scored by '
+                        'entity-level F1 over (span, type) pairs.'),
         _task("super_glue_cb", HFSource("super_glue", "cb"), (
             _template("t5_prefix", f"cb hypothesis: {{{{ hypothesis }}}} premise: {{{{ premise }}}} ||| {CLASSIFY}",
                       ("accuracy", "f1_macro"), choices="entailment ||| contradiction ||| neutral"),
@@ -223,22 +228,24 @@ def real_tasks() -> List[Task]:
         ), task_type="question_classification", cluster="topic", metrics=acc, splits=("train", "test"),
             description="TREC question classification, 6 coarse classes."),
         _task("web_questions", HFSource("web_questions"), (
-            _template("t5_prefix", "web_questions question: {{ question }} ||| {{ answers[0] }}",
-                      ("exact_match", "squad")),
-            _template("instruction", "Answer this question: {{ question }} ||| {{ answers[0] }}",
-                      ("exact_match", "squad"), instruction="Answer this question:", context="{{ question }}"),
-        ), task_type="closed_book_qa", cluster="closed_book_qa", metrics=("exact_match", "squad"),
+            _template("t5_prefix", "web_questions question: {{ question }} ||| {{ answers[0] }}", closed_qa,
+                      references=web_answers),
+            _template("instruction", "Answer this question: {{ question }} ||| {{ answers[0] }}", closed_qa,
+                      instruction="Answer this question:", context="{{ question }}", references=web_answers),
+        ), task_type="closed_book_qa", cluster="closed_book_qa", metrics=closed_qa,
             splits=("train", "test"),
-            description="WebQuestions closed-book QA; the target is the first acceptable answer."),
+            description="WebQuestions closed-book QA; the target is the first acceptable answer, a prediction is "
+                        "scored against all of them (SQuAD-normalised exact match)."),
         _task("xquad_en", HFSource("xquad", "xquad.en"), (
             _template("t5_prefix", "xquad question: {{ question }} context: {{ context }} ||| {{ answers.text[0] }}",
-                      ("squad", "exact_match")),
+                      ("squad", "exact_match"), references=xquad_answers),
             _template("instruction", "{{ context }} Answer the question with a span copied from the passage above. "
                                      "{{ question }} ||| {{ answers.text[0] }}", ("squad", "exact_match"),
                       instruction="Answer the question with a span copied from the passage. {{ question }}",
-                      context="{{ context }}"),
+                      context="{{ context }}", references=xquad_answers),
         ), task_type="extractive_qa", cluster="extractive_qa", metrics=("squad", "exact_match"),
-            splits=("validation",), description="XQuAD English (SQuAD v1.1 format) extractive QA."),
+            splits=("validation",),
+            description="XQuAD English (SQuAD v1.1 format) extractive QA, scored against every annotated answer."),
         _task("multi30k_en_de", HFSource("bentrevett/multi30k"), (
             _template("t5_prefix", "translate English to German: {{ en }} ||| {{ de }}", ("bleu",),
                       languages=("en", "de")),

@@ -2,14 +2,15 @@
 
 `load_metric(name)` returns the `evaluate.Metric` for a name or alias (e.g. promptsource's "Accuracy");
 `METRICS[name]` says what the metric consumes (`kind`), which of its outputs is the task score
-(`primary`), and the factor that puts that score on a 0-100 scale (`scale`).
+(`primary`), the factor that puts that score on a 0-100 scale (`scale`), what a random pick among the answer
+choices scores on it (`chance`) and whether always giving one answer is a meaningful baseline (`majority`).
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import evaluate
 
@@ -23,7 +24,12 @@ class MetricSpec:
     """How to call one metric module.
 
     kind: "label" (int label ids), "number" (floats), "text" (str predictions, list-of-str references),
-    "tags" (tag sequences), "choice_scores" (chosen index, per-choice target scores).
+    "target" (str predictions, the target str), "tags" (tag sequences), "choice_scores" (chosen index,
+    per-choice target scores).
+    chance: "uniform" — the expected score of a uniformly random answer choice (1/#choices per example for
+    accuracy/exact match, the mean target score for multiple_choice_grade); "zero" — random guessing scores 0
+    in expectation (Matthews correlation); None — no chance level on this metric's scale.
+    majority: False where a constant prediction has no defined score (correlations).
     """
 
     module: str
@@ -31,21 +37,26 @@ class MetricSpec:
     primary: str
     scale: float = 100.0
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    chance: Optional[str] = None
+    majority: bool = True
 
 
 METRICS: dict[str, MetricSpec] = {
-    "accuracy": MetricSpec("accuracy", "label", "accuracy"),
+    "accuracy": MetricSpec("accuracy", "label", "accuracy", chance="uniform"),
     "f1": MetricSpec("f1", "label", "f1", kwargs={"average": "binary"}),
     "f1_macro": MetricSpec("f1", "label", "f1", kwargs={"average": "macro"}),
-    "matthews_correlation": MetricSpec("matthews_correlation", "label", "matthews_correlation"),
-    "pearsonr": MetricSpec("pearsonr", "number", "pearsonr"),
-    "spearmanr": MetricSpec("spearmanr", "number", "spearmanr"),
-    "exact_match": MetricSpec("exact_match", "text", "exact_match"),
+    "matthews_correlation": MetricSpec("matthews_correlation", "label", "matthews_correlation", chance="zero"),
+    "pearsonr": MetricSpec("pearsonr", "number", "pearsonr", majority=False),
+    "spearmanr": MetricSpec("spearmanr", "number", "spearmanr", majority=False),
+    "exact_match": MetricSpec("exact_match", "text", "exact_match", chance="uniform"),
     "squad": MetricSpec("squad", "text", "f1"),
+    "squad_exact_match": MetricSpec("squad", "text", "exact_match"),
+    "entity_f1": MetricSpec("entity_f1", "target", "f1"),
     "rouge": MetricSpec("rouge", "text", "rougeL"),
     "bleu": MetricSpec("bleu", "text", "bleu", scale=1.0),
     "seqeval": MetricSpec("seqeval", "tags", "f1"),
-    "multiple_choice_grade": MetricSpec("multiple_choice_grade", "choice_scores", "multiple_choice_grade"),
+    "multiple_choice_grade": MetricSpec("multiple_choice_grade", "choice_scores", "multiple_choice_grade",
+                                        chance="uniform"),
 }
 
 ALIASES: dict[str, str] = {
@@ -60,6 +71,8 @@ ALIASES: dict[str, str] = {
     "spearman_correlation": "spearmanr",
     "em": "exact_match",
     "squad_f1": "squad",
+    "squad_em": "squad_exact_match",
+    "ner_f1": "entity_f1",
     "sacrebleu": "bleu",
     "span_f1": "seqeval",
     "mc_grade": "multiple_choice_grade",

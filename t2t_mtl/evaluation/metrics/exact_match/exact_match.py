@@ -1,6 +1,6 @@
 """Exact string match against any of an example's references (whitespace at the ends ignored).
 
-`ignore_case=True` lower-cases both sides first.
+`ignore_case=True` lower-cases both sides first. Every prediction needs at least one reference.
 """
 import datasets
 import evaluate
@@ -17,6 +17,10 @@ class ExactMatch(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, ignore_case=False):
+        for index, refs in enumerate(references):
+            if len(refs) == 0:
+                raise ValueError(f"exact_match: example {index} has no reference; give at least one per prediction")
+
         def clean(text):
             text = text.strip()
             return text.lower() if ignore_case else text

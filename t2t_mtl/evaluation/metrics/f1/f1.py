@@ -1,7 +1,8 @@
 """F1 over label ids (scikit-learn), binary (of `pos_label`) or macro/micro/weighted over reference labels.
 
 Predictions outside the labels (id -1) count as misses of the reference class; they never add a class of
-their own to the average.
+their own to the average. Binary F1 (= 2TP / (2TP + FP + FN)) is undefined when neither the references nor
+the predictions contain `pos_label` (no positive to find, none claimed: no error); it is reported as 1.0.
 """
 import datasets
 import evaluate
@@ -20,9 +21,9 @@ class F1(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, average="binary", pos_label=1):
-        if average == "binary":
-            labels, average = [pos_label], "micro"
-        else:
-            labels = sorted(set(references))
-        score = f1_score(references, predictions, labels=labels, average=average, zero_division=0)
+        if average == "binary":  # undefined only when no positive is in either side: no error made
+            labels, average, undefined = [pos_label], "micro", 1.0
+        else:  # every averaged label occurs in the references, so its F1 is always defined
+            labels, undefined = sorted(set(references)), 0.0
+        score = f1_score(references, predictions, labels=labels, average=average, zero_division=undefined)
         return {"f1": float(score)}

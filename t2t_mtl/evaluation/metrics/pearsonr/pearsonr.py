@@ -1,4 +1,10 @@
-"""Pearson correlation between predicted and reference numbers (scipy)."""
+"""Pearson correlation between predicted and reference numbers (scipy).
+
+The coefficient is undefined when either side is constant (e.g. a model that always answers "3.0") or there
+are fewer than two examples; it is then reported as 0.0, no measurable correlation, never NaN.
+"""
+import math
+
 import datasets
 import evaluate
 from scipy.stats import pearsonr
@@ -15,4 +21,7 @@ class Pearsonr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"pearsonr": float(pearsonr(references, predictions)[0])}
+        if len(predictions) < 2 or len(set(predictions)) < 2 or len(set(references)) < 2:
+            return {"pearsonr": 0.0}
+        value = float(pearsonr(references, predictions)[0])
+        return {"pearsonr": value if math.isfinite(value) else 0.0}

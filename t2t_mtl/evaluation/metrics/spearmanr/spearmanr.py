@@ -1,4 +1,10 @@
-"""Spearman rank correlation between predicted and reference numbers (scipy)."""
+"""Spearman rank correlation between predicted and reference numbers (scipy).
+
+The coefficient is undefined when either side is constant (e.g. a model that always answers "3.0") or there
+are fewer than two examples; it is then reported as 0.0, no measurable correlation, never NaN.
+"""
+import math
+
 import datasets
 import evaluate
 from scipy.stats import spearmanr
@@ -15,4 +21,7 @@ class Spearmanr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"spearmanr": float(spearmanr(references, predictions)[0])}
+        if len(predictions) < 2 or len(set(predictions)) < 2 or len(set(references)) < 2:
+            return {"spearmanr": 0.0}
+        value = float(spearmanr(references, predictions)[0])
+        return {"spearmanr": value if math.isfinite(value) else 0.0}

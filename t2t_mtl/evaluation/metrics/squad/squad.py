@@ -1,7 +1,10 @@
 """SQuAD-style exact match and token F1, each the maximum over an example's references.
 
-Answers are normalised as in the SQuAD v1.1 evaluation: lower case, punctuation and the articles a/an/the
-removed, whitespace collapsed. Scores are fractions in [0, 1].
+Answers are normalised as in the SQuAD v1.1 evaluation script: lower case, punctuation and the articles
+a/an/the removed, whitespace collapsed. As there, exact match compares the normalised strings and token F1 is
+0 when no token is shared — also when both sides normalise to nothing (e.g. "the" against "The": exact match
+1, F1 0; SQuAD v2 would give F1 1). Scores are fractions in [0, 1]; every prediction needs at least one
+reference.
 """
 import collections
 import re
@@ -22,8 +25,6 @@ def normalize_answer(text):
 def token_f1(prediction, reference):
     pred_tokens = normalize_answer(prediction).split()
     ref_tokens = normalize_answer(reference).split()
-    if not pred_tokens or not ref_tokens:
-        return float(pred_tokens == ref_tokens)
     common = collections.Counter(pred_tokens) & collections.Counter(ref_tokens)
     overlap = sum(common.values())
     if overlap == 0:
@@ -43,6 +44,9 @@ class Squad(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
+        for index, refs in enumerate(references):
+            if len(refs) == 0:
+                raise ValueError(f"squad: example {index} has no reference answer; give at least one per prediction")
         em = [max(float(normalize_answer(p) == normalize_answer(r)) for r in refs)
               for p, refs in zip(predictions, references)]
         f1 = [max(token_f1(p, r) for r in refs) for p, refs in zip(predictions, references)]
