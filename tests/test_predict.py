@@ -106,7 +106,7 @@ def test_task_routed_moe_takes_each_inputs_task(moe_dir, capsys, tmp_path):
     assert all(o["task"] == "beta" for o in out)
     # no task: refused, saying how to give one
     assert main(["predict", "--checkpoint", str(moe_dir), *INPUTS]) == 2
-    assert "routes by task" in capsys.readouterr().err
+    assert "computes per task" in capsys.readouterr().err
 
 
 def test_tasks_preview_jsonl_feeds_predict(dense_dir, capsys, monkeypatch):
@@ -149,7 +149,7 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--choices", "yes ||| no", "--scoring", "generate", "a text"): "--choices are ranked by log-likelihood",
         ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
         ("--num-beams", "2", "--scoring", "rank", "--choices", "a ||| b", "x"): "--num-beams sets the beam width",
-        ("--task", "parity", "a text"): "this model takes no task (plain T5 or token routing): drop --task",
+        ("--task", "parity", "a text"): "this model takes no task (plain T5, token routing, shared LoRA): drop --task",
         # ... or that these inputs would ignore under --scoring auto
         ("--length-norm", "a text"): "--length-norm changes how answer choices are ranked, but no input has any",
         ("--num-beams", "2", "--choices", "a ||| b", "x"): "every input has answer choices and is ranked",

@@ -15,9 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run directory or checkpoints/step-* folder (with --task also an exported folder)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--task", default=None,
-                        help="(task-routed MoE models) export only the sub-network that serves this task: its "
-                             "experts alone; it takes task id 0. A registered task the model was not trained "
-                             "on (held out) gets the experts of model.moe.unseen_task_routing")
+                        help="(task-routed MoE models, per-task LoRA) export only the sub-network that serves "
+                             "this task: its experts alone, its adapter folded into the weights; it takes task id "
+                             "0. A registered task the model was not trained on (held out) gets the experts of "
+                             "model.moe.unseen_task_routing and the mean adapter")
     parser.set_defaults(func=run)
 
 

@@ -22,7 +22,8 @@ import torch
 from t2t_mtl.config import config_from_dict
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import build_model
-from t2t_mtl.model.lora import merge_lora
+from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
+from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
 from t2t_mtl.output_paths import OutputPathError, prepare_output_dir
 
 META_FILE = "t2t_mtl_meta.json"
@@ -120,6 +121,10 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
     ckpt = _checkpoint_of(run_or_ckpt)
     out = _output_dir(out_dir, _run_dir_of(ckpt))
     model, tokenizer, meta = model_from_checkpoint(ckpt)
+    if has_task_adapters(model):
+        raise ExportError(f"{run_or_ckpt}: the run trains one LoRA adapter per task (model.lora.per_task), which a "
+                          f"plain T5 folder cannot hold: export one task with --task NAME (its adapter folded into "
+                          f"the weights; a task it was not trained on gets the mean adapter)")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
@@ -127,13 +132,14 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
 
 
 def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path]) -> Path:
-    """Write the sub-network of a task-routed MoE model that serves `task` (its top-k experts per MoE layer)
-    as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task` and `tasks: [task]` — its task id is 0).
-    `task` is a trained task, or a registered task the model was not trained on (a held-out one): its
-    experts are those of the unseen-task route (`model.moe.unseen_task_routing`, recorded in the meta).
-    `path`: a run dir, checkpoint dir or exported folder. Raises ExportError for a dense model and
-    `MoEConfigError` for token/hybrid routing, a name that is neither trained nor registered, or an unseen
-    task when `unseen_task_routing` is 'error'."""
+    """Write the sub-network that serves `task` as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task`
+    and `tasks: [task]` — its task id is 0): per-task LoRA adapters (`model.lora.per_task`) keep the task's
+    adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer.
+    `task` is a trained task, or a registered task the model was not trained on (a held-out one): it gets the
+    mean adapter and the experts of the unseen-task route (`model.moe.unseen_task_routing`, recorded in the
+    meta). `path`: a run dir, checkpoint dir or exported folder. Raises ExportError for a model with neither,
+    or for a name that is neither trained nor registered (adapters), and `MoEConfigError` for hybrid routing, a
+    name that is neither trained nor registered, or an unseen task when `unseen_task_routing` is 'error'."""
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if (Path(path) / "config.json").exists() else _run_dir_of(_checkpoint_of(path))
@@ -141,16 +147,27 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
         raise ExportError(f"--out {out_dir} is the model being exported; choose another folder")
     _output_dir(out_dir, run)
     model, tokenizer, meta = load_trained_model(path)
-    if not isinstance(model, TaskAwareT5):
-        raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task); this "
-                          f"model is a dense T5 — export it without --task")
-    unseen = task not in (model.moe_config.task_names or []) and _is_registered_task(task)
-    sub = extract_task_subnetwork(model, task, unseen=unseen)
+    adapters = has_task_adapters(model)
+    moe_routed = isinstance(model, TaskAwareT5) and model.moe_config.routing != "token"
+    if not adapters and not moe_routed:
+        raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task) or per-task "
+                          f"LoRA adapters (model.lora.per_task); this model serves every task alike — export it "
+                          f"without --task")
+    names = list(model.routing_task_names or [])
+    unseen = task not in names and _is_registered_task(task)
+    if adapters:
+        if task not in names and not unseen:
+            raise ExportError(f"--task {task!r} is neither a task the model was trained on ({', '.join(names)}) nor "
+                              f"a registered task (a held-out task gets the mean adapter)")
+        select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
+    sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
     out = Path(out_dir)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
-    if unseen:
+    if unseen and adapters:
+        meta["unseen_task_adapter"] = "mean"
+    if unseen and moe_routed:
         meta["unseen_task_routing"] = model.moe_config.unseen_task_routing
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
     return out

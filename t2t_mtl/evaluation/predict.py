@@ -15,7 +15,7 @@ from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.runner import SCORING_MODES
-from t2t_mtl.model.moe import routing_task_id
+from t2t_mtl.model.task_routing import routing_task_id
 
 
 class PredictInputError(EvaluationError):
@@ -88,17 +88,18 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
     """Each request's routing task id (None when the model takes no task ids)."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
         if default_task is not None:  # (a JSON line's "task" is only echoed: `tasks preview --jsonl` writes one)
-            raise EvaluationError(f"--task {default_task} routes the experts of a task-routed MoE model; this model "
-                                  f"takes no task (plain T5 or token routing): drop --task")
+            raise EvaluationError(f"--task {default_task} selects the experts of a task-routed MoE model or the "
+                                  f"adapters of per-task LoRA; this model takes no task (plain T5, token routing, "
+                                  f"shared LoRA): drop --task")
         return None
     ids = []
     for index, request in enumerate(requests):
         task = request.task or default_task
         if task is None:
             raise EvaluationError(
-                f"input {index + 1}: this model routes by task (model.moe.routing "
-                f"{model.moe_config.routing!r}), so every input needs one: pass --task NAME (a trained task, or "
-                f"any other name for the unseen-task route, model.moe.unseen_task_routing) or a \"task\" field")
+                f"input {index + 1}: this model computes per task (task-routed experts or per-task LoRA adapters "
+                f"of tasks {model.routing_task_names}), so every input needs one: pass --task NAME (a trained task, "
+                f"or any other name for the unseen-task route) or a \"task\" field")
         ids.append(routing_task_id(model, task))
     return ids
 

@@ -6,7 +6,8 @@ example index) into a decoder cache with one row per answer choice, and the deco
 choices' tokens, reading cross-attention keys/values from the cache. The score of a choice is the
 sum of the log probabilities of its target tokens (its tokenisation including the end-of-sequence token),
 or their mean with `length_normalize=True`. The predicted choice is the first one with the highest score.
-`task_ids` (one per input; see `t2t_mtl.model.moe.routing_task_id`) route a task-aware MoE model's layers.
+`task_ids` (one per input; see `t2t_mtl.model.task_routing.routing_task_id`) route a model's task-conditioned
+layers (task-routed MoE, per-task LoRA).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from t2t_mtl.evaluation.errors import NoAnswerChoicesError
-from t2t_mtl.model.moe import set_task_ids
+from t2t_mtl.model.task_routing import set_task_ids
 
 
 @contextlib.contextmanager
@@ -64,17 +65,25 @@ def _target_log_probs(logits: torch.Tensor, labels: torch.Tensor, length_normali
     return total
 
 
-def cross_attention_states(model, hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def cross_attention_states(model, hidden: torch.Tensor, task_ids: Optional[torch.Tensor] = None
+                           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each decoder layer's cross-attention keys and values [B, heads, S, d_kv] for encoder states `hidden`.
 
-    The same projections T5's cross-attention computes from `key_value_states`, done once per example.
+    The same projections T5's cross-attention computes from `key_value_states`, done once per example;
+    `task_ids` ([B] or None) for projections with per-task adapters.
     """
     states = []
-    for block in model.get_decoder().block:
-        attention = block.layer[1].EncDecAttention
-        shape = (*hidden.shape[:2], -1, attention.key_value_proj_dim)
-        states.append((attention.k(hidden).view(shape).transpose(1, 2),
-                       attention.v(hidden).view(shape).transpose(1, 2)))
+    if task_ids is not None:
+        set_task_ids(model, task_ids)
+    try:
+        for block in model.get_decoder().block:
+            attention = block.layer[1].EncDecAttention
+            shape = (*hidden.shape[:2], -1, attention.key_value_proj_dim)
+            states.append((attention.k(hidden).view(shape).transpose(1, 2),
+                           attention.v(hidden).view(shape).transpose(1, 2)))
+    finally:
+        if task_ids is not None:
+            set_task_ids(model, None)
     return states
 
 
@@ -148,7 +157,7 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
                                 max_length=max_input_length, return_tensors="pt").to(device)
             ids = None if task_ids is None else torch.tensor([task_ids[i] for i in batch], device=device)
             hidden = encode(model, encoded.input_ids, encoded.attention_mask, ids)
-            states = cross_attention_states(model, hidden)
+            states = cross_attention_states(model, hidden, ids)
             owners = [row for row, i in enumerate(batch) for _ in answer_choices[i]]
             texts = [choice for i in batch for choice in answer_choices[i]]
             flat: list[float] = []

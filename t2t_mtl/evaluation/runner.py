@@ -4,7 +4,7 @@ Sharding: with `world_size` > 1 (or an initialised torch.distributed group) rank
 r, r + world_size, ... of every template; the per-example outputs are gathered with
 `torch.distributed.all_gather_object` (gloo on CPU) and every rank computes the metrics on the full,
 re-ordered set, so the numbers are those of one process. A task-aware MoE model gets each example's task
-id (`t2t_mtl.model.moe.routing_task_id`): its training id for a task it was trained on, else the unseen
+id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a task it was trained on, else the unseen
 sentinel, routed by its `unseen_task_routing`.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
-from t2t_mtl.model.moe import routing_task_id
+from t2t_mtl.model.task_routing import routing_task_id
 
 SCORING_MODES = ("auto", "rank", "generate")
 

@@ -9,6 +9,11 @@ layer of every encoder/decoder block (attention `q`, `k`, `v`, `o`; feed-forward
 - the token embedding matrix when `model.task_embeddings` adds task tokens (their rows must be learned);
 - parameters whose name contains one of `trainable` (e.g. `layer_norm`).
 `merge_lora` folds B·A into W for inference and export (a plain T5 again).
+
+With `per_task: true` every adapted layer holds one (A, B) pair per training task (task-specific adapters over a
+frozen shared model): a batch row of task t is adapted by task t's pair only, so the model takes `task_ids`
+(`t2t_mtl.model.task_routing`), and a task it was not trained on (`UNSEEN_TASK_ID`) gets the mean update
+(1/T)·Σ_t B_t A_t. `select_task_adapter` folds one task's update into W (a single-task model to export).
 """
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.config import unknown_key_message
+from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5
 
-__all__ = ["LORA_TARGETS", "LoRAConfig", "LoRAConfigError", "LoRALinear", "apply_lora", "has_lora", "lora_settings",
-           "merge_lora", "trainable_parameter_count"]
+__all__ = ["LORA_TARGETS", "LoRAConfig", "LoRAConfigError", "LoRALinear", "apply_lora", "has_lora",
+           "has_task_adapters", "lora_settings", "merge_lora", "select_task_adapter", "trainable_parameter_count"]
 
 #: the linear layers of T5's blocks that LoRA may adapt (attention, then the dense and gated feed-forwards)
 LORA_TARGETS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
@@ -38,13 +45,14 @@ class LoRAConfigError(ValueError):
 class LoRAConfig:
     """The `model.lora` section: rank `r`, scale `alpha` (the update is scaled by alpha / r), `dropout` on
     the adapter's input, `targets` (names from `LORA_TARGETS`) and `trainable` (name fragments of further
-    parameters to train in full)."""
+    parameters to train in full); `per_task`: one adapter per training task instead of one shared by all."""
 
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     targets: List[str] = field(default_factory=lambda: ["q", "v"])
     trainable: List[str] = field(default_factory=list)
+    per_task: bool = False
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "LoRAConfig":
@@ -81,6 +89,8 @@ class LoRAConfig:
                            f"q, k, v, o; feed-forward wi, wo, or wi_0, wi_1 for gated ones)")
         if not isinstance(self.trainable, (list, tuple)) or not all(isinstance(t, str) and t for t in self.trainable):
             bad("trainable", "must be a list of parameter-name fragments (e.g. [layer_norm])")
+        if not isinstance(self.per_task, bool):
+            bad("per_task", "must be true (one adapter per training task) or false (one shared adapter)")
 
 
 def lora_settings(section: Any) -> Optional[LoRAConfig]:
@@ -90,37 +100,79 @@ def lora_settings(section: Any) -> Optional[LoRAConfig]:
     return LoRAConfig.from_dict(section)
 
 
-class LoRALinear(nn.Linear):
+class LoRALinear(nn.Linear, TaskConditioned):
     """A frozen `nn.Linear` plus a trainable low-rank update: `x Wᵀ + b + scaling · dropout(x) Aᵀ Bᵀ`.
 
     It is an `nn.Linear` (T5 reads `wo.weight.dtype`) whose state dict adds `lora_A` [r, in] and
-    `lora_B` [out, r]; `merged()` returns the plain `nn.Linear` with `W + scaling · B A`."""
+    `lora_B` [out, r] — with `num_tasks` T > 0, [T, r, in] and [T, out, r]: row b of the input batch [B, L, in]
+    is adapted by the pair of its task `task_ids[b]`, an unseen task by the mean update. `merged()` returns
+    the plain `nn.Linear` with `W + scaling · B A` (a shared adapter; `merged(task)` for a per-task one)."""
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, num_tasks: int = 0) -> None:
         super().__init__(base.in_features, base.out_features, bias=base.bias is not None, device="meta")
         self.weight = base.weight
         self.bias = base.bias
-        self.r, self.scaling = r, alpha / r
+        self.r, self.scaling, self.num_tasks = r, alpha / r, num_tasks
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))
+        tasks = (num_tasks,) if num_tasks else ()
+        self.lora_A = nn.Parameter(torch.empty(*tasks, r, base.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(*tasks, base.out_features, r, **factory))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # what nn.Linear does for its own weight
+        for a in self.lora_A.data.reshape(-1, r, base.in_features):  # what nn.Linear does for its own weight
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+        h = self.lora_dropout(x)
+        update = self._task_update(h) if self.num_tasks else F.linear(F.linear(h, self.lora_A), self.lora_B)
         return F.linear(x, self.weight, self.bias) + self.scaling * update
 
-    def delta_weight(self) -> torch.Tensor:
-        """scaling · B A, the [out, in] update this adapter adds to the weight (computed in fp32)."""
-        return self.scaling * (self.lora_B.float() @ self.lora_A.float())
+    def _row_task_ids(self, rows: int) -> torch.Tensor:
+        ids = self.task_ids
+        if ids is None:
+            if self.num_tasks == 1:
+                return torch.zeros(rows, dtype=torch.long, device=self.lora_A.device)
+            raise LoRAConfigError(f"per-task LoRA adapters ({self.num_tasks} tasks) need the task of every batch "
+                                  f"row: call the model with task_ids=LongTensor[batch] (UNSEEN_TASK_ID="
+                                  f"{UNSEEN_TASK_ID} for a task it was not trained on)")
+        ids = ids.to(device=self.lora_A.device, dtype=torch.long).reshape(-1)
+        if ids.numel() == 0 or rows % ids.numel():
+            raise LoRAConfigError(f"{ids.numel()} task ids do not match a batch of {rows} sequences")
+        return ids.repeat_interleave(rows // ids.numel())  # beam search expands a batch by repeat_interleave
 
-    def merged(self) -> nn.Linear:
-        """A plain `nn.Linear` computing the same function (dropout aside) with the update folded in."""
+    def _task_update(self, h: torch.Tensor) -> torch.Tensor:
+        """dropout(x) A_tᵀ B_tᵀ per batch row (h: [B, L, in]); the mean update for unseen tasks."""
+        if h.dim() != 3:
+            raise LoRAConfigError(f"per-task LoRA layers take [batch, length, features] inputs, got {tuple(h.shape)}")
+        ids = self._row_task_ids(h.shape[0])
+        known = ids.clamp(min=0)
+        update = h @ self.lora_A[known].transpose(1, 2) @ self.lora_B[known].transpose(1, 2)
+        if not self.any_unseen:
+            return update
+        tasks, out_features = self.num_tasks, self.out_features
+        a_all = self.lora_A.reshape(tasks * self.r, self.in_features)  # (1/T)·Σ B_t A_t = [B_1 … B_T][A_1; …; A_T]/T
+        b_all = self.lora_B.permute(1, 0, 2).reshape(out_features, tasks * self.r) / tasks
+        mean = F.linear(F.linear(h, a_all), b_all)
+        return torch.where(ids.eq(UNSEEN_TASK_ID)[:, None, None], mean, update)
+
+    def delta_weight(self, task: Optional[int] = None) -> torch.Tensor:
+        """scaling · B A, the [out, in] update this adapter adds to the weight (computed in fp32): per-task
+        adapters need `task` (a task id, or `UNSEEN_TASK_ID` for the mean update)."""
+        a, b = self.lora_A.float(), self.lora_B.float()
+        if not self.num_tasks:
+            return self.scaling * (b @ a)
+        if task is None:
+            raise LoRAConfigError("a per-task adapter has one update per task: pass the task id")
+        if task == UNSEEN_TASK_ID:
+            return self.scaling * (b @ a).mean(0)
+        return self.scaling * (b[task] @ a[task])
+
+    def merged(self, task: Optional[int] = None) -> nn.Linear:
+        """A plain `nn.Linear` computing the same function (dropout aside) with the update folded in — for a
+        per-task adapter, the update of `task` (see `delta_weight`)."""
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
-            linear.weight.copy_((self.weight.float() + self.delta_weight()).to(self.weight.dtype))
+            linear.weight.copy_((self.weight.float() + self.delta_weight(task)).to(self.weight.dtype))
             if self.bias is not None:
                 linear.bias.copy_(self.bias)
         linear.weight.requires_grad_(self.weight.requires_grad)
@@ -141,13 +193,17 @@ def _target_linears(model: nn.Module, targets: List[str]) -> Dict[str, nn.Linear
 
 
 def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool],
-               train_embeddings: bool = False) -> nn.Module:
+               train_embeddings: bool = False, task_names: Optional[List[str]] = None) -> nn.Module:
     """Wrap the targeted linear layers of `model` (in place) in `LoRALinear` and freeze everything else but
     the MoE layers, the parameters matching `trainable`, and — with `train_embeddings` — the input embedding
-    matrix. Returns `model`. Raises LoRAConfigError when the targets select no layer."""
+    matrix. Per-task adapters need `task_names` (the training tasks in task-id order) and make the model a
+    `TaskConditionedT5` routed by them. Returns `model`. Raises LoRAConfigError when the targets select no
+    layer, or per-task adapters get no task names."""
     from t2t_mtl.model.moe import MoEFeedForward
 
     cfg = lora if isinstance(lora, LoRAConfig) else LoRAConfig.from_dict(lora)
+    if cfg.per_task and not task_names:
+        raise LoRAConfigError("model.lora.per_task needs the training task names (one adapter per task)")
     layers = _target_linears(model, cfg.targets)
     if not layers:
         present = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m) is nn.Linear
@@ -156,7 +212,8 @@ def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool
                               f"outside MoE experts: {present})")
     for name, linear in layers.items():
         parent_name, attr = name.rsplit(".", 1)
-        setattr(model.get_submodule(parent_name), attr, LoRALinear(linear, cfg.r, cfg.alpha, cfg.dropout))
+        setattr(model.get_submodule(parent_name), attr,
+                LoRALinear(linear, cfg.r, cfg.alpha, cfg.dropout, len(task_names) if cfg.per_task else 0))
     for p in model.parameters():
         p.requires_grad_(False)
     for name, module in model.named_modules():
@@ -169,6 +226,10 @@ def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool
             p.requires_grad_(True)
     if train_embeddings:
         model.get_input_embeddings().weight.requires_grad_(True)
+    if cfg.per_task:
+        if not isinstance(model, TaskConditionedT5):
+            model.__class__ = TaskConditionedT5  # a T5 whose forward/generate take task_ids (no new state)
+        model.routing_task_names = list(task_names)
     return model
 
 
@@ -176,12 +237,37 @@ def has_lora(model: nn.Module) -> bool:
     return any(isinstance(m, LoRALinear) for m in model.modules())
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Replace every `LoRALinear` of `model` (in place) by its merged `nn.Linear`; returns `model`."""
+def has_task_adapters(model: nn.Module) -> bool:
+    """Whether `model` has per-task LoRA adapters (it then needs task ids)."""
+    return any(isinstance(m, LoRALinear) and m.num_tasks for m in model.modules())
+
+
+def _fold(model: nn.Module, task: Optional[int]) -> None:
     for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
+        if isinstance(module, LoRALinear) and (task is not None or not module.num_tasks):
             parent_name, attr = name.rsplit(".", 1)
-            setattr(model.get_submodule(parent_name), attr, module.merged())
+            setattr(model.get_submodule(parent_name), attr, module.merged(task))
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace every shared `LoRALinear` of `model` (in place) by its merged `nn.Linear` (per-task adapters
+    stay: they need the task of each row); returns `model`."""
+    _fold(model, None)
+    return model
+
+
+def select_task_adapter(model: nn.Module, task: int) -> nn.Module:
+    """Fold task `task`'s update (`UNSEEN_TASK_ID`: the mean update) of every per-task adapter — and every
+    shared adapter — into its weight, in place: the adapters no longer need task ids (a task-routed MoE model
+    still routes by them). Returns `model`."""
+    _fold(model, task)
+    from t2t_mtl.model.moe import TaskAwareT5
+
+    if not isinstance(model, TaskAwareT5):
+        model.__class__ = T5ForConditionalGeneration
+        model.__dict__.pop("routing_task_names", None)
+    elif model.moe_config.routing == "token":
+        model.routing_task_names = None
     return model
 
 

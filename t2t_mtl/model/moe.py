@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import difflib
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -38,6 +37,8 @@ from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActD
 from kernels.moe import (combine, expert_capacity, load_balancing_loss, permute, plan_dispatch, route,
                          router_z_loss)
 from t2t_mtl.config import unknown_key_message
+from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5, routing_task_id,
+                                        set_task_ids)
 
 __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
@@ -49,8 +50,6 @@ ROUTING_MODES = ("token", "task", "hybrid")
 LAYER_CHOICES = ("both", "encoder", "decoder")
 #: `unseen_task_routing` keywords (any other value names a trained task)
 UNSEEN_TASK_ROUTINGS = ("error", "mean")
-#: the task id of a task the model was not trained on
-UNSEEN_TASK_ID = -1
 
 
 class MoEConfigError(ValueError):
@@ -198,7 +197,7 @@ def _dense_ffn(config: T5Config) -> nn.Module:
     return T5DenseGatedActDense(config) if config.is_gated_act else T5DenseActDense(config)
 
 
-class MoEFeedForward(nn.Module):
+class MoEFeedForward(nn.Module, TaskConditioned):
     """E T5 FFN experts behind a router; input/output [B, L, d_model] (the `DenseReluDense` slot).
 
     Set `task_ids` ([B], or [B'] with B a multiple of B' as in beam search; `UNSEEN_TASK_ID` for a task
@@ -381,12 +380,6 @@ def moe_blocks(model: nn.Module) -> Iterator[Tuple[str, MoEFeedForward]]:
                 yield f"{stack_name}.{i}", ffn
 
 
-def set_task_ids(model: nn.Module, task_ids: Optional[torch.Tensor]) -> None:
-    """Give every MoE block of `model` the task ids of the coming batch (None clears them)."""
-    for _, block in moe_blocks(model):
-        block.task_ids = task_ids
-
-
 @dataclass
 class TaskAwareSeq2SeqLMOutput(Seq2SeqLMOutput):
     """`Seq2SeqLMOutput` plus `aux_loss` (the weighted MoE aux losses, already included in `loss`)."""
@@ -394,7 +387,7 @@ class TaskAwareSeq2SeqLMOutput(Seq2SeqLMOutput):
     aux_loss: Optional[torch.FloatTensor] = None
 
 
-class TaskAwareT5(T5ForConditionalGeneration):
+class TaskAwareT5(TaskConditionedT5):
     """T5 whose every `moe.every`-th FFN is a `MoEFeedForward`; configured by `config.moe` (a dict).
 
     `forward(..., task_ids=None)` sets the task ids on the MoE blocks, runs T5, and adds
@@ -405,8 +398,8 @@ class TaskAwareT5(T5ForConditionalGeneration):
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
         self.moe_config = MoEConfig.from_dict(getattr(config, "moe", None))
-        self._generating = False
         moe = self.moe_config
+        self.routing_task_names = list(moe.task_names or []) if moe.routing != "token" else None
         for stack_name, stack in (("encoder", self.encoder), ("decoder", self.decoder)):
             if moe.layers not in ("both", stack_name):
                 continue
@@ -440,32 +433,14 @@ class TaskAwareT5(T5ForConditionalGeneration):
         return total if total is not None else torch.zeros((), device=self.device)
 
     def forward(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
-        if task_ids is not None:
-            set_task_ids(self, task_ids)
-        elif not self._generating:
-            set_task_ids(self, None)
         for _, block in moe_blocks(self):
             block.aux = {}
-        out = super().forward(*args, **kwargs)
+        out = super().forward(*args, task_ids=task_ids, **kwargs)
         aux = self.moe_aux_loss()
         if isinstance(out, tuple):  # return_dict=False: (loss, logits, ...) when labels were given
             return ((out[0] + aux,) + out[1:]) if kwargs.get("labels") is not None else out
         loss = out.loss + aux if out.loss is not None else None
         return TaskAwareSeq2SeqLMOutput(**{**out, "loss": loss, "aux_loss": aux})
-
-    @contextmanager
-    def _task_context(self, task_ids: Optional[torch.Tensor]) -> Iterator[None]:
-        set_task_ids(self, task_ids)
-        self._generating = True
-        try:
-            yield
-        finally:
-            self._generating = False
-            set_task_ids(self, None)
-
-    def generate(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
-        with self._task_context(task_ids):
-            return super().generate(*args, **kwargs)
 
 
 def convert_to_moe(model: T5ForConditionalGeneration, moe_cfg: Union[Mapping[str, Any], MoEConfig],
@@ -562,15 +537,6 @@ def _served_gate_rows(model: TaskAwareT5, task: Union[int, str], unseen: bool) -
 def _layer_of(key: str) -> str:
     stack, _, i = key.split(".")[:3]
     return f"{stack}.{i}"
-
-
-def routing_task_id(model: nn.Module, task: str) -> Optional[int]:
-    """The task id to run `model` on `task` with: None when the model routes without task ids (plain T5,
-    token routing), the task's training id when it is one of `moe.task_names`, else `UNSEEN_TASK_ID`."""
-    if not isinstance(model, TaskAwareT5) or model.moe_config.routing == "token":
-        return None
-    names = model.moe_config.task_names or []
-    return names.index(task) if task in names else UNSEEN_TASK_ID
 
 
 def load_t5_or_moe(path: str, **kwargs: Any) -> T5ForConditionalGeneration:

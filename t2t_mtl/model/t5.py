@@ -57,7 +57,8 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
 
     lora = lora_settings(model_cfg.lora)
     if lora is not None:
-        apply_lora(model, lora, train_embeddings=model_cfg.task_embeddings)
+        apply_lora(model, lora, train_embeddings=model_cfg.task_embeddings,
+                   task_names=list(task_names) if task_names else None)
     if model_cfg.activation_checkpointing:
         enable_activation_checkpointing(model, int(model_cfg.activation_checkpointing))
     return model

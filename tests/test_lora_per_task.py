@@ -1,0 +1,162 @@
+"""Per-task LoRA adapters (`model.lora.per_task`): each batch row adapted by its own task's pair against the
+formula, the mean adapter for unseen tasks, folding one task's adapter (export --task), and the engine: a step
+moves only the adapters of the tasks it trained on, rank classification and generation route by task, export."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import T5ForConditionalGeneration
+
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.engine.export import fp32_state_dict, load_trained_model
+from t2t_mtl.engine.trainer import seed_everything, train
+from t2t_mtl.evaluation.rank_classification import score_choices
+from t2t_mtl.config import config_from_dict
+from t2t_mtl.model import accepts_task_ids, build_model
+from t2t_mtl.model.lora import LoRAConfigError, LoRALinear, has_task_adapters, select_task_adapter
+from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id, set_task_ids
+from t2t_mtl.tokenizer import load_tokenizer
+
+from engine_helpers import TASKS, tiny_config, train_tiny_tokenizer
+
+DIMS = {"d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 2,
+        "vocab_size": 50, "dropout_rate": 0.0}
+PER_TASK = {"r": 2, "alpha": 4, "targets": ["q", "k", "v", "wo"], "per_task": True}
+
+
+def _randomised(model):
+    g = torch.Generator().manual_seed(3)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def test_each_row_is_adapted_by_its_tasks_pair_and_unseen_rows_by_the_mean():
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(5, 4), r=2, alpha=6.0, num_tasks=3)
+    torch.nn.init.normal_(layer.lora_B)
+    w, bias = layer.weight.detach(), layer.bias.detach()
+    a, b = layer.lora_A.detach(), layer.lora_B.detach()
+    x = torch.randn(4, 3, 5)
+    set_task_ids(layer, torch.tensor([2, 0, UNSEEN_TASK_ID, 1]))
+    got = layer(x)
+    for row, task in enumerate([2, 0, None, 1]):
+        delta = sum(b[t] @ a[t] for t in range(3)) / 3 if task is None else b[task] @ a[task]
+        expected = x[row] @ w.T + bias + 3.0 * x[row] @ delta.T
+        torch.testing.assert_close(got[row], expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.merged(UNSEEN_TASK_ID if task is None else task)(x[row]), expected,
+                                   rtol=1e-5, atol=1e-5)
+    set_task_ids(layer, torch.tensor([1, 0]))  # beam search: 2 ids for 4 rows, each repeated
+    torch.testing.assert_close(layer(x)[1], x[1] @ w.T + bias + 3.0 * x[1] @ (b[1] @ a[1]).T, rtol=1e-5, atol=1e-5)
+    set_task_ids(layer, None)
+    with pytest.raises(LoRAConfigError, match="need the task of every batch row: call the model with task_ids"):
+        layer(x)
+    with pytest.raises(LoRAConfigError, match="pass the task id"):
+        layer.merged()
+
+
+def test_the_model_takes_task_ids_and_folding_a_task_gives_its_single_task_model():
+    torch.manual_seed(0)
+    model = _randomised(build_model({"dims": DIMS, "lora": PER_TASK}, task_names=["a", "b", "c"])).eval()
+    assert accepts_task_ids(model) and has_task_adapters(model) and model.routing_task_names == ["a", "b", "c"]
+    assert routing_task_id(model, "b") == 1 and routing_task_id(model, "held_out") == UNSEEN_TASK_ID
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(2, 50, (4, 6), generator=g), torch.randint(2, 50, (4, 3), generator=g)
+    ids = torch.tensor([0, 1, 2, UNSEEN_TASK_ID])
+    with torch.no_grad():
+        full = model(input_ids=x, labels=y, task_ids=ids).logits
+        beams = model.generate(input_ids=x, task_ids=ids, num_beams=2, max_new_tokens=4, do_sample=False)
+        for row, task in enumerate(ids.tolist()):
+            single = select_task_adapter(copy.deepcopy(model), task)
+            assert type(single) is T5ForConditionalGeneration and not has_task_adapters(single)
+            torch.testing.assert_close(single(input_ids=x[row:row + 1], labels=y[row:row + 1]).logits,
+                                       full[row:row + 1], rtol=1e-4, atol=1e-5)
+            alone = single.generate(input_ids=x[row:row + 1], num_beams=2, max_new_tokens=4, do_sample=False)
+            assert alone[0].tolist() == beams[row].tolist()[:alone.shape[1]]
+    with pytest.raises(LoRAConfigError, match="per_task needs the training task names"):
+        build_model({"dims": DIMS, "lora": PER_TASK})
+    with pytest.raises(LoRAConfigError, match="model.lora.per_task='yes': must be true"):
+        build_model({"dims": DIMS, "lora": {**PER_TASK, "per_task": "yes"}}, task_names=["a"])
+
+
+def test_per_task_adapters_on_a_task_routed_moe_model():
+    moe = {"num_experts": 3, "top_k": 1, "every": 1, "routing": "token", "backend": "reference"}
+    torch.manual_seed(0)
+    model = _randomised(build_model({"dims": DIMS, "moe": moe, "lora": PER_TASK}, task_names=["a", "b"])).eval()
+    assert model.routing_task_names == ["a", "b"]  # token routing takes no ids, the adapters do
+    x = torch.randint(2, 50, (2, 5))
+    with torch.no_grad():
+        full = model(input_ids=x, decoder_input_ids=x, task_ids=torch.tensor([1, 0])).logits
+        single = select_task_adapter(copy.deepcopy(model), 1)
+        assert single.routing_task_names is None
+        torch.testing.assert_close(single(input_ids=x[:1], decoder_input_ids=x[:1]).logits, full[:1],
+                                   rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- the engine
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture(scope="module")
+def per_task_run(tmp_path_factory, tok):
+    root = tmp_path_factory.mktemp("per_task")
+    cfg = tiny_config(root / "run", tok, root / "cache", training={"steps": 12, "lr": 3e-2},
+                      sampling={"strategy": "uniform", "mode": "mixed"})
+    cfg["model"]["lora"] = dict(PER_TASK)
+    result = train(cfg)
+    return root, cfg, result
+
+
+def test_a_homogeneous_step_moves_only_its_tasks_adapter(tmp_path, tok):
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1, "lr": 3e-2})
+    cfg["model"]["lora"] = dict(PER_TASK)
+    result = train(cfg)
+    (task,) = result.task_sequence
+    seed_everything(0)
+    model = build_model(config_from_dict(cfg).model, vocab_size=len(load_tokenizer(str(tok))), task_names=TASKS)
+    before = model.state_dict()
+    after = fp32_state_dict(tmp_path / "run" / "checkpoints" / "step-00000001", model)
+    for name, value in before.items():
+        if "lora_B" in name:  # B starts at zero: only the trained task's slice left it
+            moved = [t for t in range(len(TASKS)) if not torch.equal(value[t], after[name][t])]
+            assert moved == [TASKS.index(task)], (name, moved)
+        else:
+            assert torch.equal(value, after[name]) or "lora_A" in name, name
+
+
+def test_rank_classification_routes_each_example_to_its_adapter(per_task_run, tok):
+    root, _, _ = per_task_run
+    model, tokenizer, _ = load_trained_model(root / "run")
+    assert has_task_adapters(model)  # loading folds shared adapters only
+    inputs = ["parity: 1 0 1", "count_word: a b a a", "reverse_words: x y"]
+    choices = [["even", "odd"], ["1", "2", "3"], ["y x", "x y"]]
+    ids = [routing_task_id(model, "parity"), routing_task_id(model, "count_word"), UNSEEN_TASK_ID]
+    scores = score_choices(model, tokenizer, inputs, choices, task_ids=ids)
+    for i, task in enumerate(ids):  # each example alone through its task's folded model
+        single = select_task_adapter(copy.deepcopy(model), task)
+        (alone,) = score_choices(single, tokenizer, [inputs[i]], [choices[i]])
+        assert alone == pytest.approx(scores[i], abs=1e-4)
+
+
+def test_export_needs_a_task_and_writes_its_single_task_model(per_task_run, tok, tmp_path, capsys):
+    root, _, _ = per_task_run
+    run = str(root / "run")
+    assert cli_main(["export", run, "--out", str(tmp_path / "all")]) == 2
+    assert "one LoRA adapter per task" in capsys.readouterr().err
+    assert cli_main(["export", run, "--task", "parityy", "--out", str(tmp_path / "x")]) == 2
+    assert "neither a task the model was trained on" in capsys.readouterr().err
+    model, tokenizer, _ = load_trained_model(root / "run")
+    x = tokenizer(["parity: 1 1 0", "parity: 0 1"], return_tensors="pt", padding=True)
+    for task, task_id in (("parity", TASKS.index("parity")), ("sort_words", UNSEEN_TASK_ID)):  # trained, held out
+        assert cli_main(["export", run, "--task", task, "--out", str(tmp_path / task)]) == 0
+        plain = T5ForConditionalGeneration.from_pretrained(str(tmp_path / task)).eval()
+        with torch.no_grad():
+            expected = model(**x, decoder_input_ids=x.input_ids, task_ids=torch.tensor([task_id] * 2)).logits
+            got = plain(**x, decoder_input_ids=x.input_ids).logits
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
