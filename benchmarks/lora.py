@@ -8,7 +8,7 @@ each, computed from the tensors that exist after the warm-up step); peak memory 
 `torch.cuda.max_memory_allocated`, on CPU the process's peak resident set (VmHWM) — minus what the process held
 before the model was built, so weights, gradients, optimizer state and activations are all in it. At step 0 the
 LoRA model computes exactly the full model's function (B starts at zero), so the first losses must agree
-(checked).
+(checked). The per-task mode gives the batch rows 4 tasks in turn (each row gathers its task's adapter).
 
     python benchmarks/lora.py [--dims '{"d_model": 512, ...}'] [--batch 16] [--input-len 256] [--target-len 64]
         [--steps 3] [--threads N]
@@ -23,9 +23,11 @@ from step_modes import device_name, memory_mb, random_batches, run_modes, step_a
 
 DEFAULT_DIMS = {"d_model": 512, "d_kv": 64, "d_ff": 2048, "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8,
                 "dropout_rate": 0.0}
+TASKS = [f"task{i}" for i in range(4)]  # per-task adapters: each batch row belongs to one of these
 MODES = {"full": None,
          "LoRA r=8 on q, v": {"r": 8, "targets": ["q", "v"]},
-         "LoRA r=8 on every linear": {"r": 8, "targets": ["q", "k", "v", "o", "wi", "wo"]}}
+         "LoRA r=8 on every linear": {"r": 8, "targets": ["q", "k", "v", "o", "wi", "wo"]},
+         "per-task LoRA r=8 on q, v (4 tasks, mixed rows)": {"r": 8, "targets": ["q", "v"], "per_task": True}}
 
 
 def run_mode(args: argparse.Namespace) -> dict:
@@ -33,7 +35,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     import torch
 
     from t2t_mtl.config import ModelConfig
-    from t2t_mtl.model import build_model
+    from t2t_mtl.model import accepts_task_ids, build_model
     from t2t_mtl.model.lora import trainable_parameter_count
 
     if args.threads:
@@ -43,14 +45,15 @@ def run_mode(args: argparse.Namespace) -> dict:
     base = torch.cuda.memory_allocated() if device == "cuda" else memory_mb("VmRSS")
     torch.manual_seed(0)
     dims = {"dropout_rate": 0.0, **json.loads(args.dims)}  # no dropout unless asked: the first losses must agree
-    model = build_model(ModelConfig(dims=dims, lora=MODES[args.mode]),
-                        vocab_size=args.vocab).to(device).train()
+    model = build_model(ModelConfig(dims=dims, lora=MODES[args.mode]), vocab_size=args.vocab,
+                        task_names=TASKS).to(device).train()
+    routing = {"task_ids": torch.arange(args.batch, device=device) % len(TASKS)} if accepts_task_ids(model) else {}
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-4)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(x, y) -> float:
-        loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=y, use_cache=False).loss
+        loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=y, use_cache=False, **routing).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # keep the gradients allocated, as DeepSpeed's buffers are
