@@ -297,6 +297,12 @@ def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
         "betta": dict(gradient_surgery={"method": "gradvac", "betta": 0.1}, training={"grad_accum": 3}),
         # was accepted: one task per optimizer step, so the surgery never changed a gradient
         "training.grad_accum >= 2": dict(gradient_surgery={"method": "pcgrad"}),
+        # was accepted: ZeRO-3's offload moves gradient pieces at the step boundary, so the rows lagged
+        "ZeRO-3 with deepspeed.offload_optimizer": dict(gradient_surgery={"method": "pcgrad"},
+                                                         training={"grad_accum": 3},
+                                                         deepspeed={"zero_stage": 3, "offload_optimizer": True}),
+        # were accepted: a target or fragment that matched nothing was ignored
+        r"model.lora.targets: \['wi_0'\] name no layer": dict(model={"lora": {"targets": ["q", "wi_0"]}}),
         "data.mixture: unknown mixture 'procedral'": dict(data={"mixture": "procedral", "tasks": None}),
         # was accepted: a typo held nothing out, so the zero-shot targets were trained on
         "data.held_out_clusters: no registered task is in cluster 'comparisn'; did you mean 'comparison'":

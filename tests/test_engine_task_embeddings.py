@@ -139,3 +139,27 @@ def test_pretrained_model_grows_for_task_tokens_and_exports(tmp_path, tok):
     assert len(tokenizer) == base + len(TASKS) and weight.shape[0] == base + len(TASKS)
     # the pretrained rows are the ones training started from, moved by 2 steps only
     assert (weight[:base] - pretrained.get_input_embeddings().weight).abs().max() < 0.1
+
+
+def test_growing_an_untied_head_keeps_its_pretrained_rows(tmp_path):
+    # was: transformers 5 tied a T5 v1.1 model's own LM head to the embedding when resizing for task tokens,
+    # replacing the pretrained head (and training it under LoRA)
+    from transformers import T5ForConditionalGeneration
+
+    from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
+    from t2t_mtl.model import t5_config_from_dims
+
+    torch.manual_seed(0)
+    dims = {"d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 1, "num_heads": 2, "feed_forward_proj": "gated-gelu"}
+    model = T5ForConditionalGeneration(t5_config_from_dims(dims, 50))
+    head = torch.nn.Linear(16, 50, bias=False)
+    model.set_output_embeddings(head)
+    model.save_pretrained(tmp_path / "v1_1")
+    model = T5ForConditionalGeneration.from_pretrained(tmp_path / "v1_1")
+    pretrained = model.lm_head.weight.detach().clone()
+    model.lm_head.weight.requires_grad_(False)  # as LoRA freezes it
+    resize_for_task_tokens(model, type("Tok", (), {"__len__": lambda self: 53})())
+    assert model.lm_head.weight is not model.shared.weight and model.lm_head.weight.shape == (53, 16)
+    assert torch.equal(model.lm_head.weight[:50], pretrained) and not model.lm_head.weight.requires_grad
+    assert model.shared.weight.requires_grad
+    torch.testing.assert_close(model.lm_head.weight[50:], model.shared.weight[50:])  # new rows start alike

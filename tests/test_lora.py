@@ -111,7 +111,9 @@ def test_moe_layers_embeddings_and_named_fragments_train_in_full():
     ({"alpha": "16"}, "model.lora.alpha='16': must be a number > 0"),
     ({"dropout": 1.0}, r"model.lora.dropout=1.0: must be a number in \[0, 1\)"),
     ({"targets": ["query"]}, r"\['query'\] are not T5 block layers"),
-    ({"targets": ["wi_0"]}, r"selects no layer of this model \(its block layers outside MoE experts: .*'wi'"),
+    ({"targets": ["q", "wi_0"]}, r"model.lora.targets: \['wi_0'\] name no layer of this model \(its block layers "
+                                 r"outside MoE experts: .*'wi'"),
+    ({"trainable": ["layernorm"]}, r"model.lora.trainable: \['layernorm'\] match no parameter name"),
     ({"trainable": "layer_norm"}, "model.lora.trainable='layer_norm': must be a list"),
     ("yes", "model.lora must be a mapping"),
 ])
@@ -129,6 +131,9 @@ def test_lora_true_and_empty_mean_defaults_false_means_off():
     assert not has_lora(build_model({"dims": DIMS, "lora": False}))
     with pytest.raises(LoRAConfigError):  # apply_lora twice finds no plain layer to wrap
         apply_lora(build_model({"dims": DIMS, "lora": True}), {"targets": ["q", "v"]})
+    every_ffn_moe = {"num_experts": 2, "top_k": 1, "every": 1, "backend": "reference"}  # no dense wi/wo left
+    with pytest.raises(LoRAConfigError, match=r"\['wo'\] name no layer"):
+        build_model({"dims": DIMS, "moe": every_ffn_moe, "lora": {"targets": ["q", "wo"]}})
 
 
 # ------------------------------------------------------------------------------------------- the engine
@@ -241,16 +246,24 @@ def test_gradient_surgery_projects_the_adapter_gradients(tmp_path, tok):
     assert losses[3] == pytest.approx(losses[0], rel=1e-4)
 
 
-def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_path, precision):
     root, _ = lora_run
     folder = export_model(root / "run", tmp_path / "pretrained")  # a plain T5, as a hub checkpoint would be
-    cfg = tiny_config(tmp_path / "ft", folder, tmp_path / "cache", training={"steps": 3, "lr": 3e-2})
+    cfg = tiny_config(tmp_path / "ft", folder, tmp_path / "cache",
+                      training={"steps": 3, "lr": 3e-2, "precision": precision})
     cfg["model"] = {"name_or_path": str(folder), "lora": {"r": 2, "targets": ["q", "v"]}}
     train(cfg)
     pretrained = T5ForConditionalGeneration.from_pretrained(str(folder)).state_dict()
-    tuned = fp32_state_dict(tmp_path / "ft" / "checkpoints" / "step-00000003", build_model(config_from_dict(cfg).model))
-    assert all(torch.equal(pretrained[k], tuned[k]) for k in pretrained)
-    assert any(k.endswith("q.lora_B") and tuned[k].abs().sum() > 0 for k in tuned)
+    if precision == "fp32":  # the checkpoint itself holds the frozen weights as loaded
+        tuned = fp32_state_dict(tmp_path / "ft" / "checkpoints" / "step-00000003",
+                                build_model(config_from_dict(cfg).model))
+        assert all(torch.equal(pretrained[k], tuned[k]) for k in pretrained)
+        assert any(k.endswith("q.lora_B") and tuned[k].abs().sum() > 0 for k in tuned)
+    # the export: frozen weights bit for bit (bf16 training kept only their bf16 copies), W + B·A where adapted
+    exported = T5ForConditionalGeneration.from_pretrained(str(export_model(tmp_path / "ft", tmp_path / "hf"))).state_dict()
+    changed = {k for k in pretrained if not torch.equal(pretrained[k], exported[k])}
+    assert changed and all(k.endswith((".q.weight", ".v.weight")) for k in changed), changed
 
 
 def test_bf16_export_takes_the_adapters_fp32_master_weights(tmp_path, tok):

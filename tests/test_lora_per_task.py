@@ -85,7 +85,8 @@ def test_the_model_takes_task_ids_and_folding_a_task_gives_its_single_task_model
 def test_per_task_adapters_on_a_task_routed_moe_model():
     moe = {"num_experts": 3, "top_k": 1, "every": 1, "routing": "token", "backend": "reference"}
     torch.manual_seed(0)
-    model = _randomised(build_model({"dims": DIMS, "moe": moe, "lora": PER_TASK}, task_names=["a", "b"])).eval()
+    lora = {**PER_TASK, "targets": ["q", "v"]}  # every FFN is an MoE layer: no dense wo left to adapt
+    model = _randomised(build_model({"dims": DIMS, "moe": moe, "lora": lora}, task_names=["a", "b"])).eval()
     assert model.routing_task_names == ["a", "b"]  # token routing takes no ids, the adapters do
     x = torch.randint(2, 50, (2, 5))
     with torch.no_grad():

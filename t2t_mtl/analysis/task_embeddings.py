@@ -63,12 +63,23 @@ def resize_for_task_tokens(model: torch.nn.Module, tokenizer: Any) -> int:
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         head = model.get_output_embeddings()
+        untied = head is not None and head.weight is not model.get_input_embeddings().weight
         trains = (model.get_input_embeddings().weight.requires_grad, head is not None and head.weight.requires_grad)
         model.resize_token_embeddings(len(tokenizer))
+        embedding = model.get_input_embeddings()
+        if untied and model.get_output_embeddings().weight is embedding.weight:
+            # transformers 5 ties T5's head to the embedding when resizing: keep an untied (T5 v1.1) head its own
+            # pretrained rows, the new rows starting as the new embedding rows
+            grown = torch.nn.Linear(head.in_features, embedding.weight.shape[0], bias=False,
+                                    device=head.weight.device, dtype=head.weight.dtype)
+            with torch.no_grad():
+                grown.weight.copy_(embedding.weight)
+                grown.weight[:head.weight.shape[0]].copy_(head.weight)
+            model.set_output_embeddings(grown)
         if head is not None:  # the new matrices train as the old ones did (a LoRA model's untied head is frozen)
             model.get_output_embeddings().weight.requires_grad_(trains[1])
-        model.get_input_embeddings().weight.requires_grad_(trains[0])
-        rows = model.get_input_embeddings().weight.shape[0]
+        embedding.weight.requires_grad_(trains[0])
+        rows = embedding.weight.shape[0]
     return rows
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from t2t_mtl.engine.distributed import DistEnv, barrier
+from t2t_mtl.model.lora import lora_signature
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -211,10 +212,10 @@ def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zer
                "resume with the same ZeRO stage (its optimizer files are laid out per stage)")
     if precision is not None and "precision" in meta and meta["precision"] != precision:
         refuse("training.precision", meta["precision"], precision, "resume with the same precision")
-    if lora is not _UNSET and meta.get("lora") != lora:  # which weights train and exist (the adapters)
-        refuse("model.lora", meta.get("lora"), lora, "resume with the same model.lora (it decides which weights "
-               "exist and train); to adapt a finished run anew, export it and start from the export "
-               "(model.name_or_path)")
+    if lora is not _UNSET and lora_signature(meta.get("lora")) != lora_signature(lora):
+        refuse("model.lora", meta.get("lora"), lora, "resume with the same model.lora rank, alpha, targets, "
+               "trainable and per_task (they decide which weights exist, train and how they combine; dropout may "
+               "change); to adapt a finished run anew, export it and start from the export (model.name_or_path)")
 
 
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:

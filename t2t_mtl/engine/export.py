@@ -82,8 +82,25 @@ def _tied_aliases(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dic
     return state
 
 
+def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], precision: Optional[str]
+                      ) -> Dict[str, torch.Tensor]:
+    """Frozen weights (LoRA) train in the run's half precision and DeepSpeed keeps fp32 master copies of trained
+    weights only: where a frozen weight's stored value is the half-precision rounding of the model as built
+    (a pretrained model's fp32 weights), take the built value, so they come back bit for bit."""
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or "")
+    if half is None:
+        return state
+    for name, p in model.named_parameters():
+        stored = state.get(name)
+        if not p.requires_grad and stored is not None and stored.shape == p.shape:
+            built = p.detach().float()
+            state[name] = torch.where(built.to(half).float() == stored, built, stored)
+    return state
+
+
 def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
-    """(model in fp32 with the checkpoint's weights, the run's tokenizer, meta)."""
+    """(model in fp32 with the checkpoint's weights — shared LoRA adapters folded into their weights —, the run's
+    tokenizer, meta)."""
     import yaml
 
     from t2t_mtl.tokenizer import load_tokenizer
@@ -103,7 +120,7 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
         from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
 
         resize_for_task_tokens(model, tokenizer)
-    state = _tied_aliases(model, fp32_state_dict(ckpt, model))
+    state = _tied_aliases(model, _frozen_originals(model, fp32_state_dict(ckpt, model), meta.get("precision")))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if m not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
                                                 "lm_head.weight") or m not in state]

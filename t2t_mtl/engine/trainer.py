@@ -51,8 +51,8 @@ from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open_tensorboard, plot_held_out,
                                     plot_task_losses)
-from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
-from t2t_mtl.model.lora import lora_settings, trainable_parameter_count
+from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, model_config, moe_stats, moe_stats_dict
+from t2t_mtl.model.lora import check_targets, lora_settings, trainable_parameter_count
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 
 
@@ -270,7 +270,10 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     sizes = {name: max(world_size, 1000) for name in task_names}
     build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
     build_weighting(cfg.weighting, task_names, sizes)
-    lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
+    lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
+    local = cfg.model.name_or_path is None or Path(cfg.model.name_or_path).is_dir()  # (a hub model: when built)
+    if lora is not None and local:
+        check_targets(lora, model_config(cfg.model))
     from t2t_mtl.engine.wandb_logging import check_wandb_section
 
     check_wandb_section(cfg.training.wandb)
@@ -306,6 +309,11 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                               "rank): with grad_accum 1 every step sees a single task and surgery changes "
                               "nothing. Set training.grad_accum >= 2 (e.g. the number of tasks, "
                               f"{len(task_names)}) or drop gradient_surgery")
+        if cfg.deepspeed.zero_stage == 3 and cfg.deepspeed.offload_optimizer:
+            raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
+                              "ZeRO-3 with deepspeed.offload_optimizer moves them to the CPU only at the step "
+                              "boundary (the rows would lag a micro-batch): use offload_optimizer with ZeRO-1/2, "
+                              "or ZeRO-3 without it")
 
 
 def build_collator(cfg: Config, pad_id: int, task_tokens: Any = None) -> Union[Seq2SeqCollator, PackedCollator]:
@@ -458,8 +466,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     rates, sampling_cfg = check_run_config(cfg, rank=env.rank, world_size=env.world_size)
     task_names = list(rates)
     resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
-    if resume_meta:  # a changed task list would misread every task id and the sampler state: refuse it now
-        ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names)
+    if resume_meta:  # a changed task list or LoRA would misread task ids, sampler state or weights: refuse it now
+        ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names, lora=lora_section(cfg))
     existing = ckpt_io.latest_checkpoint(run_dir)
     in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
     if existing is not None and not in_place:  # two runs' logs and checkpoints would interleave in one folder
@@ -532,7 +540,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if resume_meta:
-        ckpt_io.check_compatible(resume_from, resume_meta, precision=precision, lora=lora_section(cfg),
+        ckpt_io.check_compatible(resume_from, resume_meta, precision=precision,
                                  zero_stage=None if universal else engine.zero_optimization_stage())
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip

@@ -1,7 +1,7 @@
 """Low-rank adaptation (LoRA, Hu et al. 2021) of T5's linear layers: parameter-efficient multitask training.
 
-`model.lora: {r: 8, alpha: 16, dropout: 0.05, targets: [q, v], trainable: []}` wraps each targeted linear
-layer of every encoder/decoder block (attention `q`, `k`, `v`, `o`; feed-forward `wi`, `wi_0`, `wi_1`,
+`model.lora: {r: 8, alpha: 16, dropout: 0.0, targets: [q, v], trainable: []}` (the defaults) wraps each targeted
+linear layer of every encoder/decoder block (attention `q`, `k`, `v`, `o`; feed-forward `wi`, `wi_0`, `wi_1`,
 `wo`) as `y = x Wᵀ + (alpha / r) · dropout(x) Aᵀ Bᵀ` with A [r, in] (Kaiming-uniform) and B [out, r]
 (zeros, so training starts from the unadapted model) and freezes every weight of the model except:
 - the LoRA factors A and B;
@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -30,8 +30,9 @@ from transformers import T5ForConditionalGeneration
 from t2t_mtl.config import unknown_key_message
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5
 
-__all__ = ["LORA_TARGETS", "LoRAConfig", "LoRAConfigError", "LoRALinear", "apply_lora", "has_lora",
-           "has_task_adapters", "lora_settings", "merge_lora", "select_task_adapter", "trainable_parameter_count"]
+__all__ = ["LORA_TARGETS", "LoRAConfig", "LoRAConfigError", "LoRALinear", "apply_lora", "check_targets",
+           "has_lora", "has_task_adapters", "lora_settings", "lora_signature", "merge_lora", "select_task_adapter",
+           "trainable_parameter_count"]
 
 #: the linear layers of T5's blocks that LoRA may adapt (attention, then the dense and gated feed-forwards)
 LORA_TARGETS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
@@ -56,7 +57,8 @@ class LoRAConfig:
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "LoRAConfig":
-        """Validate `model.lora` (`true` or `{}` = the defaults); errors name the key."""
+        """Validate a `model.lora` mapping (`true`, `{}` and None give the defaults — `lora_settings` is what
+        reads None as "off"); errors name the key."""
         data = {} if data is True or data is None else data
         if not isinstance(data, Mapping):
             raise LoRAConfigError(f"model.lora must be a mapping such as {{r: 8, alpha: 16, targets: [q, v]}} "
@@ -69,9 +71,11 @@ class LoRAConfig:
         return cfg
 
     def to_dict(self) -> Dict[str, Any]:
+        """The settings as a plain mapping (what checkpoints record)."""
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        """Raise LoRAConfigError naming the first key with a bad type or value."""
         def bad(key: str, why: str) -> None:
             raise LoRAConfigError(f"model.lora.{key}={getattr(self, key)!r}: {why}")
 
@@ -98,6 +102,26 @@ def lora_settings(section: Any) -> Optional[LoRAConfig]:
     if section is None or section is False:
         return None
     return LoRAConfig.from_dict(section)
+
+
+def check_targets(lora: LoRAConfig, config: Any) -> None:
+    """Refuse targets a T5 of `config` (a `T5Config`) lacks — a gated feed-forward has wi_0/wi_1, a plain one wi —
+    before any model is built. (`apply_lora` checks the built model too, where MoE layers may replace FFNs.)"""
+    feed_forward = ("wi_0", "wi_1", "wo") if config.is_gated_act else ("wi", "wo")
+    missing = [t for t in lora.targets if t not in ("q", "k", "v", "o", *feed_forward)]
+    if missing:
+        raise LoRAConfigError(f"model.lora.targets: {missing} name no layer of this model (its feed-forward is "
+                              f"{config.feed_forward_proj}: {', '.join(feed_forward)}; attention: q, k, v, o)")
+
+
+def lora_signature(section: Optional[Mapping[str, Any]]) -> Optional[Tuple[Any, ...]]:
+    """What of a recorded `model.lora` mapping decides the model's weights and function (rank, scale, targets,
+    trained fragments, per-task) — not dropout, not the order of the lists; None without LoRA. Two runs with
+    the same signature can resume each other's checkpoints."""
+    if section is None:
+        return None
+    return (section["r"], float(section["alpha"]), tuple(sorted(section["targets"])),
+            tuple(sorted(section["trainable"])), bool(section.get("per_task", False)))
 
 
 class LoRALinear(nn.Linear, TaskConditioned):
@@ -149,7 +173,8 @@ class LoRALinear(nn.Linear, TaskConditioned):
         if not self.any_unseen:
             return update
         tasks, out_features = self.num_tasks, self.out_features
-        a_all = self.lora_A.reshape(tasks * self.r, self.in_features)  # (1/T)·Σ B_t A_t = [B_1 … B_T][A_1; …; A_T]/T
+        # (1/T)·Σ_t B_t A_t = [B_1 … B_T] [A_1; …; A_T] / T: one adapter of rank T·r
+        a_all = self.lora_A.reshape(tasks * self.r, self.in_features)
         b_all = self.lora_B.permute(1, 0, 2).reshape(out_features, tasks * self.r) / tasks
         mean = F.linear(F.linear(h, a_all), b_all)
         return torch.where(ids.eq(UNSEEN_TASK_ID)[:, None, None], mean, update)
@@ -205,11 +230,16 @@ def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool
     if cfg.per_task and not task_names:
         raise LoRAConfigError("model.lora.per_task needs the training task names (one adapter per task)")
     layers = _target_linears(model, cfg.targets)
-    if not layers:
+    missing = [t for t in cfg.targets if not any(name.rsplit(".", 1)[-1] == t for name in layers)]
+    if missing:
         present = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m) is nn.Linear
                           and ".block." in n})
-        raise LoRAConfigError(f"model.lora.targets={cfg.targets} selects no layer of this model (its block layers "
-                              f"outside MoE experts: {present})")
+        raise LoRAConfigError(f"model.lora.targets: {missing} name no layer of this model (its block layers outside "
+                              f"MoE experts: {present}; a gated feed-forward has wi_0/wi_1, a plain one wi)")
+    unmatched = [f for f in cfg.trainable if not any(f in name for name, _ in model.named_parameters())]
+    if unmatched:
+        raise LoRAConfigError(f"model.lora.trainable: {unmatched} match no parameter name of this model (names "
+                              f"look like encoder.block.0.layer.0.layer_norm.weight)")
     for name, linear in layers.items():
         parent_name, attr = name.rsplit(".", 1)
         setattr(model.get_submodule(parent_name), attr,
@@ -234,6 +264,7 @@ def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool
 
 
 def has_lora(model: nn.Module) -> bool:
+    """Whether `model` has LoRA adapters (shared or per-task)."""
     return any(isinstance(m, LoRALinear) for m in model.modules())
 
 

@@ -23,6 +23,16 @@ def t5_config_from_dims(dims: Mapping[str, Any], vocab_size: Optional[int] = Non
     return T5Config(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **kwargs)
 
 
+def model_config(model_cfg: ModelConfig) -> T5Config:
+    """The `T5Config` the model section describes (a pretrained model's own, or one from dims), without weights."""
+    if model_cfg.name_or_path is None:
+        return t5_config_from_dims(model_cfg.dims)
+    try:
+        return T5Config.from_pretrained(model_cfg.name_or_path)
+    except (OSError, ValueError) as err:
+        raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
+
+
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
                 task_names: Optional[Sequence[str]] = None) -> T5ForConditionalGeneration:
     """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`.
