@@ -278,3 +278,17 @@ def test_bf16_export_takes_the_adapters_fp32_master_weights(tmp_path, tok):
     exported = fp32_state_dict(ckpt, model)
     for name, master in zip(names, masters):
         assert torch.equal(exported[name], master.float().reshape(exported[name].shape))
+
+
+def test_resume_compatibility_ignores_dropout_and_list_order(tmp_path):
+    from t2t_mtl.engine.checkpoint import check_compatible
+    from t2t_mtl.model.lora import LoRAConfig
+
+    saved = LoRAConfig(targets=["q", "v"], dropout=0.1).to_dict()
+    check_compatible(tmp_path, {"lora": saved}, lora=LoRAConfig(targets=["v", "q"], dropout=0.0).to_dict())
+    check_compatible(tmp_path, {}, lora=None)  # a checkpoint from before LoRA existed: no adapters either
+    for changed in ({"alpha": 32.0}, {"targets": ["q"]}, {"per_task": True}, {"trainable": ["layer_norm"]}):
+        with pytest.raises(CheckpointError, match="resume with the same model.lora rank, alpha, targets"):
+            check_compatible(tmp_path, {"lora": saved}, lora={**saved, **changed})
+    with pytest.raises(CheckpointError, match="model.lora = None"):
+        check_compatible(tmp_path, {}, lora=saved)
