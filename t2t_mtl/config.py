@@ -124,7 +124,7 @@ class TrainingConfig:
     progress_bar: bool = True
     plot: bool = True
     tensorboard: bool = True
-    wandb: Optional[Dict[str, Any]] = None
+    wandb: Optional[Union[bool, Dict[str, Any]]] = None
 
 
 @dataclass

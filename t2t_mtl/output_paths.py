@@ -11,14 +11,15 @@ class OutputPathError(ValueError):
     """An output path cannot be written: it (or a folder above it) is a file, or a file path is a folder."""
 
 
-def prepare_output_dir(path: PathLike, option: str) -> Path:
-    """`path` as a folder to write into, created; `OutputPathError` naming `option` when it, or a folder above
-    it, exists and is not a folder."""
+def prepare_output_dir(path: PathLike, option: str, create: bool = True) -> Path:
+    """`path` as a folder to write into, created (unless `create` is false: checked only); `OutputPathError`
+    naming `option` when it, or a folder above it, exists and is not a folder."""
     out = Path(path)
     blocker = next((p for p in (out, *out.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise OutputPathError(f"{option} {out}: {blocker} exists and is not a folder; choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 

@@ -301,6 +301,10 @@ def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
         "ZeRO-3 with deepspeed.offload_optimizer": dict(gradient_surgery={"method": "pcgrad"},
                                                          training={"grad_accum": 3},
                                                          deepspeed={"zero_stage": 3, "offload_optimizer": True}),
+        # was accepted: per-task adapters alone never share a parameter, so every cosine was 0
+        "model.lora.per_task and nothing else trained": dict(gradient_surgery={"method": "pcgrad"},
+                                                             training={"grad_accum": 3},
+                                                             model={"lora": {"per_task": True}}),
         # were accepted: a target or fragment that matched nothing was ignored
         r"model.lora.targets: \['wi_0'\] name no layer": dict(model={"lora": {"targets": ["q", "wi_0"]}}),
         "data.mixture: unknown mixture 'procedral'": dict(data={"mixture": "procedral", "tasks": None}),

@@ -54,6 +54,10 @@ def test_each_row_is_adapted_by_its_tasks_pair_and_unseen_rows_by_the_mean():
     set_task_ids(layer, None)
     with pytest.raises(LoRAConfigError, match="need the task of every batch row: call the model with task_ids"):
         layer(x)
+    for bad in ([0, 3], [0, -2]):  # was: an IndexError, and -2 silently adapted like task 0
+        set_task_ids(layer, torch.tensor(bad))
+        with pytest.raises(LoRAConfigError, match=r"task ids must lie in \[0, 3\)"):
+            layer(x)
     with pytest.raises(LoRAConfigError, match="pass the task id"):
         layer.merged()
 
@@ -152,6 +156,7 @@ def test_export_needs_a_task_and_writes_its_single_task_model(per_task_run, tok,
     assert "one LoRA adapter per task" in capsys.readouterr().err
     assert cli_main(["export", run, "--task", "parityy", "--out", str(tmp_path / "x")]) == 2
     assert "neither a task the model was trained on" in capsys.readouterr().err
+    assert not (tmp_path / "all").exists() and not (tmp_path / "x").exists()  # a refusal writes nothing
     model, tokenizer, _ = load_trained_model(root / "run")
     x = tokenizer(["parity: 1 1 0", "parity: 0 1"], return_tensors="pt", padding=True)
     for task, task_id in (("parity", TASKS.index("parity")), ("sort_words", UNSEEN_TASK_ID)):  # trained, held out
@@ -161,3 +166,14 @@ def test_export_needs_a_task_and_writes_its_single_task_model(per_task_run, tok,
             expected = model(**x, decoder_input_ids=x.input_ids, task_ids=torch.tensor([task_id] * 2)).logits
             got = plain(**x, decoder_input_ids=x.input_ids).logits
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_hybrid_routing_with_per_task_adapters_has_no_export(tmp_path, tok, capsys):
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1})
+    cfg["model"]["lora"] = {**PER_TASK, "targets": ["q", "v"]}
+    cfg["model"]["moe"] = {"num_experts": 2, "top_k": 1, "every": 1, "routing": "hybrid", "backend": "reference"}
+    train(cfg)
+    capsys.readouterr()
+    assert cli_main(["export", str(tmp_path / "run"), "--task", "parity", "--out", str(tmp_path / "o")]) == 2
+    assert "hybrid MoE routing have no single-task form" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -28,7 +28,7 @@ class _Recorder:
     """Stands in for the `wandb` module: records init arguments, logged rows and finish calls."""
 
     def __init__(self):
-        self.inits, self.rows, self.metrics, self.finished = [], [], [], 0
+        self.inits, self.rows, self.metrics, self.exit_codes = [], [], [], []
 
     def init(self, **kwargs):
         self.inits.append(kwargs)
@@ -36,7 +36,7 @@ class _Recorder:
         return types.SimpleNamespace(
             log=lambda data, step=None: recorder.rows.append((step, dict(data))),
             define_metric=lambda name, step_metric=None: recorder.metrics.append((name, step_metric)),
-            finish=lambda: setattr(recorder, "finished", recorder.finished + 1))
+            finish=lambda exit_code=None: recorder.exit_codes.append(exit_code))
 
 
 def _expected_rows(run_dir):
@@ -73,11 +73,11 @@ def test_wandb_gets_the_logged_scalars_and_a_resume_continues_its_run(tmp_path, 
     assert init["id"] == run_id and init["resume"] == "allow" and init["project"] == "t2t-tests"
     assert init["tags"] == ["tiny"] and init["mode"] == "offline" and init["dir"] == str(run_dir / "logs")
     assert init["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert ("held_out/*", "held_out/step") in recorder.metrics and recorder.finished == 1
+    assert ("held_out/*", "held_out/step") in recorder.metrics and recorder.exit_codes == [0]
 
     cfg["training"]["steps"] = 6
     train(cfg, resume="auto")
-    assert [i["id"] for i in recorder.inits] == [run_id, run_id] and recorder.finished == 2
+    assert [i["id"] for i in recorder.inits] == [run_id, run_id] and recorder.exit_codes == [0, 0]
     assert [step for step, _ in recorder.rows if step is not None][-2:] == [5, 6]
 
 
@@ -90,7 +90,22 @@ def test_a_failing_run_still_finishes_its_wandb_run(tmp_path, tok, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"wandb": {"project": "p"}})
     with pytest.raises(RuntimeError, match="boom"):
         train(cfg)
-    assert recorder.finished == 1
+    assert recorder.exit_codes == [1]  # marked failed in W&B
+
+
+def test_a_wandb_that_cannot_start_is_a_config_error_and_leaves_no_handler(tmp_path, tok, monkeypatch):
+    import signal
+
+    def refuse(**kwargs):
+        raise RuntimeError("No API key configured")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=refuse))
+    handler = signal.getsignal(signal.SIGTERM)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"wandb": {"project": "p"}})
+    with pytest.raises(ConfigError, match=r"W&B could not start the run \(RuntimeError: No API key configured\); "
+                                          r"log in .*or set training.wandb.mode: offline"):
+        train(cfg)
+    assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_the_real_wandb_package_logs_offline(tmp_path, tok, monkeypatch):
@@ -129,4 +144,4 @@ def test_a_missing_wandb_package_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 't2t-mtl\[wandb\]'"):
         check_wandb_section({"project": "p"})
-    assert check_wandb_section(None) is None
+    assert check_wandb_section(None) is None and check_wandb_section(False) is None

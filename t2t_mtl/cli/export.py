@@ -16,9 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--task", default=None,
                         help="(task-routed MoE models, per-task LoRA) export only the sub-network that serves "
-                             "this task: its experts alone, its adapter folded into the weights; it takes task id "
-                             "0. A registered task the model was not trained on (held out) gets the experts of "
-                             "model.moe.unseen_task_routing and the mean adapter")
+                             "this task: its experts alone (the folder then knows one task, id 0), its adapter "
+                             "folded into the weights (a plain T5 without LoRA). A registered task the model was "
+                             "not trained on (held out) gets the experts of model.moe.unseen_task_routing and the "
+                             "mean adapter")
     parser.set_defaults(func=run)
 
 

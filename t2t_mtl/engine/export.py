@@ -86,7 +86,8 @@ def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], pr
                       ) -> Dict[str, torch.Tensor]:
     """Frozen weights (LoRA) train in the run's half precision and DeepSpeed keeps fp32 master copies of trained
     weights only: where a frozen weight's stored value is the half-precision rounding of the model as built
-    (a pretrained model's fp32 weights), take the built value, so they come back bit for bit."""
+    from `model.name_or_path` (the pretrained fp32 weights), take the built value, so they come back bit for
+    bit."""
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or "")
     if half is None:
         return state
@@ -120,7 +121,10 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
         from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
 
         resize_for_task_tokens(model, tokenizer)
-    state = _tied_aliases(model, _frozen_originals(model, fp32_state_dict(ckpt, model), meta.get("precision")))
+    state = fp32_state_dict(ckpt, model)
+    if cfg.model.name_or_path:  # (a model from dims was built with fresh random weights: nothing to restore)
+        state = _frozen_originals(model, state, meta.get("precision"))
+    state = _tied_aliases(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if m not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
                                                 "lm_head.weight") or m not in state]
@@ -136,12 +140,12 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
     """Write an HF folder (model, tokenizer, t2t_mtl_meta.json) for a run dir (its latest checkpoint) or a
     checkpoint dir. Returns `out_dir`."""
     ckpt = _checkpoint_of(run_or_ckpt)
-    out = _output_dir(out_dir, _run_dir_of(ckpt))
-    model, tokenizer, meta = model_from_checkpoint(ckpt)
-    if has_task_adapters(model):
+    if (read_meta(ckpt).get("lora") or {}).get("per_task"):
         raise ExportError(f"{run_or_ckpt}: the run trains one LoRA adapter per task (model.lora.per_task), which a "
                           f"plain T5 folder cannot hold: export one task with --task NAME (its adapter folded into "
                           f"the weights; a task it was not trained on gets the mean adapter)")
+    out = _output_dir(out_dir, _run_dir_of(ckpt))
+    model, tokenizer, meta = model_from_checkpoint(ckpt)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
@@ -162,7 +166,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     run = None if (Path(path) / "config.json").exists() else _run_dir_of(_checkpoint_of(path))
     if Path(out_dir).resolve() == Path(path).resolve():
         raise ExportError(f"--out {out_dir} is the model being exported; choose another folder")
-    _output_dir(out_dir, run)
+    _output_dir(out_dir, run, create=False)
     model, tokenizer, meta = load_trained_model(path)
     adapters = has_task_adapters(model)
     moe_routed = isinstance(model, TaskAwareT5) and model.moe_config.routing != "token"
@@ -170,6 +174,10 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
         raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task) or per-task "
                           f"LoRA adapters (model.lora.per_task); this model serves every task alike — export it "
                           f"without --task")
+    if adapters and moe_routed and model.moe_config.routing == "hybrid":
+        raise ExportError(f"{path}: per-task LoRA adapters under hybrid MoE routing have no single-task form (the "
+                          f"experts route every token by its task and its representation): evaluate the run itself "
+                          f"(t2t-mtl eval --checkpoint {path})")
     names = list(model.routing_task_names or [])
     unseen = task not in names and _is_registered_task(task)
     if adapters:
@@ -178,7 +186,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                               f"a registered task (a held-out task gets the mean adapter)")
         select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
-    out = Path(out_dir)
+    out = _output_dir(out_dir, run)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
@@ -216,15 +224,16 @@ def _checkpoint_of(path: Union[str, Path]) -> Path:
     return ckpt
 
 
-def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None) -> Path:
-    """`out_dir`, created; ExportError when it (or a parent) exists and is not a folder, or when it is the run
-    folder `run` or lies in its checkpoints/ (the exported model files would shadow the run's checkpoints)."""
+def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: bool = True) -> Path:
+    """`out_dir`, created (with `create`); ExportError when it (or a parent) exists and is not a folder, or when
+    it is the run folder `run` or lies in its checkpoints/ (the exported model files would shadow the run's
+    checkpoints)."""
     out = Path(out_dir).resolve()
     if run is not None and (out == run.resolve() or (run / CHECKPOINTS).resolve() in (out, *out.parents)):
         raise ExportError(f"--out {out_dir} is the run being exported ({run}) or lies in its {CHECKPOINTS}/; "
                           f"choose another folder (e.g. {run / 'hf'})")
     try:
-        return prepare_output_dir(out_dir, "--out")
+        return prepare_output_dir(out_dir, "--out", create=create)
     except OutputPathError as error:
         raise ExportError(str(error)) from None
 

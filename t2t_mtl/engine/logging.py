@@ -38,10 +38,12 @@ class ScalarSinks:
         if self.wandb is not None:
             self.wandb.add_held_out(scalars, step)
 
-    def close(self) -> None:
-        for sink in (self.tensorboard, self.wandb):
-            if sink is not None:
-                sink.close()
+    def close(self, failed: bool = False) -> None:
+        """Close both; `failed` marks the W&B run as failed (a crash or interruption, exit code 1)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.close(failed)
 
 
 def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:

@@ -309,6 +309,11 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                               "rank): with grad_accum 1 every step sees a single task and surgery changes "
                               "nothing. Set training.grad_accum >= 2 (e.g. the number of tasks, "
                               f"{len(task_names)}) or drop gradient_surgery")
+        if lora is not None and lora.per_task and not (cfg.model.moe or cfg.model.task_embeddings or lora.trainable):
+            raise ConfigError("gradient_surgery projects conflicting task gradients, but with model.lora.per_task "
+                              "and nothing else trained each task's gradient lives on its own adapters only (every "
+                              "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
+                              "train shared parameters too (model.lora.trainable, model.moe)")
         if cfg.deepspeed.zero_stage == 3 and cfg.deepspeed.offload_optimizer:
             raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
                               "ZeRO-3 with deepspeed.offload_optimizer moves them to the CPU only at the step "
@@ -364,6 +369,22 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
     if aux is not None:
         per_task = {t: v + aux / len(per_task) for t, v in per_task.items()}
     return per_task
+
+
+def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[ScalarSinks], step: int,
+                  resume_from: Optional[Path], log_window: Optional[Dict[str, Any]]) -> TrainLogger:
+    """The run's `TrainLogger` (rank 0 writes), with the config's warnings and, on a resume, the message and the
+    logging window the interrupted run had open (so the resumed run's logs equal an uninterrupted run's)."""
+    t = cfg.training
+    logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
+                         enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
+    for warning in config_warnings(cfg):
+        logger.message(f"warning: {warning}")
+    if step > 0:
+        logger.message(f"resumed from {resume_from} at step {step}")
+        if log_window:
+            logger.load_state_dict(log_window)
+    return logger
 
 
 def open_sinks(cfg: Config, run_dir: Path, start_step: int) -> ScalarSinks:
@@ -611,28 +632,22 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                                                       run_dir / "eval" / ckpt_io.step_name(at_step), progress=False,
                                                       plots=False))
 
-    # ---- SIGTERM: finish the current step, save, exit cleanly
-    terminate = {"flag": False}
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda signum, frame: terminate.__setitem__("flag", True))
-
     sinks = open_sinks(cfg, run_dir, start_step=step) if env.is_main else None  # TensorBoard, W&B
-    logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
-                         enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
-    for warning in config_warnings(cfg):
-        logger.message(f"warning: {warning}")
-    if step == 0:
-        total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
-        frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
-        logger.message(f"model: {total / 1e6:.2f}M parameters{frozen}; tasks: {len(task_names)}; "
-                       f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
-                       f"{engine.zero_optimization_stage()}; precision {precision}")
-    else:
-        logger.message(f"resumed from {resume_from} at step {step}")
-        if log_window:
-            logger.load_state_dict(log_window)  # the logging window the interrupted run had open
-        if pending_evaluation == step:  # deferred by the SIGTERM that ended the interrupted run
+    try:
+        logger = start_logging(cfg, run_dir, env, sinks, step, resume_from, log_window)
+        if step == 0:
+            total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
+            frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
+            logger.message(f"model: {total / 1e6:.2f}M parameters{frozen}; tasks: {len(task_names)}; "
+                           f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
+                           f"{engine.zero_optimization_stage()}; precision {precision}")
+        elif pending_evaluation == step:  # deferred by the SIGTERM that ended the interrupted run
             evaluate_zero_shot(step)
+    except BaseException:
+        if sinks is not None:
+            sinks.close(failed=True)
+        raise
+    if step > 0:
         pending_evaluation = None
         if step >= t.steps:
             logger.message(f"the checkpoint is at step {step} >= training.steps={t.steps}: nothing left to train "
@@ -651,6 +666,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     interrupted = False
     engine.train()
 
+    # ---- SIGTERM: finish the current step, save, exit cleanly
+    terminate = {"flag": False}
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminate.__setitem__("flag", True))
     try:
         while step < t.steps and not stopped_early:
             step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
@@ -793,7 +812,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             checkpoint_path = resume_from if in_place and step == resumed_at else save(step)
     except BaseException:
         if sinks is not None:
-            sinks.close()
+            sinks.close(failed=True)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
@@ -845,9 +864,12 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     print(f"held-out zero-shot (median over templates, 0-100): {per_task}", flush=True)
                     print(f"held-out zero-shot macro average over {len(result.held_out_scores)} tasks: {average}"
                           f"{chance}; report {run_dir / 'eval' / 'report.md'}", flush=True)
-    finally:
+    except BaseException:
         if sinks is not None:
-            sinks.close()
+            sinks.close(failed=True)
+        raise
+    if sinks is not None:
+        sinks.close()
     result.wall_time_s = time.perf_counter() - started
     return result
 

@@ -1,7 +1,7 @@
 """Weights & Biases logging (`training.wandb`): the scalars TensorBoard gets, sent to one W&B run per t2t-mtl run.
 
 `training.wandb: {project: my-project, entity: null, name: null, group: null, tags: [], notes: null,
-mode: online | offline | disabled}` (rank 0 only). The W&B run id is kept in `<output_dir>/logs/wandb_run_id`,
+mode: online | offline | disabled}` (rank 0 only; null or false: off). A run that fails is marked failed. The W&B run id is kept in `<output_dir>/logs/wandb_run_id`,
 so a resumed run (`--resume`) continues the same W&B run; its files go to `<output_dir>/logs/wandb/`. The run's
 config is the t2t-mtl config. Zero-shot evaluations are plotted against their own `held_out/step` axis (the
 after-training one scores the keep_best checkpoint, an earlier step than the last logged).
@@ -20,9 +20,9 @@ RUN_ID_FILE = "wandb_run_id"
 
 
 def check_wandb_section(section: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The validated `training.wandb` section (None: off). Raises ConfigError naming the key, or when the
-    `wandb` package is not installed."""
-    if section is None:
+    """The validated `training.wandb` section (None or false: off). Raises ConfigError naming the key, or when
+    the `wandb` package is not installed."""
+    if section is None or section is False:
         return None
     if not isinstance(section, Mapping) or not section.get("project"):
         raise ConfigError("training.wandb needs at least a project: {project: NAME} (optional: entity, name, group, "
@@ -59,10 +59,16 @@ class WandbWriter:
         id_file = log_dir / RUN_ID_FILE
         if not id_file.exists():
             id_file.write_text(secrets.token_hex(8))
-        self.run = wandb.init(project=section["project"], entity=section.get("entity"), name=section.get("name"),
-                              group=section.get("group"), tags=list(section.get("tags", [])),
-                              notes=section.get("notes"), mode=section.get("mode", "online"), dir=str(log_dir),
-                              id=id_file.read_text().strip(), resume="allow", config=dict(config))
+        try:
+            self.run = wandb.init(project=section["project"], entity=section.get("entity"),
+                                  name=section.get("name"), group=section.get("group"),
+                                  tags=list(section.get("tags", [])), notes=section.get("notes"),
+                                  mode=section.get("mode", "online"), dir=str(log_dir),
+                                  id=id_file.read_text().strip(), resume="allow", config=dict(config))
+        except Exception as err:  # no login, no network, a bad entity: wandb raises many kinds
+            raise ConfigError(f"training.wandb: W&B could not start the run ({type(err).__name__}: "
+                              f"{str(err).strip()[:300]}); log in (`wandb login` or WANDB_API_KEY), or set "
+                              f"training.wandb.mode: offline (sync later with `wandb sync`)") from None
         self.run.define_metric("held_out/step")
         self.run.define_metric("held_out/*", step_metric="held_out/step")
 
@@ -72,5 +78,6 @@ class WandbWriter:
     def add_held_out(self, scalars: Mapping[str, float], step: int) -> None:
         self.run.log({**scalars, "held_out/step": step})
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        """Finish the W&B run; `failed` marks it failed (exit code 1)."""
+        self.run.finish(exit_code=1 if failed else 0)

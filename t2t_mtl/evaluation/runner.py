@@ -3,9 +3,9 @@
 Sharding: with `world_size` > 1 (or an initialised torch.distributed group) rank r scores the examples
 r, r + world_size, ... of every template; the per-example outputs are gathered with
 `torch.distributed.all_gather_object` (gloo on CPU) and every rank computes the metrics on the full,
-re-ordered set, so the numbers are those of one process. A task-aware MoE model gets each example's task
-id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a task it was trained on, else the unseen
-sentinel, routed by its `unseen_task_routing`.
+re-ordered set, so the numbers are those of one process. A model with task-conditioned layers (task-routed MoE,
+per-task LoRA) gets each example's task id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a
+task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_routing`; LoRA: the mean adapter).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ prediction which id to pass for a task name.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -24,19 +24,23 @@ UNSEEN_TASK_ID = -1
 
 class TaskConditioned:
     """Mixin of a module whose forward depends on each batch row's task: `task_ids` is set by `set_task_ids`
-    (None when no ids were given); `any_unseen` says whether any of them is `UNSEEN_TASK_ID` (worked out once
-    per batch on the host, so layers need not synchronise with the device to ask)."""
+    (None when no ids were given); `task_id_bounds` (lowest, highest id; None without ids) are worked out once
+    per batch on the host, so layers need not synchronise with the device to check the ids or to ask whether
+    a row is unseen (the lowest is `UNSEEN_TASK_ID`)."""
 
     task_ids: Optional[torch.Tensor] = None
-    any_unseen: bool = False
+    task_id_bounds: Optional[Tuple[int, int]] = None
 
 
 def set_task_ids(model: nn.Module, task_ids: Optional[torch.Tensor]) -> None:
     """Give every `TaskConditioned` layer of `model` the task ids of the coming batch (None clears them)."""
     layers = [m for m in model.modules() if isinstance(m, TaskConditioned)]
-    any_unseen = bool(task_ids is not None and layers and task_ids.numel() and (task_ids == UNSEEN_TASK_ID).any())
+    bounds = None
+    if task_ids is not None and layers and task_ids.numel():
+        low, high = torch.stack([task_ids.min(), task_ids.max()]).tolist()  # one device sync per batch
+        bounds = (int(low), int(high))
     for layer in layers:
-        layer.task_ids, layer.any_unseen = task_ids, any_unseen
+        layer.task_ids, layer.task_id_bounds = task_ids, bounds
 
 
 def routing_task_id(model: nn.Module, task: str) -> Optional[int]:
