@@ -1,0 +1,38 @@
+"""`t2t-mtl merge BASE MODEL [MODEL ...] --out DIR`: one multitask model from fine-tuned models of a common base."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "merge", help="merge fine-tuned models of one base into a multitask model (task arithmetic, TIES)",
+        description="Task vectors τ_i = θ_i − θ_base of fine-tuned models (run dirs, checkpoints or exported "
+                    "folders of the same base model), merged per parameter tensor and added to the base: "
+                    "task_arithmetic θ_base + λ·Σ τ_i; mean θ_base + λ·mean τ_i; ties (trim each τ_i to its "
+                    "--density largest magnitudes, elect signs, disjoint mean) θ_base + λ·τ_ties. Writes an HF "
+                    "folder with the base's tokenizer.")
+    parser.add_argument("base", metavar="BASE", help="the model the others were fine-tuned from")
+    parser.add_argument("models", metavar="MODEL", nargs="+", help="fine-tuned models to merge")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--method", choices=("task_arithmetic", "mean", "ties"), default="task_arithmetic")
+    parser.add_argument("--scale", type=float, default=1.0, help="λ, the scale of the merged task vector")
+    parser.add_argument("--density", type=float, default=0.2,
+                        help="(ties) fraction of each task vector's entries kept, by magnitude, per tensor")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from t2t_mtl.engine.checkpoint import CheckpointError
+    from t2t_mtl.engine.export import ExportError
+    from t2t_mtl.model.merging import MergeError, merge_models
+
+    try:
+        out = merge_models(args.base, args.models, args.out, method=args.method, scale=args.scale,
+                           density=args.density)
+    except (MergeError, ExportError, CheckpointError) as err:
+        print(f"t2t-mtl merge: {err}", file=sys.stderr)
+        return 2
+    print(f"merged {len(args.models)} model(s) into {args.base} by {args.method} (λ {args.scale}): {out}")
+    return 0

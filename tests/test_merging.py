@@ -1,0 +1,117 @@
+"""Model merging (`t2t-mtl merge`): TIES against an element-by-element transcription of the paper's three
+steps, task arithmetic and mean against their formulas, the command on saved folders, and refusals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import T5ForConditionalGeneration
+
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.model import build_model, t5_config_from_dims
+from t2t_mtl.model.merging import MergeError, merge_state_dicts, ties_merge
+
+DIMS = {"d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 1, "num_heads": 2}
+
+
+def _textbook_ties(taus, density):
+    """Trim, elect, disjoint merge, one entry at a time, as Yadav et al. (2023) describe them."""
+    flat = [t.flatten().tolist() for t in taus]
+    n = len(flat[0])
+    keep = -(-int(round(density * n * 1e6)) // 1_000_000)  # ceil(density·n) without float noise
+    trimmed = []
+    for values in flat:
+        threshold = sorted((abs(v) for v in values), reverse=True)[keep - 1]
+        trimmed.append([v if abs(v) >= threshold else 0.0 for v in values])
+    merged = []
+    for j in range(n):
+        column = [t[j] for t in trimmed]
+        total = sum(column)
+        sign = (total > 0) - (total < 0)
+        agreeing = [v for v in column if v != 0 and ((v > 0) - (v < 0)) == sign]
+        merged.append(sum(agreeing) / len(agreeing) if agreeing else 0.0)
+    return torch.tensor(merged, dtype=torch.float64).reshape(taus[0].shape)
+
+
+@pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
+def test_ties_follows_trim_elect_and_disjoint_merge(density):
+    g = torch.Generator().manual_seed(0)
+    taus = [torch.randn(6, 5, generator=g, dtype=torch.float64) for _ in range(3)]
+    taus[1][0, :3] = taus[1][0, 3]  # equal magnitudes at the threshold are kept together
+    taus[2][1] = -taus[0][1]  # opposite signs that cancel in the election
+    torch.testing.assert_close(ties_merge(taus, density), _textbook_ties(taus, density), rtol=0, atol=1e-12)
+
+
+def test_task_arithmetic_and_mean_follow_their_formulas():
+    g = torch.Generator().manual_seed(1)
+    base = {"w": torch.randn(4, 3, generator=g), "step": torch.tensor([7])}
+    models = [{"w": base["w"] + torch.randn(4, 3, generator=g), "step": torch.tensor([7])} for _ in range(3)]
+    taus = [m["w"].double() - base["w"].double() for m in models]
+    summed = merge_state_dicts(base, models, method="task_arithmetic", scale=0.4)
+    torch.testing.assert_close(summed["w"], (base["w"].double() + 0.4 * sum(taus)).float())
+    mean = merge_state_dicts(base, models, method="mean")
+    torch.testing.assert_close(mean["w"], torch.stack([m["w"] for m in models]).mean(0))  # a model soup
+    assert torch.equal(summed["step"], base["step"]) and summed["w"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("models,settings,message", [
+    ([{"w": torch.zeros(2, 2)}], {"method": "slerp"}, "unknown merge method 'slerp'"),
+    ([{"w": torch.zeros(2, 2)}], {"method": "ties", "density": 0.0}, r"density 0.0 must lie in \(0, 1\]"),
+    ([], {}, "at least one fine-tuned model"),
+    ([{"w": torch.zeros(3, 2)}], {}, r"model 1: w is of shape \(3, 2\), the base's is \(2, 2\)"),
+    ([{"v": torch.zeros(2, 2)}], {}, "model 1: w is missing"),
+    ([{"w": torch.zeros(2, 2), "extra": torch.zeros(1)}], {}, "weights the base lacks \\(extra\\)"),
+])
+def test_bad_merges_are_refused_by_name(models, settings, message):
+    with pytest.raises(MergeError, match=message):
+        merge_state_dicts({"w": torch.zeros(2, 2)}, models, **settings)
+    with pytest.raises(MergeError, match=r"n \(a torch.int64 tensor\) differs between the models"):
+        merge_state_dicts({"n": torch.tensor([1])}, [{"n": torch.tensor([2])}])
+
+
+def _save(model, tokenizer, folder):
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_merge_command_writes_the_merged_model(tmp_path, t5_tokenizer):
+    torch.manual_seed(0)
+    base = T5ForConditionalGeneration(t5_config_from_dims(DIMS, len(t5_tokenizer)))
+    folders, states = [_save(base, t5_tokenizer, tmp_path / "base")], []
+    for i in range(2):  # two "fine-tunes": the base with its own changes to a few tensors
+        tuned = T5ForConditionalGeneration.from_pretrained(folders[0])
+        with torch.no_grad():
+            tuned.encoder.block[0].layer[0].SelfAttention.q.weight.add_(torch.randn(16, 16))
+            tuned.decoder.block[0].layer[-1].DenseReluDense.wo.weight.mul_(1.5 + i)
+        folders.append(_save(tuned, t5_tokenizer, tmp_path / f"ft{i}"))
+        states.append({k: v.clone() for k, v in tuned.state_dict().items()})
+    base_state = base.state_dict()
+    for method, options in (("task_arithmetic", ["--scale", "0.5"]), ("ties", ["--density", "0.3"])):
+        out = tmp_path / method
+        assert cli_main(["merge", *folders, "--out", str(out), "--method", method, *options]) == 0
+        merged = T5ForConditionalGeneration.from_pretrained(str(out)).state_dict()
+        for key in ("encoder.block.0.layer.0.SelfAttention.q.weight",
+                    "decoder.block.0.layer.2.DenseReluDense.wo.weight", "shared.weight"):
+            taus = [s[key].double() - base_state[key].double() for s in states]
+            expected = (base_state[key].double() + 0.5 * sum(taus) if method == "task_arithmetic"
+                        else base_state[key].double() + _textbook_ties(taus, 0.3))
+            torch.testing.assert_close(merged[key], expected.float(), rtol=1e-6, atol=1e-6)
+        assert json.loads((out / "t2t_mtl_meta.json").read_text())["merge"]["method"] == method
+        assert (out / "tokenizer_config.json").exists()
+
+
+def test_the_merge_command_refuses_other_architectures_and_task_conditioned_models(tmp_path, t5_tokenizer, capsys):
+    base = _save(T5ForConditionalGeneration(t5_config_from_dims(DIMS, len(t5_tokenizer))), t5_tokenizer, tmp_path / "b")
+    wider = _save(T5ForConditionalGeneration(t5_config_from_dims({**DIMS, "d_ff": 32}, len(t5_tokenizer))),
+                  t5_tokenizer, tmp_path / "w")
+    moe = build_model({"dims": DIMS, "moe": {"num_experts": 2, "top_k": 1, "every": 1, "backend": "reference"}},
+                      vocab_size=len(t5_tokenizer), task_names=["a"])
+    moe_dir = _save(moe, t5_tokenizer, tmp_path / "m")
+    capsys.readouterr()
+    assert cli_main(["merge", base, wider, "--out", str(tmp_path / "o")]) == 2
+    assert "its model config differs from the base's" in capsys.readouterr().err
+    assert cli_main(["merge", base, moe_dir, "--out", str(tmp_path / "o")]) == 2
+    assert "task-conditioned model (MoE or per-task LoRA)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
