@@ -3,6 +3,7 @@ steps, task arithmetic and mean against their formulas, the command on saved fol
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -68,6 +69,20 @@ def test_bad_merges_are_refused_by_name(models, settings, message):
         merge_state_dicts({"w": torch.zeros(2, 2)}, models, **settings)
     with pytest.raises(MergeError, match=r"n \(a torch.int64 tensor\) differs between the models"):
         merge_state_dicts({"n": torch.tensor([1])}, [{"n": torch.tensor([2])}])
+    for scale in (float("nan"), float("inf")):  # was: accepted, every weight non-finite
+        with pytest.raises(MergeError, match="must be a finite number"):
+            merge_state_dicts({"w": torch.zeros(2)}, [{"w": torch.ones(2)}], scale=scale)
+    with pytest.raises(MergeError, match="overflow torch.float16"):
+        merge_state_dicts({"w": torch.zeros(2, dtype=torch.float16)}, [{"w": torch.ones(2, dtype=torch.float16)}],
+                          scale=1e8)
+    # density only matters to TIES (was: refused for task arithmetic too)
+    merge_state_dicts({"w": torch.zeros(2)}, [{"w": torch.ones(2)}], density=5.0)
+
+
+def test_ties_keeps_exactly_the_density_share_despite_float_noise():
+    # 0.07 · 100 is 7.000000000000001 in floats: was an 8th entry kept
+    tau = torch.arange(1.0, 101.0, dtype=torch.float64)
+    assert int((ties_merge([tau], 0.07) != 0).sum()) == 7
 
 
 def _save(model, tokenizer, folder):
@@ -85,6 +100,8 @@ def test_the_merge_command_writes_the_merged_model(tmp_path, t5_tokenizer):
         with torch.no_grad():
             tuned.encoder.block[0].layer[0].SelfAttention.q.weight.add_(torch.randn(16, 16))
             tuned.decoder.block[0].layer[-1].DenseReluDense.wo.weight.mul_(1.5 + i)
+        tuned.config.use_cache = bool(i)  # settings that change no weight may differ (was: refused)
+        tuned.config.task_specific_params = {"summarize": {"prefix": "summarize: "}} if i else None
         folders.append(_save(tuned, t5_tokenizer, tmp_path / f"ft{i}"))
         states.append({k: v.clone() for k, v in tuned.state_dict().items()})
     base_state = base.state_dict()
@@ -109,9 +126,23 @@ def test_the_merge_command_refuses_other_architectures_and_task_conditioned_mode
     moe = build_model({"dims": DIMS, "moe": {"num_experts": 2, "top_k": 1, "every": 1, "backend": "reference"}},
                       vocab_size=len(t5_tokenizer), task_names=["a"])
     moe_dir = _save(moe, t5_tokenizer, tmp_path / "m")
+    half = _save(T5ForConditionalGeneration.from_pretrained(base).to(torch.bfloat16), t5_tokenizer, tmp_path / "h")
+    other_vocab = tmp_path / "v"
+    T5ForConditionalGeneration.from_pretrained(base).save_pretrained(other_vocab)
+    t5_tokenizer.save_pretrained(other_vocab)
+    vocab = json.loads((other_vocab / "tokenizer.json").read_text())
+    vocab["model"]["vocab"][5][0] = "▁swapped"  # one token's text changed: ids would mean other things
+    (other_vocab / "tokenizer.json").write_text(json.dumps(vocab))
     capsys.readouterr()
-    assert cli_main(["merge", base, wider, "--out", str(tmp_path / "o")]) == 2
-    assert "its model config differs from the base's" in capsys.readouterr().err
-    assert cli_main(["merge", base, moe_dir, "--out", str(tmp_path / "o")]) == 2
-    assert "task-conditioned model (MoE or per-task LoRA)" in capsys.readouterr().err
+    refusals = {wider: r"its architecture differs from the base's \(.*\): d_ff 32 \(base 24\)",
+                moe_dir: r"task-conditioned model .*MoE models cannot be merged",
+                half: r"its weights are torch.bfloat16, the base's torch.float32",
+                str(other_vocab): "its tokenizer's vocabulary differs from the base's",
+                str(tmp_path / "missing"): "does not exist"}
+    for model, message in refusals.items():
+        assert cli_main(["merge", base, model, "--out", str(tmp_path / "o")]) == 2
+        assert re.search(message, capsys.readouterr().err), model
     assert not (tmp_path / "o").exists()
+    for out in (base, tmp_path / "b" / "sub"):  # was: the base overwritten by the merge
+        assert cli_main(["merge", base, wider, "--out", str(out)]) == 2
+        assert "is, or lies inside, the model" in capsys.readouterr().err

@@ -24,15 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from t2t_mtl.engine.checkpoint import CheckpointError
-    from t2t_mtl.engine.export import ExportError
-    from t2t_mtl.model.merging import MergeError, merge_models
+    from t2t_mtl.model.merging import merge_models
 
     try:
         out = merge_models(args.base, args.models, args.out, method=args.method, scale=args.scale,
                            density=args.density)
-    except (MergeError, ExportError, CheckpointError) as err:
+    except ValueError as err:  # MergeError and the loaders' errors (checkpoint, export, tokenizer) name the input
         print(f"t2t-mtl merge: {err}", file=sys.stderr)
         return 2
-    print(f"merged {len(args.models)} model(s) into {args.base} by {args.method} (λ {args.scale}): {out}")
+    print(f"merged {len(args.models)} fine-tuned model(s) of {args.base} by {args.method} (λ {args.scale}) into "
+          f"{out}")
     return 0

@@ -31,7 +31,7 @@ class MergeError(ValueError):
 def _trim(tau: torch.Tensor, density: float) -> torch.Tensor:
     """`tau` with all but its ceil(density·n) largest-magnitude entries zeroed (entries tied with the smallest
     kept magnitude are kept too)."""
-    keep = math.ceil(density * tau.numel())
+    keep = math.ceil(round(density * tau.numel(), 6))  # (0.07 · 100 is 7.000000000000001 in floats)
     if keep >= tau.numel():
         return tau
     if keep == 0:
@@ -57,8 +57,10 @@ def merge_state_dicts(base: Mapping[str, torch.Tensor], models: Sequence[Mapping
     fewer than one model, or models whose keys, shapes or non-float tensors differ from the base's."""
     if method not in MERGE_METHODS:
         raise MergeError(f"unknown merge method {method!r}; use one of {', '.join(MERGE_METHODS)}")
-    if not 0 < density <= 1:
+    if method == "ties" and not 0 < density <= 1:
         raise MergeError(f"density {density} must lie in (0, 1] (the fraction of each task vector TIES keeps)")
+    if not math.isfinite(scale):
+        raise MergeError(f"scale {scale} must be a finite number (negative scales subtract the task vectors)")
     if not models:
         raise MergeError("merging needs at least one fine-tuned model")
     merged = {}
@@ -79,6 +81,8 @@ def merge_state_dicts(base: Mapping[str, torch.Tensor], models: Sequence[Mapping
         else:
             tau = torch.stack(taus).sum(0) / (len(taus) if method == "mean" else 1)
         merged[key] = (value.double() + scale * tau).to(value.dtype)
+        if not torch.isfinite(merged[key]).all():
+            raise MergeError(f"{key}: the merged weights overflow {value.dtype} (scale {scale}); use a smaller scale")
     extra = sorted(set().union(*models) - set(base))
     if extra:
         raise MergeError(f"the fine-tuned models have weights the base lacks ({', '.join(extra[:5])}): merging needs "
@@ -86,44 +90,76 @@ def merge_state_dicts(base: Mapping[str, torch.Tensor], models: Sequence[Mapping
     return merged
 
 
-def _architecture(config: Any) -> Dict[str, Any]:
-    """The config entries that decide what a model computes (not paths, versions or dropout)."""
-    ignored = {"_name_or_path", "transformers_version", "architectures", "dropout_rate", "dtype", "torch_dtype"}
-    return {k: v for k, v in config.to_dict().items() if k not in ignored}
+#: the config entries that decide a T5's weights and computation (others — paths, caching, labels — may differ)
+ARCHITECTURE_KEYS = ("model_type", "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
+                     "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance",
+                     "feed_forward_proj", "dense_act_fn", "is_gated_act", "layer_norm_epsilon",
+                     "scale_decoder_outputs", "tie_word_embeddings")
+
+
+def _differences(config: Any, base_config: Any) -> List[str]:
+    """The architecture entries (`ARCHITECTURE_KEYS`) in which `config` differs from `base_config`."""
+    return [f"{key} {getattr(config, key, None)!r} (base {getattr(base_config, key, None)!r})"
+            for key in ARCHITECTURE_KEYS if getattr(config, key, None) != getattr(base_config, key, None)]
+
+
+def _dtype(model: Any) -> torch.dtype:
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
+def _check_out(out_dir: Union[str, Path], inputs: Sequence[Union[str, Path]]) -> None:
+    """Refuse an output folder that is one of the inputs, holds one, or lies inside a run's checkpoints."""
+    out = Path(out_dir).resolve()
+    for path in inputs:
+        source = Path(path).resolve()
+        run = source.parent.parent if source.parent.name == "checkpoints" else source
+        if out in (source, run) or source in out.parents or out.is_relative_to(run / "checkpoints"):
+            raise MergeError(f"--out {out_dir} is, or lies inside, the model {path} being merged; choose another "
+                             f"folder")
 
 
 def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out_dir: Union[str, Path], *,
                  method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2) -> Path:
     """Merge fine-tuned models (exported folders, run dirs or checkpoints) of `base` into an HF folder `out_dir`
-    (weights, the base's tokenizer, t2t_mtl_meta.json with the recipe). The base and the models must be plain
-    T5 models of one architecture (export a per-task LoRA run's tasks with `export --task` first)."""
-    from t2t_mtl.engine.export import META_FILE, load_trained_model
-    from t2t_mtl.model.moe import TaskAwareT5
+    (weights in the base's dtype, the base's tokenizer, t2t_mtl_meta.json with the recipe). The base and the models
+    must be plain T5 models of one architecture, dtype and vocabulary (a per-task LoRA run's tasks: merge their
+    `export --task` folders; MoE models cannot be merged). Raises MergeError naming the offending input."""
+    from t2t_mtl.engine.export import META_FILE
+    from t2t_mtl.evaluation.checkpoint import load_checkpoint
     from t2t_mtl.model.task_routing import TaskConditionedT5
     from t2t_mtl.output_paths import OutputPathError, prepare_output_dir
 
-    loaded: List[Any] = []
-    for path in (base, *models):
-        model, tokenizer, _ = load_trained_model(path)
-        if isinstance(model, (TaskAwareT5, TaskConditionedT5)):
-            raise MergeError(f"{path}: a task-conditioned model (MoE or per-task LoRA) has no single set of weights "
-                             f"per task to merge; export its tasks with `t2t-mtl export --task NAME` first")
-        loaded.append((model, tokenizer))
-    (base_model, tokenizer), others = loaded[0], loaded[1:]
-    for path, (model, _) in zip(models, others):
-        if _architecture(model.config) != _architecture(base_model.config):
-            raise MergeError(f"{path}: its model config differs from the base's ({base}): merging needs fine-tuned "
-                             f"versions of the same base model")
-    state = merge_state_dicts(base_model.state_dict(), [m.state_dict() for m, _ in others], method=method,
-                              scale=scale, density=density)
+    _check_out(out_dir, [base, *models])
     try:
-        out = prepare_output_dir(out_dir, "--out")
+        prepare_output_dir(out_dir, "--out", create=False)
     except OutputPathError as error:
         raise MergeError(str(error)) from None
+    loaded: List[Any] = []
+    for path in (base, *models):
+        model, tokenizer, _ = load_checkpoint(path)
+        if isinstance(model, TaskConditionedT5):
+            raise MergeError(f"{path}: a task-conditioned model (MoE experts or per-task LoRA adapters) has no "
+                             f"single set of weights to merge; MoE models cannot be merged, and a per-task LoRA "
+                             f"run's tasks are merged through their `t2t-mtl export --task NAME` folders")
+        loaded.append((model, tokenizer))
+    (base_model, base_tokenizer), others = loaded[0], loaded[1:]
+    for path, (model, tokenizer) in zip(models, others):
+        differences = _differences(model.config, base_model.config)
+        if differences:
+            raise MergeError(f"{path}: its architecture differs from the base's ({base}): {'; '.join(differences)}")
+        if _dtype(model) != _dtype(base_model):
+            raise MergeError(f"{path}: its weights are {_dtype(model)}, the base's {_dtype(base_model)}: a task "
+                             f"vector across dtypes is mostly rounding error; save both in one dtype first")
+        if tokenizer.get_vocab() != base_tokenizer.get_vocab():
+            raise MergeError(f"{path}: its tokenizer's vocabulary differs from the base's ({base}): token ids would "
+                             f"mean different things in the merged model")
+    state = merge_state_dicts(base_model.state_dict(), [m.state_dict() for m, _ in others], method=method,
+                              scale=scale, density=density)
+    out = prepare_output_dir(out_dir, "--out")
     base_model.load_state_dict(state)
     base_model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    base_tokenizer.save_pretrained(out)
     recipe = {"merge": {"method": method, "scale": scale, "density": density if method == "ties" else None,
-                        "base": str(base), "models": [str(m) for m in models]}}
+                        "base": str(Path(base).resolve()), "models": [str(Path(m).resolve()) for m in models]}}
     (out / META_FILE).write_text(json.dumps(recipe, indent=1))
     return out
