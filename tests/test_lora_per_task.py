@@ -51,6 +51,10 @@ def test_each_row_is_adapted_by_its_tasks_pair_and_unseen_rows_by_the_mean():
                                    rtol=1e-5, atol=1e-5)
     set_task_ids(layer, torch.tensor([1, 0]))  # beam search: 2 ids for 4 rows, each repeated
     torch.testing.assert_close(layer(x)[1], x[1] @ w.T + bias + 3.0 * x[1] @ (b[1] @ a[1]).T, rtol=1e-5, atol=1e-5)
+    # ids set by hand after set_task_ids (whose ids had no unseen row): their bounds are worked out anew
+    layer.task_ids = torch.tensor([1, 0, UNSEEN_TASK_ID, 2])
+    mean = sum(b[t] @ a[t] for t in range(3)) / 3
+    torch.testing.assert_close(layer(x)[2], x[2] @ w.T + bias + 3.0 * x[2] @ mean.T, rtol=1e-5, atol=1e-5)
     set_task_ids(layer, None)
     with pytest.raises(LoRAConfigError, match="need the task of every batch row: call the model with task_ids"):
         layer(x)

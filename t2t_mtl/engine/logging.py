@@ -23,17 +23,19 @@ class ScalarSinks:
     def __init__(self, tensorboard: Any = None, wandb: Any = None) -> None:
         self.tensorboard, self.wandb = tensorboard, wandb
 
-    def training(self, scalars: Mapping[str, float], step: int) -> None:
+    def _to_tensorboard(self, scalars: Mapping[str, float], step: int) -> None:
         if self.tensorboard is not None:
             for tag, value in scalars.items():
                 self.tensorboard.add_scalar(tag, value, step)
+
+    def training(self, scalars: Mapping[str, float], step: int) -> None:
+        self._to_tensorboard(scalars, step)
         if self.wandb is not None:
             self.wandb.add_scalars(scalars, step)
 
     def held_out(self, scalars: Mapping[str, float], step: int) -> None:
+        self._to_tensorboard(scalars, step)
         if self.tensorboard is not None:
-            for tag, value in scalars.items():
-                self.tensorboard.add_scalar(tag, value, step)
             self.tensorboard.flush()
         if self.wandb is not None:
             self.wandb.add_held_out(scalars, step)

@@ -1,10 +1,11 @@
 """Weights & Biases logging (`training.wandb`): the scalars TensorBoard gets, sent to one W&B run per t2t-mtl run.
 
 `training.wandb: {project: my-project, entity: null, name: null, group: null, tags: [], notes: null,
-mode: online | offline | disabled}` (rank 0 only; null or false: off). A run that fails is marked failed. The W&B run id is kept in `<output_dir>/logs/wandb_run_id`,
-so a resumed run (`--resume`) continues the same W&B run; its files go to `<output_dir>/logs/wandb/`. The run's
-config is the t2t-mtl config. Zero-shot evaluations are plotted against their own `held_out/step` axis (the
-after-training one scores the keep_best checkpoint, an earlier step than the last logged).
+mode: online | offline | disabled}` (rank 0 only; null or false: off). A run that fails is marked failed. The
+W&B run id is kept in `<output_dir>/logs/wandb_run_id`, so a resumed run (`--resume`) continues the same W&B run;
+its files go to `<output_dir>/logs/wandb/`. The run's config is the t2t-mtl config. Zero-shot evaluations are
+plotted against their own `held_out/step` axis (the after-training one scores the keep_best checkpoint, an
+earlier step than the last logged).
 """
 from __future__ import annotations
 

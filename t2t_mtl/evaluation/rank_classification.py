@@ -19,7 +19,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from t2t_mtl.evaluation.errors import NoAnswerChoicesError
-from t2t_mtl.model.task_routing import set_task_ids
+from t2t_mtl.model.task_routing import task_ids_set
 
 
 @contextlib.contextmanager
@@ -65,25 +65,18 @@ def _target_log_probs(logits: torch.Tensor, labels: torch.Tensor, length_normali
     return total
 
 
-def cross_attention_states(model, hidden: torch.Tensor, task_ids: Optional[torch.Tensor] = None
-                           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def cross_attention_states(model, hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each decoder layer's cross-attention keys and values [B, heads, S, d_kv] for encoder states `hidden`.
 
-    The same projections T5's cross-attention computes from `key_value_states`, done once per example;
-    `task_ids` ([B] or None) for projections with per-task adapters.
+    The same projections T5's cross-attention computes from `key_value_states`, done once per example (with
+    the examples' task ids set, for projections with per-task adapters).
     """
     states = []
-    if task_ids is not None:
-        set_task_ids(model, task_ids)
-    try:
-        for block in model.get_decoder().block:
-            attention = block.layer[1].EncDecAttention
-            shape = (*hidden.shape[:2], -1, attention.key_value_proj_dim)
-            states.append((attention.k(hidden).view(shape).transpose(1, 2),
-                           attention.v(hidden).view(shape).transpose(1, 2)))
-    finally:
-        if task_ids is not None:
-            set_task_ids(model, None)
+    for block in model.get_decoder().block:
+        attention = block.layer[1].EncDecAttention
+        shape = (*hidden.shape[:2], -1, attention.key_value_proj_dim)
+        states.append((attention.k(hidden).view(shape).transpose(1, 2),
+                       attention.v(hidden).view(shape).transpose(1, 2)))
     return states
 
 
@@ -118,16 +111,13 @@ def shared_encoder_log_likelihoods(model, labels: torch.Tensor, owner: torch.Ten
     return _target_log_probs(logits, labels, length_normalize)
 
 
-def encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-           task_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The encoder's last hidden states [B, S, d]; `task_ids` ([B] or None) route its task-aware MoE layers."""
-    if task_ids is not None:
-        set_task_ids(model, task_ids)
-    try:
-        return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    finally:
-        if task_ids is not None:
-            set_task_ids(model, None)
+def encode_examples(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    task_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list]:
+    """(the encoder's last hidden states [B, S, d], their `cross_attention_states`), with `task_ids` ([B] or
+    None) set on the model's task-conditioned layers (task-routed MoE, per-task LoRA) for both."""
+    with task_ids_set(model, task_ids):
+        hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return hidden, cross_attention_states(model, hidden)
 
 
 def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
@@ -156,8 +146,7 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
             encoded = tokenizer([inputs[i] for i in batch], padding=True, truncation=True,
                                 max_length=max_input_length, return_tensors="pt").to(device)
             ids = None if task_ids is None else torch.tensor([task_ids[i] for i in batch], device=device)
-            hidden = encode(model, encoded.input_ids, encoded.attention_mask, ids)
-            states = cross_attention_states(model, hidden, ids)
+            hidden, states = encode_examples(model, encoded.input_ids, encoded.attention_mask, ids)
             owners = [row for row, i in enumerate(batch) for _ in answer_choices[i]]
             texts = [choice for i in batch for choice in answer_choices[i]]
             flat: list[float] = []

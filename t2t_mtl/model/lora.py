@@ -150,31 +150,15 @@ class LoRALinear(nn.Linear, TaskConditioned):
         update = self._task_update(h) if self.num_tasks else F.linear(F.linear(h, self.lora_A), self.lora_B)
         return F.linear(x, self.weight, self.bias) + self.scaling * update
 
-    def _row_task_ids(self, rows: int) -> Tuple[torch.Tensor, bool]:
-        """(the task id of each of `rows` batch rows, whether any is unseen)."""
-        ids = self.task_ids
-        if ids is None:
-            if self.num_tasks == 1:
-                return torch.zeros(rows, dtype=torch.long, device=self.lora_A.device), False
-            raise LoRAConfigError(f"per-task LoRA adapters ({self.num_tasks} tasks) need the task of every batch "
-                                  f"row: call the model with task_ids=LongTensor[batch] (UNSEEN_TASK_ID="
-                                  f"{UNSEEN_TASK_ID} for a task it was not trained on)")
-        ids = ids.to(device=self.lora_A.device, dtype=torch.long).reshape(-1)
-        if ids.numel() == 0 or rows % ids.numel():
-            raise LoRAConfigError(f"{ids.numel()} task ids do not match a batch of {rows} sequences")
-        low, high = self.task_id_bounds or torch.stack([ids.min(), ids.max()]).tolist()  # (ids set by hand)
-        if low < UNSEEN_TASK_ID or high >= self.num_tasks:
-            raise LoRAConfigError(f"task ids must lie in [0, {self.num_tasks}) (the adapters' tasks), or be "
-                                  f"UNSEEN_TASK_ID={UNSEEN_TASK_ID} for a task the model was not trained on; got "
-                                  f"ids from {low} to {high}")
-        # beam search expands a batch by repeat_interleave
-        return ids.repeat_interleave(rows // ids.numel()), low == UNSEEN_TASK_ID
-
     def _task_update(self, h: torch.Tensor) -> torch.Tensor:
         """dropout(x) A_tᵀ B_tᵀ per batch row (h: [B, L, in]); the mean update for unseen tasks."""
         if h.dim() != 3:
             raise LoRAConfigError(f"per-task LoRA layers take [batch, length, features] inputs, got {tuple(h.shape)}")
-        ids, any_unseen = self._row_task_ids(h.shape[0])
+        ids, any_unseen = self.row_task_ids(
+            h.shape[0], self.lora_A.device, self.num_tasks, LoRAConfigError, owner="the adapters' tasks",
+            missing=f"per-task LoRA adapters ({self.num_tasks} tasks) need the task of every batch row: call the "
+                    f"model with task_ids=LongTensor[batch] (UNSEEN_TASK_ID={UNSEEN_TASK_ID} for a task it was not "
+                    f"trained on)")
         known = ids.clamp(min=0)
         update = h @ self.lora_A[known].transpose(1, 2) @ self.lora_B[known].transpose(1, 2)
         if not any_unseen:

@@ -214,7 +214,6 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         self.experts = nn.ModuleList(_dense_ffn(config) for _ in self.expert_ids)
         self.router = nn.Linear(config.d_model, moe.num_experts, bias=False) if moe.routing != "task" else None
         self.task_gate = nn.Embedding(moe.num_tasks, moe.num_experts) if moe.routing != "token" else None
-        self.task_ids: Optional[torch.Tensor] = None
         self.aux: Dict[str, torch.Tensor] = {}
 
     def reset_parameters(self, factor: float = 1.0) -> None:
@@ -225,30 +224,19 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             nn.init.normal_(self.task_gate.weight, std=factor)
 
     # ------------------------------------------------------------------------------------------ routing
-    def _row_task_ids(self, rows: int, device: torch.device) -> torch.Tensor:
-        ids = self.task_ids
-        if ids is None:
-            if self.moe.num_tasks == 1:
-                return torch.zeros(rows, dtype=torch.long, device=device)
-            raise MissingTaskIdsError(
-                f"MoE layer with routing={self.moe.routing!r} needs task ids: call the model with "
-                f"task_ids=LongTensor[batch] indexing {self.moe.task_names} (UNSEEN_TASK_ID={UNSEEN_TASK_ID} "
-                "for a task the model was not trained on)")
-        ids = ids.to(device=device, dtype=torch.long).reshape(-1)
-        if ids.numel() == 0 or rows % ids.numel():
-            raise MissingTaskIdsError(f"{ids.numel()} task ids do not match a batch of {rows} sequences")
-        if ids.numel() != rows:  # beam search / num_return_sequences expand the batch by repeat_interleave
-            ids = ids.repeat_interleave(rows // ids.numel())
-        if ids.min() < UNSEEN_TASK_ID or ids.max() >= self.moe.num_tasks:
-            raise MissingTaskIdsError(f"task ids must lie in [0, {self.moe.num_tasks}) for tasks "
-                                      f"{self.moe.task_names}, or be UNSEEN_TASK_ID={UNSEEN_TASK_ID} for a task "
-                                      f"the model was not trained on; got {ids.unique().tolist()}")
-        if self.moe.unseen_task_routing == "error" and bool(ids.eq(UNSEEN_TASK_ID).any()):
+    def _row_task_ids(self, rows: int, device: torch.device) -> Tuple[torch.Tensor, bool]:
+        """(each row's task id, whether any is `UNSEEN_TASK_ID`); MissingTaskIdsError for missing or bad ids."""
+        ids, any_unseen = self.row_task_ids(
+            rows, device, self.moe.num_tasks, MissingTaskIdsError, owner=f"tasks {self.moe.task_names}",
+            missing=f"MoE layer with routing={self.moe.routing!r} needs task ids: call the model with "
+                    f"task_ids=LongTensor[batch] indexing {self.moe.task_names} (UNSEEN_TASK_ID={UNSEEN_TASK_ID} "
+                    "for a task the model was not trained on)")
+        if self.moe.unseen_task_routing == "error" and any_unseen:
             raise MissingTaskIdsError(
                 f"task id UNSEEN_TASK_ID={UNSEEN_TASK_ID} (a task the model was not trained on) is refused by "
                 "model.moe.unseen_task_routing='error'; set it to 'mean' or to a trained task's name "
                 f"{self.moe.task_names} to route unseen tasks")
-        return ids
+        return ids, any_unseen
 
     def unseen_task_row(self) -> torch.Tensor:
         """The float32 gate row [E] of an unseen task: the mean of the trained rows, or a named task's row."""
@@ -257,13 +245,12 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             return weight.mean(0)
         return weight[self.moe.task_index(self.moe.unseen_task_routing)]
 
-    def _task_logits(self, ids: torch.Tensor) -> torch.Tensor:
-        """Gate rows [len(ids), E] (float32) of task ids that may include `UNSEEN_TASK_ID`."""
+    def _task_logits(self, ids: torch.Tensor, any_unseen: bool) -> torch.Tensor:
+        """Gate rows [len(ids), E] (float32) of task ids, `UNSEEN_TASK_ID` among them when `any_unseen`."""
         rows = self.task_gate(ids.clamp(min=0)).float()
-        unseen = ids.eq(UNSEEN_TASK_ID)
-        if not bool(unseen.any()):
+        if not any_unseen:
             return rows
-        return torch.where(unseen[:, None], self.unseen_task_row()[None], rows)
+        return torch.where(ids.eq(UNSEEN_TASK_ID)[:, None], self.unseen_task_row()[None], rows)
 
     def _expert(self, expert_id: int) -> nn.Module:
         local = self._local.get(expert_id)
@@ -280,8 +267,8 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         n = x.shape[0]
         logits = nn.functional.linear(x.float(), self.router.weight.float())
         if self.moe.routing == "hybrid":
-            task_rows = self._row_task_ids(batch, hidden.device)
-            logits = logits + self._task_logits(task_rows).repeat_interleave(length, dim=0)
+            task_rows, any_unseen = self._row_task_ids(batch, hidden.device)
+            logits = logits + self._task_logits(task_rows, any_unseen).repeat_interleave(length, dim=0)
         backend = self.moe.backend
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
                        backend=backend)
@@ -308,9 +295,9 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         so the module call order is the same on every rank (ZeRO-3 gathers parameters per module call).
         """
         batch, length, d_model = hidden.shape
-        task_rows = self._row_task_ids(batch, hidden.device)
+        task_rows, any_unseen = self._row_task_ids(batch, hidden.device)
         present, inverse = torch.unique(task_rows, return_inverse=True)
-        logits = self._task_logits(present)
+        logits = self._task_logits(present, any_unseen)
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
                        backend="reference")  # a [tasks, E] table: no kernel launch is worth it
         choice = routed.topk_idx.tolist()
