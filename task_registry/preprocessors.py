@@ -20,14 +20,15 @@ from .jinja_env import ENVIRONMENT
 AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
 
 
-def _compile_expression(expression: str, where: str):
+def compile_expression(expression: str, where: str):
+    """`expression` compiled in the template sandbox; a syntax error is a `TaskDefinitionError` naming `where`."""
     try:
         return ENVIRONMENT.compile_expression(expression, undefined_to_none=False)
     except jinja2.TemplateSyntaxError as error:
         raise TaskDefinitionError(f"{where}: Jinja expression {expression!r} does not parse: {error.message}") from None
 
 
-def _evaluate(compiled, row: Mapping[str, Any], index: int, where: str, expression: str) -> Any:
+def evaluate_expression(compiled, row: Mapping[str, Any], index: int, where: str, expression: str) -> Any:
     """The expression's value on `row` (row `index` of the rows this preprocessor receives, i.e. after any
     earlier filter); every failure is a `TemplateRenderError` naming the preprocessor, the expression and the
     row."""
@@ -110,8 +111,8 @@ class Filter(Preprocessor):
     def __init__(self, predicate: Union[str, Callable[[Mapping[str, Any]], bool]]):
         self.predicate = predicate
         if isinstance(predicate, str):
-            compiled = _compile_expression(predicate, "filter")
-            self._test = lambda row, index: bool(_evaluate(compiled, row, index, "filter", predicate))
+            compiled = compile_expression(predicate, "filter")
+            self._test = lambda row, index: bool(evaluate_expression(compiled, row, index, "filter", predicate))
         elif callable(predicate):
             self._test = lambda row, index: predicate(row)
         else:
@@ -137,8 +138,8 @@ class Map(Preprocessor):
         if isinstance(fn, Mapping):
             if not fn:
                 raise TaskDefinitionError("map needs at least one field: expression pair")
-            compiled = {field: (_compile_expression(expr, f"map field {field!r}"), expr) for field, expr in fn.items()}
-            self._apply = lambda row, index: {field: _evaluate(c, row, index, f"map field {field!r}", expr)
+            compiled = {field: (compile_expression(expr, f"map field {field!r}"), expr) for field, expr in fn.items()}
+            self._apply = lambda row, index: {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
                                               for field, (c, expr) in compiled.items()}
         elif callable(fn):
             self._apply = lambda row, index: fn(row)

@@ -12,6 +12,8 @@ fingerprint. Rows whose template renders no target (promptsource's "skip") are d
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import logging
 import random
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -21,7 +23,7 @@ import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError
-from .preprocessors import Preprocessor
+from .preprocessors import Preprocessor, compile_expression, evaluate_expression
 from .sources import GeneratorSource, Source
 from .template import Template
 
@@ -116,12 +118,17 @@ def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats:
 
 
 class Task:
-    """A named text-to-text task: `source` rows → `preprocessors` → one of `templates` per row."""
+    """A named text-to-text task: `source` rows → `preprocessors` → one of `templates` per row.
+
+    `group_by` (optional): a sandboxed Jinja expression over a row whose value names the row's group, for
+    metrics that score groups of examples together (`group_exact_match`; MultiRC: `idx.question`).
+    """
 
     def __init__(self, name: str, source: Source, templates: Union[Template, Sequence[Template]],
                  preprocessors: Sequence[Preprocessor] = (), metrics: Sequence[str] = (),
                  task_type: str = "generation", cluster: Optional[str] = None, held_out: bool = False,
-                 splits: Sequence[str] = ("train", "validation"), eval_only: bool = False, description: str = ""):
+                 splits: Sequence[str] = ("train", "validation"), eval_only: bool = False, description: str = "",
+                 group_by: Optional[str] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
         if not isinstance(source, Source):
@@ -143,6 +150,11 @@ class Task:
                                           f"(Rename, Filter, Map), got {step!r}")
         if isinstance(splits, str) or not splits:
             raise TaskDefinitionError(f"task {name!r}: splits must be a non-empty list of names, got {splits!r}")
+        if group_by is not None:
+            if not isinstance(group_by, str) or not group_by.strip():
+                raise TaskDefinitionError(f"task {name!r}: group_by must be a Jinja expression over a row naming its "
+                                          f"group (e.g. 'idx.question'), got {group_by!r}")
+            _compiled_expression(group_by, f"task {name!r}: group_by")
         self.name = name
         self.source = source
         self.templates = templates
@@ -154,6 +166,7 @@ class Task:
         self.splits = tuple(splits)
         self.eval_only = bool(eval_only)
         self.description = description
+        self.group_by = group_by
         self.render_stats: dict[str, RenderStats] = {}
         self.preprocess_stats: dict[str, PreprocessStats] = {}
 
@@ -229,6 +242,15 @@ class Task:
             return self.source.rows_for(split)
         return len(self.load_rows(split))
 
+    def group_key(self, row: Mapping[str, Any], row_index: int) -> Optional[str]:
+        """The group of a row for group metrics (`group_by` evaluated on it, as JSON text); None without
+        `group_by`. A failing expression is a `TemplateRenderError` naming the task and row."""
+        if self.group_by is None:
+            return None
+        where = f"task {self.name!r}: group_by"
+        value = evaluate_expression(_compiled_expression(self.group_by, where), row, row_index, where, self.group_by)
+        return json.dumps(value, sort_keys=True, default=str)
+
     # -- rendering ---------------------------------------------------------------------------------------
     def to_dataset(self, split: str, templates: Optional[Sequence[str]] = None, streaming: bool = False,
                    max_examples: Optional[int] = None, seed: int = 0
@@ -270,6 +292,7 @@ class Task:
         return {
             "name": self.name, "task_type": self.task_type, "cluster": self.cluster, "held_out": self.held_out,
             "eval_only": self.eval_only, "splits": list(self.splits), "metrics": list(self.metrics),
+            **({"group_by": self.group_by} if self.group_by is not None else {}),
             "description": self.description, "source": self.source.to_config(),
             "preprocessors": [p.describe() for p in self.preprocessors],
             "templates": [{"name": t.name, "jinja": t.jinja, "answer_choices": t.answer_choices,
@@ -281,3 +304,8 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_expression(expression: str, where: str):
+    return compile_expression(expression, where)

@@ -10,6 +10,9 @@ Schema (keys other than these are an error, reported with close matches)::
     eval_only: false                  # optional; true = evaluation only, never in a training mixture
     splits: [train, validation]       # optional, default [train, validation]
     metrics: [accuracy]               # optional, names understood by the evaluation module
+    # group_by: idx.question          # optional Jinja expression naming a row's group, for group metrics
+                                      #   (group_exact_match: MultiRC's EM counts a question only when all
+                                      #   its candidate answers are right)
     source:                           # required, exactly one of `hf`, `files`
       hf: glue                        #   hub id; `name:` config, optional `data_files:`; the data-dir
       name: rte                       #   override maps it to <data_dir>/glue/rte/<split>.jsonl
@@ -55,7 +58,7 @@ from .task import Task
 from .template import SEPARATOR, Template
 
 TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
-             "source", "preprocessors", "templates"}
+             "group_by", "source", "preprocessors", "templates"}
 TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "references", "instruction", "context", "metadata", "reference",
                  "id"}
 PROMPTSOURCE_KEYS = {"promptsource", "dataset", "subset", "names"}
@@ -158,7 +161,7 @@ class _FileParser:
     def options(self, document: dict) -> dict[str, Any]:
         options: dict[str, Any] = {}
         for key, kind in (("description", str), ("task_type", str), ("cluster", str), ("held_out", bool),
-                          ("eval_only", bool)):
+                          ("eval_only", bool), ("group_by", str)):
             if key in document:
                 if not isinstance(document[key], kind):
                     self.error(self.line_of(document, key), f"`{key}` must be a {kind.__name__}, got {document[key]!r}")

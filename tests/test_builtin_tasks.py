@@ -365,3 +365,20 @@ def test_qa_tasks_score_against_every_gold_answer(real_tasks, shared_data_dir):
         assert template.render(xquad.load_rows("validation")[0]).references == raw_xquad["answers"]["text"]
     multi = [r for r in web.to_dataset("test", templates=["t5_prefix"], max_examples=50) if len(r["references"]) > 1]
     assert multi and all(r["targets"] == r["references"][0] for r in multi)
+
+
+def test_multirc_is_scored_per_answer_and_per_question_as_superglue_does(real_tasks, shared_data_dir):
+    from t2t_mtl.evaluation.runner import render_examples, task_metrics
+
+    task = real_tasks["super_glue_multirc"]
+    for template in task.templates:
+        assert task_metrics(task, template)[0] == ["f1", "group_exact_match", "accuracy"]
+    with open(shared_data_dir / "super_glue/multirc/validation.jsonl", encoding="utf-8") as handle:
+        raw = [json.loads(line) for line in handle]
+    questions = [(r["idx"]["paragraph"], r["idx"]["question"]) for r in raw]
+    examples = render_examples(task, task.templates[0], task.load_rows("validation")).examples
+    keys = [e.group for e in examples]
+    assert len(examples) == len(raw) and len(set(keys)) == len(set(questions)) == 953
+    # rows share a group exactly when they answer the same question of the same paragraph
+    assert all((keys[i] == keys[j]) == (questions[i] == questions[j]) for i in range(0, len(raw), 97)
+               for j in range(len(raw)))

@@ -476,3 +476,37 @@ def test_reports_never_hold_nan(tmp_path):
     data = json.loads(paths["json"].read_text(), parse_constant=refuse)
     assert data["results"][0]["score"] is None and data["results"][0]["metrics"]["pearsonr"]["pearsonr"] is None
     assert "nan" not in paths["markdown"].read_text().lower()
+
+
+MULTIRC_ROWS = [{"idx": {"question": q, "answer": a}, "answer": text, "label": label}
+                for q, a, text, label in [(0, 0, "a", 1), (0, 1, "b", 0), (0, 2, "c", 1),
+                                          (1, 0, "d", 0), (1, 1, "e", 0),
+                                          (2, 0, "f", 1)]]
+
+
+def test_group_exact_match_counts_a_question_only_when_all_its_answers_are_right(tmp_path, monkeypatch):
+    from t2t_mtl.evaluation import EvaluationError
+
+    template = task_registry.Template("verify", "Is {{ answer }} right? ||| {{ answer_choices[label] }}",
+                                      answer_choices="no ||| yes")
+    path = tmp_path / "multirc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in MULTIRC_ROWS), encoding="utf-8")
+    task = task_registry.Task("mini_multirc", task_registry.LocalFileSource({"validation": str(path)}), [template],
+                              metrics=("group_exact_match", "accuracy"), splits=("validation",),
+                              group_by="idx.question")
+    said = {"a": "yes", "b": "no", "c": "no", "d": "no", "e": "no", "f": "yes"}  # wrong only on "c" (question 0)
+    _answer_with(monkeypatch, lambda text: said[text.split()[1]])
+    report = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(keep_predictions=True, scoring="generate"),
+                            progress=False)
+    result = report.results[0]
+    # by hand: questions 1 and 2 have every answer right, question 0 does not; 5 of 6 answers are right
+    assert (result.primary_metric, result.score) == ("group_exact_match", pytest.approx(200 / 3))
+    assert result.metrics["accuracy"]["accuracy"] == pytest.approx(5 / 6)
+    assert [p["group"] for p in result.predictions] == ["0", "0", "0", "1", "1", "2"]
+    # always "no": right on question 1 only
+    assert result.majority_baseline == pytest.approx(100 / 3)
+
+    ungrouped = _local_task(tmp_path, "ungrouped", MULTIRC_ROWS, [template], metrics=("group_exact_match",))
+    with pytest.raises(EvaluationError, match="template 'verify': metric 'group_exact_match' cannot score it: .*"
+                                              "no `group_by`"):
+        evaluate_tasks(None, _NoTaskTokens(), [ungrouped], EvalSettings(scoring="generate"), progress=False)

@@ -284,3 +284,28 @@ def test_squad_exact_match_is_the_normalised_exact_match_of_the_squad_module():
                                ["Jamaican English", "Jamaican English"], [[], []],
                                references=[["Jamaican English"], ["Jamaican Creole", "jamaican"]])
     assert scores["squad_exact_match"]["exact_match"] == 1.0
+
+
+def test_group_exact_match_counts_groups_whose_every_example_is_right():
+    # by hand: group "q0" has a wrong answer, "q1" and "q2" are all right -> 2 of 3 groups
+    assert compute_metric("group_exact_match", [1, 0, 0, 0, 1], [1, 0, 1, 0, 1],
+                          groups=["q0", "q0", "q0", "q1", "q2"]) == {"group_exact_match": pytest.approx(2 / 3)}
+    rng = np.random.default_rng(0)
+    predictions, references = rng.integers(0, 2, 200).tolist(), rng.integers(0, 2, 200).tolist()
+    singletons = compute_metric("group_exact_match", predictions, references, groups=list(range(200)))
+    assert singletons["group_exact_match"] == compute_metric("accuracy", predictions, references)["accuracy"]
+    one_group = compute_metric("group_exact_match", predictions, references, groups=[7] * 200)
+    assert one_group["group_exact_match"] == float(predictions == references)
+    with pytest.raises(ValueError, match="one group key per prediction"):
+        compute_metric("group_exact_match", [1], [1])
+
+
+def test_group_exact_match_takes_text_predictions_through_the_answer_choices_and_needs_groups():
+    from t2t_mtl.evaluation.errors import EvaluationError
+
+    choices = [["no", "yes"]] * 4
+    scores = score_predictions(["group_em"], ["yes", "maybe", "no", "no"], ["yes", "no", "no", "no"], choices,
+                               groups=['"a"', '"a"', '"b"', '"b"'])
+    assert scores == {"group_exact_match": {"group_exact_match": 0.5}}  # "maybe" is outside the choices: wrong
+    with pytest.raises(EvaluationError, match="no `group_by`.*idx.question"):
+        score_predictions(["group_exact_match"], ["yes"], ["yes"], [["no", "yes"]])

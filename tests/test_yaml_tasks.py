@@ -178,3 +178,38 @@ def test_a_yaml_template_declares_its_gold_references(tmp_path):
         and "use `references`" in problems[0]
     path.write_text(body % "references: ''")
     assert "`references` must be a non-empty" in validate_task_file(path)[0]
+
+
+def test_a_yaml_task_declares_the_groups_that_group_metrics_score(tmp_path, capsys):
+    from t2t_mtl.cli import main as cli_main
+
+    rows = [{"idx": {"question": q}, "answer": a, "label": 1} for q, a in [(0, "x"), (0, "y"), (1, "z")]]
+    (tmp_path / "mrc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    body = textwrap.dedent("""\
+        name: yaml_mrc
+        splits: [validation]
+        metrics: [group_exact_match]
+        %s
+        source: {files: {validation: mrc.jsonl}}
+        templates:
+          - {name: t, jinja: "{{ answer }}? ||| {{ answer_choices[label] }}", answer_choices: "no ||| yes"}
+        """)
+    path = tmp_path / "mrc.yaml"
+    path.write_text(body % "group_by: idx.question")
+    assert validate_task_file(path) == [] and cli_main(["tasks", "validate", str(path)]) == 0
+    task = parse_task_file(path)
+    rows_loaded = task.load_rows("validation")
+    assert [task.group_key(rows_loaded[i], i) for i in range(3)] == ["0", "0", "1"]
+    path.write_text(body % "group_by: 3")
+    assert "`group_by` must be a str" in validate_task_file(path)[0]
+    path.write_text(body % "group_by: 'idx.question +'")
+    assert "group_by: Jinja expression 'idx.question +' does not parse" in validate_task_file(path)[0]
+    path.write_text(body % "")
+    capsys.readouterr()
+    assert cli_main(["tasks", "validate", str(path)]) == 1
+    assert "metric 'group_exact_match' scores groups of examples and the task has no `group_by`" in \
+        capsys.readouterr().err
+    path.write_text(body % "group_by: idx.paragraph")
+    with pytest.raises(task_registry.TemplateRenderError, match="task 'yaml_mrc': group_by, row 0: expression "
+                                                                "'idx.paragraph' uses a missing field"):
+        parse_task_file(path).group_key(rows_loaded[0], 0)

@@ -165,9 +165,10 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _metric_problems(file: Path) -> list[str]:
-    """One `file: task 'x': unknown metric ...` line per task-level metric that evaluation does not ship."""
+    """One `file: task 'x': ...` line per task-level metric that evaluation does not ship, or that needs a
+    `group_by` the task lacks."""
     from t2t_mtl.evaluation.errors import UnknownMetricError
-    from t2t_mtl.evaluation.metrics import canonical_metric_name
+    from t2t_mtl.evaluation.metrics import metric_spec
 
     try:
         task = task_registry.parse_task_file(file)
@@ -176,9 +177,13 @@ def _metric_problems(file: Path) -> list[str]:
     problems = []
     for metric in task.metrics:
         try:
-            canonical_metric_name(metric)
+            spec = metric_spec(metric)
         except UnknownMetricError as error:
             problems.append(f"{file}: task {task.name!r}: {error}")
+            continue
+        if spec.kind == "group_label" and task.group_by is None:
+            problems.append(f"{file}: task {task.name!r}: metric {metric!r} scores groups of examples and the task "
+                            f"has no `group_by` (a Jinja expression naming each row's group, e.g. idx.question)")
     return problems
 
 

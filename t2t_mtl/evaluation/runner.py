@@ -85,6 +85,7 @@ class _Example:
     choice_scores: Optional[list[float]] = None
     position: int = 0
     references: Optional[list[str]] = None  # the template's gold answers; None: [targets]
+    group: Optional[str] = None  # the row's group (the task's `group_by`) for group metrics
 
     @property
     def gold(self) -> list[str]:
@@ -184,7 +185,7 @@ def applicable_metrics(task, template, metrics: Sequence[str], examples: Sequenc
     rows = [e.row_index for e in examples]
     skipped: dict[str, str] = {}
     for metric in metrics:
-        problem = metric_problem(metric, targets, choices, rows=rows)
+        problem = metric_problem(metric, targets, choices, rows=rows, groups=[e.group for e in examples])
         if problem and declared:
             raise EvaluationError(f"task {task.name!r} template {template.name!r}: metric {metric!r} cannot score "
                                   f"it: {problem} (or drop {metric!r} from the task's metrics)")
@@ -198,7 +199,7 @@ def render_examples(task, template, rows, *, seed: int = 0) -> _Rendered:
     """Render every row; skipped rows and render failures are counted (failures keep the first message).
 
     A row field `target_scores` (a list aligned with the rendered answer choices, as BIG-bench imports
-    have) gives per-choice scores for `multiple_choice_grade`.
+    have) gives per-choice scores for `multiple_choice_grade`; a task's `group_by` gives each row's group.
     """
     from task_registry.errors import TemplateRenderError
 
@@ -219,9 +220,10 @@ def render_examples(task, template, rows, *, seed: int = 0) -> _Rendered:
         if scores is not None and len(scores) != len(choices):
             raise EvaluationError(f"task {task.name!r} template {template.name!r} row {index}: "
                                   f"{len(scores)} target_scores for {len(choices)} answer choices")
+        group = task.group_key(row, index) if getattr(task, "group_by", None) is not None else None
         out.examples.append(_Example(index, rendered.inputs, rendered.targets, choices,
                                      [float(s) for s in scores] if scores is not None else None,
-                                     position=len(out.examples), references=rendered.references))
+                                     position=len(out.examples), references=rendered.references, group=group))
     return out
 
 
@@ -298,11 +300,12 @@ def _baselines(examples: Sequence[_Example], primary: str, key: str) -> tuple[Op
             chosen = [position if position < len(c) else -1 for c in choices]
         predictions = [c[k] if k >= 0 else "" for c, k in zip(choices, chosen)]
         constant = score_predictions([primary], predictions, targets, choices, chosen=chosen,
-                                     choice_scores=_choice_scores(examples), references=[e.gold for e in examples])
+                                     choice_scores=_choice_scores(examples), references=[e.gold for e in examples],
+                                     groups=[e.group for e in examples])
     else:
         most_common = collections.Counter(targets).most_common(1)[0][0]
         constant = score_predictions([primary], [most_common] * len(examples), targets, choices,
-                                     references=[e.gold for e in examples])
+                                     references=[e.gold for e in examples], groups=[e.group for e in examples])
     return constant[primary][key] * spec.scale, chance
 
 
@@ -366,7 +369,8 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
         result.metrics = score_predictions(metrics, predictions, [e.targets for e in examples],
                                            [e.answer_choices for e in examples], chosen=chosen,
                                            choice_scores=_choice_scores(examples),
-                                           references=[e.gold for e in examples])
+                                           references=[e.gold for e in examples],
+                                           groups=[e.group for e in examples])
         result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key)
     except ValueError as error:  # a metric module refused its inputs (e.g. a gold it cannot parse)
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: {error}") from None
@@ -374,6 +378,7 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     if settings.keep_predictions:
         result.predictions = [{"row": e.row_index, "prediction": o[1], "target": e.targets,
                                **({"references": e.references} if e.references is not None else {}),
+                               **({"group": e.group} if e.group is not None else {}),
                                **({"choice_scores": o[3]} if o[3] is not None else {})}
                               for e, o in zip(examples, outputs)]
     return result

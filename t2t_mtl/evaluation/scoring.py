@@ -4,6 +4,8 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
 - "label": the index of the target / prediction among the example's answer choices (a prediction outside
   them is -1, always wrong); without answer choices, the index in the sorted set of targets. Binary F1
   needs answer choices: its positive class is the second choice.
+- "group_label": labels as for "label", scored per group of examples (`groups[i]`: example i's key from the
+  task's `group_by`, e.g. MultiRC's question).
 - "number": `float(text)`; an unparsable or non-finite prediction becomes -1.0 (T5's convention for STS-B);
   every target must be a finite number.
 - "text": the prediction string against the example's references (`references[i]`: every acceptable answer
@@ -16,7 +18,7 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from t2t_mtl.evaluation.errors import EvaluationError
 from t2t_mtl.evaluation.metrics import canonical_metric_name, compute_metric, metric_spec
@@ -48,11 +50,12 @@ def _is_number(text: str) -> bool:
 
 
 def metric_problem(metric: str, targets: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
-                   rows: Optional[Sequence[int]] = None) -> Optional[str]:
-    """Why `metric` cannot score examples with these targets and answer choices (None: it can).
+                   rows: Optional[Sequence[int]] = None, groups: Optional[Sequence[Any]] = None) -> Optional[str]:
+    """Why `metric` cannot score examples with these targets, answer choices and groups (None: it can).
 
     A target that is not a finite number under a "number" metric; binary F1 or a "choice_scores" metric
-    without answer choices on every example. `rows` (the examples' row indices) names the offending row.
+    without answer choices on every example; a "group_label" metric without a group per example (the task
+    declares no `group_by`). `rows` (the examples' row indices) names the offending row.
     """
     spec = metric_spec(metric)
     has_choices = bool(answer_choices) and all(answer_choices)
@@ -67,6 +70,9 @@ def metric_problem(metric: str, targets: Sequence[str], answer_choices: Sequence
                 "has none: declare `answer_choices`, or use f1_macro")
     if spec.kind == "choice_scores" and targets and not has_choices:
         return f"{metric} scores the chosen answer choice and the template has no answer choices"
+    if spec.kind == "group_label" and targets and (groups is None or any(g is None for g in groups)):
+        return (f"{metric} scores groups of examples (e.g. all the answers to one question) and the task declares "
+                f"no `group_by`: give the task a Jinja expression naming each row's group, e.g. `idx.question`")
     return None
 
 
@@ -79,18 +85,20 @@ def _tags(prediction: str, target: str) -> tuple[list[str], list[str]]:
 def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str],
                   answer_choices: Sequence[Sequence[str]], *, chosen: Optional[Sequence[int]] = None,
                   choice_scores: Optional[Sequence[Sequence[float]]] = None,
-                  references: Optional[Sequence[Sequence[str]]] = None) -> tuple[list, list]:
+                  references: Optional[Sequence[Sequence[str]]] = None,
+                  groups: Optional[Sequence[Any]] = None) -> tuple[list, list]:
     """The (predictions, references) a metric module takes, converted from text as the module docstring says.
 
     `chosen` (rank classification's picked indices) overrides matching the prediction text to a choice.
-    Raises `EvaluationError` when `metric_problem` finds the metric cannot score these examples.
+    Raises `EvaluationError` when `metric_problem` finds the metric cannot score these examples (`groups`:
+    see `metric_problem`).
     """
     kind = metric_spec(metric).kind
     n = len(predictions)
-    problem = metric_problem(metric, targets, answer_choices)
+    problem = metric_problem(metric, targets, answer_choices, groups=groups)
     if problem:
         raise EvaluationError(f"metric {metric!r}: {problem}")
-    if kind in ("label", "choice_scores"):
+    if kind in ("label", "group_label", "choice_scores"):
         if chosen is not None:
             picked = list(chosen)
         elif all(answer_choices):
@@ -121,11 +129,16 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
 
 
 def score_predictions(metrics: Sequence[str], predictions: Sequence[str], targets: Sequence[str],
-                      answer_choices: Sequence[Sequence[str]], **kwargs) -> dict[str, dict[str, float]]:
-    """Compute every metric on the predictions: {canonical metric name: {output name: value}}."""
+                      answer_choices: Sequence[Sequence[str]], *, groups: Optional[Sequence[Any]] = None,
+                      **kwargs) -> dict[str, dict[str, float]]:
+    """Compute every metric on the predictions: {canonical metric name: {output name: value}}.
+
+    `groups` (one key per example) is what "group_label" metrics score by; `kwargs` go to `metric_inputs`.
+    """
     results: dict[str, dict[str, float]] = {}
     for metric in metrics:
         name = canonical_metric_name(metric)
-        preds, refs = metric_inputs(name, predictions, targets, answer_choices, **kwargs)
-        results[name] = compute_metric(name, preds, refs)
+        preds, refs = metric_inputs(name, predictions, targets, answer_choices, groups=groups, **kwargs)
+        by_group = {"groups": list(groups)} if metric_spec(name).kind == "group_label" else {}
+        results[name] = compute_metric(name, preds, refs, **by_group)
     return results

@@ -68,10 +68,10 @@ def _template(name: str, jinja: str, metrics: Sequence[str], *, choices: Optiona
 
 def _task(name: str, source: HFSource, templates: Sequence[Template], *, task_type: str, cluster: str,
           metrics: Sequence[str], splits: Sequence[str], description: str,
-          preprocessors: Sequence[Map] = ()) -> Task:
+          preprocessors: Sequence[Map] = (), group_by: Optional[str] = None) -> Task:
     return Task(name, source, list(templates), preprocessors=list(preprocessors), metrics=tuple(metrics),
                 task_type=task_type, cluster=cluster, held_out=cluster in HELD_OUT_CLUSTERS, splits=tuple(splits),
-                description=description)
+                description=description, group_by=group_by)
 
 
 def _pair_classification(prefix: str, first: str, second: str, prefix_choices: str,
@@ -90,6 +90,7 @@ def real_tasks() -> List[Task]:
     acc = ("accuracy",)
     ner = ("entity_f1", "exact_match")
     closed_qa = ("squad_exact_match", "exact_match")
+    multirc = ("f1", "group_exact_match", "accuracy")  # SuperGLUE: F1a, then EM per question
     web_answers = "{{ answers | join(' ||| ') }}"
     xquad_answers = "{{ answers.text | join(' ||| ') }}"
     return [
@@ -206,15 +207,16 @@ def real_tasks() -> List[Task]:
                         "noun phrase?"),
         _task("super_glue_multirc", HFSource("super_glue", "multirc"), (
             _template("t5_prefix", "multirc question: {{ question }} answer: {{ answer }} paragraph: {{ paragraph }} "
-                                   f"||| {CLASSIFY}", ("accuracy", "f1"), choices="False ||| True"),
+                                   f"||| {CLASSIFY}", multirc, choices="False ||| True"),
             _template("instruction", '{{ paragraph }} Question: {{ question }} Is "{{ answer }}" a correct answer? '
-                                     f"||| {CLASSIFY}", ("accuracy", "f1"), choices="no ||| yes",
+                                     f"||| {CLASSIFY}", multirc, choices="no ||| yes",
                       instruction='Question: {{ question }} Is "{{ answer }}" a correct answer?',
                       context="{{ paragraph }}"),
-        ), task_type="yes_no_qa", cluster="reading_comprehension", metrics=("accuracy", "f1"),
-            splits=("validation",),
+        ), task_type="yes_no_qa", cluster="reading_comprehension", metrics=multirc, splits=("validation",),
+            group_by="idx.question",
             description="MultiRC answer verification: is a candidate answer to a question about a paragraph "
-                        "correct?"),
+                        "correct? Scored as SuperGLUE does: F1 over all answers (F1a), then exact match per "
+                        "question (every answer of it right), then accuracy per answer."),
         _task("trec", HFSource("trec"), (
             _template("t5_prefix", "trec question: {{ text }} ||| {{ answer_choices[coarse_label] }}", acc,
                       choices="ABBR ||| ENTY ||| DESC ||| HUM ||| LOC ||| NUM"),

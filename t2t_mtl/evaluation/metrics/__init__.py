@@ -23,7 +23,8 @@ METRICS_DIR = Path(__file__).resolve().parent
 class MetricSpec:
     """How to call one metric module.
 
-    kind: "label" (int label ids), "number" (floats), "text" (str predictions, list-of-str references),
+    kind: "label" (int label ids), "group_label" (int label ids scored per group of examples: the task's
+    `group_by`), "number" (floats), "text" (str predictions, list-of-str references),
     "target" (str predictions, the target str), "tags" (tag sequences), "choice_scores" (chosen index,
     per-choice target scores).
     chance: "uniform" — the expected score of a uniformly random answer choice (1/#choices per example for
@@ -45,6 +46,7 @@ METRICS: dict[str, MetricSpec] = {
     "accuracy": MetricSpec("accuracy", "label", "accuracy", chance="uniform"),
     "f1": MetricSpec("f1", "label", "f1", kwargs={"average": "binary"}),
     "f1_macro": MetricSpec("f1", "label", "f1", kwargs={"average": "macro"}),
+    "group_exact_match": MetricSpec("group_exact_match", "group_label", "group_exact_match"),
     "matthews_correlation": MetricSpec("matthews_correlation", "label", "matthews_correlation", chance="zero"),
     "pearsonr": MetricSpec("pearsonr", "number", "pearsonr", majority=False),
     "spearmanr": MetricSpec("spearmanr", "number", "spearmanr", majority=False),
@@ -70,6 +72,7 @@ ALIASES: dict[str, str] = {
     "spearman": "spearmanr",
     "spearman_correlation": "spearmanr",
     "em": "exact_match",
+    "group_em": "group_exact_match",
     "squad_f1": "squad",
     "squad_em": "squad_exact_match",
     "ner_f1": "entity_f1",
