@@ -11,7 +11,7 @@ from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.model import build_model, t5_config_from_dims
-from t2t_mtl.model.merging import MergeError, merge_state_dicts, ties_merge
+from t2t_mtl.model.merging import MergeError, merge_models, merge_state_dicts
 
 DIMS = {"d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 1, "num_heads": 2}
 
@@ -41,7 +41,9 @@ def test_ties_follows_trim_elect_and_disjoint_merge(density):
     taus = [torch.randn(6, 5, generator=g, dtype=torch.float64) for _ in range(3)]
     taus[1][0, :3] = taus[1][0, 3]  # equal magnitudes at the threshold are kept together
     taus[2][1] = -taus[0][1]  # opposite signs that cancel in the election
-    torch.testing.assert_close(ties_merge(taus, density), _textbook_ties(taus, density), rtol=0, atol=1e-12)
+    merged = merge_state_dicts({"w": torch.zeros(6, 5, dtype=torch.float64)}, [{"w": t} for t in taus],
+                               method="ties", density=density)["w"]
+    torch.testing.assert_close(merged, _textbook_ties(taus, density), rtol=0, atol=1e-12)
 
 
 def test_task_arithmetic_and_mean_follow_their_formulas():
@@ -82,7 +84,8 @@ def test_bad_merges_are_refused_by_name(models, settings, message):
 def test_ties_keeps_exactly_the_density_share_despite_float_noise():
     # 0.07 · 100 is 7.000000000000001 in floats: was an 8th entry kept
     tau = torch.arange(1.0, 101.0, dtype=torch.float64)
-    assert int((ties_merge([tau], 0.07) != 0).sum()) == 7
+    merged = merge_state_dicts({"w": torch.zeros(100, dtype=torch.float64)}, [{"w": tau}], method="ties", density=0.07)
+    assert int((merged["w"] != 0).sum()) == 7
 
 
 def _save(model, tokenizer, folder):
@@ -146,3 +149,41 @@ def test_the_merge_command_refuses_other_architectures_and_task_conditioned_mode
     for out in (base, tmp_path / "b" / "sub"):  # was: the base overwritten by the merge
         assert cli_main(["merge", base, wider, "--out", str(out)]) == 2
         assert "is, or lies inside, the model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method,loads", [("task_arithmetic", 1), ("ties", 2)])
+def test_models_are_merged_one_at_a_time(tmp_path, t5_tokenizer, monkeypatch, method, loads):
+    import gc
+    import weakref
+
+    from t2t_mtl.evaluation import checkpoint
+
+    torch.manual_seed(0)
+    base = T5ForConditionalGeneration(t5_config_from_dims(DIMS, len(t5_tokenizer)))
+    folders = [_save(base, t5_tokenizer, tmp_path / "base")]
+    for i in range(3):
+        with torch.no_grad():
+            for parameter in base.parameters():
+                parameter.add_(0.01 * torch.randn_like(parameter))
+        folders.append(_save(base, t5_tokenizer, tmp_path / f"ft{i}"))
+    load_checkpoint, calls, alive = checkpoint.load_checkpoint, [], []
+
+    def tracked(path, *args, **kwargs):
+        gc.collect()
+        held = sum(ref() is not None for ref in alive)
+        assert held == 0, f"{held} fine-tuned model(s) still held when loading {path}"
+        loaded = load_checkpoint(path, *args, **kwargs)
+        if path != folders[0]:
+            calls.append(path)
+            alive.append(weakref.ref(loaded[0].shared.weight))
+        return loaded
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", tracked)
+    merge_models(folders[0], folders[1:], tmp_path / "out", method=method, density=0.5)
+    assert calls == folders[1:] * loads  # TIES: the sign election, then the disjoint mean
+    expected = merge_state_dicts(T5ForConditionalGeneration.from_pretrained(folders[0]).state_dict(),
+                                 [T5ForConditionalGeneration.from_pretrained(f).state_dict() for f in folders[1:]],
+                                 method=method, density=0.5)
+    merged = T5ForConditionalGeneration.from_pretrained(str(tmp_path / "out")).state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(merged[key], value, rtol=0, atol=0)

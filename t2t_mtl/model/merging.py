@@ -8,18 +8,20 @@ A fine-tuned model's task vector is τ_i = θ_i − θ_base (Ilharco et al. 2023
   agree with it (disjoint mean: entries that are zero or of the other sign do not count);
   θ = θ_base + λ·τ_merged.
 Trimming is per tensor (a tensor's own magnitudes set its threshold). Non-float tensors must be equal in every
-model and are kept. `merge_state_dicts` works on state dicts; `merge_models` on model folders / runs.
+model and are kept. `merge_task_vectors` takes the models one at a time (memory for the base, float64
+accumulators and one model, however many are merged); `merge_state_dicts` works on state dicts in memory;
+`merge_models` on model folders / runs.
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["MERGE_METHODS", "MergeError", "merge_models", "merge_state_dicts", "ties_merge"]
+__all__ = ["MERGE_METHODS", "MergeError", "merge_models", "merge_state_dicts", "merge_task_vectors"]
 
 MERGE_METHODS = ("task_arithmetic", "mean", "ties")
 
@@ -40,54 +42,99 @@ def _trim(tau: torch.Tensor, density: float) -> torch.Tensor:
     return torch.where(tau.abs() >= threshold, tau, torch.zeros_like(tau))
 
 
-def ties_merge(taus: Sequence[torch.Tensor], density: float) -> torch.Tensor:
-    """The TIES-merged task vector of one tensor: trim, elect sign, disjoint mean (float64 arithmetic)."""
-    trimmed = torch.stack([_trim(t.double(), density) for t in taus])
-    sign = torch.sign(trimmed.sum(0))
-    agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
-    count = agree.sum(0)
-    total = torch.where(agree, trimmed, torch.zeros_like(trimmed)).sum(0)
-    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
-
-
-def merge_state_dicts(base: Mapping[str, torch.Tensor], models: Sequence[Mapping[str, torch.Tensor]], *,
-                      method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2
-                      ) -> Dict[str, torch.Tensor]:
-    """The merged state dict (base's dtypes). Raises MergeError for an unknown method, a density outside (0, 1],
-    fewer than one model, or models whose keys, shapes or non-float tensors differ from the base's."""
+def _check_settings(method: str, scale: float, density: float, count: int) -> None:
     if method not in MERGE_METHODS:
         raise MergeError(f"unknown merge method {method!r}; use one of {', '.join(MERGE_METHODS)}")
     if method == "ties" and not 0 < density <= 1:
         raise MergeError(f"density {density} must lie in (0, 1] (the fraction of each task vector TIES keeps)")
     if not math.isfinite(scale):
         raise MergeError(f"scale {scale} must be a finite number (negative scales subtract the task vectors)")
-    if not models:
+    if count < 1:
         raise MergeError("merging needs at least one fine-tuned model")
-    merged = {}
+
+
+def _task_vectors(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor], index: int
+                  ) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(key, τ = θ − θ_base in float64) for each float tensor of the base, after checking that `model` (the
+    `index`-th) has the base's keys and shapes and its non-float tensors."""
     for key, value in base.items():
-        for index, model in enumerate(models):
-            if key not in model or model[key].shape != value.shape:
-                found = "missing" if key not in model else f"of shape {tuple(model[key].shape)}"
-                raise MergeError(f"model {index + 1}: {key} is {found}, the base's is {tuple(value.shape)}: merging "
-                                 f"needs fine-tuned versions of the same base model")
+        if key not in model or model[key].shape != value.shape:
+            found = "missing" if key not in model else f"of shape {tuple(model[key].shape)}"
+            raise MergeError(f"model {index + 1}: {key} is {found}, the base's is {tuple(value.shape)}: merging "
+                             f"needs fine-tuned versions of the same base model")
         if not value.is_floating_point():
-            if any(not torch.equal(model[key], value) for model in models):
+            if not torch.equal(model[key], value):
                 raise MergeError(f"{key} (a {value.dtype} tensor) differs between the models; it cannot be merged")
-            merged[key] = value.clone()
             continue
-        taus = [model[key].double() - value.double() for model in models]
-        if method == "ties":
-            tau = ties_merge(taus, density)
-        else:
-            tau = torch.stack(taus).sum(0) / (len(taus) if method == "mean" else 1)
-        merged[key] = (value.double() + scale * tau).to(value.dtype)
-        if not torch.isfinite(merged[key]).all():
-            raise MergeError(f"{key}: the merged weights overflow {value.dtype} (scale {scale}); use a smaller scale")
-    extra = sorted(set().union(*models) - set(base))
+    extra = sorted(set(model) - set(base))
     if extra:
         raise MergeError(f"the fine-tuned models have weights the base lacks ({', '.join(extra[:5])}): merging needs "
                          f"fine-tuned versions of the same base model")
+    for key, value in base.items():
+        if value.is_floating_point():
+            yield key, model[key].double() - value.double()
+
+
+def _add(into: Dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    """Accumulate `value` (a fresh tensor, taken over as the accumulator the first time) into `into[key]`."""
+    if key in into:
+        into[key] += value
+    else:
+        into[key] = value
+
+
+def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str, torch.Tensor]],
+                       count: int, *, method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2
+                       ) -> Dict[str, torch.Tensor]:
+    """The merged state dict (base's dtypes) of `count` fine-tuned models, model i's state dict given by `load(i)`.
+
+    Models are taken one at a time — `load` is called once per model, twice for TIES (the sign election, then
+    the disjoint mean) — so memory holds the base, float64 accumulators and one model, whatever `count` is.
+    Raises MergeError for an unknown method, a density outside (0, 1], a non-finite scale, no models, models
+    whose keys, shapes or non-float tensors differ from the base's, or merged weights that overflow the dtype.
+    """
+    _check_settings(method, scale, density, count)
+    merged_tau: Dict[str, torch.Tensor] = {}
+    if method == "ties":
+        elected: Dict[str, torch.Tensor] = {}
+        for index in range(count):
+            for key, tau in _task_vectors(base, load(index), index):
+                _add(elected, key, _trim(tau, density))
+        signs = {key: torch.sign(total).to(torch.int8) for key, total in elected.items()}
+        del elected
+        agreeing: Dict[str, torch.Tensor] = {}
+        for index in range(count):
+            for key, tau in _task_vectors(base, load(index), index):
+                trimmed = _trim(tau, density)
+                agree = (torch.sign(trimmed) == signs[key]) & (trimmed != 0)
+                _add(merged_tau, key, torch.where(agree, trimmed, torch.zeros_like(trimmed)))
+                _add(agreeing, key, agree.to(torch.int32))
+        for key, number in agreeing.items():
+            merged_tau[key] = torch.where(number > 0, merged_tau[key] / number.clamp(min=1),
+                                          torch.zeros_like(merged_tau[key]))
+    else:
+        for index in range(count):
+            for key, tau in _task_vectors(base, load(index), index):
+                _add(merged_tau, key, tau)
+        if method == "mean":
+            for tau in merged_tau.values():
+                tau /= count
+    merged = {}
+    for key, value in base.items():
+        if not value.is_floating_point():
+            merged[key] = value.clone()
+            continue
+        merged[key] = (value.double() + scale * merged_tau.pop(key)).to(value.dtype)
+        if not torch.isfinite(merged[key]).all():
+            raise MergeError(f"{key}: the merged weights overflow {value.dtype} (scale {scale}); use a smaller scale")
     return merged
+
+
+def merge_state_dicts(base: Mapping[str, torch.Tensor], models: Sequence[Mapping[str, torch.Tensor]], *,
+                      method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2
+                      ) -> Dict[str, torch.Tensor]:
+    """`merge_task_vectors` of state dicts held in memory."""
+    return merge_task_vectors(base, models.__getitem__, len(models), method=method, scale=scale, density=density)
 
 
 #: the config entries that decide a T5's weights and computation (others — paths, caching, labels — may differ)
@@ -123,7 +170,8 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     """Merge fine-tuned models (exported folders, run dirs or checkpoints) of `base` into an HF folder `out_dir`
     (weights in the base's dtype, the base's tokenizer, t2t_mtl_meta.json with the recipe). The base and the models
     must be plain T5 models of one architecture, dtype and vocabulary (a per-task LoRA run's tasks: merge their
-    `export --task` folders; MoE models cannot be merged). Raises MergeError naming the offending input."""
+    `export --task` folders; MoE models cannot be merged). Models are loaded one at a time (twice each for TIES),
+    so memory does not grow with their number. Raises MergeError naming the offending input."""
     from t2t_mtl.engine.export import META_FILE
     from t2t_mtl.evaluation.checkpoint import load_checkpoint
     from t2t_mtl.model.task_routing import TaskConditionedT5
@@ -134,16 +182,20 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
         prepare_output_dir(out_dir, "--out", create=False)
     except OutputPathError as error:
         raise MergeError(str(error)) from None
-    loaded: List[Any] = []
-    for path in (base, *models):
+
+    def load(path: Union[str, Path]) -> Tuple[Any, Any]:
         model, tokenizer, _ = load_checkpoint(path)
         if isinstance(model, TaskConditionedT5):
             raise MergeError(f"{path}: a task-conditioned model (MoE experts or per-task LoRA adapters) has no "
                              f"single set of weights to merge; MoE models cannot be merged, and a per-task LoRA "
                              f"run's tasks are merged through their `t2t-mtl export --task NAME` folders")
-        loaded.append((model, tokenizer))
-    (base_model, base_tokenizer), others = loaded[0], loaded[1:]
-    for path, (model, tokenizer) in zip(models, others):
+        return model, tokenizer
+
+    base_model, base_tokenizer = load(base)
+
+    def load_model(index: int) -> Mapping[str, torch.Tensor]:
+        path = models[index]
+        model, tokenizer = load(path)
         differences = _differences(model.config, base_model.config)
         if differences:
             raise MergeError(f"{path}: its architecture differs from the base's ({base}): {'; '.join(differences)}")
@@ -153,8 +205,10 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
         if tokenizer.get_vocab() != base_tokenizer.get_vocab():
             raise MergeError(f"{path}: its tokenizer's vocabulary differs from the base's ({base}): token ids would "
                              f"mean different things in the merged model")
-    state = merge_state_dicts(base_model.state_dict(), [m.state_dict() for m, _ in others], method=method,
-                              scale=scale, density=density)
+        return model.state_dict()
+
+    state = merge_task_vectors(base_model.state_dict(), load_model, len(models), method=method, scale=scale,
+                               density=density)
     out = prepare_output_dir(out_dir, "--out")
     base_model.load_state_dict(state)
     base_model.save_pretrained(out)
