@@ -76,7 +76,9 @@ class DataConfig:
 
     `tasks_dir`: folder(s) of YAML task files registered (on every rank) before the tasks are resolved.
     `held_out_clusters`: clusters never trained on (dropped from a mixture; an error if named in `tasks`).
-    `train_held_out`: tasks flagged `held_out` that may be trained on all the same (deliberately)."""
+    `train_held_out`: tasks flagged `held_out` that may be trained on all the same (deliberately).
+    `few_shot`: demonstrations in front of a share of the training inputs (`t2t_mtl.data.few_shot.FewShotMix`
+    keys; true = its defaults)."""
 
     mixture: Optional[str] = None
     tasks: Optional[Union[List[str], Dict[str, float]]] = None
@@ -93,6 +95,7 @@ class DataConfig:
     bucket_batches: int = 8
     pad_to_multiple_of: int = 8
     validation_examples: int = 64
+    few_shot: Optional[Union[bool, Dict[str, Any]]] = None
 
 
 @dataclass

@@ -187,3 +187,95 @@ def test_bad_shot_settings_are_refused_naming_the_option(tmp_path, t5_tokenizer_
                            (["--shots-split", "train"], "--shots-split names the split of k-shot demonstrations")):
         assert cli_main([*args, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+# ---- mixed zero-/few-shot training prompts (data.few_shot) ----------------------------------------------------
+
+def test_the_training_mix_settings_are_checked_by_key():
+    from t2t_mtl.data.few_shot import FewShotConfigError, FewShotMix
+
+    assert FewShotMix.from_config(None) is None and FewShotMix.from_config(False) is None
+    assert FewShotMix.from_config(True) == FewShotMix(0.5, 3) == FewShotMix.from_config({})
+    assert FewShotMix.from_config({"rate": 0}) is None  # nothing to mix
+    for section, message in (({"rate": 1.5}, r"data.few_shot.rate=1.5: must be a number in \[0, 1\]"),
+                             ({"max_shots": 0}, "data.few_shot.max_shots=0: must be an integer >= 1"),
+                             ({"max_shots": 2.5}, "data.few_shot.max_shots=2.5"),
+                             ({"shots": 2}, "unknown key data.few_shot.shots; did you mean 'max_shots'"),
+                             ("often", "data.few_shot must be a mapping")):
+        with pytest.raises(FewShotConfigError, match=message):
+            FewShotMix.from_config(section)
+
+
+def _mixable_task(tmp_path, rows=600) -> task_registry.Task:
+    path = tmp_path / "mix_train.jsonl"
+    path.write_text("".join(json.dumps({"text": f"review {i} was {'fun' if i % 2 else 'dull'}", "label": i % 2}) + "\n"
+                            for i in range(rows)))
+    templates = [task_registry.Template("ask", "Positive? {{ text }} ||| {{ answer_choices[label] }}",
+                                        answer_choices="no ||| yes"),
+                 task_registry.Template("label", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}")]
+    return task_registry.Task("mix_toy", task_registry.LocalFileSource({"train": str(path)}), templates,
+                              splits=("train",))
+
+
+def test_a_share_of_training_inputs_get_demonstrations_of_their_own_template(tmp_path, t5_tokenizer):
+    from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
+
+    rendered = _mixable_task(tmp_path).to_dataset("train")
+    mix = FewShotMix(rate=0.3, max_shots=3)
+
+    def mixed(seed, limit=512):
+        return add_demonstrations(rendered, mix, t5_tokenizer, limit, seed=seed, tokenizer_key="t5", task="mix_toy")
+
+    out = mixed(seed=5)
+    demonstration_of = {f"{r['inputs']}\n{r['targets']}": (i, r["template"]) for i, r in enumerate(rendered)}
+    shots = []
+    for index, (before, after) in enumerate(zip(rendered, out)):
+        assert after["targets"] == before["targets"] and after["template"] == before["template"]
+        *demos, query = after["inputs"].split("\n\n")
+        assert query == before["inputs"]
+        rows = [demonstration_of[d] for d in demos]  # every demonstration is a whole solved row ...
+        assert all(row != index and template == before["template"] for row, template in rows)  # ... of its template
+        assert len(set(rows)) == len(rows) <= 3
+        shots.append(len(demos))
+    n = len(shots)
+    few = [s for s in shots if s]
+    assert abs(len(few) / n - 0.3) < 4 * (0.3 * 0.7 / n) ** 0.5  # the rate, within 4 standard deviations
+    for k in (1, 2, 3):  # k uniform in 1..max_shots (everything fits at 512 tokens)
+        assert abs(few.count(k) - len(few) / 3) < 4 * (len(few) * 2 / 9) ** 0.5
+    assert mixed(seed=5)["inputs"] == out["inputs"] and mixed(seed=6)["inputs"] != out["inputs"]
+
+    tight = mixed(seed=5, limit=20)  # demonstrations that do not fit are dropped, the query is kept whole
+    for before, after, drawn in zip(rendered, tight, shots):
+        assert after["inputs"].endswith(before["inputs"])
+        if after["inputs"] != before["inputs"]:
+            assert len(t5_tokenizer(after["inputs"])["input_ids"]) <= 20
+        assert after["inputs"].count("\n\n") <= drawn
+
+
+def test_training_streams_carry_the_few_shot_prompts(tmp_path, monkeypatch):
+    from engine_helpers import tiny_config, train_tiny_tokenizer
+    from t2t_mtl.data.few_shot import FewShotMix
+    from t2t_mtl.engine import trainer as trainer_mod
+
+    tok = train_tiny_tokenizer(tmp_path / "tok")
+    built = {}
+    real = trainer_mod.build_task_streams
+
+    def recording(names, tokenizer, **kwargs):
+        built[kwargs["few_shot"]] = streams = real(names, tokenizer, **kwargs)
+        return streams
+
+    monkeypatch.setattr(trainer_mod, "build_task_streams", recording)
+    for index, few_shot in enumerate((None, {"rate": 1.0, "max_shots": 2})):
+        cfg = tiny_config(tmp_path / f"run{index}", tok, tmp_path / "cache", training={"steps": 2},
+                          data={"few_shot": few_shot, "max_input_length": 64})
+        assert trainer_mod.train(cfg, evaluate_held_in=False).step == 2
+    zero, mixed = built[None], built[FewShotMix(1.0, 2)]
+    for name in zero:  # every input got demonstrations where they fit: longer, never shorter
+        assert (mixed[name].input_lengths >= zero[name].input_lengths).all()
+        assert (mixed[name].input_lengths > zero[name].input_lengths).mean() > 0.5
+        assert (mixed[name].target_lengths == zero[name].target_lengths).all()
+    with pytest.raises(ValueError, match="unknown key data.few_shot.rat"):
+        trainer_mod.train(tiny_config(tmp_path / "bad", tok, tmp_path / "cache", data={"few_shot": {"rat": 1}}),
+                          evaluate_held_in=False)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

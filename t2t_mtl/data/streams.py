@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,10 +73,12 @@ def tokenize_task(
     max_examples: Optional[int] = None,
     seed: int = 0,
     tok_key: Optional[str] = None,
+    few_shot: Optional[FewShotMix] = None,
 ) -> TokenizedTask:
     """Render `task`'s split with its templates, tokenize it (EOS appended, truncation counted) and cache it.
 
     `tok_key` is `task_registry.tokenize.tokenizer_fingerprint(tokenizer)`, computed here when not given.
+    `few_shot` puts demonstrations in front of a share of the inputs (`t2t_mtl.data.few_shot`).
     """
     from task_registry.tokenize import count_truncated, tokenize_dataset, tokenized_fingerprint, tokenizer_fingerprint
 
@@ -83,6 +87,9 @@ def tokenize_task(
         raise DataPipelineError(f"task {task.name!r} has no {split!r} examples after rendering; check its data "
                                 f"source and templates (`t2t-mtl tasks preview {task.name} --split {split}`)")
     tok_key = tok_key or tokenizer_fingerprint(tokenizer)
+    if few_shot is not None:
+        rendered = add_demonstrations(rendered, few_shot, tokenizer, max_input_length, seed=seed,
+                                      tokenizer_key=tok_key, task=task.name)
     options: Dict[str, Any] = {"append_eos": True, "remove_columns": rendered.column_names}
     key = tokenized_fingerprint(rendered, tok_key, max_input_length, max_target_length, **options)[:16]
     tokenized = tokenize_dataset(rendered, tokenizer, max_input_length, max_target_length, tokenizer_key=tok_key,
@@ -109,6 +116,7 @@ def build_task_streams(
     templates: Optional[List[str]] = None,
     max_examples: Optional[int] = None,
     seed: int = 0,
+    few_shot: Optional[FewShotMix] = None,
 ) -> Dict[str, TokenizedTask]:
     """Tokenize every task of the mixture, one cache file per task (see `tokenize_task`)."""
     import task_registry
@@ -120,5 +128,5 @@ def build_task_streams(
         task = task_registry.get_task(name)
         out[name] = tokenize_task(task, tokenizer, split=split, max_input_length=max_input_length,
                                   max_target_length=max_target_length, cache_dir=cache_dir, templates=templates,
-                                  max_examples=max_examples, seed=seed, tok_key=tok_key)
+                                  max_examples=max_examples, seed=seed, tok_key=tok_key, few_shot=few_shot)
     return out

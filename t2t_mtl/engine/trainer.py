@@ -41,6 +41,7 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
+from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
@@ -270,6 +271,7 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     sizes = {name: max(world_size, 1000) for name in task_names}
     build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
     build_weighting(cfg.weighting, task_names, sizes)
+    FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     local = cfg.model.name_or_path is None or Path(cfg.model.name_or_path).is_dir()  # (a hub model: when built)
     if lora is not None and local:
@@ -510,7 +512,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     stream_kwargs = dict(split="train", max_input_length=cfg.data.max_input_length,
                          max_target_length=cfg.data.max_target_length, cache_dir=cache_dir,
-                         templates=cfg.data.templates, max_examples=cfg.data.max_examples_per_task, seed=t.seed)
+                         templates=cfg.data.templates, max_examples=cfg.data.max_examples_per_task, seed=t.seed,
+                         few_shot=FewShotMix.from_config(cfg.data.few_shot))
     if not env.is_main:
         barrier()  # rank 0 tokenizes and caches first; the others then read its cache files
     streams = build_task_streams(task_names, tokenizer, **stream_kwargs)

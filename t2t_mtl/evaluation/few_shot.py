@@ -11,11 +11,12 @@ input is never truncated away.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+from t2t_mtl.data.few_shot import demonstration_text, few_shot_prompt
 from t2t_mtl.evaluation.errors import EvaluationError
 
-DEMONSTRATION_SEPARATOR = "\n\n"
+__all__ = ["Demonstrations", "demonstration_split", "few_shot_prompt"]
 
 
 def demonstration_split(task: Any, eval_split: str, requested: Optional[str] = None) -> str:
@@ -50,7 +51,7 @@ class Demonstrations:
             try:
                 out = self.template.render(self.rows[index], task=self.task.name, row_index=index,
                                            rng=random.Random(f"{self.seed}:{index}"))
-                self._rendered[index] = None if out.skipped else f"{out.inputs}\n{out.targets}"
+                self._rendered[index] = None if out.skipped else demonstration_text(out.inputs, out.targets)
             except TemplateRenderError:
                 self._rendered[index] = None
         return self._rendered[index]
@@ -71,17 +72,3 @@ class Demonstrations:
             if text is not None:
                 out.append(text)
         return out
-
-
-def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
-                    wrap: Callable[[str], str] = lambda prompt: prompt) -> str:
-    """`wrap` of `demonstrations` and `query` joined by blank lines, dropping demonstrations from the front until
-    the tokenized result fits `max_input_length` (the wrapped query alone may still be longer: it is truncated as
-    usual). `wrap` adds what goes in front of the whole prompt, e.g. a TE⊕ENC task token."""
-    demos = list(demonstrations)
-    while demos:
-        prompt = wrap(DEMONSTRATION_SEPARATOR.join([*demos, query]))
-        if len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= max_input_length:
-            return prompt
-        demos.pop(0)
-    return wrap(query)

@@ -1,0 +1,152 @@
+"""Few-shot prompts: solved demonstrations in front of an input, for k-shot evaluation and mixed training.
+
+A demonstration is a rendered example written "input\\ntarget"; a prompt is the demonstrations and the query
+joined by blank lines (FLAN's exemplar format). `few_shot_prompt` drops demonstrations from the front until
+the tokenized prompt fits, so the query itself is never truncated away for them.
+
+`data.few_shot` mixes few-shot prompts into training, as the Flan Collection trains on zero-shot and few-shot
+templates together (Longpre et al. 2023): a `rate` share of each task's training examples gets k demonstrations
+(k uniform in [1, `max_shots`]): other rows of the same split rendered with the same template. Which rows get
+them, how many and which is drawn from `random.Random(f"{seed}:few-shot:{row}")`, so the training examples are
+a pure function of the rendered split and the settings (cached with the tokenized split; a resumed run reads
+the same examples). An example whose demonstrations cannot fit stays zero-shot (counted and logged).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+DEMONSTRATION_SEPARATOR = "\n\n"
+
+__all__ = ["DEMONSTRATION_SEPARATOR", "FewShotConfigError", "FewShotMix", "add_demonstrations",
+           "demonstration_text", "few_shot_prompt", "fit_demonstrations"]
+
+
+def demonstration_text(inputs: str, targets: str) -> str:
+    """One solved demonstration: the rendered input, a newline, the target."""
+    return f"{inputs}\n{targets}"
+
+
+def fit_demonstrations(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
+                       wrap: Callable[[str], str] = lambda prompt: prompt) -> List[str]:
+    """The last demonstrations that fit: the first ones are dropped until the tokenized `few_shot_prompt` fits
+    `max_input_length` (possibly none)."""
+    demos = list(demonstrations)
+    while demos:
+        prompt = wrap(DEMONSTRATION_SEPARATOR.join([*demos, query]))
+        if len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= max_input_length:
+            return demos
+        demos.pop(0)
+    return demos
+
+
+def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
+                    wrap: Callable[[str], str] = lambda prompt: prompt) -> str:
+    """`wrap` of `demonstrations` and `query` joined by blank lines, dropping demonstrations from the front until
+    the tokenized result fits `max_input_length` (the wrapped query alone may still be longer: it is truncated as
+    usual). `wrap` adds what goes in front of the whole prompt, e.g. a TE⊕ENC task token."""
+    return wrap(DEMONSTRATION_SEPARATOR.join([*fit_demonstrations(demonstrations, query, tokenizer,
+                                                                  max_input_length, wrap), query]))
+
+
+class FewShotConfigError(ValueError):
+    """A `data.few_shot` key or value is invalid."""
+
+
+@dataclass(frozen=True)
+class FewShotMix:
+    """The `data.few_shot` section: the share `rate` of training examples given demonstrations, and at most
+    `max_shots` demonstrations each."""
+
+    rate: float = 0.5
+    max_shots: int = 3
+
+    @classmethod
+    def from_config(cls, section: Any) -> Optional["FewShotMix"]:
+        """The validated section, or None when off (unset, false, or rate 0); true = the defaults. Errors name
+        the key."""
+        from t2t_mtl.config import unknown_key_message
+
+        if section is None or section is False:
+            return None
+        data = {} if section is True else section
+        if not isinstance(data, Mapping):
+            raise FewShotConfigError(f"data.few_shot must be a mapping such as {{rate: 0.5, max_shots: 3}} (or true "
+                                     f"for those defaults), not {section!r}")
+        unknown = unknown_key_message("data.few_shot", data, ["rate", "max_shots"])
+        if unknown:
+            raise FewShotConfigError(unknown)
+        mix = cls(**data)
+        if isinstance(mix.rate, bool) or not isinstance(mix.rate, (int, float)) or not 0 <= mix.rate <= 1:
+            raise FewShotConfigError(f"data.few_shot.rate={mix.rate!r}: must be a number in [0, 1] (the share of "
+                                     f"training examples given demonstrations)")
+        if isinstance(mix.max_shots, bool) or not isinstance(mix.max_shots, int) or mix.max_shots < 1:
+            raise FewShotConfigError(f"data.few_shot.max_shots={mix.max_shots!r}: must be an integer >= 1")
+        return mix if mix.rate > 0 else None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class _AddDemonstrations:
+    """The `Dataset.map` function of `add_demonstrations` (batched, with indices)."""
+
+    def __init__(self, inputs: List[str], targets: List[str], templates: List[str], mix: FewShotMix, seed: int,
+                 tokenizer: Any, max_input_length: int) -> None:
+        self.demonstrations = [demonstration_text(i, t) for i, t in zip(inputs, targets)]
+        self.rows_of: Dict[str, List[int]] = defaultdict(list)
+        for index, template in enumerate(templates):
+            self.rows_of[template].append(index)
+        self.mix, self.seed = mix, seed
+        self.tokenizer, self.max_input_length = tokenizer, max_input_length
+
+    def shots(self, index: int, template: str) -> Optional[List[str]]:
+        """The demonstrations drawn for row `index` (fewer than drawn when its template has fewer other rows);
+        None for a row left zero-shot."""
+        rng = random.Random(f"{self.seed}:few-shot:{index}")
+        if rng.random() >= self.mix.rate:
+            return None
+        k = rng.randint(1, self.mix.max_shots)
+        others = self.rows_of[template]
+        picked: List[int] = []
+        while len(picked) < min(k, len(others) - 1):  # distinct rows of the template, never the row itself
+            row = others[rng.randrange(len(others))]
+            if row != index and row not in picked:
+                picked.append(row)
+        return [self.demonstrations[row] for row in picked]
+
+    def __call__(self, batch: Mapping[str, list], indices: List[int]) -> Dict[str, list]:
+        inputs, shots = [], []
+        for query, template, index in zip(batch["inputs"], batch["template"], indices):
+            drawn = self.shots(index, template)
+            kept = fit_demonstrations(drawn, query, self.tokenizer, self.max_input_length) if drawn else []
+            inputs.append(DEMONSTRATION_SEPARATOR.join([*kept, query]))
+            shots.append(-1 if drawn is None else len(kept))
+        return {"inputs": inputs, "num_shots": shots}
+
+
+def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input_length: int, *, seed: int,
+                       tokenizer_key: str, task: str) -> Any:
+    """`rendered` (a map-style `Task.to_dataset` result) with demonstrations in front of a `mix.rate` share of
+    its inputs (see the module docstring); cached by datasets under a fingerprint of the input, the settings,
+    the tokenizer and the length limit. Logs how many examples got demonstrations."""
+    from datasets.fingerprint import Hasher
+
+    function = _AddDemonstrations(rendered["inputs"], rendered["targets"], rendered["template"], mix, seed,
+                                  tokenizer, max_input_length)
+    fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v1", mix.to_dict(), seed, tokenizer_key,
+                               max_input_length))
+    mixed = rendered.map(function, batched=True, with_indices=True, new_fingerprint=fingerprint,
+                         desc=f"few-shot {task}")
+    shots = mixed["num_shots"]
+    drawn = sum(s >= 0 for s in shots)
+    given = [s for s in shots if s > 0]
+    logger.info("task %s: %d of %d training examples few-shot (%.2f demonstrations on average); %d drawn left "
+                "zero-shot (no demonstration fits max_input_length=%d or the template has one row)", task, len(given),
+                len(shots), sum(given) / max(len(given), 1), drawn - len(given), max_input_length)
+    return mixed.remove_columns("num_shots")
