@@ -1,8 +1,10 @@
-"""`t2t-mtl mixture show NAME --sampler temperature --alpha 2 [--epochs E] [--plot rates.png] [--tasks-dir DIR]`.
+"""`t2t-mtl mixture show NAME --sampler temperature --alpha 2 [--epochs E] [--plot rates.png] [--tasks-dir DIR]`
+and `t2t-mtl mixture overlap NAME (--eval TASKS | --held-out) [--n 13]`.
 
-Prints every task's sampling probability (per epoch for schedules) next to the realised share of a
-number of seeded draws, and optionally plots them. NAME is a registered mixture, a task, or comma-separated
-task names (as `data.tasks` lists them; with `--tasks-dir`, YAML tasks too).
+`show` prints every task's sampling probability (per epoch for schedules) next to the realised share of a
+number of seeded draws, and optionally plots them. `overlap` checks evaluation tasks for rows whose text also
+occurs in the mixture's training rows (`task_registry.overlap`). NAME is a registered mixture, a task, or
+comma-separated task names (as `data.tasks` lists them; with `--tasks-dir`, YAML tasks too).
 """
 from __future__ import annotations
 
@@ -39,6 +41,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--plot", help="write a PNG plot of the rates here")
     show.set_defaults(func=show_mixture)
+    overlap = commands.add_parser("overlap", help="evaluation rows whose text also occurs in the mixture's training "
+                                                  "data (n-gram contamination check)")
+    overlap.add_argument("name", help="the training mixture: a registered mixture, a task, or comma-separated tasks")
+    which = overlap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--eval", dest="eval_tasks", help="comma-separated tasks to check")
+    which.add_argument("--held-out", action="store_true", help="every registered task flagged held_out")
+    overlap.add_argument("--n", type=int, default=13, help="words per n-gram (default 13, as GPT-3's study)")
+    overlap.add_argument("--min-words", type=int, default=8,
+                         help="a field shorter than n words counts whole when it has at least this many")
+    overlap.add_argument("--train-split", default="train", help="the training tasks' split")
+    overlap.add_argument("--eval-split", help="the evaluated split (default: validation, else test, else the last)")
+    overlap.add_argument("--max-rows", type=int, help="read at most this many rows per split")
+    overlap.add_argument("--json", help="also write the report as JSON here")
+    overlap.add_argument("--data-dir", help="local data folder (task_registry.set_data_dir)")
+    add_tasks_dir_option(overlap)
+    overlap.set_defaults(func=show_overlap)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
@@ -65,6 +83,53 @@ def show_mixture(args: argparse.Namespace) -> int:
     if args.plot:
         plot_rates(table, f"{args.name}: {config['strategy']}", args.plot)
         print(f"plot written to {args.plot}")
+    return 0
+
+
+def show_overlap(args: argparse.Namespace) -> int:
+    """Print, per evaluated task, the rows sharing an n-gram with the mixture's training rows
+    (`task_registry.overlap`)."""
+    import task_registry
+    from t2t_mtl.evaluation.runner import default_split
+    from task_registry.overlap import find_overlap
+
+    try:
+        if args.data_dir:
+            task_registry.set_data_dir(args.data_dir)
+        if args.json:
+            prepare_output_file(args.json, "--json")
+        for flag in ("n", "min_words", "max_rows"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+        task_registry.load_builtin_tasks()
+        register_tasks_dir(args.tasks_dir)
+        training = [task_registry.get_task(name) for name in shown_mixture(args.name).flatten()]
+        if args.held_out:
+            evaluated = [task_registry.get_task(name) for name in task_registry.list_tasks()
+                         if task_registry.get_task(name).held_out]
+        else:
+            evaluated = [task_registry.get_task(name.strip()) for name in args.eval_tasks.split(",") if name.strip()]
+        if not evaluated:
+            raise ValueError("no task to check: name them with --eval, or register tasks flagged held_out")
+        reports = find_overlap([(task, args.eval_split or default_split(task)) for task in evaluated], training,
+                               n=args.n, min_words=args.min_words, train_split=args.train_split,
+                               max_rows=args.max_rows)
+    except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"rows sharing a {args.n}-word sequence (normalised; whole fields of {args.min_words}+ words when shorter) "
+          f"with the {args.train_split} rows of {args.name!r}")
+    width = max(4, *(len(r.task) for r in reports))
+    print(f"{'task':<{width}}  {'split':<10}  {'rows':>7}  {'overlap':>7}  {'share':>6}  training tasks")
+    for r in reports:
+        tasks = ", ".join(f"{name} {count}" for name, count in sorted(r.training_tasks.items(), key=lambda kv: -kv[1]))
+        print(f"{r.task:<{width}}  {r.split:<10}  {r.rows:>7}  {r.overlapping:>7}  {100 * r.share:>5.1f}%  "
+              f"{tasks or '-'}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"mixture": args.name, "n": args.n, "min_words": args.min_words,
+                       "train_split": args.train_split,
+                       "tasks": [{**vars(r), "share": r.share} for r in reports]}, handle, indent=1)
     return 0
 
 

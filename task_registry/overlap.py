@@ -1,0 +1,115 @@
+"""Train/evaluation overlap (contamination): evaluation rows whose text also occurs in the training data.
+
+Rows are compared by word n-grams of each of their string fields (strings inside lists and mappings too), after
+normalisation: Unicode NFKC, lower case, every run of characters other than letters and digits a single space —
+the 13-gram test of GPT-3's contamination study (Brown et al. 2020). A field shorter than `n` words but of at
+least `min_words` is one gram of its own: it matches a training field with exactly the same words. An evaluation
+row overlaps a training task when any of its grams occurs in any of that task's training rows. Raw rows are
+compared (after the task's preprocessors), not rendered prompts, so template wording never matches by itself.
+Grams are kept as 64-bit BLAKE2 hashes (deterministic across runs; a false match needs a hash collision).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .task import Task
+
+__all__ = ["TaskOverlap", "find_overlap", "row_grams", "normalized_words"]
+
+_NOT_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def normalized_words(text: str) -> List[str]:
+    """The words of `text` after NFKC, lower-casing and turning non-alphanumeric runs into spaces."""
+    return _NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).split()
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _gram_hash(words: Sequence[str]) -> int:
+    return int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def row_grams(row: Mapping[str, Any], n: int = 13, min_words: int = 8) -> set:
+    """The hashed grams of a row: every n-gram of each string field, or the whole field when it has fewer than
+    n words and at least `min_words`."""
+    grams = set()
+    for text in _strings(dict(row)):
+        words = normalized_words(text)
+        if len(words) >= n:
+            grams.update(_gram_hash(words[i:i + n]) for i in range(len(words) - n + 1))
+        elif len(words) >= min_words:
+            grams.add(_gram_hash(words))
+    return grams
+
+
+@dataclass
+class TaskOverlap:
+    """How many rows of one evaluation task's split share a gram with the training data, and with which task.
+
+    `training_tasks`: {training task: overlapping rows}; `examples`: the first few overlapping row indices."""
+
+    task: str
+    split: str
+    rows: int
+    overlapping: int
+    training_tasks: Dict[str, int] = field(default_factory=dict)
+    examples: List[int] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        """Overlapping rows / rows (0 for an empty split)."""
+        return self.overlapping / self.rows if self.rows else 0.0
+
+
+def _training_index(task: Task, split: str, n: int, min_words: int, max_rows: Optional[int]) -> np.ndarray:
+    grams: set = set()
+    for row in task.load_rows(split, max_rows=max_rows):
+        grams |= row_grams(row, n, min_words)
+    return np.unique(np.fromiter(grams, dtype=np.int64, count=len(grams)))
+
+
+def _contains(index: np.ndarray, grams: np.ndarray) -> bool:
+    positions = np.searchsorted(index, grams)
+    inside = positions < len(index)
+    return bool((index[positions[inside]] == grams[inside]).any())
+
+
+def find_overlap(evaluated: Sequence[Tuple[Task, str]], training: Sequence[Task], *, n: int = 13,
+                 min_words: int = 8, train_split: str = "train", max_rows: Optional[int] = None,
+                 examples: int = 5) -> List[TaskOverlap]:
+    """For each (task, split) of `evaluated`, its rows that share a gram (`row_grams`) with the `train_split`
+    rows of any `training` task. `max_rows` limits the rows read per split; `examples` the row indices kept."""
+    if n < 1 or min_words < 1:
+        raise ValueError(f"n ({n}) and min_words ({min_words}) must be >= 1")
+    indexes = {task.name: _training_index(task, train_split, n, min_words, max_rows) for task in training}
+    out = []
+    for task, split in evaluated:
+        report = TaskOverlap(task.name, split, 0, 0)
+        for position, row in enumerate(task.load_rows(split, max_rows=max_rows)):
+            report.rows += 1
+            grams = np.fromiter(row_grams(row, n, min_words), dtype=np.int64)
+            hits = [name for name, index in indexes.items() if grams.size and _contains(index, grams)]
+            if hits:
+                report.overlapping += 1
+                for name in hits:
+                    report.training_tasks[name] = report.training_tasks.get(name, 0) + 1
+                if len(report.examples) < examples:
+                    report.examples.append(position)
+        out.append(report)
+    return out

@@ -1,0 +1,114 @@
+"""Train/evaluation overlap (`task_registry.overlap`, `t2t-mtl mixture overlap`): against a brute-force search
+for shared word windows over word tuples (no hashing), on planted overlaps and on the shared GLUE data."""
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+import task_registry
+from t2t_mtl.cli import main as cli_main
+from task_registry.overlap import find_overlap, normalized_words
+
+
+def _brute_force_overlaps(eval_rows, train_rows, n=13, min_words=8):
+    """Indices of eval rows sharing an n-word window (or, for short fields, the whole field) with a train row."""
+    def fields(row):
+        out = []
+        for value in row.values():
+            values = value if isinstance(value, list) else [value]
+            out += [re.sub(r"[^0-9a-z]+", " ", v.lower()).split() for v in values if isinstance(v, str)]
+        return out
+
+    def windows(words):
+        if len(words) >= n:
+            return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+        return {tuple(words)} if len(words) >= min_words else set()
+
+    seen = set()
+    for row in train_rows:
+        for words in fields(row):
+            seen |= windows(words)
+    return [i for i, row in enumerate(eval_rows) if any(windows(words) & seen for words in fields(row))]
+
+
+def _local_task(tmp_path, name, splits):
+    files = {}
+    for split, rows in splits.items():
+        path = tmp_path / f"{name}_{split}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files[split] = str(path)
+    return task_registry.Task(name, task_registry.LocalFileSource(files),
+                              [task_registry.Template("t", "{{ text }} ||| {{ label }}")], splits=tuple(files))
+
+
+def test_words_are_compared_after_unicode_case_and_punctuation_normalisation():
+    assert normalized_words("Hello,  WORLD! It’s ﬁne—really") == ["hello", "world", "it", "s", "fine", "really"]
+
+
+def test_planted_overlaps_are_found_exactly_as_a_brute_force_search_finds_them(tmp_path):
+    rng = random.Random(0)
+    vocabulary = [f"w{i}" for i in range(40)]
+
+    def text(length):
+        return " ".join(rng.choice(vocabulary) for _ in range(length))
+
+    train_a = [{"text": text(rng.randint(5, 40)), "label": "x", "extra": [text(9)]} for _ in range(60)]
+    train_b = [{"text": text(rng.randint(5, 40)), "label": "y"} for _ in range(60)]
+    evaluation = []
+    for i in range(80):
+        row = {"text": text(rng.randint(5, 40)), "label": "z"}
+        if i % 4 == 0:  # a 13-word window of a training row, in other case and punctuation
+            words = rng.choice(train_a + train_b)["text"].split()
+            if len(words) >= 13:
+                start = rng.randrange(len(words) - 12)
+                row["text"] += " ... " + ", ".join(words[start:start + 13]).upper() + "!"
+        if i % 7 == 0:  # a short training field, whole
+            row["note"] = rng.choice(train_a)["extra"][0]
+        if i % 9 == 0:  # 12 words of a window: not enough
+            row["text"] = " ".join(rng.choice(train_b)["text"].split()[:12])
+        evaluation.append(row)
+    tasks = [_local_task(tmp_path, "a", {"train": train_a}), _local_task(tmp_path, "b", {"train": train_b})]
+    evaluated = _local_task(tmp_path, "e", {"validation": evaluation})
+    report, = find_overlap([(evaluated, "validation")], tasks)
+    expected = _brute_force_overlaps(evaluation, train_a + train_b)
+    assert report.rows == 80 and report.overlapping == len(expected) > 20
+    assert report.examples == expected[:5]
+    for name, rows in (("a", train_a), ("b", train_b)):
+        assert report.training_tasks.get(name, 0) == len(_brute_force_overlaps(evaluation, rows))
+    assert find_overlap([(evaluated, "validation")], tasks, n=30)[0].overlapping < report.overlapping
+
+
+def test_wnli_and_rte_validation_rows_reuse_training_sentences(shared_data_dir):
+    task_registry.set_data_dir(shared_data_dir)
+    try:
+        task_registry.load_builtin_tasks()
+        for name in ("glue_wnli", "glue_rte"):
+            task = task_registry.get_task(name)
+            report, = find_overlap([(task, "validation")], [task])
+            rows = list(task.load_rows("validation"))
+            expected = _brute_force_overlaps(rows, list(task.load_rows("train")))
+            assert (report.rows, report.overlapping) == (len(rows), len(expected))
+        # WNLI's validation pairs are built from its training sentences (94%, by the search above)
+        assert report.overlapping > 0 and find_overlap([(task_registry.get_task("glue_wnli"), "validation")],
+                                                       [task_registry.get_task("glue_wnli")])[0].share > 0.9
+    finally:
+        task_registry.set_data_dir(None)
+
+
+def test_the_overlap_command_prints_and_writes_the_report(tmp_path, shared_data_dir, capsys):
+    out = tmp_path / "overlap.json"
+    assert cli_main(["mixture", "overlap", "glue_wnli", "--eval", "glue_wnli,glue_cola", "--data-dir",
+                     str(shared_data_dir), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"glue_wnli\s+validation\s+71\s+67\s+94.4%\s+glue_wnli 67", printed)
+    assert re.search(r"glue_cola\s+validation\s+1043\s+0\s+0.0%\s+-", printed)
+    report = json.loads(out.read_text())
+    assert [t["overlapping"] for t in report["tasks"]] == [67, 0] and report["n"] == 13
+    assert cli_main(["mixture", "overlap", "glue_wnli", "--eval", "glue_wnlii", "--data-dir",
+                     str(shared_data_dir)]) == 2
+    assert "glue_wnli" in capsys.readouterr().err  # the close match
+    assert cli_main(["mixture", "overlap", "glue_wnli", "--held-out", "--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
