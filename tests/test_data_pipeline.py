@@ -106,6 +106,27 @@ def test_state_dict_continues_identically(streams, mode):
     assert [b.next_chunk() for _ in range(20)] == expected
 
 
+
+@pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
+def test_a_resume_with_a_smaller_micro_batch_cuts_the_saved_micro_batches(streams, mode):
+    a = make_builder(streams, mode=mode, bucket=4, mb=8)
+    served = [pair for _ in range(5) for pair in a.next_chunk()]
+    assert any(a.pending.values())  # bucketed micro-batches of 8 wait in the state
+    b = make_builder(streams, mode=mode, bucket=4, mb=2)
+    b.load_state_dict(a.state_dict())
+    b.sampler.load_state_dict(a.sampler.state_dict())
+    b.task_streams.load_state_dict(a.task_streams.state_dict())
+    for _ in range(60):
+        chunk = b.next_chunk()
+        assert len(chunk) <= 2
+        served += chunk
+    waiting = [pair for queue in b.pending.values() for chunk in queue for pair in chunk]
+    reference = TaskStreams({k: len(v) for k, v in streams.items()}, seed=3)
+    for task in streams:  # nothing lost or repeated across the change
+        rows = [i for t, i in served + waiting if t == task]
+        assert sorted(rows) == sorted(reference.next_indices(task, len(rows)))
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from t2t_mtl.tokenizer import load_tokenizer

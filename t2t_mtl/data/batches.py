@@ -8,7 +8,8 @@ similar lengths. With a `PackedCollator` (`batching: pack`) the drawn rows are s
 cut into packed micro-batches (`t2t_mtl.data.packing.pack_chunks`, first-fit decreasing); the last rows,
 which would leave a micro-batch half empty, wait in `leftover` and go first into the next draw's. The pending
 micro-batches, the leftover rows and the shuffling RNG are part of `state_dict()`, so a resumed run continues
-with exactly the batches the interrupted one would have produced.
+with exactly the batches the interrupted one would have produced (a resume with a smaller `micro_batch_size` cuts
+the saved micro-batches to it; packed ones that no longer fit are packed again).
 """
 from __future__ import annotations
 
@@ -179,6 +180,15 @@ class BatchBuilder:
         self.rng.bit_generator.state = state["rng"]
         if self.packed:
             self._repack_changed_chunks()
+        else:
+            self._cut_oversized_chunks()
+
+    def _cut_oversized_chunks(self) -> None:
+        """Pending micro-batches larger than `micro_batch_size` (a resume with a smaller one) are cut to it, so
+        no micro-batch exceeds the configured size; every saved row is still served."""
+        b = self.micro_batch_size
+        self.pending = {key: [chunk[k:k + b] for chunk in queue for k in range(0, len(chunk), b)]
+                        for key, queue in self.pending.items()}
 
     def _repack_changed_chunks(self) -> None:
         """Pending packed micro-batches that no longer fit the rows (a resume with another micro_batch_size or
