@@ -132,6 +132,11 @@ def test_nested_mixture_rates_via_explicit_strategy():
     ({"strategy": "bandit_softmax", "tau": "abc"}, SamplingError, ["'tau' must be a number", "'abc'"]),
     ({"strategy": "annealed", "epochs": 2.5}, SamplingError, ["'epochs' must be an integer"]),
     ({"strategy": "temperature", "alpha": True}, SamplingError, ["'alpha' must be a number"]),
+    ({"strategy": "temperature", "alpha": 0.01}, InvalidRateError, ["'big'", "overflows", "alpha 0.01"]),
+    ({"strategy": "temperature", "alpha": 1e-320}, InvalidRateError, ["'big'", "overflows", "larger alpha"]),
+    ({"strategy": "uncertainty_ema", "alpha": 0.01}, InvalidRateError, ["'big'", "overflows"]),
+    ({"strategy": "explicit", "rates": {"big": 1e308, "mid": 1e308, "small": 0, "tiny": 0}}, InvalidRateError,
+     ["largest float"]),
 ])
 def test_bad_config_errors(config, error, words):
     with pytest.raises(error) as info:

@@ -56,6 +56,9 @@ def check_rates(rates: Mapping[str, float]) -> dict[str, float]:
         raise InvalidRateError(
             f"every rate is zero ({', '.join(checked)}): at least one task needs a positive rate"
         )
+    if math.isinf(sum(checked.values())):
+        raise InvalidRateError(f"the rates of {', '.join(checked)} add up to more than the largest float: "
+                               f"scale them down (only their ratios matter)")
     return checked
 
 
@@ -112,16 +115,21 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
         raise InvalidRateError(f"template counts given for tasks not in the mixture: {', '.join(unknown)}")
     rates = {}
     for task, n in sizes.items():
-        k = templates.get(task)
-        if k is None:
-            rates[task] = seqio_rate(n, maximum=maximum, scale=scale, temperature=temperature)
-            continue
-        if int(k) != k or k < 1:
-            raise InvalidRateError(f"task {task!r} has {k!r} templates: the count must be an integer >= 1")
-        cap = template_cap_for(int(k), template_cap=template_cap, dataset_cap=dataset_cap)
-        if cap is None:
-            cap = maximum
-        rates[task] = int(k) * seqio_rate(n, maximum=cap, scale=scale, temperature=temperature)
+        k, cap = templates.get(task), maximum
+        if k is not None:
+            if int(k) != k or k < 1:
+                raise InvalidRateError(f"task {task!r} has {k!r} templates: the count must be an integer >= 1")
+            cap = template_cap_for(int(k), template_cap=template_cap, dataset_cap=dataset_cap)
+            if cap is None:
+                cap = maximum
+        try:
+            rate = (1 if k is None else int(k)) * seqio_rate(n, maximum=cap, scale=scale, temperature=temperature)
+        except OverflowError:
+            rate = math.inf
+        if math.isinf(rate):
+            raise InvalidRateError(f"task {task!r} ({n} examples): its rate overflows a float at scale {scale:g}, "
+                                   f"temperature/alpha {temperature:g}: use a larger alpha (or a smaller scale)")
+        rates[task] = rate
     return check_rates(rates)
 
 
