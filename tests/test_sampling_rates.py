@@ -137,6 +137,13 @@ def test_nested_mixture_rates_via_explicit_strategy():
     ({"strategy": "uncertainty_ema", "alpha": 0.01}, InvalidRateError, ["'big'", "overflows"]),
     ({"strategy": "explicit", "rates": {"big": 1e308, "mid": 1e308, "small": 0, "tiny": 0}}, InvalidRateError,
      ["largest float"]),
+    ({"strategy": "bandit_softmax", "tau": float("nan")}, SamplingError, ["tau must be > 0"]),
+    ({"strategy": "bandit_softmax", "initial_q": float("inf")}, SamplingError, ["initial_q", "finite"]),
+    ({"strategy": "bandit_thompson", "prior_alpha": float("nan")}, SamplingError, ["prior_alpha"]),
+    ({"strategy": "bandit_thompson", "prior_beta": float("inf")}, SamplingError, ["prior_beta"]),
+    ({"strategy": "bandit_thompson", "estimate_samples": 0}, SamplingError, ["estimate_samples must be >= 1"]),
+    ({"strategy": "worst_task", "tau": float("nan")}, SamplingError, ["tau must be >= 0"]),
+    ({"strategy": "dynamic_temperature", "warmup_epochs": float("nan")}, SamplingError, ["warmup_epochs > 0"]),
 ])
 def test_bad_config_errors(config, error, words):
     with pytest.raises(error) as info:

@@ -112,6 +112,11 @@ def test_curriculum_sigmoid():
     ({"method": "curriculum", "start_epochs": {"zz": 1}}, WeightingError, ["zz"]),
     ({"method": "dtp", "gamma": "abc"}, WeightingError, ["'gamma' must be a number", "'abc'"]),
     ({"method": "uncertainty", "init": [0.0]}, WeightingError, ["'init' must be a number"]),
+    ({"method": "uncertainty", "init": float("inf")}, WeightingError, ["init", "finite"]),
+    ({"method": "dtp", "gamma": float("nan")}, WeightingError, ["gamma", "nan"]),
+    ({"method": "dtp", "eps": 0}, WeightingError, ["eps", "(0, 0.5)"]),
+    ({"method": "curriculum", "alpha": float("nan")}, WeightingError, ["alpha must be > 0"]),
+    ({"method": "curriculum", "start_epochs": {"b": "soon"}}, WeightingError, ["start_epochs['b']", "'soon'"]),
 ])
 def test_bad_config(config, error, words):
     with pytest.raises(error) as info:
@@ -123,6 +128,7 @@ def test_bad_config(config, error, words):
 def test_numeric_strings_are_numbers():
     # PyYAML reads `1e-1` (no dot) as a string; the config passes it through as one
     assert build_weighting({"method": "dtp", "gamma": "1e-1"}, TASKS, SIZES).gamma == pytest.approx(0.1)
+    assert build_weighting({"method": "curriculum", "start_epochs": {"b": "2e0"}}, TASKS, SIZES).start_epochs["b"] == 2
 
 
 def test_bad_inputs_name_the_task():

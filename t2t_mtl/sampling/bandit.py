@@ -5,6 +5,7 @@ Feed validation results as ``update({"val_score": {task: score}})`` (higher is b
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -50,10 +51,12 @@ class SoftmaxBanditSampler(_FeedbackSampler):
     def __init__(self, task_sizes: Mapping[str, int], *, tau: float = 0.1, step: float = 0.3,
                  initial_q: float = 0.0, **kwargs) -> None:
         super().__init__(task_sizes, **kwargs)
-        if tau <= 0:
+        if not tau > 0:
             raise SamplingError(f"tau must be > 0, got {tau}")
         if not 0 < step <= 1:
             raise SamplingError(f"step (alpha) must be in (0, 1], got {step}")
+        if not math.isfinite(initial_q):
+            raise SamplingError(f"initial_q must be a finite number, got {initial_q}")
         self.tau, self.step = float(tau), float(step)
         self.q = np.full(len(self.tasks), float(initial_q))
 
@@ -96,10 +99,13 @@ class ThompsonBanditSampler(_FeedbackSampler):
                  decay: float = 1.0, target: Optional[str] = None, estimate_samples: int = 4000,
                  **kwargs) -> None:
         super().__init__(task_sizes, **kwargs)
-        if prior_alpha <= 0 or prior_beta <= 0:
-            raise SamplingError(f"Beta prior needs prior_alpha, prior_beta > 0, got {prior_alpha}, {prior_beta}")
+        if not (0 < prior_alpha < math.inf and 0 < prior_beta < math.inf):
+            raise SamplingError(f"Beta prior needs finite prior_alpha, prior_beta > 0, got {prior_alpha}, "
+                                f"{prior_beta}")
         if not 0 < decay <= 1:
             raise SamplingError(f"decay must be in (0, 1], got {decay}")
+        if int(estimate_samples) < 1:
+            raise SamplingError(f"estimate_samples must be >= 1, got {estimate_samples}")
         if target is not None and target not in self.task_sizes:
             raise SamplingError(f"target task {target!r} is not in the mixture ({', '.join(self.tasks)})")
         self.prior = np.array([prior_alpha, prior_beta], dtype=np.float64)

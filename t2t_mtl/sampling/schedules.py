@@ -19,9 +19,9 @@ def annealed_alpha(epoch: float, total_epochs: int) -> float:
 
 def dynamic_alpha(epoch: float, alpha_0: float, alpha_max: float, warmup_epochs: float) -> float:
     """Wang et al. (2020): alpha(e) = min(alpha_max, (e-1)(alpha_max - alpha_0)/M + alpha_0), e >= 1."""
-    if warmup_epochs <= 0:
+    if not warmup_epochs > 0:
         raise SamplingError(f"dynamic temperature needs warmup_epochs > 0, got {warmup_epochs}")
-    if alpha_0 <= 0 or alpha_max <= 0:
+    if not (alpha_0 > 0 and alpha_max > 0):
         raise SamplingError(f"dynamic temperature needs alpha_0, alpha_max > 0, got {alpha_0}, {alpha_max}")
     e = max(epoch, 1.0)
     return min(alpha_max, (e - 1.0) * (alpha_max - alpha_0) / warmup_epochs + alpha_0)

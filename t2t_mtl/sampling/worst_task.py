@@ -30,7 +30,7 @@ class WorstTaskSampler(MixtureSampler):
         if metric not in ("val_loss", "loss"):
             raise SamplingError(f"worst_task metric must be 'val_loss' or 'loss', got {metric!r}")
         self.metric = metric
-        if tau < 0:
+        if not tau >= 0:
             raise SamplingError(f"tau must be >= 0, got {tau}")
         if not 0.0 <= floor * len(self.tasks) < 1.0:
             raise SamplingError(f"floor {floor} times {len(self.tasks)} tasks must be in [0, 1)")

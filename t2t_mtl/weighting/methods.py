@@ -70,6 +70,8 @@ class UncertaintyWeighting(LossWeighting):
 
     def __init__(self, task_names, task_sizes=None, *, init: float = 0.0) -> None:
         super().__init__(task_names, task_sizes)
+        if not math.isfinite(init):
+            raise WeightingError(f"uncertainty init (log σ²) must be a finite number, got {init}")
         self.log_variance = nn.Parameter(torch.full((len(self.task_names),), float(init)))
 
     def combine(self, losses, *, epoch, stats):
@@ -94,12 +96,14 @@ class DynamicTaskPrioritization(LossWeighting):
     def __init__(self, task_names, task_sizes=None, *, gamma: float = 2.0, momentum: float = 0.0,
                  initial_kpi: float = 0.5, eps: float = 1e-6) -> None:
         super().__init__(task_names, task_sizes)
-        if gamma < 0:
-            raise WeightingError(f"dtp gamma must be >= 0, got {gamma}")
+        if not 0 <= gamma < math.inf:
+            raise WeightingError(f"dtp gamma must be a finite number >= 0, got {gamma}")
         if not 0 <= momentum < 1:
             raise WeightingError(f"dtp momentum must be in [0, 1), got {momentum}")
         if not 0 < initial_kpi < 1:
             raise WeightingError(f"dtp initial_kpi must be in (0, 1), got {initial_kpi}")
+        if not 0 < eps < 0.5:
+            raise WeightingError(f"dtp eps (the KPI clamp, keeping log k finite) must be in (0, 0.5), got {eps}")
         self.gamma, self.momentum, self.eps = float(gamma), float(momentum), float(eps)
         self.register_buffer("kpi", torch.full((len(self.task_names),), float(initial_kpi), dtype=torch.float64))
 
@@ -157,6 +161,17 @@ class TchebycheffWeighting(LossWeighting):
         return weighted.max()
 
 
+def _start_epoch(task: str, value) -> float:
+    """A curriculum start epoch e'_t as a finite float (YAML may give a number as a string)."""
+    try:
+        epoch = float(value)
+    except (TypeError, ValueError):
+        epoch = math.nan
+    if not math.isfinite(epoch):
+        raise WeightingError(f"curriculum start_epochs[{task!r}] must be a finite number (an epoch), got {value!r}")
+    return epoch
+
+
 class CurriculumWeighting(LossWeighting):
     """λ_t(e) = λ_t^const / (1 + exp((e'_t - e)/α)): task t fades in around epoch e'_t.
 
@@ -169,12 +184,12 @@ class CurriculumWeighting(LossWeighting):
     def __init__(self, task_names, task_sizes=None, *, start_epochs: Optional[Mapping[str, float]] = None,
                  alpha: float = 1.0, base: str = "equal") -> None:
         super().__init__(task_names, task_sizes)
-        if alpha <= 0:
+        if not alpha > 0:
             raise WeightingError(f"curriculum alpha must be > 0, got {alpha}")
         unknown = [t for t in (start_epochs or {}) if t not in self._index]
         if unknown:
             raise WeightingError(f"start_epochs names unknown tasks: {', '.join(unknown)}")
-        self.start_epochs = {t: float((start_epochs or {}).get(t, 0.0)) for t in self.task_names}
+        self.start_epochs = {t: _start_epoch(t, (start_epochs or {}).get(t, 0.0)) for t in self.task_names}
         self.alpha = float(alpha)
         self.base = base_weights(base, self.task_names, task_sizes)
 
