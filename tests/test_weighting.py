@@ -94,6 +94,18 @@ def test_tchebycheff():
     assert value(total) == pytest.approx(max(inv[0] / sum(inv), inv[1] / sum(inv)))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0])
+def test_tchebycheff_takes_no_unusable_first_loss_as_reference(bad):
+    # the engine skips a step whose loss is non-finite or zero; such a first loss must not abort the run or
+    # become l_t (inf: the task's weight would be 0 from then on)
+    w = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    assert math.isnan(value(w(losses(a=bad, b=4.0))))
+    assert torch.isnan(w.ref_loss).all()
+    w(losses(a=2.0))  # the next losses become the references: l_a = 2, then l_b = 4
+    assert value(w(losses(a=1.0, b=4.0))) == pytest.approx(max(2 / 3 * 1.0, 1 / 3 * 4.0))
+    assert w.ref_loss.tolist()[:2] == [2.0, 4.0]
+
+
 def test_curriculum_sigmoid():
     w = build_weighting({"method": "curriculum", "start_epochs": {"b": 2.0, "c": 5.0}, "alpha": 0.5,
                          "base": "size"}, TASKS, SIZES)

@@ -132,7 +132,9 @@ class TchebycheffWeighting(LossWeighting):
     """max_t λ_t L_t with λ_t = 1/(l_t Σ_i 1/l_i), l_t a reference loss per task.
 
     l_t is ``stats["ref_loss"][t]`` when given, else the task's first observed loss; Σ_i runs over the
-    tasks whose l is known. The maximum is over the tasks present in the step.
+    tasks whose l is known. The maximum is over the tasks present in the step. A first loss that is not
+    finite and > 0 cannot be a reference: the call returns NaN (the engine skips such a step, as it skips
+    any non-finite loss) and the task's next loss is tried.
     """
 
     method = "tchebycheff"
@@ -146,13 +148,12 @@ class TchebycheffWeighting(LossWeighting):
             if task not in self._index or not float(value) > 0:
                 raise WeightingError(f"ref_loss for task {task!r} must be > 0 and the task known, got {value}")
             self.ref_loss[self.index(task)] = float(value)
-        for task, loss in losses.items():
-            i = self.index(task)
-            if torch.isnan(self.ref_loss[i]):
-                value = float(loss.detach())
-                if not value > 0:
-                    raise WeightingError(f"task {task!r}'s first loss is {value}: Tchebycheff needs l_t > 0")
-                self.ref_loss[i] = value
+        first = {t: float(loss.detach()) for t, loss in losses.items() if torch.isnan(self.ref_loss[self.index(t)])}
+        if not all(0 < v < math.inf for v in first.values()):
+            self.last_weights = {t: math.nan for t in losses}
+            return torch.stack([loss.reshape(()) for loss in losses.values()]).sum() * math.nan
+        for task, value in first.items():
+            self.ref_loss[self.index(task)] = value
         known = ~torch.isnan(self.ref_loss)
         norm = float((1.0 / self.ref_loss[known]).sum())
         weights = {t: 1.0 / (float(self.ref_loss[self.index(t)]) * norm) for t in losses}
