@@ -63,6 +63,8 @@ def test_schedule_errors():
         build_sampler({"strategy": "annealed"}, SIZES, seed=0)
     with pytest.raises(SamplingError, match="warmup_epochs"):
         build_sampler({"strategy": "dynamic_temperature", "warmup_epochs": 0}, SIZES, seed=0)
+    with pytest.raises(SamplingError, match="alpha_0 5.0 > alpha_max 1.0"):
+        build_sampler({"strategy": "dynamic_temperature", "alpha_0": 5, "alpha_max": 1}, SIZES, seed=0)
     sampler = build_sampler({"strategy": "annealed", "epochs": 3}, SIZES, seed=0)
     with pytest.raises(SamplingError, match="epoch"):
         sampler.set_epoch(-1)

@@ -23,5 +23,8 @@ def dynamic_alpha(epoch: float, alpha_0: float, alpha_max: float, warmup_epochs:
         raise SamplingError(f"dynamic temperature needs warmup_epochs > 0, got {warmup_epochs}")
     if not (alpha_0 > 0 and alpha_max > 0):
         raise SamplingError(f"dynamic temperature needs alpha_0, alpha_max > 0, got {alpha_0}, {alpha_max}")
+    if alpha_0 > alpha_max:
+        raise SamplingError(f"dynamic temperature rises from alpha_0 to alpha_max, but alpha_0 {alpha_0} > alpha_max "
+                            f"{alpha_max} (alpha would be alpha_max from the first epoch): swap them")
     e = max(epoch, 1.0)
     return min(alpha_max, (e - 1.0) * (alpha_max - alpha_0) / warmup_epochs + alpha_0)
