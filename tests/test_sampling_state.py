@@ -133,3 +133,11 @@ def test_streams_errors():
         TaskStreams({"x": 3}, seed=0).next_indices("nope", 1)
     with pytest.raises(SamplingError, match="seed"):
         TaskStreams({"x": 3}, seed=1).load_state_dict(TaskStreams({"x": 3}, seed=0).state_dict())
+
+
+def test_a_negative_seed_is_refused_by_name():
+    # numpy's generators refuse negative seeds with a bare "expected non-negative integer"
+    with pytest.raises(SamplingError, match=r"training.seed\) must be an integer >= 0, got -1"):
+        build_sampler({"strategy": "uniform"}, SIZES, seed=-1)
+    with pytest.raises(SamplingError, match=r"training.seed\) must be an integer >= 0, got -1"):
+        TaskStreams({"x": 3}, seed=-1)

@@ -24,6 +24,12 @@ logger = logging.getLogger("t2t_mtl.sampling")
 MODES = ("homogeneous", "mixed")
 
 
+def check_seed(seed: int) -> None:
+    """numpy's generators take only seeds >= 0: refuse others by name (not numpy's bare 'non-negative integer')."""
+    if int(seed) < 0:
+        raise SamplingError(f"the sampling seed (training.seed) must be an integer >= 0, got {seed}")
+
+
 class MixtureSampler:
     """Chooses the task of the next micro-batch (`next_task`) or of each example (`sample_tasks`)."""
 
@@ -42,6 +48,7 @@ class MixtureSampler:
             raise SamplingError(f"rank {rank} is not in [0, world_size={world_size})")
         if int(block_size) < 1:
             raise SamplingError(f"block_size must be >= 1, got {block_size}")
+        check_seed(seed)
         self.task_sizes = check_task_sizes(task_sizes)
         self.tasks: list[str] = list(self.task_sizes)
         self.seed, self.rank, self.world_size, self.mode = int(seed), rank, world_size, mode

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from t2t_mtl.sampling.base import check_seed
 from t2t_mtl.sampling.errors import EmptyTaskError, SamplingError
 from t2t_mtl.sampling.rates import check_task_sizes
 
@@ -22,6 +23,7 @@ class TaskStreams:
     def __init__(self, task_sizes: Mapping[str, int], seed: int, rank: int = 0, world_size: int = 1) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise SamplingError(f"rank {rank} is not in [0, world_size={world_size})")
+        check_seed(seed)
         self.task_sizes = check_task_sizes(task_sizes)
         for task, size in self.task_sizes.items():
             if size < world_size:
