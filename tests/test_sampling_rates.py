@@ -157,6 +157,13 @@ def test_numeric_strings_are_numbers():
     sampler = build_sampler({"strategy": "bandit_softmax", "tau": "1e-1", "step": "0.5"}, SIZES, seed=0)
     assert (sampler.tau, sampler.step) == (0.1, 0.5)
     assert build_sampler({"strategy": "annealed", "epochs": "3"}, SIZES, seed=0).total_epochs == 3
+    templates = {t: 2 for t in SIZES}
+    for strategy in ("temperature", "uncertainty_ema"):  # every size-based strategy, T0's caps included
+        quoted = build_sampler({"strategy": strategy, "templates": templates, "dataset_cap": "5e4"}, SIZES, seed=0)
+        number = build_sampler({"strategy": strategy, "templates": templates, "dataset_cap": 5e4}, SIZES, seed=0)
+        assert quoted.probabilities() == number.probabilities()
+    with pytest.raises(SamplingError, match="'template_cap' must be a number"):
+        build_sampler({"strategy": "uncertainty_ema", "templates": templates, "template_cap": "abc"}, SIZES, seed=0)
 
 
 def test_bad_task_sizes_name_the_task():

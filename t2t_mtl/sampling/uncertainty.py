@@ -128,7 +128,8 @@ class UncertaintyEMASampler(MixtureSampler):
 
     def __init__(self, task_sizes: Mapping[str, int], *, alpha: float = 1.0, lam: float = 0.5,
                  floor: float = 0.01, momentum: float = 0.9, cap: Optional[float] = None, scale: float = 1.0,
-                 templates=None, template_cap=None, dataset_cap=None, **common) -> None:
+                 templates: Optional[Mapping[str, int]] = None, template_cap: Optional[float] = None,
+                 dataset_cap: Optional[float] = None, **common) -> None:
         super().__init__(task_sizes, **common)
         if not 0.0 <= lam <= 1.0:
             raise SamplingError(f"lam must be in [0, 1], got {lam}")
