@@ -300,6 +300,33 @@ def test_a_short_example_among_equal_ones_is_served_every_epoch():
     assert _served_and_waiting(builder, "t").count(39) <= 1
 
 
+@pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
+def test_a_packed_run_resumed_with_bucketing_serves_the_waiting_rows(mode):
+    from t2t_mtl.data import BatchBuilder, Seq2SeqCollator
+    from t2t_mtl.sampling import TaskStreams, build_sampler
+
+    streams = _streams()
+    a = _packed_builder(streams, mode=mode)
+    served = [pair for _ in range(7) for pair in a.next_chunk()]
+    assert a.leftover
+    sizes = {k: len(v) for k, v in streams.items()}
+    b = BatchBuilder(streams, build_sampler({"strategy": "uniform", "mode": mode}, sizes, seed=3),
+                     TaskStreams(sizes, seed=3), Seq2SeqCollator(0, max_input_length=32, max_target_length=12),
+                     micro_batch_size=4, mode=mode, bucket_batches=2, seed=5)
+    b.load_state_dict(a.state_dict())
+    b.sampler.load_state_dict(a.sampler.state_dict())
+    b.task_streams.load_state_dict(a.task_streams.state_dict())
+    for _ in range(80):
+        chunk = b.next_chunk()
+        assert len(chunk) <= 4
+        served += chunk
+    assert not b.leftover
+    reference = TaskStreams(sizes, seed=3)
+    for task in streams:  # the rows the packed run left waiting are served too
+        rows = [i for t, i in served if t == task] + _served_and_waiting(b, task)
+        assert sorted(rows) == sorted(reference.next_indices(task, len(rows)))
+
+
 @pytest.mark.parametrize("rows,max_input_length", [(1, 32), (2, 24)])
 def test_a_resume_with_smaller_rows_packs_the_saved_micro_batches_again(rows, max_input_length):
     from t2t_mtl.sampling import TaskStreams

@@ -184,11 +184,16 @@ class BatchBuilder:
             self._cut_oversized_chunks()
 
     def _cut_oversized_chunks(self) -> None:
-        """Pending micro-batches larger than `micro_batch_size` (a resume with a smaller one) are cut to it, so
-        no micro-batch exceeds the configured size; every saved row is still served."""
+        """Pending micro-batches larger than `micro_batch_size` (a resume with a smaller one, or of a packed run)
+        are cut to it, so no micro-batch exceeds the configured size; rows a packed run left waiting become
+        micro-batches too. Every saved row is still served."""
         b = self.micro_batch_size
+        queues = {key: list(queue) for key, queue in self.pending.items()}
+        for key, rows in self.leftover.items():
+            queues.setdefault(key, []).append(rows)
         self.pending = {key: [chunk[k:k + b] for chunk in queue for k in range(0, len(chunk), b)]
-                        for key, queue in self.pending.items()}
+                        for key, queue in queues.items()}
+        self.leftover = {}
 
     def _repack_changed_chunks(self) -> None:
         """Pending packed micro-batches that no longer fit the rows (a resume with another micro_batch_size or
