@@ -109,6 +109,26 @@ def test_task_routed_moe_takes_each_inputs_task(moe_dir, capsys, tmp_path):
     assert "computes per task" in capsys.readouterr().err
 
 
+def test_task_embeddings_model_gets_each_inputs_task_token(tmp_path, t5_tokenizer_dir, capsys):
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    TaskTokens(tokenizer, ["alpha", "beta"])  # a TE⊕ENC model: trained and evaluated with its task token in front
+    _dense(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tokenizer, _ = load_checkpoint(tmp_path)
+    text = INPUTS[0]
+    expected = {task: [_log_likelihood(model, tokenizer, prefix, c) for c in CHOICES]
+                for task, prefix in (("alpha", f"<task:alpha> {text}"), ("unseen", text))}
+    for task, scores in expected.items():  # a task without a token (not trained on) gets none, as in evaluation
+        row = {"inputs": text, "answer_choices": CHOICES, "task": task}
+        (out,) = predict(model, tokenizer, read_requests([json.dumps(row)], jsonl=True, source="x"))
+        assert out.scores == pytest.approx(scores, abs=1e-4) and out.to_dict()["inputs"] == text
+    assert main(["predict", "--checkpoint", str(tmp_path), "--task", "alpha", "--jsonl", "--choices",
+                 " ||| ".join(CHOICES), text]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"] == pytest.approx(expected["alpha"], abs=1e-4)
+
+
 def test_tasks_preview_jsonl_feeds_predict(dense_dir, capsys, monkeypatch):
     assert main(["tasks", "preview", "parity", "-n", "4", "--jsonl"]) == 0
     preview = capsys.readouterr().out

@@ -31,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--choices", default=None, metavar="'A ||| B'",
                         help="answer choices for every input, separated by '|||' (rank classification)")
     parser.add_argument("--task", default=None,
-                        help="task of inputs that name none: picks the experts of a task-routed MoE model and "
-                             "the adapters of per-task LoRA (a name the model was not trained on: the unseen route)")
+                        help="task of inputs that name none: picks the experts of a task-routed MoE model, "
+                             "the adapters of per-task LoRA and the task token of task embeddings (a name the model "
+                             "was not trained on: the unseen route, no task token)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
                         help="auto (default): rank where an input has choices, else generate")
     parser.add_argument("--length-norm", action="store_true",

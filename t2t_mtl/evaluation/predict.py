@@ -1,16 +1,18 @@
 """Predictions for free-form instructed inputs: generation, or rank classification over given answer choices.
 
 A request is an input text with, optionally, its answer choices and the task it belongs to (the task picks
-the experts of a task-routed MoE model). `read_requests` parses plain lines (one input each) or JSON lines
-in the rendered-dataset schema (`inputs`, optional `answer_choices`, optional `task`, other keys kept), which
-is what `t2t-mtl tasks preview --jsonl` prints.
+the experts of a task-routed MoE model and the adapters of per-task LoRA; a model with task embeddings
+(TE⊕ENC) gets that task's token in front of the input, as in training and evaluation). `read_requests` parses
+plain lines (one input each) or JSON lines in the rendered-dataset schema (`inputs`, optional
+`answer_choices`, optional `task`, other keys kept), which is what `t2t-mtl tasks preview --jsonl` prints.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
@@ -84,13 +86,15 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
     return requests
 
 
-def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str]) -> Optional[list[int]]:
-    """Each request's routing task id (None when the model takes no task ids)."""
+def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
+              task_tokens: bool = False) -> Optional[list[int]]:
+    """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
+    task embeddings (TE⊕ENC), so a task is used even when no layer routes by it."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
-        if default_task is not None:  # (a JSON line's "task" is only echoed: `tasks preview --jsonl` writes one)
-            raise EvaluationError(f"--task {default_task} selects the experts of a task-routed MoE model or the "
-                                  f"adapters of per-task LoRA; this model takes no task (plain T5, token routing, "
-                                  f"shared LoRA): drop --task")
+        if default_task is not None and not task_tokens:  # (a JSON line's "task" is only echoed then)
+            raise EvaluationError(f"--task {default_task} selects the experts of a task-routed MoE model, the "
+                                  f"adapters of per-task LoRA or the task token of task embeddings; this model "
+                                  f"takes no task (plain T5, token routing, shared LoRA): drop --task")
         return None
     ids = []
     for index, request in enumerate(requests):
@@ -104,6 +108,12 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
     return ids
 
 
+def _with_task_token(text: str, task: Optional[str], tokens: Mapping[str, int]) -> str:
+    """`text` with the task's TE⊕ENC token in front when the tokenizer has one for `task` (as evaluation does; a
+    task the model was not trained on gets none)."""
+    return prefix_task_token(text, task) if task is not None and task in tokens else text
+
+
 def _subset(task_ids: Optional[list[int]], rows: Sequence[int]) -> Optional[list[int]]:
     return None if task_ids is None else [task_ids[i] for i in rows]
 
@@ -115,7 +125,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
 
     scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
     every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
-    that name none.
+    that name none. A model with task embeddings (TE⊕ENC) gets each input's task token in front of it.
     """
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
@@ -124,17 +134,19 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
         raise NoAnswerChoicesError(f"input {missing + 1} has no answer choices: rank scoring needs them "
                                    f"(--choices, or \"answer_choices\" in a JSON line), or use generation")
-    task_ids = _task_ids(model, requests, default_task)
+    tokens = find_task_tokens(tokenizer)
+    task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens))
+    inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     generated = sorted(set(range(len(requests))) - set(ranked))
     results: list[Optional[Prediction]] = [None] * len(requests)
     if generated:
-        texts = generate_texts(model, tokenizer, [requests[i].inputs for i in generated], num_beams=num_beams,
+        texts = generate_texts(model, tokenizer, [inputs[i] for i in generated], num_beams=num_beams,
                                max_new_tokens=max_new_tokens, batch_size=batch_size,
                                max_input_length=max_input_length, task_ids=_subset(task_ids, generated))
         for i, text in zip(generated, texts):
             results[i] = Prediction(requests[i], text)
     if ranked:
-        scores = score_choices(model, tokenizer, [requests[i].inputs for i in ranked],
+        scores = score_choices(model, tokenizer, [inputs[i] for i in ranked],
                                [requests[i].answer_choices for i in ranked], length_normalize=length_normalize,
                                batch_size=batch_size, max_input_length=max_input_length, task_ids=_subset(task_ids, ranked))
         for i, row in zip(ranked, scores):
