@@ -155,11 +155,16 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         read_requests(['{"inputs": "a", "answer_choices": "yes"}'], jsonl=True, source="x")
     with pytest.raises(PredictInputError, match="no input"):
         read_requests(["", "  "], jsonl=False, source="empty.txt")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(PredictInputError, match=r"latin\.txt: not UTF-8 text .*save it as UTF-8"):
+        read_requests(open(latin, encoding="utf-8"), jsonl=False, source=str(latin))
     # a blank text line is an input too, so the k-th answer stays the k-th line's; JSON lines skip blanks
     assert [r.inputs for r in read_requests(["a\n", "\n", "b\n"], jsonl=False, source="x")] == ["a", "", "b"]
     assert [r.inputs for r in read_requests(['{"inputs": "a"}\n', "\n"], jsonl=True, source="x")] == ["a"]
     cases = {
         ("--input", str(bad)): "bad.jsonl:2",
+        ("--input", str(latin)): "latin.txt: not UTF-8 text",
         ("--choices", "yes", "a text"): "at least two non-empty choices",
         ("--input", str(tmp_path / "missing.txt")): "no such file",
         ("--input", str(bad), "a text"): "one of the two",

@@ -74,13 +74,17 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
 
 def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[PredictRequest]:
     """Requests from `lines`: each a JSON object when `jsonl` (blank lines skipped: objects carry their own
-    keys), else the input text — every line, a blank one included, so the k-th output answers the k-th line."""
+    keys), else the input text — every line, a blank one included, so the k-th output answers the k-th line.
+    A file that is not UTF-8 text is a `PredictInputError` naming `source`."""
     requests = []
-    for number, line in enumerate(lines, start=1):
-        text = line.rstrip("\n")
-        if jsonl and not text.strip():
-            continue
-        requests.append(_parse_json_line(text, f"{source}:{number}") if jsonl else PredictRequest(text))
+    try:
+        for number, line in enumerate(lines, start=1):
+            text = line.rstrip("\n")
+            if jsonl and not text.strip():
+                continue
+            requests.append(_parse_json_line(text, f"{source}:{number}") if jsonl else PredictRequest(text))
+    except UnicodeDecodeError as error:  # raised while reading the lines of a file opened as UTF-8
+        raise PredictInputError(f"{source}: not UTF-8 text ({error}); save it as UTF-8") from None
     if not any(r.inputs.strip() for r in requests):
         raise PredictInputError(f"{source}: no input (give input texts, or lines in the file)")
     return requests
