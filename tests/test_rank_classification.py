@@ -62,6 +62,14 @@ def test_scores_equal_one_forward_per_choice(model, tokenizer, length_normalize)
     assert chosen == [max(range(len(row)), key=row.__getitem__) for row in reference]
 
 
+def test_long_choices_are_scored_in_full(model, tokenizer):
+    stem = " ".join(f"w{i}" for i in range(100))  # ~300 tokens: choices that differ only at their end
+    choices = [[stem + " so the answer is yes", stem + " so the answer is no", "short"]]
+    scores = score_choices(model, tokenizer, INPUTS[:1], choices)
+    assert scores[0] == pytest.approx(brute_force_scores(model, tokenizer, INPUTS[:1], choices)[0], rel=1e-5)
+    assert scores[0][0] != scores[0][1]
+
+
 def test_encoder_runs_once_per_batch_of_examples(model, tokenizer):
     calls = []
     handle = model.get_encoder().register_forward_hook(lambda module, args, output: calls.append(1))

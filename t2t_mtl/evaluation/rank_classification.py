@@ -122,12 +122,14 @@ def encode_examples(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
                   length_normalize: bool = False, batch_size: int = 16, max_choice_rows: int = 64,
-                  max_input_length: int = 512, max_target_length: int = 128,
+                  max_input_length: int = 512,
                   task_ids: Optional[Sequence[int]] = None) -> list[list[float]]:
     """Score every answer choice of every example; returns one list of scores per example.
 
-    `answer_choices[i]` are example i's choices (at least one). Examples are batched `batch_size` at a
-    time through the encoder; their choices run through the decoder `max_choice_rows` rows at a time.
+    `answer_choices[i]` are example i's choices (at least one), each scored in full (never truncated: choices
+    that differ only late must not tie). Examples are batched `batch_size` at a time through the encoder,
+    inputs truncated to `max_input_length` tokens; their choices run through the decoder `max_choice_rows`
+    rows at a time.
     `task_ids[i]` (None: none passed, for models that take no task ids) is example i's task id.
     """
     if len(inputs) != len(answer_choices):
@@ -151,8 +153,8 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
             texts = [choice for i in batch for choice in answer_choices[i]]
             flat: list[float] = []
             for rows in _batches(len(texts), max_choice_rows):
-                labels = tokenizer(text_target=[texts[r] for r in rows], padding=True, truncation=True,
-                                   max_length=max_target_length, return_tensors="pt").input_ids.to(device)
+                labels = tokenizer(text_target=[texts[r] for r in rows], padding=True,
+                                   return_tensors="pt").input_ids.to(device)
                 labels = labels.masked_fill(labels.eq(tokenizer.pad_token_id), -100)
                 owner = torch.tensor([owners[r] for r in rows], device=device)
                 flat.extend(shared_encoder_log_likelihoods(
