@@ -253,7 +253,7 @@ def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp
         assert "task directory" in capsys.readouterr().err
 
 
-def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path):
+def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path, capsys):
     task_registry.load_builtin_tasks()
     clusters = {task_registry.get_task(n).cluster for n in task_registry.get_mixture("procedural_held_out").flatten()}
     code = cli_main(["eval", "--checkpoint", checkpoint, "--held-out", "--held-out-clusters", ",".join(clusters),
@@ -266,6 +266,11 @@ def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path):
     assert len(report.results) == expected_templates
     assert all(r.score is not None and r.num_examples == 6 for r in report.results)
     assert summarize(report)["num_tasks"] == len(expected)
+    # a misspelt cluster is refused, not silently left out of the report
+    code = cli_main(["eval", "--checkpoint", checkpoint, "--held-out", "--held-out-clusters",
+                     ",".join([*clusters, "comparsion"]), "--max-examples", "1", "--no-progress"])
+    assert code == 1
+    assert "no registered task is in cluster(s) ['comparsion']; did you mean 'comparison'?" in capsys.readouterr().err
 
 
 def _task_moe(model, task_names):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
@@ -92,9 +93,16 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
     clusters = ([c.strip() for c in args.held_out_clusters.split(",") if c.strip()] if args.held_out_clusters
                 else _find_key(meta, "held_out_clusters"))
     tasks = [task_registry.get_task(n) for n in task_registry.list_tasks()]
+    known = sorted({t.cluster for t in tasks})
+    unknown = [c for c in clusters or () if c not in known]
+    if unknown:  # a typo would silently leave its tasks out of the report and its aggregates
+        source = "--held-out-clusters" if args.held_out_clusters else "the checkpoint's data.held_out_clusters"
+        close = [m for c in unknown for m in difflib.get_close_matches(c, known, n=1)]
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ValueError(f"{source}: no registered task is in cluster(s) {unknown}; {hint}registered clusters: "
+                         f"{', '.join(known)} (a YAML task's cluster needs its --tasks-dir)")
     chosen = [t.name for t in tasks if t.cluster in clusters] if clusters else [t.name for t in tasks if t.held_out]
     if not chosen:
-        known = sorted({t.cluster for t in tasks})
         raise ValueError(f"no registered task is held out (clusters {clusters or 'from held_out flags'}); "
                          f"pass --held-out-clusters (registered clusters: {', '.join(known)}) or --tasks")
     return chosen
