@@ -127,6 +127,9 @@ def _run_transfer(args: argparse.Namespace) -> int:
 def _run_gradients(args: argparse.Namespace) -> int:
     from t2t_mtl.analysis.gradient_affinity import read_cosine_log, write_gradient_affinity
 
+    if args.clusters is not None and args.clusters < 1:  # scipy would silently cut 0 into one cluster
+        print(f"error: --clusters must be at least 1, got {args.clusters}", file=sys.stderr)
+        return 2
     try:
         series = read_cosine_log(args.run_dir)
         out = Path(args.out) if args.out else Path(args.run_dir) / "affinity"
