@@ -454,6 +454,27 @@ def test_transfer_cli_rejects_unknown_tasks_before_training(tmp_path, capsys):
     assert "parity_typo" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
+def test_shards_started_together_share_one_study_tokenizer(tmp_path, monkeypatch):
+    """Another shard moves its tokenizer into place while this one trains: this one keeps that tokenizer."""
+    import shutil
+
+    import t2t_mtl.tokenizer
+    from t2t_mtl.analysis.engine_run import base_config_dict, study_tokenizer
+
+    task_registry.load_builtin_tasks()
+    cfg = base_config_dict(None, ["tokenizer.train.max_examples_per_task=20", "tokenizer.train.vocab_size=100"])
+    real = t2t_mtl.tokenizer.train_tokenizer
+
+    def train_while_another_shard_finishes(texts, out_dir, **kwargs):
+        tokenizer = real(texts, out_dir, **kwargs)
+        shutil.copytree(out_dir, tmp_path / "tokenizer")  # the other shard's (identical) tokenizer, first in place
+        return tokenizer
+
+    monkeypatch.setattr(t2t_mtl.tokenizer, "train_tokenizer", train_while_another_shard_finishes)
+    assert study_tokenizer(cfg, ["parity", "count_word"], tmp_path) == str((tmp_path / "tokenizer").resolve())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]  # no staging folder left behind
+
+
 @pytest.mark.slow
 def test_transfer_study_end_to_end_on_procedural_tasks(tmp_path):
     """`t2t-mtl affinity transfer` trains every setting with the engine, scores it, and writes all outputs."""

@@ -73,7 +73,10 @@ def _single_process_env() -> None:
 
 def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str], study_dir: Path) -> Optional[str]:
     """Path of the tokenizer shared by every run: the base config's, or one trained once on all `tasks`
-    (cached in `<study>/tokenizer`). Returns None only when the base config names a tokenizer."""
+    (cached in `<study>/tokenizer`). Returns None only when the base config names a tokenizer.
+
+    Shards started together may each train it: each trains in a folder of its own and moves it into place,
+    and one that finds the tokenizer already there keeps that one (the training is deterministic)."""
     if base_cfg and (base_cfg.get("tokenizer") or {}).get("path"):
         return None
     out = Path(study_dir).resolve() / TOKENIZER_DIR
@@ -86,7 +89,16 @@ def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str],
 
     cfg = _run_config(base_cfg, tasks, 0, 1, Path(study_dir), None)
     main_process = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none")
-    prepare_tokenizer(cfg, out.parent, list(training_rates(cfg)), main_process)
+    staging = out.parent / f".{TOKENIZER_DIR}-{socket.gethostname()}-{os.getpid()}"
+    try:
+        prepare_tokenizer(cfg, staging, list(training_rates(cfg)), main_process)
+        try:
+            os.replace(staging / TOKENIZER_DIR, out)
+        except OSError:  # another shard moved its (identical) tokenizer in first
+            if not (out / "tokenizer_config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return str(out)
 
 
