@@ -2,6 +2,7 @@
 config generation."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -87,6 +88,32 @@ def test_deepspeed_config_generated_and_passed_whole(tmp_path):
         build_deepspeed_config(cfg, world_size=2)
     with pytest.raises(PrecisionError, match="fp16 is not supported on CPU"):
         check_precision("fp16", on_gpu=False)
+
+
+def test_the_engine_steps_with_torchs_fused_adamw_as_plain_adamw_would():
+    from t2t_mtl.engine.distributed import init_distributed
+
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "training": {"micro_batch_size": 4, "lr": 0.05, "weight_decay": 0.1, "clip": 0.0,
+                                         "precision": "fp32", "schedule": "constant"}})
+    ds = build_deepspeed_config(cfg, world_size=1)
+    assert ds["optimizer"]["params"]["fused"] is True  # one fused kernel per step, not a few ops per tensor
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    reference = copy.deepcopy(model)
+    plain = torch.optim.AdamW(reference.parameters(), lr=0.05, weight_decay=0.1, eps=1e-8, foreach=False)
+    init_distributed()  # (the process group stays for the other in-process runs, as train() leaves it)
+    engine = trainer_mod.initialize_deepspeed(model, ds, cfg)
+    assert engine.optimizer.defaults["fused"] is True
+    for step in range(3):
+        x = torch.randn(4, 6)
+        engine.backward(engine(x).pow(2).mean())
+        engine.step()
+        reference(x).pow(2).mean().backward()
+        plain.step()
+        plain.zero_grad()
+    for ours, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, "fp32"), (True, False, "bf16"),

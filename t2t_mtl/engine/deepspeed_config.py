@@ -91,6 +91,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     optimizer_params: Dict[str, Any] = {"lr": t.lr, "betas": list(t.betas), "eps": 1e-8, "weight_decay": t.weight_decay}
     if not cfg.deepspeed.offload_optimizer:
         optimizer_params["torch_adam"] = True  # no JIT build of FusedAdam/CPUAdam needed
+        optimizer_params["fused"] = True  # torch's fused AdamW kernel (CPU and GPU): one kernel, not one per tensor
     ds = {
         **batch,
         "gradient_clipping": t.clip,
