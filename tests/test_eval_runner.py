@@ -226,6 +226,8 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
             assert message in capsys.readouterr().err
         assert cli_main([*args, "--tasks", " , "]) == 1  # e.g. an empty shell variable: not every held-out task
         assert "--tasks ' , ' names no task" in capsys.readouterr().err
+        assert cli_main([*args, "--tasks", "toy_sentiment,toy_sentiment"]) == 1  # was: every template twice
+        assert "--tasks names toy_sentiment more than once" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", "toy_sentiment", "--compare", str(tmp_path / "notes.json")]) == 1
         assert f"{str(tmp_path / 'notes.json')!r} is not an evaluation report.json" in capsys.readouterr().err
 

@@ -85,6 +85,9 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         if not names:
             raise ValueError(f"--tasks {args.tasks!r} names no task; give comma-separated task names")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"--tasks names {', '.join(repeated)} more than once; each task is evaluated once")
         for name in names:
             task_registry.get_task(name)
         return names
