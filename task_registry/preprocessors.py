@@ -87,6 +87,11 @@ class Rename(Preprocessor):
     def __init__(self, mapping: Mapping[str, str]):
         if not isinstance(mapping, Mapping) or not mapping:
             raise TaskDefinitionError(f"rename needs a non-empty mapping old → new, got {mapping!r}")
+        bad = [f"{old!r}: {new!r}" for old, new in mapping.items()
+               if not (isinstance(old, str) and old and isinstance(new, str) and new)]
+        if bad:
+            raise TaskDefinitionError(f"rename maps column names to column names (non-empty strings), got "
+                                      f"{', '.join(bad)}")
         self.mapping = dict(mapping)
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
@@ -138,6 +143,9 @@ class Map(Preprocessor):
         if isinstance(fn, Mapping):
             if not fn:
                 raise TaskDefinitionError("map needs at least one field: expression pair")
+            bad = [field for field in fn if not isinstance(field, str) or not field]
+            if bad:
+                raise TaskDefinitionError(f"map: field names must be non-empty strings, got {bad}")
             compiled = {field: (compile_expression(expr, f"map field {field!r}"), expr) for field, expr in fn.items()}
             self._apply = lambda row, index: {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
                                               for field, (c, expr) in compiled.items()}

@@ -82,6 +82,12 @@ class SpanCorruption(Preprocessor):
                  max_words: Optional[int] = None, inputs_field: str = "corrupted", targets_field: str = "spans"):
         if not isinstance(field, str) or not field:
             raise TaskDefinitionError(f"span_corruption needs the name of a text field, got {field!r}")
+        for key, value in (("inputs_field", inputs_field), ("targets_field", targets_field)):
+            if not isinstance(value, str) or not value:
+                raise TaskDefinitionError(f"span_corruption {key} must be the name of a new field, got {value!r}")
+        if inputs_field == targets_field:
+            raise TaskDefinitionError(f"span_corruption inputs_field and targets_field must differ, both are "
+                                      f"{inputs_field!r}")
         if isinstance(noise_density, bool) or not isinstance(noise_density, (int, float)) \
                 or not 0 < noise_density < 1:
             raise TaskDefinitionError(f"span_corruption noise_density must be in (0, 1), got {noise_density!r}")

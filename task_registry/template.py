@@ -78,6 +78,12 @@ class TemplateMetadata:
             raise TaskDefinitionError(
                 f"template {template!r}: unknown metadata key(s) {unknown}; allowed: {sorted(known)}"
             )
+        for key, item in value.items():
+            flag = key in ("original_task", "choices_in_prompt")
+            if item is not None and not (isinstance(item, bool) if flag else
+                                         isinstance(item, (list, tuple)) and all(isinstance(v, str) for v in item)):
+                raise TaskDefinitionError(f"template {template!r}: metadata `{key}` must be "
+                                          f"{'true or false' if flag else 'a list of strings'}, got {item!r}")
         return cls(**dict(value))
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +160,12 @@ class Template:
                 f"template {name!r}: `answer_choices` must be a `|||`-separated Jinja string, "
                 f"got {type(answer_choices).__name__}"
             )
+        for key, value in (("instruction", instruction), ("context", context), ("id", id)):
+            if value is not None and not isinstance(value, str):
+                raise TaskDefinitionError(f"template {name!r}: `{key}` must be a string, got {value!r}")
+        if not isinstance(reference, str):
+            raise TaskDefinitionError(f"template {name!r}: `reference` (a free-text note on the prompt's source) "
+                                      f"must be a string, got {reference!r}")
         if references is not None and (not isinstance(references, str) or not references.strip()):
             raise TaskDefinitionError(
                 f"template {name!r}: `references` must be a non-empty `|||`-separated Jinja string listing the "

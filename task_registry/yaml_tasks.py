@@ -262,6 +262,18 @@ class _FileParser:
     def promptsource_templates(self, entry: dict) -> list[Template]:
         for problem in _unknown_keys(entry, PROMPTSOURCE_KEYS):
             self.error(self.line_of(entry), problem)
+        names = entry.get("names")
+        if isinstance(names, str):  # one template name, not its letters
+            names = [names]
+        wrong = [f"promptsource: `{key}` must be a string, got {entry.get(key)!r}" for key in PROMPTSOURCE_KEYS
+                 if key != "names" and (key == "promptsource" or entry.get(key) is not None)
+                 and not isinstance(entry.get(key), str)]
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            wrong.append(f"promptsource: `names` must be a template name or a list of them, got {entry['names']!r}")
+        for problem in wrong:
+            self.error(self.line_of(entry), problem)
+        if wrong:
+            return []
         location = Path(os.path.expandvars(str(entry["promptsource"])))
         location = location if location.is_absolute() else self.path.parent / location
         try:
@@ -269,11 +281,8 @@ class _FileParser:
         except TaskRegistryError as error:
             self.error(self.line_of(entry, "promptsource"), str(error))
             return []
-        names = entry.get("names")
         if names is None:
             return imported
-        if isinstance(names, str):  # one template name, not its letters
-            names = [names]
         by_name = {t.name: t for t in imported}
         unknown = [n for n in names if n not in by_name]
         if unknown:

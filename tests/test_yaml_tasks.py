@@ -213,3 +213,41 @@ def test_a_yaml_task_declares_the_groups_that_group_metrics_score(tmp_path, caps
     with pytest.raises(task_registry.TemplateRenderError, match="task 'yaml_mrc': group_by, row 0: expression "
                                                                 "'idx.paragraph' uses a missing field"):
         parse_task_file(path).group_key(rows_loaded[0], 0)
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("{name: t, jinja: 'x ||| y', instruction: 5}", "template 't': `instruction` must be a string, got 5"),
+    ("{name: t, jinja: 'x ||| y', context: [a]}", "template 't': `context` must be a string, got ['a']"),
+    ("{name: t, jinja: 'x ||| y', id: 5}", "template 't': `id` must be a string, got 5"),
+    ("{name: t, jinja: 'x ||| y', metadata: {metrics: Accuracy}}",
+     "template 't': metadata `metrics` must be a list of strings, got 'Accuracy'"),
+    ("{name: t, jinja: 'x ||| y', metadata: {original_task: 'yes'}}",
+     "template 't': metadata `original_task` must be true or false, got 'yes'"),
+    ("{promptsource: PS, dataset: super_glue, subset: rte, names: 5}",
+     "promptsource: `names` must be a template name or a list of them, got 5"),
+    ("{promptsource: PS, dataset: 5}", "promptsource: `dataset` must be a string, got 5"),
+    ("{promptsource: null}", "promptsource: `promptsource` must be a string, got None"),
+])
+def test_a_template_entry_of_the_wrong_type_is_a_problem_with_its_line(tmp_path, promptsource_dir, entry, problem):
+    # each raised a raw TypeError (or was kept, e.g. metrics: "Accuracy" read as the metrics 'A', 'c', ...)
+    path = tmp_path / "typed.yaml"
+    path.write_text("name: typed\nsource: {hf: glue, name: rte}\ntemplates:\n  - "
+                    + entry.replace("PS", str(promptsource_dir)) + "\n")
+    assert validate_task_file(path) == [f"{path}:4: {problem}"]
+
+
+@pytest.mark.parametrize("preprocessor, problem", [
+    ("rename: {q: 5}", "rename maps column names to column names (non-empty strings), got 'q': 5"),
+    ("map: {5: q}", "map: field names must be non-empty strings, got [5]"),
+    ("span_corruption: {field: q, inputs_field: 5}", "span_corruption inputs_field must be the name of a new field, "
+                                                     "got 5"),
+    ("span_corruption: {field: q, targets_field: corrupted}", "span_corruption inputs_field and targets_field must "
+                                                              "differ, both are 'corrupted'"),
+])
+def test_a_preprocessor_of_the_wrong_type_is_a_problem_with_its_line(tmp_path, preprocessor, problem):
+    # each parsed and then failed with a raw TypeError (or a datasets error) once the rows were loaded
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a b c", "a": "x"}) + "\n")
+    path = tmp_path / "typed.yaml"
+    path.write_text("name: typed\nsplits: [train]\nsource: {files: rows.jsonl}\npreprocessors:\n  - "
+                    + preprocessor + "\ntemplates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert validate_task_file(path) == [f"{path}:5: {problem}"]
