@@ -20,6 +20,9 @@ Member = Union[str, Task, "Mixture"]
 def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0) -> Callable[[Task], float]:
     """Examples-proportional rate: `scale · min(num_rows(split), maximum)`."""
     def rate(task: Task) -> float:
+        if not isinstance(task, Task):
+            raise TaskDefinitionError(f"{rate.__qualname__} rates tasks by their size, not the mixture {task.name!r}; "
+                                      f"give the mixture a number as its rate")
         n = task.num_rows(split)
         return scale * float(min(n, maximum) if maximum is not None else n)
     rate.__qualname__ = f"rate_num_examples(maximum={maximum}, split={split!r}, scale={scale})"

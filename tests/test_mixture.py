@@ -117,3 +117,17 @@ def test_builtin_tasks_load_idempotently():
     assert first and task_registry.load_builtin_tasks() == first
     procedural = task_registry.get_mixture("procedural").flatten()
     assert len(procedural) >= 10
+
+
+def test_a_rate_function_on_a_nested_mixture_is_a_clear_error(registry):
+    # was a raw AttributeError ('Mixture' object has no attribute 'num_rows') from inside rate_num_examples
+    task_registry.register_task(_task("mx_fa"))
+    task_registry.register_task(_task("mx_fb"))
+    task_registry.register_mixture(Mixture("mx_inner", ["mx_fa"]))
+    outer = Mixture("mx_outer", ["mx_inner", "mx_fb"], default_rate=rate_num_examples(5))
+    with pytest.raises(TaskDefinitionError, match=r"rate_num_examples\(maximum=5, split='train', scale=1.0\) rates "
+                                                  r"tasks by their size, not the mixture 'mx_inner'; give the mixture "
+                                                  r"a number"):
+        outer.flatten()
+    assert Mixture("mx_outer", [("mx_inner", 5.0), ("mx_fb", rate_num_examples(5))]).flatten() == {
+        "mx_fa": 5.0, "mx_fb": 5.0}
