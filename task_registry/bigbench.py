@@ -20,7 +20,8 @@ choice as `target`. Tasks are `eval_only=True` (the registry refuses them in any
 
 The prefixes become literal template text, never substituted values, so promptsource-style truncation
 of substituted values (2048 characters) cannot cut them; the input is substituted in 2000-character
-parts for the same reason.
+parts for the same reason. A `|||` in the input or a prefix is kept as text: like the pipe protection of
+row values, it is written as promptsource's protector token and restored after the split into input and target.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from .errors import DataSourceError, TaskDefinitionError
 from .registry import get_task, register_task
 from .sources import Source
 from .task import Task
-from .template import SEPARATOR, Template
+from .template import PIPE_PROTECTOR, SEPARATOR, Template
 
 CLUSTER = "bigbench"
 SPLIT = "test"
@@ -100,6 +101,9 @@ def _split_text(text: str) -> list[str]:
 def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per example: input, input_parts, choices, target_scores (aligned with choices), target.
 
+    `input_parts` are the input's 2000-character parts with `|||` written as the pipe protector (a row's list
+    items are not protected by the template, only its strings).
+
     `choices` are the sorted answer choices in a shuffle seeded by the task name and example index; the
     prompt lists them in this order too (when the task appends choices to the input).
     """
@@ -109,8 +113,10 @@ def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         choices = sorted(scores)
         random.Random(f"bigbench:{data.get('name', '')}:{index}").shuffle(choices)
         best = max(scores.values())
-        rows.append({"idx": index, "input": str(example["input"]), "input_parts": _split_text(str(example["input"])),
-                     "choices": choices, "target_scores": [float(scores[c]) for c in choices],
+        text = str(example["input"])
+        rows.append({"idx": index, "input": text,
+                     "input_parts": _split_text(text.replace(SEPARATOR, PIPE_PROTECTOR)), "choices": choices,
+                     "target_scores": [float(scores[c]) for c in choices],
                      "target": next(c for c in choices if scores[c] == best)})
     return rows
 
@@ -120,7 +126,7 @@ def _literal(text: str, key: str, path: str) -> str:
         if unsafe in text:
             raise TaskDefinitionError(f"{path!r}: {key} contains {unsafe!r}, which the template cannot hold as "
                                       f"literal text")
-    return f"{{% raw %}}{text}{{% endraw %}}" if text else ""
+    return f"{{% raw %}}{text.replace(SEPARATOR, PIPE_PROTECTOR)}{{% endraw %}}" if text else ""
 
 
 def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template:

@@ -95,6 +95,21 @@ def test_import_is_idempotent_and_bad_files_are_named(imported, bigbench_dir, tm
         import_bigbench(tmp_path / "nowhere")
 
 
+def test_a_separator_in_the_input_or_a_prefix_is_kept_as_text(tmp_path):
+    # the input is substituted as a list of parts, which the template's pipe protection does not reach: a `|||`
+    # in it split the prompt (a TemplateRenderError); one in a prefix did the same
+    task_dir = tmp_path / "pipes"
+    task_dir.mkdir()
+    (task_dir / "task.json").write_text(json.dumps({
+        "name": "pipes", "task_prefix": "a ||| b", "append_choices_to_input": False,
+        "examples": [{"input": "x ||| y " + "z" * 2000, "target_scores": {"yes": 1, "no": 0}}]}))
+    task = load_bigbench_task(task_dir)
+    row = task.load_rows("test")[0]
+    assert row["input"] == "x ||| y " + "z" * 2000
+    example = task.templates[0].render(row)
+    assert (example.inputs, example.targets) == ("a ||| b\nQ: x ||| y " + "z" * 2000 + "\nA:", "yes")
+
+
 def test_multiple_choice_grade_of_a_tiny_model_on_two_tasks(imported, t5_tokenizer_dir):
     tokenizer = load_tokenizer(t5_tokenizer_dir)
     torch.manual_seed(0)
