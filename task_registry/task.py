@@ -104,6 +104,9 @@ class _Renderer:
 
 def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats: RenderStats,
                      max_examples: Optional[int]) -> Iterator[dict[str, Any]]:
+    """The rendered rows of one pass over `rows`; `stats` counts this pass (each new pass starts it afresh)."""
+    stats.rows = stats.kept = stats.skipped = 0
+    stats.skipped_by_template = {}
     for index, row in enumerate(rows):
         if max_examples is not None and index >= max_examples:
             break

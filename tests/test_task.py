@@ -143,9 +143,13 @@ def test_skipped_rows_are_dropped_and_counted(tmp_path, caplog):
     stats = task.render_stats["train"]
     assert (stats.rows, stats.kept, stats.skipped, stats.skipped_by_template) == (10, 5, 5, {"pos": 5})
     assert "5 of 10 rows skipped" in caplog.text
-    streamed = list(task.to_dataset("train", streaming=True))
-    assert streamed == list(out)
+    streamed_dataset = task.to_dataset("train", streaming=True)
+    assert list(streamed_dataset) == list(out)
     assert task.render_stats["train"].skipped == 5
+    # a second pass (the next epoch) counts the split again rather than adding to the first (was 20 rows, 10 skipped)
+    assert list(streamed_dataset) == list(out)
+    stats = task.render_stats["train"]
+    assert (stats.rows, stats.kept, stats.skipped, stats.skipped_by_template) == (10, 5, 5, {"pos": 5})
 
 
 def test_a_filter_that_drops_every_row_gives_an_empty_dataset(tmp_path):
