@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
+from datasets.arrow_writer import SchemaInferenceError
 from datasets.exceptions import DatasetGenerationError
 
 from .errors import DataSourceError, TaskDefinitionError
@@ -196,7 +197,7 @@ class GeneratorSource(Source):
     def rows_for(self, split: str) -> int:
         if isinstance(self.num_rows, Mapping):
             if split not in self.num_rows:
-                raise DataSourceError(f"generator {self.describe()} has no size for split {split!r}; "
+                raise DataSourceError(f"{self.describe()} has no size for split {split!r}; "
                                       f"sizes: {dict(self.num_rows)}")
             return int(self.num_rows[split])
         return int(self.num_rows)
@@ -214,6 +215,9 @@ class GeneratorSource(Source):
             cause = error.__cause__
             if isinstance(cause, DataSourceError):  # raised by _call_generator: drop the frames inside datasets
                 raise cause.with_traceback(None) from cause.__cause__
+            if isinstance(cause, SchemaInferenceError):  # nothing to infer the columns from
+                raise DataSourceError(f"{self.describe()} yielded no rows for split {split!r} (num_rows="
+                                      f"{gen_kwargs['num_rows']}); yield rows or drop the split") from None
             raise DataSourceError(f"{self.describe()}: the rows of split {split!r} could not be stored "
                                   f"({type(cause).__name__}: {cause}); every row needs the same fields") from cause
 

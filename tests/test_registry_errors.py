@@ -204,6 +204,18 @@ def test_generator_rows_that_cannot_be_stored_name_the_generator():
     assert isinstance(info.value.__cause__, KeyError)
 
 
+def _no_rows(split, num_rows, seed):
+    yield from ()
+
+
+def test_a_generator_without_rows_says_so():
+    # was "could not be stored (SchemaInferenceError: ...); every row needs the same fields"
+    source = task_registry.GeneratorSource(_no_rows, num_rows=2)
+    with pytest.raises(DataSourceError, match=rf"^generator {__name__}._no_rows yielded no rows for split 'train' "
+                                              r"\(num_rows=2\); yield rows or drop the split$"):
+        source.load("train")
+
+
 @pytest.mark.parametrize("preprocessor,message", [
     (Filter("label > 'a'"), r"task 'rows': split 'train': filter, row 0: expression \"label > 'a'\" failed "
                             r"\(TypeError: '>' not supported"),
