@@ -54,8 +54,8 @@ class Source:
 
 
 def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
-    suffix = Path(path.stem).suffix if path.suffix in _COMPRESSIONS else path.suffix
-    fmt = _FORMATS.get(suffix)
+    suffix = Path(path.stem).suffix if path.suffix.lower() in _COMPRESSIONS else path.suffix
+    fmt = _FORMATS.get(suffix.lower())
     if fmt is None:
         raise TaskDefinitionError(f"file {str(path)!r}: unsupported extension; use one of {sorted(_FORMATS)} "
                                   f"(optionally compressed: {sorted(_COMPRESSIONS)})")
@@ -145,8 +145,10 @@ class LocalFileSource(Source):
             if not values:
                 raise TaskDefinitionError("LocalFileSource got an empty list of files")
             paths = [Path(v) for v in values]
-            for p in paths:
-                _format_of(p)
+            formats = [_format_of(p) for p in paths]
+            if any(f != formats[0] for f in formats):  # one reader loads all the files of a split
+                raise TaskDefinitionError(f"LocalFileSource: the files {[str(p) for p in paths]} have different "
+                                          f"formats; the files of one split must share one format")
             return paths
 
         if isinstance(files, Mapping):

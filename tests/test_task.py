@@ -58,6 +58,18 @@ def test_local_files_of_every_format(tmp_path, fmt):
     assert task.num_rows("train") == 10
 
 
+def test_local_file_extensions_are_read_case_insensitively_and_a_split_has_one_format(tmp_path):
+    # `rows.JSONL` was "unsupported extension; use one of [..., '.jsonl', ...]"; a split of a .jsonl and a .csv
+    # file was read with the JSON reader and failed with a JSON parse error in the csv file
+    _write(tmp_path / "rows.jsonl", ROWS[:2], "jsonl")
+    (tmp_path / "rows.jsonl").rename(tmp_path / "rows.JSONL")
+    assert [dict(r) for r in LocalFileSource(tmp_path / "rows.JSONL").load("train")] == ROWS[:2]
+    _write(tmp_path / "more.csv", ROWS[2:4], "csv")
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"the files \[.*rows.JSONL', .*more.csv'\] have "
+                                                               r"different formats; the files of one split must"):
+        LocalFileSource({"train": [tmp_path / "rows.JSONL", tmp_path / "more.csv"]})
+
+
 def test_hub_id_maps_to_the_data_dir(shared_data_dir, monkeypatch):
     source = HFSource("super_glue", "cb")
     monkeypatch.setenv(task_registry.DATA_DIR_ENV, str(shared_data_dir))
