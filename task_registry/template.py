@@ -307,6 +307,8 @@ class Template:
         except jinja2.UndefinedError as error:
             fields = sorted(k for k in variables if k != "answer_choices")
             absent = sorted(self.variables - set(fields))
+            if not absent and self._reads_undefined_answer_choices:
+                raise self._no_answer_choices(error, task, row_index) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
             raise MissingFieldError(
@@ -315,8 +317,25 @@ class Template:
         except TemplateRenderError:
             raise
         except Exception as error:  # a template bug on this row: say where, keep the cause chained
+            if isinstance(error, TypeError) and self._reads_undefined_answer_choices:  # e.g. None | join
+                raise self._no_answer_choices(error, task, row_index) from error
             raise TemplateRenderError(f"rendering failed with {type(error).__name__}: {error}",
                                       task=task, template=self.name, row_index=row_index) from error
+
+    @functools.cached_property
+    def _reads_undefined_answer_choices(self) -> bool:
+        """Whether the Jinja reads `answer_choices` although the template defines none (so they are `None`)."""
+        if self.answer_choices is not None:
+            return False
+        sources = [s for s in (self.jinja, self.references, self.instruction, self.context) if s is not None]
+        return any("answer_choices" in jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(s)) for s in sources)
+
+    def _no_answer_choices(self, error: Exception, task: Optional[str],
+                           row_index: Optional[int]) -> TemplateRenderError:
+        return TemplateRenderError(
+            f"the template reads `answer_choices` but defines none, so they are None ({type(error).__name__}: "
+            f"{error}); give the template `answer_choices` (e.g. \"no ||| yes\")", task=task, template=self.name,
+            row_index=row_index, field="answer_choices")
 
     def __repr__(self) -> str:
         return f"Template(name={self.name!r}, answer_choices={self.answer_choices!r})"

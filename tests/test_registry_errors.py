@@ -109,6 +109,20 @@ def test_missing_field_on_real_rows(promptsource_dir, shared_data_dir):
         "trec_ps", "fine_grained_LOC", "label_coarse", 0)
 
 
+@pytest.mark.parametrize("target", ["{{ answer_choices[label] }}", "{{ answer_choices | join(', ') }}"])
+def test_a_template_reading_answer_choices_it_does_not_define_says_so(target):
+    # was "field '1' is missing from the row (None has no element 1)" (or a TypeError on None)
+    template = Template("forgot_choices", "{{text}} ||| " + target)
+    with pytest.raises(TemplateRenderError) as info:
+        template.render({"text": "t", "label": 1}, task="rows", row_index=0)
+    assert not isinstance(info.value, MissingFieldError) and info.value.field == "answer_choices"
+    assert str(info.value).startswith("task 'rows', template 'forgot_choices', row 0: the template reads "
+                                      "`answer_choices` but defines none")
+    # a missing row field is still named as such
+    with pytest.raises(MissingFieldError, match="field 'text' is missing"):
+        template.render({"label": 1})
+
+
 def test_target_not_among_answer_choices_names_the_row(rows_file):
     task = Task("rows", LocalFileSource(rows_file),
                 [Template("label_text", "{{text}} ||| {{ ['no', 'yes', 'maybe'][label] if label < 3 else 'other' }}",
