@@ -11,6 +11,7 @@ fingerprint. Rows whose template renders no target (promptsource's "skip") are d
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -102,12 +103,29 @@ class _Renderer:
         return out
 
 
+@contextlib.contextmanager
+def _naming_task_and_split(task: str, split: str) -> Iterator[None]:
+    """A preprocessor's error on a row, raised again naming the task and split."""
+    try:
+        yield
+    except TemplateRenderError as error:  # a preprocessor's expression failed on a row
+        raise TemplateRenderError(f"split {split!r}: {error}", task=task) from None
+    except TaskDefinitionError as error:  # e.g. a map whose values change type across rows
+        raise TaskDefinitionError(f"task {task!r}: split {split!r}: {error}") from None
+
+
+def _preprocessed_rows(rows: datasets.IterableDataset, task: str, split: str) -> Iterator[dict[str, Any]]:
+    """The rows of a streamed split, whose preprocessors run (and fail) while they are iterated."""
+    with _naming_task_and_split(task, split):
+        yield from rows
+
+
 def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats: RenderStats,
                      max_examples: Optional[int]) -> Iterator[dict[str, Any]]:
     """The rendered rows of one pass over `rows`; `stats` counts this pass (each new pass starts it afresh)."""
     stats.rows = stats.kept = stats.skipped = 0
     stats.skipped_by_template = {}
-    for index, row in enumerate(rows):
+    for index, row in enumerate(_preprocessed_rows(rows, stats.task, stats.split)):
         if max_examples is not None and index >= max_examples:
             break
         rendered = renderer.render_row(row, index)
@@ -217,12 +235,8 @@ class Task:
         dropped: dict[str, int] = {}
         for step in self.preprocessors:
             before = len(rows) if counted else 0
-            try:
+            with _naming_task_and_split(self.name, split):
                 rows = step(rows)
-            except TemplateRenderError as error:  # a preprocessor's expression failed on a row: name the task
-                raise TemplateRenderError(f"split {split!r}: {error}", task=self.name) from None
-            except TaskDefinitionError as error:  # e.g. a map whose values change type across rows
-                raise TaskDefinitionError(f"task {self.name!r}: split {split!r}: {error}") from None
             if counted and not step.keeps_rows and len(rows) < before:
                 dropped[step.describe()] = before - len(rows)
                 logger.warning("task %r split %r: %s dropped %d of %d rows", self.name, split, step.describe(),

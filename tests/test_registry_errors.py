@@ -235,13 +235,17 @@ def test_a_generator_without_rows_says_so():
                             r"\(TypeError: '>' not supported"),
     (Filter("lable"), r"task 'rows': split 'train': filter, row 0: expression 'lable' uses a missing field "
                       r"\('lable' is undefined\); the row has fields \['extra', 'label', 'text'\]"),
-    (task_registry.Map({"both": "lable"}), r"map field 'both', row 0: expression 'lable' uses a missing field"),
+    (task_registry.Map({"both": "lable"}), r"task 'rows': split 'train': map field 'both', row 0: expression 'lable' "
+                                           r"uses a missing field"),
 ])
 def test_preprocessor_expressions_that_fail_on_a_row_name_task_split_row_and_expression(rows_file, preprocessor,
                                                                                         message):
     task = Task("rows", LocalFileSource(rows_file), [ECHO], preprocessors=[preprocessor], splits=("train",))
     with pytest.raises(TemplateRenderError, match=message):
         task.load_rows("train")
+    # streamed, the preprocessors fail while the rows are iterated (the task and split were not named)
+    with pytest.raises(TemplateRenderError, match=message):
+        list(task.to_dataset("train", streaming=True))
 
 
 def test_a_map_whose_values_change_type_across_rows_is_named(tmp_path):
