@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -83,6 +84,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
     mapping.value_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got {key!r}",
+                                                    key_node.start_mark)
         if key in mapping:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)

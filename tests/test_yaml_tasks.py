@@ -113,6 +113,10 @@ def test_validation_collects_every_problem_with_lines(tmp_path):
     duplicated = tmp_path / "dup.yaml"
     duplicated.write_text("name: a\nname: b\n")
     assert validate_task_file(duplicated) == [f"{duplicated}:2: not valid YAML: duplicate key 'name'"]
+    list_key = tmp_path / "list_key.yaml"  # was a raw TypeError (unhashable type: 'list')
+    list_key.write_text("name: a\n? [train, validation]\n: x\n")
+    assert validate_task_file(list_key) == [f"{list_key}:2: not valid YAML: a key must be a name, got "
+                                            f"['train', 'validation']"]
 
 
 def test_validation_renders_the_first_rows(tmp_path):
