@@ -18,8 +18,15 @@ class TaskRegistryError(Exception):
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
-    """The registered names closest to `name` (difflib ratio), best first."""
-    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    """The registered names closest to `name`, best first: by difflib ratio ignoring case, then the names that
+    contain it (`boolq` → `super_glue_boolq`)."""
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), candidate)
+    wanted = str(name).lower()
+    matches = difflib.get_close_matches(wanted, list(by_lower), n=n, cutoff=0.5)
+    matches += [c for c in by_lower if len(wanted) > 1 and wanted in c and c not in matches]
+    return [by_lower[m] for m in matches[:n]]
 
 
 def _suggestion(name: str, candidates: Iterable[str]) -> str:

@@ -39,6 +39,10 @@ def test_unknown_task_lists_close_matches():
         assert isinstance(info.value, KeyError)
         assert info.value.suggestions[0] == "demo_super_glue_rte"
         assert "did you mean 'demo_super_glue_rte'" in str(info.value)
+        # a name in other case, or the dataset part of a name, had no suggestion (difflib ratio below 0.5)
+        assert task_registry.errors.close_matches("DEMO_GLUE_SST2", task_registry.list_tasks())[0] == "demo_glue_sst2"
+        with pytest.raises(UnknownTaskError, match="did you mean 'demo_super_glue_cb'"):
+            task_registry.get_task("cb")
         with pytest.raises(UnknownMixtureError, match="unknown mixture 'nope'"):
             task_registry.get_mixture("nope")
         with pytest.raises(UnknownTemplateError, match="did you mean 'echo'"):
