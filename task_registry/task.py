@@ -171,6 +171,9 @@ class Task:
                                           f"(Rename, Filter, Map), got {step!r}")
         if isinstance(splits, str) or not splits:
             raise TaskDefinitionError(f"task {name!r}: splits must be a non-empty list of names, got {splits!r}")
+        if isinstance(metrics, str):  # one metric name, not its letters
+            raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got the string "
+                                      f"{metrics!r} (write [{metrics!r}])")
         if group_by is not None:
             if not isinstance(group_by, str) or not group_by.strip():
                 raise TaskDefinitionError(f"task {name!r}: group_by must be a Jinja expression over a row naming its "

@@ -314,6 +314,10 @@ def test_strings_where_lists_belong_are_not_read_as_letters():
         task_registry.Mixture("m", "ta")
     with pytest.raises(task_registry.TaskDefinitionError, match="rate of 'x' must be a finite number"):
         task_registry.Mixture("m", {"x": True})
+    # metrics="accuracy" was kept as the metrics 'a', 'c', 'c', ... (evaluation: "unknown metric 'a'")
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"task 't': metrics must be a list of metric names, "
+                                                                r"got the string 'accuracy' \(write \['accuracy'\]\)"):
+        Task("t", LocalFileSource("unused.jsonl"), [ECHO], metrics="accuracy")
     with task_registry.isolated_registry():
         for name, cluster in (("kept", "qa"), ("nli_task", "nli")):
             task_registry.register_task(Task(name, LocalFileSource("unused.jsonl"), [ECHO], cluster=cluster))
