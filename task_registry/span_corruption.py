@@ -130,17 +130,17 @@ class SpanCorruption(Preprocessor):
 
     def _apply_chunked(self, batch: Mapping[str, List[Any]]) -> Dict[str, List[Any]]:
         """Each row's text cut into chunks of at most `max_words` words, one output row per chunk."""
-        out: Dict[str, List[Any]] = {key: [] for key in [*batch, self.inputs_field, self.targets_field]}
+        # the new fields replace columns of the same name (the text field too), as without chunking
+        out: Dict[str, List[Any]] = {key: [] for key in dict.fromkeys([*batch, self.inputs_field, self.targets_field])}
         for k in range(len(next(iter(batch.values())))):
             row = {key: values[k] for key, values in batch.items()}
             words = self._text(row).split()
             chunks = [" ".join(words[i:i + self.max_words]) for i in range(0, len(words), self.max_words)] or [""]
             for chunk in chunks:
-                for key, value in row.items():
-                    out[key].append(chunk if key == self.field else value)
                 corrupted, spans = self.corrupt(chunk)
-                out[self.inputs_field].append(corrupted)
-                out[self.targets_field].append(spans)
+                chunk_row = {**row, self.field: chunk, self.inputs_field: corrupted, self.targets_field: spans}
+                for key, values in out.items():
+                    values.append(chunk_row[key])
         return out
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:

@@ -151,6 +151,22 @@ def test_max_words_cuts_long_texts_into_chunks_that_each_become_a_row():
         SpanCorruption("text", max_words=1)
 
 
+def test_chunking_replaces_existing_columns_as_corrupting_whole_texts_does():
+    # with max_words, a column named like a new field was appended to twice: a `spans` column already in the rows
+    # failed with ArrowInvalid, and inputs_field=field (corrupt the text in place) doubled the rows, half of them
+    # uncorrupted chunks paired with the row's old values
+    import datasets
+
+    rows = datasets.Dataset.from_dict({"text": ["w0 w1 w2 w3 w4 w5 w6 w7"], "spans": ["old"]})
+    for options in ({}, {"inputs_field": "text", "targets_field": "target"}):
+        whole, chunked = SpanCorruption("text", **options)(rows), SpanCorruption("text", max_words=4, **options)(rows)
+        assert whole.column_names == chunked.column_names and len(chunked) == 2
+        for chunk in chunked:
+            spans = chunk[options.get("targets_field", "spans")]
+            corrupted = chunk[options.get("inputs_field", "corrupted")]
+            assert "<extra_id_0>" in corrupted and spans.startswith("<extra_id_0>") and len(corrupted.split()) <= 4
+
+
 def test_a_yaml_task_with_max_words_counts_its_rows(tmp_path):
     with task_registry.isolated_registry():
         task_registry.load_task_dir(_yaml_task(tmp_path, "span_corruption: {field: text, max_words: 4}"))
