@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from .errors import TaskDefinitionError
+from .errors import TaskDefinitionError, TemplateSyntaxError
 from .preprocessors import Preprocessor
 from .sources import HFSource
 from .task import Task
@@ -82,10 +82,15 @@ def read_templates_file(path: Union[str, os.PathLike]) -> tuple[dict[str, Any], 
         missing = [field for field in ("name", "jinja") if field not in entry]
         if missing:
             raise TaskDefinitionError(f"{path}: template {key!r} lacks {missing}")
-        templates.append(Template(
-            entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
-            metadata=entry.get("metadata"), id=entry.get("id") or str(key), reference=entry.get("reference") or "",
-            source_file=str(path), source_line=entry.jinja_line))
+        try:
+            templates.append(Template(
+                entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
+                metadata=entry.get("metadata"), id=entry.get("id") or str(key), reference=entry.get("reference") or "",
+                source_file=str(path), source_line=entry.jinja_line))
+        except TemplateSyntaxError:  # names the file and line already
+            raise
+        except TaskDefinitionError as error:
+            raise TaskDefinitionError(f"{path}: {error}") from None
     header = {"dataset": document.get("dataset"), "subset": document.get("subset")}
     return header, templates
 

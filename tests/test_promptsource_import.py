@@ -139,3 +139,12 @@ def test_a_template_id_repeated_in_one_file_is_refused_with_its_line(tmp_path):
                    + entry.format(key="a1", name="second"))  # YAML alone would keep only "second"
     with pytest.raises(TaskDefinitionError, match=r"duplicate key 'a1' (?s:.*)line 9, column 3"):
         import_promptsource(bad)
+
+
+def test_a_malformed_template_entry_names_the_file(tmp_path):
+    # was "template 'one': `answer_choices` must be ..." with no word of which templates.yaml holds it
+    bad = tmp_path / "templates.yaml"
+    bad.write_text("dataset: x\ntemplates:\n  a1: !Template\n    answer_choices: [no, yes]\n    id: a1\n"
+                   "    jinja: '{{x}} ||| {{y}}'\n    name: one\n    reference: ''\n")
+    with pytest.raises(TaskDefinitionError, match=rf"^{re.escape(str(bad))}: template 'one': `answer_choices` must be"):
+        import_promptsource(bad)
