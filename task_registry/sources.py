@@ -70,10 +70,12 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
     try:
         return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
                                      streaming=streaming, **kwargs)
-    except StopIteration:  # datasets' reading of a file with no rows
-        raise DataSourceError(f"{what}: {[str(f) for f in files]} (split {split!r}) has no rows; add rows or "
-                              "drop the split") from None
     except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
+        # datasets' ways of saying the files hold no rows: an empty jsonl file, a csv header or `[]` alone
+        no_rows = isinstance(error, ValueError) and "corresponds to no data" in str(error)
+        if isinstance(error, StopIteration) or no_rows:
+            raise DataSourceError(f"{what}: {[str(f) for f in files]} (split {split!r}) has no rows; add rows or "
+                                  "drop the split") from None
         raise DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
                               f"{_error_chain(error)}") from error
 

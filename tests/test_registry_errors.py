@@ -275,6 +275,11 @@ def test_malformed_and_empty_data_files_say_why(tmp_path):
     empty.write_text("")
     with pytest.raises(DataSourceError, match=r"empty.jsonl'\] \(split 'train'\) has no rows"):
         LocalFileSource(empty).load("train")
+    # a csv header alone or an empty JSON list said only 'Instruction "train" corresponds to no data!'
+    for name, text in (("header.csv", "a,label\n"), ("header.tsv", "a\tlabel\r\n"), ("empty.json", "[]")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataSourceError, match=rf"{name}'\] \(split 'train'\) has no rows; add rows or drop"):
+            LocalFileSource(tmp_path / name).load("train")
 
 
 def test_an_unknown_filter_is_not_blamed_on_the_truncation_rewrite():
