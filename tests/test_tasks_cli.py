@@ -129,3 +129,14 @@ def test_validate_reports_an_unknown_metric_name(workspace, capsys):
     err = capsys.readouterr().err
     assert f"{path}: task 'cli_qa': unknown metric 'acuracy'" in err and "accuracy" in err
     assert "exact_match'" not in err
+
+
+def test_validate_reports_a_task_name_that_two_files_of_the_folder_define(workspace, capsys):
+    # validate said "ok: 2 task file(s) valid" for a folder that --tasks-dir / data.tasks_dir then refused
+    tasks = workspace / "tasks"
+    (tasks / "copy.yml").write_text(TASK_YAML)
+    assert main(["tasks", "validate", str(tasks), "--data-dir", str(workspace / "data")]) == 1
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [
+        f"error: task name 'cli_qa' is defined by more than one file: {tasks / 'cli_qa.yaml'}, {tasks / 'copy.yml'}"]
+    with pytest.raises(task_registry.TaskFileError, match=r"\['cli_qa'\] defined by more than one file"):
+        task_registry.load_task_dirs(tasks)
