@@ -6,7 +6,6 @@ import json
 import random
 import re
 
-
 import task_registry
 from t2t_mtl.cli import main as cli_main
 from task_registry.overlap import find_overlap, normalized_words
