@@ -131,7 +131,7 @@ def _literal(text: str, key: str, path: str) -> str:
 
 def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template:
     """The template that formats an example as BIG-bench does (see the module docstring)."""
-    task_prefix = str(data.get("task_prefix", ""))
+    task_prefix = str(data.get("task_prefix") or "")  # a null prefix is no prefix (not the text "None")
     input_prefix = str(data.get("example_input_prefix", DEFAULT_INPUT_PREFIX))
     output_prefix = str(data.get("example_output_prefix", DEFAULT_OUTPUT_PREFIX))
     choice_prefix = str(data.get("choice_prefix", DEFAULT_CHOICE_PREFIX))

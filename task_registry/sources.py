@@ -6,6 +6,7 @@ on local copies in the hub's schema. Without the override `HFSource` calls `data
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
@@ -20,8 +21,11 @@ DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
 
 PathLike = Union[str, os.PathLike]
-_FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {}),
-            ".tsv": ("csv", {"delimiter": "\t"}), ".parquet": ("parquet", {})}
+# csv/tsv cells are text: "NA", "null" or "None" stay strings (pandas' default reads them as missing), and a tsv
+# has no quoting (as GLUE's own readers assume), so a field that starts with `"` is not joined with the next lines
+_FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {"keep_default_na": False}),
+            ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "quoting": csv.QUOTE_NONE}),
+            ".parquet": ("parquet", {})}
 _COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
 
 

@@ -17,7 +17,8 @@ Schema (keys other than these are an error, reported with close matches)::
       hf: glue                        #   hub id; `name:` config, optional `data_files:`; the data-dir
       name: rte                       #   override maps it to <data_dir>/glue/rte/<split>.jsonl
       # files: {train: train.jsonl, validation: dev.csv}   # local jsonl/json/csv/tsv/parquet; paths are
-                                      #   relative to the YAML file; a single path or list serves every split
+                                      #   relative to the YAML file (~ and $VARS expanded); a single path
+                                      #   or list serves every split
     preprocessors:                    # optional, applied in order; expressions are sandboxed Jinja
       - rename: {sentence1: premise, sentence2: hypothesis}
       - filter: "label != -1"
@@ -203,7 +204,7 @@ class _FileParser:
         def resolve(p: Any) -> Any:
             if not isinstance(p, str):
                 raise TaskDefinitionError(f"file paths must be strings, got {p!r}")
-            path = Path(os.path.expandvars(p))
+            path = Path(os.path.expanduser(os.path.expandvars(p)))
             return path if path.is_absolute() else self.path.parent / path
         if isinstance(files, dict):
             return {split: [resolve(p) for p in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
@@ -278,7 +279,7 @@ class _FileParser:
             self.error(self.line_of(entry), problem)
         if wrong:
             return []
-        location = Path(os.path.expandvars(str(entry["promptsource"])))
+        location = Path(os.path.expanduser(os.path.expandvars(str(entry["promptsource"]))))
         location = location if location.is_absolute() else self.path.parent / location
         try:
             imported = import_promptsource(location, dataset=entry.get("dataset"), subset=entry.get("subset"))

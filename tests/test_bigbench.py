@@ -110,6 +110,16 @@ def test_a_separator_in_the_input_or_a_prefix_is_kept_as_text(tmp_path):
     assert (example.inputs, example.targets) == ("a ||| b\nQ: x ||| y " + "z" * 2000 + "\nA:", "yes")
 
 
+def test_a_null_task_prefix_is_no_prefix(tmp_path):
+    task_dir = tmp_path / "null_prefix"
+    task_dir.mkdir()
+    (task_dir / "task.json").write_text(json.dumps({
+        "name": "null_prefix", "task_prefix": None, "append_choices_to_input": False,
+        "examples": [{"input": "2 + 2?", "target_scores": {"4": 1, "5": 0}}]}))
+    task = load_bigbench_task(task_dir)
+    assert task.templates[0].render(task.load_rows("test")[0]).inputs == "Q: 2 + 2?\nA:"  # was "NoneQ: ..."
+
+
 def test_multiple_choice_grade_of_a_tiny_model_on_two_tasks(imported, t5_tokenizer_dir):
     tokenizer = load_tokenizer(t5_tokenizer_dir)
     torch.manual_seed(0)

@@ -255,3 +255,14 @@ def test_a_preprocessor_of_the_wrong_type_is_a_problem_with_its_line(tmp_path, p
     path.write_text("name: typed\nsplits: [train]\nsource: {files: rows.jsonl}\npreprocessors:\n  - "
                     + preprocessor + "\ntemplates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
     assert validate_task_file(path) == [f"{path}:5: {problem}"]
+
+
+def test_file_paths_in_a_yaml_task_expand_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    (tmp_path / "home" / "data" / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
+    path = tmp_path / "tilde.yaml"
+    path.write_text("name: tilde\nsplits: [train]\nsource: {files: ~/data/rows.jsonl}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert validate_task_file(path) == []  # was: <yaml folder>/~/data/rows.jsonl, "does not exist"
+    assert parse_task_file(path).load_rows("train")[0]["q"] == "a"
