@@ -17,8 +17,8 @@ from t2t_mtl.cli import main as cli_main
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
-from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_precision,
-                                             resolve_precision)
+from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_precision, lr_factor,
+                                             lr_scheduler, resolve_precision)
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
 from t2t_mtl.tokenizer import load_tokenizer
@@ -75,7 +75,7 @@ def test_deepspeed_config_generated_and_passed_whole(tmp_path):
     assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert ds["zero_optimization"]["reduce_bucket_size"] == 1000
-    assert ds["scheduler"]["type"] == "WarmupCosineLR" and ds["scheduler"]["params"]["warmup_num_steps"] == 5
+    assert "scheduler" not in ds and lr_scheduler(cfg) is not None  # the schedule goes to deepspeed.initialize
     assert "torch_adam" not in ds["optimizer"]["params"]  # offload uses DeepSpeed's CPU Adam
     user = tmp_path / "ds.json"
     user.write_text(json.dumps({"train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 1},
@@ -83,6 +83,7 @@ def test_deepspeed_config_generated_and_passed_whole(tmp_path):
     cfg = config_from_dict({**base, "training": {"micro_batch_size": 3}, "deepspeed": {"config": str(user)}})
     ds = build_deepspeed_config(cfg, world_size=2)
     assert ds["optimizer"]["type"] == "SGD" and ds["train_batch_size"] == 6
+    assert lr_scheduler(cfg) is None  # a whole JSON's schedule (here: none) is DeepSpeed's
     user.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8}))
     with pytest.raises(ConfigError, match="train_micro_batch_size_per_gpu=8 disagrees"):
         build_deepspeed_config(cfg, world_size=2)
@@ -114,6 +115,33 @@ def test_the_engine_steps_with_torchs_fused_adamw_as_plain_adamw_would():
         plain.zero_grad()
     for ours, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_lr_schedules_follow_their_formulas_at_the_edges():
+    # was: DeepSpeed's WarmupDecayLR interpolated from the warmup's start lr, so `linear` without warmup (the
+    # defaults) never decayed; `cosine` without warmup ran its first step at lr 0; warmups took one step more
+    def lrs(schedule, warmup, steps=4):
+        return [round(lr_factor(i, schedule, warmup, steps), 4) for i in range(steps)]
+
+    assert lrs("linear", 0) == [1.0, 0.75, 0.5, 0.25]
+    assert lrs("cosine", 0) == [1.0, 0.8536, 0.5, 0.1464]
+    assert lrs("constant", 0) == [1.0] * 4
+    assert lrs("linear", 2) == [0.0, 0.5, 1.0, 0.5] and lrs("cosine", 1) == [0.0, 1.0, 0.75, 0.25]
+    assert lrs("constant", 1) == [0.0, 1.0, 1.0, 1.0]
+    assert lrs("linear", 6) == [0.0, 0.1667, 0.3333, 0.5] == lrs("cosine", 6)  # warmup past the last step
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "deepspeed": {"extra": {"scheduler": {"type": "WarmupLR", "params": {}}}}})
+    assert lr_scheduler(cfg) is None  # deepspeed.extra's scheduler replaces the schedule
+    cfg.deepspeed.extra = {"scheduler": {"params": {"warmup_type": "log"}}}  # DeepSpeed would run without one
+    with pytest.raises(ConfigError, match="deepspeed.extra.scheduler replaces training.schedule.*give its type"):
+        lr_scheduler(cfg)
+
+
+def test_the_default_linear_schedule_decays(tmp_path, tok, cache):
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "schedule": "linear", "lr": 0.01})
+    train(cfg, evaluate_held_in=False)
+    # each record's lr is the one the next step runs at
+    assert [round(r["lr"], 6) for r in step_records(tmp_path / "run").values()] == [0.0075, 0.005, 0.0025, 0.0]
 
 
 @pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, "fp32"), (True, False, "bf16"),

@@ -1,16 +1,19 @@
 """The DeepSpeed JSON config of a run: generated from our YAML, or a user's whole JSON file.
 
 Generated: batch sizes from `training`, `gradient_clipping`, bf16/fp16 (fp32 when neither), ZeRO stage and
-CPU offload from `deepspeed`, an AdamW optimizer and a warmup + constant/linear/cosine schedule, then
-`deepspeed.extra` merged on top (any DeepSpeed key). A whole JSON (`deepspeed.config: path`) is used as is,
+CPU offload from `deepspeed`, an AdamW optimizer, then `deepspeed.extra` merged on top (any DeepSpeed key);
+the warmup + constant/linear/cosine schedule is `lr_scheduler`, handed to `deepspeed.initialize` (a
+`scheduler` in `deepspeed.extra` replaces it). A whole JSON (`deepspeed.config: path`) is used as is,
 except that its batch keys must agree with `training` (they are filled in when absent); the optimizer and
 scheduler it names are DeepSpeed's.
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -40,24 +43,36 @@ def check_precision(precision: str, on_gpu: bool) -> None:
                              "known to overflow in fp16; use auto (the default), bf16 or fp32")
 
 
-def _scheduler(cfg: Config) -> Optional[Dict[str, Any]]:
-    """DeepSpeed's warmup schedulers; without warmup the warmup phase starts (and stays) at the peak lr."""
+def lr_factor(step: int, schedule: str, warmup: int, steps: int) -> float:
+    """The multiple of `training.lr` applied at optimizer step `step` (0-based): linear warmup from 0 over
+    `warmup` steps, then constant, linear decay towards 0 at `steps`, or half-cosine decay to 0 at `steps`
+    (the formulas of transformers' get_{constant,linear,cosine}_schedule_with_warmup)."""
+    if step < warmup:
+        return step / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_scheduler(cfg: Config) -> Optional[Callable[[Any], Any]]:
+    """The schedule of `training.schedule` / `warmup` as DeepSpeed's `lr_scheduler` argument (a callable on the
+    optimizer), or None where the DeepSpeed config names its own scheduler (a whole `deepspeed.config` JSON,
+    `deepspeed.extra.scheduler`). DeepSpeed's warmup schedulers cannot express it: WarmupDecayLR decays from
+    the warmup's start lr (without warmup the lr stayed constant), every warmup lasted at least 2 steps and the
+    first step ran at the start lr (lr 0 with cosine even without warmup)."""
+    if cfg.deepspeed.config is not None:
+        return None
+    if "scheduler" in cfg.deepspeed.extra:
+        scheduler = cfg.deepspeed.extra["scheduler"]
+        if not (isinstance(scheduler, dict) and scheduler.get("type")):  # DeepSpeed would run without any
+            raise ConfigError(f"deepspeed.extra.scheduler replaces training.schedule by one of DeepSpeed's schedulers: "
+                              f"give its type and params (e.g. {{type: WarmupDecayLR, params: {{...}}}}), or remove "
+                              f"it; got {scheduler!r}")
+        return None
     t = cfg.training
-    warmup = max(t.warmup, 1)
-    start_lr = 0.0 if t.warmup > 0 else t.lr
-    if t.schedule == "constant":
-        if t.warmup == 0:
-            return None
-        return {"type": "WarmupLR", "params": {"warmup_min_lr": start_lr, "warmup_max_lr": t.lr,
-                                               "warmup_num_steps": warmup, "warmup_type": "linear"}}
-    total = max(t.steps, warmup + 1)
-    if t.schedule == "linear":
-        return {"type": "WarmupDecayLR", "params": {"warmup_min_lr": start_lr, "warmup_max_lr": t.lr,
-                                                    "warmup_num_steps": warmup, "total_num_steps": total,
-                                                    "warmup_type": "linear"}}
-    return {"type": "WarmupCosineLR", "params": {"total_num_steps": total, "warmup_num_steps": warmup,
-                                                 "warmup_min_ratio": 0.0 if t.warmup > 0 else 1.0,
-                                                 "cos_min_ratio": 0.0, "warmup_type": "linear"}}
+    factor = functools.partial(lr_factor, schedule=t.schedule, warmup=t.warmup, steps=t.steps)
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
@@ -102,7 +117,4 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
-    scheduler = _scheduler(cfg)
-    if scheduler is not None:
-        ds["scheduler"] = scheduler
     return deep_merge(ds, cfg.deepspeed.extra)

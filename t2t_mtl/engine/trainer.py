@@ -44,7 +44,7 @@ from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, coun
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision, lr_scheduler
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
@@ -258,6 +258,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
     check_signal_config(cfg, sampling_cfg)
     if cfg.tokenizer.path is None:
         tokenizer_train_options(cfg)
+    lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
     return rates, sampling_cfg
 
 
@@ -407,14 +408,15 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
 
 
 def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg: Config) -> Any:
-    """`deepspeed.initialize` on `ds_config`; DeepSpeed's own config validation errors (an unknown or
-    ill-typed key in deepspeed.extra / a deepspeed.config JSON) become a ConfigError naming that section."""
+    """`deepspeed.initialize` on `ds_config` with the run's lr schedule (`lr_scheduler`); DeepSpeed's own config
+    validation errors (an unknown or ill-typed key in deepspeed.extra / a deepspeed.config JSON) become a
+    ConfigError naming that section."""
     import deepspeed
     from deepspeed.runtime.config import DeepSpeedConfigError
     from pydantic import ValidationError
 
     try:
-        engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config,
+        engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config, lr_scheduler=lr_scheduler(cfg),
                                                model_parameters=[p for p in model.parameters() if p.requires_grad])
     except (ValidationError, DeepSpeedConfigError) as err:
         source = (f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None
