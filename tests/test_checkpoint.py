@@ -136,6 +136,26 @@ class FailingEngine:
         raise self.error
 
 
+class LoadingEngine:
+    """engine.load_checkpoint succeeding, as DeepSpeed's does on an intact ds/ folder."""
+
+    def load_checkpoint(self, load_dir, tag, **kwargs):
+        return str(Path(load_dir) / tag), {}
+
+
+def test_a_missing_rank_file_is_refused_not_resharded(tmp_path):
+    # was: a checkpoint of this world size without this rank's file loaded as if written by another world size:
+    # the data positions and RNG states were silently dropped (each task restarted at its next epoch)
+    ckpt = save(tmp_path, 4)
+    trainer_state, rank_state, _ = ck.load_checkpoint(LoadingEngine(), ckpt, ENV)
+    assert trainer_state == {"step": 4} and rank_state == {"r": 0}
+    (ckpt / "rank_00000.pt").unlink()
+    with pytest.raises(ck.CheckpointError, match="rank_00000.pt is missing.*incomplete or corrupt"):
+        ck.load_checkpoint(LoadingEngine(), ckpt, ENV)
+    other = DistEnv(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"), backend="gloo")
+    assert ck.load_checkpoint(LoadingEngine(), ckpt, other)[1] is None  # another world size: resharded
+
+
 def test_incomplete_or_corrupt_checkpoint_is_refused_naming_the_file(tmp_path):
     # was: raw FileNotFoundError / unpickling ValueError / DeepSpeed AssertionError tracebacks on --resume
     ckpt = save(tmp_path, 4)

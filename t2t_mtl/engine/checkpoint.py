@@ -262,8 +262,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
                               f"{hint}") from None
     if path is None:
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {_CORRUPT_HINT}")
-    rank_file = ckpt / f"rank_{env.rank:05d}.pt"
-    rank_state = None
-    if meta["world_size"] == env.world_size and rank_file.exists():
-        rank_state = _load_file(rank_file)
+    rank_state = None  # (a missing rank file of this world size is an incomplete checkpoint, not a resharding)
+    if meta["world_size"] == env.world_size:
+        rank_state = _load_file(ckpt / f"rank_{env.rank:05d}.pt")
     return trainer_state, rank_state, meta
