@@ -247,6 +247,27 @@ def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkey
         train(cfg, evaluate_held_in=False)
 
 
+def test_a_streak_of_bad_steps_goes_on_across_a_resume(tmp_path, tok, cache, monkeypatch):
+    # was: the count of bad steps in a row started at 0 in the resumed run, which then trained on where the
+    # uninterrupted run aborted
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 10, "max_bad_steps": 3})
+    poison(monkeypatch, {2, 3})
+    real = trainer_mod.forward_losses
+
+    def sigterm_at_step_3(*args, **kwargs):
+        if sigterm_at_step_3.calls == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        sigterm_at_step_3.calls += 1
+        return real(*args, **kwargs)
+
+    sigterm_at_step_3.calls = 0
+    monkeypatch.setattr(trainer_mod, "forward_losses", sigterm_at_step_3)
+    assert train(cfg, evaluate_held_in=False).step == 3
+    poison(monkeypatch, {1})
+    with pytest.raises(TrainingAbortedError, match="3 consecutive steps.*last at step 4"):
+        train(cfg, resume="auto", evaluate_held_in=False)
+
+
 def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
     real = trainer_mod.forward_losses

@@ -592,6 +592,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if resume_from is not None:
         state, rank_state, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
         step, skipped = int(state["step"]), int(state["skipped_steps"])
+        bad_in_a_row = int(state.get("bad_in_a_row", 0))  # a streak of bad steps goes on across the resume
         examples_trained = dict(state.get("examples_trained", {}))
         seen_at_resume = state.get("seen_examples")
         sampler.load_state_dict(state["sampler"])
@@ -615,7 +616,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
 
     def save(at_step: int) -> Path:
-        trainer_state = {"step": at_step, "skipped_steps": skipped, "sampler": sampler.state_dict(),
+        trainer_state = {"step": at_step, "skipped_steps": skipped, "bad_in_a_row": bad_in_a_row,
+                         "sampler": sampler.state_dict(),
                          "examples_trained": dict(examples_trained), "seen_examples": seen_examples,
                          "weighting": weighting.state_dict(),
                          "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
