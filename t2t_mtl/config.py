@@ -444,7 +444,7 @@ def _check_dims(dims: Mapping[str, Any]) -> None:
 def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
     if value is None:
         return
-    if value < 0 or (value == 0 and not allow_zero):
+    if not (value >= 0 if allow_zero else value > 0):  # (NaN fails both)
         raise ConfigError(f"config key {key!r} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
@@ -460,9 +460,10 @@ def validate_values(cfg: Config) -> None:
                                     + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")
     _check_dims(cfg.model.dims)
     t = cfg.training
-    for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints"):
+    for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints",
+                "num_threads"):
         _positive(f"training.{key}", getattr(t, key))
-    for key in ("warmup", "checkpoint_every", "clip", "weight_decay", "early_stopping"):
+    for key in ("warmup", "checkpoint_every", "clip", "weight_decay", "early_stopping", "validate_every"):
         _positive(f"training.{key}", getattr(t, key), allow_zero=True)
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"config key 'training.betas' must be two numbers in [0, 1), got {t.betas}")

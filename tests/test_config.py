@@ -104,6 +104,12 @@ def test_wrong_types_name_the_key(key, value, expected):
     ({"data": {"mixture": "m"}, "deepspeed": {"offload_param": True, "zero_stage": 2}}, "offload_param"),
     ({"data": {"tasks": {"a": -1.0}}}, "data.tasks.a"),
     ({"data": {"mixture": "m"}, "model": {"dims": {}}}, "model.name_or_path"),
+    # were accepted: a negative validate_every turned validation off, a negative num_threads was a raw
+    # RuntimeError from torch, a NaN lr trained NaN weights
+    ({"data": {"mixture": "m"}, "training": {"validate_every": -3}}, "training.validate_every.*>= 0"),
+    ({"data": {"mixture": "m"}, "training": {"num_threads": -1}}, "training.num_threads.*> 0"),
+    ({"data": {"mixture": "m"}, "training": {"lr": float("nan")}}, "training.lr.*> 0"),
+    ({"data": {"mixture": "m"}, "training": {"clip": float("nan")}}, "training.clip.*>= 0"),
 ])
 def test_bad_values(data, expected):
     if "model" not in data:
@@ -171,6 +177,9 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
         "data.data_dir=/no/such/dir": "data.data_dir",
         "training.precision=fp16": "fp16 is not supported on CPU",
         "tokenizer.train={foo: 1}": "tokenizer.train: unknown option(s) ['foo']",
+        # were: a raw int() ValueError traceback, or a tokenizer error after reading the data
+        "tokenizer.train.vocab_size=abc": "'tokenizer.train.vocab_size' must be an integer >= 4, got 'abc'",
+        "tokenizer.train.max_examples_per_task=0": "'tokenizer.train.max_examples_per_task' must be an integer >= 1",
         "sampling.strategy=uncertainty": "raise sampling.pool_per_task to at least 3",  # 12 tasks, batch 32
     }
     for override, message in cases.items():
