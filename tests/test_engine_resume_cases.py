@@ -1,6 +1,6 @@
 """Interruptions and resumes around the run-level features: a SIGTERM-deferred zero-shot evaluation, the open
-logging window, a refused resume, the best link without keep_best, task embeddings on a pretrained model, and
-runs that must not mix in one folder."""
+logging window, validation KPIs not yet taken by the weighting, a refused resume, the best link without
+keep_best, task embeddings on a pretrained model, and runs that must not mix in one folder."""
 from __future__ import annotations
 
 import os
@@ -60,6 +60,22 @@ def test_a_sigterm_defers_the_step_evaluation_and_the_log_window_to_the_resumed_
     for s in (6, 8):
         assert records[s]["loss"] == pytest.approx(reference[s]["loss"], rel=1e-6)
         assert records[s]["task_examples"] == reference[s]["task_examples"]
+
+
+def test_a_resume_at_a_validation_step_keeps_the_kpis_dtp_has_not_taken_yet(tmp_path, tok, monkeypatch):
+    # was: the validation results the next weighting call takes (dtp's KPIs) were not in the checkpoint, so a run
+    # interrupted at a validation step weighted its next step without them and its losses drifted from there
+    sections = {"training": {"steps": 4, "validate_every": 2}, "weighting": {"method": "dtp"}}
+    train(tiny_config(tmp_path / "whole", tok, tmp_path / "cache", **sections), evaluate_held_in=False)
+    cfg = tiny_config(tmp_path / "cut", tok, tmp_path / "cache", **sections)
+    with monkeypatch.context() as patch:
+        _sigterm_during_step(patch, 2)
+        assert train(cfg, evaluate_held_in=False).step == 2
+    train(cfg, resume="auto", evaluate_held_in=False)
+    records, reference = step_records(tmp_path / "cut"), step_records(tmp_path / "whole")
+    for s in (3, 4):
+        assert records[s]["weighted_loss"] == pytest.approx(reference[s]["weighted_loss"], rel=1e-6), s
+        assert records[s]["loss"] == pytest.approx(reference[s]["loss"], rel=1e-6), s
 
 
 def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, tok):

@@ -600,6 +600,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         seen_at_resume = state.get("seen_examples")
         sampler.load_state_dict(state["sampler"])
         weighting.load_state_dict(state["weighting"])
+        weighting_stats = dict(state.get("weighting_stats") or {})  # KPIs of a validation at the saved step (dtp)
         if weighting_opt is not None and state.get("weighting_optimizer"):
             weighting_opt.load_state_dict(state["weighting_optimizer"])
         if surgery is not None and state.get("gradient_surgery"):
@@ -622,7 +623,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         trainer_state = {"step": at_step, "skipped_steps": skipped, "bad_in_a_row": bad_in_a_row,
                          "sampler": sampler.state_dict(),
                          "examples_trained": dict(examples_trained), "seen_examples": seen_examples,
-                         "weighting": weighting.state_dict(),
+                         "weighting": weighting.state_dict(), "weighting_stats": weighting_stats,
                          "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
                          "gradient_surgery": surgery.state_dict() if surgery is not None else None,
                          "best_validation": best_val.state_dict() if best_val is not None else None,
