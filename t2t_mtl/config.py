@@ -236,6 +236,15 @@ def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, top: bool =
     return out
 
 
+#: the schema's sections; one left empty in a layer (`training:` with every key commented out) sets nothing
+_SECTIONS = tuple(name for name, tp in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(tp))
+
+
+def _without_empty_sections(layer: Mapping[str, Any]) -> Dict[str, Any]:
+    """`layer` less its empty (null) schema sections, which would otherwise replace the lower layers' ones."""
+    return {key: value for key, value in layer.items() if not (value is None and key in _SECTIONS)}
+
+
 def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     """`["a.b=1", "c=[x, y]"]` → `{"a": {"b": 1}, "c": ["x", "y"]}` (values parsed as YAML)."""
     out: Dict[str, Any] = {}
@@ -269,14 +278,11 @@ def load_config(
 
     `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named.
     """
+    layers = _file_layers(resolve_config_path(path)) if path is not None else []
+    layers += [extra or {}, parse_overrides(overrides)]
     merged: Dict[str, Any] = {}
-    if path is not None:
-        for layer in _file_layers(resolve_config_path(path)):
-            merged = deep_merge(merged, layer)
-    if extra:
-        merged = deep_merge(merged, extra)
-    if overrides:
-        merged = deep_merge(merged, parse_overrides(overrides))
+    for layer in layers:
+        merged = deep_merge(merged, _without_empty_sections(layer))
     return config_from_dict(merged)
 
 

@@ -35,6 +35,17 @@ def test_layering_base_file_then_overrides(tmp_path):
     assert cfg.training.micro_batch_size == C.TrainingConfig().micro_batch_size  # untouched default
 
 
+def test_an_empty_section_in_a_layer_keeps_the_base_section(tmp_path):
+    # was: `training:` with every key commented out (null) replaced the base's whole training section by the
+    # defaults (quickstart's steps and output_dir silently became 1000 and runs/default)
+    write(tmp_path / "base.yaml", {"training": {"steps": 10}, "data": {"mixture": "a"},
+                                   "model": {"dims": {"d_model": 8}}})
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ntraining:\n  # steps: 20\nmodel:\n")
+    cfg = C.load_config(tmp_path / "child.yaml", ["data="])
+    assert cfg.training.steps == 10 and cfg.data.mixture == "a" and cfg.model.dims == {"d_model": 8}
+    assert C.load_config(tmp_path / "child.yaml", ["gradient_surgery="]).gradient_surgery is None  # null: off
+
+
 def test_quickstart_is_packaged_and_valid():
     cfg = C.load_config("quickstart")
     assert cfg.data.mixture == "procedural" and cfg.data.held_out_clusters == ["comparison"]
