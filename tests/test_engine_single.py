@@ -337,9 +337,16 @@ def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
     assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
     assert cli_main(["export", str(tmp_path / "hf"), "--out", str(tmp_path / "x")]) == 2
     assert "exported model folder already" in capsys.readouterr().err
+    # was: a raw UnknownConfigKeyError traceback (a run config.yaml edited, or from an older schema), after
+    # creating the output folder
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    (tmp_path / "run" / "config.yaml").write_text(config.replace("  steps: 1\n", "  stepz: 1\n"))
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
+    assert "config.yaml is not a valid run config" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    (tmp_path / "run" / "config.yaml").write_text(config)
     (ckpt / "ds" / "mp_rank_00_model_states.pt").unlink()
     assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
-    assert "incomplete or corrupt" in capsys.readouterr().err
+    assert "incomplete or corrupt" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_tokenizer(tmp_path, tok, cache):

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from t2t_mtl.config import config_from_dict
+from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import build_model
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
@@ -108,7 +108,11 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
 
     ckpt = Path(ckpt)
     run = _run_dir_of(ckpt)
-    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    try:
+        cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    except (yaml.YAMLError, ConfigError) as err:
+        raise CheckpointError(f"{run / 'config.yaml'} is not a valid run config ({err}); the model cannot be "
+                              f"rebuilt without it: restore or fix the file") from None
     meta = read_meta(ckpt)
     # the run's own copy of its tokenizer (trained for it, configured, or with TE⊕ENC's task tokens); runs written
     # before runs kept a copy of a configured tokenizer read the configured folder
@@ -144,8 +148,10 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
         raise ExportError(f"{run_or_ckpt}: the run trains one LoRA adapter per task (model.lora.per_task), which a "
                           f"plain T5 folder cannot hold: export one task with --task NAME (its adapter folded into "
                           f"the weights; a task it was not trained on gets the mean adapter)")
-    out = _output_dir(out_dir, _run_dir_of(ckpt))
+    run = _run_dir_of(ckpt)
+    _output_dir(out_dir, run, create=False)  # (a refused export creates no folder)
     model, tokenizer, meta = model_from_checkpoint(ckpt)
+    out = _output_dir(out_dir, run)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
