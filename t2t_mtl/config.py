@@ -64,7 +64,8 @@ class ModelConfig:
 
 @dataclass
 class TokenizerConfig:
-    """`path`: tokenizer name/folder; else trained on the mixture with `train` options, cached in the run."""
+    """`path`: tokenizer name/folder; else trained on the mixture with `train` options (by each fresh run; kept
+    in the run, where a resumed run reads it)."""
 
     path: Optional[str] = None
     train: Dict[str, Any] = field(default_factory=lambda: {"vocab_size": 512, "max_examples_per_task": 2000})

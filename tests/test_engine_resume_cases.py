@@ -110,6 +110,20 @@ def test_a_fresh_run_copies_the_configured_tokenizer_anew(tmp_path, tok):
     assert load_tokenizer(stale).get_vocab() == load_tokenizer(tok).get_vocab()
 
 
+def test_a_fresh_run_trains_its_tokenizer_anew(tmp_path, tok):
+    # was: a tokenizer trained by a run that crashed before its first checkpoint was reused by the next fresh
+    # run into the folder, whatever its tasks or tokenizer.train options (here a smaller vocab_size)
+    stale = tmp_path / "run" / "tokenizer"
+    load_tokenizer(tok).save_pretrained(stale)
+    (stale / "marker").write_text("stale")
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1},
+                      tokenizer={"path": None, "train": {"vocab_size": 60, "max_examples_per_task": 16}})
+    train(cfg, evaluate_held_in=False)
+    assert not (stale / "marker").exists() and len(load_tokenizer(stale)) < len(load_tokenizer(tok))
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2}, tokenizer=cfg["tokenizer"]),
+          resume="auto", evaluate_held_in=False)  # a resumed run keeps its own
+
+
 def test_the_best_link_survives_a_resume_without_keep_best(tmp_path, tok):
     selection = {"validate_every": 2, "validate_examples": 4, "keep_best": "val_score", "keep_checkpoints": 1}
     train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 6, **selection}),

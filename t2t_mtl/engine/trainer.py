@@ -169,7 +169,8 @@ def training_rates(cfg: Config) -> Dict[str, float]:
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
     """The configured tokenizer, or one trained on the mixture's training texts; either way the run keeps it in
     run_dir/tokenizer, where evaluation and export read it (a configured folder may change later). A `fresh`
-    run copies the configured tokenizer anew; a resumed one reads its own copy."""
+    run copies the configured tokenizer or trains one anew (over what a run that died before its first
+    checkpoint left, which may have other tasks or options); a resumed one reads its own copy."""
     from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
 
     out = run_dir / "tokenizer"
@@ -185,7 +186,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
             os.replace(tmp, out)
         barrier()
         return tokenizer
-    if env.is_main and not (out / "tokenizer_config.json").exists():
+    if env.is_main and (fresh or not (out / "tokenizer_config.json").exists()):
         import task_registry
 
         vocab_size, per_task = tokenizer_train_options(cfg)
@@ -200,7 +201,9 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
                     yield from row["answer_choices"] or ()
 
         tmp = run_dir / ".tmp-tokenizer"
+        shutil.rmtree(tmp, ignore_errors=True)
         train_tokenizer(texts(), tmp, vocab_size=vocab_size)
+        shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     barrier()
     return load_tokenizer(out)
