@@ -124,6 +124,20 @@ def test_a_fresh_run_trains_its_tokenizer_anew(tmp_path, tok):
           resume="auto", evaluate_held_in=False)  # a resumed run keeps its own
 
 
+def test_a_fresh_run_starts_the_logs_over(tmp_path, tok):
+    # was: metrics.jsonl and held_out.jsonl were appended to, so the records a run that died before its first
+    # checkpoint wrote for later steps stayed in the next fresh run's logs and plots
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
+    (logs / "held_out.jsonl").write_text('{"step": 5, "macro_average": 50.0}\n')
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2}), evaluate_held_in=False)
+    assert sorted(step_records(tmp_path / "run")) == [1, 2] and read_held_out(logs) == []
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 3}), resume="auto",
+          evaluate_held_in=False)
+    assert sorted(step_records(tmp_path / "run")) == [1, 2, 3]  # a resumed run appends
+
+
 def test_the_best_link_survives_a_resume_without_keep_best(tmp_path, tok):
     selection = {"validate_every": 2, "validate_examples": 4, "keep_best": "val_score", "keep_checkpoints": 1}
     train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 6, **selection}),

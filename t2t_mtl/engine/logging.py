@@ -69,7 +69,8 @@ def held_out_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
 
 class TrainLogger:
     """Accumulates per-step figures and flushes one record every `log_every` steps (to metrics.jsonl, the bar and
-    `sinks`, which the caller owns and closes)."""
+    `sinks`, which the caller owns and closes). A resumed run (`start_step` > 0) appends to the logs; a fresh one
+    starts metrics.jsonl and held_out.jsonl over."""
 
     def __init__(self, log_dir: Path, *, total_steps: int, start_step: int, log_every: int, enabled: bool,
                  progress_bar: bool = True, sinks: Optional[ScalarSinks] = None):
@@ -86,7 +87,9 @@ class TrainLogger:
         if not enabled:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if not start_step:  # a fresh run's logs start over (a run that died before its first checkpoint left some)
+            (self.log_dir / HELD_OUT_LOG).unlink(missing_ok=True)
+        self.jsonl = open(self.log_dir / "metrics.jsonl", "a" if start_step else "w", encoding="utf-8")
         if progress_bar:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
