@@ -286,6 +286,30 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, tok, cache, monkeypatc
     assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
 
 
+def test_a_sigterm_at_a_checkpoint_step_saves_once(tmp_path, tok, cache, monkeypatch):
+    # was: the step's checkpoint was written twice, the second time deleting the first before renaming its own
+    # into place: a slower exit in a SIGTERM's grace period, and a kill in between left `latest` dangling
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50, "checkpoint_every": 3})
+    real_forward, real_save = trainer_mod.forward_losses, trainer_mod.ckpt_io.save_checkpoint
+    saved = []
+
+    def forward(*args, **kwargs):
+        forward.calls += 1
+        if forward.calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_forward(*args, **kwargs)
+
+    def save_checkpoint(engine, run_dir, step, **kwargs):
+        saved.append(step)
+        return real_save(engine, run_dir, step, **kwargs)
+
+    forward.calls = 0
+    monkeypatch.setattr(trainer_mod, "forward_losses", forward)
+    monkeypatch.setattr(trainer_mod.ckpt_io, "save_checkpoint", save_checkpoint)
+    result = train(cfg, evaluate_held_in=False)
+    assert result.interrupted and saved == [3] and result.checkpoint == latest_checkpoint(tmp_path / "run")
+
+
 def test_resume_into_a_changed_run_is_refused_naming_the_key(tmp_path, tok, cache):
     # was: DeepSpeed tracebacks (a missing ZeRO optimizer file, KeyError 'dynamic_loss_scale', a state-dict
     # size mismatch) or the sampler's complaint, after tokenizing and building everything

@@ -819,7 +819,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 checkpoint_path = save(step)  # a new best is checkpointed (and linked as best) right away
             if acc[2 * T + 3] > 0:
                 logger.message(f"SIGTERM: saving a checkpoint at step {step} and exiting")
-                checkpoint_path = save(step)
+                if checkpoint_path is None or checkpoint_path.name != ckpt_io.step_name(step):  # (not saved just now)
+                    checkpoint_path = save(step)
                 interrupted = True
                 break
         if not interrupted:  # a run resumed in place that trained no step keeps its checkpoint as it is
