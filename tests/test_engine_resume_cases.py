@@ -138,6 +138,21 @@ def test_a_fresh_run_starts_the_logs_over(tmp_path, tok):
     assert sorted(step_records(tmp_path / "run")) == [1, 2, 3]  # a resumed run appends
 
 
+def test_a_run_whose_latest_checkpoint_is_broken_resumes_from_an_earlier_one(tmp_path, tok):
+    # was: resuming checkpoints/step-N in place was refused because `latest` named the broken checkpoint, the
+    # very remedy the refusal of --resume auto suggests
+    sections = {"training": {"steps": 4, "checkpoint_every": 2}}
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", **sections), evaluate_held_in=False)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (checkpoints / "step-00000004" / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match="missing or incomplete; resume from an earlier checkpoint"):
+        train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", **sections), resume="auto")
+    resumed = train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", **sections),
+                    resume=str(checkpoints / "step-00000002"), evaluate_held_in=False)
+    assert resumed.step == 4 and (checkpoints / "latest").read_text().strip() == "step-00000004"
+    assert (checkpoints / "step-00000004" / "meta.json").exists()
+
+
 def test_the_best_link_survives_a_resume_without_keep_best(tmp_path, tok):
     selection = {"validate_every": 2, "validate_examples": 4, "keep_best": "val_score", "keep_checkpoints": 1}
     train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 6, **selection}),

@@ -148,7 +148,8 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
         return None
     ckpt = pointer.parent / pointer.read_text().strip()
     if not (ckpt / "meta.json").exists():
-        raise CheckpointError(f"{pointer} points at {ckpt}, which is missing or incomplete")
+        raise CheckpointError(f"{pointer} points at {ckpt}, which is missing or incomplete; resume from an earlier "
+                              f"checkpoint (--resume {pointer.parent}/step-N)")
     return ckpt
 
 

@@ -499,9 +499,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
     if resume_meta:  # a changed task list or LoRA would misread task ids, sampler state or weights: refuse it now
         ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names, lora=lora_section(cfg))
-    existing = ckpt_io.latest_checkpoint(run_dir)
     in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
-    if existing is not None and not in_place:  # two runs' logs and checkpoints would interleave in one folder
+    existing = None if in_place else ckpt_io.latest_checkpoint(run_dir)  # (in place: `latest` may be the broken one)
+    if existing is not None:  # two runs' logs and checkpoints would interleave in one folder
         how = "resume it with --resume auto" if resume_from is None else \
             f"resume {resume_from} into a new training.output_dir"
         raise ckpt_io.CheckpointError(
