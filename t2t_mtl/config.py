@@ -419,9 +419,16 @@ _DIM_INTEGERS = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", 
                  "relative_attention_num_buckets", "relative_attention_max_distance", "vocab_size")
 
 
-def _check_dims(dims: Mapping[str, Any]) -> None:
+_DIM_FLOATS = ("dropout_rate", "layer_norm_epsilon", "initializer_factor")
+
+
+def _check_dims(dims: Dict[str, Any]) -> None:
     """The values of `model.dims` (T5Config sizes): ConfigError naming the key instead of an error from deep in
-    transformers or torch when the model is built."""
+    transformers or torch when the model is built. Numbers PyYAML reads as strings (`1e-6`) become floats."""
+    for key in _DIM_FLOATS:
+        if isinstance(dims.get(key), str) and _FLOAT_RE.fullmatch(dims[key].strip()):
+            dims[key] = float(dims[key])
+
     def bad(key: str, what: str) -> None:
         raise ConfigError(f"config key 'model.dims.{key}' must be {what}, got {dims[key]!r}")
 

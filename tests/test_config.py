@@ -90,6 +90,15 @@ def test_bad_model_dims_values_are_named(dims, expected):
                                                                     "dropout_rate": 0.1, "d_model": 8}}})
 
 
+def test_model_dims_floats_written_without_a_dot_are_numbers(tmp_path):
+    # was: PyYAML reads `1e-6` as a string, which model.dims refused ("must be a number > 0, got '1e-6'")
+    write(tmp_path / "c.yaml", {"data": {"mixture": "m"}})
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text()
+                                     + "model:\n  dims: {d_model: 8, layer_norm_epsilon: 1e-6, dropout_rate: 1e-1}\n")
+    cfg = C.load_config(tmp_path / "c.yaml", ["model.dims.initializer_factor=1e0"])
+    assert cfg.model.dims == {"d_model": 8, "layer_norm_epsilon": 1e-6, "dropout_rate": 0.1, "initializer_factor": 1.0}
+
+
 @pytest.mark.parametrize("key,value,expected", [
     ("training.steps", "ten", "training.steps.*int"),
     ("training.steps", True, "training.steps.*int"),
