@@ -20,7 +20,7 @@ from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
 
 from cluster_helpers import private_slurm, private_sshd
-from engine_helpers import REPO, free_port, run_checked, step_losses, subprocess_env, tiny_config, \
+from engine_helpers import REPO, free_port, run_checked, step_losses, step_records, subprocess_env, tiny_config, \
     torchrun_command, train_tiny_tokenizer, write_config
 
 pytestmark = pytest.mark.slow
@@ -118,6 +118,26 @@ def test_two_nodes_zero2_then_resume_on_one_node(work):
     assert more.task_sequence == uninterrupted.task_sequence[STEPS:]
     losses = step_losses(root / "resumed")
     assert losses[STEPS + 1] < step_losses(root / "one")[1] - 0.3  # it continued from trained weights
+
+
+def test_tchebycheff_on_two_ranks_resumes_as_if_uninterrupted(work):
+    """Each rank took its own first losses as Tchebycheff's references, and a checkpoint keeps rank 0's: after a
+    resume rank 1 weighted its tasks differently than the uninterrupted run did."""
+    root, tok, _ = work
+
+    def config(name, steps):
+        return tiny_config(root / name, tok, root / "cache", weighting={"method": "tchebycheff"},
+                           training={"steps": steps, "schedule": "constant"})
+
+    run_checked(torchrun_command(write_config(config("tch", STEPS), root / "tch.yaml"), 2))
+    run_checked(torchrun_command(write_config(config("tch_resumed", STEPS // 2), root / "tch_half.yaml"), 2))
+    run_checked(torchrun_command(write_config(config("tch_resumed", STEPS), root / "tch_resumed.yaml"), 2,
+                                 "--resume", "auto"))
+    got, expected = step_records(root / "tch_resumed"), step_records(root / "tch")
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for step in range(STEPS // 2 + 1, STEPS + 1):
+        assert got[step]["weighted_loss"] == pytest.approx(expected[step]["weighted_loss"], rel=1e-5), step
+        assert got[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-5), step
 
 
 @pytest.mark.parametrize("stage", [1, 3])

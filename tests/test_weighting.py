@@ -106,6 +106,43 @@ def test_tchebycheff_takes_no_unusable_first_loss_as_reference(bad):
     assert w.ref_loss.tolist()[:2] == [2.0, 4.0]
 
 
+def test_tchebycheff_references_are_the_same_on_every_rank():
+    # each rank took its own first losses as l_t, but a checkpoint keeps rank 0's: after a resume the other
+    # ranks' weights changed. Two ranks in threads, summing through a shared slot list:
+    import threading
+
+    barrier, slots, calls = threading.Barrier(2), [None, None], [0, 0]
+
+    def all_reduce_sum(rank):
+        def reduce(tensor):
+            calls[rank] += 1
+            slots[rank] = tensor.clone()
+            barrier.wait()
+            total = slots[0] + slots[1]
+            barrier.wait()
+            return total
+        return reduce
+
+    ranks = [build_weighting({"method": "tchebycheff"}, TASKS, SIZES) for _ in range(2)]
+
+    def step(first, second):
+        ranks[0](losses(**first))
+        ranks[1](losses(**second))
+        threads = [threading.Thread(target=w.synchronize, args=(all_reduce_sum(r),)) for r, w in enumerate(ranks)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    step({"a": 2.0}, {"a": 4.0, "b": 1.0})
+    for w in ranks:  # a: the mean of the two first losses; b: rank 1's; c: unseen
+        assert w.ref_loss[:2].tolist() == [3.0, 1.0] and math.isnan(w.ref_loss[2])
+    step({"c": 5.0}, {"b": 7.0})
+    assert ranks[0].ref_loss.tolist() == ranks[1].ref_loss.tolist() == [3.0, 1.0, 5.0]
+    step({"a": 1.0}, {"c": 2.0})  # every rank knows every reference: no more collectives
+    assert calls == [2, 2] and ranks[0].state_dict()["ref_loss"].tolist() == [3.0, 1.0, 5.0]
+
+
 def test_curriculum_sigmoid():
     w = build_weighting({"method": "curriculum", "start_epochs": {"b": 2.0, "c": 5.0}, "alpha": 0.5,
                          "base": "size"}, TASKS, SIZES)

@@ -758,6 +758,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     weighting_opt.step()
                     weighting_opt.zero_grad(set_to_none=True)
             step += 1
+            weighting.synchronize(_all_reduce_sum)  # state built from each rank's own losses: the same everywhere
             acc[2 * T + 3] = 1.0 if terminate["flag"] else 0.0
             acc[2 * T + 5] = sum(len(chunk) for chunk in chunks)  # packed micro-batches hold varying numbers
             _all_reduce_sum(acc)

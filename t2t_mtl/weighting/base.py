@@ -1,7 +1,7 @@
 """`LossWeighting`: combine the per-task losses of a step into one scalar loss."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -49,6 +49,11 @@ class LossWeighting(nn.Module):
 
     def index(self, task: str) -> int:
         return self._index[task]
+
+    def synchronize(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Make the state each rank builds from its own losses the same on every rank, through
+        `all_reduce_sum` (a tensor in, its sum over the ranks out). Called by every rank after each step
+        (so the state a checkpoint keeps, rank 0's, is every rank's); nothing to do for most methods."""
 
     def weighted_sum(self, losses: dict[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
         """Σ_t w_t L_t over the present tasks; records `last_weights`."""

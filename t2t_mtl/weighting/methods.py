@@ -131,7 +131,8 @@ class DynamicTaskPrioritization(LossWeighting):
 class TchebycheffWeighting(LossWeighting):
     """max_t λ_t L_t with λ_t = 1/(l_t Σ_i 1/l_i), l_t a reference loss per task.
 
-    l_t is ``stats["ref_loss"][t]`` when given, else the task's first observed loss; Σ_i runs over the
+    l_t is ``stats["ref_loss"][t]`` when given, else the task's first observed loss (with several ranks, the
+    mean of the ranks' first losses from the end of that step on: `synchronize`); Σ_i runs over the
     tasks whose l is known. The maximum is over the tasks present in the step. A first loss that is not
     finite and > 0 cannot be a reference: the call returns NaN (the engine skips such a step, as it skips
     any non-finite loss) and the task's next loss is tried.
@@ -142,6 +143,7 @@ class TchebycheffWeighting(LossWeighting):
     def __init__(self, task_names, task_sizes=None) -> None:
         super().__init__(task_names, task_sizes)
         self.register_buffer("ref_loss", torch.full((len(self.task_names),), float("nan"), dtype=torch.float64))
+        self._synchronized = False  # every rank holds every reference (see `synchronize`)
 
     def combine(self, losses, *, epoch, stats):
         for task, value in (stats.get("ref_loss") or {}).items():
@@ -160,6 +162,20 @@ class TchebycheffWeighting(LossWeighting):
         weighted = torch.stack([weights[t] * loss.reshape(()) for t, loss in losses.items()])
         self.last_weights = weights
         return weighted.max()
+
+    def synchronize(self, all_reduce_sum):
+        """Each rank takes its own first losses as references: they become the mean over the ranks that know
+        them (a task no rank has seen stays unknown). Once every rank knows every task's reference, they agree
+        and stay so: no more collectives."""
+        if self._synchronized:
+            return
+        known = ~torch.isnan(self.ref_loss)
+        totals = all_reduce_sum(torch.stack([torch.where(known, self.ref_loss, torch.zeros_like(self.ref_loss)),
+                                             known.to(self.ref_loss.dtype)]))
+        seen = totals[1] > 0
+        mean = torch.where(seen, totals[0] / totals[1].clamp(min=1), torch.full_like(totals[0], math.nan))
+        self.ref_loss.copy_(mean)
+        self._synchronized = bool(seen.all())
 
 
 def _start_epoch(task: str, value) -> float:
