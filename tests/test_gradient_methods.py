@@ -324,13 +324,19 @@ def test_accumulate_handles_out_of_place_accumulation_and_restores_grads():
 
 
 class _FakeEngine:
-    """The two things the step hook reads from a DeepSpeed engine: `.module` and the ZeRO stage."""
+    """What the step hook reads from a DeepSpeed engine: `.module`, the ZeRO stage and the precision."""
 
-    def __init__(self, module: torch.nn.Module, stage: int) -> None:
-        self.module, self.stage = module, stage
+    def __init__(self, module: torch.nn.Module, stage: int, precision: str = "fp32") -> None:
+        self.module, self.stage, self.precision = module, stage, precision
 
     def zero_optimization_stage(self) -> int:
         return self.stage
+
+    def bfloat16_enabled(self) -> bool:
+        return self.precision == "bf16"
+
+    def fp16_enabled(self) -> bool:
+        return self.precision == "fp16"
 
 
 def test_step_hook_one_process_hands_back_the_combined_gradient():
@@ -353,6 +359,33 @@ def test_step_hook_one_process_hands_back_the_combined_gradient():
     got = torch.cat([p.grad.flatten() for p in model.parameters()]).double()
     assert_rel_close(got, expected, rtol=1e-5)
     assert hook.stats()["tasks"] == tasks and len(hook.stats()["grad_cosine"]) == 3
+    hook.remove()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_step_hook_leaves_an_overflowed_step_to_deepspeed(precision):
+    """A task gradient that overflowed (fp16 loss scaling: finite loss, inf gradient) must not crash the step:
+    DeepSpeed's own gradients stay, so its overflow check skips the step. Without that check (fp32, stage 0)
+    the method's clear error stands."""
+    from t2t_mtl.gradients import build_step_hook
+
+    model = TwoHeads()
+    engine = _FakeEngine(model, 0, precision)
+    hook = build_step_hook({"method": "pcgrad"}, engine, ["a", "b"])
+    hook.begin_step(engine)
+    for t, task in enumerate(["a", "b"]):
+        loss = _task_losses(model, 2)[t]
+        loss.backward(torch.tensor(float("inf") if t == 1 else 1.0))
+        hook.after_backward(engine, task)
+    before = [p.grad.clone() for p in model.parameters()]
+    if precision == "fp32":
+        with pytest.raises(GradientMethodError, match="NaN/inf"):
+            hook.before_optimizer_step(engine)
+    else:
+        hook.before_optimizer_step(engine)
+        for p, b in zip(model.parameters(), before):  # DeepSpeed's gradient, untouched
+            torch.testing.assert_close(p.grad, b, rtol=0, atol=0, equal_nan=True)
+        assert hook.stats() is None
     hook.remove()
 
 

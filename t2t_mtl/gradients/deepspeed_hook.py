@@ -15,7 +15,8 @@ rows (memory: one full scratch row plus k slices).
 At the boundary: partial Grams all-reduced (k² numbers), the method's weights on the host (identical on all
 ranks), the local combine, one all-gather of the combined slices, and `deepspeed.utils.safe_set_full_grad`
 replaces DeepSpeed's averaged gradient of every parameter (its ZeRO-1/2 partition fragment, or `.grad` at
-stage 0) by the combined one. With method `sum` the step is exactly DeepSpeed's own.
+stage 0) by the combined one. With method `sum` the step is exactly DeepSpeed's own. A step whose task
+gradients overflowed (fp16 loss scaling) keeps DeepSpeed's gradients, so its overflow check skips the step.
 
 ZeRO-3 (`Zero3SurgeryHook`) partitions every parameter (rank r holds piece r of each) and reduce-scatters the
 gradients into fp32 pieces itself, accumulating over the micro-batches. There no scratch and no extra
@@ -28,10 +29,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from .surgery import GradientSurgery, default_segment_of, segment_boundaries
+
+
+def _skips_nonfinite_steps(engine: Any) -> bool:
+    """DeepSpeed skips a step with non-finite gradients itself (fp16 loss-scale overflows) except for fp32 at
+    ZeRO stage 0."""
+    return int(engine.zero_optimization_stage()) > 0 or engine.bfloat16_enabled() or engine.fp16_enabled()
 
 
 class _SurgeryHook:
@@ -43,6 +51,15 @@ class _SurgeryHook:
     def stats(self) -> dict[str, Any] | None:
         """Per-task gradient norms and cosines and the weights of the last step (see GradientSurgery.stats)."""
         return self.last_stats
+
+    def _leave_to_deepspeed(self, engine: Any) -> bool:
+        """True when a task gradient overflowed (non-finite Gram, the same on every rank) and DeepSpeed's overflow
+        check will skip the step: its own gradients are then left as they are and no stats are logged.
+        Without that check the method refuses the Gram with a clear error."""
+        if np.all(np.isfinite(self.surgery.whole_gram())) or not _skips_nonfinite_steps(engine):
+            return False
+        self.last_stats = None
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return self.surgery.state_dict()
@@ -105,6 +122,8 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         from deepspeed.utils import safe_set_full_grad
 
         self.capturing = False
+        if self._leave_to_deepspeed(engine):
+            return
         local = self._piece  # free between steps: the micro-batches' reductions are done
         local[self.hi - self.lo:].zero_()  # the padding tail; combine overwrites the rest
         self.surgery.combine_into(local[: self.hi - self.lo])
@@ -174,6 +193,8 @@ class Zero3SurgeryHook(_SurgeryHook):
         """Gram → weights → combine, then replace DeepSpeed's accumulated pieces by the combined ones."""
         from deepspeed.utils import safe_set_local_grad
 
+        if self._leave_to_deepspeed(engine):
+            return
         combined = self.surgery.combine_into(torch.empty_like(self.accumulated))  # every element written
         for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
             safe_set_local_grad(p, combined[lo:hi])
