@@ -141,6 +141,15 @@ def test_nashmtl_gram_space_equals_textbook_and_solves_bargaining(num_tasks, num
     np.testing.assert_allclose(alpha * (G / np.linalg.norm(G) @ alpha), 1.0, rtol=1e-8)
 
 
+def test_nashmtl_without_ridge_on_dependent_gradients_names_the_option():
+    """Opposite gradients: G α = 1/α has no solution without the ridge; the error says to set it, not numpy's
+    LinAlgError; the default ridge solves it."""
+    opposite = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    with pytest.raises(GradientMethodError, match=r"no solution .* gradient_surgery.ridge = 0.0; set ridge > 0"):
+        build_method({"method": "nashmtl", "ridge": 0.0}, 2).weights(opposite)
+    assert np.all(np.isfinite(build_method("nashmtl", 2).weights(opposite)))
+
+
 def test_sum_and_mean():
     G = host_gram(conflicting_grads(3, 10, 0))
     np.testing.assert_array_equal(build_method("sum", 3).weights(G), [1, 1, 1])

@@ -31,7 +31,13 @@ def nashmtl_weights(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -
         if np.max(np.abs(alpha * g_alpha - 1.0)) < tol:
             break
         grad = g_alpha - 1.0 / alpha
-        step = -np.linalg.solve(gram + np.diag(1.0 / alpha ** 2), grad)
+        try:
+            step = -np.linalg.solve(gram + np.diag(1.0 / alpha ** 2), grad)
+        except np.linalg.LinAlgError:  # α diverged: G α = 1/α has no solution
+            raise GradientMethodError(
+                f"nashmtl: G α = 1/α has no solution for this step's task gradients (they are linearly dependent, "
+                f"e.g. two of them opposite) with gradient_surgery.ridge = {ridge}; set ridge > 0 "
+                f"(default {NashMTL.defaults['ridge']})") from None
         size = 1.0
         while np.any(alpha + size * step <= 0):
             size *= 0.5
