@@ -167,6 +167,25 @@ def test_config_errors_are_clear(cfg, match):
         build_method(cfg, 3)
 
 
+@pytest.mark.parametrize("cfg,match", [
+    ({"method": "cagrad", "c": "abc"}, r"gradient_surgery.c must be a number for method 'cagrad', got 'abc'"),
+    ({"method": "pcgrad", "seed": None}, r"gradient_surgery.seed must be a number .* got None"),
+    ({"method": "mgda", "max_iter": 2.5}, r"gradient_surgery.max_iter must be an integer .* got 2.5"),
+])
+def test_option_values_of_the_wrong_type_name_the_option(cfg, match):
+    with pytest.raises(GradientMethodError, match=match):
+        build_method(cfg, 3)
+
+
+def test_yaml_exponent_strings_are_numbers():
+    """PyYAML reads `max_iter: 1e3` and `tol: 1e-8` as strings: they are the numbers they spell."""
+    import yaml
+
+    cfg = yaml.safe_load("method: mgda\nmax_iter: 1e3\ntol: 1e-8")
+    assert build_method(cfg, 3).options == {"max_iter": 1000, "tol": 1e-8}
+    assert build_method({"method": "pcgrad", "seed": 2 ** 64 + 1}, 3).options["seed"] == 2 ** 64 + 1
+
+
 def test_nonfinite_gram_is_refused():
     with pytest.raises(GradientMethodError, match="NaN/inf"):
         build_method("pcgrad", 2).weights(np.array([[1.0, np.nan], [np.nan, 1.0]]))

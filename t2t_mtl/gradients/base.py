@@ -34,7 +34,26 @@ class GradientMethod:
                 f"gradient_surgery.{unknown[0]}: unknown option for method {self.name!r}; "
                 f"accepted options: {sorted(self.defaults) or 'none'}")
         self.num_tasks = num_tasks
-        self.options = {**self.defaults, **options}
+        self.options = {key: self._coerced(key, value) for key, value in {**self.defaults, **options}.items()}
+
+    def _coerced(self, key: str, value: Any) -> Any:
+        """`value` as the type of a numeric default (YAML reads `1e3` as a string); other options as given."""
+        default = self.defaults[key]
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            return value
+        if isinstance(default, int) and isinstance(value, int):
+            return int(value)  # exact, however large (a seed)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise GradientMethodError(f"gradient_surgery.{key} must be a number for method {self.name!r}, "
+                                      f"got {value!r}") from None
+        if isinstance(default, int):
+            if not number.is_integer():
+                raise GradientMethodError(f"gradient_surgery.{key} must be an integer for method {self.name!r}, "
+                                          f"got {value!r}")
+            return int(number)
+        return number
 
     @property
     def segmented(self) -> bool:
