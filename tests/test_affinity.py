@@ -244,6 +244,16 @@ def test_gradient_clustering_recovers_the_planted_groups():
     assert top == pytest.approx(clustering.linkage[-1, 2])
 
 
+def test_default_cut_never_merges_orthogonal_or_unmeasured_tasks():
+    """was: fcluster kept merges at exactly the threshold, so with the default 1.0 tasks whose mean cosine is
+    0 (orthogonal gradients, or pairs never measured together) were reported as one cluster."""
+    assert cluster_tasks(["a", "b", "c"], np.eye(3)).clusters() == [["a"], ["b"], ["c"]]
+    unmeasured = np.array([[1.0, np.nan, 0.5], [np.nan, 1.0, np.nan], [0.5, np.nan, 1.0]])
+    clustering = cluster_tasks(["a", "b", "c"], unmeasured)
+    assert sorted(clustering.clusters()) == [["a", "c"], ["b"]]
+    assert clustering.cut_height() == 1.0
+
+
 def test_gradient_affinity_outputs(tmp_path):
     series = _grouped_series(steps=6)
     series.cosines[2, 0, 3] = series.cosines[2, 3, 0] = np.nan  # a pair not measured at one step

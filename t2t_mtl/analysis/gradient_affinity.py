@@ -159,7 +159,7 @@ class TaskClustering:
         if k <= 1:
             return float(heights[-1]) * 1.02
         below, above = heights[n - k - 1] if n - k - 1 >= 0 else 0.0, heights[n - k]
-        return float(self.threshold if below <= self.threshold < above else (below + above) / 2)
+        return float(self.threshold if below < self.threshold <= above else (below + above) / 2)
 
     def clusters(self) -> list[list[str]]:
         groups: dict[int, list[str]] = {}
@@ -172,8 +172,9 @@ def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: f
                   n_clusters: Optional[int] = None, method: str = "average") -> TaskClustering:
     """Agglomerative clustering on d_ij = 1 − mean cos_ij (symmetrised, 0 on the diagonal).
 
-    Clusters are cut at distance `threshold` (1.0: merged groups have a positive mean cosine under
-    average linkage) unless `n_clusters` is given. Pairs never measured count as orthogonal (d = 1).
+    Clusters are cut at distance `threshold`: only merges below it are kept (1.0: merged groups have a
+    positive mean cosine under average linkage) unless `n_clusters` is given. Pairs never measured count as
+    orthogonal (d = 1), so with the default threshold they are never merged on that evidence.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
@@ -190,7 +191,7 @@ def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: f
     if n_clusters is not None:
         labels = fcluster(links, t=n_clusters, criterion="maxclust")
     else:
-        labels = fcluster(links, t=threshold, criterion="distance")
+        labels = fcluster(links, t=np.nextafter(threshold, -np.inf), criterion="distance")  # fcluster keeps <= t
     return TaskClustering(tasks, dist, links, [int(x) for x in labels], threshold)
 
 
