@@ -180,7 +180,7 @@ def test_selected_chunk_keeps_the_top_uncertainty_candidates():
     ({"evaluation": {"held_out": True}}, "held_out_clusters"),
     ({"sampling": {"strategy": "uncertainty", "pool_per_task": 2}, "gradient_surgery": {"method": "pcgrad"},
       "training": {"grad_accum": 3}}, "uncertainty.*gradient_surgery"),
-    ({"sampling": {"strategy": "uncertainty"}}, "raise sampling.pool_per_task to at least 2"),  # 3 tasks, batch 4
+    ({"sampling": {"strategy": "uncertainty", "pool_per_task": 1}}, "raise sampling.pool_per_task above 1"),
 ])
 def test_signal_config_errors_name_the_key(tmp_path, tokenizer_dir, sections, message):
     from t2t_mtl.config import ConfigError
@@ -188,6 +188,20 @@ def test_signal_config_errors_name_the_key(tmp_path, tokenizer_dir, sections, me
 
     with pytest.raises(ConfigError, match=message):
         train(tiny_config(tmp_path / "run", tokenizer_dir, tmp_path / "cache", **sections))
+
+
+def test_camtl_draws_a_batch_of_candidates_per_task_by_default(tmp_path, tokenizer_dir):
+    # CA-MTL scores b candidates of every task and keeps b (b = the batch); the default was 1 per task, and the
+    # pool size that the refusal then suggested (ceil(b / tasks) per task) kept every candidate: no selection
+    from t2t_mtl.config import ConfigError, config_from_dict
+    from t2t_mtl.engine.trainer import check_run_config
+
+    cfg = tiny_config(tmp_path / "run", tokenizer_dir, tmp_path / "cache", sampling={"strategy": "uncertainty"},
+                      training={"micro_batch_size": 6})
+    assert check_run_config(config_from_dict(cfg))[1]["pool_per_task"] == 6
+    cfg["sampling"]["pool_per_task"] = 2  # 2 x 3 tasks = the batch: every candidate kept
+    with pytest.raises(ConfigError, match="selects nothing: raise sampling.pool_per_task above 2"):
+        check_run_config(config_from_dict(cfg))
 
 
 def test_uncertainty_weighting_follows_the_lr_schedule(tmp_path, tokenizer_dir):

@@ -260,6 +260,8 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
     sampling_cfg = dict(cfg.sampling)
     if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
         sampling_cfg["rates"] = rates
+    if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
+        sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
     check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size)
     check_signal_config(cfg, sampling_cfg)
     if cfg.tokenizer.path is None:
@@ -301,11 +303,13 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                           "sampling strategy 'uncertainty' (CA-MTL) selects exactly micro_batch_size examples per "
                           "micro-batch: use data.batching: bucket with it, or another sampling strategy")
     pool = int(sampling_cfg.get("pool_per_task", 1)) * len(task_names)
-    if sampling_cfg.get("strategy") == "uncertainty" and pool < cfg.training.micro_batch_size:
+    if sampling_cfg.get("strategy") == "uncertainty" and pool <= cfg.training.micro_batch_size:
         raise ConfigError(f"sampling strategy 'uncertainty' keeps training.micro_batch_size "
                           f"({cfg.training.micro_batch_size}) of a pool of sampling.pool_per_task x tasks = {pool} "
-                          f"candidates: raise sampling.pool_per_task to at least "
-                          f"{-(-cfg.training.micro_batch_size // len(task_names))}")
+                          f"candidates, so it selects " + ("nothing" if pool == cfg.training.micro_batch_size else
+                                                           "from too few") +
+                          f": raise sampling.pool_per_task above {cfg.training.micro_batch_size // len(task_names)} "
+                          f"(CA-MTL draws micro_batch_size = {cfg.training.micro_batch_size} per task, the default)")
     if cfg.gradient_surgery:
         from t2t_mtl.gradients import build_method
 
