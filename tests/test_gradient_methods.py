@@ -119,6 +119,23 @@ def test_cagrad_gram_space_equals_textbook(num_tasks, num_params, seed, c):
         assert_rel_close(update, g.mean(0))
 
 
+def test_cagrad_keeps_its_bound_when_zero_lies_in_the_convex_hull():
+    # g, -g and a third task: the optimum x puts g_x at 0, where the step s/‖g_x‖ had no bound (weights ~5e8),
+    # and a float32 combine turned the cancellation into an update far outside ‖d - g0‖ <= c‖g0‖
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(3, 2000, generator=gen, dtype=torch.float64)
+    g[1] = -g[0]
+    g[2] -= (g[2] @ g[0]) / (g[0] @ g[0]) * g[0]  # orthogonal to the others: F(x) >= 0 = F at g_x = 0
+    c = 0.4
+    weights = cagrad_weights(host_gram(g.float().double()), c, False)
+    assert np.abs(weights).max() < 1 / 3 + 1e5
+    g0 = g.mean(0)
+    for precision in (torch.float64, torch.float32):
+        update = combine(weights, g.to(precision)).double()
+        assert float((update - g0).norm()) <= c * float(g0.norm()) * (1 + 1e-3), precision
+    assert_rel_close(combine(weights, g), textbook.cagrad(g, c, False))
+
+
 @pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
 def test_mgda_gram_space_equals_textbook_and_is_min_norm(num_tasks, num_params, seed):
     g = conflicting_grads(num_tasks, num_params, seed)

@@ -1,9 +1,12 @@
 """CAGrad (Liu et al. 2021) in Gram space.
 
 With g0 = mean gradient and s = c‖g0‖, find x on the simplex minimising F(x) = g_xᵀ g0 + s‖g_x‖ (g_x = Σ x_k g_k),
-then d = g0 + (s / ‖g_x‖) g_x, optionally divided by 1 + c² (`rescale`, as the authors' code). Weights:
-w = 1/T + s x / ‖g_x‖ (÷ (1 + c²)). The problem is solved in float64 with SLSQP after normalising G by its mean
-diagonal (the weights are invariant to that scale).
+then d = g0 + (s / (‖g_x‖ + ε)) g_x, optionally divided by 1 + c² (`rescale`, as the authors' code). Weights:
+w = 1/T + s x / (‖g_x‖ + ε) (÷ (1 + c²)). The problem is solved in float64 with SLSQP after normalising G by its
+mean diagonal (the weights are invariant to that scale). ε (`STEP_EPS`, the authors' code adds 1e-4 to ‖g_x‖ too)
+is relative to the RMS task-gradient norm: when 0 lies in the convex hull ‖g_x‖ → 0, and without it the weights
+grew without bound (~1e8) and cancellation in a float32 combine broke the bound ‖d − g0‖ ≤ c‖g0‖; with it the
+added term keeps that bound and the weights stay below 1/T + s/ε.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from scipy.optimize import minimize
 from .base import GradientMethod, GradientMethodError, register_method
 
 NORM_FLOOR = 1e-20  # keeps √(xᵀGx) differentiable when 0 lies in the convex hull
+STEP_EPS = 1e-4  # added to ‖g_x‖ in the step (units of the RMS task-gradient norm), as the authors' code does
 
 
 def solve_simplex(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], num_tasks: int) -> np.ndarray:
@@ -44,8 +48,8 @@ def cagrad_weights(gram: np.ndarray, c: float, rescale: bool) -> np.ndarray:
         return float(x @ g0_dots + s * norm), g0_dots + s * gx / norm
 
     x = solve_simplex(objective, num_tasks)
-    norm = np.sqrt(max(float(x @ gram @ x), 0.0) + NORM_FLOOR)
-    weights = 1.0 / num_tasks + s * x / norm
+    norm = np.sqrt(max(float(x @ gram @ x), 0.0))
+    weights = 1.0 / num_tasks + s * x / (norm + STEP_EPS)
     return weights / (1.0 + c ** 2) if rescale else weights
 
 

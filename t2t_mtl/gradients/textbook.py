@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .cagrad import NORM_FLOOR, solve_simplex
+from .cagrad import NORM_FLOOR, STEP_EPS, solve_simplex
 from .gradvac import gradvac_coefficient
 
 
@@ -56,7 +56,8 @@ def gradvac(grads: torch.Tensor, orders: list[list[int]], targets: np.ndarray, b
 
 
 def cagrad(grads: torch.Tensor, c: float, rescale: bool) -> torch.Tensor:
-    """Liu et al.'s CAGrad: d = g0 + c‖g0‖ g_x/‖g_x‖ with x = argmin_simplex g_xᵀg0 + c‖g0‖‖g_x‖."""
+    """Liu et al.'s CAGrad: d = g0 + c‖g0‖ g_x/(‖g_x‖ + ε) with x = argmin_simplex g_xᵀg0 + c‖g0‖‖g_x‖ (ε as the
+    authors' code, relative to the RMS task-gradient norm)."""
     num_tasks = grads.shape[0]
     scale = float(sum(_dot(g, g) for g in grads)) / num_tasks
     g0 = grads.mean(0)
@@ -78,7 +79,7 @@ def cagrad(grads: torch.Tensor, c: float, rescale: bool) -> torch.Tensor:
 
     x = solve_simplex(objective, num_tasks)
     gx = combination(x)
-    direction = g0n + (s / np.sqrt(_dot(gx, gx) + NORM_FLOOR)) * gx
+    direction = g0n + (s / (np.sqrt(_dot(gx, gx)) + STEP_EPS)) * gx
     update = direction * np.sqrt(scale)
     return update / (1.0 + c ** 2) if rescale else update
 
