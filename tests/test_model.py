@@ -6,7 +6,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig
-from t2t_mtl.model import ModelBuildError, accepts_task_ids, build_model, count_parameters
+from t2t_mtl.model import ModelBuildError, accepts_task_ids, build_model, count_parameters, model_config
 
 DIMS = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 
@@ -43,3 +43,19 @@ def test_load_local_folder_and_errors(tmp_path):
         build_model({"name_or_path": str(tmp_path / "m")}, vocab_size=500)
     with pytest.raises(ModelBuildError, match="could not be loaded"):
         build_model({"name_or_path": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_a_folder_of_another_architecture_is_refused_naming_its_type(tmp_path, kind):
+    """A non-T5 checkpoint would load as a T5 with every weight fresh (GPT-2) or fail deep in transformers (BERT)."""
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+
+    other = (GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=16, n_layer=1, n_head=2)) if kind == "gpt2" else
+             BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32)))
+    other.save_pretrained(tmp_path / kind)
+    cfg = ModelConfig(name_or_path=str(tmp_path / kind))
+    with pytest.raises(ModelBuildError, match=f"is a '{kind}' model, not a T5"):
+        build_model(cfg)
+    with pytest.raises(ModelBuildError, match=f"is a '{kind}' model, not a T5"):
+        model_config(cfg)

@@ -11,7 +11,11 @@ from t2t_mtl.config import ModelConfig
 
 
 class ModelBuildError(ValueError):
-    """The model config cannot produce a model (bad path, vocabulary too small, ...)."""
+    """The model config cannot produce a model (bad path, not a T5, vocabulary too small, ...)."""
+
+
+#: `model_type`s of the checkpoints `T5ForConditionalGeneration` loads (mT5 is T5 v1.1 with another vocabulary)
+T5_MODEL_TYPES = ("t5", "mt5")
 
 
 def t5_config_from_dims(dims: Mapping[str, Any], vocab_size: Optional[int] = None) -> T5Config:
@@ -27,10 +31,25 @@ def model_config(model_cfg: ModelConfig) -> T5Config:
     """The `T5Config` the model section describes (a pretrained model's own, or one from dims), without weights."""
     if model_cfg.name_or_path is None:
         return t5_config_from_dims(model_cfg.dims)
+    check_t5_checkpoint(model_cfg.name_or_path)
     try:
         return T5Config.from_pretrained(model_cfg.name_or_path)
     except (OSError, ValueError) as err:
         raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
+
+
+def check_t5_checkpoint(name_or_path: str) -> None:
+    """ModelBuildError unless `name_or_path` holds a T5 (its config's `model_type` is one of `T5_MODEL_TYPES`):
+    another architecture would load as a T5 with every weight freshly initialised, or fail deep in transformers."""
+    try:
+        config, _ = T5Config.get_config_dict(name_or_path)
+    except (OSError, ValueError) as err:
+        raise ModelBuildError(f"model.name_or_path {name_or_path!r} could not be loaded: {err}") from None
+    model_type = config.get("model_type")
+    if model_type is not None and model_type not in T5_MODEL_TYPES:
+        raise ModelBuildError(f"model.name_or_path {name_or_path!r} is a {model_type!r} model, not a T5 "
+                              f"encoder-decoder (model_type {' or '.join(map(repr, T5_MODEL_TYPES))}): use a T5 "
+                              "checkpoint (e.g. google/flan-t5-base) or build one from model.dims")
 
 
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
@@ -48,6 +67,7 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     if model_cfg.name_or_path is not None:
         from t2t_mtl.model.moe import TaskAwareT5, load_t5_or_moe
 
+        check_t5_checkpoint(model_cfg.name_or_path)
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
             model = load_t5_or_moe(model_cfg.name_or_path)
         except (OSError, ValueError) as err:
