@@ -266,11 +266,26 @@ def test_config_errors_name_the_key():
 
 
 @pytest.mark.parametrize("key, value", [("capacity_factor", "abc"), ("z_loss_coef", None), ("min_capacity", 2.5),
-                                        ("dropless", "yes"), ("upcycle", 1), ("renormalize", "no")])
+                                        ("dropless", "yes"), ("upcycle", 1), ("renormalize", "no"),
+                                        ("num_experts", True), ("top_k", True), ("every", True)])
 def test_config_values_of_the_wrong_type_name_the_key(key, value):
-    # was: a string capacity factor raised a bare TypeError from a comparison; a string flag passed as true
+    # was: a string capacity factor raised a bare TypeError from a comparison; a string flag passed as true;
+    # `top_k: true` / `every: true` passed as 1, `num_experts: true` was blamed on top_k
     with pytest.raises(MoEConfigError, match=f"model.moe.{key}="):
         MoEConfig.from_dict({key: value})
+
+
+@pytest.mark.parametrize("ids", [3, "01", [0, "1"], [0, 0], [0.5, 1], [True, 1], [0]])
+def test_bad_expert_ids_name_the_layer(ids):
+    # was: a bare TypeError (no len() of an int, int <= str) or accepted (duplicate, float and bool ids)
+    with pytest.raises(MoEConfigError, match=r"model.moe.expert_ids\['encoder.1'\]"):
+        MoEConfig.from_dict({"num_experts": 4, "expert_ids": {"encoder.1": ids}})
+
+
+def test_expert_ids_of_a_layer_without_moe_are_refused():
+    # was: silently ignored, so the layer kept all its experts
+    with pytest.raises(MoEConfigError, match=r"\['encoder.0'\], which are not MoE layers"):
+        convert_to_moe(_dense(), {"num_experts": 4, "every": 2, "expert_ids": {"encoder.0": [0, 1]}})
 
 
 def test_task_routing_with_shared_experts_matches_per_sequence_computation():

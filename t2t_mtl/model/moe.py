@@ -139,11 +139,11 @@ class MoEConfig:
             bad("task_names", "must be a list of task names")
         if not isinstance(self.expert_ids, dict):
             bad("expert_ids", "must be a mapping {layer: [expert ids]}")
-        if not isinstance(self.num_experts, int) or self.num_experts < 1:
+        if not _is_int(self.num_experts) or self.num_experts < 1:
             bad("num_experts", "must be an integer >= 1")
-        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.num_experts:
+        if not _is_int(self.top_k) or not 1 <= self.top_k <= self.num_experts:
             bad("top_k", f"must be an integer in [1, num_experts={self.num_experts}]")
-        if not isinstance(self.every, int) or self.every < 1:
+        if not _is_int(self.every) or self.every < 1:
             bad("every", "must be an integer >= 1 (1 = every layer)")
         if self.layers not in LAYER_CHOICES:
             bad("layers", f"use one of {LAYER_CHOICES}")
@@ -166,9 +166,10 @@ class MoEConfig:
             bad("task_names", "task names must be unique")
         self._validate_unseen_task_routing()
         for layer, ids in self.expert_ids.items():
-            if len(ids) < self.top_k or any(not 0 <= i < self.num_experts for i in ids):
-                raise MoEConfigError(f"model.moe.expert_ids[{layer!r}]={ids}: needs >= top_k ids in "
-                                     f"[0, {self.num_experts})")
+            if (not isinstance(ids, (list, tuple)) or not all(_is_int(i) and 0 <= i < self.num_experts for i in ids)
+                    or len(set(ids)) != len(ids) or len(ids) < self.top_k):
+                raise MoEConfigError(f"model.moe.expert_ids[{layer!r}]={ids!r}: needs a list of >= top_k={self.top_k} "
+                                     f"distinct integer ids in [0, {self.num_experts})")
 
     def _validate_unseen_task_routing(self) -> None:
         value, names = self.unseen_task_routing, self.task_names or []
@@ -191,6 +192,10 @@ class MoEConfig:
         if not 0 <= int(task) < len(names):
             raise MoEConfigError(f"task id {task} out of range: the model knows {len(names)} tasks {names}")
         return int(task)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _dense_ffn(config: T5Config) -> nn.Module:
@@ -398,9 +403,14 @@ class TaskAwareT5(TaskConditionedT5):
                         self._init_weights(expert)
                     ffn.reset_parameters(config.initializer_factor)
                     block.layer[-1].DenseReluDense = ffn
-        if not any(True for _ in moe_blocks(self)):
+        layers = [name for name, _ in moe_blocks(self)]
+        if not layers:
             raise MoEConfigError(f"model.moe.every={moe.every} with layers={moe.layers!r} selects no layer of a "
                                  f"model with {config.num_layers}+{config.num_decoder_layers} layers")
+        stray = sorted(set(moe.expert_ids) - set(layers))
+        if stray:
+            raise MoEConfigError(f"model.moe.expert_ids names {stray}, which are not MoE layers of this model "
+                                 f"(its MoE layers: {layers})")
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MoEFeedForward):
