@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -238,6 +239,23 @@ def test_extracted_task_subnetwork_gives_same_outputs(tmp_path):
     loaded = load_t5_or_moe(str(tmp_path)).eval()
     assert isinstance(loaded, TaskAwareT5)
     torch.testing.assert_close(loaded(input_ids=ids, labels=labels).logits, alone.logits)
+
+
+def test_a_subnetwork_whose_route_leaves_its_experts_is_refused():
+    # training a sub-network's gate rows can move its route to experts it does not hold (within a few steps); the
+    # forward then dropped those experts' share silently (one of two) or failed on a shape (both)
+    moe = convert_to_moe(_dense(), {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
+                                    "task_names": TASKS, "upcycle": False})
+    sub = extract_task_subnetwork(moe, "qa").eval()
+    block = sub.decoder.block[0].layer[-1].DenseReluDense
+    unheld = [e for e in range(4) if e not in block.expert_ids]
+    ids, labels = _batch(b=2)
+    for count in (1, 2):
+        with torch.no_grad():
+            block.task_gate.weight[0, unheld[:count]] = 100.0
+        message = f"picked expert(s) {unheld[:count]}, which this sub-network"
+        with pytest.raises(MoEConfigError, match=re.escape(message)):
+            sub(input_ids=ids, labels=labels)
 
 
 def test_token_routing_has_no_task_subnetwork():

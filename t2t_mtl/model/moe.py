@@ -257,12 +257,18 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             return rows
         return torch.where(ids.eq(UNSEEN_TASK_ID)[:, None], self.unseen_task_row()[None], rows)
 
+    def _check_held(self, expert_ids: Sequence[int]) -> None:
+        """MoEConfigError when the route picked experts this sub-network does not hold."""
+        unheld = sorted(set(expert_ids) - set(self._local))
+        if unheld:
+            raise MoEConfigError(f"the route picked expert(s) {unheld}, which this sub-network does not hold (it holds "
+                                 f"{self.expert_ids}): a task sub-network serves only the route it was exported with "
+                                 "(its own task, its gate rows as exported); to train further, fine-tune the full "
+                                 "model and export the task again")
+
     def _expert(self, expert_id: int) -> nn.Module:
-        local = self._local.get(expert_id)
-        if local is None:
-            raise MoEConfigError(f"the route picked expert {expert_id}, which this sub-network does not hold "
-                                 f"(it holds {self.expert_ids}); use the sub-network only for its own task")
-        return self.experts[local]
+        self._check_held([expert_id])
+        return self.experts[self._local[expert_id]]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, length, d_model = hidden.shape
@@ -306,6 +312,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
                        backend="reference")  # a [tasks, E] table: no kernel launch is worth it
         choice = routed.topk_idx.tolist()
+        self._check_held([e for row in choice for e in row])  # (the loop below visits held experts only)
         sizes = torch.bincount(inverse, minlength=len(present)).tolist()
         grouped = bool((inverse[1:] >= inverse[:-1]).all())
         order = None if grouped else torch.argsort(inverse, stable=True)
