@@ -297,13 +297,23 @@ def test_config_values_of_the_wrong_type_name_the_key(key, value):
 def test_bad_expert_ids_name_the_layer(ids):
     # was: a bare TypeError (no len() of an int, int <= str) or accepted (duplicate, float and bool ids)
     with pytest.raises(MoEConfigError, match=r"model.moe.expert_ids\['encoder.1'\]"):
-        MoEConfig.from_dict({"num_experts": 4, "expert_ids": {"encoder.1": ids}})
+        MoEConfig.from_dict({"num_experts": 4, "routing": "task", "task_names": TASKS,
+                             "expert_ids": {"encoder.1": ids}})
+
+
+@pytest.mark.parametrize("routing", ["token", "hybrid"])
+def test_expert_ids_without_task_routing_are_refused(routing):
+    # was: accepted, and every forward then failed, blaming the route for an expert it had not picked
+    with pytest.raises(MoEConfigError, match="model.moe.expert_ids=.*only with routing='task'"):
+        MoEConfig.from_dict({"num_experts": 4, "routing": routing, "task_names": TASKS,
+                             "expert_ids": {"encoder.1": [0, 1]}})
 
 
 def test_expert_ids_of_a_layer_without_moe_are_refused():
     # was: silently ignored, so the layer kept all its experts
     with pytest.raises(MoEConfigError, match=r"\['encoder.0'\], which are not MoE layers"):
-        convert_to_moe(_dense(), {"num_experts": 4, "every": 2, "expert_ids": {"encoder.0": [0, 1]}})
+        convert_to_moe(_dense(), {"num_experts": 4, "every": 2, "routing": "task", "task_names": TASKS,
+                                  "expert_ids": {"encoder.0": [0, 1]}})
 
 
 def test_task_routing_with_shared_experts_matches_per_sequence_computation():

@@ -165,6 +165,9 @@ class MoEConfig:
         if self.task_names is not None and len(set(self.task_names)) != len(self.task_names):
             bad("task_names", "task names must be unique")
         self._validate_unseen_task_routing()
+        if self.expert_ids and self.routing != "task":
+            bad("expert_ids", f"a layer holds a subset of the experts only with routing='task' (with "
+                              f"{self.routing!r} routing any token may pick any expert); remove expert_ids")
         for layer, ids in self.expert_ids.items():
             if (not isinstance(ids, (list, tuple)) or not all(_is_int(i) and 0 <= i < self.num_experts for i in ids)
                     or len(set(ids)) != len(ids) or len(ids) < self.top_k):
