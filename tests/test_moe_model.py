@@ -258,6 +258,25 @@ def test_a_subnetwork_whose_route_leaves_its_experts_is_refused():
             sub(input_ids=ids, labels=labels)
 
 
+def test_a_model_with_lora_adapters_has_no_subnetwork_until_they_are_folded():
+    # was: the sub-network silently kept the base weights of the adapted linears (its outputs differed)
+    from t2t_mtl.model.lora import apply_lora, merge_lora
+
+    moe = convert_to_moe(_dense(), {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
+                                    "task_names": TASKS, "upcycle": False}).eval()
+    apply_lora(moe, {"r": 2, "targets": ["q", "v"]})
+    with torch.no_grad():
+        for name, p in moe.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    with pytest.raises(MoEConfigError, match="LoRA adapters.*merge_lora"):
+        extract_task_subnetwork(moe, "qa")
+    ids, labels = _batch(b=2)
+    full = moe(input_ids=ids, labels=labels, task_ids=torch.full((2,), 1)).logits
+    sub = extract_task_subnetwork(merge_lora(moe), "qa").eval()
+    torch.testing.assert_close(sub(input_ids=ids, labels=labels).logits, full, rtol=1e-5, atol=1e-5)
+
+
 def test_token_routing_has_no_task_subnetwork():
     moe = convert_to_moe(_dense(), {"num_experts": 2, "every": 1})
     with pytest.raises(MoEConfigError, match="routing='task'"):

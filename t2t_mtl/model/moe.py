@@ -37,6 +37,7 @@ from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActD
 from kernels.moe import (combine, expert_capacity, load_balancing_loss, permute, plan_dispatch, route,
                          router_z_loss)
 from t2t_mtl.config import unknown_key_message
+from t2t_mtl.model.lora import has_lora
 from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5, routing_task_id,
                                         set_task_ids)
 
@@ -500,6 +501,10 @@ def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str], *, unseen
     if cfg.routing != "task":
         raise MoEConfigError(f"extract_task_subnetwork needs model.moe.routing='task'; with {cfg.routing!r} routing "
                              "every token may use any expert, so no expert can be removed for a task")
+    if has_lora(model):
+        raise MoEConfigError("the model has LoRA adapters, which the sub-network (a plain MoE model) would drop: fold "
+                             "them into the weights first (t2t_mtl.model.lora.merge_lora; select_task_adapter for "
+                             "per-task adapters), as `t2t-mtl export --task` does")
     name, rows = _served_gate_rows(model, task, unseen)
     chosen = {layer: sorted(route(row[None], cfg.top_k, score=cfg.score, renormalize=cfg.renormalize,
                                   backend="reference").topk_idx[0].tolist())
