@@ -55,6 +55,25 @@ def test_single_expert_moe_equals_dense_t5(gated):
     torch.testing.assert_close(got.loss, want.loss + aux)
 
 
+def test_a_dense_model_with_lora_adapters_is_converted_only_once_they_are_folded():
+    # was: the MoE model silently took the base weights of the adapted linears (a one-expert MoE then differed
+    # from the dense model it came from)
+    from t2t_mtl.model.lora import apply_lora, merge_lora
+
+    dense = _dense()
+    apply_lora(dense, {"r": 2, "targets": ["q", "v"]})
+    with torch.no_grad():
+        for name, p in dense.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    with pytest.raises(MoEConfigError, match="LoRA adapters.*merge_lora"):
+        convert_to_moe(dense, {"num_experts": 1, "top_k": 1, "every": 1})
+    ids, labels = _batch()
+    want = dense(input_ids=ids, labels=labels).logits
+    moe = convert_to_moe(merge_lora(dense), {"num_experts": 1, "top_k": 1, "every": 1}).eval()
+    torch.testing.assert_close(moe(input_ids=ids, labels=labels).logits, want, rtol=1e-5, atol=1e-5)
+
+
 def test_every_kth_layer_and_layers_choice():
     dense = _dense(num_layers=4, num_decoder_layers=4)
     both = convert_to_moe(dense, {"num_experts": 2, "every": 2})

@@ -461,6 +461,10 @@ def convert_to_moe(model: T5ForConditionalGeneration, moe_cfg: Union[Mapping[str
     """
     if isinstance(model, TaskAwareT5):
         return model
+    if has_lora(model):
+        raise MoEConfigError("the model has LoRA adapters, which the MoE model would drop: convert first and add the "
+                             "adapters after (as build_model does), or fold them into the weights "
+                             "(t2t_mtl.model.lora.merge_lora)")
     data = moe_cfg.to_dict() if isinstance(moe_cfg, MoEConfig) else dict(moe_cfg)
     if task_names is not None:
         data["task_names"] = list(task_names)
