@@ -57,6 +57,9 @@ def test_moe_run_trains_and_logs_aux_loss(moe_run):
         # of the 2 MoE layers has Switch loss E·Σ f·P = E/k·Σ_{top-k} P, between 1 (uniform P) and E/k
         assert 2 - 1e-6 <= moe["load_balancing"] <= 2 * MOE["num_experts"] / MOE["top_k"] + 1e-6
         assert moe["dropped"] == 0.0  # task routing never drops
+        # the aux loss enters once, outside the equal task weighting (1/3 per task); the task losses are the tasks'
+        # cross-entropy (was: aux/tasks added to each task's loss, so its strength depended on the weighting)
+        assert record["weighted_loss"] == pytest.approx(record["loss"] / 3 + moe["aux_loss"], rel=1e-5)
 
 
 def test_task_routed_run_evaluates_held_out_tasks_zero_shot(moe_run):

@@ -354,9 +354,9 @@ def build_collator(cfg: Config, pad_id: int, task_tokens: Any = None) -> Union[S
 
 def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: torch.Tensor,
                    task_names: Sequence[str], pass_task_ids: bool, entropy_acc: Optional[torch.Tensor] = None,
-                   reduction: str = "example") -> Dict[str, torch.Tensor]:
+                   reduction: str = "example") -> Tuple[Dict[str, torch.Tensor], Optional[torch.Tensor]]:
     """Run the model (decoder inputs = labels shifted right, within each segment of a packed batch) and return
-    the per-task losses.
+    the per-task losses and the MoE layers' auxiliary loss (None for a model without MoE layers).
 
     `entropy_acc` ([2T] float64, optional): gets each example's normalised prediction entropy added to its
     task's slot and 1 to its task's count (T + id), from this forward's logits (no extra pass). `reduction`:
@@ -378,10 +378,7 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
     per_task = per_task_losses(out.logits, labels, task_ids_cpu, task_names, segments, reduction)
     if entropy_acc is not None:
         add_task_entropies(entropy_acc, out.logits, labels, task_ids_cpu, segments)
-    aux = getattr(out, "aux_loss", None)  # task-aware MoE layers may add a load-balancing loss
-    if aux is not None:
-        per_task = {t: v + aux / len(per_task) for t, v in per_task.items()}
-    return per_task
+    return per_task, getattr(out, "aux_loss", None)  # MoE layers' load-balancing and z losses
 
 
 def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[ScalarSinks], step: int,
@@ -717,12 +714,14 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 step_examples_cpu = example_task_ids(batch)
                 tokens = count_tokens(batch)
                 batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
-                per_task = forward_losses(engine, batch, task_ids_cpu, task_names, pass_task_ids, entropy_acc,
-                                          t.loss_reduction)
+                per_task, aux = forward_losses(engine, batch, task_ids_cpu, task_names, pass_task_ids,
+                                               entropy_acc, t.loss_reduction)
                 forward_moe = moe_stats(engine.module)
                 if forward_moe is not None:
                     moe_acc = forward_moe if moe_acc is None else moe_acc + forward_moe
                 loss = weighting(per_task, epoch=epoch, stats=weighting_stats)
+                if aux is not None:  # once, outside the task weighting: its coefficients alone set its strength
+                    loss = loss + aux
                 weighting_stats = {}
                 value = float(loss.detach())
                 bad = any_true(not math.isfinite(value) or value == 0.0, env.device)
