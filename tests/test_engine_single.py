@@ -208,10 +208,10 @@ def poison(monkeypatch, bad_calls, value=float("nan")):
 
     def fake(*args, **kwargs):
         calls["n"] += 1
-        out = real(*args, **kwargs)
+        per_task, aux = real(*args, **kwargs)
         if calls["n"] in bad_calls:
-            return {t: v * value if math.isnan(value) else v * 0.0 for t, v in out.items()}
-        return out
+            return {t: v * value if math.isnan(value) else v * 0.0 for t, v in per_task.items()}, aux
+        return per_task, aux
 
     monkeypatch.setattr(trainer_mod, "forward_losses", fake)
 
