@@ -219,3 +219,16 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
     assert "training.warmup (100) >= training.steps (50)" in captured.err
     assert "no periodic validation runs, so training.keep_best never act" in captured.err
     assert captured.out.startswith("model:")
+
+
+def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
+    from t2t_mtl.engine.trainer import training_rates
+
+    tasks = {"parity": 3.0, "count_word": 1.0}
+    both = training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}},
+                                            "data": {"mixture": "procedural_train", "tasks": tasks}}))
+    alone = training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": tasks}}))
+    assert both == alone and both["parity"] == 3 * both["count_word"]  # were the mixture's equal rates
+    listed = training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}},
+                                              "data": {"mixture": "procedural_train", "tasks": list(tasks)}}))
+    assert listed["parity"] == listed["count_word"]  # a list keeps the mixture's rates

@@ -150,6 +150,9 @@ def training_rates(cfg: Config) -> Dict[str, float]:
             if missing:
                 raise ConfigError(f"data.tasks {missing} are not in mixture {d.mixture!r}")
             rates = {t: rates[t] for t in wanted}
+            if isinstance(d.tasks, dict):  # the rates given replace the mixture's (were silently ignored)
+                rates = task_registry.training_rates(task_registry.Mixture("data.tasks", dict(d.tasks)),
+                                                     held_out_clusters=d.held_out_clusters, force=True)
     else:
         explicit = dict(d.tasks) if isinstance(d.tasks, dict) else {t: 1.0 for t in d.tasks}
         # named after the config key: the registry's messages quote the mixture's name
