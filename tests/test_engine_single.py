@@ -324,12 +324,21 @@ def test_resume_into_a_changed_run_is_refused_naming_the_key(tmp_path, tok, cach
         "training.precision": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "precision": "bf16"}),
         "model.dims": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
                                   model={"dims": {**cfg["model"]["dims"], "d_model": 64}}),
+        # was accepted: the inputs lost (or gained) the task token the model was trained with
+        "model.task_embeddings": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
+                                             model={**cfg["model"], "task_embeddings": True}),
     }
     for key, new_cfg in changed.items():
         with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):
             train(new_cfg, resume="auto", evaluate_held_in=False)
     assert train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 3}), resume="auto",
                  evaluate_held_in=False).step == 3
+    with_tokens = tiny_config(tmp_path / "te", tok, cache, training={"steps": 2},
+                              model={**cfg["model"], "task_embeddings": True})
+    train(with_tokens, evaluate_held_in=False)
+    without = tiny_config(tmp_path / "te", tok, cache, training={"steps": 4})  # same shapes: was accepted
+    with pytest.raises(CheckpointError, match=r"model\.task_embeddings = True, this run has False"):
+        train(without, resume="auto", evaluate_held_in=False)
 
 
 def test_resume_at_or_past_the_last_step_trains_nothing_and_keeps_the_checkpoint(tmp_path, tok, cache, capsys):

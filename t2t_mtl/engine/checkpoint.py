@@ -6,7 +6,7 @@ Layout of a run directory's checkpoints::
                                                         LR scheduler) written by `engine.save_checkpoint`
     <run>/checkpoints/step-00000200/trainer_state.pt  step, sampler, weighting (+ its optimizer), skip counter
     <run>/checkpoints/step-00000200/rank_00000.pt     per rank: TaskStreams positions, batch builder buckets, RNGs
-    <run>/checkpoints/step-00000200/meta.json         step, world size, ZeRO stage, precision (written last)
+    <run>/checkpoints/step-00000200/meta.json         step, world size, ZeRO stage, precision, ... (written last)
     <run>/checkpoints/latest                          the name of the newest complete checkpoint
     <run>/checkpoints/best -> step-00000150            with `training.keep_best`: a relative symlink to the
                                                         checkpoint with the best held-in validation so far
@@ -197,10 +197,11 @@ _UNSET: Any = object()
 
 
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
-                     precision: Optional[str] = None, lora: Any = _UNSET) -> None:
-    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage, precision or LoRA settings (None: no LoRA)
-    differ from the checkpoint's (each given value is compared with `meta`; an omitted one is not). Raises
-    CheckpointError naming the config key."""
+                     precision: Optional[str] = None, lora: Any = _UNSET,
+                     task_embeddings: Optional[bool] = None) -> None:
+    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage, precision, LoRA settings (None: no LoRA) or
+    task embeddings differ from the checkpoint's (each given value is compared with `meta`; an omitted one is
+    not). Raises CheckpointError naming the config key."""
     def refuse(key: str, was: Any, now: Any, what: str) -> None:
         raise CheckpointError(f"checkpoint {ckpt} was written with {key} = {was!r}, this run has {now!r}: {what}, "
                               f"or set training.output_dir to a new directory to start a new run")
@@ -213,6 +214,10 @@ def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zer
                "resume with the same ZeRO stage (its optimizer files are laid out per stage)")
     if precision is not None and "precision" in meta and meta["precision"] != precision:
         refuse("training.precision", meta["precision"], precision, "resume with the same precision")
+    if task_embeddings is not None and "task_embeddings" in meta and bool(meta["task_embeddings"]) != task_embeddings:
+        refuse("model.task_embeddings", bool(meta["task_embeddings"]), task_embeddings,
+               "resume with the same model.task_embeddings (the model was trained with or without a task token in "
+               "front of every input)")
     if lora is not _UNSET and lora_signature(meta.get("lora")) != lora_signature(lora):
         refuse("model.lora", meta.get("lora"), lora, "resume with the same model.lora rank, alpha, targets, "
                "trainable and per_task (they decide which weights exist, train and how they combine; dropout may "
