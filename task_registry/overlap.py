@@ -22,7 +22,7 @@ from .task import Task
 
 __all__ = ["TaskOverlap", "find_overlap", "row_grams", "normalized_words"]
 
-_NOT_WORD = re.compile(r"[^0-9a-z]+")
+_NOT_WORD = re.compile(r"[\W_]+")  # any script's letters and digits are word characters
 
 
 def normalized_words(text: str) -> List[str]:

@@ -8,7 +8,7 @@ import re
 
 import task_registry
 from t2t_mtl.cli import main as cli_main
-from task_registry.overlap import find_overlap, normalized_words
+from task_registry.overlap import find_overlap, normalized_words, row_grams
 
 
 def _brute_force_overlaps(eval_rows, train_rows, n=13, min_words=8):
@@ -44,6 +44,14 @@ def _local_task(tmp_path, name, splits):
 
 def test_words_are_compared_after_unicode_case_and_punctuation_normalisation():
     assert normalized_words("Hello,  WORLD! It’s ﬁne—really") == ["hello", "world", "it", "s", "fine", "really"]
+
+
+def test_letters_and_digits_of_every_script_are_words():
+    # were turned into spaces: "café" became "caf", and Cyrillic or Greek text had no words at all (never overlapped)
+    assert normalized_words("Café naïve GRÖSSE x² Москва, Ἀθῆναι_2") == ["café", "naïve", "grösse", "x2", "москва",
+                                                                         "ἀθῆναι", "2"]
+    text = "Москва является столицей России и крупнейшим городом страны по численности населения"
+    assert len(row_grams({"text": text}, n=13, min_words=8)) == 1
 
 
 def test_planted_overlaps_are_found_exactly_as_a_brute_force_search_finds_them(tmp_path):
