@@ -144,6 +144,29 @@ def test_the_default_linear_schedule_decays(tmp_path, tok, cache):
     assert [round(r["lr"], 6) for r in step_records(tmp_path / "run").values()] == [0.0075, 0.005, 0.0025, 0.0]
 
 
+@pytest.mark.parametrize("stage", [0, 2])
+def test_a_resume_follows_its_own_lr_and_schedule(tmp_path, tok, cache, monkeypatch, stage):
+    # was: the checkpoint restored the schedule's base lr, so a resume with another training.lr kept the old one,
+    # and its first step ran at the lr the checkpointed schedule had set
+    from t2t_mtl.engine.deepspeed_config import RunSchedule
+
+    ran = []
+    real_step = RunSchedule.step
+    def step(self, *args):  # after each optimizer step (not the one LambdaLR's __init__ makes): the lr it ran at
+        if self.last_epoch >= 0:
+            ran.append(self.optimizer.param_groups[0]["lr"])
+        real_step(self, *args)
+
+    monkeypatch.setattr(RunSchedule, "step", step)
+    training = {"steps": 2, "schedule": "linear", "lr": 0.01, "checkpoint_every": 2}
+    train(tiny_config(tmp_path / "run", tok, cache, training=training, deepspeed={"zero_stage": stage}),
+          evaluate_held_in=False)
+    training.update(steps=4, lr=0.002)
+    train(tiny_config(tmp_path / "run", tok, cache, training=training, deepspeed={"zero_stage": stage}),
+          resume="auto", evaluate_held_in=False)
+    assert [round(lr, 6) for lr in ran] == [0.01, 0.005, 0.001, 0.0005]  # (linear: 1 - step/steps)
+
+
 @pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, "fp32"), (True, False, "bf16"),
                                                        (False, True, "bf16")])
 def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, avx512_bf16, amx, expected):

@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Set, Tuple
 import numpy as np
 import torch
 
+from t2t_mtl.engine.deepspeed_config import RunSchedule
 from t2t_mtl.engine.distributed import DistEnv, barrier
 from t2t_mtl.model.lora import lora_signature
 
@@ -268,6 +269,9 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
                               f"{hint}") from None
     if path is None:
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {_CORRUPT_HINT}")
+    schedule = getattr(engine, "lr_scheduler", None)
+    if isinstance(schedule, RunSchedule):  # ZeRO restores the saved lrs after the schedule's step
+        schedule.apply()
     rank_state = None  # (a missing rank file of this world size is an incomplete checkpoint, not a resharding)
     if meta["world_size"] == env.world_size:
         rank_state = _load_file(ckpt / f"rank_{env.rank:05d}.pt")

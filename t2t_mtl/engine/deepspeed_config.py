@@ -55,6 +55,22 @@ def lr_factor(step: int, schedule: str, warmup: int, steps: int) -> float:
     return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class RunSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """The run's `lr_factor` schedule. A checkpoint restores only its step: the lrs follow the resumed run's own
+    training.lr / schedule / warmup / steps (LambdaLR restored the saved base lrs, so a resume with another
+    training.lr kept training at the old one)."""
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.last_epoch = state_dict["last_epoch"]
+        self.apply()
+
+    def apply(self) -> None:
+        """Set the optimizer's lrs to the schedule's at the current step (the lrs of the next optimizer step)."""
+        self._last_lr = [base * factor(self.last_epoch) for base, factor in zip(self.base_lrs, self.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+
+
 def lr_scheduler(cfg: Config) -> Optional[Callable[[Any], Any]]:
     """The schedule of `training.schedule` / `warmup` as DeepSpeed's `lr_scheduler` argument (a callable on the
     optimizer), or None where the DeepSpeed config names its own scheduler (a whole `deepspeed.config` JSON,
@@ -72,7 +88,7 @@ def lr_scheduler(cfg: Config) -> Optional[Callable[[Any], Any]]:
         return None
     t = cfg.training
     factor = functools.partial(lr_factor, schedule=t.schedule, warmup=t.warmup, steps=t.steps)
-    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return lambda optimizer: RunSchedule(optimizer, factor)
 
 
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
