@@ -279,3 +279,19 @@ def test_training_streams_carry_the_few_shot_prompts(tmp_path, monkeypatch):
         trainer_mod.train(tiny_config(tmp_path / "bad", tok, tmp_path / "cache", data={"few_shot": {"rat": 1}}),
                           evaluate_held_in=False)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_demonstrations_from_the_evaluated_split_skip_the_examples_group(tmp_path):
+    # MultiRC has only a validation split: the other answers to an example's question, with their gold labels,
+    # were eligible demonstrations
+    rows = [{"q": q, "answer": f"answer {q}-{a}", "label": a % 2} for q in range(4) for a in range(3)]
+    path = tmp_path / "mrc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = task_registry.Template("t", "{{ answer }}? ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    task = task_registry.Task("mini_mrc", task_registry.LocalFileSource({"validation": str(path)}), [template],
+                              splits=("validation",), group_by="q")
+    loaded = task.load_rows("validation")
+    demos = Demonstrations(task, template, loaded, same_split=True, seed=0)
+    for index, row in enumerate(rows):
+        drawn = demos.draw(index, 20)  # everything it may see: the 9 rows of the other questions
+        assert len(drawn) == 9 and not any(d.startswith(f"answer {row['q']}-") for d in drawn)

@@ -791,7 +791,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 bad_in_a_row = 0
                 sampler.update({"loss": task_loss})
             extra = {"epoch": epoch, "weighted_loss": float(acc[2 * T + 1] / good) if good else float("nan")}
-            if moe_acc is not None:  # MoE aux loss (part of the task losses) and routing stats, mean over forwards
+            if moe_acc is not None:  # MoE aux loss (in the weighted loss) and routing stats, mean over forwards
                 extra["moe"] = moe_stats_dict(_all_reduce_sum(moe_acc))
             if entropy_acc is not None:  # per-task mean normalised entropy of this step's training forwards
                 entropy = task_means(_all_reduce_sum(entropy_acc), task_names)

@@ -4,7 +4,8 @@ Demonstrations are rows of another split of the same task (train by default), re
 template as "input\\ntarget" and joined by blank lines before the example's input (FLAN's exemplar format,
 GPT-3's sampling): each example draws its own k rows, seeded by the evaluation seed and the example's row, so
 every run, template order and rank sees the same prompts. Rows a template skips or cannot render are passed
-over, and when the demonstrations come from the evaluated split itself, the example's own row is never one.
+over, and when the demonstrations come from the evaluated split itself, the example's own row is never one (nor,
+for a task with `group_by`, a row of its group: MultiRC's other answers to the same question).
 A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
 input is never truncated away.
 """
@@ -42,6 +43,18 @@ class Demonstrations:
         self.same_split = same_split
         self.seed = seed
         self._rendered: Dict[int, Optional[str]] = {}
+        self._group_rows: Optional[Dict[str, List[int]]] = None
+
+    def _own_rows(self, row_index: int) -> set:
+        """The rows an example of `rows` itself may not see: its own, and with the task's `group_by` its whole
+        group's (MultiRC: the other answers to its question, with their gold labels)."""
+        if getattr(self.task, "group_by", None) is None:
+            return {row_index}
+        if self._group_rows is None:
+            self._group_rows = {}
+            for index in range(len(self.rows)):
+                self._group_rows.setdefault(self.task.group_key(self.rows[index], index), []).append(index)
+        return {row_index, *self._group_rows[self.task.group_key(self.rows[row_index], row_index)]}
 
     def _render(self, index: int) -> Optional[str]:
         """Row `index` as "input\\ntarget", or None when the template skips it or cannot render it."""
@@ -60,12 +73,12 @@ class Demonstrations:
         """Up to k demonstrations for the example of row `row_index` (fewer only when the split has fewer)."""
         rng = random.Random(f"{self.seed}:shots:{row_index}")
         n = len(self.rows)
-        own = self.same_split and 0 <= row_index < n
+        excluded = self._own_rows(row_index) if self.same_split and 0 <= row_index < n else set()
         tried: set = set()
         out: List[str] = []
-        while len(out) < k and len(tried) < n - own:  # random rows without repeats, no full shuffle of the split
+        while len(out) < k and len(tried) < n - len(excluded):  # random rows without repeats, no full shuffle
             index = rng.randrange(n)
-            if index in tried or (own and index == row_index):
+            if index in tried or index in excluded:
                 continue
             tried.add(index)
             text = self._render(index)
