@@ -217,7 +217,7 @@ def _mixable_task(tmp_path, rows=600) -> task_registry.Task:
                               splits=("train",))
 
 
-def test_a_share_of_training_inputs_get_demonstrations_of_their_own_template(tmp_path, t5_tokenizer):
+def test_a_share_of_training_inputs_get_demonstrations_of_their_own_template(tmp_path, t5_tokenizer, caplog):
     from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
 
     rendered = _mixable_task(tmp_path).to_dataset("train")
@@ -227,6 +227,8 @@ def test_a_share_of_training_inputs_get_demonstrations_of_their_own_template(tmp
         return add_demonstrations(rendered, mix, t5_tokenizer, limit, seed=seed, tokenizer_key="t5", task="mix_toy")
 
     out = mixed(seed=5)
+    # the count is reported where an unconfigured `t2t-mtl train` shows it (INFO was silently dropped)
+    assert "task mix_toy: " in caplog.text and "training examples few-shot" in caplog.text
     demonstration_of = {f"{r['inputs']}\n{r['targets']}": (i, r["template"]) for i, r in enumerate(rendered)}
     shots = []
     for index, (before, after) in enumerate(zip(rendered, out)):

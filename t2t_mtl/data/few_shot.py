@@ -146,7 +146,7 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
     shots = mixed["num_shots"]
     drawn = sum(s >= 0 for s in shots)
     given = [s for s in shots if s > 0]
-    logger.info("task %s: %d of %d training examples few-shot (%.2f demonstrations on average); %d drawn left "
-                "zero-shot (no demonstration fits max_input_length=%d or the template has one row)", task, len(given),
-                len(shots), sum(given) / max(len(given), 1), drawn - len(given), max_input_length)
+    logger.warning("task %s: %d of %d training examples few-shot (%.2f demonstrations on average); %d drawn left "
+                   "zero-shot (no demonstration fits max_input_length=%d or the template has one row)", task,
+                   len(given), len(shots), sum(given) / max(len(given), 1), drawn - len(given), max_input_length)
     return mixed.remove_columns("num_shots")
