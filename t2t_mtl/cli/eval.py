@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--bigbench", metavar="DIR", help="import and score the BIG-bench task.json tasks under DIR")
     parser.add_argument("--held-out-clusters", default=None, help="comma-separated clusters for --held-out")
     parser.add_argument("--max-examples", type=int, default=None, help="first N rows of each task's split")
-    parser.add_argument("--split", default=None, help="split to score (default: validation, else test)")
+    parser.add_argument("--split", default=None,
+                        help="split to score (default: validation, else test, else the task's last)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
                         help="rank: answer-choice log-likelihood; generate: decode + metric; auto (default): "
                              "rank where every example has answer choices")
