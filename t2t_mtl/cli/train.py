@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train per a layered YAML config (default: the packaged quickstart.yaml). Runs as one "
                     "process, or under torchrun / the deepspeed launcher / srun for several.")
     parser.add_argument("config", nargs="?", default=None,
-                        help="YAML config path or packaged name (quickstart, default); default: quickstart")
+                        help="YAML config path or packaged name (quickstart, t0_lora, t5_recipe, default); "
+                             "default: quickstart")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set training.steps=200 (repeatable; values are YAML)")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
