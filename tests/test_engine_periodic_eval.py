@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.config import ConfigError, config_from_dict, load_config
 from t2t_mtl.engine.export import load_trained_model
 from t2t_mtl.engine.logging import read_held_out
 from t2t_mtl.engine.trainer import check_signal_config, train
-from t2t_mtl.engine.validation import evaluation_plan
+from t2t_mtl.engine.validation import evaluation_every, evaluation_plan
 from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
 
@@ -81,3 +81,11 @@ def test_every_without_tasks_to_evaluate_is_refused():
                             "evaluation": {"every": 100}})
     with pytest.raises(ConfigError, match="held_out: true or tasks"):
         check_signal_config(cfg, {"strategy": "uniform"})
+
+
+def test_held_out_false_turns_a_base_configs_section_off():
+    # the quickstart's section (held_out, max_examples, scoring) could not be switched off from the command line:
+    # `--set evaluation.held_out=false` was refused for the settings left, `evaluation={}` merges nothing
+    cfg = load_config("quickstart", ["evaluation.held_out=false", "evaluation.every=100"])
+    check_signal_config(cfg, cfg.sampling)
+    assert evaluation_plan(cfg) == ([], None) and evaluation_every(cfg) == 0

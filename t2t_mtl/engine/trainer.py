@@ -248,7 +248,9 @@ def config_warnings(cfg: Config) -> List[str]:
         idle = [key for key, on in (("keep_best", t.keep_best), ("early_stopping", t.early_stopping)) if on]
         out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
                    f"validation runs" + (f", so training.{' and training.'.join(idle)} never act" if idle else ""))
-    every = int((cfg.evaluation or {}).get("every") or 0)
+    from t2t_mtl.engine.validation import evaluation_every
+
+    every = evaluation_every(cfg)
     if every > t.steps:
         out.append(f"evaluation.every ({every}) > training.steps ({t.steps}): no zero-shot evaluation during "
                    f"training (the one after training still runs)")

@@ -145,19 +145,27 @@ EVALUATION_KEYS = ("held_out", "tasks", "max_examples", "scoring", "length_norma
                    "num_beams", "max_new_tokens", "every", "num_shots", "shots_split")
 
 
+def evaluation_off(cfg: Config) -> bool:
+    """`evaluation.held_out: false` without `tasks`: the section is off, whatever settings a base config left."""
+    section = cfg.evaluation or {}
+    return section.get("held_out") is False and not section.get("tasks")
+
+
 def evaluation_every(cfg: Config) -> int:
-    """`evaluation.every`: steps between zero-shot evaluations during training (0 or absent: only after it)."""
+    """`evaluation.every`: steps between zero-shot evaluations during training (0 or absent: only after it;
+    0 when the section is off)."""
     every = (cfg.evaluation or {}).get("every", 0)
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ConfigError(f"evaluation.every must be an integer >= 0 (steps between zero-shot evaluations during "
                           f"training; 0: only after training), got {every!r}")
-    return every
+    return 0 if evaluation_off(cfg) else every
 
 
 def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     """(task names, EvalSettings) for the `evaluation:` section; ([], None) when it is empty or disabled.
 
-    `held_out: true` evaluates every registered task of `data.held_out_clusters`; `tasks: [..]` names tasks.
+    `held_out: true` evaluates every registered task of `data.held_out_clusters`; `tasks: [..]` names tasks;
+    `held_out: false` without tasks turns the section off (e.g. a base config's, from `--set`).
     Raises ConfigError naming the key for unknown keys, a missing task list or no held-out cluster."""
     import task_registry
     from t2t_mtl.evaluation import EvalSettings
@@ -169,8 +177,9 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     evaluation_every(cfg)
     held_out, tasks = bool(section.pop("held_out", False)), section.pop("tasks", None)
     if not held_out and not tasks:
-        if section:
-            raise ConfigError("evaluation: set held_out: true or tasks: [..] to say what to evaluate")
+        if section and not evaluation_off(cfg):
+            raise ConfigError("evaluation: set held_out: true or tasks: [..] to say what to evaluate (or "
+                              "held_out: false to turn the section off)")
         return [], None
     section.pop("every", None)  # when to evaluate, not how
     task_registry.load_builtin_tasks()
