@@ -137,6 +137,26 @@ def test_lr_schedules_follow_their_formulas_at_the_edges():
         lr_scheduler(cfg)
 
 
+def test_the_schedule_resumes_from_deepspeeds_own_scheduler_state():
+    # checkpoints of runs before the LambdaLR schedules hold DeepSpeed's WarmupDecayLR state: after k steps its
+    # last_batch_iteration is k - 1 (checked against DeepSpeed here), LambdaLR's last_epoch is k
+    from deepspeed.runtime.lr_schedules import WarmupDecayLR
+
+    from t2t_mtl.engine.deepspeed_config import RunSchedule
+
+    model = torch.nn.Linear(2, 2)
+    old_optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    old = WarmupDecayLR(old_optimizer, total_num_steps=10, warmup_num_steps=2, warmup_max_lr=0.1)
+    for _ in range(3):
+        old_optimizer.step()
+        old.step()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = RunSchedule(optimizer, lambda step: lr_factor(step, "linear", 2, 10))
+    schedule.load_state_dict(old.state_dict())
+    assert schedule.last_epoch == 3 and optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(3, "linear",
+                                                                                                        2, 10))
+
+
 def test_the_default_linear_schedule_decays(tmp_path, tok, cache):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "schedule": "linear", "lr": 0.01})
     train(cfg, evaluate_held_in=False)

@@ -61,7 +61,10 @@ class RunSchedule(torch.optim.lr_scheduler.LambdaLR):
     training.lr kept training at the old one)."""
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.last_epoch = state_dict["last_epoch"]
+        if "last_epoch" in state_dict:
+            self.last_epoch = state_dict["last_epoch"]
+        else:  # a checkpoint of DeepSpeed's own warmup schedulers (runs before 2026-12-03): k steps taken = k - 1
+            self.last_epoch = state_dict["last_batch_iteration"] + 1
         self.apply()
 
     def apply(self) -> None:
