@@ -45,7 +45,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["t2t_mtl", "t2t_mtl.*", "task_registry", "task_registry.*",
-                                    "kernels", "kernels.*"]),
+                                    "t2t_kernels", "t2t_kernels.*"]),
     package_data={
         "t2t_mtl": ["configs/*.yaml", "configs/launch/*", "evaluation/metrics/*/*.py"],
         "task_registry": ["builtin/*.yaml", "builtin/**/*.yaml"],

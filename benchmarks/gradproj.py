@@ -5,8 +5,8 @@
     python benchmarks/gradproj.py --device cuda   # GPU: Triton Gram/combine bandwidth, up to P = 1e9
 
 Every contender gets the same fp32 [T, P] task gradients and returns the combined update [P]:
-- ours: `kernels.gradproj.gram` (reference path on CPU, Triton on CUDA) → host float64 PCGrad on the T×T Gram
-  (one transfer of T² numbers) → `kernels.gradproj.combine` into a preallocated flat gradient;
+- ours: `t2t_kernels.gradproj.gram` (reference path on CPU, Triton on CUDA) → host float64 PCGrad on the T×T Gram
+  (one transfer of T² numbers) → `t2t_kernels.gradproj.combine` into a preallocated flat gradient;
 - textbook: `t2t_mtl.gradients.textbook.pcgrad`, the paper's pairwise loop on full vectors (same orders);
 - torchjd: `torchjd.aggregation.PCGrad()(grads)` (Gram → per-pair loop over torch scalars → combine);
 - libmtl: LibMTL's `PCGrad.backward` loop fed the same gradient matrix. LibMTL's package __init__ imports
@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import kernels.gradproj as gradproj  # noqa: E402
-import kernels.gradproj.reference as gradproj_reference  # noqa: E402
+import t2t_kernels.gradproj as gradproj  # noqa: E402
+import t2t_kernels.gradproj.reference as gradproj_reference  # noqa: E402
 from t2t_mtl.gradients import GradientSurgery, pcgrad_weights, random_orders, textbook  # noqa: E402
 
 SLOW_SECONDS = 2.0  # contenders slower than this are timed once

@@ -3,7 +3,7 @@
 For N tokens of width d, E experts and top-k, each method computes router logits x·W_r, gates, routes the
 tokens into per-expert buffers and combines them back (the experts are the identity, so only routing is
 measured). Methods:
-- `ours`: `kernels.moe` route → plan_dispatch → permute → combine (Triton on CUDA, the PyTorch reference
+- `ours`: `t2t_kernels.moe` route → plan_dispatch → permute → combine (Triton on CUDA, the PyTorch reference
   path on CPU); compact expert-contiguous buffer of ≤ N·k rows;
 - `ds-sparse`: DeepSpeed's `TopKGate` with `sparse_routes=True` + `_route_slots` / `_sparse_encode` /
   `_sparse_decode` — exactly what `deepspeed.moe.sharded_moe.MOELayer.forward` runs on one rank;
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DS_ACCELERATOR", "cpu" if "--device" not in sys.argv or "cpu" in sys.argv else "cuda")
 
-from kernels.moe import combine, expert_capacity, permute, plan_dispatch, route  # noqa: E402
+from t2t_kernels.moe import combine, expert_capacity, permute, plan_dispatch, route  # noqa: E402
 
 CAPACITY_FACTOR = 1.25
 MIN_CAPACITY = 4

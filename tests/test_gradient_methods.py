@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.gradproj import combine, gram
+from t2t_kernels.gradproj import combine, gram
 from t2t_mtl.gradients import (GradientMethodError, GradientSurgery, build_method, cagrad_weights, gradvac_weights,
                                mgda_weights, nashmtl_weights, pcgrad_weights, random_orders)
 from t2t_mtl.gradients import textbook

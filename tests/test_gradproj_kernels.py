@@ -1,4 +1,4 @@
-"""kernels.gradproj: Triton Gram/combine against the PyTorch reference, and the reference against the float64
+"""t2t_kernels.gradproj: Triton Gram/combine against the PyTorch reference, and the reference against the float64
 formula.
 
 The Triton kernels run under TRITON_INTERPRET=1 on CPU tensors; with T2T_MTL_TRITON_ON_GPU=1 on a CUDA
@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-import kernels.gradproj as gradproj
-from kernels.gradproj import GradProjInputError, combine, gram
+import t2t_kernels.gradproj as gradproj
+from t2t_kernels.gradproj import GradProjInputError, combine, gram
 
 ON_GPU = bool(os.environ.get("T2T_MTL_TRITON_ON_GPU")) and torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -125,7 +125,7 @@ def test_segmented_combine_uses_each_segments_weights():
 def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
     import sys
 
-    gram_module = sys.modules["kernels.gradproj.gram"]  # the package attribute `gram` is the function
+    gram_module = sys.modules["t2t_kernels.gradproj.gram"]  # the package attribute `gram` is the function
     calls = []
     real = gram_module.gram_triton
     monkeypatch.setattr(gram_module, "gram_triton", lambda *a, **k: calls.append(1) or real(*a, **k))

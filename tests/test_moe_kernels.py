@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from kernels.moe import (MoEKernelError, combine, expert_capacity, load_balancing_loss, permute, plan_dispatch,
+from t2t_kernels.moe import (MoEKernelError, combine, expert_capacity, load_balancing_loss, permute, plan_dispatch,
                          route, router_z_loss)
-from kernels.moe.reference import combine_reference, dispatch_reference, permute_reference, router_reference
+from t2t_kernels.moe.reference import combine_reference, dispatch_reference, permute_reference, router_reference
 from conftest import REPO_ROOT
 
 DEVICE = "cuda" if os.environ.get("T2T_MTL_TRITON_ON_GPU") and torch.cuda.is_available() else "cpu"
@@ -322,7 +322,7 @@ def test_triton_guards_use_the_interpreter_setting_seen_at_import():
     """Setting TRITON_INTERPRET after the import cannot enable the interpreter: the packages' own errors say so."""
     script = """
 import os, torch
-import kernels.gradproj as gp, kernels.moe as moe
+import t2t_kernels.gradproj as gp, t2t_kernels.moe as moe
 os.environ["TRITON_INTERPRET"] = "1"
 try:
     moe.route(torch.zeros(2, 3), 1, backend="triton")

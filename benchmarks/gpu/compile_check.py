@@ -1,4 +1,4 @@
-"""Compile every Triton kernel of `kernels/` for a CUDA target, on a machine without a GPU.
+"""Compile every Triton kernel of `t2t_kernels/` for a CUDA target, on a machine without a GPU.
 
 The Triton interpreter that runs the kernel tests on CPU does not enforce what the GPU compiler does (tile
 shapes for `tl.dot`, layouts, register limits), so this builds the launch variants the wrappers use all the
@@ -26,11 +26,11 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-import kernels.moe as moe  # noqa: E402  (its launch parameters: _block_n, _tiles, _BLOCK_A, _BLOCK_B)
+import t2t_kernels.moe as moe  # noqa: E402  (its launch parameters: _block_n, _tiles, _BLOCK_A, _BLOCK_B)
 
 # the kernel modules (the packages' attributes of the same names are the public functions)
 gp_gram, gp_combine, moe_router, moe_dispatch, moe_combine = (
-    importlib.import_module(f"kernels.{name}") for name in
+    importlib.import_module(f"t2t_kernels.{name}") for name in
     ("gradproj.gram", "gradproj.combine", "moe.router", "moe.dispatch", "moe.combine"))
 
 

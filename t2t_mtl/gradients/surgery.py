@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import kernels.gradproj as gradproj
+import t2t_kernels.gradproj as gradproj
 
 from .base import GradientMethodError, build_method
 from .gradvac import layer_key

@@ -34,7 +34,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
 
-from kernels.moe import (combine, expert_capacity, load_balancing_loss, permute, plan_dispatch, route,
+from t2t_kernels.moe import (combine, expert_capacity, load_balancing_loss, permute, plan_dispatch, route,
                          router_z_loss)
 from t2t_mtl.config import unknown_key_message
 from t2t_mtl.model.lora import has_lora

@@ -68,7 +68,7 @@ def _use_triton(backend: str, device: torch.device) -> bool:
     if backend == "triton":
         if not triton_available(device):
             reason = _TRITON_IMPORT_ERROR or ("tensors are not on CUDA and TRITON_INTERPRET=1 was not set "
-                                              "before kernels.moe was imported")
+                                              "before t2t_kernels.moe was imported")
             raise MoEKernelError(f"backend='triton' cannot run on {device}: {reason}; use backend='reference'")
         return True
     return device.type == "cuda" and _TRITON_IMPORT_ERROR is None
@@ -133,7 +133,7 @@ def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: 
     """Route N tokens over E experts from logits [N, E].
 
     `renormalize` defaults to k > 1 (Switch convention: a top-1 gate stays the raw probability so the
-    router receives a gradient). Returns `RouterOutput` (see `kernels.moe.reference.RouterOutput`, which also
+    router receives a gradient). Returns `RouterOutput` (see `t2t_kernels.moe.reference.RouterOutput`, which also
     states the tie order and what NaN logits do).
     """
     if logits.dim() != 2:

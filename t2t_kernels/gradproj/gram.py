@@ -93,7 +93,7 @@ def _default_num_splits(grads: torch.Tensor, offsets: torch.Tensor, block_p: int
 
 def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, num_splits: int | None = None) -> torch.Tensor:
     """[K, T, T] fp32 Grams of `grads` [T, P] (unit stride along P) over the K segments `offsets` [K+1] (int64,
-    on the grads' device). Inputs are validated by `kernels.gradproj.gram`."""
+    on the grads' device). Inputs are validated by `t2t_kernels.gradproj.gram`."""
     num_tasks = grads.shape[0]
     num_segments = offsets.numel() - 1
     block_t, block_p = _block_sizes(num_tasks)

@@ -57,7 +57,7 @@ def _use_triton(tensor: torch.Tensor, force_triton: bool | None) -> bool:
     if force_triton and not _INTERPRETING:
         raise GradProjInputError(
             f"force_triton on a {tensor.device.type} tensor needs the Triton interpreter: set TRITON_INTERPRET=1 "
-            f"before importing kernels.gradproj, or move the gradients to a CUDA device")
+            f"before importing t2t_kernels.gradproj, or move the gradients to a CUDA device")
     return bool(force_triton)
 
 

@@ -44,7 +44,7 @@ def combine_triton(weights: torch.Tensor, grads: torch.Tensor, offsets: torch.Te
     """Write scale · (weights[k] · grads[:, segment k]) into `out` [P] for every segment k.
 
     `weights` is [K, T] fp32, `grads` [T, P] with unit stride along P, `offsets` [K+1] int64, all on one
-    device; validated by `kernels.gradproj.combine`."""
+    device; validated by `t2t_kernels.gradproj.combine`."""
     num_tasks = grads.shape[0]
     num_segments = offsets.numel() - 1
     block_t, block_p = _block_sizes(num_tasks)
