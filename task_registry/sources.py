@@ -3,6 +3,7 @@
 The data-dir override (`set_data_dir(path)` or the environment variable `T2T_MTL_DATA_DIR`) maps a hub id
 `HFSource(path, name)` to `<data_dir>/<path>/<name or "default">/<split>.jsonl`, so every task runs offline
 on local copies in the hub's schema. Without the override `HFSource` calls `datasets.load_dataset(path, name)`.
+An `HFSource` with `data_files` names its files itself and is always loaded with them, override or not.
 """
 from __future__ import annotations
 
@@ -97,7 +98,11 @@ def _error_chain(error: BaseException) -> str:
 
 
 class HFSource(Source):
-    """A Hugging Face hub dataset `load_dataset(path, name)`; offline through the data-dir override."""
+    """A Hugging Face hub dataset `load_dataset(path, name)`; offline through the data-dir override.
+
+    With `data_files` (e.g. `HFSource("json", data_files={"train": "rows.jsonl"})`) the named files are loaded,
+    also under a data dir, whose `<path>/<name>/<split>.jsonl` layout cannot say which files were meant.
+    """
 
     def __init__(self, path: str, name: Optional[str] = None, data_files: Any = None, **load_kwargs: Any):
         if not isinstance(path, str) or not path:
@@ -108,9 +113,9 @@ class HFSource(Source):
         self.load_kwargs = load_kwargs
 
     def local_file(self, split: str, data_dir: Optional[Path] = None) -> Optional[Path]:
-        """The override file for `split`, or `None` when no data dir is active."""
+        """The override file for `split`, or `None` when no data dir is active or `data_files` names the files."""
         data_dir = data_dir or get_data_dir()
-        if data_dir is None:
+        if data_dir is None or self.data_files is not None:
             return None
         return data_dir / self.path / str(self.name or "default") / f"{split}.jsonl"
 
@@ -122,10 +127,12 @@ class HFSource(Source):
             return datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
                                          streaming=streaming, **self.load_kwargs)
         except Exception as error:
-            raise DataSourceError(
-                f"hub dataset {self.describe()} split {split!r} could not be loaded ({type(error).__name__}: "
-                f"{error}); offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
-                f"<path>/<config or default>/<split>.jsonl") from error
+            hint = (f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
+                    if self.data_files is not None else
+                    f"offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
+                    f"<path>/<config or default>/<split>.jsonl")
+            raise DataSourceError(f"hub dataset {self.describe()} split {split!r} could not be loaded "
+                                  f"({type(error).__name__}: {error}); {hint}") from error
 
     def describe(self) -> str:
         return f"{self.path}/{self.name}" if self.name else self.path

@@ -290,3 +290,20 @@ def test_the_rendered_dataset_carries_the_gold_references(tmp_path):
         assert [r["references"] for r in default] == [["Paris"], ["4"]]
     assert task.describe()["templates"][0]["references"] == "{{ answers | join(' ||| ') }}"
     assert "references" not in task.describe()["templates"][1]
+
+
+def test_data_files_are_loaded_under_a_data_dir(tmp_path, shared_data_dir):
+    # under an active data dir `data_files` was ignored: HFSource("glue", "rte", data_files=...) silently read the
+    # whole shared glue/rte copy, and HFSource("json", data_files=...) looked for <data_dir>/json/default/train.jsonl
+    _write(tmp_path / "mine.jsonl", ROWS[:3], "jsonl")
+    task_registry.set_data_dir(shared_data_dir)
+    try:
+        assert HFSource("glue", "rte", data_files={"train": str(tmp_path / "mine.jsonl")}).local_file("train") is None
+        source = HFSource("json", data_files={"train": str(tmp_path / "mine.jsonl")})
+        assert source.local_file("train") is None
+        assert [dict(r) for r in source.load("train")] == ROWS[:3]
+        with pytest.raises(DataSourceError, match=r"hub dataset json split 'train' could not be loaded .*its "
+                                                  r"data_files \{'train': '.*absent.jsonl'\} are loaded as given"):
+            HFSource("json", data_files={"train": str(tmp_path / "absent.jsonl")}).load("train")
+    finally:
+        task_registry.set_data_dir(None)
