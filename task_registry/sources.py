@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
 from datasets.arrow_writer import SchemaInferenceError
+from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from datasets.exceptions import DatasetGenerationError
 
 from .errors import DataSourceError, TaskDefinitionError
@@ -28,6 +29,12 @@ _FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {"kee
             ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "quoting": csv.QUOTE_NONE}),
             ".parquet": ("parquet", {})}
 _COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
+
+
+def is_file_builder(path: str) -> bool:
+    """Whether the hub id `path` names one of datasets' file readers (`json`, `csv`, `parquet`, `text`, ...), whose
+    `data_files` are paths on this machine (for a hub repo they are paths inside the repo)."""
+    return path in _PACKAGED_DATASETS_MODULES
 
 
 def set_data_dir(path: Optional[PathLike]) -> None:

@@ -16,6 +16,9 @@ Schema (keys other than these are an error, reported with close matches)::
     source:                           # required, exactly one of `hf`, `files`
       hf: glue                        #   hub id; `name:` config, optional `data_files:`; the data-dir
       name: rte                       #   override maps it to <data_dir>/glue/rte/<split>.jsonl
+      # data_files: {train: train.jsonl}  # with a file reader (`hf: json`, csv, parquet, text, ...): paths
+                                      #   relative to the YAML file, as for `files:`; with a hub repo: paths
+                                      #   inside the repo. A source with data_files ignores the data-dir override
       # files: {train: train.jsonl, validation: dev.csv}   # local jsonl/json/csv/tsv/parquet; paths are
                                       #   relative to the YAML file (~ and $VARS expanded); a single path
                                       #   or list serves every split
@@ -55,7 +58,7 @@ from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
 from .preprocessors import from_config as preprocessor_from_config
 from .promptsource import import_promptsource
 from .registry import register_task
-from .sources import HFSource, LocalFileSource, Source, get_data_dir
+from .sources import HFSource, LocalFileSource, Source, get_data_dir, is_file_builder
 from .task import Task
 from .template import SEPARATOR, Template
 
@@ -194,18 +197,25 @@ class _FileParser:
             self.error(line, f"source: {problem}")
         try:
             if kind == "hf":
-                return HFSource(config["hf"], config.get("name"), data_files=config.get("data_files"))
+                data_files = config.get("data_files")
+                if data_files is not None:  # a file reader's paths are on this machine, a hub repo's in the repo
+                    data_files = self.resolve_files(data_files, relative=is_file_builder(config["hf"]))
+                return HFSource(config["hf"], config.get("name"), data_files=data_files)
             return LocalFileSource(self.resolve_files(config["files"]))
         except TaskRegistryError as error:
             self.error(line, f"source: {error}")
             return None
 
-    def resolve_files(self, files: Any) -> Any:
+    def resolve_files(self, files: Any, relative: bool = True) -> Any:
+        """`files` (a path, a list, or split → path or list) with each path relative to the YAML file (~ and $VARS
+        expanded); `relative=False` only checks that they are strings."""
         def resolve(p: Any) -> Any:
             if not isinstance(p, str):
                 raise TaskDefinitionError(f"file paths must be strings, got {p!r}")
+            if not relative:
+                return p
             path = Path(os.path.expanduser(os.path.expandvars(p)))
-            return path if path.is_absolute() else self.path.parent / path
+            return str(path if path.is_absolute() else self.path.parent / path)
         if isinstance(files, dict):
             return {split: [resolve(p) for p in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
         return [resolve(p) for p in files] if isinstance(files, list) else resolve(files)
@@ -306,14 +316,18 @@ def parse_task_file(path: Union[str, os.PathLike]) -> Task:
 
 
 def _rows_reachable(task: Task) -> bool:
-    return isinstance(task.source, LocalFileSource) or (isinstance(task.source, HFSource) and get_data_dir() is not None)
+    source = task.source
+    if isinstance(source, HFSource) and source.data_files is not None:
+        return is_file_builder(source.path)
+    return isinstance(source, LocalFileSource) or (isinstance(source, HFSource) and get_data_dir() is not None)
 
 
 def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3) -> list[str]:
     """Every problem in the file as `file:line: message` (empty list = valid).
 
-    When the rows are reachable offline (local files, or a hub id under an active data dir), the first
-    `check_rows` rows of each split are rendered with every template, so a missing field is caught here.
+    When the rows are reachable offline (local files, a file reader's `data_files`, or a hub id under an active
+    data dir), the first `check_rows` rows of each split are rendered with every template, so a missing field is
+    caught here.
     """
     parser = _FileParser(Path(path))
     task = parser.parse()

@@ -266,3 +266,25 @@ def test_file_paths_in_a_yaml_task_expand_the_home_folder(tmp_path, monkeypatch)
                     "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
     assert validate_task_file(path) == []  # was: <yaml folder>/~/data/rows.jsonl, "does not exist"
     assert parse_task_file(path).load_rows("train")[0]["q"] == "a"
+
+
+def test_data_files_of_a_file_reader_are_relative_to_the_yaml(tmp_path, monkeypatch):
+    # `hf: json` with `data_files: {train: rows.jsonl}` was resolved against the working directory, not the YAML
+    # file (as `files:` is), and validation never rendered its rows
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
+    path = tmp_path / "tasks" / "reader.yaml"
+    path.write_text("name: reader\nsplits: [train]\nsource: {hf: json, data_files: {train: rows.jsonl}}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    monkeypatch.chdir(tmp_path)
+    task = parse_task_file(path)
+    assert task.source.data_files == {"train": str(tmp_path / "tasks" / "rows.jsonl")}
+    assert task.load_rows("train")[0] == {"q": "a", "a": "b"}
+    path.write_text(path.read_text().replace("{{a}}", "{{answer}}"))
+    assert "field 'answer' is missing" in "\n".join(validate_task_file(path))
+    # a hub repo's data_files name files inside the repo: kept as written
+    path.write_text("name: hub\nsource: {hf: someone/repo, data_files: [data/train.csv]}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert parse_task_file(path).source.data_files == ["data/train.csv"]
+    path.write_text(path.read_text().replace("[data/train.csv]", "[3]"))
+    assert validate_task_file(path) == [f"{path}:2: source: file paths must be strings, got 3"]
