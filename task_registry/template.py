@@ -50,8 +50,9 @@ PIPE_PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"
 _UNDEFINED_PATTERNS = (
     re.compile(r"'([^']+)' is undefined"),
     re.compile(r"has no attribute '([^']+)'"),
-    re.compile(r"has no element (.+)$"),
 )
+# Jinja's message for a subscript that found nothing: `list object has no element 5`, `None has no element 1`
+_NO_ELEMENT = re.compile(r"^(.+?) has no element (.+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +123,25 @@ def _escape_pipe(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _unescape_pipe(text: str) -> str:
     return text.replace(PIPE_PROTECTOR, SEPARATOR)
+
+
+def _no_element(message: str, choices: Any) -> Optional[str]:
+    """What a subscript that found nothing went wrong with (an index out of range, a key a mapping lacks, a null
+    value), or None when `message` is about something else."""
+    match = _NO_ELEMENT.search(message)
+    if match is None or match.group(2) == "Undefined":  # the index itself is a missing field
+        return None
+    kind, key = match.groups()
+    if key == "None":
+        what = f"the template indexes a {kind.split()[0]} with a null value"
+    elif kind in ("list object", "tuple object", "str object"):
+        what = f"index {key} is out of range of a {kind.split()[0]}"
+    elif kind == "None":
+        what = f"the template takes element {key} of a null value"
+    else:
+        what = f"key {key} is not in a {kind.split()[0]} of the row"
+    hint = f"; the answer choices are {choices}" if isinstance(choices, list) else ""
+    return f"{what} ({message}){hint}; check the row's values against the template"
 
 
 def _missing_field(message: str) -> Optional[str]:
@@ -309,6 +329,9 @@ class Template:
             absent = sorted(self.variables - set(fields))
             if not absent and self._reads_undefined_answer_choices:
                 raise self._no_answer_choices(error, task, row_index) from None
+            no_element = _no_element(str(error), variables.get("answer_choices"))
+            if no_element:
+                raise TemplateRenderError(no_element, task=task, template=self.name, row_index=row_index) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
             raise MissingFieldError(

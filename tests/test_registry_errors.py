@@ -127,6 +127,25 @@ def test_a_template_reading_answer_choices_it_does_not_define_says_so(target):
         template.render({"label": 1})
 
 
+@pytest.mark.parametrize("jinja,row,message", [
+    ("{{ choices[5] }} ||| x", {"choices": ["a", "b"]}, "index 5 is out of range of a list (list object has no "
+                                                        "element 5)"),
+    ("{{text}} ||| {{ answer_choices[label] }}", {"text": "t", "label": 7},
+     "index 7 is out of range of a list (list object has no element 7); the answer choices are ['no', 'yes']"),
+    ("{{text}} ||| {{ answer_choices[label] }}", {"text": "t", "label": None},
+     "the template indexes a list with a null value"),
+    ("{{ scores[3] }} ||| x", {"scores": {"1": 0.5}}, "key 3 is not in a dict of the row"),
+    ("{{ x[1] }} ||| x", {"x": None}, "the template takes element 1 of a null value"),
+])
+def test_an_index_out_of_range_is_not_called_a_missing_field(jinja, row, message):
+    # was MissingFieldError "field '5' is missing from the row (list object has no element 5)"
+    template = Template("indexes", jinja, answer_choices="no ||| yes" if "answer_choices" in jinja else None)
+    with pytest.raises(TemplateRenderError) as info:
+        template.render(row, task="rows", row_index=3)
+    assert not isinstance(info.value, MissingFieldError)
+    assert str(info.value).startswith(f"task 'rows', template 'indexes', row 3: {message}")
+
+
 def test_target_not_among_answer_choices_names_the_row(rows_file):
     task = Task("rows", LocalFileSource(rows_file),
                 [Template("label_text", "{{text}} ||| {{ ['no', 'yes', 'maybe'][label] if label < 3 else 'other' }}",
