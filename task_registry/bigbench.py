@@ -19,9 +19,14 @@ choice as `target`. Tasks are `eval_only=True` (the registry refuses them in any
 `held_out=True`, cluster `bigbench`, one split `test` holding every example.
 
 The prefixes become literal template text, never substituted values, so promptsource-style truncation
-of substituted values (2048 characters) cannot cut them; the input is substituted in 2000-character
-parts for the same reason. A `|||` in the input or a prefix is kept as text: like the pipe protection of
+of substituted values (2048 characters) cannot cut them; the input, the listed choices and the target are
+substituted in 2000-character parts for the same reason (a longer choice is listed, and is the target, whole). A `|||` in the input or a prefix is kept as text: like the pipe protection of
 row values, it is written as promptsource's protector token and restored after the split into input and target.
+
+Templates strip the answer choices and the target, and tokenizers collapse whitespace, so an example whose
+choices differ only in whitespace (`"yes"` and `"yes "`) would score two spellings as one choice, and a choice
+of whitespace alone would render an empty target (a skipped row): `read_task_json` refuses both, naming the file,
+the example and the choices.
 """
 from __future__ import annotations
 
@@ -81,7 +86,18 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
             raise TaskDefinitionError(
                 f"{str(path)!r}: example {index} has no 'target_scores' (answer choice → score); only "
                 f"multiple-choice BIG-bench tasks can be imported")
+        spellings: dict[str, str] = {}
         for choice, score in scores.items():
+            collapsed = " ".join(choice.split())
+            if not collapsed:
+                raise TaskDefinitionError(f"{str(path)!r}: example {index}: answer choice {choice!r} is empty once "
+                                          f"stripped of whitespace; give it text or drop it")
+            if collapsed in spellings:
+                raise TaskDefinitionError(
+                    f"{str(path)!r}: example {index}: answer choices {spellings[collapsed]!r} and {choice!r} differ "
+                    f"only in whitespace, which templates strip and tokenizers collapse, so they would be scored as "
+                    f"one choice; keep one of them in 'target_scores'")
+            spellings[collapsed] = choice
             if SEPARATOR in choice:
                 raise TaskDefinitionError(f"{str(path)!r}: example {index}: answer choice {choice!r} contains "
                                           f"the template separator {SEPARATOR!r}")
@@ -99,10 +115,12 @@ def _split_text(text: str) -> list[str]:
 
 
 def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per example: input, input_parts, choices, target_scores (aligned with choices), target.
+    """One row per example: input, input_parts, choices, choice_parts, target_scores (aligned with choices), target,
+    target_parts.
 
     `input_parts` are the input's 2000-character parts with `|||` written as the pipe protector (a row's list
-    items are not protected by the template, only its strings).
+    items are not protected by the template, only its strings); `choice_parts` and `target_parts` are the
+    choices' and the target's parts (choices hold no `|||`).
 
     `choices` are the sorted answer choices in a shuffle seeded by the task name and example index; the
     prompt lists them in this order too (when the task appends choices to the input).
@@ -114,10 +132,12 @@ def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         random.Random(f"bigbench:{data.get('name', '')}:{index}").shuffle(choices)
         best = max(scores.values())
         text = str(example["input"])
+        target = next(c for c in choices if scores[c] == best)
         rows.append({"idx": index, "input": text,
                      "input_parts": _split_text(text.replace(SEPARATOR, PIPE_PROTECTOR)), "choices": choices,
+                     "choice_parts": [_split_text(c) for c in choices],
                      "target_scores": [float(scores[c]) for c in choices],
-                     "target": next(c for c in choices if scores[c] == best)})
+                     "target": target, "target_parts": _split_text(target)})
     return rows
 
 
@@ -139,9 +159,10 @@ def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template
     jinja = (_literal(task_prefix, "task_prefix", path) + _literal(input_prefix, "example_input_prefix", path)
              + "{% for part in input_parts %}{{ part }}{% endfor %}")
     if append_choices:
-        jinja += ("{% for choice in choices %}" + _literal(choice_prefix, "choice_prefix", path)
-                  + "{{ choice }}{% endfor %}")
-    jinja += _literal(output_prefix, "example_output_prefix", path) + " ||| {{ target }}"
+        jinja += ("{% for choice in choice_parts %}" + _literal(choice_prefix, "choice_prefix", path)
+                  + "{% for part in choice %}{{ part }}{% endfor %}{% endfor %}")
+    jinja += (_literal(output_prefix, "example_output_prefix", path)
+              + " ||| {% for part in target_parts %}{{ part }}{% endfor %}")
     metadata = {"original_task": True, "choices_in_prompt": append_choices, "metrics": ["multiple_choice_grade"],
                 "languages": ["en"]}
     return Template("bigbench_zero_shot", jinja, answer_choices='{{ choices | join("|||") }}', metadata=metadata)

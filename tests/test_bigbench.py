@@ -120,6 +120,32 @@ def test_a_null_task_prefix_is_no_prefix(tmp_path):
     assert task.templates[0].render(task.load_rows("test")[0]).inputs == "Q: 2 + 2?\nA:"  # was "NoneQ: ..."
 
 
+@pytest.mark.parametrize("scores,problem", [
+    ({"yes": 0, "yes ": 1, "no": 0}, r"answer choices 'yes' and 'yes ' differ only in whitespace"),
+    ({"a  b": 1, "a\nb": 0}, r"answer choices 'a  b' and 'a\\nb' differ only in whitespace"),
+    ({" ": 1, "no": 0}, r"answer choice ' ' is empty once stripped of whitespace"),
+])
+def test_choices_that_differ_only_in_whitespace_are_refused(tmp_path, scores, problem):
+    # were kept as two identical stripped choices with different scores: which one rank classification or a
+    # generated answer matched (the first listed) decided the grade; a blank choice rendered an empty target
+    (tmp_path / "task.json").write_text(json.dumps({"name": "ws", "examples": [
+        {"input": "fine", "target_scores": {"a": 1, "b": 0}}, {"input": "pick", "target_scores": scores}]}))
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"task.json': example 1: " + problem):
+        load_bigbench_task(tmp_path)
+
+
+def test_a_choice_longer_than_the_truncation_is_listed_and_targeted_whole(tmp_path):
+    # the target and the listed choices were substituted whole and truncated to 2048 characters, so the target was
+    # not among the (untruncated) answer choices: every such row failed to render and was left out of the score
+    long = "word " * 500
+    (tmp_path / "task.json").write_text(json.dumps({"name": "long", "examples": [
+        {"input": "pick", "target_scores": {long: 1, "short": 0}}]}))
+    task = load_bigbench_task(tmp_path)
+    example = task.templates[0].render(task.load_rows("test")[0])
+    assert example.targets == long.strip() and long.strip() in example.answer_choices
+    assert f"choice: {long}\n" in example.inputs
+
+
 def test_multiple_choice_grade_of_a_tiny_model_on_two_tasks(imported, t5_tokenizer_dir):
     tokenizer = load_tokenizer(t5_tokenizer_dir)
     torch.manual_seed(0)
