@@ -39,7 +39,8 @@ Schema (keys other than these are an error, reported with close matches)::
       - promptsource: ../promptsource-templates   # templates imported from a promptsource collection:
         dataset: super_glue                       #   a templates.yaml file, its folder, or a collection
         subset: rte                               #   root with dataset/subset; `names:` picks some
-        names: [GPT-3 style, can we infer]
+        names: [GPT-3 style, can we infer]        #   (as promptsource does, a task that imports any renames
+                                                  #   columns with `-` to `_` before its preprocessors run)
 
 Errors name the file and the line. `validate_task_file` collects every problem (and, when the rows are
 reachable — local files or an active data dir — renders the first rows of each split with each template).
@@ -56,7 +57,7 @@ import yaml
 
 from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
 from .preprocessors import from_config as preprocessor_from_config
-from .promptsource import import_promptsource
+from .promptsource import HyphensToUnderscores, import_promptsource
 from .registry import register_task
 from .sources import HFSource, LocalFileSource, Source, get_data_dir, is_file_builder
 from .task import Task
@@ -121,6 +122,7 @@ class _FileParser:
     def __init__(self, path: Path):
         self.path = path
         self.errors: list[str] = []
+        self.imports_promptsource = False
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(f"{self.path}:{line}: {message}")
@@ -158,6 +160,8 @@ class _FileParser:
         source = self.source(document.get("source"), self.line_of(document, "source")) if "source" in document else None
         preprocessors = self.preprocessors(document)
         templates = self.templates(document)
+        if self.imports_promptsource:  # promptsource's templates read `a-b` columns as `a_b`, as promptsource_task
+            preprocessors.insert(0, HyphensToUnderscores())
         if self.errors or source is None or not isinstance(name, str):
             return None
         try:
@@ -275,6 +279,7 @@ class _FileParser:
             return None
 
     def promptsource_templates(self, entry: dict) -> list[Template]:
+        self.imports_promptsource = True
         for problem in _unknown_keys(entry, PROMPTSOURCE_KEYS):
             self.error(self.line_of(entry), problem)
         names = entry.get("names")

@@ -288,3 +288,24 @@ def test_data_files_of_a_file_reader_are_relative_to_the_yaml(tmp_path, monkeypa
     assert parse_task_file(path).source.data_files == ["data/train.csv"]
     path.write_text(path.read_text().replace("[data/train.csv]", "[3]"))
     assert validate_task_file(path) == [f"{path}:2: source: file paths must be strings, got 3"]
+
+
+def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path):
+    # promptsource_task renames `question-text` to `question_text` (promptsource's removeHyphen) before its
+    # templates render; a YAML task importing the same templates did not, so every row missed `question_text`
+    (tmp_path / "ps" / "hy").mkdir(parents=True)
+    (tmp_path / "ps" / "hy" / "templates.yaml").write_text(
+        "dataset: hy\ntemplates:\n  x1: !Template\n    id: x1\n    jinja: '{{ question_text }} ||| {{ answer }}'\n"
+        "    name: plain\n")
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"question-text": "q1", "answer": "a1"}) + "\n")
+    path = tmp_path / "hy.yaml"
+    path.write_text("name: hy\nsplits: [train]\nsource: {files: rows.jsonl}\npreprocessors:\n"
+                    "  - map: {answer: \"answer ~ '!'\"}\ntemplates:\n  - promptsource: ps\n    dataset: hy\n")
+    assert validate_task_file(path) == []
+    task = parse_task_file(path)
+    assert [p.describe() for p in task.preprocessors][0] == "hyphens_to_underscores()"
+    assert [(r["inputs"], r["targets"]) for r in task.to_dataset("train")] == [("q1", "a1!")]
+    # a task of inline templates only keeps its columns as they are
+    path.write_text("name: inline\nsplits: [train]\nsource: {files: rows.jsonl}\n"
+                    "templates:\n  - {name: t, jinja: '{{ answer }} ||| x'}\n")
+    assert parse_task_file(path).preprocessors == []
