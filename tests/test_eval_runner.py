@@ -517,3 +517,31 @@ def test_group_exact_match_counts_a_question_only_when_all_its_answers_are_right
     with pytest.raises(EvaluationError, match="template 'verify': metric 'group_exact_match' cannot score it: .*"
                                               "no `group_by`"):
         evaluate_tasks(None, _NoTaskTokens(), [ungrouped], EvalSettings(scoring="generate"), progress=False)
+
+
+def test_group_exact_match_leaves_out_questions_with_answers_that_are_not_scored(tmp_path, monkeypatch):
+    # a question cut by max_examples, or one of whose answers the template skipped, was scored on the answers
+    # present: question 1 counted as fully right on "d" alone although its answer "e" is wrong
+    template = task_registry.Template("verify", "Is {{ answer }} right? ||| {{ answer_choices[label] }}",
+                                      answer_choices="no ||| yes")
+    skipping = task_registry.Template("skips_e", "{% if answer != 'e' %}Is {{ answer }} right? ||| "
+                                                 "{{ answer_choices[label] }}{% endif %}", answer_choices="no ||| yes")
+    path = tmp_path / "multirc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in MULTIRC_ROWS), encoding="utf-8")
+    task = task_registry.Task("mini_multirc", task_registry.LocalFileSource({"validation": str(path)}),
+                              [template, skipping], metrics=("group_exact_match", "accuracy"),
+                              splits=("validation",), group_by="idx.question")
+    said = {"a": "yes", "b": "no", "c": "no", "d": "no", "e": "yes", "f": "yes"}  # wrong on "c" and "e"
+    _answer_with(monkeypatch, lambda text: said[text.split()[1]])
+    cut = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(scoring="generate", max_examples=4),
+                         progress=False)
+    verify, skips_e = cut.results
+    # rows a-d: question 0 is wrong, question 1 has only "d" of its answers d, e: left out
+    assert (verify.score, verify.incomplete_groups) == (0.0, 1)
+    assert verify.metrics["accuracy"]["accuracy"] == pytest.approx(3 / 4)  # per-answer metrics keep every row
+    assert skips_e.incomplete_groups == 1 and skips_e.score == 0.0
+    full = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(scoring="generate"), progress=False)
+    verify, skips_e = full.results
+    assert (verify.score, verify.incomplete_groups) == (pytest.approx(100 / 3), 0)  # question 2 only
+    assert (skips_e.score, skips_e.incomplete_groups, skips_e.num_skipped) == (50.0, 1, 1)  # questions 0, 2
+    assert "- mini_multirc / skips_e: 1" in to_markdown(full)

@@ -63,6 +63,10 @@ def to_markdown(report: EvalReport) -> str:
     if errors:
         lines += ["", "Render errors (first per template):"]
         lines += [f"- {r.task} / {r.template}: {r.error}" for r in errors]
+    incomplete = [r for r in report.results if r.incomplete_groups]
+    if incomplete:
+        lines += ["", "Groups left out of group metrics (some of their rows not scored):"]
+        lines += [f"- {r.task} / {r.template}: {r.incomplete_groups}" for r in incomplete]
     not_computed = [(r, f"{m}: no shipped metric module") for r in report.results for m in r.unsupported_metrics]
     not_computed += [(r, f"{m}: {why}") for r in report.results for m, why in r.skipped_metrics.items()]
     if not_computed:

@@ -16,6 +16,8 @@ class TemplateResult:
     `skipped_metrics` maps metadata metrics that cannot score this template to the reason.
     `num_skipped` rows rendered no target (promptsource's skip case) and `num_errors` rows failed to render
     (first message in `error`); neither is in `num_examples`. `score` is `None` when no row was left.
+    `incomplete_groups` counts the groups (the task's `group_by`) that group metrics left out because some of
+    their rows were not scored (cut by `max_examples`, skipped or failed to render).
     """
 
     task: str
@@ -34,6 +36,7 @@ class TemplateResult:
     error: Optional[str] = None
     unsupported_metrics: list[str] = dataclasses.field(default_factory=list)
     skipped_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
+    incomplete_groups: int = 0
     predictions: Optional[list[dict[str, Any]]] = None
 
     def to_dict(self) -> dict[str, Any]:

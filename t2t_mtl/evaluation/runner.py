@@ -10,11 +10,12 @@ task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_ro
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import random
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +29,8 @@ from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.model.task_routing import routing_task_id
+
+logger = logging.getLogger(__name__)
 
 SCORING_MODES = ("auto", "rank", "generate")
 
@@ -98,6 +101,8 @@ class _Rendered:
     skipped: int = 0
     errors: int = 0
     first_error: Optional[str] = None
+    groups: int = 0  # with the task's `group_by`: the groups of the scored examples
+    incomplete_groups: set[str] = field(default_factory=set)  # those with rows that are not scored
 
 
 def dist_info(rank: Optional[int] = None, world_size: Optional[int] = None) -> tuple[int, int]:
@@ -195,17 +200,24 @@ def applicable_metrics(task, template, metrics: Sequence[str], examples: Sequenc
     return (kept or default_metrics(template)), skipped
 
 
-def render_examples(task, template, rows, *, seed: int = 0) -> _Rendered:
+def render_examples(task, template, rows, *, seed: int = 0,
+                    group_sizes: Optional[Mapping[str, int]] = None) -> _Rendered:
     """Render every row; skipped rows and render failures are counted (failures keep the first message).
 
     A row field `target_scores` (a list aligned with the rendered answer choices, as BIG-bench imports
-    have) gives per-choice scores for `multiple_choice_grade`; a task's `group_by` gives each row's group.
+    have) gives per-choice scores for `multiple_choice_grade`; a task's `group_by` gives each row's group. A group
+    is incomplete when fewer of its rows are scored than it has: in `rows`, or in `group_sizes` (row counts per
+    group of the whole split, when `rows` are its first rows only).
     """
     from task_registry.errors import TemplateRenderError
 
     out = _Rendered()
+    grouped = getattr(task, "group_by", None) is not None
+    keys: list[str] = []
     for index in range(len(rows)):
         row = rows[index]
+        if grouped:
+            keys.append(task.group_key(row, index))
         try:
             rendered = template.render(row, task=task.name, row_index=index, rng=random.Random(f"{seed}:{index}"))
         except TemplateRenderError as error:
@@ -220,11 +232,21 @@ def render_examples(task, template, rows, *, seed: int = 0) -> _Rendered:
         if scores is not None and len(scores) != len(choices):
             raise EvaluationError(f"task {task.name!r} template {template.name!r} row {index}: "
                                   f"{len(scores)} target_scores for {len(choices)} answer choices")
-        group = task.group_key(row, index) if getattr(task, "group_by", None) is not None else None
         out.examples.append(_Example(index, rendered.inputs, rendered.targets, choices,
                                      [float(s) for s in scores] if scores is not None else None,
-                                     position=len(out.examples), references=rendered.references, group=group))
+                                     position=len(out.examples), references=rendered.references,
+                                     group=keys[index] if grouped else None))
+    if grouped:
+        scored = collections.Counter(e.group for e in out.examples)
+        sizes = group_sizes if group_sizes is not None else collections.Counter(keys)
+        out.groups = len(scored)
+        out.incomplete_groups = {group for group, count in scored.items() if count < sizes[group]}
     return out
+
+
+def group_sizes(task, rows) -> collections.Counter:
+    """The number of rows of each group (the task's `group_by`) in `rows`."""
+    return collections.Counter(task.group_key(row, index) for index, row in enumerate(rows))
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -269,7 +291,8 @@ def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) 
     return requested
 
 
-def _baselines(examples: Sequence[_Example], primary: str, key: str) -> tuple[Optional[float], Optional[float]]:
+def _baselines(examples: Sequence[_Example], primary: str, key: str, incomplete_groups: Collection[str] = ()
+               ) -> tuple[Optional[float], Optional[float]]:
     """(majority-class baseline, chance baseline), both on the primary metric's 0-100 scale, None where they
     do not apply.
 
@@ -301,11 +324,12 @@ def _baselines(examples: Sequence[_Example], primary: str, key: str) -> tuple[Op
         predictions = [c[k] if k >= 0 else "" for c, k in zip(choices, chosen)]
         constant = score_predictions([primary], predictions, targets, choices, chosen=chosen,
                                      choice_scores=_choice_scores(examples), references=[e.gold for e in examples],
-                                     groups=[e.group for e in examples])
+                                     groups=[e.group for e in examples], incomplete_groups=incomplete_groups)
     else:
         most_common = collections.Counter(targets).most_common(1)[0][0]
         constant = score_predictions([primary], [most_common] * len(examples), targets, choices,
-                                     references=[e.gold for e in examples], groups=[e.group for e in examples])
+                                     references=[e.gold for e in examples], groups=[e.group for e in examples],
+                                     incomplete_groups=incomplete_groups)
     return constant[primary][key] * spec.scale, chance
 
 
@@ -328,10 +352,14 @@ def _choice_scores(examples: Sequence[_Example]) -> Optional[list[list[float]]]:
 
 def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSettings, *, split: str,
                       rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
-                      demonstration_rows: Any = None, demonstration_split: Optional[str] = None) -> TemplateResult:
+                      demonstration_rows: Any = None, demonstration_split: Optional[str] = None,
+                      group_sizes: Optional[Mapping[str, int]] = None) -> TemplateResult:
     """Score one template on `rows` (sharded over ranks) and compute its metrics; with `settings.num_shots`,
-    each input gets demonstrations drawn from `demonstration_rows` (of `demonstration_split`)."""
-    rendered = render_examples(task, template, rows, seed=settings.seed)
+    each input gets demonstrations drawn from `demonstration_rows` (of `demonstration_split`).
+
+    Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
+    split's group sizes when `rows` are its first rows), counted in `incomplete_groups` and logged."""
+    rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes)
     examples = rendered.examples
     wrap = (lambda text: text)
     if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training
@@ -361,6 +389,11 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
                             num_examples=len(examples), metrics={}, primary_metric=primary, primary_key=key,
                             score=None, num_skipped=rendered.skipped, num_errors=rendered.errors,
                             error=rendered.first_error, unsupported_metrics=unsupported, skipped_metrics=skipped)
+    if rendered.incomplete_groups and any(metric_spec(m).kind == "group_label" for m in metrics):
+        result.incomplete_groups = len(rendered.incomplete_groups)
+        logger.warning("task %r template %r: %d of %d groups have rows that are not scored (cut by max_examples, "
+                       "skipped by the template or failed to render); group metrics leave them out", task.name,
+                       template.name, result.incomplete_groups, rendered.groups)
     if not examples:
         return result
     predictions = [o[1] for o in outputs]
@@ -370,8 +403,10 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
                                            [e.answer_choices for e in examples], chosen=chosen,
                                            choice_scores=_choice_scores(examples),
                                            references=[e.gold for e in examples],
-                                           groups=[e.group for e in examples])
-        result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key)
+                                           groups=[e.group for e in examples],
+                                           incomplete_groups=rendered.incomplete_groups)
+        result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key,
+                                                                      rendered.incomplete_groups)
     except ValueError as error:  # a metric module refused its inputs (e.g. a gold it cannot parse)
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: {error}") from None
     result.score = result.metrics[primary][key] * metric_spec(primary).scale
@@ -405,7 +440,10 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings:
     for task in map(_resolve_task, tasks):
         split = settings.split or default_split(task)
         rows = task.load_rows(split)
+        sizes = None
         if settings.max_examples is not None and len(rows) > settings.max_examples:
+            if getattr(task, "group_by", None) is not None:  # so that a group the cut splits counts as incomplete
+                sizes = group_sizes(task, rows)
             rows = rows.select(range(settings.max_examples))
         shots_split = demonstration_split(task, split, settings.shots_split) if settings.num_shots else None
         demonstrations = task.load_rows(shots_split) if shots_split is not None else None
@@ -426,5 +464,5 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings:
                 results.append(evaluate_template(model, tokenizer, task, template, rows, settings, split=split,
                                                  rank=rank, world_size=world_size, progress_bar=bar,
                                                  demonstration_rows=demonstrations,
-                                                 demonstration_split=shots_split))
+                                                 demonstration_split=shots_split, group_sizes=sizes))
     return EvalReport(name=name, results=results, settings=settings.to_dict())

@@ -5,7 +5,8 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
   them is -1, always wrong); without answer choices, the index in the sorted set of targets. Binary F1
   needs answer choices: its positive class is the second choice.
 - "group_label": labels as for "label", scored per group of examples (`groups[i]`: example i's key from the
-  task's `group_by`, e.g. MultiRC's question).
+  task's `group_by`, e.g. MultiRC's question); the examples of `incomplete_groups` (groups some of whose rows
+  are not scored) are left out, so a partly scored question never counts as fully right.
 - "number": `float(text)`; an unparsable or non-finite prediction becomes -1.0 (T5's convention for STS-B);
   every target must be a finite number.
 - "text": the prediction string against the example's references (`references[i]`: every acceptable answer
@@ -18,7 +19,7 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 from t2t_mtl.evaluation.errors import EvaluationError
 from t2t_mtl.evaluation.metrics import canonical_metric_name, compute_metric, metric_spec
@@ -130,15 +131,28 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
 
 def score_predictions(metrics: Sequence[str], predictions: Sequence[str], targets: Sequence[str],
                       answer_choices: Sequence[Sequence[str]], *, groups: Optional[Sequence[Any]] = None,
-                      **kwargs) -> dict[str, dict[str, float]]:
+                      incomplete_groups: Collection[Any] = (), **kwargs) -> dict[str, dict[str, float]]:
     """Compute every metric on the predictions: {canonical metric name: {output name: value}}.
 
-    `groups` (one key per example) is what "group_label" metrics score by; `kwargs` go to `metric_inputs`.
+    `groups` (one key per example) is what "group_label" metrics score by; they leave out the examples of
+    `incomplete_groups` (groups with rows that are not among these examples). `kwargs` (per-example sequences or
+    None) go to `metric_inputs`.
     """
     results: dict[str, dict[str, float]] = {}
     for metric in metrics:
         name = canonical_metric_name(metric)
+        group_metric = metric_spec(name).kind == "group_label"
+        if group_metric and incomplete_groups and groups is not None:
+            keep = [i for i, group in enumerate(groups) if group not in incomplete_groups]
+            results[name] = score_predictions(
+                [name], *(_pick(column, keep) for column in (predictions, targets, answer_choices)),
+                groups=_pick(groups, keep), **{key: _pick(value, keep) for key, value in kwargs.items()})[name]
+            continue
         preds, refs = metric_inputs(name, predictions, targets, answer_choices, groups=groups, **kwargs)
-        by_group = {"groups": list(groups)} if metric_spec(name).kind == "group_label" else {}
-        results[name] = compute_metric(name, preds, refs, **by_group)
+        results[name] = compute_metric(name, preds, refs, **({"groups": list(groups)} if group_metric else {}))
     return results
+
+
+def _pick(column: Optional[Sequence[Any]], keep: Sequence[int]) -> Optional[list[Any]]:
+    """The `keep` items of a per-example sequence (None stays None)."""
+    return None if column is None else [column[i] for i in keep]

@@ -2,7 +2,9 @@
 
 SuperGLUE's MultiRC "EM": each candidate answer to a question is one example labelled correct or incorrect,
 and a question counts only when all its answers are labelled right. `groups[i]` names example i's group
-(MultiRC: its question); groups are counted once each, whatever their size.
+(MultiRC: its question); groups are counted once each, whatever their size. Every example of a group must be
+given: the evaluation runner leaves out a group some of whose rows it does not score (`--max-examples`, template
+skips, render errors), so that a partly scored question never counts as fully right.
 """
 import datasets
 import evaluate
