@@ -91,7 +91,9 @@ def read_templates_file(path: Union[str, os.PathLike]) -> tuple[dict[str, Any], 
             raise
         except TaskDefinitionError as error:
             raise TaskDefinitionError(f"{path}: {error}") from None
-    header = {"dataset": document.get("dataset"), "subset": document.get("subset")}
+    subset = document.get("subset")
+    header = {"dataset": document.get("dataset"),
+              "subset": None if subset == "None" else subset}  # snli's and multi_nli's files write `subset: None`
     return header, templates
 
 
@@ -128,7 +130,8 @@ def import_promptsource(dir_or_file: Union[str, os.PathLike], dataset: Optional[
 
 
 def load_promptsource_collection(root: Union[str, os.PathLike]) -> dict[tuple[str, Optional[str]], list[Template]]:
-    """Every `templates.yaml` under `root`, keyed by (dataset, subset) as their headers name them."""
+    """Every `templates.yaml` under `root`, keyed by (dataset, subset) as their headers name them (subset None for a
+    dataset without subsets)."""
     root = Path(root)
     collection: dict[tuple[str, Optional[str]], list[Template]] = {}
     for path in sorted(root.rglob(TEMPLATES_FILENAME)):

@@ -49,6 +49,13 @@ def test_every_templates_file_loads(promptsource_dir, collection):
         assert len({t.name for t in templates}) == len(templates), (dataset, subset)
 
 
+def test_a_dataset_without_subsets_is_keyed_by_subset_none(collection):
+    # snli's and multi_nli's headers say `subset: None`, which YAML reads as the text "None": they were keyed
+    # ("snli", "None") while the other datasets without subsets are keyed (dataset, None)
+    assert ("snli", None) in collection and ("multi_nli", None) in collection and ("ag_news", None) in collection
+    assert not any(subset == "None" for _, subset in collection)
+
+
 def test_metadata_and_ids_are_imported(promptsource_dir):
     templates = {t.name: t for t in import_promptsource(promptsource_dir, dataset="super_glue", subset="cb")}
     gpt3 = templates["GPT-3 style"]
