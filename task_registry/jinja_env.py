@@ -99,6 +99,29 @@ def _build_environment() -> SandboxedEnvironment:
 ENVIRONMENT = _build_environment()
 
 
+# Jinja's message for a subscript that found nothing: `list object has no element 5`, `None has no element 1`
+_NO_ELEMENT = re.compile(r"^(.+?) has no element (.+)$")
+
+
+def subscript_problem(message: str) -> Optional[str]:
+    """What a subscript that found nothing went wrong with, from Jinja's undefined-error `message`: an index out
+    of range, a key a mapping lacks, a null value or index; None when `message` is about something else (an
+    undefined name, also one used as the index, is a missing field)."""
+    match = _NO_ELEMENT.search(message)
+    if match is None or match.group(2) == "Undefined":
+        return None
+    kind, key = match.groups()
+    if key == "None":
+        what = f"a {kind.split()[0]} is indexed with a null value"
+    elif kind in ("list object", "tuple object", "str object"):
+        what = f"index {key} is out of range of a {kind.split()[0]}"
+    elif kind == "None":
+        what = f"element {key} of a null value is taken"
+    else:
+        what = f"key {key} is not in a {kind.split()[0]} of the row"
+    return f"{what} ({message})"
+
+
 def with_truncation(jinja: str, length: int = TEXT_VAR_LENGTH) -> str:
     """promptsource's default `apply(truncate=True)` rewrite: every `}}` becomes `| string | truncate(N) }}`.
 

@@ -15,7 +15,7 @@ import pyarrow
 from datasets.fingerprint import Hasher
 
 from .errors import TaskDefinitionError, TemplateRenderError
-from .jinja_env import ENVIRONMENT
+from .jinja_env import ENVIRONMENT, subscript_problem
 
 AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
 
@@ -39,6 +39,10 @@ def evaluate_expression(compiled, row: Mapping[str, Any], index: int, where: str
             value._fail_with_undefined_error()
         return value
     except jinja2.UndefinedError as error:
+        problem = subscript_problem(str(error))
+        if problem:
+            raise TemplateRenderError(f"{where}: expression {expression!r} failed: {problem}; the row is "
+                                      f"{_preview(row)}") from None
         raise TemplateRenderError(f"{where}: expression {expression!r} uses a missing field ({error}); "
                                   f"the row has fields {sorted(row)}") from None
     except jinja2.exceptions.SecurityError as error:

@@ -41,7 +41,7 @@ from .errors import (
     TemplateRenderError,
     TemplateSyntaxError,
 )
-from .jinja_env import ENVIRONMENT, compile_template, seeded_choices, with_truncation
+from .jinja_env import ENVIRONMENT, compile_template, seeded_choices, subscript_problem, with_truncation
 
 SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
@@ -51,8 +51,6 @@ _UNDEFINED_PATTERNS = (
     re.compile(r"'([^']+)' is undefined"),
     re.compile(r"has no attribute '([^']+)'"),
 )
-# Jinja's message for a subscript that found nothing: `list object has no element 5`, `None has no element 1`
-_NO_ELEMENT = re.compile(r"^(.+?) has no element (.+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,22 +124,13 @@ def _unescape_pipe(text: str) -> str:
 
 
 def _no_element(message: str, choices: Any) -> Optional[str]:
-    """What a subscript that found nothing went wrong with (an index out of range, a key a mapping lacks, a null
-    value), or None when `message` is about something else."""
-    match = _NO_ELEMENT.search(message)
-    if match is None or match.group(2) == "Undefined":  # the index itself is a missing field
+    """What a subscript that found nothing went wrong with (`subscript_problem`), with the answer choices when
+    there are some, or None when `message` is about something else."""
+    what = subscript_problem(message)
+    if what is None:
         return None
-    kind, key = match.groups()
-    if key == "None":
-        what = f"the template indexes a {kind.split()[0]} with a null value"
-    elif kind in ("list object", "tuple object", "str object"):
-        what = f"index {key} is out of range of a {kind.split()[0]}"
-    elif kind == "None":
-        what = f"the template takes element {key} of a null value"
-    else:
-        what = f"key {key} is not in a {kind.split()[0]} of the row"
     hint = f"; the answer choices are {choices}" if isinstance(choices, list) else ""
-    return f"{what} ({message}){hint}; check the row's values against the template"
+    return f"{what}{hint}; check the row's values against the template"
 
 
 def _missing_field(message: str) -> Optional[str]:

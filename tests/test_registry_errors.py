@@ -133,9 +133,9 @@ def test_a_template_reading_answer_choices_it_does_not_define_says_so(target):
     ("{{text}} ||| {{ answer_choices[label] }}", {"text": "t", "label": 7},
      "index 7 is out of range of a list (list object has no element 7); the answer choices are ['no', 'yes']"),
     ("{{text}} ||| {{ answer_choices[label] }}", {"text": "t", "label": None},
-     "the template indexes a list with a null value"),
+     "a list is indexed with a null value"),
     ("{{ scores[3] }} ||| x", {"scores": {"1": 0.5}}, "key 3 is not in a dict of the row"),
-    ("{{ x[1] }} ||| x", {"x": None}, "the template takes element 1 of a null value"),
+    ("{{ x[1] }} ||| x", {"x": None}, "element 1 of a null value is taken"),
 ])
 def test_an_index_out_of_range_is_not_called_a_missing_field(jinja, row, message):
     # was MissingFieldError "field '5' is missing from the row (list object has no element 5)"
@@ -260,6 +260,10 @@ def test_a_generator_without_rows_says_so():
                       r"\('lable' is undefined\); the row has fields \['extra', 'label', 'text'\]"),
     (task_registry.Map({"both": "lable"}), r"task 'rows': split 'train': map field 'both', row 0: expression 'lable' "
                                            r"uses a missing field"),
+    # was "uses a missing field (str object has no element 99)"
+    (task_registry.Map({"letter": "text[99]"}), r"task 'rows': split 'train': map field 'letter', row 0: expression "
+                                                r"'text\[99\]' failed: index 99 is out of range of a str \(str object "
+                                                r"has no element 99\); the row is \{'text': 'fine'"),
 ])
 def test_preprocessor_expressions_that_fail_on_a_row_name_task_split_row_and_expression(rows_file, preprocessor,
                                                                                         message):
@@ -269,6 +273,13 @@ def test_preprocessor_expressions_that_fail_on_a_row_name_task_split_row_and_exp
     # streamed, the preprocessors fail while the rows are iterated (the task and split were not named)
     with pytest.raises(TemplateRenderError, match=message):
         list(task.to_dataset("train", streaming=True))
+
+
+def test_a_group_by_index_out_of_range_says_so(rows_file):
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",), group_by="[label, label][label + 1]")
+    with pytest.raises(TemplateRenderError, match=r"^task 'rows': group_by, row 1: expression .* failed: index 2 is "
+                                                  r"out of range of a list"):
+        task.group_key(task.load_rows("train")[1], 1)
 
 
 def test_a_map_whose_values_change_type_across_rows_is_named(tmp_path):
