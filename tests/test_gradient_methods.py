@@ -2,6 +2,10 @@
 1e-5 relative; method-specific optimality checks; `GradientSurgery` on a real model's backward."""
 from __future__ import annotations
 
+import unittest.mock
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -403,8 +407,8 @@ def test_accumulate_handles_out_of_place_accumulation_and_restores_grads():
 class _FakeEngine:
     """What the step hook reads from a DeepSpeed engine: `.module`, the ZeRO stage and the precision."""
 
-    def __init__(self, module: torch.nn.Module, stage: int, precision: str = "fp32") -> None:
-        self.module, self.stage, self.precision = module, stage, precision
+    def __init__(self, module: torch.nn.Module, stage: int, precision: str = "fp32", optimizer: Any = None) -> None:
+        self.module, self.stage, self.precision, self.optimizer = module, stage, precision, optimizer
 
     def zero_optimization_stage(self) -> int:
         return self.stage
@@ -421,22 +425,55 @@ def test_step_hook_one_process_hands_back_the_combined_gradient():
 
     model = TwoHeads()
     tasks = ["a", "b", "c"]
-    hook = build_step_hook({"method": "pcgrad", "seed": 5}, _FakeEngine(model, 0), tasks)
-    hook.begin_step(None)
+    engine = _FakeEngine(model, 0)
+    hook = build_step_hook({"method": "pcgrad", "seed": 5}, engine, tasks)
+    hook.begin_step(engine)
     rows = []
     for t, task in enumerate(tasks):
         loss = _task_losses(model, 3)[t]
         before = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
         loss.backward()  # stage 0: the gradients accumulate in .grad, as under engine.backward
         rows.append(torch.cat([(p.grad - b).flatten() for p, b in zip(model.parameters(), before)]))
-        hook.after_backward(None, task)
-    hook.before_optimizer_step(None)
+        hook.after_backward(engine, task)
+    hook.before_optimizer_step(engine)
     g = torch.stack(rows).double()
     expected = textbook.pcgrad(g, hook.surgery.method.last_orders)
     got = torch.cat([p.grad.flatten() for p in model.parameters()]).double()
     assert_rel_close(got, expected, rtol=1e-5)
     assert hook.stats()["tasks"] == tasks and len(hook.stats()["grad_cosine"]) == 3
     hook.remove()
+
+
+@pytest.mark.parametrize("optimizer", [SimpleNamespace(cur_scale=1024.0),  # ZeRO 1-3
+                                       SimpleNamespace(loss_scale_config=SimpleNamespace(cur_scale=1024.0))])
+def test_step_hook_logs_the_gradient_norms_without_the_fp16_loss_scale(optimizer):
+    """Under fp16 DeepSpeed's backward multiplies the loss by its loss scale: the logged per-task norms are the
+    true ones, equal to an fp32 step's (were: 1024× too large); cosines and weights do not depend on the scale."""
+    from t2t_mtl.gradients import build_step_hook
+
+    stats = {}
+    for precision, scale in (("fp32", 1.0), ("fp16", 1024.0)):
+        torch.manual_seed(0)
+        model = TwoHeads().double()
+        engine = _FakeEngine(model, 1, precision, optimizer)
+        hook = build_step_hook({"method": "pcgrad", "seed": 5}, engine, ["a", "b"])
+        hook.begin_step(engine)
+        for t, task in enumerate(["a", "b"]):
+            (scale * _task_losses(model, 2)[t]).backward()
+            hook.after_backward(engine, task)
+        with unittest.mock.patch("deepspeed.utils.safe_set_full_grad"):
+            hook.before_optimizer_step(engine)
+        stats[precision] = hook.stats()
+        hook.remove()
+    torch.manual_seed(0)
+    model = TwoHeads().double()
+    expected = [torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]).norm()
+                for loss in _task_losses(model, 2)]
+    np.testing.assert_allclose(stats["fp32"]["grad_norms"], expected, rtol=1e-6)  # (the rows are fp32)
+    np.testing.assert_allclose(stats["fp16"]["grad_norms"], stats["fp32"]["grad_norms"], rtol=1e-12)
+    np.testing.assert_allclose(np.array(stats["fp16"]["grad_cosine"], dtype=float),
+                               np.array(stats["fp32"]["grad_cosine"], dtype=float), rtol=1e-12)
+    np.testing.assert_allclose(stats["fp16"]["weights"], stats["fp32"]["weights"], rtol=1e-12)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])

@@ -208,16 +208,17 @@ class GradientSurgery:
         gram = self._host_gram()
         return gram.sum(0) if gram.ndim == 3 else gram
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, grad_scale: float = 1.0) -> dict[str, Any]:
         """Per-task gradient norms, pairwise cosines (both from G) and the last weights, JSON-ready:
-        {"tasks", "grad_norms" [T], "grad_cosine" [T][T] (None for a zero gradient), "weights"}."""
+        {"tasks", "grad_norms" [T], "grad_cosine" [T][T] (None for a zero gradient), "weights"}.
+        `grad_scale`: the factor the rows carry (fp16 loss scaling); the norms are divided by it."""
         gram = self.whole_gram()
         norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
         denom = np.outer(norms, norms)
         cosine = [[float(gram[i, j] / denom[i, j]) if denom[i, j] > 0 else None for j in range(len(norms))]
                   for i in range(len(norms))]
         weights = None if self.last_weights is None else np.asarray(self.last_weights).tolist()
-        return {"tasks": list(self.task_names), "grad_norms": norms.tolist(), "grad_cosine": cosine,
+        return {"tasks": list(self.task_names), "grad_norms": (norms / grad_scale).tolist(), "grad_cosine": cosine,
                 "weights": weights}
 
     def state_dict(self) -> dict[str, Any]:
