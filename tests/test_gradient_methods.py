@@ -214,6 +214,9 @@ def test_sum_and_mean():
     ({"method": "cagrad", "alpha": 0.5}, "gradient_surgery.alpha: unknown option"),
     ({}, "needs a `method` key"),
     ({"method": "gradvac", "beta": 0}, "beta must be in"),
+    ({"method": "nashmtl", "max_iter": 0}, r"gradient_surgery.max_iter must be >= 1 for nashmtl, got 0"),
+    ({"method": "nashmtl", "tol": 0}, r"gradient_surgery.tol must be > 0 for nashmtl, got 0"),
+    ({"method": "nashmtl", "ridge": -1}, r"gradient_surgery.ridge must be >= 0 for nashmtl, got -1"),
 ])
 def test_config_errors_are_clear(cfg, match):
     with pytest.raises(GradientMethodError, match=match):

@@ -59,6 +59,11 @@ class NashMTL(GradientMethod):
         super().__init__(num_tasks, **options)
         if float(self.options["ridge"]) < 0:
             raise GradientMethodError(f"gradient_surgery.ridge must be >= 0 for nashmtl, got {self.options['ridge']}")
+        if int(self.options["max_iter"]) < 1:
+            raise GradientMethodError(f"gradient_surgery.max_iter must be >= 1 for nashmtl, "
+                                      f"got {self.options['max_iter']}")
+        if float(self.options["tol"]) <= 0:
+            raise GradientMethodError(f"gradient_surgery.tol must be > 0 for nashmtl, got {self.options['tol']}")
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         return nashmtl_weights(gram, float(self.options["ridge"]), int(self.options["max_iter"]),
