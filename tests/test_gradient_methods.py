@@ -227,6 +227,9 @@ def test_config_errors_are_clear(cfg, match):
     ({"method": "cagrad", "c": "abc"}, r"gradient_surgery.c must be a number for method 'cagrad', got 'abc'"),
     ({"method": "pcgrad", "seed": None}, r"gradient_surgery.seed must be a number .* got None"),
     ({"method": "mgda", "max_iter": 2.5}, r"gradient_surgery.max_iter must be an integer .* got 2.5"),
+    # were accepted and made every weight NaN
+    ({"method": "cagrad", "c": float("inf")}, r"gradient_surgery.c must be a finite number for method 'cagrad'"),
+    ({"method": "nashmtl", "ridge": "nan"}, r"gradient_surgery.ridge must be a finite number .* got 'nan'"),
 ])
 def test_option_values_of_the_wrong_type_name_the_option(cfg, match):
     with pytest.raises(GradientMethodError, match=match):

@@ -9,6 +9,7 @@ State (EMA targets, RNG) round-trips through `state_dict`/`load_state_dict`.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,7 +38,8 @@ class GradientMethod:
         self.options = {key: self._coerced(key, value) for key, value in {**self.defaults, **options}.items()}
 
     def _coerced(self, key: str, value: Any) -> Any:
-        """`value` as the type of a numeric default (YAML reads `1e3` as a string); other options as given."""
+        """`value` as the type of a numeric default (YAML reads `1e3` as a string; NaN and ±inf are refused);
+        other options as given."""
         default = self.defaults[key]
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             return value
@@ -48,6 +50,9 @@ class GradientMethod:
         except (TypeError, ValueError):
             raise GradientMethodError(f"gradient_surgery.{key} must be a number for method {self.name!r}, "
                                       f"got {value!r}") from None
+        if not math.isfinite(number):
+            raise GradientMethodError(f"gradient_surgery.{key} must be a finite number for method {self.name!r}, "
+                                      f"got {value!r}")
         if isinstance(default, int):
             if not number.is_integer():
                 raise GradientMethodError(f"gradient_surgery.{key} must be an integer for method {self.name!r}, "
