@@ -391,6 +391,13 @@ def test_task_absent_from_the_step_gets_zero_weight_and_others_are_unaffected(cf
     if cfg["method"] == "gradvac":
         assert np.all(full.targets[0][2] == 0) and np.all(full.targets[0][:, 2] == 0)
         np.testing.assert_allclose(full.targets[0][np.ix_([0, 1, 3], [0, 1, 3])], sub.targets[0], rtol=1e-12)
+    if cfg["method"] in ("pcgrad", "gradvac"):  # the orders name tasks (were: positions among the present ones)
+        ids = [0, 1, 3]
+        assert full.last_orders[2] == []
+        assert [full.last_orders[i] for i in ids] == [[ids[j] for j in order] for order in sub.last_orders]
+        expected = (textbook.pcgrad(with_absent, full.last_orders) if cfg["method"] == "pcgrad" else
+                    textbook.gradvac(with_absent, full.last_orders, np.zeros((4, 4)), cfg["beta"]))
+        assert_rel_close(combine(weights, with_absent), expected)
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")

@@ -133,3 +133,12 @@ def random_orders(rng: np.random.Generator, num_tasks: int) -> list[list[int]]:
         others = np.array([j for j in range(num_tasks) if j != i], dtype=np.int64)
         orders.append(rng.permutation(others).tolist())
     return orders
+
+
+def task_orders(orders: list[list[int]], tasks: np.ndarray, num_tasks: int) -> list[list[int]]:
+    """`orders` over the positions of the present `tasks` as task indices among all `num_tasks`: entry t is task
+    t's order of the other present tasks (empty when task t is absent from the step)."""
+    by_task: list[list[int]] = [[] for _ in range(num_tasks)]
+    for i, order in zip(tasks, orders):
+        by_task[int(i)] = [int(tasks[j]) for j in order]
+    return by_task

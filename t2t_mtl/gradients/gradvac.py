@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import GradientMethod, GradientMethodError, register_method, random_orders
+from .base import GradientMethod, GradientMethodError, random_orders, register_method, task_orders
 
 PER_LAYER_CHOICES = (False, True, "layer", "tensor")
 _LAYER = re.compile(r"^(.*?\.(?:block|blocks|layer|layers|h)\.\d+)\.")
@@ -65,7 +65,7 @@ def layer_key(name: str) -> str:
 @register_method
 class GradVac(GradientMethod):
     """Options: beta (EMA rate, paper 1e-2), per_layer (false: whole model; true / "layer": one Gram, target set
-    and weight vector per transformer layer; "tensor": per parameter tensor), seed."""
+    and weight vector per transformer layer; "tensor": per parameter tensor), seed. `last_orders` as PCGrad's."""
 
     name = "gradvac"
     defaults = {"beta": 0.01, "per_layer": False, "seed": 0}
@@ -94,12 +94,13 @@ class GradVac(GradientMethod):
         elif self.targets.shape[0] != grams.shape[0]:
             raise GradientMethodError(f"gradvac keeps EMA targets for {self.targets.shape[0]} segments but got a "
                                       f"Gram with {grams.shape[0]}; the parameter segmentation changed")
-        self.last_orders = random_orders(self.rng, len(tasks))
+        orders = random_orders(self.rng, len(tasks))
+        self.last_orders = task_orders(orders, tasks, self.num_tasks)
         block = np.ix_(tasks, tasks)
         weights = []
         for k, g in enumerate(grams):
             targets = self.targets[k][block]  # the present tasks' targets (a copy), written back below
-            weights.append(gradvac_weights(g, self.last_orders, targets, self.beta))
+            weights.append(gradvac_weights(g, orders, targets, self.beta))
             self.targets[k][block] = targets
         weights = np.stack(weights)
         return weights if self.segmented else weights[0]

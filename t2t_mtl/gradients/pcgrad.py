@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import GradientMethod, register_method, random_orders
+from .base import GradientMethod, random_orders, register_method, task_orders
 
 
 def pcgrad_weights(gram: np.ndarray, orders: list[list[int]]) -> np.ndarray:
@@ -33,7 +33,9 @@ def pcgrad_weights(gram: np.ndarray, orders: list[list[int]]) -> np.ndarray:
 
 @register_method
 class PCGrad(GradientMethod):
-    """Options: seed (int) — the orders come from one seeded generator advanced every step."""
+    """Options: seed (int) — the orders come from one seeded generator advanced every step. `last_orders[t]`: the
+    order in which task t (index among all T) was projected on the other tasks in the last step, as task indices
+    (empty for a task absent from it)."""
 
     name = "pcgrad"
     defaults = {"seed": 0}
@@ -44,8 +46,9 @@ class PCGrad(GradientMethod):
         self.last_orders: list[list[int]] = []
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        self.last_orders = random_orders(self.rng, len(tasks))
-        return pcgrad_weights(gram, self.last_orders)
+        orders = random_orders(self.rng, len(tasks))
+        self.last_orders = task_orders(orders, tasks, self.num_tasks)
+        return pcgrad_weights(gram, orders)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
