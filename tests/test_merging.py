@@ -11,14 +11,16 @@ from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.model import build_model, t5_config_from_dims
-from t2t_mtl.model.merging import MergeError, merge_models, merge_state_dicts
+from t2t_mtl.model.merging import MergeError, merge_models, merge_state_dicts, merge_task_vectors
 
 DIMS = {"d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 1, "num_heads": 2}
 
 
 def _textbook_ties(taus, density):
-    """Trim, elect, disjoint merge, one entry at a time, as Yadav et al. (2023) describe them."""
-    flat = [t.flatten().tolist() for t in taus]
+    """Trim, elect, disjoint merge, one entry at a time, as Yadav et al. (2023) describe them: each model's task
+    vector `taus[i]` ({key: tensor}) flattened whole, its ceil(density·n) largest magnitudes kept."""
+    keys = list(taus[0])
+    flat = [[v for key in keys for v in tau[key].flatten().tolist()] for tau in taus]
     n = len(flat[0])
     keep = -(-int(round(density * n * 1e6)) // 1_000_000)  # ceil(density·n) without float noise
     trimmed = []
@@ -32,7 +34,12 @@ def _textbook_ties(taus, density):
         sign = (total > 0) - (total < 0)
         agreeing = [v for v in column if v != 0 and ((v > 0) - (v < 0)) == sign]
         merged.append(sum(agreeing) / len(agreeing) if agreeing else 0.0)
-    return torch.tensor(merged, dtype=torch.float64).reshape(taus[0].shape)
+    out, start = {}, 0
+    for key in keys:
+        shape = taus[0][key].shape
+        out[key] = torch.tensor(merged[start:start + shape.numel()], dtype=torch.float64).reshape(shape)
+        start += shape.numel()
+    return out
 
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
@@ -43,7 +50,35 @@ def test_ties_follows_trim_elect_and_disjoint_merge(density):
     taus[2][1] = -taus[0][1]  # opposite signs that cancel in the election
     merged = merge_state_dicts({"w": torch.zeros(6, 5, dtype=torch.float64)}, [{"w": t} for t in taus],
                                method="ties", density=density)["w"]
-    torch.testing.assert_close(merged, _textbook_ties(taus, density), rtol=0, atol=1e-12)
+    expected = _textbook_ties([{"w": t} for t in taus], density)["w"]
+    torch.testing.assert_close(merged, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.2, 0.5])
+def test_ties_trims_the_whole_task_vector_at_once(density):
+    """The paper's trim keeps the largest magnitudes of the whole flattened task vector (was: of each tensor, so a
+    tensor of small changes kept as many entries as one of large changes); a tensor held under two keys (tied
+    weights) counts once."""
+    g = torch.Generator().manual_seed(2)
+    base = {"w": torch.randn(6, 5, generator=g, dtype=torch.float64), "b": torch.randn(20, generator=g,
+                                                                                       dtype=torch.float64)}
+    base["w_tied"] = base["w"]
+    models, taus = [], []
+    for i in range(3):
+        tau = {"w": 0.01 * torch.randn(6, 5, generator=g, dtype=torch.float64),
+               "b": torch.randn(20, generator=g, dtype=torch.float64) * torch.logspace(-3, 1, 20, dtype=torch.float64)}
+        taus.append(tau)
+        model = {key: base[key] + tau[key] for key in ("w", "b")}
+        models.append({**model, "w_tied": model["w"]})
+    merged = merge_state_dicts(base, models, method="ties", density=density, scale=0.7)
+    expected = _textbook_ties(taus, density)
+    for key in ("w", "b"):
+        torch.testing.assert_close(merged[key], base[key] + 0.7 * expected[key], rtol=0, atol=1e-12)
+    torch.testing.assert_close(merged["w_tied"], merged["w"], rtol=0, atol=0)
+    # models read one at a time, each twice (the sign election, then the disjoint mean)
+    loads = []
+    merge_task_vectors(base, lambda i: loads.append(i) or models[i], 3, method="ties", density=density)
+    assert loads == [0, 1, 2, 0, 1, 2]
 
 
 def test_task_arithmetic_and_mean_follow_their_formulas():
@@ -108,15 +143,17 @@ def test_the_merge_command_writes_the_merged_model(tmp_path, t5_tokenizer):
         folders.append(_save(tuned, t5_tokenizer, tmp_path / f"ft{i}"))
         states.append({k: v.clone() for k, v in tuned.state_dict().items()})
     base_state = base.state_dict()
-    for method, options in (("task_arithmetic", ["--scale", "0.5"]), ("ties", ["--density", "0.3"])):
+    params = [name for name, _ in base.named_parameters()]  # each tied tensor once
+    for method, options in (("task_arithmetic", ["--scale", "0.5"]), ("ties", ["--density", "0.02"])):
         out = tmp_path / method
         assert cli_main(["merge", *folders, "--out", str(out), "--method", method, *options]) == 0
         merged = T5ForConditionalGeneration.from_pretrained(str(out)).state_dict()
+        taus = [{key: s[key].double() - base_state[key].double() for key in params} for s in states]
+        ties = _textbook_ties(taus, 0.02) if method == "ties" else None
         for key in ("encoder.block.0.layer.0.SelfAttention.q.weight",
                     "decoder.block.0.layer.2.DenseReluDense.wo.weight", "shared.weight"):
-            taus = [s[key].double() - base_state[key].double() for s in states]
-            expected = (base_state[key].double() + 0.5 * sum(taus) if method == "task_arithmetic"
-                        else base_state[key].double() + _textbook_ties(taus, 0.3))
+            expected = (base_state[key].double() + 0.5 * sum(tau[key] for tau in taus) if method == "task_arithmetic"
+                        else base_state[key].double() + ties[key])
             torch.testing.assert_close(merged[key], expected.float(), rtol=1e-6, atol=1e-6)
         assert json.loads((out / "t2t_mtl_meta.json").read_text())["merge"]["method"] == method
         assert (out / "tokenizer_config.json").exists()

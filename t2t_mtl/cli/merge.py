@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", choices=("task_arithmetic", "mean", "ties"), default="task_arithmetic")
     parser.add_argument("--scale", type=float, default=1.0, help="λ, the scale of the merged task vector")
     parser.add_argument("--density", type=float, default=0.2,
-                        help="(ties) fraction of each task vector's entries kept, by magnitude, per tensor")
+                        help="(ties) fraction of each task vector's entries kept, by magnitude over the whole model")
     parser.set_defaults(func=run)
 
 

@@ -7,10 +7,13 @@ A fine-tuned model's task vector is τ_i = θ_i − θ_base (Ilharco et al. 2023
   at the threshold kept), elect each entry's sign as that of Σ_i τ̂_i, and average the trimmed entries that
   agree with it (disjoint mean: entries that are zero or of the other sign do not count);
   θ = θ_base + λ·τ_merged.
-Trimming is per tensor (a tensor's own magnitudes set its threshold). Non-float tensors must be equal in every
-model and are kept. `merge_task_vectors` takes the models one at a time (memory for the base, float64
-accumulators and one model, however many are merged); `merge_state_dicts` works on state dicts in memory;
-`merge_models` on model folders / runs.
+Trimming is global, as in the paper and its reference code: τ_i is the whole model's task vector (all float
+tensors flattened together; a tensor held under several keys, as tied embeddings are, counts once), and its
+ceil(density·n) largest magnitudes are kept, wherever they are. The threshold is found exactly without a
+flattened copy (a radix select over the magnitudes' bits, a few passes over the model in memory). Non-float
+tensors must be equal in every model and are kept. `merge_task_vectors` takes the models one at a time (memory
+for the base, float64 accumulators and one model, however many are merged); `merge_state_dicts` works on state
+dicts in memory; `merge_models` on model folders / runs.
 """
 from __future__ import annotations
 
@@ -30,15 +33,54 @@ class MergeError(ValueError):
     """The models cannot be merged (different architectures or keys) or a merge setting is invalid."""
 
 
-def _trim(tau: torch.Tensor, density: float) -> torch.Tensor:
-    """`tau` with all but its ceil(density·n) largest-magnitude entries zeroed (entries tied with the smallest
-    kept magnitude are kept too)."""
-    keep = math.ceil(round(density * tau.numel(), 6))  # (0.07 · 100 is 7.000000000000001 in floats)
-    if keep >= tau.numel():
-        return tau
-    if keep == 0:
-        return torch.zeros_like(tau)
-    threshold = tau.abs().flatten().kthvalue(tau.numel() - keep + 1).values
+_DIGIT_BITS = 16  # bits of the magnitudes' patterns settled per pass of the radix select (4 passes of float64)
+
+
+def _distinct_float_keys(state: Mapping[str, torch.Tensor]) -> List[str]:
+    """The keys of the float tensors of `state`, one per tensor where several keys hold it (tied weights: a T5's
+    shared embedding is also encoder/decoder.embed_tokens and lm_head)."""
+    seen, keys = set(), []
+    for key, value in state.items():
+        identity = (value.data_ptr(), tuple(value.shape), value.stride(), value.dtype)
+        if value.is_floating_point() and identity not in seen:
+            seen.add(identity)
+            keys.append(key)
+    return keys
+
+
+def _trim_threshold(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor], density: float) -> float:
+    """The magnitude at or above which TIES keeps an entry of `model`'s task vector: exactly its ceil(density·n)-th
+    largest |τ| over all its n float entries (0 when all are kept, inf when none). The bit patterns of non-negative
+    float64 numbers order as the numbers do, so a radix select finds it, `_DIGIT_BITS` bits per pass over the
+    tensors (no flattened copy of the task vector)."""
+    keys = _distinct_float_keys(model)
+
+    def magnitudes() -> Iterator[torch.Tensor]:
+        for key in keys:
+            yield (model[key].double() - base[key].double()).abs().flatten().view(torch.int64)
+
+    n = sum(model[key].numel() for key in keys)
+    remaining = math.ceil(round(density * n, 6))  # (0.07 · 100 is 7.000000000000001 in floats)
+    if remaining >= n:
+        return 0.0
+    if remaining == 0:
+        return math.inf
+    digits, prefix = 1 << _DIGIT_BITS, 0
+    for shift in range(64 - _DIGIT_BITS, -1, -_DIGIT_BITS):
+        counts = torch.zeros(digits, dtype=torch.int64, device=model[keys[0]].device)
+        for bits in magnitudes():
+            if shift + _DIGIT_BITS < 64:
+                bits = bits[(bits >> (shift + _DIGIT_BITS)) == prefix]
+            counts += torch.bincount((bits >> shift) & (digits - 1), minlength=digits)
+        at_least = counts.flip(0).cumsum(0)  # [i]: entries (of this prefix) whose digit is >= digits - 1 - i
+        index = int(torch.searchsorted(at_least, remaining))
+        remaining -= int(at_least[index - 1]) if index else 0
+        prefix = (prefix << _DIGIT_BITS) | (digits - 1 - index)
+    return float(torch.tensor(prefix, dtype=torch.int64).view(torch.float64))
+
+
+def _trimmed(tau: torch.Tensor, threshold: float) -> torch.Tensor:
+    """`tau` with its entries of magnitude below `threshold` zeroed."""
     return torch.where(tau.abs() >= threshold, tau, torch.zeros_like(tau))
 
 
@@ -53,23 +95,27 @@ def _check_settings(method: str, scale: float, density: float, count: int) -> No
         raise MergeError("merging needs at least one fine-tuned model")
 
 
-def _task_vectors(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor], index: int
-                  ) -> Iterator[Tuple[str, torch.Tensor]]:
-    """(key, τ = θ − θ_base in float64) for each float tensor of the base, after checking that `model` (the
-    `index`-th) has the base's keys and shapes and its non-float tensors."""
+def _loaded(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str, torch.Tensor]], index: int
+            ) -> Mapping[str, torch.Tensor]:
+    """`load(index)`, after checking that it has the base's keys and shapes and its non-float tensors."""
+    model = load(index)
     for key, value in base.items():
         if key not in model or model[key].shape != value.shape:
             found = "missing" if key not in model else f"of shape {tuple(model[key].shape)}"
             raise MergeError(f"model {index + 1}: {key} is {found}, the base's is {tuple(value.shape)}: merging "
                              f"needs fine-tuned versions of the same base model")
-        if not value.is_floating_point():
-            if not torch.equal(model[key], value):
-                raise MergeError(f"{key} (a {value.dtype} tensor) differs between the models; it cannot be merged")
-            continue
+        if not value.is_floating_point() and not torch.equal(model[key], value):
+            raise MergeError(f"{key} (a {value.dtype} tensor) differs between the models; it cannot be merged")
     extra = sorted(set(model) - set(base))
     if extra:
         raise MergeError(f"the fine-tuned models have weights the base lacks ({', '.join(extra[:5])}): merging needs "
                          f"fine-tuned versions of the same base model")
+    return model
+
+
+def _task_vectors(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor]
+                  ) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(key, τ = θ − θ_base in float64) for each float tensor of the base."""
     for key, value in base.items():
         if value.is_floating_point():
             yield key, model[key].double() - value.double()
@@ -96,16 +142,20 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
     _check_settings(method, scale, density, count)
     merged_tau: Dict[str, torch.Tensor] = {}
     if method == "ties":
+        thresholds: List[float] = []
         elected: Dict[str, torch.Tensor] = {}
         for index in range(count):
-            for key, tau in _task_vectors(base, load(index), index):
-                _add(elected, key, _trim(tau, density))
+            model = _loaded(base, load, index)
+            thresholds.append(_trim_threshold(base, model, density))
+            for key, tau in _task_vectors(base, model):
+                _add(elected, key, _trimmed(tau, thresholds[index]))
+            del model  # before the next load: one model in memory at a time
         signs = {key: torch.sign(total).to(torch.int8) for key, total in elected.items()}
         del elected
         agreeing: Dict[str, torch.Tensor] = {}
         for index in range(count):
-            for key, tau in _task_vectors(base, load(index), index):
-                trimmed = _trim(tau, density)
+            for key, tau in _task_vectors(base, _loaded(base, load, index)):
+                trimmed = _trimmed(tau, thresholds[index])
                 agree = (torch.sign(trimmed) == signs[key]) & (trimmed != 0)
                 _add(merged_tau, key, torch.where(agree, trimmed, torch.zeros_like(trimmed)))
                 _add(agreeing, key, agree.to(torch.int32))
@@ -114,7 +164,7 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
                                           torch.zeros_like(merged_tau[key]))
     else:
         for index in range(count):
-            for key, tau in _task_vectors(base, load(index), index):
+            for key, tau in _task_vectors(base, _loaded(base, load, index)):
                 _add(merged_tau, key, tau)
         if method == "mean":
             for tau in merged_tau.values():
