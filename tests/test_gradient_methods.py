@@ -217,6 +217,9 @@ def test_sum_and_mean():
     ({"method": "nashmtl", "max_iter": 0}, r"gradient_surgery.max_iter must be >= 1 for nashmtl, got 0"),
     ({"method": "nashmtl", "tol": 0}, r"gradient_surgery.tol must be > 0 for nashmtl, got 0"),
     ({"method": "nashmtl", "ridge": -1}, r"gradient_surgery.ridge must be >= 0 for nashmtl, got -1"),
+    # were read as true (the authors' code's rescale 2, dividing by 1 + c, silently divided by 1 + c²)
+    ({"method": "cagrad", "rescale": 2}, r"gradient_surgery.rescale must be true or false for cagrad .* got 2"),
+    ({"method": "cagrad", "rescale": "false"}, r"gradient_surgery.rescale must be true or false .* got 'false'"),
 ])
 def test_config_errors_are_clear(cfg, match):
     with pytest.raises(GradientMethodError, match=match):

@@ -64,6 +64,9 @@ class CAGrad(GradientMethod):
         super().__init__(num_tasks, **options)
         if float(self.options["c"]) < 0:
             raise GradientMethodError(f"gradient_surgery.c must be >= 0 for cagrad, got {self.options['c']}")
+        if not isinstance(self.options["rescale"], bool):
+            raise GradientMethodError(f"gradient_surgery.rescale must be true or false for cagrad (divide the update "
+                                      f"by 1 + c²), got {self.options['rescale']!r}")
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        return cagrad_weights(gram, float(self.options["c"]), bool(self.options["rescale"]))
+        return cagrad_weights(gram, float(self.options["c"]), self.options["rescale"])
