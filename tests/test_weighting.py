@@ -165,6 +165,11 @@ def test_curriculum_sigmoid():
     ({"method": "dtp", "gamma": float("nan")}, WeightingError, ["gamma", "nan"]),
     ({"method": "dtp", "eps": 0}, WeightingError, ["eps", "(0, 0.5)"]),
     ({"method": "curriculum", "alpha": float("nan")}, WeightingError, ["alpha must be > 0"]),
+    ({"method": "curriculum", "alpha": "inf"}, WeightingError, ["alpha must be > 0 and finite"]),  # was: accepted
+    # were raw TypeErrors ("sequence item 0: expected str instance, int found")
+    ({"method": "curriculum", "start_epochs": [0, 1, 2]}, WeightingError, ["start_epochs must map task names",
+                                                                          "[0, 1, 2]"]),
+    ({"method": "curriculum", "start_epochs": 5}, WeightingError, ["start_epochs must map task names"]),
     ({"method": "curriculum", "start_epochs": {"b": "soon"}}, WeightingError, ["start_epochs['b']", "'soon'"]),
 ])
 def test_bad_config(config, error, words):

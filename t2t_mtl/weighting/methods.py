@@ -201,8 +201,11 @@ class CurriculumWeighting(LossWeighting):
     def __init__(self, task_names, task_sizes=None, *, start_epochs: Optional[Mapping[str, float]] = None,
                  alpha: float = 1.0, base: str = "equal") -> None:
         super().__init__(task_names, task_sizes)
-        if not alpha > 0:
-            raise WeightingError(f"curriculum alpha must be > 0, got {alpha}")
+        if not 0 < alpha < math.inf:
+            raise WeightingError(f"curriculum alpha must be > 0 and finite, got {alpha}")
+        if start_epochs is not None and not isinstance(start_epochs, Mapping):
+            raise WeightingError(f"curriculum start_epochs must map task names to their start epochs, e.g. "
+                                 f"{{{self.task_names[0]}: 2}}; got {start_epochs!r}")
         unknown = [t for t in (start_epochs or {}) if t not in self._index]
         if unknown:
             raise WeightingError(f"start_epochs names unknown tasks: {', '.join(unknown)}")
