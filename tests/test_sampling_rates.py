@@ -144,6 +144,11 @@ def test_nested_mixture_rates_via_explicit_strategy():
     ({"strategy": "bandit_thompson", "estimate_samples": 0}, SamplingError, ["estimate_samples must be >= 1"]),
     ({"strategy": "worst_task", "tau": float("nan")}, SamplingError, ["tau must be >= 0"]),
     ({"strategy": "dynamic_temperature", "warmup_epochs": float("nan")}, SamplingError, ["warmup_epochs > 0"]),
+    # were raw AttributeErrors / TypeErrors
+    ({"strategy": "explicit", "rates": [1, 2, 3, 4]}, InvalidRateError, ["rates must map task names", "[1, 2, 3, 4]"]),
+    ({"strategy": "temperature", "templates": [1, 2]}, InvalidRateError, ["templates must map task names"]),
+    ({"strategy": "temperature", "templates": 3}, InvalidRateError, ["templates must map task names", "got 3"]),
+    ({"strategy": "bandit_thompson", "target": ["big"]}, SamplingError, ["target task ['big'] is not in the mixture"]),
 ])
 def test_bad_config_errors(config, error, words):
     with pytest.raises(error) as info:

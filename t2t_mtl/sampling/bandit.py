@@ -106,7 +106,7 @@ class ThompsonBanditSampler(_FeedbackSampler):
             raise SamplingError(f"decay must be in (0, 1], got {decay}")
         if int(estimate_samples) < 1:
             raise SamplingError(f"estimate_samples must be >= 1, got {estimate_samples}")
-        if target is not None and target not in self.task_sizes:
+        if target is not None and (not isinstance(target, str) or target not in self.task_sizes):
             raise SamplingError(f"target task {target!r} is not in the mixture ({', '.join(self.tasks)})")
         self.prior = np.array([prior_alpha, prior_beta], dtype=np.float64)
         self.decay, self.target, self.estimate_samples = float(decay), target, int(estimate_samples)

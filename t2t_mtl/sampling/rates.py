@@ -39,6 +39,8 @@ def check_task_sizes(task_sizes: Mapping[str, int]) -> dict[str, int]:
 
 def check_rates(rates: Mapping[str, float]) -> dict[str, float]:
     """Validate raw rates: each finite and >= 0, and not all zero. Names the offending task."""
+    if rates and not isinstance(rates, Mapping):
+        raise InvalidRateError(f"rates must map task names to rates, e.g. {{task: 2.0}}; got {rates!r}")
     if not rates:
         raise InvalidRateError("no rates given: the mixture needs at least one task")
     checked = {}
@@ -109,6 +111,9 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
         if cap is not None and not cap > 0:
             raise InvalidRateError(f"{key} must be > 0, got {cap}")
     sizes = check_task_sizes(task_sizes)
+    if templates and not isinstance(templates, Mapping):
+        raise InvalidRateError(f"templates must map task names to their numbers of templates, e.g. {{task: 3}}; "
+                               f"got {templates!r}")
     templates = dict(templates or {})
     unknown = sorted(set(templates) - set(sizes))
     if unknown:
