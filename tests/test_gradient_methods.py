@@ -233,6 +233,9 @@ def test_config_errors_are_clear(cfg, match):
     # were accepted and made every weight NaN
     ({"method": "cagrad", "c": float("inf")}, r"gradient_surgery.c must be a finite number for method 'cagrad'"),
     ({"method": "nashmtl", "ridge": "nan"}, r"gradient_surgery.ridge must be a finite number .* got 'nan'"),
+    # were numpy's bare "expected non-negative integer"
+    ({"method": "pcgrad", "seed": -1}, r"gradient_surgery.seed must be an integer >= 0 for method 'pcgrad', got -1"),
+    ({"method": "gradvac", "seed": -2}, r"gradient_surgery.seed must be an integer >= 0 for method 'gradvac'"),
 ])
 def test_option_values_of_the_wrong_type_name_the_option(cfg, match):
     with pytest.raises(GradientMethodError, match=match):

@@ -126,6 +126,13 @@ def build_method(config: dict[str, Any] | str, num_tasks: int) -> GradientMethod
     return METHODS[name](num_tasks, **config)
 
 
+def seeded_generator(method: str, seed: int) -> np.random.Generator:
+    """The generator of option `seed` (numpy takes only seeds >= 0: others are refused by name)."""
+    if seed < 0:
+        raise GradientMethodError(f"gradient_surgery.seed must be an integer >= 0 for method {method!r}, got {seed}")
+    return np.random.default_rng(seed)
+
+
 def random_orders(rng: np.random.Generator, num_tasks: int) -> list[list[int]]:
     """For every task i a fresh random order of the other tasks j ≠ i (PCGrad/GradVac inner loops)."""
     orders = []

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import GradientMethod, GradientMethodError, random_orders, register_method, task_orders
+from .base import (GradientMethod, GradientMethodError, random_orders, register_method, seeded_generator,
+                   task_orders)
 
 PER_LAYER_CHOICES = (False, True, "layer", "tensor")
 _LAYER = re.compile(r"^(.*?\.(?:block|blocks|layer|layers|h)\.\d+)\.")
@@ -79,7 +80,7 @@ class GradVac(GradientMethod):
             raise GradientMethodError(f"gradient_surgery.per_layer must be one of {list(PER_LAYER_CHOICES)} for "
                                       f"gradvac, got {self.options['per_layer']!r}")
         self.beta = beta
-        self.rng = np.random.default_rng(int(self.options["seed"]))
+        self.rng = seeded_generator(self.name, int(self.options["seed"]))
         self.targets: np.ndarray | None = None  # [K, T, T], created on the first Gram (K known then)
         self.last_orders: list[list[int]] = []
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import GradientMethod, random_orders, register_method, task_orders
+from .base import GradientMethod, random_orders, register_method, seeded_generator, task_orders
 
 
 def pcgrad_weights(gram: np.ndarray, orders: list[list[int]]) -> np.ndarray:
@@ -42,7 +42,7 @@ class PCGrad(GradientMethod):
 
     def __init__(self, num_tasks: int, **options: Any) -> None:
         super().__init__(num_tasks, **options)
-        self.rng = np.random.default_rng(int(self.options["seed"]))
+        self.rng = seeded_generator(self.name, int(self.options["seed"]))
         self.last_orders: list[list[int]] = []
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
