@@ -59,3 +59,19 @@ def test_a_folder_of_another_architecture_is_refused_naming_its_type(tmp_path, k
         build_model(cfg)
     with pytest.raises(ModelBuildError, match=f"is a '{kind}' model, not a T5"):
         model_config(cfg)
+
+
+def test_a_saved_mt5_folder_loads_with_mt5s_unscaled_output(tmp_path):
+    # was: transformers writes tie_word_embeddings: true for every mT5, which T5Config reads as T5's d_model**-0.5
+    # scaling of the decoder output, so the loaded model's logits were mT5's divided by sqrt(d_model)
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    mt5 = MT5ForConditionalGeneration(MT5Config(vocab_size=64, **DIMS)).eval()
+    mt5.save_pretrained(tmp_path / "mt5")
+    cfg = ModelConfig(name_or_path=str(tmp_path / "mt5"))
+    assert model_config(cfg).scale_decoder_outputs is False
+    loaded = build_model(cfg).eval()
+    x, y = torch.tensor([[5, 6, 7, 1]]), torch.tensor([[8, 9, 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=x, labels=y).logits, mt5(input_ids=x, labels=y).logits)

@@ -38,6 +38,7 @@ from t2t_kernels.moe import (combine, expert_capacity, load_balancing_loss, perm
                          router_z_loss)
 from t2t_mtl.config import unknown_key_message
 from t2t_mtl.model.lora import has_lora
+from t2t_mtl.model.t5 import pretrained_t5_config
 from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5, routing_task_id,
                                         set_task_ids)
 
@@ -557,6 +558,6 @@ def _layer_of(key: str) -> str:
 
 def load_t5_or_moe(path: str, **kwargs: Any) -> T5ForConditionalGeneration:
     """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section."""
-    config = T5Config.from_pretrained(path)
+    config = pretrained_t5_config(path)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
-    return cls.from_pretrained(path, **kwargs)
+    return cls.from_pretrained(path, config=config, **kwargs)

@@ -33,9 +33,19 @@ def model_config(model_cfg: ModelConfig) -> T5Config:
         return t5_config_from_dims(model_cfg.dims)
     check_t5_checkpoint(model_cfg.name_or_path)
     try:
-        return T5Config.from_pretrained(model_cfg.name_or_path)
+        return pretrained_t5_config(model_cfg.name_or_path)
     except (OSError, ValueError) as err:
         raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
+
+
+def pretrained_t5_config(name_or_path: str) -> T5Config:
+    """`T5Config.from_pretrained`, keeping mT5's unscaled output layer: `T5Config` reads a saved
+    `tie_word_embeddings: true` (which transformers writes for every mT5) as T5's `d_model**-0.5` scaling of the
+    decoder output, which mT5 (`MT5ForConditionalGeneration`) never applies."""
+    config = T5Config.from_pretrained(name_or_path)
+    if T5Config.get_config_dict(name_or_path)[0].get("model_type") == "mt5":
+        config.scale_decoder_outputs = False
+    return config
 
 
 def check_t5_checkpoint(name_or_path: str) -> None:
