@@ -50,9 +50,9 @@ class ModelConfig:
     """`name_or_path`: hub name or local folder; otherwise a T5 is built from `dims` (T5Config kwargs).
     `moe`: task-aware MoE FFNs (`t2t_mtl.model.moe.MoEConfig` keys); `task_embeddings`: a `<task:NAME>` token
     prepended to every encoder input (TE⊕ENC), its embedding learned with the model; `activation_checkpointing`:
-    recompute the activations of every (true) or every N-th (an integer N >= 1) encoder/decoder block in the
-    backward instead of keeping them (false: off); `lora`: low-rank adapters on the blocks' linear layers, the
-    rest frozen (`t2t_mtl.model.lora.LoRAConfig` keys; true = its defaults)."""
+    recompute the activations of every (true) or every N-th (an integer N >= 1: blocks 0, N, 2N, ... of each stack)
+    encoder/decoder block in the backward instead of keeping them (false: off); `lora`: low-rank adapters on the
+    blocks' linear layers, the rest frozen (`t2t_mtl.model.lora.LoRAConfig` keys; true = its defaults)."""
 
     name_or_path: Optional[str] = None
     dims: Dict[str, Any] = field(default_factory=dict)

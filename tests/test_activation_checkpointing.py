@@ -63,7 +63,7 @@ def test_checkpointed_blocks_recompute_and_give_the_plain_gradients(moe, every):
         torch.testing.assert_close(grads_b[name], grad, rtol=1e-6, atol=1e-7, msg=name)
     calls = [c[0] for c in counts]
     step = 1 if every is True else every
-    # one forward, plus one replay in the backward for every step-th block (encoder then decoder in order)
+    # one forward, plus one replay in the backward for every step-th block of each stack (encoder, then decoder)
     assert calls == [2 if i % step == 0 else 1 for i in range(len(calls))]
 
     checkpointed.eval()  # evaluation (no backward) never replays
@@ -71,6 +71,16 @@ def test_checkpointed_blocks_recompute_and_give_the_plain_gradients(moe, every):
         checkpointed(input_ids=torch.tensor([[5, 6, 1]]), decoder_input_ids=torch.tensor([[0, 5]]),
                      **({"task_ids": torch.tensor([1])} if moe is MOE_TASK else {}))
     assert [c[0] for c in counts] == [n + 1 for n in calls]
+
+
+def test_every_nth_block_is_counted_in_each_stack():
+    # was: transformers' every_n_layers counted the encoder's and decoder's blocks as one sequence, so with 3
+    # encoder blocks and N=2 the decoder checkpointed its block 1 instead of its block 0
+    model = build_model(ModelConfig(dims={**DIMS, "num_layers": 3, "num_decoder_layers": 3},
+                                    activation_checkpointing=2), vocab_size=64)
+    counts = _self_attention_calls(model)
+    _loss_and_grads(model, task_ids=False)
+    assert [c[0] for c in counts] == [2, 1, 2] + [2, 1, 2]
 
 
 @pytest.mark.parametrize("value", [0, -2, "yes", 1.5])

@@ -105,20 +105,26 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
 
 
 def enable_activation_checkpointing(model: T5ForConditionalGeneration, every: int = 1) -> None:
-    """Recompute every `every`-th encoder and decoder block's activations in the backward (non-reentrant
-    `torch.utils.checkpoint`, RNG state preserved, so dropout masks and gradients are those of a plain run).
+    """Recompute the activations of every `every`-th block of the encoder and of the decoder — blocks 0, every,
+    2·every, ... of each stack — in the backward (non-reentrant `torch.utils.checkpoint`, RNG state preserved, so
+    dropout masks and gradients are those of a plain run).
 
     Applies in training mode with gradients enabled; evaluation and generation run the blocks as usual. MoE
     blocks are recomputed with the same routing (it depends only on their inputs and the batch's task ids).
     """
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     elif every == 1:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     else:
         raise ModelBuildError(f"model.activation_checkpointing: {every} (every {every}-th block) needs a transformers "
-                              "release with activation_checkpointing_enable(every_n_layers=...); use true")
+                              "release with activation_checkpointing_enable; use true")
+    # transformers' every_n_layers counts the encoder's and the decoder's blocks as one sequence, so the decoder's
+    # checkpointed blocks would depend on the encoder's depth: choose them per stack
+    for stack in (model.get_encoder(), model.get_decoder()):
+        for i, block in enumerate(stack.block):
+            block.gradient_checkpointing = i % every == 0
 
 
 def _check_loaded_moe(model: Any, model_cfg: ModelConfig, task_names: Optional[Sequence[str]]) -> None:
