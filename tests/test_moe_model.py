@@ -469,6 +469,18 @@ def test_subnetwork_of_an_unseen_task_serves_the_fallback_route():
         extract_task_subnetwork(_unseen_moe("task", unseen_task_routing="error"), "x", unseen=True)
 
 
+def test_bf16_subnetwork_of_an_unseen_task_equals_the_full_model():
+    # was: the full model routed an unseen task by the fp32 mean of the bf16 gate rows while the sub-network stored
+    # that mean in its bf16 gate, so its gates, and its logits, differed by a bf16 step; the mean row is now the
+    # gate's dtype's, as a task's own row is
+    moe = _unseen_moe("task").to(torch.bfloat16)
+    ids, labels = _batch(b=3, seed=2)
+    with torch.no_grad():
+        full = moe(input_ids=ids, labels=labels, task_ids=torch.full((3,), UNSEEN_TASK_ID)).logits
+        sub = extract_task_subnetwork(moe, "held_out_task", unseen=True).eval()
+        assert torch.equal(sub(input_ids=ids, labels=labels).logits, full)
+
+
 # ------------------------------------------------------------------------- DeepSpeed ZeRO, 2 CPU ranks
 DS_STEPS = 3
 

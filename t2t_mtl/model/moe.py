@@ -249,11 +249,13 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         return ids, any_unseen
 
     def unseen_task_row(self) -> torch.Tensor:
-        """The float32 gate row [E] of an unseen task: the mean of the trained rows, or a named task's row."""
-        weight = self.task_gate.weight.float()
+        """The float32 gate row [E] of an unseen task: the mean of the trained rows, or a named task's row. The mean
+        is rounded to the gate's dtype, as a task's own row is stored, so the sub-network exported for an unseen task
+        (which holds it as its task's row) routes with exactly these gates in bf16 too."""
+        weight = self.task_gate.weight
         if self.moe.unseen_task_routing == "mean":
-            return weight.mean(0)
-        return weight[self.moe.task_index(self.moe.unseen_task_routing)]
+            return weight.float().mean(0).to(weight.dtype).float()
+        return weight[self.moe.task_index(self.moe.unseen_task_routing)].float()
 
     def _task_logits(self, ids: torch.Tensor, any_unseen: bool) -> torch.Tensor:
         """Gate rows [len(ids), E] (float32) of task ids, `UNSEEN_TASK_ID` among them when `any_unseen`."""
