@@ -194,6 +194,51 @@ def test_empty_batch_drops_nothing(dropless):
     assert block.aux["dropped"] == 0.0
 
 
+def _aux(model: TaskAwareT5) -> dict:
+    return {name: (block.aux["load_balancing"].detach(), block.aux["z_loss"].detach(), block.aux["counts"])
+            for name, block in moe_blocks(model)}
+
+
+@pytest.mark.parametrize("routing", ["token", "hybrid", "task"])
+def test_padding_takes_no_capacity_and_no_part_in_the_aux_losses(routing):
+    # was: padded tokens (attention_mask 0, labels -100) were routed like real ones: they took expert capacity
+    # (changing which real tokens were dropped, so the real tokens' outputs) and counted in the aux losses
+    moe = convert_to_moe(_dense(seed=1), {"num_experts": 4, "top_k": 1, "every": 1, "routing": routing,
+                                          "task_names": TASKS, "upcycle": False, "capacity_factor": 0.5,
+                                          "min_capacity": 1, "backend": "reference"}).train()
+    ids, labels = _batch(b=3, src=5, tgt=4, seed=3)
+    task_ids = torch.tensor([0, 1, 0])
+    want = moe(input_ids=ids, labels=labels, task_ids=task_ids)
+    want_aux = _aux(moe)
+    padded_ids = torch.cat([ids, torch.zeros(3, 4, dtype=torch.long)], 1)
+    padded_labels = torch.cat([labels, torch.full((3, 3), -100)], 1)
+    got = moe(input_ids=padded_ids, attention_mask=padded_ids.ne(0).long(), labels=padded_labels, task_ids=task_ids)
+    torch.testing.assert_close(got.logits[:, :4], want.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-6)
+    for name, (lb, z, counts) in _aux(moe).items():
+        torch.testing.assert_close(lb, want_aux[name][0], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(z, want_aux[name][1], rtol=1e-5, atol=1e-6, msg=name)
+        assert torch.equal(counts, want_aux[name][2]), name
+
+
+def test_task_routing_aux_losses_count_the_real_tokens_of_each_task():
+    moe = convert_to_moe(_dense(), {"num_experts": 5, "top_k": 2, "every": 1, "routing": "task",
+                                    "task_names": TASKS}).eval()
+    block = moe.encoder.block[0].layer[-1].DenseReluDense
+    block.task_ids = torch.tensor([1, 0, 1])
+    block.token_mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]])
+    hidden = torch.randn(3, 4, 32)
+    out = block(hidden)
+    logits = block.task_gate.weight[torch.tensor([1, 1, 1, 1, 0, 1, 1])]  # the 7 real tokens' rows
+    probs = torch.softmax(logits, -1)
+    top = torch.topk(logits, 2, -1).indices
+    f = torch.zeros(5).index_add_(0, top.reshape(-1), torch.ones(14)) / 14
+    torch.testing.assert_close(block.aux["load_balancing"], 5 * (f * probs.mean(0)).sum())
+    torch.testing.assert_close(block.aux["z_loss"], (torch.logsumexp(logits, -1) ** 2).mean())
+    block.token_mask = None
+    torch.testing.assert_close(out, block(hidden))  # a real token's output does not depend on the padding
+
+
 def test_triton_backend_in_model_matches_reference():
     dense = _dense()
     ids, labels = _batch(b=2, src=5, tgt=3)

@@ -195,6 +195,33 @@ def test_packed_moe_and_task_tokens_equal_the_padded_forward(routing):
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
 
 
+class _Engine:
+    """What `forward_losses` uses of a DeepSpeed engine: the module, and calling it."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, **kwargs):
+        return self.module(**kwargs)
+
+
+@pytest.mark.parametrize("routing", ["token", "task", "hybrid"])
+def test_the_training_forward_keeps_padding_out_of_the_moe_aux_losses(routing):
+    # was: the encoder's padding (attention_mask 0, packed segment 0) and the decoder's (labels -100) were routed
+    # and counted in the load-balancing and z losses, so a padded and a packed batch of the same examples got
+    # different aux losses; now both count the real tokens only (dropless: the same routing of the same tokens)
+    from t2t_mtl.engine.trainer import forward_losses
+
+    padded, packed = _both_batches(_examples(9, seed=6, tasks=3), rows=5)
+    aux = []
+    for batch in (padded, packed):
+        model = convert_to_moe(_t5(seed=2), {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing,
+                                             "dropless": True}, task_names=["a", "b", "c"])
+        _, loss = forward_losses(_Engine(model), batch, batch["task_ids"], ["a", "b", "c"], pass_task_ids=True)
+        aux.append(float(loss.detach()))
+    assert aux[1] == pytest.approx(aux[0], rel=1e-5)
+
+
 def test_the_cross_attention_hook_is_removed_after_the_forward():
     model = _t5()
     examples = _examples(4, seed=7)

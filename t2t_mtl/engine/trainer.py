@@ -54,6 +54,7 @@ from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open
                                     plot_task_losses)
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, model_config, moe_stats, moe_stats_dict
 from t2t_mtl.model.lora import check_targets, lora_settings, trainable_parameter_count
+from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 
 
@@ -378,7 +379,8 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
     kwargs["use_cache"] = False  # no decoding here
     if pass_task_ids:
         kwargs["task_ids"] = batch["task_ids"]
-    with attending:
+    # MoE layers route no padding: a packed encoder's is segment 0, the decoder's the positions labelled -100
+    with attending, token_masks(engine.module, encoder=batch.get("encoder_segment_ids"), decoder=labels.ne(-100)):
         out = engine(**kwargs)
     per_task = per_task_losses(out.logits, labels, task_ids_cpu, task_names, segments, reduction)
     if entropy_acc is not None:
@@ -1011,7 +1013,8 @@ def candidate_entropies(engine: Any, batch: Mapping[str, torch.Tensor], pass_tas
               "decoder_input_ids": engine.module._shift_right(labels)}
     if pass_task_ids:
         kwargs["task_ids"] = batch["task_ids"].to(device)
-    logits = engine(**kwargs).logits
+    with token_masks(engine.module, decoder=labels.ne(-100)):
+        logits = engine(**kwargs).logits
     return generation_entropy(logits, labels != -100, normalise=False)
 
 

@@ -15,6 +15,7 @@ import torch
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
+from t2t_mtl.model.moe import token_masks
 
 
 def _normalise(text: str) -> str:
@@ -122,8 +123,9 @@ class PeriodicValidator:
                 kwargs = {}
                 if self.pass_task_ids:
                     kwargs["task_ids"] = torch.full((len(x),), tid, dtype=torch.long, device=device)
-                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                               decoder_input_ids=model._shift_right(labels), **kwargs).logits
+                with token_masks(model, decoder=labels.ne(-100)):
+                    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                   decoder_input_ids=model._shift_right(labels), **kwargs).logits
                 token_ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels,
                                                              ignore_index=-100, reduction="none")
                 mask = (labels != -100).float()

@@ -19,6 +19,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from t2t_mtl.evaluation.errors import NoAnswerChoicesError
+from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.task_routing import task_ids_set
 
 
@@ -50,8 +51,9 @@ def choice_log_likelihoods(model, labels: torch.Tensor, encoder_hidden: torch.Te
     The whole decoder runs on every row (no sharing); the re-encoding baseline of benchmarks/eval.py.
     """
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
-    logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-                   attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    with token_masks(model, decoder=labels.ne(-100)):
+        logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
+                       attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
     return _target_log_probs(logits, labels, length_normalize)
 
 
@@ -105,9 +107,10 @@ def shared_encoder_log_likelihoods(model, labels: torch.Tensor, owner: torch.Ten
     """
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
     routing = {} if task_ids is None else {"task_ids": task_ids[owner]}
-    logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owner]),
-                   attention_mask=attention_mask[owner], decoder_input_ids=decoder_input_ids,
-                   cache=_rows_cache(states, owner), use_cache=True, **routing).logits
+    with token_masks(model, decoder=labels.ne(-100)):
+        logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owner]),
+                       attention_mask=attention_mask[owner], decoder_input_ids=decoder_input_ids,
+                       cache=_rows_cache(states, owner), use_cache=True, **routing).logits
     return _target_log_probs(logits, labels, length_normalize)
 
 

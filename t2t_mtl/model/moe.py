@@ -8,7 +8,8 @@ T5's) with E experts of the same shape. Routing modes:
   so a batch is grouped by task and each task's segment runs through its k experts — no per-token router,
   no sort; a task can then be served by its experts alone (`extract_task_subnetwork`);
 - `hybrid`: token router logits plus the task's gate row (token representation + task embedding).
-Aux losses per block: Switch load balancing E·Σ_e f_e·P_e and the router z-loss mean(logsumexp²);
+Aux losses per block, over the real tokens (padding takes no capacity and is left out; `token_masks`): Switch
+load balancing E·Σ_e f_e·P_e and the router z-loss mean(logsumexp²);
 `TaskAwareT5.forward(..., task_ids=...)` adds `aux_loss_coef·Σ lb + z_loss_coef·Σ z` to `loss`.
 
 The `model.moe` config keys are `MoEConfig`'s fields. `task_ids` (LongTensor [B]) index `task_names`;
@@ -24,7 +25,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -45,7 +48,7 @@ from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditioned, TaskCon
 __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
     "TaskAwareSeq2SeqLMOutput", "UNSEEN_TASK_ID", "UNSEEN_TASK_ROUTINGS", "convert_to_moe",
-    "extract_task_subnetwork", "set_task_ids", "load_t5_or_moe", "moe_blocks", "routing_task_id",
+    "extract_task_subnetwork", "set_task_ids", "load_t5_or_moe", "moe_blocks", "routing_task_id", "token_masks",
 ]
 
 ROUTING_MODES = ("token", "task", "hybrid")
@@ -211,10 +214,15 @@ class MoEFeedForward(nn.Module, TaskConditioned):
     """E T5 FFN experts behind a router; input/output [B, L, d_model] (the `DenseReluDense` slot).
 
     Set `task_ids` ([B], or [B'] with B a multiple of B' as in beam search; `UNSEEN_TASK_ID` for a task
-    the model was not trained on) before calling in task or hybrid routing. After each call `aux` holds
-    `load_balancing`, `z_loss` (differentiable scalars), `counts` (assignments per expert) and `dropped`
-    (fraction of (token, slot) pairs over capacity).
+    the model was not trained on) before calling in task or hybrid routing. `token_mask` ([B, L'] with L' >= L,
+    nonzero = a real token; its last L columns are read, as in a decoder's mask over cached and new tokens; None =
+    every token is real; `TaskAwareT5` sets it from the stack's padding mask) keeps padding out of the routing:
+    padded tokens take no expert capacity, get a zero output under token and hybrid routing, and count in no aux
+    statistic. After each call `aux` holds `load_balancing`, `z_loss` (differentiable scalars, over the real
+    tokens), `counts` (assignments per expert) and `dropped` (fraction of (token, slot) pairs over capacity).
     """
+
+    token_mask: Optional[torch.Tensor] = None
 
     def __init__(self, config: T5Config, moe: MoEConfig, expert_ids: Optional[Sequence[int]] = None) -> None:
         super().__init__()
@@ -277,16 +285,32 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         self._check_held([expert_id])
         return self.experts[self._local[expert_id]]
 
+    def _real_tokens(self, batch: int, length: int) -> Optional[torch.Tensor]:
+        """The bool [B, L] mask of real (not padding) tokens, or None when every token is real."""
+        mask = self.token_mask
+        if mask is None:
+            return None
+        if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] < length:
+            raise ValueError(f"MoE token_mask of shape {tuple(mask.shape)} does not cover the layer's input of "
+                             f"{batch} sequences of {length} tokens: pass a [batch, length] attention mask")
+        real = mask[:, mask.shape[1] - length:].ne(0)
+        return None if bool(real.all()) else real  # (no padding: the unmasked path, without the gathers)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, length, d_model = hidden.shape
+        real = self._real_tokens(batch, length)
         if self.moe.routing == "task":
-            return self._forward_task(hidden)
+            return self._forward_task(hidden, real)
         x = hidden.reshape(-1, d_model)
+        keep = None if real is None else real.reshape(-1).nonzero().squeeze(1)  # padding is routed nowhere
+        if keep is not None:
+            x = x.index_select(0, keep)
         n = x.shape[0]
         logits = nn.functional.linear(x.float(), self.router.weight.float())
         if self.moe.routing == "hybrid":
             task_rows, any_unseen = self._row_task_ids(batch, hidden.device)
-            logits = logits + self._task_logits(task_rows, any_unseen).repeat_interleave(length, dim=0)
+            task_logits = self._task_logits(task_rows, any_unseen).repeat_interleave(length, dim=0)
+            logits = logits + (task_logits if keep is None else task_logits.index_select(0, keep))
         backend = self.moe.backend
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
                        backend=backend)
@@ -304,13 +328,17 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             "counts": routed.counts.detach(),
             "dropped": (n * self.moe.top_k - plan.num_rows) / max(1, n * self.moe.top_k),
         }
+        if keep is not None:
+            out = out.new_zeros(batch * length, d_model).index_copy(0, keep, out)
         return out.view(batch, length, d_model)
 
-    def _forward_task(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _forward_task(self, hidden: torch.Tensor, real: Optional[torch.Tensor]) -> torch.Tensor:
         """Task-MoE fast path: group sequences by task; each expert runs once on the rows of its tasks.
 
         Experts are called in id order, each exactly once (on zero rows when no task of the batch uses it),
         so the module call order is the same on every rank (ZeRO-3 gathers parameters per module call).
+        Padding runs through its row's experts too (there is no capacity to take, and a real token's output does
+        not depend on it); the aux statistics count the `real` tokens only.
         """
         batch, length, d_model = hidden.shape
         task_rows, any_unseen = self._row_task_ids(batch, hidden.device)
@@ -344,10 +372,14 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         out = out.view(batch, length, d_model)
         if order is not None:
             out = torch.empty_like(out).index_copy_(0, order, out)
-        tokens = torch.tensor(sizes, dtype=torch.float32, device=hidden.device) * length
+        if real is None:
+            tokens = torch.tensor(sizes, dtype=torch.float32, device=hidden.device) * length
+            n = batch * length
+        else:
+            tokens = hidden.new_zeros(len(sizes), dtype=torch.float32).index_add_(0, inverse, real.sum(1).float())
+            n = int(real.sum())
         probs = torch.softmax(logits, -1) if self.moe.score == "softmax" else torch.sigmoid(logits)
         counts = torch.zeros_like(probs).scatter_(1, routed.topk_idx.long(), 1.0)
-        n = batch * length
         self.aux = {
             "load_balancing": load_balancing_loss((counts * tokens[:, None]).sum(0), (probs * tokens[:, None]).sum(0),
                                                   n, self.moe.top_k),
@@ -376,14 +408,33 @@ def _gather_spans(src: torch.Tensor, spans: List[Tuple[int, int]]) -> Tuple[torc
     return x, position
 
 
-def moe_blocks(model: nn.Module) -> Iterator[Tuple[str, MoEFeedForward]]:
-    """(layer name "encoder.i"/"decoder.i", block) for every MoE FFN of a T5 model."""
-    for stack_name in ("encoder", "decoder"):
+def moe_blocks(model: nn.Module, stacks: Sequence[str] = ("encoder", "decoder")
+               ) -> Iterator[Tuple[str, MoEFeedForward]]:
+    """(layer name "encoder.i"/"decoder.i", block) for every MoE FFN of a T5 model (of the given stacks)."""
+    for stack_name in stacks:
         stack = getattr(model, stack_name)
         for i, block in enumerate(stack.block):
             ffn = block.layer[-1].DenseReluDense
             if isinstance(ffn, MoEFeedForward):
                 yield f"{stack_name}.{i}", ffn
+
+
+@contextmanager
+def token_masks(model: nn.Module, encoder: Optional[torch.Tensor] = None,
+                decoder: Optional[torch.Tensor] = None) -> Iterator[None]:
+    """Within the block, the MoE layers of `model`'s encoder / decoder route only the tokens where `encoder` /
+    `decoder` ([B, L], nonzero = a real token) is set, for a stack that gets no 2-D attention mask: a packed
+    batch's (4-D masks; its segment id 0 is padding), or a decoder run on labels' padded positions (-100) without
+    a decoder_attention_mask. A stack's own 2-D attention mask wins. Nothing to do for a model without MoE layers."""
+    if not isinstance(model, TaskAwareT5):
+        yield
+        return
+    before = dict(model.moe_token_masks)
+    model.moe_token_masks.update({k: v for k, v in (("encoder", encoder), ("decoder", decoder)) if v is not None})
+    try:
+        yield
+    finally:
+        model.moe_token_masks = before
 
 
 @dataclass
@@ -398,7 +449,10 @@ class TaskAwareT5(TaskConditionedT5):
 
     `forward(..., task_ids=None)` sets the task ids on the MoE blocks, runs T5, and adds
     `aux_loss = aux_loss_coef·Σ load_balancing + z_loss_coef·Σ z_loss` to `loss` when labels are given.
-    `generate(..., task_ids=...)` keeps the ids set for the whole generation.
+    `generate(..., task_ids=...)` keeps the ids set for the whole generation. Padding takes no expert capacity and
+    no part in the aux losses: each stack gives its MoE blocks its 2-D attention mask (the encoder's
+    `attention_mask`, the decoder's `decoder_attention_mask`), else the mask `token_masks` set, else — the
+    decoder, when labels are given — the positions whose label is not -100.
     """
 
     def __init__(self, config: T5Config) -> None:
@@ -425,6 +479,18 @@ class TaskAwareT5(TaskConditionedT5):
         if stray:
             raise MoEConfigError(f"model.moe.expert_ids names {stray}, which are not MoE layers of this model "
                                  f"(its MoE layers: {layers})")
+        self.moe_token_masks: Dict[str, torch.Tensor] = {}  # set by `token_masks`
+        for stack_name in ("encoder", "decoder"):
+            getattr(self, stack_name).register_forward_pre_hook(functools.partial(self._mask_padding, stack_name),
+                                                                with_kwargs=True)
+
+    def _mask_padding(self, stack_name: str, stack: nn.Module, args: tuple, kwargs: Dict[str, Any]) -> None:
+        """Forward pre-hook of a stack: its MoE blocks get its 2-D attention mask, else `moe_token_masks`'."""
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        if mask is None or mask.dim() != 2:
+            mask = self.moe_token_masks.get(stack_name)
+        for _, block in moe_blocks(self, (stack_name,)):
+            block.token_mask = mask
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MoEFeedForward):
@@ -446,7 +512,10 @@ class TaskAwareT5(TaskConditionedT5):
     def forward(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
         for _, block in moe_blocks(self):
             block.aux = {}
-        out = super().forward(*args, task_ids=task_ids, **kwargs)
+        labels = kwargs.get("labels")
+        labelled = None if labels is None or "decoder" in self.moe_token_masks else labels.ne(-100)
+        with token_masks(self, decoder=labelled):
+            out = super().forward(*args, task_ids=task_ids, **kwargs)
         aux = self.moe_aux_loss()
         if isinstance(out, tuple):  # return_dict=False: (loss, logits, ...) when labels were given
             return ((out[0] + aux,) + out[1:]) if kwargs.get("labels") is not None else out
