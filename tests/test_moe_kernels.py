@@ -173,6 +173,45 @@ def test_permute_and_combine_match_reference_forward_and_backward(n, e, k, d, ca
     assert (out[fully_dropped] == 0).all()
 
 
+def _rows_past_2_31_elements(values: torch.Tensor, tmp_path, name: str) -> torch.Tensor:
+    """values [3, d] copied into a view whose row 2 starts at element 2·(2^30 + 64) > 2^31 (int32 offsets wrap).
+    On CPU the view lies in a sparse memory-mapped file (only the touched pages exist)."""
+    stride = 2 ** 30 + 64
+    size = 2 * stride + values.shape[1]
+    if DEVICE == "cuda":
+        storage = torch.zeros(size, dtype=values.dtype, device=DEVICE)
+    else:
+        path = tmp_path / name
+        with open(path, "wb") as handle:
+            handle.truncate(size * values.element_size())
+        storage = torch.from_file(str(path), shared=True, size=size, dtype=values.dtype)
+    rows = storage.as_strided(tuple(values.shape), (stride, 1))
+    rows.copy_(values)
+    return rows
+
+
+def test_permute_and_combine_address_token_rows_past_2_31_elements(tmp_path):
+    """Token rows are read in place at any row stride, so their offsets (token · stride) must be int64."""
+    n, e, k, d = 3, 4, 2, 300
+    idx = route(_logits(n, e), k, backend="reference").topk_idx
+    plan = plan_dispatch(idx, e, None, backend="reference")
+    g = torch.Generator().manual_seed(0)
+    x_values, upstream_values = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    x = _rows_past_2_31_elements(x_values, tmp_path, "x.bin")
+    upstream = _rows_past_2_31_elements(upstream_values, tmp_path, "upstream.bin")
+    y = torch.randn(plan.num_rows, d, generator=g).to(DEVICE)
+    gates = torch.rand(n, k, generator=g).to(DEVICE)
+    rows = permute(x, plan, backend="triton")
+    assert torch.equal(rows.cpu(), x_values[plan.row_src.long().cpu() // k])
+    results = []
+    for backend in ("triton", "reference"):
+        yb, gb = y.clone().requires_grad_(True), gates.clone().requires_grad_(True)
+        out = combine(yb, plan, gb, backend=backend)
+        results.append((out, *torch.autograd.grad(out, [yb, gb], grad_outputs=upstream)))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_reference_gradcheck_float64():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)

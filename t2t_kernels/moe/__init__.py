@@ -211,6 +211,11 @@ def _tiles(d: int) -> tuple:
     return 32, block_d
 
 
+def _unit_stride_rows(x: torch.Tensor) -> torch.Tensor:
+    """x itself when its rows are dense (any row stride: the kernels take it, with int64 offsets), else a copy."""
+    return x if x.stride(1) == 1 else x.contiguous()
+
+
 def _gather_sum(y: torch.Tensor, dest: torch.Tensor, gates: Optional[torch.Tensor], out_dtype) -> torch.Tensor:
     n, k = dest.shape
     d = y.shape[1]
@@ -226,7 +231,7 @@ def _gather_sum(y: torch.Tensor, dest: torch.Tensor, gates: Optional[torch.Tenso
 class _PermuteFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, dest: torch.Tensor, num_rows: int):
-        x = x.contiguous()
+        x = _unit_stride_rows(x)
         n, d = x.shape
         k = dest.shape[1]
         out = torch.empty(num_rows, d, dtype=x.dtype, device=x.device)
@@ -241,7 +246,7 @@ class _PermuteFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout):
         (dest,) = ctx.saved_tensors
-        return _gather_sum(dout.contiguous(), dest, None, dout.dtype), None, None
+        return _gather_sum(_unit_stride_rows(dout), dest, None, dout.dtype), None, None
 
 
 class _CombineFunction(torch.autograd.Function):
@@ -256,7 +261,7 @@ class _CombineFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout):
         y, dest, gates = ctx.saved_tensors
-        dout = dout.contiguous()
+        dout = _unit_stride_rows(dout)
         n, k = dest.shape
         d = y.shape[1]
         dy = torch.empty_like(y)

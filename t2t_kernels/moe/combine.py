@@ -31,7 +31,7 @@ def gather_sum_kernel(
             w = tl.load(gates_ptr + tokens * K + j, mask=t_ok & (row >= 0), other=0.0).to(tl.float32)
             y = y * w[:, None]
         acc += y
-    tl.store(out_ptr + tokens[:, None] * stride_out + dims[None, :], acc.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + tokens.to(tl.int64)[:, None] * stride_out + dims[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=t_ok[:, None] & d_ok[None, :])
 
 
@@ -52,7 +52,7 @@ def combine_bwd_kernel(
             dims = start + tl.arange(0, BLOCK_D)
             d_ok = dims < D
             ok = kept[:, None] & d_ok[None, :]
-            g = tl.load(dout_ptr + tokens[:, None] * stride_dout + dims[None, :], mask=ok, other=0.0)
+            g = tl.load(dout_ptr + tokens.to(tl.int64)[:, None] * stride_dout + dims[None, :], mask=ok, other=0.0)
             g = g.to(tl.float32)
             y = tl.load(y_ptr + row64[:, None] * stride_y + dims[None, :], mask=ok, other=0.0).to(tl.float32)
             dot += tl.sum(g * y, axis=1)

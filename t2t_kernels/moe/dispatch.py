@@ -88,7 +88,7 @@ def permute_kernel(
     dims = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     t_ok = tokens < N
     d_ok = dims < D
-    x = tl.load(x_ptr + tokens[:, None] * stride_x + dims[None, :], mask=t_ok[:, None] & d_ok[None, :])
+    x = tl.load(x_ptr + tokens.to(tl.int64)[:, None] * stride_x + dims[None, :], mask=t_ok[:, None] & d_ok[None, :])
     for j in tl.static_range(K):
         row = tl.load(dest_ptr + tokens * K + j, mask=t_ok, other=-1)
         ok = (row >= 0)[:, None] & d_ok[None, :]
