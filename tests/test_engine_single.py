@@ -17,8 +17,8 @@ from t2t_mtl.cli import main as cli_main
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
-from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_precision, lr_factor,
-                                             lr_scheduler, resolve_precision)
+from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_fp16_zero_stage,
+                                             check_precision, lr_factor, lr_scheduler, resolve_precision)
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
 from t2t_mtl.tokenizer import load_tokenizer
@@ -115,6 +115,38 @@ def test_the_engine_steps_with_torchs_fused_adamw_as_plain_adamw_would():
         plain.zero_grad()
     for ours, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_deepspeed_fp16_without_zero_still_divides_by_a_loss_scale_it_never_applied():
+    """Why fp16 at ZeRO stage 0 is refused: one SGD step on a gradient of ones moves each weight by lr / scale,
+    not lr. When DeepSpeed fixes it (PR 8393) this test fails: lift `check_fp16_zero_stage` then."""
+    import deepspeed
+
+    from t2t_mtl.engine.distributed import init_distributed
+
+    init_distributed()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1, bias=False)
+    before = model.weight.detach().clone()
+    ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+          "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+          "fp16": {"enabled": True, "initial_scale_power": 4}, "zero_optimization": {"stage": 0}}
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds)
+    engine.backward(engine(torch.ones(1, 4, dtype=torch.half)).float().sum())
+    engine.step()
+    step = (before - engine.module.weight.float()).flatten()
+    torch.testing.assert_close(step, torch.full((4,), 0.1 / 2 ** 4), rtol=0.05, atol=0.0)
+    with pytest.raises(PrecisionError, match="zero_stage 0"):
+        trainer_mod.initialize_deepspeed(torch.nn.Linear(4, 1), ds,
+                                        config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}))
+
+
+def test_fp16_is_refused_without_zero_only():
+    check_fp16_zero_stage({"fp16": {"enabled": True}, "zero_optimization": {"stage": 1}})
+    check_fp16_zero_stage({"bf16": {"enabled": True}, "zero_optimization": {"stage": 0}})
+    check_fp16_zero_stage({"fp16": {"enabled": False}})
+    with pytest.raises(PrecisionError, match="use zero_stage 1 or higher"):
+        check_fp16_zero_stage({"fp16": {"enabled": True}})
 
 
 def test_lr_schedules_follow_their_formulas_at_the_edges():

@@ -43,6 +43,18 @@ def check_precision(precision: str, on_gpu: bool) -> None:
                              "known to overflow in fp16; use auto (the default), bf16 or fp32")
 
 
+def check_fp16_zero_stage(ds_config: Dict[str, Any]) -> None:
+    """fp16 without ZeRO is refused: DeepSpeed's `engine.backward` scales the loss only for its ZeRO optimizers,
+    while the stage-0 fp16 optimizer's `step` still divides the gradients by the loss scale, so every update
+    would be the loss scale (2^16 at the start) times too small (deepspeedai/DeepSpeed PR 8393, open)."""
+    fp16 = ds_config.get("fp16", {}).get("enabled", False)
+    stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+    if fp16 and stage == 0:
+        raise PrecisionError("fp16 with deepspeed.zero_stage 0: DeepSpeed's fp16 optimizer without ZeRO divides the "
+                             "gradients by a loss scale its backward never applied, so updates would be ~65536× too "
+                             "small; use zero_stage 1 or higher (ZeRO-1 costs nothing extra on one GPU) or bf16")
+
+
 def lr_factor(step: int, schedule: str, warmup: int, steps: int) -> float:
     """The multiple of `training.lr` applied at optimizer step `step` (0-based): linear warmup from 0 over
     `warmup` steps, then constant, linear decay towards 0 at `steps`, or half-cosine decay to 0 at `steps`

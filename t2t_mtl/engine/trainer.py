@@ -44,7 +44,7 @@ from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, coun
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision, lr_scheduler
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_fp16_zero_stage, check_precision, lr_scheduler
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
@@ -429,6 +429,7 @@ def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg:
     from deepspeed.runtime.config import DeepSpeedConfigError
     from pydantic import ValidationError
 
+    check_fp16_zero_stage(ds_config)
     try:
         engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config, lr_scheduler=lr_scheduler(cfg),
                                                model_parameters=[p for p in model.parameters() if p.requires_grad])
