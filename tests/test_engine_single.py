@@ -315,6 +315,20 @@ def test_a_skipped_step_among_good_ones_is_counted(tmp_path, tok, cache, monkeyp
     assert math.isnan(records[2]["loss"]) and all(math.isfinite(records[s]["loss"]) for s in (1, 3, 4, 5))
 
 
+@pytest.mark.parametrize("precision,stage", [("fp32", 0), ("fp32", 2), ("bf16", 0)])
+def test_a_skipped_step_does_not_advance_the_lr_schedule(tmp_path, tok, cache, monkeypatch, precision, stage):
+    # was: at fp32 ZeRO-0 (no DeepSpeed overflow check) the skipped step advanced the schedule, where DeepSpeed's
+    # overflow check (bf16, ZeRO >= 1) leaves it: the same poisoned run decayed one step further
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 5, "precision": precision, "lr": 0.01,
+                                                              "schedule": "linear"},
+                      deepspeed={"zero_stage": stage})
+    poison(monkeypatch, {2})
+    train(cfg, evaluate_held_in=False)
+    # each record's lr is the one the next step runs at: step 2 was skipped, so step 3 runs at step 2's lr
+    assert [round(r["lr"], 6) for r in step_records(tmp_path / "run").values()] == [0.008, 0.008, 0.006, 0.004,
+                                                                                     0.002]
+
+
 def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 10, "max_bad_steps": 3})
     poison(monkeypatch, set(range(2, 20)))

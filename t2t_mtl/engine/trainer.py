@@ -454,21 +454,21 @@ def _has_overflow_check(engine: Any) -> bool:
 
 def _guarded_skip_step(engine: Any) -> None:
     """The optimizer step of a poisoned step where DeepSpeed has no overflow check (fp32, ZeRO stage 0):
-    zero the gradients, step with lr 0 (so DeepSpeed's counters and the LR schedule advance), then restore the
-    optimizer's moments — the parameters and the optimizer state end exactly as they were."""
+    zero the gradients, step with lr 0 (so DeepSpeed's step counter advances), then restore the optimizer's
+    moments and lrs and the LR schedule — the parameters, the optimizer state and the schedule end exactly as
+    they were, as after a step DeepSpeed's overflow check skips (a skipped step does not advance the schedule)."""
     optimizer = engine.optimizer
     for p in engine.module.parameters():
         if p.grad is not None:
             p.grad.zero_()
     saved = copy.deepcopy(optimizer.state_dict())
+    schedule = copy.deepcopy(engine.lr_scheduler.state_dict()) if engine.lr_scheduler is not None else None
     for group in optimizer.param_groups:
         group["lr"] = 0.0
     engine.step()
-    next_lrs = [group["lr"] for group in optimizer.param_groups]  # set by the scheduler, if any
     optimizer.load_state_dict(saved)
-    if engine.lr_scheduler is not None:
-        for group, lr in zip(optimizer.param_groups, next_lrs):
-            group["lr"] = lr
+    if schedule is not None:
+        engine.lr_scheduler.load_state_dict(schedule)
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
