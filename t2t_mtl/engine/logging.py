@@ -1,7 +1,8 @@
 """Training logs: a tqdm bar (loss, tokens/s, ETA), JSONL records with per-task loss and example counts (their
 scalars also to TensorBoard and Weights & Biases: `ScalarSinks`), and a loss-per-task plot at the end; the
 zero-shot evaluations of a run (during and after training) in held_out.jsonl, the sinks and a plot. Only rank 0
-writes anything."""
+writes anything. The JSONL logs are strict JSON: a figure without a finite value (the loss of a window whose
+steps were all skipped, a non-finite validation loss) is written as null."""
 from __future__ import annotations
 
 import json
@@ -46,6 +47,21 @@ class ScalarSinks:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.close(failed)
+
+
+def strict_json(record: Mapping[str, Any]) -> str:
+    """`record` as one line of strict JSON (RFC 8259, which jq and other languages' parsers require): non-finite
+    floats, at any depth, become null."""
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, Mapping):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(record), allow_nan=False)
 
 
 def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
@@ -136,7 +152,7 @@ class TrainLogger:
         if extra:
             record.update(extra)
         if self.enabled:
-            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.write(strict_json(record) + "\n")
             self.jsonl.flush()
             if self.sinks is not None:
                 self.sinks.training(training_scalars(record), step)
@@ -196,7 +212,7 @@ def log_held_out(log_dir: Path, step: int, zero_shot: Mapping[str, Any], sinks: 
               "tasks": dict(zero_shot["tasks"]), "report": str(zero_shot["report"])}
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(log_dir) / HELD_OUT_LOG, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(strict_json(record) + "\n")
     if sinks is not None:
         sinks.held_out(held_out_scalars(record), step)
     return record
@@ -218,7 +234,8 @@ def _read_by_step(path: Path) -> List[Dict[str, Any]]:
 
 
 def read_metrics(log_dir: Path) -> List[Dict[str, Any]]:
-    """The training records of a run (metrics.jsonl), the last of each step."""
+    """The training records of a run (metrics.jsonl), the last of each step (a figure without a finite value is
+    None)."""
     return _read_by_step(Path(log_dir) / "metrics.jsonl")
 
 
@@ -270,7 +287,8 @@ def plot_task_losses(log_dir: Path, out: Optional[Path] = None) -> Optional[Path
     if not records:
         return None
     return _plot_over_steps(Path(out) if out else Path(log_dir) / "loss_per_task.png",
-                            _per_task_series(records, "task_loss"), [(r["step"], r["loss"]) for r in records],
+                            _per_task_series(records, "task_loss"),
+                            [(r["step"], r["loss"]) for r in records if r["loss"] is not None],
                             "total", ylabel="training loss", title="loss per task", log_scale=True)
 
 
