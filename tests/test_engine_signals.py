@@ -218,3 +218,31 @@ def test_uncertainty_weighting_follows_the_lr_schedule(tmp_path, tokenizer_dir):
         assert torch.equal(state["weighting"][name].cpu(), value.cpu()), name
     _, _, state = run_tiny(tmp_path / "three", tokenizer_dir, weighting=weighting, training={**training, "steps": 3})
     assert any(not torch.equal(state["weighting"][name].cpu(), value.cpu()) for name, value in initial.items())
+
+
+@pytest.mark.parametrize("sampling", [{"strategy": "worst_task"}, {"strategy": "bandit_softmax", "metric": "val_loss"}])
+def test_a_non_finite_validation_loss_skips_that_tasks_sampler_update_with_a_warning(tmp_path, tokenizer_dir,
+                                                                                     monkeypatch, capsys, sampling):
+    # was: the sampler refused the NaN (SamplingError) and the run ended with a traceback at that validation
+    from t2t_mtl.engine.validation import PeriodicValidator
+
+    real = PeriodicValidator.__call__
+    calls = []
+
+    def diverged_at_first(self, engine):
+        val_loss, val_score = real(self, engine)
+        calls.append(dict(val_loss))
+        if len(calls) == 1:
+            val_loss = {**val_loss, "parity": float("nan")}
+        return val_loss, val_score
+
+    monkeypatch.setattr(PeriodicValidator, "__call__", diverged_at_first)
+    result, records, state = run_tiny(tmp_path, tokenizer_dir, sampling=sampling,
+                                      training={"validate_every": 3, "validate_examples": 4})
+    assert result.step == 6 and not result.interrupted
+    assert "step 3: validation loss of task(s) 'parity' is not finite (nan)" in capsys.readouterr().out
+    validations = [rec for rec in records if "val_loss" in rec]
+    assert validations[0]["val_loss"]["parity"] is None  # logged as null (strict JSON)
+    if sampling["strategy"] == "worst_task":  # parity's first loss is the one of step 6, the others' of step 3
+        extra = dict(zip(state["sampler"]["tasks"], state["sampler"]["extra"]["initial_loss"]))
+        assert extra == pytest.approx({t: calls[1 if t == "parity" else 0][t] for t in TASKS})

@@ -807,7 +807,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             improved = False
             if validator is not None and step % t.validate_every == 0:
                 val_loss, val_score = validator(engine)
-                sampler.update({"val_loss": val_loss, "val_score": val_score})
+                sampler.update(finite_validation({"val_loss": val_loss, "val_score": val_score}, step, logger))
                 weighting_stats = {"kpi": val_score}
                 extra.update(val_loss=val_loss, val_score=val_score)
                 if best_val is not None:  # every rank decides on the same number: the save below is collective
@@ -984,6 +984,23 @@ def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
     if cfg.training.validate_every > 0 and cfg.training.validate_examples < 1:
         raise ConfigError(f"training.validate_examples must be >= 1, got {cfg.training.validate_examples}")
     evaluation_plan(cfg)
+
+
+def finite_validation(results: Mapping[str, Mapping[str, float]], step: int, logger: TrainLogger
+                      ) -> Dict[str, Dict[str, float]]:
+    """Validation `results` ({"val_loss": {task: x}, ...}) without their non-finite figures (a diverged task's
+    loss), each left out with a warning naming the task: the samplers skip that task's update this time (they
+    refuse non-finite feedback) and training goes on. The logged results keep them (null in metrics.jsonl)."""
+    out = {}
+    for metric, per_task in results.items():
+        out[metric] = {task: value for task, value in per_task.items() if math.isfinite(value)}
+        dropped = {task: value for task, value in per_task.items() if task not in out[metric]}
+        if dropped:
+            what = "loss" if metric == "val_loss" else "score"
+            logger.message(f"warning: step {step}: validation {what} of task(s) "
+                           f"{', '.join(map(repr, dropped))} is not finite ({', '.join(map(str, dropped.values()))}): "
+                           f"the sampler skips their update this time")
+    return out
 
 
 def needs_entropy(sampling_cfg: Mapping[str, Any]) -> bool:
