@@ -337,6 +337,23 @@ def test_a_skipped_step_does_not_advance_the_lr_schedule(tmp_path, tok, cache, m
                                                                                      0.002]
 
 
+def test_the_sampling_rates_are_shown_in_the_train_output(tmp_path, tok, cache, capsys):
+    # was: the sampler logged its rates tables at INFO on the t2t_mtl.sampling logger, which `t2t-mtl train`
+    # never shows: a run did not say which mixture rates it trained on, nor when a schedule changed them
+    tasks_dir = write_yaml_task(write_yaml_task(tmp_path / "tasks", "small", rows=8), "large", rows=24)
+    cfg = tiny_config(tmp_path / "run", tok, cache, data={"tasks": ["small", "large"], "tasks_dir": str(tasks_dir)},
+                      sampling={"strategy": "annealed", "epochs": 3}, training={"steps": 10})
+    train(cfg, evaluate_held_in=False)  # 32 examples, 4 a step: epoch 1 starts at step 9
+    out = capsys.readouterr().out
+    tables = [line for line in out.splitlines() if line.startswith("annealed sampler (homogeneous)")]
+    assert tables == ["annealed sampler (homogeneous), epoch 0", "annealed sampler (homogeneous), epoch 1"]
+    small = [float(line.split()[2]) for line in out.splitlines() if line.startswith("small ")]
+    assert small == pytest.approx([0.25, 8 ** 0.6 / (8 ** 0.6 + 24 ** 0.6)], abs=1e-4)  # alpha 1, 1 / (1 - 0.4)
+    cfg["training"]["steps"] = 12
+    train(cfg, resume="auto", evaluate_held_in=False)
+    assert "annealed sampler (homogeneous), epoch 1.125" in capsys.readouterr().out.splitlines()  # resumed rates
+
+
 def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 10, "max_bad_steps": 3})
     poison(monkeypatch, set(range(2, 20)))

@@ -6,11 +6,12 @@ steps were all skipped, a non-finite validation loss) is written as null."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 
 HELD_OUT_LOG = "held_out.jsonl"
@@ -192,6 +193,35 @@ class TrainLogger:
             self.bar.close()
         if self.jsonl is not None:
             self.jsonl.close()
+
+
+class _MessageHandler(logging.Handler):
+    """Writes each record as a `TrainLogger` message."""
+
+    def __init__(self, train_logger: TrainLogger, level: int) -> None:
+        super().__init__(level)
+        self.train_logger = train_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.train_logger.message(self.format(record))
+
+
+def show_logger(name: str, train_logger: TrainLogger, level: int = logging.INFO) -> Callable[[], None]:
+    """Show the records of the library logger `name` from `level` up as `train_logger` messages (the train
+    output: beside the bar, or stdout) instead of through logging's handlers, which `t2t-mtl train` never
+    configures (an INFO record was dropped). Returns the function that undoes it."""
+    log = logging.getLogger(name)
+    handler = _MessageHandler(train_logger, level)
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False  # (not twice where the caller configured logging)
+
+    def restore() -> None:
+        log.removeHandler(handler)
+        log.level, log.propagate = saved
+
+    return restore
 
 
 def open_tensorboard(log_dir: Path, purge_step: Optional[int] = None) -> Any:

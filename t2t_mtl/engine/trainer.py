@@ -51,7 +51,7 @@ from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open_tensorboard, plot_held_out,
-                                    plot_task_losses)
+                                    plot_task_losses, show_logger)
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, model_config, moe_stats, moe_stats_dict
 from t2t_mtl.model.lora import check_targets, lora_settings, trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
@@ -668,6 +668,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                            f"{engine.zero_optimization_stage()}; precision {precision}")
         elif pending_evaluation == step:  # deferred by the SIGTERM that ended the interrupted run
             evaluate_zero_shot(step)
+        if step < t.steps:
+            logger.message(sampler.describe())  # the rates trained on (a schedule's changes: see show_logger below)
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)
@@ -695,6 +697,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     terminate = {"flag": False}
     previous_handler = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda signum, frame: terminate.__setitem__("flag", True))
+    hide_rates = show_logger("t2t_mtl.sampling", logger)  # the rates tables a schedule logs when it changes them
     try:
         while step < t.steps and not stopped_early:
             step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
@@ -845,6 +848,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        hide_rates()
         logger.close()
 
     result = TrainResult(
