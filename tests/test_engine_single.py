@@ -219,6 +219,47 @@ def test_a_resume_follows_its_own_lr_and_schedule(tmp_path, tok, cache, monkeypa
     assert [round(lr, 6) for lr in ran] == [0.01, 0.005, 0.001, 0.0005]  # (linear: 1 - step/steps)
 
 
+@pytest.mark.parametrize("precision,stage", [("fp32", 0), ("fp32", 2), ("bf16", 0)])
+def test_a_checkpoint_with_deepspeeds_own_scheduler_state_resumes_end_to_end(tmp_path, tok, cache, monkeypatch,
+                                                                            precision, stage):
+    # checkpoints of runs before the LambdaLR schedules hold DeepSpeed's WarmupDecayLR state in the DeepSpeed
+    # model-states file: such a run resumes at its step, on the schedule's lrs
+    from deepspeed.runtime.lr_schedules import WarmupDecayLR
+
+    from t2t_mtl.engine.deepspeed_config import RunSchedule
+
+    ran = []
+    real_step = RunSchedule.step
+
+    def step(self, *args):
+        if self.last_epoch >= 0:
+            ran.append(self.optimizer.param_groups[0]["lr"])
+        real_step(self, *args)
+
+    monkeypatch.setattr(RunSchedule, "step", step)
+    training = {"steps": 2, "schedule": "linear", "warmup": 1, "lr": 0.01, "checkpoint_every": 2,
+                "precision": precision}
+    cfg = tiny_config(tmp_path / "run", tok, cache, training=training, deepspeed={"zero_stage": stage})
+    train(cfg, evaluate_held_in=False)
+    states_file = latest_checkpoint(tmp_path / "run") / "ds" / "mp_rank_00_model_states.pt"
+    states = torch.load(states_file, weights_only=False)
+    old_optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.01)
+    old = WarmupDecayLR(old_optimizer, total_num_steps=4, warmup_num_steps=2, warmup_max_lr=0.01)
+    for _ in range(2):  # as the old code's DeepSpeed scheduler was after the 2 steps saved
+        old_optimizer.step()
+        old.step()
+    assert "last_epoch" in states["lr_scheduler"] and set(old.state_dict()) == {"last_batch_iteration"}
+    states["lr_scheduler"] = old.state_dict()
+    torch.save(states, states_file)
+    ran.clear()
+    cfg["training"]["steps"] = 4
+    result = train(cfg, resume="auto", evaluate_held_in=False)
+    assert result.step == 4 and result.skipped_steps == 0
+    assert [round(lr, 6) for lr in ran] == [0.006667, 0.003333]  # linear, warmup 1: 1 - (step - 1) / 3
+    records = step_records(tmp_path / "run")
+    assert [round(records[s]["lr"], 6) for s in (3, 4)] == [0.003333, 0.0]  # (the lrs the next steps run at)
+
+
 @pytest.mark.parametrize("avx512_bf16,amx,expected", [(False, False, "fp32"), (True, False, "bf16"),
                                                        (False, True, "bf16")])
 def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, avx512_bf16, amx, expected):
