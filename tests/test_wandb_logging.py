@@ -25,16 +25,18 @@ def tok(tmp_path_factory):
 
 
 class _Recorder:
-    """Stands in for the `wandb` module: records init arguments, logged rows and finish calls."""
+    """Stands in for the `wandb` module: records init arguments, logged rows (with the index of their init) and
+    finish calls."""
 
     def __init__(self):
-        self.inits, self.rows, self.metrics, self.exit_codes = [], [], [], []
+        self.inits, self.rows, self.metrics, self.exit_codes, self.process = [], [], [], [], []
 
     def init(self, **kwargs):
         self.inits.append(kwargs)
         recorder = self
         return types.SimpleNamespace(
-            log=lambda data, step=None: recorder.rows.append((step, dict(data))),
+            log=lambda data, step=None: (recorder.rows.append((step, dict(data))),
+                                         recorder.process.append(len(recorder.inits) - 1)),
             define_metric=lambda name, step_metric=None: recorder.metrics.append((name, step_metric)),
             finish=lambda exit_code=None: recorder.exit_codes.append(exit_code))
 
@@ -48,10 +50,21 @@ def _expected_rows(run_dir):
         for key in ("task_loss", "task_examples", "val_loss", "val_score"):
             scalars.update({f"{key}/{task}": v for task, v in r.get(key, {}).items()})
         rows.append((r["step"], scalars))
-    held_out = [(None, {**{f"held_out/{t}": v for t, v in r["tasks"].items() if v is not None},
-                        "held_out/macro_average": r["macro_average"], "held_out/step": r["step"]})
+    held_out = [{**{f"held_out/{t}": v for t, v in r["tasks"].items() if v is not None},
+                 "held_out/macro_average": r["macro_average"], "held_out/step": r["step"]}
                 for r in read_held_out(run_dir / "logs")]
     return rows, held_out
+
+
+def _check_monotonic(recorder):
+    """W&B's rule for the rows of one run across processes: every row at an explicit step, never below a step
+    an earlier process sent, non-decreasing within a process (a step repeated there merges into its row)."""
+    earlier, last = -1, -1
+    for (step, _), process, previous in zip(recorder.rows, recorder.process, [None] + recorder.process):
+        if process != previous:
+            earlier = last
+        assert step is not None and step > earlier and step >= last, (step, earlier, last)
+        last = step
 
 
 def test_wandb_gets_the_logged_scalars_and_a_resume_continues_its_run(tmp_path, tok, monkeypatch):
@@ -64,9 +77,9 @@ def test_wandb_gets_the_logged_scalars_and_a_resume_continues_its_run(tmp_path, 
     train(cfg)
     run_dir = tmp_path / "run"
     rows, held_out = _expected_rows(run_dir)
-    assert len(rows) == 4 and [r[1]["held_out/step"] for r in held_out] == [2, 4]  # step 2, then after training
-    assert [r for r in recorder.rows if r[0] is not None] == rows
-    assert [r for r in recorder.rows if r[0] is None] == held_out
+    assert len(rows) == 4 and [r["held_out/step"] for r in held_out] == [2, 4]  # step 2, then after training
+    assert [r for r in recorder.rows if "held_out/step" not in r[1]] == rows
+    assert [r[1] for r in recorder.rows if "held_out/step" in r[1]] == held_out
     assert any("val_score/" in k for _, scalars in rows for k in scalars)  # validation steps included
     (init,) = recorder.inits
     run_id = (run_dir / "logs" / RUN_ID_FILE).read_text()
@@ -78,7 +91,77 @@ def test_wandb_gets_the_logged_scalars_and_a_resume_continues_its_run(tmp_path, 
     cfg["training"]["steps"] = 6
     train(cfg, resume="auto")
     assert [i["id"] for i in recorder.inits] == [run_id, run_id] and recorder.exit_codes == [0, 0]
-    assert [step for step, _ in recorder.rows if step is not None][-2:] == [5, 6]
+    assert [step for step, row in recorder.rows if "train/loss" in row][-2:] == [5, 6]
+    _check_monotonic(recorder)
+
+
+def test_a_resume_sends_wandb_each_step_once_at_increasing_steps(tmp_path, tok, monkeypatch):
+    # was: a run resumed after a crash sent again the steps after its checkpoint (W&B refuses steps below its
+    # last: online it dropped them with warnings; offline the resumed folder overlapped the first), and the
+    # zero-shot evaluation a SIGTERM deferred to the resumed run went to W&B's next automatic step, after which
+    # W&B refused the resumed run's first training step
+    import os
+    import signal
+
+    from t2t_mtl.engine import trainer as trainer_mod
+
+    recorder = _Recorder()
+    monkeypatch.setitem(sys.modules, "wandb", recorder)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                      training={"steps": 8, "checkpoint_every": 2, "wandb": {"project": "p", "mode": "offline"}},
+                      evaluation={"tasks": [TASKS[1]], "every": 4, "max_examples": 2, "scoring": "auto"})
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def crash_at_3_then_sigterm_at_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3 and not crash_at_3_then_sigterm_at_4.crashed:
+            crash_at_3_then_sigterm_at_4.crashed = True
+            raise RuntimeError("crash")  # after steps 1, 2 (checkpointed) and 3 were sent
+        if calls["n"] == 2 and crash_at_3_then_sigterm_at_4.crashed:
+            os.kill(os.getpid(), signal.SIGTERM)  # during step 4, an evaluation step: the resumed run evaluates
+        return real(*args, **kwargs)
+
+    crash_at_3_then_sigterm_at_4.crashed = False
+    monkeypatch.setattr(trainer_mod, "forward_losses", crash_at_3_then_sigterm_at_4)
+    with pytest.raises(RuntimeError, match="crash"):
+        train(cfg, evaluate_held_in=False)
+    calls["n"] = 0
+    assert train(cfg, resume="auto", evaluate_held_in=False).step == 4
+    train(cfg, resume="auto", evaluate_held_in=False)
+    assert len(recorder.inits) == 3 and len({init["id"] for init in recorder.inits}) == 1
+    _check_monotonic(recorder)
+    training = [step for step, row in recorder.rows if "train/loss" in row]
+    assert training == list(range(1, 9))  # each step once (step 3 twice before)
+    held_out = [(step, row["held_out/step"]) for step, row in recorder.rows if "held_out/step" in row]
+    assert held_out == [(5, 4), (8, 8)]  # the deferred step-4 evaluation shares the resumed run's first row
+    rows, _ = _expected_rows(tmp_path / "run")
+    assert [r for r in recorder.rows if "train/loss" in r[1]][:2] == rows[:2]  # the values of the first run
+
+
+def test_a_fresh_run_over_one_that_died_before_its_first_checkpoint_starts_a_new_wandb_run(tmp_path, tok,
+                                                                                           monkeypatch):
+    from t2t_mtl.engine import trainer as trainer_mod
+
+    recorder = _Recorder()
+    monkeypatch.setitem(sys.modules, "wandb", recorder)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 3, "wandb": {"project": "p"}})
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def crash_at_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", crash_at_3)
+    with pytest.raises(RuntimeError, match="crash"):
+        train(cfg, evaluate_held_in=False)
+    monkeypatch.setattr(trainer_mod, "forward_losses", real)
+    train(cfg, evaluate_held_in=False)  # (its logs start over, as metrics.jsonl does)
+    assert recorder.inits[0]["id"] != recorder.inits[1]["id"]
+    assert [step for step, _ in recorder.rows] == [1, 2, 1, 2, 3]
 
 
 def test_a_failing_run_still_finishes_its_wandb_run(tmp_path, tok, monkeypatch):

@@ -412,7 +412,8 @@ def open_sinks(cfg: Config, run_dir: Path, start_step: int) -> ScalarSinks:
     t = cfg.training
     tensorboard = open_tensorboard(run_dir / "logs", purge_step=start_step + 1) if t.tensorboard else None
     section = check_wandb_section(t.wandb)
-    return ScalarSinks(tensorboard, WandbWriter(section, run_dir / "logs", cfg.to_dict()) if section else None)
+    wandb = WandbWriter(section, run_dir / "logs", cfg.to_dict(), resumed=start_step > 0) if section else None
+    return ScalarSinks(tensorboard, wandb)
 
 
 def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
