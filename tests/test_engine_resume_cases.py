@@ -62,6 +62,32 @@ def test_a_sigterm_defers_the_step_evaluation_and_the_log_window_to_the_resumed_
         assert records[s]["task_examples"] == reference[s]["task_examples"]
 
 
+def test_the_first_record_after_a_resume_counts_the_window_time_before_it(tmp_path, monkeypatch):
+    # was: the checkpoint kept the window's tokens but not its time, so the resumed run's first record divided
+    # the tokens of the whole window by the time since the resume (here 2x the throughput)
+    import time as time_mod
+
+    from t2t_mtl.engine.logging import TrainLogger
+
+    now = {"t": 100.0}
+    monkeypatch.setattr(time_mod, "perf_counter", lambda: now["t"])
+    logger = TrainLogger(tmp_path, total_steps=4, start_step=0, log_every=4, enabled=False)
+    for step in (1, 2):
+        now["t"] += 1.0
+        logger.add(50, {"a": 1})
+        assert logger.step(step, 1.0, task_loss={}, lr=0.1, skipped_total=0) is None
+    window = logger.state_dict()
+    now["t"] += 1000.0  # the run is down, then resumes
+    resumed = TrainLogger(tmp_path, total_steps=4, start_step=2, log_every=4, enabled=False)
+    resumed.load_state_dict(window)
+    for step in (3, 4):
+        now["t"] += 1.0
+        resumed.add(50, {"a": 1})
+        record = resumed.step(step, 1.0, task_loss={}, lr=0.1, skipped_total=0)
+    assert record["tokens_per_s"] == pytest.approx(50.0)  # 200 tokens in the window's 4 seconds of training
+    resumed.load_state_dict({k: v for k, v in window.items() if k != "window_seconds"})  # older checkpoints
+
+
 def test_a_resume_at_a_validation_step_keeps_the_kpis_dtp_has_not_taken_yet(tmp_path, tok, monkeypatch):
     # was: the validation results the next weighting call takes (dtp's KPIs) were not in the checkpoint, so a run
     # interrupted at a validation step weighted its next step without them and its losses drifted from there

@@ -163,16 +163,19 @@ class TrainLogger:
         return record
 
     def state_dict(self) -> Dict[str, Any]:
-        """The open logging window (losses, examples, tokens since the last record), for checkpoints: a resumed
-        run's first record then averages the same steps as an uninterrupted run's."""
+        """The open logging window (losses, examples, tokens and seconds since the last record), for checkpoints:
+        a resumed run's first record then averages the same steps as an uninterrupted run's (its tokens/s over
+        the window's training time, not the time since the resume)."""
         return {"window_loss": list(self.window_loss), "task_loss": {t: list(v) for t, v in self.task_loss.items()},
-                "task_examples": dict(self.task_examples), "window_tokens": self.window_tokens}
+                "task_examples": dict(self.task_examples), "window_tokens": self.window_tokens,
+                "window_seconds": time.perf_counter() - self.window_start}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.window_loss = list(state["window_loss"])
         self.task_loss = defaultdict(list, {t: list(v) for t, v in state["task_loss"].items()})
         self.task_examples = defaultdict(int, state["task_examples"])
         self.window_tokens = int(state["window_tokens"])
+        self.window_start = time.perf_counter() - float(state.get("window_seconds", 0.0))  # (older checkpoints)
 
     def held_out(self, step: int, zero_shot: Mapping[str, Any]) -> None:
         """Log a zero-shot evaluation made during training (`log_held_out`, to this logger's sinks)."""
