@@ -175,6 +175,19 @@ def test_worst_task_on_training_losses():
     assert sampler.probabilities() == {"a": 0.0, "b": 1.0, "c": 0.0}
 
 
+def test_worst_task_takes_a_task_fitted_exactly():
+    # was: a loss of exactly 0 (fp32 cross-entropy of a memorised task) was refused, which ended the training run
+    sampler = build_sampler({"strategy": "worst_task", "metric": "loss"}, SIZES, seed=0)
+    sampler.update({"loss": {"a": 2.0, "b": 2.0, "c": 2.0}})
+    sampler.update({"loss": {"a": 0.0, "b": 1.5, "c": 0.5}})
+    assert sampler.probabilities() == {"a": 0.0, "b": 1.0, "c": 0.0}
+    sampler.update({"loss": {"a": 0.0, "b": 0.0, "c": 0.0}})  # every task fitted: they tie
+    assert sampler.probabilities() == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    for first in ({"a": 0.0}, {"a": -1.0}):
+        with pytest.raises(SamplingError, match="task 'a' has loss -?[01].0: .*the first one > 0"):
+            build_sampler({"strategy": "worst_task", "metric": "loss"}, SIZES, seed=0).update({"loss": first})
+
+
 def test_feedback_errors_name_the_task():
     sampler = build_sampler({"strategy": "bandit_softmax"}, SIZES, seed=0)
     with pytest.raises(SamplingError, match="'zz'"):

@@ -14,8 +14,9 @@ class WorstTaskSampler(MixtureSampler):
     """Favour the task with the largest weighted validation loss λ_t L_t, λ_t = 1/(l_t Σ_i 1/l_i).
 
     Losses are ``stats[metric]`` with `metric` "val_loss" (default) or "loss" (training losses).
-    l_t is task t's first validation loss (so λ_t L_t is its loss relative to where it started). With
-    `tau` 0 the worst task gets all the mass (ties share it); with `tau` > 0, p ∝ exp(λ_t L_t / tau).
+    l_t is task t's first validation loss (so λ_t L_t is its loss relative to where it started; a task fitted
+    exactly, L_t = 0, has λ_t L_t = 0). With `tau` 0 the worst task gets all the mass (ties share it); with
+    `tau` > 0, p ∝ exp(λ_t L_t / tau).
     Tasks with no validation loss yet are treated as worst (explored first); before any loss, uniform.
     `floor` mixes in a minimum probability per task: p = floor + (1 - M·floor) p.
     """
@@ -43,9 +44,10 @@ class WorstTaskSampler(MixtureSampler):
         if losses is None:
             return False
         for task, value in losses.items():
-            if value <= 0:
-                raise SamplingError(f"task {task!r} has {self.metric} {value}: worst-task-first needs > 0")
             i = self.tasks.index(task)
+            if value < 0 or (value == 0 and np.isnan(self.initial_loss[i])):
+                raise SamplingError(f"task {task!r} has {self.metric} {value}: worst-task-first needs losses >= 0, "
+                                    f"the first one > 0 (it divides by it)")
             self.loss[i] = value
             if np.isnan(self.initial_loss[i]):
                 self.initial_loss[i] = value
