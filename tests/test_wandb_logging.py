@@ -4,6 +4,7 @@ mode, and config errors."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import types
@@ -95,7 +96,7 @@ def test_wandb_gets_the_logged_scalars_and_a_resume_continues_its_run(tmp_path, 
     _check_monotonic(recorder)
 
 
-def test_a_resume_sends_wandb_each_step_once_at_increasing_steps(tmp_path, tok, monkeypatch):
+def test_a_resume_sends_wandb_each_step_once_at_increasing_steps(tmp_path, tok, monkeypatch, caplog):
     # was: a run resumed after a crash sent again the steps after its checkpoint (W&B refuses steps below its
     # last: online it dropped them with warnings; offline the resumed folder overlapped the first), and the
     # zero-shot evaluation a SIGTERM deferred to the resumed run went to W&B's next automatic step, after which
@@ -113,30 +114,34 @@ def test_a_resume_sends_wandb_each_step_once_at_increasing_steps(tmp_path, tok, 
     real = trainer_mod.forward_losses
     calls = {"n": 0}
 
-    def crash_at_3_then_sigterm_at_4(*args, **kwargs):
+    def crash_at_4_then_sigterm_at_4(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3 and not crash_at_3_then_sigterm_at_4.crashed:
-            crash_at_3_then_sigterm_at_4.crashed = True
+        if calls["n"] == 4 and not crash_at_4_then_sigterm_at_4.crashed:
+            crash_at_4_then_sigterm_at_4.crashed = True
             raise RuntimeError("crash")  # after steps 1, 2 (checkpointed) and 3 were sent
-        if calls["n"] == 2 and crash_at_3_then_sigterm_at_4.crashed:
+        if calls["n"] == 2 and crash_at_4_then_sigterm_at_4.crashed:
             os.kill(os.getpid(), signal.SIGTERM)  # during step 4, an evaluation step: the resumed run evaluates
         return real(*args, **kwargs)
 
-    crash_at_3_then_sigterm_at_4.crashed = False
-    monkeypatch.setattr(trainer_mod, "forward_losses", crash_at_3_then_sigterm_at_4)
+    crash_at_4_then_sigterm_at_4.crashed = False
+    monkeypatch.setattr(trainer_mod, "forward_losses", crash_at_4_then_sigterm_at_4)
     with pytest.raises(RuntimeError, match="crash"):
         train(cfg, evaluate_held_in=False)
     calls["n"] = 0
-    assert train(cfg, resume="auto", evaluate_held_in=False).step == 4
+    with caplog.at_level(logging.WARNING, logger="t2t_mtl.engine.wandb_logging"):
+        assert train(cfg, resume="auto", evaluate_held_in=False).step == 4
+    assert "W&B already has the steps up to 3 (sent before this resume" in caplog.text and "steps 3-3" in caplog.text
     train(cfg, resume="auto", evaluate_held_in=False)
     assert len(recorder.inits) == 3 and len({init["id"] for init in recorder.inits}) == 1
     _check_monotonic(recorder)
     training = [step for step, row in recorder.rows if "train/loss" in row]
-    assert training == list(range(1, 9))  # each step once (step 3 twice before)
+    assert training == list(range(1, 9))  # each step once (step 3 twice before: sent, then again after the resume)
     held_out = [(step, row["held_out/step"]) for step, row in recorder.rows if "held_out/step" in row]
     assert held_out == [(5, 4), (8, 8)]  # the deferred step-4 evaluation shares the resumed run's first row
     rows, _ = _expected_rows(tmp_path / "run")
-    assert [r for r in recorder.rows if "train/loss" in r[1]][:2] == rows[:2]  # the values of the first run
+    sent = [r for r in recorder.rows if "train/loss" in r[1]]
+    assert sent[:2] == rows[:2]
+    assert sent[2][1]["train/loss"] == rows[2][1]["train/loss"]  # step 3 as sent first, as the resume reproduced it
 
 
 def test_a_fresh_run_over_one_that_died_before_its_first_checkpoint_starts_a_new_wandb_run(tmp_path, tok,

@@ -16,6 +16,7 @@ together (`wandb sync logs/wandb/offline-run-*`, which uploads the folders of on
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -27,6 +28,8 @@ WANDB_KEYS = ("project", "entity", "name", "group", "tags", "notes", "mode")
 WANDB_MODES = ("online", "offline", "disabled")
 RUN_ID_FILE = "wandb_run_id"
 STEP_FILE = "wandb_step"
+
+logger = logging.getLogger(__name__)
 
 
 def check_wandb_section(section: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -74,6 +77,7 @@ class WandbWriter:
             self.step_file.unlink(missing_ok=True)
         self.sent = int(self.step_file.read_text()) if self.step_file.exists() else -1  # the last step W&B got
         self.row_open = False  # whether the row at `sent` is this process's (W&B merges later data into it)
+        self.skipping = False
         try:
             self.run = wandb.init(project=section["project"], entity=section.get("entity"),
                                   name=section.get("name"), group=section.get("group"),
@@ -91,6 +95,11 @@ class WandbWriter:
         """Log a training record at `step`, unless W&B already got that step (a resumed run repeating it)."""
         if step > self.sent or (step == self.sent and self.row_open):
             self._log(dict(scalars), step)
+        elif not self.skipping:
+            self.skipping = True
+            logger.warning("W&B already has the steps up to %d (sent before this resume; it refuses lower steps): "
+                           "steps %d-%d keep the values sent first there (logs/metrics.jsonl has the resumed run's)",
+                           self.sent, step, self.sent)
 
     def add_held_out(self, scalars: Mapping[str, float], step: int) -> None:
         """Log a zero-shot evaluation on the `held_out/step` axis, in the open row or the next new one."""
