@@ -376,6 +376,15 @@ def test_config_values_of_the_wrong_type_name_the_key(key, value):
         MoEConfig.from_dict({key: value})
 
 
+@pytest.mark.parametrize("key, value", [("capacity_factor", float("inf")), ("eval_capacity_factor", float("nan")),
+                                        ("aux_loss_coef", float("inf")), ("z_loss_coef", float("nan"))])
+def test_non_finite_factors_and_coefficients_name_the_key(key, value):
+    # was: capacity_factor .inf passed and failed at the first forward without naming the key; a NaN or infinite
+    # coefficient made every loss NaN/inf
+    with pytest.raises(MoEConfigError, match=f"model.moe.{key}=.*finite"):
+        MoEConfig.from_dict({key: value})
+
+
 @pytest.mark.parametrize("ids", [3, "01", [0, "1"], [0, 0], [0.5, 1], [True, 1], [0]])
 def test_bad_expert_ids_name_the_layer(ids):
     # was: a bare TypeError (no len() of an int, int <= str) or accepted (duplicate, float and bool ids)

@@ -159,11 +159,11 @@ class MoEConfig:
         if self.backend not in ("auto", "triton", "reference"):
             bad("backend", "use 'auto', 'triton' or 'reference'")
         for key in ("capacity_factor", "eval_capacity_factor"):
-            if not getattr(self, key) > 0:
-                bad(key, "must be > 0 (or set dropless: true)")
+            if not 0 < getattr(self, key) < math.inf:
+                bad(key, "must be a finite number > 0 (for no capacity limit set dropless: true)")
         for key in ("aux_loss_coef", "z_loss_coef", "min_capacity"):
-            if getattr(self, key) < 0:
-                bad(key, "must be >= 0")
+            if not 0 <= getattr(self, key) < math.inf:
+                bad(key, "must be a finite number >= 0")
         if self.routing in ("task", "hybrid") and not self.task_names:
             bad("task_names", f"routing={self.routing!r} needs the list of training task names "
                               "(task_ids index it)")
