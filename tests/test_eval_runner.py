@@ -545,3 +545,23 @@ def test_group_exact_match_leaves_out_questions_with_answers_that_are_not_scored
     assert (verify.score, verify.incomplete_groups) == (pytest.approx(100 / 3), 0)  # question 2 only
     assert (skips_e.score, skips_e.incomplete_groups, skips_e.num_skipped) == (50.0, 1, 1)  # questions 0, 2
     assert "- mini_multirc / skips_e: 1" in to_markdown(full)
+
+
+def test_a_template_with_no_complete_group_is_unscored_not_scored_zero(tmp_path, monkeypatch):
+    # --max-examples 2 keeps two of question 0's three answers: no question is left for group_exact_match, which
+    # was computed over no group at all and reported 0.0 (majority 0.0), averaged into the task median
+    template = task_registry.Template("verify", "Is {{ answer }} right? ||| {{ answer_choices[label] }}",
+                                      answer_choices="no ||| yes")
+    path = tmp_path / "multirc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in MULTIRC_ROWS), encoding="utf-8")
+    task = task_registry.Task("mini_multirc", task_registry.LocalFileSource({"validation": str(path)}), [template],
+                              metrics=("group_exact_match", "accuracy"), splits=("validation",),
+                              group_by="idx.question")
+    _answer_with(monkeypatch, lambda text: "yes")
+    report = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(scoring="generate", max_examples=2),
+                            progress=False)
+    result = report.results[0]
+    assert (result.score, result.majority_baseline, result.incomplete_groups) == (None, None, 1)
+    assert "group_exact_match" not in result.metrics
+    assert result.metrics["accuracy"]["accuracy"] == 0.5  # per-answer metrics keep both rows
+    assert summarize(report)["unscored_tasks"] == ["mini_multirc"]

@@ -358,7 +358,9 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     each input gets demonstrations drawn from `demonstration_rows` (of `demonstration_split`).
 
     Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
-    split's group sizes when `rows` are its first rows), counted in `incomplete_groups` and logged."""
+    split's group sizes when `rows` are its first rows), counted in `incomplete_groups` and logged; with no
+    complete group left they are not computed, and a template whose primary metric is one is unscored (score
+    None), not scored 0."""
     rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes)
     examples = rendered.examples
     wrap = (lambda text: text)
@@ -398,6 +400,8 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
         return result
     predictions = [o[1] for o in outputs]
     chosen = [o[2] for o in outputs] if mode == "rank" else None
+    complete = rendered.groups > len(rendered.incomplete_groups)  # a group metric has a group left to score
+    metrics = [m for m in metrics if complete or metric_spec(m).kind != "group_label"]
     try:
         result.metrics = score_predictions(metrics, predictions, [e.targets for e in examples],
                                            [e.answer_choices for e in examples], chosen=chosen,
@@ -405,11 +409,13 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
                                            references=[e.gold for e in examples],
                                            groups=[e.group for e in examples],
                                            incomplete_groups=rendered.incomplete_groups)
-        result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key,
-                                                                      rendered.incomplete_groups)
+        if primary in metrics:
+            result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key,
+                                                                          rendered.incomplete_groups)
     except ValueError as error:  # a metric module refused its inputs (e.g. a gold it cannot parse)
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: {error}") from None
-    result.score = result.metrics[primary][key] * metric_spec(primary).scale
+    if primary in metrics:
+        result.score = result.metrics[primary][key] * metric_spec(primary).scale
     if settings.keep_predictions:
         result.predictions = [{"row": e.row_index, "prediction": o[1], "target": e.targets,
                                **({"references": e.references} if e.references is not None else {}),
