@@ -83,6 +83,17 @@ def test_every_without_tasks_to_evaluate_is_refused():
         check_signal_config(cfg, {"strategy": "uniform"})
 
 
+@pytest.mark.parametrize("tasks, message", [
+    ("parity", "evaluation.tasks must be a list of task names.*got 'parity'"),  # was: unknown task 'p'
+    (["parity", "sort_words", "parity"], "evaluation.tasks names parity more than once"),  # was: scored twice
+])
+def test_evaluation_tasks_must_be_a_list_of_distinct_names(tasks, message):
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["dedup_words"]},
+                            "evaluation": {"tasks": tasks}})
+    with pytest.raises(ConfigError, match=message):
+        evaluation_plan(cfg)
+
+
 def test_held_out_false_turns_a_base_configs_section_off():
     # the quickstart's section (held_out, max_examples, scoring) could not be switched off from the command line:
     # `--set evaluation.held_out=false` was refused for the settings left, `evaluation={}` merges nothing

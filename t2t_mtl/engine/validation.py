@@ -168,7 +168,8 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
 
     `held_out: true` evaluates every registered task of `data.held_out_clusters`; `tasks: [..]` names tasks;
     `held_out: false` without tasks turns the section off (e.g. a base config's, from `--set`).
-    Raises ConfigError naming the key for unknown keys, a missing task list or no held-out cluster."""
+    Raises ConfigError naming the key for unknown keys, a missing task list, `tasks` that is not a list of distinct
+    names, or no held-out cluster."""
     import task_registry
     from t2t_mtl.evaluation import EvalSettings
 
@@ -185,7 +186,13 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         return [], None
     section.pop("every", None)  # when to evaluate, not how
     task_registry.load_builtin_tasks()
+    if tasks is not None and not isinstance(tasks, (list, tuple)):
+        raise ConfigError(f"evaluation.tasks must be a list of task names such as [rte, cb] "
+                          f"(`--set evaluation.tasks=[rte]`), got {tasks!r}")
     names = [str(t) for t in (tasks or [])]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"evaluation.tasks names {', '.join(repeated)} more than once; each task is evaluated once")
     for name in names:
         task_registry.get_task(name)  # unknown names raise the registry's UnknownTaskError
     if held_out:
