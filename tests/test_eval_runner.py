@@ -377,6 +377,9 @@ class _NoTaskTokens:
     def get_vocab(self):
         return {}
 
+    def __call__(self, texts):
+        return {"input_ids": [text.split() for text in texts]}
+
 
 def _local_task(tmp_path, name, rows, templates, metrics=()):
     path = tmp_path / f"{name}.jsonl"
@@ -565,3 +568,26 @@ def test_a_template_with_no_complete_group_is_unscored_not_scored_zero(tmp_path,
     assert "group_exact_match" not in result.metrics
     assert result.metrics["accuracy"]["accuracy"] == 0.5  # per-answer metrics keep both rows
     assert summarize(report)["unscored_tasks"] == ["mini_multirc"]
+
+
+def test_inputs_longer_than_the_input_limit_are_counted_and_reported(loaded, data_file, tmp_path, caplog):
+    # inputs past max_input_length were cut silently (the training data counts and logs its truncated rows)
+    model, tokenizer = loaded
+    task = toy_task(data_file)
+    inputs = [f"Is this review positive? {row['text']}" for row in ROWS]
+    lengths = [len(ids) for ids in tokenizer(inputs)["input_ids"]]
+    limit = min(lengths)
+    expected = sum(length > limit for length in lengths)
+    assert 0 < expected < len(ROWS)
+    settings = EvalSettings(max_input_length=limit, templates={"toy_sentiment": ["choices"]})
+    with caplog.at_level("WARNING"):
+        report = evaluate_tasks(model, tokenizer, [task], settings, progress=False)
+    result = report.results[0]
+    assert result.num_truncated == expected
+    assert f"{expected} of {len(ROWS)} inputs are longer than max_input_length={limit}" in caplog.text
+    assert f"- toy_sentiment / choices: {expected} of {len(ROWS)}" in to_markdown(report)
+    data = json.loads(write_report(report, tmp_path / "out", plots=False)["json"].read_text())
+    assert data["results"][0]["num_truncated"] == expected
+    untouched = evaluate_tasks(model, tokenizer, [task], EvalSettings(templates={"toy_sentiment": ["choices"]}),
+                               progress=False)
+    assert untouched.results[0].num_truncated == 0 and "truncated" not in to_markdown(untouched)

@@ -63,6 +63,12 @@ def to_markdown(report: EvalReport) -> str:
     if errors:
         lines += ["", "Render errors (first per template):"]
         lines += [f"- {r.task} / {r.template}: {r.error}" for r in errors]
+    truncated = [r for r in report.results if r.num_truncated]
+    if truncated:
+        limit = (report.settings or {}).get("max_input_length")
+        lines += ["", f"Inputs truncated to the input limit{f' ({limit} tokens)' if limit else ''}, scored on their "
+                      f"beginning only:"]
+        lines += [f"- {r.task} / {r.template}: {r.num_truncated} of {r.num_examples}" for r in truncated]
     incomplete = [r for r in report.results if r.incomplete_groups]
     if incomplete:
         lines += ["", "Groups left out of group metrics (some of their rows not scored):"]

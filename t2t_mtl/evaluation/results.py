@@ -18,7 +18,8 @@ class TemplateResult:
     (first message in `error`); neither is in `num_examples`. `score` is `None` when no row was left.
     `incomplete_groups` counts the groups (the task's `group_by`) that group metrics left out because some of
     their rows were not scored (cut by `max_examples`, skipped or failed to render); when that leaves no group,
-    group metrics are not in `metrics` and a group primary metric leaves `score` `None`.
+    group metrics are not in `metrics` and a group primary metric leaves `score` `None`. `num_truncated` of the
+    `num_examples` inputs were longer than `max_input_length` tokens and scored on their beginning only.
     """
 
     task: str
@@ -38,6 +39,7 @@ class TemplateResult:
     unsupported_metrics: list[str] = dataclasses.field(default_factory=list)
     skipped_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
     incomplete_groups: int = 0
+    num_truncated: int = 0
     predictions: Optional[list[dict[str, Any]]] = None
 
     def to_dict(self) -> dict[str, Any]:

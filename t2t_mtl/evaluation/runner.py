@@ -280,6 +280,14 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
     return out
 
 
+def _count_truncated(tokenizer, inputs: Sequence[str], max_input_length: int) -> int:
+    """How many `inputs` are longer than `max_input_length` tokens (special tokens included), so that scoring
+    truncates them."""
+    if not inputs:
+        return 0
+    return sum(len(ids) > max_input_length for ids in tokenizer(list(inputs))["input_ids"])
+
+
 def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) -> str:
     has_choices = bool(examples) and all(e.answer_choices for e in examples)
     if requested == "rank" and examples and not has_choices:
@@ -396,6 +404,11 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
         logger.warning("task %r template %r: %d of %d groups have rows that are not scored (cut by max_examples, "
                        "skipped by the template or failed to render); group metrics leave them out", task.name,
                        template.name, result.incomplete_groups, rendered.groups)
+    result.num_truncated = _count_truncated(tokenizer, [e.inputs for e in examples], settings.max_input_length)
+    if result.num_truncated:
+        logger.warning("task %r template %r: %d of %d inputs are longer than max_input_length=%d tokens and are "
+                       "truncated (the model sees only their beginning)", task.name, template.name,
+                       result.num_truncated, len(examples), settings.max_input_length)
     if not examples:
         return result
     predictions = [o[1] for o in outputs]
