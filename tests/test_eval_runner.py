@@ -372,6 +372,20 @@ def test_two_process_sharded_evaluation_equals_one_process(checkpoint, data_file
             assert a.get("choice_scores", []) == pytest.approx(b.get("choice_scores", []), abs=1e-5)
 
 
+def test_torchrun_evaluation_joins_a_gloo_group_also_where_cuda_is_available(monkeypatch):
+    # `t2t-mtl eval` keeps the model on the CPU; the NCCL group chosen whenever CUDA was available gathered every
+    # rank's outputs on its current device, cuda:0 for all ranks (never set), which NCCL refuses
+    from t2t_mtl.evaluation import runner
+
+    backends = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend=None, **kw: backends.append(backend))
+    runner.init_distributed_from_env()
+    assert backends == ["gloo"]
+
+
 # -- metric semantics in the runner (fake models: the numbers follow from the predictions alone) ----------------
 class _NoTaskTokens:
     def get_vocab(self):

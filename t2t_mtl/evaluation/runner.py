@@ -115,11 +115,14 @@ def dist_info(rank: Optional[int] = None, world_size: Optional[int] = None) -> t
 
 
 def init_distributed_from_env() -> tuple[int, int]:
-    """Join the gloo/NCCL group named by torchrun's RANK/WORLD_SIZE variables (no-op for one process)."""
+    """Join the group named by torchrun's RANK/WORLD_SIZE variables (no-op for one process).
+
+    gloo, also on a GPU machine: the loaded model is evaluated where `load_checkpoint` puts it (the CPU) and
+    only Python objects are gathered; an NCCL group would gather them on every rank's current CUDA device, cuda:0
+    for all of them, which NCCL refuses."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+        torch.distributed.init_process_group(backend="gloo")
     return dist_info()
 
 
