@@ -605,3 +605,56 @@ def test_inputs_longer_than_the_input_limit_are_counted_and_reported(loaded, dat
     untouched = evaluate_tasks(model, tokenizer, [task], EvalSettings(templates={"toy_sentiment": ["choices"]}),
                                progress=False)
     assert untouched.results[0].num_truncated == 0 and "truncated" not in to_markdown(untouched)
+
+
+def test_device_option_resolves_and_refuses_what_the_machine_lacks(monkeypatch):
+    from t2t_mtl.cli.common import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+    for name, message in (("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                          ("meta", "use auto, cpu"), ("gpu!", "is not a device")):
+        with pytest.raises(ValueError, match=f"--device '{name}'.*{message}"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == torch.device("cuda", 1)  # this rank's GPU (ranks wrap over the GPUs)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="has 2 CUDA device"):
+        resolve_device("cuda:2")
+
+
+def test_eval_and_predict_refuse_a_device_the_machine_lacks(checkpoint, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "x", "--device", "cuda"]) == 2
+    assert "--device 'cuda': CUDA is not available" in capsys.readouterr().err
+    assert cli_main(["predict", "--checkpoint", checkpoint, "--device", "cuda:0", "a text"]) == 2
+    assert "--device 'cuda:0': CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"data": {"max_input_length": 96}, "evaluation": {"max_input_length": 200}}, 200),
+    ({"data": {"max_input_length": 96}, "evaluation": {}}, 96),
+    (None, 512),  # a model folder: EvalSettings' default
+])
+def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, monkeypatch):
+    # was: always 512, so `eval` of a run trained (and evaluated after training) at 128 scored other inputs
+    import t2t_mtl.evaluation as evaluation
+
+    model, tokenizer, _ = load_checkpoint(checkpoint)
+    seen = {}
+    monkeypatch.setattr(evaluation, "load_checkpoint",
+                        lambda path: (model, tokenizer, {"config": config} if config else {}))
+
+    def fake_evaluate(model, tokenizer, tasks, settings, **kwargs):
+        seen["limit"] = settings.max_input_length
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(evaluation, "evaluate_tasks", fake_evaluate)
+    task_registry.load_builtin_tasks()
+    task = task_registry.list_tasks()[0]
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 1
+    assert seen["limit"] == expected
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-input-length", "64"]) == 1
+    assert seen["limit"] == 64

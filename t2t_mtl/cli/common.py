@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 TASKS_DIR_HELP = "a folder of YAML task files to register on top of the built-in tasks (repeatable)"
 
@@ -11,6 +11,48 @@ def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, d
     """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks_dir`)."""
     parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR",
                         help=TASKS_DIR_HELP)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """Add `--device` (resolved by `resolve_device`)."""
+    parser.add_argument("--device", default="auto",
+                        help="where the model runs: auto (default: this rank's GPU, cuda:$LOCAL_RANK, where CUDA is "
+                             "available, else the CPU), cpu, cuda or cuda:N")
+
+
+def resolve_device(name: str) -> Any:
+    """The `torch.device` of a `--device` value; ValueError naming `--device` for one this machine lacks."""
+    import os
+
+    import torch
+
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def run_input_length(meta: Mapping[str, Any]) -> int:
+    """The input limit a run's own evaluation used (evaluation.max_input_length, else data.max_input_length),
+    or EvalSettings' default for a model folder without a run config."""
+    config = meta.get("config") or {}
+    limit = (config.get("evaluation") or {}).get("max_input_length") or (config.get("data") or {}).get(
+        "max_input_length")
+    from t2t_mtl.evaluation import EvalSettings
+
+    return limit or EvalSettings.max_input_length
 
 
 def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:

@@ -11,7 +11,8 @@ import difflib
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from t2t_mtl.cli.common import add_tasks_dir_option, ignored_scoring_option, register_tasks_dir
+from t2t_mtl.cli.common import (add_device_option, add_tasks_dir_option, ignored_scoring_option, register_tasks_dir,
+                                resolve_device, run_input_length)
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -43,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
+    parser.add_argument("--max-input-length", type=int, default=None,
+                        help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
+                             "evaluation.max_input_length else data.max_input_length; 512 for a model folder)")
+    add_device_option(parser)
     parser.add_argument("--shots", type=int, default=0, metavar="K",
                         help="k-shot: K solved demonstrations of the same template before each input (default 0: "
                              "zero-shot)")
@@ -144,11 +149,19 @@ def _run_eval(args: argparse.Namespace) -> int:
                                     read_report, to_markdown, write_report)
     from t2t_mtl.evaluation.report import comparison_markdown
 
+    if args.max_input_length is not None and args.max_input_length < 1:
+        print(f"error: --max-input-length must be at least 1, got {args.max_input_length}", file=sys.stderr)
+        return 2
     if args.max_examples is not None and args.max_examples < 1:
         print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
         return 2
     if args.shots < 0:
         print(f"error: --shots must be at least 0, got {args.shots}", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     ignored = ignored_scoring_option(args)
     if args.shots_split is not None and not args.shots:
@@ -165,13 +178,15 @@ def _run_eval(args: argparse.Namespace) -> int:
             prepare_output_dir(args.out, "--out")  # before the evaluation, not after it
         name = args.name or str(args.checkpoint)
         others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
+        rank, world_size = init_distributed_from_env()
+        model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        model.to(device)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples, scoring=args.scoring,
                                 length_normalize=args.length_norm, num_beams=args.num_beams,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                max_input_length=args.max_input_length or run_input_length(meta),
                                 keep_predictions=args.keep_predictions, num_shots=args.shots,
                                 shots_split=args.shots_split)
-        rank, world_size = init_distributed_from_env()
-        model, tokenizer, meta = load_checkpoint(args.checkpoint)
         tasks = select_tasks(args, meta)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from t2t_mtl.cli.common import ignored_scoring_option
+from t2t_mtl.cli.common import add_device_option, ignored_scoring_option, resolve_device, run_input_length
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit")
     parser.add_argument("--batch-size", type=int, default=16, help="inputs per forward pass")
-    parser.add_argument("--max-input-length", type=int, default=512, help="inputs are truncated to this")
+    parser.add_argument("--max-input-length", type=int, default=None,
+                        help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
+                             "evaluation.max_input_length else data.max_input_length; 512 for a model folder)")
+    add_device_option(parser)
     parser.set_defaults(func=run_predict)
 
 
@@ -94,9 +97,14 @@ def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation.predict import predict
 
     for key in ("num_beams", "max_new_tokens", "batch_size", "max_input_length"):
-        if getattr(args, key) < 1:
+        if getattr(args, key) is not None and getattr(args, key) < 1:
             print(f"error: --{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}", file=sys.stderr)
             return 2
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     ignored = ignored_scoring_option(args)
     if ignored:
         print(f"error: {ignored}", file=sys.stderr)
@@ -107,11 +115,12 @@ def run_predict(args: argparse.Namespace) -> int:
         if ignored:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
-        model, tokenizer, _ = load_checkpoint(args.checkpoint)
+        model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        model.to(device)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
                               length_normalize=args.length_norm, num_beams=args.num_beams,
                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                              max_input_length=args.max_input_length)
+                              max_input_length=args.max_input_length or run_input_length(meta))
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
