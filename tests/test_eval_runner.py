@@ -196,8 +196,9 @@ def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpo
             "--max-new-tokens", "2"]
     with task_registry.isolated_registry():
         task_registry.register_task(toy_task(data_file))
-        assert cli_main([*args, "--batch-size", "0"]) == 1
-        assert "batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
+        for option in ("--batch-size", "--num-beams", "--max-new-tokens", "--max-input-length"):
+            assert cli_main([*args, option, "0"]) == 2  # a usage error, named as typed (as predict does)
+            assert f"{option} must be at least 1, got 0" in capsys.readouterr().err
         assert cli_main([*args, "--out", str(tmp_path / "first")]) == 0
         # both reports carry the default name (the checkpoint path): the earlier one is labelled by its path
         assert cli_main([*args, "--out", str(tmp_path / "second"), "--compare", str(tmp_path / "first")]) == 0

@@ -149,12 +149,10 @@ def _run_eval(args: argparse.Namespace) -> int:
                                     read_report, to_markdown, write_report)
     from t2t_mtl.evaluation.report import comparison_markdown
 
-    if args.max_input_length is not None and args.max_input_length < 1:
-        print(f"error: --max-input-length must be at least 1, got {args.max_input_length}", file=sys.stderr)
-        return 2
-    if args.max_examples is not None and args.max_examples < 1:
-        print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
-        return 2
+    for key in ("num_beams", "max_new_tokens", "batch_size", "max_input_length", "max_examples"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            print(f"error: --{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}", file=sys.stderr)
+            return 2
     if args.shots < 0:
         print(f"error: --shots must be at least 0, got {args.shots}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from t2t_mtl.output_paths import prepare_output_dir
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tokenizer` command group."""
-    parser = subparsers.add_parser("tokenizer", help="train or inspect tokenizers")
+    parser = subparsers.add_parser("tokenizer", help="train a tokenizer on the training mixture's text")
     commands = parser.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
     train = commands.add_parser(
         "train", help="train a SentencePiece unigram model on a mixture and save a T5 tokenizer",
