@@ -103,8 +103,18 @@ def train_tokenizer(texts: Iterable[str], out_dir: PathLike, vocab_size: int = 8
 
 
 def _t5_from_sentencepiece_folder(folder: PathLike):
+    """A T5 tokenizer from a folder's ``spiece.model`` when it has one, else from its ``tokenizer.json``.
+
+    ``spiece.model`` carries SentencePiece's normalisation (T5's ``nmt_nfkc``: NFKC, ligatures, full-width
+    forms, zero-width characters); a ``tokenizer.json`` without a normalizer (as in ``../shared/tokenizers/t5``)
+    would map such characters to ``<unk>``, so the SentencePiece model is preferred.
+    """
     from transformers import T5Tokenizer
 
+    spiece = Path(folder) / SPIECE_FILE
+    if spiece.exists():
+        return T5Tokenizer(**T5Tokenizer.convert_to_native_format(vocab_file=str(spiece)), extra_ids=NUM_SENTINELS,
+                           name_or_path=str(folder))
     return T5Tokenizer.from_pretrained(str(folder), extra_ids=NUM_SENTINELS)
 
 

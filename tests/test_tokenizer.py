@@ -5,7 +5,6 @@ the ids T5 is known to produce ("Hello world" → 8774 296 </s>, <extra_id_0> = 
 """
 from __future__ import annotations
 
-import unicodedata
 from pathlib import Path
 
 import pytest
@@ -64,12 +63,6 @@ def test_t5_padding_is_right_side_with_pad_zero(t5_tokenizer):
     assert len(truncated) == 4 and truncated[-1] == EOS
 
 
-def _sentencepiece_comparable(text: str) -> bool:
-    # The HF fast tokenizer and SentencePiece differ on NFKC compatibility characters ("6½") and U+FFFD;
-    # everywhere else they must agree.
-    return unicodedata.normalize("NFKC", text) == text and "\ufffd" not in text
-
-
 def test_pipeline_ids_match_sentencepiece_on_rendered_builtin_tasks(t5_tokenizer, t5_sentencepiece,
                                                                       shared_data_dir, procedural_corpus):
     previous = task_registry.get_data_dir()
@@ -85,14 +78,20 @@ def test_pipeline_ids_match_sentencepiece_on_rendered_builtin_tasks(t5_tokenizer
         tokenized = task_registry.tokenize_dataset(dataset, t5_tokenizer, max_input_length=4096,
                                                    max_target_length=4096)
         for example in tokenized:
-            if _sentencepiece_comparable(example["inputs"]):
-                assert example["input_ids"] == t5_sentencepiece.encode(example["inputs"]) + [EOS], example["inputs"]
-                checked += 1
-            if _sentencepiece_comparable(example["targets"]):
-                assert example["labels"] == t5_sentencepiece.encode(example["targets"]) + [EOS], example["targets"]
+            assert example["input_ids"] == t5_sentencepiece.encode(example["inputs"]) + [EOS], example["inputs"]
+            assert example["labels"] == t5_sentencepiece.encode(example["targets"]) + [EOS], example["targets"]
+            checked += 1
     for text in procedural_corpus[:300]:
         assert t5_tokenizer(text).input_ids == t5_sentencepiece.encode(text) + [EOS], text
     assert checked >= 100
+
+
+@pytest.mark.parametrize("text", ["6½ cups", "a\ufffdb", "ﬁne ﬂour", "ｈｅｌｌｏ ｗｏｒｌｄ", "cafe\u0301", "zero\u200bwidth",
+                                  "Ⅸ", "x\u00a0y", "  two  spaces\t\nand\u3000more "])
+def test_t5_vocabulary_normalises_text_as_t5s_sentencepiece_does(t5_tokenizer, t5_sentencepiece, text):
+    # was: the shared tokenizer.json has no normalizer and was loaded instead of spiece.model, so NFKC
+    # compatibility characters, decomposed accents and zero-width spaces became <unk> (T5 reads "ﬁne" as "fine")
+    assert t5_tokenizer(text).input_ids == t5_sentencepiece.encode(text) + [EOS]
 
 
 def test_trained_tokenizer_has_t5_layout_and_round_trips(tmp_path, procedural_corpus):
