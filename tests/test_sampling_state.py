@@ -100,14 +100,29 @@ def test_load_state_dict_refuses_another_strategy_or_tasks():
 def test_streams_ranks_disjoint_and_cover_each_epoch():
     sizes = {"x": 101, "y": 10}
     streams = [TaskStreams(sizes, seed=1, rank=r, world_size=3) for r in range(3)]
-    first_epoch = [s.next_indices("x", len(range(r, 101, 3))) for r, s in enumerate(streams)]
+    first_epoch = [s.next_indices("x", 34) for s in streams]  # ⌈101 / 3⌉ each: the order padded by 1 row
     flat = sum(first_epoch, [])
-    assert sorted(flat) == list(range(101))  # disjoint and complete
+    order = streams[0].permutation("x", 0).tolist()
+    assert sorted(flat) == sorted(list(range(101)) + order[:1])  # complete, one row repeated
     assert all(s.epochs()["x"] == 1 for s in streams)
     second = streams[0].next_indices("x", 34)
     assert sorted(second) == sorted(streams[0].permutation("x", 1)[0::3].tolist())
     assert second != first_epoch[0]  # reshuffled
     assert streams[0].seen() == {"x": 68, "y": 0}
+
+
+@pytest.mark.parametrize("size", [3, 5, 7, 10])
+def test_ranks_stay_in_one_epoch_and_never_draw_the_same_row_at_once(size):
+    # was: rank r took every W-th row of the order, so with W not dividing the size rank 1's share was shorter,
+    # it ran into later epochs (9 epochs to rank 0's 4 after 9 draws of a 3-row task) and drew the row rank 0
+    # was drawing at the same step (4 of those 9 steps)
+    streams = [TaskStreams({"t": size}, seed=0, rank=r, world_size=2) for r in range(2)]
+    per_epoch = -(-size // 2)
+    for epoch in range(6):
+        drawn = [[s.next_indices("t", 1)[0] for s in streams] for _ in range(per_epoch)]
+        assert all(a != b for a, b in drawn)
+        assert {i for step in drawn for i in step} == set(range(size))  # every row, every epoch
+        assert [s.epochs()["t"] for s in streams] == [epoch + 1, epoch + 1]
 
 
 def test_streams_cross_epochs_and_resume():

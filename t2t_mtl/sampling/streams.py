@@ -2,8 +2,12 @@
 
 Task t's order in epoch e is a permutation of range(n_t) that depends only on (seed, task name, e), so
 nothing but (epoch, position, seen) per task is stored and every rank computes the same permutation.
-Rank r takes positions r, r + W, r + 2W, ... of it: ranks never share an example within an epoch, and
-together they cover every row. Rows are never materialised or mixed ahead of time.
+When W ranks do not divide n_t, the order is extended by its first (−n_t mod W) rows (as torch's
+DistributedSampler pads), so every rank's share has ⌈n_t / W⌉ rows and ranks drawing alike stay in the
+same epoch. Rank r takes positions r, r + W, r + 2W, ... of it: together the ranks cover every row each
+epoch, and they never share an example within an epoch except those fewer than W repeated rows (with
+unequal shares, a rank would run ahead into later epochs and draw the rows the others are drawing).
+Rows are never materialised or mixed ahead of time.
 """
 from __future__ import annotations
 
@@ -87,7 +91,8 @@ class TaskStreams:
     def _current_shard(self, task: str) -> np.ndarray:
         shard = self._shard.get(task)
         if shard is None:
-            order = self.permutation(task, self._epoch[task])[self.rank::self.world_size]
+            order = self.permutation(task, self._epoch[task])
+            order = np.concatenate([order, order[:-len(order) % self.world_size]])[self.rank::self.world_size]
             shard = order.astype(np.int32) if len(order) and order.max() < 2 ** 31 else order
             self._shard[task] = shard
         return shard
