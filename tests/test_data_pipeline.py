@@ -81,6 +81,19 @@ def test_bucketing_serves_the_same_rows_with_less_padding(streams):
         assert sorted(rows[:n_full]) == sorted(ref_streams.next_indices(task, n_full))
 
 
+def test_bucketing_a_task_smaller_than_the_draw_keeps_each_micro_batch_distinct():
+    # was: a draw of 8 micro-batches of 4 from a 16-row task holds every row twice, and sorted by length alone
+    # the two copies sat side by side, so micro-batches held one example twice (unbucketed: 4 distinct rows)
+    small = {"s": synthetic_task("s", 16, 4)}
+    builder = make_builder(small, bucket=8)
+    served = []
+    for _ in range(40):
+        chunk = builder.next_chunk()
+        assert len(set(chunk)) == len(chunk) == 4
+        served += [i for _, i in chunk]
+    assert sorted(served) == sorted(list(range(16)) * 10)
+
+
 def test_mixed_batches_draw_one_task_per_example(streams):
     builder = make_builder(streams, mode="mixed", mb=6)
     sizes = {k: len(v) for k, v in streams.items()}

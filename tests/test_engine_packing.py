@@ -95,7 +95,7 @@ def test_packing_with_ca_mtl_selection_is_refused(tmp_path, tok):
 def test_two_ranks_pack_their_own_rows_and_resume_exactly(tmp_path, tok, mode):
     """Homogeneous with PCGrad at ZeRO-2; mixed, whose ranks draw their tasks from the sampler a different
     number of times (each refills its own packed micro-batches), so each rank resumes its own sampler."""
-    steps, cut_at = (8, 4) if mode == "homogeneous" else (12, 10)
+    steps, cut_at = (8, 4) if mode == "homogeneous" else (16, 14)
     sections = {"training": {"steps": steps, "grad_accum": 3, "checkpoint_every": cut_at},
                 "deepspeed": {"zero_stage": 2}, "sampling": {"strategy": "uniform", "mode": mode}}
     if mode == "homogeneous":

@@ -327,6 +327,36 @@ def test_a_short_example_among_equal_ones_is_served_every_epoch():
     assert _served_and_waiting(builder, "t").count(39) <= 1
 
 
+def test_pack_chunks_with_keys_pack_a_repeat_only_into_room_no_other_item_takes():
+    items = [(0, 4, 1)] * 6
+    keys = ["a", "a", "b", "b", "c", "c"]
+    assert pack_chunks(items, 1, 8, 8) == ([[0, 1], [2, 3]], [4, 5])  # without keys: a, a / b, b
+    assert pack_chunks(items, 1, 8, 8, keys=keys) == ([[0, 2], [4, 1]], [3, 5])
+    # a repeat still takes room no other item fits, and fills a micro-batch of one distinct example
+    assert pack_chunks([(0, 6, 1), (0, 6, 1), (0, 2, 1)], 1, 8, 8, keys=["a", "b", "a"]) == ([[0, 2]], [1])
+    assert pack_chunks([(0, 2, 1)] * 5, 1, 8, 8, keys=["a"] * 5) == ([[0, 1, 2, 3]], [4])
+
+
+def test_packing_a_task_smaller_than_the_draw_keeps_repeats_apart():
+    # was: a draw spanning several epochs of a 20-row task was sorted by size, so a row's copies sat side by
+    # side and first-fit packed them into one micro-batch: about half of the examples were repeats within it
+    import datasets
+
+    from t2t_mtl.data import TokenizedTask
+
+    examples = _examples(20, seed=4, max_in=20, max_tgt=8)
+    ins, labs = [e[0] for e in examples], [e[1] for e in examples]
+    task = TokenizedTask("s", "train", datasets.Dataset.from_dict({"input_ids": ins, "labels": labs}),
+                         np.array([len(x) for x in ins]), np.array([len(y) for y in labs]), 0)
+    builder = _packed_builder({"s": task}, bucket=8)
+    served = repeats = 0
+    for _ in range(60):
+        chunk = builder.next_chunk()
+        served += len(chunk)
+        repeats += len(chunk) - len(set(chunk))
+    assert served > 60 * 4 and repeats < 0.05 * served
+
+
 @pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
 def test_a_packed_run_resumed_with_bucketing_serves_the_waiting_rows(mode):
     from t2t_mtl.data import BatchBuilder, Seq2SeqCollator

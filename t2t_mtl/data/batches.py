@@ -4,7 +4,8 @@ Homogeneous mode (`sampler.next_task()` per micro-batch, identical on every rank
 micro-batch; mixed mode (`sampler.sample_tasks(B)`) gives one task per example. With `batching: bucket`,
 `bucket_batches` micro-batches' worth of rows are drawn at once (for the same task in homogeneous mode),
 sorted by length and cut into micro-batches that are served in a seeded random order, so each batch pads to
-similar lengths. With a `PackedCollator` (`batching: pack`) the drawn rows are sorted by decreasing size and
+similar lengths; the repeats of a row in a draw that spans several epochs of a small task are sorted after every
+first copy, so they do not end up side by side in one micro-batch. With a `PackedCollator` (`batching: pack`) the drawn rows are sorted by decreasing size and
 cut into packed micro-batches (`t2t_mtl.data.packing.pack_chunks`, first-fit decreasing); the last rows,
 which would leave a micro-batch half empty, wait in `leftover` and go first into the next draw's. The pending
 micro-batches, the leftover rows and the shuffling RNG are part of `state_dict()`, so a resumed run continues
@@ -62,9 +63,13 @@ class BatchBuilder:
 
     # ------------------------------------------------------------------------------------------- chunks
     def _bucket(self, pairs: Chunk) -> List[Chunk]:
-        """Sort pairs by (input, target) length, cut into micro-batches, return them in random order."""
+        """Sort pairs by (copy, input length, target length), cut into micro-batches, return them in random
+        order. `copy` numbers the repeats of a row in a draw that spans more than an epoch of a small task:
+        sorted by length alone, the repeats would sit side by side and fill a micro-batch with one example."""
         if self.bucket_batches > 1:
-            lengths = [(self.streams[t].input_lengths[i], self.streams[t].target_lengths[i]) for t, i in pairs]
+            copies = _copy_numbers(pairs)
+            lengths = [(c, self.streams[t].input_lengths[i], self.streams[t].target_lengths[i])
+                       for c, (t, i) in zip(copies, pairs)]
             order = sorted(range(len(pairs)), key=lambda k: lengths[k])
             pairs = [pairs[k] for k in order]
         b = self.micro_batch_size
@@ -107,7 +112,9 @@ class BatchBuilder:
     def _pack(self, key: str) -> List[Chunk]:
         """Packed micro-batches from the leftover rows, then newly drawn rows by decreasing size (first-fit
         decreasing), in random order. The leftover rows go first: they all fit together, so the next full
-        micro-batch takes every one of them (sorted in with the rest, the smallest could wait forever)."""
+        micro-batch takes every one of them (sorted in with the rest, the smallest could wait forever). A row
+        drawn more than once (a draw spanning more than an epoch of a small task) goes into a micro-batch
+        holding it already only into room no other row takes (`pack_chunks` keys); its repeats wait longer."""
         c = self.collator
         waiting, drawn = self.leftover.pop(key, []), []
         size = {p: self._pack_item(p) for p in waiting}
@@ -117,7 +124,7 @@ class BatchBuilder:
             drawn = sorted(drawn + new, key=lambda p: -(size[p][1] / c.input_capacity + size[p][2] / c.target_capacity))
             pool = waiting + drawn
             chunks, leftover = pack_chunks([size[p] for p in pool], self.micro_batch_size, c.input_capacity,
-                                           c.target_capacity)
+                                           c.target_capacity, keys=pool)
             if chunks:
                 break
         if leftover:
@@ -208,6 +215,16 @@ class BatchBuilder:
                 else:
                     keep.append(chunk)
             self.pending[key] = keep
+
+
+def _copy_numbers(pairs: Chunk) -> List[int]:
+    """For each pair, how many times the same (task, row) occurs before it in `pairs` (0 for its first copy)."""
+    seen: Dict[Tuple[str, int], int] = {}
+    copies = []
+    for pair in pairs:
+        copies.append(seen.get(pair, 0))
+        seen[pair] = copies[-1] + 1
+    return copies
 
 
 def count_tokens(batch: Mapping[str, torch.Tensor]) -> int:

@@ -14,7 +14,7 @@ only on the distance between two tokens of a segment, so a packed example sees e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -79,22 +79,35 @@ def first_fit(items: Sequence[PackItem], rows: int, input_capacity: int, target_
     return placed, skipped
 
 
-def pack_chunks(items: Sequence[PackItem], rows: int, input_capacity: int, target_capacity: int
-                ) -> Tuple[List[List[int]], List[int]]:
+def pack_chunks(items: Sequence[PackItem], rows: int, input_capacity: int, target_capacity: int,
+                keys: Optional[Sequence[Hashable]] = None) -> Tuple[List[List[int]], List[int]]:
     """Cut `items` into full packed micro-batches: (chunks of item positions in placement order, leftover).
 
     Each chunk is the first-fit of the remaining items into `rows` rows and is complete once some remaining
     item found no room. The last items, which all still fit, are the leftover: they wait for more examples
-    rather than fill a half-empty micro-batch."""
+    rather than fill a half-empty micro-batch. With `keys` (e.g. the (task, row) of each item), an item whose
+    key the chunk already holds is tried only after every other remaining item, so one example is not packed
+    several times into a micro-batch while other examples could fill it."""
     remaining = list(range(len(items)))
     chunks: List[List[int]] = []
     while remaining:
+        if keys is not None:
+            remaining = _repeats_last(remaining, keys)
         placed, skipped = first_fit([items[k] for k in remaining], rows, input_capacity, target_capacity)
         if not skipped:
             return chunks, remaining
         chunks.append([remaining[k] for k in placed])
         remaining = [remaining[k] for k in skipped]
     return chunks, []
+
+
+def _repeats_last(positions: List[int], keys: Sequence[Hashable]) -> List[int]:
+    """`positions` with the first item of each key first, then the repeats, each group in its order."""
+    seen, first, repeats = set(), [], []
+    for k in positions:
+        (repeats if keys[k] in seen else first).append(k)
+        seen.add(keys[k])
+    return first + repeats
 
 
 def pack_batch(inputs: Sequence[List[int]], labels: Sequence[List[int]], task_ids: Sequence[int], *, rows: int,
