@@ -118,12 +118,30 @@ def _t5_from_sentencepiece_folder(folder: PathLike):
     return T5Tokenizer.from_pretrained(str(folder), extra_ids=NUM_SENTINELS)
 
 
+def _check_t5_tokenizer_json(path: Path) -> None:
+    """A bare ``tokenizer.json`` loads as T5's only if it holds a Unigram model (T5's); else a clear error."""
+    import json
+
+    try:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+    except (OSError, ValueError, AttributeError) as error:
+        raise TokenizerLoadError(f"could not read {path}: {error}; pass a folder with a valid tokenizer.json") from None
+    kind = model.get("type") if isinstance(model, dict) else None
+    if kind != "Unigram":
+        raise TokenizerLoadError(
+            f"{path} holds a {kind or 'untyped'} model and its folder no tokenizer_config.json: only T5's (Unigram) "
+            f"vocabulary loads from bare files; save the tokenizer with save_pretrained (it writes "
+            f"tokenizer_config.json) or pass its hub name"
+        )
+
+
 def load_tokenizer(name_or_path: PathLike):
     """Load a tokenizer by HF hub name or local folder.
 
     A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a
     ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
-    pad and sentinels are set as T5 defines them.
+    pad and sentinels are set as T5 defines them; a bare ``tokenizer.json`` of another model kind (BPE,
+    WordPiece, ...) is refused with a `TokenizerLoadError`.
     """
     from transformers import AutoTokenizer
 
@@ -133,7 +151,10 @@ def load_tokenizer(name_or_path: PathLike):
         raise TokenizerLoadError(f"tokenizer path {folder} is a file; pass the folder that holds it")
     try:
         if folder.is_dir() and not (folder / "tokenizer_config.json").exists():
-            if (folder / SPIECE_FILE).exists() or (folder / "tokenizer.json").exists():
+            if (folder / SPIECE_FILE).exists():
+                return _t5_from_sentencepiece_folder(folder)
+            if (folder / "tokenizer.json").exists():
+                _check_t5_tokenizer_json(folder / "tokenizer.json")
                 return _t5_from_sentencepiece_folder(folder)
             raise TokenizerLoadError(
                 f"tokenizer folder {folder} holds no tokenizer files (tokenizer_config.json, tokenizer.json "

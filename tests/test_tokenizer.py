@@ -140,6 +140,24 @@ def test_load_tokenizer_bad_paths(tmp_path):
         load_tokenizer(str(tmp_path / "does-not-exist"))
 
 
+def test_a_bare_tokenizer_json_of_another_model_is_refused_by_name(tmp_path):
+    # was: loaded as T5 regardless, failing inside transformers with a raw TypeError
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator(["hello world this is a test"] * 10, trainers.BpeTrainer(vocab_size=60,
+                                                                                    special_tokens=["[UNK]"]))
+    (tmp_path / "bpe").mkdir()
+    bpe.save(str(tmp_path / "bpe" / "tokenizer.json"))
+    with pytest.raises(TokenizerLoadError, match=r"bpe/tokenizer.json holds a BPE model .* save_pretrained"):
+        load_tokenizer(tmp_path / "bpe")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(TokenizerLoadError, match=r"could not read .*broken/tokenizer.json"):
+        load_tokenizer(tmp_path / "broken")
+
+
 def test_cli_trains_on_a_mixture(tmp_path, capsys):
     out = tmp_path / "cli_tok"
     code = cli_main(["tokenizer", "train", "--mixture", "procedural_train", "--out", str(out),
