@@ -100,3 +100,13 @@ def test_held_out_false_turns_a_base_configs_section_off():
     cfg = load_config("quickstart", ["evaluation.held_out=false", "evaluation.every=100"])
     check_signal_config(cfg, cfg.sampling)
     assert evaluation_plan(cfg) == ([], None) and evaluation_every(cfg) == 0
+
+
+def test_evaluation_max_input_length_sets_the_evaluation_limit():
+    # was: refused as an unknown key, although README and eval/predict --help read the run's limit from it
+    cfg = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["dedup_words"], "max_input_length": 96}}
+    _, settings = evaluation_plan(config_from_dict({**cfg, "evaluation": {"tasks": ["parity"],
+                                                                          "max_input_length": 200}}))
+    assert settings.max_input_length == 200
+    _, settings = evaluation_plan(config_from_dict({**cfg, "evaluation": {"tasks": ["parity"]}}))
+    assert settings.max_input_length == 96  # default: data.max_input_length

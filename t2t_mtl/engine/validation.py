@@ -144,7 +144,7 @@ class PeriodicValidator:
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
 EVALUATION_KEYS = ("held_out", "tasks", "max_examples", "scoring", "length_normalize", "batch_size", "split",
-                   "num_beams", "max_new_tokens", "every", "num_shots", "shots_split")
+                   "num_beams", "max_new_tokens", "max_input_length", "every", "num_shots", "shots_split")
 
 
 def evaluation_off(cfg: Config) -> bool:
