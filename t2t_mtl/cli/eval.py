@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="k-shot: K solved demonstrations of the same template before each input (default 0: "
                              "zero-shot)")
     parser.add_argument("--shots-split", default=None,
-                        help="split the demonstrations come from (default: train, else another split)")
+                        help="split the demonstrations come from (default: train, else another split, else the "
+                             "evaluated split without the example's own row or group)")
     parser.add_argument("--data-dir", default=None,
                         help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
                              "default: $T2T_MTL_DATA_DIR")
