@@ -63,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--split", help="split (default: the task's first split)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the per-row template choice")
     preview.add_argument("--jsonl", action="store_true",
-                         help="print the rendered rows as JSON lines (inputs, targets, answer_choices, task, "
-                              "template): the input of `t2t-mtl predict --jsonl`")
+                         help="print the rendered rows as JSON lines (inputs, targets, answer_choices, references, "
+                              "task, template): the input of `t2t-mtl predict --jsonl`")
     preview.set_defaults(func=_preview)
 
     validate = commands.add_parser("validate", parents=[common], help="check YAML task file(s) before registering")
