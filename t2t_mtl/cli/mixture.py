@@ -49,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--held-out", action="store_true", help="every registered task flagged held_out")
     overlap.add_argument("--n", type=int, default=13, help="words per n-gram (default 13, as GPT-3's study)")
     overlap.add_argument("--min-words", type=int, default=8,
-                         help="a field shorter than n words counts whole when it has at least this many")
-    overlap.add_argument("--train-split", default="train", help="the training tasks' split")
+                         help="a field shorter than n words counts whole when it has at least this many (default 8)")
+    overlap.add_argument("--train-split", default="train", help="the training tasks' split (default: train)")
     overlap.add_argument("--eval-split", help="the evaluated split (default: validation, else test, else the last)")
     overlap.add_argument("--max-rows", type=int, help="read at most this many rows per split")
     overlap.add_argument("--json", help="also write the report as JSON here")
