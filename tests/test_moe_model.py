@@ -221,6 +221,40 @@ def test_padding_takes_no_capacity_and_no_part_in_the_aux_losses(routing):
         assert torch.equal(counts, want_aux[name][2]), name
 
 
+def test_greedy_generation_routes_no_token_of_a_finished_sequence():
+    # was: in a batch, the pad tokens fed to sequences that had ended were routed like real tokens (all alike, so
+    # onto the same experts), taking capacity from the sequences still decoding
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    moe = convert_to_moe(_dense(seed=2), {"num_experts": 4, "top_k": 2, "every": 1, "upcycle": False,
+                                          "backend": "reference"}).eval()
+    eos, ends_at = moe.config.eos_token_id, {0: 1, 1: 3}  # row -> the step at which it must end
+
+    class EndRows(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - 1
+            scores[:, eos] = -1e9
+            for row, end in ends_at.items():
+                if end == step:
+                    scores[row] = -1e9
+                    scores[row, eos] = 0.0
+            return scores
+
+    block = moe.decoder.block[0].layer[-1].DenseReluDense
+    seen = []
+    block.register_forward_hook(lambda module, args, out: seen.append(
+        (None if module.token_mask is None else module.token_mask[:, -1].clone(), module.aux["counts"].sum().item())))
+    ids, _ = _batch(b=3, seed=4)
+    out = moe.generate(input_ids=ids, max_new_tokens=6, do_sample=False,
+                       logits_processor=LogitsProcessorList([EndRows()]))
+    assert out[0, 2].item() == eos and out[1, 4].item() == eos and eos not in out[2].tolist()
+    for step, (mask, routed) in enumerate(seen):  # step s feeds token s: a row ended at step e is padding from e + 2
+        expected = torch.tensor([ends_at.get(row, 99) + 1 >= step for row in range(3)])
+        assert torch.equal(mask if mask is not None else torch.ones_like(expected), expected), step
+        assert routed == int(expected.sum()) * 2, step  # top_k = 2 slots per real token
+    assert len(seen) == 6 and moe._generation_decoder_mask is None
+
+
 def test_task_routing_aux_losses_count_the_real_tokens_of_each_task():
     moe = convert_to_moe(_dense(), {"num_experts": 5, "top_k": 2, "every": 1, "routing": "task",
                                     "task_names": TASKS}).eval()

@@ -444,6 +444,19 @@ class TaskAwareSeq2SeqLMOutput(Seq2SeqLMOutput):
     aux_loss: Optional[torch.FloatTensor] = None
 
 
+def tokens_before_the_end(decoder_ids: torch.Tensor, eos_token_id: Union[None, int, Sequence[int]]) -> torch.Tensor:
+    """bool [B, t]: True where no end-of-sequence token precedes the position in its row (position 0, the decoder
+    start token, never ends a row; the end-of-sequence token itself is a real token)."""
+    if eos_token_id is None:
+        return torch.ones_like(decoder_ids, dtype=torch.bool)
+    ids = torch.tensor(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id],
+                       device=decoder_ids.device)
+    ends = torch.isin(decoder_ids, ids)
+    ends[:, 0] = False
+    ended_before = ends.long().cumsum(1) - ends.long()
+    return ended_before.eq(0)
+
+
 class TaskAwareT5(TaskConditionedT5):
     """T5 whose every `moe.every`-th FFN is a `MoEFeedForward`; configured by `config.moe` (a dict).
 
@@ -452,8 +465,11 @@ class TaskAwareT5(TaskConditionedT5):
     `generate(..., task_ids=...)` keeps the ids set for the whole generation. Padding takes no expert capacity and
     no part in the aux losses: each stack gives its MoE blocks its 2-D attention mask (the encoder's
     `attention_mask`, the decoder's `decoder_attention_mask`), else the mask `token_masks` set, else — the
-    decoder, when labels are given — the positions whose label is not -100.
+    decoder, when labels are given — the positions whose label is not -100, and in `generate` the tokens fed to
+    sequences that have already ended (after their end-of-sequence token).
     """
+
+    _generation_decoder_mask: Optional[torch.Tensor] = None  # set per decoding step by prepare_inputs_for_generation
 
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
@@ -489,8 +505,23 @@ class TaskAwareT5(TaskConditionedT5):
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         if mask is None or mask.dim() != 2:
             mask = self.moe_token_masks.get(stack_name)
+        if mask is None and stack_name == "decoder":
+            mask = self._generation_decoder_mask
         for _, block in moe_blocks(self, (stack_name,)):
             block.token_mask = mask
+
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        """transformers' step inputs; also marks for the MoE blocks which of the decoder tokens `input_ids` [B, t]
+        (the sequences so far) are padding: those after a sequence's end-of-sequence token, fed to finished rows
+        while the others decode, which would otherwise take expert capacity from the unfinished rows."""
+        self._generation_decoder_mask = tokens_before_the_end(input_ids, self.generation_config.eos_token_id)
+        return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any):
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            self._generation_decoder_mask = None
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MoEFeedForward):
