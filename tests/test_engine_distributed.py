@@ -3,6 +3,7 @@ for the same global batch; two simulated nodes train together, write one checkpo
 one node with another world size through DeepSpeed's universal checkpoint."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -263,3 +264,26 @@ def test_slurm_sbatch_two_nodes_sigterm_and_requeue_continue_the_run(work):
 def last_logged_step(run_dir) -> int:
     """The last step in the run's metrics log (0 before the first record)."""
     return max(step_losses(run_dir), default=0) if (run_dir / "logs" / "metrics.jsonl").exists() else 0
+
+
+# the SLURM variables as SLURM 22.05 sets them (two one-task nodes): in the batch script, and in a step srun starts
+SLURM_BATCH_STEP = {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0", "SLURM_NPROCS": "2",
+                    "SLURM_JOB_NODELIST": "t2t-n[1-2]"}
+SLURM_SRUN_STEP = {**SLURM_BATCH_STEP, "SLURM_PROCID": "1", "SLURM_STEP_ID": "0", "SLURM_STEPID": "0",
+                   "SLURM_STEP_NUM_TASKS": "2"}
+
+
+@pytest.mark.parametrize("slurm, world_size, rank", [(SLURM_SRUN_STEP, "2", "1"), (SLURM_BATCH_STEP, "1", "0")])
+def test_slurm_ranks_come_from_srun_steps_only(monkeypatch, slurm, world_size, rank):
+    """A rank srun starts takes its rank and world size from SLURM; a command of the sbatch script itself (SLURM_PROCID
+    0 and the job's SLURM_NTASKS, but no SLURM_STEP_ID) is one process — it waited for ranks that never came."""
+    from t2t_mtl.engine.distributed import fill_env_from_launcher
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("t2t_mtl.engine.distributed._first_slurm_host", lambda nodelist: "t2t-n1")
+    fill_env_from_launcher()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == (rank, world_size)
+    assert os.environ["MASTER_ADDR"] == ("t2t-n1" if world_size == "2" else "127.0.0.1")

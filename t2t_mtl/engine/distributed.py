@@ -3,7 +3,8 @@
 The environment decides the topology: `RANK`/`WORLD_SIZE`/`LOCAL_RANK`/`MASTER_ADDR`/`MASTER_PORT` (set by
 `torchrun` and the `deepspeed` launcher) or, under `srun`, `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID` with
 `MASTER_ADDR` taken from the first host of `SLURM_JOB_NODELIST` when unset. A bare `python` run is one rank
-on 127.0.0.1 with a free port. CPU runs use gloo (`DS_ACCELERATOR=cpu` is set when no GPU is present);
+on 127.0.0.1 with a free port — also a command of an sbatch script that srun did not start (it has no
+`SLURM_STEP_ID`). CPU runs use gloo (`DS_ACCELERATOR=cpu` is set when no GPU is present);
 GPU runs use NCCL.
 """
 from __future__ import annotations
@@ -54,7 +55,9 @@ def _first_slurm_host(nodelist: str) -> str:
 def fill_env_from_launcher() -> None:
     """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
     env = os.environ
-    if "RANK" not in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+    # srun sets SLURM_STEP_ID; an sbatch script's own commands see SLURM_PROCID=0 and the job's SLURM_NTASKS too,
+    # but are one process each: taking those would wait in the rendezvous for ranks that never start
+    if "RANK" not in env and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         env["RANK"] = env["SLURM_PROCID"]
         env["WORLD_SIZE"] = env["SLURM_NTASKS"]
         env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
