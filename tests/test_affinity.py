@@ -199,6 +199,13 @@ def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_tra
         assert main([*common, "--tasks", "parity,yaml_eval", "--tasks-dir", str(tasks_dir)]) == 2
         err = capsys.readouterr().err
         assert "'yaml_eval'" in err and "evaluation-only" in err and "train_held_out" not in err
+        # a task without a template the base config's data.templates names (was: refused only by its first run,
+        # after the runs of the tasks before it had trained)
+        write_yaml_task(tmp_path / "tasks", "yaml_plain")
+        assert main([*common, "--tasks", "parity,yaml_plain", "--tasks-dir", str(tasks_dir), "--set",
+                     "data.templates=[t5_prefix]"]) == 2
+        err = capsys.readouterr().err
+        assert "['yaml_plain']" in err and "'t5_prefix'" in err and "data.templates" in err
     assert not out.exists()  # nothing was trained or written
     from t2t_mtl.analysis.engine_run import base_config_dict
 

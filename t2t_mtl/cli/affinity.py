@@ -67,8 +67,8 @@ def _fail(exc: Exception) -> int:
 
 def check_trainable(tasks: list[str], base_cfg: dict) -> None:
     """Raise before anything is trained when a study task could not be trained under the base config: its
-    cluster is held out there, it is evaluation-only, or flagged held out and not in data.train_held_out
-    (the engine's own checks, worded for this command line)."""
+    cluster is held out there, it is evaluation-only, flagged held out and not in data.train_held_out, or it
+    lacks a template data.templates names (the engine's own checks, worded for this command line)."""
     import task_registry
 
     from t2t_mtl.engine.held_out import (HeldOutClusterTaskError, UnapprovedHeldOutTaskError,
@@ -91,6 +91,13 @@ def check_trainable(tasks: list[str], base_cfg: dict) -> None:
             f"task(s) {err.tasks} are flagged held_out (kept for zero-shot evaluation); to train on them "
             f"deliberately pass --set 'data.train_held_out=[{','.join(err.tasks)}]', else drop them from "
             f"--tasks") from None
+    for template in data.get("templates") or ():
+        lacking = [name for name in tasks if template not in task_registry.get_task(name).template_names]
+        if lacking:
+            raise StudyConfigError(
+                f"task(s) {lacking} have no template {template!r}, which the base config's data.templates asks of "
+                f"every training task, so no run could train on them; drop them from --tasks or change "
+                f"data.templates")
 
 
 def _run_transfer(args: argparse.Namespace) -> int:
