@@ -42,20 +42,26 @@ def _run_dir_of(ckpt: Path) -> Path:
 
 def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The full fp32 state dict of a trainer checkpoint (any ZeRO stage) for `model` (the run's architecture;
-    at stage 0 its parameter order names the optimizer's fp32 master weights)."""
+    at stage 0 its parameter order names the optimizer's fp32 master weights): the trained weights' fp32 masters,
+    the frozen ones (LoRA) as stored."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
+    zero_stage = meta.get("zero_stage", 0)
     try:
-        if meta.get("zero_stage", 0) >= 1:
+        if zero_stage >= 1:
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-            return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
+            gathered = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
+            if zero_stage == 3:
+                return gathered
         states = torch.load(ckpt / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
     except Exception as err:  # missing or damaged DeepSpeed files surface as many exception types
         raise CheckpointError(f"{ckpt / DS_TAG}: the DeepSpeed weights cannot be read ({type(err).__name__}: "
                               f"{str(err).strip()[:300]}); the checkpoint is incomplete or corrupt — export an "
                               f"earlier {CHECKPOINTS}/step-* folder") from None
     module = {k: v.float() for k, v in states["module"].items()}
+    if zero_stage >= 1:  # ZeRO-1/2 keep whole weights in the module state; ZeRO-1 saves frozen ones (LoRA) only there
+        return {**module, **gathered}
     fp32_groups = (states.get("optimizer") or {}).get("fp32_groups")
     if fp32_groups:  # bf16 at stage 0: the master weights of the trained parameters, in the order handed over
         names = [name for name, p in model.named_parameters() if p.requires_grad]
