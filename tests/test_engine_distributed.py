@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from t2t_mtl.config import config_from_dict
-from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
+from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint, read_meta
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.logging import read_held_out
 from t2t_mtl.engine.trainer import train
@@ -159,6 +159,13 @@ def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage):
     assert read_meta(latest_checkpoint(root / f"u{stage}_1"))["world_size"] == 1
     for name, p in reloaded.named_parameters():
         assert torch.equal(p.detach(), ds_state[name]), name
+    # DeepSpeed loads a universal checkpoint into neither ZeRO stage 0 nor to or from ZeRO-3 (was: its error, reported
+    # as a corrupt checkpoint to remove)
+    other = 0 if stage == 1 else 2
+    with pytest.raises(CheckpointError, match=rf"deepspeed.zero_stage = {stage}, this run has {other}"):
+        train(dict(on_one, deepspeed={"zero_stage": other},
+                   training={**on_one["training"], "output_dir": str(root / f"u{stage}_z{other}")}),
+              resume=str(ckpt), evaluate_held_in=False)
     longer = dict(on_one, training={**on_one["training"], "steps": STEPS + 2,
                                     "output_dir": str(root / f"u{stage}_more")})
     assert train(longer, resume=str(ckpt), evaluate_held_in=False).step == STEPS + 2

@@ -582,9 +582,11 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         ckpt_io.ensure_universal(resume_from, env)
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
-    if resume_meta:
+    if resume_meta:  # the universal format loads ZeRO-1 and -2 states into each other, not into stage 0 nor to/from 3
+        stage = engine.zero_optimization_stage()
+        interchangeable = universal and {stage, int(resume_meta["zero_stage"])} <= {1, 2}
         ckpt_io.check_compatible(resume_from, resume_meta, precision=precision,
-                                 zero_stage=None if universal else engine.zero_optimization_stage())
+                                 zero_stage=None if interchangeable else stage)
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
     surgery = None
