@@ -463,6 +463,24 @@ TINY_OVERRIDES = [
 ]
 
 
+def test_affinity_commands_refuse_an_out_that_is_a_file(tmp_path, capsys):
+    """was: a raw NotADirectoryError / FileExistsError traceback (the embeddings after loading the model)."""
+    from t2t_mtl.cli import main
+
+    taken = tmp_path / "plot.png"
+    taken.write_text("")
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.jsonl").write_text(json.dumps(
+        {"step": 1, "gradient_surgery": {"tasks": ["a", "b"], "grad_cosine": [[1.0, 0.5], [0.5, 1.0]]}}) + "\n")
+    for command in (["transfer", "--tasks", "parity,count_word", "--steps", "1"], ["gradients", str(run)],
+                    ["embeddings", str(run)]):
+        assert main(["affinity", *command, "--out", str(taken)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"--out {taken}" in err and "is not a folder" in err, (command, err)
+    assert taken.is_file() and not (run / "affinity").exists()
+
+
 def test_transfer_cli_rejects_unknown_tasks_before_training(tmp_path, capsys):
     from t2t_mtl.cli import main
 

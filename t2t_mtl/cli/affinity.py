@@ -7,6 +7,7 @@ from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.output_paths import prepare_output_dir
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -108,6 +109,7 @@ def _run_transfer(args: argparse.Namespace) -> int:
         import task_registry
 
         task_registry.load_builtin_tasks()
+        prepare_output_dir(args.out, "--out", create=False)  # (a refused study creates no folder)
         if args.eval_examples < 1:
             raise StudyConfigError(f"--eval-examples must be at least 1, got {args.eval_examples}")
         base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
@@ -139,7 +141,7 @@ def _run_gradients(args: argparse.Namespace) -> int:
         return 2
     try:
         series = read_cosine_log(args.run_dir)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "affinity"
+        out = prepare_output_dir(Path(args.out) if args.out else Path(args.run_dir) / "affinity", "--out", create=False)
         paths = write_gradient_affinity(series, out, threshold=args.threshold, n_clusters=args.clusters)
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
@@ -154,8 +156,8 @@ def _run_embeddings(args: argparse.Namespace) -> int:
     try:
         from t2t_mtl.engine.export import load_trained_model
 
+        out = prepare_output_dir(Path(args.out) if args.out else Path(args.run_dir) / "affinity", "--out", create=False)
         model, tokenizer, _meta = load_trained_model(args.run_dir)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "affinity"
         paths = export_task_embeddings(model, tokenizer, out)
     except (AffinityError, ValueError, KeyError, FileNotFoundError) as exc:
         return _fail(exc)
