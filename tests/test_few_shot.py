@@ -254,6 +254,26 @@ def test_a_share_of_training_inputs_get_demonstrations_of_their_own_template(tmp
         assert after["inputs"].count("\n\n") <= drawn
 
 
+def test_a_span_corruption_task_stays_zero_shot_in_the_training_mix(tmp_path, t5_tokenizer, caplog):
+    # was: its inputs got demonstrations whose sentinels <extra_id_0>, ... were those of its own spans, so the
+    # target was ambiguous
+    from t2t_mtl.data.few_shot import FewShotMix, corrupts_spans
+    from t2t_mtl.data.streams import tokenize_task
+
+    path = tmp_path / "text.jsonl"
+    path.write_text("".join(json.dumps({"text": f"the quick brown fox number {i} jumps over the lazy dog"}) + "\n"
+                            for i in range(40)))
+    task = task_registry.Task("denoise_toy", task_registry.LocalFileSource({"train": str(path)}),
+                              [task_registry.Template("t", "{{ corrupted }} ||| {{ spans }}")], splits=("train",),
+                              preprocessors=[task_registry.SpanCorruption("text")])
+    settings = dict(split="train", max_input_length=128, max_target_length=32, cache_dir=None)
+    plain = tokenize_task(task, t5_tokenizer, **settings)
+    mixed = tokenize_task(task, t5_tokenizer, **settings, few_shot=FewShotMix(rate=1.0, max_shots=2))
+    assert (mixed.input_lengths == plain.input_lengths).all()
+    assert "task denoise_toy: left zero-shot by data.few_shot" in caplog.text
+    assert not corrupts_spans(_mixable_task(tmp_path))
+
+
 def test_training_streams_carry_the_few_shot_prompts(tmp_path, monkeypatch):
     from engine_helpers import tiny_config, train_tiny_tokenizer
     from t2t_mtl.data.few_shot import FewShotMix

@@ -130,6 +130,14 @@ class _AddDemonstrations:
         return {"inputs": inputs, "num_shots": shots}
 
 
+def corrupts_spans(task: Any) -> bool:
+    """Whether `task`'s inputs are span-corrupted (a `SpanCorruption` preprocessor): such a task stays zero-shot in
+    the training mix, since every demonstration would use the same sentinels as the example's own spans."""
+    from task_registry.span_corruption import SpanCorruption
+
+    return any(isinstance(step, SpanCorruption) for step in task.preprocessors)
+
+
 def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input_length: int, *, seed: int,
                        tokenizer_key: str, task: str) -> Any:
     """`rendered` (a map-style `Task.to_dataset` result) with demonstrations in front of a `mix.rate` share of

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
+from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations, corrupts_spans
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ def tokenize_task(
         raise DataPipelineError(f"task {task.name!r} has no {split!r} examples after rendering; check its data "
                                 f"source and templates (`t2t-mtl tasks preview {task.name} --split {split}`)")
     tok_key = tok_key or tokenizer_fingerprint(tokenizer)
-    if few_shot is not None:
+    if few_shot is not None and corrupts_spans(task):
+        logger.warning("task %s: left zero-shot by data.few_shot: its inputs are span-corrupted, and a "
+                       "demonstration would reuse the sentinels (<extra_id_0>, ...) its own input and target use",
+                       task.name)
+    elif few_shot is not None:
         rendered = add_demonstrations(rendered, few_shot, tokenizer, max_input_length, seed=seed,
                                       tokenizer_key=tok_key, task=task.name)
     options: Dict[str, Any] = {"append_eos": True, "remove_columns": rendered.column_names}
