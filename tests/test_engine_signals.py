@@ -204,6 +204,24 @@ def test_camtl_draws_a_batch_of_candidates_per_task_by_default(tmp_path, tokeniz
         check_run_config(config_from_dict(cfg))
 
 
+def test_per_template_caps_count_the_templates_each_task_trains_with(tmp_path):
+    # sampling.dataset_cap / template_cap were ignored in training: the trainer gave the sampler no template
+    # counts, so no task was capped. It counts them as `mixture show` does (data.templates: the selected ones)
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.trainer import check_run_config
+    from t2t_mtl.sampling import build_sampler
+
+    cfg = tiny_config(tmp_path / "run", tmp_path / "tok", tmp_path / "cache",
+                      sampling={"strategy": "proportional", "dataset_cap": 100})
+    sampling = check_run_config(config_from_dict(cfg))[1]
+    assert sampling["templates"] == {t: 2 for t in TASKS}  # t5_prefix and instruction
+    sizes = dict(zip(TASKS, [10_000, 40, 20]))  # per-template cap 100 // 2 = 50: rates 2*50, 2*40, 2*20
+    probs = build_sampler(sampling, sizes, seed=0).probabilities()
+    assert list(probs.values()) == pytest.approx([100 / 220, 80 / 220, 40 / 220])
+    cfg["data"]["templates"] = ["t5_prefix"]
+    assert check_run_config(config_from_dict(cfg))[1]["templates"] == {t: 1 for t in TASKS}
+
+
 def test_uncertainty_weighting_follows_the_lr_schedule(tmp_path, tokenizer_dir):
     """The learned log σ² use the model's lr at each step: during warmup from lr 0 the first step leaves
     them unchanged (they had used the peak training.lr from step 1); later steps move them."""

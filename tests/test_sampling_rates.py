@@ -94,6 +94,18 @@ def test_t0_per_template_caps():
     assert sampler.probabilities()["a"] == pytest.approx(10 / 14)
 
 
+def test_per_template_caps_without_templates_are_refused():
+    # were silently ignored: without templates every task fell back to `cap` (none), so a 100k-row task kept its
+    # uncapped rate under dataset_cap 500 and sampling.dataset_cap did nothing
+    sizes = {"a": 100_000, "b": 1_000}
+    for key in ("dataset_cap", "template_cap"):
+        with pytest.raises(InvalidRateError, match=f"{key} caps each template.*needs templates"):
+            size_rates(sizes, **{key: 500})
+        with pytest.raises(SamplingError, match=f"{key} caps each template"):
+            build_sampler({"strategy": "proportional", key: 500}, sizes, seed=0)
+    assert size_rates(sizes, templates={"a": 1, "b": 1}, dataset_cap=500) == {"a": 500.0, "b": 500.0}
+
+
 def test_nested_mixture_rates_via_explicit_strategy():
     import task_registry
     from task_registry import GeneratorSource, Mixture, Task, Template

@@ -268,6 +268,12 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
         sampling_cfg["rates"] = rates
     if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
         sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
+    caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
+    if caps and sampling_cfg.get("templates") is None:  # T0's per-template caps: the templates each task trains with
+        import task_registry
+
+        sampling_cfg["templates"] = {name: len(task_registry.get_task(name).select_templates(cfg.data.templates))
+                                     for name in rates}
     check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size)
     check_signal_config(cfg, sampling_cfg)
     if cfg.tokenizer.path is None:

@@ -100,6 +100,7 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
     Without `templates`, a task is one seqio task of `n` examples clipped at `maximum`. With `templates`
     ({task: k}), the task counts as `k` seqio tasks of `n` rows each, each clipped at the per-template cap
     (`template_cap`, or `dataset_cap // k`, falling back to `maximum`), and its rate is their sum.
+    `template_cap` and `dataset_cap` without `templates` are refused (they would cap nothing).
     """
     if temperature <= 0 or math.isnan(temperature):
         raise InvalidRateError(f"temperature/alpha must be > 0, got {temperature}")
@@ -115,6 +116,10 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
         raise InvalidRateError(f"templates must map task names to their numbers of templates, e.g. {{task: 3}}; "
                                f"got {templates!r}")
     templates = dict(templates or {})
+    if not templates and (template_cap is not None or dataset_cap is not None):
+        key = "template_cap" if template_cap is not None else "dataset_cap"
+        raise InvalidRateError(f"{key} caps each template of a task, so it needs templates ({{task: number of "
+                               f"templates}}); without them it would cap nothing (a cap on whole tasks is `cap`)")
     unknown = sorted(set(templates) - set(sizes))
     if unknown:
         raise InvalidRateError(f"template counts given for tasks not in the mixture: {', '.join(unknown)}")
