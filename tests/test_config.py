@@ -232,3 +232,29 @@ def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
     listed = training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}},
                                               "data": {"mixture": "procedural_train", "tasks": list(tasks)}}))
     assert listed["parity"] == listed["count_word"]  # a list keeps the mixture's rates
+
+
+def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
+    # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
+    # at size-based rates, with no word that the rates given went unused
+    from t2t_mtl.engine.trainer import check_run_config, config_warnings
+    from t2t_mtl.sampling import build_sampler
+
+    def cfg(**sampling):
+        return C.config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                                   "data": {"tasks": {"parity": 9.0, "count_word": 1.0}},
+                                   **({"sampling": sampling} if sampling else {})})
+
+    default = cfg()
+    sampling = check_run_config(default)[1]
+    assert build_sampler(sampling, {"parity": 100, "count_word": 100}, seed=0).probabilities()["parity"] == 0.5
+    assert any("data.tasks gives rates, but sampling.strategy 'temperature' does not draw by rates" in w
+               for w in config_warnings(default))
+    explicit = cfg(strategy="explicit")
+    sampling = check_run_config(explicit)[1]
+    assert build_sampler(sampling, {"parity": 100, "count_word": 100}, seed=0).probabilities()["parity"] == 0.9
+    assert not any("data.tasks" in w for w in config_warnings(explicit))
+    overridden = cfg(strategy="explicit", rates={"parity": 1, "count_word": 1})
+    assert any("sampling.rates replaces them" in w for w in config_warnings(overridden))
+    listed = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity", "count_word"]}})
+    assert not any("data.tasks" in w for w in config_warnings(listed))

@@ -240,8 +240,15 @@ def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
 
 
 def config_warnings(cfg: Config) -> List[str]:
-    """Settings a run accepts but that leave a feature idle: a schedule or period longer than the run."""
+    """Settings a run accepts but that leave a feature idle: a schedule or period longer than the run, rates that
+    the sampler does not draw by."""
     t, out = cfg.training, []
+    strategy = cfg.sampling.get("strategy")
+    if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
+        why = (f"sampling.strategy {strategy!r} does not draw by rates" if strategy != "explicit"
+               else "sampling.rates replaces them")
+        out.append(f"data.tasks gives rates, but {why}: they go unused (sampling.strategy: explicit without "
+                   f"sampling.rates draws by them)")
     if t.warmup >= t.steps:
         out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
                    f"warm-up")
