@@ -222,6 +222,18 @@ def test_per_template_caps_count_the_templates_each_task_trains_with(tmp_path):
     assert check_run_config(config_from_dict(cfg))[1]["templates"] == {t: 1 for t in TASKS}
 
 
+def test_a_task_the_curriculum_has_not_started_is_trained_on_not_skipped(tmp_path, tokenizer_dir):
+    # was: before its start epoch a task's curriculum weight (underflowing in fp32) made a homogeneous step's loss
+    # exactly 0, which the engine took for broken data: the step was skipped as "non-finite or zero loss" and
+    # training.max_bad_steps such draws in a row aborted the run
+    result, records, state = run_tiny(tmp_path, tokenizer_dir, training={"steps": 12, "max_bad_steps": 1},
+                                      weighting={"method": "curriculum", "start_epochs": {"parity": 50},
+                                                 "alpha": 0.05})
+    assert "parity" in result.task_sequence and result.skipped_steps == 0 and result.step == 12
+    parity = [rec for rec in records if "parity" in rec["task_loss"]]
+    assert parity and all(rec["weighted_loss"] == 0.0 and rec["task_loss"]["parity"] > 0 for rec in parity)
+
+
 def test_uncertainty_weighting_follows_the_lr_schedule(tmp_path, tokenizer_dir):
     """The learned log σ² use the model's lr at each step: during warmup from lr 0 the first step leaves
     them unchanged (they had used the peak training.lr from step 1); later steps move them."""

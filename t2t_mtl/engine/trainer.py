@@ -9,7 +9,7 @@ DeepSpeed, restore a checkpoint when resuming, then loop:
     for each optimizer step:
         for each of grad_accum micro-batches (sampler picks the task(s), TaskStreams the rows):
             forward → per-example token-mean CE → mean per task → weighting → scalar loss
-            a non-finite or exactly-zero loss (on any rank) poisons the step: DeepSpeed's overflow check
+            a non-finite loss, or all-zero task losses (on any rank) poison the step: DeepSpeed's overflow check
             then skips the whole optimizer step and clears its gradients
             engine.backward(loss); [gradient-surgery hook]; engine.step()
         sampler.update(all-reduced per-task losses)
@@ -753,12 +753,14 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     loss = loss + aux
                 weighting_stats = {}
                 value = float(loss.detach())
-                bad = any_true(not math.isfinite(value) or value == 0.0, env.device)
+                task_values = {name: float(v.detach()) for name, v in per_task.items()}
+                # zero: the tasks' own losses (targets without tokens), not a weighting that gives the tasks
+                # (numerically) zero weight, as curriculum does before a task's start epoch
+                bad = any_true(not math.isfinite(value) or not any(task_values.values()), env.device)
                 if bad:
                     poisoned = True
                     loss = loss * float("nan")  # makes DeepSpeed's overflow check skip the whole step
                 else:
-                    task_values = {name: float(v.detach()) for name, v in per_task.items()}
                     for name, v in task_values.items():
                         acc[task_names.index(name)] += v
                         acc[T + task_names.index(name)] += 1
