@@ -234,6 +234,20 @@ def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
     assert listed["parity"] == listed["count_word"]  # a list keeps the mixture's rates
 
 
+def test_tchebycheff_over_homogeneous_micro_batches_is_warned_about():
+    # its max over the tasks of a micro-batch is a max over one task in homogeneous mode: a weighted sum, silently
+    from t2t_mtl.engine.trainer import config_warnings
+
+    def warnings(**sampling):
+        return config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": "m"},
+                                                   "weighting": {"method": "tchebycheff"},
+                                                   **({"sampling": sampling} if sampling else {})}))
+
+    assert any("reduces to the weighted sum" in w for w in warnings())
+    assert any("reduces to the weighted sum" in w for w in warnings(mode="homogeneous"))
+    assert not any("tchebycheff" in w for w in warnings(mode="mixed"))
+
+
 def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
     # at size-based rates, with no word that the rates given went unused

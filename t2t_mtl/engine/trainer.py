@@ -249,6 +249,10 @@ def config_warnings(cfg: Config) -> List[str]:
                else "sampling.rates replaces them")
         out.append(f"data.tasks gives rates, but {why}: they go unused (sampling.strategy: explicit without "
                    f"sampling.rates draws by them)")
+    if cfg.weighting.get("method") == "tchebycheff" and cfg.sampling.get("mode", "homogeneous") == "homogeneous":
+        out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
+                   "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
+                   "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
     if t.warmup >= t.steps:
         out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
                    f"warm-up")
