@@ -509,16 +509,21 @@ MULTIRC_ROWS = [{"idx": {"question": q, "answer": a}, "answer": text, "label": l
                                           (2, 0, "f", 1)]]
 
 
-def test_group_exact_match_counts_a_question_only_when_all_its_answers_are_right(tmp_path, monkeypatch):
-    from t2t_mtl.evaluation import EvaluationError
-
+def _mini_multirc(tmp_path) -> tuple:
+    """(its `verify` template, a MultiRC-like task over MULTIRC_ROWS grouped by question)."""
     template = task_registry.Template("verify", "Is {{ answer }} right? ||| {{ answer_choices[label] }}",
                                       answer_choices="no ||| yes")
     path = tmp_path / "multirc.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in MULTIRC_ROWS), encoding="utf-8")
-    task = task_registry.Task("mini_multirc", task_registry.LocalFileSource({"validation": str(path)}), [template],
-                              metrics=("group_exact_match", "accuracy"), splits=("validation",),
-                              group_by="idx.question")
+    return template, task_registry.Task("mini_multirc", task_registry.LocalFileSource({"validation": str(path)}),
+                                        [template], metrics=("group_exact_match", "accuracy"),
+                                        splits=("validation",), group_by="idx.question")
+
+
+def test_group_exact_match_counts_a_question_only_when_all_its_answers_are_right(tmp_path, monkeypatch):
+    from t2t_mtl.evaluation import EvaluationError
+
+    template, task = _mini_multirc(tmp_path)
     said = {"a": "yes", "b": "no", "c": "no", "d": "no", "e": "no", "f": "yes"}  # wrong only on "c" (question 0)
     _answer_with(monkeypatch, lambda text: said[text.split()[1]])
     report = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(keep_predictions=True, scoring="generate"),
@@ -568,13 +573,7 @@ def test_group_exact_match_leaves_out_questions_with_answers_that_are_not_scored
 def test_a_template_with_no_complete_group_is_unscored_not_scored_zero(tmp_path, monkeypatch):
     # --max-examples 2 keeps two of question 0's three answers: no question is left for group_exact_match, which
     # was computed over no group at all and reported 0.0 (majority 0.0), averaged into the task median
-    template = task_registry.Template("verify", "Is {{ answer }} right? ||| {{ answer_choices[label] }}",
-                                      answer_choices="no ||| yes")
-    path = tmp_path / "multirc.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in MULTIRC_ROWS), encoding="utf-8")
-    task = task_registry.Task("mini_multirc", task_registry.LocalFileSource({"validation": str(path)}), [template],
-                              metrics=("group_exact_match", "accuracy"), splits=("validation",),
-                              group_by="idx.question")
+    _, task = _mini_multirc(tmp_path)
     _answer_with(monkeypatch, lambda text: "yes")
     report = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(scoring="generate", max_examples=2),
                             progress=False)

@@ -13,6 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from t2t_mtl.json_values import nonfinite_to_null
+
 
 HELD_OUT_LOG = "held_out.jsonl"
 
@@ -53,16 +55,7 @@ class ScalarSinks:
 def strict_json(record: Mapping[str, Any]) -> str:
     """`record` as one line of strict JSON (RFC 8259, which jq and other languages' parsers require): non-finite
     floats, at any depth, become null."""
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, Mapping):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite(record), allow_nan=False)
+    return json.dumps(nonfinite_to_null(record), allow_nan=False)
 
 
 def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:

@@ -8,23 +8,13 @@ from typing import Any, Optional, Sequence, Union
 
 from t2t_mtl.evaluation.aggregate import compare, finite, summarize
 from t2t_mtl.evaluation.results import EvalReport
+from t2t_mtl.json_values import nonfinite_to_null
 
 PathLike = Union[str, Path]
 
 
 def _fmt(value: Optional[float]) -> str:
     return f"{value:.1f}" if finite(value) else "—"
-
-
-def _json_safe(value: Any) -> Any:
-    """`value` with every NaN/infinite float replaced by None (JSON has no NaN: it would be invalid)."""
-    if isinstance(value, float) and not finite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _safe_name(name: str) -> str:
@@ -34,7 +24,7 @@ def _safe_name(name: str) -> str:
 def report_to_dict(report: EvalReport) -> dict[str, Any]:
     """The report plus its aggregates as plain JSON-able data (strict JSON: a non-finite number is None)."""
     summary = summarize(report)
-    return _json_safe({**report.to_dict(),
+    return nonfinite_to_null({**report.to_dict(),
                        "summary": {**summary, "tasks": {k: v.to_dict() for k, v in summary["tasks"].items()}}})
 
 
