@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
     "torch>=2.2,<3",
-    "transformers>=4.40,<6",
+    "transformers>=5.0,<6",  # transformers 5 tokenizer API (T5Tokenizer.convert_to_native_format); 4.x untested
     "tokenizers>=0.15",
     "sentencepiece>=0.1.99",
     "protobuf>=3.20",
