@@ -252,7 +252,7 @@ def test_greedy_generation_routes_no_token_of_a_finished_sequence():
         expected = torch.tensor([ends_at.get(row, 99) + 1 >= step for row in range(3)])
         assert torch.equal(mask if mask is not None else torch.ones_like(expected), expected), step
         assert routed == int(expected.sum()) * 2, step  # top_k = 2 slots per real token
-    assert len(seen) == 6 and moe._generation_decoder_mask is None
+    assert len(seen) == 6 and moe.moe_token_masks == {}  # the step masks end with the generation
 
 
 def test_task_routing_aux_losses_count_the_real_tokens_of_each_task():

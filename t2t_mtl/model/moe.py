@@ -469,8 +469,6 @@ class TaskAwareT5(TaskConditionedT5):
     sequences that have already ended (after their end-of-sequence token).
     """
 
-    _generation_decoder_mask: Optional[torch.Tensor] = None  # set per decoding step by prepare_inputs_for_generation
-
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
         self.moe_config = MoEConfig.from_dict(getattr(config, "moe", None))
@@ -505,23 +503,23 @@ class TaskAwareT5(TaskConditionedT5):
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         if mask is None or mask.dim() != 2:
             mask = self.moe_token_masks.get(stack_name)
-        if mask is None and stack_name == "decoder":
-            mask = self._generation_decoder_mask
         for _, block in moe_blocks(self, (stack_name,)):
             block.token_mask = mask
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         """transformers' step inputs; also marks for the MoE blocks which of the decoder tokens `input_ids` [B, t]
         (the sequences so far) are padding: those after a sequence's end-of-sequence token, fed to finished rows
-        while the others decode, which would otherwise take expert capacity from the unfinished rows."""
-        self._generation_decoder_mask = tokens_before_the_end(input_ids, self.generation_config.eos_token_id)
+        while the others decode, which would otherwise take expert capacity from the unfinished rows (the decoder's
+        `moe_token_masks` entry, for this step; `generate` restores the masks it found)."""
+        self.moe_token_masks["decoder"] = tokens_before_the_end(input_ids, self.generation_config.eos_token_id)
         return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any):
+        before = dict(self.moe_token_masks)
         try:
             return super().generate(*args, **kwargs)
         finally:
-            self._generation_decoder_mask = None
+            self.moe_token_masks = before
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MoEFeedForward):
