@@ -13,6 +13,15 @@ def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, d
                         help=TASKS_DIR_HELP)
 
 
+def below_one(args: argparse.Namespace, keys: Sequence[str]) -> Optional[str]:
+    """The error for the first option of `keys` (argparse dests; None: not given) set below 1, or None."""
+    for key in keys:
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            return f"--{key.replace('_', '-')} must be at least 1, got {value}"
+    return None
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """Add `--device` (resolved by `resolve_device`)."""
     parser.add_argument("--device", default="auto",

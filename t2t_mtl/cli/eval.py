@@ -11,8 +11,8 @@ import difflib
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from t2t_mtl.cli.common import (add_device_option, add_tasks_dir_option, ignored_scoring_option, register_tasks_dir,
-                                resolve_device, run_input_length)
+from t2t_mtl.cli.common import (add_device_option, add_tasks_dir_option, below_one, ignored_scoring_option,
+                                register_tasks_dir, resolve_device, run_input_length)
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -150,10 +150,10 @@ def _run_eval(args: argparse.Namespace) -> int:
                                     read_report, to_markdown, write_report)
     from t2t_mtl.evaluation.report import comparison_markdown
 
-    for key in ("num_beams", "max_new_tokens", "batch_size", "max_input_length", "max_examples"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            print(f"error: --{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}", file=sys.stderr)
-            return 2
+    invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length", "max_examples"))
+    if invalid:
+        print(f"error: {invalid}", file=sys.stderr)
+        return 2
     if args.shots < 0:
         print(f"error: --shots must be at least 0, got {args.shots}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from t2t_mtl.cli.common import add_device_option, ignored_scoring_option, resolve_device, run_input_length
+from t2t_mtl.cli.common import (add_device_option, below_one, ignored_scoring_option, resolve_device,
+                                run_input_length)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,10 +97,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation import EvaluationError, load_checkpoint
     from t2t_mtl.evaluation.predict import predict
 
-    for key in ("num_beams", "max_new_tokens", "batch_size", "max_input_length"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            print(f"error: --{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}", file=sys.stderr)
-            return 2
+    invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length"))
+    if invalid:
+        print(f"error: {invalid}", file=sys.stderr)
+        return 2
     try:
         device = resolve_device(args.device)
     except ValueError as error:
