@@ -207,3 +207,38 @@ def test_gram_and_combine_return_no_graph_for_inputs_that_require_grad(force):
     assert not gram_out.requires_grad and not combined.requires_grad
     torch.testing.assert_close(gram_out.double().cpu(), _formula_gram(g.detach(), [0, 200])[0], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(combined.double().cpu(), w.double() @ g.detach().double().cpu(), rtol=1e-5, atol=1e-5)
+
+
+@cpu_only
+def test_triton_path_reads_nothing_back_from_the_device(monkeypatch):
+    """On a GPU every value read back from a device tensor (int(), .item(), .tolist()) waits for the device; the
+    segment bounds are known on the host, so the Triton path of gram/combine reads nothing back."""
+    g = _grads(4, 1000)
+    expected_gram, expected_combined = _formula_gram(g, [0, 300, 1000]).float(), torch.ones(4) @ g
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a tensor value was read back on the host")
+
+    for name in ("__int__", "__index__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    got_gram = gram(g, [0, 300, 1000], force_triton=True)
+    got_combined = combine([1.0] * 4, g, force_triton=True)
+    monkeypatch.undo()
+    torch.testing.assert_close(got_gram, expected_gram, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_combined, expected_combined, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (the CPU twin is the test above)")
+def test_gram_and_combine_do_not_synchronize_the_device():
+    g = _grads(4, 1000)
+    weights, out = torch.randn(4, device=DEVICE), torch.empty(1000, device=DEVICE)
+    gram(g, [0, 300, 1000]), combine(weights, g, out=out)  # compile outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        gram(g, [0, 300, 1000])
+        gram(g)
+        combine(weights, g, out=out)
+        combine([0.5, 1.0, -1.0, 2.0], g, segment_offsets=None)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -78,6 +78,13 @@ def _check_grads(grads: torch.Tensor, triton_path: bool) -> torch.Tensor:
     return grads
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`; a host → CUDA copy goes through pinned memory, so it does not wait for the GPU."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_params: int) -> list[int]:
     if segment_offsets is None:
         return [0, num_params]
@@ -102,6 +109,10 @@ def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_par
     return offsets
 
 
+def _longest(offsets: list[int]) -> int:
+    return max(b - a for a, b in zip(offsets, offsets[1:]))
+
+
 @torch.no_grad()
 def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | None = None, *,
          force_triton: bool | None = None, num_splits: int | None = None) -> torch.Tensor:
@@ -120,8 +131,8 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
     grads = _check_grads(grads, triton_path)
     offsets = _check_offsets(segment_offsets, grads.shape[1])
     if triton_path:
-        offsets_t = torch.tensor(offsets, dtype=torch.int64, device=grads.device)
-        result = _gram_kernels.gram_triton(grads, offsets_t, num_splits=num_splits)
+        offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
+        result = _gram_kernels.gram_triton(grads, offsets_t, _longest(offsets), num_splits=num_splits)
     else:
         result = gram_reference(grads, offsets)
     return result[0] if segment_offsets is None else result
@@ -148,7 +159,7 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
         raise GradProjInputError(f"weights must have shape {list(expected)} for grads {list(grads.shape)}"
                                  f"{' and ' + str(len(offsets) - 1) + ' segments' if segment_offsets is not None else ''},"
                                  f" got {list(weights.shape)}")
-    weights = weights.reshape(len(offsets) - 1, num_tasks).to(grads.device).contiguous()
+    weights = _to_device(weights.reshape(len(offsets) - 1, num_tasks), grads.device).contiguous()
     if out is None:
         out = torch.empty(num_params, dtype=grads.dtype, device=grads.device)
     elif out.dim() != 1 or out.numel() != num_params or not out.is_contiguous() or not out.is_floating_point():
@@ -160,8 +171,8 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     aliased = out.untyped_storage().data_ptr() == grads.untyped_storage().data_ptr()
     result = torch.empty_like(out) if aliased else out
     if triton_path:
-        offsets_t = torch.tensor(offsets, dtype=torch.int64, device=grads.device)
-        _combine_kernels.combine_triton(weights, grads, offsets_t, result, scale)
+        offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
+        _combine_kernels.combine_triton(weights, grads, offsets_t, _longest(offsets), result, scale)
     else:
         combine_reference(weights, grads, offsets, result, scale)
     return out.copy_(result) if aliased else out

@@ -39,16 +39,16 @@ def _block_sizes(num_tasks: int) -> tuple[int, int]:
     return block_t, block_p
 
 
-def combine_triton(weights: torch.Tensor, grads: torch.Tensor, offsets: torch.Tensor, out: torch.Tensor,
-                   scale: float) -> torch.Tensor:
+def combine_triton(weights: torch.Tensor, grads: torch.Tensor, offsets: torch.Tensor, longest: int,
+                   out: torch.Tensor, scale: float) -> torch.Tensor:
     """Write scale · (weights[k] · grads[:, segment k]) into `out` [P] for every segment k.
 
     `weights` is [K, T] fp32, `grads` [T, P] with unit stride along P, `offsets` [K+1] int64, all on one
-    device; validated by `t2t_kernels.gradproj.combine`."""
+    device; `longest` is the longest segment, from the host (nothing is read back from the device);
+    validated by `t2t_kernels.gradproj.combine`."""
     num_tasks = grads.shape[0]
     num_segments = offsets.numel() - 1
     block_t, block_p = _block_sizes(num_tasks)
-    longest = int((offsets[1:] - offsets[:-1]).max()) if num_segments else 0
     grid = (max(1, triton.cdiv(longest, block_p)), num_segments)
     _combine_kernel[grid](
         grads, weights, out, offsets, num_tasks, grads.stride(0), float(scale),

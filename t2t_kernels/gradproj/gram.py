@@ -80,9 +80,7 @@ def _dot_mode(grads: torch.Tensor) -> tuple[bool, str]:
     return False, "tf32x3" if torch.version.hip is None else "ieee"
 
 
-def _default_num_splits(grads: torch.Tensor, offsets: torch.Tensor, block_p: int) -> int:
-    num_segments = offsets.numel() - 1
-    longest = int((offsets[1:] - offsets[:-1]).max())
+def _default_num_splits(grads: torch.Tensor, num_segments: int, longest: int, block_p: int) -> int:
     tiles = max(1, triton.cdiv(longest, block_p))
     if INTERPRETING or grads.device.type != "cuda":
         target_programs = 4  # every interpreted program costs ~0.5 ms
@@ -91,14 +89,16 @@ def _default_num_splits(grads: torch.Tensor, offsets: torch.Tensor, block_p: int
     return max(1, min(tiles, triton.cdiv(target_programs, num_segments)))
 
 
-def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, num_splits: int | None = None) -> torch.Tensor:
+def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, longest: int, num_splits: int | None = None
+                ) -> torch.Tensor:
     """[K, T, T] fp32 Grams of `grads` [T, P] (unit stride along P) over the K segments `offsets` [K+1] (int64,
-    on the grads' device). Inputs are validated by `t2t_kernels.gradproj.gram`."""
+    on the grads' device; `longest` is the longest segment, from the host, so nothing is read back from the
+    device). Inputs are validated by `t2t_kernels.gradproj.gram`."""
     num_tasks = grads.shape[0]
     num_segments = offsets.numel() - 1
     block_t, block_p = _block_sizes(num_tasks)
     if num_splits is None:
-        num_splits = _default_num_splits(grads, offsets, block_p)
+        num_splits = _default_num_splits(grads, num_segments, longest, block_p)
     workspace = torch.empty(num_segments * num_splits * block_t * block_t, dtype=torch.float32,
                             device=grads.device)
     out = torch.empty(num_segments, num_tasks, num_tasks, dtype=torch.float32, device=grads.device)
