@@ -11,10 +11,12 @@ platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
   platforms+=(--platform "$p")
 done
-# Binary or pure-Python wheels for cp312.
+# Binary or pure-Python wheels for cp312. pydantic and pydantic-core 2.50.5 require typing-extensions >= 4.16, newer
+# than the GPU image may hold (the install there is --no-deps, so nothing would catch it before `import deepspeed`).
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${platforms[@]}" -d "$dest" \
-  torchjd==0.18.0 libmtl==1.1.5 hjson pydantic==2.14.4 pydantic-core==2.50.5 annotated-types typing-inspection
+  torchjd==0.18.0 libmtl==1.1.5 hjson pydantic==2.14.4 pydantic-core==2.50.5 annotated-types typing-inspection \
+  "typing-extensions>=4.16"
 # DeepSpeed ships only a source distribution: build its pure-Python wheel here (no ops compiled).
 DS_BUILD_OPS=0 python3 -m pip wheel --quiet --no-deps --no-build-isolation -w "$dest" deepspeed==0.19.8
 ls -l "$dest"
