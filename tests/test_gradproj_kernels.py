@@ -242,3 +242,12 @@ def test_gram_and_combine_do_not_synchronize_the_device():
         combine([0.5, 1.0, -1.0, 2.0], g, segment_offsets=None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not ON_GPU or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_kernels_run_on_the_grads_device_not_the_current_one():
+    g = _grads(3, 500).to("cuda:1")
+    with torch.cuda.device(0):
+        torch.testing.assert_close(gram(g).cpu(), _formula_gram(g, [0, 500])[0].float(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(combine([1.0, -2.0, 0.5], g).cpu(), torch.tensor([1.0, -2.0, 0.5]) @ g.cpu(),
+                                   rtol=1e-5, atol=1e-5)

@@ -379,3 +379,19 @@ except gp.GradProjInputError as e:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "moe: backend='triton' cannot run on cpu" in proc.stdout
     assert "gradproj: force_triton on a cpu tensor needs the Triton interpreter" in proc.stdout
+
+
+@pytest.mark.skipif(DEVICE != "cuda" or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_kernels_run_on_the_tensors_device_not_the_current_one():
+    logits = _logits(37, 5).to("cuda:1")
+    x = torch.randn(37, 8, device="cuda:1", requires_grad=True)
+    with torch.cuda.device(0):
+        results = []
+        for backend in ("triton", "reference"):
+            xb = x.detach().clone().requires_grad_(True)
+            routed = route(logits, 2, backend=backend)
+            plan = plan_dispatch(routed.topk_idx, 5, 10, backend=backend)
+            out = combine(permute(xb, plan, backend=backend) * 2.0, plan, routed.gates, backend=backend)
+            results.append((out, *torch.autograd.grad(out.square().sum(), [xb])))
+        for got, want in zip(*results):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -9,6 +9,7 @@ fp64 inputs always take the reference path. Neither function is differentiable: 
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 from collections.abc import Iterable, Sequence
@@ -78,6 +79,11 @@ def _check_grads(grads: torch.Tensor, triton_path: bool) -> torch.Tensor:
     return grads
 
 
+def _device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensor's (no-op off CUDA)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """`tensor` on `device`; a host → CUDA copy goes through pinned memory, so it does not wait for the GPU."""
     if device.type == "cuda" and tensor.device.type == "cpu":
@@ -132,7 +138,8 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
     offsets = _check_offsets(segment_offsets, grads.shape[1])
     if triton_path:
         offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
-        result = _gram_kernels.gram_triton(grads, offsets_t, _longest(offsets), num_splits=num_splits)
+        with _device_guard(grads):
+            result = _gram_kernels.gram_triton(grads, offsets_t, _longest(offsets), num_splits=num_splits)
     else:
         result = gram_reference(grads, offsets)
     return result[0] if segment_offsets is None else result
@@ -172,7 +179,8 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     result = torch.empty_like(out) if aliased else out
     if triton_path:
         offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
-        _combine_kernels.combine_triton(weights, grads, offsets_t, _longest(offsets), result, scale)
+        with _device_guard(grads):
+            _combine_kernels.combine_triton(weights, grads, offsets_t, _longest(offsets), result, scale)
     else:
         combine_reference(weights, grads, offsets, result, scale)
     return out.copy_(result) if aliased else out
