@@ -218,6 +218,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes_n, sizes_e, sizes_d, sizes_k = (_ints(args.n, sizes_n), _ints(args.e, sizes_e), _ints(args.d, sizes_d),
                                           _ints(args.k, sizes_k))
     methods = args.methods.split(",")
+    if any(m.startswith("ds-") for m in methods):
+        try:
+            import deepspeed.moe.sharded_moe  # noqa: F401
+        except ImportError as err:  # the peer is optional: our rows still print
+            print(f"# DeepSpeed is not importable ({err}): its methods are skipped")
+            methods = [m for m in methods if not m.startswith("ds-")]
     peak = PeakMemory(args.device)
     print(f"# device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
           f"capacity_factor={CAPACITY_FACTOR} repeats={args.repeats}")
