@@ -48,8 +48,9 @@ def test_reference_gram_and_combine_match_formula(num_tasks, num_params):
     torch.testing.assert_close(combine(w, g).double(), w.double() @ g.double(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("num_tasks,num_params,num_splits", [(2, 5, 1), (3, 1000, 3), (5, 4099, 2), (12, 777, 4),
-                                                             (17, 1500, 1), (40, 257, 2), (64, 130, 1)])
+@pytest.mark.parametrize("num_tasks,num_params,num_splits", [(1, 700, 2), (2, 5, 1), (2, 4097, 2), (3, 1000, 3),
+                                                             (4, 2100, 1), (5, 4099, 2), (8, 1025, 3), (12, 777, 4),
+                                                             (16, 300, 2), (17, 1500, 1), (40, 257, 2), (64, 130, 1)])
 def test_triton_gram_matches_reference_fp32(num_tasks, num_params, num_splits):
     g = _grads(num_tasks, num_params, seed=num_tasks)
     out = gram(g, force_triton=True, num_splits=num_splits)
@@ -57,9 +58,10 @@ def test_triton_gram_matches_reference_fp32(num_tasks, num_params, num_splits):
     torch.testing.assert_close(out, _reference_gram(g), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("num_tasks", [6, 12])  # a folded tile (T < 16) and a padded one
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_triton_gram_half_inputs_accumulate_in_fp32(dtype):
-    g = _grads(6, 3001, dtype)
+def test_triton_gram_half_inputs_accumulate_in_fp32(dtype, num_tasks):
+    g = _grads(num_tasks, 3001, dtype)
     expected = _formula_gram(g, [0, 3001])[0].float()  # exact products of the half values, fp64 sums
     torch.testing.assert_close(gram(g, force_triton=True, num_splits=3).cpu(), expected, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(_reference_gram(g).cpu(), expected, rtol=1e-4, atol=1e-3)

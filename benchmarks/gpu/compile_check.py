@@ -47,11 +47,12 @@ class Variant(NamedTuple):
 
 def _gram_variants() -> List[Variant]:
     def partial(dtype: str, num_tasks: int, precision: str) -> Variant:
-        block_t, block_p = gp_gram._block_sizes(num_tasks)
+        block_t, block_p, fold = gp_gram._block_sizes(num_tasks)
         return Variant(f"gradproj.gram partial {dtype} T={num_tasks} {precision}", gp_gram._gram_partial_kernel,
                        {"g_ptr": f"*{dtype}", "ws_ptr": "*fp32", "seg_ptr": "*i64", "T": "i32", "stride_t": "i64",
                         "num_splits": "i32"},
-                       {"BLOCK_T": block_t, "BLOCK_P": block_p, "UPCAST": False, "PRECISION": precision},
+                       {"BLOCK_T": block_t, "BLOCK_P": block_p, "FOLD": fold, "UPCAST": False,
+                        "PRECISION": precision},
                        ptx_check=lambda ptx: "mma" in ptx)
 
     def combine(dtype: str, num_tasks: int) -> Variant:
@@ -61,11 +62,14 @@ def _gram_variants() -> List[Variant]:
                         "stride_t": "i64", "scale": "fp32"},
                        {"BLOCK_T": block_t, "BLOCK_P": block_p})
 
-    return [partial("bf16", 2, "ieee"), partial("fp16", 64, "ieee"), partial("fp32", 8, "tf32x3"),
-            partial("fp32", 32, "tf32x3"),
-            Variant("gradproj.gram reduce T=8", gp_gram._gram_reduce_kernel,
-                    {"ws_ptr": "*fp32", "out_ptr": "*fp32", "T": "i32", "num_splits": "i32"},
-                    {"BLOCK_T": gp_gram._block_sizes(8)[0]}),
+    def reduce(num_tasks: int) -> Variant:
+        block_t, _, fold = gp_gram._block_sizes(num_tasks)
+        return Variant(f"gradproj.gram reduce T={num_tasks}", gp_gram._gram_reduce_kernel,
+                       {"ws_ptr": "*fp32", "out_ptr": "*fp32", "T": "i32", "num_splits": "i32"},
+                       {"BLOCK_T": block_t, "FOLD": fold})
+
+    return [partial("bf16", 2, "ieee"), partial("fp16", 64, "ieee"), partial("fp32", 2, "tf32x3"),
+            partial("fp32", 8, "tf32x3"), partial("fp32", 32, "tf32x3"), reduce(2), reduce(8), reduce(32),
             combine("bf16", 5), combine("fp32", 64)]
 
 

@@ -1,9 +1,16 @@
 """Triton Gram kernel: G = g gᵀ for per-task gradients g [T, P], optionally one Gram per segment of P.
 
 Two deterministic stages. Stage 1 splits every segment's P range into `num_splits` contiguous chunks; each
-program walks its chunk in [BLOCK_T, BLOCK_P] tiles (rows ≥ T and columns past the chunk masked to zero) and
-accumulates `tile @ tileᵀ` in fp32 into its own slot of a workspace. Stage 2 sums the slots of a segment in a
-fixed order, so the result does not depend on scheduling. All offsets into P are int64.
+program walks its chunk in [BLOCK_T, BLOCK_P] tiles (rows past the tasks and columns past the chunk masked to
+zero) and accumulates `tile @ tileᵀ` in fp32 into its own slot of a workspace. Stage 2 sums the slots of a
+segment in a fixed order, so the result does not depend on scheduling. All offsets into P are int64.
+
+`tl.dot` needs at least 16 rows. Fewer tasks are folded rather than zero-padded: with T padded to the power of
+two T' < 16, a tile's row t·F + f (F = 16 / T') holds task t's f-th consecutive BLOCK_P columns of the step,
+so a step covers F·BLOCK_P columns and every loaded row is real data. `tile @ tileᵀ` then also holds products
+of different column blocks, which stage 2 leaves out: G[t, u] = Σ_f acc[t·F + f, u·F + f]. Padding instead
+would spend (16 / T)² products per element loaded and, at T = 2 in fp32 (three TF32 passes), need more tensor
+core throughput than an H100/H200 has to keep up with its HBM bandwidth.
 
 Products: on a GPU, bf16/fp16 tiles go to `tl.dot` as they are (their products are exact in the fp32
 accumulator) and fp32 tiles use the 3-pass TF32 split ("tf32x3", ~fp32 accuracy on tensor cores) on NVIDIA
@@ -19,31 +26,34 @@ import triton
 import triton.language as tl
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-_MIN_DOT_ROWS = 16  # tl.dot needs tiles of at least 16 rows; smaller T is zero-padded
+_MIN_DOT_ROWS = 16  # tl.dot needs tiles of at least 16 rows; smaller T is folded (module docstring)
 
 
 @triton.jit
 def _gram_partial_kernel(
     g_ptr, ws_ptr, seg_ptr, T, stride_t, num_splits,
-    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     split = tl.program_id(0)
     seg = tl.program_id(1)
     seg_start = tl.load(seg_ptr + seg).to(tl.int64)
     seg_end = tl.load(seg_ptr + seg + 1).to(tl.int64)
-    chunk = tl.cdiv(tl.cdiv(seg_end - seg_start, num_splits), BLOCK_P) * BLOCK_P
+    step = BLOCK_P * FOLD
+    chunk = tl.cdiv(tl.cdiv(seg_end - seg_start, num_splits), step) * step
     lo = seg_start + split.to(tl.int64) * chunk
     hi = tl.minimum(lo + chunk, seg_end)
 
     rows = tl.arange(0, BLOCK_T)
-    row_mask = rows < T
-    row_base = g_ptr + rows.to(tl.int64)[:, None] * stride_t
-    cols = tl.arange(0, BLOCK_P).to(tl.int64)
+    task = rows // FOLD
+    row_mask = task < T
+    row_base = g_ptr + task.to(tl.int64)[:, None] * stride_t
+    row_cols = (rows % FOLD).to(tl.int64)[:, None] * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)[None, :]
     acc = tl.zeros((BLOCK_T, BLOCK_T), dtype=tl.float32)
-    for start in range(lo, hi, BLOCK_P):
-        p = start + cols
-        mask = row_mask[:, None] & (p < hi)[None, :]
-        tile = tl.load(row_base + p[None, :], mask=mask, other=0.0)
+    for start in range(lo, hi, step):
+        p = start + row_cols
+        mask = row_mask[:, None] & (p < hi)
+        tile = tl.load(row_base + p, mask=mask, other=0.0)
         if UPCAST:
             tile = tile.to(tl.float32)
         acc = tl.dot(tile, tl.trans(tile), acc, input_precision=PRECISION, out_dtype=tl.float32)
@@ -54,21 +64,25 @@ def _gram_partial_kernel(
 
 
 @triton.jit
-def _gram_reduce_kernel(ws_ptr, out_ptr, T, num_splits, BLOCK_T: tl.constexpr):
+def _gram_reduce_kernel(ws_ptr, out_ptr, T, num_splits, BLOCK_T: tl.constexpr, FOLD: tl.constexpr):
     seg = tl.program_id(0).to(tl.int64)
-    rows = tl.arange(0, BLOCK_T)
-    offs = rows[:, None] * BLOCK_T + rows[None, :]
-    acc = tl.zeros((BLOCK_T, BLOCK_T), dtype=tl.float32)
+    tasks = tl.arange(0, BLOCK_T // FOLD)
+    acc = tl.zeros((BLOCK_T // FOLD, BLOCK_T // FOLD), dtype=tl.float32)
     for split in range(0, num_splits):
-        acc += tl.load(ws_ptr + (seg * num_splits + split) * (BLOCK_T * BLOCK_T) + offs)
-    mask = (rows < T)[:, None] & (rows < T)[None, :]
-    tl.store(out_ptr + seg * T * T + rows[:, None] * T + rows[None, :], acc, mask=mask)
+        base = ws_ptr + (seg * num_splits + split) * (BLOCK_T * BLOCK_T)
+        for fold in tl.static_range(FOLD):
+            rows = tasks * FOLD + fold
+            acc += tl.load(base + rows[:, None] * BLOCK_T + rows[None, :])
+    mask = (tasks < T)[:, None] & (tasks < T)[None, :]
+    tl.store(out_ptr + seg * T * T + tasks[:, None] * T + tasks[None, :], acc, mask=mask)
 
 
-def _block_sizes(num_tasks: int) -> tuple[int, int]:
-    block_t = max(_MIN_DOT_ROWS, triton.next_power_of_2(num_tasks))
+def _block_sizes(num_tasks: int) -> tuple[int, int, int]:
+    """(BLOCK_T tile rows, BLOCK_P columns per row, FOLD column blocks per task) for T tasks."""
+    padded = triton.next_power_of_2(num_tasks)
+    block_t = max(_MIN_DOT_ROWS, padded)
     block_p = max(32, 4096 // block_t)
-    return block_t, block_p
+    return block_t, block_p, block_t // padded
 
 
 def _dot_mode(grads: torch.Tensor) -> tuple[bool, str]:
@@ -80,8 +94,8 @@ def _dot_mode(grads: torch.Tensor) -> tuple[bool, str]:
     return False, "tf32x3" if torch.version.hip is None else "ieee"
 
 
-def _default_num_splits(grads: torch.Tensor, num_segments: int, longest: int, block_p: int) -> int:
-    tiles = max(1, triton.cdiv(longest, block_p))
+def _default_num_splits(grads: torch.Tensor, num_segments: int, longest: int, step: int) -> int:
+    tiles = max(1, triton.cdiv(longest, step))
     if INTERPRETING or grads.device.type != "cuda":
         target_programs = 4  # every interpreted program costs ~0.5 ms
     else:
@@ -96,16 +110,17 @@ def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, longest: int, num_sp
     device). Inputs are validated by `t2t_kernels.gradproj.gram`."""
     num_tasks = grads.shape[0]
     num_segments = offsets.numel() - 1
-    block_t, block_p = _block_sizes(num_tasks)
+    block_t, block_p, fold = _block_sizes(num_tasks)
     if num_splits is None:
-        num_splits = _default_num_splits(grads, num_segments, longest, block_p)
+        num_splits = _default_num_splits(grads, num_segments, longest, block_p * fold)
     workspace = torch.empty(num_segments * num_splits * block_t * block_t, dtype=torch.float32,
                             device=grads.device)
     out = torch.empty(num_segments, num_tasks, num_tasks, dtype=torch.float32, device=grads.device)
     upcast, precision = _dot_mode(grads)
     _gram_partial_kernel[(num_splits, num_segments)](
         grads, workspace, offsets, num_tasks, grads.stride(0), num_splits,
-        BLOCK_T=block_t, BLOCK_P=block_p, UPCAST=upcast, PRECISION=precision, num_warps=4,
+        BLOCK_T=block_t, BLOCK_P=block_p, FOLD=fold, UPCAST=upcast, PRECISION=precision, num_warps=4,
     )
-    _gram_reduce_kernel[(num_segments,)](workspace, out, num_tasks, num_splits, BLOCK_T=block_t, num_warps=4)
+    _gram_reduce_kernel[(num_segments,)](workspace, out, num_tasks, num_splits, BLOCK_T=block_t, FOLD=fold,
+                                         num_warps=4)
     return out
