@@ -3,6 +3,7 @@ logging window, validation KPIs not yet taken by the weighting, a refused resume
 keep_best, task embeddings on a pretrained model, and runs that must not mix in one folder."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -162,6 +163,24 @@ def test_a_fresh_run_starts_the_logs_over(tmp_path, tok):
     train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 3}), resume="auto",
           evaluate_held_in=False)
     assert sorted(step_records(tmp_path / "run")) == [1, 2, 3]  # a resumed run appends
+
+
+def test_a_log_line_a_crash_cut_short_is_dropped_not_continued(tmp_path, tok):
+    # was: a record a killed run (or a full disk) left half-written at the end of metrics.jsonl broke every
+    # reader (read_metrics: JSONDecodeError), and the resumed run appended its first record to that same line,
+    # so the file stayed unreadable (the loss plot at the end of training failed on it)
+    run = tmp_path / "run"
+    train(tiny_config(run, tok, tmp_path / "cache", training={"steps": 2}), evaluate_held_in=False)
+    logs = run / "logs"
+    with open(logs / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 3, "loss": 1.2')
+    (logs / "held_out.jsonl").write_text('{"step": 2, "macro_average": 5')
+    assert sorted(step_records(run)) == [1, 2] and read_held_out(logs) == []  # the cut record is left out
+    train(tiny_config(run, tok, tmp_path / "cache", training={"steps": 4, "plot": True}), resume="auto",
+          evaluate_held_in=False)
+    assert sorted(step_records(run)) == [1, 2, 3, 4] and (logs / "loss_per_task.png").exists()
+    assert all(json.loads(line) for line in (logs / "metrics.jsonl").read_text().splitlines())
+    assert (logs / "held_out.jsonl").read_text() == ""
 
 
 def test_a_run_whose_latest_checkpoint_is_broken_resumes_from_an_earlier_one(tmp_path, tok):

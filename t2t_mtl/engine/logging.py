@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -99,6 +100,9 @@ class TrainLogger:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not start_step:  # a fresh run's logs start over (a run that died before its first checkpoint left some)
             (self.log_dir / HELD_OUT_LOG).unlink(missing_ok=True)
+        else:  # a resumed run appends: not onto a record the crashed run left half-written
+            for name in ("metrics.jsonl", HELD_OUT_LOG):
+                drop_unterminated_line(self.log_dir / name)
         self.jsonl = open(self.log_dir / "metrics.jsonl", "a" if start_step else "w", encoding="utf-8")
         if progress_bar:
             from tqdm.auto import tqdm
@@ -248,13 +252,42 @@ def _score(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def drop_unterminated_line(path: Path) -> None:
+    """Cut a JSONL log back to its last newline: a record a crash (a kill mid-write, a full disk) left cut short,
+    which the next appended record would otherwise continue on the same, unreadable line."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        keep = end
+        while keep > 0:
+            start = max(0, keep - 65536)
+            fh.seek(start)
+            newline = fh.read(keep - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        if keep == end:  # (the last record is whole)
+            return
+        fh.truncate(keep)
+
+
 def _read_by_step(path: Path) -> List[Dict[str, Any]]:
-    """The records of a JSONL log, keeping the last record of each step (a resumed run rewrites steps)."""
+    """The records of a JSONL log, keeping the last record of each step (a resumed run rewrites steps); an
+    unterminated last line that does not parse (a record a crash cut short) is left out."""
     by_step: Dict[int, Dict[str, Any]] = {}
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for number, line in enumerate(lines, 1):
             if line.strip():
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    if number == len(lines) and not text.endswith("\n"):
+                        break
+                    raise
                 by_step[rec["step"]] = rec
     return [by_step[s] for s in sorted(by_step)]
 
