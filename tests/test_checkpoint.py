@@ -25,8 +25,8 @@ ENV = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), ba
 class FakeEngine:
     """Writes files the way engine.save_checkpoint does; can crash half-way."""
 
-    def __init__(self, crash: bool = False):
-        self.crash = crash
+    def __init__(self, crash: bool = False, error: Exception = None):
+        self.crash, self.error = crash, error
 
     def save_checkpoint(self, save_dir, tag, save_latest=True):
         path = Path(save_dir) / tag
@@ -34,11 +34,13 @@ class FakeEngine:
         (path / "mp_rank_00_model_states.pt").write_bytes(b"weights")
         if self.crash:
             raise KeyboardInterrupt("killed mid-write")
+        if self.error is not None:
+            raise self.error
 
 
-def save(run, step, crash=False):
-    return ck.save_checkpoint(FakeEngine(crash), run, step, trainer_state={"step": step}, rank_state={"r": 0},
-                              meta={"zero_stage": 0}, env=ENV, keep=2)
+def save(run, step, crash=False, error=None):
+    return ck.save_checkpoint(FakeEngine(crash, error), run, step, trainer_state={"step": step},
+                              rank_state={"r": 0}, meta={"zero_stage": 0}, env=ENV, keep=2)
 
 
 def test_crash_mid_write_keeps_latest_and_prunes(tmp_path):
@@ -64,6 +66,21 @@ def test_crash_mid_write_keeps_latest_and_prunes(tmp_path):
     (tmp_path / "checkpoints" / "latest").write_text("step-00000099\n")
     with pytest.raises(ck.CheckpointError, match="missing or incomplete"):
         ck.latest_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),  # torch.save, disk full
+    OSError(28, "No space left on device"),
+    PermissionError(13, "Permission denied")])
+def test_a_failed_write_names_the_folder_and_keeps_the_last_good_checkpoint(tmp_path, error):
+    # was: a full disk surfaced as torch's "[enforce fail at inline_container.cc] unexpected pos" traceback, which
+    # names neither the file nor the folder nor the cause, and the half-written folder kept filling the disk
+    first = save(tmp_path, 10)
+    with pytest.raises(ck.CheckpointError, match=r"could not write checkpoint step-00000020 into .*checkpoints.*"
+                                                 r"full.*read-only.*step-00000010 is intact.*--resume auto"):
+        save(tmp_path, 20, error=error)
+    assert ck.latest_checkpoint(tmp_path) == first and (first / "ds" / "mp_rank_00_model_states.pt").exists()
+    assert not (tmp_path / "checkpoints" / ".tmp-step-00000020").exists()  # its space is given back
 
 
 def test_rng_state_roundtrip():

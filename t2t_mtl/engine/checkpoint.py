@@ -92,24 +92,34 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
     root = Path(run_dir) / CHECKPOINTS
     final = root / step_name(step)
     tmp = root / f".tmp-{step_name(step)}"
-    if env.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
+    try:
+        if env.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir()
+    except OSError as err:
+        raise _write_failed(err, tmp, run_dir, env) from None
     barrier()
-    engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
-    torch.save(rank_state, tmp / f"rank_{env.rank:05d}.pt")
-    if env.is_main:
-        torch.save(trainer_state, tmp / "trainer_state.pt")
+    try:
+        engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        torch.save(rank_state, tmp / f"rank_{env.rank:05d}.pt")
+        if env.is_main:
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError without the path
+        raise _write_failed(err, tmp, run_dir, env) from None
     barrier()
     if env.is_main:
-        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size}, indent=1))
-        _fsync_tree(tmp)
-        if final.exists():  # the same step saved again (e.g. SIGTERM right after a periodic save)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _write_text_atomic(root / LATEST, final.name + "\n")
+        try:
+            (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size},
+                                                      indent=1))
+            _fsync_tree(tmp)
+            if final.exists():  # the same step saved again (e.g. SIGTERM right after a periodic save)
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            _write_text_atomic(root / LATEST, final.name + "\n")
+        except OSError as err:
+            raise _write_failed(err, tmp, run_dir, env) from None
         linked = best_checkpoint(run_dir)  # without a selection now (keep_best dropped), the link keeps its target
         best_name = step_name(best_step) if best_step is not None else (linked.name if linked else None)
         if best_name is not None and (root / best_name / "meta.json").exists():
@@ -121,6 +131,23 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
         _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()))
     barrier()
     return final
+
+
+def _write_failed(err: Exception, tmp: Path, run_dir: Path, env: DistEnv) -> CheckpointError:
+    """The CheckpointError of a checkpoint that could not be written into `tmp` (a full disk, a read-only
+    folder): names the folder, the cause and the last good checkpoint, which the failed write never touches.
+    Rank 0 removes the half-written folder (a full disk gets its space back)."""
+    if env.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        last = latest_checkpoint(run_dir)
+    except CheckpointError:
+        last = None
+    kept = f"the last good checkpoint {last} is intact" if last is not None else "there is no earlier checkpoint"
+    name = tmp.name[len(".tmp-"):]
+    return CheckpointError(f"could not write checkpoint {name} into {tmp.parent} ({type(err).__name__}: {err}): is "
+                           f"the disk full or the folder read-only? {kept}; free space or make {tmp.parent} "
+                           f"writable, then resume with --resume auto")
 
 
 def _prune(root: Path, keep: int, protect: Set[str]) -> None:
