@@ -83,6 +83,31 @@ def test_a_failed_write_names_the_folder_and_keeps_the_last_good_checkpoint(tmp_
     assert not (tmp_path / "checkpoints" / ".tmp-step-00000020").exists()  # its space is given back
 
 
+def test_a_crash_while_a_step_is_saved_again_leaves_latest_on_a_whole_checkpoint(tmp_path, monkeypatch):
+    # was: saving a step that already has a checkpoint (a run resumed in place from an earlier checkpoint reaches
+    # the step `latest` names) deleted the old folder before the new one was renamed in: a crash during that
+    # deletion left `latest` naming a half-deleted checkpoint (meta.json kept, ds/ gone)
+    save(tmp_path, 10)
+    save(tmp_path, 20)
+    real_rmtree = ck.shutil.rmtree
+
+    def killed_mid_delete(path, *args, **kwargs):
+        if (Path(path) / "ds").is_dir():
+            real_rmtree(Path(path) / "ds")
+        raise KeyboardInterrupt("killed mid-delete")
+
+    monkeypatch.setattr(ck.shutil, "rmtree", killed_mid_delete)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path, 20)
+    monkeypatch.undo()
+    latest = ck.latest_checkpoint(tmp_path)
+    assert latest.name == "step-00000020" and (latest / "ds" / "mp_rank_00_model_states.pt").exists()
+    assert (latest / "rank_00000.pt").exists() and (latest / "trainer_state.pt").exists()
+    save(tmp_path, 30)  # what the crash left is cleared with the other stale temporaries
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step-00000020",
+                                                                            "step-00000030"]
+
+
 def test_rng_state_roundtrip():
     state = ck.rng_state()
     a = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())

@@ -13,7 +13,9 @@ Layout of a run directory's checkpoints::
 
 Every rank writes into `.tmp-step-XXXXXXXX`; after a barrier rank 0 renames the folder to its final name
 (an atomic rename on one filesystem) and then replaces `latest` atomically (`os.replace`). A crash at any
-point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders are removed on the next save.
+point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders are removed on the next save. A step
+saved again (a run resumed in place from an earlier checkpoint) moves its old folder aside, not deleting it before
+the new one is in place and named by `latest`.
 `best` is replaced the same way (a new symlink renamed over it); pruning never removes the checkpoint it names.
 Multi-node runs need the run directory on a filesystem shared by all nodes (as DeepSpeed itself does).
 """
@@ -110,16 +112,22 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
         raise _write_failed(err, tmp, run_dir, env) from None
     barrier()
     if env.is_main:
+        replaced = None
         try:
             (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size},
                                                       indent=1))
             _fsync_tree(tmp)
-            if final.exists():  # the same step saved again (e.g. SIGTERM right after a periodic save)
-                shutil.rmtree(final)
+            if final.exists():  # the same step saved again (a run resumed in place from an earlier checkpoint):
+                replaced = root / f".tmp-replaced-{final.name}"  # moved aside, deleted once `latest` names the new
+                os.rename(final, replaced)
             os.rename(tmp, final)
             _write_text_atomic(root / LATEST, final.name + "\n")
         except OSError as err:
+            if replaced is not None and not final.exists():
+                os.rename(replaced, final)  # (the new one is not in place: `latest` keeps naming the old)
             raise _write_failed(err, tmp, run_dir, env) from None
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
         linked = best_checkpoint(run_dir)  # without a selection now (keep_best dropped), the link keeps its target
         best_name = step_name(best_step) if best_step is not None else (linked.name if linked else None)
         if best_name is not None and (root / best_name / "meta.json").exists():
