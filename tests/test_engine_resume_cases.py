@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -208,6 +209,34 @@ def test_the_best_link_survives_a_resume_without_keep_best(tmp_path, tok):
                       training={"steps": 10, "checkpoint_every": 2, "keep_checkpoints": 1}),
           resume="auto", evaluate_held_in=False)
     assert best_checkpoint(tmp_path / "run") == best and (best / "meta.json").exists()
+
+
+def test_a_crash_as_a_task_token_run_resumes_leaves_its_tokenizer_readable(tmp_path, tok, monkeypatch):
+    # was: with model.task_embeddings every start, resumes included, rewrote the run's tokenizer in place
+    # (save_pretrained over run_dir/tokenizer, which it had just read); a crash during that write left a tokenizer
+    # the next --resume auto could not load, though nothing in it had changed
+    def config(steps):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"task_embeddings": True},
+                           training={"steps": steps})
+
+    train(config(2), evaluate_held_in=False)
+    vocab = load_tokenizer(tmp_path / "run" / "tokenizer").get_vocab()
+    tokenizer_class = type(load_tokenizer(tok))
+    real_save = tokenizer_class.save_pretrained
+
+    def killed_mid_save(self, save_directory, *args, **kwargs):
+        real_save(self, save_directory, *args, **kwargs)
+        (Path(save_directory) / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+        raise KeyboardInterrupt("killed mid-save")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tokenizer_class, "save_pretrained", killed_mid_save)
+        try:
+            train(config(4), resume="auto", evaluate_held_in=False)
+        except KeyboardInterrupt:
+            pass
+    assert load_tokenizer(tmp_path / "run" / "tokenizer").get_vocab() == vocab
+    assert train(config(4), resume="auto", evaluate_held_in=False).step == 4
 
 
 def test_task_embeddings_on_a_pretrained_model_resume(tmp_path, tok):

@@ -215,12 +215,14 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
 
 def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path, env: DistEnv) -> Any:
     """TE⊕ENC (`model.task_embeddings`): add a `<task:NAME>` token per task to `tokenizer` (in place, task-id
-    order) and save that tokenizer to run_dir/tokenizer on rank 0, where export and evaluation find it."""
+    order) and save that tokenizer to run_dir/tokenizer on rank 0, where export and evaluation find it. A resumed
+    run's own copy has them already and is left as it is (a crash while rewriting it would break the resume)."""
     from t2t_mtl.analysis.task_embeddings import TaskTokens
 
+    size = len(tokenizer)
     task_tokens = TaskTokens(tokenizer, task_names)
     barrier()  # every rank has finished reading run_dir/tokenizer before rank 0 rewrites it
-    if env.is_main:
+    if env.is_main and len(tokenizer) != size:
         tokenizer.save_pretrained(run_dir / "tokenizer")
     return task_tokens
 
