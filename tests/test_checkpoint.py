@@ -108,6 +108,26 @@ def test_a_crash_while_a_step_is_saved_again_leaves_latest_on_a_whole_checkpoint
                                                                             "step-00000030"]
 
 
+def test_an_old_checkpoint_a_crash_left_half_pruned_is_removed_by_the_next_save(tmp_path, monkeypatch):
+    # was: pruning deleted old checkpoints in place; a crash mid-delete that had already taken meta.json left a
+    # step-N folder no later save took for a checkpoint, so it was never pruned and kept its disk space
+    save(tmp_path, 10)
+    save(tmp_path, 20)
+
+    def killed_mid_delete(path, *args, **kwargs):
+        (Path(path) / "meta.json").unlink(missing_ok=True)
+        raise KeyboardInterrupt("killed mid-delete")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ck.shutil, "rmtree", killed_mid_delete)
+        with pytest.raises(KeyboardInterrupt):
+            save(tmp_path, 30)  # keep=2: prunes step-10
+    assert ck.latest_checkpoint(tmp_path).name == "step-00000030"
+    save(tmp_path, 40)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step-00000030",
+                                                                            "step-00000040"]
+
+
 def test_rng_state_roundtrip():
     state = ck.rng_state()
     a = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())

@@ -162,7 +162,12 @@ def _prune(root: Path, keep: int, protect: Set[str]) -> None:
     done = sorted(p for p in root.glob("step-*") if (p / "meta.json").exists())
     for old in done[:-keep] if keep > 0 else []:
         if old.name not in protect:
-            shutil.rmtree(old, ignore_errors=True)
+            doomed = root / f".tmp-pruned-{old.name}"  # a deletion a crash cuts short: a stale temporary, removed
+            try:                                       # by the next save (not a step-N folder without meta.json)
+                os.rename(old, doomed)
+            except OSError:
+                doomed = old
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def best_checkpoint(run_dir: Path, step: Optional[int] = None) -> Optional[Path]:
