@@ -323,6 +323,20 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
         read_cosine_log(tmp_path / "plain")
 
 
+def test_a_cosine_record_a_crash_cut_short_is_left_out(tmp_path):
+    # was: the last record of a killed run's metrics.jsonl, cut short mid-write, made read_cosine_log (and
+    # `t2t-mtl affinity gradients`) refuse the whole log; a corrupt line before the end still does
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    record = {"step": 1, "gradient_surgery": {"tasks": ["a", "b"], "grad_cosine": [[1.0, 0.5], [0.5, 1.0]]}}
+    whole = json.dumps(record) + "\n" + json.dumps({**record, "step": 2}) + "\n"
+    (logs / "metrics.jsonl").write_text(whole + json.dumps({**record, "step": 3})[:40])
+    assert read_cosine_log(tmp_path).steps.tolist() == [1, 2]
+    (logs / "metrics.jsonl").write_text(json.dumps(record)[:40] + "\n" + whole)
+    with pytest.raises(GradientLogError, match="metrics.jsonl:1 is not valid JSON"):
+        read_cosine_log(tmp_path)
+
+
 # ------------------------------------------------------------------------------------ task embeddings
 @pytest.fixture
 def t5_tokenizer(t5_tokenizer_dir):

@@ -90,17 +90,22 @@ def read_cosine_log(run_dir: str | Path) -> CosineSeries:
 
     A record contributes when it has a `step` and, at its top level or nested, a mapping with
     `grad_cosine` ([T][T]) and `tasks` (here or in the record). A resumed run's repeated steps keep the
-    last record. Raises GradientLogError naming the files read when no record has cosines.
+    last record; an unterminated last line that does not parse (a record a crash cut short) is left out.
+    Raises GradientLogError naming the files read when no record has cosines.
     """
     files = log_files(run_dir)
     by_step: dict[int, tuple[list[str], list[list[Optional[float]]]]] = {}
     for path in files:
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
+                if lineno == len(lines) and not text.endswith("\n"):
+                    break  # an unterminated last record: a crash cut it short mid-write
                 raise GradientLogError(f"{path}:{lineno} is not valid JSON ({exc}); fix or remove that line")
             stats = _find_cosine_stats(record)
             if stats is None or "step" not in record:
