@@ -3,6 +3,8 @@ logging window, validation KPIs not yet taken by the weighting, a refused resume
 keep_best, task embeddings on a pretrained model, and runs that must not mix in one folder."""
 from __future__ import annotations
 
+import builtins
+import io
 import json
 import os
 import signal
@@ -182,6 +184,32 @@ def test_a_log_line_a_crash_cut_short_is_dropped_not_continued(tmp_path, tok):
     assert sorted(step_records(run)) == [1, 2, 3, 4] and (logs / "loss_per_task.png").exists()
     assert all(json.loads(line) for line in (logs / "metrics.jsonl").read_text().splitlines())
     assert (logs / "held_out.jsonl").read_text() == ""
+
+
+def test_a_crash_while_a_resumed_run_writes_its_config_keeps_the_runs_config(tmp_path, tok, monkeypatch):
+    # was: every start, resumes included, rewrote run_dir/config.yaml in place (write_text truncates first); a
+    # crash (Ctrl-C, a kill) right after the truncation left it empty, and export / eval of the run's
+    # checkpoints rebuilt the model from the default config until the next resume rewrote it
+    run = tmp_path / "run"
+    train(tiny_config(run, tok, tmp_path / "cache", training={"steps": 2}), evaluate_held_in=False)
+    written = (run / "config.yaml").read_text()
+    real_open = io.open
+
+    def killed_after_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and "config.yaml" in Path(str(file)).name:
+            handle.close()
+            raise KeyboardInterrupt("killed mid-write")
+        return handle
+
+    with monkeypatch.context() as patch:
+        patch.setattr(io, "open", killed_after_open)
+        patch.setattr(builtins, "open", killed_after_open)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(run, tok, tmp_path / "cache", training={"steps": 4}), resume="auto",
+                  evaluate_held_in=False)
+    assert (run / "config.yaml").read_text() == written
+    load_trained_model(run)
 
 
 def test_a_run_whose_latest_checkpoint_is_broken_resumes_from_an_earlier_one(tmp_path, tok):

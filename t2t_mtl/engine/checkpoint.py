@@ -66,7 +66,9 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` (written to a temporary beside it, fsynced, renamed over it): a crash leaves
+    the old file or the new one, never a cut-short one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
@@ -121,7 +123,7 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
                 replaced = root / f".tmp-replaced-{final.name}"  # moved aside, deleted once `latest` names the new
                 os.rename(final, replaced)
             os.rename(tmp, final)
-            _write_text_atomic(root / LATEST, final.name + "\n")
+            write_text_atomic(root / LATEST, final.name + "\n")
         except OSError as err:
             if replaced is not None and not final.exists():
                 os.rename(replaced, final)  # (the new one is not in place: `latest` keeps naming the old)

@@ -652,7 +652,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         else:  # another world size: each task continues at the start of its next epoch, resharded
             task_streams.load_state_dict(reshard_streams_state(state["task_streams_rank0"], env))
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
 
     def save(at_step: int) -> Path:
         trainer_state = {"step": at_step, "skipped_steps": skipped, "bad_in_a_row": bad_in_a_row,
