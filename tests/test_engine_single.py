@@ -91,6 +91,27 @@ def test_deepspeed_config_generated_and_passed_whole(tmp_path):
         check_precision("fp16", on_gpu=False)
 
 
+@pytest.mark.parametrize("user_json", [False, True])
+def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_json):
+    # was: deepspeed.extra was merged over the checked batch keys, so `gradient_accumulation_steps: 4` gave
+    # DeepSpeed an inconsistent triple (an AssertionError from deep inside deepspeed.initialize) or, with a
+    # matching train_batch_size, a DeepSpeed stepping every 4th micro-batch of a loop that runs grad_accum of them
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+            "training": {"micro_batch_size": 2, "grad_accum": 1}}
+    deepspeed: dict = {}
+    if user_json:
+        (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 1}}))
+        deepspeed["config"] = str(tmp_path / "ds.json")
+    for extra in ({"gradient_accumulation_steps": 4}, {"gradient_accumulation_steps": 4, "train_batch_size": 8},
+                  {"train_micro_batch_size_per_gpu": 4}, {"train_batch_size": 4}):
+        cfg = config_from_dict({**base, "deepspeed": {**deepspeed, "extra": extra}})
+        with pytest.raises(ConfigError, match=r"deepspeed\.extra\.\w+=\d+ disagrees with the training section"):
+            build_deepspeed_config(cfg, world_size=1)
+    same = {"gradient_accumulation_steps": 1, "train_batch_size": 4, "train_micro_batch_size_per_gpu": "auto"}
+    ds = build_deepspeed_config(config_from_dict({**base, "deepspeed": {**deepspeed, "extra": same}}), world_size=2)
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (2, 1, 4)
+
+
 def test_the_engine_steps_with_torchs_fused_adamw_as_plain_adamw_would():
     from t2t_mtl.engine.distributed import init_distributed
 

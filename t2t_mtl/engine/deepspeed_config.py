@@ -106,11 +106,28 @@ def lr_scheduler(cfg: Config) -> Optional[Callable[[Any], Any]]:
     return lambda optimizer: RunSchedule(optimizer, factor)
 
 
+def check_batch_keys(ds: Dict[str, Any], batch: Dict[str, int], source: str, world_size: int) -> None:
+    """Refuse batch keys of `ds` (a user's JSON, `deepspeed.extra`) that disagree with `batch`, the training
+    section's: the loop runs training.grad_accum micro-batches of training.micro_batch_size per step, whatever
+    DeepSpeed is told ("auto" and absent keys are filled in)."""
+    for key, value in batch.items():
+        if key in ds and ds[key] != "auto" and ds[key] != value:
+            raise ConfigError(f"{source}{key}={ds[key]} disagrees with the training section ({key}={value} from "
+                              f"micro_batch_size/grad_accum/world size {world_size}): set training.micro_batch_size "
+                              f"and training.grad_accum instead, or remove {key}")
+
+
+def with_batch_keys(ds: Dict[str, Any], batch: Dict[str, int]) -> Dict[str, Any]:
+    """`ds` with the training section's batch keys (checked by `check_batch_keys`) in place of "auto"/absent."""
+    return {**ds, **batch}
+
+
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     """The DeepSpeed config dict for `cfg` with `world_size` data-parallel ranks."""
     t = cfg.training
     batch = {"train_micro_batch_size_per_gpu": t.micro_batch_size, "gradient_accumulation_steps": t.grad_accum,
              "train_batch_size": t.micro_batch_size * t.grad_accum * world_size}
+    check_batch_keys(cfg.deepspeed.extra, batch, "deepspeed.extra.", world_size)
     if cfg.deepspeed.config is not None:
         path = Path(cfg.deepspeed.config)
         try:
@@ -119,12 +136,8 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
             raise ConfigError(f"deepspeed.config: {path} does not exist") from None
         except json.JSONDecodeError as err:
             raise ConfigError(f"deepspeed.config: {path} is not valid JSON ({err})") from None
-        for key, value in batch.items():
-            if key in ds and ds[key] != "auto" and ds[key] != value:
-                raise ConfigError(f"deepspeed.config {path}: {key}={ds[key]} disagrees with the training section "
-                                  f"({key}={value} from micro_batch_size/grad_accum/world size {world_size})")
-            ds[key] = value
-        return deep_merge(ds, cfg.deepspeed.extra)
+        check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
+        return with_batch_keys(deep_merge(ds, cfg.deepspeed.extra), batch)
 
     zero: Dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.offload_optimizer:
@@ -148,4 +161,4 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
-    return deep_merge(ds, cfg.deepspeed.extra)
+    return with_batch_keys(deep_merge(ds, cfg.deepspeed.extra), batch)
