@@ -91,6 +91,19 @@ def test_deepspeed_config_generated_and_passed_whole(tmp_path):
         check_precision("fp16", on_gpu=False)
 
 
+def test_a_deepspeed_json_without_an_optimizer_is_refused_by_name(tmp_path):
+    # was: accepted, and the run died after tokenizing and building the model with an IndexError from
+    # engine.get_lr() (DeepSpeed makes no optimizer when neither its config nor the caller names one)
+    user = tmp_path / "ds.json"
+    user.write_text(json.dumps({"train_micro_batch_size_per_gpu": 3}))
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "training": {"micro_batch_size": 3}}
+    with pytest.raises(ConfigError, match=r"deepspeed\.config .*ds\.json names no optimizer"):
+        build_deepspeed_config(config_from_dict({**base, "deepspeed": {"config": str(user)}}), world_size=1)
+    adam = {"optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}  # deepspeed.extra may add it
+    ds = build_deepspeed_config(config_from_dict({**base, "deepspeed": {"config": str(user), "extra": adam}}), 1)
+    assert ds["optimizer"]["type"] == "AdamW"
+
+
 @pytest.mark.parametrize("user_json", [False, True])
 def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_json):
     # was: deepspeed.extra was merged over the checked batch keys, so `gradient_accumulation_steps: 4` gave
@@ -100,7 +113,8 @@ def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_j
             "training": {"micro_batch_size": 2, "grad_accum": 1}}
     deepspeed: dict = {}
     if user_json:
-        (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 1}}))
+        adam = {"type": "AdamW", "params": {}}
+        (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 1}, "optimizer": adam}))
         deepspeed["config"] = str(tmp_path / "ds.json")
     for extra in ({"gradient_accumulation_steps": 4}, {"gradient_accumulation_steps": 4, "train_batch_size": 8},
                   {"train_micro_batch_size_per_gpu": 4}, {"train_batch_size": 4}):

@@ -137,7 +137,12 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         except json.JSONDecodeError as err:
             raise ConfigError(f"deepspeed.config: {path} is not valid JSON ({err})") from None
         check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
-        return with_batch_keys(deep_merge(ds, cfg.deepspeed.extra), batch)
+        ds = deep_merge(ds, cfg.deepspeed.extra)
+        if not ds.get("optimizer"):  # DeepSpeed would build none: the run would die at its first step
+            raise ConfigError(f"deepspeed.config {path} names no optimizer (training.lr, betas and weight_decay do not "
+                              f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
+                              f"\"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the training section")
+        return with_batch_keys(ds, batch)
 
     zero: Dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.offload_optimizer:
