@@ -218,18 +218,26 @@ def _file_layers(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:
 #: free-form sections whose whole contents are replaced when a layer names another strategy/method
 _SELECTOR_KEYS = {"sampling": "strategy", "weighting": "method", "gradient_surgery": "method"}
 
+#: keys of those sections that every strategy takes (t2t_mtl.sampling.factory.COMMON_PARAMS), kept on a switch
+SHARED_SELECTOR_KEYS = {"sampling": ("mode", "block_size")}
+
 
 def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, top: bool = True) -> Dict[str, Any]:
     """Merge `override` into a copy of `base`; nested dicts merge key by key, other values replace.
 
     At the top level, a `sampling`/`weighting`/`gradient_surgery` mapping that names a different
-    strategy/method than the base replaces the base section (its parameters belong to the old one)."""
+    strategy/method than the base replaces the base section (its parameters belong to the old one), except
+    the keys every strategy takes (`sampling.mode`, `sampling.block_size`), which carry over."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         selector = _SELECTOR_KEYS.get(key) if top else None
         if (selector and isinstance(value, Mapping) and isinstance(out.get(key), dict)
                 and selector in value and value[selector] != out[key].get(selector)):
-            out[key] = copy.deepcopy(dict(value))
+            replaced = copy.deepcopy(dict(value))
+            for shared in SHARED_SELECTOR_KEYS.get(key, ()):
+                if shared in out[key] and shared not in replaced:
+                    replaced[shared] = out[key][shared]
+            out[key] = replaced
         elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value, top=False)
         else:

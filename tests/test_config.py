@@ -61,6 +61,19 @@ def test_selector_sections_merge_when_strategy_unchanged():
     assert replaced["sampling"] == {"strategy": "uniform"}
 
 
+def test_a_new_strategy_keeps_the_sampling_keys_every_strategy_takes():
+    # was: `t2t-mtl train t5_recipe --set sampling.strategy=proportional` also dropped the recipe's `mode: mixed`
+    # (and any block_size), which belong to every strategy, silently training in homogeneous mode
+    from t2t_mtl.sampling.factory import COMMON_PARAMS
+
+    assert set(C.SHARED_SELECTOR_KEYS["sampling"]) == set(COMMON_PARAMS) - {"strategy"}
+    cfg = C.load_config("t5_recipe", ["sampling.strategy=proportional"])
+    assert cfg.sampling == {"strategy": "proportional", "mode": "mixed"}
+    merged = C.deep_merge({"sampling": {"strategy": "temperature", "alpha": 2.0, "mode": "mixed", "block_size": 64}},
+                          {"sampling": {"strategy": "uniform", "mode": "homogeneous"}})
+    assert merged["sampling"] == {"strategy": "uniform", "mode": "homogeneous", "block_size": 64}
+
+
 def test_unknown_keys_listed_with_suggestions():
     with pytest.raises(C.UnknownConfigKeyError) as err:
         C.config_from_dict({"data": {"mixture": "m"}, "training": {"setps": 3, "lrr": 1.0}})
