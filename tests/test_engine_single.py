@@ -522,6 +522,13 @@ def test_resume_into_a_changed_run_is_refused_naming_the_key(tmp_path, tok, cach
         # was accepted: the inputs lost (or gained) the task token the model was trained with
         "model.task_embeddings": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
                                              model={**cfg["model"], "task_embeddings": True}),
+        # were refused only after tokenizing and starting DeepSpeed, by the sampler ("stream state has seed=0",
+        # "sampler state is for strategy 'uniform'") or by torch (a RuntimeError loading the weighting's state)
+        "training.seed": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "seed": 5}),
+        "sampling.strategy": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
+                                         sampling={"strategy": "proportional"}),
+        "weighting.method": tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
+                                        weighting={"method": "uncertainty"}),
     }
     for key, new_cfg in changed.items():
         with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):

@@ -239,12 +239,27 @@ def _load_file(path: Path) -> Any:
 _UNSET: Any = object()
 
 
+#: config keys whose saved state (sampler, data streams, weighting) belongs to their value, with what to do
+RESUME_SETTINGS = {
+    "training.seed": "resume with the same seed (the data streams and the sampler continue its sequences)",
+    "sampling.strategy": "resume with the same sampling strategy (the sampler state belongs to it)",
+    "weighting.method": "resume with the same loss weighting (its state, e.g. learned log-variances, belongs to it)",
+}
+
+
+def resume_settings(cfg: Any) -> Dict[str, Any]:
+    """The `RESUME_SETTINGS` values of a run config, as saved in a checkpoint's meta ("settings")."""
+    return {"training.seed": cfg.training.seed, "sampling.strategy": cfg.sampling.get("strategy"),
+            "weighting.method": cfg.weighting.get("method")}
+
+
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
                      precision: Optional[str] = None, lora: Any = _UNSET,
-                     task_embeddings: Optional[bool] = None) -> None:
-    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage, precision, LoRA settings (None: no LoRA) or
-    task embeddings differ from the checkpoint's (each given value is compared with `meta`; an omitted one is
-    not). Raises CheckpointError naming the config key."""
+                     task_embeddings: Optional[bool] = None, settings: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage, precision, LoRA settings (None: no LoRA),
+    task embeddings or `settings` (`resume_settings`; checkpoints before 2026-12-03 lack them) differ from the
+    checkpoint's (each given value is compared with `meta`; an omitted one is not). Raises CheckpointError naming
+    the config key."""
     def refuse(key: str, was: Any, now: Any, what: str) -> None:
         raise CheckpointError(f"checkpoint {ckpt} was written with {key} = {was!r}, this run has {now!r}: {what}, "
                               f"or set training.output_dir to a new directory to start a new run")
@@ -261,6 +276,10 @@ def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zer
         refuse("model.task_embeddings", bool(meta["task_embeddings"]), task_embeddings,
                "resume with the same model.task_embeddings (the model was trained with or without a task token in "
                "front of every input)")
+    for key, now in (settings or {}).items():
+        saved = meta.get("settings", {})
+        if key in saved and saved[key] != now:
+            refuse(key, saved[key], now, RESUME_SETTINGS[key])
     if lora is not _UNSET and lora_signature(meta.get("lora")) != lora_signature(lora):
         refuse("model.lora", meta.get("lora"), lora, "resume with the same model.lora rank, alpha, targets, "
                "trainable and per_task (they decide which weights exist, train and how they combine; dropout may "

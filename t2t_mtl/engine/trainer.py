@@ -528,7 +528,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
     if resume_meta:  # a changed task list or LoRA would misread task ids, sampler state or weights: refuse it now
         ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names, lora=lora_section(cfg),
-                                 task_embeddings=bool(cfg.model.task_embeddings))
+                                 task_embeddings=bool(cfg.model.task_embeddings),
+                                 settings=ckpt_io.resume_settings(cfg))
     in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
     existing = None if in_place else ckpt_io.latest_checkpoint(run_dir)  # (in place: `latest` may be the broken one)
     if existing is not None:  # two runs' logs and checkpoints would interleave in one folder
@@ -668,7 +669,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                       "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
                 "vocab_size": len(tokenizer), "lora": lora_section(cfg),
-                "task_embeddings": bool(cfg.model.task_embeddings)}
+                "task_embeddings": bool(cfg.model.task_embeddings), "settings": ckpt_io.resume_settings(cfg)}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
                                        meta=meta, env=env, keep=t.keep_checkpoints,
                                        best_step=best_val.step if best_val is not None else None)
