@@ -104,6 +104,22 @@ def test_a_deepspeed_json_without_an_optimizer_is_refused_by_name(tmp_path):
     assert ds["optimizer"]["type"] == "AdamW"
 
 
+def test_an_explicit_precision_that_a_deepspeed_json_contradicts_is_refused(tmp_path):
+    # was: training.precision: bf16 with a JSON without a bf16 section trained in fp32 without a word
+    user = tmp_path / "ds.json"
+    adam = {"type": "AdamW", "params": {"lr": 1e-3}}
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "deepspeed": {"config": str(user)}}
+    for section, precision in (({}, "fp32"), ({"bf16": {"enabled": True}}, "bf16"),
+                               ({"bfloat16": {"enabled": True}}, "bf16"), ({"fp16": {"enabled": True}}, "fp16")):
+        user.write_text(json.dumps({"optimizer": adam, **section}))
+        for asked in ("auto", precision):  # auto: the JSON's own
+            build_deepspeed_config(config_from_dict({**base, "training": {"precision": asked}}), world_size=1)
+        other = "fp32" if precision != "fp32" else "bf16"
+        with pytest.raises(ConfigError, match=f"training.precision is {other}, but deepspeed.config .* trains in "
+                                              f"{precision}"):
+            build_deepspeed_config(config_from_dict({**base, "training": {"precision": other}}), world_size=1)
+
+
 @pytest.mark.parametrize("user_json", [False, True])
 def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_json):
     # was: deepspeed.extra was merged over the checked batch keys, so `gradient_accumulation_steps: 4` gave

@@ -117,6 +117,13 @@ def check_batch_keys(ds: Dict[str, Any], batch: Dict[str, int], source: str, wor
                               f"and training.grad_accum instead, or remove {key}")
 
 
+def json_precision(ds: Dict[str, Any]) -> str:
+    """"bf16", "fp16" or "fp32": what a DeepSpeed config trains in (`bf16`, or its old name `bfloat16`; `fp16`)."""
+    if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
+        return "bf16"
+    return "fp16" if (ds.get("fp16") or {}).get("enabled") else "fp32"
+
+
 def with_batch_keys(ds: Dict[str, Any], batch: Dict[str, int]) -> Dict[str, Any]:
     """`ds` with the training section's batch keys (checked by `check_batch_keys`) in place of "auto"/absent."""
     return {**ds, **batch}
@@ -142,6 +149,10 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
             raise ConfigError(f"deepspeed.config {path} names no optimizer (training.lr, betas and weight_decay do not "
                               f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
                               f"\"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the training section")
+        own = json_precision(ds)
+        if t.precision not in ("auto", own):
+            raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
+                              f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the JSON")
         return with_batch_keys(ds, batch)
 
     zero: Dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
