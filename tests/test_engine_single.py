@@ -120,6 +120,18 @@ def test_an_explicit_precision_that_a_deepspeed_json_contradicts_is_refused(tmp_
             build_deepspeed_config(config_from_dict({**base, "training": {"precision": other}}), world_size=1)
 
 
+def test_a_zero_stage_in_deepspeed_extra_must_be_deepspeed_zero_stage():
+    # was: deepspeed.extra.zero_optimization.stage: 3 ran ZeRO-3 while the checks that read deepspeed.zero_stage
+    # (offload needs a stage, gradient surgery refuses ZeRO-3 with offload_optimizer) saw stage 0
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    cfg = config_from_dict({**base, "deepspeed": {"extra": {"zero_optimization": {"stage": 3}}}})
+    with pytest.raises(ConfigError, match=r"deepspeed\.extra\.zero_optimization\.stage=3 disagrees with "
+                                          r"deepspeed\.zero_stage=0"):
+        build_deepspeed_config(cfg, world_size=1)
+    cfg = config_from_dict({**base, "deepspeed": {"zero_stage": 2, "extra": {"zero_optimization": {"stage": 2}}}})
+    assert build_deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == 2
+
+
 @pytest.mark.parametrize("user_json", [False, True])
 def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_json):
     # was: deepspeed.extra was merged over the checked batch keys, so `gradient_accumulation_steps: 4` gave

@@ -155,6 +155,10 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
                               f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the JSON")
         return with_batch_keys(ds, batch)
 
+    stage = (cfg.deepspeed.extra.get("zero_optimization") or {}).get("stage", cfg.deepspeed.zero_stage)
+    if stage != cfg.deepspeed.zero_stage:  # the offload, gradient-surgery and resume checks read deepspeed.zero_stage
+        raise ConfigError(f"deepspeed.extra.zero_optimization.stage={stage} disagrees with deepspeed.zero_stage="
+                          f"{cfg.deepspeed.zero_stage}: set deepspeed.zero_stage instead")
     zero: Dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
