@@ -325,6 +325,23 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _takes_text(tp: Any) -> bool:
+    """Whether `tp` (or one of its Union members or list elements) is str."""
+    origin = typing.get_origin(tp)
+    return tp is str or (origin in (Union, list, List) and any(_takes_text(arg) for arg in typing.get_args(tp)))
+
+
+def _quote_hint(tp: Any, value: Any, key: str) -> str:
+    """For text that YAML read as a number or boolean (`output_dir: 2024`, `--set data.templates=[1]`): how to
+    write it as a string; else ""."""
+    items = value if isinstance(value, list) else [value]
+    if not _takes_text(tp) or not any(isinstance(v, (bool, int, float)) for v in items):
+        return ""
+    text = value if isinstance(value, (int, float)) and not isinstance(value, bool) else "2024"
+    return (f"; YAML reads unquoted numbers and yes/no/on/off as numbers and booleans: quote text, e.g. "
+            f"{key.split('.')[-1]}: \"{text}\" in a file, --set '{key}=\"{text}\"'")
+
+
 def _check_value(tp: Any, value: Any, key: str) -> Any:
     """Return `value` (ints widened to float where a float is expected) or raise ConfigTypeError."""
     origin = typing.get_origin(tp)
@@ -337,7 +354,8 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
                 return _check_value(arg, value, key)
             except ConfigTypeError as err:
                 errors.append(err)
-        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+                              + _quote_hint(tp, value, key))
     if tp is type(None):
         if value is None:
             return None
@@ -371,7 +389,8 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+                          + _quote_hint(tp, value, key))
 
 
 def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[str]) -> Optional[str]:

@@ -130,6 +130,19 @@ def test_wrong_types_name_the_key(key, value, expected):
         C.config_from_dict(data)
 
 
+@pytest.mark.parametrize("key,value,quoted,expected", [
+    ("training.output_dir", "2024", '"2024"', r"""got 2024 \(int\); .*quote text.*--set 'training.output_dir="2024"'"""),
+    ("data.templates", "[1, yes]", '["1", "yes"]', r"data.templates.*got \[1, True\].*quote text"),
+    ("model.name_or_path", "0.5", '"0.5"', r'model.name_or_path.*quote text, e.g. name_or_path: "0.5" in a file'),
+])
+def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, expected):
+    # was: "must be str, got 2024 (int)" alone, though the value was meant as text and quoting is the fix
+    needed = ["data.mixture=m", "model.dims.d_model=8"]
+    with pytest.raises(C.ConfigTypeError, match=expected):
+        C.load_config(None, [*needed, f"{key}={value}"])
+    C.load_config(None, [*needed, f"{key}={quoted}"])
+
+
 @pytest.mark.parametrize("data,expected", [
     ({}, "no training data"),
     ({"data": {"mixture": "m"}, "training": {"steps": 0}}, "training.steps.*> 0"),
