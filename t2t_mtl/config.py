@@ -296,10 +296,12 @@ def load_config(
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Validate a nested dict against the schema (unknown keys, types) and return a `Config`."""
+    """Validate a nested dict against the schema (unknown keys, types) and return a `Config`. The dict is a layer
+    over the defaults (`default.yaml`'s values): a free-form section given in part (`sampling: {alpha: 2}`) keeps
+    its default strategy / method."""
     if isinstance(data, Config):
         return data
-    cfg = _build(Config, dict(data), "")
+    cfg = _build(Config, deep_merge(Config().to_dict(), _without_empty_sections(data)), "")
     validate_values(cfg)
     return cfg
 

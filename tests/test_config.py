@@ -23,6 +23,21 @@ def test_default_yaml_matches_schema_defaults():
     assert packaged == schema
 
 
+def test_a_file_without_base_layers_on_the_defaults_too(tmp_path):
+    # was: only `base: default` layered default.yaml; without it, `sampling: {mode: mixed}` or `--set
+    # sampling.alpha=2` left a section without its strategy ("unknown sampling strategy None"), and
+    # `weighting: {...}` one without its method, though default.yaml (strategy temperature, method equal) is layer 1
+    write(tmp_path / "c.yaml", {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                                "sampling": {"mode": "mixed"}})
+    cfg = C.load_config(tmp_path / "c.yaml", ["sampling.alpha=2"])
+    assert cfg.sampling == {"strategy": "temperature", "alpha": 2, "mode": "mixed"}
+    assert cfg.weighting == {"method": "equal"}
+    cfg = C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "sampling": {"alpha": 3}})
+    assert cfg.sampling == {"strategy": "temperature", "alpha": 3}
+    with_base = write(tmp_path / "b.yaml", {"base": "default", **yaml.safe_load((tmp_path / "c.yaml").read_text())})
+    assert C.load_config(with_base, ["sampling.alpha=2"]) == C.load_config(tmp_path / "c.yaml", ["sampling.alpha=2"])
+
+
 def test_layering_base_file_then_overrides(tmp_path):
     write(tmp_path / "base.yaml", {"training": {"steps": 10, "lr": 0.1}, "data": {"mixture": "a"}})
     child = write(tmp_path / "child.yaml", {"base": "base.yaml", "training": {"steps": 20}})
