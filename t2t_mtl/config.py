@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -487,8 +488,8 @@ def _check_dims(dims: Dict[str, Any]) -> None:
 def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
     if value is None:
         return
-    if not (value >= 0 if allow_zero else value > 0):  # (NaN fails both)
-        raise ConfigError(f"config key {key!r} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    if not (value >= 0 if allow_zero else value > 0) or value == math.inf:  # (NaN fails both)
+        raise ConfigError(f"config key {key!r} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 def validate_values(cfg: Config) -> None:
@@ -520,8 +521,8 @@ def validate_values(cfg: Config) -> None:
                           "(a list of task names or a {task: rate} mapping)")
     if isinstance(d.tasks, dict):
         for name, rate in d.tasks.items():
-            if not rate > 0:
-                raise ConfigError(f"data.tasks.{name}: rate must be > 0, got {rate}")
+            if not 0 < rate < math.inf:
+                raise ConfigError(f"data.tasks.{name}: rate must be a finite number > 0, got {rate}")
     if cfg.deepspeed.zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"config key 'deepspeed.zero_stage' must be 0, 1, 2 or 3, got {cfg.deepspeed.zero_stage}")
     if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:

@@ -171,6 +171,10 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     ({"data": {"mixture": "m"}, "training": {"num_threads": -1}}, "training.num_threads.*> 0"),
     ({"data": {"mixture": "m"}, "training": {"lr": float("nan")}}, "training.lr.*> 0"),
     ({"data": {"mixture": "m"}, "training": {"clip": float("nan")}}, "training.clip.*>= 0"),
+    # were accepted: `lr: .inf` (or 1e400, which YAML reads as inf) makes the first AdamW step non-finite
+    ({"data": {"mixture": "m"}, "training": {"lr": float("inf")}}, "training.lr.*a finite number > 0, got inf"),
+    ({"data": {"mixture": "m"}, "training": {"weight_decay": float("inf")}}, "training.weight_decay.*finite"),
+    ({"data": {"mixture": "m", "tasks": {"a": float("inf")}}}, "data.tasks.a: rate must be a finite number > 0"),
 ])
 def test_bad_values(data, expected):
     if "model" not in data:
