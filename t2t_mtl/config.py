@@ -255,22 +255,29 @@ def _without_empty_sections(layer: Mapping[str, Any]) -> Dict[str, Any]:
     return {key: value for key, value in layer.items() if not (value is None and key in _SECTIONS)}
 
 
+#: one part of a --set key: a name without dots, or any name in double or single quotes (`"my.task"`)
+_KEY_PART_RE = re.compile(r'"[^"]+"|\'[^\']+\'|[^."\']+')
+_KEY_RE = re.compile(rf"(?:{_KEY_PART_RE.pattern})(?:\.(?:{_KEY_PART_RE.pattern}))*")
+
+
 def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
-    """`["a.b=1", "c=[x, y]"]` → `{"a": {"b": 1}, "c": ["x", "y"]}` (values parsed as YAML)."""
+    """`["a.b=1", "c=[x, y]"]` → `{"a": {"b": 1}, "c": ["x", "y"]}` (values parsed as YAML); a key part in quotes
+    may hold dots (`data.tasks."my.task"=2`)."""
     out: Dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. training.lr=3e-4")
         key, raw = item.split("=", 1)
         key = key.strip()
-        if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set {item!r}: empty key part in {key!r}")
+        if not _KEY_RE.fullmatch(key):
+            raise ConfigError(f"--set {item!r}: empty or unclosed key part in {key!r} (a part with dots goes in "
+                              f"quotes: --set 'data.tasks.\"my.task\"=2')")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
         node = out
-        parts = key.split(".")
+        parts = [part[1:-1] if part[0] in "\"'" else part for part in _KEY_PART_RE.findall(key)]
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):

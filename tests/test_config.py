@@ -89,6 +89,18 @@ def test_a_new_strategy_keeps_the_sampling_keys_every_strategy_takes():
     assert merged["sampling"] == {"strategy": "uniform", "mode": "homogeneous", "block_size": 64}
 
 
+def test_a_set_key_part_in_quotes_may_hold_dots():
+    # was: a task named `my.task` (YAML task names may hold dots) could get no rate from --set:
+    # `data.tasks.my.task=2` made {my: {task: 2}} and `data.tasks."my.task"=2` a key with the quotes in it
+    assert C.parse_overrides(['data.tasks."my.task"=2', "data.tasks.b=1", "sampling.rates.'x.y'=0.5"]) == {
+        "data": {"tasks": {"my.task": 2, "b": 1}}, "sampling": {"rates": {"x.y": 0.5}}}
+    cfg = C.load_config(None, ['data.tasks."my.task"=2', "model.dims.d_model=8"])
+    assert cfg.data.tasks == {"my.task": 2.0}
+    for bad in ('data.tasks."my.task=2', 'data."".x=1', "data..x=1"):
+        with pytest.raises(C.ConfigError, match="--set"):
+            C.parse_overrides([bad])
+
+
 def test_unknown_keys_listed_with_suggestions():
     with pytest.raises(C.UnknownConfigKeyError) as err:
         C.config_from_dict({"data": {"mixture": "m"}, "training": {"setps": 3, "lrr": 1.0}})

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="YAML config path or packaged name (quickstart, t0_lora, t5_recipe, default); "
                              "default: quickstart")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key, e.g. --set training.steps=200 (repeatable; values are YAML)")
+                        help="override one key, e.g. --set training.steps=200 (repeatable; values are YAML; a "
+                             "key part with dots in quotes: --set 'data.tasks.\"my.task\"=2')")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
                         help="'auto' (the run's latest checkpoint, if any), a run dir or a checkpoint dir")
     parser.add_argument("--data-dir", default=None, help="local dataset folder (<hub path>/<config>/<split>.jsonl)")
