@@ -583,6 +583,24 @@ def test_resume_at_or_past_the_last_step_trains_nothing_and_keeps_the_checkpoint
     assert "nothing left to train (raise training.steps to continue)" in capsys.readouterr().out
 
 
+def test_resume_without_a_config_takes_the_resumed_runs_own(tmp_path, tok, cache, capsys):
+    # was: `t2t-mtl train --resume RUN` ran the packaged quickstart config: refused for its other tasks or, for a
+    # quickstart run with --set changes (another output_dir, lr, ...), continued RUN's checkpoint into
+    # runs/quickstart with quickstart's settings
+    import yaml
+
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1})
+    train(cfg, evaluate_held_in=False)
+    capsys.readouterr()
+    for resume in (tmp_path / "run", latest_checkpoint(tmp_path / "run")):
+        assert cli_main(["train", "--resume", str(resume), "--print-config"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["training"]["output_dir"] == str(tmp_path / "run")
+        assert printed["data"]["tasks"] == cfg["data"]["tasks"]
+    assert cli_main(["train", "--resume", str(tmp_path / "run"), "--set", "training.steps=2"]) == 0
+    assert "finished at step 2" in capsys.readouterr().out
+
+
 def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
     # was: `--resume ...` named in export's message, and a raw FileNotFoundError / FileExistsError traceback
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1})

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+from typing import Optional
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "process, or under torchrun / the deepspeed launcher / srun for several.")
     parser.add_argument("config", nargs="?", default=None,
                         help="YAML config path or packaged name (quickstart, t0_lora, t5_recipe, default); "
-                             "default: quickstart")
+                             "default: quickstart, or with --resume PATH that run's config.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set training.steps=200 (repeatable; values are YAML; a "
                              "key part with dots in quotes: --set 'data.tasks.\"my.task\"=2')")
@@ -26,10 +28,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def resumed_run_config(resume: Optional[str]) -> Optional[str]:
+    """The config.yaml of the run that `--resume PATH` names (a run dir or one of its checkpoints), the config of a
+    resume without CONFIG; None for `auto`, no --resume or a path without one (then: quickstart)."""
+    if not resume or resume == "auto":
+        return None
+    path = Path(resume)
+    for run_dir in (path, path.parent.parent):  # RUN or RUN/checkpoints/step-N
+        if (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints").is_dir():
+            return str(run_dir / "config.yaml")
+    return None
+
+
 def print_checked_config(cfg, args: argparse.Namespace) -> int:
     """Print `cfg` if a run would accept it: the same checks as `train` before it builds anything (the
     mixture's data is read to size it); warnings about idle settings go to stderr."""
-    from pathlib import Path
 
     import torch
 
@@ -58,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
 
-        cfg = as_config(args.config, args.overrides)
+        cfg = as_config(args.config if args.config is not None else resumed_run_config(args.resume), args.overrides)
         if args.print_config:
             return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
