@@ -104,8 +104,9 @@ def test_a_deepspeed_json_without_an_optimizer_is_refused_by_name(tmp_path):
     assert ds["optimizer"]["type"] == "AdamW"
 
 
-def test_an_explicit_precision_that_a_deepspeed_json_contradicts_is_refused(tmp_path):
+def test_an_explicit_precision_that_a_deepspeed_json_contradicts_is_refused(tmp_path, monkeypatch):
     # was: training.precision: bf16 with a JSON without a bf16 section trained in fp32 without a word
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # (an fp16 JSON is refused on CPU)
     user = tmp_path / "ds.json"
     adam = {"type": "AdamW", "params": {"lr": 1e-3}}
     base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "deepspeed": {"config": str(user)}}
@@ -130,6 +131,21 @@ def test_a_zero_stage_in_deepspeed_extra_must_be_deepspeed_zero_stage():
         build_deepspeed_config(cfg, world_size=1)
     cfg = config_from_dict({**base, "deepspeed": {"zero_stage": 2, "extra": {"zero_optimization": {"stage": 2}}}})
     assert build_deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == 2
+
+
+def test_a_deepspeed_json_in_fp16_is_refused_on_cpu_by_name(tmp_path, monkeypatch):
+    # was: with training.precision auto, DeepSpeed's own ValueError ("Type fp16 is not supported on your
+    # device") came as a traceback after tokenizing and building the model
+    user = tmp_path / "ds.json"
+    user.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}, "fp16": {"enabled": True},
+                                "zero_optimization": {"stage": 1}}))
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "deepspeed": {"config": str(user)}})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PrecisionError, match=r"deepspeed\.config .*ds\.json enables fp16, which needs a GPU"):
+        build_deepspeed_config(cfg, world_size=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert build_deepspeed_config(cfg, world_size=1)["fp16"]["enabled"]
 
 
 @pytest.mark.parametrize("user_json", [False, True])

@@ -150,6 +150,9 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
                               f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
                               f"\"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the training section")
         own = json_precision(ds)
+        if own == "fp16" and not torch.cuda.is_available():
+            raise PrecisionError(f"deepspeed.config {path} enables fp16, which needs a GPU (DeepSpeed refuses it on "
+                                 f"CPU, and T5 is known to overflow in fp16): use its bf16 section, or none (fp32)")
         if t.precision not in ("auto", own):
             raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
                               f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the JSON")
