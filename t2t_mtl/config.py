@@ -172,6 +172,9 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigFileError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                              f"save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

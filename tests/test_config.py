@@ -222,6 +222,13 @@ def test_missing_files_and_paths(tmp_path):
             C.check_paths(cfg)
 
 
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"training:\n  output_dir: caf\xe9\n")
+    with pytest.raises(C.ConfigFileError, match="latin.yaml.*not UTF-8"):
+        C.load_config(latin)
+
+
 def test_cli_reports_config_errors_before_training(tmp_path, capsys):
     cfg = write(tmp_path / "c.yaml", {"base": "quickstart", "training": {"stpes": 5, "output_dir": str(tmp_path)}})
     assert cli_main(["train", str(cfg)]) == 2
