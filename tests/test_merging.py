@@ -188,6 +188,16 @@ def test_the_merge_command_refuses_other_architectures_and_task_conditioned_mode
         assert "is, or lies inside, the model" in capsys.readouterr().err
 
 
+def test_density_without_ties_is_refused(tmp_path, capsys):
+    # --density only trims TIES task vectors: was accepted and silently ignored by task_arithmetic / mean
+    for method in ("task_arithmetic", "mean"):
+        assert cli_main(["merge", "b", "m", "--out", str(tmp_path / "o"), "--method", method,
+                         "--density", "0.5"]) == 2
+        err = capsys.readouterr().err
+        assert "--density" in err and "--method ties" in err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("method,loads", [("task_arithmetic", 1), ("ties", 2)])
 def test_models_are_merged_one_at_a_time(tmp_path, t5_tokenizer, monkeypatch, method, loads):
     import gc

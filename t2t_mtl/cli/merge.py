@@ -18,17 +18,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--method", choices=("task_arithmetic", "mean", "ties"), default="task_arithmetic")
     parser.add_argument("--scale", type=float, default=1.0, help="λ, the scale of the merged task vector")
-    parser.add_argument("--density", type=float, default=0.2,
-                        help="(ties) fraction of each task vector's entries kept, by magnitude over the whole model")
+    parser.add_argument("--density", type=float, default=None,
+                        help="(ties) fraction of each task vector's entries kept, by magnitude over the whole model "
+                             "(default 0.2)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from t2t_mtl.model.merging import merge_models
 
+    if args.density is not None and args.method != "ties":
+        print(f"t2t-mtl merge: --density trims the task vectors of --method ties; with --method {args.method} "
+              f"it would be ignored", file=sys.stderr)
+        return 2
     try:
         out = merge_models(args.base, args.models, args.out, method=args.method, scale=args.scale,
-                           density=args.density)
+                           density=0.2 if args.density is None else args.density)
     except ValueError as err:  # MergeError and the loaders' errors (checkpoint, export, tokenizer) name the input
         print(f"t2t-mtl merge: {err}", file=sys.stderr)
         return 2
