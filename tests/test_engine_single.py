@@ -87,6 +87,13 @@ def test_deepspeed_config_generated_and_passed_whole(tmp_path):
     user.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8}))
     with pytest.raises(ConfigError, match="train_micro_batch_size_per_gpu=8 disagrees"):
         build_deepspeed_config(cfg, world_size=2)
+    # were: raw IsADirectoryError / UnicodeDecodeError / TypeError tracebacks from the run
+    for content, message in ((None, "ds.json cannot be read"), (b"{\"a\": \"caf\xe9\"}", "ds.json is not UTF-8"),
+                             (b"[1, 2]", "ds.json must hold a JSON object")):
+        user.unlink() if user.is_file() else user.rmdir()
+        user.mkdir() if content is None else user.write_bytes(content)
+        with pytest.raises(ConfigError, match="deepspeed.config: .*" + message):
+            build_deepspeed_config(cfg, world_size=2)
     with pytest.raises(PrecisionError, match="fp16 is not supported on CPU"):
         check_precision("fp16", on_gpu=False)
 

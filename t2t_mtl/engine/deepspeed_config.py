@@ -138,11 +138,19 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     if cfg.deepspeed.config is not None:
         path = Path(cfg.deepspeed.config)
         try:
-            ds = json.loads(path.read_text())
+            ds = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"deepspeed.config: {path} does not exist") from None
+        except OSError as err:  # a folder, no permission
+            raise ConfigError(f"deepspeed.config: {path} cannot be read ({err.strerror}); name a DeepSpeed JSON "
+                              f"file") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"deepspeed.config: {path} is not UTF-8 text ({err.reason}); save it as UTF-8") from None
         except json.JSONDecodeError as err:
             raise ConfigError(f"deepspeed.config: {path} is not valid JSON ({err})") from None
+        if not isinstance(ds, dict):
+            raise ConfigError(f"deepspeed.config: {path} must hold a JSON object of DeepSpeed keys, got a "
+                              f"{type(ds).__name__}")
         check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
         ds = deep_merge(ds, cfg.deepspeed.extra)
         if not ds.get("optimizer"):  # DeepSpeed would build none: the run would die at its first step
