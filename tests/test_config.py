@@ -276,6 +276,10 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
         assert message in captured.err and captured.out == "", override
     assert cli_main(["train", "--print-config", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+    bad_json = tmp_path / "ds.json"  # was: accepted here, refused by the run only after tokenizing the data
+    bad_json.write_text("{not json")
+    assert cli_main(["train", "--print-config", "--set", f"deepspeed.config={bad_json}"]) == 2
+    assert "deepspeed.config: " + str(bad_json) + " is not valid JSON" in capsys.readouterr().err
     # accepted, but a setting would sit idle: said on stderr, the config still printed
     assert cli_main(["train", "--print-config", "--set", "training.steps=50", "--set", "training.validate_every=100",
                      "--set", "training.keep_best=val_loss"]) == 0

@@ -292,6 +292,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
     if cfg.tokenizer.path is None:
         tokenizer_train_options(cfg)
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
+    build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, batch keys
     return rates, sampling_cfg
 
 
