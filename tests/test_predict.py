@@ -167,6 +167,7 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--input", str(latin)): "latin.txt: not UTF-8 text",
         ("--choices", "yes", "a text"): "at least two non-empty choices",
         ("--input", str(tmp_path / "missing.txt")): "no such file",
+        ("--input", str(tmp_path)): "is a folder; give a file of inputs",  # was: "no such file"
         ("--input", str(bad), "a text"): "one of the two",
         ("--scoring", "rank", "a text"): "input 1 has no answer choices",
         ("--num-beams", "0", "a text"): "--num-beams must be at least 1",

@@ -65,6 +65,8 @@ def _requests(args: argparse.Namespace) -> list:
         requests = read_requests(sys.stdin, jsonl=args.jsonl, source="stdin")
     else:
         path = Path(args.input)
+        if path.is_dir():
+            raise PredictInputError(f"--input {args.input} is a folder; give a file of inputs (or - for stdin)")
         if not path.is_file():
             raise PredictInputError(f"--input {args.input}: no such file")
         with open(path, encoding="utf-8") as handle:
