@@ -381,6 +381,9 @@ def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, ove
     """Parse every `*.yaml` / `*.yml` in `directory` (sorted by name) and register them; all problems reported
     at once."""
     directory = Path(directory)
+    if directory.is_file():
+        raise TaskDefinitionError(f"task directory {directory} is a file, not a folder: pass the folder that holds "
+                                  f"the YAML task files (*.yaml / *.yml)")
     if not directory.is_dir():
         raise TaskDefinitionError(f"task directory {directory} does not exist")
     tasks, errors = [], []

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 import task_registry
-from task_registry import TaskFileError, parse_task_file, validate_task_file
+from task_registry import TaskDefinitionError, TaskFileError, parse_task_file, validate_task_file
 from task_registry import yaml_tasks
 
 
@@ -73,6 +73,8 @@ def test_local_files_relative_to_the_yaml_and_directory_registration(tmp_path):
     (tmp_path / "tasks" / "copy.yaml").write_text((tmp_path / "tasks" / "qa_one.yaml").read_text())
     with pytest.raises(TaskFileError, match=r"\['qa_one'\] defined by more than one file"):
         task_registry.load_task_dir(tmp_path / "tasks", register=False)
+    with pytest.raises(TaskDefinitionError, match="qa_one.yaml is a file, not a folder"):  # was: "does not exist"
+        task_registry.load_task_dir(tmp_path / "tasks" / "qa_one.yaml")
 
 
 def test_validation_collects_every_problem_with_lines(tmp_path):
