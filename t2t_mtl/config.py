@@ -533,6 +533,12 @@ def validate_values(cfg: Config) -> None:
         for name, rate in d.tasks.items():
             if not 0 < rate < math.inf:
                 raise ConfigError(f"data.tasks.{name}: rate must be a finite number > 0, got {rate}")
+    ds = cfg.deepspeed
+    ignored = [f"deepspeed.{key}" for key, value in (("zero_stage", ds.zero_stage != 0),
+               ("offload_optimizer", ds.offload_optimizer), ("offload_param", ds.offload_param)) if value]
+    if ds.config is not None and ignored:
+        raise ConfigError(f"{', '.join(ignored)} would be ignored: deepspeed.config names a whole DeepSpeed JSON, "
+                          f"used as is; set ZeRO in that file (zero_optimization) or drop deepspeed.config")
     if cfg.deepspeed.zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"config key 'deepspeed.zero_stage' must be 0, 1, 2 or 3, got {cfg.deepspeed.zero_stage}")
     if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:

@@ -187,6 +187,11 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     ({"data": {"mixture": "m"}, "training": {"lr": float("inf")}}, "training.lr.*a finite number > 0, got inf"),
     ({"data": {"mixture": "m"}, "training": {"weight_decay": float("inf")}}, "training.weight_decay.*finite"),
     ({"data": {"mixture": "m", "tasks": {"a": float("inf")}}}, "data.tasks.a: rate must be a finite number > 0"),
+    # were silently ignored: a whole DeepSpeed JSON (deepspeed.config) is used as is
+    ({"data": {"mixture": "m"}, "deepspeed": {"config": "ds.json", "zero_stage": 2}},
+     r"deepspeed.zero_stage .*ignored.*deepspeed.config"),
+    ({"data": {"mixture": "m"}, "deepspeed": {"config": "ds.json", "zero_stage": 3, "offload_param": True}},
+     r"deepspeed.zero_stage, deepspeed.offload_param .*ignored"),
 ])
 def test_bad_values(data, expected):
     if "model" not in data:
