@@ -225,6 +225,9 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
                                (["--scoring", "rank", "--num-beams", "4"], "--num-beams sets the beam width")):
             assert cli_main([*args, "--tasks", "toy_sentiment", *extra]) == 2
             assert message in capsys.readouterr().err
+        # was: silently not registered (the BIG-bench tasks under DIR are all that --bigbench scores)
+        assert cli_main([*args, "--bigbench", str(tmp_path), "--tasks-dir", str(tmp_path)]) == 2
+        assert "--tasks-dir registers YAML tasks" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", " , "]) == 1  # e.g. an empty shell variable: not every held-out task
         assert "--tasks ' , ' names no task" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", "toy_sentiment,toy_sentiment"]) == 1  # was: every template twice

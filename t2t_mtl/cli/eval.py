@@ -167,6 +167,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         ignored = "--shots-split names the split of k-shot demonstrations; without --shots K it is ignored"
     if args.held_out_clusters is not None and not args.held_out:
         ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
+    if args.tasks_dir and args.bigbench:
+        ignored = ("--tasks-dir registers YAML tasks for --tasks, --mixture or --held-out; --bigbench scores only the "
+                   "task.json tasks under its folder, so it would be ignored")
     if ignored:
         print(f"error: {ignored}", file=sys.stderr)
         return 2
