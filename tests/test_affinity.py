@@ -316,6 +316,10 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     for count in ("0", "-1"):  # not one cluster (scipy's cut for 0), nor one per task (for -1)
         assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--clusters", count]) == 2
         assert not (tmp_path / "bad").exists()
+    # was: --threshold accepted and silently ignored beside --clusters
+    assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--clusters", "2",
+                 "--threshold", "0.5"]) == 2
+    assert not (tmp_path / "bad").exists()
     assert main(["affinity", "gradients", str(tmp_path / "missing")]) == 2
     with pytest.raises(GradientLogError, match="gradient_surgery"):
         (tmp_path / "plain" / "logs").mkdir(parents=True)

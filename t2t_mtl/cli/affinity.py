@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gr = sub.add_parser("gradients", help="per-pair gradient cosines of a run trained with gradient surgery")
     gr.add_argument("run_dir", help="training run directory (holds the JSONL log)")
     gr.add_argument("--out", default=None, help="output folder (default RUN_DIR/affinity)")
-    gr.add_argument("--threshold", type=float, default=1.0, help="cut the clustering at 1 - mean cosine")
+    gr.add_argument("--threshold", type=float, default=None,
+                    help="cut the clustering at 1 - mean cosine (default 1.0)")
     gr.add_argument("--clusters", type=int, default=None, help="cut into this many clusters instead")
     gr.set_defaults(func=_run_gradients)
 
@@ -139,10 +140,15 @@ def _run_gradients(args: argparse.Namespace) -> int:
     if args.clusters is not None and args.clusters < 1:  # scipy would silently cut 0 into one cluster
         print(f"error: --clusters must be at least 1, got {args.clusters}", file=sys.stderr)
         return 2
+    if args.clusters is not None and args.threshold is not None:
+        print("error: --clusters cuts the clustering into that many clusters instead of at --threshold, which "
+              "would be ignored: give one of the two", file=sys.stderr)
+        return 2
     try:
         series = read_cosine_log(args.run_dir)
         out = prepare_output_dir(Path(args.out) if args.out else Path(args.run_dir) / "affinity", "--out", create=False)
-        paths = write_gradient_affinity(series, out, threshold=args.threshold, n_clusters=args.clusters)
+        paths = write_gradient_affinity(series, out, threshold=1.0 if args.threshold is None else args.threshold,
+                                        n_clusters=args.clusters)
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
     for name, path in paths.items():
