@@ -320,6 +320,10 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--clusters", "2",
                  "--threshold", "0.5"]) == 2
     assert not (tmp_path / "bad").exists()
+    for threshold in ("nan", "0", "-1", "inf"):  # were: every task its own cluster (inf: one cluster), no error
+        assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--threshold",
+                     threshold]) == 2
+        assert not (tmp_path / "bad").exists()
     assert main(["affinity", "gradients", str(tmp_path / "missing")]) == 2
     with pytest.raises(GradientLogError, match="gradient_surgery"):
         (tmp_path / "plain" / "logs").mkdir(parents=True)
