@@ -43,7 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
         return 2
     try:
-        prepare_output_dir(args.out, "--out")
+        prepare_output_dir(args.out, "--out", create=False)  # (created once trained: a refused run leaves none)
         register_tasks_dir(args.tasks_dir)
         texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
