@@ -230,6 +230,9 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
         assert "--tasks-dir registers YAML tasks" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", " , "]) == 1  # e.g. an empty shell variable: not every held-out task
         assert "--tasks ' , ' names no task" in capsys.readouterr().err
+        assert cli_main([*args, "--tasks", "toy_sentmient", "--out", str(tmp_path / "report")]) == 1
+        assert "did you mean 'toy_sentiment'" in capsys.readouterr().err
+        assert not (tmp_path / "report").exists()  # was: an empty --out folder left behind
         assert cli_main([*args, "--tasks", "toy_sentiment,toy_sentiment"]) == 1  # was: every template twice
         assert "--tasks names toy_sentiment more than once" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", "toy_sentiment", "--compare", str(tmp_path / "notes.json")]) == 1

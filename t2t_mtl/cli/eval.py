@@ -177,7 +177,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         task_registry.set_data_dir(args.data_dir)
     try:
         if args.out:
-            prepare_output_dir(args.out, "--out")  # before the evaluation, not after it
+            prepare_output_dir(args.out, "--out", create=False)  # before the evaluation; created by write_report
         name = args.name or str(args.checkpoint)
         others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
         rank, world_size = init_distributed_from_env()
