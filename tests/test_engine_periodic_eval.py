@@ -94,6 +94,15 @@ def test_evaluation_tasks_must_be_a_list_of_distinct_names(tasks, message):
         evaluation_plan(cfg)
 
 
+@pytest.mark.parametrize("held_out", ["false", "flase", 1])
+def test_evaluation_held_out_must_be_a_bool(held_out):
+    # was: bool(value), so the string "false" (or a typo) evaluated the held-out clusters
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"],
+                            "held_out_clusters": ["comparison"]}, "evaluation": {"held_out": held_out}})
+    with pytest.raises(ConfigError, match="evaluation.held_out must be true or false, got"):
+        evaluation_plan(cfg)
+
+
 def test_held_out_false_turns_a_base_configs_section_off():
     # the quickstart's section (held_out, max_examples, scoring) could not be switched off from the command line:
     # `--set evaluation.held_out=false` was refused for the settings left, `evaluation={}` merges nothing

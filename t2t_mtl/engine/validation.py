@@ -178,7 +178,10 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     if unknown:
         raise ConfigError(f"evaluation: unknown key(s) {unknown}; valid keys: {', '.join(EVALUATION_KEYS)}")
     evaluation_every(cfg)
-    held_out, tasks = bool(section.pop("held_out", False)), section.pop("tasks", None)
+    held_out, tasks = section.pop("held_out", None), section.pop("tasks", None)
+    if held_out is not None and not isinstance(held_out, bool):  # a string ("false", a typo) would count as true
+        raise ConfigError(f"evaluation.held_out must be true or false, got {held_out!r}")
+    held_out = bool(held_out)
     if not held_out and not tasks:
         if section and not evaluation_off(cfg):
             raise ConfigError("evaluation: set held_out: true or tasks: [..] to say what to evaluate (or "
