@@ -94,6 +94,18 @@ def test_evaluation_tasks_must_be_a_list_of_distinct_names(tasks, message):
         evaluation_plan(cfg)
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"scoring": "generate", "length_normalize": True}, "evaluation.length_normalize .* no effect with"),
+    ({"scoring": "rank", "num_beams": 4}, "evaluation.num_beams .* no effect with"),
+])
+def test_evaluation_settings_the_scoring_would_ignore_are_refused(settings, message):
+    # were accepted and ignored (the eval command refuses the same options)
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["dedup_words"]},
+                            "evaluation": {"tasks": ["parity"], **settings}})
+    with pytest.raises(ConfigError, match=message):
+        evaluation_plan(cfg)
+
+
 @pytest.mark.parametrize("held_out", ["false", "flase", 1])
 def test_evaluation_held_out_must_be_a_bool(held_out):
     # was: bool(value), so the string "false" (or a typo) evaluated the held-out clusters

@@ -212,6 +212,12 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         settings = EvalSettings(**section)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"evaluation.{err}") from None
+    if settings.length_normalize and settings.scoring == "generate":  # (as `t2t-mtl eval` refuses them)
+        raise ConfigError("evaluation.length_normalize changes how answer choices are ranked; it has no effect with "
+                          "evaluation.scoring: generate")
+    if settings.num_beams > 1 and settings.scoring == "rank":
+        raise ConfigError("evaluation.num_beams sets the beam width of generation; it has no effect with "
+                          "evaluation.scoring: rank")
     for name in names if settings.split is not None else ():  # found now, not after training
         splits = list(task_registry.get_task(name).splits)
         if settings.split not in splits:
