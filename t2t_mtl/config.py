@@ -560,6 +560,9 @@ def check_paths(cfg: Config) -> None:
             raise ConfigFileError(f"config key {key!r} names {kind} {value!r}, which does not exist")
 
     must_exist("data.data_dir", cfg.data.data_dir, "a data directory")
+    if cfg.data.data_dir is not None and not Path(cfg.data.data_dir).is_dir():
+        raise ConfigFileError(f"config key 'data.data_dir' names a data directory {cfg.data.data_dir!r}, which is a "
+                              f"file: name the folder holding <hub path>/<config>/<split>.jsonl")
     for index, directory in enumerate(tasks_dirs(cfg)):
         key = "data.tasks_dir" if isinstance(cfg.data.tasks_dir, str) else f"data.tasks_dir[{index}]"
         must_exist(key, directory, "a folder of YAML task files")

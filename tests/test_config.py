@@ -214,6 +214,10 @@ def test_missing_files_and_paths(tmp_path):
                               "model": {"dims": {"d_model": 8}}})
     with pytest.raises(C.ConfigFileError, match="data.data_dir.*does not exist"):
         C.check_paths(cfg)
+    (tmp_path / "rows.jsonl").write_text("{}")  # was: accepted, the tasks' rows then "missing" under it
+    cfg.data.data_dir = str(tmp_path / "rows.jsonl")
+    with pytest.raises(C.ConfigFileError, match="data.data_dir.*rows.jsonl.*which is a file"):
+        C.check_paths(cfg)
     cfg = C.config_from_dict({"data": {"mixture": "m"}, "tokenizer": {"path": str(tmp_path / "tok")},
                               "model": {"dims": {"d_model": 8}}})
     with pytest.raises(C.ConfigFileError, match="tokenizer.path"):
