@@ -298,6 +298,15 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
     assert captured.out.startswith("model:")
 
 
+def test_a_task_named_twice_in_data_tasks_is_refused():
+    from t2t_mtl.engine.trainer import training_rates
+
+    # was: silently collapsed to one rate per task
+    cfg = C.load_config("quickstart", ["data.mixture=null", "data.tasks=[parity, count_word, parity]"])
+    with pytest.raises(C.ConfigError, match="data.tasks names parity more than once"):
+        training_rates(cfg)
+
+
 def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
     from t2t_mtl.engine.trainer import training_rates
 

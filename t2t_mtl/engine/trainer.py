@@ -134,6 +134,10 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     for name in d.train_held_out:
         registered(name, "data.train_held_out")
     refuse_unknown_held_out_clusters(d.held_out_clusters)
+    repeated = sorted({name for name in d.tasks if list(d.tasks).count(name) > 1}) if d.tasks else []
+    if repeated:  # (the list collapses to one rate per task)
+        raise ConfigError(f"data.tasks names {', '.join(repeated)} more than once; each task is trained once: to "
+                          f"draw one more often give rates, e.g. data.tasks: {{{repeated[0]}: 2.0, ...}}")
     for name in d.tasks or ():
         if d.mixture is None and name in task_registry.list_mixtures():
             continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
