@@ -89,6 +89,9 @@ def resolve_selection(spec: str) -> Union[Task, Mixture]:
     """What a command-line selection names: a registered mixture or task, or a mixture (rate 1 each) of
     comma-separated mixture / task names; an unknown name raises `UnknownTaskError` with close matches."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # (a mixture holds each member once: the repeat would silently collapse)
+        raise TaskDefinitionError(f"{spec!r} names {', '.join(repeated)} more than once; name each mixture or task once")
     if len(names) == 1:
         return resolve(names[0])
     for member in names:

@@ -83,6 +83,8 @@ def test_show_errors(mixture, capsys):
     assert main(["mixture", "show", mixture, "--sampler", "temperature", "--set", "alpah=2"]) == 2
     err = capsys.readouterr().err
     assert re.search(r"unknown parameter 'alpah'.*'alpha'", err)
+    assert main(["mixture", "show", "parity,count_word,parity", "--draws", "0"]) == 2  # was: shown once, silently
+    assert "'parity,count_word,parity' names parity more than once" in capsys.readouterr().err
 
 
 def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path, capsys):
