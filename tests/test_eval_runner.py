@@ -228,6 +228,8 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
         # was: silently not registered (the BIG-bench tasks under DIR are all that --bigbench scores)
         assert cli_main([*args, "--bigbench", str(tmp_path), "--tasks-dir", str(tmp_path)]) == 2
         assert "--tasks-dir registers YAML tasks" in capsys.readouterr().err
+        assert cli_main([*args, "--bigbench", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
+        assert "--data-dir locates hub datasets" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", " , "]) == 1  # e.g. an empty shell variable: not every held-out task
         assert "--tasks ' , ' names no task" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", "toy_sentmient", "--out", str(tmp_path / "report")]) == 1

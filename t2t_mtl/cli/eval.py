@@ -170,6 +170,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.tasks_dir and args.bigbench:
         ignored = ("--tasks-dir registers YAML tasks for --tasks, --mixture or --held-out; --bigbench scores only the "
                    "task.json tasks under its folder, so it would be ignored")
+    if args.data_dir and args.bigbench:
+        ignored = ("--data-dir locates hub datasets for --tasks, --mixture or --held-out; --bigbench tasks read their "
+                   "own task.json files, so it would be ignored")
     if ignored:
         print(f"error: {ignored}", file=sys.stderr)
         return 2
