@@ -184,6 +184,11 @@ def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_tra
     assert "'compare_numbers'" in err and "'comparison'" in err and "data.held_out_clusters" in err
     assert main([*common, "--tasks", "parity,count_word", "--set", "data.held_out_clusters=[arithmetic]"]) == 2
     assert "pass --set 'data.held_out_clusters=[]'" in capsys.readouterr().err
+    for override, option in (("training.steps=500", "use --steps"), ("data.tasks=[parity]", "use --tasks"),
+                             ("evaluation.max_examples=5", "use --eval-examples")):  # were silently replaced
+        assert main([*common, "--tasks", "parity,count_word", "--set", override]) == 2
+        err = capsys.readouterr().err
+        assert "the study sets" in err and "would be ignored" in err and option in err
     assert main([*common, "--tasks", "parity,count_word", "--eval-examples", "0"]) == 2
     assert "--eval-examples must be at least 1" in capsys.readouterr().err
     # --tasks-dir registers YAML tasks (and puts them in every run's data.tasks_dir); a held_out-flagged task

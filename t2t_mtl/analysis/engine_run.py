@@ -17,6 +17,22 @@ from t2t_mtl.analysis.errors import RunResultError, StudyConfigError
 
 TOKENIZER_DIR = "tokenizer"
 
+#: config keys each run of a study sets itself (`_run_config`), and the option that sets them where there is one
+STUDY_KEYS = {"data.mixture": "--tasks", "data.tasks": "--tasks", "data.validation_examples": None,
+              "training.seed": "--seeds", "training.steps": "--steps", "training.output_dir": "--out",
+              "training.checkpoint_every": None, "training.keep_checkpoints": None, "evaluation": "--eval-examples"}
+
+
+def refuse_study_overrides(overrides: Sequence[str]) -> None:
+    """StudyConfigError for a `--set` of a key that every run of the study replaces (it would be ignored)."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        for study_key, option in STUDY_KEYS.items():
+            if key == study_key or key.startswith(study_key + "."):
+                use = f"; use {option}" if option else ""
+                raise StudyConfigError(f"--set {item!r}: the study sets {study_key} for each of its runs, so it would "
+                                       f"be ignored{use}")
+
 
 def base_config_dict(config: Optional[str] = None, overrides: Sequence[str] = (), *,
                      data_dir: Optional[str] = None, tasks_dir: Union[None, str, Sequence[str]] = None

@@ -103,7 +103,7 @@ def check_trainable(tasks: list[str], base_cfg: dict) -> None:
 
 
 def _run_transfer(args: argparse.Namespace) -> int:
-    from t2t_mtl.analysis.engine_run import base_config_dict
+    from t2t_mtl.analysis.engine_run import base_config_dict, refuse_study_overrides
     from t2t_mtl.analysis.transfer import TransferStudy
 
     try:
@@ -113,6 +113,7 @@ def _run_transfer(args: argparse.Namespace) -> int:
         prepare_output_dir(args.out, "--out", create=False)  # (a refused study creates no folder)
         if args.eval_examples < 1:
             raise StudyConfigError(f"--eval-examples must be at least 1, got {args.eval_examples}")
+        refuse_study_overrides(args.overrides)
         base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
         register_tasks_dir(base_cfg["data"]["tasks_dir"])
         for name in args.tasks:  # unknown names fail here, before anything is trained
