@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -675,6 +676,13 @@ def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_toke
     assert (tmp_path / "run" / "tokenizer" / "tokenizer_config.json").exists()
 
 
+def _zero3_offload_json(folder: Path) -> Path:
+    path = folder / "zero3_offload.json"
+    path.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+                                "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}))
+    return path
+
+
 def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
     # was: unknown surgery options failed only after tokenizing and building the model; an unknown
     # data.mixture was reported as an "unknown task"; deepspeed.extra keys that DeepSpeed rejects escaped as a
@@ -685,9 +693,12 @@ def test_config_errors_surface_before_tokenizing(tmp_path, tok, cache):
         # was accepted: one task per optimizer step, so the surgery never changed a gradient
         "training.grad_accum >= 2": dict(gradient_surgery={"method": "pcgrad"}),
         # was accepted: ZeRO-3's offload moves gradient pieces at the step boundary, so the rows lagged
-        "ZeRO-3 with deepspeed.offload_optimizer": dict(gradient_surgery={"method": "pcgrad"},
-                                                         training={"grad_accum": 3},
-                                                         deepspeed={"zero_stage": 3, "offload_optimizer": True}),
+        "ZeRO-3 with an offloaded optimizer": dict(gradient_surgery={"method": "pcgrad"}, training={"grad_accum": 3},
+                                                   deepspeed={"zero_stage": 3, "offload_optimizer": True}),
+        # was accepted: the check read deepspeed.zero_stage, which a whole DeepSpeed JSON leaves at 0
+        "ZeRO-3 with an offloaded optimizer .*deepspeed.config": dict(
+            gradient_surgery={"method": "pcgrad"}, training={"grad_accum": 3},
+            deepspeed={"config": str(_zero3_offload_json(tmp_path))}),
         # was accepted: per-task adapters alone never share a parameter, so every cosine was 0
         "model.lora.per_task and nothing else trained": dict(gradient_surgery={"method": "pcgrad"},
                                                              training={"grad_accum": 3},

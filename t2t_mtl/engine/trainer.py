@@ -296,8 +296,23 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
     if cfg.tokenizer.path is None:
         tokenizer_train_options(cfg)
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, batch keys
+    ds_config = build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, ...
+    if cfg.gradient_surgery:
+        check_surgery_zero(ds_config)
     return rates, sampling_cfg
+
+
+def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
+    """Gradient surgery reads each micro-batch's gradient pieces after its backward; ZeRO-3 with an offloaded
+    optimizer moves them to the CPU only at the step boundary. Read from the final DeepSpeed config, so a whole
+    `deepspeed.config` JSON is checked like the generated one."""
+    zero = ds_config.get("zero_optimization") or {}
+    offload = (zero.get("offload_optimizer") or {}).get("device", "none") not in (None, "none")
+    if zero.get("stage", 0) == 3 and offload:
+        raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
+                          "ZeRO-3 with an offloaded optimizer (deepspeed.offload_optimizer, or offload_optimizer "
+                          "in deepspeed.config's zero_optimization) moves them to the CPU only at the step boundary "
+                          "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
 
 
 def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
@@ -357,11 +372,6 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                               "and nothing else trained each task's gradient lives on its own adapters only (every "
                               "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
                               "train shared parameters too (model.lora.trainable, model.moe)")
-        if cfg.deepspeed.zero_stage == 3 and cfg.deepspeed.offload_optimizer:
-            raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
-                              "ZeRO-3 with deepspeed.offload_optimizer moves them to the CPU only at the step "
-                              "boundary (the rows would lag a micro-batch): use offload_optimizer with ZeRO-1/2, "
-                              "or ZeRO-3 without it")
 
 
 def build_collator(cfg: Config, pad_id: int, task_tokens: Any = None) -> Union[Seq2SeqCollator, PackedCollator]:
