@@ -590,7 +590,8 @@ def test_gradient_affinity_from_a_training_run_with_gradient_surgery(tmp_path):
     cfg = base_config_dict(None, [*TINY_OVERRIDES, "data.validation_examples=0", "training.steps=2",
                                   "training.log_every=1", "training.grad_accum=6", "training.progress_bar=false",
                                   "training.tensorboard=false", "training.plot=false", "training.precision=fp32",
-                                  "gradient_surgery={method: pcgrad}", f"training.output_dir={tmp_path / 'run'}"])
+                                  "sampling.mode=homogeneous", "gradient_surgery={method: pcgrad}",
+                                  f"training.output_dir={tmp_path / 'run'}"])
     cfg["data"].update(mixture=None, tasks=E2E_TASKS)
     train(cfg)
     series = read_cosine_log(tmp_path / "run")
