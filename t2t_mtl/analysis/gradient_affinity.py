@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from t2t_mtl.analysis.errors import GradientLogError
+from t2t_mtl.json_values import JsonLineError, jsonl_records
 
 
 @dataclasses.dataclass
@@ -96,26 +97,20 @@ def read_cosine_log(run_dir: str | Path) -> CosineSeries:
     files = log_files(run_dir)
     by_step: dict[int, tuple[list[str], list[list[Optional[float]]]]] = {}
     for path in files:
-        text = path.read_text(encoding="utf-8")
-        lines = text.splitlines()
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if lineno == len(lines) and not text.endswith("\n"):
-                    break  # an unterminated last record: a crash cut it short mid-write
-                raise GradientLogError(f"{path}:{lineno} is not valid JSON ({exc}); fix or remove that line")
-            stats = _find_cosine_stats(record)
-            if stats is None or "step" not in record:
-                continue
-            tasks = stats.get("tasks", record.get("tasks"))
-            matrix = stats[COSINE_KEY]
-            if not tasks or len(matrix) != len(tasks) or any(len(row) != len(tasks) for row in matrix):
-                raise GradientLogError(f"{path}:{lineno}: grad_cosine must be a [T][T] matrix with T = "
-                                       f"len(tasks); got tasks {tasks} and {len(matrix)} rows")
-            by_step[int(record["step"])] = (list(tasks), matrix)
+        try:
+            for lineno, record in jsonl_records(path):
+                stats = _find_cosine_stats(record)
+                if stats is None or "step" not in record:
+                    continue
+                tasks = stats.get("tasks", record.get("tasks"))
+                matrix = stats[COSINE_KEY]
+                if not tasks or len(matrix) != len(tasks) or any(len(row) != len(tasks) for row in matrix):
+                    raise GradientLogError(f"{path}:{lineno}: grad_cosine must be a [T][T] matrix with T = "
+                                           f"len(tasks); got tasks {tasks} and {len(matrix)} rows")
+                by_step[int(record["step"])] = (list(tasks), matrix)
+        except JsonLineError as exc:
+            raise GradientLogError(f"{path}:{exc.lineno} is not valid JSON ({exc.error}); fix or remove that "
+                                   f"line") from None
     if not by_step:
         names = ", ".join(str(p) for p in files) or "no *.jsonl file"
         raise GradientLogError(f"no gradient cosines in the logs of {run_dir} ({names}): train with "

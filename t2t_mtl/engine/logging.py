@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from t2t_mtl.json_values import nonfinite_to_null
+from t2t_mtl.json_values import jsonl_records, nonfinite_to_null
 
 
 HELD_OUT_LOG = "held_out.jsonl"
@@ -278,17 +278,8 @@ def _read_by_step(path: Path) -> List[Dict[str, Any]]:
     unterminated last line that does not parse (a record a crash cut short) is left out."""
     by_step: Dict[int, Dict[str, Any]] = {}
     if path.exists():
-        text = path.read_text(encoding="utf-8")
-        lines = text.splitlines()
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    if number == len(lines) and not text.endswith("\n"):
-                        break
-                    raise
-                by_step[rec["step"]] = rec
+        for _, rec in jsonl_records(path):
+            by_step[rec["step"]] = rec
     return [by_step[s] for s in sorted(by_step)]
 
 
