@@ -17,8 +17,10 @@ excludes with `{% if %}`) or an empty target is promptsource's "skip" case: the 
 and `skipped` is true; `Task.to_dataset` counts and drops such rows. More than two parts is an error.
 
 Differences from promptsource, on purpose: a sandboxed environment (no Python internals), undefined
-variables raise instead of rendering empty, a target that is not among the answer choices raises, and the
-`choice` filter can be seeded per row.
+variables raise instead of rendering empty, a target that is not among the answer choices raises, a row
+field that indexes the answer choices (`answer_choices[label]`) and holds a negative number raises (it is
+`datasets`' -1 for an unlabeled row, which promptsource renders as the last choice), and the `choice`
+filter can be seeded per row.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any, Mapping, Optional, Union
 
 import jinja2
 import jinja2.meta
+import jinja2.nodes
 from jinja2.exceptions import SecurityError
 
 from .errors import (
@@ -131,6 +134,16 @@ def _no_element(message: str, choices: Any) -> Optional[str]:
         return None
     hint = f"; the answer choices are {choices}" if isinstance(choices, list) else ""
     return f"{what}{hint}; check the row's values against the template"
+
+
+def _key_path(node: jinja2.nodes.Node) -> Optional[tuple[str, ...]]:
+    """`label` → ("label",), `idx.label` → ("idx", "label"); None for any other expression."""
+    if isinstance(node, jinja2.nodes.Name):
+        return (node.name,)
+    if isinstance(node, jinja2.nodes.Getattr):
+        parent = _key_path(node.node)
+        return None if parent is None else (*parent, node.attr)
+    return None
 
 
 def _missing_field(message: str) -> Optional[str]:
@@ -239,6 +252,36 @@ class Template:
         names = frozenset().union(*(jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(s)) for s in sources))
         return names - set(ENVIRONMENT.globals) - {"answer_choices"}
 
+    @functools.cached_property
+    def choice_index_fields(self) -> tuple[tuple[str, ...], ...]:
+        """The row fields (as key paths: `label`, `idx.label`) the Jinja uses directly as an index into
+        `answer_choices`; names the template binds itself (`for`, `set`) are not row fields."""
+        sources = [s for s in (self.jinja, self.references, self.instruction, self.context) if s is not None]
+        paths: set[tuple[str, ...]] = set()
+        for source in sources:
+            tree = ENVIRONMENT.parse(source)
+            bound = {name.name for name in tree.find_all(jinja2.nodes.Name) if name.ctx in ("store", "param")}
+            for item in tree.find_all(jinja2.nodes.Getitem):
+                if isinstance(item.node, jinja2.nodes.Name) and item.node.name == "answer_choices":
+                    path = _key_path(item.arg)
+                    if path is not None and path[0] not in bound:
+                        paths.add(path)
+        return tuple(sorted(paths))
+
+    def _check_choice_indices(self, row: Mapping[str, Any], task: Optional[str], row_index: Optional[int]) -> None:
+        """Refuse a row whose answer-choice index field is negative (`datasets`' -1 marks an unlabeled row)."""
+        for path in self.choice_index_fields:
+            value: Any = row
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                field = ".".join(path)
+                raise TemplateRenderError(
+                    f"field {field!r} is {value}, which `datasets` uses for a row without a label (e.g. a GLUE "
+                    f"test split), so `answer_choices[{field}]` has no answer to render; keep labeled rows with a "
+                    f"filter preprocessor (`{field} >= 0`) or use a labeled split", task=task, template=self.name,
+                    row_index=row_index, field=field)
+
     # -- answer choices ----------------------------------------------------------------------------------
     def answer_choices_for(self, row: Mapping[str, Any], *, task: Optional[str] = None,
                            row_index: Optional[int] = None) -> Optional[list[str]]:
@@ -269,6 +312,7 @@ class Template:
             raise TemplateRenderError("the row has a field named 'answer_choices', which templates reserve; "
                                       "rename it with a `rename` preprocessor",
                                       task=task, template=self.name, row_index=row_index, field="answer_choices")
+        self._check_choice_indices(row, task, row_index)
         with seeded_choices(rng):
             choices = self.answer_choices_for(row, task=task, row_index=row_index)
             context_vars = _escape_pipe(row)

@@ -161,6 +161,23 @@ def test_target_must_be_an_answer_choice():
     assert template.render({"label_text": "maybe"}, check_answer_choices=False).targets == "maybe"
 
 
+def test_unlabeled_row_index_into_answer_choices_is_refused_not_rendered_as_the_last_choice():
+    template = Template("t", "{{p}} ||| {{ answer_choices[label] }}", answer_choices="yes ||| maybe ||| no")
+    assert template.render({"p": "a", "label": 2}).targets == "no"
+    with pytest.raises(TemplateRenderError) as info:  # promptsource would render "no" (index -1)
+        template.render({"p": "a", "label": -1}, task="demo", row_index=4)
+    assert info.value.field == "label" and "row 4" in str(info.value) and "label >= 0" in str(info.value)
+    nested = Template("n", "{{p}} ||| {{ answer_choices[idx.label] }}", answer_choices="yes ||| no")
+    with pytest.raises(TemplateRenderError, match="'idx.label' is -1"):
+        nested.render({"p": "a", "idx": {"label": -1}})
+    # a constant negative index and a loop variable are the template's own business
+    listing = Template("l", "{{ answer_choices[:-1] | join(', ') }} or {{ answer_choices[-1] }}? "
+                            "{% for i in [0] %}{{ answer_choices[i] }}{% endfor %} ||| {{ answer_choices[label] }}",
+                       answer_choices="a ||| b")
+    assert listing.choice_index_fields == (("label",),)
+    assert listing.render({"label": 0}).inputs == "a or b? a"
+
+
 def test_truncation_rewrite_matches_promptsource_and_keeps_whitespace_control():
     from task_registry.jinja_env import with_truncation
 
