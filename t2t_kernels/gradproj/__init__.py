@@ -9,13 +9,13 @@ fp64 inputs always take the reference path. Neither function is differentiable: 
 """
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
 from collections.abc import Iterable, Sequence
 
 import torch
 
+from ..launch import device_guard
 from .reference import combine_reference, gram_reference
 
 # The kernel modules are imported here, before the public functions of the same names are defined below, so
@@ -79,11 +79,6 @@ def _check_grads(grads: torch.Tensor, triton_path: bool) -> torch.Tensor:
     return grads
 
 
-def _device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Triton launches on the current CUDA device: make it the tensor's (no-op off CUDA)."""
-    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
-
-
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """`tensor` on `device`; a host → CUDA copy goes through pinned memory, so it does not wait for the GPU."""
     if device.type == "cuda" and tensor.device.type == "cpu":
@@ -138,7 +133,7 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
     offsets = _check_offsets(segment_offsets, grads.shape[1])
     if triton_path:
         offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
-        with _device_guard(grads):
+        with device_guard(grads):
             result = _gram_kernels.gram_triton(grads, offsets_t, _longest(offsets), num_splits=num_splits)
     else:
         result = gram_reference(grads, offsets)
@@ -179,7 +174,7 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     result = torch.empty_like(out) if aliased else out
     if triton_path:
         offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
-        with _device_guard(grads):
+        with device_guard(grads):
             _combine_kernels.combine_triton(weights, grads, offsets_t, _longest(offsets), result, scale)
     else:
         combine_reference(weights, grads, offsets, result, scale)

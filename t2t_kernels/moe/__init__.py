@@ -15,7 +15,6 @@ the Triton path is differentiable once: a double backward through it raises):
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from typing import Optional
@@ -23,6 +22,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..launch import device_guard
 from .reference import (DispatchPlan, RouterOutput, combine_reference, dispatch_reference, permute_reference,
                         router_reference)
 
@@ -73,12 +73,6 @@ def _use_triton(backend: str, device: torch.device) -> bool:
             raise MoEKernelError(f"backend='triton' cannot run on {device}: {reason}; use backend='reference'")
         return True
     return device.type == "cuda" and _TRITON_IMPORT_ERROR is None
-
-
-def _device_guard(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Triton launches on the current CUDA device: make it the tensor's (no-op off CUDA; a backward runs on
-    autograd's thread for the tensors' device already)."""
-    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 def _is_int(value) -> bool:
@@ -152,7 +146,7 @@ def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: 
         raise MoEKernelError(f"unknown router score {score!r}; use one of {_SCORES}")
     renorm = k > 1 if renormalize is None else bool(renormalize)
     if _use_triton(backend, logits.device):
-        with _device_guard(logits):
+        with device_guard(logits):
             return RouterOutput(*_RouterFunction.apply(logits, k, score == "sigmoid", renorm))
     return router_reference(logits, k, score, renorm)
 
@@ -209,7 +203,7 @@ def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[i
                                  f"[0, {num_experts - 1}] for num_experts={num_experts}")
     if _use_triton(backend, topk_idx.device):
         n, k = topk_idx.shape
-        with _device_guard(topk_idx):
+        with device_guard(topk_idx):
             return _plan_dispatch_triton(topk_idx, num_experts, n * k if capacity is None else capacity)
     return dispatch_reference(topk_idx, num_experts, capacity)
 
@@ -292,7 +286,7 @@ def permute(x: torch.Tensor, plan: DispatchPlan, *, backend: str = "auto") -> to
     """Gather token rows x [N, d] into the plan's expert-contiguous order → [R, d]."""
     _check_rows("permute input", x, plan.dest.shape[0])
     if _use_triton(backend, x.device):
-        with _device_guard(x):
+        with device_guard(x):
             return _PermuteFunction.apply(x, plan.dest, plan.num_rows)
     return permute_reference(x, plan)
 
@@ -303,7 +297,7 @@ def combine(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor, *, backend
     if gates.shape != plan.dest.shape:
         raise MoEKernelError(f"gates must be {tuple(plan.dest.shape)} like the plan, got {tuple(gates.shape)}")
     if _use_triton(backend, y.device):
-        with _device_guard(y):
+        with device_guard(y):
             return _CombineFunction.apply(y, plan.dest, gates)
     return combine_reference(y, plan, gates)
 
