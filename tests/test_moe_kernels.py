@@ -287,6 +287,20 @@ def test_router_ranks_nan_logits_as_minus_inf_on_both_backends():
         assert route(logits, 5, backend=backend).topk_idx.tolist() == _expected_topk(logits.cpu(), 5)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf in the interpreter
+def test_router_lse_of_an_infinite_row_is_torch_logsumexp_on_both_backends():
+    inf = float("inf")
+    logits = _logits(4, 5)
+    logits[0] = -inf  # every expert masked out
+    logits[1, 2] = inf
+    expected = torch.logsumexp(logits.cpu(), dim=-1)  # [-inf, inf, finite, finite]
+    for backend in ("triton", "reference"):
+        out = route(logits, 2, backend=backend)
+        assert out.lse.cpu()[:2].tolist() == [-inf, inf], backend
+        torch.testing.assert_close(out.lse.cpu(), expected)
+        torch.testing.assert_close(out.gates.cpu(), route(logits, 2, backend="reference").gates.cpu(), equal_nan=True)
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # the interpreter's sigmoid(-120)
 def test_renormalized_sigmoid_gates_are_zero_when_the_selected_mass_underflows():
     logits = torch.full((2, 4), -120.0, device=DEVICE)

@@ -28,7 +28,8 @@ def _softmax_stats(x, row_ok):
     m = tl.where(row_ok, tl.max(x, axis=1), 0.0)
     e = tl.exp(x - m[:, None])
     s = tl.where(row_ok, tl.sum(e, axis=1), 1.0)
-    return e / s[:, None], m + tl.log(s)
+    infinite = (m == float("inf")) | (m == float("-inf"))  # torch.logsumexp's value for such a row
+    return e / s[:, None], tl.where(infinite, m, m + tl.log(s))
 
 
 @triton.jit
