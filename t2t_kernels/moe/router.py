@@ -49,7 +49,7 @@ def router_fwd_kernel(
     K: tl.constexpr, SIGMOID: tl.constexpr, RENORM: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # int64: N·E may pass 2³¹
     cols = tl.arange(0, BLOCK_E)
     x, row_ok, ok = _load_logits(logits_ptr, rows, cols, N, E, stride_n)
     softmax, lse = _softmax_stats(x, row_ok)
@@ -93,7 +93,7 @@ def router_bwd_kernel(
     K: tl.constexpr, SIGMOID: tl.constexpr, RENORM: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # int64: N·E may pass 2³¹
     cols = tl.arange(0, BLOCK_E)
     x, row_ok, ok = _load_logits(logits_ptr, rows, cols, N, E, stride_n)
     lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
