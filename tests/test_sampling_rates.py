@@ -94,6 +94,17 @@ def test_t0_per_template_caps():
     assert sampler.probabilities()["a"] == pytest.approx(10 / 14)
 
 
+def test_a_dataset_cap_below_the_template_count_is_refused():
+    # dataset_cap // k was 0 for k > dataset_cap, and seqio reads a cap of 0 as none: a 100k-row task with 12
+    # templates got 12 * 100k under dataset_cap 11 (a cap of 12 gave it 12)
+    sizes = {"a": 100_000, "b": 50}
+    assert size_rates(sizes, templates={"a": 12, "b": 2}, dataset_cap=12) == {"a": 12.0, "b": 12.0}
+    with pytest.raises(InvalidRateError, match=r"dataset_cap 11 is smaller than task 'a''s 12 templates.*no cap"):
+        size_rates(sizes, templates={"a": 12, "b": 2}, dataset_cap=11)
+    with pytest.raises(SamplingError, match="raise dataset_cap to at least 12"):
+        build_sampler({"strategy": "proportional", "templates": {"a": 12, "b": 2}, "dataset_cap": 11}, sizes, seed=0)
+
+
 def test_per_template_caps_without_templates_are_refused():
     # were silently ignored: without templates every task fell back to `cap` (none), so a 100k-row task kept its
     # uncapped rate under dataset_cap 500 and sampling.dataset_cap did nothing

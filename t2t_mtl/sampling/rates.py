@@ -132,6 +132,11 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
             cap = template_cap_for(int(k), template_cap=template_cap, dataset_cap=dataset_cap)
             if cap is None:
                 cap = maximum
+            elif cap == 0:  # seqio reads a cap of 0 as none: the task would get its whole, uncapped rate
+                raise InvalidRateError(f"dataset_cap {dataset_cap:g} is smaller than task {task!r}'s {int(k)} "
+                                       f"templates: its per-template cap dataset_cap // {int(k)} would be 0, which "
+                                       f"means no cap at all; raise dataset_cap to at least {int(k)} (or give "
+                                       f"template_cap)")
         try:
             rate = (1 if k is None else int(k)) * seqio_rate(n, maximum=cap, scale=scale, temperature=temperature)
         except OverflowError:
