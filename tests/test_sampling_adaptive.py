@@ -9,7 +9,7 @@ import torch
 from scipy.stats import entropy as scipy_entropy
 
 from t2t_mtl.sampling import (InvalidRateError, SamplingError, build_sampler, classification_entropy,
-                              generation_entropy, select_uncertain, uncertainty_scores)
+                              generation_entropy, select_uncertain, token_entropy, uncertainty_scores)
 
 SIZES = {"a": 1000, "b": 1000, "c": 1000}
 
@@ -36,6 +36,17 @@ def test_generation_entropy_mean_per_token_over_log_vocab():
     assert float(generation_entropy(torch.zeros(1, 3, 11))[0]) == pytest.approx(1.0)
     raw = generation_entropy(logits, mask, normalise=False)
     assert torch.allclose(raw, got * math.log(11))
+
+
+def test_token_entropy_of_logits_with_blocked_tokens():
+    # a token whose logit is -inf (a masked vocabulary entry) has p = 0 and adds 0 to the entropy; it gave
+    # 0 * -inf = NaN, and a NaN entropy made the CA-MTL selection refuse the whole candidate pool
+    logits = torch.tensor([[[0.0, 1.0, float("-inf"), -2.0], [0.5, float("-inf"), float("-inf"), 0.5]]])
+    got = token_entropy(logits)
+    for j in range(2):
+        p = torch.softmax(logits[0, j], -1).numpy()
+        assert float(got[0, j]) == pytest.approx(scipy_entropy(p), abs=1e-6)
+    assert float(generation_entropy(logits)[0]) == pytest.approx(float(got.mean()) / math.log(4), abs=1e-6)
 
 
 # ----- CA-MTL selector -----

@@ -16,15 +16,20 @@ def classification_entropy(choice_scores: torch.Tensor, choice_mask: Optional[to
     scores = choice_scores.float()
     if choice_mask is not None:
         scores = scores.masked_fill(~choice_mask.bool(), float("-inf"))
+    return softmax_entropy(scores)
+
+
+def softmax_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of softmax over the last dimension; an entry of -inf has p = 0 and adds 0 (not 0·-inf)."""
     log_p = torch.log_softmax(scores, dim=-1)
     p = log_p.exp()
-    return -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(-1)
+    return -(p * torch.where(p > 0, log_p, 0.0)).sum(-1)
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of every next-token distribution: [..., V] -> [...] (float32)."""
-    log_p = torch.log_softmax(logits.float(), dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
+    """Entropy in nats of every next-token distribution: [..., V] -> [...] (float32); -inf logits (blocked
+    tokens) count as probability 0."""
+    return softmax_entropy(logits.float())
 
 
 def generation_entropy(logits: torch.Tensor, token_mask: Optional[torch.Tensor] = None, *,
