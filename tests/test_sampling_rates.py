@@ -201,5 +201,7 @@ def test_bad_task_sizes_name_the_task():
         build_sampler({"strategy": "proportional"}, {"ok": 10, "neg": -3}, seed=0)
     with pytest.raises(InvalidRateError, match="'nan'"):
         build_sampler({"strategy": "proportional"}, {"ok": 10, "nan": float("nan")}, seed=0)
+    with pytest.raises(InvalidRateError, match="task 'inf' has invalid size inf"):  # was a raw OverflowError
+        build_sampler({"strategy": "uniform"}, {"ok": 10, "inf": float("inf")}, seed=0)
     with pytest.raises(InvalidRateError, match="no tasks"):
         build_sampler({"strategy": "uniform"}, {}, seed=0)

@@ -24,7 +24,7 @@ def check_task_sizes(task_sizes: Mapping[str, int]) -> dict[str, int]:
         raise InvalidRateError("no tasks given: the mixture needs at least one task with its size")
     checked = {}
     for task, size in task_sizes.items():
-        if size is None or not isinstance(size, (int, np.integer, float)) or math.isnan(size) or size < 0:
+        if size is None or not isinstance(size, (int, np.integer, float)) or not math.isfinite(size) or size < 0:
             raise InvalidRateError(f"task {task!r} has invalid size {size!r}: sizes are row counts >= 1")
         if size == 0:
             raise EmptyTaskError(
