@@ -180,6 +180,37 @@ def test_bad_config_errors(config, error, words):
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize("config, key", [
+    ({"strategy": "temperature", "alpha": -1}, "alpha"),  # was "temperature/alpha must be > 0"
+    ({"strategy": "proportional", "cap": -5}, "cap"),
+    ({"strategy": "temperature", "scale": 0}, "scale"),
+    ({"strategy": "uniform", "mode": "mixd"}, "mode"),
+    ({"strategy": "uniform", "block_size": 0}, "block_size"),
+    ({"strategy": "explicit", "rates": [1, 2]}, "rates"),
+    ({"strategy": "annealed", "epochs": 0}, "epochs"),
+    ({"strategy": "dynamic_temperature", "warmup_epochs": 0}, "warmup_epochs"),
+    ({"strategy": "dynamic_temperature", "alpha_0": -1}, "alpha_0"),
+    ({"strategy": "bandit_softmax", "tau": 0}, "tau"),
+    ({"strategy": "bandit_softmax", "step": 2}, "step"),
+    ({"strategy": "bandit_softmax", "metric": "acc"}, "metric"),
+    ({"strategy": "bandit_thompson", "decay": 0}, "decay"),
+    ({"strategy": "bandit_thompson", "prior_alpha": 0}, "prior_alpha"),
+    ({"strategy": "bandit_thompson", "target": "nope"}, "target"),
+    ({"strategy": "worst_task", "tau": -1}, "tau"),
+    ({"strategy": "worst_task", "floor": 0.5}, "floor"),
+    ({"strategy": "worst_task", "metric": "val_score"}, "metric"),
+    ({"strategy": "uncertainty", "pool_per_task": 0}, "pool_per_task"),
+    ({"strategy": "uncertainty_ema", "lam": 2}, "lam"),
+    ({"strategy": "uncertainty_ema", "momentum": 1}, "momentum"),
+    ({"strategy": "uncertainty_ema", "floor": 0.3}, "floor"),
+])
+def test_bad_values_name_their_config_key(config, key):
+    # the train command prints these as they are: "tau must be > 0" did not say which section's tau, and a
+    # negative alpha said "temperature/alpha"
+    with pytest.raises(SamplingError, match=rf"\bsampling\.{key}\b"):
+        build_sampler(config, SIZES, seed=0)
+
+
 def test_numeric_strings_are_numbers():
     # PyYAML reads `1e-3` (no dot) as a string; config files and `--set` pass it through as one
     sampler = build_sampler({"strategy": "bandit_softmax", "tau": "1e-1", "step": "0.5"}, SIZES, seed=0)

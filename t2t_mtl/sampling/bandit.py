@@ -52,11 +52,11 @@ class SoftmaxBanditSampler(_FeedbackSampler):
                  initial_q: float = 0.0, **kwargs) -> None:
         super().__init__(task_sizes, **kwargs)
         if not tau > 0:
-            raise SamplingError(f"tau must be > 0, got {tau}")
+            raise SamplingError(f"sampling.tau must be > 0, got {tau}")
         if not 0 < step <= 1:
-            raise SamplingError(f"step (alpha) must be in (0, 1], got {step}")
+            raise SamplingError(f"sampling.step (alpha) must be in (0, 1], got {step}")
         if not math.isfinite(initial_q):
-            raise SamplingError(f"initial_q must be a finite number, got {initial_q}")
+            raise SamplingError(f"sampling.initial_q must be a finite number, got {initial_q}")
         self.tau, self.step = float(tau), float(step)
         self.q = np.full(len(self.tasks), float(initial_q))
 
@@ -100,14 +100,14 @@ class ThompsonBanditSampler(_FeedbackSampler):
                  **kwargs) -> None:
         super().__init__(task_sizes, **kwargs)
         if not (0 < prior_alpha < math.inf and 0 < prior_beta < math.inf):
-            raise SamplingError(f"Beta prior needs finite prior_alpha, prior_beta > 0, got {prior_alpha}, "
-                                f"{prior_beta}")
+            raise SamplingError(f"the Beta prior needs finite sampling.prior_alpha, sampling.prior_beta > 0, "
+                                f"got {prior_alpha}, {prior_beta}")
         if not 0 < decay <= 1:
-            raise SamplingError(f"decay must be in (0, 1], got {decay}")
+            raise SamplingError(f"sampling.decay must be in (0, 1], got {decay}")
         if int(estimate_samples) < 1:
-            raise SamplingError(f"estimate_samples must be >= 1, got {estimate_samples}")
+            raise SamplingError(f"sampling.estimate_samples must be >= 1, got {estimate_samples}")
         if target is not None and (not isinstance(target, str) or target not in self.task_sizes):
-            raise SamplingError(f"target task {target!r} is not in the mixture ({', '.join(self.tasks)})")
+            raise SamplingError(f"sampling.target task {target!r} is not in the mixture ({', '.join(self.tasks)})")
         self.prior = np.array([prior_alpha, prior_beta], dtype=np.float64)
         self.decay, self.target, self.estimate_samples = float(decay), target, int(estimate_samples)
         self.alpha = np.full(len(self.tasks), float(prior_alpha))

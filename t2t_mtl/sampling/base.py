@@ -43,11 +43,11 @@ class MixtureSampler:
                  mode: str = "homogeneous", block_size: Optional[int] = None) -> None:
         block_size = self.DEFAULT_BLOCK_SIZE if block_size is None else block_size
         if mode not in MODES:
-            raise SamplingError(f"unknown sampler mode {mode!r}: valid modes are {', '.join(MODES)}")
+            raise SamplingError(f"sampling.mode: unknown mode {mode!r}; valid modes are {', '.join(MODES)}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise SamplingError(f"rank {rank} is not in [0, world_size={world_size})")
         if int(block_size) < 1:
-            raise SamplingError(f"block_size must be >= 1, got {block_size}")
+            raise SamplingError(f"sampling.block_size must be >= 1, got {block_size}")
         check_seed(seed)
         self.task_sizes = check_task_sizes(task_sizes)
         self.tasks: list[str] = list(self.task_sizes)

@@ -12,7 +12,7 @@ METRICS = {"val_score": True, "val_loss": False, "loss": False}
 
 def check_metric(metric: str) -> str:
     if metric not in METRICS:
-        raise SamplingError(f"unknown feedback metric {metric!r}: valid are {', '.join(METRICS)}")
+        raise SamplingError(f"sampling.metric: unknown feedback metric {metric!r}; valid are {', '.join(METRICS)}")
     return metric
 
 

@@ -40,7 +40,7 @@ def check_task_sizes(task_sizes: Mapping[str, int]) -> dict[str, int]:
 def check_rates(rates: Mapping[str, float]) -> dict[str, float]:
     """Validate raw rates: each finite and >= 0, and not all zero. Names the offending task."""
     if rates and not isinstance(rates, Mapping):
-        raise InvalidRateError(f"rates must map task names to rates, e.g. {{task: 2.0}}; got {rates!r}")
+        raise InvalidRateError(f"sampling.rates must map task names to rates, e.g. {{task: 2.0}}; got {rates!r}")
     if not rates:
         raise InvalidRateError("no rates given: the mixture needs at least one task")
     checked = {}
@@ -103,22 +103,22 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
     `template_cap` and `dataset_cap` without `templates` are refused (they would cap nothing).
     """
     if temperature <= 0 or math.isnan(temperature):
-        raise InvalidRateError(f"temperature/alpha must be > 0, got {temperature}")
+        raise InvalidRateError(f"sampling.alpha (the temperature) must be > 0, got {temperature}")
     if maximum is not None and not maximum >= 0:
-        raise InvalidRateError(f"cap must be >= 0 (0 or unset: no cap), got {maximum}")
+        raise InvalidRateError(f"sampling.cap must be >= 0 (0 or unset: no cap), got {maximum}")
     if not scale > 0:
-        raise InvalidRateError(f"scale must be > 0, got {scale}")
+        raise InvalidRateError(f"sampling.scale must be > 0, got {scale}")
     for key, cap in (("template_cap", template_cap), ("dataset_cap", dataset_cap)):
         if cap is not None and not cap > 0:
-            raise InvalidRateError(f"{key} must be > 0, got {cap}")
+            raise InvalidRateError(f"sampling.{key} must be > 0, got {cap}")
     sizes = check_task_sizes(task_sizes)
     if templates and not isinstance(templates, Mapping):
-        raise InvalidRateError(f"templates must map task names to their numbers of templates, e.g. {{task: 3}}; "
-                               f"got {templates!r}")
+        raise InvalidRateError(f"sampling.templates must map task names to their numbers of templates, e.g. "
+                               f"{{task: 3}}; got {templates!r}")
     templates = dict(templates or {})
     if not templates and (template_cap is not None or dataset_cap is not None):
         key = "template_cap" if template_cap is not None else "dataset_cap"
-        raise InvalidRateError(f"{key} caps each template of a task, so it needs templates ({{task: number of "
+        raise InvalidRateError(f"sampling.{key} caps each template of a task, so it needs templates ({{task: number of "
                                f"templates}}); without them it would cap nothing (a cap on whole tasks is `cap`)")
     unknown = sorted(set(templates) - set(sizes))
     if unknown:
@@ -133,7 +133,7 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
             if cap is None:
                 cap = maximum
             elif cap == 0:  # seqio reads a cap of 0 as none: the task would get its whole, uncapped rate
-                raise InvalidRateError(f"dataset_cap {dataset_cap:g} is smaller than task {task!r}'s {int(k)} "
+                raise InvalidRateError(f"sampling.dataset_cap {dataset_cap:g} is smaller than task {task!r}'s {int(k)} "
                                        f"templates: its per-template cap dataset_cap // {int(k)} would be 0, which "
                                        f"means no cap at all; raise dataset_cap to at least {int(k)} (or give "
                                        f"template_cap)")
@@ -143,7 +143,7 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
             rate = math.inf
         if math.isinf(rate):
             raise InvalidRateError(f"task {task!r} ({n} examples): its rate overflows a float at scale {scale:g}, "
-                                   f"temperature/alpha {temperature:g}: use a larger alpha (or a smaller scale)")
+                                   f"sampling.alpha {temperature:g}: use a larger alpha (or a smaller scale)")
         rates[task] = rate
     return check_rates(rates)
 

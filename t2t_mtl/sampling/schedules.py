@@ -10,7 +10,7 @@ def annealed_alpha(epoch: float, total_epochs: int) -> float:
     Starts proportional (alpha 1) and ends at alpha 5 (close to uniform). With E = 1, alpha is 1.
     """
     if total_epochs < 1:
-        raise SamplingError(f"annealed schedule needs epochs >= 1, got {total_epochs}")
+        raise SamplingError(f"the annealed schedule needs sampling.epochs >= 1, got {total_epochs}")
     if total_epochs == 1:
         return 1.0
     e = min(max(epoch, 1.0), float(total_epochs))
@@ -20,9 +20,10 @@ def annealed_alpha(epoch: float, total_epochs: int) -> float:
 def dynamic_alpha(epoch: float, alpha_0: float, alpha_max: float, warmup_epochs: float) -> float:
     """Wang et al. (2020): alpha(e) = min(alpha_max, (e-1)(alpha_max - alpha_0)/M + alpha_0), e >= 1."""
     if not warmup_epochs > 0:
-        raise SamplingError(f"dynamic temperature needs warmup_epochs > 0, got {warmup_epochs}")
+        raise SamplingError(f"dynamic temperature needs sampling.warmup_epochs > 0, got {warmup_epochs}")
     if not (alpha_0 > 0 and alpha_max > 0):
-        raise SamplingError(f"dynamic temperature needs alpha_0, alpha_max > 0, got {alpha_0}, {alpha_max}")
+        raise SamplingError(f"dynamic temperature needs sampling.alpha_0 and sampling.alpha_max > 0, got {alpha_0}, "
+                            f"{alpha_max}")
     if alpha_0 > alpha_max:
         raise SamplingError(f"dynamic temperature rises from alpha_0 to alpha_max, but alpha_0 {alpha_0} > alpha_max "
                             f"{alpha_max} (alpha would be alpha_max from the first epoch): swap them")

@@ -36,7 +36,7 @@ class ExplicitRatesSampler(MixtureSampler):
         missing = [t for t in self.tasks if t not in rates]
         extra = [t for t in rates if t not in self.task_sizes]
         if missing or extra:
-            raise InvalidRateError(f"explicit rates must name exactly the mixture's tasks; "
+            raise InvalidRateError(f"sampling.rates (explicit) must name exactly the mixture's tasks; "
                                    f"missing: {missing or 'none'}; not in the mixture: {extra or 'none'}")
         self.rates = rates
 

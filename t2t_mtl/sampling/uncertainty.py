@@ -73,7 +73,7 @@ class UncertaintySelectionSampler(MixtureSampler):
     def __init__(self, task_sizes: Mapping[str, int], *, pool_per_task: int = 1, **common) -> None:
         super().__init__(task_sizes, **common)
         if int(pool_per_task) < 1:
-            raise SamplingError(f"pool_per_task must be >= 1, got {pool_per_task}")
+            raise SamplingError(f"sampling.pool_per_task must be >= 1, got {pool_per_task}")
         self.pool_per_task = int(pool_per_task)
         self._selected = [0] * len(self.tasks)
 
@@ -132,11 +132,11 @@ class UncertaintyEMASampler(MixtureSampler):
                  dataset_cap: Optional[float] = None, **common) -> None:
         super().__init__(task_sizes, **common)
         if not 0.0 <= lam <= 1.0:
-            raise SamplingError(f"lam must be in [0, 1], got {lam}")
+            raise SamplingError(f"sampling.lam must be in [0, 1], got {lam}")
         if not 0.0 <= momentum < 1.0:
-            raise SamplingError(f"momentum must be in [0, 1), got {momentum}")
+            raise SamplingError(f"sampling.momentum must be in [0, 1), got {momentum}")
         if not 0.0 <= floor * len(self.tasks) < 1.0:
-            raise SamplingError(f"floor {floor} times {len(self.tasks)} tasks must be in [0, 1)")
+            raise SamplingError(f"sampling.floor {floor} times {len(self.tasks)} tasks must be in [0, 1)")
         self.lam, self.floor, self.momentum = float(lam), float(floor), float(momentum)
         prior = size_rates(self.task_sizes, temperature=float(alpha), maximum=cap, scale=scale,
                            templates=templates, template_cap=template_cap, dataset_cap=dataset_cap)

@@ -29,12 +29,12 @@ class WorstTaskSampler(MixtureSampler):
                  metric: str = "val_loss", **common) -> None:
         super().__init__(task_sizes, **common)
         if metric not in ("val_loss", "loss"):
-            raise SamplingError(f"worst_task metric must be 'val_loss' or 'loss', got {metric!r}")
+            raise SamplingError(f"sampling.metric must be 'val_loss' or 'loss' for worst_task, got {metric!r}")
         self.metric = metric
         if not tau >= 0:
-            raise SamplingError(f"tau must be >= 0, got {tau}")
+            raise SamplingError(f"sampling.tau must be >= 0, got {tau}")
         if not 0.0 <= floor * len(self.tasks) < 1.0:
-            raise SamplingError(f"floor {floor} times {len(self.tasks)} tasks must be in [0, 1)")
+            raise SamplingError(f"sampling.floor {floor} times {len(self.tasks)} tasks must be in [0, 1)")
         self.tau, self.floor = float(tau), float(floor)
         self.initial_loss = np.full(len(self.tasks), np.nan)
         self.loss = np.full(len(self.tasks), np.nan)
