@@ -102,6 +102,16 @@ def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path,
     assert "cap must be >= 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--draws", "-5", "--draws must be >= 0, got -5"),  # was "cannot draw a negative number of tasks (-5)"
+    ("--epochs", "0", "--epochs must be >= 1, got 0"),  # was "epochs must be >= 1": no such key or flag
+    ("--seed", "-1", "--seed must be >= 0, got -1"),  # was "the sampling seed (training.seed)": not this command's
+])
+def test_show_bad_counts_name_the_flag(mixture, capsys, flag, value, expected):
+    assert main(["mixture", "show", mixture, "--sampler", "annealed", flag, value]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {expected}"
+
+
 def test_show_yaml_tasks_from_a_tasks_dir(mixture, tmp_path, capsys):
     # was: no --tasks-dir, so the rates of a YAML task could not be shown; NAME may list task names
     from engine_helpers import write_yaml_task

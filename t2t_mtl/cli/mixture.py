@@ -64,6 +64,9 @@ def show_mixture(args: argparse.Namespace) -> int:
     import task_registry
 
     try:
+        for flag, least in (("draws", 0), ("epochs", 1), ("seed", 0)):  # before the sampler names its own keys
+            if getattr(args, flag) < least:
+                raise ValueError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
         if args.plot:
