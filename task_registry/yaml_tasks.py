@@ -123,6 +123,7 @@ class _FileParser:
         self.path = path
         self.errors: list[str] = []
         self.imports_promptsource = False
+        self.name_line = 1
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(f"{self.path}:{line}: {message}")
@@ -154,6 +155,7 @@ class _FileParser:
             if key not in document:
                 self.error(document.line, f"missing required key {key!r}")
         name = document.get("name")
+        self.name_line = self.line_of(document, "name")
         if "name" in document and (not isinstance(name, str) or not name):
             self.error(self.line_of(document, "name"), f"`name` must be a non-empty string, got {name!r}")
         options = self.options(document)
@@ -313,11 +315,25 @@ class _FileParser:
 
 def parse_task_file(path: Union[str, os.PathLike]) -> Task:
     """The `Task` a YAML file defines (not registered); raises `TaskFileError` listing every problem."""
-    parser = _FileParser(Path(path))
+    return _parse_located(Path(path))[1]
+
+
+def _parse_located(path: Path) -> tuple[str, Task]:
+    """(`file:line` of its `name`, the task) of one YAML file; raises `TaskFileError` listing every problem."""
+    parser = _FileParser(path)
     task = parser.parse()
     if task is None:
         raise TaskFileError(str(path), parser.errors)
-    return task
+    return f"{path}:{parser.name_line}", task
+
+
+def _duplicate_names(located: Sequence[tuple[str, Task]]) -> list[str]:
+    """One problem per task name that several files define, naming each file and the line of its `name`."""
+    by_name: dict[str, list[str]] = {}
+    for location, task in located:
+        by_name.setdefault(task.name, []).append(location)
+    return [f"{where[0]}: task name {name!r} is defined by more than one file: {', '.join(where)}"
+            for name, where in by_name.items() if len(where) > 1]
 
 
 def _rows_reachable(task: Task) -> bool:
@@ -380,28 +396,31 @@ def task_files(directory: Union[str, os.PathLike]) -> list[Path]:
 def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, overwrite: bool = False) -> list[Task]:
     """Parse every `*.yaml` / `*.yml` in `directory` (sorted by name) and register them; all problems reported
     at once."""
-    directory = Path(directory)
+    located = _load_located(Path(directory))
+    if register:
+        for _, task in located:
+            register_task(task, overwrite=overwrite)
+    return [task for _, task in located]
+
+
+def _load_located(directory: Path) -> list[tuple[str, Task]]:
+    """(`file:line` of its `name`, task) of every YAML file of the folder `directory`; every problem, a task name
+    that two files define included, raised at once in one `TaskFileError`."""
     if directory.is_file():
         raise TaskDefinitionError(f"task directory {directory} is a file, not a folder: pass the folder that holds "
                                   f"the YAML task files (*.yaml / *.yml)")
     if not directory.is_dir():
         raise TaskDefinitionError(f"task directory {directory} does not exist")
-    tasks, errors = [], []
+    located, errors = [], []
     for path in task_files(directory):
         try:
-            tasks.append(parse_task_file(path))
+            located.append(_parse_located(path))
         except TaskFileError as error:
             errors.extend(error.errors)
+    errors += _duplicate_names(located)
     if errors:
         raise TaskFileError(str(directory), errors)
-    names = [t.name for t in tasks]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise TaskFileError(str(directory), [f"task name(s) {duplicates} defined by more than one file"])
-    if register:
-        for task in tasks:
-            register_task(task, overwrite=overwrite)
-    return tasks
+    return located
 
 
 def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
@@ -415,21 +434,18 @@ def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.P
     (the next run in one process) is harmless.
     """
     dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
-    tasks: list[Task] = []
+    located: list[tuple[str, Task]] = []
     errors: list[str] = []
     for directory in dirs:
         try:
-            tasks.extend(load_task_dir(directory, register=False))
+            located.extend(_load_located(Path(directory)))
         except TaskFileError as error:
             errors.extend(error.errors)
         except TaskDefinitionError as error:  # a missing folder
             errors.append(str(error))
-    names = [t.name for t in tasks]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        errors.append(f"task name(s) {duplicates} defined by more than one file")
+    errors += _duplicate_names(located)  # across folders (a folder's own repeats are in its errors already)
     if errors:
         raise TaskFileError(", ".join(str(d) for d in dirs), errors)
-    for task in tasks:
+    for _, task in located:
         register_task(task, overwrite=overwrite)
-    return tasks
+    return [task for _, task in located]

@@ -138,5 +138,7 @@ def test_validate_reports_a_task_name_that_two_files_of_the_folder_define(worksp
     assert main(["tasks", "validate", str(tasks), "--data-dir", str(workspace / "data")]) == 1
     assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [
         f"error: task name 'cli_qa' is defined by more than one file: {tasks / 'cli_qa.yaml'}, {tasks / 'copy.yml'}"]
-    with pytest.raises(task_registry.TaskFileError, match=r"\['cli_qa'\] defined by more than one file"):
+    with pytest.raises(task_registry.TaskFileError) as raised:
         task_registry.load_task_dirs(tasks)
+    assert raised.value.errors == [f"{tasks / 'cli_qa.yaml'}:1: task name 'cli_qa' is defined by more than one "
+                                   f"file: {tasks / 'cli_qa.yaml'}:1, {tasks / 'copy.yml'}:1"]

@@ -71,8 +71,11 @@ def test_local_files_relative_to_the_yaml_and_directory_registration(tmp_path):
         assert task_registry.get_task("qa_one").to_dataset("train")["inputs"] == ["question: q0", "question: q1",
                                                                                   "question: q2"]
     (tmp_path / "tasks" / "copy.yaml").write_text((tmp_path / "tasks" / "qa_one.yaml").read_text())
-    with pytest.raises(TaskFileError, match=r"\['qa_one'\] defined by more than one file"):
+    with pytest.raises(TaskFileError) as raised:
         task_registry.load_task_dir(tmp_path / "tasks", register=False)
+    tasks = tmp_path / "tasks"  # was: "task name(s) ['qa_one'] defined by more than one file", naming no file
+    assert raised.value.errors == [f"{tasks / 'copy.yaml'}:1: task name 'qa_one' is defined by more than one file: "
+                                   f"{tasks / 'copy.yaml'}:1, {tasks / 'qa_one.yaml'}:1"]
     with pytest.raises(TaskDefinitionError, match="qa_one.yaml is a file, not a folder"):  # was: "does not exist"
         task_registry.load_task_dir(tmp_path / "tasks" / "qa_one.yaml")
 
@@ -311,3 +314,17 @@ def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path)
     path.write_text("name: inline\nsplits: [train]\nsource: {files: rows.jsonl}\n"
                     "templates:\n  - {name: t, jinja: '{{ answer }} ||| x'}\n")
     assert parse_task_file(path).preprocessors == []
+
+
+def test_a_task_name_defined_in_two_folders_names_both_files_and_lines(tmp_path):
+    # load_task_dirs (--tasks-dir, data.tasks_dir) said only "task name(s) ['qa'] defined by more than one file"
+    (tmp_path / "train.jsonl").write_text('{"q": "q0", "a": "a0"}\n')
+    body = ("source:\n  files: {train: ../train.jsonl}\nsplits: [train]\n"
+            "templates:\n  - name: plain\n    jinja: '{{q}} ||| {{a}}'\n")
+    for folder, head in (("one", "name: qa\n"), ("two", "description: the same name again\nname: qa\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "qa.yaml").write_text(head + body)
+    one, two = tmp_path / "one" / "qa.yaml", tmp_path / "two" / "qa.yaml"
+    with task_registry.isolated_registry(), pytest.raises(TaskFileError) as raised:
+        task_registry.load_task_dirs([tmp_path / "one", tmp_path / "two"])
+    assert raised.value.errors == [f"{one}:1: task name 'qa' is defined by more than one file: {one}:1, {two}:2"]
