@@ -37,12 +37,12 @@ def _suggestion(name: str, candidates: Iterable[str]) -> str:
 class UnknownTaskError(TaskRegistryError, KeyError):
     """A task name that is not registered; the message lists close matches."""
 
-    def __init__(self, name: str, known: Iterable[str]):
+    def __init__(self, name: str, known: Iterable[str], where: str = ""):
         known = sorted(known)
         self.name = name
         self.suggestions = close_matches(name, known)
         super().__init__(
-            f"unknown task {name!r}{_suggestion(name, known)} ({len(known)} tasks registered; "
+            f"{where + ': ' if where else ''}unknown task {name!r}{_suggestion(name, known)} ({len(known)} tasks registered; "
             f"`t2t-mtl tasks list` shows them, `task_registry.load_builtin_tasks()` registers the built-ins)"
         )
 

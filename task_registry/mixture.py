@@ -84,8 +84,9 @@ def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
     if mixture.name in stack:
         raise TaskDefinitionError(f"mixture cycle: {' → '.join(stack + (mixture.name,))}")
     rates: dict[str, float] = {}
+    where = "mixture " + " → ".join(repr(name) for name in stack + (mixture.name,))
     for member, rate in mixture.members:
-        resolved = resolve(member) if isinstance(member, str) else member
+        resolved = resolve(member, where=where) if isinstance(member, str) else member
         weight = float(rate(resolved) if callable(rate) else rate)  # type: ignore[arg-type]
         if weight < 0 or not math.isfinite(weight):
             kind = "mixture" if isinstance(resolved, Mixture) else "task"

@@ -76,13 +76,14 @@ def list_mixtures() -> list[str]:
     return sorted(_MIXTURES)
 
 
-def resolve(name: str) -> Union[Task, Mixture]:
-    """A mixture by that name, else a task; raises `UnknownTaskError` with matches from both."""
+def resolve(name: str, where: str = "") -> Union[Task, Mixture]:
+    """A mixture by that name, else a task; raises `UnknownTaskError` with matches from both (its message starts
+    with `where`, e.g. the mixture that names it, when given)."""
     if name in _MIXTURES:
         return _MIXTURES[name]
     if name in _TASKS:
         return _TASKS[name]
-    raise UnknownTaskError(name, list(_TASKS) + list(_MIXTURES))
+    raise UnknownTaskError(name, list(_TASKS) + list(_MIXTURES), where=where)
 
 
 def resolve_selection(spec: str) -> Union[Task, Mixture]:

@@ -131,3 +131,14 @@ def test_a_rate_function_on_a_nested_mixture_is_a_clear_error(registry):
         outer.flatten()
     assert Mixture("mx_outer", [("mx_inner", 5.0), ("mx_fb", rate_num_examples(5))]).flatten() == {
         "mx_fa": 5.0, "mx_fb": 5.0}
+
+
+def test_an_unknown_member_names_the_mixtures_that_lead_to_it(registry):
+    # was: "unknown task 'mx_bb' ..." alone, not saying which mixture (here: one nested in another) names it
+    task_registry.register_task(_task("mx_a"))
+    task_registry.register_task(_task("mx_b"))
+    task_registry.register_mixture(Mixture("mx_inner", ["mx_a", "mx_bb"]))
+    with pytest.raises(task_registry.UnknownTaskError) as raised:
+        Mixture("mx_outer", {"mx_inner": 1.0, "mx_a": 2.0}).flatten()
+    assert str(raised.value).startswith("mixture 'mx_outer' → 'mx_inner': unknown task 'mx_bb'; did you mean 'mx_b'")
+    assert raised.value.name == "mx_bb" and isinstance(raised.value, KeyError)
