@@ -99,16 +99,31 @@ class Rename(Preprocessor):
         self.mapping = dict(mapping)
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
-        columns = dataset.column_names
-        if columns is not None:
-            missing = sorted(set(self.mapping) - set(columns))
-            if missing:
-                raise TaskDefinitionError(f"rename: column(s) {missing} do not exist; columns are {columns}")
-            clashes = sorted(new for new in self.mapping.values() if new in columns and new not in self.mapping)
-            if clashes:  # renaming onto a kept column would silently replace it
-                raise TaskDefinitionError(f"rename {self.mapping}: column(s) {clashes} exist already; rename or drop "
-                                          f"them first (columns are {columns})")
-        return dataset.rename_columns(self.mapping)
+        """The renamed dataset; a missing or clashing column is a `TaskDefinitionError`, raised here when the
+        columns are known and, for a stream whose columns are not (after a map), on its first row."""
+        if dataset.column_names is not None:
+            self._check(dataset.column_names)
+        if isinstance(dataset, datasets.Dataset):
+            return dataset.rename_columns(self.mapping)
+        # datasets' streaming rename refuses a swap (`a → b, b → a`) that the map-style one allows, with a
+        # ValueError naming the wrong columns: rename each row here, with the same checks as above
+        features = dataset.features
+        renamed = None if features is None else datasets.Features({self.mapping.get(c, c): f
+                                                                   for c, f in features.items()})
+        return dataset.map(self._rename_row, remove_columns=list(self.mapping), features=renamed)
+
+    def _check(self, columns: list[str]) -> None:
+        missing = sorted(set(self.mapping) - set(columns))
+        if missing:
+            raise TaskDefinitionError(f"rename: column(s) {missing} do not exist; columns are {list(columns)}")
+        clashes = sorted(new for new in self.mapping.values() if new in columns and new not in self.mapping)
+        if clashes:  # renaming onto a kept column would silently replace it
+            raise TaskDefinitionError(f"rename {self.mapping}: column(s) {clashes} exist already; rename or drop "
+                                      f"them first (columns are {list(columns)})")
+
+    def _rename_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        self._check(list(row))
+        return {new: row[old] for old, new in self.mapping.items()}
 
     def describe(self) -> str:
         return f"rename({self.mapping})"

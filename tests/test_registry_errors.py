@@ -380,6 +380,26 @@ def test_renaming_onto_an_existing_column_is_refused(rows_file):
     assert swapped.load_rows("train")[0]["label"] == "fine"  # a swap replaces nothing
 
 
+@pytest.mark.parametrize("steps,message", [
+    ([], None),
+    ([task_registry.Map({"x": "text"})], None),  # a streamed map leaves the columns unknown
+    ([task_registry.Map({"x": "text"}), task_registry.Rename({"x": "label"})], r"column\(s\) \['label'\] exist already"),
+    ([task_registry.Map({"x": "text"}), task_registry.Rename({"y": "z"})], r"column\(s\) \['y'\] do not exist"),
+])
+def test_a_streamed_rename_acts_and_fails_as_the_map_style_one(rows_file, steps, message):
+    # streamed, the swap below raised datasets' ValueError "... columns {'extra'} are already in the dataset", and
+    # a rename after a map raised that ValueError (naming the wrong columns) instead of the TaskDefinitionError
+    renames = [task_registry.Rename({"text": "label", "label": "text"})] if message is None else []
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",), preprocessors=steps + renames)
+    if message is None:
+        streamed = [dict(row) for row in task.load_rows("train", streaming=True)]
+        assert streamed == [dict(row) for row in task.load_rows("train")] and streamed[0]["label"] == "fine"
+        return
+    for streaming in (False, True):
+        with pytest.raises(task_registry.TaskDefinitionError, match=r"task 'rows': split 'train': rename.*" + message):
+            list(task.to_dataset("train", streaming=streaming))
+
+
 @pytest.mark.parametrize("change,message", [
     ({"target_scores": {"a": float("nan"), "b": 0}}, "target score of 'a' is nan, not a finite number"),
     ({"append_choices_to_input": "false"}, "'append_choices_to_input' must be true or false, got 'false'"),
