@@ -14,8 +14,12 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
 from datasets.arrow_writer import SchemaInferenceError
-from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from datasets.exceptions import DatasetGenerationError
+
+try:  # datasets has no public list of its file readers; this private one may go in a later version
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+except ImportError:
+    _PACKAGED_DATASETS_MODULES = None
 
 from .errors import DataSourceError, TaskDefinitionError
 
@@ -33,7 +37,14 @@ _COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
 
 def is_file_builder(path: str) -> bool:
     """Whether the hub id `path` names one of datasets' file readers (`json`, `csv`, `parquet`, `text`, ...), whose
-    `data_files` are paths on this machine (for a hub repo they are paths inside the repo)."""
+    `data_files` are paths on this machine (for a hub repo they are paths inside the repo).
+
+    Raises `TaskDefinitionError` when the installed `datasets` lacks the (private) list of its readers."""
+    if _PACKAGED_DATASETS_MODULES is None:
+        raise TaskDefinitionError(
+            f"cannot tell whether {path!r} is one of datasets' file readers (whose data_files are local paths) or a "
+            f"hub repo: datasets {datasets.__version__} has no datasets.packaged_modules._PACKAGED_DATASETS_MODULES; "
+            f"install a datasets version this project supports (setup.py), or list local files under `files:`")
     return path in _PACKAGED_DATASETS_MODULES
 
 

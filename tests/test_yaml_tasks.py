@@ -328,3 +328,19 @@ def test_a_task_name_defined_in_two_folders_names_both_files_and_lines(tmp_path)
     with task_registry.isolated_registry(), pytest.raises(TaskFileError) as raised:
         task_registry.load_task_dirs([tmp_path / "one", tmp_path / "two"])
     assert raised.value.errors == [f"{one}:1: task name 'qa' is defined by more than one file: {one}:1, {two}:2"]
+
+
+def test_data_files_without_datasets_list_of_file_readers_is_a_problem_of_the_file(tmp_path, monkeypatch):
+    # sources imported datasets' private _PACKAGED_DATASETS_MODULES at module level: a datasets without it made
+    # `import task_registry` fail; now only a source that needs it (`hf:` with `data_files`) is refused, by line
+    from task_registry import sources
+
+    monkeypatch.setattr(sources, "_PACKAGED_DATASETS_MODULES", None)
+    path = tmp_path / "reader.yaml"
+    path.write_text("name: reader\nsplits: [train]\nsource: {hf: json, data_files: {train: rows.jsonl}}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    [problem] = validate_task_file(path)
+    assert problem.startswith(f"{path}:3: source: cannot tell whether 'json' is one of datasets' file readers")
+    assert "has no datasets.packaged_modules._PACKAGED_DATASETS_MODULES" in problem
+    path.write_text(path.read_text().replace(", data_files: {train: rows.jsonl}", ", name: rte"))
+    assert validate_task_file(path, check_rows=0) == []  # a hub id without data_files does not need the list
