@@ -21,7 +21,7 @@ try:  # datasets has no public list of its file readers; this private one may go
 except ImportError:
     _PACKAGED_DATASETS_MODULES = None
 
-from .errors import DataSourceError, TaskDefinitionError
+from .errors import DataSourceError, TaskDefinitionError, close_matches
 
 DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
@@ -140,6 +140,8 @@ class HFSource(Source):
     def load(self, split: str, *, streaming: bool = False):
         local = self.local_file(split)
         if local is not None:
+            if not local.exists():
+                raise DataSourceError(self._missing_local(local, split))
             return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
         try:
             return datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
@@ -151,6 +153,23 @@ class HFSource(Source):
                     f"<path>/<config or default>/<split>.jsonl")
             raise DataSourceError(f"hub dataset {self.describe()} split {split!r} could not be loaded "
                                   f"({type(error).__name__}: {error}); {hint}") from error
+
+    def _missing_local(self, local: Path, split: str) -> str:
+        """Why the data dir has no `local` file for `split`: which configs or splits it does hold."""
+        config_dir, dataset_dir = local.parent, local.parent.parent
+        where = f"hub dataset {self.describe()} (data dir {get_data_dir()}): split {split!r} expects the file " \
+                f"{str(local)!r}, which does not exist"
+        if config_dir.is_dir():
+            splits = sorted(p.stem for p in config_dir.glob("*.jsonl"))
+            return f"{where}; {config_dir} holds the split(s) {splits}"
+        configs = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir()) if dataset_dir.is_dir() else []
+        if not configs:
+            return f"{where}; the data dir has no folder {self.path!r} for this dataset"
+        suggestion = (close_matches(self.name, configs) if self.name is not None else []) or configs
+        config = "without a config name it reads the folder 'default'" if self.name is None else \
+            f"config {self.name!r} is not there"
+        return (f"{where}; {config}, and the data dir holds the configs {configs} of {self.path!r}: name one as the "
+                f"config (e.g. `name: {suggestion[0]}` in a task file)")
 
     def describe(self) -> str:
         return f"{self.path}/{self.name}" if self.name else self.path

@@ -412,3 +412,30 @@ def test_bigbench_scores_and_flags_are_checked(tmp_path, change, message):
     (tmp_path / "task.json").write_text(json.dumps(data))
     with pytest.raises(task_registry.TaskDefinitionError, match=message):
         load_bigbench_task(tmp_path)
+
+
+@pytest.mark.parametrize("path,name,split,tail", [
+    # a hub dataset of one config (conll2003's is "conll2003") loads without a name online, not from a data dir
+    ("conll2003", None, "train", "without a config name it reads the folder 'default', and the data dir holds the "
+                                 "configs ['conll2003'] of 'conll2003': name one as the config (e.g. `name: "
+                                 "conll2003` in a task file)"),
+    ("glue", "rtee", "train", "config 'rtee' is not there, and the data dir holds the configs ['cola', 'mrpc', "
+                              "'rte', 'sst2', 'wnli'] of 'glue': name one as the config (e.g. `name: rte` in a task "
+                              "file)"),
+    ("glue", "rte", "test", "holds the split(s) ['train', 'validation']"),
+    ("no_such_hub_id", None, "train", "the data dir has no folder 'no_such_hub_id' for this dataset"),
+])
+def test_a_file_missing_from_the_data_dir_says_which_configs_and_splits_it_holds(shared_data_dir, path, name, split,
+                                                                                tail):
+    # was only "split 'train' expects the file '.../conll2003/default/train.jsonl', which does not exist"
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(shared_data_dir)
+    try:
+        with pytest.raises(DataSourceError) as raised:
+            task_registry.HFSource(path, name).load(split)
+    finally:
+        task_registry.set_data_dir(previous)
+    expected = shared_data_dir / path / (name or "default") / f"{split}.jsonl"
+    assert str(raised.value).startswith(f"hub dataset {path}{'/' + name if name else ''} (data dir {shared_data_dir}): "
+                                        f"split {split!r} expects the file {str(expected)!r}, which does not exist; ")
+    assert str(raised.value).endswith(tail)
