@@ -2,9 +2,10 @@
 
 Rows are compared by word n-grams of each of their string fields (strings inside lists and mappings too), after
 normalisation: Unicode NFKC, lower case, every run of characters other than letters and digits a single space —
-the 13-gram test of GPT-3's contamination study (Brown et al. 2020). A field shorter than `n` words but of at
-least `min_words` is one gram of its own: it matches a training field with exactly the same words. An evaluation
-row overlaps a training task when any of its grams occurs in any of that task's training rows. Raw rows are
+the 13-gram test of GPT-3's contamination study (Brown et al. 2020). An evaluation field shorter than `n` words
+but of at least `min_words` is one gram of its own: it matches a training field that holds the same words in a
+row (the whole field, or inside a longer one). An evaluation row overlaps a training task when any of its grams
+occurs in any of that task's training rows. Raw rows are
 compared (after the task's preprocessors), not rendered prompts, so template wording never matches by itself.
 Grams are kept as 64-bit BLAKE2 hashes (deterministic across runs; a false match needs a hash collision).
 """
@@ -77,10 +78,20 @@ class TaskOverlap:
         return self.overlapping / self.rows if self.rows else 0.0
 
 
-def _training_index(task: Task, split: str, n: int, min_words: int, max_rows: Optional[int]) -> np.ndarray:
+def _short_lengths(rows: Any, n: int, min_words: int) -> set:
+    """The word counts of the fields of `rows` that are grams whole (`min_words` to n − 1 words)."""
+    return {len(words) for row in rows for text in _strings(dict(row))
+            if min_words <= len(words := normalized_words(text)) < n}
+
+
+def _training_index(task: Task, split: str, lengths: set, max_rows: Optional[int]) -> np.ndarray:
+    """Every gram of each length in `lengths` of the training rows' string fields, hashed and sorted."""
     grams: set = set()
     for row in task.load_rows(split, max_rows=max_rows):
-        grams |= row_grams(row, n, min_words)
+        for text in _strings(dict(row)):
+            words = normalized_words(text)
+            for k in lengths:
+                grams.update(_gram_hash(words[i:i + k]) for i in range(len(words) - k + 1))
     return np.unique(np.fromiter(grams, dtype=np.int64, count=len(grams)))
 
 
@@ -97,11 +108,14 @@ def find_overlap(evaluated: Sequence[Tuple[Task, str]], training: Sequence[Task]
     rows of any `training` task. `max_rows` limits the rows read per split; `examples` the row indices kept."""
     if n < 1 or min_words < 1:
         raise ValueError(f"n ({n}) and min_words ({min_words}) must be >= 1")
-    indexes = {task.name: _training_index(task, train_split, n, min_words, max_rows) for task in training}
+    evaluated_rows = [(task, split, task.load_rows(split, max_rows=max_rows)) for task, split in evaluated]
+    # a short evaluation field is looked up among the training grams of its own length
+    lengths = {n}.union(*(_short_lengths(rows, n, min_words) for _, _, rows in evaluated_rows))
+    indexes = {task.name: _training_index(task, train_split, lengths, max_rows) for task in training}
     out = []
-    for task, split in evaluated:
+    for task, split, rows in evaluated_rows:
         report = TaskOverlap(task.name, split, 0, 0)
-        for position, row in enumerate(task.load_rows(split, max_rows=max_rows)):
+        for position, row in enumerate(rows):
             report.rows += 1
             grams = np.fromiter(row_grams(row, n, min_words), dtype=np.int64)
             hits = [name for name, index in indexes.items() if grams.size and _contains(index, grams)]

@@ -12,7 +12,8 @@ from task_registry.overlap import find_overlap, normalized_words, row_grams
 
 
 def _brute_force_overlaps(eval_rows, train_rows, n=13, min_words=8):
-    """Indices of eval rows sharing an n-word window (or, for short fields, the whole field) with a train row."""
+    """Indices of eval rows sharing an n-word window (or, for short fields, the whole field) with a train row: the
+    window's words in a row in any training field."""
     def fields(row):
         out = []
         for value in row.values():
@@ -28,7 +29,7 @@ def _brute_force_overlaps(eval_rows, train_rows, n=13, min_words=8):
     seen = set()
     for row in train_rows:
         for words in fields(row):
-            seen |= windows(words)
+            seen |= {tuple(words[i:i + k]) for k in range(min_words, n + 1) for i in range(len(words) - k + 1)}
     return [i for i, row in enumerate(eval_rows) if any(windows(words) & seen for words in fields(row))]
 
 
@@ -73,8 +74,11 @@ def test_planted_overlaps_are_found_exactly_as_a_brute_force_search_finds_them(t
                 row["text"] += " ... " + ", ".join(words[start:start + 13]).upper() + "!"
         if i % 7 == 0:  # a short training field, whole
             row["note"] = rng.choice(train_a)["extra"][0]
-        if i % 9 == 0:  # 12 words of a window: not enough
-            row["text"] = " ".join(rng.choice(train_b)["text"].split()[:12])
+        if i % 9 == 0:  # 12 words of a window in a longer field: not enough
+            row["text"] = text(20) + " " + " ".join(rng.choice(train_b)["text"].split()[:12])
+        if i % 11 == 0:  # a short field whose words a longer training field holds (was never found)
+            words = rng.choice([r for r in train_a + train_b if len(r["text"].split()) >= 20])["text"].split()
+            row["short"] = " ".join(words[5:15])
         evaluation.append(row)
     tasks = [_local_task(tmp_path, "a", {"train": train_a}), _local_task(tmp_path, "b", {"train": train_b})]
     evaluated = _local_task(tmp_path, "e", {"validation": evaluation})
@@ -85,6 +89,8 @@ def test_planted_overlaps_are_found_exactly_as_a_brute_force_search_finds_them(t
     for name, rows in (("a", train_a), ("b", train_b)):
         assert report.training_tasks.get(name, 0) == len(_brute_force_overlaps(evaluation, rows))
     assert find_overlap([(evaluated, "validation")], tasks, n=30)[0].overlapping < report.overlapping
+    shorts = [i for i, row in enumerate(evaluation) if "short" in row]
+    assert set(shorts) <= set(expected) and shorts  # every planted short field is found
 
 
 def test_wnli_and_rte_validation_rows_reuse_training_sentences(shared_data_dir):
