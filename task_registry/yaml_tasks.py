@@ -56,7 +56,7 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
-from .preprocessors import from_config as preprocessor_from_config
+from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .registry import register_task
 from .sources import HFSource, LocalFileSource, Source, get_data_dir, is_file_builder
@@ -119,8 +119,9 @@ def _unknown_keys(mapping: dict, allowed: set[str]) -> list[str]:
 class _FileParser:
     """Turns one YAML task document into a Task, collecting problems as `file:line: message`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check_splits: bool = False):
         self.path = path
+        self.check_splits = check_splits
         self.errors: list[str] = []
         self.imports_promptsource = False
         self.name_line = 1
@@ -160,6 +161,7 @@ class _FileParser:
             self.error(self.line_of(document, "name"), f"`name` must be a non-empty string, got {name!r}")
         options = self.options(document)
         source = self.source(document.get("source"), self.line_of(document, "source")) if "source" in document else None
+        self.split_problems(document, source)
         preprocessors = self.preprocessors(document)
         templates = self.templates(document)
         if self.imports_promptsource:  # promptsource's templates read `a-b` columns as `a_b`, as promptsource_task
@@ -179,6 +181,8 @@ class _FileParser:
             if key in document:
                 if not isinstance(document[key], kind):
                     self.error(self.line_of(document, key), f"`{key}` must be a {kind.__name__}, got {document[key]!r}")
+                elif key == "group_by" and self.expression_problem(document, key):
+                    continue
                 else:
                     options[key] = document[key]
         for key in ("splits", "metrics"):
@@ -189,6 +193,28 @@ class _FileParser:
                 else:
                     options[key] = tuple(value)
         return options
+
+    def expression_problem(self, document: dict, key: str) -> bool:
+        """Whether `document[key]` is not a Jinja expression (reported at its line)."""
+        try:
+            compile_expression(document[key], f"`{key}`")
+        except TaskDefinitionError as error:
+            self.error(self.line_of(document, key), str(error))
+            return True
+        return False
+
+    def split_problems(self, document: dict, source: Optional[Source]) -> None:
+        """With `check_splits`, report at the `splits` line (or the `source` line when it is not given) each split
+        that a split → files mapping has no files for (loading the task leaves that to the split's first use)."""
+        if not self.check_splits or not isinstance(source, LocalFileSource) or source.files is None:
+            return
+        splits = document.get("splits", ["train", "validation"])
+        missing = [split for split in splits if split not in source.files] if isinstance(splits, list) else []
+        if missing:
+            key = "splits" if "splits" in document else "source"
+            self.error(self.line_of(document, key), f"`source: files:` has no file for the split(s) {missing}; it "
+                                                    f"has {sorted(map(str, source.files))} (`splits` default to "
+                                                    f"[train, validation]: list the ones the files hold)")
 
     def source(self, config: Any, line: int) -> Optional[Source]:
         if not isinstance(config, dict):
@@ -201,6 +227,9 @@ class _FileParser:
         kind = kinds[0]
         for problem in _unknown_keys(config, SOURCE_KINDS[kind]):
             self.error(line, f"source: {problem}")
+        if kind == "hf" and config.get("name") is not None and not isinstance(config["name"], str):
+            self.error(line, f"source: `name` is the hub config name, a string, got {config['name']!r}")
+            return None
         try:
             if kind == "hf":
                 data_files = config.get("data_files")
@@ -249,11 +278,13 @@ class _FileParser:
         for entry in entries:
             if not isinstance(entry, dict):
                 self.error(self.line_of(document, "templates"), f"a template must be a mapping, got {entry!r}")
-            elif "promptsource" in entry:
-                templates.extend(self.promptsource_templates(entry))
-            else:
-                template = self.inline_template(entry)
-                if template is not None:
+                continue
+            added = self.promptsource_templates(entry) if "promptsource" in entry else [self.inline_template(entry)]
+            for template in added:
+                if template is not None and template.name in {t.name for t in templates}:
+                    self.error(self.line_of(entry), f"a second template named {template.name!r}: template names "
+                                                    f"must be unique within a task")
+                elif template is not None:
                     templates.append(template)
         return templates
 
@@ -350,7 +381,7 @@ def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3) -> li
     data dir), the first `check_rows` rows of each split are rendered with every template, so a missing field is
     caught here.
     """
-    parser = _FileParser(Path(path))
+    parser = _FileParser(Path(path), check_splits=True)
     task = parser.parse()
     if task is None:
         return parser.errors

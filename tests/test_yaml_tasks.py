@@ -151,9 +151,25 @@ def test_a_missing_default_split_says_that_splits_default_to_train_and_validatio
     (tmp_path / "train.jsonl").write_text(json.dumps({"q": "q", "a": "a"}) + "\n")
     (tmp_path / "only_train.yaml").write_text("name: only_train\nsource: {files: {train: train.jsonl}}\n"
                                               "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
-    problems = validate_task_file(tmp_path / "only_train.yaml")
-    assert len(problems) == 1 and "no split 'validation'; it has ['train'] (a task's `splits` default to " \
-                                  "[train, validation]" in problems[0]
+    path = tmp_path / "only_train.yaml"
+    message = (f"{path}:2: `source: files:` has no file for the split(s) ['validation']; it has ['train'] (`splits` "
+               f"default to [train, validation]: list the ones the files hold)")
+    assert validate_task_file(path) == [message]  # named no line (found only by reading the rows)
+    assert validate_task_file(path, check_rows=0) == [message]  # was not found at all
+    assert parse_task_file(path).splits == ("train", "validation")  # loading it is left to the split's first use
+    path.write_text(path.read_text().replace("name: only_train\n", "name: only_train\nsplits: [train, test]\n"))
+    assert validate_task_file(path, check_rows=0) == [message.replace("['validation']", "['test']")]
+
+
+def test_problems_that_the_task_finds_are_reported_at_the_line_of_their_key(tmp_path):
+    # a hub config name of the wrong type was accepted (and read as the folder "['rte']" of the data dir); a
+    # repeated template name was reported at line 1 (the task's), not at the template that repeats it
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nsource: {hf: glue, name: [rte]}\ntemplates:\n  - {name: a, jinja: 'x ||| y'}\n"
+                    "  - {name: a, jinja: 'y ||| x'}\n")
+    assert validate_task_file(path) == [
+        f"{path}:2: source: `name` is the hub config name, a string, got ['rte']",
+        f"{path}:5: a second template named 'a': template names must be unique within a task"]
 
 
 def test_a_single_promptsource_name_may_be_written_as_a_string(tmp_path, promptsource_dir):
@@ -212,7 +228,8 @@ def test_a_yaml_task_declares_the_groups_that_group_metrics_score(tmp_path, caps
     path.write_text(body % "group_by: 3")
     assert "`group_by` must be a str" in validate_task_file(path)[0]
     path.write_text(body % "group_by: 'idx.question +'")
-    assert "group_by: Jinja expression 'idx.question +' does not parse" in validate_task_file(path)[0]
+    assert validate_task_file(path) == [  # was reported at line 1, the task's, not at the line of `group_by`
+        f"{path}:4: `group_by`: Jinja expression 'idx.question +' does not parse: unexpected 'end of template'"]
     path.write_text(body % "")
     capsys.readouterr()
     assert cli_main(["tasks", "validate", str(path)]) == 1
