@@ -8,6 +8,7 @@ An `HFSource` with `data_files` names its files itself and is always loaded with
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
@@ -28,7 +29,8 @@ _data_dir: Optional[Path] = None
 
 PathLike = Union[str, os.PathLike]
 # csv/tsv cells are text: "NA", "null" or "None" stay strings (pandas' default reads them as missing), and a tsv
-# has no quoting (as GLUE's own readers assume), so a field that starts with `"` is not joined with the next lines
+# has no quoting (as GLUE's own readers assume), so a field that starts with `"` is not joined with the next lines.
+# Column types are decided from every cell of the split's files (`_csv_features`)
 _FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {"keep_default_na": False}),
             ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "quoting": csv.QUOTE_NONE}),
             ".parquet": ("parquet", {})}
@@ -91,6 +93,8 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
             raise DataSourceError(f"{what}: split {split!r} expects the file {str(file)!r}, which does not exist")
     builder, kwargs = _format_of(files[0])
     try:
+        if builder == "csv":
+            kwargs = dict(kwargs, features=_csv_features(files, kwargs))
         return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
                                      streaming=streaming, **kwargs)
     except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
@@ -101,6 +105,53 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
                                   "drop the split") from None
         raise DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
                               f"{_error_chain(error)}") from error
+
+
+def _csv_features(files: Sequence[Path], kwargs: Mapping[str, Any]) -> Optional[datasets.Features]:
+    """The column types of csv/tsv `files`, decided from every cell as pandas decides them from each 10,000-row
+    chunk alone (so a streamed split changed type mid-file and a map-style one failed to load), except that a
+    number written with a leading zero ("007", a zip code) keeps its column text: bool when each cell is
+    True/False, int64 when each is an integer as `str(int)` writes it, float64 when each is a finite number,
+    else text. `None` (the reader's own inference) when the files have no columns."""
+    import pandas
+
+    columns: dict[str, set] = {}
+    for file in files:
+        for chunk in pandas.read_csv(file, dtype=str, chunksize=100_000, **kwargs):
+            for name in chunk.columns:
+                kinds = columns.setdefault(name, {"bool", "int64", "float64"})
+                for cell in chunk[name].dropna():
+                    kinds.intersection_update(_cell_kinds(cell))
+                    if not kinds:
+                        break
+    if not columns:
+        return None
+    return datasets.Features({name: datasets.Value(next((k for k in ("bool", "int64", "float64") if k in kinds),
+                                                        "string")) for name, kinds in columns.items()})
+
+
+_BOOLS = {"True", "False", "true", "false", "TRUE", "FALSE"}
+
+
+def _cell_kinds(cell: str) -> set:
+    """The types one csv cell can be read as (see `_csv_features`)."""
+    if cell in _BOOLS:
+        return {"bool"}
+    digits = cell.lstrip("+-")
+    if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():  # "007": an identifier, not the number 7
+        return set()
+    if "_" in cell or cell != cell.strip():  # Python's float() reads "1_000" and " 1"; a csv reader does not
+        return set()
+    try:
+        value = float(cell)
+    except ValueError:
+        return set()
+    if not math.isfinite(value):
+        return set()
+    try:
+        return {"int64", "float64"} if str(int(cell)) == cell else {"float64"}
+    except ValueError:
+        return {"float64"}
 
 
 def _error_chain(error: BaseException) -> str:

@@ -439,3 +439,21 @@ def test_a_file_missing_from_the_data_dir_says_which_configs_and_splits_it_holds
     assert str(raised.value).startswith(f"hub dataset {path}{'/' + name if name else ''} (data dir {shared_data_dir}): "
                                         f"split {split!r} expects the file {str(expected)!r}, which does not exist; ")
     assert str(raised.value).endswith(tail)
+
+
+def test_csv_columns_get_one_type_from_every_row_in_streamed_and_map_style_loads(tmp_path):
+    # pandas typed each 10,000-row chunk alone: a column of numbers with a word in row 10,500 failed the map-style
+    # load ("Failed to parse string: 'n/a' as a scalar of type int64") and streamed ints, then a string; and a
+    # zip code "02134" was read as the number 2134
+    path = tmp_path / "rows.csv"
+    lines = ["text,count,zip,score,flag"]
+    lines += [f"row {i},{'n/a' if i == 10_500 else i},{i:05d},{i / 4},{i % 2 == 0}" for i in range(10_600)]
+    path.write_text("\n".join(lines) + "\n")
+    loads = [list(LocalFileSource(path).load("train", streaming=streaming)) for streaming in (False, True)]
+    assert loads[0] == loads[1] and len(loads[0]) == 10_600
+    assert loads[0][7] == {"text": "row 7", "count": "7", "zip": "00007", "score": 1.75, "flag": False}
+    assert loads[0][10_500]["count"] == "n/a"
+    tsv = tmp_path / "rows.tsv"
+    tsv.write_text("text\tlabel\tscore\na\t1\t5.000\nb\t0\t3\n")  # numbers stay numbers, as pandas reads them
+    assert list(LocalFileSource(tsv).load("train")) == [{"text": "a", "label": 1, "score": 5.0},
+                                                        {"text": "b", "label": 0, "score": 3.0}]
