@@ -87,6 +87,8 @@ def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
     where = "mixture " + " → ".join(repr(name) for name in stack + (mixture.name,))
     for member, rate in mixture.members:
         resolved = resolve(member, where=where) if isinstance(member, str) else member
+        if isinstance(resolved, Task):
+            _check_registered(resolved, where)
         weight = float(rate(resolved) if callable(rate) else rate)  # type: ignore[arg-type]
         if weight < 0 or not math.isfinite(weight):
             kind = "mixture" if isinstance(resolved, Mixture) else "task"
@@ -102,6 +104,22 @@ def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
         else:
             rates[resolved.name] = rates.get(resolved.name, 0.0) + weight
     return rates
+
+
+def _check_registered(task: Task, where: str) -> None:
+    """The flattened rates name tasks, which the registry resolves: a `Task` member must be the registered task
+    of its name (another task of that name would be trained in its place)."""
+    from .registry import get_task
+
+    try:
+        registered = get_task(task.name)
+    except KeyError:
+        raise TaskDefinitionError(f"{where}: task {task.name!r} is not registered; the mixture's rates name their "
+                                  f"tasks, so register it first (task_registry.register_task)") from None
+    if registered is not task:
+        raise TaskDefinitionError(f"{where}: its task {task.name!r} is not the registered task of that name "
+                                  f"({registered!r}), which its rate would train in its place; register it with "
+                                  f"overwrite=True or give it another name")
 
 
 def normalize(rates: Mapping[str, float]) -> dict[str, float]:

@@ -142,3 +142,16 @@ def test_an_unknown_member_names_the_mixtures_that_lead_to_it(registry):
         Mixture("mx_outer", {"mx_inner": 1.0, "mx_a": 2.0}).flatten()
     assert str(raised.value).startswith("mixture 'mx_outer' → 'mx_inner': unknown task 'mx_bb'; did you mean 'mx_b'")
     assert raised.value.name == "mx_bb" and isinstance(raised.value, KeyError)
+
+
+def test_a_task_member_must_be_the_registered_task_of_its_name(registry):
+    # the flattened rates name tasks, which training resolves through the registry: a Task member of the name of
+    # another registered task had that other task trained in its place, silently
+    registered = task_registry.register_task(_task("mx_a", rows=10))
+    other = _task("mx_a", rows=99)
+    with pytest.raises(TaskDefinitionError, match=r"^mixture 'mx_m': its task 'mx_a' is not the registered task of "
+                                                  r"that name"):
+        Mixture("mx_m", [other]).flatten()
+    with pytest.raises(TaskDefinitionError, match=r"^mixture 'mx_outer' → 'mx_inner': task 'mx_z' is not registered"):
+        Mixture("mx_outer", [Mixture("mx_inner", [_task("mx_z")])]).flatten()
+    assert Mixture("mx_m", [registered]).flatten() == {"mx_a": 1.0}
