@@ -358,6 +358,18 @@ def _parse_located(path: Path) -> tuple[str, Task]:
     return f"{path}:{parser.name_line}", task
 
 
+def duplicate_task_names(paths: Sequence[Union[str, os.PathLike]]) -> list[str]:
+    """One problem per task name that several of the YAML files `paths` define, as loading their folder reports
+    it (files with other problems are skipped: `validate_task_file` reports those)."""
+    located = []
+    for path in paths:
+        try:
+            located.append(_parse_located(Path(path)))
+        except TaskRegistryError:
+            continue
+    return _duplicate_names(located)
+
+
 def _duplicate_names(located: Sequence[tuple[str, Task]]) -> list[str]:
     """One problem per task name that several files define, naming each file and the line of its `name`."""
     by_name: dict[str, list[str]] = {}

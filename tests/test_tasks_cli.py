@@ -137,7 +137,8 @@ def test_validate_reports_a_task_name_that_two_files_of_the_folder_define(worksp
     (tasks / "copy.yml").write_text(TASK_YAML)
     assert main(["tasks", "validate", str(tasks), "--data-dir", str(workspace / "data")]) == 1
     assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")] == [
-        f"error: task name 'cli_qa' is defined by more than one file: {tasks / 'cli_qa.yaml'}, {tasks / 'copy.yml'}"]
+        f"error: {tasks / 'cli_qa.yaml'}:1: task name 'cli_qa' is defined by more than one file: "
+        f"{tasks / 'cli_qa.yaml'}:1, {tasks / 'copy.yml'}:1"]
     with pytest.raises(task_registry.TaskFileError) as raised:
         task_registry.load_task_dirs(tasks)
     assert raised.value.errors == [f"{tasks / 'cli_qa.yaml'}:1: task name 'cli_qa' is defined by more than one "

@@ -25,6 +25,7 @@ import yaml
 import task_registry
 from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
 from task_registry import TaskFileError, TaskRegistryError
+from task_registry.yaml_tasks import duplicate_task_names
 
 
 def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
@@ -187,18 +188,6 @@ def _metric_problems(file: Path) -> list[str]:
     return problems
 
 
-def _duplicate_names(files: Sequence[Path]) -> list[str]:
-    """One line per task name that several of `files` define (loading their folder refuses it)."""
-    by_name: dict[str, list[str]] = {}
-    for file in files:
-        try:
-            by_name.setdefault(task_registry.parse_task_file(file).name, []).append(str(file))
-        except TaskRegistryError:
-            continue  # validate_task_file reports these
-    return [f"task name {name!r} is defined by more than one file: {', '.join(paths)}"
-            for name, paths in by_name.items() if len(paths) > 1]
-
-
 def _validate(args: argparse.Namespace) -> int:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
@@ -210,7 +199,7 @@ def _validate(args: argparse.Namespace) -> int:
     problems = []
     for file in files:
         problems += task_registry.validate_task_file(file, check_rows=args.rows) + _metric_problems(file)
-    problems += _duplicate_names(files)
+    problems += duplicate_task_names(files)  # as loading the folder reports them
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
