@@ -149,12 +149,18 @@ def _literal(text: str, key: str, path: str) -> str:
     return f"{{% raw %}}{text.replace(SEPARATOR, PIPE_PROTECTOR)}{{% endraw %}}" if text else ""
 
 
+def _prefix(data: dict[str, Any], key: str, default: str) -> str:
+    """The task's `key` prefix, `default` when absent; a JSON null is no prefix (not the text "None")."""
+    value = data.get(key, default)
+    return "" if value is None else str(value)
+
+
 def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template:
     """The template that formats an example as BIG-bench does (see the module docstring)."""
-    task_prefix = str(data.get("task_prefix") or "")  # a null prefix is no prefix (not the text "None")
-    input_prefix = str(data.get("example_input_prefix", DEFAULT_INPUT_PREFIX))
-    output_prefix = str(data.get("example_output_prefix", DEFAULT_OUTPUT_PREFIX))
-    choice_prefix = str(data.get("choice_prefix", DEFAULT_CHOICE_PREFIX))
+    task_prefix = _prefix(data, "task_prefix", "")
+    input_prefix = _prefix(data, "example_input_prefix", DEFAULT_INPUT_PREFIX)
+    output_prefix = _prefix(data, "example_output_prefix", DEFAULT_OUTPUT_PREFIX)
+    choice_prefix = _prefix(data, "choice_prefix", DEFAULT_CHOICE_PREFIX)
     append_choices = data.get("append_choices_to_input", True)
     jinja = (_literal(task_prefix, "task_prefix", path) + _literal(input_prefix, "example_input_prefix", path)
              + "{% for part in input_parts %}{{ part }}{% endfor %}")

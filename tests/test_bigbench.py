@@ -110,7 +110,7 @@ def test_a_separator_in_the_input_or_a_prefix_is_kept_as_text(tmp_path):
     assert (example.inputs, example.targets) == ("a ||| b\nQ: x ||| y " + "z" * 2000 + "\nA:", "yes")
 
 
-def test_a_null_task_prefix_is_no_prefix(tmp_path):
+def test_a_null_prefix_is_no_prefix(tmp_path):
     task_dir = tmp_path / "null_prefix"
     task_dir.mkdir()
     (task_dir / "task.json").write_text(json.dumps({
@@ -118,6 +118,11 @@ def test_a_null_task_prefix_is_no_prefix(tmp_path):
         "examples": [{"input": "2 + 2?", "target_scores": {"4": 1, "5": 0}}]}))
     task = load_bigbench_task(task_dir)
     assert task.templates[0].render(task.load_rows("test")[0]).inputs == "Q: 2 + 2?\nA:"  # was "NoneQ: ..."
+    (task_dir / "task.json").write_text(json.dumps({
+        "name": "null_prefix", "example_input_prefix": None, "example_output_prefix": None, "choice_prefix": None,
+        "examples": [{"input": "2 + 2?", "target_scores": {"4": 1, "5": 0}}]}))
+    task = load_bigbench_task(task_dir)  # each was the text "None"
+    assert task.templates[0].render(task.load_rows("test")[0]).inputs == "2 + 2?45"
 
 
 @pytest.mark.parametrize("scores,problem", [
