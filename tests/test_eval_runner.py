@@ -162,6 +162,21 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "empty")
 
 
+def test_a_checkpoint_with_corrupt_weights_is_named_not_a_traceback(checkpoint, tmp_path, capsys):
+    # a weights file cut short (an interrupted copy) escaped as safetensors' own SafetensorError traceback
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="checkpoint '.*broken' could not be loaded: .*header"):
+        load_checkpoint(broken)
+    for command in (["eval", "--tasks", "parity"], ["predict", "a text"]):
+        assert cli_main([command[0], "--checkpoint", str(broken), *command[1:]]) in (1, 2)
+        assert "could not be loaded" in capsys.readouterr().err
+
+
 def test_held_out_tasks_are_refused_in_a_training_mixture():
     task_registry.load_builtin_tasks()
     held_out = [n for n in task_registry.list_tasks() if task_registry.get_task(n).held_out]

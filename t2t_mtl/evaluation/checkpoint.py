@@ -5,9 +5,14 @@ import json
 from pathlib import Path
 from typing import Any, Union
 
+from safetensors import SafetensorError
+
 from t2t_mtl.evaluation.errors import CheckpointError
 
 SUPPORTED_MODEL_TYPES = ("t5", "mt5", "umt5")
+# what loading raises for a folder or weights file that is missing, unreadable or cut short (safetensors raises
+# its own SafetensorError for a truncated or corrupt file)
+LOAD_ERRORS = (OSError, ValueError, KeyError, SafetensorError)
 
 
 def _check_hf_folder(path: Path) -> None:
@@ -41,7 +46,7 @@ def load_hf_folder(path: Union[str, Path]) -> tuple[Any, Any]:
                               f"with the model (`tokenizer.save_pretrained(dir)`)") from None
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise CheckpointError(f"checkpoint {str(path)!r}: the model weights could not be loaded: {error}") from None
     return model, tokenizer
 
@@ -67,7 +72,7 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
     if load_trained_model is not None:
         try:
             model, tokenizer, meta = load_trained_model(path)
-        except (OSError, ValueError, KeyError) as error:
+        except LOAD_ERRORS as error:
             raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {error}") from error
     else:
         _check_hf_folder(path)
