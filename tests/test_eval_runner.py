@@ -681,3 +681,41 @@ def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, mo
     assert seen["limit"] == expected
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-input-length", "64"]) == 1
     assert seen["limit"] == 64
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"data": {"max_target_length": 96}, "evaluation": {"max_new_tokens": 200}}, 200),
+    ({"data": {"max_target_length": 96}, "evaluation": {}}, 96),
+    (None, 64),  # a model folder: EvalSettings' default
+])
+def test_eval_and_predict_generate_up_to_the_runs_own_limit(config, expected, checkpoint, monkeypatch, capsys):
+    # was: always 64 new tokens, so `eval` of a run whose own evaluation generated up to data.max_target_length
+    # (or evaluation.max_new_tokens) cut longer predictions and scored other numbers than the run's report
+    import importlib
+
+    import t2t_mtl.evaluation as evaluation
+
+    predict_module = importlib.import_module("t2t_mtl.evaluation.predict")  # (the package's `predict` is the function)
+    model, tokenizer, _ = load_checkpoint(checkpoint)
+    seen = {}
+    monkeypatch.setattr(evaluation, "load_checkpoint",
+                        lambda path: (model, tokenizer, {"config": config} if config else {}))
+
+    def fake_evaluate(model, tokenizer, tasks, settings, **kwargs):
+        seen["eval"] = settings.max_new_tokens
+        raise ValueError("stop here")
+
+    def fake_predict(model, tokenizer, requests, **kwargs):
+        seen["predict"] = kwargs["max_new_tokens"]
+        return []
+
+    monkeypatch.setattr(evaluation, "evaluate_tasks", fake_evaluate)
+    monkeypatch.setattr(predict_module, "predict", fake_predict)
+    task_registry.load_builtin_tasks()
+    task = task_registry.list_tasks()[0]
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 1
+    assert cli_main(["predict", "--checkpoint", checkpoint, "a text"]) == 0
+    assert seen == {"eval": expected, "predict": expected}
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-new-tokens", "5"]) == 1
+    assert cli_main(["predict", "--checkpoint", checkpoint, "--max-new-tokens", "5", "a text"]) == 0
+    assert seen == {"eval": 5, "predict": 5}

@@ -64,6 +64,17 @@ def run_input_length(meta: Mapping[str, Any]) -> int:
     return limit or EvalSettings.max_input_length
 
 
+def run_generation_length(meta: Mapping[str, Any]) -> int:
+    """The new-token limit a run's own evaluation generated with (evaluation.max_new_tokens, else
+    data.max_target_length), or EvalSettings' default for a model folder without a run config."""
+    config = meta.get("config") or {}
+    limit = (config.get("evaluation") or {}).get("max_new_tokens") or (config.get("data") or {}).get(
+        "max_target_length")
+    from t2t_mtl.evaluation import EvalSettings
+
+    return limit or EvalSettings.max_new_tokens
+
+
 def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:
     """Why an option of `eval` / `predict` would have no effect with the chosen `--scoring` (None: none would)."""
     if args.length_norm and args.scoring == "generate":

@@ -12,7 +12,8 @@ import sys
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_device_option, add_tasks_dir_option, below_one, ignored_scoring_option,
-                                register_tasks_dir, resolve_device, run_input_length)
+                                register_tasks_dir, resolve_device, run_generation_length,
+                                run_input_length)
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -42,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--length-norm", action="store_true",
                         help="rank by the mean (not the sum) of a choice's token log-probabilities")
     parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
+                             "data.max_target_length; 64 for a model folder)")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
     parser.add_argument("--max-input-length", type=int, default=None,
                         help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
@@ -188,7 +191,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         model.to(device)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples, scoring=args.scoring,
                                 length_normalize=args.length_norm, num_beams=args.num_beams,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                max_new_tokens=args.max_new_tokens or run_generation_length(meta),
+                                batch_size=args.batch_size,
                                 max_input_length=args.max_input_length or run_input_length(meta),
                                 keep_predictions=args.keep_predictions, num_shots=args.shots,
                                 shots_split=args.shots_split)

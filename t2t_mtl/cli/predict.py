@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from t2t_mtl.cli.common import (add_device_option, below_one, ignored_scoring_option, resolve_device,
-                                run_input_length)
+                                run_generation_length, run_input_length)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--length-norm", action="store_true",
                         help="rank by the mean (not the sum) of a choice's token log-probabilities")
     parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="generation length limit")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
+                             "data.max_target_length; 64 for a model folder)")
     parser.add_argument("--batch-size", type=int, default=16, help="inputs per forward pass")
     parser.add_argument("--max-input-length", type=int, default=None,
                         help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
@@ -122,7 +124,8 @@ def run_predict(args: argparse.Namespace) -> int:
         model.to(device)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
                               length_normalize=args.length_norm, num_beams=args.num_beams,
-                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                              max_new_tokens=args.max_new_tokens or run_generation_length(meta),
+                              batch_size=args.batch_size,
                               max_input_length=args.max_input_length or run_input_length(meta))
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
