@@ -250,6 +250,27 @@ def test_binary_f1_needs_answer_choices_and_scores_a_one_class_subset_it_got_rig
         f1_score(targets, preds, average="macro"))
 
 
+def test_label_metrics_score_labels_not_positions_when_examples_list_one_label_set_in_other_orders():
+    # the same "no"/"yes" choices listed in per-example orders (a row's own option list, BIG-bench's shuffle):
+    # F1 and Matthews were computed on choice positions, so "yes" was the positive class on some rows only
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    choices = [["no", "yes"], ["yes", "no"], ["yes", "no"], ["no", "yes"], ["yes", "no"]]
+    targets = ["yes", "yes", "no", "no", "yes"]
+    preds = ["yes", "no", "no", "yes", "no"]
+    chosen = [c.index(p) for c, p in zip(choices, preds)]  # rank classification's picked positions
+    want = {"f1": f1_score(targets, preds, pos_label="yes"),  # the first example's second choice: 0.4 by hand
+            "f1_macro": f1_score(targets, preds, average="macro"),
+            "matthews_correlation": matthews_corrcoef(targets, preds)}  # -1/6 by hand
+    assert (want["f1"], want["matthews_correlation"]) == (pytest.approx(0.4), pytest.approx(-1 / 6))
+    for picked in (chosen, None):  # ranked, or generated text matched to the choices
+        got = score_predictions(list(want), preds, targets, choices, chosen=picked)
+        assert {name: got[name][METRICS[name].primary] for name in want} == pytest.approx(want)
+    # choices that differ per example (COPA's two alternatives) keep positions as labels
+    copa = score_predictions(["accuracy"], ["b", "c"], ["b", "d"], [["a", "b"], ["c", "d"]])
+    assert copa["accuracy"]["accuracy"] == 0.5
+
+
 def _squad_v11_f1(prediction, reference):
     """Token F1 as the SQuAD v1.1 evaluation script defines it (0 when no token is shared)."""
     import re

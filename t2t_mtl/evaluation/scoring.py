@@ -2,8 +2,10 @@
 
 Every prediction is scored, empty ones included. Conversions by metric kind (see `metrics.MetricSpec`):
 - "label": the index of the target / prediction among the example's answer choices (a prediction outside
-  them is -1, always wrong); without answer choices, the index in the sorted set of targets. Binary F1
-  needs answer choices: its positive class is the second choice.
+  them is -1, always wrong) — among the first example's choices when every example lists the same ones in
+  some order, so that a label is one class whatever position a row lists it at; without answer choices, the
+  index in the sorted set of targets. Binary F1 needs answer choices: its positive class is the second choice
+  (of the first example).
 - "group_label": labels as for "label", scored per group of examples (`groups[i]`: example i's key from the
   task's `group_by`, e.g. MultiRC's question); the examples of `incomplete_groups` (groups some of whose rows
   are not scored) are left out, so a partly scored question never counts as fully right.
@@ -33,6 +35,23 @@ def _choice_index(text: str, choices: Sequence[str]) -> int:
         if choice.strip() == text:
             return index
     return -1
+
+
+def _label_order(answer_choices: Sequence[Sequence[str]]) -> Optional[list[str]]:
+    """The first example's distinct choices when every example lists that same set (in any order), else None:
+    choices that differ per example (COPA's alternatives) are labelled by position."""
+    first = [c.strip() for c in answer_choices[0]] if answer_choices else []
+    if len(set(first)) != len(first) or any({c.strip() for c in choices} != set(first) for choices in answer_choices):
+        return None
+    return first
+
+
+def _as_labels(indices: Sequence[int], answer_choices: Sequence[Sequence[str]]) -> list[int]:
+    """Choice positions -> positions in `_label_order` (unchanged where there is none; -1 stays -1)."""
+    order = _label_order(answer_choices)
+    if order is None:
+        return list(indices)
+    return [order.index(c[i].strip()) if i >= 0 else -1 for i, c in zip(indices, answer_choices)]
 
 
 def _number(text: str) -> float:
@@ -113,7 +132,7 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
             return picked, [list(map(float, s)) for s in choice_scores]
         if picked is not None:
             gold = [_choice_index(t, c) for t, c in zip(targets, answer_choices)]
-            return picked, gold
+            return _as_labels(picked, answer_choices), _as_labels(gold, answer_choices)
         vocabulary = {label: i for i, label in enumerate(sorted({t.strip() for t in targets}))}
         return [vocabulary.get(p.strip(), -1) for p in predictions], [vocabulary[t.strip()] for t in targets]
     if kind == "number":
