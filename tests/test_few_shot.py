@@ -171,6 +171,25 @@ def test_k_shot_evaluation_scores_each_example_after_its_drawn_demonstrations(tm
     assert report.settings["num_shots"] == 2 and "(2-shot)" in to_markdown(report).splitlines()[0]
 
 
+def test_examples_given_fewer_demonstrations_than_asked_are_counted_and_reported(tmp_path, model, t5_tokenizer,
+                                                                              caplog):
+    # demonstrations dropped to fit the input limit were silent: a "(2-shot)" report could be scored on
+    # zero-shot prompts
+    tokenizer = t5_tokenizer
+    task = _task(tmp_path)
+    settings = dict(num_shots=2, batch_size=8, templates={"shots_toy": ["choices"]})
+    roomy = evaluate_tasks(model, tokenizer, [task], EvalSettings(**settings), progress=False).results[0]
+    assert roomy.num_fewer_shots == 0
+    inputs = [f"Positive? {row['text']}" for row in VALIDATION]
+    limit = max(len(ids) for ids in tokenizer(inputs)["input_ids"])  # each query fits, no demonstration does
+    report = evaluate_tasks(model, tokenizer, [task], EvalSettings(**settings, max_input_length=limit), progress=False)
+    cramped = report.results[0]
+    assert (cramped.num_fewer_shots, cramped.num_examples, cramped.num_truncated) == (6, 6, 0)
+    assert "6 of 6 inputs got fewer than 2 demonstrations" in caplog.text
+    assert "- shots_toy / choices: 6 of 6" in to_markdown(report)
+    assert json.loads(json.dumps(report.to_dict()))["results"][0]["num_fewer_shots"] == 6
+
+
 def test_bad_shot_settings_are_refused_naming_the_option(tmp_path, t5_tokenizer_dir, capsys):
     with pytest.raises(EvaluationError, match="num_shots must be an integer >= 0"):
         EvalSettings(num_shots=-1)

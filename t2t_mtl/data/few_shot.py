@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 DEMONSTRATION_SEPARATOR = "\n\n"
 
 __all__ = ["DEMONSTRATION_SEPARATOR", "FewShotConfigError", "FewShotMix", "add_demonstrations",
-           "demonstration_text", "few_shot_prompt", "fit_demonstrations"]
+           "demonstration_text", "few_shot_prompt", "fit_demonstrations", "fitted_prompt"]
 
 
 def demonstration_text(inputs: str, targets: str) -> str:
@@ -50,8 +50,14 @@ def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, m
     """`wrap` of `demonstrations` and `query` joined by blank lines, dropping demonstrations from the front until
     the tokenized result fits `max_input_length` (the wrapped query alone may still be longer: it is truncated as
     usual). `wrap` adds what goes in front of the whole prompt, e.g. a TE⊕ENC task token."""
-    return wrap(DEMONSTRATION_SEPARATOR.join([*fit_demonstrations(demonstrations, query, tokenizer,
-                                                                  max_input_length, wrap), query]))
+    return fitted_prompt(demonstrations, query, tokenizer, max_input_length, wrap)[0]
+
+
+def fitted_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
+                  wrap: Callable[[str], str] = lambda prompt: prompt) -> tuple[str, int]:
+    """(`few_shot_prompt`, how many of the demonstrations it kept)."""
+    kept = fit_demonstrations(demonstrations, query, tokenizer, max_input_length, wrap)
+    return wrap(DEMONSTRATION_SEPARATOR.join([*kept, query])), len(kept)
 
 
 class FewShotConfigError(ValueError):

@@ -7,17 +7,17 @@ every run, template order and rank sees the same prompts. Rows a template skips 
 over, and when the demonstrations come from the evaluated split itself, the example's own row is never one (nor,
 for a task with `group_by`, a row of its group: MultiRC's other answers to the same question).
 A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
-input is never truncated away.
+input is never truncated away; the evaluation counts and reports the inputs left with fewer than k.
 """
 from __future__ import annotations
 
 import random
 from typing import Any, Dict, List, Optional, Sequence
 
-from t2t_mtl.data.few_shot import demonstration_text, few_shot_prompt
+from t2t_mtl.data.few_shot import demonstration_text, few_shot_prompt, fitted_prompt
 from t2t_mtl.evaluation.errors import EvaluationError
 
-__all__ = ["Demonstrations", "demonstration_split", "few_shot_prompt"]
+__all__ = ["Demonstrations", "demonstration_split", "few_shot_prompt", "fitted_prompt"]
 
 
 def demonstration_split(task: Any, eval_split: str, requested: Optional[str] = None) -> str:

@@ -59,6 +59,11 @@ def to_markdown(report: EvalReport) -> str:
         lines += ["", f"Inputs truncated to the input limit{f' ({limit} tokens)' if limit else ''}, scored on their "
                       f"beginning only:"]
         lines += [f"- {r.task} / {r.template}: {r.num_truncated} of {r.num_examples}" for r in truncated]
+    fewer_shots = [r for r in report.results if r.num_fewer_shots]
+    if fewer_shots:
+        lines += ["", f"Inputs given fewer than {shots} demonstrations (too few rows, or they do not fit the input "
+                      f"limit):"]
+        lines += [f"- {r.task} / {r.template}: {r.num_fewer_shots} of {r.num_examples}" for r in fewer_shots]
     incomplete = [r for r in report.results if r.incomplete_groups]
     if incomplete:
         lines += ["", "Groups left out of group metrics (some of their rows not scored):"]

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
-from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, few_shot_prompt
+from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, fitted_prompt
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
@@ -377,12 +377,14 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     wrap = (lambda text: text)
     if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training
         wrap = (lambda text: prefix_task_token(text, task.name))
+    fewer_shots = 0  # inputs given fewer than num_shots demonstrations (too few rows, or they do not fit)
     if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
                                seed=settings.seed)
         for example in examples:
-            example.inputs = few_shot_prompt(demos.draw(example.row_index, settings.num_shots), example.inputs,
-                                             tokenizer, settings.max_input_length, wrap=wrap)
+            example.inputs, shots = fitted_prompt(demos.draw(example.row_index, settings.num_shots), example.inputs,
+                                                  tokenizer, settings.max_input_length, wrap=wrap)
+            fewer_shots += shots < settings.num_shots
     else:
         for example in examples:
             example.inputs = wrap(example.inputs)
@@ -407,6 +409,11 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
         logger.warning("task %r template %r: %d of %d groups have rows that are not scored (cut by max_examples, "
                        "skipped by the template or failed to render); group metrics leave them out", task.name,
                        template.name, result.incomplete_groups, rendered.groups)
+    result.num_fewer_shots = fewer_shots
+    if fewer_shots:
+        logger.warning("task %r template %r: %d of %d inputs got fewer than %d demonstrations (the demonstration "
+                       "split has fewer renderable rows, or they do not fit max_input_length=%d)", task.name,
+                       template.name, fewer_shots, len(examples), settings.num_shots, settings.max_input_length)
     result.num_truncated = _count_truncated(tokenizer, [e.inputs for e in examples], settings.max_input_length)
     if result.num_truncated:
         logger.warning("task %r template %r: %d of %d inputs are longer than max_input_length=%d tokens and are "
