@@ -144,6 +144,19 @@ def test_tasks_preview_jsonl_feeds_predict(dense_dir, capsys, monkeypatch):
                 if r["answer_choices"] else "scores" not in o)
 
 
+def test_an_earlier_predict_output_fed_back_carries_no_stale_scores(dense_dir, capsys, monkeypatch):
+    # predict's own JSON lines are valid input; their "scores" were echoed beside a new, generated prediction
+    earlier = {"inputs": INPUTS[0], "answer_choices": CHOICES, "prediction": "maybe so", "scores": [-1.0, -2.0, -3.0]}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(earlier) + "\n"))
+    assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-", "--scoring", "generate",
+                 "--max-new-tokens", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    tokenizer = load_tokenizer(dense_dir)
+    model = _dense(tokenizer).eval()
+    assert out["prediction"] == _one_by_one_generate(model, tokenizer, [INPUTS[0]])[0][:len(out["prediction"])]
+    assert "scores" not in out and out["answer_choices"] == CHOICES
+
+
 def test_bad_input_is_named(dense_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"inputs": "fine"}\n{"inputs": 3}\n')

@@ -4,7 +4,8 @@ A request is an input text with, optionally, its answer choices and the task it 
 the experts of a task-routed MoE model and the adapters of per-task LoRA; a model with task embeddings
 (TE⊕ENC) gets that task's token in front of the input, as in training and evaluation). `read_requests` parses
 plain lines (one input each) or JSON lines in the rendered-dataset schema (`inputs`, optional
-`answer_choices`, optional `task`, other keys kept), which is what `t2t-mtl tasks preview --jsonl` prints.
+`answer_choices`, optional `task`, other keys kept — but an earlier answer's `prediction` and `scores`, which
+this run replaces), which is what `t2t-mtl tasks preview --jsonl` prints.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.runner import SCORING_MODES
 from t2t_mtl.model.task_routing import routing_task_id
+
+
+OUTPUT_KEYS = ("prediction", "scores")  # what a Prediction adds to its request's JSON object
 
 
 class PredictInputError(EvaluationError):
@@ -69,6 +73,8 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
     if task is not None and not isinstance(task, str):
         raise PredictInputError(f"{where}: \"task\" must be a task name, got {task!r}")
     inputs = row.pop("inputs")
+    for answer in OUTPUT_KEYS:  # an earlier predict's answer (its output is valid input): this run writes its own
+        row.pop(answer, None)
     return PredictRequest(inputs, choices, task, extra=row)
 
 
