@@ -206,6 +206,18 @@ def test_cli_eval_writes_the_report_and_reports_bad_checkpoints(checkpoint, data
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_eval_names_a_report_folder_it_cannot_write_after_printing_the_scores(checkpoint, data_file, capsys):
+    # a folder that cannot be created (here under /proc; elsewhere a read-only or foreign folder) raised a raw
+    # FileNotFoundError / PermissionError traceback from write_report once the whole evaluation had run
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        code = cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "2",
+                         "--no-progress", "--max-new-tokens", "2", "--out", "/proc/t2t-mtl-no-such/report"])
+    captured = capsys.readouterr()
+    assert code == 1 and "| toy_sentiment | choices | rank |" in captured.out  # the scores are not lost
+    assert "error: --out /proc/t2t-mtl-no-such/report: the report could not be written" in captured.err
+
+
 def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpoint, data_file, tmp_path, capsys):
     args = ["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "2", "--no-progress",
             "--max-new-tokens", "2"]

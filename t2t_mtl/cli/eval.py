@@ -150,7 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     import task_registry
     from t2t_mtl.evaluation import (EvalSettings, evaluate_tasks, init_distributed_from_env, load_checkpoint,
-                                    read_report, to_markdown, write_report)
+                                    read_report, to_markdown)
     from t2t_mtl.evaluation.report import comparison_markdown
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length", "max_examples"))
@@ -208,14 +208,26 @@ def _run_eval(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     print(to_markdown(report))
-    if args.out:
-        paths = write_report(report, args.out)
-        print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")
-    if others:
-        table = comparison_markdown(others + [report])
+    table = comparison_markdown(others + [report]) if others else None
+    if table:
         print(table)
-        if args.out:
-            from pathlib import Path
-
-            (Path(args.out) / "comparison.md").write_text(table, encoding="utf-8")
+    if args.out:
+        try:
+            _write_out(report, table, args.out)
+        except OSError as error:  # found only now: the folder is created once there is something to write
+            print(f"error: --out {args.out}: the report could not be written ({error}); the scores are printed "
+                  f"above", file=sys.stderr)
+            return 1
     return 0
+
+
+def _write_out(report: Any, table: Optional[str], out: str) -> None:
+    """Write the report (and the comparison table, if any) under `out`; say what was written."""
+    from pathlib import Path
+
+    from t2t_mtl.evaluation import write_report
+
+    paths = write_report(report, out)
+    print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")
+    if table:
+        (Path(out) / "comparison.md").write_text(table, encoding="utf-8")
