@@ -250,6 +250,18 @@ def test_binary_f1_needs_answer_choices_and_scores_a_one_class_subset_it_got_rig
         f1_score(targets, preds, average="macro"))
 
 
+def test_binary_f1_is_refused_for_more_than_two_answer_choices():
+    # a 3-way task (CB-like) declaring "f1" was scored silently as the binary F1 of its second choice alone
+    from t2t_mtl.evaluation.errors import EvaluationError
+
+    choices = [["entailment", "contradiction", "neutral"]] * 3
+    targets, preds = ["entailment", "neutral", "contradiction"], ["entailment", "neutral", "neutral"]
+    with pytest.raises(EvaluationError, match="binary F1 .* two answer choices.* has 3.*f1_macro"):
+        score_predictions(["f1"], preds, targets, choices)
+    assert score_predictions(["f1_macro"], preds, targets, choices)["f1_macro"]["f1"] == pytest.approx(
+        (1 + 0 + 2 / 3) / 3)  # by hand: entailment 1, contradiction 0, neutral 2PR/(P+R) = 2/3
+
+
 def test_label_metrics_score_labels_not_positions_when_examples_list_one_label_set_in_other_orders():
     # the same "no"/"yes" choices listed in per-example orders (a row's own option list, BIG-bench's shuffle):
     # F1 and Matthews were computed on choice positions, so "yes" was the positive class on some rows only

@@ -4,7 +4,7 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
 - "label": the index of the target / prediction among the example's answer choices (a prediction outside
   them is -1, always wrong) — among the first example's choices when every example lists the same ones in
   some order, so that a label is one class whatever position a row lists it at; without answer choices, the
-  index in the sorted set of targets. Binary F1 needs answer choices: its positive class is the second choice
+  index in the sorted set of targets. Binary F1 needs two answer choices: its positive class is the second
   (of the first example).
 - "group_label": labels as for "label", scored per group of examples (`groups[i]`: example i's key from the
   task's `group_by`, e.g. MultiRC's question); the examples of `incomplete_groups` (groups some of whose rows
@@ -74,7 +74,7 @@ def metric_problem(metric: str, targets: Sequence[str], answer_choices: Sequence
     """Why `metric` cannot score examples with these targets, answer choices and groups (None: it can).
 
     A target that is not a finite number under a "number" metric; binary F1 or a "choice_scores" metric
-    without answer choices on every example; a "group_label" metric without a group per example (the task
+    without answer choices on every example; binary F1 on an example without exactly two choices; a "group_label" metric without a group per example (the task
     declares no `group_by`). `rows` (the examples' row indices) names the offending row.
     """
     spec = metric_spec(metric)
@@ -85,9 +85,14 @@ def metric_problem(metric: str, targets: Sequence[str], answer_choices: Sequence
                 where = f"row {rows[index]}" if rows is not None else f"example {index}"
                 return (f"the target {target!r} ({where}) is not a number; {metric} correlates numbers, so the "
                         f"template must render numeric targets")
-    if spec.kind == "label" and spec.kwargs.get("average") == "binary" and targets and not has_choices:
+    binary = spec.kind == "label" and spec.kwargs.get("average") == "binary" and targets
+    if binary and not has_choices:
         return ("binary F1 needs answer choices to know its positive class (the second choice) and the template "
                 "has none: declare `answer_choices`, or use f1_macro")
+    many = next((c for c in answer_choices if len(c) != 2), None) if binary else None
+    if many is not None:
+        return (f"binary F1 scores the second of two answer choices as the positive class and the template has "
+                f"{len(many)} ({', '.join(map(repr, many))}): use f1_macro")
     if spec.kind == "choice_scores" and targets and not has_choices:
         return f"{metric} scores the chosen answer choice and the template has no answer choices"
     if spec.kind == "group_label" and targets and (groups is None or any(g is None for g in groups)):
