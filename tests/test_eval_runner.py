@@ -139,6 +139,18 @@ def test_aggregates_median_mean_decascore_macro_and_comparison():
     assert "| t2 | 20.0 | — |" in comparison_markdown([a, b])
 
 
+def test_a_task_whose_templates_use_different_metrics_names_them_all_in_its_summary():
+    # promptsource's glue/mrpc: accuracy templates beside BLEU-scored paraphrase generation; the task median mixes
+    # both and was labelled with the first template's metric alone
+    bleu = _result("mrpc", "paraphrase", 20.0)
+    bleu.primary_metric = bleu.primary_key = "bleu"
+    report = EvalReport("m", [_result("mrpc", "same", 80.0), _result("mrpc", "equivalent", 60.0), bleu])
+    summary = summarize(report)["tasks"]["mrpc"]
+    assert (summary.primary_metric, summary.median) == ("accuracy.accuracy, bleu.bleu", 60.0)
+    assert "| mrpc | accuracy.accuracy, bleu.bleu | 3/3 | 60.0 |" in to_markdown(report)
+    assert summarize(EvalReport("m", report.results[:2]))["tasks"]["mrpc"].primary_metric == "accuracy.accuracy"
+
+
 def test_report_files_round_trip(toy_report, tmp_path):
     paths = write_report(toy_report, tmp_path / "report")
     data = json.loads(paths["json"].read_text())
