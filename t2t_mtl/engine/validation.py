@@ -15,6 +15,7 @@ import torch
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
+from t2t_mtl.evaluation.generation import decode_generated
 from t2t_mtl.model.moe import token_masks
 
 
@@ -62,7 +63,7 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
                 kwargs["task_ids"] = torch.full((enc["input_ids"].shape[0],), tid, dtype=torch.long, device=env.device)
             out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
                                  num_beams=1, max_new_tokens=cfg.data.max_target_length, synced_gpus=synced, **kwargs)
-            preds = tokenizer.batch_decode(out, skip_special_tokens=True)
+            preds = decode_generated(tokenizer, out, rows["inputs"])
             correct += sum(_normalise(p) == _normalise(g) for p, g in zip(preds, rows["targets"]))
         per_task[name] = correct / max(len(ds), 1)
         choices = [len(c) for c in ds["answer_choices"] if c]
@@ -133,7 +134,7 @@ class PeriodicValidator:
                 out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                      do_sample=False, num_beams=1, max_new_tokens=data.max_target_length,
                                      synced_gpus=synced, **kwargs)
-                preds = tok.batch_decode(out, skip_special_tokens=True)
+                preds = decode_generated(tok, out, x)
                 correct += sum(_normalise(p) == _normalise(g) for p, g in zip(preds, y))
             val_loss[name] = loss_sum / len(inputs)
             val_score[name] = correct / len(inputs)

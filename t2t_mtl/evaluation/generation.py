@@ -1,17 +1,41 @@
 """Generation scoring: decode a prediction per input (greedy, or beam search with `num_beams` > 1)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import re
+from typing import Any, Optional, Sequence
 
 import torch
 
 from t2t_mtl.evaluation.rank_classification import evaluation_mode
 
 
+SENTINEL = re.compile(r"<extra_id_\d+>")
+
+
+def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[str]) -> list[str]:
+    """Decode generated ids [B, L] for `inputs` (one each), special tokens removed, whitespace stripped — except
+    that where the input holds a T5 sentinel (`<extra_id_N>`, a span-corruption input) the output's sentinels are
+    kept, each preceded by a space, as in the spans that are its target (T5's decoding joins a sentinel to the
+    word before it)."""
+    special = set(tokenizer.all_special_ids)
+    sentinels = {i for token, i in zip(tokenizer.all_special_tokens, tokenizer.all_special_ids)
+                 if SENTINEL.fullmatch(token)}
+    texts = []
+    for ids, source in zip(sequences.tolist(), inputs):
+        if SENTINEL.search(source):
+            text = tokenizer.decode([i for i in ids if i not in special or i in sentinels], skip_special_tokens=False)
+            text = re.sub(r"(?<=\S)(<extra_id_\d+>)", r" \1", text)
+        else:
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+        texts.append(text.strip())
+    return texts
+
+
 def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
                    batch_size: int = 16, max_input_length: int = 512,
                    task_ids: Optional[Sequence[int]] = None) -> list[str]:
-    """Decode one text per input; special tokens removed, surrounding whitespace stripped.
+    """Decode one text per input (`decode_generated`: special tokens removed but a span-corruption input's
+    sentinels, surrounding whitespace stripped).
 
     An empty decode is returned as "" (it is scored like any prediction, never dropped). `task_ids[i]`
     (None: none passed, for models that take no task ids) is input i's task id.
@@ -31,5 +55,5 @@ def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 
             output = model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
                                     num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
                                     early_stopping=num_beams > 1, **routing)
-            predictions.extend(text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True))
+            predictions.extend(decode_generated(tokenizer, output, inputs[start:start + batch_size]))
     return predictions

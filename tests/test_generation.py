@@ -1,0 +1,43 @@
+"""Generation decoding (`t2t_mtl.evaluation.generation`): special tokens removed, a span-corruption input's
+sentinels kept in the form its targets are written in, checked through `generate_texts` with a model whose
+output is fixed."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from t2t_mtl.evaluation.generation import decode_generated, generate_texts
+
+SPANS = "<extra_id_0> quick brown <extra_id_1> fox, jumps <extra_id_2> dog."
+CORRUPTED = "The <extra_id_0> fox <extra_id_1> over the lazy <extra_id_2>"
+
+
+class FixedOutput(nn.Module):
+    """A model whose `generate` returns the same ids for every input row."""
+
+    def __init__(self, ids: list[int]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.ids = ids
+
+    def generate(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.tensor([self.ids] * input_ids.shape[0])
+
+
+def _generated(tokenizer, text: str) -> list[int]:
+    """What generate returns for `text`: the decoder start (pad), its ids, </s>, padding."""
+    return [tokenizer.pad_token_id, *tokenizer(text).input_ids, tokenizer.pad_token_id, tokenizer.pad_token_id]
+
+
+def test_a_perfect_span_corruption_prediction_decodes_to_its_target(t5_tokenizer):
+    ids = _generated(t5_tokenizer, SPANS)
+    assert t5_tokenizer.decode(ids, skip_special_tokens=True) != SPANS  # the sentinels would be lost
+    assert generate_texts(FixedOutput(ids), t5_tokenizer, [CORRUPTED, CORRUPTED]) == [SPANS, SPANS]
+
+
+def test_outside_span_corruption_every_special_token_is_removed(t5_tokenizer):
+    ids = _generated(t5_tokenizer, "<extra_id_0> positive")
+    assert decode_generated(t5_tokenizer, torch.tensor([ids]), ["sst2 sentence: fine"]) == ["positive"]
+    spans = _generated(t5_tokenizer, SPANS)
+    mixed = torch.tensor([ids + [t5_tokenizer.pad_token_id] * (len(spans) - len(ids)), spans])
+    assert decode_generated(t5_tokenizer, mixed, ["review: ok", CORRUPTED]) == ["positive", SPANS]
