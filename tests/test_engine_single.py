@@ -533,6 +533,80 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, tok, cache, monkeypatc
     assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
 
 
+def test_a_first_ctrl_c_saves_a_checkpoint_and_returns_like_sigterm(tmp_path, tok, cache, monkeypatch, capsys):
+    # was: SIGINT raised KeyboardInterrupt mid-step and every step since the last checkpoint was lost
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = train(cfg, evaluate_held_in=False)
+    assert result.interrupted and result.step == 3
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000003"
+    assert "interrupted: saving a checkpoint at step 3; press Ctrl-C again to abort without saving" \
+        in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
+
+
+def test_a_second_ctrl_c_aborts_at_once_without_saving(tmp_path, tok, cache, monkeypatch):
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, evaluate_held_in=False)
+    assert calls["n"] == 3 and latest_checkpoint(tmp_path / "run") is None
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_train_cli_reports_a_second_ctrl_c_in_one_line(tmp_path, tok, cache, monkeypatch, capsys):
+    import yaml
+
+    def aborted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "train", aborted)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", tok, cache)))
+    assert cli_main(["train", str(config)]) == 130
+    assert capsys.readouterr().err == \
+        "t2t-mtl train: aborted by a second Ctrl-C; steps since the last checkpoint are lost\n"
+
+
+def test_a_sigint_after_a_sigterm_still_saves(tmp_path, tok, cache, monkeypatch):
+    # only a second Ctrl-C aborts: torchrun answers a Ctrl-C with a SIGTERM to the ranks, which got the SIGINT too
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    result = train(cfg, evaluate_held_in=False)
+    assert result.interrupted and latest_checkpoint(tmp_path / "run").name == "step-00000003"
+
+
 def test_a_sigterm_at_a_checkpoint_step_saves_once(tmp_path, tok, cache, monkeypatch):
     # was: the step's checkpoint was written twice, the second time deleting the first before renaming its own
     # into place: a slower exit in a SIGTERM's grace period, and a kill in between left `latest` dangling

@@ -16,7 +16,7 @@ DeepSpeed, restore a checkpoint when resuming, then loop:
         every validate_every steps: held-in validation → samplers, weighting, keep_best (a new best is saved),
             early_stopping (stop after N validations without a new best)
         every evaluation.every steps: zero-shot evaluation of the held-out tasks (logged only)
-        log; checkpoint every N steps or on SIGTERM
+        log; checkpoint every N steps or on SIGTERM / a first Ctrl-C (a second one aborts)
 
 and finally save a checkpoint, plot the per-task losses, load the best checkpoint (keep_best), score held-in
 validation examples by greedy generation (exact match) and run the `evaluation:` section. Every rank runs this
@@ -30,7 +30,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open_tensorboard, plot_held_out,
                                     plot_task_losses, show_logger)
+from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, model_config, moe_stats, moe_stats_dict
 from t2t_mtl.model.lora import check_targets, lora_settings, trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
@@ -731,10 +731,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     interrupted = False
     engine.train()
 
-    # ---- SIGTERM: finish the current step, save, exit cleanly
-    terminate = {"flag": False}
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda signum, frame: terminate.__setitem__("flag", True))
+    # ---- SIGTERM or a first Ctrl-C: finish the current step, save, exit cleanly (a second Ctrl-C aborts)
+    stop = StopSignals(step + 1, announce=env.is_main).install()
     hide_rates = show_logger("t2t_mtl.sampling", logger)  # the rates tables a schedule logs when it changes them
     try:
         while step < t.steps and not stopped_early:
@@ -752,7 +750,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             task_sequence.extend(c[0][0] if mode == "homogeneous" and not select_candidates else "*" for c in chunks)
             # per step, summed over micro-batches and (one all-reduce) over ranks:
             # [per-task loss sums (T) | per-task micro-batch counts (T) | mean-task loss | weighted loss |
-            #  good micro-batches | SIGTERM seen | real tokens | examples drawn | per-task examples (T)]
+            #  good micro-batches | stop requested | real tokens | examples drawn | per-task examples (T)]
             T = len(task_names)
             acc = torch.zeros(3 * T + 6, dtype=torch.float64)
             poisoned = False
@@ -814,8 +812,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     weighting_opt.step()
                     weighting_opt.zero_grad(set_to_none=True)
             step += 1
+            acc[2 * T + 3] = 1.0 if stop.requested else 0.0
+            stop.step = step + 1  # a later signal is seen after the next step
             weighting.synchronize(_all_reduce_sum)  # state built from each rank's own losses: the same everywhere
-            acc[2 * T + 3] = 1.0 if terminate["flag"] else 0.0
             acc[2 * T + 5] = sum(len(chunk) for chunk in chunks)  # packed micro-batches hold varying numbers
             _all_reduce_sum(acc)
             task_loss = {name: float(acc[i] / acc[T + i]) for i, name in enumerate(task_names) if acc[T + i] > 0}
@@ -858,7 +857,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     stopped_early = early_stop_due(step)
             final_scored_later = step == t.steps and (best_val is None or best_val.step == step)
             if eval_every and step % eval_every == 0 and not final_scored_later:
-                if acc[2 * T + 3] > 0:  # SIGTERM: save first; the resumed run evaluates these weights
+                if acc[2 * T + 3] > 0:  # stop requested: save first; the resumed run evaluates these weights
                     pending_evaluation = step
                 else:
                     evaluate_zero_shot(step)
@@ -875,7 +874,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             elif ((t.checkpoint_every and step % t.checkpoint_every == 0) or improved) and step < t.steps:
                 checkpoint_path = save(step)  # a new best is checkpointed (and linked as best) right away
             if acc[2 * T + 3] > 0:
-                logger.message(f"SIGTERM: saving a checkpoint at step {step} and exiting")
+                logger.message(f"SIGTERM or Ctrl-C: saving a checkpoint at step {step} and exiting")
                 if checkpoint_path is None or checkpoint_path.name != ckpt_io.step_name(step):  # (not saved just now)
                     checkpoint_path = save(step)
                 interrupted = True
@@ -887,7 +886,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             sinks.close(failed=True)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        stop.restore()
         hide_rates()
         logger.close()
 

@@ -1,0 +1,45 @@
+"""Stop requests from signals during training: SIGTERM and a first SIGINT (Ctrl-C) ask the loop to finish the
+step in progress, save a checkpoint and return; a second SIGINT aborts at once (KeyboardInterrupt, nothing
+saved). The loop all-reduces `requested` with its step figures, so a signal on any one rank stops every rank
+at the same step."""
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any, Dict
+
+
+class StopSignals:
+    """Installs the SIGTERM / SIGINT handlers on `install()` and puts the previous ones back on `restore()`.
+    `step` is the step a stop requested now would save at (the loop keeps it current); only an `announce`ing
+    instance (rank 0) prints the Ctrl-C notice."""
+
+    def __init__(self, step: int, *, announce: bool):
+        self.requested = False
+        self.step = step
+        self._announce = announce
+        self._interrupts = 0
+        self._previous: Dict[int, Any] = {}
+
+    def install(self) -> "StopSignals":
+        for signum, handler in ((signal.SIGTERM, self._on_terminate), (signal.SIGINT, self._on_interrupt)):
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, handler)
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_terminate(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self._announce:
+            print(f"interrupted: saving a checkpoint at step {self.step}; press Ctrl-C again to abort without "
+                  f"saving", file=sys.stderr, flush=True)
