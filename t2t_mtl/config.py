@@ -48,7 +48,8 @@ class ConfigFileError(ConfigError):
 
 @dataclass
 class ModelConfig:
-    """`name_or_path`: hub name or local folder; otherwise a T5 is built from `dims` (T5Config kwargs).
+    """`name_or_path`: hub name or local folder; otherwise a T5 is built from `dims` (T5Config kwargs; a run refuses
+    both, as a pretrained model keeps its own sizes; `dims: null` clears a base config's).
     `moe`: task-aware MoE FFNs (`t2t_mtl.model.moe.MoEConfig` keys); `task_embeddings`: a `<task:NAME>` token
     prepended to every encoder input (TE⊕ENC), its embedding learned with the model; `activation_checkpointing`:
     recompute the activations of every (true) or every N-th (an integer N >= 1: blocks 0, N, 2N, ... of each stack)
@@ -56,11 +57,23 @@ class ModelConfig:
     blocks' linear layers, the rest frozen (`t2t_mtl.model.lora.LoRAConfig` keys; true = its defaults)."""
 
     name_or_path: Optional[str] = None
-    dims: Dict[str, Any] = field(default_factory=dict)
+    dims: Optional[Dict[str, Any]] = field(default_factory=dict)
     moe: Optional[Dict[str, Any]] = None
     lora: Optional[Union[bool, Dict[str, Any]]] = None
     task_embeddings: bool = False
     activation_checkpointing: Union[bool, int] = False
+
+    def __post_init__(self) -> None:
+        self.dims = {} if self.dims is None else self.dims  # `dims: null`: none
+
+
+def check_model_source(model: ModelConfig) -> None:
+    """ConfigError when `model.dims` is given beside `model.name_or_path`: a pretrained model keeps its own
+    sizes, so the dims would be ignored. (A run's check, not a schema one: old run configs still export.)"""
+    if model.name_or_path is not None and model.dims:
+        raise ConfigError(f"model.dims and model.name_or_path are both set: the pretrained model "
+                          f"{model.name_or_path!r} keeps its own sizes, so model.dims would be ignored; drop one "
+                          f"(over a base config that sets dims: `dims: null` under model, or --set model.dims=null)")
 
 
 @dataclass

@@ -358,3 +358,17 @@ def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     assert any("sampling.rates replaces them" in w for w in config_warnings(overridden))
     listed = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity", "count_word"]}})
     assert not any("data.tasks" in w for w in config_warnings(listed))
+
+
+def test_model_dims_beside_a_pretrained_model_is_refused_naming_both_keys(tmp_path, capsys):
+    # was: model.dims was silently ignored when model.name_or_path was set (a pretrained model keeps its sizes)
+    args = ["train", "--print-config", "--set", "model.name_or_path=google/t5-small-lm-adapt"]
+    assert cli_main(args) == 2  # quickstart sets model.dims
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "model.dims and model.name_or_path are both set" in captured.err and "model.dims=null" in captured.err
+
+
+def test_model_dims_null_clears_a_base_configs_dims():
+    cfg = C.load_config("quickstart", ["model.name_or_path=google/t5-small-lm-adapt", "model.dims=null"])
+    assert cfg.model.dims == {} and cfg.model.name_or_path == "google/t5-small-lm-adapt"

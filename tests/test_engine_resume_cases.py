@@ -271,7 +271,7 @@ def test_task_embeddings_on_a_pretrained_model_resume(tmp_path, tok):
     base = train(tiny_config(tmp_path / "base", tok, tmp_path / "cache", training={"steps": 1}),
                  evaluate_held_in=False)
     pretrained = export_model(base.checkpoint, tmp_path / "base_hf")
-    model = {"name_or_path": str(pretrained), "task_embeddings": True}
+    model = {"name_or_path": str(pretrained), "dims": None, "task_embeddings": True}  # (tiny_config sets dims)
     for steps, resume in ((2, None), (4, "auto")):  # was: the resume counted the run's task tokens as the base
         result = train(tiny_config(tmp_path / "te", tok, tmp_path / "cache", model=model,
                                    training={"steps": steps}), resume=resume, evaluate_held_in=False)

@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
+from t2t_mtl.config import Config, ConfigError, check_model_source, check_paths, config_from_dict, load_config
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
@@ -279,6 +279,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
     """(training rates, sampling config) of `cfg`, after every check `train` makes before it reads data or builds
     a model: the mixture and its held-out rules, the sampler, weighting, MoE, gradient-surgery, batching,
     signal and evaluation sections. Raises ConfigError (or the builders' errors) naming the key."""
+    check_model_source(cfg.model)
     rates = training_rates(cfg)
     sampling_cfg = dict(cfg.sampling)
     if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
