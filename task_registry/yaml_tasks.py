@@ -448,14 +448,19 @@ def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, ove
 
 def _load_located(directory: Path) -> list[tuple[str, Task]]:
     """(`file:line` of its `name`, task) of every YAML file of the folder `directory`; every problem, a task name
-    that two files define included, raised at once in one `TaskFileError`."""
+    that two files define included, raised at once in one `TaskFileError`; TaskDefinitionError for a folder that is
+    missing, a file, or holds no YAML task file."""
     if directory.is_file():
         raise TaskDefinitionError(f"task directory {directory} is a file, not a folder: pass the folder that holds "
                                   f"the YAML task files (*.yaml / *.yml)")
     if not directory.is_dir():
         raise TaskDefinitionError(f"task directory {directory} does not exist")
+    files = task_files(directory)
+    if not files:
+        raise TaskDefinitionError(f"task directory {directory} holds no YAML task files (*.yaml / *.yml): pass the "
+                                  f"folder that holds them (files in its subfolders are not read)")
     located, errors = [], []
-    for path in task_files(directory):
+    for path in files:
         try:
             located.append(_parse_located(path))
         except TaskFileError as error:

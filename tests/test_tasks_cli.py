@@ -143,3 +143,11 @@ def test_validate_reports_a_task_name_that_two_files_of_the_folder_define(worksp
         task_registry.load_task_dirs(tasks)
     assert raised.value.errors == [f"{tasks / 'cli_qa.yaml'}:1: task name 'cli_qa' is defined by more than one "
                                    f"file: {tasks / 'cli_qa.yaml'}:1, {tasks / 'copy.yml'}:1"]
+
+
+def test_an_empty_tasks_dir_is_an_error_naming_the_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["tasks", "list", "--tasks-dir", str(tmp_path / "empty")]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: task directory {tmp_path / 'empty'} holds no YAML task files (*.yaml / *.yml)")
+    assert err.count("\n") == 1

@@ -361,3 +361,19 @@ def test_data_files_without_datasets_list_of_file_readers_is_a_problem_of_the_fi
     assert "has no datasets.packaged_modules._PACKAGED_DATASETS_MODULES" in problem
     path.write_text(path.read_text().replace(", data_files: {train: rows.jsonl}", ", name: rte"))
     assert validate_task_file(path, check_rows=0) == []  # a hub id without data_files does not need the list
+
+
+def test_a_folder_without_yaml_task_files_is_refused_by_name(tmp_path):
+    # was: registered nothing, silently (a typo'd or wrong folder then failed later as an unknown task)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a task")
+    (empty / "nested").mkdir()
+    (empty / "nested" / "task.yaml").write_text("name: nested\n")  # files are read from the folder itself only
+    expected = f"task directory {empty} holds no YAML task files (*.yaml / *.yml)"
+    with pytest.raises(TaskDefinitionError) as caught:
+        task_registry.load_task_dir(empty)
+    assert str(caught.value).startswith(expected)
+    with pytest.raises(TaskFileError) as caught:
+        task_registry.load_task_dirs([empty])
+    assert len(caught.value.errors) == 1 and caught.value.errors[0].startswith(expected)
