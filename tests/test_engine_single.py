@@ -669,6 +669,22 @@ def test_resume_into_a_changed_run_is_refused_naming_the_key(tmp_path, tok, cach
         train(without, resume="auto", evaluate_held_in=False)
 
 
+def test_resume_with_another_max_examples_per_task_is_refused_before_tokenizing(tmp_path, tok, cache, monkeypatch):
+    # was: the task sizes changed, so the data streams' saved order no longer fit; refused only after tokenizing
+    # and starting DeepSpeed, by the streams ("stream state has task_sizes={...}, these streams {...}")
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the data was read before the changed setting was refused")
+
+    monkeypatch.setattr(trainer_mod, "build_task_streams", not_reached)
+    changed = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4}, data={"max_examples_per_task": 32})
+    with pytest.raises(CheckpointError, match=r"written with data\.max_examples_per_task = 64, this run has 32: "
+                                              r"resume with the same data\.max_examples_per_task"):
+        train(changed, resume="auto", evaluate_held_in=False)
+
+
 def test_resume_at_or_past_the_last_step_trains_nothing_and_keeps_the_checkpoint(tmp_path, tok, cache, capsys):
     # was: the same checkpoint written again (and "finished at step N") with nothing trained
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2})

@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -244,13 +244,19 @@ RESUME_SETTINGS = {
     "training.seed": "resume with the same seed (the data streams and the sampler continue its sequences)",
     "sampling.strategy": "resume with the same sampling strategy (the sampler state belongs to it)",
     "weighting.method": "resume with the same loss weighting (its state, e.g. learned log-variances, belongs to it)",
+    "data.max_examples_per_task": "resume with the same data.max_examples_per_task (it sets the task sizes, which "
+                                  "the saved data order and epoch counts belong to)",
 }
 
 
 def resume_settings(cfg: Any) -> Dict[str, Any]:
     """The `RESUME_SETTINGS` values of a run config, as saved in a checkpoint's meta ("settings")."""
-    return {"training.seed": cfg.training.seed, "sampling.strategy": cfg.sampling.get("strategy"),
-            "weighting.method": cfg.weighting.get("method")}
+    def value(key: str) -> Any:
+        section, name = key.split(".")
+        part = getattr(cfg, section)
+        return part.get(name) if isinstance(part, Mapping) else getattr(part, name)  # (free-form sections: dicts)
+
+    return {key: value(key) for key in RESUME_SETTINGS}
 
 
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
