@@ -207,14 +207,14 @@ def test_cli_eval_writes_the_report_and_reports_bad_checkpoints(checkpoint, data
         code = cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "4",
                          "--out", str(tmp_path / "out"), "--no-progress", "--max-new-tokens", "3",
                          "--compare", str(tmp_path / "missing")])
-        assert code == 1 and "no evaluation report" in capsys.readouterr().err
+        assert code == 2 and "no evaluation report" in capsys.readouterr().err
         code = cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "4",
                          "--out", str(tmp_path / "out"), "--no-progress", "--max-new-tokens", "3"])
     assert code == 0
     report = read_report(tmp_path / "out")
     assert [r.num_examples for r in report.results] == [4, 4, 2]  # rows 0 and 3 are negative
     assert (tmp_path / "out" / "plots" / "toy_sentiment.png").exists()
-    assert cli_main(["eval", "--checkpoint", str(tmp_path / "nope"), "--tasks", "x"]) == 1
+    assert cli_main(["eval", "--checkpoint", str(tmp_path / "nope"), "--tasks", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -242,7 +242,7 @@ def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpo
         # both reports carry the default name (the checkpoint path): the earlier one is labelled by its path
         assert cli_main([*args, "--out", str(tmp_path / "second"), "--compare", str(tmp_path / "first")]) == 0
         capsys.readouterr()
-        assert cli_main([*args, "--compare", str(tmp_path / "first"), str(tmp_path / "first")]) == 1
+        assert cli_main([*args, "--compare", str(tmp_path / "first"), str(tmp_path / "first")]) == 2
         assert "would name more than one column" in capsys.readouterr().err
     header = (tmp_path / "second" / "comparison.md").read_text().splitlines()[0]
     assert header == f"| task | {checkpoint} ({tmp_path / 'first'}) | {checkpoint} |"
@@ -255,7 +255,7 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
     with task_registry.isolated_registry():
         task_registry.register_task(toy_task(data_file))
         for out in ("afile.txt", "afile.txt/report"):
-            assert cli_main([*args, "--tasks", "toy_sentiment", "--out", str(tmp_path / out)]) == 1
+            assert cli_main([*args, "--tasks", "toy_sentiment", "--out", str(tmp_path / out)]) == 2
             captured = capsys.readouterr()
             assert "afile.txt exists and is not a folder" in captured.err and "toy_sentiment" not in captured.out
         for extra, message in ((["--held-out-clusters", "nli"], "--held-out-clusters chooses the clusters of "
@@ -269,14 +269,14 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
         assert "--tasks-dir registers YAML tasks" in capsys.readouterr().err
         assert cli_main([*args, "--bigbench", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
         assert "--data-dir locates hub datasets" in capsys.readouterr().err
-        assert cli_main([*args, "--tasks", " , "]) == 1  # e.g. an empty shell variable: not every held-out task
+        assert cli_main([*args, "--tasks", " , "]) == 2  # e.g. an empty shell variable: not every held-out task
         assert "--tasks ' , ' names no task" in capsys.readouterr().err
-        assert cli_main([*args, "--tasks", "toy_sentmient", "--out", str(tmp_path / "report")]) == 1
+        assert cli_main([*args, "--tasks", "toy_sentmient", "--out", str(tmp_path / "report")]) == 2
         assert "did you mean 'toy_sentiment'" in capsys.readouterr().err
         assert not (tmp_path / "report").exists()  # was: an empty --out folder left behind
-        assert cli_main([*args, "--tasks", "toy_sentiment,toy_sentiment"]) == 1  # was: every template twice
+        assert cli_main([*args, "--tasks", "toy_sentiment,toy_sentiment"]) == 2  # was: every template twice
         assert "--tasks names toy_sentiment more than once" in capsys.readouterr().err
-        assert cli_main([*args, "--tasks", "toy_sentiment", "--compare", str(tmp_path / "notes.json")]) == 1
+        assert cli_main([*args, "--tasks", "toy_sentiment", "--compare", str(tmp_path / "notes.json")]) == 2
         assert f"{str(tmp_path / 'notes.json')!r} is not an evaluation report.json" in capsys.readouterr().err
 
 
@@ -299,7 +299,7 @@ def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp
                          "--tasks", "yaml_sentiment,yaml_sentiment_2", "--max-examples", "3", "--no-progress"]) == 0
         assert "| yaml_sentiment_2 | t | rank |" in capsys.readouterr().out
         assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks-dir", str(tmp_path / "none"), "--tasks",
-                         "yaml_sentiment"]) == 1
+                         "yaml_sentiment"]) == 2
         assert "task directory" in capsys.readouterr().err
 
 
@@ -319,7 +319,7 @@ def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path, capsy
     # a misspelt cluster is refused, not silently left out of the report
     code = cli_main(["eval", "--checkpoint", checkpoint, "--held-out", "--held-out-clusters",
                      ",".join([*clusters, "comparsion"]), "--max-examples", "1", "--no-progress"])
-    assert code == 1
+    assert code == 2
     assert "no registered task is in cluster(s) ['comparsion']; did you mean 'comparison'?" in capsys.readouterr().err
 
 
@@ -701,9 +701,9 @@ def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, mo
     monkeypatch.setattr(evaluation, "evaluate_tasks", fake_evaluate)
     task_registry.load_builtin_tasks()
     task = task_registry.list_tasks()[0]
-    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 1
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 2
     assert seen["limit"] == expected
-    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-input-length", "64"]) == 1
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-input-length", "64"]) == 2
     assert seen["limit"] == 64
 
 

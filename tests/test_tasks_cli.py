@@ -76,8 +76,8 @@ def test_show_prints_the_task_as_yaml(workspace, capsys):
     assert [t["name"] for t in shown["templates"]] == ["plain", "polite"] and shown["source"] == {"hf": "cli_demo"}
 
 
-def test_unknown_task_exits_1_with_suggestions(workspace, capsys):
-    assert main(["tasks", "show", "cli_q", "--tasks-dir", str(workspace / "tasks")]) == 1
+def test_unknown_task_exits_2_with_suggestions(workspace, capsys):
+    assert main(["tasks", "show", "cli_q", "--tasks-dir", str(workspace / "tasks")]) == 2
     assert "did you mean 'cli_qa'" in capsys.readouterr().err
 
 
@@ -118,7 +118,7 @@ def test_validate_exit_codes(workspace, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {broken}:5: template 't' has a Jinja syntax error (line 1 of the template): "
                    f"expected token 'name', got '|'"]
-    assert main(["tasks", "validate", str(tmp_path / "missing.yaml")]) == 1
+    assert main(["tasks", "validate", str(tmp_path / "missing.yaml")]) == 2  # nothing to check: bad input
     assert "no such YAML task file" in capsys.readouterr().err
 
 
@@ -147,7 +147,7 @@ def test_validate_reports_a_task_name_that_two_files_of_the_folder_define(worksp
 
 def test_an_empty_tasks_dir_is_an_error_naming_the_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["tasks", "list", "--tasks-dir", str(tmp_path / "empty")]) != 0
+    assert main(["tasks", "list", "--tasks-dir", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: task directory {tmp_path / 'empty'} holds no YAML task files (*.yaml / *.yml)")
     assert err.count("\n") == 1

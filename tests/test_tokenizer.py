@@ -178,11 +178,11 @@ def test_comma_separated_tasks_select_the_texts_of_each(tmp_path):
 
 def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
     code = cli_main(["tokenizer", "train", "--mixture", "procedurl", "--out", str(tmp_path / "x")])
-    assert code == 1
+    assert code == 2
     assert "did you mean 'procedural'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # was: an empty --out folder left behind
     (tmp_path / "afile").write_text("x")
-    assert cli_main(["tokenizer", "train", "--mixture", "procedural", "--out", str(tmp_path / "afile")]) == 1
+    assert cli_main(["tokenizer", "train", "--mixture", "procedural", "--out", str(tmp_path / "afile")]) == 2
     assert "--out" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
 
 

@@ -201,10 +201,10 @@ def _run_eval(args: argparse.Namespace) -> int:
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
     except task_registry.TaskFileError as error:
         print("\n".join(f"error: {line}" for line in error.errors), file=sys.stderr)
-        return 1
+        return 2
     except (KeyError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     if rank != 0:
         return 0
     print(to_markdown(report))

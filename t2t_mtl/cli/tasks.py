@@ -7,7 +7,8 @@
 
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
 `DIR/<path>/<config or default>/<split>.jsonl`) and `--tasks-dir DIR` (YAML task files to register on
-top of the built-in tasks). Errors print one line per problem and exit with status 1.
+top of the built-in tasks). Errors print one line per problem and exit with status 2 (`validate`: 1 when the
+files it checked have problems).
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def _fail(error: Exception) -> int:
     errors = error.errors if isinstance(error, TaskFileError) else [str(error)]
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
-    return 1
+    return 2
 
 
 def _guarded(command):
@@ -145,7 +146,7 @@ def _side_by_side(left: str, right: str, width: int) -> list[str]:
 def _preview(args: argparse.Namespace) -> int:
     if args.n <= 0:
         print("error: -n must be positive", file=sys.stderr)
-        return 1
+        return 2
     task = task_registry.get_task(args.name)
     split = args.split or task.splits[0]
     dataset = task.to_dataset(split, templates=args.template, max_examples=args.n, seed=args.seed)
@@ -195,7 +196,7 @@ def _validate(args: argparse.Namespace) -> int:
     files = task_registry.task_files(path) if path.is_dir() else [path]
     if not files or not all(f.exists() for f in files):
         print(f"error: {path}: no such YAML task file (or a folder without *.yaml / *.yml)", file=sys.stderr)
-        return 1
+        return 2
     problems = []
     for file in files:
         problems += task_registry.validate_task_file(file, check_rows=args.rows) + _metric_problems(file)
@@ -203,6 +204,6 @@ def _validate(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
-        return 1
+        return 1  # (the check ran and found problems: 1, as linters do; input it cannot check: 2)
     print(f"ok: {len(files)} task file(s) valid")
     return 0

@@ -49,7 +49,7 @@ def run_train(args: argparse.Namespace) -> int:
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
     except (KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(f"saved a T5 tokenizer with {len(tokenizer)} tokens ({len(tokenizer) - 100} pieces + 100 sentinels) "
           f"to {args.out}")
     return 0

@@ -1,0 +1,34 @@
+"""One exit-code rule for every `t2t-mtl` command: bad user input (options, config, files, task names) exits 2
+with a one-line message on stderr naming the bad thing, never a traceback (README, "Exit codes")."""
+from __future__ import annotations
+
+import pytest
+
+from t2t_mtl.cli import main
+
+MISSING = "/no/such/t2t-input"
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["train", f"{MISSING}.yaml"], f"{MISSING}.yaml"),
+    (["eval", "--checkpoint", MISSING, "--tasks", "parity"], MISSING),
+    (["predict", "--checkpoint", MISSING, "some text"], MISSING),
+    (["export", MISSING, "--out", "{tmp}/out"], MISSING),
+    (["merge", MISSING, f"{MISSING}-ft", "--out", "{tmp}/out"], MISSING),
+    (["mixture", "show", "no_such_mixture"], "no_such_mixture"),
+    (["mixture", "overlap", "procedural", "--eval", "no_such_task"], "no_such_task"),
+    (["tasks", "show", "no_such_task"], "no_such_task"),
+    (["tasks", "preview", "parity", "-n", "0"], "-n"),
+    (["tasks", "validate", f"{MISSING}.yaml"], f"{MISSING}.yaml"),
+    (["tokenizer", "train", "--mixture", "no_such_mixture", "--out", "{tmp}/tok"], "no_such_mixture"),
+    (["affinity", "transfer", "--tasks", "parity,no_such_task", "--steps", "1", "--out", "{tmp}/study"],
+     "no_such_task"),
+    (["affinity", "gradients", MISSING], MISSING),
+    (["affinity", "embeddings", MISSING], MISSING),
+])
+def test_bad_input_exits_2_with_one_line_naming_it(argv, named, tmp_path, capsys):
+    code = main([part.replace("{tmp}", str(tmp_path)) for part in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert named in err and "Traceback" not in err
