@@ -43,6 +43,43 @@ def save(run, step, crash=False, error=None):
                               rank_state={"r": 0}, meta={"zero_stage": 0}, env=ENV, keep=2)
 
 
+def test_the_renames_that_publish_a_checkpoint_are_fsynced_in_their_directory(tmp_path, monkeypatch):
+    # was: only the files were fsynced; a power loss after the save could lose the rename into step-N, the new
+    # `latest` or `best` (directory entries reach the disk with an fsync of the directory itself)
+    events = []
+    real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        events.append(("fsync", (info.st_dev, info.st_ino)))
+        return real_fsync(fd)
+
+    def rename(src, dst):
+        events.append(("rename", Path(dst).name))
+        return real_rename(src, dst)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        return real_replace(src, dst)
+
+    save(tmp_path, 10)  # (creates checkpoints/)
+    root = tmp_path / ck.CHECKPOINTS
+    root_id = (root.stat().st_dev, root.stat().st_ino)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    ck.save_checkpoint(FakeEngine(), tmp_path, 20, trainer_state={"step": 20}, rank_state={"r": 0},
+                       meta={"zero_stage": 0}, env=ENV, keep=2, best_step=10)
+    published = [i for i, e in enumerate(events) if e in (("rename", "step-00000020"), ("replace", ck.LATEST),
+                                                         ("replace", ck.BEST))]
+    assert len(published) == 3
+    for at in published:  # each followed by an fsync of checkpoints/ before anything else is published
+        following = [e for e in events[at + 1:] if e[0] == "fsync" or e in [events[p] for p in published]]
+        assert following and following[0] == ("fsync", root_id), (events[at], events)
+    step_dir = root / "step-00000020"  # the folders inside the checkpoint are flushed too (their new entries)
+    assert ("fsync", (step_dir.stat().st_dev, step_dir.stat().st_ino)) in events
+
+
 def test_crash_mid_write_keeps_latest_and_prunes(tmp_path):
     first = save(tmp_path, 10)
     assert ck.latest_checkpoint(tmp_path) == first

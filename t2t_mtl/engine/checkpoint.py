@@ -11,8 +11,9 @@ Layout of a run directory's checkpoints::
     <run>/checkpoints/best -> step-00000150            with `training.keep_best`: a relative symlink to the
                                                         checkpoint with the best held-in validation so far
 
-Every rank writes into `.tmp-step-XXXXXXXX`; after a barrier rank 0 renames the folder to its final name
-(an atomic rename on one filesystem) and then replaces `latest` atomically (`os.replace`). A crash at any
+Every rank writes into `.tmp-step-XXXXXXXX`; after a barrier rank 0 fsyncs it (files and folders), renames the
+folder to its final name (an atomic rename on one filesystem) and then replaces `latest` atomically
+(`os.replace`), fsyncing `checkpoints/` after each rename so that a power loss cannot undo it. A crash at any
 point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders are removed on the next save. A step
 saved again (a run resumed in place from an earlier checkpoint) moves its old folder aside, not deleting it before
 the new one is in place and named by `latest`.
@@ -67,24 +68,37 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` (written to a temporary beside it, fsynced, renamed over it): a crash leaves
-    the old file or the new one, never a cut-short one."""
+    """Replace `path` with `text` (written to a temporary beside it, fsynced, renamed over it, the folder
+    fsynced): a crash or power loss leaves the old file or the new one, never a cut-short one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush the entries of folder `path` (files created, renamed or replaced in it) to disk: until then a power
+    loss may undo a rename that the files' own fsyncs made safe to do."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
-    for dirpath, _, files in os.walk(root):
+    """fsync every file under `root`, then every folder (deepest first: their entries for those files)."""
+    for dirpath, _, files in os.walk(root, topdown=False):
         for name in files:
             fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        fsync_dir(Path(dirpath))
 
 
 def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dict[str, Any],
@@ -123,7 +137,8 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
                 replaced = root / f".tmp-replaced-{final.name}"  # moved aside, deleted once `latest` names the new
                 os.rename(final, replaced)
             os.rename(tmp, final)
-            write_text_atomic(root / LATEST, final.name + "\n")
+            fsync_dir(root)  # the rename on disk before `latest` names it
+            write_text_atomic(root / LATEST, final.name + "\n")  # (fsyncs root again)
         except OSError as err:
             if replaced is not None and not final.exists():
                 os.rename(replaced, final)  # (the new one is not in place: `latest` keeps naming the old)
@@ -138,6 +153,7 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
                 link.unlink()
             os.symlink(best_name, link)
             os.replace(link, root / BEST)
+            fsync_dir(root)
         _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()))
     barrier()
     return final
