@@ -2,8 +2,11 @@
 kill -9 + `--resume auto` continuing the exact run (steps, task sequence, data order, final weights)."""
 from __future__ import annotations
 
+import datetime
+import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -78,6 +81,75 @@ def test_the_renames_that_publish_a_checkpoint_are_fsynced_in_their_directory(tm
         assert following and following[0] == ("fsync", root_id), (events[at], events)
     step_dir = root / "step-00000020"  # the folders inside the checkpoint are flushed too (their new entries)
     assert ("fsync", (step_dir.stat().st_dev, step_dir.stat().st_ino)) in events
+
+
+class _BarrierEngine:
+    """Writes its part and then waits at a barrier, as DeepSpeed's save_checkpoint ends; can fail (disk full)
+    before the barrier."""
+
+    def __init__(self, fail: bool):
+        self.fail = fail
+
+    def save_checkpoint(self, save_dir, tag, save_latest=True):
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        path = Path(save_dir) / tag
+        path.mkdir(parents=True, exist_ok=True)
+        (path / f"zero_pp_rank_{torch.distributed.get_rank()}_optim_states.pt").write_bytes(b"partition")
+        torch.distributed.barrier()
+
+
+def _two_rank_save_worker(rank: int, port: int, run: str, fail: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
+    env = DistEnv(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"), backend="gloo")
+    try:
+        for step in (5, 10):
+            failing = step == 10 and rank == 1
+            if failing and fail == "rank_state":
+                def full(*args, **kwargs):
+                    raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos")
+                ck.torch.save = full  # (this process's torch: the rank state, written after DeepSpeed's part)
+            try:
+                ck.save_checkpoint(_BarrierEngine(failing and fail == "deepspeed"), Path(run), step,
+                                   trainer_state={"step": step}, rank_state={"r": rank}, meta={"zero_stage": 2},
+                                   env=env)
+                result = "saved"
+            except ck.CheckpointError as err:
+                result = f"CheckpointError: {err}"
+            Path(f"{out}.{rank}.{step}").write_text(result)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("fail", ["deepspeed", "rank_state"])
+def test_a_save_failing_on_rank_1_raises_on_every_rank_instead_of_hanging(tmp_path, fail):
+    # was: rank 1 raised its CheckpointError alone; rank 0 waited at the next barrier until the job was killed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    out = str(tmp_path / "result")
+    processes = [context.Process(target=_two_rank_save_worker, args=(rank, port, str(tmp_path / "run"), fail, out))
+                 for rank in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=120)
+    for p in processes:
+        if p.exitcode is None:
+            p.kill()
+    assert [p.exitcode for p in processes] == [0, 0]
+    results = {rank: {step: Path(f"{out}.{rank}.{step}").read_text() for step in (5, 10)} for rank in range(2)}
+    assert results[0][5] == results[1][5] == "saved"
+    cause = "No space left on device" if fail == "deepspeed" else "enforce fail"
+    assert results[1][10].startswith("CheckpointError: could not write checkpoint step-00000010") and \
+        cause in results[1][10], results
+    assert results[0][10].startswith("CheckpointError: could not write checkpoint step-00000010") and \
+        "rank(s) [1] could not write their part" in results[0][10], results
+    root = tmp_path / "run" / ck.CHECKPOINTS
+    assert ck.latest_checkpoint(tmp_path / "run").name == "step-00000005"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000005"]  # the partial folder removed
 
 
 def test_crash_mid_write_keeps_latest_and_prunes(tmp_path):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from t2t_mtl.engine.deepspeed_config import RunSchedule
-from t2t_mtl.engine.distributed import DistEnv, barrier
+from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
 from t2t_mtl.model.lora import lora_signature
 
 CHECKPOINTS = "checkpoints"
@@ -106,10 +106,11 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
                     best_step: Optional[int] = None) -> Path:
     """Collective: write checkpoint `step` atomically and point `latest` at it; with `best_step` (the best
     validation's step, `training.keep_best`) point `best` at that step's checkpoint. Keeps the newest `keep`
-    and the best."""
+    and the best. A write that fails on any rank (a full disk) raises the CheckpointError on every rank."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / step_name(step)
     tmp = root / f".tmp-{step_name(step)}"
+    error: Optional[Exception] = None
     try:
         if env.is_main:
             root.mkdir(parents=True, exist_ok=True)
@@ -117,46 +118,70 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
                 shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir()
     except OSError as err:
-        raise _write_failed(err, tmp, run_dir, env) from None
-    barrier()
+        error = err
+    _agree(error, tmp, run_dir, env)
     try:
         engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
-        torch.save(rank_state, tmp / f"rank_{env.rank:05d}.pt")
-        if env.is_main:
-            torch.save(trainer_state, tmp / "trainer_state.pt")
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError without the path
-        raise _write_failed(err, tmp, run_dir, env) from None
-    barrier()
+        error = err
+        # DeepSpeed's save ends in a barrier, where the other ranks now wait: join it. (Its only write on a rank
+        # other than 0 is the rank's ZeRO partition, the last before that barrier.)
+        barrier()
+    try:
+        if error is None:
+            torch.save(rank_state, tmp / f"rank_{env.rank:05d}.pt")
+            if env.is_main:
+                torch.save(trainer_state, tmp / "trainer_state.pt")
+    except (OSError, RuntimeError) as err:
+        error = err
+    _agree(error, tmp, run_dir, env)
     if env.is_main:
-        replaced = None
-        try:
-            (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size},
-                                                      indent=1))
-            _fsync_tree(tmp)
-            if final.exists():  # the same step saved again (a run resumed in place from an earlier checkpoint):
-                replaced = root / f".tmp-replaced-{final.name}"  # moved aside, deleted once `latest` names the new
-                os.rename(final, replaced)
-            os.rename(tmp, final)
-            fsync_dir(root)  # the rename on disk before `latest` names it
-            write_text_atomic(root / LATEST, final.name + "\n")  # (fsyncs root again)
-        except OSError as err:
-            if replaced is not None and not final.exists():
-                os.rename(replaced, final)  # (the new one is not in place: `latest` keeps naming the old)
-            raise _write_failed(err, tmp, run_dir, env) from None
-        if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
-        linked = best_checkpoint(run_dir)  # without a selection now (keep_best dropped), the link keeps its target
-        best_name = step_name(best_step) if best_step is not None else (linked.name if linked else None)
-        if best_name is not None and (root / best_name / "meta.json").exists():
-            link = root / f".{BEST}.tmp{os.getpid()}"  # re-pointed on every save: it follows the saved best
-            if link.is_symlink():
-                link.unlink()
-            os.symlink(best_name, link)
-            os.replace(link, root / BEST)
-            fsync_dir(root)
-        _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()))
-    barrier()
+        error = _publish(tmp, final, root, step, meta, env, keep, best_step, run_dir)
+    _agree(error, tmp, run_dir, env)
     return final
+
+
+def _agree(error: Optional[Exception], tmp: Path, run_dir: Path, env: DistEnv) -> None:
+    """Collective, in place of a barrier: raise the CheckpointError of `tmp` on every rank when the writes so far
+    failed on any rank (`error`: this rank's failure, or None)."""
+    failed = failed_ranks(error is not None, env)
+    if failed:
+        cause = error if error is not None else OSError(f"rank(s) {failed} could not write their part (their own "
+                                                         f"error names the cause)")
+        raise _write_failed(cause, tmp, run_dir, env) from None
+
+
+def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any], env: DistEnv, keep: int,
+             best_step: Optional[int], run_dir: Path) -> Optional[OSError]:
+    """Rank 0: complete `tmp` (meta.json, fsync), rename it to `final`, point `latest` (and `best`) at it and
+    prune. Returns the OSError that stopped it (None: done); the previous checkpoint stays `latest` then."""
+    replaced = None
+    try:
+        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size}, indent=1))
+        _fsync_tree(tmp)
+        if final.exists():  # the same step saved again (a run resumed in place from an earlier checkpoint):
+            replaced = root / f".tmp-replaced-{final.name}"  # moved aside, deleted once `latest` names the new
+            os.rename(final, replaced)
+        os.rename(tmp, final)
+        fsync_dir(root)  # the rename on disk before `latest` names it
+        write_text_atomic(root / LATEST, final.name + "\n")  # (fsyncs root again)
+    except OSError as err:
+        if replaced is not None and not final.exists():
+            os.rename(replaced, final)  # (the new one is not in place: `latest` keeps naming the old)
+        return err
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+    linked = best_checkpoint(run_dir)  # without a selection now (keep_best dropped), the link keeps its target
+    best_name = step_name(best_step) if best_step is not None else (linked.name if linked else None)
+    if best_name is not None and (root / best_name / "meta.json").exists():
+        link = root / f".{BEST}.tmp{os.getpid()}"  # re-pointed on every save: it follows the saved best
+        if link.is_symlink():
+            link.unlink()
+        os.symlink(best_name, link)
+        os.replace(link, root / BEST)
+        fsync_dir(root)
+    _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()))
+    return None
 
 
 def _write_failed(err: Exception, tmp: Path, run_dir: Path, env: DistEnv) -> CheckpointError:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import List
 
 import torch
 
@@ -138,6 +139,19 @@ def max_over_ranks(value: float, device: torch.device) -> float:
 def any_true(flag: bool, device: torch.device) -> bool:
     """True on every rank if `flag` is True on any rank (one tiny all-reduce when distributed)."""
     return max_over_ranks(1.0 if flag else 0.0, device) > 0
+
+
+def failed_ranks(failed: bool, env: DistEnv) -> List[int]:
+    """The ranks whose `failed` is True, on every rank (one all-reduce of a flag per rank when distributed): a
+    collective step that some rank could not do ends on every rank, instead of leaving the others waiting."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [env.rank] if failed else []
+    flags = torch.zeros(dist.get_world_size(), dtype=torch.float64, device=env.device)
+    flags[dist.get_rank()] = 1.0 if failed else 0.0
+    dist.all_reduce(flags)
+    return [rank for rank, flag in enumerate(flags.tolist()) if flag > 0]
 
 
 def destroy() -> None:
