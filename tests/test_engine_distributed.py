@@ -4,6 +4,8 @@ one node with another world size through DeepSpeed's universal checkpoint."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -266,6 +268,39 @@ def test_slurm_sbatch_two_nodes_sigterm_and_requeue_continue_the_run(work):
     assert resumed == full
     for s in range(1, STEPS + 1):  # and 2 SLURM ranks train as one process does
         assert full[s] == pytest.approx(step_losses(root / "one")[s], rel=2e-4)
+
+
+def test_ctrl_c_on_torchrun_saves_a_checkpoint_of_every_rank(work):
+    """Ctrl-C reaches torchrun (its ranks run in sessions of their own), which sends every rank one SIGINT: as
+    with SIGTERM, the ranks finish the step, agree on it through the step's all-reduce, save and exit. (Was: a
+    KeyboardInterrupt in each rank, nothing saved since the last checkpoint.)"""
+    root, tok, _ = work
+    steps = 400  # long enough that the SIGINT after step 3 always lands mid-run
+    path = write_config(tiny_config(root / "ctrl_c", tok, root / "cache", training={"steps": steps}),
+                        root / "ctrl_c.yaml")
+    proc = subprocess.Popen(torchrun_command(path, 2), env=subprocess_env(), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while last_logged_step(root / "ctrl_c") < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-5000:]
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGINT)  # (what the terminal sends torchrun's process group)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    cut = latest_checkpoint(root / "ctrl_c")
+    assert cut is not None, err[-5000:]
+    step = read_meta(cut)["step"]
+    assert read_meta(cut)["world_size"] == 2 and 3 <= step < steps
+    assert (cut / "rank_00000.pt").exists() and (cut / "rank_00001.pt").exists()
+    assert f"SIGTERM or Ctrl-C: saving a checkpoint at step {step} and exiting" in out, out[-3000:]
+    announced = re.search(r"interrupted: saving a checkpoint at step (\d+); press Ctrl-C again to abort without "
+                          r"saving", err)
+    assert announced and step - 1 <= int(announced.group(1)) <= step, err[-5000:]  # (rank 0's step in progress)
+    assert err.count("interrupted: saving a checkpoint") == 1  # rank 0 only
+    assert last_logged_step(root / "ctrl_c") == step
 
 
 def last_logged_step(run_dir) -> int:

@@ -586,7 +586,7 @@ def test_train_cli_reports_a_second_ctrl_c_in_one_line(tmp_path, tok, cache, mon
     config.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", tok, cache)))
     assert cli_main(["train", str(config)]) == 130
     assert capsys.readouterr().err == \
-        "t2t-mtl train: aborted by a second Ctrl-C; steps since the last checkpoint are lost\n"
+        "t2t-mtl train: aborted (Ctrl-C); nothing was saved since the last checkpoint\n"
 
 
 def test_a_sigint_after_a_sigterm_still_saves(tmp_path, tok, cache, monkeypatch):

@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingAbortedError as err:
         print(f"t2t-mtl train: aborted: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a second Ctrl-C (the first one saves and returns)
-        print("t2t-mtl train: aborted by a second Ctrl-C; steps since the last checkpoint are lost", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began (a first one in training saves)
+        print("t2t-mtl train: aborted (Ctrl-C); nothing was saved since the last checkpoint", file=sys.stderr)
         return 130
     except (KeyError, ValueError) as err:  # errors of the registry / sampler / weighting builders name the key
         if type(err).__module__.startswith(("t2t_mtl", "task_registry")):
