@@ -11,7 +11,8 @@ Layout of a run directory's checkpoints::
     <run>/checkpoints/best -> step-00000150            with `training.keep_best`: a relative symlink to the
                                                         checkpoint with the best held-in validation so far
 
-Every rank writes into `.tmp-step-XXXXXXXX`; after a barrier rank 0 fsyncs it (files and folders), renames the
+Every rank writes into `.tmp-step-XXXXXXXX`; once the ranks agree that every write succeeded (an all-reduce: a
+failure on any rank raises the CheckpointError on all of them) rank 0 fsyncs it (files and folders), renames the
 folder to its final name (an atomic rename on one filesystem) and then replaces `latest` atomically
 (`os.replace`), fsyncing `checkpoints/` after each rename so that a power loss cannot undo it. A crash at any
 point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders are removed on the next save. A step
