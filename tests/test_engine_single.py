@@ -589,6 +589,25 @@ def test_train_cli_reports_a_second_ctrl_c_in_one_line(tmp_path, tok, cache, mon
         "t2t-mtl train: aborted (Ctrl-C); nothing was saved since the last checkpoint\n"
 
 
+def test_the_ctrl_c_notice_gets_out_while_stderr_is_mid_write(monkeypatch):
+    # the progress bar writes to stderr all the time: a print from the handler then raised "reentrant call"
+    from t2t_mtl.engine.stop import StopSignals
+
+    class Busy:
+        def write(self, text):
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+        flush = write
+
+    written = []
+    monkeypatch.setattr("sys.stderr", Busy())
+    monkeypatch.setattr(os, "write", lambda fd, data: written.append((fd, data)) or len(data))
+    stop = StopSignals(7, announce=True)
+    stop._on_interrupt(signal.SIGINT, None)
+    assert stop.requested and written == [
+        (2, b"interrupted: saving a checkpoint at step 7; press Ctrl-C again to abort without saving\n")]
+
+
 def test_a_sigint_after_a_sigterm_still_saves(tmp_path, tok, cache, monkeypatch):
     # only a second Ctrl-C aborts: torchrun answers a Ctrl-C with a SIGTERM to the ranks, which got the SIGINT too
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})

@@ -4,6 +4,7 @@ saved). The loop all-reduces `requested` with its step figures, so a signal on a
 at the same step."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any, Dict
@@ -41,5 +42,10 @@ class StopSignals:
             raise KeyboardInterrupt
         self.requested = True
         if self._announce:
-            print(f"interrupted: saving a checkpoint at step {self.step}; press Ctrl-C again to abort without "
-                  f"saving", file=sys.stderr, flush=True)
+            text = (f"interrupted: saving a checkpoint at step {self.step}; press Ctrl-C again to abort without "
+                    f"saving\n")
+            try:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            except RuntimeError:  # the signal came in the middle of a write to stderr (the progress bar's)
+                os.write(2, text.encode())
