@@ -737,9 +737,9 @@ def test_eval_and_predict_generate_up_to_the_runs_own_limit(config, expected, ch
     monkeypatch.setattr(predict_module, "predict", fake_predict)
     task_registry.load_builtin_tasks()
     task = task_registry.list_tasks()[0]
-    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 1
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 2  # the stub raises ValueError: exit 2
     assert cli_main(["predict", "--checkpoint", checkpoint, "a text"]) == 0
     assert seen == {"eval": expected, "predict": expected}
-    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-new-tokens", "5"]) == 1
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-new-tokens", "5"]) == 2
     assert cli_main(["predict", "--checkpoint", checkpoint, "--max-new-tokens", "5", "a text"]) == 0
     assert seen == {"eval": 5, "predict": 5}
