@@ -298,3 +298,20 @@ def test_resume_compatibility_ignores_dropout_and_list_order(tmp_path):
             check_compatible(tmp_path, {"lora": saved}, lora={**saved, **changed})
     with pytest.raises(CheckpointError, match="model.lora = None"):
         check_compatible(tmp_path, {}, lora=saved)
+
+
+def test_folding_a_float64_model_keeps_float64_precision():
+    # was: the update B·A and the weight were summed in fp32 (then cast back), so a folded fp64 model differed from
+    # the adapted one by ~1e-7 relative — fp32 rounding in an fp64 model
+    torch.manual_seed(0)
+    model = build_model({"dims": DIMS, "lora": {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}}).eval()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    model.double()
+    x, y = _inputs()
+    with torch.no_grad():
+        adapted = model(input_ids=x, labels=y).logits
+        merged = merge_lora(model)(input_ids=x, labels=y).logits
+    assert merged.dtype == torch.float64
+    torch.testing.assert_close(merged, adapted, rtol=1e-12, atol=1e-12)

@@ -171,9 +171,10 @@ class LoRALinear(nn.Linear, TaskConditioned):
         return torch.where(ids.eq(UNSEEN_TASK_ID)[:, None, None], mean, update)
 
     def delta_weight(self, task: Optional[int] = None) -> torch.Tensor:
-        """scaling · B A, the [out, in] update this adapter adds to the weight (computed in fp32): per-task
-        adapters need `task` (a task id, or `UNSEEN_TASK_ID` for the mean update)."""
-        a, b = self.lora_A.float(), self.lora_B.float()
+        """scaling · B A, the [out, in] update this adapter adds to the weight (computed in fp32, or in fp64 for an
+        fp64 adapter): per-task adapters need `task` (a task id, or `UNSEEN_TASK_ID` for the mean update)."""
+        dtype = _fold_dtype(self.lora_A.dtype)
+        a, b = self.lora_A.to(dtype), self.lora_B.to(dtype)
         if not self.num_tasks:
             return self.scaling * (b @ a)
         if task is None:
@@ -188,11 +189,17 @@ class LoRALinear(nn.Linear, TaskConditioned):
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
-            linear.weight.copy_((self.weight.float() + self.delta_weight(task)).to(self.weight.dtype))
+            delta = self.delta_weight(task)
+            linear.weight.copy_((self.weight.to(delta.dtype) + delta).to(self.weight.dtype))
             if self.bias is not None:
                 linear.bias.copy_(self.bias)
         linear.weight.requires_grad_(self.weight.requires_grad)
         return linear
+
+
+def _fold_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a fold is summed in: fp32 for half-precision weights, the weight's own when wider (fp64)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _target_linears(model: nn.Module, targets: List[str]) -> Dict[str, nn.Linear]:
