@@ -55,6 +55,21 @@ def test_single_expert_moe_equals_dense_t5(gated):
     torch.testing.assert_close(got.loss, want.loss + aux)
 
 
+@pytest.mark.parametrize("routing", ["task", "hybrid", "token"])
+def test_a_float64_single_expert_moe_equals_the_float64_dense_t5(routing):
+    # was: the task-routed path summed its experts' outputs in fp32, so an fp64 task-MoE differed from the fp64 dense
+    # model by fp32 rounding (~1e-7), where the token and hybrid paths kept fp64
+    dense = _dense().double()
+    moe = convert_to_moe(dense, {"num_experts": 1, "top_k": 1, "every": 1, "routing": routing,
+                                 "task_names": TASKS}).eval()
+    ids, labels = _batch()
+    with torch.no_grad():
+        want = dense(input_ids=ids, labels=labels).logits
+        got = moe(input_ids=ids, labels=labels, task_ids=torch.tensor([0, 1, 2, 0])).logits
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_a_dense_model_with_lora_adapters_is_converted_only_once_they_are_folded():
     # was: the MoE model silently took the base weights of the adapted linears (a one-expert MoE then differed
     # from the dense model it came from)

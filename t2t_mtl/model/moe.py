@@ -356,6 +356,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         for rows in sizes:
             bounds.append(bounds[-1] + rows * length)
         outs: List[Optional[torch.Tensor]] = [None] * len(sizes)
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # the gate-weighted sum: fp32, fp64 for fp64 inputs
         for e in self.expert_ids:
             users = [(s, row.index(e)) for s, row in enumerate(choice) if e in row]
             if not users:
@@ -363,7 +364,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
                 outs[0] = unused if outs[0] is None else outs[0] + unused
                 continue
             x, position = _gather_spans(src, [(bounds[s], bounds[s + 1]) for s, _ in users])
-            y = self._expert(e)(x).float()
+            y = self._expert(e)(x).to(acc)
             for s, j in users:
                 start = position[bounds[s]]
                 part = y[start:start + bounds[s + 1] - bounds[s]] * routed.gates[s, j]
