@@ -90,6 +90,18 @@ def test_the_model_takes_task_ids_and_folding_a_task_gives_its_single_task_model
         build_model({"dims": DIMS, "lora": {**PER_TASK, "per_task": "yes"}}, task_names=["a"])
 
 
+@pytest.mark.parametrize("task", [3, -2])
+def test_folding_a_task_id_the_adapters_lack_is_refused(task):
+    # was: id 3 failed with a bare IndexError from inside a layer, and -2 (Python's negative indexing) silently
+    # folded task 1's adapter
+    model = _randomised(build_model({"dims": DIMS, "lora": PER_TASK}, task_names=["a", "b", "c"]))
+    with pytest.raises(LoRAConfigError, match=rf"task id {task} is not one of the adapters' 3 tasks \[0, 3\)"):
+        select_task_adapter(model, task)
+    layer = next(m for m in model.modules() if isinstance(m, LoRALinear))
+    with pytest.raises(LoRAConfigError, match=rf"task id {task} is not one of the adapters' 3 tasks"):
+        layer.merged(task)
+
+
 def test_per_task_adapters_on_a_task_routed_moe_model():
     moe = {"num_experts": 3, "top_k": 1, "every": 1, "routing": "token", "backend": "reference"}
     torch.manual_seed(0)

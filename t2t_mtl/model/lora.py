@@ -179,6 +179,9 @@ class LoRALinear(nn.Linear, TaskConditioned):
             return self.scaling * (b @ a)
         if task is None:
             raise LoRAConfigError("a per-task adapter has one update per task: pass the task id")
+        if not UNSEEN_TASK_ID <= task < self.num_tasks:
+            raise LoRAConfigError(f"task id {task} is not one of the adapters' {self.num_tasks} tasks [0, "
+                                  f"{self.num_tasks}) nor UNSEEN_TASK_ID={UNSEEN_TASK_ID} (the mean update)")
         if task == UNSEEN_TASK_ID:
             return self.scaling * (b @ a).mean(0)
         return self.scaling * (b[task] @ a[task])
