@@ -315,3 +315,23 @@ def test_folding_a_float64_model_keeps_float64_precision():
         merged = merge_lora(model)(input_ids=x, labels=y).logits
     assert merged.dtype == torch.float64
     torch.testing.assert_close(merged, adapted, rtol=1e-12, atol=1e-12)
+
+
+def test_export_of_a_run_whose_pretrained_model_is_gone_is_a_one_line_error(tmp_path, t5_tokenizer_dir, capsys):
+    # was: a raw ModelBuildError traceback — the run's model.name_or_path (a folder since moved or deleted) is read
+    # again to rebuild the model, and `t2t-mtl export` caught only export/checkpoint/MoE errors
+    import yaml
+
+    from t2t_mtl.cli import main as cli_main
+
+    run = tmp_path / "run"
+    cfg = tiny_config(run, t5_tokenizer_dir, tmp_path / "cache")
+    cfg["model"] = {"name_or_path": str(tmp_path / "moved-away"), "lora": {"r": 2}}
+    ckpt = run / "checkpoints" / "step-1"
+    ckpt.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (ckpt / "meta.json").write_text('{"step": 1, "zero_stage": 0}')
+    assert cli_main(["export", str(ckpt), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("t2t-mtl export: ") and "moved-away" in err and "Traceback" not in err
+    assert not (tmp_path / "hf").exists()
