@@ -24,16 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from t2t_mtl.engine.checkpoint import CheckpointError
-    from t2t_mtl.engine.export import ExportError, export_model, export_task_subnetwork
-    from t2t_mtl.model.moe import MoEConfigError
+    from t2t_mtl.engine.export import export_model, export_task_subnetwork
 
     try:
         if args.task is not None:
             out = export_task_subnetwork(args.path, args.task, args.out)
         else:
             out = export_model(args.path, args.out)
-    except (ExportError, CheckpointError, MoEConfigError) as err:
+    except ValueError as err:  # ExportError, CheckpointError, MoEConfigError and the loaders' (tokenizer, model)
         print(f"t2t-mtl export: {err}", file=sys.stderr)
         return 2
     what = f"the sub-network of task {args.task!r} of {args.path}" if args.task is not None else args.path
