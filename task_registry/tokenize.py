@@ -6,7 +6,8 @@ limits) and the per-row flags `inputs_truncated` / `targets_truncated` through `
 (T5: a final EOS), with its own truncation; with `append_eos=True` the text is encoded without special
 tokens, cut to `max_length - 1` and `eos_token_id` is appended, whatever the tokenizer's post-processing.
 The fingerprint of a map-style result (`tokenized_fingerprint`) combines the input fingerprint, the
-tokenizer (its name_or_path, class and, for fast tokenizers, a hash of its full serialisation), the limits
+tokenizer (its class, EOS id and, for fast tokenizers, a hash of its full serialisation — not the folder it was
+loaded from; a tokenizer without a serialisation adds its name_or_path and vocabulary), the limits
 and the options, so a re-run with the same inputs loads the cached Arrow file instead of tokenizing again.
 """
 from __future__ import annotations
@@ -32,7 +33,12 @@ class TruncationCounts:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash that changes whenever the tokenizer's vocabulary or behaviour does."""
+    """A hash that changes whenever the tokenizer's vocabulary or behaviour does, and only then.
+
+    A fast tokenizer's full serialisation is its behaviour, so the folder it was loaded from is left out: the
+    same tokenizer from another folder (a run's own copy in `<run>/tokenizer`, read on resume) keeps its key
+    and its cached tokenizations. A tokenizer without one is keyed by its vocabulary and its name as well.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # the backend's truncation/padding settings change with every call; they are not the tokenizer
@@ -40,9 +46,12 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         state.pop("truncation", None)
         state.pop("padding", None)
         serialised = json.dumps(state, sort_keys=True)
+        name = ""
     else:
         serialised = repr(sorted(tokenizer.get_vocab().items()))
-    return Hasher.hash((type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), serialised))
+        name = getattr(tokenizer, "name_or_path", "")
+    # `append_eos` appends `eos_token_id`, which the tokenizer's Python side holds, not its backend
+    return Hasher.hash((type(tokenizer).__name__, name, serialised, getattr(tokenizer, "eos_token_id", None)))
 
 
 def tokenized_fingerprint(dataset: datasets.Dataset, tokenizer_key: str, max_input_length: int,

@@ -174,6 +174,31 @@ def test_tokenize_task_caches_per_task_and_counts_truncation(tokenizer, tmp_path
     assert longer.truncated < stream.truncated
 
 
+def test_the_same_tokenizer_from_another_folder_reuses_the_cache_and_another_one_does_not(tokenizer, tmp_path):
+    # was: the key held the folder the tokenizer was loaded from, so a resume (which reads the run's own copy in
+    # <run>/tokenizer, not tokenizer.path) tokenized every task again, and runs never shared data.cache_dir
+    import task_registry
+    from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
+
+    task_registry.load_builtin_tasks()
+    task = task_registry.get_task("reverse_words")
+    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path / "cache",
+                    max_examples=20)
+    first = tokenize_task(task, tokenizer, **settings)
+    tokenizer.save_pretrained(str(tmp_path / "copy"))
+    copy = load_tokenizer(tmp_path / "copy")
+    assert copy.name_or_path != tokenizer.name_or_path
+    again = tokenize_task(task, copy, **settings)
+    assert again.dataset.cache_files[0]["filename"] == first.dataset.cache_files[0]["filename"]
+    # a tokenizer of the same size trained on other text tokenizes differently: never the same cache file
+    texts = [" ".join(reversed(x.split())).upper() for x in task.to_dataset("train", max_examples=64)["inputs"]]
+    other = train_tokenizer(texts, tmp_path / "other", vocab_size=128)
+    third = tokenize_task(task, other, **settings)
+    assert third.dataset.cache_files[0]["filename"] != first.dataset.cache_files[0]["filename"]
+    assert third.dataset["input_ids"] == [other(x, add_special_tokens=False)["input_ids"][:15] + [1]
+                                          for x in task.to_dataset("train", max_examples=20)["inputs"]]
+
+
 def _hand_rows(split, num_rows, seed):
     # T5 token counts with EOS: "Hello" 2, "Hello world" 3, "Hello world Hello" 4
     yield from [{"x": "Hello world", "y": "Hello world"}, {"x": "Hello world Hello", "y": "Hello"},
