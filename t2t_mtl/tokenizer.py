@@ -135,13 +135,28 @@ def _check_t5_tokenizer_json(path: Path) -> None:
         )
 
 
+def _with_vocabulary(tokenizer, target: str):
+    """`tokenizer`, unless it has no vocabulary of its own: transformers 5 builds one silently (T5's: the special
+    tokens, the sentinels and ``▁``, every word ``<unk>``) from a folder whose ``tokenizer_config.json`` has lost
+    its vocabulary file (``tokenizer.json``, ``spiece.model``, ...)."""
+    added = set(tokenizer.get_added_vocab())
+    if sum(token not in added for token in tokenizer.get_vocab()) <= 1:
+        raise TokenizerLoadError(
+            f"tokenizer {target!r} has no vocabulary (only its {len(added)} special and added tokens): its "
+            f"tokenizer_config.json has no tokenizer.json or spiece.model beside it; copy the whole folder "
+            f"saved with save_pretrained, or train one with `t2t-mtl tokenizer train`"
+        )
+    return tokenizer
+
+
 def load_tokenizer(name_or_path: PathLike):
     """Load a tokenizer by HF hub name or local folder.
 
     A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a
     ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
     pad and sentinels are set as T5 defines them; a bare ``tokenizer.json`` of another model kind (BPE,
-    WordPiece, ...) is refused with a `TokenizerLoadError`.
+    WordPiece, ...) is refused with a `TokenizerLoadError`, and so is a tokenizer without a vocabulary (a
+    ``tokenizer_config.json`` whose ``tokenizer.json`` / ``spiece.model`` is missing).
     """
     from transformers import AutoTokenizer
 
@@ -160,7 +175,7 @@ def load_tokenizer(name_or_path: PathLike):
                 f"tokenizer folder {folder} holds no tokenizer files (tokenizer_config.json, tokenizer.json "
                 f"or spiece.model); train one with `t2t-mtl tokenizer train` or pass a hub name"
             )
-        return AutoTokenizer.from_pretrained(target)
+        return _with_vocabulary(AutoTokenizer.from_pretrained(target), target)
     except TokenizerLoadError:
         raise
     except (OSError, ValueError) as error:

@@ -140,6 +140,23 @@ def test_load_tokenizer_bad_paths(tmp_path):
         load_tokenizer(str(tmp_path / "does-not-exist"))
 
 
+def test_a_tokenizer_config_without_its_vocabulary_is_refused_by_name(tmp_path, procedural_corpus):
+    # was: transformers 5 built a 104-token T5 tokenizer from tokenizer_config.json alone (every word <unk>), and
+    # training went on with it
+    train_tokenizer(procedural_corpus, tmp_path / "tok", vocab_size=200)
+    config = (tmp_path / "tok" / "tokenizer_config.json").read_bytes()
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "tokenizer_config.json").write_bytes(config)
+    with pytest.raises(TokenizerLoadError, match=r"partial' has no vocabulary .* no tokenizer.json or spiece.model"):
+        load_tokenizer(tmp_path / "partial")
+    for name in ("spiece.model", "tokenizer.json"):  # either file alone beside the config is enough
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer_config.json").write_bytes(config)
+        (tmp_path / name / name).write_bytes((tmp_path / "tok" / name).read_bytes())
+        reference = load_tokenizer(tmp_path / "tok")("12 + 3").input_ids
+        assert load_tokenizer(tmp_path / name)("12 + 3").input_ids == reference
+
+
 def test_a_bare_tokenizer_json_of_another_model_is_refused_by_name(tmp_path):
     # was: loaded as T5 regardless, failing inside transformers with a raw TypeError
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
