@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 SPIECE_FILE = "spiece.model"
 NUM_SENTINELS = 100
+T5_SPECIAL_PIECES = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -133,6 +134,30 @@ def _check_t5_tokenizer_json(path: Path) -> None:
             f"vocabulary loads from bare files; save the tokenizer with save_pretrained (it writes "
             f"tokenizer_config.json) or pass its hub name"
         )
+    vocab = model.get("vocab") or []
+    _check_t5_layout(path, [entry[0] if isinstance(entry, list) and entry else None for entry in vocab[:3]])
+
+
+def _sentencepiece_first_pieces(path: Path) -> list:
+    """The pieces of ids 0, 1, 2 of a SentencePiece model (`TokenizerLoadError` when it cannot be read)."""
+    import sentencepiece as spm
+
+    try:
+        model = spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as error:
+        raise TokenizerLoadError(f"could not read {path}: {error}; pass a folder with a valid {SPIECE_FILE}") from None
+    return [model.id_to_piece(i) for i in range(min(3, model.get_piece_size()))]
+
+
+def _check_t5_layout(path: Path, first: list) -> None:
+    """A bare vocabulary loads as T5's only with T5's ids (pad 0, eos 1, unk 2), which the models built from
+    dimensions use: elsewhere the pad token would be added after the sentinels and EOS be another id."""
+    if list(first) != list(T5_SPECIAL_PIECES):
+        raise TokenizerLoadError(
+            f"{path} has {', '.join(map(str, first))} at ids 0-{len(first) - 1}, not T5's "
+            f"{', '.join(T5_SPECIAL_PIECES)} (a T5 pads with 0 and ends with 1); train the SentencePiece model with "
+            f"pad_id=0 eos_id=1 unk_id=2 bos_id=-1, as `t2t-mtl tokenizer train` does"
+        )
 
 
 def _with_vocabulary(tokenizer, target: str):
@@ -154,9 +179,10 @@ def load_tokenizer(name_or_path: PathLike):
 
     A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a
     ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
-    pad and sentinels are set as T5 defines them; a bare ``tokenizer.json`` of another model kind (BPE,
-    WordPiece, ...) is refused with a `TokenizerLoadError`, and so is a tokenizer without a vocabulary (a
-    ``tokenizer_config.json`` whose ``tokenizer.json`` / ``spiece.model`` is missing).
+    pad and sentinels are set as T5 defines them; a bare vocabulary whose ids 0-2 are not ``<pad>``, ``</s>``,
+    ``<unk>`` or a bare ``tokenizer.json`` of another model kind (BPE, WordPiece, ...) is refused with a
+    `TokenizerLoadError`, and so is a tokenizer without a vocabulary (a ``tokenizer_config.json`` whose
+    ``tokenizer.json`` / ``spiece.model`` is missing).
     """
     from transformers import AutoTokenizer
 
@@ -167,6 +193,7 @@ def load_tokenizer(name_or_path: PathLike):
     try:
         if folder.is_dir() and not (folder / "tokenizer_config.json").exists():
             if (folder / SPIECE_FILE).exists():
+                _check_t5_layout(folder / SPIECE_FILE, _sentencepiece_first_pieces(folder / SPIECE_FILE))
                 return _t5_from_sentencepiece_folder(folder)
             if (folder / "tokenizer.json").exists():
                 _check_t5_tokenizer_json(folder / "tokenizer.json")

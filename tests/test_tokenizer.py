@@ -157,6 +157,29 @@ def test_a_tokenizer_config_without_its_vocabulary_is_refused_by_name(tmp_path, 
         assert load_tokenizer(tmp_path / name)("12 + 3").input_ids == reference
 
 
+def test_a_bare_vocabulary_without_t5s_special_ids_is_refused_by_name(tmp_path):
+    # was: a SentencePiece model with its default ids (unk 0, bos 1, eos 2) loaded "as T5's": eos 2, and <pad> added
+    # after the sentinels (so <extra_id_0> was not the last id), while a T5 built from dims pads with 0, ends with 1
+    from transformers import T5Tokenizer
+
+    (tmp_path / "sp").mkdir()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter([f"the quick brown fox {i}" for i in range(50)]),
+                                   model_prefix=str(tmp_path / "sp" / "spiece"), vocab_size=40,
+                                   hard_vocab_limit=False, minloglevel=2)
+    with pytest.raises(TokenizerLoadError, match=r"sp/spiece.model has <unk>, <s>, </s> at ids 0-2, not T5's "
+                                                 r"<pad>, </s>, <unk> .* pad_id=0 eos_id=1 unk_id=2"):
+        load_tokenizer(tmp_path / "sp")
+    (tmp_path / "json").mkdir()
+    T5Tokenizer(**T5Tokenizer.convert_to_native_format(vocab_file=str(tmp_path / "sp" / "spiece.model"))
+                ).backend_tokenizer.save(str(tmp_path / "json" / "tokenizer.json"))
+    with pytest.raises(TokenizerLoadError, match=r"json/tokenizer.json has <unk>, <s>, </s> at ids 0-2"):
+        load_tokenizer(tmp_path / "json")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "spiece.model").write_bytes(b"not a model")
+    with pytest.raises(TokenizerLoadError, match=r"could not read .*broken/spiece.model"):
+        load_tokenizer(tmp_path / "broken")
+
+
 def test_a_bare_tokenizer_json_of_another_model_is_refused_by_name(tmp_path):
     # was: loaded as T5 regardless, failing inside transformers with a raw TypeError
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
