@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -27,15 +28,21 @@ class TokenizerLoadError(ValueError):
     """A tokenizer name or path could not be loaded (the message names it and says what to check)."""
 
 
+#: what the tokenizer reads as one special token before SentencePiece sees the text (span corruption's sentinels)
+_SPECIAL_TEXT = re.compile(r"<extra_id_\d+>|</s>|<pad>|<unk>")
+
+
 def _corpus_lines(texts: Iterable[str]) -> Iterator[str]:
-    """Yield every non-empty line of every text (SentencePiece trains on lines, not on multi-line texts)."""
+    """Yield every non-empty line of every text (SentencePiece trains on lines, not on multi-line texts), special
+    tokens written in it (``<extra_id_0>``, ``</s>``, ...) replaced by a space: the tokenizer encodes them as their
+    own ids, so their letters must not take pieces of the vocabulary."""
     for position, text in enumerate(texts):
         if not isinstance(text, str):
             raise TokenizerTrainingError(
                 f"train_tokenizer: text #{position} is a {type(text).__name__}, not a str; pass strings "
                 f"(e.g. rendered inputs and targets)"
             )
-        for line in text.splitlines():
+        for line in _SPECIAL_TEXT.sub(" ", text).splitlines():
             if line.strip():
                 yield line
 

@@ -118,6 +118,22 @@ def test_trained_tokenizer_has_t5_layout_and_round_trips(tmp_path, procedural_co
     assert all(len(piece.strip("▁")) <= 1 for piece in tok.tokenize("123 4567"))
 
 
+def test_special_tokens_in_the_corpus_take_no_pieces(tmp_path, procedural_corpus):
+    # was: span corruption's sentinels were trained on as text, so pieces such as "extra", "<" and ">" (never
+    # produced: the tokenizer reads a sentinel as its own id) took places in the vocabulary
+    import re
+
+    plain = [text for text in procedural_corpus[:300] if text.strip()]
+    marked = [f"{text} <extra_id_{k % 100}> {text}</s><extra_id_{k % 7}><pad><unk>" for k, text in enumerate(plain)]
+    spaced = [re.sub(r"<extra_id_\d+>|</s>|<pad>|<unk>", " ", text) for text in marked]
+    tok = train_tokenizer(marked, tmp_path / "marked", vocab_size=300)
+    train_tokenizer(spaced, tmp_path / "spaced", vocab_size=300)
+    assert (tmp_path / "marked" / "spiece.model").read_bytes() == (tmp_path / "spaced" / "spiece.model").read_bytes()
+    pieces = [tok.convert_ids_to_tokens(i) for i in range(len(tok) - 100)]
+    assert not [p for p in pieces[3:] if "extra" in p or "<" in p or ">" in p]
+    assert tok("a <extra_id_3> b").input_ids.count(tok.convert_tokens_to_ids("<extra_id_3>")) == 1
+
+
 def test_train_tokenizer_bad_input_raises_clear_errors(tmp_path):
     with pytest.raises(TokenizerTrainingError, match="empty"):
         train_tokenizer(["", "   "], tmp_path / "a", vocab_size=100)
