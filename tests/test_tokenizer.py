@@ -242,6 +242,26 @@ def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
 
 
+def test_cli_an_out_folder_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    # was: the PermissionError's traceback and exit code 1 (bad input exits 2 with a message naming it)
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+
+    def refusing(self, *args, **kwargs):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refusing)
+    out = tmp_path / "locked"
+    code = cli_main(["tokenizer", "train", "--mixture", "procedural", "--out", str(out), "--vocab-size", "100",
+                     "--max-examples", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: --out {out}: the tokenizer could not be written" in err
+    assert "Permission denied" in err and "Traceback" not in err
+
+
 def test_cli_trains_on_yaml_tasks_from_a_tasks_dir(tmp_path, capsys):
     # was: no --tasks-dir, so a tokenizer could not be trained on a YAML task
     from engine_helpers import write_yaml_task

@@ -50,6 +50,9 @@ def run_train(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # an --out that cannot be written (permissions, a read-only disk), found on writing
+        print(f"error: --out {args.out}: the tokenizer could not be written ({error})", file=sys.stderr)
+        return 2
     print(f"saved a T5 tokenizer with {len(tokenizer)} tokens ({len(tokenizer) - 100} pieces + 100 sentinels) "
           f"to {args.out}")
     return 0
