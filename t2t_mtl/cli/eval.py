@@ -217,7 +217,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         except OSError as error:  # found only now: the folder is created once there is something to write
             print(f"error: --out {args.out}: the report could not be written ({error}); the scores are printed "
                   f"above", file=sys.stderr)
-            return 1
+            return 2
     return 0
 
 
