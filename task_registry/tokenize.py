@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import datasets
 import pyarrow.compute as pc
@@ -32,12 +32,14 @@ class TruncationCounts:
     rows: int
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
+def tokenizer_fingerprint(tokenizer: Any, ignore_added: Optional[Callable[[str], Any]] = None) -> str:
     """A hash that changes whenever the tokenizer's vocabulary or behaviour does, and only then.
 
     A fast tokenizer's full serialisation is its behaviour, so the folder it was loaded from is left out: the
     same tokenizer from another folder (a run's own copy in `<run>/tokenizer`, read on resume) keeps its key
     and its cached tokenizations. A tokenizer without one is keyed by its vocabulary and its name as well.
+    `ignore_added(content)` true leaves that added token out of a fast tokenizer's key: for tokens the texts
+    being keyed never hold (the trainer's `<task:NAME>` tokens, put in front of ids, never written in text).
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -45,6 +47,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         state = json.loads(backend.to_str())
         state.pop("truncation", None)
         state.pop("padding", None)
+        if ignore_added is not None:
+            state["added_tokens"] = [t for t in state.get("added_tokens", []) if not ignore_added(t["content"])]
         serialised = json.dumps(state, sort_keys=True)
         name = ""
     else:

@@ -199,6 +199,27 @@ def test_the_same_tokenizer_from_another_folder_reuses_the_cache_and_another_one
                                           for x in task.to_dataset("train", max_examples=20)["inputs"]]
 
 
+def test_task_tokens_added_for_a_new_task_keep_the_other_tasks_caches(tmp_path):
+    # was: with model.task_embeddings every <task:NAME> token is in the tokenizer that keys the caches, so adding a
+    # task to the mixture tokenized every task again, though the streams never hold a task token (the collator
+    # puts its id in front)
+    import task_registry
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+    from t2t_mtl.data import build_task_streams
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    task_registry.load_builtin_tasks()
+    tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tok"))
+    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path / "cache",
+                    max_examples=20)
+    TaskTokens(tokenizer, ["reverse_words"])
+    first = build_task_streams(["reverse_words"], tokenizer, **settings)["reverse_words"]
+    TaskTokens(tokenizer, ["reverse_words", "parity"])
+    again = build_task_streams(["reverse_words", "parity"], tokenizer, **settings)["reverse_words"]
+    assert again.dataset.cache_files[0]["filename"] == first.dataset.cache_files[0]["filename"]
+    assert again.dataset["input_ids"] == first.dataset["input_ids"]
+
+
 def _hand_rows(split, num_rows, seed):
     # T5 token counts with EOS: "Hello" 2, "Hello world" 3, "Hello world Hello" 4
     yield from [{"x": "Hello world", "y": "Hello world"}, {"x": "Hello world Hello", "y": "Hello"},

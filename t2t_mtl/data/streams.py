@@ -122,11 +122,15 @@ def build_task_streams(
     seed: int = 0,
     few_shot: Optional[FewShotMix] = None,
 ) -> Dict[str, TokenizedTask]:
-    """Tokenize every task of the mixture, one cache file per task (see `tokenize_task`)."""
+    """Tokenize every task of the mixture, one cache file per task (see `tokenize_task`). The cache key leaves out
+    the tokenizer's `<task:NAME>` tokens (task embeddings put them in front of the ids, never in the text), so a
+    task added to the mixture tokenizes that task alone."""
     import task_registry
     from task_registry.tokenize import tokenizer_fingerprint
 
-    tok_key = tokenizer_fingerprint(tokenizer)
+    from t2t_mtl.analysis.task_embeddings import TASK_TOKEN_PATTERN
+
+    tok_key = tokenizer_fingerprint(tokenizer, ignore_added=TASK_TOKEN_PATTERN.match)
     out = {}
     for name in task_names:
         task = task_registry.get_task(name)
