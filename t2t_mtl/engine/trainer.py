@@ -174,6 +174,21 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     return rates
 
 
+def check_special_ids(tokenizer: Any, cfg: Config) -> None:
+    """ConfigError unless the tokenizer's padding and end-of-sequence ids are the model's: labels, padding masks and
+    the end of generation use the tokenizer's, the decoder's start and generation's stop the model's (T5: pad 0,
+    eos 1; a model built from model.dims always has those)."""
+    model = model_config(cfg.model)
+    for name in ("pad_token_id", "eos_token_id"):
+        ours, theirs = getattr(tokenizer, name), getattr(model, name)
+        if ours != theirs:
+            source = f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else "the run's tokenizer"
+            model_source = (f"model.name_or_path {cfg.model.name_or_path!r}" if cfg.model.name_or_path
+                            else "a model built from model.dims")
+            raise ConfigError(f"{source} has {name} {ours}, but {model_source} has {theirs}: use a tokenizer with "
+                              f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
+
+
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
     """The configured tokenizer, or one trained on the mixture's training texts; either way the run keeps it in
     run_dir/tokenizer, where evaluation and export read it (a configured folder may change later). A `fresh`
@@ -558,6 +573,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier()
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
+    check_special_ids(tokenizer, cfg)
     base_vocab = len(tokenizer)  # before task tokens: what a pretrained model's embedding must already cover
     if cfg.model.task_embeddings:  # a resumed run's own tokenizer holds its task tokens already
         from t2t_mtl.analysis.task_embeddings import find_task_tokens
