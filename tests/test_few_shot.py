@@ -122,16 +122,20 @@ def test_k_shot_prompts_of_a_task_token_model_fit_with_the_token(tmp_path, t5_to
                                                 decoder_start_token_id=0)).eval()
     seen = []
     real = runner.score_choices
-    monkeypatch.setattr(runner, "score_choices", lambda m, t, inputs, *a, **k: (seen.extend(inputs),
-                                                                              real(m, t, inputs, *a, **k))[1])
+    limits = []
+    monkeypatch.setattr(runner, "score_choices", lambda m, t, inputs, *a, **k: (
+        seen.extend(inputs), limits.append(k["max_input_length"]), real(m, t, inputs, *a, **k))[2])
     task = _task(tmp_path)
     for limit in range(10, 40):
         seen.clear()
+        limits.clear()
         evaluate_tasks(model, tokenizer, [task], EvalSettings(num_shots=2, max_input_length=limit, batch_size=8,
                                                               templates={"shots_toy": ["choices"]}), progress=False)
         assert seen and all(text.startswith("<task:shots_toy>") for text in seen)
+        # the task token comes on top of the limit, as in training (was: counted in it, one token less than trained)
+        assert set(limits) == {limit + 1}
         for text in seen:  # with demonstrations, the whole prompt (task token included) fits
-            assert "\n\n" not in text or len(tokenizer(text)["input_ids"]) <= limit, (limit, text)
+            assert "\n\n" not in text or len(tokenizer(text)["input_ids"]) <= limit + 1, (limit, text)
 
 
 def test_k_shot_evaluation_scores_each_example_after_its_drawn_demonstrations(tmp_path, model, t5_tokenizer,

@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
@@ -375,8 +375,9 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes)
     examples = rendered.examples
     wrap = (lambda text: text)
-    if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training
-        wrap = (lambda text: prefix_task_token(text, task.name))
+    if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training,
+        wrap = (lambda text: prefix_task_token(text, task.name))  # where it comes on top of max_input_length
+        settings = replace(settings, max_input_length=settings.max_input_length + 1)
     fewer_shots = 0  # inputs given fewer than num_shots demonstrations (too few rows, or they do not fit)
     if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
