@@ -79,6 +79,15 @@ def test_merged_model_matches_the_adapted_one():
     torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
 
 
+def test_adapting_a_model_that_has_adapters_is_refused_until_they_are_folded():
+    # was: "model.lora.targets: ['q'] name no layer of this model", since the targets are LoRALinear by then
+    model = build_model({"dims": DIMS, "lora": {"r": 2, "targets": ["q"]}})
+    with pytest.raises(LoRAConfigError, match=r"has LoRA adapters already \(encoder\.block\.0\..*fold them first"):
+        apply_lora(model, {"r": 2, "targets": ["q"]})
+    apply_lora(merge_lora(model), {"r": 2, "targets": ["q"]})
+    assert sum(isinstance(m, LoRALinear) for m in model.modules()) == 4  # q of 2 encoder + 2 decoder attentions
+
+
 def test_moe_layers_embeddings_and_named_fragments_train_in_full():
     moe = {"num_experts": 2, "top_k": 1, "every": 2, "backend": "reference"}
     model = build_model({"dims": {**DIMS, "feed_forward_proj": "gated-gelu"},

@@ -224,10 +224,14 @@ def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool
     the MoE layers, the parameters matching `trainable`, and — with `train_embeddings` — the input embedding
     matrix. Per-task adapters need `task_names` (the training tasks in task-id order) and make the model a
     `TaskConditionedT5` routed by them. Returns `model`. Raises LoRAConfigError when the targets select no
-    layer, or per-task adapters get no task names."""
+    layer, per-task adapters get no task names, or the model has adapters already."""
     from t2t_mtl.model.moe import MoEFeedForward
 
     cfg = lora if isinstance(lora, LoRAConfig) else LoRAConfig.from_dict(lora)
+    adapted = [name for name, module in model.named_modules() if isinstance(module, LoRALinear)]
+    if adapted:
+        raise LoRAConfigError(f"the model has LoRA adapters already ({adapted[0]}, ...): fold them first "
+                              f"(merge_lora) to adapt it again, or train those adapters")
     if cfg.per_task and not task_names:
         raise LoRAConfigError("model.lora.per_task needs the training task names (one adapter per task)")
     layers = _target_linears(model, cfg.targets)
