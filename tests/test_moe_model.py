@@ -237,14 +237,17 @@ def test_padding_takes_no_capacity_and_no_part_in_the_aux_losses(routing):
         assert torch.equal(counts, want_aux[name][2]), name
 
 
-def test_greedy_generation_routes_no_token_of_a_finished_sequence():
+@pytest.mark.parametrize("own_eos", [False, True])
+def test_greedy_generation_routes_no_token_of_a_finished_sequence(own_eos):
     # was: in a batch, the pad tokens fed to sequences that had ended were routed like real tokens (all alike, so
-    # onto the same experts), taking capacity from the sequences still decoding
+    # onto the same experts), taking capacity from the sequences still decoding; and an eos_token_id given to
+    # generate was not the one that marked rows finished (the model's was)
     from transformers import LogitsProcessor, LogitsProcessorList
 
     moe = convert_to_moe(_dense(seed=2), {"num_experts": 4, "top_k": 2, "every": 1, "upcycle": False,
                                           "backend": "reference"}).eval()
-    eos, ends_at = moe.config.eos_token_id, {0: 1, 1: 3}  # row -> the step at which it must end
+    eos, ends_at = (7 if own_eos else moe.config.eos_token_id), {0: 1, 1: 3}  # row -> the step at which it ends
+    options = {"eos_token_id": eos} if own_eos else {}
 
     class EndRows(LogitsProcessor):
         def __call__(self, input_ids, scores):
@@ -262,7 +265,7 @@ def test_greedy_generation_routes_no_token_of_a_finished_sequence():
         (None if module.token_mask is None else module.token_mask[:, -1].clone(), module.aux["counts"].sum().item())))
     ids, _ = _batch(b=3, seed=4)
     out = moe.generate(input_ids=ids, max_new_tokens=6, do_sample=False,
-                       logits_processor=LogitsProcessorList([EndRows()]))
+                       logits_processor=LogitsProcessorList([EndRows()]), **options)
     assert out[0, 2].item() == eos and out[1, 4].item() == eos and eos not in out[2].tolist()
     for step, (mask, routed) in enumerate(seen):  # step s feeds token s: a row ended at step e is padding from e + 2
         expected = torch.tensor([ends_at.get(row, 99) + 1 >= step for row in range(3)])

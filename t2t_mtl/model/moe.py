@@ -512,15 +512,21 @@ class TaskAwareT5(TaskConditionedT5):
         (the sequences so far) are padding: those after a sequence's end-of-sequence token, fed to finished rows
         while the others decode, which would otherwise take expert capacity from the unfinished rows (the decoder's
         `moe_token_masks` entry, for this step; `generate` restores the masks it found)."""
-        self.moe_token_masks["decoder"] = tokens_before_the_end(input_ids, self.generation_config.eos_token_id)
+        eos = getattr(self, "_generation_eos", self.generation_config.eos_token_id)
+        self.moe_token_masks["decoder"] = tokens_before_the_end(input_ids, eos)
         return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any):
+        """transformers' `generate`; the end-of-sequence id that marks finished rows is this call's (an
+        `eos_token_id` or `generation_config` argument), else the model's."""
         before = dict(self.moe_token_masks)
+        config = kwargs.get("generation_config") or self.generation_config
+        self._generation_eos = kwargs.get("eos_token_id", config.eos_token_id)
         try:
             return super().generate(*args, **kwargs)
         finally:
             self.moe_token_masks = before
+            del self._generation_eos
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MoEFeedForward):
