@@ -234,3 +234,23 @@ def test_models_are_merged_one_at_a_time(tmp_path, t5_tokenizer, monkeypatch, me
     merged = T5ForConditionalGeneration.from_pretrained(str(tmp_path / "out")).state_dict()
     for key, value in expected.items():
         torch.testing.assert_close(merged[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "mean", "ties"])
+def test_non_finite_weights_are_refused_by_model_and_key(method):
+    """A diverged fine-tune (NaN/inf weights): TIES silently dropped its NaN entries (|NaN| >= threshold is false)
+    and merged the rest; the other methods blamed the scale ('overflow ... use a smaller scale', which no scale
+    fixes); a non-finite base was blamed on the scale too."""
+    base = {"w": torch.zeros(10), "b": torch.zeros(3)}
+    good = {"w": torch.arange(1.0, 11.0), "b": torch.ones(3)}
+    for bad_value in (float("nan"), float("inf")):
+        bad = {"w": good["w"].clone(), "b": good["b"].clone()}
+        bad["b"][1] = bad_value
+        with pytest.raises(MergeError, match=r"model 2: b holds non-finite weights \(NaN or inf\)"):
+            merge_state_dicts(base, [good, bad], method=method, density=0.5)
+        with pytest.raises(MergeError, match=r"the base's w holds non-finite weights"):
+            merge_state_dicts({**base, "w": bad["b"].repeat(4)[:10]}, [good, good], method=method, density=0.5)
+    # a genuine overflow still says so
+    with pytest.raises(MergeError, match="overflow torch.float16"):
+        merge_state_dicts({"w": torch.zeros(2, dtype=torch.float16)},
+                          [{"w": torch.full((2,), 6e4, dtype=torch.float16)}], method=method, scale=2.0, density=1.0)

@@ -95,9 +95,23 @@ def _check_settings(method: str, scale: float, density: float, count: int) -> No
         raise MergeError("merging needs at least one fine-tuned model")
 
 
+def _non_finite_key(state: Mapping[str, torch.Tensor]) -> Union[str, None]:
+    """The first key of `state` whose float tensor holds a NaN or an infinity (None: all finite)."""
+    return next((key for key, value in state.items()
+                 if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+
+
+def _check_finite_base(base: Mapping[str, torch.Tensor]) -> None:
+    key = _non_finite_key(base)
+    if key is not None:
+        raise MergeError(f"the base's {key} holds non-finite weights (NaN or inf): task vectors need a finite base "
+                         f"model")
+
+
 def _loaded(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str, torch.Tensor]], index: int
             ) -> Mapping[str, torch.Tensor]:
-    """`load(index)`, after checking that it has the base's keys and shapes and its non-float tensors."""
+    """`load(index)`, after checking that it has the base's keys and shapes and its non-float tensors, and that
+    its float tensors are finite."""
     model = load(index)
     for key, value in base.items():
         if key not in model or model[key].shape != value.shape:
@@ -106,6 +120,12 @@ def _loaded(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str,
                              f"needs fine-tuned versions of the same base model")
         if not value.is_floating_point() and not torch.equal(model[key], value):
             raise MergeError(f"{key} (a {value.dtype} tensor) differs between the models; it cannot be merged")
+    # (a diverged fine-tune: TIES would silently drop its NaN entries, |NaN| >= threshold being false, and the other
+    # methods would report an overflow that no scale fixes)
+    key = _non_finite_key({key: model[key] for key in base})
+    if key is not None:
+        raise MergeError(f"model {index + 1}: {key} holds non-finite weights (NaN or inf), as a fine-tune that "
+                         f"diverged does: its task vector cannot be merged; use an earlier checkpoint of it")
     extra = sorted(set(model) - set(base))
     if extra:
         raise MergeError(f"the fine-tuned models have weights the base lacks ({', '.join(extra[:5])}): merging needs "
@@ -137,9 +157,11 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
     Models are taken one at a time — `load` is called once per model, twice for TIES (the sign election, then
     the disjoint mean) — so memory holds the base, float64 accumulators and one model, whatever `count` is.
     Raises MergeError for an unknown method, a density outside (0, 1], a non-finite scale, no models, models
-    whose keys, shapes or non-float tensors differ from the base's, or merged weights that overflow the dtype.
+    whose keys, shapes or non-float tensors differ from the base's, a base or model with NaN or infinite weights,
+    or merged weights that overflow the dtype.
     """
     _check_settings(method, scale, density, count)
+    _check_finite_base(base)
     merged_tau: Dict[str, torch.Tensor] = {}
     if method == "ties":
         thresholds: List[float] = []
