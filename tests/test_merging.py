@@ -254,3 +254,68 @@ def test_non_finite_weights_are_refused_by_model_and_key(method):
     with pytest.raises(MergeError, match="overflow torch.float16"):
         merge_state_dicts({"w": torch.zeros(2, dtype=torch.float16)},
                           [{"w": torch.full((2,), 6e4, dtype=torch.float16)}], method=method, scale=2.0, density=1.0)
+
+
+def _two_models(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    base = T5ForConditionalGeneration(t5_config_from_dims(DIMS, len(tokenizer)))
+    folders = [_save(base, tokenizer, tmp_path / "base")]
+    with torch.no_grad():
+        base.shared.weight.add_(1.0)
+    folders.append(_save(base, tokenizer, tmp_path / "ft"))
+    return folders
+
+
+def test_an_out_that_cannot_be_written_is_a_one_line_error(tmp_path, t5_tokenizer, capsys, monkeypatch):
+    # was: the PermissionError's traceback and exit code 1, found only after every model was loaded and merged
+    from pathlib import Path
+
+    folders = _two_models(tmp_path, t5_tokenizer)
+    real_mkdir = Path.mkdir
+
+    def refusing(self, *args, **kwargs):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refusing)
+    out = tmp_path / "locked" / "merged"
+    capsys.readouterr()
+    assert cli_main(["merge", *folders, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: the merged model could not be written" in err and "Permission denied" in err
+    assert "Traceback" not in err and not (tmp_path / "locked").exists()
+
+
+def test_the_merged_folder_is_written_whole_or_not_at_all(tmp_path, t5_tokenizer, capsys, monkeypatch):
+    """A write that fails part-way (a full disk) left --out holding the new config and weights without the tokenizer
+    or the recipe; over an earlier merge, its weights replaced under the old recipe. The folder is now written
+    next to --out and moved into place once complete."""
+    folders = _two_models(tmp_path, t5_tokenizer)
+    out = tmp_path / "merged"
+    assert cli_main(["merge", *folders, "--out", str(out), "--scale", "0.5"]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    real_save = T5ForConditionalGeneration.save_pretrained
+
+    def save_then_fill_the_disk(self, folder, *args, **kwargs):
+        real_save(self, folder, *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(T5ForConditionalGeneration, "save_pretrained", save_then_fill_the_disk)
+    capsys.readouterr()
+    for target in (out, tmp_path / "fresh"):
+        assert cli_main(["merge", *folders, "--out", str(target), "--scale", "2"]) == 2
+        assert "No space left on device" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # the earlier merge, untouched
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "ft", "merged"]  # no staging folder left
+    monkeypatch.undo()
+    # an existing folder is filled in place (other files kept); a stale weight shard of an earlier save is removed
+    (out / "model-00001-of-00002.safetensors").write_bytes(b"stale")
+    (out / "notes.txt").write_text("mine")
+    assert cli_main(["merge", *folders, "--out", str(out), "--scale", "2"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "model-00001-of-00002.safetensors").exists()
+    merged = T5ForConditionalGeneration.from_pretrained(str(out))
+    torch.testing.assert_close(merged.shared.weight,
+                               T5ForConditionalGeneration.from_pretrained(folders[0]).shared.weight + 2.0)
+    assert json.loads((out / "t2t_mtl_meta.json").read_text())["merge"]["scale"] == 2.0

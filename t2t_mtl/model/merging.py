@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
 
@@ -243,7 +247,8 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     (weights in the base's dtype, the base's tokenizer, t2t_mtl_meta.json with the recipe). The base and the models
     must be plain T5 models of one architecture, dtype and vocabulary (a per-task LoRA run's tasks: merge their
     `export --task` folders; MoE models cannot be merged). Models are loaded one at a time (twice each for TIES),
-    so memory does not grow with their number. Raises MergeError naming the offending input."""
+    so memory does not grow with their number. The folder is written whole or not at all (staged next to `out_dir`,
+    then moved into place). Raises MergeError naming the offending input, or `--out` when it cannot be written."""
     from t2t_mtl.engine.export import META_FILE
     from t2t_mtl.evaluation.checkpoint import load_checkpoint
     from t2t_mtl.model.task_routing import TaskConditionedT5
@@ -281,11 +286,47 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
 
     state = merge_task_vectors(base_model.state_dict(), load_model, len(models), method=method, scale=scale,
                                density=density)
-    out = prepare_output_dir(out_dir, "--out")
     base_model.load_state_dict(state)
-    base_model.save_pretrained(out)
-    base_tokenizer.save_pretrained(out)
     recipe = {"merge": {"method": method, "scale": scale, "density": density if method == "ties" else None,
                         "base": str(Path(base).resolve()), "models": [str(Path(m).resolve()) for m in models]}}
-    (out / META_FILE).write_text(json.dumps(recipe, indent=1))
-    return out
+
+    def write(folder: Path) -> None:
+        base_model.save_pretrained(folder)
+        base_tokenizer.save_pretrained(folder)
+        (folder / META_FILE).write_text(json.dumps(recipe, indent=1))
+
+    try:
+        return _write_folder(Path(out_dir), write, META_FILE)
+    except OSError as error:  # permissions, a full or read-only disk: bad input (--out), as for every command
+        raise MergeError(f"--out {out_dir}: the merged model could not be written ({error})") from None
+
+
+#: weight files of an earlier save_pretrained that a new save into the same folder would have removed
+_WEIGHT_FILES = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
+
+
+def _write_folder(out: Path, write: Callable[[Path], None], last: str) -> Path:
+    """Write a model folder whole or not at all: `write(folder)` fills a staging folder next to `out`, which then
+    becomes `out` by one rename (`out` absent or empty), or whose files replace their namesakes in an existing
+    `out` one by one, `last` (the recipe) last, weight files of an earlier save that the new one lacks removed. A
+    failure before that leaves `out` as it was (and no staging folder)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"  # (mkdir: the umask's permissions)
+    staging.mkdir()
+    try:
+        write(staging)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if not out.exists():
+            os.rename(staging, out)
+            return out
+        written = sorted(staging.iterdir(), key=lambda path: path.name == last)
+        stale = [path for path in out.iterdir()
+                 if _WEIGHT_FILES.match(path.name) and not (staging / path.name).exists() and path.is_file()]
+        for path in written:
+            os.replace(path, out / path.name)
+        for path in stale:
+            path.unlink()
+        return out
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
