@@ -280,6 +280,67 @@ def test_gradient_affinity_outputs(tmp_path):
         CosineSeries(["p", "q"], np.arange(0), np.zeros((0, 2, 2)))
 
 
+def _cosine_log(run, records):
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def test_gradients_on_logs_that_measured_no_pair_are_refused(tmp_path, capsys):
+    """was: a log in which no two tasks' gradients met in a logged step (every cross-task cosine null: short runs,
+    steps that drew one task) gave a full report — blank heatmap, every task 'clustered' alone — and exit 0; a
+    one-task run failed with 'clustering needs at least 2 tasks' after creating an empty --out folder."""
+    from t2t_mtl.cli import main
+
+    none_measured = _cosine_log(tmp_path / "none", [
+        {"step": s, "gradient_surgery": {"tasks": ["a", "b", "c"],
+                                         "grad_cosine": [[1.0, None, None], [None, None, None], [None, None, 1.0]]}}
+        for s in (10, 20)])
+    one_task = _cosine_log(tmp_path / "one", [{"step": 10, "gradient_surgery": {"tasks": ["a"],
+                                                                                "grad_cosine": [[1.0]]}}])
+    for run, message in ((none_measured, "no two tasks' gradients were measured in one logged step (2 steps logged"),
+                         (one_task, "logged gradient cosines of one task (a)")):
+        assert main(["affinity", "gradients", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(run) in err and "Traceback" not in err, err
+        assert not (run / "affinity").exists()
+        with pytest.raises(GradientLogError, match=r"\(|one task"):
+            write_gradient_affinity(read_cosine_log(run), tmp_path / "api")
+        assert not (tmp_path / "api").exists()
+
+
+def test_gradients_name_the_tasks_never_measured_beside_another(tmp_path, capsys):
+    """A task whose gradient never met another's in a logged step has no cosine at all: it was 'clustered' alone
+    as if orthogonal to every task, silently. It is now named on stderr and in the JSON."""
+    from t2t_mtl.cli import main
+
+    run = _cosine_log(tmp_path / "run", [
+        {"step": 10, "gradient_surgery": {"tasks": ["a", "b", "c"],
+                                          "grad_cosine": [[1.0, 0.5, None], [0.5, 1.0, None], [None, None, 1.0]]}},
+        {"step": 20, "gradient_surgery": {"tasks": ["a", "b", "c"],
+                                          "grad_cosine": [[1.0, 0.7, None], [0.7, 1.0, None], [None, None, None]]}}])
+    assert main(["affinity", "gradients", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: task c was never measured beside another task in the 2 logged steps" in err, err
+    data = json.loads((run / "affinity" / "gradient_affinity.json").read_text())
+    assert data["tasks_never_measured"] == ["c"]
+    assert data["mean_cosine"][0][1] == pytest.approx(0.6) and data["mean_cosine"][0][2] is None
+    assert data["clustering"]["clusters"] == [["a", "b"], ["c"]]
+
+
+def test_non_finite_cosines_count_as_unmeasured(tmp_path):
+    """was: an infinite cosine (a log not written by the engine, whose logs hold null) was left out of the count of
+    measured steps but not of the sum, so the pair's mean came out infinite (null in the JSON)."""
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    lines = [f'{{"step": {step}, "gradient_surgery": {{"tasks": ["a", "b"], "grad_cosine": [[1.0, {value}], '
+             f'[{value}, 1.0]]}}}}' for step, value in ((1, "NaN"), (2, "Infinity"), (3, "0.25"), (4, "-Infinity"))]
+    (run / "logs" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    series = read_cosine_log(run)
+    assert series.mean()[0, 1] == pytest.approx(0.25) and series.conflict_fraction()[0, 1] == 0.0
+    assert len(series.pair_series(0, 1)[1]) == 1
+
+
 def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     """GradientSurgery.stats() logged through the engine's TrainLogger round-trips to the true cosines."""
     from t2t_mtl.engine.logging import TrainLogger

@@ -26,6 +26,7 @@ class CosineSeries:
     tasks: list[str]
     steps: np.ndarray  # [N]
     cosines: np.ndarray  # [N, T, T]
+    source: str = "the gradient cosine series"  # what the errors name (read_cosine_log: the run directory)
 
     def __post_init__(self) -> None:
         n, t = len(self.steps), len(self.tasks)
@@ -49,6 +50,24 @@ class CosineSeries:
             out = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
         np.fill_diagonal(out, 1.0)
         return out
+
+    def tasks_never_measured(self) -> list[str]:
+        """The tasks whose gradient never met another task's in a logged step: no cosine with any task."""
+        off_diagonal = np.isfinite(self.cosines) & ~np.eye(len(self.tasks), dtype=bool)
+        return [task for task, seen in zip(self.tasks, off_diagonal.any(axis=(0, 2))) if not seen]
+
+    def check_comparable(self) -> None:
+        """GradientLogError unless the series compares something: two or more tasks, and at least one pair of
+        them measured at one logged step."""
+        if len(self.tasks) < 2:
+            raise GradientLogError(f"{self.source}: the run logged gradient cosines of one task ({self.tasks[0]}); "
+                                   f"task affinity compares the gradients of two or more tasks: train on several")
+        if len(self.tasks_never_measured()) == len(self.tasks):
+            raise GradientLogError(
+                f"{self.source}: no two tasks' gradients were measured in one logged step ({len(self.steps)} steps "
+                f"logged, every cross-task cosine null), so there is nothing to compare. Cosines are logged at "
+                f"logging steps, between the tasks that step's micro-batches drew: log more steps "
+                f"(training.log_every, a longer run) or draw more tasks per step (training.grad_accum)")
 
     def conflict_fraction(self) -> np.ndarray:
         """[T, T] fraction of measured steps at which cos(g_i, g_j) < 0."""
@@ -92,7 +111,8 @@ def read_cosine_log(run_dir: str | Path) -> CosineSeries:
     A record contributes when it has a `step` and, at its top level or nested, a mapping with
     `grad_cosine` ([T][T]) and `tasks` (here or in the record). A resumed run's repeated steps keep the
     last record; an unterminated last line that does not parse (a record a crash cut short) is left out.
-    Raises GradientLogError naming the files read when no record has cosines.
+    Raises GradientLogError naming the files read when no record has cosines. A null or non-finite cosine counts
+    as not measured.
     """
     files = log_files(run_dir)
     by_step: dict[int, tuple[list[str], list[list[Optional[float]]]]] = {}
@@ -127,8 +147,9 @@ def read_cosine_log(run_dir: str | Path) -> CosineSeries:
         for a, i in enumerate(rows):
             for b, j in enumerate(rows):
                 value = matrix[a][b]
-                cos[n, i, j] = np.nan if value is None else float(value)
-    return CosineSeries(tasks, np.asarray(steps), cos)
+                value = np.nan if value is None else float(value)
+                cos[n, i, j] = value if np.isfinite(value) else np.nan  # (a log not written by the engine)
+    return CosineSeries(tasks, np.asarray(steps), cos, source=str(run_dir))
 
 
 def cosines_from_gram(gram: np.ndarray, eps: float = 1e-30) -> np.ndarray:
@@ -240,13 +261,16 @@ def plot_dendrogram(clustering: TaskClustering, path: Path) -> Path:
 
 def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, threshold: float = 1.0,
                             n_clusters: Optional[int] = None) -> dict[str, Path]:
-    """Write gradient_affinity.json and the over-training, mean-cosine heatmap and dendrogram PNGs."""
+    """Write gradient_affinity.json and the over-training, mean-cosine heatmap and dendrogram PNGs.
+
+    Raises GradientLogError (and writes nothing) when the series has one task or measured no pair of tasks."""
     from t2t_mtl.analysis.plotting import matrix_heatmap
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    series.check_comparable()
     mean = series.mean()
     clustering = cluster_tasks(series.tasks, mean, threshold=threshold, n_clusters=n_clusters)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     t = len(series.tasks)
 
     def matrix_json(m: np.ndarray) -> list[list[Optional[float]]]:
@@ -255,6 +279,7 @@ def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, thresh
     payload: dict[str, Any] = {
         "tasks": series.tasks,
         "num_steps_logged": int(len(series.steps)),
+        "tasks_never_measured": series.tasks_never_measured(),  # no cosine with any task: clustered alone
         "mean_cosine": matrix_json(mean),
         "last_cosine": matrix_json(series.cosines[-1]),
         "conflict_fraction": matrix_json(series.conflict_fraction()),

@@ -151,6 +151,13 @@ def _run_gradients(args: argparse.Namespace) -> int:
         return 2
     try:
         series = read_cosine_log(args.run_dir)
+        series.check_comparable()
+        unmeasured = series.tasks_never_measured()
+        if unmeasured:
+            one = len(unmeasured) == 1
+            print(f"warning: task{'' if one else 's'} {', '.join(unmeasured)} {'was' if one else 'were'} never "
+                  f"measured beside another task in the {len(series.steps)} logged steps: no cosine, so "
+                  f"{'it is' if one else 'each is'} clustered alone", file=sys.stderr)
         out = prepare_output_dir(Path(args.out) if args.out else Path(args.run_dir) / "affinity", "--out", create=False)
         paths = write_gradient_affinity(series, out, threshold=1.0 if args.threshold is None else args.threshold,
                                         n_clusters=args.clusters)
