@@ -361,7 +361,10 @@ class TransferStudy:
         return {"config": self.base_cfg, "run_options": options}
 
     def _check_or_write_spec(self) -> None:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # permissions, a read-only disk: found before anything is trained
+            raise StudyConfigError(f"--out {self.out_dir}: the study could not be written ({exc})") from None
         path = self.out_dir / "study.json"
         settings = self._identifying_settings()
         if path.exists():

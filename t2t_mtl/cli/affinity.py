@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     em.set_defaults(func=_run_embeddings)
 
 
-def _fail(exc: Exception) -> int:
+def _fail(exc: Exception | str) -> int:
     print(f"error: {exc}", file=sys.stderr)
     return 2
 
@@ -163,6 +163,8 @@ def _run_gradients(args: argparse.Namespace) -> int:
                                         n_clusters=args.clusters)
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
+    except OSError as exc:  # an --out that cannot be written (permissions, a full or read-only disk)
+        return _fail(f"--out {out}: the gradient affinity could not be written ({exc})")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -176,9 +178,14 @@ def _run_embeddings(args: argparse.Namespace) -> int:
 
         out = prepare_output_dir(Path(args.out) if args.out else Path(args.run_dir) / "affinity", "--out", create=False)
         model, tokenizer, _meta = load_trained_model(args.run_dir)
-        paths = export_task_embeddings(model, tokenizer, out)
     except (AffinityError, ValueError, KeyError, FileNotFoundError) as exc:
         return _fail(exc)
+    try:
+        paths = export_task_embeddings(model, tokenizer, out)
+    except (AffinityError, ValueError, KeyError) as exc:
+        return _fail(exc)
+    except OSError as exc:  # an --out that cannot be written (permissions, a full or read-only disk)
+        return _fail(f"--out {out}: the task embeddings could not be written ({exc})")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
