@@ -319,3 +319,11 @@ def test_the_merged_folder_is_written_whole_or_not_at_all(tmp_path, t5_tokenizer
     torch.testing.assert_close(merged.shared.weight,
                                T5ForConditionalGeneration.from_pretrained(folders[0]).shared.weight + 2.0)
     assert json.loads((out / "t2t_mtl_meta.json").read_text())["merge"]["scale"] == 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "ft", "merged"]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".partial")]
+    # --out . (the current folder, empty): filled in place
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert cli_main(["merge", *folders, "--out", "."]) == 0
+    assert sorted(p.name for p in here.iterdir()) == sorted(before)

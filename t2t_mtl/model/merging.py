@@ -247,8 +247,8 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     (weights in the base's dtype, the base's tokenizer, t2t_mtl_meta.json with the recipe). The base and the models
     must be plain T5 models of one architecture, dtype and vocabulary (a per-task LoRA run's tasks: merge their
     `export --task` folders; MoE models cannot be merged). Models are loaded one at a time (twice each for TIES),
-    so memory does not grow with their number. The folder is written whole or not at all (staged next to `out_dir`,
-    then moved into place). Raises MergeError naming the offending input, or `--out` when it cannot be written."""
+    so memory does not grow with their number. The folder is written whole or not at all (staged, then moved into
+    place). Raises MergeError naming the offending input, or `--out` when it cannot be written."""
     from t2t_mtl.engine.export import META_FILE
     from t2t_mtl.evaluation.checkpoint import load_checkpoint
     from t2t_mtl.model.task_routing import TaskConditionedT5
@@ -306,18 +306,19 @@ _WEIGHT_FILES = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|
 
 
 def _write_folder(out: Path, write: Callable[[Path], None], last: str) -> Path:
-    """Write a model folder whole or not at all: `write(folder)` fills a staging folder next to `out`, which then
-    becomes `out` by one rename (`out` absent or empty), or whose files replace their namesakes in an existing
-    `out` one by one, `last` (the recipe) last, weight files of an earlier save that the new one lacks removed. A
-    failure before that leaves `out` as it was (and no staging folder)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"  # (mkdir: the umask's permissions)
-    staging.mkdir()
+    """Write a model folder whole or not at all: `write(folder)` fills a staging folder — next to a new `out`,
+    which it then becomes by one rename; inside an existing `out` (an empty one, `.` too), whose files its files
+    then replace one by one, `last` (the recipe) last, weight files of an earlier save that the new one lacks
+    removed. A failure while writing leaves `out` as it was (and no staging folder)."""
+    existing = out.is_dir()
+    if not existing:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    name = f".merge-{uuid.uuid4().hex[:8]}.partial" if existing else f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    staging = (out if existing else out.parent) / name
+    staging.mkdir()  # (mkdir, not mkdtemp: the folder gets the umask's permissions, as an in-place save did)
     try:
         write(staging)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        if not out.exists():
+        if not existing:
             os.rename(staging, out)
             return out
         written = sorted(staging.iterdir(), key=lambda path: path.name == last)
