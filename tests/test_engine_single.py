@@ -494,21 +494,29 @@ def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkey
         train(cfg, evaluate_held_in=False)
 
 
+def signals_at_forward(monkeypatch, call: int, *signums: int) -> dict:
+    """Patch the trainer's forward so that its `call`-th call (1-based: step `call`) first sends `signums` to this
+    process; returns the call counter {"n": calls so far}."""
+    real = trainer_mod.forward_losses
+    calls = {"n": 0}
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            for signum in signums:
+                os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", forward)
+    return calls
+
+
 def test_a_streak_of_bad_steps_goes_on_across_a_resume(tmp_path, tok, cache, monkeypatch):
     # was: the count of bad steps in a row started at 0 in the resumed run, which then trained on where the
     # uninterrupted run aborted
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 10, "max_bad_steps": 3})
     poison(monkeypatch, {2, 3})
-    real = trainer_mod.forward_losses
-
-    def sigterm_at_step_3(*args, **kwargs):
-        if sigterm_at_step_3.calls == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        sigterm_at_step_3.calls += 1
-        return real(*args, **kwargs)
-
-    sigterm_at_step_3.calls = 0
-    monkeypatch.setattr(trainer_mod, "forward_losses", sigterm_at_step_3)
+    signals_at_forward(monkeypatch, 3, signal.SIGTERM)
     assert train(cfg, evaluate_held_in=False).step == 3
     poison(monkeypatch, {1})
     with pytest.raises(TrainingAbortedError, match="3 consecutive steps.*last at step 4"):
@@ -517,16 +525,7 @@ def test_a_streak_of_bad_steps_goes_on_across_a_resume(tmp_path, tok, cache, mon
 
 def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
-    real = trainer_mod.forward_losses
-    calls = {"n": 0}
-
-    def fake(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    signals_at_forward(monkeypatch, 3, signal.SIGTERM)
     result = train(cfg, evaluate_held_in=False)
     assert result.interrupted and result.step == 3
     assert latest_checkpoint(tmp_path / "run").name == "step-00000003"
@@ -536,16 +535,7 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, tok, cache, monkeypatc
 def test_a_first_ctrl_c_saves_a_checkpoint_and_returns_like_sigterm(tmp_path, tok, cache, monkeypatch, capsys):
     # was: SIGINT raised KeyboardInterrupt mid-step and every step since the last checkpoint was lost
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
-    real = trainer_mod.forward_losses
-    calls = {"n": 0}
-
-    def fake(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    signals_at_forward(monkeypatch, 3, signal.SIGINT)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     result = train(cfg, evaluate_held_in=False)
     assert result.interrupted and result.step == 3
@@ -557,17 +547,7 @@ def test_a_first_ctrl_c_saves_a_checkpoint_and_returns_like_sigterm(tmp_path, to
 
 def test_a_second_ctrl_c_aborts_at_once_without_saving(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
-    real = trainer_mod.forward_losses
-    calls = {"n": 0}
-
-    def fake(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    calls = signals_at_forward(monkeypatch, 3, signal.SIGINT, signal.SIGINT)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, evaluate_held_in=False)
@@ -611,17 +591,7 @@ def test_the_ctrl_c_notice_gets_out_while_stderr_is_mid_write(monkeypatch):
 def test_a_sigint_after_a_sigterm_still_saves(tmp_path, tok, cache, monkeypatch):
     # only a second Ctrl-C aborts: torchrun answers a Ctrl-C with a SIGTERM to the ranks, which got the SIGINT too
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
-    real = trainer_mod.forward_losses
-    calls = {"n": 0}
-
-    def fake(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_mod, "forward_losses", fake)
+    signals_at_forward(monkeypatch, 3, signal.SIGINT, signal.SIGTERM)
     result = train(cfg, evaluate_held_in=False)
     assert result.interrupted and latest_checkpoint(tmp_path / "run").name == "step-00000003"
 
@@ -630,21 +600,14 @@ def test_a_sigterm_at_a_checkpoint_step_saves_once(tmp_path, tok, cache, monkeyp
     # was: the step's checkpoint was written twice, the second time deleting the first before renaming its own
     # into place: a slower exit in a SIGTERM's grace period, and a kill in between left `latest` dangling
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50, "checkpoint_every": 3})
-    real_forward, real_save = trainer_mod.forward_losses, trainer_mod.ckpt_io.save_checkpoint
+    real_save = trainer_mod.ckpt_io.save_checkpoint
     saved = []
-
-    def forward(*args, **kwargs):
-        forward.calls += 1
-        if forward.calls == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_forward(*args, **kwargs)
 
     def save_checkpoint(engine, run_dir, step, **kwargs):
         saved.append(step)
         return real_save(engine, run_dir, step, **kwargs)
 
-    forward.calls = 0
-    monkeypatch.setattr(trainer_mod, "forward_losses", forward)
+    signals_at_forward(monkeypatch, 3, signal.SIGTERM)
     monkeypatch.setattr(trainer_mod.ckpt_io, "save_checkpoint", save_checkpoint)
     result = train(cfg, evaluate_held_in=False)
     assert result.interrupted and saved == [3] and result.checkpoint == latest_checkpoint(tmp_path / "run")
