@@ -680,13 +680,9 @@ def test_eval_and_predict_refuse_a_device_the_machine_lacks(checkpoint, monkeypa
     assert "--device 'cuda:0': CUDA is not available" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("config, expected", [
-    ({"data": {"max_input_length": 96}, "evaluation": {"max_input_length": 200}}, 200),
-    ({"data": {"max_input_length": 96}, "evaluation": {}}, 96),
-    (None, 512),  # a model folder: EvalSettings' default
-])
-def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, monkeypatch):
-    # was: always 512, so `eval` of a run trained (and evaluated after training) at 128 scored other inputs
+def _eval_settings_seen(monkeypatch, checkpoint, config, attribute: str) -> dict:
+    """`t2t-mtl eval` patched to load `checkpoint` with the run config `config` (None: a model folder) and to stop
+    (ValueError) at evaluate_tasks, recording the EvalSettings `attribute` it got as "eval" in the returned dict."""
     import t2t_mtl.evaluation as evaluation
 
     model, tokenizer, _ = load_checkpoint(checkpoint)
@@ -695,16 +691,27 @@ def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, mo
                         lambda path: (model, tokenizer, {"config": config} if config else {}))
 
     def fake_evaluate(model, tokenizer, tasks, settings, **kwargs):
-        seen["limit"] = settings.max_input_length
+        seen["eval"] = getattr(settings, attribute)
         raise ValueError("stop here")
 
     monkeypatch.setattr(evaluation, "evaluate_tasks", fake_evaluate)
+    return seen
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"data": {"max_input_length": 96}, "evaluation": {"max_input_length": 200}}, 200),
+    ({"data": {"max_input_length": 96}, "evaluation": {}}, 96),
+    (None, 512),  # a model folder: EvalSettings' default
+])
+def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, monkeypatch):
+    # was: always 512, so `eval` of a run trained (and evaluated after training) at 128 scored other inputs
+    seen = _eval_settings_seen(monkeypatch, checkpoint, config, "max_input_length")
     task_registry.load_builtin_tasks()
     task = task_registry.list_tasks()[0]
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 2
-    assert seen["limit"] == expected
+    assert seen["eval"] == expected
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-input-length", "64"]) == 2
-    assert seen["limit"] == 64
+    assert seen["eval"] == 64
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -717,23 +724,13 @@ def test_eval_and_predict_generate_up_to_the_runs_own_limit(config, expected, ch
     # (or evaluation.max_new_tokens) cut longer predictions and scored other numbers than the run's report
     import importlib
 
-    import t2t_mtl.evaluation as evaluation
-
     predict_module = importlib.import_module("t2t_mtl.evaluation.predict")  # (the package's `predict` is the function)
-    model, tokenizer, _ = load_checkpoint(checkpoint)
-    seen = {}
-    monkeypatch.setattr(evaluation, "load_checkpoint",
-                        lambda path: (model, tokenizer, {"config": config} if config else {}))
-
-    def fake_evaluate(model, tokenizer, tasks, settings, **kwargs):
-        seen["eval"] = settings.max_new_tokens
-        raise ValueError("stop here")
+    seen = _eval_settings_seen(monkeypatch, checkpoint, config, "max_new_tokens")
 
     def fake_predict(model, tokenizer, requests, **kwargs):
         seen["predict"] = kwargs["max_new_tokens"]
         return []
 
-    monkeypatch.setattr(evaluation, "evaluate_tasks", fake_evaluate)
     monkeypatch.setattr(predict_module, "predict", fake_predict)
     task_registry.load_builtin_tasks()
     task = task_registry.list_tasks()[0]
