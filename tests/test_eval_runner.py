@@ -682,7 +682,8 @@ def test_eval_and_predict_refuse_a_device_the_machine_lacks(checkpoint, monkeypa
 
 def _eval_settings_seen(monkeypatch, checkpoint, config, attribute: str) -> dict:
     """`t2t-mtl eval` patched to load `checkpoint` with the run config `config` (None: a model folder) and to stop
-    (ValueError) at evaluate_tasks, recording the EvalSettings `attribute` it got as "eval" in the returned dict."""
+    (ValueError) at evaluate_tasks, recording the EvalSettings `attribute` it got as "eval" in the returned dict
+    (and the whole settings as "settings")."""
     import t2t_mtl.evaluation as evaluation
 
     model, tokenizer, _ = load_checkpoint(checkpoint)
@@ -691,7 +692,7 @@ def _eval_settings_seen(monkeypatch, checkpoint, config, attribute: str) -> dict
                         lambda path: (model, tokenizer, {"config": config} if config else {}))
 
     def fake_evaluate(model, tokenizer, tasks, settings, **kwargs):
-        seen["eval"] = getattr(settings, attribute)
+        seen["eval"], seen["settings"] = getattr(settings, attribute), settings
         raise ValueError("stop here")
 
     monkeypatch.setattr(evaluation, "evaluate_tasks", fake_evaluate)
@@ -712,6 +713,23 @@ def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, mo
     assert seen["eval"] == expected
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-input-length", "64"]) == 2
     assert seen["eval"] == 64
+
+
+@pytest.mark.parametrize("config, flags, expected", [
+    ({"evaluation": {"scoring": "generate", "length_normalize": True, "num_beams": 3}}, [], ("generate", True, 3)),
+    ({"evaluation": {"scoring": "generate", "length_normalize": True, "num_beams": 3}},
+     ["--scoring", "rank", "--no-length-norm", "--num-beams", "1"], ("rank", False, 1)),
+    ({"data": {}}, ["--length-norm"], ("auto", True, 1)),
+    (None, [], ("auto", False, 1)),  # a model folder: EvalSettings' defaults
+])
+def test_eval_scores_as_the_run_did_unless_told_otherwise(config, flags, expected, checkpoint, monkeypatch):
+    # was: --scoring auto, the sum of log-probabilities and greedy decoding whatever the run's evaluation section
+    # said, so `t2t-mtl eval` of a run scored otherwise than the run's own report
+    seen = _eval_settings_seen(monkeypatch, checkpoint, config, "scoring")
+    task_registry.load_builtin_tasks()
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task_registry.list_tasks()[0], *flags]) == 2
+    settings = seen["settings"]
+    assert (settings.scoring, settings.length_normalize, settings.num_beams) == expected
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -736,7 +754,7 @@ def test_eval_and_predict_generate_up_to_the_runs_own_limit(config, expected, ch
     task = task_registry.list_tasks()[0]
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task]) == 2  # the stub raises ValueError: exit 2
     assert cli_main(["predict", "--checkpoint", checkpoint, "a text"]) == 0
-    assert seen == {"eval": expected, "predict": expected}
+    assert (seen["eval"], seen["predict"]) == (expected, expected)
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-new-tokens", "5"]) == 2
     assert cli_main(["predict", "--checkpoint", checkpoint, "--max-new-tokens", "5", "a text"]) == 0
-    assert seen == {"eval": 5, "predict": 5}
+    assert (seen["eval"], seen["predict"]) == (5, 5)

@@ -53,33 +53,34 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def run_input_length(meta: Mapping[str, Any]) -> int:
-    """The input limit a run's own evaluation used (evaluation.max_input_length, else data.max_input_length),
-    or EvalSettings' default for a model folder without a run config."""
-    config = meta.get("config") or {}
-    limit = (config.get("evaluation") or {}).get("max_input_length") or (config.get("data") or {}).get(
-        "max_input_length")
+def run_evaluation_setting(meta: Mapping[str, Any], key: str, data_key: Optional[str] = None) -> Any:
+    """The `EvalSettings` field `key` a run's own evaluation used: its config's `evaluation.<key>`, else
+    `data.<data_key>`, else EvalSettings' default (also for a model folder without a run config)."""
     from t2t_mtl.evaluation import EvalSettings
 
-    return limit or EvalSettings.max_input_length
+    config = meta.get("config") or {}
+    value = (config.get("evaluation") or {}).get(key)
+    if value is None and data_key is not None:
+        value = (config.get("data") or {}).get(data_key)
+    return getattr(EvalSettings, key) if value is None else value
+
+
+def run_input_length(meta: Mapping[str, Any]) -> int:
+    """The input limit a run's own evaluation used (evaluation.max_input_length, else data.max_input_length)."""
+    return run_evaluation_setting(meta, "max_input_length", "max_input_length")
 
 
 def run_generation_length(meta: Mapping[str, Any]) -> int:
     """The new-token limit a run's own evaluation generated with (evaluation.max_new_tokens, else
-    data.max_target_length), or EvalSettings' default for a model folder without a run config."""
-    config = meta.get("config") or {}
-    limit = (config.get("evaluation") or {}).get("max_new_tokens") or (config.get("data") or {}).get(
-        "max_target_length")
-    from t2t_mtl.evaluation import EvalSettings
-
-    return limit or EvalSettings.max_new_tokens
+    data.max_target_length)."""
+    return run_evaluation_setting(meta, "max_new_tokens", "max_target_length")
 
 
 def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:
     """Why an option of `eval` / `predict` would have no effect with the chosen `--scoring` (None: none would)."""
     if args.length_norm and args.scoring == "generate":
         return "--length-norm changes how answer choices are ranked; it has no effect with --scoring generate"
-    if args.num_beams > 1 and args.scoring == "rank":
+    if (args.num_beams or 1) > 1 and args.scoring == "rank":
         return "--num-beams sets the beam width of generation; it has no effect with --scoring rank"
     if getattr(args, "choices", None) is not None and args.scoring == "generate":
         return "--choices are ranked by log-likelihood; with --scoring generate they would be ignored"

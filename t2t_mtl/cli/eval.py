@@ -12,7 +12,7 @@ import sys
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_device_option, add_tasks_dir_option, below_one, ignored_scoring_option,
-                                register_tasks_dir, resolve_device, run_generation_length,
+                                register_tasks_dir, resolve_device, run_evaluation_setting, run_generation_length,
                                 run_input_length)
 from t2t_mtl.output_paths import prepare_output_dir
 
@@ -37,12 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-examples", type=int, default=None, help="first N rows of each task's split")
     parser.add_argument("--split", default=None,
                         help="split to score (default: validation, else test, else the task's last)")
-    parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
-                        help="rank: answer-choice log-likelihood; generate: decode + metric; auto (default): "
-                             "rank where every example has answer choices")
-    parser.add_argument("--length-norm", action="store_true",
-                        help="rank by the mean (not the sum) of a choice's token log-probabilities")
-    parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
+    parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,
+                        help="rank: answer-choice log-likelihood; generate: decode + metric; auto: rank where every "
+                             "example has answer choices (default: the run's evaluation.scoring, else auto)")
+    parser.add_argument("--length-norm", action=argparse.BooleanOptionalAction, default=None,
+                        help="rank by the mean (not the sum) of a choice's token log-probabilities (default: the "
+                             "run's evaluation.length_normalize, else the sum)")
+    parser.add_argument("--num-beams", type=int, default=None,
+                        help="beam width for generation, 1 = greedy (default: the run's evaluation.num_beams, else 1)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
                              "data.max_target_length; 64 for a model folder)")
@@ -189,8 +191,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         rank, world_size = init_distributed_from_env()
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
         model.to(device)
-        settings = EvalSettings(split=args.split, max_examples=args.max_examples, scoring=args.scoring,
-                                length_normalize=args.length_norm, num_beams=args.num_beams,
+        settings = EvalSettings(split=args.split, max_examples=args.max_examples,
+                                scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
+                                length_normalize=(run_evaluation_setting(meta, "length_normalize")
+                                                  if args.length_norm is None else args.length_norm),
+                                num_beams=args.num_beams or run_evaluation_setting(meta, "num_beams"),
                                 max_new_tokens=args.max_new_tokens or run_generation_length(meta),
                                 batch_size=args.batch_size,
                                 max_input_length=args.max_input_length or run_input_length(meta),
