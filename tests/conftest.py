@@ -71,6 +71,21 @@ def t5_tokenizer(t5_tokenizer_dir):
 
 
 @pytest.fixture
+def locked_folder(monkeypatch) -> str:
+    """Creating a folder named `locked` (anywhere) fails with a PermissionError, as in a folder the user may not
+    write; returns that name."""
+    real_mkdir = Path.mkdir
+
+    def refusing(self, *args, **kwargs):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refusing)
+    return "locked"
+
+
+@pytest.fixture
 def one_torch_thread():
     """Tiny matrices: one intra-op thread is fastest and steady on a shared 2-core CI machine."""
     import torch

@@ -569,7 +569,8 @@ def test_affinity_commands_refuse_an_out_that_is_a_file(tmp_path, capsys):
     assert taken.is_file() and not (run / "affinity").exists()
 
 
-def test_affinity_outputs_that_cannot_be_written_are_a_one_line_error(tmp_path, t5_tokenizer_dir, capsys, monkeypatch):
+def test_affinity_outputs_that_cannot_be_written_are_a_one_line_error(tmp_path, t5_tokenizer_dir, capsys,
+                                                                      locked_folder):
     """was: the PermissionError's traceback and exit code 1 (the embeddings after loading the model), against the
     one exit-code rule (bad input: 2, one line naming it)."""
     from transformers import T5ForConditionalGeneration
@@ -586,15 +587,7 @@ def test_affinity_outputs_that_cannot_be_written_are_a_one_line_error(tmp_path, 
         {"d_model": 8, "d_kv": 4, "d_ff": 8, "num_layers": 1, "num_heads": 2}, len(tokenizer)))
     model.save_pretrained(tmp_path / "te")
     tokenizer.save_pretrained(tmp_path / "te")
-    real_mkdir = Path.mkdir
-
-    def refusing(self, *args, **kwargs):
-        if self.name == "locked":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", refusing)
-    out = tmp_path / "locked" / "affinity"
+    out = tmp_path / locked_folder / "affinity"
     for command, what in ((["gradients", str(run)], "the gradient affinity"),
                           (["embeddings", str(tmp_path / "te")], "the task embeddings"),
                           (["transfer", "--tasks", "parity,count_word", "--steps", "1"], "the study")):
@@ -602,7 +595,6 @@ def test_affinity_outputs_that_cannot_be_written_are_a_one_line_error(tmp_path, 
         err = capsys.readouterr().err
         assert f"error: --out {out}: {what} could not be written" in err and "Permission denied" in err, err
         assert "Traceback" not in err
-    monkeypatch.undo()
     assert main(["affinity", "embeddings", str(tmp_path / "te"), "--out", str(tmp_path / "emb")]) == 0
     assert json.loads((tmp_path / "emb" / "task_embeddings.json").read_text())["tasks"] == ["a", "b"]
 

@@ -266,20 +266,10 @@ def _two_models(tmp_path, tokenizer):
     return folders
 
 
-def test_an_out_that_cannot_be_written_is_a_one_line_error(tmp_path, t5_tokenizer, capsys, monkeypatch):
+def test_an_out_that_cannot_be_written_is_a_one_line_error(tmp_path, t5_tokenizer, capsys, locked_folder):
     # was: the PermissionError's traceback and exit code 1, found only after every model was loaded and merged
-    from pathlib import Path
-
     folders = _two_models(tmp_path, t5_tokenizer)
-    real_mkdir = Path.mkdir
-
-    def refusing(self, *args, **kwargs):
-        if self.name == "locked":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", refusing)
-    out = tmp_path / "locked" / "merged"
+    out = tmp_path / locked_folder / "merged"
     capsys.readouterr()
     assert cli_main(["merge", *folders, "--out", str(out)]) == 2
     err = capsys.readouterr().err

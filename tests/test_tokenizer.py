@@ -242,19 +242,9 @@ def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
 
 
-def test_cli_an_out_folder_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+def test_cli_an_out_folder_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, locked_folder):
     # was: the PermissionError's traceback and exit code 1 (bad input exits 2 with a message naming it)
-    from pathlib import Path
-
-    real_mkdir = Path.mkdir
-
-    def refusing(self, *args, **kwargs):
-        if self.name == "locked":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", refusing)
-    out = tmp_path / "locked"
+    out = tmp_path / locked_folder
     code = cli_main(["tokenizer", "train", "--mixture", "procedural", "--out", str(out), "--vocab-size", "100",
                      "--max-examples", "3"])
     err = capsys.readouterr().err
