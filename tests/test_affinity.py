@@ -377,8 +377,10 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     from t2t_mtl.cli import main
 
     assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "cli"), "--clusters", "2"]) == 0
-    clusters = json.loads((tmp_path / "cli" / "gradient_affinity.json").read_text())["clustering"]["clusters"]
-    assert sorted(map(sorted, clusters)) == [["down"], ["up", "up2"]]
+    clustering = json.loads((tmp_path / "cli" / "gradient_affinity.json").read_text())["clustering"]
+    assert sorted(map(sorted, clustering["clusters"])) == [["down"], ["up", "up2"]]
+    assert (clustering["n_clusters"], clustering["threshold"]) == (2, None)  # was: threshold 1.0, which cut nothing
+    assert json.loads(paths["json"].read_text())["clustering"]["threshold"] == 1.0
     for count in ("0", "-1"):  # not one cluster (scipy's cut for 0), nor one per task (for -1)
         assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--clusters", count]) == 2
         assert not (tmp_path / "bad").exists()

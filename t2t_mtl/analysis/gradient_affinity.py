@@ -287,7 +287,8 @@ def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, thresh
             "steps": [int(s) for s in series.pair_series(i, j)[0]],
             "cosine": [float(v) for v in series.pair_series(i, j)[1]]}
             for i in range(t) for j in range(i + 1, t)},
-        "clustering": {"method": "average linkage on 1 - mean cosine", "threshold": clustering.threshold,
+        "clustering": {"method": "average linkage on 1 - mean cosine",
+                       "threshold": None if n_clusters is not None else clustering.threshold,
                        "n_clusters": n_clusters, "cut_height": clustering.cut_height(),
                        "labels": dict(zip(series.tasks, clustering.labels)),
                        "clusters": clustering.clusters(), "linkage": clustering.linkage.tolist()},
