@@ -28,7 +28,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Mapping, Optional, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -77,12 +77,12 @@ def write_text_atomic(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush the entries of folder `path` (files created, renamed or replaced in it) to disk: until then a power
-    loss may undo a rename that the files' own fsyncs made safe to do."""
+def fsync_path(path: Union[str, Path]) -> None:
+    """Flush the file or folder `path` to disk; for a folder, its entries (files created, renamed or replaced in
+    it): until then a power loss may undo a rename that the files' own fsyncs made safe to do."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -94,12 +94,8 @@ def _fsync_tree(root: Path) -> None:
     """fsync every file under `root`, then every folder (deepest first: their entries for those files)."""
     for dirpath, _, files in os.walk(root, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(Path(dirpath))
 
 
 def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dict[str, Any],
@@ -164,7 +160,7 @@ def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any]
             replaced = root / f".tmp-replaced-{final.name}"  # moved aside, deleted once `latest` names the new
             os.rename(final, replaced)
         os.rename(tmp, final)
-        fsync_dir(root)  # the rename on disk before `latest` names it
+        fsync_path(root)  # the rename on disk before `latest` names it
         write_text_atomic(root / LATEST, final.name + "\n")  # (fsyncs root again)
     except OSError as err:
         if replaced is not None and not final.exists():
@@ -180,7 +176,7 @@ def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any]
             link.unlink()
         os.symlink(best_name, link)
         os.replace(link, root / BEST)
-        fsync_dir(root)
+        fsync_path(root)
     _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()))
     return None
 
