@@ -46,6 +46,11 @@ def _gram_hash(words: Sequence[str]) -> int:
     return int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest(), "little", signed=True)
 
 
+def _ngram_hashes(words: Sequence[str], n: int) -> Iterator[int]:
+    """The hash of every n-gram of `words` (none when there are fewer than n)."""
+    return (_gram_hash(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
 def row_grams(row: Mapping[str, Any], n: int = 13, min_words: int = 8) -> set:
     """The hashed grams of a row: every n-gram of each string field, or the whole field when it has fewer than
     n words and at least `min_words`."""
@@ -53,7 +58,7 @@ def row_grams(row: Mapping[str, Any], n: int = 13, min_words: int = 8) -> set:
     for text in _strings(dict(row)):
         words = normalized_words(text)
         if len(words) >= n:
-            grams.update(_gram_hash(words[i:i + n]) for i in range(len(words) - n + 1))
+            grams.update(_ngram_hashes(words, n))
         elif len(words) >= min_words:
             grams.add(_gram_hash(words))
     return grams
@@ -91,7 +96,7 @@ def _training_index(task: Task, split: str, lengths: set, max_rows: Optional[int
         for text in _strings(dict(row)):
             words = normalized_words(text)
             for k in lengths:
-                grams.update(_gram_hash(words[i:i + k]) for i in range(len(words) - k + 1))
+                grams.update(_ngram_hashes(words, k))
     return np.unique(np.fromiter(grams, dtype=np.int64, count=len(grams)))
 
 
