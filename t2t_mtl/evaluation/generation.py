@@ -24,7 +24,7 @@ def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[s
     for ids, source in zip(sequences.tolist(), inputs):
         if SENTINEL.search(source):
             text = tokenizer.decode([i for i in ids if i not in special or i in sentinels], skip_special_tokens=False)
-            text = re.sub(r"(?<=\S)(<extra_id_\d+>)", r" \1", text)
+            text = re.sub(rf"(?<=\S)({SENTINEL.pattern})", r" \1", text)
         else:
             text = tokenizer.decode(ids, skip_special_tokens=True)
         texts.append(text.strip())
