@@ -45,7 +45,8 @@ from .sources import DATA_DIR_ENV, GeneratorSource, HFSource, LocalFileSource, S
 from .task import OUTPUT_FEATURES, PreprocessStats, RenderStats, Task
 from .template import RenderedExample, Template, TemplateMetadata
 from .tokenize import TruncationCounts, count_truncated, tokenize_dataset
-from .yaml_tasks import load_task_dir, load_task_dirs, parse_task_file, task_files, validate_task_file
+from .yaml_tasks import (TaskCheck, load_task_dir, load_task_dirs, parse_task_file, task_files, validate_task_file,
+                         validate_task_files)
 
 __all__ = [
     "AnswerNotInChoicesError", "DataSourceError", "DuplicateRegistrationError", "EvalOnlyTaskError",
@@ -61,5 +62,5 @@ __all__ = [
     "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "count_truncated", "TruncationCounts",
     "TaskFileError",
     "import_promptsource", "load_promptsource_collection", "promptsource_task", "load_task_dir", "load_task_dirs",
-    "parse_task_file", "task_files", "validate_task_file",
+    "parse_task_file", "task_files", "validate_task_file", "validate_task_files", "TaskCheck",
 ]

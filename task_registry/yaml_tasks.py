@@ -42,16 +42,19 @@ Schema (keys other than these are an error, reported with close matches)::
         names: [GPT-3 style, can we infer]        #   (as promptsource does, a task that imports any renames
                                                   #   columns with `-` to `_` before its preprocessors run)
 
-Errors name the file and the line. `validate_task_file` collects every problem (and, when the rows are
-reachable — local files or an active data dir — renders the first rows of each split with each template).
+Errors name the file and the line. Loading a folder and `validate_task_files` parse and check each file the same
+way (`parse_task_files`: the schema, a split that `files:` lacks, a template that renders no target, a name that
+two files define, and an optional `TaskCheck`); validation also renders the first rows of each split with each
+template when the rows are reachable — local files or an active data dir.
 """
 from __future__ import annotations
 
 import difflib
 import os
 from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import yaml
 
@@ -69,6 +72,10 @@ TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "references", "instruction",
                  "id"}
 PROMPTSOURCE_KEYS = {"promptsource", "dataset", "subset", "names"}
 SOURCE_KINDS = {"hf": {"hf", "name", "data_files"}, "files": {"files"}}
+
+TaskCheck = Callable[[Task], list[tuple[str, str]]]
+"""A check of a parsed task that the registry cannot make itself (e.g. evaluation's metric names): one
+(YAML key the problem is about, message) pair per problem; loading reports each at that key's line."""
 
 
 class _LineMapping(dict):
@@ -119,9 +126,9 @@ def _unknown_keys(mapping: dict, allowed: set[str]) -> list[str]:
 class _FileParser:
     """Turns one YAML task document into a Task, collecting problems as `file:line: message`."""
 
-    def __init__(self, path: Path, check_splits: bool = False):
+    def __init__(self, path: Path, check: Optional[TaskCheck] = None):
         self.path = path
-        self.check_splits = check_splits
+        self.check = check
         self.errors: list[str] = []
         self.imports_promptsource = False
         self.name_line = 1
@@ -169,10 +176,20 @@ class _FileParser:
         if self.errors or source is None or not isinstance(name, str):
             return None
         try:
-            return Task(name, source, templates, preprocessors=preprocessors, **options)
+            task = Task(name, source, templates, preprocessors=preprocessors, **options)
         except TaskRegistryError as error:
             self.error(document.line, str(error))
             return None
+        self.task_problems(document, task)
+        return None if self.errors else task
+
+    def task_problems(self, document: dict, task: Task) -> None:
+        """Report each template that can never render a target, and the problems `check` finds."""
+        for template in task.templates:
+            if why := _never_targets(template):
+                self.errors.append(f"{_template_location(template, self.path)}: template {template.name!r} {why}")
+        for key, message in self.check(task) if self.check else ():
+            self.error(self.line_of(document, key), message)
 
     def options(self, document: dict) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -204,9 +221,9 @@ class _FileParser:
         return False
 
     def split_problems(self, document: dict, source: Optional[Source]) -> None:
-        """With `check_splits`, report at the `splits` line (or the `source` line when it is not given) each split
-        that a split → files mapping has no files for (loading the task leaves that to the split's first use)."""
-        if not self.check_splits or not isinstance(source, LocalFileSource) or source.files is None:
+        """Report at the `splits` line (or the `source` line when it is not given) each split that a split → files
+        mapping has no files for."""
+        if not isinstance(source, LocalFileSource) or source.files is None:
             return
         splits = document.get("splits", ["train", "validation"])
         missing = [split for split in splits if split not in source.files] if isinstance(splits, list) else []
@@ -344,37 +361,48 @@ class _FileParser:
         return [by_name[n] for n in names if n in by_name]
 
 
-def parse_task_file(path: Union[str, os.PathLike]) -> Task:
-    """The `Task` a YAML file defines (not registered); raises `TaskFileError` listing every problem."""
-    return _parse_located(Path(path))[1]
+def parse_task_file(path: Union[str, os.PathLike], check: Optional[TaskCheck] = None) -> Task:
+    """The `Task` a YAML file defines (not registered); raises `TaskFileError` listing every problem (those of
+    `check` included)."""
+    parsed, errors = parse_task_files([Path(path)], check)
+    if errors:
+        raise TaskFileError(str(path), errors)
+    return parsed[0].task
 
 
-def _parse_located(path: Path) -> tuple[str, Task]:
-    """(`file:line` of its `name`, the task) of one YAML file; raises `TaskFileError` listing every problem."""
-    parser = _FileParser(path)
-    task = parser.parse()
-    if task is None:
-        raise TaskFileError(str(path), parser.errors)
-    return f"{path}:{parser.name_line}", task
+@dataclass(frozen=True)
+class ParsedTask:
+    """A task parsed from a YAML file, with the file and the line of its `name`."""
+
+    path: Path
+    name_line: int
+    task: Task
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.name_line}"
 
 
-def duplicate_task_names(paths: Sequence[Union[str, os.PathLike]]) -> list[str]:
-    """One problem per task name that several of the YAML files `paths` define, as loading their folder reports
-    it (files with other problems are skipped: `validate_task_file` reports those)."""
-    located = []
+def parse_task_files(paths: Sequence[Path], check: Optional[TaskCheck] = None) -> tuple[list[ParsedTask], list[str]]:
+    """Parse each YAML file once: (the tasks of the files without problems, every problem as `file:line:
+    message`, a task name that several files define included). The one parse that loading a folder and
+    `tasks validate` share."""
+    parsed, errors = [], []
     for path in paths:
-        try:
-            located.append(_parse_located(Path(path)))
-        except TaskRegistryError:
-            continue
-    return _duplicate_names(located)
+        parser = _FileParser(path, check)
+        task = parser.parse()
+        if task is None:
+            errors.extend(parser.errors)
+        else:
+            parsed.append(ParsedTask(path, parser.name_line, task))
+    return parsed, errors + _duplicate_names(parsed)
 
 
-def _duplicate_names(located: Sequence[tuple[str, Task]]) -> list[str]:
+def _duplicate_names(parsed: Sequence[ParsedTask]) -> list[str]:
     """One problem per task name that several files define, naming each file and the line of its `name`."""
     by_name: dict[str, list[str]] = {}
-    for location, task in located:
-        by_name.setdefault(task.name, []).append(location)
+    for entry in parsed:
+        by_name.setdefault(entry.task.name, []).append(entry.location)
     return [f"{where[0]}: task name {name!r} is defined by more than one file: {', '.join(where)}"
             for name, where in by_name.items() if len(where) > 1]
 
@@ -386,21 +414,32 @@ def _rows_reachable(task: Task) -> bool:
     return isinstance(source, LocalFileSource) or (isinstance(source, HFSource) and get_data_dir() is not None)
 
 
-def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3) -> list[str]:
-    """Every problem in the file as `file:line: message` (empty list = valid).
+def validate_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: int = 3,
+                        check: Optional[TaskCheck] = None) -> list[str]:
+    """Every problem of the YAML files as `file:line: message` (empty list = valid): what loading them as one
+    folder reports, then — where the rows are reachable offline (local files, a file reader's `data_files`, or a
+    hub id under an active data dir) — what rendering the first `check_rows` rows of each split with every
+    template finds, so a missing field is caught here."""
+    parsed, problems = parse_task_files([Path(p) for p in paths], check)
+    if check_rows > 0:
+        for entry in parsed:
+            problems += _row_problems(entry, check_rows)
+    return problems
 
-    When the rows are reachable offline (local files, a file reader's `data_files`, or a hub id under an active
-    data dir), the first `check_rows` rows of each split are rendered with every template, so a missing field is
-    caught here.
-    """
-    parser = _FileParser(Path(path), check_splits=True)
-    task = parser.parse()
-    if task is None:
-        return parser.errors
-    problems = [f"{_template_location(t, path)}: template {t.name!r} {why}" for t in task.templates
-                if (why := _never_targets(t))]
-    if check_rows <= 0 or not _rows_reachable(task):
-        return parser.errors + problems
+
+def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3,
+                       check: Optional[TaskCheck] = None) -> list[str]:
+    """Every problem in one file as `file:line: message` (empty list = valid); see `validate_task_files`."""
+    return validate_task_files([path], check_rows, check)
+
+
+def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
+    """What rendering the first `check_rows` rows of each split of a parsed task finds (none when its rows are
+    not reachable offline)."""
+    task, path = entry.task, entry.path
+    if not _rows_reachable(task):
+        return []
+    problems = []
     for split in task.splits:
         try:
             rows = task.load_rows(split)
@@ -408,10 +447,9 @@ def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3) -> li
             problems.append(f"{path}: {error}")
             continue
         for index in range(min(check_rows, len(rows))):
-            row = rows[index]
             for template in task.templates:
                 try:
-                    template.render(row, task=task.name, row_index=index)
+                    template.render(rows[index], task=task.name, row_index=index)
                 except TaskRegistryError as error:
                     problems.append(f"{_template_location(template, path)}: split {split!r}: {error}")
     return problems
@@ -436,20 +474,21 @@ def task_files(directory: Union[str, os.PathLike]) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, overwrite: bool = False) -> list[Task]:
+def load_task_dir(directory: Union[str, os.PathLike], register: bool = True, overwrite: bool = False,
+                  check: Optional[TaskCheck] = None) -> list[Task]:
     """Parse every `*.yaml` / `*.yml` in `directory` (sorted by name) and register them; all problems reported
     at once."""
-    located = _load_located(Path(directory))
+    parsed = _load_parsed(Path(directory), check)
     if register:
-        for _, task in located:
-            register_task(task, overwrite=overwrite)
-    return [task for _, task in located]
+        for entry in parsed:
+            register_task(entry.task, overwrite=overwrite)
+    return [entry.task for entry in parsed]
 
 
-def _load_located(directory: Path) -> list[tuple[str, Task]]:
-    """(`file:line` of its `name`, task) of every YAML file of the folder `directory`; every problem, a task name
-    that two files define included, raised at once in one `TaskFileError`; TaskDefinitionError for a folder that is
-    missing, a file, or holds no YAML task file."""
+def _load_parsed(directory: Path, check: Optional[TaskCheck] = None) -> list[ParsedTask]:
+    """Every YAML file of the folder `directory`, parsed; every problem, a task name that two files define
+    included, raised at once in one `TaskFileError`; TaskDefinitionError for a folder that is missing, a file, or
+    holds no YAML task file."""
     if directory.is_file():
         raise TaskDefinitionError(f"task directory {directory} is a file, not a folder: pass the folder that holds "
                                   f"the YAML task files (*.yaml / *.yml)")
@@ -459,22 +498,16 @@ def _load_located(directory: Path) -> list[tuple[str, Task]]:
     if not files:
         raise TaskDefinitionError(f"task directory {directory} holds no YAML task files (*.yaml / *.yml): pass the "
                                   f"folder that holds them (files in its subfolders are not read)")
-    located, errors = [], []
-    for path in files:
-        try:
-            located.append(_parse_located(path))
-        except TaskFileError as error:
-            errors.extend(error.errors)
-    errors += _duplicate_names(located)
+    parsed, errors = parse_task_files(files, check)
     if errors:
         raise TaskFileError(str(directory), errors)
-    return located
+    return parsed
 
 
 def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
-                   overwrite: bool = True) -> list[Task]:
+                   overwrite: bool = True, check: Optional[TaskCheck] = None) -> list[Task]:
     """Parse every `*.yaml` / `*.yml` of one folder or several and register them (the `--tasks-dir` options and the
-    `data.tasks_dir` config key).
+    `data.tasks_dir` config key); `check` adds problems the registry cannot find itself (see `TaskCheck`).
 
     Every problem of every folder is reported at once in one `TaskFileError` (each `file:line: message`) and
     then nothing is registered; a task name defined twice, in one folder or across them, is a problem too.
@@ -482,18 +515,18 @@ def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.P
     (the next run in one process) is harmless.
     """
     dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
-    located: list[tuple[str, Task]] = []
+    parsed: list[ParsedTask] = []
     errors: list[str] = []
     for directory in dirs:
         try:
-            located.extend(_load_located(Path(directory)))
+            parsed.extend(_load_parsed(Path(directory), check))
         except TaskFileError as error:
             errors.extend(error.errors)
         except TaskDefinitionError as error:  # a missing folder
             errors.append(str(error))
-    errors += _duplicate_names(located)  # across folders (a folder's own repeats are in its errors already)
+    errors += _duplicate_names(parsed)  # across folders (a folder's own repeats are in its errors already)
     if errors:
         raise TaskFileError(", ".join(str(d) for d in dirs), errors)
-    for _, task in located:
-        register_task(task, overwrite=overwrite)
-    return [task for _, task in located]
+    for entry in parsed:
+        register_task(entry.task, overwrite=overwrite)
+    return [entry.task for entry in parsed]

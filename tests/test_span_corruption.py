@@ -85,7 +85,7 @@ def _yaml_task(tmp_path, preprocessor: str):
             for i in range(12)] + [{"text": "alone"}]
     (tmp_path / "text.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "denoise.yaml").write_text(
-        "name: denoise_toy\ncluster: pretraining\n"
+        "name: denoise_toy\ncluster: pretraining\nsplits: [train]\n"
         "source:\n  files: {train: text.jsonl}\n"
         f"preprocessors:\n  - {preprocessor}\n"
         "templates:\n  - name: span\n    jinja: \"{{corrupted}} ||| {{spans}}\"\n")

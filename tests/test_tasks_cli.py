@@ -127,7 +127,7 @@ def test_validate_reports_an_unknown_metric_name(workspace, capsys):
     path.write_text(TASK_YAML.replace("splits:", "metrics: [exact_match, acuracy]\nsplits:"))
     assert main(["tasks", "validate", str(path), "--data-dir", str(workspace / "data")]) == 1
     err = capsys.readouterr().err
-    assert f"{path}: task 'cli_qa': unknown metric 'acuracy'" in err and "accuracy" in err
+    assert f"{path}:4: task 'cli_qa': unknown metric 'acuracy'" in err and "accuracy" in err  # the metrics line
     assert "exact_match'" not in err
 
 
@@ -151,3 +151,33 @@ def test_an_empty_tasks_dir_is_an_error_naming_the_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: task directory {tmp_path / 'empty'} holds no YAML task files (*.yaml / *.yml)")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("old, new", [
+    ('jinja: "question: {{q}} ||| {{a}}"', 'jinja: "question: {{q}}"'),  # a template that renders no target
+    ("splits:", "metrics: [acuracy]\nsplits:"),  # a metric evaluation does not ship
+    ("splits:", "metrics: [group_exact_match]\nsplits:"),  # a group metric without group_by
+])
+def test_list_refuses_a_tasks_dir_that_validate_rejects_with_the_same_message(workspace, capsys, old, new):
+    # `tasks list --tasks-dir` registered (and listed) the task that `tasks validate` rejected
+    path = workspace / "tasks" / "cli_qa.yaml"
+    path.write_text(TASK_YAML.replace(old, new, 1))
+    data = ["--data-dir", str(workspace / "data")]
+    assert main(["tasks", "validate", str(workspace / "tasks"), "--rows", "0", *data]) == 1
+    rejected = capsys.readouterr().err.splitlines()
+    assert len(rejected) == 1 and rejected[0].startswith(f"error: {path}:")
+    assert main(["tasks", "list", "--tasks-dir", str(workspace / "tasks"), *data]) == 2
+    assert capsys.readouterr().err.splitlines() == rejected
+    assert "cli_qa" not in task_registry.list_tasks()
+
+
+def test_validate_reads_each_task_file_once(workspace, capsys, monkeypatch):
+    # validate parsed each file three times (its checks, its metrics, the folder's duplicate names)
+    from task_registry import yaml_tasks
+
+    (workspace / "tasks" / "other.yaml").write_text(TASK_YAML.replace("name: cli_qa", "name: cli_other"))
+    reads = []
+    parse = yaml_tasks._FileParser.parse
+    monkeypatch.setattr(yaml_tasks._FileParser, "parse", lambda self: reads.append(self.path.name) or parse(self))
+    assert main(["tasks", "validate", str(workspace / "tasks"), "--data-dir", str(workspace / "data")]) == 0
+    assert sorted(reads) == ["cli_qa.yaml", "other.yaml"]

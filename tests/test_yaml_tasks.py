@@ -156,7 +156,9 @@ def test_a_missing_default_split_says_that_splits_default_to_train_and_validatio
                f"default to [train, validation]: list the ones the files hold)")
     assert validate_task_file(path) == [message]  # named no line (found only by reading the rows)
     assert validate_task_file(path, check_rows=0) == [message]  # was not found at all
-    assert parse_task_file(path).splits == ("train", "validation")  # loading it is left to the split's first use
+    with pytest.raises(TaskFileError) as raised:  # loading it refuses it as validate does (was: left to the
+        parse_task_file(path)                  # split's first use, so `tasks list --tasks-dir` listed it)
+    assert raised.value.errors == [message]
     path.write_text(path.read_text().replace("name: only_train\n", "name: only_train\nsplits: [train, test]\n"))
     assert validate_task_file(path, check_rows=0) == [message.replace("['validation']", "['test']")]
 

@@ -89,10 +89,12 @@ def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:
 
 def register_tasks_dir(tasks_dir: Union[None, str, Sequence[str]]) -> None:
     """Register the YAML tasks of `tasks_dir` (a folder, a list of them as in `data.tasks_dir`, or None:
-    nothing), replacing registered tasks of the same name.
+    nothing), replacing registered tasks of the same name; the files pass the checks `tasks validate` makes
+    without reading rows (their `metrics:` names included).
 
     Raises `task_registry.TaskFileError` (a ValueError) listing each problem as `file:line: message`."""
     if tasks_dir:
         import task_registry
+        from t2t_mtl.evaluation.metrics import task_metric_problems
 
-        task_registry.load_task_dirs(tasks_dir)
+        task_registry.load_task_dirs(tasks_dir, check=task_metric_problems)

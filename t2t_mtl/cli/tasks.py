@@ -26,7 +26,6 @@ import yaml
 import task_registry
 from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
 from task_registry import TaskFileError, TaskRegistryError
-from task_registry.yaml_tasks import duplicate_task_names
 
 
 def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
@@ -166,29 +165,6 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _metric_problems(file: Path) -> list[str]:
-    """One `file: task 'x': ...` line per task-level metric that evaluation does not ship, or that needs a
-    `group_by` the task lacks."""
-    from t2t_mtl.evaluation.errors import UnknownMetricError
-    from t2t_mtl.evaluation.metrics import metric_spec
-
-    try:
-        task = task_registry.parse_task_file(file)
-    except TaskRegistryError:
-        return []  # validate_task_file reports these
-    problems = []
-    for metric in task.metrics:
-        try:
-            spec = metric_spec(metric)
-        except UnknownMetricError as error:
-            problems.append(f"{file}: task {task.name!r}: {error}")
-            continue
-        if spec.kind == "group_label" and task.group_by is None:
-            problems.append(f"{file}: task {task.name!r}: metric {metric!r} scores groups of examples and the task "
-                            f"has no `group_by` (a Jinja expression naming each row's group, e.g. idx.question)")
-    return problems
-
-
 def _validate(args: argparse.Namespace) -> int:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
@@ -197,10 +173,10 @@ def _validate(args: argparse.Namespace) -> int:
     if not files or not all(f.exists() for f in files):
         print(f"error: {path}: no such YAML task file (or a folder without *.yaml / *.yml)", file=sys.stderr)
         return 2
-    problems = []
-    for file in files:
-        problems += task_registry.validate_task_file(file, check_rows=args.rows) + _metric_problems(file)
-    problems += duplicate_task_names(files)  # as loading the folder reports them
+    from t2t_mtl.evaluation.metrics import task_metric_problems
+
+    # the parse and checks that --tasks-dir loading makes (cli.common.register_tasks_dir), then the rows
+    problems = task_registry.validate_task_files(files, check_rows=args.rows, check=task_metric_problems)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

@@ -114,6 +114,7 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     lacks. Every error names the config key.
     """
     import task_registry
+    from t2t_mtl.evaluation.metrics import task_metric_problems
 
     d = cfg.data
     task_registry.load_builtin_tasks()
@@ -121,7 +122,7 @@ def training_rates(cfg: Config) -> Dict[str, float]:
         task_registry.set_data_dir(d.data_dir)
     if d.tasks_dir:
         try:
-            task_registry.load_task_dirs(d.tasks_dir)
+            task_registry.load_task_dirs(d.tasks_dir, check=task_metric_problems)  # as --tasks-dir loads them
         except task_registry.TaskRegistryError as err:
             raise ConfigError(f"data.tasks_dir: {err}") from None
 

@@ -98,6 +98,23 @@ def metric_spec(name: str) -> MetricSpec:
     return METRICS[canonical_metric_name(name)]
 
 
+def task_metric_problems(task: Any) -> list[tuple[str, str]]:
+    """The `task_registry.TaskCheck` of a task's `metrics`: one ("metrics", message) per metric that no shipped
+    module computes, or that scores groups of examples while the task has no `group_by`."""
+    problems = []
+    for metric in task.metrics:
+        try:
+            spec = metric_spec(metric)
+        except UnknownMetricError as error:
+            problems.append(("metrics", f"task {task.name!r}: {error}"))
+            continue
+        if spec.kind == "group_label" and task.group_by is None:
+            problems.append(("metrics", f"task {task.name!r}: metric {metric!r} scores groups of examples and the "
+                                        f"task has no `group_by` (a Jinja expression naming each row's group, e.g. "
+                                        f"idx.question)"))
+    return problems
+
+
 @functools.lru_cache(maxsize=None)
 def _load_module(module: str) -> evaluate.EvaluationModule:
     return evaluate.load(str(METRICS_DIR / module), keep_in_memory=True)
