@@ -340,3 +340,28 @@ def test_demonstrations_from_the_evaluated_split_skip_the_examples_group(tmp_pat
     for index, row in enumerate(rows):
         drawn = demos.draw(index, 20)  # everything it may see: the 9 rows of the other questions
         assert len(drawn) == 9 and not any(d.startswith(f"answer {row['q']}-") for d in drawn)
+
+
+def test_two_tasks_draw_different_demonstrations_for_the_same_rows(tmp_path, t5_tokenizer):
+    # the per-row seed named no task, so every task's row i drew the same positions (and, in training, the same
+    # few-shot-or-not decision and k): the same pattern across the tasks of a mixture
+    from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
+
+    base = _task(tmp_path)
+    twin = task_registry.Task("shots_twin", base.source, base.templates, splits=base.splits)
+    rows = base.load_rows("train")
+    draws = {task.name: [Demonstrations(task, task.templates[1], rows, same_split=True, seed=3).draw(i, 3)
+                         for i in range(len(rows))] for task in (base, twin)}
+    assert draws["shots_toy"] != draws["shots_twin"]
+    assert draws["shots_toy"] == [Demonstrations(base, base.templates[1], rows, same_split=True, seed=3).draw(i, 3)
+                                  for i in range(len(rows))]  # still a pure function of the task, seed and row
+
+    rendered = _mixable_task(tmp_path).to_dataset("train")
+
+    def shots(name):  # which rows get demonstrations, and how many
+        mixed = add_demonstrations(rendered, FewShotMix(rate=0.5, max_shots=3), t5_tokenizer, 512, seed=5,
+                                   tokenizer_key="t5", task=name)
+        return [text.count("\n\n") for text in mixed["inputs"]]
+
+    assert shots("mix_a") != shots("mix_b")
+    assert shots("mix_a") == shots("mix_a")

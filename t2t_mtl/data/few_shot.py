@@ -7,9 +7,10 @@ the tokenized prompt fits, so the query itself is never truncated away for them.
 `data.few_shot` mixes few-shot prompts into training, as the Flan Collection trains on zero-shot and few-shot
 templates together (Longpre et al. 2023): a `rate` share of each task's training examples gets k demonstrations
 (k uniform in [1, `max_shots`]): other rows of the same split rendered with the same template. Which rows get
-them, how many and which is drawn from `random.Random(f"{seed}:few-shot:{row}")`, so the training examples are
-a pure function of the rendered split and the settings (cached with the tokenized split; a resumed run reads
-the same examples). An example whose demonstrations cannot fit stays zero-shot (counted and logged).
+them, how many and which is drawn from `random.Random(f"{seed}:few-shot:{task}:{row}")` — the task name in it,
+so the tasks of a mixture do not share one pattern — and the training examples are a pure function of the task,
+the rendered split and the settings (cached with the tokenized split; a resumed run reads the same examples).
+An example whose demonstrations cannot fit stays zero-shot (counted and logged).
 """
 from __future__ import annotations
 
@@ -102,8 +103,9 @@ class FewShotMix:
 class _AddDemonstrations:
     """The `Dataset.map` function of `add_demonstrations` (batched, with indices)."""
 
-    def __init__(self, inputs: List[str], targets: List[str], templates: List[str], mix: FewShotMix, seed: int,
-                 tokenizer: Any, max_input_length: int) -> None:
+    def __init__(self, task: str, inputs: List[str], targets: List[str], templates: List[str], mix: FewShotMix,
+                 seed: int, tokenizer: Any, max_input_length: int) -> None:
+        self.task = task
         self.demonstrations = [demonstration_text(i, t) for i, t in zip(inputs, targets)]
         self.rows_of: Dict[str, List[int]] = defaultdict(list)
         for index, template in enumerate(templates):
@@ -114,7 +116,7 @@ class _AddDemonstrations:
     def shots(self, index: int, template: str) -> Optional[List[str]]:
         """The demonstrations drawn for row `index` (fewer than drawn when its template has fewer other rows);
         None for a row left zero-shot."""
-        rng = random.Random(f"{self.seed}:few-shot:{index}")
+        rng = random.Random(f"{self.seed}:few-shot:{self.task}:{index}")
         if rng.random() >= self.mix.rate:
             return None
         k = rng.randint(1, self.mix.max_shots)
@@ -146,14 +148,14 @@ def corrupts_spans(task: Any) -> bool:
 
 def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input_length: int, *, seed: int,
                        tokenizer_key: str, task: str) -> Any:
-    """`rendered` (a map-style `Task.to_dataset` result) with demonstrations in front of a `mix.rate` share of
-    its inputs (see the module docstring); cached by datasets under a fingerprint of the input, the settings,
-    the tokenizer and the length limit. Logs how many examples got demonstrations."""
+    """`rendered` (a map-style `Task.to_dataset` result of the task named `task`) with demonstrations in front of a
+    `mix.rate` share of its inputs (see the module docstring); cached by datasets under a fingerprint of the input,
+    the task, the settings, the tokenizer and the length limit. Logs how many examples got demonstrations."""
     from datasets.fingerprint import Hasher
 
-    function = _AddDemonstrations(rendered["inputs"], rendered["targets"], rendered["template"], mix, seed,
+    function = _AddDemonstrations(task, rendered["inputs"], rendered["targets"], rendered["template"], mix, seed,
                                   tokenizer, max_input_length)
-    fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v1", mix.to_dict(), seed, tokenizer_key,
+    fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v2", task, mix.to_dict(), seed, tokenizer_key,
                                max_input_length))
     mixed = rendered.map(function, batched=True, with_indices=True, new_fingerprint=fingerprint,
                          desc=f"few-shot {task}")

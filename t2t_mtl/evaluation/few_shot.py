@@ -2,10 +2,12 @@
 
 Demonstrations are rows of another split of the same task (train by default), rendered with the example's own
 template as "input\\ntarget" and joined by blank lines before the example's input (FLAN's exemplar format,
-GPT-3's sampling): each example draws its own k rows, seeded by the evaluation seed and the example's row, so
-every run, template order and rank sees the same prompts. Rows a template skips or cannot render are passed
-over, and when the demonstrations come from the evaluated split itself, the example's own row is never one (nor,
-for a task with `group_by`, a row of its group: MultiRC's other answers to the same question).
+GPT-3's sampling): each example draws its own k rows from `random.Random(f"{seed}:shots:{task}:{row}")` (the
+evaluation seed, the task name and the example's row), so every run, template order and rank sees the same
+prompts, and two tasks' examples of the same row do not draw the same positions. Rows a template skips or
+cannot render are passed over, and when the demonstrations come from the evaluated split itself, the example's
+own row is never one (nor, for a task with `group_by`, a row of its group: MultiRC's other answers to the same
+question).
 A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
 input is never truncated away; the evaluation counts and reports the inputs left with fewer than k.
 """
@@ -71,7 +73,7 @@ class Demonstrations:
 
     def draw(self, row_index: int, k: int) -> List[str]:
         """Up to k demonstrations for the example of row `row_index` (fewer only when the split has fewer)."""
-        rng = random.Random(f"{self.seed}:shots:{row_index}")
+        rng = random.Random(f"{self.seed}:shots:{self.task.name}:{row_index}")
         n = len(self.rows)
         excluded = self._own_rows(row_index) if self.same_split and 0 <= row_index < n else set()
         tried: set = set()
