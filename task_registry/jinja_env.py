@@ -98,6 +98,16 @@ def _build_environment() -> SandboxedEnvironment:
 
 ENVIRONMENT = _build_environment()
 
+#: the version of this module's sandbox, filters and globals: raise it when one of them changes what a template or
+#: expression yields, so results cached under the old behaviour are not reused
+SANDBOX_VERSION = 1
+
+
+def environment_version() -> str:
+    """What a rendered template or a preprocessor expression's result depends on beyond its inputs: the jinja2
+    release and `SANDBOX_VERSION`. Part of every cache key of such results (preprocessors, rendering)."""
+    return f"jinja2 {jinja2.__version__}, sandbox v{SANDBOX_VERSION}"
+
 
 # Jinja's message for a subscript that found nothing: `list object has no element 5`, `None has no element 1`
 _NO_ELEMENT = re.compile(r"^(.+?) has no element (.+)$")

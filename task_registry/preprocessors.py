@@ -2,7 +2,8 @@
 
 Each takes Python callables or, for YAML task files, sandboxed Jinja expressions evaluated against the row
 (`Filter("label != -1")`, `Map({"text": "premise ~ ' ' ~ hypothesis"})`). Map-style datasets get an explicit
-fingerprint derived from the input fingerprint and the preprocessor's description, so results are cached.
+fingerprint derived from the input fingerprint, the preprocessor's description and the Jinja environment's
+version, so results are cached (and not reused after a Jinja upgrade).
 `Task.load_rows` counts the rows a filter drops and logs them; nothing is dropped silently.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pyarrow
 from datasets.fingerprint import Hasher
 
 from .errors import TaskDefinitionError, TemplateRenderError
-from .jinja_env import ENVIRONMENT, subscript_problem
+from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
 
 AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
 
@@ -58,9 +59,10 @@ def _preview(row: Mapping[str, Any], width: int = 200) -> str:
 
 
 def _fingerprint(dataset: AnyDataset, description: str, declarative: bool) -> dict[str, Any]:
-    """An explicit fingerprint for Jinja-expression preprocessors (datasets hashes Python callables itself)."""
+    """An explicit fingerprint for Jinja-expression preprocessors (datasets hashes Python callables itself): the
+    input's, the step's description and the Jinja `environment_version` (an upgrade may change the results)."""
     if declarative and isinstance(dataset, datasets.Dataset):
-        return {"new_fingerprint": Hasher.hash((dataset._fingerprint, description))}
+        return {"new_fingerprint": Hasher.hash((dataset._fingerprint, description, environment_version()))}
     return {}
 
 

@@ -5,9 +5,9 @@ template has none), `references` (every acceptable gold answer: the template's `
 `[targets]`), `task` and `template`. Each row is rendered with one of the selected templates, chosen
 uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` filter), so
 the output is a pure function of (rows, templates, seed) and map-style results are cached by datasets
-fingerprint. Rows whose template renders no target (promptsource's "skip") are dropped, counted in
-`task.render_stats[split]` and logged; rows a filter preprocessor drops are counted in
-`task.preprocess_stats[split]` and logged.
+fingerprint (which also names the Jinja environment's version). Rows whose template renders no target
+(promptsource's "skip") are dropped, counted in `task.render_stats[split]` and logged; rows a filter
+preprocessor drops are counted in `task.preprocess_stats[split]` and logged.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError
+from .jinja_env import environment_version
 from .preprocessors import Preprocessor, compile_expression, evaluate_expression
 from .sources import GeneratorSource, Source
 from .template import Template
@@ -82,7 +83,7 @@ class _Renderer:
 
     def fingerprint_parts(self) -> tuple:
         return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
-                                        for t in self.templates], "render-v2")
+                                        for t in self.templates], "render-v2", environment_version())
 
     def render_row(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
         rng = random.Random(f"{self.seed}:{index}")

@@ -307,3 +307,25 @@ def test_data_files_are_loaded_under_a_data_dir(tmp_path, shared_data_dir):
             HFSource("json", data_files={"train": str(tmp_path / "absent.jsonl")}).load("train")
     finally:
         task_registry.set_data_dir(None)
+
+
+def test_preprocessor_and_render_caches_are_keyed_by_the_jinja_version(tmp_path, monkeypatch):
+    # a Jinja upgrade can change what an expression or template yields; the cache key did not name it, so a
+    # Filter / Map / rendering cached under the old version was reused
+    import jinja2
+
+    dataset = datasets.Dataset.from_list(ROWS)
+    steps = {"filter": Filter("label == 1"), "map": Map({"upper": "sentence | upper"})}
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    task = Task("jinja_versioned", LocalFileSource(path), [SENTIMENT], splits=("train",))
+
+    def fingerprints():
+        return {**{name: step(dataset)._fingerprint for name, step in steps.items()},
+                "render": task.to_dataset("train")._fingerprint}
+
+    before = fingerprints()
+    assert fingerprints() == before  # a pure function of the input and the step
+    monkeypatch.setattr(jinja2, "__version__", jinja2.__version__ + ".post1")
+    after = fingerprints()
+    assert all(after[name] != before[name] for name in before)
