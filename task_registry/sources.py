@@ -95,16 +95,39 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
     try:
         if builder == "csv":
             kwargs = dict(kwargs, features=_csv_features(files, kwargs))
-        return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
+        rows = datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
                                      streaming=streaming, **kwargs)
     except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
-        # datasets' ways of saying the files hold no rows: an empty jsonl file, a csv header or `[]` alone
-        no_rows = isinstance(error, ValueError) and "corresponds to no data" in str(error)
-        if isinstance(error, StopIteration) or no_rows:
-            raise DataSourceError(f"{what}: {[str(f) for f in files]} (split {split!r}) has no rows; add rows or "
-                                  "drop the split") from None
-        raise DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
-                              f"{_error_chain(error)}") from error
+        raise _read_error(error, files, split, what) from (None if _holds_no_rows(error) else error)
+    if not streaming:
+        return rows
+    return datasets.IterableDataset.from_generator(  # a streamed file is read, and fails, while it is iterated
+        _read_streamed, features=rows.features,  # (a list in gen_kwargs would be split into shards: a tuple)
+        gen_kwargs={"rows": rows, "files": tuple(files), "split": split, "what": what})
+
+
+def _read_streamed(rows: datasets.IterableDataset, files: Sequence[Path], split: str, what: str):
+    """The rows of a streamed file; a read error is the `DataSourceError` loading the file map-style raises."""
+    try:
+        yield from rows
+    except Exception as error:
+        raise _read_error(error, files, split, what) from (None if _holds_no_rows(error) else error)
+
+
+def _holds_no_rows(error: BaseException) -> bool:
+    """Whether `error` is datasets' way of saying the files hold no rows (an empty jsonl file, a csv header or
+    `[]` alone)."""
+    no_data = isinstance(error, ValueError) and "corresponds to no data" in str(error)
+    return isinstance(error, StopIteration) or no_data
+
+
+def _read_error(error: BaseException, files: Sequence[Path], split: str, what: str) -> DataSourceError:
+    """The error reading `files` for `split` raised, naming the source and files, with the reader's explanation."""
+    if _holds_no_rows(error):
+        return DataSourceError(f"{what}: {[str(f) for f in files]} (split {split!r}) has no rows; add rows or drop "
+                               f"the split")
+    return DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
+                           f"{_error_chain(error)}")
 
 
 def _csv_features(files: Sequence[Path], kwargs: Mapping[str, Any]) -> Optional[datasets.Features]:

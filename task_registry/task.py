@@ -116,7 +116,8 @@ def _naming_task_and_split(task: str, split: str) -> Iterator[None]:
 
 
 def _preprocessed_rows(rows: datasets.IterableDataset, task: str, split: str) -> Iterator[dict[str, Any]]:
-    """The rows of a streamed split, whose preprocessors run (and fail) while they are iterated."""
+    """The rows of a streamed split, whose preprocessors run (and fail, naming the task and split as map-style
+    loading does) while they are iterated."""
     with _naming_task_and_split(task, split):
         yield from rows
 
@@ -126,7 +127,7 @@ def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats:
     """The rendered rows of one pass over `rows`; `stats` counts this pass (each new pass starts it afresh)."""
     stats.rows = stats.kept = stats.skipped = 0
     stats.skipped_by_template = {}
-    for index, row in enumerate(_preprocessed_rows(rows, stats.task, stats.split)):
+    for index, row in enumerate(rows):
         if max_examples is not None and index >= max_examples:
             break
         rendered = renderer.render_row(row, index)
@@ -227,7 +228,8 @@ class Task:
         """Raw rows of `split` after the preprocessors (filter drops are counted in `preprocess_stats`).
 
         `max_rows` keeps the first rows of the result (selected before the preprocessors when they all keep
-        rows one-to-one).
+        rows one-to-one). Streamed, the rows are read and preprocessed while they are iterated, and fail then with
+        the errors map-style loading raises.
         """
         self._check_split(split)
         rows = self.source.load(split, streaming=streaming)
@@ -254,7 +256,10 @@ class Task:
                 rows = rows.select(range(max_rows))
         elif max_rows is not None:
             rows = rows.take(max_rows)
-        return rows
+        if counted:
+            return rows
+        return datasets.IterableDataset.from_generator(
+            _preprocessed_rows, features=rows.features, gen_kwargs={"rows": rows, "task": self.name, "split": split})
 
     def num_rows(self, split: str) -> int:
         """Rows of `split` after preprocessors (before template skips)."""

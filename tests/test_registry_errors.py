@@ -273,6 +273,28 @@ def test_preprocessor_expressions_that_fail_on_a_row_name_task_split_row_and_exp
     # streamed, the preprocessors fail while the rows are iterated (the task and split were not named)
     with pytest.raises(TemplateRenderError, match=message):
         list(task.to_dataset("train", streaming=True))
+    with pytest.raises(TemplateRenderError, match=message):  # nor when the streamed rows were read directly
+        list(task.load_rows("train", streaming=True))
+
+
+def test_a_malformed_file_read_streamed_fails_as_when_it_is_loaded(tmp_path):
+    # streamed, the reader's own error came out of the iteration (pyarrow's ArrowInvalid "JSON parse error: ...")
+    # naming neither the source nor the file
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\n{"text": "b" "c": 3}\n')
+    task = Task("malformed", LocalFileSource(bad), [ECHO], splits=("train",))
+    named = rf"^local files source: could not load \['{bad}'\] for split 'train': .*JSON parse error"
+    with pytest.raises(DataSourceError, match=named):
+        task.load_rows("train")
+    with pytest.raises(DataSourceError, match=named):
+        list(task.load_rows("train", streaming=True))
+    with pytest.raises(DataSourceError, match=named):
+        list(task.to_dataset("train", streaming=True))
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "c"}\n')
+    both = LocalFileSource({"train": [good, good]})  # several files are read once each, streamed or not
+    assert [dict(r) for r in both.load("train", streaming=True)] == [dict(r) for r in both.load("train")] == [
+        {"text": "c"}] * 2
 
 
 def test_a_group_by_index_out_of_range_says_so(rows_file):
