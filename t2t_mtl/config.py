@@ -1,6 +1,8 @@
 """Layered YAML configuration for training runs.
 
-A run's configuration is built from layers, later ones overriding earlier ones key by key:
+A run's configuration is built from layers, later ones overriding earlier ones key by key (except that a layer's
+`data.tasks` replaces the lower layers' whole, mapping or list; a dotted `--set data.tasks.NAME=RATE` sets one
+task's rate):
 
 1. `t2t_mtl/configs/default.yaml` (every key, with its default),
 2. the chain of `base:` files named by the user's file (a path relative to that file or the name of a
@@ -239,15 +241,27 @@ _SELECTOR_KEYS = {"sampling": "strategy", "weighting": "method", "gradient_surge
 SHARED_SELECTOR_KEYS = {"sampling": ("mode", "block_size")}
 
 
-def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, top: bool = True) -> Dict[str, Any]:
-    """Merge `override` into a copy of `base`; nested dicts merge key by key, other values replace.
+#: keys whose value a layer replaces whole, as a list is, also when both are mappings: `data.tasks` is the training
+#: selection, so an overlay's {task: rate} mapping is the whole selection, not additions to its base's
+WHOLE_VALUE_KEYS = {("data", "tasks")}
+
+
+class _EntrySets(dict):
+    """The entries dotted `--set` keys give inside a WHOLE_VALUE_KEYS key (`--set data.tasks.NAME=RATE`): they
+    name single entries, so they merge into the lower layers' value entry by entry."""
+
+
+def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, _path: tuple = ()) -> Dict[str, Any]:
+    """Merge `override` into a copy of `base`; nested dicts merge key by key, other values replace, and so does a
+    WHOLE_VALUE_KEYS mapping (`data.tasks`) unless dotted `--set` keys gave it entry by entry.
 
     At the top level, a `sampling`/`weighting`/`gradient_surgery` mapping that names a different
     strategy/method than the base replaces the base section (its parameters belong to the old one), except
     the keys every strategy takes (`sampling.mode`, `sampling.block_size`), which carry over."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        selector = _SELECTOR_KEYS.get(key) if top else None
+        selector = _SELECTOR_KEYS.get(key) if not _path else None
+        whole = (*_path, key) in WHOLE_VALUE_KEYS and not isinstance(value, _EntrySets)
         if (selector and isinstance(value, Mapping) and isinstance(out.get(key), dict)
                 and selector in value and value[selector] != out[key].get(selector)):
             replaced = copy.deepcopy(dict(value))
@@ -255,10 +269,10 @@ def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, top: bool =
                 if shared in out[key] and shared not in replaced:
                     replaced[shared] = out[key][shared]
             out[key] = replaced
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value, top=False)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict) and not whole:
+            out[key] = deep_merge(out[key], value, _path=(*_path, key))
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = copy.deepcopy(dict(value) if isinstance(value, _EntrySets) else value)
     return out
 
 
@@ -278,7 +292,8 @@ _KEY_RE = re.compile(rf"(?:{_KEY_PART_RE.pattern})(?:\.(?:{_KEY_PART_RE.pattern}
 
 def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     """`["a.b=1", "c=[x, y]"]` → `{"a": {"b": 1}, "c": ["x", "y"]}` (values parsed as YAML); a key part in quotes
-    may hold dots (`data.tasks."my.task"=2`)."""
+    may hold dots (`data.tasks."my.task"=2`). Dotted keys inside a WHOLE_VALUE_KEYS key set single entries of it
+    (`data.tasks.b=3` changes b's rate and keeps the other tasks)."""
     out: Dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -294,8 +309,8 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
         node = out
         parts = [part[1:-1] if part[0] in "\"'" else part for part in _KEY_PART_RE.findall(key)]
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        for depth, part in enumerate(parts[:-1], 1):
+            node = node.setdefault(part, _EntrySets() if tuple(parts[:depth]) in WHOLE_VALUE_KEYS else {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} was already set to a non-mapping value")
         node[parts[-1]] = value

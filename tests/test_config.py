@@ -50,6 +50,20 @@ def test_layering_base_file_then_overrides(tmp_path):
     assert cfg.training.micro_batch_size == C.TrainingConfig().micro_batch_size  # untouched default
 
 
+def test_a_layers_data_tasks_replaces_the_base_selection_whole(tmp_path):
+    # was: two {task: rate} mappings merged key by key, so an overlay could add tasks and change rates but never
+    # drop a task of its base (`data.tasks: {c: 2}` over {a: 1, b: 1} trained a, b and c)
+    write(tmp_path / "base.yaml", {"data": {"tasks": {"a": 1, "b": 1}}, "model": {"dims": {"d_model": 8}}})
+    child = write(tmp_path / "child.yaml", {"base": "base.yaml", "data": {"tasks": {"c": 2}}})
+    assert C.load_config(child).data.tasks == {"c": 2}
+    assert C.load_config(tmp_path / "base.yaml", ["data.tasks={c: 2}"]).data.tasks == {"c": 2}
+    # a dotted --set names one entry: it sets that task's rate and keeps the others
+    assert C.load_config(tmp_path / "base.yaml", ["data.tasks.b=3", 'data.tasks."c.d"=1']).data.tasks == {
+        "a": 1, "b": 3, "c.d": 1}
+    assert C.load_config(child, ["data.tasks.b=3"]).data.tasks == {"c": 2, "b": 3}
+    assert C.load_config(child).to_yaml()  # plain mappings in the resolved config
+
+
 def test_an_empty_section_in_a_layer_keeps_the_base_section(tmp_path):
     # was: `training:` with every key commented out (null) replaced the base's whole training section by the
     # defaults (quickstart's steps and output_dir silently became 1000 and runs/default)
