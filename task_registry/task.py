@@ -73,30 +73,42 @@ class PreprocessStats:
     dropped_by: dict[str, int]
 
 
-class _Renderer:
-    """Renders rows with templates chosen per row index; picklable, stateless apart from its inputs."""
+GROUP_COLUMN = "group"
 
-    def __init__(self, task: str, templates: Sequence[Template], seed: int):
+
+class _Renderer:
+    """Renders rows with templates chosen per row index; picklable, stateless apart from its inputs. With
+    `group_by` (a task's expression) each rendered row also carries its group key in GROUP_COLUMN."""
+
+    def __init__(self, task: str, templates: Sequence[Template], seed: int, group_by: Optional[str] = None):
         self.task = task
         self.templates = list(templates)
         self.seed = seed
+        self.group_by = group_by
+
+    @property
+    def features(self) -> datasets.Features:
+        """The columns of a rendered row."""
+        group = {GROUP_COLUMN: datasets.Value("string")} if self.group_by is not None else {}
+        return datasets.Features({**OUTPUT_FEATURES, **group})
 
     def fingerprint_parts(self) -> tuple:
         return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
-                                        for t in self.templates], "render-v2", environment_version())
+                                        for t in self.templates], "render-v2", environment_version(), self.group_by)
 
     def render_row(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
         rng = random.Random(f"{self.seed}:{index}")
         template = self.templates[rng.randrange(len(self.templates))] if len(self.templates) > 1 else self.templates[0]
         example = template.render(row, task=self.task, row_index=index, rng=rng)
+        group = {GROUP_COLUMN: _group_key(self.task, self.group_by, row, index)} if self.group_by is not None else {}
         return {"inputs": example.inputs, "targets": example.targets,
                 "answer_choices": example.answer_choices or [], "references": example.gold_references,
-                "task": self.task, "template": template.name,
+                "task": self.task, "template": template.name, **group,
                 _SKIP_COLUMN: example.skipped}
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         columns = list(batch)
-        out: dict[str, list] = {name: [] for name in (*OUTPUT_FEATURES, _SKIP_COLUMN)}
+        out: dict[str, list] = {name: [] for name in (*self.features, _SKIP_COLUMN)}
         for position, index in enumerate(indices):
             rendered = self.render_row({c: batch[c][position] for c in columns}, index)
             for key, value in rendered.items():
@@ -271,31 +283,29 @@ class Task:
     def group_key(self, row: Mapping[str, Any], row_index: int) -> Optional[str]:
         """The group of a row for group metrics (`group_by` evaluated on it, as JSON text); None without
         `group_by`. A failing expression is a `TemplateRenderError` naming the task and row."""
-        if self.group_by is None:
-            return None
-        where = f"task {self.name!r}: group_by"
-        value = evaluate_expression(_compiled_expression(self.group_by, where), row, row_index, where, self.group_by)
-        return json.dumps(value, sort_keys=True, default=str)
+        return None if self.group_by is None else _group_key(self.name, self.group_by, row, row_index)
 
     # -- rendering ---------------------------------------------------------------------------------------
     def to_dataset(self, split: str, templates: Optional[Sequence[str]] = None, streaming: bool = False,
-                   max_examples: Optional[int] = None, seed: int = 0
+                   max_examples: Optional[int] = None, seed: int = 0, with_groups: bool = False
                    ) -> Union[datasets.Dataset, datasets.IterableDataset]:
-        """Rendered examples of `split` (the first `max_examples` rows), skips dropped and counted."""
-        renderer = _Renderer(self.name, self.select_templates(templates), seed)
+        """Rendered examples of `split` (the first `max_examples` rows), skips dropped and counted. `with_groups`
+        adds a GROUP_COLUMN column, each row's `group_key`, when the task has a `group_by`."""
+        group_by = self.group_by if with_groups else None
+        renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by)
         stats = RenderStats(self.name, split)
         self.render_stats[split] = stats
         if streaming:
             rows = self.load_rows(split, streaming=True)
             return datasets.IterableDataset.from_generator(
-                _stream_rendered, features=OUTPUT_FEATURES,
+                _stream_rendered, features=renderer.features,
                 gen_kwargs={"rows": rows, "renderer": renderer, "stats": stats, "max_examples": max_examples})
         rows = self.load_rows(split, max_rows=max_examples)
         if len(rows) == 0:  # `Dataset.map` would drop the output columns of an empty dataset
-            return datasets.Dataset.from_dict({name: [] for name in OUTPUT_FEATURES}, features=OUTPUT_FEATURES)
+            return datasets.Dataset.from_dict({name: [] for name in renderer.features}, features=renderer.features)
         rendered = rows.map(
             renderer, batched=True, with_indices=True, remove_columns=rows.column_names,
-            features=datasets.Features({**OUTPUT_FEATURES, _SKIP_COLUMN: datasets.Value("bool")}),
+            features=datasets.Features({**renderer.features, _SKIP_COLUMN: datasets.Value("bool")}),
             new_fingerprint=Hasher.hash((rows._fingerprint, renderer.fingerprint_parts())),
             desc=f"render {self.name}/{split}")
         table = rendered.data.table
@@ -330,6 +340,13 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+def _group_key(task: str, group_by: str, row: Mapping[str, Any], row_index: int) -> str:
+    """`group_by` evaluated on a row of `task`, as JSON text (see `Task.group_key`)."""
+    where = f"task {task!r}: group_by"
+    value = evaluate_expression(_compiled_expression(group_by, where), row, row_index, where, group_by)
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 @functools.lru_cache(maxsize=256)

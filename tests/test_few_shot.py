@@ -365,3 +365,33 @@ def test_two_tasks_draw_different_demonstrations_for_the_same_rows(tmp_path, t5_
 
     assert shots("mix_a") != shots("mix_b")
     assert shots("mix_a") == shots("mix_a")
+
+
+def test_training_demonstrations_skip_the_examples_group(tmp_path, t5_tokenizer, monkeypatch):
+    # training drew demonstrations from any other row of the template, so a MultiRC example could be shown
+    # another answer to its own question with its gold label (evaluation already kept the group out)
+    from t2t_mtl.data import streams
+    from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
+
+    rows = [{"q": q, "answer": f"answer {q}-{a}", "label": a % 2} for q in range(6) for a in range(4)]
+    path = tmp_path / "mrc_train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = task_registry.Template("t", "{{ answer }}? ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    task = task_registry.Task("mini_mrc_train", task_registry.LocalFileSource({"train": str(path)}), [template],
+                              splits=("train",), group_by="q")
+    rendered = task.to_dataset("train", with_groups=True)
+    assert rendered["group"] == [str(row["q"]) for row in rows]
+    mixed = add_demonstrations(rendered, FewShotMix(rate=1.0, max_shots=3), t5_tokenizer, 512, seed=0,
+                               tokenizer_key="t5", task=task.name)
+    assert "group" not in mixed.column_names
+    for row, example in zip(rows, mixed):
+        *demos, query = example["inputs"].split("\n\n")
+        assert demos and query == f"{row['answer']}?"
+        assert not any(demo.startswith(f"answer {row['q']}-") for demo in demos)
+
+    received = []  # the training streams hand the groups over
+    monkeypatch.setattr(streams, "add_demonstrations",
+                        lambda rendered, *args, **kwargs: received.append(rendered.column_names) or rendered)
+    streams.tokenize_task(task, t5_tokenizer, split="train", max_input_length=64, max_target_length=8,
+                          cache_dir=None, few_shot=FewShotMix(rate=1.0, max_shots=2))
+    assert "group" in received[0]

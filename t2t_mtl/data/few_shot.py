@@ -10,13 +10,15 @@ templates together (Longpre et al. 2023): a `rate` share of each task's training
 them, how many and which is drawn from `random.Random(f"{seed}:few-shot:{task}:{row}")` — the task name in it,
 so the tasks of a mixture do not share one pattern — and the training examples are a pure function of the task,
 the rendered split and the settings (cached with the tokenized split; a resumed run reads the same examples).
-An example whose demonstrations cannot fit stays zero-shot (counted and logged).
+For a task with `group_by` a demonstration never comes from the example's own group (MultiRC: the other answers
+to its question, with their labels), as in k-shot evaluation (`t2t_mtl.evaluation.few_shot`). An example whose
+demonstrations cannot fit stays zero-shot (counted and logged).
 """
 from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -103,28 +105,33 @@ class FewShotMix:
 class _AddDemonstrations:
     """The `Dataset.map` function of `add_demonstrations` (batched, with indices)."""
 
-    def __init__(self, task: str, inputs: List[str], targets: List[str], templates: List[str], mix: FewShotMix,
-                 seed: int, tokenizer: Any, max_input_length: int) -> None:
+    def __init__(self, task: str, inputs: List[str], targets: List[str], templates: List[str],
+                 groups: Optional[List[str]], mix: FewShotMix, seed: int, tokenizer: Any,
+                 max_input_length: int) -> None:
         self.task = task
         self.demonstrations = [demonstration_text(i, t) for i, t in zip(inputs, targets)]
+        self.groups: Sequence[Any] = groups if groups is not None else range(len(inputs))  # no group_by: each row
         self.rows_of: Dict[str, List[int]] = defaultdict(list)
+        self.group_sizes: Counter = Counter()  # rows of each (template, group)
         for index, template in enumerate(templates):
             self.rows_of[template].append(index)
+            self.group_sizes[template, self.groups[index]] += 1
         self.mix, self.seed = mix, seed
         self.tokenizer, self.max_input_length = tokenizer, max_input_length
 
     def shots(self, index: int, template: str) -> Optional[List[str]]:
-        """The demonstrations drawn for row `index` (fewer than drawn when its template has fewer other rows);
-        None for a row left zero-shot."""
+        """The demonstrations drawn for row `index` (fewer than drawn when its template has fewer rows outside
+        the row's group); None for a row left zero-shot."""
         rng = random.Random(f"{self.seed}:few-shot:{self.task}:{index}")
         if rng.random() >= self.mix.rate:
             return None
         k = rng.randint(1, self.mix.max_shots)
-        others = self.rows_of[template]
+        others, group = self.rows_of[template], self.groups[index]
+        eligible = len(others) - self.group_sizes[template, group]
         picked: List[int] = []
-        while len(picked) < min(k, len(others) - 1):  # distinct rows of the template, never the row itself
+        while len(picked) < min(k, eligible):  # distinct rows of the template, never the row's own group
             row = others[rng.randrange(len(others))]
-            if row != index and row not in picked:
+            if self.groups[row] != group and row not in picked:
                 picked.append(row)
         return [self.demonstrations[row] for row in picked]
 
@@ -150,11 +157,17 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
                        tokenizer_key: str, task: str) -> Any:
     """`rendered` (a map-style `Task.to_dataset` result of the task named `task`) with demonstrations in front of a
     `mix.rate` share of its inputs (see the module docstring); cached by datasets under a fingerprint of the input,
-    the task, the settings, the tokenizer and the length limit. Logs how many examples got demonstrations."""
-    from datasets.fingerprint import Hasher
+    the task, the settings, the tokenizer and the length limit. Logs how many examples got demonstrations.
 
-    function = _AddDemonstrations(task, rendered["inputs"], rendered["targets"], rendered["template"], mix, seed,
-                                  tokenizer, max_input_length)
+    With a `group` column (`to_dataset(with_groups=True)` of a task with `group_by`) no demonstration comes from
+    the example's own group, as in k-shot evaluation (MultiRC: another answer to its question); the column is
+    dropped from the result."""
+    from datasets.fingerprint import Hasher
+    from task_registry.task import GROUP_COLUMN
+
+    groups = rendered[GROUP_COLUMN] if GROUP_COLUMN in rendered.column_names else None
+    function = _AddDemonstrations(task, rendered["inputs"], rendered["targets"], rendered["template"], groups, mix,
+                                  seed, tokenizer, max_input_length)
     fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v2", task, mix.to_dict(), seed, tokenizer_key,
                                max_input_length))
     mixed = rendered.map(function, batched=True, with_indices=True, new_fingerprint=fingerprint,
@@ -165,4 +178,4 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
     logger.warning("task %s: %d of %d training examples few-shot (%.2f demonstrations on average); %d drawn left "
                    "zero-shot (no demonstration fits max_input_length=%d or the template has one row)", task,
                    len(given), len(shots), sum(given) / max(len(given), 1), drawn - len(given), max_input_length)
-    return mixed.remove_columns("num_shots")
+    return mixed.remove_columns(["num_shots", *([GROUP_COLUMN] if groups is not None else [])])

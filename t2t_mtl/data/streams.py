@@ -82,7 +82,8 @@ def tokenize_task(
     """
     from task_registry.tokenize import count_truncated, tokenize_dataset, tokenized_fingerprint, tokenizer_fingerprint
 
-    rendered = task.to_dataset(split, templates=templates, max_examples=max_examples, seed=seed)
+    rendered = task.to_dataset(split, templates=templates, max_examples=max_examples, seed=seed,
+                               with_groups=few_shot is not None and not corrupts_spans(task))  # for the demonstrations
     if len(rendered) == 0:
         raise DataPipelineError(f"task {task.name!r} has no {split!r} examples after rendering; check its data "
                                 f"source and templates (`t2t-mtl tasks preview {task.name} --split {split}`)")
