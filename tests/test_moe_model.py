@@ -210,6 +210,32 @@ def test_empty_batch_drops_nothing(dropless):
     assert block.aux["dropped"] == 0.0
 
 
+@pytest.mark.parametrize("shape", [(0, 8, 32), (2, 0, 32)])
+@pytest.mark.parametrize("routing", ["task", "hybrid"])
+def test_a_batch_without_tokens_gives_what_token_routing_gives(routing, shape):
+    # was: task and hybrid routing refused a batch of no rows ("0 task ids do not match a batch of 0 sequences"),
+    # and task routing failed with a KeyError on rows of length 0, where token routing returns the empty output
+    def run(block: MoEFeedForward, task_ids):
+        block.task_ids = task_ids
+        hidden = torch.randn(*shape, requires_grad=True)
+        out = block(hidden)
+        (out.sum() + block.aux["load_balancing"] + block.aux["z_loss"]).backward()
+        return out, hidden.grad, block.aux
+
+    ids = torch.tensor([0, 2][:shape[0]])
+    block = MoEFeedForward(_config(), MoEConfig(num_experts=4, routing=routing, task_names=TASKS)).train()
+    want, want_grad, want_aux = run(MoEFeedForward(_config(), MoEConfig(num_experts=4)).train(), None)
+    for task_ids in ([ids, None] if shape[0] == 0 else [ids]):  # no rows need no task ids
+        block.zero_grad(set_to_none=True)
+        out, grad, aux = run(block, task_ids)
+        assert out.shape == want.shape and out.dtype == want.dtype and torch.equal(grad, want_grad)
+        for key in ("load_balancing", "z_loss"):
+            assert aux[key].item() == want_aux[key].item() == 0.0 and aux[key].requires_grad, key
+        assert aux["counts"].tolist() == want_aux["counts"].tolist() and aux["dropped"] == want_aux["dropped"]
+        for name, param in block.named_parameters():  # every parameter in the graph, as in a non-empty batch
+            assert param.grad is not None and not param.grad.any(), name
+
+
 def _aux(model: TaskAwareT5) -> dict:
     return {name: (block.aux["load_balancing"].detach(), block.aux["z_loss"].detach(), block.aux["counts"])
             for name, block in moe_blocks(model)}

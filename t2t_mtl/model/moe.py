@@ -342,6 +342,8 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         """
         batch, length, d_model = hidden.shape
         task_rows, any_unseen = self._row_task_ids(batch, hidden.device)
+        if batch * length == 0:
+            return self._forward_no_tokens(hidden, task_rows, any_unseen)
         present, inverse = torch.unique(task_rows, return_inverse=True)
         logits = self._task_logits(present, any_unseen)
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
@@ -389,6 +391,14 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             "dropped": 0.0,
         }
         return out
+
+    def _forward_no_tokens(self, hidden: torch.Tensor, task_rows: torch.Tensor, any_unseen: bool) -> torch.Tensor:
+        """Task routing of a batch without tokens (no rows, or rows of length 0): the empty output and zero aux
+        losses, as token routing gives; every expert and the rows' gates stay in the graph (for ZeRO's hooks)."""
+        zero = self._task_logits(task_rows, any_unseen).sum() * 0.0
+        self.aux = {"load_balancing": zero, "z_loss": zero.clone(), "dropped": 0.0,
+                    "counts": torch.zeros(self.moe.num_experts, dtype=torch.int64, device=hidden.device)}
+        return sum(self._expert(e)(hidden).to(hidden.dtype) for e in self.expert_ids)
 
 
 def _gather_spans(src: torch.Tensor, spans: List[Tuple[int, int]]) -> Tuple[torch.Tensor, Dict[int, int]]:

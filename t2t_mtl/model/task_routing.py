@@ -49,7 +49,9 @@ class TaskConditioned:
         """(the task id of each of `rows` batch rows, whether any is `UNSEEN_TASK_ID`). Ids given for a batch
         before beam search expanded it are repeated (repeat_interleave). Without ids a single-task layer runs
         task 0; otherwise `error(missing)`. `error` also for a count that does not divide `rows` or an id outside
-        [UNSEEN_TASK_ID, num_tasks) (`owner` says whose tasks those are)."""
+        [UNSEEN_TASK_ID, num_tasks) (`owner` says whose tasks those are). A batch of no rows needs no ids: no ids."""
+        if rows == 0:
+            return torch.zeros(0, dtype=torch.long, device=device), False
         ids = self._task_ids
         if ids is None:
             if num_tasks == 1:
