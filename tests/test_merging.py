@@ -317,3 +317,45 @@ def test_the_merged_folder_is_written_whole_or_not_at_all(tmp_path, t5_tokenizer
     monkeypatch.chdir(here)
     assert cli_main(["merge", *folders, "--out", "."]) == 0
     assert sorted(p.name for p in here.iterdir()) == sorted(before)
+
+
+def test_a_merged_folder_is_evaluated_and_predicted_as_its_base_run_is(tmp_path, t5_tokenizer, capsys):
+    # was: the merged folder's t2t_mtl_meta.json held the recipe alone, so `eval` and `predict` of it fell back to
+    # the model-folder defaults (scoring auto, greedy, 512 input / 64 new tokens, the held_out-flagged tasks) where
+    # the base run's config said otherwise; now the base's config travels with the merge, and with --scale 0 (the
+    # base's weights) the merged folder gives the base's report and predictions exactly
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.export import META_FILE
+
+    torch.manual_seed(0)
+    base = T5ForConditionalGeneration(t5_config_from_dims(DIMS, len(t5_tokenizer)))
+    base_dir = tmp_path / "base"
+    _save(base, t5_tokenizer, base_dir)
+    config = config_from_dict({"model": {"dims": DIMS},
+                               "data": {"tasks": ["sort_words"], "held_out_clusters": ["arithmetic"],
+                                        "max_input_length": 12,
+                                        "max_target_length": 3},
+                               "evaluation": {"scoring": "generate", "num_beams": 2}}).to_dict()
+    (base_dir / META_FILE).write_text(json.dumps({"config": config, "run_dir": "runs/base"}))  # as export writes
+    tuned = T5ForConditionalGeneration.from_pretrained(str(base_dir))
+    with torch.no_grad():
+        tuned.encoder.block[0].layer[0].SelfAttention.q.weight.add_(1.0)
+    tuned_dir = _save(tuned, t5_tokenizer, tmp_path / "ft")
+    merged_dir = tmp_path / "merged"
+    assert cli_main(["merge", str(base_dir), tuned_dir, "--out", str(merged_dir), "--scale", "0"]) == 0
+    meta = json.loads((merged_dir / META_FILE).read_text())
+    assert meta["config"] == config and meta["merge"]["base"] == str(base_dir.resolve())
+    reports, predictions = {}, {}
+    for name, folder in (("base", base_dir), ("merged", merged_dir)):
+        out = tmp_path / f"eval-{name}"
+        assert cli_main(["eval", "--checkpoint", str(folder), "--held-out", "--max-examples", "2", "--name", "m",
+                         "--no-progress", "--out", str(out)]) == 0
+        reports[name] = json.loads((out / "report.json").read_text())
+        capsys.readouterr()
+        assert cli_main(["predict", "--checkpoint", str(folder), " ".join(["word"] * 40)]) == 0
+        predictions[name] = capsys.readouterr().out
+    settings = reports["merged"]["settings"]
+    assert (settings["scoring"], settings["num_beams"], settings["max_input_length"],
+            settings["max_new_tokens"]) == ("generate", 2, 12, 3)
+    assert {r["task"] for r in reports["merged"]["results"]} == {"count_word", "parity", "word_problem"}
+    assert reports["merged"] == reports["base"] and predictions["merged"] == predictions["base"]

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "folders of the same base model), merged per parameter tensor and added to the base: "
                     "task_arithmetic θ_base + λ·Σ τ_i; mean θ_base + λ·mean τ_i; ties (trim each τ_i to its "
                     "--density largest magnitudes, elect signs, disjoint mean) θ_base + λ·τ_ties. Writes an HF "
-                    "folder with the base's tokenizer.")
+                    "folder with the base's tokenizer and run config (eval and predict default to its settings).")
     parser.add_argument("base", metavar="BASE", help="the model the others were fine-tuned from")
     parser.add_argument("models", metavar="MODEL", nargs="+", help="fine-tuned models to merge")
     parser.add_argument("--out", required=True, help="output folder")

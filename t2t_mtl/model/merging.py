@@ -244,7 +244,9 @@ def _check_out(out_dir: Union[str, Path], inputs: Sequence[Union[str, Path]]) ->
 def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out_dir: Union[str, Path], *,
                  method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2) -> Path:
     """Merge fine-tuned models (exported folders, run dirs or checkpoints) of `base` into an HF folder `out_dir`
-    (weights in the base's dtype, the base's tokenizer, t2t_mtl_meta.json with the recipe). The base and the models
+    (weights in the base's dtype, the base's tokenizer, t2t_mtl_meta.json with the recipe under "merge" and the
+    base's run config under "config" when it has one, so `eval` and `predict` default to the base run's settings
+    as for the base itself). The base and the models
     must be plain T5 models of one architecture, dtype and vocabulary (a per-task LoRA run's tasks: merge their
     `export --task` folders; MoE models cannot be merged). Models are loaded one at a time (twice each for TIES),
     so memory does not grow with their number. The folder is written whole or not at all (staged, then moved into
@@ -260,19 +262,19 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     except OutputPathError as error:
         raise MergeError(str(error)) from None
 
-    def load(path: Union[str, Path]) -> Tuple[Any, Any]:
-        model, tokenizer, _ = load_checkpoint(path)
+    def load(path: Union[str, Path]) -> Tuple[Any, Any, Dict[str, Any]]:
+        model, tokenizer, meta = load_checkpoint(path)
         if isinstance(model, TaskConditionedT5):
             raise MergeError(f"{path}: a task-conditioned model (MoE experts or per-task LoRA adapters) has no "
                              f"single set of weights to merge; MoE models cannot be merged, and a per-task LoRA "
                              f"run's tasks are merged through their `t2t-mtl export --task NAME` folders")
-        return model, tokenizer
+        return model, tokenizer, meta
 
-    base_model, base_tokenizer = load(base)
+    base_model, base_tokenizer, base_meta = load(base)
 
     def load_model(index: int) -> Mapping[str, torch.Tensor]:
         path = models[index]
-        model, tokenizer = load(path)
+        model, tokenizer, _ = load(path)
         differences = _differences(model.config, base_model.config)
         if differences:
             raise MergeError(f"{path}: its architecture differs from the base's ({base}): {'; '.join(differences)}")
@@ -289,11 +291,13 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     base_model.load_state_dict(state)
     recipe = {"merge": {"method": method, "scale": scale, "density": density if method == "ties" else None,
                         "base": str(Path(base).resolve()), "models": [str(Path(m).resolve()) for m in models]}}
+    if base_meta.get("config"):  # a run's, an exported run's or an earlier merge's: its eval settings, clusters
+        recipe["config"] = base_meta["config"]
 
     def write(folder: Path) -> None:
         base_model.save_pretrained(folder)
         base_tokenizer.save_pretrained(folder)
-        (folder / META_FILE).write_text(json.dumps(recipe, indent=1))
+        (folder / META_FILE).write_text(json.dumps(recipe, indent=1, default=str))
 
     try:
         return _write_folder(Path(out_dir), write, META_FILE)
