@@ -5,6 +5,7 @@ import collections
 import json
 import multiprocessing
 import os
+import re
 import socket
 import statistics
 
@@ -652,6 +653,33 @@ def test_inputs_longer_than_the_input_limit_are_counted_and_reported(loaded, dat
     untouched = evaluate_tasks(model, tokenizer, [task], EvalSettings(templates={"toy_sentiment": ["choices"]}),
                                progress=False)
     assert untouched.results[0].num_truncated == 0 and "truncated" not in to_markdown(untouched)
+
+
+def test_input_limit_warnings_of_a_task_token_model_state_the_configured_limit(data_file, t5_tokenizer_dir, caplog):
+    # was: a TE⊕ENC model's warnings said max_input_length=LIMIT+1, the limit with the task token that comes on top
+    from t2t_mtl.analysis.task_embeddings import TaskTokens, resize_for_task_tokens
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)  # a private copy: a task token is added to it
+    TaskTokens(tokenizer, ["toy_sentiment"])
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1,
+                                                pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    resize_for_task_tokens(model, tokenizer)
+    inputs = [f"Is this review positive? {row['text']}" for row in ROWS]
+    lengths = [len(ids) for ids in tokenizer(inputs)["input_ids"]]  # without the token, which comes on top
+    limit = min(lengths)
+    expected = sum(length > limit for length in lengths)
+    assert 0 < expected < len(ROWS)
+    for shots in (0, 2):  # with 2 shots no demonstration fits either: every input gets fewer
+        caplog.clear()
+        settings = EvalSettings(max_input_length=limit, num_shots=shots, templates={"toy_sentiment": ["choices"]})
+        with caplog.at_level("WARNING"):
+            result = evaluate_tasks(model, tokenizer, [toy_task(data_file)], settings, progress=False).results[0]
+        assert result.num_truncated == expected and result.num_fewer_shots == (len(ROWS) if shots else 0)
+        assert f"{expected} of {len(ROWS)} inputs are longer than max_input_length={limit} tokens (the task token " \
+               "in front comes on top)" in caplog.text
+        stated = re.findall(r"max_input_length=(\d+)", caplog.text)
+        assert len(stated) == (2 if shots else 1) and set(stated) == {str(limit)}
 
 
 def test_device_option_resolves_and_refuses_what_the_machine_lacks(monkeypatch):

@@ -375,9 +375,11 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes)
     examples = rendered.examples
     wrap = (lambda text: text)
+    stated_limit = f"max_input_length={settings.max_input_length} tokens"  # the user's limit, as warnings state it
     if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training,
         wrap = (lambda text: prefix_task_token(text, task.name))  # where it comes on top of max_input_length
         settings = replace(settings, max_input_length=settings.max_input_length + 1)
+        stated_limit += " (the task token in front comes on top)"
     fewer_shots = 0  # inputs given fewer than num_shots demonstrations (too few rows, or they do not fit)
     if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
@@ -413,13 +415,13 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     result.num_fewer_shots = fewer_shots
     if fewer_shots:
         logger.warning("task %r template %r: %d of %d inputs got fewer than %d demonstrations (the demonstration "
-                       "split has fewer renderable rows, or they do not fit max_input_length=%d)", task.name,
-                       template.name, fewer_shots, len(examples), settings.num_shots, settings.max_input_length)
+                       "split has fewer renderable rows, or they do not fit %s)", task.name,
+                       template.name, fewer_shots, len(examples), settings.num_shots, stated_limit)
     result.num_truncated = _count_truncated(tokenizer, [e.inputs for e in examples], settings.max_input_length)
     if result.num_truncated:
-        logger.warning("task %r template %r: %d of %d inputs are longer than max_input_length=%d tokens and are "
-                       "truncated (the model sees only their beginning)", task.name, template.name,
-                       result.num_truncated, len(examples), settings.max_input_length)
+        logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
+                       "model sees only their beginning)", task.name, template.name, result.num_truncated,
+                       len(examples), stated_limit)
     if not examples:
         return result
     predictions = [o[1] for o in outputs]
