@@ -256,6 +256,24 @@ def test_non_finite_weights_are_refused_by_model_and_key(method):
                           [{"w": torch.full((2,), 6e4, dtype=torch.float16)}], method=method, scale=2.0, density=1.0)
 
 
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties"])
+def test_each_model_is_checked_once(method, monkeypatch):
+    # was: TIES checked each model's keys, shapes and finiteness again on its second read (the disjoint mean)
+    from t2t_mtl.model import merging
+
+    checked = []
+    monkeypatch.setattr(merging, "_non_finite_key",
+                        lambda state, real=merging._non_finite_key: checked.append(state) or real(state))
+    base = {"w": torch.zeros(4), "b": torch.zeros(2)}
+    models = [{"w": torch.arange(1.0, 5.0) * sign, "b": torch.ones(2)} for sign in (1, -1, 1)]
+    merged = merge_state_dicts(base, models, method=method, density=0.5)
+    assert len(checked) == 1 + len(models)  # the base, then each model once
+    expected = (_textbook_ties(models, 0.5) if method == "ties"
+                else {key: sum(model[key].double() for model in models) for key in base})
+    for key, value in expected.items():  # (the base is zero: the task vectors are the models)
+        torch.testing.assert_close(merged[key], value.float())
+
+
 def _two_models(tmp_path, tokenizer):
     torch.manual_seed(0)
     base = T5ForConditionalGeneration(t5_config_from_dims(DIMS, len(tokenizer)))

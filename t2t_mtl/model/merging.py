@@ -179,8 +179,8 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
         signs = {key: torch.sign(total).to(torch.int8) for key, total in elected.items()}
         del elected
         agreeing: Dict[str, torch.Tensor] = {}
-        for index in range(count):
-            for key, tau in _task_vectors(base, _loaded(base, load, index)):
+        for index in range(count):  # (each model was checked by the first pass)
+            for key, tau in _task_vectors(base, load(index)):
                 trimmed = _trimmed(tau, thresholds[index])
                 agree = (torch.sign(trimmed) == signs[key]) & (trimmed != 0)
                 _add(merged_tau, key, torch.where(agree, trimmed, torch.zeros_like(trimmed)))
