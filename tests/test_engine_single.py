@@ -888,3 +888,26 @@ def test_a_tokenizer_whose_special_ids_are_not_the_models_is_refused_before_toke
     with pytest.raises(ConfigError, match=rf"tokenizer.path '{tokenizer_dir}' has pad_token_id 2, but a model built "
                                           r"from model.dims has 0"):
         train(cfg)
+
+
+@pytest.mark.parametrize("kind", ["t5", "mt5"])
+def test_the_special_ids_check_reads_a_pretrained_config_once(tmp_path, monkeypatch, kind):
+    # was: read three times (the T5 check, T5Config.from_pretrained, then the mT5 check), for the same config
+    from types import SimpleNamespace
+
+    from transformers import MT5Config, T5Config
+
+    config_class = MT5Config if kind == "mt5" else T5Config
+    saved = config_class(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2, pad_token_id=3)
+    saved.save_pretrained(tmp_path / kind)
+    want = T5Config.from_pretrained(tmp_path / kind).to_dict()
+    reads, real = [], T5Config.get_config_dict.__func__
+    monkeypatch.setattr(T5Config, "get_config_dict",
+                        classmethod(lambda cls, *a, **k: reads.append(a) or real(cls, *a, **k)))
+    cfg = config_from_dict({"model": {"name_or_path": str(tmp_path / kind)}, "data": {"tasks": ["parity"]}})
+    with pytest.raises(ConfigError, match=rf"has pad_token_id 0, but model.name_or_path '{tmp_path / kind}' has 3"):
+        trainer_mod.check_special_ids(SimpleNamespace(pad_token_id=0, eos_token_id=1), cfg)
+    assert len(reads) == 1
+    got = trainer_mod.model_config(cfg.model)
+    assert {**got.to_dict(), "scale_decoder_outputs": want["scale_decoder_outputs"]} == want
+    assert got.scale_decoder_outputs is (kind == "t5")  # mT5 keeps its unscaled output layer

@@ -31,26 +31,29 @@ def model_config(model_cfg: ModelConfig) -> T5Config:
     """The `T5Config` the model section describes (a pretrained model's own, or one from dims), without weights."""
     if model_cfg.name_or_path is None:
         return t5_config_from_dims(model_cfg.dims)
-    check_t5_checkpoint(model_cfg.name_or_path)
+    saved = check_t5_checkpoint(model_cfg.name_or_path)
     try:
-        return pretrained_t5_config(model_cfg.name_or_path)
+        return pretrained_t5_config(model_cfg.name_or_path, saved)
     except (OSError, ValueError) as err:
         raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
 
 
-def pretrained_t5_config(name_or_path: str) -> T5Config:
-    """`T5Config.from_pretrained`, keeping mT5's unscaled output layer: `T5Config` reads a saved
-    `tie_word_embeddings: true` (which transformers writes for every mT5) as T5's `d_model**-0.5` scaling of the
-    decoder output, which mT5 (`MT5ForConditionalGeneration`) never applies."""
-    config = T5Config.from_pretrained(name_or_path)
-    if T5Config.get_config_dict(name_or_path)[0].get("model_type") == "mt5":
+def pretrained_t5_config(name_or_path: str, saved: Optional[Dict[str, Any]] = None) -> T5Config:
+    """`T5Config.from_pretrained` from the saved config dict `saved` (None: read it), keeping mT5's unscaled output
+    layer: `T5Config` reads a saved `tie_word_embeddings: true` (which transformers writes for every mT5) as T5's
+    `d_model**-0.5` scaling of the decoder output, which mT5 (`MT5ForConditionalGeneration`) never applies."""
+    if saved is None:
+        saved, _ = T5Config.get_config_dict(name_or_path)
+    config = T5Config.from_dict(saved)
+    if saved.get("model_type") == "mt5":
         config.scale_decoder_outputs = False
     return config
 
 
-def check_t5_checkpoint(name_or_path: str) -> None:
-    """ModelBuildError unless `name_or_path` holds a T5 (its config's `model_type` is one of `T5_MODEL_TYPES`):
-    another architecture would load as a T5 with every weight freshly initialised, or fail deep in transformers."""
+def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
+    """The saved config dict of `name_or_path` (read once); ModelBuildError when it cannot be read or is not a T5's
+    (its `model_type` is not one of `T5_MODEL_TYPES`): another architecture would load as a T5 with every weight
+    freshly initialised, or fail deep in transformers."""
     try:
         config, _ = T5Config.get_config_dict(name_or_path)
     except (OSError, ValueError) as err:
@@ -60,6 +63,7 @@ def check_t5_checkpoint(name_or_path: str) -> None:
         raise ModelBuildError(f"model.name_or_path {name_or_path!r} is a {model_type!r} model, not a T5 "
                               f"encoder-decoder (model_type {' or '.join(map(repr, T5_MODEL_TYPES))}): use a T5 "
                               "checkpoint (e.g. google/flan-t5-base) or build one from model.dims")
+    return config
 
 
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
