@@ -487,6 +487,16 @@ def test_the_sampling_rates_are_shown_in_the_train_output(tmp_path, tok, cache, 
     assert "annealed sampler (homogeneous), epoch 1.125" in capsys.readouterr().out.splitlines()  # resumed rates
 
 
+def test_a_gradient_methods_warning_is_shown_in_the_train_output_once(tmp_path, tok, cache, capsys):
+    # nashmtl's solve cut short by max_iter: the warning (new) goes to the train output, once for the run
+    cfg = tiny_config(tmp_path / "run", tok, cache, sampling={"strategy": "uniform", "mode": "homogeneous"},
+                      gradient_surgery={"method": "nashmtl", "max_iter": 1}, training={"steps": 3, "grad_accum": 3})
+    train(cfg, evaluate_held_in=False)
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("nashmtl: 1 Newton steps")]
+    assert len(warnings) == 1 and "gradient_surgery.tol = 1e-12" in warnings[0], out
+
+
 def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 10, "max_bad_steps": 3})
     poison(monkeypatch, set(range(2, 20)))

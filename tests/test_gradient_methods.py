@@ -203,6 +203,30 @@ def test_nashmtl_without_ridge_on_dependent_gradients_names_the_option():
     assert np.all(np.isfinite(build_method("nashmtl", 2).weights(opposite)))
 
 
+def test_nashmtl_warns_once_when_max_iter_ends_its_solve_above_tol(caplog):
+    # was: the last Newton iterate was returned silently when max_iter steps had not brought the residual below tol
+    G = host_gram(conflicting_grads(3, 10, 0))
+    method = build_method({"method": "nashmtl", "max_iter": 1}, 3)
+    normalised = G / np.linalg.norm(G) + 1e-6 * np.eye(3)
+    with caplog.at_level("WARNING", logger="t2t_mtl.gradients.nashmtl"):
+        first = method.weights(G)
+        np.testing.assert_array_equal(method.weights(G), first)
+    residual = float(np.max(np.abs(first * (normalised @ first) - 1.0)))
+    assert residual >= 1e-12
+    np.testing.assert_array_equal(first, nashmtl_weights(G, 1e-6, 1, 1e-12))  # the weights are unchanged
+    assert len(caplog.records) == 1  # once, not at every step
+    message = caplog.records[0].getMessage()
+    assert "1 Newton steps (gradient_surgery.max_iter)" in message and "gradient_surgery.tol = 1e-12" in message
+    assert f"max_i |α_i (Gα)_i − 1| = {residual:.3g}" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t2t_mtl.gradients.nashmtl"):
+        alpha = build_method("nashmtl", 3).weights(G)
+    # the defaults end at float64's limit, just above tol, where a step leaves α unchanged: not max_iter's doing
+    assert 1e-12 <= float(np.max(np.abs(alpha * (normalised @ alpha) - 1.0))) < 1e-10
+    np.testing.assert_array_equal(alpha, nashmtl_weights(G, 1e-6, 1000, 1e-12))
+    assert not caplog.records
+
+
 def test_sum_and_mean():
     G = host_gram(conflicting_grads(3, 10, 0))
     np.testing.assert_array_equal(build_method("sum", 3).weights(G), [1, 1, 1])

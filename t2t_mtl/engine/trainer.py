@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import os
 import random
@@ -752,6 +753,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     # ---- SIGTERM or a first Ctrl-C: finish the current step, save, exit cleanly (a second Ctrl-C aborts)
     stop = StopSignals(step + 1, announce=env.is_main).install()
     hide_rates = show_logger("t2t_mtl.sampling", logger)  # the rates tables a schedule logs when it changes them
+    hide_surgery = show_logger("t2t_mtl.gradients", logger, logging.WARNING)  # e.g. nashmtl's unconverged solve
     try:
         while step < t.steps and not stopped_early:
             step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
@@ -906,6 +908,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     finally:
         stop.restore()
         hide_rates()
+        hide_surgery()
         logger.close()
 
     result = TrainResult(

@@ -3,15 +3,21 @@
 G is first normalised by its Frobenius norm, as the authors' code does (so the update is invariant to the
 gradients' scale), plus `ridge`·I so a solution exists when the gradients are linearly dependent. G α = 1/α is the
 stationarity condition of the strictly convex f(α) = ½ αᵀGα − Σ log α_i, solved by damped Newton steps (kept
-inside α > 0, Armijo backtracking) until max_i |α_i (Gα)_i − 1| < tol. Weights: α.
+inside α > 0, Armijo backtracking) until max_i |α_i (Gα)_i − 1| < tol. Weights: α — after max_iter steps the
+last iterate; where the solve was still moving α then, `NashMTL` warns once (logger `t2t_mtl.gradients.nashmtl`).
+The solve also ends where a step leaves α unchanged in float64 (its precision's limit, e.g. a residual ~1e-11 for
+a few tasks against the default tol 1e-12): further steps could not change it, and that is not reported.
 """
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .base import GradientMethod, GradientMethodError, register_method
+
+logger = logging.getLogger(__name__)
 
 
 def nash_objective(gram: np.ndarray, alpha: np.ndarray) -> float:
@@ -20,17 +26,37 @@ def nash_objective(gram: np.ndarray, alpha: np.ndarray) -> float:
 
 def nashmtl_weights(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -> np.ndarray:
     """α [T] solving (G/‖G‖_F + ridge·I) α = 1/α."""
+    return nashmtl_solve(gram, ridge, max_iter, tol).alpha
+
+
+class NashSolve(NamedTuple):
+    """α, its residual max_i |α_i (Gα)_i − 1| (in the normalised G + ridge·I), and whether `max_iter` cut the solve
+    short (the residual above tol though the last step still moved α; a step that leaves α unchanged in float64 is
+    the limit of its precision, which more steps do not pass)."""
+
+    alpha: np.ndarray
+    residual: float
+    cut_short: bool
+
+
+def _residual(gram: np.ndarray, alpha: np.ndarray) -> float:
+    return float(np.max(np.abs(alpha * (gram @ alpha) - 1.0)))
+
+
+def nashmtl_solve(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -> NashSolve:
+    """Damped Newton steps on (G/‖G‖_F + ridge·I) α = 1/α until the residual is below `tol` or α stops changing, at
+    most `max_iter` of them."""
     num_tasks = gram.shape[0]
     frobenius = float(np.linalg.norm(gram))
     if frobenius <= 0:
-        return np.zeros(num_tasks)
+        return NashSolve(np.zeros(num_tasks), 0.0, False)
     gram = gram / frobenius + ridge * np.eye(num_tasks)
     alpha = 1.0 / np.sqrt(np.diag(gram))
+    stalled = False
     for _ in range(max_iter):
-        g_alpha = gram @ alpha
-        if np.max(np.abs(alpha * g_alpha - 1.0)) < tol:
+        if _residual(gram, alpha) < tol:
             break
-        grad = g_alpha - 1.0 / alpha
+        grad = gram @ alpha - 1.0 / alpha
         try:
             step = -np.linalg.solve(gram + np.diag(1.0 / alpha ** 2), grad)
         except np.linalg.LinAlgError:  # α diverged: G α = 1/α has no solution
@@ -44,13 +70,18 @@ def nashmtl_weights(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -
         f0, slope = nash_objective(gram, alpha), float(grad @ step)
         while nash_objective(gram, alpha + size * step) > f0 + 1e-4 * size * slope and size > 1e-12:
             size *= 0.5
-        alpha = alpha + size * step
-    return alpha
+        alpha, previous = alpha + size * step, alpha
+        stalled = np.array_equal(alpha, previous)
+        if stalled:  # a fixed point in float64: every further step would leave α as it is
+            break
+    residual = _residual(gram, alpha)
+    return NashSolve(alpha, residual, residual >= tol and not stalled)
 
 
 @register_method
 class NashMTL(GradientMethod):
-    """Options: ridge (added to the normalised G), max_iter (Newton steps), tol (on α_i (Gα)_i = 1)."""
+    """Options: ridge (added to the normalised G), max_iter (Newton steps), tol (on α_i (Gα)_i = 1). The first step
+    whose solve max_iter cuts short is logged (a warning, once per method)."""
 
     name = "nashmtl"
     defaults = {"ridge": 1e-6, "max_iter": 100, "tol": 1e-12}
@@ -65,6 +96,15 @@ class NashMTL(GradientMethod):
         if float(self.options["tol"]) <= 0:
             raise GradientMethodError(f"gradient_surgery.tol must be > 0 for nashmtl, got {self.options['tol']}")
 
+    _warned = False
+
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        return nashmtl_weights(gram, float(self.options["ridge"]), int(self.options["max_iter"]),
-                               float(self.options["tol"]))
+        max_iter, tol = int(self.options["max_iter"]), float(self.options["tol"])
+        solved = nashmtl_solve(gram, float(self.options["ridge"]), max_iter, tol)
+        if solved.cut_short and not self._warned:
+            self._warned = True
+            logger.warning("nashmtl: %d Newton steps (gradient_surgery.max_iter) left the bargaining solution at "
+                           "max_i |α_i (Gα)_i − 1| = %.3g, above gradient_surgery.tol = %.3g; the step used that "
+                           "last iterate (later such steps are not reported): raise max_iter", max_iter,
+                           solved.residual, tol)
+        return solved.alpha
