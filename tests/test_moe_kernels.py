@@ -230,6 +230,17 @@ def test_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b: combine_reference(a, plan, b), (y, gates))
 
 
+def test_aux_losses_of_float64_router_statistics_pass_gradcheck():
+    """The z-loss and the load-balancing loss keep fp64 statistics in fp64 (an fp32 cast fails gradcheck)."""
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    counts = router_reference(logits.detach(), 2).counts
+    assert router_z_loss(router_reference(logits, 2).lse).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda lg: router_z_loss(router_reference(lg, 2).lse), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda lg: load_balancing_loss(counts, router_reference(lg, 2).prob_sums, 6, 2), (logits,))
+    assert router_z_loss(torch.randn(3).bfloat16()).dtype == torch.float32
+
+
 def test_expert_capacity_rule():
     assert expert_capacity(100, 8, 2, 1.25, 4) == 32  # ceil(100·2/8·1.25)
     assert expert_capacity(10, 8, 1, 1.0, 4) == 4  # min_capacity

@@ -327,7 +327,8 @@ def load_balancing_loss(counts: torch.Tensor, prob_sums: torch.Tensor, num_token
 
 
 def router_z_loss(lse: torch.Tensor) -> torch.Tensor:
-    """Router z-loss (ST-MoE): mean over tokens of logsumexp(logits)²."""
+    """Router z-loss (ST-MoE): mean over tokens of logsumexp(logits)², in fp32 (fp64 for fp64 lse: gradcheck)."""
+    lse = lse.to(torch.promote_types(lse.dtype, torch.float32))
     if lse.numel() == 0:
         return lse.sum() * 0.0
-    return torch.mean(lse.float() ** 2)
+    return torch.mean(lse ** 2)
