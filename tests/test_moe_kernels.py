@@ -230,6 +230,19 @@ def test_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b: combine_reference(a, plan, b), (y, gates))
 
 
+@pytest.mark.parametrize("capacity", [None, 2])
+def test_triton_permute_and_combine_pass_gradcheck_in_float64(capacity):
+    """fp64 rows, expert outputs and gates are summed in fp64 on the Triton path too (an fp32 sum fails)."""
+    g = torch.Generator().manual_seed(0)
+    idx = route(_logits(5, 4), 2, backend="reference").topk_idx
+    plan = plan_dispatch(idx, 4, capacity, backend="reference")
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_(True)
+    y = torch.randn(plan.num_rows, 3, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_(True)
+    gates = torch.rand(5, 2, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: permute(t, plan, backend="triton"), (x,))
+    assert torch.autograd.gradcheck(lambda a, b: combine(a, plan, b, backend="triton"), (y, gates))
+
+
 def test_aux_losses_of_float64_router_statistics_pass_gradcheck():
     """The z-loss and the load-balancing loss keep fp64 statistics in fp64 (an fp32 cast fails gradcheck)."""
     logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)

@@ -23,6 +23,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("compile_check: unset TRITON_INTERPRET (the interpreter replaces the compiled kernels)")
 
 import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -90,6 +91,14 @@ def _moe_variants() -> List[Variant]:
         return Variant(f"moe.router {direction} {dtype} k={k} {score} renorm={renorm} E={num_experts}", kernel, types,
                        consts)
 
+    def combine_bwd(dtype: str, acc: str) -> Variant:
+        return Variant(f"moe.combine bwd {dtype} k=2 d=1024", moe_combine.combine_bwd_kernel,
+                       {"dout_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "dest_ptr": "*i32", "gates_ptr": f"*{acc}",
+                        "dy_ptr": f"*{dtype}", "dgates_ptr": f"*{acc}", "N": "i32", "D": "i32", "stride_dout": "i32",
+                        "stride_y": "i32", "stride_dy": "i32"},
+                       {"K": 2, "ACC": tl.float64 if acc == "fp64" else tl.float32, "BLOCK_T": block_t,
+                        "BLOCK_D": block_d})
+
     block_t, block_d = moe._tiles(1024)
     rows = {"y_ptr": "*bf16", "dest_ptr": "*i32", "gates_ptr": "*fp32", "out_ptr": "*bf16", "N": "i32", "D": "i32",
             "stride_y": "i32", "stride_out": "i32"}
@@ -112,14 +121,14 @@ def _moe_variants() -> List[Variant]:
                 {"x_ptr": "*bf16", "dest_ptr": "*i32", "out_ptr": "*bf16", "N": "i32", "D": "i32", "stride_x": "i32",
                  "stride_out": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d}),
         Variant("moe.combine fwd bf16 k=2 gated d=1024", moe_combine.gather_sum_kernel, rows,
-                {"K": 2, "HAS_GATES": True, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+                {"K": 2, "HAS_GATES": True, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+        Variant("moe.combine fwd fp64 k=2 gated d=1024", moe_combine.gather_sum_kernel,
+                {**rows, "y_ptr": "*fp64", "gates_ptr": "*fp64", "out_ptr": "*fp64"},
+                {"K": 2, "HAS_GATES": True, "ACC": tl.float64, "BLOCK_T": block_t, "BLOCK_D": block_d}),
         Variant("moe.permute bwd fp32 k=1 d=48", moe_combine.gather_sum_kernel,
                 {**rows, "y_ptr": "*fp32", "gates_ptr": "*i32", "out_ptr": "*fp32"},
-                {"K": 1, "HAS_GATES": False, "BLOCK_T": block_t, "BLOCK_D": moe._tiles(48)[1]}),
-        Variant("moe.combine bwd bf16 k=2 d=1024", moe_combine.combine_bwd_kernel,
-                {"dout_ptr": "*bf16", "y_ptr": "*bf16", "dest_ptr": "*i32", "gates_ptr": "*fp32", "dy_ptr": "*bf16",
-                 "dgates_ptr": "*fp32", "N": "i32", "D": "i32", "stride_dout": "i32", "stride_y": "i32",
-                 "stride_dy": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+                {"K": 1, "HAS_GATES": False, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": moe._tiles(48)[1]}),
+        combine_bwd("bf16", "fp32"), combine_bwd("fp64", "fp64"),
     ]
 
 

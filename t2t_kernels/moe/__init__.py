@@ -44,6 +44,7 @@ class MoEKernelError(ValueError):
 
 try:  # Triton is optional: the reference path needs only torch.
     import triton
+    import triton.language as tl
 
     from .combine import combine_bwd_kernel, gather_sum_kernel
     from .dispatch import dispatch_dest_kernel, dispatch_rank_kernel, dispatch_scan_kernel, permute_kernel
@@ -219,6 +220,16 @@ def _unit_stride_rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(1) == 1 else x.contiguous()
 
 
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the combine sums and gates: fp64 for fp64 data (as the reference; gradcheck), else fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tl_dtype(dtype: torch.dtype) -> "tl.dtype":
+    """The Triton dtype of an accumulator dtype (the kernels' `ACC`)."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
 def _gather_sum(y: torch.Tensor, dest: torch.Tensor, gates: Optional[torch.Tensor], out_dtype) -> torch.Tensor:
     n, k = dest.shape
     d = y.shape[1]
@@ -227,7 +238,8 @@ def _gather_sum(y: torch.Tensor, dest: torch.Tensor, gates: Optional[torch.Tenso
     if n and d:
         gather_sum_kernel[(triton.cdiv(n, block_t), triton.cdiv(d, block_d))](
             y, dest, gates if gates is not None else dest, out, n, d, y.stride(0), out.stride(0),
-            K=k, HAS_GATES=gates is not None, BLOCK_T=block_t, BLOCK_D=block_d)
+            K=k, HAS_GATES=gates is not None, ACC=_tl_dtype(_accumulator(y.dtype)), BLOCK_T=block_t,
+            BLOCK_D=block_d)
     return out
 
 
@@ -256,7 +268,7 @@ class _CombineFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, dest: torch.Tensor, gates: torch.Tensor):
         y = y.contiguous()
-        gates = gates.float().contiguous()
+        gates = gates.to(_accumulator(y.dtype)).contiguous()
         ctx.save_for_backward(y, dest, gates)
         return _gather_sum(y, dest, gates, y.dtype)
 
@@ -268,12 +280,12 @@ class _CombineFunction(torch.autograd.Function):
         n, k = dest.shape
         d = y.shape[1]
         dy = torch.empty_like(y)
-        dgates = torch.empty(n, k, dtype=torch.float32, device=y.device)
+        dgates = torch.empty(n, k, dtype=gates.dtype, device=y.device)
         block_t, block_d = _tiles(d)
         if n:
             combine_bwd_kernel[(triton.cdiv(n, block_t),)](
                 dout, y, dest, gates, dy, dgates, n, d, dout.stride(0), y.stride(0), dy.stride(0),
-                K=k, BLOCK_T=block_t, BLOCK_D=block_d)
+                K=k, ACC=_tl_dtype(gates.dtype), BLOCK_T=block_t, BLOCK_D=block_d)
         return dy, None, dgates
 
 
