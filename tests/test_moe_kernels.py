@@ -138,6 +138,25 @@ def test_dispatch_every_token_to_one_expert_over_capacity():
     assert plan.dest[:130, 0].tolist() == list(range(130)) and (plan.dest[130:] == -1).all()
 
 
+def test_dispatch_over_more_experts_than_one_full_tile_holds():
+    """A [128, 16384] tile passes Triton's 2^20 elements (and would take minutes to build): BLOCK_A shrinks to 8."""
+    num_experts = 10_000
+    idx = torch.randint(0, num_experts, (40, 2), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    idx[:, 1] = (idx[:, 0] + 1) % num_experts
+    idx[:5, 0] = num_experts - 1  # 80 assignments over 10 blocks of 8, one expert over capacity
+    for capacity in (None, 3):
+        plan = plan_dispatch(idx, num_experts, capacity, backend="triton")
+        _assert_plans_equal(plan, dispatch_reference(idx, num_experts, capacity))
+        _assert_plan_invariants(plan, idx, num_experts)
+
+
+def test_triton_routing_refuses_more_experts_than_its_tiles_hold():
+    with pytest.raises(MoEKernelError, match=r"dispatch takes at most 16384 experts, got 16385; use backend='refer"):
+        plan_dispatch(torch.zeros(2, 1, dtype=torch.int32, device=DEVICE), 2 ** 14 + 1, backend="triton")
+    with pytest.raises(MoEKernelError, match=r"router takes at most 1048576 experts, got 1048577; use backend='refer"):
+        route(torch.zeros(1, 2 ** 20 + 1, device=DEVICE), 1, backend="triton")
+
+
 def test_dispatch_reference_rank_order_is_slot_major_then_token():
     idx = torch.tensor([[0, 1], [1, 0], [0, 1]])
     plan = dispatch_reference(idx, 2, None)

@@ -27,7 +27,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-import t2t_kernels.moe as moe  # noqa: E402  (its launch parameters: _block_n, _tiles, _BLOCK_A, _BLOCK_B)
+import t2t_kernels.moe as moe  # noqa: E402  (its launch parameters: _block_n, _tiles, _dispatch_blocks)
 
 # the kernel modules (the packages' attributes of the same names are the public functions)
 gp_gram, gp_combine, moe_router, moe_dispatch, moe_combine = (
@@ -99,6 +99,22 @@ def _moe_variants() -> List[Variant]:
                        {"K": 2, "ACC": tl.float64 if acc == "fp64" else tl.float32, "BLOCK_T": block_t,
                         "BLOCK_D": block_d})
 
+    def dispatch(num_experts: int) -> List[Variant]:
+        block_a, block_b = moe._dispatch_blocks(num_experts)
+        return [
+            Variant(f"moe.dispatch rank k=2 E={num_experts}", moe_dispatch.dispatch_rank_kernel,
+                    {"idx_ptr": "*i32", "local_rank_ptr": "*i32", "hist_ptr": "*i32", "N": "i32", "E": "i32"},
+                    {"K": 2, "BLOCK_A": block_a, "BLOCK_E": num_experts}),
+            Variant(f"moe.dispatch scan E={num_experts}", moe_dispatch.dispatch_scan_kernel,
+                    {"hist_ptr": "*i32", "block_offsets_ptr": "*i32", "counts_ptr": "*i32", "kept_ptr": "*i32",
+                     "offsets_ptr": "*i32", "num_blocks": "i32", "E": "i32", "capacity": "i32"},
+                    {"BLOCK_B": block_b, "BLOCK_E": num_experts}),
+            Variant(f"moe.dispatch dest k=2 E={num_experts}", moe_dispatch.dispatch_dest_kernel,
+                    {"idx_ptr": "*i32", "local_rank_ptr": "*i32", "block_offsets_ptr": "*i32", "offsets_ptr": "*i32",
+                     "dest_ptr": "*i32", "row_src_ptr": "*i32", "N": "i32", "E": "i32", "capacity": "i32"},
+                    {"K": 2, "BLOCK_A": block_a}),
+        ]
+
     block_t, block_d = moe._tiles(1024)
     rows = {"y_ptr": "*bf16", "dest_ptr": "*i32", "gates_ptr": "*fp32", "out_ptr": "*bf16", "N": "i32", "D": "i32",
             "stride_y": "i32", "stride_out": "i32"}
@@ -106,17 +122,7 @@ def _moe_variants() -> List[Variant]:
         router("fwd", "fp32", 2, False, True, 8), router("fwd", "bf16", 1, True, False, 61),
         router("bwd", "fp32", 2, False, True, 8), router("bwd", "fp32", 2, True, True, 32),
         router("bwd", "bf16", 1, False, False, 64),
-        Variant("moe.dispatch rank k=2 E=64", moe_dispatch.dispatch_rank_kernel,
-                {"idx_ptr": "*i32", "local_rank_ptr": "*i32", "hist_ptr": "*i32", "N": "i32", "E": "i32"},
-                {"K": 2, "BLOCK_A": moe._BLOCK_A, "BLOCK_E": 64}),
-        Variant("moe.dispatch scan E=64", moe_dispatch.dispatch_scan_kernel,
-                {"hist_ptr": "*i32", "block_offsets_ptr": "*i32", "counts_ptr": "*i32", "kept_ptr": "*i32",
-                 "offsets_ptr": "*i32", "num_blocks": "i32", "E": "i32", "capacity": "i32"},
-                {"BLOCK_B": moe._BLOCK_B, "BLOCK_E": 64}),
-        Variant("moe.dispatch dest k=2", moe_dispatch.dispatch_dest_kernel,
-                {"idx_ptr": "*i32", "local_rank_ptr": "*i32", "block_offsets_ptr": "*i32", "offsets_ptr": "*i32",
-                 "dest_ptr": "*i32", "row_src_ptr": "*i32", "N": "i32", "E": "i32", "capacity": "i32"},
-                {"K": 2, "BLOCK_A": moe._BLOCK_A}),
+        *dispatch(64), *dispatch(16384),
         Variant("moe.permute bf16 k=2 d=1024", moe_dispatch.permute_kernel,
                 {"x_ptr": "*bf16", "dest_ptr": "*i32", "out_ptr": "*bf16", "N": "i32", "D": "i32", "stride_x": "i32",
                  "stride_out": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d}),

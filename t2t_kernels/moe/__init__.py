@@ -34,6 +34,7 @@ __all__ = [
 _BACKENDS = ("auto", "triton", "reference")
 _SCORES = ("softmax", "sigmoid")
 _INDEX_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+_MAX_TILE = 1 << 20  # Triton's largest tensor (elements)
 # Triton reads TRITON_INTERPRET when the kernels are decorated (at this import), so a later change has no effect.
 _INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -82,6 +83,13 @@ def _is_int(value) -> bool:
 
 def _pow2(n: int) -> int:
     return max(1, triton.next_power_of_2(int(n)))
+
+
+def _check_experts(num_experts: int, limit: int, op: str) -> None:
+    """Refuse the Triton `op` past `limit` experts (its tiles hold every expert of a token or block)."""
+    if num_experts > limit:
+        raise MoEKernelError(f"the Triton {op} takes at most {limit} experts, got {num_experts}; "
+                             f"use backend='reference'")
 
 
 def _block_n(block_e: int) -> int:
@@ -147,6 +155,7 @@ def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: 
         raise MoEKernelError(f"unknown router score {score!r}; use one of {_SCORES}")
     renorm = k > 1 if renormalize is None else bool(renormalize)
     if _use_triton(backend, logits.device):
+        _check_experts(num_experts, _MAX_TILE, "router")
         with device_guard(logits):
             return RouterOutput(*_RouterFunction.apply(logits, k, score == "sigmoid", renorm))
     return router_reference(logits, k, score, renorm)
@@ -155,6 +164,18 @@ def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: 
 # -------------------------------------------------------------------------------------------- dispatch
 _BLOCK_A = 128
 _BLOCK_B = 64
+# [BLOCK, BLOCK_E] int32 tiles: an sm_90 build takes ~20 s for a 2^17-element rank tile and 2^16-element scan
+# tile (E = 1024), minutes past that (over 7 for the rank tile at 2^20, Triton's largest tensor), so more experts
+# get fewer assignments per block, down to 8 at 2^14 experts; then the histograms [N·k / BLOCK_A, E] take 8 KiB
+# per assignment (they grow as E²): more experts go to the reference
+_RANK_TILE = 1 << 17
+_SCAN_TILE = 1 << 16
+_MAX_DISPATCH_EXPERTS = 1 << 14
+
+
+def _dispatch_blocks(block_e: int) -> tuple[int, int]:
+    """(BLOCK_A assignments, BLOCK_B histograms) per program for BLOCK_E experts: tiles that build in seconds."""
+    return min(_BLOCK_A, _RANK_TILE // block_e), min(_BLOCK_B, _SCAN_TILE // block_e)
 
 
 def _plan_dispatch_triton(topk_idx: torch.Tensor, num_experts: int, capacity: int) -> DispatchPlan:
@@ -162,8 +183,9 @@ def _plan_dispatch_triton(topk_idx: torch.Tensor, num_experts: int, capacity: in
     dev = topk_idx.device
     idx = topk_idx.to(torch.int32).contiguous()
     num_assign = n * k
-    num_blocks = max(1, triton.cdiv(num_assign, _BLOCK_A))
     block_e = _pow2(num_experts)
+    block_a, block_b = _dispatch_blocks(block_e)
+    num_blocks = max(1, triton.cdiv(num_assign, block_a))
     local_rank = torch.empty(num_assign, dtype=torch.int32, device=dev)
     hist = torch.zeros(num_blocks, num_experts, dtype=torch.int32, device=dev)
     block_offsets = torch.empty_like(hist)
@@ -171,16 +193,16 @@ def _plan_dispatch_triton(topk_idx: torch.Tensor, num_experts: int, capacity: in
     kept = torch.empty(num_experts, dtype=torch.int32, device=dev)
     offsets = torch.empty(num_experts + 1, dtype=torch.int32, device=dev)
     if num_assign:
-        dispatch_rank_kernel[(num_blocks,)](idx, local_rank, hist, n, num_experts, K=k, BLOCK_A=_BLOCK_A,
+        dispatch_rank_kernel[(num_blocks,)](idx, local_rank, hist, n, num_experts, K=k, BLOCK_A=block_a,
                                             BLOCK_E=block_e)
     dispatch_scan_kernel[(1,)](hist, block_offsets, counts, kept, offsets, num_blocks, num_experts, capacity,
-                               BLOCK_B=_BLOCK_B, BLOCK_E=block_e)
+                               BLOCK_B=block_b, BLOCK_E=block_e)
     segments = offsets.tolist()
     dest = torch.empty(n, k, dtype=torch.int32, device=dev)
     row_src = torch.empty(segments[-1], dtype=torch.int32, device=dev)
     if num_assign:
         dispatch_dest_kernel[(num_blocks,)](idx, local_rank, block_offsets, offsets, dest, row_src, n,
-                                            num_experts, capacity, K=k, BLOCK_A=_BLOCK_A)
+                                            num_experts, capacity, K=k, BLOCK_A=block_a)
     return DispatchPlan(dest, row_src, offsets, counts, kept, capacity, segments)
 
 
@@ -203,6 +225,7 @@ def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[i
             raise MoEKernelError(f"topk_idx holds expert ids in [{int(low)}, {int(high)}], outside the valid range "
                                  f"[0, {num_experts - 1}] for num_experts={num_experts}")
     if _use_triton(backend, topk_idx.device):
+        _check_experts(num_experts, _MAX_DISPATCH_EXPERTS, "dispatch")
         n, k = topk_idx.shape
         with device_guard(topk_idx):
             return _plan_dispatch_triton(topk_idx, num_experts, n * k if capacity is None else capacity)
