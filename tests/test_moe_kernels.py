@@ -381,6 +381,19 @@ def test_triton_combine_ignores_the_gate_of_a_dropped_slot():
     torch.testing.assert_close(out, combine(y, plan, gates, backend="reference"))
 
 
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_permute_and_combine_refuse_tensors_on_another_device_than_the_plan(backend):
+    other = "meta" if DEVICE == "cpu" else "cpu"  # a device the kernels cannot read together with DEVICE's
+    plan = plan_dispatch(torch.tensor([[0, 1], [1, 0]], dtype=torch.int32, device=DEVICE), 2, backend="reference")
+    y, gates = torch.zeros(4, 3, device=DEVICE), torch.ones(2, 2, device=DEVICE)
+    with pytest.raises(MoEKernelError, match=f"permute input is on {other} but the dispatch plan is on {DEVICE}"):
+        permute(torch.zeros(2, 3, device=other), plan, backend=backend)
+    with pytest.raises(MoEKernelError, match=f"combine input is on {other} but the dispatch plan is on {DEVICE}"):
+        combine(y.to(other), plan, gates, backend=backend)
+    with pytest.raises(MoEKernelError, match=f"gates are on {other} but the dispatch plan is on {DEVICE}"):
+        combine(y, plan, gates.to(other), backend=backend)
+
+
 def test_combine_with_zero_features():
     idx = torch.tensor([[0, 1], [1, 0]], dtype=torch.int32, device=DEVICE)
     plan = plan_dispatch(idx, 2, backend="reference")

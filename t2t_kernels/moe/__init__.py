@@ -312,14 +312,22 @@ class _CombineFunction(torch.autograd.Function):
         return dy, None, dgates
 
 
-def _check_rows(name: str, x: torch.Tensor, n: int) -> None:
+def _check_rows(name: str, x: torch.Tensor, plan: DispatchPlan, n: int) -> None:
+    """`x` is [n, d] and on the plan's device."""
     if x.dim() != 2 or x.shape[0] != n:
         raise MoEKernelError(f"{name} must be [{n}, d] to match the dispatch plan, got {tuple(x.shape)}")
+    _check_device(f"{name} is", x, plan)
+
+
+def _check_device(what: str, x: torch.Tensor, plan: DispatchPlan) -> None:
+    if x.device != plan.dest.device:
+        raise MoEKernelError(f"{what} on {x.device} but the dispatch plan is on {plan.dest.device}: move them to "
+                             f"one device")
 
 
 def permute(x: torch.Tensor, plan: DispatchPlan, *, backend: str = "auto") -> torch.Tensor:
     """Gather token rows x [N, d] into the plan's expert-contiguous order → [R, d]."""
-    _check_rows("permute input", x, plan.dest.shape[0])
+    _check_rows("permute input", x, plan, plan.dest.shape[0])
     if _use_triton(backend, x.device):
         with device_guard(x):
             return _PermuteFunction.apply(x, plan.dest, plan.num_rows)
@@ -328,9 +336,10 @@ def permute(x: torch.Tensor, plan: DispatchPlan, *, backend: str = "auto") -> to
 
 def combine(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Un-permute expert outputs y [R, d] and sum them weighted by gates [N, k] → [N, d] (dtype of y)."""
-    _check_rows("combine input", y, plan.num_rows)
+    _check_rows("combine input", y, plan, plan.num_rows)
     if gates.shape != plan.dest.shape:
         raise MoEKernelError(f"gates must be {tuple(plan.dest.shape)} like the plan, got {tuple(gates.shape)}")
+    _check_device("gates are", gates, plan)
     if _use_triton(backend, y.device):
         with device_guard(y):
             return _CombineFunction.apply(y, plan.dest, gates)
