@@ -155,6 +155,9 @@ def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
     (lambda: gram(torch.randn(3, 10), [0, 5.7, 10]), "segment_offsets must be a flat sequence of ints"),
     (lambda: gram(torch.randn(3, 10), [[0, 5], [10]]), "segment_offsets must be a flat sequence of ints"),
     (lambda: gram(torch.randn(3, 2), torch.tensor([False, True])), "segment_offsets must be a 1-D integer tensor"),
+    (lambda: combine(torch.randn(3), torch.randn(3, 10), scale="2", force_triton=True), "scale must be a real number"),
+    (lambda: combine(torch.randn(3), torch.randn(3, 10), scale=True), "scale must be a real number"),
+    (lambda: combine(torch.randn(3), torch.randn(3, 10), out=[0.0] * 10), "out must be a contiguous 1-D float buffer"),
 ])
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(GradProjInputError, match=match):

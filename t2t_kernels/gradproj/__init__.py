@@ -150,7 +150,10 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     out: optional 1-D contiguous [P] buffer written in place (any float dtype; e.g. a flat gradient);
     when omitted a new tensor of the grads' dtype is returned. An `out` sharing storage with `grads` (e.g. a
     row of it) is written only after the sum is complete.
+    scale: a real number (Python or NumPy; not a tensor, whose value would have to be read back).
     """
+    if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+        raise GradProjInputError(f"scale must be a real number (a Python or NumPy float), got {scale!r}")
     triton_path = _use_triton(grads, force_triton) if isinstance(grads, torch.Tensor) else False
     grads = _check_grads(grads, triton_path)
     num_tasks, num_params = grads.shape
@@ -164,6 +167,9 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     weights = _to_device(weights.reshape(len(offsets) - 1, num_tasks), grads.device).contiguous()
     if out is None:
         out = torch.empty(num_params, dtype=grads.dtype, device=grads.device)
+    elif not isinstance(out, torch.Tensor):
+        raise GradProjInputError(f"out must be a contiguous 1-D float buffer of P = {num_params} elements (a "
+                                 f"tensor) or None, got {type(out).__name__}")
     elif out.dim() != 1 or out.numel() != num_params or not out.is_contiguous() or not out.is_floating_point():
         raise GradProjInputError(f"out must be a contiguous 1-D float buffer of P = {num_params} elements, got "
                                  f"shape {list(out.shape)} dtype {out.dtype} contiguous={out.is_contiguous()}")
