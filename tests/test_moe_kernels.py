@@ -394,6 +394,22 @@ def test_permute_and_combine_refuse_tensors_on_another_device_than_the_plan(back
         combine(y, plan, gates.to(other), backend=backend)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # token 0's gate gradient: 0 · inf
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_combine_of_a_dropped_slot_reads_no_expert_row(backend):
+    """A token whose slots were all dropped gets zeros even when an expert row is inf/NaN (an fp16 overflow)."""
+    idx = torch.tensor([[0, 1], [0, 1], [0, 1]], dtype=torch.int32, device=DEVICE)
+    plan = plan_dispatch(idx, 2, 2, backend="reference")
+    y = torch.randn(plan.num_rows, 3, device=DEVICE)
+    y[0], y[1, 2] = float("inf"), float("nan")
+    y.requires_grad_(True)
+    gates = torch.rand(3, 2, device=DEVICE, requires_grad=True)
+    out = combine(y, plan, gates, backend=backend)
+    assert out[2].tolist() == [0.0] * 3  # token 2 lost both slots
+    out[2].sum().backward()
+    assert gates.grad[2].tolist() == [0.0, 0.0] and (y.grad == 0).all()
+
+
 def test_combine_with_zero_features():
     idx = torch.tensor([[0, 1], [1, 0]], dtype=torch.int32, device=DEVICE)
     plan = plan_dispatch(idx, 2, backend="reference")

@@ -118,8 +118,8 @@ def combine_reference(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor) 
     kept = dest >= 0
     weights = torch.where(kept, gates.to(dtype), torch.zeros((), dtype=dtype, device=gates.device))
     rows, d = y.shape
-    # embedding_bag needs a non-empty table: a zero row when every slot is dropped (a dropped slot reads row 0
-    # with weight 0), a zero column when d = 0 (cut off again below)
-    table = F.pad(y.to(dtype), (0, int(d == 0), 0, int(rows == 0)))
-    out = F.embedding_bag(dest.clamp(min=0), table, mode="sum", per_sample_weights=weights)
+    # a dropped slot reads an appended zero row with weight 0 (an inf/NaN expert row would give 0 · inf = NaN);
+    # a zero column when d = 0 keeps the table non-empty (cut off again below)
+    table = F.pad(y.to(dtype), (0, int(d == 0), 0, 1))
+    out = F.embedding_bag(dest.masked_fill(~kept, rows), table, mode="sum", per_sample_weights=weights)
     return out[:, :d].to(y.dtype)
