@@ -344,6 +344,22 @@ def test_router_lse_of_an_infinite_row_is_torch_logsumexp_on_both_backends():
         torch.testing.assert_close(out.gates.cpu(), route(logits, 2, backend="reference").gates.cpu(), equal_nan=True)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf in the interpreter
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_sigmoid_router_gradient_without_the_z_loss_is_finite_for_infinite_logits(renormalize):
+    """Sigmoid gates of a row of -inf logits (every expert masked) or with a +inf logit are finite, and so is their
+    gradient when the lse (z-loss) is unused: its NaN softmax must not enter the backward then."""
+    inf = float("inf")
+    logits = torch.tensor([[-inf, -inf, -inf, -inf], [0.5, -inf, 1.0, -inf], [inf, 0.0, 1.0, 2.0]], device=DEVICE)
+    grads = []
+    for backend in ("triton", "reference"):
+        lg = logits.clone().requires_grad_(True)
+        out = route(lg, 2, score="sigmoid", renormalize=renormalize, backend=backend)
+        grads.append(torch.autograd.grad(out.gates.sum() + out.prob_sums.sum(), lg)[0])
+    assert torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # the interpreter's sigmoid(-120)
 def test_renormalized_sigmoid_gates_are_zero_when_the_selected_mass_underflows():
     logits = torch.full((2, 4), -120.0, device=DEVICE)

@@ -75,7 +75,8 @@ def _gram_variants() -> List[Variant]:
 
 
 def _moe_variants() -> List[Variant]:
-    def router(direction: str, dtype: str, k: int, sigmoid: bool, renorm: bool, num_experts: int) -> Variant:
+    def router(direction: str, dtype: str, k: int, sigmoid: bool, renorm: bool, num_experts: int,
+               has_dlse: bool = True) -> Variant:
         block_e = moe._pow2(num_experts)
         consts = {"K": k, "SIGMOID": sigmoid, "RENORM": renorm, "BLOCK_N": moe._block_n(block_e), "BLOCK_E": block_e}
         if direction == "fwd":
@@ -87,9 +88,11 @@ def _moe_variants() -> List[Variant]:
                      "dgates_ptr": "*fp32", "dprob_sums_ptr": "*fp32", "dlse_ptr": "*fp32", "dlogits_ptr": "*fp32",
                      "N": "i32", "E": "i32", "stride_n": "i32", "stride_dn": "i32"}
             kernel = moe_router.router_bwd_kernel
+            consts["HAS_DLSE"] = has_dlse
         score = "sigmoid" if sigmoid else "softmax"
-        return Variant(f"moe.router {direction} {dtype} k={k} {score} renorm={renorm} E={num_experts}", kernel, types,
-                       consts)
+        lse = "" if has_dlse else " no-lse-grad"
+        return Variant(f"moe.router {direction} {dtype} k={k} {score} renorm={renorm} E={num_experts}{lse}", kernel,
+                       types, consts)
 
     def combine_bwd(dtype: str, acc: str) -> Variant:
         return Variant(f"moe.combine bwd {dtype} k=2 d=1024", moe_combine.combine_bwd_kernel,
@@ -121,7 +124,7 @@ def _moe_variants() -> List[Variant]:
     return [
         router("fwd", "fp32", 2, False, True, 8), router("fwd", "bf16", 1, True, False, 61),
         router("bwd", "fp32", 2, False, True, 8), router("bwd", "fp32", 2, True, True, 32),
-        router("bwd", "bf16", 1, False, False, 64),
+        router("bwd", "bf16", 1, False, False, 64), router("bwd", "fp32", 2, True, False, 16, has_dlse=False),
         *dispatch(64), *dispatch(16384),
         Variant("moe.permute bf16 k=2 d=1024", moe_dispatch.permute_kernel,
                 {"x_ptr": "*bf16", "dest_ptr": "*i32", "out_ptr": "*bf16", "N": "i32", "D": "i32", "stride_x": "i32",

@@ -118,6 +118,7 @@ class _RouterFunction(torch.autograd.Function):
         ctx.save_for_backward(logits, lse, idx, gates)
         ctx.config = (k, sigmoid, renorm, block_n, block_e)
         ctx.mark_non_differentiable(idx, counts)
+        ctx.set_materialize_grads(False)  # an unused lse adds nothing (its softmax is NaN on an infinite row)
         return idx, gates, counts, prob_sums, lse
 
     @staticmethod
@@ -128,13 +129,14 @@ class _RouterFunction(torch.autograd.Function):
         n, e = logits.shape
         dgates = torch.zeros_like(gates) if dgates is None else dgates.float().contiguous()
         dprob_sums = logits.new_zeros(e, dtype=torch.float32) if dprob_sums is None else dprob_sums.float()
-        dlse = torch.zeros_like(lse) if dlse is None else dlse.float().contiguous()
+        has_dlse = dlse is not None
+        dlse = dlse.float().contiguous() if has_dlse else lse  # (not read without HAS_DLSE)
         dlogits = torch.empty(n, e, dtype=torch.float32, device=logits.device)
         if n:
             router_bwd_kernel[(triton.cdiv(n, block_n),)](
                 logits, lse, idx, gates, dgates, dprob_sums.contiguous(), dlse, dlogits, n, e,
                 logits.stride(0), dlogits.stride(0),
-                K=k, SIGMOID=sigmoid, RENORM=renorm, BLOCK_N=block_n, BLOCK_E=block_e)
+                K=k, SIGMOID=sigmoid, RENORM=renorm, HAS_DLSE=has_dlse, BLOCK_N=block_n, BLOCK_E=block_e)
         return dlogits.to(logits.dtype), None, None, None
 
 

@@ -90,7 +90,7 @@ def router_fwd_kernel(
 def router_bwd_kernel(
     logits_ptr, lse_ptr, idx_ptr, gates_ptr, dgates_ptr, dprob_sums_ptr, dlse_ptr, dlogits_ptr,
     N, E, stride_n, stride_dn,
-    K: tl.constexpr, SIGMOID: tl.constexpr, RENORM: tl.constexpr,
+    K: tl.constexpr, SIGMOID: tl.constexpr, RENORM: tl.constexpr, HAS_DLSE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # int64: N·E may pass 2³¹
@@ -113,8 +113,10 @@ def router_bwd_kernel(
         selected = selected | onehot
 
     dprob = tl.load(dprob_sums_ptr + cols, mask=cols < E, other=0.0)
-    dlse = tl.load(dlse_ptr + rows, mask=row_ok, other=0.0)
-    dx = dlse[:, None] * softmax
+    if HAS_DLSE:  # else the lse is unused: its softmax (NaN on an infinite row) must not reach the sigmoid's dx
+        dx = tl.load(dlse_ptr + rows, mask=row_ok, other=0.0)[:, None] * softmax
+    else:
+        dx = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
     gate_dot = tl.sum(gate_mat * dgate_mat, axis=1)
     if SIGMOID:
         probs = tl.where(ok, tl.sigmoid(x), 0.0)
