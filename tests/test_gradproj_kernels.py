@@ -188,6 +188,43 @@ def test_triton_kernels_address_rows_past_2_31_elements(tmp_path):
     torch.testing.assert_close(combine(weights, grads, force_triton=True).cpu(), expected, rtol=1e-2, atol=1e-2)
 
 
+class _GridRecorder:
+    """Stands in for a Triton kernel: records each launch grid and runs nothing."""
+
+    def __init__(self):
+        self.grids = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.grids.append(tuple(grid))
+
+
+def test_many_segments_stay_within_the_cuda_grid_limits(monkeypatch):
+    """CUDA caps grid dimensions y and z at 65535 blocks; one segment per parameter tensor can pass that, so no
+    launch may put the segments there. On a GPU the kernels run; on CPU (70001 interpreted programs would take
+    minutes) the launches are recorded instead."""
+    num_segments = 70_001
+    grads = _grads(2, num_segments)
+    offsets = list(range(num_segments + 1))
+    if ON_GPU:
+        expected = _formula_gram(grads, offsets).float()
+        torch.testing.assert_close(gram(grads, offsets).cpu(), expected, rtol=1e-4, atol=1e-4)
+        weights = torch.randn(num_segments, 2)
+        torch.testing.assert_close(combine(weights, grads, segment_offsets=offsets).cpu(),
+                                   (weights * grads.cpu().T).sum(1), rtol=1e-5, atol=1e-5)
+        return
+    import sys
+
+    recorders = {}
+    for module, name in (("gram", "_gram_partial_kernel"), ("gram", "_gram_reduce_kernel"),
+                         ("combine", "_combine_kernel")):
+        recorders[name] = _GridRecorder()
+        monkeypatch.setattr(sys.modules[f"t2t_kernels.gradproj.{module}"], name, recorders[name])
+    gram(grads, offsets, force_triton=True)
+    combine(torch.ones(num_segments, 2), grads, segment_offsets=offsets, force_triton=True)
+    for name, recorder in recorders.items():
+        assert recorder.grids and all(max(grid[1:], default=1) <= 65535 for grid in recorder.grids), name
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_combine_into_a_buffer_that_overlaps_the_grads(force):
     g = _grads(3, 300, seed=4)

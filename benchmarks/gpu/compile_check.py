@@ -60,7 +60,7 @@ def _gram_variants() -> List[Variant]:
         block_t, block_p = gp_combine._block_sizes(num_tasks)
         return Variant(f"gradproj.combine {dtype} T={num_tasks}", gp_combine._combine_kernel,
                        {"g_ptr": f"*{dtype}", "w_ptr": "*fp32", "out_ptr": f"*{dtype}", "seg_ptr": "*i64", "T": "i32",
-                        "stride_t": "i64", "scale": "fp32"},
+                        "stride_t": "i64", "scale": "fp32", "num_blocks": "i32"},
                        {"BLOCK_T": block_t, "BLOCK_P": block_p})
 
     def reduce(num_tasks: int) -> Variant:

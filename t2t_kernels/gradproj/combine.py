@@ -1,6 +1,7 @@
 """Triton combine kernel: out[p] = scale · Σ_t w[k(p), t] · g[t, p], written straight into a flat buffer.
 
-One program per BLOCK_P columns of one segment (segment k uses its own weight row; without segments K = 1).
+One program per BLOCK_P columns of one segment (segment k uses its own weight row; without segments K = 1), on
+a 1-D grid of K · `num_blocks` programs (CUDA caps grid dimensions y and z at 65535; K can pass that).
 The reduction over T is an FMA reduction in fp32 (rows ≥ T masked), the result is cast to the output's
 dtype on store. All offsets into P are int64.
 """
@@ -13,11 +14,11 @@ import triton.language as tl
 
 @triton.jit
 def _combine_kernel(
-    g_ptr, w_ptr, out_ptr, seg_ptr, T, stride_t, scale,
+    g_ptr, w_ptr, out_ptr, seg_ptr, T, stride_t, scale, num_blocks,
     BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    block = tl.program_id(0)
-    seg = tl.program_id(1)
+    seg = tl.program_id(0) // num_blocks
+    block = tl.program_id(0) % num_blocks
     seg_start = tl.load(seg_ptr + seg).to(tl.int64)
     seg_end = tl.load(seg_ptr + seg + 1).to(tl.int64)
     start = seg_start + block.to(tl.int64) * BLOCK_P
@@ -49,9 +50,9 @@ def combine_triton(weights: torch.Tensor, grads: torch.Tensor, offsets: torch.Te
     num_tasks = grads.shape[0]
     num_segments = offsets.numel() - 1
     block_t, block_p = _block_sizes(num_tasks)
-    grid = (max(1, triton.cdiv(longest, block_p)), num_segments)
-    _combine_kernel[grid](
-        grads, weights, out, offsets, num_tasks, grads.stride(0), float(scale),
+    num_blocks = max(1, triton.cdiv(longest, block_p))
+    _combine_kernel[(num_segments * num_blocks,)](
+        grads, weights, out, offsets, num_tasks, grads.stride(0), float(scale), num_blocks,
         BLOCK_T=block_t, BLOCK_P=block_p, num_warps=4,
     )
     return out

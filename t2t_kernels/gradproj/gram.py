@@ -1,9 +1,11 @@
 """Triton Gram kernel: G = g gᵀ for per-task gradients g [T, P], optionally one Gram per segment of P.
 
-Two deterministic stages. Stage 1 splits every segment's P range into `num_splits` contiguous chunks; each
-program walks its chunk in [BLOCK_T, BLOCK_P] tiles (rows past the tasks and columns past the chunk masked to
-zero) and accumulates `tile @ tileᵀ` in fp32 into its own slot of a workspace. Stage 2 sums the slots of a
-segment in a fixed order, so the result does not depend on scheduling. All offsets into P are int64.
+Two deterministic stages. Stage 1 splits every segment's P range into `num_splits` contiguous chunks; one
+program per (segment, chunk), on a 1-D grid (CUDA caps grid dimensions y and z at 65535, and a segment per
+parameter tensor can pass that), walks its chunk in [BLOCK_T, BLOCK_P] tiles (rows past the tasks and columns
+past the chunk masked to zero) and accumulates `tile @ tileᵀ` in fp32 into its own slot of a workspace. Stage
+2 sums the slots of a segment in a fixed order, so the result does not depend on scheduling. All offsets into P
+are int64.
 
 `tl.dot` needs at least 16 rows. Fewer tasks are folded rather than zero-padded: with T padded to the power of
 two T' < 16, a tile's row t·F + f (F = 16 / T') holds task t's f-th consecutive BLOCK_P columns of the step,
@@ -35,8 +37,8 @@ def _gram_partial_kernel(
     BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    split = tl.program_id(0)
-    seg = tl.program_id(1)
+    seg = tl.program_id(0) // num_splits
+    split = tl.program_id(0) % num_splits
     seg_start = tl.load(seg_ptr + seg).to(tl.int64)
     seg_end = tl.load(seg_ptr + seg + 1).to(tl.int64)
     step = BLOCK_P * FOLD
@@ -117,7 +119,7 @@ def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, longest: int, num_sp
                             device=grads.device)
     out = torch.empty(num_segments, num_tasks, num_tasks, dtype=torch.float32, device=grads.device)
     upcast, precision = _dot_mode(grads)
-    _gram_partial_kernel[(num_splits, num_segments)](
+    _gram_partial_kernel[(num_segments * num_splits,)](
         grads, workspace, offsets, num_tasks, grads.stride(0), num_splits,
         BLOCK_T=block_t, BLOCK_P=block_p, FOLD=fold, UPCAST=upcast, PRECISION=precision, num_warps=4,
     )
