@@ -18,6 +18,7 @@ from t2t_mtl.engine.checkpoint import CheckpointError, best_checkpoint
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.logging import read_held_out
 from t2t_mtl.engine.trainer import train
+from t2t_mtl.gradients import GradientMethodError
 from t2t_mtl.tokenizer import load_tokenizer
 
 from engine_helpers import step_records, tiny_config, train_tiny_tokenizer
@@ -285,3 +286,23 @@ def test_an_unseen_task_refusal_contradicting_the_evaluation_is_found_before_tra
     with pytest.raises(ConfigError, match="evaluation scores tasks the model is not trained on .*unseen_task_routing"):
         train(cfg, evaluate_held_in=False)
     assert not (tmp_path / "run").exists()
+
+
+
+def test_a_resume_with_another_gradient_surgery_segmentation_is_refused_before_training(tmp_path, tok):
+    # was: the checkpoint's GradVac EMA targets (one set for the whole model) were loaded into a per-layer run; the
+    # mismatch surfaced only in the first step's surgery, after config.yaml had been rewritten with the new
+    # setting, so the run's own config (what `--resume` without a config reads) could not resume it any more
+    def config(steps, per_layer):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps, "grad_accum": 3},
+                           gradient_surgery={"method": "gradvac", "per_layer": per_layer})
+
+    train(config(2, False), evaluate_held_in=False)
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(GradientMethodError, match=r"gradient_surgery.per_layer .*1 segment.*this run has \d+"):
+        train(config(4, True), resume="auto", evaluate_held_in=False)
+    assert (tmp_path / "run" / "config.yaml").read_text() == written
+    with pytest.raises(GradientMethodError, match="gradient_surgery.method 'gradvac'.*this run has 'pcgrad'"):
+        train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 4, "grad_accum": 3},
+                          gradient_surgery={"method": "pcgrad"}), resume="auto", evaluate_held_in=False)
+    assert train(config(4, False), resume="auto", evaluate_held_in=False).step == 4

@@ -221,14 +221,31 @@ class GradientSurgery:
         return {"tasks": list(self.task_names), "grad_norms": (norms / grad_scale).tolist(), "grad_cosine": cosine,
                 "weights": weights}
 
+    @property
+    def num_segments(self) -> int:
+        """How many parts the method weighs apart: the segments of a segmented method, else 1."""
+        return len(self.segment_offsets) - 1 if self.method.segmented else 1
+
     def state_dict(self) -> dict[str, Any]:
-        return {"method": self.method.name, "tasks": list(self.task_names), "state": self.method.state_dict()}
+        return {"method": self.method.name, "tasks": list(self.task_names), "segments": self.num_segments,
+                "state": self.method.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["method"] != self.method.name or state["tasks"] != self.task_names:
+        """Restore a `state_dict()` of the same method, tasks and segmentation; refuses another one (before any
+        step uses it) naming the config key."""
+        if state["method"] != self.method.name:
             raise GradientMethodError(
-                f"gradient-surgery checkpoint is for method {state['method']!r} over tasks {state['tasks']}, "
-                f"but this run uses {self.method.name!r} over {self.task_names}")
+                f"the gradient-surgery state was saved with gradient_surgery.method {state['method']!r}, this run "
+                f"has {self.method.name!r}: resume with the same method (its state belongs to it)")
+        if state["tasks"] != self.task_names:
+            raise GradientMethodError(f"the gradient-surgery state is over tasks {state['tasks']}, but this run "
+                                      f"has {self.task_names}")
+        segments = state.get("segments", self.num_segments)  # (states before 2026-12-04 lack it)
+        if segments != self.num_segments:
+            raise GradientMethodError(
+                f"the gradient-surgery state was saved with gradient_surgery.per_layer giving {segments} "
+                f"segment(s), this run has {self.num_segments}: resume with the same per_layer (the "
+                f"{self.method.name} state is kept per segment)")
         self.method.load_state_dict(state["state"])
 
     # --- helpers ---------------------------------------------------------------------------------------------
