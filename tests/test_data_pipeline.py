@@ -140,6 +140,30 @@ def test_a_resume_with_a_smaller_micro_batch_cuts_the_saved_micro_batches(stream
         assert sorted(rows) == sorted(reference.next_indices(task, len(rows)))
 
 
+
+@pytest.mark.parametrize("saved_mode, mode", [("homogeneous", "mixed"), ("mixed", "homogeneous")])
+def test_a_resume_with_another_sampling_mode_serves_the_saved_micro_batches(streams, saved_mode, mode):
+    # was: the saved micro-batches were keyed by task (homogeneous) or "*" (mixed), and a run resumed with the
+    # other sampling.mode never asked for those keys: their rows, drawn from the streams, were never trained
+    a = make_builder(streams, mode=saved_mode, bucket=4)
+    served = [pair for _ in range(5) for pair in a.next_chunk()]
+    assert any(a.pending.values())
+    b = make_builder(streams, mode=mode, bucket=4)
+    b.load_state_dict(a.state_dict())
+    b.task_streams.load_state_dict(a.task_streams.state_dict())
+    saved = sorted(pair for queue in a.pending.values() for chunk in queue for pair in chunk)
+    for _ in range(60):
+        chunk = b.next_chunk()
+        assert mode == "mixed" or len({t for t, _ in chunk}) == 1  # a homogeneous micro-batch holds one task
+        served += chunk
+    assert set(saved) <= set(served)
+    waiting = [pair for queue in b.pending.values() for chunk in queue for pair in chunk]
+    reference = TaskStreams({k: len(v) for k, v in streams.items()}, seed=3)
+    for task in streams:  # nothing lost or repeated across the change
+        rows = [i for t, i in served + waiting if t == task]
+        assert sorted(rows) == sorted(reference.next_indices(task, len(rows)))
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from t2t_mtl.tokenizer import load_tokenizer

@@ -384,6 +384,30 @@ def test_a_packed_run_resumed_with_bucketing_serves_the_waiting_rows(mode):
         assert sorted(rows) == sorted(reference.next_indices(task, len(rows)))
 
 
+@pytest.mark.parametrize("saved_mode, mode", [("homogeneous", "mixed"), ("mixed", "homogeneous")])
+def test_a_packed_run_resumed_with_another_sampling_mode_serves_the_waiting_rows(saved_mode, mode):
+    from t2t_mtl.sampling import TaskStreams
+
+    streams = _streams()
+    a = _packed_builder(streams, mode=saved_mode)
+    served = [pair for _ in range(7) for pair in a.next_chunk()]
+    assert a.leftover and any(a.pending.values())
+    b = _packed_builder(streams, mode=mode)
+    b.load_state_dict(a.state_dict())
+    b.task_streams.load_state_dict(a.task_streams.state_dict())
+    for _ in range(20):
+        chunk = b.next_chunk()
+        assert mode == "mixed" or len({t for t, _ in chunk}) == 1  # a homogeneous micro-batch holds one task
+        served += chunk
+    keys = {"*"} if mode == "mixed" else set(streams)
+    assert {k for k, rows in b.leftover.items() if rows} | {k for k, queue in b.pending.items() if queue} <= keys
+    waiting = [pair for rows in b.leftover.values() for pair in rows] + [
+        pair for queue in b.pending.values() for chunk in queue for pair in chunk]
+    reference = TaskStreams({k: len(v) for k, v in streams.items()}, seed=3)
+    for task in streams:  # nothing lost or repeated across the change
+        rows = [i for t, i in served + waiting if t == task]
+        assert sorted(rows) == sorted(reference.next_indices(task, len(rows)))
+
 @pytest.mark.parametrize("rows,max_input_length", [(1, 32), (2, 24)])
 def test_a_resume_with_smaller_rows_packs_the_saved_micro_batches_again(rows, max_input_length):
     from t2t_mtl.sampling import TaskStreams

@@ -185,10 +185,35 @@ class BatchBuilder:
         self.pending = {k: [[(str(t), int(i)) for t, i in c] for c in v] for k, v in state["pending"].items()}
         self.leftover = {k: [(str(t), int(i)) for t, i in v] for k, v in state.get("leftover", {}).items()}
         self.rng.bit_generator.state = state["rng"]
+        self._key_for_mode()
         if self.packed:
             self._repack_changed_chunks()
         else:
             self._cut_oversized_chunks()
+
+    def _mode_keys(self, rows: Chunk) -> Dict[str, Chunk]:
+        """`rows` under the queue keys of this mode: "*" (mixed), or each task's rows under the task."""
+        if self.mode == "mixed":
+            return {"*": list(rows)}
+        by_task: Dict[str, Chunk] = {}
+        for pair in rows:
+            by_task.setdefault(pair[0], []).append(pair)
+        return by_task
+
+    def _key_for_mode(self) -> None:
+        """Saved micro-batches and waiting rows go under this mode's keys, so a resume that changed
+        `sampling.mode` serves them too (a saved mixed micro-batch becomes one per task); the same mode keeps
+        every queue as saved."""
+        pending: Dict[str, List[Chunk]] = {}
+        leftover: Dict[str, Chunk] = {}
+        for queue in self.pending.values():
+            for chunk in queue:
+                for key, rows in self._mode_keys(chunk).items():
+                    pending.setdefault(key, []).append(rows)
+        for waiting in self.leftover.values():
+            for key, rows in self._mode_keys(waiting).items():
+                leftover.setdefault(key, []).extend(rows)
+        self.pending, self.leftover = pending, leftover
 
     def _cut_oversized_chunks(self) -> None:
         """Pending micro-batches larger than `micro_batch_size` (a resume with a smaller one, or of a packed run)
