@@ -19,9 +19,10 @@ from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.logging import read_held_out
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.gradients import GradientMethodError
+from t2t_mtl.sampling import SamplingError
 from t2t_mtl.tokenizer import load_tokenizer
 
-from engine_helpers import step_records, tiny_config, train_tiny_tokenizer
+from engine_helpers import step_records, tiny_config, train_tiny_tokenizer, write_yaml_task
 
 HELD_OUT = {"data": {"held_out_clusters": ["comparison"]},
             "evaluation": {"held_out": True, "max_examples": 2, "batch_size": 8}}
@@ -306,3 +307,28 @@ def test_a_resume_with_another_gradient_surgery_segmentation_is_refused_before_t
         train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 4, "grad_accum": 3},
                           gradient_surgery={"method": "pcgrad"}), resume="auto", evaluate_held_in=False)
     assert train(config(4, False), resume="auto", evaluate_held_in=False).step == 4
+
+
+def test_a_resume_over_changed_task_data_or_block_size_is_refused_naming_what_changed(tmp_path, tok, monkeypatch):
+    # was: SamplingError "stream state has task_sizes=..., these streams ..." (after starting DeepSpeed) /
+    # "sampler state has block_size 8192, this sampler 16: build it with the same config", naming neither the
+    # config key nor what to do
+    tasks = write_yaml_task(tmp_path / "tasks", "my_task", rows=32)
+
+    def config(steps, **sampling):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps},
+                           data={"tasks": ["my_task", "parity"], "tasks_dir": str(tasks)},
+                           sampling={"strategy": "uniform", **sampling})
+
+    train(config(2), evaluate_held_in=False)
+    with pytest.raises(SamplingError, match="sampling.block_size 8192, this run has 16: resume with the same"):
+        train(config(4, block_size=16), resume="auto", evaluate_held_in=False)
+    write_yaml_task(tasks, "my_task", rows=20)
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the model was built before the changed task data was refused")
+
+    monkeypatch.setattr(trainer_mod, "build_model", not_reached)
+    with pytest.raises(CheckpointError, match=r"task sizes \{'my_task': 32\}, this run's tasks have \{'my_task': 20\}"
+                                              r".*resume with the same task data"):
+        train(config(4), resume="auto", evaluate_held_in=False)

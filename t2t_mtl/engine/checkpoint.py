@@ -297,6 +297,20 @@ def resume_settings(cfg: Any) -> Dict[str, Any]:
     return {key: value(key) for key in RESUME_SETTINGS}
 
 
+def check_task_sizes(ckpt: Path, saved: Mapping[str, int], sizes: Mapping[str, int]) -> None:
+    """Refuse to resume `ckpt`, whose tasks had the sizes `saved`, into a run whose tasks have other `sizes` (their
+    data changed): the saved data positions and epochs belong to the saved sizes. Raises CheckpointError naming
+    the tasks and where their data comes from."""
+    was = {task: n for task, n in saved.items() if sizes.get(task) != n}
+    if was:
+        now = {task: sizes.get(task) for task in was}
+        raise CheckpointError(
+            f"checkpoint {ckpt} was written for task sizes {was}, this run's tasks have {now}: the saved data "
+            f"positions and epochs belong to those sizes; resume with the same task data (data.data_dir, the task "
+            f"files of data.tasks_dir, data.templates), or set training.output_dir to a new directory to start a "
+            f"new run")
+
+
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
                      precision: Optional[str] = None, lora: Any = _UNSET,
                      task_embeddings: Optional[bool] = None, settings: Optional[Dict[str, Any]] = None) -> None:

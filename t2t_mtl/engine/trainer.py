@@ -593,6 +593,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if env.is_main:
         barrier()
     task_sizes = {name: len(s) for name, s in streams.items()}
+    if "task_sizes" in resume_meta:  # (checkpoints before 2026-12-04 lack them)
+        ckpt_io.check_task_sizes(resume_from, resume_meta["task_sizes"], task_sizes)
 
     # ---- model, sampler, streams, weighting
     from t2t_mtl.sampling import TaskStreams, build_sampler
@@ -702,7 +704,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
                       "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
-                "vocab_size": len(tokenizer), "lora": lora_section(cfg),
+                "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": lora_section(cfg),
                 "task_embeddings": bool(cfg.model.task_embeddings), "settings": ckpt_io.resume_settings(cfg)}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
                                        meta=meta, env=env, keep=t.keep_checkpoints,

@@ -193,8 +193,9 @@ class MixtureSampler:
         if list(state.get("tasks", ())) != self.tasks:
             raise SamplingError(f"sampler state has tasks {state.get('tasks')}, this sampler has {self.tasks}")
         if int(state["block_size"]) != self.block_size:
-            raise SamplingError(f"sampler state has block_size {state['block_size']}, this sampler "
-                                f"{self.block_size}: build it with the same config")
+            raise SamplingError(f"the sampler state was saved with sampling.block_size {state['block_size']}, this "
+                                f"run has {self.block_size}: resume with the same sampling.block_size (the saved "
+                                f"draws are a block of that size)")
         self.seed = int(state["seed"])
         self.epoch = float(state["epoch"])
         self._on_epoch()
