@@ -760,6 +760,33 @@ def test_eval_scores_as_the_run_did_unless_told_otherwise(config, flags, expecte
     assert (settings.scoring, settings.length_normalize, settings.num_beams) == expected
 
 
+@pytest.mark.parametrize("config, flags, expected", [
+    ({"evaluation": {"scoring": "generate", "length_normalize": True, "num_beams": 3}}, [], ("auto", True, 3)),
+    ({"evaluation": {"length_normalize": True, "num_beams": 3}}, ["--no-length-norm", "--num-beams", "1"],
+     ("auto", False, 1)),
+    (None, ["--length-norm", "--choices", "yes ||| no"], ("auto", True, 1)),
+    (None, [], ("auto", False, 1)),  # a model folder: EvalSettings' defaults
+])
+def test_predict_ranks_and_decodes_as_the_run_did_unless_told_otherwise(config, flags, expected, checkpoint,
+                                                                        monkeypatch):
+    # was: the sum of log-probabilities and greedy decoding whatever the run's evaluation section said, while `eval`
+    # of the same run took them from it; what is ranked and what generated stays the inputs' call (--scoring auto:
+    # ranked where an input has choices), so the run's evaluation.scoring is not taken
+    import importlib
+
+    predict_module = importlib.import_module("t2t_mtl.evaluation.predict")
+    _eval_settings_seen(monkeypatch, checkpoint, config, "scoring")
+    seen = {}
+
+    def fake_predict(model, tokenizer, requests, **kwargs):
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setattr(predict_module, "predict", fake_predict)
+    assert cli_main(["predict", "--checkpoint", checkpoint, *flags, "a text"]) == 0
+    assert (seen["scoring"], seen["length_normalize"], seen["num_beams"]) == expected
+
+
 @pytest.mark.parametrize("config, expected", [
     ({"data": {"max_target_length": 96}, "evaluation": {"max_new_tokens": 200}}, 200),
     ({"data": {"max_target_length": 96}, "evaluation": {}}, 96),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from t2t_mtl.cli.common import (add_device_option, below_one, ignored_scoring_option, resolve_device,
-                                run_generation_length, run_input_length)
+                                run_evaluation_setting, run_generation_length, run_input_length)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "was not trained on: the unseen route, no task token)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
                         help="auto (default): rank where an input has choices, else generate")
-    parser.add_argument("--length-norm", action="store_true",
-                        help="rank by the mean (not the sum) of a choice's token log-probabilities")
-    parser.add_argument("--num-beams", type=int, default=1, help="beam width for generation (1 = greedy)")
+    parser.add_argument("--length-norm", action=argparse.BooleanOptionalAction, default=None,
+                        help="rank by the mean (not the sum) of a choice's token log-probabilities (default: the "
+                             "run's evaluation.length_normalize, else the sum)")
+    parser.add_argument("--num-beams", type=int, default=None,
+                        help="beam width for generation, 1 = greedy (default: the run's evaluation.num_beams, else 1)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
                              "data.max_target_length; 64 for a model folder)")
@@ -91,7 +93,7 @@ def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str
     if args.length_norm and ranked == 0:
         return ("--length-norm changes how answer choices are ranked, but no input has any: give --choices, or "
                 "JSON lines with answer_choices")
-    if args.num_beams > 1 and requests and ranked == len(requests):
+    if (args.num_beams or 1) > 1 and requests and ranked == len(requests):
         return ("--num-beams sets the beam width of generation, but every input has answer choices and is ranked: "
                 "drop it, or use --scoring generate")
     return None
@@ -123,7 +125,9 @@ def run_predict(args: argparse.Namespace) -> int:
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
         model.to(device)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
-                              length_normalize=args.length_norm, num_beams=args.num_beams,
+                              length_normalize=(run_evaluation_setting(meta, "length_normalize")
+                                                if args.length_norm is None else args.length_norm),
+                              num_beams=args.num_beams or run_evaluation_setting(meta, "num_beams"),
                               max_new_tokens=args.max_new_tokens or run_generation_length(meta),
                               batch_size=args.batch_size,
                               max_input_length=args.max_input_length or run_input_length(meta))
