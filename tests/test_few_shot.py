@@ -326,15 +326,22 @@ def test_training_streams_carry_the_few_shot_prompts(tmp_path, monkeypatch):
     assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
+def _grouped_task(tmp_path, name: str, split: str, questions: int, answers: int):
+    """A MultiRC-like task (`group_by: q`, `answers` rows per question) of one split, and its rows."""
+    rows = [{"q": q, "answer": f"answer {q}-{a}", "label": a % 2} for q in range(questions) for a in range(answers)]
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = task_registry.Template("t", "{{ answer }}? ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    task = task_registry.Task(name, task_registry.LocalFileSource({split: str(path)}), [template], splits=(split,),
+                              group_by="q")
+    return task, rows
+
+
 def test_demonstrations_from_the_evaluated_split_skip_the_examples_group(tmp_path):
     # MultiRC has only a validation split: the other answers to an example's question, with their gold labels,
     # were eligible demonstrations
-    rows = [{"q": q, "answer": f"answer {q}-{a}", "label": a % 2} for q in range(4) for a in range(3)]
-    path = tmp_path / "mrc.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    template = task_registry.Template("t", "{{ answer }}? ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
-    task = task_registry.Task("mini_mrc", task_registry.LocalFileSource({"validation": str(path)}), [template],
-                              splits=("validation",), group_by="q")
+    task, rows = _grouped_task(tmp_path, "mini_mrc", "validation", questions=4, answers=3)
+    template = task.templates[0]
     loaded = task.load_rows("validation")
     demos = Demonstrations(task, template, loaded, same_split=True, seed=0)
     for index, row in enumerate(rows):
@@ -373,12 +380,7 @@ def test_training_demonstrations_skip_the_examples_group(tmp_path, t5_tokenizer,
     from t2t_mtl.data import streams
     from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
 
-    rows = [{"q": q, "answer": f"answer {q}-{a}", "label": a % 2} for q in range(6) for a in range(4)]
-    path = tmp_path / "mrc_train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    template = task_registry.Template("t", "{{ answer }}? ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
-    task = task_registry.Task("mini_mrc_train", task_registry.LocalFileSource({"train": str(path)}), [template],
-                              splits=("train",), group_by="q")
+    task, rows = _grouped_task(tmp_path, "mini_mrc_train", "train", questions=6, answers=4)
     rendered = task.to_dataset("train", with_groups=True)
     assert rendered["group"] == [str(row["q"]) for row in rows]
     mixed = add_demonstrations(rendered, FewShotMix(rate=1.0, max_shots=3), t5_tokenizer, 512, seed=0,
