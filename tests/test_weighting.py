@@ -143,6 +143,30 @@ def test_tchebycheff_references_are_the_same_on_every_rank():
     assert calls == [2, 2] and ranks[0].state_dict()["ref_loss"].tolist() == [3.0, 1.0, 5.0]
 
 
+def test_tchebycheff_loaded_with_every_reference_makes_no_collective():
+    # a resume set `_synchronized` back to False, so the first step averaged the ranks' equal references once more:
+    # over three ranks (0.1 + 0.1 + 0.1) / 3 = 0.10000000000000002, so the resumed run's weights left the
+    # uninterrupted run's by an ulp
+    saved = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    saved.ref_loss.copy_(torch.tensor([0.1, 0.7, 1.3], dtype=torch.float64))
+    calls = []
+
+    def three_equal_ranks(tensor):
+        calls.append(tensor)
+        return tensor + tensor + tensor
+
+    resumed = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    resumed.load_state_dict(saved.state_dict())
+    resumed.synchronize(three_equal_ranks)
+    assert calls == [] and resumed.ref_loss.tolist() == [0.1, 0.7, 1.3]
+
+    partial = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)  # a reference still unknown: ranks must agree
+    partial.ref_loss[0] = 0.5
+    resumed.load_state_dict(partial.state_dict())
+    resumed.synchronize(three_equal_ranks)
+    assert len(calls) == 1 and resumed.ref_loss[0].item() == 0.5 and torch.isnan(resumed.ref_loss[1:]).all()
+
+
 def test_curriculum_sigmoid():
     w = build_weighting({"method": "curriculum", "start_epochs": {"b": 2.0, "c": 5.0}, "alpha": 0.5,
                          "base": "size"}, TASKS, SIZES)

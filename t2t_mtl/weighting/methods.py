@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -144,6 +144,7 @@ class TchebycheffWeighting(LossWeighting):
         super().__init__(task_names, task_sizes)
         self.register_buffer("ref_loss", torch.full((len(self.task_names),), float("nan"), dtype=torch.float64))
         self._synchronized = False  # every rank holds every reference (see `synchronize`)
+        self.register_load_state_dict_post_hook(_references_complete)
 
     def combine(self, losses, *, epoch, stats):
         for task, value in (stats.get("ref_loss") or {}).items():
@@ -176,6 +177,13 @@ class TchebycheffWeighting(LossWeighting):
         mean = torch.where(seen, totals[0] / totals[1].clamp(min=1), torch.full_like(totals[0], math.nan))
         self.ref_loss.copy_(mean)
         self._synchronized = bool(seen.all())
+
+
+def _references_complete(module: TchebycheffWeighting, incompatible_keys: Any) -> None:
+    """After a load: references saved with none missing were saved synchronized (a checkpoint is written after a
+    step's `synchronize`), so the ranks agree and a resume makes no collective — one that averaged the equal
+    values again could move them by an ulp (3·x/3 ≠ x in floating point)."""
+    module._synchronized = not bool(torch.isnan(module.ref_loss).any())
 
 
 def _start_epoch(task: str, value) -> float:
