@@ -2,9 +2,11 @@
 1e-5 relative; method-specific optimality checks; `GradientSurgery` on a real model's backward."""
 from __future__ import annotations
 
+import contextlib
 import unittest.mock
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -224,6 +226,83 @@ def test_nashmtl_warns_once_when_max_iter_ends_its_solve_above_tol(caplog):
     # the defaults end at float64's limit, just above tol, where a step leaves α unchanged: not max_iter's doing
     assert 1e-12 <= float(np.max(np.abs(alpha * (normalised @ alpha) - 1.0))) < 1e-10
     np.testing.assert_array_equal(alpha, nashmtl_weights(G, 1e-6, 1000, 1e-12))
+    assert not caplog.records
+
+
+@contextlib.contextmanager
+def _slsqp_ending(status: Optional[int], message: Optional[str]) -> Iterator[list[int]]:
+    """scipy's minimize as CAGrad calls it, reporting SLSQP's exit as `status` / `message` (its point unchanged;
+    None: as SLSQP ended); yields the statuses SLSQP itself ended with."""
+    from scipy.optimize import minimize
+    statuses: list[int] = []
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        result = minimize(*args, **kwargs)
+        statuses.append(int(result.status))
+        if status is not None:
+            result.status, result.success, result.message = status, status == 0, message
+        return result
+    with unittest.mock.patch("t2t_mtl.gradients.cagrad.minimize", patched):
+        yield statuses
+
+
+def test_cagrad_warns_once_when_slsqp_ends_unsuccessfully(caplog):
+    # was: SLSQP's success flag was ignored, its last iterate used silently
+    G = host_gram(conflicting_grads(3, 10, 0))
+    expected = cagrad_weights(G, 0.4, True)
+    method = build_method("cagrad", 3)
+    with _slsqp_ending(9, "Iteration limit reached"), caplog.at_level("WARNING", logger="t2t_mtl.gradients.cagrad"):
+        np.testing.assert_array_equal(method.weights(G), expected)  # the weights are unchanged
+        np.testing.assert_array_equal(method.weights(G), expected)
+    assert len(caplog.records) == 1  # once, not at every step
+    message = caplog.records[0].getMessage()
+    assert "(gradient_surgery.c = 0.4): Iteration limit reached; the step used its last iterate" in message
+
+
+def test_cagrad_does_not_warn_at_float64s_limit(caplog):
+    """SLSQP's "no decrease in the line search" exit, and its iteration limit at the kink ‖g_x‖ = 0 (0 in the hull
+    of exactly dependent gradients, c = 5), end where float64 lets it: not reported."""
+    G = host_gram(conflicting_grads(3, 10, 0))
+    rng = np.random.default_rng(5)
+    g = rng.normal(size=(3, 8))
+    g[0] = -1.5 * (0.3 * g[1] + 0.7 * g[2])
+    with caplog.at_level("WARNING", logger="t2t_mtl.gradients.cagrad"):
+        with _slsqp_ending(8, "Positive directional derivative for linesearch"):
+            build_method("cagrad", 3).weights(G)
+        with _slsqp_ending(None, None) as statuses:
+            build_method({"method": "cagrad", "c": 5.0}, 3).weights(g @ g.T)
+    assert statuses == [9]  # SLSQP's own "Iteration limit reached"
+    assert not caplog.records
+
+
+def test_mgda_warns_once_when_max_iter_ends_its_solve_above_tol(caplog):
+    # was: Wolfe's algorithm stopped at max_iter silently, above its tolerance
+    G = host_gram(conflicting_grads(4, 10, 0))
+    method = build_method({"method": "mgda", "max_iter": 1}, 4)
+    with caplog.at_level("WARNING", logger="t2t_mtl.gradients.mgda"):
+        first = method.weights(G)
+        np.testing.assert_array_equal(method.weights(G), first)
+    np.testing.assert_array_equal(first, mgda_weights(G, 1, 1e-10))  # the weights are unchanged
+    v = first @ (G / np.max(np.diag(G)))
+    gap = (v @ first - v.min()) / (v @ first)
+    assert gap > 1e-10
+    assert len(caplog.records) == 1  # once, not at every step
+    message = caplog.records[0].getMessage()
+    assert "mgda: 1 major steps (gradient_surgery.max_iter)" in message and "gradient_surgery.tol = 1e-10" in message
+    assert f"(v·v − min_r v·g_r) / v·v at {gap:.3g}" in message
+
+
+def test_mgda_does_not_warn_at_float64s_limit(caplog):
+    """0 in the hull (g_1 = −2 g_0): v·v reaches 0 to rounding, where the relative gap is rounding over rounding and
+    the default 1000 steps end without the stopping test holding (α cycles): float64's limit, not reported."""
+    g = np.random.default_rng(24).normal(size=(5, 8)) * np.exp(2 * np.random.default_rng(24).normal(size=(5, 1)))
+    g[1] = -2 * g[0]
+    G = g @ g.T
+    with caplog.at_level("WARNING", logger="t2t_mtl.gradients.mgda"):
+        alpha = build_method("mgda", 5).weights(G)
+    np.testing.assert_array_equal(alpha, mgda_weights(G, 1000, 1e-10))
+    v = alpha @ (G / np.max(np.diag(G)))
+    assert not v @ alpha - v.min() <= 1e-10 * (v @ alpha)  # the stopping test still fails
     assert not caplog.records
 
 

@@ -7,11 +7,17 @@ mean diagonal (the weights are invariant to that scale). ε (`STEP_EPS`, the aut
 is relative to the RMS task-gradient norm: when 0 lies in the convex hull ‖g_x‖ → 0, and without it the weights
 grew without bound (~1e8) and cancellation in a float32 combine broke the bound ‖d − g0‖ ≤ c‖g0‖; with it the
 added term keeps that bound and the weights stay below 1/T + s/ε.
+
+Where SLSQP ends unsuccessfully (e.g. its iteration limit), the step uses its last iterate and `CAGrad` warns once
+(logger `t2t_mtl.gradients.cagrad`) with SLSQP's message. Two such exits are float64's limit, not reported: a line
+search that finds no decrease (SLSQP's exit 8), and any exit at the objective's kink ‖g_x‖ = 0 (x·Gx ≤ `NORM_FLOOR`:
+0 lies in the hull to the Gram's precision, where SLSQP's steps need not settle and F varies by rounding only).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import minimize
@@ -20,24 +26,49 @@ from .base import GradientMethod, GradientMethodError, register_method
 
 NORM_FLOOR = 1e-20  # keeps √(xᵀGx) differentiable when 0 lies in the convex hull
 STEP_EPS = 1e-4  # added to ‖g_x‖ in the step (units of the RMS task-gradient norm), as the authors' code does
+NO_DECREASE = 8  # SLSQP's exit "Positive directional derivative for linesearch": no step lowers F in float64
+
+logger = logging.getLogger(__name__)
 
 
-def solve_simplex(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], num_tasks: int) -> np.ndarray:
+class SimplexSolve(NamedTuple):
+    """SLSQP's point x on the simplex, its exit status (0: success) and message."""
+
+    x: np.ndarray
+    status: int
+    message: str
+
+
+def solve_simplex(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], num_tasks: int) -> SimplexSolve:
     """argmin over the probability simplex of a smooth convex `objective` (value, gradient), from uniform."""
     result = minimize(objective, np.full(num_tasks, 1.0 / num_tasks), jac=True, method="SLSQP",
                       bounds=[(0.0, 1.0)] * num_tasks,
                       constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0, "jac": lambda x: np.ones_like(x)}],
                       options={"ftol": 1e-15, "maxiter": 500})
     x = np.clip(result.x, 0.0, None)
-    return x / x.sum()
+    return SimplexSolve(x / x.sum(), int(result.status), str(result.message))
+
+
+class CAGradSolve(NamedTuple):
+    """The weights, whether SLSQP ended unsuccessfully short of float64's limit (see the module docstring), and
+    SLSQP's message."""
+
+    weights: np.ndarray
+    cut_short: bool
+    message: str
 
 
 def cagrad_weights(gram: np.ndarray, c: float, rescale: bool) -> np.ndarray:
     """Weights w [T] of CAGrad's update for Gram `gram` [T, T]."""
+    return cagrad_solve(gram, c, rescale).weights
+
+
+def cagrad_solve(gram: np.ndarray, c: float, rescale: bool) -> CAGradSolve:
+    """CAGrad's weights for Gram `gram` [T, T] and how SLSQP's solve for them ended."""
     num_tasks = gram.shape[0]
     scale = float(np.mean(np.diag(gram)))
     if scale <= 0:
-        return np.full(num_tasks, 1.0 / num_tasks)
+        return CAGradSolve(np.full(num_tasks, 1.0 / num_tasks), False, "")
     gram = gram / scale
     g0_dots = gram.mean(axis=1)  # g_k · g0
     s = c * np.sqrt(max(float(g0_dots.mean()), 0.0))  # c‖g0‖
@@ -47,15 +78,18 @@ def cagrad_weights(gram: np.ndarray, c: float, rescale: bool) -> np.ndarray:
         norm = np.sqrt(max(float(x @ gx), 0.0) + NORM_FLOOR)
         return float(x @ g0_dots + s * norm), g0_dots + s * gx / norm
 
-    x = solve_simplex(objective, num_tasks)
-    norm = np.sqrt(max(float(x @ gram @ x), 0.0))
-    weights = 1.0 / num_tasks + s * x / (norm + STEP_EPS)
-    return weights / (1.0 + c ** 2) if rescale else weights
+    solved = solve_simplex(objective, num_tasks)
+    x = solved.x
+    norm_sq = float(x @ gram @ x)
+    weights = 1.0 / num_tasks + s * x / (np.sqrt(max(norm_sq, 0.0)) + STEP_EPS)
+    cut_short = solved.status not in (0, NO_DECREASE) and norm_sq > NORM_FLOOR
+    return CAGradSolve(weights / (1.0 + c ** 2) if rescale else weights, cut_short, solved.message)
 
 
 @register_method
 class CAGrad(GradientMethod):
-    """Options: c (conflict-averse radius, paper 0.4/0.5), rescale (divide by 1 + c², the authors' default)."""
+    """Options: c (conflict-averse radius, paper 0.4/0.5), rescale (divide by 1 + c², the authors' default). The
+    first step whose SLSQP solve ends unsuccessfully short of float64's limit is logged (a warning, once per method)."""
 
     name = "cagrad"
     defaults = {"c": 0.4, "rescale": True}
@@ -68,5 +102,14 @@ class CAGrad(GradientMethod):
             raise GradientMethodError(f"gradient_surgery.rescale must be true or false for cagrad (divide the update "
                                       f"by 1 + c²), got {self.options['rescale']!r}")
 
+    _warned = False
+
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        return cagrad_weights(gram, float(self.options["c"]), self.options["rescale"])
+        c = float(self.options["c"])
+        solved = cagrad_solve(gram, c, self.options["rescale"])
+        if solved.cut_short and not self._warned:
+            self._warned = True
+            logger.warning("cagrad: SLSQP did not solve for the simplex point x of the conflict-averse update "
+                           "(gradient_surgery.c = %.3g): %s; the step used its last iterate (later such steps are "
+                           "not reported)", c, solved.message)
+        return solved.weights

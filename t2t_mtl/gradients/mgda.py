@@ -9,15 +9,22 @@ the Frank–Wolfe vertex t = argmin_r v·g_r and stops once v·v − v·g_t ≤ 
 then optimal to that tolerance), when t is already in S, or after `max_iter` steps; otherwise t joins S and the
 minor cycle re-optimises over S: the affine minimiser y of ‖Σ_S y_s g_s‖ with Σ y = 1 (a least-squares solve of
 its KKT system, so dependent gradients are fine) becomes α if y > 0; else α moves toward y until a weight reaches
-0, that vertex leaves S, and the cycle repeats. Weights: α (sum 1).
+0, that vertex leaves S, and the cycle repeats. Weights: α (sum 1). Where `max_iter` steps end with the gap still
+above tol, `MGDA` warns once (logger `t2t_mtl.gradients.mgda`), except at float64's limit, not reported: a gap
+within the rounding of v·v and v·g_t (`ROUNDING` · T, |G_ij| ≤ 1 after scaling; e.g. 0 in the hull, where α may
+cycle between two float64 points), or a last step that left α unchanged (t joined S with weight 0 and left it).
 """
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .base import GradientMethod, GradientMethodError, register_method
+
+logger = logging.getLogger(__name__)
+ROUNDING = 4 * float(np.finfo(np.float64).eps)  # per task: float64's error in v·v − v·g_t (|G_ij| ≤ 1)
 
 
 def affine_minimizer(gram: np.ndarray, support: list[int]) -> np.ndarray:
@@ -33,20 +40,44 @@ def affine_minimizer(gram: np.ndarray, support: list[int]) -> np.ndarray:
 
 def mgda_weights(gram: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
     """Min-norm weights α [T] (on the simplex) for Gram `gram` [T, T]."""
+    return mgda_solve(gram, max_iter, tol).alpha
+
+
+class MGDASolve(NamedTuple):
+    """α, its Frank–Wolfe gap relative to v·v ((v·v − min_r v·g_r) / v·v), and whether `max_iter` cut the solve
+    short (the stopping test still failing above float64's rounding though the last step moved α)."""
+
+    alpha: np.ndarray
+    gap: float
+    cut_short: bool
+
+
+def _stops(gram: np.ndarray, alpha: np.ndarray, support: list[int], tol: float) -> tuple[bool, int, float]:
+    """Whether Wolfe's algorithm stops at α (gap within tol, or the Frank–Wolfe vertex t already in S), t, and the
+    absolute gap v·v − v·g_t."""
+    g_alpha = gram @ alpha
+    norm_sq = float(alpha @ g_alpha)
+    t = int(np.argmin(g_alpha))
+    gap = norm_sq - float(g_alpha[t])
+    return gap <= tol * norm_sq or t in support, t, gap
+
+
+def mgda_solve(gram: np.ndarray, max_iter: int, tol: float) -> MGDASolve:
+    """Wolfe's min-norm point on `gram` [T, T]: at most `max_iter` major steps, until the stopping test holds."""
     scale = float(np.max(np.diag(gram)))
     if scale <= 0:
-        return np.full(gram.shape[0], 1.0 / gram.shape[0])
+        return MGDASolve(np.full(gram.shape[0], 1.0 / gram.shape[0]), 0.0, False)
     gram = gram / scale  # α is invariant to the scale; the KKT solves are not (their other entries are 1)
     alpha = np.zeros(gram.shape[0])
     start = int(np.argmin(np.diag(gram)))
     alpha[start] = 1.0
     support = [start]
+    progressed = True
     for _ in range(max_iter):
-        g_alpha = gram @ alpha
-        norm_sq = float(alpha @ g_alpha)
-        t = int(np.argmin(g_alpha))
-        if norm_sq - g_alpha[t] <= tol * norm_sq or t in support:
+        stops, t, _ = _stops(gram, alpha, support, tol)
+        if stops:
             break
+        previous = alpha.copy()
         support.append(t)
         while True:  # minor cycle: every pass either ends or drops a vertex from the support
             y = affine_minimizer(gram, support)
@@ -63,12 +94,17 @@ def mgda_weights(gram: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
             keep[shrink[np.argmin(steps)]] = False
             support = [s for s, kept in zip(support, keep) if kept]
             alpha[support] = moved[keep] / moved[keep].sum()
-    return alpha
+        progressed = not np.array_equal(alpha, previous)
+    stops, _, gap = _stops(gram, alpha, support, tol)
+    norm_sq = float(alpha @ gram @ alpha)
+    relative = gap / norm_sq if norm_sq > 0 else float("inf")
+    return MGDASolve(alpha, relative, not stops and progressed and gap > ROUNDING * len(alpha))
 
 
 @register_method
 class MGDA(GradientMethod):
-    """Options: max_iter (major steps of Wolfe's algorithm), tol (relative Frank–Wolfe gap)."""
+    """Options: max_iter (major steps of Wolfe's algorithm), tol (relative Frank–Wolfe gap). The first step whose
+    solve max_iter cuts short is logged (a warning, once per method)."""
 
     name = "mgda"
     defaults = {"max_iter": 1000, "tol": 1e-10}
@@ -78,5 +114,15 @@ class MGDA(GradientMethod):
         if int(self.options["max_iter"]) < 1:
             raise GradientMethodError(f"gradient_surgery.max_iter must be >= 1 for mgda, got {self.options['max_iter']}")
 
+    _warned = False
+
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        return mgda_weights(gram, int(self.options["max_iter"]), float(self.options["tol"]))
+        max_iter, tol = int(self.options["max_iter"]), float(self.options["tol"])
+        solved = mgda_solve(gram, max_iter, tol)
+        if solved.cut_short and not self._warned:
+            self._warned = True
+            logger.warning("mgda: %d major steps (gradient_surgery.max_iter) left the min-norm point's Frank–Wolfe "
+                           "gap (v·v − min_r v·g_r) / v·v at %.3g, above gradient_surgery.tol = %.3g; the step used "
+                           "that last iterate (later such steps are not reported): raise max_iter", max_iter,
+                           solved.gap, tol)
+        return solved.alpha

@@ -77,7 +77,7 @@ def cagrad(grads: torch.Tensor, c: float, rescale: bool) -> torch.Tensor:
         grad = np.array([_dot(g[k], g0n) + s * _dot(g[k], gx) / norm for k in range(num_tasks)])
         return value, grad
 
-    x = solve_simplex(objective, num_tasks)
+    x = solve_simplex(objective, num_tasks).x
     gx = combination(x)
     direction = g0n + (s / (np.sqrt(_dot(gx, gx)) + STEP_EPS)) * gx
     update = direction * np.sqrt(scale)
