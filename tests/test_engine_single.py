@@ -900,6 +900,37 @@ def test_a_tokenizer_whose_special_ids_are_not_the_models_is_refused_before_toke
         train(cfg)
 
 
+def test_train_reads_a_local_pretrained_models_config_once(tmp_path, tok, cache, monkeypatch):
+    # was: read four times for a LoRA run (the LoRA targets check, the special-ids check, then build_model's T5 check
+    # and its T5Config), twice more than one read for a run without LoRA
+    from transformers import T5Config
+
+    from t2t_mtl.model import build_model
+
+    build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                vocab_size=256).save_pretrained(tmp_path / "m")
+    reads, real = [], T5Config.get_config_dict.__func__
+    monkeypatch.setattr(T5Config, "get_config_dict",
+                        classmethod(lambda cls, *a, **k: reads.append(a) or real(cls, *a, **k)))
+    monkeypatch.setattr(trainer_mod, "build_task_streams", lambda names, *a, **k: {name: [] for name in names})
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def stop_after_the_build(model: T5ForConditionalGeneration) -> bool:
+        built.append(model)
+        raise Built
+
+    monkeypatch.setattr(trainer_mod, "accepts_task_ids", stop_after_the_build)
+    cfg = tiny_config(tmp_path / "run", tok, cache)
+    cfg["model"] = {"name_or_path": str(tmp_path / "m"), "lora": {"r": 2, "targets": ["q", "v"]}}
+    with pytest.raises(Built):
+        train(cfg)
+    assert len(built) == 1 and built[0].config.vocab_size == 256
+    assert reads == [(str(tmp_path / "m"),)]
+
+
 @pytest.mark.parametrize("kind", ["t5", "mt5"])
 def test_the_special_ids_check_reads_a_pretrained_config_once(tmp_path, monkeypatch, kind):
     # was: read three times (the T5 check, T5Config.from_pretrained, then the mT5 check), for the same config

@@ -45,6 +45,22 @@ def test_load_local_folder_and_errors(tmp_path):
         build_model({"name_or_path": str(tmp_path / "missing")})
 
 
+def test_build_model_reads_a_local_folders_config_once(tmp_path, monkeypatch):
+    # was: twice (the T5 check, then T5Config.from_pretrained); with the dict the check returned: not again
+    from t2t_mtl.model.t5 import check_t5_checkpoint
+
+    build_model({"dims": DIMS}, vocab_size=120).save_pretrained(tmp_path / "m")
+    reads, real = [], T5Config.get_config_dict.__func__
+    monkeypatch.setattr(T5Config, "get_config_dict",
+                        classmethod(lambda cls, *a, **k: reads.append(a) or real(cls, *a, **k)))
+    cfg = ModelConfig(name_or_path=str(tmp_path / "m"))
+    assert build_model(cfg).config.vocab_size == 120
+    assert len(reads) == 1
+    saved = check_t5_checkpoint(cfg.name_or_path)
+    assert build_model(cfg, saved=saved).config.vocab_size == 120 and model_config(cfg, saved).vocab_size == 120
+    assert len(reads) == 2
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])
 def test_a_folder_of_another_architecture_is_refused_naming_its_type(tmp_path, kind):
     """A non-T5 checkpoint would load as a T5 with every weight fresh (GPT-2) or fail deep in transformers (BERT)."""

@@ -54,6 +54,7 @@ from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open
                                     plot_task_losses, show_logger)
 from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, model_config, moe_stats, moe_stats_dict
+from t2t_mtl.model.t5 import check_t5_checkpoint
 from t2t_mtl.model.lora import check_targets, lora_settings, trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
@@ -176,11 +177,12 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     return rates
 
 
-def check_special_ids(tokenizer: Any, cfg: Config) -> None:
+def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
     """ConfigError unless the tokenizer's padding and end-of-sequence ids are the model's: labels, padding masks and
     the end of generation use the tokenizer's, the decoder's start and generation's stop the model's (T5: pad 0,
-    eos 1; a model built from model.dims always has those)."""
-    model = model_config(cfg.model)
+    eos 1; a model built from model.dims always has those). `saved`: the pretrained model's config dict, as
+    `check_t5_checkpoint` returned it (None: read it)."""
+    model = model_config(cfg.model, saved)
     for name in ("pad_token_id", "eos_token_id"):
         ours, theirs = getattr(tokenizer, name), getattr(model, name)
         if ours != theirs:
@@ -292,10 +294,12 @@ def config_warnings(cfg: Config) -> List[str]:
     return out
 
 
-def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tuple[Dict[str, float], Dict[str, Any]]:
+def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
+                     ) -> Tuple[Dict[str, float], Dict[str, Any]]:
     """(training rates, sampling config) of `cfg`, after every check `train` makes before it reads data or builds
     a model: the mixture and its held-out rules, the sampler, weighting, MoE, gradient-surgery, batching,
-    signal and evaluation sections. Raises ConfigError (or the builders' errors) naming the key."""
+    signal and evaluation sections. Raises ConfigError (or the builders' errors) naming the key. `saved`: a local
+    pretrained model's config dict, as `check_t5_checkpoint` returned it (None: read it where needed)."""
     check_model_source(cfg.model)
     rates = training_rates(cfg)
     sampling_cfg = dict(cfg.sampling)
@@ -309,7 +313,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1) -> Tupl
 
         sampling_cfg["templates"] = {name: len(task_registry.get_task(name).select_templates(cfg.data.templates))
                                      for name in rates}
-    check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size)
+    check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
     check_signal_config(cfg, sampling_cfg)
     if cfg.tokenizer.path is None:
         tokenizer_train_options(cfg)
@@ -333,10 +337,21 @@ def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
                           "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
 
 
+def is_local_model(name_or_path: Optional[str]) -> bool:
+    """Whether the model is built from model.dims (None) or read from a local folder, not the hub."""
+    return name_or_path is None or Path(name_or_path).is_dir()
+
+
+def pretrained_config_dict(name_or_path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The config dict of a pretrained model (`check_t5_checkpoint`: read once, for every check and the build), or
+    None for a model built from model.dims."""
+    return None if name_or_path is None else check_t5_checkpoint(name_or_path)
+
+
 def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
-                            rank: int = 0, world_size: int = 1) -> None:
+                            rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None) -> None:
     """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
-    any tokenizing or training (their builders validate every key)."""
+    any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`."""
     from t2t_mtl.sampling import build_sampler
     from t2t_mtl.weighting import build_weighting
 
@@ -345,9 +360,8 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     build_weighting(cfg.weighting, task_names, sizes)
     FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
-    local = cfg.model.name_or_path is None or Path(cfg.model.name_or_path).is_dir()  # (a hub model: when built)
-    if lora is not None and local:
-        check_targets(lora, model_config(cfg.model))
+    if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
+        check_targets(lora, model_config(cfg.model, saved))
     from t2t_mtl.engine.wandb_logging import check_wandb_section
 
     check_wandb_section(cfg.training.wandb)
@@ -556,7 +570,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
 
     # ---- data: mixture → tokenizer → per-task tokenized streams
-    rates, sampling_cfg = check_run_config(cfg, rank=env.rank, world_size=env.world_size)
+    path = cfg.model.name_or_path
+    saved = pretrained_config_dict(path) if is_local_model(path) else None  # a hub model's: read after the checks
+    rates, sampling_cfg = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
     task_names = list(rates)
     resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
     if resume_meta:  # a changed task list or LoRA would misread task ids, sampler state or weights: refuse it now
@@ -575,7 +591,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier()
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
-    check_special_ids(tokenizer, cfg)
+    if saved is None:
+        saved = pretrained_config_dict(path)
+    check_special_ids(tokenizer, cfg, saved)
     base_vocab = len(tokenizer)  # before task tokens: what a pretrained model's embedding must already cover
     if cfg.model.task_embeddings:  # a resumed run's own tokenizer holds its task tokens already
         from t2t_mtl.analysis.task_embeddings import find_task_tokens
@@ -602,7 +620,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     seed_everything(t.seed)  # the initial weights depend on the seed only
     model = build_model(cfg.model, vocab_size=base_vocab if cfg.model.name_or_path else len(tokenizer),
-                        task_names=task_names)
+                        task_names=task_names, saved=saved)
     if task_tokens is not None:
         task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
     pass_task_ids = accepts_task_ids(model)

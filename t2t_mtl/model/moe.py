@@ -673,8 +673,9 @@ def _layer_of(key: str) -> str:
     return f"{stack}.{i}"
 
 
-def load_t5_or_moe(path: str, **kwargs: Any) -> T5ForConditionalGeneration:
-    """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section."""
-    config = pretrained_t5_config(path)
+def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, **kwargs: Any) -> T5ForConditionalGeneration:
+    """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section; `saved`: the config
+    dict already read from `path` (None: read it)."""
+    config = pretrained_t5_config(path, saved)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
     return cls.from_pretrained(path, config=config, **kwargs)

@@ -27,11 +27,13 @@ def t5_config_from_dims(dims: Mapping[str, Any], vocab_size: Optional[int] = Non
     return T5Config(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **kwargs)
 
 
-def model_config(model_cfg: ModelConfig) -> T5Config:
-    """The `T5Config` the model section describes (a pretrained model's own, or one from dims), without weights."""
+def model_config(model_cfg: ModelConfig, saved: Optional[Dict[str, Any]] = None) -> T5Config:
+    """The `T5Config` the model section describes (a pretrained model's own, or one from dims), without weights.
+    `saved`: the dict `check_t5_checkpoint` returned for its name_or_path (None: read it)."""
     if model_cfg.name_or_path is None:
         return t5_config_from_dims(model_cfg.dims)
-    saved = check_t5_checkpoint(model_cfg.name_or_path)
+    if saved is None:
+        saved = check_t5_checkpoint(model_cfg.name_or_path)
     try:
         return pretrained_t5_config(model_cfg.name_or_path, saved)
     except (OSError, ValueError) as err:
@@ -67,23 +69,26 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
 
 
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
-                task_names: Optional[Sequence[str]] = None) -> T5ForConditionalGeneration:
+                task_names: Optional[Sequence[str]] = None,
+                saved: Optional[Dict[str, Any]] = None) -> T5ForConditionalGeneration:
     """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`.
 
     `vocab_size` (the tokenizer's `len(tok)`) sizes a model built from dims, and a loaded model whose
     embedding is smaller is refused (its token ids would overflow). With `moe`, the FFNs are converted by
     `t2t_mtl.model.moe.convert_to_moe` (which owns that config); `task_names` (the training tasks in task-id
     order) tells task-routed experts which id is which task. With `lora`, the block linears get low-rank
-    adapters and the rest is frozen (`t2t_mtl.model.lora.apply_lora`).
+    adapters and the rest is frozen (`t2t_mtl.model.lora.apply_lora`). `saved`: the dict `check_t5_checkpoint`
+    returned for `name_or_path` (None: read it), so its config.json is read once.
     """
     if isinstance(model_cfg, Mapping):
         model_cfg = ModelConfig(**model_cfg)
     if model_cfg.name_or_path is not None:
         from t2t_mtl.model.moe import TaskAwareT5, load_t5_or_moe
 
-        check_t5_checkpoint(model_cfg.name_or_path)
+        if saved is None:
+            saved = check_t5_checkpoint(model_cfg.name_or_path)
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
-            model = load_t5_or_moe(model_cfg.name_or_path)
+            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved)
         except (OSError, ValueError) as err:
             raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
         if isinstance(model, TaskAwareT5):
