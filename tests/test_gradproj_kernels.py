@@ -158,6 +158,10 @@ def test_env_switch_routes_cpu_tensors_to_triton(monkeypatch):
     (lambda: combine(torch.randn(3), torch.randn(3, 10), scale="2", force_triton=True), "scale must be a real number"),
     (lambda: combine(torch.randn(3), torch.randn(3, 10), scale=True), "scale must be a real number"),
     (lambda: combine(torch.randn(3), torch.randn(3, 10), out=[0.0] * 10), "out must be a contiguous 1-D float buffer"),
+    # were read by truth value: force_triton="no" forced the Triton path
+    (lambda: gram(torch.randn(3, 10), force_triton="no"), r"force_triton must be True, False or None .* got 'no'"),
+    (lambda: combine(torch.randn(3), torch.randn(3, 10, dtype=torch.float64), force_triton=0),
+     r"force_triton must be True, False or None .* got 0"),
 ])
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(GradProjInputError, match=match):

@@ -292,6 +292,18 @@ def test_bad_arguments_raise_clear_errors():
         combine(torch.zeros(plan.num_rows + 1, 2), plan, torch.ones(4, 1))
 
 
+@pytest.mark.parametrize("call,match", [
+    # were read by truth value: renormalize="no" renormalised, check_ids=0 skipped the id check
+    (lambda logits: route(logits, 2, renormalize="no"), r"renormalize must be True, False or None, got 'no'"),
+    (lambda logits: route(logits, 2, renormalize=1), r"renormalize must be True, False or None, got 1"),
+    (lambda logits: plan_dispatch(torch.tensor([[0], [5]]), 3, check_ids=0),
+     r"check_ids must be True or False, got 0"),
+])
+def test_boolean_arguments_refuse_other_values(call, match):
+    with pytest.raises(MoEKernelError, match=match):
+        call(_logits(4, 3))
+
+
 def _expected_topk(logits: torch.Tensor, k: int) -> list:
     """Top-k by plain Python sorting: highest logit first, lowest index on ties, NaN ranked as -inf."""
     rank = [[(-(v if v == v else -math.inf), i) for i, v in enumerate(row)] for row in logits.tolist()]

@@ -46,6 +46,9 @@ class GradProjInputError(ValueError):
 
 
 def _use_triton(tensor: torch.Tensor, force_triton: bool | None) -> bool:
+    if force_triton is not None and not isinstance(force_triton, bool):  # a string such as "no" would read as True
+        raise GradProjInputError(f"force_triton must be True, False or None (None: the {FORCE_TRITON_ENV} "
+                                 f"environment variable), got {force_triton!r}")
     if tensor.dtype == torch.float64:
         return False
     if force_triton is None:

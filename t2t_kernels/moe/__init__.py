@@ -81,6 +81,13 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_flag(name: str, value, optional: bool = False) -> None:
+    """Refuse a non-bool `value` for the boolean argument `name` (a string such as "no" would read as True)."""
+    if not isinstance(value, bool) and not (optional and value is None):
+        allowed = "True, False or None" if optional else "True or False"
+        raise MoEKernelError(f"{name} must be {allowed}, got {value!r}")
+
+
 def _pow2(n: int) -> int:
     return max(1, triton.next_power_of_2(int(n)))
 
@@ -155,7 +162,8 @@ def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: 
         raise MoEKernelError(f"top-k must be an int with 1 <= k <= num_experts ({num_experts}), got k={k!r}")
     if score not in _SCORES:
         raise MoEKernelError(f"unknown router score {score!r}; use one of {_SCORES}")
-    renorm = k > 1 if renormalize is None else bool(renormalize)
+    _check_flag("renormalize", renormalize, optional=True)
+    renorm = k > 1 if renormalize is None else renormalize
     if _use_triton(backend, logits.device):
         _check_experts(num_experts, _MAX_TILE, "router")
         with device_guard(logits):
@@ -221,6 +229,7 @@ def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[i
         raise MoEKernelError(f"num_experts must be an int >= 1, got {num_experts!r}")
     if capacity is not None and (not _is_int(capacity) or capacity < 0):
         raise MoEKernelError(f"expert capacity must be an int >= 0 (or None for dropless), got {capacity!r}")
+    _check_flag("check_ids", check_ids)
     if check_ids and topk_idx.numel():
         low, high = torch.aminmax(topk_idx)
         if ((low < 0) | (high >= num_experts)).item():
