@@ -218,15 +218,31 @@ class HFSource(Source):
                 raise DataSourceError(self._missing_local(local, split))
             return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
         try:
-            return datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
+            rows = datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
                                          streaming=streaming, **self.load_kwargs)
         except Exception as error:
-            hint = (f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
-                    if self.data_files is not None else
-                    f"offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
-                    f"<path>/<config or default>/<split>.jsonl")
-            raise DataSourceError(f"hub dataset {self.describe()} split {split!r} could not be loaded "
-                                  f"({type(error).__name__}: {error}); {hint}") from error
+            raise self._read_error(error, split) from error
+        if not streaming:
+            return rows
+        return datasets.IterableDataset.from_generator(  # a stream is read, and fails, while it is iterated
+            self._read_streamed, features=rows.features, gen_kwargs={"rows": rows, "split": split})
+
+    def _read_streamed(self, rows: datasets.IterableDataset, split: str):
+        """The rows of a streamed `split`; a read error is the `DataSourceError` loading it map-style raises."""
+        try:
+            yield from rows
+        except Exception as error:
+            raise self._read_error(error, split) from error
+
+    def _read_error(self, error: BaseException, split: str) -> DataSourceError:
+        """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the
+        reader's explanation (the error and its causes) and where the rows are looked for."""
+        hint = (f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
+                if self.data_files is not None else
+                f"offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
+                f"<path>/<config or default>/<split>.jsonl")
+        return DataSourceError(f"hub dataset {self.describe()} split {split!r} could not be loaded "
+                               f"({_error_chain(error)}); {hint}")
 
     def _missing_local(self, local: Path, split: str) -> str:
         """Why the data dir has no `local` file for `split`: which configs or splits it does hold."""

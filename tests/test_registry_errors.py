@@ -297,6 +297,36 @@ def test_a_malformed_file_read_streamed_fails_as_when_it_is_loaded(tmp_path):
         {"text": "c"}] * 2
 
 
+def test_a_hub_datasets_read_error_names_the_dataset_and_split_loaded_or_streamed(tmp_path, monkeypatch):
+    # streamed, the reader's error came out of the iteration (pyarrow's "JSON parse error: ...") naming neither the
+    # dataset nor the split; loaded, the message kept datasets' generic wrapper only, not the parse error
+    import datasets
+
+    from task_registry import HFSource
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\n{"text": "b" "c": 3}\n')
+    task = Task("malformed", HFSource("json", data_files={"train": str(bad)}), [ECHO], splits=("train",))
+    named = r"^hub dataset json split 'train' could not be loaded \(.*JSON parse error.*\); its data_files"
+    with pytest.raises(DataSourceError, match=named):
+        task.load_rows("train")
+    with pytest.raises(DataSourceError, match=named):
+        list(task.load_rows("train", streaming=True))
+    with pytest.raises(DataSourceError, match=named):
+        list(task.to_dataset("train", streaming=True))
+
+    def broken_stream(*args, **kwargs):
+        def rows():
+            yield {"text": "a"}
+            raise ConnectionError("the hub went away")
+        return datasets.IterableDataset.from_generator(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", broken_stream)
+    with pytest.raises(DataSourceError, match=r"^hub dataset some/set/cfg split 'validation' could not be loaded "
+                                              r"\(ConnectionError: the hub went away\); offline, point --data-dir"):
+        list(HFSource("some/set", "cfg").load("validation", streaming=True))
+
+
 def test_a_group_by_index_out_of_range_says_so(rows_file):
     task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",), group_by="[label, label][label + 1]")
     with pytest.raises(TemplateRenderError, match=r"^task 'rows': group_by, row 1: expression .* failed: index 2 is "
