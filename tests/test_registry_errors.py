@@ -302,7 +302,7 @@ def test_a_hub_datasets_read_error_names_the_dataset_and_split_loaded_or_streame
     # dataset nor the split; loaded, the message kept datasets' generic wrapper only, not the parse error
     import datasets
 
-    from task_registry import HFSource
+    from task_registry import HFSource, sources
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a"}\n{"text": "b" "c": 3}\n')
@@ -322,6 +322,8 @@ def test_a_hub_datasets_read_error_names_the_dataset_and_split_loaded_or_streame
         return datasets.IterableDataset.from_generator(rows)
 
     monkeypatch.setattr(datasets, "load_dataset", broken_stream)
+    monkeypatch.setattr(sources, "_data_dir", None)  # the hub path: no data dir set by an earlier test or the env
+    monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
     with pytest.raises(DataSourceError, match=r"^hub dataset some/set/cfg split 'validation' could not be loaded "
                                               r"\(ConnectionError: the hub went away\); offline, point --data-dir"):
         list(HFSource("some/set", "cfg").load("validation", streaming=True))
