@@ -5,10 +5,32 @@
 # benchmarks with the Triton kernels compiled for the device (HBM bandwidth, speed against TorchJD and
 # DeepSpeed, errors against the cuBLAS/PyTorch reference, int64 offsets at P·T > 2^31), then the kernel
 # tests on CUDA tensors. Each step has its own time limit so a slow one cannot eat the others; every log is
-# written under $OUT (returned by the device tool) as it goes.
+# written under $OUT (returned by the device tool) as it goes, each step's outcome to $OUT/steps.txt and to the
+# end of the output; the pass exits 1 if any step failed or timed out.
 set -uo pipefail
 OUT=${OUT:-/tmp/t2t-mtl-gpu}
 mkdir -p "$OUT"
+: >"$OUT/steps.txt"
+failed=0
+
+# step NAME LIMIT LOG COMMAND...: run COMMAND, its output shown and written to $OUT/LOG as it goes; at LIMIT
+# seconds it gets SIGINT (Python then prints where it was, pytest its summary so far), 5 s later SIGKILL. The
+# outcome goes to $OUT/steps.txt; a failed step fails the pass but does not stop it.
+step() {
+  local name=$1 limit=$2 log=$3 rc outcome
+  shift 3
+  echo "== $name (limit $limit s)"
+  timeout -s INT -k 5 "$limit" "$@" 2>&1 | tee "$OUT/$log"
+  rc=${PIPESTATUS[0]}
+  case $rc in
+    0) outcome=ok ;;
+    124 | 137) outcome="timed out after $limit s (see $log)" ;;
+    *) outcome="failed (exit $rc, see $log)" ;;
+  esac
+  echo "$name: $outcome" >>"$OUT/steps.txt"
+  [ "$rc" = 0 ] || failed=1
+}
+
 # The wheels serve only the peer comparisons: without them (or if they fail to install) the rest still runs.
 if compgen -G ".whl/*.whl" >/dev/null && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site .whl/*.whl; then
@@ -23,7 +45,10 @@ export PYTHONUNBUFFERED=1 DS_ACCELERATOR=cuda DS_BUILD_OPS=0 T2T_MTL_TRITON_ON_G
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/env.txt"
-timeout 160 python3 benchmarks/gradproj.py --device cuda 2>&1 | tee "$OUT/gradproj.md"
-timeout 150 python3 benchmarks/moe.py --device cuda --repeats 5 --ds-einsum-budget-gb 16 2>&1 | tee "$OUT/moe.md"
-timeout 130 python3 -m pytest -q -p no:cacheprovider tests/test_gradproj_kernels.py tests/test_moe_kernels.py \
-  2>&1 | tee "$OUT/kernel_tests.txt"
+step gradproj 160 gradproj.md python3 benchmarks/gradproj.py --device cuda
+step moe 150 moe.md python3 benchmarks/moe.py --device cuda --repeats 5 --ds-einsum-budget-gb 16
+step kernel_tests 130 kernel_tests.txt python3 -m pytest -q -p no:cacheprovider tests/test_gradproj_kernels.py \
+  tests/test_moe_kernels.py
+echo "== steps"
+cat "$OUT/steps.txt"
+exit "$failed"

@@ -1,0 +1,60 @@
+"""benchmarks/gpu/run_checks.sh, the one-try GPU pass, run here with its programs stubbed.
+
+`python3` and `nvidia-smi` are stand-ins on PATH that log their arguments and exit with the status a test
+asks for, so the script's own logic (each step's log under $OUT, its outcome, the pass's exit status, how the
+kernel tests are launched) runs in a second without a GPU.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "gpu" / "run_checks.sh"
+PYTHON_STUB = """#!/usr/bin/env bash
+echo "python3 $*" >>"$STUB_LOG"
+case "$*" in
+  "-c import xdist") exit "$STUB_XDIST_RC" ;;
+  *benchmarks/gradproj.py*) echo "gradproj output"; exit "$STUB_GRADPROJ_RC" ;;
+  *benchmarks/moe.py*) echo "moe output"; exit "$STUB_MOE_RC" ;;
+  *"-m pytest"*) echo "pytest output"; exit "$STUB_PYTEST_RC" ;;
+esac
+"""
+
+
+def _run_pass(tmp_path: Path, xdist_rc: int = 1, gradproj_rc: int = 0, moe_rc: int = 0, pytest_rc: int = 0
+              ) -> tuple[subprocess.CompletedProcess, Path, list[str]]:
+    """Run the pass with the stubs; returns (the process, $OUT, the stubbed python3 calls)."""
+    bin_dir, out, work = tmp_path / "bin", tmp_path / "out", tmp_path / "work"
+    for folder in (bin_dir, work):
+        folder.mkdir()
+    (bin_dir / "python3").write_text(PYTHON_STUB)
+    (bin_dir / "nvidia-smi").write_text("#!/usr/bin/env bash\necho 'name'\necho 'NVIDIA H200'\n")
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "STUB_LOG": str(log),
+           "STUB_XDIST_RC": str(xdist_rc), "STUB_GRADPROJ_RC": str(gradproj_rc), "STUB_MOE_RC": str(moe_rc),
+           "STUB_PYTEST_RC": str(pytest_rc)}
+    proc = subprocess.run(["bash", str(SCRIPT)], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    return proc, out, log.read_text().splitlines()
+
+
+def test_a_failed_or_timed_out_step_is_reported_and_the_later_steps_still_run(tmp_path):
+    proc, out, _calls = _run_pass(tmp_path, gradproj_rc=1, moe_rc=124)  # 124: `timeout` stopped it
+    assert proc.returncode != 0, proc.stdout
+    for log, text in (("gradproj.md", "gradproj output"), ("moe.md", "moe output"),
+                      ("kernel_tests.txt", "pytest output")):
+        assert text in (out / log).read_text()
+    steps = (out / "steps.txt").read_text()
+    assert "gradproj: failed (exit 1," in steps and "moe: timed out after 150 s" in steps, steps
+    assert "kernel_tests: ok" in steps, steps
+    assert "moe: timed out" in proc.stdout  # said at the end of the output too, where the reply shows it
+
+
+def test_a_clean_pass_exits_zero(tmp_path):
+    proc, out, _calls = _run_pass(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "steps.txt").read_text().count(": ok") == 3
