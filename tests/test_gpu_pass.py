@@ -10,6 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu" / "run_checks.sh"
@@ -58,3 +60,9 @@ def test_a_clean_pass_exits_zero(tmp_path):
     proc, out, _calls = _run_pass(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "steps.txt").read_text().count(": ok") == 3
+@pytest.mark.parametrize("xdist_rc,parallel", [(0, True), (1, False)])
+def test_kernel_tests_run_in_parallel_workers_when_xdist_is_there(tmp_path, xdist_rc, parallel):
+    """~135 distinct kernel builds (0.1-2.6 s each, two of 6 and 11 s) take most of the step's limit serially."""
+    _proc, _out, calls = _run_pass(tmp_path, xdist_rc=xdist_rc)
+    pytest_calls = [call for call in calls if "-m pytest" in call]
+    assert len(pytest_calls) == 1 and (" -n " in pytest_calls[0]) == parallel, calls

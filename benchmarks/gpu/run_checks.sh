@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ON a lent GPU machine, from the repository root, after `bash benchmarks/gpu/fetch_wheels.sh` here:
 #   device run: command "bash benchmarks/gpu/run_checks.sh", carry [".whl"], timeout_s 480
-# One prepared pass (about 7 minutes at most) over what needs a GPU: the gradient-surgery and MoE-routing
+# One prepared pass (about 7.5 minutes at most) over what needs a GPU: the gradient-surgery and MoE-routing
 # benchmarks with the Triton kernels compiled for the device (HBM bandwidth, speed against TorchJD and
 # DeepSpeed, errors against the cuBLAS/PyTorch reference, int64 offsets at P·T > 2^31), then the kernel
 # tests on CUDA tensors. Each step has its own time limit so a slow one cannot eat the others; every log is
@@ -47,8 +47,12 @@ export PYTHONUNBUFFERED=1 DS_ACCELERATOR=cuda DS_BUILD_OPS=0 T2T_MTL_TRITON_ON_G
 } 2>&1 | tee "$OUT/env.txt"
 step gradproj 160 gradproj.md python3 benchmarks/gradproj.py --device cuda
 step moe 150 moe.md python3 benchmarks/moe.py --device cuda --repeats 5 --ds-einsum-budget-gb 16
-step kernel_tests 130 kernel_tests.txt python3 -m pytest -q -p no:cacheprovider tests/test_gradproj_kernels.py \
-  tests/test_moe_kernels.py
+# The kernel tests build ~135 kernel variants (sm_90 with Triton 3.6: 0.1-2.6 s each, the E = 16384 dispatch tiles
+# 6 and 11 s): one at a time that is most of the limit, so they run in 8 pytest-xdist workers where python3 has
+# it (the H200 image does).
+workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+step kernel_tests 120 kernel_tests.txt python3 -m pytest -q -p no:cacheprovider $workers \
+  tests/test_gradproj_kernels.py tests/test_moe_kernels.py
 echo "== steps"
 cat "$OUT/steps.txt"
 exit "$failed"
