@@ -209,8 +209,11 @@ def cpu_table(sizes_t: list[int], sizes_p: list[int], repeats: int, skip_textboo
 # ------------------------------------------------------------------------------------------------ GPU
 
 def peak_bandwidth_gbps(name: str) -> float | None:
-    table = {"H200": 4800, "H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
-             "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864, "A10G": 600, "V100": 900}
+    """Datasheet HBM bandwidth of the device CUDA names `name`, or None. The first key found in the name wins,
+    so a name that holds another key comes before it (GH200 holds H200; the GH200 with 144 GB HBM3e has 4900)."""
+    table = {"GH200": 4000, "H200": 4800, "H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100 NVL": 3900,
+             "H100": 3350, "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864, "A10G": 600,
+             "V100": 900}
     for key, value in table.items():
         if key in name:
             return float(value)
@@ -233,7 +236,9 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
     name = torch.cuda.get_device_name()
     peak = peak_gbps or peak_bandwidth_gbps(name)
     free = torch.cuda.mem_get_info()[0]
-    rows = [f"device: {name}; peak HBM {peak} GB/s" + ("" if peak_gbps else " (datasheet)"),
+    source = "--peak-gbps" if peak_gbps else "datasheet"
+    peak_text = f"{peak:.0f} GB/s ({source})" if peak else "unknown (pass --peak-gbps)"
+    rows = [f"device: {name}; peak HBM {peak_text}",
             "| T | P | dtype | gram (ms) | gram GB/s | gram % peak | combine (ms) | combine GB/s | combine % peak | "
             "PCGrad step (ms) | torchjd (ms) | gram / combine max rel err vs cuBLAS |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]

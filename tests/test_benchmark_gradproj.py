@@ -1,0 +1,25 @@
+"""benchmarks/gradproj.py's GPU figures that can be checked without a GPU: the datasheet HBM peak that the
+bandwidth columns are a percentage of, looked up by the name CUDA reports."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_gradproj", REPO_ROOT / "benchmarks" / "gradproj.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name,gbps", [
+    ("NVIDIA H200", 4800), ("NVIDIA H200 NVL", 4800), ("NVIDIA H100 80GB HBM3", 3350), ("NVIDIA H100 PCIe", 2000),
+    ("NVIDIA H100 NVL", 3900), ("NVIDIA GH200 480GB", 4000), ("NVIDIA A100-SXM4-80GB", 2039),
+    ("NVIDIA A100-SXM4-40GB", 1555), ("Some Other GPU", None),
+])
+def test_peak_bandwidth_is_the_datasheet_figure_of_the_named_device(name, gbps):
+    assert _benchmark().peak_bandwidth_gbps(name) == gbps
