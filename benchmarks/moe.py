@@ -10,7 +10,8 @@ measured). Methods:
 - `ds-einsum`: DeepSpeed's `TopKGate` with dense `[S, E, C]` combine weights and dispatch mask and
   `einsum("sec,sm->ecm")` dispatch / `einsum("sec,ecm->sm")` combine (GShard formulation); skipped where
   those tensors would not fit the memory budget (`--ds-einsum-budget-gb`); timed once (it takes seconds).
-All use capacity factor 1.25 (min capacity 4) and drop over-capacity tokens. Reported: median seconds of the
+All use capacity factor 1.25 (min capacity 4) and drop over-capacity tokens. Reported: the fastest of
+`--repeats` timed calls (wall clock; on CUDA the device is synchronised before and after each call) of the
 forward and of forward+backward (d loss / d x, W_r with loss = Σ out·g), and the peak extra memory of one
 forward+backward: on CPU the process's peak resident set (VmHWM after resetting it, with glibc returning
 large blocks to the OS), on CUDA `torch.cuda.max_memory_allocated`.
