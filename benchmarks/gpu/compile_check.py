@@ -126,10 +126,14 @@ def _moe_variants() -> List[Variant]:
         router("bwd", "fp32", 2, False, True, 8), router("bwd", "fp32", 2, True, True, 32),
         router("bwd", "bf16", 1, False, False, 64), router("bwd", "fp32", 2, True, False, 16, has_dlse=False),
         *dispatch(64), *dispatch(16384),
-        Variant("moe.permute bf16 k=2 d=1024", moe_dispatch.permute_kernel,
-                {"x_ptr": "*bf16", "dest_ptr": "*i32", "out_ptr": "*bf16", "N": "i32", "D": "i32", "stride_x": "i32",
-                 "stride_out": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+        *(Variant(f"moe.permute {dtype} k=2 d=1024", moe_dispatch.permute_kernel,
+                  {"x_ptr": f"*{dtype}", "dest_ptr": "*i32", "out_ptr": f"*{dtype}", "N": "i32", "D": "i32",
+                   "stride_x": "i32", "stride_out": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d})
+          for dtype in ("bf16", "fp32")),  # fp32: what benchmarks/moe.py runs
         Variant("moe.combine fwd bf16 k=2 gated d=1024", moe_combine.gather_sum_kernel, rows,
+                {"K": 2, "HAS_GATES": True, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+        Variant("moe.combine fwd fp32 k=2 gated d=1024", moe_combine.gather_sum_kernel,
+                {**rows, "y_ptr": "*fp32", "out_ptr": "*fp32"},
                 {"K": 2, "HAS_GATES": True, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": block_d}),
         Variant("moe.combine fwd fp64 k=2 gated d=1024", moe_combine.gather_sum_kernel,
                 {**rows, "y_ptr": "*fp64", "gates_ptr": "*fp64", "out_ptr": "*fp64"},
@@ -137,7 +141,7 @@ def _moe_variants() -> List[Variant]:
         Variant("moe.permute bwd fp32 k=1 d=48", moe_combine.gather_sum_kernel,
                 {**rows, "y_ptr": "*fp32", "gates_ptr": "*i32", "out_ptr": "*fp32"},
                 {"K": 1, "HAS_GATES": False, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": moe._tiles(48)[1]}),
-        combine_bwd("bf16", "fp32"), combine_bwd("fp64", "fp64"),
+        combine_bwd("bf16", "fp32"), combine_bwd("fp32", "fp32"), combine_bwd("fp64", "fp64"),
     ]
 
 
