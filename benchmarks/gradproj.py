@@ -65,9 +65,11 @@ def ours(grads: torch.Tensor, out: torch.Tensor, orders: list[list[int]]) -> dic
 
 
 def torchjd_pcgrad() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """TorchJD's PCGrad aggregator, or None (with the reason printed) where torchjd is missing or fails on import."""
     try:
         from torchjd.aggregation import PCGrad
-    except ImportError:
+    except Exception as err:  # the peer is optional: our rows still print
+        print(f"# torchjd is not importable ({type(err).__name__}: {err}): its column is left out")
         return None
     return PCGrad()
 

@@ -222,8 +222,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if any(m.startswith("ds-") for m in methods):
         try:
             import deepspeed.moe.sharded_moe  # noqa: F401
-        except ImportError as err:  # the peer is optional: our rows still print
-            print(f"# DeepSpeed is not importable ({err}): its methods are skipped")
+        except Exception as err:  # the peer is optional (missing, or broken on import): our rows still print
+            print(f"# DeepSpeed is not importable ({type(err).__name__}: {err}): its methods are skipped")
             methods = [m for m in methods if not m.startswith("ds-")]
     peak = PeakMemory(args.device)
     print(f"# device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "

@@ -3,6 +3,7 @@ bandwidth columns are a percentage of, looked up by the name CUDA reports."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 
@@ -23,3 +24,20 @@ def _benchmark():
 ])
 def test_peak_bandwidth_is_the_datasheet_figure_of_the_named_device(name, gbps):
     assert _benchmark().peak_bandwidth_gbps(name) == gbps
+
+
+class _BrokenTorchJD:
+    """A meta path finder under which importing torchjd raises something other than ImportError."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchjd" or name.startswith("torchjd."):
+            raise RuntimeError("broken wheel")
+
+
+def test_a_torchjd_that_breaks_on_import_is_left_out(monkeypatch):
+    """The TorchJD column is optional: a wheel that fails on import must not stop the GPU pass's Gram table."""
+    benchmark = _benchmark()
+    for name in [m for m in sys.modules if m == "torchjd" or m.startswith("torchjd.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenTorchJD(), *sys.meta_path])
+    assert benchmark.torchjd_pcgrad() is None
