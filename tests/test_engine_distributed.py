@@ -175,6 +175,24 @@ def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage):
     assert step_losses(root / f"u{stage}_more")[STEPS + 1] < step_losses(root / "one")[1] - 0.3
 
 
+def test_a_new_best_of_a_run_resumed_on_one_rank_is_loaded_for_the_evaluation(work):
+    """A 2-rank run resumed on 1 rank loads its checkpoint through DeepSpeed's universal format; a new best it then
+    writes (`training.keep_best`, before its last step) is an ordinary 1-rank checkpoint, loaded for the
+    after-training evaluation. (Was: loaded as a universal one too — 'optimizer_state.pt ... is missing', the run
+    failing after training with its new best reported as corrupt.)"""
+    root, tok, _ = work
+    cfg = tiny_config(root / "best2", tok, root / "cache", deepspeed={"zero_stage": 2},
+                      training={"steps": 4, "validate_every": 4, "validate_examples": 2, "keep_best": "val_loss"})
+    run_checked(torchrun_command(write_config(cfg, root / "best2.yaml"), 2))
+    assert latest_checkpoint(root / "best2").name == "step-00000004"
+    on_one = dict(cfg, training={**cfg["training"], "micro_batch_size": 8, "steps": 7, "validate_every": 2,
+                                 "output_dir": str(root / "best1")})
+    result = train(on_one, resume=str(root / "best2"), evaluate_held_in=False)
+    assert result.best_checkpoint.resolve().name == "step-00000006" and result.step == 7
+    assert read_meta(result.best_checkpoint)["world_size"] == 1
+    assert result.evaluated_step == 6
+
+
 def test_deepspeed_launcher_two_ranks_match_one_process(work):
     """The README's `deepspeed --num_gpus 2 --module t2t_mtl train cfg.yaml` (the launcher passes
     `--local_rank=N` before the command): ZeRO-2 over 2 ranks reproduces the 1-process curve."""

@@ -363,6 +363,15 @@ def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
     return out
 
 
+def load_universal_format(engine: Any, universal: bool) -> None:
+    """Make the engine's next load read DeepSpeed's universal format (`universal`) or its own. DeepSpeed takes it
+    from the engine's config (`checkpoint.load_universal`), set once at start-up for a resume under another world
+    size; a later load of a checkpoint of this run (the best, `training.keep_best`) is in DeepSpeed's own format."""
+    config = getattr(engine, "_config", None)
+    if config is not None:
+        config.load_universal_checkpoint = universal
+
+
 def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = False
                     ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], Dict[str, Any]]:
     """Collective: restore the DeepSpeed state; return (trainer_state, this rank's state or None, meta).
@@ -375,6 +384,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
     if not (ckpt / tag).is_dir() or not any((ckpt / tag).iterdir()):
         raise CheckpointError(f"{ckpt / tag} (the DeepSpeed state) is missing or empty; {_CORRUPT_HINT}")
     trainer_state = _load_file(ckpt / "trainer_state.pt")
+    load_universal_format(engine, universal)
     try:
         path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_optimizer_states=True,
                                          load_lr_scheduler_states=True)
