@@ -9,6 +9,7 @@ State (EMA targets, RNG) round-trips through `state_dict`/`load_state_dict`.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from typing import Any, ClassVar
 
@@ -36,6 +37,15 @@ class GradientMethod:
                 f"accepted options: {sorted(self.defaults) or 'none'}")
         self.num_tasks = num_tasks
         self.options = {key: self._coerced(key, value) for key, value in {**self.defaults, **options}.items()}
+
+    def warn_once(self, message: str, *args: Any) -> None:
+        """Log `message % args` as a warning of the method's module logger (`t2t_mtl.gradients.<method>`, shown in the
+        train output) the first time this method calls it; later calls are not reported."""
+        if not self._warned:
+            self._warned = True
+            logging.getLogger(type(self).__module__).warning(message, *args)
+
+    _warned = False
 
     def _coerced(self, key: str, value: Any) -> Any:
         """`value` as the type of a numeric default (YAML reads `1e3` as a string; NaN and ±inf are refused);

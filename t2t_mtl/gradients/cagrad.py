@@ -15,7 +15,6 @@ search that finds no decrease (SLSQP's exit 8), and any exit at the objective's 
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,12 +23,10 @@ from scipy.optimize import minimize
 
 from .base import GradientMethod, GradientMethodError, register_method
 
+
 NORM_FLOOR = 1e-20  # keeps √(xᵀGx) differentiable when 0 lies in the convex hull
 STEP_EPS = 1e-4  # added to ‖g_x‖ in the step (units of the RMS task-gradient norm), as the authors' code does
 NO_DECREASE = 8  # SLSQP's exit "Positive directional derivative for linesearch": no step lowers F in float64
-
-logger = logging.getLogger(__name__)
-
 
 class SimplexSolve(NamedTuple):
     """SLSQP's point x on the simplex, its exit status (0: success) and message."""
@@ -102,14 +99,11 @@ class CAGrad(GradientMethod):
             raise GradientMethodError(f"gradient_surgery.rescale must be true or false for cagrad (divide the update "
                                       f"by 1 + c²), got {self.options['rescale']!r}")
 
-    _warned = False
-
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         c = float(self.options["c"])
         solved = cagrad_solve(gram, c, self.options["rescale"])
-        if solved.cut_short and not self._warned:
-            self._warned = True
-            logger.warning("cagrad: SLSQP did not solve for the simplex point x of the conflict-averse update "
+        if solved.cut_short:
+            self.warn_once("cagrad: SLSQP did not solve for the simplex point x of the conflict-averse update "
                            "(gradient_surgery.c = %.3g): %s; the step used its last iterate (later such steps are "
                            "not reported)", c, solved.message)
         return solved.weights

@@ -16,14 +16,13 @@ cycle between two float64 points), or a last step that left α unchanged (t join
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .base import GradientMethod, GradientMethodError, register_method
 
-logger = logging.getLogger(__name__)
+
 ROUNDING = 4 * float(np.finfo(np.float64).eps)  # per task: float64's error in v·v − v·g_t (|G_ij| ≤ 1)
 
 
@@ -114,14 +113,11 @@ class MGDA(GradientMethod):
         if int(self.options["max_iter"]) < 1:
             raise GradientMethodError(f"gradient_surgery.max_iter must be >= 1 for mgda, got {self.options['max_iter']}")
 
-    _warned = False
-
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         max_iter, tol = int(self.options["max_iter"]), float(self.options["tol"])
         solved = mgda_solve(gram, max_iter, tol)
-        if solved.cut_short and not self._warned:
-            self._warned = True
-            logger.warning("mgda: %d major steps (gradient_surgery.max_iter) left the min-norm point's Frank–Wolfe "
+        if solved.cut_short:
+            self.warn_once("mgda: %d major steps (gradient_surgery.max_iter) left the min-norm point's Frank–Wolfe "
                            "gap (v·v − min_r v·g_r) / v·v at %.3g, above gradient_surgery.tol = %.3g; the step used "
                            "that last iterate (later such steps are not reported): raise max_iter", max_iter,
                            solved.gap, tol)

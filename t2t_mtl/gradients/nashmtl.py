@@ -10,14 +10,11 @@ a few tasks against the default tol 1e-12): further steps could not change it, a
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .base import GradientMethod, GradientMethodError, register_method
-
-logger = logging.getLogger(__name__)
 
 
 def nash_objective(gram: np.ndarray, alpha: np.ndarray) -> float:
@@ -96,14 +93,11 @@ class NashMTL(GradientMethod):
         if float(self.options["tol"]) <= 0:
             raise GradientMethodError(f"gradient_surgery.tol must be > 0 for nashmtl, got {self.options['tol']}")
 
-    _warned = False
-
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         max_iter, tol = int(self.options["max_iter"]), float(self.options["tol"])
         solved = nashmtl_solve(gram, float(self.options["ridge"]), max_iter, tol)
-        if solved.cut_short and not self._warned:
-            self._warned = True
-            logger.warning("nashmtl: %d Newton steps (gradient_surgery.max_iter) left the bargaining solution at "
+        if solved.cut_short:
+            self.warn_once("nashmtl: %d Newton steps (gradient_surgery.max_iter) left the bargaining solution at "
                            "max_i |α_i (Gα)_i − 1| = %.3g, above gradient_surgery.tol = %.3g; the step used that "
                            "last iterate (later such steps are not reported): raise max_iter", max_iter,
                            solved.residual, tol)
