@@ -511,6 +511,20 @@ def test_kernels_run_on_the_tensors_device_not_the_current_one():
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _run_tiny_moe_benchmark(setup: str) -> subprocess.CompletedProcess:
+    """benchmarks/moe.py at N=64, E=4, d=8, k=1 in a fresh interpreter after the Python `setup`; asserts it exits 0."""
+    script = setup + """
+sys.argv = ["moe.py", "--n", "64", "--e", "4", "--d", "8", "--k", "1", "--repeats", "1"]
+import runpy
+runpy.run_path("benchmarks/moe.py", run_name="__main__")
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_moe_benchmark_runs_when_importing_deepspeed_fails_otherwise():
     """A DeepSpeed wheel that is there but breaks on import (here a RuntimeError, as an accelerator or version
     check raises) must not take our rows with it on the one-try GPU pass."""
@@ -522,14 +536,8 @@ class BrokenDeepSpeed:
             raise RuntimeError("accelerator check failed")
 sys.meta_path.insert(0, BrokenDeepSpeed())
 sys.modules.pop("deepspeed", None)
-sys.argv = ["moe.py", "--n", "64", "--e", "4", "--d", "8", "--k", "1", "--repeats", "1"]
-import runpy
-runpy.run_path("benchmarks/moe.py", run_name="__main__")
 """
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DS_ACCELERATOR": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_tiny_moe_benchmark(script)
     assert "DeepSpeed is not importable (RuntimeError: accelerator check failed)" in proc.stdout, proc.stdout
     assert any(line.startswith("| 64 | 4 | 8 | 1 |") for line in proc.stdout.splitlines()), proc.stdout
 
@@ -540,13 +548,7 @@ def test_moe_benchmark_runs_without_deepspeed():
     script = """
 import sys
 sys.modules["deepspeed"] = None  # as if it were not installed
-sys.argv = ["moe.py", "--n", "64", "--e", "4", "--d", "8", "--k", "1", "--repeats", "1"]
-import runpy
-runpy.run_path("benchmarks/moe.py", run_name="__main__")
 """
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DS_ACCELERATOR": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_tiny_moe_benchmark(script)
     assert "DeepSpeed is not importable" in proc.stdout
     assert any(line.startswith("| 64 | 4 | 8 | 1 |") for line in proc.stdout.splitlines()), proc.stdout

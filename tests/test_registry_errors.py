@@ -277,6 +277,17 @@ def test_preprocessor_expressions_that_fail_on_a_row_name_task_split_row_and_exp
         list(task.load_rows("train", streaming=True))
 
 
+def _every_read_fails(task: Task, split: str, pattern: str) -> None:
+    """Loading, streaming and streaming the rendered `split` of `task` each raise a DataSourceError matching
+    `pattern`."""
+    with pytest.raises(DataSourceError, match=pattern):
+        task.load_rows(split)
+    with pytest.raises(DataSourceError, match=pattern):
+        list(task.load_rows(split, streaming=True))
+    with pytest.raises(DataSourceError, match=pattern):
+        list(task.to_dataset(split, streaming=True))
+
+
 def test_a_malformed_file_read_streamed_fails_as_when_it_is_loaded(tmp_path):
     # streamed, the reader's own error came out of the iteration (pyarrow's ArrowInvalid "JSON parse error: ...")
     # naming neither the source nor the file
@@ -284,12 +295,7 @@ def test_a_malformed_file_read_streamed_fails_as_when_it_is_loaded(tmp_path):
     bad.write_text('{"text": "a"}\n{"text": "b" "c": 3}\n')
     task = Task("malformed", LocalFileSource(bad), [ECHO], splits=("train",))
     named = rf"^local files source: could not load \['{bad}'\] for split 'train': .*JSON parse error"
-    with pytest.raises(DataSourceError, match=named):
-        task.load_rows("train")
-    with pytest.raises(DataSourceError, match=named):
-        list(task.load_rows("train", streaming=True))
-    with pytest.raises(DataSourceError, match=named):
-        list(task.to_dataset("train", streaming=True))
+    _every_read_fails(task, "train", named)
     good = tmp_path / "good.jsonl"
     good.write_text('{"text": "c"}\n')
     both = LocalFileSource({"train": [good, good]})  # several files are read once each, streamed or not
@@ -308,12 +314,7 @@ def test_a_hub_datasets_read_error_names_the_dataset_and_split_loaded_or_streame
     bad.write_text('{"text": "a"}\n{"text": "b" "c": 3}\n')
     task = Task("malformed", HFSource("json", data_files={"train": str(bad)}), [ECHO], splits=("train",))
     named = r"^hub dataset json split 'train' could not be loaded \(.*JSON parse error.*\); its data_files"
-    with pytest.raises(DataSourceError, match=named):
-        task.load_rows("train")
-    with pytest.raises(DataSourceError, match=named):
-        list(task.load_rows("train", streaming=True))
-    with pytest.raises(DataSourceError, match=named):
-        list(task.to_dataset("train", streaming=True))
+    _every_read_fails(task, "train", named)
 
     def broken_stream(*args, **kwargs):
         def rows():
