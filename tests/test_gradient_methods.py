@@ -219,7 +219,7 @@ def test_nashmtl_warns_once_when_max_iter_ends_its_solve_above_tol(caplog):
     assert len(caplog.records) == 1  # once, not at every step
     message = caplog.records[0].getMessage()
     assert "1 Newton steps (gradient_surgery.max_iter)" in message and "gradient_surgery.tol = 1e-12" in message
-    assert f"max_i |α_i (Gα)_i − 1| = {residual:.3g}" in message
+    assert f"max_i |α_i (Gα)_i − 1| at {residual:.3g}" in message
     caplog.clear()
     with caplog.at_level("WARNING", logger="t2t_mtl.gradients.nashmtl"):
         alpha = build_method("nashmtl", 3).weights(G)
@@ -319,6 +319,7 @@ def test_sum_and_mean():
     ({"method": "gradvac", "beta": 0}, "beta must be in"),
     ({"method": "nashmtl", "max_iter": 0}, r"gradient_surgery.max_iter must be >= 1 for nashmtl, got 0"),
     ({"method": "nashmtl", "tol": 0}, r"gradient_surgery.tol must be > 0 for nashmtl, got 0"),
+    ({"method": "mgda", "tol": 0}, r"gradient_surgery.tol must be > 0 for mgda, got 0"),
     ({"method": "nashmtl", "ridge": -1}, r"gradient_surgery.ridge must be >= 0 for nashmtl, got -1"),
     # were read as true (the authors' code's rescale 2, dividing by 1 + c, silently divided by 1 + c²)
     ({"method": "cagrad", "rescale": 2}, r"gradient_surgery.rescale must be true or false for cagrad .* got 2"),

@@ -45,6 +45,13 @@ class GradientMethod:
             self._warned = True
             logging.getLogger(type(self).__module__).warning(message, *args)
 
+    def warn_max_iter(self, steps: str, measure: str, value: float) -> None:
+        """`warn_once` that the `max_iter` option's `steps` (e.g. "Newton steps") left the solve's `measure` at
+        `value`, above the `tol` option: the step used that last iterate."""
+        self.warn_once("%s: %d %s (gradient_surgery.max_iter) left %s at %.3g, above gradient_surgery.tol = %.3g; the "
+                       "step used that last iterate (later such steps are not reported): raise max_iter", self.name,
+                       int(self.options["max_iter"]), steps, measure, value, float(self.options["tol"]))
+
     _warned = False
 
     def _coerced(self, key: str, value: Any) -> Any:

@@ -112,13 +112,12 @@ class MGDA(GradientMethod):
         super().__init__(num_tasks, **options)
         if int(self.options["max_iter"]) < 1:
             raise GradientMethodError(f"gradient_surgery.max_iter must be >= 1 for mgda, got {self.options['max_iter']}")
+        if float(self.options["tol"]) <= 0:
+            raise GradientMethodError(f"gradient_surgery.tol must be > 0 for mgda, got {self.options['tol']}")
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        max_iter, tol = int(self.options["max_iter"]), float(self.options["tol"])
-        solved = mgda_solve(gram, max_iter, tol)
+        solved = mgda_solve(gram, int(self.options["max_iter"]), float(self.options["tol"]))
         if solved.cut_short:
-            self.warn_once("mgda: %d major steps (gradient_surgery.max_iter) left the min-norm point's Frank–Wolfe "
-                           "gap (v·v − min_r v·g_r) / v·v at %.3g, above gradient_surgery.tol = %.3g; the step used "
-                           "that last iterate (later such steps are not reported): raise max_iter", max_iter,
-                           solved.gap, tol)
+            self.warn_max_iter("major steps", "the min-norm point's Frank–Wolfe gap (v·v − min_r v·g_r) / v·v",
+                               solved.gap)
         return solved.alpha

@@ -94,11 +94,8 @@ class NashMTL(GradientMethod):
             raise GradientMethodError(f"gradient_surgery.tol must be > 0 for nashmtl, got {self.options['tol']}")
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        max_iter, tol = int(self.options["max_iter"]), float(self.options["tol"])
-        solved = nashmtl_solve(gram, float(self.options["ridge"]), max_iter, tol)
+        solved = nashmtl_solve(gram, float(self.options["ridge"]), int(self.options["max_iter"]),
+                               float(self.options["tol"]))
         if solved.cut_short:
-            self.warn_once("nashmtl: %d Newton steps (gradient_surgery.max_iter) left the bargaining solution at "
-                           "max_i |α_i (Gα)_i − 1| = %.3g, above gradient_surgery.tol = %.3g; the step used that "
-                           "last iterate (later such steps are not reported): raise max_iter", max_iter,
-                           solved.residual, tol)
+            self.warn_max_iter("Newton steps", "the bargaining solution's max_i |α_i (Gα)_i − 1|", solved.residual)
         return solved.alpha
