@@ -8,6 +8,7 @@ An `HFSource` with `data_files` names its files itself and is always loaded with
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 from pathlib import Path
@@ -101,17 +102,22 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
         raise _read_error(error, files, split, what) from (None if _holds_no_rows(error) else error)
     if not streaming:
         return rows
-    return datasets.IterableDataset.from_generator(  # a streamed file is read, and fails, while it is iterated
-        _read_streamed, features=rows.features,  # (a list in gen_kwargs would be split into shards: a tuple)
-        gen_kwargs={"rows": rows, "files": tuple(files), "split": split, "what": what})
+    return _raising_stream(rows, functools.partial(_read_error, files=tuple(files), split=split, what=what))
 
 
-def _read_streamed(rows: datasets.IterableDataset, files: Sequence[Path], split: str, what: str):
-    """The rows of a streamed file; a read error is the `DataSourceError` loading the file map-style raises."""
+def _raising_stream(rows: datasets.IterableDataset,
+                    read_error: Callable[[BaseException], DataSourceError]) -> datasets.IterableDataset:
+    """`rows`, streamed: a stream is read, and fails, while it is iterated, so an error reading it raises
+    `read_error(error)` — the `DataSourceError` loading the same rows map-style raises."""
+    return datasets.IterableDataset.from_generator(_stream_rows, features=rows.features,
+                                                   gen_kwargs={"rows": rows, "read_error": read_error})
+
+
+def _stream_rows(rows: datasets.IterableDataset, read_error: Callable[[BaseException], DataSourceError]):
     try:
         yield from rows
-    except Exception as error:
-        raise _read_error(error, files, split, what) from (None if _holds_no_rows(error) else error)
+    except Exception as error:  # caused by the reader's error, unless that only says there are no rows
+        raise read_error(error) from (None if _holds_no_rows(error) else error)
 
 
 def _holds_no_rows(error: BaseException) -> bool:
@@ -224,15 +230,7 @@ class HFSource(Source):
             raise self._read_error(error, split) from error
         if not streaming:
             return rows
-        return datasets.IterableDataset.from_generator(  # a stream is read, and fails, while it is iterated
-            self._read_streamed, features=rows.features, gen_kwargs={"rows": rows, "split": split})
-
-    def _read_streamed(self, rows: datasets.IterableDataset, split: str):
-        """The rows of a streamed `split`; a read error is the `DataSourceError` loading it map-style raises."""
-        try:
-            yield from rows
-        except Exception as error:
-            raise self._read_error(error, split) from error
+        return _raising_stream(rows, functools.partial(self._read_error, split=split))
 
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
         """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the
