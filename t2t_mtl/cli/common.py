@@ -29,6 +29,36 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
                              "available, else the CPU), cpu, cuda or cuda:N")
 
 
+def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> None:
+    """Add the options of how a model scores and decodes — `--length-norm`, `--num-beams`, `--max-new-tokens`,
+    `--batch-size` (`batch_unit` per forward pass), `--max-input-length` — and `--device`. The first four
+    default to None: `decoding_settings` fills them in from the run's own evaluation settings."""
+    parser.add_argument("--length-norm", action=argparse.BooleanOptionalAction, default=None,
+                        help="rank by the mean (not the sum) of a choice's token log-probabilities (default: the "
+                             "run's evaluation.length_normalize, else the sum)")
+    parser.add_argument("--num-beams", type=int, default=None,
+                        help="beam width for generation, 1 = greedy (default: the run's evaluation.num_beams, else 1)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
+                             "data.max_target_length; 64 for a model folder)")
+    parser.add_argument("--batch-size", type=int, default=16, help=f"{batch_unit} per forward pass")
+    parser.add_argument("--max-input-length", type=int, default=None,
+                        help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
+                             "evaluation.max_input_length else data.max_input_length; 512 for a model folder)")
+    add_device_option(parser)
+
+
+def decoding_settings(args: argparse.Namespace, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of `add_decoding_options` (but `--device`) as `EvalSettings` / `predict` keywords: each one
+    given, else what the checkpoint's run (`meta`) evaluated with."""
+    return {"length_normalize": (run_evaluation_setting(meta, "length_normalize")
+                                 if args.length_norm is None else args.length_norm),
+            "num_beams": args.num_beams or run_evaluation_setting(meta, "num_beams"),
+            "max_new_tokens": args.max_new_tokens or run_generation_length(meta),
+            "batch_size": args.batch_size,
+            "max_input_length": args.max_input_length or run_input_length(meta)}
+
+
 def resolve_device(name: str) -> Any:
     """The `torch.device` of a `--device` value; ValueError naming `--device` for one this machine lacks."""
     import os

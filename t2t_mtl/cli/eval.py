@@ -11,9 +11,8 @@ import difflib
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from t2t_mtl.cli.common import (add_device_option, add_tasks_dir_option, below_one, ignored_scoring_option,
-                                register_tasks_dir, resolve_device, run_evaluation_setting, run_generation_length,
-                                run_input_length)
+from t2t_mtl.cli.common import (add_decoding_options, add_tasks_dir_option, below_one, decoding_settings,
+                                ignored_scoring_option, register_tasks_dir, resolve_device, run_evaluation_setting)
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -40,19 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,
                         help="rank: answer-choice log-likelihood; generate: decode + metric; auto: rank where every "
                              "example has answer choices (default: the run's evaluation.scoring, else auto)")
-    parser.add_argument("--length-norm", action=argparse.BooleanOptionalAction, default=None,
-                        help="rank by the mean (not the sum) of a choice's token log-probabilities (default: the "
-                             "run's evaluation.length_normalize, else the sum)")
-    parser.add_argument("--num-beams", type=int, default=None,
-                        help="beam width for generation, 1 = greedy (default: the run's evaluation.num_beams, else 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
-                             "data.max_target_length; 64 for a model folder)")
-    parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass")
-    parser.add_argument("--max-input-length", type=int, default=None,
-                        help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
-                             "evaluation.max_input_length else data.max_input_length; 512 for a model folder)")
-    add_device_option(parser)
+    add_decoding_options(parser, "examples")
     parser.add_argument("--shots", type=int, default=0, metavar="K",
                         help="k-shot: K solved demonstrations of the same template before each input (default 0: "
                              "zero-shot)")
@@ -193,13 +180,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         model.to(device)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples,
                                 scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
-                                length_normalize=(run_evaluation_setting(meta, "length_normalize")
-                                                  if args.length_norm is None else args.length_norm),
-                                num_beams=args.num_beams or run_evaluation_setting(meta, "num_beams"),
-                                max_new_tokens=args.max_new_tokens or run_generation_length(meta),
-                                batch_size=args.batch_size,
-                                max_input_length=args.max_input_length or run_input_length(meta),
-                                keep_predictions=args.keep_predictions, num_shots=args.shots,
+                                **decoding_settings(args, meta), keep_predictions=args.keep_predictions, num_shots=args.shots,
                                 shots_split=args.shots_split)
         tasks = select_tasks(args, meta)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,

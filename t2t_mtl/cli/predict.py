@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from t2t_mtl.cli.common import (add_device_option, below_one, ignored_scoring_option, resolve_device,
-                                run_evaluation_setting, run_generation_length, run_input_length)
+from t2t_mtl.cli.common import (add_decoding_options, below_one, decoding_settings, ignored_scoring_option,
+                                resolve_device)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,19 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "was not trained on: the unseen route, no task token)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
                         help="auto (default): rank where an input has choices, else generate")
-    parser.add_argument("--length-norm", action=argparse.BooleanOptionalAction, default=None,
-                        help="rank by the mean (not the sum) of a choice's token log-probabilities (default: the "
-                             "run's evaluation.length_normalize, else the sum)")
-    parser.add_argument("--num-beams", type=int, default=None,
-                        help="beam width for generation, 1 = greedy (default: the run's evaluation.num_beams, else 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
-                             "data.max_target_length; 64 for a model folder)")
-    parser.add_argument("--batch-size", type=int, default=16, help="inputs per forward pass")
-    parser.add_argument("--max-input-length", type=int, default=None,
-                        help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
-                             "evaluation.max_input_length else data.max_input_length; 512 for a model folder)")
-    add_device_option(parser)
+    add_decoding_options(parser, "inputs")
     parser.set_defaults(func=run_predict)
 
 
@@ -125,12 +113,7 @@ def run_predict(args: argparse.Namespace) -> int:
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
         model.to(device)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
-                              length_normalize=(run_evaluation_setting(meta, "length_normalize")
-                                                if args.length_norm is None else args.length_norm),
-                              num_beams=args.num_beams or run_evaluation_setting(meta, "num_beams"),
-                              max_new_tokens=args.max_new_tokens or run_generation_length(meta),
-                              batch_size=args.batch_size,
-                              max_input_length=args.max_input_length or run_input_length(meta))
+                              **decoding_settings(args, meta))
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
