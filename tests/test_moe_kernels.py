@@ -335,6 +335,19 @@ def test_router_ties_go_to_the_lowest_expert_id_on_both_backends():
     assert torch.equal(route(half, 2, backend="triton").topk_idx, route(half, 2, backend="reference").topk_idx)
 
 
+def test_reference_router_top_k_is_the_stable_order_for_every_k_with_ties_inside_and_at_the_boundary():
+    # the reference picks with torch.topk (its order among equal values is unspecified) and fixes the tie order
+    g = torch.Generator().manual_seed(3)
+    inf, nan = float("inf"), float("nan")
+    logits = torch.randint(-2, 3, (200, 7), generator=g).float()  # 5 values over 7 experts: ties everywhere
+    logits[:20] = logits[:20, :1]  # rows of one repeated value
+    logits[20:40, ::2] = -inf
+    logits[40:50, 1::3] = inf
+    logits[50:60, 2] = nan
+    for k in range(1, 8):
+        assert router_reference(logits, k).topk_idx.tolist() == _expected_topk(logits, k), k
+
+
 def test_router_ranks_nan_logits_as_minus_inf_on_both_backends():
     logits = _logits(6, 5)
     logits[0, 0] = logits[2, 3] = logits[2, 4] = float("nan")

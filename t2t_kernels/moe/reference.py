@@ -62,14 +62,31 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _top_k_ids(key: torch.Tensor, k: int) -> torch.Tensor:
+    """The ids of the `k` largest entries of each row of `key` (no NaN), largest first, the lowest id first among
+    equal values — a stable descending sort's first k. `torch.topk` picks them (its order among equal values is
+    unspecified), its k are put in that order, and only rows where a value tied with the k-th is left out (so
+    topk's choice among the ties matters) are sorted in full."""
+    values, ids = torch.topk(key, k, dim=-1)
+    if k > 1:  # id order, then a stable sort by value: lowest id first among equal values
+        ids, by_id = torch.sort(ids, dim=-1)
+        order = torch.sort(values.gather(-1, by_id), dim=-1, descending=True, stable=True).indices
+        ids = ids.gather(-1, order)
+    kth = values[..., -1:]
+    tie_left_out = (key == kth).sum(-1) > (values == kth).sum(-1)
+    if tie_left_out.any():
+        rows = tie_left_out.nonzero().squeeze(-1)
+        ids[rows] = torch.sort(key[rows], dim=-1, descending=True, stable=True).indices[..., :k]
+    return ids
+
+
 def router_reference(logits: torch.Tensor, k: int, score: str = "softmax", renormalize: bool = True
                      ) -> RouterOutput:
     """Scores (softmax or sigmoid) over [N, E] logits, top-k by logit, gates (renormalised over the k)."""
     x = logits.to(_compute_dtype(logits.dtype))
     lse = torch.logsumexp(x, dim=-1)
     probs = torch.softmax(x, dim=-1) if score == "softmax" else torch.sigmoid(x)
-    key = x.masked_fill(x.isnan(), float("-inf"))
-    idx = torch.sort(key, dim=-1, descending=True, stable=True).indices[..., :k]
+    idx = _top_k_ids(x.masked_fill(x.isnan(), float("-inf")), k)
     gates = probs.gather(-1, idx)
     if renormalize:
         mass = gates.sum(-1, keepdim=True)
@@ -116,10 +133,12 @@ def combine_reference(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor) 
     dtype = _compute_dtype(torch.promote_types(y.dtype, gates.dtype))
     dest = plan.dest.long()
     kept = dest >= 0
-    weights = torch.where(kept, gates.to(dtype), torch.zeros((), dtype=dtype, device=gates.device))
+    per_token = kept.sum(1)
     rows, d = y.shape
-    # a dropped slot reads an appended zero row with weight 0 (an inf/NaN expert row would give 0 · inf = NaN);
-    # a zero column when d = 0 keeps the table non-empty (cut off again below)
-    table = F.pad(y.to(dtype), (0, int(d == 0), 0, 1))
-    out = F.embedding_bag(dest.masked_fill(~kept, rows), table, mode="sum", per_sample_weights=weights)
+    # a bag per token holding its kept slots only (a dropped slot is never read: 0 · an inf/NaN row would be NaN);
+    # embedding_bag needs a non-empty table: a zero row when every slot is dropped, a zero column when d = 0
+    # (cut off again below)
+    table = y.to(dtype) if rows and d else F.pad(y.to(dtype), (0, int(d == 0), 0, int(rows == 0)))
+    out = F.embedding_bag(dest[kept], table, torch.cumsum(per_token, 0) - per_token, mode="sum",
+                          per_sample_weights=gates.to(dtype)[kept])
     return out[:, :d].to(y.dtype)
