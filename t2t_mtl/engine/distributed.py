@@ -136,6 +136,16 @@ def max_over_ranks(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """`t` summed over the ranks, in place, on every rank (an all-reduce when distributed; unchanged otherwise).
+    The result is the same tensor on every rank."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
 def any_true(flag: bool, device: torch.device) -> bool:
     """True on every rank if `flag` is True on any rank (one tiny all-reduce when distributed)."""
     return max_over_ranks(1.0 if flag else 0.0, device) > 0

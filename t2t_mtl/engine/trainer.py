@@ -45,7 +45,7 @@ from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_fp16_zero_stage, check_precision, lr_scheduler
-from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks
+from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks, sum_over_ranks
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
 from t2t_mtl.engine.best import BestValidation
@@ -538,14 +538,6 @@ def _guarded_skip_step(engine: Any) -> None:
         engine.lr_scheduler.load_state_dict(schedule)
 
 
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
-
-
 # ---------------------------------------------------------------------------------------------- the loop
 
 def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, overrides: Sequence[str] = (),
@@ -846,7 +838,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 else:
                     for p in weighting_params:
                         if p.grad is not None:
-                            _all_reduce_sum(p.grad).div_(env.world_size)
+                            sum_over_ranks(p.grad).div_(env.world_size)
                     for group in weighting_opt.param_groups:  # the model's schedule (warmup, decay) for this step
                         group["lr"] = step_lr
                     weighting_opt.step()
@@ -854,9 +846,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             step += 1
             acc[2 * T + 3] = 1.0 if stop.requested else 0.0
             stop.step = step + 1  # a later signal is seen after the next step
-            weighting.synchronize(_all_reduce_sum)  # state built from each rank's own losses: the same everywhere
+            weighting.synchronize(sum_over_ranks)  # state built from each rank's own losses: the same everywhere
             acc[2 * T + 5] = sum(len(chunk) for chunk in chunks)  # packed micro-batches hold varying numbers
-            _all_reduce_sum(acc)
+            sum_over_ranks(acc)
             task_loss = {name: float(acc[i] / acc[T + i]) for i, name in enumerate(task_names) if acc[T + i] > 0}
             good = float(acc[2 * T + 2])
             seen_examples += float(acc[2 * T + 5])
@@ -879,9 +871,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 sampler.update({"loss": task_loss})
             extra = {"epoch": epoch, "weighted_loss": float(acc[2 * T + 1] / good) if good else float("nan")}
             if moe_acc is not None:  # MoE aux loss (in the weighted loss) and routing stats, mean over forwards
-                extra["moe"] = moe_stats_dict(_all_reduce_sum(moe_acc))
+                extra["moe"] = moe_stats_dict(sum_over_ranks(moe_acc))
             if entropy_acc is not None:  # per-task mean normalised entropy of this step's training forwards
-                entropy = task_means(_all_reduce_sum(entropy_acc), task_names)
+                entropy = task_means(sum_over_ranks(entropy_acc), task_names)
                 entropy_acc.zero_()
                 if not poisoned and entropy:
                     sampler.update({"entropy": entropy})

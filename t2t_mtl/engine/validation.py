@@ -2,8 +2,9 @@
 
 `held_in_exact_match`: end-of-run exact match of greedy generation on held-in validation examples.
 `PeriodicValidator`: mid-training per-task validation loss and exact match (signals for adaptive samplers
-and the dtp weighting). `zero_shot_evaluation`: the `evaluation:` section — every template of the held-out
-(or listed) tasks scored by `t2t_mtl.evaluation`, report written to `<run dir>/eval`.
+and the dtp weighting). Both shard the rows over the data-parallel ranks and sum the results over them.
+`zero_shot_evaluation`: the `evaluation:` section — every template of the held-out (or listed) tasks scored by
+`t2t_mtl.evaluation`, report written to `<run dir>/eval`.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from t2t_mtl.config import Config, ConfigError
-from t2t_mtl.engine.distributed import DistEnv
+from t2t_mtl.engine.distributed import DistEnv, sum_over_ranks
 from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
 from t2t_mtl.evaluation.generation import decode_generated
+from t2t_mtl.evaluation.rank_classification import evaluation_mode
+from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.moe import token_masks
 
 
@@ -33,43 +36,66 @@ def with_task_token(tokenizer: Any, texts: Sequence[str], task: str, max_input_l
     return [prefix_task_token(text, task) for text in texts], max_input_length + 1
 
 
-@torch.no_grad()
+def _lockstep(engine: Any, env: DistEnv) -> bool:
+    """ZeRO-3 with several ranks: every forward pass gathers parameters with collectives, so the ranks must run
+    the same passes (padding batches; `synced_gpus` generation)."""
+    return engine.zero_optimization_stage() == 3 and env.world_size > 1
+
+
+def _routing(pass_task_ids: bool, task_id: int, rows: int, device: torch.device) -> Dict[str, torch.Tensor]:
+    """The `task_ids` keyword of a batch of one task (empty for models that take none)."""
+    if not pass_task_ids:
+        return {}
+    return {"task_ids": torch.full((rows,), task_id, dtype=torch.long, device=device)}
+
+
+def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], targets: Sequence[str],
+                   max_new_tokens: int, synced: bool, routing: Dict[str, torch.Tensor]) -> int:
+    """How many greedy generations for the encoded `inputs` equal their `targets` (whitespace-normalised)."""
+    out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
+                         num_beams=1, max_new_tokens=max_new_tokens, synced_gpus=synced, **routing)
+    preds = decode_generated(tokenizer, out, inputs)
+    return sum(_normalise(p) == _normalise(g) for p, g in zip(preds, targets))
+
+
 def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv,
                         pass_task_ids: bool = False, batch_size: int = 32) -> Tuple[Dict[str, float], float, float]:
     """Greedy-decode `data.validation_examples` validation rows of each task; return (per-task exact match,
-    macro average, chance level). Chance is 1/len(answer choices) for tasks with choices, 0 otherwise.
+    macro average, chance level), the same on every rank. Chance is 1/len(answer choices) for tasks with
+    choices, 0 otherwise.
 
-    Every rank decodes the same examples (under ZeRO-3 generation must run on all ranks, synced)."""
+    Each rank decodes its shard of every task's rows (`shard_batches`) and the match counts are summed over the
+    ranks: the numbers of one process decoding them all. Under ZeRO-3 with several ranks the ranks decode in
+    lockstep (as many batches each, padding batches discarded; generation synced)."""
     import task_registry
 
     model = engine.module
-    was_training = model.training
-    model.eval()
-    synced = engine.zero_optimization_stage() == 3 and env.world_size > 1
+    lockstep = _lockstep(engine, env)
+    correct = torch.zeros(len(task_names), dtype=torch.float64)
+    datasets = []
+    with evaluation_mode(model):
+        for tid, name in enumerate(task_names):
+            task = task_registry.get_task(name)
+            split = "validation" if "validation" in task.splits else task.splits[-1]
+            ds = task.to_dataset(split, templates=cfg.data.templates, max_examples=cfg.data.validation_examples,
+                                 seed=cfg.training.seed)
+            datasets.append(ds)
+            for batch in shard_batches(len(ds), batch_size, env.rank, env.world_size, lockstep=lockstep):
+                rows = ds[batch.rows]
+                texts, max_length = with_task_token(tokenizer, rows["inputs"], name, cfg.data.max_input_length)
+                enc = tokenizer(texts, max_length=max_length, truncation=True, padding=True,
+                                return_tensors="pt").to(env.device)
+                matches = _exact_matches(model, tokenizer, enc, rows["inputs"], rows["targets"],
+                                         cfg.data.max_target_length, lockstep,
+                                         _routing(pass_task_ids, tid, len(batch.rows), env.device))
+                if batch.counted:
+                    correct[tid] += matches
+    correct = sum_over_ranks(correct.to(env.device)).cpu()
     per_task, chance = {}, []
-    for tid, name in enumerate(task_names):
-        task = task_registry.get_task(name)
-        split = "validation" if "validation" in task.splits else task.splits[-1]
-        ds = task.to_dataset(split, templates=cfg.data.templates, max_examples=cfg.data.validation_examples,
-                             seed=cfg.training.seed)
-        correct = 0
-        for start in range(0, len(ds), batch_size):
-            rows = ds[start:start + batch_size]
-            texts, max_length = with_task_token(tokenizer, rows["inputs"], name, cfg.data.max_input_length)
-            enc = tokenizer(texts, max_length=max_length, truncation=True, padding=True,
-                            return_tensors="pt").to(env.device)
-            kwargs = {}
-            if pass_task_ids:
-                kwargs["task_ids"] = torch.full((enc["input_ids"].shape[0],), tid, dtype=torch.long, device=env.device)
-            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
-                                 num_beams=1, max_new_tokens=cfg.data.max_target_length, synced_gpus=synced, **kwargs)
-            preds = decode_generated(tokenizer, out, rows["inputs"])
-            correct += sum(_normalise(p) == _normalise(g) for p, g in zip(preds, rows["targets"]))
-        per_task[name] = correct / max(len(ds), 1)
+    for name, ds, matches in zip(task_names, datasets, correct.tolist()):
+        per_task[name] = matches / max(len(ds), 1)
         choices = [len(c) for c in ds["answer_choices"] if c]
         chance.append(sum(1.0 / n for n in choices) / len(ds) if choices else 0.0)
-    if was_training:
-        model.train()
     macro = sum(per_task.values()) / len(per_task)
     return per_task, macro, sum(chance) / len(chance)
 
@@ -77,10 +103,11 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
 class PeriodicValidator:
     """Mid-training validation feeding the adaptive samplers and the dtp weighting.
 
-    The first `examples` validation rows of each task (the same rows on every rank, tokenized once) are
-    scored by `__call__(engine)`: per-task mean token cross-entropy under teacher forcing (`val_loss`) and
-    exact match of greedy generation (`val_score`, in [0, 1]). Every rank computes the same numbers, so
-    the sampler updates they drive stay identical across ranks.
+    The first `examples` validation rows of each task (tokenized once) are scored by `__call__(engine)`:
+    per-task mean token cross-entropy under teacher forcing (`val_loss`) and exact match of greedy generation
+    (`val_score`, in [0, 1]). Each rank scores its shard of the rows (`local_sums`) and the sums are added over
+    the ranks in float64, so every rank gets the same numbers — those of one process scoring every row, up to
+    float summation order — and the sampler updates they drive stay identical across ranks.
     """
 
     def __init__(self, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv, examples: int,
@@ -102,45 +129,50 @@ class PeriodicValidator:
             inputs, self.max_input_length = with_task_token(tokenizer, ds["inputs"], name, cfg.data.max_input_length)
             self.rows[name] = {"inputs": inputs, "targets": list(ds["targets"])}
 
-    @torch.no_grad()
     def __call__(self, engine: Any) -> Tuple[Dict[str, float], Dict[str, float]]:
-        """(val_loss, val_score) per task."""
-        model = engine.module
-        was_training = model.training
-        model.eval()
-        synced = engine.zero_optimization_stage() == 3 and self.env.world_size > 1
-        device, tok, data = self.env.device, self.tokenizer, self.cfg.data
+        """(val_loss, val_score) per task, the same on every rank."""
+        sums = sum_over_ranks(self.local_sums(engine).to(self.env.device)).cpu()
         val_loss, val_score = {}, {}
-        for tid, name in enumerate(self.task_names):
-            inputs, targets = self.rows[name]["inputs"], self.rows[name]["targets"]
-            loss_sum, correct = 0.0, 0
-            for start in range(0, len(inputs), self.batch_size):
-                x, y = inputs[start:start + self.batch_size], targets[start:start + self.batch_size]
-                enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True,
-                          return_tensors="pt").to(device)
-                labels = tok(text_target=y, max_length=data.max_target_length, truncation=True, padding=True,
-                             return_tensors="pt")["input_ids"].to(device)
-                labels = labels.masked_fill(labels == tok.pad_token_id, -100)
-                kwargs = {}
-                if self.pass_task_ids:
-                    kwargs["task_ids"] = torch.full((len(x),), tid, dtype=torch.long, device=device)
-                with token_masks(model, decoder=labels.ne(-100)):
-                    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                   decoder_input_ids=model._shift_right(labels), **kwargs).logits
-                token_ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels,
-                                                             ignore_index=-100, reduction="none")
-                mask = (labels != -100).float()
-                loss_sum += float(((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum())
-                out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                     do_sample=False, num_beams=1, max_new_tokens=data.max_target_length,
-                                     synced_gpus=synced, **kwargs)
-                preds = decode_generated(tok, out, x)
-                correct += sum(_normalise(p) == _normalise(g) for p, g in zip(preds, y))
-            val_loss[name] = loss_sum / len(inputs)
-            val_score[name] = correct / len(inputs)
-        if was_training:
-            model.train()
+        for name, (loss_sum, correct) in zip(self.task_names, sums.tolist()):
+            val_loss[name] = loss_sum / len(self.rows[name]["inputs"])
+            val_score[name] = correct / len(self.rows[name]["inputs"])
         return val_loss, val_score
+
+    def local_sums(self, engine: Any) -> torch.Tensor:
+        """[tasks, 2] float64: per task, this rank's sum of per-row mean token cross-entropies and its count of
+        exact matches, over its shard of the rows (`shard_batches` with the env's rank and world size). Under
+        ZeRO-3 with several ranks every rank runs as many teacher-forced forwards and (synced) generations,
+        the padding batches' results discarded."""
+        lockstep = _lockstep(engine, self.env)
+        sums = torch.zeros(len(self.task_names), 2, dtype=torch.float64)
+        with evaluation_mode(engine.module):
+            for tid, name in enumerate(self.task_names):
+                inputs, targets = self.rows[name]["inputs"], self.rows[name]["targets"]
+                for batch in shard_batches(len(inputs), self.batch_size, self.env.rank, self.env.world_size,
+                                           lockstep=lockstep):
+                    scored = self._score_batch(engine.module, tid, [inputs[i] for i in batch.rows],
+                                               [targets[i] for i in batch.rows], lockstep)
+                    if batch.counted:
+                        sums[tid] += torch.tensor(scored, dtype=torch.float64)
+        return sums
+
+    def _score_batch(self, model: Any, task_id: int, x: List[str], y: List[str], synced: bool
+                     ) -> Tuple[float, int]:
+        """(sum over the rows of their mean token cross-entropy, exact matches) of one batch."""
+        device, tok, data = self.env.device, self.tokenizer, self.cfg.data
+        enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True, return_tensors="pt").to(device)
+        labels = tok(text_target=y, max_length=data.max_target_length, truncation=True, padding=True,
+                     return_tensors="pt")["input_ids"].to(device)
+        labels = labels.masked_fill(labels == tok.pad_token_id, -100)
+        routing = _routing(self.pass_task_ids, task_id, len(x), device)
+        with token_masks(model, decoder=labels.ne(-100)):
+            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                           decoder_input_ids=model._shift_right(labels), **routing).logits
+        token_ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
+                                                     reduction="none")
+        mask = (labels != -100).float()
+        loss_sum = float(((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum())
+        return loss_sum, _exact_matches(model, tok, enc, x, y, data.max_target_length, synced, routing)
 
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)

@@ -1,0 +1,192 @@
+"""Validation sharded over data-parallel ranks: each rank scores its shard of the rows, the sums are added over
+the ranks, and every rank gets the numbers of one process scoring every row — checked against a row-by-row
+reference (one forward and one generation per row), in one process with simulated ranks and with two real
+processes (gloo) under ZeRO-2 and ZeRO-3 (lockstep: as many forward passes on every rank)."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+import torch
+
+from t2t_mtl.config import config_from_dict
+from t2t_mtl.engine.distributed import DistEnv
+from t2t_mtl.engine.validation import PeriodicValidator, held_in_exact_match
+from t2t_mtl.evaluation.sharding import shard_batches
+
+from engine_helpers import TASKS, free_port, tiny_config, train_tiny_tokenizer
+
+ROWS = 5  # odd, and more than a batch: the two ranks' shards differ in rows and in batches
+BATCH = 2
+HELD_IN_ROWS = 3
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+class _Engine:
+    """What the validators read of a DeepSpeed engine, for a plain model in one process."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def zero_optimization_stage(self) -> int:
+        return 0
+
+
+def _config(tok_dir, root, stage: int = 0):
+    return config_from_dict(tiny_config(root / "run", tok_dir, root / "cache", deepspeed={"zero_stage": stage},
+                                        data={"validation_examples": HELD_IN_ROWS}))
+
+
+def _model(cfg, tokenizer):
+    from t2t_mtl.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(cfg.model, vocab_size=len(tokenizer)).eval()
+
+
+def _validator(tokenizer, cfg, env, targets=None) -> PeriodicValidator:
+    validator = PeriodicValidator(tokenizer, TASKS, cfg, env, ROWS, batch_size=BATCH)
+    for name, task_targets in (targets or {}).items():
+        validator.rows[name]["targets"] = task_targets
+    return validator
+
+
+@torch.no_grad()
+def _row_by_row(model, tokenizer, validator):
+    """Per task, per row: (the model's own mean token loss of the row (`labels=`), whether its greedy decode
+    equals the target, the decode) — one forward and one generation per row."""
+    data = validator.cfg.data
+    scored = {}
+    for name in TASKS:
+        rows = validator.rows[name]
+        scored[name] = []
+        for x, y in zip(rows["inputs"], rows["targets"]):
+            enc = tokenizer([x], max_length=validator.max_input_length, truncation=True, return_tensors="pt")
+            labels = tokenizer(text_target=[y], max_length=data.max_target_length, truncation=True,
+                               return_tensors="pt")["input_ids"]
+            out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=data.max_target_length)
+            text = tokenizer.decode(out[0], skip_special_tokens=True).strip()
+            scored[name].append((float(model(**enc, labels=labels).loss), float(text == y), text))
+    return scored
+
+
+def _sums(scored, rows):
+    """[tasks, 2]: per task, the sums of the row-by-row losses and matches of `rows`."""
+    return torch.tensor([[sum(scored[name][i][k] for i in rows) for k in (0, 1)] for name in TASKS],
+                        dtype=torch.float64)
+
+
+def _reachable_targets(validator, scored):
+    """The gold targets with every second one replaced by the model's own generation, so that exact match is
+    neither 0 nor 1 (a randomly initialised model matches no gold target)."""
+    return {name: [row[2] if i % 2 else gold for i, (gold, row) in
+                   enumerate(zip(validator.rows[name]["targets"], scored[name]))] for name in TASKS}
+
+
+@pytest.fixture(scope="module")
+def reference(tok_dir, tmp_path_factory):
+    """(cfg, tokenizer, model, targets, row-by-row scores, val_loss, val_score) on one process."""
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    cfg = _config(tok_dir, tmp_path_factory.mktemp("ref"))
+    tokenizer = load_tokenizer(str(tok_dir))
+    model = _model(cfg, tokenizer)
+    validator = _validator(tokenizer, cfg, DistEnv(0, 1, 0, CPU, "gloo"))
+    targets = _reachable_targets(validator, _row_by_row(model, tokenizer, validator))
+    scored = _row_by_row(model, tokenizer, _validator(tokenizer, cfg, validator.env, targets))
+    means = _sums(scored, range(ROWS)) / ROWS
+    val_loss = {name: float(means[t, 0]) for t, name in enumerate(TASKS)}
+    val_score = {name: float(means[t, 1]) for t, name in enumerate(TASKS)}
+    assert all(0 < s < 1 for s in val_score.values()), val_score
+    return cfg, tokenizer, model, targets, scored, val_loss, val_score
+
+
+@pytest.mark.parametrize("rows, world", [(5, 2), (7, 3), (1, 2), (0, 2), (4, 1)])
+def test_shards_are_disjoint_cover_every_row_and_lockstep_evens_the_batch_counts(rows, world):
+    free = [shard_batches(rows, BATCH, r, world) for r in range(world)]
+    counted = sorted(i for batches in free for b in batches for i in b.rows)
+    assert counted == list(range(rows))
+    assert all(b.counted and len(b.rows) <= BATCH for batches in free for b in batches)
+    lockstep = [shard_batches(rows, BATCH, r, world, lockstep=True) for r in range(world)]
+    assert len({len(batches) for batches in lockstep}) == 1
+    assert len(lockstep[0]) == -(-(-(-rows // world)) // BATCH)
+    for own, padded in zip(free, lockstep):
+        assert padded[:len(own)] == own and all(b.rows == [0] and not b.counted for b in padded[len(own):])
+
+
+def test_shard_batches_refuses_a_rank_outside_the_world():
+    with pytest.raises(ValueError, match="rank=2, world_size=2"):
+        shard_batches(5, BATCH, 2, 2)
+
+
+def test_each_shard_scores_its_rows_and_the_shards_add_up_to_the_row_by_row_scores(reference):
+    cfg, tokenizer, model, targets, scored, val_loss, val_score = reference
+    one = _validator(tokenizer, cfg, DistEnv(0, 1, 0, CPU, "gloo"), targets)
+    loss, score = one(_Engine(model))
+    assert loss == pytest.approx(val_loss, rel=1e-5) and score == val_score
+    for rank in range(2):  # rank r of 2 scores rows r, r + 2, ...
+        local = _validator(tokenizer, cfg, DistEnv(rank, 2, rank, CPU, "gloo"), targets).local_sums(_Engine(model))
+        expected = _sums(scored, range(rank, ROWS, 2))
+        assert local[:, 1].tolist() == expected[:, 1].tolist()
+        assert local[:, 0].tolist() == pytest.approx(expected[:, 0].tolist(), rel=1e-5)
+
+
+def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targets: dict) -> None:
+    """One of two ranks: a ZeRO-`stage` DeepSpeed engine on the reference's model; writes its validation numbers
+    and how many times its model ran forward."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), DS_ACCELERATOR="cpu")
+    from pathlib import Path
+
+    import task_registry
+    from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
+    from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.engine.trainer import initialize_deepspeed
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    task_registry.load_builtin_tasks()
+    env = init_distributed(num_threads=1)
+    cfg = _config(Path(tok_dir), Path(root), stage)
+    tokenizer = load_tokenizer(tok_dir)
+    engine = initialize_deepspeed(_model(cfg, tokenizer), build_deepspeed_config(cfg, 2), cfg)
+    forwards = []
+    engine.module.register_forward_pre_hook(lambda *_: forwards.append(1))
+    val_loss, val_score = _validator(tokenizer, cfg, env, targets)(engine)
+    held_in = held_in_exact_match(engine, tokenizer, TASKS, cfg, env, batch_size=BATCH)
+    with open(Path(root) / f"rank{rank}.json", "w") as f:
+        json.dump({"val_loss": val_loss, "val_score": val_score, "held_in": held_in, "forwards": len(forwards)}, f)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, stage):
+    cfg, tokenizer, model, targets, _, val_loss, val_score = reference
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    procs = [context.Process(target=_rank_worker, args=(r, port, stage, str(tok_dir), str(tmp_path), targets))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+        assert p.exitcode == 0
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for key in ("val_loss", "val_score", "held_in"):
+        assert ranks[0][key] == ranks[1][key], key  # bit-identical on every rank
+    assert ranks[0]["val_loss"] == pytest.approx(val_loss, rel=1e-5)
+    assert ranks[0]["val_score"] == val_score
+    one = held_in_exact_match(_Engine(model), tokenizer, TASKS, cfg, DistEnv(0, 1, 0, CPU, "gloo"),
+                              batch_size=BATCH)
+    assert ranks[0]["held_in"] == list(one)
+    forwards = [r["forwards"] for r in ranks]
+    if stage == 3:  # lockstep: rank 1's shorter shards run padding batches
+        assert forwards[0] == forwards[1]
+    else:  # each rank decodes its own shard only
+        assert forwards[0] > forwards[1]
