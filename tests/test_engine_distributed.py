@@ -50,7 +50,7 @@ def assert_same_curve(run_dir, ref_dir):
 
 def test_zero3_two_processes_match_one_process(work):
     """Also with activation checkpointing and zero-shot evaluations during training, neither of which may change
-    the curve; the evaluations score the unsharded model on every rank."""
+    the curve; the evaluations (each rank its shard of the examples, in lockstep) score the gathered model."""
     root, tok, reference = work
     model_cfg = tiny_config(root, tok, root)["model"]
     cfg = tiny_config(root / "z3", tok, root / "cache", training={"steps": STEPS}, deepspeed={"zero_stage": 3},

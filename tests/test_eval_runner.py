@@ -119,6 +119,17 @@ def test_majority_baseline_is_the_most_common_gold_position_for_per_example_choi
     assert _baselines(shuffled, "accuracy", "accuracy")[0] == pytest.approx(100 * 2 / 3)
 
 
+def test_lockstep_decoder_passes_are_the_most_any_ranks_batch_of_that_index_runs():
+    # ZeRO-3 ranks score their shards in the same decoder passes; 64 answer-choice rows make a pass
+    from t2t_mtl.evaluation.runner import _Example, _lockstep_decoder_passes
+
+    counts = [40, 1, 40, 1, 30]  # 2 ranks, batches of 2: rank 0 rows [0, 2] (80 choices) then [4] (30);
+    examples = [_Example(i, "q", "a", ["a"] * n) for i, n in enumerate(counts)]  # rank 1 [1, 3] (2), padding [0]
+    assert _lockstep_decoder_passes(examples, 2, 2) == [2, 1]
+    assert _lockstep_decoder_passes(examples, 5, 1) == [2]  # 112 choices
+    assert _lockstep_decoder_passes(examples, 1, 2) == [1, 1, 1]
+
+
 def _result(task, template, score, majority=None):
     return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=10,
                           metrics={"accuracy": {"accuracy": score / 100}}, primary_metric="accuracy",

@@ -80,6 +80,24 @@ def test_encoder_runs_once_per_batch_of_examples(model, tokenizer):
     assert len(calls) == 3  # ceil(5 / 2) encoder passes for 16 answer choices
 
 
+@pytest.mark.parametrize("min_passes, expected", [(0, [2, 1]), (2, [2, 2]), (3, [3, 3])])
+def test_min_decoder_passes_pads_each_encoder_batch_without_changing_the_scores(model, tokenizer, min_passes,
+                                                                                 expected):
+    # ZeRO-3 ranks in lockstep: a batch with fewer choices runs extra (discarded) decoder passes
+    inputs, choices = INPUTS[:3], CHOICES[:3]  # batches of 2 + 3 then 4 choices: 2 then 1 pass at 4 rows a pass
+    calls = []  # "e" per encoder pass, "d" per decoder pass
+    hooks = [model.get_encoder().register_forward_hook(lambda *_: calls.append("e")),
+             model.get_decoder().register_forward_hook(lambda *_: calls.append("d"))]
+    try:
+        scores = score_choices(model, tokenizer, inputs, choices, batch_size=2, max_choice_rows=4,
+                               min_decoder_passes=min_passes)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert [len(run) for run in "".join(calls).split("e")[1:]] == expected
+    assert scores == score_choices(model, tokenizer, inputs, choices, batch_size=2, max_choice_rows=4)
+
+
 def test_picks_the_choice_a_biased_lm_head_favours(model, tokenizer):
     favoured = tokenizer("no", add_special_tokens=False).input_ids
     assert len(favoured) == 1

@@ -1,7 +1,8 @@
-"""Validation sharded over data-parallel ranks: each rank scores its shard of the rows, the sums are added over
-the ranks, and every rank gets the numbers of one process scoring every row — checked against a row-by-row
-reference (one forward and one generation per row), in one process with simulated ranks and with two real
-processes (gloo) under ZeRO-2 and ZeRO-3 (lockstep: as many forward passes on every rank)."""
+"""Validation and evaluation sharded over data-parallel ranks: each rank scores its shard of the rows, the
+results are combined over the ranks, and every rank gets the numbers of one process scoring every row —
+checked against a row-by-row reference (one forward and one generation per row) in one process with simulated
+ranks, and with two real processes (gloo) under ZeRO-2 and ZeRO-3 (lockstep: the same forward passes on every
+rank)."""
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ class _Engine:
 
 def _config(tok_dir, root, stage: int = 0):
     return config_from_dict(tiny_config(root / "run", tok_dir, root / "cache", deepspeed={"zero_stage": stage},
-                                        data={"validation_examples": HELD_IN_ROWS}))
+                                        data={"validation_examples": HELD_IN_ROWS},
+                                        evaluation={"tasks": TASKS, "max_examples": ROWS, "batch_size": BATCH,
+                                                    "max_new_tokens": 4}))
 
 
 def _model(cfg, tokenizer):
@@ -138,9 +141,17 @@ def test_each_shard_scores_its_rows_and_the_shards_add_up_to_the_row_by_row_scor
         assert local[:, 0].tolist() == pytest.approx(expected[:, 0].tolist(), rel=1e-5)
 
 
+def _passes(model) -> tuple:
+    """(a list that gets "e" for each encoder pass and "d" for each decoder pass of `model` from now on, the
+    hook handles)."""
+    calls: list = []
+    return calls, [model.get_encoder().register_forward_pre_hook(lambda *_: calls.append("e")),
+                   model.get_decoder().register_forward_pre_hook(lambda *_: calls.append("d"))]
+
+
 def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targets: dict) -> None:
-    """One of two ranks: a ZeRO-`stage` DeepSpeed engine on the reference's model; writes its validation numbers
-    and how many times its model ran forward."""
+    """One of two ranks: a ZeRO-`stage` DeepSpeed engine on the reference's model; writes its validation and
+    zero-shot evaluation numbers, and the encoder and decoder passes its model ran for each."""
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), DS_ACCELERATOR="cpu")
     from pathlib import Path
@@ -149,6 +160,7 @@ def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targ
     from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
     from t2t_mtl.engine.distributed import init_distributed
     from t2t_mtl.engine.trainer import initialize_deepspeed
+    from t2t_mtl.engine.validation import zero_shot_evaluation
     from t2t_mtl.tokenizer import load_tokenizer
 
     task_registry.load_builtin_tasks()
@@ -156,17 +168,26 @@ def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targ
     cfg = _config(Path(tok_dir), Path(root), stage)
     tokenizer = load_tokenizer(tok_dir)
     engine = initialize_deepspeed(_model(cfg, tokenizer), build_deepspeed_config(cfg, 2), cfg)
-    forwards = []
-    engine.module.register_forward_pre_hook(lambda *_: forwards.append(1))
+    passes, _ = _passes(engine.module)
     val_loss, val_score = _validator(tokenizer, cfg, env, targets)(engine)
     held_in = held_in_exact_match(engine, tokenizer, TASKS, cfg, env, batch_size=BATCH)
+    validation_passes = "".join(passes)
+    passes.clear()
+    evaluation = zero_shot_evaluation(engine, tokenizer, cfg, env, Path(root) / "eval", progress=False, plots=False)
     with open(Path(root) / f"rank{rank}.json", "w") as f:
-        json.dump({"val_loss": val_loss, "val_score": val_score, "held_in": held_in, "forwards": len(forwards)}, f)
+        json.dump({"val_loss": val_loss, "val_score": val_score, "held_in": held_in, "zero_shot": evaluation["tasks"],
+                   "validation_passes": validation_passes, "evaluation_passes": "".join(passes)}, f)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, stage):
+    """Validation, held-in exact match and the zero-shot evaluation (rank classification and generation) of 5
+    rows in batches of 2: rank 0 scores 3 rows in 2 batches, rank 1 2 rows in 1 batch (ZeRO-3: and a padding
+    batch)."""
+    from t2t_mtl.engine.validation import evaluation_plan
+    from t2t_mtl.evaluation import EvalReport, evaluate_tasks
+
     cfg, tokenizer, model, targets, _, val_loss, val_score = reference
     context = multiprocessing.get_context("spawn")
     port = free_port()
@@ -178,15 +199,34 @@ def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, sta
         p.join(240)
         assert p.exitcode == 0
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    for key in ("val_loss", "val_score", "held_in"):
+    for key in ("val_loss", "val_score", "held_in", "zero_shot"):
         assert ranks[0][key] == ranks[1][key], key  # bit-identical on every rank
     assert ranks[0]["val_loss"] == pytest.approx(val_loss, rel=1e-5)
     assert ranks[0]["val_score"] == val_score
-    one = held_in_exact_match(_Engine(model), tokenizer, TASKS, cfg, DistEnv(0, 1, 0, CPU, "gloo"),
-                              batch_size=BATCH)
+    env = DistEnv(0, 1, 0, CPU, "gloo")
+    calls, hooks = _passes(model)
+    _validator(tokenizer, cfg, env, targets)(_Engine(model))
+    one = held_in_exact_match(_Engine(model), tokenizer, TASKS, cfg, env, batch_size=BATCH)
+    one_process = {"validation_passes": "".join(calls)}
+    calls.clear()
+    names, settings = evaluation_plan(cfg)
+    single = evaluate_tasks(model, tokenizer, names, settings, progress=False)
+    one_process["evaluation_passes"] = "".join(calls)
+    for hook in hooks:
+        hook.remove()
     assert ranks[0]["held_in"] == list(one)
-    forwards = [r["forwards"] for r in ranks]
-    if stage == 3:  # lockstep: rank 1's shorter shards run padding batches
-        assert forwards[0] == forwards[1]
-    else:  # each rank decodes its own shard only
-        assert forwards[0] > forwards[1]
+    written = EvalReport.from_dict(json.loads((tmp_path / "eval" / "report.json").read_text()))
+    assert {r.scoring for r in single.results} == {"rank", "generate"}
+    assert [(r.template, r.num_examples, r.metrics) for r in written.results] == \
+        [(r.template, r.num_examples, r.metrics) for r in single.results]
+    # encoder passes: 5 rows in batches of 2 are 3 batches in one process, 2 on rank 0 and 1 on rank 1 (ZeRO-3: and
+    # a padding one); the 3 held-in rows 2, 1 and 1. Validation runs a forward and a generation per batch.
+    lockstep = stage == 3
+    tasks, templates, rank1 = len(TASKS), len(single.results), 2 if lockstep else 1
+    expected = {"validation_passes": (tasks * (3 * 2 + 2), [tasks * (2 * 2 + 1), tasks * (rank1 * 2 + 1)]),
+                "evaluation_passes": (3 * templates, [2 * templates, rank1 * templates])}
+    for phase, (alone, per_rank) in expected.items():
+        passes = [r[phase] for r in ranks]
+        assert one_process[phase].count("e") == alone and [p.count("e") for p in passes] == per_rank, phase
+        if lockstep:  # rank 1's shorter shards run padding batches and decoder passes
+            assert passes[0] == passes[1], phase

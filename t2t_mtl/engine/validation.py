@@ -275,8 +275,9 @@ def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv,
                          progress: bool = True, plots: bool = True) -> Optional[Dict[str, Any]]:
     """Run the `evaluation:` section on the model as it is; rank 0 writes report.json/report.md (and with
     `plots` a PNG per task) to `out_dir`. Returns {"tasks": {task: median score 0-100}, "macro_average",
-    "chance", "report": path} (every rank) or None when the section is empty. Under ZeRO-3 with several ranks
-    every rank scores every example (partitioned parameters need the same forward passes on all ranks)."""
+    "chance", "report": path} (every rank) or None when the section is empty. Each rank scores its shard of the
+    examples and the outputs are gathered (`evaluate_tasks`); under ZeRO-3 with several ranks the ranks run in
+    lockstep (partitioned parameters need the same forward passes on all ranks)."""
     from t2t_mtl.evaluation import evaluate_tasks, write_report
     from t2t_mtl.evaluation.aggregate import summarize
 
@@ -286,10 +287,9 @@ def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv,
     model = engine.module
     was_training = model.training
     model.eval()
-    shard = not (engine.zero_optimization_stage() == 3 and env.world_size > 1)
-    rank, world = (env.rank, env.world_size) if shard else (0, 1)
-    report = evaluate_tasks(model, tokenizer, names, settings, name=str(cfg.training.output_dir), rank=rank,
-                            world_size=world, progress=progress and env.is_main)
+    report = evaluate_tasks(model, tokenizer, names, settings, name=str(cfg.training.output_dir), rank=env.rank,
+                            world_size=env.world_size, progress=progress and env.is_main,
+                            lockstep=_lockstep(engine, env))
     if was_training:
         model.train()
     if env.is_main:

@@ -33,12 +33,13 @@ def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[s
 
 def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
                    batch_size: int = 16, max_input_length: int = 512,
-                   task_ids: Optional[Sequence[int]] = None) -> list[str]:
+                   task_ids: Optional[Sequence[int]] = None, synced_gpus: bool = False) -> list[str]:
     """Decode one text per input (`decode_generated`: special tokens removed but a span-corruption input's
     sentinels, surrounding whitespace stripped).
 
     An empty decode is returned as "" (it is scored like any prediction, never dropped). `task_ids[i]`
-    (None: none passed, for models that take no task ids) is input i's task id.
+    (None: none passed, for models that take no task ids) is input i's task id. `synced_gpus` (ZeRO-3 with
+    several ranks, each calling this as often): every rank keeps stepping until all ranks' batches are done.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -54,6 +55,6 @@ def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 
                 "task_ids": torch.tensor(task_ids[start:start + batch_size], device=device)}
             output = model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
                                     num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
-                                    early_stopping=num_beams > 1, **routing)
+                                    early_stopping=num_beams > 1, synced_gpus=synced_gpus, **routing)
             predictions.extend(decode_generated(tokenizer, output, inputs[start:start + batch_size]))
     return predictions

@@ -123,16 +123,27 @@ def encode_examples(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         return hidden, cross_attention_states(model, hidden)
 
 
+#: answer-choice rows `score_choices` runs through the decoder at a time, by default
+MAX_CHOICE_ROWS = 64
+
+
+def decoder_passes(choice_rows: int, max_choice_rows: int = MAX_CHOICE_ROWS) -> int:
+    """How many decoder passes `score_choices` runs for an encoder batch whose examples have `choice_rows` answer
+    choices in all."""
+    return -(-choice_rows // max_choice_rows)
+
+
 def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
-                  length_normalize: bool = False, batch_size: int = 16, max_choice_rows: int = 64,
-                  max_input_length: int = 512,
-                  task_ids: Optional[Sequence[int]] = None) -> list[list[float]]:
+                  length_normalize: bool = False, batch_size: int = 16, max_choice_rows: int = MAX_CHOICE_ROWS,
+                  max_input_length: int = 512, task_ids: Optional[Sequence[int]] = None,
+                  min_decoder_passes: int = 0) -> list[list[float]]:
     """Score every answer choice of every example; returns one list of scores per example.
 
     `answer_choices[i]` are example i's choices (at least one), each scored in full (never truncated: choices
     that differ only late must not tie). Examples are batched `batch_size` at a time through the encoder,
     inputs truncated to `max_input_length` tokens; their choices run through the decoder `max_choice_rows`
-    rows at a time.
+    rows at a time (`decoder_passes`), and at least `min_decoder_passes` times per encoder batch: the extra
+    passes score the batch's first choice again and are discarded (ZeRO-3 ranks that must run the same passes).
     `task_ids[i]` (None: none passed, for models that take no task ids) is example i's task id.
     """
     if len(inputs) != len(answer_choices):
@@ -154,15 +165,18 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
             hidden, states = encode_examples(model, encoded.input_ids, encoded.attention_mask, ids)
             owners = [row for row, i in enumerate(batch) for _ in answer_choices[i]]
             texts = [choice for i in batch for choice in answer_choices[i]]
-            flat: list[float] = []
-            for rows in _batches(len(texts), max_choice_rows):
+
+            def score_rows(rows: range) -> list[float]:
                 labels = tokenizer(text_target=[texts[r] for r in rows], padding=True,
                                    return_tensors="pt").input_ids.to(device)
                 labels = labels.masked_fill(labels.eq(tokenizer.pad_token_id), -100)
                 owner = torch.tensor([owners[r] for r in rows], device=device)
-                flat.extend(shared_encoder_log_likelihoods(
-                    model, labels, owner, hidden, encoded.attention_mask, states,
-                    length_normalize=length_normalize, task_ids=ids).tolist())
+                return shared_encoder_log_likelihoods(model, labels, owner, hidden, encoded.attention_mask, states,
+                                                      length_normalize=length_normalize, task_ids=ids).tolist()
+
+            flat = [score for rows in _batches(len(texts), max_choice_rows) for score in score_rows(rows)]
+            for _ in range(min_decoder_passes - decoder_passes(len(texts), max_choice_rows)):
+                score_rows(range(1))
             position = 0
             for i in batch:
                 count = len(answer_choices[i])

@@ -3,7 +3,9 @@
 Sharding: with `world_size` > 1 (or an initialised torch.distributed group) rank r scores the examples
 r, r + world_size, ... of every template; the per-example outputs are gathered with
 `torch.distributed.all_gather_object` (gloo on CPU) and every rank computes the metrics on the full,
-re-ordered set, so the numbers are those of one process. A model with task-conditioned layers (task-routed MoE,
+re-ordered set, so the numbers are those of one process. With `lockstep` (a DeepSpeed ZeRO-3 model, whose
+forward passes gather parameters collectively) every rank runs the same forward passes, padding its shorter
+shard with passes whose results are discarded. A model with task-conditioned layers (task-routed MoE,
 per-task LoRA) gets each example's task id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a
 task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_routing`; LoRA: the mean adapter).
 """
@@ -15,7 +17,7 @@ import os
 import random
 import statistics
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -25,9 +27,10 @@ from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, fitted_prompt
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
-from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
+from t2t_mtl.evaluation.rank_classification import argmax_first, decoder_passes, score_choices
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
+from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.task_routing import routing_task_id
 
 logger = logging.getLogger(__name__)
@@ -252,34 +255,47 @@ def group_sizes(task, rows) -> collections.Counter:
     return collections.Counter(task.group_key(row, index) for index, row in enumerate(rows))
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, world_size: int) -> list[int]:
+    """Per batch index of the lockstep shards: the most decoder passes (`decoder_passes`) any rank's rank
+    classification batch of that index runs — known on every rank, since every rank holds every example."""
+    shards = [shard_batches(len(examples), batch_size, r, world_size, lockstep=True) for r in range(world_size)]
+    return [max(decoder_passes(sum(len(examples[i].answer_choices) for i in batch.rows)) for batch in same_index)
+            for same_index in zip(*shards)]
 
 
 def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
-                 progress: Optional[Callable[[int], None]],
-                 task_id: Optional[int] = None) -> list[tuple[int, str, int, Optional[list[float]]]]:
-    """(position, prediction text, chosen index or -1, choice scores) for each local example.
+                 progress: Optional[Callable[[int], None]], task_id: Optional[int] = None, *, rank: int = 0,
+                 world_size: int = 1, lockstep: bool = False) -> list[tuple[int, str, int, Optional[list[float]]]]:
+    """(position, prediction text, chosen index or -1, choice scores) for each of this rank's `examples`
+    (`shard_batches`: rank, rank + world_size, ...).
 
-    `task_id` (None: the model takes none) is passed with every example."""
+    `task_id` (None: the model takes none) is passed with every example. With `lockstep` (ZeRO-3, several
+    ranks) every rank runs the same forward passes: as many batches (padding ones discarded), as many decoder
+    passes per rank-classification batch, generation synced."""
+    batches = shard_batches(len(examples), settings.batch_size, rank, world_size, lockstep=lockstep)
+    passes = (_lockstep_decoder_passes(examples, settings.batch_size, world_size) if lockstep and mode == "rank"
+              else [0] * len(batches))
     out = []
-    for chunk in _chunks(list(examples), settings.batch_size):
+    for batch, min_passes in zip(batches, passes):
+        chunk = [examples[i] for i in batch.rows]
         task_ids = None if task_id is None else [task_id] * len(chunk)
         if mode == "rank":
             scores = score_choices(model, tokenizer, [e.inputs for e in chunk], [e.answer_choices for e in chunk],
                                    length_normalize=settings.length_normalize, batch_size=settings.batch_size,
-                                   max_input_length=settings.max_input_length, task_ids=task_ids)
-            for example, row in zip(chunk, scores):
-                chosen = argmax_first(row)
-                out.append((example.position, example.answer_choices[chosen], chosen, row))
+                                   max_input_length=settings.max_input_length, task_ids=task_ids,
+                                   min_decoder_passes=min_passes)
+            chosen = [argmax_first(row) for row in scores]
+            scored = [(e.position, e.answer_choices[k], k, row) for e, k, row in zip(chunk, chosen, scores)]
         else:
             texts = generate_texts(model, tokenizer, [e.inputs for e in chunk], num_beams=settings.num_beams,
                                    max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                   max_input_length=settings.max_input_length, task_ids=task_ids)
-            out.extend((example.position, text, -1, None) for example, text in zip(chunk, texts))
-        if progress:
-            progress(len(chunk))
+                                   max_input_length=settings.max_input_length, task_ids=task_ids,
+                                   synced_gpus=lockstep)
+            scored = [(e.position, text, -1, None) for e, text in zip(chunk, texts)]
+        if batch.counted:
+            out.extend(scored)
+            if progress:
+                progress(len(chunk))
     return out
 
 
@@ -364,9 +380,10 @@ def _choice_scores(examples: Sequence[_Example]) -> Optional[list[list[float]]]:
 def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSettings, *, split: str,
                       rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
                       demonstration_rows: Any = None, demonstration_split: Optional[str] = None,
-                      group_sizes: Optional[Mapping[str, int]] = None) -> TemplateResult:
-    """Score one template on `rows` (sharded over ranks) and compute its metrics; with `settings.num_shots`,
-    each input gets demonstrations drawn from `demonstration_rows` (of `demonstration_split`).
+                      group_sizes: Optional[Mapping[str, int]] = None, lockstep: bool = False) -> TemplateResult:
+    """Score one template on `rows` (sharded over ranks; `lockstep`: in the same forward passes on every rank, as
+    ZeRO-3 needs) and compute its metrics; with `settings.num_shots`, each input gets demonstrations drawn from
+    `demonstration_rows` (of `demonstration_split`).
 
     Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
     split's group sizes when `rows` are its first rows), counted in `incomplete_groups` and logged; with no
@@ -396,10 +413,10 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
     metrics, skipped = applicable_metrics(task, template, metrics, examples)  # before the model runs
     primary = metrics[0]
     key = metric_spec(primary).primary
-    local = examples[rank::world_size]
-    outputs = sorted(_gather(_score_local(model, tokenizer, local, mode, settings,
+    outputs = sorted(_gather(_score_local(model, tokenizer, examples, mode, settings,
                                           progress_bar.update if progress_bar else None,
-                                          routing_task_id(model, task.name)), world_size))
+                                          routing_task_id(model, task.name), rank=rank, world_size=world_size,
+                                          lockstep=lockstep), world_size))
     if [o[0] for o in outputs] != list(range(len(examples))):
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: gathered {len(outputs)} outputs "
                               f"for {len(examples)} examples; every rank must evaluate the same tasks")
@@ -461,10 +478,12 @@ def _resolve_task(task):
 
 def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings: Optional[EvalSettings] = None, *,
                    name: str = "model", rank: Optional[int] = None, world_size: Optional[int] = None,
-                   progress: bool = True) -> EvalReport:
+                   progress: bool = True, lockstep: bool = False) -> EvalReport:
     """Evaluate every template (or `settings.templates[task]`) of every task; returns the full report.
 
-    Every rank must call this with the same tasks and settings; each returns the same report.
+    Every rank must call this with the same tasks and settings; each returns the same report. `lockstep`: the
+    model's forward passes are collective (DeepSpeed ZeRO-3 with several ranks), so every rank runs the same
+    ones — padding batches and decoder passes whose results are discarded, synced generation.
     """
     settings = settings or EvalSettings()
     rank, world_size = dist_info(rank, world_size)
@@ -496,5 +515,6 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings:
                 results.append(evaluate_template(model, tokenizer, task, template, rows, settings, split=split,
                                                  rank=rank, world_size=world_size, progress_bar=bar,
                                                  demonstration_rows=demonstrations,
-                                                 demonstration_split=shots_split, group_sizes=sizes))
+                                                 demonstration_split=shots_split, group_sizes=sizes,
+                                                 lockstep=lockstep))
     return EvalReport(name=name, results=results, settings=settings.to_dict())
