@@ -65,17 +65,13 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _top_k_ids(key: torch.Tensor, k: int) -> torch.Tensor:
     """The ids of the `k` largest entries of each row of `key` (no NaN), largest first, the lowest id first among
     equal values — a stable descending sort's first k. `torch.topk` picks them (its order among equal values is
-    unspecified), its k are put in that order, and only rows where a value tied with the k-th is left out (so
-    topk's choice among the ties matters) are sorted in full."""
+    unspecified); the rows where that order matters — a tie among its k, or a value tied with the k-th left
+    out — are sorted in full."""
     values, ids = torch.topk(key, k, dim=-1)
-    if k > 1:  # id order, then a stable sort by value: lowest id first among equal values
-        ids, by_id = torch.sort(ids, dim=-1)
-        order = torch.sort(values.gather(-1, by_id), dim=-1, descending=True, stable=True).indices
-        ids = ids.gather(-1, order)
-    kth = values[..., -1:]
-    tie_left_out = (key == kth).sum(-1) > (values == kth).sum(-1)
-    if tie_left_out.any():
-        rows = tie_left_out.nonzero().squeeze(-1)
+    left_out = (key >= values[..., -1:]).sum(-1) > k  # a value equal to the k-th is not among the k
+    tied = (values[..., 1:] == values[..., :-1]).any(-1) | left_out
+    if tied.any():
+        rows = tied.nonzero().squeeze(-1)
         ids[rows] = torch.sort(key[rows], dim=-1, descending=True, stable=True).indices[..., :k]
     return ids
 
@@ -86,7 +82,8 @@ def router_reference(logits: torch.Tensor, k: int, score: str = "softmax", renor
     x = logits.to(_compute_dtype(logits.dtype))
     lse = torch.logsumexp(x, dim=-1)
     probs = torch.softmax(x, dim=-1) if score == "softmax" else torch.sigmoid(x)
-    idx = _top_k_ids(x.masked_fill(x.isnan(), float("-inf")), k)
+    nan = x.isnan()
+    idx = _top_k_ids(x.masked_fill(nan, float("-inf")) if nan.any() else x, k)
     gates = probs.gather(-1, idx)
     if renormalize:
         mass = gates.sum(-1, keepdim=True)
