@@ -69,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
     from t2t_mtl.engine.checkpoint import CheckpointError
 
     try:
+        from t2t_mtl.engine.distributed import shut_down_process_group
         from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
 
         cfg = as_config(args.config if args.config is not None else resumed_run_config(args.resume), args.overrides)
         if args.print_config:
             return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
+        shut_down_process_group()
     except (ConfigError, CheckpointError) as err:
         print(f"t2t-mtl train: {err}", file=sys.stderr)
         return 2

@@ -164,8 +164,13 @@ def failed_ranks(failed: bool, env: DistEnv) -> List[int]:
     return [rank for rank, flag in enumerate(flags.tolist()) if flag > 0]
 
 
-def destroy() -> None:
+def shut_down_process_group() -> None:
+    """End a multi-process job's process group once every rank is done with it (a barrier, then destroy), as a
+    launched process should before it exits: left to the interpreter's teardown, a rank of a CPU (gloo) job was
+    seen to abort there ('terminate called without an active exception') after its run had finished. A group of
+    one process is kept: in-process callers (tests, notebooks) train again in it."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
         dist.destroy_process_group()
