@@ -284,14 +284,10 @@ def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv,
     names, settings = evaluation_plan(cfg)
     if not names:
         return None
-    model = engine.module
-    was_training = model.training
-    model.eval()
-    report = evaluate_tasks(model, tokenizer, names, settings, name=str(cfg.training.output_dir), rank=env.rank,
-                            world_size=env.world_size, progress=progress and env.is_main,
-                            lockstep=_lockstep(engine, env))
-    if was_training:
-        model.train()
+    with evaluation_mode(engine.module):
+        report = evaluate_tasks(engine.module, tokenizer, names, settings, name=str(cfg.training.output_dir),
+                                rank=env.rank, world_size=env.world_size, progress=progress and env.is_main,
+                                lockstep=_lockstep(engine, env))
     if env.is_main:
         write_report(report, out_dir, plots=plots)
     summary = summarize(report)
