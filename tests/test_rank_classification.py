@@ -113,6 +113,24 @@ def test_picks_the_choice_a_biased_lm_head_favours(model, tokenizer):
     assert all(row[c] > max(s for i, s in enumerate(row) if i != c) + 10 for row, c in zip(scores, chosen))
 
 
+def test_a_repeated_choice_ties_exactly_and_the_tie_goes_to_its_first_position(model, tokenizer):
+    favoured = tokenizer("maybe", add_special_tokens=False).input_ids
+    assert len(favoured) == 1
+    bias = torch.zeros(model.config.vocab_size)
+    bias[favoured[0]] = 50.0
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: output + bias)
+    options = [["maybe", "no", "a much longer answer with many words", "maybe"]] * 3
+    try:  # two choice rows per decoder pass: the copies are scored in passes padded to different lengths
+        chosen, scores = rank_classify(model, tokenizer, INPUTS[:3], options, batch_size=1, max_choice_rows=2)
+        reference = brute_force_scores(model, tokenizer, INPUTS[:3], options)
+    finally:
+        handle.remove()
+    for row, want in zip(scores, reference):
+        assert row == pytest.approx(want, abs=1e-4)
+    assert [row[3] for row in scores] == [row[0] for row in scores]  # exactly: a tie, not two roundings
+    assert chosen == [0, 0, 0]
+
+
 def test_examples_without_answer_choices_are_refused_with_a_pointer_to_generation(model, tokenizer):
     with pytest.raises(NoAnswerChoicesError, match="example 1 has no answer choices.*generation"):
         score_choices(model, tokenizer, ["a", "b"], [["x"], []])

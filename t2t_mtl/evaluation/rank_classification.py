@@ -5,7 +5,9 @@ keys/values of every decoder layer (projections of the encoder output). These ar
 example index) into a decoder cache with one row per answer choice, and the decoder runs once on all the
 choices' tokens, reading cross-attention keys/values from the cache. The score of a choice is the
 sum of the log probabilities of its target tokens (its tokenisation including the end-of-sequence token),
-or their mean with `length_normalize=True`. The predicted choice is the first one with the highest score.
+or their mean with `length_normalize=True`. The predicted choice is the first one with the highest score; an
+example's identical choices get the score of the first of them (scored in different decoder rows, their
+scores could differ in the last bits, and the tie would not go to the first).
 `task_ids` (one per input; see `t2t_mtl.model.task_routing.routing_task_id`) route a model's task-conditioned
 layers (task-routed MoE, per-task LoRA).
 """
@@ -140,7 +142,7 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
     """Score every answer choice of every example; returns one list of scores per example.
 
     `answer_choices[i]` are example i's choices (at least one), each scored in full (never truncated: choices
-    that differ only late must not tie). Examples are batched `batch_size` at a time through the encoder,
+    that differ only late must not tie); a choice repeated in an example gets its first occurrence's score. Examples are batched `batch_size` at a time through the encoder,
     inputs truncated to `max_input_length` tokens; their choices run through the decoder `max_choice_rows`
     rows at a time (`decoder_passes`), and at least `min_decoder_passes` times per encoder batch: the extra
     passes score the batch's first choice again and are discarded (ZeRO-3 ranks that must run the same passes).
@@ -179,9 +181,9 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
                 score_rows(range(1))
             position = 0
             for i in batch:
-                count = len(answer_choices[i])
-                scores.append(flat[position:position + count])
-                position += count
+                row, first = flat[position:position + len(answer_choices[i])], {}
+                scores.append([row[first.setdefault(choice, k)] for k, choice in enumerate(answer_choices[i])])
+                position += len(row)
     return scores
 
 
