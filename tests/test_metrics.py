@@ -40,6 +40,18 @@ def test_f1_binary_and_macro():
     assert compute_metric("f1_macro", preds, refs)["f1"] == pytest.approx((f1_zero + 2 * p * r / (p + r)) / 2)
 
 
+def test_f1_macro_averages_a_label_only_predicted_with_f1_zero():
+    """As scikit-learn's default and SuperGLUE's CB F1: the labels of both sides are averaged (a subset of rows
+    may lack a class the model predicts); -1 (no label) adds no class."""
+    from sklearn.metrics import f1_score
+
+    preds, refs = [2, 0, 1, 1, -1], [0, 0, 1, 1, 1]
+    # class 0: TP 1, FN 1 -> F1 2/3; class 1: TP 2, FN 1 (the -1) -> P 1, R 2/3, F1 4/5; class 2: F1 0
+    assert compute_metric("f1_macro", preds, refs)["f1"] == pytest.approx((2 / 3 + 4 / 5 + 0) / 3)
+    assert compute_metric("f1_macro", preds[:4], refs[:4])["f1"] == pytest.approx(
+        f1_score(refs[:4], preds[:4], average="macro", zero_division=0))
+
+
 def test_matthews_correlation_binary_formula():
     preds, refs = [1, 1, 0, 0, 1, 0, 1], [1, 0, 0, 0, 1, 1, 1]
     tp, tn, fp, fn = 3, 2, 1, 1

@@ -1,7 +1,9 @@
-"""F1 over label ids (scikit-learn), binary (of `pos_label`) or macro/micro/weighted over reference labels.
+"""F1 over label ids (scikit-learn), binary (of `pos_label`) or macro/micro/weighted over the labels.
 
-Predictions outside the labels (id -1) count as misses of the reference class; they never add a class of
-their own to the average. Binary F1 (= 2TP / (2TP + FP + FN)) is undefined when neither the references nor
+The labels averaged are those of the references and the predictions, as scikit-learn's default (and
+SuperGLUE's CB F1) has it: a label only predicted (absent from the references, e.g. in a subset of the rows)
+counts with F1 0. Predictions outside the labels (id -1) count as misses of the reference class; they never
+add a class of their own to the average. Binary F1 (= 2TP / (2TP + FP + FN)) is undefined when neither the references nor
 the predictions contain `pos_label` (no positive to find, none claimed: no error); it is reported as 1.0.
 """
 import datasets
@@ -12,7 +14,7 @@ from sklearn.metrics import f1_score
 class F1(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description="F1 score: binary of pos_label, or macro/micro/weighted over the reference labels.",
+            description="F1 score: binary of pos_label, or macro/micro/weighted over the labels of both sides.",
             citation="",
             inputs_description="predictions, references: int label ids; average='binary'|'macro'|'micro'|"
                                "'weighted'; pos_label=1",
@@ -23,7 +25,7 @@ class F1(evaluate.Metric):
     def _compute(self, predictions, references, average="binary", pos_label=1):
         if average == "binary":  # undefined only when no positive is in either side: no error made
             labels, average, undefined = [pos_label], "micro", 1.0
-        else:  # every averaged label occurs in the references, so its F1 is always defined
-            labels, undefined = sorted(set(references)), 0.0
+        else:  # a label only predicted has precision 0 and no recall to find: F1 0
+            labels, undefined = sorted(set(references) | {p for p in predictions if p >= 0}), 0.0
         score = f1_score(references, predictions, labels=labels, average=average, zero_division=undefined)
         return {"f1": float(score)}
