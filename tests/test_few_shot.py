@@ -349,6 +349,24 @@ def test_demonstrations_from_the_evaluated_split_skip_the_examples_group(tmp_pat
         assert len(drawn) == 9 and not any(d.startswith(f"answer {row['q']}-") for d in drawn)
 
 
+def test_a_duplicate_of_the_example_is_never_its_demonstration(tmp_path):
+    # BIG-bench tasks have one split, and some repeat an example in another row (sports_understanding: 27 rows):
+    # that row, solved, was an eligible demonstration of the example; likewise a train row equal to it
+    rows = [{"text": f"review {i % 4}", "label": i % 2} for i in range(8)]  # rows i and i + 4 render alike
+    path = tmp_path / "validation.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = task_registry.Template("free", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}")
+    task = task_registry.Task("dup_toy", task_registry.LocalFileSource({"validation": str(path)}), [template],
+                              splits=("validation",))
+    loaded = task.load_rows("validation")
+    for same_split in (True, False):
+        demos = Demonstrations(task, template, loaded, same_split=same_split, seed=0)
+        for index in range(len(rows)):
+            query = template.render(loaded[index], task=task.name, row_index=index).inputs
+            drawn = demos.draw(index, 20, query=query)
+            assert len(drawn) == 6 and not any(d.startswith(query + "\n") for d in drawn)
+
+
 def test_two_tasks_draw_different_demonstrations_for_the_same_rows(tmp_path, t5_tokenizer):
     # the per-row seed named no task, so every task's row i drew the same positions (and, in training, the same
     # few-shot-or-not decision and k): the same pattern across the tasks of a mixture

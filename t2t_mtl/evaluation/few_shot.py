@@ -7,14 +7,15 @@ evaluation seed, the task name and the example's row), so every run, template or
 prompts, and two tasks' examples of the same row do not draw the same positions. Rows a template skips or
 cannot render are passed over, and when the demonstrations come from the evaluated split itself, the example's
 own row is never one (nor, for a task with `group_by`, a row of its group: MultiRC's other answers to the same
-question).
+question). Nor is any row whose rendered input is the example's own (a duplicate of the example, in the
+evaluated split or in train, would show its answer).
 A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
 input is never truncated away; the evaluation counts and reports the inputs left with fewer than k.
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from t2t_mtl.data.few_shot import demonstration_text, few_shot_prompt, fitted_prompt
 from t2t_mtl.evaluation.errors import EvaluationError
@@ -44,7 +45,7 @@ class Demonstrations:
         self.task, self.template, self.rows = task, template, rows
         self.same_split = same_split
         self.seed = seed
-        self._rendered: Dict[int, Optional[str]] = {}
+        self._rendered: Dict[int, Optional[Tuple[str, str]]] = {}  # row -> (its input, its demonstration)
         self._group_rows: Optional[Dict[str, List[int]]] = None
 
     def _own_rows(self, row_index: int) -> set:
@@ -58,21 +59,24 @@ class Demonstrations:
                 self._group_rows.setdefault(self.task.group_key(self.rows[index], index), []).append(index)
         return {row_index, *self._group_rows[self.task.group_key(self.rows[row_index], row_index)]}
 
-    def _render(self, index: int) -> Optional[str]:
-        """Row `index` as "input\\ntarget", or None when the template skips it or cannot render it."""
+    def _render(self, index: int) -> Optional[Tuple[str, str]]:
+        """Row `index`'s rendered input and its demonstration "input\\ntarget", or None when the template skips it
+        or cannot render it."""
         from task_registry.errors import TemplateRenderError
 
         if index not in self._rendered:
             try:
                 out = self.template.render(self.rows[index], task=self.task.name, row_index=index,
                                            rng=random.Random(f"{self.seed}:{index}"))
-                self._rendered[index] = None if out.skipped else demonstration_text(out.inputs, out.targets)
+                self._rendered[index] = None if out.skipped else (out.inputs,
+                                                                 demonstration_text(out.inputs, out.targets))
             except TemplateRenderError:
                 self._rendered[index] = None
         return self._rendered[index]
 
-    def draw(self, row_index: int, k: int) -> List[str]:
-        """Up to k demonstrations for the example of row `row_index` (fewer only when the split has fewer)."""
+    def draw(self, row_index: int, k: int, query: Optional[str] = None) -> List[str]:
+        """Up to k demonstrations for the example of row `row_index` whose rendered input is `query` (fewer only
+        when the split has fewer); rows rendering to the input `query` are passed over."""
         rng = random.Random(f"{self.seed}:shots:{self.task.name}:{row_index}")
         n = len(self.rows)
         excluded = self._own_rows(row_index) if self.same_split and 0 <= row_index < n else set()
@@ -83,7 +87,7 @@ class Demonstrations:
             if index in tried or index in excluded:
                 continue
             tried.add(index)
-            text = self._render(index)
-            if text is not None:
-                out.append(text)
+            rendered = self._render(index)
+            if rendered is not None and rendered[0] != query:
+                out.append(rendered[1])
         return out

@@ -402,8 +402,9 @@ def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSett
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
                                seed=settings.seed)
         for example in examples:
-            example.inputs, shots = fitted_prompt(demos.draw(example.row_index, settings.num_shots), example.inputs,
-                                                  tokenizer, settings.max_input_length, wrap=wrap)
+            drawn = demos.draw(example.row_index, settings.num_shots, query=example.inputs)
+            example.inputs, shots = fitted_prompt(drawn, example.inputs, tokenizer, settings.max_input_length,
+                                                  wrap=wrap)
             fewer_shots += shots < settings.num_shots
     else:
         for example in examples:
