@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import statistics
+from dataclasses import replace
 
 import pytest
 import torch
@@ -149,6 +150,20 @@ def test_aggregates_median_mean_decascore_macro_and_comparison():
     assert table["tasks"] == {"t1": {"a": 60.0, "b": 90.0}, "t2": {"a": 20.0, "b": None}, "t3": {"a": None, "b": 20.0}}
     assert table["decascore"] == {"a": 80.0, "b": 110.0} and table["common_tasks"] == ["t1"]
     assert "| t2 | 20.0 | — |" in comparison_markdown([a, b])
+
+
+def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():
+    # it averaged the tasks that had a chance level, the macro average every scored task: with a generation task
+    # in the set the two did not compare
+    ranked = [replace(_result("t1", "x", 60.0), chance_baseline=50.0), replace(_result("t2", "x", 40.0),
+                                                                               chance_baseline=25.0)]
+    unscored = replace(_result("t3", "x", 0.0), score=None, chance_baseline=None)
+    summary = summarize(EvalReport("m", ranked + [unscored]))
+    assert (summary["macro_average"], summary["chance"]) == (50.0, 37.5)  # t3 unscored: in neither
+    assert "macro average: 50.0 (chance 37.5)" in to_markdown(EvalReport("m", ranked))
+    generated = replace(_result("t3", "x", 10.0), chance_baseline=None)
+    summary = summarize(EvalReport("m", ranked + [generated]))
+    assert summary["macro_average"] == pytest.approx(110 / 3) and summary["chance"] is None
 
 
 def test_a_task_whose_templates_use_different_metrics_names_them_all_in_its_summary():

@@ -275,9 +275,10 @@ def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv,
                          progress: bool = True, plots: bool = True) -> Optional[Dict[str, Any]]:
     """Run the `evaluation:` section on the model as it is; rank 0 writes report.json/report.md (and with
     `plots` a PNG per task) to `out_dir`. Returns {"tasks": {task: median score 0-100}, "macro_average",
-    "chance", "report": path} (every rank) or None when the section is empty. Each rank scores its shard of the
-    examples and the outputs are gathered (`evaluate_tasks`); under ZeRO-3 with several ranks the ranks run in
-    lockstep (partitioned parameters need the same forward passes on all ranks)."""
+    "chance" (`summarize`'s: of the same tasks as the macro average, or None), "report": path} (every rank) or None
+    when the section is empty. Each rank scores its shard of the examples and the outputs are gathered
+    (`evaluate_tasks`); under ZeRO-3 with several ranks the ranks run in lockstep (partitioned parameters need the
+    same forward passes on all ranks)."""
     from t2t_mtl.evaluation import evaluate_tasks, write_report
     from t2t_mtl.evaluation.aggregate import summarize
 
@@ -291,6 +292,5 @@ def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv,
     if env.is_main:
         write_report(report, out_dir, plots=plots)
     summary = summarize(report)
-    chance = [s.chance_baseline for s in summary["tasks"].values() if s.chance_baseline is not None]
     return {"tasks": {t: s.median for t, s in summary["tasks"].items()}, "macro_average": summary["macro_average"],
-            "chance": sum(chance) / len(chance) if chance else None, "report": Path(out_dir) / "report.json"}
+            "chance": summary["chance"], "report": Path(out_dir) / "report.json"}

@@ -2,7 +2,9 @@
 
 A task's score is the median over its templates of the template scores (0-100, the task's primary
 metric); the mean, min and max are reported beside it. Over tasks: the decaScore-style sum of the task
-scores (decaNLP sums its ten 0-100 task metrics) and the macro average (their mean). Templates with no
+scores (decaNLP sums its ten 0-100 task metrics) and the macro average (their mean), beside the macro average
+of the same tasks' chance levels (none when a scored task has no chance level, e.g. a generation task: an
+average over some of the tasks would not compare with the macro average over all of them). Templates with no
 examples left (score None) and tasks with no scored template are listed, not averaged; so is a non-finite
 score (NaN from a report written before correlations were guarded), which is never averaged.
 """
@@ -65,13 +67,16 @@ def summarize_task(results: Sequence[TemplateResult]) -> TaskSummary:
 
 
 def summarize(report: EvalReport) -> dict[str, Any]:
-    """{"tasks": {task: TaskSummary}, "decascore", "macro_average", "num_tasks", "unscored_tasks"}."""
+    """{"tasks": {task: TaskSummary}, "decascore", "macro_average", "chance", "num_tasks", "unscored_tasks"}."""
     tasks = {task: summarize_task(report.for_task(task)) for task in report.tasks()}
-    medians = [s.median for s in tasks.values() if s.median is not None]
+    scored = [s for s in tasks.values() if s.median is not None]
+    medians = [s.median for s in scored]
+    chance = [s.chance_baseline for s in scored]
     return {
         "tasks": tasks,
         "decascore": sum(medians),
         "macro_average": statistics.fmean(medians) if medians else None,
+        "chance": statistics.fmean(chance) if chance and None not in chance else None,
         "num_tasks": len(medians),
         "unscored_tasks": [name for name, s in tasks.items() if s.median is None],
     }

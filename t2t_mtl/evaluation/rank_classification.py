@@ -142,10 +142,11 @@ def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Seque
     """Score every answer choice of every example; returns one list of scores per example.
 
     `answer_choices[i]` are example i's choices (at least one), each scored in full (never truncated: choices
-    that differ only late must not tie); a choice repeated in an example gets its first occurrence's score. Examples are batched `batch_size` at a time through the encoder,
-    inputs truncated to `max_input_length` tokens; their choices run through the decoder `max_choice_rows`
-    rows at a time (`decoder_passes`), and at least `min_decoder_passes` times per encoder batch: the extra
-    passes score the batch's first choice again and are discarded (ZeRO-3 ranks that must run the same passes).
+    that differ only late must not tie); a choice repeated in an example gets its first occurrence's score.
+    Examples are batched `batch_size` at a time through the encoder, inputs truncated to `max_input_length`
+    tokens; their choices run through the decoder `max_choice_rows` rows at a time (`decoder_passes`), and at
+    least `min_decoder_passes` times per encoder batch: the extra passes score the batch's first choice again and
+    are discarded (ZeRO-3 ranks that must run the same passes).
     `task_ids[i]` (None: none passed, for models that take no task ids) is example i's task id.
     """
     if len(inputs) != len(answer_choices):

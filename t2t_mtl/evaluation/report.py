@@ -40,7 +40,8 @@ def to_markdown(report: EvalReport) -> str:
                      f"{_fmt(s.median)} | {_fmt(s.mean)} | {_fmt(s.min)} | {_fmt(s.max)} | "
                      f"{_fmt(s.majority_baseline)} | {_fmt(s.chance_baseline)} | {s.num_examples} |")
     lines += ["", f"decaScore (sum of {summary['num_tasks']} task medians): {summary['decascore']:.1f}; "
-                  f"macro average: {_fmt(summary['macro_average'])}"]
+                  f"macro average: {_fmt(summary['macro_average'])}"
+                  + (f" (chance {_fmt(summary['chance'])})" if summary["chance"] is not None else "")]
     if summary["unscored_tasks"]:
         lines.append(f"Tasks with no scored template: {', '.join(summary['unscored_tasks'])}")
     lines += ["", "| task | template | scoring | score | majority | n | skipped | errors |",

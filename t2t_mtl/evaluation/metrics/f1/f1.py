@@ -3,8 +3,9 @@
 The labels averaged are those of the references and the predictions, as scikit-learn's default (and
 SuperGLUE's CB F1) has it: a label only predicted (absent from the references, e.g. in a subset of the rows)
 counts with F1 0. Predictions outside the labels (id -1) count as misses of the reference class; they never
-add a class of their own to the average. Binary F1 (= 2TP / (2TP + FP + FN)) is undefined when neither the references nor
-the predictions contain `pos_label` (no positive to find, none claimed: no error); it is reported as 1.0.
+add a class of their own to the average. Binary F1 (= 2TP / (2TP + FP + FN)) is undefined when neither the
+references nor the predictions contain `pos_label` (no positive to find, none claimed: no error); it is reported
+as 1.0.
 """
 import datasets
 import evaluate
