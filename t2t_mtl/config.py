@@ -182,6 +182,34 @@ class Config:
 
 # ----------------------------------------------------------------------------------------------- loading
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader for which a key repeated in one mapping is an error (plain YAML keeps the last one silently)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
+    first_lines: Dict[Any, int] = {}
+    for key_node, _ in node.value:  # as written: keys that a `<<:` merge brings in may be overridden
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, typing.Hashable) and key in first_lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping (lines {first_lines[key]} and {line}); "
+                            f"YAML would keep only the second: merge them into one", key_node.start_mark)
+        if isinstance(key, typing.Hashable):
+            first_lines[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, but a key repeated in one mapping raises `yaml.YAMLError`."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -191,7 +219,7 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
         raise ConfigFileError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
                               f"save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigFileError(f"config file {path} is not valid YAML: {err}") from None
     if data is None:
@@ -304,7 +332,7 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
             raise ConfigError(f"--set {item!r}: empty or unclosed key part in {key!r} (a part with dots goes in "
                               f"quotes: --set 'data.tasks.\"my.task\"=2')")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
         node = out

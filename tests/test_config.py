@@ -386,3 +386,17 @@ def test_model_dims_beside_a_pretrained_model_is_refused_naming_both_keys(tmp_pa
 def test_model_dims_null_clears_a_base_configs_dims():
     cfg = C.load_config("quickstart", ["model.name_or_path=google/t5-small-lm-adapt", "model.dims=null"])
     assert cfg.model.dims == {} and cfg.model.name_or_path == "google/t5-small-lm-adapt"
+
+
+def test_a_key_repeated_in_a_config_mapping_is_an_error(tmp_path):
+    # was: YAML kept the second `training:` silently, so the first one's steps and output_dir were dropped
+    cfg = tmp_path / "twice.yaml"
+    cfg.write_text("base: quickstart\ntraining:\n  steps: 3\n  output_dir: here\ntraining:\n  lr: 0.01\n")
+    with pytest.raises(C.ConfigFileError, match=r"twice\.yaml.*'training' appears twice.*lines 2 and 5"):
+        C.load_config(cfg)
+    with pytest.raises(C.ConfigError, match=r"'parity' appears twice"):
+        C.parse_overrides(["data.tasks={parity: 1, parity: 2}"])
+    merged = tmp_path / "merge.yaml"  # a `<<:` merge's keys may still be overridden
+    merged.write_text("base: quickstart\ntraining:\n  <<: {steps: 3, lr: 0.5}\n  lr: 0.01\n")
+    training = C.load_config(merged).training
+    assert (training.steps, training.lr) == (3, 0.01)
