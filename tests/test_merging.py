@@ -123,6 +123,15 @@ def test_ties_keeps_exactly_the_density_share_despite_float_noise():
     assert int((merged["w"] != 0).sum()) == 7
 
 
+@pytest.mark.parametrize("density", [1e-3, 1e-8, 1e-12])
+def test_ties_keeps_at_least_the_largest_entry_of_a_tiny_density(density):
+    # ceil(density·n) >= 1 for any density > 0: was nothing kept (the base returned) once density·n rounded to 0
+    tau = torch.tensor([0.5, -3.0, 2.0, 1.0], dtype=torch.float64)
+    merged = merge_state_dicts({"w": torch.zeros(4, dtype=torch.float64)}, [{"w": tau}], method="ties",
+                               density=density)
+    assert merged["w"].tolist() == [0.0, -3.0, 0.0, 0.0]
+
+
 def _save(model, tokenizer, folder):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -54,7 +54,7 @@ def _distinct_float_keys(state: Mapping[str, torch.Tensor]) -> List[str]:
 
 def _trim_threshold(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor], density: float) -> float:
     """The magnitude at or above which TIES keeps an entry of `model`'s task vector: exactly its ceil(density·n)-th
-    largest |τ| over all its n float entries (0 when all are kept, inf when none). The bit patterns of non-negative
+    largest |τ| over all its n float entries (0 when all are kept). The bit patterns of non-negative
     float64 numbers order as the numbers do, so a radix select finds it, `_DIGIT_BITS` bits per pass over the
     tensors (no flattened copy of the task vector)."""
     keys = _distinct_float_keys(model)
@@ -64,11 +64,11 @@ def _trim_threshold(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.
             yield (model[key].double() - base[key].double()).abs().flatten().view(torch.int64)
 
     n = sum(model[key].numel() for key in keys)
-    remaining = math.ceil(round(density * n, 6))  # (0.07 · 100 is 7.000000000000001 in floats)
+    # (0.07 · 100 is 7.000000000000001 in floats, hence the rounding; a density > 0 keeps at least one entry, also
+    # where density · n rounds to 0)
+    remaining = max(1, math.ceil(round(density * n, 6)))
     if remaining >= n:
         return 0.0
-    if remaining == 0:
-        return math.inf
     digits, prefix = 1 << _DIGIT_BITS, 0
     for shift in range(64 - _DIGIT_BITS, -1, -_DIGIT_BITS):
         counts = torch.zeros(digits, dtype=torch.int64, device=model[keys[0]].device)
