@@ -193,3 +193,31 @@ def test_hybrid_routing_with_per_task_adapters_has_no_export(tmp_path, tok, caps
     assert cli_main(["export", str(tmp_path / "run"), "--task", "parity", "--out", str(tmp_path / "o")]) == 2
     assert "hybrid MoE routing have no single-task form" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_export_takes_a_held_out_task_of_the_runs_tasks_dir(tmp_path, tok, capsys):
+    # was: export --task registered the built-in tasks only, so a held-out YAML task of the run's data.tasks_dir,
+    # which `t2t-mtl eval` scores with the mean adapter, was refused as "neither trained nor registered"
+    import task_registry
+
+    from engine_helpers import write_yaml_task
+
+    with task_registry.isolated_registry():
+        tasks_dir = write_yaml_task(tmp_path / "tasks", "yaml_held", rows=8, held_out=True)
+        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2, "lr": 3e-2},
+                          data={"tasks": ["parity", "count_word"], "tasks_dir": str(tasks_dir)},
+                          sampling={"strategy": "uniform", "mode": "mixed"})
+        cfg["model"]["lora"] = dict(PER_TASK)
+        train(cfg, evaluate_held_in=False)
+    model, tokenizer, _ = load_trained_model(tmp_path / "run")
+    capsys.readouterr()
+    with task_registry.isolated_registry():
+        task_registry.registry._TASKS.pop("yaml_held", None)  # as in a fresh `t2t-mtl export` process
+        assert cli_main(["export", str(tmp_path / "run"), "--task", "yaml_held", "--out", str(tmp_path / "o")]) == 0, \
+            capsys.readouterr().err
+    plain = T5ForConditionalGeneration.from_pretrained(str(tmp_path / "o")).eval()
+    x = tokenizer(["parity: 1 1 0", "parity: 0 1"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = model(**x, decoder_input_ids=x.input_ids, task_ids=torch.tensor([UNSEEN_TASK_ID] * 2)).logits
+        got = plain(**x, decoder_input_ids=x.input_ids).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -172,9 +172,9 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     """Write the sub-network that serves `task` as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task`
     and `tasks: [task]` — its task id is 0): per-task LoRA adapters (`model.lora.per_task`) keep the task's
     adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer.
-    `task` is a trained task, or a registered task the model was not trained on (a held-out one): it gets the
-    mean adapter and the experts of the unseen-task route (`model.moe.unseen_task_routing`, recorded in the
-    meta). `path`: a run dir, checkpoint dir or exported folder. Raises ExportError for a model with neither,
+    `task` is a trained task, or a registered task the model was not trained on (a held-out one, built in or in
+    the run's `data.tasks_dir`): it gets the mean adapter and the experts of the unseen-task route
+    (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder. Raises ExportError for a model with neither,
     or for a name that is neither trained nor registered (adapters), and `MoEConfigError` for hybrid routing, a
     name that is neither trained nor registered, or an unseen task when `unseen_task_routing` is 'error'."""
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
@@ -195,7 +195,8 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                           f"experts route every token by its task and its representation): evaluate the run itself "
                           f"(t2t-mtl eval --checkpoint {path})")
     names = list(model.routing_task_names or [])
-    unseen = task not in names and _is_registered_task(task)
+    unseen = task not in names and _is_registered_task(task, ((meta.get("config") or {}).get("data") or {}
+                                                               ).get("tasks_dir"))
     if adapters:
         if task not in names and not unseen:
             raise ExportError(f"--task {task!r} is neither a task the model was trained on ({', '.join(names)}) nor "
@@ -214,10 +215,16 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     return out
 
 
-def _is_registered_task(name: str) -> bool:
+def _is_registered_task(name: str, tasks_dir: Any = None) -> bool:
+    """Whether `name` is a built-in task or one of the YAML tasks of `tasks_dir` (the run's `data.tasks_dir`, which
+    `eval` registers too; registered here only when needed, so a trained task exports without its files)."""
     import task_registry
 
     task_registry.load_builtin_tasks()
+    if name not in task_registry.list_tasks() and tasks_dir:
+        from t2t_mtl.evaluation.metrics import task_metric_problems
+
+        task_registry.load_task_dirs(tasks_dir, check=task_metric_problems)  # (as training and eval load them)
     return name in task_registry.list_tasks()
 
 
