@@ -45,6 +45,17 @@ def test_load_local_folder_and_errors(tmp_path):
         build_model({"name_or_path": str(tmp_path / "missing")})
 
 
+def test_a_folder_saved_in_bf16_loads_with_fp32_weights(tmp_path):
+    # transformers 5 loads a folder in the dtype it was saved in: a bf16 base trained in fp32 precision (a CPU
+    # without native bf16) had bf16 weights and no fp32 copy of them
+    model = build_model({"dims": DIMS}, vocab_size=120).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    loaded = build_model({"name_or_path": str(tmp_path / "bf16")}, vocab_size=120)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    saved = dict(model.named_parameters())
+    assert all(torch.equal(p, saved[name].float()) for name, p in loaded.named_parameters())
+
+
 def test_build_model_reads_a_local_folders_config_once(tmp_path, monkeypatch):
     # was: twice (the T5 check, then T5Config.from_pretrained); with the dict the check returned: not again
     from t2t_mtl.model.t5 import check_t5_checkpoint

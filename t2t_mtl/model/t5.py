@@ -71,7 +71,8 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
                 task_names: Optional[Sequence[str]] = None,
                 saved: Optional[Dict[str, Any]] = None) -> T5ForConditionalGeneration:
-    """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`.
+    """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`, its weights in fp32 (a folder saved
+    in bf16 is upcast: `training.precision` sets the compute dtype, and fp32 training keeps fp32 weights).
 
     `vocab_size` (the tokenizer's `len(tok)`) sizes a model built from dims, and a loaded model whose
     embedding is smaller is refused (its token ids would overflow). With `moe`, the FFNs are converted by
@@ -88,7 +89,7 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
         if saved is None:
             saved = check_t5_checkpoint(model_cfg.name_or_path)
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
-            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved)
+            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
         if isinstance(model, TaskAwareT5):
