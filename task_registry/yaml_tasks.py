@@ -90,7 +90,18 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapping:
-    loader.flatten_mapping(node)
+    written: set = set()
+    for key_node, _ in node.value:  # the keys as written; those a `<<:` merge brings in may be overridden
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got {key!r}",
+                                                    key_node.start_mark)
+        if key in written:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        written.add(key)
+    loader.flatten_mapping(node)  # merged keys first, so the mapping's own keys override them
     mapping = _LineMapping()
     mapping.line = node.start_mark.line + 1
     mapping.value_lines = {}
@@ -99,8 +110,6 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
         if not isinstance(key, Hashable):
             raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got {key!r}",
                                                     key_node.start_mark)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
         if isinstance(value_node, yaml.ScalarNode):  # where the text starts (block scalars: the next line)
             block = value_node.style in ("|", ">")

@@ -124,6 +124,34 @@ def test_validation_collects_every_problem_with_lines(tmp_path):
                                             f"['train', 'validation']"]
 
 
+def test_a_yaml_merge_key_may_be_overridden_in_a_task_file(tmp_path):
+    # was: "not valid YAML: duplicate key 'name'" for a template that reuses another with `<<: *base` and renames
+    # itself, though `name` is written once there; a key written twice in one mapping is still refused
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "label": 1}) + "\n")
+    path = tmp_path / "task.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: merged
+        splits: [train]
+        source: {files: rows.jsonl}
+        templates:
+          - &base
+            name: one
+            jinja: "{{q}} ||| {{ answer_choices[label] }}"
+            answer_choices: "no ||| yes"
+          - <<: *base
+            name: two
+            answer_choices: "false ||| true"
+        """))
+    assert validate_task_file(path) == []
+    task = parse_task_file(path)
+    assert [(t.name, t.jinja, t.answer_choices) for t in task.templates] == [
+        ("one", "{{q}} ||| {{ answer_choices[label] }}", "no ||| yes"),
+        ("two", "{{q}} ||| {{ answer_choices[label] }}", "false ||| true")]
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("a: &x {k: 1}\nb:\n  <<: *x\n  k: 2\n  k: 3\n")
+    assert validate_task_file(twice) == [f"{twice}:5: not valid YAML: duplicate key 'k'"]
+
+
 def test_validation_renders_the_first_rows(tmp_path):
     (tmp_path / "rows.jsonl").write_text(json.dumps({"text": "t", "label": 0}) + "\n")
     path = tmp_path / "task.yaml"
