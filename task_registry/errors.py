@@ -37,13 +37,17 @@ def _suggestion(name: str, candidates: Iterable[str]) -> str:
 class UnknownTaskError(TaskRegistryError, KeyError):
     """A task name that is not registered; the message lists close matches."""
 
-    def __init__(self, name: str, known: Iterable[str], where: str = ""):
-        known = sorted(known)
+    def __init__(self, name: str, known: Iterable[str], where: str = "", mixtures: Optional[Iterable[str]] = None):
+        """`mixtures`: where a mixture name would do too (given, even empty), the registered mixtures."""
+        known, mixtures = sorted(known), None if mixtures is None else sorted(mixtures)
         self.name = name
-        self.suggestions = close_matches(name, known)
+        self.suggestions = close_matches(name, known + (mixtures or []))
+        what, registered = ("task", f"{len(known)} tasks") if mixtures is None else \
+            ("task or mixture", f"{len(known)} tasks and {len(mixtures)} mixtures")
         super().__init__(
-            f"{where + ': ' if where else ''}unknown task {name!r}{_suggestion(name, known)} ({len(known)} tasks registered; "
-            f"`t2t-mtl tasks list` shows them, `task_registry.load_builtin_tasks()` registers the built-ins)"
+            f"{where + ': ' if where else ''}unknown {what} {name!r}{_suggestion(name, known + (mixtures or []))} "
+            f"({registered} registered; `t2t-mtl tasks list` shows them, `task_registry.load_builtin_tasks()` "
+            f"registers the built-ins)"
         )
 
 

@@ -83,7 +83,7 @@ def resolve(name: str, where: str = "") -> Union[Task, Mixture]:
         return _MIXTURES[name]
     if name in _TASKS:
         return _TASKS[name]
-    raise UnknownTaskError(name, list(_TASKS) + list(_MIXTURES), where=where)
+    raise UnknownTaskError(name, _TASKS, where=where, mixtures=_MIXTURES)
 
 
 def resolve_selection(spec: str) -> Union[Task, Mixture]:

@@ -30,6 +30,21 @@ from task_registry.promptsource import import_promptsource
 ECHO = Template("echo", "{{x}} ||| {{x}}")
 
 
+def test_an_unknown_selection_counts_tasks_and_mixtures_apart():
+    # was: "unknown task 'mx_mixx' (3 tasks registered; ...)" for `mixture show` / `tokenizer train --mixture`,
+    # whose name may be a mixture: the mixtures were counted as tasks and not mentioned
+    with task_registry.isolated_registry():
+        for name in ("demo_a", "demo_b"):
+            task_registry.register_task(Task(name, LocalFileSource("unused.jsonl"), [ECHO]))
+        task_registry.register_mixture(task_registry.Mixture("demo_mix", ["demo_a", "demo_b"]))
+        with pytest.raises(UnknownTaskError) as info:
+            task_registry.resolve_selection("demo_mixx")
+        assert str(info.value).startswith("unknown task or mixture 'demo_mixx'; did you mean 'demo_mix', ")
+        assert "? (2 tasks and 1 mixtures registered;" in str(info.value)
+        with pytest.raises(UnknownTaskError, match=r"^unknown task 'demo_mixx'.* \(2 tasks registered;"):
+            task_registry.get_task("demo_mixx")
+
+
 def test_unknown_task_lists_close_matches():
     with task_registry.isolated_registry():
         for name in ("demo_super_glue_rte", "demo_super_glue_cb", "demo_glue_sst2"):
