@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import task_registry
 from t2t_mtl.config import ConfigError, config_from_dict, load_config
 from t2t_mtl.engine.export import load_trained_model
 from t2t_mtl.engine.logging import read_held_out
@@ -91,6 +92,15 @@ def test_evaluation_tasks_must_be_a_list_of_distinct_names(tasks, message):
     cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["dedup_words"]},
                             "evaluation": {"tasks": tasks}})
     with pytest.raises(ConfigError, match=message):
+        evaluation_plan(cfg)
+
+
+def test_an_unknown_evaluation_task_names_the_key():
+    # was: "unknown task 'partiy'; did you mean 'parity'? ..." without saying which config key names it
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["dedup_words"]},
+                            "evaluation": {"tasks": ["partiy"]}})
+    with pytest.raises(task_registry.UnknownTaskError, match=r"^evaluation\.tasks: unknown task 'partiy'; did you "
+                                                             r"mean 'parity'"):
         evaluation_plan(cfg)
 
 

@@ -229,8 +229,10 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ConfigError(f"evaluation.tasks names {', '.join(repeated)} more than once; each task is evaluated once")
+    registered = task_registry.list_tasks()
     for name in names:
-        task_registry.get_task(name)  # unknown names raise the registry's UnknownTaskError
+        if name not in registered:
+            raise task_registry.UnknownTaskError(name, registered, where="evaluation.tasks")
     if held_out:
         if not cfg.data.held_out_clusters:
             raise ConfigError("evaluation.held_out is true but data.held_out_clusters is empty: name the clusters "
