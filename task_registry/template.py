@@ -282,6 +282,21 @@ class Template:
                     f"filter preprocessor (`{field} >= 0`) or use a labeled split", task=task, template=self.name,
                     row_index=row_index, field=field)
 
+    def _text_choice_index(self, row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+        """(field, message) when `answer_choices[field]` found nothing because the row's `field` holds text (a
+        list index must be a number; Jinja reads `list['1']` as a missing attribute '1'), else None."""
+        for path in self.choice_index_fields:
+            value: Any = row
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            if isinstance(value, str):
+                field = ".".join(path)
+                return field, (f"field {field!r} is the text {_unescape_pipe(value)!r}, which cannot index the answer "
+                               f"choices: `answer_choices[{field}]` needs a number (a csv/tsv column with a cell that "
+                               f"is not a number, an empty one included, is read as text); fix the rows, or convert "
+                               f"numbers written as text with `| int` in a `map` preprocessor")
+        return None
+
     # -- answer choices ----------------------------------------------------------------------------------
     def answer_choices_for(self, row: Mapping[str, Any], *, task: Optional[str] = None,
                            row_index: Optional[int] = None) -> Optional[list[str]]:
@@ -365,6 +380,10 @@ class Template:
             no_element = _no_element(str(error), variables.get("answer_choices"))
             if no_element:
                 raise TemplateRenderError(no_element, task=task, template=self.name, row_index=row_index) from None
+            text_index = None if absent else self._text_choice_index(variables)
+            if text_index:
+                raise TemplateRenderError(text_index[1], task=task, template=self.name, row_index=row_index,
+                                          field=text_index[0]) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
             raise MissingFieldError(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from task_registry import AnswerNotInChoicesError, Template, TemplateRenderError
+from task_registry import AnswerNotInChoicesError, MissingFieldError, Template, TemplateRenderError
 from task_registry.jinja_env import compile_template
 from task_registry.promptsource import import_promptsource
 from task_registry.template import PIPE_PROTECTOR
@@ -176,6 +176,25 @@ def test_unlabeled_row_index_into_answer_choices_is_refused_not_rendered_as_the_
                        answer_choices="a ||| b")
     assert listing.choice_index_fields == (("label",),)
     assert listing.render({"label": 0}).inputs == "a or b? a"
+
+
+def test_a_text_answer_choice_index_is_named_not_reported_as_a_missing_field():
+    # was: "field '0' is missing from the row ('list object' has no attribute '0')" for a label read as text (a csv
+    # column with an empty cell; a JSON column mixing numbers and text), and "field None is missing" for ''
+    template = Template("t", "{{p}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    for label in ("1", "", "one"):
+        with pytest.raises(TemplateRenderError) as info:
+            template.render({"p": "a", "label": label}, task="demo", row_index=3)
+        assert info.value.field == "label" and "row 3" in str(info.value)
+        assert f"field 'label' is the text {label!r}, which cannot index the answer choices" in str(info.value)
+    nested = Template("n", "{{p}} ||| {{ answer_choices[idx.label] }}", answer_choices="no ||| yes")
+    with pytest.raises(TemplateRenderError, match="'idx.label' is the text '0'"):
+        nested.render({"p": "a", "idx": {"label": "0"}})
+    with pytest.raises(MissingFieldError, match="field 'label' is missing"):  # a missing field still is one
+        template.render({"p": "a"})
+    guarded = Template("g", "{{p}} ||| {% if label != '' %}{{ answer_choices[label] }}{% endif %}",
+                       answer_choices="no ||| yes")  # the template's own guard still skips the row
+    assert guarded.render({"p": "a", "label": ""}).skipped
 
 
 def test_truncation_rewrite_matches_promptsource_and_keeps_whitespace_control():
