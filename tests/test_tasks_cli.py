@@ -122,6 +122,13 @@ def test_validate_exit_codes(workspace, tmp_path, capsys):
     assert "no such YAML task file" in capsys.readouterr().err
 
 
+def test_validate_refuses_a_negative_rows_count(workspace, capsys):
+    # was: --rows -1 checked no rows and printed "ok", as --rows 0 does
+    path = str(workspace / "tasks" / "cli_qa.yaml")
+    assert main(["tasks", "validate", path, "--rows", "-1", "--data-dir", str(workspace / "data")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --rows must be at least 0 (0: skip rendering rows), got -1"
+
+
 def test_validate_reports_an_unknown_metric_name(workspace, capsys):
     path = workspace / "tasks" / "cli_qa.yaml"
     path.write_text(TASK_YAML.replace("splits:", "metrics: [exact_match, acuracy]\nsplits:"))

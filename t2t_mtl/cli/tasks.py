@@ -166,6 +166,9 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if args.rows < 0:
+        print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
+        return 2
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     path = Path(args.path)
