@@ -22,7 +22,11 @@ AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
 
 
 def compile_expression(expression: str, where: str):
-    """`expression` compiled in the template sandbox; a syntax error is a `TaskDefinitionError` naming `where`."""
+    """`expression` compiled in the template sandbox; a syntax error, or an expression that is not a string, is a
+    `TaskDefinitionError` naming `where`."""
+    if not isinstance(expression, str):  # Jinja would compile str(value): YAML's 2020-11-12 as 2020 - 11 - 12
+        raise TaskDefinitionError(f"{where}: a Jinja expression must be a string, got {expression!r} "
+                                  f"({type(expression).__name__}); quote it in YAML (\"'text'\" for a text constant)")
     try:
         return ENVIRONMENT.compile_expression(expression, undefined_to_none=False)
     except jinja2.TemplateSyntaxError as error:

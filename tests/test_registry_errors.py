@@ -3,6 +3,7 @@ line) instead of a raw traceback or a silent blank."""
 from __future__ import annotations
 
 import json
+import re
 import traceback
 
 import pytest
@@ -350,6 +351,17 @@ def test_a_group_by_index_out_of_range_says_so(rows_file):
     with pytest.raises(TemplateRenderError, match=r"^task 'rows': group_by, row 1: expression .* failed: index 2 is "
                                                   r"out of range of a list"):
         task.group_key(task.load_rows("train")[1], 1)
+
+
+def test_a_map_expression_that_is_not_a_string_is_refused():
+    # was: compiled as Jinja from its text, so YAML's unquoted `2020-11-12` (a date) became 2020 - 11 - 12 = 1997 and
+    # `map: {x: 5}` was taken while `filter: 5` was refused
+    import datetime
+
+    for value in (datetime.date(2020, 1, 1), 5, None, ["a"]):
+        with pytest.raises(task_registry.TaskDefinitionError,
+                           match=rf"^map field 'x': a Jinja expression must be a string, got {re.escape(repr(value))}"):
+            task_registry.Map({"x": value})
 
 
 def test_a_map_whose_values_change_type_across_rows_is_named(tmp_path):
