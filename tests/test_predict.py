@@ -157,6 +157,16 @@ def test_an_earlier_predict_output_fed_back_carries_no_stale_scores(dense_dir, c
     assert "scores" not in out and out["answer_choices"] == CHOICES
 
 
+def test_one_answer_choice_holding_the_separator_is_refused():
+    # was: ranked as the only choice, so the prediction was always 'yes ||| no' (the --choices form in a list)
+    with pytest.raises(PredictInputError, match=r"^x:2: \"answer_choices\" is one choice holding '\|\|\|' "
+                                                r"\('yes \|\|\| no'\).*e\.g\. \[\"yes\", \"no\"\]$"):
+        read_requests(['{"inputs": "a", "answer_choices": ["yes", "no"]}',
+                       '{"inputs": "b", "answer_choices": ["yes ||| no"]}'], jsonl=True, source="x")
+    assert read_requests(['{"inputs": "a", "answer_choices": ["a ||| b", "c"]}'], jsonl=True,
+                         source="x")[0].answer_choices == ["a ||| b", "c"]  # row text may hold the separator
+
+
 def test_bad_input_is_named(dense_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"inputs": "fine"}\n{"inputs": 3}\n')

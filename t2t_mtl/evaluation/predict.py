@@ -70,6 +70,10 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
         choices = None  # the rendered-dataset schema writes [] for "no choices"
     if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
         raise PredictInputError(f"{where}: \"answer_choices\" must be a list of strings, got {choices!r}")
+    if choices is not None and len(choices) == 1 and "|||" in choices[0]:  # --choices' form, in one list item
+        raise PredictInputError(f"{where}: \"answer_choices\" is one choice holding '|||' ({choices[0]!r}), so "
+                                f"it would always be the answer; list the choices apart, e.g. "
+                                f"{json.dumps([c.strip() for c in choices[0].split('|||')])}")
     if task is not None and not isinstance(task, str):
         raise PredictInputError(f"{where}: \"task\" must be a task name, got {task!r}")
     inputs = row.pop("inputs")
