@@ -219,6 +219,8 @@ def test_the_real_wandb_package_logs_offline(tmp_path, tok, monkeypatch):
 @pytest.mark.parametrize("section,message", [
     ({"entity": "me"}, "training.wandb needs at least a project"),
     ({"project": "p", "projct": "q"}, "unknown key training.wandb.projct; did you mean 'project'"),
+    # was: "needs at least a project", not naming the misspelt key the project was given under
+    ({"projct": "q", "entity": "me"}, "unknown key training.wandb.projct; did you mean 'project'"),
     ({"project": "p", "mode": "cloud"}, "training.wandb.mode='cloud': use one of online, offline, disabled"),
     ({"project": "p", "tags": "a"}, "training.wandb.tags='a': must be a list of strings"),
     ({"project": 3}, "training.wandb.project=3: must be a string"),

@@ -37,12 +37,12 @@ def check_wandb_section(section: Optional[Mapping[str, Any]]) -> Optional[Dict[s
     the `wandb` package is not installed."""
     if section is None or section is False:
         return None
+    unknown = unknown_key_message("training.wandb", section, WANDB_KEYS) if isinstance(section, Mapping) else None
+    if unknown:  # first: a misspelt `project` is what a missing project comes from
+        raise ConfigError(unknown)
     if not isinstance(section, Mapping) or not section.get("project"):
         raise ConfigError("training.wandb needs at least a project: {project: NAME} (optional: entity, name, group, "
                           "tags, notes, mode: online|offline|disabled)")
-    unknown = unknown_key_message("training.wandb", section, WANDB_KEYS)
-    if unknown:
-        raise ConfigError(unknown)
     for key in ("project", "entity", "name", "group", "notes"):
         if section.get(key) is not None and not isinstance(section[key], str):
             raise ConfigError(f"training.wandb.{key}={section[key]!r}: must be a string")
