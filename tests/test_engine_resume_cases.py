@@ -188,6 +188,51 @@ def test_a_log_line_a_crash_cut_short_is_dropped_not_continued(tmp_path, tok):
     assert (logs / "held_out.jsonl").read_text() == ""
 
 
+def test_a_resume_after_a_crash_drops_the_records_the_crashed_run_wrote_past_its_checkpoint(tmp_path, tok,
+                                                                                             monkeypatch):
+    # was: the resumed run appended its records of the steps after the checkpoint to the crashed run's records of
+    # the same steps, so metrics.jsonl (and held_out.jsonl) held those steps twice, out of step order, for any
+    # reader but read_metrics (jq, pandas); TensorBoard's event files already had them purged on a resume
+    sections = {**HELD_OUT, "evaluation": {**HELD_OUT["evaluation"], "every": 3},
+                "training": {"steps": 4, "checkpoint_every": 2}}
+    train(tiny_config(tmp_path / "whole", tok, tmp_path / "cache", **sections), evaluate_held_in=False)
+    cfg = tiny_config(tmp_path / "cut", tok, tmp_path / "cache", **sections)
+    real, calls = trainer_mod.forward_losses, {"n": 0}
+
+    def killed_in_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("killed")  # (a kill: what is on disk is what a SIGKILL would leave)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_mod, "forward_losses", killed_in_step_4)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, evaluate_held_in=False)
+    logs, reference = tmp_path / "cut" / "logs", tmp_path / "whole" / "logs"
+    assert [json.loads(line)["step"] for line in (logs / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert [r["step"] for r in read_held_out(logs)] == [3]  # past the checkpoint at step 2
+    train(cfg, resume="auto", evaluate_held_in=False)
+    lines = {name: [json.loads(line) for line in (logs / name).read_text().splitlines()]
+             for name in ("metrics.jsonl", "held_out.jsonl")}
+    assert [r["step"] for r in lines["metrics.jsonl"]] == [1, 2, 3, 4]
+    assert [r["step"] for r in lines["held_out.jsonl"]] == [3, 4]
+    for record, expected in zip(lines["metrics.jsonl"], step_records(tmp_path / "whole").values()):
+        assert record["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert [r["tasks"] for r in lines["held_out.jsonl"]] == [r["tasks"] for r in read_held_out(reference)]
+
+
+def test_a_resume_that_trains_nothing_keeps_the_later_records(tmp_path):
+    # (resuming an earlier checkpoint at or past training.steps: the later checkpoints, and their records, stay)
+    from t2t_mtl.engine.logging import TrainLogger, read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text("".join(f'{{"step": {s}, "loss": 1.0}}\n' for s in range(1, 7)))
+    TrainLogger(tmp_path, total_steps=4, start_step=4, log_every=1, enabled=True, progress_bar=False).close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 6]
+    TrainLogger(tmp_path, total_steps=8, start_step=4, log_every=1, enabled=True, progress_bar=False).close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
+
+
 def test_a_crash_while_a_resumed_run_writes_its_config_keeps_the_runs_config(tmp_path, tok, monkeypatch):
     # was: every start, resumes included, rewrote run_dir/config.yaml in place (write_text truncates first); a
     # crash (Ctrl-C, a kill) right after the truncation left it empty, and export / eval of the run's

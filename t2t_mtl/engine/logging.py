@@ -80,8 +80,9 @@ def held_out_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
 
 class TrainLogger:
     """Accumulates per-step figures and flushes one record every `log_every` steps (to metrics.jsonl, the bar and
-    `sinks`, which the caller owns and closes). A resumed run (`start_step` > 0) appends to the logs; a fresh one
-    starts metrics.jsonl and held_out.jsonl over."""
+    `sinks`, which the caller owns and closes). A resumed run (`start_step` > 0) appends to the logs, once the
+    records of the steps it trains again (written by a run that crashed after its checkpoint) are dropped; a fresh
+    one starts metrics.jsonl and held_out.jsonl over."""
 
     def __init__(self, log_dir: Path, *, total_steps: int, start_step: int, log_every: int, enabled: bool,
                  progress_bar: bool = True, sinks: Optional[ScalarSinks] = None):
@@ -100,9 +101,11 @@ class TrainLogger:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not start_step:  # a fresh run's logs start over (a run that died before its first checkpoint left some)
             (self.log_dir / HELD_OUT_LOG).unlink(missing_ok=True)
-        else:  # a resumed run appends: not onto a record the crashed run left half-written
-            for name in ("metrics.jsonl", HELD_OUT_LOG):
+        else:  # a resumed run appends: not onto a record the crashed run left half-written, nor after its records
+            for name in ("metrics.jsonl", HELD_OUT_LOG):  # of the steps the resumed run now trains again
                 drop_unterminated_line(self.log_dir / name)
+                if start_step < total_steps:  # (one that trains nothing keeps them)
+                    drop_records_after(self.log_dir / name, start_step)
         self.jsonl = open(self.log_dir / "metrics.jsonl", "a" if start_step else "w", encoding="utf-8")
         if progress_bar:
             from tqdm.auto import tqdm
@@ -273,8 +276,32 @@ def drop_unterminated_line(path: Path) -> None:
         fh.truncate(keep)
 
 
+def drop_records_after(path: Path, step: int) -> None:
+    """Drop the records of steps after `step` from a JSONL log: those a run killed after its last checkpoint wrote,
+    which the run resumed from that checkpoint writes again (as TensorBoard's `purge_step` drops them from its event
+    files). The file is replaced atomically; lines without a step are kept."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if not _step_after(line, step)]
+    if len(kept) < len(lines):
+        from t2t_mtl.engine.checkpoint import write_text_atomic
+
+        write_text_atomic(path, "".join(kept))
+
+
+def _step_after(line: str, step: int) -> bool:
+    """Whether a JSONL line is a record of a step after `step`."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step
+
+
 def _read_by_step(path: Path) -> List[Dict[str, Any]]:
-    """The records of a JSONL log, keeping the last record of each step (a resumed run rewrites steps); an
+    """The records of a JSONL log, keeping the last record of each step (a step logged twice: the evaluation of the
+    best checkpoint after training, logs of runs resumed before resumes dropped the steps they redo); an
     unterminated last line that does not parse (a record a crash cut short) is left out."""
     by_step: Dict[int, Dict[str, Any]] = {}
     if path.exists():
