@@ -237,6 +237,36 @@ def test_an_old_checkpoint_a_crash_left_half_pruned_is_removed_by_the_next_save(
                                                                             "step-00000040"]
 
 
+@pytest.mark.parametrize("pointer", [ck.LATEST, ck.BEST])
+def test_a_pointer_a_kill_left_half_replaced_is_removed_by_the_next_save(tmp_path, monkeypatch, pointer):
+    # was: a kill between writing the new `latest` (or `best` link) beside the old one and renaming it over it left
+    # `.latest.tmp<pid>` (`.best.tmp<pid>`) in checkpoints/ for good: the next save, in the resumed run's process
+    # (another pid), removed only `.tmp-*` folders
+    def save_best(step):
+        return ck.save_checkpoint(FakeEngine(), tmp_path, step, trainer_state={}, rank_state={}, meta={}, env=ENV,
+                                  best_step=10)
+
+    save_best(10)
+    real_replace = os.replace
+
+    def killed_before_rename(src, dst, *args, **kwargs):
+        if Path(dst).name == pointer:
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed_before_rename)
+        with pytest.raises(KeyboardInterrupt):
+            save_best(20)
+    left = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(f".{pointer}.tmp")]
+    assert left, "the kill left no temporary: the test no longer reaches the window"
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # the next save is made by the resumed run's process
+    save_best(30)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best", "latest", "step-00000010", "step-00000020", "step-00000030"]
+    assert ck.best_checkpoint(tmp_path).name == "step-00000010"
+
+
 def test_rng_state_roundtrip():
     state = ck.rng_state()
     a = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())

@@ -15,7 +15,8 @@ Every rank writes into `.tmp-step-XXXXXXXX`; once the ranks agree that every wri
 failure on any rank raises the CheckpointError on all of them) rank 0 fsyncs it (files and folders), renames the
 folder to its final name (an atomic rename on one filesystem) and then replaces `latest` atomically
 (`os.replace`), fsyncing `checkpoints/` after each rename so that a power loss cannot undo it. A crash at any
-point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders are removed on the next save. A step
+point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders (and a new `latest` or `best` left
+beside the old one) are removed on the next save. A step
 saved again (a run resumed in place from an earlier checkpoint) moves its old folder aside, not deleting it before
 the new one is in place and named by `latest`.
 `best` is replaced the same way (a new symlink renamed over it); pruning never removes the checkpoint it names.
@@ -113,6 +114,8 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
             root.mkdir(parents=True, exist_ok=True)
             for stale in root.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            for stale in (*root.glob(f".{LATEST}.tmp*"), *root.glob(f".{BEST}.tmp*")):
+                stale.unlink(missing_ok=True)  # a new `latest` / `best` a kill left beside the old one
             tmp.mkdir()
     except OSError as err:
         error = err
