@@ -23,6 +23,7 @@ import difflib
 import math
 import re
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
@@ -193,11 +194,11 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
             continue
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
-        if isinstance(key, typing.Hashable) and key in first_lines:
+        if isinstance(key, Hashable) and key in first_lines:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} appears twice in one mapping (lines {first_lines[key]} and {line}); "
                             f"YAML would keep only the second: merge them into one", key_node.start_mark)
-        if isinstance(key, typing.Hashable):
+        if isinstance(key, Hashable):
             first_lines[key] = line
     return loader.construct_mapping(node, deep=True)
 
