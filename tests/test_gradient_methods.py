@@ -316,6 +316,8 @@ def test_sum_and_mean():
     ({"method": "pcgard"}, "did you mean 'pcgrad'"),
     ({"method": "cagrad", "alpha": 0.5}, "gradient_surgery.alpha: unknown option"),
     ({}, "needs a `method` key"),
+    # was: only "needs a `method` key", not naming the misspelt key the method was given under
+    ({"methd": "pcgrad", "seed": 0}, r"needs a `method` key .*; is gradient_surgery.methd meant to be it\?"),
     ({"method": "gradvac", "beta": 0}, "beta must be in"),
     ({"method": "nashmtl", "max_iter": 0}, r"gradient_surgery.max_iter must be >= 1 for nashmtl, got 0"),
     ({"method": "nashmtl", "tol": 0}, r"gradient_surgery.tol must be > 0 for nashmtl, got 0"),

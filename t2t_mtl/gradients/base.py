@@ -134,7 +134,9 @@ def build_method(config: dict[str, Any] | str, num_tasks: int) -> GradientMethod
     config = dict(config)
     name = config.pop("method", None)
     if name is None:
-        raise GradientMethodError(f"gradient_surgery needs a `method` key (one of {sorted(METHODS)})")
+        misspelt = difflib.get_close_matches("method", [str(key) for key in config], n=1)
+        hint = f"; is gradient_surgery.{misspelt[0]} meant to be it?" if misspelt else ""
+        raise GradientMethodError(f"gradient_surgery needs a `method` key (one of {sorted(METHODS)}){hint}")
     if name not in METHODS:
         close = difflib.get_close_matches(str(name), list(METHODS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
