@@ -182,6 +182,8 @@ def test_curriculum_sigmoid():
 @pytest.mark.parametrize("config, error, words", [
     ({"method": "uncertanty"}, UnknownWeightingError, ["'uncertainty'", "tchebycheff"]),
     ({"method": "dtp", "gama": 1}, WeightingError, ["'gamma'", "momentum"]),
+    # was: no suggestion for a misspelt `method` (layered over default.yaml's `method: equal`)
+    ({"method": "equal", "methd": "size"}, WeightingError, ["'methd'", "Did you mean 'method'?"]),
     ({"method": "curriculum", "start_epochs": {"zz": 1}}, WeightingError, ["zz"]),
     ({"method": "dtp", "gamma": "abc"}, WeightingError, ["'gamma' must be a number", "'abc'"]),
     ({"method": "uncertainty", "init": [0.0]}, WeightingError, ["'init' must be a number"]),

@@ -34,7 +34,7 @@ def build_weighting(config: Mapping[str, Any], task_names, task_sizes: Optional[
         if key != "method" and key not in cls.PARAMS:
             valid = ", ".join(cls.PARAMS) or "none"
             raise WeightingError(f"unknown parameter {key!r} for loss weighting {name!r}."
-                                 f"{_suggest(key, cls.PARAMS)} Valid parameters: {valid}.")
+                                 f"{_suggest(key, (*cls.PARAMS, 'method'))} Valid parameters: {valid}.")
     config = coerce_numeric_params(config, cls, f"loss weighting {name!r}", WeightingError)
     kwargs = {k: v for k, v in config.items() if k != "method"}
     return cls(task_names, task_sizes, **kwargs)
