@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -230,3 +231,31 @@ def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, sta
         assert one_process[phase].count("e") == alone and [p.count("e") for p in passes] == per_rank, phase
         if lockstep:  # rank 1's shorter shards run padding batches and decoder passes
             assert passes[0] == passes[1], phase
+
+
+def test_held_in_validation_never_scores_a_tasks_training_rows(tok_dir, tmp_path):
+    # with no validation split it read the task's last split: for a task with only train, the training rows
+    import task_registry
+    from task_registry.registry import isolated_registry
+    from t2t_mtl.config import ConfigError
+    from t2t_mtl.engine.validation import held_in_split
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    splits = {("validation", "train"): "validation", ("train", "test"): "test", ("train", "dev"): "dev",
+              ("dev", "train"): "dev", ("train",): None}
+    for task_splits, expected in splits.items():
+        assert held_in_split(SimpleNamespace(splits=task_splits)) == expected, task_splits
+    task_registry.load_builtin_tasks()
+    rows = tmp_path / "train.jsonl"
+    rows.write_text("".join(json.dumps({"x": f"word {i}"}) + "\n" for i in range(4)))
+    cfg, tokenizer = _config(tok_dir, tmp_path), load_tokenizer(tok_dir)
+    model, env = _Engine(_model(cfg, tokenizer)), DistEnv(0, 1, 0, CPU, "gloo")
+    with isolated_registry():
+        task_registry.register_task(task_registry.Task(
+            "train_only", task_registry.LocalFileSource({"train": str(rows)}),
+            [task_registry.Template("echo", "{{ x }} ||| {{ x }}")], splits=("train",)))
+        per_task, macro, chance = held_in_exact_match(model, tokenizer, TASKS + ["train_only"], cfg, env)
+        assert (per_task, macro, chance) == held_in_exact_match(model, tokenizer, TASKS, cfg, env)
+        assert held_in_exact_match(model, tokenizer, ["train_only"], cfg, env) == ({}, None, None)
+        with pytest.raises(ConfigError, match="task 'train_only' has only a train split.*validate_every: 0"):
+            PeriodicValidator(tokenizer, TASKS + ["train_only"], cfg, env, ROWS)

@@ -948,10 +948,16 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             result.held_in_per_task, result.held_in_accuracy, result.chance_accuracy = scores
             if env.is_main:
                 per_task = ", ".join(f"{name} {100 * v:.0f}%" for name, v in result.held_in_per_task.items())
+                unscored = [name for name in task_names if name not in result.held_in_per_task]
                 print(f"held-in exact match (greedy, {cfg.data.validation_examples} validation examples per "
-                      f"task): {per_task}", flush=True)
-                print(f"held-in exact match over {len(task_names)} tasks: {100 * result.held_in_accuracy:.1f}% "
-                      f"(chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
+                      f"task): {per_task or '-'}", flush=True)
+                if unscored:
+                    print(f"held-in exact match: not scored (no split besides train, or no rows in it): "
+                          f"{', '.join(unscored)}", flush=True)
+                if result.held_in_accuracy is not None:
+                    print(f"held-in exact match over {len(result.held_in_per_task)} tasks: "
+                          f"{100 * result.held_in_accuracy:.1f}% (chance ≈ {100 * result.chance_accuracy:.1f}%)",
+                          flush=True)
         if cfg.evaluation and not interrupted:  # zero-shot evaluation of the held-out tasks (evaluation: section)
             zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=t.progress_bar)
             if zero_shot is not None and env.is_main:

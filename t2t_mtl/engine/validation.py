@@ -58,11 +58,23 @@ def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], 
     return sum(_normalise(p) == _normalise(g) for p, g in zip(preds, targets))
 
 
+def held_in_split(task: Any) -> Optional[str]:
+    """The split held-in validation scores of a training task: validation, else test, else its last split other
+    than train; None for a task whose only split is train (its rows are the training data)."""
+    for split in ("validation", "test"):
+        if split in task.splits:
+            return split
+    others = [split for split in task.splits if split != "train"]
+    return others[-1] if others else None
+
+
 def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv,
-                        pass_task_ids: bool = False, batch_size: int = 32) -> Tuple[Dict[str, float], float, float]:
-    """Greedy-decode `data.validation_examples` validation rows of each task; return (per-task exact match,
+                        pass_task_ids: bool = False,
+                        batch_size: int = 32) -> Tuple[Dict[str, float], Optional[float], Optional[float]]:
+    """Greedy-decode `data.validation_examples` rows of each task's `held_in_split`; return (per-task exact match,
     macro average, chance level), the same on every rank. Chance is 1/len(answer choices) for tasks with
-    choices, 0 otherwise.
+    choices, 0 otherwise. A task with no such split, or no rows in it, is left out of all three (the macro
+    average and chance are None when no task is scored); the caller names the tasks missing from the first.
 
     Each rank decodes its shard of every task's rows (`shard_batches`) and the match counts are summed over the
     ranks: the numbers of one process decoding them all. Under ZeRO-3 with several ranks the ranks decode in
@@ -76,9 +88,10 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
     with evaluation_mode(model):
         for tid, name in enumerate(task_names):
             task = task_registry.get_task(name)
-            split = "validation" if "validation" in task.splits else task.splits[-1]
-            ds = task.to_dataset(split, templates=cfg.data.templates, max_examples=cfg.data.validation_examples,
-                                 seed=cfg.training.seed)
+            split = held_in_split(task)
+            ds = [] if split is None else task.to_dataset(split, templates=cfg.data.templates,
+                                                          max_examples=cfg.data.validation_examples,
+                                                          seed=cfg.training.seed)
             datasets.append(ds)
             for batch in shard_batches(len(ds), batch_size, env.rank, env.world_size, lockstep=lockstep):
                 rows = ds[batch.rows]
@@ -93,17 +106,20 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
     correct = sum_over_ranks(correct.to(env.device)).cpu()
     per_task, chance = {}, []
     for name, ds, matches in zip(task_names, datasets, correct.tolist()):
-        per_task[name] = matches / max(len(ds), 1)
-        choices = [len(c) for c in ds["answer_choices"] if c]
-        chance.append(sum(1.0 / n for n in choices) / len(ds) if choices else 0.0)
-    macro = sum(per_task.values()) / len(per_task)
-    return per_task, macro, sum(chance) / len(chance)
+        if len(ds):
+            per_task[name] = matches / len(ds)
+            choices = [len(c) for c in ds["answer_choices"] if c]
+            chance.append(sum(1.0 / n for n in choices) / len(ds))
+    if not per_task:
+        return per_task, None, None
+    return per_task, sum(per_task.values()) / len(per_task), sum(chance) / len(chance)
 
 
 class PeriodicValidator:
     """Mid-training validation feeding the adaptive samplers and the dtp weighting.
 
-    The first `examples` validation rows of each task (tokenized once) are scored by `__call__(engine)`:
+    The first `examples` rows of each task's `held_in_split` (tokenized once; a task with none is a
+    `ConfigError`) are scored by `__call__(engine)`:
     per-task mean token cross-entropy under teacher forcing (`val_loss`) and exact match of greedy generation
     (`val_score`, in [0, 1]). Each rank scores its shard of the rows (`local_sums`) and the sums are added over
     the ranks in float64, so every rank gets the same numbers — those of one process scoring every row, up to
@@ -115,17 +131,21 @@ class PeriodicValidator:
         import task_registry
 
         if examples < 1:
-            raise ValueError(f"training.validate_examples must be >= 1, got {examples}")
+            raise ConfigError(f"training.validate_examples must be >= 1, got {examples}")
         self.tokenizer, self.task_names, self.cfg, self.env = tokenizer, list(task_names), cfg, env
         self.pass_task_ids, self.batch_size = pass_task_ids, batch_size
         self.rows: Dict[str, Dict[str, Any]] = {}
         for name in self.task_names:
             task = task_registry.get_task(name)
-            split = "validation" if "validation" in task.splits else task.splits[-1]
+            split = held_in_split(task)
+            if split is None:
+                raise ConfigError(f"task {name!r} has only a train split, so periodic validation "
+                                  f"(training.validate_every) would score its training rows: give the task a "
+                                  f"validation split, or set training.validate_every: 0")
             ds = task.to_dataset(split, templates=cfg.data.templates, max_examples=examples, seed=cfg.training.seed)
             if len(ds) == 0:
-                raise ValueError(f"task {name!r} has no {split!r} rows for periodic validation "
-                                 f"(training.validate_every); set training.validate_every: 0 or add the split")
+                raise ConfigError(f"task {name!r} has no {split!r} rows for periodic validation "
+                                  f"(training.validate_every); set training.validate_every: 0 or add the split")
             inputs, self.max_input_length = with_task_token(tokenizer, ds["inputs"], name, cfg.data.max_input_length)
             self.rows[name] = {"inputs": inputs, "targets": list(ds["targets"])}
 
