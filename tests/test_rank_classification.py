@@ -1,6 +1,8 @@
 """Rank classification against a brute-force reference (one full forward per choice), on a tiny T5."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -98,33 +100,34 @@ def test_min_decoder_passes_pads_each_encoder_batch_without_changing_the_scores(
     assert scores == score_choices(model, tokenizer, inputs, choices, batch_size=2, max_choice_rows=4)
 
 
-def test_picks_the_choice_a_biased_lm_head_favours(model, tokenizer):
-    favoured = tokenizer("no", add_special_tokens=False).input_ids
+@contextlib.contextmanager
+def _lm_head_favouring(model, tokenizer, word: str):
+    """The model's lm_head adds 50 to the logit of `word` (one token) while the block runs."""
+    favoured = tokenizer(word, add_special_tokens=False).input_ids
     assert len(favoured) == 1
     bias = torch.zeros(model.config.vocab_size)
     bias[favoured[0]] = 50.0
     handle = model.lm_head.register_forward_hook(lambda module, args, output: output + bias)
     try:
-        options = [["yes", "no"], ["no", "yes", "maybe"], ["maybe", "yes", "no"]]
-        chosen, scores = rank_classify(model, tokenizer, INPUTS[:3], options, batch_size=2)
+        yield
     finally:
         handle.remove()
+
+
+def test_picks_the_choice_a_biased_lm_head_favours(model, tokenizer):
+    options = [["yes", "no"], ["no", "yes", "maybe"], ["maybe", "yes", "no"]]
+    with _lm_head_favouring(model, tokenizer, "no"):
+        chosen, scores = rank_classify(model, tokenizer, INPUTS[:3], options, batch_size=2)
     assert chosen == [1, 0, 2]
     assert all(row[c] > max(s for i, s in enumerate(row) if i != c) + 10 for row, c in zip(scores, chosen))
 
 
 def test_a_repeated_choice_ties_exactly_and_the_tie_goes_to_its_first_position(model, tokenizer):
-    favoured = tokenizer("maybe", add_special_tokens=False).input_ids
-    assert len(favoured) == 1
-    bias = torch.zeros(model.config.vocab_size)
-    bias[favoured[0]] = 50.0
-    handle = model.lm_head.register_forward_hook(lambda module, args, output: output + bias)
     options = [["maybe", "no", "a much longer answer with many words", "maybe"]] * 3
-    try:  # two choice rows per decoder pass: the copies are scored in passes padded to different lengths
+    # two choice rows per decoder pass: the copies are scored in passes padded to different lengths
+    with _lm_head_favouring(model, tokenizer, "maybe"):
         chosen, scores = rank_classify(model, tokenizer, INPUTS[:3], options, batch_size=1, max_choice_rows=2)
         reference = brute_force_scores(model, tokenizer, INPUTS[:3], options)
-    finally:
-        handle.remove()
     for row, want in zip(scores, reference):
         assert row == pytest.approx(want, abs=1e-4)
     assert [row[3] for row in scores] == [row[0] for row in scores]  # exactly: a tie, not two roundings
