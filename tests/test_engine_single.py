@@ -497,6 +497,25 @@ def test_a_gradient_methods_warning_is_shown_in_the_train_output_once(tmp_path, 
     assert len(warnings) == 1 and "gradient_surgery.tol = 1e-12" in warnings[0], out
 
 
+def test_a_task_the_rates_would_never_draw_is_named_in_a_warning(tmp_path, tok, cache, capsys):
+    # was: nothing said, and the task was never trained (rate 1e-6 over 4 steps of 2 micro-batches: 8e-6 draws)
+    rates = {"reverse_words": 1.0, "parity": 1.0, "count_word": 1e-6}
+    cfg = tiny_config(tmp_path / "run", tok, cache, data={"tasks": rates},
+                      sampling={"strategy": "explicit", "mode": "homogeneous"}, training={"steps": 4, "grad_accum": 2})
+    train(cfg, evaluate_held_in=False)
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "task draws left" in line]
+    assert warnings == ["warning: at the sampler's current rates count_word expects less than one of the 8 task "
+                        "draws left in the run (rate × draws < 1), so most likely never trains: raise its rate, "
+                        "train longer, or leave it out of data.tasks"]
+
+
+def test_starved_tasks_are_those_below_one_expected_draw():
+    from t2t_mtl.sampling import starved_tasks
+
+    assert starved_tasks({"a": 0.5, "b": 0.1, "c": 0.099}, 10) == ["c"]
+    assert starved_tasks({"a": 1.0}, 0) == ["a"]
+
+
 def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 10, "max_bad_steps": 3})
     poison(monkeypatch, set(range(2, 20)))

@@ -607,7 +607,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         ckpt_io.check_task_sizes(resume_from, resume_meta["task_sizes"], task_sizes)
 
     # ---- model, sampler, streams, weighting
-    from t2t_mtl.sampling import TaskStreams, build_sampler
+    from t2t_mtl.sampling import TaskStreams, build_sampler, starved_tasks
     from t2t_mtl.weighting import build_weighting
 
     seed_everything(t.seed)  # the initial weights depend on the seed only
@@ -739,6 +739,14 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             evaluate_zero_shot(step)
         if step < t.steps:
             logger.message(sampler.describe())  # the rates trained on (a schedule's changes: see show_logger below)
+            per_micro_batch = 1 if mode == "homogeneous" else t.micro_batch_size * env.world_size  # tasks drawn
+            draws = (t.steps - step) * t.grad_accum * per_micro_batch
+            starved = starved_tasks(sampler.probabilities(), draws)
+            if starved:
+                logger.message(f"warning: at the sampler's current rates {', '.join(starved)} "
+                               f"{'expects' if len(starved) == 1 else 'each expect'} less than one of the {draws} "
+                               f"task draws left in the run (rate × draws < 1), so most likely never trains: raise "
+                               f"its rate, train longer, or leave it out of data.tasks")
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)

@@ -9,7 +9,7 @@ from t2t_mtl.sampling.errors import (EmptyTaskError, InvalidRateError, SamplingE
                                      UnknownStrategyError)
 from t2t_mtl.sampling.factory import STRATEGIES, build_sampler
 from t2t_mtl.sampling.rates import normalise, seqio_rate, size_rates
-from t2t_mtl.sampling.report import rates_over_epochs
+from t2t_mtl.sampling.report import rates_over_epochs, starved_tasks
 from t2t_mtl.sampling.schedules import annealed_alpha, dynamic_alpha
 from t2t_mtl.sampling.streams import TaskStreams
 from t2t_mtl.sampling.uncertainty import select_uncertain, uncertainty_scores
@@ -18,5 +18,5 @@ __all__ = [
     "MixtureSampler", "build_sampler", "STRATEGIES", "TaskStreams", "SamplingError", "UnknownStrategyError",
     "UnknownParameterError", "InvalidRateError", "EmptyTaskError", "normalise", "seqio_rate", "size_rates",
     "annealed_alpha", "dynamic_alpha", "classification_entropy", "generation_entropy", "token_entropy",
-    "select_uncertain", "uncertainty_scores", "rates_over_epochs",
+    "select_uncertain", "uncertainty_scores", "rates_over_epochs", "starved_tasks",
 ]

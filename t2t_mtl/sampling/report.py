@@ -1,4 +1,5 @@
-"""Tables of a sampler's probabilities over epochs (for `t2t-mtl mixture show` and logs)."""
+"""Tables of a sampler's probabilities over epochs (for `t2t-mtl mixture show` and logs), and the tasks a run's
+draws would starve."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -31,3 +32,9 @@ def rates_over_epochs(config: Mapping[str, Any], task_sizes: Mapping[str, int], 
                 realised[task].append(counts[task] / draws)
     return {"tasks": list(sampler.tasks), "epochs": list(range(epochs)), "probabilities": probabilities,
             "realised": realised}
+
+
+def starved_tasks(probabilities: Mapping[str, float], draws: int) -> list[str]:
+    """The tasks expected to be drawn less than once in `draws` draws at `probabilities` (p · draws < 1): a run
+    would most likely never train on them."""
+    return [task for task, p in probabilities.items() if p * draws < 1]
