@@ -70,6 +70,26 @@ def test_a_float64_single_expert_moe_equals_the_float64_dense_t5(routing):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("routing", ["task", "hybrid", "token"])
+def test_a_float64_upcycled_top2_moe_equals_the_float64_dense_t5(routing):
+    # was: the router worked in fp32 whatever the model's dtype (token logits, task gate rows, the unseen mean row),
+    # so an fp64 model's renormalised top-2 gates summed to 1 only to fp32 rounding and the upcycled fp64 MoE
+    # differed from its fp64 dense model by ~1e-7; fp64 inputs now route in fp64 (half and fp32 ones in fp32)
+    dense = _dense().double()
+    moe = convert_to_moe(dense, {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing, "dropless": True,
+                                 "task_names": TASKS}).eval()
+    with torch.no_grad():
+        for _, block in moe_blocks(moe):
+            if block.router is not None:
+                block.router.weight.normal_(std=1.0)  # gates far from 1/2: their rounding shows
+    ids, labels = _batch()
+    with torch.no_grad():
+        want = dense(input_ids=ids, labels=labels).logits
+        for task_ids in (torch.tensor([0, 1, 2, 0]), torch.full((4,), UNSEEN_TASK_ID)):
+            got = moe(input_ids=ids, labels=labels, task_ids=task_ids).logits
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_a_dense_model_with_lora_adapters_is_converted_only_once_they_are_folded():
     # was: the MoE model silently took the base weights of the adapted linears (a one-expert MoE then differed
     # from the dense model it came from)

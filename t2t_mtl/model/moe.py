@@ -206,6 +206,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _routing_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype routing computes in: fp32 (the router of a half-precision model too), fp64 for fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _dense_ffn(config: T5Config) -> nn.Module:
     return T5DenseGatedActDense(config) if config.is_gated_act else T5DenseActDense(config)
 
@@ -257,17 +262,19 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         return ids, any_unseen
 
     def unseen_task_row(self) -> torch.Tensor:
-        """The float32 gate row [E] of an unseen task: the mean of the trained rows, or a named task's row. The mean
-        is rounded to the gate's dtype, as a task's own row is stored, so the sub-network exported for an unseen task
-        (which holds it as its task's row) routes with exactly these gates in bf16 too."""
+        """The gate row [E] of an unseen task (fp32; fp64 for an fp64 gate): the mean of the trained rows, or a named
+        task's row. The mean is rounded to the gate's dtype, as a task's own row is stored, so the sub-network exported
+        for an unseen task (which holds it as its task's row) routes with exactly these gates in bf16 too."""
         weight = self.task_gate.weight
+        acc = _routing_dtype(weight.dtype)
         if self.moe.unseen_task_routing == "mean":
-            return weight.float().mean(0).to(weight.dtype).float()
-        return weight[self.moe.task_index(self.moe.unseen_task_routing)].float()
+            return weight.to(acc).mean(0).to(weight.dtype).to(acc)
+        return weight[self.moe.task_index(self.moe.unseen_task_routing)].to(acc)
 
     def _task_logits(self, ids: torch.Tensor, any_unseen: bool) -> torch.Tensor:
-        """Gate rows [len(ids), E] (float32) of task ids, `UNSEEN_TASK_ID` among them when `any_unseen`."""
-        rows = self.task_gate(ids.clamp(min=0)).float()
+        """Gate rows [len(ids), E] (fp32; fp64 for an fp64 gate) of task ids, `UNSEEN_TASK_ID` among them when
+        `any_unseen`."""
+        rows = self.task_gate(ids.clamp(min=0)).to(_routing_dtype(self.task_gate.weight.dtype))
         if not any_unseen:
             return rows
         return torch.where(ids.eq(UNSEEN_TASK_ID)[:, None], self.unseen_task_row()[None], rows)
@@ -306,7 +313,8 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         if keep is not None:
             x = x.index_select(0, keep)
         n = x.shape[0]
-        logits = nn.functional.linear(x.float(), self.router.weight.float())
+        acc = _routing_dtype(x.dtype)
+        logits = nn.functional.linear(x.to(acc), self.router.weight.to(acc))
         if self.moe.routing == "hybrid":
             task_rows, any_unseen = self._row_task_ids(batch, hidden.device)
             task_logits = self._task_logits(task_rows, any_unseen).repeat_interleave(length, dim=0)
@@ -655,12 +663,14 @@ def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str], *, unseen
 
 
 def _served_gate_rows(model: TaskAwareT5, task: Union[int, str], unseen: bool) -> Tuple[str, Dict[str, torch.Tensor]]:
-    """(name of the served task, {layer: its float32 gate row}) for `extract_task_subnetwork`."""
+    """(name of the served task, {layer: its gate row in the dtype the layer routes in}) for
+    `extract_task_subnetwork`."""
     cfg = model.moe_config
     names = cfg.task_names or []
     if not (unseen and isinstance(task, str) and task not in names):
         tid = cfg.task_index(task)
-        return names[tid], {layer: block.task_gate.weight[tid].detach().float() for layer, block in moe_blocks(model)}
+        return names[tid], {layer: block.task_gate.weight[tid].detach().to(_routing_dtype(block.task_gate.weight.dtype))
+                            for layer, block in moe_blocks(model)}
     if cfg.unseen_task_routing == "error":
         raise MoEConfigError(f"task {task!r} is not one of the MoE model's tasks {names} and "
                              "model.moe.unseen_task_routing='error' refuses unseen tasks; set it to 'mean' or to a "
