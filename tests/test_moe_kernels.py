@@ -273,6 +273,17 @@ def test_aux_losses_of_float64_router_statistics_pass_gradcheck():
     assert router_z_loss(torch.randn(3).bfloat16()).dtype == torch.float32
 
 
+def test_load_balancing_loss_of_float64_statistics_is_exact_in_float64():
+    # was: the dispatch fractions counts / (N·k) were rounded to fp32 before the fp64 product, so the fp64 loss was
+    # off by ~1e-8 (7/30 has no exact fp32 value)
+    counts = torch.tensor([7, 23], dtype=torch.int32)
+    prob_sums = torch.tensor([4.0, 11.0], dtype=torch.float64)
+    want = 2 * (7 / 30 * 4.0 / 15 + 23 / 30 * 11.0 / 15)
+    got = load_balancing_loss(counts, prob_sums, 15, 2)
+    assert got.dtype == torch.float64
+    assert abs(got.item() - want) < 1e-15
+
+
 def test_expert_capacity_rule():
     assert expert_capacity(100, 8, 2, 1.25, 4) == 32  # ceil(100·2/8·1.25)
     assert expert_capacity(10, 8, 1, 1.0, 4) == 4  # min_capacity

@@ -376,7 +376,7 @@ def load_balancing_loss(counts: torch.Tensor, prob_sums: torch.Tensor, num_token
     num_experts = counts.shape[0]
     if num_tokens == 0:
         return prob_sums.sum() * 0.0
-    f = counts.float() / (num_tokens * k)
+    f = counts.to(torch.promote_types(prob_sums.dtype, torch.float32)) / (num_tokens * k)  # fp64 for fp64 prob_sums
     p = prob_sums / num_tokens
     return num_experts * torch.sum(f * p)
 
