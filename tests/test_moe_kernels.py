@@ -290,6 +290,14 @@ def test_expert_capacity_rule():
     assert expert_capacity(10, 1, 1, 2.0, 4) == 10  # never more than N
 
 
+def test_expert_capacity_is_the_exact_ceiling_of_the_factor_as_written():
+    # was: N·k/E·factor in floating point, so 100·1/2·1.1 = 55.00000000000001 gave 56 rows where the rule gives 55
+    assert expert_capacity(100, 2, 1, 1.1, 0) == 55
+    assert expert_capacity(180, 4, 2, 1.1, 0) == 99
+    assert expert_capacity(102, 2, 1, 1.1, 0) == 57  # ceil(56.1)
+    assert expert_capacity(100, 4, 2, 1e-1, 0) == 5
+
+
 def test_bad_arguments_raise_clear_errors():
     logits = _logits(4, 3)
     with pytest.raises(MoEKernelError, match="top-k"):

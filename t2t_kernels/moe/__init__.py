@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 from typing import Optional
 
 import torch
@@ -360,14 +361,16 @@ def combine(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor, *, backend
 # ---------------------------------------------------------------------------------- capacity and losses
 def expert_capacity(num_tokens: int, num_experts: int, k: int, capacity_factor: float,
                     min_capacity: int = 4) -> int:
-    """Rows per expert: max(ceil(N·k/E · capacity_factor), min_capacity), at most N (DeepSpeed's rule).
+    """Rows per expert: max(ceil(N·k/E · capacity_factor), min_capacity), at most N (DeepSpeed's rule), the
+    ceiling taken exactly, of the factor as written (its shortest decimal form: 1.1 is 11/10).
 
     num_experts >= 1; capacity_factor finite and > 0."""
     if num_experts < 1:
         raise MoEKernelError(f"num_experts must be >= 1, got {num_experts}")
     if not math.isfinite(capacity_factor) or capacity_factor <= 0:
         raise MoEKernelError(f"capacity_factor must be a finite number > 0, got {capacity_factor}")
-    cap = max(math.ceil(num_tokens * k / num_experts * capacity_factor), min_capacity)
+    balanced = Fraction(num_tokens * k, num_experts) * Fraction(repr(float(capacity_factor)))
+    cap = max(math.ceil(balanced), min_capacity)
     return min(cap, num_tokens)
 
 
