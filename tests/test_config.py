@@ -348,6 +348,23 @@ def test_tchebycheff_over_homogeneous_micro_batches_is_warned_about():
     assert not any("tchebycheff" in w for w in warnings(mode="mixed"))
 
 
+def test_capacity_settings_under_task_routing_are_warned_about():
+    # task routing has no capacity: the settings were accepted and did nothing, with no word
+    from t2t_mtl.engine.trainer import config_warnings
+
+    def warnings(**moe):
+        return config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": moe},
+                                                   "data": {"mixture": "m"}}))
+
+    assert [w for w in warnings(routing="task", capacity_factor=1.0, dropless=True) if "model.moe" in w] == [
+        "model.moe.capacity_factor, model.moe.dropless: routing task sends every token of a task to its experts "
+        "with no capacity limit, so they have no effect"]
+    assert any("model.moe.min_capacity: routing task" in w and "so it has no effect" in w
+               for w in warnings(routing="task", min_capacity=2))
+    assert not any("model.moe" in w for w in warnings(routing="token", capacity_factor=1.0))
+    assert not any("model.moe" in w for w in warnings(routing="task"))
+
+
 def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
     # at size-based rates, with no word that the rates given went unused

@@ -278,6 +278,13 @@ def config_warnings(cfg: Config) -> List[str]:
         out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
                    "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
                    "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
+    moe = cfg.model.moe or {}
+    capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
+                     if key in moe]
+    if moe.get("routing") == "task" and capacity_keys:
+        out.append(f"model.moe.{', model.moe.'.join(capacity_keys)}: routing task sends every token of a task to "
+                   f"its experts with no capacity limit, so {'it has' if len(capacity_keys) == 1 else 'they have'} "
+                   f"no effect")
     if t.warmup >= t.steps:
         out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
                    f"warm-up")
