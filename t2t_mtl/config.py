@@ -23,7 +23,6 @@ import difflib
 import math
 import re
 import typing
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
@@ -188,18 +187,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
-    first_lines: Dict[Any, int] = {}
-    for key_node, _ in node.value:  # as written: keys that a `<<:` merge brings in may be overridden
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if isinstance(key, Hashable) and key in first_lines:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice in one mapping (lines {first_lines[key]} and {line}); "
-                            f"YAML would keep only the second: merge them into one", key_node.start_mark)
-        if isinstance(key, Hashable):
-            first_lines[key] = line
+    from task_registry.yaml_keys import check_written_keys
+
+    check_written_keys(loader, node)
     return loader.construct_mapping(node, deep=True)
 
 

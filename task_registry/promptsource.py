@@ -20,6 +20,7 @@ from .preprocessors import Preprocessor
 from .sources import HFSource
 from .task import Task
 from .template import Template
+from .yaml_keys import check_written_keys
 
 TEMPLATES_FILENAME = "templates.yaml"
 _TEMPLATE_TAG = "!Template"
@@ -37,13 +38,7 @@ class _PromptsourceLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     key repeated in one mapping (e.g. two templates under one id, where YAML keeps only the last) is an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key_node.value!r} (YAML "
-                                                            "would keep only its last entry)", key_node.start_mark)
-                seen.add(key_node.value)
+        check_written_keys(self, node)
         return super().construct_mapping(node, deep=deep)
 
 

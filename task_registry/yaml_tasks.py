@@ -65,6 +65,7 @@ from .registry import register_task
 from .sources import HFSource, LocalFileSource, Source, get_data_dir, is_file_builder
 from .task import Task
 from .template import SEPARATOR, Template
+from .yaml_keys import check_written_keys
 
 TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
              "group_by", "source", "preprocessors", "templates"}
@@ -90,17 +91,7 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapping:
-    written: set = set()
-    for key_node, _ in node.value:  # the keys as written; those a `<<:` merge brings in may be overridden
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, Hashable):
-            raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got {key!r}",
-                                                    key_node.start_mark)
-        if key in written:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        written.add(key)
+    check_written_keys(loader, node)
     loader.flatten_mapping(node)  # merged keys first, so the mapping's own keys override them
     mapping = _LineMapping()
     mapping.line = node.start_mark.line + 1

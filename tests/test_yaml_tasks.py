@@ -117,7 +117,8 @@ def test_validation_collects_every_problem_with_lines(tmp_path):
     ]
     duplicated = tmp_path / "dup.yaml"
     duplicated.write_text("name: a\nname: b\n")
-    assert validate_task_file(duplicated) == [f"{duplicated}:2: not valid YAML: duplicate key 'name'"]
+    assert validate_task_file(duplicated) == [f"{duplicated}:2: not valid YAML: duplicate key 'name' (lines 1 and 2; "
+                                              f"YAML would keep only the second: merge them into one)"]
     list_key = tmp_path / "list_key.yaml"  # was a raw TypeError (unhashable type: 'list')
     list_key.write_text("name: a\n? [train, validation]\n: x\n")
     assert validate_task_file(list_key) == [f"{list_key}:2: not valid YAML: a key must be a name, got "
@@ -149,7 +150,8 @@ def test_a_yaml_merge_key_may_be_overridden_in_a_task_file(tmp_path):
         ("two", "{{q}} ||| {{ answer_choices[label] }}", "false ||| true")]
     twice = tmp_path / "twice.yaml"
     twice.write_text("a: &x {k: 1}\nb:\n  <<: *x\n  k: 2\n  k: 3\n")
-    assert validate_task_file(twice) == [f"{twice}:5: not valid YAML: duplicate key 'k'"]
+    assert validate_task_file(twice) == [f"{twice}:5: not valid YAML: duplicate key 'k' (lines 4 and 5; YAML would "
+                                         f"keep only the second: merge them into one)"]
 
 
 def test_validation_renders_the_first_rows(tmp_path):
