@@ -174,9 +174,10 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer.
     `task` is a trained task, or a registered task the model was not trained on (a held-out one, built in or in
     the run's `data.tasks_dir`): it gets the mean adapter and the experts of the unseen-task route
-    (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder. Raises ExportError for a model with neither,
-    or for a name that is neither trained nor registered (adapters), and `MoEConfigError` for hybrid routing, a
-    name that is neither trained nor registered, or an unseen task when `unseen_task_routing` is 'error'."""
+    (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder.
+    Raises ExportError for a model with neither, or for a name that is neither trained nor registered (adapters),
+    and `MoEConfigError` for hybrid routing, a name that is neither trained nor registered, or an unseen task when
+    `unseen_task_routing` is 'error'."""
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if (Path(path) / "config.json").exists() else _run_dir_of(_checkpoint_of(path))
