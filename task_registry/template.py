@@ -29,7 +29,7 @@ import functools
 import random
 import re
 import uuid
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import jinja2
 import jinja2.meta
@@ -268,14 +268,18 @@ class Template:
                         paths.add(path)
         return tuple(sorted(paths))
 
-    def _check_choice_indices(self, row: Mapping[str, Any], task: Optional[str], row_index: Optional[int]) -> None:
-        """Refuse a row whose answer-choice index field is negative (`datasets`' -1 marks an unlabeled row)."""
+    def _choice_index_values(self, row: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+        """(field as `a.b`, the row's value there, None where absent) of every `choice_index_fields` path."""
         for path in self.choice_index_fields:
             value: Any = row
             for key in path:
                 value = value.get(key) if isinstance(value, Mapping) else None
+            yield ".".join(path), value
+
+    def _check_choice_indices(self, row: Mapping[str, Any], task: Optional[str], row_index: Optional[int]) -> None:
+        """Refuse a row whose answer-choice index field is negative (`datasets`' -1 marks an unlabeled row)."""
+        for field, value in self._choice_index_values(row):
             if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-                field = ".".join(path)
                 raise TemplateRenderError(
                     f"field {field!r} is {value}, which `datasets` uses for a row without a label (e.g. a GLUE "
                     f"test split), so `answer_choices[{field}]` has no answer to render; keep labeled rows with a "
@@ -285,12 +289,8 @@ class Template:
     def _text_choice_index(self, row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
         """(field, message) when `answer_choices[field]` found nothing because the row's `field` holds text (a
         list index must be a number; Jinja reads `list['1']` as a missing attribute '1'), else None."""
-        for path in self.choice_index_fields:
-            value: Any = row
-            for key in path:
-                value = value.get(key) if isinstance(value, Mapping) else None
+        for field, value in self._choice_index_values(row):
             if isinstance(value, str):
-                field = ".".join(path)
                 return field, (f"field {field!r} is the text {_unescape_pipe(value)!r}, which cannot index the answer "
                                f"choices: `answer_choices[{field}]` needs a number (a csv/tsv column with a cell that "
                                f"is not a number, an empty one included, is read as text); fix the rows, or convert "
