@@ -60,12 +60,12 @@ def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], 
 
 def held_in_split(task: Any) -> Optional[str]:
     """The split held-in validation scores of a training task: validation, else test, else its last split other
-    than train; None for a task whose only split is train (its rows are the training data)."""
-    for split in ("validation", "test"):
-        if split in task.splits:
-            return split
+    than train (`preferred_split` of the others); None for a task whose only split is train (its rows are the
+    training data)."""
+    from t2t_mtl.evaluation.runner import preferred_split
+
     others = [split for split in task.splits if split != "train"]
-    return others[-1] if others else None
+    return preferred_split(others) if others else None
 
 
 def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv,

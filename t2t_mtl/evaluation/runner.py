@@ -142,13 +142,17 @@ def _task_templates(task) -> list:
     return list(templates.values()) if isinstance(templates, Mapping) else list(templates)
 
 
-def default_split(task) -> str:
-    """validation if the task has it, else test, else its last split."""
-    splits = list(getattr(task, "splits", ()) or ("validation",))
+def preferred_split(splits: Sequence[str]) -> str:
+    """validation if among `splits` (at least one), else test, else the last of them."""
     for split in ("validation", "test"):
         if split in splits:
             return split
     return splits[-1]
+
+
+def default_split(task) -> str:
+    """validation if the task has it, else test, else its last split (`preferred_split`)."""
+    return preferred_split(list(getattr(task, "splits", ()) or ("validation",)))
 
 
 def task_metrics(task, template) -> tuple[list[str], list[str]]:
