@@ -217,6 +217,43 @@ def test_a_crash_while_a_step_is_saved_again_leaves_latest_on_a_whole_checkpoint
                                                                             "step-00000030"]
 
 
+def test_a_kill_between_the_renames_of_a_step_saved_again_resumes_from_the_old_folder(tmp_path, monkeypatch):
+    # was: saving a step `latest` names again moves the old folder aside, then renames the new one in; a kill
+    # between the two renames left `latest` naming a missing folder (`--resume auto` refused the run, pointing at
+    # an earlier step) and the next save deleted the moved-aside checkpoint with the other temporaries
+    save(tmp_path, 10)
+    save(tmp_path, 20)
+    real_rename = os.rename
+
+    def killed_before_second_rename(src, dst):
+        if Path(src).name == ".tmp-step-00000020":
+            raise KeyboardInterrupt("killed")
+        return real_rename(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "rename", killed_before_second_rename)
+        with pytest.raises(KeyboardInterrupt):
+            save(tmp_path, 20)
+    root = tmp_path / "checkpoints"
+    assert not (root / "step-00000020").exists()
+    resumed = ck.resolve_checkpoint("auto", tmp_path)
+    assert ck.read_meta(resumed)["step"] == 20 and (resumed / "ds" / "mp_rank_00_model_states.pt").exists()
+    save(tmp_path, 30)  # the old folder is put back under its name, not cleared as a temporary
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000020", "step-00000030"]
+    assert ck.read_meta(root / "step-00000020")["step"] == 20
+
+
+def test_removing_stale_temporaries_on_resume_clears_a_half_pruned_checkpoint(tmp_path):
+    # was: a kill mid-prune left `.tmp-pruned-step-N`, removed only by a later save: a resume with nothing left to
+    # train (the kill came in the final save) never saved again and kept it
+    save(tmp_path, 10)
+    save(tmp_path, 20)
+    root = tmp_path / "checkpoints"
+    os.rename(root / "step-00000010", root / ".tmp-pruned-step-00000010")
+    ck.remove_stale_temporaries(tmp_path, ENV)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000020"]
+
+
 def test_an_old_checkpoint_a_crash_left_half_pruned_is_removed_by_the_next_save(tmp_path, monkeypatch):
     # was: pruning deleted old checkpoints in place; a crash mid-delete that had already taken meta.json left a
     # step-N folder no later save took for a checkpoint, so it was never pruned and kept its disk space

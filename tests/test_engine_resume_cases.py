@@ -233,6 +233,20 @@ def test_a_resume_that_trains_nothing_keeps_the_later_records(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
 
 
+def test_a_resume_that_trains_nothing_clears_what_a_killed_final_save_left(tmp_path, tok):
+    # was: a kill in the final save's prune left `.tmp-pruned-step-N`, and one between the renames of a step saved
+    # again left the checkpoint moved aside with `latest` naming a missing folder; a resume with nothing left to
+    # train refused the run (the latter) or saved nothing and so kept the leftover for good (the former)
+    run = tmp_path / "run"
+    cfg = tiny_config(run, tok, tmp_path / "cache", training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+    root = run / "checkpoints"
+    (root / ".tmp-pruned-step-00000001").mkdir()
+    os.rename(root / "step-00000002", root / ".tmp-replaced-step-00000002")
+    train(cfg, resume="auto", evaluate_held_in=False)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000002"]
+
+
 def test_a_crash_while_a_resumed_run_writes_its_config_keeps_the_runs_config(tmp_path, tok, monkeypatch):
     # was: every start, resumes included, rewrote run_dir/config.yaml in place (write_text truncates first); a
     # crash (Ctrl-C, a kill) right after the truncation left it empty, and export / eval of the run's

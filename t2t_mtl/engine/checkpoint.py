@@ -16,9 +16,10 @@ failure on any rank raises the CheckpointError on all of them) rank 0 fsyncs it 
 folder to its final name (an atomic rename on one filesystem) and then replaces `latest` atomically
 (`os.replace`), fsyncing `checkpoints/` after each rename so that a power loss cannot undo it. A crash at any
 point leaves the previous `latest` checkpoint intact; stale `.tmp-*` folders (and a new `latest` or `best` left
-beside the old one) are removed on the next save. A step
-saved again (a run resumed in place from an earlier checkpoint) moves its old folder aside, not deleting it before
-the new one is in place and named by `latest`.
+beside the old one) are removed on the next save or resume. A step
+saved again (a run resumed in place from an earlier checkpoint) moves its old folder aside (`.tmp-replaced-step-N`),
+not deleting it before the new one is in place and named by `latest`; a kill between the two renames leaves
+`latest` resolving to the folder aside, which the next save or resume puts back under its name.
 `best` is replaced the same way (a new symlink renamed over it); pruning never removes the checkpoint it names.
 Multi-node runs need the run directory on a filesystem shared by all nodes (as DeepSpeed itself does).
 """
@@ -112,10 +113,7 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
     try:
         if env.is_main:
             root.mkdir(parents=True, exist_ok=True)
-            for stale in root.glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            for stale in (*root.glob(f".{LATEST}.tmp*"), *root.glob(f".{BEST}.tmp*")):
-                stale.unlink(missing_ok=True)  # a new `latest` / `best` a kill left beside the old one
+            remove_stale_temporaries(run_dir, env)
             tmp.mkdir()
     except OSError as err:
         error = err
@@ -141,6 +139,27 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
     return final
 
 
+def remove_stale_temporaries(run_dir: Path, env: DistEnv) -> None:
+    """Rank 0: clear what a kill mid-save left in the run's checkpoints/ — half-written or half-pruned `.tmp-*`
+    folders and a new `latest` / `best` beside the old one — and put a checkpoint moved aside for a step saved
+    again back under its name when the kill came before the new one replaced it (`latest` names that step)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not env.is_main or not root.is_dir():
+        return
+    for stale in root.glob(".tmp-*"):
+        name = stale.name[len(_MOVED_ASIDE):]
+        if stale.name.startswith(_MOVED_ASIDE) and not (root / name).exists() and (stale / "meta.json").exists():
+            os.rename(stale, root / name)
+            fsync_path(root)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    for stale in (*root.glob(f".{LATEST}.tmp*"), *root.glob(f".{BEST}.tmp*")):
+        stale.unlink(missing_ok=True)
+
+
+_MOVED_ASIDE = ".tmp-replaced-"  # the prefix of a checkpoint folder moved aside while its step is saved again
+
+
 def _agree(error: Optional[Exception], tmp: Path, run_dir: Path, env: DistEnv) -> None:
     """Collective, in place of a barrier: raise the CheckpointError of `tmp` on every rank when the writes so far
     failed on any rank (`error`: this rank's failure, or None)."""
@@ -160,7 +179,7 @@ def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any]
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size}, indent=1))
         _fsync_tree(tmp)
         if final.exists():  # the same step saved again (a run resumed in place from an earlier checkpoint):
-            replaced = root / f".tmp-replaced-{final.name}"  # moved aside, deleted once `latest` names the new
+            replaced = root / f"{_MOVED_ASIDE}{final.name}"  # moved aside, deleted once `latest` names the new
             os.rename(final, replaced)
         os.rename(tmp, final)
         fsync_path(root)  # the rename on disk before `latest` names it
@@ -231,6 +250,9 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     if not pointer.exists():
         return None
     ckpt = pointer.parent / pointer.read_text().strip()
+    aside = pointer.parent / f"{_MOVED_ASIDE}{ckpt.name}"  # a kill between the two renames of a step saved again
+    if not (ckpt / "meta.json").exists() and (aside / "meta.json").exists():
+        return aside
     if not (ckpt / "meta.json").exists():
         raise CheckpointError(f"{pointer} points at {ckpt}, which is missing or incomplete; resume from an earlier "
                               f"checkpoint (--resume {pointer.parent}/step-N)")
@@ -252,6 +274,14 @@ def resolve_checkpoint(path_or_auto: str, run_dir: Path) -> Optional[Path]:
         return ckpt
     raise CheckpointError(f"--resume {path_or_auto}: not a checkpoint (no meta.json) nor a run directory "
                           f"(no {CHECKPOINTS}/); pass 'auto', a run directory or a checkpoints/step-* folder")
+
+
+def resumes_in_place(resume: Union[str, Path], run_dir: Path) -> bool:
+    """Whether `--resume` (`auto`, a run directory or a checkpoint) continues the run in `run_dir` itself."""
+    if str(resume) == "auto":
+        return True
+    path, run = Path(resume).resolve(), Path(run_dir).resolve()
+    return path == run or path.parent.parent == run
 
 
 def read_meta(ckpt: Path) -> Dict[str, Any]:

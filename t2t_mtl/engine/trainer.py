@@ -566,6 +566,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     t = cfg.training
     seed_everything(t.seed)
     run_dir = Path(t.output_dir)
+    if resume and ckpt_io.resumes_in_place(resume, run_dir):  # (a resume with nothing left to train saves
+        ckpt_io.remove_stale_temporaries(run_dir, env)             # nothing: what a killed save left goes here)
+        barrier()
     resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
 
     # ---- data: mixture → tokenizer → per-task tokenized streams
@@ -578,7 +581,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names, lora=lora_section(cfg),
                                  task_embeddings=bool(cfg.model.task_embeddings),
                                  settings=ckpt_io.resume_settings(cfg))
-    in_place = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
+    in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
     existing = None if in_place else ckpt_io.latest_checkpoint(run_dir)  # (in place: `latest` may be the broken one)
     if existing is not None:  # two runs' logs and checkpoints would interleave in one folder
         how = "resume it with --resume auto" if resume_from is None else \
