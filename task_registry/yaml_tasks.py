@@ -50,6 +50,7 @@ template when the rows are reachable — local files or an active data dir.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -61,11 +62,13 @@ import yaml
 from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
 from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
-from .registry import register_task
+from .registry import get_task, list_tasks, register_task
 from .sources import HFSource, LocalFileSource, Source, get_data_dir, is_file_builder
 from .task import Task
 from .template import SEPARATOR, Template
 from .yaml_keys import check_written_keys
+
+logger = logging.getLogger(__name__)
 
 TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
              "group_by", "source", "preprocessors", "templates"}
@@ -512,7 +515,8 @@ def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.P
     Every problem of every folder is reported at once in one `TaskFileError` (each `file:line: message`) and
     then nothing is registered; a task name defined twice, in one folder or across them, is a problem too.
     `overwrite=True` (default) replaces a registered task of the same name, so loading the same folders again
-    (the next run in one process) is harmless.
+    (the next run in one process) is harmless; replacing a task not loaded from that same file (a built-in one,
+    one registered from Python or from another folder) is logged as a warning naming both.
     """
     dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
     parsed: list[ParsedTask] = []
@@ -528,5 +532,24 @@ def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.P
     if errors:
         raise TaskFileError(", ".join(str(d) for d in dirs), errors)
     for entry in parsed:
+        _warn_if_replacing(entry, overwrite)
         register_task(entry.task, overwrite=overwrite)
+        _LOADED_FROM[entry.task.name] = (entry.path.resolve(), entry.task)
     return [entry.task for entry in parsed]
+
+
+_LOADED_FROM: dict[str, tuple[Path, Task]] = {}  # task name -> (YAML file, task) `load_task_dirs` last registered
+
+
+def _warn_if_replacing(entry: ParsedTask, overwrite: bool) -> None:
+    """Log that `entry` replaces a registered task of its name that came from elsewhere than its own file."""
+    name = entry.task.name
+    if not overwrite or name not in list_tasks():
+        return
+    origin, loaded = _LOADED_FROM.get(name, (None, None))
+    if loaded is not get_task(name):  # replaced since (from Python) or dropped with an isolated registry
+        origin = None
+    if origin == entry.path.resolve():
+        return
+    replaced = f"the one from {origin}" if origin is not None else "the built-in one (or one registered from Python)"
+    logger.warning("%s: task %r replaces %s of that name; rename it to keep both", entry.location, name, replaced)

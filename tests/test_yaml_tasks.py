@@ -409,3 +409,27 @@ def test_a_folder_without_yaml_task_files_is_refused_by_name(tmp_path):
     with pytest.raises(TaskFileError) as caught:
         task_registry.load_task_dirs([empty])
     assert len(caught.value.errors) == 1 and caught.value.errors[0].startswith(expected)
+
+
+def test_a_yaml_task_replacing_a_registered_one_of_another_origin_is_warned_about(tmp_path, caplog):
+    # was: a YAML task named like a built-in (or a task of another folder, loaded earlier) replaced it silently
+    (tmp_path / "train.jsonl").write_text('{"q": "q0", "a": "a0"}\n')
+    body = ("source:\n  files: {train: ../train.jsonl}\nsplits: [train]\n"
+            "templates:\n  - name: plain\n    jinja: '{{q}} ||| {{a}}'\n")
+    for folder, name in (("mine", "parity"), ("other", "parity")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "t.yaml").write_text(f"name: {name}\n" + body)
+    mine, other = tmp_path / "mine" / "t.yaml", tmp_path / "other" / "t.yaml"
+    with task_registry.isolated_registry():
+        task_registry.load_builtin_tasks()
+        with caplog.at_level("WARNING", logger="task_registry.yaml_tasks"):
+            task_registry.load_task_dirs(tmp_path / "mine")
+            assert [r.getMessage() for r in caplog.records] == [
+                f"{mine}:1: task 'parity' replaces the built-in one (or one registered from Python) of that name; "
+                f"rename it to keep both"]
+            caplog.clear()
+            task_registry.load_task_dirs(tmp_path / "mine")  # the same file again (the next run in one process)
+            assert caplog.records == []
+            task_registry.load_task_dirs(tmp_path / "other")
+            assert [r.getMessage() for r in caplog.records] == [
+                f"{other}:1: task 'parity' replaces the one from {mine} of that name; rename it to keep both"]
