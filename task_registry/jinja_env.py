@@ -3,9 +3,11 @@
 Facts taken from promptsource (`promptsource/templates.py`, v0.2.3): a default `jinja2.Environment` (no
 autoescape, no trim/lstrip of blocks, trailing newline dropped), the global `zip`, the filters
 `highlight` (wraps in a red `<span>`), `choice` (a random element) and `most_frequent` (the list of the
-most common items, `None` for an empty input). Ours differs on purpose in two ways: the environment is a
-`SandboxedEnvironment` (no access to Python internals) and undefined variables raise (`StrictUndefined`)
-instead of rendering as empty text, so a row that lacks a field is an error, not a silent blank.
+most common items, `None` for an empty input). Ours differs on purpose in three ways: the environment is a
+`SandboxedEnvironment` (no access to Python internals), undefined variables raise (`StrictUndefined`)
+instead of rendering as empty text, so a row that lacks a field is an error, not a silent blank, and a template
+that prints a null value raises instead of writing "None" (`refusing_printed_nulls`: the dataset reader fills a
+field some rows of a file lack with null, so that is the same missing field).
 
 `choice` draws from a per-render `random.Random` when one is active (`seeded_choices`), so a rendering is
 reproducible from `(seed, row index)`; outside that context it uses the `random` module as promptsource does.
@@ -50,6 +52,39 @@ def most_frequent(items: Sequence[Any]) -> Optional[list[Any]]:
     return [item for item, count in counts if count == top]
 
 
+class NullPrintedError(jinja2.exceptions.TemplateRuntimeError):
+    """A template printed a null value while `refusing_printed_nulls` is active."""
+
+
+_REFUSE_NULLS: ContextVar[bool] = ContextVar("task_registry_refuse_nulls", default=False)
+
+
+@contextlib.contextmanager
+def refusing_printed_nulls() -> Iterator[None]:
+    """Inside the block, printing a null value (`{{ x }}`, `x | string`) raises `NullPrintedError` instead of
+    writing "None" into the text: a template's rendering, where a null is a field a row of a file lacks (the
+    dataset reader fills it with null) or a null of the data. Preprocessor expressions are not affected."""
+    token = _REFUSE_NULLS.set(True)
+    try:
+        yield
+    finally:
+        _REFUSE_NULLS.reset(token)
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None and _REFUSE_NULLS.get():
+        raise NullPrintedError("a null value is printed")
+    return value
+
+
+_JINJA_STRING = jinja2.filters.FILTERS["string"]
+
+
+def string(value: Any) -> str:
+    """Jinja's `string` filter, refusing a null inside `refusing_printed_nulls`."""
+    return _JINJA_STRING(_refuse_null(value))
+
+
 @contextlib.contextmanager
 def seeded_choices(rng: Optional[random.Random]) -> Iterator[None]:
     """Make the `choice` filter draw from `rng` for the duration of the block."""
@@ -88,8 +123,10 @@ def _integer(value: Any) -> bool:
 
 
 def _build_environment() -> SandboxedEnvironment:
-    env = _LimitedSandbox(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, autoescape=False)
+    env = _LimitedSandbox(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, autoescape=False,
+                          finalize=_refuse_null)
     env.globals["zip"] = zip
+    env.filters["string"] = string
     env.filters["highlight"] = highlight
     env.filters["choice"] = choice
     env.filters["most_frequent"] = most_frequent
@@ -100,7 +137,7 @@ ENVIRONMENT = _build_environment()
 
 #: the version of this module's sandbox, filters and globals: raise it when one of them changes what a template or
 #: expression yields, so results cached under the old behaviour are not reused
-SANDBOX_VERSION = 1
+SANDBOX_VERSION = 2
 
 
 def environment_version() -> str:

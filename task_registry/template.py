@@ -44,7 +44,8 @@ from .errors import (
     TemplateRenderError,
     TemplateSyntaxError,
 )
-from .jinja_env import ENVIRONMENT, compile_template, seeded_choices, subscript_problem, with_truncation
+from .jinja_env import (ENVIRONMENT, NullPrintedError, compile_template, refusing_printed_nulls, seeded_choices,
+                        subscript_problem, with_truncation)
 
 SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
@@ -368,7 +369,17 @@ class Template:
     def _run(self, compiled: jinja2.Template, variables: Mapping[str, Any], *, task: Optional[str],
              row_index: Optional[int]) -> str:
         try:
-            return compiled.render(variables)
+            with refusing_printed_nulls():
+                return compiled.render(variables)
+        except NullPrintedError:
+            nulls = sorted(k for k in self.variables if k in variables and variables[k] is None)
+            what = (f"field {nulls[0]!r} is null on this row and the template prints it" if nulls else
+                    "the template prints a null value (a nested field of the row, or an expression's result)")
+            raise MissingFieldError(
+                f"{what}: a row of a file that lacks a field others have gets null "
+                f"there; give every row a value, drop such rows with a `filter` preprocessor, or guard it in the "
+                f"template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task=task, template=self.name,
+                row_index=row_index, field=nulls[0] if nulls else None) from None
         except SecurityError as error:
             raise SandboxViolationError(f"refused unsafe access in the template sandbox: {error}",
                                         task=task, template=self.name, row_index=row_index) from None

@@ -138,10 +138,12 @@ def test_answer_choices_rendered_per_row_stripped_and_exposed_as_list():
 
 def test_promptsource_filters_and_globals():
     rendered = Template("t", "{{ x | highlight }} {{ xs | most_frequent | join('+') }} "
-                             "{% for a, b in zip(xs, ys) %}{{a}}{{b}};{% endfor %} ||| {{ empty | most_frequent }}")
+                             "{% for a, b in zip(xs, ys) %}{{a}}{{b}};{% endfor %} ||| {{ empty }}")
     out = rendered.render({"x": "hi", "xs": ["a", "b", "b", "a", "c"], "ys": [1, 2, 3], "empty": []})
     assert out.inputs == "<span style='color: #F08080'>hi</span> a+b a1;b2;b3;"
-    assert out.targets == "None"  # most_frequent of an empty list is None, printed through `| string`
+    assert out.targets == "[]"
+    with pytest.raises(MissingFieldError, match="the template prints a null value"):  # promptsource: "None"
+        Template("t", "x ||| {{ empty | most_frequent }}").render({"empty": []})
 
 
 def test_one_part_and_empty_target_are_skips_more_parts_is_an_error():
@@ -263,3 +265,16 @@ def test_references_must_be_a_jinja_string():
             Template("qa", "{{ q }} ||| {{ a }}", references=bad)
     # templates without references keep their ids
     assert Template("qa", "{{ q }} ||| {{ a }}").id != Template("qa", "{{ q }} ||| {{ a }}", references="{{ a }}").id
+
+
+def test_a_printed_null_is_refused_naming_the_field_and_a_guarded_one_renders():
+    # was: a null (a field some rows of a jsonl lack: the reader fills it with null) was written as "None" into
+    # the prompt, although a row lacking a field is an error by design (StrictUndefined)
+    template = Template("t", "{{ question }} ||| {{ answer }}")
+    with pytest.raises(MissingFieldError) as raised:
+        template.render({"question": None, "answer": "a"}, task="demo", row_index=7)
+    assert raised.value.field == "question" and "row 7" in str(raised.value)
+    assert "field 'question' is null on this row and the template prints it" in str(raised.value)
+    guarded = Template("t", "{{ question or 'n/a' }}{% if hint %} {{ hint }}{% endif %} ||| {{ answer }}")
+    assert guarded.render({"question": None, "hint": None, "answer": "a"}).inputs == "n/a"
+    assert Template("t", "{{ x if x is not none else 'none' }} ||| y").render({"x": None}).inputs == "none"

@@ -433,3 +433,20 @@ def test_a_yaml_task_replacing_a_registered_one_of_another_origin_is_warned_abou
             task_registry.load_task_dirs(tmp_path / "other")
             assert [r.getMessage() for r in caplog.records] == [
                 f"{other}:1: task 'parity' replaces the one from {mine} of that name; rename it to keep both"]
+
+
+def test_a_jsonl_row_lacking_a_field_the_template_prints_is_an_error_naming_it(tmp_path):
+    # was: the json reader fills the field with null and the prompt read "question: None"
+    (tmp_path / "train.jsonl").write_text('{"q": "q0", "a": "a0"}\n{"a": "a1"}\n')
+    path = tmp_path / "qa.yaml"
+    path.write_text("name: qa_null\nsplits: [train]\nsource: {files: {train: train.jsonl}}\n"
+                    "preprocessors:\n  - map: {shown: 'q | string'}\n"
+                    "templates:\n  - {name: plain, jinja: 'question: {{q}} ||| {{a}}'}\n"
+                    "  - {name: shown, jinja: 'question: {{shown}} ||| {{a}}'}\n")
+    task = parse_task_file(path)
+    with pytest.raises(task_registry.MissingFieldError) as raised:
+        task.to_dataset("train", templates=["plain"])
+    assert (raised.value.task, raised.value.template, raised.value.row_index, raised.value.field) == (
+        "qa_null", "plain", 1, "q")
+    # preprocessor expressions are not templates: their `| string` of a null still gives "None"
+    assert task.to_dataset("train", templates=["shown"])["inputs"] == ["question: q0", "question: None"]
