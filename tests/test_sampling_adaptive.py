@@ -207,3 +207,15 @@ def test_feedback_errors_name_the_task():
         sampler.update({"val_score": {"a": float("nan")}})
     with pytest.raises(SamplingError, match="'nope'"):
         build_sampler({"strategy": "bandit_thompson", "target": "nope"}, SIZES, seed=0)
+
+
+def test_worst_task_first_losses_tie_whatever_their_rounding():
+    # was: λ_t L_t was computed as L_t · (1/l_t) / Σ, and x · (1/x) is not always 1 in floating point, so at the
+    # first validation (every task at its first loss, all tied) `tau` 0 gave the mass to an arbitrary subset
+    sizes = {"a": 10, "b": 10, "c": 10, "d": 10}
+    first = {"a": 2.210720462416014, "b": 0.22042226383104735, "c": 1.0, "d": 0.4140191999240306}
+    sampler = build_sampler({"strategy": "worst_task"}, sizes, seed=0)
+    sampler.update({"val_loss": first})
+    assert sampler.probabilities() == pytest.approx({t: 0.25 for t in sizes})
+    sampler.update({"val_loss": {t: 0.5 * v for t, v in first.items()}})  # every task halved: still tied
+    assert sampler.probabilities() == pytest.approx({t: 0.25 for t in sizes})

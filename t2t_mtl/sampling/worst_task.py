@@ -54,9 +54,12 @@ class WorstTaskSampler(MixtureSampler):
         return True
 
     def weighted_losses(self) -> np.ndarray:
-        """λ_t L_t per task (NaN where no loss was seen)."""
-        inv = 1.0 / self.initial_loss
-        return self.loss * inv / np.nansum(inv) if not np.isnan(inv).all() else self.loss.copy()
+        """λ_t L_t per task (NaN where no loss was seen), computed as (L_t / l_t) / Σ_i 1/l_i: tasks whose losses
+        relative to their first are equal get equal values to the bit (a task's first loss gives exactly 1 / Σ),
+        so `tau` 0's ties are found."""
+        if np.isnan(self.initial_loss).all():
+            return self.loss.copy()
+        return (self.loss / self.initial_loss) / np.nansum(1.0 / self.initial_loss)
 
     def _compute_probabilities(self) -> np.ndarray:
         m = len(self.tasks)
