@@ -94,6 +94,14 @@ def test_tchebycheff():
     assert value(total) == pytest.approx(max(inv[0] / sum(inv), inv[1] / sum(inv)))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1.0])
+def test_tchebycheff_refuses_an_unusable_given_reference(bad):
+    # was: an infinite ref_loss passed the > 0 check and silently gave its task weight 0 for the rest of the run
+    w = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    with pytest.raises(WeightingError, match="ref_loss for task 'a' must be finite and > 0"):
+        w(losses(a=1.0), stats={"ref_loss": {"a": bad}})
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0])
 def test_tchebycheff_takes_no_unusable_first_loss_as_reference(bad):
     # the engine skips a step whose loss is non-finite or zero; such a first loss must not abort the run or

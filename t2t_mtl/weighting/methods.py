@@ -148,8 +148,9 @@ class TchebycheffWeighting(LossWeighting):
 
     def combine(self, losses, *, epoch, stats):
         for task, value in (stats.get("ref_loss") or {}).items():
-            if task not in self._index or not float(value) > 0:
-                raise WeightingError(f"ref_loss for task {task!r} must be > 0 and the task known, got {value}")
+            if task not in self._index or not 0 < float(value) < math.inf:
+                raise WeightingError(f"ref_loss for task {task!r} must be finite and > 0 and the task known, "
+                                     f"got {value}")
             self.ref_loss[self.index(task)] = float(value)
         first = {t: float(loss.detach()) for t, loss in losses.items() if torch.isnan(self.ref_loss[self.index(t)])}
         if not all(0 < v < math.inf for v in first.values()):
