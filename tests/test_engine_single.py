@@ -233,6 +233,45 @@ def test_deepspeed_fp16_without_zero_still_divides_by_a_loss_scale_it_never_appl
                                         config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}))
 
 
+def test_learned_weighting_steps_without_the_fp16_loss_scale_and_not_on_an_overflow(monkeypatch):
+    """was: under fp16 (ZeRO >= 1) DeepSpeed's backward multiplies the loss by its loss scale, and the learned log σ²
+    stepped on those scaled gradients, also at steps DeepSpeed skipped for an overflow (the model unchanged).
+    fp16 on any CPU: as in the test above."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.weighting import build_weighting
+
+    monkeypatch.setattr(type(get_accelerator()), "is_fp16_supported", lambda self: True)
+    init_distributed()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1, bias=False).half()
+    ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+          "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+          "fp16": {"enabled": True, "initial_scale_power": 4}, "zero_optimization": {"stage": 1},
+          "zero_allow_untested_optimizer": True}
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds)
+    weighting = build_weighting({"method": "uncertainty"}, ["a"])
+    params = list(weighting.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.1)
+
+    def train_step(factor: float) -> float:
+        scale = trainer_mod.weighting_loss_scale(engine)
+        task_loss = engine(torch.ones(1, 4, dtype=torch.half)).float().sum() * factor
+        engine.backward(weighting({"a": task_loss}))
+        engine.step()
+        trainer_mod.step_weighting(optimizer, params, engine, lr=0.1, loss_scale=scale, world_size=1, skip=False)
+        return float(task_loss.detach())
+
+    loss = train_step(1.0)  # d/ds (e^-s L + s) = 1 - L at s = 0, one SGD step of lr 0.1
+    assert weighting.log_variance.item() == pytest.approx(-0.1 * (1 - loss), rel=1e-3)
+    before = weighting.log_variance.detach().clone()
+    train_step(1e5)  # the fp16 gradients overflow: DeepSpeed skips the step
+    assert not engine.was_step_applied() and torch.equal(weighting.log_variance.detach(), before)
+    assert all(p.grad is None for p in params)
+
+
 def test_fp16_is_refused_without_zero_only():
     check_fp16_zero_stage({"fp16": {"enabled": True}, "zero_optimization": {"stage": 1}})
     check_fp16_zero_stage({"bf16": {"enabled": True}, "zero_optimization": {"stage": 0}})

@@ -526,6 +526,30 @@ def _has_overflow_check(engine: Any) -> bool:
     return engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or engine.fp16_enabled()
 
 
+def weighting_loss_scale(engine: Any) -> float:
+    """The fp16 loss scale DeepSpeed's backward multiplies the loss by, so the learned weighting's gradients too
+    (1 without fp16); read before `engine.step()`, which may change it."""
+    from t2t_mtl.gradients.deepspeed_hook import loss_scale
+
+    return loss_scale(engine)
+
+
+def step_weighting(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], engine: Any, *, lr: float,
+                   loss_scale: float, world_size: int, skip: bool) -> None:
+    """The learned weighting's step (uncertainty's log σ²), after the model's: left out, as the model's, when the
+    step is poisoned (`skip`) or DeepSpeed did not apply it (an fp16 overflow); else its gradients, summed over
+    the ranks, are divided by `world_size` and by the `loss_scale` their backward carried, and it steps at `lr`
+    (the model's schedule at this step)."""
+    if not skip and engine.was_step_applied():
+        for p in params:
+            if p.grad is not None:
+                sum_over_ranks(p.grad).div_(world_size * loss_scale)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _guarded_skip_step(engine: Any) -> None:
     """The optimizer step of a poisoned step where DeepSpeed has no overflow check (fp32, ZeRO stage 0):
     zero the gradients, step with lr 0 (so DeepSpeed's step counter advances), then restore the optimizer's
@@ -787,6 +811,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     try:
         while step < t.steps and not stopped_early:
             step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
+            step_scale = weighting_loss_scale(engine) if weighting_opt is not None else 1.0  # before step() moves it
             epoch = seen_examples / total_examples
             sampler.set_epoch(epoch)
             if select_candidates:  # CA-MTL: score the candidate pool under no_grad, train on the top b
@@ -851,16 +876,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     engine.step()
 
             if weighting_opt is not None:
-                if poisoned:
-                    weighting_opt.zero_grad(set_to_none=True)
-                else:
-                    for p in weighting_params:
-                        if p.grad is not None:
-                            sum_over_ranks(p.grad).div_(env.world_size)
-                    for group in weighting_opt.param_groups:  # the model's schedule (warmup, decay) for this step
-                        group["lr"] = step_lr
-                    weighting_opt.step()
-                    weighting_opt.zero_grad(set_to_none=True)
+                step_weighting(weighting_opt, weighting_params, engine, lr=step_lr, loss_scale=step_scale,
+                               world_size=env.world_size, skip=poisoned)
             step += 1
             acc[2 * T + 3] = 1.0 if stop.requested else 0.0
             stop.step = step + 1  # a later signal is seen after the next step

@@ -42,7 +42,7 @@ def _skips_nonfinite_steps(engine: Any) -> bool:
     return int(engine.zero_optimization_stage()) > 0 or engine.bfloat16_enabled() or engine.fp16_enabled()
 
 
-def _loss_scale(engine: Any) -> float:
+def loss_scale(engine: Any) -> float:
     """The fp16 loss scale the step's gradients carry (DeepSpeed's optimizer divides them by it in its step);
     1 without fp16."""
     if not engine.fp16_enabled():
@@ -142,7 +142,7 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
             self.scratch[: self.per_rank].copy_(local)
         for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
             safe_set_full_grad(p, self.scratch[lo:hi].view(p.shape).to(p.dtype))
-        self.last_stats = self.surgery.stats(_loss_scale(engine))
+        self.last_stats = self.surgery.stats(loss_scale(engine))
         self.scratch.zero_()
 
     def remove(self) -> None:
@@ -207,7 +207,7 @@ class Zero3SurgeryHook(_SurgeryHook):
         combined = self.surgery.combine_into(torch.empty_like(self.accumulated))  # every element written
         for (_, p), lo, hi in zip(self.named, self.offsets, self.offsets[1:]):
             safe_set_local_grad(p, combined[lo:hi])
-        self.last_stats = self.surgery.stats(_loss_scale(engine))
+        self.last_stats = self.surgery.stats(loss_scale(engine))
 
     def remove(self) -> None:
         """Nothing to detach: this hook reads DeepSpeed's own gradient pieces."""
