@@ -18,7 +18,12 @@ Member = Union[str, Task, "Mixture"]
 
 
 def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0) -> Callable[[Task], float]:
-    """Examples-proportional rate: `scale · min(num_rows(split), maximum)`."""
+    """Examples-proportional rate: `scale · min(num_rows(split), maximum)`; `maximum` None: no cap (a cap must be
+    positive: seqio reads 0 as no cap, `min` would make every rate 0)."""
+    if maximum is not None and not maximum > 0:
+        raise TaskDefinitionError(f"rate_num_examples: maximum must be a positive number of examples (None for no "
+                                  f"cap), got {maximum!r}")
+
     def rate(task: Task) -> float:
         if not isinstance(task, Task):
             raise TaskDefinitionError(f"{rate.__qualname__} rates tasks by their size, not the mixture {task.name!r}; "

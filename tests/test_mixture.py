@@ -156,3 +156,10 @@ def test_a_task_member_must_be_the_registered_task_of_its_name(registry):
     with pytest.raises(TaskDefinitionError, match=r"^mixture 'mx_outer' → 'mx_inner': task 'mx_z' is not registered"):
         Mixture("mx_outer", [Mixture("mx_inner", [_task("mx_z")])]).flatten()
     assert Mixture("mx_m", [registered]).flatten() == {"mx_a": 1.0}
+
+
+@pytest.mark.parametrize("maximum", [0, -5])
+def test_rate_num_examples_refuses_a_cap_that_is_not_positive(maximum):
+    # was: maximum=0 gave every task rate 0 (seqio reads a cap of 0 as no cap), failing later as an empty mixture
+    with pytest.raises(TaskDefinitionError, match=f"maximum must be a positive number of examples .*got {maximum}"):
+        rate_num_examples(maximum=maximum)
