@@ -59,6 +59,7 @@ def _validator(tokenizer, cfg, env, targets=None) -> PeriodicValidator:
     validator = PeriodicValidator(tokenizer, TASKS, cfg, env, ROWS, batch_size=BATCH)
     for name, task_targets in (targets or {}).items():
         validator.rows[name]["targets"] = task_targets
+        validator.rows[name]["references"] = [[target] for target in task_targets]
     return validator
 
 
@@ -140,6 +141,19 @@ def test_each_shard_scores_its_rows_and_the_shards_add_up_to_the_row_by_row_scor
         expected = _sums(scored, range(rank, ROWS, 2))
         assert local[:, 1].tolist() == expected[:, 1].tolist()
         assert local[:, 0].tolist() == pytest.approx(expected[:, 0].tolist(), rel=1e-5)
+
+
+def test_a_generation_matching_another_gold_answer_counts_as_an_exact_match(reference):
+    # was: validation compared generations with the row's target only, so a task with several gold answers
+    # (`references`: WebQuestions, XQuAD) was scored stricter than the evaluation that reports it
+    cfg, tokenizer, model, targets, scored, val_loss, val_score = reference
+    validator = _validator(tokenizer, cfg, DistEnv(0, 1, 0, CPU, "gloo"))
+    for name in TASKS:
+        rows = validator.rows[name]
+        rows["references"] = [[gold, own[2]] for gold, own in zip(rows["targets"], scored[name])]
+    loss, score = validator(_Engine(model))
+    assert score == {name: 1.0 for name in TASKS}
+    assert loss == pytest.approx(_validator(tokenizer, cfg, validator.env)(_Engine(model))[0], rel=1e-6)
 
 
 def _passes(model) -> tuple:

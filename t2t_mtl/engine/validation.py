@@ -49,13 +49,14 @@ def _routing(pass_task_ids: bool, task_id: int, rows: int, device: torch.device)
     return {"task_ids": torch.full((rows,), task_id, dtype=torch.long, device=device)}
 
 
-def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], targets: Sequence[str],
+def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], references: Sequence[Sequence[str]],
                    max_new_tokens: int, synced: bool, routing: Dict[str, torch.Tensor]) -> int:
-    """How many greedy generations for the encoded `inputs` equal their `targets` (whitespace-normalised)."""
+    """How many greedy generations for the encoded `inputs` equal one of their `references` (each row's gold
+    answers: the template's `references`, else its target), whitespace-normalised."""
     out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
                          num_beams=1, max_new_tokens=max_new_tokens, synced_gpus=synced, **routing)
     preds = decode_generated(tokenizer, out, inputs)
-    return sum(_normalise(p) == _normalise(g) for p, g in zip(preds, targets))
+    return sum(_normalise(p) in {_normalise(g) for g in golds} for p, golds in zip(preds, references))
 
 
 def held_in_split(task: Any) -> Optional[str]:
@@ -71,8 +72,8 @@ def held_in_split(task: Any) -> Optional[str]:
 def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv,
                         pass_task_ids: bool = False,
                         batch_size: int = 32) -> Tuple[Dict[str, float], Optional[float], Optional[float]]:
-    """Greedy-decode `data.validation_examples` rows of each task's `held_in_split`; return (per-task exact match,
-    macro average, chance level), the same on every rank. Chance is 1/len(answer choices) for tasks with
+    """Greedy-decode `data.validation_examples` rows of each task's `held_in_split`; return (per-task exact match
+    against any of a row's gold answers, macro average, chance level), the same on every rank. Chance is 1/len(answer choices) for tasks with
     choices, 0 otherwise. A task with no such split, or no rows in it, is left out of all three (the macro
     average and chance are None when no task is scored); the caller names the tasks missing from the first.
 
@@ -98,7 +99,7 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
                 texts, max_length = with_task_token(tokenizer, rows["inputs"], name, cfg.data.max_input_length)
                 enc = tokenizer(texts, max_length=max_length, truncation=True, padding=True,
                                 return_tensors="pt").to(env.device)
-                matches = _exact_matches(model, tokenizer, enc, rows["inputs"], rows["targets"],
+                matches = _exact_matches(model, tokenizer, enc, rows["inputs"], rows["references"],
                                          cfg.data.max_target_length, lockstep,
                                          _routing(pass_task_ids, tid, len(batch.rows), env.device))
                 if batch.counted:
@@ -121,7 +122,7 @@ class PeriodicValidator:
     The first `examples` rows of each task's `held_in_split` (tokenized once; a task with none is a
     `ConfigError`) are scored by `__call__(engine)`:
     per-task mean token cross-entropy under teacher forcing (`val_loss`) and exact match of greedy generation
-    (`val_score`, in [0, 1]). Each rank scores its shard of the rows (`local_sums`) and the sums are added over
+    against any of a row's gold answers (`val_score`, in [0, 1]). Each rank scores its shard of the rows (`local_sums`) and the sums are added over
     the ranks in float64, so every rank gets the same numbers — those of one process scoring every row, up to
     float summation order — and the sampler updates they drive stay identical across ranks.
     """
@@ -147,7 +148,7 @@ class PeriodicValidator:
                 raise ConfigError(f"task {name!r} has no {split!r} rows for periodic validation "
                                   f"(training.validate_every); set training.validate_every: 0 or add the split")
             inputs, self.max_input_length = with_task_token(tokenizer, ds["inputs"], name, cfg.data.max_input_length)
-            self.rows[name] = {"inputs": inputs, "targets": list(ds["targets"])}
+            self.rows[name] = {"inputs": inputs, "targets": list(ds["targets"]), "references": list(ds["references"])}
 
     def __call__(self, engine: Any) -> Tuple[Dict[str, float], Dict[str, float]]:
         """(val_loss, val_score) per task, the same on every rank."""
@@ -167,18 +168,20 @@ class PeriodicValidator:
         sums = torch.zeros(len(self.task_names), 2, dtype=torch.float64)
         with evaluation_mode(engine.module):
             for tid, name in enumerate(self.task_names):
-                inputs, targets = self.rows[name]["inputs"], self.rows[name]["targets"]
+                inputs, targets, golds = (self.rows[name][key] for key in ("inputs", "targets", "references"))
                 for batch in shard_batches(len(inputs), self.batch_size, self.env.rank, self.env.world_size,
                                            lockstep=lockstep):
                     scored = self._score_batch(engine.module, tid, [inputs[i] for i in batch.rows],
-                                               [targets[i] for i in batch.rows], lockstep)
+                                               [targets[i] for i in batch.rows], [golds[i] for i in batch.rows],
+                                               lockstep)
                     if batch.counted:
                         sums[tid] += torch.tensor(scored, dtype=torch.float64)
         return sums
 
-    def _score_batch(self, model: Any, task_id: int, x: List[str], y: List[str], synced: bool
-                     ) -> Tuple[float, int]:
-        """(sum over the rows of their mean token cross-entropy, exact matches) of one batch."""
+    def _score_batch(self, model: Any, task_id: int, x: List[str], y: List[str], golds: List[List[str]],
+                     synced: bool) -> Tuple[float, int]:
+        """(sum over the rows of their mean token cross-entropy on the targets `y`, generations matching one of
+        their `golds`) of one batch."""
         device, tok, data = self.env.device, self.tokenizer, self.cfg.data
         enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True, return_tensors="pt").to(device)
         labels = tok(text_target=y, max_length=data.max_target_length, truncation=True, padding=True,
@@ -192,7 +195,7 @@ class PeriodicValidator:
                                                      reduction="none")
         mask = (labels != -100).float()
         loss_sum = float(((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum())
-        return loss_sum, _exact_matches(model, tok, enc, x, y, data.max_target_length, synced, routing)
+        return loss_sum, _exact_matches(model, tok, enc, x, golds, data.max_target_length, synced, routing)
 
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
