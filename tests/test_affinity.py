@@ -694,3 +694,23 @@ def test_gradient_affinity_from_a_training_run_with_gradient_surgery(tmp_path):
     assert main(["affinity", "gradients", str(tmp_path / "run")]) == 0
     data = json.loads((tmp_path / "run" / "affinity" / "gradient_affinity.json").read_text())
     assert sorted(t for c in data["clustering"]["clusters"] for t in c) == sorted(E2E_TASKS)
+
+
+def test_a_task_never_measured_stays_alone_under_any_cut(tmp_path):
+    """was: a never-measured task was clustered as if orthogonal to every task (distance 1), so a --threshold above 1
+    or a --clusters count merged it into a cluster although the CLI and README say it is clustered alone; it is now
+    left out of the tree, one cluster of its own, and --clusters counts it as one."""
+    nan = np.nan
+    mean = np.array([[1.0, -0.6, 0.2, nan], [-0.6, 1.0, 0.1, nan], [0.2, 0.1, 1.0, nan], [nan, nan, nan, 1.0]])
+    tasks = ["a", "b", "c", "z"]
+    assert cluster_tasks(tasks, mean, threshold=1.5).clusters() == [["a", "b", "c"], ["z"]]
+    assert cluster_tasks(tasks, mean, n_clusters=2).clusters() == [["a", "b", "c"], ["z"]]
+    assert cluster_tasks(tasks, mean, n_clusters=3).clusters() == [["a", "c"], ["b"], ["z"]]
+    clustering = cluster_tasks(tasks, mean, threshold=1.5)
+    assert clustering.linked == ["a", "b", "c"] and clustering.linkage.shape == (2, 4)
+    series = CosineSeries(tasks, np.array([1]), mean[None])
+    data = json.loads(write_gradient_affinity(series, tmp_path, threshold=1.5)["json"].read_text())
+    assert data["clustering"]["clusters"] == [["a", "b", "c"], ["z"]]
+    assert data["clustering"]["linkage_tasks"] == ["a", "b", "c"]
+    with pytest.raises(GradientLogError, match="at least 2 tasks measured beside another"):
+        cluster_tasks(tasks, np.diag([1.0, 1.0, 1.0, 1.0]) + np.where(np.eye(4), 0, nan))

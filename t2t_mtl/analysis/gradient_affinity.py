@@ -163,22 +163,24 @@ def cosines_from_gram(gram: np.ndarray, eps: float = 1e-30) -> np.ndarray:
 
 @dataclasses.dataclass
 class TaskClustering:
-    """Hierarchical clustering of tasks on 1 − mean gradient cosine."""
+    """Hierarchical clustering of tasks on 1 − mean gradient cosine; tasks never measured beside another are left
+    out of the tree (`linked` are its leaves), each a cluster of its own."""
 
     tasks: list[str]
     distance: np.ndarray  # [T, T]
-    linkage: np.ndarray  # scipy linkage matrix [T-1, 4]
+    linkage: np.ndarray  # scipy linkage matrix [len(linked)-1, 4] over `linked`
     labels: list[int]  # cluster number (1-based) of each task
     threshold: float
+    linked: list[str]  # the tasks in the tree, in task order
 
     def cut_height(self) -> float:
         """Distance at which the tree is cut: the threshold, or (for a cluster count) between the merges kept
         and the first merge refused."""
-        k = len(set(self.labels))
+        k = len({label for task, label in zip(self.tasks, self.labels) if task in self.linked})
         heights = self.linkage[:, 2]
-        n = len(self.tasks)
+        n = len(self.linked)
         if k <= 1:
-            return float(heights[-1]) * 1.02
+            return float(max(heights[-1] * 1.02, self.threshold))
         below, above = heights[n - k - 1] if n - k - 1 >= 0 else 0.0, heights[n - k]
         return float(self.threshold if below < self.threshold <= above else (below + above) / 2)
 
@@ -189,31 +191,45 @@ class TaskClustering:
         return [groups[k] for k in sorted(groups)]
 
 
+def measured_tasks(mean_cosine: np.ndarray) -> np.ndarray:
+    """Bool [T]: the tasks with a finite cosine to at least one other task."""
+    off_diagonal = np.isfinite(mean_cosine) & ~np.eye(len(mean_cosine), dtype=bool)
+    return off_diagonal.any(axis=0) | off_diagonal.any(axis=1)
+
+
 def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: float = 1.0,
                   n_clusters: Optional[int] = None, method: str = "average") -> TaskClustering:
     """Agglomerative clustering on d_ij = 1 − mean cos_ij (symmetrised, 0 on the diagonal).
 
     Clusters are cut at distance `threshold`: only merges below it are kept (1.0: merged groups have a
-    positive mean cosine under average linkage) unless `n_clusters` is given. Pairs never measured count as
-    orthogonal (d = 1), so with the default threshold they are never merged on that evidence.
+    positive mean cosine under average linkage) unless `n_clusters` is given. A task with no cosine to any
+    task (never measured beside another) is a cluster of its own under any cut and counts as one of
+    `n_clusters` (the measured tasks make at least one). A pair never measured between measured tasks
+    counts as orthogonal (d = 1), so with the default threshold it is never merged on that evidence.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
     tasks = list(tasks)
-    if len(tasks) < 2:
-        raise GradientLogError(f"clustering needs at least 2 tasks, got {tasks}")
     cos = np.array(mean_cosine, dtype=np.float64)
+    linked = [i for i, seen in enumerate(measured_tasks(cos)) if seen]
+    if len(linked) < 2:
+        raise GradientLogError(f"clustering needs at least 2 tasks measured beside another, got "
+                               f"{[tasks[i] for i in linked]} of {tasks}")
     cos = np.where(np.isfinite(cos), cos, 0.0)
     dist = 1.0 - (cos + cos.T) / 2.0
     np.fill_diagonal(dist, 0.0)
     dist = np.clip(dist, 0.0, 2.0)
-    links = linkage(squareform(dist, checks=False), method=method)
+    links = linkage(squareform(dist[np.ix_(linked, linked)], checks=False), method=method)
     if n_clusters is not None:
-        labels = fcluster(links, t=n_clusters, criterion="maxclust")
+        cut = fcluster(links, t=max(n_clusters - (len(tasks) - len(linked)), 1), criterion="maxclust")
     else:
-        labels = fcluster(links, t=np.nextafter(threshold, -np.inf), criterion="distance")  # fcluster keeps <= t
-    return TaskClustering(tasks, dist, links, [int(x) for x in labels], threshold)
+        cut = fcluster(links, t=np.nextafter(threshold, -np.inf), criterion="distance")  # fcluster keeps <= t
+    labels = dict(zip(linked, (int(x) for x in cut)))
+    alone = [i for i in range(len(tasks)) if i not in labels]
+    labels.update({i: int(cut.max()) + 1 + n for n, i in enumerate(alone)})
+    return TaskClustering(tasks, dist, links, [labels[i] for i in range(len(tasks))], threshold,
+                          [tasks[i] for i in linked])
 
 
 def plot_cosines_over_training(series: CosineSeries, path: Path) -> Path:
@@ -249,10 +265,13 @@ def plot_dendrogram(clustering: TaskClustering, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(clustering.tasks) + 2), 4))
     cut = clustering.cut_height()
-    dendrogram(clustering.linkage, labels=clustering.tasks, ax=ax, leaf_rotation=45, color_threshold=cut)
+    dendrogram(clustering.linkage, labels=clustering.linked, ax=ax, leaf_rotation=45, color_threshold=cut)
     ax.axhline(cut, color="gray", ls="--", lw=0.8)
+    ax.set_ylim(top=max(ax.get_ylim()[1], cut * 1.05))  # the cut in view when it is above every merge
     ax.set_ylabel("1 − mean cosine")
-    ax.set_title("Tasks clustered by gradient affinity")
+    alone = [t for t in clustering.tasks if t not in clustering.linked]
+    ax.set_title("Tasks clustered by gradient affinity" + (f"\n(never measured, alone: {', '.join(alone)})"
+                                                           if alone else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -291,7 +310,8 @@ def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, thresh
                        "threshold": None if n_clusters is not None else clustering.threshold,
                        "n_clusters": n_clusters, "cut_height": clustering.cut_height(),
                        "labels": dict(zip(series.tasks, clustering.labels)),
-                       "clusters": clustering.clusters(), "linkage": clustering.linkage.tolist()},
+                       "clusters": clustering.clusters(), "linkage": clustering.linkage.tolist(),
+                       "linkage_tasks": clustering.linked},
     }
     paths = {"json": out / "gradient_affinity.json", "over_training": out / "gradient_cosine.png",
              "heatmap": out / "gradient_cosine_heatmap.png", "dendrogram": out / "gradient_clusters.png"}
