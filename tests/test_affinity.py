@@ -714,3 +714,26 @@ def test_a_task_never_measured_stays_alone_under_any_cut(tmp_path):
     assert data["clustering"]["linkage_tasks"] == ["a", "b", "c"]
     with pytest.raises(GradientLogError, match="at least 2 tasks measured beside another"):
         cluster_tasks(tasks, np.diag([1.0, 1.0, 1.0, 1.0]) + np.where(np.eye(4), 0, nan))
+
+
+def test_the_graph_curves_opposite_arrows_of_different_kinds_apart():
+    """was: only arrows of the same kind both ways were curved apart, so s benefits t with t harms s drew two straight
+    arrows on one line, the later one hiding the other (its colour and head lost)."""
+    from t2t_mtl.analysis.transfer_report import graph_edges
+
+    stl = ScoreStat.of([50.0, 50.5, 49.5])
+    up, down = ScoreStat.of([60.0, 60.5, 59.5]), ScoreStat.of([40.0, 40.5, 39.5])
+    pairs = {"a": {"b": down, "c": stl}, "b": {"a": up, "c": up}, "c": {"a": stl, "b": stl}}
+    scores = {RunSpec.of([t], seed): {t: stl.values[seed]} for t in "abc" for seed in range(3)}
+    for t, inner in pairs.items():
+        for s, stat in inner.items():
+            for seed in range(3):
+                scores.setdefault(RunSpec.of([s, t], seed), {})[t] = stat.values[seed]
+    for seed in range(3):
+        scores[RunSpec.of("abc", seed)] = {t: 50.0 for t in "abc"}
+    analysis = analyse(["a", "b", "c"], [0, 1, 2], scores, with_oracle=False)
+    assert analysis.relations["b"]["a"] == "benefit" and analysis.relations["a"]["b"] == "harm"
+    edges = {(s, t): (kind, rad) for s, t, kind, rad in graph_edges(analysis)}
+    assert set(edges) == {("a", "b"), ("b", "a"), ("c", "b")}
+    assert edges[("a", "b")][0] == "benefit" and edges[("b", "a")][0] == "harm"
+    assert edges[("a", "b")][1] != 0 and edges[("b", "a")][1] != 0 and edges[("c", "b")][1] == 0

@@ -79,27 +79,32 @@ def plot_heatmap(analysis: TransferAnalysis, path: Path) -> Path:
                           colorbar_label="µ({s,t},t) − µ({t},t)", annotations=notes, symmetric=True)
 
 
+GRAPH_COLORS = {"benefit": "tab:green", "harm": "tab:red"}
+
+
+def graph_edges(analysis: TransferAnalysis) -> list[tuple[str, str, str, float]]:
+    """The graph's arrows (s, t, 'benefit' | 'harm', curvature): an arrow with one back (t → s, of either kind) is
+    curved, so the two never lie on one line."""
+    a = analysis
+    return [(s, t, kind, 0.15 if a.relations[s].get(t) in GRAPH_COLORS else 0.0)
+            for t in a.tasks for s, kind in a.relations[t].items() if kind in GRAPH_COLORS]
+
+
 def plot_graph(analysis: TransferAnalysis, path: Path) -> Path:
     """Tasks on a circle; an arrow s → t, green when s benefits t and red when s harms t."""
     a = analysis
     pos = circle_positions(len(a.tasks))
     index = {t: i for i, t in enumerate(a.tasks)}
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
-    colors = {"benefit": "tab:green", "harm": "tab:red"}
-    for t in a.tasks:
-        for s, kind in a.relations[t].items():
-            if kind not in colors:
-                continue
-            start, end = pos[index[s]], pos[index[t]]
-            both = a.relations[s].get(t) == kind
-            ax.annotate("", xy=end, xytext=start,
-                        arrowprops=dict(arrowstyle="-|>", color=colors[kind], lw=1.8, shrinkA=18, shrinkB=18,
-                                        connectionstyle="arc3,rad=0.15" if both else "arc3,rad=0.0"))
+    for s, t, kind, rad in graph_edges(a):
+        ax.annotate("", xy=pos[index[t]], xytext=pos[index[s]],
+                    arrowprops=dict(arrowstyle="-|>", color=GRAPH_COLORS[kind], lw=1.8, shrinkA=18, shrinkB=18,
+                                    connectionstyle=f"arc3,rad={rad}"))
     for t, (x, y) in zip(a.tasks, pos):
         ax.scatter([x], [y], s=900, color="white", edgecolors="black", zorder=3)
         ax.text(x, y, t, ha="center", va="center", fontsize=8, zorder=4)
-    ax.plot([], [], color="tab:green", label="s benefits t (s → t)")
-    ax.plot([], [], color="tab:red", label="s harms t (s → t)")
+    ax.plot([], [], color=GRAPH_COLORS["benefit"], label="s benefits t (s → t)")
+    ax.plot([], [], color=GRAPH_COLORS["harm"], label="s harms t (s → t)")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
     ax.set_xlim(-1.4, 1.4)
     ax.set_ylim(-1.4, 1.4)
