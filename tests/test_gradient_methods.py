@@ -221,12 +221,28 @@ def test_nashmtl_warns_once_when_max_iter_ends_its_solve_above_tol(caplog):
     assert "1 Newton steps (gradient_surgery.max_iter)" in message and "gradient_surgery.tol = 1e-12" in message
     assert f"max_i |α_i (Gα)_i − 1| at {residual:.3g}" in message
     caplog.clear()
+    opposite = np.outer([1.0, -0.5], [1.0, -0.5])  # ridge-conditioned: float64's limit lies above tol
     with caplog.at_level("WARNING", logger="t2t_mtl.gradients.nashmtl"):
-        alpha = build_method("nashmtl", 3).weights(G)
-    # the defaults end at float64's limit, just above tol, where a step leaves α unchanged: not max_iter's doing
+        alpha = build_method("nashmtl", 2).weights(opposite)
+    # the defaults end at float64's limit, just above tol, where full steps stop shrinking λ: not max_iter's doing
+    normalised = opposite / np.linalg.norm(opposite) + 1e-6 * np.eye(2)
     assert 1e-12 <= float(np.max(np.abs(alpha * (normalised @ alpha) - 1.0))) < 1e-10
-    np.testing.assert_array_equal(alpha, nashmtl_weights(G, 1e-6, 1000, 1e-12))
+    np.testing.assert_array_equal(alpha, nashmtl_weights(opposite, 1e-6, 1000, 1e-12))
     assert not caplog.records
+
+
+@pytest.mark.parametrize("seed", [84, 264, 285])
+def test_nashmtl_solves_to_float64s_limit_near_the_solution(seed):
+    # was: Armijo backtracking could not see f's decrease (~λ², below f's float64 resolution) near the solution,
+    # shrank the step until α stopped changing and took that for float64's limit: residuals up to 7e-6, no warning
+    rng = np.random.default_rng(seed)
+    num_tasks = int(rng.integers(2, 9))
+    g = rng.standard_normal((num_tasks, 32)) * np.exp(rng.uniform(-3, 3, (num_tasks, 1)))
+    g[1] = g[0] * rng.uniform(-2, 2)  # two collinear tasks: the ridge alone keeps G α = 1/α solvable
+    G = g @ g.T
+    alpha = nashmtl_weights(G, 1e-6, 100, 1e-12)
+    normalised = G / np.linalg.norm(G) + 1e-6 * np.eye(num_tasks)
+    assert float(np.max(np.abs(alpha * (normalised @ alpha) - 1.0))) < 1e-9
 
 
 @contextlib.contextmanager

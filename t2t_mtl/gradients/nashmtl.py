@@ -2,11 +2,15 @@
 
 G is first normalised by its Frobenius norm, as the authors' code does (so the update is invariant to the
 gradients' scale), plus `ridge`·I so a solution exists when the gradients are linearly dependent. G α = 1/α is the
-stationarity condition of the strictly convex f(α) = ½ αᵀGα − Σ log α_i, solved by damped Newton steps (kept
-inside α > 0, Armijo backtracking) until max_i |α_i (Gα)_i − 1| < tol. Weights: α — after max_iter steps the
-last iterate; where the solve was still moving α then, `NashMTL` warns once (logger `t2t_mtl.gradients.nashmtl`).
-The solve also ends where a step leaves α unchanged in float64 (its precision's limit, e.g. a residual ~1e-11 for
-a few tasks against the default tol 1e-12): further steps could not change it, and that is not reported.
+stationarity condition of the strictly convex, self-concordant f(α) = ½ αᵀGα − Σ log α_i, solved by Newton steps
+until max_i |α_i (Gα)_i − 1| < tol: damped (kept inside α > 0, Armijo backtracking) while the Newton decrement
+λ = √(∇fᵀH⁻¹∇f) is at least `QUADRATIC_DECREMENT`, full below it, where self-concordance keeps the full step
+inside α > 0 and λ falls quadratically (there f's decrease, ~λ², is below float64's resolution of f, so Armijo
+could not accept the step: backtracking had stopped such solves with residuals up to ~1e-5). Weights: α — after
+max_iter steps the last iterate; where the solve was still moving α then, `NashMTL` warns once (logger
+`t2t_mtl.gradients.nashmtl`). The solve also ends at float64's limit, not reported: a full step that does not
+shrink λ (e.g. a residual ~1e-10 for nearly dependent gradients against the default tol 1e-12), or a damped
+step that leaves α unchanged.
 """
 from __future__ import annotations
 
@@ -28,8 +32,7 @@ def nashmtl_weights(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -
 
 class NashSolve(NamedTuple):
     """α, its residual max_i |α_i (Gα)_i − 1| (in the normalised G + ridge·I), and whether `max_iter` cut the solve
-    short (the residual above tol though the last step still moved α; a step that leaves α unchanged in float64 is
-    the limit of its precision, which more steps do not pass)."""
+    short (the residual above tol though the solve had not reached float64's limit: see the module docstring)."""
 
     alpha: np.ndarray
     residual: float
@@ -40,9 +43,35 @@ def _residual(gram: np.ndarray, alpha: np.ndarray) -> float:
     return float(np.max(np.abs(alpha * (gram @ alpha) - 1.0)))
 
 
+QUADRATIC_DECREMENT = 0.25  # Newton decrement λ below which full steps stay in α > 0 and converge quadratically
+
+
+def _newton_step(gram: np.ndarray, alpha: np.ndarray, grad: np.ndarray, ridge: float) -> np.ndarray:
+    """The Newton step −(G + diag(1/α²))⁻¹ ∇f at α; refuses, naming `ridge`, a G α = 1/α without a solution."""
+    try:
+        return -np.linalg.solve(gram + np.diag(1.0 / alpha ** 2), grad)
+    except np.linalg.LinAlgError:  # α diverged: G α = 1/α has no solution
+        raise GradientMethodError(
+            f"nashmtl: G α = 1/α has no solution for this step's task gradients (they are linearly dependent, "
+            f"e.g. two of them opposite) with gradient_surgery.ridge = {ridge}; set ridge > 0 "
+            f"(default {NashMTL.defaults['ridge']})") from None
+
+
+def _damped_size(gram: np.ndarray, alpha: np.ndarray, grad: np.ndarray, step: np.ndarray) -> float:
+    """The size of a Newton `step` far from the solution: halved into α > 0, then until Armijo's sufficient
+    decrease of f holds (at most down to 1e-12)."""
+    size = 1.0
+    while np.any(alpha + size * step <= 0):
+        size *= 0.5
+    f0, slope = nash_objective(gram, alpha), float(grad @ step)
+    while nash_objective(gram, alpha + size * step) > f0 + 1e-4 * size * slope and size > 1e-12:
+        size *= 0.5
+    return size
+
+
 def nashmtl_solve(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -> NashSolve:
-    """Damped Newton steps on (G/‖G‖_F + ridge·I) α = 1/α until the residual is below `tol` or α stops changing, at
-    most `max_iter` of them."""
+    """Newton steps on (G/‖G‖_F + ridge·I) α = 1/α until the residual is below `tol` or float64's limit, at most
+    `max_iter` of them."""
     num_tasks = gram.shape[0]
     frobenius = float(np.linalg.norm(gram))
     if frobenius <= 0:
@@ -50,24 +79,20 @@ def nashmtl_solve(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -> 
     gram = gram / frobenius + ridge * np.eye(num_tasks)
     alpha = 1.0 / np.sqrt(np.diag(gram))
     stalled = False
+    last_decrement = np.inf  # λ² of the previous full Newton step
     for _ in range(max_iter):
         if _residual(gram, alpha) < tol:
             break
         grad = gram @ alpha - 1.0 / alpha
-        try:
-            step = -np.linalg.solve(gram + np.diag(1.0 / alpha ** 2), grad)
-        except np.linalg.LinAlgError:  # α diverged: G α = 1/α has no solution
-            raise GradientMethodError(
-                f"nashmtl: G α = 1/α has no solution for this step's task gradients (they are linearly dependent, "
-                f"e.g. two of them opposite) with gradient_surgery.ridge = {ridge}; set ridge > 0 "
-                f"(default {NashMTL.defaults['ridge']})") from None
-        size = 1.0
-        while np.any(alpha + size * step <= 0):
-            size *= 0.5
-        f0, slope = nash_objective(gram, alpha), float(grad @ step)
-        while nash_objective(gram, alpha + size * step) > f0 + 1e-4 * size * slope and size > 1e-12:
-            size *= 0.5
-        alpha, previous = alpha + size * step, alpha
+        step = _newton_step(gram, alpha, grad, ridge)
+        decrement = -float(grad @ step)  # λ², the Newton decrement squared
+        if decrement < QUADRATIC_DECREMENT ** 2:
+            stalled = decrement >= last_decrement
+            if stalled:  # full steps no longer shrink λ: float64's limit
+                break
+            alpha, last_decrement = alpha + step, decrement
+            continue
+        alpha, previous, last_decrement = alpha + _damped_size(gram, alpha, grad, step) * step, alpha, np.inf
         stalled = np.array_equal(alpha, previous)
         if stalled:  # a fixed point in float64: every further step would leave α as it is
             break
