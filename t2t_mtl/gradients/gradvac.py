@@ -21,14 +21,22 @@ from .base import (GradientMethod, GradientMethodError, random_orders, register_
 
 PER_LAYER_CHOICES = (False, True, "layer", "tensor")
 _LAYER = re.compile(r"^(.*?\.(?:block|blocks|layer|layers|h)\.\d+)\.")
-TARGET_EPS = 1e-8  # floor for √(1−φ̂²) so a target of ±1 cannot divide by zero
+# floor for the sines √(1−φ²) and √(1−φ̂²): near φ = ±1 a sine taken from a float64 cosine is rounding (one ulp of
+# φ gives ~2e-8, a few ulps of a Gram-space cosine more), so both sines share one floor above that noise and a
+# target of ±1 cannot divide by zero
+SINE_FLOOR = 1e-6
+
+
+def _sine(cosine):
+    return np.maximum(np.sqrt(np.maximum(1.0 - cosine ** 2, 0.0)), SINE_FLOOR)
 
 
 def gradvac_coefficient(norm_i, phi, target, norm_j):
-    """The GradVac increment of C_ij (works elementwise on arrays)."""
+    """The GradVac increment of C_ij (works elementwise on arrays). Cosines within rounding of ±1 (sines below
+    `SINE_FLOOR`) count as that floor, so φ one ulp below a target of 1 adds ~‖g_i‖(φ̂ − φ)/‖g_j‖, not O(‖g_i‖/‖g_j‖)."""
     phi = np.clip(phi, -1.0, 1.0)
-    sin_target = np.maximum(np.sqrt(np.maximum(1.0 - target ** 2, 0.0)), TARGET_EPS)
-    return norm_i * (target * np.sqrt(1.0 - phi ** 2) - phi * sin_target) / (norm_j * sin_target)
+    sin_target = _sine(target)
+    return norm_i * (target * _sine(phi) - phi * sin_target) / (norm_j * sin_target)
 
 
 def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarray, beta: float) -> np.ndarray:
