@@ -32,8 +32,9 @@ def _sine(cosine):
 
 
 def gradvac_coefficient(norm_i, phi, target, norm_j):
-    """The GradVac increment of C_ij (works elementwise on arrays). Cosines within rounding of ±1 (sines below
-    `SINE_FLOOR`) count as that floor, so φ one ulp below a target of 1 adds ~‖g_i‖(φ̂ − φ)/‖g_j‖, not O(‖g_i‖/‖g_j‖)."""
+    """The GradVac increment of C_ij (works elementwise on arrays). Sines below `SINE_FLOOR` (cosines within
+    rounding of ±1) count as that floor, so φ one ulp below a target of 1 adds ~‖g_i‖(φ̂ − φ)/‖g_j‖, not
+    O(‖g_i‖/‖g_j‖)."""
     phi = np.clip(phi, -1.0, 1.0)
     sin_target = _sine(target)
     return norm_i * (target * _sine(phi) - phi * sin_target) / (norm_j * sin_target)
