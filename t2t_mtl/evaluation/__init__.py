@@ -3,7 +3,7 @@ per-template results with median/mean per task, decaScore and macro average, JSO
 sharded over ranks; and `predict` for free-form inputs.
 """
 from t2t_mtl.evaluation.aggregate import TaskSummary, compare, summarize, summarize_task
-from t2t_mtl.evaluation.checkpoint import load_checkpoint, load_hf_folder
+from t2t_mtl.evaluation.checkpoint import load_checkpoint
 from t2t_mtl.evaluation.errors import CheckpointError, EvaluationError, NoAnswerChoicesError, UnknownMetricError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import METRICS, compute_metric, load_metric
@@ -16,7 +16,7 @@ from t2t_mtl.evaluation.runner import EvalSettings, evaluate_tasks, init_distrib
 from t2t_mtl.evaluation.scoring import score_predictions
 
 __all__ = [
-    "TaskSummary", "compare", "summarize", "summarize_task", "load_checkpoint", "load_hf_folder",
+    "TaskSummary", "compare", "summarize", "summarize_task", "load_checkpoint",
     "CheckpointError", "EvaluationError", "NoAnswerChoicesError", "UnknownMetricError", "generate_texts",
     "METRICS", "compute_metric", "load_metric", "rank_classify", "score_choices", "comparison_markdown",
     "plot_task", "read_report", "report_to_dict", "to_markdown", "write_report", "EvalReport", "TemplateResult",

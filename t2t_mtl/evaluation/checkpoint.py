@@ -31,32 +31,12 @@ def _check_hf_folder(path: Path) -> None:
             f"encoder-decoder ({', '.join(SUPPORTED_MODEL_TYPES)})")
 
 
-def load_hf_folder(path: Union[str, Path]) -> tuple[Any, Any]:
-    """(model, tokenizer) from a Hugging Face folder holding a T5-family model and its tokenizer."""
-    from transformers import AutoModelForSeq2SeqLM
-
-    from t2t_mtl.tokenizer import load_tokenizer
-
-    path = Path(path)
-    _check_hf_folder(path)
-    try:
-        tokenizer = load_tokenizer(path)
-    except (OSError, ValueError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {str(path)!r}: no usable tokenizer ({error}); save the tokenizer "
-                              f"with the model (`tokenizer.save_pretrained(dir)`)") from None
-    try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
-    except LOAD_ERRORS as error:
-        raise CheckpointError(f"checkpoint {str(path)!r}: the model weights could not be loaded: {error}") from None
-    return model, tokenizer
-
-
 def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, tokenizer, meta) for a run dir, checkpoint dir or HF folder.
 
-    Goes through `t2t_mtl.engine.export.load_trained_model` (run dirs, checkpoint dirs, exported folders
-    with their training meta) when the engine provides it, else loads a Hugging Face model folder. A folder
-    with a config.json is checked to hold a T5-family model first.
+    Goes through `t2t_mtl.engine.export.load_trained_model` (run dirs, checkpoint dirs, exported or Hugging Face
+    model folders, with their training meta when they have one). A folder with a config.json is checked to hold a
+    T5-family model first.
     """
     path = Path(path)
     if not path.exists():
@@ -65,19 +45,12 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a folder (a run dir, checkpoint dir or HF folder)")
     if (path / "config.json").is_file():
         _check_hf_folder(path)
+    from t2t_mtl.engine.export import load_trained_model
+
     try:
-        from t2t_mtl.engine.export import load_trained_model
-    except ImportError:
-        load_trained_model = None
-    if load_trained_model is not None:
-        try:
-            model, tokenizer, meta = load_trained_model(path)
-        except LOAD_ERRORS as error:
-            raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {error}") from error
-    else:
-        _check_hf_folder(path)
-        model, tokenizer = load_hf_folder(path)
-        meta = {"source": "hf_folder"}
+        model, tokenizer, meta = load_trained_model(path)
+    except LOAD_ERRORS as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {error}") from error
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {model_type!r} model; evaluation needs a "
