@@ -146,9 +146,3 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
                                    f"sampling.alpha {temperature:g}: use a larger alpha (or a smaller scale)")
         rates[task] = rate
     return check_rates(rates)
-
-
-def rates_vector(rates: Mapping[str, float], tasks: list[str]) -> np.ndarray:
-    """Normalised float64 probabilities in `tasks` order."""
-    probs = normalise(rates)
-    return np.array([probs[t] for t in tasks], dtype=np.float64)
