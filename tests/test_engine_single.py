@@ -204,6 +204,38 @@ def test_the_engine_steps_with_torchs_fused_adamw_as_plain_adamw_would():
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_an_optimizer_of_another_type_in_deepspeed_extra_replaces_adamw():
+    # was: its params were merged over AdamW's, so `optimizer: {type: SGD}` handed SGD betas, eps, torch_adam and
+    # fused: a TypeError from deep inside deepspeed.initialize, after tokenizing and building the model
+    from t2t_mtl.engine.distributed import init_distributed
+
+    training = {"micro_batch_size": 4, "lr": 0.05, "weight_decay": 0.1, "clip": 0.0, "precision": "fp32",
+                "schedule": "constant"}
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "training": training}
+    sgd = {"optimizer": {"type": "SGD", "params": {"momentum": 0.5}}}
+    ds = build_deepspeed_config(config_from_dict({**base, "deepspeed": {"extra": sgd}}), world_size=1)
+    assert ds["optimizer"] == {"type": "SGD", "params": {"lr": 0.05, "weight_decay": 0.1, "momentum": 0.5}}
+    adam = {"optimizer": {"type": "adam", "params": {"eps": 1e-6}}}  # Adam keeps AdamW's params (DeepSpeed: any case)
+    ds = build_deepspeed_config(config_from_dict({**base, "deepspeed": {"extra": adam}}), world_size=1)
+    assert ds["optimizer"]["params"]["eps"] == 1e-6 and ds["optimizer"]["params"]["betas"] == [0.9, 0.999]
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    reference = copy.deepcopy(model)
+    plain = torch.optim.SGD(reference.parameters(), lr=0.05, weight_decay=0.1, momentum=0.5)
+    init_distributed()
+    cfg = config_from_dict({**base, "deepspeed": {"extra": sgd}})
+    engine = trainer_mod.initialize_deepspeed(model, build_deepspeed_config(cfg, world_size=1), cfg)
+    for _ in range(2):
+        x = torch.randn(4, 6)
+        engine.backward(engine(x).pow(2).mean())
+        engine.step()
+        reference(x).pow(2).mean().backward()
+        plain.step()
+        plain.zero_grad()
+    for ours, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours, theirs)
+
+
 def test_deepspeed_fp16_without_zero_still_divides_by_a_loss_scale_it_never_applied(monkeypatch):
     """Why fp16 at ZeRO stage 0 is refused: one SGD step on a gradient of ones moves each weight by lr / scale,
     not lr. When DeepSpeed fixes it (PR 8393) this test fails: lift `check_fp16_zero_stage` then.

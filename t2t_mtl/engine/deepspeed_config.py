@@ -1,7 +1,8 @@
 """The DeepSpeed JSON config of a run: generated from our YAML, or a user's whole JSON file.
 
 Generated: batch sizes from `training`, `gradient_clipping`, bf16/fp16 (fp32 when neither), ZeRO stage and
-CPU offload from `deepspeed`, an AdamW optimizer, then `deepspeed.extra` merged on top (any DeepSpeed key);
+CPU offload from `deepspeed`, an AdamW optimizer (or the other type `deepspeed.extra` names, with training.lr and
+weight_decay), then `deepspeed.extra` merged on top (any DeepSpeed key);
 the warmup + constant/linear/cosine schedule is `lr_scheduler`, handed to `deepspeed.initialize` (a
 `scheduler` in `deepspeed.extra` replaces it). A whole JSON (`deepspeed.config: path`) is used as is,
 except that its batch keys must agree with `training` (they are filled in when absent); the optimizer and
@@ -129,6 +130,26 @@ def with_batch_keys(ds: Dict[str, Any], batch: Dict[str, int]) -> Dict[str, Any]
     return {**ds, **batch}
 
 
+ADAM_TYPES = ("adam", "adamw")  # DeepSpeed's optimizer types that take AdamW's params (it reads types in any case)
+
+
+def generated_optimizer(cfg: Config) -> Dict[str, Any]:
+    """The generated `optimizer` section (deepspeed.extra's merges over it): AdamW with training.lr, betas and
+    weight_decay (eps 1e-8; torch's fused kernel unless offloaded). An optimizer of another type in
+    deepspeed.extra replaces AdamW: it gets only training.lr and weight_decay (betas, eps and the torch-AdamW
+    switches are Adam's), under its own params."""
+    t = cfg.training
+    extra = cfg.deepspeed.extra.get("optimizer")
+    extra_type = extra.get("type") if isinstance(extra, dict) else None
+    if extra_type is not None and str(extra_type).lower() not in ADAM_TYPES:
+        return {"type": extra_type, "params": {"lr": t.lr, "weight_decay": t.weight_decay}}
+    params: Dict[str, Any] = {"lr": t.lr, "betas": list(t.betas), "eps": 1e-8, "weight_decay": t.weight_decay}
+    if not cfg.deepspeed.offload_optimizer:
+        params["torch_adam"] = True  # no JIT build of FusedAdam/CPUAdam needed
+        params["fused"] = True  # torch's fused AdamW kernel (CPU and GPU): one kernel, not one per tensor
+    return {"type": "AdamW", "params": params}
+
+
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     """The DeepSpeed config dict for `cfg` with `world_size` data-parallel ranks."""
     t = cfg.training
@@ -178,17 +199,13 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     if cfg.deepspeed.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = False
     precision = resolve_precision(t.precision, on_gpu=torch.cuda.is_available())
-    optimizer_params: Dict[str, Any] = {"lr": t.lr, "betas": list(t.betas), "eps": 1e-8, "weight_decay": t.weight_decay}
-    if not cfg.deepspeed.offload_optimizer:
-        optimizer_params["torch_adam"] = True  # no JIT build of FusedAdam/CPUAdam needed
-        optimizer_params["fused"] = True  # torch's fused AdamW kernel (CPU and GPU): one kernel, not one per tensor
     ds = {
         **batch,
         "gradient_clipping": t.clip,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
         "zero_optimization": zero,
-        "optimizer": {"type": "AdamW", "params": optimizer_params},
+        "optimizer": generated_optimizer(cfg),
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
