@@ -141,6 +141,30 @@ def test_a_zero_stage_in_deepspeed_extra_must_be_deepspeed_zero_stage():
     assert build_deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == 2
 
 
+def test_a_precision_in_deepspeed_extra_must_be_training_precision(monkeypatch):
+    # was: deepspeed.extra's bf16/fp16 sections were merged unchecked: `bf16: {enabled: true}` trained an explicit
+    # training.precision fp32 run in bf16 without a word, `bf16: {enabled: false}` a bf16 one in fp32, and
+    # `fp16: {enabled: true}` on CPU died with DeepSpeed's ValueError after tokenizing and building the model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # auto: bf16
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    for precision, extra, trained in (("fp32", {"bf16": {"enabled": True}}, "bf16"),
+                                      ("fp32", {"bfloat16": {"enabled": True}}, "bf16"),
+                                      ("bf16", {"bf16": {"enabled": False}}, "fp32"),
+                                      ("auto", {"bf16": {"enabled": False}}, "fp32"),
+                                      ("fp32", {"fp16": {"enabled": True}, "zero_optimization": {"stage": 1}}, "fp16"),
+                                      ("auto", {"fp16": {"enabled": True}}, "fp16")):
+        cfg = config_from_dict({**base, "training": {"precision": precision},
+                                "deepspeed": {"zero_stage": 1 if "zero_optimization" in extra else 0, "extra": extra}})
+        with pytest.raises(ConfigError, match=rf"deepspeed\.extra trains in {trained}, but training\.precision is "
+                                              rf"{precision}\b.*set training\.precision: {trained} instead"):
+            build_deepspeed_config(cfg, world_size=1)
+    for precision, extra in (("bf16", {"bf16": {"enabled": True}}), ("auto", {"bf16": {"enabled": True}}),
+                             ("fp32", {"fp16": {"enabled": False, "loss_scale": 128}})):
+        cfg = config_from_dict({**base, "training": {"precision": precision}, "deepspeed": {"extra": extra}})
+        build_deepspeed_config(cfg, world_size=1)  # agreeing sections, or fp16 settings without enabling it
+
+
 def test_a_deepspeed_json_in_fp16_is_refused_on_cpu_by_name(tmp_path, monkeypatch):
     # was: with training.precision auto, DeepSpeed's own ValueError ("Type fp16 is not supported on your
     # device") came as a traceback after tokenizing and building the model

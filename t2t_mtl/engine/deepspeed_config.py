@@ -2,7 +2,8 @@
 
 Generated: batch sizes from `training`, `gradient_clipping`, bf16/fp16 (fp32 when neither), ZeRO stage and
 CPU offload from `deepspeed`, an AdamW optimizer (or the other type `deepspeed.extra` names, with training.lr and
-weight_decay), then `deepspeed.extra` merged on top (any DeepSpeed key);
+weight_decay), then `deepspeed.extra` merged on top (any DeepSpeed key; its batch keys, ZeRO stage and
+precision must agree with `training` / `deepspeed.zero_stage`);
 the warmup + constant/linear/cosine schedule is `lr_scheduler`, handed to `deepspeed.initialize` (a
 `scheduler` in `deepspeed.extra` replaces it). A whole JSON (`deepspeed.config: path`) is used as is,
 except that its batch keys must agree with `training` (they are filled in when absent); the optimizer and
@@ -130,6 +131,21 @@ def with_batch_keys(ds: Dict[str, Any], batch: Dict[str, int]) -> Dict[str, Any]
     return {**ds, **batch}
 
 
+def check_extra_precision(ds: Dict[str, Any], asked: str, precision: str) -> None:
+    """Refuse a generated config `ds` whose bf16/fp16 sections, as deepspeed.extra left them, train in another
+    precision than `precision` (training.precision `asked`, resolved): the precision checks (fp16 on CPU,
+    fp16 without ZeRO) read training.precision, so it alone chooses."""
+    enabled = {name for name, keys in (("bf16", ("bf16", "bfloat16")), ("fp16", ("fp16",)))
+               if any((ds.get(key) or {}).get("enabled") for key in keys)}
+    if enabled == {precision} - {"fp32"}:
+        return
+    trained = next(iter(enabled - {precision}), "fp32")
+    shown = asked if asked == precision else f"{asked} ({precision} here)"
+    raise ConfigError(f"deepspeed.extra trains in {trained}, but training.precision is {shown}: set "
+                      f"training.precision: {trained} instead, and remove the bf16/fp16 'enabled' key from "
+                      f"deepspeed.extra")
+
+
 ADAM_TYPES = ("adam", "adamw")  # DeepSpeed's optimizer types that take AdamW's params (it reads types in any case)
 
 
@@ -209,4 +225,6 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
-    return with_batch_keys(deep_merge(ds, cfg.deepspeed.extra), batch)
+    ds = deep_merge(ds, cfg.deepspeed.extra)
+    check_extra_precision(ds, t.precision, precision)
+    return with_batch_keys(ds, batch)
