@@ -356,6 +356,32 @@ def test_lr_schedules_follow_their_formulas_at_the_edges():
         lr_scheduler(cfg)
 
 
+@pytest.mark.parametrize("user_json", [False, True])
+def test_a_scheduler_deepspeed_cannot_build_is_refused_by_name(tmp_path, user_json):
+    # was: accepted, and the run died after tokenizing and building the model, in deepspeed.initialize: a
+    # TypeError for params the scheduler does not take (WarmupDecayLR without total_num_steps), an
+    # AssertionError for an unknown type
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    source = r"deepspeed\.extra\."
+    if user_json:
+        (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}}))
+        base["deepspeed"] = {"config": str(tmp_path / "ds.json")}
+        source = r"deepspeed\.config .*ds\.json: "
+
+    def build(scheduler):
+        deepspeed = {**base.get("deepspeed", {}), "extra": {"scheduler": scheduler}}
+        return build_deepspeed_config(config_from_dict({**base, "deepspeed": deepspeed}), world_size=1)
+
+    with pytest.raises(ConfigError, match=source + r"scheduler\.params do not fit WarmupDecayLR: .*total_num_steps"):
+        build({"type": "WarmupDecayLR", "params": {"warmup_num_steps": 2}})
+    with pytest.raises(ConfigError, match=source + r"scheduler\.params do not fit WarmupLR: .*warmup_steps"):
+        build({"type": "WarmupLR", "params": {"warmup_steps": 2}})
+    with pytest.raises(ConfigError, match=source + r"scheduler\.type 'WarmupDecay' is neither .*WarmupDecayLR"):
+        build({"type": "WarmupDecay", "params": {}})
+    build({"type": "WarmupDecayLR", "params": {"total_num_steps": 10}})
+    build({"type": "StepLR", "params": {"step_size": 2}})  # torch's schedulers, as DeepSpeed takes them
+
+
 def test_the_schedule_resumes_from_deepspeeds_own_scheduler_state():
     # checkpoints of runs before the LambdaLR schedules hold DeepSpeed's WarmupDecayLR state: after k steps its
     # last_batch_iteration is k - 1 (checked against DeepSpeed here), LambdaLR's last_epoch is k

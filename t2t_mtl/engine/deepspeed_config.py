@@ -12,6 +12,7 @@ scheduler it names are DeepSpeed's.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 from pathlib import Path
@@ -119,6 +120,27 @@ def check_batch_keys(ds: Dict[str, Any], batch: Dict[str, int], source: str, wor
                               f"and training.grad_accum instead, or remove {key}")
 
 
+def check_scheduler(ds: Dict[str, Any], source: str) -> None:
+    """Refuse a `scheduler` section of `ds` that DeepSpeed could not build (it would fail only in
+    deepspeed.initialize, after the data and the model): a type that is neither one of DeepSpeed's schedulers
+    nor torch's, or params its class does not take (an unknown one, a required one missing)."""
+    scheduler = ds.get("scheduler")
+    if not isinstance(scheduler, dict) or not scheduler.get("type"):
+        return  # (deepspeed.extra's is checked by lr_scheduler; a whole JSON's untyped one builds none)
+    from deepspeed.runtime import lr_schedules
+
+    name = scheduler["type"]
+    cls = getattr(lr_schedules, str(name), None) or getattr(torch.optim.lr_scheduler, str(name), None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"{source}scheduler.type {name!r} is neither a DeepSpeed LR scheduler "
+                          f"({', '.join(lr_schedules.VALID_LR_SCHEDULES)}) nor one of torch.optim.lr_scheduler's")
+    try:
+        inspect.signature(cls).bind(None, **(scheduler.get("params") or {}))  # (None: the optimizer)
+    except TypeError as err:
+        raise ConfigError(f"{source}scheduler.params do not fit {name}: {err}; give the params its constructor "
+                          f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)") from None
+
+
 def json_precision(ds: Dict[str, Any]) -> str:
     """"bf16", "fp16" or "fp32": what a DeepSpeed config trains in (`bf16`, or its old name `bfloat16`; `fp16`)."""
     if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
@@ -194,6 +216,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
             raise ConfigError(f"deepspeed.config {path} names no optimizer (training.lr, betas and weight_decay do not "
                               f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
                               f"\"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the training section")
+        check_scheduler(ds, f"deepspeed.config {path}: ")
         own = json_precision(ds)
         if own == "fp16" and not torch.cuda.is_available():
             raise PrecisionError(f"deepspeed.config {path} enables fp16, which needs a GPU (DeepSpeed refuses it on "
@@ -227,4 +250,5 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     }
     ds = deep_merge(ds, cfg.deepspeed.extra)
     check_extra_precision(ds, t.precision, precision)
+    check_scheduler(ds, "deepspeed.extra.")
     return with_batch_keys(ds, batch)
