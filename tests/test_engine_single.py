@@ -260,6 +260,38 @@ def test_an_optimizer_of_another_type_in_deepspeed_extra_replaces_adamw():
         torch.testing.assert_close(ours, theirs)
 
 
+def test_bf16_without_zero_steps_as_adamw_from_the_first_step():
+    # was: DeepSpeed's bf16 optimizer without ZeRO (FP16_UnfusedOptimizer) makes AdamW's state by a step on zero
+    # gradients in its constructor: every bias correction then ran one step ahead (the first update 0.74 lr, not
+    # lr) and the fp32 master weights were decayed once before training
+    from t2t_mtl.engine.distributed import init_distributed
+
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "training": {"micro_batch_size": 4, "lr": 0.05, "weight_decay": 0.1, "clip": 0.0,
+                                         "precision": "bf16", "schedule": "constant"}})
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    shadow = copy.deepcopy(model).bfloat16()  # the bf16 model's gradients, for the reference
+    master = [p.detach().bfloat16().float().requires_grad_() for p in model.parameters()]
+    plain = torch.optim.AdamW(master, lr=0.05, weight_decay=0.1, eps=1e-8, foreach=False)
+    init_distributed()
+    engine = trainer_mod.initialize_deepspeed(model, build_deepspeed_config(cfg, world_size=1), cfg)
+    for _ in range(3):
+        x = torch.randn(4, 6).bfloat16()
+        with torch.no_grad():
+            for theirs, ours in zip(shadow.parameters(), model.parameters()):
+                theirs.copy_(ours)
+        shadow.zero_grad()
+        shadow(x).float().pow(2).mean().backward()
+        for p, q in zip(master, shadow.parameters()):
+            p.grad = q.grad.float()
+        plain.step()
+        engine.backward(engine(x).float().pow(2).mean())
+        engine.step()
+    for ours, theirs in zip(model.parameters(), master):  # (within one bf16 rounding of the fp32 masters)
+        torch.testing.assert_close(ours.float(), theirs.detach(), rtol=0, atol=2e-3)
+
+
 def test_deepspeed_fp16_without_zero_still_divides_by_a_loss_scale_it_never_applied(monkeypatch):
     """Why fp16 at ZeRO stage 0 is refused: one SGD step on a gradient of ones moves each weight by lr / scale,
     not lr. When DeepSpeed fixes it (PR 8393) this test fails: lift `check_fp16_zero_stage` then.

@@ -512,7 +512,26 @@ def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg:
                   else "deepspeed.extra")
         raise ConfigError(f"DeepSpeed refused the config generated from {source}: {err}\nfix or remove the "
                           f"offending key(s) (keys: https://www.deepspeed.ai/docs/config-json/)") from None
+    forget_state_making_step(engine)
     return engine
+
+
+def forget_state_making_step(engine: Any) -> None:
+    """Undo the optimizer step that DeepSpeed's low-precision optimizer without ZeRO (FP16_UnfusedOptimizer: bf16 at
+    stage 0) takes on zero gradients in its constructor to make the optimizer's state: with it, AdamW's bias
+    corrections ran one step ahead (the first update 0.74 lr instead of lr) and the fp32 master weights were
+    decayed once before training. After this the state is empty (torch's optimizers make it at the first step)
+    and each master weight is its model weight again, as the constructor copied them."""
+    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+
+    optimizer = engine.optimizer
+    if not isinstance(optimizer, FP16_UnfusedOptimizer):
+        return
+    optimizer.optimizer.state.clear()
+    with torch.no_grad():
+        for low, masters in zip(optimizer.fp16_groups, optimizer.fp32_groups):
+            for param, master in zip(low, masters):
+                master.copy_(param)
 
 
 def engine_precision(engine: Any) -> str:
