@@ -437,6 +437,9 @@ def test_the_schedule_resumes_from_deepspeeds_own_scheduler_state():
 def test_the_default_linear_schedule_decays(tmp_path, tok, cache):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "schedule": "linear", "lr": 0.01})
     train(cfg, evaluate_held_in=False)
+    # the DeepSpeed JSON the run was initialised with is kept beside its config.yaml
+    written = json.loads((tmp_path / "run" / "deepspeed_config.json").read_text())
+    assert written == build_deepspeed_config(config_from_dict(cfg), world_size=1)
     # each record's lr is the one the next step runs at
     assert [round(r["lr"], 6) for r in step_records(tmp_path / "run").values()] == [0.0075, 0.005, 0.0025, 0.0]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import os
@@ -753,6 +754,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             task_streams.load_state_dict(reshard_streams_state(state["task_streams_rank0"], env))
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
         ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
+        ckpt_io.write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
 
     def save(at_step: int) -> Path:
         trainer_state = {"step": at_step, "skipped_steps": skipped, "bad_in_a_row": bad_in_a_row,
