@@ -1,5 +1,6 @@
 """One exit-code rule for every `t2t-mtl` command: bad user input (options, config, files, task names) exits 2
-with a one-line message on stderr naming the bad thing, never a traceback (README, "Exit codes")."""
+with a one-line message on stderr naming the bad thing, never a traceback (README, "Exit codes"), and one prefix,
+`error: `, whichever command wrote it."""
 from __future__ import annotations
 
 import pytest
@@ -31,4 +32,4 @@ def test_bad_input_exits_2_with_one_line_naming_it(argv, named, tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and err.endswith("\n"), err
-    assert named in err and "Traceback" not in err
+    assert err.startswith("error: ") and named in err and "Traceback" not in err

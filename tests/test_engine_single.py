@@ -751,7 +751,7 @@ def test_train_cli_reports_a_second_ctrl_c_in_one_line(tmp_path, tok, cache, mon
     config.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", tok, cache)))
     assert cli_main(["train", str(config)]) == 130
     assert capsys.readouterr().err == \
-        "t2t-mtl train: aborted (Ctrl-C); nothing was saved since the last checkpoint\n"
+        "error: aborted (Ctrl-C); nothing was saved since the last checkpoint\n"
 
 
 def test_the_ctrl_c_notice_gets_out_while_stderr_is_mid_write(monkeypatch):

@@ -330,10 +330,10 @@ def test_export_of_a_run_whose_pretrained_model_is_gone_is_a_one_line_error(tmp_
     (ckpt / "meta.json").write_text('{"step": 1, "zero_stage": 0}')
     assert cli_main(["export", str(ckpt), "--out", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("t2t-mtl export: ") and "moved-away" in err and "Traceback" not in err
+    assert err.startswith("error: ") and "moved-away" in err and "Traceback" not in err
     assert not (tmp_path / "hf").exists()
     cfg["tokenizer"]["path"] = str(tmp_path / "tokenizer-moved-away")  # (was a raw TokenizerLoadError traceback)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert cli_main(["export", str(ckpt), "--out", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("t2t-mtl export: ") and "tokenizer-moved-away" in err and "Traceback" not in err
+    assert err.startswith("error: ") and "tokenizer-moved-away" in err and "Traceback" not in err

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             out = export_model(args.path, args.out)
     except ValueError as err:  # ExportError, CheckpointError, MoEConfigError and the loaders' (tokenizer, model)
-        print(f"t2t-mtl export: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     what = f"the sub-network of task {args.task!r} of {args.path}" if args.task is not None else args.path
     print(f"exported {what} to {out}")

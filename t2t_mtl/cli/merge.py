@@ -28,14 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from t2t_mtl.model.merging import merge_models
 
     if args.density is not None and args.method != "ties":
-        print(f"t2t-mtl merge: --density trims the task vectors of --method ties; with --method {args.method} "
+        print(f"error: --density trims the task vectors of --method ties; with --method {args.method} "
               f"it would be ignored", file=sys.stderr)
         return 2
     try:
         out = merge_models(args.base, args.models, args.out, method=args.method, scale=args.scale,
                            density=0.2 if args.density is None else args.density)
     except ValueError as err:  # MergeError and the loaders' errors (checkpoint, export, tokenizer) name the input
-        print(f"t2t-mtl merge: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"merged {len(args.models)} fine-tuned model(s) of {args.base} by {args.method} (λ {args.scale}) into "
           f"{out}")

@@ -78,17 +78,17 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
         shut_down_process_group()
     except (ConfigError, CheckpointError) as err:
-        print(f"t2t-mtl train: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingAbortedError as err:
-        print(f"t2t-mtl train: aborted: {err}", file=sys.stderr)
+        print(f"error: training aborted: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began (a first one in training saves)
-        print("t2t-mtl train: aborted (Ctrl-C); nothing was saved since the last checkpoint", file=sys.stderr)
+        print("error: aborted (Ctrl-C); nothing was saved since the last checkpoint", file=sys.stderr)
         return 130
     except (KeyError, ValueError) as err:  # errors of the registry / sampler / weighting builders name the key
         if type(err).__module__.startswith(("t2t_mtl", "task_registry")):
-            print(f"t2t-mtl train: {err}", file=sys.stderr)
+            print(f"error: {err}", file=sys.stderr)
             return 2
         raise
     if int(os.environ.get("RANK", "0")) != 0:  # one summary per job, not one per rank
