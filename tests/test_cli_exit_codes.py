@@ -33,3 +33,16 @@ def test_bad_input_exits_2_with_one_line_naming_it(argv, named, tmp_path, capsys
     assert code == 2, err
     assert err.count("\n") == 1 and err.endswith("\n"), err
     assert err.startswith("error: ") and named in err and "Traceback" not in err
+
+
+def test_ctrl_c_in_any_command_exits_130_with_one_line(monkeypatch, capsys):
+    # was: a Ctrl-C in eval, tasks, mixture overlap ... printed the interpreter's KeyboardInterrupt traceback
+    import task_registry
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(task_registry, "list_tasks", interrupted)
+    assert main(["tasks", "list"]) == 130
+    err = capsys.readouterr().err
+    assert err == "error: aborted (Ctrl-C) during t2t-mtl tasks\n"

@@ -29,13 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the console script; returns the process exit code."""
+    """Entry point of the console script; returns the process exit code (130, with one line on stderr, for a
+    Ctrl-C that a command does not handle itself)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # `train` handles its own (a first Ctrl-C in training saves a checkpoint)
+        print(f"error: aborted (Ctrl-C) during t2t-mtl {args.command}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
