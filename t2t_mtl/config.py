@@ -201,6 +201,15 @@ def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: where (line and column, when known) and what, without PyYAML's source excerpt."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    what = f"{context}: {problem}" if context else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -212,7 +221,7 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     try:
         data = _load_yaml(text)
     except yaml.YAMLError as err:
-        raise ConfigFileError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigFileError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -325,7 +334,7 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
         try:
             value = _load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({_yaml_problem(err)})") from None
         node = out
         parts = [part[1:-1] if part[0] in "\"'" else part for part in _KEY_PART_RE.findall(key)]
         for depth, part in enumerate(parts[:-1], 1):

@@ -214,6 +214,19 @@ def test_bad_values(data, expected):
         C.config_from_dict(data)
 
 
+def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path):
+    # was: PyYAML's multi-line message (with its "<unicode string>" excerpt) after the file name
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: quickstart\ntraining: [unclosed\n")
+    with pytest.raises(C.ConfigFileError) as caught:
+        C.load_config(bad)
+    assert str(caught.value) == (f"config file {bad} is not valid YAML: line 3, column 1: while parsing a flow "
+                                 f"sequence: expected ',' or ']', but got '<stream end>'")
+    with pytest.raises(C.ConfigError) as caught:
+        C.parse_overrides(["training.steps=[1"])
+    assert "\n" not in str(caught.value) and "line 1, column 3" in str(caught.value)
+
+
 def test_missing_files_and_paths(tmp_path):
     with pytest.raises(C.ConfigFileError, match="nope.yaml.*not found"):
         C.load_config(tmp_path / "nope.yaml")
