@@ -288,7 +288,9 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
         for extra, message in ((["--held-out-clusters", "nli"], "--held-out-clusters chooses the clusters of "
                                                                 "--held-out"),
                                (["--scoring", "generate", "--length-norm"], "--length-norm changes how"),
-                               (["--scoring", "rank", "--num-beams", "4"], "--num-beams sets the beam width")):
+                               (["--scoring", "rank", "--num-beams", "4"], "--num-beams sets the beam width"),
+                               # was: accepted and silently unused
+                               (["--scoring", "rank", "--max-new-tokens", "4"], "--max-new-tokens limits generation")):
             assert cli_main([*args, "--tasks", "toy_sentiment", *extra]) == 2
             assert message in capsys.readouterr().err
         # was: silently not registered (the BIG-bench tasks under DIR are all that --bigbench scores)

@@ -202,6 +202,11 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         # ... or that these inputs would ignore under --scoring auto
         ("--length-norm", "a text"): "--length-norm changes how answer choices are ranked, but no input has any",
         ("--num-beams", "2", "--choices", "a ||| b", "x"): "every input has answer choices and is ranked",
+        # was: accepted and silently unused
+        ("--max-new-tokens", "3", "--scoring", "rank", "--choices", "a ||| b", "x"):
+            "--max-new-tokens limits generation",
+        ("--max-new-tokens", "3", "--choices", "a ||| b", "x"): "--max-new-tokens applies to generation, but every "
+                                                               "input has answer choices",
     }
     for args, message in cases.items():
         assert main(["predict", "--checkpoint", str(dense_dir), *args]) == 2, args

@@ -112,6 +112,8 @@ def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:
         return "--length-norm changes how answer choices are ranked; it has no effect with --scoring generate"
     if (args.num_beams or 1) > 1 and args.scoring == "rank":
         return "--num-beams sets the beam width of generation; it has no effect with --scoring rank"
+    if args.max_new_tokens is not None and args.scoring == "rank":
+        return "--max-new-tokens limits generation; it has no effect with --scoring rank"
     if getattr(args, "choices", None) is not None and args.scoring == "generate":
         return "--choices are ranked by log-likelihood; with --scoring generate they would be ignored"
     return None

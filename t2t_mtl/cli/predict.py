@@ -81,9 +81,10 @@ def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str
     if args.length_norm and ranked == 0:
         return ("--length-norm changes how answer choices are ranked, but no input has any: give --choices, or "
                 "JSON lines with answer_choices")
-    if (args.num_beams or 1) > 1 and requests and ranked == len(requests):
-        return ("--num-beams sets the beam width of generation, but every input has answer choices and is ranked: "
-                "drop it, or use --scoring generate")
+    for option, given in (("--num-beams", (args.num_beams or 1) > 1), ("--max-new-tokens", args.max_new_tokens)):
+        if given and requests and ranked == len(requests):
+            return (f"{option} applies to generation, but every input has answer choices and is ranked: drop it, or "
+                    f"use --scoring generate")
     return None
 
 
