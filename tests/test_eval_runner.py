@@ -290,7 +290,9 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
                                (["--scoring", "generate", "--length-norm"], "--length-norm changes how"),
                                (["--scoring", "rank", "--num-beams", "4"], "--num-beams sets the beam width"),
                                # was: accepted and silently unused
-                               (["--scoring", "rank", "--max-new-tokens", "4"], "--max-new-tokens limits generation")):
+                               (["--scoring", "rank", "--max-new-tokens", "4"], "--max-new-tokens limits generation"),
+                               (["--keep-predictions"], "--keep-predictions stores every prediction in report.json, "
+                                                        "which only --out writes")):
             assert cli_main([*args, "--tasks", "toy_sentiment", *extra]) == 2
             assert message in capsys.readouterr().err
         # was: silently not registered (the BIG-bench tasks under DIR are all that --bigbench scores)

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
                         help="earlier report.json files/folders to put beside this one in comparison.md")
-    parser.add_argument("--keep-predictions", action="store_true", help="store every prediction in report.json")
+    parser.add_argument("--keep-predictions", action="store_true", help="store every prediction in report.json (with --out)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval)
 
@@ -159,6 +159,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         ignored = "--shots-split names the split of k-shot demonstrations; without --shots K it is ignored"
     if args.held_out_clusters is not None and not args.held_out:
         ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
+    if args.keep_predictions and not args.out:
+        ignored = "--keep-predictions stores every prediction in report.json, which only --out writes: give --out DIR"
     if args.tasks_dir and args.bigbench:
         ignored = ("--tasks-dir registers YAML tasks for --tasks, --mixture or --held-out; --bigbench scores only the "
                    "task.json tasks under its folder, so it would be ignored")
