@@ -129,6 +129,15 @@ def test_validate_refuses_a_negative_rows_count(workspace, capsys):
     assert capsys.readouterr().err.strip() == "error: --rows must be at least 0 (0: skip rendering rows), got -1"
 
 
+def test_validate_refuses_tasks_dir(workspace, capsys):
+    # was: accepted and ignored (validate checks PATH only), even a folder that does not exist
+    path = str(workspace / "tasks" / "cli_qa.yaml")
+    for argv in (["tasks", "validate", path, "--tasks-dir", str(workspace / "nowhere")],
+                 ["tasks", "--tasks-dir", str(workspace / "tasks"), "validate", path]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("error: --tasks-dir registers tasks for list, show and preview")
+
+
 def test_validate_reports_an_unknown_metric_name(workspace, capsys):
     path = workspace / "tasks" / "cli_qa.yaml"
     path.write_text(TASK_YAML.replace("splits:", "metrics: [exact_match, acuracy]\nsplits:"))

@@ -7,7 +7,7 @@
 
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
 `DIR/<path>/<config or default>/<split>.jsonl`) and `--tasks-dir DIR` (YAML task files to register on
-top of the built-in tasks). Errors print one line per problem and exit with status 2 (`validate`: 1 when the
+top of the built-in tasks; refused by `validate`, which checks PATH alone). Errors print one line per problem and exit with status 2 (`validate`: 1 when the
 files it checked have problems).
 """
 from __future__ import annotations
@@ -168,6 +168,10 @@ def _preview(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     if args.rows < 0:
         print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
+        return 2
+    if args.tasks_dir or getattr(args, "subcommand_tasks_dir", None):
+        print("error: --tasks-dir registers tasks for list, show and preview; validate checks only PATH and would "
+              "ignore it: give the folder as PATH", file=sys.stderr)
         return 2
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
