@@ -135,7 +135,7 @@ def test_tasks_preview_jsonl_feeds_predict(dense_dir, capsys, monkeypatch):
     rows = [json.loads(line) for line in preview.splitlines()]
     assert len(rows) == 4 and all({"inputs", "targets", "answer_choices", "task", "template"} <= set(r) for r in rows)
     monkeypatch.setattr("sys.stdin", io.StringIO(preview))
-    assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-", "--max-new-tokens", "4"]) == 0
+    assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["inputs"] for o in out] == [r["inputs"] for r in rows]
     assert [o["targets"] for o in out] == [r["targets"] for r in rows]  # echoed for comparison
