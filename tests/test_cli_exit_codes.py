@@ -46,3 +46,37 @@ def test_ctrl_c_in_any_command_exits_130_with_one_line(monkeypatch, capsys):
     assert main(["tasks", "list"]) == 130
     err = capsys.readouterr().err
     assert err == "error: aborted (Ctrl-C) during t2t-mtl tasks\n"
+
+
+def _parsers(parser):
+    """`parser` and every subcommand parser under it."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_argument_is_explained_and_every_option_states_its_default():
+    # was: merge --method, mixture show --seed and the tasks' NAME had no help; --batch-size, --scale, --draws and
+    # the affinity study's options did not say their default
+    import argparse
+
+    from t2t_mtl.cli import build_parser
+
+    unexplained, undefaulted = [], []
+    for parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, (argparse._HelpAction,
+                                                                       argparse._SubParsersAction)):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                unexplained.append(name)
+            elif (action.option_strings and not action.required and "default" not in action.help
+                  and not isinstance(action, (argparse._StoreTrueAction, argparse._AppendAction))
+                  and action.default is not None):
+                undefaulted.append(name)
+    assert (unexplained, undefaulted) == ([], [])

@@ -34,16 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--tasks", type=_tasks, required=True, help="comma-separated registered task names")
     tr.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     tr.add_argument("--steps", type=int, required=True, help="training steps of every run")
-    tr.add_argument("--k", type=float, default=1.5, help="significance factor of the benefit/harm rule")
-    tr.add_argument("--out", default="runs/affinity-transfer", help="study directory (resumable)")
-    tr.add_argument("--workers", type=int, default=1, help="runs trained at once in worker processes")
-    tr.add_argument("--shard", type=_shard, default=(0, 1), help="run only every N-th run from I (I/N)")
+    tr.add_argument("--k", type=float, default=1.5, help="significance factor of the benefit/harm rule (default 1.5)")
+    tr.add_argument("--out", default="runs/affinity-transfer",
+                    help="study directory (resumable; default runs/affinity-transfer)")
+    tr.add_argument("--workers", type=int, default=1, help="runs trained at once in worker processes (default 1)")
+    tr.add_argument("--shard", type=_shard, default=(0, 1),
+                    help="run only every N-th run from I (I/N; default 0/1: every run)")
     tr.add_argument("--config", default=None, help="base training config (YAML or packaged name)")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a base config key (repeatable)")
     tr.add_argument("--data-dir", default=None, help="local data folder for hub datasets")
     add_tasks_dir_option(tr)  # added to the base config's data.tasks_dir: every run registers them
-    tr.add_argument("--eval-examples", type=int, default=64, help="validation examples scored per task")
+    tr.add_argument("--eval-examples", type=int, default=64, help="validation examples scored per task (default 64)")
     tr.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each run's final checkpoint (default: delete it once the run is scored)")
     tr.set_defaults(func=_run_transfer)

@@ -41,7 +41,7 @@ def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> No
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
                              "data.max_target_length; 64 for a model folder)")
-    parser.add_argument("--batch-size", type=int, default=16, help=f"{batch_unit} per forward pass")
+    parser.add_argument("--batch-size", type=int, default=16, help=f"{batch_unit} per forward pass (default 16)")
     parser.add_argument("--max-input-length", type=int, default=None,
                         help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
                              "evaluation.max_input_length else data.max_input_length; 512 for a model folder)")

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--mixture", help="every task of a registered mixture")
     which.add_argument("--bigbench", metavar="DIR", help="import and score the BIG-bench task.json tasks under DIR")
     parser.add_argument("--held-out-clusters", default=None, help="comma-separated clusters for --held-out")
-    parser.add_argument("--max-examples", type=int, default=None, help="first N rows of each task's split")
+    parser.add_argument("--max-examples", type=int, default=None,
+                        help="first N rows of each task's split (default: all)")
     parser.add_argument("--split", default=None,
                         help="split to score (default: validation, else test, else the task's last)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,
@@ -54,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
                         help="earlier report.json files/folders to put beside this one in comparison.md")
-    parser.add_argument("--keep-predictions", action="store_true", help="store every prediction in report.json (with --out)")
+    parser.add_argument("--keep-predictions", action="store_true",
+                        help="store every prediction in report.json (with --out)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval)
 

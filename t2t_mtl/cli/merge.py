@@ -16,8 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("base", metavar="BASE", help="the model the others were fine-tuned from")
     parser.add_argument("models", metavar="MODEL", nargs="+", help="fine-tuned models to merge")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--method", choices=("task_arithmetic", "mean", "ties"), default="task_arithmetic")
-    parser.add_argument("--scale", type=float, default=1.0, help="λ, the scale of the merged task vector")
+    parser.add_argument("--method", choices=("task_arithmetic", "mean", "ties"), default="task_arithmetic",
+                        help="how the task vectors are combined (default task_arithmetic)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="λ, the scale of the merged task vector (default 1.0)")
     parser.add_argument("--density", type=float, default=None,
                         help="(ties) fraction of each task vector's entries kept, by magnitude over the whole model "
                              "(default 0.2)")

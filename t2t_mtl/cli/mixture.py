@@ -25,20 +25,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("name", help="a registered mixture (see `task_registry.list_mixtures()`), a task, or "
                                    "comma-separated task names")
     show.add_argument("--sampler", default="explicit", choices=sorted(STRATEGIES),
-                      help="strategy; 'explicit' uses the mixture's own (flattened) rates")
+                      help="strategy (default explicit: the mixture's own, flattened, rates)")
     show.add_argument("--alpha", type=float, help="temperature alpha (p ∝ n^(1/alpha))")
     show.add_argument("--cap", type=float, help="examples cap K (seqio `maximum`, applied after scale)")
     show.add_argument("--scale", type=float, help="multiply sizes before the cap (seqio `scale`)")
     show.add_argument("--template-cap", type=float, help="T0-style cap per template (sizes count templates)")
     show.add_argument("--dataset-cap", type=float, help="T0 dataset cap, split evenly over its templates")
-    show.add_argument("--epochs", type=int, default=1, help="epochs to tabulate (schedules change per epoch)")
+    show.add_argument("--epochs", type=int, default=1,
+                      help="epochs to tabulate (schedules change per epoch; default 1)")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other sampler parameter (JSON value), e.g. --set warmup_epochs=3")
-    show.add_argument("--split", default="train", help="split whose row counts are the task sizes")
+    show.add_argument("--split", default="train", help="split whose row counts are the task sizes (default train)")
     show.add_argument("--data-dir", help="local data folder (task_registry.set_data_dir)")
     add_tasks_dir_option(show)
-    show.add_argument("--draws", type=int, default=100_000, help="seeded draws per epoch for realised shares")
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--draws", type=int, default=100_000,
+                      help="seeded draws per epoch for realised shares (default 100000; 0: none)")
+    show.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     show.add_argument("--plot", help="write a PNG plot of the rates here")
     show.set_defaults(func=show_mixture)
     overlap = commands.add_parser("overlap", help="evaluation rows whose text also occurs in the mixture's training "
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="a field shorter than n words counts whole when it has at least this many (default 8)")
     overlap.add_argument("--train-split", default="train", help="the training tasks' split (default: train)")
     overlap.add_argument("--eval-split", help="the evaluated split (default: validation, else test, else the last)")
-    overlap.add_argument("--max-rows", type=int, help="read at most this many rows per split")
+    overlap.add_argument("--max-rows", type=int, help="read at most this many rows per split (default: all)")
     overlap.add_argument("--json", help="also write the report as JSON here")
     overlap.add_argument("--data-dir", help="local data folder (task_registry.set_data_dir)")
     add_tasks_dir_option(overlap)

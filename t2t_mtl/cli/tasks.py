@@ -7,8 +7,8 @@
 
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
 `DIR/<path>/<config or default>/<split>.jsonl`) and `--tasks-dir DIR` (YAML task files to register on
-top of the built-in tasks; refused by `validate`, which checks PATH alone). Errors print one line per problem and exit with status 2 (`validate`: 1 when the
-files it checked have problems).
+top of the built-in tasks; refused by `validate`, which checks PATH alone). Errors print one line per
+problem and exit with status 2 (`validate`: 1 when the files it checked have problems).
 """
 from __future__ import annotations
 
@@ -54,15 +54,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_list)
 
     show = commands.add_parser("show", parents=[common], help="a task's source, metadata and templates")
-    show.add_argument("name")
+    show.add_argument("name", help="a registered task")
     show.set_defaults(func=_show)
 
     preview = commands.add_parser("preview", parents=[common], help="rendered inputs/targets side by side")
-    preview.add_argument("name")
+    preview.add_argument("name", help="a registered task")
     preview.add_argument("--template", action="append", help="template name (repeatable; default: all)")
     preview.add_argument("-n", type=int, default=5, help="number of rows (default 5)")
     preview.add_argument("--split", help="split (default: the task's first split)")
-    preview.add_argument("--seed", type=int, default=0, help="seed of the per-row template choice")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the per-row template choice (default 0)")
     preview.add_argument("--jsonl", action="store_true",
                          help="print the rendered rows as JSON lines (inputs, targets, answer_choices, references, "
                               "task, template): the input of `t2t-mtl predict --jsonl`")

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
                             "default: $T2T_MTL_DATA_DIR")
     add_tasks_dir_option(train)
-    train.add_argument("--seed", type=int, default=0, help="seed of procedural tasks and template choice")
+    train.add_argument("--seed", type=int, default=0, help="seed of procedural tasks and template choice (default 0)")
     train.set_defaults(func=run_train)
 
 
