@@ -80,3 +80,14 @@ def test_every_argument_is_explained_and_every_option_states_its_default():
                   and action.default is not None):
                 undefaulted.append(name)
     assert (unexplained, undefaulted) == ([], [])
+
+
+def test_every_data_dir_option_is_explained_alike():
+    # was: five wordings ("local dataset folder", "local data folder (task_registry.set_data_dir)", ...), some
+    # without the layout or the default
+    from t2t_mtl.cli import build_parser
+    from t2t_mtl.cli.common import DATA_DIR_HELP
+
+    helps = {parser.prog: action.help for parser in _parsers(build_parser()) for action in parser._actions
+             if "--data-dir" in action.option_strings}
+    assert len(helps) >= 8 and all(help.startswith(DATA_DIR_HELP + " (default: ") for help in helps.values()), helps

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
-from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--config", default=None, help="base training config (YAML or packaged name)")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a base config key (repeatable)")
-    tr.add_argument("--data-dir", default=None, help="local data folder for hub datasets")
+    add_data_dir_option(tr, fallback="the base config's data.data_dir, else $T2T_MTL_DATA_DIR")
     add_tasks_dir_option(tr)  # added to the base config's data.tasks_dir: every run registers them
     tr.add_argument("--eval-examples", type=int, default=64, help="validation examples scored per task (default 64)")
     tr.add_argument("--keep-checkpoints", action="store_true",

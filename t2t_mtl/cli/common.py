@@ -7,6 +7,15 @@ from typing import Any, Mapping, Optional, Sequence, Union
 TASKS_DIR_HELP = "a folder of YAML task files to register on top of the built-in tasks (repeatable)"
 
 
+DATA_DIR_HELP = "local copies of the hub datasets: <hub path>/<config or default>/<split>.jsonl under DIR"
+
+
+def add_data_dir_option(parser: argparse.ArgumentParser, default: Any = None,
+                        fallback: str = "$T2T_MTL_DATA_DIR") -> None:
+    """Add `--data-dir DIR`, explained alike by every command; `fallback` says what is read without it."""
+    parser.add_argument("--data-dir", default=default, metavar="DIR", help=f"{DATA_DIR_HELP} (default: {fallback})")
+
+
 def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "tasks_dir") -> None:
     """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks_dir`)."""
     parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR",

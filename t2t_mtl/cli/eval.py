@@ -11,8 +11,9 @@ import difflib
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from t2t_mtl.cli.common import (add_decoding_options, add_tasks_dir_option, below_one, decoding_settings,
-                                ignored_scoring_option, register_tasks_dir, resolve_device, run_evaluation_setting)
+from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_tasks_dir_option, below_one,
+                                decoding_settings, ignored_scoring_option, register_tasks_dir, resolve_device,
+                                run_evaluation_setting)
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -47,9 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shots-split", default=None,
                         help="split the demonstrations come from (default: train, else another split, else the "
                              "evaluated split without the example's own row or group)")
-    parser.add_argument("--data-dir", default=None,
-                        help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
-                             "default: $T2T_MTL_DATA_DIR")
+    add_data_dir_option(parser)
     add_tasks_dir_option(parser)  # default: the checkpoint's data.tasks_dir
     parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots/<task>.png")
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")

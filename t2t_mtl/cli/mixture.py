@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other sampler parameter (JSON value), e.g. --set warmup_epochs=3")
     show.add_argument("--split", default="train", help="split whose row counts are the task sizes (default train)")
-    show.add_argument("--data-dir", help="local data folder (task_registry.set_data_dir)")
+    add_data_dir_option(show)
     add_tasks_dir_option(show)
     show.add_argument("--draws", type=int, default=100_000,
                       help="seeded draws per epoch for realised shares (default 100000; 0: none)")
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     overlap.add_argument("--eval-split", help="the evaluated split (default: validation, else test, else the last)")
     overlap.add_argument("--max-rows", type=int, help="read at most this many rows per split (default: all)")
     overlap.add_argument("--json", help="also write the report as JSON here")
-    overlap.add_argument("--data-dir", help="local data folder (task_registry.set_data_dir)")
+    add_data_dir_option(overlap)
     add_tasks_dir_option(overlap)
     overlap.set_defaults(func=show_overlap)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)

@@ -24,15 +24,14 @@ from typing import Sequence
 import yaml
 
 import task_registry
-from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
 from task_registry import TaskFileError, TaskRegistryError
 
 
 def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS if defaults_suppressed else None
-    parent.add_argument("--data-dir", default=default,
-                        help=f"local copies of hub datasets (default: ${task_registry.DATA_DIR_ENV})")
+    add_data_dir_option(parent, default, fallback=f"${task_registry.DATA_DIR_ENV}")
     # the group's and the subcommand's --tasks-dir go to two lists (a subcommand's namespace would replace the
     # group's list), merged by _prepare
     add_tasks_dir_option(parent, default, dest="subcommand_tasks_dir" if defaults_suppressed else "tasks_dir")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from t2t_mtl.cli.common import add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -24,9 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "sentinels come on top)")
     train.add_argument("--max-examples", type=int, default=None, help="rows per task (default: all)")
     train.add_argument("--split", default=None, help="split to read (default: train, else the task's first)")
-    train.add_argument("--data-dir", default=None,
-                       help="local copy of the hub datasets (<hub path>/<config>/<split>.jsonl); "
-                            "default: $T2T_MTL_DATA_DIR")
+    add_data_dir_option(train)
     add_tasks_dir_option(train)
     train.add_argument("--seed", type=int, default=0, help="seed of procedural tasks and template choice (default 0)")
     train.set_defaults(func=run_train)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from t2t_mtl.cli.common import add_data_dir_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "key part with dots in quotes: --set 'data.tasks.\"my.task\"=2')")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
                         help="'auto' (the run's latest checkpoint, if any), a run dir or a checkpoint dir")
-    parser.add_argument("--data-dir", default=None, help="local dataset folder (<hub path>/<config>/<split>.jsonl)")
+    add_data_dir_option(parser, fallback="the config's data.data_dir, else $T2T_MTL_DATA_DIR")
     parser.add_argument("--print-config", action="store_true",
                         help="check the resolved config as a run would (the tasks' data is read to size the "
                              "mixture; nothing is trained or written to the run folder), print it, exit")
