@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 SPIECE_FILE = "spiece.model"
 NUM_SENTINELS = 100
+MIN_VOCAB_SIZE = 4  # pad, eos, unk and one piece
 T5_SPECIAL_PIECES = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -57,8 +58,9 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, *, split_d
     """
     import sentencepiece as spm
 
-    if vocab_size < 4:
-        raise TokenizerTrainingError(f"train_tokenizer: vocab_size={vocab_size} is too small; use at least 4")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise TokenizerTrainingError(f"train_tokenizer: vocab_size={vocab_size} is too small; use at least "
+                                     f"{MIN_VOCAB_SIZE}")
     lines = list(_corpus_lines(texts))
     if not lines:
         raise TokenizerTrainingError("train_tokenizer: the corpus is empty; pass at least one non-empty text")

@@ -242,6 +242,15 @@ def test_cli_unknown_mixture_names_close_matches(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
 
 
+def test_cli_names_a_too_small_vocab_size_by_its_option(tmp_path, capsys):
+    # was: "train_tokenizer: vocab_size=0 is too small", after every task was rendered
+    assert cli_main(["tokenizer", "train", "--mixture", "procedural", "--out", str(tmp_path / "t"),
+                     "--vocab-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --vocab-size must be at least 4 (pad, eos, unk and one piece), got 0\n"
+    assert not (tmp_path / "t").exists()
+
+
 def test_cli_an_out_folder_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, locked_folder):
     # was: the PermissionError's traceback and exit code 1 (bad input exits 2 with a message naming it)
     out = tmp_path / locked_folder

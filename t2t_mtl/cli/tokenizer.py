@@ -33,12 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train and save; print the vocabulary size and the output folder. Returns the exit code."""
     import task_registry
-    from t2t_mtl.tokenizer import mixture_texts, train_tokenizer
+    from t2t_mtl.tokenizer import MIN_VOCAB_SIZE, mixture_texts, train_tokenizer
 
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     if args.max_examples is not None and args.max_examples < 1:
         print(f"error: --max-examples must be at least 1, got {args.max_examples}", file=sys.stderr)
+        return 2
+    if args.vocab_size < MIN_VOCAB_SIZE:
+        print(f"error: --vocab-size must be at least {MIN_VOCAB_SIZE} (pad, eos, unk and one piece), got "
+              f"{args.vocab_size}", file=sys.stderr)
         return 2
     try:
         prepare_output_dir(args.out, "--out", create=False)  # (created once trained: a refused run leaves none)

@@ -253,13 +253,15 @@ def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path
 
 def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
     """(vocab_size, max_examples_per_task) of `tokenizer.train`; unknown options are a ConfigError."""
+    from t2t_mtl.tokenizer import MIN_VOCAB_SIZE
+
     options = dict(cfg.tokenizer.train or {})
     vocab_size = options.pop("vocab_size", 512)
     per_task = options.pop("max_examples_per_task", 2000)
     if options:
         raise ConfigError(f"tokenizer.train: unknown option(s) {sorted(options)}; valid: vocab_size, "
                           f"max_examples_per_task")
-    for key, value, least in (("vocab_size", vocab_size, 4), ("max_examples_per_task", per_task, 1)):
+    for key, value, least in (("vocab_size", vocab_size, MIN_VOCAB_SIZE), ("max_examples_per_task", per_task, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"config key 'tokenizer.train.{key}' must be an integer >= {least}, got {value!r}")
     return vocab_size, per_task
