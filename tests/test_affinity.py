@@ -191,6 +191,12 @@ def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_tra
         assert "the study sets" in err and "would be ignored" in err and option in err
     assert main([*common, "--tasks", "parity,count_word", "--eval-examples", "0"]) == 2
     assert "--eval-examples must be at least 1" in capsys.readouterr().err
+    # were named as the study's parameters ("steps must be >= 1"), not as the options typed
+    for option in ("--steps", "--seeds", "--workers"):
+        assert main([*common, "--tasks", "parity,count_word", option, "0"]) == 2
+        assert capsys.readouterr().err == f"error: {option} must be at least 1, got 0\n"
+    assert main([*common, "--tasks", "parity,count_word", "--k", "-1"]) == 2
+    assert capsys.readouterr().err == "error: --k must be at least 0, got -1.0\n"
     # --tasks-dir registers YAML tasks (and puts them in every run's data.tasks_dir); a held_out-flagged task
     # points at data.train_held_out (was: no --tasks-dir; "pass force=True")
     from engine_helpers import write_yaml_task

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, below_one, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_dir
 
 
@@ -113,8 +113,11 @@ def _run_transfer(args: argparse.Namespace) -> int:
 
         task_registry.load_builtin_tasks()
         prepare_output_dir(args.out, "--out", create=False)  # (a refused study creates no folder)
-        if args.eval_examples < 1:
-            raise StudyConfigError(f"--eval-examples must be at least 1, got {args.eval_examples}")
+        invalid = below_one(args, ("seeds", "steps", "workers", "eval_examples"))
+        if invalid:
+            raise StudyConfigError(invalid)
+        if args.k < 0:
+            raise StudyConfigError(f"--k must be at least 0, got {args.k}")
         refuse_study_overrides(args.overrides)
         base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
         register_tasks_dir(base_cfg["data"]["tasks_dir"])
