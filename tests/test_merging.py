@@ -207,6 +207,17 @@ def test_density_without_ties_is_refused(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--method", "ties", "--density", "1.5"], "--density must lie in (0, 1]"),
+    (["--method", "ties", "--density", "0"], "--density must lie in (0, 1]"),
+    (["--scale", "nan"], "--scale must be a finite number"),
+])
+def test_a_bad_density_or_scale_is_named_as_the_option(options, message, tmp_path, capsys):
+    # was: "density 1.5 must lie in (0, 1]", the keyword of merge_models, after BASE and MODEL were looked up
+    assert cli_main(["merge", "b", "m", "--out", str(tmp_path / "o"), *options]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
 @pytest.mark.parametrize("method,loads", [("task_arithmetic", 1), ("ties", 2)])
 def test_models_are_merged_one_at_a_time(tmp_path, t5_tokenizer, monkeypatch, method, loads):
     import gc

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import Optional
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,12 +28,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def option_error(args: argparse.Namespace) -> Optional[str]:
+    """Why `--density` / `--scale` cannot be used as given (None: they can), named as the options."""
+    if args.density is not None and args.method != "ties":
+        return f"--density trims the task vectors of --method ties; with --method {args.method} it would be ignored"
+    if args.density is not None and not 0 < args.density <= 1:
+        return f"--density must lie in (0, 1] (the fraction of each task vector TIES keeps), got {args.density}"
+    if not math.isfinite(args.scale):
+        return f"--scale must be a finite number (negative scales subtract the task vectors), got {args.scale}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from t2t_mtl.model.merging import merge_models
 
-    if args.density is not None and args.method != "ties":
-        print(f"error: --density trims the task vectors of --method ties; with --method {args.method} "
-              f"it would be ignored", file=sys.stderr)
+    error = option_error(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         out = merge_models(args.base, args.models, args.out, method=args.method, scale=args.scale,
