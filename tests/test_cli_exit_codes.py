@@ -35,6 +35,23 @@ def test_bad_input_exits_2_with_one_line_naming_it(argv, named, tmp_path, capsys
     assert err.startswith("error: ") and named in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["tasks", "preview", "parity", "-n", "abc"], "argument -n: invalid int value: 'abc'"),
+    (["eval", "--checkpoint", "x"], "one of the arguments --tasks --held-out --mixture --bigbench is required"),
+    (["eval", "--checkpoint", "x", "--tasks", "parity", "--held-out"], "not allowed with argument --tasks"),
+    (["merge", "b", "m", "--out", "o", "--method", "average"], "argument --method: invalid choice: 'average'"),
+    (["affinity", "nope"], "argument ANALYSIS: invalid choice: 'nope'"),
+    (["predict", "--checkpoint", "x", "--no-such-option", "a text"], "unrecognized arguments: --no-such-option"),
+])
+def test_usage_errors_are_one_line_in_the_same_form(argv, named, capsys):
+    # was: argparse's usage block, then "t2t-mtl tasks preview: error: ..." (another prefix than the commands')
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and named in err and "--help`" in err, err
+
+
 def test_ctrl_c_in_any_command_exits_130_with_one_line(monkeypatch, capsys):
     # was: a Ctrl-C in eval, tasks, mixture overlap ... printed the interpreter's KeyboardInterrupt traceback
     import task_registry

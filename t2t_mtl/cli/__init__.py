@@ -9,12 +9,20 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors (a missing, unknown or mistyped option) are one line in the form of
+    every command's own errors, `error: ...`, pointing at `--help`; its subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every discovered command group."""
-    parser = argparse.ArgumentParser(prog="t2t-mtl", description="Text-to-text unified multitask learning.")
+    parser = CommandLineParser(prog="t2t-mtl", description="Text-to-text unified multitask learning.")
     # The `deepspeed` launcher passes `--local_rank=N` before the command (`-m t2t_mtl --local_rank=0 train
     # ...`); the rank is read from the LOCAL_RANK variable it also sets, so the flag is accepted and ignored.
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank", type=int, default=None,
