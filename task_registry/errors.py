@@ -37,15 +37,22 @@ def _suggestion(name: str, candidates: Iterable[str]) -> str:
 class UnknownTaskError(TaskRegistryError, KeyError):
     """A task name that is not registered; the message lists close matches."""
 
-    def __init__(self, name: str, known: Iterable[str], where: str = "", mixtures: Optional[Iterable[str]] = None):
-        """`mixtures`: where a mixture name would do too (given, even empty), the registered mixtures."""
+    def __init__(self, name: str, known: Iterable[str], where: str = "", mixtures: Optional[Iterable[str]] = None,
+                 is_mixture: bool = False):
+        """`mixtures`: where a mixture name would do too (given, even empty), the registered mixtures;
+        `is_mixture`: `name` is a registered mixture, given where only a task will do."""
         known, mixtures = sorted(known), None if mixtures is None else sorted(mixtures)
         self.name = name
         self.suggestions = close_matches(name, known + (mixtures or []))
         what, registered = ("task", f"{len(known)} tasks") if mixtures is None else \
             ("task or mixture", f"{len(known)} tasks and {len(mixtures)} mixtures")
+        prefix = f"{where}: " if where else ""
+        if is_mixture:
+            super().__init__(f"{prefix}{name!r} is a mixture, not a task (`t2t-mtl mixture show {name}` lists its "
+                             f"tasks)")
+            return
         super().__init__(
-            f"{where + ': ' if where else ''}unknown {what} {name!r}{_suggestion(name, known + (mixtures or []))} "
+            f"{prefix}unknown {what} {name!r}{_suggestion(name, known + (mixtures or []))} "
             f"({registered} registered; `t2t-mtl tasks list` shows them, `task_registry.load_builtin_tasks()` "
             f"registers the built-ins)"
         )
@@ -54,11 +61,14 @@ class UnknownTaskError(TaskRegistryError, KeyError):
 class UnknownMixtureError(TaskRegistryError, KeyError):
     """A mixture name that is not registered; the message lists close matches."""
 
-    def __init__(self, name: str, known: Iterable[str]):
+    def __init__(self, name: str, known: Iterable[str], is_task: bool = False):
+        """`is_task`: `name` is a registered task, given where only a mixture will do."""
         known = sorted(known)
         self.name = name
         self.suggestions = close_matches(name, known)
-        super().__init__(f"unknown mixture {name!r}{_suggestion(name, known)} ({len(known)} mixtures registered)")
+        super().__init__(f"{name!r} is a task, not a mixture (name it where tasks are taken: `--tasks`, data.tasks)"
+                         if is_task else f"unknown mixture {name!r}{_suggestion(name, known)} ({len(known)} mixtures "
+                                         f"registered)")
 
 
 class UnknownTemplateError(TaskRegistryError, KeyError):

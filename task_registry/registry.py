@@ -44,7 +44,7 @@ def get_task(name: str) -> Task:
     try:
         return _TASKS[name]
     except KeyError:
-        raise UnknownTaskError(name, _TASKS) from None
+        raise UnknownTaskError(name, _TASKS, is_mixture=name in _MIXTURES) from None
 
 
 def list_tasks(cluster: Optional[str] = None, task_type: Optional[str] = None) -> list[str]:
@@ -69,7 +69,7 @@ def get_mixture(name: str) -> Mixture:
     try:
         return _MIXTURES[name]
     except KeyError:
-        raise UnknownMixtureError(name, _MIXTURES) from None
+        raise UnknownMixtureError(name, _MIXTURES, is_task=name in _TASKS) from None
 
 
 def list_mixtures() -> list[str]:

@@ -48,6 +48,20 @@ def test_an_unknown_selection_counts_tasks_and_mixtures_apart():
             task_registry.get_task("demo_mixx")
 
 
+def test_a_mixture_given_as_a_task_and_a_task_as_a_mixture_are_named_as_such():
+    # was: "unknown task 'demo_mix' (2 tasks registered; ...)" for `tasks show demo_mix`, `eval --tasks demo_mix`,
+    # and "unknown mixture 'demo_a'" for `eval --mixture demo_a`, as if the name were not registered at all
+    with task_registry.isolated_registry():
+        for name in ("demo_a", "demo_b"):
+            task_registry.register_task(Task(name, LocalFileSource("unused.jsonl"), [ECHO]))
+        task_registry.register_mixture(task_registry.Mixture("demo_mix", ["demo_a", "demo_b"]))
+        with pytest.raises(UnknownTaskError, match=r"^'demo_mix' is a mixture, not a task "
+                                                   r"\(`t2t-mtl mixture show demo_mix` lists its tasks\)$"):
+            task_registry.get_task("demo_mix")
+        with pytest.raises(UnknownMixtureError, match=r"^'demo_a' is a task, not a mixture"):
+            task_registry.get_mixture("demo_a")
+
+
 def test_unknown_task_lists_close_matches():
     with task_registry.isolated_registry():
         for name in ("demo_super_glue_rte", "demo_super_glue_cb", "demo_glue_sst2"):
