@@ -54,6 +54,8 @@ def test_list_filters_by_cluster_and_type(workspace, capsys):
     assert main(["tasks", "list", "--type", "no_such_type", *args]) == 0
     out = capsys.readouterr().out.strip()  # the filter matched nothing: say what there is
     assert out.startswith("(no tasks) — clusters: ") and "cli_cluster" in out and "task types: " in out
+    assert main(["tasks", "list", "--cluster", "cli_clustr", *args]) == 0  # was: no hint for a near miss
+    assert capsys.readouterr().out.startswith("(no tasks; did you mean 'cli_cluster'")
 
 
 def test_tasks_dir_repeats_at_either_level(workspace, capsys):

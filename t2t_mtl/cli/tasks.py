@@ -26,6 +26,7 @@ import yaml
 import task_registry
 from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
 from task_registry import TaskFileError, TaskRegistryError
+from task_registry.errors import close_matches
 
 
 def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
@@ -107,6 +108,15 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _filter_hint(args: argparse.Namespace, clusters: Sequence[str], types: Sequence[str]) -> str:
+    """For a `--cluster` / `--type` that names none registered: `; did you mean ...?` with its close matches."""
+    for given, known in ((args.cluster, clusters), (args.task_type, types)):
+        matches = close_matches(given, known) if given is not None and given not in known else []
+        if matches:
+            return f"; did you mean {', '.join(map(repr, matches))}?"
+    return ""
+
+
 @_guarded
 def _list(args: argparse.Namespace) -> int:
     names = task_registry.list_tasks(cluster=args.cluster, task_type=args.task_type)
@@ -117,8 +127,9 @@ def _list(args: argparse.Namespace) -> int:
         rows.append((name, task.task_type, task.cluster, str(len(task.templates)), flags, task.source.describe()))
     if not rows:
         everything = [task_registry.get_task(n) for n in task_registry.list_tasks()]
-        print(f"(no tasks) — clusters: {', '.join(sorted({t.cluster for t in everything}))}; task types: "
-              f"{', '.join(sorted({t.task_type for t in everything}))}" if everything else "(no tasks registered)")
+        clusters, types = sorted({t.cluster for t in everything}), sorted({t.task_type for t in everything})
+        print(f"(no tasks{_filter_hint(args, clusters, types)}) — clusters: {', '.join(clusters)}; task types: "
+              f"{', '.join(types)}" if everything else "(no tasks registered)")
         return 0
     print(_table(rows, ("task", "type", "cluster", "templates", "flags", "source")))
     if args.cluster is None and args.task_type is None and task_registry.list_mixtures():
