@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "object with \"prediction\" (and \"scores\" when ranked) added; without it, one "
                              "line per input (a newline inside a prediction printed as \\n)")
     parser.add_argument("--choices", default=None, metavar="'A ||| B'",
-                        help="answer choices for every input, separated by '|||' (rank classification)")
+                        help="answer choices of inputs that give none (a JSON line's own \"answer_choices\" "
+                             "win), separated by '|||' (rank classification)")
     parser.add_argument("--task", default=None,
                         help="task of inputs that name none: picks the experts of a task-routed MoE model, "
                              "the adapters of per-task LoRA and the task token of task embeddings (a name the model "
