@@ -202,6 +202,17 @@ def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_j
     assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (2, 1, 4)
 
 
+def _step_beside(engine, reference: torch.nn.Module, plain: torch.optim.Optimizer, steps: int) -> None:
+    """Train the engine and a plain-PyTorch `reference` with `plain` on the same random [4, 6] batches."""
+    for _ in range(steps):
+        x = torch.randn(4, 6)
+        engine.backward(engine(x).pow(2).mean())
+        engine.step()
+        reference(x).pow(2).mean().backward()
+        plain.step()
+        plain.zero_grad()
+
+
 def test_the_engine_steps_with_torchs_fused_adamw_as_plain_adamw_would():
     from t2t_mtl.engine.distributed import init_distributed
 
@@ -217,13 +228,7 @@ def test_the_engine_steps_with_torchs_fused_adamw_as_plain_adamw_would():
     init_distributed()  # (the process group stays for the other in-process runs, as train() leaves it)
     engine = trainer_mod.initialize_deepspeed(model, ds, cfg)
     assert engine.optimizer.defaults["fused"] is True
-    for step in range(3):
-        x = torch.randn(4, 6)
-        engine.backward(engine(x).pow(2).mean())
-        engine.step()
-        reference(x).pow(2).mean().backward()
-        plain.step()
-        plain.zero_grad()
+    _step_beside(engine, reference, plain, steps=3)
     for ours, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
@@ -249,13 +254,7 @@ def test_an_optimizer_of_another_type_in_deepspeed_extra_replaces_adamw():
     init_distributed()
     cfg = config_from_dict({**base, "deepspeed": {"extra": sgd}})
     engine = trainer_mod.initialize_deepspeed(model, build_deepspeed_config(cfg, world_size=1), cfg)
-    for _ in range(2):
-        x = torch.randn(4, 6)
-        engine.backward(engine(x).pow(2).mean())
-        engine.step()
-        reference(x).pow(2).mean().backward()
-        plain.step()
-        plain.zero_grad()
+    _step_beside(engine, reference, plain, steps=2)
     for ours, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(ours, theirs)
 
