@@ -216,8 +216,8 @@ def load_tokenizer(name_or_path: PathLike):
         raise
     except (OSError, ValueError) as error:
         raise TokenizerLoadError(
-            f"could not load tokenizer {target!r}: {error}. Pass a local folder saved with save_pretrained "
-            f"or a hub name (the hub needs network access)"
+            f"could not load tokenizer {target!r}: {str(error).rstrip('.')}. Pass a local folder saved with "
+            f"save_pretrained or a hub name (the hub needs network access)"
         ) from error
 
 
