@@ -430,3 +430,15 @@ def test_a_key_repeated_in_a_config_mapping_is_an_error(tmp_path):
     merged.write_text("base: quickstart\ntraining:\n  <<: {steps: 3, lr: 0.5}\n  lr: 0.01\n")
     training = C.load_config(merged).training
     assert (training.steps, training.lr) == (3, 0.01)
+
+
+def test_a_misspelt_gradient_surgery_method_is_named_before_the_sampling_mode_it_needs():
+    # was: with sampling.mode mixed, `method: pcgard` was answered "set sampling.mode: homogeneous", hiding the typo
+    from t2t_mtl.engine.trainer import check_run_config
+    from t2t_mtl.gradients import GradientMethodError
+
+    cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                              "data": {"tasks": ["parity", "count_word"]}, "sampling": {"mode": "mixed"},
+                              "training": {"grad_accum": 2}, "gradient_surgery": {"method": "pcgard"}})
+    with pytest.raises(GradientMethodError, match="did you mean 'pcgrad'"):
+        check_run_config(cfg)

@@ -400,9 +400,9 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     if cfg.gradient_surgery:
         from t2t_mtl.gradients import build_method
 
+        build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors first
         if sampling_cfg.get("mode", "homogeneous") != "homogeneous":
             raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
-        build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors
         if cfg.training.grad_accum < 2:
             raise ConfigError("gradient_surgery combines the per-task gradients of one optimizer step, whose "
                               "training.grad_accum micro-batches hold one task each (the same task on every "
@@ -1082,13 +1082,10 @@ def build_surgery_hook(surgery_cfg: Mapping[str, Any], engine: Any, task_names: 
     backward, `before_optimizer_step(engine)` after the last backward and before the optimizer step (combine
     the per-task gradients in place), `state_dict()` / `load_state_dict()`.
     """
+    from t2t_mtl.gradients import build_step_hook
+
     if mode != "homogeneous":
         raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
-    try:
-        from t2t_mtl.gradients import build_step_hook
-    except ImportError:
-        raise ConfigError("gradient_surgery is configured but t2t_mtl.gradients has no engine step hook "
-                          "(build_step_hook) yet") from None
     return build_step_hook(dict(surgery_cfg), engine, list(task_names))
 
 
