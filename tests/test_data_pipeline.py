@@ -262,3 +262,20 @@ def test_tokenize_task_counts_rows_with_either_side_truncated(t5_tokenizer_dir, 
     assert stream.dataset.column_names == ["input_ids", "labels"]
     assert stream.dataset["input_ids"] == [[8774, 296, 1], [8774, 296, 1], [8774, 1]]
     assert "2 of 3 examples truncated (1 inputs to max_input_length=3, 1 targets to max_target_length=2)" in caplog.text
+
+
+def _rows_with_special_text(split, num_rows, seed):
+    return [{"x": "strike <s>this</s> out", "y": "ok"}, {"x": "plain", "y": "a <pad> b"}, {"x": "fine", "y": "yes"}]
+
+
+def test_rendered_text_holding_a_special_tokens_literal_is_warned_about_by_task_and_count(t5_tokenizer_dir, caplog):
+    # was: a literal "</s>" (HTML strike-through) or "<pad>" in a row became the EOS / pad id without a word (an EOS
+    # in a target ends the answer there); T5's SentencePiece pipeline spells such text out
+    from t2t_mtl.tokenizer import load_tokenizer
+    from task_registry import GeneratorSource, Task, Template
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    task = Task("html_rows", GeneratorSource(_rows_with_special_text, num_rows=3), [Template("xy", "{{x}} ||| {{y}}")])
+    stream = tokenize_task(task, tokenizer, split="train", max_input_length=32, max_target_length=8, cache_dir=None)
+    assert stream.dataset["input_ids"][0].count(tokenizer.eos_token_id) == 2  # (what the warning is about)
+    assert "task html_rows/train: 1 / 1 of 3 examples hold the text '</s>' / '<pad>'" in caplog.text

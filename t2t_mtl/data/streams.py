@@ -61,6 +61,22 @@ def _list_lengths(dataset: Any, column: str) -> np.ndarray:
     return np.asarray(pc.list_value_length(dataset.with_format("arrow")[column]), dtype=np.int64)
 
 
+def special_token_texts(dataset: Any, tokenizer: Any) -> Dict[str, int]:
+    """{literal text of the tokenizer's EOS / pad / unk token: number of rendered rows of `dataset` whose inputs or
+    targets hold it} (only those found). The tokenizer reads such text as the special token itself (an EOS in a
+    target stops generation there), where T5's SentencePiece pipeline would spell it out."""
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")[:]
+    found: Dict[str, int] = {}
+    for text in dict.fromkeys(t for t in (tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token) if t):
+        hits = pc.or_(pc.match_substring(table["inputs"], text), pc.match_substring(table["targets"], text))
+        count = pc.sum(hits).as_py() or 0
+        if count:
+            found[text] = count
+    return found
+
+
 def tokenize_task(
     task: Any,
     tokenizer: Any,
@@ -88,6 +104,12 @@ def tokenize_task(
         raise DataPipelineError(f"task {task.name!r} has no {split!r} examples after rendering; check its data "
                                 f"source and templates (`t2t-mtl tasks preview {task.name} --split {split}`)")
     tok_key = tok_key or tokenizer_fingerprint(tokenizer)
+    literals = special_token_texts(rendered, tokenizer)
+    if literals:
+        logger.warning("task %s/%s: %s of %d examples hold the text %s, which the tokenizer reads as that special "
+                       "token (an EOS in a target ends the answer there); rewrite it in the template or with a `map` "
+                       "preprocessor", task.name, split, " / ".join(str(n) for n in literals.values()), len(rendered),
+                       " / ".join(repr(t) for t in literals))
     if few_shot is not None and corrupts_spans(task):
         logger.warning("task %s: left zero-shot by data.few_shot: its inputs are span-corrupted, and a "
                        "demonstration would reuse the sentinels (<extra_id_0>, ...) its own input and target use",
