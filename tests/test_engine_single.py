@@ -1126,3 +1126,15 @@ def test_the_special_ids_check_reads_a_pretrained_config_once(tmp_path, monkeypa
     got = trainer_mod.model_config(cfg.model)
     assert {**got.to_dict(), "scale_decoder_outputs": want["scale_decoder_outputs"]} == want
     assert got.scale_decoder_outputs is (kind == "t5")  # mT5 keeps its unscaled output layer
+
+
+def test_a_records_weighted_loss_averages_its_window_as_its_loss_does(tmp_path, tok, cache):
+    # was: `loss` and `task_loss` averaged the steps since the last record, `weighted_loss` was the last step's alone
+    runs = {}
+    for every in (1, 3):
+        train(tiny_config(tmp_path / str(every), tok, cache, training={"log_every": every}), evaluate_held_in=False)
+        runs[every] = step_records(tmp_path / str(every))
+    for step in (3, 6):
+        window = [runs[1][s] for s in range(step - 2, step + 1)]
+        for key in ("loss", "weighted_loss"):
+            assert runs[3][step][key] == pytest.approx(sum(r[key] for r in window) / 3, rel=1e-6), (step, key)

@@ -115,6 +115,7 @@ class TrainLogger:
         self.window_start = time.perf_counter()
         self.window_tokens = 0
         self.window_loss: List[float] = []
+        self.window_weighted_loss: List[float] = []
         self.task_loss: Dict[str, List[float]] = defaultdict(list)
         self.task_examples: Dict[str, int] = defaultdict(int)
 
@@ -126,12 +127,16 @@ class TrainLogger:
             self.task_examples[task] += n
 
     def step(self, step: int, loss: float, *, task_loss: Mapping[str, float], lr: float, skipped_total: int,
-             extra: Optional[Mapping[str, Any]] = None, flush: bool = False) -> Optional[Dict[str, Any]]:
-        """Record the optimizer step `step` (1-based) with its loss and per-task losses (averaged over ranks);
-        returns the flushed record on logging steps (every `log_every`-th, the last, and any with `flush`, e.g.
-        a step that carries validation results in `extra`)."""
+             weighted_loss: Optional[float] = None, extra: Optional[Mapping[str, Any]] = None,
+             flush: bool = False) -> Optional[Dict[str, Any]]:
+        """Record the optimizer step `step` (1-based) with its loss, per-task losses and, when given, the weighted
+        loss it optimised (averaged over ranks); returns the flushed record on logging steps (every `log_every`-th,
+        the last, and any with `flush`, e.g. a step that carries validation results in `extra`). The losses of a
+        record are means over the steps of its window (non-finite ones left out); `extra` is the step's own."""
         if math.isfinite(loss):
             self.window_loss.append(loss)
+        if weighted_loss is not None and math.isfinite(weighted_loss):
+            self.window_weighted_loss.append(weighted_loss)
         for task, value in task_loss.items():
             self.task_loss[task].append(value)
         if self.bar is not None:
@@ -141,7 +146,7 @@ class TrainLogger:
         elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         record: Dict[str, Any] = {
             "step": step,
-            "loss": sum(self.window_loss) / len(self.window_loss) if self.window_loss else float("nan"),
+            "loss": _mean(self.window_loss),
             "lr": lr,
             "tokens_per_s": self.window_tokens / elapsed,
             "skipped_steps": skipped_total,
@@ -150,6 +155,8 @@ class TrainLogger:
             "time": time.time(),
             "process_time": time.process_time(),  # CPU seconds of this process (robust to a shared machine)
         }
+        if weighted_loss is not None:
+            record["weighted_loss"] = _mean(self.window_weighted_loss)
         if extra:
             record.update(extra)
         if self.enabled:
@@ -166,12 +173,14 @@ class TrainLogger:
         """The open logging window (losses, examples, tokens and seconds since the last record), for checkpoints:
         a resumed run's first record then averages the same steps as an uninterrupted run's (its tokens/s over
         the window's training time, not the time since the resume)."""
-        return {"window_loss": list(self.window_loss), "task_loss": {t: list(v) for t, v in self.task_loss.items()},
+        return {"window_loss": list(self.window_loss), "window_weighted_loss": list(self.window_weighted_loss),
+                "task_loss": {t: list(v) for t, v in self.task_loss.items()},
                 "task_examples": dict(self.task_examples), "window_tokens": self.window_tokens,
                 "window_seconds": time.perf_counter() - self.window_start}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.window_loss = list(state["window_loss"])
+        self.window_weighted_loss = list(state.get("window_weighted_loss", []))  # (older checkpoints)
         self.task_loss = defaultdict(list, {t: list(v) for t, v in state["task_loss"].items()})
         self.task_examples = defaultdict(int, state["task_examples"])
         self.window_tokens = int(state["window_tokens"])
@@ -249,6 +258,11 @@ def log_held_out(log_dir: Path, step: int, zero_shot: Mapping[str, Any], sinks: 
     if sinks is not None:
         sinks.held_out(held_out_scalars(record), step)
     return record
+
+
+def _mean(values: List[float]) -> float:
+    """The mean of `values`, NaN (null in the logs) for none."""
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _score(value: Optional[float]) -> str:

@@ -927,7 +927,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             else:
                 bad_in_a_row = 0
                 sampler.update({"loss": task_loss})
-            extra = {"epoch": epoch, "weighted_loss": float(acc[2 * T + 1] / good) if good else float("nan")}
+            extra: Dict[str, Any] = {"epoch": epoch}
             if moe_acc is not None:  # MoE aux loss (in the weighted loss) and routing stats, mean over forwards
                 extra["moe"] = moe_stats_dict(sum_over_ranks(moe_acc))
             if entropy_acc is not None:  # per-task mean normalised entropy of this step's training forwards
@@ -954,6 +954,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             if surgery is not None and not poisoned and surgery.stats() is not None:
                 extra["gradient_surgery"] = surgery.stats()  # per-task gradient norms and cosines (from G)
             record = logger.step(step, float(acc[2 * T] / good) if good else float("nan"), task_loss=task_loss,
+                                 weighted_loss=float(acc[2 * T + 1] / good) if good else float("nan"),
                                  lr=float(engine.get_lr()[0]), skipped_total=skipped, extra=extra,
                                  flush="val_loss" in extra)  # validation results are always logged
             if record is not None:
