@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -1138,3 +1139,32 @@ def test_a_records_weighted_loss_averages_its_window_as_its_loss_does(tmp_path, 
         window = [runs[1][s] for s in range(step - 2, step + 1)]
         for key in ("loss", "weighted_loss"):
             assert runs[3][step][key] == pytest.approx(sum(r[key] for r in window) / 3, rel=1e-6), (step, key)
+
+
+def test_tokens_per_s_leaves_out_checkpoint_saves_and_zero_shot_evaluations(tmp_path, tok, cache, monkeypatch):
+    # was: the time of a checkpoint save or of an `evaluation.every` evaluation counted as training time in the
+    # window it fell in, so that record's tokens/s dropped (15x at 24 held-out examples, unbounded with more)
+    import types
+
+    from t2t_mtl.engine import logging as logging_mod
+
+    clock = {"offset": 0.0}  # a training clock whose every save and evaluation lasts 1000 s
+    monkeypatch.setattr(logging_mod, "time", types.SimpleNamespace(
+        perf_counter=lambda: time.perf_counter() + clock["offset"], time=time.time, process_time=time.process_time))
+
+    def slow(real):
+        def call(*args, **kwargs):
+            clock["offset"] += 1000.0
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(trainer_mod.ckpt_io, "save_checkpoint", slow(trainer_mod.ckpt_io.save_checkpoint))
+    from t2t_mtl.engine import validation
+
+    monkeypatch.setattr(validation, "zero_shot_evaluation", slow(validation.zero_shot_evaluation))
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 6, "checkpoint_every": 2},
+                      data={"held_out_clusters": ["comparison"]},
+                      evaluation={"held_out": True, "max_examples": 1, "every": 3})
+    train(cfg, evaluate_held_in=False)
+    assert clock["offset"] >= 4000.0  # saves at 2, 4, 6 and the evaluation at 3 (and after training)
+    assert all(r["tokens_per_s"] > 1.0 for r in step_records(tmp_path / "run").values())

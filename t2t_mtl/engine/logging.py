@@ -11,8 +11,9 @@ import math
 import os
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from t2t_mtl.json_values import jsonl_records, nonfinite_to_null
 
@@ -93,6 +94,7 @@ class TrainLogger:
         self.bar = None
         self.sinks = sinks if enabled else None
         self.jsonl = None
+        self._paused_at: Optional[float] = None
         self._reset_window()
         self.run_tokens = 0
         self.run_start = time.perf_counter()
@@ -143,7 +145,7 @@ class TrainLogger:
             self.bar.update(1)
         if step % self.log_every and step != self.total_steps and not flush:
             return None
-        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        elapsed = max(self._clock() - self.window_start, 1e-9)
         record: Dict[str, Any] = {
             "step": step,
             "loss": _mean(self.window_loss),
@@ -176,7 +178,27 @@ class TrainLogger:
         return {"window_loss": list(self.window_loss), "window_weighted_loss": list(self.window_weighted_loss),
                 "task_loss": {t: list(v) for t, v in self.task_loss.items()},
                 "task_examples": dict(self.task_examples), "window_tokens": self.window_tokens,
-                "window_seconds": time.perf_counter() - self.window_start}
+                "window_seconds": self._clock() - self.window_start}
+
+    def _clock(self) -> float:
+        """The training clock: `perf_counter`, stopped while `paused`."""
+        return self._paused_at if self._paused_at is not None else time.perf_counter()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent inside out of tokens/s (the window's and the run's): work between training
+        steps, such as zero-shot evaluations, validations and checkpoint saves."""
+        if self._paused_at is not None:  # (nested: the outer pause counts)
+            yield
+            return
+        self._paused_at = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - self._paused_at
+            self._paused_at = None
+            self.window_start += spent
+            self.run_start += spent
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.window_loss = list(state["window_loss"])

@@ -759,6 +759,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         ckpt_io.write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
 
     def save(at_step: int) -> Path:
+        with logger.paused():  # (not training time: left out of tokens/s)
+            return _save(at_step)
+
+    def _save(at_step: int) -> Path:
         trainer_state = {"step": at_step, "skipped_steps": skipped, "bad_in_a_row": bad_in_a_row,
                          "sampler": sampler.state_dict(),
                          "examples_trained": dict(examples_trained), "seen_examples": seen_examples,
@@ -779,9 +783,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     def evaluate_zero_shot(at_step: int) -> None:
         """`evaluation.every`: score the held-out tasks with the current weights and log it (never fed back)."""
-        logger.held_out(at_step, zero_shot_evaluation(engine, tokenizer, cfg, env,
-                                                      run_dir / "eval" / ckpt_io.step_name(at_step), progress=False,
-                                                      plots=False))
+        with logger.paused():  # (not training time: left out of tokens/s)
+            logger.held_out(at_step, zero_shot_evaluation(engine, tokenizer, cfg, env,
+                                                          run_dir / "eval" / ckpt_io.step_name(at_step),
+                                                          progress=False, plots=False))
 
     sinks = open_sinks(cfg, run_dir, start_step=step) if env.is_main else None  # TensorBoard, W&B
     try:
@@ -938,7 +943,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     extra["entropy"] = entropy
             improved = False
             if validator is not None and step % t.validate_every == 0:
-                val_loss, val_score = validator(engine)
+                with logger.paused():  # (not training time: left out of tokens/s)
+                    val_loss, val_score = validator(engine)
                 sampler.update(finite_validation({"val_loss": val_loss, "val_score": val_score}, step, logger))
                 weighting_stats = {"kpi": val_score}
                 extra.update(val_loss=val_loss, val_score=val_score)
