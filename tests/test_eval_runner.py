@@ -161,6 +161,7 @@ def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():
     summary = summarize(EvalReport("m", ranked + [unscored]))
     assert (summary["macro_average"], summary["chance"]) == (50.0, 37.5)  # t3 unscored: in neither
     assert "macro average: 50.0 (chance 37.5)" in to_markdown(EvalReport("m", ranked))
+    assert "| t2 | x | rank | 40.0 | — | 25.0 |" in to_markdown(EvalReport("m", ranked))  # per template too
     generated = replace(_result("t3", "x", 10.0), chance_baseline=None)
     summary = summarize(EvalReport("m", ranked + [generated]))
     assert summary["macro_average"] == pytest.approx(110 / 3) and summary["chance"] is None

@@ -44,12 +44,12 @@ def to_markdown(report: EvalReport) -> str:
                   + (f" (chance {_fmt(summary['chance'])})" if summary["chance"] is not None else "")]
     if summary["unscored_tasks"]:
         lines.append(f"Tasks with no scored template: {', '.join(summary['unscored_tasks'])}")
-    lines += ["", "| task | template | scoring | score | majority | n | skipped | errors |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| task | template | scoring | score | majority | chance | n | skipped | errors |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in report.results:
         template = r.template.replace("|", "\\|")
         lines.append(f"| {r.task} | {template} | {r.scoring} | {_fmt(r.score)} | {_fmt(r.majority_baseline)} | "
-                     f"{r.num_examples} | {r.num_skipped} | {r.num_errors} |")
+                     f"{_fmt(r.chance_baseline)} | {r.num_examples} | {r.num_skipped} | {r.num_errors} |")
     errors = [r for r in report.results if r.error]
     if errors:
         lines += ["", "Render errors (first per template):"]
