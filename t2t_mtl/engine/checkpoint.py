@@ -139,6 +139,14 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
     return final
 
 
+_MOVED_ASIDE = ".tmp-replaced-"  # the prefix of a checkpoint folder moved aside while its step is saved again
+
+
+def _moved_aside(ckpt: Path) -> Path:
+    """Where checkpoint folder `ckpt` is moved while its step is saved again."""
+    return ckpt.parent / f"{_MOVED_ASIDE}{ckpt.name}"
+
+
 def remove_stale_temporaries(run_dir: Path, env: DistEnv) -> None:
     """Rank 0: clear what a kill mid-save left in the run's checkpoints/ — half-written or half-pruned `.tmp-*`
     folders and a new `latest` / `best` beside the old one — and put a checkpoint moved aside for a step saved
@@ -147,17 +155,14 @@ def remove_stale_temporaries(run_dir: Path, env: DistEnv) -> None:
     if not env.is_main or not root.is_dir():
         return
     for stale in root.glob(".tmp-*"):
-        name = stale.name[len(_MOVED_ASIDE):]
-        if stale.name.startswith(_MOVED_ASIDE) and not (root / name).exists() and (stale / "meta.json").exists():
-            os.rename(stale, root / name)
+        home = root / stale.name.removeprefix(_MOVED_ASIDE)  # (itself for other temporaries)
+        if home != stale and not home.exists() and (stale / "meta.json").exists():
+            os.rename(stale, home)
             fsync_path(root)
         else:
             shutil.rmtree(stale, ignore_errors=True)
     for stale in (*root.glob(f".{LATEST}.tmp*"), *root.glob(f".{BEST}.tmp*")):
         stale.unlink(missing_ok=True)
-
-
-_MOVED_ASIDE = ".tmp-replaced-"  # the prefix of a checkpoint folder moved aside while its step is saved again
 
 
 def _agree(error: Optional[Exception], tmp: Path, run_dir: Path, env: DistEnv) -> None:
@@ -179,7 +184,7 @@ def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any]
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size}, indent=1))
         _fsync_tree(tmp)
         if final.exists():  # the same step saved again (a run resumed in place from an earlier checkpoint):
-            replaced = root / f"{_MOVED_ASIDE}{final.name}"  # moved aside, deleted once `latest` names the new
+            replaced = _moved_aside(final)  # deleted once `latest` names the new one
             os.rename(final, replaced)
         os.rename(tmp, final)
         fsync_path(root)  # the rename on disk before `latest` names it
@@ -250,10 +255,9 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     if not pointer.exists():
         return None
     ckpt = pointer.parent / pointer.read_text().strip()
-    aside = pointer.parent / f"{_MOVED_ASIDE}{ckpt.name}"  # a kill between the two renames of a step saved again
-    if not (ckpt / "meta.json").exists() and (aside / "meta.json").exists():
-        return aside
     if not (ckpt / "meta.json").exists():
+        if (_moved_aside(ckpt) / "meta.json").exists():  # a kill between the two renames of a step saved again
+            return _moved_aside(ckpt)
         raise CheckpointError(f"{pointer} points at {ckpt}, which is missing or incomplete; resume from an earlier "
                               f"checkpoint (--resume {pointer.parent}/step-N)")
     return ckpt
