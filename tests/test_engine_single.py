@@ -329,6 +329,7 @@ def test_learned_weighting_steps_without_the_fp16_loss_scale_and_not_on_an_overf
     from deepspeed.accelerator import get_accelerator
 
     from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.gradients.deepspeed_hook import loss_scale
     from t2t_mtl.weighting import build_weighting
 
     monkeypatch.setattr(type(get_accelerator()), "is_fp16_supported", lambda self: True)
@@ -345,7 +346,7 @@ def test_learned_weighting_steps_without_the_fp16_loss_scale_and_not_on_an_overf
     optimizer = torch.optim.SGD(params, lr=0.1)
 
     def train_step(factor: float) -> float:
-        scale = trainer_mod.weighting_loss_scale(engine)
+        scale = loss_scale(engine)
         task_loss = engine(torch.ones(1, 4, dtype=torch.half)).float().sum() * factor
         engine.backward(weighting({"a": task_loss}))
         engine.step()

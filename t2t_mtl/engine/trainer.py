@@ -548,14 +548,6 @@ def _has_overflow_check(engine: Any) -> bool:
     return engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or engine.fp16_enabled()
 
 
-def weighting_loss_scale(engine: Any) -> float:
-    """The fp16 loss scale DeepSpeed's backward multiplies the loss by, so the learned weighting's gradients too
-    (1 without fp16); read before `engine.step()`, which may change it."""
-    from t2t_mtl.gradients.deepspeed_hook import loss_scale
-
-    return loss_scale(engine)
-
-
 def step_weighting(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], engine: Any, *, lr: float,
                    loss_scale: float, world_size: int, skip: bool) -> None:
     """The learned weighting's step (uncertainty's log σ²), after the model's: left out, as the model's, when the
@@ -663,6 +655,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         ckpt_io.check_task_sizes(resume_from, resume_meta["task_sizes"], task_sizes)
 
     # ---- model, sampler, streams, weighting
+    from t2t_mtl.gradients.deepspeed_hook import loss_scale
     from t2t_mtl.sampling import TaskStreams, build_sampler, starved_tasks
     from t2t_mtl.weighting import build_weighting
 
@@ -839,7 +832,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     try:
         while step < t.steps and not stopped_early:
             step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
-            step_scale = weighting_loss_scale(engine) if weighting_opt is not None else 1.0  # before step() moves it
+            step_scale = loss_scale(engine) if weighting_opt is not None else 1.0  # (before engine.step() moves it)
             epoch = seen_examples / total_examples
             sampler.set_epoch(epoch)
             if select_candidates:  # CA-MTL: score the candidate pool under no_grad, train on the top b
