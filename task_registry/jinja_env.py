@@ -60,15 +60,20 @@ _REFUSE_NULLS: ContextVar[bool] = ContextVar("task_registry_refuse_nulls", defau
 
 
 @contextlib.contextmanager
-def refusing_printed_nulls() -> Iterator[None]:
-    """Inside the block, printing a null value (`{{ x }}`, `x | string`) raises `NullPrintedError` instead of
-    writing "None" into the text: a template's rendering, where a null is a field a row of a file lacks (the
-    dataset reader fills it with null) or a null of the data. Preprocessor expressions are not affected."""
-    token = _REFUSE_NULLS.set(True)
+def _set_within(variable: ContextVar, value: Any) -> Iterator[None]:
+    """`variable` holds `value` for the duration of the block."""
+    token = variable.set(value)
     try:
         yield
     finally:
-        _REFUSE_NULLS.reset(token)
+        variable.reset(token)
+
+
+def refusing_printed_nulls() -> contextlib.AbstractContextManager:
+    """Inside the block, printing a null value (`{{ x }}`, `x | string`) raises `NullPrintedError` instead of
+    writing "None" into the text: a template's rendering, where a null is a field a row of a file lacks (the
+    dataset reader fills it with null) or a null of the data. Preprocessor expressions are not affected."""
+    return _set_within(_REFUSE_NULLS, True)
 
 
 def _refuse_null(value: Any) -> Any:
@@ -85,14 +90,9 @@ def string(value: Any) -> str:
     return _JINJA_STRING(_refuse_null(value))
 
 
-@contextlib.contextmanager
-def seeded_choices(rng: Optional[random.Random]) -> Iterator[None]:
+def seeded_choices(rng: Optional[random.Random]) -> contextlib.AbstractContextManager:
     """Make the `choice` filter draw from `rng` for the duration of the block."""
-    token = _ACTIVE_RNG.set(rng)
-    try:
-        yield
-    finally:
-        _ACTIVE_RNG.reset(token)
+    return _set_within(_ACTIVE_RNG, rng)
 
 
 #: the largest result `**` or a sequence `*` may build in a template (bits of an integer power, items of a
