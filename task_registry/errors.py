@@ -29,8 +29,8 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]
     return [by_lower[m] for m in matches[:n]]
 
 
-def _suggestion(name: str, candidates: Iterable[str]) -> str:
-    matches = close_matches(name, candidates)
+def _suggestion(matches: list[str]) -> str:
+    """`; did you mean ...?` naming `matches` (`close_matches`), or nothing when there are none."""
     return f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
 
 
@@ -42,8 +42,9 @@ class UnknownTaskError(TaskRegistryError, KeyError):
         """`mixtures`: where a mixture name would do too (given, even empty), the registered mixtures;
         `is_mixture`: `name` is a registered mixture, given where only a task will do."""
         known, mixtures = sorted(known), None if mixtures is None else sorted(mixtures)
+        candidates = known + (mixtures or [])
         self.name = name
-        self.suggestions = close_matches(name, known + (mixtures or []))
+        self.suggestions = close_matches(name, candidates)
         what, registered = ("task", f"{len(known)} tasks") if mixtures is None else \
             ("task or mixture", f"{len(known)} tasks and {len(mixtures)} mixtures")
         prefix = f"{where}: " if where else ""
@@ -52,7 +53,7 @@ class UnknownTaskError(TaskRegistryError, KeyError):
                              f"tasks)")
             return
         super().__init__(
-            f"{prefix}unknown {what} {name!r}{_suggestion(name, known + (mixtures or []))} "
+            f"{prefix}unknown {what} {name!r}{_suggestion(self.suggestions)} "
             f"({registered} registered; `t2t-mtl tasks list` shows them, `task_registry.load_builtin_tasks()` "
             f"registers the built-ins)"
         )
@@ -67,8 +68,8 @@ class UnknownMixtureError(TaskRegistryError, KeyError):
         self.name = name
         self.suggestions = close_matches(name, known)
         super().__init__(f"{name!r} is a task, not a mixture (name it where tasks are taken: `--tasks`, data.tasks)"
-                         if is_task else f"unknown mixture {name!r}{_suggestion(name, known)} ({len(known)} mixtures "
-                                         f"registered)")
+                         if is_task else f"unknown mixture {name!r}{_suggestion(self.suggestions)} ({len(known)} "
+                                         f"mixtures registered)")
 
 
 class UnknownTemplateError(TaskRegistryError, KeyError):
@@ -77,7 +78,7 @@ class UnknownTemplateError(TaskRegistryError, KeyError):
     def __init__(self, task: str, name: str, known: Iterable[str]):
         known = list(known)
         super().__init__(
-            f"task {task!r} has no template {name!r}{_suggestion(name, known)}; its templates: {known}"
+            f"task {task!r} has no template {name!r}{_suggestion(close_matches(name, known))}; its templates: {known}"
         )
 
 
