@@ -73,9 +73,10 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
                         pass_task_ids: bool = False,
                         batch_size: int = 32) -> Tuple[Dict[str, float], Optional[float], Optional[float]]:
     """Greedy-decode `data.validation_examples` rows of each task's `held_in_split`; return (per-task exact match
-    against any of a row's gold answers, macro average, chance level), the same on every rank. Chance is 1/len(answer choices) for tasks with
-    choices, 0 otherwise. A task with no such split, or no rows in it, is left out of all three (the macro
-    average and chance are None when no task is scored); the caller names the tasks missing from the first.
+    against any of a row's gold answers, macro average, chance level), the same on every rank. Chance is
+    1/len(answer choices) for tasks with choices, 0 otherwise. A task with no such split, or no rows in it, is left
+    out of all three (the macro average and chance are None when no task is scored); the caller names the tasks
+    missing from the first.
 
     Each rank decodes its shard of every task's rows (`shard_batches`) and the match counts are summed over the
     ranks: the numbers of one process decoding them all. Under ZeRO-3 with several ranks the ranks decode in
@@ -119,12 +120,12 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
 class PeriodicValidator:
     """Mid-training validation feeding the adaptive samplers and the dtp weighting.
 
-    The first `examples` rows of each task's `held_in_split` (tokenized once; a task with none is a
-    `ConfigError`) are scored by `__call__(engine)`:
-    per-task mean token cross-entropy under teacher forcing (`val_loss`) and exact match of greedy generation
-    against any of a row's gold answers (`val_score`, in [0, 1]). Each rank scores its shard of the rows (`local_sums`) and the sums are added over
-    the ranks in float64, so every rank gets the same numbers — those of one process scoring every row, up to
-    float summation order — and the sampler updates they drive stay identical across ranks.
+    The first `examples` rows of each task's `held_in_split` (tokenized once; a task with none is a `ConfigError`)
+    are scored by `__call__(engine)`: per-task mean token cross-entropy under teacher forcing (`val_loss`) and exact
+    match of greedy generation against any of a row's gold answers (`val_score`, in [0, 1]). Each rank scores its
+    shard of the rows (`local_sums`) and the sums are added over the ranks in float64, so every rank gets the same
+    numbers — those of one process scoring every row, up to float summation order — and the sampler updates they
+    drive stay identical across ranks.
     """
 
     def __init__(self, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv, examples: int,
