@@ -297,3 +297,31 @@ def test_kernels_run_on_the_grads_device_not_the_current_one():
         torch.testing.assert_close(gram(g).cpu(), _formula_gram(g, [0, 500])[0].float(), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(combine([1.0, -2.0, 0.5], g).cpu(), torch.tensor([1.0, -2.0, 0.5]) @ g.cpu(),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_segmented_combine_grid_stays_within_cuda_limits_at_the_promised_sizes(monkeypatch, tmp_path):
+    """CUDA caps grid dimension x at 2^31 - 1 programs. T = 64 tasks over P = 5·10^8 + 599 columns in 600
+    segments (one per parameter tensor: a 5·10^8-column embedding and 599 one-column tensors) is within the
+    promised sizes (P up to 10^9, T up to 64). The rows share one storage (row stride 0) in a sparse
+    memory-mapped file on CPU, where the combine launch is recorded instead of run; on a GPU it runs."""
+    big, num_small, num_tasks = 5 * 10 ** 8, 599, 64
+    num_params = big + num_small
+    offsets = [0, *range(big, num_params + 1)]
+    if ON_GPU:
+        storage, out = (torch.ones(num_params, dtype=torch.bfloat16, device=DEVICE) for _ in range(2))
+    else:
+        storage, out = (torch.from_file(str(tmp_path / name), shared=True, size=num_params, dtype=torch.bfloat16)
+                        for name in ("grads.bin", "out.bin"))
+    grads = storage.as_strided((num_tasks, num_params), (0, 1))
+    weights = torch.arange(len(offsets) - 1).remainder(3).add(1).div(num_tasks)[:, None].expand(-1, num_tasks)
+    if ON_GPU:  # every row is ones: out = the sum of each segment's weights, k % 3 + 1 (exact in bf16)
+        combine(weights, grads, out=out, segment_offsets=offsets)
+        assert torch.all(out[:big] == 1)
+        torch.testing.assert_close(out[big:].float().cpu(), torch.arange(1, num_small + 1).remainder(3).add(1).float())
+        return
+    import sys
+
+    recorder = _GridRecorder()
+    monkeypatch.setattr(sys.modules["t2t_kernels.gradproj.combine"], "_combine_kernel", recorder)
+    combine(weights, grads, out=out, segment_offsets=offsets, force_triton=True)
+    assert recorder.grids and all(grid[0] <= 2 ** 31 - 1 for grid in recorder.grids), recorder.grids

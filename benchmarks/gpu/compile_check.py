@@ -59,8 +59,9 @@ def _gram_variants() -> List[Variant]:
     def combine(dtype: str, num_tasks: int) -> Variant:
         block_t, block_p = gp_combine._block_sizes(num_tasks)
         return Variant(f"gradproj.combine {dtype} T={num_tasks}", gp_combine._combine_kernel,
-                       {"g_ptr": f"*{dtype}", "w_ptr": "*fp32", "out_ptr": f"*{dtype}", "seg_ptr": "*i64", "T": "i32",
-                        "stride_t": "i64", "scale": "fp32", "num_blocks": "i32"},
+                       {"g_ptr": f"*{dtype}", "w_ptr": "*fp32", "out_ptr": f"*{dtype}", "seg_ptr": "*i64",
+                        "block_seg_ptr": "*i32", "first_block_ptr": "*i64", "T": "i32", "stride_t": "i64",
+                        "scale": "fp32"},
                        {"BLOCK_T": block_t, "BLOCK_P": block_p})
 
     def reduce(num_tasks: int) -> Variant:

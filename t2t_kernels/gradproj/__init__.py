@@ -184,7 +184,7 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     if triton_path:
         offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
         with device_guard(grads):
-            _combine_kernels.combine_triton(weights, grads, offsets_t, _longest(offsets), result, scale)
+            _combine_kernels.combine_triton(weights, grads, offsets_t, offsets, result, scale)
     else:
         combine_reference(weights, grads, offsets, result, scale)
     return out.copy_(result) if aliased else out
