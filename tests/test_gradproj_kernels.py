@@ -10,6 +10,7 @@ import os
 
 import pytest
 import torch
+import triton
 
 import t2t_kernels.gradproj as gradproj
 from t2t_kernels.gradproj import GradProjInputError, combine, gram
@@ -325,3 +326,32 @@ def test_segmented_combine_grid_stays_within_cuda_limits_at_the_promised_sizes(m
     monkeypatch.setattr(sys.modules["t2t_kernels.gradproj.combine"], "_combine_kernel", recorder)
     combine(weights, grads, out=out, segment_offsets=offsets, force_triton=True)
     assert recorder.grids and all(grid[0] <= 2 ** 31 - 1 for grid in recorder.grids), recorder.grids
+
+
+@cpu_only
+def test_gram_splits_a_long_segment_among_many_short_ones(monkeypatch):
+    """Stage 1 runs one program per chunk; a segment per parameter tensor puts one long segment (an embedding)
+    among hundreds of short ones, and a segment kept whole in one program serialises the Gram on one SM while
+    the others idle. With T = 1 and every entry 1, a stage-1 slot's folded diagonal counts the columns its
+    program read; no program may read more than a quarter of P plus one step (the interpreter aims at 4
+    programs, a GPU at 4 per SM)."""
+    import sys
+
+    gram_module = sys.modules["t2t_kernels.gradproj.gram"]
+    long_segment, num_short = 16 * 4096, 15
+    num_params = long_segment + num_short
+    offsets = [0, *range(long_segment, num_params + 1)]
+    workspaces = []
+    real_reduce = gram_module._gram_reduce_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            return lambda ws, *args, **kwargs: workspaces.append(ws.clone()) or real_reduce[grid](ws, *args, **kwargs)
+
+    monkeypatch.setattr(gram_module, "_gram_reduce_kernel", Spy())
+    out = gram(torch.ones(1, num_params), offsets, force_triton=True)
+    torch.testing.assert_close(out, torch.tensor([long_segment] + [1] * num_short, dtype=torch.float32)[:, None, None])
+    block_t, block_p, fold = gram_module._block_sizes(1)
+    columns = workspaces[0].view(-1, block_t, block_t).diagonal(dim1=1, dim2=2).sum(1)
+    assert columns.sum() == num_params
+    assert columns.max() <= triton.cdiv(num_params, 4) + block_p * fold, columns.tolist()

@@ -50,8 +50,8 @@ def _gram_variants() -> List[Variant]:
     def partial(dtype: str, num_tasks: int, precision: str) -> Variant:
         block_t, block_p, fold = gp_gram._block_sizes(num_tasks)
         return Variant(f"gradproj.gram partial {dtype} T={num_tasks} {precision}", gp_gram._gram_partial_kernel,
-                       {"g_ptr": f"*{dtype}", "ws_ptr": "*fp32", "seg_ptr": "*i64", "T": "i32", "stride_t": "i64",
-                        "num_splits": "i32"},
+                       {"g_ptr": f"*{dtype}", "ws_ptr": "*fp32", "seg_ptr": "*i64", "chunk_seg_ptr": "*i32",
+                        "first_chunk_ptr": "*i64", "T": "i32", "stride_t": "i64", "chunk": "i32"},
                        {"BLOCK_T": block_t, "BLOCK_P": block_p, "FOLD": fold, "UPCAST": False,
                         "PRECISION": precision},
                        ptx_check=lambda ptx: "mma" in ptx)
@@ -67,7 +67,7 @@ def _gram_variants() -> List[Variant]:
     def reduce(num_tasks: int) -> Variant:
         block_t, _, fold = gp_gram._block_sizes(num_tasks)
         return Variant(f"gradproj.gram reduce T={num_tasks}", gp_gram._gram_reduce_kernel,
-                       {"ws_ptr": "*fp32", "out_ptr": "*fp32", "T": "i32", "num_splits": "i32"},
+                       {"ws_ptr": "*fp32", "out_ptr": "*fp32", "first_chunk_ptr": "*i64", "T": "i32"},
                        {"BLOCK_T": block_t, "FOLD": fold})
 
     return [partial("bf16", 2, "ieee"), partial("fp16", 64, "ieee"), partial("fp32", 2, "tf32x3"),

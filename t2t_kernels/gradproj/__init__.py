@@ -113,10 +113,6 @@ def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_par
     return offsets
 
 
-def _longest(offsets: list[int]) -> int:
-    return max(b - a for a, b in zip(offsets, offsets[1:]))
-
-
 @torch.no_grad()
 def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | None = None, *,
          force_triton: bool | None = None, num_splits: int | None = None) -> torch.Tensor:
@@ -125,8 +121,8 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
     grads: [T, P] in fp32/bf16/fp16 (fp64 on the reference path), rows = tasks.
     segment_offsets: optional K+1 boundaries (0 = o_0 <= ... <= o_K = P); then one Gram per segment.
     Returns fp32 (fp64 for fp64 input) [T, T], or [K, T, T] with segments, on the grads' device.
-    num_splits: Triton only, an int >= 1: the number of P chunks per segment in the deterministic two-stage
-    reduction (None = chosen from the device).
+    num_splits: Triton only, an int >= 1: the number of chunks P is cut into for the deterministic two-stage
+    reduction, at one chunk length for every segment (None = chosen from the device).
     """
     if num_splits is not None and (not isinstance(num_splits, int) or isinstance(num_splits, bool)
                                    or num_splits < 1):
@@ -137,7 +133,7 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
     if triton_path:
         offsets_t = _to_device(torch.tensor(offsets, dtype=torch.int64), grads.device)
         with device_guard(grads):
-            result = _gram_kernels.gram_triton(grads, offsets_t, _longest(offsets), num_splits=num_splits)
+            result = _gram_kernels.gram_triton(grads, offsets_t, offsets, num_splits=num_splits)
     else:
         result = gram_reference(grads, offsets)
     return result[0] if segment_offsets is None else result

@@ -1,9 +1,9 @@
 """Triton combine kernel: out[p] = scale · Σ_t w[k(p), t] · g[t, p], written straight into a flat buffer.
 
 One program per BLOCK_P columns of one segment (segment k uses its own weight row; without segments K = 1), on
-a 1-D grid of Σ_k ⌈P_k / BLOCK_P⌉ ≤ P / BLOCK_P + K programs: CUDA caps grid dimensions y and z at 65535 (K can
-pass that) and x at 2^31 - 1, which K times the blocks of the longest segment can pass (600 segments, one of
-5·10^8 columns, at T = 64). A program finds its segment and its block in it from two small maps.
+a 1-D grid of Σ_k ⌈P_k / BLOCK_P⌉ ≤ P / BLOCK_P + K programs (`segments.py`): CUDA caps grid dimensions y and z
+at 65535 (K can pass that) and x at 2^31 - 1, which K times the blocks of the longest segment can pass (600
+segments, one of 5·10^8 columns, at T = 64).
 The reduction over T is an FMA reduction in fp32 (rows ≥ T masked), the result is cast to the output's
 dtype on store. All offsets into P are int64.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from .segments import block_maps, count_blocks
 
 
 @triton.jit
@@ -40,14 +42,6 @@ def _block_sizes(num_tasks: int) -> tuple[int, int]:
     return block_t, block_p
 
 
-def _block_maps(offsets: torch.Tensor, num_blocks: int, block_p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(segment of each of the `num_blocks` blocks, first block of each segment), built on the offsets' device
-    (`num_blocks`, known on the host, spares a read-back)."""
-    blocks = (offsets.diff() + block_p - 1) // block_p
-    segments = torch.arange(blocks.numel(), dtype=torch.int32, device=offsets.device)
-    return segments.repeat_interleave(blocks, output_size=num_blocks), blocks.cumsum(0) - blocks
-
-
 def combine_triton(weights: torch.Tensor, grads: torch.Tensor, offsets: torch.Tensor, segments: list[int],
                    out: torch.Tensor, scale: float) -> torch.Tensor:
     """Write scale · (weights[k] · grads[:, segment k]) into `out` [P] for every segment k.
@@ -57,9 +51,9 @@ def combine_triton(weights: torch.Tensor, grads: torch.Tensor, offsets: torch.Te
     validated by `t2t_kernels.gradproj.combine`."""
     num_tasks = grads.shape[0]
     block_t, block_p = _block_sizes(num_tasks)
-    num_blocks = sum(triton.cdiv(end - start, block_p) for start, end in zip(segments, segments[1:]))
+    num_blocks = count_blocks(segments, block_p)
     if num_blocks:
-        block_seg, first_block = _block_maps(offsets, num_blocks, block_p)
+        block_seg, first_block = block_maps(offsets, block_p, num_blocks)
         _combine_kernel[(num_blocks,)](
             grads, weights, out, offsets, block_seg, first_block, num_tasks, grads.stride(0), float(scale),
             BLOCK_T=block_t, BLOCK_P=block_p, num_warps=4,

@@ -1,11 +1,13 @@
 """Triton Gram kernel: G = g gᵀ for per-task gradients g [T, P], optionally one Gram per segment of P.
 
-Two deterministic stages. Stage 1 splits every segment's P range into `num_splits` contiguous chunks; one
-program per (segment, chunk), on a 1-D grid (CUDA caps grid dimensions y and z at 65535, and a segment per
-parameter tensor can pass that), walks its chunk in [BLOCK_T, BLOCK_P] tiles (rows past the tasks and columns
-past the chunk masked to zero) and accumulates `tile @ tileᵀ` in fp32 into its own slot of a workspace. Stage
-2 sums the slots of a segment in a fixed order, so the result does not depend on scheduling. All offsets into P
-are int64.
+Two deterministic stages. Stage 1 cuts every segment's P range into chunks of one length for all segments
+(`num_splits` chunks over the whole of P, a segment taking ⌈P_k / chunk⌉ of them: one long segment among many
+short ones, as with a segment per parameter tensor, is spread over many programs instead of being left to one);
+one program per chunk, on a 1-D grid (CUDA caps grid dimensions y and z at 65535, and a segment per parameter
+tensor can pass that; `segments.py`), walks its chunk in [BLOCK_T, BLOCK_P] tiles (rows past the tasks and
+columns past the chunk masked to zero) and accumulates `tile @ tileᵀ` in fp32 into its own slot of a workspace.
+Stage 2 sums the slots of a segment in a fixed order, so the result does not depend on scheduling. All offsets
+into P are int64.
 
 `tl.dot` needs at least 16 rows. Fewer tasks are folded rather than zero-padded: with T padded to the power of
 two T' < 16, a tile's row t·F + f (F = 16 / T') holds task t's f-th consecutive BLOCK_P columns of the step,
@@ -27,24 +29,23 @@ import torch
 import triton
 import triton.language as tl
 
+from .segments import block_maps, count_blocks
+
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 _MIN_DOT_ROWS = 16  # tl.dot needs tiles of at least 16 rows; smaller T is folded (module docstring)
 
 
 @triton.jit
 def _gram_partial_kernel(
-    g_ptr, ws_ptr, seg_ptr, T, stride_t, num_splits,
+    g_ptr, ws_ptr, seg_ptr, chunk_seg_ptr, first_chunk_ptr, T, stride_t, chunk,
     BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    seg = tl.program_id(0) // num_splits
-    split = tl.program_id(0) % num_splits
-    seg_start = tl.load(seg_ptr + seg).to(tl.int64)
-    seg_end = tl.load(seg_ptr + seg + 1).to(tl.int64)
+    slot = tl.program_id(0).to(tl.int64)
+    seg = tl.load(chunk_seg_ptr + slot).to(tl.int64)
+    lo = tl.load(seg_ptr + seg).to(tl.int64) + (slot - tl.load(first_chunk_ptr + seg)) * chunk
+    hi = tl.minimum(lo + chunk, tl.load(seg_ptr + seg + 1).to(tl.int64))
     step = BLOCK_P * FOLD
-    chunk = tl.cdiv(tl.cdiv(seg_end - seg_start, num_splits), step) * step
-    lo = seg_start + split.to(tl.int64) * chunk
-    hi = tl.minimum(lo + chunk, seg_end)
 
     rows = tl.arange(0, BLOCK_T)
     task = rows // FOLD
@@ -60,18 +61,17 @@ def _gram_partial_kernel(
             tile = tile.to(tl.float32)
         acc = tl.dot(tile, tl.trans(tile), acc, input_precision=PRECISION, out_dtype=tl.float32)
 
-    slot = seg.to(tl.int64) * num_splits + split
     offs = tl.arange(0, BLOCK_T)[:, None] * BLOCK_T + tl.arange(0, BLOCK_T)[None, :]
     tl.store(ws_ptr + slot * (BLOCK_T * BLOCK_T) + offs, acc)
 
 
 @triton.jit
-def _gram_reduce_kernel(ws_ptr, out_ptr, T, num_splits, BLOCK_T: tl.constexpr, FOLD: tl.constexpr):
+def _gram_reduce_kernel(ws_ptr, out_ptr, first_chunk_ptr, T, BLOCK_T: tl.constexpr, FOLD: tl.constexpr):
     seg = tl.program_id(0).to(tl.int64)
     tasks = tl.arange(0, BLOCK_T // FOLD)
     acc = tl.zeros((BLOCK_T // FOLD, BLOCK_T // FOLD), dtype=tl.float32)
-    for split in range(0, num_splits):
-        base = ws_ptr + (seg * num_splits + split) * (BLOCK_T * BLOCK_T)
+    for slot in range(tl.load(first_chunk_ptr + seg), tl.load(first_chunk_ptr + seg + 1)):
+        base = ws_ptr + slot * (BLOCK_T * BLOCK_T)
         for fold in tl.static_range(FOLD):
             rows = tasks * FOLD + fold
             acc += tl.load(base + rows[:, None] * BLOCK_T + rows[None, :])
@@ -96,33 +96,38 @@ def _dot_mode(grads: torch.Tensor) -> tuple[bool, str]:
     return False, "tf32x3" if torch.version.hip is None else "ieee"
 
 
-def _default_num_splits(grads: torch.Tensor, num_segments: int, longest: int, step: int) -> int:
-    tiles = max(1, triton.cdiv(longest, step))
+def _default_num_splits(grads: torch.Tensor, num_params: int, step: int) -> int:
+    """Stage-1 chunks over P: about 4 programs per SM (4 under the interpreter), at most one per tile."""
     if INTERPRETING or grads.device.type != "cuda":
         target_programs = 4  # every interpreted program costs ~0.5 ms
     else:
         target_programs = 4 * torch.cuda.get_device_properties(grads.device).multi_processor_count
-    return max(1, min(tiles, triton.cdiv(target_programs, num_segments)))
+    return max(1, min(triton.cdiv(num_params, step), target_programs))
 
 
-def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, longest: int, num_splits: int | None = None
+def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, segments: list[int], num_splits: int | None = None
                 ) -> torch.Tensor:
     """[K, T, T] fp32 Grams of `grads` [T, P] (unit stride along P) over the K segments `offsets` [K+1] (int64,
-    on the grads' device; `longest` is the longest segment, from the host, so nothing is read back from the
-    device). Inputs are validated by `t2t_kernels.gradproj.gram`."""
-    num_tasks = grads.shape[0]
+    on the grads' device; `segments` holds the same boundaries on the host, so nothing is read back from the
+    device). `num_splits`: the chunks P is cut into (None: chosen from the device). Inputs are validated by
+    `t2t_kernels.gradproj.gram`."""
+    num_tasks, num_params = grads.shape
     num_segments = offsets.numel() - 1
     block_t, block_p, fold = _block_sizes(num_tasks)
+    step = block_p * fold
     if num_splits is None:
-        num_splits = _default_num_splits(grads, num_segments, longest, block_p * fold)
-    workspace = torch.empty(num_segments * num_splits * block_t * block_t, dtype=torch.float32,
-                            device=grads.device)
+        num_splits = _default_num_splits(grads, num_params, step)
+    chunk = step * max(1, triton.cdiv(triton.cdiv(num_params, num_splits), step))
+    num_chunks = count_blocks(segments, chunk)
+    chunk_seg, first_chunk = block_maps(offsets, chunk, num_chunks)
+    workspace = torch.empty(num_chunks * block_t * block_t, dtype=torch.float32, device=grads.device)
     out = torch.empty(num_segments, num_tasks, num_tasks, dtype=torch.float32, device=grads.device)
     upcast, precision = _dot_mode(grads)
-    _gram_partial_kernel[(num_segments * num_splits,)](
-        grads, workspace, offsets, num_tasks, grads.stride(0), num_splits,
-        BLOCK_T=block_t, BLOCK_P=block_p, FOLD=fold, UPCAST=upcast, PRECISION=precision, num_warps=4,
-    )
-    _gram_reduce_kernel[(num_segments,)](workspace, out, num_tasks, num_splits, BLOCK_T=block_t, FOLD=fold,
+    if num_chunks:
+        _gram_partial_kernel[(num_chunks,)](
+            grads, workspace, offsets, chunk_seg, first_chunk, num_tasks, grads.stride(0), chunk,
+            BLOCK_T=block_t, BLOCK_P=block_p, FOLD=fold, UPCAST=upcast, PRECISION=precision, num_warps=4,
+        )
+    _gram_reduce_kernel[(num_segments,)](workspace, out, first_chunk, num_tasks, BLOCK_T=block_t, FOLD=fold,
                                          num_warps=4)
     return out
