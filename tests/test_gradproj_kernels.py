@@ -351,7 +351,7 @@ def test_gram_splits_a_long_segment_among_many_short_ones(monkeypatch):
     monkeypatch.setattr(gram_module, "_gram_reduce_kernel", Spy())
     out = gram(torch.ones(1, num_params), offsets, force_triton=True)
     torch.testing.assert_close(out, torch.tensor([long_segment] + [1] * num_short, dtype=torch.float32)[:, None, None])
-    block_t, block_p, fold = gram_module._block_sizes(1)
+    block_t, block_p, fold = gram_module._block_sizes(1, 4)
     columns = workspaces[0].view(-1, block_t, block_t).diagonal(dim1=1, dim2=2).sum(1)
     assert columns.sum() == num_params
     assert columns.max() <= triton.cdiv(num_params, 4) + block_p * fold, columns.tolist()

@@ -3,7 +3,9 @@
 The Triton interpreter that runs the kernel tests on CPU does not enforce what the GPU compiler does (tile
 shapes for `tl.dot`, layouts, register limits), so this builds the launch variants the wrappers use all the
 way to a cubin with Triton's bundled ptxas: `triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
-32))`. It also checks that the Gram kernel's products run on tensor cores (`mma` in the PTX).
+32))`. It also checks that the Gram kernel's products run on tensor cores (`mma` in the PTX) and that its
+stage-1 loop keeps its tiles in registers: a per-thread stack frame (`cuobjdump -res-usage` of the cubin) holds
+register spills, which go through local memory on every step of the loop.
 
 Usage: python benchmarks/gpu/compile_check.py [--arch 90]   (exit status 1 if a variant fails)
 Must run without TRITON_INTERPRET=1 (the decorated kernels would be interpreter objects).
@@ -13,7 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple
@@ -24,6 +29,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+from triton import knobs  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -36,7 +42,8 @@ gp_gram, gp_combine, moe_router, moe_dispatch, moe_combine = (
 
 
 class Variant(NamedTuple):
-    """One launch of a kernel: its runtime argument types and constexpr values, and a check of the PTX."""
+    """One launch of a kernel: its runtime argument types and constexpr values, a check of the PTX, and whether
+    the cubin may spill registers (a stack frame)."""
 
     name: str
     kernel: Any
@@ -44,17 +51,21 @@ class Variant(NamedTuple):
     constants: Dict[str, Any]
     num_warps: int = 4
     ptx_check: Callable[[str], bool] = lambda ptx: True
+    spills_allowed: bool = True
+
+
+_ELEMENT_SIZES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def _gram_variants() -> List[Variant]:
     def partial(dtype: str, num_tasks: int, precision: str) -> Variant:
-        block_t, block_p, fold = gp_gram._block_sizes(num_tasks)
+        block_t, block_p, fold = gp_gram._block_sizes(num_tasks, _ELEMENT_SIZES[dtype])
         return Variant(f"gradproj.gram partial {dtype} T={num_tasks} {precision}", gp_gram._gram_partial_kernel,
                        {"g_ptr": f"*{dtype}", "ws_ptr": "*fp32", "seg_ptr": "*i64", "chunk_seg_ptr": "*i32",
                         "first_chunk_ptr": "*i64", "T": "i32", "stride_t": "i64", "chunk": "i32"},
                        {"BLOCK_T": block_t, "BLOCK_P": block_p, "FOLD": fold, "UPCAST": False,
                         "PRECISION": precision},
-                       ptx_check=lambda ptx: "mma" in ptx)
+                       ptx_check=lambda ptx: "mma" in ptx, spills_allowed=False)
 
     def combine(dtype: str, num_tasks: int) -> Variant:
         block_t, block_p = gp_combine._block_sizes(num_tasks)
@@ -65,13 +76,14 @@ def _gram_variants() -> List[Variant]:
                        {"BLOCK_T": block_t, "BLOCK_P": block_p})
 
     def reduce(num_tasks: int) -> Variant:
-        block_t, _, fold = gp_gram._block_sizes(num_tasks)
+        block_t, _, fold = gp_gram._block_sizes(num_tasks, 4)  # BLOCK_T, FOLD: any element size
         return Variant(f"gradproj.gram reduce T={num_tasks}", gp_gram._gram_reduce_kernel,
                        {"ws_ptr": "*fp32", "out_ptr": "*fp32", "first_chunk_ptr": "*i64", "T": "i32"},
                        {"BLOCK_T": block_t, "FOLD": fold})
 
-    return [partial("bf16", 2, "ieee"), partial("fp16", 64, "ieee"), partial("fp32", 2, "tf32x3"),
-            partial("fp32", 8, "tf32x3"), partial("fp32", 32, "tf32x3"), reduce(2), reduce(8), reduce(32),
+    return [partial("bf16", 2, "ieee"), partial("fp16", 64, "ieee"), partial("fp32", 1, "tf32x3"),
+            partial("fp32", 2, "tf32x3"), partial("fp32", 8, "tf32x3"), partial("fp32", 16, "tf32x3"),
+            partial("fp32", 32, "tf32x3"), partial("fp32", 64, "tf32x3"), reduce(2), reduce(8), reduce(32),
             combine("bf16", 5), combine("fp32", 64)]
 
 
@@ -162,6 +174,17 @@ def compile_variant(variant: Variant, arch: int) -> Any:
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": variant.num_warps})
 
 
+def stack_bytes(cubin: bytes) -> int:
+    """Per-thread stack frame of the kernel in `cubin` (where ptxas puts register spills), from cuobjdump."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as handle:
+            handle.write(cubin)
+        usage = subprocess.run([knobs.nvidia.cuobjdump.path, "-res-usage", path], capture_output=True, text=True,
+                               check=True).stdout
+    return int(re.search(r"STACK:(\d+)", usage).group(1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability ×10 (90 = H100/H200)")
@@ -176,8 +199,12 @@ def main() -> int:
                 raise RuntimeError("no cubin produced")
             if not variant.ptx_check(compiled.asm["ptx"]):
                 raise RuntimeError("PTX check failed (expected tensor-core mma instructions)")
+            stack = stack_bytes(compiled.asm["cubin"])
+            if stack and not variant.spills_allowed:
+                raise RuntimeError(f"{stack} B stack frame per thread: registers spill to local memory "
+                                   f"(make the tile smaller)")
             print(f"ok    {variant.name} ({time.perf_counter() - start:.1f} s, "
-                  f"{compiled.metadata.shared} B shared)", flush=True)
+                  f"{compiled.metadata.shared} B shared, {stack} B stack)", flush=True)
         except Exception as err:  # report every variant, then fail
             failures += 1
             print(f"FAIL  {variant.name}: {type(err).__name__}: {str(err).strip()[:2000]}", flush=True)

@@ -19,7 +19,8 @@ core throughput than an H100/H200 has to keep up with its HBM bandwidth.
 Products: on a GPU, bf16/fp16 tiles go to `tl.dot` as they are (their products are exact in the fp32
 accumulator) and fp32 tiles use the 3-pass TF32 split ("tf32x3", ~fp32 accuracy on tensor cores) on NVIDIA
 or IEEE fp32 elsewhere; under the interpreter every tile is upcast to fp32 first (its bf16 arithmetic is
-wrong) and multiplied in IEEE fp32.
+wrong) and multiplied in IEEE fp32. A tile holds 8 KiB (BLOCK_P = 8192 / (BLOCK_T · element size)): 16 KiB fp32
+tiles spill registers to local memory in the TF32×3 split on sm_90 (`benchmarks/gpu/compile_check.py` checks).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .segments import block_maps, count_blocks
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 _MIN_DOT_ROWS = 16  # tl.dot needs tiles of at least 16 rows; smaller T is folded (module docstring)
+_TILE_BYTES = 8192  # one [BLOCK_T, BLOCK_P] tile (module docstring)
 
 
 @triton.jit
@@ -79,11 +81,12 @@ def _gram_reduce_kernel(ws_ptr, out_ptr, first_chunk_ptr, T, BLOCK_T: tl.constex
     tl.store(out_ptr + seg * T * T + tasks[:, None] * T + tasks[None, :], acc, mask=mask)
 
 
-def _block_sizes(num_tasks: int) -> tuple[int, int, int]:
-    """(BLOCK_T tile rows, BLOCK_P columns per row, FOLD column blocks per task) for T tasks."""
+def _block_sizes(num_tasks: int, element_size: int) -> tuple[int, int, int]:
+    """(BLOCK_T tile rows, BLOCK_P columns per row, FOLD column blocks per task) for T tasks of gradients of
+    `element_size` bytes."""
     padded = triton.next_power_of_2(num_tasks)
     block_t = max(_MIN_DOT_ROWS, padded)
-    block_p = max(32, 4096 // block_t)
+    block_p = max(32, _TILE_BYTES // element_size // block_t)
     return block_t, block_p, block_t // padded
 
 
@@ -113,7 +116,7 @@ def gram_triton(grads: torch.Tensor, offsets: torch.Tensor, segments: list[int],
     `t2t_kernels.gradproj.gram`."""
     num_tasks, num_params = grads.shape
     num_segments = offsets.numel() - 1
-    block_t, block_p, fold = _block_sizes(num_tasks)
+    block_t, block_p, fold = _block_sizes(num_tasks, grads.element_size())
     step = block_p * fold
     if num_splits is None:
         num_splits = _default_num_splits(grads, num_params, step)
