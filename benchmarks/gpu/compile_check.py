@@ -4,8 +4,8 @@ The Triton interpreter that runs the kernel tests on CPU does not enforce what t
 shapes for `tl.dot`, layouts, register limits), so this builds the launch variants the wrappers use all the
 way to a cubin with Triton's bundled ptxas: `triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
 32))`. It also checks that the Gram kernel's products run on tensor cores (`mma` in the PTX) and that its
-stage-1 loop keeps its tiles in registers: a per-thread stack frame (`cuobjdump -res-usage` of the cubin) holds
-register spills, which go through local memory on every step of the loop.
+stage-1 loop and the MoE combine backward keep their tiles in registers: a per-thread stack frame (`cuobjdump
+-res-usage` of the cubin) holds register spills, which go through local memory on every step of their loops.
 
 Usage: python benchmarks/gpu/compile_check.py [--arch 90]   (exit status 1 if a variant fails)
 Must run without TRITON_INTERPRET=1 (the decorated kernels would be interpreter objects).
@@ -113,7 +113,8 @@ def _moe_variants() -> List[Variant]:
                         "dy_ptr": f"*{dtype}", "dgates_ptr": f"*{acc}", "N": "i32", "D": "i32", "stride_dout": "i32",
                         "stride_y": "i32", "stride_dy": "i32"},
                        {"K": 2, "ACC": tl.float64 if acc == "fp64" else tl.float32, "BLOCK_T": block_t,
-                        "BLOCK_D": block_d})
+                        "BLOCK_D": block_d}, num_warps=moe._COMBINE_BWD_WARPS,
+                       spills_allowed=dtype == "fp64")  # fp64: gradcheck only
 
     def dispatch(num_experts: int) -> List[Variant]:
         block_a, block_b = moe._dispatch_blocks(num_experts)

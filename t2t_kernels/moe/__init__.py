@@ -245,6 +245,11 @@ def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[i
 
 
 # ------------------------------------------------------------------------------------ permute / combine
+# combine_bwd_kernel's [32, 128] tiles at 4 warps spill registers to local memory on sm_90 (a 296 B stack frame
+# per thread at k = 2, bf16; benchmarks/gpu/compile_check.py checks); 8 warps hold them in registers
+_COMBINE_BWD_WARPS = 8
+
+
 def _tiles(d: int) -> tuple:
     block_d = min(128, _pow2(d))
     return 32, block_d
@@ -320,7 +325,7 @@ class _CombineFunction(torch.autograd.Function):
         if n:
             combine_bwd_kernel[(triton.cdiv(n, block_t),)](
                 dout, y, dest, gates, dy, dgates, n, d, dout.stride(0), y.stride(0), dy.stride(0),
-                K=k, ACC=_tl_dtype(gates.dtype), BLOCK_T=block_t, BLOCK_D=block_d)
+                K=k, ACC=_tl_dtype(gates.dtype), BLOCK_T=block_t, BLOCK_D=block_d, num_warps=_COMBINE_BWD_WARPS)
         return dy, None, dgates
 
 
