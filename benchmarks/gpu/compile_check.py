@@ -4,8 +4,8 @@ The Triton interpreter that runs the kernel tests on CPU does not enforce what t
 shapes for `tl.dot`, layouts, register limits), so this builds the launch variants the wrappers use all the
 way to a cubin with Triton's bundled ptxas: `triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
 32))`. It also checks that the Gram kernel's products run on tensor cores (`mma` in the PTX) and that its
-stage-1 loop and the MoE combine backward keep their tiles in registers: a per-thread stack frame (`cuobjdump
--res-usage` of the cubin) holds register spills, which go through local memory on every step of their loops.
+stage-1 loop, the MoE router and the MoE combine backward keep their tiles in registers: a per-thread stack frame
+(`cuobjdump -res-usage` of the cubin) holds register spills, which go through local memory.
 
 Usage: python benchmarks/gpu/compile_check.py [--arch 90]   (exit status 1 if a variant fails)
 Must run without TRITON_INTERPRET=1 (the decorated kernels would be interpreter objects).
@@ -105,7 +105,7 @@ def _moe_variants() -> List[Variant]:
         score = "sigmoid" if sigmoid else "softmax"
         lse = "" if has_dlse else " no-lse-grad"
         return Variant(f"moe.router {direction} {dtype} k={k} {score} renorm={renorm} E={num_experts}{lse}", kernel,
-                       types, consts)
+                       types, consts, num_warps=moe._ROUTER_WARPS, spills_allowed=False)
 
     def combine_bwd(dtype: str, acc: str) -> Variant:
         return Variant(f"moe.combine bwd {dtype} k=2 d=1024", moe_combine.combine_bwd_kernel,
@@ -139,6 +139,8 @@ def _moe_variants() -> List[Variant]:
         router("fwd", "fp32", 2, False, True, 8), router("fwd", "bf16", 1, True, False, 61),
         router("bwd", "fp32", 2, False, True, 8), router("bwd", "fp32", 2, True, True, 32),
         router("bwd", "bf16", 1, False, False, 64), router("bwd", "fp32", 2, True, False, 16, has_dlse=False),
+        router("fwd", "fp32", 8, False, True, 64), router("bwd", "fp32", 2, False, True, 64),
+        router("fwd", "bf16", 64, False, True, 64), router("bwd", "bf16", 64, True, True, 64),  # k up to E = 64
         *dispatch(64), *dispatch(16384),
         *(Variant(f"moe.permute {dtype} k=2 d=1024", moe_dispatch.permute_kernel,
                   {"x_ptr": f"*{dtype}", "dest_ptr": "*i32", "out_ptr": f"*{dtype}", "N": "i32", "D": "i32",
