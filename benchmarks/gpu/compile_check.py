@@ -4,8 +4,9 @@ The Triton interpreter that runs the kernel tests on CPU does not enforce what t
 shapes for `tl.dot`, layouts, register limits), so this builds the launch variants the wrappers use all the
 way to a cubin with Triton's bundled ptxas: `triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
 32))`. It also checks that the Gram kernel's products run on tensor cores (`mma` in the PTX) and that its
-stage-1 loop, the MoE router and the MoE combine backward keep their tiles in registers: a per-thread stack frame
-(`cuobjdump -res-usage` of the cubin) holds register spills, which go through local memory.
+stage-1 loop and the MoE kernels (but the dispatch planning past 64 experts and fp64) keep their tiles in
+registers: a per-thread stack frame (`cuobjdump -res-usage` of the cubin) holds register spills, which go through
+local memory.
 
 Usage: python benchmarks/gpu/compile_check.py [--arch 90]   (exit status 1 if a variant fails)
 Must run without TRITON_INTERPRET=1 (the decorated kernels would be interpreter objects).
@@ -107,14 +108,27 @@ def _moe_variants() -> List[Variant]:
         return Variant(f"moe.router {direction} {dtype} k={k} {score} renorm={renorm} E={num_experts}{lse}", kernel,
                        types, consts, num_warps=moe._ROUTER_WARPS, spills_allowed=False)
 
-    def combine_bwd(dtype: str, acc: str) -> Variant:
-        return Variant(f"moe.combine bwd {dtype} k=2 d=1024", moe_combine.combine_bwd_kernel,
+    def combine_bwd(dtype: str, acc: str, k: int = 2) -> Variant:
+        return Variant(f"moe.combine bwd {dtype} k={k} d=1024", moe_combine.combine_bwd_kernel,
                        {"dout_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "dest_ptr": "*i32", "gates_ptr": f"*{acc}",
                         "dy_ptr": f"*{dtype}", "dgates_ptr": f"*{acc}", "N": "i32", "D": "i32", "stride_dout": "i32",
                         "stride_y": "i32", "stride_dy": "i32"},
-                       {"K": 2, "ACC": tl.float64 if acc == "fp64" else tl.float32, "BLOCK_T": block_t,
+                       {"K": k, "ACC": tl.float64 if acc == "fp64" else tl.float32, "BLOCK_T": block_t,
                         "BLOCK_D": block_d}, num_warps=moe._COMBINE_BWD_WARPS,
                        spills_allowed=dtype == "fp64")  # fp64: gradcheck only
+
+    def combine_fwd(dtype: str, k: int = 2) -> Variant:
+        acc = "fp64" if dtype == "fp64" else "fp32"
+        return Variant(f"moe.combine fwd {dtype} k={k} gated d=1024", moe_combine.gather_sum_kernel,
+                       {**rows, "y_ptr": f"*{dtype}", "gates_ptr": f"*{acc}", "out_ptr": f"*{dtype}"},
+                       {"K": k, "HAS_GATES": True, "ACC": tl.float64 if acc == "fp64" else tl.float32,
+                        "BLOCK_T": block_t, "BLOCK_D": block_d}, spills_allowed=dtype == "fp64")
+
+    def permute(dtype: str, k: int = 2) -> Variant:
+        return Variant(f"moe.permute {dtype} k={k} d=1024", moe_dispatch.permute_kernel,
+                       {"x_ptr": f"*{dtype}", "dest_ptr": "*i32", "out_ptr": f"*{dtype}", "N": "i32", "D": "i32",
+                        "stride_x": "i32", "stride_out": "i32"}, {"K": k, "BLOCK_T": block_t, "BLOCK_D": block_d},
+                       spills_allowed=False)
 
     def dispatch(num_experts: int) -> List[Variant]:
         block_a, block_b = moe._dispatch_blocks(num_experts)
@@ -142,22 +156,13 @@ def _moe_variants() -> List[Variant]:
         router("fwd", "fp32", 8, False, True, 64), router("bwd", "fp32", 2, False, True, 64),
         router("fwd", "bf16", 64, False, True, 64), router("bwd", "bf16", 64, True, True, 64),  # k up to E = 64
         *dispatch(64), *dispatch(16384),
-        *(Variant(f"moe.permute {dtype} k=2 d=1024", moe_dispatch.permute_kernel,
-                  {"x_ptr": f"*{dtype}", "dest_ptr": "*i32", "out_ptr": f"*{dtype}", "N": "i32", "D": "i32",
-                   "stride_x": "i32", "stride_out": "i32"}, {"K": 2, "BLOCK_T": block_t, "BLOCK_D": block_d})
-          for dtype in ("bf16", "fp32")),  # fp32: what benchmarks/moe.py runs
-        Variant("moe.combine fwd bf16 k=2 gated d=1024", moe_combine.gather_sum_kernel, rows,
-                {"K": 2, "HAS_GATES": True, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": block_d}),
-        Variant("moe.combine fwd fp32 k=2 gated d=1024", moe_combine.gather_sum_kernel,
-                {**rows, "y_ptr": "*fp32", "out_ptr": "*fp32"},
-                {"K": 2, "HAS_GATES": True, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": block_d}),
-        Variant("moe.combine fwd fp64 k=2 gated d=1024", moe_combine.gather_sum_kernel,
-                {**rows, "y_ptr": "*fp64", "gates_ptr": "*fp64", "out_ptr": "*fp64"},
-                {"K": 2, "HAS_GATES": True, "ACC": tl.float64, "BLOCK_T": block_t, "BLOCK_D": block_d}),
+        permute("bf16"), permute("fp32"), permute("bf16", 64),  # fp32: what benchmarks/moe.py runs; k up to E = 64
+        combine_fwd("bf16"), combine_fwd("fp32"), combine_fwd("fp64"), combine_fwd("bf16", 8), combine_fwd("bf16", 64),
         Variant("moe.permute bwd fp32 k=1 d=48", moe_combine.gather_sum_kernel,
                 {**rows, "y_ptr": "*fp32", "gates_ptr": "*i32", "out_ptr": "*fp32"},
                 {"K": 1, "HAS_GATES": False, "ACC": tl.float32, "BLOCK_T": block_t, "BLOCK_D": moe._tiles(48)[1]}),
         combine_bwd("bf16", "fp32"), combine_bwd("fp32", "fp32"), combine_bwd("fp64", "fp64"),
+        combine_bwd("bf16", "fp32", 64),
     ]
 
 

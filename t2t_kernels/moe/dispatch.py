@@ -9,7 +9,8 @@ second choice, and tokens keep their order inside an expert. Three launches:
    offsets, `E + 1` entries, the last one the number of rows);
 3. `dispatch_dest_kernel` — rank = local rank + block offset; kept when rank < capacity; destination row
    = segment offset + rank (-1 when dropped), and the inverse map row → flat assignment `t·K + j`.
-`permute_kernel` scatters token rows to their destinations (the forward of the permute).
+`permute_kernel` scatters token rows to their destinations (the forward of the permute), looping over the K
+slots at run time (unrolled, k = 64 took 54 s to build for sm_90).
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def permute_kernel(
     t_ok = tokens < N
     d_ok = dims < D
     x = tl.load(x_ptr + tokens.to(tl.int64)[:, None] * stride_x + dims[None, :], mask=t_ok[:, None] & d_ok[None, :])
-    for j in tl.static_range(K):
+    for j in range(K):
         row = tl.load(dest_ptr + tokens * K + j, mask=t_ok, other=-1)
         ok = (row >= 0)[:, None] & d_ok[None, :]
         tl.store(out_ptr + row.to(tl.int64)[:, None] * stride_out + dims[None, :], x, mask=ok)
