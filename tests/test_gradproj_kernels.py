@@ -314,7 +314,7 @@ def test_segmented_combine_grid_stays_within_cuda_limits_at_the_promised_sizes(m
         storage, out = (torch.from_file(str(tmp_path / name), shared=True, size=num_params, dtype=torch.bfloat16)
                         for name in ("grads.bin", "out.bin"))
     grads = storage.as_strided((num_tasks, num_params), (0, 1))
-    weights = torch.arange(len(offsets) - 1).remainder(3).add(1).div(num_tasks)[:, None].expand(-1, num_tasks)
+    weights = torch.arange(len(offsets) - 1).remainder(3).add(1).div(num_tasks)[:, None].repeat(1, num_tasks)
     if ON_GPU:  # every row is ones: out = the sum of each segment's weights, k % 3 + 1 (exact in bf16)
         combine(weights, grads, out=out, segment_offsets=offsets)
         assert torch.all(out[:big] == 1)
