@@ -291,6 +291,15 @@ def test_gram_and_combine_do_not_synchronize_the_device():
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device: host weights are copied through pinned memory")
+def test_combine_takes_expanded_host_weights_for_device_grads():
+    g = _grads(4, 1000)
+    weights = torch.tensor([[0.5], [1.0]]).expand(-1, 4)  # stride 0 along the tasks, on the host
+    got = combine(weights, g, segment_offsets=[0, 300, 1000])
+    expected = torch.cat([0.5 * g[:, :300].sum(0), g[:, 300:].sum(0)])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(not ON_GPU or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_kernels_run_on_the_grads_device_not_the_current_one():
     g = _grads(3, 500).to("cuda:1")

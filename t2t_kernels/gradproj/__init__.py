@@ -83,9 +83,12 @@ def _check_grads(grads: torch.Tensor, triton_path: bool) -> torch.Tensor:
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`tensor` on `device`; a host → CUDA copy goes through pinned memory, so it does not wait for the GPU."""
+    """`tensor` on `device`; a host → CUDA copy goes through pinned memory, so it does not wait for the GPU.
+
+    Made contiguous first: pinning keeps the strides, and an expanded (stride-0) view cannot be copied into.
+    """
     if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, non_blocking=True)
+        return tensor.contiguous().pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 
 
