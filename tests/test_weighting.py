@@ -227,3 +227,11 @@ def test_bad_inputs_name_the_task():
         w(losses(zz=1.0))
     with pytest.raises(WeightingError, match="no per-task losses"):
         w({})
+
+
+def test_task_names_and_sizes_must_be_collections():
+    # a string was split into one task per letter ("ab" → tasks 'a', 'b'); a list of sizes was a raw TypeError
+    with pytest.raises(WeightingError, match="task_names must be a list of task names.*'ab'"):
+        build_weighting({"method": "equal"}, "ab")
+    with pytest.raises(WeightingError, match="task_sizes must be a .* mapping or None, got list"):
+        build_weighting({"method": "size"}, TASKS, [100, 400, 1000])

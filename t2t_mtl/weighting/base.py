@@ -1,7 +1,7 @@
 """`LossWeighting`: combine the per-task losses of a step into one scalar loss."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -20,8 +20,14 @@ class LossWeighting(nn.Module):
     method: str = ""
     PARAMS: tuple[str, ...] = ()
 
-    def __init__(self, task_names, task_sizes: Optional[Mapping[str, int]] = None) -> None:
+    def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__()
+        if isinstance(task_names, str):  # a string is a sequence of letters, not of task names
+            raise WeightingError(f"loss weighting: task_names must be a list of task names, got the string "
+                                 f"{task_names!r} (write [{task_names!r}])")
+        if task_sizes is not None and not isinstance(task_sizes, Mapping):
+            raise WeightingError(f"loss weighting: task_sizes must be a {{task: number of rows}} mapping or None, "
+                                 f"got {type(task_sizes).__name__}")
         self.task_names: list[str] = list(task_names)
         if not self.task_names:
             raise WeightingError("loss weighting needs at least one task name")

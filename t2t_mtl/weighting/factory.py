@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from t2t_mtl.param_types import coerce_numeric_params
 from t2t_mtl.weighting.base import LossWeighting
@@ -20,9 +20,10 @@ def _suggest(name: str, valid) -> str:
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def build_weighting(config: Mapping[str, Any], task_names, task_sizes: Optional[Mapping[str, int]] = None
-                    ) -> LossWeighting:
-    """Build the weighting named by `config["method"]`, validating every key."""
+def build_weighting(config: Mapping[str, Any], task_names: Iterable[str],
+                    task_sizes: Optional[Mapping[str, int]] = None) -> LossWeighting:
+    """Build the weighting named by `config["method"]` over the tasks `task_names` (a list of names, in the
+    order of their weights), validating every key; `task_sizes` ({task: rows}) feeds size-based methods."""
     if not isinstance(config, Mapping):
         raise WeightingError(f"weighting config must be a dict, got {type(config).__name__}")
     name = config.get("method")
