@@ -698,3 +698,18 @@ def test_step_hook_segments_gradvac_per_transformer_layer_or_tensor(per_layer):
 def test_gradvac_per_layer_value_is_checked():
     with pytest.raises(GradientMethodError, match="per_layer must be one of"):
         build_method({"method": "gradvac", "per_layer": "block"}, 3)
+
+
+@pytest.mark.parametrize("build,match", [
+    # were raw TypeErrors from dict() / `<`, or accepted (num_tasks 2.5)
+    (lambda: build_method(None, 3), r"gradient_surgery must be a mapping .* got None"),
+    (lambda: build_method(["pcgrad"], 3), r"gradient_surgery must be a mapping .* got \['pcgrad'\]"),
+    (lambda: build_method("pcgrad", "3"), r"needs num_tasks, an integer >= 1, got '3'"),
+    (lambda: build_method("pcgrad", 2.5), r"needs num_tasks, an integer >= 1, got 2.5"),
+    # was split into one task per letter
+    (lambda: GradientSurgery("pcgrad", [torch.nn.Parameter(torch.ones(2))], "ab"),
+     r"task_names must be a list of task names, got the string 'ab'"),
+])
+def test_arguments_of_the_wrong_type_are_named(build, match):
+    with pytest.raises(GradientMethodError, match=match):
+        build()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import numbers
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,8 +30,9 @@ class GradientMethod:
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, num_tasks: int, **options: Any) -> None:
-        if num_tasks < 1:
-            raise GradientMethodError(f"gradient method {self.name!r} needs at least one task, got {num_tasks}")
+        if not isinstance(num_tasks, numbers.Integral) or isinstance(num_tasks, bool) or num_tasks < 1:
+            raise GradientMethodError(f"gradient method {self.name!r} needs num_tasks, an integer >= 1, got "
+                                      f"{num_tasks!r}")
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             raise GradientMethodError(
@@ -127,10 +130,13 @@ def register_method(cls: type[GradientMethod]) -> type[GradientMethod]:
     return cls
 
 
-def build_method(config: dict[str, Any] | str, num_tasks: int) -> GradientMethod:
+def build_method(config: Mapping[str, Any] | str, num_tasks: int) -> GradientMethod:
     """Build a method from `{"method": name, **options}` (or a bare name), e.g. `{"method": "pcgrad", "seed": 0}`."""
     if isinstance(config, str):
         config = {"method": config}
+    if not isinstance(config, Mapping):
+        raise GradientMethodError(f"gradient_surgery must be a mapping such as {{'method': 'pcgrad'}} or a method "
+                                  f"name, got {config!r}")
     config = dict(config)
     name = config.pop("method", None)
     if name is None:

@@ -58,6 +58,9 @@ class GradientSurgery:
                  task_names: Sequence[str], *, distribution: str = "local", process_group: Any = None,
                  segment_of: Callable[[str], str] | None = None, segment_offsets: Sequence[int] | None = None,
                  buffer_dtype: torch.dtype | None = None, max_tasks_per_step: int | None = None) -> None:
+        if isinstance(task_names, str):  # a string is a sequence of letters, not of task names
+            raise GradientMethodError(f"gradient surgery: task_names must be a list of task names, got the string "
+                                      f"{task_names!r} (write [{task_names!r}])")
         self.task_names = list(task_names)
         if len(set(self.task_names)) != len(self.task_names) or not self.task_names:
             raise GradientMethodError(f"gradient surgery needs distinct task names, got {self.task_names}")
