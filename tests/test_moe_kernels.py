@@ -584,3 +584,17 @@ sys.modules["deepspeed"] = None  # as if it were not installed
     proc = _run_tiny_moe_benchmark(script)
     assert "DeepSpeed is not importable" in proc.stdout
     assert any(line.startswith("| 64 | 4 | 8 | 1 |") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_load_balancing_loss_refuses_mismatched_statistics():
+    # were broadcast into a wrong loss: E·Σ f_e·P_e needs one P_e per expert (counts [4] with prob_sums [1] gave 2.0)
+    counts = torch.tensor([2, 2, 2, 2])
+    for prob_sums in (torch.tensor([2.0]), torch.ones(4, 1), torch.ones(3)):
+        with pytest.raises(MoEKernelError, match=r"counts and prob_sums as 1-D tensors of one length"):
+            load_balancing_loss(counts, prob_sums, 4, 2)
+    with pytest.raises(MoEKernelError, match=r"1-D tensors of one length E >= 1 .* got \(2, 2\) and \(2, 2\)"):
+        load_balancing_loss(torch.ones(2, 2), torch.ones(2, 2), 4, 2)
+    with pytest.raises(MoEKernelError, match="needs k, the top-k of the routing, an int >= 1, got 0"):  # was inf
+        load_balancing_loss(counts, torch.ones(4), 4, 0)
+    # uniform routing: f_e = 1/E, P_e = 1/E, so the loss is E · E · (1/E²) = 1
+    assert load_balancing_loss(counts, torch.ones(4), 4, 2).item() == pytest.approx(1.0)

@@ -388,7 +388,16 @@ def expert_capacity(num_tokens: int, num_experts: int, k: int, capacity_factor: 
 
 
 def load_balancing_loss(counts: torch.Tensor, prob_sums: torch.Tensor, num_tokens: int, k: int) -> torch.Tensor:
-    """Switch load-balancing loss E · Σ_e f_e · P_e, f_e = counts_e / (N·k), P_e = prob_sums_e / N (1 = uniform)."""
+    """Switch load-balancing loss E · Σ_e f_e · P_e, f_e = counts_e / (N·k), P_e = prob_sums_e / N (1 = uniform).
+
+    counts, prob_sums: [E] (as `route` returns them); num_tokens: N; k: the top-k, >= 1."""
+    if not (isinstance(counts, torch.Tensor) and isinstance(prob_sums, torch.Tensor) and counts.dim() == 1
+            and counts.shape == prob_sums.shape and counts.numel() >= 1):
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (counts, prob_sums)]
+        raise MoEKernelError(f"load_balancing_loss expects counts and prob_sums as 1-D tensors of one length E >= 1 "
+                             f"(per expert, as route returns them), got {shapes[0]} and {shapes[1]}")
+    if not _is_int(k) or k < 1:  # (k 0 made every f_e infinite)
+        raise MoEKernelError(f"load_balancing_loss needs k, the top-k of the routing, an int >= 1, got {k!r}")
     num_experts = counts.shape[0]
     if num_tokens == 0:
         return prob_sums.sum() * 0.0
