@@ -558,9 +558,19 @@ def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> Non
         raise ConfigError(f"config key {key!r} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
-def validate_values(cfg: Config) -> None:
-    """Range and consistency checks that the types alone do not express."""
-    unknown_dims = [k for k in cfg.model.dims if k not in T5_DIM_KEYS]
+def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
+    """A `ModelConfig` from a `model:` section given as a dict, with the checks `config_from_dict` makes of it
+    (unknown keys, types, `dims` values); ConfigError naming the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigTypeError(f"config key 'model' must be a mapping, got {data!r}")
+    model = _build(ModelConfig, dict(data), "model.")
+    _validate_model(model)
+    return model
+
+
+def _validate_model(model: ModelConfig) -> None:
+    """The range checks of the model section (`validate_values`)."""
+    unknown_dims = [k for k in model.dims if k not in T5_DIM_KEYS]
     if unknown_dims:
         lines = []
         for key in unknown_dims:
@@ -568,7 +578,18 @@ def validate_values(cfg: Config) -> None:
             lines.append(f"  model.dims.{key}" + (f" — did you mean {', '.join(close)}?" if close else ""))
         raise UnknownConfigKeyError("unknown T5 dimension(s):\n" + "\n".join(lines)
                                     + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")
-    _check_dims(cfg.model.dims)
+    _check_dims(model.dims)
+    if model.name_or_path is None and not model.dims:
+        raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
+    every = model.activation_checkpointing
+    if not isinstance(every, bool) and every < 1:
+        raise ConfigError(f"config key 'model.activation_checkpointing' must be true, false or an integer N >= 1 "
+                          f"(checkpoint every N-th block), got {every}")
+
+
+def validate_values(cfg: Config) -> None:
+    """Range and consistency checks that the types alone do not express."""
+    _validate_model(cfg.model)
     t = cfg.training
     for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints",
                 "num_threads"):
@@ -601,12 +622,6 @@ def validate_values(cfg: Config) -> None:
         raise ConfigError("deepspeed.offload_param needs deepspeed.zero_stage: 3")
     if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage == 0:
         raise ConfigError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
-    if cfg.model.name_or_path is None and not cfg.model.dims:
-        raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
-    every = cfg.model.activation_checkpointing
-    if not isinstance(every, bool) and every < 1:
-        raise ConfigError(f"config key 'model.activation_checkpointing' must be true, false or an integer N >= 1 "
-                          f"(checkpoint every N-th block), got {every}")
 
 
 def check_paths(cfg: Config) -> None:

@@ -102,3 +102,26 @@ def test_a_saved_mt5_folder_loads_with_mt5s_unscaled_output(tmp_path):
     x, y = torch.tensor([[5, 6, 7, 1]]), torch.tensor([[8, 9, 1]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=x, labels=y).logits, mt5(input_ids=x, labels=y).logits)
+
+
+@pytest.mark.parametrize("section,error,match", [
+    # were: a TypeError from ModelConfig(**section), torch's "negative dimension", huggingface_hub's field error
+    ({"dimz": DIMS}, "UnknownConfigKeyError", r"model\.dimz — did you mean 'model\.dims'"),
+    ({"dims": {**DIMS, "d_model": -1}}, "ConfigError", r"'model\.dims\.d_model' must be an integer >= 1, got -1"),
+    ({"dims": {**DIMS, "d_model": "16"}}, "ConfigError", r"'model\.dims\.d_model' must be an integer >= 1, got '16'"),
+    ({"dims": {**DIMS, "num_layer": 2}}, "UnknownConfigKeyError", r"model\.dims\.num_layer — did you mean"),
+    ({"dims": DIMS, "task_embeddings": "yes"}, "ConfigTypeError", r"'model\.task_embeddings' must be bool"),
+    ({}, "ConfigError", r"set model\.name_or_path .* or model\.dims"),  # was: a 60M-parameter default T5
+])
+def test_a_dict_section_is_checked_as_the_config_checks_it(section, error, match):
+    import t2t_mtl.config as config
+
+    with pytest.raises(getattr(config, error), match=match):
+        build_model(section, vocab_size=100)
+
+
+def test_a_non_mapping_section_is_refused():
+    from t2t_mtl.config import ConfigTypeError
+
+    with pytest.raises(ConfigTypeError, match=r"'model' must be a mapping, got \[1\]"):
+        build_model([1])

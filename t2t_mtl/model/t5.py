@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from t2t_mtl.config import ModelConfig
+from t2t_mtl.config import ModelConfig, model_config_from_dict
 
 
 class ModelBuildError(ValueError):
@@ -78,11 +78,12 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     embedding is smaller is refused (its token ids would overflow). With `moe`, the FFNs are converted by
     `t2t_mtl.model.moe.convert_to_moe` (which owns that config); `task_names` (the training tasks in task-id
     order) tells task-routed experts which id is which task. With `lora`, the block linears get low-rank
-    adapters and the rest is frozen (`t2t_mtl.model.lora.apply_lora`). `saved`: the dict `check_t5_checkpoint`
+    adapters and the rest is frozen (`t2t_mtl.model.lora.apply_lora`). A dict `model_cfg` is checked as the config's
+    `model:` section is (`ConfigError` naming the key). `saved`: the dict `check_t5_checkpoint`
     returned for `name_or_path` (None: read it), so its config.json is read once.
     """
-    if isinstance(model_cfg, Mapping):
-        model_cfg = ModelConfig(**model_cfg)
+    if not isinstance(model_cfg, ModelConfig):
+        model_cfg = model_config_from_dict(model_cfg)
     if model_cfg.name_or_path is not None:
         from t2t_mtl.model.moe import TaskAwareT5, load_t5_or_moe
 
