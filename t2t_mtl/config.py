@@ -368,6 +368,9 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     its default strategy / method."""
     if isinstance(data, Config):
         return data
+    if not isinstance(data, Mapping):
+        raise ConfigTypeError(f"a config must be a mapping of sections (model, data, training, ...), got "
+                              f"{type(data).__name__}")
     cfg = _build(Config, deep_merge(Config().to_dict(), _without_empty_sections(data)), "")
     validate_values(cfg)
     return cfg
@@ -480,7 +483,7 @@ def _build(cls: type, data: Dict[str, Any], prefix: str) -> Any:
     if unknown:
         lines = []
         for key in unknown:
-            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
             hint = f" — did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
             lines.append(f"  {prefix}{key}{hint}")
         section = prefix.rstrip(".") or "top level"

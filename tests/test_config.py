@@ -442,3 +442,14 @@ def test_a_misspelt_gradient_surgery_method_is_named_before_the_sampling_mode_it
                               "training": {"grad_accum": 2}, "gradient_surgery": {"method": "pcgard"}})
     with pytest.raises(GradientMethodError, match="did you mean 'pcgrad'"):
         check_run_config(cfg)
+
+
+@pytest.mark.parametrize("data,error,match", [
+    # were AttributeError ('NoneType' object has no attribute 'items') and TypeError ('int' object is not iterable)
+    (None, C.ConfigTypeError, r"a config must be a mapping of sections .* got NoneType"),
+    ([{"training": {}}], C.ConfigTypeError, r"a config must be a mapping of sections .* got list"),
+    ({5: {}}, C.UnknownConfigKeyError, r"unknown config key\(s\) in top level:\n  5\n"),
+])
+def test_config_from_dict_names_a_config_that_is_not_a_mapping_of_names(data, error, match):
+    with pytest.raises(error, match=match):
+        C.config_from_dict(data)
