@@ -8,7 +8,7 @@ normalised within the sub-mixture); a task reached twice gets the sum.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .errors import TaskDefinitionError
 from .task import Task
@@ -48,6 +48,9 @@ class Mixture:
         if isinstance(tasks_and_rates, str):  # a string is a sequence of letters, not of task names
             raise TaskDefinitionError(f"mixture {name!r}: members must be a list or a {{name: rate}} mapping, got "
                                       f"the string {tasks_and_rates!r} (write [{tasks_and_rates!r}])")
+        if not isinstance(tasks_and_rates, Iterable):
+            raise TaskDefinitionError(f"mixture {name!r}: members must be a list or a {{name: rate}} mapping, got "
+                                      f"{tasks_and_rates!r}")
         items = list(tasks_and_rates.items()) if isinstance(tasks_and_rates, Mapping) else [
             tuple(entry) if isinstance(entry, (tuple, list)) else (entry, default_rate) for entry in tasks_and_rates]
         if not items:

@@ -555,3 +555,11 @@ def test_csv_columns_get_one_type_from_every_row_in_streamed_and_map_style_loads
     tsv.write_text("text\tlabel\tscore\na\t1\t5.000\nb\t0\t3\n")  # numbers stay numbers, as pandas reads them
     assert list(LocalFileSource(tsv).load("train")) == [{"text": "a", "label": 1, "score": 5.0},
                                                         {"text": "b", "label": 0, "score": 3.0}]
+
+
+@pytest.mark.parametrize("members", [5, None, 2.5])
+def test_mixture_members_that_are_not_a_collection_are_named(members):
+    # were raw TypeErrors ("'int' object is not iterable")
+    with pytest.raises(task_registry.TaskDefinitionError,
+                       match=rf"mixture 'm': members must be a list or a \{{name: rate\}} mapping, got {members!r}"):
+        task_registry.Mixture("m", members)
