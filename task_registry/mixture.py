@@ -8,6 +8,7 @@ normalised within the sub-mixture); a task reached twice gets the sum.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .errors import TaskDefinitionError
@@ -131,7 +132,10 @@ def _check_registered(task: Task, where: str) -> None:
 
 
 def normalize(rates: Mapping[str, float]) -> dict[str, float]:
-    """Rates scaled to sum to one."""
+    """Rates (each a finite number >= 0, at least one > 0) scaled to sum to one."""
+    for name, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < math.inf:
+            raise TaskDefinitionError(f"rate of {name!r} must be a finite number >= 0, got {rate!r}")
     total = sum(rates.values())
     if total <= 0:
         raise TaskDefinitionError(f"rates sum to {total}; at least one must be positive")

@@ -1,6 +1,7 @@
 """Mixtures, the global registry and the held-out protocol hook `training_rates`."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import task_registry
@@ -13,6 +14,7 @@ from task_registry import (
     Task,
     TaskDefinitionError,
     Template,
+    normalize,
     rate_num_examples,
 )
 
@@ -163,3 +165,20 @@ def test_rate_num_examples_refuses_a_cap_that_is_not_positive(maximum):
     # was: maximum=0 gave every task rate 0 (seqio reads a cap of 0 as no cap), failing later as an empty mixture
     with pytest.raises(TaskDefinitionError, match=f"maximum must be a positive number of examples .*got {maximum}"):
         rate_num_examples(maximum=maximum)
+
+
+@pytest.mark.parametrize("rates,match", [
+    # were scaled into "probabilities" -1 and 2 (and all NaN)
+    ({"a": -1.0, "b": 2.0}, r"rate of 'a' must be a finite number >= 0, got -1.0"),
+    ({"a": float("nan"), "b": 2.0}, r"rate of 'a' must be a finite number >= 0, got nan"),
+    ({"a": 1.0, "b": float("inf")}, r"rate of 'b' must be a finite number >= 0, got inf"),
+    ({"a": "1", "b": 2.0}, r"rate of 'a' must be a finite number >= 0, got '1'"),
+])
+def test_normalize_refuses_rates_that_are_not_weights(rates, match):
+    with pytest.raises(TaskDefinitionError, match=match):
+        normalize(rates)
+
+
+def test_normalize_scales_to_one():
+    assert normalize({"a": 1, "b": 3, "c": 0}) == {"a": 0.25, "b": 0.75, "c": 0.0}
+    assert normalize({"a": np.int64(1), "b": np.float32(1)}) == {"a": 0.5, "b": 0.5}
