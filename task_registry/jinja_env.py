@@ -37,7 +37,8 @@ def highlight(text: Any) -> str:
     return "<span style='color: #F08080'>" + text + "</span>"
 
 
-def choice(choices: Sequence[Any]) -> Any:
+@jinja2.pass_context  # (never folded at compile time: a constant list's draw is made at each render)
+def choice(context: Any, choices: Sequence[Any]) -> Any:
     """A uniformly random element of `choices` (reproducible inside `seeded_choices`)."""
     rng = _ACTIVE_RNG.get()
     return (rng or random).choice(choices)
@@ -137,7 +138,7 @@ ENVIRONMENT = _build_environment()
 
 #: the version of this module's sandbox, filters and globals: raise it when one of them changes what a template or
 #: expression yields, so results cached under the old behaviour are not reused
-SANDBOX_VERSION = 2
+SANDBOX_VERSION = 3
 
 
 def environment_version() -> str:

@@ -114,6 +114,18 @@ def test_choice_filter_is_seeded_per_row(promptsource_dir, shared_data_dir):
     assert {template.render(row, rng=random.Random(seed)).targets for seed in range(40)} == set(row["answers"])
 
 
+def test_choice_of_a_literal_list_is_drawn_per_row_not_at_compile_time():
+    # promptsource writes `{{ ["Question", "Problem"] | choice }}`; Jinja folded that constant at compilation, so
+    # every row of every seed got the one word the process's global random gave then
+    options = ["Question", "Problem", "Query", "Ask"]
+    template = Template("t", '{{ ["Question", "Problem", "Query", "Ask"] | choice }}: {{q}} ||| {{a}}')
+    for seed in range(40):
+        out = template.render({"q": "why?", "a": "because"}, rng=random.Random(seed))
+        assert out.inputs == f"{random.Random(seed).choice(options)}: why?"
+    assert {template.render({"q": "", "a": "x"}, rng=random.Random(s)).inputs for s in range(40)} == \
+        {f"{word}:" for word in options}
+
+
 def test_pipe_inside_row_values_never_splits():
     template = Template("t", "{{premise}} Question: {{hypothesis}} ||| {{ answer_choices[label] }}",
                         answer_choices="{{ premise }} ||| no")
