@@ -78,6 +78,12 @@ class Source:
         """A plain-data description (for `tasks show`)."""
         raise NotImplementedError
 
+    def __repr__(self) -> str:
+        try:
+            return f"<{type(self).__name__} {self.describe()}>"
+        except NotImplementedError:  # a subclass without `describe`
+            return super().__repr__()
+
 
 def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
     suffix = Path(path.stem).suffix if path.suffix.lower() in _COMPRESSIONS else path.suffix

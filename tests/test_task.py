@@ -329,3 +329,19 @@ def test_preprocessor_and_render_caches_are_keyed_by_the_jinja_version(tmp_path,
     monkeypatch.setattr(jinja2, "__version__", jinja2.__version__ + ".post1")
     after = fingerprints()
     assert all(after[name] != before[name] for name in before)
+
+
+def rows_for_repr(split, num_rows, seed):
+    yield {"x": "a"}
+
+
+def test_sources_repr_says_what_they_read(tmp_path):
+    # was the default `<task_registry.sources.HFSource object at 0x...>`
+    assert repr(HFSource("glue", "rte")) == "<HFSource glue/rte>"
+    assert repr(LocalFileSource({"train": tmp_path / "t.jsonl"})) == f"<LocalFileSource train: ['{tmp_path}/t.jsonl']>"
+    assert repr(GeneratorSource(rows_for_repr)) == f"<GeneratorSource generator {__name__}.rows_for_repr>"
+
+    class Bare(task_registry.Source):  # a source without `describe` keeps the default repr
+        pass
+
+    assert "Bare object at 0x" in repr(Bare())
