@@ -170,6 +170,10 @@ class MixtureSampler:
                          f"{r['realised']:>8.4f}")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(strategy={self.strategy!r}, tasks={self.tasks}, mode={self.mode!r}, "
+                f"seed={self.seed}, epoch={self.epoch:g})")
+
     def log_rates(self, level: int = logging.INFO) -> None:
         """Log `describe()` on the `t2t_mtl.sampling` logger (rank 0 only)."""
         self._logged_probs = self._probabilities()
