@@ -242,3 +242,22 @@ def test_repr_names_the_strategy_tasks_mode_and_seed():
     # was the default `<t2t_mtl.sampling.static.TemperatureSampler object at 0x...>`
     sampler = build_sampler({"strategy": "temperature", "alpha": 2, "mode": "mixed"}, {"a": 10, "b": 20}, seed=3)
     assert repr(sampler) == "TemperatureSampler(strategy='temperature', tasks=['a', 'b'], mode='mixed', seed=3, epoch=0)"
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    # were a raw ValueError (int('x')) / TypeError, or silently truncated (seed 1.5 drew seed 1's sequence)
+    ({"seed": "x"}, r"the sampling seed \(training.seed\) must be an integer >= 0, got x"),
+    ({"seed": None}, r"must be an integer >= 0, got None"),
+    ({"seed": 1.5}, r"must be an integer >= 0, got 1.5"),
+    ({"seed": 0, "rank": 0.5, "world_size": 2}, r"rank 0.5 is not in \[0, world_size=2\)"),
+])
+def test_seed_and_rank_of_the_wrong_type_are_named(kwargs, match):
+    with pytest.raises(SamplingError, match=match):
+        build_sampler({"strategy": "uniform"}, {"a": 10, "b": 20}, **kwargs)
+
+
+@pytest.mark.parametrize("n", [2.5, "2", None])
+def test_sample_tasks_needs_an_integer_count(n):
+    sampler = build_sampler({"strategy": "uniform", "mode": "mixed"}, {"a": 10, "b": 20}, seed=0)
+    with pytest.raises(SamplingError, match=rf"number of tasks to draw must be an integer >= 0, got {n!r}"):
+        sampler.sample_tasks(n)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -24,9 +25,13 @@ logger = logging.getLogger("t2t_mtl.sampling")
 MODES = ("homogeneous", "mixed")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_seed(seed: int) -> None:
     """numpy's generators take only seeds >= 0: refuse others by name (not numpy's bare 'non-negative integer')."""
-    if int(seed) < 0:
+    if not _is_int(seed) or seed < 0:
         raise SamplingError(f"the sampling seed (training.seed) must be an integer >= 0, got {seed}")
 
 
@@ -44,7 +49,7 @@ class MixtureSampler:
         block_size = self.DEFAULT_BLOCK_SIZE if block_size is None else block_size
         if mode not in MODES:
             raise SamplingError(f"sampling.mode: unknown mode {mode!r}; valid modes are {', '.join(MODES)}")
-        if world_size < 1 or not 0 <= rank < world_size:
+        if not _is_int(rank) or not _is_int(world_size) or world_size < 1 or not 0 <= rank < world_size:
             raise SamplingError(f"rank {rank} is not in [0, world_size={world_size})")
         if int(block_size) < 1:
             raise SamplingError(f"sampling.block_size must be >= 1, got {block_size}")
@@ -112,8 +117,8 @@ class MixtureSampler:
 
     def sample_task_indices(self, n: int) -> np.ndarray:
         """Like `sample_tasks` but returns positions in `self.tasks` (int64 array)."""
-        if n < 0:
-            raise SamplingError(f"cannot draw a negative number of tasks ({n})")
+        if not _is_int(n) or n < 0:
+            raise SamplingError(f"the number of tasks to draw must be an integer >= 0, got {n!r}")
         drawn = self._take(n * self.world_size)
         for i, count in enumerate(np.bincount(drawn, minlength=len(self.tasks)).tolist()):
             self._drawn[i] += count
