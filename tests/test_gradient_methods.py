@@ -713,3 +713,10 @@ def test_gradvac_per_layer_value_is_checked():
 def test_arguments_of_the_wrong_type_are_named(build, match):
     with pytest.raises(GradientMethodError, match=match):
         build()
+
+
+def test_repr_names_the_method_and_its_options():
+    # was the default `<t2t_mtl.gradients.pcgrad.PCGrad object at 0x...>`
+    assert repr(build_method({"method": "pcgrad", "seed": 3}, 2)) == "PCGrad(num_tasks=2, seed=3)"
+    assert repr(build_method("sum", 4)) == "SumMethod(num_tasks=4)"
+    assert repr(build_method({"method": "gradvac", "beta": 0.5}, 3)).startswith("GradVac(num_tasks=3, ")

@@ -41,6 +41,10 @@ class GradientMethod:
         self.num_tasks = num_tasks
         self.options = {key: self._coerced(key, value) for key, value in {**self.defaults, **options}.items()}
 
+    def __repr__(self) -> str:
+        options = "".join(f", {key}={value!r}" for key, value in self.options.items())
+        return f"{type(self).__name__}(num_tasks={self.num_tasks}{options})"
+
     def warn_once(self, message: str, *args: Any) -> None:
         """Log `message % args` as a warning of the method's module logger (`t2t_mtl.gradients.<method>`, shown in the
         train output) the first time this method calls it; later calls are not reported."""
