@@ -324,6 +324,9 @@ class Template:
         `rng` seeds the `choice` filter. With `check_answer_choices`, a non-empty target that is not one of
         the answer choices raises `AnswerNotInChoicesError`.
         """
+        if not isinstance(row, Mapping):
+            raise TemplateRenderError(f"a row must be a mapping of field names to values, got {type(row).__name__}",
+                                      task=task, template=self.name, row_index=row_index)
         if "answer_choices" in row:
             raise TemplateRenderError("the row has a field named 'answer_choices', which templates reserve; "
                                       "rename it with a `rename` preprocessor",

@@ -290,3 +290,12 @@ def test_a_printed_null_is_refused_naming_the_field_and_a_guarded_one_renders():
     guarded = Template("t", "{{ question or 'n/a' }}{% if hint %} {{ hint }}{% endif %} ||| {{ answer }}")
     assert guarded.render({"question": None, "hint": None, "answer": "a"}).inputs == "n/a"
     assert Template("t", "{{ x if x is not none else 'none' }} ||| y").render({"x": None}).inputs == "none"
+
+
+@pytest.mark.parametrize("row", [None, ["a", "b"], "x: 1"])
+def test_a_row_that_is_not_a_mapping_is_named(row):
+    # were raw AttributeError ('list' object has no attribute 'items') and TypeError (argument of type 'NoneType')
+    template = Template("t", "{{x}} ||| {{y}}")
+    with pytest.raises(TemplateRenderError, match=rf"task 'k', template 't', row 3: a row must be a mapping of field "
+                                                   rf"names to values, got {type(row).__name__}"):
+        template.render(row, task="k", row_index=3)
