@@ -139,14 +139,25 @@ class Filter(Preprocessor):
     """Keep the rows for which `predicate(row)` (or the Jinja expression) is true."""
 
     def __init__(self, predicate: Union[str, Callable[[Mapping[str, Any]], bool]]):
-        self.predicate = predicate
-        if isinstance(predicate, str):
-            compiled = compile_expression(predicate, "filter")
-            self._test = lambda row, index: bool(evaluate_expression(compiled, row, index, "filter", predicate))
-        elif callable(predicate):
-            self._test = lambda row, index: predicate(row)
-        else:
+        if not isinstance(predicate, str) and not callable(predicate):
             raise TaskDefinitionError(f"filter needs a callable or a Jinja expression string, got {predicate!r}")
+        self.predicate = predicate
+        self._compile()
+
+    def _compile(self) -> None:
+        self._compiled = compile_expression(self.predicate, "filter") if isinstance(self.predicate, str) else None
+
+    def _test(self, row: Mapping[str, Any], index: int) -> bool:
+        if self._compiled is None:
+            return self.predicate(row)
+        return bool(evaluate_expression(self._compiled, row, index, "filter", self.predicate))
+
+    def __getstate__(self) -> dict[str, Any]:  # (compiled Jinja does not pickle: compiled again on loading)
+        return {"predicate": self.predicate}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.predicate = state["predicate"]
+        self._compile()
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         return dataset.filter(self._test, with_indices=True,
@@ -164,20 +175,33 @@ class Map(Preprocessor):
     keeps_rows = True
 
     def __init__(self, fn: Union[Mapping[str, str], Callable[[Mapping[str, Any]], Mapping[str, Any]]]):
-        self.fn = fn
         if isinstance(fn, Mapping):
             if not fn:
                 raise TaskDefinitionError("map needs at least one field: expression pair")
             bad = [field for field in fn if not isinstance(field, str) or not field]
             if bad:
                 raise TaskDefinitionError(f"map: field names must be non-empty strings, got {bad}")
-            compiled = {field: (compile_expression(expr, f"map field {field!r}"), expr) for field, expr in fn.items()}
-            self._apply = lambda row, index: {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
-                                              for field, (c, expr) in compiled.items()}
-        elif callable(fn):
-            self._apply = lambda row, index: fn(row)
-        else:
+        elif not callable(fn):
             raise TaskDefinitionError(f"map needs a callable or a mapping field → Jinja expression, got {fn!r}")
+        self.fn = fn
+        self._compile()
+
+    def _compile(self) -> None:
+        self._compiled = None if not isinstance(self.fn, Mapping) else {
+            field: (compile_expression(expr, f"map field {field!r}"), expr) for field, expr in self.fn.items()}
+
+    def _apply(self, row: Mapping[str, Any], index: int) -> Mapping[str, Any]:
+        if self._compiled is None:
+            return self.fn(row)
+        return {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
+                for field, (c, expr) in self._compiled.items()}
+
+    def __getstate__(self) -> dict[str, Any]:  # (compiled Jinja does not pickle: compiled again on loading)
+        return {"fn": self.fn}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.fn = state["fn"]
+        self._compile()
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         try:

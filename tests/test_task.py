@@ -345,3 +345,25 @@ def test_sources_repr_says_what_they_read(tmp_path):
         pass
 
     assert "Bare object at 0x" in repr(Bare())
+
+
+def flip_label(row):
+    return {"label": 1 - row["label"]}
+
+
+def test_a_task_with_expression_preprocessors_pickles(tmp_path):
+    # a Filter/Map of Jinja expressions (every YAML task's, built-in conll2003's and gsm8k's) held lambdas, so the
+    # task could not be pickled (multiprocessing, DataLoader workers started by spawn): "Can't pickle local object"
+    import pickle
+
+    path = tmp_path / "rows.jsonl"
+    _write(path, [{"text": r["sentence"], "label": r["label"] if i != 4 else -1} for i, r in enumerate(ROWS)], "jsonl")
+    task = Task("pre", LocalFileSource({"train": path}), [Template("t", "{{shout}} ||| {{label}}")],
+                preprocessors=[Filter("label != -1"), Map({"shout": "text | upper"}), Map(flip_label)],
+                splits=("train",))
+    copy = pickle.loads(pickle.dumps(task))
+    assert [p.describe() for p in copy.preprocessors] == [p.describe() for p in task.preprocessors]
+    rows = copy.to_dataset("train")
+    # the independent reading of the rows: drop label -1, upper-case the text, flip the label
+    expected = [(r["sentence"].upper(), str(1 - r["label"])) for i, r in enumerate(ROWS) if i != 4]
+    assert list(zip(rows["inputs"], rows["targets"])) == expected
