@@ -24,15 +24,24 @@ def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale
     if maximum is not None and not maximum > 0:
         raise TaskDefinitionError(f"rate_num_examples: maximum must be a positive number of examples (None for no "
                                   f"cap), got {maximum!r}")
+    return _ExamplesRate(maximum, split, scale)
 
-    def rate(task: Task) -> float:
+
+class _ExamplesRate:
+    """The rate `rate_num_examples` returns: a picklable callable (a closure is not), shown as that call."""
+
+    def __init__(self, maximum: Optional[int], split: str, scale: float):
+        self.maximum, self.split, self.scale = maximum, split, scale
+
+    def __call__(self, task: Task) -> float:
         if not isinstance(task, Task):
-            raise TaskDefinitionError(f"{rate.__qualname__} rates tasks by their size, not the mixture {task.name!r}; "
+            raise TaskDefinitionError(f"{self!r} rates tasks by their size, not the mixture {task.name!r}; "
                                       f"give the mixture a number as its rate")
-        n = task.num_rows(split)
-        return scale * float(min(n, maximum) if maximum is not None else n)
-    rate.__qualname__ = f"rate_num_examples(maximum={maximum}, split={split!r}, scale={scale})"
-    return rate
+        n = task.num_rows(self.split)
+        return self.scale * float(min(n, self.maximum) if self.maximum is not None else n)
+
+    def __repr__(self) -> str:
+        return f"rate_num_examples(maximum={self.maximum}, split={self.split!r}, scale={self.scale})"
 
 
 class Mixture:

@@ -182,3 +182,16 @@ def test_normalize_refuses_rates_that_are_not_weights(rates, match):
 def test_normalize_scales_to_one():
     assert normalize({"a": 1, "b": 3, "c": 0}) == {"a": 0.25, "b": 0.75, "c": 0.0}
     assert normalize({"a": np.int64(1), "b": np.float32(1)}) == {"a": 0.5, "b": 0.5}
+
+
+def test_a_mixture_of_examples_proportional_rates_pickles(registry):
+    # rate_num_examples returned a closure renamed "rate_num_examples(...)", which pickle could not find: the
+    # built-in real_train and real_train_denoising mixtures could not be pickled
+    import pickle
+
+    for name, rows in (("mx_a", 10), ("mx_b", 30), ("mx_c", 60)):
+        task_registry.register_task(_task(name, rows=rows))
+    mixture = pickle.loads(pickle.dumps(Mixture("mx_prop", ["mx_a", "mx_b", "mx_c"],
+                                                default_rate=rate_num_examples(maximum=40, scale=0.5))))
+    assert mixture.flatten() == {"mx_a": 5.0, "mx_b": 15.0, "mx_c": 20.0}  # 0.5 · min(rows, 40)
+    assert repr(rate_num_examples(40)) == "rate_num_examples(maximum=40, split='train', scale=1.0)"
