@@ -6,7 +6,7 @@ import datasets
 import numpy as np
 import pytest
 
-from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, TokenizedTask, count_tokens, tokenize_task
+from t2t_mtl.data import BatchBuilder, DataPipelineError, Seq2SeqCollator, TokenizedTask, count_tokens, tokenize_task
 from t2t_mtl.sampling import TaskStreams, build_sampler
 
 from engine_helpers import train_tiny_tokenizer
@@ -279,3 +279,22 @@ def test_rendered_text_holding_a_special_tokens_literal_is_warned_about_by_task_
     stream = tokenize_task(task, tokenizer, split="train", max_input_length=32, max_target_length=8, cache_dir=None)
     assert stream.dataset["input_ids"][0].count(tokenizer.eos_token_id) == 2  # (what the warning is about)
     assert "task html_rows/train: 1 / 1 of 3 examples hold the text '</s>' / '<pad>'" in caplog.text
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"padding": "max"}, r"padding must be one of longest, max_length, got 'max'"),  # was: padded as "longest"
+    ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of must be an integer >= 1, got 0"),  # was: ZeroDivisionError
+    ({"max_input_length": 0}, r"max_input_length must be an integer >= 1, got 0"),
+])
+def test_collator_settings_are_checked(kwargs, match):
+    with pytest.raises(DataPipelineError, match=match):
+        Seq2SeqCollator(0, **{"max_input_length": 10, "max_target_length": 6, **kwargs})
+
+
+def test_collator_refuses_a_batch_of_unequal_parts():
+    col = Seq2SeqCollator(0, max_input_length=10, max_target_length=6)
+    # was a batch of 2 rows whose second had no input tokens and no labels (zip paired the first row only)
+    with pytest.raises(DataPipelineError, match="got 2 input rows, 1 labels and 1 task ids"):
+        col([[5, 1], [6, 1]], [[9, 1]], [0])
+    with pytest.raises(DataPipelineError, match="got 0 input rows"):  # was: max() arg is an empty sequence
+        col([], [], [])

@@ -5,7 +5,10 @@ from typing import Dict, List, Literal, Sequence
 
 import torch
 
+from t2t_mtl.data.streams import DataPipelineError
+
 LABEL_PAD = -100
+PADDINGS = ("longest", "max_length")
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -21,6 +24,12 @@ class Seq2SeqCollator:
 
     def __init__(self, pad_id: int, *, max_input_length: int, max_target_length: int,
                  padding: Literal["longest", "max_length"] = "longest", pad_to_multiple_of: int = 8):
+        if padding not in PADDINGS:  # another word would pad as "longest" without a word said
+            raise DataPipelineError(f"Seq2SeqCollator: padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        for name, value in (("max_input_length", max_input_length), ("max_target_length", max_target_length),
+                            ("pad_to_multiple_of", pad_to_multiple_of)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DataPipelineError(f"Seq2SeqCollator: {name} must be an integer >= 1, got {value!r}")
         self.pad_id = pad_id
         self.max_input_length = max_input_length
         self.max_target_length = max_target_length
@@ -34,8 +43,12 @@ class Seq2SeqCollator:
 
     def __call__(self, input_ids: Sequence[List[int]], labels: Sequence[List[int]],
                  task_ids: Sequence[int]) -> Dict[str, torch.Tensor]:
-        """A batch dict: input_ids, attention_mask, labels (LongTensor [B, L]) and task_ids ([B])."""
+        """A batch dict: input_ids, attention_mask, labels (LongTensor [B, L]) and task_ids ([B]); the three
+        sequences hold one entry per row, B >= 1."""
         n = len(input_ids)
+        if n == 0 or len(labels) != n or len(task_ids) != n:  # zip would pair the rows it has and pad the rest
+            raise DataPipelineError(f"Seq2SeqCollator: a batch needs as many (>= 1) labels and task ids as input rows, "
+                                    f"got {n} input rows, {len(labels)} labels and {len(task_ids)} task ids")
         in_w = self._width(max(len(x) for x in input_ids), self.max_input_length)
         tgt_w = self._width(max(len(y) for y in labels), self.max_target_length)
         ids = torch.full((n, in_w), self.pad_id, dtype=torch.long)
