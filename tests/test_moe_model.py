@@ -740,3 +740,19 @@ def test_build_model_from_an_exported_moe_folder_keeps_its_experts(tmp_path):
         build_model({"name_or_path": str(tmp_path / "moe")}, task_names=["qa", "nli", "summ"])
     with pytest.raises(ModelBuildError, match="remove model.moe"):
         build_model({"name_or_path": str(tmp_path / "moe"), "moe": {"num_experts": 4}}, task_names=TASKS)
+
+
+@pytest.mark.parametrize("moe,match", [
+    ("yes", r"model\.moe must be a mapping such as \{num_experts: 8, top_k: 2\}, got 'yes'"),  # was dict()'s error
+    (None, r"model\.moe must be a mapping .* got None"),  # was: 'NoneType' object is not iterable
+    ([("num_experts", 2)], r"model\.moe must be a mapping .* got \[\('num_experts', 2\)\]"),
+])
+def test_an_moe_section_that_is_not_a_mapping_is_named(moe, match):
+    with pytest.raises(MoEConfigError, match=match):
+        convert_to_moe(_dense(), moe)
+
+
+def test_task_names_given_as_a_string_are_refused_not_split_into_letters():
+    # "nli" made three tasks 'n', 'l', 'i'
+    with pytest.raises(MoEConfigError, match=r"model\.moe\.task_names='nli': must be a list of task names"):
+        convert_to_moe(_dense(), {"num_experts": 2, "every": 1, "routing": "task"}, task_names="nli")

@@ -107,7 +107,7 @@ class MoEConfig:
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "MoEConfig":
         """Validate `model.moe`; unknown keys and bad values raise `MoEConfigError` naming the key."""
-        data = dict(data or {})
+        data = {} if data is None else _moe_mapping(data)
         unknown = unknown_key_message("model.moe", data, [f.name for f in dataclasses.fields(cls)])
         if unknown:
             raise MoEConfigError(unknown)
@@ -200,6 +200,13 @@ class MoEConfig:
         if not 0 <= int(task) < len(names):
             raise MoEConfigError(f"task id {task} out of range: the model knows {len(names)} tasks {names}")
         return int(task)
+
+
+def _moe_mapping(value: Any) -> Dict[str, Any]:
+    """`value` as a dict of `model.moe` keys; anything but a mapping is a `MoEConfigError`."""
+    if not isinstance(value, Mapping):
+        raise MoEConfigError(f"model.moe must be a mapping such as {{num_experts: 8, top_k: 2}}, got {value!r}")
+    return dict(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -591,9 +598,9 @@ def convert_to_moe(model: T5ForConditionalGeneration, moe_cfg: Union[Mapping[str
         raise MoEConfigError("the model has LoRA adapters, which the MoE model would drop: convert first and add the "
                              "adapters after (as build_model does), or fold them into the weights "
                              "(t2t_mtl.model.lora.merge_lora)")
-    data = moe_cfg.to_dict() if isinstance(moe_cfg, MoEConfig) else dict(moe_cfg)
-    if task_names is not None:
-        data["task_names"] = list(task_names)
+    data = moe_cfg.to_dict() if isinstance(moe_cfg, MoEConfig) else _moe_mapping(moe_cfg)
+    if task_names is not None:  # (a string is kept whole, for `validate` to refuse, not split into letters)
+        data["task_names"] = task_names if isinstance(task_names, str) else list(task_names)
     cfg = MoEConfig.from_dict(data)
     config = copy.deepcopy(model.config)
     config.moe = cfg.to_dict()
