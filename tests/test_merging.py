@@ -397,3 +397,13 @@ def test_a_merged_folder_is_evaluated_and_predicted_as_its_base_run_is(tmp_path,
             settings["max_new_tokens"]) == ("generate", 2, 12, 3)
     assert {r["task"] for r in reports["merged"]["results"]} == {"count_word", "parity", "word_problem"}
     assert reports["merged"] == reports["base"] and predictions["merged"] == predictions["base"]
+
+
+@pytest.mark.parametrize("models,what", [({"w": torch.zeros(2)}, "dict"), (5, "int"), (None, "NoneType")])
+def test_merge_state_dicts_needs_a_list_of_models(models, what):
+    # one state dict in place of the list was a raw KeyError 0; an int an AttributeError
+    with pytest.raises(MergeError, match=rf"models must be a list of fine-tuned state dicts, got {what} "
+                                         r"\(one model: pass \[state_dict\]\)"):
+        merge_state_dicts({"w": torch.ones(2)}, models)
+    merged = merge_state_dicts({"w": torch.ones(2)}, [{"w": torch.zeros(2)}, {"w": torch.full((2,), 3.0)}])
+    torch.testing.assert_close(merged["w"], torch.ones(2) + (-1.0 + 2.0))  # base + Σ (model - base)

@@ -209,7 +209,10 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
 def merge_state_dicts(base: Mapping[str, torch.Tensor], models: Sequence[Mapping[str, torch.Tensor]], *,
                       method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2
                       ) -> Dict[str, torch.Tensor]:
-    """`merge_task_vectors` of state dicts held in memory."""
+    """`merge_task_vectors` of state dicts held in memory: `models` is a list of them."""
+    if isinstance(models, Mapping) or not isinstance(models, Sequence):  # one state dict is a mapping, not a list
+        raise MergeError(f"models must be a list of fine-tuned state dicts, got {type(models).__name__} (one model: "
+                         f"pass [state_dict])")
     return merge_task_vectors(base, models.__getitem__, len(models), method=method, scale=scale, density=density)
 
 
