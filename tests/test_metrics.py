@@ -354,3 +354,11 @@ def test_group_exact_match_takes_text_predictions_through_the_answer_choices_and
     assert scores == {"group_exact_match": {"group_exact_match": 0.5}}  # "maybe" is outside the choices: wrong
     with pytest.raises(EvaluationError, match="no `group_by`.*idx.question"):
         score_predictions(["group_exact_match"], ["yes"], ["yes"], [["no", "yes"]])
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_no_predictions_is_an_error_naming_the_metric(name):
+    # accuracy, f1, bleu, seqeval ... failed in sklearn/nltk ("Found empty input array", "max() arg is an empty
+    # sequence"), while exact_match, rouge, squad ... reported a score of 0.0 for nothing scored
+    with pytest.raises(ValueError, match=rf"metric '{name}': no predictions to score"):
+        compute_metric(name, [], [])

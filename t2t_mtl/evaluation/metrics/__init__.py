@@ -127,10 +127,13 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
 
 def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[Any],
                    **kwargs: Any) -> dict[str, float]:
-    """Compute a metric (its default keyword arguments, overridden by `kwargs`) and return its results."""
+    """Compute a metric (its default keyword arguments, overridden by `kwargs`) on one or more predictions, each with
+    its reference, and return its results."""
     spec = metric_spec(name)
     if len(predictions) != len(references):
         raise ValueError(f"metric {name!r}: {len(predictions)} predictions for {len(references)} references")
+    if not predictions:  # (some metrics scored nothing as 0.0, others failed deep in sklearn or nltk)
+        raise ValueError(f"metric {name!r}: no predictions to score; give at least one prediction and reference")
     arguments = {**spec.kwargs, **kwargs}
     result = load_metric(name).compute(predictions=list(predictions), references=list(references), **arguments)
     return {key: float(value) for key, value in result.items()}
