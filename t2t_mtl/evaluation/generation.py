@@ -5,6 +5,7 @@ import re
 from typing import Any, Optional, Sequence
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from t2t_mtl.evaluation.rank_classification import evaluation_mode
 
@@ -31,8 +32,8 @@ def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[s
     return texts
 
 
-def generate_texts(model, tokenizer, inputs: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
-                   batch_size: int = 16, max_input_length: int = 512,
+def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], *,
+                   num_beams: int = 1, max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512,
                    task_ids: Optional[Sequence[int]] = None, synced_gpus: bool = False) -> list[str]:
     """Decode one text per input (`decode_generated`: special tokens removed but a span-corruption input's
     sentinels, surrounding whitespace stripped).

@@ -14,9 +14,10 @@ layers (task-routed MoE, per-task LoRA).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
+from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -135,7 +136,8 @@ def decoder_passes(choice_rows: int, max_choice_rows: int = MAX_CHOICE_ROWS) -> 
     return -(-choice_rows // max_choice_rows)
 
 
-def score_choices(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]], *,
+def score_choices(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str],
+                  answer_choices: Sequence[Sequence[str]], *,
                   length_normalize: bool = False, batch_size: int = 16, max_choice_rows: int = MAX_CHOICE_ROWS,
                   max_input_length: int = 512, task_ids: Optional[Sequence[int]] = None,
                   min_decoder_passes: int = 0) -> list[list[float]]:
@@ -197,8 +199,9 @@ def argmax_first(values: Sequence[float]) -> int:
     return best
 
 
-def rank_classify(model, tokenizer, inputs: Sequence[str], answer_choices: Sequence[Sequence[str]],
-                  **kwargs) -> tuple[list[int], list[list[float]]]:
-    """Pick the highest-scoring choice per example: returns (chosen indices, all choice scores)."""
+def rank_classify(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str],
+                  answer_choices: Sequence[Sequence[str]], **kwargs: Any) -> tuple[list[int], list[list[float]]]:
+    """Pick the highest-scoring choice per example: returns (chosen indices, all choice scores); `kwargs` go to
+    `score_choices`."""
     scores = score_choices(model, tokenizer, inputs, answer_choices, **kwargs)
     return [argmax_first(row) for row in scores], scores

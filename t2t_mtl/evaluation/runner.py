@@ -21,6 +21,7 @@ from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
@@ -481,9 +482,9 @@ def _resolve_task(task):
     return task
 
 
-def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[str, Any]], settings: Optional[EvalSettings] = None, *,
-                   name: str = "model", rank: Optional[int] = None, world_size: Optional[int] = None,
-                   progress: bool = True, lockstep: bool = False) -> EvalReport:
+def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Union[str, Any]],
+                   settings: Optional[EvalSettings] = None, *, name: str = "model", rank: Optional[int] = None,
+                   world_size: Optional[int] = None, progress: bool = True, lockstep: bool = False) -> EvalReport:
     """Evaluate every template (or `settings.templates[task]`) of every task; returns the full report.
 
     Every rank must call this with the same tasks and settings; each returns the same report. `lockstep`: the

@@ -155,7 +155,7 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
 
 def score_predictions(metrics: Sequence[str], predictions: Sequence[str], targets: Sequence[str],
                       answer_choices: Sequence[Sequence[str]], *, groups: Optional[Sequence[Any]] = None,
-                      incomplete_groups: Collection[Any] = (), **kwargs) -> dict[str, dict[str, float]]:
+                      incomplete_groups: Collection[Any] = (), **kwargs: Any) -> dict[str, dict[str, float]]:
     """Compute every metric on the predictions: {canonical metric name: {output name: value}}.
 
     `groups` (one key per example) is what "group_label" metrics score by; they leave out the examples of
