@@ -73,6 +73,7 @@ def get_mixture(name: str) -> Mixture:
 
 
 def list_mixtures() -> list[str]:
+    """Sorted names of the registered mixtures."""
     return sorted(_MIXTURES)
 
 
