@@ -364,3 +364,10 @@ def test_gram_splits_a_long_segment_among_many_short_ones(monkeypatch):
     columns = workspaces[0].view(-1, block_t, block_t).diagonal(dim1=1, dim2=2).sum(1)
     assert columns.sum() == num_params
     assert columns.max() <= triton.cdiv(num_params, 4) + block_p * fold, columns.tolist()
+
+
+@pytest.mark.parametrize("weights", [["a", "b", "c"], [[1.0], [1.0, 2.0], [3.0]], None])
+def test_combine_weights_that_are_not_numbers_are_named(weights):
+    # were torch's "too many dimensions 'str'", "expected sequence of length 1 at dim 1" and "must be real number, not NoneType"
+    with pytest.raises(GradProjInputError, match="weights must be a tensor or a sequence of numbers, one per task"):
+        combine(weights, torch.ones(3, 4))

@@ -160,7 +160,11 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     grads = _check_grads(grads, triton_path)
     num_tasks, num_params = grads.shape
     offsets = _check_offsets(segment_offsets, num_params)
-    weights = torch.as_tensor(weights, dtype=torch.float32 if grads.dtype != torch.float64 else torch.float64)
+    try:
+        weights = torch.as_tensor(weights, dtype=torch.float32 if grads.dtype != torch.float64 else torch.float64)
+    except (TypeError, ValueError, RuntimeError) as error:  # e.g. strings, ragged lists
+        raise GradProjInputError(f"weights must be a tensor or a sequence of numbers, one per task, got {weights!r} "
+                                 f"({error})") from None
     expected = (num_tasks,) if segment_offsets is None else (len(offsets) - 1, num_tasks)
     if tuple(weights.shape) != expected:
         raise GradProjInputError(f"weights must have shape {list(expected)} for grads {list(grads.shape)}"
