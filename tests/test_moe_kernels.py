@@ -598,3 +598,14 @@ def test_load_balancing_loss_refuses_mismatched_statistics():
         load_balancing_loss(counts, torch.ones(4), 4, 0)
     # uniform routing: f_e = 1/E, P_e = 1/E, so the loss is E · E · (1/E²) = 1
     assert load_balancing_loss(counts, torch.ones(4), 4, 2).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args,match", [
+    # were capacities 10 (k 5 of 4 experts), 1 (k 0) and -3 (a negative token count)
+    ((10, 4, 5, 1.0, 1), r"top-k must be an int with 1 <= k <= num_experts \(4\), got k=5"),
+    ((10, 4, 0, 1.0, 1), r"top-k must be an int with 1 <= k <= num_experts \(4\), got k=0"),
+    ((-3, 4, 1, 1.0, 1), r"num_tokens must be >= 0, got -3"),
+])
+def test_expert_capacity_refuses_a_top_k_or_token_count_out_of_range(args, match):
+    with pytest.raises(MoEKernelError, match=match):
+        expert_capacity(*args)

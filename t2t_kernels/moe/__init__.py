@@ -377,9 +377,13 @@ def expert_capacity(num_tokens: int, num_experts: int, k: int, capacity_factor: 
     """Rows per expert: max(ceil(N·k/E · capacity_factor), min_capacity), at most N (DeepSpeed's rule), the
     ceiling taken exactly, of the factor as written (its shortest decimal form: 1.1 is 11/10).
 
-    num_experts >= 1; capacity_factor finite and > 0."""
+    num_tokens >= 0; num_experts >= 1; 1 <= k <= num_experts; capacity_factor finite and > 0."""
     if num_experts < 1:
         raise MoEKernelError(f"num_experts must be >= 1, got {num_experts}")
+    if not _is_int(k) or not 1 <= k <= num_experts:
+        raise MoEKernelError(f"top-k must be an int with 1 <= k <= num_experts ({num_experts}), got k={k!r}")
+    if num_tokens < 0:
+        raise MoEKernelError(f"num_tokens must be >= 0, got {num_tokens!r}")
     if not math.isfinite(capacity_factor) or capacity_factor <= 0:
         raise MoEKernelError(f"capacity_factor must be a finite number > 0, got {capacity_factor}")
     balanced = Fraction(num_tokens * k, num_experts) * Fraction(repr(float(capacity_factor)))
