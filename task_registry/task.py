@@ -183,11 +183,19 @@ class Task:
             if not isinstance(step, Preprocessor):
                 raise TaskDefinitionError(f"task {name!r}: preprocessors must be Preprocessor objects "
                                           f"(Rename, Filter, Map), got {step!r}")
-        if isinstance(splits, str) or not splits:
+        if isinstance(splits, str) or not splits or not all(isinstance(split, str) for split in splits):
             raise TaskDefinitionError(f"task {name!r}: splits must be a non-empty list of names, got {splits!r}")
         if isinstance(metrics, str):  # one metric name, not its letters
             raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got the string "
                                       f"{metrics!r} (write [{metrics!r}])")
+        if not all(isinstance(metric, str) for metric in metrics):
+            raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got {metrics!r}")
+        for key, value, kind in (("task_type", task_type, str), ("cluster", cluster, (str, type(None))),
+                                 ("description", description, str), ("held_out", held_out, bool),
+                                 ("eval_only", eval_only, bool)):
+            if not isinstance(value, kind):  # (bool("false") is True: a held-out flag must be one)
+                what = "true or false" if kind is bool else "a string"
+                raise TaskDefinitionError(f"task {name!r}: {key} must be {what}, got {value!r}")
         if group_by is not None:
             if not isinstance(group_by, str) or not group_by.strip():
                 raise TaskDefinitionError(f"task {name!r}: group_by must be a Jinja expression over a row naming its "

@@ -367,3 +367,19 @@ def test_a_task_with_expression_preprocessors_pickles(tmp_path):
     # the independent reading of the rows: drop label -1, upper-case the text, flip the label
     expected = [(r["sentence"].upper(), str(1 - r["label"])) for i, r in enumerate(ROWS) if i != 4]
     assert list(zip(rows["inputs"], rows["targets"])) == expected
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    # were accepted: held_out="false" made a held-out task (bool("false") is True), and the others were kept as
+    # given, while a YAML task file refuses each of them
+    ({"held_out": "false"}, r"held_out must be true or false, got 'false'"),
+    ({"eval_only": 1}, r"eval_only must be true or false, got 1"),
+    ({"task_type": 5}, r"task_type must be a string, got 5"),
+    ({"cluster": ["nli"]}, r"cluster must be a string, got \['nli'\]"),
+    ({"splits": ["train", 1]}, r"splits must be a non-empty list of names, got \['train', 1\]"),
+    ({"metrics": [None]}, r"metrics must be a list of metric names, got \[None\]"),
+])
+def test_task_options_of_the_wrong_type_are_named(kwargs, match):
+    with pytest.raises(task_registry.TaskDefinitionError, match=rf"task 't': {match}"):
+        Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], **kwargs)
+    assert Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], cluster=None).cluster == "generation"
