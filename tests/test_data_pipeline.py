@@ -298,3 +298,12 @@ def test_collator_refuses_a_batch_of_unequal_parts():
         col([[5, 1], [6, 1]], [[9, 1]], [0])
     with pytest.raises(DataPipelineError, match="got 0 input rows"):  # was: max() arg is an empty sequence
         col([], [], [])
+
+
+def test_build_task_streams_refuses_a_string_of_task_names(tmp_path):
+    from t2t_mtl.data import build_task_streams
+
+    # "parity" was read as the tasks 'p', 'a', 'r', ... ("unknown task 'p'")
+    with pytest.raises(DataPipelineError, match=r"task_names must be a list of task names, got the string 'parity' "
+                                                r"\(write \['parity'\]\)"):
+        build_task_streams("parity", None, split="train", max_input_length=8, max_target_length=8, cache_dir=tmp_path)
