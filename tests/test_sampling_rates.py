@@ -261,3 +261,10 @@ def test_sample_tasks_needs_an_integer_count(n):
     sampler = build_sampler({"strategy": "uniform", "mode": "mixed"}, {"a": 10, "b": 20}, seed=0)
     with pytest.raises(SamplingError, match=rf"number of tasks to draw must be an integer >= 0, got {n!r}"):
         sampler.sample_tasks(n)
+
+
+@pytest.mark.parametrize("sizes", [["a", "b"], [100, 10], "ab"])
+def test_task_sizes_that_are_not_a_mapping_are_named(sizes):
+    # were raw AttributeErrors ('list' object has no attribute 'items')
+    with pytest.raises(InvalidRateError, match=r"task_sizes must map task names to their numbers of training rows"):
+        build_sampler({"strategy": "uniform"}, sizes, seed=0)

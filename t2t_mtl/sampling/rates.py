@@ -20,6 +20,9 @@ from t2t_mtl.sampling.errors import EmptyTaskError, InvalidRateError
 
 def check_task_sizes(task_sizes: Mapping[str, int]) -> dict[str, int]:
     """Validate `{task: number of training rows}`: non-empty, every size a positive finite integer."""
+    if task_sizes and not isinstance(task_sizes, Mapping):  # e.g. a list of names, or of sizes
+        raise InvalidRateError(f"task_sizes must map task names to their numbers of training rows, e.g. "
+                               f"{{task: 1000}}; got {task_sizes!r}")
     if not task_sizes:
         raise InvalidRateError("no tasks given: the mixture needs at least one task with its size")
     checked = {}
