@@ -235,3 +235,9 @@ def test_task_names_and_sizes_must_be_collections():
         build_weighting({"method": "equal"}, "ab")
     with pytest.raises(WeightingError, match="task_sizes must be a .* mapping or None, got list"):
         build_weighting({"method": "size"}, TASKS, [100, 400, 1000])
+
+
+def test_repr_names_the_tasks():
+    # was "EqualWeighting()", the same for every mixture
+    assert repr(build_weighting({"method": "equal"}, TASKS, SIZES)) == "EqualWeighting(tasks=['a', 'b', 'c'])"
+    assert repr(build_weighting({"method": "uncertainty"}, ["x"])) == "UncertaintyWeighting(tasks=['x'])"

@@ -53,6 +53,9 @@ class LossWeighting(nn.Module):
         """The method's formula on the present tasks' losses."""
         raise NotImplementedError
 
+    def extra_repr(self) -> str:
+        return f"tasks={self.task_names}"
+
     def index(self, task: str) -> int:
         return self._index[task]
 
