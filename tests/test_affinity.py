@@ -743,3 +743,16 @@ def test_the_graph_curves_opposite_arrows_of_different_kinds_apart():
     assert set(edges) == {("a", "b"), ("b", "a"), ("c", "b")}
     assert edges[("a", "b")][0] == "benefit" and edges[("b", "a")][0] == "harm"
     assert edges[("a", "b")][1] != 0 and edges[("b", "a")][1] != 0 and edges[("c", "b")][1] == 0
+
+
+def test_cluster_tasks_and_cosines_refuse_matrices_of_another_size():
+    # three tasks over a 2×2 matrix were clustered, 'c' as a task never measured (labels [1, 2, 3])
+    with pytest.raises(GradientLogError, match=r"mean_cosine must be \[T, T\] for the 3 tasks .* got shape \[2, 2\]"):
+        cluster_tasks(["a", "b", "c"], np.eye(2))
+    with pytest.raises(GradientLogError, match="tasks must be a list of task names, got the string 'ab'"):
+        cluster_tasks("ab", np.eye(2))
+    # were numpy's "operands could not be broadcast together"
+    for gram in (np.ones(3), np.ones((2, 3))):
+        with pytest.raises(GradientLogError, match=r"a Gram matrix is square, \[T, T\] for T tasks"):
+            cosines_from_gram(gram)
+    np.testing.assert_allclose(cosines_from_gram(np.array([[4.0, 2.0], [2.0, 4.0]])), [[1.0, 0.5], [0.5, 1.0]])

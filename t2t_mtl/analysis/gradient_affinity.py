@@ -153,8 +153,10 @@ def read_cosine_log(run_dir: str | Path) -> CosineSeries:
 
 
 def cosines_from_gram(gram: np.ndarray, eps: float = 1e-30) -> np.ndarray:
-    """Cosine matrix G_ij / sqrt(G_ii G_jj) of a Gram matrix (NaN where a gradient has zero norm)."""
+    """Cosine matrix G_ij / sqrt(G_ii G_jj) of a square Gram matrix [T, T] (NaN where a gradient has zero norm)."""
     gram = np.asarray(gram, dtype=np.float64)
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+        raise GradientLogError(f"a Gram matrix is square, [T, T] for T tasks; got shape {list(gram.shape)}")
     norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     denom = np.outer(norms, norms)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -210,8 +212,13 @@ def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: f
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
+    if isinstance(tasks, str):  # a string is a sequence of letters, not of task names
+        raise GradientLogError(f"tasks must be a list of task names, got the string {tasks!r}")
     tasks = list(tasks)
     cos = np.array(mean_cosine, dtype=np.float64)
+    if cos.shape != (len(tasks), len(tasks)):  # (a task beyond the matrix would be clustered as never measured)
+        raise GradientLogError(f"mean_cosine must be [T, T] for the {len(tasks)} tasks {tasks}, got shape "
+                               f"{list(cos.shape)}")
     linked = [i for i, seen in enumerate(measured_tasks(cos)) if seen]
     if len(linked) < 2:
         raise GradientLogError(f"clustering needs at least 2 tasks measured beside another, got "
