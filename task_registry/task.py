@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import logging
+import numbers
 import random
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -252,6 +253,7 @@ class Task:
         the errors map-style loading raises.
         """
         self._check_split(split)
+        _check_count("max_rows", max_rows, self.name)
         rows = self.source.load(split, streaming=streaming)
         counted = not streaming and isinstance(rows, datasets.Dataset)
         keeps_rows = all(step.keeps_rows for step in self.preprocessors)
@@ -299,6 +301,7 @@ class Task:
                    ) -> Union[datasets.Dataset, datasets.IterableDataset]:
         """Rendered examples of `split` (the first `max_examples` rows), skips dropped and counted. `with_groups`
         adds a GROUP_COLUMN column, each row's `group_key`, when the task has a `group_by`."""
+        _check_count("max_examples", max_examples, self.name)
         group_by = self.group_by if with_groups else None
         renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by)
         stats = RenderStats(self.name, split)
@@ -348,6 +351,12 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+def _check_count(key: str, value: Optional[int], task: str) -> None:
+    """A row count (`max_examples`, `max_rows`) must be None or an integer >= 0 (a negative one kept no row)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+        raise TaskDefinitionError(f"task {task!r}: {key} must be a number of rows >= 0 or None (all), got {value!r}")
 
 
 def _group_key(task: str, group_by: str, row: Mapping[str, Any], row_index: int) -> str:

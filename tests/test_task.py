@@ -8,6 +8,7 @@ import json
 import random
 
 import datasets
+import numpy as np
 import pytest
 
 import task_registry
@@ -383,3 +384,20 @@ def test_task_options_of_the_wrong_type_are_named(kwargs, match):
     with pytest.raises(task_registry.TaskDefinitionError, match=rf"task 't': {match}"):
         Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], **kwargs)
     assert Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], cluster=None).cluster == "generation"
+
+
+def numbered_rows(split, num_rows, seed):
+    for i in range(num_rows):
+        yield {"x": str(i)}
+
+
+@pytest.mark.parametrize("count,error", [(-1, "-1"), ("3", "'3'"), (2.5, "2.5"), (True, "True")])
+def test_a_row_count_that_is_not_a_number_of_rows_is_named(count, error):
+    # max_examples -1 kept no row (select(range(-1))); "3" failed comparing str with int
+    task = Task("g", GeneratorSource(numbered_rows, num_rows=5), [Template("t", "{{x}} ||| {{x}}")])
+    with pytest.raises(task_registry.TaskDefinitionError,
+                       match=rf"task 'g': max_examples must be a number of rows >= 0 or None \(all\), got {error}"):
+        task.to_dataset("train", max_examples=count)
+    with pytest.raises(task_registry.TaskDefinitionError, match=rf"task 'g': max_rows must be .* got {error}"):
+        task.load_rows("train", max_rows=count)
+    assert len(task.to_dataset("train", max_examples=np.int64(2))) == 2
