@@ -147,7 +147,12 @@ def training_rates(mixture_or_name: Union[str, Mixture, Task], held_out_clusters
     """
     if isinstance(held_out_clusters, str):  # one cluster name, not its letters
         held_out_clusters = [held_out_clusters]
+    if not isinstance(held_out_clusters, Iterable):
+        raise TaskDefinitionError(f"held_out_clusters must be a cluster name or a list of them, got "
+                                  f"{held_out_clusters!r}")
     target = resolve(mixture_or_name) if isinstance(mixture_or_name, str) else mixture_or_name
+    if not isinstance(target, (Task, Mixture)):
+        raise TaskDefinitionError(f"training_rates takes a mixture or task (or its name), got {target!r}")
     rates = target.flatten() if isinstance(target, Mixture) else {target.name: 1.0}
     held_out = set(held_out_clusters)
     kept: dict[str, float] = {}

@@ -195,3 +195,17 @@ def test_a_mixture_of_examples_proportional_rates_pickles(registry):
                                                 default_rate=rate_num_examples(maximum=40, scale=0.5))))
     assert mixture.flatten() == {"mx_a": 5.0, "mx_b": 15.0, "mx_c": 20.0}  # 0.5 · min(rows, 40)
     assert repr(rate_num_examples(40)) == "rate_num_examples(maximum=40, split='train', scale=1.0)"
+
+
+@pytest.mark.parametrize("args,match", [
+    # were raw TypeError ('int' object is not iterable) and AttributeError ('NoneType' object has no attribute)
+    (("mx_m", 5), r"held_out_clusters must be a cluster name or a list of them, got 5"),
+    ((None,), r"training_rates takes a mixture or task \(or its name\), got None"),
+    ((["mx_a"],), r"training_rates takes a mixture or task \(or its name\), got \['mx_a'\]"),
+])
+def test_training_rates_names_arguments_of_the_wrong_type(registry, args, match):
+    task_registry.register_task(_task("mx_a"))
+    task_registry.register_mixture(Mixture("mx_m", ["mx_a"]))
+    with pytest.raises(TaskDefinitionError, match=match):
+        task_registry.training_rates(*args)
+    assert task_registry.training_rates("mx_m", ("qa",)) == {"mx_a": 1.0}
