@@ -368,6 +368,7 @@ def test_gram_splits_a_long_segment_among_many_short_ones(monkeypatch):
 
 @pytest.mark.parametrize("weights", [["a", "b", "c"], [[1.0], [1.0, 2.0], [3.0]], None])
 def test_combine_weights_that_are_not_numbers_are_named(weights):
-    # were torch's "too many dimensions 'str'", "expected sequence of length 1 at dim 1" and "must be real number, not NoneType"
+    # were torch's "too many dimensions 'str'", "expected sequence of length 1 at dim 1" and "must be real number,
+    # not NoneType"
     with pytest.raises(GradProjInputError, match="weights must be a tensor or a sequence of numbers, one per task"):
         combine(weights, torch.ones(3, 4))

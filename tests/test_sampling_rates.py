@@ -241,7 +241,8 @@ def test_bad_task_sizes_name_the_task():
 def test_repr_names_the_strategy_tasks_mode_and_seed():
     # was the default `<t2t_mtl.sampling.static.TemperatureSampler object at 0x...>`
     sampler = build_sampler({"strategy": "temperature", "alpha": 2, "mode": "mixed"}, {"a": 10, "b": 20}, seed=3)
-    assert repr(sampler) == "TemperatureSampler(strategy='temperature', tasks=['a', 'b'], mode='mixed', seed=3, epoch=0)"
+    assert repr(sampler) == ("TemperatureSampler(strategy='temperature', tasks=['a', 'b'], mode='mixed', seed=3, "
+                             "epoch=0)")
 
 
 @pytest.mark.parametrize("kwargs,match", [
