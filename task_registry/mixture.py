@@ -79,6 +79,8 @@ class Mixture:
                 raise TaskDefinitionError(f"mixture {name!r}: rate of {_member_name(member)!r} must be a finite "
                                           f"number ≥ 0 or a function of the task, got {rate!r}")
             self.members.append((member, rate))
+        if all(not callable(rate) and rate == 0 for _, rate in self.members):  # nothing to draw from
+            raise TaskDefinitionError(f"mixture {name!r}: every rate is 0; give at least one member a rate > 0")
 
     @property
     def member_names(self) -> list[str]:

@@ -209,3 +209,12 @@ def test_training_rates_names_arguments_of_the_wrong_type(registry, args, match)
     with pytest.raises(TaskDefinitionError, match=match):
         task_registry.training_rates(*args)
     assert task_registry.training_rates("mx_m", ("qa",)) == {"mx_a": 1.0}
+
+
+def test_a_mixture_whose_rates_are_all_zero_is_refused():
+    # was accepted: training_rates then gave every task rate 0, refused later by the explicit sampler without
+    # naming the mixture, and drawn by size under the other strategies
+    with pytest.raises(TaskDefinitionError, match="mixture 'm': every rate is 0; give at least one member a rate > 0"):
+        Mixture("m", {"a": 0, "b": 0.0})
+    assert Mixture("m", {"a": 0, "b": 1}).member_names == ["a", "b"]
+    assert Mixture("m", {"a": 0, "b": rate_num_examples()}).member_names == ["a", "b"]  # a function's rate is unknown
