@@ -7,10 +7,12 @@ import builtins
 import io
 import json
 import os
+import random
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from t2t_mtl.config import ConfigError
 from t2t_mtl.engine import trainer as trainer_mod
@@ -66,6 +68,38 @@ def test_a_sigterm_defers_the_step_evaluation_and_the_log_window_to_the_resumed_
     for s in (6, 8):
         assert records[s]["loss"] == pytest.approx(reference[s]["loss"], rel=1e-6)
         assert records[s]["task_examples"] == reference[s]["task_examples"]
+
+
+def test_a_zero_shot_evaluation_during_training_leaves_the_rngs_a_resume_restores(tmp_path, tok, monkeypatch):
+    # was: the first evaluation in a process loads its metric (evaluate -> sklearn -> rich, whose import draws
+    # random.getrandbits(24)); a run resumed in a new process drew it again at its first evaluation, after the
+    # restored RNGs, so its Python RNG left the uninterrupted run's from then on
+    import t2t_mtl.engine.validation as validation_mod
+
+    pytest.importorskip("rich.style")  # its own draw now: only this process's simulated first imports count below
+    real, first_in_process = validation_mod.zero_shot_evaluation, {"done": False}
+
+    def evaluation(*args, **kwargs):
+        if not first_in_process["done"]:
+            first_in_process["done"] = True
+            random.getrandbits(24)  # what importing rich.style does
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validation_mod, "zero_shot_evaluation", evaluation)
+    sections = {**HELD_OUT, "evaluation": {**HELD_OUT["evaluation"], "every": 4}, "training": {"steps": 10}}
+    train(tiny_config(tmp_path / "whole", tok, tmp_path / "cache", **sections), evaluate_held_in=False)
+    cfg = tiny_config(tmp_path / "cut", tok, tmp_path / "cache", **sections)
+    first_in_process["done"] = False
+    with monkeypatch.context() as patch:
+        _sigterm_during_step(patch, 5)
+        assert train(cfg, evaluate_held_in=False).interrupted
+    first_in_process["done"] = False  # the resumed run is a new process
+    train(cfg, resume="auto", evaluate_held_in=False)
+    whole, cut = (torch.load(tmp_path / run / "checkpoints" / "step-00000010" / "rank_00000.pt",
+                             weights_only=False)["rng"] for run in ("whole", "cut"))
+    assert cut["python"] == whole["python"]
+    assert torch.equal(cut["torch"], whole["torch"])
+    assert str(cut["numpy"]) == str(whole["numpy"])
 
 
 def test_the_first_record_after_a_resume_counts_the_window_time_before_it(tmp_path, monkeypatch):

@@ -25,12 +25,13 @@ Multi-node runs need the run directory on a filesystem shared by all nodes (as D
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -68,6 +69,19 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def rng_kept() -> Iterator[None]:
+    """Run the block with the Python, NumPy and torch RNG states put back as they were after it: a computation
+    beside training (an evaluation) draws nothing from the streams training and its checkpoints continue, even
+    where a library's first import in a process draws (loading a metric imports rich, whose import calls
+    random.getrandbits), which a resumed process does at another step than the uninterrupted one."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -775,8 +775,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                                        best_step=best_val.step if best_val is not None else None)
 
     def evaluate_zero_shot(at_step: int) -> None:
-        """`evaluation.every`: score the held-out tasks with the current weights and log it (never fed back)."""
-        with logger.paused():  # (not training time: left out of tokens/s)
+        """`evaluation.every`: score the held-out tasks with the current weights and log it (never fed back, nor
+        drawing from the training RNGs)."""
+        with logger.paused(), ckpt_io.rng_kept():  # (not training time: left out of tokens/s)
             logger.held_out(at_step, zero_shot_evaluation(engine, tokenizer, cfg, env,
                                                           run_dir / "eval" / ckpt_io.step_name(at_step),
                                                           progress=False, plots=False))
