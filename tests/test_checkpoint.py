@@ -329,8 +329,9 @@ def tok(tmp_path_factory):
 @pytest.mark.slow
 def test_kill_9_then_resume_auto_continues_exactly(tmp_path, tok):
     steps = 40
+    dims = {**tiny_config(tmp_path, tok, tmp_path)["model"]["dims"], "dropout_rate": 0.1}  # dropout draws: torch RNG
     sections = dict(training={"steps": steps, "checkpoint_every": 4, "schedule": "linear", "warmup": 3},
-                    data={"batching": "bucket", "bucket_batches": 3})
+                    data={"batching": "bucket", "bucket_batches": 3}, model={"dims": dims})
     reference = train(tiny_config(tmp_path / "ref", tok, tmp_path / "cache", **sections), evaluate_held_in=False)
 
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", **sections)
