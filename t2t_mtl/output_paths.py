@@ -13,13 +13,17 @@ class OutputPathError(ValueError):
 
 def prepare_output_dir(path: PathLike, option: str, create: bool = True) -> Path:
     """`path` as a folder to write into, created (unless `create` is false: checked only); `OutputPathError`
-    naming `option` when it, or a folder above it, exists and is not a folder."""
+    naming `option` when it, or a folder above it, exists and is not a folder, or when it cannot be created."""
     out = Path(path)
     blocker = next((p for p in (out, *out.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise OutputPathError(f"{option} {out}: {blocker} exists and is not a folder; choose another output folder")
     if create:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # permissions, a read-only disk, a place no folder can be made (/proc)
+            raise OutputPathError(f"{option} {out}: the folder could not be created ({error}); choose another "
+                                  f"output folder") from None
     return out
 
 

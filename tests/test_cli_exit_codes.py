@@ -52,6 +52,20 @@ def test_usage_errors_are_one_line_in_the_same_form(argv, named, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and named in err and "--help`" in err, err
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["mixture", "show", "parity", "--draws", "0", "--plot", "{out}/rates.png"], "--plot"),
+    (["mixture", "overlap", "parity", "--eval", "sort_words", "--max-rows", "4", "--json", "{out}/o.json"], "--json"),
+])
+def test_an_output_folder_that_cannot_be_created_exits_2_with_one_line(argv, option, tmp_path, capsys,
+                                                                       locked_folder):
+    # was: the PermissionError of creating the folder ended in a traceback and exit 1
+    out = tmp_path / locked_folder
+    code = main([part.replace("{out}", str(out)) for part in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {option} {out}") and err.count("\n") == 1 and "could not be created" in err, err
+
+
 def test_ctrl_c_in_any_command_exits_130_with_one_line(monkeypatch, capsys):
     # was: a Ctrl-C in eval, tasks, mixture overlap ... printed the interpreter's KeyboardInterrupt traceback
     import task_registry

@@ -883,7 +883,7 @@ def test_resume_without_a_config_takes_the_resumed_runs_own(tmp_path, tok, cache
     assert "finished at step 2" in capsys.readouterr().out
 
 
-def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
+def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys, locked_folder):
     # was: `--resume ...` named in export's message, and a raw FileNotFoundError / FileExistsError traceback
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1})
     ckpt = train(cfg, evaluate_held_in=False).checkpoint
@@ -897,6 +897,10 @@ def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys):
     assert cli_main(["export", str(tmp_path / "run" / "checkpoints"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--resume" not in err and "pass a run directory" in err
+    # was: an --out that cannot be created (permissions, a read-only disk) ended in a traceback and exit 1
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / locked_folder / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and err.count("\n") == 1 and "could not be created" in err, err
     assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
     assert cli_main(["export", str(tmp_path / "hf"), "--out", str(tmp_path / "x")]) == 2
     assert "exported model folder already" in capsys.readouterr().err
