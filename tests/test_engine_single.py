@@ -883,6 +883,20 @@ def test_resume_without_a_config_takes_the_resumed_runs_own(tmp_path, tok, cache
     assert "finished at step 2" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("section, key", [("training", "output_dir"), ("data", "cache_dir")])
+def test_a_run_or_cache_folder_that_cannot_be_created_exits_2_with_one_line(section, key, tmp_path, tok, cache, capsys,
+                                                                           locked_folder):
+    # was: the PermissionError of creating it ended the run in a traceback and exit 1 (README: bad input exits 2)
+    folder = tmp_path / locked_folder / key
+    cfg = tiny_config(tmp_path / "run", tok, cache, **{section: {key: str(folder)}})
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(json.dumps(cfg))
+    assert cli_main(["train", str(config_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {section}.{key} {folder}: the folder could not be created ([Errno 13] Permission denied: " \
+                  f"'{folder.parent}'); choose another output folder\n", err
+
+
 def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys, locked_folder):
     # was: `--resume ...` named in export's message, and a raw FileNotFoundError / FileExistsError traceback
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1})

@@ -194,6 +194,19 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
                               f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
 
 
+def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
+    """Create the run folder and the tokenized-data cache on every rank (so each rank meets the same error, none
+    waits at a barrier); a folder that cannot be created (permissions, a read-only disk) is a ConfigError naming
+    training.output_dir or `cache_key`."""
+    from t2t_mtl.output_paths import OutputPathError, prepare_output_dir
+
+    try:
+        prepare_output_dir(run_dir, "training.output_dir")
+        prepare_output_dir(cache_dir, cache_key)
+    except OutputPathError as error:
+        raise ConfigError(str(error)) from None
+
+
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
     """The configured tokenizer, or one trained on the mixture's training texts; either way the run keeps it in
     run_dir/tokenizer, where evaluation and export read it (a configured folder may change later). A `fresh`
@@ -627,8 +640,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         raise ckpt_io.CheckpointError(
             f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): {how}, or set "
             f"training.output_dir to a new folder (or remove {run_dir}) to start over")
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
+    make_run_folders(run_dir, cache_dir, cache_key="data.cache_dir" if cfg.data.cache_dir else "training.output_dir")
     barrier()
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
     if saved is None:
@@ -640,7 +653,6 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
         base_vocab -= len(find_task_tokens(tokenizer))
     task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None
-    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     stream_kwargs = dict(split="train", max_input_length=cfg.data.max_input_length,
                          max_target_length=cfg.data.max_target_length, cache_dir=cache_dir,
                          templates=cfg.data.templates, max_examples=cfg.data.max_examples_per_task, seed=t.seed,
