@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
-from t2t_mtl.config import config_from_dict
+from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine.export import export_model, fp32_state_dict, load_trained_model
 from t2t_mtl.engine.trainer import seed_everything, train
 from t2t_mtl.model import build_model
-from t2t_mtl.model.lora import LoRAConfigError, LoRALinear, apply_lora, has_lora, merge_lora
+from t2t_mtl.model.lora import LoRAConfig, LoRAConfigError, LoRALinear, apply_lora, has_lora, merge_lora
 from t2t_mtl.tokenizer import load_tokenizer
 
 from engine_helpers import step_losses, step_records, tiny_config, train_tiny_tokenizer
@@ -129,11 +129,17 @@ def test_moe_layers_embeddings_and_named_fragments_train_in_full():
                                  r"outside MoE experts: .*'wi'"),
     ({"trainable": ["layernorm"]}, r"model.lora.trainable: \['layernorm'\] match no parameter name"),
     ({"trainable": "layer_norm"}, "model.lora.trainable='layer_norm': must be a list"),
-    ("yes", "model.lora must be a mapping"),
 ])
 def test_bad_lora_sections_are_refused_naming_the_key(section, message):
     with pytest.raises(LoRAConfigError, match=message):
         build_model({"dims": DIMS, "lora": section})
+
+
+def test_a_lora_section_that_is_no_mapping_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"config key 'model.lora' must be bool or mapping or null, got 'yes'"):
+        build_model({"dims": DIMS, "lora": "yes"})  # (the model section's type check, as a config file gets)
+    with pytest.raises(LoRAConfigError, match="model.lora must be a mapping"):
+        LoRAConfig.from_dict("yes")
 
 
 def test_lora_true_and_empty_mean_defaults_false_means_off():
@@ -302,7 +308,6 @@ def test_bf16_export_takes_the_adapters_fp32_master_weights(tmp_path, tok):
 
 def test_resume_compatibility_ignores_dropout_and_list_order(tmp_path):
     from t2t_mtl.engine.checkpoint import check_compatible
-    from t2t_mtl.model.lora import LoRAConfig
 
     saved = LoRAConfig(targets=["q", "v"], dropout=0.1).to_dict()
     check_compatible(tmp_path, {"lora": saved}, lora=LoRAConfig(targets=["v", "q"], dropout=0.0).to_dict())
