@@ -69,6 +69,12 @@ class ModelConfig:
         self.dims = {} if self.dims is None else self.dims  # `dims: null`: none
 
 
+def tokenizer_source(cfg: "Config") -> Optional[str]:
+    """The tokenizer a fresh run loads: `tokenizer.path`, else a pretrained model's own (`model.name_or_path`:
+    a pretrained model's embeddings are indexed by its tokenizer's ids); None: the run trains one."""
+    return cfg.tokenizer.path if cfg.tokenizer.path is not None else cfg.model.name_or_path
+
+
 def check_model_source(model: ModelConfig) -> None:
     """ConfigError when `model.dims` is given beside `model.name_or_path`: a pretrained model keeps its own
     sizes, so the dims would be ignored. (A run's check, not a schema one: old run configs still export.)"""
@@ -80,8 +86,8 @@ def check_model_source(model: ModelConfig) -> None:
 
 @dataclass
 class TokenizerConfig:
-    """`path`: tokenizer name/folder; else trained on the mixture with `train` options (by each fresh run; kept
-    in the run, where a resumed run reads it)."""
+    """`path`: tokenizer name/folder; else a pretrained model's own (`model.name_or_path`), else trained on the
+    mixture with `train` options (by each fresh run). Either way kept in the run, where a resumed run reads it."""
 
     path: Optional[str] = None
     train: Dict[str, Any] = field(default_factory=lambda: {"vocab_size": 512, "max_examples_per_task": 2000})

@@ -1125,6 +1125,35 @@ def test_train_reads_a_local_pretrained_models_config_once(tmp_path, tok, cache,
     assert reads == [(str(tmp_path / "m"),)]
 
 
+def test_a_pretrained_model_without_tokenizer_path_trains_with_its_own_tokenizer(tmp_path, tok, cache, monkeypatch):
+    # was: a tokenizer trained on the mixture, whose ids index the pretrained embeddings at random
+    from t2t_mtl.model import build_model
+
+    build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                vocab_size=256).save_pretrained(tmp_path / "m")
+    load_tokenizer(tok).save_pretrained(tmp_path / "m")  # 128 pieces; the run would train 100
+    monkeypatch.setattr(trainer_mod, "build_task_streams", lambda names, *a, **k: {name: [] for name in names})
+
+    class Built(Exception):
+        pass
+
+    monkeypatch.setattr(trainer_mod, "accepts_task_ids", lambda model: (_ for _ in ()).throw(Built()))
+    cfg = tiny_config(tmp_path / "run", tok, cache, tokenizer={"path": None, "train": {"vocab_size": 100}})
+    cfg["model"] = {"name_or_path": str(tmp_path / "m")}
+    with pytest.raises(Built):
+        train(cfg)
+    assert load_tokenizer(tmp_path / "run" / "tokenizer").get_vocab() == load_tokenizer(tok).get_vocab()
+
+    (tmp_path / "bare").mkdir()  # a model saved without its tokenizer: which one it needs cannot be guessed
+    build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                vocab_size=256).save_pretrained(tmp_path / "bare")
+    cfg = tiny_config(tmp_path / "run2", tok, cache, tokenizer={"path": None})
+    cfg["model"] = {"name_or_path": str(tmp_path / "bare")}
+    with pytest.raises(ConfigError, match=r"tokenizer.path is unset, so the run uses the tokenizer of model.name_or_"
+                                          r"path .*bare.*set tokenizer.path to the tokenizer the model was trained"):
+        train(cfg)
+
+
 @pytest.mark.parametrize("kind", ["t5", "mt5"])
 def test_the_special_ids_check_reads_a_pretrained_config_once(tmp_path, monkeypatch, kind):
     # was: read three times (the T5 check, T5Config.from_pretrained, then the mT5 check), for the same config

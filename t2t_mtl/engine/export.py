@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.config import ConfigError, config_from_dict, tokenizer_source
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import ModelBuildError, build_model
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
@@ -122,8 +122,8 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     meta = read_meta(ckpt)
     # the run's own copy of its tokenizer (trained for it, configured, or with TE⊕ENC's task tokens); runs written
     # before runs kept a copy of a configured tokenizer read the configured folder
-    kept = (run / "tokenizer").is_dir() or cfg.tokenizer.path is None
-    tokenizer = load_tokenizer(str(run / "tokenizer" if kept else Path(cfg.tokenizer.path)))
+    kept = (run / "tokenizer").is_dir() or tokenizer_source(cfg) is None
+    tokenizer = load_tokenizer(str(run / "tokenizer" if kept else tokenizer_source(cfg)))
     # as in training: a model from dims is sized by the tokenizer, a pretrained one grows for the task tokens
     try:
         model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),

@@ -40,7 +40,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from t2t_mtl.config import Config, ConfigError, check_model_source, check_paths, config_from_dict, load_config
+from t2t_mtl.config import (Config, ConfigError, check_model_source, check_paths, config_from_dict, load_config,
+                             tokenizer_source)
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
@@ -187,7 +188,8 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
     for name in ("pad_token_id", "eos_token_id"):
         ours, theirs = getattr(tokenizer, name), getattr(model, name)
         if ours != theirs:
-            source = f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else "the run's tokenizer"
+            source = (f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else
+                      "the model's own tokenizer" if cfg.model.name_or_path else "the run's tokenizer")
             model_source = (f"model.name_or_path {cfg.model.name_or_path!r}" if cfg.model.name_or_path
                             else "a model built from model.dims")
             raise ConfigError(f"{source} has {name} {ours}, but {model_source} has {theirs}: use a tokenizer with "
@@ -208,17 +210,19 @@ def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
 
 
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
-    """The configured tokenizer, or one trained on the mixture's training texts; either way the run keeps it in
-    run_dir/tokenizer, where evaluation and export read it (a configured folder may change later). A `fresh`
-    run copies the configured tokenizer or trains one anew (over what a run that died before its first
-    checkpoint left, which may have other tasks or options); a resumed one reads its own copy."""
+    """The configured tokenizer (`tokenizer_source`: tokenizer.path, else a pretrained model's own), or one trained
+    on the mixture's training texts; either way the run keeps it in run_dir/tokenizer, where evaluation and export
+    read it (a configured folder may change later). A `fresh` run copies the configured tokenizer or trains one
+    anew (over what a run that died before its first checkpoint left, which may have other tasks or options); a
+    resumed one reads its own copy."""
     from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
 
     out = run_dir / "tokenizer"
-    if cfg.tokenizer.path is not None:
+    source = tokenizer_source(cfg)
+    if source is not None:
         if not fresh and out.is_dir():
             return load_tokenizer(out)
-        tokenizer = load_tokenizer(cfg.tokenizer.path)
+        tokenizer = load_model_tokenizer(cfg) if cfg.tokenizer.path is None else load_tokenizer(source)
         if env.is_main:
             tmp = run_dir / ".tmp-tokenizer"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -262,6 +266,19 @@ def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path
     if env.is_main and len(tokenizer) != size:
         tokenizer.save_pretrained(run_dir / "tokenizer")
     return task_tokens
+
+
+def load_model_tokenizer(cfg: Config):
+    """The tokenizer saved with the pretrained model `model.name_or_path` (tokenizer.path unset); a model without
+    one is a ConfigError saying to set tokenizer.path (a tokenizer trained here would not match its embeddings)."""
+    from t2t_mtl.tokenizer import TokenizerLoadError, load_tokenizer
+
+    try:
+        return load_tokenizer(cfg.model.name_or_path)
+    except TokenizerLoadError as err:
+        raise ConfigError(f"tokenizer.path is unset, so the run uses the tokenizer of model.name_or_path "
+                          f"{cfg.model.name_or_path!r}, which could not be loaded ({err}); set tokenizer.path to the "
+                          f"tokenizer the model was trained with") from None
 
 
 def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
@@ -338,7 +355,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
                                      for name in rates}
     check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
     check_signal_config(cfg, sampling_cfg)
-    if cfg.tokenizer.path is None:
+    if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
     ds_config = build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, ...
