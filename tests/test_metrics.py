@@ -75,6 +75,16 @@ def test_exact_match_any_reference_and_empty_prediction():
     assert result["exact_match"] == pytest.approx(2 / 3)
 
 
+def test_exact_match_reads_whitespace_as_held_in_validation_does():
+    # was: only the ends trimmed, so a reference's newline or double space (which a T5 tokenizer encodes as one
+    # space: no generation can reproduce it) never matched, while held-in validation's exact match collapsed them
+    from t2t_mtl.engine.validation import count_exact_matches
+
+    preds, refs = ["a b", "a  b", " x\ny ", "a b", "ab"], [["a  b"], ["a b"], ["x y"], ["a\tb\n"], ["a b"]]
+    assert compute_metric("exact_match", preds, refs)["exact_match"] == pytest.approx(4 / 5)
+    assert count_exact_matches(preds, refs) == 4
+
+
 def test_squad_exact_match_and_token_f1():
     preds = ["The Eiffel tower", "in Paris France", ""]
     refs = [["eiffel tower"], ["Paris", "Paris, France!"], ["x"]]

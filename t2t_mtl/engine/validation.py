@@ -55,7 +55,12 @@ def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], 
     answers: the template's `references`, else its target), whitespace-normalised."""
     out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
                          num_beams=1, max_new_tokens=max_new_tokens, synced_gpus=synced, **routing)
-    preds = decode_generated(tokenizer, out, inputs)
+    return count_exact_matches(decode_generated(tokenizer, out, inputs), references)
+
+
+def count_exact_matches(preds: Sequence[str], references: Sequence[Sequence[str]]) -> int:
+    """How many of `preds` equal one of their row's `references`, whitespace-normalised (ends dropped, runs read as
+    one space), as the `exact_match` metric of the evaluation reads them."""
     return sum(_normalise(p) in {_normalise(g) for g in golds} for p, golds in zip(preds, references))
 
 
