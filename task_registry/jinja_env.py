@@ -9,8 +9,9 @@ instead of rendering as empty text, so a row that lacks a field is an error, not
 that prints a null value raises instead of writing "None" (`refusing_printed_nulls`: the dataset reader fills a
 field some rows of a file lack with null, so that is the same missing field).
 
-`choice` draws from a per-render `random.Random` when one is active (`seeded_choices`), so a rendering is
-reproducible from `(seed, row index)`; outside that context it uses the `random` module as promptsource does.
+`choice`, and Jinja's own `random` filter (which promptsource templates also use), draw from a per-render
+`random.Random` when one is active (`seeded_choices`), so a rendering is reproducible from `(seed, row index)`;
+outside that context they use the `random` module as promptsource does.
 """
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ def choice(context: Any, choices: Sequence[Any]) -> Any:
     """A uniformly random element of `choices` (reproducible inside `seeded_choices`)."""
     rng = _ACTIVE_RNG.get()
     return (rng or random).choice(choices)
+
+
+@jinja2.pass_context
+def random_item(context: Any, items: Sequence[Any]) -> Any:
+    """Jinja's `random` filter (a uniformly random item, undefined for an empty sequence), drawn like `choice`."""
+    try:
+        return (_ACTIVE_RNG.get() or random).choice(items)
+    except IndexError:
+        return context.environment.undefined("No random item, sequence was empty.")
 
 
 def most_frequent(items: Sequence[Any]) -> Optional[list[Any]]:
@@ -92,7 +102,7 @@ def string(value: Any) -> str:
 
 
 def seeded_choices(rng: Optional[random.Random]) -> contextlib.AbstractContextManager:
-    """Make the `choice` filter draw from `rng` for the duration of the block."""
+    """Make the `choice` and `random` filters draw from `rng` for the duration of the block."""
     return _set_within(_ACTIVE_RNG, rng)
 
 
@@ -130,6 +140,7 @@ def _build_environment() -> SandboxedEnvironment:
     env.filters["string"] = string
     env.filters["highlight"] = highlight
     env.filters["choice"] = choice
+    env.filters["random"] = random_item
     env.filters["most_frequent"] = most_frequent
     return env
 
@@ -138,7 +149,7 @@ ENVIRONMENT = _build_environment()
 
 #: the version of this module's sandbox, filters and globals: raise it when one of them changes what a template or
 #: expression yields, so results cached under the old behaviour are not reused
-SANDBOX_VERSION = 3
+SANDBOX_VERSION = 4
 
 
 def environment_version() -> str:

@@ -3,7 +3,7 @@
 `Task.to_dataset(split)` gives columns `inputs`, `targets`, `answer_choices` (list of str, `[]` if the
 template has none), `references` (every acceptable gold answer: the template's `references`, else
 `[targets]`), `task` and `template`. Each row is rendered with one of the selected templates, chosen
-uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` filter), so
+uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` and `random` filters), so
 the output is a pure function of (rows, templates, seed) and map-style results are cached by datasets
 fingerprint (which also names the Jinja environment's version). Rows whose template renders no target
 (promptsource's "skip") are dropped, counted in `task.render_stats[split]` and logged; rows a filter

@@ -321,8 +321,8 @@ class Template:
                rng: Optional[random.Random] = None, check_answer_choices: bool = True) -> RenderedExample:
         """Render `row`; errors name `task`, this template, the field and `row_index`.
 
-        `rng` seeds the `choice` filter. With `check_answer_choices`, a non-empty target that is not one of
-        the answer choices raises `AnswerNotInChoicesError`.
+        `rng` seeds the `choice` and `random` filters. With `check_answer_choices`, a non-empty target that is not
+        one of the answer choices raises `AnswerNotInChoicesError`.
         """
         if not isinstance(row, Mapping):
             raise TemplateRenderError(f"a row must be a mapping of field names to values, got {type(row).__name__}",

@@ -126,6 +126,20 @@ def test_choice_of_a_literal_list_is_drawn_per_row_not_at_compile_time():
         {f"{word}:" for word in options}
 
 
+def test_jinja_random_filter_is_drawn_from_the_row_rng():
+    # tydiqa, conv_ai_2, meta_woz and pubmed_qa templates use Jinja's own `random` filter, which drew from the
+    # process's global random: a rendering was not a function of (seed, row index), unlike `choice`
+    options = ["passage", "text", "text snippet", "info"]
+    template = Template("t", '{% set blank = ["passage", "text", "text snippet", "info"] | random %}'
+                             'Read the {{blank}} {{ range(1, 12) | random() }}: {{q}} ||| {{a}}')
+    for seed in range(40):
+        rng = random.Random(seed)
+        expected = f"Read the {rng.choice(options)} {rng.choice(range(1, 12))}: why?"
+        assert template.render({"q": "why?", "a": "because"}, rng=random.Random(seed)).inputs == expected
+    words = {template.render({"q": "", "a": "x"}, rng=random.Random(s)).inputs.rsplit(" ", 1)[0] for s in range(60)}
+    assert words == {f"Read the {word}" for word in options}
+
+
 def test_pipe_inside_row_values_never_splits():
     template = Template("t", "{{premise}} Question: {{hypothesis}} ||| {{ answer_choices[label] }}",
                         answer_choices="{{ premise }} ||| no")
