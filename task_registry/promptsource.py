@@ -126,14 +126,20 @@ def import_promptsource(dir_or_file: Union[str, os.PathLike], dataset: Optional[
 
 def load_promptsource_collection(root: Union[str, os.PathLike]) -> dict[tuple[str, Optional[str]], list[Template]]:
     """Every `templates.yaml` under `root`, keyed by (dataset, subset) as their headers name them (subset None for a
-    dataset without subsets)."""
+    dataset without subsets). Two files whose headers name the same (dataset, subset) are an error naming both."""
     root = Path(root)
     collection: dict[tuple[str, Optional[str]], list[Template]] = {}
+    origin: dict[tuple[str, Optional[str]], Path] = {}
     for path in sorted(root.rglob(TEMPLATES_FILENAME)):
         header, templates = read_templates_file(path)
         relative = path.parent.relative_to(root).parts
         dataset = header["dataset"] or "/".join(relative[:-1] if len(relative) > 1 else relative)
-        collection[(dataset, header["subset"])] = templates
+        key = (dataset, header["subset"])
+        if key in origin:
+            raise TaskDefinitionError(
+                f"{path}: its header names dataset {dataset!r} subset {key[1]!r}, as {origin[key]} does, so one "
+                f"file's templates would hide the other's; correct the `dataset:` / `subset:` header of one of them")
+        collection[key], origin[key] = templates, path
     return collection
 
 

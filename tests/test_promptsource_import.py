@@ -148,6 +148,19 @@ def test_a_template_id_repeated_in_one_file_is_refused_with_its_line(tmp_path):
         import_promptsource(bad)
 
 
+def test_two_files_with_the_same_header_are_refused_naming_both(tmp_path):
+    # the collection is keyed by the headers' (dataset, subset): a copied folder whose header was not edited
+    # replaced the original's templates without a word (promptsource keys by folder and keeps both)
+    entry = ("dataset: glue\nsubset: rte\ntemplates:\n  a1: !Template\n    id: a1\n"
+             "    jinja: '{{{{x}}}} ||| {{{{y}}}}'\n    name: {name}\n    reference: ''\n")
+    for folder, name in (("rte", "original"), ("rte_copy", "copy")):
+        (tmp_path / "glue" / folder).mkdir(parents=True)
+        (tmp_path / "glue" / folder / "templates.yaml").write_text(entry.format(name=name))
+    first, second = tmp_path / "glue" / "rte" / "templates.yaml", tmp_path / "glue" / "rte_copy" / "templates.yaml"
+    with pytest.raises(TaskDefinitionError, match=rf"^{re.escape(str(second))}: (?s:.*){re.escape(str(first))}"):
+        load_promptsource_collection(tmp_path)
+
+
 def test_a_malformed_template_entry_names_the_file(tmp_path):
     # was "template 'one': `answer_choices` must be ..." with no word of which templates.yaml holds it
     bad = tmp_path / "templates.yaml"
