@@ -415,3 +415,24 @@ def test_training_demonstrations_skip_the_examples_group(tmp_path, t5_tokenizer,
     streams.tokenize_task(task, t5_tokenizer, split="train", max_input_length=64, max_target_length=8,
                           cache_dir=None, few_shot=FewShotMix(rate=1.0, max_shots=2))
     assert "group" in received[0]
+
+
+def test_a_duplicate_of_the_training_example_is_never_its_demonstration(tmp_path, t5_tokenizer):
+    # training passed over the example's own row (and group) only: a row repeating its input (the procedural parity
+    # task has some) was an eligible demonstration, showing the example's own answer, as evaluation already refused
+    from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
+
+    rows = [{"text": f"review {i % 4}", "label": i % 2} for i in range(12)]  # rows i, i + 4 and i + 8 render alike
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = task_registry.Template("free", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}")
+    task = task_registry.Task("dup_train_toy", task_registry.LocalFileSource({"train": str(path)}), [template],
+                              splits=("train",))
+    rendered = task.to_dataset("train")
+    mixed = add_demonstrations(rendered, FewShotMix(rate=1.0, max_shots=12), t5_tokenizer, 512, seed=0,
+                               tokenizer_key="t5", task=task.name)
+    others = {f"review {n}": {f"Label: review {m}" for m in range(4) if m != n} for n in range(4)}
+    for row, example in zip(rows, mixed):
+        *demos, query = example["inputs"].split("\n\n")
+        assert query == f"Label: {row['text']}" and demos
+        assert {demo.split("\n")[0] for demo in demos} <= others[row["text"]]  # the 9 rows of the other 3 inputs

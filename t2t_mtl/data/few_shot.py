@@ -11,7 +11,8 @@ them, how many and which is drawn from `random.Random(f"{seed}:few-shot:{task}:{
 so the tasks of a mixture do not share one pattern — and the training examples are a pure function of the task,
 the rendered split and the settings (cached with the tokenized split; a resumed run reads the same examples).
 For a task with `group_by` a demonstration never comes from the example's own group (MultiRC: the other answers
-to its question, with their labels), as in k-shot evaluation (`t2t_mtl.evaluation.few_shot`). An example whose
+to its question, with their labels), nor is it ever a row whose input is the example's own (a duplicate would show
+its answer), as in k-shot evaluation (`t2t_mtl.evaluation.few_shot`). An example whose
 demonstrations cannot fit stays zero-shot (counted and logged).
 """
 from __future__ import annotations
@@ -109,29 +110,35 @@ class _AddDemonstrations:
                  groups: Optional[List[str]], mix: FewShotMix, seed: int, tokenizer: Any,
                  max_input_length: int) -> None:
         self.task = task
+        self.inputs = inputs
         self.demonstrations = [demonstration_text(i, t) for i, t in zip(inputs, targets)]
         self.groups: Sequence[Any] = groups if groups is not None else range(len(inputs))  # no group_by: each row
         self.rows_of: Dict[str, List[int]] = defaultdict(list)
         self.group_sizes: Counter = Counter()  # rows of each (template, group)
+        self.input_sizes: Counter = Counter()  # rows of each (template, input)
+        self.both_sizes: Counter = Counter()  # rows of each (template, group, input)
         for index, template in enumerate(templates):
             self.rows_of[template].append(index)
             self.group_sizes[template, self.groups[index]] += 1
+            self.input_sizes[template, inputs[index]] += 1
+            self.both_sizes[template, self.groups[index], inputs[index]] += 1
         self.mix, self.seed = mix, seed
         self.tokenizer, self.max_input_length = tokenizer, max_input_length
 
     def shots(self, index: int, template: str) -> Optional[List[str]]:
         """The demonstrations drawn for row `index` (fewer than drawn when its template has fewer rows outside
-        the row's group); None for a row left zero-shot."""
+        the row's group whose input differs from the row's); None for a row left zero-shot."""
         rng = random.Random(f"{self.seed}:few-shot:{self.task}:{index}")
         if rng.random() >= self.mix.rate:
             return None
         k = rng.randint(1, self.mix.max_shots)
-        others, group = self.rows_of[template], self.groups[index]
-        eligible = len(others) - self.group_sizes[template, group]
+        others, group, query = self.rows_of[template], self.groups[index], self.inputs[index]
+        own = (self.group_sizes[template, group] + self.input_sizes[template, query]
+               - self.both_sizes[template, group, query])  # rows of the row's group or rendering to its input
         picked: List[int] = []
-        while len(picked) < min(k, eligible):  # distinct rows of the template, never the row's own group
+        while len(picked) < min(k, len(others) - own):  # distinct rows of the template, never one of `own`
             row = others[rng.randrange(len(others))]
-            if self.groups[row] != group and row not in picked:
+            if self.groups[row] != group and self.inputs[row] != query and row not in picked:
                 picked.append(row)
         return [self.demonstrations[row] for row in picked]
 
@@ -168,7 +175,7 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
     groups = rendered[GROUP_COLUMN] if GROUP_COLUMN in rendered.column_names else None
     function = _AddDemonstrations(task, rendered["inputs"], rendered["targets"], rendered["template"], groups, mix,
                                   seed, tokenizer, max_input_length)
-    fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v2", task, mix.to_dict(), seed, tokenizer_key,
+    fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v3", task, mix.to_dict(), seed, tokenizer_key,
                                max_input_length))
     mixed = rendered.map(function, batched=True, with_indices=True, new_fingerprint=fingerprint,
                          desc=f"few-shot {task}")
