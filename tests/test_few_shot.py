@@ -436,3 +436,30 @@ def test_a_duplicate_of_the_training_example_is_never_its_demonstration(tmp_path
         *demos, query = example["inputs"].split("\n\n")
         assert query == f"Label: {row['text']}" and demos
         assert {demo.split("\n")[0] for demo in demos} <= others[row["text"]]  # the 9 rows of the other 3 inputs
+
+
+def test_training_demonstrations_fit_with_the_eos_the_pipeline_appends(tmp_path):
+    # the fit counted `tokenizer(prompt)` ids, which end in EOS for T5's tokenizer only; with one that adds no special
+    # token, a prompt of exactly max_input_length tokens was kept and then lost its query's last token to the EOS
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from t2t_mtl.data.few_shot import FewShotMix
+    from t2t_mtl.data.streams import tokenize_task
+
+    words = ["<pad>", "</s>", "<unk>", "x", "y", *(f"w{i}" for i in range(8))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()  # no post-processor: no EOS of its own
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>")
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": f"w{i} w{i + 1} w{i + 2}", "label": "xy"[i % 2]}) + "\n"
+                            for i in range(6)))
+    task = task_registry.Task("eos_toy", task_registry.LocalFileSource({"train": str(path)}),
+                              [task_registry.Template("t", "{{ text }} ||| {{ label }}")], splits=("train",))
+    # a query is 3 words + EOS = 4 ids; one demonstration in front adds 4 (3 words and its target): 8 > 7
+    tokenized = tokenize_task(task, tokenizer, split="train", max_input_length=7, max_target_length=4,
+                              cache_dir=None, few_shot=FewShotMix(rate=1.0, max_shots=1))
+    assert tokenized.truncated == 0
+    for ids in tokenized.dataset["input_ids"]:
+        assert len(ids) == 4 and ids[-1] == tokenizer.eos_token_id  # the whole query, zero-shot

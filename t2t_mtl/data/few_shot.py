@@ -37,13 +37,15 @@ def demonstration_text(inputs: str, targets: str) -> str:
 
 
 def fit_demonstrations(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
-                       wrap: Callable[[str], str] = lambda prompt: prompt) -> List[str]:
+                       wrap: Callable[[str], str] = lambda prompt: prompt, *, append_eos: bool = False) -> List[str]:
     """The last demonstrations that fit: the first ones are dropped until the tokenized `few_shot_prompt` fits
-    `max_input_length` (possibly none)."""
+    `max_input_length` (possibly none). The prompt is counted as it will be tokenized: with the tokenizer's special
+    tokens, or with `append_eos` as `task_registry.tokenize` does for training (its ids without them, and EOS)."""
     demos = list(demonstrations)
     while demos:
         prompt = wrap(DEMONSTRATION_SEPARATOR.join([*demos, query]))
-        if len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= max_input_length:
+        ids = tokenizer(prompt, add_special_tokens=not append_eos)["input_ids"]
+        if len(ids) + int(append_eos) <= max_input_length:
             return demos
         demos.pop(0)
     return demos
@@ -146,7 +148,8 @@ class _AddDemonstrations:
         inputs, shots = [], []
         for query, template, index in zip(batch["inputs"], batch["template"], indices):
             drawn = self.shots(index, template)
-            kept = fit_demonstrations(drawn, query, self.tokenizer, self.max_input_length) if drawn else []
+            kept = fit_demonstrations(drawn, query, self.tokenizer, self.max_input_length,
+                                      append_eos=True) if drawn else []  # as `tokenize_task` tokenizes it
             inputs.append(DEMONSTRATION_SEPARATOR.join([*kept, query]))
             shots.append(-1 if drawn is None else len(kept))
         return {"inputs": inputs, "num_shots": shots}
@@ -175,7 +178,7 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
     groups = rendered[GROUP_COLUMN] if GROUP_COLUMN in rendered.column_names else None
     function = _AddDemonstrations(task, rendered["inputs"], rendered["targets"], rendered["template"], groups, mix,
                                   seed, tokenizer, max_input_length)
-    fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v3", task, mix.to_dict(), seed, tokenizer_key,
+    fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v4", task, mix.to_dict(), seed, tokenizer_key,
                                max_input_length))
     mixed = rendered.map(function, batched=True, with_indices=True, new_fingerprint=fingerprint,
                          desc=f"few-shot {task}")
