@@ -666,7 +666,7 @@ def _ds_worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     import deepspeed
 
-    from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.engine.distributed import init_distributed, shut_down_process_group
 
     init_distributed()  # DeepSpeed's gloo group (and no /dev/shm buffer left behind)
     for routing, stage in DS_CASES:  # one process pair for every case: spawning costs more than training
@@ -686,6 +686,7 @@ def _ds_worker(rank: int, port: int, out_dir: str) -> None:
             state = {name: p.detach().clone() for name, p in params}
         torch.save(state, Path(out_dir) / f"{routing}-zero{stage}-rank{rank}.pt")
         engine.destroy()
+    shut_down_process_group()  # (left to the interpreter's teardown, a gloo rank may abort after its work)
 
 
 def _single_process_reference(routing: str) -> dict:

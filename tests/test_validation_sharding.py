@@ -173,7 +173,7 @@ def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targ
 
     import task_registry
     from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
-    from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.engine.distributed import init_distributed, shut_down_process_group
     from t2t_mtl.engine.trainer import initialize_deepspeed
     from t2t_mtl.engine.validation import zero_shot_evaluation
     from t2t_mtl.tokenizer import load_tokenizer
@@ -192,6 +192,7 @@ def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targ
     with open(Path(root) / f"rank{rank}.json", "w") as f:
         json.dump({"val_loss": val_loss, "val_score": val_score, "held_in": held_in, "zero_shot": evaluation["tasks"],
                    "validation_passes": validation_passes, "evaluation_passes": "".join(passes)}, f)
+    shut_down_process_group()  # (left to the interpreter's teardown, a gloo rank may abort after its work)
 
 
 @pytest.mark.slow
