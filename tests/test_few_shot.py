@@ -349,15 +349,20 @@ def test_demonstrations_from_the_evaluated_split_skip_the_examples_group(tmp_pat
         assert len(drawn) == 9 and not any(d.startswith(f"answer {row['q']}-") for d in drawn)
 
 
+def _repeating_task(tmp_path, name: str, split: str, count: int):
+    """(rows, task, template): `count` rows in one `split` whose text repeats every 4 rows."""
+    rows = [{"text": f"review {i % 4}", "label": i % 2} for i in range(count)]
+    path = tmp_path / f"{split}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = task_registry.Template("free", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}")
+    task = task_registry.Task(name, task_registry.LocalFileSource({split: str(path)}), [template], splits=(split,))
+    return rows, task, template
+
+
 def test_a_duplicate_of_the_example_is_never_its_demonstration(tmp_path):
     # BIG-bench tasks have one split, and some repeat an example in another row (sports_understanding: 27 rows):
     # that row, solved, was an eligible demonstration of the example; likewise a train row equal to it
-    rows = [{"text": f"review {i % 4}", "label": i % 2} for i in range(8)]  # rows i and i + 4 render alike
-    path = tmp_path / "validation.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    template = task_registry.Template("free", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}")
-    task = task_registry.Task("dup_toy", task_registry.LocalFileSource({"validation": str(path)}), [template],
-                              splits=("validation",))
+    rows, task, template = _repeating_task(tmp_path, "dup_toy", "validation", 8)  # rows i and i + 4 render alike
     loaded = task.load_rows("validation")
     for same_split in (True, False):
         demos = Demonstrations(task, template, loaded, same_split=same_split, seed=0)
@@ -422,12 +427,7 @@ def test_a_duplicate_of_the_training_example_is_never_its_demonstration(tmp_path
     # task has some) was an eligible demonstration, showing the example's own answer, as evaluation already refused
     from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
 
-    rows = [{"text": f"review {i % 4}", "label": i % 2} for i in range(12)]  # rows i, i + 4 and i + 8 render alike
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    template = task_registry.Template("free", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}")
-    task = task_registry.Task("dup_train_toy", task_registry.LocalFileSource({"train": str(path)}), [template],
-                              splits=("train",))
+    rows, task, _ = _repeating_task(tmp_path, "dup_train_toy", "train", 12)  # rows i, i + 4 and i + 8 render alike
     rendered = task.to_dataset("train")
     mixed = add_demonstrations(rendered, FewShotMix(rate=1.0, max_shots=12), t5_tokenizer, 512, seed=0,
                                tokenizer_key="t5", task=task.name)
