@@ -184,13 +184,17 @@ class Task:
             if not isinstance(step, Preprocessor):
                 raise TaskDefinitionError(f"task {name!r}: preprocessors must be Preprocessor objects "
                                           f"(Rename, Filter, Map), got {step!r}")
-        if isinstance(splits, str) or not splits or not all(isinstance(split, str) for split in splits):
-            raise TaskDefinitionError(f"task {name!r}: splits must be a non-empty list of names, got {splits!r}")
+        given_splits, given_metrics = splits, metrics
+        splits, metrics = _names(splits), _names(metrics)  # (a generator is read once, here: checked as kept)
+        if not isinstance(splits, tuple) or not splits or not all(isinstance(split, str) for split in splits):
+            raise TaskDefinitionError(f"task {name!r}: splits must be a non-empty list of names, got "
+                                      f"{given_splits!r}")
         if isinstance(metrics, str):  # one metric name, not its letters
             raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got the string "
                                       f"{metrics!r} (write [{metrics!r}])")
-        if not all(isinstance(metric, str) for metric in metrics):
-            raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got {metrics!r}")
+        if not isinstance(metrics, tuple) or not all(isinstance(metric, str) for metric in metrics):
+            raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got "
+                                      f"{given_metrics!r}")
         for key, value, kind in (("task_type", task_type, str), ("cluster", cluster, (str, type(None))),
                                  ("description", description, str), ("held_out", held_out, bool),
                                  ("eval_only", eval_only, bool)):
@@ -351,6 +355,12 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+def _names(value: Any) -> Any:
+    """A list of names (`splits`, `metrics`) as a tuple, so that checking it does not use up a generator; a string or
+    a value that is no iterable is returned as given, for the checks to refuse."""
+    return tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else value
 
 
 def _check_count(key: str, value: Optional[int], task: str) -> None:

@@ -401,3 +401,14 @@ def test_a_row_count_that_is_not_a_number_of_rows_is_named(count, error):
     with pytest.raises(task_registry.TaskDefinitionError, match=rf"task 'g': max_rows must be .* got {error}"):
         task.load_rows("train", max_rows=count)
     assert len(task.to_dataset("train", max_examples=np.int64(2))) == 2
+
+
+def test_splits_and_metrics_given_as_generators_are_kept():
+    # checking each name used up a generator, so the task kept no split and no metric (() for both, silently)
+    task = Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], metrics=(m for m in ["accuracy", "f1"]),
+                splits=(s for s in ["train", "test"]))
+    assert (task.splits, task.metrics) == (("train", "test"), ("accuracy", "f1"))
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"task 't': splits must be a non-empty list"):
+        Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], splits=(s for s in []))
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"task 't': metrics must be a list of metric names"):
+        Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], metrics=None)
