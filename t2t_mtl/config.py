@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -572,9 +573,21 @@ def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
     (unknown keys, types, `dims` values); ConfigError naming the key."""
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"config key 'model' must be a mapping, got {data!r}")
-    model = _build(ModelConfig, dict(data), "model.")
+    model = _build(ModelConfig, _python_model_section(data), "model.")
     _validate_model(model)
     return model
+
+
+def _python_model_section(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """A `model:` section built in Python as a YAML file would give it: a path-like `name_or_path` as its text and
+    a mapping that is no dict (`dims`, `moe`, `lora`) as a dict (both taken before the section was checked)."""
+    section = dict(data)
+    if isinstance(section.get("name_or_path"), os.PathLike):
+        section["name_or_path"] = os.fspath(section["name_or_path"])
+    for key in ("dims", "moe", "lora"):
+        if isinstance(section.get(key), Mapping) and not isinstance(section[key], dict):
+            section[key] = dict(section[key])
+    return section
 
 
 def _validate_model(model: ModelConfig) -> None:

@@ -125,3 +125,17 @@ def test_a_non_mapping_section_is_refused():
 
     with pytest.raises(ConfigTypeError, match=r"'model' must be a mapping, got \[1\]"):
         build_model([1])
+
+
+def test_a_dict_section_takes_a_path_and_read_only_mappings(tmp_path):
+    # refused since build_model checks a dict section (config key 'model.name_or_path' must be str, 'model.dims'
+    # must be mapping), though the model loaded from a Path and was built from any mapping of dims before
+    from pathlib import Path
+    from types import MappingProxyType
+
+    saved = build_model({"dims": DIMS}, vocab_size=120)
+    saved.save_pretrained(tmp_path / "m")
+    loaded = build_model({"name_or_path": Path(tmp_path / "m")}, vocab_size=120)
+    assert all(torch.equal(p, saved.state_dict()[n]) for n, p in loaded.state_dict().items())
+    built = build_model(MappingProxyType({"dims": MappingProxyType(DIMS)}), vocab_size=120)
+    assert (built.config.d_model, built.config.d_ff, built.config.num_layers) == (16, 32, 1)

@@ -757,3 +757,15 @@ def test_task_names_given_as_a_string_are_refused_not_split_into_letters():
     # "nli" made three tasks 'n', 'l', 'i'
     with pytest.raises(MoEConfigError, match=r"model\.moe\.task_names='nli': must be a list of task names"):
         convert_to_moe(_dense(), {"num_experts": 2, "every": 1, "routing": "task"}, task_names="nli")
+
+
+def test_build_model_takes_a_moe_config_object_in_a_dict_section():
+    # `convert_to_moe` takes a MoEConfig, and build_model passed one on; the dict section's type check refused it
+    # ('model.moe' must be mapping or null) until the section took it as its dict
+    from t2t_mtl.model import build_model
+
+    dims = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2, "num_heads": 2}
+    moe = MoEConfig(num_experts=3, top_k=1, every=1, routing="task")
+    model = build_model({"dims": dims, "moe": moe}, vocab_size=64, task_names=TASKS)
+    assert isinstance(model, TaskAwareT5)
+    assert model.moe_config == MoEConfig(num_experts=3, top_k=1, every=1, routing="task", task_names=TASKS)
