@@ -307,3 +307,13 @@ def test_build_task_streams_refuses_a_string_of_task_names(tmp_path):
     with pytest.raises(DataPipelineError, match=r"task_names must be a list of task names, got the string 'parity' "
                                                 r"\(write \['parity'\]\)"):
         build_task_streams("parity", None, split="train", max_input_length=8, max_target_length=8, cache_dir=tmp_path)
+
+
+def test_collator_takes_numpy_integer_settings():
+    # refused since the settings are checked ('max_input_length must be an integer >= 1, got np.int64(10)'), though
+    # numpy's integers padded as Python's do before
+    col = Seq2SeqCollator(0, max_input_length=np.int64(10), max_target_length=np.int32(6),
+                          pad_to_multiple_of=np.int64(4))
+    batch = col([[5, 6, 7, 8, 1]], [[9, 1]], [3])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 1, 0, 0, 0]]  # 5 tokens padded to a multiple of 4
+    assert batch["labels"].tolist() == [[9, 1, -100, -100]]

@@ -1,6 +1,7 @@
 """Collating tokenized rows into padded seq2seq tensors."""
 from __future__ import annotations
 
+import numbers
 from typing import Dict, List, Literal, Sequence
 
 import torch
@@ -28,7 +29,7 @@ class Seq2SeqCollator:
             raise DataPipelineError(f"Seq2SeqCollator: padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         for name, value in (("max_input_length", max_input_length), ("max_target_length", max_target_length),
                             ("pad_to_multiple_of", pad_to_multiple_of)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:  # (numpy's too)
                 raise DataPipelineError(f"Seq2SeqCollator: {name} must be an integer >= 1, got {value!r}")
         self.pad_id = pad_id
         self.max_input_length = max_input_length
