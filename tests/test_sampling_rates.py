@@ -269,3 +269,19 @@ def test_task_sizes_that_are_not_a_mapping_are_named(sizes):
     # were raw AttributeErrors ('list' object has no attribute 'items')
     with pytest.raises(InvalidRateError, match=r"task_sizes must map task names to their numbers of training rows"):
         build_sampler({"strategy": "uniform"}, sizes, seed=0)
+
+
+def test_integer_tensors_are_integers_for_the_seed_and_the_count():
+    # refused since the seed and the count are checked ('must be an integer >= 0, got 3'), though a 0-d integer
+    # tensor (a count summed from a mask, a seed drawn by torch) drew as its int does before
+    import torch
+
+    def draws(seed, n):
+        sampler = build_sampler({"strategy": "uniform", "mode": "mixed"}, {"a": 10, "b": 20, "c": 5}, seed=seed)
+        return sampler.sample_tasks(n) + sampler.sample_tasks(n)
+
+    assert draws(torch.tensor(3), torch.tensor(6)) == draws(3, 6)
+    assert len(draws(np.int64(3), torch.tensor(6, dtype=torch.int32))) == 12
+    for seed, n in ((torch.tensor(1.0), 2), (0, torch.tensor(2.0)), (True, 2)):  # floats and bools stay refused
+        with pytest.raises(SamplingError, match="must be an integer >= 0"):
+            draws(seed, n)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
+import operator
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -26,7 +26,14 @@ MODES = ("homogeneous", "mixed")
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An integer: Python's, numpy's or a one-element integer tensor's (what `operator.index` takes), not a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def check_seed(seed: int) -> None:
@@ -119,6 +126,7 @@ class MixtureSampler:
         """Like `sample_tasks` but returns positions in `self.tasks` (int64 array)."""
         if not _is_int(n) or n < 0:
             raise SamplingError(f"the number of tasks to draw must be an integer >= 0, got {n!r}")
+        n = operator.index(n)  # (a tensor's count as an int: it slices the draws)
         drawn = self._take(n * self.world_size)
         for i, count in enumerate(np.bincount(drawn, minlength=len(self.tasks)).tolist()):
             self._drawn[i] += count
