@@ -118,6 +118,12 @@ class RenderedExample:
         return self.targets == ""
 
 
+def _is_row(row: Any) -> bool:
+    """A mapping of field names to values, or one read as such (`keys`, `items`, `[]`: a pandas row, a Series)."""
+    return isinstance(row, Mapping) or all(callable(getattr(row, name, None))
+                                           for name in ("keys", "items", "__getitem__"))
+
+
 def _escape_pipe(row: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value.replace(SEPARATOR, PIPE_PROTECTOR) if isinstance(value, str) else value
             for key, value in row.items()}
@@ -324,7 +330,7 @@ class Template:
         `rng` seeds the `choice` and `random` filters. With `check_answer_choices`, a non-empty target that is not
         one of the answer choices raises `AnswerNotInChoicesError`.
         """
-        if not isinstance(row, Mapping):
+        if not _is_row(row):
             raise TemplateRenderError(f"a row must be a mapping of field names to values, got {type(row).__name__}",
                                       task=task, template=self.name, row_index=row_index)
         if "answer_choices" in row:

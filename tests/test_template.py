@@ -313,3 +313,14 @@ def test_a_row_that_is_not_a_mapping_is_named(row):
     with pytest.raises(TemplateRenderError, match=rf"task 'k', template 't', row 3: a row must be a mapping of field "
                                                    rf"names to values, got {type(row).__name__}"):
         template.render(row, task="k", row_index=3)
+
+
+def test_a_pandas_row_renders_as_its_dict():
+    # refused since rows are checked ('a row must be a mapping ..., got Series'), though a DataFrame's rows
+    # (iterrows) rendered as their dicts before
+    import pandas as pd
+
+    template = Template("t", "{{sentence}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    frame = pd.DataFrame([{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}])
+    assert [(out.inputs, out.targets) for out in (template.render(row) for _, row in frame.iterrows())] == \
+        [("good", "yes"), ("bad", "no")]
