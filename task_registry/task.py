@@ -180,7 +180,8 @@ class Task:
             if template.name in seen:
                 raise TaskDefinitionError(f"task {name!r}: two templates are named {template.name!r}")
             seen.add(template.name)
-        for step in preprocessors:
+        preprocessors = [preprocessors] if isinstance(preprocessors, Preprocessor) else list(preprocessors)
+        for step in preprocessors:  # (a generator is read once, above: checked as kept)
             if not isinstance(step, Preprocessor):
                 raise TaskDefinitionError(f"task {name!r}: preprocessors must be Preprocessor objects "
                                           f"(Rename, Filter, Map), got {step!r}")
@@ -209,7 +210,7 @@ class Task:
         self.name = name
         self.source = source
         self.templates = templates
-        self.preprocessors = list(preprocessors)
+        self.preprocessors = preprocessors
         self.metrics = tuple(metrics)
         self.task_type = task_type
         self.cluster = cluster or task_type

@@ -412,3 +412,11 @@ def test_splits_and_metrics_given_as_generators_are_kept():
         Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], splits=(s for s in []))
     with pytest.raises(task_registry.TaskDefinitionError, match=r"task 't': metrics must be a list of metric names"):
         Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], metrics=None)
+
+
+def test_preprocessors_given_as_a_generator_or_one_step_are_kept():
+    # the type check used a generator up, so the task kept no preprocessor (silently)
+    steps = [Rename({"sentence": "text"}), Rename({"text": "sentence"})]
+    task = Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], preprocessors=(step for step in steps))
+    assert task.preprocessors == steps
+    assert Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], preprocessors=steps[0]).preprocessors == steps[:1]
