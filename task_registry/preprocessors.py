@@ -135,7 +135,22 @@ class Rename(Preprocessor):
         return f"rename({self.mapping})"
 
 
-class Filter(Preprocessor):
+class _ExpressionPreprocessor(Preprocessor):
+    """A preprocessor whose Jinja expressions are compiled into `_compiled` by `_compile()`: compiled Jinja does not
+    pickle, so it is left out of the pickled state (a subclass's own attributes kept) and compiled again on loading."""
+
+    def _compile(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "_compiled"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compile()
+
+
+class Filter(_ExpressionPreprocessor):
     """Keep the rows for which `predicate(row)` (or the Jinja expression) is true."""
 
     def __init__(self, predicate: Union[str, Callable[[Mapping[str, Any]], bool]]):
@@ -152,13 +167,6 @@ class Filter(Preprocessor):
             return self.predicate(row)
         return bool(evaluate_expression(self._compiled, row, index, "filter", self.predicate))
 
-    def __getstate__(self) -> dict[str, Any]:  # (compiled Jinja does not pickle: compiled again on loading)
-        return {"predicate": self.predicate}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.predicate = state["predicate"]
-        self._compile()
-
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         return dataset.filter(self._test, with_indices=True,
                               **_fingerprint(dataset, self.describe(), isinstance(self.predicate, str)))
@@ -169,7 +177,7 @@ class Filter(Preprocessor):
         return f"filter({what})"
 
 
-class Map(Preprocessor):
+class Map(_ExpressionPreprocessor):
     """Add or replace fields: `Map(fn)` with `fn(row) -> dict of new fields`, or a mapping field → Jinja expr."""
 
     keeps_rows = True
@@ -195,13 +203,6 @@ class Map(Preprocessor):
             return self.fn(row)
         return {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
                 for field, (c, expr) in self._compiled.items()}
-
-    def __getstate__(self) -> dict[str, Any]:  # (compiled Jinja does not pickle: compiled again on loading)
-        return {"fn": self.fn}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.fn = state["fn"]
-        self._compile()
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         try:

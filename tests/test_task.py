@@ -370,6 +370,24 @@ def test_a_task_with_expression_preprocessors_pickles(tmp_path):
     assert list(zip(rows["inputs"], rows["targets"])) == expected
 
 
+class MinLength(Filter):
+    """A Filter subclass with a setting of its own."""
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+        super().__init__("text | length >= " + str(minimum))
+
+
+def test_an_expression_preprocessor_subclass_pickles_with_its_own_attributes():
+    # the pickled state held the expression only, so a subclass's own settings were lost on loading
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(MinLength(5)))
+    assert copy.minimum == 5 and copy.describe() == "filter(text | length >= 5)"
+    rows = datasets.Dataset.from_list([{"text": "abc"}, {"text": "abcdef"}])
+    assert copy(rows)["text"] == ["abcdef"]
+
+
 @pytest.mark.parametrize("kwargs,match", [
     # were accepted: held_out="false" made a held-out task (bool("false") is True), and the others were kept as
     # given, while a YAML task file refuses each of them
