@@ -135,6 +135,13 @@ class Rename(Preprocessor):
         return f"rename({self.mapping})"
 
 
+def _callable_name(fn: Callable[..., Any]) -> str:
+    """`fn`'s qualified name, else its repr (not both: a method's repr holds its object's, which may describe itself
+    through `fn` — endlessly)."""
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else repr(fn)
+
+
 class _ExpressionPreprocessor(Preprocessor):
     """A preprocessor whose Jinja expressions are compiled into `_compiled` by `_compile()`: compiled Jinja does not
     pickle, so it is left out of the pickled state (a subclass's own attributes kept) and compiled again on loading."""
@@ -172,8 +179,7 @@ class Filter(_ExpressionPreprocessor):
                               **_fingerprint(dataset, self.describe(), isinstance(self.predicate, str)))
 
     def describe(self) -> str:
-        what = self.predicate if isinstance(self.predicate, str) else getattr(
-            self.predicate, "__qualname__", repr(self.predicate))
+        what = self.predicate if isinstance(self.predicate, str) else _callable_name(self.predicate)
         return f"filter({what})"
 
 
@@ -214,7 +220,7 @@ class Map(_ExpressionPreprocessor):
                                       "text)") from None
 
     def describe(self) -> str:
-        what = dict(self.fn) if isinstance(self.fn, Mapping) else getattr(self.fn, "__qualname__", repr(self.fn))
+        what = dict(self.fn) if isinstance(self.fn, Mapping) else _callable_name(self.fn)
         return f"map({what})"
 
 

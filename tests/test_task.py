@@ -378,6 +378,25 @@ class MinLength(Filter):
         super().__init__("text | length >= " + str(minimum))
 
 
+class LongerThan(Filter):
+    """A Filter subclass whose predicate is its own method."""
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+        super().__init__(self.keeps)
+
+    def keeps(self, row) -> bool:
+        return len(row["text"]) > self.minimum
+
+
+def test_a_filter_whose_predicate_is_its_own_method_describes_itself():
+    # describe() built repr(predicate) even when it had a name: a bound method's repr holds its object's repr,
+    # which is describe() again (RecursionError)
+    assert LongerThan(3).describe() == "filter(LongerThan.keeps)"
+    rows = datasets.Dataset.from_list([{"text": "abc"}, {"text": "abcdef"}])
+    assert LongerThan(3)(rows)["text"] == ["abcdef"]
+
+
 def test_an_expression_preprocessor_subclass_pickles_with_its_own_attributes():
     # the pickled state held the expression only, so a subclass's own settings were lost on loading
     import pickle
