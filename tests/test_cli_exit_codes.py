@@ -3,6 +3,9 @@ with a one-line message on stderr naming the bad thing, never a traceback (READM
 `error: `, whichever command wrote it."""
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from t2t_mtl.cli import main
@@ -77,6 +80,23 @@ def test_ctrl_c_in_any_command_exits_130_with_one_line(monkeypatch, capsys):
     assert main(["tasks", "list"]) == 130
     err = capsys.readouterr().err
     assert err == "error: aborted (Ctrl-C) during t2t-mtl tasks\n"
+
+
+@pytest.mark.parametrize("code,exit_code,remedy", [
+    (errno.ENOSPC, 1, "free disk space"), (errno.EROFS, 2, "choose a folder on a writable disk")])
+def test_a_storage_failure_while_writing_is_one_line(tmp_path, monkeypatch, capsys, code, exit_code, remedy):
+    # was: a full disk (or a read-only one) while a plot, report or model was written ended in a traceback
+    from t2t_mtl.cli import mixture
+
+    out = tmp_path / "rates.png"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(out))
+
+    monkeypatch.setattr(mixture, "plot_rates", full_disk)
+    assert main(["mixture", "show", "procedural", "--plot", str(out)]) == exit_code
+    err = capsys.readouterr().err
+    assert err == f"error: t2t-mtl mixture: {os.strerror(code)}: {out} ({remedy}, then run it again)\n"
 
 
 def _parsers(parser):

@@ -6,6 +6,7 @@ discovered here, so a new command is a new file. A command's parser sets `func(a
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the console script; returns the process exit code (130, with one line on stderr, for a
-    Ctrl-C that a command does not handle itself)."""
+    Ctrl-C that a command does not handle itself; 1 or 2, with one line, for a storage failure while writing: a full
+    disk, a read-only or forbidden place)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -49,7 +51,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:  # `train` handles its own (a first Ctrl-C in training saves a checkpoint)
         print(f"error: aborted (Ctrl-C) during t2t-mtl {args.command}", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRNOS:
+            raise
+        print(storage_error_line(args.command, err), file=sys.stderr)
+        return _STORAGE_ERRNOS[err.errno][0]
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+#: storage failures a command meets while it writes: errno → (exit code, what to do). A full disk or quota is the
+#: work failing (1); a read-only or forbidden place is a bad output option (2)
+_STORAGE_ERRNOS = {errno.ENOSPC: (1, "free disk space"), errno.EDQUOT: (1, "free space within your disk quota"),
+                   errno.EROFS: (2, "choose a folder on a writable disk"),
+                   errno.EACCES: (2, "fix its permissions or choose another path"),
+                   errno.EPERM: (2, "fix its permissions or choose another path")}
+
+
+def storage_error_line(command: str, err: OSError) -> str:
+    """One `error:` line for a storage failure `err` of `t2t-mtl command`: what, where, and what to do."""
+    where = f": {err.filename}" if err.filename else ""
+    remedy = _STORAGE_ERRNOS[err.errno][1]
+    return f"error: t2t-mtl {command}: {err.strerror or err}{where} ({remedy}, then run it again)"
