@@ -579,14 +579,18 @@ def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
 
 
 def _python_model_section(data: Mapping[str, Any]) -> Dict[str, Any]:
-    """A `model:` section built in Python as a YAML file would give it: a path-like `name_or_path` as its text and
-    a mapping that is no dict (`dims`, `moe`, `lora`) as a dict (both taken before the section was checked)."""
+    """A `model:` section built in Python as a YAML file would give it: a path-like `name_or_path` as its text, and
+    as a dict a mapping that is no dict (`dims`, `moe`, `lora`) or a settings object (`MoEConfig`, `LoRAConfig`:
+    their `to_dict()`), all taken before the section was checked."""
     section = dict(data)
     if isinstance(section.get("name_or_path"), os.PathLike):
         section["name_or_path"] = os.fspath(section["name_or_path"])
     for key in ("dims", "moe", "lora"):
-        if isinstance(section.get(key), Mapping) and not isinstance(section[key], dict):
-            section[key] = dict(section[key])
+        value = section.get(key)
+        if callable(getattr(value, "to_dict", None)):
+            section[key] = value.to_dict()
+        elif isinstance(value, Mapping) and not isinstance(value, dict):
+            section[key] = dict(value)
     return section
 
 

@@ -142,6 +142,15 @@ def test_a_lora_section_that_is_no_mapping_is_refused_naming_the_key():
         LoRAConfig.from_dict("yes")
 
 
+def test_build_model_takes_a_lora_config_object_in_a_dict_section():
+    # `apply_lora` takes a LoRAConfig, and build_model passed one on; the dict section's type check refused it
+    # ('model.lora' must be bool or mapping or null), as it did a MoEConfig
+    model = build_model({"dims": DIMS, "lora": LoRAConfig(r=2, targets=["q"])})
+    q = model.encoder.block[0].layer[0].SelfAttention.q
+    assert isinstance(q, LoRALinear) and q.r == 2
+    assert not isinstance(model.encoder.block[0].layer[0].SelfAttention.v, LoRALinear)
+
+
 def test_lora_true_and_empty_mean_defaults_false_means_off():
     for section in (True, {}):
         model = build_model({"dims": DIMS, "lora": section})

@@ -83,7 +83,7 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     returned for `name_or_path` (None: read it), so its config.json is read once.
     """
     if not isinstance(model_cfg, ModelConfig):
-        model_cfg = model_config_from_dict(_moe_as_dict(model_cfg))
+        model_cfg = model_config_from_dict(model_cfg)
     if model_cfg.name_or_path is not None:
         from t2t_mtl.model.moe import TaskAwareT5, load_t5_or_moe
 
@@ -113,17 +113,6 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     if model_cfg.activation_checkpointing:
         enable_activation_checkpointing(model, int(model_cfg.activation_checkpointing))
     return model
-
-
-def _moe_as_dict(model_cfg: Any) -> Any:
-    """A dict `model_cfg` whose `moe` is a `MoEConfig` (which `convert_to_moe` takes) with that config's dict in its
-    place, for the section's checks; anything else as given."""
-    moe = model_cfg.get("moe") if isinstance(model_cfg, Mapping) else None
-    if moe is None or isinstance(moe, Mapping):
-        return model_cfg
-    from t2t_mtl.model.moe import MoEConfig
-
-    return {**model_cfg, "moe": moe.to_dict()} if isinstance(moe, MoEConfig) else model_cfg
 
 
 def enable_activation_checkpointing(model: T5ForConditionalGeneration, every: int = 1) -> None:
