@@ -17,6 +17,7 @@ import numpy as np
 
 from t2t_mtl.analysis.errors import GradientLogError
 from t2t_mtl.json_values import JsonLineError, jsonl_records
+from t2t_mtl.task_names import task_name_list
 
 
 @dataclasses.dataclass
@@ -212,9 +213,7 @@ def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: f
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
-    if isinstance(tasks, str):  # a string is a sequence of letters, not of task names
-        raise GradientLogError(f"tasks must be a list of task names, got the string {tasks!r}")
-    tasks = list(tasks)
+    tasks = task_name_list(tasks, GradientLogError, argument="tasks")
     cos = np.array(mean_cosine, dtype=np.float64)
     if cos.shape != (len(tasks), len(tasks)):  # (a task beyond the matrix would be clustered as never measured)
         raise GradientLogError(f"mean_cosine must be [T, T] for the {len(tasks)} tasks {tasks}, got shape "

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations, corrupts_spans
+from t2t_mtl.task_names import task_name_list
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +149,7 @@ def build_task_streams(
     """Tokenize every task of the mixture, one cache file per task (see `tokenize_task`). The cache key leaves out
     the tokenizer's `<task:NAME>` tokens (task embeddings put them in front of the ids, never in the text), so a
     task added to the mixture tokenizes that task alone."""
-    if isinstance(task_names, str):  # a string is a sequence of letters, not of task names
-        raise DataPipelineError(f"build_task_streams: task_names must be a list of task names, got the string "
-                                f"{task_names!r} (write [{task_names!r}])")
+    task_names = task_name_list(task_names, DataPipelineError, where="build_task_streams")
     import task_registry
     from task_registry.tokenize import tokenizer_fingerprint
 

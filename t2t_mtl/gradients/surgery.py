@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import t2t_kernels.gradproj as gradproj
+from t2t_mtl.task_names import task_name_list
 
 from .base import GradientMethodError, build_method
 from .gradvac import layer_key
@@ -58,10 +59,7 @@ class GradientSurgery:
                  task_names: Sequence[str], *, distribution: str = "local", process_group: Any = None,
                  segment_of: Callable[[str], str] | None = None, segment_offsets: Sequence[int] | None = None,
                  buffer_dtype: torch.dtype | None = None, max_tasks_per_step: int | None = None) -> None:
-        if isinstance(task_names, str):  # a string is a sequence of letters, not of task names
-            raise GradientMethodError(f"gradient surgery: task_names must be a list of task names, got the string "
-                                      f"{task_names!r} (write [{task_names!r}])")
-        self.task_names = list(task_names)
+        self.task_names = task_name_list(task_names, GradientMethodError, where="gradient surgery")
         if len(set(self.task_names)) != len(self.task_names) or not self.task_names:
             raise GradientMethodError(f"gradient surgery needs distinct task names, got {self.task_names}")
         if distribution not in DISTRIBUTIONS:

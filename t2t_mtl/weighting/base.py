@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import torch
 from torch import nn
 
+from t2t_mtl.task_names import task_name_list
 from t2t_mtl.weighting.errors import WeightingError
 
 
@@ -22,13 +23,10 @@ class LossWeighting(nn.Module):
 
     def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__()
-        if isinstance(task_names, str):  # a string is a sequence of letters, not of task names
-            raise WeightingError(f"loss weighting: task_names must be a list of task names, got the string "
-                                 f"{task_names!r} (write [{task_names!r}])")
         if task_sizes is not None and not isinstance(task_sizes, Mapping):
             raise WeightingError(f"loss weighting: task_sizes must be a {{task: number of rows}} mapping or None, "
                                  f"got {type(task_sizes).__name__}")
-        self.task_names: list[str] = list(task_names)
+        self.task_names: list[str] = task_name_list(task_names, WeightingError, where="loss weighting")
         if not self.task_names:
             raise WeightingError("loss weighting needs at least one task name")
         if len(set(self.task_names)) != len(self.task_names):
