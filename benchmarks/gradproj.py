@@ -15,12 +15,15 @@ Every contender gets the same fp32 [T, P] task gradients and returns the combine
 CPU times are process CPU seconds with one torch thread (`--threads`), so that other jobs on a shared machine
 do not inflate them; GPU times are CUDA-event/wall times (the bandwidth columns: per call, from 10 calls in a
 row, so a single call's launch latency does not count as kernel time). Peak memory is the extra resident memory
-(CPU: VmHWM − VmRSS after resetting the high-water mark) or the extra CUDA allocation during one call. The last
-section times a whole training step of a small T5 with 4 task micro-batches, with and without surgery.
+(CPU: VmHWM − VmRSS after resetting the high-water mark, with glibc made to give back every freed block from
+64 KiB) or the extra CUDA allocation during one call. The last section times a whole training step of a small T5
+with 4 task micro-batches, with and without surgery.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import importlib.util
 import os
 import sys
@@ -123,8 +126,20 @@ def _rss_kb(field: str) -> int:
     return 0
 
 
+@functools.cache
+def return_freed_blocks() -> None:
+    """Make glibc map every block from 64 KiB afresh and give it back on free. By default a free raises its mmap
+    threshold (up to 32 MiB) and a block of that size is then served from pages still resident, which the peak
+    resident set after a reset does not see (a call's peak read 0 MB)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (setting it also stops the dynamic raise)
+    libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+
+
 def measure(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, float, object]:
     """(best seconds, peak extra MB, last result) of `fn`."""
+    if device == "cpu":
+        return_freed_blocks()
     best, peak, result = float("inf"), 0.0, None
     for i in range(repeats):
         if device == "cuda":

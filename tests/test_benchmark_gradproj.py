@@ -2,7 +2,9 @@
 bandwidth columns are a percentage of, looked up by the name CUDA reports."""
 from __future__ import annotations
 
+import ast
 import importlib.util
+import subprocess
 import sys
 
 import pytest
@@ -41,3 +43,24 @@ def test_a_torchjd_that_breaks_on_import_is_left_out(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [_BrokenTorchJD(), *sys.meta_path])
     assert benchmark.torchjd_pcgrad() is None
+
+
+def test_cpu_peak_memory_counts_a_block_of_a_size_freed_before():
+    """glibc serves a block of a size it freed before (up to 32 MiB) from pages still resident, which VmHWM does
+    not see: the CPU peak of a call that allocates 16 MB must read 16 MB however often the size was allocated before."""
+    num_floats = 4_000_000
+    code = f"""
+import importlib.util, torch
+spec = importlib.util.spec_from_file_location("benchmark_gradproj", {str(REPO_ROOT / "benchmarks" / "gradproj.py")!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+def allocate():
+    return float(torch.ones({num_floats})[0])
+allocate(), allocate()  # the allocator has seen the size
+print([module.measure(allocate, "cpu", 3)[1] for _ in range(4)])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    peaks = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    expected_mb = num_floats * 4 / 2 ** 20  # one fp32 tensor, first touched inside the call
+    assert all(0.95 * expected_mb <= peak <= 1.5 * expected_mb for peak in peaks), (peaks, expected_mb)
