@@ -182,13 +182,14 @@ def cpu_table(sizes_t: list[int], sizes_p: list[int], repeats: int, skip_textboo
             grads = conflicting(t, p, "cpu")
             out = torch.empty(p)
             orders = random_orders(np.random.default_rng(0), t)
-            phases: dict[str, float] = {}
+            calls: list[dict[str, float]] = []
 
             def run_ours():
-                phases.update(ours(grads, out, orders))
+                calls.append(ours(grads, out, orders))
                 return out
 
             t_ours, m_ours, res = measure(run_ours, "cpu", repeats)
+            phases = min(calls, key=lambda phase: phase["total"])  # the breakdown of the fastest call
             ref_norm = float(res.norm())
             cells = {}
             for name, fn in [("textbook", (lambda: textbook.pcgrad(grads, orders)) if t * t * p <= skip_textbook_over

@@ -64,3 +64,17 @@ print([module.measure(allocate, "cpu", 3)[1] for _ in range(4)])
     peaks = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
     expected_mb = num_floats * 4 / 2 ** 20  # one fp32 tensor, first touched inside the call
     assert all(0.95 * expected_mb <= peak <= 1.5 * expected_mb for peak in peaks), (peaks, expected_mb)
+
+
+def test_cpu_table_breaks_down_the_fastest_call_of_ours(monkeypatch):
+    """The gram / solve / combine column is the breakdown of the fastest of the timed calls (the one the 'ours'
+    column reports), not of whichever call came last."""
+    benchmark = _benchmark()
+    calls = iter([{"gram": 5e-3, "solve": 1e-4, "combine": 2e-3, "total": 7.1e-3},
+                  {"gram": 1e-3, "solve": 2e-4, "combine": 3e-4, "total": 1.5e-3},
+                  {"gram": 9e-3, "solve": 3e-4, "combine": 4e-3, "total": 13.3e-3}])
+    monkeypatch.setattr(benchmark, "ours", lambda grads, out, orders: next(calls))
+    monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: None)
+    monkeypatch.setattr(benchmark, "libmtl_pcgrad", lambda: (None, ""))
+    row = benchmark.cpu_table([2], [8], repeats=3, skip_textbook_over=0)[-1]
+    assert row.split(" | ")[3] == "1.0 / 0.20 / 0.3", row  # the second call's phases, in ms
