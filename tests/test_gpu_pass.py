@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,16 @@ def test_kernel_tests_run_in_parallel_workers_when_xdist_is_there(tmp_path, xdis
     _proc, _out, calls = _run_pass(tmp_path, xdist_rc=xdist_rc)
     pytest_calls = [call for call in calls if "-m pytest" in call]
     assert len(pytest_calls) == 1 and (" -n " in pytest_calls[0]) == parallel, calls
+
+
+def test_the_benchmark_command_lines_of_the_pass_are_accepted_by_the_scripts():
+    """The stubs above never run the benchmarks: here each benchmark line of the pass runs for real, without a GPU,
+    so a renamed or misspelt option fails now (argparse's usage error) rather than on the lent machine."""
+    lines = [line.split()[4:] for line in SCRIPT.read_text().splitlines()
+             if line.startswith("step ") and "benchmarks/" in line]
+    assert len(lines) == 2 and all(args[0] == "python3" for args in lines), lines
+    for args in lines:
+        proc = subprocess.run([sys.executable, *args[1:]], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        assert proc.returncode != 0 and "cuda" in proc.stderr.lower(), (args, proc.stderr[-2000:])
+        assert "usage:" not in proc.stderr, (args, proc.stderr[-2000:])
