@@ -1,13 +1,16 @@
-"""benchmarks/gradproj.py's GPU figures that can be checked without a GPU: the datasheet HBM peak that the
-bandwidth columns are a percentage of, looked up by the name CUDA reports."""
+"""benchmarks/gradproj.py's figures that can be checked without a GPU: the datasheet HBM peak that the bandwidth
+columns are a percentage of, looked up by the name CUDA reports; the CUDA table itself, run on the host with faked
+CUDA events (its code runs nowhere else before the GPU pass); the CPU table's peak memory and phase breakdown."""
 from __future__ import annotations
 
 import ast
 import importlib.util
 import subprocess
 import sys
+import types
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 
@@ -78,3 +81,102 @@ def test_cpu_table_breaks_down_the_fastest_call_of_ours(monkeypatch):
     monkeypatch.setattr(benchmark, "libmtl_pcgrad", lambda: (None, ""))
     row = benchmark.cpu_table([2], [8], repeats=3, skip_textbook_over=0)[-1]
     assert row.split(" | ")[3] == "1.0 / 0.20 / 0.3", row  # the second call's phases, in ms
+
+
+class _FakeCuda:
+    """The `torch.cuda` calls of the CUDA table, on the host: events read a clock that only the Gram and combine
+    calls advance (by `gram_ms` and `combine_ms` each), so the table's kernel times are known exactly."""
+
+    def __init__(self, gram_ms: float, combine_ms: float) -> None:
+        self.now, self.gram_ms, self.combine_ms = 0.0, gram_ms, combine_ms
+        cuda = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                self.at = None
+
+            def record(self) -> None:
+                self.at = cuda.now
+
+            def elapsed_time(self, end: "Event") -> float:
+                return end.at - self.at
+
+        self.Event = Event
+
+    def get_device_name(self) -> str:
+        return "NVIDIA H200"
+
+    def mem_get_info(self) -> tuple[int, int]:
+        return 2 ** 40, 2 ** 40
+
+    def synchronize(self) -> None:
+        pass
+
+    def empty_cache(self) -> None:
+        pass
+
+    def reset_peak_memory_stats(self) -> None:
+        pass
+
+    def memory_allocated(self) -> int:
+        return 0
+
+    def max_memory_allocated(self) -> int:
+        return 0
+
+
+class _HostTorch:
+    """`torch` with CUDA placements made host ones and `torch.cuda` faked (see _FakeCuda)."""
+
+    def __init__(self, cuda: _FakeCuda) -> None:
+        self.cuda = cuda
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*size, device=None, **kwargs):
+        return torch.empty(*size, **kwargs)
+
+    @staticmethod
+    def randn(*size, device=None, **kwargs):
+        return torch.randn(*size, **kwargs)
+
+    @staticmethod
+    def Generator(device=None):  # noqa: N802 (torch's name)
+        return torch.Generator()
+
+
+def _fake_cuda_benchmark(monkeypatch, gram_ms: float, combine_ms: float):
+    """The benchmark module with the CUDA table runnable on the host (reference kernels, fake events)."""
+    benchmark = _benchmark()
+    cuda = _FakeCuda(gram_ms, combine_ms)
+    real = benchmark.gradproj
+
+    def gram(*args, **kwargs):
+        cuda.now += gram_ms
+        return real.gram(*args, **kwargs)
+
+    def combine(*args, **kwargs):
+        cuda.now += combine_ms
+        return real.combine(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "torch", _HostTorch(cuda))
+    monkeypatch.setattr(benchmark, "gradproj", types.SimpleNamespace(gram=gram, combine=combine))
+    return benchmark
+
+
+def test_cuda_table_bandwidth_is_the_bytes_each_kernel_must_move_over_its_time(monkeypatch):
+    """Gram: read T×P once (its T×T output is negligible); combine: read T×P and write P, in the gradients' dtype.
+    At T = 4, P = 1e5, 0.01 ms per Gram and 0.02 ms per combine: bf16 (2 B) 80 and 50 GB/s, fp32 (4 B) 160
+    and 100 GB/s; as a share of the H200's 4800 GB/s."""
+    benchmark = _fake_cuda_benchmark(monkeypatch, gram_ms=0.01, combine_ms=0.02)
+    monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: None)
+    rows = [row.split(" | ") for row in benchmark.cuda_table([4], [10 ** 5], None)[3:]]
+    expected = {"bfloat16": (4e5 * 2 / 1e-5 / 1e9, 5e5 * 2 / 2e-5 / 1e9),
+                "float32": (4e5 * 4 / 1e-5 / 1e9, 5e5 * 4 / 2e-5 / 1e9)}
+    assert {row[2] for row in rows} == set(expected), rows
+    for row in rows:
+        gram_gbps, combine_gbps = expected[row[2]]
+        assert row[4:6] + row[7:9] == [f"{gram_gbps:.0f}", f"{100 * gram_gbps / 4800:.0f}%", f"{combine_gbps:.0f}",
+                                       f"{100 * combine_gbps / 4800:.0f}%"], row
