@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -180,3 +181,18 @@ def test_cuda_table_bandwidth_is_the_bytes_each_kernel_must_move_over_its_time(m
         gram_gbps, combine_gbps = expected[row[2]]
         assert row[4:6] + row[7:9] == [f"{gram_gbps:.0f}", f"{100 * gram_gbps / 4800:.0f}%", f"{combine_gbps:.0f}",
                                        f"{100 * combine_gbps / 4800:.0f}%"], row
+
+
+def test_cuda_table_times_torchjd_as_it_times_ours(monkeypatch):
+    """Ours is the fastest of 3 synchronised calls after warm-up: TorchJD must be too, not one call after its
+    warm-up. Scripted TorchJD calls of 30, 200, 10 and 60 ms: its cell must read about 10 ms, not 200."""
+    benchmark = _fake_cuda_benchmark(monkeypatch, gram_ms=0.01, combine_ms=0.02)
+    durations = iter([0.03, 0.2, 0.01, 0.06])
+
+    def torchjd(grads):
+        time.sleep(next(durations))
+        return grads.sum(0)
+
+    monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: torchjd)
+    fp32 = [row.split(" | ") for row in benchmark.cuda_table([2], [10 ** 4], None)[3:] if "float32" in row]
+    assert len(fp32) == 1 and 10 <= float(fp32[0][10]) < 30, fp32
