@@ -14,10 +14,11 @@ Every contender gets the same fp32 [T, P] task gradients and returns the combine
   top-level __init__ bypassed; its PCGrad code runs unchanged. Install with `pip install --no-deps libmtl`.
 CPU times are process CPU seconds with one torch thread (`--threads`), so that other jobs on a shared machine
 do not inflate them; GPU times are CUDA-event/wall times (the bandwidth columns: per call, from 10 calls in a
-row, so a single call's launch latency does not count as kernel time). Peak memory is the extra resident memory
-(CPU: VmHWM − VmRSS after resetting the high-water mark, with glibc made to give back every freed block from
-64 KiB) or the extra CUDA allocation during one call. The last section times a whole training step of a small T5
-with 4 task micro-batches, with and without surgery.
+row, so a single call's launch latency does not count as kernel time; where the host's own work per call is about
+as long, the GPU waited for it and the share of peak is marked as a lower bound, "host-bound"). Peak memory is
+the extra resident memory (CPU: VmHWM − VmRSS after resetting the high-water mark, with glibc made to give back
+every freed block from 64 KiB) or the extra CUDA allocation during one call. The last section times a whole
+training step of a small T5 with 4 task micro-batches, with and without surgery.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from t2t_mtl.gradients import GradientSurgery, pcgrad_weights, random_orders, te
 
 SLOW_SECONDS = 2.0  # contenders slower than this are timed once
 BACK_TO_BACK = 10  # GPU: kernel time per call = CUDA-event time of this many consecutive calls / this many
+HOST_BOUND = 0.8  # GPU: a kernel time under 1 / this of the host's own time per call was set by the host
 
 
 # ------------------------------------------------------------------------------------------------ contenders
@@ -250,6 +252,23 @@ def kernel_errors(grads: torch.Tensor, weights: torch.Tensor, gram: torch.Tensor
     return f"{gram_err:.1e} / {comb_err:.1e}"
 
 
+def host_ms_per_call(call: Callable[[], object]) -> float:
+    """The host's own time per call (ms) of BACK_TO_BACK calls of `call`, which only queue their kernels."""
+    start = time.perf_counter()
+    for _ in range(BACK_TO_BACK):
+        call()
+    return (time.perf_counter() - start) * 1e3 / BACK_TO_BACK
+
+
+def share_of_peak(gbps: float, peak: float | None, kernel_ms: float, host_ms: float) -> str:
+    """`gbps` as a share of `peak` GB/s; where the host's time per call came near the kernel time the events read,
+    the GPU waited for launches, so the share is marked as a lower bound (host-bound)."""
+    if peak is None:
+        return "—"
+    share = f"{100 * gbps / peak:.0f}%"
+    return f"≥ {share} (host-bound)" if host_ms >= HOST_BOUND * kernel_ms else share
+
+
 def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) -> list[str]:
     name = torch.cuda.get_device_name()
     peak = peak_gbps or peak_bandwidth_gbps(name)
@@ -273,14 +292,12 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
                 orders = random_orders(np.random.default_rng(0), t)
                 events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
                 gradproj.gram(grads), gradproj.combine(weights, grads, out=out)  # compile/warm up
-                gram_ms, comb_ms = [], []
+                gram_ms, comb_ms, gram_host, comb_host = [], [], [], []
                 for _ in range(3):  # back-to-back calls: the host's launch work overlaps the kernels before it
                     events[0].record()
-                    for _ in range(BACK_TO_BACK):
-                        gradproj.gram(grads)
+                    gram_host.append(host_ms_per_call(lambda: gradproj.gram(grads)))
                     events[1].record()
-                    for _ in range(BACK_TO_BACK):
-                        gradproj.combine(weights, grads, out=out)
+                    comb_host.append(host_ms_per_call(lambda: gradproj.combine(weights, grads, out=out)))
                     events[2].record()
                     torch.cuda.synchronize()
                     gram_ms.append(events[0].elapsed_time(events[1]) / BACK_TO_BACK)
@@ -294,9 +311,10 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
                 if jd is not None and dtype == torch.float32 and t * p <= 4e9:
                     jd(grads)  # warm-up; then the fastest of 3 synchronised calls, as ours above
                     jd_ms = f"{1e3 * measure(lambda: jd(grads), 'cuda', 3)[0]:.2f}"
-                pct = (lambda bw: "—" if peak is None else f"{100 * bw / peak:.0f}%")
-                row = (f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} | {g_ms:.3f} | {g_bw:.0f} | {pct(g_bw)} | "
-                       f"{c_ms:.3f} | {c_bw:.0f} | {pct(c_bw)} | {step:.2f} | {jd_ms} | {errors} |")
+                g_pct = share_of_peak(g_bw, peak, g_ms, min(gram_host))
+                c_pct = share_of_peak(c_bw, peak, c_ms, min(comb_host))
+                row = (f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} | {g_ms:.3f} | {g_bw:.0f} | {g_pct} | "
+                       f"{c_ms:.3f} | {c_bw:.0f} | {c_pct} | {step:.2f} | {jd_ms} | {errors} |")
                 rows.append(row)
                 print(row, flush=True)
                 del grads, out

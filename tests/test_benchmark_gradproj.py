@@ -173,6 +173,7 @@ def test_cuda_table_bandwidth_is_the_bytes_each_kernel_must_move_over_its_time(m
     and 100 GB/s; as a share of the H200's 4800 GB/s."""
     benchmark = _fake_cuda_benchmark(monkeypatch, gram_ms=0.01, combine_ms=0.02)
     monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: None)
+    monkeypatch.setattr(benchmark, "HOST_BOUND", float("inf"))  # the host here is slower than these kernel times
     rows = [row.split(" | ") for row in benchmark.cuda_table([4], [10 ** 5], None)[3:]]
     expected = {"bfloat16": (4e5 * 2 / 1e-5 / 1e9, 5e5 * 2 / 2e-5 / 1e9),
                 "float32": (4e5 * 4 / 1e-5 / 1e9, 5e5 * 4 / 2e-5 / 1e9)}
@@ -196,3 +197,15 @@ def test_cuda_table_times_torchjd_as_it_times_ours(monkeypatch):
     monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: torchjd)
     fp32 = [row.split(" | ") for row in benchmark.cuda_table([2], [10 ** 4], None)[3:] if "float32" in row]
     assert len(fp32) == 1 and 10 <= float(fp32[0][10]) < 30, fp32
+
+
+@pytest.mark.parametrize("kernel_ms,host_bound", [(1e-4, True), (1e3, False)])
+def test_cuda_table_marks_shares_the_host_set(monkeypatch, kernel_ms, host_bound):
+    """Back-to-back calls hide a call's launch work only while the kernels take longer than it: when the host's
+    work per call (here: the reference path on a [2, 1e4] matrix, far above 0.1 µs) is as long as the kernel time
+    the events read, the share of peak is the host's rate and can only be a lower bound for the kernel."""
+    benchmark = _fake_cuda_benchmark(monkeypatch, gram_ms=kernel_ms, combine_ms=kernel_ms)
+    monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: None)
+    for row in benchmark.cuda_table([2], [10 ** 4], None)[3:]:
+        cells = row.split(" | ")
+        assert all(("host-bound" in cell) == host_bound for cell in (cells[5], cells[8])), row
