@@ -209,3 +209,29 @@ def test_cuda_table_marks_shares_the_host_set(monkeypatch, kernel_ms, host_bound
     for row in benchmark.cuda_table([2], [10 ** 4], None)[3:]:
         cells = row.split(" | ")
         assert all(("host-bound" in cell) == host_bound for cell in (cells[5], cells[8])), row
+
+
+def test_cpu_measure_leaves_the_allocation_policy_of_the_timed_calls_alone():
+    """Once a 32 MB block has been freed, glibc serves a 4 MB one from heap pages still resident, so a call that
+    allocates it again costs no page faults. Measuring memory must not change that for the timed calls (forcing
+    every block from 64 KiB through mmap made each one fault 4 MB in again: 2-3x the time of TorchJD and the
+    textbook loop at P = 1e6): after measure, the second and later 4 MB blocks add nothing to the resident set."""
+    code = f"""
+import importlib.util, torch
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("benchmark_gradproj", {str(REPO_ROOT / "benchmarks" / "gradproj.py")!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+def grown_mb(call):
+    Path("/proc/self/clear_refs").write_text("5")
+    base = module._rss_kb("VmRSS:")
+    call()
+    return (module._rss_kb("VmHWM:") - base) / 1024
+float(torch.ones(8_000_000)[0])  # 32 MB mapped and freed: glibc raises its mmap threshold
+module.measure(lambda: float(torch.ones(1_000_000)[0]), "cpu", 2)
+print([grown_mb(lambda: float(torch.ones(1_000_000)[0])) for _ in range(4)])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    grown = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert max(grown[1:]) < 0.5, grown  # MB: the 4 MB block (3.8 MiB) is not faulted in again
