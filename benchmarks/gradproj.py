@@ -16,14 +16,13 @@ CPU times are process CPU seconds with one torch thread (`--threads`), so that o
 do not inflate them; GPU times are CUDA-event/wall times (the bandwidth columns: per call, from 10 calls in a
 row, so a single call's launch latency does not count as kernel time; where the host's own work per call is about
 as long, the GPU waited for it and the share of peak is marked as a lower bound, "host-bound"). Peak memory is
-the extra resident memory (CPU: VmHWM − VmRSS after resetting the high-water mark, the first call starting with
-glibc's free heap pages given back) or the extra CUDA allocation during one call. The last section times a whole
-training step of a small T5 with 4 task micro-batches, with and without surgery.
+the extra resident memory (CPU: VmHWM − VmRSS after resetting the high-water mark, glibc mapping every block
+afresh during that call: benchmarks/cpu_memory.py) or the extra CUDA allocation during one call. The last section
+times a whole training step of a small T5 with 4 task micro-batches, with and without surgery.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import os
 import sys
@@ -38,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import t2t_kernels.gradproj as gradproj  # noqa: E402
+from benchmarks import cpu_memory  # noqa: E402
 import t2t_kernels.gradproj.reference as gradproj_reference  # noqa: E402
 from t2t_mtl.gradients import GradientSurgery, pcgrad_weights, random_orders, textbook  # noqa: E402
 
@@ -120,45 +120,30 @@ def libmtl_pcgrad() -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, str]
 
 # ------------------------------------------------------------------------------------------------ measuring
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
-
-
-def release_free_heap() -> None:
-    """Give the pages of glibc's free heap chunks back to the OS (malloc_trim), so that a call served from them
-    faults them in again and the peak resident set counts them. glibc's allocation policy is left as it is:
-    once a free has raised its mmap threshold (up to 32 MiB), smaller blocks come from resident heap pages."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def measure(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, float, object]:
-    """(best seconds, largest peak extra MB, last result) of `fn`'s calls. On CPU the first call starts with the
-    free heap given back (release_free_heap), so its peak counts every block; the later calls reuse pages as usual."""
-    best, peak, result = float("inf"), 0.0, None
-    for i in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            if i == 0:
-                release_free_heap()
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-            base = _rss_kb("VmRSS:") * 1024
-        clock = clock_for(device)
+    """(best seconds, peak extra MB, last result) of `fn`: the peak of a first, untimed call (CPU:
+    cpu_memory.peak_resident_bytes; CUDA: the allocator's), then the fastest of `repeats` timed calls (on CPU under
+    cpu_memory.steady_policy), stopping after one slower than SLOW_SECONDS."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        grown = torch.cuda.max_memory_allocated() - base
+    else:
+        grown = cpu_memory.peak_resident_bytes(fn)[0]
+    best, result, clock = float("inf"), None, clock_for(device)
+    for _ in range(repeats):
         t0 = clock()
         result = fn()
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = clock() - t0
-        top = torch.cuda.max_memory_allocated() if device == "cuda" else _rss_kb("VmHWM:") * 1024
-        best, peak = min(best, elapsed), max(peak, (top - base) / 2 ** 20)
+        best = min(best, elapsed)
         if elapsed > SLOW_SECONDS:
             break
-    return best, peak, result
+    return best, grown / 2 ** 20, result
 
 
 def conflicting(num_tasks: int, num_params: int, device: str, dtype=torch.float32) -> torch.Tensor:
@@ -188,7 +173,7 @@ def cpu_table(sizes_t: list[int], sizes_p: list[int], repeats: int, skip_textboo
                 return out
 
             t_ours, m_ours, res = measure(run_ours, "cpu", repeats)
-            phases = min(calls, key=lambda phase: phase["total"])  # the breakdown of the fastest call
+            phases = min(calls[1:], key=lambda phase: phase["total"])  # the fastest timed call's (0: memory)
             ref_norm = float(res.norm())
             cells = {}
             for name, fn in [("textbook", (lambda: textbook.pcgrad(grads, orders)) if t * t * p <= skip_textbook_over
@@ -306,7 +291,7 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
                 step = min(ours(grads, out, orders)["total"] for _ in range(3)) * 1e3
                 jd_ms = "—"
                 if jd is not None and dtype == torch.float32 and t * p <= 4e9:
-                    jd(grads)  # warm-up; then the fastest of 3 synchronised calls, as ours above
+                    # the fastest of 3 synchronised calls, as ours above, after measure's untimed first call
                     jd_ms = f"{1e3 * measure(lambda: jd(grads), 'cuda', 3)[0]:.2f}"
                 g_pct = share_of_peak(g_bw, peak, g_ms, min(gram_host))
                 c_pct = share_of_peak(c_bw, peak, c_ms, min(comb_host))

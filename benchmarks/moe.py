@@ -13,8 +13,9 @@ measured). Methods:
 All use capacity factor 1.25 (min capacity 4) and drop over-capacity tokens. Reported: the fastest of
 `--repeats` timed calls (wall clock; on CUDA the device is synchronised before and after each call) of the
 forward and of forward+backward (d loss / d x, W_r with loss = Σ out·g), and the peak extra memory of one
-forward+backward: on CPU the process's peak resident set (VmHWM after resetting it, with glibc returning
-large blocks to the OS), on CUDA `torch.cuda.max_memory_allocated`.
+forward+backward: on CPU the process's peak resident set (VmHWM after resetting it, glibc mapping every block
+afresh during that call and keeping the timed calls' policy steady: `benchmarks/cpu_memory.py`), on CUDA
+`torch.cuda.max_memory_allocated`.
 
 Usage: python benchmarks/moe.py [--quick] [--device cpu|cuda] [--threads T] [--repeats R] [--n 4096,16384]
        [--e 8,32] [--d 512] [--k 1,2] [--methods ours,ds-sparse,ds-einsum]
@@ -22,12 +23,10 @@ Usage: python benchmarks/moe.py [--quick] [--device cpu|cuda] [--threads T] [--r
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import itertools
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DS_ACCELERATOR", "cpu" if "--device" not in sys.argv or "cpu" in sys.argv else "cuda")
 
+from benchmarks import cpu_memory  # noqa: E402
 from t2t_kernels.moe import combine, expert_capacity, permute, plan_dispatch, route  # noqa: E402
 
 CAPACITY_FACTOR = 1.25
@@ -104,19 +104,14 @@ def ds_einsum_bytes(n: int, e: int, k: int, d: int) -> int:
 
 # ------------------------------------------------------------------------------------------ measuring
 class PeakMemory:
-    """Peak extra memory of a call: CUDA allocator peak, or the CPU process's VmHWM over its VmRSS."""
+    """Peak extra memory of a call: CUDA allocator peak, or the CPU process's VmHWM over its VmRSS
+    (cpu_memory.peak_resident_bytes); on CPU the timed calls run under cpu_memory.steady_policy from the
+    construction on."""
 
     def __init__(self, device: str) -> None:
         self.device = device
         if device == "cpu":
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD: large blocks are mmapped and returned on free
-            libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
-
-    @staticmethod
-    def _status(key: str) -> int:
-        text = Path("/proc/self/status").read_text()
-        return int(re.search(rf"{key}:\s+(\d+) kB", text).group(1)) * 1024
+            cpu_memory.steady_policy()
 
     def measure(self, fn: Callable[[], None]) -> int:
         gc.collect()
@@ -127,10 +122,7 @@ class PeakMemory:
             fn()
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated() - base
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set to the current one
-        base = self._status("VmRSS")
-        fn()
-        return self._status("VmHWM") - base
+        return cpu_memory.peak_resident_bytes(fn)[0]
 
 
 def _sync(device: str) -> None:

@@ -83,16 +83,17 @@ print([module.measure(allocate, "cpu", 3)[1] for _ in range(4)])
 
 def test_cpu_table_breaks_down_the_fastest_call_of_ours(monkeypatch):
     """The gram / solve / combine column is the breakdown of the fastest of the timed calls (the one the 'ours'
-    column reports), not of whichever call came last."""
+    column reports), not of whichever call came last, nor of the untimed call measured for memory."""
     benchmark = _benchmark()
-    calls = iter([{"gram": 5e-3, "solve": 1e-4, "combine": 2e-3, "total": 7.1e-3},
+    calls = iter([{"gram": 1e-4, "solve": 1e-4, "combine": 1e-4, "total": 3e-4},  # measure's memory call, untimed
+                  {"gram": 5e-3, "solve": 1e-4, "combine": 2e-3, "total": 7.1e-3},
                   {"gram": 1e-3, "solve": 2e-4, "combine": 3e-4, "total": 1.5e-3},
                   {"gram": 9e-3, "solve": 3e-4, "combine": 4e-3, "total": 13.3e-3}])
     monkeypatch.setattr(benchmark, "ours", lambda grads, out, orders: next(calls))
     monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: None)
     monkeypatch.setattr(benchmark, "libmtl_pcgrad", lambda: (None, ""))
     row = benchmark.cpu_table([2], [8], repeats=3, skip_textbook_over=0)[-1]
-    assert row.split(" | ")[3] == "1.0 / 0.20 / 0.3", row  # the second call's phases, in ms
+    assert row.split(" | ")[3] == "1.0 / 0.20 / 0.3", row  # the second timed call's phases, in ms
 
 
 class _FakeCuda:
@@ -242,3 +243,43 @@ print([(mapped_bytes() - before) / 2 ** 20])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert ast.literal_eval(proc.stdout.strip().splitlines()[-1]) == [0.0]  # MB newly mapped for the 4 MB block
+
+
+def test_cpu_peak_follows_the_live_allocations():
+    """A call that frees a 16 MB tensor and then allocates a 20 MB one holds at most 20 MB (+4 KB) at a time. Heap
+    pages freed in a call stay resident, so a peak read under glibc's steady policy counts both (36 MB)."""
+    code = f"""
+import ctypes, importlib.util, torch
+spec = importlib.util.spec_from_file_location("benchmark_gradproj", {str(REPO_ROOT / "benchmarks" / "gradproj.py")!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+float(torch.ones(8_000_000)[0])  # 32 MB mapped and freed: glibc raises its mmap threshold
+def churn():
+    first = torch.ones(4_000_000)
+    small = torch.ones(1000)  # keeps the freed 16 MB from the heap's top
+    del first
+    return float(torch.ones(5_000_000)[0]) + float(small[0])
+print([module.measure(churn, "cpu", 2)[1] for _ in range(3)])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    live_mb = 20e6 / 2 ** 20
+    peaks = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert all(0.95 * live_mb <= peak <= 1.15 * live_mb for peak in peaks), (peaks, live_mb)
+
+
+def test_cpu_times_leave_out_the_call_whose_memory_is_measured(monkeypatch):
+    """The call measured for memory maps every block afresh, which made LibMTL's T = 32, P = 1e6 call 3x slower and
+    past SLOW_SECONDS, so that it alone was timed: here a first call of 0.2 CPU-s and later ones of 0.01 must
+    read 0.01 s with SLOW_SECONDS at 0.1."""
+    benchmark = _benchmark()
+    monkeypatch.setattr(benchmark, "SLOW_SECONDS", 0.1)
+    costs = iter([0.2, 0.01, 0.01, 0.01])
+
+    def busy() -> None:
+        end = time.process_time() + next(costs)
+        while time.process_time() < end:
+            pass
+
+    best = benchmark.measure(busy, "cpu", 3)[0]
+    assert 0.01 <= best < 0.05, best

@@ -1,0 +1,70 @@
+"""benchmarks/moe.py's CPU memory figure: the peak of one call must count every block it allocates, and measuring
+it must not change how the timed calls get their memory."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+_PRELUDE = f"""
+import importlib.util, sys, torch
+from pathlib import Path
+sys.argv = ["moe.py"]
+spec = importlib.util.spec_from_file_location("benchmark_moe", {str(REPO_ROOT / "benchmarks" / "moe.py")!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+peak = module.PeakMemory("cpu")
+def allocate(floats):
+    return lambda: float(torch.ones(floats)[0])
+"""
+
+
+def _run(code: str) -> list[float]:
+    proc = subprocess.run([sys.executable, "-c", _PRELUDE + code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cpu_peak_counts_a_block_of_a_size_freed_before():
+    """A 16 MB tensor, whose size glibc has seen freed before, reads 16e6 B (15.26 MiB) every time."""
+    peaks = _run("allocate(4_000_000)(), allocate(4_000_000)()\n"
+                 "print([peak.measure(allocate(4_000_000)) / 2 ** 20 for _ in range(4)])")
+    assert all(0.95 * 16e6 / 2 ** 20 <= p <= 1.5 * 16e6 / 2 ** 20 for p in peaks), peaks
+
+
+def test_cpu_memory_measure_leaves_the_allocation_policy_of_the_timed_calls_alone():
+    """Once a 32 MB block has been freed, glibc serves a 4 MB one from its heap, whose pages stay resident from call
+    to call. A PeakMemory that forced every block from 64 KiB through a fresh mapping made each timed call fault
+    its blocks in again (the CPU times of both methods 2-5x longer, DeepSpeed's more allocations more so): after
+    a measure, a 4 MB tensor adds nothing to glibc's mapped blocks (mallinfo2's hblkhd)."""
+    mapped = _run("""
+import ctypes
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+float(torch.ones(8_000_000)[0])  # 32 MB mapped and freed: glibc raises its mmap threshold
+peak.measure(allocate(1_000_000))
+before = libc.mallinfo2().hblkhd
+block = torch.ones(1_000_000)
+print([(libc.mallinfo2().hblkhd - before) / 2 ** 20])
+""")
+    assert mapped == [0.0]  # MB newly mapped for the 4 MB block
+
+
+def test_cpu_peak_follows_the_live_allocations():
+    """A call that frees a 16 MB tensor and then allocates a 20 MB one holds at most 20 MB (+4 KB) at a time. Heap
+    pages freed in a call stay resident, so a peak read under glibc's steady policy counts both (36 MB)."""
+    peaks = _run("""
+def churn():
+    first = torch.ones(4_000_000)
+    small = torch.ones(1000)  # keeps the freed 16 MB from the heap's top
+    del first
+    return float(torch.ones(5_000_000)[0]) + float(small[0])
+print([(churn(), peak.measure(churn))[1] / 2 ** 20 for _ in range(3)])  # a timed call before each measure
+""")
+    live_mb = 20e6 / 2 ** 20
+    assert all(0.95 * live_mb <= p <= 1.15 * live_mb for p in peaks), (peaks, live_mb)
