@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # cpu_memory, beside this script
 
+import cpu_memory  # noqa: E402
 import t2t_kernels.gradproj as gradproj  # noqa: E402
-from benchmarks import cpu_memory  # noqa: E402
 import t2t_kernels.gradproj.reference as gradproj_reference  # noqa: E402
 from t2t_mtl.gradients import GradientSurgery, pcgrad_weights, random_orders, textbook  # noqa: E402
 

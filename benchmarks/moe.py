@@ -35,9 +35,10 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # cpu_memory, beside this script
 os.environ.setdefault("DS_ACCELERATOR", "cpu" if "--device" not in sys.argv or "cpu" in sys.argv else "cuda")
 
-from benchmarks import cpu_memory  # noqa: E402
+import cpu_memory  # noqa: E402
 from t2t_kernels.moe import combine, expert_capacity, permute, plan_dispatch, route  # noqa: E402
 
 CAPACITY_FACTOR = 1.25
