@@ -175,6 +175,23 @@ def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage):
     assert step_losses(root / f"u{stage}_more")[STEPS + 1] < step_losses(root / "one")[1] - 0.3
 
 
+def test_a_run_resumed_on_one_rank_goes_on_with_the_examples_two_ranks_left(work):
+    """A 2-rank run cut half-way and resumed on 1 rank with the same global batch (micro-batch 8) continues the
+    global data order: its later losses are the 1-process run's. (Was: every task restarted at its next epoch,
+    the rest of the interrupted one never trained, and the losses left the reference.)"""
+    root, tok, _ = work
+    cfg = tiny_config(root / "half2", tok, root / "cache", training={"steps": STEPS // 2},
+                      deepspeed={"zero_stage": 2})
+    run_checked(torchrun_command(write_config(cfg, root / "half2.yaml"), 2))
+    on_one = dict(cfg, training={**cfg["training"], "steps": STEPS, "micro_batch_size": 8,
+                                 "output_dir": str(root / "half1")})
+    train(on_one, resume=str(root / "half2"), evaluate_held_in=False)
+    got, ref = step_losses(root / "half1"), step_losses(root / "one")
+    assert sorted(got) == list(range(STEPS // 2 + 1, STEPS + 1))
+    for s in got:
+        assert got[s] == pytest.approx(ref[s], rel=2e-4), (s, got, ref)
+
+
 def test_a_new_best_of_a_run_resumed_on_one_rank_is_loaded_for_the_evaluation(work):
     """A 2-rank run resumed on 1 rank loads its checkpoint through DeepSpeed's universal format; a new best it then
     writes (`training.keep_best`, before its last step) is an ordinary 1-rank checkpoint, loaded for the

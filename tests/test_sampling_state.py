@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 
+import numpy as np
 import pytest
 import torch
 
 from t2t_mtl.sampling import STRATEGIES, SamplingError, TaskStreams, build_sampler
+from t2t_mtl.sampling.streams import resharded_state
 
 SIZES = {"a": 5000, "b": 700, "c": 90, "d": 3}
 CONFIGS = {
@@ -123,6 +126,44 @@ def test_ranks_stay_in_one_epoch_and_never_draw_the_same_row_at_once(size):
         assert all(a != b for a, b in drawn)
         assert {i for step in drawn for i in step} == set(range(size))  # every row, every epoch
         assert [s.epochs()["t"] for s in streams] == [epoch + 1, epoch + 1]
+
+
+def _order(task: str, n: int, seed: int, epoch: int) -> list:
+    """Task `task`'s global order in `epoch`, as the module docstring defines it."""
+    return np.random.default_rng([seed, zlib.crc32(task.encode()), epoch]).permutation(n).tolist()
+
+
+def test_a_resume_on_one_rank_trains_what_two_ranks_left_of_their_epochs_first():
+    # was: every task restarted at the beginning of its next epoch: the rest of the interrupted epoch was never
+    # trained, and rows drawn but not yet trained (a batch builder's micro-batches) were dropped
+    old = [TaskStreams({"x": 10}, seed=3, rank=r, world_size=2) for r in range(2)]
+    waiting = old[0].next_indices("x", 3)[1:]  # rank 0: positions 0, 2, 4 of epoch 0, the last two not trained
+    old[1].next_indices("x", 7)  # rank 1: positions 1, 3, 5, 7, 9 of epoch 0, then 1 and 3 of epoch 1
+    state = resharded_state([s.state_dict() for s in old], [("x", i) for i in waiting], rank=0, world_size=1)
+    new = TaskStreams({"x": 10}, seed=3)
+    new.load_state_dict(json.loads(json.dumps(state)))
+    epoch0, epoch1 = _order("x", 10, 3, 0), _order("x", 10, 3, 1)
+    expected = (waiting + [epoch0[6], epoch0[8]] + [epoch1[i] for i in (0, 2, 4, 5, 6, 7, 8, 9)]
+                + _order("x", 10, 3, 2))
+    assert new.next_indices("x", len(expected)) == expected
+
+
+def test_a_resume_on_more_ranks_deals_the_rest_of_the_epoch_then_goes_on_as_usual():
+    one = TaskStreams({"x": 9}, seed=4)
+    one.next_indices("x", 4)
+    rest = _order("x", 9, 4, 0)[4:]
+    two = [TaskStreams({"x": 9}, seed=4, rank=r, world_size=2) for r in range(2)]
+    for stream in two:
+        stream.load_state_dict(resharded_state([one.state_dict()], [], rank=stream.rank, world_size=2))
+    assert two[0].next_indices("x", 1) == rest[:1]
+    three = [TaskStreams({"x": 9}, seed=4, rank=r, world_size=3) for r in range(3)]  # resharded again mid-rest
+    for stream in three:
+        stream.load_state_dict(resharded_state([s.state_dict() for s in two], [], rank=stream.rank, world_size=3))
+    dealt = [s.next_indices("x", 2) for s in three]
+    assert sorted(sum(dealt, [])) == sorted(rest[1:] + rest[1:3])  # every row left once, padded by the first two
+    assert [s.epochs()["x"] for s in three] == [1, 1, 1]
+    following = [s.next_indices("x", 3) for s in three]
+    assert following == [_order("x", 9, 4, 1)[r::3] for r in range(3)]
 
 
 def test_streams_cross_epochs_and_resume():

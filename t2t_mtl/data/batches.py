@@ -242,6 +242,17 @@ class BatchBuilder:
             self.pending[key] = keep
 
 
+def waiting_rows(state: Mapping[str, Any]) -> Chunk:
+    """The (task, row) pairs a `BatchBuilder.state_dict()` holds drawn but not yet served, in the order it would
+    serve them (each queue's micro-batches, then the rows waiting to be packed)."""
+    rows: Chunk = []
+    for queue in state["pending"].values():
+        rows.extend((str(t), int(i)) for chunk in reversed(queue) for t, i in chunk)  # (served from the end)
+    for waiting in state.get("leftover", {}).values():
+        rows.extend((str(t), int(i)) for t, i in waiting)
+    return rows
+
+
 def _copy_numbers(pairs: Chunk) -> List[int]:
     """For each pair, how many times the same (task, row) occurs before it in `pairs` (0 for its first copy)."""
     seen: Dict[Tuple[str, int], int] = {}

@@ -456,3 +456,9 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
     if meta["world_size"] == env.world_size:
         rank_state = _load_file(ckpt / f"rank_{env.rank:05d}.pt")
     return trainer_state, rank_state, meta
+
+
+def load_rank_states(ckpt: Path, world_size: int) -> list:
+    """The per-rank states (`rank_XXXXX.pt`) of all `world_size` ranks that wrote checkpoint `ckpt`;
+    CheckpointError naming a missing or corrupt one."""
+    return [_load_file(Path(ckpt) / f"rank_{rank:05d}.pt") for rank in range(world_size)]

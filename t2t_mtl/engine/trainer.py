@@ -43,6 +43,7 @@ import torch
 from t2t_mtl.config import (Config, ConfigError, check_model_source, check_paths, config_from_dict, load_config,
                              tokenizer_source)
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
+from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
@@ -774,8 +775,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             if rank_state.get("sampler") is not None:  # this rank's own draws (packed mixed batches differ)
                 sampler.load_state_dict(rank_state["sampler"])
             ckpt_io.set_rng_state(rank_state["rng"])
-        else:  # another world size: each task continues at the start of its next epoch, resharded
-            task_streams.load_state_dict(reshard_streams_state(state["task_streams_rank0"], env))
+        else:  # another world size: each task's epoch goes on with the rows the old ranks had not trained
+            task_streams.load_state_dict(reshard_streams_state(
+                ckpt_io.load_rank_states(resume_from, int(meta["world_size"])), env))
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
         ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
         ckpt_io.write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
@@ -792,8 +794,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                          "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
                          "gradient_surgery": surgery.state_dict() if surgery is not None else None,
                          "best_validation": best_val.state_dict() if best_val is not None else None,
-                         "pending_evaluation": pending_evaluation, "log_window": logger.state_dict(),
-                         "task_streams_rank0": task_streams.state_dict()}
+                         "pending_evaluation": pending_evaluation, "log_window": logger.state_dict()}
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
                       "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
@@ -1096,13 +1097,15 @@ def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestVa
     return best_val.step
 
 
-def reshard_streams_state(rank0_state: Mapping[str, Any], env: DistEnv) -> Dict[str, Any]:
-    """TaskStreams state for a new world size: every task restarts at the beginning of its next epoch
-    (the unseen rest of an interrupted epoch is skipped), with the new rank's shard."""
-    epochs = {t: int(e) + (1 if int(rank0_state["position"][t]) > 0 else 0) for t, e in rank0_state["epoch"].items()}
-    return {"seed": rank0_state["seed"], "rank": env.rank, "world_size": env.world_size,
-            "task_sizes": dict(rank0_state["task_sizes"]), "epoch": epochs,
-            "position": {t: 0 for t in epochs}, "seen": dict(rank0_state["seen"])}
+def reshard_streams_state(rank_states: Sequence[Mapping[str, Any]], env: DistEnv) -> Dict[str, Any]:
+    """TaskStreams state of this rank of a new world size, from the checkpointed states of all old ranks: each
+    task's interrupted epoch goes on, dealt to the new ranks in its global order, with the rows the old ranks
+    had not trained (those waiting in their batch builders first); nothing is skipped or repeated."""
+    from t2t_mtl.sampling.streams import resharded_state
+
+    untrained = [pair for state in rank_states for pair in waiting_rows(state["batches"])]
+    return resharded_state([state["task_streams"] for state in rank_states], untrained, rank=env.rank,
+                           world_size=env.world_size)
 
 
 def build_surgery_hook(surgery_cfg: Mapping[str, Any], engine: Any, task_names: Sequence[str], mode: str) -> Any:
