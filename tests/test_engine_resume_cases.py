@@ -8,6 +8,8 @@ import io
 import json
 import os
 import random
+import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -425,3 +427,29 @@ def test_a_resume_over_changed_task_data_or_block_size_is_refused_naming_what_ch
     with pytest.raises(CheckpointError, match=r"task sizes \{'my_task': 32\}, this run's tasks have \{'my_task': 20\}"
                                               r".*resume with the same task data"):
         train(config(4), resume="auto", evaluate_held_in=False)
+
+
+def test_a_resume_with_another_tokenizer_is_refused_naming_it(tmp_path, tok):
+    # was: resumed in place, the run read its own copy and ignored the new tokenizer.path (config.yaml then named a
+    # tokenizer the run did not use); resumed into a new folder, a tokenizer of the same size fed the weights other
+    # ids without a word
+    def config(out, tokenizer, steps):
+        return tiny_config(tmp_path / out, tokenizer, tmp_path / "cache", training={"steps": steps})
+
+    train(config("run", tok, 2), evaluate_held_in=False)
+    swapped = tmp_path / "swapped"  # the same pieces, two of them at each other's ids
+    shutil.copytree(tok, swapped)
+    (swapped / "spiece.model").unlink()
+    data = json.loads((swapped / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab[10], vocab[11] = vocab[11], vocab[10]
+    (swapped / "tokenizer.json").write_text(json.dumps(data))
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    message = (rf"trained with the tokenizer in {re.escape(str(tmp_path / 'run' / 'tokenizer'))} \((\d+) tokens\), "
+               rf"this run's tokenizer\.path '{re.escape(str(swapped))}' gives another one \(\1 tokens, 2 of the "
+               rf"checkpoint's at other ids or missing\): resume with tokenizer\.path set to")
+    for out, resume in (("run", "auto"), ("new", str(tmp_path / "run"))):
+        with pytest.raises(CheckpointError, match=message):
+            train(config(out, swapped, 4), resume=resume, evaluate_held_in=False)
+    assert (tmp_path / "run" / "config.yaml").read_text() == written
+    assert train(config("run", tok, 3), resume="auto", evaluate_held_in=False).step == 3

@@ -282,6 +282,39 @@ def load_model_tokenizer(cfg: Config):
                           f"tokenizer the model was trained with") from None
 
 
+def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
+    """Refuse to resume checkpoint `ckpt` with another tokenizer than the one its run trained with (the run's copy
+    in `tokenizer/` beside its checkpoints): the configured one (`tokenizer_source`) or, without one, `tokenizer`,
+    the one this run trained. (A run resumed in place reads its own copy, so the configured one would be ignored;
+    resumed into a new folder, the weights would be fed another tokenizer's ids.) Task tokens are left out of the
+    comparison; a checkpoint whose run folder has no tokenizer copy is not checked. Raises CheckpointError."""
+    from t2t_mtl.analysis.task_embeddings import find_task_tokens
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    trained_with = Path(ckpt).parent.parent / "tokenizer"
+    if not trained_with.is_dir():
+        return
+    source = tokenizer_source(cfg)
+    if source is not None:
+        tokenizer = load_model_tokenizer(cfg) if cfg.tokenizer.path is None else load_tokenizer(source)
+
+    def vocabulary(tok: Any) -> Dict[str, int]:
+        task_tokens = find_task_tokens(tok)
+        return {piece: i for piece, i in tok.get_vocab().items() if i not in task_tokens.values()}
+
+    was, now = vocabulary(load_tokenizer(trained_with)), vocabulary(tokenizer)
+    if was == now:
+        return
+    differ = sum(now.get(piece) != i for piece, i in was.items())
+    key = "tokenizer.path" if cfg.tokenizer.path is not None else \
+        "model.name_or_path" if source is not None else "tokenizer.train"
+    given = f"this run's {key} {source!r} gives" if source is not None else f"this run trained ({key})"
+    raise ckpt_io.CheckpointError(
+        f"checkpoint {ckpt} was trained with the tokenizer in {trained_with} ({len(was)} tokens), {given} another "
+        f"one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing): resume with tokenizer.path "
+        f"set to {trained_with}, or set training.output_dir to a new directory to start a new run")
+
+
 def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
     """(vocab_size, max_examples_per_task) of `tokenizer.train`; unknown options are a ConfigError."""
     from t2t_mtl.tokenizer import MIN_VOCAB_SIZE
@@ -662,6 +695,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     make_run_folders(run_dir, cache_dir, cache_key="data.cache_dir" if cfg.data.cache_dir else "training.output_dir")
     barrier()
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
+    if resume_from is not None:
+        check_resumed_tokenizer(cfg, tokenizer, resume_from)
     if saved is None:
         saved = pretrained_config_dict(path)
     check_special_ids(tokenizer, cfg, saved)
