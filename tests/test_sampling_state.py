@@ -141,11 +141,14 @@ def test_a_resume_on_one_rank_trains_what_two_ranks_left_of_their_epochs_first()
     old[1].next_indices("x", 7)  # rank 1: positions 1, 3, 5, 7, 9 of epoch 0, then 1 and 3 of epoch 1
     state = resharded_state([s.state_dict() for s in old], [("x", i) for i in waiting], rank=0, world_size=1)
     new = TaskStreams({"x": 10}, seed=3)
-    new.load_state_dict(json.loads(json.dumps(state)))
+    new.load_state_dict(state)
     epoch0, epoch1 = _order("x", 10, 3, 0), _order("x", 10, 3, 1)
     expected = (waiting + [epoch0[6], epoch0[8]] + [epoch1[i] for i in (0, 2, 4, 5, 6, 7, 8, 9)]
                 + _order("x", 10, 3, 2))
-    assert new.next_indices("x", len(expected)) == expected
+    assert new.next_indices("x", 3) == expected[:3]
+    again = TaskStreams({"x": 10}, seed=3)  # a checkpoint in the middle of the rest continues it
+    again.load_state_dict(new.state_dict())
+    assert again.next_indices("x", len(expected) - 3) == expected[3:]
 
 
 def test_a_resume_on_more_ranks_deals_the_rest_of_the_epoch_then_goes_on_as_usual():

@@ -87,7 +87,7 @@ class TaskStreams:
         return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size,
                 "task_sizes": dict(self.task_sizes), "epoch": dict(self._epoch),
                 "position": dict(self._position), "seen": dict(self._seen),
-                "rest": {t: rows.tolist() for t, rows in self._rest.items()}}
+                "rest": dict(self._rest)}  # (arrays: a large task's rest pickles as its bytes)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a `state_dict()` of the same tasks, seed, rank and world size."""
@@ -97,7 +97,7 @@ class TaskStreams:
         self._epoch = {t: int(v) for t, v in state["epoch"].items()}
         self._position = {t: int(v) for t, v in state["position"].items()}
         self._seen = {t: int(v) for t, v in state["seen"].items()}
-        self._rest = {t: np.asarray(rows, dtype=np.int64) for t, rows in state.get("rest", {}).items()}
+        self._rest = {t: np.asarray(rows) for t, rows in state.get("rest", {}).items()}
         self._shard.clear()
 
     def _current_shard(self, task: str) -> np.ndarray:
@@ -136,7 +136,7 @@ def resharded_state(states: Sequence[Mapping[str, Any]], untrained: Sequence[Tup
             rows += _not_handed_out(epoch_orders, task, epoch, states)
         epochs[task] = max(at) if rows else max(at) + 1
         if rows and rows != epoch_orders.permutation(task, max(at)).tolist():
-            rest[task] = rows
+            rest[task] = np.asarray(rows, dtype=np.int32 if max(rows) < 2 ** 31 else np.int64)
     seen = states[rank]["seen"] if rank < len(states) else {t: 0 for t in epochs}
     return {"seed": first["seed"], "rank": rank, "world_size": world_size, "task_sizes": dict(first["task_sizes"]),
             "epoch": epochs, "position": {t: 0 for t in epochs}, "seen": dict(seen), "rest": rest}
