@@ -175,18 +175,26 @@ def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage):
     assert step_losses(root / f"u{stage}_more")[STEPS + 1] < step_losses(root / "one")[1] - 0.3
 
 
-def test_a_run_resumed_on_one_rank_goes_on_with_the_examples_two_ranks_left(work):
-    """A 2-rank run cut half-way and resumed on 1 rank with the same global batch (micro-batch 8) continues the
-    global data order: its later losses are the 1-process run's. (Was: every task restarted at its next epoch,
-    the rest of the interrupted one never trained, and the losses left the reference.)"""
+@pytest.mark.parametrize("cut_on, resumed_on", [(2, 1), (1, 2)])
+def test_a_run_resumed_on_another_number_of_ranks_goes_on_with_the_examples_left(work, cut_on, resumed_on):
+    """A run cut half-way and resumed on another number of ranks with the same global batch (2 x micro-batch 4 or
+    1 x 8) continues the global data order: its later losses are the 1-process run's. (Was: every task restarted
+    at its next epoch, the rest of the interrupted one never trained, and the losses left the reference.)"""
     root, tok, _ = work
-    cfg = tiny_config(root / "half2", tok, root / "cache", training={"steps": STEPS // 2},
-                      deepspeed={"zero_stage": 2})
-    run_checked(torchrun_command(write_config(cfg, root / "half2.yaml"), 2))
-    on_one = dict(cfg, training={**cfg["training"], "steps": STEPS, "micro_batch_size": 8,
-                                 "output_dir": str(root / "half1")})
-    train(on_one, resume=str(root / "half2"), evaluate_held_in=False)
-    got, ref = step_losses(root / "half1"), step_losses(root / "one")
+
+    def run(out, ranks, steps, resume=None):
+        cfg = tiny_config(root / out, tok, root / "cache", deepspeed={"zero_stage": 2},
+                          training={"steps": steps, "micro_batch_size": 8 // ranks})
+        if ranks == 1:
+            train(cfg, resume=resume, evaluate_held_in=False)
+        else:
+            run_checked(torchrun_command(write_config(cfg, root / f"{out}.yaml"), 2,
+                                         *(["--resume", resume] if resume else [])))
+
+    cut, resumed = f"cut{cut_on}", f"resumed{cut_on}to{resumed_on}"
+    run(cut, cut_on, STEPS // 2)
+    run(resumed, resumed_on, STEPS, resume=str(root / cut))
+    got, ref = step_losses(root / resumed), step_losses(root / "one")
     assert sorted(got) == list(range(STEPS // 2 + 1, STEPS + 1))
     for s in got:
         assert got[s] == pytest.approx(ref[s], rel=2e-4), (s, got, ref)
