@@ -453,3 +453,29 @@ def test_a_resume_with_another_tokenizer_is_refused_naming_it(tmp_path, tok):
             train(config(out, swapped, 4), resume=resume, evaluate_held_in=False)
     assert (tmp_path / "run" / "config.yaml").read_text() == written
     assert train(config("run", tok, 3), resume="auto", evaluate_held_in=False).step == 3
+
+
+def test_a_resume_into_a_model_of_other_shapes_is_refused_before_deepspeed_naming_the_settings(tmp_path, tok,
+                                                                                               monkeypatch):
+    # was: refused only by DeepSpeed's load, after starting the engine (and converting the checkpoint to the universal
+    # format under another world size), with a hint naming every model setting that could be the cause
+    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
+
+    def config(steps, **model):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps},
+                           model={"dims": dims, **model})
+
+    moe = {"num_experts": 2, "top_k": 1, "every": 1}
+    train(config(2, moe=moe), evaluate_held_in=False)
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("DeepSpeed was started before the model of other shapes was refused")
+
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed", not_reached)
+    with pytest.raises(CheckpointError, match=r"written with model\.moe\.num_experts = 2, this run has 4: its weights do "
+                                              r"not fit this run's model \(decoder\.block\.0\.layer\.2\.DenseReluDense\."
+                                              r"experts\.2\.wi\.weight: shape None there, 64x32 here"):
+        train(config(4, moe={**moe, "num_experts": 4}), resume="auto", evaluate_held_in=False)
+    with pytest.raises(CheckpointError, match=r"written with model\.dims\.d_ff = 64, this run has 32; model\.moe = "
+                                              r"\{.*\}, this run has None: its weights do not fit"):
+        train(config(4, dims={**dims, "d_ff": 32}), resume="auto", evaluate_held_in=False)

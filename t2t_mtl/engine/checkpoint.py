@@ -395,6 +395,48 @@ def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zer
                "change); to adapt a finished run anew, export it and start from the export (model.name_or_path)")
 
 
+def parameter_shapes(model: torch.nn.Module) -> Dict[str, str]:
+    """{parameter name: shape as "64x32"} of a model before DeepSpeed partitions it: what the weights of its
+    checkpoints fit (saved in their meta as "param_shapes")."""
+    return {name: "x".join(map(str, p.shape)) for name, p in model.named_parameters()}
+
+
+#: the model section's keys that decide the weights' shapes (with the LoRA settings, task embeddings and the
+#: tokenizer, which a resume compares before)
+MODEL_SETTINGS = ("name_or_path", "dims", "moe")
+
+
+def check_model_shapes(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, Any], shapes: Mapping[str, str]
+                       ) -> None:
+    """Refuse to resume `ckpt` into a model whose parameter shapes (`parameter_shapes`) are not those of its weights
+    (meta "param_shapes"; a checkpoint before 2026-12-05 lacks them, and DeepSpeed's load reports a mismatch),
+    before the engine starts. The CheckpointError names the `MODEL_SETTINGS` of this run's model section (`model`)
+    that differ from the checkpoint's (meta "model"), with both values, and the first parameter that does not fit."""
+    saved = meta.get("param_shapes")
+    if saved is None or dict(saved) == dict(shapes):
+        return
+    name = next(n for n in sorted(set(saved) | set(shapes)) if saved.get(n) != shapes.get(n))
+    changes = "; ".join(f"{key} = {was!r}, this run has {now!r}"
+                        for key, was, now in _model_changes(meta.get("model") or {}, model))
+    raise CheckpointError(
+        f"checkpoint {ckpt} was written with {changes or 'the same model settings'}: its weights do not fit this "
+        f"run's model ({name}: shape {saved.get(name)} there, {shapes.get(name)} here; None: no such parameter); "
+        f"resume with the model settings the checkpoint was trained with, or set training.output_dir to a new "
+        f"directory to start a new run")
+
+
+def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[Tuple[str, Any, Any]]:
+    """(config key, checkpoint's value, this run's) of each `MODEL_SETTINGS` entry that differs, a mapping's
+    (model.dims, model.moe) key by key."""
+    for key in MODEL_SETTINGS:
+        old, new = was.get(key), now.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            yield from ((f"model.{key}.{k}", old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                        if old.get(k) != new.get(k))
+        elif old != new:
+            yield f"model.{key}", old, new
+
+
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
     """Convert the DeepSpeed checkpoint to DeepSpeed's universal format (once; rank 0), for loading it under
     another world size. Returns the universal folder."""

@@ -562,6 +562,12 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
     return lora.to_dict() if lora is not None else None
 
 
+def model_section(cfg: Config) -> Dict[str, Any]:
+    """The run's `ckpt_io.MODEL_SETTINGS` (model.name_or_path, dims, moe) as saved in checkpoints."""
+    section = cfg.to_dict()["model"]
+    return {key: section.get(key) for key in ckpt_io.MODEL_SETTINGS}
+
+
 def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg: Config) -> Any:
     """`deepspeed.initialize` on `ds_config` with the run's lr schedule (`lr_scheduler`); DeepSpeed's own config
     validation errors (an unknown or ill-typed key in deepspeed.extra / a deepspeed.config JSON) become a
@@ -729,6 +735,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                         task_names=task_names, saved=saved)
     if task_tokens is not None:
         task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
+    shapes, model_settings = ckpt_io.parameter_shapes(model), model_section(cfg)
+    if resume_meta:  # weights of other shapes: refused naming the model settings that changed
+        ckpt_io.check_model_shapes(resume_from, resume_meta, model_settings, shapes)
     pass_task_ids = accepts_task_ids(model)
     mode = sampling_cfg.get("mode", "homogeneous")
     sampler = build_sampler(sampling_cfg, task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
@@ -834,7 +843,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                       "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
                 "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": lora_section(cfg),
-                "task_embeddings": bool(cfg.model.task_embeddings), "settings": ckpt_io.resume_settings(cfg)}
+                "task_embeddings": bool(cfg.model.task_embeddings), "settings": ckpt_io.resume_settings(cfg),
+                "model": model_settings, "param_shapes": shapes}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
                                        meta=meta, env=env, keep=t.keep_checkpoints,
                                        best_step=best_val.step if best_val is not None else None)
