@@ -479,3 +479,28 @@ def test_a_resume_into_a_model_of_other_shapes_is_refused_before_deepspeed_namin
     with pytest.raises(CheckpointError, match=r"written with model\.dims\.d_ff = 64, this run has 32; model\.moe = "
                                               r"\{.*\}, this run has None: its weights do not fit"):
         train(config(4, dims={**dims, "d_ff": 32}), resume="auto", evaluate_held_in=False)
+
+
+def test_another_zero_stage_or_precision_is_refused_before_converting_the_checkpoint_or_starting_deepspeed(
+        tmp_path, tok, monkeypatch):
+    # was: refused once DeepSpeed had started, and under another world size after converting the whole checkpoint
+    # (optimizer states included) to the universal format inside it
+    def config(steps, stage, precision="fp32"):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", deepspeed={"zero_stage": stage},
+                           training={"steps": steps, "precision": precision})
+
+    train(config(2, 1), evaluate_held_in=False)
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the checkpoint was converted or DeepSpeed started before the refusal")
+
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed", not_reached)
+    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", not_reached)
+    with pytest.raises(CheckpointError, match=r"deepspeed\.zero_stage = 1, this run has 0"):
+        train(config(4, 0), resume="auto", evaluate_held_in=False)
+    with pytest.raises(CheckpointError, match=r"training\.precision = 'fp32', this run has 'bf16'"):
+        train(config(4, 1, "bf16"), resume="auto", evaluate_held_in=False)
+    meta = tmp_path / "run" / "checkpoints" / "step-00000002" / "meta.json"  # as if 2 ranks had written it
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "world_size": 2}))
+    with pytest.raises(CheckpointError, match=r"deepspeed\.zero_stage = 1, this run has 3"):
+        train(config(4, 3), resume="auto", evaluate_held_in=False)

@@ -47,7 +47,8 @@ from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_fp16_zero_stage, check_precision, lr_scheduler
+from t2t_mtl.engine.deepspeed_config import (build_deepspeed_config, check_fp16_zero_stage, check_precision,
+                                             json_precision, lr_scheduler)
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks, sum_over_ranks
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
@@ -607,6 +608,17 @@ def forget_state_making_step(engine: Any) -> None:
                 master.copy_(param)
 
 
+def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mapping[str, Any], universal: bool
+                          ) -> None:
+    """Refuse to resume `ckpt` (`meta`) into the DeepSpeed config `ds_config` of another precision or ZeRO stage
+    (under another world size, loaded through the universal format (`universal`), ZeRO-1 and -2 load into each
+    other, not into stage 0 nor to or from ZeRO-3), before the checkpoint is converted or the engine started."""
+    stage = int((ds_config.get("zero_optimization") or {}).get("stage", 0))
+    interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
+    ckpt_io.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
+                             zero_stage=None if interchangeable else stage)
+
+
 def engine_precision(engine: Any) -> str:
     """"bf16", "fp16" or "fp32": what the DeepSpeed engine trains in (training.precision, or a whole
     deepspeed.config JSON's own bf16/fp16 sections)."""
@@ -766,16 +778,13 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     # ---- DeepSpeed (a checkpoint from another world size loads through DeepSpeed's universal format)
     ds_config = build_deepspeed_config(cfg, env.world_size)
     universal = bool(resume_meta) and resume_meta["world_size"] != env.world_size and resume_meta["zero_stage"] > 0
+    if resume_meta:  # (before converting the checkpoint and starting the engine: what DeepSpeed is given)
+        check_engine_settings(resume_from, resume_meta, ds_config, universal)
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         ckpt_io.ensure_universal(resume_from, env)
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
-    if resume_meta:  # the universal format loads ZeRO-1 and -2 states into each other, not into stage 0 nor to/from 3
-        stage = engine.zero_optimization_stage()
-        interchangeable = universal and {stage, int(resume_meta["zero_stage"])} <= {1, 2}
-        ckpt_io.check_compatible(resume_from, resume_meta, precision=precision,
-                                 zero_stage=None if interchangeable else stage)
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
     surgery = None
