@@ -99,6 +99,30 @@ def test_load_state_dict_refuses_another_strategy_or_tasks():
         build_sampler({"strategy": "uniform"}, {"a": 1}, seed=0).load_state_dict(state)
 
 
+@pytest.mark.parametrize("strategy, was, now", [("bandit_softmax", "val_score", "loss"),
+                                                 ("bandit_thompson", "val_score", "val_loss"),
+                                                 ("worst_task", "val_loss", "loss")])
+def test_a_resume_with_another_feedback_metric_starts_its_baselines_anew(strategy, was, now):
+    # was: the first value of the new metric was compared with the last of the old one (a bandit rewarded every task
+    # by e.g. its exact match minus its loss; worst_task divided a training loss by a first validation loss)
+    sizes = {"a": 10, "b": 10}
+    first = build_sampler({"strategy": strategy, "metric": was}, sizes, seed=0)
+    first.update({was: {"a": 0.5, "b": 0.25}})
+    first.update({was: {"a": 0.75, "b": 0.125}})
+    resumed = build_sampler({"strategy": strategy, "metric": now}, sizes, seed=0)
+    resumed.load_state_dict(first.state_dict())
+    fresh = build_sampler({"strategy": strategy, "metric": now}, sizes, seed=0)
+    for sampler in (resumed, fresh):
+        sampler.update({now: {"a": 2.0, "b": 3.0}})
+    if strategy == "worst_task":  # its losses are all its state: it goes on as a run started in the new metric
+        assert resumed.probabilities() == fresh.probabilities()
+    else:  # the first new values are baselines, no rewards: the estimates stay the saved ones
+        assert resumed.state_dict()["extra"]["last_scores"] == {"a": 2.0, "b": 3.0}
+        estimates = ("q", "alpha", "beta")
+        assert [resumed.state_dict()["extra"].get(k) for k in estimates] == \
+            [first.state_dict()["extra"].get(k) for k in estimates]
+
+
 # ----- TaskStreams -----
 def test_streams_ranks_disjoint_and_cover_each_epoch():
     sizes = {"x": 101, "y": 10}

@@ -33,10 +33,13 @@ class _FeedbackSampler(MixtureSampler):
         return rewards
 
     def _extra_state(self) -> dict:
-        return {"last_scores": dict(self.last_scores)}
+        return {"last_scores": dict(self.last_scores), "metric": self.metric}
 
     def _load_extra_state(self, state: dict) -> None:
-        self.last_scores = {t: float(v) for t, v in state["last_scores"].items()}
+        """The saved last values are the baselines of the next rewards in the saved metric (states before
+        2026-12-05 lack it): under another `sampling.metric` the baselines start anew, the estimates stay."""
+        same_metric = state.get("metric", self.metric) == self.metric
+        self.last_scores = {t: float(v) for t, v in state["last_scores"].items()} if same_metric else {}
 
 
 class SoftmaxBanditSampler(_FeedbackSampler):

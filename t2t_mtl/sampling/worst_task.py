@@ -79,8 +79,12 @@ class WorstTaskSampler(MixtureSampler):
 
     def _extra_state(self) -> dict:
         as_list = lambda a: [None if np.isnan(v) else float(v) for v in a]  # noqa: E731
-        return {"loss": as_list(self.loss), "initial_loss": as_list(self.initial_loss)}
+        return {"loss": as_list(self.loss), "initial_loss": as_list(self.initial_loss), "metric": self.metric}
 
     def _load_extra_state(self, state: dict) -> None:
+        """The saved losses are of the saved metric (states before 2026-12-05 lack it): under another
+        `sampling.metric` they start anew (the first loss in it is the task's l_t)."""
+        if state.get("metric", self.metric) != self.metric:
+            return
         as_array = lambda v: np.array([np.nan if x is None else x for x in v], dtype=np.float64)  # noqa: E731
         self.loss, self.initial_loss = as_array(state["loss"]), as_array(state["initial_loss"])
