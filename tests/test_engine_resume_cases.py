@@ -474,7 +474,7 @@ def test_a_resume_into_a_model_of_other_shapes_is_refused_before_deepspeed_namin
     monkeypatch.setattr(trainer_mod, "initialize_deepspeed", not_reached)
     with pytest.raises(CheckpointError, match=r"written with model\.moe\.num_experts = 2, this run has 4: its weights do "
                                               r"not fit this run's model \(decoder\.block\.0\.layer\.2\.DenseReluDense\."
-                                              r"experts\.2\.wi\.weight: shape None there, 64x32 here"):
+                                              r"experts\.2\.wi\.weight: absent there, shape 64x32 here"):
         train(config(4, moe={**moe, "num_experts": 4}), resume="auto", evaluate_held_in=False)
     with pytest.raises(CheckpointError, match=r"written with model\.dims\.d_ff = 64, this run has 32; model\.moe = "
                                               r"\{.*\}, this run has None: its weights do not fit"):

@@ -418,11 +418,11 @@ def check_model_shapes(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, 
     name = next(n for n in sorted(set(saved) | set(shapes)) if saved.get(n) != shapes.get(n))
     changes = "; ".join(f"{key} = {was!r}, this run has {now!r}"
                         for key, was, now in _model_changes(meta.get("model") or {}, model))
+    there, here = (f"shape {shape}" if shape is not None else "absent" for shape in (saved.get(name), shapes.get(name)))
     raise CheckpointError(
         f"checkpoint {ckpt} was written with {changes or 'the same model settings'}: its weights do not fit this "
-        f"run's model ({name}: shape {saved.get(name)} there, {shapes.get(name)} here; None: no such parameter); "
-        f"resume with the model settings the checkpoint was trained with, or set training.output_dir to a new "
-        f"directory to start a new run")
+        f"run's model ({name}: {there} there, {here} here); resume with the model settings the checkpoint was "
+        f"trained with, or set training.output_dir to a new directory to start a new run")
 
 
 def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[Tuple[str, Any, Any]]:
