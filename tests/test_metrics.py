@@ -50,6 +50,8 @@ def test_f1_macro_averages_a_label_only_predicted_with_f1_zero():
     assert compute_metric("f1_macro", preds, refs)["f1"] == pytest.approx((2 / 3 + 4 / 5 + 0) / 3)
     assert compute_metric("f1_macro", preds[:4], refs[:4])["f1"] == pytest.approx(
         f1_score(refs[:4], preds[:4], average="macro", zero_division=0))
+    # label 0 only predicted counts too: class 0 F1 0, class 1 P 1 R 1/2 (F1 2/3), class 2 F1 1
+    assert compute_metric("f1_macro", [0, 1, 2, 2], [1, 1, 2, 2])["f1"] == pytest.approx((0 + 2 / 3 + 1) / 3)
 
 
 def test_matthews_correlation_binary_formula():
@@ -121,18 +123,29 @@ def test_rouge_against_ngram_and_lcs_formulas():
     assert result["rougeL"] == pytest.approx(_f(_lcs(pt, rt), 6, 6))
     # the best reference counts
     assert compute_metric("rouge", [pred], [["zzz", pred]])["rouge1"] == pytest.approx(1.0)
+    # F-measures, not precisions: a prediction shorter than its reference loses recall
+    short = compute_metric("rouge", ["the cat"], [[ref]])
+    assert (short["rouge1"], short["rouge2"], short["rougeL"]) == pytest.approx((_f(2, 2, 6), _f(1, 1, 5), _f(2, 2, 6)))
+
+
+def _ngrams(words, n):
+    return collections.Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
 
 def _bleu(hyps, refs):
+    """Corpus BLEU of `hyps` against `refs[i]` (one or more references each): n-grams clipped by their most
+    frequent reference count, the reference length closest to the hypothesis's (the shorter on a tie)."""
     matches, totals = [0] * 4, [0] * 4
     hyp_len = ref_len = 0
-    for hyp, ref in zip(hyps, refs):
-        h, r = hyp.split(), ref.split()
-        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
+    for hyp, references in zip(hyps, refs):
+        h, rs = hyp.split(), [r.split() for r in references]
+        hyp_len += len(h)
+        ref_len += min((len(r) for r in rs), key=lambda length: (abs(length - len(h)), length))
         for n in range(1, 5):
-            hc = collections.Counter(tuple(h[i:i + n]) for i in range(len(h) - n + 1))
-            rc = collections.Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1))
-            matches[n - 1] += sum((hc & rc).values())
+            clip = collections.Counter()
+            for r in rs:
+                clip |= _ngrams(r, n)
+            matches[n - 1] += sum((_ngrams(h, n) & clip).values())
             totals[n - 1] += max(len(h) - n + 1, 0)
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / 4
     bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
@@ -143,9 +156,13 @@ def test_bleu_against_the_bleu_formula():
     hyps = ["the quick brown fox jumps over the dog", "a b c d e f"]
     refs = ["the quick brown fox jumped over the lazy dog", "a b c d e g"]
     result = compute_metric("bleu", hyps, [[r] for r in refs])
-    assert result["bleu"] == pytest.approx(_bleu(hyps, refs), rel=1e-6)
+    assert result["bleu"] == pytest.approx(_bleu(hyps, [[r] for r in refs]), rel=1e-6)
     # uneven reference counts are accepted and a duplicate reference changes nothing
     assert compute_metric("bleu", hyps, [[refs[0], refs[0]], [refs[1]]])["bleu"] == pytest.approx(result["bleu"])
+    # a short hypothesis of an example with fewer references is measured against its own reference's length
+    hyps = ["the quick brown fox jumps over the dog", "a b"]
+    refs = [["the quick brown fox jumped over the lazy dog", "the fast brown fox jumps over the dog"], ["a b c d e g"]]
+    assert compute_metric("bleu", hyps, refs)["bleu"] == pytest.approx(_bleu(hyps, refs), rel=1e-6)
 
 
 def test_seqeval_span_f1():
@@ -161,6 +178,7 @@ def test_seqeval_span_f1():
 def test_multiple_choice_grade_is_the_mean_target_score_of_the_choice():
     result = compute_metric("multiple_choice_grade", [0, 2, -1, 1], [[1, 0], [0, 0, 0.5], [1, 0], [0, 1]])
     assert result["multiple_choice_grade"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert compute_metric("multiple_choice_grade", [-1], [[0, 1]])["multiple_choice_grade"] == 0.0  # not the last
 
 
 def test_scoring_counts_generations_outside_the_choices_and_empty_ones_as_wrong():
@@ -174,6 +192,7 @@ def test_scoring_counts_generations_outside_the_choices_and_empty_ones_as_wrong(
     # numbers: unparsable -> -1.0; tags: padded with O to the reference length
     assert metric_inputs("pearsonr", ["0.5", "n/a"], ["1", "2"], [[], []]) == ([0.5, -1.0], [1.0, 2.0])
     assert metric_inputs("seqeval", ["B-PER"], ["B-PER O O"], [[]]) == ([["B-PER", "O", "O"]], [["B-PER", "O", "O"]])
+
 
 
 # -- entity F1 of NER written as text (conll2003) ------------------------------------------------------------
