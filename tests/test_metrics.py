@@ -194,6 +194,19 @@ def test_scoring_counts_generations_outside_the_choices_and_empty_ones_as_wrong(
     assert metric_inputs("seqeval", ["B-PER"], ["B-PER O O"], [[]]) == ([["B-PER", "O", "O"]], [["B-PER", "O", "O"]])
 
 
+def test_scoring_cuts_long_tag_predictions_reads_labels_without_end_whitespace_and_grades_the_target_choice():
+    # tags: a prediction longer than the target is cut to its length (seqeval refuses unequal lengths)
+    assert metric_inputs("seqeval", ["B-PER O B-LOC"], ["B-PER O"], [[]]) == ([["B-PER", "O"]], [["B-PER", "O"]])
+    assert score_predictions(["seqeval"], ["B-PER O B-LOC"], ["B-PER O"], [[]])["seqeval"]["f1"] == 1.0
+    # a label is matched to the choices / the targets without surrounding whitespace
+    assert metric_inputs("accuracy", [" no ", "yes"], ["no", " yes"], [["yes", "no"]] * 2) == ([1, 0], [1, 0])
+    assert metric_inputs("accuracy", [" b", "a "], ["b", "a"], [[], []]) == ([1, 0], [1, 0])
+    # without per-choice scores, multiple_choice_grade scores 1 for the target choice and 0 for the others
+    preds, refs = metric_inputs("multiple_choice_grade", ["b", "a"], ["b", "c"], [["a", "b", "c"]] * 2)
+    assert (preds, refs) == ([1, 0], [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert score_predictions(["multiple_choice_grade"], ["b", "a"], ["b", "c"], [["a", "b", "c"]] * 2) == {
+        "multiple_choice_grade": {"multiple_choice_grade": 0.5}}
+
 
 # -- entity F1 of NER written as text (conll2003) ------------------------------------------------------------
 def _bio_to_text(tokens, tags):
