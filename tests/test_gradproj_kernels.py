@@ -49,6 +49,28 @@ def test_reference_gram_and_combine_match_formula(num_tasks, num_params):
     torch.testing.assert_close(combine(w, g).double(), w.double() @ g.double(), rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_reference_column_chunks_and_scale_match_the_formula(monkeypatch, dtype):
+    """The reference reads columns in blocks (3 <= T <= 8) and upcasts half inputs in chunks, at sizes no test reaches
+    at full scale; shrunk so that they cut the segments unevenly, its Grams and scaled combines against the fp64
+    formula (the Triton tests compare with the reference, so it must be right by itself)."""
+    from t2t_kernels.gradproj import reference
+
+    monkeypatch.setattr(reference, "_SMALL_T_CHUNK", 7)
+    monkeypatch.setattr(reference, "_UPCAST_CHUNK", 5)
+    g = _grads(4, 61, dtype).cpu()
+    offsets = [0, 3, 20, 20, 61]
+    torch.testing.assert_close(gram(g, offsets, force_triton=False).double(), _formula_gram(g, offsets),
+                               rtol=1e-5, atol=1e-5)
+    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    want = 0.5 * torch.cat([w[k].double() @ g[:, a:b].double() for k, (a, b) in enumerate(zip(offsets, offsets[1:]))])
+    for out_dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+        out = combine(w, g, out=torch.zeros(61, dtype=out_dtype), scale=0.5, segment_offsets=offsets,
+                      force_triton=False)
+        torch.testing.assert_close(out.double(), want.to(out_dtype).double(), rtol=tolerance, atol=tolerance)
+
+
 @pytest.mark.parametrize("num_tasks,num_params,num_splits", [(1, 700, 2), (2, 5, 1), (2, 4097, 2), (3, 1000, 3),
                                                              (4, 2100, 1), (5, 4099, 2), (8, 1025, 3), (12, 777, 4),
                                                              (16, 300, 2), (17, 1500, 1), (40, 257, 2), (64, 130, 1)])
