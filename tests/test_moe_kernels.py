@@ -78,6 +78,23 @@ def test_router_statistics_match_formulas():
     torch.testing.assert_close(router_z_loss(out.lse), (torch.logsumexp(logits, -1) ** 2).mean())
 
 
+
+def test_gates_are_the_top_k_probabilities_renormalised_by_default_only_for_k_above_one():
+    # Switch's convention: a top-1 gate stays the router probability (renormalised it would be 1.0, and the router
+    # would get no gradient); k > 1 renormalises over the k unless told otherwise
+    logits = torch.tensor([[1.0, 3.0, 0.0], [2.0, -1.0, 0.5]])
+    probs = torch.softmax(logits, -1)
+    top1, top2 = probs.max(-1, keepdim=True).values, probs.topk(2, -1).values
+    for backend in ("triton", "reference"):
+        def gates(k, renormalize=None):
+            return route(logits.to(DEVICE), k, renormalize=renormalize, backend=backend).gates.cpu()
+
+        torch.testing.assert_close(gates(1), top1)
+        torch.testing.assert_close(gates(1, True), torch.ones(2, 1))
+        torch.testing.assert_close(gates(2), top2 / top2.sum(-1, keepdim=True))
+        torch.testing.assert_close(gates(2, False), top2)
+
+
 def _assert_plans_equal(a, b) -> None:
     for field in ("dest", "row_src", "offsets", "counts", "kept"):
         assert torch.equal(getattr(a, field).long().cpu(), getattr(b, field).long().cpu()), field
