@@ -25,7 +25,8 @@ def _runs(mask):
 
 
 @pytest.mark.parametrize("length,density,mean", [(2, 0.15, 3), (7, 0.15, 3), (40, 0.15, 3), (100, 0.5, 2),
-                                                 (300, 0.3, 1), (1000, 0.15, 3), (5000, 0.9, 1)])
+                                                 (300, 0.3, 1), (1000, 0.15, 3), (5000, 0.9, 1),
+                                                 (13, 0.15, 3), (50, 0.15, 3)])  # 1.95 -> 2 noise; 8/3 -> 3 spans
 def test_the_noise_mask_has_t5s_counts_and_alternating_runs(length, density, mean):
     rng = random.Random(0)
     for _ in range(20):
@@ -68,6 +69,12 @@ def test_corruption_loses_nothing_and_numbers_sentinels_in_order():
         assert used == re.findall(r"<extra_id_(\d+)>", spans) == [str(i) for i in range(len(used))]
         assert len(used) == sum(1 for value, _ in _runs(mask) if value)
 
+
+
+def test_a_mask_that_starts_with_noise_gets_a_sentinel_for_its_first_span():
+    # random_spans_noise_mask starts with kept words; corrupt_spans takes any mask
+    assert corrupt_spans(["a", "b", "c", "d"], [True, False, True, True]) == (
+        "<extra_id_0> b <extra_id_1>", "<extra_id_0> a <extra_id_1> c d")
 
 def test_a_text_is_corrupted_the_same_way_for_the_same_seed_only():
     text = " ".join(f"token{i}" for i in range(60))
