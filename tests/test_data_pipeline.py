@@ -44,6 +44,12 @@ def test_collator_pads_like_a_hand_built_batch():
     naive = Seq2SeqCollator(0, max_input_length=10, max_target_length=6, padding="max_length")(
         [[5, 6, 1]], [[9, 1]], [0])
     assert naive["input_ids"].shape == (1, 10) and naive["labels"].shape == (1, 6)
+    # rounding up stops at the configured maximum (9 -> 10, not 12), and a row longer than it keeps every token
+    capped = col([[3] * 9], [[4] * 5], [0])
+    assert capped["input_ids"].shape == (1, 10) and capped["labels"].shape == (1, 6)
+    longer = col([[3] * 11, [5, 1]], [[4] * 7, [9, 1]], [0, 0])
+    assert longer["input_ids"].shape == (2, 11) and longer["labels"].shape == (2, 7)
+    assert longer["input_ids"][0].tolist() == [3] * 11 and longer["attention_mask"][1].tolist() == [1, 1] + [0] * 9
 
 
 def test_homogeneous_batches_follow_sampler_and_streams(streams):
