@@ -108,6 +108,9 @@ def test_a_prompt_drops_leading_demonstrations_until_it_fits(t5_tokenizer):
         wrapped = few_shot_prompt(demos, query, tokenizer, limit, wrap=lambda text: "task prefix " + text)
         assert wrapped.startswith("task prefix ") and wrapped.endswith(query)
         assert length(wrapped) <= limit or wrapped == "task prefix " + query  # the prefix is counted
+    for start in range(len(demos)):  # a prompt of exactly the limit fits
+        exact = "\n\n".join([*demos[start:], query])
+        assert few_shot_prompt(demos, query, tokenizer, length(exact)) == exact
 
 
 def test_k_shot_prompts_of_a_task_token_model_fit_with_the_token(tmp_path, t5_tokenizer_dir, monkeypatch):
@@ -432,10 +435,13 @@ def test_a_duplicate_of_the_training_example_is_never_its_demonstration(tmp_path
     mixed = add_demonstrations(rendered, FewShotMix(rate=1.0, max_shots=12), t5_tokenizer, 512, seed=0,
                                tokenizer_key="t5", task=task.name)
     others = {f"review {n}": {f"Label: review {m}" for m in range(4) if m != n} for n in range(4)}
+    counts = []
     for row, example in zip(rows, mixed):
         *demos, query = example["inputs"].split("\n\n")
         assert query == f"Label: {row['text']}" and demos
         assert {demo.split("\n")[0] for demo in demos} <= others[row["text"]]  # the 9 rows of the other 3 inputs
+        counts.append(len(demos))
+    assert max(counts) == 9  # a draw of k >= 9 (k uniform in 1..12) gets all nine, not one fewer
 
 
 def test_training_demonstrations_fit_with_the_eos_the_pipeline_appends(tmp_path):
