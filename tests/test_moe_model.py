@@ -528,6 +528,35 @@ def test_task_routing_with_shared_experts_matches_per_sequence_computation():
         torch.testing.assert_close(out[b], want, rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("routing", ["task", "hybrid"])
+def test_ids_of_a_beam_expanded_batch_follow_its_examples_beams(routing):
+    # generate() expands B examples into B·beams rows with each example's beams together (repeat_interleave): the
+    # ids given for the B examples route rows 0-1 by the first example's task and rows 2-3 by the second's
+    block = MoEFeedForward(_config(), MoEConfig(num_experts=4, top_k=1, routing=routing, task_names=TASKS,
+                                                dropless=True)).eval()
+    block.reset_parameters()
+    with torch.no_grad():
+        block.task_gate.weight.copy_(torch.tensor([[9., 0, 0, 0], [0, 9., 0, 0], [0, 0, 0, 9.]]))
+        for expert in block.experts:
+            torch.nn.init.normal_(expert.wi.weight, std=0.2)
+    hidden = torch.randn(4, 3, 32)
+    block.task_ids = torch.tensor([0, 0, 2, 2])  # one id per row, as the beams lie
+    want = block(hidden)
+    block.task_ids = torch.tensor([0, 2])
+    torch.testing.assert_close(block(hidden), want)
+
+
+def test_tokens_before_the_end_keep_the_start_token_and_the_end_token_itself():
+    from t2t_mtl.model.moe import tokens_before_the_end
+
+    ids = torch.tensor([[1, 5, 1, 7, 1], [0, 1, 6, 6, 6], [0, 4, 4, 4, 4]])  # row 0 starts with a start token = eos
+    t, f = True, False
+    assert tokens_before_the_end(ids, 1).tolist() == [[t, t, t, f, f], [t, t, f, f, f], [t] * 5]
+    assert tokens_before_the_end(ids, [6, 7]).tolist() == [[t, t, t, t, f], [t, t, t, f, f], [t] * 5]
+    assert tokens_before_the_end(ids, None).all()
+
+
 # ------------------------------------------------------------------------- tasks the model was not trained on
 def _unseen_moe(routing: str, **moe) -> TaskAwareT5:
     """A task/hybrid-routed model with fresh (distinct) experts, so the route changes the output."""
