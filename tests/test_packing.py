@@ -87,6 +87,17 @@ def test_pack_batch_lays_examples_out_as_segments():
                    target_capacity=10, pad_id=0)
 
 
+
+def test_packed_widths_and_the_task_token_prefix_count_against_the_row_capacity():
+    # widths are the longest row rounded up to the multiple, at most the capacity (9 -> 10, not 16)
+    batch = pack_batch([[5] * 9], [[6] * 3], [0], rows=1, input_capacity=10, target_capacity=4, pad_id=0)
+    assert batch["input_ids"].shape == (1, 10) and batch["labels"].shape == (1, 4)
+    # a row holds max_input_length input tokens plus the longest prefix; an example's size includes its task's prefix
+    collator = PackedCollator(0, rows=1, max_input_length=5, max_target_length=4, prefixes={0: [90, 91], 1: [92]})
+    assert (collator.input_capacity, collator.item(0, 5, 3), collator.item(1, 5, 3)) == (7, (0, 7, 3), (1, 6, 3))
+    packed = collator([[5, 6, 7, 8, 1]], [[9, 1]], [0])
+    assert packed["input_ids"].tolist() == [[90, 91, 5, 6, 7, 8, 1]]
+
 def test_shift_right_in_segments_equals_each_example_shifted_alone():
     examples = _examples(7, seed=2)
     batch = pack_batch([e[0] for e in examples], [e[1] for e in examples], [0] * 7, rows=7, input_capacity=30,
