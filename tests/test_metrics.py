@@ -75,6 +75,9 @@ def test_pearson_and_spearman():
 def test_exact_match_any_reference_and_empty_prediction():
     result = compute_metric("exact_match", ["Paris ", "", "b"], [["Paris"], ["x"], ["a", "b"]])
     assert result["exact_match"] == pytest.approx(2 / 3)
+    # case counts unless ignore_case says otherwise
+    assert compute_metric("exact_match", ["Paris"], [["paris"]])["exact_match"] == 0.0
+    assert compute_metric("exact_match", ["Paris"], [["paris"]], ignore_case=True)["exact_match"] == 1.0
 
 
 def test_exact_match_reads_whitespace_as_held_in_validation_does():
@@ -312,6 +315,8 @@ def test_binary_f1_is_refused_for_more_than_two_answer_choices():
     targets, preds = ["entailment", "neutral", "contradiction"], ["entailment", "neutral", "neutral"]
     with pytest.raises(EvaluationError, match="binary F1 .* two answer choices.* has 3.*f1_macro"):
         score_predictions(["f1"], preds, targets, choices)
+    with pytest.raises(EvaluationError, match="binary F1 .* two answer choices.* has 1 .*f1_macro"):
+        score_predictions(["f1"], ["yes"], ["yes"], [["yes"]])  # no second choice to be the positive class
     assert score_predictions(["f1_macro"], preds, targets, choices)["f1_macro"]["f1"] == pytest.approx(
         (1 + 0 + 2 / 3) / 3)  # by hand: entailment 1, contradiction 0, neutral 2PR/(P+R) = 2/3
 
