@@ -150,6 +150,11 @@ def test_aggregates_median_mean_decascore_macro_and_comparison():
     assert table["tasks"] == {"t1": {"a": 60.0, "b": 90.0}, "t2": {"a": 20.0, "b": None}, "t3": {"a": None, "b": 20.0}}
     assert table["decascore"] == {"a": 80.0, "b": 110.0} and table["common_tasks"] == ["t1"]
     assert "| t2 | 20.0 | — |" in comparison_markdown([a, b])
+    # the baselines are medians over the templates too (as the score they are compared with)
+    baselines = [replace(_result("t", name, 50.0, majority), chance_baseline=chance)
+                 for name, majority, chance in (("x", 60.0, 50.0), ("y", 10.0, 20.0), ("z", 20.0, 25.0))]
+    t = summarize(EvalReport("m", baselines))["tasks"]["t"]
+    assert (t.majority_baseline, t.chance_baseline) == (20.0, 25.0)
 
 
 def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():
