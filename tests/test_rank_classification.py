@@ -64,6 +64,17 @@ def test_scores_equal_one_forward_per_choice(model, tokenizer, length_normalize)
     assert chosen == [max(range(len(row)), key=row.__getitem__) for row in reference]
 
 
+
+def test_a_model_in_eval_mode_is_left_in_eval_mode(model, tokenizer):
+    model.eval()
+    try:
+        score_choices(model, tokenizer, INPUTS[:1], CHOICES[:1])
+        assert not model.training
+        generate_texts(model, tokenizer, INPUTS[:1], max_new_tokens=2)
+        assert not model.training
+    finally:
+        model.train()
+
 def test_long_choices_are_scored_in_full(model, tokenizer):
     stem = " ".join(f"w{i}" for i in range(100))  # ~300 tokens: choices that differ only at their end
     choices = [[stem + " so the answer is yes", stem + " so the answer is no", "short"]]
@@ -209,6 +220,15 @@ def test_task_routed_moe_scores_with_the_given_task_ids(task_moe, tokenizer):
     with pytest.raises(ValueError, match="3 inputs but 1 task ids"):
         score_choices(task_moe, tokenizer, inputs, choices, task_ids=[0])
 
+
+
+def test_examples_of_several_tasks_in_one_batch_are_each_scored_with_their_own_task(task_moe, tokenizer):
+    # every other test gave all examples one task id, so a decoder routed by the first example's id passed
+    inputs, choices, task_ids = INPUTS[:3], CHOICES[:3], [1, UNSEEN_TASK_ID, 0]
+    scores = score_choices(task_moe, tokenizer, inputs, choices, batch_size=3, max_choice_rows=4, task_ids=task_ids)
+    for i, task_id in enumerate(task_ids):
+        want = brute_force_scores(task_moe, tokenizer, inputs[i:i + 1], choices[i:i + 1], task_id=task_id)[0]
+        assert scores[i] == pytest.approx(want, abs=1e-4)
 
 def test_task_routed_moe_generates_with_the_given_task_ids(task_moe, tokenizer):
     seen, handles = _record_task_ids(task_moe)
