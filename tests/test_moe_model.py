@@ -547,6 +547,20 @@ def test_ids_of_a_beam_expanded_batch_follow_its_examples_beams(routing):
     torch.testing.assert_close(block(hidden), want)
 
 
+
+def test_task_ids_are_cleared_after_a_task_ids_set_block_and_by_a_forward_without_ids():
+    from t2t_mtl.model.task_routing import task_ids_set
+
+    moe = convert_to_moe(_dense(), {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
+                                    "task_names": TASKS}).eval()
+    ids, labels = _batch(b=2)
+    with task_ids_set(moe, torch.tensor([0, 1])):
+        assert all(block.task_ids.tolist() == [0, 1] for _, block in moe_blocks(moe))
+    assert all(block.task_ids is None for _, block in moe_blocks(moe))
+    moe(input_ids=ids, labels=labels, task_ids=torch.tensor([0, 1]))
+    with pytest.raises(MissingTaskIdsError, match="needs task ids"):  # the last batch's ids are not reused
+        moe(input_ids=ids, labels=labels)
+
 def test_tokens_before_the_end_keep_the_start_token_and_the_end_token_itself():
     from t2t_mtl.model.moe import tokens_before_the_end
 
