@@ -50,6 +50,16 @@ def test_reference_gram_and_combine_match_formula(num_tasks, num_params):
 
 
 
+
+def test_float64_gradients_are_summed_in_float64():
+    # 1 + 2^-30 is 1.0 in fp32: an fp32 accumulation would return 1.0 for its square and a zero for the difference
+    x = 1 + 2 ** -30
+    g = torch.tensor([[x, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    out = gram(g)
+    assert out.dtype == torch.float64 and out[0, 0].item() == x * x + 1.0 and out[0, 1].item() == x
+    combined = combine([1.0, -1.0], g)
+    assert combined.dtype == torch.float64 and combined.tolist() == [x - 1.0, 1.0]
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_reference_column_chunks_and_scale_match_the_formula(monkeypatch, dtype):
     """The reference reads columns in blocks (3 <= T <= 8) and upcasts half inputs in chunks, at sizes no test reaches
