@@ -26,6 +26,22 @@ def test_aliases_and_unknown_names():
         canonical_metric_name("Edit Distance")
 
 
+
+_PERFECT = {"label": ([1, 0, 2], [1, 0, 2]), "group_label": ([1, 0], [1, 0]),
+            "number": ([1.0, 2.0, 4.0], [1.0, 2.0, 4.0]),
+            "text": (["the cat sat on the mat"], [["the cat sat on the mat"]]), "target": (["EU: ORG"], ["EU: ORG"]),
+            "tags": ([["B-PER", "O"]], [["B-PER", "O"]]), "choice_scores": ([1], [[0.0, 1.0]])}
+
+
+def test_a_perfect_prediction_scores_100_on_every_metrics_scale():
+    # `scale` puts the primary output on 0-100 (BLEU is already there: sacreBLEU's scale)
+    for name, spec in METRICS.items():
+        preds, refs = _PERFECT[spec.kind]
+        if spec.kwargs.get("average") == "binary":
+            preds, refs = [1, 0], [1, 0]
+        kwargs = {"groups": ["q1", "q2"]} if spec.kind == "group_label" else {}
+        assert compute_metric(name, preds, refs, **kwargs)[spec.primary] * spec.scale == pytest.approx(100), name
+
 def test_accuracy():
     assert compute_metric("accuracy", [1, 0, -1, 2], [1, 1, 0, 2]) == {"accuracy": 0.5}
 
@@ -52,6 +68,8 @@ def test_f1_macro_averages_a_label_only_predicted_with_f1_zero():
         f1_score(refs[:4], preds[:4], average="macro", zero_division=0))
     # label 0 only predicted counts too: class 0 F1 0, class 1 P 1 R 1/2 (F1 2/3), class 2 F1 1
     assert compute_metric("f1_macro", [0, 1, 2, 2], [1, 1, 2, 2])["f1"] == pytest.approx((0 + 2 / 3 + 1) / 3)
+    # keyword arguments override the metric's defaults: class 0 F1 1, classes 1 and 2 F1 2/3
+    assert compute_metric("f1", [0, 1, 2, 2], [0, 1, 1, 2], average="macro")["f1"] == pytest.approx(7 / 9)
 
 
 def test_matthews_correlation_binary_formula():
