@@ -222,6 +222,14 @@ def test_capacity_drops_tokens_and_dropless_does_not():
     assert logits.shape == (32, 4)
 
 
+
+def test_dropped_is_the_fraction_of_token_slots_over_capacity():
+    # k = E = 2: every token takes both experts; capacity ceil(8·2/2·0.5) = 4 rows each keeps 8 of the 16 slots
+    block = MoEFeedForward(_config(), MoEConfig(num_experts=2, top_k=2, capacity_factor=0.5, min_capacity=1)).train()
+    block.reset_parameters()
+    block(torch.randn(2, 4, 32))
+    assert block.aux["counts"].tolist() == [8, 8] and block.aux["dropped"] == 0.5
+
 @pytest.mark.parametrize("dropless", [False, True])
 def test_empty_batch_drops_nothing(dropless):
     moe = MoEConfig(num_experts=4, top_k=2, capacity_factor=1.0, min_capacity=1, dropless=dropless)
