@@ -127,6 +127,40 @@ def test_gradvac_per_layer_equals_textbook_and_keeps_state():
     np.testing.assert_array_equal(restored.weights(G), method.weights(G))
 
 
+
+@pytest.mark.parametrize("textbook_version", [False, True])
+def test_gradvac_two_tasks_by_hand(textbook_version):
+    """The paper's formula worked by hand (the textbook version shares `gradvac_coefficient`, so comparing the two
+    cannot check it): g_0 = (1, 0), g_1 = (0, 2), φ_01 = φ_10 = 0 below the targets φ̂ = 0.5, so
+    C_01 = ‖g_0‖(φ̂·1 − 0)/(‖g_1‖ √(1−φ̂²)) = 1/(2√3) and C_10 = 2/√3; the targets then move to (1−β)·0.5."""
+    g = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    targets = np.array([[0.0, 0.5], [0.5, 0.0]])
+    root3 = np.sqrt(3.0)
+    if textbook_version:
+        update = textbook.gradvac(g, [[1], [0]], targets, 0.25)
+    else:
+        update = combine(gradvac_weights(host_gram(g), [[1], [0]], targets, 0.25), g)
+    # g_0' + g_1' = (1, 1/√3) + (2/√3, 2)
+    torch.testing.assert_close(update, torch.tensor([1 + 2 / root3, 2 + 1 / root3], dtype=torch.float64))
+    np.testing.assert_allclose(targets, [[0.0, 0.375], [0.375, 0.0]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradvac_moves_each_cosine_onto_its_target(seed):
+    """What the coefficient is for (Wang et al. eq. 4): after g_i' = g_i + C_ij g_j the cosine of g_i' and g_j is the
+    target φ̂_ij, whatever the norms and signs."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((2, 20)) * np.array([[0.3], [5.0]])
+    phi = g[0] @ g[1] / np.linalg.norm(g[0]) / np.linalg.norm(g[1])
+    goal = np.clip(phi + rng.uniform(0.1, 0.8), -0.95, 0.95)  # above φ: GradVac acts
+    assert goal > phi
+    targets = np.full((2, 2), goal)
+    weights = gradvac_weights(g @ g.T, [[1], [0]], targets, 0.1)  # w_0 = 1 + C_10, w_1 = 1 + C_01
+    for i, j in ((0, 1), (1, 0)):
+        moved = g[i] + (weights[i ^ 1] - 1.0) * g[j]
+        assert moved @ g[j] / np.linalg.norm(moved) / np.linalg.norm(g[j]) == pytest.approx(goal, abs=1e-9)
+
+
 @pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
 @pytest.mark.parametrize("c", [0.0, 0.4, 0.9])
 def test_cagrad_gram_space_equals_textbook(num_tasks, num_params, seed, c):
