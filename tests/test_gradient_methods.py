@@ -233,6 +233,20 @@ def test_mgda_is_the_exact_min_norm_point_for_nearly_dependent_gradients_of_uneq
     np.testing.assert_allclose(build_method("mgda", 8).weights(G * 1e-60), alpha, atol=1e-12)  # scale-free
 
 
+
+@pytest.mark.parametrize("g0,g1", [([1.0, 0.0], [0.995, 0.5]),  # nearly parallel: v·v − v·g_1 is only 0.005 v·v
+                                   ([1.0, 0.0], [-0.5, 2.0]), ([3.0, 1.0], [-1.0, 0.5]),
+                                   ([1.0, 0.0], [2.0, 1.0])])  # the clip: the smaller gradient alone
+def test_mgda_two_tasks_closed_form(g0, g1):
+    """Sener & Koltun's two-task solution: γ = clip((g_1 − g_0)·g_1 / ‖g_0 − g_1‖², 0, 1), α = (γ, 1 − γ)."""
+    g = torch.tensor([g0, g1], dtype=torch.float64)
+    diff = g[1] - g[0]
+    gamma = min(max(float(diff @ g[1]) / float(diff @ diff), 0.0), 1.0)
+    np.testing.assert_allclose(build_method("mgda", 2).weights(host_gram(g)), [gamma, 1 - gamma], atol=1e-12)
+    expected = gamma * g[0] + (1 - gamma) * g[1]
+    torch.testing.assert_close(textbook.mgda(g, 1000, 1e-10), expected, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
 def test_nashmtl_gram_space_equals_textbook_and_solves_bargaining(num_tasks, num_params, seed):
     g = conflicting_grads(num_tasks, num_params, seed)
