@@ -171,6 +171,47 @@ def test_cagrad_gram_space_equals_textbook(num_tasks, num_params, seed, c):
         assert_rel_close(update, g.mean(0))
 
 
+
+def _cagrad_by_line_searches(g: np.ndarray, c: float) -> np.ndarray:
+    """CAGrad's update (Liu et al.; ÷ (1 + c²), ε = 1e-4 RMS task-gradient norms as the authors' code) with x found by
+    nested bounded Brent searches over the simplex of T ≤ 3 tasks, not by SLSQP (which both versions share): F is
+    convex, so its minimum over x_1 is convex in x_0."""
+    from scipy.optimize import minimize_scalar
+
+    g0 = g.mean(0)
+    s = c * np.linalg.norm(g0)
+
+    def value(x: np.ndarray) -> float:
+        return float((x @ g) @ g0 + s * np.linalg.norm(x @ g))
+
+    def line(f, high):
+        return minimize_scalar(f, bounds=(0.0, high), method="bounded", options={"xatol": 1e-10})
+
+    if len(g) == 2:
+        u = line(lambda u: value(np.array([u, 1 - u])), 1.0).x
+        x = np.array([u, 1 - u])
+    else:
+        inner = lambda u: line(lambda v: value(np.array([u, v, 1 - u - v])), 1 - u)  # noqa: E731
+        u = line(lambda u: inner(u).fun, 1.0).x
+        v = inner(u).x
+        x = np.array([u, v, 1 - u - v])
+    g_x = x @ g
+    eps = 1e-4 * np.sqrt(np.mean(np.sum(g * g, axis=1)))
+    return (g0 + s * g_x / (np.linalg.norm(g_x) + eps)) / (1 + c ** 2)
+
+
+@pytest.mark.parametrize("grads", [conflicting_grads(2, 50, 0), conflicting_grads(3, 300, 1),
+                                   conflicting_grads(3, 40, 5), torch.tensor([[1.0, 0.0], [-0.5, 1.0]])])
+@pytest.mark.parametrize("c", [0.4, 0.9])
+def test_cagrad_solves_its_simplex_problem(grads, c):
+    """Both versions against an independent solve of x = argmin_simplex g_xᵀg0 + c‖g0‖‖g_x‖ (on the simplex's
+    boundary for the conflicting gradients: x_2 = 0)."""
+    g = grads.double()
+    expected = torch.from_numpy(_cagrad_by_line_searches(g.numpy(), c))
+    assert_rel_close(combine(cagrad_weights(host_gram(g), c, True), g), expected, rtol=1e-4)
+    assert_rel_close(textbook.cagrad(g, c, True), expected, rtol=1e-4)
+
+
 def test_cagrad_keeps_its_bound_when_zero_lies_in_the_convex_hull():
     # g, -g and a third task: the optimum x puts g_x at 0, where the step s/‖g_x‖ had no bound (weights ~5e8),
     # and a float32 combine turned the cancellation into an update far outside ‖d - g0‖ <= c‖g0‖
