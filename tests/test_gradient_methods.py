@@ -84,6 +84,23 @@ def test_pcgrad_state_round_trip_reproduces_orders():
     assert fresh.last_orders == orders
 
 
+
+@pytest.mark.parametrize("name", ["pcgrad", "gradvac"])
+def test_the_seed_option_chooses_the_orders(name):
+    G = host_gram(conflicting_grads(5, 100, 0))
+
+    def orders(seed: int) -> list[list[list[int]]]:
+        method = build_method({"method": name, "seed": seed}, 5)
+        steps = []
+        for _ in range(3):
+            method.weights(G)
+            steps.append(method.last_orders)
+        return steps
+
+    assert orders(7) == orders(7)
+    assert orders(7) != orders(8)
+
+
 @pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
 def test_gradvac_gram_space_equals_textbook_over_steps(num_tasks, num_params, seed):
     beta = 0.3
