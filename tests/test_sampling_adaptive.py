@@ -95,6 +95,23 @@ def test_uncertainty_ema_blends_prior_with_floor():
         sampler.update({"entropy": {"zzz": 0.1}})
 
 
+
+def test_uncertainty_ema_momentum_lambda_and_unseen_tasks_by_hand():
+    # momentum 0.5 and lam 0.5 above cannot tell a coefficient from its complement: here 0.9 and 0.25
+    sizes = {"a": 10_000, "b": 100, "c": 100}
+    sampler = build_sampler({"strategy": "uncertainty_ema", "alpha": 2.0, "lam": 0.25, "floor": 0.02,
+                             "momentum": 0.9}, sizes, seed=0)
+    sampler.update({"entropy": {"a": 0.2, "b": 0.6}})
+    sampler.update({"entropy": {"a": 0.4}})
+    ema = np.array([0.9 * 0.2 + 0.1 * 0.4, 0.6, (0.22 + 0.6) / 2])  # c, not seen yet: the mean of the others
+    prior = np.array([100.0, 10.0, 10.0]) / 120  # sqrt of the sizes
+    expected = 0.02 + 0.94 * (0.75 * prior + 0.25 * ema / ema.sum())
+    np.testing.assert_allclose(list(sampler.probabilities().values()), expected, rtol=1e-12)
+    confident = build_sampler({"strategy": "uncertainty_ema", "alpha": 2.0, "floor": 0.02}, sizes, seed=0)
+    confident.update({"entropy": {"a": 0.0, "b": 0.0, "c": 0.0}})  # no uncertainty anywhere: p_unc is the prior
+    np.testing.assert_allclose(list(confident.probabilities().values()), 0.02 + 0.94 * prior, rtol=1e-12)
+
+
 # ----- bandits and worst-task-first -----
 def run_bandit(sampler, rounds=40, draws=50):
     scores = {t: 0.0 for t in sampler.tasks}
