@@ -177,6 +177,46 @@ def test_thompson_with_target_credits_the_arms_that_were_drawn():
     assert probs["helper"] > 0.6 and probs["helper"] == max(probs.values())
 
 
+
+def test_softmax_bandit_on_validation_losses_rewards_a_falling_loss():
+    sampler = build_sampler({"strategy": "bandit_softmax", "tau": 0.1, "step": 0.5, "metric": "val_loss"}, SIZES,
+                            seed=0)
+    sampler.update({"val_loss": {"a": 2.0, "b": 2.0, "c": 2.0}})  # baselines
+    sampler.update({"val_loss": {"a": 1.0, "b": 2.5, "c": 2.0}})  # rewards +1, -0.5, 0
+    z = np.exp(np.array([0.5, -0.25, 0.0]) / 0.1)
+    np.testing.assert_allclose(list(sampler.probabilities().values()), z / z.sum(), rtol=1e-12)
+
+
+def test_thompson_decay_shrinks_the_counts_towards_the_prior():
+    sampler = build_sampler({"strategy": "bandit_thompson", "prior_alpha": 2.0, "prior_beta": 3.0, "decay": 0.5},
+                            {"good": 10, "bad": 10}, seed=0)
+    for score in (0.0, 1.0, 2.0):  # baselines, then "good" improves and "bad" worsens twice
+        sampler.update({"val_score": {"good": score, "bad": -score}})
+    # second update: alpha = 2 + 0.5 (alpha - 2), beta = 3 + 0.5 (beta - 3), then the new wins and losses
+    assert sampler.alpha.tolist() == [2 + 0.5 * (3 - 2) + 1, 2.0]
+    assert sampler.beta.tolist() == [3.0, 3 + 0.5 * (4 - 3) + 1]
+
+
+def test_thompson_with_target_credits_homogeneous_draws_across_a_resume():
+    # the default mode draws with next_task: its draws are the ones credited, by their shares since the last update
+    import json
+
+    sizes = {"primary": 100, "helper": 100, "noise": 100}
+    config = {"strategy": "bandit_thompson", "target": "primary"}
+    sampler = build_sampler(config, sizes, seed=3)
+    sampler.update({"val_score": {"primary": 0.0}})
+    first = [sampler.next_task() for _ in range(20)]
+    assert sampler.drawn() == {t: first.count(t) for t in sizes}
+    sampler.update({"val_score": {"primary": 1.0}})  # a win, shared by the 20 draws
+    np.testing.assert_allclose(sampler.alpha, [1 + first.count(t) / 20 for t in sizes], rtol=1e-12)
+    second = [sampler.next_task() for _ in range(12)]
+    resumed = build_sampler(config, sizes, seed=4)
+    resumed.load_state_dict(json.loads(json.dumps(sampler.state_dict())))
+    second += [resumed.next_task() for _ in range(8)]
+    resumed.update({"val_score": {"primary": 0.5}})  # a loss, shared by the 20 draws since the last update
+    np.testing.assert_allclose(resumed.beta, [1 + second.count(t) / 20 for t in sizes], rtol=1e-12)
+
+
 def test_worst_task_first_tchebycheff_weights():
     sizes = {"a": 10, "b": 10, "c": 10}
     sampler = build_sampler({"strategy": "worst_task"}, sizes, seed=0)
