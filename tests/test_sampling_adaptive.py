@@ -73,6 +73,9 @@ def test_uncertainty_sampler_pool_and_selection_counts():
                              "c": torch.tensor([0.5, 0.0])}, {"a": 4, "b": 4, "c": 4})
     assert chosen == [("b", 0), ("b", 1)]
     assert sampler.selected() == {"a": 0, "b": 2, "c": 0}
+    resumed = build_sampler({"strategy": "uncertainty", "pool_per_task": 2, "mode": "mixed"}, SIZES, seed=0)
+    resumed.load_state_dict(sampler.state_dict())
+    assert resumed.selected() == {"a": 0, "b": 2, "c": 0}  # the counts survive a resume
     with pytest.raises(SamplingError, match="answer-space size for task 'c'"):
         sampler.select({"c": [0.1, 0.2]}, {"a": 2})
     with pytest.raises(InvalidRateError, match="'a'"):
