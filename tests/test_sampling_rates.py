@@ -92,6 +92,8 @@ def test_t0_per_template_caps():
     sampler = build_sampler({"strategy": "temperature", "alpha": 2.0, "templates": templates,
                              "template_cap": 800}, sizes, seed=0)
     assert sampler.probabilities()["a"] == pytest.approx(10 / 14)
+    # templates without a per-template cap: every template is capped at `cap`
+    assert size_rates(sizes, templates=templates, maximum=5_000) == {"a": 10 * 5_000, "b": 4 * 1_000}
 
 
 def test_a_dataset_cap_below_the_template_count_is_refused():
