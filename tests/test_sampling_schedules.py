@@ -23,9 +23,9 @@ def test_annealed_alpha_formula(e, total, expected):
     assert annealed_alpha(e, total) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("e, expected", [(1, 1.0), (2, 1.8), (4, 3.4), (6, 5.0), (9, 5.0)])
+@pytest.mark.parametrize("e, expected", [(1, 1.0), (2, 1.8), (4, 3.4), (6, 5.0), (9, 5.0), (0, 1.0), (0.5, 1.0)])
 def test_dynamic_alpha_formula(e, expected):
-    # alpha_0 = 1, alpha_max = 5, M = 5: alpha(e) = min(5, (e-1) * 4/5 + 1)
+    # alpha_0 = 1, alpha_max = 5, M = 5: alpha(e) = min(5, (e-1) * 4/5 + 1); epochs are >= 1 (e < 1 counts as 1)
     assert dynamic_alpha(e, 1.0, 5.0, 5.0) == pytest.approx(expected)
 
 
