@@ -42,6 +42,7 @@ def test_uncertainty_weighting_formula_gradients_and_state():
     total = w(step)
     expected = math.exp(-0.5) * 1.0 + 0.5 + math.exp(-2.0) * 3.0 + 2.0
     assert value(total) == pytest.approx(expected, rel=1e-6)
+    assert w.last_weights == pytest.approx({"a": math.exp(-0.5), "c": math.exp(-2.0)})  # λ_t = exp(-s_t), present tasks
     total.backward()
     # d/ds (exp(-s) L + s) = 1 - exp(-s) L ; b absent from the step: zero gradient
     expected_grad = [1 - math.exp(-0.5) * 1.0, 0.0, 1 - math.exp(-2.0) * 3.0]
@@ -51,6 +52,11 @@ def test_uncertainty_weighting_formula_gradients_and_state():
     fresh = build_weighting({"method": "uncertainty"}, TASKS, SIZES)
     fresh.load_state_dict(w.state_dict())
     assert torch.equal(fresh.log_variance, w.log_variance)
+
+
+def test_uncertainty_init_is_the_starting_log_variance():
+    w = build_weighting({"method": "uncertainty", "init": 1.5}, TASKS, SIZES)
+    assert value(w(losses(a=2.0))) == pytest.approx(math.exp(-1.5) * 2.0 + 1.5, rel=1e-6)
 
 
 def test_uncertainty_weights_are_learned_by_an_optimizer():
