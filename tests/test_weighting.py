@@ -86,6 +86,20 @@ def test_dynamic_task_prioritization():
         w(losses(a=1.0), stats={"kpi": {"a": 1.5}})
 
 
+def test_dtp_smoothed_kpis_survive_a_resume():
+    w = build_weighting({"method": "dtp", "gamma": 2.0, "momentum": 0.5}, TASKS, SIZES)
+    w(losses(a=1.0), stats={"kpi": {"a": 0.9}})  # k_a = 0.5 * 0.9 + 0.5 * 0.5
+    resumed = build_weighting({"method": "dtp", "gamma": 2.0, "momentum": 0.5}, TASKS, SIZES)
+    resumed.load_state_dict(w.state_dict())
+    assert value(resumed(losses(a=1.0))) == pytest.approx(-(0.3 ** 2) * math.log(0.7))
+
+
+def test_dtp_clamps_a_kpi_of_0_or_1_to_eps():
+    w = build_weighting({"method": "dtp", "gamma": 2.0, "eps": 1e-3}, TASKS, SIZES)
+    assert value(w(losses(a=1.0), stats={"kpi": {"a": 0.0}})) == pytest.approx(-(0.999 ** 2) * math.log(1e-3))
+    assert value(w(losses(b=1.0), stats={"kpi": {"b": 1.0}})) == pytest.approx(-(1e-3 ** 2) * math.log(0.999))
+
+
 def test_tchebycheff():
     w = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
     w(losses(a=2.0, b=4.0, c=1.0))  # first losses become the references l_t
