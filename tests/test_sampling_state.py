@@ -193,6 +193,17 @@ def test_a_resume_on_more_ranks_deals_the_rest_of_the_epoch_then_goes_on_as_usua
     assert following == [_order("x", 9, 4, 1)[r::3] for r in range(3)]
 
 
+def test_stream_orders_depend_on_the_seed_the_task_and_the_epoch():
+    # an order is a permutation of the task's rows fixed by (seed, task name, epoch): another seed reshuffles every
+    # task (a run's seed must change its data order), and two tasks of one size are not shuffled alike
+    sizes = {"x": 50, "y": 50}
+    orders = {seed: {(t, e): TaskStreams(sizes, seed=seed).permutation(t, e).tolist() for t in sizes for e in range(2)}
+              for seed in (0, 1)}
+    assert orders[0] == {(t, e): TaskStreams(sizes, seed=0).permutation(t, e).tolist() for t in sizes for e in range(2)}
+    assert all(sorted(order) == list(range(50)) for order in orders[0].values())
+    assert len({tuple(order) for seeded in orders.values() for order in seeded.values()}) == 8  # all different
+
+
 def test_streams_cross_epochs_and_resume():
     stream = TaskStreams({"x": 7, "y": 1000}, seed=2)
     taken = stream.next_indices("x", 10)
