@@ -108,6 +108,7 @@ def test_tchebycheff():
     lam = [v / sum(inv) for v in inv]
     expected = max(lam[0] * 1.0, lam[1] * 3.0, lam[2] * 0.9)
     assert value(total) == pytest.approx(expected)
+    assert w.last_weights == pytest.approx(dict(zip(TASKS, lam)))
     ref = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
     total = ref(losses(a=1.0, b=1.0), stats={"ref_loss": {"a": 1.0, "b": 2.0, "c": 4.0}})
     inv = [1.0, 0.5, 0.25]
