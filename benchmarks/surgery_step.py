@@ -65,10 +65,10 @@ def tokens_per_second(root: Path, path: Path, name: str, warmup: int) -> float:
 
 def hook_buffers(params: int, rows: int, world: int) -> tuple[int, int]:
     """fp32 numbers the hook holds per rank with `rows` task rows: (ZeRO 0-2 capture: a scratch of the whole
-    gradient + the reduce-scatter piece + the partition its GradientSurgery is built on + the rows' slices,
-    ZeRO-3: DeepSpeed's accumulated pieces + the zero pieces its GradientSurgery is built on + the rows' pieces)."""
+    gradient + the reduce-scatter piece + the rows' slices, ZeRO-3: DeepSpeed's accumulated pieces + the rows'
+    pieces)."""
     per_rank = -(-params // world)
-    return per_rank * world + (rows + 2) * per_rank, (rows + 2) * per_rank
+    return per_rank * world + (rows + 1) * per_rank, (rows + 1) * per_rank
 
 
 def main() -> int:

@@ -77,6 +77,13 @@ class _SurgeryHook:
         self.surgery.load_state_dict(state)
 
 
+def _flat_stand_in(numel: int, device: torch.device) -> torch.Tensor:
+    """The one flat fp32 "parameter" of `numel` elements a hook builds its GradientSurgery on, holding no memory
+    (one zero, expanded): the hooks write the surgery's rows and read `combine_into`, so it reads only the size,
+    dtype and device of it, never its values or `.grad`."""
+    return torch.zeros((), dtype=torch.float32, device=device).expand(numel)
+
+
 class DeepSpeedSurgeryHook(_SurgeryHook):
     """Per-task gradient capture and combine around a DeepSpeed engine's accumulation boundary (ZeRO 0-2)."""
 
@@ -94,11 +101,10 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         device = self.named[0][1].device
         self.scratch = torch.zeros(self.per_rank * self.world, dtype=torch.float32, device=device)
         self._piece = torch.empty(self.per_rank, dtype=torch.float32, device=device)
-        partition = torch.zeros(self.hi - self.lo, dtype=torch.float32, device=device)
         segments = segment_boundaries([name for name, _ in self.named], self.offsets,
                                       default_segment_of(method_cfg.get("per_layer")))
         local_segments = [min(max(o, self.lo), self.hi) - self.lo for o in segments]
-        self.surgery = GradientSurgery(method_cfg, [partition], task_names,
+        self.surgery = GradientSurgery(method_cfg, [_flat_stand_in(self.hi - self.lo, device)], task_names,
                                        distribution="partitioned" if self.world > 1 else "local",
                                        segment_offsets=local_segments, max_tasks_per_step=_tasks_per_step(engine))
         self.capturing = False
@@ -180,7 +186,7 @@ class Zero3SurgeryHook(_SurgeryHook):
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         segments = segment_boundaries([name for name, _ in self.named], self.offsets,
                                       default_segment_of(method_cfg.get("per_layer")))
-        self.surgery = GradientSurgery(method_cfg, [torch.zeros_like(self.accumulated)], task_names,
+        self.surgery = GradientSurgery(method_cfg, [_flat_stand_in(self.offsets[-1], device)], task_names,
                                        distribution="partitioned" if world > 1 else "local",
                                        segment_offsets=segments, max_tasks_per_step=_tasks_per_step(engine))
 
