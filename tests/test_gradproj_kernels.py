@@ -60,20 +60,23 @@ def test_float64_gradients_are_summed_in_float64():
     combined = combine([1.0, -1.0], g)
     assert combined.dtype == torch.float64 and combined.tolist() == [x - 1.0, 1.0]
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_reference_column_chunks_and_scale_match_the_formula(monkeypatch, dtype):
+@pytest.mark.parametrize("num_tasks", [2, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_reference_column_chunks_and_scale_match_the_formula(monkeypatch, dtype, num_tasks):
     """The reference reads columns in blocks (3 <= T <= 8) and upcasts half inputs in chunks, at sizes no test reaches
-    at full scale; shrunk so that they cut the segments unevenly, its Grams and scaled combines against the fp64
+    at full scale, and builds a T = 2 Gram from a matrix-vector product and a dot (its corner mirrored: exactly
+    symmetric); shrunk so that the chunks cut the segments unevenly, its Grams and scaled combines against the fp64
     formula (the Triton tests compare with the reference, so it must be right by itself)."""
     from t2t_kernels.gradproj import reference
 
     monkeypatch.setattr(reference, "_SMALL_T_CHUNK", 7)
     monkeypatch.setattr(reference, "_UPCAST_CHUNK", 5)
-    g = _grads(4, 61, dtype).cpu()
+    g = _grads(num_tasks, 61, dtype).cpu()
     offsets = [0, 3, 20, 20, 61]
-    torch.testing.assert_close(gram(g, offsets, force_triton=False).double(), _formula_gram(g, offsets),
-                               rtol=1e-5, atol=1e-5)
-    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    grams = gram(g, offsets, force_triton=False)
+    torch.testing.assert_close(grams.double(), _formula_gram(g, offsets), rtol=1e-5, atol=1e-5)
+    assert num_tasks != 2 or torch.equal(grams, grams.transpose(1, 2))
+    w = torch.randn(4, num_tasks, generator=torch.Generator().manual_seed(1))
     want = 0.5 * torch.cat([w[k].double() @ g[:, a:b].double() for k, (a, b) in enumerate(zip(offsets, offsets[1:]))])
     for out_dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
         out = combine(w, g, out=torch.zeros(61, dtype=out_dtype), scale=0.5, segment_offsets=offsets,
