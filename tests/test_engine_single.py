@@ -1189,6 +1189,26 @@ def test_a_records_weighted_loss_averages_its_window_as_its_loss_does(tmp_path, 
             assert runs[3][step][key] == pytest.approx(sum(r[key] for r in window) / 3, rel=1e-6), (step, key)
 
 
+def test_a_record_averages_its_windows_losses_per_task_and_sums_its_examples():
+    """By hand: a record's loss and weighted_loss are the means of its window's finite values, task_loss each
+    task's mean over the steps that had it, task_examples the window's sums; the next window starts empty."""
+    from t2t_mtl.engine.logging import TrainLogger
+
+    logger = TrainLogger(Path("unused"), total_steps=5, start_step=0, log_every=3, enabled=False)
+    steps = [(1.0, 2.0, {"a": 1.0}, {"a": 2}), (float("nan"), float("nan"), {"a": 3.0, "b": 4.0}, {"a": 1, "b": 3}),
+             (4.0, 5.0, {"b": 6.0}, {"b": 1}), (7.0, 1.0, {"a": 8.0}, {"a": 5}), (9.0, 3.0, {"b": 2.0}, {})]
+    records = []
+    for step, (loss, weighted, task_loss, examples) in enumerate(steps, start=1):
+        logger.add(10, examples)
+        records.append(logger.step(step, loss, task_loss=task_loss, lr=0.1, skipped_total=0, weighted_loss=weighted))
+    assert records[0] is None and records[1] is None and records[3] is None  # steps 3 (log_every) and 5 (the last)
+    third, last = records[2], records[4]
+    assert (third["loss"], third["weighted_loss"]) == (2.5, 3.5)  # the NaNs of step 2 left out
+    assert third["task_loss"] == {"a": 2.0, "b": 5.0} and third["task_examples"] == {"a": 3, "b": 4}
+    assert (last["loss"], last["weighted_loss"]) == (8.0, 2.0)
+    assert last["task_loss"] == {"a": 8.0, "b": 2.0} and last["task_examples"] == {"a": 5}
+
+
 def test_tokens_per_s_leaves_out_checkpoint_saves_and_zero_shot_evaluations(tmp_path, tok, cache, monkeypatch):
     # was: the time of a checkpoint save or of an `evaluation.every` evaluation counted as training time in the
     # window it fell in, so that record's tokens/s dropped (15x at 24 held-out examples, unbounded with more)
