@@ -166,6 +166,19 @@ def test_a_precision_in_deepspeed_extra_must_be_training_precision(monkeypatch):
         build_deepspeed_config(cfg, world_size=1)  # agreeing sections, or fp16 settings without enabling it
 
 
+def test_generated_fp16_uses_dynamic_loss_scaling_and_zero3_saves_no_gathered_copy(monkeypatch):
+    """DeepSpeed's documented keys (deepspeed.ai/docs/config-json): fp16.loss_scale 0 is dynamic loss scaling, which
+    starts at 2^initial_scale_power (16: 65536, T5's usual start); a static scale would over- or underflow. ZeRO-3's
+    stage3_gather_16bit_weights_on_model_save false: checkpoints keep the partitions (export gathers them itself)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # fp16 is a GPU precision
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "training": {"precision": "fp16"}, "deepspeed": {"zero_stage": 3}})
+    ds = build_deepspeed_config(cfg, world_size=1)
+    assert ds["fp16"] == {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
+    assert ds["bf16"] == {"enabled": False}
+    assert ds["zero_optimization"] == {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False}
+
+
 def test_a_deepspeed_json_in_fp16_is_refused_on_cpu_by_name(tmp_path, monkeypatch):
     # was: with training.precision auto, DeepSpeed's own ValueError ("Type fp16 is not supported on your
     # device") came as a traceback after tokenizing and building the model
