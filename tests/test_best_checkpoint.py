@@ -32,11 +32,13 @@ def test_the_best_step_is_the_first_optimum_of_the_task_mean(metric, pick):
         expected = int(pick(values.mean(1)))  # numpy returns the first optimum
         assert best.step == 10 * (expected + 1) and best.value == pytest.approx(values.mean(1)[expected])
         assert improved[expected] and sum(improved[expected + 1:]) == 0
+        assert best.stale == len(values) - 1 - expected  # validations since the best (early stopping's count)
         restored = BestValidation(metric)
         restored.load_state_dict(best.state_dict())
         assert restored == best
     never = BestValidation(metric)  # a non-finite mean (e.g. a diverged first validation) is never the best
-    assert not never.update(1, float("nan")) and never.update(2, 0.5) and never.step == 2
+    assert not never.update(1, float("nan")) and never.stale == 1 and never.update(2, 0.5) and never.step == 2
+    assert never.stale == 0 and not never.update(3, float("inf")) and never.stale == 1
     other = BestValidation("val_loss")
     other.load_state_dict(BestValidation("val_score", 1.0, 4).state_dict())  # another metric: not comparable
     assert other.step is None and other.value is None
