@@ -81,6 +81,8 @@ def test_the_renames_that_publish_a_checkpoint_are_fsynced_in_their_directory(tm
         assert following and following[0] == ("fsync", root_id), (events[at], events)
     step_dir = root / "step-00000020"  # the folders inside the checkpoint are flushed too (their new entries)
     assert ("fsync", (step_dir.stat().st_dev, step_dir.stat().st_ino)) in events
+    latest = (root / ck.LATEST).stat()  # the new pointer's text is on disk before it replaces the old one
+    assert ("fsync", (latest.st_dev, latest.st_ino)) in events[:events.index(("replace", ck.LATEST))]
 
 
 class _BarrierEngine:
