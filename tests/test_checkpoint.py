@@ -172,6 +172,9 @@ def test_crash_mid_write_keeps_latest_and_prunes(tmp_path):
     assert ck.resolve_checkpoint(str(tmp_path), tmp_path / "other").name == "step-00000040"
     assert ck.resolve_checkpoint(str(tmp_path / "checkpoints" / "step-00000030"), tmp_path).name == "step-00000030"
     assert ck.resolve_checkpoint("auto", tmp_path / "fresh") is None
+    assert ck.resumes_in_place("auto", tmp_path) and ck.resumes_in_place(str(tmp_path), tmp_path)
+    assert ck.resumes_in_place(str(tmp_path / "checkpoints" / "step-00000030"), tmp_path)
+    assert not ck.resumes_in_place(str(tmp_path), tmp_path / "other")
     with pytest.raises(ck.CheckpointError, match="not a checkpoint"):
         ck.resolve_checkpoint(str(tmp_path / "checkpoints"), tmp_path)
     (tmp_path / "checkpoints" / "latest").write_text("step-00000099\n")
@@ -428,3 +431,9 @@ def test_check_compatible_names_the_changed_key(tmp_path):
         ck.check_compatible(tmp_path, meta, zero_stage=2)
     with pytest.raises(ck.CheckpointError, match="training.precision = 'bf16', this run has 'fp32'"):
         ck.check_compatible(tmp_path, meta, precision="fp32")
+    meta = {**meta, "task_embeddings": False, "settings": {"training.seed": 1}}
+    with pytest.raises(ck.CheckpointError, match="model.task_embeddings = False, this run has True"):
+        ck.check_compatible(tmp_path, meta, task_embeddings=True)
+    with pytest.raises(ck.CheckpointError, match="training.seed = 1, this run has 2: resume with the same seed"):
+        ck.check_compatible(tmp_path, meta, settings={"training.seed": 2})
+    ck.check_compatible(tmp_path, meta, task_embeddings=False, settings={"training.seed": 1, "sampling.strategy": "x"})
