@@ -64,6 +64,22 @@ def test_per_task_losses_match_a_loop_reference():
         per_task_losses(logits, labels, task_ids, ["x", "y", "z"], reduction="tokens")
 
 
+def test_task_entropies_add_each_examples_mean_target_token_entropy_over_log_v():
+    """By hand, V = 4: a uniform next-token distribution has entropy log 4 (1 once divided by log V), one over two
+    tokens log 2 (0.5), a one-hot one 0; an example adds the mean over its target tokens (labels != -100)."""
+    from t2t_mtl.engine.losses import add_task_entropies
+
+    blocked = float("-inf")
+    logits = torch.zeros(3, 2, 4)
+    logits[0, 1, 1:] = blocked  # one-hot, but not a target token: left out
+    logits[1, :, 1:] = blocked  # one-hot: entropy 0
+    logits[2, 1, 2:] = blocked  # two tokens: 0.5
+    labels = torch.tensor([[5, -100], [5, 6], [5, 6]])
+    acc = torch.zeros(4, dtype=torch.float64)
+    add_task_entropies(acc, logits, labels, torch.tensor([0, 1, 0]))
+    torch.testing.assert_close(acc, torch.tensor([1.0 + 0.75, 0.0, 2.0, 1.0], dtype=torch.float64))
+
+
 def test_deepspeed_config_generated_and_passed_whole(tmp_path):
     base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
     cfg = config_from_dict({**base, "training": {"micro_batch_size": 3, "grad_accum": 2, "warmup": 5, "steps": 50,
