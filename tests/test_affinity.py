@@ -347,6 +347,22 @@ def test_non_finite_cosines_count_as_unmeasured(tmp_path):
     assert len(series.pair_series(0, 1)[1]) == 1
 
 
+def test_mean_and_conflict_fraction_count_only_the_steps_a_pair_was_measured_at():
+    """By hand: (a, b) measured at 4 steps, 2 of them negative; (a, c) at 2 steps, 1 negative; (b, c) never."""
+    nan = float("nan")
+    ab, ac = [-0.5, 0.2, -0.1, 0.3], [-0.4, nan, nan, 0.6]
+    cosines = np.full((4, 3, 3), nan)
+    for n in range(4):
+        np.fill_diagonal(cosines[n], 1.0)
+        cosines[n, 0, 1] = cosines[n, 1, 0] = ab[n]
+        cosines[n, 0, 2] = cosines[n, 2, 0] = ac[n]
+    series = CosineSeries(["a", "b", "c"], np.arange(1, 5), cosines)
+    mean, conflict = series.mean(), series.conflict_fraction()
+    assert mean[0, 1] == pytest.approx(-0.025) and mean[0, 2] == pytest.approx(0.1) and np.isnan(mean[1, 2])
+    assert conflict[0, 1] == 0.5 and conflict[2, 0] == 0.5 and np.isnan(conflict[1, 2])
+    assert np.diag(mean).tolist() == [1.0] * 3 and np.diag(conflict).tolist() == [0.0] * 3
+
+
 def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     """GradientSurgery.stats() logged through the engine's TrainLogger round-trips to the true cosines."""
     from t2t_mtl.engine.logging import TrainLogger
