@@ -248,6 +248,27 @@ def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, sta
             assert passes[0] == passes[1], phase
 
 
+def test_the_held_in_macro_average_is_the_mean_of_the_task_scores(tok_dir, tmp_path, monkeypatch):
+    """By hand: the first batch (2 of the first task's 3 rows) all right, every other one wrong: that task scores
+    2/3, the others 0, and the macro average is their mean, 2/3 / len(TASKS)."""
+    from t2t_mtl.engine import validation
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    batches = []
+
+    def only_the_first_batch_right(model, tokenizer, enc, inputs, *args):
+        batches.append(len(inputs))
+        return len(inputs) if len(batches) == 1 else 0
+
+    monkeypatch.setattr(validation, "_exact_matches", only_the_first_batch_right)
+    cfg, tokenizer = _config(tok_dir, tmp_path), load_tokenizer(tok_dir)
+    per_task, macro, _ = held_in_exact_match(_Engine(_model(cfg, tokenizer)), tokenizer, TASKS, cfg,
+                                             DistEnv(0, 1, 0, CPU, "gloo"), batch_size=BATCH)
+    assert batches[:2] == [BATCH, HELD_IN_ROWS - BATCH]
+    assert per_task == pytest.approx({TASKS[0]: 2 / 3, **{task: 0.0 for task in TASKS[1:]}})
+    assert macro == pytest.approx(2 / 3 / len(TASKS))
+
+
 def test_held_in_validation_never_scores_a_tasks_training_rows(tok_dir, tmp_path):
     # with no validation split it read the task's last split: for a task with only train, the training rows
     import task_registry
