@@ -222,6 +222,26 @@ def test_a_crash_while_a_step_is_saved_again_leaves_latest_on_a_whole_checkpoint
                                                                             "step-00000030"]
 
 
+def test_a_step_saved_again_whose_rename_fails_puts_the_old_folder_back(tmp_path, monkeypatch):
+    # the old folder of the step, moved aside for the new one, returns under its name when the new one cannot be
+    # renamed in (a full disk): `latest` keeps naming a whole checkpoint there, and no folder is left aside
+    save(tmp_path, 10)
+    old = save(tmp_path, 20)
+    real_rename = os.rename
+
+    def full_disk_for_the_new_folder(src, dst):
+        if Path(src).name == ".tmp-step-00000020":
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", full_disk_for_the_new_folder)
+    with pytest.raises(ck.CheckpointError, match="No space left on device"):
+        save(tmp_path, 20)
+    monkeypatch.undo()
+    assert ck.latest_checkpoint(tmp_path) == old and (old / "ds" / "mp_rank_00_model_states.pt").exists()
+    assert sorted(p.name for p in old.parent.iterdir()) == ["latest", "step-00000010", "step-00000020"]
+
+
 def test_a_kill_between_the_renames_of_a_step_saved_again_resumes_from_the_old_folder(tmp_path, monkeypatch):
     # was: saving a step `latest` names again moves the old folder aside, then renames the new one in; a kill
     # between the two renames left `latest` naming a missing folder (`--resume auto` refused the run, pointing at
