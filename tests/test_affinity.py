@@ -31,6 +31,7 @@ def test_score_stat_is_mean_and_sample_std():
     values = [61.3, 59.9, 64.2, 60.0]
     assert ScoreStat.of(values).std == pytest.approx(float(np.std(values, ddof=1)))
     assert ScoreStat.of([7.0]).std == 0.0
+    assert ScoreStat.of([1.0, 3.0]).std == pytest.approx(2 ** 0.5)  # two seeds: sqrt((1 + 1) / (2 − 1))
 
 
 def test_benefit_and_harm_rule_on_fixed_numbers():
