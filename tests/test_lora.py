@@ -47,6 +47,25 @@ def test_lora_linear_is_the_frozen_linear_plus_the_scaled_low_rank_update():
     torch.testing.assert_close(layer.lora_B.grad, 4.0 * torch.ones(4 * 2, 5).T @ (x.reshape(-1, 6) @ a.T))
 
 
+def test_a_starts_kaiming_uniform_and_dropout_acts_on_the_adapters_input_only():
+    """A is drawn as nn.Linear draws its weight, kaiming_uniform(a=√5): U(±1/√in) (gain √(1/3) times √(3/in)); with
+    B = 0 the update is 0 whatever A is, so a zero A (no gradient to B, nothing trains) would pass unseen.
+    Dropout (p = 0.5) drops the adapter's input in training only: the frozen path never."""
+    torch.manual_seed(0)
+    base = torch.nn.Linear(64, 6)
+    layer = LoRALinear(base, r=8, alpha=16.0, dropout=0.5)
+    bound = 1 / 64 ** 0.5
+    largest = float(layer.lora_A.detach().abs().max())
+    assert 0.9 * bound < largest <= bound
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.equal(layer.train()(x), base(x))  # B = 0: no update, and no dropout on the frozen path
+        torch.nn.init.normal_(layer.lora_B)
+        expected = base(x) + 2.0 * x @ layer.lora_A.T @ layer.lora_B.T
+        torch.testing.assert_close(layer.eval()(x), expected)
+        assert not torch.allclose(layer.train()(x), expected)
+
+
 def test_fresh_adapters_leave_the_model_unchanged_and_only_adapters_train():
     torch.manual_seed(0)
     plain = build_model({"dims": DIMS}).eval()
