@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,7 +165,10 @@ def test_the_merge_command_writes_the_merged_model(tmp_path, t5_tokenizer):
             expected = (base_state[key].double() + 0.5 * sum(tau[key] for tau in taus) if method == "task_arithmetic"
                         else base_state[key].double() + ties[key])
             torch.testing.assert_close(merged[key], expected.float(), rtol=1e-6, atol=1e-6)
-        assert json.loads((out / "t2t_mtl_meta.json").read_text())["merge"]["method"] == method
+        recipe = json.loads((out / "t2t_mtl_meta.json").read_text())["merge"]
+        assert (recipe["method"], recipe["scale"], recipe["density"]) == (
+            (method, 0.5, None) if method == "task_arithmetic" else (method, 1.0, 0.02))  # density: TIES's only
+        assert recipe["models"] == [str(Path(folder).resolve()) for folder in folders[1:]]
         assert (out / "tokenizer_config.json").exists()
 
 
@@ -195,6 +199,15 @@ def test_the_merge_command_refuses_other_architectures_and_task_conditioned_mode
     for out in (base, tmp_path / "b" / "sub"):  # was: the base overwritten by the merge
         assert cli_main(["merge", base, wider, "--out", str(out)]) == 2
         assert "is, or lies inside, the model" in capsys.readouterr().err
+
+
+def test_an_out_that_is_or_lies_inside_a_merged_run_or_its_checkpoints_is_refused(tmp_path):
+    # (checked before anything is loaded: the checkpoint need not exist)
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000010"
+    for out in (run, run / "checkpoints" / "merged", step / "merged", step):
+        with pytest.raises(MergeError, match="is, or lies inside, the model .* being merged"):
+            merge_models(str(tmp_path / "base"), [str(step)], out)
 
 
 def test_density_without_ties_is_refused(tmp_path, capsys):
