@@ -195,6 +195,19 @@ def test_report_files_round_trip(toy_report, tmp_path):
     assert len(paths["plots"]) == 1 and paths["plots"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_markdown_keeps_the_tasks_first_seen_order_and_escapes_pipes_in_template_names():
+    def result(task, template, score):
+        return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=4,
+                              metrics={"accuracy": {"accuracy": score / 100}}, primary_metric="accuracy",
+                              primary_key="accuracy", score=score)
+
+    report = EvalReport("m", [result("zeta", "a | b", 75.0), result("alpha", "plain", 50.0)])
+    assert report.tasks() == ["zeta", "alpha"]
+    text = to_markdown(report)
+    assert "| zeta | a \\| b | rank | 75.0 |" in text  # a bare "|" in a name would split its row's cells
+    assert text.index("| zeta | accuracy.accuracy |") < text.index("| alpha | accuracy.accuracy |")
+
+
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing")
