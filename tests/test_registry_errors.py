@@ -224,6 +224,13 @@ def test_huge_powers_and_repeats_are_refused_not_computed(payload, message):
     assert ordinary.render({}).inputs == "1024 ababab 12 8.0"
 
 
+def test_the_power_limit_is_at_65536_result_bits():
+    # 2 has 2 bits: 2 ** 32768 (2 * 32768 = 65536 bits) is allowed, 2 ** 32769 is not; 2 ** 32768 = 4 (mod 7)
+    assert Template("p", "{{ ((2 ** 32768) % 7) }} ||| y").render({}).inputs == "4"
+    with pytest.raises(SandboxViolationError, match=r"2 \*\* 32769 is too large"):
+        Template("p", "{{ ((2 ** 32769) % 7) }} ||| y").render({})
+
+
 def test_sandbox_also_guards_answer_choices_and_preprocessor_expressions(rows_file):
     with pytest.raises(SandboxViolationError):
         Template("evil", "{{x}} ||| y", answer_choices="{{ ''.__class__.__mro__ }} ||| b").render({"x": 1})

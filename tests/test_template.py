@@ -324,3 +324,27 @@ def test_a_pandas_row_renders_as_its_dict():
     frame = pd.DataFrame([{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}])
     assert [(out.inputs, out.targets) for out in (template.render(row) for _, row in frame.iterrows())] == \
         [("good", "yes"), ("bad", "no")]
+
+
+def test_instruction_and_context_are_truncated_stripped_and_pipe_unprotected():
+    # like the main text: the truncation rewrite, `|||` of row text kept as text, surrounding whitespace dropped;
+    # jinja's truncate(2048) of a 3000-char word: the first 2045 chars and "..." (no space to cut at)
+    template = Template("t", "{{p}} ||| {{y}}", instruction="  Q: {{p}}  ", context=" {{c}} ")
+    out = template.render({"p": "a ||| b", "c": "x" * 3000, "y": "z"})
+    assert out.instruction == "Q: a ||| b"
+    assert out.context == "x" * 2045 + "..."
+    long = Template("t", "{{p}} ||| {{y}}", instruction="{{c}}").render({"p": "a", "c": "w" * 3000, "y": "z"})
+    assert long.instruction == "w" * 2045 + "..."
+    piped = Template("t", "{{p}} ||| {{y}}", context="{{c}}").render({"p": "a", "c": "b ||| c", "y": "z"})
+    assert piped.context == "b ||| c"
+
+
+def test_references_keep_row_pipes_as_text():
+    template = Template("qa", "{{ q }} ||| {{ a }}", references="{{ a }} ||| {{ b }}")
+    assert template.render({"q": "q", "a": "x ||| y", "b": "B"}).references == ["x ||| y", "B"]
+
+
+def test_template_id_depends_on_its_answer_choices():
+    assert Template("t", "{{x}} ||| {{y}}", answer_choices="a ||| b").id != \
+        Template("t", "{{x}} ||| {{y}}", answer_choices="a ||| c").id
+
