@@ -218,3 +218,29 @@ def test_a_mixture_whose_rates_are_all_zero_is_refused():
         Mixture("m", {"a": 0, "b": 0.0})
     assert Mixture("m", {"a": 0, "b": 1}).member_names == ["a", "b"]
     assert Mixture("m", {"a": 0, "b": rate_num_examples()}).member_names == ["a", "b"]  # a function's rate is unknown
+
+
+def test_a_task_reached_directly_before_a_nested_mixture_gets_the_sum(registry):
+    for name in ("mx_b", "mx_c"):
+        task_registry.register_task(_task(name))
+    inner = Mixture("mx_inner", {"mx_b": 1.0, "mx_c": 3.0})
+    # c: its own rate 1, then 6 · 3/4 from the inner mixture
+    assert Mixture("mx_outer", [("mx_c", 1.0), (inner, 6.0)]).flatten() == pytest.approx({"mx_b": 1.5, "mx_c": 5.5})
+
+
+def test_a_nested_mixture_whose_rate_functions_give_zero_is_named(registry):
+    for name in ("mx_a", "mx_b"):
+        task_registry.register_task(_task(name))
+    zero = Mixture("mx_zero", ["mx_a"], default_rate=lambda task: 0.0)
+    with pytest.raises(TaskDefinitionError, match="mixture 'mx_zero' \\(inside 'mx_outer'\\) has total rate 0"):
+        Mixture("mx_outer", [(zero, 1.0), ("mx_b", 1.0)]).flatten()
+
+
+@pytest.mark.parametrize("entry,match", [
+    (("mx_a", float("inf")), "rate of 'mx_a' must be a finite number"),
+    (("mx_a", float("nan")), "rate of 'mx_a' must be a finite number"),
+    (("mx_a", 1.0, 2.0), "expected \\(member, rate\\) pairs"),
+])
+def test_a_member_entry_that_is_not_a_finite_rate_pair_is_refused(entry, match):
+    with pytest.raises(TaskDefinitionError, match=match):
+        Mixture("bad", [entry])
