@@ -457,3 +457,17 @@ def test_preprocessors_given_as_a_generator_or_one_step_are_kept():
     task = Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], preprocessors=(step for step in steps))
     assert task.preprocessors == steps
     assert Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], preprocessors=steps[0]).preprocessors == steps[:1]
+
+
+def _counting(split, num_rows, seed):
+    for i in range(num_rows):
+        yield {"i": i, "text": f"row {i}"}
+
+
+def test_a_generator_task_counts_and_streams_its_rows_after_a_filter():
+    # of 0..9, `i % 3 == 0` keeps 0, 3, 6, 9
+    task = Task("thirds", GeneratorSource(_counting, num_rows=10), [Template("t", "{{text}} ||| {{i}}")],
+                preprocessors=[Filter("i % 3 == 0")], splits=("train",))
+    assert task.num_rows("train") == 4
+    assert [row["i"] for row in task.load_rows("train", streaming=True, max_rows=2)] == [0, 3]
+    assert [row["i"] for row in task.load_rows("train", max_rows=2)] == [0, 3]
