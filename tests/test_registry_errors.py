@@ -570,3 +570,13 @@ def test_mixture_members_that_are_not_a_collection_are_named(members):
     with pytest.raises(task_registry.TaskDefinitionError,
                        match=rf"mixture 'm': members must be a list or a \{{name: rate\}} mapping, got {members!r}"):
         task_registry.Mixture("m", members)
+
+
+def test_csv_cells_a_number_reader_would_misread_keep_their_column_text(tmp_path):
+    # "07" (two digits with a leading zero), "1_000" and " 1" (which Python's float() reads), "inf": text;
+    # lower-case true/false: a bool column
+    path = tmp_path / "rows.csv"
+    path.write_text("text,short,under,ws,big,flag\na,07,1_000, 1,inf,true\nb,08,2_000,2,1,false\n")
+    assert list(LocalFileSource(path).load("train")) == [
+        {"text": "a", "short": "07", "under": "1_000", "ws": " 1", "big": "inf", "flag": True},
+        {"text": "b", "short": "08", "under": "2_000", "ws": "2", "big": "1", "flag": False}]
