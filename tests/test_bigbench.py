@@ -164,3 +164,37 @@ def test_multiple_choice_grade_of_a_tiny_model_on_two_tasks(imported, t5_tokeniz
         grades = [p["prediction"] == p["target"] for p in result.predictions]  # 0/1 target scores here
         assert result.score == pytest.approx(100 * sum(grades) / 6)
         assert result.metrics["multiple_choice_grade"]["multiple_choice_grade"] == pytest.approx(sum(grades) / 6)
+
+
+def _write_task(folder, data):
+    folder.mkdir(parents=True)
+    (folder / "task.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_the_choice_order_depends_on_the_example_not_on_the_files_key_order(tmp_path):
+    scores = {"a": 1, "b": 0, "c": 0, "d": 0, "e": 0}
+    examples = [{"input": f"q{i}", "target_scores": scores} for i in range(12)]
+    reordered = [{"input": f"q{i}", "target_scores": dict(reversed(scores.items()))} for i in range(12)]
+    first = load_bigbench_task(_write_task(tmp_path / "one", {"name": "order", "examples": examples}))
+    second = load_bigbench_task(_write_task(tmp_path / "two", {"name": "order", "examples": reordered}))
+    orders = [row["choices"] for row in first.load_rows("test")]
+    assert orders == [row["choices"] for row in second.load_rows("test")]  # the keys are sorted before the shuffle
+    assert len({tuple(order) for order in orders}) > 1  # 12 examples, 120 orders: a shuffle per example
+
+
+def test_a_boolean_target_score_is_refused(tmp_path):
+    folder = _write_task(tmp_path / "flags", {"name": "flags", "examples": [
+        {"input": "q", "target_scores": {"yes": True, "no": False}}]})
+    with pytest.raises(task_registry.TaskDefinitionError, match="target score of 'yes' is True, not a finite number"):
+        load_bigbench_task(folder)
+
+
+def test_the_task_is_named_from_the_json_and_a_clash_from_another_file_is_refused(tmp_path):
+    examples = [{"input": "q", "target_scores": {"yes": 1, "no": 0}}]
+    _write_task(tmp_path / "a" / "folder_one", {"name": "same", "examples": examples})
+    _write_task(tmp_path / "b" / "folder_two", {"name": "same", "examples": examples})
+    with task_registry.isolated_registry():
+        assert import_bigbench(tmp_path / "a") == ["bigbench_same"]
+        with pytest.raises(task_registry.DuplicateRegistrationError, match="bigbench_same"):
+            import_bigbench(tmp_path / "b")
