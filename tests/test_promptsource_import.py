@@ -168,3 +168,42 @@ def test_a_malformed_template_entry_names_the_file(tmp_path):
                    "    jinja: '{{x}} ||| {{y}}'\n    name: one\n    reference: ''\n")
     with pytest.raises(TaskDefinitionError, match=rf"^{re.escape(str(bad))}: template 'one': `answer_choices` must be"):
         import_promptsource(bad)
+
+
+_HAND_WRITTEN = """subset: sub
+templates:
+  k1: !Template
+    id: abc
+    jinja: |-
+      {{text}}
+      ||| {{label}}
+    name: first
+    reference: from a paper
+  k2: !Template
+    jinja: '{{text}} ||| x'
+    name: second
+"""
+
+
+def test_a_hand_written_file_keeps_ids_references_lines_and_its_folder_dataset(tmp_path):
+    path = tmp_path / "ds" / "sub" / "templates.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(_HAND_WRITTEN)
+    first, second = load_promptsource_collection(tmp_path)[("ds", "sub")]  # no `dataset:` header: the folder's
+    assert (first.id, first.reference, first.source_line) == ("abc", "from a paper", 6)  # a block's text: line 6
+    assert (second.id, second.reference, second.source_line) == ("k2", "", 11)
+
+
+def test_hyphens_become_underscores_before_the_tasks_own_preprocessors(tmp_path):
+    (tmp_path / "templates" / "ds" / "sub").mkdir(parents=True)
+    (tmp_path / "templates" / "ds" / "sub" / "templates.yaml").write_text(_HAND_WRITTEN)
+    (tmp_path / "data" / "ds" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "ds" / "sub" / "train.jsonl").write_text(json.dumps({"my-text": "hi", "label": 1}) + "\n")
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(tmp_path / "data")
+    try:
+        task = promptsource_task("ps_hyphens", tmp_path / "templates", "ds", "sub", template_names=["first"],
+                                 preprocessors=[task_registry.Rename({"my_text": "text"})], splits=("train",))
+        assert list(task.load_rows("train")) == [{"text": "hi", "label": 1}]
+    finally:
+        task_registry.set_data_dir(previous)
