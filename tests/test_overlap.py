@@ -124,3 +124,13 @@ def test_the_overlap_command_prints_and_writes_the_report(tmp_path, shared_data_
     assert "glue_wnli" in capsys.readouterr().err  # the close match
     assert cli_main(["mixture", "overlap", "glue_wnli", "--held-out", "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
+
+
+def test_a_training_split_of_one_gram_is_matched(tmp_path):
+    # one 13-word row: its index holds a single gram, which the identical evaluation row shares
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    train = _local_task(tmp_path, "one_gram_train", {"train": [{"text": text, "label": 0}]})
+    evaluated = _local_task(tmp_path, "one_gram_eval", {"validation": [{"text": text, "label": 0},
+                                                                       {"text": "unrelated words", "label": 1}]})
+    report, = find_overlap([(evaluated, "validation")], [train])
+    assert (report.rows, report.overlapping, report.examples) == (2, 1, [0])
