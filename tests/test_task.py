@@ -471,3 +471,10 @@ def test_a_generator_task_counts_and_streams_its_rows_after_a_filter():
     assert task.num_rows("train") == 4
     assert [row["i"] for row in task.load_rows("train", streaming=True, max_rows=2)] == [0, 3]
     assert [row["i"] for row in task.load_rows("train", max_rows=2)] == [0, 3]
+
+
+def test_a_max_length_of_zero_is_refused():
+    rows = datasets.Dataset.from_dict({"inputs": ["a"], "targets": ["b"]})
+    for lengths in ((0, 8), (8, 0)):
+        with pytest.raises(ValueError, match="max lengths must be positive"):
+            tokenize_dataset(rows, None, *lengths)
