@@ -450,3 +450,35 @@ def test_a_jsonl_row_lacking_a_field_the_template_prints_is_an_error_naming_it(t
         "qa_null", "plain", 1, "q")
     # preprocessor expressions are not templates: their `| string` of a null still gives "None"
     assert task.to_dataset("train", templates=["shown"])["inputs"] == ["question: q0", "question: None"]
+
+
+def test_a_yaml_task_keeps_eval_only_and_a_templates_reference_note(tmp_path):
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "where?", "a": "here"}) + "\n")
+    path = tmp_path / "note.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: yaml_note
+        eval_only: true
+        splits: [validation]
+        source: {files: {validation: rows.jsonl}}
+        templates:
+          - name: plain
+            jinja: "{{ q }} ||| {{ a }}"
+            reference: from a survey
+        """))
+    task = parse_task_file(path)
+    assert task.eval_only is True
+    assert task.templates[0].reference == "from a survey"
+
+
+def test_an_empty_splits_list_is_a_problem(tmp_path):
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "where?", "a": "here"}) + "\n")
+    path = tmp_path / "nosplits.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: yaml_nosplits
+        splits: []
+        source: {files: rows.jsonl}
+        templates:
+          - name: plain
+            jinja: "{{ q }} ||| {{ a }}"
+        """))
+    assert any("nosplits.yaml:2: `splits` must be a list of strings, got []" in p for p in validate_task_file(path))
