@@ -244,3 +244,19 @@ def test_a_nested_mixture_whose_rate_functions_give_zero_is_named(registry):
 def test_a_member_entry_that_is_not_a_finite_rate_pair_is_refused(entry, match):
     with pytest.raises(TaskDefinitionError, match=match):
         Mixture("bad", [entry])
+
+
+def test_a_selection_is_split_on_commas_with_spaces_and_a_shared_name_resolves_to_the_mixture(registry):
+    a = task_registry.register_task(_task("mx_a"))
+    task_registry.register_task(_task("mx_b"))
+    assert task_registry.resolve_selection(" mx_a , mx_b ").member_names == ["mx_a", "mx_b"]
+    assert task_registry.resolve_selection("mx_a") is a
+    shared = task_registry.register_mixture(Mixture("mx_a", ["mx_b"]))  # a mixture first, then a task
+    assert task_registry.resolve("mx_a") is shared
+
+
+def test_a_preprocessor_entry_with_two_kinds_is_refused():
+    from task_registry.preprocessors import from_config
+
+    with pytest.raises(TaskDefinitionError, match="expected one of .* as the only key"):
+        from_config({"filter": "x > 1", "rename": {"a": "b"}})
