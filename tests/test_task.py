@@ -478,3 +478,12 @@ def test_a_max_length_of_zero_is_refused():
     for lengths in ((0, 8), (8, 0)):
         with pytest.raises(ValueError, match="max lengths must be positive"):
             tokenize_dataset(rows, None, *lengths)
+
+
+def test_a_split_the_task_does_not_list_is_refused_even_when_its_files_would_load(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")  # one file for every split
+    task = Task("only_train", LocalFileSource(path), [SENTIMENT], splits=("train",))
+    assert len(task.load_rows("train")) == 10
+    with pytest.raises(DataSourceError, match=r"task 'only_train' has no split 'validation'; its splits are \['train'\]"):
+        task.load_rows("validation")
