@@ -348,3 +348,16 @@ def test_template_id_depends_on_its_answer_choices():
     assert Template("t", "{{x}} ||| {{y}}", answer_choices="a ||| b").id != \
         Template("t", "{{x}} ||| {{y}}", answer_choices="a ||| c").id
 
+
+
+def test_fixed_answer_choices_only_when_they_read_no_row_field():
+    assert Template("t", "{{x}} ||| {{y}}", answer_choices=" yes ||| no ").fixed_answer_choices == ["yes", "no"]
+    assert Template("t", "{{x}} ||| {{y}}", answer_choices="{{a}} ||| {{b}}").fixed_answer_choices is None
+
+
+def test_random_of_an_empty_list_is_undefined_as_in_jinja():
+    # jinja's `random` filter gives an undefined value for an empty sequence: `default` replaces it, printing it fails
+    template = Template("t", "{{ items | random | default('none') }} ||| x")
+    assert template.render({"items": []}).inputs == "none"
+    with pytest.raises(TemplateRenderError):
+        Template("t", "{{ items | random }} ||| x").render({"items": []})
