@@ -485,5 +485,6 @@ def test_a_split_the_task_does_not_list_is_refused_even_when_its_files_would_loa
     _write(path, ROWS, "jsonl")  # one file for every split
     task = Task("only_train", LocalFileSource(path), [SENTIMENT], splits=("train",))
     assert len(task.load_rows("train")) == 10
-    with pytest.raises(DataSourceError, match=r"task 'only_train' has no split 'validation'; its splits are \['train'\]"):
+    with pytest.raises(DataSourceError,
+                       match=r"task 'only_train' has no split 'validation'; its splits are \['train'\]"):
         task.load_rows("validation")
