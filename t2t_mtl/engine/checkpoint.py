@@ -141,7 +141,7 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
         barrier()
     try:
         if error is None:
-            torch.save(rank_state, tmp / f"rank_{env.rank:05d}.pt")
+            torch.save(rank_state, rank_file(tmp, env.rank))
             if env.is_main:
                 torch.save(trainer_state, tmp / "trainer_state.pt")
     except (OSError, RuntimeError) as err:
@@ -496,11 +496,16 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
         schedule.apply()
     rank_state = None  # (a missing rank file of this world size is an incomplete checkpoint, not a resharding)
     if meta["world_size"] == env.world_size:
-        rank_state = _load_file(ckpt / f"rank_{env.rank:05d}.pt")
+        rank_state = _load_file(rank_file(ckpt, env.rank))
     return trainer_state, rank_state, meta
 
 
+def rank_file(ckpt: Path, rank: int) -> Path:
+    """Where checkpoint folder `ckpt` keeps rank `rank`'s own state (data positions, batches, sampler, RNG)."""
+    return Path(ckpt) / f"rank_{rank:05d}.pt"
+
+
 def load_rank_states(ckpt: Path, world_size: int) -> list:
-    """The per-rank states (`rank_XXXXX.pt`) of all `world_size` ranks that wrote checkpoint `ckpt`;
-    CheckpointError naming a missing or corrupt one."""
-    return [_load_file(Path(ckpt) / f"rank_{rank:05d}.pt") for rank in range(world_size)]
+    """The per-rank states (`rank_file`) of all `world_size` ranks that wrote checkpoint `ckpt`; CheckpointError
+    naming a missing or corrupt one."""
+    return [_load_file(rank_file(ckpt, rank)) for rank in range(world_size)]

@@ -16,7 +16,7 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
@@ -51,8 +51,7 @@ def check_fp16_zero_stage(ds_config: Dict[str, Any]) -> None:
     while the stage-0 fp16 optimizer's `step` still divides the gradients by the loss scale, so every update
     would be the loss scale (2^16 at the start) times too small (deepspeedai/DeepSpeed PR 8393, open)."""
     fp16 = ds_config.get("fp16", {}).get("enabled", False)
-    stage = ds_config.get("zero_optimization", {}).get("stage", 0)
-    if fp16 and stage == 0:
+    if fp16 and json_zero_stage(ds_config) == 0:
         raise PrecisionError("fp16 with deepspeed.zero_stage 0: DeepSpeed's fp16 optimizer without ZeRO divides the "
                              "gradients by a loss scale its backward never applied, so updates would be ~65536× too "
                              "small; use zero_stage 1 or higher (ZeRO-1 costs nothing extra on one GPU) or bf16")
@@ -146,6 +145,11 @@ def json_precision(ds: Dict[str, Any]) -> str:
     if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
         return "bf16"
     return "fp16" if (ds.get("fp16") or {}).get("enabled") else "fp32"
+
+
+def json_zero_stage(ds: Mapping[str, Any]) -> Any:
+    """The ZeRO stage a DeepSpeed config asks for (`zero_optimization.stage`; 0 without one), as written there."""
+    return (ds.get("zero_optimization") or {}).get("stage", 0)
 
 
 def with_batch_keys(ds: Dict[str, Any], batch: Dict[str, int]) -> Dict[str, Any]:

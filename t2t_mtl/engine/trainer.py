@@ -48,7 +48,7 @@ from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import (build_deepspeed_config, check_fp16_zero_stage, check_precision,
-                                             json_precision, lr_scheduler)
+                                             json_precision, json_zero_stage, lr_scheduler)
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks, sum_over_ranks
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
@@ -224,7 +224,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
     if source is not None:
         if not fresh and out.is_dir():
             return load_tokenizer(out)
-        tokenizer = load_model_tokenizer(cfg) if cfg.tokenizer.path is None else load_tokenizer(source)
+        tokenizer = load_configured_tokenizer(cfg)
         if env.is_main:
             tmp = run_dir / ".tmp-tokenizer"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -283,6 +283,13 @@ def load_model_tokenizer(cfg: Config):
                           f"tokenizer the model was trained with") from None
 
 
+def load_configured_tokenizer(cfg: Config) -> Any:
+    """The tokenizer `tokenizer_source(cfg)` names (not None): `tokenizer.path`'s, else the pretrained model's own."""
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    return load_model_tokenizer(cfg) if cfg.tokenizer.path is None else load_tokenizer(tokenizer_source(cfg))
+
+
 def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
     """Refuse to resume checkpoint `ckpt` with another tokenizer than the one its run trained with (the run's copy
     in `tokenizer/` beside its checkpoints): the configured one (`tokenizer_source`) or, without one, `tokenizer`,
@@ -297,7 +304,7 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
         return
     source = tokenizer_source(cfg)
     if source is not None:
-        tokenizer = load_model_tokenizer(cfg) if cfg.tokenizer.path is None else load_tokenizer(source)
+        tokenizer = load_configured_tokenizer(cfg)
 
     def vocabulary(tok: Any) -> Dict[str, int]:
         task_tokens = find_task_tokens(tok)
@@ -613,7 +620,7 @@ def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mappin
     """Refuse to resume `ckpt` (`meta`) into the DeepSpeed config `ds_config` of another precision or ZeRO stage
     (under another world size, loaded through the universal format (`universal`), ZeRO-1 and -2 load into each
     other, not into stage 0 nor to or from ZeRO-3), before the checkpoint is converted or the engine started."""
-    stage = int((ds_config.get("zero_optimization") or {}).get("stage", 0))
+    stage = int(json_zero_stage(ds_config))
     interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
     ckpt_io.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
                              zero_stage=None if interchangeable else stage)
