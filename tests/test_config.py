@@ -326,7 +326,7 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
 
 
 def test_a_task_named_twice_in_data_tasks_is_refused():
-    from t2t_mtl.engine.trainer import training_rates
+    from t2t_mtl.engine.run_checks import training_rates
 
     # was: silently collapsed to one rate per task
     cfg = C.load_config("quickstart", ["data.mixture=null", "data.tasks=[parity, count_word, parity]"])
@@ -335,7 +335,7 @@ def test_a_task_named_twice_in_data_tasks_is_refused():
 
 
 def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
-    from t2t_mtl.engine.trainer import training_rates
+    from t2t_mtl.engine.run_checks import training_rates
 
     tasks = {"parity": 3.0, "count_word": 1.0}
     both = training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}},
@@ -349,7 +349,7 @@ def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
 
 def test_tchebycheff_over_homogeneous_micro_batches_is_warned_about():
     # its max over the tasks of a micro-batch is a max over one task in homogeneous mode: a weighted sum, silently
-    from t2t_mtl.engine.trainer import config_warnings
+    from t2t_mtl.engine.run_checks import config_warnings
 
     def warnings(**sampling):
         return config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": "m"},
@@ -363,7 +363,7 @@ def test_tchebycheff_over_homogeneous_micro_batches_is_warned_about():
 
 def test_capacity_settings_under_task_routing_are_warned_about():
     # task routing has no capacity: the settings were accepted and did nothing, with no word
-    from t2t_mtl.engine.trainer import config_warnings
+    from t2t_mtl.engine.run_checks import config_warnings
 
     def warnings(**moe):
         return config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": moe},
@@ -381,7 +381,7 @@ def test_capacity_settings_under_task_routing_are_warned_about():
 def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
     # at size-based rates, with no word that the rates given went unused
-    from t2t_mtl.engine.trainer import check_run_config, config_warnings
+    from t2t_mtl.engine.run_checks import check_run_config, config_warnings
     from t2t_mtl.sampling import build_sampler
 
     def cfg(**sampling):
@@ -434,7 +434,7 @@ def test_a_key_repeated_in_a_config_mapping_is_an_error(tmp_path):
 
 def test_a_misspelt_gradient_surgery_method_is_named_before_the_sampling_mode_it_needs():
     # was: with sampling.mode mixed, `method: pcgard` was answered "set sampling.mode: homogeneous", hiding the typo
-    from t2t_mtl.engine.trainer import check_run_config
+    from t2t_mtl.engine.run_checks import check_run_config
     from t2t_mtl.gradients import GradientMethodError
 
     cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},

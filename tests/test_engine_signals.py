@@ -194,7 +194,7 @@ def test_camtl_draws_a_batch_of_candidates_per_task_by_default(tmp_path, tokeniz
     # CA-MTL scores b candidates of every task and keeps b (b = the batch); the default was 1 per task, and the
     # pool size that the refusal then suggested (ceil(b / tasks) per task) kept every candidate: no selection
     from t2t_mtl.config import ConfigError, config_from_dict
-    from t2t_mtl.engine.trainer import check_run_config
+    from t2t_mtl.engine.run_checks import check_run_config
 
     cfg = tiny_config(tmp_path / "run", tokenizer_dir, tmp_path / "cache", sampling={"strategy": "uncertainty"},
                       training={"micro_batch_size": 6})
@@ -208,7 +208,7 @@ def test_per_template_caps_count_the_templates_each_task_trains_with(tmp_path):
     # sampling.dataset_cap / template_cap were ignored in training: the trainer gave the sampler no template
     # counts, so no task was capped. It counts them as `mixture show` does (data.templates: the selected ones)
     from t2t_mtl.config import config_from_dict
-    from t2t_mtl.engine.trainer import check_run_config
+    from t2t_mtl.engine.run_checks import check_run_config
     from t2t_mtl.sampling import build_sampler
 
     cfg = tiny_config(tmp_path / "run", tmp_path / "tok", tmp_path / "cache",

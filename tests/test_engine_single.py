@@ -22,6 +22,9 @@ from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
 from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_fp16_zero_stage,
                                              check_precision, lr_factor, lr_scheduler, resolve_precision)
 from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.deepspeed_engine import step_weighting
+from t2t_mtl.engine.run_tokenizer import check_special_ids
+from t2t_mtl.model import model_config
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
 from t2t_mtl.tokenizer import load_tokenizer
 
@@ -379,7 +382,7 @@ def test_learned_weighting_steps_without_the_fp16_loss_scale_and_not_on_an_overf
         task_loss = engine(torch.ones(1, 4, dtype=torch.half)).float().sum() * factor
         engine.backward(weighting({"a": task_loss}))
         engine.step()
-        trainer_mod.step_weighting(optimizer, params, engine, lr=0.1, loss_scale=scale, world_size=1, skip=False)
+        step_weighting(optimizer, params, engine, lr=0.1, loss_scale=scale, world_size=1, skip=False)
         return float(task_loss.detach())
 
     loss = train_step(1.0)  # d/ds (e^-s L + s) = 1 - L at s = 0, one SGD step of lr 0.1
@@ -1199,9 +1202,9 @@ def test_the_special_ids_check_reads_a_pretrained_config_once(tmp_path, monkeypa
                         classmethod(lambda cls, *a, **k: reads.append(a) or real(cls, *a, **k)))
     cfg = config_from_dict({"model": {"name_or_path": str(tmp_path / kind)}, "data": {"tasks": ["parity"]}})
     with pytest.raises(ConfigError, match=rf"has pad_token_id 0, but model.name_or_path '{tmp_path / kind}' has 3"):
-        trainer_mod.check_special_ids(SimpleNamespace(pad_token_id=0, eos_token_id=1), cfg)
+        check_special_ids(SimpleNamespace(pad_token_id=0, eos_token_id=1), cfg)
     assert len(reads) == 1
-    got = trainer_mod.model_config(cfg.model)
+    got = model_config(cfg.model)
     assert {**got.to_dict(), "scale_decoder_outputs": want["scale_decoder_outputs"]} == want
     assert got.scale_decoder_outputs is (kind == "t5")  # mT5 keeps its unscaled output layer
 

@@ -8,7 +8,8 @@ import pytest
 import task_registry
 from t2t_mtl.config import check_paths
 from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
-from t2t_mtl.engine.trainer import as_config, check_run_config, train
+from t2t_mtl.engine.trainer import as_config, train
+from t2t_mtl.engine.run_checks import check_run_config
 
 from engine_helpers import step_records
 

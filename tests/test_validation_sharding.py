@@ -174,7 +174,7 @@ def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targ
     import task_registry
     from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
     from t2t_mtl.engine.distributed import init_distributed, shut_down_process_group
-    from t2t_mtl.engine.trainer import initialize_deepspeed
+    from t2t_mtl.engine.deepspeed_engine import initialize_deepspeed
     from t2t_mtl.engine.validation import zero_shot_evaluation
     from t2t_mtl.tokenizer import load_tokenizer
 

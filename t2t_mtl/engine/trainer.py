@@ -25,13 +25,10 @@ same function (launch with torchrun/deepspeed/srun).
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,26 +37,27 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from t2t_mtl.config import (Config, ConfigError, check_model_source, check_paths, config_from_dict, load_config,
-                             tokenizer_source)
+from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
-from t2t_mtl.engine.deepspeed_config import (build_deepspeed_config, check_fp16_zero_stage, check_precision,
-                                             json_precision, json_zero_stage, lr_scheduler)
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
+from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
+                                             has_overflow_check, initialize_deepspeed, step_weighting)
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks, sum_over_ranks
-from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
-                                     refuse_unknown_held_out_clusters)
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open_tensorboard, plot_held_out,
                                     plot_task_losses, show_logger)
+from t2t_mtl.engine.run_checks import check_run_config, config_warnings, is_local_model, pretrained_config_dict
+from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, prepare_task_tokens,
+                                          prepare_tokenizer)
+from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
 from t2t_mtl.engine.stop import StopSignals
-from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, model_config, moe_stats, moe_stats_dict
-from t2t_mtl.model.t5 import check_t5_checkpoint
-from t2t_mtl.model.lora import check_targets, lora_settings, trainable_parameter_count
+from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
+from t2t_mtl.model.lora import lora_settings, trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 
@@ -111,93 +109,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def training_rates(cfg: Config) -> Dict[str, float]:
-    """Task → rate of the training mixture (via task_registry.training_rates); run on every rank.
-
-    Registers the built-in tasks and `data.tasks_dir`'s YAML tasks first. Tasks of `data.held_out_clusters`
-    are dropped from `data.mixture`; a task that `data.tasks` names in one of them is a ConfigError, as is a
-    task flagged `held_out` that `data.train_held_out` does not name, and a `data.templates` name that a task
-    lacks. Every error names the config key.
-    """
-    import task_registry
-    from t2t_mtl.evaluation.metrics import task_metric_problems
-
-    d = cfg.data
-    task_registry.load_builtin_tasks()
-    if d.data_dir:
-        task_registry.set_data_dir(d.data_dir)
-    if d.tasks_dir:
-        try:
-            task_registry.load_task_dirs(d.tasks_dir, check=task_metric_problems)  # as --tasks-dir loads them
-        except task_registry.TaskRegistryError as err:
-            raise ConfigError(f"data.tasks_dir: {err}") from None
-
-    def registered(name: str, key: str) -> Any:
-        try:
-            return task_registry.get_task(name)
-        except task_registry.UnknownTaskError as err:
-            raise ConfigError(f"{key}: {err}") from None
-
-    for name in d.train_held_out:
-        registered(name, "data.train_held_out")
-    refuse_unknown_held_out_clusters(d.held_out_clusters)
-    repeated = sorted({name for name in d.tasks if list(d.tasks).count(name) > 1}) if d.tasks else []
-    if repeated:  # (the list collapses to one rate per task)
-        raise ConfigError(f"data.tasks names {', '.join(repeated)} more than once; each task is trained once: to "
-                          f"draw one more often give rates, e.g. data.tasks: {{{repeated[0]}: 2.0, ...}}")
-    for name in d.tasks or ():
-        if d.mixture is None and name in task_registry.list_mixtures():
-            continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
-        registered(name, "data.tasks")
-        refuse_held_out_cluster(name, d.held_out_clusters)
-    if d.mixture is not None:
-        if d.mixture not in task_registry.list_mixtures() and d.mixture not in task_registry.list_tasks():
-            err = task_registry.UnknownMixtureError(d.mixture, task_registry.list_mixtures())
-            raise ConfigError(f"data.mixture: {err.args[0]}: {', '.join(task_registry.list_mixtures())} (or one "
-                              f"task name; `t2t-mtl mixture show NAME` shows a mixture's rates)")
-        rates = task_registry.training_rates(d.mixture, held_out_clusters=d.held_out_clusters, force=True)
-        if d.tasks:
-            wanted = list(d.tasks)
-            missing = [t for t in wanted if t not in rates]
-            if missing:
-                raise ConfigError(f"data.tasks {missing} are not in mixture {d.mixture!r}")
-            rates = {t: rates[t] for t in wanted}
-            if isinstance(d.tasks, dict):  # the rates given replace the mixture's (were silently ignored)
-                rates = task_registry.training_rates(task_registry.Mixture("data.tasks", dict(d.tasks)),
-                                                     held_out_clusters=d.held_out_clusters, force=True)
-    else:
-        explicit = dict(d.tasks) if isinstance(d.tasks, dict) else {t: 1.0 for t in d.tasks}
-        # named after the config key: the registry's messages quote the mixture's name
-        rates = task_registry.training_rates(task_registry.Mixture("data.tasks", explicit),
-                                             held_out_clusters=d.held_out_clusters, force=True)
-    source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
-    refuse_unapproved_held_out(list(rates), d.train_held_out, source)
-    for name in d.templates or ():
-        for task_name in rates:
-            try:
-                task_registry.get_task(task_name).get_template(name)
-            except task_registry.UnknownTemplateError as err:
-                raise ConfigError(f"data.templates: {err} (data.templates applies to every training task)") from None
-    return rates
-
-
-def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
-    """ConfigError unless the tokenizer's padding and end-of-sequence ids are the model's: labels, padding masks and
-    the end of generation use the tokenizer's, the decoder's start and generation's stop the model's (T5: pad 0,
-    eos 1; a model built from model.dims always has those). `saved`: the pretrained model's config dict, as
-    `check_t5_checkpoint` returned it (None: read it)."""
-    model = model_config(cfg.model, saved)
-    for name in ("pad_token_id", "eos_token_id"):
-        ours, theirs = getattr(tokenizer, name), getattr(model, name)
-        if ours != theirs:
-            source = (f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else
-                      "the model's own tokenizer" if cfg.model.name_or_path else "the run's tokenizer")
-            model_source = (f"model.name_or_path {cfg.model.name_or_path!r}" if cfg.model.name_or_path
-                            else "a model built from model.dims")
-            raise ConfigError(f"{source} has {name} {ours}, but {model_source} has {theirs}: use a tokenizer with "
-                              f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
-
-
 def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
     """Create the run folder and the tokenized-data cache on every rank (so each rank meets the same error, none
     waits at a barrier); a folder that cannot be created (permissions, a read-only disk) is a ConfigError naming
@@ -209,283 +120,6 @@ def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
         prepare_output_dir(cache_dir, cache_key)
     except OutputPathError as error:
         raise ConfigError(str(error)) from None
-
-
-def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
-    """The configured tokenizer (`tokenizer_source`: tokenizer.path, else a pretrained model's own), or one trained
-    on the mixture's training texts; either way the run keeps it in run_dir/tokenizer, where evaluation and export
-    read it (a configured folder may change later). A `fresh` run copies the configured tokenizer or trains one
-    anew (over what a run that died before its first checkpoint left, which may have other tasks or options); a
-    resumed one reads its own copy."""
-    from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
-
-    out = run_dir / "tokenizer"
-    source = tokenizer_source(cfg)
-    if source is not None:
-        if not fresh and out.is_dir():
-            return load_tokenizer(out)
-        tokenizer = load_configured_tokenizer(cfg)
-        if env.is_main:
-            tmp = run_dir / ".tmp-tokenizer"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tokenizer.save_pretrained(tmp)
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
-        barrier()
-        return tokenizer
-    if env.is_main and (fresh or not (out / "tokenizer_config.json").exists()):
-        import task_registry
-
-        vocab_size, per_task = tokenizer_train_options(cfg)
-
-        def texts():
-            for name in task_names:
-                ds = task_registry.get_task(name).to_dataset("train", templates=cfg.data.templates,
-                                                             max_examples=per_task, seed=cfg.training.seed)
-                for row in ds:
-                    yield row["inputs"]
-                    yield row["targets"]
-                    yield from row["answer_choices"] or ()
-
-        tmp = run_dir / ".tmp-tokenizer"
-        shutil.rmtree(tmp, ignore_errors=True)
-        train_tokenizer(texts(), tmp, vocab_size=vocab_size)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    barrier()
-    return load_tokenizer(out)
-
-
-def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path, env: DistEnv) -> Any:
-    """TE⊕ENC (`model.task_embeddings`): add a `<task:NAME>` token per task to `tokenizer` (in place, task-id
-    order) and save that tokenizer to run_dir/tokenizer on rank 0, where export and evaluation find it. A resumed
-    run's own copy has them already and is left as it is (a crash while rewriting it would break the resume)."""
-    from t2t_mtl.analysis.task_embeddings import TaskTokens
-
-    size = len(tokenizer)
-    task_tokens = TaskTokens(tokenizer, task_names)
-    barrier()  # every rank has finished reading run_dir/tokenizer before rank 0 rewrites it
-    if env.is_main and len(tokenizer) != size:
-        tokenizer.save_pretrained(run_dir / "tokenizer")
-    return task_tokens
-
-
-def load_model_tokenizer(cfg: Config):
-    """The tokenizer saved with the pretrained model `model.name_or_path` (tokenizer.path unset); a model without
-    one is a ConfigError saying to set tokenizer.path (a tokenizer trained here would not match its embeddings)."""
-    from t2t_mtl.tokenizer import TokenizerLoadError, load_tokenizer
-
-    try:
-        return load_tokenizer(cfg.model.name_or_path)
-    except TokenizerLoadError as err:
-        raise ConfigError(f"tokenizer.path is unset, so the run uses the tokenizer of model.name_or_path "
-                          f"{cfg.model.name_or_path!r}, which could not be loaded ({err}); set tokenizer.path to the "
-                          f"tokenizer the model was trained with") from None
-
-
-def load_configured_tokenizer(cfg: Config) -> Any:
-    """The tokenizer `tokenizer_source(cfg)` names (not None): `tokenizer.path`'s, else the pretrained model's own."""
-    from t2t_mtl.tokenizer import load_tokenizer
-
-    return load_model_tokenizer(cfg) if cfg.tokenizer.path is None else load_tokenizer(tokenizer_source(cfg))
-
-
-def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
-    """Refuse to resume checkpoint `ckpt` with another tokenizer than the one its run trained with (the run's copy
-    in `tokenizer/` beside its checkpoints): the configured one (`tokenizer_source`) or, without one, `tokenizer`,
-    the one this run trained. (A run resumed in place reads its own copy, so the configured one would be ignored;
-    resumed into a new folder, the weights would be fed another tokenizer's ids.) Task tokens are left out of the
-    comparison; a checkpoint whose run folder has no tokenizer copy is not checked. Raises CheckpointError."""
-    from t2t_mtl.analysis.task_embeddings import find_task_tokens
-    from t2t_mtl.tokenizer import load_tokenizer
-
-    trained_with = Path(ckpt).parent.parent / "tokenizer"
-    if not trained_with.is_dir():
-        return
-    source = tokenizer_source(cfg)
-    if source is not None:
-        tokenizer = load_configured_tokenizer(cfg)
-
-    def vocabulary(tok: Any) -> Dict[str, int]:
-        task_tokens = find_task_tokens(tok)
-        return {piece: i for piece, i in tok.get_vocab().items() if i not in task_tokens.values()}
-
-    was, now = vocabulary(load_tokenizer(trained_with)), vocabulary(tokenizer)
-    if was == now:
-        return
-    differ = sum(now.get(piece) != i for piece, i in was.items())
-    key = "tokenizer.path" if cfg.tokenizer.path is not None else \
-        "model.name_or_path" if source is not None else "tokenizer.train"
-    given = f"this run's {key} {source!r} gives" if source is not None else f"this run trained ({key})"
-    raise ckpt_io.CheckpointError(
-        f"checkpoint {ckpt} was trained with the tokenizer in {trained_with} ({len(was)} tokens), {given} another "
-        f"one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing): resume with tokenizer.path "
-        f"set to {trained_with}, or set training.output_dir to a new directory to start a new run")
-
-
-def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
-    """(vocab_size, max_examples_per_task) of `tokenizer.train`; unknown options are a ConfigError."""
-    from t2t_mtl.tokenizer import MIN_VOCAB_SIZE
-
-    options = dict(cfg.tokenizer.train or {})
-    vocab_size = options.pop("vocab_size", 512)
-    per_task = options.pop("max_examples_per_task", 2000)
-    if options:
-        raise ConfigError(f"tokenizer.train: unknown option(s) {sorted(options)}; valid: vocab_size, "
-                          f"max_examples_per_task")
-    for key, value, least in (("vocab_size", vocab_size, MIN_VOCAB_SIZE), ("max_examples_per_task", per_task, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ConfigError(f"config key 'tokenizer.train.{key}' must be an integer >= {least}, got {value!r}")
-    return vocab_size, per_task
-
-
-def config_warnings(cfg: Config) -> List[str]:
-    """Settings a run accepts but that leave a feature idle: a schedule or period longer than the run, rates that
-    the sampler does not draw by."""
-    t, out = cfg.training, []
-    strategy = cfg.sampling.get("strategy")
-    if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
-        why = (f"sampling.strategy {strategy!r} does not draw by rates" if strategy != "explicit"
-               else "sampling.rates replaces them")
-        out.append(f"data.tasks gives rates, but {why}: they go unused (sampling.strategy: explicit without "
-                   f"sampling.rates draws by them)")
-    if cfg.weighting.get("method") == "tchebycheff" and cfg.sampling.get("mode", "homogeneous") == "homogeneous":
-        out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
-                   "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
-                   "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
-    moe = cfg.model.moe or {}
-    capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
-                     if key in moe]
-    if moe.get("routing") == "task" and capacity_keys:
-        out.append(f"model.moe.{', model.moe.'.join(capacity_keys)}: routing task sends every token of a task to "
-                   f"its experts with no capacity limit, so {'it has' if len(capacity_keys) == 1 else 'they have'} "
-                   f"no effect")
-    if t.warmup >= t.steps:
-        out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
-                   f"warm-up")
-    if t.validate_every > t.steps:
-        idle = [key for key, on in (("keep_best", t.keep_best), ("early_stopping", t.early_stopping)) if on]
-        out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
-                   f"validation runs" + (f", so training.{' and training.'.join(idle)} never act" if idle else ""))
-    from t2t_mtl.engine.validation import evaluation_every
-
-    every = evaluation_every(cfg)
-    if every > t.steps:
-        out.append(f"evaluation.every ({every}) > training.steps ({t.steps}): no zero-shot evaluation during "
-                   f"training (the one after training still runs)")
-    return out
-
-
-def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
-                     ) -> Tuple[Dict[str, float], Dict[str, Any]]:
-    """(training rates, sampling config) of `cfg`, after every check `train` makes before it reads data or builds
-    a model: the mixture and its held-out rules, the sampler, weighting, MoE, gradient-surgery, batching,
-    signal and evaluation sections. Raises ConfigError (or the builders' errors) naming the key. `saved`: a local
-    pretrained model's config dict, as `check_t5_checkpoint` returned it (None: read it where needed)."""
-    check_model_source(cfg.model)
-    rates = training_rates(cfg)
-    sampling_cfg = dict(cfg.sampling)
-    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
-        sampling_cfg["rates"] = rates
-    if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
-        sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
-    caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
-    if caps and sampling_cfg.get("templates") is None:  # T0's per-template caps: the templates each task trains with
-        import task_registry
-
-        sampling_cfg["templates"] = {name: len(task_registry.get_task(name).select_templates(cfg.data.templates))
-                                     for name in rates}
-    check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
-    check_signal_config(cfg, sampling_cfg)
-    if tokenizer_source(cfg) is None:
-        tokenizer_train_options(cfg)
-    lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    ds_config = build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, ...
-    if cfg.gradient_surgery:
-        check_surgery_zero(ds_config)
-    return rates, sampling_cfg
-
-
-def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
-    """Gradient surgery reads each micro-batch's gradient pieces after its backward; ZeRO-3 with an offloaded
-    optimizer moves them to the CPU only at the step boundary. Read from the final DeepSpeed config, so a whole
-    `deepspeed.config` JSON is checked like the generated one."""
-    zero = ds_config.get("zero_optimization") or {}
-    offload = (zero.get("offload_optimizer") or {}).get("device", "none") not in (None, "none")
-    if zero.get("stage", 0) == 3 and offload:
-        raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
-                          "ZeRO-3 with an offloaded optimizer (deepspeed.offload_optimizer, or offload_optimizer "
-                          "in deepspeed.config's zero_optimization) moves them to the CPU only at the step boundary "
-                          "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
-
-
-def is_local_model(name_or_path: Optional[str]) -> bool:
-    """Whether the model is built from model.dims (None) or read from a local folder, not the hub."""
-    return name_or_path is None or Path(name_or_path).is_dir()
-
-
-def pretrained_config_dict(name_or_path: Optional[str]) -> Optional[Dict[str, Any]]:
-    """The config dict of a pretrained model (`check_t5_checkpoint`: read once, for every check and the build), or
-    None for a model built from model.dims."""
-    return None if name_or_path is None else check_t5_checkpoint(name_or_path)
-
-
-def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
-                            rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None) -> None:
-    """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
-    any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`."""
-    from t2t_mtl.sampling import build_sampler
-    from t2t_mtl.weighting import build_weighting
-
-    sizes = {name: max(world_size, 1000) for name in task_names}
-    build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
-    build_weighting(cfg.weighting, task_names, sizes)
-    FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
-    lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
-    if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
-        check_targets(lora, model_config(cfg.model, saved))
-    from t2t_mtl.engine.wandb_logging import check_wandb_section
-
-    check_wandb_section(cfg.training.wandb)
-    if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
-        from t2t_mtl.engine.validation import evaluation_plan
-        from t2t_mtl.model.moe import MoEConfig
-
-        moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
-        unseen = [name for name in evaluation_plan(cfg)[0] if name not in task_names]
-        if moe.routing != "token" and moe.unseen_task_routing == "error" and unseen:
-            raise ConfigError(f"evaluation scores tasks the model is not trained on ({', '.join(unseen)}), and "
-                              f"model.moe.unseen_task_routing: error refuses to route them: set it to 'mean' or to a "
-                              f"trained task's name, or evaluate trained tasks only")
-    if cfg.data.batching == "pack" and sampling_cfg.get("strategy") == "uncertainty":
-        raise ConfigError("data.batching: pack fills micro_batch_size rows with as many examples as fit, but "
-                          "sampling strategy 'uncertainty' (CA-MTL) selects exactly micro_batch_size examples per "
-                          "micro-batch: use data.batching: bucket with it, or another sampling strategy")
-    pool = int(sampling_cfg.get("pool_per_task", 1)) * len(task_names)
-    if sampling_cfg.get("strategy") == "uncertainty" and pool <= cfg.training.micro_batch_size:
-        raise ConfigError(f"sampling strategy 'uncertainty' keeps training.micro_batch_size "
-                          f"({cfg.training.micro_batch_size}) of a pool of sampling.pool_per_task x tasks = {pool} "
-                          f"candidates, so it selects " + ("nothing" if pool == cfg.training.micro_batch_size else
-                                                           "from too few") +
-                          f": raise sampling.pool_per_task above {cfg.training.micro_batch_size // len(task_names)} "
-                          f"(CA-MTL draws micro_batch_size = {cfg.training.micro_batch_size} per task, the default)")
-    if cfg.gradient_surgery:
-        from t2t_mtl.gradients import build_method
-
-        build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors first
-        if sampling_cfg.get("mode", "homogeneous") != "homogeneous":
-            raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
-        if cfg.training.grad_accum < 2:
-            raise ConfigError("gradient_surgery combines the per-task gradients of one optimizer step, whose "
-                              "training.grad_accum micro-batches hold one task each (the same task on every "
-                              "rank): with grad_accum 1 every step sees a single task and surgery changes "
-                              "nothing. Set training.grad_accum >= 2 (e.g. the number of tasks, "
-                              f"{len(task_names)}) or drop gradient_surgery")
-        if lora is not None and lora.per_task and not (cfg.model.moe or cfg.model.task_embeddings or lora.trainable):
-            raise ConfigError("gradient_surgery projects conflicting task gradients, but with model.lora.per_task "
-                              "and nothing else trained each task's gradient lives on its own adapters only (every "
-                              "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
-                              "train shared parameters too (model.lora.trainable, model.moe)")
 
 
 def build_collator(cfg: Config, pad_id: int, task_tokens: Any = None) -> Union[Seq2SeqCollator, PackedCollator]:
@@ -574,102 +208,6 @@ def model_section(cfg: Config) -> Dict[str, Any]:
     """The run's `ckpt_io.MODEL_SETTINGS` (model.name_or_path, dims, moe) as saved in checkpoints."""
     section = cfg.to_dict()["model"]
     return {key: section.get(key) for key in ckpt_io.MODEL_SETTINGS}
-
-
-def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg: Config) -> Any:
-    """`deepspeed.initialize` on `ds_config` with the run's lr schedule (`lr_scheduler`); DeepSpeed's own config
-    validation errors (an unknown or ill-typed key in deepspeed.extra / a deepspeed.config JSON) become a
-    ConfigError naming that section."""
-    import deepspeed
-    from deepspeed.runtime.config import DeepSpeedConfigError
-    from pydantic import ValidationError
-
-    check_fp16_zero_stage(ds_config)
-    try:
-        engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config, lr_scheduler=lr_scheduler(cfg),
-                                               model_parameters=[p for p in model.parameters() if p.requires_grad])
-    except (ValidationError, DeepSpeedConfigError) as err:
-        source = (f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None
-                  else "deepspeed.extra")
-        raise ConfigError(f"DeepSpeed refused the config generated from {source}: {err}\nfix or remove the "
-                          f"offending key(s) (keys: https://www.deepspeed.ai/docs/config-json/)") from None
-    forget_state_making_step(engine)
-    return engine
-
-
-def forget_state_making_step(engine: Any) -> None:
-    """Undo the optimizer step that DeepSpeed's low-precision optimizer without ZeRO (FP16_UnfusedOptimizer: bf16 at
-    stage 0) takes on zero gradients in its constructor to make the optimizer's state: with it, AdamW's bias
-    corrections ran one step ahead (the first update 0.74 lr instead of lr) and the fp32 master weights were
-    decayed once before training. After this the state is empty (torch's optimizers make it at the first step)
-    and each master weight is its model weight again, as the constructor copied them."""
-    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
-
-    optimizer = engine.optimizer
-    if not isinstance(optimizer, FP16_UnfusedOptimizer):
-        return
-    optimizer.optimizer.state.clear()
-    with torch.no_grad():
-        for low, masters in zip(optimizer.fp16_groups, optimizer.fp32_groups):
-            for param, master in zip(low, masters):
-                master.copy_(param)
-
-
-def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mapping[str, Any], universal: bool
-                          ) -> None:
-    """Refuse to resume `ckpt` (`meta`) into the DeepSpeed config `ds_config` of another precision or ZeRO stage
-    (under another world size, loaded through the universal format (`universal`), ZeRO-1 and -2 load into each
-    other, not into stage 0 nor to or from ZeRO-3), before the checkpoint is converted or the engine started."""
-    stage = int(json_zero_stage(ds_config))
-    interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
-    ckpt_io.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
-                             zero_stage=None if interchangeable else stage)
-
-
-def engine_precision(engine: Any) -> str:
-    """"bf16", "fp16" or "fp32": what the DeepSpeed engine trains in (training.precision, or a whole
-    deepspeed.config JSON's own bf16/fp16 sections)."""
-    return "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
-
-
-def _has_overflow_check(engine: Any) -> bool:
-    """DeepSpeed skips steps with non-finite gradients itself except for fp32 at ZeRO stage 0."""
-    return engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or engine.fp16_enabled()
-
-
-def step_weighting(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], engine: Any, *, lr: float,
-                   loss_scale: float, world_size: int, skip: bool) -> None:
-    """The learned weighting's step (uncertainty's log σ²), after the model's: left out, as the model's, when the
-    step is poisoned (`skip`) or DeepSpeed did not apply it (an fp16 overflow); else its gradients, summed over
-    the ranks, are divided by `world_size` and by the `loss_scale` their backward carried, and it steps at `lr`
-    (the model's schedule at this step)."""
-    if not skip and engine.was_step_applied():
-        for p in params:
-            if p.grad is not None:
-                sum_over_ranks(p.grad).div_(world_size * loss_scale)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def _guarded_skip_step(engine: Any) -> None:
-    """The optimizer step of a poisoned step where DeepSpeed has no overflow check (fp32, ZeRO stage 0):
-    zero the gradients, step with lr 0 (so DeepSpeed's step counter advances), then restore the optimizer's
-    moments and lrs and the LR schedule — the parameters, the optimizer state and the schedule end exactly as
-    they were, as after a step DeepSpeed's overflow check skips (a skipped step does not advance the schedule)."""
-    optimizer = engine.optimizer
-    for p in engine.module.parameters():
-        if p.grad is not None:
-            p.grad.zero_()
-    saved = copy.deepcopy(optimizer.state_dict())
-    schedule = copy.deepcopy(engine.lr_scheduler.state_dict()) if engine.lr_scheduler is not None else None
-    for group in optimizer.param_groups:
-        group["lr"] = 0.0
-    engine.step()
-    optimizer.load_state_dict(saved)
-    if schedule is not None:
-        engine.lr_scheduler.load_state_dict(schedule)
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -983,8 +521,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 last = micro == len(chunks) - 1
                 if last and surgery is not None and not poisoned:
                     surgery.before_optimizer_step(engine)
-                if last and poisoned and not _has_overflow_check(engine):
-                    _guarded_skip_step(engine)
+                if last and poisoned and not has_overflow_check(engine):
+                    guarded_skip_step(engine)
                 else:
                     engine.step()
 
@@ -1181,103 +719,3 @@ def build_surgery_hook(surgery_cfg: Mapping[str, Any], engine: Any, task_names: 
     if mode != "homogeneous":
         raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
     return build_step_hook(dict(surgery_cfg), engine, list(task_names))
-
-
-# ----------------------------------------------------------------------------------- adaptive-sampling signals
-
-#: strategies that learn from periodic validation results (unless their `metric` is the training "loss")
-VALIDATION_STRATEGIES = ("bandit_softmax", "bandit_thompson", "worst_task")
-
-
-def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
-    """Signals a strategy / weighting needs must be produced: validation-driven ones need
-    `training.validate_every > 0`; CA-MTL selection builds mixed micro-batches (no gradient surgery).
-    Also validates the `evaluation:` section before any training."""
-    from t2t_mtl.engine.validation import evaluation_plan
-
-    strategy = sampling_cfg.get("strategy")
-    needs_validation = []
-    if strategy in VALIDATION_STRATEGIES and sampling_cfg.get("metric") != "loss":
-        needs_validation.append(f"sampling.strategy {strategy!r}")
-    if cfg.weighting.get("method") == "dtp":
-        needs_validation.append("weighting.method 'dtp' (its KPIs are validation exact match)")
-    if cfg.training.keep_best:
-        needs_validation.append(f"training.keep_best {cfg.training.keep_best!r}")
-    if needs_validation and cfg.training.validate_every <= 0:
-        raise ConfigError(f"{' and '.join(needs_validation)} need(s) periodic held-in validation: set "
-                          f"training.validate_every to a positive number of steps")
-    if strategy == "uncertainty" and cfg.gradient_surgery:
-        raise ConfigError("sampling.strategy 'uncertainty' trains on mixed-task selections; gradient_surgery "
-                          "needs per-task micro-batches: use another strategy or drop gradient_surgery")
-    if cfg.training.early_stopping and not cfg.training.keep_best:
-        raise ConfigError("training.early_stopping counts validations without a new best of training.keep_best: "
-                          "set training.keep_best (val_score or val_loss) too")
-    if cfg.training.validate_every > 0 and cfg.training.validate_examples < 1:
-        raise ConfigError(f"training.validate_examples must be >= 1, got {cfg.training.validate_examples}")
-    evaluation_plan(cfg)
-
-
-def finite_validation(results: Mapping[str, Mapping[str, float]], step: int, logger: TrainLogger
-                      ) -> Dict[str, Dict[str, float]]:
-    """Validation `results` ({"val_loss": {task: x}, ...}) without their non-finite figures (a diverged task's
-    loss), each left out with a warning naming the task: the samplers skip that task's update this time (they
-    refuse non-finite feedback) and training goes on. The logged results keep them (null in metrics.jsonl)."""
-    out = {}
-    for metric, per_task in results.items():
-        out[metric] = {task: value for task, value in per_task.items() if math.isfinite(value)}
-        dropped = {task: value for task, value in per_task.items() if task not in out[metric]}
-        if dropped:
-            what = "loss" if metric == "val_loss" else "score"
-            logger.message(f"warning: step {step}: validation {what} of task(s) "
-                           f"{', '.join(map(repr, dropped))} is not finite ({', '.join(map(str, dropped.values()))}): "
-                           f"the sampler skips their update this time")
-    return out
-
-
-def needs_entropy(sampling_cfg: Mapping[str, Any]) -> bool:
-    """Whether the sampler learns from training-forward entropies (`update({"entropy": ...})`)."""
-    return sampling_cfg.get("strategy") == "uncertainty_ema"
-
-
-def task_means(sums_and_counts: torch.Tensor, task_names: Sequence[str]) -> Dict[str, float]:
-    """{task: sum / count} from a [2T] (sums | counts) tensor, for tasks with a count and a finite mean."""
-    T = len(task_names)
-    out = {}
-    for i, name in enumerate(task_names):
-        if sums_and_counts[T + i] > 0:
-            value = float(sums_and_counts[i] / sums_and_counts[T + i])
-            if math.isfinite(value):
-                out[name] = value
-    return out
-
-
-@torch.no_grad()
-def candidate_entropies(engine: Any, batch: Mapping[str, torch.Tensor], pass_task_ids: bool,
-                        device: torch.device) -> torch.Tensor:
-    """Per-candidate prediction entropy (nats, mean over target tokens) from one teacher-forced forward."""
-    from t2t_mtl.sampling import generation_entropy
-
-    labels = batch["labels"].to(device)
-    kwargs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
-              "decoder_input_ids": engine.module._shift_right(labels)}
-    if pass_task_ids:
-        kwargs["task_ids"] = batch["task_ids"].to(device)
-    with token_masks(engine.module, decoder=labels.ne(-100)):
-        logits = engine(**kwargs).logits
-    return generation_entropy(logits, labels != -100, normalise=False)
-
-
-def select_candidate_chunk(builder: BatchBuilder, engine: Any, pass_task_ids: bool, env: DistEnv,
-                           task_tokens: Any = None) -> Any:
-    """One CA-MTL micro-batch: the sampler's candidate pool scored by `candidate_entropies`, the top
-    micro_batch_size kept. Every task generates text, so its answer space is the vocabulary (S' = log V).
-    `task_tokens` (TE⊕ENC): the candidates are scored with their task token in front, as they are trained."""
-    vocab = int(engine.module.config.vocab_size)
-    sizes = {name: vocab for name in builder.task_names}
-
-    def score(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        if task_tokens is not None:
-            batch = task_tokens(batch)
-        return candidate_entropies(engine, batch, pass_task_ids, env.device)
-
-    return builder.next_selected_chunk(score, sizes)

@@ -1,0 +1,110 @@
+"""The DeepSpeed engine of a run: starting it, the settings a checkpoint must share with it, and the step-level
+operations `train` performs around it (a poisoned step's skip, the learned weighting's own step)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, Mapping, Sequence
+
+import torch
+
+from t2t_mtl.config import Config, ConfigError
+from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage, json_precision, json_zero_stage, lr_scheduler
+from t2t_mtl.engine.distributed import sum_over_ranks
+
+
+def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg: Config) -> Any:
+    """`deepspeed.initialize` on `ds_config` with the run's lr schedule (`lr_scheduler`); DeepSpeed's own config
+    validation errors (an unknown or ill-typed key in deepspeed.extra / a deepspeed.config JSON) become a
+    ConfigError naming that section."""
+    import deepspeed
+    from deepspeed.runtime.config import DeepSpeedConfigError
+    from pydantic import ValidationError
+
+    check_fp16_zero_stage(ds_config)
+    try:
+        engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config, lr_scheduler=lr_scheduler(cfg),
+                                               model_parameters=[p for p in model.parameters() if p.requires_grad])
+    except (ValidationError, DeepSpeedConfigError) as err:
+        source = (f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None
+                  else "deepspeed.extra")
+        raise ConfigError(f"DeepSpeed refused the config generated from {source}: {err}\nfix or remove the "
+                          f"offending key(s) (keys: https://www.deepspeed.ai/docs/config-json/)") from None
+    forget_state_making_step(engine)
+    return engine
+
+
+def forget_state_making_step(engine: Any) -> None:
+    """Undo the optimizer step that DeepSpeed's low-precision optimizer without ZeRO (FP16_UnfusedOptimizer: bf16 at
+    stage 0) takes on zero gradients in its constructor to make the optimizer's state: with it, AdamW's bias
+    corrections ran one step ahead (the first update 0.74 lr instead of lr) and the fp32 master weights were
+    decayed once before training. After this the state is empty (torch's optimizers make it at the first step)
+    and each master weight is its model weight again, as the constructor copied them."""
+    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+
+    optimizer = engine.optimizer
+    if not isinstance(optimizer, FP16_UnfusedOptimizer):
+        return
+    optimizer.optimizer.state.clear()
+    with torch.no_grad():
+        for low, masters in zip(optimizer.fp16_groups, optimizer.fp32_groups):
+            for param, master in zip(low, masters):
+                master.copy_(param)
+
+
+def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mapping[str, Any], universal: bool
+                          ) -> None:
+    """Refuse to resume `ckpt` (`meta`) into the DeepSpeed config `ds_config` of another precision or ZeRO stage
+    (under another world size, loaded through the universal format (`universal`), ZeRO-1 and -2 load into each
+    other, not into stage 0 nor to or from ZeRO-3), before the checkpoint is converted or the engine started."""
+    stage = int(json_zero_stage(ds_config))
+    interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
+    ckpt_io.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
+                             zero_stage=None if interchangeable else stage)
+
+
+def engine_precision(engine: Any) -> str:
+    """"bf16", "fp16" or "fp32": what the DeepSpeed engine trains in (training.precision, or a whole
+    deepspeed.config JSON's own bf16/fp16 sections)."""
+    return "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
+
+
+def has_overflow_check(engine: Any) -> bool:
+    """DeepSpeed skips steps with non-finite gradients itself except for fp32 at ZeRO stage 0."""
+    return engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or engine.fp16_enabled()
+
+
+def step_weighting(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], engine: Any, *, lr: float,
+                   loss_scale: float, world_size: int, skip: bool) -> None:
+    """The learned weighting's step (uncertainty's log σ²), after the model's: left out, as the model's, when the
+    step is poisoned (`skip`) or DeepSpeed did not apply it (an fp16 overflow); else its gradients, summed over
+    the ranks, are divided by `world_size` and by the `loss_scale` their backward carried, and it steps at `lr`
+    (the model's schedule at this step)."""
+    if not skip and engine.was_step_applied():
+        for p in params:
+            if p.grad is not None:
+                sum_over_ranks(p.grad).div_(world_size * loss_scale)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def guarded_skip_step(engine: Any) -> None:
+    """The optimizer step of a poisoned step where DeepSpeed has no overflow check (fp32, ZeRO stage 0):
+    zero the gradients, step with lr 0 (so DeepSpeed's step counter advances), then restore the optimizer's
+    moments and lrs and the LR schedule — the parameters, the optimizer state and the schedule end exactly as
+    they were, as after a step DeepSpeed's overflow check skips (a skipped step does not advance the schedule)."""
+    optimizer = engine.optimizer
+    for p in engine.module.parameters():
+        if p.grad is not None:
+            p.grad.zero_()
+    saved = copy.deepcopy(optimizer.state_dict())
+    schedule = copy.deepcopy(engine.lr_scheduler.state_dict()) if engine.lr_scheduler is not None else None
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    engine.step()
+    optimizer.load_state_dict(saved)
+    if schedule is not None:
+        engine.lr_scheduler.load_state_dict(schedule)

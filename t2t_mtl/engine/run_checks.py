@@ -1,0 +1,268 @@
+"""What `train` checks before it reads data or builds a model: the mixture and its held-out rules (`training_rates`),
+every component section (`check_run_config`), the signals adaptive strategies need, and the settings a run accepts
+but leaves idle (`config_warnings`). Errors are ConfigErrors naming the key."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from t2t_mtl.config import Config, ConfigError, check_model_source, tokenizer_source
+from t2t_mtl.data.few_shot import FewShotMix
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler
+from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
+                                     refuse_unknown_held_out_clusters)
+from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
+from t2t_mtl.model import model_config
+from t2t_mtl.model.t5 import check_t5_checkpoint
+from t2t_mtl.model.lora import check_targets, lora_settings
+
+
+def training_rates(cfg: Config) -> Dict[str, float]:
+    """Task → rate of the training mixture (via task_registry.training_rates); run on every rank.
+
+    Registers the built-in tasks and `data.tasks_dir`'s YAML tasks first. Tasks of `data.held_out_clusters`
+    are dropped from `data.mixture`; a task that `data.tasks` names in one of them is a ConfigError, as is a
+    task flagged `held_out` that `data.train_held_out` does not name, and a `data.templates` name that a task
+    lacks. Every error names the config key.
+    """
+    import task_registry
+    from t2t_mtl.evaluation.metrics import task_metric_problems
+
+    d = cfg.data
+    task_registry.load_builtin_tasks()
+    if d.data_dir:
+        task_registry.set_data_dir(d.data_dir)
+    if d.tasks_dir:
+        try:
+            task_registry.load_task_dirs(d.tasks_dir, check=task_metric_problems)  # as --tasks-dir loads them
+        except task_registry.TaskRegistryError as err:
+            raise ConfigError(f"data.tasks_dir: {err}") from None
+
+    def registered(name: str, key: str) -> Any:
+        try:
+            return task_registry.get_task(name)
+        except task_registry.UnknownTaskError as err:
+            raise ConfigError(f"{key}: {err}") from None
+
+    for name in d.train_held_out:
+        registered(name, "data.train_held_out")
+    refuse_unknown_held_out_clusters(d.held_out_clusters)
+    repeated = sorted({name for name in d.tasks if list(d.tasks).count(name) > 1}) if d.tasks else []
+    if repeated:  # (the list collapses to one rate per task)
+        raise ConfigError(f"data.tasks names {', '.join(repeated)} more than once; each task is trained once: to "
+                          f"draw one more often give rates, e.g. data.tasks: {{{repeated[0]}: 2.0, ...}}")
+    for name in d.tasks or ():
+        if d.mixture is None and name in task_registry.list_mixtures():
+            continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
+        registered(name, "data.tasks")
+        refuse_held_out_cluster(name, d.held_out_clusters)
+    if d.mixture is not None:
+        if d.mixture not in task_registry.list_mixtures() and d.mixture not in task_registry.list_tasks():
+            err = task_registry.UnknownMixtureError(d.mixture, task_registry.list_mixtures())
+            raise ConfigError(f"data.mixture: {err.args[0]}: {', '.join(task_registry.list_mixtures())} (or one "
+                              f"task name; `t2t-mtl mixture show NAME` shows a mixture's rates)")
+        rates = task_registry.training_rates(d.mixture, held_out_clusters=d.held_out_clusters, force=True)
+        if d.tasks:
+            wanted = list(d.tasks)
+            missing = [t for t in wanted if t not in rates]
+            if missing:
+                raise ConfigError(f"data.tasks {missing} are not in mixture {d.mixture!r}")
+            rates = {t: rates[t] for t in wanted}
+            if isinstance(d.tasks, dict):  # the rates given replace the mixture's (were silently ignored)
+                rates = task_registry.training_rates(task_registry.Mixture("data.tasks", dict(d.tasks)),
+                                                     held_out_clusters=d.held_out_clusters, force=True)
+    else:
+        explicit = dict(d.tasks) if isinstance(d.tasks, dict) else {t: 1.0 for t in d.tasks}
+        # named after the config key: the registry's messages quote the mixture's name
+        rates = task_registry.training_rates(task_registry.Mixture("data.tasks", explicit),
+                                             held_out_clusters=d.held_out_clusters, force=True)
+    source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
+    refuse_unapproved_held_out(list(rates), d.train_held_out, source)
+    for name in d.templates or ():
+        for task_name in rates:
+            try:
+                task_registry.get_task(task_name).get_template(name)
+            except task_registry.UnknownTemplateError as err:
+                raise ConfigError(f"data.templates: {err} (data.templates applies to every training task)") from None
+    return rates
+
+
+def config_warnings(cfg: Config) -> List[str]:
+    """Settings a run accepts but that leave a feature idle: a schedule or period longer than the run, rates that
+    the sampler does not draw by."""
+    t, out = cfg.training, []
+    strategy = cfg.sampling.get("strategy")
+    if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
+        why = (f"sampling.strategy {strategy!r} does not draw by rates" if strategy != "explicit"
+               else "sampling.rates replaces them")
+        out.append(f"data.tasks gives rates, but {why}: they go unused (sampling.strategy: explicit without "
+                   f"sampling.rates draws by them)")
+    if cfg.weighting.get("method") == "tchebycheff" and cfg.sampling.get("mode", "homogeneous") == "homogeneous":
+        out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
+                   "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
+                   "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
+    moe = cfg.model.moe or {}
+    capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
+                     if key in moe]
+    if moe.get("routing") == "task" and capacity_keys:
+        out.append(f"model.moe.{', model.moe.'.join(capacity_keys)}: routing task sends every token of a task to "
+                   f"its experts with no capacity limit, so {'it has' if len(capacity_keys) == 1 else 'they have'} "
+                   f"no effect")
+    if t.warmup >= t.steps:
+        out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
+                   f"warm-up")
+    if t.validate_every > t.steps:
+        idle = [key for key, on in (("keep_best", t.keep_best), ("early_stopping", t.early_stopping)) if on]
+        out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
+                   f"validation runs" + (f", so training.{' and training.'.join(idle)} never act" if idle else ""))
+    from t2t_mtl.engine.validation import evaluation_every
+
+    every = evaluation_every(cfg)
+    if every > t.steps:
+        out.append(f"evaluation.every ({every}) > training.steps ({t.steps}): no zero-shot evaluation during "
+                   f"training (the one after training still runs)")
+    return out
+
+
+def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
+                     ) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """(training rates, sampling config) of `cfg`, after every check `train` makes before it reads data or builds
+    a model: the mixture and its held-out rules, the sampler, weighting, MoE, gradient-surgery, batching,
+    signal and evaluation sections. Raises ConfigError (or the builders' errors) naming the key. `saved`: a local
+    pretrained model's config dict, as `check_t5_checkpoint` returned it (None: read it where needed)."""
+    check_model_source(cfg.model)
+    rates = training_rates(cfg)
+    sampling_cfg = dict(cfg.sampling)
+    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
+        sampling_cfg["rates"] = rates
+    if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
+        sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
+    caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
+    if caps and sampling_cfg.get("templates") is None:  # T0's per-template caps: the templates each task trains with
+        import task_registry
+
+        sampling_cfg["templates"] = {name: len(task_registry.get_task(name).select_templates(cfg.data.templates))
+                                     for name in rates}
+    check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
+    check_signal_config(cfg, sampling_cfg)
+    if tokenizer_source(cfg) is None:
+        tokenizer_train_options(cfg)
+    lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
+    ds_config = build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, ...
+    if cfg.gradient_surgery:
+        check_surgery_zero(ds_config)
+    return rates, sampling_cfg
+
+
+def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
+    """Gradient surgery reads each micro-batch's gradient pieces after its backward; ZeRO-3 with an offloaded
+    optimizer moves them to the CPU only at the step boundary. Read from the final DeepSpeed config, so a whole
+    `deepspeed.config` JSON is checked like the generated one."""
+    zero = ds_config.get("zero_optimization") or {}
+    offload = (zero.get("offload_optimizer") or {}).get("device", "none") not in (None, "none")
+    if zero.get("stage", 0) == 3 and offload:
+        raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
+                          "ZeRO-3 with an offloaded optimizer (deepspeed.offload_optimizer, or offload_optimizer "
+                          "in deepspeed.config's zero_optimization) moves them to the CPU only at the step boundary "
+                          "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
+
+
+def is_local_model(name_or_path: Optional[str]) -> bool:
+    """Whether the model is built from model.dims (None) or read from a local folder, not the hub."""
+    return name_or_path is None or Path(name_or_path).is_dir()
+
+
+def pretrained_config_dict(name_or_path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The config dict of a pretrained model (`check_t5_checkpoint`: read once, for every check and the build), or
+    None for a model built from model.dims."""
+    return None if name_or_path is None else check_t5_checkpoint(name_or_path)
+
+
+def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
+                            rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None) -> None:
+    """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
+    any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`."""
+    from t2t_mtl.sampling import build_sampler
+    from t2t_mtl.weighting import build_weighting
+
+    sizes = {name: max(world_size, 1000) for name in task_names}
+    build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
+    build_weighting(cfg.weighting, task_names, sizes)
+    FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
+    lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
+    if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
+        check_targets(lora, model_config(cfg.model, saved))
+    from t2t_mtl.engine.wandb_logging import check_wandb_section
+
+    check_wandb_section(cfg.training.wandb)
+    if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
+        from t2t_mtl.engine.validation import evaluation_plan
+        from t2t_mtl.model.moe import MoEConfig
+
+        moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
+        unseen = [name for name in evaluation_plan(cfg)[0] if name not in task_names]
+        if moe.routing != "token" and moe.unseen_task_routing == "error" and unseen:
+            raise ConfigError(f"evaluation scores tasks the model is not trained on ({', '.join(unseen)}), and "
+                              f"model.moe.unseen_task_routing: error refuses to route them: set it to 'mean' or to a "
+                              f"trained task's name, or evaluate trained tasks only")
+    if cfg.data.batching == "pack" and sampling_cfg.get("strategy") == "uncertainty":
+        raise ConfigError("data.batching: pack fills micro_batch_size rows with as many examples as fit, but "
+                          "sampling strategy 'uncertainty' (CA-MTL) selects exactly micro_batch_size examples per "
+                          "micro-batch: use data.batching: bucket with it, or another sampling strategy")
+    pool = int(sampling_cfg.get("pool_per_task", 1)) * len(task_names)
+    if sampling_cfg.get("strategy") == "uncertainty" and pool <= cfg.training.micro_batch_size:
+        raise ConfigError(f"sampling strategy 'uncertainty' keeps training.micro_batch_size "
+                          f"({cfg.training.micro_batch_size}) of a pool of sampling.pool_per_task x tasks = {pool} "
+                          f"candidates, so it selects " + ("nothing" if pool == cfg.training.micro_batch_size else
+                                                           "from too few") +
+                          f": raise sampling.pool_per_task above {cfg.training.micro_batch_size // len(task_names)} "
+                          f"(CA-MTL draws micro_batch_size = {cfg.training.micro_batch_size} per task, the default)")
+    if cfg.gradient_surgery:
+        from t2t_mtl.gradients import build_method
+
+        build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors first
+        if sampling_cfg.get("mode", "homogeneous") != "homogeneous":
+            raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
+        if cfg.training.grad_accum < 2:
+            raise ConfigError("gradient_surgery combines the per-task gradients of one optimizer step, whose "
+                              "training.grad_accum micro-batches hold one task each (the same task on every "
+                              "rank): with grad_accum 1 every step sees a single task and surgery changes "
+                              "nothing. Set training.grad_accum >= 2 (e.g. the number of tasks, "
+                              f"{len(task_names)}) or drop gradient_surgery")
+        if lora is not None and lora.per_task and not (cfg.model.moe or cfg.model.task_embeddings or lora.trainable):
+            raise ConfigError("gradient_surgery projects conflicting task gradients, but with model.lora.per_task "
+                              "and nothing else trained each task's gradient lives on its own adapters only (every "
+                              "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
+                              "train shared parameters too (model.lora.trainable, model.moe)")
+
+
+#: strategies that learn from periodic validation results (unless their `metric` is the training "loss")
+VALIDATION_STRATEGIES = ("bandit_softmax", "bandit_thompson", "worst_task")
+
+
+def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
+    """Signals a strategy / weighting needs must be produced: validation-driven ones need
+    `training.validate_every > 0`; CA-MTL selection builds mixed micro-batches (no gradient surgery).
+    Also validates the `evaluation:` section before any training."""
+    from t2t_mtl.engine.validation import evaluation_plan
+
+    strategy = sampling_cfg.get("strategy")
+    needs_validation = []
+    if strategy in VALIDATION_STRATEGIES and sampling_cfg.get("metric") != "loss":
+        needs_validation.append(f"sampling.strategy {strategy!r}")
+    if cfg.weighting.get("method") == "dtp":
+        needs_validation.append("weighting.method 'dtp' (its KPIs are validation exact match)")
+    if cfg.training.keep_best:
+        needs_validation.append(f"training.keep_best {cfg.training.keep_best!r}")
+    if needs_validation and cfg.training.validate_every <= 0:
+        raise ConfigError(f"{' and '.join(needs_validation)} need(s) periodic held-in validation: set "
+                          f"training.validate_every to a positive number of steps")
+    if strategy == "uncertainty" and cfg.gradient_surgery:
+        raise ConfigError("sampling.strategy 'uncertainty' trains on mixed-task selections; gradient_surgery "
+                          "needs per-task micro-batches: use another strategy or drop gradient_surgery")
+    if cfg.training.early_stopping and not cfg.training.keep_best:
+        raise ConfigError("training.early_stopping counts validations without a new best of training.keep_best: "
+                          "set training.keep_best (val_score or val_loss) too")
+    if cfg.training.validate_every > 0 and cfg.training.validate_examples < 1:
+        raise ConfigError(f"training.validate_examples must be >= 1, got {cfg.training.validate_examples}")
+    evaluation_plan(cfg)

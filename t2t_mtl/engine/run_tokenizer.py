@@ -1,0 +1,158 @@
+"""The run's tokenizer: the configured one or one trained on the mixture, kept in the run directory; its task
+tokens (TE⊕ENC); the checks that it fits the model and, on a resume, the checkpoint."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from t2t_mtl.config import Config, ConfigError, tokenizer_source
+from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine.distributed import DistEnv, barrier
+from t2t_mtl.model import model_config
+
+
+def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
+    """ConfigError unless the tokenizer's padding and end-of-sequence ids are the model's: labels, padding masks and
+    the end of generation use the tokenizer's, the decoder's start and generation's stop the model's (T5: pad 0,
+    eos 1; a model built from model.dims always has those). `saved`: the pretrained model's config dict, as
+    `check_t5_checkpoint` returned it (None: read it)."""
+    model = model_config(cfg.model, saved)
+    for name in ("pad_token_id", "eos_token_id"):
+        ours, theirs = getattr(tokenizer, name), getattr(model, name)
+        if ours != theirs:
+            source = (f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else
+                      "the model's own tokenizer" if cfg.model.name_or_path else "the run's tokenizer")
+            model_source = (f"model.name_or_path {cfg.model.name_or_path!r}" if cfg.model.name_or_path
+                            else "a model built from model.dims")
+            raise ConfigError(f"{source} has {name} {ours}, but {model_source} has {theirs}: use a tokenizer with "
+                              f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
+
+
+def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
+    """The configured tokenizer (`tokenizer_source`: tokenizer.path, else a pretrained model's own), or one trained
+    on the mixture's training texts; either way the run keeps it in run_dir/tokenizer, where evaluation and export
+    read it (a configured folder may change later). A `fresh` run copies the configured tokenizer or trains one
+    anew (over what a run that died before its first checkpoint left, which may have other tasks or options); a
+    resumed one reads its own copy."""
+    from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
+
+    out = run_dir / "tokenizer"
+    source = tokenizer_source(cfg)
+    if source is not None:
+        if not fresh and out.is_dir():
+            return load_tokenizer(out)
+        tokenizer = load_configured_tokenizer(cfg)
+        if env.is_main:
+            tmp = run_dir / ".tmp-tokenizer"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tokenizer.save_pretrained(tmp)
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+        barrier()
+        return tokenizer
+    if env.is_main and (fresh or not (out / "tokenizer_config.json").exists()):
+        import task_registry
+
+        vocab_size, per_task = tokenizer_train_options(cfg)
+
+        def texts():
+            for name in task_names:
+                ds = task_registry.get_task(name).to_dataset("train", templates=cfg.data.templates,
+                                                             max_examples=per_task, seed=cfg.training.seed)
+                for row in ds:
+                    yield row["inputs"]
+                    yield row["targets"]
+                    yield from row["answer_choices"] or ()
+
+        tmp = run_dir / ".tmp-tokenizer"
+        shutil.rmtree(tmp, ignore_errors=True)
+        train_tokenizer(texts(), tmp, vocab_size=vocab_size)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    barrier()
+    return load_tokenizer(out)
+
+
+def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path, env: DistEnv) -> Any:
+    """TE⊕ENC (`model.task_embeddings`): add a `<task:NAME>` token per task to `tokenizer` (in place, task-id
+    order) and save that tokenizer to run_dir/tokenizer on rank 0, where export and evaluation find it. A resumed
+    run's own copy has them already and is left as it is (a crash while rewriting it would break the resume)."""
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+
+    size = len(tokenizer)
+    task_tokens = TaskTokens(tokenizer, task_names)
+    barrier()  # every rank has finished reading run_dir/tokenizer before rank 0 rewrites it
+    if env.is_main and len(tokenizer) != size:
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+    return task_tokens
+
+
+def load_model_tokenizer(cfg: Config):
+    """The tokenizer saved with the pretrained model `model.name_or_path` (tokenizer.path unset); a model without
+    one is a ConfigError saying to set tokenizer.path (a tokenizer trained here would not match its embeddings)."""
+    from t2t_mtl.tokenizer import TokenizerLoadError, load_tokenizer
+
+    try:
+        return load_tokenizer(cfg.model.name_or_path)
+    except TokenizerLoadError as err:
+        raise ConfigError(f"tokenizer.path is unset, so the run uses the tokenizer of model.name_or_path "
+                          f"{cfg.model.name_or_path!r}, which could not be loaded ({err}); set tokenizer.path to the "
+                          f"tokenizer the model was trained with") from None
+
+
+def load_configured_tokenizer(cfg: Config) -> Any:
+    """The tokenizer `tokenizer_source(cfg)` names (not None): `tokenizer.path`'s, else the pretrained model's own."""
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    return load_model_tokenizer(cfg) if cfg.tokenizer.path is None else load_tokenizer(tokenizer_source(cfg))
+
+
+def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
+    """Refuse to resume checkpoint `ckpt` with another tokenizer than the one its run trained with (the run's copy
+    in `tokenizer/` beside its checkpoints): the configured one (`tokenizer_source`) or, without one, `tokenizer`,
+    the one this run trained. (A run resumed in place reads its own copy, so the configured one would be ignored;
+    resumed into a new folder, the weights would be fed another tokenizer's ids.) Task tokens are left out of the
+    comparison; a checkpoint whose run folder has no tokenizer copy is not checked. Raises CheckpointError."""
+    from t2t_mtl.analysis.task_embeddings import find_task_tokens
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    trained_with = Path(ckpt).parent.parent / "tokenizer"
+    if not trained_with.is_dir():
+        return
+    source = tokenizer_source(cfg)
+    if source is not None:
+        tokenizer = load_configured_tokenizer(cfg)
+
+    def vocabulary(tok: Any) -> Dict[str, int]:
+        task_tokens = find_task_tokens(tok)
+        return {piece: i for piece, i in tok.get_vocab().items() if i not in task_tokens.values()}
+
+    was, now = vocabulary(load_tokenizer(trained_with)), vocabulary(tokenizer)
+    if was == now:
+        return
+    differ = sum(now.get(piece) != i for piece, i in was.items())
+    key = "tokenizer.path" if cfg.tokenizer.path is not None else \
+        "model.name_or_path" if source is not None else "tokenizer.train"
+    given = f"this run's {key} {source!r} gives" if source is not None else f"this run trained ({key})"
+    raise ckpt_io.CheckpointError(
+        f"checkpoint {ckpt} was trained with the tokenizer in {trained_with} ({len(was)} tokens), {given} another "
+        f"one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing): resume with tokenizer.path "
+        f"set to {trained_with}, or set training.output_dir to a new directory to start a new run")
+
+
+def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
+    """(vocab_size, max_examples_per_task) of `tokenizer.train`; unknown options are a ConfigError."""
+    from t2t_mtl.tokenizer import MIN_VOCAB_SIZE
+
+    options = dict(cfg.tokenizer.train or {})
+    vocab_size = options.pop("vocab_size", 512)
+    per_task = options.pop("max_examples_per_task", 2000)
+    if options:
+        raise ConfigError(f"tokenizer.train: unknown option(s) {sorted(options)}; valid: vocab_size, "
+                          f"max_examples_per_task")
+    for key, value, least in (("vocab_size", vocab_size, MIN_VOCAB_SIZE), ("max_examples_per_task", per_task, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"config key 'tokenizer.train.{key}' must be an integer >= {least}, got {value!r}")
+    return vocab_size, per_task
