@@ -129,6 +129,28 @@ def test_task_embeddings_model_gets_each_inputs_task_token(tmp_path, t5_tokenize
     assert json.loads(capsys.readouterr().out)["scores"] == pytest.approx(expected["alpha"], abs=1e-4)
 
 
+def test_a_task_token_comes_on_top_of_the_input_limit_as_in_evaluation(tmp_path, t5_tokenizer_dir):
+    # evaluation (and training) give a TE⊕ENC model its task token on top of max_input_length; predict cut the
+    # input's last token for it instead, so an input exactly at the limit scored differently than in `eval`
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    TaskTokens(tokenizer, ["alpha"])
+    _dense(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tokenizer, _ = load_checkpoint(tmp_path)
+    text = INPUTS[1]
+    limit = len(tokenizer(text).input_ids)  # the input with its EOS fills the limit exactly
+    for task, prompt in (("alpha", f"<task:alpha> {text}"), ("unseen", text)):  # an unseen task gets no token
+        whole = [_log_likelihood(model, tokenizer, prompt, c) for c in CHOICES]  # nothing cut
+        request = PredictRequest(text, CHOICES, task)
+        (ranked,) = predict(model, tokenizer, [request], max_input_length=limit)
+        assert ranked.scores == pytest.approx(whole, abs=1e-4)
+        (generated,) = predict(model, tokenizer, [PredictRequest(text, None, task)], max_input_length=limit,
+                               max_new_tokens=8)
+        assert generated.prediction == _one_by_one_generate(model, tokenizer, [prompt])[0]
+
+
 def test_tasks_preview_jsonl_feeds_predict(dense_dir, capsys, monkeypatch):
     assert main(["tasks", "preview", "parity", "-n", "4", "--jsonl"]) == 0
     preview = capsys.readouterr().out

@@ -139,7 +139,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
 
     scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
     every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
-    that name none. A model with task embeddings (TE⊕ENC) gets each input's task token in front of it.
+    that name none. A model with task embeddings (TE⊕ENC) gets each input's task token in front of it, on top of
+    `max_input_length` (as in training and evaluation).
     """
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
@@ -151,18 +152,22 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     tokens = find_task_tokens(tokenizer)
     task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens))
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
+    # a task token comes on top of the input limit, as in training and evaluation
+    limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
     generated = sorted(set(range(len(requests))) - set(ranked))
     results: list[Optional[Prediction]] = [None] * len(requests)
-    if generated:
-        texts = generate_texts(model, tokenizer, [inputs[i] for i in generated], num_beams=num_beams,
-                               max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               max_input_length=max_input_length, task_ids=_subset(task_ids, generated))
-        for i, text in zip(generated, texts):
+    for limit in sorted(set(limits)):
+        rows = [i for i in generated if limits[i] == limit]
+        texts = generate_texts(model, tokenizer, [inputs[i] for i in rows], num_beams=num_beams,
+                               max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_length=limit,
+                               task_ids=_subset(task_ids, rows)) if rows else []
+        for i, text in zip(rows, texts):
             results[i] = Prediction(requests[i], text)
-    if ranked:
-        scores = score_choices(model, tokenizer, [inputs[i] for i in ranked],
-                               [requests[i].answer_choices for i in ranked], length_normalize=length_normalize,
-                               batch_size=batch_size, max_input_length=max_input_length, task_ids=_subset(task_ids, ranked))
-        for i, row in zip(ranked, scores):
+        rows = [i for i in ranked if limits[i] == limit]
+        scores = score_choices(model, tokenizer, [inputs[i] for i in rows],
+                               [requests[i].answer_choices for i in rows], length_normalize=length_normalize,
+                               batch_size=batch_size, max_input_length=limit,
+                               task_ids=_subset(task_ids, rows)) if rows else []
+        for i, row in zip(rows, scores):
             results[i] = Prediction(requests[i], requests[i].answer_choices[argmax_first(row)], row)
     return results
