@@ -40,8 +40,8 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> None:
     """Add the options of how a model scores and decodes — `--length-norm`, `--num-beams`, `--max-new-tokens`,
-    `--batch-size` (`batch_unit` per forward pass), `--max-input-length` — and `--device`. The first four
-    default to None: `decoding_settings` fills them in from the run's own evaluation settings."""
+    `--batch-size` (`batch_unit` per forward pass, default 16), `--max-input-length` — and `--device`. The others
+    but `--device` default to None: `decoding_settings` fills them in from the run's own evaluation settings."""
     parser.add_argument("--length-norm", action=argparse.BooleanOptionalAction, default=None,
                         help="rank by the mean (not the sum) of a choice's token log-probabilities (default: the "
                              "run's evaluation.length_normalize, else the sum)")
@@ -59,7 +59,7 @@ def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> No
 
 def decoding_settings(args: argparse.Namespace, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The options of `add_decoding_options` (but `--device`) as `EvalSettings` / `predict` keywords: each one
-    given, else what the checkpoint's run (`meta`) evaluated with."""
+    given, else what the checkpoint's run (`meta`) evaluated with (`--batch-size`: as given, or its default)."""
     return {"length_normalize": (run_evaluation_setting(meta, "length_normalize")
                                  if args.length_norm is None else args.length_norm),
             "num_beams": args.num_beams or run_evaluation_setting(meta, "num_beams"),
