@@ -227,7 +227,8 @@ def mixture_texts(mixture: str, *, max_examples: Optional[int] = None, split: Op
     comma-separated mixtures / tasks.
 
     Each task contributes up to ``max_examples`` rows of ``split`` (default: ``train`` when the task has it,
-    else its first split), rendered with all of its templates.
+    else its first split), each rendered once, by one of the task's templates chosen per row from ``seed`` (as
+    `Task.to_dataset` renders; the rows themselves do not depend on ``seed``).
     """
     import task_registry
 

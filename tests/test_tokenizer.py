@@ -273,3 +273,21 @@ def test_cli_trains_on_yaml_tasks_from_a_tasks_dir(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     tok = load_tokenizer(tmp_path / "tok")
     assert UNK not in tok("reverse_words: pear fox mango").input_ids
+
+
+def test_each_row_gives_the_corpus_one_rendering_by_the_template_its_seed_picks():
+    # mixture_texts said each task's rows were "rendered with all of its templates" and `tokenizer train --seed`
+    # "seed of procedural tasks": a row is rendered once, by the template `random.Random(f"{seed}:{row}")` picks, and
+    # the seed leaves the generated rows alone
+    import random
+
+    task_registry.load_builtin_tasks()
+    task = task_registry.get_task("sort_numbers")
+    rows = task.load_rows("train", max_rows=6)
+    for seed in (0, 1):
+        expected = []
+        for index in range(len(rows)):
+            template = task.templates[random.Random(f"{seed}:{index}").randrange(len(task.templates))]
+            example = template.render(rows[index], rng=random.Random(f"{seed}:{index}"))
+            expected += [example.inputs, example.targets, *(example.answer_choices or [])]
+        assert list(mixture_texts("sort_numbers", max_examples=6, seed=seed)) == expected

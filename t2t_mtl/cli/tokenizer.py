@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--split", default=None, help="split to read (default: train, else the task's first)")
     add_data_dir_option(train)
     add_tasks_dir_option(train)
-    train.add_argument("--seed", type=int, default=0, help="seed of procedural tasks and template choice (default 0)")
+    train.add_argument("--seed", type=int, default=0, help="seed of each row's template choice (default 0)")
     train.set_defaults(func=run_train)
 
 
