@@ -146,8 +146,9 @@ def _csv_features(files: Sequence[Path], kwargs: Mapping[str, Any]) -> Optional[
     """The column types of csv/tsv `files`, decided from every cell as pandas decides them from each 10,000-row
     chunk alone (so a streamed split changed type mid-file and a map-style one failed to load), except that a
     number written with a leading zero ("007", a zip code) keeps its column text: bool when each cell is
-    True/False, int64 when each is an integer as `str(int)` writes it, float64 when each is a finite number,
-    else text. `None` (the reader's own inference) when the files have no columns."""
+    True/False, int64 when each is an integer as `str(int)` writes it within int64's range (a longer one, an
+    identifier, keeps its column text), float64 when each is a finite number, else text. `None` (the reader's
+    own inference) when the files have no columns."""
     import pandas
 
     columns: dict[str, set] = {}
@@ -166,6 +167,7 @@ def _csv_features(files: Sequence[Path], kwargs: Mapping[str, Any]) -> Optional[
 
 
 _BOOLS = {"True", "False", "true", "false", "TRUE", "FALSE"}
+_INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
 
 def _cell_kinds(cell: str) -> set:
@@ -184,9 +186,12 @@ def _cell_kinds(cell: str) -> set:
     if not math.isfinite(value):
         return set()
     try:
-        return {"int64", "float64"} if str(int(cell)) == cell else {"float64"}
+        integer = int(cell)
     except ValueError:
         return {"float64"}
+    if str(integer) != cell:
+        return {"float64"}
+    return {"int64", "float64"} if _INT64_MIN <= integer <= _INT64_MAX else set()  # (an identifier, not a number)
 
 
 def _error_chain(error: BaseException) -> str:

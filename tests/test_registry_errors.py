@@ -580,3 +580,14 @@ def test_csv_cells_a_number_reader_would_misread_keep_their_column_text(tmp_path
     assert list(LocalFileSource(path).load("train")) == [
         {"text": "a", "short": "07", "under": "1_000", "ws": " 1", "big": "inf", "flag": True},
         {"text": "b", "short": "08", "under": "2_000", "ws": "2", "big": "1", "flag": False}]
+
+
+def test_a_csv_integer_beyond_int64_keeps_its_column_text(tmp_path):
+    # such a column was typed int64 ("an integer as str(int) writes it") and the load failed with "Overflow"; a
+    # 20-digit identifier is kept as written, as a leading-zero one is, and int64's own bounds stay numbers
+    path = tmp_path / "rows.csv"
+    top, bottom = 2 ** 63 - 1, -2 ** 63
+    path.write_text(f"id,edge\n12345678901234567890123,{top}\n{2 ** 63},{bottom}\n")
+    for streaming in (False, True):
+        assert list(LocalFileSource(path).load("train", streaming=streaming)) == [
+            {"id": "12345678901234567890123", "edge": top}, {"id": str(2 ** 63), "edge": bottom}]
