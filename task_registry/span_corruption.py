@@ -5,7 +5,8 @@ replaced by sentinels `<extra_id_0>`, `<extra_id_1>`, ... — and `spans` — ea
 replaced (`<extra_id_0> w w <extra_id_1> w ...`); a template `"{{corrupted}} ||| {{spans}}"` then trains the
 denoising objective. Span selection follows T5's `random_spans_noise_mask`: round(n · noise_density) noise words
 (at least 1, at most n − 1), split into round(noise / mean_span_length) spans (at least 1, at most the 100
-sentinels), noise and kept words each cut into that many random non-empty runs, interleaved starting with kept
+sentinels and the kept words, as each span needs a kept run before it), noise and kept words each cut into
+that many random non-empty runs, interleaved starting with kept
 words. Noise is chosen over whitespace-separated words (T5 masks SentencePiece tokens), seeded by the
 preprocessor's seed and the text itself, so a row is corrupted the same way in every run, shard and cache. A
 row of fewer than two words cannot be corrupted: its `spans` is empty, so the template skips it (counted in
