@@ -19,8 +19,8 @@ and `skipped` is true; `Task.to_dataset` counts and drops such rows. More than t
 Differences from promptsource, on purpose: a sandboxed environment (no Python internals), undefined
 variables raise instead of rendering empty, a target that is not among the answer choices raises, a row
 field that indexes the answer choices (`answer_choices[label]`) and holds a negative number raises (it is
-`datasets`' -1 for an unlabeled row, which promptsource renders as the last choice), and the `choice`
-filter can be seeded per row.
+`datasets`' -1 for an unlabeled row, which promptsource renders as the last choice) unless the template skips the
+row (promptsource's `{% if label != -1 %}` guard), and the `choice` filter can be seeded per row.
 """
 from __future__ import annotations
 
@@ -284,7 +284,8 @@ class Template:
             yield ".".join(path), value
 
     def _check_choice_indices(self, row: Mapping[str, Any], task: Optional[str], row_index: Optional[int]) -> None:
-        """Refuse a row whose answer-choice index field is negative (`datasets`' -1 marks an unlabeled row)."""
+        """Refuse a row whose answer-choice index field is negative (`datasets`' -1 marks an unlabeled row); called
+        for rows the template does not skip (a guard such as `{% if label != -1 %}` makes the skip case)."""
         for field, value in self._choice_index_values(row):
             if isinstance(value, int) and not isinstance(value, bool) and value < 0:
                 raise TemplateRenderError(
@@ -337,7 +338,6 @@ class Template:
             raise TemplateRenderError("the row has a field named 'answer_choices', which templates reserve; "
                                       "rename it with a `rename` preprocessor",
                                       task=task, template=self.name, row_index=row_index, field="answer_choices")
-        self._check_choice_indices(row, task, row_index)
         with seeded_choices(rng):
             choices = self.answer_choices_for(row, task=task, row_index=row_index)
             context_vars = _escape_pipe(row)
@@ -354,6 +354,8 @@ class Template:
                            if self._instruction is not None else inputs)
             context = (_unescape_pipe(self._run(self._context, context_vars, task=task, row_index=row_index)).strip()
                        if self._context is not None else "")
+            if targets:
+                self._check_choice_indices(row, task, row_index)
             references = (self._render_references(context_vars, task=task, row_index=row_index)
                           if self._references is not None and targets else None)
         if check_answer_choices and choices is not None and targets and targets not in choices:

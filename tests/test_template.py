@@ -206,6 +206,19 @@ def test_unlabeled_row_index_into_answer_choices_is_refused_not_rendered_as_the_
     assert listing.render({"label": 0}).inputs == "a or b? a"
 
 
+def test_an_unlabeled_row_that_the_template_guards_is_skipped_as_promptsource_skips_it(promptsource_dir,
+                                                                                      shared_data_dir):
+    # promptsource's SuperGLUE templates write `||| {% if label != -1 %}{{ answer_choices[label] }}{% endif %}`:
+    # an unlabeled (test split) row renders an empty target, the skip case; it was refused before rendering
+    row = {**_row(shared_data_dir, "super_glue/boolq", "validation"), "label": -1}
+    templates = import_promptsource(promptsource_dir, dataset="super_glue", subset="boolq")
+    assert templates and all("if label != -1" in " ".join(t.jinja.split()) for t in templates)
+    assert all(template.render(row, task="demo", row_index=2).skipped for template in templates)
+    mine = Template("g", "{{p}} ||| {% if label >= 0 %}{{ answer_choices[label] }}{% endif %}",
+                    answer_choices="yes ||| no")
+    assert mine.render({"p": "a", "label": -1}).skipped and mine.render({"p": "a", "label": 1}).targets == "no"
+
+
 def test_a_text_answer_choice_index_is_named_not_reported_as_a_missing_field():
     # was: "field '0' is missing from the row ('list object' has no attribute '0')" for a label read as text (a csv
     # column with an empty cell; a JSON column mixing numbers and text), and "field None is missing" for ''
