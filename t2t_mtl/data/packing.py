@@ -32,7 +32,8 @@ class _Row:
 
 
 class FirstFit:
-    """Rows being filled first-fit; `place(item)` returns the row index or None when no row has room."""
+    """Rows being filled first-fit; `place(item)` returns the row index or None when no row has room left for it (an
+    item larger than an empty row raises ValueError: it could never be placed)."""
 
     def __init__(self, rows: int, input_capacity: int, target_capacity: int) -> None:
         if rows < 1 or input_capacity < 1 or target_capacity < 1:
