@@ -323,3 +323,15 @@ def test_collator_takes_numpy_integer_settings():
     batch = col([[5, 6, 7, 8, 1]], [[9, 1]], [3])
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 1, 0, 0, 0]]  # 5 tokens padded to a multiple of 4
     assert batch["labels"].tolist() == [[9, 1, -100, -100]]
+
+
+def test_waiting_rows_lists_the_saved_rows_in_the_order_the_builder_serves_them(streams):
+    # the contract the trainer deals untrained rows to new ranks by: checked against what the builder serves next
+    from t2t_mtl.data.batches import waiting_rows
+
+    builder = make_builder(streams, mode="mixed", bucket=4, mb=4)
+    builder.next_chunk()  # one of the four micro-batches drawn together is served; three wait
+    state = builder.state_dict()
+    waiting = waiting_rows(state)
+    served = [pair for _ in range(3) for pair in builder.next_chunk()]
+    assert len(waiting) == 12 and waiting == served
