@@ -13,7 +13,7 @@ from t2t_mtl.data import Seq2SeqCollator
 from t2t_mtl.data.packing import FirstFit, PackedCollator, first_fit, pack_batch, pack_chunks
 from t2t_mtl.engine.losses import example_task_ids, per_example_means, per_task_losses
 from t2t_mtl.model.moe import convert_to_moe
-from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs, shift_right_in_segments
+from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs, segment_masks, shift_right_in_segments
 
 VOCAB = 60
 
@@ -110,6 +110,26 @@ def test_shift_right_in_segments_equals_each_example_shifted_alone():
             y = batch["labels"][r][dec[r] == s].tolist()
             assert shifted[r][dec[r] == s].tolist() == [0] + y[:-1]
         assert (shifted[r][dec[r] == 0] == 0).all()
+
+
+def test_only_cross_attention_rows_of_target_padding_can_be_blocked_entirely_and_then_stay_finite():
+    # the row's input is full (no encoder padding), its target is not: the two padded target positions can attend
+    # to no input token of their segment (0); every self-attention row has a position to attend to
+    enc, dec = torch.tensor([[1, 1, 1, 2, 2, 2]]), torch.tensor([[1, 1, 2, 2, 0, 0]])
+    masks = segment_masks(enc, dec, torch.float32)
+    low = torch.finfo(torch.float32).min
+    for name in ("encoder", "decoder"):
+        assert (masks[name][0, 0] == 0).any(-1).all(), name
+    blocked = (masks["cross"][0, 0] == low).all(-1)
+    assert blocked.tolist() == [False, False, False, False, True, True]
+    assert torch.isfinite(masks["cross"]).all()
+    model = _t5("eager")
+    batch = {"input_ids": torch.randint(2, VOCAB, (1, 6), generator=torch.Generator().manual_seed(0)),
+             "labels": torch.tensor([[5, 6, 7, 8, -100, -100]]), "encoder_segment_ids": enc,
+             "decoder_segment_ids": dec}
+    kwargs, cross = packed_model_inputs(model, batch)
+    with cross_attention_mask(model, cross), torch.no_grad():
+        assert torch.isfinite(model(**kwargs, use_cache=False).logits).all()
 
 
 def test_per_example_means_equal_a_loop_over_segments():

@@ -25,7 +25,9 @@ def segment_masks(encoder_segment_ids: torch.Tensor, decoder_segment_ids: torch.
                   ) -> Dict[str, torch.Tensor]:
     """The encoder, decoder and cross-attention masks ([B, 1, Q, K], additive, `dtype`) of a packed batch.
 
-    Padding (segment 0) attends to padding only, so no row of a mask is blocked entirely where padding exists.
+    Padding (segment 0) attends to padding only, so no row of the self-attention masks is blocked entirely. A
+    cross-attention row of target padding is blocked entirely when its batch row's input has no padding: its
+    entries are the dtype's (finite) minimum, so it attends to every input token alike, and no real token reads it.
     """
     enc, dec = encoder_segment_ids, decoder_segment_ids
     length = dec.shape[1]
