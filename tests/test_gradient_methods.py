@@ -622,6 +622,16 @@ def test_surgery_per_layer_segments_and_checkpoint_state():
     assert by_tensor.segment_offsets == by_tensor.param_offsets
 
 
+def test_an_fp64_buffer_gives_an_fp64_gram_with_or_without_tasks():
+    # 1 + 2^-30 is 1.0 in fp32: a Gram accumulated or stored in fp32 would lose the 2^-29 of its square
+    x = 1 + 2 ** -30
+    surgery = GradientSurgery("sum", [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], ["a", "b"])
+    assert surgery.gram().dtype == torch.float64 and surgery.gram().shape == (0, 0)
+    surgery.row("b").copy_(torch.tensor([x, 1.0], dtype=torch.float64))
+    gram_b = surgery.gram()
+    assert gram_b.dtype == torch.float64 and gram_b.tolist() == [[x * x + 1.0]]
+
+
 @pytest.mark.parametrize("cfg", [{"method": "mgda"}, {"method": "nashmtl"}, {"method": "cagrad"}, {"method": "mean"},
                                  {"method": "pcgrad", "seed": 2}, {"method": "gradvac", "beta": 0.5, "seed": 2}])
 def test_task_absent_from_the_step_gets_zero_weight_and_others_are_unaffected(cfg):

@@ -156,8 +156,8 @@ class GradientSurgery:
 
     # --- the boundary -----------------------------------------------------------------------------------
     def gram(self) -> torch.Tensor:
-        """fp32 Gram [k, k] (or [K, k, k] for a segmented method) of the k tasks this step holds, in row order
-        (`active`), synchronised over ranks."""
+        """Gram [k, k] (or [K, k, k] for a segmented method) of the k tasks this step holds, in row order
+        (`active`), synchronised over ranks: fp32, fp64 for an fp64 buffer (as `t2t_kernels.gradproj.gram`)."""
         import torch.distributed as dist
 
         distributed = dist.is_available() and dist.is_initialized() and self.distribution != "local"
@@ -170,7 +170,8 @@ class GradientSurgery:
         segments = self.segment_offsets if self.method.segmented else None
         if not self.active:  # no task this step: an all-zero Gram
             shape = (len(self.segment_offsets) - 1, 0, 0) if segments else (0, 0)
-            gram = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            dtype = torch.float64 if self.buffer.dtype == torch.float64 else torch.float32
+            gram = torch.zeros(shape, dtype=dtype, device=self.device)
         else:
             gram = gradproj.gram(rows, segments)
         if distributed and self.distribution == "partitioned" and self.active:
