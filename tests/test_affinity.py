@@ -90,6 +90,26 @@ def test_analyse_finds_the_planted_relations_and_oracle_sets():
                .relations.values() for k in r.values())
 
 
+def test_analyse_with_oracle_needs_every_oracle_run_and_scores_it(tmp_path):
+    scores = {}
+    for setting in transfer.first_phase_settings(SYNTH_TASKS):
+        for seed in range(3):
+            spec = RunSpec.of(setting, seed)
+            scores[spec] = synthetic_run(spec.train_tasks, spec.train_tasks, seed, 1, None, work_dir=tmp_path)
+    assert analyse(SYNTH_TASKS, [0, 1, 2], scores, with_oracle=False).oracle_scores == {}
+    # b's Oracle set {a, b, d} is no first-phase setting: its runs are missing
+    with pytest.raises(RunResultError, match=r"no result for run a\+b\+d-[0-9a-f]{8}-seed0"):
+        analyse(SYNTH_TASKS, [0, 1, 2], scores, with_oracle=True)
+    for seed in range(3):
+        spec = RunSpec.of({"a", "b", "d"}, seed)
+        scores[spec] = synthetic_run(spec.train_tasks, spec.train_tasks, seed, 1, None, work_dir=tmp_path)
+    oracle = analyse(SYNTH_TASKS, [0, 1, 2], scores, with_oracle=True).oracle_scores
+    assert sorted(oracle) == SYNTH_TASKS
+    # 50 + effect(a→b) + effect(d→b) + the setting's shift; the seed offsets −0.5, 0, 0.5 average to 0
+    assert oracle["b"].mean == pytest.approx(50.0 + 10.0 + 8.0 + _shift(("a", "b", "d"), "b"))
+    assert oracle["e"].mean == pytest.approx(50.0 + _shift(("e",), "e"))  # an empty Oracle set is STL
+
+
 def test_first_phase_settings_cover_stl_pairs_all_and_all_but_one():
     settings = transfer.first_phase_settings(["x", "y", "z", "w"])
     assert len(settings) == 4 + 6 + 1 + 4 and len(set(settings)) == len(settings)

@@ -192,8 +192,9 @@ def analyse(tasks: Sequence[str], seeds: Sequence[int], scores: Mapping[RunSpec,
             k: float = DEFAULT_K, with_oracle: bool = True) -> TransferAnalysis:
     """Summarise run scores into µ ± σ per setting and test task, the relations and the Oracle sets.
 
-    `scores` maps each RunSpec to its per-task scores. Oracle scores are filled in when `with_oracle` and
-    every Oracle run is present.
+    `scores` maps each RunSpec to its per-task scores; it must hold every seed's run of every first-phase setting
+    and, with `with_oracle`, of every Oracle set (RunResultError names the first run missing). Without
+    `with_oracle`, `oracle_scores` is empty.
     """
     tasks = list(tasks)
     stl = {t: _stat(scores, stl_setting(t), t, seeds) for t in tasks}
