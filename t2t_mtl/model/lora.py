@@ -223,8 +223,9 @@ def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool
     """Wrap the targeted linear layers of `model` (in place) in `LoRALinear` and freeze everything else but
     the MoE layers, the parameters matching `trainable`, and — with `train_embeddings` — the input embedding
     matrix. Per-task adapters need `task_names` (the training tasks in task-id order) and make the model a
-    `TaskConditionedT5` routed by them. Returns `model`. Raises LoRAConfigError when the targets select no
-    layer, per-task adapters get no task names, or the model has adapters already."""
+    `TaskConditionedT5` routed by them. Returns `model`. Raises LoRAConfigError when a target selects no layer
+    (naming it), a `trainable` fragment matches no parameter name, per-task adapters get no task names, or the
+    model has adapters already."""
     from t2t_mtl.model.moe import MoEFeedForward
 
     cfg = lora if isinstance(lora, LoRAConfig) else LoRAConfig.from_dict(lora)
