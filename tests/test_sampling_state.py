@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2t_mtl.sampling import STRATEGIES, SamplingError, TaskStreams, build_sampler
+from t2t_mtl.sampling import STRATEGIES, EmptyTaskError, SamplingError, TaskStreams, build_sampler
 from t2t_mtl.sampling.streams import resharded_state
 
 SIZES = {"a": 5000, "b": 700, "c": 90, "d": 3}
@@ -219,9 +219,9 @@ def test_streams_cross_epochs_and_resume():
 
 
 def test_streams_errors():
-    with pytest.raises(SamplingError, match="'tiny'"):
+    with pytest.raises(EmptyTaskError, match="'tiny' has 1 rows, fewer than the 2 ranks"):
         TaskStreams({"tiny": 1}, seed=0, rank=0, world_size=2)
-    with pytest.raises(SamplingError, match="'empty'"):
+    with pytest.raises(EmptyTaskError, match="'empty'"):
         TaskStreams({"empty": 0}, seed=0)
     with pytest.raises(SamplingError, match="'nope'"):
         TaskStreams({"x": 3}, seed=0).next_indices("nope", 1)

@@ -22,7 +22,7 @@ class InvalidRateError(SamplingError):
 
 
 class EmptyTaskError(SamplingError):
-    """A task has no training examples (size 0)."""
+    """A task has no training examples (size 0), or fewer than the ranks that share its rows (`TaskStreams`)."""
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:
