@@ -18,7 +18,8 @@ class UnknownParameterError(SamplingError):
 
 
 class InvalidRateError(SamplingError):
-    """A task's rate or size is negative, NaN or infinite, or every rate is zero."""
+    """A task's rate, size or entropy is unusable (negative, NaN, infinite, a size not an integer, a rate that
+    overflows), every rate is zero, or a rate setting (alpha, cap, scale, templates, their caps) is invalid."""
 
 
 class EmptyTaskError(SamplingError):
