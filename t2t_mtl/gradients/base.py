@@ -19,7 +19,9 @@ import numpy as np
 
 
 class GradientMethodError(ValueError):
-    """A gradient-surgery config names an unknown method or option, or a Gram matrix is malformed."""
+    """Gradient surgery cannot run as asked: an unknown method, option or option value, a malformed Gram, unusable
+    tasks, parameters or segments, ranks or a saved state that do not match this run, or a solve without a
+    solution (nashmtl without ridge)."""
 
 
 class GradientMethod:
