@@ -42,7 +42,8 @@ __all__ = ["GradProjInputError", "gram", "combine", "FORCE_TRITON_ENV", "MAX_TRI
 
 
 class GradProjInputError(ValueError):
-    """A tensor handed to `gram`/`combine` has the wrong shape, dtype, device or segment offsets."""
+    """An argument of `gram`/`combine` is unusable (a tensor's shape, dtype or device, the segment offsets,
+    weights, `out`, `scale`, `num_splits`, `force_triton`), or the Triton path it asks for cannot run."""
 
 
 def _use_triton(tensor: torch.Tensor, force_triton: bool | None) -> bool:
