@@ -194,6 +194,23 @@ def test_study_errors_are_clear(tmp_path):
         TransferStudy(["a", "b"], 1, 5, tmp_path / "f", run_fn=forgetful).run(log=lambda m: None)
 
 
+def test_every_key_a_study_run_replaces_is_refused_as_an_override(tmp_path):
+    from t2t_mtl.analysis.engine_run import _run_config, base_config_dict, refuse_study_overrides
+
+    # what _run_config sets for every run (whatever the base config says), listed by hand
+    replaced = {"data.mixture": None, "data.tasks": ["a"], "data.validation_examples": 0, "training.seed": 3,
+                "training.steps": 2, "training.output_dir": str(tmp_path), "training.progress_bar": False,
+                "training.checkpoint_every": 0, "training.keep_checkpoints": 1, "training.plot": False,
+                "training.tensorboard": False, "evaluation.held_out": False, "evaluation.tasks": None}
+    cfg = _run_config(base_config_dict(), ["a"], 3, 2, tmp_path, None).to_dict()
+    for key, value in replaced.items():
+        section, name = key.split(".")
+        assert cfg[section][name] == value, key
+        with pytest.raises(StudyConfigError, match=f"the study sets {section}"):
+            refuse_study_overrides([f"{key}=1"])
+    refuse_study_overrides(["training.learning_rate=0.1", "training.plotting=1"])  # not replaced: allowed
+
+
 def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_training(tmp_path, capsys):
     from t2t_mtl.cli import main
 

@@ -20,7 +20,8 @@ TOKENIZER_DIR = "tokenizer"
 #: config keys each run of a study sets itself (`_run_config`), and the option that sets them where there is one
 STUDY_KEYS = {"data.mixture": "--tasks", "data.tasks": "--tasks", "data.validation_examples": None,
               "training.seed": "--seeds", "training.steps": "--steps", "training.output_dir": "--out",
-              "training.checkpoint_every": None, "training.keep_checkpoints": None, "evaluation": "--eval-examples"}
+              "training.progress_bar": None, "training.checkpoint_every": None, "training.keep_checkpoints": None,
+              "training.plot": None, "training.tensorboard": None, "evaluation": "--eval-examples"}
 
 
 def refuse_study_overrides(overrides: Sequence[str]) -> None:
