@@ -148,6 +148,15 @@ def test_study_runs_resumes_and_writes_outputs(tmp_path):
     assert study.run(log=log.append).ran == [RunSpec.of(["c", "e"], 1)]
 
 
+def test_the_all_but_one_table_is_written_for_three_tasks_or_more_only(tmp_path):
+    tables = {}
+    for tasks in (["a", "b"], ["a", "b", "c"]):
+        TransferStudy(tasks, 1, 5, tmp_path / str(len(tasks)), run_fn=synthetic_run).run(log=lambda m: None)
+        tables[len(tasks)] = (tmp_path / str(len(tasks)) / "transfer.md").read_text()
+    assert "## Transfer" in tables[2] and "## All-but-one" not in tables[2]
+    assert "| test task | STL | −a | −b | −c |" in tables[3]
+
+
 def test_study_shards_split_the_runs_and_any_shard_finishes(tmp_path):
     shard0 = TransferStudy(SYNTH_TASKS, 3, 5, tmp_path, run_fn=synthetic_run).run(shard=(0, 2), log=lambda m: None)
     assert not shard0.complete and len(shard0.ran) == 32 and len(shard0.missing) == 31

@@ -20,7 +20,8 @@ def _cell(stat: Optional[ScoreStat], mark: str = "") -> str:
 
 
 def markdown_table(analysis: TransferAnalysis) -> str:
-    """Two tables (rows: test task): STL, +s for each pair partner s, All, Oracle; then All-but-one (−s).
+    """Tables with a row per test task: STL, +s for each pair partner s, All, Oracle; then, for 3+ tasks (with two,
+    all but one is STL), All-but-one (−s).
 
     ↑/↓ mark a setting that benefits/harms the test task against STL by the study's rule.
     """
