@@ -410,6 +410,21 @@ def test_mean_and_conflict_fraction_count_only_the_steps_a_pair_was_measured_at(
     assert np.diag(mean).tolist() == [1.0] * 3 and np.diag(conflict).tolist() == [0.0] * 3
 
 
+def test_a_cosine_record_without_a_step_is_skipped_and_one_without_its_tasks_is_named(tmp_path):
+    good = {"step": 1, "tasks": ["a", "b"], "grad_cosine": [[1.0, -0.5], [-0.5, 1.0]]}
+    stepless = {"gradient_surgery": {"tasks": ["a", "b"], "grad_cosine": [[1.0, 0.9], [0.9, 1.0]]}}
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(json.dumps(good) + "\n" + json.dumps(stepless) + "\n")
+    series = read_cosine_log(tmp_path)
+    assert series.steps.tolist() == [1] and series.cosines[0, 0, 1] == -0.5
+    log.write_text(json.dumps(good) + "\n" + json.dumps({"step": 2, "grad_cosine": [[1.0]]}) + "\n")
+    with pytest.raises(GradientLogError, match=r"metrics.jsonl:2: grad_cosine must be a \[T\]\[T\] matrix"):
+        read_cosine_log(tmp_path)
+    log.write_text(json.dumps({**good, "grad_cosine": [[1.0, 0.5]]}) + "\n")
+    with pytest.raises(GradientLogError, match=r"metrics.jsonl:1: .*got tasks \['a', 'b'\] and 1 rows"):
+        read_cosine_log(tmp_path)
+
+
 def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     """GradientSurgery.stats() logged through the engine's TrainLogger round-trips to the true cosines."""
     from t2t_mtl.engine.logging import TrainLogger

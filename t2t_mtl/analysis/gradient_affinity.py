@@ -110,8 +110,9 @@ def read_cosine_log(run_dir: str | Path) -> CosineSeries:
     """The per-step task-gradient cosines logged by gradient surgery in a run's JSONL log(s).
 
     A record contributes when it has a `step` and, at its top level or nested, a mapping with
-    `grad_cosine` ([T][T]) and `tasks` (here or in the record). A resumed run's repeated steps keep the
-    last record; an unterminated last line that does not parse (a record a crash cut short) is left out.
+    `grad_cosine` ([T][T]) and `tasks` (here or in the record); one with a step and `grad_cosine` but no `tasks`,
+    or a matrix of another size, raises GradientLogError naming its file and line. A resumed run's repeated steps
+    keep the last record; an unterminated last line that does not parse (a record a crash cut short) is left out.
     Raises GradientLogError naming the files read when no record has cosines. A null or non-finite cosine counts
     as not measured.
     """
