@@ -317,6 +317,16 @@ def _two_models(tmp_path, tokenizer):
     return folders
 
 
+def test_an_out_that_holds_the_inputs_is_written_beside_them_and_leaves_them_as_they_were(tmp_path, t5_tokenizer):
+    folders = _two_models(tmp_path, t5_tokenizer)
+    before = {path: path.read_bytes() for folder in folders for path in Path(folder).iterdir()}
+    assert cli_main(["merge", *folders, "--out", str(tmp_path), "--method", "mean"]) == 0
+    assert {path: path.read_bytes() for path in before} == before
+    merged = T5ForConditionalGeneration.from_pretrained(str(tmp_path)).shared.weight
+    base = T5ForConditionalGeneration.from_pretrained(folders[0]).shared.weight
+    torch.testing.assert_close(merged, base + 1.0)  # the one model's task vector (+1), its mean
+
+
 def test_an_out_that_cannot_be_written_is_a_one_line_error(tmp_path, t5_tokenizer, capsys, locked_folder):
     # was: the PermissionError's traceback and exit code 1, found only after every model was loaded and merged
     folders = _two_models(tmp_path, t5_tokenizer)

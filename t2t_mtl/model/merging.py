@@ -234,7 +234,9 @@ def _dtype(model: Any) -> torch.dtype:
 
 
 def _check_out(out_dir: Union[str, Path], inputs: Sequence[Union[str, Path]]) -> None:
-    """Refuse an output folder that is one of the inputs, holds one, or lies inside a run's checkpoints."""
+    """Refuse an output folder that is one of the inputs (or the run a checkpoint input belongs to), lies inside
+    one, or lies inside a run's checkpoints. A folder holding an input is accepted: the merge writes its own files
+    at the folder's top level and leaves the input's folder as it is."""
     out = Path(out_dir).resolve()
     for path in inputs:
         source = Path(path).resolve()
