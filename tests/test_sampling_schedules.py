@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from t2t_mtl.sampling import SamplingError, annealed_alpha, build_sampler, dynamic_alpha
+from t2t_mtl.sampling import SamplingError, annealed_alpha, build_sampler, dynamic_alpha, rates_over_epochs
 
 SIZES = {"a": 100_000, "b": 10_000, "c": 500}
 N = np.array(list(SIZES.values()), dtype=np.float64)
@@ -77,3 +77,15 @@ def test_schedule_logs_the_new_rates_at_each_whole_epoch(caplog):
         assert not caplog.records  # same whole epoch: same rates
         sampler.set_epoch(1.0)
     assert len(caplog.records) == 1 and "epoch 1" in caplog.text and "realised" in caplog.text
+
+
+def test_rates_over_epochs_follow_the_schedule_and_refuse_no_epochs_as_a_sampling_error():
+    # annealed over E = 3: alpha 1, 1 / (1 - 0.4) = 5/3, 5 at epochs 0, 1, 2; p ∝ n^(1/alpha)
+    sizes = {"a": 900, "b": 100}
+    table = rates_over_epochs({"strategy": "annealed", "epochs": 3}, sizes, 3, draws=0)
+    for epoch, alpha in enumerate((1.0, 5 / 3, 5.0)):
+        rates = {t: n ** (1 / alpha) for t, n in sizes.items()}
+        assert table["probabilities"]["a"][epoch] == pytest.approx(rates["a"] / sum(rates.values()))
+    assert table["epochs"] == [0, 1, 2] and table["realised"] == {"a": [], "b": []}
+    with pytest.raises(SamplingError, match="epochs must be >= 1, got 0"):  # was a bare ValueError
+        rates_over_epochs({"strategy": "uniform"}, sizes, 0)

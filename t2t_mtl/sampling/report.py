@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from t2t_mtl.sampling.errors import SamplingError
 from t2t_mtl.sampling.factory import build_sampler
 
 
@@ -15,7 +16,7 @@ def rates_over_epochs(config: Mapping[str, Any], task_sizes: Mapping[str, int], 
     "realised": {task: [share per epoch]} (empty lists when draws is 0)}.
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise SamplingError(f"epochs must be >= 1, got {epochs}")
     sampler = build_sampler(config, task_sizes, seed=seed)
     probabilities = {t: [] for t in sampler.tasks}
     realised = {t: [] for t in sampler.tasks}
