@@ -19,8 +19,9 @@ Member = Union[str, Task, "Mixture"]
 
 
 def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0) -> Callable[[Task], float]:
-    """Examples-proportional rate: `scale · min(num_rows(split), maximum)`; `maximum` None: no cap (a cap must be
-    positive: seqio reads 0 as no cap, `min` would make every rate 0)."""
+    """Examples-proportional rate: `min(scale · num_rows(split), maximum)`, seqio's `mixing_rate_num_examples` order
+    (scale, then cap; as `sampling.scale` with `sampling.maximum`); `maximum` None: no cap (a cap must be positive:
+    seqio reads 0 as no cap, `min` would make every rate 0)."""
     if maximum is not None and not maximum > 0:
         raise TaskDefinitionError(f"rate_num_examples: maximum must be a positive number of examples (None for no "
                                   f"cap), got {maximum!r}")
@@ -37,8 +38,8 @@ class _ExamplesRate:
         if not isinstance(task, Task):
             raise TaskDefinitionError(f"{self!r} rates tasks by their size, not the mixture {task.name!r}; "
                                       f"give the mixture a number as its rate")
-        n = task.num_rows(self.split)
-        return self.scale * float(min(n, self.maximum) if self.maximum is not None else n)
+        rate = self.scale * float(task.num_rows(self.split))
+        return min(rate, float(self.maximum)) if self.maximum is not None else rate
 
     def __repr__(self) -> str:
         return f"rate_num_examples(maximum={self.maximum}, split={self.split!r}, scale={self.scale})"

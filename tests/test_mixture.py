@@ -193,7 +193,7 @@ def test_a_mixture_of_examples_proportional_rates_pickles(registry):
         task_registry.register_task(_task(name, rows=rows))
     mixture = pickle.loads(pickle.dumps(Mixture("mx_prop", ["mx_a", "mx_b", "mx_c"],
                                                 default_rate=rate_num_examples(maximum=40, scale=0.5))))
-    assert mixture.flatten() == {"mx_a": 5.0, "mx_b": 15.0, "mx_c": 20.0}  # 0.5 · min(rows, 40)
+    assert mixture.flatten() == {"mx_a": 5.0, "mx_b": 15.0, "mx_c": 30.0}  # min(0.5 · rows, 40)
     assert repr(rate_num_examples(40)) == "rate_num_examples(maximum=40, split='train', scale=1.0)"
 
 
@@ -260,3 +260,14 @@ def test_a_preprocessor_entry_with_two_kinds_is_refused():
 
     with pytest.raises(TaskDefinitionError, match="expected one of .* as the only key"):
         from_config({"filter": "x > 1", "rename": {"a": "b"}})
+
+
+def test_rate_num_examples_scales_before_the_cap_as_seqio(registry):
+    # seqio's mixing_rate_num_examples: rate = n · scale, then min(rate, maximum); scaling a capped count would
+    # give a big task scale · maximum (here 2 · 40 = 80) and let a cap be exceeded
+    for name, rows in (("sc_small", 10), ("sc_big", 100)):
+        task_registry.register_task(_task(name, rows=rows))
+    up = Mixture("sc_up", ["sc_small", "sc_big"], default_rate=rate_num_examples(maximum=40, scale=2.0))
+    assert up.flatten() == {"sc_small": 20.0, "sc_big": 40.0}
+    down = Mixture("sc_down", ["sc_small", "sc_big"], default_rate=rate_num_examples(maximum=40, scale=0.25))
+    assert down.flatten() == {"sc_small": 2.5, "sc_big": 25.0}  # 0.25 · 100 is under the cap
