@@ -220,6 +220,22 @@ def test_thompson_with_target_credits_homogeneous_draws_across_a_resume():
     np.testing.assert_allclose(resumed.beta, [1 + second.count(t) / 20 for t in sizes], rtol=1e-12)
 
 
+def test_thompson_with_target_keeps_the_draws_of_an_update_without_the_target():
+    # validation leaves a non-finite target score out (finite_validation): the target's next improvement, measured
+    # from its last score, is credited to every draw since that score, not only to those after the gap
+    sizes = {"primary": 100, "helper": 100, "noise": 100}
+    sampler = build_sampler({"strategy": "bandit_thompson", "target": "primary"}, sizes, seed=5)
+    sampler.update({"val_score": {"primary": 0.0, "helper": 0.0}})
+    before = [sampler.next_task() for _ in range(10)]
+    sampler.update({"val_score": {"helper": 1.0}})  # the target's score is missing this time
+    np.testing.assert_array_equal(sampler.alpha, [1.0, 1.0, 1.0])  # nothing credited yet
+    after = [sampler.next_task() for _ in range(6)]
+    sampler.update({"val_score": {"primary": 1.0, "helper": 1.0}})  # a win over 0.0, shared by all 16 draws
+    drawn = before + after
+    np.testing.assert_allclose(sampler.alpha, [1 + drawn.count(t) / 16 for t in sizes], rtol=1e-12)
+    np.testing.assert_array_equal(sampler.beta, [1.0, 1.0, 1.0])
+
+
 def test_worst_task_first_tchebycheff_weights():
     sizes = {"a": 10, "b": 10, "c": 10}
     sampler = build_sampler({"strategy": "worst_task"}, sizes, seed=0)

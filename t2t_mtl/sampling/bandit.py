@@ -119,9 +119,12 @@ class ThompsonBanditSampler(_FeedbackSampler):
         self._updates = 0
 
     def _on_update(self, stats: Mapping[str, Any]) -> bool:
+        had_baseline = self.target in self.last_scores
         rewards = self._rewards(stats)
         if rewards is None:
             return False
+        if self.target is not None and had_baseline and self.target not in rewards:
+            return False  # no target score (a non-finite one left out): its next win/loss credits these draws
         drawn = np.array(self._drawn, dtype=np.float64) - np.array(self._drawn_at_update, dtype=np.float64)
         self._drawn_at_update = list(self._drawn)
         if self.target is None:
