@@ -378,6 +378,21 @@ def test_capacity_settings_under_task_routing_are_warned_about():
     assert not any("model.moe" in w for w in warnings(routing="task"))
 
 
+def test_moe_task_names_other_than_the_runs_are_refused():
+    # was: the run replaced a given model.moe.task_names by its own task list, with no word
+    from t2t_mtl.engine.trainer import check_run_config
+
+    def cfg(**moe):
+        return C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": {"routing": "task", **moe}},
+                                   "tokenizer": {"path": "tok"}, "data": {"tasks": ["parity", "count_word"]}})
+
+    with pytest.raises(C.ConfigError, match=r"model.moe.task_names \['count_word', 'parity'\] is not this run's "
+                                            r"task list \['parity', 'count_word'\].*remove model.moe.task_names"):
+        check_run_config(cfg(task_names=["count_word", "parity"]))
+    check_run_config(cfg(task_names=["parity", "count_word"]))  # the run's own list: nothing replaced
+    check_run_config(cfg())
+
+
 def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
     # at size-based rates, with no word that the rates given went unused

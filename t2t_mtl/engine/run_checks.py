@@ -199,6 +199,11 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
         from t2t_mtl.engine.validation import evaluation_plan
         from t2t_mtl.model.moe import MoEConfig
 
+        given = cfg.model.moe.get("task_names")
+        if given is not None and given != list(task_names):  # the run's own list replaces it
+            raise ConfigError(f"model.moe.task_names {given!r} is not this run's task list {list(task_names)}: the "
+                              f"run fills it in itself (task ids index the training tasks in data.tasks' or the "
+                              f"mixture's order), so remove model.moe.task_names")
         moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
         unseen = [name for name in evaluation_plan(cfg)[0] if name not in task_names]
         if moe.routing != "token" and moe.unseen_task_routing == "error" and unseen:
