@@ -378,6 +378,21 @@ def test_capacity_settings_under_task_routing_are_warned_about():
     assert not any("model.moe" in w for w in warnings(routing="task"))
 
 
+def test_unseen_task_routing_under_token_routing_is_warned_about():
+    # was: token routing never reads task ids, so unseen_task_routing (even `error`) did nothing, with no word
+    from t2t_mtl.engine.trainer import config_warnings
+
+    def warnings(**moe):
+        return [w for w in config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": moe},
+                                                               "data": {"mixture": "m"}})) if "model.moe" in w]
+
+    assert warnings(unseen_task_routing="error") == warnings(routing="token", unseen_task_routing="mean") == [
+        "model.moe.unseen_task_routing: routing token picks each token's experts by its own router, whatever its "
+        "task, so it has no effect (it applies to routing task and hybrid)"]
+    assert warnings(routing="task", unseen_task_routing="error") == []
+    assert warnings(routing="hybrid", unseen_task_routing="mean") == warnings(routing="token") == []
+
+
 def test_moe_task_names_other_than_the_runs_are_refused():
     # was: the run replaced a given model.moe.task_names by its own task list, with no word
     from t2t_mtl.engine.trainer import check_run_config

@@ -108,6 +108,9 @@ def config_warnings(cfg: Config) -> List[str]:
         out.append(f"model.moe.{', model.moe.'.join(capacity_keys)}: routing task sends every token of a task to "
                    f"its experts with no capacity limit, so {'it has' if len(capacity_keys) == 1 else 'they have'} "
                    f"no effect")
+    if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
+        out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
+                   "whatever its task, so it has no effect (it applies to routing task and hybrid)")
     if t.warmup >= t.steps:
         out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
                    f"warm-up")
