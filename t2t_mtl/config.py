@@ -632,6 +632,9 @@ def validate_values(cfg: Config) -> None:
     if d.mixture is None and not d.tasks:
         raise ConfigError("no training data: set data.mixture (a registered mixture name) or data.tasks "
                           "(a list of task names or a {task: rate} mapping)")
+    if d.templates is not None and not d.templates:  # (every task would refuse it, once its data is read)
+        raise ConfigError("config key 'data.templates' is an empty list: name the templates to train with, or set "
+                          "it to null for every template of each task")
     if isinstance(d.tasks, dict):
         for name, rate in d.tasks.items():
             if not 0 < rate < math.inf:

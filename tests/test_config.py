@@ -206,6 +206,8 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
      r"deepspeed.zero_stage .*ignored.*deepspeed.config"),
     ({"data": {"mixture": "m"}, "deepspeed": {"config": "ds.json", "zero_stage": 3, "offload_param": True}},
      r"deepspeed.zero_stage, deepspeed.offload_param .*ignored"),
+    # was accepted: every task refused the empty selection only once its data was read, without naming the key
+    ({"data": {"mixture": "m", "templates": []}}, r"'data.templates' is an empty list.*null for every template"),
 ])
 def test_bad_values(data, expected):
     if "model" not in data:
