@@ -635,6 +635,10 @@ def validate_values(cfg: Config) -> None:
     if d.templates is not None and not d.templates:  # (every task would refuse it, once its data is read)
         raise ConfigError("config key 'data.templates' is an empty list: name the templates to train with, or set "
                           "it to null for every template of each task")
+    repeated = sorted({name for name in d.templates or () if d.templates.count(name) > 1})
+    if repeated:  # (a repeated name would be drawn that many times as often as the others)
+        raise ConfigError(f"config key 'data.templates' names {', '.join(repeated)} more than once: list each "
+                          f"template once (a task's rows are spread evenly over its templates)")
     if isinstance(d.tasks, dict):
         for name, rate in d.tasks.items():
             if not 0 < rate < math.inf:
