@@ -397,6 +397,25 @@ def test_unseen_task_routing_under_token_routing_is_warned_about():
     assert warnings(routing="hybrid", unseen_task_routing="mean") == warnings(routing="token") == []
 
 
+def test_tokenizer_training_options_beside_a_loaded_tokenizer_are_warned_about():
+    # was: a run with tokenizer.path (or a pretrained model's own tokenizer) ignored tokenizer.train, with no word
+    from t2t_mtl.engine.trainer import config_warnings
+
+    def warnings(model=None, **tokenizer):
+        return [w for w in config_warnings(C.config_from_dict({"model": model or {"dims": {"d_model": 8}},
+                                                               "tokenizer": tokenizer, "data": {"mixture": "m"}}))
+                if "tokenizer" in w]
+
+    assert warnings(path="tok", train={"vocab_size": 300}) == [
+        "tokenizer.train is set, but the run loads the tokenizer of tokenizer.path ('tok') and trains none, so it "
+        "has no effect"]
+    assert warnings({"name_or_path": "t5-small"}, train={"vocab_size": 512, "max_examples_per_task": 10}) == [
+        "tokenizer.train is set, but the run loads the tokenizer of model.name_or_path ('t5-small') and trains none, "
+        "so it has no effect"]
+    assert warnings(train={"vocab_size": 300}) == warnings(path="tok") == []  # trained here / the defaults
+    assert warnings({"name_or_path": "t5-small"}) == []
+
+
 def test_moe_task_names_other_than_the_runs_are_refused():
     # was: the run replaced a given model.moe.task_names by its own task list, with no word
     from t2t_mtl.engine.trainer import check_run_config
