@@ -416,6 +416,26 @@ def test_tokenizer_training_options_beside_a_loaded_tokenizer_are_warned_about()
     assert warnings({"name_or_path": "t5-small"}) == []
 
 
+def test_batching_settings_the_chosen_batching_does_not_use_are_warned_about():
+    # was: pad_to_longest / pad_to_max draw one micro-batch at a time and pad_to_max pads to the maximum lengths,
+    # so data.bucket_batches (and under pad_to_max data.pad_to_multiple_of) did nothing, with no word
+    from t2t_mtl.engine.trainer import config_warnings
+
+    def warnings(**data):
+        cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": "m", **data}})
+        return [w for w in config_warnings(cfg) if "data." in w]
+
+    assert warnings(batching="pad_to_longest", bucket_batches=4) == [
+        "data.bucket_batches: data.batching pad_to_longest does not use it, so it has no effect"]
+    assert warnings(batching="pad_to_max", bucket_batches=2, pad_to_multiple_of=16) == [
+        "data.bucket_batches and data.pad_to_multiple_of: data.batching pad_to_max does not use them, so they have "
+        "no effect"]
+    assert warnings(batching="pad_to_longest", pad_to_multiple_of=16) == []  # rounds each batch's width up
+    assert warnings(batching="bucket", bucket_batches=4, pad_to_multiple_of=16) == []
+    assert warnings(batching="pack", bucket_batches=4, pad_to_multiple_of=16) == []
+    assert warnings(batching="pad_to_max") == []  # the defaults
+
+
 def test_moe_task_names_other_than_the_runs_are_refused():
     # was: the run replaced a given model.moe.task_names by its own task list, with no word
     from t2t_mtl.engine.trainer import check_run_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from t2t_mtl.config import Config, ConfigError, TokenizerConfig, check_model_source, tokenizer_source
+from t2t_mtl.config import Config, ConfigError, DataConfig, TokenizerConfig, check_model_source, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
@@ -111,6 +111,13 @@ def config_warnings(cfg: Config) -> List[str]:
     if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
         out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
                    "whatever its task, so it has no effect (it applies to routing task and hybrid)")
+    d, defaults = cfg.data, DataConfig()
+    idle = [key for key, batchings in (("bucket_batches", ("bucket", "pack")),
+                                       ("pad_to_multiple_of", ("bucket", "pack", "pad_to_longest")))
+            if getattr(d, key) != getattr(defaults, key) and d.batching not in batchings]
+    if idle:
+        out.append(f"data.{' and data.'.join(idle)}: data.batching {d.batching} does not use "
+                   f"{'it' if len(idle) == 1 else 'them'}, so {'it has' if len(idle) == 1 else 'they have'} no effect")
     source = tokenizer_source(cfg)
     if source is not None and cfg.tokenizer.train != TokenizerConfig().train:
         key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
