@@ -436,6 +436,21 @@ def test_batching_settings_the_chosen_batching_does_not_use_are_warned_about():
     assert warnings(batching="pad_to_max") == []  # the defaults
 
 
+def test_validate_examples_without_periodic_validation_is_warned_about():
+    # was: training.validate_examples sizes only the periodic validation; with validate_every 0 it did nothing
+    from t2t_mtl.engine.trainer import config_warnings
+
+    def warnings(**training):
+        cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": "m"},
+                                  "training": {"steps": 10, **training}})
+        return [w for w in config_warnings(cfg) if "validate_examples" in w]
+
+    assert warnings(validate_examples=100) == [
+        "training.validate_examples (100) sizes the periodic validation, which training.validate_every 0 turns off, "
+        "so it has no effect (the held-in score at the end reads data.validation_examples)"]
+    assert warnings(validate_examples=100, validate_every=5) == warnings() == []
+
+
 def test_moe_task_names_other_than_the_runs_are_refused():
     # was: the run replaced a given model.moe.task_names by its own task list, with no word
     from t2t_mtl.engine.trainer import check_run_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from t2t_mtl.config import Config, ConfigError, DataConfig, TokenizerConfig, check_model_source, tokenizer_source
+from t2t_mtl.config import Config, ConfigError, DataConfig, TokenizerConfig, TrainingConfig, check_model_source, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
@@ -130,6 +130,10 @@ def config_warnings(cfg: Config) -> List[str]:
         idle = [key for key, on in (("keep_best", t.keep_best), ("early_stopping", t.early_stopping)) if on]
         out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
                    f"validation runs" + (f", so training.{' and training.'.join(idle)} never act" if idle else ""))
+    if t.validate_every == 0 and t.validate_examples != TrainingConfig().validate_examples:
+        out.append(f"training.validate_examples ({t.validate_examples}) sizes the periodic validation, which "
+                   f"training.validate_every 0 turns off, so it has no effect (the held-in score at the end reads "
+                   f"data.validation_examples)")
     from t2t_mtl.engine.validation import evaluation_every
 
     every = evaluation_every(cfg)
