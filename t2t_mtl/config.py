@@ -607,6 +607,10 @@ def _validate_model(model: ModelConfig) -> None:
     _check_dims(model.dims)
     if model.name_or_path is None and not model.dims:
         raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
+    if model.moe == {}:  # (every consumer reads an empty section as no MoE)
+        raise ConfigError("config key 'model.moe' is an empty mapping, which would build no MoE layers: give its "
+                          "keys (e.g. {num_experts: 8, top_k: 2}; the others take their defaults), or null for a dense "
+                          "model")
     every = model.activation_checkpointing
     if not isinstance(every, bool) and every < 1:
         raise ConfigError(f"config key 'model.activation_checkpointing' must be true, false or an integer N >= 1 "

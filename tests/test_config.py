@@ -207,6 +207,9 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     ({"data": {"mixture": "m"}, "deepspeed": {"config": "ds.json", "zero_stage": 3, "offload_param": True}},
      r"deepspeed.zero_stage, deepspeed.offload_param .*ignored"),
     # was accepted: every task refused the empty selection only once its data was read, without naming the key
+    # was accepted: an empty model.moe built a dense model, with no word (model.lora: {} is LoRA's defaults)
+    ({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}, "moe": {}}},
+     r"'model.moe' is an empty mapping.*give its keys.*or null for a dense model"),
     ({"data": {"mixture": "m", "templates": []}}, r"'data.templates' is an empty list.*null for every template"),
     # was accepted: a template named twice was drawn for 2/3 of the rows of a task with two templates
     ({"data": {"mixture": "m", "templates": ["a", "b", "a"]}}, r"'data.templates' names a more than once"),
