@@ -647,6 +647,9 @@ def validate_values(cfg: Config) -> None:
         for name, rate in d.tasks.items():
             if not 0 < rate < math.inf:
                 raise ConfigError(f"data.tasks.{name}: rate must be a finite number > 0, got {rate}")
+    if cfg.gradient_surgery == {}:  # (read as no surgery, though options without a method are refused)
+        raise ConfigError("config key 'gradient_surgery' is an empty mapping, which would apply no surgery: give its "
+                          "method (e.g. {method: pcgrad}), or null for none")
     ds = cfg.deepspeed
     ignored = [f"deepspeed.{key}" for key, value in (("zero_stage", ds.zero_stage != 0),
                ("offload_optimizer", ds.offload_optimizer), ("offload_param", ds.offload_param)) if value]

@@ -210,6 +210,8 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     # was accepted: an empty model.moe built a dense model, with no word (model.lora: {} is LoRA's defaults)
     ({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}, "moe": {}}},
      r"'model.moe' is an empty mapping.*give its keys.*or null for a dense model"),
+    # was accepted: read as no surgery with no word, while options without a method were refused
+    ({"data": {"mixture": "m"}, "gradient_surgery": {}}, r"'gradient_surgery' is an empty mapping.*give its method"),
     ({"data": {"mixture": "m", "templates": []}}, r"'data.templates' is an empty list.*null for every template"),
     # was accepted: a template named twice was drawn for 2/3 of the rows of a task with two templates
     ({"data": {"mixture": "m", "templates": ["a", "b", "a"]}}, r"'data.templates' names a more than once"),
