@@ -306,9 +306,22 @@ def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, _path: tupl
             out[key] = replaced
         elif isinstance(value, Mapping) and isinstance(out.get(key), dict) and not whole:
             out[key] = deep_merge(out[key], value, _path=(*_path, key))
+        elif isinstance(value, _EntrySets) and isinstance(out.get(key), list) and out[key]:
+            raise ConfigError(_entries_over_a_list((*_path, key), out[key], value))
         else:
             out[key] = copy.deepcopy(dict(value) if isinstance(value, _EntrySets) else value)
     return out
+
+
+def _entries_over_a_list(path: tuple, listed: List[Any], entries: Mapping[str, Any]) -> str:
+    """Why dotted `--set` entries cannot go into a lower layer's list (`data.tasks: [a, b]`): as a mapping of just
+    those entries they would drop the list's other names."""
+    key = ".".join(map(str, path))
+    whole = {**{name: 1 for name in listed}, **entries}
+    example = ", ".join(f"{name}: {rate}" for name, rate in whole.items())
+    return (f"--set {key}.{next(iter(entries))}=...: {key} is a list in the lower layers "
+            f"({', '.join(map(str, listed))}), so setting single rates would replace it by {dict(entries)} and drop "
+            f"the rest: give the whole selection with its rates, e.g. --set '{key}={{{example}}}'")
 
 
 #: the schema's sections; one left empty in a layer (`training:` with every key commented out) sets nothing

@@ -62,6 +62,13 @@ def test_a_layers_data_tasks_replaces_the_base_selection_whole(tmp_path):
         "a": 1, "b": 3, "c.d": 1}
     assert C.load_config(child, ["data.tasks.b=3"]).data.tasks == {"c": 2, "b": 3}
     assert C.load_config(child).to_yaml()  # plain mappings in the resolved config
+    # was: over a list the entries became the whole selection, so `data.tasks.b=3` over [a, b] trained b alone
+    listed = write(tmp_path / "listed.yaml", {"base": "base.yaml", "data": {"tasks": ["a", "b"]}})
+    with pytest.raises(C.ConfigError, match=r"--set data.tasks.b=\.\.\.: data.tasks is a list in the lower layers "
+                                            r"\(a, b\), so setting single rates would replace it by \{'b': 3\} and "
+                                            r"drop the rest: .* --set 'data.tasks=\{a: 1, b: 3\}'"):
+        C.load_config(listed, ["data.tasks.b=3"])
+    assert C.load_config(listed, ["data.tasks={a: 1, b: 3}"]).data.tasks == {"a": 1, "b": 3}
 
 
 def test_an_empty_section_in_a_layer_keeps_the_base_section(tmp_path):
