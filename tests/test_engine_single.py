@@ -235,6 +235,37 @@ def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_j
     assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (2, 1, 4)
 
 
+def test_training_betas_and_clip_shape_the_engines_steps_as_torchs_adamw_and_clip_grad_norm():
+    # no test set training.betas, and training.clip was only looked up in the generated JSON: here both change the
+    # steps, against AdamW(betas) after clip_grad_norm_ (and the unclipped steps differ, so the clip is in effect)
+    from t2t_mtl.engine.distributed import init_distributed
+
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "training": {"micro_batch_size": 4, "lr": 0.05, "betas": [0.5, 0.6], "clip": 0.05,
+                                         "precision": "fp32", "schedule": "constant"}})
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    clipped, unclipped = copy.deepcopy(model), copy.deepcopy(model)
+    optimizers = {net: torch.optim.AdamW(net.parameters(), lr=0.05, betas=(0.5, 0.6), eps=1e-8, weight_decay=0.0)
+                  for net in (clipped, unclipped)}
+    init_distributed()
+    engine = trainer_mod.initialize_deepspeed(model, build_deepspeed_config(cfg, world_size=1), cfg)
+    for _ in range(3):
+        x = torch.randn(4, 6)
+        engine.backward(engine(x).pow(2).mean())
+        engine.step()
+        for net, optimizer in optimizers.items():
+            net(x).pow(2).mean().backward()
+            if net is clipped:
+                assert torch.nn.utils.clip_grad_norm_(net.parameters(), 0.05) > 0.05  # the clip acts
+            optimizer.step()
+            optimizer.zero_grad()
+    for ours, theirs, free in zip(model.parameters(), clipped.parameters(), unclipped.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(theirs, free, atol=1e-4) for theirs, free in zip(clipped.parameters(),
+                                                                                   unclipped.parameters()))
+
+
 def _step_beside(engine, reference: torch.nn.Module, plain: torch.optim.Optimizer, steps: int) -> None:
     """Train the engine and a plain-PyTorch `reference` with `plain` on the same random [4, 6] batches."""
     for _ in range(steps):
