@@ -108,6 +108,9 @@ def test_an_unknown_evaluation_task_names_the_key():
 @pytest.mark.parametrize("settings, message", [
     ({"scoring": "generate", "length_normalize": True}, "evaluation.length_normalize .* no effect with"),
     ({"scoring": "rank", "num_beams": 4}, "evaluation.num_beams .* no effect with"),
+    # was accepted and ignored, though `t2t-mtl eval` refuses --max-new-tokens with --scoring rank
+    ({"scoring": "rank", "max_new_tokens": 8}, "evaluation.max_new_tokens limits generation; it has no effect with "
+                                               "evaluation.scoring: rank"),
 ])
 def test_evaluation_settings_the_scoring_would_ignore_are_refused(settings, message):
     # were accepted and ignored (the eval command refuses the same options)

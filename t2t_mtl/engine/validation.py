@@ -269,6 +269,7 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         refuse_unknown_held_out_clusters(cfg.data.held_out_clusters)
         for cluster in cfg.data.held_out_clusters:
             names.extend(n for n in task_registry.list_tasks(cluster=cluster) if n not in names)
+    bounded = "max_new_tokens" in section  # (given, not the default from data.max_target_length)
     section.setdefault("max_input_length", cfg.data.max_input_length)
     section.setdefault("max_new_tokens", cfg.data.max_target_length)
     section.setdefault("seed", cfg.training.seed)
@@ -282,6 +283,9 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     if settings.num_beams > 1 and settings.scoring == "rank":
         raise ConfigError("evaluation.num_beams sets the beam width of generation; it has no effect with "
                           "evaluation.scoring: rank")
+    if bounded and settings.scoring == "rank":
+        raise ConfigError("evaluation.max_new_tokens limits generation; it has no effect with evaluation.scoring: "
+                          "rank")
     for name in names if settings.split is not None else ():  # found now, not after training
         splits = list(task_registry.get_task(name).splits)
         if settings.split not in splits:
