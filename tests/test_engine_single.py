@@ -1217,6 +1217,20 @@ def test_a_pretrained_model_without_tokenizer_path_trains_with_its_own_tokenizer
         train(cfg)
 
 
+def test_a_tokenizer_too_small_for_the_mixtures_characters_names_the_config_key(tmp_path, cache):
+    # was: "train_tokenizer: SentencePiece could not train a 5-piece model ... Raise vocab_size", no config key
+    import task_registry
+
+    from t2t_mtl.engine.distributed import init_distributed
+
+    task_registry.load_builtin_tasks()
+    cfg = config_from_dict(tiny_config(tmp_path / "run", tmp_path / "unused", cache,
+                                       tokenizer={"path": None, "train": {"vocab_size": 5}}))
+    with pytest.raises(ConfigError, match=r"^tokenizer.train.vocab_size 5: train_tokenizer: SentencePiece could not "
+                                          r"train a 5-piece model .* Raise vocab_size"):
+        trainer_mod.prepare_tokenizer(cfg, tmp_path / "run", TASKS, init_distributed())
+
+
 @pytest.mark.parametrize("kind", ["t5", "mt5"])
 def test_the_special_ids_check_reads_a_pretrained_config_once(tmp_path, monkeypatch, kind):
     # was: read three times (the T5 check, T5Config.from_pretrained, then the mT5 check), for the same config

@@ -36,7 +36,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
     read it (a configured folder may change later). A `fresh` run copies the configured tokenizer or trains one
     anew (over what a run that died before its first checkpoint left, which may have other tasks or options); a
     resumed one reads its own copy."""
-    from t2t_mtl.tokenizer import load_tokenizer, train_tokenizer
+    from t2t_mtl.tokenizer import TokenizerTrainingError, load_tokenizer, train_tokenizer
 
     out = run_dir / "tokenizer"
     source = tokenizer_source(cfg)
@@ -68,7 +68,10 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
 
         tmp = run_dir / ".tmp-tokenizer"
         shutil.rmtree(tmp, ignore_errors=True)
-        train_tokenizer(texts(), tmp, vocab_size=vocab_size)
+        try:
+            train_tokenizer(texts(), tmp, vocab_size=vocab_size)
+        except TokenizerTrainingError as err:  # (the mixture's texts decide which sizes train)
+            raise ConfigError(f"tokenizer.train.vocab_size {vocab_size}: {err}") from None
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     barrier()
