@@ -291,6 +291,22 @@ def test_padding_takes_no_capacity_and_no_part_in_the_aux_losses(routing):
         assert torch.equal(counts, want_aux[name][2]), name
 
 
+def test_eval_capacity_factor_is_the_capacity_in_eval_mode_and_capacity_factor_in_training():
+    # no test changed eval_capacity_factor: capacity_factor 0.25 keeps max(ceil(N/4 · 0.25), 1) = 1 row per expert,
+    # 4 of the 15 encoder (12 decoder) tokens; eval_capacity_factor 4 keeps ceil(N/4 · 4) = N rows: nothing dropped
+    moe = convert_to_moe(_dense(seed=2), {"num_experts": 4, "top_k": 1, "every": 1, "upcycle": False,
+                                          "capacity_factor": 0.25, "eval_capacity_factor": 4.0, "min_capacity": 1,
+                                          "backend": "reference"})
+    ids, labels = _batch(b=3, src=5, tgt=4, seed=4)
+    moe.train()(input_ids=ids, labels=labels)
+    tokens = {"encoder": 15, "decoder": 12}
+    for name, block in moe_blocks(moe):
+        n = tokens[name.split(".")[0]]
+        assert block.aux["dropped"] >= (n - 4) / n - 1e-9, name
+    moe.eval()(input_ids=ids, labels=labels)
+    assert all(block.aux["dropped"] == 0 for _, block in moe_blocks(moe))
+
+
 @pytest.mark.parametrize("own_eos", [False, True])
 def test_greedy_generation_routes_no_token_of_a_finished_sequence(own_eos):
     # was: in a batch, the pad tokens fed to sequences that had ended were routed like real tokens (all alike, so
