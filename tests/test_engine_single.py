@@ -1217,6 +1217,32 @@ def test_a_pretrained_model_without_tokenizer_path_trains_with_its_own_tokenizer
         train(cfg)
 
 
+def test_training_num_threads_sets_torchs_threads_before_the_data_is_read(tmp_path, tok, cache, monkeypatch,
+                                                                          one_torch_thread):
+    # no test looked at torch's threads after a run set training.num_threads
+    class Read(Exception):
+        pass
+
+    seen = []
+    monkeypatch.setattr(trainer_mod, "build_task_streams",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or (_ for _ in ()).throw(Read()))
+    with pytest.raises(Read):
+        train(tiny_config(tmp_path / "run", tok, cache, training={"num_threads": 2}))
+    assert seen == [2]
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_training_progress_bar_shows_a_bar_of_the_steps_on_stderr(tmp_path, tok, cache, capsys, bar):
+    # no test set training.progress_bar true: the tiny configs turn it off
+    from t2t_mtl.engine.distributed import init_distributed
+
+    cfg = config_from_dict(tiny_config(tmp_path / "run", tok, cache, training={"progress_bar": bar, "steps": 7}))
+    logger = trainer_mod.start_logging(cfg, tmp_path / "run", init_distributed(), None, 0, None, None)
+    logger.close()
+    err = capsys.readouterr().err
+    assert ("train:" in err and "/7" in err) is bar, err
+
+
 def test_a_tokenizer_too_small_for_the_mixtures_characters_names_the_config_key(tmp_path, cache):
     # was: "train_tokenizer: SentencePiece could not train a 5-piece model ... Raise vocab_size", no config key
     import task_registry
