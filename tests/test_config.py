@@ -463,6 +463,33 @@ def test_validate_examples_without_periodic_validation_is_warned_about():
     assert warnings(validate_examples=100, validate_every=5) == warnings() == []
 
 
+def test_training_settings_a_deepspeed_config_replaces_are_warned_about():
+    # was: a whole deepspeed.config JSON, or deepspeed.extra's scheduler / optimizer params / gradient_clipping, took
+    # the place of training.lr, betas, weight_decay, clip, schedule, warmup set beside them, with no word
+    from t2t_mtl.engine.trainer import config_warnings
+
+    def warnings(extra=None, config=None, **training):
+        cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": "m"}, "training": training,
+                                  "deepspeed": {"config": config, "extra": extra or {}}})
+        return [w for w in config_warnings(cfg) if w.startswith("training.")]
+
+    assert warnings(config="ds.json", lr=0.05, warmup=10, seed=3) == [
+        "training.lr, training.warmup: deepspeed.config names a whole DeepSpeed JSON, used as is (its optimizer, "
+        "scheduler and clipping), so they have no effect"]
+    assert warnings(config="ds.json") == []
+    assert warnings({"scheduler": {"type": "WarmupLR", "params": {}}}, schedule="cosine") == [
+        "training.schedule: deepspeed.extra.scheduler replaces the schedule, so it has no effect"]
+    sgd = {"optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
+    assert warnings(sgd, lr=0.05, betas=[0.5, 0.6], weight_decay=0.1) == [
+        "training.lr: deepspeed.extra.optimizer.params gives its own, so it has no effect",
+        "training.betas: deepspeed.extra.optimizer SGD takes no betas, so it has no effect"]
+    assert warnings(sgd, weight_decay=0.1) == []  # (SGD gets training.weight_decay)
+    assert warnings({"optimizer": {"type": "AdamW", "params": {"lr": 0.05}}}, lr=0.05, betas=[0.5, 0.6]) == []
+    assert warnings({"gradient_clipping": 5.0}, clip=0.5) == [
+        "training.clip: deepspeed.extra.gradient_clipping replaces it, so it has no effect"]
+    assert warnings({"gradient_clipping": 0.5}, clip=0.5) == warnings({"gradient_clipping": 5.0}) == []
+
+
 def test_moe_task_names_other_than_the_runs_are_refused():
     # was: the run replaced a given model.moe.task_names by its own task list, with no word
     from t2t_mtl.engine.trainer import check_run_config

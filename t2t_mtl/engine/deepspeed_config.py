@@ -16,11 +16,11 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, deep_merge
+from t2t_mtl.config import Config, ConfigError, TrainingConfig, deep_merge
 
 
 class PrecisionError(ConfigError):
@@ -173,6 +173,32 @@ def check_extra_precision(ds: Dict[str, Any], asked: str, precision: str) -> Non
 
 
 ADAM_TYPES = ("adam", "adamw")  # DeepSpeed's optimizer types that take AdamW's params (it reads types in any case)
+
+
+def replaced_training_keys(cfg: Config) -> List[Tuple[List[str], str]]:
+    """(training keys, why) for the keys of the training section set away from their defaults that the DeepSpeed
+    config replaces: a whole `deepspeed.config` JSON (its optimizer, scheduler and clipping), or in
+    `deepspeed.extra` a scheduler, an optimizer's own params, an optimizer of another type than Adam (no betas)
+    or a gradient_clipping of another value."""
+    t, default, extra = cfg.training, TrainingConfig(), cfg.deepspeed.extra
+
+    def changed(*keys: str) -> List[str]:
+        return [key for key in keys if getattr(t, key) != getattr(default, key)]
+
+    if cfg.deepspeed.config is not None:
+        why = "deepspeed.config names a whole DeepSpeed JSON, used as is (its optimizer, scheduler and clipping)"
+        return [(keys, why) for keys in [changed("lr", "betas", "weight_decay", "clip", "schedule", "warmup")] if keys]
+    optimizer = extra.get("optimizer") if isinstance(extra.get("optimizer"), dict) else {}
+    params = optimizer.get("params") if isinstance(optimizer.get("params"), dict) else {}
+    own = [key for key in changed("lr", "betas", "weight_decay") if key in params and params[key] != getattr(t, key)]
+    out = [(changed("schedule", "warmup") if "scheduler" in extra else [], "deepspeed.extra.scheduler replaces the "
+            "schedule"), (own, "deepspeed.extra.optimizer.params gives its own")]
+    kind = optimizer.get("type")
+    if kind is not None and str(kind).lower() not in ADAM_TYPES and "betas" not in params:
+        out.append((changed("betas"), f"deepspeed.extra.optimizer {kind} takes no betas"))
+    if extra.get("gradient_clipping", t.clip) != t.clip:
+        out.append((changed("clip"), "deepspeed.extra.gradient_clipping replaces it"))
+    return [(keys, why) for keys, why in out if keys]
 
 
 def generated_optimizer(cfg: Config) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from t2t_mtl.config import Config, ConfigError, DataConfig, TokenizerConfig, TrainingConfig, check_model_source, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
@@ -118,6 +118,9 @@ def config_warnings(cfg: Config) -> List[str]:
     if idle:
         out.append(f"data.{' and data.'.join(idle)}: data.batching {d.batching} does not use "
                    f"{'it' if len(idle) == 1 else 'them'}, so {'it has' if len(idle) == 1 else 'they have'} no effect")
+    for keys, why in replaced_training_keys(cfg):
+        out.append(f"training.{', training.'.join(keys)}: {why}, so {'it has' if len(keys) == 1 else 'they have'} "
+                   f"no effect")
     source = tokenizer_source(cfg)
     if source is not None and cfg.tokenizer.train != TokenizerConfig().train:
         key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
