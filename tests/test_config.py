@@ -505,6 +505,19 @@ def test_moe_task_names_other_than_the_runs_are_refused():
     check_run_config(cfg())
 
 
+def test_moe_expert_ids_of_an_exported_sub_network_are_refused_in_a_run():
+    # was: accepted, and the first route to an expert a layer did not hold stopped the run after tokenizing and
+    # building the model ("the route picked expert(s) [2], which this sub-network does not hold")
+    from t2t_mtl.engine.trainer import check_run_config
+
+    cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": {"routing": "task", "num_experts": 4,
+                                                                        "expert_ids": {"encoder.1": [0, 1]}}},
+                              "tokenizer": {"path": "tok"}, "data": {"tasks": ["parity", "count_word"]}})
+    with pytest.raises(C.ConfigError, match=r"^model.moe.expert_ids lists the experts each layer of an exported task "
+                                            r"sub-network holds .* remove model.moe.expert_ids"):
+        check_run_config(cfg)
+
+
 def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
     # at size-based rates, with no word that the rates given went unused

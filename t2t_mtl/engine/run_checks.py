@@ -221,6 +221,10 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
         from t2t_mtl.engine.validation import evaluation_plan
         from t2t_mtl.model.moe import MoEConfig
 
+        if cfg.model.moe.get("expert_ids"):  # (the first route to an expert a layer lacks would stop the run)
+            raise ConfigError("model.moe.expert_ids lists the experts each layer of an exported task sub-network holds "
+                              "(`t2t-mtl export --task` writes it); a run's routes may pick any expert, so it trains "
+                              "them all: remove model.moe.expert_ids")
         given = cfg.model.moe.get("task_names")
         if given is not None and given != list(task_names):  # the run's own list replaces it
             raise ConfigError(f"model.moe.task_names {given!r} is not this run's task list {list(task_names)}: the "
