@@ -1243,6 +1243,17 @@ def test_training_progress_bar_shows_a_bar_of_the_steps_on_stderr(tmp_path, tok,
     assert ("train:" in err and "/7" in err) is bar, err
 
 
+def test_lora_trainable_fragments_no_parameter_matches_fail_before_tokenizing(tmp_path, tok):
+    # was: refused only when the model was built, after every task had been tokenized into the cache
+    from t2t_mtl.model.lora import LoRAConfigError
+
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                      model={"lora": {"r": 2, "trainable": ["layer_norm", "layernorm"]}})
+    with pytest.raises(LoRAConfigError, match=r"model.lora.trainable: \['layernorm'\] match no parameter name"):
+        train(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
 def test_a_tokenizer_too_small_for_the_mixtures_characters_names_the_config_key(tmp_path, cache):
     # was: "train_tokenizer: SentencePiece could not train a 5-piece model ... Raise vocab_size", no config key
     import task_registry

@@ -6,13 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch
+
 from t2t_mtl.config import Config, ConfigError, DataConfig, TokenizerConfig, TrainingConfig, check_model_source, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters)
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
-from t2t_mtl.model import model_config
+from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import check_t5_checkpoint
 from t2t_mtl.model.lora import check_targets, lora_settings
 
@@ -214,6 +216,9 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
         check_targets(lora, model_config(cfg.model, saved))
+    if lora is not None and lora.trainable and cfg.model.name_or_path is None:  # its fragments, on weightless params
+        with torch.device("meta"):
+            build_model(cfg.model, task_names=list(task_names))
     from t2t_mtl.engine.wandb_logging import check_wandb_section
 
     check_wandb_section(cfg.training.wandb)
