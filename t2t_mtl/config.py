@@ -276,6 +276,11 @@ _SELECTOR_KEYS = {"sampling": "strategy", "weighting": "method", "gradient_surge
 SHARED_SELECTOR_KEYS = {"sampling": ("mode", "block_size")}
 
 
+#: for a WHOLE_VALUE_KEYS key, the sibling whose value gives the selection while the key is unset (data.mixture's
+#: tasks), which dotted `--set` entries alone would narrow to themselves
+ENTRY_SOURCES = {("data", "tasks"): "mixture"}
+
+
 #: keys whose value a layer replaces whole, as a list is, also when both are mappings: `data.tasks` is the training
 #: selection, so an overlay's {task: rate} mapping is the whole selection, not additions to its base's
 WHOLE_VALUE_KEYS = {("data", "tasks")}
@@ -308,9 +313,24 @@ def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, _path: tupl
             out[key] = deep_merge(out[key], value, _path=(*_path, key))
         elif isinstance(value, _EntrySets) and isinstance(out.get(key), list) and out[key]:
             raise ConfigError(_entries_over_a_list((*_path, key), out[key], value))
+        elif isinstance(value, _EntrySets) and out.get(key) is None and (*_path, key) in ENTRY_SOURCES:
+            source = ENTRY_SOURCES[(*_path, key)]
+            given = {**out, **override}.get(source)  # (this layer's own value first, in whichever order it came)
+            if given:
+                raise ConfigError(_entries_over_a_source((*_path, key), source, given, value))
+            out[key] = dict(value)
         else:
             out[key] = copy.deepcopy(dict(value) if isinstance(value, _EntrySets) else value)
     return out
+
+
+def _entries_over_a_source(path: tuple, source: str, given: Any, entries: Mapping[str, Any]) -> str:
+    """Why dotted `--set` entries cannot go into an unset key whose selection a sibling gives (`data.tasks` unset
+    under `data.mixture`): as the whole key they would narrow that selection to themselves."""
+    key, parent = ".".join(map(str, path)), ".".join(map(str, path[:-1]))
+    return (f"--set {key}.{next(iter(entries))}=...: {key} is unset, so {parent}.{source} {given!r} gives the "
+            f"selection, and {dict(entries)} alone would narrow it to {', '.join(map(str, entries))}: give the whole "
+            f"selection with its rates (--set '{key}={{NAME: RATE, ...}}'), or set {parent}.{source}=null")
 
 
 def _entries_over_a_list(path: tuple, listed: List[Any], entries: Mapping[str, Any]) -> str:

@@ -69,6 +69,13 @@ def test_a_layers_data_tasks_replaces_the_base_selection_whole(tmp_path):
                                             r"drop the rest: .* --set 'data.tasks=\{a: 1, b: 3\}'"):
         C.load_config(listed, ["data.tasks.b=3"])
     assert C.load_config(listed, ["data.tasks={a: 1, b: 3}"]).data.tasks == {"a": 1, "b": 3}
+    # was: under data.mixture without data.tasks, `data.tasks.parity=3` trained parity alone (a subset of the mixture)
+    with pytest.raises(C.ConfigError, match=r"--set data.tasks.parity=\.\.\.: data.tasks is unset, so data.mixture "
+                                            r"'procedural' gives the selection, and \{'parity': 3\} alone would narrow "
+                                            r"it to parity: .*or set data.mixture=null"):
+        C.load_config("quickstart", ["data.tasks.parity=3"])
+    for overrides in (["data.mixture=null", "data.tasks.parity=3"], ["data.tasks.parity=3", "data.mixture=null"]):
+        assert C.load_config("quickstart", overrides).data.tasks == {"parity": 3}
 
 
 def test_an_empty_section_in_a_layer_keeps_the_base_section(tmp_path):
