@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, DataConfig, TokenizerConfig, TrainingConfig, check_model_source, tokenizer_source
+from t2t_mtl.config import (Config, ConfigError, DataConfig, TokenizerConfig, TrainingConfig, check_model_source,
+                            tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
