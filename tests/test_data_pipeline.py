@@ -229,6 +229,50 @@ def test_the_same_tokenizer_from_another_folder_reuses_the_cache_and_another_one
                                           for x in task.to_dataset("train", max_examples=20)["inputs"]]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not arrow"])
+def test_a_damaged_cache_file_is_tokenized_again_with_a_warning_naming_it(tokenizer, tmp_path, caplog, damage):
+    # was: a cache file cut short (a crash or a full disk while copying a cache, a partial rsync) made every later
+    # run fail deep inside datasets with a bare pyarrow error naming neither the file nor the task
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    task = task_registry.get_task("reverse_words")
+    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path, max_examples=20)
+    tokenize_task(task, tokenizer, **settings)
+    [file] = (tmp_path / "reverse_words").glob("train-*.arrow")
+    data = file.read_bytes()
+    file.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "not arrow": b"input_ids\n" * 50}[damage])
+    with caplog.at_level("WARNING", logger="t2t_mtl.data.streams"):
+        again = tokenize_task(task, tokenizer, **settings)
+    assert str(file) in caplog.text and "damaged" in caplog.text
+    inputs = task.to_dataset("train", max_examples=20)["inputs"]
+    assert again.dataset["input_ids"] == [tokenizer(x, add_special_tokens=False)["input_ids"][:15] + [1]
+                                          for x in inputs]
+    assert file.read_bytes() == data  # built again, whole
+
+
+def test_a_damaged_cache_file_that_cannot_be_removed_is_refused_naming_it(tokenizer, tmp_path, monkeypatch):
+    import pathlib
+    import re
+
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    task = task_registry.get_task("reverse_words")
+    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path, max_examples=20)
+    tokenize_task(task, tokenizer, **settings)
+    [file] = (tmp_path / "reverse_words").glob("train-*.arrow")
+    file.write_bytes(file.read_bytes()[:100])
+
+    def refusing(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "unlink", refusing)  # as in a shared cache folder the user may only read
+    expected = rf"'reverse_words'.*{re.escape(str(file))}.*damaged.*cannot be removed.*data\.cache_dir"
+    with pytest.raises(DataPipelineError, match=expected):
+        tokenize_task(task, tokenizer, **settings)
+
+
 def test_task_tokens_added_for_a_new_task_keep_the_other_tasks_caches(tmp_path):
     # was: with model.task_embeddings every <task:NAME> token is in the tokenizer that keys the caches, so adding a
     # task to the mixture tokenized every task again, though the streams never hold a task token (the collator

@@ -47,12 +47,38 @@ class TokenizedTask:
 
 
 def _cache_options(cache_dir: Optional[Path], task: str, split: str, key: str) -> Dict[str, Any]:
-    """Where `tokenize_dataset` keeps one task's split: `<cache_dir>/<task>/<split>-<key>.arrow`, or memory."""
+    """Where `tokenize_dataset` keeps one task's split: `<cache_dir>/<task>/<split>-<key>.arrow`, or memory. A
+    cache file there that does not load is removed first (`_drop_unreadable`), so that it is built again."""
     if cache_dir is None:
         return {"keep_in_memory": True}
     path = Path(cache_dir) / task.replace("/", "__")
     path.mkdir(parents=True, exist_ok=True)
+    _drop_unreadable(path / f"{split}-{key}.arrow", task)
     return {"cache_file_name": str(path / f"{split}-{key}.arrow")}
+
+
+def _drop_unreadable(file: Path, task: str) -> None:
+    """Remove `file` (a tokenized-split cache of `task`) when it exists but is no Arrow file datasets loads — cut
+    short by a crash, a full disk or a partial copy —, with a warning naming it; one that cannot be removed is a
+    DataPipelineError naming it (datasets would fail deep inside, naming neither the file nor the task)."""
+    import datasets
+    import pyarrow
+
+    if not file.is_file():
+        return
+    try:
+        datasets.Dataset.from_file(str(file))
+        return
+    except (pyarrow.ArrowException, OSError, ValueError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    try:
+        file.unlink(missing_ok=True)  # (another process may have removed it first)
+    except OSError as error:
+        raise DataPipelineError(f"task {task!r}: the tokenized-data cache file {file} is damaged ({problem}) and "
+                                f"cannot be removed ({error}); remove it, or set data.cache_dir to another "
+                                f"folder") from None
+    logger.warning("task %s: the tokenized-data cache file %s was damaged (%s); removed, tokenizing again", task,
+                   file, problem)
 
 
 def _list_lengths(dataset: Any, column: str) -> np.ndarray:
