@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -332,7 +334,9 @@ class GeneratorSource(Source):
     """Rows from a Python generator `fn(split=..., num_rows=..., seed=..., **gen_kwargs) -> Iterable[dict]`.
 
     `num_rows` is the row count per split (an int for every split, or a mapping). The generator must be
-    deterministic in its arguments; datasets caches the result keyed on the function and its arguments.
+    deterministic in its arguments and its code; datasets caches the result keyed on the function, its arguments
+    and `code_digest(fn)` (datasets alone keys a function imported from a module by its name, so an edited
+    generator would be served its old rows).
     """
 
     def __init__(self, fn: Callable[..., Iterable[Mapping[str, Any]]],
@@ -360,8 +364,8 @@ class GeneratorSource(Source):
         if streaming:
             return datasets.IterableDataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs})
         try:
-            return datasets.Dataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs},
-                                                   split=datasets.NamedSplit(split))
+            return datasets.Dataset.from_generator(_call_generator, split=datasets.NamedSplit(split), gen_kwargs={
+                "fn": self.fn, "code": code_digest(self.fn), **gen_kwargs})
         except DatasetGenerationError as error:
             cause = error.__cause__
             if isinstance(cause, DataSourceError):  # raised by _call_generator: drop the frames inside datasets
@@ -383,9 +387,27 @@ def _describe_generator(fn: Callable[..., Any]) -> str:
     return f"generator {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _call_generator(fn: Callable[..., Iterable[Mapping[str, Any]]], **kwargs: Any):
+def code_digest(fn: Callable[..., Any]) -> str:
+    """A hash of the Python source `fn` is defined in: every `.py` file of its top-level package (the helpers it
+    calls are most often beside it), or its module's file; "" for a function without one (typed into an
+    interpreter or a notebook: datasets hashes such a function's code itself)."""
+    module = sys.modules.get(getattr(getattr(fn, "func", fn), "__module__", None) or "")  # (func: a partial's)
+    top = sys.modules.get(getattr(module, "__name__", "").partition(".")[0])
+    if getattr(top, "__path__", None):  # named relative to the package: a clone elsewhere keeps the key
+        files = sorted((file.relative_to(folder).as_posix(), file) for folder in map(Path, top.__path__)
+                       for file in folder.rglob("*.py"))
+    else:
+        files = [(Path(module.__file__).name, Path(module.__file__))] if getattr(module, "__file__", None) else []
+    digest = hashlib.sha256()
+    for name, file in files:
+        digest.update(f"{name}\0".encode() + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16] if files else ""
+
+
+def _call_generator(fn: Callable[..., Iterable[Mapping[str, Any]]], code: str = "", **kwargs: Any):
     """`fn`'s rows as dicts; an exception raised inside `fn` becomes a `DataSourceError` naming `fn` and the
-    split, chained to the original (whose traceback ends at the user's line)."""
+    split, chained to the original (whose traceback ends at the user's line). `code` (`code_digest(fn)`) is only
+    part of the arguments datasets keys its cache on."""
     try:
         for row in fn(**kwargs):
             yield dict(row)

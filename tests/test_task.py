@@ -123,6 +123,35 @@ def test_generator_source_and_streaming_match_map_style():
     assert len(list(task.to_dataset("validation", streaming=True, max_examples=3))) == 3
 
 
+def test_a_generator_edited_between_runs_gives_its_new_rows(tmp_path, monkeypatch):
+    # was: datasets keys a generator imported from a module by its name alone, so the rows of an edited generator
+    # (or of a helper it calls, or the built-in procedural tasks after an upgrade) came from the old cache
+    import importlib
+    import sys
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")  # a cache of this test's own
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "edited_generator_rows.py"
+
+    def rows_of(helper_text):
+        module.write_text(f"def helper(i):\n    return '{helper_text} ' + str(i)\n\n\n"
+                          f"def rows(split, num_rows, seed):\n    for i in range(num_rows):\n"
+                          f"        yield {{'x': helper(i), 'y': 'a'}}\n")
+        importlib.invalidate_caches()
+        generator = importlib.reload(sys.modules["edited_generator_rows"]) if "edited_generator_rows" in \
+            sys.modules else importlib.import_module("edited_generator_rows")
+        task = Task("edited", GeneratorSource(generator.rows, num_rows=3), [Template("t", "{{x}} ||| {{y}}")])
+        return task.to_dataset("train")["inputs"]
+
+    try:
+        assert rows_of("old") == ["old 0", "old 1", "old 2"]
+        assert rows_of("new text") == ["new text 0", "new text 1", "new text 2"]
+        assert rows_of("old") == ["old 0", "old 1", "old 2"]
+    finally:
+        sys.modules.pop("edited_generator_rows", None)
+
+
 def test_template_choice_is_per_row_and_seeded(tmp_path):
     path = tmp_path / "rows.jsonl"
     _write(path, ROWS * 5, "jsonl")
