@@ -3,7 +3,8 @@
 Each takes Python callables or, for YAML task files, sandboxed Jinja expressions evaluated against the row
 (`Filter("label != -1")`, `Map({"text": "premise ~ ' ' ~ hypothesis"})`). Map-style datasets get an explicit
 fingerprint derived from the input fingerprint, the preprocessor's description and the Jinja environment's
-version, so results are cached (and not reused after a Jinja upgrade).
+version, so results are cached (and not reused after a Jinja upgrade); a Python function's results are keyed by the
+function and the source of its package (`code_digest`), so an edited function is run again.
 `Task.load_rows` counts the rows a filter drops and logs them; nothing is dropped silently.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datasets.fingerprint import Hasher
 
 from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
+from .sources import code_digest
 
 AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
 
@@ -62,12 +64,21 @@ def _preview(row: Mapping[str, Any], width: int = 200) -> str:
     return text if len(text) <= width else text[:width] + "…}"
 
 
-def _fingerprint(dataset: AnyDataset, description: str, declarative: bool) -> dict[str, Any]:
-    """An explicit fingerprint for Jinja-expression preprocessors (datasets hashes Python callables itself): the
-    input's, the step's description and the Jinja `environment_version` (an upgrade may change the results)."""
-    if declarative and isinstance(dataset, datasets.Dataset):
+def _fingerprint(dataset: AnyDataset, description: str, fn: Any) -> dict[str, Any]:
+    """An explicit fingerprint for a map-style result: the input's and the step's description, with, for Jinja
+    expressions, the Jinja `environment_version` (an upgrade may change the results) and, for a Python function
+    `fn`, datasets' hash of it and `code_digest(fn)` (datasets keys a function imported from a module by its name
+    alone: an edited function would be served its old results). {} for a function datasets cannot hash (it gives
+    such a result a random fingerprint, never reused)."""
+    if not isinstance(dataset, datasets.Dataset):
+        return {}
+    if isinstance(fn, (str, Mapping)):
         return {"new_fingerprint": Hasher.hash((dataset._fingerprint, description, environment_version()))}
-    return {}
+    try:
+        function = Hasher.hash(fn)
+    except Exception:  # (datasets' own fallback for what it cannot pickle catches as widely)
+        return {}
+    return {"new_fingerprint": Hasher.hash((dataset._fingerprint, description, function, code_digest(fn)))}
 
 
 class Preprocessor:
@@ -176,7 +187,7 @@ class Filter(_ExpressionPreprocessor):
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         return dataset.filter(self._test, with_indices=True,
-                              **_fingerprint(dataset, self.describe(), isinstance(self.predicate, str)))
+                              **_fingerprint(dataset, self.describe(), self.predicate))
 
     def describe(self) -> str:
         what = self.predicate if isinstance(self.predicate, str) else _callable_name(self.predicate)
@@ -213,7 +224,7 @@ class Map(_ExpressionPreprocessor):
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         try:
             return dataset.map(self._apply, with_indices=True,
-                               **_fingerprint(dataset, self.describe(), isinstance(self.fn, Mapping)))
+                               **_fingerprint(dataset, self.describe(), self.fn))
         except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as error:  # one column, values of several types
             raise TaskDefinitionError(f"{self.describe()}: the new values do not share one type across rows "
                                       f"({error}); make every row's value the same type (e.g. `... | string` for "

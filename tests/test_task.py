@@ -123,33 +123,58 @@ def test_generator_source_and_streaming_match_map_style():
     assert len(list(task.to_dataset("validation", streaming=True, max_examples=3))) == 3
 
 
-def test_a_generator_edited_between_runs_gives_its_new_rows(tmp_path, monkeypatch):
-    # was: datasets keys a generator imported from a module by its name alone, so the rows of an edited generator
-    # (or of a helper it calls, or the built-in procedural tasks after an upgrade) came from the old cache
+@pytest.fixture
+def edited_module(tmp_path, monkeypatch):
+    """write(text) -> the module `edited_code` holding `text`, imported afresh (as by a new run after an edit);
+    datasets caches in a folder of this test's own."""
     import importlib
     import sys
 
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")  # a cache of this test's own
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.syspath_prepend(str(tmp_path))
-    module = tmp_path / "edited_generator_rows.py"
 
-    def rows_of(helper_text):
-        module.write_text(f"def helper(i):\n    return '{helper_text} ' + str(i)\n\n\n"
-                          f"def rows(split, num_rows, seed):\n    for i in range(num_rows):\n"
-                          f"        yield {{'x': helper(i), 'y': 'a'}}\n")
+    def write(text):
+        (tmp_path / "edited_code.py").write_text(text)
         importlib.invalidate_caches()
-        generator = importlib.reload(sys.modules["edited_generator_rows"]) if "edited_generator_rows" in \
-            sys.modules else importlib.import_module("edited_generator_rows")
-        task = Task("edited", GeneratorSource(generator.rows, num_rows=3), [Template("t", "{{x}} ||| {{y}}")])
+        if "edited_code" in sys.modules:
+            return importlib.reload(sys.modules["edited_code"])
+        return importlib.import_module("edited_code")
+
+    yield write
+    sys.modules.pop("edited_code", None)
+
+
+def test_a_generator_edited_between_runs_gives_its_new_rows(edited_module):
+    # was: datasets keys a generator imported from a module by its name alone, so the rows of an edited generator
+    # (or of a helper it calls, or the built-in procedural tasks after an upgrade) came from the old cache
+    def rows_of(helper_text):
+        module = edited_module(f"def helper(i):\n    return '{helper_text} ' + str(i)\n\n\n"
+                               f"def rows(split, num_rows, seed):\n    for i in range(num_rows):\n"
+                               f"        yield {{'x': helper(i), 'y': 'a'}}\n")
+        task = Task("edited", GeneratorSource(module.rows, num_rows=3), [Template("t", "{{x}} ||| {{y}}")])
         return task.to_dataset("train")["inputs"]
 
-    try:
-        assert rows_of("old") == ["old 0", "old 1", "old 2"]
-        assert rows_of("new text") == ["new text 0", "new text 1", "new text 2"]
-        assert rows_of("old") == ["old 0", "old 1", "old 2"]
-    finally:
-        sys.modules.pop("edited_generator_rows", None)
+    assert rows_of("old") == ["old 0", "old 1", "old 2"]
+    assert rows_of("new text") == ["new text 0", "new text 1", "new text 2"]
+    assert rows_of("old") == ["old 0", "old 1", "old 2"]
+
+
+def test_python_preprocessors_edited_between_runs_give_their_new_rows(edited_module, tmp_path):
+    # was: datasets keys a Map or Filter function imported from a module by its name alone, so an edited one's
+    # rows came from the old cache
+    _write(tmp_path / "rows.jsonl", [{"x": f"row {i}"} for i in range(3)], "jsonl")
+
+    def inputs_of(prefix, dropped):
+        module = edited_module(f"def prefixed(row):\n    return {{'x': '{prefix} ' + row['x']}}\n\n\n"
+                               f"def kept(row):\n    return row['x'] != 'row {dropped}'\n")
+        task = Task("edited_steps", LocalFileSource(tmp_path / "rows.jsonl"), [Template("t", "{{x}} ||| a")],
+                    preprocessors=[Filter(module.kept), Map(module.prefixed)], splits=("train",))
+        return task.to_dataset("train")["inputs"]
+
+    assert inputs_of("old", 1) == ["old row 0", "old row 2"]
+    assert inputs_of("new text", 0) == ["new text row 1", "new text row 2"]
+    assert inputs_of("old", 1) == ["old row 0", "old row 2"]
 
 
 def test_template_choice_is_per_row_and_seeded(tmp_path):
