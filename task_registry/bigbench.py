@@ -20,8 +20,9 @@ choice as `target`. Tasks are `eval_only=True` (the registry refuses them in any
 
 The prefixes become literal template text, never substituted values, so promptsource-style truncation
 of substituted values (2048 characters) cannot cut them; the input, the listed choices and the target are
-substituted in 2000-character parts for the same reason (a longer choice is listed, and is the target, whole). A `|||` in the input or a prefix is kept as text: like the pipe protection of
-row values, it is written as promptsource's protector token and restored after the split into input and target.
+substituted in 2000-character parts for the same reason (a longer choice is listed, and is the target, whole). A
+`|||` in the input or a prefix is kept as text: like the pipe protection of row values, it is written as
+promptsource's protector token and restored after the split into input and target.
 
 Templates strip the answer choices and the target, and tokenizers collapse whitespace, so an example whose
 choices differ only in whitespace (`"yes"` and `"yes "`) would score two spellings as one choice, and a choice

@@ -18,7 +18,8 @@ Rate = Union[float, int, Callable[[Task], float]]
 Member = Union[str, Task, "Mixture"]
 
 
-def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0) -> Callable[[Task], float]:
+def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0
+                      ) -> Callable[[Task], float]:
     """Examples-proportional rate: `min(scale · num_rows(split), maximum)`, seqio's `mixing_rate_num_examples` order
     (scale, then cap; as `sampling.scale` with `sampling.maximum`); `maximum` None: no cap (a cap must be positive:
     seqio reads 0 as no cap, `min` would make every rate 0)."""

@@ -99,7 +99,8 @@ def _collection_file(root: Path, dataset: str, subset: Optional[str]) -> Path:
         wanted = f"{dataset}/{subset}" if subset else dataset
         matches = difflib.get_close_matches(wanted, known, n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
-        raise TaskDefinitionError(f"no promptsource templates for {wanted!r} under {root} ({path} does not exist){hint}")
+        raise TaskDefinitionError(f"no promptsource templates for {wanted!r} under {root} ({path} does not "
+                                  f"exist){hint}")
     return path
 
 

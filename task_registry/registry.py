@@ -50,7 +50,8 @@ def get_task(name: str) -> Task:
 def list_tasks(cluster: Optional[str] = None, task_type: Optional[str] = None) -> list[str]:
     """Sorted names of the registered tasks, optionally only one cluster and/or task type."""
     return sorted(name for name, task in _TASKS.items()
-                  if (cluster is None or task.cluster == cluster) and (task_type is None or task.task_type == task_type))
+                  if (cluster is None or task.cluster == cluster)
+                  and (task_type is None or task.task_type == task_type))
 
 
 def register_mixture(mixture: Mixture, overwrite: bool = False) -> Mixture:
@@ -93,7 +94,8 @@ def resolve_selection(spec: str) -> Union[Task, Mixture]:
     names = [n.strip() for n in spec.split(",") if n.strip()]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # (a mixture holds each member once: the repeat would silently collapse)
-        raise TaskDefinitionError(f"{spec!r} names {', '.join(repeated)} more than once; name each mixture or task once")
+        raise TaskDefinitionError(f"{spec!r} names {', '.join(repeated)} more than once; name each mixture or task "
+                                  f"once")
     if len(names) == 1:
         return resolve(names[0])
     for member in names:

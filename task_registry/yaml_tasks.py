@@ -208,7 +208,8 @@ class _FileParser:
         for key in ("splits", "metrics"):
             if key in document:
                 value = document[key]
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (key == "splits" and not value):
+                strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
+                if not strings or (key == "splits" and not value):
                     self.error(self.line_of(document, key), f"`{key}` must be a list of strings, got {value!r}")
                 else:
                     options[key] = tuple(value)
@@ -320,7 +321,8 @@ class _FileParser:
             return None
         try:
             return Template(entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
-                            references=entry.get("references"), metadata=entry.get("metadata"), id=entry.get("id"), reference=entry.get("reference", ""),
+                            references=entry.get("references"), metadata=entry.get("metadata"), id=entry.get("id"),
+                            reference=entry.get("reference", ""),
                             instruction=entry.get("instruction"), context=entry.get("context"),
                             source_file=str(self.path), source_line=self.line_of(entry, "jinja"))
         except TaskRegistryError as error:

@@ -168,9 +168,9 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
                                  f"({error})") from None
     expected = (num_tasks,) if segment_offsets is None else (len(offsets) - 1, num_tasks)
     if tuple(weights.shape) != expected:
-        raise GradProjInputError(f"weights must have shape {list(expected)} for grads {list(grads.shape)}"
-                                 f"{' and ' + str(len(offsets) - 1) + ' segments' if segment_offsets is not None else ''},"
-                                 f" got {list(weights.shape)}")
+        segments = f" and {len(offsets) - 1} segments" if segment_offsets is not None else ""
+        raise GradProjInputError(f"weights must have shape {list(expected)} for grads {list(grads.shape)}{segments}, "
+                                 f"got {list(weights.shape)}")
     weights = _to_device(weights.reshape(len(offsets) - 1, num_tasks), grads.device).contiguous()
     if out is None:
         out = torch.empty(num_params, dtype=grads.dtype, device=grads.device)

@@ -18,10 +18,10 @@ class RouterOutput(NamedTuple):
 
     topk_idx: int32 [N, k] distinct expert ids, best logit first, lowest id first on ties; gates: [N, k]; counts:
     int32 [E] assignments per expert (sums to N·k); prob_sums: [E] Σ_t p[t, e]; lse: [N] logsumexp of each
-    token's logits (as `torch.logsumexp`: ±inf for a row whose largest logit is ±inf). The float outputs are fp32, except on the reference path for fp64 logits, which computes and
-    returns fp64 (for gradcheck). A NaN logit ranks as -inf in the top-k (the same ids on both backends), but
-    the row's probabilities, gates and lse are NaN: NaN logits are a caller bug that is not checked (a check
-    would cost a device sync).
+    token's logits (as `torch.logsumexp`: ±inf for a row whose largest logit is ±inf). The float outputs are fp32,
+    except on the reference path for fp64 logits, which computes and returns fp64 (for gradcheck). A NaN logit
+    ranks as -inf in the top-k (the same ids on both backends), but the row's probabilities, gates and lse are NaN:
+    NaN logits are a caller bug that is not checked (a check would cost a device sync).
     """
 
     topk_idx: torch.Tensor

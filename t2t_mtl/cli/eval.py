@@ -183,8 +183,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         model.to(device)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples,
                                 scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
-                                **decoding_settings(args, meta), keep_predictions=args.keep_predictions, num_shots=args.shots,
-                                shots_split=args.shots_split)
+                                **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
+                                num_shots=args.shots, shots_split=args.shots_split)
         tasks = select_tasks(args, meta)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)

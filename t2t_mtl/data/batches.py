@@ -5,12 +5,12 @@ micro-batch; mixed mode (`sampler.sample_tasks(B)`) gives one task per example. 
 `bucket_batches` micro-batches' worth of rows are drawn at once (for the same task in homogeneous mode),
 sorted by length and cut into micro-batches that are served in a seeded random order, so each batch pads to
 similar lengths; the repeats of a row in a draw that spans several epochs of a small task are sorted after every
-first copy, so they do not end up side by side in one micro-batch. With a `PackedCollator` (`batching: pack`) the drawn rows are sorted by decreasing size and
-cut into packed micro-batches (`t2t_mtl.data.packing.pack_chunks`, first-fit decreasing); the last rows,
-which would leave a micro-batch half empty, wait in `leftover` and go first into the next draw's. The pending
-micro-batches, the leftover rows and the shuffling RNG are part of `state_dict()`, so a resumed run continues
-with exactly the batches the interrupted one would have produced (a resume with a smaller `micro_batch_size` cuts
-the saved micro-batches to it; packed ones that no longer fit are packed again).
+first copy, so they do not end up side by side in one micro-batch. With a `PackedCollator` (`batching: pack`) the
+drawn rows are sorted by decreasing size and cut into packed micro-batches (`t2t_mtl.data.packing.pack_chunks`,
+first-fit decreasing); the last rows, which would leave a micro-batch half empty, wait in `leftover` and go first
+into the next draw's. The pending micro-batches, the leftover rows and the shuffling RNG are part of `state_dict()`,
+so a resumed run continues with exactly the batches the interrupted one would have produced (a resume with a smaller
+`micro_batch_size` cuts the saved micro-batches to it; packed ones that no longer fit are packed again).
 """
 from __future__ import annotations
 

@@ -245,7 +245,8 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         if not ds.get("optimizer"):  # DeepSpeed would build none: the run would die at its first step
             raise ConfigError(f"deepspeed.config {path} names no optimizer (training.lr, betas and weight_decay do not "
                               f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
-                              f"\"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the training section")
+                              f"\"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the training "
+                              f"section")
         check_scheduler(ds, f"deepspeed.config {path}: ")
         own = json_precision(ds)
         if own == "fp16" and not torch.cuda.is_available():
@@ -253,7 +254,8 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
                                  f"CPU, and T5 is known to overflow in fp16): use its bf16 section, or none (fp32)")
         if t.precision not in ("auto", own):
             raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
-                              f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the JSON")
+                              f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the "
+                              f"JSON")
         return with_batch_keys(ds, batch)
 
     stage = (cfg.deepspeed.extra.get("zero_optimization") or {}).get("stage", cfg.deepspeed.zero_stage)

@@ -133,7 +133,8 @@ def write_report(report: EvalReport, out_dir: PathLike, *, plots: bool = True) -
                          encoding="utf-8")
     md_path = out / "report.md"
     md_path.write_text(to_markdown(report), encoding="utf-8")
-    pngs = [plot_task(report, task, out / "plots" / f"{_safe_name(task)}.png") for task in report.tasks()] if plots else []
+    pngs = ([plot_task(report, task, out / "plots" / f"{_safe_name(task)}.png") for task in report.tasks()]
+            if plots else [])
     return {"json": json_path, "markdown": md_path, "plots": pngs}
 
 

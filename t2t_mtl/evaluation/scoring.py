@@ -74,8 +74,9 @@ def metric_problem(metric: str, targets: Sequence[str], answer_choices: Sequence
     """Why `metric` cannot score examples with these targets, answer choices and groups (None: it can).
 
     A target that is not a finite number under a "number" metric; binary F1 or a "choice_scores" metric
-    without answer choices on every example; binary F1 on an example without exactly two choices; a "group_label" metric without a group per example (the task
-    declares no `group_by`). `rows` (the examples' row indices) names the offending row.
+    without answer choices on every example; binary F1 on an example without exactly two choices; a "group_label"
+    metric without a group per example (the task declares no `group_by`). `rows` (the examples' row indices) names
+    the offending row.
     """
     spec = metric_spec(metric)
     has_choices = bool(answer_choices) and all(answer_choices)

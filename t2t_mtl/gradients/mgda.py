@@ -111,7 +111,8 @@ class MGDA(GradientMethod):
     def __init__(self, num_tasks: int, **options: Any) -> None:
         super().__init__(num_tasks, **options)
         if int(self.options["max_iter"]) < 1:
-            raise GradientMethodError(f"gradient_surgery.max_iter must be >= 1 for mgda, got {self.options['max_iter']}")
+            raise GradientMethodError(f"gradient_surgery.max_iter must be >= 1 for mgda, got "
+                                      f"{self.options['max_iter']}")
         if float(self.options["tol"]) <= 0:
             raise GradientMethodError(f"gradient_surgery.tol must be > 0 for mgda, got {self.options['tol']}")
 
