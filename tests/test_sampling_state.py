@@ -193,6 +193,73 @@ def test_a_resume_on_more_ranks_deals_the_rest_of_the_epoch_then_goes_on_as_usua
     assert following == [_order("x", 9, 4, 1)[r::3] for r in range(3)]
 
 
+@pytest.mark.parametrize("draws, rest0, taken1", [((3, 6), [6, 8], 1), ((6, 2), [5, 7], 0)])
+def test_a_resume_of_two_ranks_of_an_odd_task_skips_exactly_the_positions_they_handed_out(draws, rest0, taken1):
+    # 9 rows on 2 ranks: the order is padded to 10 (position 9 repeats position 0's row); rank 0 takes positions
+    # 0, 2, 4, 6, 8, rank 1 takes 1, 3, 5, 7, 9. (3, 6): rank 1 took all five and position 1 of epoch 1;
+    # (6, 2): rank 0 took all five and position 0 of epoch 1. Worked out by hand from those positions.
+    old = [TaskStreams({"x": 9}, seed=5, rank=r, world_size=2) for r in range(2)]
+    for stream, n in zip(old, draws):
+        stream.next_indices("x", n)
+    new = TaskStreams({"x": 9}, seed=5)
+    new.load_state_dict(resharded_state([s.state_dict() for s in old], [], rank=0, world_size=1))
+    epoch0, epoch1 = _order("x", 9, 5, 0), _order("x", 9, 5, 1)
+    expected = [epoch0[i] for i in rest0] + [row for i, row in enumerate(epoch1) if i != taken1]
+    assert new.next_indices("x", len(expected)) == expected
+    assert new.epochs()["x"] == 2
+
+
+def test_a_second_resharding_reads_each_epoch_in_its_own_order():
+    # one rank drew 2 of 5 rows; two ranks deal the other 3 (a, b, c, padded to a, b, c, a): rank 0 takes a and c and
+    # goes on into epoch 1 (its position 0), rank 1 takes b and stays in the dealt rest. Resharded onto one rank,
+    # the rest is done and epoch 1 goes on in its own permutation after position 0
+    one = TaskStreams({"x": 5}, seed=1)
+    one.next_indices("x", 2)
+    two = [TaskStreams({"x": 5}, seed=1, rank=r, world_size=2) for r in range(2)]
+    for stream in two:
+        stream.load_state_dict(resharded_state([one.state_dict()], [], rank=stream.rank, world_size=2))
+    epoch0, epoch1 = _order("x", 5, 1, 0), _order("x", 5, 1, 1)
+    assert two[0].next_indices("x", 3) == [epoch0[2], epoch0[4], epoch1[0]]
+    assert two[1].next_indices("x", 1) == [epoch0[3]]
+    new = TaskStreams({"x": 5}, seed=1)
+    new.load_state_dict(resharded_state([s.state_dict() for s in two], [], rank=0, world_size=1))
+    assert new.next_indices("x", 4) == epoch1[1:]
+
+
+def test_a_resharded_task_gets_its_own_untrained_rows_only():
+    old = TaskStreams({"x": 6, "y": 4}, seed=2)
+    old.next_indices("x", 2)
+    held = old.next_indices("y", 3)[2]
+    new = TaskStreams({"x": 6, "y": 4}, seed=2)
+    new.load_state_dict(resharded_state([old.state_dict()], [("y", held)], rank=0, world_size=1))
+    assert new.next_indices("x", 4) == _order("x", 6, 2, 0)[2:]
+    assert new.next_indices("y", 2) == [held, _order("y", 4, 2, 0)[3]]
+
+
+def test_resharded_ranks_keep_the_examples_seen_of_their_rank_number():
+    old = [TaskStreams({"x": 8}, seed=0, rank=r, world_size=2) for r in range(2)]
+    for stream, n in zip(old, (1, 3)):
+        stream.next_indices("x", n)
+    seen = [resharded_state([s.state_dict() for s in old], [], rank=r, world_size=3)["seen"] for r in range(3)]
+    assert seen == [{"x": 1}, {"x": 3}, {"x": 0}]
+
+
+def test_resharding_needs_every_rank_of_the_old_world_in_order():
+    old = [TaskStreams({"x": 6}, seed=0, rank=r, world_size=3).state_dict() for r in range(3)]
+    for states in ([], old[:2], [old[1], old[0], old[2]]):
+        with pytest.raises(SamplingError, match="every rank in rank order"):
+            resharded_state(states, [], rank=0, world_size=1)
+
+
+def test_loading_a_state_forgets_the_rows_dealt_before():
+    ahead = TaskStreams({"x": 10}, seed=0)
+    ahead.next_indices("x", 12)  # epoch 1, position 2
+    stream = TaskStreams({"x": 10}, seed=0)
+    stream.next_indices("x", 3)  # its epoch-0 rows dealt
+    stream.load_state_dict(ahead.state_dict())
+    assert stream.next_indices("x", 3) == _order("x", 10, 0, 1)[2:5]
+
+
 def test_stream_orders_depend_on_the_seed_the_task_and_the_epoch():
     # an order is a permutation of the task's rows fixed by (seed, task name, epoch): another seed reshuffles every
     # task (a run's seed must change its data order), and two tasks of one size are not shuffled alike
@@ -227,6 +294,15 @@ def test_streams_errors():
         TaskStreams({"x": 3}, seed=0).next_indices("nope", 1)
     with pytest.raises(SamplingError, match="seed"):
         TaskStreams({"x": 3}, seed=1).load_state_dict(TaskStreams({"x": 3}, seed=0).state_dict())
+    with pytest.raises(SamplingError, match="rank 2 is not in"):
+        TaskStreams({"x": 3}, seed=0, rank=2, world_size=2)
+    with pytest.raises(SamplingError, match=r"negative number of rows \(-1\)"):
+        TaskStreams({"x": 3}, seed=0).next_indices("x", -1)
+    for key, state in (("world_size", TaskStreams({"x": 3}, seed=0, world_size=2).state_dict()),
+                       ("rank", TaskStreams({"x": 3}, seed=0, rank=1, world_size=2).state_dict()),
+                       ("task_sizes", TaskStreams({"x": 4}, seed=0).state_dict())):
+        with pytest.raises(SamplingError, match=f"stream state has {key}="):
+            TaskStreams({"x": 3}, seed=0).load_state_dict(state)
 
 
 def test_a_negative_seed_is_refused_by_name():
