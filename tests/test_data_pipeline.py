@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from t2t_mtl.data import BatchBuilder, DataPipelineError, Seq2SeqCollator, TokenizedTask, count_tokens, tokenize_task
+from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.sampling import TaskStreams, build_sampler
 
 from engine_helpers import train_tiny_tokenizer
@@ -371,11 +372,61 @@ def test_collator_takes_numpy_integer_settings():
 
 def test_waiting_rows_lists_the_saved_rows_in_the_order_the_builder_serves_them(streams):
     # the contract the trainer deals untrained rows to new ranks by: checked against what the builder serves next
-    from t2t_mtl.data.batches import waiting_rows
-
     builder = make_builder(streams, mode="mixed", bucket=4, mb=4)
     builder.next_chunk()  # one of the four micro-batches drawn together is served; three wait
     state = builder.state_dict()
     waiting = waiting_rows(state)
     served = [pair for _ in range(3) for pair in builder.next_chunk()]
     assert len(waiting) == 12 and waiting == served
+
+
+def _rows_of_lengths(name, input_lengths, target_lengths):
+    """A task whose row k has `input_lengths[k]` input ids (all 3 + k) and `target_lengths[k]` label ids."""
+    ins = [[3 + k] * n for k, n in enumerate(input_lengths)]
+    labs = [[3 + k] * n for k, n in enumerate(target_lengths)]
+    ds = datasets.Dataset.from_dict({"input_ids": ins, "labels": labs})
+    return TokenizedTask(name, "train", ds, np.array(input_lengths), np.array(target_lengths), 0)
+
+
+def test_a_bucket_of_two_micro_batches_splits_its_rows_by_input_then_target_length():
+    # 8 rows of equal inputs and targets of 1..8 tokens: a draw of 2 micro-batches of 4 holds the 4 shortest targets
+    # in one micro-batch and the 4 longest in the other, whatever order the stream drew them in
+    task = _rows_of_lengths("s", [5] * 8, [4, 8, 1, 6, 3, 7, 2, 5])
+    for seed in range(3):
+        builder = make_builder({"s": task}, bucket=2)
+        builder.task_streams = TaskStreams({"s": 8}, seed=seed)
+        halves = sorted(sorted(int(task.target_lengths[i]) for _, i in builder.next_chunk()) for _ in range(2))
+        assert halves == [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+def test_bucketed_micro_batches_are_not_served_in_length_order():
+    # 8 micro-batches of rows of 1..32 input tokens: sorted by length, then served in a shuffled order (one of the
+    # 2 of 8! orders that are monotonic in length is what an unshuffled queue would give)
+    task = _rows_of_lengths("s", list(range(1, 33)), [2] * 32)
+    builder = make_builder({"s": task}, bucket=8)
+    longest = [max(int(task.input_lengths[i]) for _, i in builder.next_chunk()) for _ in range(8)]
+    assert sorted(longest) == [4, 8, 12, 16, 20, 24, 28, 32]
+    assert longest not in (sorted(longest), sorted(longest, reverse=True))
+
+
+def test_a_draw_of_four_epochs_of_a_small_task_keeps_each_micro_batch_distinct():
+    # a draw of 8 micro-batches of 2 from a 4-row task holds every row 4 times: the third and fourth copies must not
+    # meet either (copies numbered 0, 1, 2, 3, not 0, 1, 1, 1)
+    task = _rows_of_lengths("s", [3, 5, 7, 9], [2, 2, 2, 2])
+    builder = make_builder({"s": task}, bucket=8, mb=2)
+    chunks = [builder.next_chunk() for _ in range(8)]
+    assert all(len(set(chunk)) == 2 for chunk in chunks)
+    assert sorted(i for chunk in chunks for _, i in chunk) == sorted([0, 1, 2, 3] * 4)
+
+
+@pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
+def test_waiting_rows_are_the_drawn_rows_not_served_in_the_order_they_are_served(streams, mode):
+    builder = make_builder(streams, mode=mode, bucket=4)
+    served = [pair for _ in range(5) for pair in builder.next_chunk()]
+    waiting = waiting_rows(builder.state_dict())
+    drawn = builder.task_streams.seen()
+    assert {t: sum(1 for p in served + waiting if p[0] == t) for t in streams} == drawn
+    later = [pair for _ in range(40) for pair in builder.next_chunk()]
+    for task in streams:  # each task's waiting rows come first in what the builder serves of that task next
+        mine = [p for p in waiting if p[0] == task]
+        assert [p for p in later if p[0] == task][:len(mine)] == mine

@@ -172,6 +172,38 @@ def test_selected_chunk_keeps_the_top_uncertainty_candidates():
     assert sum(sampler.selected().values()) == 4
 
 
+def test_selected_chunk_takes_the_candidates_of_the_second_task_from_their_own_positions():
+    # the second task's candidates sit after the first's in the pool: its winners are its own rows, not the
+    # first task's rows at the same within-task positions
+    from t2t_mtl.data import BatchBuilder, Seq2SeqCollator
+    from t2t_mtl.sampling import TaskStreams, build_sampler
+
+    sizes = {"a": 10, "b": 10}
+    sampler = build_sampler({"strategy": "uncertainty", "pool_per_task": 5}, sizes, seed=0)
+    builder = BatchBuilder({t: _RowsTask(10) for t in sizes}, sampler, TaskStreams(sizes, seed=3),
+                           Seq2SeqCollator(0, max_input_length=8, max_target_length=8), micro_batch_size=4)
+    b_rows = TaskStreams(sizes, seed=3).next_indices("b", 5)
+
+    def score(batch):  # task b's candidates are far more uncertain: U of b's = 3 / ln 2 times a's at equal rows
+        return torch.tensor([0.1 * (int(x[0]) - 2) * (1.0 if int(tid) == 0 else 3.0)
+                             for x, tid in zip(batch["input_ids"], batch["task_ids"])])
+
+    chunk = builder.next_selected_chunk(score, {"a": 1000, "b": 2})
+    assert sorted(chunk) == sorted(("b", i) for i in sorted(b_rows)[1:])  # its 4 highest rows: entropy 0.3 (i + 1)
+
+
+def test_a_candidate_scorer_of_the_wrong_shape_is_refused():
+    from t2t_mtl.data import BatchBuilder, Seq2SeqCollator
+    from t2t_mtl.sampling import TaskStreams, build_sampler
+
+    sizes = {"a": 10, "b": 10}
+    sampler = build_sampler({"strategy": "uncertainty", "pool_per_task": 3}, sizes, seed=0)
+    builder = BatchBuilder({t: _RowsTask(10) for t in sizes}, sampler, TaskStreams(sizes, seed=3),
+                           Seq2SeqCollator(0, max_input_length=8, max_target_length=8), micro_batch_size=2)
+    with pytest.raises(ValueError, match=r"returned shape \(6, 1\), expected \(6,\)"):
+        builder.next_selected_chunk(lambda batch: torch.zeros(6, 1), {"a": 2, "b": 2})
+
+
 @pytest.mark.parametrize("sections, message", [
     ({"sampling": {"strategy": "bandit_softmax"}}, "validate_every"),
     ({"sampling": {"strategy": "worst_task"}}, "validate_every"),

@@ -463,3 +463,33 @@ def test_a_resume_with_smaller_rows_packs_the_saved_micro_batches_again(rows, ma
     for task, rows_served in served.items():  # nothing lost or repeated across the change
         drawn = rows_served + _served_and_waiting(b, task)
         assert sorted(drawn) == sorted(reference.next_indices(task, len(drawn)))
+
+
+def test_waiting_rows_of_a_packed_builder_hold_its_micro_batches_and_its_rows_left_to_pack():
+    from t2t_mtl.data.batches import waiting_rows
+    from t2t_mtl.sampling import TaskStreams
+
+    streams = _streams()
+    builder = _packed_builder(streams)
+    served = [pair for _ in range(7) for pair in builder.next_chunk()]
+    assert builder.leftover and any(builder.pending.values())
+    waiting = waiting_rows(builder.state_dict())
+    reference = TaskStreams({k: len(v) for k, v in streams.items()}, seed=3)
+    for task in streams:  # drawn = served + waiting, each row once
+        rows = [i for t, i in served + waiting if t == task]
+        assert sorted(rows) == sorted(reference.next_indices(task, builder.task_streams.seen()[task]))
+
+
+def test_a_packed_draw_takes_the_rows_that_fill_its_micro_batches_by_the_binding_capacity():
+    # rows of 8 input and 2 target tokens, 32 / 12 per packed row: the inputs bind (4 rows per packed row, where
+    # the targets would take 6), so 2 micro-batches of 4 packed rows draw 2 * 4 * 4 = 32 rows
+    import datasets
+
+    from t2t_mtl.data import TokenizedTask
+
+    ins, labs = [[5] * 7 + [1]] * 40, [[6, 1]] * 40
+    task = TokenizedTask("s", "train", datasets.Dataset.from_dict({"input_ids": ins, "labels": labs}),
+                         np.full(40, 8), np.full(40, 2), 0)
+    builder = _packed_builder({"s": task}, bucket=2)
+    builder.next_chunk()
+    assert builder.task_streams.seen() == {"s": 32}
