@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -457,3 +459,84 @@ def test_check_compatible_names_the_changed_key(tmp_path):
     with pytest.raises(ck.CheckpointError, match="training.seed = 1, this run has 2: resume with the same seed"):
         ck.check_compatible(tmp_path, meta, settings={"training.seed": 2})
     ck.check_compatible(tmp_path, meta, task_embeddings=False, settings={"training.seed": 1, "sampling.strategy": "x"})
+
+
+def test_the_rank_states_of_every_rank_are_loaded_in_rank_order(tmp_path):
+    for rank in range(3):
+        torch.save({"r": rank}, tmp_path / f"rank_0000{rank}.pt")
+    assert ck.load_rank_states(tmp_path, 3) == [{"r": 0}, {"r": 1}, {"r": 2}]
+    (tmp_path / "rank_00002.pt").unlink()
+    with pytest.raises(ck.CheckpointError, match="rank_00002.pt is missing"):
+        ck.load_rank_states(tmp_path, 3)
+
+
+def test_resharded_streams_deal_the_rows_the_old_ranks_held_untrained_first():
+    # 8 rows on 2 ranks: rank 0 drew positions 0 and 2 of epoch 0, rank 1 positions 1 and 3, and each batch builder
+    # still holds its second row. Rank 1 of 3 new ranks takes every third row of [2, 3, 4, 5, 6, 7] (positions)
+    from t2t_mtl.engine.trainer import reshard_streams_state
+    from t2t_mtl.sampling import TaskStreams
+
+    old = [TaskStreams({"x": 8}, seed=0, rank=r, world_size=2) for r in range(2)]
+    held = [stream.next_indices("x", 2)[1] for stream in old]
+    states = [{"task_streams": stream.state_dict(), "batches": {"pending": {"x": [[("x", row)]]}, "leftover": {}}}
+              for stream, row in zip(old, held)]
+    env = DistEnv(rank=1, world_size=3, local_rank=1, device=torch.device("cpu"), backend="gloo")
+    new = TaskStreams({"x": 8}, seed=0, rank=1, world_size=3)
+    new.load_state_dict(reshard_streams_state(states, env))
+    order = np.random.default_rng([0, zlib.crc32(b"x"), 0]).permutation(8).tolist()
+    assert held == [order[2], order[3]]
+    assert new.next_indices("x", 2) == [order[3], order[6]] and new.seen() == {"x": 4}
+
+
+@pytest.mark.parametrize("saved, stage, universal, refused", [
+    (1, 2, True, False), (2, 1, True, False),  # under another world size ZeRO-1 and -2 load into each other
+    (1, 2, False, True),  # not under the same one
+    (1, 0, True, True), (0, 1, True, True), (2, 3, True, True),
+])
+def test_the_zero_stages_a_checkpoint_loads_into(tmp_path, saved, stage, universal, refused):
+    from t2t_mtl.engine.deepspeed_engine import check_engine_settings
+
+    meta = {"zero_stage": saved, "precision": "fp32"}
+    ds_config = {"zero_optimization": {"stage": stage}}
+    if refused:
+        with pytest.raises(ck.CheckpointError, match=f"deepspeed.zero_stage = {saved}, this run has {stage}"):
+            check_engine_settings(tmp_path, meta, ds_config, universal)
+    else:
+        check_engine_settings(tmp_path, meta, ds_config, universal)
+    with pytest.raises(ck.CheckpointError, match="training.precision = 'fp32', this run has 'bf16'"):
+        check_engine_settings(tmp_path, meta, {"zero_optimization": {"stage": saved}, "bf16": {"enabled": True}},
+                              universal)
+
+
+def test_a_model_of_other_shapes_is_refused_naming_each_changed_setting(tmp_path):
+    meta = {"param_shapes": {"a.weight": "4x2", "b.weight": "3"},
+            "model": {"name_or_path": "t5-small", "dims": {"d_ff": 64}, "moe": None}}
+    ck.check_model_shapes(tmp_path, meta, {"name_or_path": "other"}, {"a.weight": "4x2", "b.weight": "3"})  # fits
+    ck.check_model_shapes(tmp_path, {"model": meta["model"]}, {}, {"a.weight": "9"})  # no shapes saved: not checked
+    model = {"name_or_path": "t5-base", "dims": {"d_ff": 64, "d_kv": 8}, "moe": None}
+    with pytest.raises(ck.CheckpointError, match=r"written with model\.name_or_path = 't5-small', this run has "
+                                                 r"'t5-base'; model\.dims\.d_kv = None, this run has 8: its weights do "
+                                                 r"not fit this run's model \(a\.weight: shape 4x2 there, shape 4x4 "
+                                                 r"here\)"):
+        ck.check_model_shapes(tmp_path, meta, model, {"a.weight": "4x4", "b.weight": "3"})
+    with pytest.raises(ck.CheckpointError, match=r"written with the same model settings: its weights do not fit this "
+                                                 r"run's model \(b\.weight: shape 3 there, absent here\)"):
+        ck.check_model_shapes(tmp_path, meta, meta["model"], {"a.weight": "4x2"})
+
+
+def test_check_compatible_skips_what_an_old_checkpoint_lacks_and_compares_falsy_values(tmp_path):
+    ck.check_compatible(tmp_path, {"tasks": ["a"]}, precision="bf16", zero_stage=2, task_embeddings=True)
+    with pytest.raises(ck.CheckpointError, match="model.task_embeddings = True, this run has False"):
+        ck.check_compatible(tmp_path, {"task_embeddings": True}, task_embeddings=False)
+    with pytest.raises(ck.CheckpointError, match="deepspeed.zero_stage = 2, this run has 0"):
+        ck.check_compatible(tmp_path, {"zero_stage": 2}, zero_stage=0)
+    lora = {"r": 4, "alpha": 8, "targets": ["q", "v"], "trainable": [], "dropout": 0.0}
+    with pytest.raises(ck.CheckpointError, match="model.lora = .*, this run has None"):
+        ck.check_compatible(tmp_path, {"lora": lora}, lora=None)
+    ck.check_compatible(tmp_path, {"lora": lora}, lora={**lora, "targets": ["v", "q"], "dropout": 0.1})
+
+
+def test_task_sizes_of_a_task_the_run_lacks_are_refused(tmp_path):
+    ck.check_task_sizes(tmp_path, {"a": 5}, {"a": 5, "b": 3})
+    with pytest.raises(ck.CheckpointError, match=r"task sizes \{'b': 3\}, this run's tasks have \{'b': None\}"):
+        ck.check_task_sizes(tmp_path, {"a": 5, "b": 3}, {"a": 5})
