@@ -21,6 +21,7 @@ from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError, best_checkpoint
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.logging import read_held_out
+from t2t_mtl.engine.run_tokenizer import check_resumed_tokenizer
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.gradients import GradientMethodError
 from t2t_mtl.sampling import SamplingError
@@ -453,6 +454,63 @@ def test_a_resume_with_another_tokenizer_is_refused_naming_it(tmp_path, tok):
             train(config(out, swapped, 4), resume=resume, evaluate_held_in=False)
     assert (tmp_path / "run" / "config.yaml").read_text() == written
     assert train(config("run", tok, 3), resume="auto", evaluate_held_in=False).step == 3
+
+
+def _swapped_tokenizer(tok: Path, out: Path) -> Path:
+    """A copy of tokenizer `tok` with the pieces at ids 10 and 11 swapped (the same size, other ids)."""
+    shutil.copytree(tok, out)
+    (out / "spiece.model").unlink()
+    data = json.loads((out / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab[10], vocab[11] = vocab[11], vocab[10]
+    (out / "tokenizer.json").write_text(json.dumps(data))
+    return out
+
+
+def test_a_resume_with_another_tokenizer_names_where_this_run_takes_its_own(tmp_path, tok):
+    # the refusal names the key that chose this run's tokenizer: the pretrained model's own (model.name_or_path,
+    # tokenizer.path unset), or the one the run trained (tokenizer.train, neither set)
+    from t2t_mtl.config import config_from_dict
+
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    ckpt.mkdir(parents=True)
+    shutil.copytree(tok, tmp_path / "run" / "tokenizer")
+    swapped = _swapped_tokenizer(tok, tmp_path / "swapped")
+    base = tiny_config(tmp_path / "new", tok, tmp_path / "cache")
+    pretrained = config_from_dict({**base, "tokenizer": {"path": None}, "model": {"name_or_path": str(swapped)}})
+    with pytest.raises(CheckpointError, match=f"this run's model\\.name_or_path '{re.escape(str(swapped))}' gives "
+                                              f"another one"):
+        check_resumed_tokenizer(pretrained, load_tokenizer(tok), ckpt)
+    trained = config_from_dict({**base, "tokenizer": {"path": None}})
+    with pytest.raises(CheckpointError, match=r"this run trained \(tokenizer\.train\) another one \(\d+ tokens, 2 "):
+        check_resumed_tokenizer(trained, load_tokenizer(swapped), ckpt)
+    check_resumed_tokenizer(trained, load_tokenizer(tok), ckpt)
+
+
+def test_a_zero_stage_0_checkpoint_of_another_world_size_loads_without_the_universal_conversion(tmp_path, tok,
+                                                                                                 monkeypatch):
+    # stage 0 keeps whole weights and optimizer states, which load under any world size: no universal format
+    def config(steps):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps})
+
+    train(config(2), evaluate_held_in=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["zero_stage"] == 0
+    (ckpt / "meta.json").write_text(json.dumps({**meta, "world_size": 2}))  # as if 2 ranks had written it
+    state = torch.load(ckpt / "rank_00000.pt", weights_only=False)
+    for rank in range(2):  # rank 1 drew nothing
+        streams = {**state["task_streams"], "rank": rank, "world_size": 2}
+        if rank:
+            streams = {**streams, "epoch": {t: 0 for t in streams["epoch"]},
+                       "position": {t: 0 for t in streams["position"]}, "seen": {t: 0 for t in streams["seen"]}}
+        torch.save({**state, "task_streams": streams}, ckpt / f"rank_0000{rank}.pt")
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("a stage-0 checkpoint was converted to the universal format")
+
+    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", not_reached)
+    assert train(config(3), resume="auto", evaluate_held_in=False).step == 3
 
 
 def test_a_resume_into_a_model_of_other_shapes_is_refused_before_deepspeed_naming_the_settings(tmp_path, tok,
