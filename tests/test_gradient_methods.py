@@ -745,15 +745,15 @@ def test_step_hook_logs_the_gradient_norms_without_the_fp16_loss_scale(optimizer
     np.testing.assert_allclose(stats["fp16"]["weights"], stats["fp32"]["weights"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("precision", ["fp16", "fp32"])
-def test_step_hook_leaves_an_overflowed_step_to_deepspeed(precision):
+@pytest.mark.parametrize("precision, stage", [("fp16", 0), ("fp32", 0), ("fp32", 1)])
+def test_step_hook_leaves_an_overflowed_step_to_deepspeed(precision, stage):
     """A task gradient that overflowed (fp16 loss scaling: finite loss, inf gradient) must not crash the step:
-    DeepSpeed's own gradients stay, so its overflow check skips the step. Without that check (fp32, stage 0)
-    the method's clear error stands."""
+    DeepSpeed's own gradients stay, so its overflow check skips the step (ZeRO checks at every precision).
+    Without that check (fp32, stage 0) the method's clear error stands."""
     from t2t_mtl.gradients import build_step_hook
 
     model = TwoHeads()
-    engine = _FakeEngine(model, 0, precision)
+    engine = _FakeEngine(model, stage, precision)
     hook = build_step_hook({"method": "pcgrad"}, engine, ["a", "b"])
     hook.begin_step(engine)
     for t, task in enumerate(["a", "b"]):
@@ -761,7 +761,7 @@ def test_step_hook_leaves_an_overflowed_step_to_deepspeed(precision):
         loss.backward(torch.tensor(float("inf") if t == 1 else 1.0))
         hook.after_backward(engine, task)
     before = [p.grad.clone() for p in model.parameters()]
-    if precision == "fp32":
+    if (precision, stage) == ("fp32", 0):
         with pytest.raises(GradientMethodError, match="NaN/inf"):
             hook.before_optimizer_step(engine)
     else:
@@ -769,6 +769,18 @@ def test_step_hook_leaves_an_overflowed_step_to_deepspeed(precision):
         for p, b in zip(model.parameters(), before):  # DeepSpeed's gradient, untouched
             torch.testing.assert_close(p.grad, b, rtol=0, atol=0, equal_nan=True)
         assert hook.stats() is None
+    hook.remove()
+
+
+def test_step_hook_keeps_a_row_per_micro_batch_of_the_step_not_per_task():
+    # the engine's gradient accumulation (2 micro-batches) caps the distinct tasks of a step: 2 rows for 3 tasks
+    from t2t_mtl.gradients import build_step_hook
+
+    model = TwoHeads()
+    engine = _FakeEngine(model, 0)
+    engine.gradient_accumulation_steps = lambda: 2
+    hook = build_step_hook({"method": "sum"}, engine, ["a", "b", "c"])
+    assert hook.surgery.buffer.shape[0] == 2
     hook.remove()
 
 
