@@ -837,6 +837,29 @@ def test_the_ctrl_c_notice_gets_out_while_stderr_is_mid_write(monkeypatch):
         (2, b"interrupted: saving a checkpoint at step 7; press Ctrl-C again to abort without saving\n")]
 
 
+def test_stop_signals_request_a_stop_once_and_abort_on_a_second_ctrl_c(capsys):
+    from t2t_mtl.engine.stop import StopSignals
+
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    stop = StopSignals(4, announce=False).install()
+    try:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C after a SIGTERM: still a stop, not an abort
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stop.restore()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert capsys.readouterr().err == ""  # a rank that does not announce prints nothing
+    loud = StopSignals(9, announce=True)
+    loud.step = 12  # the loop keeps the step current
+    loud._on_interrupt(signal.SIGINT, None)
+    assert loud.requested and capsys.readouterr().err == \
+        "interrupted: saving a checkpoint at step 12; press Ctrl-C again to abort without saving\n"
+
+
 def test_a_sigint_after_a_sigterm_still_saves(tmp_path, tok, cache, monkeypatch):
     # only a second Ctrl-C aborts: torchrun answers a Ctrl-C with a SIGTERM to the ranks, which got the SIGINT too
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})
