@@ -122,6 +122,28 @@ def test_bad_span_corruption_entries_are_named(tmp_path, entry, message):
             task_registry.load_task_dir(_yaml_task(tmp_path, entry))
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"noise_density": 1}, r"noise_density must be in \(0, 1\), got 1"),
+    ({"noise_density": 0}, r"noise_density must be in \(0, 1\), got 0"),
+    ({"noise_density": True}, r"noise_density must be in \(0, 1\), got True"),
+    ({"mean_span_length": 0.5}, "mean_span_length must be >= 1, got 0.5"),
+    ({"seed": True}, "seed must be an integer, got True"),
+    ({"inputs_field": "out", "targets_field": "out"}, "inputs_field and targets_field must differ, both are 'out'"),
+])
+def test_span_corruption_options_are_checked_at_their_bounds(options, message):
+    with pytest.raises(TaskDefinitionError, match=message):
+        SpanCorruption("text", **options)
+
+
+def test_the_smallest_allowed_options_corrupt_and_describe_themselves():
+    one = SpanCorruption("text", noise_density=0.5, mean_span_length=1, seed=7, max_words=2)
+    assert one.describe() == ("span_corruption('text', noise_density=0.5, mean_span_length=1.0, seed=7, "
+                              "max_words=2)")
+    assert random_spans_noise_mask(2, 0.5, 1, random.Random(0)) == [False, True]  # 1 noise word after 1 kept
+    with pytest.raises(ValueError, match="needs at least 2 items, got 1"):
+        random_spans_noise_mask(1, 0.5, 1, random.Random(0))
+
+
 def test_a_missing_or_non_text_field_is_named(tmp_path):
     import datasets
 
