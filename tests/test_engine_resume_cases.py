@@ -438,13 +438,7 @@ def test_a_resume_with_another_tokenizer_is_refused_naming_it(tmp_path, tok):
         return tiny_config(tmp_path / out, tokenizer, tmp_path / "cache", training={"steps": steps})
 
     train(config("run", tok, 2), evaluate_held_in=False)
-    swapped = tmp_path / "swapped"  # the same pieces, two of them at each other's ids
-    shutil.copytree(tok, swapped)
-    (swapped / "spiece.model").unlink()
-    data = json.loads((swapped / "tokenizer.json").read_text())
-    vocab = data["model"]["vocab"]
-    vocab[10], vocab[11] = vocab[11], vocab[10]
-    (swapped / "tokenizer.json").write_text(json.dumps(data))
+    swapped = _swapped_tokenizer(tok, tmp_path / "swapped")  # the same pieces, two of them at each other's ids
     written = (tmp_path / "run" / "config.yaml").read_text()
     message = (rf"trained with the tokenizer in {re.escape(str(tmp_path / 'run' / 'tokenizer'))} \((\d+) tokens\), "
                rf"this run's tokenizer\.path '{re.escape(str(swapped))}' gives another one \(\1 tokens, 2 of the "
