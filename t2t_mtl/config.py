@@ -70,6 +70,13 @@ class ModelConfig:
         self.dims = {} if self.dims is None else self.dims  # `dims: null`: none
 
 
+def changed_keys(section: Any, keys: Sequence[str]) -> List[str]:
+    """Those of `keys` that config section `section` (a schema dataclass: `cfg.training`, `cfg.data`, ...) sets
+    away from the schema's defaults, in the order given."""
+    default = type(section)()
+    return [key for key in keys if getattr(section, key) != getattr(default, key)]
+
+
 def tokenizer_source(cfg: "Config") -> Optional[str]:
     """The tokenizer a fresh run loads: `tokenizer.path`, else a pretrained model's own (`model.name_or_path`:
     a pretrained model's embeddings are indexed by its tokenizer's ids); None: the run trains one."""

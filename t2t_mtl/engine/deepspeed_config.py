@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, TrainingConfig, deep_merge
+from t2t_mtl.config import Config, ConfigError, changed_keys, deep_merge
 
 
 class PrecisionError(ConfigError):
@@ -180,24 +180,22 @@ def replaced_training_keys(cfg: Config) -> List[Tuple[List[str], str]]:
     config replaces: a whole `deepspeed.config` JSON (its optimizer, scheduler and clipping), or in
     `deepspeed.extra` a scheduler, an optimizer's own params, an optimizer of another type than Adam (no betas)
     or a gradient_clipping of another value."""
-    t, default, extra = cfg.training, TrainingConfig(), cfg.deepspeed.extra
-
-    def changed(*keys: str) -> List[str]:
-        return [key for key in keys if getattr(t, key) != getattr(default, key)]
-
+    t, extra = cfg.training, cfg.deepspeed.extra
     if cfg.deepspeed.config is not None:
         why = "deepspeed.config names a whole DeepSpeed JSON, used as is (its optimizer, scheduler and clipping)"
-        return [(keys, why) for keys in [changed("lr", "betas", "weight_decay", "clip", "schedule", "warmup")] if keys]
+        keys = changed_keys(t, ("lr", "betas", "weight_decay", "clip", "schedule", "warmup"))
+        return [(keys, why)] if keys else []
     optimizer = extra.get("optimizer") if isinstance(extra.get("optimizer"), dict) else {}
     params = optimizer.get("params") if isinstance(optimizer.get("params"), dict) else {}
-    own = [key for key in changed("lr", "betas", "weight_decay") if key in params and params[key] != getattr(t, key)]
-    out = [(changed("schedule", "warmup") if "scheduler" in extra else [], "deepspeed.extra.scheduler replaces the "
-            "schedule"), (own, "deepspeed.extra.optimizer.params gives its own")]
+    own = [key for key in changed_keys(t, ("lr", "betas", "weight_decay"))
+           if key in params and params[key] != getattr(t, key)]
+    out = [(changed_keys(t, ("schedule", "warmup")) if "scheduler" in extra else [],
+            "deepspeed.extra.scheduler replaces the schedule"), (own, "deepspeed.extra.optimizer.params gives its own")]
     kind = optimizer.get("type")
     if kind is not None and str(kind).lower() not in ADAM_TYPES and "betas" not in params:
-        out.append((changed("betas"), f"deepspeed.extra.optimizer {kind} takes no betas"))
+        out.append((changed_keys(t, ("betas",)), f"deepspeed.extra.optimizer {kind} takes no betas"))
     if extra.get("gradient_clipping", t.clip) != t.clip:
-        out.append((changed("clip"), "deepspeed.extra.gradient_clipping replaces it"))
+        out.append((changed_keys(t, ("clip",)), "deepspeed.extra.gradient_clipping replaces it"))
     return [(keys, why) for keys, why in out if keys]
 
 

@@ -8,8 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from t2t_mtl.config import (Config, ConfigError, DataConfig, TokenizerConfig, TrainingConfig, check_model_source,
-                            tokenizer_source)
+from t2t_mtl.config import Config, ConfigError, changed_keys, check_model_source, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
@@ -114,10 +113,9 @@ def config_warnings(cfg: Config) -> List[str]:
     if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
         out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
                    "whatever its task, so it has no effect (it applies to routing task and hybrid)")
-    d, defaults = cfg.data, DataConfig()
-    idle = [key for key, batchings in (("bucket_batches", ("bucket", "pack")),
-                                       ("pad_to_multiple_of", ("bucket", "pack", "pad_to_longest")))
-            if getattr(d, key) != getattr(defaults, key) and d.batching not in batchings]
+    d = cfg.data
+    uses = {"bucket_batches": ("bucket", "pack"), "pad_to_multiple_of": ("bucket", "pack", "pad_to_longest")}
+    idle = [key for key in changed_keys(d, list(uses)) if d.batching not in uses[key]]
     if idle:
         out.append(f"data.{' and data.'.join(idle)}: data.batching {d.batching} does not use "
                    f"{'it' if len(idle) == 1 else 'them'}, so {'it has' if len(idle) == 1 else 'they have'} no effect")
@@ -125,7 +123,7 @@ def config_warnings(cfg: Config) -> List[str]:
         out.append(f"training.{', training.'.join(keys)}: {why}, so {'it has' if len(keys) == 1 else 'they have'} "
                    f"no effect")
     source = tokenizer_source(cfg)
-    if source is not None and cfg.tokenizer.train != TokenizerConfig().train:
+    if source is not None and changed_keys(cfg.tokenizer, ["train"]):
         key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
         out.append(f"tokenizer.train is set, but the run loads the tokenizer of {key} ({source!r}) and trains none, "
                    f"so it has no effect")
@@ -136,7 +134,7 @@ def config_warnings(cfg: Config) -> List[str]:
         idle = [key for key, on in (("keep_best", t.keep_best), ("early_stopping", t.early_stopping)) if on]
         out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
                    f"validation runs" + (f", so training.{' and training.'.join(idle)} never act" if idle else ""))
-    if t.validate_every == 0 and t.validate_examples != TrainingConfig().validate_examples:
+    if t.validate_every == 0 and changed_keys(t, ["validate_examples"]):
         out.append(f"training.validate_examples ({t.validate_examples}) sizes the periodic validation, which "
                    f"training.validate_every 0 turns off, so it has no effect (the held-in score at the end reads "
                    f"data.validation_examples)")
