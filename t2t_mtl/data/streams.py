@@ -51,10 +51,11 @@ def _cache_options(cache_dir: Optional[Path], task: str, split: str, key: str) -
     cache file there that does not load is removed first (`_drop_unreadable`), so that it is built again."""
     if cache_dir is None:
         return {"keep_in_memory": True}
-    path = Path(cache_dir) / task.replace("/", "__")
-    path.mkdir(parents=True, exist_ok=True)
-    _drop_unreadable(path / f"{split}-{key}.arrow", task)
-    return {"cache_file_name": str(path / f"{split}-{key}.arrow")}
+    folder = Path(cache_dir) / task.replace("/", "__")
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"{split}-{key}.arrow"
+    _drop_unreadable(file, task)
+    return {"cache_file_name": str(file)}
 
 
 def _drop_unreadable(file: Path, task: str) -> None:
