@@ -325,6 +325,24 @@ def test_a_run_whose_latest_checkpoint_is_broken_resumes_from_an_earlier_one(tmp
     assert (checkpoints / "step-00000004" / "meta.json").exists()
 
 
+def test_a_resume_in_place_from_an_earlier_checkpoint_keeps_its_own_checkpoints_and_names_the_later_ones(
+        tmp_path, tok, capsys):
+    # was: the later checkpoints of the run that went on past the resumed step counted among the newest
+    # `keep_checkpoints`, so the resumed run's own were pruned first (here step 4, leaving it one of its two)
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    first = {"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 2}
+    train(tiny_config(run, tok, tmp_path / "cache", training=first), evaluate_held_in=False)
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000004", "step-00000006"]
+    capsys.readouterr()
+    again = {"steps": 5, "checkpoint_every": 1, "keep_checkpoints": 2}
+    train(tiny_config(run, tok, tmp_path / "cache", training=again), resume=str(checkpoints / "step-00000004"),
+          evaluate_held_in=False)
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000004", "step-00000005", "step-00000006"]
+    assert (checkpoints / "latest").read_text().strip() == "step-00000005"
+    out = capsys.readouterr().out
+    assert re.search(r"warning: .*checkpoints still holds step-00000006 of the run that went on past step 4", out)
+
+
 def test_the_best_link_survives_a_resume_without_keep_best(tmp_path, tok):
     selection = {"validate_every": 2, "validate_examples": 4, "keep_best": "val_score", "keep_checkpoints": 1}
     train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 6, **selection}),

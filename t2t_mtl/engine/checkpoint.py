@@ -31,7 +31,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -218,7 +218,7 @@ def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any]
         os.symlink(best_name, link)
         os.replace(link, root / BEST)
         fsync_path(root)
-    _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()))
+    _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()), newest=final.name)
     return None
 
 
@@ -239,8 +239,11 @@ def _write_failed(err: Exception, tmp: Path, run_dir: Path, env: DistEnv) -> Che
                            f"writable, then resume with --resume auto")
 
 
-def _prune(root: Path, keep: int, protect: Set[str]) -> None:
-    done = sorted(p for p in root.glob("step-*") if (p / "meta.json").exists())
+def _prune(root: Path, keep: int, protect: Set[str], newest: str) -> None:
+    """Delete the complete checkpoints of steps up to `newest` (the one just saved) but the last `keep` of them and
+    those in `protect`. Later steps are left alone: a run resumed in place from an earlier checkpoint saves over
+    them as it reaches their steps (`later_checkpoints`), and they must not count among the `keep` it keeps."""
+    done = sorted(p for p in root.glob("step-*") if (p / "meta.json").exists() and p.name <= newest)
     for old in done[:-keep] if keep > 0 else []:
         if old.name not in protect:
             doomed = root / f".tmp-pruned-{old.name}"  # a deletion a crash cuts short: a stale temporary, removed
@@ -249,6 +252,13 @@ def _prune(root: Path, keep: int, protect: Set[str]) -> None:
             except OSError:
                 doomed = old
             shutil.rmtree(doomed, ignore_errors=True)
+
+
+def later_checkpoints(run_dir: Path, step: int) -> List[str]:
+    """Names of the run's complete checkpoints of steps after `step`: on a resume in place from checkpoint `step`,
+    those the run left behind when it went on past it."""
+    root = Path(run_dir) / CHECKPOINTS
+    return sorted(p.name for p in root.glob("step-*") if p.name > step_name(step) and (p / "meta.json").exists())
 
 
 def best_checkpoint(run_dir: Path, step: Optional[int] = None) -> Optional[Path]:

@@ -181,6 +181,11 @@ def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[Scal
         logger.message(f"warning: {warning}")
     if step > 0:
         logger.message(f"resumed from {resume_from} at step {step}")
+        later = ckpt_io.later_checkpoints(run_dir, step) if ckpt_io.resumes_in_place(resume_from, run_dir) else []
+        if later:
+            logger.message(f"warning: {run_dir / ckpt_io.CHECKPOINTS} still holds {', '.join(later)} of the run that "
+                           f"went on past step {step}; this run saves over each as it reaches its step, and until then "
+                           f"keeps them (unpruned; `latest` names this run's checkpoints)")
         if log_window:
             logger.load_state_dict(log_window)
     return logger
