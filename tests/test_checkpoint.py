@@ -490,7 +490,7 @@ def test_resharded_streams_deal_the_rows_the_old_ranks_held_untrained_first():
 
 @pytest.mark.parametrize("saved, stage, universal, refused", [
     (1, 2, True, False), (2, 1, True, False),  # under another world size ZeRO-1 and -2 load into each other
-    (1, 2, False, True),  # not under the same one
+    (1, 2, False, True),  # not without it (`loads_through_universal` sends a change of stage 1 <-> 2 through it)
     (1, 0, True, True), (0, 1, True, True), (2, 3, True, True),
 ])
 def test_the_zero_stages_a_checkpoint_loads_into(tmp_path, saved, stage, universal, refused):
@@ -506,6 +506,19 @@ def test_the_zero_stages_a_checkpoint_loads_into(tmp_path, saved, stage, univers
     with pytest.raises(ck.CheckpointError, match="training.precision = 'fp32', this run has 'bf16'"):
         check_engine_settings(tmp_path, meta, {"zero_optimization": {"stage": saved}, "bf16": {"enabled": True}},
                               universal)
+
+
+@pytest.mark.parametrize("saved, saved_world, stage, world, universal", [
+    (2, 2, 2, 1, True), (1, 2, 1, 4, True), (3, 2, 3, 1, True),  # another world size
+    (1, 1, 2, 1, True), (2, 2, 1, 2, True),  # ZeRO-1 <-> -2 under the same one
+    (2, 1, 2, 1, False), (3, 1, 3, 1, False), (0, 2, 0, 1, False),  # the same stage and size; stage 0: whole states
+    (1, 1, 3, 1, False), (0, 1, 1, 1, False),  # (refused by check_engine_settings)
+])
+def test_which_checkpoints_load_through_the_universal_format(saved, saved_world, stage, world, universal):
+    from t2t_mtl.engine.deepspeed_engine import loads_through_universal
+
+    meta = {"zero_stage": saved, "world_size": saved_world}
+    assert loads_through_universal(meta, {"zero_optimization": {"stage": stage}}, world) is universal
 
 
 def test_a_model_of_other_shapes_is_refused_naming_each_changed_setting(tmp_path):

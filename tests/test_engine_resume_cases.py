@@ -525,6 +525,27 @@ def test_a_zero_stage_0_checkpoint_of_another_world_size_loads_without_the_unive
     assert train(config(3), resume="auto", evaluate_held_in=False).step == 3
 
 
+@pytest.mark.parametrize("before, after", [(1, 2), (2, 1)])
+def test_a_zero_1_checkpoint_resumes_at_zero_2_and_back_as_the_uninterrupted_run(tmp_path, tok, before, after):
+    # was: refused under the same world size (allowed only under another one, through the universal format, which
+    # now carries this change too); ZeRO-1 and -2 update alike, so the weights equal an uninterrupted run's
+    def config(run, steps, stage):
+        return tiny_config(tmp_path / run, tok, tmp_path / "cache", deepspeed={"zero_stage": stage},
+                           training={"steps": steps})
+
+    train(config("whole", 6, before), evaluate_held_in=False)
+    train(config("cut", 3, before), evaluate_held_in=False)
+    assert train(config("cut", 6, after), resume="auto", evaluate_held_in=False).step == 6
+    whole, cut = (load_trained_model(tmp_path / run)[0].state_dict() for run in ("whole", "cut"))
+    records = [step_records(tmp_path / run) for run in ("whole", "cut")]
+    assert sorted(records[1]) == list(range(1, 7))
+    for step in (4, 5, 6):  # the same examples and losses after the resume: the data order continued
+        assert records[1][step]["task_examples"] == records[0][step]["task_examples"]
+        assert records[1][step]["loss"] == pytest.approx(records[0][step]["loss"], rel=1e-6)
+    for name, weight in whole.items():
+        torch.testing.assert_close(cut[name], weight, rtol=0, atol=1e-6)
+
+
 def test_a_resume_into_a_model_of_other_shapes_is_refused_before_deepspeed_naming_the_settings(tmp_path, tok,
                                                                                                monkeypatch):
     # was: refused only by DeepSpeed's load, after starting the engine (and converting the checkpoint to the universal

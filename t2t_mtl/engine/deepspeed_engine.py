@@ -53,11 +53,19 @@ def forget_state_making_step(engine: Any) -> None:
                 master.copy_(param)
 
 
+def loads_through_universal(meta: Mapping[str, Any], ds_config: Mapping[str, Any], world_size: int) -> bool:
+    """Whether a checkpoint (`meta`) loads into the engine of `ds_config` on `world_size` ranks through DeepSpeed's
+    universal format: a ZeRO checkpoint under another world size, or one of ZeRO-1 into ZeRO-2 and back (their
+    optimizer files differ). Stage 0 keeps whole states, which load under any world size."""
+    saved, stage = int(meta["zero_stage"]), int(json_zero_stage(dict(ds_config)))
+    return saved > 0 and (int(meta["world_size"]) != world_size or {saved, stage} == {1, 2})
+
+
 def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mapping[str, Any], universal: bool
                           ) -> None:
     """Refuse to resume `ckpt` (`meta`) into the DeepSpeed config `ds_config` of another precision or ZeRO stage
-    (under another world size, loaded through the universal format (`universal`), ZeRO-1 and -2 load into each
-    other, not into stage 0 nor to or from ZeRO-3), before the checkpoint is converted or the engine started."""
+    (loaded through the universal format (`universal`), ZeRO-1 and -2 load into each other, not into stage 0 nor
+    to or from ZeRO-3), before the checkpoint is converted or the engine started."""
     stage = int(json_zero_stage(ds_config))
     interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
     ckpt_io.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),

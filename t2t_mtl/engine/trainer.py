@@ -45,7 +45,8 @@ from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
-                                             has_overflow_check, initialize_deepspeed, step_weighting)
+                                             has_overflow_check, initialize_deepspeed, loads_through_universal,
+                                             step_weighting)
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks, sum_over_ranks
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
@@ -325,9 +326,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     eval_every = evaluation_every(cfg)  # zero-shot evaluations during training (logged, never fed back)
     select_candidates = sampling_cfg.get("strategy") == "uncertainty"
 
-    # ---- DeepSpeed (a checkpoint from another world size loads through DeepSpeed's universal format)
+    # ---- DeepSpeed (a checkpoint from another world size or ZeRO stage loads through DeepSpeed's universal format)
     ds_config = build_deepspeed_config(cfg, env.world_size)
-    universal = bool(resume_meta) and resume_meta["world_size"] != env.world_size and resume_meta["zero_stage"] > 0
+    universal = bool(resume_meta) and loads_through_universal(resume_meta, ds_config, env.world_size)
     if resume_meta:  # (before converting the checkpoint and starting the engine: what DeepSpeed is given)
         check_engine_settings(resume_from, resume_meta, ds_config, universal)
     if universal:
