@@ -14,15 +14,16 @@ Every key is checked against the schema below before anything runs: an unknown k
 closest known names, a wrong type names the key, the expected type and the value. Sections whose contents
 belong to another component (`sampling`, `weighting`, `gradient_surgery`, `model.moe`, `model.lora`, `evaluation`,
 `deepspeed.extra`) are free-form dicts here and are validated by their owners' builders.
+
+This module holds the schema, the entry points and the range checks; `config_layers` reads and merges the layers,
+`config_types` checks keys and types against the schema, `config_errors` holds the errors.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,23 +31,15 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+from t2t_mtl.config_errors import ConfigError, ConfigFileError, ConfigTypeError, UnknownConfigKeyError
+from t2t_mtl.config_layers import deep_merge, file_layers, parse_overrides, resolve_config_path
+from t2t_mtl.config_types import FLOAT_RE, build_dataclass
 
-
-class ConfigError(ValueError):
-    """A configuration is invalid; the message names the key and what to do."""
-
-
-class UnknownConfigKeyError(ConfigError):
-    """One or more keys are not part of the schema."""
-
-
-class ConfigTypeError(ConfigError):
-    """A value has the wrong type."""
-
-
-class ConfigFileError(ConfigError):
-    """A config file (or a `base:` file) is missing or not valid YAML."""
+__all__ = ["Config", "ConfigError", "ConfigFileError", "ConfigTypeError", "DataConfig",
+           "DeepSpeedSection", "ModelConfig", "TokenizerConfig", "TrainingConfig", "UnknownConfigKeyError",
+           "changed_keys", "check_model_source", "check_paths", "config_from_dict", "deep_merge", "load_config",
+           "model_config_from_dict", "parse_overrides", "resolve_config_path", "tasks_dirs", "tokenizer_source",
+           "validate_values"]
 
 
 @dataclass
@@ -194,162 +187,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-# ----------------------------------------------------------------------------------------------- loading
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader for which a key repeated in one mapping is an error (plain YAML keeps the last one silently)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
-    from task_registry.yaml_keys import check_written_keys
-
-    check_written_keys(loader, node)
-    return loader.construct_mapping(node, deep=True)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
-def _load_yaml(text: str) -> Any:
-    """`yaml.safe_load`, but a key repeated in one mapping raises `yaml.YAMLError`."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """A YAML error on one line: where (line and column, when known) and what, without PyYAML's source excerpt."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    context = getattr(error, "context", None)
-    what = f"{context}: {problem}" if context else problem
-    return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
-
-
-def _read_yaml(path: Path) -> Dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigFileError(f"config file {path} does not exist") from None
-    except UnicodeDecodeError as err:
-        raise ConfigFileError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
-                              f"save it as UTF-8") from None
-    try:
-        data = _load_yaml(text)
-    except yaml.YAMLError as err:
-        raise ConfigFileError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def resolve_config_path(name_or_path: Union[str, Path], relative_to: Optional[Path] = None) -> Path:
-    """A config file path, or the name of a packaged config (`quickstart` → `configs/quickstart.yaml`)."""
-    candidates = []
-    path = Path(name_or_path)
-    if relative_to is not None and not path.is_absolute():
-        candidates.append(relative_to / path)
-    candidates.append(path)
-    stem = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
-    candidates.append(CONFIG_DIR / stem)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    packaged = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigFileError(f"config {str(name_or_path)!r} not found (looked at {', '.join(map(str, candidates))}); "
-                          f"packaged configs: {', '.join(packaged)}")
-
-
-def _file_layers(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:
-    """The layers of one file: its `base:` chain first, then the file itself."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigFileError(f"config file {path} includes itself through `base:` ({' -> '.join(map(str, seen))})")
-    data = _read_yaml(path)
-    base = data.pop("base", None)
-    layers: List[Dict[str, Any]] = []
-    if base is not None:
-        bases = base if isinstance(base, list) else [base]
-        for item in bases:
-            layers += _file_layers(resolve_config_path(item, path.parent), (*seen, path))
-    layers.append(data)
-    return layers
-
-
-#: free-form sections whose whole contents are replaced when a layer names another strategy/method
-_SELECTOR_KEYS = {"sampling": "strategy", "weighting": "method", "gradient_surgery": "method"}
-
-#: keys of those sections that every strategy takes (t2t_mtl.sampling.factory.COMMON_PARAMS), kept on a switch
-SHARED_SELECTOR_KEYS = {"sampling": ("mode", "block_size")}
-
-
-#: for a WHOLE_VALUE_KEYS key, the sibling whose value gives the selection while the key is unset (data.mixture's
-#: tasks), which dotted `--set` entries alone would narrow to themselves
-ENTRY_SOURCES = {("data", "tasks"): "mixture"}
-
-
-#: keys whose value a layer replaces whole, as a list is, also when both are mappings: `data.tasks` is the training
-#: selection, so an overlay's {task: rate} mapping is the whole selection, not additions to its base's
-WHOLE_VALUE_KEYS = {("data", "tasks")}
-
-
-class _EntrySets(dict):
-    """The entries dotted `--set` keys give inside a WHOLE_VALUE_KEYS key (`--set data.tasks.NAME=RATE`): they
-    name single entries, so they merge into the lower layers' value entry by entry."""
-
-
-def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, _path: tuple = ()) -> Dict[str, Any]:
-    """Merge `override` into a copy of `base`; nested dicts merge key by key, other values replace, and so does a
-    WHOLE_VALUE_KEYS mapping (`data.tasks`) unless dotted `--set` keys gave it entry by entry.
-
-    At the top level, a `sampling`/`weighting`/`gradient_surgery` mapping that names a different
-    strategy/method than the base replaces the base section (its parameters belong to the old one), except
-    the keys every strategy takes (`sampling.mode`, `sampling.block_size`), which carry over."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        selector = _SELECTOR_KEYS.get(key) if not _path else None
-        whole = (*_path, key) in WHOLE_VALUE_KEYS and not isinstance(value, _EntrySets)
-        if (selector and isinstance(value, Mapping) and isinstance(out.get(key), dict)
-                and selector in value and value[selector] != out[key].get(selector)):
-            replaced = copy.deepcopy(dict(value))
-            for shared in SHARED_SELECTOR_KEYS.get(key, ()):
-                if shared in out[key] and shared not in replaced:
-                    replaced[shared] = out[key][shared]
-            out[key] = replaced
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict) and not whole:
-            out[key] = deep_merge(out[key], value, _path=(*_path, key))
-        elif isinstance(value, _EntrySets) and isinstance(out.get(key), list) and out[key]:
-            raise ConfigError(_entries_over_a_list((*_path, key), out[key], value))
-        elif isinstance(value, _EntrySets) and out.get(key) is None and (*_path, key) in ENTRY_SOURCES:
-            source = ENTRY_SOURCES[(*_path, key)]
-            given = {**out, **override}.get(source)  # (this layer's own value first, in whichever order it came)
-            if given:
-                raise ConfigError(_entries_over_a_source((*_path, key), source, given, value))
-            out[key] = dict(value)
-        else:
-            out[key] = copy.deepcopy(dict(value) if isinstance(value, _EntrySets) else value)
-    return out
-
-
-def _entries_over_a_source(path: tuple, source: str, given: Any, entries: Mapping[str, Any]) -> str:
-    """Why dotted `--set` entries cannot go into an unset key whose selection a sibling gives (`data.tasks` unset
-    under `data.mixture`): as the whole key they would narrow that selection to themselves."""
-    key, parent = ".".join(map(str, path)), ".".join(map(str, path[:-1]))
-    return (f"--set {key}.{next(iter(entries))}=...: {key} is unset, so {parent}.{source} {given!r} gives the "
-            f"selection, and {dict(entries)} alone would narrow it to {', '.join(map(str, entries))}: give the whole "
-            f"selection with its rates (--set '{key}={{NAME: RATE, ...}}'), or set {parent}.{source}=null")
-
-
-def _entries_over_a_list(path: tuple, listed: List[Any], entries: Mapping[str, Any]) -> str:
-    """Why dotted `--set` entries cannot go into a lower layer's list (`data.tasks: [a, b]`): as a mapping of just
-    those entries they would drop the list's other names."""
-    key = ".".join(map(str, path))
-    whole = {**{name: 1 for name in listed}, **entries}
-    example = ", ".join(f"{name}: {rate}" for name, rate in whole.items())
-    return (f"--set {key}.{next(iter(entries))}=...: {key} is a list in the lower layers "
-            f"({', '.join(map(str, listed))}), so setting single rates would replace it by {dict(entries)} and drop "
-            f"the rest: give the whole selection with its rates, e.g. --set '{key}={{{example}}}'")
-
+# ------------------------------------------------------------------------------------------- entry points
 
 #: the schema's sections; one left empty in a layer (`training:` with every key commented out) sets nothing
 _SECTIONS = tuple(name for name, tp in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(tp))
@@ -358,38 +196,6 @@ _SECTIONS = tuple(name for name, tp in typing.get_type_hints(Config).items() if 
 def _without_empty_sections(layer: Mapping[str, Any]) -> Dict[str, Any]:
     """`layer` less its empty (null) schema sections, which would otherwise replace the lower layers' ones."""
     return {key: value for key, value in layer.items() if not (value is None and key in _SECTIONS)}
-
-
-#: one part of a --set key: a name without dots, or any name in double or single quotes (`"my.task"`)
-_KEY_PART_RE = re.compile(r'"[^"]+"|\'[^\']+\'|[^."\']+')
-_KEY_RE = re.compile(rf"(?:{_KEY_PART_RE.pattern})(?:\.(?:{_KEY_PART_RE.pattern}))*")
-
-
-def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
-    """`["a.b=1", "c=[x, y]"]` → `{"a": {"b": 1}, "c": ["x", "y"]}` (values parsed as YAML); a key part in quotes
-    may hold dots (`data.tasks."my.task"=2`). Dotted keys inside a WHOLE_VALUE_KEYS key set single entries of it
-    (`data.tasks.b=3` changes b's rate and keeps the other tasks)."""
-    out: Dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. training.lr=3e-4")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not _KEY_RE.fullmatch(key):
-            raise ConfigError(f"--set {item!r}: empty or unclosed key part in {key!r} (a part with dots goes in "
-                              f"quotes: --set 'data.tasks.\"my.task\"=2')")
-        try:
-            value = _load_yaml(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({_yaml_problem(err)})") from None
-        node = out
-        parts = [part[1:-1] if part[0] in "\"'" else part for part in _KEY_PART_RE.findall(key)]
-        for depth, part in enumerate(parts[:-1], 1):
-            node = node.setdefault(part, _EntrySets() if tuple(parts[:depth]) in WHOLE_VALUE_KEYS else {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} was already set to a non-mapping value")
-        node[parts[-1]] = value
-    return out
 
 
 def load_config(
@@ -401,7 +207,7 @@ def load_config(
 
     `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named.
     """
-    layers = _file_layers(resolve_config_path(path)) if path is not None else []
+    layers = file_layers(resolve_config_path(path)) if path is not None else []
     layers += [extra or {}, parse_overrides(overrides)]
     merged: Dict[str, Any] = {}
     for layer in layers:
@@ -418,141 +224,12 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"a config must be a mapping of sections (model, data, training, ...), got "
                               f"{type(data).__name__}")
-    cfg = _build(Config, deep_merge(Config().to_dict(), _without_empty_sections(data)), "")
+    cfg = build_dataclass(Config, deep_merge(Config().to_dict(), _without_empty_sections(data)), "")
     validate_values(cfg)
     return cfg
 
 
 # -------------------------------------------------------------------------------------------- validation
-
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list, List):
-        (arg,) = typing.get_args(tp) or (Any,)
-        return f"list of {_type_name(arg)}"
-    if origin in (dict, Dict):
-        return "mapping"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _takes_text(tp: Any) -> bool:
-    """Whether `tp` (or one of its Union members or list elements) is str."""
-    origin = typing.get_origin(tp)
-    return tp is str or (origin in (Union, list, List) and any(_takes_text(arg) for arg in typing.get_args(tp)))
-
-
-def _quote_hint(tp: Any, value: Any, key: str) -> str:
-    """For text that YAML read as a number or boolean (`output_dir: 2024`, `--set data.templates=[1]`): how to
-    write it as a string; else ""."""
-    items = value if isinstance(value, list) else [value]
-    if not _takes_text(tp) or not any(isinstance(v, (bool, int, float)) for v in items):
-        return ""
-    text = value if isinstance(value, (int, float)) and not isinstance(value, bool) else "2024"
-    return (f"; YAML reads unquoted numbers and yes/no/on/off as numbers and booleans: quote text, e.g. "
-            f"{key.split('.')[-1]}: \"{text}\" in a file, --set '{key}=\"{text}\"'")
-
-
-def _check_value(tp: Any, value: Any, key: str) -> Any:
-    """Return `value` (ints widened to float where a float is expected) or raise ConfigTypeError."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Union:
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return _check_value(arg, value, key)
-            except ConfigTypeError as err:
-                errors.append(err)
-        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                              + _quote_hint(tp, value, key))
-    if tp is type(None):
-        if value is None:
-            return None
-    elif origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}{hint}")
-    elif origin in (list, List):
-        if isinstance(value, (list, tuple)):
-            (arg,) = typing.get_args(tp) or (Any,)
-            return [_check_value(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    elif origin in (dict, Dict):
-        if isinstance(value, dict):
-            args = typing.get_args(tp)
-            if args and args[1] is not Any:
-                return {k: _check_value(args[1], v, f"{key}.{k}") for k, v in value.items()}
-            return dict(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
-            return float(value)  # PyYAML reads `3e-4` (no dot) as a string
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                          + _quote_hint(tp, value, key))
-
-
-def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[str]) -> Optional[str]:
-    """"unknown key SECTION.KEY; did you mean ...?" (or the known keys) for the first key of `data` not in
-    `known`, or None when every key is known — for the sections other components own (`model.moe`, ...)."""
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-            return f"unknown key {section}.{key}{hint}"
-    return None
-
-
-def _build(cls: type, data: Dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        lines = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
-            hint = f" — did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
-            lines.append(f"  {prefix}{key}{hint}")
-        section = prefix.rstrip(".") or "top level"
-        raise UnknownConfigKeyError(
-            f"unknown config key(s) in {section}:\n" + "\n".join(lines)
-            + f"\nvalid keys there: {', '.join(names)}"
-        )
-    kwargs = {}
-    for name in names:
-        if name not in data:
-            continue
-        value, tp, key = data[name], hints[name], prefix + name
-        if dataclasses.is_dataclass(tp):
-            if value is None:
-                value = {}
-            if not isinstance(value, dict):
-                raise ConfigTypeError(f"config key {key!r} must be a mapping, got {value!r}")
-            kwargs[name] = _build(tp, value, key + ".")
-        else:
-            kwargs[name] = _check_value(tp, value, key)
-    return cls(**kwargs)
-
 
 T5_DIM_KEYS = (
     "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
@@ -572,7 +249,7 @@ def _check_dims(dims: Dict[str, Any]) -> None:
     """The values of `model.dims` (T5Config sizes): ConfigError naming the key instead of an error from deep in
     transformers or torch when the model is built. Numbers PyYAML reads as strings (`1e-6`) become floats."""
     for key in _DIM_FLOATS:
-        if isinstance(dims.get(key), str) and _FLOAT_RE.fullmatch(dims[key].strip()):
+        if isinstance(dims.get(key), str) and FLOAT_RE.fullmatch(dims[key].strip()):
             dims[key] = float(dims[key])
 
     def bad(key: str, what: str) -> None:
@@ -613,7 +290,7 @@ def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
     (unknown keys, types, `dims` values); ConfigError naming the key."""
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"config key 'model' must be a mapping, got {data!r}")
-    model = _build(ModelConfig, _python_model_section(data), "model.")
+    model = build_dataclass(ModelConfig, _python_model_section(data), "model.")
     _validate_model(model)
     return model
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from t2t_mtl import config as C
+from t2t_mtl.config_layers import SHARED_SELECTOR_KEYS
 from t2t_mtl.cli import main as cli_main
 
 
@@ -109,7 +110,7 @@ def test_a_new_strategy_keeps_the_sampling_keys_every_strategy_takes():
     # (and any block_size), which belong to every strategy, silently training in homogeneous mode
     from t2t_mtl.sampling.factory import COMMON_PARAMS
 
-    assert set(C.SHARED_SELECTOR_KEYS["sampling"]) == set(COMMON_PARAMS) - {"strategy"}
+    assert set(SHARED_SELECTOR_KEYS["sampling"]) == set(COMMON_PARAMS) - {"strategy"}
     cfg = C.load_config("t5_recipe", ["sampling.strategy=proportional"])
     assert cfg.sampling == {"strategy": "proportional", "mode": "mixed"}
     merged = C.deep_merge({"sampling": {"strategy": "temperature", "alpha": 2.0, "mode": "mixed", "block_size": 64}},

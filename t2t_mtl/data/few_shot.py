@@ -82,7 +82,7 @@ class FewShotMix:
     def from_config(cls, section: Any) -> Optional["FewShotMix"]:
         """The validated section, or None when off (unset, false, or rate 0); true = the defaults. Errors name
         the key."""
-        from t2t_mtl.config import unknown_key_message
+        from t2t_mtl.config_types import unknown_key_message
 
         if section is None or section is False:
             return None

@@ -22,7 +22,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from t2t_mtl.config import ConfigError, unknown_key_message
+from t2t_mtl.config import ConfigError
+from t2t_mtl.config_types import unknown_key_message
 
 WANDB_KEYS = ("project", "entity", "name", "group", "tags", "notes", "mode")
 WANDB_MODES = ("online", "offline", "disabled")

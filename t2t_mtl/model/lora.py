@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import T5ForConditionalGeneration
 
-from t2t_mtl.config import unknown_key_message
+from t2t_mtl.config_types import unknown_key_message
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5
 
 __all__ = ["LORA_TARGETS", "LoRAConfig", "LoRAConfigError", "LoRALinear", "apply_lora", "check_targets",

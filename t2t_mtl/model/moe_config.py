@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from t2t_mtl.config import unknown_key_message
+from t2t_mtl.config_types import unknown_key_message
 
 __all__ = ["LAYER_CHOICES", "ROUTING_MODES", "UNSEEN_TASK_ROUTINGS", "MissingTaskIdsError", "MoEConfig",
            "MoEConfigError", "moe_mapping"]

@@ -1,0 +1,142 @@
+"""Checking config values against the schema's type hints: `build_dataclass` turns a nested dict into a section
+dataclass, refusing unknown keys (with the closest known names) and values of the wrong type (naming the key, the
+expected type and the value, with a quoting hint for text YAML read as a number or boolean)."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
+
+from t2t_mtl.config_errors import ConfigTypeError, UnknownConfigKeyError
+
+__all__ = ["FLOAT_RE", "build_dataclass", "unknown_key_message"]
+
+FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"list of {_type_name(arg)}"
+    if origin in (dict, Dict):
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _takes_text(tp: Any) -> bool:
+    """Whether `tp` (or one of its Union members or list elements) is str."""
+    origin = typing.get_origin(tp)
+    return tp is str or (origin in (Union, list, List) and any(_takes_text(arg) for arg in typing.get_args(tp)))
+
+
+def _quote_hint(tp: Any, value: Any, key: str) -> str:
+    """For text that YAML read as a number or boolean (`output_dir: 2024`, `--set data.templates=[1]`): how to
+    write it as a string; else ""."""
+    items = value if isinstance(value, list) else [value]
+    if not _takes_text(tp) or not any(isinstance(v, (bool, int, float)) for v in items):
+        return ""
+    text = value if isinstance(value, (int, float)) and not isinstance(value, bool) else "2024"
+    return (f"; YAML reads unquoted numbers and yes/no/on/off as numbers and booleans: quote text, e.g. "
+            f"{key.split('.')[-1]}: \"{text}\" in a file, --set '{key}=\"{text}\"'")
+
+
+def _check_value(tp: Any, value: Any, key: str) -> Any:
+    """Return `value` (ints widened to float where a float is expected) or raise ConfigTypeError."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _check_value(arg, value, key)
+            except ConfigTypeError as err:
+                errors.append(err)
+        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+                              + _quote_hint(tp, value, key))
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}{hint}")
+    elif origin in (list, List):
+        if isinstance(value, (list, tuple)):
+            (arg,) = typing.get_args(tp) or (Any,)
+            return [_check_value(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin in (dict, Dict):
+        if isinstance(value, dict):
+            args = typing.get_args(tp)
+            if args and args[1] is not Any:
+                return {k: _check_value(args[1], v, f"{key}.{k}") for k, v in value.items()}
+            return dict(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads `3e-4` (no dot) as a string
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+                          + _quote_hint(tp, value, key))
+
+
+def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[str]) -> Optional[str]:
+    """"unknown key SECTION.KEY; did you mean ...?" (or the known keys) for the first key of `data` not in
+    `known`, or None when every key is known — for the sections other components own (`model.moe`, ...)."""
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            return f"unknown key {section}.{key}{hint}"
+    return None
+
+
+def build_dataclass(cls: type, data: Dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        lines = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+            hint = f" — did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
+            lines.append(f"  {prefix}{key}{hint}")
+        section = prefix.rstrip(".") or "top level"
+        raise UnknownConfigKeyError(
+            f"unknown config key(s) in {section}:\n" + "\n".join(lines)
+            + f"\nvalid keys there: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        value, tp, key = data[name], hints[name], prefix + name
+        if dataclasses.is_dataclass(tp):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigTypeError(f"config key {key!r} must be a mapping, got {value!r}")
+            kwargs[name] = build_dataclass(tp, value, key + ".")
+        else:
+            kwargs[name] = _check_value(tp, value, key)
+    return cls(**kwargs)
