@@ -382,7 +382,8 @@ def validate_values(cfg: Config) -> None:
 
 
 def check_paths(cfg: Config) -> None:
-    """Check every path the config names exists (run before any training). Raises ConfigFileError."""
+    """Check every path the config names exists, and that training.output_dir and data.cache_dir can be made and
+    written into (run before any training). Raises ConfigFileError."""
     def must_exist(key: str, value: Optional[str], kind: str) -> None:
         if value is not None and not Path(value).exists():
             raise ConfigFileError(f"config key {key!r} names {kind} {value!r}, which does not exist")
@@ -398,10 +399,24 @@ def check_paths(cfg: Config) -> None:
     for key, value in (("model.name_or_path", cfg.model.name_or_path), ("tokenizer.path", cfg.tokenizer.path)):
         if value is not None and _looks_like_path(value):
             must_exist(key, value, "a local folder")
-    out = Path(cfg.training.output_dir)
+    _check_output_folder("training.output_dir", cfg.training.output_dir, "choose another folder")
+    if cfg.data.cache_dir is not None:
+        _check_output_folder("data.cache_dir", cfg.data.cache_dir,
+                             "choose another folder (or null: the run folder's cache/)")
+
+
+def _check_output_folder(key: str, value: str, fix: str) -> None:
+    """ConfigFileError naming `key` and `value` when the folder cannot be made or written into: the nearest path
+    of it and its parents that exists is a file, or a folder this process may not write (the run would fail in a
+    traceback once it first writes there). `fix` says what to do."""
+    out = Path(value)
     parent = next((p for p in (out, *out.parents) if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ConfigFileError(f"training.output_dir {str(out)!r}: {parent} exists and is not a directory")
+    if parent is None:
+        return
+    if not parent.is_dir():
+        raise ConfigFileError(f"{key} {str(out)!r}: {parent} exists and is not a directory; {fix}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigFileError(f"{key} {str(out)!r}: {parent} is not writable by this user; {fix}")
 
 
 def tasks_dirs(cfg: Config) -> List[str]:

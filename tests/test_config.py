@@ -3,6 +3,7 @@ paths) — all raised before any training starts."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -280,6 +281,47 @@ def test_missing_files_and_paths(tmp_path):
         cfg = C.config_from_dict({"data": {"mixture": "m", "tasks_dir": tasks_dir}, "model": {"dims": {"d_model": 8}}})
         with pytest.raises(C.ConfigFileError, match=key + ".*no_tasks.*does not exist"):
             C.check_paths(cfg)
+
+
+def test_a_cache_dir_under_a_file_is_refused_by_the_path_checks(tmp_path, capsys):
+    # was: accepted by check_paths (and `train --print-config`); the run refused it only after its checks
+    (tmp_path / "afile").write_text("x")
+    cache = tmp_path / "afile" / "cache"
+    cfg = C.config_from_dict({"data": {"mixture": "m", "cache_dir": str(cache)}, "model": {"dims": {"d_model": 8}},
+                              "training": {"output_dir": str(tmp_path / "run")}})
+    with pytest.raises(C.ConfigFileError) as caught:
+        C.check_paths(cfg)
+    assert str(caught.value) == f"data.cache_dir {str(cache)!r}: {tmp_path / 'afile'} exists and is not a directory; " \
+                                f"choose another folder (or null: the run folder's cache/)"
+    config_path = write(tmp_path / "cfg.yaml", {"data": {"tasks": ["parity"], "cache_dir": str(cache)},
+                                                "model": {"dims": {"d_model": 8}},
+                                                "training": {"output_dir": str(tmp_path / "run")}})
+    assert cli_main(["train", str(config_path), "--print-config"]) == 2
+    assert capsys.readouterr().err == f"error: {caught.value}\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("key", ["data.cache_dir", "training.output_dir"])
+def test_an_output_folder_the_user_may_not_write_is_refused_by_the_path_checks(tmp_path, monkeypatch, key):
+    # was: accepted; the run failed in a PermissionError traceback once it first wrote there (the tokenized cache:
+    # after every check, deep in tokenizing). Tests run as root too, where mode bits do not bind: os.access is
+    # made to refuse the folder named `locked` as it would for another user
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real_access(path, mode, **kw))
+    folder = locked / "sub"
+    section, name = key.split(".")
+    values = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "training": {"output_dir": str(tmp_path)}}
+    values[section][name] = str(folder)
+    with pytest.raises(C.ConfigFileError) as caught:
+        C.check_paths(C.config_from_dict(values))
+    assert str(caught.value).startswith(f"{key} {str(folder)!r}: {locked} is not writable by this user; choose "
+                                        f"another folder")
+    values[section][name] = str(tmp_path / "free" / "sub")  # a folder that can be made passes
+    C.check_paths(C.config_from_dict(values))
 
 
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
