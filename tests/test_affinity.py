@@ -220,6 +220,20 @@ def test_every_key_a_study_run_replaces_is_refused_as_an_override(tmp_path):
     refuse_study_overrides(["training.learning_rate=0.1", "training.plotting=1"])  # not replaced: allowed
 
 
+def test_each_study_run_keeps_the_train_held_out_tasks_it_trains(tmp_path):
+    # a study shares one data.train_held_out over runs of different task subsets: a run without the task is not
+    # refused as training none of it (train refuses that), and a run with it trains it
+    from t2t_mtl.analysis.engine_run import _run_config, base_config_dict
+    from t2t_mtl.engine.run_checks import training_rates
+
+    base = base_config_dict(None, ["data.held_out_clusters=[]", "data.train_held_out=[compare_numbers]"])
+    alone = _run_config(base, ["parity"], 0, 2, tmp_path, None)
+    assert alone.data.train_held_out == [] and list(training_rates(alone)) == ["parity"]
+    both = _run_config(base, ["parity", "compare_numbers"], 0, 2, tmp_path, None)
+    assert both.data.train_held_out == ["compare_numbers"]
+    assert list(training_rates(both)) == ["parity", "compare_numbers"]
+
+
 def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_training(tmp_path, capsys):
     from t2t_mtl.cli import main
 

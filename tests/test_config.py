@@ -400,6 +400,28 @@ def test_a_task_named_twice_in_data_tasks_is_refused():
         training_rates(cfg)
 
 
+def test_a_train_held_out_task_the_run_does_not_train_is_refused():
+    # was: accepted, and nothing was trained on it (a misspelt or forgotten task passed unnoticed)
+    from t2t_mtl.engine.run_checks import training_rates
+
+    def rates(**data):
+        return training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": data}))
+
+    with pytest.raises(C.ConfigError) as caught:
+        rates(tasks=["parity"], train_held_out=["compare_numbers"])
+    assert str(caught.value) == ("data.train_held_out names ['compare_numbers'], which this run does not train "
+                                 "(data.tasks does not include it): add it to data.tasks to train on it, or drop it "
+                                 "from data.train_held_out")
+    # procedural's held-out cluster 'comparison' drops compare_numbers from the mixture
+    with pytest.raises(C.ConfigError, match=r"^data\.train_held_out names \['compare_numbers'\], which this run does "
+                                            r"not train \(data\.mixture 'procedural' does not include it; "
+                                            r"data\.held_out_clusters holds out \['comparison'\]\): add it to "
+                                            r"data\.tasks"):
+        rates(mixture="procedural", held_out_clusters=["comparison"], train_held_out=["compare_numbers"])
+    both = rates(tasks=["parity", "compare_numbers"], train_held_out=["compare_numbers"])
+    assert set(both) == {"parity", "compare_numbers"}
+
+
 def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
     from t2t_mtl.engine.run_checks import training_rates
 

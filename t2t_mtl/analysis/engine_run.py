@@ -60,8 +60,10 @@ def _run_config(base_cfg: Optional[Mapping[str, Any]], train_tasks: Sequence[str
                 out_dir: Path, tokenizer_path: Optional[str], cache_dir: Optional[str] = None) -> Any:
     from t2t_mtl.config import config_from_dict, deep_merge
 
-    override: dict[str, Any] = {
-        "data": {"mixture": None, "tasks": list(train_tasks), "validation_examples": 0},
+    approved = ((base_cfg or {}).get("data") or {}).get("train_held_out") or []
+    override: dict[str, Any] = {  # data.train_held_out: the study's list, narrowed to the tasks this run trains
+        "data": {"mixture": None, "tasks": list(train_tasks), "validation_examples": 0,
+                 "train_held_out": [name for name in approved if name in train_tasks]},
         "training": {"seed": int(seed), "steps": int(steps), "output_dir": str(out_dir), "progress_bar": False,
                      "checkpoint_every": 0, "keep_checkpoints": 1, "plot": False, "tensorboard": False},
         "evaluation": {"held_out": False, "tasks": None},  # the study scores its runs itself

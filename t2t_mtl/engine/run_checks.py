@@ -24,8 +24,8 @@ def training_rates(cfg: Config) -> Dict[str, float]:
 
     Registers the built-in tasks and `data.tasks_dir`'s YAML tasks first. Tasks of `data.held_out_clusters`
     are dropped from `data.mixture`; a task that `data.tasks` names in one of them is a ConfigError, as is a
-    task flagged `held_out` that `data.train_held_out` does not name, and a `data.templates` name that a task
-    lacks. Every error names the config key.
+    task flagged `held_out` that `data.train_held_out` does not name, a `data.train_held_out` task the run does not
+    train, and a `data.templates` name that a task lacks. Every error names the config key.
     """
     import task_registry
     from t2t_mtl.evaluation.metrics import task_metric_problems
@@ -80,6 +80,7 @@ def training_rates(cfg: Config) -> Dict[str, float]:
                                              held_out_clusters=d.held_out_clusters, force=True)
     source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
     refuse_unapproved_held_out(list(rates), d.train_held_out, source)
+    refuse_untrained_held_out(d.train_held_out, rates, source, d.held_out_clusters)
     for name in d.templates or ():
         for task_name in rates:
             try:
@@ -87,6 +88,22 @@ def training_rates(cfg: Config) -> Dict[str, float]:
             except task_registry.UnknownTemplateError as err:
                 raise ConfigError(f"data.templates: {err} (data.templates applies to every training task)") from None
     return rates
+
+
+def refuse_untrained_held_out(train_held_out: Sequence[str], rates: Mapping[str, float], source: str,
+                              held_out_clusters: Sequence[str]) -> None:
+    """ConfigError naming `data.train_held_out`'s tasks that the run does not train (not among `rates`, the tasks
+    of `source`): naming one there trains nothing, so a misspelt or forgotten task would pass unnoticed."""
+    import task_registry
+
+    idle = [name for name in train_held_out if name not in rates]
+    if not idle:
+        return
+    held = sorted({task_registry.get_task(n).cluster for n in idle} & set(held_out_clusters))
+    why = f"; data.held_out_clusters holds out {held}" if held else ""
+    it = "it" if len(idle) == 1 else "them"
+    raise ConfigError(f"data.train_held_out names {idle}, which this run does not train ({source} does not include "
+                      f"{it}{why}): add {it} to data.tasks to train on {it}, or drop {it} from data.train_held_out")
 
 
 def config_warnings(cfg: Config) -> List[str]:
