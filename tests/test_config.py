@@ -422,6 +422,22 @@ def test_a_train_held_out_task_the_run_does_not_train_is_refused():
     assert set(both) == {"parity", "compare_numbers"}
 
 
+@pytest.mark.parametrize("section, values, key, rest", [
+    ("sampling", {"strategy": "temperature", "alpah": 2}, "alpah",
+     "unknown parameter 'alpah' for sampling strategy 'temperature'. Did you mean 'alpha'? Valid parameters: alpha, "
+     "block_size, cap, dataset_cap, mode, scale, strategy, template_cap, templates."),
+    ("weighting", {"method": "uncertainty", "inti": 0.5}, "inti",
+     "unknown parameter 'inti' for loss weighting 'uncertainty'. Did you mean 'init'? Valid parameters: init."),
+])
+def test_an_unknown_sampling_or_weighting_key_is_named_by_its_config_path(tmp_path, capsys, section, values, key,
+                                                                          rest):
+    # was: "unknown parameter 'alpah' for sampling strategy ..." without the key as the config spells it
+    config_path = write(tmp_path / "cfg.yaml", {"data": {"tasks": ["parity"]}, "model": {"dims": {"d_model": 8}},
+                                                section: values, "training": {"output_dir": str(tmp_path / "run")}})
+    assert cli_main(["train", str(config_path), "--print-config"]) == 2
+    assert capsys.readouterr().err == f"error: {section}.{key}: {rest}\n"
+
+
 def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
     from t2t_mtl.engine.run_checks import training_rates
 

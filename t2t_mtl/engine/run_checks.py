@@ -222,12 +222,18 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                             rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None) -> None:
     """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
     any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`."""
-    from t2t_mtl.sampling import build_sampler
-    from t2t_mtl.weighting import build_weighting
+    from t2t_mtl.sampling import UnknownParameterError, build_sampler
+    from t2t_mtl.weighting import UnknownWeightingParameterError, build_weighting
 
     sizes = {name: max(world_size, 1000) for name in task_names}
-    build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
-    build_weighting(cfg.weighting, task_names, sizes)
+    try:  # an unknown key is named by its path in the config, as the user wrote it
+        build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
+    except UnknownParameterError as err:
+        raise ConfigError(f"sampling.{err.key}: {err}") from None
+    try:
+        build_weighting(cfg.weighting, task_names, sizes)
+    except UnknownWeightingParameterError as err:
+        raise ConfigError(f"weighting.{err.key}: {err}") from None
     FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)

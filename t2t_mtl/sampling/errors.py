@@ -14,7 +14,12 @@ class UnknownStrategyError(SamplingError):
 
 
 class UnknownParameterError(SamplingError):
-    """The config has a key that the chosen strategy does not take."""
+    """The config has a key that the chosen strategy does not take; `key` is that key, so a front end can name its
+    own path to it (`sampling.<key>` in a training config)."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class InvalidRateError(SamplingError):
@@ -32,12 +37,12 @@ def suggest(name: str, valid: Iterable[str]) -> str:
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def check_keys(config: dict, valid: Iterable[str], what: str, error: type = UnknownParameterError) -> None:
-    """Raise `error` for the first key of `config` not in `valid`, listing the valid keys."""
+def check_keys(config: dict, valid: Iterable[str], what: str) -> None:
+    """Raise `UnknownParameterError` for the first key of `config` not in `valid`, listing the valid keys."""
     valid = sorted(valid)
     for key in config:
         if key not in valid:
-            raise error(
+            raise UnknownParameterError(
                 f"unknown parameter {key!r} for {what}.{suggest(key, valid)} "
-                f"Valid parameters: {', '.join(valid)}."
+                f"Valid parameters: {', '.join(valid)}.", key=key
             )

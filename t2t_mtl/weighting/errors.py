@@ -8,3 +8,12 @@ class WeightingError(ValueError):
 
 class UnknownWeightingError(WeightingError):
     """The config names a weighting method that does not exist."""
+
+
+class UnknownWeightingParameterError(WeightingError):
+    """The config has a key that the chosen method does not take; `key` is that key, so a front end can name its
+    own path to it (`weighting.<key>` in a training config)."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from t2t_mtl.param_types import coerce_numeric_params
 from t2t_mtl.weighting.base import LossWeighting
-from t2t_mtl.weighting.errors import UnknownWeightingError, WeightingError
+from t2t_mtl.weighting.errors import UnknownWeightingError, UnknownWeightingParameterError, WeightingError
 from t2t_mtl.weighting.methods import (CurriculumWeighting, DynamicTaskPrioritization, EqualWeighting,
                                        SizeWeighting, TchebycheffWeighting, UncertaintyWeighting)
 
@@ -34,8 +34,9 @@ def build_weighting(config: Mapping[str, Any], task_names: Iterable[str],
     for key in config:
         if key != "method" and key not in cls.PARAMS:
             valid = ", ".join(cls.PARAMS) or "none"
-            raise WeightingError(f"unknown parameter {key!r} for loss weighting {name!r}."
-                                 f"{_suggest(key, (*cls.PARAMS, 'method'))} Valid parameters: {valid}.")
+            raise UnknownWeightingParameterError(f"unknown parameter {key!r} for loss weighting {name!r}."
+                                                 f"{_suggest(key, (*cls.PARAMS, 'method'))} Valid parameters: "
+                                                 f"{valid}.", key=key)
     config = coerce_numeric_params(config, cls, f"loss weighting {name!r}", WeightingError)
     kwargs = {k: v for k, v in config.items() if k != "method"}
     return cls(task_names, task_sizes, **kwargs)
