@@ -1277,6 +1277,28 @@ def test_lora_trainable_fragments_no_parameter_matches_fail_before_tokenizing(tm
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
+def test_lora_trainable_fragments_of_a_local_pretrained_model_fail_before_tokenizing(tmp_path, tok, monkeypatch):
+    # was: refused only when the model was built, after every task had been tokenized and the weights read
+    from t2t_mtl.model import build_model
+    from t2t_mtl.model.lora import LoRAConfigError
+
+    dims = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}
+    build_model({"dims": dims}, vocab_size=len(load_tokenizer(tok))).save_pretrained(tmp_path / "model")
+    reads = []
+    real = T5ForConditionalGeneration.from_pretrained.__func__
+    monkeypatch.setattr(T5ForConditionalGeneration, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: reads.append(a) or real(cls, *a, **k)))
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1},
+                      model={"name_or_path": str(tmp_path / "model"), "dims": None,
+                             "lora": {"r": 2, "trainable": ["layernorm"]}})
+    with pytest.raises(LoRAConfigError, match=r"model.lora.trainable: \['layernorm'\] match no parameter name"):
+        train(cfg)
+    assert reads == [] and (not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir()))
+    cfg["model"]["lora"]["trainable"] = ["layer_norm"]  # a fragment of its parameter names: trains
+    train(cfg, evaluate_held_in=False)
+    assert len(reads) == 1 and (tmp_path / "run" / "checkpoints").is_dir()
+
+
 def test_a_tokenizer_too_small_for_the_mixtures_characters_names_the_config_key(tmp_path, cache):
     # was: "train_tokenizer: SentencePiece could not train a 5-piece model ... Raise vocab_size", no config key
     import task_registry

@@ -238,9 +238,9 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
         check_targets(lora, model_config(cfg.model, saved))
-    if lora is not None and lora.trainable and cfg.model.name_or_path is None:  # its fragments, on weightless params
-        with torch.device("meta"):
-            build_model(cfg.model, task_names=list(task_names))
+    if lora is not None and lora.trainable and is_local_model(cfg.model.name_or_path):  # on weightless params
+        with torch.device("meta"):  # (a local pretrained model: built from its config.json, no weights read)
+            build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
     from t2t_mtl.engine.wandb_logging import check_wandb_section
 
     check_wandb_section(cfg.training.wandb)

@@ -69,8 +69,8 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
 
 
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
-                task_names: Optional[Sequence[str]] = None,
-                saved: Optional[Dict[str, Any]] = None) -> T5ForConditionalGeneration:
+                task_names: Optional[Sequence[str]] = None, saved: Optional[Dict[str, Any]] = None,
+                weights: bool = True) -> T5ForConditionalGeneration:
     """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`, its weights in fp32 (a folder saved
     in bf16 is upcast: `training.precision` sets the compute dtype, and fp32 training keeps fp32 weights).
 
@@ -80,7 +80,9 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     order) tells task-routed experts which id is which task. With `lora`, the block linears get low-rank
     adapters and the rest is frozen (`t2t_mtl.model.lora.apply_lora`). A dict `model_cfg` is checked as the config's
     `model:` section is (`ConfigError` naming the key). `saved`: the dict `check_t5_checkpoint`
-    returned for `name_or_path` (None: read it), so its config.json is read once.
+    returned for `name_or_path` (None: read it), so its config.json is read once. `weights=False` builds a
+    pretrained model from its config alone, its weights not read (under `torch.device("meta")`: a weightless check
+    of the model settings, e.g. which parameters `model.lora.trainable` names).
     """
     if not isinstance(model_cfg, ModelConfig):
         model_cfg = model_config_from_dict(model_cfg)
@@ -90,7 +92,8 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
         if saved is None:
             saved = check_t5_checkpoint(model_cfg.name_or_path)
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
-            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved, dtype=torch.float32)
+            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved, weights=weights,
+                                   **({"dtype": torch.float32} if weights else {}))
         except (OSError, ValueError) as err:
             raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
         if isinstance(model, TaskAwareT5):
