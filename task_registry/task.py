@@ -6,8 +6,9 @@ template has none), `references` (every acceptable gold answer: the template's `
 uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` and `random` filters), so
 the output is a pure function of (rows, templates, seed) and map-style results are cached by datasets
 fingerprint (which also names the Jinja environment's version). Rows whose template renders no target
-(promptsource's "skip") are dropped, counted in `task.render_stats[split]` and logged; rows a filter
-preprocessor drops are counted in `task.preprocess_stats[split]` and logged.
+(promptsource's "skip") or no input (T0 drops those from its training data too) are dropped, counted in
+`task.render_stats[split]` and logged; rows a filter preprocessor drops are counted in
+`task.preprocess_stats[split]` and logged.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ _SKIP_COLUMN = "_skipped"
 
 @dataclasses.dataclass
 class RenderStats:
-    """Rows rendered for one split; `skipped` rows had an empty target and were dropped."""
+    """Rows rendered for one split; `skipped` rows had an empty target or input and were dropped, `empty_inputs`
+    of them a target but an empty input."""
 
     task: str
     split: str
@@ -53,14 +55,23 @@ class RenderStats:
     kept: int = 0
     skipped: int = 0
     skipped_by_template: dict[str, int] = dataclasses.field(default_factory=dict)
+    empty_inputs: int = 0
 
-    def count(self, template: str, skipped: bool) -> None:
+    def count(self, template: str, skipped: bool, empty_input: bool) -> None:
         self.rows += 1
         if skipped:
             self.skipped += 1
+            self.empty_inputs += empty_input
             self.skipped_by_template[template] = self.skipped_by_template.get(template, 0) + 1
         else:
             self.kept += 1
+
+    def log(self) -> None:
+        """Warn of the skipped rows (nothing when none was)."""
+        if self.skipped:
+            logger.warning("task %r split %r: %d of %d rows skipped (%d empty target, %d empty input) by template(s) "
+                           "%s", self.task, self.split, self.skipped, self.rows, self.skipped - self.empty_inputs,
+                           self.empty_inputs, self.skipped_by_template)
 
 
 @dataclasses.dataclass
@@ -95,7 +106,7 @@ class _Renderer:
 
     def fingerprint_parts(self) -> tuple:
         return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
-                                        for t in self.templates], "render-v2", environment_version(), self.group_by)
+                                        for t in self.templates], "render-v3", environment_version(), self.group_by)
 
     def render_row(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
         rng = random.Random(f"{self.seed}:{index}")
@@ -105,7 +116,7 @@ class _Renderer:
         return {"inputs": example.inputs, "targets": example.targets,
                 "answer_choices": example.answer_choices or [], "references": example.gold_references,
                 "task": self.task, "template": template.name, **group,
-                _SKIP_COLUMN: example.skipped}
+                _SKIP_COLUMN: example.skipped or not example.inputs}
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         columns = list(batch)
@@ -138,19 +149,17 @@ def _preprocessed_rows(rows: datasets.IterableDataset, task: str, split: str) ->
 def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats: RenderStats,
                      max_examples: Optional[int]) -> Iterator[dict[str, Any]]:
     """The rendered rows of one pass over `rows`; `stats` counts this pass (each new pass starts it afresh)."""
-    stats.rows = stats.kept = stats.skipped = 0
+    stats.rows = stats.kept = stats.skipped = stats.empty_inputs = 0
     stats.skipped_by_template = {}
     for index, row in enumerate(rows):
         if max_examples is not None and index >= max_examples:
             break
         rendered = renderer.render_row(row, index)
         skipped = rendered.pop(_SKIP_COLUMN)
-        stats.count(rendered["template"], skipped)
+        stats.count(rendered["template"], skipped, empty_input=skipped and rendered["targets"] != "")
         if not skipped:
             yield rendered
-    if stats.skipped:
-        logger.warning("task %r split %r: %d of %d rows skipped (empty target) by template(s) %s",
-                       stats.task, stats.split, stats.skipped, stats.rows, stats.skipped_by_template)
+    stats.log()
 
 
 class Task:
@@ -333,8 +342,9 @@ class Task:
             skipped_templates = pc.filter(table.column("template"), skip_mask)
             stats.skipped_by_template = {entry["values"].as_py(): entry["counts"].as_py()
                                          for entry in pc.value_counts(skipped_templates)}
-            logger.warning("task %r split %r: %d of %d rows skipped (empty target) by template(s) %s",
-                           self.name, split, stats.skipped, stats.rows, stats.skipped_by_template)
+            with_target = pc.not_equal(table.column("targets"), "")
+            stats.empty_inputs = int(pc.sum(pc.and_(skip_mask, with_target)).as_py() or 0)
+            stats.log()
             rendered = rendered.filter(lambda skipped: not skipped, input_columns=_SKIP_COLUMN,
                                        new_fingerprint=Hasher.hash((rendered._fingerprint, "drop-skipped")))
         return rendered.remove_columns(_SKIP_COLUMN)

@@ -230,6 +230,25 @@ def test_skipped_rows_are_dropped_and_counted(tmp_path, caplog):
     assert (stats.rows, stats.kept, stats.skipped, stats.skipped_by_template) == (10, 5, 5, {"pos": 5})
 
 
+def test_rows_that_render_an_empty_input_are_dropped_and_counted_as_skipped(tmp_path, caplog):
+    # was: kept (input "", target "yes"), so the model trained on targets with nothing to read; T0 drops them
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    t0_style = Template("t0", "{% if label == 1 %}{{sentence}}{% endif %} ||| "
+                              "{% if sentence != 'sentence number 0' %}yes{% endif %}")
+    task = Task("empty_inputs", LocalFileSource(path), [t0_style], splits=("train",))
+    # rows 1, 3, .. 9 render both; 2, 4, 6, 8 an empty input; 0 neither (an empty target, promptsource's skip)
+    for streaming in (False, True):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            out = list(task.to_dataset("train", streaming=streaming))
+        assert [row["inputs"] for row in out] == [f"sentence number {i}" for i in (1, 3, 5, 7, 9)], streaming
+        stats = task.render_stats["train"]
+        assert (stats.rows, stats.kept, stats.skipped, stats.empty_inputs, stats.skipped_by_template) == \
+            (10, 5, 5, 4, {"t0": 5}), streaming
+        assert "5 of 10 rows skipped (1 empty target, 4 empty input) by template(s) {'t0': 5}" in caplog.text
+
+
 def test_a_filter_that_drops_every_row_gives_an_empty_dataset(tmp_path):
     # e.g. `label != -1` on a GLUE test split: every label is -1
     path = tmp_path / "rows.jsonl"

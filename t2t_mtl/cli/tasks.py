@@ -171,7 +171,8 @@ def _preview(args: argparse.Namespace) -> int:
         print("\n".join(_side_by_side(example["inputs"], example["targets"], width)))
     stats = task.render_stats[split]
     if stats.skipped:
-        print(f"({stats.skipped} of {stats.rows} rows skipped: empty target, by template {stats.skipped_by_template})")
+        print(f"({stats.skipped} of {stats.rows} rows skipped: {stats.skipped - stats.empty_inputs} empty target, "
+              f"{stats.empty_inputs} empty input, by template {stats.skipped_by_template})")
     return 0
 
 
