@@ -19,6 +19,7 @@ from t2t_mtl.cli import main as cli_main
 from t2t_mtl.evaluation import (CheckpointError, EvalReport, EvalSettings, NoAnswerChoicesError, TemplateResult,
                                 compare, comparison_markdown, evaluate_tasks, load_checkpoint, read_report,
                                 summarize, to_markdown, write_report)
+from t2t_mtl.evaluation.few_shot import Demonstrations
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import score_choices
 from t2t_mtl.evaluation.runner import render_examples
@@ -530,6 +531,20 @@ def test_a_prediction_matching_any_listed_gold_answer_scores(tmp_path, monkeypat
     # without references only answers[0] is gold: only Paris (a one-answer row) is right
     assert first_only.score == pytest.approx(100 / 3) and "references" not in first_only.predictions[0]
     assert every.majority_baseline == pytest.approx(100 / 3)  # "jamaican creole ..." right once of 3
+
+
+def test_rows_that_render_an_empty_input_are_skipped_and_counted_as_in_training_data(tmp_path):
+    # was: scored (training data, Task.to_dataset, drops them); 3 rows: the second has no question
+    rows = [{"question": "capital of France?", "answer": "Paris"}, {"question": "", "answer": "none"},
+            {"question": "who wrote Hamlet?", "answer": "Shakespeare"}]
+    template = task_registry.Template("qa", "{{ question }} ||| {{ answer }}")
+    task = _local_task(tmp_path, "qa_gaps", rows, [template], metrics=("exact_match",))
+    rendered = render_examples(task, template, task.load_rows("validation"))
+    assert [(e.row_index, e.targets) for e in rendered.examples] == [(0, "Paris"), (2, "Shakespeare")]
+    assert rendered.skipped == 1 and rendered.errors == 0
+    assert [r["targets"] for r in task.to_dataset("validation")] == ["Paris", "Shakespeare"]
+    demonstrations = Demonstrations(task, template, task.load_rows("validation"), same_split=False)
+    assert sorted(demonstrations.draw(0, 5)) == ["capital of France?\nParis", "who wrote Hamlet?\nShakespeare"]
 
 
 def test_metrics_that_cannot_score_a_template_error_when_declared_and_are_skipped_from_metadata(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ class TemplateResult:
     `chance_baseline` what random guessing scores on it (see `runner._baselines`), both `None` where they do
     not apply. `unsupported_metrics` names promptsource metadata metrics with no shipped module;
     `skipped_metrics` maps metadata metrics that cannot score this template to the reason.
-    `num_skipped` rows rendered no target (promptsource's skip case) and `num_errors` rows failed to render
-    (first message in `error`); neither is in `num_examples`. `score` is `None` when no row was left.
+    `num_skipped` rows rendered no target (promptsource's skip case) or no input and `num_errors` rows failed to
+    render (first message in `error`); neither is in `num_examples`. `score` is `None` when no row was left.
     `incomplete_groups` counts the groups (the task's `group_by`) that group metrics left out because some of
     their rows were not scored (cut by `max_examples`, skipped or failed to render); when that leaves no group,
     group metrics are not in `metrics` and a group primary metric leaves `score` `None`. `num_truncated` of the

@@ -213,7 +213,8 @@ def applicable_metrics(task, template, metrics: Sequence[str], examples: Sequenc
 
 def render_examples(task, template, rows, *, seed: int = 0,
                     group_sizes: Optional[Mapping[str, int]] = None) -> _Rendered:
-    """Render every row; skipped rows and render failures are counted (failures keep the first message).
+    """Render every row; skipped rows (no target or no input) and render failures are counted (failures keep the
+    first message).
 
     A row field `target_scores` (a list aligned with the rendered answer choices, as BIG-bench imports
     have) gives per-choice scores for `multiple_choice_grade`; a task's `group_by` gives each row's group. A group
@@ -235,7 +236,7 @@ def render_examples(task, template, rows, *, seed: int = 0,
             out.errors += 1
             out.first_error = out.first_error or str(error)
             continue
-        if rendered.skipped:
+        if rendered.skipped or not rendered.inputs:  # (no input: dropped from training data too, `Task.to_dataset`)
             out.skipped += 1
             continue
         choices = list(rendered.answer_choices or [])
