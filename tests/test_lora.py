@@ -335,7 +335,7 @@ def test_bf16_export_takes_the_adapters_fp32_master_weights(tmp_path, tok):
 
 
 def test_resume_compatibility_ignores_dropout_and_list_order(tmp_path):
-    from t2t_mtl.engine.checkpoint import check_compatible
+    from t2t_mtl.engine.resume_checks import check_compatible
 
     saved = LoRAConfig(targets=["q", "v"], dropout=0.1).to_dict()
     check_compatible(tmp_path, {"lora": saved}, lora=LoRAConfig(targets=["v", "q"], dropout=0.0).to_dict())

@@ -31,14 +31,13 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import numpy as np
 import torch
 
 from t2t_mtl.engine.deepspeed_config import RunSchedule
 from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
-from t2t_mtl.model.lora import lora_signature
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -333,118 +332,6 @@ def _load_file(path: Path) -> Any:
         raise CheckpointError(f"{path} is missing; {_CORRUPT_HINT}") from None
     except Exception as err:  # unpickling errors of a truncated/overwritten file come in many types
         raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); {_CORRUPT_HINT}") from None
-
-
-_UNSET: Any = object()
-
-
-#: config keys whose saved state (sampler, data streams, weighting) belongs to their value, with what to do
-RESUME_SETTINGS = {
-    "training.seed": "resume with the same seed (the data streams and the sampler continue its sequences)",
-    "sampling.strategy": "resume with the same sampling strategy (the sampler state belongs to it)",
-    "weighting.method": "resume with the same loss weighting (its state, e.g. learned log-variances, belongs to it)",
-    "data.max_examples_per_task": "resume with the same data.max_examples_per_task (it sets the task sizes, which "
-                                  "the saved data order and epoch counts belong to)",
-}
-
-
-def resume_settings(cfg: Any) -> Dict[str, Any]:
-    """The `RESUME_SETTINGS` values of a run config, as saved in a checkpoint's meta ("settings")."""
-    def value(key: str) -> Any:
-        section, name = key.split(".")
-        part = getattr(cfg, section)
-        return part.get(name) if isinstance(part, Mapping) else getattr(part, name)  # (free-form sections: dicts)
-
-    return {key: value(key) for key in RESUME_SETTINGS}
-
-
-def check_task_sizes(ckpt: Path, saved: Mapping[str, int], sizes: Mapping[str, int]) -> None:
-    """Refuse to resume `ckpt`, whose tasks had the sizes `saved`, into a run whose tasks have other `sizes` (their
-    data changed): the saved data positions and epochs belong to the saved sizes. Raises CheckpointError naming
-    the tasks and where their data comes from."""
-    was = {task: n for task, n in saved.items() if sizes.get(task) != n}
-    if was:
-        now = {task: sizes.get(task) for task in was}
-        raise CheckpointError(
-            f"checkpoint {ckpt} was written for task sizes {was}, this run's tasks have {now}: the saved data "
-            f"positions and epochs belong to those sizes; resume with the same task data (data.data_dir, the task "
-            f"files of data.tasks_dir, data.templates), or set training.output_dir to a new directory to start a "
-            f"new run")
-
-
-def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
-                     precision: Optional[str] = None, lora: Any = _UNSET,
-                     task_embeddings: Optional[bool] = None, settings: Optional[Dict[str, Any]] = None) -> None:
-    """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage, precision, LoRA settings (None: no LoRA),
-    task embeddings or `settings` (`resume_settings`; checkpoints before 2026-12-03 lack them) differ from the
-    checkpoint's (each given value is compared with `meta`; an omitted one is not). Raises CheckpointError naming
-    the config key."""
-    def refuse(key: str, was: Any, now: Any, what: str) -> None:
-        raise CheckpointError(f"checkpoint {ckpt} was written with {key} = {was!r}, this run has {now!r}: {what}, "
-                              f"or set training.output_dir to a new directory to start a new run")
-
-    if tasks is not None and "tasks" in meta and list(meta["tasks"]) != list(tasks):
-        refuse("tasks", list(meta["tasks"]), list(tasks), "resume with the same data.mixture / data.tasks / "
-               "data.held_out_clusters (the task ids and the sampler state belong to those tasks)")
-    if zero_stage is not None and "zero_stage" in meta and int(meta["zero_stage"]) != int(zero_stage):
-        refuse("deepspeed.zero_stage", meta["zero_stage"], zero_stage,
-               "resume with the same ZeRO stage (its optimizer files are laid out per stage)")
-    if precision is not None and "precision" in meta and meta["precision"] != precision:
-        refuse("training.precision", meta["precision"], precision, "resume with the same precision")
-    if task_embeddings is not None and "task_embeddings" in meta and bool(meta["task_embeddings"]) != task_embeddings:
-        refuse("model.task_embeddings", bool(meta["task_embeddings"]), task_embeddings,
-               "resume with the same model.task_embeddings (the model was trained with or without a task token in "
-               "front of every input)")
-    for key, now in (settings or {}).items():
-        saved = meta.get("settings", {})
-        if key in saved and saved[key] != now:
-            refuse(key, saved[key], now, RESUME_SETTINGS[key])
-    if lora is not _UNSET and lora_signature(meta.get("lora")) != lora_signature(lora):
-        refuse("model.lora", meta.get("lora"), lora, "resume with the same model.lora rank, alpha, targets, "
-               "trainable and per_task (they decide which weights exist, train and how they combine; dropout may "
-               "change); to adapt a finished run anew, export it and start from the export (model.name_or_path)")
-
-
-def parameter_shapes(model: torch.nn.Module) -> Dict[str, str]:
-    """{parameter name: shape as "64x32"} of a model before DeepSpeed partitions it: what the weights of its
-    checkpoints fit (saved in their meta as "param_shapes")."""
-    return {name: "x".join(map(str, p.shape)) for name, p in model.named_parameters()}
-
-
-#: the model section's keys that decide the weights' shapes (with the LoRA settings, task embeddings and the
-#: tokenizer, which a resume compares before)
-MODEL_SETTINGS = ("name_or_path", "dims", "moe")
-
-
-def check_model_shapes(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, Any], shapes: Mapping[str, str]
-                       ) -> None:
-    """Refuse to resume `ckpt` into a model whose parameter shapes (`parameter_shapes`) are not those of its weights
-    (meta "param_shapes"; a checkpoint before 2026-12-05 lacks them, and DeepSpeed's load reports a mismatch),
-    before the engine starts. The CheckpointError names the `MODEL_SETTINGS` of this run's model section (`model`)
-    that differ from the checkpoint's (meta "model"), with both values, and the first parameter that does not fit."""
-    saved = meta.get("param_shapes")
-    if saved is None or dict(saved) == dict(shapes):
-        return
-    name = next(n for n in sorted(set(saved) | set(shapes)) if saved.get(n) != shapes.get(n))
-    changes = "; ".join(f"{key} = {was!r}, this run has {now!r}"
-                        for key, was, now in _model_changes(meta.get("model") or {}, model))
-    there, here = (f"shape {shape}" if shape is not None else "absent" for shape in (saved.get(name), shapes.get(name)))
-    raise CheckpointError(
-        f"checkpoint {ckpt} was written with {changes or 'the same model settings'}: its weights do not fit this "
-        f"run's model ({name}: {there} there, {here} here); resume with the model settings the checkpoint was "
-        f"trained with, or set training.output_dir to a new directory to start a new run")
-
-
-def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[Tuple[str, Any, Any]]:
-    """(config key, checkpoint's value, this run's) of each `MODEL_SETTINGS` entry that differs, a mapping's
-    (model.dims, model.moe) key by key."""
-    for key in MODEL_SETTINGS:
-        old, new = was.get(key), now.get(key)
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            yield from ((f"model.{key}.{k}", old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-                        if old.get(k) != new.get(k))
-        elif old != new:
-            yield f"model.{key}", old, new
 
 
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:

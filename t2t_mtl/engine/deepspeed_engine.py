@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Sequence
 import torch
 
 from t2t_mtl.config import Config, ConfigError
-from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine import resume_checks
 from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage, json_precision, json_zero_stage, lr_scheduler
 from t2t_mtl.engine.distributed import sum_over_ranks
 
@@ -68,7 +68,7 @@ def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mappin
     to or from ZeRO-3), before the checkpoint is converted or the engine started."""
     stage = int(json_zero_stage(ds_config))
     interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
-    ckpt_io.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
+    resume_checks.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
                              zero_stage=None if interchangeable else stage)
 
 

@@ -43,6 +43,7 @@ from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine import resume_checks
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
@@ -211,9 +212,9 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
 
 
 def model_section(cfg: Config) -> Dict[str, Any]:
-    """The run's `ckpt_io.MODEL_SETTINGS` (model.name_or_path, dims, moe) as saved in checkpoints."""
+    """The run's `resume_checks.MODEL_SETTINGS` (model.name_or_path, dims, moe) as saved in checkpoints."""
     section = cfg.to_dict()["model"]
-    return {key: section.get(key) for key in ckpt_io.MODEL_SETTINGS}
+    return {key: section.get(key) for key in resume_checks.MODEL_SETTINGS}
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -249,9 +250,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     task_names = list(rates)
     resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
     if resume_meta:  # a changed task list or LoRA would misread task ids, sampler state or weights: refuse it now
-        ckpt_io.check_compatible(resume_from, resume_meta, tasks=task_names, lora=lora_section(cfg),
+        resume_checks.check_compatible(resume_from, resume_meta, tasks=task_names, lora=lora_section(cfg),
                                  task_embeddings=bool(cfg.model.task_embeddings),
-                                 settings=ckpt_io.resume_settings(cfg))
+                                 settings=resume_checks.resume_settings(cfg))
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
     existing = None if in_place else ckpt_io.latest_checkpoint(run_dir)  # (in place: `latest` may be the broken one)
     if existing is not None:  # two runs' logs and checkpoints would interleave in one folder
@@ -286,7 +287,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         barrier()
     task_sizes = {name: len(s) for name, s in streams.items()}
     if "task_sizes" in resume_meta:  # (checkpoints before 2026-12-04 lack them)
-        ckpt_io.check_task_sizes(resume_from, resume_meta["task_sizes"], task_sizes)
+        resume_checks.check_task_sizes(resume_from, resume_meta["task_sizes"], task_sizes)
 
     # ---- model, sampler, streams, weighting
     from t2t_mtl.gradients.deepspeed_hook import loss_scale
@@ -298,9 +299,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                         task_names=task_names, saved=saved)
     if task_tokens is not None:
         task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
-    shapes, model_settings = ckpt_io.parameter_shapes(model), model_section(cfg)
+    shapes, model_settings = resume_checks.parameter_shapes(model), model_section(cfg)
     if resume_meta:  # weights of other shapes: refused naming the model settings that changed
-        ckpt_io.check_model_shapes(resume_from, resume_meta, model_settings, shapes)
+        resume_checks.check_model_shapes(resume_from, resume_meta, model_settings, shapes)
     pass_task_ids = accepts_task_ids(model)
     mode = sampling_cfg.get("mode", "homogeneous")
     sampler = build_sampler(sampling_cfg, task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
@@ -403,7 +404,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                       "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
                 "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": lora_section(cfg),
-                "task_embeddings": bool(cfg.model.task_embeddings), "settings": ckpt_io.resume_settings(cfg),
+                "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
                 "model": model_settings, "param_shapes": shapes}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
                                        meta=meta, env=env, keep=t.keep_checkpoints,

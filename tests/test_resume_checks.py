@@ -1,0 +1,58 @@
+"""The checks that refuse to resume a checkpoint into an incompatible run, naming the config key that changed."""
+from __future__ import annotations
+
+import pytest
+
+from t2t_mtl.engine import resume_checks as rc
+from t2t_mtl.engine.checkpoint import CheckpointError
+
+
+def test_check_compatible_names_the_changed_key(tmp_path):
+    meta = {"tasks": ["a", "b"], "zero_stage": 0, "precision": "bf16"}
+    rc.check_compatible(tmp_path, meta, tasks=["a", "b"], zero_stage=0, precision="bf16")
+    with pytest.raises(CheckpointError, match="tasks.*data.tasks"):
+        rc.check_compatible(tmp_path, meta, tasks=["b", "a"])
+    with pytest.raises(CheckpointError, match="deepspeed.zero_stage = 0, this run has 2"):
+        rc.check_compatible(tmp_path, meta, zero_stage=2)
+    with pytest.raises(CheckpointError, match="training.precision = 'bf16', this run has 'fp32'"):
+        rc.check_compatible(tmp_path, meta, precision="fp32")
+    meta = {**meta, "task_embeddings": False, "settings": {"training.seed": 1}}
+    with pytest.raises(CheckpointError, match="model.task_embeddings = False, this run has True"):
+        rc.check_compatible(tmp_path, meta, task_embeddings=True)
+    with pytest.raises(CheckpointError, match="training.seed = 1, this run has 2: resume with the same seed"):
+        rc.check_compatible(tmp_path, meta, settings={"training.seed": 2})
+    rc.check_compatible(tmp_path, meta, task_embeddings=False, settings={"training.seed": 1, "sampling.strategy": "x"})
+
+
+def test_a_model_of_other_shapes_is_refused_naming_each_changed_setting(tmp_path):
+    meta = {"param_shapes": {"a.weight": "4x2", "b.weight": "3"},
+            "model": {"name_or_path": "t5-small", "dims": {"d_ff": 64}, "moe": None}}
+    rc.check_model_shapes(tmp_path, meta, {"name_or_path": "other"}, {"a.weight": "4x2", "b.weight": "3"})  # fits
+    rc.check_model_shapes(tmp_path, {"model": meta["model"]}, {}, {"a.weight": "9"})  # no shapes saved: not checked
+    model = {"name_or_path": "t5-base", "dims": {"d_ff": 64, "d_kv": 8}, "moe": None}
+    with pytest.raises(CheckpointError, match=r"written with model\.name_or_path = 't5-small', this run has "
+                                                 r"'t5-base'; model\.dims\.d_kv = None, this run has 8: its weights do "
+                                                 r"not fit this run's model \(a\.weight: shape 4x2 there, shape 4x4 "
+                                                 r"here\)"):
+        rc.check_model_shapes(tmp_path, meta, model, {"a.weight": "4x4", "b.weight": "3"})
+    with pytest.raises(CheckpointError, match=r"written with the same model settings: its weights do not fit this "
+                                                 r"run's model \(b\.weight: shape 3 there, absent here\)"):
+        rc.check_model_shapes(tmp_path, meta, meta["model"], {"a.weight": "4x2"})
+
+
+def test_check_compatible_skips_what_an_old_checkpoint_lacks_and_compares_falsy_values(tmp_path):
+    rc.check_compatible(tmp_path, {"tasks": ["a"]}, precision="bf16", zero_stage=2, task_embeddings=True)
+    with pytest.raises(CheckpointError, match="model.task_embeddings = True, this run has False"):
+        rc.check_compatible(tmp_path, {"task_embeddings": True}, task_embeddings=False)
+    with pytest.raises(CheckpointError, match="deepspeed.zero_stage = 2, this run has 0"):
+        rc.check_compatible(tmp_path, {"zero_stage": 2}, zero_stage=0)
+    lora = {"r": 4, "alpha": 8, "targets": ["q", "v"], "trainable": [], "dropout": 0.0}
+    with pytest.raises(CheckpointError, match="model.lora = .*, this run has None"):
+        rc.check_compatible(tmp_path, {"lora": lora}, lora=None)
+    rc.check_compatible(tmp_path, {"lora": lora}, lora={**lora, "targets": ["v", "q"], "dropout": 0.1})
+
+
+def test_task_sizes_of_a_task_the_run_lacks_are_refused(tmp_path):
+    rc.check_task_sizes(tmp_path, {"a": 5}, {"a": 5, "b": 3})
+    with pytest.raises(CheckpointError, match=r"task sizes \{'b': 3\}, this run's tasks have \{'b': None\}"):
+        rc.check_task_sizes(tmp_path, {"a": 5, "b": 3}, {"a": 5})
