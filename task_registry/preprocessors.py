@@ -96,6 +96,10 @@ class Preprocessor:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def identity(self) -> str:
+        """What the output depends on (`Task.definition_digest`): `describe()`, and a Python function's code."""
+        return self.describe()
+
     def __repr__(self) -> str:
         return self.describe()
 
@@ -153,6 +157,12 @@ def _callable_name(fn: Callable[..., Any]) -> str:
     return name if isinstance(name, str) else repr(fn)
 
 
+def _identity(description: str, fn: Any) -> str:
+    """A step's `description`, with `code_digest(fn)` when `fn` is a Python function (not Jinja expressions), whose
+    name stays the same when its code is edited."""
+    return description if isinstance(fn, (str, Mapping)) else f"{description} code={code_digest(fn)}"
+
+
 class _ExpressionPreprocessor(Preprocessor):
     """A preprocessor whose Jinja expressions are compiled into `_compiled` by `_compile()`: compiled Jinja does not
     pickle, so it is left out of the pickled state (a subclass's own attributes kept) and compiled again on loading."""
@@ -192,6 +202,9 @@ class Filter(_ExpressionPreprocessor):
     def describe(self) -> str:
         what = self.predicate if isinstance(self.predicate, str) else _callable_name(self.predicate)
         return f"filter({what})"
+
+    def identity(self) -> str:
+        return _identity(self.describe(), self.predicate)
 
 
 class Map(_ExpressionPreprocessor):
@@ -233,6 +246,9 @@ class Map(_ExpressionPreprocessor):
     def describe(self) -> str:
         what = dict(self.fn) if isinstance(self.fn, Mapping) else _callable_name(self.fn)
         return f"map({what})"
+
+    def identity(self) -> str:
+        return _identity(self.describe(), self.fn)
 
 
 def from_config(entry: Mapping[str, Any], where: str = "preprocessor") -> Preprocessor:

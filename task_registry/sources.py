@@ -80,6 +80,10 @@ class Source:
         """A plain-data description (for `tasks show`)."""
         raise NotImplementedError
 
+    def identity(self) -> dict[str, Any]:
+        """What the rows depend on, as data (`Task.definition_digest`): `to_config()` and what it leaves out."""
+        return self.to_config()
+
     def __repr__(self) -> str:
         try:
             return f"<{type(self).__name__} {self.describe()}>"
@@ -283,6 +287,9 @@ class HFSource(Source):
             config["data_files"] = self.data_files
         return config
 
+    def identity(self) -> dict[str, Any]:
+        return {**self.to_config(), "load_kwargs": self.load_kwargs}
+
 
 class LocalFileSource(Source):
     """Local jsonl/json/csv/tsv/parquet files through `datasets.load_dataset`.
@@ -381,6 +388,9 @@ class GeneratorSource(Source):
 
     def to_config(self) -> dict[str, Any]:
         return {"generator": self.describe(), "num_rows": self.num_rows, "seed": self.seed}
+
+    def identity(self) -> dict[str, Any]:
+        return {**self.to_config(), "gen_kwargs": self.gen_kwargs, "code": code_digest(self.fn)}
 
 
 def _describe_generator(fn: Callable[..., Any]) -> str:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import numbers
+import os
 import random
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -28,7 +30,7 @@ from datasets.fingerprint import Hasher
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError
 from .jinja_env import environment_version
 from .preprocessors import Preprocessor, compile_expression, evaluate_expression
-from .sources import GeneratorSource, Source
+from .sources import GeneratorSource, Source, code_digest
 from .template import Template
 
 logger = logging.getLogger(__name__)
@@ -349,6 +351,23 @@ class Task:
                                        new_fingerprint=Hasher.hash((rendered._fingerprint, "drop-skipped")))
         return rendered.remove_columns(_SKIP_COLUMN)
 
+    def definition_digest(self) -> str:
+        """A hash of what the task's examples and scores depend on: its templates (each field rendering uses, and
+        their metadata), its source (`Source.identity`: a generator's code too), its preprocessors
+        (`Preprocessor.identity`: a Python function's code too), metrics, task type, splits and group_by. Equal in
+        every process for an unchanged definition; the rows of data files are not read."""
+        definition = {
+            "templates": [{"name": t.name, "jinja": t.jinja, "answer_choices": t.answer_choices,
+                           "references": t.references, "instruction": t.instruction, "context": t.context,
+                           "metadata": t.metadata.to_dict()} for t in self.templates],
+            "source": [_qualified_name(type(self.source)), self.source.identity()],
+            "preprocessors": [[_qualified_name(type(step)), step.identity()] for step in self.preprocessors],
+            "metrics": list(self.metrics), "task_type": self.task_type, "splits": list(self.splits),
+            "group_by": self.group_by,
+        }
+        text = json.dumps(definition, sort_keys=True, default=_stable_value)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def describe(self) -> dict[str, Any]:
         """A plain-data summary (for `t2t-mtl tasks show`)."""
         return {
@@ -366,6 +385,25 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+def _qualified_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _stable_value(value: Any) -> Any:
+    """A value JSON cannot write (in a generator's `gen_kwargs`, a source's `load_kwargs`), as data equal in every
+    process: a set sorted, a path as text, else its type with datasets' hash of it, and a function's `code_digest`
+    (never a repr, which may hold a memory address)."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(json.dumps(item, sort_keys=True, default=_stable_value) for item in value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    code = f" code={code_digest(value)}" if callable(value) else ""
+    try:
+        return f"{_qualified_name(type(value))} {Hasher.hash(value)}{code}"
+    except Exception:  # (datasets' own fallback for what it cannot pickle catches as widely)
+        return f"{_qualified_name(type(value))}{code}"
 
 
 def _names(value: Any) -> Any:

@@ -203,6 +203,53 @@ def test_study_errors_are_clear(tmp_path):
         TransferStudy(["a", "b"], 1, 5, tmp_path / "f", run_fn=forgetful).run(log=lambda m: None)
 
 
+def _write_task_file(folder: Path, name: str, body: str, rows: str = "rows.jsonl") -> None:
+    """A YAML task file `name` over the local file `rows` (one row); `body` holds its templates and any
+    preprocessors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / rows).write_text('{"q": "x", "a": "y"}\n')
+    (folder / f"{name}.yaml").write_text(f"name: {name}\nsource:\n  files: {rows}\n{body}")
+
+
+PLAIN = "templates:\n  - name: plain\n    jinja: \"{{q}} ||| {{a}}\"\n"
+EDITS = {  # what of task yb's file is edited: (its templates and preprocessors, its data file)
+    "template": (PLAIN.replace("{{q}} |||", "Q: {{q}} |||"), "rows.jsonl"),
+    "answer choices": (PLAIN + "    answer_choices: \"y ||| n\"\n", "rows.jsonl"),
+    "preprocessors": (PLAIN + "preprocessors:\n  - filter: \"a != 'n'\"\n", "rows.jsonl"),
+    "source": (PLAIN, "other.jsonl"),
+}
+
+
+def test_a_study_refuses_a_task_whose_definition_changed_since_its_runs(tmp_path):
+    """Editing a study task's file between invocations was silently served the runs of the old definition."""
+    tasks_dir, out = tmp_path / "tasks", tmp_path / "study"
+
+    def study() -> TransferStudy:  # "c" is no registered task (a run function's own name): it keeps working
+        task_registry.load_task_dirs(str(tasks_dir))
+        return TransferStudy(["ya", "yb", "c"], 1, 5, out, run_fn=synthetic_run)
+
+    with task_registry.isolated_registry():
+        for name in ("ya", "yb"):
+            _write_task_file(tasks_dir, name, PLAIN)
+        assert study().run(log=lambda m: None).complete
+        for what, (body, rows) in EDITS.items():
+            _write_task_file(tasks_dir, "yb", body, rows)
+            with pytest.raises(StudyMismatchError) as error:
+                study().run(log=lambda m: None)
+            message = str(error.value)
+            assert "['yb']" in message and "'ya'" not in message and "another --out" in message, what
+        _write_task_file(tasks_dir, "yb", PLAIN)  # reverted: the study resumes, nothing retrained
+        assert study().run(log=lambda m: None).ran == []
+        # a study.json written before definitions were recorded resumes, and records them from then on
+        record = json.loads((out / "study.json").read_text())
+        assert sorted(record.pop("task_definitions")) == ["ya", "yb"]
+        (out / "study.json").write_text(json.dumps(record))
+        assert study().run(log=lambda m: None).ran == []
+        _write_task_file(tasks_dir, "yb", *EDITS["template"])
+        with pytest.raises(StudyMismatchError, match=r"\['yb'\]"):
+            study().run(log=lambda m: None)
+
+
 def test_every_key_a_study_run_replaces_is_refused_as_an_override(tmp_path):
     from t2t_mtl.analysis.engine_run import _run_config, base_config_dict, refuse_study_overrides
 

@@ -561,3 +561,60 @@ def test_a_split_the_task_does_not_list_is_refused_even_when_its_files_would_loa
     with pytest.raises(DataSourceError,
                        match=r"task 'only_train' has no split 'validation'; its splits are \['train'\]"):
         task.load_rows("validation")
+
+
+DIGEST_MODULE = '''
+from pathlib import Path
+
+from task_registry import Filter, GeneratorSource, Map, Task, Template
+
+
+def rows(split, num_rows, seed, words, where):
+    for i in range(num_rows):
+        yield {"text": sorted(words)[i % len(words)], "label": i % 2}
+
+
+def keep(row):
+    return row["label"] == 0
+
+
+TASK = Task("digest_py", GeneratorSource(rows, num_rows=4, gen_kwargs={
+    "words": {"alpha", "beta", "gamma", "delta", "epsilon"}, "where": Path("somewhere")}),
+    Template("t", "{{text}} ||| {{label}}"), preprocessors=[Filter(keep), Map(lambda row: {"n": 1})])
+'''
+DIGESTS = """
+import json, sys
+import task_registry
+sys.path.insert(0, sys.argv[1])
+from digest_tasks import TASK
+task_registry.load_builtin_tasks()
+digests = {name: task_registry.get_task(name).definition_digest() for name in task_registry.list_tasks()}
+print(json.dumps({**digests, TASK.name: TASK.definition_digest()}))
+"""
+
+
+def test_definition_digests_are_equal_in_every_process_and_follow_the_python_code(tmp_path):
+    """A transfer study compares the digests its runs were stored under with ones a later process computes: an
+    object's address, a set's order (which PYTHONHASHSEED changes) or a repr would refuse an unchanged task."""
+    import subprocess
+    import sys
+
+    from engine_helpers import subprocess_env
+
+    (tmp_path / "digest_tasks.py").write_text(DIGEST_MODULE)
+
+    def digests(hash_seed: str) -> dict:
+        env = {**subprocess_env(), "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", DIGESTS, str(tmp_path)], env=env, capture_output=True,
+                             text=True, check=True)
+        return json.loads(out.stdout)
+
+    first = digests("1")
+    task_registry.load_builtin_tasks()
+    assert {name: first[name] for name in task_registry.list_tasks()} == {
+        name: task_registry.get_task(name).definition_digest() for name in task_registry.list_tasks()}
+    assert digests("2") == first and len(set(first.values())) == len(first)  # and no two tasks alike
+    # the generator's and the filter's code (edited under the same names) is part of the definition
+    (tmp_path / "digest_tasks.py").write_text(DIGEST_MODULE.replace('== 0', '== 1'))
+    edited = digests("1")
+    assert edited.pop("digest_py") != first.pop("digest_py") and edited == first

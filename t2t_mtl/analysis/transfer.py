@@ -255,6 +255,15 @@ def config_fingerprint(base_cfg: Optional[Mapping[str, Any]]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def task_definitions(tasks: Sequence[str]) -> dict[str, str]:
+    """`Task.definition_digest()` of each of `tasks` the task registry holds (a name it does not hold, e.g. one a
+    custom run function knows, is left out)."""
+    import task_registry
+
+    registered = set(task_registry.list_tasks())
+    return {name: task_registry.get_task(name).definition_digest() for name in tasks if name in registered}
+
+
 def _atomic_write_json(path: Path, payload: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
@@ -319,9 +328,10 @@ class TransferStudy:
 
     `run_fn(train_tasks, test_tasks, seed, steps, base_cfg, work_dir=Path, **run_options) -> {task: score}`
     trains and scores one run (default: `run_setting`, the engine + evaluation); it must be a module-level
-    function when `workers > 1`. `base_cfg` and `run_options` identify the study with tasks/seeds/steps;
-    `k` does not (it only changes the analysis). `prepare_fn(base_cfg, tasks, out_dir) -> dict` runs once
-    per invocation before any run and adds shared run options (for `run_setting`: the study tokenizer).
+    function when `workers > 1`. `base_cfg` and `run_options` identify the study with tasks/seeds/steps and the
+    definitions of its registered tasks (`task_definitions`); `k` does not (it only changes the analysis).
+    `prepare_fn(base_cfg, tasks, out_dir) -> dict` runs once per invocation before any run and adds shared run
+    options (for `run_setting`: the study tokenizer).
     """
 
     def __init__(self, tasks: Sequence[str], seeds: int | Sequence[int], steps: int, out_dir: str | Path, *,
@@ -383,8 +393,24 @@ class TransferStudy:
                 raise StudyMismatchError(
                     f"{self.out_dir} holds another study (stored vs requested: {diff}); use another --out "
                     f"or the same tasks/seeds/steps/config to resume it")
+            self._check_task_definitions(path, stored)
         else:
-            _atomic_write_json(path, {**self.spec.to_dict(), "settings": settings})
+            _atomic_write_json(path, {**self.spec.to_dict(), "settings": settings,
+                                      "task_definitions": task_definitions(self.tasks)})
+
+    def _check_task_definitions(self, path: Path, stored: dict[str, Any]) -> None:
+        """StudyMismatchError naming each task whose definition differs from the one `study.json` recorded; a task
+        it holds no record of (not registered then, or a study from before records were kept) is recorded now."""
+        recorded = stored.get("task_definitions") or {}
+        definitions = task_definitions(self.tasks)
+        changed = [name for name, digest in definitions.items() if recorded.get(name, digest) != digest]
+        if changed:
+            raise StudyMismatchError(
+                f"{self.out_dir}: the definition of task(s) {changed} (templates, data source or the code of its "
+                f"generator, preprocessors or metrics) changed since this study stored its runs, whose results would "
+                f"be stale; use another --out, or revert the definition to resume this study")
+        if set(definitions) - set(recorded):
+            _atomic_write_json(path, {**stored, "task_definitions": {**recorded, **definitions}})
 
     def load_scores(self) -> dict[RunSpec, dict[str, float]]:
         """Every stored run result of this study, keyed by run."""
