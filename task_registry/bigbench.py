@@ -10,8 +10,9 @@ with BIG-bench's defaults (`example_input_prefix` "\\nQ: ", `example_output_pref
 `choice_prefix` "\\n  choice: ", `append_choices_to_input` true, `task_prefix` ""). Like every
 template, the rendered input and target are stripped of surrounding whitespace.
 
-The answer choices are the `target_scores` keys, sorted and then shuffled with a seed per example (as
-BIG-bench shuffles the choices it lists in the prompt; it uses numpy's RandomState, so the order differs).
+The answer choices are the `target_scores` keys, sorted and then shuffled with a seed per task and example (the
+task's `name`, or its folder's for a file without one; as BIG-bench shuffles the choices it lists in the prompt;
+it uses numpy's RandomState, so the order differs).
 BIG-bench files tend to list the correct answer first; the shuffle keeps that position from leaking into
 tie-breaking or a majority-position baseline. The row keeps the choices' scores as the list
 `target_scores` (for `multiple_choice_grade`: the mean score of the chosen answer) and the best-scoring
@@ -115,7 +116,12 @@ def _split_text(text: str) -> list[str]:
     return [text[i:i + INPUT_PART_CHARS] for i in range(0, len(text), INPUT_PART_CHARS)] or [""]
 
 
-def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+def task_json_name(data: dict[str, Any], path: PathLike) -> str:
+    """The task's name: its task.json's `name`, else (a file without one) the name of the folder holding it."""
+    return str(data.get("name") or _task_file(path).parent.name)
+
+
+def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """One row per example: input, input_parts, choices, choice_parts, target_scores (aligned with choices), target,
     target_parts.
 
@@ -123,14 +129,15 @@ def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     items are not protected by the template, only its strings); `choice_parts` and `target_parts` are the
     choices' and the target's parts (choices hold no `|||`).
 
-    `choices` are the sorted answer choices in a shuffle seeded by the task name and example index; the
-    prompt lists them in this order too (when the task appends choices to the input).
+    `choices` are the sorted answer choices in a shuffle seeded by `name` (`task_json_name`: tasks without a
+    `name` shuffle by their folder's, not alike) and the example index; the prompt lists them in this order too
+    (when the task appends choices to the input).
     """
     rows = []
     for index, example in enumerate(data["examples"]):
         scores = example["target_scores"]
         choices = sorted(scores)
-        random.Random(f"bigbench:{data.get('name', '')}:{index}").shuffle(choices)
+        random.Random(f"bigbench:{name}:{index}").shuffle(choices)
         best = max(scores.values())
         text = str(example["input"])
         target = next(c for c in choices if scores[c] == best)
@@ -184,7 +191,8 @@ class BigBenchSource(Source):
 
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
-            self._rows = bigbench_rows(read_task_json(self.path))
+            data = read_task_json(self.path)
+            self._rows = bigbench_rows(data, task_json_name(data, self.path))
         return self._rows
 
     def load(self, split: str, *, streaming: bool = False):
@@ -201,10 +209,10 @@ class BigBenchSource(Source):
 
 
 def load_bigbench_task(path: PathLike, *, name: Optional[str] = None) -> Task:
-    """A `Task` (not registered) for one BIG-bench task dir or task.json; named `bigbench_<json name>`."""
+    """A `Task` (not registered) for one BIG-bench task dir or task.json; named `bigbench_<task_json_name>`."""
     file = _task_file(path)
     data = read_task_json(file)
-    task_name = name or NAME_PREFIX + str(data.get("name") or file.parent.name)
+    task_name = name or NAME_PREFIX + task_json_name(data, file)
     return Task(task_name, BigBenchSource(file), [bigbench_template(data, str(file))],
                 metrics=("multiple_choice_grade",), task_type="multiple_choice", cluster=CLUSTER, held_out=True,
                 splits=(SPLIT,), eval_only=True, description=str(data.get("description", "")))

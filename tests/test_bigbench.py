@@ -183,6 +183,20 @@ def test_the_choice_order_depends_on_the_example_not_on_the_files_key_order(tmp_
     assert len({tuple(order) for order in orders}) > 1  # 12 examples, 120 orders: a shuffle per example
 
 
+def test_unnamed_tasks_shuffle_by_their_folder_as_named_ones_by_their_name(tmp_path):
+    """Two task.json files without a "name" shuffled every example's choices alike (both seeded by "")."""
+    scores = {"a": 1, "b": 0, "c": 0, "d": 0, "e": 0}
+    examples = [{"input": f"q{i}", "target_scores": scores} for i in range(12)]
+
+    def orders(folder, data):
+        return [row["choices"] for row in load_bigbench_task(_write_task(folder, data)).load_rows("test")]
+
+    alpha, beta = orders(tmp_path / "alpha", {"examples": examples}), orders(tmp_path / "beta", {"examples": examples})
+    assert alpha != beta
+    # an unnamed task is named after its folder (bigbench_alpha): it shuffles as a file named "alpha" does
+    assert alpha == orders(tmp_path / "named" / "x", {"name": "alpha", "examples": examples})
+
+
 def test_a_boolean_target_score_is_refused(tmp_path):
     folder = _write_task(tmp_path / "flags", {"name": "flags", "examples": [
         {"input": "q", "target_scores": {"yes": True, "no": False}}]})
