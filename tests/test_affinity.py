@@ -18,7 +18,8 @@ from t2t_mtl.analysis.gradient_affinity import (CosineSeries, cluster_tasks, cos
 from t2t_mtl.analysis.task_embeddings import (add_task_tokens, export_task_embeddings, find_task_tokens,
                                               TaskTokens, pca_2d, prefix_task_token, prepend_task_tokens,
                                               resize_for_task_tokens, task_embedding_matrix, task_token_table)
-from t2t_mtl.analysis.transfer import RunSpec, ScoreStat, TransferStudy, analyse, benefits, harms
+from t2t_mtl.analysis.transfer import RunSpec, ScoreStat, analyse, benefits, harms
+from t2t_mtl.analysis.transfer_study import TransferStudy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -106,7 +106,7 @@ def check_trainable(tasks: list[str], base_cfg: dict) -> None:
 
 def _run_transfer(args: argparse.Namespace) -> int:
     from t2t_mtl.analysis.engine_run import base_config_dict, refuse_study_overrides
-    from t2t_mtl.analysis.transfer import TransferStudy
+    from t2t_mtl.analysis.transfer_study import TransferStudy
 
     try:
         import task_registry
