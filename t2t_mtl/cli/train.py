@@ -59,8 +59,9 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     check_precision(cfg.training.precision, on_gpu=torch.cuda.is_available())
     if args.resume:
         resolve_checkpoint(args.resume, Path(cfg.training.output_dir))
-    check_run_config(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    for warning in config_warnings(cfg):
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    check_run_config(cfg, world_size=world_size)
+    for warning in config_warnings(cfg, world_size):
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.to_yaml(), end="")
     return 0

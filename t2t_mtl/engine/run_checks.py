@@ -106,10 +106,31 @@ def refuse_untrained_held_out(train_held_out: Sequence[str], rates: Mapping[str,
                       f"{it}{why}): add {it} to data.tasks to train on {it}, or drop {it} from data.train_held_out")
 
 
-def config_warnings(cfg: Config) -> List[str]:
-    """Settings a run accepts but that leave a feature idle: a schedule or period longer than the run, rates that
-    the sampler does not draw by."""
-    t, out = cfg.training, []
+def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
+    """A warning for each top-level key of `deepspeed.extra` or of the `deepspeed.config` JSON that DeepSpeed does not
+    read (a misspelt section it would ignore)."""
+    import deepspeed
+
+    from t2t_mtl.engine.deepspeed_keys import unread_keys
+
+    try:
+        ds_config = build_deepspeed_config(cfg, world_size)
+    except ConfigError:  # (the run's own checks refuse it)
+        return []
+    out = []
+    for key, close in unread_keys(ds_config):
+        where = (f"deepspeed.extra.{key}" if key in cfg.deepspeed.extra
+                 else f"deepspeed.config {cfg.deepspeed.config}: {key}")
+        hint = f"; did you mean {close!r}?" if close else ""
+        out.append(f"{where}: DeepSpeed {deepspeed.__version__} reads no top-level key {key!r}, so it has no "
+                   f"effect{hint}")
+    return out
+
+
+def config_warnings(cfg: Config, world_size: int = 1) -> List[str]:
+    """Settings a run on `world_size` ranks accepts but that leave a feature idle: a schedule or period longer than
+    the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read."""
+    t, out = cfg.training, deepspeed_key_warnings(cfg, world_size)
     strategy = cfg.sampling.get("strategy")
     if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
         why = (f"sampling.strategy {strategy!r} does not draw by rates" if strategy != "explicit"

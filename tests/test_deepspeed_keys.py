@@ -1,0 +1,52 @@
+"""Top-level DeepSpeed keys that DeepSpeed never reads (a misspelt section it would silently ignore) are warned of,
+naming where the key was written; every key DeepSpeed documents and every key we generate is read."""
+from __future__ import annotations
+
+import json
+
+from t2t_mtl.config import config_from_dict
+from t2t_mtl.engine.deepspeed_keys import unread_keys
+from t2t_mtl.engine.run_checks import config_warnings
+
+BATCH = {"train_batch_size": 4, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1}
+# sections of DeepSpeed's documented configuration (deepspeed.ai/docs/config-json), each given a valid value
+DOCUMENTED = {"optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+              "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 10}},
+              "fp16": {"enabled": False}, "bf16": {"enabled": False}, "gradient_clipping": 1.0,
+              "zero_optimization": {"stage": 1}, "steps_per_print": 10, "wall_clock_breakdown": False,
+              "flops_profiler": {"enabled": False}, "activation_checkpointing": {"partition_activations": False},
+              "tensorboard": {"enabled": False}, "aio": {"block_size": 1048576}, "prescale_gradients": False,
+              "communication_data_type": None, "zero_allow_untested_optimizer": False, "dump_state": False}
+
+
+def test_documented_keys_are_read_and_misspelt_ones_are_named_with_the_closest_read_key():
+    assert unread_keys({**BATCH, **DOCUMENTED}) == []
+    assert unread_keys({**BATCH, **DOCUMENTED, "zero_optimisation": {"stage": 2}, "gradient_clip": 1.0,
+                        "my_note": "x"}) == [("zero_optimisation", "zero_optimization"),
+                                            ("gradient_clip", "gradient_clipping"), ("my_note", None)]
+
+
+def test_a_config_deepspeed_refuses_reports_nothing_here():
+    # (a misspelt key inside a section, which DeepSpeed checks: the engine's start refuses it with its own message)
+    assert unread_keys({**BATCH, "zero_optimization": {"stag": 1}, "zero_optimisation": {}}) == []
+
+
+def _config(tmp_path, **deepspeed):
+    return config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                             "training": {"output_dir": str(tmp_path / "run")}, "deepspeed": deepspeed})
+
+
+def test_the_generated_config_has_no_unread_key_and_a_misspelt_extra_or_json_key_is_warned_of(tmp_path):
+    assert not [w for w in config_warnings(_config(tmp_path)) if "DeepSpeed" in w]
+    warnings = config_warnings(_config(tmp_path, zero_stage=1, extra={"zero_optimisation": {"stage": 1},
+                                                                      "steps_per_print": 5}))
+    assert [w for w in warnings if "DeepSpeed" in w] == [
+        "deepspeed.extra.zero_optimisation: DeepSpeed " + __import__("deepspeed").__version__ + " reads no top-level "
+        "key 'zero_optimisation', so it has no effect; did you mean 'zero_optimization'?"]
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"optimizer": DOCUMENTED["optimizer"], "bf16": {"enabled": False},
+                                "wall_clock_breakdwon": True}))
+    warnings = config_warnings(_config(tmp_path, config=str(path)), world_size=2)
+    assert [w for w in warnings if "DeepSpeed" in w] == [
+        f"deepspeed.config {path}: wall_clock_breakdwon: DeepSpeed " + __import__("deepspeed").__version__
+        + " reads no top-level key 'wall_clock_breakdwon', so it has no effect; did you mean 'wall_clock_breakdown'?"]
