@@ -205,10 +205,12 @@ def load_config(
 ) -> Config:
     """Build and validate a `Config` from a YAML file (or packaged name), `--set` strings and a dict.
 
-    `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named.
+    `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named; a malformed
+    `--set` is named before the file is looked up (`--set training.steps 20` names the `--set`, not a config '20').
     """
+    override_layer = parse_overrides(overrides)
     layers = file_layers(resolve_config_path(path)) if path is not None else []
-    layers += [extra or {}, parse_overrides(overrides)]
+    layers += [extra or {}, override_layer]
     merged: Dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, _without_empty_sections(layer))

@@ -131,6 +131,16 @@ def test_a_set_key_part_in_quotes_may_hold_dots():
             C.parse_overrides([bad])
 
 
+def test_a_set_without_equals_is_named_before_the_config_file_is_looked_up(capsys):
+    # was: `t2t-mtl train --set training.steps 20` (a space for the '=') took "20" for the config and answered
+    # "config '20' not found", hiding the malformed --set the user wrote
+    assert cli_main(["train", "--set", "training.steps", "20"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set 'training.steps': expected KEY=VALUE") and "'20'" not in err
+    with pytest.raises(C.ConfigError, match="--set 'training.steps': expected KEY=VALUE"):
+        C.load_config("no_such_config", ["training.steps"])
+
+
 def test_unknown_keys_listed_with_suggestions():
     with pytest.raises(C.UnknownConfigKeyError) as err:
         C.config_from_dict({"data": {"mixture": "m"}, "training": {"setps": 3, "lrr": 1.0}})
