@@ -83,9 +83,10 @@ TaskCheck = Callable[[Task], list[tuple[str, str]]]
 
 
 class _LineMapping(dict):
-    """A YAML mapping that remembers its line and the line where each value starts (1-based)."""
+    """A YAML mapping that remembers its line, the line of each key and the line where each value starts (1-based)."""
 
     line: int = 0
+    key_lines: dict[str, int]
     value_lines: dict[str, int]
 
 
@@ -98,6 +99,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
     loader.flatten_mapping(node)  # merged keys first, so the mapping's own keys override them
     mapping = _LineMapping()
     mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
     mapping.value_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -105,6 +107,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
             raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got {key!r}",
                                                     key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = key_node.start_mark.line + 1
         if isinstance(value_node, yaml.ScalarNode):  # where the text starts (block scalars: the next line)
             block = value_node.style in ("|", ">")
             mapping.value_lines[key] = value_node.start_mark.line + 1 + (1 if block else 0)
@@ -116,13 +119,15 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _unknown_keys(mapping: dict, allowed: set[str]) -> list[str]:
+def _unknown_keys(mapping: dict, allowed: set[str]) -> list[tuple[int, str]]:
+    """(line of the key, message) for each key of `mapping` not in `allowed`."""
     problems = []
     for key in mapping:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {sorted(allowed)})"
-            problems.append(f"unknown key {key!r}{hint}")
+            line = mapping.key_lines[key] if isinstance(mapping, _LineMapping) else 1
+            problems.append((line, f"unknown key {key!r}{hint}"))
     return problems
 
 
@@ -160,8 +165,8 @@ class _FileParser:
         if not isinstance(document, dict):
             self.error(1, "a task file must be a mapping with at least `name`, `source` and `templates`")
             return None
-        for problem in _unknown_keys(document, TASK_KEYS):
-            self.error(document.line, problem)
+        for line, problem in _unknown_keys(document, TASK_KEYS):
+            self.error(line, problem)
         for key in ("name", "source", "templates"):
             if key not in document:
                 self.error(document.line, f"missing required key {key!r}")
@@ -246,8 +251,8 @@ class _FileParser:
             self.error(line, f"`source` needs exactly one of {sorted(SOURCE_KINDS)}, got keys {sorted(config)}")
             return None
         kind = kinds[0]
-        for problem in _unknown_keys(config, SOURCE_KINDS[kind]):
-            self.error(line, f"source: {problem}")
+        for key_line, problem in _unknown_keys(config, SOURCE_KINDS[kind]):
+            self.error(key_line, f"source: {problem}")
         if kind == "hf" and config.get("name") is not None and not isinstance(config["name"], str):
             self.error(line, f"source: `name` is the hub config name, a string, got {config['name']!r}")
             return None
@@ -311,12 +316,13 @@ class _FileParser:
 
     def inline_template(self, entry: dict) -> Optional[Template]:
         problems = _unknown_keys(entry, TEMPLATE_KEYS)
-        problems += [f"template lacks {key!r}" for key in ("name", "jinja") if key not in entry]
+        problems += [(self.line_of(entry), f"template lacks {key!r}") for key in ("name", "jinja") if key not in entry]
         if "{{" in str(entry.get("reference", "")) and "references" not in entry:
-            problems.append("`reference` is promptsource's free-text note on the prompt's source; to list the "
-                            "acceptable gold answers use `references` (a `|||`-separated Jinja string)")
-        for problem in problems:
-            self.error(self.line_of(entry), problem)
+            problems.append((self.line_of(entry),
+                             "`reference` is promptsource's free-text note on the prompt's source; to list the "
+                             "acceptable gold answers use `references` (a `|||`-separated Jinja string)"))
+        for line, problem in problems:
+            self.error(line, problem)
         if problems:
             return None
         try:
@@ -335,8 +341,8 @@ class _FileParser:
 
     def promptsource_templates(self, entry: dict) -> list[Template]:
         self.imports_promptsource = True
-        for problem in _unknown_keys(entry, PROMPTSOURCE_KEYS):
-            self.error(self.line_of(entry), problem)
+        for line, problem in _unknown_keys(entry, PROMPTSOURCE_KEYS):
+            self.error(line, problem)
         names = entry.get("names")
         if isinstance(names, str):  # one template name, not its letters
             names = [names]

@@ -103,14 +103,14 @@ def test_validation_collects_every_problem_with_lines(tmp_path):
             metadata: {original: true}
         """))
     errors = validate_task_file(path)
-    assert errors == [
-        f"{path}:1: unknown key 'task_typ' (did you mean 'task_type'?)",
+    assert errors == [  # an unknown key at its own line (was: the line its mapping starts at, 1 and 14)
+        f"{path}:2: unknown key 'task_typ' (did you mean 'task_type'?)",
         f"{path}:3: `held_out` must be a bool, got 'maybe'",
         f"{path}:4: `source` needs exactly one of ['files', 'hf'], got keys ['files', 'hf']",
         f"{path}:9: preprocessor: expected one of ['filter', 'map', 'rename', 'span_corruption'] as the only key, got {{'drop': 'x'}}",
         f"{path}:10: filter: Jinja expression 'label !=' does not parse: unexpected 'end of template'",
         f"{path}:13: template 'one' has a Jinja syntax error (line 1 of the template): unexpected '}}'",
-        f"{path}:14: unknown key 'jnja' (did you mean 'jinja'?)",
+        f"{path}:15: unknown key 'jnja' (did you mean 'jinja'?)",
         f"{path}:14: template lacks 'jinja'",
         f"{path}:16: template 'three': unknown metadata key(s) ['original']; allowed: ['choices_in_prompt', "
         f"'languages', 'metrics', 'original_task']",
@@ -123,6 +123,26 @@ def test_validation_collects_every_problem_with_lines(tmp_path):
     list_key.write_text("name: a\n? [train, validation]\n: x\n")
     assert validate_task_file(list_key) == [f"{list_key}:2: not valid YAML: a key must be a name, got "
                                             f"['train', 'validation']"]
+
+
+def test_an_unknown_key_deep_in_a_mapping_is_reported_at_its_own_line(tmp_path):
+    # was: at the line its mapping starts (the task's line 1, `source:` line 3, the template's `- promptsource:`)
+    path = tmp_path / "late.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: late
+        description: one
+        source:
+          files: x.jsonl
+          split: train
+        templates:
+          - promptsource: ../promptsource-templates
+            dataset: super_glue
+            subst: rte
+        held_ot: true
+        """))
+    assert validate_task_file(path)[:3] == [f"{path}:10: unknown key 'held_ot' (did you mean 'held_out'?)",
+                                            f"{path}:5: source: unknown key 'split' (allowed: ['files'])",
+                                            f"{path}:9: unknown key 'subst' (did you mean 'subset'?)"]
 
 
 def test_a_yaml_merge_key_may_be_overridden_in_a_task_file(tmp_path):
