@@ -55,6 +55,20 @@ def test_usage_errors_are_one_line_in_the_same_form(argv, named, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and named in err and "--help`" in err, err
 
 
+@pytest.mark.parametrize("argv, pointer", [
+    (["tasks", "preview", "parity", "--nn", "3"], "t2t-mtl tasks preview --help"),
+    (["tasks", "--bogus", "list"], "t2t-mtl tasks --help"),
+    (["train", "my.yaml", "--set", "training.steps", "20"], "t2t-mtl train --help"),
+    (["--bogus"], "t2t-mtl --help"),
+])
+def test_an_unrecognized_argument_points_at_the_help_of_the_command_it_was_given_to(argv, pointer, capsys):
+    # was: always "(see `t2t-mtl --help`)", the top-level help, which lists commands but none of their options
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(f"(see `{pointer}`)\n")
+
+
 @pytest.mark.parametrize("argv, option", [
     (["mixture", "show", "parity", "--draws", "0", "--plot", "{out}/rates.png"], "--plot"),
     (["mixture", "overlap", "parity", "--eval", "sort_words", "--max-rows", "4", "--json", "{out}/o.json"], "--json"),

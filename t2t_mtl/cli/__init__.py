@@ -20,6 +20,27 @@ class CommandLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
+    def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        """argparse's, noting on the namespace the innermost (sub)command parser that left arguments unparsed."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(namespace, _EXTRAS_PARSER):
+            setattr(namespace, _EXTRAS_PARSER, self)
+        return namespace, extras
+
+    def parse_args(self, args: Optional[Sequence[str]] = None,
+                   namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
+        """argparse's, with unrecognized arguments reported by the subcommand they were given to, so the error
+        points at that subcommand's --help (which lists its options), not the top-level one."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            getattr(namespace, _EXTRAS_PARSER).error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+
+#: namespace attribute naming the parser whose arguments were left unrecognized (set only on the way to an error)
+_EXTRAS_PARSER = "_t2t_mtl_extras_parser"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every discovered command group."""
