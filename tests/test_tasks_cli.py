@@ -138,6 +138,12 @@ def test_validate_refuses_tasks_dir(workspace, capsys):
                  ["tasks", "--tasks-dir", str(workspace / "tasks"), "validate", path]):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith("error: --tasks-dir registers tasks for list, show and preview")
+    # was: `tasks validate --help` offered it as "a folder of YAML task files to register on top of the built-in
+    # tasks", the help of list, show and preview, though validate refuses it
+    with pytest.raises(SystemExit):
+        main(["tasks", "validate", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--tasks-dir DIR refused here: validate checks PATH alone" in shown and "to register" not in shown
 
 
 def test_validate_reports_an_unknown_metric_name(workspace, capsys):

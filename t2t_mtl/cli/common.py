@@ -16,10 +16,10 @@ def add_data_dir_option(parser: argparse.ArgumentParser, default: Any = None,
     parser.add_argument("--data-dir", default=default, metavar="DIR", help=f"{DATA_DIR_HELP} (default: {fallback})")
 
 
-def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "tasks_dir") -> None:
+def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "tasks_dir",
+                         help_text: str = TASKS_DIR_HELP) -> None:
     """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks_dir`)."""
-    parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR",
-                        help=TASKS_DIR_HELP)
+    parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR", help=help_text)
 
 
 def below_one(args: argparse.Namespace, keys: Sequence[str]) -> Optional[str]:

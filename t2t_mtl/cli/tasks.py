@@ -24,18 +24,23 @@ from typing import Sequence
 import yaml
 
 import task_registry
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, register_tasks_dir
 from task_registry import TaskFileError, TaskRegistryError
 from task_registry.errors import close_matches
 
 
-def _common_options(defaults_suppressed: bool) -> argparse.ArgumentParser:
+#: validate checks PATH alone: a --tasks-dir there is refused (a folder to check is given as PATH)
+VALIDATE_TASKS_DIR_HELP = "refused here: validate checks PATH alone (give a folder of YAML task files as PATH)"
+
+
+def _common_options(defaults_suppressed: bool, tasks_dir_help: str = TASKS_DIR_HELP) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS if defaults_suppressed else None
     add_data_dir_option(parent, default, fallback=f"${task_registry.DATA_DIR_ENV}")
     # the group's and the subcommand's --tasks-dir go to two lists (a subcommand's namespace would replace the
     # group's list), merged by _prepare
-    add_tasks_dir_option(parent, default, dest="subcommand_tasks_dir" if defaults_suppressed else "tasks_dir")
+    add_tasks_dir_option(parent, default, dest="subcommand_tasks_dir" if defaults_suppressed else "tasks_dir",
+                         help_text=tasks_dir_help)
     return parent
 
 
@@ -68,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "task, template): the input of `t2t-mtl predict --jsonl`")
     preview.set_defaults(func=_preview)
 
-    validate = commands.add_parser("validate", parents=[common], help="check YAML task file(s) before registering")
+    validate = commands.add_parser("validate", parents=[_common_options(True, VALIDATE_TASKS_DIR_HELP)],
+                                   help="check YAML task file(s) before registering")
     validate.add_argument("path", help="a YAML task file or a folder of them")
     validate.add_argument("--rows", type=int, default=3,
                           help="render this many rows per split when the data is reachable (default 3; 0: skip)")
