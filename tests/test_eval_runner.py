@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import socket
 import statistics
 from dataclasses import replace
@@ -352,6 +353,30 @@ def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp
         assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks-dir", str(tmp_path / "none"), "--tasks",
                          "yaml_sentiment"]) == 2
         assert "task directory" in capsys.readouterr().err
+
+
+def test_cli_eval_names_the_runs_relative_tasks_dir_when_run_from_another_folder(checkpoint, data_file, tmp_path,
+                                                                                   capsys, monkeypatch):
+    # was: "task directory tasks does not exist" — a default read from the run's config.yaml, relative to where the
+    # run was trained, with no word of where it came from or of --tasks-dir
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"tasks_dir": "tasks"}}}))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "yaml_sentiment.yaml").write_text(
+        f"name: yaml_sentiment\nmetrics: [accuracy]\nsplits: [validation]\nsource: {{files: {{validation: {data_file}}}}}\n"
+        "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
+        "    answer_choices: 'no ||| yes'\n")
+    argv = ["eval", "--checkpoint", str(model), "--tasks", "yaml_sentiment", "--max-examples", "2", "--no-progress"]
+    with task_registry.isolated_registry():
+        monkeypatch.chdir(tmp_path)  # where the run was trained: its tasks_dir is found
+        assert cli_main(argv) == 0
+        assert "| yaml_sentiment | t | rank |" in capsys.readouterr().out
+        monkeypatch.chdir(model)
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert (f"error: the run's data.tasks_dir 'tasks' is not a folder here (a relative path, read from the current "
+                f"directory {model}): run eval from where the run was trained, or pass --tasks-dir DIR") in err
 
 
 def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path, capsys):

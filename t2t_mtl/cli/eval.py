@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import difflib
 import sys
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_tasks_dir_option, below_one,
@@ -71,6 +72,23 @@ def _find_key(data: Any, key: str) -> Optional[Any]:
     return None
 
 
+def _run_tasks_dirs(meta: Mapping[str, Any]) -> list[str]:
+    """The run's `data.tasks_dir` folders (none for a model without a run config). A folder that is not there is a
+    ValueError naming it as the run's and saying what to do: a relative one is read from the current directory, which
+    need not be the one the run was trained from."""
+    found = _find_key(meta, "tasks_dir")
+    folders = [found] if isinstance(found, str) else list(found or [])
+    remedy = "pass --tasks-dir DIR, the folder of its YAML task files"
+    for folder in folders:
+        if Path(folder).is_dir():
+            continue
+        if Path(folder).is_absolute():
+            raise ValueError(f"the run's data.tasks_dir {folder!r} is not a folder: {remedy}")
+        raise ValueError(f"the run's data.tasks_dir {folder!r} is not a folder here (a relative path, read from the "
+                         f"current directory {Path.cwd()}): run eval from where the run was trained, or {remedy}")
+    return folders
+
+
 def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
     """The task names the arguments ask for (registering BIG-bench imports / built-ins as needed)."""
     import task_registry
@@ -80,7 +98,7 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
 
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
-    register_tasks_dir(args.tasks_dir or _find_key(meta, "tasks_dir"))  # default: the run's data.tasks_dir
+    register_tasks_dir(args.tasks_dir or _run_tasks_dirs(meta))
     if args.tasks is not None:
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         if not names:
