@@ -156,3 +156,13 @@ def test_every_data_dir_option_is_explained_alike():
     helps = {parser.prog: action.help for parser in _parsers(build_parser()) for action in parser._actions
              if "--data-dir" in action.option_strings}
     assert len(helps) >= 8 and all(help.startswith(DATA_DIR_HELP + " (default: ") for help in helps.values()), helps
+
+
+def test_eval_tasks_dir_help_states_its_default():
+    # was: the help of every other command ("... (repeatable)"), silent on eval registering the run's data.tasks_dir
+    # without it (README: "default there: the run's data.tasks_dir")
+    from t2t_mtl.cli import build_parser
+
+    helps = [action.help for parser in _parsers(build_parser()) if parser.prog == "t2t-mtl eval"
+             for action in parser._actions if "--tasks-dir" in action.option_strings]
+    assert len(helps) == 1 and helps[0].endswith("(repeatable; default: the run's data.tasks_dir)")

@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="split the demonstrations come from (default: train, else another split, else the "
                              "evaluated split without the example's own row or group)")
     add_data_dir_option(parser)
-    add_tasks_dir_option(parser)  # default: the checkpoint's data.tasks_dir
+    add_tasks_dir_option(parser, help_text="a folder of YAML task files to register on top of the built-in tasks "
+                                           "(repeatable; default: the run's data.tasks_dir)")
     parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots/<task>.png")
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
