@@ -356,6 +356,22 @@ def test_cli_reports_config_errors_before_training(tmp_path, capsys):
     assert not (tmp_path / "r2" / "cache").exists()  # failed before tokenizing
 
 
+def test_print_config_with_resume_refuses_what_resuming_would_refuse(tmp_path, capsys):
+    # was: `train --resume RUN --set training.seed=5 --print-config` printed the config (exit 0), while the same
+    # command without --print-config is refused: "checkpoint ... was written with training.seed = 0, this run has 5"
+    import json
+
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000003"
+    ckpt.mkdir(parents=True)
+    (ckpt / "meta.json").write_text(json.dumps({"step": 3, "settings": {"training.seed": 0}}))
+    args = ["train", "--print-config", "--resume", str(ckpt), "--set", f"training.output_dir={tmp_path / 'run'}"]
+    assert cli_main([*args, "--set", "training.seed=5"]) == 2
+    captured = capsys.readouterr()
+    assert f"error: checkpoint {ckpt} was written with training.seed = 0, this run has 5" in captured.err
+    assert captured.out == ""
+    assert cli_main(args) == 0 and capsys.readouterr().out.startswith("model:")
+
+
 def test_print_config_roundtrip(tmp_path, capsys):
     assert cli_main(["train", "--print-config", "--set", "training.steps=7"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)

@@ -52,15 +52,17 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
     from t2t_mtl.engine.deepspeed_config import check_precision
     from t2t_mtl.engine.run_checks import check_run_config, config_warnings
+    from t2t_mtl.engine.trainer import check_resume_config
 
     if args.data_dir is not None:
         cfg.data.data_dir = str(args.data_dir)
     check_paths(cfg)
     check_precision(cfg.training.precision, on_gpu=torch.cuda.is_available())
-    if args.resume:
-        resolve_checkpoint(args.resume, Path(cfg.training.output_dir))
+    ckpt = resolve_checkpoint(args.resume, Path(cfg.training.output_dir)) if args.resume else None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    check_run_config(cfg, world_size=world_size)
+    rates, _ = check_run_config(cfg, world_size=world_size)
+    if ckpt is not None:  # what the resumed run would refuse: other tasks, LoRA, seed, sampling strategy, ...
+        check_resume_config(cfg, ckpt, list(rates))
     for warning in config_warnings(cfg, world_size):
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.to_yaml(), end="")

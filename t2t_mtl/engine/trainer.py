@@ -211,6 +211,17 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
     return lora.to_dict() if lora is not None else None
 
 
+def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str]) -> Dict[str, Any]:
+    """The meta of checkpoint `ckpt`, once `cfg` (training `task_names`) may resume it: a changed task list, LoRA,
+    task embeddings or `resume_checks.RESUME_SETTINGS` key would misread task ids, sampler state or weights, and
+    is refused now (CheckpointError naming the key)."""
+    meta = ckpt_io.read_meta(ckpt)
+    resume_checks.check_compatible(ckpt, meta, tasks=list(task_names), lora=lora_section(cfg),
+                                   task_embeddings=bool(cfg.model.task_embeddings),
+                                   settings=resume_checks.resume_settings(cfg))
+    return meta
+
+
 def model_section(cfg: Config) -> Dict[str, Any]:
     """The run's `resume_checks.MODEL_SETTINGS` (model.name_or_path, dims, moe) as saved in checkpoints."""
     section = cfg.to_dict()["model"]
@@ -248,11 +259,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     saved = pretrained_config_dict(path) if is_local_model(path) else None  # a hub model's: read after the checks
     rates, sampling_cfg = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
     task_names = list(rates)
-    resume_meta = ckpt_io.read_meta(resume_from) if resume_from is not None else {}
-    if resume_meta:  # a changed task list or LoRA would misread task ids, sampler state or weights: refuse it now
-        resume_checks.check_compatible(resume_from, resume_meta, tasks=task_names, lora=lora_section(cfg),
-                                 task_embeddings=bool(cfg.model.task_embeddings),
-                                 settings=resume_checks.resume_settings(cfg))
+    resume_meta = check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
     existing = None if in_place else ckpt_io.latest_checkpoint(run_dir)  # (in place: `latest` may be the broken one)
     if existing is not None:  # two runs' logs and checkpoints would interleave in one folder
