@@ -269,12 +269,26 @@ class HFSource(Source):
             return f"{where}; {config_dir} holds the split(s) {splits}"
         configs = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir()) if dataset_dir.is_dir() else []
         if not configs:
-            return f"{where}; the data dir has no folder {self.path!r} for this dataset"
+            return f"{where}; the data dir has no folder {self.path!r} for this dataset{self._nested_hint()}"
         suggestion = (close_matches(self.name, configs) if self.name is not None else []) or configs
         config = "without a config name it reads the folder 'default'" if self.name is None else \
             f"config {self.name!r} is not there"
         return (f"{where}; {config}, and the data dir holds the configs {configs} of {self.path!r}: name one as the "
                 f"config (e.g. `name: {suggestion[0]}` in a task file)")
+
+    def _nested_hint(self) -> str:
+        """Where a subfolder of the data dir holds this dataset (`--data-dir shared` for `shared/data`): point at it."""
+        def holds(folder: Path) -> bool:
+            try:
+                return (folder / self.path).is_dir()
+            except OSError:  # an unreadable folder holds nothing we can use
+                return False
+
+        try:
+            holders = sorted(p for p in Path(get_data_dir() or "").iterdir() if holds(p))
+        except OSError:
+            return ""
+        return f" (its subfolder {holders[0].name!r} has one: make {holders[0]} the data dir)" if holders else ""
 
     def describe(self) -> str:
         return f"{self.path}/{self.name}" if self.name else self.path

@@ -546,6 +546,23 @@ def test_a_file_missing_from_the_data_dir_says_which_configs_and_splits_it_holds
     assert str(raised.value).endswith(tail)
 
 
+def test_a_data_dir_one_level_above_the_datasets_names_the_subfolder_that_holds_them(tmp_path):
+    # was: only "the data dir has no folder 'glue' for this dataset" for `--data-dir ../shared` (the README's
+    # `../shared/data` less its last part), with the datasets one folder down
+    (tmp_path / "shared" / "data" / "glue" / "rte").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "glue" / "rte" / "train.jsonl").write_text('{"x": 1}\n')
+    (tmp_path / "shared" / "tokenizers").mkdir()
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(tmp_path / "shared")
+    try:
+        with pytest.raises(DataSourceError) as raised:
+            task_registry.HFSource("glue", "rte").load("train")
+    finally:
+        task_registry.set_data_dir(previous)
+    assert str(raised.value).endswith(f"the data dir has no folder 'glue' for this dataset (its subfolder 'data' has "
+                                      f"one: make {tmp_path / 'shared' / 'data'} the data dir)")
+
+
 def test_csv_columns_get_one_type_from_every_row_in_streamed_and_map_style_loads(tmp_path):
     # pandas typed each 10,000-row chunk alone: a column of numbers with a word in row 10,500 failed the map-style
     # load ("Failed to parse string: 'n/a' as a scalar of type int64") and streamed ints, then a string; and a
