@@ -282,6 +282,23 @@ def test_each_study_run_keeps_the_train_held_out_tasks_it_trains(tmp_path):
     assert list(training_rates(both)) == ["parity", "compare_numbers"]
 
 
+def test_a_study_run_on_the_study_tokenizer_is_not_warned_about_tokenizer_train(tmp_path):
+    from t2t_mtl.analysis.engine_run import _run_config, base_config_dict
+    from t2t_mtl.engine.run_checks import config_warnings
+
+    # was: every run of a study on the quickstart (tokenizer.train: vocab 400) warned "tokenizer.train is set, but
+    # the run loads the tokenizer of tokenizer.path ... so it has no effect", though the study trained its
+    # tokenizer with exactly those options and the user set no tokenizer.path
+    base = base_config_dict(None, ["training.warmup=0"])
+    assert base["tokenizer"]["train"]["vocab_size"] == 400
+    cfg = _run_config(base, ["parity"], 0, 2, tmp_path / "run", str(tmp_path / "tokenizer"))
+    assert cfg.tokenizer.path == str(tmp_path / "tokenizer")
+    assert config_warnings(cfg) == []
+    named = _run_config(base_config_dict(None, ["tokenizer.path=my_tok", "training.warmup=0"]), ["parity"], 0, 2,
+                        tmp_path / "run", None)  # the user's own tokenizer.path beside tokenizer.train: still warned
+    assert [w for w in config_warnings(named) if w.startswith("tokenizer.train is set")]
+
+
 def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_training(tmp_path, capsys):
     from t2t_mtl.cli import main
 

@@ -58,7 +58,7 @@ def base_config_dict(config: Optional[str] = None, overrides: Sequence[str] = ()
 
 def _run_config(base_cfg: Optional[Mapping[str, Any]], train_tasks: Sequence[str], seed: int, steps: int,
                 out_dir: Path, tokenizer_path: Optional[str], cache_dir: Optional[str] = None) -> Any:
-    from t2t_mtl.config import config_from_dict, deep_merge
+    from t2t_mtl.config import TokenizerConfig, config_from_dict, deep_merge
 
     approved = ((base_cfg or {}).get("data") or {}).get("train_held_out") or []
     override: dict[str, Any] = {  # data.train_held_out: the study's list, narrowed to the tasks this run trains
@@ -72,7 +72,10 @@ def _run_config(base_cfg: Optional[Mapping[str, Any]], train_tasks: Sequence[str
         override["tokenizer"] = {"path": tokenizer_path}
     if cache_dir is not None:
         override["data"]["cache_dir"] = cache_dir
-    return config_from_dict(deep_merge(dict(base_cfg or {}), override))
+    cfg = config_from_dict(deep_merge(dict(base_cfg or {}), override))
+    if tokenizer_path is not None:  # the study trained it with the base's tokenizer.train; no run trains one
+        cfg.tokenizer.train = TokenizerConfig().train
+    return cfg
 
 
 def _single_process_env() -> None:
