@@ -347,6 +347,65 @@ def test_special_tokens_are_the_tokenizers_own_unless_eos_is_appended():
         tokenize_dataset(rows.to_iterable_dataset(), tokenizer, 4, 3, keep_in_memory=True)
 
 
+def test_the_tokenized_fingerprint_changes_with_the_input_the_tokenizer_each_limit_and_each_option():
+    # the cache-file names of t2t_mtl.data.streams are this value: a part left out would reuse a stale file
+    from task_registry.tokenize import tokenized_fingerprint
+
+    rows = datasets.Dataset.from_dict({"inputs": ["a b"], "targets": ["c"]})
+    base = {"dataset": rows, "tokenizer_key": "tok", "max_input_length": 8, "max_target_length": 4,
+            "append_eos": False, "remove_columns": ["inputs"]}
+    changes = [{"dataset": datasets.Dataset.from_dict({"inputs": ["a c"], "targets": ["c"]})},
+               {"tokenizer_key": "other"}, {"max_input_length": 9}, {"max_target_length": 5}, {"append_eos": True},
+               {"remove_columns": ["inputs", "targets"]}]
+    fingerprints = [tokenized_fingerprint(**{**base, **change}) for change in [{}] + changes]
+    assert len(set(fingerprints)) == 1 + len(changes)
+    # the same columns in another order give the same result
+    both, swapped = ({**base, "remove_columns": columns} for columns in (["inputs", "targets"], ["targets", "inputs"]))
+    assert tokenized_fingerprint(**swapped) == tokenized_fingerprint(**both)
+
+
+class _VocabOnly:
+    """A tokenizer without a serialisation (no `backend_tokenizer`): keyed by its vocabulary and its name."""
+
+    eos_token_id = 1
+
+    def __init__(self, vocab, name):
+        self.vocab, self.name_or_path = vocab, name
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+
+def test_the_tokenizer_key_changes_with_the_eos_id_and_without_a_serialisation_with_the_name_and_vocabulary(
+        t5_tokenizer_dir):
+    from transformers import T5Tokenizer
+
+    from task_registry.tokenize import tokenizer_fingerprint
+
+    tokenizer, other_eos = (T5Tokenizer.from_pretrained(str(t5_tokenizer_dir)) for _ in range(2))
+    assert tokenizer_fingerprint(other_eos) == tokenizer_fingerprint(tokenizer)
+    other_eos.eos_token = "<unk>"  # append_eos appends id 2 now, though the serialisation is the same
+    assert other_eos.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
+    assert tokenizer_fingerprint(other_eos) != tokenizer_fingerprint(tokenizer)
+    vocab = {"<pad>": 0, "</s>": 1, "a": 2}
+    key = tokenizer_fingerprint(_VocabOnly(vocab, "tok"))
+    assert tokenizer_fingerprint(_VocabOnly(dict(reversed(vocab.items())), "tok")) == key
+    assert tokenizer_fingerprint(_VocabOnly(vocab, "other")) != key
+    assert tokenizer_fingerprint(_VocabOnly({**vocab, "b": 3}, "tok")) != key
+
+
+def test_tokenize_dataset_keeps_a_cached_input_in_memory_when_asked(tmp_path, t5_tokenizer_dir):
+    from transformers import T5Tokenizer
+
+    tokenizer = T5Tokenizer.from_pretrained(str(t5_tokenizer_dir))
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    rendered = Task("mem", LocalFileSource(path), [SENTIMENT], splits=("train",)).to_dataset("train")
+    assert rendered.cache_files  # by default the result would go into the input's cache folder
+    tokenized = tokenize_dataset(rendered, tokenizer, 8, 8, keep_in_memory=True)
+    assert tokenized.cache_files == [] and tokenized["labels"][1] == tokenizer("positive")["input_ids"]
+
+
 def test_the_rendered_dataset_carries_the_gold_references(tmp_path):
     path = tmp_path / "qa.jsonl"
     rows = [{"q": "capital of France?", "answers": ["Paris", "paris, France"]}, {"q": "skip me", "answers": []},
@@ -551,6 +610,16 @@ def test_a_max_length_of_zero_is_refused():
     for lengths in ((0, 8), (8, 0)):
         with pytest.raises(ValueError, match="max lengths must be positive"):
             tokenize_dataset(rows, None, *lengths)
+
+
+def test_tokenize_dataset_refuses_missing_columns_and_an_eos_to_append_that_the_tokenizer_lacks():
+    rows = datasets.Dataset.from_dict({"inputs": ["a"], "answer": ["b"]})
+    with pytest.raises(ValueError, match=r"needs columns 'inputs' and 'targets'; missing \['targets'\]"):
+        tokenize_dataset(rows, None, 8, 8)
+    no_eos = _VocabOnly({"a": 0}, "tok")
+    no_eos.eos_token_id = None
+    with pytest.raises(ValueError, match="append_eos=True needs a tokenizer with an EOS token; _VocabOnly has none"):
+        tokenize_dataset(rows.rename_column("answer", "targets"), no_eos, 8, 8, append_eos=True)
 
 
 def test_a_split_the_task_does_not_list_is_refused_even_when_its_files_would_load(tmp_path):
