@@ -2,6 +2,8 @@
 and the batch builder (sampler picks tasks, TaskStreams rows; length bucketing; resumable state)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 import numpy as np
 import pytest
@@ -203,6 +205,13 @@ def test_tokenize_task_caches_per_task_and_counts_truncation(tokenizer, tmp_path
                            cache_dir=tmp_path, max_examples=40)
     assert len(sorted((tmp_path / "reverse_words").glob("train-*.arrow"))) == 2  # new limits, new cache file
     assert longer.truncated < stream.truncated
+    # another target limit, or other rendered rows (here 30 of them, not 40), each get their own file too
+    tokenize_task(task, tokenizer, split="train", max_input_length=8, max_target_length=32, cache_dir=tmp_path,
+                  max_examples=40)
+    fewer = tokenize_task(task, tokenizer, split="train", max_input_length=8, max_target_length=64,
+                          cache_dir=tmp_path, max_examples=30)
+    assert len(sorted((tmp_path / "reverse_words").glob("train-*.arrow"))) == 4
+    assert fewer.dataset["input_ids"] == stream.dataset["input_ids"][:30]
 
 
 def test_the_same_tokenizer_from_another_folder_reuses_the_cache_and_another_one_does_not(tokenizer, tmp_path):
@@ -250,6 +259,74 @@ def test_a_damaged_cache_file_is_tokenized_again_with_a_warning_naming_it(tokeni
     assert again.dataset["input_ids"] == [tokenizer(x, add_special_tokens=False)["input_ids"][:15] + [1]
                                           for x in inputs]
     assert file.read_bytes() == data  # built again, whole
+
+
+def test_a_damaged_cache_file_another_process_removed_first_is_tokenized_again(tokenizer, tmp_path, monkeypatch):
+    # ranks sharing data.cache_dir each find the damaged file; the first to remove it must not fail the others
+    import task_registry
+
+    task_registry.load_builtin_tasks()
+    task = task_registry.get_task("reverse_words")
+    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path, max_examples=20)
+    tokenize_task(task, tokenizer, **settings)
+    [file] = (tmp_path / "reverse_words").glob("train-*.arrow")
+    real = datasets.Dataset.from_file
+
+    def damaged_and_gone(filename, *args, **kwargs):
+        if filename != str(file):  # (datasets reads its own caches this way too)
+            return real(filename, *args, **kwargs)
+        monkeypatch.setattr(datasets.Dataset, "from_file", real)
+        file.unlink()  # another rank removed it between this rank's read and its removal
+        raise OSError("Expected to be able to read 7216 bytes for message body, got 3188")
+
+    monkeypatch.setattr(datasets.Dataset, "from_file", staticmethod(damaged_and_gone))
+    again = tokenize_task(task, tokenizer, **settings)
+    inputs = task.to_dataset("train", max_examples=20)["inputs"]
+    assert again.dataset["input_ids"] == [tokenizer(x, add_special_tokens=False)["input_ids"][:15] + [1]
+                                          for x in inputs]
+    assert file.is_file()
+
+
+def _unanswered_rows(split, num_rows, seed):
+    yield from ({"x": f"question {k}", "y": ""} for k in range(num_rows))
+
+
+def test_a_split_with_no_examples_is_refused_naming_the_task_and_split(tokenizer):
+    from task_registry import GeneratorSource, Task, Template
+
+    # every row's target is empty, so rendering skips them all
+    task = Task("no_rows", GeneratorSource(_unanswered_rows, num_rows=3), [Template("xy", "{{x}} ||| {{y}}")])
+    with pytest.raises(DataPipelineError, match=r"task 'no_rows' has no 'train' examples after rendering; .*"
+                                                r"tasks preview no_rows --split train"):
+        tokenize_task(task, tokenizer, split="train", max_input_length=8, max_target_length=8, cache_dir=None)
+
+
+def _numbered_rows(split, num_rows, seed):
+    yield from ({"x": f"one {'two ' * k}three", "y": "four " * (k % 3 + 1)} for k in range(num_rows))
+
+
+def test_build_task_streams_tokenizes_the_templates_examples_and_seed_it_is_given(tokenizer):
+    import task_registry
+    from task_registry import GeneratorSource, Task, Template
+    from t2t_mtl.data import build_task_streams
+
+    task = Task("numbered", GeneratorSource(_numbered_rows, num_rows=12),
+                [Template("short", "{{x}} ||| {{y}}"), Template("long", "say {{x}} ||| {{y}}")])
+    eos = tokenizer.eos_token_id
+
+    def expected(**render):
+        return [tokenizer(x, add_special_tokens=False)["input_ids"] + [eos]
+                for x in task.to_dataset("train", **render)["inputs"]]
+
+    settings = dict(split="train", max_input_length=64, max_target_length=16, cache_dir=None, max_examples=8)
+    with task_registry.isolated_registry():
+        task_registry.register_task(task)
+        only_long = build_task_streams(["numbered"], tokenizer, templates=["long"], **settings)["numbered"]
+        seeded = build_task_streams(["numbered"], tokenizer, seed=7, **settings)["numbered"]
+    assert len(only_long) == len(seeded) == 8
+    assert only_long.dataset["input_ids"] == expected(templates=["long"], max_examples=8)
+    assert expected(seed=7, max_examples=8) != expected(seed=0, max_examples=8)  # (the seed picks the templates)
+    assert seeded.dataset["input_ids"] == expected(seed=7, max_examples=8)
 
 
 def test_a_damaged_cache_file_that_cannot_be_removed_is_refused_naming_it(tokenizer, tmp_path, monkeypatch):
@@ -368,6 +445,14 @@ def test_collator_takes_numpy_integer_settings():
     batch = col([[5, 6, 7, 8, 1]], [[9, 1]], [3])
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 1, 0, 0, 0]]  # 5 tokens padded to a multiple of 4
     assert batch["labels"].tolist() == [[9, 1, -100, -100]]
+
+
+def test_a_tasks_rows_come_in_the_order_asked_for_and_a_batch_keeps_its_chunks_order():
+    task = _rows_of_lengths("s", [2, 3, 4], [1, 2, 3])
+    assert task.rows([2, 0]) == {"input_ids": [[5, 5, 5, 5], [3, 3]], "labels": [[5, 5, 5], [3]]}
+    builder = make_builder({"s": task})
+    batch = builder.collate([("s", 1), ("s", 0)])
+    assert batch["input_ids"].tolist() == [[4, 4, 4], [3, 3, 0]] and batch["labels"].tolist() == [[4, 4], [3, -100]]
 
 
 def test_waiting_rows_lists_the_saved_rows_in_the_order_the_builder_serves_them(streams):
