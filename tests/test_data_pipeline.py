@@ -413,6 +413,8 @@ def test_rendered_text_holding_a_special_tokens_literal_is_warned_about_by_task_
     ({"padding": "max"}, r"padding must be one of longest, max_length, got 'max'"),  # was: padded as "longest"
     ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of must be an integer >= 1, got 0"),  # was: ZeroDivisionError
     ({"max_input_length": 0}, r"max_input_length must be an integer >= 1, got 0"),
+    ({"max_target_length": 0}, r"max_target_length must be an integer >= 1, got 0"),
+    ({"pad_to_multiple_of": True}, r"pad_to_multiple_of must be an integer >= 1, got True"),  # (a bool is an int)
 ])
 def test_collator_settings_are_checked(kwargs, match):
     with pytest.raises(DataPipelineError, match=match):
@@ -424,6 +426,8 @@ def test_collator_refuses_a_batch_of_unequal_parts():
     # was a batch of 2 rows whose second had no input tokens and no labels (zip paired the first row only)
     with pytest.raises(DataPipelineError, match="got 2 input rows, 1 labels and 1 task ids"):
         col([[5, 1], [6, 1]], [[9, 1]], [0])
+    with pytest.raises(DataPipelineError, match="got 2 input rows, 2 labels and 1 task ids"):
+        col([[5, 1], [6, 1]], [[9, 1], [8, 1]], [0])
     with pytest.raises(DataPipelineError, match="got 0 input rows"):  # was: max() arg is an empty sequence
         col([], [], [])
 
