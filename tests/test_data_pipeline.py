@@ -129,6 +129,28 @@ def test_state_dict_continues_identically(streams, mode):
 
 
 
+def test_a_state_saved_before_packing_kept_waiting_rows_continues_identically(streams):
+    # a checkpoint of an earlier version holds no "leftover" key (nothing waited to be packed then)
+    a = make_builder(streams, bucket=4)
+    for _ in range(5):
+        a.next_chunk()
+    state = {key: value for key, value in a.state_dict().items() if key != "leftover"}
+    sampler, task_streams = a.sampler.state_dict(), a.task_streams.state_dict()
+    expected = [a.next_chunk() for _ in range(12)]
+    b = make_builder(streams, bucket=4)
+    b.load_state_dict(state)
+    b.sampler.load_state_dict(sampler)
+    b.task_streams.load_state_dict(task_streams)
+    assert [b.next_chunk() for _ in range(12)] == expected
+
+
+def test_an_unknown_sampling_mode_is_refused_by_name(streams):
+    # any other word would draw a task per example, as "mixed" does, without a word said
+    builder = make_builder(streams, mode="mixed")
+    with pytest.raises(ValueError, match="sampling.mode must be 'homogeneous' or 'mixed', got 'mix'"):
+        BatchBuilder(streams, builder.sampler, builder.task_streams, builder.collator, micro_batch_size=4, mode="mix")
+
+
 @pytest.mark.parametrize("mode", ["homogeneous", "mixed"])
 def test_a_resume_with_a_smaller_micro_batch_cuts_the_saved_micro_batches(streams, mode):
     a = make_builder(streams, mode=mode, bucket=4, mb=8)
