@@ -44,6 +44,14 @@ def test_first_fit_places_each_item_in_the_first_row_of_its_task_with_room():
         packer.place((0, 11, 1))
 
 
+@pytest.mark.parametrize("rows, input_capacity, target_capacity", [(0, 10, 5), (1, 0, 5), (1, 10, 0)])
+def test_a_packer_without_room_is_refused(rows, input_capacity, target_capacity):
+    # with no row, pack_chunks would cut empty micro-batches for ever
+    with pytest.raises(ValueError, match=f"rows, input_capacity and target_capacity >= 1, got {rows}, "
+                                         f"{input_capacity}, {target_capacity}"):
+        FirstFit(rows, input_capacity, target_capacity)
+
+
 def test_pack_chunks_cover_every_item_once_within_capacity_and_one_task_per_row():
     rng = np.random.default_rng(3)
     for trial in range(30):
@@ -97,6 +105,15 @@ def test_packed_widths_and_the_task_token_prefix_count_against_the_row_capacity(
     assert (collator.input_capacity, collator.item(0, 5, 3), collator.item(1, 5, 3)) == (7, (0, 7, 3), (1, 6, 3))
     packed = collator([[5, 6, 7, 8, 1]], [[9, 1]], [0])
     assert packed["input_ids"].tolist() == [[90, 91, 5, 6, 7, 8, 1]]
+
+
+def test_pack_batch_pads_inputs_with_the_pad_id_and_labels_with_minus_100():
+    batch = pack_batch([[5, 1], [6, 6, 1]], [[7, 1], [8, 8, 1]], [0, 1], rows=2, input_capacity=4, target_capacity=3,
+                       pad_id=9, width_multiple=1)
+    assert batch["input_ids"].tolist() == [[5, 1, 9], [6, 6, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert batch["labels"].tolist() == [[7, 1, -100], [8, 8, 1]] and batch["task_ids"].tolist() == [0, 1]
+
 
 def test_shift_right_in_segments_equals_each_example_shifted_alone():
     examples = _examples(7, seed=2)
