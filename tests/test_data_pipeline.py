@@ -55,6 +55,13 @@ def test_collator_pads_like_a_hand_built_batch():
     assert longer["input_ids"][0].tolist() == [3] * 11 and longer["attention_mask"][1].tolist() == [1, 1] + [0] * 9
 
 
+def test_collator_pads_inputs_with_its_pad_id():
+    batch = Seq2SeqCollator(3, max_input_length=8, max_target_length=4, pad_to_multiple_of=1)(
+        [[5, 1], [6, 6, 1]], [[7, 1], [8, 8, 1]], [0, 0])
+    assert batch["input_ids"].tolist() == [[5, 1, 3], [6, 6, 1]]
+    assert batch["labels"].tolist() == [[7, 1, -100], [8, 8, 1]]
+
+
 def test_homogeneous_batches_follow_sampler_and_streams(streams):
     builder = make_builder(streams)
     sizes = {k: len(v) for k, v in streams.items()}
