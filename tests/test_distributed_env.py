@@ -6,6 +6,7 @@ import datetime
 import multiprocessing
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import torch
@@ -22,6 +23,18 @@ def test_the_first_slurm_host_is_read_from_the_node_list_without_scontrol(monkey
     assert distributed._first_slurm_host("node[01-04],gpu7") == "node01"
     assert distributed._first_slurm_host("gpu7,node[01-04]") == "gpu7"
     assert distributed._first_slurm_host("node[3,5-7]") == "node3"
+    assert distributed._first_slurm_host("gpu[7]") == "gpu7"
+
+
+def test_the_first_slurm_host_is_the_first_scontrol_lists(monkeypatch):
+    from t2t_mtl.engine import distributed
+
+    def scontrol(command, **kwargs):
+        assert command == ["scontrol", "show", "hostnames", "a[1-2],b"]
+        return subprocess.CompletedProcess(command, 0, stdout="a1\na2\nb\n", stderr="")
+
+    monkeypatch.setattr(distributed.subprocess, "run", scontrol)
+    assert distributed._first_slurm_host("a[1-2],b") == "a1"
 
 
 def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(monkeypatch):
@@ -38,9 +51,10 @@ def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(m
 
 
 def test_one_process_agrees_with_itself():
-    from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks
+    from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks, sum_over_ranks
 
     cpu = torch.device("cpu")
+    assert sum_over_ranks(torch.tensor([2.0])).tolist() == [2.0]
     assert any_true(True, cpu) and not any_true(False, cpu) and max_over_ranks(2.5, cpu) == 2.5
     other = DistEnv(rank=1, world_size=2, local_rank=0, device=cpu, backend="gloo")
     assert failed_ranks(True, other) == [1] and failed_ranks(False, other) == []
@@ -48,7 +62,7 @@ def test_one_process_agrees_with_itself():
 
 
 def _collectives_worker(rank: int, port: int, out: str) -> None:
-    from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks
+    from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks, sum_over_ranks
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
@@ -56,7 +70,8 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
         cpu = torch.device("cpu")
         env = DistEnv(rank=rank, world_size=2, local_rank=rank, device=cpu, backend="gloo")
         results = [max_over_ranks(3.0 if rank else 2.0, cpu), any_true(rank == 1, cpu), any_true(False, cpu),
-                   failed_ranks(rank == 1, env), failed_ranks(False, env)]
+                   failed_ranks(rank == 1, env), failed_ranks(False, env),
+                   sum_over_ranks(torch.tensor([1.0, 10.0 * rank])).tolist()]
         Path(f"{out}.{rank}").write_text(repr(results))
     finally:
         torch.distributed.destroy_process_group()
@@ -74,7 +89,8 @@ def test_two_ranks_agree_on_the_largest_value_and_on_who_failed(tmp_path):
     for p in processes:
         p.join(timeout=120)
     assert [p.exitcode for p in processes] == [0, 0]
-    assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr([3.0, True, False, [1], []])] * 2
+    assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == \
+        [repr([3.0, True, False, [1], [], [2.0, 10.0]])] * 2
 
 
 def test_a_bare_process_is_one_rank_on_a_port_the_system_handed_out(monkeypatch):
@@ -87,3 +103,62 @@ def test_a_bare_process_is_one_rank_on_a_port_the_system_handed_out(monkeypatch)
     low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")] == ["0", "1", "0", "127.0.0.1"]
     assert low <= int(os.environ["MASTER_PORT"]) <= high  # an ephemeral port the kernel chose
+
+
+def test_a_bare_process_keeps_the_master_address_and_port_it_is_given(monkeypatch):
+    from t2t_mtl.engine.distributed import fill_env_from_launcher
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "SLURM_STEP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
+    monkeypatch.setenv("MASTER_PORT", "31337")
+    fill_env_from_launcher()
+    assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")] == \
+        ["0", "1", "10.0.0.7", "31337"]
+
+
+def test_unlinking_a_shared_memory_buffer_removes_its_name_once_and_then_does_nothing(monkeypatch, tmp_path):
+    from t2t_mtl.engine import distributed
+
+    monkeypatch.setattr(distributed, "shm_allreduce_buffer", lambda rank: tmp_path / f"buffer_{rank}")
+    (tmp_path / "buffer_1").write_bytes(b"x")
+    distributed.unlink_shm_allreduce_buffer(1)
+    assert list(tmp_path.iterdir()) == []
+    distributed.unlink_shm_allreduce_buffer(1)  # gone already (or never made): nothing to do
+
+
+def _init_worker(rank: int, port: int, out: str) -> None:
+    from t2t_mtl.engine.distributed import init_distributed, shut_down_process_group
+
+    # as the deepspeed launcher sets them (DeepSpeed's shared memory is used when LOCAL_SIZE is the world size)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    init_distributed()
+    try:
+        torch.distributed.barrier()  # every rank has removed its buffer's name
+        mapped = sorted({line.split(None, 5)[5].strip() for line in Path("/proc/self/maps").read_text().splitlines()
+                         if "deepspeed_allreduce_buffer" in line})
+        Path(f"{out}.{rank}").write_text(repr(mapped))
+    finally:
+        shut_down_process_group()
+
+
+def test_two_ranks_keep_every_ranks_shared_memory_buffer_mapped_and_its_name_unlinked(tmp_path):
+    # DeepSpeed's CPU backend maps a ~69 MB /dev/shm buffer per rank and never unlinks it (the name is DeepSpeed's:
+    # deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>): each rank's name must go, not rank 0's
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    out = str(tmp_path / "mapped")
+    processes = [context.Process(target=_init_worker, args=(rank, port, out)) for rank in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=120)
+    for p in processes:  # a rank still opening a buffer whose name another rank removed would wait for ever
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in processes] == [0, 0]
+    names = [f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_{port}_{rank} (deleted)" for rank in (0, 1)]
+    assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr(names)] * 2
