@@ -190,21 +190,25 @@ class BigBenchSource(Source):
         self._rows: Optional[list[dict[str, Any]]] = None
 
     def rows(self) -> list[dict[str, Any]]:
+        """The task.json's rows, read once and kept."""
         if self._rows is None:
             data = read_task_json(self.path)
             self._rows = bigbench_rows(data, task_json_name(data, self.path))
         return self._rows
 
-    def load(self, split: str, *, streaming: bool = False):
+    def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        """All rows for split `test`; raises `DataSourceError` for any other split."""
         if split != SPLIT:
             raise DataSourceError(f"BIG-bench task {str(self.path)!r} has only the split {SPLIT!r}, not {split!r}")
         dataset = datasets.Dataset.from_list(self.rows(), split=datasets.NamedSplit(SPLIT))
         return dataset.to_iterable_dataset() if streaming else dataset
 
     def describe(self) -> str:
+        """`BIG-bench <task.json path>`."""
         return f"BIG-bench {self.path}"
 
     def to_config(self) -> dict[str, Any]:
+        """`{"bigbench": <task.json path>}`."""
         return {"bigbench": str(self.path)}
 
 

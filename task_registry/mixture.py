@@ -86,6 +86,7 @@ class Mixture:
 
     @property
     def member_names(self) -> list[str]:
+        """The members' names, in order (nested mixtures not expanded)."""
         return [_member_name(member) for member, _ in self.members]
 
     def flatten(self) -> dict[str, float]:

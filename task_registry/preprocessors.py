@@ -23,7 +23,7 @@ from .sources import code_digest
 AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
 
 
-def compile_expression(expression: str, where: str):
+def compile_expression(expression: str, where: str) -> jinja2.environment.TemplateExpression:
     """`expression` compiled in the template sandbox; a syntax error, or an expression that is not a string, is a
     `TaskDefinitionError` naming `where`."""
     if not isinstance(expression, str):  # Jinja would compile str(value): YAML's 2020-11-12 as 2020 - 11 - 12
@@ -35,7 +35,8 @@ def compile_expression(expression: str, where: str):
         raise TaskDefinitionError(f"{where}: Jinja expression {expression!r} does not parse: {error.message}") from None
 
 
-def evaluate_expression(compiled, row: Mapping[str, Any], index: int, where: str, expression: str) -> Any:
+def evaluate_expression(compiled: jinja2.environment.TemplateExpression, row: Mapping[str, Any], index: int,
+                        where: str, expression: str) -> Any:
     """The expression's value on `row` (row `index` of the rows this preprocessor receives, i.e. after any
     earlier filter); every failure is a `TemplateRenderError` naming the preprocessor, the expression and the
     row."""
@@ -94,6 +95,7 @@ class Preprocessor:
         raise NotImplementedError
 
     def describe(self) -> str:
+        """The step as it was written (`filter(label != -1)`), for messages, logs and fingerprints."""
         raise NotImplementedError
 
     def identity(self) -> str:
@@ -147,6 +149,7 @@ class Rename(Preprocessor):
         return {new: row[old] for old, new in self.mapping.items()}
 
     def describe(self) -> str:
+        """`rename({old: new, ...})`."""
         return f"rename({self.mapping})"
 
 
@@ -200,10 +203,12 @@ class Filter(_ExpressionPreprocessor):
                               **_fingerprint(dataset, self.describe(), self.predicate))
 
     def describe(self) -> str:
+        """`filter(<expression or function name>)`."""
         what = self.predicate if isinstance(self.predicate, str) else _callable_name(self.predicate)
         return f"filter({what})"
 
     def identity(self) -> str:
+        """`describe()`, with `code_digest` of a Python predicate."""
         return _identity(self.describe(), self.predicate)
 
 
@@ -244,10 +249,12 @@ class Map(_ExpressionPreprocessor):
                                       "text)") from None
 
     def describe(self) -> str:
+        """`map({field: expression, ...})` or `map(<function name>)`."""
         what = dict(self.fn) if isinstance(self.fn, Mapping) else _callable_name(self.fn)
         return f"map({what})"
 
     def identity(self) -> str:
+        """`describe()`, with `code_digest` of a Python function."""
         return _identity(self.describe(), self.fn)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from .errors import TaskDefinitionError, TemplateSyntaxError
-from .preprocessors import Preprocessor
+from .preprocessors import AnyDataset, Preprocessor
 from .sources import HFSource
 from .task import Task
 from .template import Template
@@ -150,11 +150,12 @@ class HyphensToUnderscores(Preprocessor):
 
     keeps_rows = True
 
-    def __call__(self, dataset):
+    def __call__(self, dataset: AnyDataset) -> AnyDataset:
         mapping = {c: c.replace("-", "_") for c in dataset.column_names or () if "-" in c}
         return dataset.rename_columns(mapping) if mapping else dataset
 
     def describe(self) -> str:
+        """`hyphens_to_underscores()`."""
         return "hyphens_to_underscores()"
 
 

@@ -71,9 +71,12 @@ class Source:
     """A task's raw rows per split."""
 
     def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        """The rows of `split`, an `IterableDataset` when `streaming`; raises `DataSourceError` when they cannot
+        be read."""
         raise NotImplementedError
 
     def describe(self) -> str:
+        """Where the rows come from, in a few words (for messages and `repr`)."""
         raise NotImplementedError
 
     def to_config(self) -> dict[str, Any]:
@@ -234,7 +237,8 @@ class HFSource(Source):
             return None
         return data_dir / self.path / str(self.name or "default") / f"{split}.jsonl"
 
-    def load(self, split: str, *, streaming: bool = False):
+    def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        """From the data dir's file when one applies (`local_file`), else from `datasets.load_dataset`."""
         local = self.local_file(split)
         if local is not None:
             if not local.exists():
@@ -291,9 +295,11 @@ class HFSource(Source):
         return f" (its subfolder {holders[0].name!r} has one: make {holders[0]} the data dir)" if holders else ""
 
     def describe(self) -> str:
+        """`path/name`, or `path` without a config name."""
         return f"{self.path}/{self.name}" if self.name else self.path
 
     def to_config(self) -> dict[str, Any]:
+        """`{"hf": path}`, with `name` and `data_files` when set."""
         config: dict[str, Any] = {"hf": self.path}
         if self.name:
             config["name"] = self.name
@@ -302,6 +308,7 @@ class HFSource(Source):
         return config
 
     def identity(self) -> dict[str, Any]:
+        """`to_config()` and the extra `load_dataset` keyword arguments."""
         return {**self.to_config(), "load_kwargs": self.load_kwargs}
 
 
@@ -330,7 +337,9 @@ class LocalFileSource(Source):
             self.files = None
             self.shared = as_paths(files)
 
-    def load(self, split: str, *, streaming: bool = False):
+    def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        """The files of `split`, or the files shared by every split; raises `DataSourceError` for a split the
+        mapping does not list."""
         if self.files is not None:
             if split not in self.files:
                 raise DataSourceError(f"local files source has no split {split!r}; it has {sorted(self.files)} (a "
@@ -341,11 +350,13 @@ class LocalFileSource(Source):
         return _load_files(files, split, streaming, "local files source")
 
     def describe(self) -> str:
+        """The files per split, or the list shared by every split."""
         if self.files is not None:
             return ", ".join(f"{split}: {[str(p) for p in paths]}" for split, paths in self.files.items())
         return str([str(p) for p in self.shared])
 
     def to_config(self) -> dict[str, Any]:
+        """`{"files": ...}`: a mapping split → paths, or one list of paths."""
         if self.files is not None:
             return {"files": {split: [str(p) for p in paths] for split, paths in self.files.items()}}
         return {"files": [str(p) for p in self.shared]}
@@ -371,6 +382,8 @@ class GeneratorSource(Source):
         self.gen_kwargs = dict(gen_kwargs or {})
 
     def rows_for(self, split: str) -> int:
+        """The number of rows to generate for `split`; raises `DataSourceError` when a `num_rows` mapping lacks
+        it."""
         if isinstance(self.num_rows, Mapping):
             if split not in self.num_rows:
                 raise DataSourceError(f"{self.describe()} has no size for split {split!r}; "
@@ -378,7 +391,7 @@ class GeneratorSource(Source):
             return int(self.num_rows[split])
         return int(self.num_rows)
 
-    def load(self, split: str, *, streaming: bool = False):
+    def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
         """The generated rows; an exception inside `fn` surfaces as a `DataSourceError` chained to it (at load
         time for map-style datasets, while iterating for streaming ones)."""
         gen_kwargs = dict(self.gen_kwargs, split=split, num_rows=self.rows_for(split), seed=self.seed)
@@ -398,12 +411,15 @@ class GeneratorSource(Source):
                                   f"({type(cause).__name__}: {cause}); every row needs the same fields") from cause
 
     def describe(self) -> str:
+        """`generator <module>.<qualname>`."""
         return _describe_generator(self.fn)
 
     def to_config(self) -> dict[str, Any]:
+        """The generator's name, `num_rows` and `seed`."""
         return {"generator": self.describe(), "num_rows": self.num_rows, "seed": self.seed}
 
     def identity(self) -> dict[str, Any]:
+        """`to_config()`, the `gen_kwargs` and `code_digest(fn)`."""
         return {**self.to_config(), "gen_kwargs": self.gen_kwargs, "code": code_digest(self.fn)}
 
 

@@ -150,5 +150,6 @@ class SpanCorruption(Preprocessor):
         return dataset.map(self._apply_chunked, batched=True)
 
     def describe(self) -> str:
+        """`span_corruption(<field>, noise_density=..., mean_span_length=..., seed=..., max_words=...)`."""
         return (f"span_corruption({self.field!r}, noise_density={self.noise_density}, "
                 f"mean_span_length={self.mean_span_length}, seed={self.seed}, max_words={self.max_words})")

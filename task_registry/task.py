@@ -60,6 +60,7 @@ class RenderStats:
     empty_inputs: int = 0
 
     def count(self, template: str, skipped: bool, empty_input: bool) -> None:
+        """Record one row rendered with `template`: kept, or `skipped` (with an empty input when `empty_input`)."""
         self.rows += 1
         if skipped:
             self.skipped += 1
@@ -236,9 +237,11 @@ class Task:
     # -- templates ---------------------------------------------------------------------------------------
     @property
     def template_names(self) -> list[str]:
+        """The templates' names, in order."""
         return [t.name for t in self.templates]
 
     def get_template(self, name: str) -> Template:
+        """The template named `name`; raises `UnknownTemplateError` (listing the names) when there is none."""
         for template in self.templates:
             if template.name == name:
                 return template

@@ -90,6 +90,7 @@ class TemplateMetadata:
         return cls(**dict(value))
 
     def to_dict(self) -> dict[str, Any]:
+        """The four fields as plain data, unset ones `None`."""
         return dataclasses.asdict(self)
 
 

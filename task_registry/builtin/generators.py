@@ -66,21 +66,25 @@ def _words(rng: random.Random, low: int, high: int, pool: Sequence[str] = LIST_W
 
 
 def make_reverse_words(rng: random.Random) -> Row:
+    """3-6 distinct `words`; `answer`: them in reverse order, space-joined."""
     words = _words(rng, 3, 6)
     return {"words": words, "answer": " ".join(reversed(words))}
 
 
 def make_sort_words(rng: random.Random) -> Row:
+    """3-6 distinct `words`; `answer`: them sorted, space-joined."""
     words = _words(rng, 3, 6)
     return {"words": words, "answer": " ".join(sorted(words))}
 
 
 def make_sort_numbers(rng: random.Random) -> Row:
+    """3-6 distinct `numbers` in [0, 100); `answer`: them ascending, space-joined."""
     numbers = rng.sample(range(100), rng.randint(3, 6))
     return {"numbers": numbers, "answer": " ".join(str(n) for n in sorted(numbers))}
 
 
 def make_dedup_words(rng: random.Random) -> Row:
+    """4-8 `words` drawn from 2-4; `answer`: each word once, in order of first appearance."""
     pool = rng.sample(LIST_WORDS, rng.randint(2, 4))
     words = [rng.choice(pool) for _ in range(rng.randint(4, 8))]
     unique = list(dict.fromkeys(words))
@@ -88,6 +92,7 @@ def make_dedup_words(rng: random.Random) -> Row:
 
 
 def make_list_contains(rng: random.Random) -> Row:
+    """3-6 `words` and a `query` word; `label` 0 when `query` is among them, 1 when not."""
     words = _words(rng, 3, 6)
     present = rng.random() < 0.5
     query = rng.choice(words) if present else rng.choice([w for w in LIST_WORDS if w not in words])
@@ -95,6 +100,8 @@ def make_list_contains(rng: random.Random) -> Row:
 
 
 def make_word_problem(rng: random.Random) -> Row:
+    """An add/subtract `question` about a person's items, with its operands `a`, `b` and `op`; `answer`: the
+    result (never negative)."""
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     op = rng.choice(("add", "subtract"))
     a = rng.randint(2, 20)
@@ -105,6 +112,7 @@ def make_word_problem(rng: random.Random) -> Row:
 
 
 def make_count_word(rng: random.Random) -> Row:
+    """3-9 `words` from 3 animals and a `query` among them; `answer`: how often `query` occurs."""
     pool = rng.sample(ANIMALS, 3)
     words = [rng.choice(pool) for _ in range(rng.randint(3, 9))]
     query = rng.choice(pool)
@@ -112,11 +120,14 @@ def make_count_word(rng: random.Random) -> Row:
 
 
 def make_parity(rng: random.Random) -> Row:
+    """A `number` in [0, 999]; `label` 0 when it is even, 1 when odd."""
     number = rng.randint(0, 999)
     return {"number": number, "label": number % 2}
 
 
 def make_unit_conversion(rng: random.Random) -> Row:
+    """A `quantity` in one unit (`from_unit`, `from_name`) to convert to another (`to_unit`, `to_name`);
+    `answer`: the whole-number result."""
     (big, small, factor) = rng.choice(UNIT_PAIRS)
     if rng.random() < 0.5:  # larger unit to smaller: 3 km -> 3000 m
         quantity = rng.randint(2, 99)
@@ -129,12 +140,15 @@ def make_unit_conversion(rng: random.Random) -> Row:
 
 
 def make_date_format(rng: random.Random) -> Row:
+    """A valid ISO `date` (YYYY-MM-DD, 1950-2049); `answer`: it as "<day> <English month> <year>"."""
     year, month = rng.randint(1950, 2049), rng.randint(1, 12)
     day = rng.randint(1, calendar.monthrange(year, month)[1])
     return {"date": f"{year:04d}-{month:02d}-{day:02d}", "answer": f"{day} {MONTHS[month - 1]} {year}"}
 
 
 def make_fact_lookup(rng: random.Random) -> Row:
+    """Three `facts` of one `relation` about three `people` and a `question` about one of them; `answer`: that
+    person's value (`values` holds all three)."""
     relation = rng.choice(sorted(FACT_RELATIONS))
     values, fact, question = FACT_RELATIONS[relation]
     people = rng.sample(NAMES, 3)
@@ -146,6 +160,8 @@ def make_fact_lookup(rng: random.Random) -> Row:
 
 
 def make_entity_tagging(rng: random.Random) -> Row:
+    """A `sentence` with person and city names; `entities`: [name, "PER" | "LOC"] pairs in order; `answer`:
+    them as "name: KIND" joined by "; "."""
     pattern = rng.choice(TAGGING_PATTERNS)
     people = iter(rng.sample(NAMES, pattern.count("{P}")))
     places = iter(rng.sample(CITIES, pattern.count("{L}")))
@@ -163,17 +179,20 @@ def make_entity_tagging(rng: random.Random) -> Row:
 
 
 def make_compare_numbers(rng: random.Random) -> Row:
+    """Two distinct numbers `a`, `b` in [0, 1000); `label` 0 when `a` is larger, 1 when `b` is."""
     a, b = rng.sample(range(1000), 2)
     return {"a": a, "b": b, "label": 0 if a > b else 1}
 
 
 def make_compare_lengths(rng: random.Random) -> Row:
+    """Two word lists `first`, `second` of distinct lengths 1-6; `label` 0 when `first` is longer, 1 when not."""
     first_length, second_length = rng.sample(range(1, 7), 2)
     return {"first": _words(rng, first_length, first_length), "second": _words(rng, second_length, second_length),
             "label": 0 if first_length > second_length else 1}
 
 
 def make_alphabetical_order(rng: random.Random) -> Row:
+    """Two distinct words `first`, `second`; `label` 0 when `first` sorts first, 1 when not."""
     first, second = rng.sample(LIST_WORDS, 2)
     return {"first": first, "second": second, "label": 0 if first < second else 1}
 

@@ -43,6 +43,7 @@ class ProceduralTaskSpec:
 
     @property
     def held_out(self) -> bool:
+        """Whether the task's cluster is held out of training (`HELD_OUT_CLUSTERS`)."""
         return self.cluster in HELD_OUT_CLUSTERS
 
 
