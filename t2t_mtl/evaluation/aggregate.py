@@ -20,6 +20,13 @@ from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 
 @dataclasses.dataclass
 class TaskSummary:
+    """One task's template scores summarised (`summarize_task`), on the primary metric's 0-100 scale.
+
+    `median`/`mean`/`min`/`max` are over the `num_scored_templates` templates with a finite score (`None` when
+    there are none); the baselines are the medians of the templates' finite ones; `num_examples` is the largest
+    template's.
+    """
+
     task: str
     primary_metric: str
     num_templates: int
@@ -33,6 +40,7 @@ class TaskSummary:
     num_examples: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as plain data."""
         return dataclasses.asdict(self)
 
 

@@ -47,6 +47,8 @@ class Prediction:
     scores: Optional[list[float]] = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The output JSON object: the request's extra keys, `inputs`, `prediction`, and `answer_choices`, `task`
+        and `scores` when set."""
         out = {**self.request.extra, "inputs": self.request.inputs, "prediction": self.prediction}
         if self.request.answer_choices is not None:
             out["answer_choices"] = self.request.answer_choices

@@ -17,7 +17,7 @@ import contextlib
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -47,7 +47,7 @@ def _batches(n: int, size: int) -> Iterator[range]:
         yield range(start, min(start + size, n))
 
 
-def choice_log_likelihoods(model, labels: torch.Tensor, encoder_hidden: torch.Tensor,
+def choice_log_likelihoods(model: T5ForConditionalGeneration, labels: torch.Tensor, encoder_hidden: torch.Tensor,
                            attention_mask: torch.Tensor, *, length_normalize: bool = False) -> torch.Tensor:
     """Log-likelihood of each row of `labels` (pad = -100) given its row of encoder states -> [rows].
 
@@ -70,7 +70,8 @@ def _target_log_probs(logits: torch.Tensor, labels: torch.Tensor, length_normali
     return total
 
 
-def cross_attention_states(model, hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def cross_attention_states(model: T5ForConditionalGeneration,
+                           hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each decoder layer's cross-attention keys and values [B, heads, S, d_kv] for encoder states `hidden`.
 
     The same projections T5's cross-attention computes from `key_value_states`, done once per example (with
@@ -98,9 +99,10 @@ def _rows_cache(states: Sequence[tuple[torch.Tensor, torch.Tensor]], owner: torc
     return cache
 
 
-def shared_encoder_log_likelihoods(model, labels: torch.Tensor, owner: torch.Tensor, hidden: torch.Tensor,
-                                   attention_mask: torch.Tensor, states: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                                   *, length_normalize: bool = False,
+def shared_encoder_log_likelihoods(model: T5ForConditionalGeneration, labels: torch.Tensor, owner: torch.Tensor,
+                                   hidden: torch.Tensor, attention_mask: torch.Tensor,
+                                   states: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+                                   length_normalize: bool = False,
                                    task_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Log-likelihood of each row of `labels` (pad = -100) of example `owner[row]` -> [rows].
 
@@ -117,8 +119,9 @@ def shared_encoder_log_likelihoods(model, labels: torch.Tensor, owner: torch.Ten
     return _target_log_probs(logits, labels, length_normalize)
 
 
-def encode_examples(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    task_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, list]:
+def encode_examples(model: T5ForConditionalGeneration, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    task_ids: Optional[torch.Tensor] = None
+                    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """(the encoder's last hidden states [B, S, d], their `cross_attention_states`), with `task_ids` ([B] or
     None) set on the model's task-conditioned layers (task-routed MoE, per-task LoRA) for both."""
     with task_ids_set(model, task_ids):

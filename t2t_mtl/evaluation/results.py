@@ -46,10 +46,12 @@ class TemplateResult:
     predictions: Optional[list[dict[str, Any]]] = None
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data (the JSON form of a report)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TemplateResult":
+        """The inverse of `to_dict`; a key that is not a field raises `TypeError`."""
         return cls(**data)
 
 
@@ -66,12 +68,15 @@ class EvalReport:
         return list(dict.fromkeys(r.task for r in self.results))
 
     def for_task(self, task: str) -> list[TemplateResult]:
+        """The results of `task`, in report order."""
         return [r for r in self.results if r.task == task]
 
     def to_dict(self) -> dict[str, Any]:
+        """`{"name", "settings", "results"}`, each result as `TemplateResult.to_dict`."""
         return {"name": self.name, "settings": self.settings, "results": [r.to_dict() for r in self.results]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalReport":
+        """The inverse of `to_dict`; `settings` may be absent."""
         return cls(name=data["name"], settings=dict(data.get("settings", {})),
                    results=[TemplateResult.from_dict(r) for r in data["results"]])

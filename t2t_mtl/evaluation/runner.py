@@ -17,7 +17,7 @@ import os
 import random
 import statistics
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +33,12 @@ from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.task_routing import routing_task_id
+
+if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resolved
+    import datasets
+
+    from task_registry.task import Task
+    from task_registry.template import Template
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,7 @@ class EvalSettings:
                 raise EvaluationError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain data (mappings copied to dicts)."""
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
 
 
@@ -151,12 +158,12 @@ def preferred_split(splits: Sequence[str]) -> str:
     return splits[-1]
 
 
-def default_split(task) -> str:
+def default_split(task: Task) -> str:
     """validation if the task has it, else test, else its last split (`preferred_split`)."""
     return preferred_split(list(getattr(task, "splits", ()) or ("validation",)))
 
 
-def task_metrics(task, template) -> tuple[list[str], list[str]]:
+def task_metrics(task: Task, template: Template) -> tuple[list[str], list[str]]:
     """(metrics to compute, metric names with no shipped module).
 
     The task's `metrics` (an unknown one is an error), else the template's promptsource metadata metrics
@@ -181,12 +188,12 @@ def task_metrics(task, template) -> tuple[list[str], list[str]]:
     return default_metrics(template), unknown
 
 
-def default_metrics(template) -> list[str]:
+def default_metrics(template: Template) -> list[str]:
     """Accuracy for a template with answer choices, exact match otherwise."""
     return ["accuracy"] if template.answer_choices is not None else ["exact_match"]
 
 
-def applicable_metrics(task, template, metrics: Sequence[str], examples: Sequence["_Example"]
+def applicable_metrics(task: Task, template: Template, metrics: Sequence[str], examples: Sequence[_Example]
                        ) -> tuple[list[str], dict[str, str]]:
     """(metrics to compute, {metric: why it is skipped}) for a template's rendered examples.
 
@@ -211,7 +218,7 @@ def applicable_metrics(task, template, metrics: Sequence[str], examples: Sequenc
     return (kept or default_metrics(template)), skipped
 
 
-def render_examples(task, template, rows, *, seed: int = 0,
+def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, seed: int = 0,
                     group_sizes: Optional[Mapping[str, int]] = None) -> _Rendered:
     """Render every row; skipped rows (no target or no input) and render failures are counted (failures keep the
     first message).
@@ -256,7 +263,7 @@ def render_examples(task, template, rows, *, seed: int = 0,
     return out
 
 
-def group_sizes(task, rows) -> collections.Counter:
+def group_sizes(task: Task, rows: datasets.Dataset) -> collections.Counter[str]:
     """The number of rows of each group (the task's `group_by`) in `rows`."""
     return collections.Counter(task.group_key(row, index) for index, row in enumerate(rows))
 
@@ -383,7 +390,8 @@ def _choice_scores(examples: Sequence[_Example]) -> Optional[list[list[float]]]:
     return None
 
 
-def evaluate_template(model, tokenizer, task, template, rows, settings: EvalSettings, *, split: str,
+def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, task: Task, template: Template,
+                      rows: datasets.Dataset, settings: EvalSettings, *, split: str,
                       rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
                       demonstration_rows: Any = None, demonstration_split: Optional[str] = None,
                       group_sizes: Optional[Mapping[str, int]] = None, lockstep: bool = False) -> TemplateResult:

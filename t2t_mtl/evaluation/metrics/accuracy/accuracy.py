@@ -8,6 +8,8 @@ from sklearn.metrics import accuracy_score
 
 
 class Accuracy(evaluate.Metric):
+    """`compute(predictions=, references=)` → `{"accuracy": fraction in [0, 1]}` (see the module docstring)."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Fraction of predictions equal to their reference label.",

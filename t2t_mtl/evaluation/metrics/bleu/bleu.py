@@ -9,6 +9,9 @@ import sacrebleu
 
 
 class Bleu(evaluate.Metric):
+    """`compute(predictions=, references=, lowercase=False)` → `{"bleu": 0-100, "brevity_penalty": ...}`; raises
+    `ValueError` when a prediction has no reference."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="sacreBLEU corpus BLEU score (0-100).",

@@ -22,7 +22,7 @@ import evaluate
 NO_ENTITIES = "none"
 
 
-def parse_entities(text):
+def parse_entities(text: str) -> collections.Counter[tuple[str, str]] | None:
     """The Counter of (span, type) pairs of an entity list, or None when `text` is not one."""
     text = text.strip()
     if text.lower() == NO_ENTITIES:
@@ -40,6 +40,9 @@ def parse_entities(text):
 
 
 class EntityF1(evaluate.Metric):
+    """`compute(predictions=, references=)` → `{"precision", "recall", "f1", "unparsable"}`, fractions in [0, 1];
+    raises `ValueError` for a reference that is not an entity list."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Micro-averaged entity precision/recall/F1 over (span, type) pairs parsed from "

@@ -9,6 +9,9 @@ import evaluate
 
 
 class ExactMatch(evaluate.Metric):
+    """`compute(predictions=, references=, ignore_case=False)` → `{"exact_match": fraction in [0, 1]}`; raises
+    `ValueError` when a prediction has no reference."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Fraction of predictions equal to one of their references.",

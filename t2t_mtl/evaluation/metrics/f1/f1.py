@@ -13,6 +13,8 @@ from sklearn.metrics import f1_score
 
 
 class F1(evaluate.Metric):
+    """`compute(predictions=, references=, average="binary", pos_label=1)` → `{"f1": in [0, 1]}`."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="F1 score: binary of pos_label, or macro/micro/weighted over the labels of both sides.",

@@ -11,6 +11,9 @@ import evaluate
 
 
 class GroupExactMatch(evaluate.Metric):
+    """`compute(predictions=, references=, groups=)` → `{"group_exact_match": fraction of groups in [0, 1]}`;
+    raises `ValueError` unless `groups` has one key per prediction."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Fraction of example groups whose predictions all equal their references.",

@@ -5,6 +5,8 @@ from sklearn.metrics import matthews_corrcoef
 
 
 class MatthewsCorrelation(evaluate.Metric):
+    """`compute(predictions=, references=)` → `{"matthews_correlation": in [-1, 1]}`."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Matthews correlation coefficient between predicted and reference labels.",

@@ -7,6 +7,9 @@ import evaluate
 
 
 class MultipleChoiceGrade(evaluate.Metric):
+    """`compute(predictions=, references=)` → `{"multiple_choice_grade": mean target score of the chosen
+    choices}`."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Mean target score of the chosen answer choice (BIG-bench).",

@@ -11,6 +11,8 @@ from scipy.stats import pearsonr
 
 
 class Pearsonr(evaluate.Metric):
+    """`compute(predictions=, references=)` → `{"pearsonr": in [-1, 1]}`, 0.0 where undefined."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Pearson correlation coefficient.",

@@ -10,6 +10,9 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 class Rouge(evaluate.Metric):
+    """`compute(predictions=, references=, use_stemmer=False)` → `{"rouge1", "rouge2", "rougeL", "rougeLsum"}`,
+    mean F-measures in [0, 1]."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="ROUGE F-measures averaged over examples.",

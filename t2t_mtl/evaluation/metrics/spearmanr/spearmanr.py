@@ -11,6 +11,8 @@ from scipy.stats import spearmanr
 
 
 class Spearmanr(evaluate.Metric):
+    """`compute(predictions=, references=)` → `{"spearmanr": in [-1, 1]}`, 0.0 where undefined."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="Spearman rank correlation coefficient.",

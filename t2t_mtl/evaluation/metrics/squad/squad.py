@@ -17,12 +17,15 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
 
 
-def normalize_answer(text):
+def normalize_answer(text: str) -> str:
+    """`text` lower-cased, without punctuation or the articles a/an/the, whitespace collapsed (SQuAD v1.1)."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def token_f1(prediction, reference):
+def token_f1(prediction: str, reference: str) -> float:
+    """The F1 of the normalised tokens of `prediction` against `reference` (bags of words), in [0, 1]; 0.0 when
+    they share no token."""
     pred_tokens = normalize_answer(prediction).split()
     ref_tokens = normalize_answer(reference).split()
     common = collections.Counter(pred_tokens) & collections.Counter(ref_tokens)
@@ -34,6 +37,9 @@ def token_f1(prediction, reference):
 
 
 class Squad(evaluate.Metric):
+    """`compute(predictions=, references=)` → `{"exact_match", "f1"}`, means in [0, 1] of the best over each
+    prediction's references; raises `ValueError` when a prediction has no reference."""
+
     def _info(self):
         return evaluate.MetricInfo(
             description="SQuAD exact match and token F1 (max over references).",
