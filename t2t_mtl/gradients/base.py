@@ -107,9 +107,11 @@ class GradientMethod:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
+        """What the method carries from step to step (saved in checkpoints); `{}` for a stateless method."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; a stateless method raises `GradientMethodError` for a non-empty `state`."""
         if state:
             raise GradientMethodError(f"gradient method {self.name!r} keeps no state, got keys {sorted(state)}")
 

@@ -118,6 +118,7 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         return capture
 
     def begin_step(self, engine: Any) -> None:
+        """Clear the task rows and the scratch row, and start capturing gradients."""
         self.surgery.zero_()
         self.scratch.zero_()
         self.capturing = True
@@ -191,6 +192,7 @@ class Zero3SurgeryHook(_SurgeryHook):
                                        segment_offsets=segments, max_tasks_per_step=_tasks_per_step(engine))
 
     def begin_step(self, engine: Any) -> None:
+        """Clear the task rows and the copy of DeepSpeed's pieces (which start the step at zero)."""
         self.surgery.zero_()
         self.accumulated.zero_()
 

@@ -31,7 +31,8 @@ def _sine(cosine):
     return np.maximum(np.sqrt(np.maximum(1.0 - cosine ** 2, 0.0)), SINE_FLOOR)
 
 
-def gradvac_coefficient(norm_i, phi, target, norm_j):
+def gradvac_coefficient(norm_i: float | np.ndarray, phi: float | np.ndarray, target: float | np.ndarray,
+                        norm_j: float | np.ndarray) -> float | np.ndarray:
     """The GradVac increment of C_ij (works elementwise on arrays). Sines below `SINE_FLOOR` (cosines within
     rounding of ±1) count as that floor, so φ one ulp below a target of 1 adds ~‖g_i‖(φ̂ − φ)/‖g_j‖, not
     O(‖g_i‖/‖g_j‖)."""
@@ -95,6 +96,7 @@ class GradVac(GradientMethod):
 
     @property
     def segmented(self) -> bool:
+        """True unless `per_layer` is false."""
         return bool(self.options["per_layer"])
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
@@ -116,9 +118,11 @@ class GradVac(GradientMethod):
         return weights if self.segmented else weights[0]
 
     def state_dict(self) -> dict[str, Any]:
+        """The order generator's state and a copy of the EMA targets [K, T, T] (None before the first Gram)."""
         return {"rng": self.rng.bit_generator.state,
                 "targets": None if self.targets is None else self.targets.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`."""
         self.rng.bit_generator.state = state["rng"]
         self.targets = None if state["targets"] is None else np.array(state["targets"], dtype=np.float64)

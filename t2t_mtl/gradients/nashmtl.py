@@ -22,6 +22,7 @@ from .base import GradientMethod, GradientMethodError, register_method
 
 
 def nash_objective(gram: np.ndarray, alpha: np.ndarray) -> float:
+    """f(α) = ½ αᵀGα − Σ log α_i for `gram` G [T, T] and `alpha` [T] > 0."""
     return 0.5 * float(alpha @ gram @ alpha) - float(np.sum(np.log(alpha)))
 
 

@@ -51,7 +51,9 @@ class PCGrad(GradientMethod):
         return pcgrad_weights(gram, orders)
 
     def state_dict(self) -> dict[str, Any]:
+        """The order generator's state."""
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`."""
         self.rng.bit_generator.state = state["rng"]

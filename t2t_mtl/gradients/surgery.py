@@ -96,6 +96,8 @@ class GradientSurgery:
 
     # --- filling the buffer ---------------------------------------------------------------------------
     def task_index(self, task: str | int) -> int:
+        """The index of `task` (a name, or an index checked to be in range) in `task_names`; raises `KeyError`
+        for an unknown task."""
         if isinstance(task, int):
             if not 0 <= task < len(self.task_names):
                 raise KeyError(f"task index {task} out of range for {len(self.task_names)} tasks")
@@ -229,6 +231,7 @@ class GradientSurgery:
         return len(self.segment_offsets) - 1 if self.method.segmented else 1
 
     def state_dict(self) -> dict[str, Any]:
+        """The method's name and state, with the tasks and segment count it belongs to."""
         return {"method": self.method.name, "tasks": list(self.task_names), "segments": self.num_segments,
                 "state": self.method.state_dict()}
 

@@ -146,6 +146,7 @@ class LoRALinear(nn.Linear, TaskConditioned):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x W + b + scaling · dropout(x) Aᵀ Bᵀ, per batch row with its task's A, B for per-task adapters."""
         h = self.lora_dropout(x)
         update = self._task_update(h) if self.num_tasks else F.linear(F.linear(h, self.lora_A), self.lora_B)
         return F.linear(x, self.weight, self.bias) + self.scaling * update

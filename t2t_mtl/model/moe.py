@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
+from transformers.generation.utils import GenerateOutput
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from t2t_kernels.moe import route
@@ -154,7 +155,7 @@ class TaskAwareT5(TaskConditionedT5):
         self.moe_token_masks["decoder"] = tokens_before_the_end(input_ids, eos)
         return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
 
-    def generate(self, *args: Any, **kwargs: Any):
+    def generate(self, *args: Any, **kwargs: Any) -> Union[GenerateOutput, torch.LongTensor]:
         """transformers' `generate`; the end-of-sequence id that marks finished rows is this call's (an
         `eos_token_id` or `generation_config` argument), else the model's."""
         before = dict(self.moe_token_masks)
@@ -183,7 +184,10 @@ class TaskAwareT5(TaskConditionedT5):
             total = term if total is None else total + term
         return total if total is not None else torch.zeros((), device=self.device)
 
-    def forward(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
+    def forward(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any
+                ) -> Union[TaskAwareSeq2SeqLMOutput, Tuple[torch.Tensor, ...]]:
+        """T5's forward with `task_ids` [B] set on the task-conditioned layers; `aux_loss` is added to `loss`
+        (labels given) and returned beside it (not in the `return_dict=False` tuple)."""
         for _, block in moe_blocks(self):
             block.aux = {}
         labels = kwargs.get("labels")

@@ -82,13 +82,17 @@ class MoEConfig:
         return cfg
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every field as plain data (what `from_dict` reads back)."""
         return dataclasses.asdict(self)
 
     @property
     def num_tasks(self) -> int:
+        """How many `task_names` there are (0 without them)."""
         return len(self.task_names or [])
 
     def validate(self) -> None:
+        """Check each field's type and range, and what the routing mode needs; raises `MoEConfigError` naming
+        the key."""
         def bad(key: str, why: str) -> None:
             raise MoEConfigError(f"model.moe.{key}={getattr(self, key)!r}: {why}")
 

@@ -121,6 +121,8 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         return None if bool(real.all()) else real  # (no padding: the unmasked path, without the gathers)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The experts' output for `hidden` [B, L, d_model], same shape, routed as `moe.routing` says; the call's
+        aux losses and routing statistics are left in `aux`."""
         batch, length, d_model = hidden.shape
         real = self._real_tokens(batch, length)
         if self.moe.routing == "task":

@@ -10,11 +10,13 @@ prediction which id to pass for a task name.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Tuple, Type
+from typing import Any, Iterator, List, Optional, Tuple, Type, Union
 
 import torch
 from torch import nn
 from transformers import T5ForConditionalGeneration
+from transformers.generation.utils import GenerateOutput  # (loaded with T5ForConditionalGeneration, its base)
+from transformers.modeling_outputs import Seq2SeqLMOutput
 
 __all__ = ["UNSEEN_TASK_ID", "TaskConditioned", "TaskConditionedT5", "routing_task_id", "set_task_ids",
            "task_ids_set"]
@@ -34,10 +36,12 @@ class TaskConditioned:
 
     @property
     def task_ids(self) -> Optional[torch.Tensor]:
+        """The batch's task ids (LongTensor [B] or [B']), or None when none were given."""
         return self._task_ids
 
     @task_ids.setter
     def task_ids(self, ids: Optional[torch.Tensor]) -> None:
+        """Set the ids; their bounds are worked out on first use."""
         self._task_ids, self._task_id_bounds = ids, None
 
     def route_to(self, ids: Optional[torch.Tensor], bounds: Optional[Tuple[int, int]]) -> None:
@@ -113,7 +117,10 @@ class TaskConditionedT5(T5ForConditionalGeneration):
     routing_task_names: Optional[List[str]] = None
     _generating = False
 
-    def forward(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
+    def forward(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any
+                ) -> Union[Seq2SeqLMOutput, Tuple[torch.Tensor, ...]]:
+        """T5's forward, with `task_ids` ([B], or None: cleared unless generating) set on the task-conditioned
+        layers first."""
         if task_ids is not None:
             set_task_ids(self, task_ids)
         elif not self._generating:
@@ -130,6 +137,9 @@ class TaskConditionedT5(T5ForConditionalGeneration):
             self._generating = False
             set_task_ids(self, None)
 
-    def generate(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any):
+    def generate(self, *args: Any, task_ids: Optional[torch.Tensor] = None, **kwargs: Any
+                 ) -> Union[GenerateOutput, torch.LongTensor]:
+        """transformers' `generate`, with `task_ids` ([B] before beam expansion, or None) set on the
+        task-conditioned layers for every decoding step and cleared after."""
         with self._task_context(task_ids):
             return super().generate(*args, **kwargs)

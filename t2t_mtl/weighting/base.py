@@ -37,6 +37,8 @@ class LossWeighting(nn.Module):
 
     def forward(self, per_task_losses: Mapping[str, torch.Tensor], *, epoch: float = 0,
                 stats: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
+        """`combine` the losses (scalar tensors of known tasks) at `epoch` with the method's `stats`; raises
+        `WeightingError` for no loss, an unknown task or a loss that is not a scalar."""
         if not per_task_losses:
             raise WeightingError("no per-task losses given: a step needs at least one task's loss")
         for task, loss in per_task_losses.items():
@@ -52,9 +54,12 @@ class LossWeighting(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
+        """`tasks=[...]`, for the module's repr."""
         return f"tasks={self.task_names}"
 
     def index(self, task: str) -> int:
+        """The position of `task` in `task_names` (the order of per-task parameters and buffers); `KeyError` for
+        an unknown task."""
         return self._index[task]
 
     def synchronize(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ def _check_sizes(task_names, task_sizes) -> None:
             raise WeightingError(f"task {task!r} has size {size}: sizes must be > 0")
 
 
-def base_weights(kind: str, task_names, task_sizes) -> dict[str, float]:
+def base_weights(kind: str, task_names: Sequence[str], task_sizes: Optional[Mapping[str, int]]) -> dict[str, float]:
     """Constant weights summing to 1: 'equal' (1/M) or 'size' (λ_t ∝ 1/|D_t|)."""
     if kind == "equal":
         return {t: 1.0 / len(task_names) for t in task_names}
@@ -37,11 +37,12 @@ class EqualWeighting(LossWeighting):
 
     method = "equal"
 
-    def __init__(self, task_names, task_sizes=None) -> None:
+    def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__(task_names, task_sizes)
         self.weights = base_weights("equal", self.task_names, task_sizes)
 
-    def combine(self, losses, *, epoch, stats):
+    def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
+        """Fixed weights 1/M."""
         return self.weighted_sum(losses, self.weights)
 
 
@@ -50,11 +51,12 @@ class SizeWeighting(LossWeighting):
 
     method = "size"
 
-    def __init__(self, task_names, task_sizes=None) -> None:
+    def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__(task_names, task_sizes)
         self.weights = base_weights("size", self.task_names, task_sizes)
 
-    def combine(self, losses, *, epoch, stats):
+    def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
+        """Fixed weights ∝ 1/|D_t|."""
         return self.weighted_sum(losses, self.weights)
 
 
@@ -68,13 +70,15 @@ class UncertaintyWeighting(LossWeighting):
     method = "uncertainty"
     PARAMS = ("init",)
 
-    def __init__(self, task_names, task_sizes=None, *, init: float = 0.0) -> None:
+    def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None, *,
+                 init: float = 0.0) -> None:
         super().__init__(task_names, task_sizes)
         if not math.isfinite(init):
             raise WeightingError(f"uncertainty init (log σ²) must be a finite number, got {init}")
         self.log_variance = nn.Parameter(torch.full((len(self.task_names),), float(init)))
 
-    def combine(self, losses, *, epoch, stats):
+    def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
+        """Σ_t exp(-s_t) L_t + s_t; `last_weights` holds exp(-s_t)."""
         terms = []
         for task, loss in losses.items():
             s = self.log_variance[self.index(task)]
@@ -93,8 +97,8 @@ class DynamicTaskPrioritization(LossWeighting):
     method = "dtp"
     PARAMS = ("gamma", "momentum", "initial_kpi", "eps")
 
-    def __init__(self, task_names, task_sizes=None, *, gamma: float = 2.0, momentum: float = 0.0,
-                 initial_kpi: float = 0.5, eps: float = 1e-6) -> None:
+    def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None, *,
+                 gamma: float = 2.0, momentum: float = 0.0, initial_kpi: float = 0.5, eps: float = 1e-6) -> None:
         super().__init__(task_names, task_sizes)
         if not 0 <= gamma < math.inf:
             raise WeightingError(f"dtp gamma must be a finite number >= 0, got {gamma}")
@@ -119,10 +123,12 @@ class DynamicTaskPrioritization(LossWeighting):
             self.kpi[i] = (1 - self.momentum) * value + self.momentum * float(self.kpi[i])
 
     def task_weight(self, task: str) -> float:
+        """λ_t from the task's smoothed KPI, clamped to [eps, 1 - eps]."""
         k = min(max(float(self.kpi[self.index(task)]), self.eps), 1 - self.eps)
         return -((1 - k) ** self.gamma) * math.log(k)
 
-    def combine(self, losses, *, epoch, stats):
+    def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
+        """Folds `stats["kpi"]` in (when given), then weights each loss by `task_weight`."""
         if stats.get("kpi"):
             self.update_kpis(stats["kpi"])
         return self.weighted_sum(losses, {t: self.task_weight(t) for t in losses})
@@ -140,13 +146,15 @@ class TchebycheffWeighting(LossWeighting):
 
     method = "tchebycheff"
 
-    def __init__(self, task_names, task_sizes=None) -> None:
+    def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__(task_names, task_sizes)
         self.register_buffer("ref_loss", torch.full((len(self.task_names),), float("nan"), dtype=torch.float64))
         self._synchronized = False  # every rank holds every reference (see `synchronize`)
         self.register_load_state_dict_post_hook(_references_complete)
 
-    def combine(self, losses, *, epoch, stats):
+    def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
+        """max_t λ_t L_t; raises `WeightingError` for a `stats["ref_loss"]` entry of an unknown task, or one that is
+        not finite and > 0."""
         for task, value in (stats.get("ref_loss") or {}).items():
             if task not in self._index or not 0 < float(value) < math.inf:
                 raise WeightingError(f"ref_loss for task {task!r} must be finite and > 0 and the task known, "
@@ -165,7 +173,7 @@ class TchebycheffWeighting(LossWeighting):
         self.last_weights = weights
         return weighted.max()
 
-    def synchronize(self, all_reduce_sum):
+    def synchronize(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Each rank takes its own first losses as references: they become the mean over the ranks that know
         them (a task no rank has seen stays unknown). Once every rank knows every task's reference, they agree
         and stay so: no more collectives."""
@@ -207,8 +215,8 @@ class CurriculumWeighting(LossWeighting):
     method = "curriculum"
     PARAMS = ("start_epochs", "alpha", "base")
 
-    def __init__(self, task_names, task_sizes=None, *, start_epochs: Optional[Mapping[str, float]] = None,
-                 alpha: float = 1.0, base: str = "equal") -> None:
+    def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None, *,
+                 start_epochs: Optional[Mapping[str, float]] = None, alpha: float = 1.0, base: str = "equal") -> None:
         super().__init__(task_names, task_sizes)
         if not 0 < alpha < math.inf:
             raise WeightingError(f"curriculum alpha must be > 0 and finite, got {alpha}")
@@ -223,8 +231,10 @@ class CurriculumWeighting(LossWeighting):
         self.base = base_weights(base, self.task_names, task_sizes)
 
     def task_weight(self, task: str, epoch: float) -> float:
+        """λ_t(epoch); 0.0 long before the task's start epoch (where exp would overflow)."""
         z = (self.start_epochs[task] - epoch) / self.alpha
         return self.base[task] / (1.0 + math.exp(z)) if z < 700 else 0.0
 
-    def combine(self, losses, *, epoch, stats):
+    def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
+        """Weights each loss by `task_weight(task, epoch)`."""
         return self.weighted_sum(losses, {t: self.task_weight(t, epoch) for t in losses})
