@@ -184,6 +184,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        """`to_dict()` as YAML, keys in schema order."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 

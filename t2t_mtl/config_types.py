@@ -112,6 +112,10 @@ def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[s
 
 
 def build_dataclass(cls: type, data: Dict[str, Any], prefix: str) -> Any:
+    """An instance of dataclass `cls` from `data`, nested dataclass fields built from their mappings (None: all
+    defaults) and every other value checked against its field's type; keys are named as `prefix` + key in errors.
+    Raises `UnknownConfigKeyError` for a key `cls` lacks (with close matches), `ConfigTypeError` for a value of
+    the wrong type."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]

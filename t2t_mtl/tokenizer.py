@@ -11,7 +11,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
+
+if TYPE_CHECKING:  # transformers loads only when a tokenizer is made
+    from transformers import PreTrainedTokenizerBase
 
 SPIECE_FILE = "spiece.model"
 NUM_SENTINELS = 100
@@ -93,7 +96,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, *, split_d
 
 
 def train_tokenizer(texts: Iterable[str], out_dir: PathLike, vocab_size: int = 8000, *,
-                    split_digits: bool = True, character_coverage: float = 1.0):
+                    split_digits: bool = True, character_coverage: float = 1.0) -> PreTrainedTokenizerBase:
     """Train SentencePiece on ``texts`` and save a T5 tokenizer with 100 sentinels into ``out_dir``.
 
     Writes ``out_dir/spiece.model`` plus the transformers files (``save_pretrained``) and returns the loaded
@@ -183,7 +186,7 @@ def _with_vocabulary(tokenizer, target: str):
     return tokenizer
 
 
-def load_tokenizer(name_or_path: PathLike):
+def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     """Load a tokenizer by HF hub name or local folder.
 
     A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a

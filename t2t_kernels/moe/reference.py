@@ -50,10 +50,12 @@ class DispatchPlan(NamedTuple):
 
     @property
     def num_rows(self) -> int:
+        """R, the rows kept in the buffer (assignments not dropped)."""
         return self.segments[-1]
 
     @property
     def top_k(self) -> int:
+        """k, the slots per token."""
         return self.dest.shape[1]
 
 

@@ -189,6 +189,7 @@ class TaskClustering:
         return float(self.threshold if below < self.threshold <= above else (below + above) / 2)
 
     def clusters(self) -> list[list[str]]:
+        """The tasks grouped by cluster label (labels ascending; task order kept within a group)."""
         groups: dict[int, list[str]] = {}
         for task, label in zip(self.tasks, self.labels):
             groups.setdefault(label, []).append(task)

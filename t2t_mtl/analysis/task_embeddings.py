@@ -138,12 +138,14 @@ class TaskTokens:
         self.table = task_token_table(self.task_names, self.token_ids)
 
     def resize(self, model: torch.nn.Module) -> int:
+        """Grow `model`'s embeddings to cover the task tokens (never shrinks); returns the embedding row count."""
         return resize_for_task_tokens(model, self.tokenizer)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         return prepend_task_tokens(batch, self.table)
 
     def prefix(self, text: str, task_name: str) -> str:
+        """`text` with `task_name`'s task token in front; raises `TaskEmbeddingError` for a task without one."""
         if task_name not in self.token_ids:
             raise TaskEmbeddingError(f"task {task_name!r} has no task token (tasks: {self.task_names})")
         return prefix_task_token(text, task_name)

@@ -37,6 +37,7 @@ class ScoreStat:
 
     @classmethod
     def of(cls, values: Iterable[float]) -> "ScoreStat":
+        """The stat of `values` (σ with ddof=1, 0 for one value); raises `ValueError` for no value."""
         vals = tuple(float(v) for v in values)
         if not vals:
             raise ValueError("ScoreStat.of needs at least one score")
@@ -47,6 +48,7 @@ class ScoreStat:
         return cls(mean, math.sqrt(var), vals)
 
     def to_dict(self) -> dict[str, Any]:
+        """`{"mean", "std", "n", "values"}`."""
         return {"mean": self.mean, "std": self.std, "n": len(self.values), "values": list(self.values)}
 
 
@@ -71,14 +73,17 @@ def effect(multi: ScoreStat, single: ScoreStat, k: float = DEFAULT_K) -> str:
 
 # ------------------------------------------------------------------------------------------ settings
 def stl_setting(task: str) -> frozenset[str]:
+    """STL: `task` alone."""
     return frozenset([task])
 
 
 def pair_setting(source: str, target: str) -> frozenset[str]:
+    """The unordered pair {`source`, `target`}."""
     return frozenset([source, target])
 
 
 def all_but_setting(tasks: Sequence[str], left_out: str) -> frozenset[str]:
+    """Every task of `tasks` but `left_out`."""
     return frozenset(t for t in tasks if t != left_out)
 
 
@@ -88,6 +93,7 @@ def oracle_sets(relations: Mapping[str, Mapping[str, str]], tasks: Sequence[str]
 
 
 def oracle_setting(task: str, oracle: Sequence[str]) -> frozenset[str]:
+    """`task` with its Oracle set (`oracle_sets`)."""
     return frozenset([task, *oracle])
 
 
@@ -100,6 +106,7 @@ class RunSpec:
 
     @classmethod
     def of(cls, tasks: Iterable[str], seed: int) -> "RunSpec":
+        """The run of the set of `tasks` (duplicates dropped, sorted) with `seed`."""
         return cls(tuple(sorted(set(tasks))), int(seed))
 
     @property
@@ -127,9 +134,11 @@ class TransferAnalysis:
     oracle_scores: dict[str, ScoreStat]  # empty until the Oracle runs exist
 
     def setting_effect(self, stat: ScoreStat, task: str) -> str:
+        """'benefit', 'harm' or 'none' for a setting's `stat` on `task` against the task's STL score."""
         return effect(stat, self.stl[task], self.k)
 
     def to_dict(self) -> dict[str, Any]:
+        """The analysis as plain data (stats as `ScoreStat.to_dict`), with the rule it applied."""
         def nested(d: Mapping[str, Mapping[str, ScoreStat]]) -> dict:
             return {t: {s: v.to_dict() for s, v in inner.items()} for t, inner in d.items()}
 

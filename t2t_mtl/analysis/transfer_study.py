@@ -43,6 +43,7 @@ class StudySpec:
     config_fingerprint: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (what a study directory records)."""
         return {"tasks": list(self.tasks), "seeds": list(self.seeds), "steps": self.steps,
                 "config_fingerprint": self.config_fingerprint}
 
@@ -94,6 +95,7 @@ class StudyOutcome:
 
     @property
     def complete(self) -> bool:
+        """Whether every run is in and `analysis` is set."""
         return self.analysis is not None
 
 
@@ -232,12 +234,15 @@ class TransferStudy:
 
     # -- planning
     def runs_for(self, settings: Sequence[frozenset[str]]) -> list[RunSpec]:
+        """One run per setting and seed, settings first."""
         return [RunSpec.of(s, seed) for s in settings for seed in self.seeds]
 
     def first_phase_runs(self) -> list[RunSpec]:
+        """The runs of `first_phase_settings`: STL, pairs, All, All-but-one."""
         return self.runs_for(first_phase_settings(self.tasks))
 
     def oracle_runs(self, oracle: Mapping[str, Sequence[str]]) -> list[RunSpec]:
+        """The runs of the Oracle sets (`oracle`: task → its benefiting tasks) the first phase has not trained."""
         return self.runs_for(oracle_phase_settings(self.tasks, oracle))
 
     # -- execution

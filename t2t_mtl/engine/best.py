@@ -36,6 +36,7 @@ class BestValidation:
         return True
 
     def state_dict(self) -> Dict[str, Any]:
+        """The metric, best value and step, and the validations since, as plain data."""
         return asdict(self)
 
     def load_state_dict(self, state: Optional[Mapping[str, Any]]) -> None:

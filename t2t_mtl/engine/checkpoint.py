@@ -51,6 +51,7 @@ class CheckpointError(ValueError):
 
 
 def step_name(step: int) -> str:
+    """The folder name of step `step`'s checkpoint: `step-00000042` (8 digits, zero-padded)."""
     return f"step-{step:08d}"
 
 
@@ -63,6 +64,7 @@ def rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore an `rng_state()`; its CUDA states only where CUDA is available."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

@@ -75,6 +75,7 @@ class RunSchedule(torch.optim.lr_scheduler.LambdaLR):
     training.lr kept training at the old one)."""
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore the step only (also from a DeepSpeed warmup scheduler's state) and `apply` this run's lrs."""
         if "last_epoch" in state_dict:
             self.last_epoch = state_dict["last_epoch"]
         else:  # a checkpoint of DeepSpeed's own warmup schedulers (runs before 2026-12-03): k steps taken = k - 1

@@ -31,6 +31,7 @@ class DistEnv:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0, the one that writes files and logs."""
         return self.rank == 0
 
 
@@ -119,6 +120,7 @@ def unlink_shm_allreduce_buffer(rank: int) -> None:
 
 
 def barrier() -> None:
+    """Wait for every rank; a no-op without an initialised group of more than one process."""
     import torch.distributed as dist
 
     if dist.is_initialized() and dist.get_world_size() > 1:

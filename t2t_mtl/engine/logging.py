@@ -35,11 +35,14 @@ class ScalarSinks:
                 self.tensorboard.add_scalar(tag, value, step)
 
     def training(self, scalars: Mapping[str, float], step: int) -> None:
+        """Write training `scalars` (tag → value) at `step` to both sinks."""
         self._to_tensorboard(scalars, step)
         if self.wandb is not None:
             self.wandb.add_scalars(scalars, step)
 
     def held_out(self, scalars: Mapping[str, float], step: int) -> None:
+        """Write zero-shot `scalars` of `step`: to TensorBoard at `step` (flushed), to W&B on its `held_out/step`
+        axis."""
         self._to_tensorboard(scalars, step)
         if self.tensorboard is not None:
             self.tensorboard.flush()
@@ -201,6 +204,8 @@ class TrainLogger:
             self.run_start += spent
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Reopen a `state_dict()`'s logging window (a checkpoint without its weighted losses or seconds starts
+        those afresh)."""
         self.window_loss = list(state["window_loss"])
         self.window_weighted_loss = list(state.get("window_weighted_loss", []))  # (older checkpoints)
         self.task_loss = defaultdict(list, {t: list(v) for t, v in state["task_loss"].items()})
@@ -215,6 +220,7 @@ class TrainLogger:
             self.message(f"step {step}: held-out zero-shot macro average {_score(zero_shot['macro_average'])}")
 
     def message(self, text: str) -> None:
+        """Print `text` (above the progress bar when there is one); nothing on a logger that is not enabled."""
         if not self.enabled:
             return
         if self.bar is not None:
@@ -223,6 +229,7 @@ class TrainLogger:
             print(text, flush=True)
 
     def close(self) -> None:
+        """Close the progress bar and the JSONL log."""
         if self.bar is not None:
             self.bar.close()
         if self.jsonl is not None:

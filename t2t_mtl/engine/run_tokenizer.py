@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 from t2t_mtl.config import Config, ConfigError, tokenizer_source
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.distributed import DistEnv, barrier
 from t2t_mtl.model import model_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
@@ -30,7 +33,8 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
                               f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
 
 
-def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv, fresh: bool = True):
+def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv,
+                      fresh: bool = True) -> PreTrainedTokenizerBase:
     """The configured tokenizer (`tokenizer_source`: tokenizer.path, else a pretrained model's own), or one trained
     on the mixture's training texts; either way the run keeps it in run_dir/tokenizer, where evaluation and export
     read it (a configured folder may change later). A `fresh` run copies the configured tokenizer or trains one
@@ -92,7 +96,7 @@ def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path
     return task_tokens
 
 
-def load_model_tokenizer(cfg: Config):
+def load_model_tokenizer(cfg: Config) -> PreTrainedTokenizerBase:
     """The tokenizer saved with the pretrained model `model.name_or_path` (tokenizer.path unset); a model without
     one is a ConfigError saying to set tokenizer.path (a tokenizer trained here would not match its embeddings)."""
     from t2t_mtl.tokenizer import TokenizerLoadError, load_tokenizer

@@ -23,12 +23,14 @@ class StopSignals:
         self._previous: Dict[int, Any] = {}
 
     def install(self) -> "StopSignals":
+        """Install the handlers (keeping the previous ones); returns self."""
         for signum, handler in ((signal.SIGTERM, self._on_terminate), (signal.SIGINT, self._on_interrupt)):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, handler)
         return self
 
     def restore(self) -> None:
+        """Put back the handlers `install` replaced."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

@@ -106,6 +106,7 @@ def as_config(config: Union[Config, Mapping[str, Any], str, Path, None], overrid
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's (`seed` mod 2³²) and torch's generators with `seed`."""
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)

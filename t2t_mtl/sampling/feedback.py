@@ -11,6 +11,7 @@ METRICS = {"val_score": True, "val_loss": False, "loss": False}
 
 
 def check_metric(metric: str) -> str:
+    """`metric` when it is one of `METRICS`; else a `SamplingError` listing them."""
     if metric not in METRICS:
         raise SamplingError(f"sampling.metric: unknown feedback metric {metric!r}; valid are {', '.join(METRICS)}")
     return metric

@@ -88,6 +88,7 @@ class TemperatureSampler(SizeRateSampler):
         super().__init__(task_sizes, **kwargs)
 
     def alpha(self) -> float:
+        """The constant `alpha`."""
         return self._alpha
 
 
@@ -103,6 +104,7 @@ class AnnealedSampler(SizeRateSampler):
         super().__init__(task_sizes, **kwargs)
 
     def alpha(self) -> float:
+        """alpha(e) of the current whole epoch, e counted from 1."""
         return annealed_alpha(math.floor(self.epoch) + 1.0, self.total_epochs)
 
 
@@ -119,4 +121,5 @@ class DynamicTemperatureSampler(SizeRateSampler):
         super().__init__(task_sizes, **kwargs)
 
     def alpha(self) -> float:
+        """alpha(e) of the current whole epoch, e counted from 1."""
         return dynamic_alpha(math.floor(self.epoch) + 1.0, self.alpha_0, self.alpha_max, self.warmup_epochs)

@@ -84,6 +84,8 @@ class TaskStreams:
         return dict(self._epoch)
 
     def state_dict(self) -> dict[str, Any]:
+        """Where each task's stream stands on this rank (epoch, position, examples seen, an epoch's rows dealt anew
+        by `resharded_state`), with the seed, rank, world size and task sizes it belongs to."""
         return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size,
                 "task_sizes": dict(self.task_sizes), "epoch": dict(self._epoch),
                 "position": dict(self._position), "seen": dict(self._seen),

@@ -98,6 +98,7 @@ class UncertaintySelectionSampler(MixtureSampler):
         return dict(zip(self.tasks, self._selected))
 
     def rates_table(self) -> list[dict[str, Any]]:
+        """The base table, plus each task's `selected` count and `selected_share` of all selected."""
         rows, total = super().rates_table(), sum(self._selected)
         for row, count in zip(rows, self._selected):
             row.update(selected=count, selected_share=count / total if total else 0.0)
