@@ -15,7 +15,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Type, Union
 import torch
 from torch import nn
 from transformers import T5ForConditionalGeneration
-from transformers.generation.utils import GenerateOutput  # (loaded with T5ForConditionalGeneration, its base)
+from transformers.generation.utils import GenerateOutput  # (loaded already: GenerationMixin is T5's base)
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 __all__ = ["UNSEEN_TASK_ID", "TaskConditioned", "TaskConditionedT5", "routing_task_id", "set_task_ids",

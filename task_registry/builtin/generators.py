@@ -84,7 +84,7 @@ def make_sort_numbers(rng: random.Random) -> Row:
 
 
 def make_dedup_words(rng: random.Random) -> Row:
-    """4-8 `words` drawn from 2-4; `answer`: each word once, in order of first appearance."""
+    """4-8 `words` drawn from a pool of 2-4; `answer`: each word once, in order of first appearance."""
     pool = rng.sample(LIST_WORDS, rng.randint(2, 4))
     words = [rng.choice(pool) for _ in range(rng.randint(4, 8))]
     unique = list(dict.fromkeys(words))

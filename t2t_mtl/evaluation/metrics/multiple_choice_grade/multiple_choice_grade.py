@@ -7,8 +7,8 @@ import evaluate
 
 
 class MultipleChoiceGrade(evaluate.Metric):
-    """`compute(predictions=, references=)` → `{"multiple_choice_grade": mean target score of the chosen
-    choices}`."""
+    """`compute(predictions=, references=)` → `{"multiple_choice_grade": ...}`, the mean target score of the
+    chosen choices (0 for an invalid one)."""
 
     def _info(self):
         return evaluate.MetricInfo(
