@@ -49,328 +49,22 @@ template when the rows are reachable — local files or an active data dir.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
-
-import yaml
+from typing import Optional, Sequence, Union
 
 from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
-from .preprocessors import compile_expression, from_config as preprocessor_from_config
-from .promptsource import HyphensToUnderscores, import_promptsource
 from .registry import get_task, list_tasks, register_task
-from .sources import HFSource, LocalFileSource, Source, get_data_dir, is_file_builder
+from .sources import HFSource, LocalFileSource, get_data_dir, is_file_builder
 from .task import Task
-from .template import SEPARATOR, Template
-from .yaml_keys import check_written_keys
+from .yaml_parse import TaskCheck, TaskFileParser, template_location
+
+__all__ = ["ParsedTask", "TaskCheck", "load_task_dir", "load_task_dirs", "parse_task_file", "parse_task_files",
+           "task_files", "validate_task_file", "validate_task_files"]
 
 logger = logging.getLogger(__name__)
-
-TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
-             "group_by", "source", "preprocessors", "templates"}
-TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "references", "instruction", "context", "metadata", "reference",
-                 "id"}
-PROMPTSOURCE_KEYS = {"promptsource", "dataset", "subset", "names"}
-SOURCE_KINDS = {"hf": {"hf", "name", "data_files"}, "files": {"files"}}
-
-TaskCheck = Callable[[Task], list[tuple[str, str]]]
-"""A check of a parsed task that the registry cannot make itself (e.g. evaluation's metric names): one
-(YAML key the problem is about, message) pair per problem; loading reports each at that key's line."""
-
-
-class _LineMapping(dict):
-    """A YAML mapping that remembers its line, the line of each key and the line where each value starts (1-based)."""
-
-    line: int = 0
-    key_lines: dict[str, int]
-    value_lines: dict[str, int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings carry line numbers and whose duplicate keys are an error."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapping:
-    check_written_keys(loader, node)
-    loader.flatten_mapping(node)  # merged keys first, so the mapping's own keys override them
-    mapping = _LineMapping()
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {}
-    mapping.value_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, Hashable):
-            raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got {key!r}",
-                                                    key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = key_node.start_mark.line + 1
-        if isinstance(value_node, yaml.ScalarNode):  # where the text starts (block scalars: the next line)
-            block = value_node.style in ("|", ">")
-            mapping.value_lines[key] = value_node.start_mark.line + 1 + (1 if block else 0)
-        else:  # a nested mapping/list: the line of its key
-            mapping.value_lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _unknown_keys(mapping: dict, allowed: set[str]) -> list[tuple[int, str]]:
-    """(line of the key, message) for each key of `mapping` not in `allowed`."""
-    problems = []
-    for key in mapping:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {sorted(allowed)})"
-            line = mapping.key_lines[key] if isinstance(mapping, _LineMapping) else 1
-            problems.append((line, f"unknown key {key!r}{hint}"))
-    return problems
-
-
-class _FileParser:
-    """Turns one YAML task document into a Task, collecting problems as `file:line: message`."""
-
-    def __init__(self, path: Path, check: Optional[TaskCheck] = None):
-        self.path = path
-        self.check = check
-        self.errors: list[str] = []
-        self.imports_promptsource = False
-        self.name_line = 1
-
-    def error(self, line: int, message: str) -> None:
-        self.errors.append(f"{self.path}:{line}: {message}")
-
-    def line_of(self, mapping: Any, key: Optional[str] = None) -> int:
-        if isinstance(mapping, _LineMapping):
-            return mapping.value_lines.get(key, mapping.line) if key else mapping.line
-        return 1
-
-    def parse(self) -> Optional[Task]:
-        try:
-            document = yaml.load(self.path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            self.error(mark.line + 1 if mark else 1, f"not valid YAML: {getattr(error, 'problem', error)}")
-            return None
-        except OSError as error:
-            self.errors.append(f"{self.path}: cannot read: {error}")
-            return None
-        except UnicodeDecodeError as error:
-            self.errors.append(f"{self.path}: not UTF-8 text ({error}); save it as UTF-8")
-            return None
-        if not isinstance(document, dict):
-            self.error(1, "a task file must be a mapping with at least `name`, `source` and `templates`")
-            return None
-        for line, problem in _unknown_keys(document, TASK_KEYS):
-            self.error(line, problem)
-        for key in ("name", "source", "templates"):
-            if key not in document:
-                self.error(document.line, f"missing required key {key!r}")
-        name = document.get("name")
-        self.name_line = self.line_of(document, "name")
-        if "name" in document and (not isinstance(name, str) or not name):
-            self.error(self.line_of(document, "name"), f"`name` must be a non-empty string, got {name!r}")
-        options = self.options(document)
-        source = self.source(document.get("source"), self.line_of(document, "source")) if "source" in document else None
-        self.split_problems(document, source)
-        preprocessors = self.preprocessors(document)
-        templates = self.templates(document)
-        if self.imports_promptsource:  # promptsource's templates read `a-b` columns as `a_b`, as promptsource_task
-            preprocessors.insert(0, HyphensToUnderscores())
-        if self.errors or source is None or not isinstance(name, str):
-            return None
-        try:
-            task = Task(name, source, templates, preprocessors=preprocessors, **options)
-        except TaskRegistryError as error:
-            self.error(document.line, str(error))
-            return None
-        self.task_problems(document, task)
-        return None if self.errors else task
-
-    def task_problems(self, document: dict, task: Task) -> None:
-        """Report each template that can never render a target, and the problems `check` finds."""
-        for template in task.templates:
-            if why := _never_targets(template):
-                self.errors.append(f"{_template_location(template, self.path)}: template {template.name!r} {why}")
-        for key, message in self.check(task) if self.check else ():
-            self.error(self.line_of(document, key), message)
-
-    def options(self, document: dict) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        for key, kind in (("description", str), ("task_type", str), ("cluster", str), ("held_out", bool),
-                          ("eval_only", bool), ("group_by", str)):
-            if key in document:
-                if not isinstance(document[key], kind):
-                    self.error(self.line_of(document, key), f"`{key}` must be a {kind.__name__}, got {document[key]!r}")
-                elif key == "group_by" and self.expression_problem(document, key):
-                    continue
-                else:
-                    options[key] = document[key]
-        for key in ("splits", "metrics"):
-            if key in document:
-                value = document[key]
-                strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
-                if not strings or (key == "splits" and not value):
-                    self.error(self.line_of(document, key), f"`{key}` must be a list of strings, got {value!r}")
-                else:
-                    options[key] = tuple(value)
-        return options
-
-    def expression_problem(self, document: dict, key: str) -> bool:
-        """Whether `document[key]` is not a Jinja expression (reported at its line)."""
-        try:
-            compile_expression(document[key], f"`{key}`")
-        except TaskDefinitionError as error:
-            self.error(self.line_of(document, key), str(error))
-            return True
-        return False
-
-    def split_problems(self, document: dict, source: Optional[Source]) -> None:
-        """Report at the `splits` line (or the `source` line when it is not given) each split that a split → files
-        mapping has no files for."""
-        if not isinstance(source, LocalFileSource) or source.files is None:
-            return
-        splits = document.get("splits", ["train", "validation"])
-        missing = [split for split in splits if split not in source.files] if isinstance(splits, list) else []
-        if missing:
-            key = "splits" if "splits" in document else "source"
-            self.error(self.line_of(document, key), f"`source: files:` has no file for the split(s) {missing}; it "
-                                                    f"has {sorted(map(str, source.files))} (`splits` default to "
-                                                    f"[train, validation]: list the ones the files hold)")
-
-    def source(self, config: Any, line: int) -> Optional[Source]:
-        if not isinstance(config, dict):
-            self.error(line, f"`source` must be a mapping with `hf:` or `files:`, got {config!r}")
-            return None
-        kinds = [kind for kind in SOURCE_KINDS if kind in config]
-        if len(kinds) != 1:
-            self.error(line, f"`source` needs exactly one of {sorted(SOURCE_KINDS)}, got keys {sorted(config)}")
-            return None
-        kind = kinds[0]
-        for key_line, problem in _unknown_keys(config, SOURCE_KINDS[kind]):
-            self.error(key_line, f"source: {problem}")
-        if kind == "hf" and config.get("name") is not None and not isinstance(config["name"], str):
-            self.error(line, f"source: `name` is the hub config name, a string, got {config['name']!r}")
-            return None
-        try:
-            if kind == "hf":
-                data_files = config.get("data_files")
-                if data_files is not None:  # a file reader's paths are on this machine, a hub repo's in the repo
-                    data_files = self.resolve_files(data_files, relative=is_file_builder(config["hf"]))
-                return HFSource(config["hf"], config.get("name"), data_files=data_files)
-            return LocalFileSource(self.resolve_files(config["files"]))
-        except TaskRegistryError as error:
-            self.error(line, f"source: {error}")
-            return None
-
-    def resolve_files(self, files: Any, relative: bool = True) -> Any:
-        """`files` (a path, a list, or split → path or list) with each path relative to the YAML file (~ and $VARS
-        expanded); `relative=False` only checks that they are strings."""
-        def resolve(p: Any) -> Any:
-            if not isinstance(p, str):
-                raise TaskDefinitionError(f"file paths must be strings, got {p!r}")
-            if not relative:
-                return p
-            path = Path(os.path.expanduser(os.path.expandvars(p)))
-            return str(path if path.is_absolute() else self.path.parent / path)
-        if isinstance(files, dict):
-            return {split: [resolve(p) for p in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
-        return [resolve(p) for p in files] if isinstance(files, list) else resolve(files)
-
-    def preprocessors(self, document: dict) -> list:
-        entries = document.get("preprocessors", [])
-        if not isinstance(entries, list):
-            self.error(self.line_of(document, "preprocessors"), "`preprocessors` must be a list")
-            return []
-        result = []
-        for entry in entries:
-            try:
-                result.append(preprocessor_from_config(entry))
-            except TaskRegistryError as error:
-                self.error(self.line_of(entry), str(error))
-        return result
-
-    def templates(self, document: dict) -> list[Template]:
-        entries = document.get("templates", [])
-        if not isinstance(entries, list) or not entries:
-            if "templates" in document:
-                self.error(self.line_of(document, "templates"), "`templates` must be a non-empty list")
-            return []
-        templates: list[Template] = []
-        for entry in entries:
-            if not isinstance(entry, dict):
-                self.error(self.line_of(document, "templates"), f"a template must be a mapping, got {entry!r}")
-                continue
-            added = self.promptsource_templates(entry) if "promptsource" in entry else [self.inline_template(entry)]
-            for template in added:
-                if template is not None and template.name in {t.name for t in templates}:
-                    self.error(self.line_of(entry), f"a second template named {template.name!r}: template names "
-                                                    f"must be unique within a task")
-                elif template is not None:
-                    templates.append(template)
-        return templates
-
-    def inline_template(self, entry: dict) -> Optional[Template]:
-        problems = _unknown_keys(entry, TEMPLATE_KEYS)
-        problems += [(self.line_of(entry), f"template lacks {key!r}") for key in ("name", "jinja") if key not in entry]
-        if "{{" in str(entry.get("reference", "")) and "references" not in entry:
-            problems.append((self.line_of(entry),
-                             "`reference` is promptsource's free-text note on the prompt's source; to list the "
-                             "acceptable gold answers use `references` (a `|||`-separated Jinja string)"))
-        for line, problem in problems:
-            self.error(line, problem)
-        if problems:
-            return None
-        try:
-            return Template(entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
-                            references=entry.get("references"), metadata=entry.get("metadata"), id=entry.get("id"),
-                            reference=entry.get("reference", ""),
-                            instruction=entry.get("instruction"), context=entry.get("context"),
-                            source_file=str(self.path), source_line=self.line_of(entry, "jinja"))
-        except TaskRegistryError as error:
-            message = str(error)
-            if message.startswith(f"{self.path}:"):
-                self.errors.append(message)
-            else:
-                self.error(self.line_of(entry), message)
-            return None
-
-    def promptsource_templates(self, entry: dict) -> list[Template]:
-        self.imports_promptsource = True
-        for line, problem in _unknown_keys(entry, PROMPTSOURCE_KEYS):
-            self.error(line, problem)
-        names = entry.get("names")
-        if isinstance(names, str):  # one template name, not its letters
-            names = [names]
-        wrong = [f"promptsource: `{key}` must be a string, got {entry.get(key)!r}" for key in PROMPTSOURCE_KEYS
-                 if key != "names" and (key == "promptsource" or entry.get(key) is not None)
-                 and not isinstance(entry.get(key), str)]
-        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-            wrong.append(f"promptsource: `names` must be a template name or a list of them, got {entry['names']!r}")
-        for problem in wrong:
-            self.error(self.line_of(entry), problem)
-        if wrong:
-            return []
-        location = Path(os.path.expanduser(os.path.expandvars(str(entry["promptsource"]))))
-        location = location if location.is_absolute() else self.path.parent / location
-        try:
-            imported = import_promptsource(location, dataset=entry.get("dataset"), subset=entry.get("subset"))
-        except TaskRegistryError as error:
-            self.error(self.line_of(entry, "promptsource"), str(error))
-            return []
-        if names is None:
-            return imported
-        by_name = {t.name: t for t in imported}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            self.error(self.line_of(entry, "names"), f"promptsource templates {unknown} not found; available: "
-                                                     f"{sorted(by_name)}")
-        return [by_name[n] for n in names if n in by_name]
-
 
 def parse_task_file(path: Union[str, os.PathLike], check: Optional[TaskCheck] = None) -> Task:
     """The `Task` a YAML file defines (not registered); raises `TaskFileError` listing every problem (those of
@@ -400,7 +94,7 @@ def parse_task_files(paths: Sequence[Path], check: Optional[TaskCheck] = None) -
     `tasks validate` share."""
     parsed, errors = [], []
     for path in paths:
-        parser = _FileParser(path, check)
+        parser = TaskFileParser(path, check)
         task = parser.parse()
         if task is None:
             errors.extend(parser.errors)
@@ -462,22 +156,8 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
                 try:
                     template.render(rows[index], task=task.name, row_index=index)
                 except TaskRegistryError as error:
-                    problems.append(f"{_template_location(template, path)}: split {split!r}: {error}")
+                    problems.append(f"{template_location(template, path)}: split {split!r}: {error}")
     return problems
-
-
-def _never_targets(template: Any) -> Optional[str]:
-    """Why `template` can never render a target (every row would be skipped), or None."""
-    if SEPARATOR not in template.jinja:
-        return "has no `|||` separator, so it renders no target and every row would be skipped: write it as " \
-               "`input ||| target`"
-    if template.answer_choices is not None and not template.answer_choices.strip():
-        return "has an empty answer_choices: list the choices separated by `|||`, or drop the key"
-    return None
-
-
-def _template_location(template: Any, path: Union[str, os.PathLike]) -> str:
-    return f"{template.source_file}:{template.source_line}" if template.source_line else str(path)
 
 
 def task_files(directory: Union[str, os.PathLike]) -> list[Path]:

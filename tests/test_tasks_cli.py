@@ -197,11 +197,11 @@ def test_list_refuses_a_tasks_dir_that_validate_rejects_with_the_same_message(wo
 
 def test_validate_reads_each_task_file_once(workspace, capsys, monkeypatch):
     # validate parsed each file three times (its checks, its metrics, the folder's duplicate names)
-    from task_registry import yaml_tasks
+    from task_registry import yaml_parse
 
     (workspace / "tasks" / "other.yaml").write_text(TASK_YAML.replace("name: cli_qa", "name: cli_other"))
     reads = []
-    parse = yaml_tasks._FileParser.parse
-    monkeypatch.setattr(yaml_tasks._FileParser, "parse", lambda self: reads.append(self.path.name) or parse(self))
+    parse = yaml_parse.TaskFileParser.parse
+    monkeypatch.setattr(yaml_parse.TaskFileParser, "parse", lambda self: reads.append(self.path.name) or parse(self))
     assert main(["tasks", "validate", str(workspace / "tasks"), "--data-dir", str(workspace / "data")]) == 0
     assert sorted(reads) == ["cli_qa.yaml", "other.yaml"]
