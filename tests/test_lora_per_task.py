@@ -171,7 +171,8 @@ def test_export_needs_a_task_and_writes_its_single_task_model(per_task_run, tok,
     assert cli_main(["export", run, "--out", str(tmp_path / "all")]) == 2
     assert "one LoRA adapter per task" in capsys.readouterr().err
     assert cli_main(["export", run, "--task", "parityy", "--out", str(tmp_path / "x")]) == 2
-    assert "neither a task the model was trained on" in capsys.readouterr().err
+    assert "neither a task the model was trained on" in (err := capsys.readouterr().err)
+    assert "did you mean 'parity'?" in err  # (was: no suggestion; the MoE refusal had one)
     assert not (tmp_path / "all").exists() and not (tmp_path / "x").exists()  # a refusal writes nothing
     model, tokenizer, _ = load_trained_model(root / "run")
     x = tokenizer(["parity: 1 1 0", "parity: 0 1"], return_tensors="pt", padding=True)

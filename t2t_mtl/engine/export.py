@@ -13,6 +13,7 @@ one task (its experts only, Task-MoE deployment) — a trained task, or a regist
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -200,8 +201,12 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                                                                ).get("tasks_dir"))
     if adapters:
         if task not in names and not unseen:
+            import task_registry
+
+            close = difflib.get_close_matches(task, [*names, *task_registry.list_tasks()], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ExportError(f"--task {task!r} is neither a task the model was trained on ({', '.join(names)}) nor "
-                              f"a registered task (a held-out task gets the mean adapter)")
+                              f"a registered task (a held-out task gets the mean adapter){hint}")
         select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
     out = _output_dir(out_dir, run)
