@@ -268,17 +268,24 @@ def test_the_same_tokenizer_from_another_folder_reuses_the_cache_and_another_one
                                           for x in task.to_dataset("train", max_examples=20)["inputs"]]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "not arrow"])
-def test_a_damaged_cache_file_is_tokenized_again_with_a_warning_naming_it(tokenizer, tmp_path, caplog, damage):
-    # was: a cache file cut short (a crash or a full disk while copying a cache, a partial rsync) made every later
-    # run fail deep inside datasets with a bare pyarrow error naming neither the file nor the task
+def _cached_reverse_words(tokenizer, cache_dir: Path) -> tuple:
+    """(task, tokenize_task settings, its cache file) of reverse_words' first 20 train rows tokenized into
+    `cache_dir`."""
     import task_registry
 
     task_registry.load_builtin_tasks()
     task = task_registry.get_task("reverse_words")
-    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path, max_examples=20)
+    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=cache_dir, max_examples=20)
     tokenize_task(task, tokenizer, **settings)
-    [file] = (tmp_path / "reverse_words").glob("train-*.arrow")
+    [file] = (cache_dir / "reverse_words").glob("train-*.arrow")
+    return task, settings, file
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not arrow"])
+def test_a_damaged_cache_file_is_tokenized_again_with_a_warning_naming_it(tokenizer, tmp_path, caplog, damage):
+    # was: a cache file cut short (a crash or a full disk while copying a cache, a partial rsync) made every later
+    # run fail deep inside datasets with a bare pyarrow error naming neither the file nor the task
+    task, settings, file = _cached_reverse_words(tokenizer, tmp_path)
     data = file.read_bytes()
     file.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "not arrow": b"input_ids\n" * 50}[damage])
     with caplog.at_level("WARNING", logger="t2t_mtl.data.streams"):
@@ -292,13 +299,7 @@ def test_a_damaged_cache_file_is_tokenized_again_with_a_warning_naming_it(tokeni
 
 def test_a_damaged_cache_file_another_process_removed_first_is_tokenized_again(tokenizer, tmp_path, monkeypatch):
     # ranks sharing data.cache_dir each find the damaged file; the first to remove it must not fail the others
-    import task_registry
-
-    task_registry.load_builtin_tasks()
-    task = task_registry.get_task("reverse_words")
-    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path, max_examples=20)
-    tokenize_task(task, tokenizer, **settings)
-    [file] = (tmp_path / "reverse_words").glob("train-*.arrow")
+    task, settings, file = _cached_reverse_words(tokenizer, tmp_path)
     real = datasets.Dataset.from_file
 
     def damaged_and_gone(filename, *args, **kwargs):
@@ -362,13 +363,7 @@ def test_a_damaged_cache_file_that_cannot_be_removed_is_refused_naming_it(tokeni
     import pathlib
     import re
 
-    import task_registry
-
-    task_registry.load_builtin_tasks()
-    task = task_registry.get_task("reverse_words")
-    settings = dict(split="train", max_input_length=16, max_target_length=16, cache_dir=tmp_path, max_examples=20)
-    tokenize_task(task, tokenizer, **settings)
-    [file] = (tmp_path / "reverse_words").glob("train-*.arrow")
+    task, settings, file = _cached_reverse_words(tokenizer, tmp_path)
     file.write_bytes(file.read_bytes()[:100])
 
     def refusing(self, missing_ok=False):

@@ -77,18 +77,28 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def test_two_ranks_agree_on_the_largest_value_and_on_who_failed(tmp_path):
+def _run_two_ranks(worker, out: str) -> int:
+    """Run `worker(rank, port, out)` as ranks 0 and 1 of a fresh port in spawned processes; assert both exit 0 within
+    120 s (a rank still alive then is killed: e.g. one waiting on a buffer another rank removed). Returns the port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = multiprocessing.get_context("spawn")
-    out = str(tmp_path / "result")
-    processes = [context.Process(target=_collectives_worker, args=(rank, port, out)) for rank in range(2)]
+    processes = [context.Process(target=worker, args=(rank, port, out)) for rank in range(2)]
     for p in processes:
         p.start()
     for p in processes:
         p.join(timeout=120)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
     assert [p.exitcode for p in processes] == [0, 0]
+    return port
+
+
+def test_two_ranks_agree_on_the_largest_value_and_on_who_failed(tmp_path):
+    out = str(tmp_path / "result")
+    _run_two_ranks(_collectives_worker, out)
     assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == \
         [repr([3.0, True, False, [1], [], [2.0, 10.0]])] * 2
 
@@ -146,19 +156,7 @@ def _init_worker(rank: int, port: int, out: str) -> None:
 def test_two_ranks_keep_every_ranks_shared_memory_buffer_mapped_and_its_name_unlinked(tmp_path):
     # DeepSpeed's CPU backend maps a ~69 MB /dev/shm buffer per rank and never unlinks it (the name is DeepSpeed's:
     # deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>): each rank's name must go, not rank 0's
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    context = multiprocessing.get_context("spawn")
     out = str(tmp_path / "mapped")
-    processes = [context.Process(target=_init_worker, args=(rank, port, out)) for rank in range(2)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(timeout=120)
-    for p in processes:  # a rank still opening a buffer whose name another rank removed would wait for ever
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in processes] == [0, 0]
+    port = _run_two_ranks(_init_worker, out)
     names = [f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_{port}_{rank} (deleted)" for rank in (0, 1)]
     assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr(names)] * 2
