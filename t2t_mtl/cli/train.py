@@ -52,7 +52,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
     from t2t_mtl.engine.deepspeed_config import check_precision
     from t2t_mtl.engine.run_checks import check_run_config, config_warnings
-    from t2t_mtl.engine.trainer import check_resume_config
+    from t2t_mtl.engine.resume_checks import check_resume_config
 
     if args.data_dir is not None:
         cfg.data.data_dir = str(args.data_dir)

@@ -69,7 +69,7 @@ def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mappin
     stage = int(json_zero_stage(ds_config))
     interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
     resume_checks.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
-                             zero_stage=None if interchangeable else stage)
+                                   zero_stage=None if interchangeable else stage)
 
 
 def engine_precision(engine: Any) -> str:

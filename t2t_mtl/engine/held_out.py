@@ -5,7 +5,7 @@ fix (`data.*` keys in a config, `--set` flags on a command line) without repeati
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Mapping, Sequence
 
 from t2t_mtl.config import ConfigError
 
@@ -72,3 +72,19 @@ def refuse_unapproved_held_out(names: Sequence[str], train_held_out: Iterable[st
         f"{source} would train on task(s) {flagged}, flagged held_out (kept for zero-shot evaluation): set "
         f"data.train_held_out: {flagged} to train on them deliberately, or hold out their cluster(s) "
         f"{clusters} in data.held_out_clusters{removable}", tasks=flagged, clusters=clusters)
+
+
+def refuse_untrained_held_out(train_held_out: Sequence[str], rates: Mapping[str, float], source: str,
+                              held_out_clusters: Sequence[str]) -> None:
+    """ConfigError naming `data.train_held_out`'s tasks that the run does not train (not among `rates`, the tasks
+    of `source`): naming one there trains nothing, so a misspelt or forgotten task would pass unnoticed."""
+    import task_registry
+
+    idle = [name for name in train_held_out if name not in rates]
+    if not idle:
+        return
+    held = sorted({task_registry.get_task(n).cluster for n in idle} & set(held_out_clusters))
+    why = f"; data.held_out_clusters holds out {held}" if held else ""
+    it = "it" if len(idle) == 1 else "them"
+    raise ConfigError(f"data.train_held_out names {idle}, which this run does not train ({source} does not include "
+                      f"{it}{why}): add {it} to data.tasks to train on {it}, or drop {it} from data.train_held_out")

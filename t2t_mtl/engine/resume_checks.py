@@ -1,18 +1,20 @@
 """What a resume must keep: the checks that refuse to resume a checkpoint into a run whose tasks, ZeRO stage,
 precision, LoRA, task embeddings, `RESUME_SETTINGS`, task sizes or model shapes differ from the checkpoint's, each
-naming the config key that changed (all before DeepSpeed starts)."""
+naming the config key that changed (all before DeepSpeed starts); and the parts of a run's config its checkpoints
+save for them (`lora_section`, `model_section`, `resume_settings`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from t2t_mtl.engine.checkpoint import CheckpointError
-from t2t_mtl.model.lora import lora_signature
+from t2t_mtl.config import Config
+from t2t_mtl.engine.checkpoint import CheckpointError, read_meta
+from t2t_mtl.model.lora import lora_settings, lora_signature
 
-__all__ = ["MODEL_SETTINGS", "RESUME_SETTINGS", "check_compatible", "check_model_shapes", "check_task_sizes",
-           "parameter_shapes", "resume_settings"]
+__all__ = ["MODEL_SETTINGS", "RESUME_SETTINGS", "check_compatible", "check_model_shapes", "check_resume_config",
+           "check_task_sizes", "lora_section", "model_section", "parameter_shapes", "resume_settings"]
 
 
 _UNSET: Any = object()
@@ -125,3 +127,25 @@ def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[T
                         if old.get(k) != new.get(k))
         elif old != new:
             yield f"model.{key}", old, new
+
+
+def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
+    """The run's LoRA settings (defaults filled in) as saved in checkpoints, or None without LoRA."""
+    lora = lora_settings(cfg.model.lora)
+    return lora.to_dict() if lora is not None else None
+
+
+def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str]) -> Dict[str, Any]:
+    """The meta of checkpoint `ckpt`, once `cfg` (training `task_names`) may resume it: a changed task list, LoRA,
+    task embeddings or `RESUME_SETTINGS` key would misread task ids, sampler state or weights, and is refused now
+    (CheckpointError naming the key)."""
+    meta = read_meta(ckpt)
+    check_compatible(ckpt, meta, tasks=list(task_names), lora=lora_section(cfg),
+                     task_embeddings=bool(cfg.model.task_embeddings), settings=resume_settings(cfg))
+    return meta
+
+
+def model_section(cfg: Config) -> Dict[str, Any]:
+    """The run's `MODEL_SETTINGS` (model.name_or_path, dims, moe) as saved in checkpoints."""
+    section = cfg.to_dict()["model"]
+    return {key: section.get(key) for key in MODEL_SETTINGS}

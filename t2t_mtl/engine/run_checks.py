@@ -12,7 +12,7 @@ from t2t_mtl.config import Config, ConfigError, changed_keys, check_model_source
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
-                                     refuse_unknown_held_out_clusters)
+                                     refuse_unknown_held_out_clusters, refuse_untrained_held_out)
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
 from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import check_t5_checkpoint
@@ -88,22 +88,6 @@ def training_rates(cfg: Config) -> Dict[str, float]:
             except task_registry.UnknownTemplateError as err:
                 raise ConfigError(f"data.templates: {err} (data.templates applies to every training task)") from None
     return rates
-
-
-def refuse_untrained_held_out(train_held_out: Sequence[str], rates: Mapping[str, float], source: str,
-                              held_out_clusters: Sequence[str]) -> None:
-    """ConfigError naming `data.train_held_out`'s tasks that the run does not train (not among `rates`, the tasks
-    of `source`): naming one there trains nothing, so a misspelt or forgotten task would pass unnoticed."""
-    import task_registry
-
-    idle = [name for name in train_held_out if name not in rates]
-    if not idle:
-        return
-    held = sorted({task_registry.get_task(n).cluster for n in idle} & set(held_out_clusters))
-    why = f"; data.held_out_clusters holds out {held}" if held else ""
-    it = "it" if len(idle) == 1 else "them"
-    raise ConfigError(f"data.train_held_out names {idle}, which this run does not train ({source} does not include "
-                      f"{it}{why}): add {it} to data.tasks to train on {it}, or drop {it} from data.train_held_out")
 
 
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:

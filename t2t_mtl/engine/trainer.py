@@ -59,7 +59,7 @@ from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special
 from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
 from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
-from t2t_mtl.model.lora import lora_settings, trainable_parameter_count
+from t2t_mtl.model.lora import trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 
@@ -206,29 +206,6 @@ def open_sinks(cfg: Config, run_dir: Path, start_step: int) -> ScalarSinks:
     return ScalarSinks(tensorboard, wandb)
 
 
-def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
-    """The run's LoRA settings (defaults filled in) as saved in checkpoints, or None without LoRA."""
-    lora = lora_settings(cfg.model.lora)
-    return lora.to_dict() if lora is not None else None
-
-
-def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str]) -> Dict[str, Any]:
-    """The meta of checkpoint `ckpt`, once `cfg` (training `task_names`) may resume it: a changed task list, LoRA,
-    task embeddings or `resume_checks.RESUME_SETTINGS` key would misread task ids, sampler state or weights, and
-    is refused now (CheckpointError naming the key)."""
-    meta = ckpt_io.read_meta(ckpt)
-    resume_checks.check_compatible(ckpt, meta, tasks=list(task_names), lora=lora_section(cfg),
-                                   task_embeddings=bool(cfg.model.task_embeddings),
-                                   settings=resume_checks.resume_settings(cfg))
-    return meta
-
-
-def model_section(cfg: Config) -> Dict[str, Any]:
-    """The run's `resume_checks.MODEL_SETTINGS` (model.name_or_path, dims, moe) as saved in checkpoints."""
-    section = cfg.to_dict()["model"]
-    return {key: section.get(key) for key in resume_checks.MODEL_SETTINGS}
-
-
 # ---------------------------------------------------------------------------------------------- the loop
 
 def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, overrides: Sequence[str] = (),
@@ -260,7 +237,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     saved = pretrained_config_dict(path) if is_local_model(path) else None  # a hub model's: read after the checks
     rates, sampling_cfg = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
     task_names = list(rates)
-    resume_meta = check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
+    resume_meta = resume_checks.check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
     existing = None if in_place else ckpt_io.latest_checkpoint(run_dir)  # (in place: `latest` may be the broken one)
     if existing is not None:  # two runs' logs and checkpoints would interleave in one folder
@@ -307,7 +284,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                         task_names=task_names, saved=saved)
     if task_tokens is not None:
         task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
-    shapes, model_settings = resume_checks.parameter_shapes(model), model_section(cfg)
+    shapes, model_settings = resume_checks.parameter_shapes(model), resume_checks.model_section(cfg)
     if resume_meta:  # weights of other shapes: refused naming the model settings that changed
         resume_checks.check_model_shapes(resume_from, resume_meta, model_settings, shapes)
     pass_task_ids = accepts_task_ids(model)
@@ -411,7 +388,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
                       "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
         meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
-                "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": lora_section(cfg),
+                "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": resume_checks.lora_section(cfg),
                 "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
                 "model": model_settings, "param_shapes": shapes}
         return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
