@@ -119,7 +119,7 @@ class _Renderer:
         return {"inputs": example.inputs, "targets": example.targets,
                 "answer_choices": example.answer_choices or [], "references": example.gold_references,
                 "task": self.task, "template": template.name, **group,
-                _SKIP_COLUMN: example.skipped or not example.inputs}
+                _SKIP_COLUMN: example.skipped}
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         columns = list(batch)

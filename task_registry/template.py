@@ -14,7 +14,8 @@ choices, split on `|||`) lists every acceptable gold answer for scoring (e.g. al
 `answers`); it is rendered only for rows that are not skipped, and without it the references are `[targets]`.
 One part (the template rendered no `|||`, e.g. a row the template
 excludes with `{% if %}`) or an empty target is promptsource's "skip" case: the result has `targets == ""`
-and `skipped` is true; `Task.to_dataset` counts and drops such rows. More than two parts is an error.
+and `skipped` is true, as it is for an empty input (T0 drops those too); `Task.to_dataset` counts and drops such
+rows, and evaluation skips them. More than two parts is an error.
 
 Differences from promptsource, on purpose: a sandboxed environment (no Python internals), undefined
 variables raise instead of rendering empty, a target that is not among the answer choices raises, a row
@@ -108,15 +109,17 @@ class RenderedExample:
 
     @property
     def gold_references(self) -> list[str]:
-        """The acceptable answers to score a prediction against: `references`, else `[targets]` ([] if skipped)."""
+        """The acceptable answers to score a prediction against: `references`, else `[targets]` ([] without a
+        target)."""
         if self.references is not None:
             return list(self.references)
         return [self.targets] if self.targets else []
 
     @property
     def skipped(self) -> bool:
-        """promptsource's skip case: the template produced no target for this row."""
-        return self.targets == ""
+        """Whether the row is left out: promptsource's skip case (the template produced no target for it), or an
+        empty input (nothing to read; T0's data drops such rows too)."""
+        return self.targets == "" or self.inputs == ""
 
 
 def _is_row(row: Any) -> bool:

@@ -175,6 +175,8 @@ def test_promptsource_filters_and_globals():
 def test_one_part_and_empty_target_are_skips_more_parts_is_an_error():
     assert Template("t", "{% if keep %}in ||| out{% endif %}").render({"keep": False}).skipped
     assert Template("t", "only input").render({}).skipped
+    empty_input = Template("t", "{{ q }} ||| {{ a }}").render({"q": "", "a": "x"})
+    assert (empty_input.inputs, empty_input.targets, empty_input.skipped) == ("", "x", True)  # (nothing to read)
     with pytest.raises(TemplateRenderError, match="2 `|||` separators"):
         Template("t", "a ||| b ||| c").render({}, task="demo", row_index=3)
 

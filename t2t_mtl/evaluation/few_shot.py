@@ -60,15 +60,15 @@ class Demonstrations:
         return {row_index, *self._group_rows[self.task.group_key(self.rows[row_index], row_index)]}
 
     def _render(self, index: int) -> Optional[Tuple[str, str]]:
-        """Row `index`'s rendered input and its demonstration "input\\ntarget", or None when the template skips it,
-        renders it no input (as `render_examples` skips it) or cannot render it."""
+        """Row `index`'s rendered input and its demonstration "input\\ntarget", or None when the row is skipped (no
+        target or no input, as `render_examples` skips it) or cannot be rendered."""
         from task_registry.errors import TemplateRenderError
 
         if index not in self._rendered:
             try:
                 out = self.template.render(self.rows[index], task=self.task.name, row_index=index,
                                            rng=random.Random(f"{self.seed}:{index}"))
-                self._rendered[index] = None if out.skipped or not out.inputs else (out.inputs,
+                self._rendered[index] = None if out.skipped else (out.inputs,
                                                                  demonstration_text(out.inputs, out.targets))
             except TemplateRenderError:
                 self._rendered[index] = None

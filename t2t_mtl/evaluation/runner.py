@@ -243,7 +243,7 @@ def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, s
             out.errors += 1
             out.first_error = out.first_error or str(error)
             continue
-        if rendered.skipped or not rendered.inputs:  # (no input: dropped from training data too, `Task.to_dataset`)
+        if rendered.skipped:
             out.skipped += 1
             continue
         choices = list(rendered.answer_choices or [])
