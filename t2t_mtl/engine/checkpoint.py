@@ -240,11 +240,16 @@ def _write_failed(err: Exception, tmp: Path, run_dir: Path, env: DistEnv) -> Che
                            f"writable, then resume with --resume auto")
 
 
+def _complete_checkpoints(root: Path) -> List[Path]:
+    """The complete checkpoint folders of `root` (`step-*` holding its meta.json), in step order."""
+    return sorted(p for p in root.glob("step-*") if (p / "meta.json").exists())
+
+
 def _prune(root: Path, keep: int, protect: Set[str], newest: str) -> None:
     """Delete the complete checkpoints of steps up to `newest` (the one just saved) but the last `keep` of them and
     those in `protect`. Later steps are left alone: a run resumed in place from an earlier checkpoint saves over
     them as it reaches their steps (`later_checkpoints`), and they must not count among the `keep` it keeps."""
-    done = sorted(p for p in root.glob("step-*") if (p / "meta.json").exists() and p.name <= newest)
+    done = [p for p in _complete_checkpoints(root) if p.name <= newest]
     for old in done[:-keep] if keep > 0 else []:
         if old.name not in protect:
             doomed = root / f".tmp-pruned-{old.name}"  # a deletion a crash cuts short: a stale temporary, removed
@@ -259,7 +264,7 @@ def later_checkpoints(run_dir: Path, step: int) -> List[str]:
     """Names of the run's complete checkpoints of steps after `step`: on a resume in place from checkpoint `step`,
     those the run left behind when it went on past it."""
     root = Path(run_dir) / CHECKPOINTS
-    return sorted(p.name for p in root.glob("step-*") if p.name > step_name(step) and (p / "meta.json").exists())
+    return [p.name for p in _complete_checkpoints(root) if p.name > step_name(step)]
 
 
 def best_checkpoint(run_dir: Path, step: Optional[int] = None) -> Optional[Path]:
