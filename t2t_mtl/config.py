@@ -34,6 +34,7 @@ import yaml
 from t2t_mtl.config_errors import ConfigError, ConfigFileError, ConfigTypeError, UnknownConfigKeyError
 from t2t_mtl.config_layers import deep_merge, file_layers, parse_overrides, resolve_config_path
 from t2t_mtl.config_types import FLOAT_RE, build_dataclass
+from t2t_mtl.output_paths import nearest_existing
 
 __all__ = ["Config", "ConfigError", "ConfigFileError", "ConfigTypeError", "DataConfig",
            "DeepSpeedSection", "ModelConfig", "TokenizerConfig", "TrainingConfig", "UnknownConfigKeyError",
@@ -413,7 +414,7 @@ def _check_output_folder(key: str, value: str, fix: str) -> None:
     of it and its parents that exists is a file, or a folder this process may not write (the run would fail in a
     traceback once it first writes there). `fix` says what to do."""
     out = Path(value)
-    parent = next((p for p in (out, *out.parents) if p.exists()), None)
+    parent = nearest_existing(out)
     if parent is None:
         return
     if not parent.is_dir():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 PathLike = Union[str, Path]
 
@@ -11,11 +11,17 @@ class OutputPathError(ValueError):
     """An output path cannot be written: it (or a folder above it) is a file, or a file path is a folder."""
 
 
+def nearest_existing(path: PathLike) -> Optional[Path]:
+    """`path` or the nearest folder above it that exists (what creating it would write into), or None."""
+    out = Path(path)
+    return next((p for p in (out, *out.parents) if p.exists()), None)
+
+
 def prepare_output_dir(path: PathLike, option: str, create: bool = True) -> Path:
     """`path` as a folder to write into, created (unless `create` is false: checked only); `OutputPathError`
     naming `option` when it, or a folder above it, exists and is not a folder, or when it cannot be created."""
     out = Path(path)
-    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    blocker = nearest_existing(out)
     if blocker is not None and not blocker.is_dir():
         raise OutputPathError(f"{option} {out}: {blocker} exists and is not a folder; choose another output folder")
     if create:
