@@ -310,8 +310,9 @@ def _layer_of(key: str) -> str:
 def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: bool = True,
                    **kwargs: Any) -> T5ForConditionalGeneration:
     """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section; `saved`: the config
-    dict already read from `path` (None: read it). `weights=False`: the same model built from the config alone,
-    freshly initialised (under `torch.device("meta")`: its parameter names and shapes, nothing read or allocated)."""
+    dict already read from `path` (None: read it); `kwargs` go to `from_pretrained`. `weights=False`: the same model
+    built from the config alone, freshly initialised, `kwargs` unused (under `torch.device("meta")`: its parameter
+    names and shapes, nothing read or allocated)."""
     config = pretrained_t5_config(path, saved)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
     return cls.from_pretrained(path, config=config, **kwargs) if weights else cls(config)

@@ -92,8 +92,7 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
         if saved is None:
             saved = check_t5_checkpoint(model_cfg.name_or_path)
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
-            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved, weights=weights,
-                                   **({"dtype": torch.float32} if weights else {}))
+            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved, weights=weights, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
         if isinstance(model, TaskAwareT5):
