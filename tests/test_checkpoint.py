@@ -456,7 +456,7 @@ def test_the_rank_states_of_every_rank_are_loaded_in_rank_order(tmp_path):
 def test_resharded_streams_deal_the_rows_the_old_ranks_held_untrained_first():
     # 8 rows on 2 ranks: rank 0 drew positions 0 and 2 of epoch 0, rank 1 positions 1 and 3, and each batch builder
     # still holds its second row. Rank 1 of 3 new ranks takes every third row of [2, 3, 4, 5, 6, 7] (positions)
-    from t2t_mtl.engine.trainer import reshard_streams_state
+    from t2t_mtl.engine.training_state import reshard_streams_state
     from t2t_mtl.sampling import TaskStreams
 
     old = [TaskStreams({"x": 8}, seed=0, rank=r, world_size=2) for r in range(2)]

@@ -39,7 +39,6 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
-from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
@@ -50,14 +49,16 @@ from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_preci
                                              step_weighting)
 from t2t_mtl.engine.distributed import DistEnv, any_true, barrier, init_distributed, max_over_ranks, sum_over_ranks
 from t2t_mtl.engine.best import BestValidation
+from t2t_mtl.engine.final_evaluation import load_best_for_evaluation, score_held_in, score_held_out
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
-from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, log_held_out, open_tensorboard, plot_held_out,
-                                    plot_task_losses, show_logger)
+from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.run_checks import check_run_config, config_warnings, is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, prepare_task_tokens,
                                           prepare_tokenizer)
 from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
+from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
+from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, trainer_state
 from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
 from t2t_mtl.model.lora import trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
@@ -306,7 +307,6 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         from t2t_mtl.engine.validation import PeriodicValidator
 
         validator = PeriodicValidator(tokenizer, task_names, cfg, env, t.validate_examples, pass_task_ids)
-    weighting_stats: Dict[str, Any] = {}  # validation KPIs for the next weighting call (dtp)
     from t2t_mtl.engine.validation import evaluation_every, zero_shot_evaluation
 
     eval_every = evaluation_every(cfg)  # zero-shot evaluations during training (logged, never fed back)
@@ -329,6 +329,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         surgery = build_surgery_hook(cfg.gradient_surgery, engine, task_names, mode)
 
     best_val = BestValidation(t.keep_best) if t.keep_best else None  # checkpoint selection (held-in only)
+    parts = LoopParts(sampler, task_streams, builder, weighting, weighting_opt, surgery, best_val)
     stopped_early = False
 
     def early_stop_due(at_step: int) -> bool:
@@ -338,62 +339,24 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         return bool(t.early_stopping and best_val is not None and at_step < t.steps
                     and best_val.stale >= t.early_stopping)
 
-    step, skipped, bad_in_a_row = 0, 0, 0
-    examples_trained: Dict[str, int] = {}
-    seen_at_resume: Optional[float] = None  # examples drawn (all ranks) before the resumed step
-    pending_evaluation: Optional[int] = None  # a zero-shot evaluation a SIGTERM deferred to the resumed run
-    log_window: Optional[Dict[str, Any]] = None
+    progress, log_window = Progress(), None
     if resume_from is not None:
-        state, rank_state, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
-        step, skipped = int(state["step"]), int(state["skipped_steps"])
-        bad_in_a_row = int(state.get("bad_in_a_row", 0))  # a streak of bad steps goes on across the resume
-        examples_trained = dict(state.get("examples_trained", {}))
-        seen_at_resume = state.get("seen_examples")
-        sampler.load_state_dict(state["sampler"])
-        weighting.load_state_dict(state["weighting"])
-        weighting_stats = dict(state.get("weighting_stats") or {})  # KPIs of a validation at the saved step (dtp)
-        if weighting_opt is not None and state.get("weighting_optimizer"):
-            weighting_opt.load_state_dict(state["weighting_optimizer"])
-        if surgery is not None and state.get("gradient_surgery"):
-            surgery.load_state_dict(state["gradient_surgery"])
-        if best_val is not None:
-            best_val.load_state_dict(state.get("best_validation"))
-        pending_evaluation, log_window = state.get("pending_evaluation"), state.get("log_window")
-        if rank_state is not None:
-            task_streams.load_state_dict(rank_state["task_streams"])
-            builder.load_state_dict(rank_state["batches"])
-            if rank_state.get("sampler") is not None:  # this rank's own draws (packed mixed batches differ)
-                sampler.load_state_dict(rank_state["sampler"])
-            ckpt_io.set_rng_state(rank_state["rng"])
-        else:  # another world size: each task's epoch goes on with the rows the old ranks had not trained
-            task_streams.load_state_dict(reshard_streams_state(
-                ckpt_io.load_rank_states(resume_from, int(meta["world_size"])), env))
+        progress, log_window = restore(engine, resume_from, parts, env, universal=universal)
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
         ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
         ckpt_io.write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
+    meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
+            "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": resume_checks.lora_section(cfg),
+            "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
+            "model": model_settings, "param_shapes": shapes}
 
-    def save(at_step: int) -> Path:
+    def save() -> Path:
+        """Checkpoint the run at the current step (a collective: every rank calls it)."""
         with logger.paused():  # (not training time: left out of tokens/s)
-            return _save(at_step)
-
-    def _save(at_step: int) -> Path:
-        trainer_state = {"step": at_step, "skipped_steps": skipped, "bad_in_a_row": bad_in_a_row,
-                         "sampler": sampler.state_dict(),
-                         "examples_trained": dict(examples_trained), "seen_examples": seen_examples,
-                         "weighting": weighting.state_dict(), "weighting_stats": weighting_stats,
-                         "weighting_optimizer": weighting_opt.state_dict() if weighting_opt else None,
-                         "gradient_surgery": surgery.state_dict() if surgery is not None else None,
-                         "best_validation": best_val.state_dict() if best_val is not None else None,
-                         "pending_evaluation": pending_evaluation, "log_window": logger.state_dict()}
-        rank_state = {"task_streams": task_streams.state_dict(), "batches": builder.state_dict(),
-                      "sampler": sampler.state_dict(), "rng": ckpt_io.rng_state()}
-        meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
-                "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": resume_checks.lora_section(cfg),
-                "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
-                "model": model_settings, "param_shapes": shapes}
-        return ckpt_io.save_checkpoint(engine, run_dir, at_step, trainer_state=trainer_state, rank_state=rank_state,
-                                       meta=meta, env=env, keep=t.keep_checkpoints,
-                                       best_step=best_val.step if best_val is not None else None)
+            return ckpt_io.save_checkpoint(engine, run_dir, progress.step,
+                                           trainer_state=trainer_state(progress, parts, logger.state_dict()),
+                                           rank_state=rank_state(parts), meta=meta, env=env, keep=t.keep_checkpoints,
+                                           best_step=best_val.step if best_val is not None else None)
 
     def evaluate_zero_shot(at_step: int) -> None:
         """`evaluation.every`: score the held-out tasks with the current weights and log it (never fed back, nor
@@ -403,21 +366,21 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                                                           run_dir / "eval" / ckpt_io.step_name(at_step),
                                                           progress=False, plots=False))
 
-    sinks = open_sinks(cfg, run_dir, start_step=step) if env.is_main else None  # TensorBoard, W&B
+    sinks = open_sinks(cfg, run_dir, start_step=progress.step) if env.is_main else None  # TensorBoard, W&B
     try:
-        logger = start_logging(cfg, run_dir, env, sinks, step, resume_from, log_window)
-        if step == 0:
+        logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window)
+        if progress.step == 0:
             total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
             frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
             logger.message(f"model: {total / 1e6:.2f}M parameters{frozen}; tasks: {len(task_names)}; "
                            f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
                            f"{engine.zero_optimization_stage()}; precision {precision}")
-        elif pending_evaluation == step:  # deferred by the SIGTERM that ended the interrupted run
-            evaluate_zero_shot(step)
-        if step < t.steps:
+        elif progress.pending_evaluation == progress.step:  # deferred by the SIGTERM that ended the interrupted run
+            evaluate_zero_shot(progress.step)
+        if progress.step < t.steps:
             logger.message(sampler.describe())  # the rates trained on (a schedule's changes: see show_logger below)
             per_micro_batch = 1 if mode == "homogeneous" else t.micro_batch_size * env.world_size  # tasks drawn
-            draws = (t.steps - step) * t.grad_accum * per_micro_batch
+            draws = (t.steps - progress.step) * t.grad_accum * per_micro_batch
             starved = starved_tasks(sampler.probabilities(), draws)
             if starved:
                 logger.message(f"warning: at the sampler's current rates {', '.join(starved)} "
@@ -428,19 +391,19 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         if sinks is not None:
             sinks.close(failed=True)
         raise
-    if step > 0:
-        pending_evaluation = None
-        if step >= t.steps:
-            logger.message(f"the checkpoint is at step {step} >= training.steps={t.steps}: nothing left to train "
-                           f"(raise training.steps to continue)")
-        elif early_stop_due(step):
+    if progress.step > 0:
+        progress.pending_evaluation = None
+        if progress.step >= t.steps:
+            logger.message(f"the checkpoint is at step {progress.step} >= training.steps={t.steps}: nothing left to "
+                           f"train (raise training.steps to continue)")
+        elif early_stop_due(progress.step):
             stopped_early = True
-            logger.message(f"the run stopped early at step {step} ({best_val.stale} validations without a new best "
-                           f"{t.keep_best} since step {best_val.step}): nothing left to train")
-    resumed_at = step
+            logger.message(f"the run stopped early at step {progress.step} ({best_val.stale} validations without a "
+                           f"new best {t.keep_best} since step {best_val.step}): nothing left to train")
+    resumed_at = progress.step
     total_examples = sum(task_sizes.values())
-    seen_examples = float(seen_at_resume if seen_at_resume is not None
-                          else step * t.micro_batch_size * t.grad_accum * env.world_size)
+    if progress.seen_examples is None:  # (a checkpoint that lacks it: every step drew full micro-batches)
+        progress.seen_examples = float(progress.step * t.micro_batch_size * t.grad_accum * env.world_size)
     last_record: Dict[str, Any] = {}
     task_sequence: List[str] = []
     checkpoint_path: Optional[Path] = None
@@ -448,14 +411,14 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     engine.train()
 
     # ---- SIGTERM or a first Ctrl-C: finish the current step, save, exit cleanly (a second Ctrl-C aborts)
-    stop = StopSignals(step + 1, announce=env.is_main).install()
+    stop = StopSignals(progress.step + 1, announce=env.is_main).install()
     hide_rates = show_logger("t2t_mtl.sampling", logger)  # the rates tables a schedule logs when it changes them
     hide_surgery = show_logger("t2t_mtl.gradients", logger, logging.WARNING)  # e.g. nashmtl's unconverged solve
     try:
-        while step < t.steps and not stopped_early:
+        while progress.step < t.steps and not stopped_early:
             step_lr = float(engine.get_lr()[0])  # the lr engine.step() applies at this step
             step_scale = loss_scale(engine) if weighting_opt is not None else 1.0  # (before engine.step() moves it)
-            epoch = seen_examples / total_examples
+            epoch = progress.seen_examples / total_examples
             sampler.set_epoch(epoch)
             if select_candidates:  # CA-MTL: score the candidate pool under no_grad, train on the top b
                 chunks = [select_candidate_chunk(builder, engine, pass_task_ids, env, task_tokens)
@@ -466,11 +429,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 chunks.sort(key=lambda c: task_names.index(c[0][0]))
                 surgery.begin_step(engine)
             task_sequence.extend(c[0][0] if mode == "homogeneous" and not select_candidates else "*" for c in chunks)
-            # per step, summed over micro-batches and (one all-reduce) over ranks:
-            # [per-task loss sums (T) | per-task micro-batch counts (T) | mean-task loss | weighted loss |
-            #  good micro-batches | stop requested | real tokens | examples drawn | per-task examples (T)]
-            T = len(task_names)
-            acc = torch.zeros(3 * T + 6, dtype=torch.float64)
+            totals = StepTotals(task_names)  # summed over micro-batches, then (one all-reduce) over ranks
             poisoned = False
             moe_acc: Optional[torch.Tensor] = None  # summed moe_stats of this step's forwards (MoE models)
             for micro, chunk in enumerate(chunks):
@@ -486,10 +445,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 forward_moe = moe_stats(engine.module)
                 if forward_moe is not None:
                     moe_acc = forward_moe if moe_acc is None else moe_acc + forward_moe
-                loss = weighting(per_task, epoch=epoch, stats=weighting_stats)
+                loss = weighting(per_task, epoch=epoch, stats=progress.weighting_stats)
                 if aux is not None:  # once, outside the task weighting: its coefficients alone set its strength
                     loss = loss + aux
-                weighting_stats = {}
+                progress.weighting_stats = {}
                 value = float(loss.detach())
                 task_values = {name: float(v.detach()) for name, v in per_task.items()}
                 # zero: the tasks' own losses (targets without tokens), not a weighting that gives the tasks
@@ -499,14 +458,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                     poisoned = True
                     loss = loss * float("nan")  # makes DeepSpeed's overflow check skip the whole step
                 else:
-                    for name, v in task_values.items():
-                        acc[task_names.index(name)] += v
-                        acc[T + task_names.index(name)] += 1
-                    acc[2 * T] += sum(task_values.values()) / len(task_values)
-                    acc[2 * T + 1] += value
-                    acc[2 * T + 2] += 1
-                    acc[2 * T + 4] += tokens
-                    acc[2 * T + 6:] += torch.bincount(step_examples_cpu, minlength=T).to(torch.float64)
+                    totals.add_micro_batch(task_values, value, tokens, step_examples_cpu)
                 engine.backward(loss)
                 if surgery is not None:
                     surgery.after_backward(engine, chunk[0][0])
@@ -521,32 +473,30 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             if weighting_opt is not None:
                 step_weighting(weighting_opt, weighting_params, engine, lr=step_lr, loss_scale=step_scale,
                                world_size=env.world_size, skip=poisoned)
-            step += 1
-            acc[2 * T + 3] = 1.0 if stop.requested else 0.0
+            progress.step += 1
+            step = progress.step
+            totals.set_stop_requested(stop.requested)
             stop.step = step + 1  # a later signal is seen after the next step
             weighting.synchronize(sum_over_ranks)  # state built from each rank's own losses: the same everywhere
-            acc[2 * T + 5] = sum(len(chunk) for chunk in chunks)  # packed micro-batches hold varying numbers
-            sum_over_ranks(acc)
-            task_loss = {name: float(acc[i] / acc[T + i]) for i, name in enumerate(task_names) if acc[T + i] > 0}
-            good = float(acc[2 * T + 2])
-            seen_examples += float(acc[2 * T + 5])
-            step_examples = {name: int(acc[2 * T + 6 + i]) for i, name in enumerate(task_names) if acc[2 * T + 6 + i]}
-            logger.add(int(acc[2 * T + 4]), step_examples)
-            for name, n in step_examples.items():
-                examples_trained[name] = examples_trained.get(name, 0) + n
+            totals.set_drawn(sum(len(chunk) for chunk in chunks))
+            figures = totals.reduce()
+            progress.seen_examples += figures.drawn
+            logger.add(figures.tokens, figures.task_examples)
+            for name, n in figures.task_examples.items():
+                progress.examples_trained[name] = progress.examples_trained.get(name, 0) + n
             if poisoned:
-                skipped += 1
-                bad_in_a_row += 1
-                logger.message(f"step {step}: non-finite or zero loss, step skipped ({bad_in_a_row} in a row)")
-                if bad_in_a_row >= t.max_bad_steps:
+                progress.skipped += 1
+                progress.bad_in_a_row += 1
+                logger.message(f"step {step}: non-finite or zero loss, step skipped ({progress.bad_in_a_row} in a row)")
+                if progress.bad_in_a_row >= t.max_bad_steps:
                     raise TrainingAbortedError(
-                        f"{bad_in_a_row} consecutive steps had a non-finite or exactly-zero loss (last at step "
-                        f"{step}); training stopped. Lower training.lr, raise training.warmup, keep precision "
+                        f"{progress.bad_in_a_row} consecutive steps had a non-finite or exactly-zero loss (last at "
+                        f"step {step}); training stopped. Lower training.lr, raise training.warmup, keep precision "
                         f"bf16 (T5 overflows in fp16), or check the data for empty targets. Last good checkpoint: "
                         f"{ckpt_io.latest_checkpoint(run_dir)}")
             else:
-                bad_in_a_row = 0
-                sampler.update({"loss": task_loss})
+                progress.bad_in_a_row = 0
+                sampler.update({"loss": figures.task_loss})
             extra: Dict[str, Any] = {"epoch": epoch}
             if moe_acc is not None:  # MoE aux loss (in the weighted loss) and routing stats, mean over forwards
                 extra["moe"] = moe_stats_dict(sum_over_ranks(moe_acc))
@@ -561,22 +511,21 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 with logger.paused():  # (not training time: left out of tokens/s)
                     val_loss, val_score = validator(engine)
                 sampler.update(finite_validation({"val_loss": val_loss, "val_score": val_score}, step, logger))
-                weighting_stats = {"kpi": val_score}
+                progress.weighting_stats = {"kpi": val_score}
                 extra.update(val_loss=val_loss, val_score=val_score)
                 if best_val is not None:  # every rank decides on the same number: the save below is collective
                     improved = best_val.update(step, max_over_ranks(best_val.task_mean(extra), env.device))
                     stopped_early = early_stop_due(step)
             final_scored_later = step == t.steps and (best_val is None or best_val.step == step)
             if eval_every and step % eval_every == 0 and not final_scored_later:
-                if acc[2 * T + 3] > 0:  # stop requested: save first; the resumed run evaluates these weights
-                    pending_evaluation = step
+                if figures.stop_requested:  # save first; the resumed run evaluates these weights
+                    progress.pending_evaluation = step
                 else:
                     evaluate_zero_shot(step)
             if surgery is not None and not poisoned and surgery.stats() is not None:
                 extra["gradient_surgery"] = surgery.stats()  # per-task gradient norms and cosines (from G)
-            record = logger.step(step, float(acc[2 * T] / good) if good else float("nan"), task_loss=task_loss,
-                                 weighted_loss=float(acc[2 * T + 1] / good) if good else float("nan"),
-                                 lr=float(engine.get_lr()[0]), skipped_total=skipped, extra=extra,
+            record = logger.step(step, figures.loss, task_loss=figures.task_loss, weighted_loss=figures.weighted_loss,
+                                 lr=float(engine.get_lr()[0]), skipped_total=progress.skipped, extra=extra,
                                  flush="val_loss" in extra)  # validation results are always logged
             if record is not None:
                 last_record = record
@@ -584,15 +533,15 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 logger.message(f"early stopping at step {step}: {t.early_stopping} validations without a new best "
                                f"{t.keep_best} (best at step {best_val.step})")
             elif ((t.checkpoint_every and step % t.checkpoint_every == 0) or improved) and step < t.steps:
-                checkpoint_path = save(step)  # a new best is checkpointed (and linked as best) right away
-            if acc[2 * T + 3] > 0:
+                checkpoint_path = save()  # a new best is checkpointed (and linked as best) right away
+            if figures.stop_requested:
                 logger.message(f"SIGTERM or Ctrl-C: saving a checkpoint at step {step} and exiting")
                 if checkpoint_path is None or checkpoint_path.name != ckpt_io.step_name(step):  # (not saved just now)
-                    checkpoint_path = save(step)
+                    checkpoint_path = save()
                 interrupted = True
                 break
         if not interrupted:  # a run resumed in place that trained no step keeps its checkpoint as it is
-            checkpoint_path = resume_from if in_place and step == resumed_at else save(step)
+            checkpoint_path = resume_from if in_place and progress.step == resumed_at else save()
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)
@@ -603,10 +552,11 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         hide_surgery()
         logger.close()
 
+    step = progress.step
     result = TrainResult(
         run_dir=run_dir, step=step, final_loss=float(last_record.get("loss", float("nan"))),
         task_losses=dict(last_record.get("task_loss", {})),
-        examples_seen=dict(examples_trained), skipped_steps=skipped,
+        examples_seen=dict(progress.examples_trained), skipped_steps=progress.skipped,
         tokens_per_second=logger.run_tokens / max(time.perf_counter() - logger.run_start, 1e-9),
         wall_time_s=0.0, checkpoint=checkpoint_path, interrupted=interrupted, task_sequence=task_sequence,
         stopped_early=stopped_early)
@@ -620,41 +570,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             if best_val is not None and best_val.step not in (None, step):
                 result.evaluated_step = load_best_for_evaluation(engine, result.best_checkpoint, best_val, env,
                                                                  step)
-        n_eval = cfg.data.validation_examples
-        if (evaluate_held_in if evaluate_held_in is not None else n_eval > 0) and not interrupted:
-            from t2t_mtl.engine.validation import held_in_exact_match
-
-            scores = held_in_exact_match(engine, tokenizer, task_names, cfg, env, pass_task_ids)
-            result.held_in_per_task, result.held_in_accuracy, result.chance_accuracy = scores
-            if env.is_main:
-                per_task = ", ".join(f"{name} {100 * v:.0f}%" for name, v in result.held_in_per_task.items())
-                unscored = [name for name in task_names if name not in result.held_in_per_task]
-                print(f"held-in exact match (greedy, {cfg.data.validation_examples} validation examples per "
-                      f"task): {per_task or '-'}", flush=True)
-                if unscored:
-                    print(f"held-in exact match: not scored (no split besides train, or no rows in it): "
-                          f"{', '.join(unscored)}", flush=True)
-                if result.held_in_accuracy is not None:
-                    print(f"held-in exact match over {len(result.held_in_per_task)} tasks: "
-                          f"{100 * result.held_in_accuracy:.1f}% (chance ≈ {100 * result.chance_accuracy:.1f}%)",
-                          flush=True)
-        if cfg.evaluation and not interrupted:  # zero-shot evaluation of the held-out tasks (evaluation: section)
-            zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=t.progress_bar)
-            if zero_shot is not None and env.is_main:
-                log_held_out(run_dir / "logs", result.evaluated_step, zero_shot, sinks)
-                if t.plot:
-                    plot_held_out(run_dir / "logs")
-            if zero_shot is not None:
-                result.held_out_scores, result.held_out_accuracy = zero_shot["tasks"], zero_shot["macro_average"]
-                result.eval_report = zero_shot["report"]
-                if env.is_main:
-                    per_task = ", ".join(f"{name} {v:.1f}" if v is not None else f"{name} -"
-                                         for name, v in result.held_out_scores.items())
-                    chance = f" (chance ≈ {zero_shot['chance']:.1f})" if zero_shot["chance"] is not None else ""
-                    average = "-" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.1f}"
-                    print(f"held-out zero-shot (median over templates, 0-100): {per_task}", flush=True)
-                    print(f"held-out zero-shot macro average over {len(result.held_out_scores)} tasks: {average}"
-                          f"{chance}; report {run_dir / 'eval' / 'report.md'}", flush=True)
+            if evaluate_held_in if evaluate_held_in is not None else cfg.data.validation_examples > 0:
+                score_held_in(engine, tokenizer, task_names, cfg, env, pass_task_ids, result)
+            if cfg.evaluation:  # zero-shot evaluation of the held-out tasks (evaluation: section)
+                score_held_out(engine, tokenizer, cfg, env, run_dir, sinks, result)
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)
@@ -663,40 +582,6 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         sinks.close()
     result.wall_time_s = time.perf_counter() - started
     return result
-
-
-def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestValidation, env: DistEnv,
-                             final_step: int) -> int:
-    """Load the best checkpoint (`training.keep_best`) into the engine for the after-training evaluations;
-    returns the step whose weights the engine now holds. A best written under another world size (before a
-    resume on more or fewer ranks) would need DeepSpeed's universal loading, set up only at start-up: the
-    final weights stay, with a message saying how to evaluate the best one."""
-    value = f"mean {best_val.metric} {best_val.value:.4f}"
-    why = None
-    if best is None:
-        why = "is not in this run directory's checkpoints/ (the run was resumed from another directory)"
-    elif ckpt_io.read_meta(best)["world_size"] != env.world_size and engine.zero_optimization_stage():
-        why = f"was written with another world size; evaluate it with t2t-mtl eval --checkpoint {best}"
-    if why:
-        if env.is_main:
-            print(f"evaluating the final model: the best checkpoint (step {best_val.step}, {value}) {why}", flush=True)
-        return final_step
-    ckpt_io.load_checkpoint(engine, best, env)
-    if env.is_main:
-        print(f"evaluating the best checkpoint {best} (step {best_val.step}, {value}), not the final step's "
-              f"model (training.keep_best)", flush=True)
-    return best_val.step
-
-
-def reshard_streams_state(rank_states: Sequence[Mapping[str, Any]], env: DistEnv) -> Dict[str, Any]:
-    """TaskStreams state of this rank of a new world size, from the checkpointed states of all old ranks: each
-    task's interrupted epoch goes on, dealt to the new ranks in its global order, with the rows the old ranks
-    had not trained (those waiting in their batch builders first); nothing is skipped or repeated."""
-    from t2t_mtl.sampling.streams import resharded_state
-
-    untrained = [pair for state in rank_states for pair in waiting_rows(state["batches"])]
-    return resharded_state([state["task_streams"] for state in rank_states], untrained, rank=env.rank,
-                           world_size=env.world_size)
 
 
 def build_surgery_hook(surgery_cfg: Mapping[str, Any], engine: Any, task_names: Sequence[str], mode: str) -> Any:

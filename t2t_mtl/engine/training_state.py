@@ -1,0 +1,109 @@
+"""What a checkpoint holds of the training loop besides DeepSpeed's own state, and how a resume puts it back.
+
+`trainer_state` (the same on every rank: saved once) holds the loop's `Progress` and the state of the parts
+every rank keeps equal (sampler, weighting, gradient surgery, best-checkpoint selection, logging window);
+`rank_state` (saved per rank) what differs per rank: the row streams, the batch builder's waiting rows, this
+rank's sampler draws and the RNGs. `restore` reads both back; under another world size each task's epoch goes
+on with the rows the old ranks had not trained (`reshard_streams_state`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from t2t_mtl.data.batches import waiting_rows
+from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine.distributed import DistEnv
+
+
+@dataclass
+class Progress:
+    """The training loop's counters, saved with every checkpoint."""
+
+    step: int = 0  # optimizer steps done (skipped ones included)
+    skipped: int = 0  # steps skipped for a non-finite or zero loss
+    bad_in_a_row: int = 0  # the current streak of skipped steps (goes on across a resume)
+    examples_trained: Dict[str, int] = field(default_factory=dict)  # per task, over all ranks
+    seen_examples: Optional[float] = None  # examples drawn over all ranks (None: a checkpoint that lacks it)
+    pending_evaluation: Optional[int] = None  # a zero-shot evaluation a SIGTERM deferred to the resumed run
+    weighting_stats: Dict[str, Any] = field(default_factory=dict)  # validation KPIs for the next weighting call
+
+
+@dataclass
+class LoopParts:
+    """The stateful parts the loop drives besides the DeepSpeed engine (None where the config has none)."""
+
+    sampler: Any
+    task_streams: Any
+    builder: Any
+    weighting: Any
+    weighting_optimizer: Optional[torch.optim.Optimizer]
+    surgery: Any
+    best_validation: Any
+
+
+def trainer_state(progress: Progress, parts: LoopParts, log_window: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The checkpoint's trainer state (the same on every rank)."""
+    return {"step": progress.step, "skipped_steps": progress.skipped, "bad_in_a_row": progress.bad_in_a_row,
+            "sampler": parts.sampler.state_dict(),
+            "examples_trained": dict(progress.examples_trained), "seen_examples": progress.seen_examples,
+            "weighting": parts.weighting.state_dict(), "weighting_stats": progress.weighting_stats,
+            "weighting_optimizer": _state_or_none(parts.weighting_optimizer),
+            "gradient_surgery": _state_or_none(parts.surgery),
+            "best_validation": _state_or_none(parts.best_validation),
+            "pending_evaluation": progress.pending_evaluation, "log_window": log_window}
+
+
+def rank_state(parts: LoopParts) -> Dict[str, Any]:
+    """This rank's part of the checkpoint: its row streams, waiting rows, sampler draws and RNG states."""
+    return {"task_streams": parts.task_streams.state_dict(), "batches": parts.builder.state_dict(),
+            "sampler": parts.sampler.state_dict(), "rng": ckpt_io.rng_state()}
+
+
+def restore(engine: Any, resume_from: Path, parts: LoopParts, env: DistEnv, *, universal: bool
+            ) -> Tuple[Progress, Optional[Dict[str, Any]]]:
+    """Load the checkpoint into the engine and `parts`; return the loop's progress and the logging window the
+    interrupted run had open. `universal`: the checkpoint loads through DeepSpeed's universal format (another
+    world size or ZeRO stage)."""
+    state, own, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
+    progress = Progress(step=int(state["step"]), skipped=int(state["skipped_steps"]),
+                        bad_in_a_row=int(state.get("bad_in_a_row", 0)),
+                        examples_trained=dict(state.get("examples_trained", {})),
+                        seen_examples=state.get("seen_examples"), pending_evaluation=state.get("pending_evaluation"),
+                        weighting_stats=dict(state.get("weighting_stats") or {}))
+    parts.sampler.load_state_dict(state["sampler"])
+    parts.weighting.load_state_dict(state["weighting"])
+    if parts.weighting_optimizer is not None and state.get("weighting_optimizer"):
+        parts.weighting_optimizer.load_state_dict(state["weighting_optimizer"])
+    if parts.surgery is not None and state.get("gradient_surgery"):
+        parts.surgery.load_state_dict(state["gradient_surgery"])
+    if parts.best_validation is not None:
+        parts.best_validation.load_state_dict(state.get("best_validation"))
+    if own is not None:
+        parts.task_streams.load_state_dict(own["task_streams"])
+        parts.builder.load_state_dict(own["batches"])
+        if own.get("sampler") is not None:  # this rank's own draws (packed mixed batches differ)
+            parts.sampler.load_state_dict(own["sampler"])
+        ckpt_io.set_rng_state(own["rng"])
+    else:  # another world size: each task's epoch goes on with the rows the old ranks had not trained
+        parts.task_streams.load_state_dict(reshard_streams_state(
+            ckpt_io.load_rank_states(resume_from, int(meta["world_size"])), env))
+    return progress, state.get("log_window")
+
+
+def reshard_streams_state(rank_states: Sequence[Mapping[str, Any]], env: DistEnv) -> Dict[str, Any]:
+    """TaskStreams state of this rank of a new world size, from the checkpointed states of all old ranks: each
+    task's interrupted epoch goes on, dealt to the new ranks in its global order, with the rows the old ranks
+    had not trained (those waiting in their batch builders first); nothing is skipped or repeated."""
+    from t2t_mtl.sampling.streams import resharded_state
+
+    untrained = [pair for state in rank_states for pair in waiting_rows(state["batches"])]
+    return resharded_state([state["task_streams"] for state in rank_states], untrained, rank=env.rank,
+                           world_size=env.world_size)
+
+
+def _state_or_none(part: Any) -> Optional[Dict[str, Any]]:
+    return part.state_dict() if part is not None else None
