@@ -427,3 +427,17 @@ def test_no_predictions_is_an_error_naming_the_metric(name):
     # sequence"), while exact_match, rouge, squad ... reported a score of 0.0 for nothing scored
     with pytest.raises(ValueError, match=rf"metric '{name}': no predictions to score"):
         compute_metric(name, [], [])
+
+
+def test_the_bleu_module_scores_no_predictions_as_sacrebleu_scores_an_empty_corpus():
+    # it failed in max() ("max() arg is an empty sequence"); sacreBLEU's formula on the statistics of no sentences
+    # (nothing matched, hypothesis and reference lengths 0) is BLEU 0 with brevity penalty 1, as for "" against ""
+    from sacrebleu.metrics import BLEU
+
+    empty = BLEU.compute_bleu([0] * 4, [0] * 4, sys_len=0, ref_len=0)
+    assert load_metric("bleu").compute(predictions=[], references=[]) == {"bleu": empty.score,
+                                                                          "brevity_penalty": empty.bp}
+    one_empty = BLEU().corpus_score([""], [[""]])
+    assert (empty.score, empty.bp) == (one_empty.score, one_empty.bp) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="metric 'bleu': no predictions to score"):  # the scoring path refuses
+        compute_metric("bleu", [], [])

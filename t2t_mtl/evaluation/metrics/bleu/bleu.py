@@ -1,7 +1,9 @@
 """Corpus BLEU (sacreBLEU, 13a tokenisation), on sacreBLEU's 0-100 scale; any number of references.
 
 Examples with fewer references than the most are padded with their own first reference, which changes
-neither n-gram clipping nor the closest reference length.
+neither n-gram clipping nor the closest reference length. No predictions (an empty corpus, on which sacreBLEU
+itself fails) score what sacreBLEU's formula gives their statistics, none of them matched and both lengths 0:
+BLEU 0, brevity penalty 1 — as one empty prediction against an empty reference.
 """
 import datasets
 import evaluate
@@ -24,6 +26,8 @@ class Bleu(evaluate.Metric):
     def _compute(self, predictions, references, lowercase=False):
         if any(len(refs) == 0 for refs in references):
             raise ValueError("bleu: every prediction needs at least one reference")
+        if not predictions:
+            return {"bleu": 0.0, "brevity_penalty": 1.0}
         width = max(len(refs) for refs in references)
         padded = [list(refs) + [refs[0]] * (width - len(refs)) for refs in references]
         streams = [[refs[k] for refs in padded] for k in range(width)]
