@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 
 import numpy as np
@@ -441,3 +442,29 @@ def test_the_bleu_module_scores_no_predictions_as_sacrebleu_scores_an_empty_corp
     assert (empty.score, empty.bp) == (one_empty.score, one_empty.bp) == (0.0, 1.0)
     with pytest.raises(ValueError, match="metric 'bleu': no predictions to score"):  # the scoring path refuses
         compute_metric("bleu", [], [])
+
+
+# -- aggregates over tasks ------------------------------------------------------------------------------------
+def _template_result(task, score):
+    from t2t_mtl.evaluation.results import TemplateResult
+
+    return TemplateResult(task=task, template="t", split="validation", scoring="generate", num_examples=0 if
+                          score is None else 5, metrics={}, primary_metric="bleu", primary_key="bleu", score=score)
+
+
+def test_the_decascore_of_no_scored_task_is_none_as_the_macro_average_not_zero(tmp_path):
+    # it was 0.0 (the sum of no medians) beside a macro average of None, printed as "0.0" in report.md
+    from t2t_mtl.evaluation.aggregate import summarize
+    from t2t_mtl.evaluation.report import comparison_markdown, to_markdown, write_report
+    from t2t_mtl.evaluation.results import EvalReport
+
+    nothing = EvalReport("empty", [_template_result("t1", None), _template_result("t2", float("nan"))])
+    summary = summarize(nothing)
+    assert (summary["decascore"], summary["macro_average"], summary["num_tasks"]) == (None, None, 0)
+    assert "decaScore (sum of 0 task medians): —; macro average: —" in to_markdown(nothing)
+    data = json.loads(write_report(nothing, tmp_path, plots=False)["json"].read_text())
+    assert (data["summary"]["decascore"], data["summary"]["macro_average"]) == (None, None)
+    scored = EvalReport("scored", [_template_result("t1", 30.0), _template_result("t2", 13.0)])
+    assert summarize(scored)["decascore"] == 30.0 + 13.0
+    assert "decaScore (sum of 2 task medians): 43.0; macro average: 21.5" in to_markdown(scored)
+    assert "| **decaScore** | 43.0 | — |" in comparison_markdown([scored, nothing])

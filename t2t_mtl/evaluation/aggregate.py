@@ -6,7 +6,8 @@ scores (decaNLP sums its ten 0-100 task metrics) and the macro average (their me
 of the same tasks' chance levels (none when a scored task has no chance level, e.g. a generation task: an
 average over some of the tasks would not compare with the macro average over all of them). Templates with no
 examples left (score None) and tasks with no scored template are listed, not averaged; so is a non-finite
-score (NaN from a report written before correlations were guarded), which is never averaged.
+score (NaN from a report written before correlations were guarded), which is never averaged. With no task
+scored, the decaScore is None as the macro average is (no score, not a score of 0).
 """
 from __future__ import annotations
 
@@ -75,14 +76,15 @@ def summarize_task(results: Sequence[TemplateResult]) -> TaskSummary:
 
 
 def summarize(report: EvalReport) -> dict[str, Any]:
-    """{"tasks": {task: TaskSummary}, "decascore", "macro_average", "chance", "num_tasks", "unscored_tasks"}."""
+    """{"tasks": {task: TaskSummary}, "decascore", "macro_average", "chance", "num_tasks", "unscored_tasks"};
+    "decascore", "macro_average" and "chance" are None when no task is scored."""
     tasks = {task: summarize_task(report.for_task(task)) for task in report.tasks()}
     scored = [s for s in tasks.values() if s.median is not None]
     medians = [s.median for s in scored]
     chance = [s.chance_baseline for s in scored]
     return {
         "tasks": tasks,
-        "decascore": sum(medians),
+        "decascore": sum(medians) if medians else None,
         "macro_average": statistics.fmean(medians) if medians else None,
         "chance": statistics.fmean(chance) if chance and None not in chance else None,
         "num_tasks": len(medians),

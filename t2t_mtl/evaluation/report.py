@@ -39,7 +39,7 @@ def to_markdown(report: EvalReport) -> str:
         lines.append(f"| {s.task} | {s.primary_metric} | {s.num_scored_templates}/{s.num_templates} | "
                      f"{_fmt(s.median)} | {_fmt(s.mean)} | {_fmt(s.min)} | {_fmt(s.max)} | "
                      f"{_fmt(s.majority_baseline)} | {_fmt(s.chance_baseline)} | {s.num_examples} |")
-    lines += ["", f"decaScore (sum of {summary['num_tasks']} task medians): {summary['decascore']:.1f}; "
+    lines += ["", f"decaScore (sum of {summary['num_tasks']} task medians): {_fmt(summary['decascore'])}; "
                   f"macro average: {_fmt(summary['macro_average'])}"
                   + (f" (chance {_fmt(summary['chance'])})" if summary["chance"] is not None else "")]
     if summary["unscored_tasks"]:
