@@ -306,7 +306,8 @@ def test_non_numeric_targets_under_a_correlation_are_refused_by_name():
         score_predictions(["pearsonr"], ["1"], ["good"], [[]])
 
 
-def test_binary_f1_needs_answer_choices_and_scores_a_one_class_subset_it_got_right():
+def test_binary_f1_needs_answer_choices_and_scores_an_all_negative_subset_as_sklearn():
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import f1_score
 
     from t2t_mtl.evaluation.errors import EvaluationError
@@ -318,8 +319,12 @@ def test_binary_f1_needs_answer_choices_and_scores_a_one_class_subset_it_got_rig
     # with choices the second is the positive class, as sklearn's pos_label
     got = score_predictions(["f1"], preds, targets, [["not_equivalent", "equivalent"]] * 4)["f1"]["f1"]
     assert got == pytest.approx(f1_score(targets, preds, pos_label="equivalent"))
-    # no positive in the gold, none predicted: 2TP / (2TP + FP + FN) is 0/0, reported as 1 (no error made)
-    assert score_predictions(["f1"], ["no"] * 3, ["no"] * 3, [["no", "yes"]] * 3)["f1"]["f1"] == 1.0
+    # no positive in the gold, none predicted: 2TP / (2TP + FP + FN) is 0/0, reported as scikit-learn's default
+    # (and HF evaluate's "f1") reports it (was 1.0)
+    with pytest.warns(UndefinedMetricWarning):
+        sklearn_undefined = f1_score(["no"] * 3, ["no"] * 3, pos_label="yes")
+    assert score_predictions(["f1"], ["no"] * 3, ["no"] * 3, [["no", "yes"]] * 3)["f1"]["f1"] == sklearn_undefined
+    assert compute_metric("f1", [0, -1, 0], [0, 0, 0])["f1"] == sklearn_undefined == 0.0
     assert score_predictions(["f1"], ["no", "yes"], ["no", "no"], [["no", "yes"]] * 2)["f1"]["f1"] == 0.0
     # macro F1 does not name a positive class: fine without choices
     assert score_predictions(["f1_macro"], preds, targets, [[]] * 4)["f1_macro"]["f1"] == pytest.approx(
