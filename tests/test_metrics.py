@@ -150,6 +150,36 @@ def test_rouge_against_ngram_and_lcs_formulas():
     assert (short["rouge1"], short["rouge2"], short["rougeL"]) == pytest.approx((_f(2, 2, 6), _f(1, 1, 5), _f(2, 2, 6)))
 
 
+def test_rouge_reads_ascii_text_as_rouge_score_does():
+    from rouge_score import rouge_scorer
+
+    texts = ["The cat's mat, 3.14 m_long!", "the CAT sat\non the mat.", "U.S.A. e-mail x2 (running) ponies",
+             "caresses_generously: ran 42", "", "!!!", "a\tb  c\n\nd"]
+    preds, refs = texts, [[texts[(i + 1) % len(texts)], texts[(i + 3) % len(texts)]] for i in range(len(texts))]
+    for stemmer in (False, True):
+        scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=stemmer)
+        best = [scorer.score_multi(r, p) for p, r in zip(preds, refs)]
+        want = {kind: sum(b[kind].fmeasure for b in best) / len(best) for kind in best[0]}
+        assert compute_metric("rouge", preds, refs, use_stemmer=stemmer) == pytest.approx(want, abs=1e-12)
+
+
+def test_rouge_scores_text_of_other_scripts_by_its_words():
+    # rouge-score's tokenizer keeps [a-z0-9] only: a perfect Russian prediction scored 0
+    from rouge_score import rouge_scorer
+
+    pred, ref = "Кошка сидит на ковре.", "кошка лежит на ковре"
+    assert rouge_scorer.RougeScorer(["rouge1"]).score(pred, pred)["rouge1"].fmeasure == 0.0
+    assert compute_metric("rouge", [pred], [[pred]])["rougeL"] == 1.0
+    # by hand over the words кошка/сидит/на/ковре (case and "." dropped): 3 shared, bigram на-ковре, LCS 3
+    assert compute_metric("rouge", [pred], [[ref]]) == pytest.approx(
+        {"rouge1": _f(3, 4, 4), "rouge2": _f(1, 3, 3), "rougeL": _f(3, 4, 4), "rougeLsum": _f(3, 4, 4)})
+    # Devanagari vowel signs and viramas are combining marks inside a word: "हिन्दी भाषा" is two words
+    assert compute_metric("rouge", ["हिन्दी"], [["हिन्दी भाषा"]])["rouge1"] == pytest.approx(_f(1, 1, 2))
+    # Chinese has no spaces between words: each character is one: 我 爱 北 京 against 我 爱 上 海
+    assert compute_metric("rouge", ["我爱北京。"], [["我爱上海"]]) == pytest.approx(
+        {"rouge1": _f(2, 4, 4), "rouge2": _f(1, 3, 3), "rougeL": _f(2, 4, 4), "rougeLsum": _f(2, 4, 4)})
+
+
 def _ngrams(words, n):
     return collections.Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
