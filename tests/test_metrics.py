@@ -109,6 +109,20 @@ def test_exact_match_reads_whitespace_as_held_in_validation_does():
     assert count_exact_matches(preds, refs) == 4
 
 
+def test_exact_match_reads_references_as_t5_tokenizers_write_them(t5_tokenizer):
+    # a reference outside NFKC form (decomposed accents, full-width forms, ligatures, "…", superscripts) never
+    # matched: T5's SentencePiece normalisation (nmt_nfkc) writes every generation in NFKC form
+    from t2t_mtl.engine.validation import count_exact_matches
+
+    refs = ["cafe\u0301 au lait", "ＡＢＣ１２", "ﬁne …", "x²", "Ⅻ"]
+    written = [t5_tokenizer.decode(t5_tokenizer(r)["input_ids"], skip_special_tokens=True) for r in refs]
+    assert written == ["café au lait", "ABC12", "fine ...", "x2", "XII"]  # what a generation can reproduce
+    assert all(w != r for w, r in zip(written, refs))
+    assert compute_metric("exact_match", written, [[r] for r in refs])["exact_match"] == 1.0
+    assert count_exact_matches(written, [[r] for r in refs]) == len(refs)
+    assert compute_metric("exact_match", ["x3", "ABC"], [["x²"], ["ＡＢＣ１２"]])["exact_match"] == 0.0
+
+
 def test_squad_exact_match_and_token_f1():
     preds = ["The Eiffel tower", "in Paris France", ""]
     refs = [["eiffel tower"], ["Paris", "Paris, France!"], ["x"]]

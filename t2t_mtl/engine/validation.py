@@ -8,6 +8,7 @@ and the dtp weighting). Both shard the rows over the data-parallel ranks and sum
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -23,7 +24,7 @@ from t2t_mtl.model.moe import token_masks
 
 
 def _normalise(text: str) -> str:
-    return " ".join(text.strip().split())
+    return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 def with_task_token(tokenizer: Any, texts: Sequence[str], task: str, max_input_length: int) -> Tuple[List[str], int]:
@@ -59,8 +60,8 @@ def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], 
 
 
 def count_exact_matches(preds: Sequence[str], references: Sequence[Sequence[str]]) -> int:
-    """How many of `preds` equal one of their row's `references`, whitespace-normalised (ends dropped, runs read as
-    one space), as the `exact_match` metric of the evaluation reads them."""
+    """How many of `preds` equal one of their row's `references`, NFKC- and whitespace-normalised (ends dropped, runs
+    read as one space), as the `exact_match` metric of the evaluation reads them."""
     return sum(_normalise(p) in {_normalise(g) for g in golds} for p, golds in zip(preds, references))
 
 

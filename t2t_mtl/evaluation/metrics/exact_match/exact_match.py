@@ -1,9 +1,13 @@
-"""Exact string match against any of an example's references, whitespace normalised: ends ignored and every run of
-whitespace inside read as one space (T5's tokenizers encode a run as one space, so a generation cannot reproduce a
-reference's double spaces or newlines; held-in validation's exact match reads text the same way).
+"""Exact string match against any of an example's references, Unicode and whitespace normalised: both sides in NFKC
+form, ends ignored and every run of whitespace inside read as one space. T5's tokenizers write text so (SentencePiece's
+nmt_nfkc normalisation; a run of whitespace is one space), so a generation cannot reproduce a reference's decomposed
+"é", full-width "ＡＢＣ", "…" or "ﬁ", double spaces or newlines; held-in validation's exact match reads text the same
+way.
 
 `ignore_case=True` lower-cases both sides first. Every prediction needs at least one reference.
 """
+import unicodedata
+
 import datasets
 import evaluate
 
@@ -27,7 +31,7 @@ class ExactMatch(evaluate.Metric):
                 raise ValueError(f"exact_match: example {index} has no reference; give at least one per prediction")
 
         def clean(text):
-            text = " ".join(text.split())
+            text = " ".join(unicodedata.normalize("NFKC", text).split())
             return text.lower() if ignore_case else text
 
         hits = [any(clean(p) == clean(r) for r in refs) for p, refs in zip(predictions, references)]
