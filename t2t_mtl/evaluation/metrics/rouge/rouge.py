@@ -1,13 +1,15 @@
 """ROUGE-1/2/L/Lsum F-measures (rouge-score), per example the best over its references, then averaged.
 
 For rougeLsum, sentences are the lines of the text (no sentence splitter is needed offline). Texts are read as
-words by `tokenize`, a Unicode-aware form of rouge-score's tokenizer: lower-cased, cut at every character that is
-not a letter, digit or combining mark, of any script — on ASCII text exactly rouge-score's [a-z0-9] words, so
-English scores are rouge-score's, while its own tokenizer drops every other character (a Russian, Hindi or Chinese
-prediction scored 0 against itself). Scripts written without spaces between words are split into characters
-where that is the usual unit: each CJK ideograph and kana is a word of its own (Thai, Lao, Khmer and Myanmar stay
-cut at spaces and punctuation only). `use_stemmer` stems words of more than 3 characters with rouge-score's
-Porter stemmer, as rouge-score does (an English stemmer: it changes only Latin-script endings).
+words by `tokenize`, a Unicode-aware form of rouge-score's tokenizer: in NFKC form (as T5's tokenizers write every
+generation: a reference's decomposed "é" or full-width "ＡＢＣ" is the word a generation can write), lower-cased,
+cut at every character that is not a letter, digit or combining mark, of any script — on ASCII text exactly
+rouge-score's [a-z0-9] words, so English scores are rouge-score's, while its own tokenizer drops every other
+character (a Russian, Hindi or Chinese prediction scored 0 against itself). Scripts written without spaces between
+words are split into characters where that is the usual unit: each CJK ideograph and kana is a word of its own
+(Thai, Lao, Khmer and Myanmar stay cut at spaces and punctuation only). `use_stemmer` stems words of more than 3
+characters with rouge-score's Porter stemmer, as rouge-score does (an English stemmer: it changes only Latin-script
+endings).
 """
 import re
 import unicodedata
@@ -31,7 +33,7 @@ def _spaced(char: str) -> str:
 
 def tokenize(text: str, stemmer: Optional[porter.PorterStemmer] = None) -> list[str]:
     """The words of `text` as ROUGE compares them (see the module docstring), stemmed when `stemmer` is given."""
-    words = "".join(_spaced(char) for char in text.lower()).split()
+    words = "".join(_spaced(char) for char in unicodedata.normalize("NFKC", text).lower()).split()
     return [stemmer.stem(word) if len(word) > 3 else word for word in words] if stemmer else words
 
 
