@@ -82,6 +82,13 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
     return load_tokenizer(out)
 
 
+def vocab_before_task_tokens(tokenizer: Any) -> int:
+    """The tokenizer's size without the `<task:NAME>` tokens a resumed run's own tokenizer already holds."""
+    from t2t_mtl.analysis.task_embeddings import find_task_tokens
+
+    return len(tokenizer) - len(find_task_tokens(tokenizer))
+
+
 def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path, env: DistEnv) -> Any:
     """TE⊕ENC (`model.task_embeddings`): add a `<task:NAME>` token per task to `tokenizer` (in place, task-id
     order) and save that tokenizer to run_dir/tokenizer on rank 0, where export and evaluation find it. A resumed

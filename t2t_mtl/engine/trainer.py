@@ -54,7 +54,7 @@ from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.run_checks import check_run_config, config_warnings, is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, prepare_task_tokens,
-                                          prepare_tokenizer)
+                                          prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
@@ -124,6 +124,35 @@ def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
         prepare_output_dir(cache_dir, cache_key)
     except OutputPathError as error:
         raise ConfigError(str(error)) from None
+
+
+def refuse_other_run(run_dir: Path, resume_from: Optional[Path]) -> None:
+    """Refuse to start (or to resume `resume_from`) in a run folder that already holds another run's checkpoints:
+    two runs' logs and checkpoints would interleave in one folder."""
+    existing = ckpt_io.latest_checkpoint(run_dir)
+    if existing is None:
+        return
+    how = "resume it with --resume auto" if resume_from is None else \
+        f"resume {resume_from} into a new training.output_dir"
+    raise ckpt_io.CheckpointError(
+        f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): {how}, or set "
+        f"training.output_dir to a new folder (or remove {run_dir}) to start over")
+
+
+def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cache_dir: Path, env: DistEnv
+                     ) -> Dict[str, Any]:
+    """Each training task's tokenized train rows (`build_task_streams`); rank 0 tokenizes and caches first, the
+    other ranks then read its cache files."""
+    d = cfg.data
+    if not env.is_main:
+        barrier()
+    streams = build_task_streams(task_names, tokenizer, split="train", max_input_length=d.max_input_length,
+                                 max_target_length=d.max_target_length, cache_dir=cache_dir, templates=d.templates,
+                                 max_examples=d.max_examples_per_task, seed=cfg.training.seed,
+                                 few_shot=FewShotMix.from_config(d.few_shot))
+    if env.is_main:
+        barrier()
+    return streams
 
 
 def build_collator(cfg: Config, pad_id: int, task_tokens: Any = None) -> Union[Seq2SeqCollator, PackedCollator]:
@@ -240,13 +269,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     task_names = list(rates)
     resume_meta = resume_checks.check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
-    existing = None if in_place else ckpt_io.latest_checkpoint(run_dir)  # (in place: `latest` may be the broken one)
-    if existing is not None:  # two runs' logs and checkpoints would interleave in one folder
-        how = "resume it with --resume auto" if resume_from is None else \
-            f"resume {resume_from} into a new training.output_dir"
-        raise ckpt_io.CheckpointError(
-            f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): {how}, or set "
-            f"training.output_dir to a new folder (or remove {run_dir}) to start over")
+    if not in_place:  # (in place: `latest` may be the broken checkpoint resumed past)
+        refuse_other_run(run_dir, resume_from)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     make_run_folders(run_dir, cache_dir, cache_key="data.cache_dir" if cfg.data.cache_dir else "training.output_dir")
     barrier()
@@ -256,21 +280,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if saved is None:
         saved = pretrained_config_dict(path)
     check_special_ids(tokenizer, cfg, saved)
-    base_vocab = len(tokenizer)  # before task tokens: what a pretrained model's embedding must already cover
-    if cfg.model.task_embeddings:  # a resumed run's own tokenizer holds its task tokens already
-        from t2t_mtl.analysis.task_embeddings import find_task_tokens
-
-        base_vocab -= len(find_task_tokens(tokenizer))
+    # what a pretrained model's embedding must already cover (a resumed run's tokenizer holds its task tokens)
+    base_vocab = vocab_before_task_tokens(tokenizer) if cfg.model.task_embeddings else len(tokenizer)
     task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None
-    stream_kwargs = dict(split="train", max_input_length=cfg.data.max_input_length,
-                         max_target_length=cfg.data.max_target_length, cache_dir=cache_dir,
-                         templates=cfg.data.templates, max_examples=cfg.data.max_examples_per_task, seed=t.seed,
-                         few_shot=FewShotMix.from_config(cfg.data.few_shot))
-    if not env.is_main:
-        barrier()  # rank 0 tokenizes and caches first; the others then read its cache files
-    streams = build_task_streams(task_names, tokenizer, **stream_kwargs)
-    if env.is_main:
-        barrier()
+    streams = training_streams(cfg, task_names, tokenizer, cache_dir, env)
     task_sizes = {name: len(s) for name, s in streams.items()}
     if "task_sizes" in resume_meta:  # (checkpoints before 2026-12-04 lack them)
         resume_checks.check_task_sizes(resume_from, resume_meta["task_sizes"], task_sizes)
