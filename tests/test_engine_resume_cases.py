@@ -596,3 +596,21 @@ def test_another_zero_stage_or_precision_is_refused_before_converting_the_checkp
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "world_size": 2}))
     with pytest.raises(CheckpointError, match=r"deepspeed\.zero_stage = 1, this run has 3"):
         train(config(4, 3), resume="auto", evaluate_held_in=False)
+
+
+def test_a_resume_with_model_settings_that_keep_the_shapes_warns_naming_them(tmp_path, tok, capsys):
+    # was: a resume with another dropout or relative attention distance (the weights still fit) went on silently
+    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
+
+    def config(steps, **changed):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps},
+                           model={"dims": {**dims, **changed}})
+
+    train(config(2), evaluate_held_in=False)
+    capsys.readouterr()
+    train(config(3), resume="auto", evaluate_held_in=False)
+    assert "model settings differ" not in capsys.readouterr().out
+    train(config(4, dropout_rate=0.25), resume="auto", evaluate_held_in=False)
+    out = capsys.readouterr().out
+    assert re.search(r"warning: this run's model settings differ from checkpoint \S*step-00000003'?s: "
+                     r"model\.dims\.dropout_rate = 0\.0 there, 0\.25 here; its weights fit", out), out

@@ -117,6 +117,21 @@ def check_model_shapes(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, 
         f"trained with, or set training.output_dir to a new directory to start a new run")
 
 
+def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, Any]) -> Optional[str]:
+    """A warning naming the `MODEL_SETTINGS` of this run's model section (`model`) that differ from the checkpoint's
+    (meta "model") while its weights still fit (`check_model_shapes` refuses the others): dropout, the relative
+    attention distance, the MoE top_k or capacity change the trained model from the resumed step on. None when
+    nothing changed, or the checkpoint predates saving its model section."""
+    if meta.get("model") is None:
+        return None
+    changes = "; ".join(f"{key} = {was!r} there, {now!r} here"
+                        for key, was, now in _model_changes(meta["model"], model))
+    if not changes:
+        return None
+    return (f"this run's model settings differ from checkpoint {ckpt}'s: {changes}; its weights fit, so the resumed "
+            f"run trains with the new settings from the resumed step (resume with the old ones to go on unchanged)")
+
+
 def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[Tuple[str, Any, Any]]:
     """(config key, checkpoint's value, this run's) of each `MODEL_SETTINGS` entry that differs, a mapping's
     (model.dims, model.moe) key by key."""

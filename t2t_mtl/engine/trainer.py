@@ -204,9 +204,11 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
 
 
 def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[ScalarSinks], step: int,
-                  resume_from: Optional[Path], log_window: Optional[Dict[str, Any]]) -> TrainLogger:
-    """The run's `TrainLogger` (rank 0 writes), with the config's warnings and, on a resume, the message and the
-    logging window the interrupted run had open (so the resumed run's logs equal an uninterrupted run's)."""
+                  resume_from: Optional[Path], log_window: Optional[Dict[str, Any]],
+                  resume_warnings: Sequence[str] = ()) -> TrainLogger:
+    """The run's `TrainLogger` (rank 0 writes), with the config's warnings and, on a resume, the message, the
+    `resume_warnings` and the logging window the interrupted run had open (so the resumed run's logs equal an
+    uninterrupted run's)."""
     t = cfg.training
     logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
                          enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
@@ -219,6 +221,8 @@ def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[Scal
             logger.message(f"warning: {run_dir / ckpt_io.CHECKPOINTS} still holds {', '.join(later)} of the run that "
                            f"went on past step {step}; this run saves over each as it reaches its step, and until then "
                            f"keeps them (unpruned; `latest` names this run's checkpoints)")
+        for warning in resume_warnings:
+            logger.message(f"warning: {warning}")
         if log_window:
             logger.load_state_dict(log_window)
     return logger
@@ -299,8 +303,12 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if task_tokens is not None:
         task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
     shapes, model_settings = resume_checks.parameter_shapes(model), resume_checks.model_section(cfg)
-    if resume_meta:  # weights of other shapes: refused naming the model settings that changed
+    resume_warnings: List[str] = []
+    if resume_meta:  # weights of other shapes: refused naming the model settings that changed; others: warned of
         resume_checks.check_model_shapes(resume_from, resume_meta, model_settings, shapes)
+        changed = resume_checks.model_change_warning(resume_from, resume_meta, model_settings)
+        if changed:
+            resume_warnings.append(changed)
     pass_task_ids = accepts_task_ids(model)
     mode = sampling_cfg.get("mode", "homogeneous")
     sampler = build_sampler(sampling_cfg, task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
@@ -381,7 +389,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     sinks = open_sinks(cfg, run_dir, start_step=progress.step) if env.is_main else None  # TensorBoard, W&B
     try:
-        logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window)
+        logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings)
         if progress.step == 0:
             total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
             frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
