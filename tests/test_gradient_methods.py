@@ -162,6 +162,50 @@ def test_gradvac_two_tasks_by_hand(textbook_version):
     np.testing.assert_allclose(targets, [[0.0, 0.375], [0.375, 0.0]], rtol=1e-12)
 
 
+@pytest.mark.parametrize("textbook_version", [False, True])
+def test_gradvac_vaccinating_against_an_antiparallel_gradient_leaves_the_zero_vector(textbook_version):
+    """was: the floored sine √(1−φ²) (1e-6 for φ = −1) left g_0' = g_0 + C_01 g_1 a 6e-7 residual along −g_0, whose
+    cosine −0.6 with g_2 moved φ̂_02 (and Gram-space cosines of such residuals are rounding). By hand: g_0 = (1, 0),
+    g_1 = −2 g_0, g_2 = (0.6, 0.8), all targets 0.5, β = 0.5. Rows 0 and 1 meet φ = −1: the formula's g_i + ‖g_i‖/‖g_j‖
+    g_j is 0, so C_0 = C_1 = 0 and their second pairs are skipped (φ̂_02 = φ̂_12 = 0.5 stay). Row 2: φ_20 = 0.6 is
+    above its target; φ_21 = −0.6 gives C_21 = ‖g_2‖(0.5·0.8 + 0.6·√3/2)/(‖g_1‖ √3/2) = 0.3 + 0.4/√3."""
+    g = torch.tensor([[1.0, 0.0], [-2.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
+    targets = np.full((3, 3), 0.5)
+    orders = [[1, 2], [0, 2], [0, 1]]
+    c21 = 0.3 + 0.4 / np.sqrt(3.0)
+    if textbook_version:
+        update = textbook.gradvac(g, orders, targets, 0.5)
+    else:
+        weights = gradvac_weights(host_gram(g), orders, targets, 0.5)
+        np.testing.assert_allclose(weights, [0.0, c21, 1.0], rtol=1e-12, atol=1e-15)
+        update = combine(weights, g)
+    torch.testing.assert_close(update, g[2] + c21 * g[1], rtol=1e-12, atol=1e-15)
+    assert float(update @ g[1]) / float(update.norm() * g[1].norm()) == pytest.approx(0.5, abs=1e-12)
+    expected = [[0.5, 0.25 - 0.5, 0.5], [0.25 - 0.5, 0.5, 0.5], [0.25 + 0.3, 0.25 - 0.3, 0.5]]
+    np.testing.assert_allclose(targets, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_gradvac_gram_space_equals_textbook_with_antiparallel_and_parallel_gradients(seed):
+    """was: after an exact cancellation (g_1 = −a g_0) the Gram-space norm and cosines of the residual g_i' were
+    rounding, so targets drifted from the textbook's (some past 1), and later steps' weights reached 2e3 (err ~80)."""
+    rng = np.random.default_rng(seed)
+    num_tasks = 5
+    g = torch.from_numpy(rng.standard_normal((num_tasks, 64)))
+    g[1] = -rng.uniform(0.01, 3) * g[0]
+    g[3] = rng.uniform(0.01, 3) * g[0]
+    g[4] = g[2]
+    targets_gram = rng.uniform(-1, 1, (num_tasks, num_tasks))
+    targets_text = targets_gram.copy()
+    for _ in range(3):
+        orders = random_orders(rng, num_tasks)
+        beta = float(rng.choice([0.01, 0.5, 1.0]))
+        update = combine(gradvac_weights(host_gram(g), orders, targets_gram, beta), g)
+        assert_rel_close(update, textbook.gradvac(g, orders, targets_text, beta))
+        np.testing.assert_allclose(targets_gram, targets_text, rtol=1e-9, atol=1e-12)
+        assert np.abs(targets_gram).max() <= 1.0 + 1e-15
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_gradvac_moves_each_cosine_onto_its_target(seed):
     """What the coefficient is for (Wang et al. eq. 4): after g_i' = g_i + C_ij g_j the cosine of g_i' and g_j is the

@@ -3,8 +3,11 @@
 For i, for j ≠ i in a fresh random order, with g_i' = Σ_k C_ik g_k the current (modified) g_i:
 φ_ij = cos(g_i', g_j); if φ_ij < φ̂_ij (the EMA target):
     C_ij += ‖g_i'‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²));
-then φ̂_ij ← (1−β) φ̂_ij + β φ_ij (updated after every visit, as the paper's algorithm does). Pairs with a zero
-gradient are skipped. The update is Σ_i g_i'. Targets start at 0 and live in `state_dict`.
+then φ̂_ij ← (1−β) φ̂_ij + β φ_ij (updated after every visit, as the paper's algorithm does). Where g_i' and g_j
+are antiparallel (φ_ij = −1 to rounding, e.g. g_i = −g_j), √(1−φ_ij²) = 0 makes the vaccinated g_i' + ‖g_i'‖/‖g_j‖ g_j
+the zero vector: C_i is set to 0 (the floored sine below would leave a rounding-level residual, whose cosines with
+the later g_j, pure rounding in Gram space, moved their targets). Pairs with a zero gradient (as such a g_i') are
+skipped, their targets unchanged. The update is Σ_i g_i'. Targets start at 0 and live in `state_dict`.
 Per segment (`per_layer: true` or "layer": one segment per transformer layer; "tensor": one per parameter
 tensor), each segment k has its own targets and weights; the orders are shared. The segments themselves are
 the caller's (`segment_offsets`); `layer_key` names the layer a parameter belongs to.
@@ -41,6 +44,11 @@ def gradvac_coefficient(norm_i: float | np.ndarray, phi: float | np.ndarray, tar
     return norm_i * (target * _sine(phi) - phi * sin_target) / (norm_j * sin_target)
 
 
+def _antiparallel(phi: np.ndarray) -> np.ndarray:
+    """Whether the cosines `phi` are −1 to rounding (their sine below `SINE_FLOOR`)."""
+    return (phi < 0) & (1.0 - phi * phi < SINE_FLOOR ** 2)
+
+
 def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarray, beta: float) -> np.ndarray:
     """Weights w [T] for Gram `gram` [T, T]; `targets` [T, T] (φ̂) is updated in place."""
     num_tasks = gram.shape[0]
@@ -61,6 +69,7 @@ def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarr
         vaccinate = valid & (phi < target)
         coef = gradvac_coefficient(norm_i, phi, target, np.where(valid, norm_j, 1.0))
         coeffs[rows[vaccinate], j[vaccinate]] += coef[vaccinate]
+        coeffs[rows[vaccinate & _antiparallel(phi)]] = 0.0  # g_i' + ‖g_i'‖/‖g_j‖ g_j: the zero vector
         targets[rows[valid], j[valid]] = (1.0 - beta) * target[valid] + beta * phi[valid]
     return coeffs.sum(0)
 

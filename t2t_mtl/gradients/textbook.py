@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .cagrad import NORM_FLOOR, STEP_EPS, solve_simplex
-from .gradvac import gradvac_coefficient
+from .gradvac import SINE_FLOOR, gradvac_coefficient
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,7 +48,9 @@ def gradvac(grads: torch.Tensor, orders: list[list[int]], targets: np.ndarray, b
                     continue
                 phi = _dot(g_vac, g[j]) / (norm_i * norm_j)
                 target = targets_k[k, i, j]
-                if phi < target:
+                if phi < target and phi < 0 and 1.0 - phi * phi < SINE_FLOOR ** 2:
+                    g_vac.zero_()  # antiparallel: the formula's g_i + ‖g_i‖/‖g_j‖ g_j is the zero vector
+                elif phi < target:
                     g_vac += float(gradvac_coefficient(norm_i, phi, target, norm_j)) * g[j]
                 targets_k[k, i, j] = (1.0 - beta) * target + beta * phi
             update[offsets[k]:offsets[k + 1]] += g_vac
