@@ -290,6 +290,42 @@ def test_cagrad_keeps_its_bound_when_zero_lies_in_the_convex_hull():
     assert_rel_close(combine(weights, g), textbook.cagrad(g, c, False))
 
 
+@pytest.mark.parametrize("c", [0.4, 5.0])
+@pytest.mark.parametrize("rescale", [False, True])
+def test_cagrad_at_the_kink_steps_along_the_mean_gradient(c, rescale):
+    """0 in the hull with F(x) = g_xᵀg0 + c‖g0‖‖g_x‖ >= 0 = F at g_x = 0: g_0 = (1, 0, 0), g_1 = −g_0, g_2 = (0, 1, 0)
+    give F(x) = x_2/3 + c‖g0‖‖(x_0 − x_1, x_2)‖, least at x = (½, ½, 0). There d = g0 + c‖g0‖ g_x/(‖g_x‖ + ε) is
+    g0 = (0, ⅓, 0) (÷ (1 + c²)), weights 1/3 each. was: SLSQP stopped ~1e-9 short of g_x = 0 and the step scaled that
+    rounding direction by c‖g0‖/ε (weights ~1e4, d off by up to 1e-4 c‖g0‖, the two versions apart by as much)."""
+    g = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    g = g @ torch.from_numpy(np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0])  # generic rounding
+    divisor = 1 + c ** 2 if rescale else 1.0
+    weights = cagrad_weights(host_gram(g), c, rescale)
+    np.testing.assert_allclose(weights, np.full(3, 1 / 3 / divisor), rtol=1e-12)
+    expected = g[2] / 3 / divisor
+    assert_rel_close(combine(weights, g), expected, rtol=1e-12)
+    assert_rel_close(textbook.cagrad(g, c, rescale), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cagrad_gram_space_equals_textbook_when_zero_lies_in_the_convex_hull(seed):
+    """was: up to 4e-4 apart (a third of such draws above 1e-6): at the kink each version's SLSQP stopped at its own
+    rounding-level g_x, which the step scaled by c‖g0‖/ε."""
+    rng = np.random.default_rng(seed)
+    num_tasks = 2 + seed % 4
+    g = rng.standard_normal((num_tasks, 50))
+    if seed % 3 == 0:
+        g[1] = -rng.uniform(0.1, 3) * g[0]
+    elif seed % 3 == 1:
+        g[-1] = -(rng.uniform(0.1, 1, num_tasks - 1) @ g[:-1])
+    else:
+        g[1] = -g[0]
+        g[2:] -= np.outer(g[2:] @ g[0], g[0]) / (g[0] @ g[0])
+    g = torch.from_numpy(g * np.exp(rng.uniform(-2, 2, (num_tasks, 1))))
+    c = 5.0 if seed % 2 else 0.9
+    assert_rel_close(combine(cagrad_weights(host_gram(g), c, True), g), textbook.cagrad(g, c, True))
+
+
 @pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
 def test_mgda_gram_space_equals_textbook_and_is_min_norm(num_tasks, num_params, seed):
     g = conflicting_grads(num_tasks, num_params, seed)

@@ -8,10 +8,18 @@ is relative to the RMS task-gradient norm: when 0 lies in the convex hull ‖g_x
 grew without bound (~1e8) and cancellation in a float32 combine broke the bound ‖d − g0‖ ≤ c‖g0‖; with it the
 added term keeps that bound and the weights stay below 1/T + s/ε.
 
+Where the minimum is the kink g_x = 0 (0 in the hull, F ≥ 0 = F there), the paper's d = g0 + s g_x/‖g_x‖ is 0/0
+and the authors' ε makes it g0; but SLSQP stops ~1e-8 short of the kink and x·Gx cannot resolve ‖g_x‖ below
+~√(T·eps) of the norms that cancel in it, so g_x/(‖g_x‖ + ε) was a rounding direction scaled by up to 1e-4 s
+(d off by that much, and by ~1e-4 from the textbook version). The step therefore shrinks ‖g_x‖ by τ =
+`CANCELLED` · Σ x_k ‖g_k‖ first: d = g0 + s (‖g_x‖ − τ)₊ g_x / (‖g_x‖ ((‖g_x‖ − τ)₊ + ε)), continuous in g_x, exactly
+g0 (weights 1/T) within τ of the kink, and changing other steps by s τ ε / (‖g_x‖ + ε)² at most.
+
 Where SLSQP ends unsuccessfully (e.g. its iteration limit), the step uses its last iterate and `CAGrad` warns once
 (logger `t2t_mtl.gradients.cagrad`) with SLSQP's message. Two such exits are float64's limit, not reported: a line
-search that finds no decrease (SLSQP's exit 8), and any exit at the objective's kink ‖g_x‖ = 0 (x·Gx ≤ `NORM_FLOOR`:
-0 lies in the hull to the Gram's precision, where SLSQP's steps need not settle and F varies by rounding only).
+search that finds no decrease (SLSQP's exit 8), and any exit within τ of the objective's kink ‖g_x‖ = 0 (0 lies in
+the hull to the Gram's precision, where SLSQP's steps need not settle, F varies by rounding only and d is g0 whatever
+x is, as it is for c = 0).
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from .base import GradientMethod, GradientMethodError, register_method
 NORM_FLOOR = 1e-20  # keeps √(xᵀGx) differentiable when 0 lies in the convex hull
 STEP_EPS = 1e-4  # added to ‖g_x‖ in the step (units of the RMS task-gradient norm), as the authors' code does
 NO_DECREASE = 8  # SLSQP's exit "Positive directional derivative for linesearch": no step lowers F in float64
+CANCELLED = 1e-6  # ‖g_x‖ within this fraction of Σ x_k ‖g_k‖ is 0 (x·Gx's rounding is ~√(T·eps) of it)
 
 class SimplexSolve(NamedTuple):
     """SLSQP's point x on the simplex, its exit status (0: success) and message."""
@@ -44,6 +53,13 @@ def solve_simplex(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], n
                       options={"ftol": 1e-15, "maxiter": 500})
     x = np.clip(result.x, 0.0, None)
     return SimplexSolve(x / x.sum(), int(result.status), str(result.message))
+
+
+def step_size(s: float, norm: float, cancelled: float) -> float:
+    """The coefficient of g_x in d for s = c‖g0‖, `norm` ‖g_x‖ and `cancelled` Σ x_k ‖g_k‖ (all in units of the RMS
+    task-gradient norm): s (‖g_x‖ − τ)₊ / (‖g_x‖ ((‖g_x‖ − τ)₊ + ε)), τ = `CANCELLED` · `cancelled`; 0 within τ."""
+    shrunk = max(norm - CANCELLED * cancelled, 0.0)
+    return s * shrunk / (norm * (shrunk + STEP_EPS)) if shrunk > 0 else 0.0
 
 
 class CAGradSolve(NamedTuple):
@@ -77,9 +93,9 @@ def cagrad_solve(gram: np.ndarray, c: float, rescale: bool) -> CAGradSolve:
 
     solved = solve_simplex(objective, num_tasks)
     x = solved.x
-    norm_sq = float(x @ gram @ x)
-    weights = 1.0 / num_tasks + s * x / (np.sqrt(max(norm_sq, 0.0)) + STEP_EPS)
-    cut_short = solved.status not in (0, NO_DECREASE) and norm_sq > NORM_FLOOR
+    step = step_size(s, np.sqrt(max(float(x @ gram @ x), 0.0)), float(x @ np.sqrt(np.diag(gram))))
+    weights = 1.0 / num_tasks + step * x
+    cut_short = solved.status not in (0, NO_DECREASE) and step > 0
     return CAGradSolve(weights / (1.0 + c ** 2) if rescale else weights, cut_short, solved.message)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .cagrad import NORM_FLOOR, STEP_EPS, solve_simplex
+from .cagrad import NORM_FLOOR, solve_simplex, step_size
 from .gradvac import SINE_FLOOR, gradvac_coefficient
 
 
@@ -59,7 +59,8 @@ def gradvac(grads: torch.Tensor, orders: list[list[int]], targets: np.ndarray, b
 
 def cagrad(grads: torch.Tensor, c: float, rescale: bool) -> torch.Tensor:
     """Liu et al.'s CAGrad: d = g0 + c‖g0‖ g_x/(‖g_x‖ + ε) with x = argmin_simplex g_xᵀg0 + c‖g0‖‖g_x‖ (ε as the
-    authors' code, relative to the RMS task-gradient norm)."""
+    authors' code, relative to the RMS task-gradient norm; ‖g_x‖ shrunk by its cancellation's rounding, as
+    `t2t_mtl.gradients.cagrad.step_size`)."""
     num_tasks = grads.shape[0]
     scale = float(sum(_dot(g, g) for g in grads)) / num_tasks
     g0 = grads.mean(0)
@@ -81,7 +82,8 @@ def cagrad(grads: torch.Tensor, c: float, rescale: bool) -> torch.Tensor:
 
     x = solve_simplex(objective, num_tasks).x
     gx = combination(x)
-    direction = g0n + (s / (np.sqrt(_dot(gx, gx)) + STEP_EPS)) * gx
+    cancelled = sum(float(x[k]) * float(g[k].norm()) for k in range(num_tasks))
+    direction = g0n + step_size(s, float(gx.norm()), cancelled) * gx
     update = direction * np.sqrt(scale)
     return update / (1.0 + c ** 2) if rescale else update
 
