@@ -394,6 +394,16 @@ def test_nashmtl_gram_space_equals_textbook_and_solves_bargaining(num_tasks, num
     np.testing.assert_allclose(alpha * (G / np.linalg.norm(G) @ alpha), 1.0, rtol=1e-8)
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e160, 1e300])
+def test_nashmtl_weights_do_not_depend_on_the_gradients_scale(scale):
+    """G is normalised by ‖G‖_F, so α(s·G) = α(G) for any s > 0 whose s·G float64 holds. was: ‖G‖_F squared the
+    entries, which underflowed to 0 below ~1e-154 (all weights 0: a zero update) or overflowed above ~1e154 (‖G‖_F
+    = inf, the normalised G zero, every α = 1/√ridge ~ 1e3)."""
+    G = host_gram(conflicting_grads(3, 40, 0))
+    np.testing.assert_allclose(build_method("nashmtl", 3).weights(G * scale), build_method("nashmtl", 3).weights(G),
+                               rtol=1e-10)
+
+
 def test_nashmtl_without_ridge_on_dependent_gradients_names_the_option():
     """Opposite gradients: G α = 1/α has no solution without the ridge; the error says to set it, not numpy's
     LinAlgError; the default ridge solves it."""

@@ -74,7 +74,8 @@ def nashmtl_solve(gram: np.ndarray, ridge: float, max_iter: int, tol: float) -> 
     """Newton steps on (G/‖G‖_F + ridge·I) α = 1/α until the residual is below `tol` or float64's limit, at most
     `max_iter` of them."""
     num_tasks = gram.shape[0]
-    frobenius = float(np.linalg.norm(gram))
+    peak = float(np.max(np.abs(gram)))  # ‖G‖_F of G/peak: its squares neither overflow nor underflow
+    frobenius = peak * float(np.linalg.norm(gram / peak)) if peak > 0 else 0.0
     if frobenius <= 0:
         return NashSolve(np.zeros(num_tasks), 0.0, False)
     gram = gram / frobenius + ridge * np.eye(num_tasks)
