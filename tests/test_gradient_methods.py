@@ -586,6 +586,20 @@ def test_nonfinite_gram_is_refused():
         build_method("pcgrad", 2).weights(np.array([[1.0, np.nan], [np.nan, 1.0]]))
 
 
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), 1e30])
+@pytest.mark.parametrize("cfg", [{"method": "pcgrad"}, {"method": "gradvac", "per_layer": "tensor"}])
+def test_a_nonfinite_gram_names_the_tasks_whose_gradients_gave_it(poison, cfg):
+    """was: "the Gram matrix has NaN/inf entries", naming no task. Task 'b' gets a NaN, an inf or a float32 gradient
+    whose squared norm (1e60) overflows the float32 Gram; 'a' and 'c' are fine and must not be named."""
+    params = [("w1", torch.zeros(3)), ("w2", torch.zeros(2))]
+    surgery = GradientSurgery(cfg, params, ["a", "b", "c"])
+    for task, row in (("a", [1.0, 2.0, 0.0, 1.0, 0.0]), ("b", [1.0, poison, 0.0, 0.0, 1.0]),
+                      ("c", [0.0, 1.0, 1.0, 0.0, 2.0])):
+        surgery.row(task).copy_(torch.tensor(row))
+    with pytest.raises(GradientMethodError, match=r"\(" + cfg["method"] + r"\): the gradients of tasks \['b'\] are"):
+        surgery.weights()
+
+
 class TwoHeads(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

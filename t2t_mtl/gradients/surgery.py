@@ -182,8 +182,11 @@ class GradientSurgery:
         return gram
 
     def weights(self) -> np.ndarray:
-        """The method's weights ([T], or [K, T] when segmented), from the Gram (computed if needed)."""
-        self.last_weights = self.method.weights(self._host_gram())
+        """The method's weights ([T], or [K, T] when segmented), from the Gram (computed if needed); a Gram with
+        NaN/inf entries is refused naming the tasks whose gradients gave them."""
+        gram = self._host_gram()
+        self._check_finite(gram)
+        self.last_weights = self.method.weights(gram)
         return self.last_weights
 
     def combine_into(self, flat_grad: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
@@ -263,6 +266,16 @@ class GradientSurgery:
         index = np.asarray(self.active, dtype=np.int64)
         full[..., index[:, None], index[None, :]] = 0.5 * (gram + np.swapaxes(gram, -1, -2))
         return full
+
+    def _check_finite(self, gram: np.ndarray) -> None:
+        """Raise naming the tasks with a NaN/inf Gram diagonal (a NaN/inf gradient, or one whose squared norm
+        overflows the Gram's dtype) in any segment."""
+        diagonals = np.diagonal(gram, axis1=-2, axis2=-1).reshape(-1, len(self.task_names))
+        bad = [self.task_names[t] for t in np.flatnonzero(~np.all(np.isfinite(diagonals), axis=0))]
+        if bad:
+            raise GradientMethodError(
+                f"gradient surgery ({self.method.name}): the gradients of tasks {bad} are NaN/inf or their squared "
+                f"norms overflow the Gram (NaN/inf entries); check the losses of those tasks")
 
     def _check_same_tasks(self) -> None:
         """Raise unless every rank holds the same tasks in the same rows (one all-reduce of 2·(rows+1) ints)."""
