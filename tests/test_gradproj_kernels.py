@@ -60,16 +60,33 @@ def test_float64_gradients_are_summed_in_float64():
     combined = combine([1.0, -1.0], g)
     assert combined.dtype == torch.float64 and combined.tolist() == [x - 1.0, 1.0]
 
+@pytest.mark.parametrize("num_tasks", [2, 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_reference_gram_of_long_rows_keeps_fp32_accuracy(num_tasks, dtype):
+    """was: for T = 2 and T > 8 the reference summed each segment in one BLAS call, which OpenBLAS accumulates
+    nearly serially for a few rows: at P = 4M in fp32 the Gram's entries were ~1e-3 off (relative to the norms), where
+    the fp32 accumulation the kernels promise keeps them within ~1e-5."""
+    from t2t_kernels.gradproj import reference
+
+    p = 1 << 22
+    g = torch.randn(num_tasks, p, generator=torch.Generator().manual_seed(num_tasks)).to(dtype)
+    got = reference.gram_reference(g, [0, p])[0].double()
+    exact = reference.gram_reference(g.double(), [0, p])[0]
+    norms = exact.diagonal().sqrt()
+    assert ((got - exact).abs() / norms.outer(norms)).max() < 2e-5
+
+
 @pytest.mark.parametrize("num_tasks", [2, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_reference_column_chunks_and_scale_match_the_formula(monkeypatch, dtype, num_tasks):
-    """The reference reads columns in blocks (3 <= T <= 8) and upcasts half inputs in chunks, at sizes no test reaches
+    """The reference sums the Gram's columns in blocks and upcasts half inputs in chunks, at sizes no test reaches
     at full scale, and builds a T = 2 Gram from a matrix-vector product and a dot (its corner mirrored: exactly
     symmetric); shrunk so that the chunks cut the segments unevenly, its Grams and scaled combines against the fp64
     formula (the Triton tests compare with the reference, so it must be right by itself)."""
     from t2t_kernels.gradproj import reference
 
-    monkeypatch.setattr(reference, "_SMALL_T_CHUNK", 7)
+    monkeypatch.setattr(reference, "_GRAM_CHUNK", 7)
+    monkeypatch.setattr(reference, "_GRAM_CHUNK_TWO_TASKS", 3)
     monkeypatch.setattr(reference, "_UPCAST_CHUNK", 5)
     g = _grads(num_tasks, 61, dtype).cpu()
     offsets = [0, 3, 20, 20, 61]

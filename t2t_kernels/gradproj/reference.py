@@ -8,26 +8,25 @@ from __future__ import annotations
 import torch
 
 _UPCAST_CHUNK = 1 << 22  # columns upcast at a time for bf16/fp16 inputs
-# For 3 <= T <= 8, BLAS's [T, P] x [P, T] product runs up to 2x faster in cache-sized column blocks (measured
-# with torch 2.13 CPU, 1 thread, P = 1e7: T = 8 114 ms -> 50 ms; T = 4 24 -> 14 ms; no gain from T = 16 on);
-# at T = 2 one matrix-vector product and one dot (`_gram_of_two`) beat both (P = 1e7: 4.5 ms against 8.9 ms in one
-# [2, P] x [P, 2] call; P = 1e6: 0.29 against 0.41 ms).
-_BLOCKED_T = range(3, 9)
-_SMALL_T_CHUNK = 1 << 16
+# The Gram sums its columns in blocks: OpenBLAS sums a long row nearly serially for a few tasks (at P = 1e7 in
+# fp32 the Gram's relative error was 2e-3 at T = 2 and T = 9, 6e-6 at T = 16), while blocks of 2^16 columns (2^17
+# at T = 2) keep it near 1e-5 or below at every T. The blocks are also faster for 3 <= T <= 8 (cache-sized: torch
+# 2.13 CPU, 1 thread, P = 1e7: T = 8 114 ms -> 50 ms; T = 4 24 -> 14 ms) and as fast from T = 16 on. At T = 2 one
+# matrix-vector product and one dot per block (`_add_gram_of_two`) beat a [2, n] x [n, 2] product (P = 1e7: 4.5 ms
+# against 8.9 ms in one call); its blocks are larger, as each costs three calls.
+_GRAM_CHUNK = 1 << 16
+_GRAM_CHUNK_TWO_TASKS = 1 << 17
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _column_chunks(grads: torch.Tensor, start: int, end: int, chunk_small_t: bool = False):
-    """Yield the columns [start, end) of `grads` in the accumulation dtype, chunked when an upcast copies
-    (and, with `chunk_small_t`, in cache-sized blocks when 3 <= T <= 8)."""
+def _column_chunks(grads: torch.Tensor, start: int, end: int):
+    """Yield the columns [start, end) of `grads` in the accumulation dtype, chunked when an upcast copies."""
     acc = _accumulation_dtype(grads.dtype)
     if grads.dtype == acc:
-        step = _SMALL_T_CHUNK if chunk_small_t and grads.shape[0] in _BLOCKED_T else max(1, end - start)
-        for lo in range(start, end, step):
-            yield grads[:, lo:min(end, lo + step)]
+        yield grads[:, start:end]
         return
     for lo in range(start, end, _UPCAST_CHUNK):
         yield grads[:, lo:min(end, lo + _UPCAST_CHUNK)].to(acc)
@@ -38,12 +37,14 @@ def gram_reference(grads: torch.Tensor, offsets: list[int]) -> torch.Tensor:
     num_tasks = grads.shape[0]
     acc = _accumulation_dtype(grads.dtype)
     out = torch.zeros(len(offsets) - 1, num_tasks, num_tasks, dtype=acc, device=grads.device)
+    step = _GRAM_CHUNK_TWO_TASKS if num_tasks == 2 else _GRAM_CHUNK
     for k in range(len(offsets) - 1):
-        for block in _column_chunks(grads, offsets[k], offsets[k + 1], chunk_small_t=True):
-            if num_tasks == 2:
-                _add_gram_of_two(out[k], block)
-            else:
-                out[k].addmm_(block, block.T)
+        for chunk in _column_chunks(grads, offsets[k], offsets[k + 1]):
+            for block in chunk.split(step, dim=1):
+                if num_tasks == 2:
+                    _add_gram_of_two(out[k], block)
+                else:
+                    out[k].addmm_(block, block.T)
     return out
 
 
