@@ -952,3 +952,23 @@ def test_repr_names_the_method_and_its_options():
     assert repr(build_method({"method": "pcgrad", "seed": 3}, 2)) == "PCGrad(num_tasks=2, seed=3)"
     assert repr(build_method("sum", 4)) == "SumMethod(num_tasks=4)"
     assert repr(build_method({"method": "gradvac", "beta": 0.5}, 3)).startswith("GradVac(num_tasks=3, ")
+
+
+def test_gradvac_on_a_float32_gram_of_nearly_parallel_tasks_keeps_the_float64_weights():
+    # was: the sine floor (1e-6) was sized for float64 cosines; a float32 Gram (fp32/bf16/fp16 gradients) holds two
+    # nearly parallel tasks' cosine (≈ 1 − 1e-6) only to ~1e-6, its targets reached 1 and weights ~2e3
+    size, steps = 100_000, 60
+    base = torch.randn(size, generator=torch.Generator().manual_seed(0))
+    weights = {}
+    for dtype in (torch.float32, torch.float64):
+        surgery = GradientSurgery({"method": "gradvac", "beta": 0.5, "seed": 0},
+                                  [torch.nn.Parameter(torch.zeros(size, dtype=dtype))], ["a", "b"])
+        weights[dtype] = []
+        for step in range(steps):
+            gen = torch.Generator().manual_seed(step + 1)
+            surgery.zero_()
+            for task in ("a", "b"):
+                surgery.row(task).copy_(base + 1e-3 * torch.randn(size, generator=gen))
+            weights[dtype].append(surgery.weights())
+    assert np.abs(np.array(weights[torch.float64]) - 1.0).max() < 0.01  # the float64 reference: ~1
+    np.testing.assert_allclose(weights[torch.float32], weights[torch.float64], atol=0.01)

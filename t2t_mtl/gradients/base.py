@@ -30,6 +30,9 @@ class GradientMethod:
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    # machine epsilon of the Gram the weights come from: float64's unless `GradientSurgery` says its Gram was summed
+    # in float32 (fp32/bf16/fp16 gradients); a method whose weights read cosines near ±1 sizes its tolerances by it
+    gram_eps: float = float(np.finfo(np.float64).eps)
 
     def __init__(self, num_tasks: int, **options: Any) -> None:
         if not isinstance(num_tasks, numbers.Integral) or isinstance(num_tasks, bool) or num_tasks < 1:

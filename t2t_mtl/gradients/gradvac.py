@@ -14,6 +14,7 @@ the caller's (`segment_offsets`); `layer_key` names the layer a parameter belong
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -28,29 +29,41 @@ _LAYER = re.compile(r"^(.*?\.(?:block|blocks|layer|layers|h)\.\d+)\.")
 # φ gives ~2e-8, a few ulps of a Gram-space cosine more), so both sines share one floor above that noise and a
 # target of ±1 cannot divide by zero
 SINE_FLOOR = 1e-6
+# A Gram summed in float32 (the gradients of an fp32/bf16/fp16 run) holds its cosines to ~1e-6 (P = 1e5) … 1e-5
+# (P = 1e7), so a sine near ±1 is uncertain by √(2 · that): the floor follows the Gram's precision, as
+# √(2 · COSINE_NOISE_ULPS · eps) — 5.5e-3 for float32 (angles within 0.3° of 0 or 180° count as rounding).
+COSINE_NOISE_ULPS = 128
 
 
-def _sine(cosine):
-    return np.maximum(np.sqrt(np.maximum(1.0 - cosine ** 2, 0.0)), SINE_FLOOR)
+def sine_floor(gram_eps: float) -> float:
+    """The sine floor for cosines read from a Gram of machine epsilon `gram_eps`: `SINE_FLOOR`, or
+    √(2 · COSINE_NOISE_ULPS · eps) when larger (float32: 5.5e-3; float64: 1e-6)."""
+    return max(SINE_FLOOR, math.sqrt(2.0 * COSINE_NOISE_ULPS * gram_eps))
+
+
+def _sine(cosine, floor: float = SINE_FLOOR):
+    return np.maximum(np.sqrt(np.maximum(1.0 - cosine ** 2, 0.0)), floor)
 
 
 def gradvac_coefficient(norm_i: float | np.ndarray, phi: float | np.ndarray, target: float | np.ndarray,
-                        norm_j: float | np.ndarray) -> float | np.ndarray:
-    """The GradVac increment of C_ij (works elementwise on arrays). Sines below `SINE_FLOOR` (cosines within
+                        norm_j: float | np.ndarray, floor: float = SINE_FLOOR) -> float | np.ndarray:
+    """The GradVac increment of C_ij (works elementwise on arrays). Sines below `floor` (cosines within
     rounding of ±1) count as that floor, so φ one ulp below a target of 1 adds ~‖g_i‖(φ̂ − φ)/‖g_j‖, not
     O(‖g_i‖/‖g_j‖)."""
     phi = np.clip(phi, -1.0, 1.0)
-    sin_target = _sine(target)
-    return norm_i * (target * _sine(phi) - phi * sin_target) / (norm_j * sin_target)
+    sin_target = _sine(target, floor)
+    return norm_i * (target * _sine(phi, floor) - phi * sin_target) / (norm_j * sin_target)
 
 
-def _antiparallel(phi: np.ndarray) -> np.ndarray:
-    """Whether the cosines `phi` are −1 to rounding (their sine below `SINE_FLOOR`)."""
-    return (phi < 0) & (1.0 - phi * phi < SINE_FLOOR ** 2)
+def _antiparallel(phi: np.ndarray, floor: float = SINE_FLOOR) -> np.ndarray:
+    """Whether the cosines `phi` are −1 to rounding (their sine below `floor`)."""
+    return (phi < 0) & (1.0 - phi * phi < floor ** 2)
 
 
-def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarray, beta: float) -> np.ndarray:
-    """Weights w [T] for Gram `gram` [T, T]; `targets` [T, T] (φ̂) is updated in place."""
+def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarray, beta: float,
+                    floor: float = SINE_FLOOR) -> np.ndarray:
+    """Weights w [T] for Gram `gram` [T, T]; `targets` [T, T] (φ̂) is updated in place; `floor`: the sine floor
+    for the Gram's precision (`sine_floor`)."""
     num_tasks = gram.shape[0]
     coeffs = np.eye(num_tasks)
     if num_tasks < 2:
@@ -67,9 +80,9 @@ def gradvac_weights(gram: np.ndarray, orders: list[list[int]], targets: np.ndarr
         phi = np.where(valid, dots / np.where(valid, norm_i * norm_j, 1.0), 0.0)
         target = targets[rows, j]
         vaccinate = valid & (phi < target)
-        coef = gradvac_coefficient(norm_i, phi, target, np.where(valid, norm_j, 1.0))
+        coef = gradvac_coefficient(norm_i, phi, target, np.where(valid, norm_j, 1.0), floor)
         coeffs[rows[vaccinate], j[vaccinate]] += coef[vaccinate]
-        coeffs[rows[vaccinate & _antiparallel(phi)]] = 0.0  # g_i' + ‖g_i'‖/‖g_j‖ g_j: the zero vector
+        coeffs[rows[vaccinate & _antiparallel(phi, floor)]] = 0.0  # g_i' + ‖g_i'‖/‖g_j‖ g_j: the zero vector
         targets[rows[valid], j[valid]] = (1.0 - beta) * target[valid] + beta * phi[valid]
     return coeffs.sum(0)
 
@@ -121,7 +134,7 @@ class GradVac(GradientMethod):
         weights = []
         for k, g in enumerate(grams):
             targets = self.targets[k][block]  # the present tasks' targets (a copy), written back below
-            weights.append(gradvac_weights(g, orders, targets, self.beta))
+            weights.append(gradvac_weights(g, orders, targets, self.beta, sine_floor(self.gram_eps)))
             self.targets[k][block] = targets
         weights = np.stack(weights)
         return weights if self.segmented else weights[0]

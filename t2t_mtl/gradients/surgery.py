@@ -179,6 +179,7 @@ class GradientSurgery:
         if distributed and self.distribution == "partitioned" and self.active:
             dist.all_reduce(gram, op=dist.ReduceOp.SUM, group=self.process_group)
         self._gram = gram
+        self.method.gram_eps = float(torch.finfo(gram.dtype).eps)  # the precision its cosines are read at
         return gram
 
     def weights(self) -> np.ndarray:
