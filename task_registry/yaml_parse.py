@@ -183,16 +183,20 @@ class TaskFileParser:
 
     def split_problems(self, document: dict, source: Optional[Source]) -> None:
         """Report at the `splits` line (or the `source` line when it is not given) each split that a split → files
-        mapping has no files for."""
-        if not isinstance(source, LocalFileSource) or source.files is None:
+        mapping (`files:`, or an `hf:` source's `data_files:`, whose keys are its splits) has no files for."""
+        if isinstance(source, LocalFileSource) and source.files is not None:
+            key, by_split = "files", source.files
+        elif isinstance(source, HFSource) and isinstance(source.data_files, dict):
+            key, by_split = "data_files", source.data_files
+        else:
             return
         splits = document.get("splits", ["train", "validation"])
-        missing = [split for split in splits if split not in source.files] if isinstance(splits, list) else []
+        missing = [split for split in splits if split not in by_split] if isinstance(splits, list) else []
         if missing:
-            key = "splits" if "splits" in document else "source"
-            self.error(self.line_of(document, key), f"`source: files:` has no file for the split(s) {missing}; it "
-                                                    f"has {sorted(map(str, source.files))} (`splits` default to "
-                                                    f"[train, validation]: list the ones the files hold)")
+            at = "splits" if "splits" in document else "source"
+            self.error(self.line_of(document, at), f"`source: {key}:` has no file for the split(s) {missing}; it "
+                                                   f"has {sorted(map(str, by_split))} (`splits` default to "
+                                                   f"[train, validation]: list the ones the files hold)")
 
     def source(self, config: Any, line: int) -> Optional[Source]:
         if not isinstance(config, dict):

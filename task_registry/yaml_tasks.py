@@ -43,9 +43,9 @@ Schema (keys other than these are an error, reported with close matches)::
                                                   #   columns with `-` to `_` before its preprocessors run)
 
 Errors name the file and the line. Loading a folder and `validate_task_files` parse and check each file the same
-way (`parse_task_files`: the schema, a split that `files:` lacks, a template that renders no target, a name that
-two files define, and an optional `TaskCheck`); validation also renders the first rows of each split with each
-template when the rows are reachable — local files or an active data dir.
+way (`parse_task_files`: the schema, a split that `files:` or `data_files:` lacks, a template that renders no
+target, a name that two files define, and an optional `TaskCheck`); validation also renders the first rows of each
+split with each template when the rows are reachable — local files or an active data dir.
 """
 from __future__ import annotations
 

@@ -213,6 +213,26 @@ def test_a_missing_default_split_says_that_splits_default_to_train_and_validatio
     assert validate_task_file(path, check_rows=0) == [message.replace("['validation']", "['test']")]
 
 
+def test_a_split_that_a_file_readers_data_files_lack_is_a_problem_of_the_file(tmp_path):
+    # `hf: csv` with `data_files: {train: ...}` and the default splits loaded, trained, and only failed after
+    # training, reading the validation split: "hub dataset csv split 'validation' could not be loaded", naming
+    # neither the task nor the file
+    (tmp_path / "train.csv").write_text("q,a\nx,y\n")
+    path = tmp_path / "reader.yaml"
+    path.write_text("name: reader\nsource: {hf: csv, data_files: {train: train.csv}}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    message = (f"{path}:2: `source: data_files:` has no file for the split(s) ['validation']; it has ['train'] "
+               f"(`splits` default to [train, validation]: list the ones the files hold)")
+    assert validate_task_file(path, check_rows=0) == [message]
+    with pytest.raises(TaskFileError) as raised:
+        parse_task_file(path)
+    assert raised.value.errors == [message]
+    path.write_text("splits: [train]\n" + path.read_text())
+    assert parse_task_file(path).load_rows("train")[0] == {"q": "x", "a": "y"}
+    path.write_text(path.read_text().replace("{train: train.csv}", "[train.csv]"))  # one list: every split's
+    assert validate_task_file(path) == []
+
+
 def test_problems_that_the_task_finds_are_reported_at_the_line_of_their_key(tmp_path):
     # a hub config name of the wrong type was accepted (and read as the folder "['rte']" of the data dir); a
     # repeated template name was reported at line 1 (the task's), not at the template that repeats it
