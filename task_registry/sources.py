@@ -7,9 +7,12 @@ An `HFSource` with `data_files` names its files itself and is always loaded with
 """
 from __future__ import annotations
 
+import bz2
 import csv
 import functools
+import gzip
 import hashlib
+import lzma
 import math
 import os
 import sys
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
+import pyarrow
 from datasets.arrow_writer import SchemaInferenceError
 from datasets.exceptions import DatasetGenerationError
 
@@ -116,8 +120,44 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
     except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
         raise _read_error(error, files, split, what) from (None if _holds_no_rows(error) else error)
     if not streaming:
-        return rows
+        return _checked_text(rows, files, split, what)
     return _raising_stream(rows, functools.partial(_read_error, files=tuple(files), split=split, what=what))
+
+
+def _checked_text(rows: datasets.Dataset, files: Sequence[Path], split: str, what: str) -> datasets.Dataset:
+    """`rows` read from `files`, once their text is known to be UTF-8: the json reader stores a file's bytes as they
+    are, so a Windows-1252 file loaded and then failed at the first row read (a UnicodeDecodeError traceback naming
+    no file). Raises the `DataSourceError` of `_not_utf8`."""
+    try:
+        rows.data.table.validate(full=True)
+    except pyarrow.ArrowInvalid as error:
+        if "UTF8" not in str(error):
+            raise
+        raise DataSourceError(_not_utf8(files, split, what)) from None
+    return rows
+
+
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _not_utf8(files: Sequence[Path], split: str, what: str) -> str:
+    """The message for `files` of `split` that are not all UTF-8 text: the first file, line and byte that is not (the
+    files when none can be read line by line, as a .zst one), and what to do."""
+    advice = "save it as UTF-8 (a Windows-1252 file: `iconv -f cp1252 -t utf-8 OLD > NEW`)"
+    for file in files:
+        suffix = file.suffix.lower()
+        opener = _OPENERS.get(suffix, None if suffix in _COMPRESSIONS else open)
+        if opener is None or not file.is_file():  # (a .zst file; a glob pattern of data_files)
+            continue
+        with opener(file, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    byte = line[error.start]
+                    return (f"{what}: {str(file)!r} (split {split!r}) is not UTF-8 text: line {number} holds the byte "
+                            f"0x{byte:02x} ({error.reason}); {advice}")
+    return f"{what}: {[str(f) for f in files]} (split {split!r}) is not UTF-8 text; {advice}"
 
 
 def _raising_stream(rows: datasets.IterableDataset,
@@ -147,6 +187,8 @@ def _read_error(error: BaseException, files: Sequence[Path], split: str, what: s
     if _holds_no_rows(error):
         return DataSourceError(f"{what}: {[str(f) for f in files]} (split {split!r}) has no rows; add rows or drop "
                                f"the split")
+    if _caused_by(error, UnicodeDecodeError):  # a csv file (pandas decodes it), or a json one streamed
+        return DataSourceError(_not_utf8(files, split, what))
     return DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
                            f"{_error_chain(error)}")
 
@@ -203,6 +245,17 @@ def _cell_kinds(cell: str) -> set:
     return {"int64", "float64"} if _INT64_MIN <= integer <= _INT64_MAX else set()  # (an identifier, not a number)
 
 
+def _caused_by(error: BaseException, kind: type) -> bool:
+    """Whether `error`, or an error it chains to, is a `kind`."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _error_chain(error: BaseException) -> str:
     """'Type: message' of the error and of the causes it chains to, outermost first (datasets wraps the
     reader's line-level message, e.g. a JSON parse error, in a generic DatasetGenerationError)."""
@@ -250,12 +303,19 @@ class HFSource(Source):
         except Exception as error:
             raise self._read_error(error, split) from error
         if not streaming:
-            return rows
+            return _checked_text(rows, self._split_files(split), split, f"hub dataset {self.describe()}")
         return _raising_stream(rows, functools.partial(self._read_error, split=split))
+
+    def _split_files(self, split: str) -> list[Path]:
+        """The `data_files` that `split` reads (all of them unless they are a split → files mapping)."""
+        files = self.data_files.get(split, []) if isinstance(self.data_files, Mapping) else self.data_files
+        return [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files or [])]
 
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
         """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the
         reader's explanation (the error and its causes) and where the rows are looked for."""
+        if self.data_files is not None and _caused_by(error, UnicodeDecodeError):  # a csv file, or json streamed
+            return DataSourceError(_not_utf8(self._split_files(split), split, f"hub dataset {self.describe()}"))
         hint = (f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
                 if self.data_files is not None else
                 f"offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "

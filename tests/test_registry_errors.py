@@ -369,6 +369,37 @@ def test_a_hub_datasets_read_error_names_the_dataset_and_split_loaded_or_streame
         list(HFSource("some/set", "cfg").load("validation", streaming=True))
 
 
+@pytest.mark.parametrize("name, text", [
+    ("rows.jsonl", '{"x": "plain"}\n{"x": "caf\u00e9"}\n'),
+    ("rows.jsonl.gz", '{"x": "plain"}\n{"x": "caf\u00e9"}\n'),
+    ("rows.csv", "x\nplain\ncaf\u00e9\n"),
+])
+def test_a_data_file_in_windows_1252_is_an_error_naming_the_file_and_line(tmp_path, name, text):
+    # a Windows-1252 jsonl file loaded, then failed at the first row read with a bare UnicodeDecodeError traceback
+    # naming no task or file (the json reader stores the bytes unchecked); a csv one said "could not load [...]:
+    # UnicodeDecodeError: 'utf-8' codec can't decode ..." without what to do
+    import gzip
+
+    from task_registry import HFSource
+
+    data = text.encode("cp1252")  # é is the single byte 0xe9 there, invalid in UTF-8 (line 2 of every file here)
+    bad = tmp_path / name
+    bad.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    line = 3 if name.endswith(".csv") else 2  # (the csv's header is line 1)
+    reader = "csv" if name.endswith(".csv") else "json"
+    for source, what in ((LocalFileSource({"train": str(bad)}), "local files source"),
+                         (HFSource(reader, data_files={"train": str(bad)}), f"hub dataset {reader}")):
+        task = Task("latin", source, [ECHO], splits=("train",))
+        named = (rf"^{what}: '{re.escape(str(bad))}' \(split 'train'\) is not UTF-8 text: line {line} holds the byte "
+                 rf"0xe9 \(invalid continuation byte\); save it as UTF-8")
+        with pytest.raises(DataSourceError, match=named):
+            source.load("train")
+        with pytest.raises(DataSourceError, match=named):
+            list(source.load("train", streaming=True))
+    bad.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())  # UTF-8: read as is
+    assert [row["x"] for row in task.load_rows("train")] == ["plain", "caf\u00e9"]
+
+
 def test_a_group_by_index_out_of_range_says_so(rows_file):
     task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",), group_by="[label, label][label + 1]")
     with pytest.raises(TemplateRenderError, match=r"^task 'rows': group_by, row 1: expression .* failed: index 2 is "
