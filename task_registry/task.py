@@ -133,13 +133,16 @@ class _Renderer:
 
 @contextlib.contextmanager
 def _naming_task_and_split(task: str, split: str) -> Iterator[None]:
-    """A preprocessor's error on a row, raised again naming the task and split."""
+    """A preprocessor's error on a row, raised again naming the task and split; an error reading the source's rows
+    (its message names the split), raised again naming the task."""
     try:
         yield
     except TemplateRenderError as error:  # a preprocessor's expression failed on a row
         raise TemplateRenderError(f"split {split!r}: {error}", task=task) from None
     except TaskDefinitionError as error:  # e.g. a map whose values change type across rows
         raise TaskDefinitionError(f"task {task!r}: split {split!r}: {error}") from None
+    except DataSourceError as error:  # a missing or unreadable file, loaded or streamed
+        raise DataSourceError(f"task {task!r}: {error}") from error.__cause__
 
 
 def _preprocessed_rows(rows: datasets.IterableDataset, task: str, split: str) -> Iterator[dict[str, Any]]:
@@ -273,7 +276,8 @@ class Task:
         """
         self._check_split(split)
         _check_count("max_rows", max_rows, self.name)
-        rows = self.source.load(split, streaming=streaming)
+        with _naming_task_and_split(self.name, split):
+            rows = self.source.load(split, streaming=streaming)
         counted = not streaming and isinstance(rows, datasets.Dataset)
         keeps_rows = all(step.keeps_rows for step in self.preprocessors)
         if max_rows is not None and counted and keeps_rows and max_rows < len(rows):

@@ -262,7 +262,7 @@ def test_generator_exception_names_generator_and_split_and_chains_the_original(s
     task = Task("gen_fails", task_registry.GeneratorSource(_failing_rows, num_rows=3), [ECHO], splits=("train",))
     with pytest.raises(DataSourceError) as info:
         list(task.to_dataset("train", streaming=streaming))
-    assert str(info.value) == (f"generator {__name__}._failing_rows failed on split 'train': "
+    assert str(info.value) == (f"task 'gen_fails': generator {__name__}._failing_rows failed on split 'train': "
                                f"ZeroDivisionError: the user's bug")
     original = info.value.__cause__
     assert isinstance(original, ZeroDivisionError) and info.value.__suppress_context__
@@ -333,7 +333,7 @@ def test_a_malformed_file_read_streamed_fails_as_when_it_is_loaded(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a"}\n{"text": "b" "c": 3}\n')
     task = Task("malformed", LocalFileSource(bad), [ECHO], splits=("train",))
-    named = rf"^local files source: could not load \['{bad}'\] for split 'train': .*JSON parse error"
+    named = rf"^task 'malformed': local files source: could not load \['{bad}'\] for split 'train': .*JSON parse error"
     _every_read_fails(task, "train", named)
     good = tmp_path / "good.jsonl"
     good.write_text('{"text": "c"}\n')
@@ -352,7 +352,8 @@ def test_a_hub_datasets_read_error_names_the_dataset_and_split_loaded_or_streame
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a"}\n{"text": "b" "c": 3}\n')
     task = Task("malformed", HFSource("json", data_files={"train": str(bad)}), [ECHO], splits=("train",))
-    named = r"^hub dataset json split 'train' could not be loaded \(.*JSON parse error.*\); its data_files"
+    named = (r"^task 'malformed': hub dataset json split 'train' could not be loaded \(.*JSON parse error.*\); its "
+             r"data_files")
     _every_read_fails(task, "train", named)
 
     def broken_stream(*args, **kwargs):
@@ -398,6 +399,17 @@ def test_a_data_file_in_windows_1252_is_an_error_naming_the_file_and_line(tmp_pa
             list(source.load("train", streaming=True))
     bad.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())  # UTF-8: read as is
     assert [row["x"] for row in task.load_rows("train")] == ["plain", "caf\u00e9"]
+
+
+def test_an_error_reading_a_tasks_rows_names_the_task(tmp_path):
+    # `t2t-mtl train` / `tasks preview` of a task whose data file was missing said only "hub dataset csv split
+    # 'train' could not be loaded (FileNotFoundError: ...)": which of the run's tasks it was went unsaid
+    from task_registry import HFSource
+
+    missing = tmp_path / "absent.csv"
+    for source in (LocalFileSource({"train": str(missing)}), HFSource("csv", data_files={"train": str(missing)})):
+        task = Task("mine", source, [ECHO], splits=("train",))
+        _every_read_fails(task, "train", rf"^task 'mine': .*{re.escape(str(missing))}")
 
 
 def test_a_group_by_index_out_of_range_says_so(rows_file):
