@@ -268,6 +268,35 @@ def _error_chain(error: BaseException) -> str:
     return " ← ".join(parts)
 
 
+def _file_names(data_files: Any) -> list[str]:
+    """The paths (or patterns) that `data_files` (a path, a list, or split → path or list) names."""
+    values = data_files.values() if isinstance(data_files, Mapping) else [data_files]
+    names: list[str] = []
+    for value in values:
+        names += [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
+    return [str(name) for name in names]
+
+
+def _check_reader(path: str, data_files: Any, load_kwargs: Mapping[str, Any]) -> None:
+    """Raise `TaskDefinitionError` for a data file that datasets' reader `path` would misread: a json, csv or
+    parquet file given to another of these readers, or a .tsv file to the csv reader without `sep` (it splits the
+    lines at commas, so a row came out as one column named 'a\\tb', and every template failed on a missing field)."""
+    if path not in {"json", "csv", "parquet"} or data_files is None:
+        return
+    for name in _file_names(data_files):
+        try:
+            builder, kwargs = _format_of(Path(name))
+        except TaskDefinitionError:  # an extension of no known format: the reader decides
+            continue
+        if builder != path:
+            raise TaskDefinitionError(f"data file {name!r} is a {builder} file, but `{path}` is the reader named: "
+                                      f"name the `{builder}` reader (`hf: {builder}` in a task file)")
+        if "delimiter" in kwargs and not {"sep", "delimiter"} & set(load_kwargs):
+            raise TaskDefinitionError(f"data file {name!r} is tab-separated, but the csv reader splits lines at "
+                                      f"commas: in a task file list it under `files:`, which reads .tsv files "
+                                      f"tab-separated (in Python: LocalFileSource, or HFSource(..., sep='\\t'))")
+
+
 class HFSource(Source):
     """A Hugging Face hub dataset `load_dataset(path, name)`; offline through the data-dir override.
 
@@ -278,6 +307,7 @@ class HFSource(Source):
     def __init__(self, path: str, name: Optional[str] = None, data_files: Any = None, **load_kwargs: Any):
         if not isinstance(path, str) or not path:
             raise TaskDefinitionError(f"HFSource needs a hub id string, got {path!r}")
+        _check_reader(path, data_files, load_kwargs)
         self.path = path
         self.name = name
         self.data_files = data_files

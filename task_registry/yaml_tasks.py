@@ -19,6 +19,7 @@ Schema (keys other than these are an error, reported with close matches)::
       # data_files: {train: train.jsonl}  # with a file reader (`hf: json`, csv, parquet, text, ...): paths
                                       #   relative to the YAML file, as for `files:`; with a hub repo: paths
                                       #   inside the repo. A source with data_files ignores the data-dir override
+                                      #   (a .tsv file: list it under `files:`, `hf: csv` splits at commas)
       # files: {train: train.jsonl, validation: dev.csv}   # local jsonl/json/csv/tsv/parquet; paths are
                                       #   relative to the YAML file (~ and $VARS expanded); a single path
                                       #   or list serves every split

@@ -3,6 +3,7 @@ file and line."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -231,6 +232,34 @@ def test_a_split_that_a_file_readers_data_files_lack_is_a_problem_of_the_file(tm
     assert parse_task_file(path).load_rows("train")[0] == {"q": "x", "a": "y"}
     path.write_text(path.read_text().replace("{train: train.csv}", "[train.csv]"))  # one list: every split's
     assert validate_task_file(path) == []
+
+
+def test_a_tsv_file_given_to_the_csv_reader_is_a_problem_saying_to_list_it_under_files(tmp_path):
+    # `hf: csv` split each line of a .tsv file at commas: its rows had one column 'q\ta' (and pandas' index), and
+    # the problem reported was a missing field 'q' at every row
+    (tmp_path / "rows.tsv").write_text("q\ta\nx, y\tz\n")
+    path = tmp_path / "tsv.yaml"
+    path.write_text("name: tsv\nsplits: [train]\nsource: {hf: csv, data_files: {train: rows.tsv}}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert validate_task_file(path) == [
+        f"{path}:3: source: data file {str(tmp_path / 'rows.tsv')!r} is tab-separated, but the csv reader splits lines "
+        f"at commas: in a task file list it under `files:`, which reads .tsv files tab-separated (in Python: "
+        f"LocalFileSource, or HFSource(..., sep='\\t'))"]
+    path.write_text(path.read_text().replace("{hf: csv, data_files: {train: rows.tsv}}", "{files: {train: rows.tsv}}"))
+    assert parse_task_file(path).load_rows("train")[0] == {"q": "x, y", "a": "z"}
+
+
+@pytest.mark.parametrize("reader, files, problem", [
+    ("json", {"train": "rows.csv"}, "data file 'rows.csv' is a csv file, but `json` is the reader named: name the "
+                                    "`csv` reader (`hf: csv` in a task file)"),
+    ("csv", ["a.csv", "b.jsonl.gz"], "data file 'b.jsonl.gz' is a json file, but `csv` is the reader named"),
+    ("parquet", "rows.tsv", "data file 'rows.tsv' is a csv file, but `parquet` is the reader named"),
+])
+def test_a_data_file_of_another_format_than_its_reader_is_refused(reader, files, problem):
+    with pytest.raises(TaskDefinitionError, match=re.escape(problem)):
+        task_registry.HFSource(reader, data_files=files)
+    task_registry.HFSource("text", data_files=files)  # the text reader reads any file's lines
+    task_registry.HFSource("csv", data_files="rows.tsv", sep="\t")  # told how to split
 
 
 def test_problems_that_the_task_finds_are_reported_at_the_line_of_their_key(tmp_path):
