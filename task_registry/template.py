@@ -30,7 +30,7 @@ import functools
 import random
 import re
 import uuid
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import jinja2
 import jinja2.meta
@@ -364,7 +364,7 @@ class Template:
                           if self._references is not None and targets else None)
         if check_answer_choices and choices is not None and targets and targets not in choices:
             raise AnswerNotInChoicesError(
-                f"target {targets!r} is not among the answer choices {choices}",
+                f"target {targets!r} is not among the answer choices {choices}{_index_hint(targets, choices, row)}",
                 task=task, template=self.name, row_index=row_index)
         return RenderedExample(inputs=inputs, targets=targets, answer_choices=choices, instruction=instruction,
                                context=context, answer=targets, references=references)
@@ -440,3 +440,16 @@ class Template:
 
     def __repr__(self) -> str:
         return f"Template(name={self.name!r}, answer_choices={self.answer_choices!r})"
+
+
+def _index_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> str:
+    """What to write when `target` is the index of one of `choices` (a label column of numbers printed as the target,
+    `{{label}}`, where `{{ answer_choices[label] }}` was meant), naming the row's field that holds it; else ""."""
+    if not target.isdigit() or int(target) >= len(choices):
+        return ""
+    fields = [name for name, value in row.items()
+              if isinstance(value, int) and not isinstance(value, bool) and value == int(target)]
+    field = fields[0] if len(fields) == 1 else "FIELD"
+    return (f"; {target!r} is the index of the choice {choices[int(target)]!r}: print the choice, not the index, as "
+            f"the target (`||| {{{{ answer_choices[{field}] }}}}`)")
+

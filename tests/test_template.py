@@ -191,6 +191,24 @@ def test_target_must_be_an_answer_choice():
     assert template.render({"label_text": "maybe"}, check_answer_choices=False).targets == "maybe"
 
 
+def test_a_target_that_is_a_choices_index_says_to_print_the_choice():
+    # a csv label column of 0/1 printed as the target (`{{label}}`) gave only "target '1' is not among the answer
+    # choices ['negative', 'positive']", leaving the user to guess that `answer_choices[label]` was meant
+    template = Template("t", "{{text}} ||| {{label}}", answer_choices="negative ||| positive")
+    with pytest.raises(AnswerNotInChoicesError) as info:
+        template.render({"text": "fine", "label": 1, "stars": 4}, task="demo", row_index=0)
+    assert str(info.value) == ("task 'demo', template 't', row 0: target '1' is not among the answer choices "
+                               "['negative', 'positive']; '1' is the index of the choice 'positive': print the choice, "
+                               "not the index, as the target (`||| {{ answer_choices[label] }}`)")
+    with pytest.raises(AnswerNotInChoicesError) as info:  # two fields hold 1: neither is guessed
+        template.render({"text": "fine", "label": 1, "votes": 1}, task="demo", row_index=0)
+    assert str(info.value).endswith("(`||| {{ answer_choices[FIELD] }}`)")
+    for label in (2, True):  # out of range, or no number: no index hint
+        with pytest.raises(AnswerNotInChoicesError) as info:
+            template.render({"text": "fine", "label": label}, task="demo", row_index=0)
+        assert str(info.value).endswith("is not among the answer choices ['negative', 'positive']")
+
+
 def test_unlabeled_row_index_into_answer_choices_is_refused_not_rendered_as_the_last_choice():
     template = Template("t", "{{p}} ||| {{ answer_choices[label] }}", answer_choices="yes ||| maybe ||| no")
     assert template.render({"p": "a", "label": 2}).targets == "no"
