@@ -4,6 +4,7 @@ schema, builds the source, preprocessors and templates, and runs an optional `Ta
 from __future__ import annotations
 
 import difflib
+import glob
 import os
 from collections.abc import Hashable
 from pathlib import Path
@@ -92,6 +93,8 @@ class TaskFileParser:
         self.errors: list[str] = []
         self.imports_promptsource = False
         self.name_line = 1
+        self.missing_files: list[str] = []  # `file:line: message` per data file that does not exist (not an error:
+        # the machine that loads the task may lack some files of the folder's tasks it does not use)
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(f"{self.path}:{line}: {message}")
@@ -216,26 +219,48 @@ class TaskFileParser:
             if kind == "hf":
                 data_files = config.get("data_files")
                 if data_files is not None:  # a file reader's paths are on this machine, a hub repo's in the repo
-                    data_files = self.resolve_files(data_files, relative=is_file_builder(config["hf"]))
+                    data_files = self.resolve_files(config, "data_files", relative=is_file_builder(config["hf"]))
                 return HFSource(config["hf"], config.get("name"), data_files=data_files)
-            return LocalFileSource(self.resolve_files(config["files"]))
+            return LocalFileSource(self.resolve_files(config, "files"))
         except TaskRegistryError as error:
             self.error(line, f"source: {error}")
             return None
 
-    def resolve_files(self, files: Any, relative: bool = True) -> Any:
-        """`files` (a path, a list, or split → path or list) with each path relative to the YAML file (~ and $VARS
-        expanded); `relative=False` only checks that they are strings."""
-        def resolve(p: Any) -> Any:
+    def resolve_files(self, config: dict, key: str, relative: bool = True) -> Any:
+        """`config[key]` (a path, a list, or split → path or list) with each path relative to the YAML file (~ and
+        $VARS expanded), a file that does not exist noted in `missing_files`; `relative=False` only checks that they
+        are strings."""
+        files = config[key]
+
+        def resolve(p: Any, line: int) -> Any:
             if not isinstance(p, str):
                 raise TaskDefinitionError(f"file paths must be strings, got {p!r}")
             if not relative:
                 return p
             path = Path(os.path.expanduser(os.path.expandvars(p)))
-            return str(path if path.is_absolute() else self.path.parent / path)
+            resolved = path if path.is_absolute() else self.path.parent / path
+            if not glob.has_magic(p) and not resolved.exists():
+                self.missing_files.append(f"{self.path}:{line}: {self.missing_file(p, path, resolved, key)}")
+            return str(resolved)
+
+        line = self.line_of(config, key)
         if isinstance(files, dict):
-            return {split: [resolve(p) for p in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
-        return [resolve(p) for p in files] if isinstance(files, list) else resolve(files)
+            return {split: [resolve(p, self.line_of(files, split)) for p in v] if isinstance(v, list)
+                    else resolve(v, self.line_of(files, split)) for split, v in files.items()}
+        return [resolve(p, line) for p in files] if isinstance(files, list) else resolve(files, line)
+
+    def missing_file(self, written: str, path: Path, resolved: Path, key: str) -> str:
+        """Why the file `written` under `key` was not found, and, where the path was meant relative to the working
+        directory (a file is there), how to write it."""
+        if path.is_absolute():
+            return f"source: {key}: the file {written!r} does not exist"
+        where = (f"source: {key}: the file {written!r} does not exist relative to the YAML file's folder, where paths "
+                 f"are read from ({str(resolved)!r})")
+        if not path.exists():
+            return where
+        from_yaml = os.path.relpath(path, self.path.parent)
+        return (f"{where}; it exists relative to the working directory: write {from_yaml!r} (relative to the YAML "
+                f"file) or {str(path.resolve())!r}")
 
     def preprocessors(self, document: dict) -> list:
         entries = document.get("preprocessors", [])

@@ -45,8 +45,11 @@ Schema (keys other than these are an error, reported with close matches)::
 
 Errors name the file and the line. Loading a folder and `validate_task_files` parse and check each file the same
 way (`parse_task_files`: the schema, a split that `files:` or `data_files:` lacks, a template that renders no
-target, a name that two files define, and an optional `TaskCheck`); validation also renders the first rows of each
-split with each template when the rows are reachable — local files or an active data dir.
+target, a name that two files define, and an optional `TaskCheck`); validation also reports a data file of
+`files:` / `data_files:` that does not exist (loading warns of it: the task fails only when its rows are read, so
+a folder's other tasks still load where its files are absent), saying how to write a path meant relative to the
+working directory, and renders the first rows of each split with each template when the rows are reachable — local
+files or an active data dir.
 """
 from __future__ import annotations
 
@@ -78,11 +81,13 @@ def parse_task_file(path: Union[str, os.PathLike], check: Optional[TaskCheck] = 
 
 @dataclass(frozen=True)
 class ParsedTask:
-    """A task parsed from a YAML file, with the file and the line of its `name`."""
+    """A task parsed from a YAML file, with the file and the line of its `name`, and `file:line: message` for each of
+    its data files that does not exist (an error of `validate_task_files`, a warning of loading)."""
 
     path: Path
     name_line: int
     task: Task
+    missing_files: tuple[str, ...] = ()
 
     @property
     def location(self) -> str:
@@ -100,7 +105,7 @@ def parse_task_files(paths: Sequence[Path], check: Optional[TaskCheck] = None) -
         if task is None:
             errors.extend(parser.errors)
         else:
-            parsed.append(ParsedTask(path, parser.name_line, task))
+            parsed.append(ParsedTask(path, parser.name_line, task, tuple(parser.missing_files)))
     return parsed, errors + _duplicate_names(parsed)
 
 
@@ -127,8 +132,9 @@ def validate_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: in
     hub id under an active data dir) — what rendering the first `check_rows` rows of each split with every
     template finds, so a missing field is caught here."""
     parsed, problems = parse_task_files([Path(p) for p in paths], check)
-    if check_rows > 0:
-        for entry in parsed:
+    for entry in parsed:
+        problems += entry.missing_files
+        if check_rows > 0 and not entry.missing_files:  # (reading them would only repeat that they are missing)
             problems += _row_problems(entry, check_rows)
     return problems
 
@@ -193,6 +199,9 @@ def _load_parsed(directory: Path, check: Optional[TaskCheck] = None) -> list[Par
     parsed, errors = parse_task_files(files, check)
     if errors:
         raise TaskFileError(str(directory), errors)
+    for entry in parsed:
+        for missing in entry.missing_files:
+            logger.warning("%s", missing)
     return parsed
 
 

@@ -262,6 +262,39 @@ def test_a_data_file_of_another_format_than_its_reader_is_refused(reader, files,
     task_registry.HFSource("csv", data_files="rows.tsv", sep="\t")  # told how to split
 
 
+def test_a_data_file_path_written_relative_to_the_working_directory_says_how_to_write_it(tmp_path, monkeypatch,
+                                                                                        caplog):
+    # `files: {train: data/rows.jsonl}` beside `tasks/` and `data/`, meant from the working directory, was read as
+    # tasks/data/rows.jsonl: validate and train said only that this file (or, for `hf: json`, datasets' "Unable to
+    # find ...") did not exist, not that paths are relative to the YAML file, nor what to write
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
+    (tmp_path / "tasks").mkdir()
+    path = tmp_path / "tasks" / "mine.yaml"
+    monkeypatch.chdir(tmp_path)
+    wrong, right = f"'{tmp_path / 'tasks' / 'data' / 'rows.jsonl'}'", "'../data/rows.jsonl'"
+    for source, key in (("{files: {train: data/rows.jsonl}}", "files"),
+                        ("{hf: json, data_files: {train: data/rows.jsonl}}", "data_files")):
+        path.write_text(f"name: mine\nsplits: [train]\nsource: {source}\n"
+                        f"templates:\n  - {{name: t, jinja: '{{{{q}}}} ||| {{{{a}}}}'}}\n")
+        message = (f"{path}:3: source: {key}: the file 'data/rows.jsonl' does not exist relative to the YAML file's "
+                   f"folder, where paths are read from ({wrong}); it exists relative to the working directory: "
+                   f"write {right} (relative to the YAML file) or '{tmp_path / 'data' / 'rows.jsonl'}'")
+        assert validate_task_file(path) == [message]  # (not also the load error of each split it repeats)
+        with task_registry.isolated_registry(), caplog.at_level("WARNING"):
+            caplog.clear()
+            assert [t.name for t in task_registry.load_task_dirs(tmp_path / "tasks")] == ["mine"]  # a warning
+        assert [r.getMessage() for r in caplog.records] == [message]
+        path.write_text(path.read_text().replace("data/rows.jsonl", "../data/rows.jsonl"))
+        assert validate_task_file(path) == []
+        assert parse_task_file(path).load_rows("train")[0] == {"q": "a", "a": "b"}
+    path.write_text(path.read_text().replace("../data/rows.jsonl", str(tmp_path / "absent.jsonl")))
+    assert validate_task_file(path) == [f"{path}:3: source: data_files: the file "
+                                        f"'{tmp_path / 'absent.jsonl'}' does not exist"]
+    path.write_text(path.read_text().replace(str(tmp_path / "absent.jsonl"), "../data/*.jsonl"))
+    assert validate_task_file(path) == []  # a pattern: datasets finds its files
+
+
 def test_problems_that_the_task_finds_are_reported_at_the_line_of_their_key(tmp_path):
     # a hub config name of the wrong type was accepted (and read as the folder "['rte']" of the data dir); a
     # repeated template name was reported at line 1 (the task's), not at the template that repeats it
