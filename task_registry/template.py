@@ -391,9 +391,10 @@ class Template:
             what = (f"field {nulls[0]!r} is null on this row and the template prints it" if nulls else
                     "the template prints a null value (a nested field of the row, or an expression's result)")
             raise MissingFieldError(
-                f"{what}: a row of a file that lacks a field others have gets null "
-                f"there; give every row a value, drop such rows with a `filter` preprocessor, or guard it in the "
-                f"template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task=task, template=self.name,
+                f"{what}: a row of a file that lacks a field others have gets null there, as does a csv cell that "
+                f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
+                f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
+                f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task=task, template=self.name,
                 row_index=row_index, field=nulls[0] if nulls else None) from None
         except SecurityError as error:
             raise SandboxViolationError(f"refused unsafe access in the template sandbox: {error}",

@@ -412,6 +412,23 @@ def test_an_error_reading_a_tasks_rows_names_the_task(tmp_path):
         _every_read_fails(task, "train", rf"^task 'mine': .*{re.escape(str(missing))}")
 
 
+def test_a_csv_cell_read_as_null_by_the_csv_reader_says_how_to_keep_it(tmp_path):
+    # `hf: csv` reads a review "None" as null; the error said only that "a row of a file that lacks a field others
+    # have gets null there", which the user's file (every row has the field) does not do
+    from task_registry import HFSource
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x\nNone\n")
+    task = Task("cells", HFSource("csv", data_files={"train": str(rows)}), [ECHO], splits=("train",))
+    with pytest.raises(MissingFieldError) as raised:
+        task.to_dataset("train")
+    assert ("field 'x' is null on this row and the template prints it: a row of a file that lacks a field others have "
+            "gets null there, as does a csv cell that is empty or, read by `hf: csv`, says NA, None or null (list a "
+            "local csv under `files:` to keep such cells as text)") in str(raised.value)
+    kept = Task("cells", LocalFileSource({"train": str(rows)}), [ECHO], splits=("train",)).to_dataset("train")
+    assert kept[0]["inputs"] == kept[0]["targets"] == "None"
+
+
 def test_a_group_by_index_out_of_range_says_so(rows_file):
     task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",), group_by="[label, label][label + 1]")
     with pytest.raises(TemplateRenderError, match=r"^task 'rows': group_by, row 1: expression .* failed: index 2 is "
