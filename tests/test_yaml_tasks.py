@@ -230,8 +230,13 @@ def test_a_split_that_a_file_readers_data_files_lack_is_a_problem_of_the_file(tm
     assert raised.value.errors == [message]
     path.write_text("splits: [train]\n" + path.read_text())
     assert parse_task_file(path).load_rows("train")[0] == {"q": "x", "a": "y"}
-    path.write_text(path.read_text().replace("{train: train.csv}", "[train.csv]"))  # one list: every split's
+    path.write_text(path.read_text().replace("{train: train.csv}", "[train.csv]"))  # one list: datasets' 'train'
     assert validate_task_file(path) == []
+    path.write_text(path.read_text().replace("splits: [train]\n", ""))  # was: the same failure after training
+    assert validate_task_file(path, check_rows=0) == [
+        f"{path}:2: `source: data_files:` as a path or a list is datasets' split 'train' alone, but the task has the "
+        f"splits ['train', 'validation'] (`splits` default to [train, validation]): map each split to its files "
+        f"(`data_files: {{train: ..., validation: ...}}`) or set `splits: [train]`"]
 
 
 def test_a_tsv_file_given_to_the_csv_reader_is_a_problem_saying_to_list_it_under_files(tmp_path):
@@ -439,11 +444,11 @@ def test_data_files_of_a_file_reader_are_relative_to_the_yaml(tmp_path, monkeypa
     path.write_text(path.read_text().replace("{{a}}", "{{answer}}"))
     assert "field 'answer' is missing" in "\n".join(validate_task_file(path))
     # a hub repo's data_files name files inside the repo: kept as written
-    path.write_text("name: hub\nsource: {hf: someone/repo, data_files: [data/train.csv]}\n"
+    path.write_text("name: hub\nsplits: [train]\nsource: {hf: someone/repo, data_files: [data/train.csv]}\n"
                     "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
     assert parse_task_file(path).source.data_files == ["data/train.csv"]
     path.write_text(path.read_text().replace("[data/train.csv]", "[3]"))
-    assert validate_task_file(path) == [f"{path}:2: source: file paths must be strings, got 3"]
+    assert validate_task_file(path) == [f"{path}:3: source: file paths must be strings, got 3"]
 
 
 def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path):
