@@ -44,6 +44,7 @@ from .errors import (
     TaskDefinitionError,
     TemplateRenderError,
     TemplateSyntaxError,
+    close_matches,
 )
 from .jinja_env import (ENVIRONMENT, NullPrintedError, compile_template, refusing_printed_nulls, seeded_choices,
                         subscript_problem, with_truncation)
@@ -413,8 +414,10 @@ class Template:
                                           field=text_index[0]) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
+            close = close_matches(field, fields, n=1) if field is not None else []
+            hint = f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
             raise MissingFieldError(
-                f"field {field!r} is missing from the row ({error}); the row has fields {fields}",
+                f"field {field!r} is missing from the row ({error}); the row has fields {fields}{hint}",
                 task=task, template=self.name, row_index=row_index, field=field) from None
         except TemplateRenderError:
             raise

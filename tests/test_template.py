@@ -191,6 +191,19 @@ def test_target_must_be_an_answer_choice():
     assert template.render({"label_text": "maybe"}, check_answer_choices=False).targets == "maybe"
 
 
+def test_a_misspelt_field_suggests_the_rows_field_it_is_close_to():
+    # `{{reveiw}}` for a column `review` listed the row's fields and left the user to spot the typo
+    template = Template("t", "{{reveiw}} ||| {{label}}")
+    with pytest.raises(MissingFieldError) as info:
+        template.render({"review": "fine", "label": "yes"}, task="demo", row_index=0)
+    assert str(info.value) == ("task 'demo', template 't', row 0: field 'reveiw' is missing from the row ('reveiw' is "
+                               "undefined); the row has fields ['label', 'review']; did you mean 'review' (a "
+                               "misspelt name in the template)?")
+    with pytest.raises(MissingFieldError) as info:  # nothing close: no guess
+        Template("t", "{{zzz}} ||| {{label}}").render({"review": "fine", "label": "yes"})
+    assert str(info.value).endswith("the row has fields ['label', 'review']")
+
+
 def test_a_target_that_is_a_choices_index_says_to_print_the_choice():
     # a csv label column of 0/1 printed as the target (`{{label}}`) gave only "target '1' is not among the answer
     # choices ['negative', 'positive']", leaving the user to guess that `answer_choices[label]` was meant
