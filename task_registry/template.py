@@ -190,9 +190,11 @@ class Template:
         if not isinstance(jinja, str):
             raise TaskDefinitionError(f"template {name!r}: `jinja` must be a string, got {type(jinja).__name__}")
         if answer_choices is not None and not isinstance(answer_choices, str):
+            joined = (f": write the list as one string, {' ||| '.join(map(str, answer_choices))!r}"
+                      if isinstance(answer_choices, (list, tuple)) and answer_choices else "")
             raise TaskDefinitionError(
                 f"template {name!r}: `answer_choices` must be a `|||`-separated Jinja string, "
-                f"got {type(answer_choices).__name__}"
+                f"got {type(answer_choices).__name__}{joined}"
             )
         for key, value in (("instruction", instruction), ("context", context), ("id", id)):
             if value is not None and not isinstance(value, str):

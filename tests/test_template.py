@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from task_registry import AnswerNotInChoicesError, MissingFieldError, Template, TemplateRenderError
+from task_registry import (AnswerNotInChoicesError, MissingFieldError, TaskDefinitionError, Template,
+                           TemplateRenderError)
 from task_registry.jinja_env import compile_template
 from task_registry.promptsource import import_promptsource
 from task_registry.template import PIPE_PROTECTOR
@@ -189,6 +190,18 @@ def test_target_must_be_an_answer_choice():
     assert info.value.row_index == 12 and info.value.task == "demo" and info.value.template == "t"
     assert "'maybe'" in str(info.value) and "row 12" in str(info.value)
     assert template.render({"label_text": "maybe"}, check_answer_choices=False).targets == "maybe"
+
+
+def test_answer_choices_written_as_a_list_say_how_to_write_them():
+    # a YAML task's `answer_choices: [negative, positive]` was refused with only "must be a `|||`-separated Jinja
+    # string, got list"
+    with pytest.raises(TaskDefinitionError) as info:
+        Template("t", "{{x}} ||| {{ answer_choices[label] }}", answer_choices=["negative", "positive"])
+    assert str(info.value) == ("template 't': `answer_choices` must be a `|||`-separated Jinja string, got list: "
+                               "write the list as one string, 'negative ||| positive'")
+    with pytest.raises(TaskDefinitionError) as info:  # not a list: nothing to join
+        Template("t", "{{x}} ||| {{ answer_choices[label] }}", answer_choices={"a": 1})
+    assert str(info.value).endswith("must be a `|||`-separated Jinja string, got dict")
 
 
 def test_a_misspelt_field_suggests_the_rows_field_it_is_close_to():
