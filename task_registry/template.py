@@ -416,8 +416,7 @@ class Template:
                                           field=text_index[0]) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
-            close = close_matches(field, fields, n=1) if field is not None else []
-            hint = f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
+            hint = _field_hint(field, fields)
             raise MissingFieldError(
                 f"field {field!r} is missing from the row ({error}); the row has fields {fields}{hint}",
                 task=task, template=self.name, row_index=row_index, field=field) from None
@@ -458,4 +457,20 @@ def _index_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> 
     field = fields[0] if len(fields) == 1 else "FIELD"
     return (f"; {target!r} is the index of the choice {choices[int(target)]!r}: print the choice, not the index, as "
             f"the target (`||| {{{{ answer_choices[{field}] }}}}`)")
+
+
+def _field_hint(field: Optional[str], fields: Sequence[str]) -> str:
+    """What a missing `field` likely is: part of a row field that joins several column names (a file separated by
+    `;`, tabs or commas read by a reader that splits at another separator), or a misspelling of a row field; else
+    ""."""
+    if field is None:
+        return ""
+    for name in fields:
+        separator = next((s for s in ("\t", ";", ",", "|") if s in name and field in name.split(s)), None)
+        if separator is not None:
+            return (f"; the row's field {name!r} holds several column names: the file is separated by "
+                    f"{separator!r}, which its reader does not split at (a .csv file is read comma-separated, a .tsv "
+                    f"file listed under `files:` tab-separated: save or name the file accordingly)")
+    close = close_matches(field, fields, n=1)
+    return f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
 

@@ -429,6 +429,25 @@ def test_a_csv_cell_read_as_null_by_the_csv_reader_says_how_to_keep_it(tmp_path)
     assert kept[0]["inputs"] == kept[0]["targets"] == "None"
 
 
+@pytest.mark.parametrize("name, text, joined", [
+    ("rows.csv", "x;y\na;b\n", "x;y"),      # European Excel's csv
+    ("rows.csv", "x\ty\na\tb\n", "x\ty"),  # a tab-separated file named .csv
+    ("rows.tsv", "x,y\na,b\n", "x,y"),      # a comma-separated file named .tsv
+])
+def test_a_file_split_at_the_wrong_separator_says_so(tmp_path, name, text, joined):
+    # the file's one column 'x;y' made `{{x}}` "missing from the row", with nothing about the separator
+    path = tmp_path / name
+    path.write_text(text)
+    separator = joined[1]
+    task = Task("seps", LocalFileSource({"train": str(path)}), [ECHO], splits=("train",))
+    with pytest.raises(MissingFieldError) as raised:
+        task.to_dataset("train")
+    assert str(raised.value).endswith(
+        f"the row has fields [{joined!r}]; the row's field {joined!r} holds several column names: the file is "
+        f"separated by {separator!r}, which its reader does not split at (a .csv file is read comma-separated, a .tsv "
+        f"file listed under `files:` tab-separated: save or name the file accordingly)")
+
+
 def test_a_group_by_index_out_of_range_says_so(rows_file):
     task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",), group_by="[label, label][label + 1]")
     with pytest.raises(TemplateRenderError, match=r"^task 'rows': group_by, row 1: expression .* failed: index 2 is "
