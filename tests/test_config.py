@@ -293,6 +293,27 @@ def test_missing_files_and_paths(tmp_path):
             C.check_paths(cfg)
 
 
+def test_a_relative_path_that_does_not_exist_says_it_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    # `data.tasks_dir: tasks` in a config beside its `tasks/` folder, run from elsewhere, said only that 'tasks' did
+    # not exist — while paths inside a YAML task file are read from that file's folder
+    (tmp_path / "project" / "tasks").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cfg = C.config_from_dict({"data": {"mixture": "m", "tasks_dir": "tasks"}, "model": {"dims": {"d_model": 8}}})
+    with pytest.raises(C.ConfigFileError) as raised:
+        C.check_paths(cfg)
+    assert str(raised.value) == (
+        f"config key 'data.tasks_dir' names a folder of YAML task files 'tasks', which does not exist (a relative "
+        f"path in a config is read from the working directory, {tmp_path / 'elsewhere'}, not from the config file's "
+        f"folder: run from the folder it is relative to, or write it absolute)")
+    monkeypatch.chdir(tmp_path / "project")
+    C.check_paths(cfg)
+    cfg.data.tasks_dir = str(tmp_path / "absent")  # an absolute path: nothing about the working directory
+    with pytest.raises(C.ConfigFileError) as raised:
+        C.check_paths(cfg)
+    assert str(raised.value).endswith(f"{str(tmp_path / 'absent')!r}, which does not exist")
+
+
 def test_a_cache_dir_under_a_file_is_refused_by_the_path_checks(tmp_path, capsys):
     # was: accepted by check_paths (and `train --print-config`); the run refused it only after its checks
     (tmp_path / "afile").write_text("x")
