@@ -416,7 +416,7 @@ class Template:
                                           field=text_index[0]) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
-            hint = _field_hint(field, fields)
+            hint = _field_hint(field, {name: variables[name] for name in fields})
             raise MissingFieldError(
                 f"field {field!r} is missing from the row ({error}); the row has fields {fields}{hint}",
                 task=task, template=self.name, row_index=row_index, field=field) from None
@@ -459,18 +459,23 @@ def _index_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> 
             f"the target (`||| {{{{ answer_choices[{field}] }}}}`)")
 
 
-def _field_hint(field: Optional[str], fields: Sequence[str]) -> str:
+def _field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
     """What a missing `field` likely is: part of a row field that joins several column names (a file separated by
-    `;`, tabs or commas read by a reader that splits at another separator), or a misspelling of a row field; else
-    ""."""
+    `;`, tabs or commas read by a reader that splits at another separator), a field of the rows a JSON file holds
+    under one key, or a misspelling of a row field; else ""."""
     if field is None:
         return ""
-    for name in fields:
+    for name, value in row.items():
+        if isinstance(value, list) and any(isinstance(item, Mapping) and field in item for item in value):
+            return (f"; the row's field {name!r} is a list of records holding {field!r}: if those are the rows, the "
+                    f"file nests them under {name!r}; write one record per row instead (a .jsonl file, one JSON "
+                    f"object a line, or a .json file holding a list of objects)")
+    for name in row:
         separator = next((s for s in ("\t", ";", ",", "|") if s in name and field in name.split(s)), None)
         if separator is not None:
             return (f"; the row's field {name!r} holds several column names: the file is separated by "
                     f"{separator!r}, which its reader does not split at (a .csv file is read comma-separated, a .tsv "
                     f"file listed under `files:` tab-separated: save or name the file accordingly)")
-    close = close_matches(field, fields, n=1)
+    close = close_matches(field, list(row), n=1)
     return f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
 

@@ -448,6 +448,22 @@ def test_a_file_split_at_the_wrong_separator_says_so(tmp_path, name, text, joine
         f"file listed under `files:` tab-separated: save or name the file accordingly)")
 
 
+def test_rows_nested_under_one_key_of_a_json_file_say_so(tmp_path):
+    # {"data": [{...}, ...]} is read as one row whose field 'data' holds the records: `{{x}}` was "missing from the
+    # row; the row has fields ['data']"
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps({"data": [{"x": "a"}, {"x": "b"}]}))
+    task = Task("nested", LocalFileSource({"train": str(path)}), [ECHO], splits=("train",))
+    with pytest.raises(MissingFieldError) as raised:
+        task.to_dataset("train")
+    assert str(raised.value).endswith(
+        "the row has fields ['data']; the row's field 'data' is a list of records holding 'x': if those are the rows, "
+        "the file nests them under 'data'; write one record per row instead (a .jsonl file, one JSON object a line, "
+        "or a .json file holding a list of objects)")
+    path.write_text(json.dumps([{"x": "a"}, {"x": "b"}]))  # as advised
+    assert task.to_dataset("train")["inputs"] == ["a", "b"]
+
+
 def test_a_group_by_index_out_of_range_says_so(rows_file):
     task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",), group_by="[label, label][label + 1]")
     with pytest.raises(TemplateRenderError, match=r"^task 'rows': group_by, row 1: expression .* failed: index 2 is "
