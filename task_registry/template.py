@@ -478,4 +478,3 @@ def _field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
                     f"file listed under `files:` tab-separated: save or name the file accordingly)")
     close = close_matches(field, list(row), n=1)
     return f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
-

@@ -93,8 +93,9 @@ class TaskFileParser:
         self.errors: list[str] = []
         self.imports_promptsource = False
         self.name_line = 1
-        self.missing_files: list[str] = []  # `file:line: message` per data file that does not exist (not an error:
-        # the machine that loads the task may lack some files of the folder's tasks it does not use)
+        # `file:line: message` per data file that does not exist: not an error, as the machine that loads a folder
+        # may lack the files of tasks it does not use
+        self.missing_files: list[str] = []
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(f"{self.path}:{line}: {message}")
