@@ -449,7 +449,12 @@ class Template:
 
 def _index_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> str:
     """What to write when `target` is the index of one of `choices` (a label column of numbers printed as the target,
-    `{{label}}`, where `{{ answer_choices[label] }}` was meant), naming the row's field that holds it; else ""."""
+    `{{label}}`, where `{{ answer_choices[label] }}` was meant), naming the row's field that holds it, or which choice
+    it differs from in case or spacing alone; else ""."""
+    same = [choice for choice in choices if " ".join(choice.split()).lower() == " ".join(target.split()).lower()]
+    if same:
+        return (f"; it differs from the choice {same[0]!r} in case or spacing alone: write the choices as the data "
+                f"writes its labels, or map the labels to them (e.g. `| lower` in the template)")
     if not target.isdigit() or int(target) >= len(choices):
         return ""
     fields = [name for name, value in row.items()

@@ -235,6 +235,19 @@ def test_a_target_that_is_a_choices_index_says_to_print_the_choice():
         assert str(info.value).endswith("is not among the answer choices ['negative', 'positive']")
 
 
+def test_a_target_differing_from_a_choice_in_case_alone_says_so():
+    # labels written "Positive" against answer_choices "negative ||| positive" were only "not among the choices"
+    template = Template("t", "{{text}} ||| {{label}}", answer_choices="negative ||| positive")
+    with pytest.raises(AnswerNotInChoicesError) as info:
+        template.render({"text": "fine", "label": "Positive"}, task="demo", row_index=0)
+    assert str(info.value).endswith("target 'Positive' is not among the answer choices ['negative', 'positive']; it "
+                                    "differs from the choice 'positive' in case or spacing alone: write the choices as "
+                                    "the data writes its labels, or map the labels to them (e.g. `| lower` in the "
+                                    "template)")
+    lowered = Template("t", "{{text}} ||| {{label | lower}}", answer_choices="negative ||| positive")
+    assert lowered.render({"text": "fine", "label": "Positive"}).targets == "positive"
+
+
 def test_unlabeled_row_index_into_answer_choices_is_refused_not_rendered_as_the_last_choice():
     template = Template("t", "{{p}} ||| {{ answer_choices[label] }}", answer_choices="yes ||| maybe ||| no")
     assert template.render({"p": "a", "label": 2}).targets == "no"
