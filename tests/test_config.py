@@ -447,6 +447,21 @@ def test_a_task_named_twice_in_data_tasks_is_refused():
         training_rates(cfg)
 
 
+def test_tasks_outside_the_base_configs_mixture_say_to_clear_it():
+    # `base: quickstart` plus `data.tasks: [my_task, glue_sst2]`, as the README's my.yaml suggests, kept
+    # quickstart's data.mixture: procedural and was refused with only "... are not in mixture 'procedural'"
+    from t2t_mtl.engine.run_checks import training_rates
+
+    cfg = C.load_config("quickstart", ["data.tasks=[parity, glue_sst2]"])
+    with pytest.raises(C.ConfigError) as caught:
+        training_rates(cfg)
+    assert str(caught.value) == ("data.tasks ['glue_sst2'] are not in mixture 'procedural': with data.mixture set (a "
+                                 "base config's too, as quickstart's), data.tasks picks tasks of it; to train exactly "
+                                 "the tasks data.tasks names, set data.mixture: null")
+    cleared = C.load_config("quickstart", ["data.tasks=[parity, glue_sst2]", "data.mixture=null"])
+    assert set(training_rates(cleared)) == {"parity", "glue_sst2"}
+
+
 def test_a_train_held_out_task_the_run_does_not_train_is_refused():
     # was: accepted, and nothing was trained on it (a misspelt or forgotten task passed unnoticed)
     from t2t_mtl.engine.run_checks import training_rates

@@ -68,7 +68,9 @@ def training_rates(cfg: Config) -> Dict[str, float]:
             wanted = list(d.tasks)
             missing = [t for t in wanted if t not in rates]
             if missing:
-                raise ConfigError(f"data.tasks {missing} are not in mixture {d.mixture!r}")
+                raise ConfigError(f"data.tasks {missing} are not in mixture {d.mixture!r}: with data.mixture set (a "
+                                  f"base config's too, as quickstart's), data.tasks picks tasks of it; to train "
+                                  f"exactly the tasks data.tasks names, set data.mixture: null")
             rates = {t: rates[t] for t in wanted}
             if isinstance(d.tasks, dict):  # the rates given replace the mixture's (were silently ignored)
                 rates = task_registry.training_rates(task_registry.Mixture("data.tasks", dict(d.tasks)),
