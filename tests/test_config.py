@@ -462,6 +462,29 @@ def test_tasks_outside_the_base_configs_mixture_say_to_clear_it():
     assert set(training_rates(cleared)) == {"parity", "glue_sst2"}
 
 
+def test_an_unknown_task_or_cluster_without_data_tasks_dir_says_yaml_tasks_need_it(tmp_path):
+    # a YAML task (or its cluster) named in a config without data.tasks_dir was "unknown", with nothing about the
+    # key that registers task files
+    from t2t_mtl.engine.run_checks import training_rates
+
+    note = "; a YAML task file's task is registered by data.tasks_dir: name its folder"
+    for data, key in (({"tasks": ["my_task"]}, "data.tasks"),
+                      ({"tasks": ["parity"], "held_out_clusters": ["my_cluster"]}, "data.held_out_clusters")):
+        with pytest.raises(C.ConfigError) as caught:
+            training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": data}))
+        assert str(caught.value).startswith(f"{key}: ") and str(caught.value).endswith(note)
+    (tmp_path / "rows.jsonl").write_text('{"q": "a", "a": "b"}\n')
+    (tmp_path / "my_task.yaml").write_text("name: my_task\ncluster: my_cluster\nsplits: [train]\n"
+                                           "source: {files: rows.jsonl}\ntemplates:\n  - {name: t, jinja: "
+                                           "'{{q}} ||| {{a}}'}\n")
+    import task_registry
+
+    with task_registry.isolated_registry(), pytest.raises(C.ConfigError) as caught:  # a typo then: no note
+        training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}},
+                                           "data": {"tasks": ["my_tsk"], "tasks_dir": str(tmp_path)}}))
+    assert "did you mean 'my_task'" in str(caught.value) and note not in str(caught.value)
+
+
 def test_a_train_held_out_task_the_run_does_not_train_is_refused():
     # was: accepted, and nothing was trained on it (a misspelt or forgotten task passed unnoticed)
     from t2t_mtl.engine.run_checks import training_rates

@@ -40,15 +40,18 @@ def training_rates(cfg: Config) -> Dict[str, float]:
         except task_registry.TaskRegistryError as err:
             raise ConfigError(f"data.tasks_dir: {err}") from None
 
+    # what an unknown task or cluster may be: one of a YAML task file, which only data.tasks_dir registers
+    yaml_note = "" if d.tasks_dir else "; a YAML task file's task is registered by data.tasks_dir: name its folder"
+
     def registered(name: str, key: str) -> Any:
         try:
             return task_registry.get_task(name)
         except task_registry.UnknownTaskError as err:
-            raise ConfigError(f"{key}: {err}") from None
+            raise ConfigError(f"{key}: {err}{yaml_note}") from None
 
     for name in d.train_held_out:
         registered(name, "data.train_held_out")
-    refuse_unknown_held_out_clusters(d.held_out_clusters)
+    refuse_unknown_held_out_clusters(d.held_out_clusters, yaml_note)
     repeated = sorted({name for name in d.tasks if list(d.tasks).count(name) > 1}) if d.tasks else []
     if repeated:  # (the list collapses to one rate per task)
         raise ConfigError(f"data.tasks names {', '.join(repeated)} more than once; each task is trained once: to "
