@@ -83,6 +83,17 @@ def test_unknown_task_exits_2_with_suggestions(workspace, capsys):
     assert "did you mean 'cli_qa'" in capsys.readouterr().err
 
 
+def test_an_unknown_task_without_tasks_dir_says_yaml_tasks_need_it(workspace, capsys):
+    # `tasks show cli_qa` (a YAML task) without --tasks-dir was only "unknown task 'cli_qa'"
+    note = "; a YAML task file's task is registered by --tasks-dir FOLDER\n"
+    assert main(["tasks", "show", "cli_qa"]) == 2
+    assert capsys.readouterr().err.endswith(note)
+    assert main(["mixture", "show", "cli_qa"]) == 2
+    assert capsys.readouterr().err.endswith(note)
+    assert main(["tasks", "show", "cli_q", "--tasks-dir", str(workspace / "tasks")]) == 2  # a typo then: no note
+    assert not capsys.readouterr().err.endswith(note)
+
+
 def test_preview_side_by_side(workspace, capsys):
     code = main(["tasks", "preview", "cli_qa", "--template", "polite", "-n", "2", "--split", "validation",
                  "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")])

@@ -128,6 +128,16 @@ def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
+def error_text(error: Exception, tasks_dir: Union[None, str, Sequence[str]]) -> str:
+    """`str(error)`; for an unknown task (or mixture) while no `--tasks-dir` was given, with the note that a YAML
+    task file's task is registered by `--tasks-dir`."""
+    import task_registry
+
+    unknown = isinstance(error, (task_registry.UnknownTaskError, task_registry.UnknownMixtureError))
+    note = "; a YAML task file's task is registered by --tasks-dir FOLDER" if unknown and not tasks_dir else ""
+    return f"{error}{note}"
+
+
 def register_tasks_dir(tasks_dir: Union[None, str, Sequence[str]]) -> None:
     """Register the YAML tasks of `tasks_dir` (a folder, a list of them as in `data.tasks_dir`, or None:
     nothing), replacing registered tasks of the same name; the files pass the checks `tasks validate` makes

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, error_text, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
@@ -82,7 +82,7 @@ def show_mixture(args: argparse.Namespace) -> int:
         config = sampler_config(args, rates, {name: len(task.templates) for name, task in tasks.items()})
         table = rates_over_epochs(config, sizes, args.epochs, seed=args.seed, draws=args.draws)
     except (SamplingError, task_registry.TaskRegistryError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {error_text(err, args.tasks_dir)}", file=sys.stderr)
         return 2
     print(format_table(args.name, config, sizes, table))
     if args.plot:
@@ -120,7 +120,7 @@ def show_overlap(args: argparse.Namespace) -> int:
                                n=args.n, min_words=args.min_words, train_split=args.train_split,
                                max_rows=args.max_rows)
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {error_text(err, args.tasks_dir)}", file=sys.stderr)
         return 2
     print(f"rows sharing a {args.n}-word sequence (normalised; whole fields of {args.min_words}+ words when shorter) "
           f"with the {args.train_split} rows of {args.name!r}")

@@ -24,7 +24,8 @@ from typing import Sequence
 import yaml
 
 import task_registry
-from t2t_mtl.cli.common import TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, error_text,
+                               register_tasks_dir)
 from task_registry import TaskFileError, TaskRegistryError
 from task_registry.errors import close_matches
 
@@ -81,15 +82,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.set_defaults(func=_validate)
 
 
+def _tasks_dirs(args: argparse.Namespace) -> list[str]:
+    """The `--tasks-dir` folders, given before the subcommand or after it."""
+    return [*(args.tasks_dir or []), *getattr(args, "subcommand_tasks_dir", [])]
+
+
 def _prepare(args: argparse.Namespace) -> None:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     task_registry.load_builtin_tasks()
-    register_tasks_dir([*(args.tasks_dir or []), *getattr(args, "subcommand_tasks_dir", [])])
+    register_tasks_dir(_tasks_dirs(args))
 
 
-def _fail(error: Exception) -> int:
-    errors = error.errors if isinstance(error, TaskFileError) else [str(error)]
+def _fail(error: Exception, tasks_dir: Sequence[str] = ()) -> int:
+    errors = error.errors if isinstance(error, TaskFileError) else [error_text(error, tasks_dir)]
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     return 2
@@ -101,7 +107,7 @@ def _guarded(command):
             _prepare(args)
             return command(args)
         except TaskRegistryError as error:
-            return _fail(error)
+            return _fail(error, _tasks_dirs(args))
     run.__name__ = command.__name__
     return run
 
@@ -186,7 +192,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.rows < 0:
         print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
         return 2
-    if args.tasks_dir or getattr(args, "subcommand_tasks_dir", None):
+    if _tasks_dirs(args):
         print("error: --tasks-dir registers tasks for list, show and preview; validate checks only PATH and would "
               "ignore it: give the folder as PATH", file=sys.stderr)
         return 2
