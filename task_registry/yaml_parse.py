@@ -107,10 +107,12 @@ class TaskFileParser:
 
     def parse(self) -> Optional[Task]:
         try:
-            document = yaml.load(self.path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506
+            text = self.path.read_text(encoding="utf-8")
+            document = yaml.load(text, Loader=_LineLoader)  # noqa: S506
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
-            self.error(mark.line + 1 if mark else 1, f"not valid YAML: {getattr(error, 'problem', error)}")
+            line = mark.line + 1 if mark else 1
+            self.error(line, f"not valid YAML: {getattr(error, 'problem', error)}{_quote_hint(text, line)}")
             return None
         except OSError as error:
             self.errors.append(f"{self.path}: cannot read: {error}")
@@ -362,6 +364,19 @@ class TaskFileParser:
             self.error(self.line_of(entry, "names"), f"promptsource templates {unknown} not found; available: "
                                                      f"{sorted(by_name)}")
         return [by_name[n] for n in names if n in by_name]
+
+
+def _quote_hint(text: str, line: int) -> str:
+    """For a YAML error at a `key: value` line whose value holds Jinja unquoted (YAML reads `{{x}}` as a mapping,
+    `|` after it as a block scalar, `: ` inside it as another key): how to write the value quoted; else ""."""
+    lines = text.splitlines()
+    written = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    key, colon, value = written.removeprefix("- ").partition(": ")
+    value = value.strip()
+    if not colon or not key.isidentifier() or not ("{{" in value or "{%" in value) or value[:1] in ("'", '"'):
+        return ""  # (a flow mapping `{name: t, jinja: ...}` on one line is left to YAML's message)
+    quoted = f'"{value}"' if '"' not in value else "'" + value.replace("'", "''") + "'"
+    return f"; Jinja in a YAML value must be quoted: write {key}: {quoted}"
 
 
 def _never_targets(template: Any) -> Optional[str]:

@@ -300,6 +300,25 @@ def test_a_data_file_path_written_relative_to_the_working_directory_says_how_to_
     assert validate_task_file(path) == []  # a pattern: datasets finds its files
 
 
+@pytest.mark.parametrize("jinja", ["{{q}} ||| {{a}}", "{{q}}|||{{a}}", "Question: {{q}} ||| {{a}}",
+                                   "{% if q %}{{q}} ||| {{a}}{% endif %}"])
+def test_unquoted_jinja_is_a_yaml_error_saying_to_quote_it(tmp_path, jinja):
+    # `jinja: {{q}} ||| {{a}}` unquoted gave only YAML's "expected chomping or indentation indicators, but found
+    # '|'" (or "a key must be a name", "mapping values are not allowed here")
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nsplits: [train]\nsource: {{files: rows.jsonl}}\ntemplates:\n  - name: plain\n"
+                    f"    jinja: {jinja}\n")
+    problems = validate_task_file(path)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}:6: not valid YAML: ")
+    assert problems[0].endswith(f'; Jinja in a YAML value must be quoted: write jinja: "{jinja}"')
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "x", "a": "y"}) + "\n")
+    path.write_text(path.read_text().replace(f"jinja: {jinja}", f'jinja: "{jinja}"'))  # as advised
+    assert parse_task_file(path).templates[0].jinja == jinja
+    path.write_text(path.read_text() + "    context: {{q}}\n")  # read as the mapping {{'q': None}: None}
+    assert validate_task_file(path) == [f"{path}:7: not valid YAML: a key must be a name, got {{'q': None}}; Jinja "
+                                        f'in a YAML value must be quoted: write context: "{{{{q}}}}"']
+
+
 def test_problems_that_the_task_finds_are_reported_at_the_line_of_their_key(tmp_path):
     # a hub config name of the wrong type was accepted (and read as the folder "['rte']" of the data dir); a
     # repeated template name was reported at line 1 (the task's), not at the template that repeats it
