@@ -331,8 +331,9 @@ class HFSource(Source):
                                          streaming=streaming, **self.load_kwargs)
         except Exception as error:
             raise self._read_error(error, split) from error
-        if not streaming:
-            return _checked_text(rows, self._split_files(split), split, f"hub dataset {self.describe()}")
+        if not streaming:  # (a hub dataset's own files hold checked text: only data_files of this machine can fail)
+            return rows if self.data_files is None else _checked_text(rows, self._split_files(split), split,
+                                                                      f"hub dataset {self.describe()}")
         return _raising_stream(rows, functools.partial(self._read_error, split=split))
 
     def _split_files(self, split: str) -> list[Path]:
