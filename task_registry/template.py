@@ -367,7 +367,7 @@ class Template:
                           if self._references is not None and targets else None)
         if check_answer_choices and choices is not None and targets and targets not in choices:
             raise AnswerNotInChoicesError(
-                f"target {targets!r} is not among the answer choices {choices}{_index_hint(targets, choices, row)}",
+                f"target {targets!r} is not among the answer choices {choices}{_choice_hint(targets, choices, row)}",
                 task=task, template=self.name, row_index=row_index)
         return RenderedExample(inputs=inputs, targets=targets, answer_choices=choices, instruction=instruction,
                                context=context, answer=targets, references=references)
@@ -447,10 +447,14 @@ class Template:
         return f"Template(name={self.name!r}, answer_choices={self.answer_choices!r})"
 
 
-def _index_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> str:
-    """What to write when `target` is the index of one of `choices` (a label column of numbers printed as the target,
-    `{{label}}`, where `{{ answer_choices[label] }}` was meant), naming the row's field that holds it, or which choice
-    it differs from in case or spacing alone; else ""."""
+def _choice_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> str:
+    """What to write when `target` is not among `choices`: the choices written as one (`"a, b"`, not `"a ||| b"`),
+    a choice differing from it in case or spacing alone, or — `target` being the index of a choice (a label column of
+    numbers printed as the target, `{{label}}`, where `{{ answer_choices[label] }}` was meant) — the row's field
+    that holds it; else ""."""
+    if len(choices) == 1 and any(target in map(str.strip, choices[0].split(s)) for s in (",", "/", "|", ";")):
+        return (f"; the answer choices are one choice, {choices[0]!r}: separate the choices with `|||` "
+                f"(\"no ||| yes\")")
     same = [choice for choice in choices if " ".join(choice.split()).lower() == " ".join(target.split()).lower()]
     if same:
         return (f"; it differs from the choice {same[0]!r} in case or spacing alone: write the choices as the data "

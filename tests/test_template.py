@@ -248,6 +248,19 @@ def test_a_target_differing_from_a_choice_in_case_alone_says_so():
     assert lowered.render({"text": "fine", "label": "Positive"}).targets == "positive"
 
 
+def test_answer_choices_written_as_one_choice_say_to_separate_them():
+    # answer_choices "negative, positive" is one choice: the error was only "target 'positive' is not among the answer
+    # choices ['negative, positive']"
+    template = Template("t", "{{text}} ||| {{label}}", answer_choices="negative, positive")
+    with pytest.raises(AnswerNotInChoicesError) as info:
+        template.render({"text": "fine", "label": "positive"}, task="demo", row_index=0)
+    assert str(info.value).endswith("target 'positive' is not among the answer choices ['negative, positive']; the "
+                                    "answer choices are one choice, 'negative, positive': separate the choices with "
+                                    "`|||` (\"no ||| yes\")")
+    fixed = Template("t", "{{text}} ||| {{label}}", answer_choices="negative ||| positive")
+    assert fixed.render({"text": "fine", "label": "positive"}).answer_choices == ["negative", "positive"]
+
+
 def test_unlabeled_row_index_into_answer_choices_is_refused_not_rendered_as_the_last_choice():
     template = Template("t", "{{p}} ||| {{ answer_choices[label] }}", answer_choices="yes ||| maybe ||| no")
     assert template.render({"p": "a", "label": 2}).targets == "no"
