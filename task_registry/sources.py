@@ -91,6 +91,11 @@ class Source:
         """What the rows depend on, as data (`Task.definition_digest`): `to_config()` and what it leaves out."""
         return self.to_config()
 
+    def file_splits(self) -> Optional[list[str]]:
+        """The splits a split → files mapping names (the only ones it can load), or None when the source does not
+        fix them by its files (a hub dataset, a generator, one file list shared by every split)."""
+        return None
+
     def __repr__(self) -> str:
         try:
             return f"<{type(self).__name__} {self.describe()}>"
@@ -336,6 +341,13 @@ class HFSource(Source):
                                                                       f"hub dataset {self.describe()}")
         return _raising_stream(rows, functools.partial(self._read_error, split=split))
 
+    def file_splits(self) -> Optional[list[str]]:
+        """With `data_files`, the splits it names: a mapping's keys, or datasets' split 'train' alone for a path or
+        a list; None without (the hub dataset's own splits)."""
+        if self.data_files is None:
+            return None
+        return list(map(str, self.data_files)) if isinstance(self.data_files, Mapping) else ["train"]
+
     def _split_files(self, split: str) -> list[Path]:
         """The `data_files` that `split` reads (all of them unless they are a split → files mapping)."""
         files = self.data_files.get(split, []) if isinstance(self.data_files, Mapping) else self.data_files
@@ -438,6 +450,10 @@ class LocalFileSource(Source):
         else:
             files = self.shared
         return _load_files(files, split, streaming, "local files source")
+
+    def file_splits(self) -> Optional[list[str]]:
+        """The splits of the split → files mapping; None for one list of files shared by every split."""
+        return list(self.files) if self.files is not None else None
 
     def describe(self) -> str:
         """The files per split, or the list shared by every split."""

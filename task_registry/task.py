@@ -250,6 +250,12 @@ class Task:
                 return template
         raise UnknownTemplateError(self.name, name, self.template_names)
 
+    def splits_without_files(self) -> list[str]:
+        """The task's `splits` that its source's split → files mapping does not name: each fails when first read
+        (a validation split only after training); [] when the source does not fix its splits by files."""
+        named = self.source.file_splits()
+        return [] if named is None else [split for split in self.splits if split not in named]
+
     def select_templates(self, names: Optional[Iterable[str]] = None) -> list[Template]:
         """The named templates (all when `names` is None)."""
         if names is None:

@@ -766,3 +766,35 @@ def test_a_misspelt_gradient_surgery_method_is_named_before_the_sampling_mode_it
 def test_config_from_dict_names_a_config_that_is_not_a_mapping_of_names(data, error, match):
     with pytest.raises(error, match=match):
         C.config_from_dict(data)
+
+
+def test_a_run_task_whose_files_lack_one_of_its_splits_is_refused_before_training(tmp_path):
+    # was: a Python-built Task with a LocalFileSource (or HFSource(data_files=...)) of train files only, its splits
+    # left at [train, validation], trained fully and then failed reading validation for the held-in evaluation
+    import task_registry
+    from t2t_mtl.engine.run_checks import check_run_config
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"q": "a", "a": "b"}\n')
+    template = task_registry.Template("t", "{{ q }} ||| {{ a }}")
+    with task_registry.isolated_registry():
+        task_registry.register_task(task_registry.Task("own", task_registry.LocalFileSource({"train": rows}),
+                                                       [template]))
+        task_registry.register_task(task_registry.Task("hub_files", task_registry.HFSource(
+            "json", data_files=str(rows)), [template]))
+        task_registry.register_task(task_registry.Task("own_train_only", task_registry.LocalFileSource(
+            {"train": rows}), [template], splits=("train",)))
+        task_registry.register_task(task_registry.Task("shared_files", task_registry.LocalFileSource(rows),
+                                                       [template]))
+
+        def cfg(*tasks):
+            return C.config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                                       "data": {"tasks": list(tasks)}})
+
+        with pytest.raises(C.ConfigError, match=r"task 'own' has the split\(s\) \['validation'\] \(its `splits`, "
+                                                r"default \[train, validation\]\), but its source has files for "
+                                                r"\['train'\] only.*Task\(\.\.\., splits=\[\.\.\.\]\)"):
+            check_run_config(cfg("own_train_only", "own"))
+        with pytest.raises(C.ConfigError, match=r"task 'hub_files' has the split\(s\) \['validation'\]"):
+            check_run_config(cfg("hub_files"))
+        check_run_config(cfg("own_train_only", "shared_files"))  # splits its files hold; one list for every split

@@ -195,6 +195,9 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
                                      for name in rates}
     check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
     check_signal_config(cfg, sampling_cfg)
+    from t2t_mtl.engine.validation import evaluation_plan
+
+    check_task_splits([*rates, *evaluation_plan(cfg)[0]])
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
@@ -202,6 +205,23 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
     return rates, sampling_cfg
+
+
+def check_task_splits(task_names: Sequence[str]) -> None:
+    """Refuse a run task whose `splits` name a split its files do not hold (a Python-built Task with a
+    LocalFileSource or HFSource(data_files=...) of train only, its splits left at [train, validation]): its first
+    read of that split, for the held-in or zero-shot evaluation after training, would fail."""
+    import task_registry
+
+    for name in dict.fromkeys(task_names):
+        task = task_registry.get_task(name)
+        missing = task.splits_without_files()
+        if missing:
+            raise ConfigError(
+                f"task {name!r} has the split(s) {missing} (its `splits`, default [train, validation]), but its source "
+                f"has files for {task.source.file_splits()} only, so reading them would fail (after training, for "
+                f"the evaluations): give the task the splits its files hold (Task(..., splits=[...]); YAML "
+                f"`splits:`), or add the files")
 
 
 def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
