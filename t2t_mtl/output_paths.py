@@ -33,6 +33,17 @@ def prepare_output_dir(path: PathLike, option: str, create: bool = True) -> Path
     return out
 
 
+def refuse_non_empty_dir(path: PathLike, option: str, flag: str = "--overwrite") -> None:
+    """`OutputPathError` naming `option`, the folder and `flag` (the option that allows it) when `path` is a folder
+    holding anything: an earlier output that writing into it would overwrite. A missing or empty folder passes."""
+    out = Path(path)
+    held = sorted(entry.name for entry in out.iterdir()) if out.is_dir() else []
+    if held:
+        listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise OutputPathError(f"{option} {out} is not empty (it holds {listed}); writing into it would overwrite "
+                              f"what is there: choose another folder, or pass {flag} to write into it anyway")
+
+
 def prepare_output_file(path: PathLike, option: str) -> Path:
     """`path` as a file to write, its folder created; `OutputPathError` naming `option` when it is a folder or
     a folder above it is a file."""

@@ -166,3 +166,18 @@ def test_eval_tasks_dir_help_states_its_default():
     helps = [action.help for parser in _parsers(build_parser()) if parser.prog == "t2t-mtl eval"
              for action in parser._actions if "--tasks-dir" in action.option_strings]
     assert len(helps) == 1 and helps[0].endswith("(repeatable; default: the run's data.tasks_dir)")
+
+
+def test_export_of_a_task_refuses_a_non_empty_out_folder_before_loading_the_model(tmp_path, capsys):
+    # was: `export --task` wrote into a folder holding an earlier export, overwriting its files
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")  # an exported folder (never loaded: the refusal comes first)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_text("an earlier export")
+    assert main(["export", str(model), "--task", "parity", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --out {out} is not empty (it holds model.safetensors); writing into it would overwrite "
+                   f"what is there: choose another folder, or pass --overwrite to write into it anyway\n")
+    assert (out / "model.safetensors").read_text() == "an earlier export"

@@ -1002,6 +1002,14 @@ def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys, l
     err = capsys.readouterr().err
     assert err.startswith("error: --out ") and err.count("\n") == 1 and "could not be created" in err, err
     assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    # was: a second export into the same --out silently overwrote the first one's files
+    written = (tmp_path / "hf" / "config.json").stat().st_mtime_ns
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path / 'hf'} is not empty") and "--overwrite" in err, err
+    assert err.count("\n") == 1 and (tmp_path / "hf" / "config.json").stat().st_mtime_ns == written
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf"), "--overwrite"]) == 0
     assert cli_main(["export", str(tmp_path / "hf"), "--out", str(tmp_path / "x")]) == 2
     assert "exported model folder already" in capsys.readouterr().err
     # was: a raw UnknownConfigKeyError traceback (a run config.yaml edited, or from an older schema), after

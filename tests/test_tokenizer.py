@@ -262,6 +262,23 @@ def test_cli_an_out_folder_that_cannot_be_written_is_a_one_line_error(tmp_path, 
     assert "Permission denied" in err and "Traceback" not in err
 
 
+def test_cli_refuses_to_overwrite_a_non_empty_out_folder_unless_told(tmp_path, capsys):
+    # was: a second `tokenizer train --out tok` silently replaced the first tokenizer in tok/
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "spiece.model").write_bytes(b"an earlier tokenizer")
+    options = ["--mixture", "parity", "--vocab-size", "100", "--max-examples", "5"]
+    argv = ["tokenizer", "train", "--out", str(out), *options]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out} is not empty") and "--overwrite" in err and err.count("\n") == 1, err
+    assert (out / "spiece.model").read_bytes() == b"an earlier tokenizer"
+    assert cli_main([*argv, "--overwrite"]) == 0
+    assert load_tokenizer(out).convert_tokens_to_ids("<extra_id_0>") == len(load_tokenizer(out)) - 1
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["tokenizer", "train", "--out", str(tmp_path / "empty"), *options]) == 0  # no earlier output
+
+
 def test_cli_trains_on_yaml_tasks_from_a_tasks_dir(tmp_path, capsys):
     # was: no --tasks-dir, so a tokenizer could not be trained on a YAML task
     from engine_helpers import write_yaml_task

@@ -13,7 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "loads the folder without t2t-mtl (MoE models: t2t_mtl.model.moe.load_t5_or_moe).")
     parser.add_argument("path", metavar="RUN_OR_CKPT",
                         help="run directory or checkpoints/step-* folder (with --task also an exported folder)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True,
+                        help="output folder (created); a folder that holds files is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out folder, replacing its files of the same names")
     parser.add_argument("--task", default=None,
                         help="(task-routed MoE models, per-task LoRA) export only the sub-network that serves "
                              "this task: its experts alone (the folder then knows one task, id 0), its adapter "
@@ -28,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.task is not None:
-            out = export_task_subnetwork(args.path, args.task, args.out)
+            out = export_task_subnetwork(args.path, args.task, args.out, overwrite=args.overwrite)
         else:
-            out = export_model(args.path, args.out)
+            out = export_model(args.path, args.out, overwrite=args.overwrite)
     except ValueError as err:  # ExportError, CheckpointError, MoEConfigError and the loaders' (tokenizer, model)
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
-from t2t_mtl.output_paths import prepare_output_dir
+from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "targets and answer choices of every task in a mixture, and save a transformers T5 "
                     "tokenizer with 100 sentinels <extra_id_0..99> into --out.")
     train.add_argument("--mixture", required=True, help="registered mixture (or task) name, e.g. procedural")
-    train.add_argument("--out", required=True, help="output folder (created; spiece.model + tokenizer files)")
+    train.add_argument("--out", required=True,
+                       help="output folder (created; spiece.model + tokenizer files); a folder that holds files is "
+                            "refused unless --overwrite")
+    train.add_argument("--overwrite", action="store_true",
+                       help="write into a non-empty --out folder, replacing its files of the same names")
     train.add_argument("--vocab-size", type=int, default=8000,
                        help="SentencePiece pieces, an upper bound on small corpora (default 8000; the 100 "
                             "sentinels come on top)")
@@ -46,6 +50,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     try:
         prepare_output_dir(args.out, "--out", create=False)  # (created once trained: a refused run leaves none)
+        if not args.overwrite:
+            refuse_non_empty_dir(args.out, "--out")
         register_tasks_dir(args.tasks_dir)
         texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)

@@ -25,7 +25,7 @@ from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read
 from t2t_mtl.model import ModelBuildError, build_model
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
-from t2t_mtl.output_paths import OutputPathError, prepare_output_dir
+from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, refuse_non_empty_dir
 
 META_FILE = "t2t_mtl_meta.json"
 
@@ -151,16 +151,16 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     return model.eval(), tokenizer, meta
 
 
-def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Path:
+def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, overwrite: bool = True) -> Path:
     """Write an HF folder (model, tokenizer, t2t_mtl_meta.json) for a run dir (its latest checkpoint) or a
-    checkpoint dir. Returns `out_dir`."""
+    checkpoint dir. Returns `out_dir`. `overwrite` false: an `out_dir` that holds files is an ExportError."""
     ckpt = _checkpoint_of(run_or_ckpt)
     if (read_meta(ckpt).get("lora") or {}).get("per_task"):
         raise ExportError(f"{run_or_ckpt}: the run trains one LoRA adapter per task (model.lora.per_task), which a "
                           f"plain T5 folder cannot hold: export one task with --task NAME (its adapter folded into "
                           f"the weights; a task it was not trained on gets the mean adapter)")
     run = _run_dir_of(ckpt)
-    _output_dir(out_dir, run, create=False)  # (a refused export creates no folder)
+    _output_dir(out_dir, run, create=False, overwrite=overwrite)  # (a refused export creates no folder)
     model, tokenizer, meta = model_from_checkpoint(ckpt)
     out = _output_dir(out_dir, run)
     model.save_pretrained(out)
@@ -169,7 +169,8 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path]) -> Pa
     return out
 
 
-def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path]) -> Path:
+def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path], *,
+                           overwrite: bool = True) -> Path:
     """Write the sub-network that serves `task` as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task`
     and `tasks: [task]` — its task id is 0): per-task LoRA adapters (`model.lora.per_task`) keep the task's
     adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer.
@@ -178,13 +179,13 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder.
     Raises ExportError for a model with neither, or for a name that is neither trained nor registered (adapters),
     and `MoEConfigError` for hybrid routing, a name that is neither trained nor registered, or an unseen task when
-    `unseen_task_routing` is 'error'."""
+    `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files."""
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if (Path(path) / "config.json").exists() else _run_dir_of(_checkpoint_of(path))
     if Path(out_dir).resolve() == Path(path).resolve():
         raise ExportError(f"--out {out_dir} is the model being exported; choose another folder")
-    _output_dir(out_dir, run, create=False)
+    _output_dir(out_dir, run, create=False, overwrite=overwrite)
     model, tokenizer, meta = load_trained_model(path)
     adapters = has_task_adapters(model)
     moe_routed = isinstance(model, TaskAwareT5) and model.moe_config.routing != "token"
@@ -253,15 +254,18 @@ def _checkpoint_of(path: Union[str, Path]) -> Path:
     return ckpt
 
 
-def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: bool = True) -> Path:
-    """`out_dir`, created (with `create`); ExportError when it (or a parent) exists and is not a folder, or when
+def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: bool = True,
+                overwrite: bool = True) -> Path:
+    """`out_dir`, created (with `create`); ExportError when it (or a parent) exists and is not a folder, when
     it is the run folder `run` or lies in its checkpoints/ (the exported model files would shadow the run's
-    checkpoints)."""
+    checkpoints), or, without `overwrite`, when it holds files (an earlier export it would overwrite)."""
     out = Path(out_dir).resolve()
     if run is not None and (out == run.resolve() or (run / CHECKPOINTS).resolve() in (out, *out.parents)):
         raise ExportError(f"--out {out_dir} is the run being exported ({run}) or lies in its {CHECKPOINTS}/; "
                           f"choose another folder (e.g. {run / 'hf'})")
     try:
+        if not overwrite:
+            refuse_non_empty_dir(out_dir, "--out")
         return prepare_output_dir(out_dir, "--out", create=create)
     except OutputPathError as error:
         raise ExportError(str(error)) from None
