@@ -166,6 +166,25 @@ def test_tasks_preview_jsonl_feeds_predict(dense_dir, capsys, monkeypatch):
                 if r["answer_choices"] else "scores" not in o)
 
 
+def test_a_json_line_is_answered_by_its_own_keys_in_their_order_then_the_answer(dense_dir, capsys, monkeypatch):
+    # was: the line's other keys, then inputs, prediction, answer_choices, task, scores: the line's order lost,
+    # and an empty "answer_choices" (the rendered-dataset schema's "none") dropped from the output
+    rows = [{"id": 7, "task": "parity", "inputs": INPUTS[0], "answer_choices": CHOICES, "meta": {"a": 1}},
+            {"answer_choices": [], "inputs": INPUTS[1], "targets": "das Haus"},
+            {"inputs": INPUTS[2]}]
+    stdin = "".join(json.dumps(row) + "\n" for row in rows)
+    expected = [[*rows[0], "prediction", "scores"], [*rows[1], "prediction"], ["inputs", "prediction"]]
+    given = [[*rows[0], "prediction", "scores"], [*rows[1], "prediction", "scores"],
+             ["inputs", "answer_choices", "prediction", "scores"]]  # --choices: in place, else after the line's keys
+    for options, keys in (([], expected), (["--choices", "a ||| b"], given)):
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-", *options]) == 0
+        out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [list(o) for o in out] == keys
+        assert all(o[key] == row[key] for o, row in zip(out, rows) for key in row if key != "answer_choices")
+    assert out[1]["answer_choices"] == out[2]["answer_choices"] == ["a", "b"] and out[0]["answer_choices"] == CHOICES
+
+
 def test_an_earlier_predict_output_fed_back_carries_no_stale_scores(dense_dir, capsys, monkeypatch):
     # predict's own JSON lines are valid input; their "scores" were echoed beside a new, generated prediction
     earlier = {"inputs": INPUTS[0], "answer_choices": CHOICES, "prediction": "maybe so", "scores": [-1.0, -2.0, -3.0]}

@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              ".jsonl file")
     parser.add_argument("--jsonl", action="store_true",
                         help="inputs are JSON lines (implied by a .jsonl file), and so is the output: each input's "
-                             "object with \"prediction\" (and \"scores\" when ranked) added; without it, one "
-                             "line per input (a newline inside a prediction printed as \\n)")
+                             "object, its keys in their order, followed by \"prediction\" (and \"scores\" when "
+                             "ranked); without it, one line per input (a newline inside a prediction printed as \\n)")
     parser.add_argument("--choices", default=None, metavar="'A ||| B'",
                         help="answer choices of inputs that give none (a JSON line's own \"answer_choices\" "
                              "win), separated by '|||' (rank classification)")

@@ -5,7 +5,8 @@ the experts of a task-routed MoE model and the adapters of per-task LoRA; a mode
 (TE⊕ENC) gets that task's token in front of the input, as in training and evaluation). `read_requests` parses
 plain lines (one input each) or JSON lines in the rendered-dataset schema (`inputs`, optional
 `answer_choices`, optional `task`, other keys kept — but an earlier answer's `prediction` and `scores`, which
-this run replaces), which is what `t2t-mtl tasks preview --jsonl` prints.
+this run replaces), which is what `t2t-mtl tasks preview --jsonl` prints. A JSON line is answered by the same
+object, its keys in their order, with `prediction` (and `scores` when ranked) after them.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class PredictRequest:
     inputs: str
     answer_choices: Optional[list[str]] = None
     task: Optional[str] = None
-    extra: dict[str, Any] = field(default_factory=dict)  # other JSON keys, echoed in the output
+    row: dict[str, Any] = field(default_factory=dict)  # the JSON line as read (no earlier answer), echoed in order
 
 
 @dataclass
@@ -47,13 +48,15 @@ class Prediction:
     scores: Optional[list[float]] = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The output JSON object: the request's extra keys, `inputs`, `prediction`, and `answer_choices`, `task`
-        and `scores` when set."""
-        out = {**self.request.extra, "inputs": self.request.inputs, "prediction": self.prediction}
+        """The output JSON object: the request's JSON line, its keys in their order (a text input: `inputs`), with
+        `answer_choices` and `task` when set (given ones after its keys, as with --choices), then `prediction`,
+        then `scores` when ranked."""
+        out = dict(self.request.row) if self.request.row else {"inputs": self.request.inputs}
         if self.request.answer_choices is not None:
             out["answer_choices"] = self.request.answer_choices
         if self.request.task is not None:
             out["task"] = self.request.task
+        out["prediction"] = self.prediction
         if self.scores is not None:
             out["scores"] = self.scores
         return out
@@ -67,7 +70,9 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
                                 f"\"inputs\" string, or read plain text lines") from None
     if not isinstance(row, dict) or not isinstance(row.get("inputs"), str):
         raise PredictInputError(f"{where}: a JSON line needs an \"inputs\" string, got {text[:80]!r}")
-    choices, task = row.pop("answer_choices", None), row.pop("task", None)
+    for answer in OUTPUT_KEYS:  # an earlier predict's answer (its output is valid input): this run writes its own
+        row.pop(answer, None)
+    choices, task = row.get("answer_choices"), row.get("task")
     if choices == []:
         choices = None  # the rendered-dataset schema writes [] for "no choices"
     if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
@@ -78,10 +83,7 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
                                 f"{json.dumps([c.strip() for c in choices[0].split('|||')])}")
     if task is not None and not isinstance(task, str):
         raise PredictInputError(f"{where}: \"task\" must be a task name, got {task!r}")
-    inputs = row.pop("inputs")
-    for answer in OUTPUT_KEYS:  # an earlier predict's answer (its output is valid input): this run writes its own
-        row.pop(answer, None)
-    return PredictRequest(inputs, choices, task, extra=row)
+    return PredictRequest(row["inputs"], choices, task, row=row)
 
 
 def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[PredictRequest]:
