@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
 
+from t2t_mtl.wording import counted
+
 if TYPE_CHECKING:  # transformers loads only when a tokenizer is made
     from transformers import PreTrainedTokenizerBase
 
@@ -89,8 +91,9 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, *, split_d
         )
     except RuntimeError as error:
         raise TokenizerTrainingError(
-            f"train_tokenizer: SentencePiece could not train a {vocab_size}-piece model on {len(lines)} lines: "
-            f"{error}. Raise vocab_size above the number of distinct characters, or add text"
+            f"train_tokenizer: SentencePiece could not train a {vocab_size}-piece model on "
+            f"{counted(len(lines), 'line')}: {error}. Raise vocab_size above the number of distinct characters, or "
+            f"add text"
         ) from error
     return model.getvalue()
 

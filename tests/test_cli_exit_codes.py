@@ -181,3 +181,11 @@ def test_export_of_a_task_refuses_a_non_empty_out_folder_before_loading_the_mode
     assert err == (f"error: --out {out} is not empty (it holds model.safetensors); writing into it would overwrite "
                    f"what is there: choose another folder, or pass --overwrite to write into it anyway\n")
     assert (out / "model.safetensors").read_text() == "an earlier export"
+
+
+def test_counts_in_messages_take_the_singular_for_one():
+    # was: "over 1 tasks", "1 examples", "1 run(s)" across the package's messages
+    from t2t_mtl.wording import counted
+
+    assert [counted(n, "task") for n in (0, 1, 2)] == ["0 tasks", "1 task", "2 tasks"]
+    assert [counted(n, "entry", "entries") for n in (1, 3)] == ["1 entry", "3 entries"]

@@ -197,6 +197,17 @@ def test_examples_given_fewer_demonstrations_than_asked_are_counted_and_reported
     assert json.loads(json.dumps(report.to_dict()))["results"][0]["num_fewer_shots"] == 6
 
 
+def test_one_shot_and_one_task_are_worded_in_the_singular(tmp_path, model, t5_tokenizer, caplog):
+    # was: "fewer than 1 demonstrations" (log and report.md) and "decaScore (sum of 1 task medians)"
+    task = _task(tmp_path)
+    inputs = [f"Positive? {row['text']}" for row in VALIDATION]
+    limit = max(len(ids) for ids in t5_tokenizer(inputs)["input_ids"])  # each query fits, no demonstration does
+    settings = EvalSettings(num_shots=1, batch_size=8, templates={"shots_toy": ["choices"]}, max_input_length=limit)
+    markdown = to_markdown(evaluate_tasks(model, t5_tokenizer, [task], settings, progress=False))
+    assert "6 of 6 inputs got fewer than 1 demonstration (" in caplog.text
+    assert "Inputs given fewer than 1 demonstration (" in markdown and "decaScore (sum of 1 task median):" in markdown
+
+
 def test_bad_shot_settings_are_refused_naming_the_option(tmp_path, t5_tokenizer_dir, capsys):
     with pytest.raises(EvaluationError, match="num_shots must be an integer >= 0"):
         EvalSettings(num_shots=-1)

@@ -286,7 +286,7 @@ def test_streams_cross_epochs_and_resume():
 
 
 def test_streams_errors():
-    with pytest.raises(EmptyTaskError, match="'tiny' has 1 rows, fewer than the 2 ranks"):
+    with pytest.raises(EmptyTaskError, match="'tiny' has 1 row, fewer than the 2 ranks"):
         TaskStreams({"tiny": 1}, seed=0, rank=0, world_size=2)
     with pytest.raises(EmptyTaskError, match="'empty'"):
         TaskStreams({"empty": 0}, seed=0)

@@ -118,7 +118,7 @@ def test_data_dir_from_environment(workspace, capsys, monkeypatch):
 def test_validate_exit_codes(workspace, tmp_path, capsys):
     assert main(["tasks", "validate", str(workspace / "tasks" / "cli_qa.yaml"),
                  "--data-dir", str(workspace / "data")]) == 0
-    assert capsys.readouterr().out.strip() == "ok: 1 task file(s) valid"
+    assert capsys.readouterr().out.strip() == "ok: 1 task file valid"  # was: "1 task file(s)"
     broken = tmp_path / "broken.yaml"
     broken.write_text(textwrap.dedent("""\
         name: broken

@@ -18,6 +18,7 @@ import numpy as np
 from t2t_mtl.analysis.errors import GradientLogError
 from t2t_mtl.json_values import JsonLineError, jsonl_records
 from t2t_mtl.task_names import task_name_list
+from t2t_mtl.wording import counted
 
 
 @dataclasses.dataclass
@@ -65,10 +66,10 @@ class CosineSeries:
                                    f"task affinity compares the gradients of two or more tasks: train on several")
         if len(self.tasks_never_measured()) == len(self.tasks):
             raise GradientLogError(
-                f"{self.source}: no two tasks' gradients were measured in one logged step ({len(self.steps)} steps "
-                f"logged, every cross-task cosine null), so there is nothing to compare. Cosines are logged at "
-                f"logging steps, between the tasks that step's micro-batches drew: log more steps "
-                f"(training.log_every, a longer run) or draw more tasks per step (training.grad_accum)")
+                f"{self.source}: no two tasks' gradients were measured in one logged step "
+                f"({counted(len(self.steps), 'step')} logged, every cross-task cosine null), so there is nothing to "
+                f"compare. Cosines are logged at logging steps, between the tasks that step's micro-batches drew: "
+                f"log more steps (training.log_every, a longer run) or draw more tasks per step (training.grad_accum)")
 
     def conflict_fraction(self) -> np.ndarray:
         """[T, T] fraction of measured steps at which cos(g_i, g_j) < 0."""

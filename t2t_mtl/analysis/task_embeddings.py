@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from t2t_mtl.analysis.errors import TaskEmbeddingError
+from t2t_mtl.wording import counted
 
 TASK_TOKEN_PATTERN = re.compile(r"^<task:(.+)>$")
 
@@ -107,7 +108,7 @@ def prepend_task_tokens(batch: Mapping[str, Any], token_table: torch.Tensor) -> 
         raise TaskEmbeddingError(f"task_ids has shape {tuple(task_ids.shape)}, expected [{input_ids.shape[0]}]")
     if task_ids.numel() and (int(task_ids.min()) < 0 or int(task_ids.max()) >= token_table.numel()):
         raise TaskEmbeddingError(f"task_ids range {int(task_ids.min())}..{int(task_ids.max())} outside the "
-                                 f"{token_table.numel()} tasks that have task tokens")
+                                 f"{counted(token_table.numel(), 'task')} that have task tokens")
     prefix = token_table.to(input_ids.device)[task_ids].unsqueeze(1).to(input_ids.dtype)
     out = dict(batch)
     out["input_ids"] = torch.cat([prefix, input_ids], dim=1)

@@ -9,6 +9,7 @@ import numpy as np
 
 from t2t_mtl.analysis.plotting import circle_positions, matrix_heatmap, plt
 from t2t_mtl.analysis.transfer import ScoreStat, TransferAnalysis
+from t2t_mtl.wording import counted
 
 MARKS = {"benefit": " ↑", "harm": " ↓", "none": ""}
 
@@ -28,7 +29,7 @@ def markdown_table(analysis: TransferAnalysis) -> str:
     a = analysis
     header = ["test task", "STL", *[f"+{s}" for s in a.tasks], "All", "Oracle", "Oracle set"]
     lines = [
-        f"## Transfer (mean ± std over {len(a.seeds)} seed(s); ↑ benefit / ↓ harm vs STL, k = {a.k:g})",
+        f"## Transfer (mean ± std over {counted(len(a.seeds), 'seed')}; ↑ benefit / ↓ harm vs STL, k = {a.k:g})",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from t2t_mtl.analysis.errors import RunResultError, StudyConfigError, StudyMismatchError
 from t2t_mtl.analysis.transfer import (DEFAULT_K, RunSpec, TransferAnalysis, analyse, first_phase_settings,
                                        oracle_phase_settings)
+from t2t_mtl.wording import counted
 
 #: run options that do not change a run's scores, so they may differ between invocations of one study
 NON_SCORING_OPTIONS = ("keep_checkpoints",)
@@ -304,7 +305,7 @@ class TransferStudy:
         phase1 = self.first_phase_runs()
         ran, missing = self._run_phase(
             phase1, lambda n_missing, n_mine: (
-                f"transfer study {self.out_dir}: {len(phase1)} first-phase runs, {n_missing} missing, "
+                f"transfer study {self.out_dir}: {counted(len(phase1), 'first-phase run')}, {n_missing} missing, "
                 f"{n_mine} for this process (shard {index}/{count})"), (index, count), workers, log)
         if missing:
             return StudyOutcome(None, {}, missing, ran)
@@ -313,7 +314,7 @@ class TransferStudy:
         oracle_specs = self.oracle_runs(partial.oracle)
         ran_oracle, missing = self._run_phase(
             oracle_specs, lambda n_missing, n_mine: (
-                f"Oracle sets: {partial.oracle}; {len(oracle_specs)} Oracle runs, {n_missing} missing, "
+                f"Oracle sets: {partial.oracle}; {counted(len(oracle_specs), 'Oracle run')}, {n_missing} missing, "
                 f"{n_mine} for this process"), (index, count), workers, log)
         ran += ran_oracle
         if missing:

@@ -8,6 +8,7 @@ from pathlib import Path
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, below_one, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_dir
+from t2t_mtl.wording import counted
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -131,10 +132,10 @@ def _run_transfer(args: argparse.Namespace) -> int:
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
     if not outcome.complete:
-        print(f"{len(outcome.missing)} run(s) still missing (other shards or a later phase): rerun the same "
+        print(f"{counted(len(outcome.missing), 'run')} still missing (other shards or a later phase): rerun the same "
               f"command (any shard, or without --shard) to finish")
         return 0
-    print(f"study complete: {len(outcome.ran)} run(s) trained now; outputs:")
+    print(f"study complete: {counted(len(outcome.ran), 'run')} trained now; outputs:")
     for name, path in outcome.outputs.items():
         print(f"  {name}: {path}")
     return 0
@@ -161,7 +162,7 @@ def _run_gradients(args: argparse.Namespace) -> int:
         if unmeasured:
             one = len(unmeasured) == 1
             print(f"warning: task{'' if one else 's'} {', '.join(unmeasured)} {'was' if one else 'were'} never "
-                  f"measured beside another task in the {len(series.steps)} logged steps: no cosine, so "
+                  f"measured beside another task in the {counted(len(series.steps), 'logged step')}: no cosine, so "
                   f"{'it is' if one else 'each is'} clustered alone", file=sys.stderr)
         out = prepare_output_dir(Path(args.out) if args.out else Path(args.run_dir) / "affinity", "--out", create=False)
         paths = write_gradient_affinity(series, out, threshold=1.0 if args.threshold is None else args.threshold,

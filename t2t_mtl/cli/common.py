@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from t2t_mtl.wording import counted
+
 TASKS_DIR_HELP = "a folder of YAML task files to register on top of the built-in tasks (repeatable)"
 
 
@@ -88,7 +90,7 @@ def resolve_device(name: str) -> Any:
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(f"--device {name!r}: this machine has {counted(torch.cuda.device_count(), 'CUDA device')}")
     return device
 
 

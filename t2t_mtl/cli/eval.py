@@ -16,6 +16,7 @@ from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_t
                                 decoding_settings, ignored_scoring_option, register_tasks_dir, resolve_device,
                                 run_evaluation_setting)
 from t2t_mtl.output_paths import prepare_output_dir
+from t2t_mtl.wording import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -236,6 +237,6 @@ def _write_out(report: Any, table: Optional[str], out: str) -> None:
     from t2t_mtl.evaluation import write_report
 
     paths = write_report(report, out)
-    print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plot(s)")
+    print(f"wrote {paths['json']}, {paths['markdown']} and {counted(len(paths['plots']), 'plot')}")
     if table:
         (Path(out) / "comparison.md").write_text(table, encoding="utf-8")

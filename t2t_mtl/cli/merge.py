@@ -6,6 +6,8 @@ import math
 import sys
 from typing import Optional
 
+from t2t_mtl.wording import counted
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -52,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # MergeError and the loaders' errors (checkpoint, export, tokenizer) name the input
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"merged {len(args.models)} fine-tuned model(s) of {args.base} by {args.method} (λ {args.scale}) into "
-          f"{out}")
+    print(f"merged {counted(len(args.models), 'fine-tuned model')} of {args.base} by {args.method} (λ {args.scale}) "
+          f"into {out}")
     return 0

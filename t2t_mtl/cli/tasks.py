@@ -26,6 +26,7 @@ import yaml
 import task_registry
 from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, error_text,
                                register_tasks_dir)
+from t2t_mtl.wording import counted
 from task_registry import TaskFileError, TaskRegistryError
 from task_registry.errors import close_matches
 
@@ -211,5 +212,5 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return 1  # (the check ran and found problems: 1, as linters do; input it cannot check: 2)
-    print(f"ok: {len(files)} task file(s) valid")
+    print(f"ok: {counted(len(files), 'task file')} valid")
     return 0

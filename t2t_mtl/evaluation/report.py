@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence, Union
 from t2t_mtl.evaluation.aggregate import compare, finite, summarize
 from t2t_mtl.evaluation.results import EvalReport
 from t2t_mtl.json_values import nonfinite_to_null
+from t2t_mtl.wording import counted
 
 PathLike = Union[str, Path]
 
@@ -39,7 +40,7 @@ def to_markdown(report: EvalReport) -> str:
         lines.append(f"| {s.task} | {s.primary_metric} | {s.num_scored_templates}/{s.num_templates} | "
                      f"{_fmt(s.median)} | {_fmt(s.mean)} | {_fmt(s.min)} | {_fmt(s.max)} | "
                      f"{_fmt(s.majority_baseline)} | {_fmt(s.chance_baseline)} | {s.num_examples} |")
-    lines += ["", f"decaScore (sum of {summary['num_tasks']} task medians): {_fmt(summary['decascore'])}; "
+    lines += ["", f"decaScore (sum of {counted(summary['num_tasks'], 'task median')}): {_fmt(summary['decascore'])}; "
                   f"macro average: {_fmt(summary['macro_average'])}"
                   + (f" (chance {_fmt(summary['chance'])})" if summary["chance"] is not None else "")]
     if summary["unscored_tasks"]:
@@ -62,8 +63,8 @@ def to_markdown(report: EvalReport) -> str:
         lines += [f"- {r.task} / {r.template}: {r.num_truncated} of {r.num_examples}" for r in truncated]
     fewer_shots = [r for r in report.results if r.num_fewer_shots]
     if fewer_shots:
-        lines += ["", f"Inputs given fewer than {shots} demonstrations (too few rows, or they do not fit the input "
-                      f"limit):"]
+        lines += ["", f"Inputs given fewer than {counted(shots, 'demonstration')} (too few rows, or they do not fit "
+                      f"the input limit):"]
         lines += [f"- {r.task} / {r.template}: {r.num_fewer_shots} of {r.num_examples}" for r in fewer_shots]
     incomplete = [r for r in report.results if r.incomplete_groups]
     if incomplete:

@@ -33,6 +33,7 @@ from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.task_routing import routing_task_id
+from t2t_mtl.wording import counted
 
 if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resolved
     import datasets
@@ -446,9 +447,10 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                        template.name, result.incomplete_groups, rendered.groups)
     result.num_fewer_shots = fewer_shots
     if fewer_shots:
-        logger.warning("task %r template %r: %d of %d inputs got fewer than %d demonstrations (the demonstration "
+        logger.warning("task %r template %r: %d of %d inputs got fewer than %s (the demonstration "
                        "split has fewer renderable rows, or they do not fit %s)", task.name,
-                       template.name, fewer_shots, len(examples), settings.num_shots, stated_limit)
+                       template.name, fewer_shots, len(examples), counted(settings.num_shots, "demonstration"),
+                       stated_limit)
     result.num_truncated = _count_truncated(tokenizer, [e.inputs for e in examples], settings.max_input_length)
     if result.num_truncated:
         logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "

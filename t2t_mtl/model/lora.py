@@ -29,6 +29,7 @@ from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.config_types import unknown_key_message
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5
+from t2t_mtl.wording import counted
 
 __all__ = ["LORA_TARGETS", "LoRAConfig", "LoRAConfigError", "LoRALinear", "apply_lora", "check_targets",
            "has_lora", "has_task_adapters", "lora_settings", "lora_signature", "merge_lora", "select_task_adapter",
@@ -157,9 +158,9 @@ class LoRALinear(nn.Linear, TaskConditioned):
             raise LoRAConfigError(f"per-task LoRA layers take [batch, length, features] inputs, got {tuple(h.shape)}")
         ids, any_unseen = self.row_task_ids(
             h.shape[0], self.lora_A.device, self.num_tasks, LoRAConfigError, owner="the adapters' tasks",
-            missing=f"per-task LoRA adapters ({self.num_tasks} tasks) need the task of every batch row: call the "
-                    f"model with task_ids=LongTensor[batch] (UNSEEN_TASK_ID={UNSEEN_TASK_ID} for a task it was not "
-                    f"trained on)")
+            missing=f"per-task LoRA adapters ({counted(self.num_tasks, 'task')}) need the task of every batch row: "
+                    f"call the model with task_ids=LongTensor[batch] (UNSEEN_TASK_ID={UNSEEN_TASK_ID} for a task it "
+                    f"was not trained on)")
         known = ids.clamp(min=0)
         update = h @ self.lora_A[known].transpose(1, 2) @ self.lora_B[known].transpose(1, 2)
         if not any_unseen:
@@ -181,7 +182,7 @@ class LoRALinear(nn.Linear, TaskConditioned):
         if task is None:
             raise LoRAConfigError("a per-task adapter has one update per task: pass the task id")
         if not UNSEEN_TASK_ID <= task < self.num_tasks:
-            raise LoRAConfigError(f"task id {task} is not one of the adapters' {self.num_tasks} tasks [0, "
+            raise LoRAConfigError(f"task id {task} is not one of the adapters' {counted(self.num_tasks, 'task')} [0, "
                                   f"{self.num_tasks}) nor UNSEEN_TASK_ID={UNSEEN_TASK_ID} (the mean update)")
         if task == UNSEEN_TASK_ID:
             return self.scaling * (b @ a).mean(0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from t2t_mtl.config_types import unknown_key_message
+from t2t_mtl.wording import counted
 
 __all__ = ["LAYER_CHOICES", "ROUTING_MODES", "UNSEEN_TASK_ROUTINGS", "MissingTaskIdsError", "MoEConfig",
            "MoEConfigError", "moe_mapping"]
@@ -168,7 +169,7 @@ class MoEConfig:
                 raise MoEConfigError(f"task {task!r} is not one of the MoE model's tasks {names}{hint}")
             return names.index(task)
         if not 0 <= int(task) < len(names):
-            raise MoEConfigError(f"task id {task} out of range: the model knows {len(names)} tasks {names}")
+            raise MoEConfigError(f"task id {task} out of range: the model knows {counted(len(names), 'task')} {names}")
         return int(task)
 
 

@@ -16,6 +16,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from t2t_mtl.sampling.errors import EmptyTaskError, InvalidRateError
+from t2t_mtl.wording import counted
 
 
 def check_task_sizes(task_sizes: Mapping[str, int]) -> dict[str, int]:
@@ -145,7 +146,8 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
         except OverflowError:
             rate = math.inf
         if math.isinf(rate):
-            raise InvalidRateError(f"task {task!r} ({n} examples): its rate overflows a float at scale {scale:g}, "
-                                   f"sampling.alpha {temperature:g}: use a larger alpha (or a smaller scale)")
+            raise InvalidRateError(f"task {task!r} ({counted(n, 'example')}): its rate overflows a float at scale "
+                                   f"{scale:g}, sampling.alpha {temperature:g}: use a larger alpha (or a smaller "
+                                   f"scale)")
         rates[task] = rate
     return check_rates(rates)

@@ -21,6 +21,7 @@ import numpy as np
 from t2t_mtl.sampling.base import check_seed
 from t2t_mtl.sampling.errors import EmptyTaskError, SamplingError
 from t2t_mtl.sampling.rates import check_task_sizes
+from t2t_mtl.wording import counted
 
 
 class TaskStreams:
@@ -33,7 +34,7 @@ class TaskStreams:
         self.task_sizes = check_task_sizes(task_sizes)
         for task, size in self.task_sizes.items():
             if size < world_size:
-                raise EmptyTaskError(f"task {task!r} has {size} rows, fewer than the {world_size} ranks: "
+                raise EmptyTaskError(f"task {task!r} has {counted(size, 'row')}, fewer than the {world_size} ranks: "
                                      f"some rank would get none of its examples")
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
         self._epoch = {t: 0 for t in self.task_sizes}

@@ -18,6 +18,7 @@ from t2t_mtl.sampling.base import MixtureSampler
 from t2t_mtl.sampling.errors import InvalidRateError, SamplingError
 from t2t_mtl.sampling.static import SIZE_PARAMS
 from t2t_mtl.sampling.rates import size_rates
+from t2t_mtl.wording import counted
 
 Entropies = Mapping[str, Union[torch.Tensor, Sequence[float]]]
 
@@ -137,7 +138,7 @@ class UncertaintyEMASampler(MixtureSampler):
         if not 0.0 <= momentum < 1.0:
             raise SamplingError(f"sampling.momentum must be in [0, 1), got {momentum}")
         if not 0.0 <= floor * len(self.tasks) < 1.0:
-            raise SamplingError(f"sampling.floor {floor} times {len(self.tasks)} tasks must be in [0, 1)")
+            raise SamplingError(f"sampling.floor {floor} times {counted(len(self.tasks), 'task')} must be in [0, 1)")
         self.lam, self.floor, self.momentum = float(lam), float(floor), float(momentum)
         prior = size_rates(self.task_sizes, temperature=float(alpha), maximum=cap, scale=scale,
                            templates=templates, template_cap=template_cap, dataset_cap=dataset_cap)

@@ -8,6 +8,7 @@ import numpy as np
 from t2t_mtl.sampling.base import MixtureSampler
 from t2t_mtl.sampling.errors import SamplingError
 from t2t_mtl.sampling.feedback import read_scores
+from t2t_mtl.wording import counted
 
 
 class WorstTaskSampler(MixtureSampler):
@@ -34,7 +35,7 @@ class WorstTaskSampler(MixtureSampler):
         if not tau >= 0:
             raise SamplingError(f"sampling.tau must be >= 0, got {tau}")
         if not 0.0 <= floor * len(self.tasks) < 1.0:
-            raise SamplingError(f"sampling.floor {floor} times {len(self.tasks)} tasks must be in [0, 1)")
+            raise SamplingError(f"sampling.floor {floor} times {counted(len(self.tasks), 'task')} must be in [0, 1)")
         self.tau, self.floor = float(tau), float(floor)
         self.initial_loss = np.full(len(self.tasks), np.nan)
         self.loss = np.full(len(self.tasks), np.nan)

@@ -1,0 +1,10 @@
+"""Counts as messages write them."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def counted(count: int, noun: str, plural: Optional[str] = None) -> str:
+    """`count` and `noun`, the noun in the plural (`plural`, else noun + "s") unless the count is 1: "1 task",
+    "0 tasks", "3 tasks"."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
