@@ -30,6 +30,7 @@ except ImportError:
     _PACKAGED_DATASETS_MODULES = None
 
 from .errors import DataSourceError, TaskDefinitionError, close_matches
+from .hub import use_hub
 
 DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
@@ -331,6 +332,8 @@ class HFSource(Source):
             if not local.exists():
                 raise DataSourceError(self._missing_local(local, split))
             return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
+        if not is_file_builder(self.path):
+            use_hub(self.path)  # (a hub that cannot be reached: offline mode, so a dataset not cached fails at once)
         try:
             rows = datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
                                          streaming=streaming, **self.load_kwargs)
