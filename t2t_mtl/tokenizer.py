@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
 
-from t2t_mtl.wording import counted
+from t2t_mtl.wording import counted, one_line
 
 if TYPE_CHECKING:  # transformers loads only when a tokenizer is made
     from transformers import PreTrainedTokenizerBase
@@ -225,7 +225,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
         raise
     except (OSError, ValueError) as error:
         raise TokenizerLoadError(
-            f"could not load tokenizer {target!r}: {str(error).rstrip('.')}. Pass a local folder saved with "
+            f"could not load tokenizer {target!r}: {one_line(error).rstrip('.')}. Pass a local folder saved with "
             f"save_pretrained or a hub name (the hub needs network access)"
         ) from error
 

@@ -1,4 +1,4 @@
-"""Counts as messages write them."""
+"""Counts and quoted library messages as our messages write them."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,3 +8,9 @@ def counted(count: int, noun: str, plural: Optional[str] = None) -> str:
     """`count` and `noun`, the noun in the plural (`plural`, else noun + "s") unless the count is 1: "1 task",
     "0 tasks", "3 tasks"."""
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def one_line(message: object) -> str:
+    """`message` (a library's error, say) with its line breaks and runs of spaces turned into single spaces, to be
+    quoted inside a one-line `error: ...`."""
+    return " ".join(str(message).split())

@@ -189,3 +189,15 @@ def test_counts_in_messages_take_the_singular_for_one():
 
     assert [counted(n, "task") for n in (0, 1, 2)] == ["0 tasks", "1 task", "2 tasks"]
     assert [counted(n, "entry", "entries") for n in (1, 3)] == ["1 entry", "3 entries"]
+
+
+@pytest.mark.parametrize("key", ["tokenizer.path", "model.name_or_path"])
+def test_a_hub_name_that_cannot_be_loaded_is_one_error_line(key, tmp_path, capsys):
+    # was: transformers' two-line message ("... couldn't find them in the cached files.\nCheck your internet
+    # connection ..."), so the error took two lines. (The tests run offline: no hub name is cached.)
+    extra = ["--set", "model.dims=null"] if key == "model.name_or_path" else []
+    code = main(["train", "--set", f"{key}=google/t5-v1_1-small", *extra, "--set",
+                 f"training.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "'google/t5-v1_1-small'" in err and "couldn't find them in the cached files. Check your internet" in err

@@ -8,6 +8,7 @@ from typing import Any, Union
 from safetensors import SafetensorError
 
 from t2t_mtl.evaluation.errors import CheckpointError
+from t2t_mtl.wording import one_line
 
 SUPPORTED_MODEL_TYPES = ("t5", "mt5", "umt5")
 # what loading raises for a folder or weights file that is missing, unreadable or cut short (safetensors raises
@@ -50,7 +51,7 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
     try:
         model, tokenizer, meta = load_trained_model(path)
     except LOAD_ERRORS as error:
-        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {error}") from error
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {one_line(error)}") from error
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {model_type!r} model; evaluation needs a "

@@ -8,6 +8,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig, model_config_from_dict
+from t2t_mtl.wording import one_line
 
 
 class ModelBuildError(ValueError):
@@ -37,7 +38,8 @@ def model_config(model_cfg: ModelConfig, saved: Optional[Dict[str, Any]] = None)
     try:
         return pretrained_t5_config(model_cfg.name_or_path, saved)
     except (OSError, ValueError) as err:
-        raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
+        raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: "
+                              f"{one_line(err)}") from None
 
 
 def pretrained_t5_config(name_or_path: str, saved: Optional[Dict[str, Any]] = None) -> T5Config:
@@ -65,7 +67,7 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
     try:
         config, _ = T5Config.get_config_dict(name_or_path)
     except (OSError, ValueError) as err:
-        raise ModelBuildError(f"model.name_or_path {name_or_path!r} could not be loaded: {err}") from None
+        raise ModelBuildError(f"model.name_or_path {name_or_path!r} could not be loaded: {one_line(err)}") from None
     model_type = config.get("model_type")
     if model_type is not None and model_type not in T5_MODEL_TYPES:
         raise ModelBuildError(f"model.name_or_path {name_or_path!r} is a {model_type!r} model, not a T5 "
@@ -100,7 +102,8 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
             model = load_t5_or_moe(model_cfg.name_or_path, saved=saved, weights=weights, dtype=torch.float32)
         except (OSError, ValueError) as err:
-            raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: {err}") from None
+            raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: "
+                                  f"{one_line(err)}") from None
         if isinstance(model, TaskAwareT5):
             _check_loaded_moe(model, model_cfg, task_names)
         if vocab_size is not None and model.config.vocab_size < vocab_size:
