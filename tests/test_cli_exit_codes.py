@@ -201,3 +201,16 @@ def test_a_hub_name_that_cannot_be_loaded_is_one_error_line(key, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "'google/t5-v1_1-small'" in err and "couldn't find them in the cached files. Check your internet" in err
+
+
+@pytest.mark.parametrize("command", [["export", "{model}", "--task", "parity", "--out", "{tmp}/out"],
+                                     ["affinity", "embeddings", "{model}"]])
+def test_a_model_folder_without_its_weights_is_one_error_line_naming_it(command, tmp_path, capsys):
+    # was: transformers' OSError ("no file named model.safetensors ...") as a traceback, exit 1
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "t5"}')
+    code = main([part.replace("{model}", str(model)).replace("{tmp}", str(tmp_path)) for part in command])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: model folder {model} could not be loaded: ") and "model.safetensors" in err, err

@@ -26,6 +26,7 @@ from t2t_mtl.model import ModelBuildError, build_model
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
 from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, refuse_non_empty_dir
+from t2t_mtl.wording import one_line
 
 META_FILE = "t2t_mtl_meta.json"
 
@@ -273,14 +274,20 @@ def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: b
 
 def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
     """(model, tokenizer, meta) from an exported HF folder, a run directory (latest checkpoint) or a
-    checkpoint directory. Raises ExportError when the path is none of these."""
+    checkpoint directory. Raises ExportError when the path is none of these, or is a model folder (a config.json)
+    whose files cannot be loaded (weights missing or damaged, no tokenizer)."""
     path = Path(path)
     if (path / "config.json").exists():
+        from safetensors import SafetensorError
+
         from t2t_mtl.model.moe import load_t5_or_moe
         from t2t_mtl.tokenizer import load_tokenizer
 
-        meta: Dict[str, Any] = {}
-        if (path / META_FILE).exists():
-            meta = json.loads((path / META_FILE).read_text())
-        return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), meta
+        try:
+            meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
+            return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), meta
+        except (OSError, ValueError, KeyError, SafetensorError) as err:  # (as evaluation's load_checkpoint)
+            raise ExportError(f"model folder {path} could not be loaded: {one_line(err)}; pass a folder written "
+                              f"whole by save_pretrained or `t2t-mtl export`, a run directory or a checkpoint"
+                              ) from None
     return model_from_checkpoint(_checkpoint_of(path))
