@@ -87,6 +87,21 @@ def test_show_errors(mixture, capsys):
     assert "'parity,count_word,parity' names parity more than once" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, option, sampler", [(["--alpha", "2"], "--alpha", "explicit (the default"),
+                                                     (["--sampler", "uniform", "--cap", "50"], "--cap", "uniform")])
+def test_a_parameter_option_the_sampler_lacks_is_named_with_the_samplers_that_take_it(mixture, capsys, options, option,
+                                                                                     sampler):
+    # was: "unknown parameter 'alpha' for sampling strategy 'explicit'. Valid parameters: block_size, mode, rates,
+    # strategy." — neither the option nor the samplers that take it
+    from t2t_mtl.sampling import STRATEGIES
+
+    assert main(["mixture", "show", mixture, "--draws", "0", *options]) == 2
+    err = capsys.readouterr().err
+    takers = [name for name, cls in STRATEGIES.items() if option[2:] in cls.PARAMS]
+    assert err.startswith(f"error: {option} is a parameter of --sampler ") and f"--sampler {sampler}" in err, err
+    assert "temperature" in takers and all(name in err for name in takers) and err.count("\n") == 1
+
+
 def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path, capsys):
     plot = tmp_path / "new" / "folder" / "rates.png"
     assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(plot)]) == 0

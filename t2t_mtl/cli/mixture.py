@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, error_text, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_file
@@ -69,6 +69,9 @@ def show_mixture(args: argparse.Namespace) -> int:
         for flag, least in (("draws", 0), ("epochs", 1), ("seed", 0)):  # before the sampler names its own keys
             if getattr(args, flag) < least:
                 raise ValueError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
+        unused = unused_parameter_option(args)
+        if unused:
+            raise ValueError(unused)
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
         if args.plot:
@@ -147,15 +150,30 @@ def shown_mixture(name: str) -> Any:
     return target if isinstance(target, task_registry.Mixture) else task_registry.Mixture(name, [target.name])
 
 
+#: the sampler parameters `show` takes as options of their own (option dest = parameter name)
+PARAMETER_OPTIONS = ("alpha", "cap", "scale", "template_cap", "dataset_cap")
+
+
+def unused_parameter_option(args: argparse.Namespace) -> Optional[str]:
+    """Why a parameter option given (`--alpha`, `--cap`, ...) is not one `--sampler` takes, naming the samplers that
+    take it (None: every one given is taken)."""
+    for key in PARAMETER_OPTIONS:
+        if getattr(args, key) is not None and key not in STRATEGIES[args.sampler].PARAMS:
+            takers = ", ".join(name for name, cls in sorted(STRATEGIES.items()) if key in cls.PARAMS)
+            default = " (the default: the mixture's own rates)" if args.sampler == "explicit" else ""
+            return (f"--{key.replace('_', '-')} is a parameter of --sampler {takers}; --sampler {args.sampler}"
+                    f"{default} has none: choose one of those samplers, or drop the option")
+    return None
+
+
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:
     """The sampler config dict that the flags describe."""
     config: dict[str, Any] = {"strategy": args.sampler}
     if args.sampler == "explicit":
         config["rates"] = rates
-    for flag, key in (("alpha", "alpha"), ("cap", "cap"), ("scale", "scale"), ("template_cap", "template_cap"),
-                      ("dataset_cap", "dataset_cap")):
-        if getattr(args, flag) is not None:
-            config[key] = getattr(args, flag)
+    for key in PARAMETER_OPTIONS:
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
     if args.template_cap is not None or args.dataset_cap is not None:
         config["templates"] = templates
     if args.sampler == "annealed":
