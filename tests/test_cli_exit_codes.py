@@ -214,3 +214,19 @@ def test_a_model_folder_without_its_weights_is_one_error_line_naming_it(command,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: model folder {model} could not be loaded: ") and "model.safetensors" in err, err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_sigpipes_code():
+    # was: `t2t-mtl tasks preview ... --jsonl | head -1` ended in a BrokenPipeError traceback, exit 1
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "t2t_mtl", "tasks", "preview", "parity", "-n", "3000", "--jsonl"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        first = process.stdout.readline()
+        process.stdout.close()  # as `head -1` does once it has its line
+        err = process.stderr.read()
+        code = process.wait(timeout=300)
+    assert first.startswith('{"inputs": ') and code == 128 + signal.SIGPIPE
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import pkgutil
 import sys
 from typing import NoReturn, Optional, Sequence
@@ -58,25 +59,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit code of a command whose output's reader left before the end (`t2t-mtl tasks list | head`): 128 + SIGPIPE,
+#: what a command killed by that signal returns
+SIGPIPE_EXIT = 128 + 13
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the console script; returns the process exit code (130, with one line on stderr, for a
     Ctrl-C that a command does not handle itself; 1 or 2, with one line, for a storage failure while writing: a full
-    disk, a read-only or forbidden place)."""
+    disk, a read-only or forbidden place; `SIGPIPE_EXIT`, silently, when the reader of the output left)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # (a reader that left is found here, not in the interpreter's last flush)
+        return code
     except KeyboardInterrupt:  # `train` handles its own (a first Ctrl-C in training saves a checkpoint)
         print(f"error: aborted (Ctrl-C) during t2t-mtl {args.command}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output left (`| head`): stop quietly, as SIGPIPE would have
+        _discard_stdout()
+        return SIGPIPE_EXIT
     except OSError as err:
         if err.errno not in _STORAGE_ERRNOS:
             raise
         print(storage_error_line(args.command, err), file=sys.stderr)
         return _STORAGE_ERRNOS[err.errno][0]
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the output still buffered for a reader that left is dropped at exit
+    instead of raising again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (captured): nothing is flushed to a pipe
+        pass
 
 
 #: storage failures a command meets while it writes: errno → (exit code, what to do). A full disk or quota is the
