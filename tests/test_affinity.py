@@ -321,8 +321,9 @@ def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_tra
     for option in ("--steps", "--seeds", "--workers"):
         assert main([*common, "--tasks", "parity,count_word", option, "0"]) == 2
         assert capsys.readouterr().err == f"error: {option} must be at least 1, got 0\n"
-    assert main([*common, "--tasks", "parity,count_word", "--k", "-1"]) == 2
-    assert capsys.readouterr().err == "error: --k must be at least 0, got -1.0\n"
+    for k in ("-1", "nan", "inf"):  # was: nan refused as "k must be >= 0" (not the option), inf accepted
+        assert main([*common, "--tasks", "parity,count_word", "--k", k]) == 2
+        assert capsys.readouterr().err == f"error: --k must be a finite number, at least 0, got {float(k)}\n"
     # --tasks-dir registers YAML tasks (and puts them in every run's data.tasks_dir); a held_out-flagged task
     # points at data.train_held_out (was: no --tasks-dir; "pass force=True")
     from engine_helpers import write_yaml_task

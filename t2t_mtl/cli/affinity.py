@@ -117,8 +117,8 @@ def _run_transfer(args: argparse.Namespace) -> int:
         invalid = below_one(args, ("seeds", "steps", "workers", "eval_examples"))
         if invalid:
             raise StudyConfigError(invalid)
-        if args.k < 0:
-            raise StudyConfigError(f"--k must be at least 0, got {args.k}")
+        if not 0 <= args.k < float("inf"):  # (NaN compared false and was let through; inf ruled out every relation)
+            raise StudyConfigError(f"--k must be a finite number, at least 0, got {args.k}")
         refuse_study_overrides(args.overrides)
         base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
         register_tasks_dir(base_cfg["data"]["tasks_dir"])
