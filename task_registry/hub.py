@@ -25,18 +25,25 @@ _reachable: Optional[bool] = None  # the probe's answer, once asked
 
 
 def use_hub(name_or_path: Union[str, Path]) -> None:
-    """Before loading `name_or_path` with transformers or datasets: when it is a hub name (no such local path) and
-    the hub cannot be reached (`hub_reachable`), switch to offline mode, so that the load fails at once unless the
-    name is cached. A local path, or offline mode already set, changes nothing."""
+    """Before loading `name_or_path` with transformers or datasets: when it is a hub name (`is_hub_name`) and the hub
+    cannot be reached (`hub_reachable`), switch to offline mode, so that the load fails at once unless the name is
+    cached. A local path (one that is missing too), or offline mode already set, changes nothing."""
     from huggingface_hub import constants
 
-    if Path(name_or_path).exists() or constants.HF_HUB_OFFLINE or hub_reachable():
+    if not is_hub_name(name_or_path) or constants.HF_HUB_OFFLINE or hub_reachable():
         return
     os.environ["HF_HUB_OFFLINE"] = "1"  # (read by the processes this one starts: ranks, workers)
     constants.HF_HUB_OFFLINE = True  # what huggingface_hub and transformers read (is_offline_mode)
     import datasets.config
 
     datasets.config.HF_HUB_OFFLINE = True  # datasets' copy, read when a dataset is loaded
+
+
+def is_hub_name(name_or_path: Union[str, Path]) -> bool:
+    """Whether `name_or_path` names a hub repo ('name' or 'org/name') rather than a local path: one that exists, or
+    that starts with '.', '/' or '~', or has more than one '/'."""
+    text = str(name_or_path)
+    return not (text.startswith((".", "/", "~")) or text.count("/") > 1 or Path(text).exists())
 
 
 def hub_reachable() -> bool:

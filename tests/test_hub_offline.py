@@ -22,6 +22,7 @@ from t2t_mtl.tokenizer import load_tokenizer
 
 local, name = sys.argv[1], sys.argv[2]
 loads = {"local tokenizer": lambda: len(load_tokenizer(local)),
+         "missing local tokenizer": lambda: load_tokenizer(local + "/no/such"),
          "offline after local": lambda: os.environ.get("HF_HUB_OFFLINE"),
          "tokenizer": lambda: load_tokenizer(name), "model": lambda: check_t5_checkpoint(name),
          "dataset": lambda: task_registry.HFSource("glue", "rte").load("validation"),
@@ -60,7 +61,8 @@ def test_hub_names_fail_in_seconds_where_the_hub_cannot_be_reached(tmp_path, t5_
     # was: 47 s for the tokenizer, 23 s for the model's config and 23 s for the dataset (retries backing off 1-8 s)
     out = _run(f"http://127.0.0.1:{_closed_port()}", tmp_path, t5_tokenizer_dir)
     assert out["local tokenizer"][1] == 32100  # T5's 32,000 pieces and 100 sentinels, read from the folder
-    assert out["offline after local"][1] is None  # a local path asks no hub
+    assert out["missing local tokenizer"][1].startswith("TokenizerLoadError: could not load tokenizer")
+    assert out["offline after local"][1] is None  # a local path, a missing one too, asks no hub
     assert out["tokenizer"][1].startswith(f"TokenizerLoadError: could not load tokenizer '{HUB_NAME}'")
     assert out["model"][1].startswith(f"ModelBuildError: model.name_or_path '{HUB_NAME}' could not be loaded")
     assert out["dataset"][1].startswith("DataSourceError: hub dataset glue/rte split 'validation' could not be loaded")
