@@ -1,4 +1,4 @@
-"""Reaching the Hugging Face hub: a hub name fails at once, not after minutes of retries, where it cannot be reached.
+"""Reaching the Hugging Face hub: where it cannot be reached, a hub name fails at once, not after retries.
 
 huggingface_hub retries a request that cannot connect (5 times, backing off 1 to 8 s), and transformers and datasets
 make several such requests for one name: without a network, loading a hub model, tokenizer or dataset took 25 to
