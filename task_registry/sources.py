@@ -332,7 +332,7 @@ class HFSource(Source):
             if not local.exists():
                 raise DataSourceError(self._missing_local(local, split))
             return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
-        if not is_file_builder(self.path):
+        if self.path not in (_PACKAGED_DATASETS_MODULES or ()):  # (a file reader such as `json` reads local files)
             use_hub(self.path)  # (a hub that cannot be reached: offline mode, so a dataset not cached fails at once)
         try:
             rows = datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
