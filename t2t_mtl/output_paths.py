@@ -1,6 +1,7 @@
 """Paths a command will write to, checked (and their folders created) before any work is done."""
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Optional, Union
 
@@ -42,6 +43,12 @@ def refuse_non_empty_dir(path: PathLike, option: str, flag: str = "--overwrite")
         listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
         raise OutputPathError(f"{option} {out} is not empty (it holds {listed}); writing into it would overwrite "
                               f"what is there: choose another folder, or pass {flag} to write into it anyway")
+
+
+def is_full_disk(error: OSError) -> bool:
+    """Whether `error` is a full disk or quota: the work failed (exit 1, `t2t_mtl.cli.main` says so in one line), not
+    an output place that cannot be written (a bad option, exit 2)."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def prepare_output_file(path: PathLike, option: str) -> Path:

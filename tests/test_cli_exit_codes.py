@@ -230,3 +230,45 @@ def test_a_reader_that_stops_early_ends_the_command_quietly_with_sigpipes_code()
         code = process.wait(timeout=300)
     assert first.startswith('{"inputs": ') and code == 128 + signal.SIGPIPE
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("command, writer", [
+    (["tokenizer", "train", "--mixture", "parity", "--max-examples", "5", "--vocab-size", "100", "--out", "{out}"],
+     "t2t_mtl.tokenizer.train_tokenizer"),
+    (["eval", "--checkpoint", "{model}", "--tasks", "parity", "--max-examples", "2", "--no-progress", "--out", "{out}"],
+     "t2t_mtl.evaluation.write_report"),
+    (["merge", "{model}", "{model2}", "--out", "{out}"], "t2t_mtl.model.merging._write_folder"),
+    (["affinity", "gradients", "{run}", "--out", "{out}"],
+     "t2t_mtl.analysis.gradient_affinity.write_gradient_affinity"),
+])
+def test_a_full_disk_while_writing_the_output_exits_1_as_every_command(command, writer, tmp_path, monkeypatch, capsys,
+                                                                     t5_tokenizer_dir):
+    # was: exit 2, the full disk reported as a bad --out (README: a full disk is the work failing, exit 1, as export,
+    # mixture and the other commands report it)
+    import json
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    for name in ("model", "model2"):
+        T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=8, d_ff=8, d_kv=4, num_heads=2,
+                                            num_layers=1, decoder_start_token_id=0)).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    (tmp_path / "run" / "logs" / "metrics.jsonl").write_text(json.dumps(
+        {"step": 1, "gradient_surgery": {"tasks": ["a", "b"], "grad_cosine": [[1.0, 0.5], [0.5, 1.0]]}}) + "\n")
+    out = tmp_path / "out"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "written"))
+
+    monkeypatch.setattr(writer, full_disk)
+    capsys.readouterr()
+    paths = {"{out}": out, "{model}": tmp_path / "model", "{model2}": tmp_path / "model2", "{run}": tmp_path / "run"}
+    assert main([str(paths.get(part, part)) for part in command]) == 1
+    err = capsys.readouterr().err  # (after the progress bars of loading models)
+    line = f"error: t2t-mtl {command[0]}: {os.strerror(errno.ENOSPC)}: {out / 'written'} (free disk space, then " \
+           f"run it again)\n"
+    assert ("\n" + err).endswith("\n" + line) and err.count("error:") == 1 and "Traceback" not in err, err

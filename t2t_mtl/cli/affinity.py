@@ -7,7 +7,7 @@ from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, below_one, register_tasks_dir
-from t2t_mtl.output_paths import prepare_output_dir
+from t2t_mtl.output_paths import is_full_disk, prepare_output_dir
 from t2t_mtl.wording import counted
 
 
@@ -169,7 +169,9 @@ def _run_gradients(args: argparse.Namespace) -> int:
                                         n_clusters=args.clusters)
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
-    except OSError as exc:  # an --out that cannot be written (permissions, a full or read-only disk)
+    except OSError as exc:  # an --out that cannot be written (permissions, a read-only disk)
+        if is_full_disk(exc):
+            raise  # (the work failed: exit 1)
         return _fail(f"--out {out}: the gradient affinity could not be written ({exc})")
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -190,7 +192,9 @@ def _run_embeddings(args: argparse.Namespace) -> int:
         paths = export_task_embeddings(model, tokenizer, out)
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
-    except OSError as exc:  # an --out that cannot be written (permissions, a full or read-only disk)
+    except OSError as exc:  # an --out that cannot be written (permissions, a read-only disk)
+        if is_full_disk(exc):
+            raise  # (the work failed: exit 1)
         return _fail(f"--out {out}: the task embeddings could not be written ({exc})")
     for name, path in paths.items():
         print(f"{name}: {path}")

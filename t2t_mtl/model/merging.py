@@ -255,11 +255,12 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     must be plain T5 models of one architecture, dtype and vocabulary (a per-task LoRA run's tasks: merge their
     `export --task` folders; MoE models cannot be merged). Models are loaded one at a time (twice each for TIES),
     so memory does not grow with their number. The folder is written whole or not at all (staged, then moved into
-    place). Raises MergeError naming the offending input, or `--out` when it cannot be written."""
+    place). Raises MergeError naming the offending input, or `--out` when it cannot be written (a full disk: its
+    OSError, the work failing rather than the option)."""
     from t2t_mtl.engine.export import META_FILE
     from t2t_mtl.evaluation.checkpoint import load_checkpoint
     from t2t_mtl.model.task_routing import TaskConditionedT5
-    from t2t_mtl.output_paths import OutputPathError, prepare_output_dir
+    from t2t_mtl.output_paths import OutputPathError, is_full_disk, prepare_output_dir
 
     _check_out(out_dir, [base, *models])
     try:
@@ -306,7 +307,9 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
 
     try:
         return _write_folder(Path(out_dir), write, META_FILE)
-    except OSError as error:  # permissions, a full or read-only disk: bad input (--out), as for every command
+    except OSError as error:  # permissions, a read-only disk: bad input (--out), as for every command
+        if is_full_disk(error):
+            raise  # (the work failed: the command line says so, exit 1)
         raise MergeError(f"--out {out_dir}: the merged model could not be written ({error})") from None
 
 
