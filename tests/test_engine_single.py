@@ -741,6 +741,9 @@ def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkey
     poison(monkeypatch, set(range(2, 20)))
     with pytest.raises(TrainingAbortedError, match="3 consecutive steps.*non-finite or exactly-zero loss"):
         train(cfg, evaluate_held_in=False)
+    cfg = tiny_config(tmp_path / "one", tok, cache, training={"steps": 10, "max_bad_steps": 1})
+    with pytest.raises(TrainingAbortedError, match="^1 consecutive step had a non-finite"):  # was "1 consecutive steps"
+        train(cfg, evaluate_held_in=False)
 
 
 def signals_at_forward(monkeypatch, call: int, *signums: int) -> dict:

@@ -11,6 +11,7 @@ from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.logging import ScalarSinks, log_held_out, plot_held_out
+from t2t_mtl.wording import counted
 
 
 def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestValidation, env: DistEnv,
@@ -48,13 +49,13 @@ def score_held_in(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: C
         return
     per_task = ", ".join(f"{name} {100 * v:.0f}%" for name, v in result.held_in_per_task.items())
     unscored = [name for name in task_names if name not in result.held_in_per_task]
-    print(f"held-in exact match (greedy, {cfg.data.validation_examples} validation examples per task): "
+    print(f"held-in exact match (greedy, {counted(cfg.data.validation_examples, 'validation example')} per task): "
           f"{per_task or '-'}", flush=True)
     if unscored:
         print(f"held-in exact match: not scored (no split besides train, or no rows in it): {', '.join(unscored)}",
               flush=True)
     if result.held_in_accuracy is not None:
-        print(f"held-in exact match over {_tasks(len(result.held_in_per_task))}: "
+        print(f"held-in exact match over {counted(len(result.held_in_per_task), 'task')}: "
               f"{100 * result.held_in_accuracy:.1f}% (chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
 
 
@@ -79,9 +80,5 @@ def score_held_out(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, run_d
     chance = f" (chance ≈ {zero_shot['chance']:.1f})" if zero_shot["chance"] is not None else ""
     average = "-" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.1f}"
     print(f"held-out zero-shot (median over templates, 0-100): {per_task}", flush=True)
-    print(f"held-out zero-shot macro average over {_tasks(len(result.held_out_scores))}: {average}{chance}; "
+    print(f"held-out zero-shot macro average over {counted(len(result.held_out_scores), 'task')}: {average}{chance}; "
           f"report {run_dir / 'eval' / 'report.md'}", flush=True)
-
-
-def _tasks(n: int) -> str:
-    return f"{n} task" if n == 1 else f"{n} tasks"

@@ -63,6 +63,7 @@ from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_s
 from t2t_mtl.model.lora import trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
+from t2t_mtl.wording import counted
 
 
 class TrainingAbortedError(RuntimeError):
@@ -419,8 +420,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                            f"train (raise training.steps to continue)")
         elif early_stop_due(progress.step):
             stopped_early = True
-            logger.message(f"the run stopped early at step {progress.step} ({best_val.stale} validations without a "
-                           f"new best {t.keep_best} since step {best_val.step}): nothing left to train")
+            logger.message(f"the run stopped early at step {progress.step} ({counted(best_val.stale, 'validation')} "
+                           f"without a new best {t.keep_best} since step {best_val.step}): nothing left to train")
     resumed_at = progress.step
     total_examples = sum(task_sizes.values())
     if progress.seen_examples is None:  # (a checkpoint that lacks it: every step drew full micro-batches)
@@ -511,10 +512,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 logger.message(f"step {step}: non-finite or zero loss, step skipped ({progress.bad_in_a_row} in a row)")
                 if progress.bad_in_a_row >= t.max_bad_steps:
                     raise TrainingAbortedError(
-                        f"{progress.bad_in_a_row} consecutive steps had a non-finite or exactly-zero loss (last at "
-                        f"step {step}); training stopped. Lower training.lr, raise training.warmup, keep precision "
-                        f"bf16 (T5 overflows in fp16), or check the data for empty targets. Last good checkpoint: "
-                        f"{ckpt_io.latest_checkpoint(run_dir)}")
+                        f"{counted(progress.bad_in_a_row, 'consecutive step')} had a non-finite or exactly-zero loss "
+                        f"(last at step {step}); training stopped. Lower training.lr, raise training.warmup, keep "
+                        f"precision bf16 (T5 overflows in fp16), or check the data for empty targets. Last good "
+                        f"checkpoint: {ckpt_io.latest_checkpoint(run_dir)}")
             else:
                 progress.bad_in_a_row = 0
                 sampler.update({"loss": figures.task_loss})
@@ -551,8 +552,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             if record is not None:
                 last_record = record
             if stopped_early:  # the final checkpoint below is saved at this step
-                logger.message(f"early stopping at step {step}: {t.early_stopping} validations without a new best "
-                               f"{t.keep_best} (best at step {best_val.step})")
+                logger.message(f"early stopping at step {step}: {counted(t.early_stopping, 'validation')} without a "
+                               f"new best {t.keep_best} (best at step {best_val.step})")
             elif ((t.checkpoint_every and step % t.checkpoint_every == 0) or improved) and step < t.steps:
                 checkpoint_path = save()  # a new best is checkpointed (and linked as best) right away
             if figures.stop_requested:
