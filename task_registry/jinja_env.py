@@ -128,6 +128,13 @@ class _LimitedSandbox(SandboxedEnvironment):
                                                       f"is too large for a template")
         return super().call_binop(context, operator, left, right)
 
+    def make_globals(self, d: Optional[Any] = None) -> dict:
+        """A template's globals as one plain dict (this environment's, then `d`'s), not Jinja's `ChainMap` over
+        them: every render copies its template's globals into a new context, twice walking a `ChainMap` there was
+        about a third of a row's rendering time. The same names and values; the environment's globals are all set
+        when it is built (`_build_environment`), before any template is compiled (as Jinja asks)."""
+        return {**self.globals, **(d or {})}
+
 
 def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -13,7 +13,7 @@ import pytest
 
 from task_registry import (AnswerNotInChoicesError, MissingFieldError, TaskDefinitionError, Template,
                            TemplateRenderError)
-from task_registry.jinja_env import compile_template
+from task_registry.jinja_env import ENVIRONMENT, compile_template
 from task_registry.promptsource import import_promptsource
 from task_registry.template import PIPE_PROTECTOR
 
@@ -171,6 +171,18 @@ def test_promptsource_filters_and_globals():
     assert out.targets == "[]"
     with pytest.raises(MissingFieldError, match="the template prints a null value"):  # promptsource: "None"
         Template("t", "x ||| {{ empty | most_frequent }}").render({"empty": []})
+
+
+def test_templates_and_expressions_read_the_sandbox_globals_from_one_plain_dict():
+    # each render copies its template's globals into a new context: a plain dict of the environment's globals, not a
+    # ChainMap over them (walking one there was a third of a render), with the same names and values
+    for compiled in (compile_template("{{ x }}"), ENVIRONMENT.compile_expression("x")._template):
+        assert type(compiled.globals) is dict and compiled.globals == dict(ENVIRONMENT.globals)
+    template = Template("g", "{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}"
+                             "{{ ns.n }} {{ dict(a=7)['a'] }} {% for a, b in zip(xs, ys) %}{{ a }}{{ b }}{% endfor %}"
+                             " ||| {{ joiner }}")
+    out = template.render({"xs": ["p", "q"], "ys": [1, 2], "joiner": "own"})  # a row field shadows a global
+    assert (out.inputs, out.targets) == ("6 7 p1q2", "own")
 
 
 def test_one_part_and_empty_target_are_skips_more_parts_is_an_error():
