@@ -79,18 +79,28 @@ class _Tokenize:
         self.max_target_length = max_target_length
         self.append_eos = append_eos
 
+    def _ids(self, texts: list[str], field: str, **options: Any) -> list[list[int]]:
+        """The tokenizer's ids of `texts` (as `field`), each distinct text encoded once: a tokenizer maps equal texts
+        to equal ids, and a batch's targets are often a few labels repeated (classification). Each row gets its own
+        list. Only the ids are asked for (no attention masks)."""
+        distinct = list(dict.fromkeys(texts))
+        ids = self.tokenizer(**{field: distinct}, return_attention_mask=False, verbose=False, **options)["input_ids"]
+        if len(distinct) == len(texts):
+            return ids
+        of_text = dict(zip(distinct, ids))
+        return [list(of_text[text]) for text in texts]
+
     def _encode(self, texts: list[str], max_length: int, field: str) -> tuple[list[list[int]], list[bool]]:
         """Ids of `texts` (passed to the tokenizer as `field`) cut to `max_length`, and whether each was cut."""
         if self.append_eos:
-            ids = self.tokenizer(**{field: texts}, add_special_tokens=False, verbose=False)["input_ids"]
+            ids = self._ids(texts, field, add_special_tokens=False)
             eos = [self.tokenizer.eos_token_id]
             return [x[: max_length - 1] + eos for x in ids], [len(x) + 1 > max_length for x in ids]
-        ids = self.tokenizer(**{field: texts}, verbose=False)["input_ids"]
+        ids = self._ids(texts, field)
         cut = [len(x) > max_length for x in ids]
         long = [i for i, too_long in enumerate(cut) if too_long]
         if long:  # only the over-long rows are encoded again, with the tokenizer's own truncation
-            shortened = self.tokenizer(**{field: [texts[i] for i in long]}, max_length=max_length,
-                                       truncation=True)["input_ids"]
+            shortened = self._ids([texts[i] for i in long], field, max_length=max_length, truncation=True)
             for i, x in zip(long, shortened):
                 ids[i] = x
         return ids, cut

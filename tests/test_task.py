@@ -325,6 +325,40 @@ def test_truncation_is_flagged_and_counted_per_row(t5_tokenizer_dir):
     assert [r["labels"] for r in streamed] == tokenized["labels"]
 
 
+class _CountingTokenizer:
+    """A tokenizer that records every text it is asked to encode."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, []
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __call__(self, text=None, text_target=None, **kwargs):
+        self.texts.extend(text if text is not None else text_target)
+        return self.tokenizer(text=text, text_target=text_target, **kwargs)
+
+
+@pytest.mark.parametrize("append_eos", [False, True])
+def test_each_distinct_text_of_a_batch_is_encoded_once_and_every_row_gets_its_ids(t5_tokenizer_dir, append_eos):
+    # a batch's targets are mostly a few labels repeated (classification): each distinct text is encoded once
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    tokenizer = _CountingTokenizer(load_tokenizer(t5_tokenizer_dir))
+    rows = datasets.Dataset.from_dict({"inputs": ["Hello world", "Hello", "Hello world", "Hello world Hello world"],
+                                       "targets": ["yes", "no", "yes", "yes"]})
+    tokenized = tokenize_dataset(rows, tokenizer, max_input_length=3, max_target_length=8, append_eos=append_eos,
+                                 keep_in_memory=True)
+    # T5 ids (EOS 1): "Hello world" 3 tokens, "Hello" 2, the last input 5, cut to its first two and EOS
+    assert tokenized["input_ids"] == [[8774, 296, 1], [8774, 1], [8774, 296, 1], [8774, 296, 1]]
+    yes, no = (tokenizer.tokenizer(word)["input_ids"] for word in ("yes", "no"))
+    assert tokenized["labels"] == [yes, no, yes, yes] and yes[-1] == no[-1] == 1 and yes != no
+    assert tokenized["inputs_truncated"] == [False, False, False, True]
+    assert tokenized["attention_mask"] == [[1] * 3, [1] * 2, [1] * 3, [1] * 3]
+    again = [] if append_eos else ["Hello world Hello world"]  # the tokenizer's own truncation of the long one
+    assert sorted(tokenizer.texts) == sorted(["Hello world", "Hello", "Hello world Hello world", *again, "yes", "no"])
+
+
 def test_special_tokens_are_the_tokenizers_own_unless_eos_is_appended():
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
