@@ -53,6 +53,8 @@ SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
 PIPE_PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"
 
+_JINJA_MARKUP = re.compile(r"\{[{%#]")  # what starts an expression, a statement or a comment
+
 _UNDEFINED_PATTERNS = (
     re.compile(r"'([^']+)' is undefined"),
     re.compile(r"has no attribute '([^']+)'"),
@@ -226,6 +228,8 @@ class Template:
         self._main = self._compile_one(with_truncation(self.jinja), self.jinja)
         self._choices = None if self.answer_choices is None else self._compile_one(self.answer_choices,
                                                                                       self.answer_choices)
+        self._plain_choices = None if self._choices is None or _JINJA_MARKUP.search(self.answer_choices) else \
+            self._split_choices(self._choices.render())
         self._references = None if self.references is None else self._compile_one(self.references, self.references)
         self._instruction = None if self.instruction is None else self._compile_one(
             with_truncation(self.instruction), self.instruction)
@@ -251,7 +255,7 @@ class Template:
                                       filename=self.source_file, file_lineno=self.source_line) from None
 
     def __getstate__(self) -> dict[str, Any]:
-        compiled = {"_main", "_choices", "_references", "_instruction", "_context"}
+        compiled = {"_main", "_choices", "_plain_choices", "_references", "_instruction", "_context"}
         return {k: v for k, v in self.__dict__.items() if k not in compiled}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -318,7 +322,12 @@ class Template:
         """The answer choices for `row` (promptsource's `get_answer_choices_list`), or `None`."""
         if self._choices is None:
             return None
-        rendered = self._run(self._choices, _escape_pipe(row), task=task, row_index=row_index)
+        if self._plain_choices is not None:  # no Jinja markup: the same text for every row, rendered once
+            return list(self._plain_choices)
+        return self._split_choices(self._run(self._choices, _escape_pipe(row), task=task, row_index=row_index))
+
+    @staticmethod
+    def _split_choices(rendered: str) -> list[str]:
         return [_unescape_pipe(choice.strip()) for choice in rendered.split(SEPARATOR)]
 
     @property

@@ -185,6 +185,24 @@ def test_templates_and_expressions_read_the_sandbox_globals_from_one_plain_dict(
     assert (out.inputs, out.targets) == ("6 7 p1q2", "own")
 
 
+def test_plain_text_answer_choices_are_rendered_once_and_each_row_gets_its_own_list(monkeypatch):
+    template = Template("t", "{% set _ = answer_choices.append('maybe') %}{{ answer_choices | join(',') }} {{ s }} "
+                             "||| {{ answer_choices[label] }}", answer_choices=" no |||yes \n")
+    run, compiled = Template._run, []
+    monkeypatch.setattr(Template, "_run", lambda self, jinja, *args, **kwargs: compiled.append(jinja) or
+                        run(self, jinja, *args, **kwargs))
+    outs = [template.render({"s": f"row {i}", "label": i % 2}) for i in range(3)]
+    # the choices' text has no Jinja markup: rendered at construction, not per row; a template that changes the
+    # list it is given does not change the next row's
+    assert compiled == [template._main] * 3
+    assert [(o.inputs, o.targets) for o in outs] == [("no,yes,maybe row 0", "no"), ("no,yes,maybe row 1", "yes"),
+                                                     ("no,yes,maybe row 2", "no")]
+    assert [o.answer_choices for o in outs] == [["no", "yes", "maybe"]] * 3
+    copa = Template("c", "{{ p }} ||| {{ answer_choices[label] }}", answer_choices="{{ a }} ||| {{ b }}")
+    assert copa.render({"p": "x", "a": "one", "b": "two", "label": 1}).answer_choices == ["one", "two"]
+    assert pickle.loads(pickle.dumps(template)).render({"s": "r", "label": 1}).answer_choices == ["no", "yes", "maybe"]
+
+
 def test_one_part_and_empty_target_are_skips_more_parts_is_an_error():
     assert Template("t", "{% if keep %}in ||| out{% endif %}").render({"keep": False}).skipped
     assert Template("t", "only input").render({}).skipped
