@@ -55,6 +55,24 @@ def test_collator_pads_like_a_hand_built_batch():
     assert longer["input_ids"][0].tolist() == [3] * 11 and longer["attention_mask"][1].tolist() == [1, 1] + [0] * 9
 
 
+@pytest.mark.parametrize("padding", ["longest", "max_length"])
+def test_collator_matches_padding_each_row_by_hand_on_random_rows(padding):
+    import random
+
+    rng = random.Random(3)
+    inputs = [[rng.randrange(1, 400) for _ in range(rng.randint(0, 30))] for _ in range(37)]
+    labels = [[rng.randrange(1, 400) for _ in range(rng.randint(1, 12))] for _ in range(37)]
+    tasks = [rng.randrange(5) for _ in range(37)]
+    batch = Seq2SeqCollator(7, max_input_length=30, max_target_length=12, padding=padding)(inputs, labels, tasks)
+    in_w = 30 if padding == "max_length" else min(-(-max(map(len, inputs)) // 8) * 8, 30)  # rounded up, capped
+    tgt_w = 12 if padding == "max_length" else min(-(-max(map(len, labels)) // 8) * 8, 12)
+    assert batch["input_ids"].tolist() == [x + [7] * (in_w - len(x)) for x in inputs]
+    assert batch["attention_mask"].tolist() == [[1] * len(x) + [0] * (in_w - len(x)) for x in inputs]
+    assert batch["labels"].tolist() == [y + [-100] * (tgt_w - len(y)) for y in labels]
+    assert batch["task_ids"].tolist() == tasks
+    assert all(str(batch[key].dtype) == "torch.int64" for key in batch)
+
+
 def test_collator_pads_inputs_with_its_pad_id():
     batch = Seq2SeqCollator(3, max_input_length=8, max_target_length=4, pad_to_multiple_of=1)(
         [[5, 1], [6, 6, 1]], [[7, 1], [8, 8, 1]], [0, 0])
