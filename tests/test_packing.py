@@ -44,6 +44,60 @@ def test_first_fit_places_each_item_in_the_first_row_of_its_task_with_room():
         packer.place((0, 11, 1))
 
 
+def _scan_first_fit(items, rows, input_capacity, target_capacity):
+    """The textbook first fit: each item into the first row, scanning all of them, that is empty or holds its task and
+    has room (None: no such row); returns the rows chosen and each row's [task, inputs, targets, members]."""
+    table = [[None, 0, 0, []] for _ in range(rows)]
+    chosen = []
+    for task, n_in, n_tgt in items:
+        r = next((r for r, (t, i, j, _) in enumerate(table) if t in (None, task) and i + n_in <= input_capacity
+                  and j + n_tgt <= target_capacity), None)
+        if r is not None:  # members are numbered in placement order, the items placed only
+            table[r][0], table[r][1], table[r][2] = task, table[r][1] + n_in, table[r][2] + n_tgt
+            table[r][3].append(sum(len(row[3]) for row in table))
+        chosen.append(r)
+    return chosen, table
+
+
+def test_first_fit_chooses_the_rows_a_scan_of_every_row_chooses():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        rows, cap_in, cap_tgt, tasks = (int(v) for v in (rng.integers(1, 9), rng.integers(4, 30), rng.integers(2, 12),
+                                                         rng.integers(1, 6)))
+        items = [(int(rng.integers(0, tasks)), int(rng.integers(1, cap_in + 1)), int(rng.integers(1, cap_tgt + 1)))
+                 for _ in range(int(rng.integers(0, 40)))]
+        packer = FirstFit(rows, cap_in, cap_tgt)
+        chosen, table = _scan_first_fit(items, rows, cap_in, cap_tgt)
+        assert [packer.place(item) for item in items] == chosen
+        assert packer.used_rows() == [members for _, _, _, members in table if members]
+
+
+def test_pack_batch_writes_each_row_as_its_members_one_after_the_other():
+    examples = _examples(40, seed=4, tasks=3)
+    inputs, labels, tasks = ([e[i] for e in examples] for i in range(3))
+    batch = pack_batch(inputs, labels, tasks, rows=20, input_capacity=30, target_capacity=12, pad_id=0,
+                       prefixes={2: [90]}, width_multiple=8)
+    seqs = [([90] if t == 2 else []) + x for x, t in zip(inputs, tasks)]
+    chosen, table = _scan_first_fit([(t, len(x), len(y)) for x, y, t in zip(seqs, labels, tasks)], 20, 30, 12)
+    assert None not in chosen
+    used = [members for _, _, _, members in table if members]
+    in_w = min(-(-max(sum(len(seqs[k]) for k in m) for m in used) // 8) * 8, 30)
+    tgt_w = min(-(-max(sum(len(labels[k]) for k in m) for m in used) // 8) * 8, 12)
+
+    def laid_out(parts, width, fill):  # one row: its members' parts one after the other, then the fill
+        row = [v for part in parts for v in part]
+        return row + [fill] * (width - len(row))
+
+    encoder_segments = [laid_out([[s] * len(seqs[k]) for s, k in enumerate(m, 1)], in_w, 0) for m in used]
+    assert batch["input_ids"].tolist() == [laid_out([seqs[k] for k in m], in_w, 0) for m in used]
+    assert batch["labels"].tolist() == [laid_out([labels[k] for k in m], tgt_w, -100) for m in used]
+    assert batch["encoder_segment_ids"].tolist() == encoder_segments
+    assert batch["decoder_segment_ids"].tolist() == [laid_out([[s] * len(labels[k]) for s, k in enumerate(m, 1)],
+                                                              tgt_w, 0) for m in used]
+    assert batch["attention_mask"].tolist() == [[int(s > 0) for s in row] for row in encoder_segments]
+    assert batch["task_ids"].tolist() == [tasks[m[0]] for m in used] and len(used) > 3
+
+
 @pytest.mark.parametrize("rows, input_capacity, target_capacity", [(0, 10, 5), (1, 0, 5), (1, 10, 0)])
 def test_a_packer_without_room_is_refused(rows, input_capacity, target_capacity):
     # with no row, pack_chunks would cut empty micro-batches for ever

@@ -53,15 +53,16 @@ class Seq2SeqCollator:
                                     f"got {n} input rows, {len(labels)} labels and {len(task_ids)} task ids")
         in_w = self._width(max(len(x) for x in input_ids), self.max_input_length)
         tgt_w = self._width(max(len(y) for y in labels), self.max_target_length)
-        ids, real = _padded(input_ids, in_w, self.pad_id)
-        lab, _ = _padded(labels, tgt_w, LABEL_PAD)
+        ids, real = pad_rows(input_ids, in_w, self.pad_id)
+        lab, _ = pad_rows(labels, tgt_w, LABEL_PAD)
         return {"input_ids": ids, "attention_mask": real.long(), "labels": lab,
                 "task_ids": torch.as_tensor(list(task_ids), dtype=torch.long)}
 
 
-def _padded(rows: Sequence[Sequence[int]], width: int, fill: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: Sequence[Sequence[int]], width: int, fill: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(`rows` left-aligned in a [len(rows), width] LongTensor of `fill`, the bool mask of their positions), built
-    from all the rows' ids at once rather than one tensor per row (that took most of a small batch's collation)."""
+    from all the rows' ids at once rather than one tensor per row (that took most of a small batch's collation).
+    No row may be longer than `width`."""
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
     real = torch.arange(width) < lengths.unsqueeze(1)
     out = torch.full((len(rows), width), fill, dtype=torch.long)

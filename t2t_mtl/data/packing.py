@@ -18,7 +18,7 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
-from t2t_mtl.data.collator import LABEL_PAD
+from t2t_mtl.data.collator import LABEL_PAD, pad_rows
 
 PackItem = Tuple[int, int, int]  # (task id, input length, target length)
 
@@ -43,6 +43,8 @@ class FirstFit:
         self.target_capacity = target_capacity
         self.rows = [_Row() for _ in range(rows)]
         self.placed = 0
+        self._opened = 0  # rows holding a task: the first ones (an item opens the first empty row)
+        self._task_rows: Dict[int, List[int]] = {}  # the rows holding each task, in order
 
     def fits_alone(self, item: PackItem) -> bool:
         return item[1] <= self.input_capacity and item[2] <= self.target_capacity
@@ -53,17 +55,26 @@ class FirstFit:
             raise ValueError(f"an example of {n_in} input / {n_tgt} target tokens exceeds the packed row's "
                              f"{self.input_capacity} / {self.target_capacity} (data.max_input_length / "
                              f"data.max_target_length)")
-        for r, row in enumerate(self.rows):
-            if row.task not in (None, task):
-                continue
+        # the first row of the task with room, else the first empty row: empty rows come after every row holding a
+        # task, so only the task's own rows are looked at (not every row's task and room)
+        for r in self._task_rows.get(task, ()):
+            row = self.rows[r]
             if row.input_used + n_in <= self.input_capacity and row.target_used + n_tgt <= self.target_capacity:
-                row.task = task
-                row.input_used += n_in
-                row.target_used += n_tgt
-                row.members.append(self.placed)
-                self.placed += 1
-                return r
-        return None
+                return self._put(r, n_in, n_tgt)
+        if self._opened == len(self.rows):
+            return None
+        r, self._opened = self._opened, self._opened + 1
+        self.rows[r].task = task
+        self._task_rows.setdefault(task, []).append(r)
+        return self._put(r, n_in, n_tgt)
+
+    def _put(self, r: int, n_in: int, n_tgt: int) -> int:
+        row = self.rows[r]
+        row.input_used += n_in
+        row.target_used += n_tgt
+        row.members.append(self.placed)
+        self.placed += 1
+        return r
 
     def used_rows(self) -> List[List[int]]:
         """The item positions of every non-empty row, rows in order."""
@@ -132,25 +143,23 @@ def pack_batch(inputs: Sequence[List[int]], labels: Sequence[List[int]], task_id
     members = packer.used_rows()
     in_w = _width(max(sum(len(seqs[k]) for k in m) for m in members), input_capacity, width_multiple)
     tgt_w = _width(max(sum(len(labels[k]) for k in m) for m in members), target_capacity, width_multiple)
-    n = len(members)
-    ids = torch.full((n, in_w), pad_id, dtype=torch.long)
-    enc_seg = torch.zeros((n, in_w), dtype=torch.long)
-    lab = torch.full((n, tgt_w), LABEL_PAD, dtype=torch.long)
-    dec_seg = torch.zeros((n, tgt_w), dtype=torch.long)
-    row_tasks = []
-    for r, m in enumerate(members):
-        i = j = 0
-        for seg, k in enumerate(m, start=1):
-            x, y = seqs[k], labels[k]
-            ids[r, i:i + len(x)] = torch.as_tensor(x, dtype=torch.long)
-            enc_seg[r, i:i + len(x)] = seg
-            lab[r, j:j + len(y)] = torch.as_tensor(y, dtype=torch.long)
-            dec_seg[r, j:j + len(y)] = seg
-            i, j = i + len(x), j + len(y)
-        row_tasks.append(int(task_ids[m[0]]))
-    return {"input_ids": ids, "attention_mask": (enc_seg > 0).long(), "labels": lab,
+    ids, real = pad_rows([_joined(seqs, m) for m in members], in_w, pad_id)
+    lab, _ = pad_rows([_joined(labels, m) for m in members], tgt_w, LABEL_PAD)
+    enc_seg, _ = pad_rows([_segment_numbers(seqs, m) for m in members], in_w, 0)
+    dec_seg, _ = pad_rows([_segment_numbers(labels, m) for m in members], tgt_w, 0)
+    return {"input_ids": ids, "attention_mask": real.long(), "labels": lab,
             "encoder_segment_ids": enc_seg, "decoder_segment_ids": dec_seg,
-            "task_ids": torch.as_tensor(row_tasks, dtype=torch.long)}
+            "task_ids": torch.as_tensor([int(task_ids[m[0]]) for m in members], dtype=torch.long)}
+
+
+def _joined(sequences: Sequence[Sequence[int]], members: Sequence[int]) -> List[int]:
+    """The ids of a packed row: its members' `sequences`, one after the other."""
+    return [token for k in members for token in sequences[k]]
+
+
+def _segment_numbers(sequences: Sequence[Sequence[int]], members: Sequence[int]) -> List[int]:
+    """The segment id (1, 2, ... in placement order) of every position of a packed row's `_joined` ids."""
+    return [segment for segment, k in enumerate(members, start=1) for _ in range(len(sequences[k]))]
 
 
 def _width(longest: int, capacity: int, multiple: int) -> int:
