@@ -471,8 +471,9 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
                 if aux is not None:  # once, outside the task weighting: its coefficients alone set its strength
                     loss = loss + aux
                 progress.weighting_stats = {}
-                value = float(loss.detach())
-                task_values = {name: float(v.detach()) for name, v in per_task.items()}
+                # the weighted loss and the tasks' losses in one transfer (one device sync, not 1 + T)
+                value, *losses = torch.stack([v.detach().float() for v in (loss, *per_task.values())]).tolist()
+                task_values = dict(zip(per_task, losses))
                 # zero: the tasks' own losses (targets without tokens), not a weighting that gives the tasks
                 # (numerically) zero weight, as curriculum does before a task's start epoch
                 bad = any_true(not math.isfinite(value) or not any(task_values.values()), env.device)
