@@ -127,11 +127,11 @@ class PeriodicValidator:
     """Mid-training validation feeding the adaptive samplers and the dtp weighting.
 
     The first `examples` rows of each task's `held_in_split` (rendered once, tokenized per batch at each call; a task
-    with none is a `ConfigError`) are scored by `__call__(engine)`: per-task mean token cross-entropy under teacher forcing (`val_loss`) and exact
-    match of greedy generation against any of a row's gold answers (`val_score`, in [0, 1]). Each rank scores its
-    shard of the rows (`local_sums`) and the sums are added over the ranks in float64, so every rank gets the same
-    numbers — those of one process scoring every row, up to float summation order — and the sampler updates they
-    drive stay identical across ranks.
+    with none is a `ConfigError`) are scored by `__call__(engine)`: per-task mean token cross-entropy under teacher
+    forcing (`val_loss`) and exact match of greedy generation against any of a row's gold answers (`val_score`, in
+    [0, 1]). Each rank scores its shard of the rows (`local_sums`) and the sums are added over the ranks in float64,
+    so every rank gets the same numbers — those of one process scoring every row, up to float summation order — and
+    the sampler updates they drive stay identical across ranks.
     """
 
     def __init__(self, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv, examples: int,
