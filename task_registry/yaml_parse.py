@@ -190,27 +190,23 @@ class TaskFileParser:
         """Report at the `splits` line (or the `source` line when it is not given) each split that a split → files
         mapping (`files:`, or an `hf:` source's `data_files:`, whose keys are its splits; `data_files:` as a path or
         list is datasets' split `train` alone) has no files for."""
-        if isinstance(source, LocalFileSource) and source.files is not None:
-            key, by_split = "files", source.files
-        elif isinstance(source, HFSource) and source.data_files is not None:
-            key, by_split = "data_files", source.data_files
-        else:
-            return
+        named = source.file_splits() if source is not None else None
         splits = document.get("splits", ["train", "validation"])
-        if not isinstance(splits, list):
+        if named is None or not isinstance(splits, list):
             return
+        key = "data_files" if isinstance(source, HFSource) else "files"
         at = self.line_of(document, "splits" if "splits" in document else "source")
-        if not isinstance(by_split, dict):
+        if isinstance(source, HFSource) and not isinstance(source.data_files, dict):
             if splits != ["train"]:
                 self.error(at, f"`source: data_files:` as a path or a list is datasets' split 'train' alone, but the "
                                f"task has the splits {splits} (`splits` default to [train, validation]): map each "
                                f"split to its files (`data_files: {{train: ..., validation: ...}}`) or set "
                                f"`splits: [train]`")
             return
-        missing = [split for split in splits if split not in by_split]
+        missing = [split for split in splits if split not in named]
         if missing:
             self.error(at, f"`source: {key}:` has no file for the split(s) {missing}; it has "
-                           f"{sorted(map(str, by_split))} (`splits` default to [train, validation]: list the ones the "
+                           f"{sorted(named)} (`splits` default to [train, validation]: list the ones the "
                            f"files hold)")
 
     def source(self, config: Any, line: int) -> Optional[Source]:
