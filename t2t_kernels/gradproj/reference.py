@@ -5,6 +5,8 @@ upcast in column chunks so the temporary stays bounded whatever P is.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 
 _UPCAST_CHUNK = 1 << 22  # columns upcast at a time for bf16/fp16 inputs
@@ -12,7 +14,7 @@ _UPCAST_CHUNK = 1 << 22  # columns upcast at a time for bf16/fp16 inputs
 # fp32 the Gram's relative error was 2e-3 at T = 2 and T = 9, 6e-6 at T = 16), while blocks of 2^16 columns (2^17
 # at T = 2) keep it near 1e-5 or below at every T. The blocks are also faster for 3 <= T <= 8 (cache-sized: torch
 # 2.13 CPU, 1 thread, P = 1e7: T = 8 114 ms -> 50 ms; T = 4 24 -> 14 ms) and as fast from T = 16 on. At T = 2 one
-# matrix-vector product and one dot per block (`_add_gram_of_two`) beat a [2, n] x [n, 2] product (P = 1e7: 4.5 ms
+# matrix-vector product and one dot per block (`_gram_of_two`) beat a [2, n] x [n, 2] product (P = 1e7: 4.5 ms
 # against 8.9 ms in one call); its blocks are larger, as each costs three calls.
 _GRAM_CHUNK = 1 << 16
 _GRAM_CHUNK_TWO_TASKS = 1 << 17
@@ -39,21 +41,28 @@ def gram_reference(grads: torch.Tensor, offsets: list[int]) -> torch.Tensor:
     out = torch.zeros(len(offsets) - 1, num_tasks, num_tasks, dtype=acc, device=grads.device)
     step = _GRAM_CHUNK_TWO_TASKS if num_tasks == 2 else _GRAM_CHUNK
     for k in range(len(offsets) - 1):
-        for chunk in _column_chunks(grads, offsets[k], offsets[k + 1]):
-            for block in chunk.split(step, dim=1):
-                if num_tasks == 2:
-                    _add_gram_of_two(out[k], block)
-                else:
-                    out[k].addmm_(block, block.T)
+        blocks = (block for chunk in _column_chunks(grads, offsets[k], offsets[k + 1])
+                  for block in chunk.split(step, dim=1))
+        if num_tasks == 2:
+            _gram_of_two(out[k], blocks)
+        else:
+            for block in blocks:
+                out[k].addmm_(block, block.T)
     return out
 
 
-def _add_gram_of_two(out: torch.Tensor, block: torch.Tensor) -> None:
-    """Add the Gram of a [2, n] `block` to `out` [2, 2]: its second column by one matrix-vector product, g0·g0 by
-    one dot, the lower corner mirrored (exactly symmetric)."""
-    out[:, 1] += block @ block[1]
-    out[0, 0] += block[0] @ block[0]
-    out[1, 0] = out[0, 1]
+def _gram_of_two(out: torch.Tensor, blocks: Iterable[torch.Tensor]) -> None:
+    """Write the Gram of a segment's [2, n] `blocks` into `out` [2, 2] (left zero without blocks): per block its
+    second column by one matrix-vector product and g0·g0 by one dot, the blocks' parts summed once at the end (few
+    calls per block), the lower corner mirrored (exactly symmetric)."""
+    columns, firsts = [], []
+    for block in blocks:
+        columns.append(block @ block[1])
+        firsts.append(block[0] @ block[0])
+    if columns:
+        out[:, 1] = torch.stack(columns).sum(0)
+        out[0, 0] = torch.stack(firsts).sum()
+        out[1, 0] = out[0, 1]
 
 
 def combine_reference(weights: torch.Tensor, grads: torch.Tensor, offsets: list[int], out: torch.Tensor,
