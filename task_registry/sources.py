@@ -85,8 +85,12 @@ class Source:
         raise NotImplementedError
 
     def to_config(self) -> dict[str, Any]:
-        """A plain-data description (for `tasks show`)."""
+        """A plain-data description, with file paths as stored (`identity`)."""
         raise NotImplementedError
+
+    def shown_config(self) -> dict[str, Any]:
+        """`to_config()` as `tasks show` prints it: file paths normalised (`shown_paths`)."""
+        return self.to_config()
 
     def identity(self) -> dict[str, Any]:
         """What the rows depend on, as data (`Task.definition_digest`): `to_config()` and what it leaves out."""
@@ -273,6 +277,24 @@ def _error_chain(error: BaseException) -> str:
     return " ← ".join(parts)
 
 
+def shown_paths(files: Any) -> Any:
+    """Paths as `tasks list` / `show` print them, in `files`' shape (a path: a list of one; a list; or split →
+    either): each `os.path.normpath`-ed, so a YAML task's `tasks/../data/x.csv` shows as `data/x.csv`. For display
+    only: the source keeps, reads and hashes (`Task.definition_digest`) its paths as stored."""
+    if isinstance(files, Mapping):
+        return {str(split): shown_paths(value) for split, value in files.items()}
+    values = [files] if isinstance(files, (str, os.PathLike)) else list(files or [])
+    return [os.path.normpath(value) for value in values]
+
+
+def _files_summary(files: Any) -> str:
+    """`shown_paths(files)` on one line: `train: ['a.csv'], validation: ['b.csv']`, or `['a.csv', 'b.csv']`."""
+    shown = shown_paths(files)
+    if isinstance(shown, Mapping):
+        return ", ".join(f"{split}: {paths}" for split, paths in shown.items())
+    return str(shown)
+
+
 def _file_names(data_files: Any) -> list[str]:
     """The paths (or patterns) that `data_files` (a path, a list, or split → path or list) names."""
     values = data_files.values() if isinstance(data_files, Mapping) else [data_files]
@@ -412,6 +434,13 @@ class HFSource(Source):
             config["data_files"] = self.data_files
         return config
 
+    def shown_config(self) -> dict[str, Any]:
+        """`to_config()` with `data_files` as `shown_paths`."""
+        config = self.to_config()
+        if self.data_files:
+            config["data_files"] = shown_paths(self.data_files)
+        return config
+
     def identity(self) -> dict[str, Any]:
         """`to_config()` and the extra `load_dataset` keyword arguments."""
         return {**self.to_config(), "load_kwargs": self.load_kwargs}
@@ -459,10 +488,12 @@ class LocalFileSource(Source):
         return list(self.files) if self.files is not None else None
 
     def describe(self) -> str:
-        """The files per split, or the list shared by every split."""
-        if self.files is not None:
-            return ", ".join(f"{split}: {[str(p) for p in paths]}" for split, paths in self.files.items())
-        return str([str(p) for p in self.shared])
+        """The files per split, or the list shared by every split (as `shown_paths`)."""
+        return _files_summary(self.files if self.files is not None else self.shared)
+
+    def shown_config(self) -> dict[str, Any]:
+        """`to_config()` with the files as `shown_paths`."""
+        return {"files": shown_paths(self.files if self.files is not None else self.shared)}
 
     def to_config(self) -> dict[str, Any]:
         """`{"files": ...}`: a mapping split → paths, or one list of paths."""

@@ -387,7 +387,7 @@ class Task:
             "name": self.name, "task_type": self.task_type, "cluster": self.cluster, "held_out": self.held_out,
             "eval_only": self.eval_only, "splits": list(self.splits), "metrics": list(self.metrics),
             **({"group_by": self.group_by} if self.group_by is not None else {}),
-            "description": self.description, "source": self.source.to_config(),
+            "description": self.description, "source": self.source.shown_config(),
             "preprocessors": [p.describe() for p in self.preprocessors],
             "templates": [{"name": t.name, "jinja": t.jinja, "answer_choices": t.answer_choices,
                            **({"references": t.references} if t.references is not None else {}),

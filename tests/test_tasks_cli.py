@@ -216,3 +216,36 @@ def test_validate_reads_each_task_file_once(workspace, capsys, monkeypatch):
     monkeypatch.setattr(yaml_parse.TaskFileParser, "parse", lambda self: reads.append(self.path.name) or parse(self))
     assert main(["tasks", "validate", str(workspace / "tasks"), "--data-dir", str(workspace / "data")]) == 0
     assert sorted(reads) == ["cli_qa.yaml", "other.yaml"]
+
+
+FILE_TASKS = {"cli_csv_reader": "source:\n  hf: csv\n  data_files: {train: ../data/x.csv, validation: ../data/v.csv}\n",
+              "cli_csv_files": "source:\n  files: {train: ../data/x.csv, validation: [../data/v.csv]}\n"}
+
+
+@pytest.fixture()
+def file_tasks(tmp_path):
+    """Two YAML tasks reading `data/x.csv` and `data/v.csv` beside their folder `tasks/`: through `hf: csv` and
+    through `files:`."""
+    (tmp_path / "data").mkdir()
+    for name in ("x", "v"):
+        (tmp_path / "data" / f"{name}.csv").write_text("q,a\nwhat,that\n")
+    (tmp_path / "tasks").mkdir()
+    for name, source in FILE_TASKS.items():
+        (tmp_path / "tasks" / f"{name}.yaml").write_text(
+            f"name: {name}\n{source}templates:\n  - name: t\n    jinja: '{{{{q}}}} ||| {{{{a}}}}'\n")
+    with task_registry.isolated_registry():
+        yield tmp_path
+
+
+def test_show_prints_data_file_paths_normalised(file_tasks, capsys):
+    # was: `.../tasks/../data/x.csv`, the YAML folder joined with the path as written
+    data = file_tasks / "data"
+    shown = {"train": [str(data / "x.csv")], "validation": [str(data / "v.csv")]}
+    for name, key in (("cli_csv_reader", "data_files"), ("cli_csv_files", "files")):
+        assert main(["tasks", "show", name, "--tasks-dir", str(file_tasks / "tasks")]) == 0
+        assert yaml.safe_load(capsys.readouterr().out)["source"][key] == shown
+    # the source keeps the paths as stored, which its definition digest (and a study's record of it) hashes
+    stored = str(file_tasks / "tasks" / ".." / "data" / "x.csv")
+    assert task_registry.get_task("cli_csv_reader").source.identity()["data_files"]["train"] == stored
+    assert task_registry.get_task("cli_csv_files").source.identity()["files"]["train"] == [stored]
+    assert task_registry.get_task("cli_csv_reader").to_dataset("train")["inputs"] == ["what"]
