@@ -92,6 +92,10 @@ class Source:
         """`to_config()` as `tasks show` prints it: file paths normalised (`shown_paths`)."""
         return self.to_config()
 
+    def summary(self) -> str:
+        """Where the rows come from, as `tasks list` shows it: `describe()`, unless the source reads files."""
+        return self.describe()
+
     def identity(self) -> dict[str, Any]:
         """What the rows depend on, as data (`Task.definition_digest`): `to_config()` and what it leaves out."""
         return self.to_config()
@@ -440,6 +444,10 @@ class HFSource(Source):
         if self.data_files:
             config["data_files"] = shown_paths(self.data_files)
         return config
+
+    def summary(self) -> str:
+        """`describe()`, followed by the `data_files` (`reader: train: ['data/x.csv'], ...`) when it names files."""
+        return f"{self.describe()}: {_files_summary(self.data_files)}" if self.data_files else self.describe()
 
     def identity(self) -> dict[str, Any]:
         """`to_config()` and the extra `load_dataset` keyword arguments."""

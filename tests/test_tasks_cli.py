@@ -237,6 +237,15 @@ def file_tasks(tmp_path):
         yield tmp_path
 
 
+def test_list_shows_the_files_a_file_reader_reads(file_tasks, capsys):
+    # was: `csv` alone for the hf: csv task (which files it reads was not shown), and `tasks/../data/x.csv`
+    assert main(["tasks", "list", "--tasks-dir", str(file_tasks / "tasks")]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("cli_csv")}
+    files = f"train: [{str(file_tasks / 'data' / 'x.csv')!r}], validation: [{str(file_tasks / 'data' / 'v.csv')!r}]"
+    assert rows["cli_csv_files"].endswith(f"  {files}")
+    assert rows["cli_csv_reader"].endswith(f"  csv: {files}")
+
+
 def test_show_prints_data_file_paths_normalised(file_tasks, capsys):
     # was: `.../tasks/../data/x.csv`, the YAML folder joined with the path as written
     data = file_tasks / "data"

@@ -137,7 +137,7 @@ def _list(args: argparse.Namespace) -> int:
     for name in names:
         task = task_registry.get_task(name)
         flags = ",".join(f for f, on in (("held_out", task.held_out), ("eval_only", task.eval_only)) if on)
-        rows.append((name, task.task_type, task.cluster, str(len(task.templates)), flags, task.source.describe()))
+        rows.append((name, task.task_type, task.cluster, str(len(task.templates)), flags, task.source.summary()))
     if not rows:
         everything = [task_registry.get_task(n) for n in task_registry.list_tasks()]
         clusters, types = sorted({t.cluster for t in everything}), sorted({t.task_type for t in everything})
