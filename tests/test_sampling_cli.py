@@ -127,6 +127,23 @@ def test_show_bad_counts_name_the_flag(mixture, capsys, flag, value, expected):
     assert capsys.readouterr().err.strip() == f"error: {expected}"
 
 
+@pytest.mark.parametrize("options, expected", [
+    # was "sampling.alpha (the temperature) must be > 0, ...": a config key, not the option typed
+    (["--sampler", "temperature", "--alpha", "0"], "--alpha (the temperature) must be > 0, got 0.0"),
+    (["--sampler", "temperature", "--alpha", "2", "--set", "alpha=-1"], "--set alpha (the temperature) must be > 0"),
+    (["--sampler", "proportional", "--scale", "0"], "--scale must be > 0, got 0.0"),
+    (["--sampler", "temperature", "--template-cap", "3", "--dataset-cap", "4"],
+     "give either --template-cap or --dataset-cap, not both"),  # was: bare template_cap / dataset_cap
+    (["--sampler", "temperature", "--dataset-cap", "1"], "raise --dataset-cap to at least 2 (or give --template-cap)"),
+    (["--sampler", "dynamic_temperature", "--set", "alpha_0=0"], "needs --set alpha_0 and --set alpha_max > 0"),
+    (["--sampler", "bandit_softmax", "--set", "tau=0"], "--set tau must be > 0, got 0"),
+])
+def test_a_bad_parameter_value_names_the_option_that_set_it(mixture, capsys, options, expected):
+    assert main(["mixture", "show", mixture, "--draws", "0", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and "sampling." not in err, err
+
+
 def test_show_yaml_tasks_from_a_tasks_dir(mixture, tmp_path, capsys):
     # was: no --tasks-dir, so the rates of a YAML task could not be shown; NAME may list task names
     from engine_helpers import write_yaml_task

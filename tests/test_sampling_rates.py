@@ -103,7 +103,7 @@ def test_a_dataset_cap_below_the_template_count_is_refused():
     assert size_rates(sizes, templates={"a": 12, "b": 2}, dataset_cap=12) == {"a": 12.0, "b": 12.0}
     with pytest.raises(InvalidRateError, match=r"dataset_cap 11 is smaller than task 'a''s 12 templates.*no cap"):
         size_rates(sizes, templates={"a": 12, "b": 2}, dataset_cap=11)
-    with pytest.raises(SamplingError, match="raise dataset_cap to at least 12"):
+    with pytest.raises(SamplingError, match="raise sampling.dataset_cap to at least 12"):
         build_sampler({"strategy": "proportional", "templates": {"a": 12, "b": 2}, "dataset_cap": 11}, sizes, seed=0)
 
 

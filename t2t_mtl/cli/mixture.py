@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any, Optional
 
@@ -84,7 +85,10 @@ def show_mixture(args: argparse.Namespace) -> int:
         sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
         config = sampler_config(args, rates, {name: len(task.templates) for name, task in tasks.items()})
         table = rates_over_epochs(config, sizes, args.epochs, seed=args.seed, draws=args.draws)
-    except (SamplingError, task_registry.TaskRegistryError, ValueError, KeyError) as err:
+    except SamplingError as err:
+        print(f"error: {as_typed(str(err), args)}", file=sys.stderr)
+        return 2
+    except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
         print(f"error: {error_text(err, args.tasks_dir)}", file=sys.stderr)
         return 2
     print(format_table(args.name, config, sizes, table))
@@ -164,6 +168,21 @@ def unused_parameter_option(args: argparse.Namespace) -> Optional[str]:
             return (f"--{key.replace('_', '-')} is a parameter of --sampler {takers}; --sampler {args.sampler}"
                     f"{default} has none: choose one of those samplers, or drop the option")
     return None
+
+
+def as_typed(message: str, args: argparse.Namespace) -> str:
+    """A sampler's error `message` with each config key it names (`sampling.alpha`) written as the option that sets
+    it here: `--set alpha` where a `--set` gave it, else its own option (`--alpha`, `--epochs` for the annealed
+    schedule's epochs), else `--set KEY` (the only way to set a key without an option of its own)."""
+    set_keys = {item.partition("=")[0] for item in args.set}
+
+    def typed(match: re.Match) -> str:
+        key = match.group(1)
+        if key not in set_keys and key in (*PARAMETER_OPTIONS, "epochs"):
+            return f"--{key.replace('_', '-')}"
+        return f"--set {key}"
+
+    return re.sub(r"\bsampling\.(\w+)", typed, message)
 
 
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def template_cap_for(num_templates: int, *, template_cap: Optional[float] = None
                      dataset_cap: Optional[float] = None) -> Optional[float]:
     """Per-template cap: `template_cap` as given, or T0's ``dataset_cap // num_templates``."""
     if template_cap is not None and dataset_cap is not None:
-        raise InvalidRateError("give either template_cap or dataset_cap, not both")
+        raise InvalidRateError("give either sampling.template_cap or sampling.dataset_cap, not both")
     if dataset_cap is not None:
         return float(dataset_cap // num_templates)
     return template_cap
@@ -123,7 +123,8 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
     if not templates and (template_cap is not None or dataset_cap is not None):
         key = "template_cap" if template_cap is not None else "dataset_cap"
         raise InvalidRateError(f"sampling.{key} caps each template of a task, so it needs templates ({{task: number of "
-                               f"templates}}); without them it would cap nothing (a cap on whole tasks is `cap`)")
+                               f"templates}}); without them it would cap nothing (a cap on whole tasks is "
+                               f"sampling.cap)")
     unknown = sorted(set(templates) - set(sizes))
     if unknown:
         raise InvalidRateError(f"template counts given for tasks not in the mixture: {', '.join(unknown)}")
@@ -139,8 +140,8 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
             elif cap == 0:  # seqio reads a cap of 0 as none: the task would get its whole, uncapped rate
                 raise InvalidRateError(f"sampling.dataset_cap {dataset_cap:g} is smaller than task {task!r}'s {int(k)} "
                                        f"templates: its per-template cap dataset_cap // {int(k)} would be 0, which "
-                                       f"means no cap at all; raise dataset_cap to at least {int(k)} (or give "
-                                       f"template_cap)")
+                                       f"means no cap at all; raise sampling.dataset_cap to at least {int(k)} "
+                                       f"(or give sampling.template_cap)")
         try:
             rate = (1 if k is None else int(k)) * seqio_rate(n, maximum=cap, scale=scale, temperature=temperature)
         except OverflowError:
