@@ -296,6 +296,29 @@ def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpo
     assert header == f"| task | {checkpoint} ({tmp_path / 'first'}) | {checkpoint} |"
 
 
+def test_cli_eval_refuses_an_out_folder_holding_a_report_unless_overwrite(checkpoint, data_file, tmp_path, capsys):
+    # was: a second `eval --out DIR` replaced the report there silently (export and tokenizer train refuse)
+    args = ["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "2", "--no-progress",
+            "--max-new-tokens", "2"]
+    out = tmp_path / "report"
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        assert cli_main([*args, "--out", str(out)]) == 0
+        (out / "report.json").write_text('{"an": "earlier report"}')
+        capsys.readouterr()
+        assert cli_main([*args, "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (f"error: --out {out} is not empty (it holds plots, report.json, report.md); writing "
+                                f"into it would overwrite what is there: choose another folder, or pass --overwrite "
+                                f"to write into it anyway\n")
+        assert captured.out == "" and (out / "report.json").read_text() == '{"an": "earlier report"}'
+        assert cli_main([*args, "--overwrite"]) == 2  # nothing to overwrite without --out
+        assert capsys.readouterr().err == ("error: --overwrite lets --out write into a non-empty folder; without "
+                                           "--out DIR it is ignored\n")
+        assert cli_main([*args, "--out", str(out), "--overwrite"]) == 0
+    assert read_report(out).results[0].task == "toy_sentiment"
+
+
 def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_file, tmp_path, capsys):
     args = ["eval", "--checkpoint", checkpoint, "--max-examples", "2", "--no-progress"]
     (tmp_path / "afile.txt").write_text("x")

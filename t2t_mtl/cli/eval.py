@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_tasks_dir_option, below_one,
                                 decoding_settings, ignored_scoring_option, register_tasks_dir, resolve_device,
                                 run_evaluation_setting)
-from t2t_mtl.output_paths import is_full_disk, prepare_output_dir
+from t2t_mtl.output_paths import is_full_disk, prepare_output_dir, refuse_non_empty_dir
 from t2t_mtl.wording import counted
 
 
@@ -53,7 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_dir_option(parser)
     add_tasks_dir_option(parser, help_text="a folder of YAML task files to register on top of the built-in tasks "
                                            "(repeatable; default: the run's data.tasks_dir)")
-    parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots/<task>.png")
+    parser.add_argument("--out", default=None,
+                        help="folder for report.json, report.md and plots/<task>.png (created); a folder that holds "
+                             "files (an earlier report) is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out folder, replacing its files of the same names")
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
                         help="earlier report.json files/folders to put beside this one in comparison.md")
@@ -180,6 +184,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         ignored = "--shots-split names the split of k-shot demonstrations; without --shots K it is ignored"
     if args.held_out_clusters is not None and not args.held_out:
         ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
+    if args.overwrite and not args.out:
+        ignored = "--overwrite lets --out write into a non-empty folder; without --out DIR it is ignored"
     if args.keep_predictions and not args.out:
         ignored = "--keep-predictions stores every prediction in report.json, which only --out writes: give --out DIR"
     if args.tasks_dir and args.bigbench:
@@ -196,6 +202,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     try:
         if args.out:
             prepare_output_dir(args.out, "--out", create=False)  # before the evaluation; created by write_report
+            if not args.overwrite:
+                refuse_non_empty_dir(args.out, "--out")
         name = args.name or str(args.checkpoint)
         others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
         rank, world_size = init_distributed_from_env()
