@@ -319,6 +319,29 @@ def test_cli_eval_refuses_an_out_folder_holding_a_report_unless_overwrite(checkp
     assert read_report(out).results[0].task == "toy_sentiment"
 
 
+@pytest.mark.parametrize("options, expected", [
+    # was "task 'toy_sentiment' has no split 'train' for demonstrations (shots_split); ...", raised once the tasks
+    # before it had been scored
+    (["--shots", "1", "--shots-split", "train"], "--shots-split 'train'"),
+    (["--split", "train"], "--split 'train'"),  # was Task.load_rows' message, also after scoring parity
+])
+def test_cli_eval_names_a_split_option_a_task_lacks_before_scoring(checkpoint, data_file, monkeypatch, capsys,
+                                                                  options, expected):
+    import t2t_mtl.evaluation
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("evaluated before the splits were checked")
+
+    monkeypatch.setattr(t2t_mtl.evaluation, "evaluate_tasks", not_reached)
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity,toy_sentiment", "--max-examples",
+                         "2", "--no-progress", *options]) == 2
+    err = capsys.readouterr().err  # (after transformers' progress bar of loading the weights)
+    assert err.endswith(f"\nerror: {expected}: task 'toy_sentiment' has no such split; its splits are "
+                        f"['validation']\n") and err.count("error:") == 1, err
+
+
 def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_file, tmp_path, capsys):
     args = ["eval", "--checkpoint", checkpoint, "--max-examples", "2", "--no-progress"]
     (tmp_path / "afile.txt").write_text("x")

@@ -135,6 +135,18 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
     return chosen
 
 
+def check_splits(names: Sequence[str], split: Optional[str], shots_split: Optional[str]) -> None:
+    """ValueError naming `--split` / `--shots-split` for a task that lacks the split it asks for, before any task is
+    scored (as a training config's evaluation section is checked)."""
+    import task_registry
+
+    for name in names:
+        splits = list(task_registry.get_task(name).splits)
+        for option, value in (("--split", split), ("--shots-split", shots_split)):
+            if value is not None and value not in splits:
+                raise ValueError(f"{option} {value!r}: task {name!r} has no such split; its splits are {splits}")
+
+
 def distinct_names(reports: list, paths: Sequence[str], name: str) -> list:
     """The earlier `--compare` reports, each one whose model name repeats another's (or this run's `name`)
     renamed `NAME (PATH)`, so the comparison columns are distinct; the same report given twice is an error."""
@@ -214,6 +226,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                                 **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
                                 num_shots=args.shots, shots_split=args.shots_split)
         tasks = select_tasks(args, meta)
+        check_splits(tasks, args.split, args.shots_split)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
     except task_registry.TaskFileError as error:
