@@ -377,6 +377,20 @@ def test_cli_reports_config_errors_before_training(tmp_path, capsys):
     assert not (tmp_path / "r2" / "cache").exists()  # failed before tokenizing
 
 
+@pytest.mark.parametrize("print_config", [[], ["--print-config"]])
+def test_a_bad_data_dir_option_is_named_as_typed(tmp_path, capsys, print_config):
+    # was "config key 'data.data_dir' names a data directory ..., which does not exist (a relative path in a config
+    # is read from the working directory ...)": a key and a config file the command line never named
+    afile = tmp_path / "rows.jsonl"
+    afile.write_text("{}\n")
+    for data_dir, state in ((tmp_path / "none", "does not exist"), (afile, "is a file")):
+        assert cli_main(["train", "--data-dir", str(data_dir), "--set", f"training.output_dir={tmp_path}/r",
+                         *print_config]) == 2
+        assert capsys.readouterr().err == (f"error: --data-dir {data_dir} {state}: name the folder holding "
+                                           f"<hub path>/<config or default>/<split>.jsonl\n")
+    assert not (tmp_path / "r").exists()
+
+
 def test_print_config_with_resume_refuses_what_resuming_would_refuse(tmp_path, capsys):
     # was: `train --resume RUN --set training.seed=5 --print-config` printed the config (exit 0), while the same
     # command without --print-config is refused: "checkpoint ... was written with training.seed = 0, this run has 5"

@@ -69,10 +69,23 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
+def data_dir_problem(data_dir: Optional[str]) -> Optional[str]:
+    """Why `--data-dir` cannot be the run's data.data_dir (None: it can, or it was not given), naming the option: the
+    config's check would name the key `data.data_dir`, with advice on relative paths in a config file."""
+    if data_dir is None or Path(data_dir).is_dir():
+        return None
+    state = "is a file" if Path(data_dir).exists() else "does not exist"
+    return f"--data-dir {data_dir} {state}: name the folder holding <hub path>/<config or default>/<split>.jsonl"
+
+
 def run(args: argparse.Namespace) -> int:
     from t2t_mtl.config import ConfigError
     from t2t_mtl.engine.checkpoint import CheckpointError
 
+    problem = data_dir_problem(args.data_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         from t2t_mtl.engine.distributed import shut_down_process_group
         from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
