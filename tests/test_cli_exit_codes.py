@@ -272,3 +272,23 @@ def test_a_full_disk_while_writing_the_output_exits_1_as_every_command(command, 
     line = f"error: t2t-mtl {command[0]}: {os.strerror(errno.ENOSPC)}: {out / 'written'} (free disk space, then " \
            f"run it again)\n"
     assert ("\n" + err).endswith("\n" + line) and err.count("error:") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", [
+    ["tasks", "list"], ["mixture", "show", "parity", "--draws", "0"],
+    ["mixture", "overlap", "parity", "--eval", "count_word"],
+    ["tokenizer", "train", "--mixture", "parity", "--out", "{tmp}/tok"],
+    ["affinity", "transfer", "--tasks", "parity,count_word", "--steps", "1", "--out", "{tmp}/study"],
+])
+def test_each_problem_of_a_tasks_dir_is_an_error_line(command, tmp_path, capsys):
+    # was (mixture, tokenizer, affinity): "error: DIR: 2 problem(s):" then "  - ..." lines, not the `error: ...`
+    # line per problem that tasks and eval print (README: every error line starts with `error: `)
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for name in ("a_broken", "b_broken"):
+        (folder / f"{name}.yaml").write_text(f"name: {name}\ntemplates: []\n")
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in command]
+    assert main([*argv, "--tasks-dir", str(folder)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and all(line.startswith(f"error: {folder}") for line in lines), lines
+    assert [any(f"{name}.yaml:" in line for line in lines) for name in ("a_broken", "b_broken")] == [True, True]

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, below_one, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, below_one, error_lines, register_tasks_dir
 from t2t_mtl.output_paths import is_full_disk, prepare_output_dir
 from t2t_mtl.wording import counted
 
@@ -65,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     em.set_defaults(func=_run_embeddings)
 
 
-def _fail(exc: Exception | str) -> int:
-    print(f"error: {exc}", file=sys.stderr)
+def _fail(exc: Exception | str, tasks_dir: Optional[list[str]] = None) -> int:
+    print("\n".join(f"error: {line}" for line in error_lines(exc, tasks_dir)), file=sys.stderr)
     return 2
 
 
@@ -130,7 +131,7 @@ def _run_transfer(args: argparse.Namespace) -> int:
                                            "keep_checkpoints": args.keep_checkpoints})
         outcome = study.run(workers=args.workers, shard=args.shard)
     except (AffinityError, ValueError, KeyError) as exc:
-        return _fail(exc)
+        return _fail(exc, args.tasks_dir)
     if not outcome.complete:
         print(f"{counted(len(outcome.missing), 'run')} still missing (other shards or a later phase): rerun the same "
               f"command (any shard, or without --shard) to finish")

@@ -140,6 +140,17 @@ def error_text(error: Exception, tasks_dir: Union[None, str, Sequence[str]]) -> 
     return f"{error}{note}"
 
 
+def error_lines(error: Union[Exception, str], tasks_dir: Union[None, str, Sequence[str]] = None) -> list[str]:
+    """What follows `error: ` on each stderr line of a command that failed on `error`: one line per problem of YAML
+    task files (`TaskFileError.errors`; its own text lists them under a header, indented), else
+    `error_text(error, tasks_dir)`."""
+    import task_registry
+
+    if isinstance(error, task_registry.TaskFileError):
+        return list(error.errors)
+    return [error_text(error, tasks_dir)]
+
+
 def register_tasks_dir(tasks_dir: Union[None, str, Sequence[str]]) -> None:
     """Register the YAML tasks of `tasks_dir` (a folder, a list of them as in `data.tasks_dir`, or None:
     nothing), replacing registered tasks of the same name; the files pass the checks `tasks validate` makes

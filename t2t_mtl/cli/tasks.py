@@ -24,10 +24,10 @@ from typing import Sequence
 import yaml
 
 import task_registry
-from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, error_text,
+from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, error_lines,
                                register_tasks_dir)
 from t2t_mtl.wording import counted
-from task_registry import TaskFileError, TaskRegistryError
+from task_registry import TaskRegistryError
 from task_registry.errors import close_matches
 
 
@@ -96,8 +96,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _fail(error: Exception, tasks_dir: Sequence[str] = ()) -> int:
-    errors = error.errors if isinstance(error, TaskFileError) else [error_text(error, tasks_dir)]
-    for line in errors:
+    for line in error_lines(error, tasks_dir):
         print(f"error: {line}", file=sys.stderr)
     return 2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, error_lines, register_tasks_dir
 from t2t_mtl.output_paths import is_full_disk, prepare_output_dir, refuse_non_empty_dir
 
 
@@ -56,7 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
         texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
     except (KeyError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in error_lines(error, args.tasks_dir)), file=sys.stderr)
         return 2
     except OSError as error:  # an --out that cannot be written (permissions, a read-only disk), found on writing
         if is_full_disk(error):
