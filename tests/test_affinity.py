@@ -773,6 +773,19 @@ def test_transfer_cli_rejects_unknown_tasks_before_training(tmp_path, capsys):
     assert "parity_typo" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
+def test_transfer_cli_names_a_bad_data_dir_option_before_the_study_starts(tmp_path, capsys):
+    # was: the study folder and tokenizer made, the first run trained until "config key 'data.data_dir' names a data
+    # directory ..., which does not exist" (a key the command line never named)
+    from t2t_mtl.cli import main
+
+    missing = tmp_path / "no_data"
+    assert main(["affinity", "transfer", "--tasks", "parity,count_word", "--steps", "1", "--data-dir", str(missing),
+                 "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err == (f"error: --data-dir {missing} does not exist: name the folder holding "
+                                       f"<hub path>/<config or default>/<split>.jsonl\n")
+    assert not (tmp_path / "s").exists()
+
+
 def test_shards_started_together_share_one_study_tokenizer(tmp_path, monkeypatch):
     """Another shard moves its tokenizer into place while this one trains: this one keeps that tokenizer."""
     import shutil

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, below_one, error_lines, register_tasks_dir
+from t2t_mtl.cli.common import (add_data_dir_option, add_tasks_dir_option, below_one, data_dir_problem, error_lines,
+                                register_tasks_dir)
 from t2t_mtl.output_paths import is_full_disk, prepare_output_dir
 from t2t_mtl.wording import counted
 
@@ -115,7 +116,7 @@ def _run_transfer(args: argparse.Namespace) -> int:
 
         task_registry.load_builtin_tasks()
         prepare_output_dir(args.out, "--out", create=False)  # (a refused study creates no folder)
-        invalid = below_one(args, ("seeds", "steps", "workers", "eval_examples"))
+        invalid = below_one(args, ("seeds", "steps", "workers", "eval_examples")) or data_dir_problem(args.data_dir)
         if invalid:
             raise StudyConfigError(invalid)
         if not 0 <= args.k < float("inf"):  # (NaN compared false and was let through; inf ruled out every relation)

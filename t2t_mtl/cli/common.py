@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from t2t_mtl.wording import counted
@@ -22,6 +23,16 @@ def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, d
                          help_text: str = TASKS_DIR_HELP) -> None:
     """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks_dir`)."""
     parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR", help=help_text)
+
+
+def data_dir_problem(data_dir: Optional[str]) -> Optional[str]:
+    """Why `--data-dir` cannot be the data.data_dir of the runs `train` and `affinity transfer` start (None: it can,
+    or it was not given), naming the option: the config's check would name the key `data.data_dir`, with advice on
+    relative paths in a config file, once a run starts."""
+    if data_dir is None or Path(data_dir).is_dir():
+        return None
+    state = "is a file" if Path(data_dir).exists() else "does not exist"
+    return f"--data-dir {data_dir} {state}: name the folder holding <hub path>/<config or default>/<split>.jsonl"
 
 
 def below_one(args: argparse.Namespace, keys: Sequence[str]) -> Optional[str]:

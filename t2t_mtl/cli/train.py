@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from t2t_mtl.cli.common import add_data_dir_option
+from t2t_mtl.cli.common import add_data_dir_option, data_dir_problem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,15 +67,6 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.to_yaml(), end="")
     return 0
-
-
-def data_dir_problem(data_dir: Optional[str]) -> Optional[str]:
-    """Why `--data-dir` cannot be the run's data.data_dir (None: it can, or it was not given), naming the option: the
-    config's check would name the key `data.data_dir`, with advice on relative paths in a config file."""
-    if data_dir is None or Path(data_dir).is_dir():
-        return None
-    state = "is a file" if Path(data_dir).exists() else "does not exist"
-    return f"--data-dir {data_dir} {state}: name the folder holding <hub path>/<config or default>/<split>.jsonl"
 
 
 def run(args: argparse.Namespace) -> int:
