@@ -265,15 +265,20 @@ def test_a_target_that_is_a_choices_index_says_to_print_the_choice():
         assert str(info.value).endswith("is not among the answer choices ['negative', 'positive']")
 
 
+def _label_error(answer_choices: str, label: str) -> str:
+    """The AnswerNotInChoicesError message of rendering `label` as the target against `answer_choices`."""
+    template = Template("t", "{{text}} ||| {{label}}", answer_choices=answer_choices)
+    with pytest.raises(AnswerNotInChoicesError) as info:
+        template.render({"text": "fine", "label": label}, task="demo", row_index=0)
+    return str(info.value)
+
+
 def test_a_target_differing_from_a_choice_in_case_alone_says_so():
     # labels written "Positive" against answer_choices "negative ||| positive" were only "not among the choices"
-    template = Template("t", "{{text}} ||| {{label}}", answer_choices="negative ||| positive")
-    with pytest.raises(AnswerNotInChoicesError) as info:
-        template.render({"text": "fine", "label": "Positive"}, task="demo", row_index=0)
-    assert str(info.value).endswith("target 'Positive' is not among the answer choices ['negative', 'positive']; it "
-                                    "differs from the choice 'positive' in case or spacing alone: write the choices as "
-                                    "the data writes its labels, or map the labels to them (e.g. `| lower` in the "
-                                    "template)")
+    assert _label_error("negative ||| positive", "Positive").endswith(
+        "target 'Positive' is not among the answer choices ['negative', 'positive']; it differs from the choice "
+        "'positive' in case or spacing alone: write the choices as the data writes its labels, or map the labels to "
+        "them (e.g. `| lower` in the template)")
     lowered = Template("t", "{{text}} ||| {{label | lower}}", answer_choices="negative ||| positive")
     assert lowered.render({"text": "fine", "label": "Positive"}).targets == "positive"
 
@@ -281,12 +286,9 @@ def test_a_target_differing_from_a_choice_in_case_alone_says_so():
 def test_answer_choices_written_as_one_choice_say_to_separate_them():
     # answer_choices "negative, positive" is one choice: the error was only "target 'positive' is not among the answer
     # choices ['negative, positive']"
-    template = Template("t", "{{text}} ||| {{label}}", answer_choices="negative, positive")
-    with pytest.raises(AnswerNotInChoicesError) as info:
-        template.render({"text": "fine", "label": "positive"}, task="demo", row_index=0)
-    assert str(info.value).endswith("target 'positive' is not among the answer choices ['negative, positive']; the "
-                                    "answer choices are one choice, 'negative, positive': separate the choices with "
-                                    "`|||` (\"no ||| yes\")")
+    assert _label_error("negative, positive", "positive").endswith(
+        "target 'positive' is not among the answer choices ['negative, positive']; the answer choices are one choice, "
+        "'negative, positive': separate the choices with `|||` (\"no ||| yes\")")
     fixed = Template("t", "{{text}} ||| {{label}}", answer_choices="negative ||| positive")
     assert fixed.render({"text": "fine", "label": "positive"}).answer_choices == ["negative", "positive"]
 
