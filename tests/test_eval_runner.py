@@ -948,3 +948,13 @@ def test_eval_and_predict_generate_up_to_the_runs_own_limit(config, expected, ch
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--max-new-tokens", "5"]) == 2
     assert cli_main(["predict", "--checkpoint", checkpoint, "--max-new-tokens", "5", "a text"]) == 0
     assert (seen["eval"], seen["predict"]) == (5, 5)
+
+
+def test_cli_eval_of_an_unknown_mixture_or_task_says_how_yaml_tasks_are_registered(checkpoint, capsys):
+    # was: `eval --mixture nosuch` (or --tasks) said only that it is unknown, where the other commands add that a
+    # YAML task file's tasks are registered by --tasks-dir
+    for selection in (["--mixture", "nosuch"], ["--tasks", "nosuch_task"]):
+        assert cli_main(["eval", "--checkpoint", checkpoint, *selection, "--no-progress"]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]  # (after transformers' loading progress)
+        assert last.startswith("error: unknown ") and last.endswith(
+            "a YAML task file's task is registered by --tasks-dir FOLDER"), last

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_tasks_dir_option, below_one,
-                                decoding_settings, ignored_scoring_option, register_tasks_dir, resolve_device,
-                                run_evaluation_setting)
+                                decoding_settings, error_lines, ignored_scoring_option, register_tasks_dir,
+                                resolve_device, run_evaluation_setting)
 from t2t_mtl.output_paths import is_full_disk, prepare_output_dir, refuse_non_empty_dir
 from t2t_mtl.wording import counted
 
@@ -229,11 +229,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         check_splits(tasks, args.split, args.shots_split)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
-    except task_registry.TaskFileError as error:
-        print("\n".join(f"error: {line}" for line in error.errors), file=sys.stderr)
-        return 2
-    except (KeyError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:
+        print("\n".join(f"error: {line}" for line in error_lines(error, args.tasks_dir)), file=sys.stderr)
         return 2
     if rank != 0:
         return 0
