@@ -51,6 +51,15 @@ def is_full_disk(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def unwritten_output(error: OSError, option: str, path: PathLike, what: str) -> str:
+    """The one-line message for `what` (e.g. "the report") that writing to `option` `path` failed on with `error`
+    (permissions, a read-only disk: a bad output option); a full disk or quota (`is_full_disk`) is raised again
+    instead: the work failed (exit 1)."""
+    if is_full_disk(error):
+        raise error
+    return f"{option} {path}: {what} could not be written ({error})"
+
+
 def prepare_output_file(path: PathLike, option: str) -> Path:
     """`path` as a file to write, its folder created; `OutputPathError` naming `option` when it is a folder or
     a folder above it is a file."""

@@ -9,7 +9,7 @@ from typing import Optional
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 from t2t_mtl.cli.common import (add_data_dir_option, add_tasks_dir_option, below_one, data_dir_problem, error_lines,
                                 register_tasks_dir)
-from t2t_mtl.output_paths import is_full_disk, prepare_output_dir
+from t2t_mtl.output_paths import prepare_output_dir, unwritten_output
 from t2t_mtl.wording import counted
 
 
@@ -172,9 +172,7 @@ def _run_gradients(args: argparse.Namespace) -> int:
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
     except OSError as exc:  # an --out that cannot be written (permissions, a read-only disk)
-        if is_full_disk(exc):
-            raise  # (the work failed: exit 1)
-        return _fail(f"--out {out}: the gradient affinity could not be written ({exc})")
+        return _fail(unwritten_output(exc, "--out", out, "the gradient affinity"))
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -195,9 +193,7 @@ def _run_embeddings(args: argparse.Namespace) -> int:
     except (AffinityError, ValueError, KeyError) as exc:
         return _fail(exc)
     except OSError as exc:  # an --out that cannot be written (permissions, a read-only disk)
-        if is_full_disk(exc):
-            raise  # (the work failed: exit 1)
-        return _fail(f"--out {out}: the task embeddings could not be written ({exc})")
+        return _fail(unwritten_output(exc, "--out", out, "the task embeddings"))
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

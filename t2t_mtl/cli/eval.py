@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_tasks_dir_option, below_one,
                                 decoding_settings, error_lines, ignored_scoring_option, register_tasks_dir,
                                 resolve_device, run_evaluation_setting)
-from t2t_mtl.output_paths import is_full_disk, prepare_output_dir, refuse_non_empty_dir
+from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.wording import counted
 
 
@@ -242,10 +242,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         try:
             _write_out(report, table, args.out)
         except OSError as error:  # found only now: the folder is created once there is something to write
-            if is_full_disk(error):
-                raise  # (the work failed: exit 1)
-            print(f"error: --out {args.out}: the report could not be written ({error}); the scores are printed "
-                  f"above", file=sys.stderr)
+            print(f"error: {unwritten_output(error, '--out', args.out, 'the report')}; the scores are printed above",
+                  file=sys.stderr)
             return 2
     return 0
 

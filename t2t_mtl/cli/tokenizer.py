@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, error_lines, register_tasks_dir
-from t2t_mtl.output_paths import is_full_disk, prepare_output_dir, refuse_non_empty_dir
+from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,9 +59,7 @@ def run_train(args: argparse.Namespace) -> int:
         print("\n".join(f"error: {line}" for line in error_lines(error, args.tasks_dir)), file=sys.stderr)
         return 2
     except OSError as error:  # an --out that cannot be written (permissions, a read-only disk), found on writing
-        if is_full_disk(error):
-            raise  # (the work failed: exit 1)
-        print(f"error: --out {args.out}: the tokenizer could not be written ({error})", file=sys.stderr)
+        print(f"error: {unwritten_output(error, '--out', args.out, 'the tokenizer')}", file=sys.stderr)
         return 2
     print(f"saved a T5 tokenizer with {len(tokenizer)} tokens ({len(tokenizer) - 100} pieces + 100 sentinels) "
           f"to {args.out}")

@@ -260,7 +260,7 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     from t2t_mtl.engine.export import META_FILE
     from t2t_mtl.evaluation.checkpoint import load_checkpoint
     from t2t_mtl.model.task_routing import TaskConditionedT5
-    from t2t_mtl.output_paths import OutputPathError, is_full_disk, prepare_output_dir
+    from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, unwritten_output
 
     _check_out(out_dir, [base, *models])
     try:
@@ -308,9 +308,7 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     try:
         return _write_folder(Path(out_dir), write, META_FILE)
     except OSError as error:  # permissions, a read-only disk: bad input (--out), as for every command
-        if is_full_disk(error):
-            raise  # (the work failed: the command line says so, exit 1)
-        raise MergeError(f"--out {out_dir}: the merged model could not be written ({error})") from None
+        raise MergeError(unwritten_output(error, "--out", out_dir, "the merged model")) from None
 
 
 #: weight files of an earlier save_pretrained that a new save into the same folder would have removed
