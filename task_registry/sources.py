@@ -281,14 +281,18 @@ def _error_chain(error: BaseException) -> str:
     return " ← ".join(parts)
 
 
+def _path_list(value: Any) -> list:
+    """One path as a list of one; a list (or other iterable) of paths as a list; None as []."""
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
+
+
 def shown_paths(files: Any) -> Any:
     """Paths as `tasks list` / `show` print them, in `files`' shape (a path: a list of one; a list; or split →
     either): each `os.path.normpath`-ed, so a YAML task's `tasks/../data/x.csv` shows as `data/x.csv`. For display
     only: the source keeps, reads and hashes (`Task.definition_digest`) its paths as stored."""
     if isinstance(files, Mapping):
         return {str(split): shown_paths(value) for split, value in files.items()}
-    values = [files] if isinstance(files, (str, os.PathLike)) else list(files or [])
-    return [os.path.normpath(value) for value in values]
+    return [os.path.normpath(value) for value in _path_list(files)]
 
 
 def _files_summary(files: Any) -> str:
@@ -302,10 +306,7 @@ def _files_summary(files: Any) -> str:
 def _file_names(data_files: Any) -> list[str]:
     """The paths (or patterns) that `data_files` (a path, a list, or split → path or list) names."""
     values = data_files.values() if isinstance(data_files, Mapping) else [data_files]
-    names: list[str] = []
-    for value in values:
-        names += [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
-    return [str(name) for name in names]
+    return [str(name) for value in values for name in _path_list(value)]
 
 
 def _check_reader(path: str, data_files: Any, load_kwargs: Mapping[str, Any]) -> None:
@@ -380,7 +381,7 @@ class HFSource(Source):
     def _split_files(self, split: str) -> list[Path]:
         """The `data_files` that `split` reads (all of them unless they are a split → files mapping)."""
         files = self.data_files.get(split, []) if isinstance(self.data_files, Mapping) else self.data_files
-        return [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files or [])]
+        return [Path(f) for f in _path_list(files)]
 
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
         """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the
