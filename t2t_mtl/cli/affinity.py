@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
-from t2t_mtl.cli.common import (add_data_dir_option, add_tasks_dir_option, below_one, data_dir_problem, error_lines,
+from t2t_mtl.cli.common import (add_data_dir_option, add_tasks_dir_option, below_one, data_dir_problem, fail,
                                 register_tasks_dir)
 from t2t_mtl.output_paths import prepare_output_dir, unwritten_output
 from t2t_mtl.wording import counted
@@ -65,11 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     em.add_argument("run_dir", help="run directory, checkpoint directory or exported HF folder")
     em.add_argument("--out", default=None, help="output folder (default RUN_DIR/affinity)")
     em.set_defaults(func=_run_embeddings)
-
-
-def _fail(exc: Exception | str, tasks_dir: Optional[list[str]] = None) -> int:
-    print("\n".join(f"error: {line}" for line in error_lines(exc, tasks_dir)), file=sys.stderr)
-    return 2
 
 
 def check_trainable(tasks: list[str], base_cfg: dict) -> None:
@@ -132,7 +126,7 @@ def _run_transfer(args: argparse.Namespace) -> int:
                                            "keep_checkpoints": args.keep_checkpoints})
         outcome = study.run(workers=args.workers, shard=args.shard)
     except (AffinityError, ValueError, KeyError) as exc:
-        return _fail(exc, args.tasks_dir)
+        return fail(exc, args.tasks_dir)
     if not outcome.complete:
         print(f"{counted(len(outcome.missing), 'run')} still missing (other shards or a later phase): rerun the same "
               f"command (any shard, or without --shard) to finish")
@@ -170,9 +164,9 @@ def _run_gradients(args: argparse.Namespace) -> int:
         paths = write_gradient_affinity(series, out, threshold=1.0 if args.threshold is None else args.threshold,
                                         n_clusters=args.clusters)
     except (AffinityError, ValueError, KeyError) as exc:
-        return _fail(exc)
+        return fail(exc)
     except OSError as exc:  # an --out that cannot be written (permissions, a read-only disk)
-        return _fail(unwritten_output(exc, "--out", out, "the gradient affinity"))
+        return fail(unwritten_output(exc, "--out", out, "the gradient affinity"))
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -187,13 +181,13 @@ def _run_embeddings(args: argparse.Namespace) -> int:
         out = prepare_output_dir(Path(args.out) if args.out else Path(args.run_dir) / "affinity", "--out", create=False)
         model, tokenizer, _meta = load_trained_model(args.run_dir)
     except (AffinityError, ValueError, KeyError, FileNotFoundError) as exc:
-        return _fail(exc)
+        return fail(exc)
     try:
         paths = export_task_embeddings(model, tokenizer, out)
     except (AffinityError, ValueError, KeyError) as exc:
-        return _fail(exc)
+        return fail(exc)
     except OSError as exc:  # an --out that cannot be written (permissions, a read-only disk)
-        return _fail(unwritten_output(exc, "--out", out, "the task embeddings"))
+        return fail(unwritten_output(exc, "--out", out, "the task embeddings"))
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -160,6 +161,12 @@ def error_lines(error: Union[Exception, str], tasks_dir: Union[None, str, Sequen
     if isinstance(error, task_registry.TaskFileError):
         return list(error.errors)
     return [error_text(error, tasks_dir)]
+
+
+def fail(error: Union[Exception, str], tasks_dir: Union[None, str, Sequence[str]] = None) -> int:
+    """Print `error` to stderr as `error: ` lines (`error_lines`) and return 2, the exit code of bad input."""
+    print("\n".join(f"error: {line}" for line in error_lines(error, tasks_dir)), file=sys.stderr)
+    return 2
 
 
 def register_tasks_dir(tasks_dir: Union[None, str, Sequence[str]]) -> None:

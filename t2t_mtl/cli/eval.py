@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_tasks_dir_option, below_one,
-                                decoding_settings, error_lines, ignored_scoring_option, register_tasks_dir,
+                                decoding_settings, fail, ignored_scoring_option, register_tasks_dir,
                                 resolve_device, run_evaluation_setting)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.wording import counted
@@ -230,8 +230,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
     except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:
-        print("\n".join(f"error: {line}" for line in error_lines(error, args.tasks_dir)), file=sys.stderr)
-        return 2
+        return fail(error, args.tasks_dir)
     if rank != 0:
         return 0
     print(to_markdown(report))

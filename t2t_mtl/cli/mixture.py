@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Any, Optional
 
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, error_lines, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, fail, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
@@ -89,8 +89,7 @@ def show_mixture(args: argparse.Namespace) -> int:
         print(f"error: {as_typed(str(err), args)}", file=sys.stderr)
         return 2
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
-        print("\n".join(f"error: {line}" for line in error_lines(err, args.tasks_dir)), file=sys.stderr)
-        return 2
+        return fail(err, args.tasks_dir)
     print(format_table(args.name, config, sizes, table))
     if args.plot:
         plot_rates(table, f"{args.name}: {config['strategy']}", args.plot)
@@ -127,8 +126,7 @@ def show_overlap(args: argparse.Namespace) -> int:
                                n=args.n, min_words=args.min_words, train_split=args.train_split,
                                max_rows=args.max_rows)
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
-        print("\n".join(f"error: {line}" for line in error_lines(err, args.tasks_dir)), file=sys.stderr)
-        return 2
+        return fail(err, args.tasks_dir)
     print(f"rows sharing a {args.n}-word sequence (normalised; whole fields of {args.min_words}+ words when shorter) "
           f"with the {args.train_split} rows of {args.name!r}")
     width = max(4, *(len(r.task) for r in reports))

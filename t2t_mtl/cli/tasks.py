@@ -24,7 +24,7 @@ from typing import Sequence
 import yaml
 
 import task_registry
-from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, error_lines,
+from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, fail,
                                register_tasks_dir)
 from t2t_mtl.wording import counted
 from task_registry import TaskRegistryError
@@ -95,19 +95,13 @@ def _prepare(args: argparse.Namespace) -> None:
     register_tasks_dir(_tasks_dirs(args))
 
 
-def _fail(error: Exception, tasks_dir: Sequence[str] = ()) -> int:
-    for line in error_lines(error, tasks_dir):
-        print(f"error: {line}", file=sys.stderr)
-    return 2
-
-
 def _guarded(command):
     def run(args: argparse.Namespace) -> int:
         try:
             _prepare(args)
             return command(args)
         except TaskRegistryError as error:
-            return _fail(error, _tasks_dirs(args))
+            return fail(error, _tasks_dirs(args))
     run.__name__ = command.__name__
     return run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, error_lines, register_tasks_dir
+from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, fail, register_tasks_dir
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 
 
@@ -56,8 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
         texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
     except (KeyError, ValueError) as error:
-        print("\n".join(f"error: {line}" for line in error_lines(error, args.tasks_dir)), file=sys.stderr)
-        return 2
+        return fail(error, args.tasks_dir)
     except OSError as error:  # an --out that cannot be written (permissions, a read-only disk), found on writing
         print(f"error: {unwritten_output(error, '--out', args.out, 'the tokenizer')}", file=sys.stderr)
         return 2
