@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -53,8 +54,18 @@ def hub_reachable() -> bool:
     if _reachable is None:
         from huggingface_hub import constants
 
-        _reachable = _answers(constants.ENDPOINT, PROBE_TIMEOUT_S)
+        _reachable = _answers_in_time(constants.ENDPOINT, PROBE_TIMEOUT_S)
     return _reachable
+
+
+def _answers_in_time(url: str, timeout: float) -> bool:
+    """`_answers`, given up (False) after `timeout` seconds in all: the socket timeout bounds connecting and reading,
+    not the name lookup before them, which the system resolver may hold for tens of seconds."""
+    answer: list = []
+    probe = threading.Thread(target=lambda: answer.append(_answers(url, timeout)), daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answer) and answer[0]
 
 
 def _answers(url: str, timeout: float) -> bool:

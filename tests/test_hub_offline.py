@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 SCRIPT = """
 import json, os, sys, time
@@ -110,3 +111,22 @@ def test_local_files_load_through_a_file_reader_without_datasets_private_reader_
     monkeypatch.setattr(sources, "_PACKAGED_DATASETS_MODULES", None)
     loaded = sources.HFSource("json", data_files={"train": str(rows)}).load("train")
     assert loaded["x"] == ["a", "b"]
+
+
+def test_a_name_lookup_that_hangs_counts_as_no_answer_within_the_probe_timeout(monkeypatch):
+    # was: the probe's timeout bounded connecting and reading only; a resolver that hung held the load for as long
+    from task_registry import hub
+
+    released = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        released.wait(30)
+        raise socket.gaierror("no answer")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    start = time.perf_counter()
+    try:
+        answered = hub._answers_in_time("http://hub.invalid", 0.3)
+    finally:
+        released.set()
+    assert answered is False and time.perf_counter() - start < 10
