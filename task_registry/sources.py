@@ -289,10 +289,19 @@ def _path_list(value: Any) -> list:
 def shown_paths(files: Any) -> Any:
     """Paths as `tasks list` / `show` print them, in `files`' shape (a path: a list of one; a list; or split →
     either): each `os.path.normpath`-ed, so a YAML task's `tasks/../data/x.csv` shows as `data/x.csv`. For display
-    only: the source keeps, reads and hashes (`Task.definition_digest`) its paths as stored."""
+    only: the source keeps and reads its paths as stored, and hashes them as `absolute_paths`."""
     if isinstance(files, Mapping):
         return {str(split): shown_paths(value) for split, value in files.items()}
     return [os.path.normpath(value) for value in _path_list(files)]
+
+
+def absolute_paths(files: Any) -> Any:
+    """Paths as a definition digest hashes them (`Source.identity`), in `shown_paths`' shapes: each made absolute
+    and normalised (`os.path.abspath`), so `tasks/../data/x.csv` and `/home/me/data/x.csv` are one file, and one
+    relative path read from two working directories two."""
+    if isinstance(files, Mapping):
+        return {str(split): absolute_paths(value) for split, value in files.items()}
+    return [os.path.abspath(value) for value in _path_list(files)]
 
 
 def _files_summary(files: Any) -> str:
@@ -451,8 +460,12 @@ class HFSource(Source):
         return f"{self.describe()}: {_files_summary(self.data_files)}" if self.data_files else self.describe()
 
     def identity(self) -> dict[str, Any]:
-        """`to_config()` and the extra `load_dataset` keyword arguments."""
-        return {**self.to_config(), "load_kwargs": self.load_kwargs}
+        """`to_config()` and the extra `load_dataset` keyword arguments; a file reader's `data_files` as
+        `absolute_paths` (a hub dataset's name files inside its repo, and stay as written)."""
+        config = self.to_config()
+        if self.data_files and _PACKAGED_DATASETS_MODULES is not None and is_file_builder(self.path):
+            config["data_files"] = absolute_paths(self.data_files)
+        return {**config, "load_kwargs": self.load_kwargs}
 
 
 class LocalFileSource(Source):
@@ -509,6 +522,10 @@ class LocalFileSource(Source):
         if self.files is not None:
             return {"files": {split: [str(p) for p in paths] for split, paths in self.files.items()}}
         return {"files": [str(p) for p in self.shared]}
+
+    def identity(self) -> dict[str, Any]:
+        """`{"files": ...}` with the paths as `absolute_paths`."""
+        return {"files": absolute_paths(self.files if self.files is not None else self.shared)}
 
 
 class GeneratorSource(Source):

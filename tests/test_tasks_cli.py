@@ -253,8 +253,29 @@ def test_show_prints_data_file_paths_normalised(file_tasks, capsys):
     for name, key in (("cli_csv_reader", "data_files"), ("cli_csv_files", "files")):
         assert main(["tasks", "show", name, "--tasks-dir", str(file_tasks / "tasks")]) == 0
         assert yaml.safe_load(capsys.readouterr().out)["source"][key] == shown
-    # the source keeps the paths as stored, which its definition digest (and a study's record of it) hashes
+    # the source keeps and reads the paths as stored
     stored = str(file_tasks / "tasks" / ".." / "data" / "x.csv")
-    assert task_registry.get_task("cli_csv_reader").source.identity()["data_files"]["train"] == stored
-    assert task_registry.get_task("cli_csv_files").source.identity()["files"]["train"] == [stored]
+    assert task_registry.get_task("cli_csv_reader").source.to_config()["data_files"]["train"] == stored
+    assert task_registry.get_task("cli_csv_files").source.to_config()["files"]["train"] == [stored]
     assert task_registry.get_task("cli_csv_reader").to_dataset("train")["inputs"] == ["what"]
+
+
+def test_definition_digests_name_each_data_file_once_however_the_tasks_dir_is_written(file_tasks, monkeypatch):
+    # was: the digest hashed the paths as joined with --tasks-dir, so a transfer study started with `--tasks-dir
+    # tasks` refused to resume under `--tasks-dir /abs/tasks` (same files), and resumed from another working
+    # directory with the same relative spelling (other files) as unchanged
+    def digests(tasks_dir: str) -> dict:
+        with task_registry.isolated_registry():
+            assert main(["tasks", "list", "--tasks-dir", tasks_dir]) == 0
+            return {name: task_registry.get_task(name).definition_digest() for name in FILE_TASKS}
+
+    absolute = digests(str(file_tasks / "tasks"))
+    monkeypatch.chdir(file_tasks)
+    assert digests("tasks") == absolute == digests(str(file_tasks / "data" / ".." / "tasks"))
+    (file_tasks / "elsewhere" / "tasks").mkdir(parents=True)
+    for name in FILE_TASKS:
+        (file_tasks / "elsewhere" / "tasks" / f"{name}.yaml").write_text((file_tasks / "tasks" / f"{name}.yaml")
+                                                                          .read_text())
+    monkeypatch.chdir(file_tasks / "elsewhere")
+    other = digests("tasks")  # the same task files' text, naming other data files (elsewhere/data/x.csv)
+    assert all(other[name] != absolute[name] for name in FILE_TASKS)
