@@ -99,6 +99,13 @@ def test_exact_match_any_reference_and_empty_prediction():
     assert compute_metric("exact_match", ["Paris"], [["paris"]], ignore_case=True)["exact_match"] == 1.0
 
 
+def test_exact_match_ignore_case_folds_case_beyond_lower_casing():
+    # was: lower() only, which keeps "ß" against "SS" (upper-cased "straße") and final "ς" against "σ"
+    preds, refs = ["STRASSE", "οδοσ", "Paris"], [["Straße"], ["ΟΔΟΣ"], ["paris"]]
+    assert compute_metric("exact_match", preds, refs, ignore_case=True)["exact_match"] == 1.0
+    assert compute_metric("exact_match", preds, refs)["exact_match"] == 0.0
+
+
 def test_exact_match_reads_whitespace_as_held_in_validation_does():
     # was: only the ends trimmed, so a reference's newline or double space (which a T5 tokenizer encodes as one
     # space: no generation can reproduce it) never matched, while held-in validation's exact match collapsed them

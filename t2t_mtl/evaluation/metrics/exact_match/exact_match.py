@@ -4,7 +4,8 @@ nmt_nfkc normalisation; a run of whitespace is one space), so a generation canno
 "é", full-width "ＡＢＣ", "…" or "ﬁ", double spaces or newlines; held-in validation's exact match reads text the same
 way.
 
-`ignore_case=True` lower-cases both sides first. Every prediction needs at least one reference.
+`ignore_case=True` case-folds both sides first (`str.casefold`: "Straße" equals "STRASSE", a final "ς" equals "σ").
+Every prediction needs at least one reference.
 """
 import unicodedata
 
@@ -32,7 +33,7 @@ class ExactMatch(evaluate.Metric):
 
         def clean(text):
             text = " ".join(unicodedata.normalize("NFKC", text).split())
-            return text.lower() if ignore_case else text
+            return text.casefold() if ignore_case else text
 
         hits = [any(clean(p) == clean(r) for r in refs) for p, refs in zip(predictions, references)]
         return {"exact_match": sum(hits) / len(hits) if hits else 0.0}
