@@ -13,28 +13,40 @@ from typing import Any, Dict, Mapping, Type
 _NUMERIC = ("int", "float")
 
 
-def numeric_params(cls: type) -> Dict[str, str]:
-    """{keyword-only constructor parameter of `cls` or a base: "int" | "float"} for the numeric ones
-    (annotations `int`, `float`, `Optional[...]` of them; string annotations as `from __future__` writes)."""
-    kinds: Dict[str, str] = {}
+def _keyword_annotations(cls: type) -> Dict[str, str]:
+    """{keyword-only constructor parameter of `cls` or a base: its annotation as text} (string annotations as
+    `from __future__` writes them; the nearest class's parameter wins)."""
+    annotations: Dict[str, str] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
         for param in inspect.signature(init).parameters.values():
-            if param.kind is param.KEYWORD_ONLY and param.name not in kinds:
-                annotation = str(param.annotation).removeprefix("Optional[").removesuffix("]")
-                kinds[param.name] = annotation if annotation in _NUMERIC else ""
-    return {name: kind for name, kind in kinds.items() if kind}
+            if param.kind is param.KEYWORD_ONLY and param.name not in annotations:
+                annotations[param.name] = str(param.annotation)
+    return annotations
+
+
+def numeric_params(cls: type) -> Dict[str, str]:
+    """{keyword-only constructor parameter of `cls` or a base: "int" | "float"} for the numeric ones
+    (annotations `int`, `float`, `Optional[...]` of them; string annotations as `from __future__` writes)."""
+    kinds = {name: annotation.removeprefix("Optional[").removesuffix("]")
+             for name, annotation in _keyword_annotations(cls).items()}
+    return {name: kind for name, kind in kinds.items() if kind in _NUMERIC}
 
 
 def coerce_numeric_params(config: Mapping[str, Any], cls: type, what: str,
                           error: Type[Exception] = ValueError) -> Dict[str, Any]:
     """`config` with `cls`'s numeric parameters checked: a numeric string becomes a number, an integral
-    float an int where an int is expected; anything else raises `error` naming `what` and the key."""
+    float an int where an int is expected; null only where the parameter is Optional; anything else raises
+    `error` naming `what` and the key."""
     checked = dict(config)
+    annotations = _keyword_annotations(cls)
     for key, kind in numeric_params(cls).items():
         value = checked.get(key)
+        if value is None and key in checked and not annotations[key].startswith("Optional["):
+            raise error(f"{what}: {key!r} must be {'an integer' if kind == 'int' else 'a number'}, got null "
+                        f"(leave the key out for its default)")
         if value is None:
             continue
         if isinstance(value, str):

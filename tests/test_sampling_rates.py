@@ -157,6 +157,10 @@ def test_nested_mixture_rates_via_explicit_strategy():
     ({"strategy": "bandit_softmax", "tau": "abc"}, SamplingError, ["'tau' must be a number", "'abc'"]),
     ({"strategy": "annealed", "epochs": 2.5}, SamplingError, ["'epochs' must be an integer"]),
     ({"strategy": "temperature", "alpha": True}, SamplingError, ["'alpha' must be a number"]),
+    # a null for a parameter that takes no null (`alpha:` left empty in a file) was a raw TypeError from float(None)
+    ({"strategy": "temperature", "alpha": None}, SamplingError, ["'alpha' must be a number, got null"]),
+    ({"strategy": "bandit_thompson", "estimate_samples": None}, SamplingError,
+     ["'estimate_samples' must be an integer, got null"]),
     ({"strategy": "temperature", "alpha": 0.01}, InvalidRateError, ["'big'", "overflows", "alpha 0.01"]),
     ({"strategy": "temperature", "alpha": 1e-320}, InvalidRateError, ["'big'", "overflows", "larger alpha"]),
     ({"strategy": "uncertainty_ema", "alpha": 0.01}, InvalidRateError, ["'big'", "overflows"]),
@@ -225,6 +229,13 @@ def test_numeric_strings_are_numbers():
         assert quoted.probabilities() == number.probabilities()
     with pytest.raises(SamplingError, match="'template_cap' must be a number"):
         build_sampler({"strategy": "uncertainty_ema", "templates": templates, "template_cap": "abc"}, SIZES, seed=0)
+
+
+def test_a_null_is_the_default_only_where_a_parameter_takes_none():
+    # cap and block_size default to None, so null is theirs to take: the same sampler as without the keys
+    given = build_sampler({"strategy": "temperature", "alpha": 2, "cap": None, "block_size": None}, SIZES, seed=0)
+    default = build_sampler({"strategy": "temperature", "alpha": 2}, SIZES, seed=0)
+    assert given.probabilities() == default.probabilities()
 
 
 def test_bad_task_sizes_name_the_task():

@@ -220,6 +220,7 @@ def test_curriculum_sigmoid():
     ({"method": "curriculum", "start_epochs": {"zz": 1}}, WeightingError, ["zz"]),
     ({"method": "dtp", "gamma": "abc"}, WeightingError, ["'gamma' must be a number", "'abc'"]),
     ({"method": "uncertainty", "init": [0.0]}, WeightingError, ["'init' must be a number"]),
+    ({"method": "dtp", "gamma": None}, WeightingError, ["'gamma' must be a number, got null"]),  # was a TypeError
     ({"method": "uncertainty", "init": float("inf")}, WeightingError, ["init", "finite"]),
     ({"method": "dtp", "gamma": float("nan")}, WeightingError, ["gamma", "nan"]),
     ({"method": "dtp", "eps": 0}, WeightingError, ["eps", "(0, 0.5)"]),
