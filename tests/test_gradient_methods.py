@@ -538,6 +538,7 @@ def test_sum_and_mean():
 
 @pytest.mark.parametrize("cfg,match", [
     ({"method": "pcgard"}, "did you mean 'pcgrad'"),
+    ({"method": ["pcgrad"]}, r"gradient_surgery.method: unknown method \['pcgrad'\]"),  # was "unhashable type"
     ({"method": "cagrad", "alpha": 0.5}, "gradient_surgery.alpha: unknown option"),
     ({}, "needs a `method` key"),
     # was: only "needs a `method` key", not naming the misspelt key the method was given under

@@ -141,6 +141,8 @@ def test_nested_mixture_rates_via_explicit_strategy():
 
 @pytest.mark.parametrize("config, error, words", [
     ({"strategy": "temprature"}, UnknownStrategyError, ["'temperature'", "uniform", "bandit_thompson"]),
+    # a list or mapping (`strategy: [uniform]`) was a raw "unhashable type" TypeError
+    ({"strategy": ["uniform"]}, UnknownStrategyError, ["unknown sampling strategy ['uniform']", "Valid strategies"]),
     ({"strategy": "temperature", "alpah": 2}, UnknownParameterError, ["'alpha'", "cap"]),
     ({"strategy": "explicit", "rates": {"big": 1, "mid": -1, "small": 1, "tiny": 1}}, InvalidRateError, ["'mid'"]),
     ({"strategy": "explicit", "rates": {"big": 1, "mid": float("nan"), "small": 1, "tiny": 1}}, InvalidRateError,

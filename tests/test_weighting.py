@@ -214,6 +214,8 @@ def test_curriculum_sigmoid():
 
 @pytest.mark.parametrize("config, error, words", [
     ({"method": "uncertanty"}, UnknownWeightingError, ["'uncertainty'", "tchebycheff"]),
+    # a list or mapping was a raw "unhashable type" TypeError
+    ({"method": {"equal": 1}}, UnknownWeightingError, ["unknown loss weighting {'equal': 1}", "Valid methods"]),
     ({"method": "dtp", "gama": 1}, WeightingError, ["'gamma'", "momentum"]),
     # was: no suggestion for a misspelt `method` (layered over default.yaml's `method: equal`)
     ({"method": "equal", "methd": "size"}, WeightingError, ["'methd'", "Did you mean 'method'?"]),

@@ -154,7 +154,7 @@ def build_method(config: Mapping[str, Any] | str, num_tasks: int) -> GradientMet
         misspelt = difflib.get_close_matches("method", [str(key) for key in config], n=1)
         hint = f"; is gradient_surgery.{misspelt[0]} meant to be it?" if misspelt else ""
         raise GradientMethodError(f"gradient_surgery needs a `method` key (one of {sorted(METHODS)}){hint}")
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:  # (a list or mapping would not even hash)
         close = difflib.get_close_matches(str(name), list(METHODS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise GradientMethodError(f"gradient_surgery.method: unknown method {name!r}{hint} "

@@ -35,7 +35,7 @@ def build_sampler(config: Mapping[str, Any], task_sizes: Mapping[str, int], *, s
     if not isinstance(config, Mapping):
         raise SamplingError(f"sampler config must be a dict, got {type(config).__name__}")
     name = config.get("strategy")
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:  # (a list or mapping would not even hash)
         raise UnknownStrategyError(
             f"unknown sampling strategy {name!r}.{suggest(str(name), STRATEGIES)} "
             f"Valid strategies: {', '.join(STRATEGIES)}."

@@ -27,7 +27,7 @@ def build_weighting(config: Mapping[str, Any], task_names: Iterable[str],
     if not isinstance(config, Mapping):
         raise WeightingError(f"weighting config must be a dict, got {type(config).__name__}")
     name = config.get("method")
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:  # (a list or mapping would not even hash)
         raise UnknownWeightingError(f"unknown loss weighting {name!r}.{_suggest(str(name), METHODS)} "
                                     f"Valid methods: {', '.join(METHODS)}.")
     cls = METHODS[name]
