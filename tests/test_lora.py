@@ -142,6 +142,8 @@ def test_moe_layers_embeddings_and_named_fragments_train_in_full():
     ({"rank": 4}, "unknown key model.lora.rank; known keys: r, alpha, dropout, targets, trainable"),
     ({"r": 0}, "model.lora.r=0: must be an integer >= 1"),
     ({"alpha": "16"}, "model.lora.alpha='16': must be a number > 0"),
+    # was accepted: an infinite scale makes every output NaN (inf · the zero-initialised B), so every step was skipped
+    ({"alpha": float("inf")}, r"model.lora.alpha=inf: must be a number > 0 and finite"),
     ({"dropout": 1.0}, r"model.lora.dropout=1.0: must be a number in \[0, 1\)"),
     ({"targets": ["query"]}, r"\['query'\] are not T5 block layers"),
     ({"targets": ["q", "wi_0"]}, r"model.lora.targets: \['wi_0'\] name no layer of this model \(its block layers "

@@ -82,8 +82,8 @@ class LoRAConfig:
 
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             bad("r", "must be an integer >= 1 (the adapters' rank)")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
-            bad("alpha", "must be a number > 0 (the update is scaled by alpha / r)")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < math.inf:
+            bad("alpha", "must be a number > 0 and finite (the update is scaled by alpha / r)")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             bad("dropout", "must be a number in [0, 1)")
         if not isinstance(self.targets, (list, tuple)) or not self.targets:
