@@ -129,8 +129,11 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
     try:
         if builder == "csv":
             kwargs = dict(kwargs, features=_csv_features(files, kwargs))
+            _refuse_short_rows(files, kwargs, split, what)
         rows = datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
                                      streaming=streaming, **kwargs)
+    except DataSourceError:
+        raise
     except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
         raise _read_error(error, files, split, what) from (None if _holds_no_rows(error) else error)
     if not streaming:
@@ -228,6 +231,28 @@ def _csv_features(files: Sequence[Path], kwargs: Mapping[str, Any]) -> Optional[
         return None
     return datasets.Features({name: datasets.Value(next((k for k in ("bool", "int64", "float64") if k in kinds),
                                                         "string")) for name, kinds in columns.items()})
+
+
+def _refuse_short_rows(files: Sequence[Path], kwargs: Mapping[str, Any], split: str, what: str) -> None:
+    """DataSourceError naming the file and line of the first row of csv/tsv `files` with fewer cells than its header:
+    the reader fills the missing ones in as empty text, so the row would load with its last fields blank (and a
+    number column turned to text). A row with more cells is the reader's own error; blank lines are skipped, as the
+    reader skips them."""
+    for file in files:
+        suffix = file.suffix.lower()
+        opener = _OPENERS.get(suffix, None if suffix in _COMPRESSIONS else open)
+        if opener is None or not file.is_file():  # (a .zst file)
+            continue
+        with opener(file, "rt", encoding="utf-8-sig", newline="") as handle:
+            rows = csv.reader(handle, delimiter=kwargs.get("delimiter", ","),
+                              quoting=kwargs.get("quoting", csv.QUOTE_MINIMAL))
+            header = next(rows, [])
+            for row in rows:
+                if len(row) < len(header) and any(cell.strip() for cell in row):
+                    raise DataSourceError(
+                        f"{what}: {str(file)!r} (split {split!r}), line {rows.line_num} has {len(row)} of the "
+                        f"{len(header)} cells the header names ({', '.join(header)}): give every row all its cells, "
+                        f"an empty one as nothing between two separators (`a,,c`)")
 
 
 _BOOLS = {"True", "False", "true", "false", "TRUE", "FALSE"}

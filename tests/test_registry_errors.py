@@ -512,6 +512,24 @@ def test_malformed_and_empty_data_files_say_why(tmp_path):
             LocalFileSource(tmp_path / name).load("train")
 
 
+def test_a_csv_row_with_fewer_cells_than_its_header_is_named(tmp_path):
+    # was: read with its missing cells as empty text, silently, the label column turned from numbers to text
+    short = tmp_path / "short.csv"
+    short.write_text("question,answer,label\nq0,a0,1\n\nq1,a1\nq2,a2,0\n")
+    with pytest.raises(DataSourceError, match=r"short.csv' \(split 'train'\), line 4 has 2 of the 3 cells the header "
+                                              r"names \(question, answer, label\)"):
+        LocalFileSource(short).load("train")
+    tsv = tmp_path / "short.tsv"
+    tsv.write_text("a\tb\nx\n")
+    with pytest.raises(DataSourceError, match=r"short.tsv' \(split 'train'\), line 2 has 1 of the 2 cells"):
+        LocalFileSource(tsv).load("train")
+    # empty cells written out, a quoted cell over two lines and blank lines are rows of full width
+    full = tmp_path / "full.csv"
+    full.write_text('question,answer,label\nq0,,1\n\n"q\n1",a1,0\n')
+    assert list(LocalFileSource(full).load("train")) == [{"question": "q0", "answer": "", "label": 1},
+                                                          {"question": "q\n1", "answer": "a1", "label": 0}]
+
+
 def test_an_unknown_filter_is_not_blamed_on_the_truncation_rewrite():
     with pytest.raises(TemplateSyntaxError) as info:
         Template("t", "{{ a | nosuchfilter }} ||| x")
