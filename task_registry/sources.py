@@ -129,7 +129,7 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
     try:
         if builder == "csv":
             kwargs = dict(kwargs, features=_csv_features(files, kwargs))
-            _refuse_short_rows(files, kwargs, split, what)
+            _check_csv_shape(files, kwargs, split, what)
         rows = datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
                                      streaming=streaming, **kwargs)
     except DataSourceError:
@@ -233,11 +233,12 @@ def _csv_features(files: Sequence[Path], kwargs: Mapping[str, Any]) -> Optional[
                                                         "string")) for name, kinds in columns.items()})
 
 
-def _refuse_short_rows(files: Sequence[Path], kwargs: Mapping[str, Any], split: str, what: str) -> None:
-    """DataSourceError naming the file and line of the first row of csv/tsv `files` with fewer cells than its header:
-    the reader fills the missing ones in as empty text, so the row would load with its last fields blank (and a
-    number column turned to text). A row with more cells is the reader's own error; blank lines are skipped, as the
-    reader skips them."""
+def _check_csv_shape(files: Sequence[Path], kwargs: Mapping[str, Any], split: str, what: str) -> None:
+    """DataSourceError naming the file of csv/tsv `files` whose header names a column twice (the reader would rename
+    the second `name.1`, and templates read the first), or the file and line of the first row with fewer cells than
+    its header (the reader fills the missing ones in as empty text, so the row would load with its last fields blank
+    and a number column turned to text). A row with more cells is the reader's own error; blank lines are skipped,
+    as the reader skips them."""
     for file in files:
         suffix = file.suffix.lower()
         opener = _OPENERS.get(suffix, None if suffix in _COMPRESSIONS else open)
@@ -247,6 +248,10 @@ def _refuse_short_rows(files: Sequence[Path], kwargs: Mapping[str, Any], split: 
             rows = csv.reader(handle, delimiter=kwargs.get("delimiter", ","),
                               quoting=kwargs.get("quoting", csv.QUOTE_MINIMAL))
             header = next(rows, [])
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise DataSourceError(f"{what}: {str(file)!r} (split {split!r}): the header names the column(s) "
+                                      f"{', '.join(map(repr, repeated))} more than once; give each column its own name")
             for row in rows:
                 if len(row) < len(header) and any(cell.strip() for cell in row):
                     raise DataSourceError(

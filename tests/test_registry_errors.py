@@ -530,6 +530,15 @@ def test_a_csv_row_with_fewer_cells_than_its_header_is_named(tmp_path):
                                                           {"question": "q\n1", "answer": "a1", "label": 0}]
 
 
+def test_a_csv_header_that_names_a_column_twice_is_named(tmp_path):
+    # was: the reader renamed the second column 'question.1', silently, and templates read the first
+    twice = tmp_path / "twice.csv"
+    twice.write_text("question,answer,question\nq,a,q2\n")
+    with pytest.raises(DataSourceError, match=r"twice.csv' \(split 'train'\): the header names the column\(s\) "
+                                              r"'question' more than once"):
+        LocalFileSource(twice).load("train")
+
+
 def test_an_unknown_filter_is_not_blamed_on_the_truncation_rewrite():
     with pytest.raises(TemplateSyntaxError) as info:
         Template("t", "{{ a | nosuchfilter }} ||| x")
