@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # transformers loads only when a tokenizer is made
 SPIECE_FILE = "spiece.model"
 NUM_SENTINELS = 100
 MIN_VOCAB_SIZE = 4  # pad, eos, unk and one piece
+MAX_VOCAB_SIZE = 2 ** 31 - 1  # SentencePiece reads the size as a 32-bit integer
 T5_SPECIAL_PIECES = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -66,6 +67,9 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = 8000, *, split_d
     if vocab_size < MIN_VOCAB_SIZE:
         raise TokenizerTrainingError(f"train_tokenizer: vocab_size={vocab_size} is too small; use at least "
                                      f"{MIN_VOCAB_SIZE}")
+    if vocab_size > MAX_VOCAB_SIZE:  # (SentencePiece's own error was a bare ValueError, "cannot parse ... as int")
+        raise TokenizerTrainingError(f"train_tokenizer: vocab_size={vocab_size} is too large; SentencePiece takes at "
+                                     f"most {MAX_VOCAB_SIZE}")
     lines = list(_corpus_lines(texts))
     if not lines:
         raise TokenizerTrainingError("train_tokenizer: the corpus is empty; pass at least one non-empty text")

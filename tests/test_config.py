@@ -427,6 +427,8 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
         # were: a raw int() ValueError traceback, or a tokenizer error after reading the data
         "tokenizer.train.vocab_size=abc": "'tokenizer.train.vocab_size' must be an integer >= 4, got 'abc'",
         "tokenizer.train.max_examples_per_task=0": "'tokenizer.train.max_examples_per_task' must be an integer >= 1",
+        # was: a raw ValueError traceback from SentencePiece ("cannot parse ... as int") once the data was read
+        "tokenizer.train.vocab_size=2147483648": "'tokenizer.train.vocab_size' must be at most 2147483647",
         # 12 tasks, batch 32: a pool of 24 (was: the suggested 3 per task, a pool of 36, only just kept enough)
         "sampling.strategy=uncertainty --set sampling.pool_per_task=2": "raise sampling.pool_per_task above 2",
     }

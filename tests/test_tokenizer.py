@@ -250,6 +250,13 @@ def test_cli_names_a_too_small_vocab_size_by_its_option(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == "error: --vocab-size must be at least 4 (pad, eos, unk and one piece), got 0\n"
     assert not (tmp_path / "t").exists()
+    # was: "error: INVALID_ARGUMENT: cannot parse ... as int." from SentencePiece, naming no option
+    assert cli_main(["tokenizer", "train", "--mixture", "procedural", "--out", str(tmp_path / "t"),
+                     "--vocab-size", str(2 ** 31)]) == 2
+    assert capsys.readouterr().err == (f"error: --vocab-size must be at most {2 ** 31 - 1} (SentencePiece's limit), "
+                                       f"got {2 ** 31}\n")
+    with pytest.raises(TokenizerTrainingError, match=f"vocab_size={2 ** 31} is too large; SentencePiece takes at most"):
+        train_tokenizer(["a b c"], tmp_path / "lib", vocab_size=2 ** 31)
 
 
 def test_cli_an_out_folder_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, locked_folder):

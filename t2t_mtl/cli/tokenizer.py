@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train and save; print the vocabulary size and the output folder. Returns the exit code."""
     import task_registry
-    from t2t_mtl.tokenizer import MIN_VOCAB_SIZE, mixture_texts, train_tokenizer
+    from t2t_mtl.tokenizer import MAX_VOCAB_SIZE, MIN_VOCAB_SIZE, mixture_texts, train_tokenizer
 
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
@@ -47,6 +47,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.vocab_size < MIN_VOCAB_SIZE:
         print(f"error: --vocab-size must be at least {MIN_VOCAB_SIZE} (pad, eos, unk and one piece), got "
               f"{args.vocab_size}", file=sys.stderr)
+        return 2
+    if args.vocab_size > MAX_VOCAB_SIZE:
+        print(f"error: --vocab-size must be at most {MAX_VOCAB_SIZE} (SentencePiece's limit), got {args.vocab_size}",
+              file=sys.stderr)
         return 2
     try:
         prepare_output_dir(args.out, "--out", create=False)  # (created once trained: a refused run leaves none)

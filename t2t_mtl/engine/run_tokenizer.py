@@ -158,7 +158,7 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
 
 def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
     """(vocab_size, max_examples_per_task) of `tokenizer.train`; unknown options are a ConfigError."""
-    from t2t_mtl.tokenizer import MIN_VOCAB_SIZE
+    from t2t_mtl.tokenizer import MAX_VOCAB_SIZE, MIN_VOCAB_SIZE
 
     options = dict(cfg.tokenizer.train or {})
     vocab_size = options.pop("vocab_size", 512)
@@ -169,4 +169,7 @@ def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
     for key, value, least in (("vocab_size", vocab_size, MIN_VOCAB_SIZE), ("max_examples_per_task", per_task, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"config key 'tokenizer.train.{key}' must be an integer >= {least}, got {value!r}")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ConfigError(f"config key 'tokenizer.train.vocab_size' must be at most {MAX_VOCAB_SIZE} (SentencePiece's "
+                          f"limit), got {vocab_size}")
     return vocab_size, per_task
