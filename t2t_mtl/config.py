@@ -338,8 +338,25 @@ def _validate_model(model: ModelConfig) -> None:
                           f"(checkpoint every N-th block), got {every}")
 
 
+#: keys naming a file or folder, where an empty path would be read as the working directory (or as no path at all)
+_PATH_KEYS = ("model.name_or_path", "tokenizer.path", "data.tasks_dir", "data.data_dir", "data.cache_dir",
+              "training.output_dir", "deepspeed.config")
+
+
+def _refuse_empty_paths(cfg: Config) -> None:
+    """ConfigError naming the first key of `_PATH_KEYS` (or an item of its list) that is an empty or blank string."""
+    for key in _PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
+            unset = "" if key == "training.output_dir" else ", or null for none"
+            raise ConfigError(f"config key {key!r} is an empty path, which would be read as the working directory or "
+                              f"as no path at all: name the file or folder{unset}")
+
+
 def validate_values(cfg: Config) -> None:
     """Range and consistency checks that the types alone do not express."""
+    _refuse_empty_paths(cfg)
     _validate_model(cfg.model)
     t = cfg.training
     for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints",

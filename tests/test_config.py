@@ -241,6 +241,14 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     ({"data": {"mixture": "m", "templates": []}}, r"'data.templates' is an empty list.*null for every template"),
     # was accepted: a template named twice was drawn for 2/3 of the rows of a task with two templates
     ({"data": {"mixture": "m", "templates": ["a", "b", "a"]}}, r"'data.templates' names a more than once"),
+    # were accepted: an empty output_dir or cache_dir wrote the run into the working directory, an empty data_dir or
+    # tasks_dir was read as none
+    ({"data": {"mixture": "m"}, "training": {"output_dir": ""}},
+     r"'training.output_dir' is an empty path, .* as the working directory .*: name the file or folder$"),
+    ({"data": {"mixture": "m", "cache_dir": " "}}, r"'data.cache_dir' is an empty path.*, or null for none"),
+    ({"data": {"mixture": "m", "data_dir": ""}}, r"'data.data_dir' is an empty path"),
+    ({"data": {"mixture": "m", "tasks_dir": ["yaml_tasks", ""]}}, r"'data.tasks_dir' is an empty path"),
+    ({"data": {"mixture": "m"}, "tokenizer": {"path": ""}}, r"'tokenizer.path' is an empty path"),
 ])
 def test_bad_values(data, expected):
     if "model" not in data:
