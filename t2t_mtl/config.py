@@ -338,6 +338,9 @@ def _validate_model(model: ModelConfig) -> None:
                           f"(checkpoint every N-th block), got {every}")
 
 
+_INT64_MAX = 2 ** 63 - 1
+
+
 #: keys naming a file or folder, where an empty path would be read as the working directory (or as no path at all)
 _PATH_KEYS = ("model.name_or_path", "tokenizer.path", "data.tasks_dir", "data.data_dir", "data.cache_dir",
               "training.output_dir", "deepspeed.config")
@@ -364,6 +367,8 @@ def validate_values(cfg: Config) -> None:
         _positive(f"training.{key}", getattr(t, key))
     for key in ("warmup", "checkpoint_every", "clip", "weight_decay", "early_stopping", "validate_every"):
         _positive(f"training.{key}", getattr(t, key), allow_zero=True)
+    if not 0 <= t.seed <= _INT64_MAX:  # (torch.manual_seed's overflow was a bare ValueError; numpy refuses a negative)
+        raise ConfigError(f"config key 'training.seed' must be an integer in [0, {_INT64_MAX}], got {t.seed}")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"config key 'training.betas' must be two numbers in [0, 1), got {t.betas}")
     d = cfg.data

@@ -241,6 +241,9 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     ({"data": {"mixture": "m", "templates": []}}, r"'data.templates' is an empty list.*null for every template"),
     # was accepted: a template named twice was drawn for 2/3 of the rows of a task with two templates
     ({"data": {"mixture": "m", "templates": ["a", "b", "a"]}}, r"'data.templates' names a more than once"),
+    # was a raw "Overflow when unpacking long long" ValueError from torch.manual_seed once the run started
+    ({"data": {"mixture": "m"}, "training": {"seed": 2 ** 64}}, r"'training.seed' must be an integer in \[0, 9223372"),
+    ({"data": {"mixture": "m"}, "training": {"seed": -1}}, r"'training.seed' must be an integer in \[0, "),
     # were accepted: an empty output_dir or cache_dir wrote the run into the working directory, an empty data_dir or
     # tasks_dir was read as none
     ({"data": {"mixture": "m"}, "training": {"output_dir": ""}},
