@@ -338,7 +338,7 @@ def _validate_model(model: ModelConfig) -> None:
                           f"(checkpoint every N-th block), got {every}")
 
 
-_INT64_MAX = 2 ** 63 - 1
+_INT32_MAX, _INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
 
 
 #: keys naming a file or folder, where an empty path would be read as the working directory (or as no path at all)
@@ -367,6 +367,8 @@ def validate_values(cfg: Config) -> None:
         _positive(f"training.{key}", getattr(t, key))
     for key in ("warmup", "checkpoint_every", "clip", "weight_decay", "early_stopping", "validate_every"):
         _positive(f"training.{key}", getattr(t, key), allow_zero=True)
+    if t.num_threads is not None and t.num_threads > _INT32_MAX:  # (torch.set_num_threads takes a C int)
+        raise ConfigError(f"config key 'training.num_threads' must be at most {_INT32_MAX}, got {t.num_threads}")
     if not 0 <= t.seed <= _INT64_MAX:  # (torch.manual_seed's overflow was a bare ValueError; numpy refuses a negative)
         raise ConfigError(f"config key 'training.seed' must be an integer in [0, {_INT64_MAX}], got {t.seed}")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):

@@ -244,6 +244,9 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     # was a raw "Overflow when unpacking long long" ValueError from torch.manual_seed once the run started
     ({"data": {"mixture": "m"}, "training": {"seed": 2 ** 64}}, r"'training.seed' must be an integer in \[0, 9223372"),
     ({"data": {"mixture": "m"}, "training": {"seed": -1}}, r"'training.seed' must be an integer in \[0, "),
+    # was a raw "Overflow when unpacking long" ValueError from torch.set_num_threads once the run started
+    ({"data": {"mixture": "m"}, "training": {"num_threads": 2 ** 31}},
+     r"'training.num_threads' must be at most 2147483647"),
     # were accepted: an empty output_dir or cache_dir wrote the run into the working directory, an empty data_dir or
     # tasks_dir was read as none
     ({"data": {"mixture": "m"}, "training": {"output_dir": ""}},
