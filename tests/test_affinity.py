@@ -413,6 +413,15 @@ def test_gradient_affinity_outputs(tmp_path):
         CosineSeries(["p", "q"], np.arange(0), np.zeros((0, 2, 2)))
 
 
+def test_a_run_directory_that_is_a_file_or_missing_is_named_as_such(tmp_path):
+    # was: "run directory .../metrics.jsonl does not exist" for a file that exists (the log itself, given as the run)
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(GradientLogError, match=r"run directory .*metrics.jsonl is a file: pass the folder of a run"):
+        read_cosine_log(tmp_path / "metrics.jsonl")
+    with pytest.raises(GradientLogError, match=r"run directory .*nowhere does not exist"):
+        read_cosine_log(tmp_path / "nowhere")
+
+
 def _cosine_log(run, records):
     (run / "logs").mkdir(parents=True)
     (run / "logs" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -101,6 +101,8 @@ def _find_cosine_stats(record: Any, depth: int = 0) -> Optional[Mapping[str, Any
 def log_files(run_dir: str | Path) -> list[Path]:
     """JSONL logs of a run: `<run>/logs/*.jsonl` and `<run>/*.jsonl` (metrics.jsonl first)."""
     run = Path(run_dir)
+    if run.is_file():
+        raise GradientLogError(f"run directory {run} is a file: pass the folder of a run (its logs/*.jsonl)")
     if not run.is_dir():
         raise GradientLogError(f"run directory {run} does not exist")
     files = sorted(run.glob("logs/*.jsonl")) + sorted(run.glob("*.jsonl"))
