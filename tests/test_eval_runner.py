@@ -17,9 +17,11 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 import task_registry
 from t2t_mtl.cli import main as cli_main
-from t2t_mtl.evaluation import (CheckpointError, EvalReport, EvalSettings, NoAnswerChoicesError, TemplateResult,
-                                compare, comparison_markdown, evaluate_tasks, load_checkpoint, read_report,
-                                summarize, to_markdown, write_report)
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine.validation import evaluation_plan
+from t2t_mtl.evaluation import (CheckpointError, EvalReport, EvalSettings, EvaluationError, NoAnswerChoicesError,
+                                TemplateResult, compare, comparison_markdown, evaluate_tasks, load_checkpoint,
+                                read_report, summarize, to_markdown, write_report)
 from t2t_mtl.evaluation.few_shot import Demonstrations
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import score_choices
@@ -317,6 +319,57 @@ def test_cli_eval_refuses_an_out_folder_holding_a_report_unless_overwrite(checkp
                                            "--out DIR it is ignored\n")
         assert cli_main([*args, "--out", str(out), "--overwrite"]) == 0
     assert read_report(out).results[0].task == "toy_sentiment"
+
+
+MRPC_ROWS = [{"sentence1": f"The firm sold {i} shares on Monday.", "sentence2": f"On Monday {i} shares were sold.",
+              "label": i % 2, "idx": i} for i in range(4)]
+
+
+def test_original_task_only_scores_the_templates_promptsource_marks_original_as_t0(
+        loaded, checkpoint, tmp_path, promptsource_dir, capsys):
+    # T0 evaluated only a dataset's original-task prompts; promptsource's glue/mrpc adds two that generate a
+    # sentence (no answer choices), which `--scoring rank` refused and `auto` scored by BLEU into the task's median
+    templates = task_registry.import_promptsource(promptsource_dir, dataset="glue", subset="mrpc")
+    original = [t.name for t in templates if t.metadata.original_task]
+    assert len(templates) == 7 and len(original) == 5  # (what the shared templates file marks)
+    data = tmp_path / "validation.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in MRPC_ROWS), encoding="utf-8")
+    task = task_registry.Task("mrpc_ps", task_registry.LocalFileSource({"validation": str(data)}), templates,
+                              task_type="paraphrase", cluster="toy_paraphrase", splits=("validation",))
+    model, tokenizer = loaded
+    settings = EvalSettings(scoring="rank", batch_size=8, original_task_only=True)
+    report = evaluate_tasks(model, tokenizer, [task], settings, progress=False)
+    assert [r.template for r in report.results] == original
+    scores = sorted(r.score for r in report.results)
+    assert summarize(report)["tasks"]["mrpc_ps"].median == scores[2]  # the middle one of five
+    with pytest.raises(NoAnswerChoicesError, match="generate_paraphrase"):  # every template: refused by rank
+        evaluate_tasks(model, tokenizer, [task], replace(settings, original_task_only=False), progress=False)
+    unmarked = task_registry.Task("unmarked", task.source, task_registry.Template("t", "{{ sentence1 }} ||| x"),
+                                  splits=("validation",))
+    with pytest.raises(EvaluationError, match="task 'unmarked': none of its templates \\['t'\\] is marked "
+                                              "original_task"):
+        evaluate_tasks(model, tokenizer, [task, unmarked], settings, progress=False)
+    with task_registry.isolated_registry():  # the CLI option, and `--no-original-task` scoring them all again
+        task_registry.register_task(task)
+        args = ["eval", "--checkpoint", checkpoint, "--tasks", "mrpc_ps",
+                "--no-progress", "--scoring", "auto", "--max-new-tokens", "2"]
+        assert cli_main([*args, "--original-task"]) == 0
+        assert "| mrpc_ps | accuracy.accuracy | 5/5 |" in capsys.readouterr().out
+        assert cli_main([*args, "--no-original-task"]) == 0
+        assert "| mrpc_ps | bleu.bleu, accuracy.accuracy | 7/7 |" in capsys.readouterr().out
+
+
+def test_a_config_whose_original_task_only_leaves_a_task_no_template_is_refused_before_training(data_file):
+    base = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"], "held_out_clusters": ["comparison"]}}
+    names, settings = evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True,
+                                                                                "original_task_only": True}}))
+    assert names and settings.original_task_only  # the built-in templates are marked original_task
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))  # templates without promptsource metadata
+        with pytest.raises(ConfigError, match="evaluation.original_task_only: task 'toy_sentiment': none of its "
+                                              "templates .* is marked original_task"):
+            evaluation_plan(config_from_dict({**base, "evaluation": {"tasks": ["toy_sentiment"],
+                                                                      "original_task_only": True}}))
 
 
 @pytest.mark.parametrize("options, expected", [

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,
                         help="rank: answer-choice log-likelihood; generate: decode + metric; auto: rank where every "
                              "example has answer choices (default: the run's evaluation.scoring, else auto)")
+    parser.add_argument("--original-task", action=argparse.BooleanOptionalAction, default=None,
+                        help="score only the templates whose promptsource metadata marks original_task, as T0's "
+                             "evaluation did (default: the run's evaluation.original_task_only, else every template)")
     add_decoding_options(parser, "examples")
     parser.add_argument("--shots", type=int, default=0, metavar="K",
                         help="k-shot: K solved demonstrations of the same template before each input (default 0: "
@@ -224,7 +227,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         settings = EvalSettings(split=args.split, max_examples=args.max_examples,
                                 scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
                                 **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
-                                num_shots=args.shots, shots_split=args.shots_split)
+                                num_shots=args.shots, shots_split=args.shots_split,
+                                original_task_only=(run_evaluation_setting(meta, "original_task_only")
+                                                    if args.original_task is None else args.original_task))
         tasks = select_tasks(args, meta)
         check_splits(tasks, args.split, args.shots_split)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,

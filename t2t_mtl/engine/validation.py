@@ -207,7 +207,8 @@ class PeriodicValidator:
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
 EVALUATION_KEYS = ("held_out", "tasks", "max_examples", "scoring", "length_normalize", "batch_size", "split",
-                   "num_beams", "max_new_tokens", "max_input_length", "every", "num_shots", "shots_split")
+                   "num_beams", "max_new_tokens", "max_input_length", "every", "num_shots", "shots_split",
+                   "original_task_only")
 
 
 def evaluation_off(cfg: Config) -> bool:
@@ -287,6 +288,14 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     if bounded and settings.scoring == "rank":
         raise ConfigError("evaluation.max_new_tokens limits generation; it has no effect with evaluation.scoring: "
                           "rank")
+    if settings.original_task_only:  # a task left with no template is found now, not after training
+        from t2t_mtl.evaluation.runner import evaluated_templates
+
+        for name in names:
+            try:
+                evaluated_templates(task_registry.get_task(name), settings)
+            except ValueError as err:
+                raise ConfigError(f"evaluation.original_task_only: {err}") from None
     for name in names if settings.split is not None else ():  # found now, not after training
         splits = list(task_registry.get_task(name).splits)
         if settings.split not in splits:

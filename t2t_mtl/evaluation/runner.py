@@ -52,7 +52,9 @@ class EvalSettings:
 
     `max_examples` keeps the first N rows of the split (the same rows for every template). `num_shots` > 0
     puts that many solved demonstrations of the same template in front of every input (k-shot; from
-    `shots_split`, default train — see `t2t_mtl.evaluation.few_shot`); 0 is zero-shot.
+    `shots_split`, default train — see `t2t_mtl.evaluation.few_shot`); 0 is zero-shot. `templates` ({task: names})
+    picks a task's templates; `original_task_only` keeps those whose promptsource metadata marks `original_task`
+    (T0 evaluated only those: a template that asks for another task, as writing a paraphrase, is not scored).
     """
 
     split: Optional[str] = None
@@ -68,6 +70,7 @@ class EvalSettings:
     seed: int = 0
     num_shots: int = 0
     shots_split: Optional[str] = None
+    original_task_only: bool = False
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORING_MODES:
@@ -82,7 +85,7 @@ class EvalSettings:
         for key in ("split", "shots_split"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise EvaluationError(f"{key} must be a split name, got {getattr(self, key)!r}")
-        for key in ("length_normalize", "keep_predictions"):
+        for key in ("length_normalize", "keep_predictions", "original_task_only"):
             if not isinstance(getattr(self, key), bool):
                 raise EvaluationError(f"{key} must be true or false, got {getattr(self, key)!r}")
 
@@ -485,6 +488,31 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     return result
 
 
+def evaluated_templates(task: Task, settings: EvalSettings) -> list[Template]:
+    """The templates of `task` that `settings` score: `settings.templates[task]` (else all), and of those, with
+    `original_task_only`, the ones whose metadata marks `original_task`. An `EvaluationError` names the task when a
+    named template is missing or none is left."""
+    templates = _task_templates(task)
+    wanted = (settings.templates or {}).get(task.name)
+    if wanted:
+        by_name = {t.name: t for t in templates}
+        missing = [w for w in wanted if w not in by_name]
+        if missing:
+            raise EvaluationError(f"task {task.name!r} has no template(s) {missing}; it has {sorted(by_name)}")
+        templates = [by_name[w] for w in wanted]
+    if settings.original_task_only:
+        original = [t for t in templates if getattr(getattr(t, "metadata", None), "original_task", None) is True]
+        if templates and not original:
+            raise EvaluationError(f"task {task.name!r}: none of its templates {[t.name for t in templates]} is marked "
+                                  f"original_task in its metadata, so original_task_only leaves nothing to score; "
+                                  f"mark the ones that ask for the task's own answer (metadata: "
+                                  f"{{original_task: true}}), or score every template")
+        templates = original
+    if not templates:
+        raise EvaluationError(f"task {task.name!r} has no templates to evaluate")
+    return templates
+
+
 def _resolve_task(task):
     if isinstance(task, str):
         import task_registry
@@ -504,8 +532,10 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     """
     settings = settings or EvalSettings()
     rank, world_size = dist_info(rank, world_size)
+    tasks = [_resolve_task(task) for task in tasks]
+    chosen = {task.name: evaluated_templates(task, settings) for task in tasks}  # every task checked before scoring
     results: list[TemplateResult] = []
-    for task in map(_resolve_task, tasks):
+    for task in tasks:
         split = settings.split or default_split(task)
         rows = task.load_rows(split)
         sizes = None
@@ -515,16 +545,7 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
             rows = rows.select(range(settings.max_examples))
         shots_split = demonstration_split(task, split, settings.shots_split) if settings.num_shots else None
         demonstrations = task.load_rows(shots_split) if shots_split is not None else None
-        templates = _task_templates(task)
-        wanted = (settings.templates or {}).get(task.name)
-        if wanted:
-            by_name = {t.name: t for t in templates}
-            missing = [w for w in wanted if w not in by_name]
-            if missing:
-                raise EvaluationError(f"task {task.name!r} has no template(s) {missing}; it has {sorted(by_name)}")
-            templates = [by_name[w] for w in wanted]
-        if not templates:
-            raise EvaluationError(f"task {task.name!r} has no templates to evaluate")
+        templates = chosen[task.name]
         local_rows = len(range(rank, len(rows), world_size))
         with tqdm(total=local_rows * len(templates), desc=f"eval {task.name}", unit="ex",
                   disable=not progress or rank != 0, leave=False) as bar:
