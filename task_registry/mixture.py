@@ -18,32 +18,38 @@ Rate = Union[float, int, Callable[[Task], float]]
 Member = Union[str, Task, "Mixture"]
 
 
-def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0
-                      ) -> Callable[[Task], float]:
-    """Examples-proportional rate: `min(scale · num_rows(split), maximum)`, seqio's `mixing_rate_num_examples` order
-    (scale, then cap; as `sampling.scale` with `sampling.maximum`); `maximum` None: no cap (a cap must be positive:
-    seqio reads 0 as no cap, `min` would make every rate 0)."""
+def rate_num_examples(maximum: Optional[int] = None, split: str = "train", scale: float = 1.0,
+                      temperature: float = 1.0) -> Callable[[Task], float]:
+    """Examples-proportional rate: `min(scale · num_rows(split), maximum) ** (1 / temperature)`, seqio's
+    `mixing_rate_num_examples` order (scale, then cap, then temperature; as `sampling.scale` with `sampling.maximum`
+    and the temperature sampler's `alpha`); `maximum` None: no cap (a cap must be positive: seqio reads 0 as no cap,
+    `min` would make every rate 0); `temperature` > 0 (1: proportional, larger: flatter rates, as T5's T = 2)."""
     if maximum is not None and not maximum > 0:
         raise TaskDefinitionError(f"rate_num_examples: maximum must be a positive number of examples (None for no "
                                   f"cap), got {maximum!r}")
-    return _ExamplesRate(maximum, split, scale)
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
+        raise TaskDefinitionError(f"rate_num_examples: temperature must be a finite number > 0 (1: proportional to "
+                                  f"the examples), got {temperature!r}")
+    return _ExamplesRate(maximum, split, scale, float(temperature))
 
 
 class _ExamplesRate:
     """The rate `rate_num_examples` returns: a picklable callable (a closure is not), shown as that call."""
 
-    def __init__(self, maximum: Optional[int], split: str, scale: float):
-        self.maximum, self.split, self.scale = maximum, split, scale
+    def __init__(self, maximum: Optional[int], split: str, scale: float, temperature: float = 1.0):
+        self.maximum, self.split, self.scale, self.temperature = maximum, split, scale, temperature
 
     def __call__(self, task: Task) -> float:
         if not isinstance(task, Task):
             raise TaskDefinitionError(f"{self!r} rates tasks by their size, not the mixture {task.name!r}; "
                                       f"give the mixture a number as its rate")
         rate = self.scale * float(task.num_rows(self.split))
-        return min(rate, float(self.maximum)) if self.maximum is not None else rate
+        rate = min(rate, float(self.maximum)) if self.maximum is not None else rate
+        return rate ** (1.0 / self.temperature) if self.temperature != 1.0 else rate
 
     def __repr__(self) -> str:
-        return f"rate_num_examples(maximum={self.maximum}, split={self.split!r}, scale={self.scale})"
+        temperature = f", temperature={self.temperature}" if self.temperature != 1.0 else ""
+        return f"rate_num_examples(maximum={self.maximum}, split={self.split!r}, scale={self.scale}{temperature})"
 
 
 class Mixture:

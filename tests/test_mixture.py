@@ -271,3 +271,21 @@ def test_rate_num_examples_scales_before_the_cap_as_seqio(registry):
     assert up.flatten() == {"sc_small": 20.0, "sc_big": 40.0}
     down = Mixture("sc_down", ["sc_small", "sc_big"], default_rate=rate_num_examples(maximum=40, scale=0.25))
     assert down.flatten() == {"sc_small": 2.5, "sc_big": 25.0}  # 0.25 · 100 is under the cap
+
+
+def test_rate_num_examples_takes_seqios_temperature_after_the_cap(registry):
+    # seqio's mixing_rate_num_examples(maximum, scale, temperature): min(n · scale, maximum) ** (1 / T); the
+    # temperature was not accepted (TypeError), so a mixture could not be defined with T5's T = 2 rates
+    for name, rows in (("tp_small", 9), ("tp_mid", 100), ("tp_big", 400)):
+        task_registry.register_task(_task(name, rows=rows))
+    names = ["tp_small", "tp_mid", "tp_big"]
+    flat = Mixture("tp_t2", names, default_rate=rate_num_examples(temperature=2)).flatten()
+    assert flat == pytest.approx({"tp_small": 3.0, "tp_mid": 10.0, "tp_big": 20.0})
+    capped = Mixture("tp_cap", names, default_rate=rate_num_examples(maximum=128, scale=0.5, temperature=4)).flatten()
+    assert capped == pytest.approx({"tp_small": 4.5 ** 0.25, "tp_mid": 50 ** 0.25, "tp_big": 128 ** 0.25})  # 200 capped
+    assert normalize(flat) == pytest.approx({"tp_small": 3 / 33, "tp_mid": 10 / 33, "tp_big": 20 / 33})
+    assert repr(rate_num_examples(5, temperature=2)) == ("rate_num_examples(maximum=5, split='train', scale=1.0, "
+                                                         "temperature=2.0)")
+    for temperature in (0, -1.0, float("inf"), True, "2"):
+        with pytest.raises(TaskDefinitionError, match="temperature must be a finite number > 0"):
+            rate_num_examples(temperature=temperature)
