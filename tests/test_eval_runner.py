@@ -359,6 +359,23 @@ def test_original_task_only_scores_the_templates_promptsource_marks_original_as_
         assert "| mrpc_ps | bleu.bleu, accuracy.accuracy | 7/7 |" in capsys.readouterr().out
 
 
+def test_cli_eval_scores_only_the_templates_named_by_template(checkpoint, data_file, tmp_path, capsys):
+    # EvalSettings.templates had no option: `eval` scored every template of a task, one could not be looked at alone
+    args = ["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "4", "--no-progress",
+            "--max-new-tokens", "2"]
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        assert cli_main([*args, "--template", "free", "--template", "choices", "--out", str(tmp_path / "r")]) == 0
+        capsys.readouterr()
+        assert cli_main([*args, "--template", "nope"]) == 2
+        assert capsys.readouterr().err.endswith("error: task 'toy_sentiment' has no template(s) ['nope']; it has "
+                                                "['choices', 'free', 'positives_only']\n")
+        assert cli_main([*args, "--template", "free", "--template", "free"]) == 2
+        assert "--template names 'free' more than once" in capsys.readouterr().err
+    report = read_report(tmp_path / "r")
+    assert [(r.template, r.scoring) for r in report.results] == [("free", "generate"), ("choices", "rank")]
+
+
 def test_a_config_whose_original_task_only_leaves_a_task_no_template_is_refused_before_training(data_file):
     base = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"], "held_out_clusters": ["comparison"]}}
     names, settings = evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True,

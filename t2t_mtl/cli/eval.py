@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,
                         help="rank: answer-choice log-likelihood; generate: decode + metric; auto: rank where every "
                              "example has answer choices (default: the run's evaluation.scoring, else auto)")
+    parser.add_argument("--template", action="append", default=None, metavar="NAME",
+                        help="score only this template of each chosen task (repeatable; default: every template); a "
+                             "task without it is an error")
     parser.add_argument("--original-task", action=argparse.BooleanOptionalAction, default=None,
                         help="score only the templates whose promptsource metadata marks original_task, as T0's "
                              "evaluation did (default: the run's evaluation.original_task_only, else every template)")
@@ -199,6 +202,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         ignored = "--shots-split names the split of k-shot demonstrations; without --shots K it is ignored"
     if args.held_out_clusters is not None and not args.held_out:
         ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
+    repeated = sorted({name for name in args.template or () if args.template.count(name) > 1})
+    if repeated:
+        ignored = f"--template names {', '.join(map(repr, repeated))} more than once; each template is scored once"
     if args.overwrite and not args.out:
         ignored = "--overwrite lets --out write into a non-empty folder; without --out DIR it is ignored"
     if args.keep_predictions and not args.out:
@@ -231,6 +237,8 @@ def _run_eval(args: argparse.Namespace) -> int:
                                 original_task_only=(run_evaluation_setting(meta, "original_task_only")
                                                     if args.original_task is None else args.original_task))
         tasks = select_tasks(args, meta)
+        if args.template:
+            settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
         check_splits(tasks, args.split, args.shots_split)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
