@@ -153,14 +153,14 @@ class Rename(Preprocessor):
         return f"rename({self.mapping})"
 
 
-def _callable_name(fn: Callable[..., Any]) -> str:
+def callable_name(fn: Callable[..., Any]) -> str:
     """`fn`'s qualified name, else its repr (not both: a method's repr holds its object's, which may describe itself
     through `fn` — endlessly)."""
     name = getattr(fn, "__qualname__", None)
     return name if isinstance(name, str) else repr(fn)
 
 
-def _identity(description: str, fn: Any) -> str:
+def step_identity(description: str, fn: Any) -> str:
     """A step's `description`, with `code_digest(fn)` when `fn` is a Python function (not Jinja expressions), whose
     name stays the same when its code is edited."""
     return description if isinstance(fn, (str, Mapping)) else f"{description} code={code_digest(fn)}"
@@ -204,12 +204,12 @@ class Filter(_ExpressionPreprocessor):
 
     def describe(self) -> str:
         """`filter(<expression or function name>)`."""
-        what = self.predicate if isinstance(self.predicate, str) else _callable_name(self.predicate)
+        what = self.predicate if isinstance(self.predicate, str) else callable_name(self.predicate)
         return f"filter({what})"
 
     def identity(self) -> str:
         """`describe()`, with `code_digest` of a Python predicate."""
-        return _identity(self.describe(), self.predicate)
+        return step_identity(self.describe(), self.predicate)
 
 
 class Map(_ExpressionPreprocessor):
@@ -250,12 +250,12 @@ class Map(_ExpressionPreprocessor):
 
     def describe(self) -> str:
         """`map({field: expression, ...})` or `map(<function name>)`."""
-        what = dict(self.fn) if isinstance(self.fn, Mapping) else _callable_name(self.fn)
+        what = dict(self.fn) if isinstance(self.fn, Mapping) else callable_name(self.fn)
         return f"map({what})"
 
     def identity(self) -> str:
         """`describe()`, with `code_digest` of a Python function."""
-        return _identity(self.describe(), self.fn)
+        return step_identity(self.describe(), self.fn)
 
 
 def from_config(entry: Mapping[str, Any], where: str = "preprocessor") -> Preprocessor:

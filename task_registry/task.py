@@ -21,7 +21,7 @@ import logging
 import numbers
 import os
 import random
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import datasets
 import pyarrow.compute as pc
@@ -29,7 +29,7 @@ from datasets.fingerprint import Hasher
 
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError
 from .jinja_env import environment_version
-from .preprocessors import Preprocessor, compile_expression, evaluate_expression
+from .preprocessors import Preprocessor, callable_name, compile_expression, evaluate_expression, step_identity
 from .sources import GeneratorSource, Source, code_digest
 from .template import Template
 
@@ -173,13 +173,17 @@ class Task:
 
     `group_by` (optional): a sandboxed Jinja expression over a row whose value names the row's group, for
     metrics that score groups of examples together (`group_exact_match`; MultiRC: `idx.question`).
+    `postprocess` (optional, seqio's `postprocess_fn`): a function text -> text applied to each generated prediction
+    and to each gold answer (target, references) before the metrics score them — in evaluation by generation and in
+    held-in validation's exact match; e.g. the number after `####` of a GSM8K solution. Rank classification picks
+    among the answer choices as written, unprocessed.
     """
 
     def __init__(self, name: str, source: Source, templates: Union[Template, Sequence[Template]],
                  preprocessors: Sequence[Preprocessor] = (), metrics: Sequence[str] = (),
                  task_type: str = "generation", cluster: Optional[str] = None, held_out: bool = False,
                  splits: Sequence[str] = ("train", "validation"), eval_only: bool = False, description: str = "",
-                 group_by: Optional[str] = None):
+                 group_by: Optional[str] = None, postprocess: Optional[Callable[[str], str]] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
         if not isinstance(source, Source):
@@ -222,6 +226,9 @@ class Task:
                 raise TaskDefinitionError(f"task {name!r}: group_by must be a Jinja expression over a row naming its "
                                           f"group (e.g. 'idx.question'), got {group_by!r}")
             _compiled_expression(group_by, f"task {name!r}: group_by")
+        if postprocess is not None and not callable(postprocess):
+            raise TaskDefinitionError(f"task {name!r}: postprocess must be a function text -> text (applied to "
+                                      f"predictions and gold answers before the metrics), got {postprocess!r}")
         self.name = name
         self.source = source
         self.templates = templates
@@ -234,6 +241,7 @@ class Task:
         self.eval_only = bool(eval_only)
         self.description = description
         self.group_by = group_by
+        self.postprocess = postprocess
         self.render_stats: dict[str, RenderStats] = {}
         self.preprocess_stats: dict[str, PreprocessStats] = {}
 
@@ -324,6 +332,25 @@ class Task:
         `group_by`. A failing expression is a `TemplateRenderError` naming the task and row."""
         return None if self.group_by is None else _group_key(self.name, self.group_by, row, row_index)
 
+    def postprocessed(self, texts: Sequence[str]) -> list[str]:
+        """`texts` (predictions or gold answers) through `postprocess` (unchanged without one); a failure or a value
+        that is not a string is a `TaskDefinitionError` naming the task and the text."""
+        if self.postprocess is None:
+            return list(texts)
+        out = []
+        for text in texts:
+            try:
+                value = self.postprocess(text)
+            except Exception as error:  # the user's function: any failure, named with its input
+                raise TaskDefinitionError(f"task {self.name!r}: postprocess failed on {text!r} "
+                                          f"({type(error).__name__}: {error}); it must take every generated text, "
+                                          f"an empty or malformed one included") from error
+            if not isinstance(value, str):
+                raise TaskDefinitionError(f"task {self.name!r}: postprocess must return a string, got {value!r} "
+                                          f"for {text!r}")
+            out.append(value)
+        return out
+
     # -- rendering ---------------------------------------------------------------------------------------
     def to_dataset(self, split: str, templates: Optional[Sequence[str]] = None, streaming: bool = False,
                    max_examples: Optional[int] = None, seed: int = 0, with_groups: bool = False
@@ -377,6 +404,7 @@ class Task:
             "preprocessors": [[_qualified_name(type(step)), step.identity()] for step in self.preprocessors],
             "metrics": list(self.metrics), "task_type": self.task_type, "splits": list(self.splits),
             "group_by": self.group_by,
+            **({"postprocess": _identity_of(self.postprocess)} if self.postprocess is not None else {}),
         }
         text = json.dumps(definition, sort_keys=True, default=_stable_value)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -387,6 +415,7 @@ class Task:
             "name": self.name, "task_type": self.task_type, "cluster": self.cluster, "held_out": self.held_out,
             "eval_only": self.eval_only, "splits": list(self.splits), "metrics": list(self.metrics),
             **({"group_by": self.group_by} if self.group_by is not None else {}),
+            **({"postprocess": callable_name(self.postprocess)} if self.postprocess is not None else {}),
             "description": self.description, "source": self.source.shown_config(),
             "preprocessors": [p.describe() for p in self.preprocessors],
             "templates": [{"name": t.name, "jinja": t.jinja, "answer_choices": t.answer_choices,
@@ -398,6 +427,11 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+def _identity_of(fn: Callable[[str], str]) -> str:
+    """A postprocess function's name with `code_digest` of its code (`definition_digest`)."""
+    return step_identity(callable_name(fn), fn)
 
 
 def _qualified_name(kind: type) -> str:

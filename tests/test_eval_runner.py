@@ -376,6 +376,59 @@ def test_cli_eval_scores_only_the_templates_named_by_template(checkpoint, data_f
     assert [(r.template, r.scoring) for r in report.results] == [("free", "generate"), ("choices", "rank")]
 
 
+SOLUTION_ROWS = [{"question": f"What is {i} + {i}?", "answer": f"{i} plus {i} makes {2 * i}.\n#### {2 * i}"}
+                 for i in range(4)]
+
+
+def final_number(text: str) -> str:
+    """The number after the last `####` of a GSM8K-style solution ('' without one)."""
+    return text.rsplit("####", 1)[1].strip() if "####" in text else ""
+
+
+def test_a_tasks_postprocess_is_applied_to_generations_and_gold_answers_before_the_metrics(
+        loaded, tmp_path, monkeypatch):
+    # seqio's postprocess_fn: a task trained on whole solutions is scored on their final answer; Task had no such
+    # hook, so exact match compared whole texts (here 0 of 4, though two final answers are right)
+    from t2t_mtl.evaluation import runner
+    from t2t_mtl.engine import validation
+
+    data = tmp_path / "validation.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in SOLUTION_ROWS), encoding="utf-8")
+    template = task_registry.Template("solve", "{{ question }} ||| {{ answer }}")
+    source = task_registry.LocalFileSource({"validation": str(data)})
+    task = task_registry.Task("sums", source, template, metrics=("exact_match",), splits=("validation",),
+                              postprocess=final_number)
+    plain = task_registry.Task("sums", source, template, metrics=("exact_match",), splits=("validation",))
+    generated = ["0 and 0 make 0. #### 0", "I think #### 3", "2 + 2 = 4\n#### 4", "no idea"]
+    monkeypatch.setattr(runner, "generate_texts", lambda model, tokenizer, inputs, **kwargs: generated[:len(inputs)])
+    model, tokenizer = loaded
+    settings = EvalSettings(batch_size=8, keep_predictions=True)
+    result = evaluate_tasks(model, tokenizer, [task], settings, progress=False).results[0]
+    assert result.score == pytest.approx(50.0)  # rows 0 and 2: '0' == '0', '4' == '4'; '3' != '2', '' != '6'
+    assert [p["prediction"] for p in result.predictions] == ["0", "3", "4", ""]
+    assert [p["output"] for p in result.predictions] == generated
+    assert [p["target"] for p in result.predictions] == ["0", "2", "4", "6"]
+    assert evaluate_tasks(model, tokenizer, [plain], settings, progress=False).results[0].score == 0.0
+    # held-in validation's exact match reads them the same way
+    monkeypatch.setattr(validation, "decode_generated", lambda tokenizer, out, inputs: generated)
+
+    class Generating:
+        def generate(self, **kwargs):
+            return None
+
+    golds = [[row["answer"]] for row in SOLUTION_ROWS]
+    assert validation._exact_matches(Generating(), tokenizer, {"input_ids": None, "attention_mask": None}, generated,
+                                     golds, 8, False, {}, task) == 2
+    assert validation._exact_matches(Generating(), tokenizer, {"input_ids": None, "attention_mask": None}, generated,
+                                     golds, 8, False, {}, plain) == 0
+    assert task.definition_digest() != plain.definition_digest() and task.describe()["postprocess"] == "final_number"
+    broken = task_registry.Task("sums", source, template, splits=("validation",), postprocess=lambda text: None)
+    with pytest.raises(task_registry.TaskDefinitionError, match="task 'sums': postprocess must return a string"):
+        evaluate_tasks(model, tokenizer, [broken], settings, progress=False)
+    with pytest.raises(task_registry.TaskDefinitionError, match="postprocess must be a function"):
+        task_registry.Task("sums", source, template, postprocess="final_number")
+
+
 def test_a_config_whose_original_task_only_leaves_a_task_no_template_is_refused_before_training(data_file):
     base = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"], "held_out_clusters": ["comparison"]}}
     names, settings = evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True,

@@ -51,12 +51,14 @@ def _routing(pass_task_ids: bool, task_id: int, rows: int, device: torch.device)
 
 
 def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], references: Sequence[Sequence[str]],
-                   max_new_tokens: int, synced: bool, routing: Dict[str, torch.Tensor]) -> int:
+                   max_new_tokens: int, synced: bool, routing: Dict[str, torch.Tensor], task: Any) -> int:
     """How many greedy generations for the encoded `inputs` equal one of their `references` (each row's gold
-    answers: the template's `references`, else its target), whitespace-normalised."""
+    answers: the template's `references`, else its target), whitespace-normalised; both through `task`'s
+    `postprocess` when it has one, as the evaluation scores generations."""
     out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
                          num_beams=1, max_new_tokens=max_new_tokens, synced_gpus=synced, **routing)
-    return count_exact_matches(decode_generated(tokenizer, out, inputs), references)
+    predictions = task.postprocessed(decode_generated(tokenizer, out, inputs))
+    return count_exact_matches(predictions, [task.postprocessed(golds) for golds in references])
 
 
 def count_exact_matches(preds: Sequence[str], references: Sequence[Sequence[str]]) -> int:
@@ -108,7 +110,7 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
                                 return_tensors="pt").to(env.device)
                 matches = _exact_matches(model, tokenizer, enc, rows["inputs"], rows["references"],
                                          cfg.data.max_target_length, lockstep,
-                                         _routing(pass_task_ids, tid, len(batch.rows), env.device))
+                                         _routing(pass_task_ids, tid, len(batch.rows), env.device), task)
                 if batch.counted:
                     correct[tid] += matches
     correct = sum_over_ranks(correct.to(env.device)).cpu()
@@ -143,8 +145,8 @@ class PeriodicValidator:
         self.tokenizer, self.task_names, self.cfg, self.env = tokenizer, list(task_names), cfg, env
         self.pass_task_ids, self.batch_size = pass_task_ids, batch_size
         self.rows: Dict[str, Dict[str, Any]] = {}
-        for name in self.task_names:
-            task = task_registry.get_task(name)
+        self.tasks = {name: task_registry.get_task(name) for name in self.task_names}
+        for name, task in self.tasks.items():
             split = held_in_split(task)
             if split is None:
                 raise ConfigError(f"task {name!r} has only a train split, so periodic validation "
@@ -202,7 +204,8 @@ class PeriodicValidator:
                                                      reduction="none")
         mask = (labels != -100).float()
         loss_sum = float(((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum())
-        return loss_sum, _exact_matches(model, tok, enc, x, golds, data.max_target_length, synced, routing)
+        return loss_sum, _exact_matches(model, tok, enc, x, golds, data.max_target_length, synced, routing,
+                                        self.tasks[self.task_names[task_id]])
 
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)

@@ -428,6 +428,11 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
         for example in examples:
             example.inputs = wrap(example.inputs)
     mode = _scoring_mode(settings.scoring, task, template, examples)
+    postprocess = getattr(task, "postprocess", None) is not None and mode == "generate"
+    if postprocess:  # the gold answers as the metrics see them (a GSM8K solution's final number)
+        for example in examples:
+            example.targets = task.postprocessed([example.targets])[0]
+            example.references = None if example.references is None else task.postprocessed(example.references)
     metrics, unsupported = task_metrics(task, template)
     metrics, skipped = applicable_metrics(task, template, metrics, examples)  # before the model runs
     primary = metrics[0]
@@ -461,7 +466,8 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                        len(examples), stated_limit)
     if not examples:
         return result
-    predictions = [o[1] for o in outputs]
+    texts = [o[1] for o in outputs]
+    predictions = task.postprocessed(texts) if postprocess else texts
     chosen = [o[2] for o in outputs] if mode == "rank" else None
     complete = rendered.groups > len(rendered.incomplete_groups)  # a group metric has a group left to score
     metrics = [m for m in metrics if complete or metric_spec(m).kind != "group_label"]
@@ -480,11 +486,12 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     if primary in metrics:
         result.score = result.metrics[primary][key] * metric_spec(primary).scale
     if settings.keep_predictions:
-        result.predictions = [{"row": e.row_index, "prediction": o[1], "target": e.targets,
+        result.predictions = [{"row": e.row_index, "prediction": p, **({"output": o[1]} if postprocess else {}),
+                               "target": e.targets,
                                **({"references": e.references} if e.references is not None else {}),
                                **({"group": e.group} if e.group is not None else {}),
                                **({"choice_scores": o[3]} if o[3] is not None else {})}
-                              for e, o in zip(examples, outputs)]
+                              for e, o, p in zip(examples, outputs, predictions)]
     return result
 
 
