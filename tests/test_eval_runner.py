@@ -188,6 +188,25 @@ def test_a_task_whose_templates_use_different_metrics_names_them_all_in_its_summ
     assert summarize(EvalReport("m", report.results[:2]))["tasks"]["mrpc"].primary_metric == "accuracy.accuracy"
 
 
+def test_the_markdown_shows_a_tasks_other_declared_metrics_per_template_and_their_median():
+    # CB declares accuracy and macro F1, CoLA Matthews correlation and accuracy (as SuperGLUE / GLUE report them);
+    # report.md showed the primary metric alone, the others only in report.json
+    def cb(template, accuracy, f1):
+        result = _result("cb", template, 100 * accuracy)
+        result.metrics = {"accuracy": {"accuracy": accuracy}, "f1_macro": {"f1": f1}}
+        return result
+
+    cola = _result("cola", "t5", 10.0)
+    cola.primary_metric, cola.primary_key = "matthews_correlation", "matthews_correlation"
+    cola.metrics = {"matthews_correlation": {"matthews_correlation": 0.1}, "accuracy": {"accuracy": 0.625}}
+    report = EvalReport("m", [cb("a", 0.5, 0.2), cb("b", 0.25, 0.4), cb("c", 0.75, 0.3), cola])
+    text = to_markdown(report)
+    assert "| cb | accuracy.accuracy | 3/3 | 50.0 | 50.0 | 25.0 | 75.0 | — | — | 10 | f1_macro 30.0 |" in text
+    assert "| cb | b | rank | 25.0 | — | — | 10 | 0 | 0 | f1_macro 40.0 |" in text
+    assert "| cola | t5 | rank | 10.0 | — | — | 10 | 0 | 0 | accuracy 62.5 |" in text
+    assert "| t | x | rank | 40.0 | — | — | 10 | 0 | 0 | — |" in to_markdown(EvalReport("m", [_result("t", "x", 40.0)]))
+
+
 def test_report_files_round_trip(toy_report, tmp_path):
     paths = write_report(toy_report, tmp_path / "report")
     data = json.loads(paths["json"].read_text())

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from t2t_mtl.evaluation.aggregate import compare, finite, summarize
-from t2t_mtl.evaluation.results import EvalReport
+from t2t_mtl.evaluation.metrics import UnknownMetricError, metric_spec
+from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.json_values import nonfinite_to_null
 from t2t_mtl.wording import counted
 
@@ -16,6 +18,36 @@ PathLike = Union[str, Path]
 
 def _fmt(value: Optional[float]) -> str:
     return f"{value:.1f}" if finite(value) else "—"
+
+
+def other_scores(result: TemplateResult) -> dict[str, float]:
+    """A template's metrics besides its primary one (a task's declared `metrics: [accuracy, f1_macro]`: CB's F1), each
+    its own primary output on the 0-100 scale the primary score uses; metrics without a finite value are left out."""
+    scores = {}
+    for name, outputs in result.metrics.items():
+        if name == result.primary_metric:
+            continue
+        try:
+            spec = metric_spec(name)
+        except UnknownMetricError:  # (a report of an older release)
+            continue
+        value = (outputs or {}).get(spec.primary)
+        if finite(value):
+            scores[name] = value * spec.scale
+    return scores
+
+
+def _others_text(scores: dict[str, float]) -> str:
+    return "; ".join(f"{name} {_fmt(value)}" for name, value in scores.items()) or "—"
+
+
+def _task_other_medians(results: Sequence[TemplateResult]) -> dict[str, float]:
+    """Per secondary metric of a task's templates, the median over the templates that have it."""
+    per_metric: dict[str, list[float]] = {}
+    for result in results:
+        for name, value in other_scores(result).items():
+            per_metric.setdefault(name, []).append(value)
+    return {name: statistics.median(values) for name, values in per_metric.items()}
 
 
 def _safe_name(name: str) -> str:
@@ -34,23 +66,26 @@ def to_markdown(report: EvalReport) -> str:
     summary = summarize(report)
     shots = int((report.settings or {}).get("num_shots") or 0)
     lines = [f"## Evaluation of {report.name}" + (f" ({shots}-shot)" if shots else ""), "",
-             "| task | metric | templates | median | mean | min | max | majority | chance | examples |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | metric | templates | median | mean | min | max | majority | chance | examples "
+             "| other metrics (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary["tasks"].values():
         lines.append(f"| {s.task} | {s.primary_metric} | {s.num_scored_templates}/{s.num_templates} | "
                      f"{_fmt(s.median)} | {_fmt(s.mean)} | {_fmt(s.min)} | {_fmt(s.max)} | "
-                     f"{_fmt(s.majority_baseline)} | {_fmt(s.chance_baseline)} | {s.num_examples} |")
+                     f"{_fmt(s.majority_baseline)} | {_fmt(s.chance_baseline)} | {s.num_examples} | "
+                     f"{_others_text(_task_other_medians(report.for_task(s.task)))} |")
     lines += ["", f"decaScore (sum of {counted(summary['num_tasks'], 'task median')}): {_fmt(summary['decascore'])}; "
                   f"macro average: {_fmt(summary['macro_average'])}"
                   + (f" (chance {_fmt(summary['chance'])})" if summary["chance"] is not None else "")]
     if summary["unscored_tasks"]:
         lines.append(f"Tasks with no scored template: {', '.join(summary['unscored_tasks'])}")
-    lines += ["", "| task | template | scoring | score | majority | chance | n | skipped | errors |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| task | template | scoring | score | majority | chance | n | skipped | errors | other metrics |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.results:
         template = r.template.replace("|", "\\|")
         lines.append(f"| {r.task} | {template} | {r.scoring} | {_fmt(r.score)} | {_fmt(r.majority_baseline)} | "
-                     f"{_fmt(r.chance_baseline)} | {r.num_examples} | {r.num_skipped} | {r.num_errors} |")
+                     f"{_fmt(r.chance_baseline)} | {r.num_examples} | {r.num_skipped} | {r.num_errors} | "
+                     f"{_others_text(other_scores(r))} |")
     errors = [r for r in report.results if r.error]
     if errors:
         lines += ["", "Render errors (first per template):"]
