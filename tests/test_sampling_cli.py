@@ -158,3 +158,23 @@ def test_show_yaml_tasks_from_a_tasks_dir(mixture, tmp_path, capsys):
     (tmp_path / "bad" / "broken.yaml").write_text("name: [x]\n")
     assert main(["mixture", "show", "yaml_rows", "--tasks-dir", str(tmp_path / "bad")]) == 2
     assert "broken.yaml:1:" in capsys.readouterr().err
+
+
+def test_show_drops_held_out_clusters_as_training_does(capsys):
+    # `mixture show procedural` showed the held-out comparison tasks at 1/15 each, while the quickstart trains the
+    # other 12 tasks at 1/12: the shares a run draws could not be read before training
+    task_registry.load_builtin_tasks()
+    procedural = task_registry.get_mixture("procedural").flatten()
+    kept = [t for t in procedural if task_registry.get_task(t).cluster != "comparison"]
+    assert len(procedural) == 15 and len(kept) == 12
+    assert main(["mixture", "show", "procedural", "--draws", "0", "--held-out-clusters", "comparison"]) == 0
+    out = capsys.readouterr().out
+    shown = {fields[0]: float(fields[2]) for fields in map(str.split, out.splitlines()) if fields[:1]
+             and fields[0] in procedural}
+    assert shown == pytest.approx(dict.fromkeys(kept, 1 / 12), abs=1e-4) and "flagged held_out" not in out
+    assert main(["mixture", "show", "procedural", "--draws", "0"]) == 0
+    assert "flagged held_out: compare_numbers, compare_lengths, alphabetical_order — a run drops them" in (
+        capsys.readouterr().out)
+    assert main(["mixture", "show", "procedural", "--held-out-clusters", "comparsion"]) == 2
+    assert "--held-out-clusters: no registered task is in cluster 'comparsion'; did you mean 'comparison'?" in (
+        capsys.readouterr().err)

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other sampler parameter (JSON value), e.g. --set warmup_epochs=3")
     show.add_argument("--split", default="train", help="split whose row counts are the task sizes (default train)")
+    show.add_argument("--held-out-clusters", default=None, metavar="C1,C2",
+                      help="drop the tasks of these clusters, as training drops data.held_out_clusters' (default: "
+                           "none; the quickstart holds out comparison)")
     add_data_dir_option(show)
     add_tasks_dir_option(show)
     show.add_argument("--draws", type=int, default=100_000,
@@ -79,8 +82,7 @@ def show_mixture(args: argparse.Namespace) -> int:
             prepare_output_file(args.plot, "--plot")
         task_registry.load_builtin_tasks()
         register_tasks_dir(args.tasks_dir)
-        mixture = shown_mixture(args.name)
-        rates = mixture.flatten()
+        rates = shown_rates(args.name, args.held_out_clusters)
         tasks = {name: task_registry.get_task(name) for name in rates}
         sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
         config = sampler_config(args, rates, {name: len(task.templates) for name, task in tasks.items()})
@@ -91,6 +93,10 @@ def show_mixture(args: argparse.Namespace) -> int:
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
         return fail(err, args.tasks_dir)
     print(format_table(args.name, config, sizes, table))
+    flagged = [name for name, task in tasks.items() if task.held_out]
+    if flagged:
+        print(f"flagged held_out: {', '.join(flagged)} — a run drops them with their cluster (data.held_out_clusters; "
+              f"--held-out-clusters here) or trains them only where data.train_held_out names them")
     if args.plot:
         plot_rates(table, f"{args.name}: {config['strategy']}", args.plot)
         print(f"plot written to {args.plot}")
@@ -150,6 +156,29 @@ def shown_mixture(name: str) -> Any:
 
     target = task_registry.resolve_selection(name)
     return target if isinstance(target, task_registry.Mixture) else task_registry.Mixture(name, [target.name])
+
+
+def shown_rates(name: str, held_out_clusters: Optional[str]) -> dict[str, float]:
+    """The flattened rates of `shown_mixture(name)` without the tasks of the comma-separated `held_out_clusters`
+    (`task_registry.training_rates`, as a run drops `data.held_out_clusters`); a cluster no task is in is an error."""
+    import difflib
+
+    import task_registry
+
+    clusters = [c.strip() for c in (held_out_clusters or "").split(",") if c.strip()]
+    if held_out_clusters is not None and not clusters:
+        raise ValueError(f"--held-out-clusters {held_out_clusters!r} names no cluster; give comma-separated clusters")
+    known = sorted({task_registry.get_task(n).cluster for n in task_registry.list_tasks()})
+    for cluster in clusters:  # a typo would hold nothing out
+        if cluster not in known:
+            close = difflib.get_close_matches(cluster, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"--held-out-clusters: no registered task is in cluster {cluster!r}; {hint}registered "
+                             f"clusters: {', '.join(known)}")
+    mixture = shown_mixture(name)
+    if not clusters:
+        return mixture.flatten()
+    return task_registry.training_rates(mixture, held_out_clusters=clusters, force=True)
 
 
 #: the sampler parameters `show` takes as options of their own (option dest = parameter name)
