@@ -174,9 +174,9 @@ class Task:
     `group_by` (optional): a sandboxed Jinja expression over a row whose value names the row's group, for
     metrics that score groups of examples together (`group_exact_match`; MultiRC: `idx.question`).
     `postprocess` (optional, seqio's `postprocess_fn`): a function text -> text applied to each generated prediction
-    and to each gold answer (target, references) before the metrics score them — in evaluation by generation and in
-    held-in validation's exact match; e.g. the number after `####` of a GSM8K solution. Rank classification picks
-    among the answer choices as written, unprocessed.
+    and to each gold answer (target, references; answer choices too, which label metrics index) before the metrics
+    score them — in evaluation by generation and in held-in validation's exact match; e.g. the number after `####` of
+    a GSM8K solution. Rank classification picks among the answer choices as written, unprocessed.
     """
 
     def __init__(self, name: str, source: Source, templates: Union[Template, Sequence[Template]],

@@ -448,6 +448,27 @@ def test_a_tasks_postprocess_is_applied_to_generations_and_gold_answers_before_t
         task_registry.Task("sums", source, template, postprocess="final_number")
 
 
+def test_a_generation_scored_template_with_choices_compares_postprocessed_answers_among_postprocessed_choices(
+        loaded, tmp_path, monkeypatch):
+    # the choices stayed as written, so the postprocessed gold 'yes' was none of them: the evaluation stopped
+    # ("'yes' is not in list", from the majority baseline), and the label metric would read every answer as -1
+    from t2t_mtl.evaluation import runner
+
+    rows = [{"q": f"Question {i}?", "label": label} for i, label in enumerate([1, 0, 0, 1])]
+    data = tmp_path / "validation.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    template = task_registry.Template("t", "{{ q }} ||| {{ answer_choices[label] }}",
+                                      answer_choices="The answer is no ||| The answer is yes")
+    task = task_registry.Task("last_word", task_registry.LocalFileSource({"validation": str(data)}), template,
+                              metrics=("accuracy",), splits=("validation",),
+                              postprocess=lambda text: (text.split() or [""])[-1])
+    generated = ["yes", "It is yes", "The answer is no", "maybe"]  # right, wrong, right, wrong
+    monkeypatch.setattr(runner, "generate_texts", lambda model, tokenizer, inputs, **kwargs: generated[:len(inputs)])
+    model, tokenizer = loaded
+    result = evaluate_tasks(model, tokenizer, [task], EvalSettings(scoring="generate"), progress=False).results[0]
+    assert result.score == pytest.approx(50.0)
+
+
 def test_a_config_whose_original_task_only_leaves_a_task_no_template_is_refused_before_training(data_file):
     base = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"], "held_out_clusters": ["comparison"]}}
     names, settings = evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True,

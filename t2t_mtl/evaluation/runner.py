@@ -429,10 +429,11 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
             example.inputs = wrap(example.inputs)
     mode = _scoring_mode(settings.scoring, task, template, examples)
     postprocess = getattr(task, "postprocess", None) is not None and mode == "generate"
-    if postprocess:  # the gold answers as the metrics see them (a GSM8K solution's final number)
+    if postprocess:  # the gold answers (and choices, which label metrics index) as the metrics see them
         for example in examples:
             example.targets = task.postprocessed([example.targets])[0]
             example.references = None if example.references is None else task.postprocessed(example.references)
+            example.answer_choices = task.postprocessed(example.answer_choices)
     metrics, unsupported = task_metrics(task, template)
     metrics, skipped = applicable_metrics(task, template, metrics, examples)  # before the model runs
     primary = metrics[0]
