@@ -1121,3 +1121,66 @@ def test_cli_eval_of_an_unknown_mixture_or_task_says_how_yaml_tasks_are_register
         last = capsys.readouterr().err.strip().splitlines()[-1]  # (after transformers' loading progress)
         assert last.startswith("error: unknown ") and last.endswith(
             "a YAML task file's task is registered by --tasks-dir FOLDER"), last
+
+
+# -- batching by input length ---------------------------------------------------------------------------------
+LENGTH_ROWS = [{"text": " ".join(["word"] * n), "label": n % 2} for n in (3, 11, 1, 7, 12, 2, 9, 4, 6, 10, 5)]
+
+
+def _batches_seen(monkeypatch, name):
+    """Record the inputs of every call of the runner's `name` (one call per batch) and run the real function."""
+    from t2t_mtl.evaluation import runner
+
+    calls, real = [], getattr(runner, name)
+
+    def spy(model, tokenizer, inputs, *args, **kwargs):
+        calls.append(list(inputs))
+        return real(model, tokenizer, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(runner, name, spy)
+    return calls
+
+
+def test_batches_hold_inputs_of_similar_length_and_every_example_scores_as_alone(loaded, tmp_path, monkeypatch):
+    # was: batches were cut in row order, so a short input padded to the longest input of its batch
+    model, tokenizer = loaded
+    templates = [task_registry.Template("choices", "Odd? {{ text }} ||| {{ answer_choices[label] }}",
+                                        answer_choices="no ||| yes"),
+                 task_registry.Template("free", "Count: {{ text }} ||| {{ label }}")]
+    task = _local_task(tmp_path, "lengths", LENGTH_ROWS, templates)
+    ranked, generated = _batches_seen(monkeypatch, "score_choices"), _batches_seen(monkeypatch, "generate_texts")
+    report = evaluate_tasks(model, tokenizer, [task], EvalSettings(keep_predictions=True, max_new_tokens=3,
+                                                                   batch_size=3), progress=False)
+    for calls, template in ((ranked, "Odd? "), (generated, "Count: ")):
+        inputs = [template + row["text"] for row in LENGTH_ROWS]
+        longest_first = sorted(inputs, key=lambda text: -len(tokenizer(text).input_ids))
+        assert calls == [longest_first[i:i + 3] for i in range(0, len(inputs), 3)]
+    choices, free = report.results
+    # the reference: each input scored alone, in a batch of one (no padding)
+    for prediction, row in zip(choices.predictions, LENGTH_ROWS):
+        alone = score_choices(model, tokenizer, ["Odd? " + row["text"]], [["no", "yes"]])[0]
+        assert prediction["choice_scores"] == pytest.approx(alone, abs=1e-5)
+    assert [p["prediction"] for p in free.predictions] == [
+        generate_texts(model, tokenizer, ["Count: " + row["text"]], max_new_tokens=3)[0] for row in LENGTH_ROWS]
+    assert [p["row"] for p in free.predictions] == list(range(len(LENGTH_ROWS)))
+
+
+@pytest.mark.parametrize("moe, depends", [(None, False), ({"routing": "task"}, False), ({"routing": "token"}, True),
+                                          ({"routing": "token", "dropless": True}, False)])
+def test_only_an_moe_whose_experts_have_a_capacity_keeps_example_order(loaded, tmp_path, monkeypatch, moe, depends):
+    # token routing with a capacity: which tokens overflow depends on the whole batch, so reordering the batches
+    # would change the outputs
+    from t2t_mtl.model.moe import batch_dependent
+
+    model, tokenizer = loaded
+    if moe is not None:
+        torch.manual_seed(0)
+        model = convert_to_moe(model, {"num_experts": 4, "top_k": 2, "every": 1, "upcycle": False,
+                                       "task_names": ["a"], **moe}).eval()
+    assert batch_dependent(model) == depends
+    calls = _batches_seen(monkeypatch, "generate_texts")
+    task = _local_task(tmp_path, "lengths", LENGTH_ROWS, [task_registry.Template("free", "{{ text }} ||| {{ label }}")])
+    evaluate_tasks(model, tokenizer, [task], EvalSettings(max_new_tokens=1, batch_size=4), progress=False)
+    inputs = [row["text"] for row in LENGTH_ROWS]
+    order = inputs if depends else sorted(inputs, key=len, reverse=True)
+    assert calls == [order[i:i + 4] for i in range(0, len(inputs), 4)]

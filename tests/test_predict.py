@@ -4,6 +4,7 @@ labels), task routing of a task-routed MoE model, JSON-lines round trip with `ta
 clear errors for bad input."""
 from __future__ import annotations
 
+import importlib
 import io
 import json
 
@@ -254,3 +255,22 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         assert message in capsys.readouterr().err, args
     assert main(["predict", "--checkpoint", str(tmp_path / "nowhere"), "a text"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_inputs_are_batched_longest_first_and_answered_in_their_own_order(dense_dir, monkeypatch):
+    # was: batches were cut in input order, so a short input padded to the longest input of its batch
+    predict_module = importlib.import_module("t2t_mtl.evaluation.predict")  # (the package exports `predict`)
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    texts = [" ".join(["word"] * n) for n in (2, 9, 1, 6, 4, 8, 3)]
+    calls = []
+    for name in ("generate_texts", "score_choices"):
+        real = getattr(predict_module, name)
+        monkeypatch.setattr(predict_module, name, lambda m, t, inputs, *a, _real=real, **k:
+                            calls.append(list(inputs)) or _real(m, t, inputs, *a, **k))
+    requests = [PredictRequest(text, list(CHOICES) if i % 2 else None) for i, text in enumerate(texts)]
+    got = predict(model, tokenizer, requests, max_new_tokens=8, batch_size=2)
+    generated, ranked = texts[0::2], texts[1::2]
+    assert calls == [sorted(generated, key=len, reverse=True), sorted(ranked, key=len, reverse=True)]
+    assert [p.prediction for p in got[0::2]] == _one_by_one_generate(model, tokenizer, generated)
+    for text, result in zip(ranked, got[1::2]):
+        assert result.scores == pytest.approx([_log_likelihood(model, tokenizer, text, c) for c in CHOICES], abs=1e-4)

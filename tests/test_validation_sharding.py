@@ -295,3 +295,18 @@ def test_held_in_validation_never_scores_a_tasks_training_rows(tok_dir, tmp_path
         assert held_in_exact_match(model, tokenizer, ["train_only"], cfg, env) == ({}, None, None)
         with pytest.raises(ConfigError, match="task 'train_only' has only a train split.*validate_every: 0"):
             PeriodicValidator(tokenizer, TASKS + ["train_only"], cfg, env, ROWS)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_with_lengths_each_rank_batches_its_own_rows_longest_first_ties_in_row_order(world):
+    # was: rows were batched in row order, so a short input padded to the longest of a random batch
+    lengths = [3, 9, 1, 9, 5, 2, 7, 3]
+    for rank in range(world):
+        own = list(range(rank, len(lengths), world))
+        by_length = sorted(own, key=lambda row: (-lengths[row], row))  # the order, by hand
+        batches = shard_batches(len(lengths), BATCH, rank, world, lengths=lengths)
+        assert [b.rows for b in batches] == [by_length[i:i + BATCH] for i in range(0, len(own), BATCH)]
+        lockstep = shard_batches(len(lengths), BATCH, rank, world, lockstep=True, lengths=lengths)
+        assert lockstep[:len(batches)] == batches and all(not b.counted for b in lockstep[len(batches):])
+    with pytest.raises(ValueError, match="3 lengths for 8 rows"):
+        shard_batches(8, BATCH, 0, 1, lengths=[1, 2, 3])

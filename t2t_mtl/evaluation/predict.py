@@ -19,6 +19,7 @@ from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.runner import SCORING_MODES
+from t2t_mtl.model.moe import batch_dependent
 from t2t_mtl.model.task_routing import routing_task_id
 
 
@@ -136,10 +137,19 @@ def _subset(task_ids: Optional[list[int]], rows: Sequence[int]) -> Optional[list
     return None if task_ids is None else [task_ids[i] for i in rows]
 
 
+def _longest_first(model: Any, tokenizer: Any, inputs: Sequence[str], rows: list[int]) -> list[int]:
+    """`rows` (indices of `inputs`) longest input first, ties in order, so that a batch pads its inputs to similar
+    lengths; in order for a model whose rows' outputs depend on their batch (`batch_dependent`)."""
+    if len(rows) < 2 or batch_dependent(model):
+        return rows
+    lengths = [len(ids) for ids in tokenizer([inputs[i] for i in rows])["input_ids"]]
+    return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: -pair[0])]
+
+
 def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, scoring: str = "auto",
             default_task: Optional[str] = None, length_normalize: bool = False, num_beams: int = 1,
             max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512) -> list[Prediction]:
-    """One `Prediction` per request, in order.
+    """One `Prediction` per request, in order (scored in batches of inputs of similar length).
 
     scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
     every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
@@ -158,7 +168,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
-    generated = sorted(set(range(len(requests))) - set(ranked))
+    generated = _longest_first(model, tokenizer, inputs, sorted(set(range(len(requests))) - set(ranked)))
+    ranked = _longest_first(model, tokenizer, inputs, ranked)
     results: list[Optional[Prediction]] = [None] * len(requests)
     for limit in sorted(set(limits)):
         rows = [i for i in generated if limits[i] == limit]

@@ -3,9 +3,11 @@
 Sharding: with `world_size` > 1 (or an initialised torch.distributed group) rank r scores the examples
 r, r + world_size, ... of every template; the per-example outputs are gathered with
 `torch.distributed.all_gather_object` (gloo on CPU) and every rank computes the metrics on the full,
-re-ordered set, so the numbers are those of one process. With `lockstep` (a DeepSpeed ZeRO-3 model, whose
-forward passes gather parameters collectively) every rank runs the same forward passes, padding its shorter
-shard with passes whose results are discarded. A model with task-conditioned layers (task-routed MoE,
+re-ordered set, so the numbers are those of one process. A rank batches its examples longest input first, so that
+a batch pads to similar lengths (the outputs are put back in example order; a model whose rows' outputs depend on
+their batch, an MoE routing by token with a capacity, keeps example order). With `lockstep` (a DeepSpeed ZeRO-3
+model, whose forward passes gather parameters collectively) every rank runs the same forward passes, padding its
+shorter shard with passes whose results are discarded. A model with task-conditioned layers (task-routed MoE,
 per-task LoRA) gets each example's task id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a
 task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_routing`; LoRA: the mean adapter).
 """
@@ -32,6 +34,7 @@ from t2t_mtl.evaluation.rank_classification import argmax_first, decoder_passes,
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
+from t2t_mtl.model.moe import batch_dependent
 from t2t_mtl.model.task_routing import routing_task_id
 from t2t_mtl.wording import counted
 
@@ -272,26 +275,30 @@ def group_sizes(task: Task, rows: datasets.Dataset) -> collections.Counter[str]:
     return collections.Counter(task.group_key(row, index) for index, row in enumerate(rows))
 
 
-def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, world_size: int) -> list[int]:
-    """Per batch index of the lockstep shards: the most decoder passes (`decoder_passes`) any rank's rank
-    classification batch of that index runs — known on every rank, since every rank holds every example."""
-    shards = [shard_batches(len(examples), batch_size, r, world_size, lockstep=True) for r in range(world_size)]
+def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, world_size: int,
+                             lengths: Optional[Sequence[int]] = None) -> list[int]:
+    """Per batch index of the lockstep shards (`shard_batches`, with the examples' `lengths` as `_score_local` gets
+    them): the most decoder passes (`decoder_passes`) any rank's rank classification batch of that index runs —
+    known on every rank, since every rank holds every example."""
+    shards = [shard_batches(len(examples), batch_size, r, world_size, lockstep=True, lengths=lengths)
+              for r in range(world_size)]
     return [max(decoder_passes(sum(len(examples[i].answer_choices) for i in batch.rows)) for batch in same_index)
             for same_index in zip(*shards)]
 
 
 def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
                  progress: Optional[Callable[[int], None]], task_id: Optional[int] = None, *, rank: int = 0,
-                 world_size: int = 1, lockstep: bool = False) -> list[tuple[int, str, int, Optional[list[float]]]]:
+                 world_size: int = 1, lockstep: bool = False, lengths: Optional[Sequence[int]] = None
+                 ) -> list[tuple[int, str, int, Optional[list[float]]]]:
     """(position, prediction text, chosen index or -1, choice scores) for each of this rank's `examples`
-    (`shard_batches`: rank, rank + world_size, ...).
+    (`shard_batches`: rank, rank + world_size, ...; batched longest first by their input `lengths` when given).
 
     `task_id` (None: the model takes none) is passed with every example. With `lockstep` (ZeRO-3, several
     ranks) every rank runs the same forward passes: as many batches (padding ones discarded), as many decoder
     passes per rank-classification batch, generation synced."""
-    batches = shard_batches(len(examples), settings.batch_size, rank, world_size, lockstep=lockstep)
-    passes = (_lockstep_decoder_passes(examples, settings.batch_size, world_size) if lockstep and mode == "rank"
-              else [0] * len(batches))
+    batches = shard_batches(len(examples), settings.batch_size, rank, world_size, lockstep=lockstep, lengths=lengths)
+    passes = (_lockstep_decoder_passes(examples, settings.batch_size, world_size, lengths)
+              if lockstep and mode == "rank" else [0] * len(batches))
     out = []
     for batch, min_passes in zip(batches, passes):
         chunk = [examples[i] for i in batch.rows]
@@ -316,12 +323,10 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
     return out
 
 
-def _count_truncated(tokenizer, inputs: Sequence[str], max_input_length: int) -> int:
-    """How many `inputs` are longer than `max_input_length` tokens (special tokens included), so that scoring
-    truncates them."""
-    if not inputs:
-        return 0
-    return sum(len(ids) > max_input_length for ids in tokenizer(list(inputs))["input_ids"])
+def _input_lengths(tokenizer, inputs: Sequence[str]) -> list[int]:
+    """The number of tokens of each of `inputs`, special tokens included (longer than the input limit: truncated by
+    scoring)."""
+    return [len(ids) for ids in tokenizer(list(inputs))["input_ids"]] if inputs else []
 
 
 def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) -> str:
@@ -438,10 +443,13 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     metrics, skipped = applicable_metrics(task, template, metrics, examples)  # before the model runs
     primary = metrics[0]
     key = metric_spec(primary).primary
+    lengths = _input_lengths(tokenizer, [e.inputs for e in examples])
+    # batched by length (less padding) unless a row's output would depend on the rows batched with it
     outputs = sorted(_gather(_score_local(model, tokenizer, examples, mode, settings,
                                           progress_bar.update if progress_bar else None,
                                           routing_task_id(model, task.name), rank=rank, world_size=world_size,
-                                          lockstep=lockstep), world_size))
+                                          lockstep=lockstep, lengths=None if batch_dependent(model) else lengths),
+                             world_size))
     if [o[0] for o in outputs] != list(range(len(examples))):
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: gathered {len(outputs)} outputs "
                               f"for {len(examples)} examples; every rank must evaluate the same tasks")
@@ -460,7 +468,7 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                        "split has fewer renderable rows, or they do not fit %s)", task.name,
                        template.name, fewer_shots, len(examples), counted(settings.num_shots, "demonstration"),
                        stated_limit)
-    result.num_truncated = _count_truncated(tokenizer, [e.inputs for e in examples], settings.max_input_length)
+    result.num_truncated = sum(length > settings.max_input_length for length in lengths)
     if result.num_truncated:
         logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
                        "model sees only their beginning)", task.name, template.name, result.num_truncated,

@@ -46,6 +46,7 @@ __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
     "TaskAwareSeq2SeqLMOutput", "UNSEEN_TASK_ID", "UNSEEN_TASK_ROUTINGS", "convert_to_moe",
     "extract_task_subnetwork", "set_task_ids", "load_t5_or_moe", "moe_blocks", "routing_task_id", "token_masks",
+    "batch_dependent",
 ]
 
 def moe_blocks(model: nn.Module, stacks: Sequence[str] = ("encoder", "decoder")
@@ -57,6 +58,14 @@ def moe_blocks(model: nn.Module, stacks: Sequence[str] = ("encoder", "decoder")
             ffn = block.layer[-1].DenseReluDense
             if isinstance(ffn, MoEFeedForward):
                 yield f"{stack_name}.{i}", ffn
+
+
+def batch_dependent(model: nn.Module) -> bool:
+    """Whether a row's output of `model` can depend on the other rows of its batch: an MoE layer routing by token
+    with an expert capacity (token or hybrid routing, not `dropless`), where which tokens overflow depends on the
+    whole batch. False for any other model (dense T5, task routing, dropless)."""
+    return isinstance(model, TaskAwareT5) and any(block.moe.routing != "task" and not block.moe.dropless
+                                                  for _, block in moe_blocks(model))
 
 
 @contextmanager
