@@ -1,14 +1,15 @@
 """Tokenized variants of rendered datasets, cached by datasets fingerprinting.
 
-`tokenize_dataset` adds `input_ids`, `attention_mask` and `labels` (unpadded, truncated to the length
-limits) and the per-row flags `inputs_truncated` / `targets_truncated` through `Dataset.map`;
-`count_truncated` sums the flags of a map-style result. Special tokens, by default, are the tokenizer's own
-(T5: a final EOS), with its own truncation; with `append_eos=True` the text is encoded without special
-tokens, cut to `max_length - 1` and `eos_token_id` is appended, whatever the tokenizer's post-processing.
-The fingerprint of a map-style result (`tokenized_fingerprint`) combines the input fingerprint, the
-tokenizer (its class, EOS id and, for fast tokenizers, a hash of its full serialisation — not the folder it was
-loaded from; a tokenizer without a serialisation adds its name_or_path and vocabulary), the limits
-and the options, so a re-run with the same inputs loads the cached Arrow file instead of tokenizing again.
+`tokenize_dataset` adds `input_ids` and `labels` (unpadded, truncated to the length limits; no attention mask: it
+would be all ones, and the collators that pad build their own) and the per-row flags `inputs_truncated` /
+`targets_truncated` through `Dataset.map`; `count_truncated` sums the flags of a map-style result. Special tokens,
+by default, are the tokenizer's own (T5: a final EOS), with its own truncation; with `append_eos=True` the text is
+encoded without special tokens, cut to `max_length - 1` and `eos_token_id` is appended, whatever the tokenizer's
+post-processing. The fingerprint of a map-style result (`tokenized_fingerprint`) combines the input fingerprint,
+the tokenizer (its class, EOS id and, for fast tokenizers, a hash of its full serialisation — not the folder it was
+loaded from; a tokenizer without a serialisation adds its name_or_path and vocabulary), the limits, the options and
+the version of the columns written (`TOKENIZED_FORMAT`), so a re-run with the same inputs loads the cached Arrow
+file instead of tokenizing again, and never a file of another version.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
 TRUNCATION_COLUMNS = ("inputs_truncated", "targets_truncated")
+#: the version of `tokenize_dataset`'s columns, part of its fingerprint so that a cache of another version (v2 also
+#: held `attention_mask`) is never read as this one
+TOKENIZED_FORMAT = "tokenize-v3"
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def tokenized_fingerprint(dataset: datasets.Dataset, tokenizer_key: str, max_inp
     the names from this value, so any change of input, tokenizer, limits or options gets a new file.
     """
     return Hasher.hash((dataset._fingerprint, tokenizer_key, max_input_length, max_target_length,
-                        bool(append_eos), sorted(remove_columns), "tokenize-v2"))
+                        bool(append_eos), sorted(remove_columns), TOKENIZED_FORMAT))
 
 
 class _Tokenize:
@@ -108,8 +112,8 @@ class _Tokenize:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         input_ids, inputs_cut = self._encode(batch["inputs"], self.max_input_length, "text")
         labels, targets_cut = self._encode(batch["targets"], self.max_target_length, "text_target")
-        return {"input_ids": input_ids, "attention_mask": [[1] * len(x) for x in input_ids], "labels": labels,
-                TRUNCATION_COLUMNS[0]: inputs_cut, TRUNCATION_COLUMNS[1]: targets_cut}
+        return {"input_ids": input_ids, "labels": labels, TRUNCATION_COLUMNS[0]: inputs_cut,
+                TRUNCATION_COLUMNS[1]: targets_cut}
 
 
 def _check_arguments(dataset: Union[datasets.Dataset, datasets.IterableDataset], tokenizer: Any,
@@ -129,7 +133,7 @@ def tokenize_dataset(dataset: Union[datasets.Dataset, datasets.IterableDataset],
                      tokenizer_key: Optional[str] = None, cache_file_name: Optional[str] = None,
                      keep_in_memory: bool = False, desc: str = "tokenize",
                      ) -> Union[datasets.Dataset, datasets.IterableDataset]:
-    """`dataset` (columns inputs/targets) plus input_ids, attention_mask, labels and the truncation flags.
+    """`dataset` (columns inputs/targets) plus input_ids, labels and the truncation flags.
 
     `remove_columns` are dropped as in `Dataset.map`. Map-style results are cached: by default in the
     input's cache folder, or in `cache_file_name` (reused when it exists), or not at all with

@@ -561,3 +561,27 @@ def test_waiting_rows_are_the_drawn_rows_not_served_in_the_order_they_are_served
     for task in streams:  # each task's waiting rows come first in what the builder serves of that task next
         mine = [p for p in waiting if p[0] == task]
         assert [p for p in later if p[0] == task][:len(mine)] == mine
+
+
+def test_a_cache_of_the_earlier_format_with_attention_masks_is_never_read_as_this_one(tokenizer, tmp_path):
+    # the format changed (v2 also wrote an all-ones attention_mask column, which nothing read): the cache key names
+    # the format, so a file of the old one — here planted with marker ids under the old key — is left alone
+    from datasets.fingerprint import Hasher
+
+    from task_registry.tokenize import tokenizer_fingerprint
+
+    task, settings, file = _cached_reverse_words(tokenizer, tmp_path)
+    rendered = task.to_dataset("train", max_examples=20)
+    old_key = Hasher.hash((rendered._fingerprint, tokenizer_fingerprint(tokenizer), 16, 16, True,
+                           sorted(rendered.column_names), "tokenize-v2"))[:16]  # tokenized_fingerprint of v2
+    old = file.with_name(f"train-{old_key}.arrow")
+    assert old != file
+    file.unlink()
+    datasets.Dataset.from_dict({"input_ids": [[7]] * 20, "attention_mask": [[1]] * 20, "labels": [[7]] * 20,
+                                "inputs_truncated": [False] * 20, "targets_truncated": [False] * 20}
+                               ).map(lambda batch: batch, batched=True, cache_file_name=str(old))
+    again = tokenize_task(task, tokenizer, **settings)
+    assert again.dataset["input_ids"] == [tokenizer(x, add_special_tokens=False)["input_ids"][:15] + [1]
+                                          for x in rendered["inputs"]]
+    assert again.dataset.cache_files[0]["filename"] == str(file)
+    assert "attention_mask" not in datasets.Dataset.from_file(str(file)).column_names
