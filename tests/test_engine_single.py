@@ -67,6 +67,48 @@ def test_per_task_losses_match_a_loop_reference():
         per_task_losses(logits, labels, task_ids, ["x", "y", "z"], reduction="tokens")
 
 
+def _loop_task_losses(logits, labels, row_tasks, names, segments, reduction):
+    """Reference: each example's target tokens' cross-entropies, gathered per task with Python loops."""
+    per_task: dict = {}
+    for row in range(labels.shape[0]):
+        for segment in sorted(set(segments[row].tolist()) - {0}):
+            tokens = [F.cross_entropy(logits[row, k:k + 1], labels[row, k:k + 1]) for k in range(labels.shape[1])
+                      if segments[row, k] == segment and labels[row, k] != -100]
+            per_task.setdefault(int(row_tasks[row]), []).append(tokens)
+    if reduction == "example":
+        return {names[t]: sum(sum(x) / max(len(x), 1) for x in examples) / len(examples)
+                for t, examples in sorted(per_task.items())}
+    return {names[t]: sum(sum(x) for x in examples) / max(sum(len(x) for x in examples), 1)
+            for t, examples in sorted(per_task.items())}
+
+
+@pytest.mark.parametrize("reduction", ["example", "token"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_per_task_losses_and_their_gradients_equal_a_per_example_loop_tasks_absent_from_the_batch_left_out(
+        reduction, packed):
+    # per_task_losses gathers the tasks with index_add, not a Python loop per task: same losses, same gradients
+    torch.manual_seed(1)
+    names = ["a", "b", "c", "d", "e"]  # b and d absent from the batch
+    labels = torch.randint(0, 13, (4, 6))
+    labels[1, 4:] = -100
+    segments = torch.tensor([[1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 0, 0], [1, 2, 3, 3, 3, 3], [1, 1, 1, 0, 0, 0]])
+    if not packed:  # one example per row; the last has no target token (a packed segment always has one)
+        segments = segments.ne(0).long() | 1
+        labels[3, :] = -100
+    labels = labels.masked_fill(segments.eq(0), -100)
+    row_tasks = torch.tensor([4, 0, 2, 0])
+    logits = torch.randn(4, 6, 13, requires_grad=True)
+    got = per_task_losses(logits, labels, row_tasks, names, segments if packed else None, reduction)
+    want = _loop_task_losses(logits, labels, row_tasks, names, segments, reduction)
+    assert list(got) == list(want) == ["a", "c", "e"]
+    for name in want:
+        assert got[name].item() == pytest.approx(float(want[name]), rel=1e-6, abs=1e-7)
+    weights = {"a": 0.5, "c": 2.0, "e": -1.0}
+    grad, = torch.autograd.grad(sum(w * got[n] for n, w in weights.items()), logits)
+    expected, = torch.autograd.grad(sum(w * want[n] for n, w in weights.items()), logits)
+    assert torch.allclose(grad, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_task_entropies_add_each_examples_mean_target_token_entropy_over_log_v():
     """By hand, V = 4: a uniform next-token distribution has entropy log 4 (1 once divided by log V), one over two
     tokens log 2 (0.5), a one-hot one 0; an example adds the mean over its target tokens (labels != -100)."""

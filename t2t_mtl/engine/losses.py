@@ -67,19 +67,13 @@ def per_task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.
     token_ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
                                reduction="none").view(labels.shape)
     sums, counts, example_tasks = per_example_sums(token_ce, labels, task_ids.to(labels.device), decoder_segment_ids)
-    ids = example_tasks.tolist()
-    present = sorted(set(ids))
-    out = {}
-    for tid in present:
-        task_sums, task_counts = sums, counts
-        if len(present) > 1:
-            sel = torch.tensor([i for i, t in enumerate(ids) if t == tid], device=sums.device)
-            task_sums, task_counts = sums.index_select(0, sel), counts.index_select(0, sel)
-        if reduction == "example":
-            out[task_names[tid]] = (task_sums / task_counts.clamp(min=1.0)).mean()
-        else:
-            out[task_names[tid]] = task_sums.sum() / task_counts.sum().clamp(min=1.0)
-    return out
+    examples = torch.bincount(example_tasks, minlength=len(task_names))
+    if reduction == "example":  # the mean of the task's examples' token-means
+        totals, sizes = sums / counts.clamp(min=1.0), examples.to(sums.dtype)
+    else:  # the mean over all the task's target tokens
+        totals, sizes = sums, counts.new_zeros(len(task_names)).index_add(0, example_tasks, counts).clamp(min=1.0)
+    means = totals.new_zeros(len(task_names)).index_add(0, example_tasks, totals) / sizes
+    return {task_names[tid]: means[tid] for tid, present in enumerate(examples.tolist()) if present}
 
 
 @torch.no_grad()
