@@ -50,6 +50,37 @@ def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(m
         ["3", "4", "1", "head", "29500"]
 
 
+def test_the_launched_world_size_is_read_without_touching_the_environment(monkeypatch):
+    from t2t_mtl.engine.distributed import launched_world_size
+
+    for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    assert launched_world_size() == 1  # a bare process
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert launched_world_size() == 1  # an sbatch script's own command: one process
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert launched_world_size() == 4  # a rank srun started
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched_world_size() == 2  # torchrun / deepspeed
+    for key in ("SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "WORLD_SIZE"):
+        monkeypatch.delenv(key)
+    assert dict(os.environ) == before
+
+
+def test_a_failed_start_of_one_process_joins_nothing(monkeypatch):
+    from t2t_mtl.engine import distributed
+
+    joined = []
+    monkeypatch.setattr(distributed, "init_distributed", lambda *args: joined.append(args))
+    for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    distributed.report_failed_start()
+    assert joined == [] and dict(os.environ) == before
+
+
 def test_one_process_agrees_with_itself():
     from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks, sum_over_ranks
 

@@ -346,6 +346,32 @@ def test_ctrl_c_on_torchrun_saves_a_checkpoint_of_every_rank(work):
     assert last_logged_step(root / "ctrl_c") == step
 
 
+def test_a_rank_refused_before_the_job_joins_stops_the_other_ranks_at_once(work):
+    """Two ranks on two "nodes" (RANK/WORLD_SIZE set as each node's launcher sets them), the second started with a
+    --data-dir its node lacks. Launchers that watch only their own node (two-node torchrun, pdsh, srun without
+    --kill-on-bad-exit) leave the first rank alone: it stops within seconds, naming rank 1, exit 2 as a config
+    error. (Was: it waited out DeepSpeed's 10-minute rendezvous timeout, then a DistStoreError traceback.)"""
+    root, tok, _ = work
+    path = write_config(tiny_config(root / "refused", tok, root / "cache"), root / "refused.yaml")
+    port, procs = free_port(), []
+    for rank, extra in ((0, ()), (1, ("--data-dir", str(root / "missing")))):
+        env = {**subprocess_env(), "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_SIZE": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "t2t_mtl", "train", str(path), *extra], env=env,
+                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=150)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert f"error: --data-dir {root / 'missing'} does not exist" in errs[1]
+    assert "error: rank 1 of 2 stopped before training began (see its error" in errs[0], errs[0][-3000:]
+    assert "Traceback" not in errs[0] and latest_checkpoint(root / "refused") is None
+
+
 def last_logged_step(run_dir) -> int:
     """The last step in the run's metrics log (0 before the first record)."""
     return max(step_losses(run_dir), default=0) if (run_dir / "logs" / "metrics.jsonl").exists() else 0

@@ -69,6 +69,17 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
+def stopped_before_start(args: argparse.Namespace) -> int:
+    """Exit code 2 for a run refused with its error printed; a rank of a job that had not joined the others yet first
+    lets them stop too (`report_failed_start`: they wait in the rendezvous for it). Not for `--print-config`, whose
+    ranks never join."""
+    if not args.print_config:
+        from t2t_mtl.engine.distributed import report_failed_start
+
+        report_failed_start()
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
     from t2t_mtl.config import ConfigError
     from t2t_mtl.engine.checkpoint import CheckpointError
@@ -76,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     problem = data_dir_problem(args.data_dir)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return stopped_before_start(args)
     try:
         from t2t_mtl.engine.distributed import shut_down_process_group
         from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
@@ -88,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         shut_down_process_group()
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return stopped_before_start(args)
     except TrainingAbortedError as err:
         print(f"error: training aborted: {err}", file=sys.stderr)
         return 1
@@ -98,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as err:  # errors of the registry / sampler / weighting builders name the key
         if type(err).__module__.startswith(("t2t_mtl", "task_registry")):
             print(f"error: {err}", file=sys.stderr)
-            return 2
+            return stopped_before_start(args)
         raise
     if int(os.environ.get("RANK", "0")) != 0:  # one summary per job, not one per rank
         return 0

@@ -54,12 +54,27 @@ def _first_slurm_host(nodelist: str) -> str:
         return head
 
 
-def fill_env_from_launcher() -> None:
-    """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
+def _srun_rank() -> bool:
+    """Whether this process is a rank that srun started and no other launcher set RANK for."""
     env = os.environ
     # srun sets SLURM_STEP_ID; an sbatch script's own commands see SLURM_PROCID=0 and the job's SLURM_NTASKS too,
     # but are one process each: taking those would wait in the rendezvous for ranks that never start
-    if "RANK" not in env and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+    return "RANK" not in env and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env
+
+
+def launched_world_size() -> int:
+    """The number of ranks the launcher started (WORLD_SIZE, else srun's SLURM_NTASKS; 1 for a bare process),
+    read without joining or changing the environment."""
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return int(env["WORLD_SIZE"])
+    return int(env["SLURM_NTASKS"]) if _srun_rank() else 1
+
+
+def fill_env_from_launcher() -> None:
+    """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
+    env = os.environ
+    if _srun_rank():
         env["RANK"] = env["SLURM_PROCID"]
         env["WORLD_SIZE"] = env["SLURM_NTASKS"]
         env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
@@ -164,6 +179,24 @@ def failed_ranks(failed: bool, env: DistEnv) -> List[int]:
     flags[dist.get_rank()] = 1.0 if failed else 0.0
     dist.all_reduce(flags)
     return [rank for rank, flag in enumerate(flags.tolist()) if flag > 0]
+
+
+def report_failed_start() -> None:
+    """Tell the other ranks of a multi-process job that this one stops before joining the process group (its error
+    already printed): it joins them (they wait there for every rank) and flags itself in `failed_ranks`, which every
+    rank calls first thing after joining (`t2t_mtl.engine.trainer.refuse_failed_start`), so they stop at once naming
+    it, instead of waiting out DeepSpeed's 10-minute rendezvous timeout and failing with a traceback (a launcher that
+    watches only its own node's processes — two-node torchrun, the pdsh launcher, srun without
+    --kill-on-bad-exit — would not stop them). A no-op for one process and once the group exists (the others are
+    past that check and see this process's exit); a join that fails itself is left at that."""
+    import torch.distributed as dist
+
+    if launched_world_size() <= 1 or dist.is_initialized():
+        return
+    try:
+        failed_ranks(True, init_distributed())
+    except Exception:  # noqa: BLE001 (this rank ends with its own error; the others time out as before)
+        pass
 
 
 def shut_down_process_group() -> None:
