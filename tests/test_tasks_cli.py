@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -105,6 +106,23 @@ def test_preview_side_by_side(workspace, capsys):
     assert [part.strip() for part in lines[2].split(" | ")] == ["Please answer: validation q0", "validation a0"]
     assert [part.strip() for part in lines[5].split(" | ")] == ["Please answer: validation q1", "validation a1"]
     assert len(lines) == 6
+
+
+def test_preview_shows_token_lengths_as_training_tokenizes(workspace, capsys, t5_tokenizer_dir, t5_tokenizer):
+    # there was no way to see an input's length in tokens before training (to choose data.max_input_length): the
+    # truncation counts came only once a run had tokenized every task
+    args = ["tasks", "preview", "cli_qa", "-n", "2", "--split", "validation", "--data-dir", str(workspace / "data"),
+            "--tasks-dir", str(workspace / "tasks")]
+    assert main([*args, "--tokenizer", str(t5_tokenizer_dir)]) == 0
+    shown = [tuple(map(int, re.search(r"tokens: (\d+) in, (\d+) out$", line).groups()))
+             for line in capsys.readouterr().out.splitlines() if line.startswith("──")]
+    rendered = task_registry.get_task("cli_qa").to_dataset("validation", max_examples=2)
+    tokenized = task_registry.tokenize_dataset(rendered, t5_tokenizer, 512, 512, append_eos=True, keep_in_memory=True)
+    assert shown == [(len(row["input_ids"]), len(row["labels"])) for row in tokenized] and len(shown) == 2
+    capsys.readouterr()
+    assert main([*args, "--tokenizer", str(workspace / "no_tokenizer")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: --tokenizer: could not load tokenizer") and captured.out == ""
 
 
 def test_data_dir_from_environment(workspace, capsys, monkeypatch):

@@ -2,7 +2,7 @@
 
     t2t-mtl tasks list [--cluster C] [--type T]
     t2t-mtl tasks show NAME
-    t2t-mtl tasks preview NAME [--template T] [-n 5] [--split S]
+    t2t-mtl tasks preview NAME [--template T] [-n 5] [--split S] [--tokenizer PATH]
     t2t-mtl tasks validate PATH            (a YAML task file, or a folder of them)
 
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
@@ -19,7 +19,7 @@ import sys
 import textwrap
 from itertools import zip_longest
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import yaml
 
@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("-n", type=int, default=5, help="number of rows (default 5)")
     preview.add_argument("--split", help="split (default: the task's first split)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the per-row template choice (default 0)")
+    preview.add_argument("--tokenizer", metavar="PATH",
+                         help="also show each input's and target's length in tokens of this tokenizer (a folder or "
+                              "hub name; a run's RUN/tokenizer), end-of-sequence token included, as training counts "
+                              "them against data.max_input_length / max_target_length")
     preview.add_argument("--jsonl", action="store_true",
                          help="print the rendered rows as JSON lines (inputs, targets, answer_choices, references, "
                               "task, template): the input of `t2t-mtl predict --jsonl`")
@@ -163,6 +167,15 @@ def _preview(args: argparse.Namespace) -> int:
         print("error: -n must be positive", file=sys.stderr)
         return 2
     task = task_registry.get_task(args.name)
+    tokenizer = None
+    if args.tokenizer:  # before the rows are rendered
+        from t2t_mtl.tokenizer import TokenizerLoadError, load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(args.tokenizer)
+        except TokenizerLoadError as error:
+            print(f"error: --tokenizer: {error}", file=sys.stderr)
+            return 2
     split = args.split or task.splits[0]
     dataset = task.to_dataset(split, templates=args.template, max_examples=args.n, seed=args.seed)
     if args.jsonl:
@@ -170,9 +183,11 @@ def _preview(args: argparse.Namespace) -> int:
             print(json.dumps(dict(example), ensure_ascii=False))
         return 0
     width = shutil.get_terminal_size((120, 20)).columns
+    lengths = _token_lengths(tokenizer, dataset) if tokenizer is not None else None
     for index, example in enumerate(dataset):
         choices = f"  choices: {example['answer_choices']}" if example["answer_choices"] else ""
-        print(f"── {task.name} / {split} / row {index} / template {example['template']!r}{choices}")
+        tokens = f"  tokens: {lengths[index][0]} in, {lengths[index][1]} out" if lengths else ""
+        print(f"── {task.name} / {split} / row {index} / template {example['template']!r}{choices}{tokens}")
         print("\n".join(_side_by_side("INPUTS", "TARGETS", width)))
         print("\n".join(_side_by_side(example["inputs"], example["targets"], width)))
     stats = task.render_stats[split]
@@ -180,6 +195,13 @@ def _preview(args: argparse.Namespace) -> int:
         print(f"({stats.skipped} of {stats.rows} rows skipped: {stats.skipped - stats.empty_inputs} empty target, "
               f"{stats.empty_inputs} empty input, by template {stats.skipped_by_template})")
     return 0
+
+
+def _token_lengths(tokenizer: Any, dataset: Any) -> list[tuple[int, int]]:
+    """(input tokens, target tokens) of each rendered example, with the end-of-sequence token training appends."""
+    inputs = tokenizer(list(dataset["inputs"]), add_special_tokens=False)["input_ids"]
+    targets = tokenizer(list(dataset["targets"]), add_special_tokens=False)["input_ids"]
+    return [(len(i) + 1, len(t) + 1) for i, t in zip(inputs, targets)]
 
 
 def _validate(args: argparse.Namespace) -> int:
