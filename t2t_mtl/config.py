@@ -100,6 +100,8 @@ class DataConfig:
     """Which tasks and how their examples become batches.
 
     `tasks_dir`: folder(s) of YAML task files registered (on every rank) before the tasks are resolved.
+    `task_modules`: Python module(s) imported (on every rank) before them, registering their tasks and mixtures
+    (`task_registry.import_task_modules`: a module name on sys.path or a .py file's path).
     `held_out_clusters`: clusters never trained on (dropped from a mixture; an error if named in `tasks`).
     `train_held_out`: tasks flagged `held_out` that may be trained on all the same (deliberately).
     `few_shot`: demonstrations in front of a share of the training inputs (`t2t_mtl.data.few_shot.FewShotMix`
@@ -108,6 +110,7 @@ class DataConfig:
     mixture: Optional[str] = None
     tasks: Optional[Union[List[str], Dict[str, float]]] = None
     tasks_dir: Optional[Union[str, List[str]]] = None
+    task_modules: Optional[Union[str, List[str]]] = None
     held_out_clusters: List[str] = field(default_factory=list)
     train_held_out: List[str] = field(default_factory=list)
     templates: Optional[List[str]] = None

@@ -43,6 +43,7 @@ from .registry import (
 )
 from .sources import DATA_DIR_ENV, GeneratorSource, HFSource, LocalFileSource, Source, get_data_dir, set_data_dir
 from .task import OUTPUT_FEATURES, PreprocessStats, RenderStats, Task
+from .task_modules import TaskModuleError, import_task_modules
 from .template import RenderedExample, Template, TemplateMetadata
 from .tokenize import TruncationCounts, count_truncated, tokenize_dataset
 from .yaml_tasks import (TaskCheck, load_task_dir, load_task_dirs, parse_task_file, task_files, validate_task_file,
@@ -59,6 +60,7 @@ __all__ = [
     "training_rates",
     "DATA_DIR_ENV", "GeneratorSource", "HFSource", "LocalFileSource", "Source",
     "get_data_dir", "set_data_dir", "OUTPUT_FEATURES", "PreprocessStats", "RenderStats", "Task",
+    "TaskModuleError", "import_task_modules",
     "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "count_truncated", "TruncationCounts",
     "TaskFileError",
     "import_promptsource", "load_promptsource_collection", "promptsource_task", "load_task_dir", "load_task_dirs",

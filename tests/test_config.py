@@ -497,7 +497,8 @@ def test_an_unknown_task_or_cluster_without_data_tasks_dir_says_yaml_tasks_need_
     # key that registers task files
     from t2t_mtl.engine.run_checks import training_rates
 
-    note = "; a YAML task file's task is registered by data.tasks_dir: name its folder"
+    note = ("; a YAML task file's task is registered by data.tasks_dir: name its folder (a Python module's by "
+            "data.task_modules)")
     for data, key in (({"tasks": ["my_task"]}, "data.tasks"),
                       ({"tasks": ["parity"], "held_out_clusters": ["my_cluster"]}, "data.held_out_clusters")):
         with pytest.raises(C.ConfigError) as caught:

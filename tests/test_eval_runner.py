@@ -1120,7 +1120,8 @@ def test_cli_eval_of_an_unknown_mixture_or_task_says_how_yaml_tasks_are_register
         assert cli_main(["eval", "--checkpoint", checkpoint, *selection, "--no-progress"]) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]  # (after transformers' loading progress)
         assert last.startswith("error: unknown ") and last.endswith(
-            "a YAML task file's task is registered by --tasks-dir FOLDER"), last
+            "a YAML task file's task is registered by --tasks-dir FOLDER (a Python module's by --task-module "
+            "MODULE)"), last
 
 
 # -- batching by input length ---------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ def test_unknown_task_exits_2_with_suggestions(workspace, capsys):
 
 def test_an_unknown_task_without_tasks_dir_says_yaml_tasks_need_it(workspace, capsys):
     # `tasks show cli_qa` (a YAML task) without --tasks-dir was only "unknown task 'cli_qa'"
-    note = "; a YAML task file's task is registered by --tasks-dir FOLDER\n"
+    note = ("; a YAML task file's task is registered by --tasks-dir FOLDER (a Python module's by --task-module "
+            "MODULE)\n")
     assert main(["tasks", "show", "cli_qa"]) == 2
     assert capsys.readouterr().err.endswith(note)
     assert main(["mixture", "show", "cli_qa"]) == 2

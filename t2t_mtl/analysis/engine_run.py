@@ -36,24 +36,31 @@ def refuse_study_overrides(overrides: Sequence[str]) -> None:
 
 
 def base_config_dict(config: Optional[str] = None, overrides: Sequence[str] = (), *,
-                     data_dir: Optional[str] = None, tasks_dir: Union[None, str, Sequence[str]] = None
-                     ) -> dict[str, Any]:
+                     data_dir: Optional[str] = None, tasks_dir: Union[None, str, Sequence[str]] = None,
+                     task_modules: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """The validated base training config of a study as a plain dict (default: the packaged quickstart).
 
     `data_dir` replaces data.data_dir; `tasks_dir` (a folder of YAML task files, or several) is added to
-    data.tasks_dir."""
-    from t2t_mtl.config import load_config, tasks_dirs
+    data.tasks_dir, `task_modules` to data.task_modules."""
+    from t2t_mtl.config import load_config
 
     cfg = load_config(config if config is not None else "quickstart", list(overrides))
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
-    folders = list(tasks_dirs(cfg))
-    for folder in [tasks_dir] if isinstance(tasks_dir, str) else (tasks_dir or []):
-        if str(folder) not in folders:
-            folders.append(str(folder))
-    if folders:
-        cfg.data.tasks_dir = folders[0] if len(folders) == 1 else folders
+    cfg.data.tasks_dir = _with_added(cfg.data.tasks_dir, tasks_dir)
+    cfg.data.task_modules = _with_added(cfg.data.task_modules, task_modules)
     return cfg.to_dict()
+
+
+def _with_added(value: Union[None, str, Sequence[str]], added: Union[None, str, Sequence[str]]
+                ) -> Union[None, str, list[str]]:
+    """A config's one-or-list value (`data.tasks_dir`, `data.task_modules`) with the entries of `added` it lacks
+    appended: one entry stays a string, several a list, none None."""
+    entries = [] if not value else [value] if isinstance(value, str) else [str(v) for v in value]
+    for entry in [added] if isinstance(added, str) else (added or []):
+        if str(entry) not in entries:
+            entries.append(str(entry))
+    return None if not entries else entries[0] if len(entries) == 1 else entries
 
 
 def _run_config(base_cfg: Optional[Mapping[str, Any]], train_tasks: Sequence[str], seed: int, steps: int,

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
-from t2t_mtl.cli.common import (add_data_dir_option, add_tasks_dir_option, below_one, data_dir_problem, fail,
-                                register_tasks_dir)
+from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, below_one,
+                                data_dir_problem, fail, register_tasks)
 from t2t_mtl.output_paths import prepare_output_dir, unwritten_output
 from t2t_mtl.wording import counted
 
@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="override a base config key (repeatable)")
     add_data_dir_option(tr, fallback="the base config's data.data_dir, else $T2T_MTL_DATA_DIR")
     add_tasks_dir_option(tr)  # added to the base config's data.tasks_dir: every run registers them
+    add_task_module_option(tr)  # (and to its data.task_modules)
     tr.add_argument("--eval-examples", type=int, default=64, help="validation examples scored per task (default 64)")
     tr.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each run's final checkpoint (default: delete it once the run is scored)")
@@ -116,8 +117,9 @@ def _run_transfer(args: argparse.Namespace) -> int:
         if not 0 <= args.k < float("inf"):  # (NaN compared false and was let through; inf ruled out every relation)
             raise StudyConfigError(f"--k must be a finite number, at least 0, got {args.k}")
         refuse_study_overrides(args.overrides)
-        base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir, tasks_dir=args.tasks_dir)
-        register_tasks_dir(base_cfg["data"]["tasks_dir"])
+        base_cfg = base_config_dict(args.config, args.overrides, data_dir=args.data_dir, tasks_dir=args.tasks_dir,
+                                    task_modules=args.task_modules)
+        register_tasks(base_cfg["data"]["tasks_dir"], base_cfg["data"]["task_modules"])
         for name in args.tasks:  # unknown names fail here, before anything is trained
             task_registry.get_task(name)
         check_trainable(args.tasks, base_cfg)

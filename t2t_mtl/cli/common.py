@@ -9,6 +9,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from t2t_mtl.wording import counted
 
 TASKS_DIR_HELP = "a folder of YAML task files to register on top of the built-in tasks (repeatable)"
+TASK_MODULE_HELP = ("a Python module that registers tasks or mixtures when imported: a module name on sys.path "
+                    "(PYTHONPATH) or a .py file's path (repeatable; imported before the --tasks-dir folders)")
 
 
 DATA_DIR_HELP = "local copies of the hub datasets: <hub path>/<config or default>/<split>.jsonl under DIR"
@@ -22,8 +24,15 @@ def add_data_dir_option(parser: argparse.ArgumentParser, default: Any = None,
 
 def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "tasks_dir",
                          help_text: str = TASKS_DIR_HELP) -> None:
-    """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks_dir`)."""
+    """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks`)."""
     parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR", help=help_text)
+
+
+def add_task_module_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "task_modules",
+                           help_text: str = TASK_MODULE_HELP) -> None:
+    """Add `--task-module MODULE`, repeatable (a list in `dest`, imported by `register_tasks`)."""
+    parser.add_argument("--task-module", action="append", default=default, dest=dest, metavar="MODULE",
+                        help=help_text)
 
 
 def data_dir_problem(data_dir: Optional[str]) -> Optional[str]:
@@ -148,7 +157,8 @@ def error_text(error: Exception, tasks_dir: Union[None, str, Sequence[str]]) -> 
     import task_registry
 
     unknown = isinstance(error, (task_registry.UnknownTaskError, task_registry.UnknownMixtureError))
-    note = "; a YAML task file's task is registered by --tasks-dir FOLDER" if unknown and not tasks_dir else ""
+    note = ("; a YAML task file's task is registered by --tasks-dir FOLDER (a Python module's by --task-module "
+            "MODULE)") if unknown and not tasks_dir else ""
     return f"{error}{note}"
 
 
@@ -169,14 +179,18 @@ def fail(error: Union[Exception, str], tasks_dir: Union[None, str, Sequence[str]
     return 2
 
 
-def register_tasks_dir(tasks_dir: Union[None, str, Sequence[str]]) -> None:
-    """Register the YAML tasks of `tasks_dir` (a folder, a list of them as in `data.tasks_dir`, or None:
-    nothing), replacing registered tasks of the same name; the files pass the checks `tasks validate` makes
-    without reading rows (their `metrics:` names included).
+def register_tasks(tasks_dir: Union[None, str, Sequence[str]],
+                   task_modules: Union[None, str, Sequence[str]] = None) -> None:
+    """Import `task_modules` (`task_registry.import_task_modules`), then register the YAML tasks of `tasks_dir` (a
+    folder, a list of them as in `data.tasks_dir`, or None: nothing), replacing registered tasks of the same name;
+    the files pass the checks `tasks validate` makes without reading rows (their `metrics:` names included).
 
-    Raises `task_registry.TaskFileError` (a ValueError) listing each problem as `file:line: message`."""
+    Raises `task_registry.TaskModuleError`, or `task_registry.TaskFileError` (a ValueError) listing each problem of
+    the files as `file:line: message`."""
+    import task_registry
+
+    task_registry.import_task_modules(task_modules)
     if tasks_dir:
-        import task_registry
         from t2t_mtl.evaluation.metrics import task_metric_problems
 
         task_registry.load_task_dirs(tasks_dir, check=task_metric_problems)

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_tasks_dir_option, below_one,
-                                decoding_settings, fail, ignored_scoring_option, register_tasks_dir,
+from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option,
+                                add_tasks_dir_option, below_one,
+                                decoding_settings, fail, ignored_scoring_option, register_tasks,
                                 resolve_device, run_evaluation_setting)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.wording import counted
@@ -59,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_dir_option(parser)
     add_tasks_dir_option(parser, help_text="a folder of YAML task files to register on top of the built-in tasks "
                                            "(repeatable; default: the run's data.tasks_dir)")
+    add_task_module_option(parser, help_text="a Python module that registers tasks when imported: a module name on "
+                                             "sys.path or a .py file's path (repeatable; default: the run's "
+                                             "data.task_modules)")
     parser.add_argument("--out", default=None,
                         help="folder for report.json, report.md and plots/<task>.png (created); a folder that holds "
                              "files (an earlier report) is refused unless --overwrite")
@@ -101,6 +105,21 @@ def _run_tasks_dirs(meta: Mapping[str, Any]) -> list[str]:
     return folders
 
 
+def _register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> None:
+    """Import `--task-module`s, else the run's `data.task_modules`, then register `--tasks-dir`, else the run's
+    `data.tasks_dir`. The run's module failing to import is a ValueError saying it was the run's."""
+    import task_registry
+
+    modules = args.task_modules
+    if modules is None:
+        found = _find_key(meta, "task_modules")
+        try:
+            task_registry.import_task_modules(found)
+        except task_registry.TaskModuleError as error:
+            raise ValueError(f"the run's data.task_modules: {error} (or pass --task-module MODULE)") from None
+    register_tasks(args.tasks_dir or _run_tasks_dirs(meta), modules)
+
+
 def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
     """The task names the arguments ask for (registering BIG-bench imports / built-ins as needed)."""
     import task_registry
@@ -110,7 +129,7 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
 
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
-    register_tasks_dir(args.tasks_dir or _run_tasks_dirs(meta))
+    _register_run_tasks(args, meta)
     if args.tasks is not None:
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         if not names:
@@ -209,9 +228,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         ignored = "--overwrite lets --out write into a non-empty folder; without --out DIR it is ignored"
     if args.keep_predictions and not args.out:
         ignored = "--keep-predictions stores every prediction in report.json, which only --out writes: give --out DIR"
-    if args.tasks_dir and args.bigbench:
-        ignored = ("--tasks-dir registers YAML tasks for --tasks, --mixture or --held-out; --bigbench scores only the "
-                   "task.json tasks under its folder, so it would be ignored")
+    if (args.tasks_dir or args.task_modules) and args.bigbench:
+        option = "--tasks-dir registers YAML" if args.tasks_dir else "--task-module registers Python"
+        ignored = (f"{option} tasks for --tasks, --mixture or --held-out; --bigbench scores only the task.json tasks "
+                   f"under its folder, so it would be ignored")
     if args.data_dir and args.bigbench:
         ignored = ("--data-dir locates hub datasets for --tasks, --mixture or --held-out; --bigbench tasks read their "
                    "own task.json files, so it would be ignored")

@@ -14,7 +14,8 @@ import re
 import sys
 from typing import Any, Optional
 
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, fail, register_tasks_dir
+from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
+                               register_tasks)
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "none; the quickstart holds out comparison)")
     add_data_dir_option(show)
     add_tasks_dir_option(show)
+    add_task_module_option(show)
     show.add_argument("--draws", type=int, default=100_000,
                       help="seeded draws per epoch for realised shares (default 100000; 0: none)")
     show.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
@@ -62,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     overlap.add_argument("--json", help="also write the report as JSON here")
     add_data_dir_option(overlap)
     add_tasks_dir_option(overlap)
+    add_task_module_option(overlap)
     overlap.set_defaults(func=show_overlap)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
@@ -81,7 +84,7 @@ def show_mixture(args: argparse.Namespace) -> int:
         if args.plot:
             prepare_output_file(args.plot, "--plot")
         task_registry.load_builtin_tasks()
-        register_tasks_dir(args.tasks_dir)
+        register_tasks(args.tasks_dir, args.task_modules)
         rates = shown_rates(args.name, args.held_out_clusters)
         tasks = {name: task_registry.get_task(name) for name in rates}
         sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
@@ -119,7 +122,7 @@ def show_overlap(args: argparse.Namespace) -> int:
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
         task_registry.load_builtin_tasks()
-        register_tasks_dir(args.tasks_dir)
+        register_tasks(args.tasks_dir, args.task_modules)
         training = [task_registry.get_task(name) for name in shown_mixture(args.name).flatten()]
         if args.held_out:
             evaluated = [task_registry.get_task(name) for name in task_registry.list_tasks()

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import yaml
 
 import task_registry
-from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_tasks_dir_option, fail,
-                               register_tasks_dir)
+from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_task_module_option, add_tasks_dir_option,
+                               fail, register_tasks)
 from t2t_mtl.wording import counted
 from task_registry import TaskRegistryError
 from task_registry.errors import close_matches
@@ -35,14 +35,18 @@ from task_registry.errors import close_matches
 VALIDATE_TASKS_DIR_HELP = "refused here: validate checks PATH alone (give a folder of YAML task files as PATH)"
 
 
-def _common_options(defaults_suppressed: bool, tasks_dir_help: str = TASKS_DIR_HELP) -> argparse.ArgumentParser:
+def _common_options(defaults_suppressed: bool, tasks_dir_help: str = TASKS_DIR_HELP,
+                    task_modules: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS if defaults_suppressed else None
     add_data_dir_option(parent, default, fallback=f"${task_registry.DATA_DIR_ENV}")
-    # the group's and the subcommand's --tasks-dir go to two lists (a subcommand's namespace would replace the
-    # group's list), merged by _prepare
+    # the group's and the subcommand's --tasks-dir (and --task-module) go to two lists (a subcommand's namespace
+    # would replace the group's list), merged by _tasks_dirs and _task_modules
     add_tasks_dir_option(parent, default, dest="subcommand_tasks_dir" if defaults_suppressed else "tasks_dir",
                          help_text=tasks_dir_help)
+    if task_modules:
+        add_task_module_option(parent, default,
+                               dest="subcommand_task_modules" if defaults_suppressed else "task_modules")
     return parent
 
 
@@ -79,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "task, template): the input of `t2t-mtl predict --jsonl`")
     preview.set_defaults(func=_preview)
 
-    validate = commands.add_parser("validate", parents=[_common_options(True, VALIDATE_TASKS_DIR_HELP)],
+    validate = commands.add_parser("validate", parents=[_common_options(True, VALIDATE_TASKS_DIR_HELP, False)],
                                    help="check YAML task file(s) before registering")
     validate.add_argument("path", help="a YAML task file or a folder of them")
     validate.add_argument("--rows", type=int, default=3,
@@ -92,11 +96,16 @@ def _tasks_dirs(args: argparse.Namespace) -> list[str]:
     return [*(args.tasks_dir or []), *getattr(args, "subcommand_tasks_dir", [])]
 
 
+def _task_modules(args: argparse.Namespace) -> list[str]:
+    """The `--task-module` modules, given before the subcommand or after it."""
+    return [*(args.task_modules or []), *getattr(args, "subcommand_task_modules", [])]
+
+
 def _prepare(args: argparse.Namespace) -> None:
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     task_registry.load_builtin_tasks()
-    register_tasks_dir(_tasks_dirs(args))
+    register_tasks(_tasks_dirs(args), _task_modules(args))
 
 
 def _guarded(command):
@@ -208,9 +217,10 @@ def _validate(args: argparse.Namespace) -> int:
     if args.rows < 0:
         print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
         return 2
-    if _tasks_dirs(args):
-        print("error: --tasks-dir registers tasks for list, show and preview; validate checks only PATH and would "
-              "ignore it: give the folder as PATH", file=sys.stderr)
+    if _tasks_dirs(args) or _task_modules(args):
+        option = "--tasks-dir" if _tasks_dirs(args) else "--task-module"
+        print(f"error: {option} registers tasks for list, show and preview; validate checks only PATH (YAML task "
+              f"files) and would ignore it: give the folder as PATH", file=sys.stderr)
         return 2
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
@@ -221,7 +231,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 2
     from t2t_mtl.evaluation.metrics import task_metric_problems
 
-    # the parse and checks that --tasks-dir loading makes (cli.common.register_tasks_dir), then the rows
+    # the parse and checks that --tasks-dir loading makes (cli.common.register_tasks), then the rows
     problems = task_registry.validate_task_files(files, check_rows=args.rows, check=task_metric_problems)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

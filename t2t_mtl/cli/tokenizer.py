@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from t2t_mtl.cli.common import add_data_dir_option, add_tasks_dir_option, fail, register_tasks_dir
+from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
+                               register_tasks)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 
 
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--split", default=None, help="split to read (default: train, else the task's first)")
     add_data_dir_option(train)
     add_tasks_dir_option(train)
+    add_task_module_option(train)
     train.add_argument("--seed", type=int, default=0, help="seed of each row's template choice (default 0)")
     train.set_defaults(func=run_train)
 
@@ -56,7 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
         prepare_output_dir(args.out, "--out", create=False)  # (created once trained: a refused run leaves none)
         if not args.overwrite:
             refuse_non_empty_dir(args.out, "--out")
-        register_tasks_dir(args.tasks_dir)
+        register_tasks(args.tasks_dir, args.task_modules)
         texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
     except (KeyError, ValueError) as error:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -199,8 +199,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                           f"experts route every token by its task and its representation): evaluate the run itself "
                           f"(t2t-mtl eval --checkpoint {path})")
     names = list(model.routing_task_names or [])
-    unseen = task not in names and _is_registered_task(task, ((meta.get("config") or {}).get("data") or {}
-                                                               ).get("tasks_dir"))
+    unseen = task not in names and _is_registered_task(task, (meta.get("config") or {}).get("data") or {})
     if adapters:
         if task not in names and not unseen:
             import task_registry
@@ -223,16 +222,18 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     return out
 
 
-def _is_registered_task(name: str, tasks_dir: Any = None) -> bool:
-    """Whether `name` is a built-in task or one of the YAML tasks of `tasks_dir` (the run's `data.tasks_dir`, which
-    `eval` registers too; registered here only when needed, so a trained task exports without its files)."""
+def _is_registered_task(name: str, data: Mapping[str, Any]) -> bool:
+    """Whether `name` is a built-in task or one that the run's config section `data` registers (`task_modules`'
+    and `tasks_dir`'s, as `eval` registers them; only when needed, so a trained task exports without them)."""
     import task_registry
 
     task_registry.load_builtin_tasks()
-    if name not in task_registry.list_tasks() and tasks_dir:
+    if name not in task_registry.list_tasks() and (data.get("task_modules") or data.get("tasks_dir")):
         from t2t_mtl.evaluation.metrics import task_metric_problems
 
-        task_registry.load_task_dirs(tasks_dir, check=task_metric_problems)  # (as training and eval load them)
+        task_registry.import_task_modules(data.get("task_modules"))
+        if data.get("tasks_dir"):
+            task_registry.load_task_dirs(data["tasks_dir"], check=task_metric_problems)  # (as training loads them)
     return name in task_registry.list_tasks()
 
 

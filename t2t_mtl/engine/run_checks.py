@@ -22,10 +22,10 @@ from t2t_mtl.model.lora import check_targets, lora_settings
 def training_rates(cfg: Config) -> Dict[str, float]:
     """Task → rate of the training mixture (via task_registry.training_rates); run on every rank.
 
-    Registers the built-in tasks and `data.tasks_dir`'s YAML tasks first. Tasks of `data.held_out_clusters`
-    are dropped from `data.mixture`; a task that `data.tasks` names in one of them is a ConfigError, as is a
-    task flagged `held_out` that `data.train_held_out` does not name, a `data.train_held_out` task the run does not
-    train, and a `data.templates` name that a task lacks. Every error names the config key.
+    Registers the built-in tasks, `data.task_modules`' tasks and `data.tasks_dir`'s YAML tasks first. Tasks of
+    `data.held_out_clusters` are dropped from `data.mixture`; a task that `data.tasks` names in one of them is a
+    ConfigError, as is a task flagged `held_out` that `data.train_held_out` does not name, a `data.train_held_out`
+    task the run does not train, and a `data.templates` name that a task lacks. Every error names the config key.
     """
     import task_registry
     from t2t_mtl.evaluation.metrics import task_metric_problems
@@ -34,14 +34,21 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     task_registry.load_builtin_tasks()
     if d.data_dir:
         task_registry.set_data_dir(d.data_dir)
+    try:
+        task_registry.import_task_modules(d.task_modules)  # as --task-module imports them
+    except task_registry.TaskRegistryError as err:
+        raise ConfigError(f"data.task_modules: {err}") from None
     if d.tasks_dir:
         try:
             task_registry.load_task_dirs(d.tasks_dir, check=task_metric_problems)  # as --tasks-dir loads them
         except task_registry.TaskRegistryError as err:
             raise ConfigError(f"data.tasks_dir: {err}") from None
 
-    # what an unknown task or cluster may be: one of a YAML task file, which only data.tasks_dir registers
-    yaml_note = "" if d.tasks_dir else "; a YAML task file's task is registered by data.tasks_dir: name its folder"
+    # what an unknown task or cluster may be: one of a YAML task file or a Python module, which only data.tasks_dir
+    # and data.task_modules register
+    yaml_note = "" if d.tasks_dir or d.task_modules else (
+        "; a YAML task file's task is registered by data.tasks_dir: name its folder (a Python module's by "
+        "data.task_modules)")
 
     def registered(name: str, key: str) -> Any:
         try:

@@ -1,0 +1,157 @@
+"""Python task modules (`task_registry.import_task_modules`, `data.task_modules`, `--task-module`): a task written in
+Python reaches the command line and a training config, as seqio's `--module_import`."""
+from __future__ import annotations
+
+import sys
+import uuid
+
+import pytest
+
+import task_registry
+from t2t_mtl import config as C
+from t2t_mtl.cli import main
+
+MODULE = """\
+import task_registry
+from task_registry import GeneratorSource, Task, Template
+
+
+def rows(split, num_rows, seed):
+    for i in range(num_rows):
+        yield {{"q": f"{{split}} q{{i}}", "a": f"a{{i}}"}}
+
+
+task_registry.register_task(Task("{task}", GeneratorSource(rows, num_rows=4), Template("t", "{{{{q}}}} ||| {{{{a}}}}"),
+                                 cluster="module_cluster"))
+"""
+
+
+@pytest.fixture()
+def fresh(monkeypatch):
+    """An isolated registry, and the modules a test imports forgotten afterwards (each test names its own)."""
+    before = set(sys.modules)
+    with task_registry.isolated_registry():
+        yield
+    for name in set(sys.modules) - before:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def _module(folder, body: str = MODULE) -> tuple:
+    """(module name, task name, path) of a new module file in `folder` registering one task."""
+    name = f"tm_{uuid.uuid4().hex[:10]}"
+    path = folder / f"{name}.py"
+    path.write_text(body.format(task=f"{name}_task"))
+    return name, f"{name}_task", path
+
+
+def test_a_module_name_on_sys_path_registers_its_tasks_once_per_process(fresh, tmp_path, monkeypatch):
+    name, task, _ = _module(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (module,) = task_registry.import_task_modules(name)
+    assert module.__name__ == name and task_registry.get_task(task).cluster == "module_cluster"
+    # imported again (a second command of one process): the import cache answers, nothing is registered twice
+    assert task_registry.import_task_modules([name]) == [module]
+    assert task_registry.get_task(task).to_dataset("train")["inputs"][:2] == ["train q0", "train q1"]
+
+
+def test_a_py_file_path_registers_its_tasks_under_its_stem(fresh, tmp_path):
+    name, task, path = _module(tmp_path)
+    (module,) = task_registry.import_task_modules([str(path)])
+    assert sys.modules[name] is module and task in task_registry.list_tasks()
+    assert task_registry.import_task_modules(str(path)) == [module]  # the same file: the module already imported
+    assert len(task_registry.get_task(task).definition_digest()) == 16  # its generator's code is found by name
+
+
+def test_a_module_that_cannot_be_imported_is_an_error_naming_it_and_what_to_do(fresh, tmp_path):
+    errors = {}
+    for module in ("no_such_task_module_xyz", str(tmp_path / "missing.py"), str(tmp_path), ""):
+        with pytest.raises(task_registry.TaskModuleError) as caught:
+            task_registry.import_task_modules([module])
+        errors[module] = str(caught.value)
+    unknown = errors["no_such_task_module_xyz"]
+    assert "is not importable" in unknown and "PYTHONPATH" in unknown
+    assert errors[str(tmp_path / "missing.py")].endswith(
+        f"does not exist: give the path of a .py file (relative to the working directory, {tmp_path.cwd()}), or a "
+        f"module name on sys.path")
+    assert f"{str(tmp_path)!r} is not a file" in errors[str(tmp_path)]
+    assert "give a module name" in errors[""]
+
+
+def test_a_module_whose_import_raises_names_the_error_and_where_it_was_raised(fresh, tmp_path):
+    path = tmp_path / "tm_raises.py"
+    path.write_text("import task_registry\n\nrows = 1 / 0\n")
+    with pytest.raises(task_registry.TaskModuleError) as caught:
+        task_registry.import_task_modules(str(path))
+    assert str(caught.value) == (f"task module {str(path)!r}: importing it raised ZeroDivisionError: division by "
+                                 f"zero ({path}:3)")
+    assert "tm_raises" not in sys.modules  # a failed import leaves no half-made module behind
+    # a task registered twice (the module's name taken by a built-in): the registry's own error, named
+    path.write_text(MODULE.format(task="parity"))
+    task_registry.load_builtin_tasks()
+    with pytest.raises(task_registry.TaskModuleError, match="raised DuplicateRegistrationError: a task named 'parity'"):
+        task_registry.import_task_modules(str(path))
+
+
+def test_a_file_named_like_an_imported_module_is_refused_rather_than_read_as_it(fresh, tmp_path):
+    (tmp_path / "json.py").write_text("raise SystemExit('never run')\n")
+    with pytest.raises(task_registry.TaskModuleError, match="a module named 'json' is already imported"):
+        task_registry.import_task_modules(str(tmp_path / "json.py"))
+
+
+def test_the_tasks_commands_list_and_show_a_modules_tasks(fresh, tmp_path, capsys):
+    _, task, path = _module(tmp_path)
+    assert main(["tasks", "list", "--task-module", str(path), "--cluster", "module_cluster"]) == 0
+    assert task in capsys.readouterr().out
+    assert main(["tasks", "--task-module", str(path), "show", task]) == 0  # (the group's option too)
+    assert f"name: {task}" in capsys.readouterr().out
+    assert main(["tasks", "show", "tm_not_a_module_task", "--task-module", str(tmp_path / "nope.py")]) == 2
+    assert "error: task module" in capsys.readouterr().err
+    assert main(["tasks", "--task-module", str(path), "validate", str(tmp_path)]) == 2
+    assert "--task-module registers tasks for list, show and preview" in capsys.readouterr().err
+
+
+def test_a_training_config_registers_data_task_modules_before_resolving_its_tasks(fresh, tmp_path):
+    from t2t_mtl.engine.run_checks import training_rates
+
+    _, task, path = _module(tmp_path)
+    data = {"tasks": [task, "parity"], "task_modules": [str(path)]}
+    assert set(training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": data}))) == {task,
+                                                                                                         "parity"}
+    data = {"tasks": ["parity"], "task_modules": "no_such_task_module_xyz"}
+    with pytest.raises(C.ConfigError, match="^data.task_modules: task module 'no_such_task_module_xyz' is not "):
+        training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": data}))
+
+
+def test_eval_imports_the_runs_task_modules_unless_told_others(fresh, tmp_path):
+    import argparse
+
+    from t2t_mtl.cli.eval import _register_run_tasks
+
+    _, task, path = _module(tmp_path)
+    meta = {"config": {"data": {"task_modules": [str(path)], "tasks_dir": None}}}
+    _register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), meta)
+    assert task in task_registry.list_tasks()
+    gone = {"config": {"data": {"task_modules": [str(tmp_path / "moved.py")]}}}
+    with pytest.raises(ValueError, match=r"^the run's data.task_modules: task module .*moved.py' does not exist"):
+        _register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), gone)
+    _, other, other_path = _module(tmp_path)
+    _register_run_tasks(argparse.Namespace(task_modules=[str(other_path)], tasks_dir=None), gone)  # (not the run's)
+    assert other in task_registry.list_tasks()
+
+
+def test_a_studys_base_config_gets_the_task_modules_it_is_given(tmp_path):
+    from t2t_mtl.analysis.engine_run import base_config_dict
+
+    base = base_config_dict(None, ["data.task_modules=[a.tasks]"], task_modules=["b.py", "a.tasks"])
+    assert base["data"]["task_modules"] == ["a.tasks", "b.py"]
+    assert base_config_dict(None, task_modules=["b.py"])["data"]["task_modules"] == "b.py"
+    assert base_config_dict(None)["data"]["task_modules"] is None
+
+
+def test_export_knows_a_task_of_the_runs_task_modules_as_registered(fresh, tmp_path):
+    # (export --task of a held-out task the model was not trained on: registered by the run's data section)
+    from t2t_mtl.engine.export import _is_registered_task
+
+    _, task, path = _module(tmp_path)
+    assert not _is_registered_task(task, {"task_modules": None, "tasks_dir": None})
+    assert _is_registered_task(task, {"task_modules": [str(path)], "tasks_dir": None})
