@@ -155,3 +155,29 @@ def test_export_knows_a_task_of_the_runs_task_modules_as_registered(fresh, tmp_p
     _, task, path = _module(tmp_path)
     assert not _is_registered_task(task, {"task_modules": None, "tasks_dir": None})
     assert _is_registered_task(task, {"task_modules": [str(path)], "tasks_dir": None})
+
+
+def test_a_run_trains_a_modules_task_from_the_command_line_and_eval_finds_it_through_the_run(tmp_path):
+    # the whole way, in fresh processes as a launcher starts them: `train` imports data.task_modules, and `eval` of
+    # the run imports them again without being told
+    import json
+    import subprocess
+
+    import yaml
+    from engine_helpers import subprocess_env, tiny_config, train_command, train_tiny_tokenizer
+
+    _, task, path = _module(tmp_path)
+    with task_registry.isolated_registry():
+        tokenizer = train_tiny_tokenizer(tmp_path / "tok")
+    cfg = tiny_config(tmp_path / "run", tokenizer, tmp_path / "cache", training={"steps": 2, "log_every": 1},
+                      data={"tasks": [task, "parity"], "task_modules": [str(path)]})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    trained = subprocess.run(train_command(tmp_path / "cfg.yaml"), env=subprocess_env(), capture_output=True,
+                             text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    evaluated = subprocess.run([sys.executable, "-m", "t2t_mtl", "eval", "--checkpoint", str(tmp_path / "run"),
+                                "--tasks", task, "--max-examples", "2", "--no-progress", "--out", str(tmp_path / "e")],
+                               env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    summary = json.loads((tmp_path / "e" / "report.json").read_text())["summary"]
+    assert list(summary["tasks"]) == [task] and summary["num_tasks"] == 1
