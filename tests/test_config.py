@@ -829,3 +829,30 @@ def test_a_run_task_whose_files_lack_one_of_its_splits_is_refused_before_trainin
         with pytest.raises(C.ConfigError, match=r"task 'hub_files' has the split\(s\) \['validation'\]"):
             check_run_config(cfg("hub_files"))
         check_run_config(cfg("own_train_only", "shared_files"))  # splits its files hold; one list for every split
+
+
+def test_a_mixture_with_tasks_without_a_train_split_is_refused_before_training(shared_data_dir):
+    # was: `data.mixture: real` (all the real tasks, evaluation-only sets among them) tokenized and rendered the
+    # other tasks, then failed on "task 'super_glue_boolq' has no split 'train'"
+    import task_registry
+    from t2t_mtl.engine.run_checks import training_rates
+
+    task_registry.load_builtin_tasks()
+    held_out = ["commonsense", "coreference", "nli", "word_sense"]
+    cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}},
+                              "data": {"mixture": "real", "held_out_clusters": held_out}})
+    without_train = [name for name in task_registry.get_mixture("real").flatten()
+                     if "train" not in task_registry.get_task(name).splits
+                     and task_registry.get_task(name).cluster not in held_out]
+    assert "super_glue_boolq" in without_train
+    with pytest.raises(C.ConfigError) as caught:
+        training_rates(cfg)
+    message = str(caught.value)
+    assert message.startswith("data.mixture 'real' would train on task(s) without a train split")
+    assert all(f"{name} [" in message for name in without_train) and "real_train" in message
+    cfg.data.mixture, cfg.data.data_dir = "real_train", str(shared_data_dir)  # (its rates count train rows)
+    previous = task_registry.get_data_dir()
+    try:
+        assert "glue_sst2" in training_rates(cfg)
+    finally:
+        task_registry.set_data_dir(previous)

@@ -93,6 +93,7 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
     refuse_unapproved_held_out(list(rates), d.train_held_out, source)
     refuse_untrained_held_out(d.train_held_out, rates, source, d.held_out_clusters)
+    refuse_untrainable(rates, source)
     for name in d.templates or ():
         for task_name in rates:
             try:
@@ -100,6 +101,20 @@ def training_rates(cfg: Config) -> Dict[str, float]:
             except task_registry.UnknownTemplateError as err:
                 raise ConfigError(f"data.templates: {err} (data.templates applies to every training task)") from None
     return rates
+
+
+def refuse_untrainable(rates: Mapping[str, float], source: str) -> None:
+    """ConfigError naming the tasks of `rates` without a train split (evaluation sets, as BoolQ's validation
+    only): training reads each task's train split, and failed on the first such task after preparing the others."""
+    import task_registry
+
+    splits = {name: list(task_registry.get_task(name).splits) for name in rates}
+    untrainable = {name: found for name, found in splits.items() if "train" not in found}
+    if untrainable:
+        listed = ", ".join(f"{name} {found}" for name, found in untrainable.items())
+        raise ConfigError(f"{source} would train on task(s) without a train split (their splits: {listed}): "
+                          f"training reads each task's train split; train a mixture of tasks that have one (e.g. "
+                          f"real_train, not real), or leave these out with data.tasks")
 
 
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
