@@ -24,6 +24,7 @@ import random
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import datasets
+import jinja2
 import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
@@ -173,7 +174,8 @@ class Task:
 
     `group_by` (optional): a sandboxed Jinja expression over a row whose value names the row's group, for
     metrics that score groups of examples together (`group_exact_match`; MultiRC: `idx.question`).
-    `postprocess` (optional, seqio's `postprocess_fn`): a function text -> text applied to each generated prediction
+    `postprocess` (optional, seqio's `postprocess_fn`): a function text -> text, or a sandboxed Jinja expression over
+    `text` (YAML's `postprocess:`, e.g. `text.split('####')[-1] | trim`), applied to each generated prediction
     and to each gold answer (target, references; answer choices too, which label metrics index) before the metrics
     score them — in evaluation by generation and in held-in validation's exact match; e.g. the number after `####` of
     a GSM8K solution. Rank classification picks among the answer choices as written, unprocessed.
@@ -183,7 +185,7 @@ class Task:
                  preprocessors: Sequence[Preprocessor] = (), metrics: Sequence[str] = (),
                  task_type: str = "generation", cluster: Optional[str] = None, held_out: bool = False,
                  splits: Sequence[str] = ("train", "validation"), eval_only: bool = False, description: str = "",
-                 group_by: Optional[str] = None, postprocess: Optional[Callable[[str], str]] = None):
+                 group_by: Optional[str] = None, postprocess: Union[None, str, Callable[[str], str]] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
         if not isinstance(source, Source):
@@ -226,9 +228,12 @@ class Task:
                 raise TaskDefinitionError(f"task {name!r}: group_by must be a Jinja expression over a row naming its "
                                           f"group (e.g. 'idx.question'), got {group_by!r}")
             _compiled_expression(group_by, f"task {name!r}: group_by")
-        if postprocess is not None and not callable(postprocess):
-            raise TaskDefinitionError(f"task {name!r}: postprocess must be a function text -> text (applied to "
-                                      f"predictions and gold answers before the metrics), got {postprocess!r}")
+        if isinstance(postprocess, str):
+            _compiled_expression(postprocess, f"task {name!r}: postprocess")
+        elif postprocess is not None and not callable(postprocess):
+            raise TaskDefinitionError(f"task {name!r}: postprocess must be a function text -> text, or a Jinja "
+                                      f"expression over `text` (applied to predictions and gold answers before the "
+                                      f"metrics), got {postprocess!r}")
         self.name = name
         self.source = source
         self.templates = templates
@@ -337,11 +342,16 @@ class Task:
         that is not a string is a `TaskDefinitionError` naming the task and the text."""
         if self.postprocess is None:
             return list(texts)
+        if isinstance(self.postprocess, str):
+            compiled = _compiled_expression(self.postprocess, f"task {self.name!r}: postprocess")
+            function: Callable[[str], Any] = functools.partial(_expression_value, compiled)
+        else:
+            function = self.postprocess
         out = []
         for text in texts:
             try:
-                value = self.postprocess(text)
-            except Exception as error:  # the user's function: any failure, named with its input
+                value = function(text)
+            except Exception as error:  # the user's function or expression: any failure, named with its input
                 raise TaskDefinitionError(f"task {self.name!r}: postprocess failed on {text!r} "
                                           f"({type(error).__name__}: {error}); it must take every generated text, "
                                           f"an empty or malformed one included") from error
@@ -415,7 +425,7 @@ class Task:
             "name": self.name, "task_type": self.task_type, "cluster": self.cluster, "held_out": self.held_out,
             "eval_only": self.eval_only, "splits": list(self.splits), "metrics": list(self.metrics),
             **({"group_by": self.group_by} if self.group_by is not None else {}),
-            **({"postprocess": callable_name(self.postprocess)} if self.postprocess is not None else {}),
+            **({"postprocess": _shown_postprocess(self.postprocess)} if self.postprocess is not None else {}),
             "description": self.description, "source": self.source.shown_config(),
             "preprocessors": [p.describe() for p in self.preprocessors],
             "templates": [{"name": t.name, "jinja": t.jinja, "answer_choices": t.answer_choices,
@@ -429,9 +439,23 @@ class Task:
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
 
 
-def _identity_of(fn: Callable[[str], str]) -> str:
-    """A postprocess function's name with `code_digest` of its code (`definition_digest`)."""
-    return step_identity(callable_name(fn), fn)
+def _identity_of(fn: Union[str, Callable[[str], str]]) -> str:
+    """A postprocess expression, or a function's name with `code_digest` of its code (`definition_digest`)."""
+    return step_identity(_shown_postprocess(fn), fn)
+
+
+def _shown_postprocess(fn: Union[str, Callable[[str], str]]) -> str:
+    """A postprocess as `tasks show` prints it: the Jinja expression, or the function's name."""
+    return fn if isinstance(fn, str) else callable_name(fn)
+
+
+def _expression_value(compiled: Any, text: str) -> Any:
+    """A postprocess expression's value for `text`; one naming anything but `text` raises (Jinja's Undefined would
+    read as an empty string)."""
+    value = compiled(text=text)
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return value
 
 
 def _qualified_name(kind: type) -> str:

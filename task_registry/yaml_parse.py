@@ -23,7 +23,7 @@ __all__ = ["PROMPTSOURCE_KEYS", "SOURCE_KINDS", "TASK_KEYS", "TEMPLATE_KEYS", "T
            "template_location"]
 
 TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
-             "group_by", "source", "preprocessors", "templates"}
+             "group_by", "postprocess", "source", "preprocessors", "templates"}
 TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "references", "instruction", "context", "metadata", "reference",
                  "id"}
 PROMPTSOURCE_KEYS = {"promptsource", "dataset", "subset", "names"}
@@ -159,11 +159,11 @@ class TaskFileParser:
     def options(self, document: dict) -> dict[str, Any]:
         options: dict[str, Any] = {}
         for key, kind in (("description", str), ("task_type", str), ("cluster", str), ("held_out", bool),
-                          ("eval_only", bool), ("group_by", str)):
+                          ("eval_only", bool), ("group_by", str), ("postprocess", str)):
             if key in document:
                 if not isinstance(document[key], kind):
                     self.error(self.line_of(document, key), f"`{key}` must be a {kind.__name__}, got {document[key]!r}")
-                elif key == "group_by" and self.expression_problem(document, key):
+                elif key in ("group_by", "postprocess") and self.expression_problem(document, key):
                     continue
                 else:
                     options[key] = document[key]

@@ -13,6 +13,9 @@ Schema (keys other than these are an error, reported with close matches)::
     # group_by: idx.question          # optional Jinja expression naming a row's group, for group metrics
                                       #   (group_exact_match: MultiRC's EM counts a question only when all
                                       #   its candidate answers are right)
+    # postprocess: "text.split('####')[-1] | trim"  # optional Jinja expression over `text`: each generated
+                                      #   prediction and gold answer as the metrics score it (seqio's
+                                      #   postprocess_fn; rank classification is unaffected)
     source:                           # required, exactly one of `hf`, `files`
       hf: glue                        #   hub id; `name:` config, optional `data_files:`; the data-dir
       name: rte                       #   override maps it to <data_dir>/glue/rte/<split>.jsonl

@@ -445,7 +445,7 @@ def test_a_tasks_postprocess_is_applied_to_generations_and_gold_answers_before_t
     with pytest.raises(task_registry.TaskDefinitionError, match="task 'sums': postprocess must return a string"):
         evaluate_tasks(model, tokenizer, [broken], settings, progress=False)
     with pytest.raises(task_registry.TaskDefinitionError, match="postprocess must be a function"):
-        task_registry.Task("sums", source, template, postprocess="final_number")
+        task_registry.Task("sums", source, template, postprocess=42)
 
 
 def test_a_generation_scored_template_with_choices_compares_postprocessed_answers_among_postprocessed_choices(

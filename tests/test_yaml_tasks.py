@@ -399,6 +399,40 @@ def test_a_yaml_task_declares_the_groups_that_group_metrics_score(tmp_path, caps
         parse_task_file(path).group_key(rows_loaded[0], 0)
 
 
+def test_a_yaml_task_declares_its_postprocess_as_a_jinja_expression_over_text(tmp_path):
+    # was: `postprocess` only as a Python function, so a YAML task could not score a GSM8K solution's final number
+    (tmp_path / "sums.jsonl").write_text(json.dumps({"q": "1 + 1", "a": "1 and 1 make 2 #### 2"}) + "\n")
+    body = textwrap.dedent("""\
+        name: yaml_sums
+        splits: [validation]
+        metrics: [exact_match]
+        %s
+        source: {files: {validation: sums.jsonl}}
+        templates:
+          - {name: t, jinja: "{{ q }} ||| {{ a }}"}
+        """)
+    path = tmp_path / "sums.yaml"
+    path.write_text(body % "postprocess: \"text.split('####')[-1] | trim if '####' in text else ''\"")
+    assert validate_task_file(path) == []
+    task = parse_task_file(path)
+    texts = ["0 and 0 make 0. #### 0", "I think #### 3 ", "2 + 2 = 4\n#### 4", "no idea", ""]
+    expected = [text.rsplit("####", 1)[1].strip() if "####" in text else "" for text in texts]  # as in Python
+    assert task.postprocessed(texts) == expected == ["0", "3", "4", "", ""]
+    assert task.describe()["postprocess"] == "text.split('####')[-1] | trim if '####' in text else ''"
+    digest = task.definition_digest()
+    path.write_text(body % "postprocess: \"text | trim\"")
+    assert parse_task_file(path).definition_digest() != digest  # the expression is part of the definition
+    path.write_text(body % "postprocess: 3")
+    assert "`postprocess` must be a str" in validate_task_file(path)[0]
+    path.write_text(body % "postprocess: 'text +'")
+    assert validate_task_file(path) == [
+        f"{path}:4: `postprocess`: Jinja expression 'text +' does not parse: unexpected 'end of template'"]
+    path.write_text(body % "postprocess: output | trim")  # a name other than `text`: an error, not ''
+    with pytest.raises(TaskDefinitionError, match="task 'yaml_sums': postprocess failed on 'x' .*'output' is "
+                                                  "undefined"):
+        parse_task_file(path).postprocessed(["x"])
+
+
 @pytest.mark.parametrize("entry, problem", [
     ("{name: t, jinja: 'x ||| y', instruction: 5}", "template 't': `instruction` must be a string, got 5"),
     ("{name: t, jinja: 'x ||| y', context: [a]}", "template 't': `context` must be a string, got ['a']"),
