@@ -111,6 +111,13 @@ def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path,
     (tmp_path / "afile").write_text("x")
     assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(tmp_path / "afile" / "r.png")]) == 2
     assert "afile exists and is not a folder" in capsys.readouterr().err
+    # was matplotlib's "Format 'txt' is not supported" ValueError traceback, after the rates were computed
+    assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(tmp_path / "rates.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --plot {tmp_path / 'rates.txt'}: a .txt file cannot hold a plot; end the name "
+                          f"with .png (or one of ") and ".svg" in err and err.count("\n") == 1
+    assert not (tmp_path / "rates.txt").exists()
+    assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(tmp_path / "rates.PDF")]) == 0
     assert main(["mixture", "show", mixture, "--sampler", "bandit_softmax", "--set", "tau=abc"]) == 2
     assert "'tau' must be a number, got 'abc'" in capsys.readouterr().err
     assert main(["mixture", "show", mixture, "--sampler", "proportional", "--cap", "-5"]) == 2

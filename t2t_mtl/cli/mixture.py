@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
@@ -83,6 +84,7 @@ def show_mixture(args: argparse.Namespace) -> int:
             task_registry.set_data_dir(args.data_dir)
         if args.plot:
             prepare_output_file(args.plot, "--plot")
+            check_plot_format(args.plot)
         task_registry.load_builtin_tasks()
         register_tasks(args.tasks_dir, args.task_modules)
         rates = shown_rates(args.name, args.held_out_clusters)
@@ -253,6 +255,17 @@ def format_table(name: str, config: dict[str, Any], sizes: dict[str, int], table
             row += "  " + "  ".join(f"{r:>10.4f}" for r in table["realised"][task])
         lines.append(row)
     return "\n".join(lines)
+
+
+def check_plot_format(path: str) -> None:
+    """ValueError naming `--plot` when matplotlib cannot write a file of `path`'s extension (no extension: PNG)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:  # (was matplotlib's ValueError traceback, once the rates were computed)
+        raise ValueError(f"--plot {path}: a .{suffix} file cannot hold a plot; end the name with .png (or one of "
+                         f"{', '.join('.' + name for name in sorted(formats))})")
 
 
 def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
