@@ -60,11 +60,11 @@ def unwritten_output(error: OSError, option: str, path: PathLike, what: str) -> 
     return f"{option} {path}: {what} could not be written ({error})"
 
 
-def prepare_output_file(path: PathLike, option: str) -> Path:
-    """`path` as a file to write, its folder created; `OutputPathError` naming `option` when it is a folder or
-    a folder above it is a file."""
+def prepare_output_file(path: PathLike, option: str, example: str) -> Path:
+    """`path` as a file to write, its folder created; `OutputPathError` naming `option` when it is a folder (with
+    `example`, a file name in it, as what to give instead) or a folder above it is a file."""
     out = Path(path)
     if out.is_dir():
-        raise OutputPathError(f"{option} {out} is a folder; give a file name (e.g. {out / 'rates.png'})")
+        raise OutputPathError(f"{option} {out} is a folder; give a file name (e.g. {out / example})")
     prepare_output_dir(out.parent, option)
     return out

@@ -124,6 +124,10 @@ def test_the_overlap_command_prints_and_writes_the_report(tmp_path, shared_data_
     assert "glue_wnli" in capsys.readouterr().err  # the close match
     assert cli_main(["mixture", "overlap", "glue_wnli", "--held-out", "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
+    # was "(e.g. .../rates.png)", the example of mixture show's --plot
+    assert cli_main(["mixture", "overlap", "glue_wnli", "--held-out", "--json", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: --json {tmp_path} is a folder; give a file name (e.g. "
+                                       f"{tmp_path / 'overlap.json'})\n")
 
 
 def test_a_training_split_of_one_gram_is_matched(tmp_path):

@@ -83,7 +83,7 @@ def show_mixture(args: argparse.Namespace) -> int:
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
         if args.plot:
-            prepare_output_file(args.plot, "--plot")
+            prepare_output_file(args.plot, "--plot", "rates.png")
             check_plot_format(args.plot)
         task_registry.load_builtin_tasks()
         register_tasks(args.tasks_dir, args.task_modules)
@@ -119,7 +119,7 @@ def show_overlap(args: argparse.Namespace) -> int:
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
         if args.json:
-            prepare_output_file(args.json, "--json")
+            prepare_output_file(args.json, "--json", "overlap.json")
         for flag in ("n", "min_words", "max_rows"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -292,5 +292,5 @@ def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
             ax.legend(fontsize=7, ncol=2)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(prepare_output_file(path, "--plot"), dpi=100)
+    fig.savefig(prepare_output_file(path, "--plot", "rates.png"), dpi=100)
     plt.close(fig)
