@@ -217,6 +217,9 @@ class Task:
         if not isinstance(metrics, tuple) or not all(isinstance(metric, str) for metric in metrics):
             raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got "
                                       f"{given_metrics!r}")
+        for key, names in (("splits", splits), ("metrics", metrics)):
+            if repeated_names(names):  # (a split would be read and rendered, a metric scored, once per mention)
+                raise TaskDefinitionError(f"task {name!r}: {key} {repeated_names(names)}")
         for key, value, kind in (("task_type", task_type, str), ("cluster", cluster, (str, type(None))),
                                  ("description", description, str), ("held_out", held_out, bool),
                                  ("eval_only", eval_only, bool)):
@@ -475,6 +478,12 @@ def _stable_value(value: Any) -> Any:
         return f"{_qualified_name(type(value))} {Hasher.hash(value)}{code}"
     except Exception:  # (datasets' own fallback for what it cannot pickle catches as widely)
         return f"{_qualified_name(type(value))}{code}"
+
+
+def repeated_names(names: Sequence[str]) -> str:
+    """"names 'a', 'b' more than once; list each once" for the names `names` holds more than once, or ""."""
+    repeated = sorted({item for item in names if list(names).count(item) > 1})
+    return f"names {', '.join(map(repr, repeated))} more than once; list each once" if repeated else ""
 
 
 def _names(value: Any) -> Any:

@@ -15,7 +15,7 @@ from .errors import TaskDefinitionError, TaskRegistryError
 from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import HFSource, LocalFileSource, Source, is_file_builder
-from .task import Task
+from .task import Task, repeated_names
 from .template import SEPARATOR, Template
 from .yaml_keys import check_written_keys
 
@@ -173,6 +173,8 @@ class TaskFileParser:
                 strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
                 if not strings or (key == "splits" and not value):
                     self.error(self.line_of(document, key), f"`{key}` must be a list of strings, got {value!r}")
+                elif repeated_names(value):
+                    self.error(self.line_of(document, key), f"`{key}` {repeated_names(value)}")
                 else:
                     options[key] = tuple(value)
         return options

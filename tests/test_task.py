@@ -581,6 +581,9 @@ def test_an_expression_preprocessor_subclass_pickles_with_its_own_attributes():
     ({"cluster": ["nli"]}, r"cluster must be a string, got \['nli'\]"),
     ({"splits": ["train", 1]}, r"splits must be a non-empty list of names, got \['train', 1\]"),
     ({"metrics": [None]}, r"metrics must be a list of metric names, got \[None\]"),
+    # were accepted: a split read and rendered, a metric scored, once per mention
+    ({"splits": ["train", "validation", "train"]}, r"splits names 'train' more than once; list each once"),
+    ({"metrics": ["accuracy", "macro_f1", "accuracy"]}, r"metrics names 'accuracy' more than once"),
 ])
 def test_task_options_of_the_wrong_type_are_named(kwargs, match):
     with pytest.raises(task_registry.TaskDefinitionError, match=rf"task 't': {match}"):

@@ -642,3 +642,6 @@ def test_an_empty_splits_list_is_a_problem(tmp_path):
             jinja: "{{ q }} ||| {{ a }}"
         """))
     assert any("nosplits.yaml:2: `splits` must be a list of strings, got []" in p for p in validate_task_file(path))
+    path.write_text(path.read_text().replace("splits: []", "splits: [train, train]"))  # was accepted
+    assert any("nosplits.yaml:2: `splits` names 'train' more than once; list each once" in p
+               for p in validate_task_file(path))
