@@ -205,7 +205,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     """
     from transformers import AutoTokenizer
 
-    from task_registry.hub import use_hub
+    from t2t_mtl.hub import use_hub_for
 
     target = str(name_or_path)
     folder = Path(target)
@@ -223,7 +223,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
                 f"tokenizer folder {folder} holds no tokenizer files (tokenizer_config.json, tokenizer.json "
                 f"or spiece.model); train one with `t2t-mtl tokenizer train` or pass a hub name"
             )
-        use_hub(target)  # (a hub that cannot be reached: offline mode, so a name not cached fails at once)
+        use_hub_for(target)  # (a hub that cannot be reached: offline mode, so a name not cached fails at once)
         return _with_vocabulary(AutoTokenizer.from_pretrained(target), target)
     except TokenizerLoadError:
         raise

@@ -7,6 +7,10 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,3 +278,16 @@ def test_inputs_are_batched_longest_first_and_answered_in_their_own_order(dense_
     assert [p.prediction for p in got[0::2]] == _one_by_one_generate(model, tokenizer, generated)
     for text, result in zip(ranked, got[1::2]):
         assert result.scores == pytest.approx([_log_likelihood(model, tokenizer, text, c) for c in CHOICES], abs=1e-4)
+
+
+def test_predict_of_a_local_model_loads_neither_datasets_nor_evaluate(dense_dir):
+    # was: building the CLI's parser imported task_registry (datasets, pandas, pyarrow), and so did the hub check of a
+    # local tokenizer folder, and the evaluation package imported `evaluate`: about a sixth of predict's CPU time
+    code = ("import sys; from t2t_mtl.cli import main; code = main(['predict', '--checkpoint', sys.argv[1], "
+            "'--max-new-tokens', '2', 'a b c']); "
+            "print(code, sorted(m for m in ('datasets', 'evaluate', 'task_registry', 'pandas') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, str(dense_dir)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr

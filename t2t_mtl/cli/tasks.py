@@ -8,7 +8,9 @@
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
 `DIR/<path>/<config or default>/<split>.jsonl`) and `--tasks-dir DIR` (YAML task files to register on
 top of the built-in tasks; refused by `validate`, which checks PATH alone). Errors print one line per
-problem and exit with status 2 (`validate`: 1 when the files it checked have problems).
+problem and exit with status 2 (`validate`: 1 when the files it checked have problems). task_registry (and the
+datasets, pandas and pyarrow it imports) is imported when a subcommand runs: every command's parser imports this
+module, `predict` too, which reads no task.
 """
 from __future__ import annotations
 
@@ -23,12 +25,9 @@ from typing import Any, Sequence
 
 import yaml
 
-import task_registry
 from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_task_module_option, add_tasks_dir_option,
                                fail, register_tasks)
 from t2t_mtl.wording import counted
-from task_registry import TaskRegistryError
-from task_registry.errors import close_matches
 
 
 #: validate checks PATH alone: a --tasks-dir there is refused (a folder to check is given as PATH)
@@ -39,7 +38,7 @@ def _common_options(defaults_suppressed: bool, tasks_dir_help: str = TASKS_DIR_H
                     task_modules: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS if defaults_suppressed else None
-    add_data_dir_option(parent, default, fallback=f"${task_registry.DATA_DIR_ENV}")
+    add_data_dir_option(parent, default)
     # the group's and the subcommand's --tasks-dir (and --task-module) go to two lists (a subcommand's namespace
     # would replace the group's list), merged by _tasks_dirs and _task_modules
     add_tasks_dir_option(parent, default, dest="subcommand_tasks_dir" if defaults_suppressed else "tasks_dir",
@@ -102,6 +101,8 @@ def _task_modules(args: argparse.Namespace) -> list[str]:
 
 
 def _prepare(args: argparse.Namespace) -> None:
+    import task_registry
+
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     task_registry.load_builtin_tasks()
@@ -110,6 +111,8 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _guarded(command):
     def run(args: argparse.Namespace) -> int:
+        from task_registry import TaskRegistryError
+
         try:
             _prepare(args)
             return command(args)
@@ -129,6 +132,8 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def _filter_hint(args: argparse.Namespace, clusters: Sequence[str], types: Sequence[str]) -> str:
     """For a `--cluster` / `--type` that names none registered: `; did you mean ...?` with its close matches."""
+    from task_registry.errors import close_matches
+
     for given, known in ((args.cluster, clusters), (args.task_type, types)):
         matches = close_matches(given, known) if given is not None and given not in known else []
         if matches:
@@ -138,6 +143,8 @@ def _filter_hint(args: argparse.Namespace, clusters: Sequence[str], types: Seque
 
 @_guarded
 def _list(args: argparse.Namespace) -> int:
+    import task_registry
+
     names = task_registry.list_tasks(cluster=args.cluster, task_type=args.task_type)
     rows = []
     for name in names:
@@ -158,6 +165,8 @@ def _list(args: argparse.Namespace) -> int:
 
 @_guarded
 def _show(args: argparse.Namespace) -> int:
+    import task_registry
+
     print(yaml.safe_dump(task_registry.get_task(args.name).describe(), sort_keys=False, allow_unicode=True,
                          width=100).rstrip())
     return 0
@@ -172,6 +181,8 @@ def _side_by_side(left: str, right: str, width: int) -> list[str]:
 
 @_guarded
 def _preview(args: argparse.Namespace) -> int:
+    import task_registry
+
     if args.n <= 0:
         print("error: -n must be positive", file=sys.stderr)
         return 2
@@ -214,6 +225,8 @@ def _token_lengths(tokenizer: Any, dataset: Any) -> list[tuple[int, int]]:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    import task_registry
+
     if args.rows < 0:
         print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig, model_config_from_dict
+from t2t_mtl.hub import use_hub_for
 from t2t_mtl.wording import one_line
 
 
@@ -47,9 +48,7 @@ def pretrained_t5_config(name_or_path: str, saved: Optional[Dict[str, Any]] = No
     layer: `T5Config` reads a saved `tie_word_embeddings: true` (which transformers writes for every mT5) as T5's
     `d_model**-0.5` scaling of the decoder output, which mT5 (`MT5ForConditionalGeneration`) never applies."""
     if saved is None:
-        from task_registry.hub import use_hub
-
-        use_hub(name_or_path)
+        use_hub_for(name_or_path)
         saved, _ = T5Config.get_config_dict(name_or_path)
     config = T5Config.from_dict(saved)
     if saved.get("model_type") == "mt5":
@@ -61,9 +60,7 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
     """The saved config dict of `name_or_path` (read once); ModelBuildError when it cannot be read or is not a T5's
     (its `model_type` is not one of `T5_MODEL_TYPES`): another architecture would load as a T5 with every weight
     freshly initialised, or fail deep in transformers."""
-    from task_registry.hub import use_hub
-
-    use_hub(name_or_path)  # (a hub that cannot be reached: offline mode, so a name not cached fails at once)
+    use_hub_for(name_or_path)  # (a hub that cannot be reached: offline mode, so a name not cached fails at once)
     try:
         config, _ = T5Config.get_config_dict(name_or_path)
     except (OSError, ValueError) as err:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
-
-import evaluate
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from t2t_mtl.evaluation.errors import UnknownMetricError
+
+if TYPE_CHECKING:  # evaluate (and the datasets it imports) loads with the first metric, not with this module: predict
+    import evaluate  # and the CLI's other commands compute none
 
 METRICS_DIR = Path(__file__).resolve().parent
 
@@ -117,6 +118,8 @@ def task_metric_problems(task: Any) -> list[tuple[str, str]]:
 
 @functools.lru_cache(maxsize=None)
 def _load_module(module: str) -> evaluate.EvaluationModule:
+    import evaluate
+
     return evaluate.load(str(METRICS_DIR / module), keep_in_memory=True)
 
 
