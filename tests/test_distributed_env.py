@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -125,6 +126,30 @@ def _run_two_ranks(worker, out: str) -> int:
             p.kill()
     assert [p.exitcode for p in processes] == [0, 0]
     return port
+
+
+def _slow_rank_worker(rank: int, port: int, out: str) -> None:
+    from torch.distributed.distributed_c10d import _set_pg_timeout
+
+    from t2t_mtl.engine.distributed import barrier, init_distributed, shut_down_process_group
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    init_distributed()
+    _set_pg_timeout(datetime.timedelta(seconds=2))  # the training collectives' timeout, shortened from 10 minutes
+    if rank == 0:
+        time.sleep(6)  # rank 0 alone prepares (a tokenizer, a big mixture's tokens) while rank 1 waits
+    barrier()
+    Path(f"{out}.{rank}").write_text("through")
+    shut_down_process_group()
+
+
+def test_ranks_wait_in_a_barrier_for_one_that_prepares_longer_than_the_collective_timeout(tmp_path):
+    """(Was: rank 1's barrier timed out after the default group's timeout, DeepSpeed's 10 minutes, and the run
+    crashed whenever rank 0 alone tokenized or converted for longer.)"""
+    out = str(tmp_path / "result")
+    _run_two_ranks(_slow_rank_worker, out)
+    assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == ["through"] * 2
 
 
 def test_two_ranks_agree_on_the_largest_value_and_on_who_failed(tmp_path):

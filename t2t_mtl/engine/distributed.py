@@ -9,6 +9,7 @@ GPU runs use NCCL.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import subprocess
@@ -17,6 +18,14 @@ from pathlib import Path
 from typing import List
 
 import torch
+
+
+# Rank 0 alone may prepare for long — train the run's tokenizer, tokenize a large mixture, convert a checkpoint to the
+# universal format — while the other ranks wait in `barrier`. They wait through a gloo group of their own with this
+# timeout: under the default group's (DeepSpeed's 10 minutes, DEEPSPEED_TIMEOUT) such a wait crashed the run. A rank
+# that dies meanwhile still ends the wait at once (its connections close).
+WAIT_TIMEOUT = datetime.timedelta(hours=24)
+_waiting_group = None  # that group, while this process's group of several ranks exists
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
 
     gloo on CPU (with `DS_ACCELERATOR=cpu`), NCCL on CUDA. `num_threads` sets torch's intra-op threads.
     """
+    global _waiting_group
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     fill_env_from_launcher()
@@ -110,6 +120,8 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        if dist.get_world_size() > 1:
+            _waiting_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
         if not cuda:
             barrier()  # every rank has mapped every rank's buffer: the names can go
             unlink_shm_allreduce_buffer(dist.get_rank())
@@ -135,11 +147,12 @@ def unlink_shm_allreduce_buffer(rank: int) -> None:
 
 
 def barrier() -> None:
-    """Wait for every rank; a no-op without an initialised group of more than one process."""
+    """Wait for every rank, however long one takes (`WAIT_TIMEOUT`, where `init_distributed` made the group); a no-op
+    without an initialised group of more than one process."""
     import torch.distributed as dist
 
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+        dist.barrier(group=_waiting_group)
 
 
 def max_over_ranks(value: float, device: torch.device) -> float:
@@ -206,6 +219,8 @@ def shut_down_process_group() -> None:
     one process is kept: in-process callers (tests, notebooks) train again in it."""
     import torch.distributed as dist
 
+    global _waiting_group
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
         dist.destroy_process_group()
+        _waiting_group = None
