@@ -55,6 +55,28 @@ def test_usage_errors_are_one_line_in_the_same_form(argv, named, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and named in err and "--help`" in err, err
 
 
+@pytest.mark.parametrize("argv, argument", [
+    # were read as the working directory, or as no path: eval --out '' wrote no report and exited 0, merge and
+    # export --out '' wrote into the working directory, --checkpoint '' evaluated the run there, if any
+    (["eval", "--checkpoint", "x", "--tasks", "parity", "--out", ""], "argument --out"),
+    (["eval", "--checkpoint", "", "--tasks", "parity"], "argument --checkpoint"),
+    (["merge", "b", "m", "--out", ""], "argument --out"),
+    (["export", "", "--out", "o"], "argument RUN_OR_CKPT"),
+    (["predict", "--checkpoint", "x", "--input", " "], "argument --input"),
+    (["tasks", "validate", ""], "argument path"),
+    (["tasks", "list", "--data-dir", ""], "argument --data-dir"),
+    (["train", "--resume", ""], "argument --resume"),
+    (["mixture", "show", "procedural", "--plot", ""], "argument --plot"),
+    (["affinity", "gradients", ""], "argument run_dir"),
+])
+def test_an_empty_path_is_a_usage_error_naming_the_argument(argv, argument, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {argument}: ") and "is an empty path; name the file or folder" in err, err
+
+
 @pytest.mark.parametrize("argv, pointer", [
     (["tasks", "preview", "parity", "--nn", "3"], "t2t-mtl tasks preview --help"),
     (["tasks", "--bogus", "list"], "t2t-mtl tasks --help"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, below_one,
-                                data_dir_problem, fail, register_tasks)
+                                data_dir_problem, fail, path_argument, register_tasks)
 from t2t_mtl.output_paths import prepare_output_dir, unwritten_output
 from t2t_mtl.wording import counted
 
@@ -37,12 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     tr.add_argument("--steps", type=int, required=True, help="training steps of every run")
     tr.add_argument("--k", type=float, default=1.5, help="significance factor of the benefit/harm rule (default 1.5)")
-    tr.add_argument("--out", default="runs/affinity-transfer",
+    tr.add_argument("--out", type=path_argument, default="runs/affinity-transfer",
                     help="study directory (resumable; default runs/affinity-transfer)")
     tr.add_argument("--workers", type=int, default=1, help="runs trained at once in worker processes (default 1)")
     tr.add_argument("--shard", type=_shard, default=(0, 1),
                     help="run only every N-th run from I (I/N; default 0/1: every run)")
-    tr.add_argument("--config", default=None, help="base training config (YAML or packaged name)")
+    tr.add_argument("--config", type=path_argument, default=None, help="base training config (YAML or packaged name)")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a base config key (repeatable)")
     add_data_dir_option(tr, fallback="the base config's data.data_dir, else $T2T_MTL_DATA_DIR")
@@ -54,16 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=_run_transfer)
 
     gr = sub.add_parser("gradients", help="per-pair gradient cosines of a run trained with gradient surgery")
-    gr.add_argument("run_dir", help="training run directory (holds the JSONL log)")
-    gr.add_argument("--out", default=None, help="output folder (default RUN_DIR/affinity)")
+    gr.add_argument("run_dir", type=path_argument, help="training run directory (holds the JSONL log)")
+    gr.add_argument("--out", type=path_argument, default=None, help="output folder (default RUN_DIR/affinity)")
     gr.add_argument("--threshold", type=float, default=None,
                     help="cut the clustering at 1 - mean cosine (default 1.0)")
     gr.add_argument("--clusters", type=int, default=None, help="cut into this many clusters instead")
     gr.set_defaults(func=_run_gradients)
 
     em = sub.add_parser("embeddings", help="export and plot the task embeddings (TE⊕ENC) of a trained run")
-    em.add_argument("run_dir", help="run directory, checkpoint directory or exported HF folder")
-    em.add_argument("--out", default=None, help="output folder (default RUN_DIR/affinity)")
+    em.add_argument("run_dir", type=path_argument, help="run directory, checkpoint directory or exported HF folder")
+    em.add_argument("--out", type=path_argument, default=None, help="output folder (default RUN_DIR/affinity)")
     em.set_defaults(func=_run_embeddings)
 
 

@@ -16,16 +16,27 @@ TASK_MODULE_HELP = ("a Python module that registers tasks or mixtures when impor
 DATA_DIR_HELP = "local copies of the hub datasets: <hub path>/<config or default>/<split>.jsonl under DIR"
 
 
+def path_argument(value: str) -> str:
+    """The argparse `type` of an argument naming a file or folder: `value` as given; an empty or blank one is refused
+    (as a path it would be read as the working directory, or as no path at all)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is an empty path; name the file or folder (`.` for the working "
+                                         f"directory)")
+    return value
+
+
 def add_data_dir_option(parser: argparse.ArgumentParser, default: Any = None,
                         fallback: str = "$T2T_MTL_DATA_DIR") -> None:
     """Add `--data-dir DIR`, explained alike by every command; `fallback` says what is read without it."""
-    parser.add_argument("--data-dir", default=default, metavar="DIR", help=f"{DATA_DIR_HELP} (default: {fallback})")
+    parser.add_argument("--data-dir", type=path_argument, default=default, metavar="DIR",
+                        help=f"{DATA_DIR_HELP} (default: {fallback})")
 
 
 def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "tasks_dir",
                          help_text: str = TASKS_DIR_HELP) -> None:
     """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks`)."""
-    parser.add_argument("--tasks-dir", action="append", default=default, dest=dest, metavar="DIR", help=help_text)
+    parser.add_argument("--tasks-dir", type=path_argument, action="append", default=default, dest=dest, metavar="DIR",
+                        help=help_text)
 
 
 def add_task_module_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "task_modules",

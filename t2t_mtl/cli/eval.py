@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option,
-                                add_tasks_dir_option, below_one,
-                                decoding_settings, fail, ignored_scoring_option, register_tasks,
-                                resolve_device, run_evaluation_setting)
+                                add_tasks_dir_option, below_one, decoding_settings, fail, ignored_scoring_option,
+                                path_argument, register_tasks, resolve_device, run_evaluation_setting)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.wording import counted
 
@@ -27,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score a checkpoint on every template of the chosen tasks by rank classification "
                     "(log-likelihood of each answer choice) or generation, then the tasks' metrics; report "
                     "per template, the median and mean per task, decaScore and macro average.")
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--checkpoint", type=path_argument, required=True,
                         help="run dir, checkpoint dir (t2t-mtl train) or Hugging Face model folder")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tasks", help="comma-separated registered task names")
@@ -35,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="every task of the held-out clusters (--held-out-clusters, else the checkpoint's "
                             "training config, else every task flagged held_out)")
     which.add_argument("--mixture", help="every task of a registered mixture")
-    which.add_argument("--bigbench", metavar="DIR", help="import and score the BIG-bench task.json tasks under DIR")
+    which.add_argument("--bigbench", type=path_argument, metavar="DIR",
+                       help="import and score the BIG-bench task.json tasks under DIR")
     parser.add_argument("--held-out-clusters", default=None, help="comma-separated clusters for --held-out")
     parser.add_argument("--max-examples", type=int, default=None,
                         help="first N rows of each task's split (default: all)")
@@ -63,13 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_task_module_option(parser, help_text="a Python module that registers tasks when imported: a module name on "
                                              "sys.path or a .py file's path (repeatable; default: the run's "
                                              "data.task_modules)")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--out", type=path_argument, default=None,
                         help="folder for report.json, report.md and plots/<task>.png (created); a folder that holds "
                              "files (an earlier report) is refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --out folder, replacing its files of the same names")
     parser.add_argument("--name", default=None, help="model name in the report (default: the checkpoint path)")
-    parser.add_argument("--compare", nargs="+", default=None, metavar="REPORT",
+    parser.add_argument("--compare", type=path_argument, nargs="+", default=None, metavar="REPORT",
                         help="earlier report.json files/folders to put beside this one in comparison.md")
     parser.add_argument("--keep-predictions", action="store_true",
                         help="store every prediction in report.json (with --out)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from t2t_mtl.cli.common import path_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -11,9 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Gather the fp32 weights of a run's latest checkpoint (or of the given checkpoint dir) and "
                     "write model + tokenizer with save_pretrained; T5ForConditionalGeneration.from_pretrained "
                     "loads the folder without t2t-mtl (MoE models: t2t_mtl.model.moe.load_t5_or_moe).")
-    parser.add_argument("path", metavar="RUN_OR_CKPT",
+    parser.add_argument("path", type=path_argument, metavar="RUN_OR_CKPT",
                         help="run directory or checkpoints/step-* folder (with --task also an exported folder)")
-    parser.add_argument("--out", required=True,
+    parser.add_argument("--out", type=path_argument, required=True,
                         help="output folder (created); a folder that holds files is refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --out folder, replacing its files of the same names")

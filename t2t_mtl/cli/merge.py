@@ -6,6 +6,7 @@ import math
 import sys
 from typing import Optional
 
+from t2t_mtl.cli.common import path_argument
 from t2t_mtl.wording import counted
 
 
@@ -17,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "task_arithmetic θ_base + λ·Σ τ_i; mean θ_base + λ·mean τ_i; ties (trim each τ_i to its "
                     "--density largest magnitudes, elect signs, disjoint mean) θ_base + λ·τ_ties. Writes an HF "
                     "folder with the base's tokenizer and run config (eval and predict default to its settings).")
-    parser.add_argument("base", metavar="BASE", help="the model the others were fine-tuned from")
-    parser.add_argument("models", metavar="MODEL", nargs="+", help="fine-tuned models to merge")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("base", type=path_argument, metavar="BASE", help="the model the others were fine-tuned from")
+    parser.add_argument("models", type=path_argument, metavar="MODEL", nargs="+", help="fine-tuned models to merge")
+    parser.add_argument("--out", type=path_argument, required=True, help="output folder")
     parser.add_argument("--method", choices=("task_arithmetic", "mean", "ties"), default="task_arithmetic",
                         help="how the task vectors are combined (default task_arithmetic)")
     parser.add_argument("--scale", type=float, default=1.0,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
-                               register_tasks)
+                               path_argument, register_tasks)
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--draws", type=int, default=100_000,
                       help="seeded draws per epoch for realised shares (default 100000; 0: none)")
     show.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-    show.add_argument("--plot", help="write a PNG plot of the rates here")
+    show.add_argument("--plot", type=path_argument, help="write a PNG plot of the rates here")
     show.set_defaults(func=show_mixture)
     overlap = commands.add_parser("overlap", help="evaluation rows whose text also occurs in the mixture's training "
                                                   "data (n-gram contamination check)")
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     overlap.add_argument("--train-split", default="train", help="the training tasks' split (default: train)")
     overlap.add_argument("--eval-split", help="the evaluated split (default: validation, else test, else the last)")
     overlap.add_argument("--max-rows", type=int, help="read at most this many rows per split (default: all)")
-    overlap.add_argument("--json", help="also write the report as JSON here")
+    overlap.add_argument("--json", type=path_argument, help="also write the report as JSON here")
     add_data_dir_option(overlap)
     add_tasks_dir_option(overlap)
     add_task_module_option(overlap)

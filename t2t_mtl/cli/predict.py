@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from t2t_mtl.cli.common import (add_decoding_options, below_one, decoding_settings, ignored_scoring_option,
-                                resolve_device)
+                                path_argument, resolve_device)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Inputs come from the command line, or from a file / stdin: one text per line, or JSON "
                     "lines with \"inputs\" and optional \"answer_choices\" and \"task\" (what `t2t-mtl tasks "
                     "preview --jsonl` prints).")
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--checkpoint", type=path_argument, required=True,
                         help="run dir, checkpoint dir (t2t-mtl train) or Hugging Face model folder")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="input texts (or use --input)")
-    parser.add_argument("--input", default=None, metavar="FILE",
+    parser.add_argument("--input", type=path_argument, default=None, metavar="FILE",
                         help="read inputs from FILE (- = stdin): one per line, JSON lines with --jsonl or a "
                              ".jsonl file")
     parser.add_argument("--jsonl", action="store_true",

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import yaml
 
 from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_task_module_option, add_tasks_dir_option,
-                               fail, register_tasks)
+                               fail, path_argument, register_tasks)
 from t2t_mtl.wording import counted
 
 
@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     validate = commands.add_parser("validate", parents=[_common_options(True, VALIDATE_TASKS_DIR_HELP, False)],
                                    help="check YAML task file(s) before registering")
-    validate.add_argument("path", help="a YAML task file or a folder of them")
+    validate.add_argument("path", type=path_argument, help="a YAML task file or a folder of them")
     validate.add_argument("--rows", type=int, default=3,
                           help="render this many rows per split when the data is reachable (default 3; 0: skip)")
     validate.set_defaults(func=_validate)

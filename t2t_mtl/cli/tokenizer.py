@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
-                               register_tasks)
+                               path_argument, register_tasks)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 
 
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "targets and answer choices of every task in a mixture, and save a transformers T5 "
                     "tokenizer with 100 sentinels <extra_id_0..99> into --out.")
     train.add_argument("--mixture", required=True, help="registered mixture (or task) name, e.g. procedural")
-    train.add_argument("--out", required=True,
+    train.add_argument("--out", type=path_argument, required=True,
                        help="output folder (created; spiece.model + tokenizer files); a folder that holds files is "
                             "refused unless --overwrite")
     train.add_argument("--overwrite", action="store_true",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from t2t_mtl.cli.common import add_data_dir_option, data_dir_problem
+from t2t_mtl.cli.common import add_data_dir_option, data_dir_problem, path_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,13 +15,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train a multitask T5 (no CONFIG: the packaged quickstart)",
         description="Train per a layered YAML config (default: the packaged quickstart.yaml). Runs as one "
                     "process, or under torchrun / the deepspeed launcher / srun for several.")
-    parser.add_argument("config", nargs="?", default=None,
+    parser.add_argument("config", type=path_argument, nargs="?", default=None,
                         help="YAML config path or packaged name (quickstart, t0_lora, t5_recipe, default); "
                              "default: quickstart, or with --resume PATH that run's config.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set training.steps=200 (repeatable; values are YAML; a "
                              "key part with dots in quotes: --set 'data.tasks.\"my.task\"=2')")
-    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+    parser.add_argument("--resume", type=path_argument, default=None, metavar="auto|PATH",
                         help="'auto' (the run's latest checkpoint, if any), a run dir or a checkpoint dir")
     add_data_dir_option(parser, fallback="the config's data.data_dir, else $T2T_MTL_DATA_DIR")
     parser.add_argument("--print-config", action="store_true",
