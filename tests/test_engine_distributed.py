@@ -372,6 +372,51 @@ def test_a_rank_refused_before_the_job_joins_stops_the_other_ranks_at_once(work)
     assert "Traceback" not in errs[0] and latest_checkpoint(root / "refused") is None
 
 
+def _unreadable_data_worker(rank: int, port: int, config: dict, out: str) -> None:
+    from pathlib import Path
+
+    from t2t_mtl.engine import trainer
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    if rank == 1:  # its node's copy of the data is unreadable; rank 0 tokenizes from its own
+        def unreadable(*args, **kwargs):
+            raise OSError("rank 1 cannot read train.jsonl")
+
+        trainer.build_task_streams = unreadable
+    try:
+        trainer.train(config, evaluate_held_in=False)
+        result = "trained"
+    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
+        result = f"{type(err).__name__}: {err}"
+    Path(f"{out}.{rank}").write_text(result)
+
+
+def test_a_rank_that_cannot_read_its_training_data_stops_the_others_at_once(work):
+    """Rank 1 fails reading the training data after rank 0 tokenized it, under no launcher that would stop rank 0
+    (two-node torchrun, pdsh, srun without --kill-on-bad-exit): rank 0 stops too, naming rank 1. (Was: rank 0 went
+    on into DeepSpeed's start and waited there for rank 1 until the 10-minute timeout.)"""
+    import multiprocessing
+
+    root, tok, _ = work
+    config = tiny_config(root / "unreadable", tok, root / "cache")
+    out = str(root / "unreadable_result")
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    ranks = [context.Process(target=_unreadable_data_worker, args=(rank, port, config, out)) for rank in range(2)]
+    for p in ranks:
+        p.start()
+    for p in ranks:
+        p.join(timeout=150)
+    for p in ranks:
+        if p.is_alive():
+            p.kill()
+    results = [open(f"{out}.{rank}").read() if os.path.exists(f"{out}.{rank}") else "still waiting" for rank in (0, 1)]
+    assert results == ["ConfigError: rank 1 of 2 could not read the training data (see its error); every rank must "
+                       "see the same data: data.data_dir, data.cache_dir and task files on a filesystem all nodes "
+                       "share", "OSError: rank 1 cannot read train.jsonl"]
+
+
 def last_logged_step(run_dir) -> int:
     """The last step in the run's metrics log (0 before the first record)."""
     return max(step_losses(run_dir), default=0) if (run_dir / "logs" / "metrics.jsonl").exists() else 0

@@ -155,16 +155,31 @@ def refuse_other_run(run_dir: Path, resume_from: Optional[Path]) -> None:
 def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cache_dir: Path, env: DistEnv
                      ) -> Dict[str, Any]:
     """Each training task's tokenized train rows (`build_task_streams`); rank 0 tokenizes and caches first, the
-    other ranks then read its cache files."""
+    other ranks then read its cache files. A rank that cannot read them (data its node lacks) raises its error and
+    every other rank a ConfigError naming it, at once: left alone, they would wait for it in DeepSpeed's start."""
     d = cfg.data
     if not env.is_main:
         barrier()
-    streams = build_task_streams(task_names, tokenizer, split="train", max_input_length=d.max_input_length,
-                                 max_target_length=d.max_target_length, cache_dir=cache_dir, templates=d.templates,
-                                 max_examples=d.max_examples_per_task, seed=cfg.training.seed,
-                                 few_shot=FewShotMix.from_config(d.few_shot))
+    error = None
+    try:
+        streams = build_task_streams(task_names, tokenizer, split="train", max_input_length=d.max_input_length,
+                                     max_target_length=d.max_target_length, cache_dir=cache_dir,
+                                     templates=d.templates, max_examples=d.max_examples_per_task,
+                                     seed=cfg.training.seed, few_shot=FewShotMix.from_config(d.few_shot))
+    except Exception as err:  # noqa: BLE001 (raised below, once the other ranks know)
+        if env.is_main:
+            raise  # the others wait for rank 0 in the barrier: its exit ends it
+        error = err
     if env.is_main:
         barrier()
+    failed = failed_ranks(error is not None, env)
+    if error is not None:
+        raise error
+    if failed:
+        ranks, its = ("rank", "its") if len(failed) == 1 else ("ranks", "their")
+        raise ConfigError(f"{ranks} {', '.join(map(str, failed))} of {env.world_size} could not read the training "
+                          f"data (see {its} error); every rank must see the same data: data.data_dir, "
+                          f"data.cache_dir and task files on a filesystem all nodes share")
     return streams
 
 
