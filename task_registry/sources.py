@@ -401,8 +401,13 @@ class HFSource(Source):
         if self.path not in (_PACKAGED_DATASETS_MODULES or ()):  # (a file reader such as `json` reads local files)
             use_hub(self.path)  # (a hub that cannot be reached: offline mode, so a dataset not cached fails at once)
         try:
+            if self.path == "csv" and self.data_files is not None:  # short rows and repeated columns, as `files:`
+                _check_csv_shape([f for f in self._split_files(split) if f.is_file()], self._csv_options(), split,
+                                 f"hub dataset {self.describe()}")
             rows = datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
                                          streaming=streaming, **self.load_kwargs)
+        except DataSourceError:
+            raise
         except Exception as error:
             raise self._read_error(error, split) from error
         if not streaming:  # (a hub dataset's own files hold checked text: only data_files of this machine can fail)
@@ -416,6 +421,12 @@ class HFSource(Source):
         if self.data_files is None:
             return None
         return list(map(str, self.data_files)) if isinstance(self.data_files, Mapping) else ["train"]
+
+    def _csv_options(self) -> dict[str, Any]:
+        """The csv reader's `delimiter` (also given as `sep`) and `quoting` among the `load_dataset` arguments."""
+        kwargs = self.load_kwargs
+        delimiter = kwargs.get("delimiter", kwargs.get("sep", ","))
+        return {"delimiter": delimiter, **({"quoting": kwargs["quoting"]} if "quoting" in kwargs else {})}
 
     def _split_files(self, split: str) -> list[Path]:
         """The `data_files` that `split` reads (all of them unless they are a split → files mapping)."""

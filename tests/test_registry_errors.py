@@ -539,6 +539,23 @@ def test_a_csv_header_that_names_a_column_twice_is_named(tmp_path):
         LocalFileSource(twice).load("train")
 
 
+def test_the_csv_reader_given_data_files_checks_their_shape_as_files_does(tmp_path):
+    # was: `hf: csv` with `data_files:` loaded a short row with its missing cells as empty text (only `files:` was
+    # checked), and a repeated column as 'name.1'
+    short = tmp_path / "short.tsv"
+    short.write_text("question\tanswer\tlabel\nq0\ta0\t1\nq1\ta1\n")
+    with pytest.raises(DataSourceError, match=r"hub dataset csv: '.*short.tsv' \(split 'train'\), line 3 has 2 of "
+                                              r"the 3 cells"):
+        task_registry.HFSource("csv", data_files={"train": str(short)}, sep="\t").load("train")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("q,a,q\nx,y,z\n")
+    with pytest.raises(DataSourceError, match=r"twice.csv' \(split 'validation'\): the header names the column"):
+        task_registry.HFSource("csv", data_files={"validation": str(twice)}).load("validation")
+    full = tmp_path / "full.csv"
+    full.write_text("q,label\nx,1\ny,0\n")
+    assert task_registry.HFSource("csv", data_files=str(full)).load("train")["label"] == [1, 0]
+
+
 def test_an_unknown_filter_is_not_blamed_on_the_truncation_rewrite():
     with pytest.raises(TemplateSyntaxError) as info:
         Template("t", "{{ a | nosuchfilter }} ||| x")
