@@ -2,12 +2,13 @@
 written in Python reaches the command line and every rank of a run, as `data.task_modules` / `--task-module`.
 
 A module is named as Python imports it (`my_project.tasks`, found on `sys.path`: `PYTHONPATH` or the installed
-packages) or by the path of its `.py` file. Each is imported once per process, as any import: a second import of
+packages, else in the working directory, as `python -m` finds it) or by the path of its `.py` file. Each is imported once per process, as any import: a second import of
 one name registers nothing again.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -37,9 +38,12 @@ def import_task_module(module: str) -> ModuleType:
         raise TaskModuleError(f"task module {module!r}: give a module name (my_project.tasks) or a .py file's path")
     if module.endswith(".py") or os.sep in module or "/" in module:
         return _import_file(Path(module))
-    if importlib.util.find_spec(module.partition(".")[0]) is None:
-        raise TaskModuleError(f"task module {module!r} is not importable: no module {module.partition('.')[0]!r} "
-                              f"on sys.path; add its folder to PYTHONPATH, or give the path of its .py file")
+    top = module.partition(".")[0]
+    if importlib.util.find_spec(top) is None:
+        if importlib.machinery.PathFinder.find_spec(top, [os.getcwd()]) is None:
+            raise TaskModuleError(f"task module {module!r} is not importable: no module {top!r} on sys.path or in the "
+                                  f"working directory; add its folder to PYTHONPATH, or give the path of its .py file")
+        sys.path.append(os.getcwd())  # (`t2t-mtl` finds it where `python -m t2t_mtl` does)
     try:
         return importlib.import_module(module)
     except Exception as error:

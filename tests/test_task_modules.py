@@ -54,6 +54,15 @@ def test_a_module_name_on_sys_path_registers_its_tasks_once_per_process(fresh, t
     assert task_registry.get_task(task).to_dataset("train")["inputs"][:2] == ["train q0", "train q1"]
 
 
+def test_a_module_name_in_the_working_directory_is_found_as_python_m_finds_it(fresh, tmp_path, monkeypatch):
+    # (`python -m t2t_mtl` has the working directory on sys.path, the `t2t-mtl` script not)
+    name, task, _ = _module(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    task_registry.import_task_modules(name)
+    assert task in task_registry.list_tasks()
+
+
 def test_a_py_file_path_registers_its_tasks_under_its_stem(fresh, tmp_path):
     name, task, path = _module(tmp_path)
     (module,) = task_registry.import_task_modules([str(path)])

@@ -9,8 +9,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from t2t_mtl.wording import counted
 
 TASKS_DIR_HELP = "a folder of YAML task files to register on top of the built-in tasks (repeatable)"
-TASK_MODULE_HELP = ("a Python module that registers tasks or mixtures when imported: a module name on sys.path "
-                    "(PYTHONPATH) or a .py file's path (repeatable; imported before the --tasks-dir folders)")
+TASK_MODULE_HELP = ("a Python module that registers tasks or mixtures when imported: a module name (on sys.path, "
+                    "PYTHONPATH, or in the working directory) or a .py file's path (repeatable; imported before the "
+                    "--tasks-dir folders)")
 
 
 DATA_DIR_HELP = "local copies of the hub datasets: <hub path>/<config or default>/<split>.jsonl under DIR"
