@@ -4,9 +4,10 @@ sharded over ranks; and `predict` for free-form inputs.
 """
 from t2t_mtl.evaluation.aggregate import TaskSummary, compare, summarize, summarize_task
 from t2t_mtl.evaluation.checkpoint import load_checkpoint
-from t2t_mtl.evaluation.errors import CheckpointError, EvaluationError, NoAnswerChoicesError, UnknownMetricError
+from t2t_mtl.evaluation.errors import (CheckpointError, EvaluationError, MetricRegistrationError, NoAnswerChoicesError,
+                                       UnknownMetricError)
 from t2t_mtl.evaluation.generation import generate_texts
-from t2t_mtl.evaluation.metrics import METRICS, compute_metric, load_metric
+from t2t_mtl.evaluation.metrics import METRICS, compute_metric, load_metric, register_metric
 from t2t_mtl.evaluation.predict import Prediction, PredictRequest, predict, read_requests
 from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
 from t2t_mtl.evaluation.report import (comparison_markdown, plot_task, read_report, report_to_dict, to_markdown,
@@ -17,8 +18,8 @@ from t2t_mtl.evaluation.scoring import score_predictions
 
 __all__ = [
     "TaskSummary", "compare", "summarize", "summarize_task", "load_checkpoint",
-    "CheckpointError", "EvaluationError", "NoAnswerChoicesError", "UnknownMetricError", "generate_texts",
-    "METRICS", "compute_metric", "load_metric", "rank_classify", "score_choices", "comparison_markdown",
+    "CheckpointError", "EvaluationError", "MetricRegistrationError", "NoAnswerChoicesError", "UnknownMetricError",
+    "generate_texts", "METRICS", "compute_metric", "load_metric", "register_metric", "rank_classify", "score_choices", "comparison_markdown",
     "plot_task", "read_report", "report_to_dict", "to_markdown", "write_report", "EvalReport", "TemplateResult",
     "EvalSettings", "evaluate_tasks", "init_distributed_from_env", "score_predictions", "Prediction",
     "PredictRequest", "predict", "read_requests",

@@ -19,3 +19,7 @@ class UnknownMetricError(EvaluationError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
         return str(self.args[0]) if self.args else ""
+
+
+class MetricRegistrationError(EvaluationError):
+    """A metric that `register_metric` cannot register (a taken name, an unknown kind, no function)."""

@@ -1,4 +1,5 @@
-"""Metrics shipped as local `evaluate` modules (`metrics/<name>/<name>.py`), loadable offline.
+"""Metrics shipped as local `evaluate` modules (`metrics/<name>/<name>.py`), loadable offline, and metrics that a
+Python function computes (`register_metric`, seqio's `metric_fns`; e.g. from a task module).
 
 `load_metric(name)` returns the `evaluate.Metric` for a name or alias (e.g. promptsource's "Accuracy");
 `METRICS[name]` says what the metric consumes (`kind`), which of its outputs is the task score
@@ -10,9 +11,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+import math
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
-from t2t_mtl.evaluation.errors import UnknownMetricError
+from t2t_mtl.evaluation.errors import MetricRegistrationError, UnknownMetricError
 
 if TYPE_CHECKING:  # evaluate (and the datasets it imports) loads with the first metric, not with this module: predict
     import evaluate  # and the CLI's other commands compute none
@@ -32,15 +34,17 @@ class MetricSpec:
     accuracy/exact match, the mean target score for multiple_choice_grade); "zero" — random guessing scores 0
     in expectation (Matthews correlation); None — no chance level on this metric's scale.
     majority: False where a constant prediction has no defined score (correlations).
+    function: a registered metric's function (`register_metric`), computed in place of a module (`module` None).
     """
 
-    module: str
+    module: Optional[str]
     kind: str
     primary: str
     scale: float = 100.0
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     chance: Optional[str] = None
     majority: bool = True
+    function: Optional[Callable[..., Mapping[str, Any]]] = None
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -61,6 +65,11 @@ METRICS: dict[str, MetricSpec] = {
     "multiple_choice_grade": MetricSpec("multiple_choice_grade", "choice_scores", "multiple_choice_grade",
                                         chance="uniform"),
 }
+
+#: the metrics this package ships (the others in METRICS were registered by `register_metric`)
+SHIPPED = frozenset(METRICS)
+#: what a metric may consume (MetricSpec.kind)
+KINDS = ("label", "group_label", "number", "text", "target", "tags", "choice_scores")
 
 ALIASES: dict[str, str] = {
     "acc": "accuracy",
@@ -83,14 +92,53 @@ ALIASES: dict[str, str] = {
 }
 
 
+def _metric_key(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
 def canonical_metric_name(name: str) -> str:
     """Map a metric name or alias ("Accuracy", "Pearson Correlation", "sacrebleu") to its METRICS key."""
-    key = name.strip().lower().replace(" ", "_").replace("-", "_")
-    key = ALIASES.get(key, key)
+    key = ALIASES.get(_metric_key(name), _metric_key(name))
     if key not in METRICS:
-        known = ", ".join(sorted(METRICS))
+        known = ", ".join(sorted(SHIPPED))
+        registered = sorted(set(METRICS) - SHIPPED)
+        also = f"; registered: {', '.join(registered)}" if registered else ""
         raise UnknownMetricError(f"unknown metric {name!r}: the shipped metrics are {known} "
-                                 f"(aliases: {', '.join(sorted(ALIASES))})")
+                                 f"(aliases: {', '.join(sorted(ALIASES))}){also}; a Python function becomes a metric "
+                                 f"through t2t_mtl.evaluation.register_metric (e.g. in a data.task_modules module)")
+    return key
+
+
+def register_metric(name: str, function: Callable[..., Mapping[str, Any]], *, kind: str = "text",
+                    primary: Optional[str] = None, scale: float = 100.0, chance: Optional[str] = None,
+                    majority: bool = True, overwrite: bool = False) -> str:
+    """Make `function(predictions=[...], references=[...]) -> {output: number}` the metric `name` (seqio's
+    `metric_fns`), usable wherever a shipped metric's name is (`Task(metrics=...)`, YAML `metrics:`); returns its
+    METRICS key. `kind` says what it is given (as MetricSpec: "text" — str predictions, each a list of str gold
+    answers; "label" — int predicted and gold label ids; ...); `primary` names the output that is the task's score
+    (default: the key), `scale` puts it on 0-100 (100 for a fraction). Register it on every rank and in `eval` —
+    from a task module (`data.task_modules`, `--task-module`). A shipped name or alias, a name registered to another
+    function (unless `overwrite`) or an unknown kind is a `MetricRegistrationError`."""
+    if not callable(function):
+        raise MetricRegistrationError(f"register_metric({name!r}): give a function predictions, references -> "
+                                      f"{{output: number}}, got {function!r}")
+    key = _metric_key(name) if isinstance(name, str) else ""
+    if not key:
+        raise MetricRegistrationError(f"register_metric: give the metric a name, got {name!r}")
+    if key in SHIPPED or key in ALIASES:
+        raise MetricRegistrationError(f"register_metric({name!r}): {key!r} is a shipped metric (or an alias of one); "
+                                      f"give yours another name")
+    if kind not in KINDS:
+        raise MetricRegistrationError(f"register_metric({name!r}): kind {kind!r} is none of {', '.join(KINDS)}")
+    if chance not in (None, "uniform", "zero"):
+        raise MetricRegistrationError(f"register_metric({name!r}): chance must be None, 'uniform' or 'zero', got "
+                                      f"{chance!r}")
+    taken = METRICS.get(key)
+    if taken is not None and taken.function is not function and not overwrite:
+        raise MetricRegistrationError(f"register_metric({name!r}): {key!r} is already registered to "
+                                      f"{taken.function!r}; pass overwrite=True to replace it")
+    METRICS[key] = MetricSpec(None, kind, primary or key, scale=scale, chance=chance, majority=majority,
+                              function=function)
     return key
 
 
@@ -124,8 +172,13 @@ def _load_module(module: str) -> evaluate.EvaluationModule:
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
-    """Load the shipped `evaluate` module for a metric name or alias, offline (no hub access)."""
-    return _load_module(metric_spec(name).module)
+    """Load the shipped `evaluate` module for a metric name or alias, offline (no hub access); a registered
+    function's metric has none (`compute_metric` computes it)."""
+    spec = metric_spec(name)
+    if spec.module is None:
+        raise UnknownMetricError(f"metric {name!r} is a function registered by register_metric, not an evaluate "
+                                 f"module: compute it with compute_metric")
+    return _load_module(spec.module)
 
 
 def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[Any],
@@ -138,5 +191,28 @@ def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[A
     if not predictions:  # (some metrics scored nothing as 0.0, others failed deep in sklearn or nltk)
         raise ValueError(f"metric {name!r}: no predictions to score; give at least one prediction and reference")
     arguments = {**spec.kwargs, **kwargs}
-    result = load_metric(name).compute(predictions=list(predictions), references=list(references), **arguments)
-    return {key: float(value) for key, value in result.items()}
+    if spec.function is None:
+        result = load_metric(name).compute(predictions=list(predictions), references=list(references), **arguments)
+        return {key: float(value) for key, value in result.items()}
+    return _function_result(name, spec, list(predictions), list(references), arguments)
+
+
+def _function_result(name: str, spec: MetricSpec, predictions: list, references: list,
+                     arguments: Mapping[str, Any]) -> dict[str, float]:
+    """A registered function's results, checked: a mapping of numbers holding its primary output. A failure names
+    the metric and its function."""
+    where = f"metric {name!r} (function {getattr(spec.function, '__qualname__', spec.function)!r})"
+    try:
+        result = spec.function(predictions=predictions, references=references, **arguments)
+    except Exception as error:  # the user's function: named with the metric
+        raise ValueError(f"{where} failed: {type(error).__name__}: {error}") from error
+    if not isinstance(result, Mapping) or spec.primary not in result:
+        raise ValueError(f"{where} must return a mapping of output name to number holding {spec.primary!r} (its "
+                         f"primary output), got {result!r}")
+    try:
+        values = {str(key): float(value) for key, value in result.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must return numbers, got {result!r}") from None
+    if not math.isfinite(values[spec.primary]):
+        raise ValueError(f"{where} returned {spec.primary!r} = {values[spec.primary]}, not a finite number")
+    return values

@@ -1,0 +1,112 @@
+"""Metrics computed by a registered Python function (`register_metric`, seqio's `metric_fns`), against values worked
+out by hand."""
+from __future__ import annotations
+
+import pytest
+
+import task_registry
+from t2t_mtl.evaluation import metrics
+from t2t_mtl.evaluation.errors import MetricRegistrationError, UnknownMetricError
+from t2t_mtl.evaluation.metrics import compute_metric, metric_spec, register_metric, task_metric_problems
+from t2t_mtl.evaluation.scoring import score_predictions
+
+
+@pytest.fixture(autouse=True)
+def restored_metrics():
+    """METRICS as it was before the test (registrations are process-wide)."""
+    saved = dict(metrics.METRICS)
+    yield
+    metrics.METRICS.clear()
+    metrics.METRICS.update(saved)
+
+
+def char_overlap(predictions, references):
+    """Per example, the best Jaccard overlap of the prediction's characters with a reference's; their mean."""
+    best = [max(len(set(p) & set(r)) / len(set(p) | set(r)) if set(p) | set(r) else 1.0 for r in refs)
+            for p, refs in zip(predictions, references)]
+    return {"char_overlap": sum(best) / len(best), "examples": len(best)}
+
+
+def test_a_registered_function_is_a_metric_by_name():
+    assert register_metric("Char Overlap", char_overlap) == "char_overlap"
+    # {a,b,c} vs {a,b,d}: 2/4; {x,y} vs {x,y}: 1 (the better of its two references)
+    assert compute_metric("char overlap", ["abc", "xy"], [["abd"], ["q", "xy"]]) == {"char_overlap": 0.75,
+                                                                                      "examples": 2.0}
+    assert metric_spec("char_overlap").kind == "text" and metric_spec("char_overlap").scale == 100.0
+    assert register_metric("char_overlap", char_overlap) == "char_overlap"  # the same function again: nothing new
+    # through the evaluation's scoring, which gives a text metric every example's gold answers
+    scored = score_predictions(["char_overlap"], ["abc", "xy"], ["abd", "xy"], [[], []],
+                               references=[["abd"], ["q", "xy"]])
+    assert scored == {"char_overlap": {"char_overlap": 0.75, "examples": 2.0}}
+
+
+def test_a_task_may_name_a_registered_metric(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"q": "a", "a": "b"}\n')
+    task = task_registry.Task("overlap_task", task_registry.LocalFileSource(str(rows)),
+                              task_registry.Template("t", "{{ q }} ||| {{ a }}"), metrics=("char_overlap",))
+    assert "unknown metric 'char_overlap'" in task_metric_problems(task)[0][1]
+    register_metric("char_overlap", char_overlap)
+    assert task_metric_problems(task) == []
+
+
+def test_a_label_metric_gets_label_ids():
+    def balanced_hits(predictions, references):
+        per_label = {label: [p == r for p, r in zip(predictions, references) if r == label] for label in set(references)}
+        return {"balanced_hits": sum(sum(hits) / len(hits) for hits in per_label.values()) / len(per_label)}
+
+    register_metric("balanced_hits", balanced_hits, kind="label", chance="uniform")
+    # choices (no, yes): predictions no, no, yes against no, yes, yes — label 0: 1/1, label 1: 1/2 → 0.75
+    scored = score_predictions(["balanced_hits"], ["no", "no", "yes"], ["no", "yes", "yes"], [["no", "yes"]] * 3)
+    assert scored["balanced_hits"] == {"balanced_hits": 0.75}
+
+
+@pytest.mark.parametrize("name, function, options, problem", [
+    ("accuracy", char_overlap, {}, "'accuracy' is a shipped metric"),
+    ("EM", char_overlap, {}, r"'em' is a shipped metric \(or an alias of one\)"),
+    ("mine", char_overlap, {"kind": "words"}, "kind 'words' is none of label, group_label"),
+    ("mine", char_overlap, {"chance": "half"}, "chance must be None, 'uniform' or 'zero'"),
+    ("mine", "char_overlap", {}, "give a function predictions, references"),
+    ("  ", char_overlap, {}, "give the metric a name"),
+])
+def test_a_metric_that_cannot_be_registered_says_why(name, function, options, problem):
+    with pytest.raises(MetricRegistrationError, match=problem):
+        register_metric(name, function, **options)
+
+
+def test_a_name_registered_to_another_function_needs_overwrite():
+    register_metric("mine", char_overlap)
+    with pytest.raises(MetricRegistrationError, match="'mine' is already registered to .*overwrite=True"):
+        register_metric("mine", lambda predictions, references: {"mine": 1.0})
+    register_metric("mine", lambda predictions, references: {"mine": 1.0}, overwrite=True)
+    assert compute_metric("mine", ["a"], [["b"]]) == {"mine": 1.0}
+
+
+@pytest.mark.parametrize("returned, problem", [
+    (0.5, "must return a mapping of output name to number holding 'bad'"),
+    ({"other": 1.0}, "must return a mapping .* holding 'bad' .*got {'other': 1.0}"),
+    ({"bad": "high"}, "must return numbers"),
+    ({"bad": float("nan")}, "returned 'bad' = nan, not a finite number"),
+])
+def test_a_registered_function_that_returns_no_score_is_named(returned, problem):
+    register_metric("bad", lambda predictions, references: returned)
+    with pytest.raises(ValueError, match=rf"metric 'bad' \(function '.*<lambda>'\) {problem}"):
+        compute_metric("bad", ["a"], [["a"]])
+
+
+def test_a_registered_function_that_raises_is_named():
+    def broken(predictions, references):
+        raise ZeroDivisionError("no references")
+
+    register_metric("broken", broken)
+    with pytest.raises(ValueError, match=r"metric 'broken' \(function '.*broken'\) failed: ZeroDivisionError: no "):
+        compute_metric("broken", ["a"], [["a"]])
+
+
+def test_an_unknown_metric_says_how_a_function_becomes_one():
+    register_metric("mine", char_overlap)
+    with pytest.raises(UnknownMetricError, match="registered: mine; a Python function becomes a metric through "
+                                                 "t2t_mtl.evaluation.register_metric"):
+        metric_spec("yours")
+    with pytest.raises(UnknownMetricError, match="is a function registered by register_metric"):
+        metrics.load_metric("mine")
