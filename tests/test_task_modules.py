@@ -168,14 +168,26 @@ def test_export_knows_a_task_of_the_runs_task_modules_as_registered(fresh, tmp_p
 
 def test_a_run_trains_a_modules_task_from_the_command_line_and_eval_finds_it_through_the_run(tmp_path):
     # the whole way, in fresh processes as a launcher starts them: `train` imports data.task_modules, and `eval` of
-    # the run imports them again without being told
+    # the run imports them again without being told (its task and its metric)
     import json
     import subprocess
 
     import yaml
     from engine_helpers import subprocess_env, tiny_config, train_command, train_tiny_tokenizer
 
-    _, task, path = _module(tmp_path)
+    # the module registers a metric of its own too (a registered function, scored by name)
+    metric = """
+from t2t_mtl.evaluation.metrics import register_metric
+
+
+def always_half(predictions, references):
+    return {{"always_half": 0.5}}
+
+
+register_metric("always_half", always_half)
+"""
+    _, task, path = _module(tmp_path, (MODULE + metric).replace('cluster="module_cluster"',
+                                                                'cluster="module_cluster", metrics=("always_half",)'))
     with task_registry.isolated_registry():
         tokenizer = train_tiny_tokenizer(tmp_path / "tok")
     cfg = tiny_config(tmp_path / "run", tokenizer, tmp_path / "cache", training={"steps": 2, "log_every": 1},
@@ -188,5 +200,6 @@ def test_a_run_trains_a_modules_task_from_the_command_line_and_eval_finds_it_thr
                                 "--tasks", task, "--max-examples", "2", "--no-progress", "--out", str(tmp_path / "e")],
                                env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    summary = json.loads((tmp_path / "e" / "report.json").read_text())["summary"]
-    assert list(summary["tasks"]) == [task] and summary["num_tasks"] == 1
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert list(report["summary"]["tasks"]) == [task] and report["summary"]["num_tasks"] == 1
+    assert report["summary"]["tasks"][task]["median"] == 50.0  # the module's metric, 0.5 on the 0-100 scale
