@@ -185,3 +185,38 @@ def test_show_drops_held_out_clusters_as_training_does(capsys):
     assert main(["mixture", "show", "procedural", "--held-out-clusters", "comparsion"]) == 2
     assert "--held-out-clusters: no registered task is in cluster 'comparsion'; did you mean 'comparison'?" in (
         capsys.readouterr().err)
+
+
+def test_show_the_mixture_and_sampler_of_a_training_config(mixture, tmp_path, capsys):
+    # was: only NAME and sampler options, so what a config trains on had to be retyped as options (or read from the
+    # start of a run); the sizes are the train rows capped at data.max_examples_per_task, as training caps them
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    model = {"dims": {"d_model": 8}}
+    config.write_text(yaml.safe_dump({"model": model, "data": {"mixture": mixture, "max_examples_per_task": 400},
+                                      "sampling": {"strategy": "temperature", "alpha": 2.0}}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"mixture '{mixture} of {config}', sampler " in out
+    roots = {"cli_big": 400 ** 0.5, "cli_mid": 100 ** 0.5, "cli_small": 16 ** 0.5}  # p ∝ n^(1/2), n capped at 400
+    table = parse(out)
+    assert {name: row[0] for name, row in table.items()} == {"cli_big": 400, "cli_mid": 100, "cli_small": 16}
+    for name, root in roots.items():
+        assert table[name][1] == pytest.approx(root / sum(roots.values()), abs=5e-5)
+    config.write_text(yaml.safe_dump({"model": model, "data": {"tasks": {"cli_big": 3.0, "cli_small": 1.0}},
+                                      "sampling": {"strategy": "explicit"}}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    table = parse(capsys.readouterr().out)  # the config's own rates, not the registered mixture's
+    assert {name: row[1] for name, row in table.items()} == {"cli_big": 0.75, "cli_small": 0.25}
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    (["cli_mix", "--config", "quickstart"], "drop NAME"),
+    (["--config", "quickstart", "--sampler", "uniform", "--alpha", "2"], "drop --sampler, --alpha"),
+    (["--config", "quickstart", "--held-out-clusters", "x", "--set", "a=1"], "drop --held-out-clusters, --set"),
+    ([], "give a mixture NAME (or --config CFG"),
+])
+def test_show_with_a_config_refuses_what_the_config_sets(mixture, capsys, arguments, problem):
+    assert main(["mixture", "show", *arguments]) == 2
+    assert problem in capsys.readouterr().err

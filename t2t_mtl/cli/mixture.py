@@ -1,8 +1,9 @@
-"""`t2t-mtl mixture show NAME --sampler temperature --alpha 2 [--epochs E] [--plot rates.png] [--tasks-dir DIR]`
-and `t2t-mtl mixture overlap NAME (--eval TASKS | --held-out) [--n 13]`.
+"""`t2t-mtl mixture show NAME --sampler temperature --alpha 2 [--epochs E] [--plot rates.png] [--tasks-dir DIR]`,
+`t2t-mtl mixture show --config CFG` and `t2t-mtl mixture overlap NAME (--eval TASKS | --held-out) [--n 13]`.
 
 `show` prints every task's sampling probability (per epoch for schedules) next to the realised share of a
-number of seeded draws, and optionally plots them. `overlap` checks evaluation tasks for rows whose text also
+number of seeded draws, and optionally plots them; with `--config`, of the mixture and sampler a training config
+trains with. `overlap` checks evaluation tasks for rows whose text also
 occurs in the mixture's training rows (`task_registry.overlap`). NAME is a registered mixture, a task, or
 comma-separated task names (as `data.tasks` lists them; with `--tasks-dir`, YAML tasks too).
 """
@@ -25,9 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("mixture", help="inspect task mixtures")
     commands = parser.add_subparsers(dest="mixture_command", metavar="SUBCOMMAND")
     show = commands.add_parser("show", help="per-task sampling rates of a mixture (table and plot)")
-    show.add_argument("name", help="a registered mixture (see `task_registry.list_mixtures()`), a task, or "
-                                   "comma-separated task names")
-    show.add_argument("--sampler", default="explicit", choices=sorted(STRATEGIES),
+    show.add_argument("name", nargs="?", help="a registered mixture (see `task_registry.list_mixtures()`), a task, or "
+                                              "comma-separated task names")
+    show.add_argument("--config", type=path_argument, metavar="CFG",
+                      help="instead of NAME and the sampler options: the tasks, held-out rules, task registrations, "
+                           "sizes (train rows, capped at data.max_examples_per_task) and sampler of this training "
+                           "config (a YAML file or packaged name, as `train` takes)")
+    show.add_argument("--sampler", default=None, choices=sorted(STRATEGIES),
                       help="strategy (default explicit: the mixture's own, flattened, rates)")
     show.add_argument("--alpha", type=float, help="temperature alpha (p ∝ n^(1/alpha))")
     show.add_argument("--cap", type=float, help="examples cap K (seqio `maximum`, applied after scale)")
@@ -77,6 +82,11 @@ def show_mixture(args: argparse.Namespace) -> int:
         for flag, least in (("draws", 0), ("epochs", 1), ("seed", 0)):  # before the sampler names its own keys
             if getattr(args, flag) < least:
                 raise ValueError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
+        refused = config_conflict(args)
+        if refused:
+            raise ValueError(refused)
+        if args.config is None and args.sampler is None:
+            args.sampler = "explicit"  # (None: not given, which --config needs to tell)
         unused = unused_parameter_option(args)
         if unused:
             raise ValueError(unused)
@@ -86,14 +96,17 @@ def show_mixture(args: argparse.Namespace) -> int:
             prepare_output_file(args.plot, "--plot", "rates.png")
             check_plot_format(args.plot)
         task_registry.load_builtin_tasks()
-        register_tasks(args.tasks_dir, args.task_modules)
-        rates = shown_rates(args.name, args.held_out_clusters)
-        tasks = {name: task_registry.get_task(name) for name in rates}
-        sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
-        config = sampler_config(args, rates, {name: len(task.templates) for name, task in tasks.items()})
+        if args.config is not None:
+            args.name, tasks, sizes, config = config_mixture(args.config, args.data_dir)
+        else:
+            register_tasks(args.tasks_dir, args.task_modules)
+            rates = shown_rates(args.name, args.held_out_clusters)
+            tasks = {name: task_registry.get_task(name) for name in rates}
+            sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
+            config = sampler_config(args, rates, {name: len(task.templates) for name, task in tasks.items()})
         table = rates_over_epochs(config, sizes, args.epochs, seed=args.seed, draws=args.draws)
-    except SamplingError as err:
-        print(f"error: {as_typed(str(err), args)}", file=sys.stderr)
+    except SamplingError as err:  # (keys of the config's sampling section stay as written with --config)
+        print(f"error: {str(err) if args.config else as_typed(str(err), args)}", file=sys.stderr)
         return 2
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
         return fail(err, args.tasks_dir)
@@ -215,6 +228,41 @@ def as_typed(message: str, args: argparse.Namespace) -> str:
         return f"--set {key}"
 
     return re.sub(r"\bsampling\.(\w+)", typed, message)
+
+
+def config_conflict(args: argparse.Namespace) -> Optional[str]:
+    """Why NAME and the options that describe a mixture or sampler cannot be given with `--config` (which takes them
+    from the config), or why NAME is missing without it; None when neither."""
+    if args.config is None:
+        return None if args.name else "give a mixture NAME (or --config CFG: a training config's mixture)"
+    given = [f"--{key.replace('_', '-')}" for key in ("sampler", *PARAMETER_OPTIONS, "held_out_clusters", "tasks_dir",
+                                                      "task_modules") if getattr(args, key) is not None]
+    given += ["--set"] * bool(args.set) + ["--split"] * (args.split != "train") + ["NAME"] * bool(args.name)
+    if not given:
+        return None
+    return (f"--config takes the mixture, sampler, held-out clusters and task registrations from the training config; "
+            f"drop {', '.join(given)} (or drop --config)")
+
+
+def config_mixture(path: str, data_dir: Optional[str]) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any]]:
+    """(name, tasks, sizes, sampler config) of the training config at `path`: the tasks and rates `train` trains
+    (`training_rates`: registrations, held-out rules and their checks), each task's train rows capped at
+    `data.max_examples_per_task` (training counts the rows it renders and tokenizes: a template that skips rows
+    makes it fewer), and the sampler config `train` builds (`run_sampling_config`). `data_dir` (--data-dir)
+    replaces the config's data.data_dir."""
+    import task_registry
+    from t2t_mtl.config import load_config
+    from t2t_mtl.engine.run_checks import run_sampling_config, training_rates
+
+    cfg = load_config(path)
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    rates = training_rates(cfg)
+    tasks = {name: task_registry.get_task(name) for name in rates}
+    cap = cfg.data.max_examples_per_task
+    sizes = {name: min(task.num_rows("train"), cap or float("inf")) for name, task in tasks.items()}
+    name = f"{cfg.data.mixture or 'data.tasks'} of {path}"
+    return name, tasks, {task: int(size) for task, size in sizes.items()}, run_sampling_config(cfg, rates)
 
 
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:

@@ -204,17 +204,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     pretrained model's config dict, as `check_t5_checkpoint` returned it (None: read it where needed)."""
     check_model_source(cfg.model)
     rates = training_rates(cfg)
-    sampling_cfg = dict(cfg.sampling)
-    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
-        sampling_cfg["rates"] = rates
-    if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
-        sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
-    caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
-    if caps and sampling_cfg.get("templates") is None:  # T0's per-template caps: the templates each task trains with
-        import task_registry
-
-        sampling_cfg["templates"] = {name: len(task_registry.get_task(name).select_templates(cfg.data.templates))
-                                     for name in rates}
+    sampling_cfg = run_sampling_config(cfg, rates)
     check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
     check_signal_config(cfg, sampling_cfg)
     from t2t_mtl.engine.validation import evaluation_plan
@@ -227,6 +217,24 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
     return rates, sampling_cfg
+
+
+def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, Any]:
+    """The sampler config a run of `cfg` training `rates` builds: its `sampling` section, with the mixture's rates
+    for `explicit`, the micro-batch size as `uncertainty`'s pool and each task's template count for T0's caps where
+    the section leaves them out."""
+    sampling_cfg = dict(cfg.sampling)
+    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
+        sampling_cfg["rates"] = dict(rates)
+    if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
+        sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
+    caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
+    if caps and sampling_cfg.get("templates") is None:  # T0's per-template caps: the templates each task trains with
+        import task_registry
+
+        sampling_cfg["templates"] = {name: len(task_registry.get_task(name).select_templates(cfg.data.templates))
+                                     for name in rates}
+    return sampling_cfg
 
 
 def check_task_splits(task_names: Sequence[str]) -> None:
