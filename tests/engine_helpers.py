@@ -82,6 +82,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def spawn_ranks(target: Any, rank_args: List[tuple], timeout: float) -> List[Any]:
+    """Run `target(*args)` for each of `rank_args` in a spawned process and wait up to `timeout` s for each; kill those
+    still alive then (e.g. a rank waiting for one that died). Returns their exit codes (-9 for a killed one)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=target, args=args) for args in rank_args]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=timeout)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return [p.exitcode for p in processes]
+
+
 def subprocess_env() -> Dict[str, str]:
     env = dict(os.environ)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):

@@ -3,9 +3,7 @@ collectives every rank agrees through (max, any, who failed)."""
 from __future__ import annotations
 
 import datetime
-import multiprocessing
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -112,19 +110,10 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
 def _run_two_ranks(worker, out: str) -> int:
     """Run `worker(rank, port, out)` as ranks 0 and 1 of a fresh port in spawned processes; assert both exit 0 within
     120 s (a rank still alive then is killed: e.g. one waiting on a buffer another rank removed). Returns the port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=worker, args=(rank, port, out)) for rank in range(2)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(timeout=120)
-    for p in processes:
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in processes] == [0, 0]
+    from engine_helpers import free_port, spawn_ranks
+
+    port = free_port()
+    assert spawn_ranks(worker, [(rank, port, out) for rank in range(2)], timeout=120) == [0, 0]
     return port
 
 
@@ -216,3 +205,4 @@ def test_two_ranks_keep_every_ranks_shared_memory_buffer_mapped_and_its_name_unl
     port = _run_two_ranks(_init_worker, out)
     names = [f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_{port}_{rank} (deleted)" for rank in (0, 1)]
     assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr(names)] * 2
+
