@@ -206,3 +206,23 @@ def test_two_ranks_keep_every_ranks_shared_memory_buffer_mapped_and_its_name_unl
     names = [f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_{port}_{rank} (deleted)" for rank in (0, 1)]
     assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr(names)] * 2
 
+
+def _stopping_worker(rank: int, port: int, out: str) -> None:
+    from t2t_mtl.engine.distributed import failed_ranks, init_distributed, report_failed_start
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    if rank == 1:  # refused before joining: it joins, flags itself and leaves
+        report_failed_start()
+    else:  # joined: it learns of rank 1, then stops on that error the same way (the group exists already)
+        failed = failed_ranks(False, init_distributed())
+        report_failed_start()
+    Path(f"{out}.{rank}").write_text(repr([failed if rank == 0 else None, torch.distributed.is_initialized()]))
+
+
+def test_ranks_stopping_on_an_error_leave_their_process_group_before_they_exit(tmp_path):
+    # was: the refused rank, and the ranks that stopped on learning of it, exited with the group alive, and gloo
+    # aborted in the interpreter's teardown now and then ('terminate called without an active exception', exit -6)
+    out = str(tmp_path / "stopped")
+    _run_two_ranks(_stopping_worker, out)
+    assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr([[1], False]), repr([None, False])]

@@ -200,16 +200,30 @@ def report_failed_start() -> None:
     rank calls first thing after joining (`t2t_mtl.engine.trainer.refuse_failed_start`), so they stop at once naming
     it, instead of waiting out DeepSpeed's 10-minute rendezvous timeout and failing with a traceback (a launcher that
     watches only its own node's processes — two-node torchrun, the pdsh launcher, srun without
-    --kill-on-bad-exit — would not stop them). A no-op for one process and once the group exists (the others are
-    past that check and see this process's exit); a join that fails itself is left at that."""
+    --kill-on-bad-exit — would not stop them). Once the group exists (the others are past that check), it only
+    leaves it (`leave_process_group`); a join that fails itself is left at that. A no-op for one process."""
     import torch.distributed as dist
 
-    if launched_world_size() <= 1 or dist.is_initialized():
+    if launched_world_size() <= 1:
         return
-    try:
-        failed_ranks(True, init_distributed())
-    except Exception:  # noqa: BLE001 (this rank ends with its own error; the others time out as before)
-        pass
+    if not dist.is_initialized():
+        try:
+            failed_ranks(True, init_distributed())
+        except Exception:  # noqa: BLE001 (this rank ends with its own error; the others time out as before)
+            pass
+    leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy a group of several ranks at once, without waiting for the others, as a rank stopping on an error must
+    before it exits: left to the interpreter's teardown, gloo was seen to abort there ('terminate called without an
+    active exception', exit -6 instead of the error's 2). Ranks waiting for this one in a collective see it gone."""
+    import torch.distributed as dist
+
+    global _waiting_group
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.destroy_process_group()
+        _waiting_group = None
 
 
 def shut_down_process_group() -> None:
