@@ -314,3 +314,19 @@ def test_each_problem_of_a_tasks_dir_is_an_error_line(command, tmp_path, capsys)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) >= 2 and all(line.startswith(f"error: {folder}") for line in lines), lines
     assert [any(f"{name}.yaml:" in line for line in lines) for name in ("a_broken", "b_broken")] == [True, True]
+
+
+@pytest.mark.parametrize("raised, exit_code", [("aborted", 1), ("ctrl_c", 130)])
+def test_a_training_that_stops_on_an_error_leaves_its_process_group_first(monkeypatch, capsys, raised, exit_code):
+    # was: the ranks exited with their gloo group alive, whose teardown could abort them (exit -6)
+    from t2t_mtl.engine import distributed, trainer
+
+    def failing_train(*args, **kwargs):
+        raise trainer.TrainingAbortedError("3 consecutive steps had a non-finite loss") if raised == "aborted" \
+            else KeyboardInterrupt()
+
+    left = []
+    monkeypatch.setattr(trainer, "train", failing_train)
+    monkeypatch.setattr(distributed, "leave_process_group", lambda: left.append(True))
+    assert main(["train", "--set", "training.steps=1"]) == exit_code
+    assert left == [True] and capsys.readouterr().err.startswith("error: ")

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return stopped_before_start(args)
     try:
-        from t2t_mtl.engine.distributed import shut_down_process_group
+        from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
         from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
 
         cfg = as_config(args.config if args.config is not None else resumed_run_config(args.resume), args.overrides)
@@ -102,9 +102,11 @@ def run(args: argparse.Namespace) -> int:
         return stopped_before_start(args)
     except TrainingAbortedError as err:
         print(f"error: training aborted: {err}", file=sys.stderr)
+        leave_process_group()  # (every rank aborts at the same step; gloo's teardown could turn 1 into -6)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began (a first one in training saves)
         print("error: aborted (Ctrl-C); nothing was saved since the last checkpoint", file=sys.stderr)
+        leave_process_group()
         return 130
     except (KeyError, ValueError) as err:  # errors of the registry / sampler / weighting builders name the key
         if type(err).__module__.startswith(("t2t_mtl", "task_registry")):
