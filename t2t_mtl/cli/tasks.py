@@ -6,8 +6,9 @@
     t2t-mtl tasks validate PATH            (a YAML task file, or a folder of them)
 
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
-`DIR/<path>/<config or default>/<split>.jsonl`) and `--tasks-dir DIR` (YAML task files to register on
-top of the built-in tasks; refused by `validate`, which checks PATH alone). Errors print one line per
+`DIR/<path>/<config or default>/<split>.jsonl`), `--tasks-dir DIR` (YAML task files to register on
+top of the built-in tasks) and `--task-module MODULE` (a Python module registering tasks when imported); `validate`,
+which checks PATH alone, refuses both. Errors print one line per
 problem and exit with status 2 (`validate`: 1 when the files it checked have problems). task_registry (and the
 datasets, pandas and pyarrow it imports) is imported when a subcommand runs: every command's parser imports this
 module, `predict` too, which reads no task.
