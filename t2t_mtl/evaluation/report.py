@@ -29,7 +29,7 @@ def other_scores(result: TemplateResult) -> dict[str, float]:
             continue
         try:
             spec = metric_spec(name)
-        except UnknownMetricError:  # (a report of an older release)
+        except UnknownMetricError:  # (a report of an older release, or a registered metric this process lacks)
             continue
         value = (outputs or {}).get(spec.primary)
         if finite(value):
