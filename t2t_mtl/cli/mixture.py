@@ -178,21 +178,15 @@ def shown_mixture(name: str) -> Any:
 
 def shown_rates(name: str, held_out_clusters: Optional[str]) -> dict[str, float]:
     """The flattened rates of `shown_mixture(name)` without the tasks of the comma-separated `held_out_clusters`
-    (`task_registry.training_rates`, as a run drops `data.held_out_clusters`); a cluster no task is in is an error."""
-    import difflib
-
+    (`task_registry.training_rates`, as a run drops `data.held_out_clusters`); a cluster no task is in is an error
+    (`refuse_unknown_held_out_clusters`, as a run's)."""
     import task_registry
+    from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
 
     clusters = [c.strip() for c in (held_out_clusters or "").split(",") if c.strip()]
     if held_out_clusters is not None and not clusters:
         raise ValueError(f"--held-out-clusters {held_out_clusters!r} names no cluster; give comma-separated clusters")
-    known = sorted({task_registry.get_task(n).cluster for n in task_registry.list_tasks()})
-    for cluster in clusters:  # a typo would hold nothing out
-        if cluster not in known:
-            close = difflib.get_close_matches(cluster, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"--held-out-clusters: no registered task is in cluster {cluster!r}; {hint}registered "
-                             f"clusters: {', '.join(known)}")
+    refuse_unknown_held_out_clusters(clusters, where="--held-out-clusters")  # a typo would hold nothing out
     mixture = shown_mixture(name)
     if not clusters:
         return mixture.flatten()

@@ -26,10 +26,12 @@ class UnapprovedHeldOutTaskError(ConfigError):
         self.tasks, self.clusters = tasks, clusters
 
 
-def refuse_unknown_held_out_clusters(held_out_clusters: Iterable[str], note: str = "") -> None:
-    """Raise a ConfigError naming `data.held_out_clusters` when one of them has no registered task (a typo would
-    hold nothing out, so the run would train on its zero-shot targets), with the closest registered cluster and
-    `note` (e.g. that YAML tasks need data.tasks_dir) at the end."""
+def refuse_unknown_held_out_clusters(held_out_clusters: Iterable[str], note: str = "",
+                                     where: str = "data.held_out_clusters") -> None:
+    """Raise a ConfigError naming `where` (the config key, or the option that gave them) when one of
+    `held_out_clusters` has no registered task (a typo would hold nothing out, so the run would train on its
+    zero-shot targets), with the closest registered cluster and `note` (e.g. that YAML tasks need data.tasks_dir)
+    at the end."""
     import difflib
 
     import task_registry
@@ -39,7 +41,7 @@ def refuse_unknown_held_out_clusters(held_out_clusters: Iterable[str], note: str
         if cluster not in clusters:
             close = difflib.get_close_matches(cluster, clusters, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"data.held_out_clusters: no registered task is in cluster {cluster!r}; {hint}"
+            raise ConfigError(f"{where}: no registered task is in cluster {cluster!r}; {hint}"
                               f"registered clusters: {', '.join(clusters)}{note}")
 
 
