@@ -254,9 +254,9 @@ def config_mixture(path: str, data_dir: Optional[str]) -> tuple[str, dict[str, A
     rates = training_rates(cfg)
     tasks = {name: task_registry.get_task(name) for name in rates}
     cap = cfg.data.max_examples_per_task
-    sizes = {name: min(task.num_rows("train"), cap or float("inf")) for name, task in tasks.items()}
-    name = f"{cfg.data.mixture or 'data.tasks'} of {path}"
-    return name, tasks, {task: int(size) for task, size in sizes.items()}, run_sampling_config(cfg, rates)
+    sizes = {name: task.num_rows("train") if cap is None else min(task.num_rows("train"), cap)
+             for name, task in tasks.items()}
+    return f"{cfg.data.mixture or 'data.tasks'} of {path}", tasks, sizes, run_sampling_config(cfg, rates)
 
 
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:
