@@ -233,8 +233,6 @@ def shut_down_process_group() -> None:
     one process is kept: in-process callers (tests, notebooks) train again in it."""
     import torch.distributed as dist
 
-    global _waiting_group
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-        dist.destroy_process_group()
-        _waiting_group = None
+        leave_process_group()
