@@ -18,7 +18,7 @@ from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
-from t2t_mtl.evaluation.runner import SCORING_MODES
+from t2t_mtl.evaluation.runner import SCORING_MODES, input_lengths
 from t2t_mtl.model.moe import batch_dependent
 from t2t_mtl.model.task_routing import routing_task_id
 
@@ -142,8 +142,8 @@ def _longest_first(model: Any, tokenizer: Any, inputs: Sequence[str], rows: list
     lengths; in order for a model whose rows' outputs depend on their batch (`batch_dependent`)."""
     if len(rows) < 2 or batch_dependent(model):
         return rows
-    lengths = [len(ids) for ids in tokenizer([inputs[i] for i in rows])["input_ids"]]
-    return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: -pair[0])]
+    lengths = dict(zip(rows, input_lengths(tokenizer, [inputs[i] for i in rows])))
+    return sorted(rows, key=lambda row: -lengths[row])
 
 
 def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, scoring: str = "auto",

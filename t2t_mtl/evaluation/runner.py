@@ -323,7 +323,7 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
     return out
 
 
-def _input_lengths(tokenizer, inputs: Sequence[str]) -> list[int]:
+def input_lengths(tokenizer, inputs: Sequence[str]) -> list[int]:
     """The number of tokens of each of `inputs`, special tokens included (longer than the input limit: truncated by
     scoring)."""
     return [len(ids) for ids in tokenizer(list(inputs))["input_ids"]] if inputs else []
@@ -443,7 +443,7 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     metrics, skipped = applicable_metrics(task, template, metrics, examples)  # before the model runs
     primary = metrics[0]
     key = metric_spec(primary).primary
-    lengths = _input_lengths(tokenizer, [e.inputs for e in examples])
+    lengths = input_lengths(tokenizer, [e.inputs for e in examples])
     # batched by length (less padding) unless a row's output would depend on the rows batched with it
     outputs = sorted(_gather(_score_local(model, tokenizer, examples, mode, settings,
                                           progress_bar.update if progress_bar else None,
