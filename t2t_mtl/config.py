@@ -35,6 +35,7 @@ from t2t_mtl.config_errors import ConfigError, ConfigFileError, ConfigTypeError,
 from t2t_mtl.config_layers import deep_merge, file_layers, parse_overrides, resolve_config_path
 from t2t_mtl.config_types import FLOAT_RE, build_dataclass
 from t2t_mtl.output_paths import nearest_existing
+from t2t_mtl.wording import repeated_items
 
 __all__ = ["Config", "ConfigError", "ConfigFileError", "ConfigTypeError", "DataConfig",
            "DeepSpeedSection", "ModelConfig", "TokenizerConfig", "TrainingConfig", "UnknownConfigKeyError",
@@ -387,7 +388,7 @@ def validate_values(cfg: Config) -> None:
     if d.templates is not None and not d.templates:  # (every task would refuse it, once its data is read)
         raise ConfigError("config key 'data.templates' is an empty list: name the templates to train with, or set "
                           "it to null for every template of each task")
-    repeated = sorted({name for name in d.templates or () if d.templates.count(name) > 1})
+    repeated = repeated_items(d.templates or ())
     if repeated:  # (a repeated name would be drawn that many times as often as the others)
         raise ConfigError(f"config key 'data.templates' names {', '.join(repeated)} more than once: list each "
                           f"template once (a task's rows are spread evenly over its templates)")

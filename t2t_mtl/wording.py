@@ -1,7 +1,8 @@
 """Counts and quoted library messages as our messages write them."""
 from __future__ import annotations
 
-from typing import Optional
+import collections
+from typing import Hashable, Iterable, Optional
 
 
 def counted(count: int, noun: str, plural: Optional[str] = None) -> str:
@@ -14,3 +15,9 @@ def one_line(message: object) -> str:
     """`message` (a library's error, say) with its line breaks and runs of spaces turned into single spaces, to be
     quoted inside a one-line `error: ...`."""
     return " ".join(str(message).split())
+
+
+def repeated_items(items: Iterable[Hashable]) -> list:
+    """The items that occur more than once in `items`, each once, sorted: the names of a list given twice."""
+    counts = collections.Counter(list(items))  # (a mapping: its keys, not its values as counts)
+    return sorted(item for item, count in counts.items() if count > 1)

@@ -6,8 +6,9 @@ missing names subclass `KeyError`, errors about bad content subclass `ValueError
 """
 from __future__ import annotations
 
+import collections
 import difflib
-from typing import Iterable, Optional
+from typing import Hashable, Iterable, Optional
 
 
 class TaskRegistryError(Exception):
@@ -27,6 +28,12 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]
     matches = difflib.get_close_matches(wanted, list(by_lower), n=n, cutoff=0.5)
     matches += [c for c in by_lower if len(wanted) > 1 and wanted in c and c not in matches]
     return [by_lower[m] for m in matches[:n]]
+
+
+def repeated_items(items: Iterable[Hashable]) -> list:
+    """The items that occur more than once in `items`, each once, sorted: the names of a list given twice."""
+    counts = collections.Counter(list(items))  # (a mapping: its keys, not its values as counts)
+    return sorted(item for item, count in counts.items() if count > 1)
 
 
 def _suggestion(matches: list[str]) -> str:

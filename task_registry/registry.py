@@ -16,6 +16,7 @@ from .errors import (
     TaskDefinitionError,
     UnknownMixtureError,
     UnknownTaskError,
+    repeated_items,
 )
 from .mixture import Mixture
 from .sources import GeneratorSource
@@ -92,7 +93,7 @@ def resolve_selection(spec: str) -> Union[Task, Mixture]:
     """What a command-line selection names: a registered mixture or task, or a mixture (rate 1 each) of
     comma-separated mixture / task names; an unknown name raises `UnknownTaskError` with close matches."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = repeated_items(names)
     if repeated:  # (a mixture holds each member once: the repeat would silently collapse)
         raise TaskDefinitionError(f"{spec!r} names {', '.join(repeated)} more than once; name each mixture or task "
                                   f"once")

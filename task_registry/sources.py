@@ -29,7 +29,7 @@ try:  # datasets has no public list of its file readers; this private one may go
 except ImportError:
     _PACKAGED_DATASETS_MODULES = None
 
-from .errors import DataSourceError, TaskDefinitionError, close_matches
+from .errors import DataSourceError, TaskDefinitionError, close_matches, repeated_items
 from .hub import use_hub
 
 DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
@@ -248,7 +248,7 @@ def _check_csv_shape(files: Sequence[Path], kwargs: Mapping[str, Any], split: st
             rows = csv.reader(handle, delimiter=kwargs.get("delimiter", ","),
                               quoting=kwargs.get("quoting", csv.QUOTE_MINIMAL))
             header = next(rows, [])
-            repeated = sorted({name for name in header if header.count(name) > 1})
+            repeated = repeated_items(header)
             if repeated:
                 raise DataSourceError(f"{what}: {str(file)!r} (split {split!r}): the header names the column(s) "
                                       f"{', '.join(map(repr, repeated))} more than once; give each column its own name")

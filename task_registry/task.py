@@ -28,7 +28,7 @@ import jinja2
 import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
-from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError
+from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError, repeated_items
 from .jinja_env import environment_version
 from .preprocessors import Preprocessor, callable_name, compile_expression, evaluate_expression, step_identity
 from .sources import GeneratorSource, Source, code_digest
@@ -218,8 +218,8 @@ class Task:
             raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got "
                                       f"{given_metrics!r}")
         for key, names in (("splits", splits), ("metrics", metrics)):
-            if repeated_names(names):  # (a split would be read and rendered, a metric scored, once per mention)
-                raise TaskDefinitionError(f"task {name!r}: {key} {repeated_names(names)}")
+            if problem := repeated_names(names):  # (a split would be read and rendered, a metric scored, once each)
+                raise TaskDefinitionError(f"task {name!r}: {key} {problem}")
         for key, value, kind in (("task_type", task_type, str), ("cluster", cluster, (str, type(None))),
                                  ("description", description, str), ("held_out", held_out, bool),
                                  ("eval_only", eval_only, bool)):
@@ -482,7 +482,7 @@ def _stable_value(value: Any) -> Any:
 
 def repeated_names(names: Sequence[str]) -> str:
     """"names 'a', 'b' more than once; list each once" for the names `names` holds more than once, or ""."""
-    repeated = sorted({item for item in names if list(names).count(item) > 1})
+    repeated = repeated_items(names)
     return f"names {', '.join(map(repr, repeated))} more than once; list each once" if repeated else ""
 
 

@@ -173,8 +173,8 @@ class TaskFileParser:
                 strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
                 if not strings or (key == "splits" and not value):
                     self.error(self.line_of(document, key), f"`{key}` must be a list of strings, got {value!r}")
-                elif repeated_names(value):
-                    self.error(self.line_of(document, key), f"`{key}` {repeated_names(value)}")
+                elif problem := repeated_names(value):
+                    self.error(self.line_of(document, key), f"`{key}` {problem}")
                 else:
                     options[key] = tuple(value)
         return options

@@ -213,6 +213,15 @@ def test_counts_in_messages_take_the_singular_for_one():
     assert [counted(n, "entry", "entries") for n in (1, 3)] == ["1 entry", "3 entries"]
 
 
+def test_names_given_more_than_once_are_named_once_in_order_by_both_packages():
+    from t2t_mtl.wording import repeated_items
+    from task_registry.errors import repeated_items as registry_repeated_items
+
+    for helper in (repeated_items, registry_repeated_items):
+        assert helper(["b", "a", "b", "c", "a", "b"]) == ["a", "b"] and helper(("x", "y")) == []
+        assert helper({"parity": 3.0, "count_word": 1.0}) == []  # a {task: rate} mapping: its names, not its rates
+
+
 @pytest.mark.parametrize("key", ["tokenizer.path", "model.name_or_path"])
 def test_a_hub_name_that_cannot_be_loaded_is_one_error_line(key, tmp_path, capsys):
     # was: transformers' two-line message ("... couldn't find them in the cached files.\nCheck your internet

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from t2t_mtl.analysis.errors import TaskEmbeddingError
-from t2t_mtl.wording import counted
+from t2t_mtl.wording import counted, repeated_items
 
 TASK_TOKEN_PATTERN = re.compile(r"^<task:(.+)>$")
 
@@ -34,7 +34,7 @@ def add_task_tokens(tokenizer: Any, task_names: Sequence[str]) -> dict[str, int]
 
     Raises TaskEmbeddingError when a task is listed twice or a token does not become a single id.
     """
-    dupes = sorted({t for t in task_names if list(task_names).count(t) > 1})
+    dupes = repeated_items(task_names)
     if dupes:
         raise TaskEmbeddingError(f"task(s) {dupes} listed more than once")
     tokens = [task_token(t) for t in task_names]

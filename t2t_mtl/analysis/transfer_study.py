@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from t2t_mtl.analysis.errors import RunResultError, StudyConfigError, StudyMismatchError
 from t2t_mtl.analysis.transfer import (DEFAULT_K, RunSpec, TransferAnalysis, analyse, first_phase_settings,
                                        oracle_phase_settings)
-from t2t_mtl.wording import counted
+from t2t_mtl.wording import counted, repeated_items
 
 #: run options that do not change a run's scores, so they may differ between invocations of one study
 NON_SCORING_OPTIONS = ("keep_checkpoints",)
@@ -142,7 +142,7 @@ class TransferStudy:
         tasks = list(tasks)
         if len(tasks) < 2:
             raise StudyConfigError(f"a transfer study needs at least 2 tasks, got {tasks}")
-        dupes = sorted({t for t in tasks if tasks.count(t) > 1})
+        dupes = repeated_items(tasks)
         if dupes:
             raise StudyConfigError(f"task(s) {dupes} listed more than once in --tasks")
         seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]

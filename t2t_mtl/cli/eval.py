@@ -16,7 +16,7 @@ from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_t
                                 add_tasks_dir_option, below_one, decoding_settings, fail, ignored_scoring_option,
                                 path_argument, register_tasks, resolve_device, run_evaluation_setting)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
-from t2t_mtl.wording import counted
+from t2t_mtl.wording import counted, repeated_items
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -134,7 +134,7 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         if not names:
             raise ValueError(f"--tasks {args.tasks!r} names no task; give comma-separated task names")
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        repeated = repeated_items(names)
         if repeated:
             raise ValueError(f"--tasks names {', '.join(repeated)} more than once; each task is evaluated once")
         for name in names:
@@ -179,7 +179,7 @@ def distinct_names(reports: list, paths: Sequence[str], name: str) -> list:
     labelled = [dataclasses.replace(r, name=f"{r.name} ({path})") if names.count(r.name) > 1 else r
                 for r, path in zip(reports, paths)]
     labels = [r.name for r in labelled] + [name]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    repeated = repeated_items(labels)
     if repeated:
         raise ValueError(f"--compare: {repeated} would name more than one column; give each report once "
                          f"(and another --name)")
@@ -221,7 +221,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         ignored = "--shots-split names the split of k-shot demonstrations; without --shots K it is ignored"
     if args.held_out_clusters is not None and not args.held_out:
         ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
-    repeated = sorted({name for name in args.template or () if args.template.count(name) > 1})
+    repeated = repeated_items(args.template or ())
     if repeated:
         ignored = f"--template names {', '.join(map(repr, repeated))} more than once; each template is scored once"
     if args.overwrite and not args.out:

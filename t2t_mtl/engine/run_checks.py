@@ -17,6 +17,7 @@ from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
 from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import check_t5_checkpoint
 from t2t_mtl.model.lora import check_targets, lora_settings
+from t2t_mtl.wording import repeated_items
 
 
 def training_rates(cfg: Config) -> Dict[str, float]:
@@ -59,7 +60,7 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     for name in d.train_held_out:
         registered(name, "data.train_held_out")
     refuse_unknown_held_out_clusters(d.held_out_clusters, yaml_note)
-    repeated = sorted({name for name in d.tasks if list(d.tasks).count(name) > 1}) if d.tasks else []
+    repeated = repeated_items(d.tasks or ())
     if repeated:  # (the list collapses to one rate per task)
         raise ConfigError(f"data.tasks names {', '.join(repeated)} more than once; each task is trained once: to "
                           f"draw one more often give rates, e.g. data.tasks: {{{repeated[0]}: 2.0, ...}}")

@@ -21,6 +21,7 @@ from t2t_mtl.evaluation.generation import decode_generated
 from t2t_mtl.evaluation.rank_classification import evaluation_mode
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.moe import token_masks
+from t2t_mtl.wording import repeated_items
 
 
 def _normalise(text: str) -> str:
@@ -260,7 +261,7 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         raise ConfigError(f"evaluation.tasks must be a list of task names such as [rte, cb] "
                           f"(`--set evaluation.tasks=[rte]`), got {tasks!r}")
     names = [str(t) for t in (tasks or [])]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = repeated_items(names)
     if repeated:
         raise ConfigError(f"evaluation.tasks names {', '.join(repeated)} more than once; each task is evaluated once")
     registered = task_registry.list_tasks()
