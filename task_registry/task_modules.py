@@ -2,8 +2,8 @@
 written in Python reaches the command line and every rank of a run, as `data.task_modules` / `--task-module`.
 
 A module is named as Python imports it (`my_project.tasks`, found on `sys.path`: `PYTHONPATH` or the installed
-packages, else in the working directory, as `python -m` finds it) or by the path of its `.py` file. Each is imported once per process, as any import: a second import of
-one name registers nothing again.
+packages, else in the working directory, as `python -m` finds it) or by the path of its `.py` file. Each is
+imported once per process, as any import: a second import of one name registers nothing again.
 """
 from __future__ import annotations
 

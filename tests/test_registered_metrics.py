@@ -52,7 +52,8 @@ def test_a_task_may_name_a_registered_metric(tmp_path):
 
 def test_a_label_metric_gets_label_ids():
     def balanced_hits(predictions, references):
-        per_label = {label: [p == r for p, r in zip(predictions, references) if r == label] for label in set(references)}
+        per_label = {label: [p == r for p, r in zip(predictions, references) if r == label]
+                     for label in set(references)}
         return {"balanced_hits": sum(sum(hits) / len(hits) for hits in per_label.values()) / len(per_label)}
 
     register_metric("balanced_hits", balanced_hits, kind="label", chance="uniform")

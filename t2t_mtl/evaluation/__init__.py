@@ -19,7 +19,8 @@ from t2t_mtl.evaluation.scoring import score_predictions
 __all__ = [
     "TaskSummary", "compare", "summarize", "summarize_task", "load_checkpoint",
     "CheckpointError", "EvaluationError", "MetricRegistrationError", "NoAnswerChoicesError", "UnknownMetricError",
-    "generate_texts", "METRICS", "compute_metric", "load_metric", "register_metric", "rank_classify", "score_choices", "comparison_markdown",
+    "generate_texts", "METRICS", "compute_metric", "load_metric", "register_metric", "rank_classify", "score_choices",
+    "comparison_markdown",
     "plot_task", "read_report", "report_to_dict", "to_markdown", "write_report", "EvalReport", "TemplateResult",
     "EvalSettings", "evaluate_tasks", "init_distributed_from_env", "score_predictions", "Prediction",
     "PredictRequest", "predict", "read_requests",
