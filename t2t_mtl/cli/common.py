@@ -35,14 +35,14 @@ def add_data_dir_option(parser: argparse.ArgumentParser, default: Any = None,
 
 def add_tasks_dir_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "tasks_dir",
                          help_text: str = TASKS_DIR_HELP) -> None:
-    """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `register_tasks`)."""
+    """Add `--tasks-dir DIR`, repeatable (a list of folders in `dest`, registered by `registration.register_tasks`)."""
     parser.add_argument("--tasks-dir", type=path_argument, action="append", default=default, dest=dest, metavar="DIR",
                         help=help_text)
 
 
 def add_task_module_option(parser: argparse.ArgumentParser, default: Any = None, dest: str = "task_modules",
                            help_text: str = TASK_MODULE_HELP) -> None:
-    """Add `--task-module MODULE`, repeatable (a list in `dest`, imported by `register_tasks`)."""
+    """Add `--task-module MODULE`, repeatable (a list in `dest`, imported by `registration.register_tasks`)."""
     parser.add_argument("--task-module", action="append", default=default, dest=dest, metavar="MODULE",
                         help=help_text)
 
@@ -189,20 +189,3 @@ def fail(error: Union[Exception, str], tasks_dir: Union[None, str, Sequence[str]
     """Print `error` to stderr as `error: ` lines (`error_lines`) and return 2, the exit code of bad input."""
     print("\n".join(f"error: {line}" for line in error_lines(error, tasks_dir)), file=sys.stderr)
     return 2
-
-
-def register_tasks(tasks_dir: Union[None, str, Sequence[str]],
-                   task_modules: Union[None, str, Sequence[str]] = None) -> None:
-    """Import `task_modules` (`task_registry.import_task_modules`), then register the YAML tasks of `tasks_dir` (a
-    folder, a list of them as in `data.tasks_dir`, or None: nothing), replacing registered tasks of the same name;
-    the files pass the checks `tasks validate` makes without reading rows (their `metrics:` names included).
-
-    Raises `task_registry.TaskModuleError`, or `task_registry.TaskFileError` (a ValueError) listing each problem of
-    the files as `file:line: message`."""
-    import task_registry
-
-    task_registry.import_task_modules(task_modules)
-    if tasks_dir:
-        from t2t_mtl.evaluation.metrics import task_metric_problems
-
-        task_registry.load_task_dirs(tasks_dir, check=task_metric_problems)

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option,
-                                add_tasks_dir_option, below_one, decoding_settings, fail, ignored_scoring_option,
-                                path_argument, register_tasks, resolve_device, run_evaluation_setting)
+from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option, add_tasks_dir_option,
+                                below_one, decoding_settings, fail, ignored_scoring_option, path_argument,
+                                resolve_device, run_evaluation_setting)
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.wording import counted, repeated_items
 

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
-                               path_argument, register_tasks)
+from t2t_mtl.cli.common import add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail, path_argument
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 
 import yaml
 
-from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_task_module_option, add_tasks_dir_option,
-                               fail, path_argument, register_tasks)
+from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
+                                path_argument)
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted
 
 
@@ -245,7 +246,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 2
     from t2t_mtl.evaluation.metrics import task_metric_problems
 
-    # the parse and checks that --tasks-dir loading makes (cli.common.register_tasks), then the rows
+    # the parse and checks that --tasks-dir loading makes (registration.register_tasks), then the rows
     problems = task_registry.validate_task_files(files, check_rows=args.rows, check=task_metric_problems)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -26,6 +26,7 @@ from t2t_mtl.model import ModelBuildError, build_model
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
 from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, refuse_non_empty_dir
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import one_line
 
 META_FILE = "t2t_mtl_meta.json"
@@ -228,12 +229,8 @@ def _is_registered_task(name: str, data: Mapping[str, Any]) -> bool:
     import task_registry
 
     task_registry.load_builtin_tasks()
-    if name not in task_registry.list_tasks() and (data.get("task_modules") or data.get("tasks_dir")):
-        from t2t_mtl.evaluation.metrics import task_metric_problems
-
-        task_registry.import_task_modules(data.get("task_modules"))
-        if data.get("tasks_dir"):
-            task_registry.load_task_dirs(data["tasks_dir"], check=task_metric_problems)  # (as training loads them)
+    if name not in task_registry.list_tasks():
+        register_tasks(data.get("tasks_dir"), data.get("task_modules"))  # (as training registers them)
     return name in task_registry.list_tasks()
 
 

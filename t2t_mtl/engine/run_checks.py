@@ -17,6 +17,7 @@ from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
 from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import check_t5_checkpoint
 from t2t_mtl.model.lora import check_targets, lora_settings
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import repeated_items
 
 
@@ -29,21 +30,17 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     task the run does not train, and a `data.templates` name that a task lacks. Every error names the config key.
     """
     import task_registry
-    from t2t_mtl.evaluation.metrics import task_metric_problems
 
     d = cfg.data
     task_registry.load_builtin_tasks()
     if d.data_dir:
         task_registry.set_data_dir(d.data_dir)
     try:
-        task_registry.import_task_modules(d.task_modules)  # as --task-module imports them
-    except task_registry.TaskRegistryError as err:
+        register_tasks(d.tasks_dir, d.task_modules)  # as --tasks-dir and --task-module register them
+    except task_registry.TaskModuleError as err:
         raise ConfigError(f"data.task_modules: {err}") from None
-    if d.tasks_dir:
-        try:
-            task_registry.load_task_dirs(d.tasks_dir, check=task_metric_problems)  # as --tasks-dir loads them
-        except task_registry.TaskRegistryError as err:
-            raise ConfigError(f"data.tasks_dir: {err}") from None
+    except task_registry.TaskRegistryError as err:
+        raise ConfigError(f"data.tasks_dir: {err}") from None
 
     # what an unknown task or cluster may be: one of a YAML task file or a Python module, which only data.tasks_dir
     # and data.task_modules register
