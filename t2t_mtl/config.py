@@ -105,6 +105,8 @@ class DataConfig:
     (`task_registry.import_task_modules`: a module name on sys.path or a .py file's path).
     `held_out_clusters`: clusters never trained on (dropped from a mixture; an error if named in `tasks`).
     `train_held_out`: tasks flagged `held_out` that may be trained on all the same (deliberately).
+    `all_templates`: train each row in every template of its task (`data.templates`' when given): rows x templates
+    examples, as T0's training mixture; by default a row is trained in one template, drawn per row.
     `few_shot`: demonstrations in front of a share of the training inputs (`t2t_mtl.data.few_shot.FewShotMix`
     keys; true = its defaults)."""
 
@@ -115,6 +117,7 @@ class DataConfig:
     held_out_clusters: List[str] = field(default_factory=list)
     train_held_out: List[str] = field(default_factory=list)
     templates: Optional[List[str]] = None
+    all_templates: bool = False
     max_examples_per_task: Optional[int] = None
     max_input_length: int = 128
     max_target_length: int = 64

@@ -93,14 +93,17 @@ GROUP_COLUMN = "group"
 
 
 class _Renderer:
-    """Renders rows with templates chosen per row index; picklable, stateless apart from its inputs. With
-    `group_by` (a task's expression) each rendered row also carries its group key in GROUP_COLUMN."""
+    """Renders rows with templates chosen per row index — or, with `every_template`, with each template in turn (a
+    row's examples in template order); picklable, stateless apart from its inputs. With `group_by` (a task's
+    expression) each rendered row also carries its group key in GROUP_COLUMN."""
 
-    def __init__(self, task: str, templates: Sequence[Template], seed: int, group_by: Optional[str] = None):
+    def __init__(self, task: str, templates: Sequence[Template], seed: int, group_by: Optional[str] = None,
+                 every_template: bool = False):
         self.task = task
         self.templates = list(templates)
         self.seed = seed
         self.group_by = group_by
+        self.every_template = every_template
 
     @property
     def features(self) -> datasets.Features:
@@ -110,11 +113,20 @@ class _Renderer:
 
     def fingerprint_parts(self) -> tuple:
         return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
-                                        for t in self.templates], "render-v3", environment_version(), self.group_by)
+                                        for t in self.templates], "render-v3", environment_version(), self.group_by,
+                *(("every-template",) if self.every_template else ()))
 
-    def render_row(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
+    def render_row(self, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+        """The examples of one row: one, with a template drawn from the seed and the row's index, or one per template
+        (each with its own draws, from the seed, the index and the template's name)."""
+        if self.every_template:
+            return [self._render(template, row, index, random.Random(f"{self.seed}:{index}:{template.name}"))
+                    for template in self.templates]
         rng = random.Random(f"{self.seed}:{index}")
         template = self.templates[rng.randrange(len(self.templates))] if len(self.templates) > 1 else self.templates[0]
+        return [self._render(template, row, index, rng)]
+
+    def _render(self, template: Template, row: Mapping[str, Any], index: int, rng: random.Random) -> dict[str, Any]:
         example = template.render(row, task=self.task, row_index=index, rng=rng)
         group = {GROUP_COLUMN: _group_key(self.task, self.group_by, row, index)} if self.group_by is not None else {}
         return {"inputs": example.inputs, "targets": example.targets,
@@ -126,9 +138,9 @@ class _Renderer:
         columns = list(batch)
         out: dict[str, list] = {name: [] for name in (*self.features, _SKIP_COLUMN)}
         for position, index in enumerate(indices):
-            rendered = self.render_row({c: batch[c][position] for c in columns}, index)
-            for key, value in rendered.items():
-                out[key].append(value)
+            for rendered in self.render_row({c: batch[c][position] for c in columns}, index):
+                for key, value in rendered.items():
+                    out[key].append(value)
         return out
 
 
@@ -161,11 +173,11 @@ def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats:
     for index, row in enumerate(rows):
         if max_examples is not None and index >= max_examples:
             break
-        rendered = renderer.render_row(row, index)
-        skipped = rendered.pop(_SKIP_COLUMN)
-        stats.count(rendered["template"], skipped, empty_input=skipped and rendered["targets"] != "")
-        if not skipped:
-            yield rendered
+        for rendered in renderer.render_row(row, index):
+            skipped = rendered.pop(_SKIP_COLUMN)
+            stats.count(rendered["template"], skipped, empty_input=skipped and rendered["targets"] != "")
+            if not skipped:
+                yield rendered
     stats.log()
 
 
@@ -366,13 +378,15 @@ class Task:
 
     # -- rendering ---------------------------------------------------------------------------------------
     def to_dataset(self, split: str, templates: Optional[Sequence[str]] = None, streaming: bool = False,
-                   max_examples: Optional[int] = None, seed: int = 0, with_groups: bool = False
-                   ) -> Union[datasets.Dataset, datasets.IterableDataset]:
-        """Rendered examples of `split` (the first `max_examples` rows), skips dropped and counted. `with_groups`
-        adds a GROUP_COLUMN column, each row's `group_key`, when the task has a `group_by`."""
+                   max_examples: Optional[int] = None, seed: int = 0, with_groups: bool = False,
+                   every_template: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
+        """Rendered examples of `split` (of its first `max_examples` rows), skips dropped and counted: a row in one
+        of `templates` (all by default) drawn per row from `seed`, or with `every_template` a row in each of them
+        (rows x templates examples, a row's in template order; T0's training mixture). `with_groups` adds a
+        GROUP_COLUMN column, each row's `group_key`, when the task has a `group_by`."""
         _check_count("max_examples", max_examples, self.name)
         group_by = self.group_by if with_groups else None
-        renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by)
+        renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by, every_template)
         stats = RenderStats(self.name, split)
         self.render_stats[split] = stats
         if streaming:

@@ -254,6 +254,26 @@ def test_per_template_caps_count_the_templates_each_task_trains_with(tmp_path):
     assert check_run_config(config_from_dict(cfg))[1]["templates"] == {t: 1 for t in TASKS}
 
 
+def test_all_templates_trains_each_row_in_each_template_and_caps_per_template(tmp_path, tokenizer_dir):
+    # data.all_templates: T0's mixture, rows x templates examples; the sampler's T0 caps then see sizes that count a
+    # row once per template (each template's seqio task has the task's rows)
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
+    from t2t_mtl.engine.run_checks import check_run_config
+
+    sampling = {"strategy": "proportional", "dataset_cap": 100}
+    cfg = tiny_config(tmp_path / "check", tokenizer_dir, tmp_path / "cache", data={"all_templates": True},
+                      sampling=sampling)
+    checked = check_run_config(config_from_dict(cfg))[1]
+    assert checked["templates"] == {t: 2 for t in TASKS} and checked["sizes_count_templates"] is True
+    cfg["data"]["all_templates"] = False
+    assert "sizes_count_templates" not in check_run_config(config_from_dict(cfg))[1]
+    result, _, _ = run_tiny(tmp_path, tokenizer_dir, data={"all_templates": True}, sampling=sampling)
+    assert result.step == 6
+    # 64 rows (data.max_examples_per_task) in each of the 2 templates (t5_prefix, instruction; neither skips a row)
+    assert read_meta(latest_checkpoint(tmp_path / "run"))["task_sizes"] == {t: 2 * 64 for t in TASKS}
+
+
 def test_a_task_the_curriculum_has_not_started_is_trained_on_not_skipped(tmp_path, tokenizer_dir):
     # was: before its start epoch a task's curriculum weight (underflowing in fp32) made a homogeneous step's loss
     # exactly 0, which the engine took for broken data: the step was skipped as "non-finite or zero loss" and

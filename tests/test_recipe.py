@@ -62,8 +62,11 @@ def test_the_recipe_trains_end_to_end_scaled_down(tmp_path, shared_data_dir, t5_
 def test_the_t0_lora_config_passes_every_check_of_a_run(shared_data_dir):
     from t2t_mtl.model.lora import lora_settings
 
-    cfg, rates, _ = _checked("t0_lora", shared_data_dir)
+    cfg, rates, sampling = _checked("t0_lora", shared_data_dir)
     assert "glue_sst2" in rates and not {"glue_rte", "super_glue_copa", "super_glue_cb"} & set(rates)
+    # T0's mixture: every template, 500k examples a dataset split over its templates
+    assert cfg.data.all_templates and sampling["dataset_cap"] == 500_000 and sampling["sizes_count_templates"]
+    assert sampling["templates"] == {name: len(task_registry.get_task(name).templates) for name in rates}
     assert lora_settings(cfg.model.lora).targets == ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]
 
 

@@ -79,6 +79,25 @@ def test_seqio_rate_order_scale_then_clip_then_temperature():
     assert seqio_rate(1000, maximum=0) == 1000  # seqio: a falsy maximum means no cap
 
 
+def test_t0_caps_of_sizes_that_count_each_row_once_per_template():
+    # data.all_templates renders a row in each of its k templates, so a task's size n counts k examples a row: each
+    # template's seqio task has n / k rows, capped per template — T0's rate sum_t min(rows, c) ** (1/T)
+    sizes = {"a": 10 * 100_000, "b": 4 * 1_000}
+    templates = {"a": 10, "b": 4}
+    rates = size_rates(sizes, templates=templates, dataset_cap=500_000, sizes_count_templates=True)
+    assert rates == {"a": 10 * 50_000, "b": 4 * 1_000}
+    rates = size_rates(sizes, templates=templates, template_cap=800, temperature=2.0, sizes_count_templates=True)
+    assert rates["a"] == pytest.approx(10 * 800 ** 0.5) and rates["b"] == pytest.approx(4 * 800 ** 0.5)
+    rates = size_rates(sizes, templates=templates, temperature=2.0, sizes_count_templates=True)  # no cap
+    assert rates["a"] == pytest.approx(10 * 100_000 ** 0.5) and rates["b"] == pytest.approx(4 * 1_000 ** 0.5)
+    assert size_rates(sizes, sizes_count_templates=True) == {"a": 1_000_000, "b": 4_000}  # no templates: whole tasks
+    sampler = build_sampler({"strategy": "proportional", "templates": templates, "dataset_cap": 500_000,
+                             "sizes_count_templates": True}, sizes, seed=0)
+    assert sampler.probabilities()["a"] == pytest.approx(500_000 / 504_000)
+    with pytest.raises(InvalidRateError, match="sampling.sizes_count_templates must be true or false, got 'yes'"):
+        size_rates(sizes, templates=templates, sizes_count_templates="yes")
+
+
 def test_t0_per_template_caps():
     sizes = {"a": 100_000, "b": 1_000}
     templates = {"a": 10, "b": 4}

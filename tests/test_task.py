@@ -188,6 +188,30 @@ def test_template_choice_is_per_row_and_seeded(tmp_path):
     assert set(task.to_dataset("train", templates=["question"])["template"]) == {"question"}
 
 
+def test_every_template_renders_each_row_in_each_template_in_order(tmp_path, caplog):
+    # T0's training mixture: a row in every template (rows x templates examples), not one template drawn per row
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    only_positive = Template("pos", "{% if label == 1 %}positive? {{sentence}} ||| yes{% endif %}")
+    task = Task("every", LocalFileSource(path), [SENTIMENT, QUESTION, only_positive], splits=("train",))
+    with caplog.at_level("WARNING"):
+        out = task.to_dataset("train", every_template=True, max_examples=4)
+    expected = []
+    for row in ROWS[:4]:
+        expected.append((f"sst2 sentence: {row['sentence']}", "t5"))
+        expected.append((f"Is this positive? {row['sentence']}", "question"))
+        if row["label"] == 1:
+            expected.append((f"positive? {row['sentence']}", "pos"))
+    assert list(zip(out["inputs"], out["template"])) == expected
+    assert out["targets"][:2] == ["negative", "no"]
+    stats = task.render_stats["train"]
+    assert (stats.rows, stats.kept, stats.skipped_by_template) == (12, 10, {"pos": 2})
+    assert list(task.to_dataset("train", every_template=True, max_examples=4, streaming=True)) == list(out)
+    picked = task.to_dataset("train", every_template=True, templates=["question"], max_examples=4)
+    assert picked["inputs"] == [f"Is this positive? {row['sentence']}" for row in ROWS[:4]]
+    assert len(task.to_dataset("train", max_examples=4)) <= 4  # (one template per row: unchanged)
+
+
 def test_preprocessors_rename_filter_map_and_counts(tmp_path):
     path = tmp_path / "rows.jsonl"
     _write(path, [{"text": r["sentence"], "label": r["label"] if i != 4 else -1} for i, r in enumerate(ROWS)], "jsonl")

@@ -241,12 +241,12 @@ def config_conflict(args: argparse.Namespace) -> Optional[str]:
 def config_mixture(path: str, data_dir: Optional[str]) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any]]:
     """(name, tasks, sizes, sampler config) of the training config at `path`: the tasks and rates `train` trains
     (`training_rates`: registrations, held-out rules and their checks), each task's train rows capped at
-    `data.max_examples_per_task` (training counts the rows it renders and tokenizes: a template that skips rows
-    makes it fewer), and the sampler config `train` builds (`run_sampling_config`). `data_dir` (--data-dir)
-    replaces the config's data.data_dir."""
+    `data.max_examples_per_task` (times its templates with `data.all_templates`; training counts the examples it
+    renders and tokenizes: a template that skips rows makes them fewer), and the sampler config `train` builds
+    (`run_sampling_config`). `data_dir` (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
-    from t2t_mtl.engine.run_checks import run_sampling_config, training_rates
+    from t2t_mtl.engine.run_checks import run_sampling_config, training_rates, training_templates
 
     cfg = load_config(path)
     if data_dir is not None:
@@ -254,7 +254,8 @@ def config_mixture(path: str, data_dir: Optional[str]) -> tuple[str, dict[str, A
     rates = training_rates(cfg)
     tasks = {name: task_registry.get_task(name) for name in rates}
     cap = cfg.data.max_examples_per_task
-    sizes = {name: task.num_rows("train") if cap is None else min(task.num_rows("train"), cap)
+    per_row = training_templates(cfg, list(rates)) if cfg.data.all_templates else dict.fromkeys(rates, 1)
+    sizes = {name: per_row[name] * (task.num_rows("train") if cap is None else min(task.num_rows("train"), cap))
              for name, task in tasks.items()}
     return f"{cfg.data.mixture or 'data.tasks'} of {path}", tasks, sizes, run_sampling_config(cfg, rates)
 

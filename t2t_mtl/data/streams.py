@@ -114,20 +114,23 @@ def tokenize_task(
     max_target_length: int,
     cache_dir: Optional[Path],
     templates: Optional[List[str]] = None,
+    every_template: bool = False,
     max_examples: Optional[int] = None,
     seed: int = 0,
     tok_key: Optional[str] = None,
     few_shot: Optional[FewShotMix] = None,
 ) -> TokenizedTask:
-    """Render `task`'s split with its templates, tokenize it (EOS appended, truncation counted) and cache it.
+    """Render `task`'s split with its templates (each row in one, or with `every_template` in each: `Task.to_dataset`),
+    tokenize it (EOS appended, truncation counted) and cache it.
 
     `tok_key` is `task_registry.tokenize.tokenizer_fingerprint(tokenizer)`, computed here when not given.
     `few_shot` puts demonstrations in front of a share of the inputs (`t2t_mtl.data.few_shot`).
     """
     from task_registry.tokenize import count_truncated, tokenize_dataset, tokenized_fingerprint, tokenizer_fingerprint
 
-    rendered = task.to_dataset(split, templates=templates, max_examples=max_examples, seed=seed,
-                               with_groups=few_shot is not None and not corrupts_spans(task))  # for the demonstrations
+    with_groups = few_shot is not None and not corrupts_spans(task)  # (for the demonstrations)
+    rendered = task.to_dataset(split, templates=templates, every_template=every_template, max_examples=max_examples,
+                               seed=seed, with_groups=with_groups)
     if len(rendered) == 0:
         raise DataPipelineError(f"task {task.name!r} has no {split!r} examples after rendering; check its data "
                                 f"source and templates (`t2t-mtl tasks preview {task.name} --split {split}`)")
@@ -169,6 +172,7 @@ def build_task_streams(
     max_target_length: int,
     cache_dir: Optional[Path],
     templates: Optional[List[str]] = None,
+    every_template: bool = False,
     max_examples: Optional[int] = None,
     seed: int = 0,
     few_shot: Optional[FewShotMix] = None,
@@ -188,5 +192,6 @@ def build_task_streams(
         task = task_registry.get_task(name)
         out[name] = tokenize_task(task, tokenizer, split=split, max_input_length=max_input_length,
                                   max_target_length=max_target_length, cache_dir=cache_dir, templates=templates,
-                                  max_examples=max_examples, seed=seed, tok_key=tok_key, few_shot=few_shot)
+                                  every_template=every_template, max_examples=max_examples, seed=seed,
+                                  tok_key=tok_key, few_shot=few_shot)
     return out

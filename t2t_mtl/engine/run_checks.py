@@ -220,7 +220,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
 def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, Any]:
     """The sampler config a run of `cfg` training `rates` builds: its `sampling` section, with the mixture's rates
     for `explicit`, the micro-batch size as `uncertainty`'s pool and each task's template count for T0's caps where
-    the section leaves them out."""
+    the section leaves them out (with `data.all_templates`, sizes that count each row once per template)."""
     sampling_cfg = dict(cfg.sampling)
     if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
         sampling_cfg["rates"] = dict(rates)
@@ -228,11 +228,17 @@ def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, An
         sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
     caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
     if caps and sampling_cfg.get("templates") is None:  # T0's per-template caps: the templates each task trains with
-        import task_registry
-
-        sampling_cfg["templates"] = {name: len(task_registry.get_task(name).select_templates(cfg.data.templates))
-                                     for name in rates}
+        sampling_cfg["templates"] = training_templates(cfg, list(rates))
+    if cfg.data.all_templates and sampling_cfg.get("templates") and "sizes_count_templates" not in sampling_cfg:
+        sampling_cfg["sizes_count_templates"] = True  # (a task's size counts each row once per template)
     return sampling_cfg
+
+
+def training_templates(cfg: Config, task_names: Sequence[str]) -> Dict[str, int]:
+    """How many templates each of `task_names` trains with (`data.templates`, else all of the task's)."""
+    import task_registry
+
+    return {name: len(task_registry.get_task(name).select_templates(cfg.data.templates)) for name in task_names}
 
 
 def check_task_splits(task_names: Sequence[str]) -> None:

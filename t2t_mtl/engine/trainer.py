@@ -164,8 +164,9 @@ def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cac
     try:
         streams = build_task_streams(task_names, tokenizer, split="train", max_input_length=d.max_input_length,
                                      max_target_length=d.max_target_length, cache_dir=cache_dir,
-                                     templates=d.templates, max_examples=d.max_examples_per_task,
-                                     seed=cfg.training.seed, few_shot=FewShotMix.from_config(d.few_shot))
+                                     templates=d.templates, every_template=d.all_templates,
+                                     max_examples=d.max_examples_per_task, seed=cfg.training.seed,
+                                     few_shot=FewShotMix.from_config(d.few_shot))
     except Exception as err:  # noqa: BLE001 (raised below, once the other ranks know)
         if env.is_main:
             raise  # the others wait for rank 0 in the barrier: its exit ends it

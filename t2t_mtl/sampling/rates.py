@@ -98,12 +98,14 @@ def template_cap_for(num_templates: int, *, template_cap: Optional[float] = None
 
 def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maximum: Optional[float] = None,
                scale: float = 1.0, templates: Optional[Mapping[str, int]] = None,
-               template_cap: Optional[float] = None, dataset_cap: Optional[float] = None) -> dict[str, float]:
+               template_cap: Optional[float] = None, dataset_cap: Optional[float] = None,
+               sizes_count_templates: bool = False) -> dict[str, float]:
     """Unnormalised rates of every task from its size (seqio semantics, optional per-template caps).
 
     Without `templates`, a task is one seqio task of `n` examples clipped at `maximum`. With `templates`
-    ({task: k}), the task counts as `k` seqio tasks of `n` rows each, each clipped at the per-template cap
-    (`template_cap`, or `dataset_cap // k`, falling back to `maximum`), and its rate is their sum.
+    ({task: k}), the task counts as `k` seqio tasks of `n` rows each — `n / k` each with `sizes_count_templates`
+    (`n` counts each row once per template, as `data.all_templates` renders them) —, each clipped at the
+    per-template cap (`template_cap`, or `dataset_cap // k`, falling back to `maximum`), and its rate is their sum.
     `template_cap` and `dataset_cap` without `templates` are refused (they would cap nothing).
     """
     if temperature <= 0 or math.isnan(temperature):
@@ -115,6 +117,8 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
     for key, cap in (("template_cap", template_cap), ("dataset_cap", dataset_cap)):
         if cap is not None and not cap > 0:
             raise InvalidRateError(f"sampling.{key} must be > 0, got {cap}")
+    if not isinstance(sizes_count_templates, bool):
+        raise InvalidRateError(f"sampling.sizes_count_templates must be true or false, got {sizes_count_templates!r}")
     sizes = check_task_sizes(task_sizes)
     if templates and not isinstance(templates, Mapping):
         raise InvalidRateError(f"sampling.templates must map task names to their numbers of templates, e.g. "
@@ -143,7 +147,8 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
                                        f"means no cap at all; raise sampling.dataset_cap to at least {int(k)} "
                                        f"(or give sampling.template_cap)")
         try:
-            rate = (1 if k is None else int(k)) * seqio_rate(n, maximum=cap, scale=scale, temperature=temperature)
+            rows = n / k if k is not None and sizes_count_templates else n
+            rate = (1 if k is None else int(k)) * seqio_rate(rows, maximum=cap, scale=scale, temperature=temperature)
         except OverflowError:
             rate = math.inf
         if math.isinf(rate):
