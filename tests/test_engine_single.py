@@ -968,7 +968,15 @@ def test_resume_into_a_changed_run_is_refused_naming_the_key(tmp_path, tok, cach
         train(without, resume="auto", evaluate_held_in=False)
 
 
-def test_resume_with_another_max_examples_per_task_is_refused_before_tokenizing(tmp_path, tok, cache, monkeypatch):
+@pytest.mark.parametrize("key, value, message", [
+    ("max_examples_per_task", 32, r"written with data\.max_examples_per_task = 64, this run has 32: resume with the "
+                                  r"same data\.max_examples_per_task"),
+    # data.all_templates doubles these tasks' sizes (two templates each) and reorders what each position holds
+    ("all_templates", True, r"written with data\.all_templates = False, this run has True: resume with the same "
+                            r"data\.all_templates"),
+])
+def test_resume_with_other_task_sizes_is_refused_before_tokenizing(tmp_path, tok, cache, monkeypatch, key, value,
+                                                                   message):
     # was: the task sizes changed, so the data streams' saved order no longer fit; refused only after tokenizing
     # and starting DeepSpeed, by the streams ("stream state has task_sizes={...}, these streams {...}")
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2})
@@ -978,9 +986,8 @@ def test_resume_with_another_max_examples_per_task_is_refused_before_tokenizing(
         raise AssertionError("the data was read before the changed setting was refused")
 
     monkeypatch.setattr(trainer_mod, "build_task_streams", not_reached)
-    changed = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4}, data={"max_examples_per_task": 32})
-    with pytest.raises(CheckpointError, match=r"written with data\.max_examples_per_task = 64, this run has 32: "
-                                              r"resume with the same data\.max_examples_per_task"):
+    changed = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4}, data={key: value})
+    with pytest.raises(CheckpointError, match=message):
         train(changed, resume="auto", evaluate_held_in=False)
 
 

@@ -27,6 +27,8 @@ RESUME_SETTINGS = {
     "weighting.method": "resume with the same loss weighting (its state, e.g. learned log-variances, belongs to it)",
     "data.max_examples_per_task": "resume with the same data.max_examples_per_task (it sets the task sizes, which "
                                   "the saved data order and epoch counts belong to)",
+    "data.all_templates": "resume with the same data.all_templates (it sets the task sizes and the template each "
+                          "data position holds, which the saved data order belongs to)",
 }
 
 
