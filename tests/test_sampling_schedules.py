@@ -89,3 +89,14 @@ def test_rates_over_epochs_follow_the_schedule_and_refuse_no_epochs_as_a_samplin
     assert table["epochs"] == [0, 1, 2] and table["realised"] == {"a": [], "b": []}
     with pytest.raises(SamplingError, match="epochs must be >= 1, got 0"):  # was a bare ValueError
         rates_over_epochs({"strategy": "uniform"}, sizes, 0)
+
+
+@pytest.mark.parametrize("key", ["alpha_0", "alpha_max"])
+def test_an_infinite_dynamic_alpha_is_refused_by_name_not_read_as_uniform_from_the_first_epoch(key):
+    # alpha_max = inf made (e-1)(alpha_max - alpha_0)/M at e = 1 a 0 * inf = NaN, and min(inf, NaN) is inf: the first
+    # epoch drew uniformly instead of at alpha_0 (proportionally)
+    config = {"strategy": "dynamic_temperature", "alpha_0": 1.0, "alpha_max": 5.0, key: float("inf")}
+    with pytest.raises(SamplingError, match=r"sampling.alpha_0 and sampling.alpha_max > 0 and finite, got"):
+        build_sampler(config, SIZES, seed=0)
+    with pytest.raises(SamplingError, match="and finite"):
+        dynamic_alpha(1, 1.0, float("inf"), 5.0)

@@ -1,6 +1,8 @@
 """Temperature schedules over epochs (paper epochs e = 1..E)."""
 from __future__ import annotations
 
+import math
+
 from t2t_mtl.sampling.errors import SamplingError
 
 
@@ -21,9 +23,9 @@ def dynamic_alpha(epoch: float, alpha_0: float, alpha_max: float, warmup_epochs:
     """Wang et al. (2020): alpha(e) = min(alpha_max, (e-1)(alpha_max - alpha_0)/M + alpha_0), e >= 1."""
     if not warmup_epochs > 0:
         raise SamplingError(f"dynamic temperature needs sampling.warmup_epochs > 0, got {warmup_epochs}")
-    if not (alpha_0 > 0 and alpha_max > 0):
-        raise SamplingError(f"dynamic temperature needs sampling.alpha_0 and sampling.alpha_max > 0, got {alpha_0}, "
-                            f"{alpha_max}")
+    if not (0 < alpha_0 < math.inf and 0 < alpha_max < math.inf):  # (an infinite one: 0 * inf at the first epoch)
+        raise SamplingError(f"dynamic temperature needs sampling.alpha_0 and sampling.alpha_max > 0 and finite, got "
+                            f"{alpha_0}, {alpha_max} (for a uniform mixture: sampling.strategy uniform)")
     if alpha_0 > alpha_max:
         raise SamplingError(f"dynamic temperature rises from alpha_0 to alpha_max, but alpha_0 {alpha_0} > alpha_max "
                             f"{alpha_max} (alpha would be alpha_max from the first epoch): swap them")
