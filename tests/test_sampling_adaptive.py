@@ -295,3 +295,18 @@ def test_worst_task_first_losses_tie_whatever_their_rounding():
     assert sampler.probabilities() == pytest.approx({t: 0.25 for t in sizes})
     sampler.update({"val_loss": {t: 0.5 * v for t, v in first.items()}})  # every task halved: still tied
     assert sampler.probabilities() == pytest.approx({t: 0.25 for t in sizes})
+
+
+@pytest.mark.parametrize("tau, initial_q, scores, expected", [
+    (0.1, 1e308, [], [1 / 3, 1 / 3, 1 / 3]),  # equal Q: uniform, whatever Q/τ
+    (1e-309, 0.0, [{"a": 0.0, "b": 0.0}, {"a": 1.0, "b": 0.5}], [1.0, 0.0, 0.0]),  # τ -> 0: greedy on Q
+])
+def test_softmax_bandit_probabilities_stay_finite_where_q_over_tau_overflows(tau, initial_q, scores, expected):
+    # π = exp(Q/τ) / Σ exp(Q/τ) written out: Q/τ overflowed to inf, inf - inf = NaN probabilities, and every draw
+    # went to the first task
+    sampler = build_sampler({"strategy": "bandit_softmax", "tau": tau, "initial_q": initial_q}, SIZES, seed=0)
+    for score in scores:
+        sampler.update({"val_score": score})
+    assert list(sampler.probabilities().values()) == expected
+    n, p = 30_000, expected[0]
+    assert abs(sampler.sample_tasks(n).count("a") - n * p) <= 5 * math.sqrt(n * p * (1 - p))  # 5-sigma binomial

@@ -73,8 +73,10 @@ class SoftmaxBanditSampler(_FeedbackSampler):
         return True
 
     def _compute_probabilities(self) -> np.ndarray:
-        z = self.q / self.tau
-        z = np.exp(z - z.max())
+        """softmax(Q/τ) as exp((Q - max Q)/τ): no Q/τ to overflow (a small τ, a large Q) into NaN probabilities; a
+        (Q - max Q)/τ that overflows is -inf, probability 0."""
+        with np.errstate(over="ignore"):
+            z = np.exp((self.q - self.q.max()) / self.tau)
         return z / z.sum()
 
     def _extra_state(self) -> dict:
