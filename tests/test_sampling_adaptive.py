@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.integrate import quad
+from scipy.special import beta as beta_fn, betainc
 from scipy.stats import entropy as scipy_entropy
 
 from t2t_mtl.sampling import (InvalidRateError, SamplingError, build_sampler, classification_entropy,
@@ -310,3 +312,44 @@ def test_softmax_bandit_probabilities_stay_finite_where_q_over_tau_overflows(tau
     assert list(sampler.probabilities().values()) == expected
     n, p = 30_000, expected[0]
     assert abs(sampler.sample_tasks(n).count("a") - n * p) <= 5 * math.sqrt(n * p * (1 - p))  # 5-sigma binomial
+
+
+def thompson_win_probability(k, a, b):
+    """P(θ_k is the largest of θ_j ~ Beta(a_j, b_j)) = ∫ f_k Π_{j≠k} F_j, over (0, 1/2] with x = t^(1/a_k) and over
+    [1/2, 1) with 1 - x = s^(1/b_k): the substitutions take out f_k's integrable singularities at 0 and 1 (within
+    1e-7 of a 30-digit mpmath integration for the parameters below)."""
+    others, norm = [j for j in range(len(a)) if j != k], beta_fn(a[k], b[k])
+
+    def low(t):
+        x = t ** (1 / a[k])
+        return (1 - x) ** (b[k] - 1) * np.prod([betainc(a[j], b[j], x) for j in others]) / (a[k] * norm)
+
+    def high(s):
+        u = s ** (1 / b[k])  # 1 - x; 1 - θ_j ~ Beta(b_j, a_j)
+        return (1 - u) ** (a[k] - 1) * np.prod([1 - betainc(b[j], a[j], u) for j in others]) / (b[k] * norm)
+    return quad(low, 0, 0.5 ** a[k])[0] + quad(high, 0, 0.5 ** b[k])[0]
+
+
+@pytest.mark.parametrize("prior, decay, scores, a, b", [
+    ((1.0, 1.0), 1.0, [], [1.0] * 3, [1.0] * 3),
+    ((0.01, 0.01), 1.0, [], [0.01] * 3, [0.01] * 3),  # θ = 1.0 in float64 about a third of the time
+    ((0.01, 0.01), 1.0, [{"a": 0, "b": 0, "c": 0}, {"a": 1, "b": 1, "c": -1}], [1.01, 1.01, 0.01], [0.01, 0.01, 1.01]),
+    # a loses (b_a = 1.01), then decays to 0.01 + 0.005 * 1 as b wins: ties at 1.0 between tails (1-θ)^(b-1) that differ
+    ((0.01, 0.01), 0.005, [{"a": 0, "b": 0, "c": 0}, {"a": -1}, {"b": 1}], [0.01, 1.01, 0.01], [0.015, 0.01, 0.01]),
+])
+def test_thompson_draws_each_arm_as_often_as_it_has_the_largest_beta_sample(prior, decay, scores, a, b):
+    # a plain argmax gave every tie of θ's rounded to 1.0 (small Beta parameters) to the first arm: with a
+    # Beta(0.01, 0.01) prior, task a was drawn 44% of the time instead of a third
+    sampler = build_sampler({"strategy": "bandit_thompson", "prior_alpha": prior[0], "prior_beta": prior[1],
+                             "decay": decay, "mode": "mixed"}, SIZES, seed=0)
+    for score in scores:
+        sampler.update({"val_score": score})
+    np.testing.assert_allclose(sampler.alpha, a, rtol=1e-12)
+    np.testing.assert_allclose(sampler.beta, b, rtol=1e-12)
+    expected = np.array([thompson_win_probability(k, a, b) for k in range(3)])
+    assert expected.sum() == pytest.approx(1.0, abs=1e-6)
+    n = 60_000
+    counts = np.bincount(sampler.sample_task_indices(n), minlength=3)
+    assert np.all(np.abs(counts - n * expected) <= 5 * np.sqrt(n * expected * (1 - expected)))  # 5-sigma binomial
+    estimate = np.array(list(sampler.probabilities().values()))  # from estimate_samples = 4000 draws
+    assert np.all(np.abs(estimate - expected) <= 5 * np.sqrt(expected * (1 - expected) / 4000))

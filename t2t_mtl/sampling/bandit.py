@@ -149,14 +149,34 @@ class ThompsonBanditSampler(_FeedbackSampler):
         return np.concatenate([self.alpha, self.beta])
 
     def _draw_block(self, size: int) -> np.ndarray:
-        theta = self._rng.beta(self.alpha, self.beta, size=(size, len(self.tasks)))
-        return theta.argmax(axis=1)
+        return self._winners(self._rng, size)
+
+    def _winners(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """argmax_k θ_k of `size` draws of θ_k ~ Beta(a_k, b_k).
+
+        With a small a_k or b_k, θ_k is 1.0 (or 0.0) in float64 with a sizeable probability (Beta(0.01, 0.01):
+        about a third), and a plain argmax would give every such tie to the first arm. A tie at 1.0 is decided by
+        where the tied θ_k lie below 1: there Beta's density is ∝ (1-θ)^(b_k-1), so 1-θ_k is δ V^(1/b_k) with V
+        uniform, and the smallest wins; a tie at 0.0, by θ_k = δ V^(1/a_k), the largest wins. The extra uniforms are
+        drawn only for rows with a tie.
+        """
+        theta = rng.beta(self.alpha, self.beta, size=(size, len(self.tasks)))
+        winners = theta.argmax(axis=1)
+        best = theta.max(axis=1, keepdims=True)
+        tied = theta == best
+        rows = np.flatnonzero(tied.sum(axis=1) > 1)
+        if rows.size:
+            at_one = best[rows] > 0.5
+            with np.errstate(divide="ignore"):  # (a uniform of 0: log -inf, that arm wins or loses outright)
+                log_v = np.log(rng.random((rows.size, len(self.tasks))))
+            key = np.where(at_one, -log_v / self.beta, log_v / self.alpha)  # log(1/V^(1/b)) | log(V^(1/a))
+            winners[rows] = np.where(tied[rows], key, -np.inf).argmax(axis=1)
+        return winners
 
     def _compute_probabilities(self) -> np.ndarray:
         """P(arm k has the largest θ), a Monte Carlo estimate from its own fixed-seed generator."""
         rng = np.random.default_rng([self.seed, self._updates, 7919])
-        theta = rng.beta(self.alpha, self.beta, size=(self.estimate_samples, len(self.tasks)))
-        return np.bincount(theta.argmax(axis=1), minlength=len(self.tasks)) / self.estimate_samples
+        return np.bincount(self._winners(rng, self.estimate_samples), minlength=len(self.tasks)) / self.estimate_samples
 
     def _extra_state(self) -> dict:
         return {**super()._extra_state(), "alpha": self.alpha.tolist(), "beta": self.beta.tolist(),
