@@ -233,6 +233,9 @@ def test_curriculum_sigmoid():
                                                                           "[0, 1, 2]"]),
     ({"method": "curriculum", "start_epochs": 5}, WeightingError, ["start_epochs must map task names"]),
     ({"method": "curriculum", "start_epochs": {"b": "soon"}}, WeightingError, ["start_epochs['b']", "'soon'"]),
+    # was "unknown base weights 'sizes'", naming neither the method nor the key
+    ({"method": "curriculum", "base": "sizes"}, WeightingError, ["curriculum base", "must be 'equal' or 'size'",
+                                                                 "got 'sizes'"]),
 ])
 def test_bad_config(config, error, words):
     with pytest.raises(error) as info:

@@ -29,7 +29,7 @@ def base_weights(kind: str, task_names: Sequence[str], task_sizes: Optional[Mapp
         inverse = {t: 1.0 / task_sizes[t] for t in task_names}
         total = math.fsum(inverse.values())
         return {t: v / total for t, v in inverse.items()}
-    raise WeightingError(f"unknown base weights {kind!r}: valid are 'equal', 'size'")
+    raise WeightingError(f"curriculum base (its constant weights λ_t^const) must be 'equal' or 'size', got {kind!r}")
 
 
 class EqualWeighting(LossWeighting):
