@@ -143,6 +143,9 @@ def test_show_bad_counts_name_the_flag(mixture, capsys, flag, value, expected):
      "give either --template-cap or --dataset-cap, not both"),  # was: bare template_cap / dataset_cap
     (["--sampler", "temperature", "--dataset-cap", "1"], "raise --dataset-cap to at least 2 (or give --template-cap)"),
     (["--sampler", "dynamic_temperature", "--set", "alpha_0=0"], "needs --set alpha_0 and --set alpha_max > 0"),
+    # its hint was "sampling.strategy uniform", written here as "--set strategy uniform", which sets nothing
+    (["--sampler", "dynamic_temperature", "--set", "alpha_max=inf"],
+     "--set alpha_max > 0 and finite, got 1.0, inf (for a uniform mixture, use the uniform strategy)"),
     (["--sampler", "bandit_softmax", "--set", "tau=0"], "--set tau must be > 0, got 0"),
 ])
 def test_a_bad_parameter_value_names_the_option_that_set_it(mixture, capsys, options, expected):

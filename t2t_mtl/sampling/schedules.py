@@ -25,7 +25,7 @@ def dynamic_alpha(epoch: float, alpha_0: float, alpha_max: float, warmup_epochs:
         raise SamplingError(f"dynamic temperature needs sampling.warmup_epochs > 0, got {warmup_epochs}")
     if not (0 < alpha_0 < math.inf and 0 < alpha_max < math.inf):  # (an infinite one: 0 * inf at the first epoch)
         raise SamplingError(f"dynamic temperature needs sampling.alpha_0 and sampling.alpha_max > 0 and finite, got "
-                            f"{alpha_0}, {alpha_max} (for a uniform mixture: sampling.strategy uniform)")
+                            f"{alpha_0}, {alpha_max} (for a uniform mixture, use the uniform strategy)")
     if alpha_0 > alpha_max:
         raise SamplingError(f"dynamic temperature rises from alpha_0 to alpha_max, but alpha_0 {alpha_0} > alpha_max "
                             f"{alpha_max} (alpha would be alpha_max from the first epoch): swap them")
