@@ -274,6 +274,32 @@ def test_all_templates_trains_each_row_in_each_template_and_caps_per_template(tm
     assert read_meta(latest_checkpoint(tmp_path / "run"))["task_sizes"] == {t: 2 * 64 for t in TASKS}
 
 
+@pytest.mark.parametrize("sampling", [{"strategy": "temperature", "alpha": 2.0},
+                                      {"strategy": "uncertainty_ema", "alpha": 2.0, "floor": 0.0},
+                                      {"strategy": "temperature", "alpha": 2.0, "cap": 60}])
+def test_all_templates_rates_sum_a_rate_per_template_without_caps(tmp_path, sampling):
+    # T0's mixture is one seqio task per (dataset, template): a task's rate is sum_t min(rows_t, cap) ** (1/T). Without
+    # template_cap / dataset_cap the sampler saw one task of rows x templates examples, (k * rows) ** (1/T): tasks
+    # with more templates were drawn k ** (1 - 1/T) times too rarely (and sampling.cap clipped the whole task)
+    from engine_helpers import write_yaml_task
+
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.run_checks import check_run_config
+    from t2t_mtl.sampling import build_sampler
+
+    tasks_dir = write_yaml_task(tmp_path / "tasks", "one_template_task")  # 1 template; reverse_words has 2
+    cfg = tiny_config(tmp_path / "run", tmp_path / "tok", tmp_path / "cache", sampling=sampling,
+                      data={"tasks": ["reverse_words", "one_template_task"], "tasks_dir": str(tasks_dir),
+                            "all_templates": True})
+    rows = {"reverse_words": 100, "one_template_task": 100}
+    templates = {"reverse_words": 2, "one_template_task": 1}
+    sizes = {name: rows[name] * templates[name] for name in rows}  # what training counts: rows x templates
+    cap = sampling.get("cap", math.inf)
+    t0 = {name: templates[name] * min(rows[name], cap) ** (1 / 2.0) for name in rows}
+    probs = build_sampler(check_run_config(config_from_dict(cfg))[1], sizes, seed=0).probabilities()
+    assert probs == pytest.approx({name: rate / sum(t0.values()) for name, rate in t0.items()}, rel=1e-12)
+
+
 def test_a_task_the_curriculum_has_not_started_is_trained_on_not_skipped(tmp_path, tokenizer_dir):
     # was: before its start epoch a task's curriculum weight (underflowing in fp32) made a homogeneous step's loss
     # exactly 0, which the engine took for broken data: the step was skipped as "non-finite or zero loss" and

@@ -219,19 +219,28 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
 
 def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, Any]:
     """The sampler config a run of `cfg` training `rates` builds: its `sampling` section, with the mixture's rates
-    for `explicit`, the micro-batch size as `uncertainty`'s pool and each task's template count for T0's caps where
-    the section leaves them out (with `data.all_templates`, sizes that count each row once per template)."""
+    for `explicit`, the micro-batch size as `uncertainty`'s pool and each task's template count where the section
+    leaves them out: for T0's caps, and with `data.all_templates` for every size-based strategy (a task is then one
+    seqio task per template, T0's mixture; its size counts each row once per template)."""
     sampling_cfg = dict(cfg.sampling)
     if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
         sampling_cfg["rates"] = dict(rates)
     if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
         sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
     caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
-    if caps and sampling_cfg.get("templates") is None:  # T0's per-template caps: the templates each task trains with
+    per_template = caps or (cfg.data.all_templates and _size_based(sampling_cfg.get("strategy")))
+    if per_template and sampling_cfg.get("templates") is None:  # the templates each task trains with
         sampling_cfg["templates"] = training_templates(cfg, list(rates))
     if cfg.data.all_templates and sampling_cfg.get("templates") and "sizes_count_templates" not in sampling_cfg:
         sampling_cfg["sizes_count_templates"] = True  # (a task's size counts each row once per template)
     return sampling_cfg
+
+
+def _size_based(strategy: Any) -> bool:
+    """Whether the sampling strategy named `strategy` rates tasks by their sizes (takes `templates`)."""
+    from t2t_mtl.sampling.factory import STRATEGIES
+
+    return isinstance(strategy, str) and strategy in STRATEGIES and "templates" in STRATEGIES[strategy].PARAMS
 
 
 def training_templates(cfg: Config, task_names: Sequence[str]) -> Dict[str, int]:
