@@ -49,11 +49,13 @@ _SKIP_COLUMN = "_skipped"
 
 @dataclasses.dataclass
 class RenderStats:
-    """Rows rendered for one split; `skipped` rows had an empty target or input and were dropped, `empty_inputs`
-    of them a target but an empty input."""
+    """Renderings of one split's rows — one a row, or `per_row` (its templates, `to_dataset(every_template=True)`) —:
+    `rows` of them, `skipped` ones had an empty target or input and were dropped, `empty_inputs` of those a target
+    but an empty input."""
 
     task: str
     split: str
+    per_row: int = 1
     rows: int = 0
     kept: int = 0
     skipped: int = 0
@@ -71,10 +73,13 @@ class RenderStats:
             self.kept += 1
 
     def log(self) -> None:
-        """Warn of the skipped rows (nothing when none was)."""
+        """Warn of the skipped renderings (nothing when none was): "rows", or with `per_row` > 1 "examples (R rows x
+        k templates)"."""
         if self.skipped:
-            logger.warning("task %r split %r: %d of %d rows skipped (%d empty target, %d empty input) by template(s) "
-                           "%s", self.task, self.split, self.skipped, self.rows, self.skipped - self.empty_inputs,
+            of = (f"{self.rows} rows" if self.per_row == 1 else
+                  f"{self.rows} examples ({self.rows // self.per_row} rows x {self.per_row} templates)")
+            logger.warning("task %r split %r: %d of %s skipped (%d empty target, %d empty input) by template(s) %s",
+                           self.task, self.split, self.skipped, of, self.skipped - self.empty_inputs,
                            self.empty_inputs, self.skipped_by_template)
 
 
@@ -387,7 +392,7 @@ class Task:
         _check_count("max_examples", max_examples, self.name)
         group_by = self.group_by if with_groups else None
         renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by, every_template)
-        stats = RenderStats(self.name, split)
+        stats = RenderStats(self.name, split, per_row=len(renderer.templates) if every_template else 1)
         self.render_stats[split] = stats
         if streaming:
             rows = self.load_rows(split, streaming=True)

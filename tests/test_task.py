@@ -212,6 +212,25 @@ def test_every_template_renders_each_row_in_each_template_in_order(tmp_path, cap
     assert len(task.to_dataset("train", max_examples=4)) <= 4  # (one template per row: unchanged)
 
 
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_every_template_skips_are_counted_of_examples_not_of_rows(tmp_path, caplog, streaming):
+    # was "3 of 18 rows skipped" for 6 rows: with every_template the count is of the rows' renderings in each template
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    only_positive = Template("pos", "{% if label == 1 %}positive? {{sentence}} ||| yes{% endif %}")
+    task = Task("every_skips", LocalFileSource(path), [SENTIMENT, QUESTION, only_positive], splits=("train",))
+    negatives = sum(row["label"] == 0 for row in ROWS[:6])
+    with caplog.at_level("WARNING"):
+        out = task.to_dataset("train", every_template=True, max_examples=6, streaming=streaming)
+        assert len(list(out)) == 6 * 3 - negatives
+    assert (f"{negatives} of 18 examples (6 rows x 3 templates) skipped ({negatives} empty target, 0 empty input) "
+            f"by template(s) {{'pos': {negatives}}}") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        list(task.to_dataset("train", templates=["pos"], every_template=True, max_examples=6, streaming=streaming))
+    assert f"{negatives} of 6 rows skipped" in caplog.text  # (one template: an example a row)
+
 def test_preprocessors_rename_filter_map_and_counts(tmp_path):
     path = tmp_path / "rows.jsonl"
     _write(path, [{"text": r["sentence"], "label": r["label"] if i != 4 else -1} for i, r in enumerate(ROWS)], "jsonl")
