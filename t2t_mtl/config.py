@@ -106,7 +106,8 @@ class DataConfig:
     `held_out_clusters`: clusters never trained on (dropped from a mixture; an error if named in `tasks`).
     `train_held_out`: tasks flagged `held_out` that may be trained on all the same (deliberately).
     `all_templates`: train each row in every template of its task (`data.templates`' when given): rows x templates
-    examples, as T0's training mixture; by default a row is trained in one template, drawn per row.
+    examples, as T0's training mixture; by default a row is trained in one template, drawn per row. Held-in
+    validation scores a row in one template either way.
     `few_shot`: demonstrations in front of a share of the training inputs (`t2t_mtl.data.few_shot.FewShotMix`
     keys; true = its defaults)."""
 

@@ -104,8 +104,9 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
 
     Without `templates`, a task is one seqio task of `n` examples clipped at `maximum`. With `templates`
     ({task: k}), the task counts as `k` seqio tasks of `n` rows each — `n / k` each with `sizes_count_templates`
-    (`n` counts each row once per template, as `data.all_templates` renders them) —, each clipped at the
-    per-template cap (`template_cap`, or `dataset_cap // k`, falling back to `maximum`), and its rate is their sum.
+    (`n` counts each row once per template, as `data.all_templates` renders them; a template that skips rows is
+    taken to hold that mean all the same) —, each clipped at the per-template cap (`template_cap`, or
+    `dataset_cap // k`, falling back to `maximum`), and its rate is their sum.
     `template_cap` and `dataset_cap` without `templates` are refused (they would cap nothing).
     """
     if temperature <= 0 or math.isnan(temperature):
