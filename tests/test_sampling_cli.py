@@ -214,6 +214,28 @@ def test_show_the_mixture_and_sampler_of_a_training_config(mixture, tmp_path, ca
     assert {name: row[1] for name, row in table.items()} == {"cli_big": 0.75, "cli_small": 0.25}
 
 
+
+def test_show_a_config_with_all_templates_counts_examples_of_each_template(mixture, tmp_path, capsys):
+    # data.all_templates trains each row in each template: the sizes are rows x templates, and the column said
+    # "rows" all the same (121228 "rows" for glue_sst2's 60614 rows in t0_lora)
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}},
+                                      "data": {"mixture": mixture, "max_examples_per_task": 400,
+                                               "all_templates": True},
+                                      "sampling": {"strategy": "temperature", "alpha": 2.0}}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    out = capsys.readouterr().out
+    rows = {"cli_big": 400, "cli_mid": 100, "cli_small": 16}  # capped at 400; t1 and t2 each
+    header = next(line for line in out.splitlines() if line.startswith("task"))
+    assert header.split()[:3] == ["task", "examples", "p"]
+    table = parse(out)
+    assert {name: row[0] for name, row in table.items()} == {name: 2 * n for name, n in rows.items()}
+    t0 = {name: 2 * n ** 0.5 for name, n in rows.items()}  # one seqio task a template
+    assert {name: row[1] for name, row in table.items()} == pytest.approx(
+        {name: rate / sum(t0.values()) for name, rate in t0.items()}, abs=5e-5)
+
 @pytest.mark.parametrize("arguments, problem", [
     (["cli_mix", "--config", "quickstart"], "drop NAME"),
     (["--config", "quickstart", "--sampler", "uniform", "--alpha", "2"], "drop --sampler, --alpha"),

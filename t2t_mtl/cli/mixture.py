@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                               "comma-separated task names")
     show.add_argument("--config", type=path_argument, metavar="CFG",
                       help="instead of NAME and the sampler options: the tasks, held-out rules, task registrations, "
-                           "sizes (train rows, capped at data.max_examples_per_task) and sampler of this training "
-                           "config (a YAML file or packaged name, as `train` takes)")
+                           "sizes (train rows capped at data.max_examples_per_task, times the templates with "
+                           "data.all_templates) and sampler of this training config (a YAML file or packaged name, "
+                           "as `train` takes)")
     show.add_argument("--sampler", default=None, choices=sorted(STRATEGIES),
                       help="strategy (default explicit: the mixture's own, flattened, rates)")
     show.add_argument("--alpha", type=float, help="temperature alpha (p ∝ n^(1/alpha))")
@@ -96,8 +97,9 @@ def show_mixture(args: argparse.Namespace) -> int:
             prepare_output_file(args.plot, "--plot", "rates.png")
             check_plot_format(args.plot)
         task_registry.load_builtin_tasks()
+        counted = "rows"
         if args.config is not None:
-            args.name, tasks, sizes, config = config_mixture(args.config, args.data_dir)
+            args.name, tasks, sizes, config, counted = config_mixture(args.config, args.data_dir)
         else:
             register_tasks(args.tasks_dir, args.task_modules)
             rates = shown_rates(args.name, args.held_out_clusters)
@@ -110,7 +112,7 @@ def show_mixture(args: argparse.Namespace) -> int:
         return 2
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
         return fail(err, args.tasks_dir)
-    print(format_table(args.name, config, sizes, table))
+    print(format_table(args.name, config, sizes, table, counted))
     flagged = [name for name, task in tasks.items() if task.held_out]
     if flagged:
         print(f"flagged held_out: {', '.join(flagged)} — a run drops them with their cluster (data.held_out_clusters; "
@@ -238,12 +240,14 @@ def config_conflict(args: argparse.Namespace) -> Optional[str]:
             f"drop {', '.join(given)} (or drop --config)")
 
 
-def config_mixture(path: str, data_dir: Optional[str]) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any]]:
-    """(name, tasks, sizes, sampler config) of the training config at `path`: the tasks and rates `train` trains
-    (`training_rates`: registrations, held-out rules and their checks), each task's train rows capped at
-    `data.max_examples_per_task` (times its templates with `data.all_templates`; training counts the examples it
-    renders and tokenizes: a template that skips rows makes them fewer), and the sampler config `train` builds
-    (`run_sampling_config`). `data_dir` (--data-dir) replaces the config's data.data_dir."""
+def config_mixture(path: str, data_dir: Optional[str]
+                   ) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any], str]:
+    """(name, tasks, sizes, sampler config, what the sizes count) of the training config at `path`: the tasks and
+    rates `train` trains (`training_rates`: registrations, held-out rules and their checks), each task's train rows
+    capped at `data.max_examples_per_task` (times its templates with `data.all_templates`: "examples", else "rows";
+    training counts the examples it renders and tokenizes: a template that skips rows makes them fewer), and the
+    sampler config `train` builds (`run_sampling_config`). `data_dir` (--data-dir) replaces the config's
+    data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
     from t2t_mtl.engine.run_checks import run_sampling_config, training_rates, training_templates
@@ -257,7 +261,8 @@ def config_mixture(path: str, data_dir: Optional[str]) -> tuple[str, dict[str, A
     per_row = training_templates(cfg, list(rates)) if cfg.data.all_templates else dict.fromkeys(rates, 1)
     sizes = {name: per_row[name] * (task.num_rows("train") if cap is None else min(task.num_rows("train"), cap))
              for name, task in tasks.items()}
-    return f"{cfg.data.mixture or 'data.tasks'} of {path}", tasks, sizes, run_sampling_config(cfg, rates)
+    counted = "examples" if cfg.data.all_templates else "rows"
+    return f"{cfg.data.mixture or 'data.tasks'} of {path}", tasks, sizes, run_sampling_config(cfg, rates), counted
 
 
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:
@@ -283,11 +288,13 @@ def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates:
     return config
 
 
-def format_table(name: str, config: dict[str, Any], sizes: dict[str, int], table: dict[str, Any]) -> str:
+def format_table(name: str, config: dict[str, Any], sizes: dict[str, int], table: dict[str, Any],
+                 counted: str = "rows") -> str:
+    """The rates table: each task's size (`counted`: what it counts, the column's heading) and probabilities."""
     shown = {k: v for k, v in config.items() if k not in ("rates", "templates")}
     epochs = table["epochs"]
     width = max(4, *(len(t) for t in table["tasks"]))
-    header = f"{'task':<{width}}  {'rows':>10}  " + "  ".join(f"{'p e=' + str(e + 1):>8}" for e in epochs)
+    header = f"{'task':<{width}}  {counted:>10}  " + "  ".join(f"{'p e=' + str(e + 1):>8}" for e in epochs)
     if any(table["realised"].values()):
         header += "  " + "  ".join(f"{'real e=' + str(e + 1):>10}" for e in epochs)
     lines = [f"mixture {name!r}, sampler {json.dumps(shown)}", "probabilities are normalised (sum 1); "
