@@ -1373,6 +1373,29 @@ def test_a_tokenizer_too_small_for_the_mixtures_characters_names_the_config_key(
         trainer_mod.prepare_tokenizer(cfg, tmp_path / "run", TASKS, init_distributed())
 
 
+
+def test_a_trained_tokenizer_reads_each_row_in_every_template_with_all_templates(tmp_path, cache):
+    # was: tokenizer.train read each row in one template drawn per row while data.all_templates trains it in each, so
+    # what only the other templates write (here "»") never reached the tokenizer: <unk> in the training inputs
+    import task_registry
+    from task_registry import LocalFileSource, Task, Template
+
+    from t2t_mtl.engine.distributed import init_distributed
+
+    rows = [{"x": f"word{i} other{i}", "y": f"answer{i}"} for i in range(4)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    templates = [Template("left", "« {{x}} ||| {{y}}"), Template("right", "» {{x}} ||| {{y}}")]
+    cfg = config_from_dict(tiny_config(tmp_path / "run", tmp_path / "unused", cache,
+                                       data={"tasks": ["guillemets"], "all_templates": True},
+                                       tokenizer={"path": None, "train": {"vocab_size": 40,
+                                                                          "max_examples_per_task": 2}}))
+    with task_registry.isolated_registry():
+        task_registry.register_task(Task("guillemets", LocalFileSource(tmp_path / "rows.jsonl"), templates,
+                                         splits=("train",)))
+        tokenizer = trainer_mod.prepare_tokenizer(cfg, tmp_path / "run", ["guillemets"], init_distributed())
+    trained = [f"{mark} {row['x']}" for row in rows[:2] for mark in "«»"]  # both rows, in each template
+    assert all(tokenizer.unk_token_id not in tokenizer(text)["input_ids"] for text in trained)
+
 @pytest.mark.parametrize("kind", ["t5", "mt5"])
 def test_the_special_ids_check_reads_a_pretrained_config_once(tmp_path, monkeypatch, kind):
     # was: read three times (the T5 check, T5Config.from_pretrained, then the mT5 check), for the same config

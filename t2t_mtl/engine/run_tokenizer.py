@@ -36,10 +36,10 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv,
                       fresh: bool = True) -> PreTrainedTokenizerBase:
     """The configured tokenizer (`tokenizer_source`: tokenizer.path, else a pretrained model's own), or one trained
-    on the mixture's training texts; either way the run keeps it in run_dir/tokenizer, where evaluation and export
-    read it (a configured folder may change later). A `fresh` run copies the configured tokenizer or trains one
-    anew (over what a run that died before its first checkpoint left, which may have other tasks or options); a
-    resumed one reads its own copy."""
+    on the mixture's training texts (each row in every template with data.all_templates, as the run trains it);
+    either way the run keeps it in run_dir/tokenizer, where evaluation and export read it (a configured folder may
+    change later). A `fresh` run copies the configured tokenizer or trains one anew (over what a run that died
+    before its first checkpoint left, which may have other tasks or options); a resumed one reads its own copy."""
     from t2t_mtl.tokenizer import TokenizerTrainingError, load_tokenizer, train_tokenizer
 
     out = run_dir / "tokenizer"
@@ -64,6 +64,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
         def texts():
             for name in task_names:
                 ds = task_registry.get_task(name).to_dataset("train", templates=cfg.data.templates,
+                                                             every_template=cfg.data.all_templates,
                                                              max_examples=per_task, seed=cfg.training.seed)
                 for row in ds:
                     yield row["inputs"]
