@@ -3,7 +3,8 @@
 `Task.to_dataset(split)` gives columns `inputs`, `targets`, `answer_choices` (list of str, `[]` if the
 template has none), `references` (every acceptable gold answer: the template's `references`, else
 `[targets]`), `task` and `template`. Each row is rendered with one of the selected templates, chosen
-uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` and `random` filters), so
+uniformly from `random.Random(f"{seed}:{row_index}")` (the same generator seeds the `choice` and `random` filters), or
+with `every_template=True` with each of them in turn (`random.Random(f"{seed}:{row_index}:{template_name}")`), so
 the output is a pure function of (rows, templates, seed) and map-style results are cached by datasets
 fingerprint (which also names the Jinja environment's version). Rows whose template renders no target
 (promptsource's "skip") or no input (T0 drops those from its training data too) are dropped, counted in
