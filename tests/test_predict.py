@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,54 @@ def test_an_earlier_predict_output_fed_back_carries_no_stale_scores(dense_dir, c
     assert "scores" not in out and out["answer_choices"] == CHOICES
 
 
+def test_a_generated_answer_of_a_task_with_a_postprocess_is_printed_postprocessed(dense_dir, tmp_path, capsys,
+                                                                                 monkeypatch):
+    # was: predict printed the decoded text whatever the task, while eval scores the task's postprocess of it
+    import task_registry
+
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "shout.yaml").write_text(textwrap.dedent(f"""\
+        name: shout_words
+        splits: [validation]
+        metrics: [exact_match]
+        postprocess: "(text | upper) ~ '!'"
+        source: {{files: {{validation: {tmp_path / 'rows.jsonl'}}}}}
+        templates:
+          - {{name: t, jinja: "{{{{ q }}}} ||| {{{{ a }}}}"}}
+        """))
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    raw = _one_by_one_generate(model, tokenizer, INPUTS)
+    shouted = [text.upper() + "!" for text in raw]  # the expression, in Python
+    base = ["predict", "--checkpoint", str(dense_dir), "--max-new-tokens", "8"]
+    with task_registry.isolated_registry():
+        assert main([*base, "--task", "shout_words", "--tasks-dir", str(tasks), *INPUTS]) == 0
+        assert capsys.readouterr().out.splitlines() == shouted
+        # the run's data.tasks_dir is the default, as in eval; --raw prints the decoded text
+        run = (model, tokenizer, {"config": {"data": {"tasks_dir": str(tasks)}}})
+        monkeypatch.setattr("t2t_mtl.evaluation.load_checkpoint", lambda path: run)
+        for option, expected in (([], shouted), (["--raw"], raw)):
+            assert main([*base, "--task", "shout_words", *option, *INPUTS]) == 0
+            assert capsys.readouterr().out.splitlines() == expected
+        monkeypatch.undo()
+        # each JSON line's own task; a ranked answer is the choice as written; a line of no task is left as decoded
+        rows = [{"inputs": INPUTS[0], "task": "shout_words"}, {"inputs": INPUTS[1]},
+                {"inputs": INPUTS[2], "task": "shout_words", "answer_choices": CHOICES}]
+        monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(r) + "\n" for r in rows)))
+        assert main([*base, "--jsonl", "--input", "-", "--tasks-dir", str(tasks)]) == 0
+        out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [o["prediction"] for o in out[:2]] == [shouted[0], raw[1]] and out[2]["prediction"] in CHOICES
+    with task_registry.isolated_registry():  # (shout_words registered by no earlier command)
+        cases = {("--task", "shout_words"): "no registered task 'shout_words' has a postprocess: drop --task",
+                 ("--tasks-dir", str(tasks)): "no input names a task (--task, or a \"task\" field): drop --tasks-dir",
+                 ("--task", "shout_words", "--tasks-dir", str(tasks), "--raw", "--task-module", "x"):
+                     "--raw prints answers without it: drop --tasks-dir"}
+        for args, message in cases.items():
+            assert main([*base, *args, INPUTS[0]]) == 2, args
+            assert message in capsys.readouterr().err, args
+
+
 def test_one_answer_choice_holding_the_separator_is_refused():
     # was: ranked as the only choice, so the prediction was always 'yes ||| no' (the --choices form in a list)
     with pytest.raises(PredictInputError, match=r"^x:2: \"answer_choices\" is one choice holding '\|\|\|' "
@@ -244,7 +293,8 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--choices", "yes ||| no", "--scoring", "generate", "a text"): "--choices are ranked by log-likelihood",
         ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
         ("--num-beams", "2", "--scoring", "rank", "--choices", "a ||| b", "x"): "--num-beams sets the beam width",
-        ("--task", "parity", "a text"): "this model takes no task (plain T5, token routing, shared LoRA): drop --task",
+        ("--task", "parity", "a text"): "this model takes no task (plain T5, token routing, shared LoRA) and no "
+                                        "registered task 'parity' has a postprocess: drop --task",
         # ... or that these inputs would ignore under --scoring auto
         ("--length-norm", "a text"): "--length-norm changes how answer choices are ranked, but no input has any",
         ("--num-beams", "2", "--choices", "a ||| b", "x"): "every input has answer choices and is ranked",

@@ -134,17 +134,17 @@ def test_a_training_config_registers_data_task_modules_before_resolving_its_task
 def test_eval_imports_the_runs_task_modules_unless_told_others(fresh, tmp_path):
     import argparse
 
-    from t2t_mtl.cli.eval import _register_run_tasks
+    from t2t_mtl.cli.eval import register_run_tasks
 
     _, task, path = _module(tmp_path)
     meta = {"config": {"data": {"task_modules": [str(path)], "tasks_dir": None}}}
-    _register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), meta)
+    register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), meta)
     assert task in task_registry.list_tasks()
     gone = {"config": {"data": {"task_modules": [str(tmp_path / "moved.py")]}}}
     with pytest.raises(ValueError, match=r"^the run's data.task_modules: task module .*moved.py' does not exist"):
-        _register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), gone)
+        register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), gone)
     _, other, other_path = _module(tmp_path)
-    _register_run_tasks(argparse.Namespace(task_modules=[str(other_path)], tasks_dir=None), gone)  # (not the run's)
+    register_run_tasks(argparse.Namespace(task_modules=[str(other_path)], tasks_dir=None), gone)  # (not the run's)
     assert other in task_registry.list_tasks()
 
 

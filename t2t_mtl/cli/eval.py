@@ -106,7 +106,7 @@ def _run_tasks_dirs(meta: Mapping[str, Any]) -> list[str]:
     return folders
 
 
-def _register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> None:
+def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> None:
     """Import `--task-module`s, else the run's `data.task_modules`, then register `--tasks-dir`, else the run's
     `data.tasks_dir`. The run's module failing to import is a ValueError saying it was the run's."""
     import task_registry
@@ -130,7 +130,7 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
 
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
-    _register_run_tasks(args, meta)
+    register_run_tasks(args, meta)
     if args.tasks is not None:
         names = [n.strip() for n in args.tasks.split(",") if n.strip()]
         if not names:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
-from t2t_mtl.cli.common import (add_decoding_options, below_one, decoding_settings, ignored_scoring_option,
-                                path_argument, resolve_device)
+from t2t_mtl.cli.common import (add_decoding_options, add_task_module_option, add_tasks_dir_option, below_one,
+                                decoding_settings, fail, ignored_scoring_option, path_argument, resolve_device)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "choice of highest log-likelihood (rank classification, as zero-shot evaluation does). "
                     "Inputs come from the command line, or from a file / stdin: one text per line, or JSON "
                     "lines with \"inputs\" and optional \"answer_choices\" and \"task\" (what `t2t-mtl tasks "
-                    "preview --jsonl` prints).")
+                    "preview --jsonl` prints). A generated answer of a registered task that has a postprocess "
+                    "(the input's \"task\", else --task) is printed postprocessed, as `t2t-mtl eval` scores it "
+                    "(--raw: as decoded); a ranked answer is the choice as written.")
     parser.add_argument("--checkpoint", type=path_argument, required=True,
                         help="run dir, checkpoint dir (t2t-mtl train) or Hugging Face model folder")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="input texts (or use --input)")
@@ -35,10 +38,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", default=None,
                         help="task of inputs that name none: picks the experts of a task-routed MoE model, "
                              "the adapters of per-task LoRA and the task token of task embeddings (a name the model "
-                             "was not trained on: the unseen route, no task token)")
+                             "was not trained on: the unseen route, no task token) and, for a registered task with "
+                             "a postprocess, the postprocess of generated answers")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
                         help="auto (default): rank where an input has choices, else generate")
+    parser.add_argument("--raw", action="store_true",
+                        help="print generated answers as decoded, without their task's postprocess (default: "
+                             "postprocessed, as `t2t-mtl eval` scores them)")
     add_decoding_options(parser, "inputs")
+    add_tasks_dir_option(parser, help_text="a folder of YAML task files to register on top of the built-in tasks, "
+                                           "for the postprocess of the inputs' task (repeatable; default: the run's "
+                                           "data.tasks_dir)")
+    add_task_module_option(parser, help_text="a Python module that registers tasks when imported, for the "
+                                             "postprocess of the inputs' task: a module name on sys.path or a .py "
+                                             "file's path (repeatable; default: the run's data.task_modules)")
     parser.set_defaults(func=run_predict)
 
 
@@ -86,7 +99,29 @@ def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str
         if given and requests and ranked == len(requests):
             return (f"{option} applies to generation, but every input has answer choices and is ranked: drop it, or "
                     f"use --scoring generate")
+    if (args.tasks_dir or args.task_modules) and (args.raw or not any(r.task for r in requests) and not args.task):
+        option = "--tasks-dir" if args.tasks_dir else "--task-module"
+        why = "--raw prints answers without it" if args.raw else "no input names a task (--task, or a \"task\" field)"
+        return f"{option} registers tasks for the postprocess of generated answers, but {why}: drop {option}"
     return None
+
+
+def postprocessing_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs' tasks (a JSON line's "task", else --task) that are registered and have a postprocess, by name:
+    built-in tasks, then --task-module / --tasks-dir (default: the run's data.task_modules / data.tasks_dir); none
+    when no input names a task (the task registry is not imported then)."""
+    names = {request.task or args.task for request in requests} - {None}
+    if not names:
+        return {}
+    import task_registry
+
+    from t2t_mtl.cli.eval import register_run_tasks
+
+    task_registry.load_builtin_tasks()
+    register_run_tasks(args, meta)
+    registered = set(task_registry.list_tasks())
+    tasks = {name: task_registry.get_task(name) for name in sorted(names & registered)}
+    return {name: task for name, task in tasks.items() if task.postprocess is not None}
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -115,11 +150,16 @@ def run_predict(args: argparse.Namespace) -> int:
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
         model.to(device)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
+                              postprocessing=postprocessing_tasks(args, requests, meta),
                               **decoding_settings(args, meta))
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ValueError as error:  # the tasks: a task file or module, or a postprocess failing on an answer
+        return fail(error, args.tasks_dir)
     for prediction in predictions:
+        if args.raw and prediction.output is not None:
+            prediction = dataclasses.replace(prediction, prediction=prediction.output)
         print(json.dumps(prediction.to_dict(), ensure_ascii=False) if _jsonl(args)
               else prediction.prediction.replace("\n", "\\n"))
     return 0

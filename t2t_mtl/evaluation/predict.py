@@ -6,7 +6,9 @@ the experts of a task-routed MoE model and the adapters of per-task LoRA; a mode
 plain lines (one input each) or JSON lines in the rendered-dataset schema (`inputs`, optional
 `answer_choices`, optional `task`, other keys kept — but an earlier answer's `prediction` and `scores`, which
 this run replaces), which is what `t2t-mtl tasks preview --jsonl` prints. A JSON line is answered by the same
-object, its keys in their order, with `prediction` (and `scores` when ranked) after them.
+object, its keys in their order, with `prediction` (and `scores` when ranked) after them. A generated prediction of
+a task that has a `postprocess` is that postprocess's output, as evaluation scores it (a ranked one is the answer
+choice as written, as in rank classification).
 """
 from __future__ import annotations
 
@@ -42,11 +44,13 @@ class PredictRequest:
 
 @dataclass
 class Prediction:
-    """What the model answered: the decoded text, or the best choice with every choice's log-likelihood."""
+    """What the model answered: the decoded text (its task's postprocess of it, the decoded text in `output`), or
+    the best choice with every choice's log-likelihood."""
 
     request: PredictRequest
     prediction: str
     scores: Optional[list[float]] = None
+    output: Optional[str] = None  # the decoded text, where `prediction` is its task's postprocess of it
 
     def to_dict(self) -> dict[str, Any]:
         """The output JSON object: the request's JSON line, its keys in their order (a text input: `inputs`), with
@@ -106,14 +110,16 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
 
 
 def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
-              task_tokens: bool = False) -> Optional[list[int]]:
+              task_tokens: bool = False, postprocessing: Optional[Mapping[str, Any]] = None) -> Optional[list[int]]:
     """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
-    task embeddings (TE⊕ENC), so a task is used even when no layer routes by it."""
+    task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `postprocessing` is
+    used for its postprocess."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
-        if default_task is not None and not task_tokens:  # (a JSON line's "task" is only echoed then)
+        if default_task is not None and not task_tokens and default_task not in (postprocessing or {}):
             raise EvaluationError(f"--task {default_task} selects the experts of a task-routed MoE model, the "
-                                  f"adapters of per-task LoRA or the task token of task embeddings; this model "
-                                  f"takes no task (plain T5, token routing, shared LoRA): drop --task")
+                                  f"adapters of per-task LoRA, the task token of task embeddings or the postprocess "
+                                  f"of a registered task; this model takes no task (plain T5, token routing, shared "
+                                  f"LoRA) and no registered task {default_task!r} has a postprocess: drop --task")
         return None
     ids = []
     for index, request in enumerate(requests):
@@ -146,15 +152,24 @@ def _longest_first(model: Any, tokenizer: Any, inputs: Sequence[str], rows: list
     return sorted(rows, key=lambda row: -lengths[row])
 
 
+def _postprocessed(texts: list[str], tasks: Sequence[Optional[str]], postprocessing: Mapping[str, Any]) -> list[str]:
+    """Each of `texts` through the `postprocessed` of its task in `postprocessing` (as is when its task is not)."""
+    return [postprocessing[task].postprocessed([text])[0] if task in postprocessing else text
+            for text, task in zip(texts, tasks)]
+
+
 def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, scoring: str = "auto",
             default_task: Optional[str] = None, length_normalize: bool = False, num_beams: int = 1,
-            max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512) -> list[Prediction]:
+            max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512,
+            postprocessing: Optional[Mapping[str, Any]] = None) -> list[Prediction]:
     """One `Prediction` per request, in order (scored in batches of inputs of similar length).
 
     scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
     every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
     that name none. A model with task embeddings (TE⊕ENC) gets each input's task token in front of it, on top of
-    `max_input_length` (as in training and evaluation).
+    `max_input_length` (as in training and evaluation). `postprocessing` maps task names to tasks (`Task`) whose
+    `postprocessed` a generated prediction of that task goes through, as evaluation scores it; ranked ones are the
+    answer choice as written.
     """
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
@@ -164,7 +179,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
         raise NoAnswerChoicesError(f"input {missing + 1} has no answer choices: rank scoring needs them "
                                    f"(--choices, or \"answer_choices\" in a JSON line), or use generation")
     tokens = find_task_tokens(tokenizer)
-    task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens))
+    task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), postprocessing=postprocessing)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
@@ -176,8 +191,9 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
         texts = generate_texts(model, tokenizer, [inputs[i] for i in rows], num_beams=num_beams,
                                max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_length=limit,
                                task_ids=_subset(task_ids, rows)) if rows else []
-        for i, text in zip(rows, texts):
-            results[i] = Prediction(requests[i], text)
+        tasks = [requests[i].task or default_task for i in rows]
+        for i, text, task, answer in zip(rows, texts, tasks, _postprocessed(texts, tasks, postprocessing or {})):
+            results[i] = Prediction(requests[i], answer, output=text if task in (postprocessing or {}) else None)
         rows = [i for i in ranked if limits[i] == limit]
         scores = score_choices(model, tokenizer, [inputs[i] for i in rows],
                                [requests[i].answer_choices for i in rows], length_normalize=length_normalize,
