@@ -235,18 +235,19 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
 
 
 def mixture_texts(mixture: str, *, max_examples: Optional[int] = None, split: Optional[str] = None,
-                  seed: int = 0) -> Iterator[str]:
+                  seed: int = 0, where: str = "mixture") -> Iterator[str]:
     """Every rendered input, target and answer choice of the tasks in a registered mixture, one task or
     comma-separated mixtures / tasks.
 
     Each task contributes up to ``max_examples`` rows of ``split`` (default: ``train`` when the task has it,
     else its first split), each rendered once, by one of the task's templates chosen per row from ``seed`` (as
-    `Task.to_dataset` renders; the rows themselves do not depend on ``seed``).
+    `Task.to_dataset` renders; the rows themselves do not depend on ``seed``). An error in the comma-separated names
+    names ``where`` (the option that gave ``mixture``).
     """
     import task_registry
 
     task_registry.load_builtin_tasks()
-    target = task_registry.resolve_selection(mixture)
+    target = task_registry.resolve_selection(mixture, where)
     task_names = list(target.flatten()) if isinstance(target, task_registry.Mixture) else [target.name]
     for name in task_names:
         task = task_registry.get_task(name)

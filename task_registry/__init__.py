@@ -28,6 +28,7 @@ from .promptsource import import_promptsource, load_promptsource_collection, pro
 from .preprocessors import Filter, Map, Preprocessor, Rename
 from .span_corruption import SpanCorruption
 from .registry import (
+    comma_separated,
     get_mixture,
     get_task,
     isolated_registry,
@@ -55,8 +56,8 @@ __all__ = [
     "TemplateRenderError", "TemplateSyntaxError", "UnknownMixtureError", "UnknownTaskError",
     "UnknownTemplateError", "Mixture", "normalize", "rate_num_examples", "TaskOverlap", "find_overlap", "Filter",
     "Map", "Preprocessor",
-    "Rename", "SpanCorruption", "get_mixture", "get_task", "isolated_registry", "list_mixtures", "list_tasks",
-    "load_builtin_tasks", "register_mixture", "register_task", "resolve", "resolve_selection", "task",
+    "Rename", "SpanCorruption", "comma_separated", "get_mixture", "get_task", "isolated_registry", "list_mixtures",
+    "list_tasks", "load_builtin_tasks", "register_mixture", "register_task", "resolve", "resolve_selection", "task",
     "training_rates",
     "DATA_DIR_ENV", "GeneratorSource", "HFSource", "LocalFileSource", "Source",
     "get_data_dir", "set_data_dir", "OUTPUT_FEATURES", "PreprocessStats", "RenderStats", "Task",

@@ -89,10 +89,24 @@ def resolve(name: str, where: str = "") -> Union[Task, Mixture]:
     raise UnknownTaskError(name, _TASKS, where=where, mixtures=_MIXTURES)
 
 
-def resolve_selection(spec: str) -> Union[Task, Mixture]:
+def comma_separated(text: str, where: str, what: str = "names") -> list[str]:
+    """The comma-separated `what` of `text` (a command-line value), each stripped of spaces. No name at all, or an
+    empty one (`a,,b`, a comma at an end), is a `TaskDefinitionError` naming `where` (the option) and the empty
+    item's position: every comma-list value of the command line is read by this one function."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise TaskDefinitionError(f"{where} {text!r} names nothing; give comma-separated {what}, e.g. a,b")
+    if "" in items:
+        raise TaskDefinitionError(f"{where} {text!r}: item {items.index('') + 1} of {len(items)} is empty (',,' or a "
+                                  f"comma at an end); give comma-separated {what}, none of them empty")
+    return items
+
+
+def resolve_selection(spec: str, where: str = "the selection") -> Union[Task, Mixture]:
     """What a command-line selection names: a registered mixture or task, or a mixture (rate 1 each) of
-    comma-separated mixture / task names; an unknown name raises `UnknownTaskError` with close matches."""
-    names = [n.strip() for n in spec.split(",") if n.strip()]
+    comma-separated mixture / task names (`comma_separated`, its errors naming `where`); an unknown name raises
+    `UnknownTaskError` with close matches."""
+    names = comma_separated(spec, where, "mixture or task names")
     repeated = repeated_items(names)
     if repeated:  # (a mixture holds each member once: the repeat would silently collapse)
         raise TaskDefinitionError(f"{spec!r} names {', '.join(repeated)} more than once; name each mixture or task "

@@ -39,6 +39,37 @@ def test_bad_input_exits_2_with_one_line_naming_it(argv, named, tmp_path, capsys
 
 
 @pytest.mark.parametrize("argv, named", [
+    (["eval", "--checkpoint", "{tmp}", "--tasks", "parity,,sort_words"], "--tasks 'parity,,sort_words': item 2 of 3"),
+    (["eval", "--checkpoint", "{tmp}", "--held-out", "--held-out-clusters", "comparison,"],
+     "--held-out-clusters 'comparison,': item 2 of 2"),
+    (["mixture", "show", "parity,,sort_words", "--draws", "0"], "NAME 'parity,,sort_words': item 2 of 3"),
+    (["mixture", "show", "procedural", "--draws", "0", "--held-out-clusters", " ,comparison"],
+     "--held-out-clusters ' ,comparison': item 1 of 2"),
+    (["mixture", "overlap", "parity,sort_words,", "--eval", "parity"], "NAME 'parity,sort_words,': item 3 of 3"),
+    (["mixture", "overlap", "procedural", "--eval", "parity, ,sort_words"],
+     "--eval 'parity, ,sort_words': item 2 of 3"),
+    (["tokenizer", "train", "--mixture", ",parity", "--out", "{tmp}/tok"], "--mixture ',parity': item 1 of 2"),
+])
+def test_an_empty_item_of_a_comma_list_is_refused_naming_the_option_and_its_position(argv, named, tmp_path, capsys,
+                                                                                      monkeypatch):
+    # was: dropped silently (`eval --tasks a,,b` scored a and b, as if the empty name were not there)
+    stub = type("Model", (), {"to": lambda self, device: self})()  # eval reads the tasks once the model is loaded
+    monkeypatch.setattr("t2t_mtl.evaluation.load_checkpoint", lambda path: (stub, None, {}))
+    code = main([part.replace("{tmp}", str(tmp_path)) for part in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and named in err and "is empty" in err, err
+
+
+def test_an_empty_task_name_of_affinity_transfer_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["affinity", "transfer", "--tasks", "parity,,sort_words", "--steps", "1", "--out",
+              str(tmp_path / "study")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "--tasks 'parity,,sort_words': item 2 of 3 is empty" in err, err
+
+
+@pytest.mark.parametrize("argv, named", [
     (["tasks", "preview", "parity", "-n", "abc"], "argument -n: invalid int value: 'abc'"),
     (["eval", "--checkpoint", "x"], "one of the arguments --tasks --held-out --mixture --bigbench is required"),
     (["eval", "--checkpoint", "x", "--tasks", "parity", "--held-out"], "not allowed with argument --tasks"),

@@ -531,7 +531,7 @@ def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_
         assert cli_main([*args, "--bigbench", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
         assert "--data-dir locates hub datasets" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", " , "]) == 2  # e.g. an empty shell variable: not every held-out task
-        assert "--tasks ' , ' names no task" in capsys.readouterr().err
+        assert "--tasks ' , ' names nothing; give comma-separated task names" in capsys.readouterr().err
         assert cli_main([*args, "--tasks", "toy_sentmient", "--out", str(tmp_path / "report")]) == 2
         assert "did you mean 'toy_sentiment'" in capsys.readouterr().err
         assert not (tmp_path / "report").exists()  # was: an empty --out folder left behind

@@ -22,10 +22,12 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _tasks(text: str) -> list[str]:
-    tasks = [t.strip() for t in text.split(",") if t.strip()]
-    if not tasks:
-        raise argparse.ArgumentTypeError("--tasks: give comma-separated task names, e.g. a,b,c")
-    return tasks
+    import task_registry
+
+    try:
+        return task_registry.comma_separated(text, "--tasks", "task names")
+    except task_registry.TaskDefinitionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -132,9 +132,7 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
     task_registry.load_builtin_tasks()
     register_run_tasks(args, meta)
     if args.tasks is not None:
-        names = [n.strip() for n in args.tasks.split(",") if n.strip()]
-        if not names:
-            raise ValueError(f"--tasks {args.tasks!r} names no task; give comma-separated task names")
+        names = task_registry.comma_separated(args.tasks, "--tasks", "task names")
         repeated = repeated_items(names)
         if repeated:
             raise ValueError(f"--tasks names {', '.join(repeated)} more than once; each task is evaluated once")
@@ -143,8 +141,8 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
         return names
     if args.mixture:
         return list(task_registry.get_mixture(args.mixture).flatten())
-    clusters = ([c.strip() for c in args.held_out_clusters.split(",") if c.strip()] if args.held_out_clusters
-                else _find_key(meta, "held_out_clusters"))
+    clusters = (task_registry.comma_separated(args.held_out_clusters, "--held-out-clusters", "clusters")
+                if args.held_out_clusters is not None else _find_key(meta, "held_out_clusters"))
     tasks = [task_registry.get_task(n) for n in task_registry.list_tasks()]
     known = sorted({t.cluster for t in tasks})
     unknown = [c for c in clusters or () if c not in known]

@@ -145,7 +145,8 @@ def show_overlap(args: argparse.Namespace) -> int:
             evaluated = [task_registry.get_task(name) for name in task_registry.list_tasks()
                          if task_registry.get_task(name).held_out]
         else:
-            evaluated = [task_registry.get_task(name.strip()) for name in args.eval_tasks.split(",") if name.strip()]
+            names = task_registry.comma_separated(args.eval_tasks, "--eval", "task names")
+            evaluated = [task_registry.get_task(name) for name in names]
         if not evaluated:
             raise ValueError("no task to check: name them with --eval, or register tasks flagged held_out")
         reports = find_overlap([(task, args.eval_split or default_split(task)) for task in evaluated], training,
@@ -174,7 +175,7 @@ def shown_mixture(name: str) -> Any:
     an unknown name raises the registry's error with close matches."""
     import task_registry
 
-    target = task_registry.resolve_selection(name)
+    target = task_registry.resolve_selection(name, "NAME")
     return target if isinstance(target, task_registry.Mixture) else task_registry.Mixture(name, [target.name])
 
 
@@ -185,9 +186,8 @@ def shown_rates(name: str, held_out_clusters: Optional[str]) -> dict[str, float]
     import task_registry
     from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
 
-    clusters = [c.strip() for c in (held_out_clusters or "").split(",") if c.strip()]
-    if held_out_clusters is not None and not clusters:
-        raise ValueError(f"--held-out-clusters {held_out_clusters!r} names no cluster; give comma-separated clusters")
+    clusters = ([] if held_out_clusters is None
+                else task_registry.comma_separated(held_out_clusters, "--held-out-clusters", "clusters"))
     refuse_unknown_held_out_clusters(clusters, where="--held-out-clusters")  # a typo would hold nothing out
     mixture = shown_mixture(name)
     if not clusters:

@@ -59,7 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.overwrite:
             refuse_non_empty_dir(args.out, "--out")
         register_tasks(args.tasks_dir, args.task_modules)
-        texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed)
+        texts = mixture_texts(args.mixture, max_examples=args.max_examples, split=args.split, seed=args.seed,
+                              where="--mixture")
         tokenizer = train_tokenizer(texts, args.out, vocab_size=args.vocab_size)
     except (KeyError, ValueError) as error:
         return fail(error, args.tasks_dir)
