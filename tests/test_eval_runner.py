@@ -10,6 +10,7 @@ import shutil
 import socket
 import statistics
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -705,18 +706,59 @@ def test_two_process_sharded_evaluation_equals_one_process(checkpoint, data_file
             assert a.get("choice_scores", []) == pytest.approx(b.get("choice_scores", []), abs=1e-5)
 
 
+def _eval_rank_worker(rank: int, port: int, argv: list, out: str) -> None:
+    """`t2t-mtl eval argv` as rank `rank` of 2 (torchrun's variables); writes its exit code, whether a process group is
+    left joined, and its stderr."""
+    import contextlib
+    import io
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli_main(argv)
+    Path(f"{out}.{rank}").write_text(json.dumps([code, torch.distributed.is_initialized(), err.getvalue()]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("refused, message", [
+    (["--max-examples", "0"], "error: --max-examples must be at least 1"),  # refused before anything
+    (["--checkpoint", "/no/such/t2t-checkpoint"], "'/no/such/t2t-checkpoint' does not exist"),  # its node lacks it
+])
+def test_a_rank_refused_before_the_evaluation_stops_the_other_ranks_at_once(checkpoint, tmp_path, refused, message):
+    # was: the other ranks waited for it in the rendezvous for torch's 30-minute timeout (refused before joining), or
+    # went on to evaluate and died in the first gather with a traceback (refused after joining)
+    from engine_helpers import free_port, spawn_ranks
+
+    base = ["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--max-examples", "2", "--max-new-tokens", "2",
+            "--no-progress"]
+    out = str(tmp_path / "rank")
+    port = free_port()  # rank 1's own value of an option comes last, and wins
+    codes = spawn_ranks(_eval_rank_worker, [(rank, port, base + refused * rank, out) for rank in range(2)], timeout=150)
+    assert codes == [0, 0]  # (a rank still waiting after 150 s is killed: -9)
+    (code0, joined0, err0), (code1, joined1, err1) = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
+    assert (code0, code1, joined0, joined1) == (2, 2, False, False), (err0, err1)
+    assert message in err1 and "stopped before" not in err1
+    assert "error: rank 1 of 2 stopped before the evaluation began (see its error" in err0 and "Traceback" not in err0
+
+
 def test_torchrun_evaluation_joins_a_gloo_group_also_where_cuda_is_available(monkeypatch):
     # `t2t-mtl eval` keeps the model on the CPU; the NCCL group chosen whenever CUDA was available gathered every
     # rank's outputs on its current device, cuda:0 for all ranks (never set), which NCCL refuses
     from t2t_mtl.evaluation import runner
 
     backends = []
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    for key, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(key, value)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend=None, **kw: backends.append(backend))
+    monkeypatch.setattr(torch.distributed, "new_group", lambda backend=None, **kw: backends.append(backend))
+    monkeypatch.setattr("t2t_mtl.engine.distributed._waiting_group", None)
     runner.init_distributed_from_env()
-    assert backends == ["gloo"]
+    assert backends == ["gloo", "gloo"]  # the group, and its waiting group
 
 
 # -- metric semantics in the runner (fake models: the numbers follow from the predictions alone) ----------------

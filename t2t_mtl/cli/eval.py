@@ -186,21 +186,41 @@ def distinct_names(reports: list, paths: Sequence[str], name: str) -> list:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Load, evaluate, write the report; print the Markdown summary. Returns the exit code."""
+    """Load, evaluate, write the report; print the Markdown summary. Returns the exit code.
+
+    Under torchrun, a rank refused before the evaluation begins (exit 2, its error printed) first tells the other ranks
+    (`report_failed_start`), which stop at once naming it (`refuse_failed_start`); a group joined here is left on
+    exit."""
     import torch
+
+    from t2t_mtl.engine.distributed import join_gloo_group, report_failed_start
 
     joined_here = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     try:
-        return _run_eval(args)
+        code = _run_eval(args)
+        if code == 2:  # (a rank that joined already, the others past this check, only leaves the group)
+            report_failed_start(join_gloo_group)
+        return code
     finally:
         if joined_here and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
+def refuse_failed_start(world_size: int, failed: Sequence[int]) -> None:
+    """A ValueError naming the ranks of the job that stopped before the evaluation began (`failed`, from
+    `failed_ranks` right after joining; their own errors say why), so that every rank stops instead of waiting for
+    them."""
+    if failed:
+        ranks, its = ("rank", "its") if len(failed) == 1 else ("ranks", "their")
+        raise ValueError(f"{ranks} {', '.join(map(str, failed))} of {world_size} stopped before the evaluation began "
+                         f"(see {its} error: an option, checkpoint, task or path that rank could not use); every rank "
+                         f"must see the same checkpoint, tasks and paths")
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     import task_registry
-    from t2t_mtl.evaluation import (EvalSettings, evaluate_tasks, init_distributed_from_env, load_checkpoint,
-                                    read_report, to_markdown)
+    from t2t_mtl.engine.distributed import failed_ranks, join_gloo_group
+    from t2t_mtl.evaluation import EvalSettings, evaluate_tasks, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length", "max_examples"))
@@ -246,7 +266,6 @@ def _run_eval(args: argparse.Namespace) -> int:
                 refuse_non_empty_dir(args.out, "--out")
         name = args.name or str(args.checkpoint)
         others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
-        rank, world_size = init_distributed_from_env()
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
         model.to(device)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples,
@@ -259,6 +278,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         if args.template:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
         check_splits(tasks, args.split, args.shots_split)
+        env = join_gloo_group()  # every rank ready, or told which one is not
+        refuse_failed_start(env.world_size, failed_ranks(False, env))
+        rank, world_size = env.rank, env.world_size
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
     except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:

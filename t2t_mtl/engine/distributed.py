@@ -15,7 +15,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 
@@ -129,6 +129,37 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
 
 
+def group_timeout() -> datetime.timedelta:
+    """The timeout of a job's process group, as `train` joins it through DeepSpeed: DEEPSPEED_TIMEOUT minutes (10
+    unless set). A rank that never joins, or hangs in a collective, stops the others after this long."""
+    return datetime.timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", "10")))
+
+
+def join_gloo_group() -> DistEnv:
+    """Join the launched ranks (`launched_world_size`: torchrun's variables or srun's) in a gloo group on the CPU with
+    `group_timeout()`, plus the waiting group of `barrier` and `waiting_group` (`eval`: it gathers Python objects
+    only, the model being where `load_checkpoint` put it). A process launched alone joins nothing: rank 0 of 1. A
+    group that exists already (a caller's) is used as it is."""
+    global _waiting_group
+    import torch.distributed as dist
+
+    cpu = torch.device("cpu")
+    if launched_world_size() > 1 and not dist.is_initialized():
+        fill_env_from_launcher()
+        dist.init_process_group(backend="gloo", timeout=group_timeout())
+        _waiting_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+    if not dist.is_initialized():
+        return DistEnv(0, 1, 0, cpu, "gloo")
+    return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), cpu, "gloo")
+
+
+def waiting_group() -> Optional[object]:
+    """The group of waits that may last long (`WAIT_TIMEOUT`: one rank busy while the others wait for it, a dying
+    rank still ending the wait at once), where `init_distributed` or `join_gloo_group` made it; else None, the
+    default group."""
+    return _waiting_group
+
+
 def shm_allreduce_buffer(rank: int) -> Path:
     """The /dev/shm file DeepSpeed's CPU backend maps for `rank` of a one-machine job (~69 MB a rank)."""
     env = os.environ
@@ -194,10 +225,11 @@ def failed_ranks(failed: bool, env: DistEnv) -> List[int]:
     return [rank for rank, flag in enumerate(flags.tolist()) if flag > 0]
 
 
-def report_failed_start() -> None:
+def report_failed_start(join: Callable[[], DistEnv] = init_distributed) -> None:
     """Tell the other ranks of a multi-process job that this one stops before joining the process group (its error
-    already printed): it joins them (they wait there for every rank) and flags itself in `failed_ranks`, which every
-    rank calls first thing after joining (`t2t_mtl.engine.trainer.refuse_failed_start`), so they stop at once naming
+    already printed): it joins them as they join (`join`: `init_distributed` for `train`, `join_gloo_group` for
+    `eval`; they wait there for every rank) and flags itself in `failed_ranks`, which every rank calls first thing
+    after joining (`t2t_mtl.engine.trainer.refuse_failed_start`, `eval`'s check), so they stop at once naming
     it, instead of waiting out DeepSpeed's 10-minute rendezvous timeout and failing with a traceback (a launcher that
     watches only its own node's processes — two-node torchrun, the pdsh launcher, srun without
     --kill-on-bad-exit — would not stop them). Once the group exists (the others are past that check), it only
@@ -208,7 +240,7 @@ def report_failed_start() -> None:
         return
     if not dist.is_initialized():
         try:
-            failed_ranks(True, init_distributed())
+            failed_ranks(True, join())
         except Exception:  # noqa: BLE001 (this rank ends with its own error; the others time out as before)
             pass
     leave_process_group()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import random
 import statistics
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
+from t2t_mtl.engine.distributed import join_gloo_group, waiting_group
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, fitted_prompt
 from t2t_mtl.evaluation.generation import generate_texts
@@ -133,22 +133,21 @@ def dist_info(rank: Optional[int] = None, world_size: Optional[int] = None) -> t
 
 
 def init_distributed_from_env() -> tuple[int, int]:
-    """Join the group named by torchrun's RANK/WORLD_SIZE variables (no-op for one process).
+    """(rank, world size) once joined to the launched ranks (`join_gloo_group`; no-op for one process).
 
     gloo, also on a GPU machine: the loaded model is evaluated where `load_checkpoint` puts it (the CPU) and
     only Python objects are gathered; an NCCL group would gather them on every rank's current CUDA device, cuda:0
-    for all of them, which NCCL refuses."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="gloo")
-    return dist_info()
+    for all of them, which NCCL refuses. The group's timeout is train's (`group_timeout`); the gathers, where ranks
+    done with their shard wait for the others, go through the waiting group (`WAIT_TIMEOUT`)."""
+    env = join_gloo_group()
+    return env.rank, env.world_size
 
 
 def _gather(local: list[Any], world_size: int) -> list[Any]:
     if world_size == 1:
         return local
     gathered: list[Optional[list[Any]]] = [None] * world_size
-    torch.distributed.all_gather_object(gathered, local)
+    torch.distributed.all_gather_object(gathered, local, group=waiting_group())
     return [item for part in gathered for item in part]
 
 
