@@ -271,6 +271,17 @@ class Template:
         return names - set(ENVIRONMENT.globals) - {"answer_choices"}
 
     @functools.cached_property
+    def target_variables(self) -> frozenset[str]:
+        """The row fields the target, the Jinja after `|||`, reads (all of `variables` where that part does not parse
+        on its own: a `|||` inside a block)."""
+        _, _, target = self.jinja.partition(SEPARATOR)
+        try:
+            names = jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(target))
+        except jinja2.TemplateSyntaxError:
+            return self.variables
+        return frozenset(names) - set(ENVIRONMENT.globals) - {"answer_choices"}
+
+    @functools.cached_property
     def choice_index_fields(self) -> tuple[tuple[str, ...], ...]:
         """The row fields (as key paths: `label`, `idx.label`) the Jinja uses directly as an index into
         `answer_choices`; names the template binds itself (`for`, `set`) are not row fields."""

@@ -52,7 +52,8 @@ target, a name that two files define, and an optional `TaskCheck`); validation a
 `files:` / `data_files:` that does not exist (loading warns of it: the task fails only when its rows are read, so
 a folder's other tasks still load where its files are absent), saying how to write a path meant relative to the
 working directory, and renders the first rows of each split with each template when the rows are reachable — local
-files or an active data dir.
+files or an active data dir — reporting a template whose every checked row of a train or validation split renders
+an input but no target.
 """
 from __future__ import annotations
 
@@ -66,7 +67,12 @@ from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
 from .registry import get_task, list_tasks, register_task
 from .sources import HFSource, LocalFileSource, get_data_dir, is_file_builder
 from .task import Task
+from .template import RenderedExample, Template
 from .yaml_parse import TaskCheck, TaskFileParser, template_location
+
+#: splits whose rows carry their answers (`validate_task_files` checks that a template renders a target for them);
+#: test splits often hold none
+LABELLED_SPLITS = ("train", "validation")
 
 __all__ = ["ParsedTask", "TaskCheck", "load_task_dir", "load_task_dirs", "parse_task_file", "parse_task_files",
            "task_files", "validate_task_file", "validate_task_files"]
@@ -161,13 +167,30 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
         except TaskRegistryError as error:  # its message names the split
             problems.append(f"{path}: {error}")
             continue
-        for index in range(min(check_rows, len(rows))):
-            for template in task.templates:
+        checked = min(check_rows, len(rows))
+        rendered: list[list[RenderedExample]] = [[] for _ in task.templates]
+        for index in range(checked):
+            for template, examples in zip(task.templates, rendered):
                 try:
-                    template.render(rows[index], task=task.name, row_index=index)
+                    examples.append(template.render(rows[index], task=task.name, row_index=index))
                 except TaskRegistryError as error:
                     problems.append(f"{template_location(template, path)}: split {split!r}: {error}")
+        for template, examples in zip(task.templates, rendered):
+            if split.startswith(LABELLED_SPLITS) and len(examples) == checked > 0 and \
+                    all(example.inputs and not example.targets for example in examples):
+                problems.append(_empty_targets_problem(task, template, split, checked, path))
     return problems
+
+
+def _empty_targets_problem(task: Task, template: Template, split: str, checked: int, path: Path) -> str:
+    """The problem of a template whose every checked row of a labelled split renders an input but no target: each
+    would be dropped as a skipped row, which a template bug (a field that holds no answer) rather than promptsource's
+    skip case explains."""
+    fields = ", ".join(map(repr, sorted(template.target_variables))) or "no field"
+    return (f"{template_location(template, path)}: split {split!r}: task {task.name!r}, template {template.name!r}: "
+            f"all {checked} checked rows render an empty target (the Jinja after '|||', reading {fields}), so "
+            f"training and evaluation would drop every one; make the target render the answer (a test split's empty "
+            f"targets are not checked)")
 
 
 def task_files(directory: Union[str, os.PathLike]) -> list[Path]:

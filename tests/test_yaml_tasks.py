@@ -197,6 +197,38 @@ def test_validation_renders_the_first_rows(tmp_path):
     assert validate_task_file(path, check_rows=0) == []
 
 
+def test_a_template_whose_checked_rows_of_a_labelled_split_all_render_no_target_is_a_problem(tmp_path):
+    # was: valid, though every row of train and validation would be dropped as a skipped one (the target reads a
+    # field these rows hold empty); a test split's empty targets are how test splits come
+    rows = [{"text": f"review {i}", "label": i % 2, "gold": ""} for i in range(4)]
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "task.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: empty_gold
+        splits: [train, validation, test]
+        source: {files: {train: train.jsonl, validation: validation.jsonl, test: test.jsonl}}
+        templates:
+          - name: ok
+            jinja: "{{ text }} ||| {{ answer_choices[label] }}"
+            answer_choices: "no ||| yes"
+          - name: reads_gold
+            jinja: "{{ text }} ||| {{ gold }}"
+          - name: skips_all
+            jinja: "{% if gold %}{{ text }} ||| {{ gold }}{% endif %}"
+        """))
+    expected = [f"{path}:9: split {split!r}: task 'empty_gold', template 'reads_gold': all 3 checked rows render an "
+                f"empty target (the Jinja after '|||', reading 'gold'), so training and evaluation would drop every "
+                f"one; make the target render the answer (a test split's empty targets are not checked)"
+                for split in ("train", "validation")]
+    assert validate_task_file(path) == expected  # (skips_all skips whole rows, input too: promptsource's skip case)
+    assert validate_task_file(path, check_rows=1) == [message.replace("all 3", "all 1") for message in expected]
+    rows[2]["gold"] = "positive"  # one checked row with a target: its template may skip the others on purpose
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert validate_task_file(path) == []
+
+
 def test_a_missing_default_split_says_that_splits_default_to_train_and_validation(tmp_path):
     # was only "no split 'validation'", with nothing about where that split came from
     (tmp_path / "train.jsonl").write_text(json.dumps({"q": "q", "a": "a"}) + "\n")
