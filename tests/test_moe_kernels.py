@@ -626,3 +626,18 @@ def test_load_balancing_loss_refuses_mismatched_statistics():
 def test_expert_capacity_refuses_a_top_k_or_token_count_out_of_range(args, match):
     with pytest.raises(MoEKernelError, match=match):
         expert_capacity(*args)
+
+
+def test_auto_backend_on_cuda_without_triton_is_an_error_not_a_fallback(monkeypatch):
+    """was: backend='auto' on a CUDA device silently ran the PyTorch reference when Triton failed to import (the
+    gradproj kernels refuse that case); the dispatch rule is checked on device objects, so this runs on CPU."""
+    import t2t_kernels.moe as moe
+
+    monkeypatch.setattr(moe, "_TRITON_IMPORT_ERROR", ImportError("No module named 'triton'"))
+    with pytest.raises(MoEKernelError, match=r"backend='auto' runs the Triton kernels on cuda:0, but they failed to "
+                                             r"import \(No module named 'triton'\).*backend='reference'"):
+        moe._use_triton("auto", torch.device("cuda", 0))
+    assert moe._use_triton("reference", torch.device("cuda", 0)) is False  # the opt-in stays available
+    assert moe._use_triton("auto", torch.device("cpu")) is False  # the reference off CUDA, as before
+    monkeypatch.setattr(moe, "_TRITON_IMPORT_ERROR", None)
+    assert moe._use_triton("auto", torch.device("cuda", 0)) is True

@@ -1,7 +1,8 @@
 """MoE routing: fused router, dispatch planning, permute and combine — Triton kernels with PyTorch references.
 
-Public API (each takes `backend="auto" | "triton" | "reference"`; auto = Triton for CUDA tensors, the
-PyTorch reference elsewhere; "triton" on CPU needs `TRITON_INTERPRET=1` set before this module is imported;
+Public API (each takes `backend="auto" | "triton" | "reference"`; auto = Triton for CUDA tensors — an error,
+not a fallback, where Triton cannot be imported —, the PyTorch reference elsewhere; "triton" on CPU needs
+`TRITON_INTERPRET=1` set before this module is imported;
 the Triton path is differentiable once: a double backward through it raises):
 
 - `route(logits, k, score="softmax", renormalize=None) -> RouterOutput` (gates, prob_sums, lse
@@ -75,7 +76,11 @@ def _use_triton(backend: str, device: torch.device) -> bool:
                                               "before t2t_kernels.moe was imported")
             raise MoEKernelError(f"backend='triton' cannot run on {device}: {reason}; use backend='reference'")
         return True
-    return device.type == "cuda" and _TRITON_IMPORT_ERROR is None
+    if device.type == "cuda" and _TRITON_IMPORT_ERROR is not None:  # never a silent fallback on a GPU
+        raise MoEKernelError(f"backend='auto' runs the Triton kernels on {device}, but they failed to import "
+                             f"({_TRITON_IMPORT_ERROR}); install triton, or pass backend='reference' "
+                             f"(model.moe.backend: reference) to run the PyTorch reference there")
+    return device.type == "cuda"
 
 
 def _is_int(value) -> bool:
