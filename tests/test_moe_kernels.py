@@ -641,3 +641,27 @@ def test_auto_backend_on_cuda_without_triton_is_an_error_not_a_fallback(monkeypa
     assert moe._use_triton("auto", torch.device("cpu")) is False  # the reference off CUDA, as before
     monkeypatch.setattr(moe, "_TRITON_IMPORT_ERROR", None)
     assert moe._use_triton("auto", torch.device("cuda", 0)) is True
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_routing_ops_refuse_non_float_and_non_tensor_inputs(backend):
+    """were: complex logits, rows, expert outputs or gates failed in Triton with KeyError('complex64'), and the
+    reference router dropped the imaginary part; a list failed with an AttributeError."""
+    logits = _logits(6, 4)
+    plan = plan_dispatch(route(logits, 2, backend="reference").topk_idx, 4, 3, backend=backend)
+    x, gates = torch.randn(6, 5, device=DEVICE), torch.rand(6, 2, device=DEVICE)
+    y = torch.randn(plan.num_rows, 5, device=DEVICE)
+    cases = [
+        (lambda: route(logits.to(torch.complex64), 2, backend=backend), r"router logits must be a float tensor"),
+        (lambda: route(logits.tolist(), 2, backend=backend), "router logits must be a torch.Tensor, got list"),
+        (lambda: plan_dispatch([[0, 1]], 4, backend=backend), "topk_idx must be a torch.Tensor .* got list"),
+        (lambda: permute(x.to(torch.complex64), plan, backend=backend), "permute input must be a float tensor"),
+        (lambda: permute(x, plan._asdict(), backend=backend), "plan must be the DispatchPlan .* got dict"),
+        (lambda: combine(y.to(torch.complex64), plan, gates, backend=backend), "combine input must be a float tensor"),
+        (lambda: combine(y, plan, gates.to(torch.complex64), backend=backend),
+         r"gates must be a float tensor, one of \['torch.float16', .*got dtype torch.complex64"),
+        (lambda: combine(y, plan, gates.tolist(), backend=backend), "gates must be a torch.Tensor, got list"),
+    ]
+    for call, match in cases:
+        with pytest.raises(MoEKernelError, match=match):
+            call()

@@ -36,6 +36,7 @@ __all__ = [
 _BACKENDS = ("auto", "triton", "reference")
 _SCORES = ("softmax", "sigmoid")
 _INDEX_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _MAX_TILE = 1 << 20  # Triton's largest tensor (elements)
 # Triton reads TRITON_INTERPRET when the kernels are decorated (at this import), so a later change has no effect.
 _INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
@@ -85,6 +86,16 @@ def _use_triton(backend: str, device: torch.device) -> bool:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_float(name: str, value) -> None:
+    """Refuse `value` unless it is a tensor of a float dtype both backends take (a complex one failed in Triton with
+    a KeyError, and the reference router dropped its imaginary part)."""
+    if not isinstance(value, torch.Tensor):
+        raise MoEKernelError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in _FLOAT_DTYPES:
+        raise MoEKernelError(f"{name} must be a float tensor, one of {[str(d) for d in _FLOAT_DTYPES]}, got dtype "
+                             f"{value.dtype}")
 
 
 def _check_flag(name: str, value, optional: bool = False) -> None:
@@ -163,12 +174,13 @@ class _RouterFunction(torch.autograd.Function):
 
 def route(logits: torch.Tensor, k: int, *, score: str = "softmax", renormalize: Optional[bool] = None,
           backend: str = "auto") -> RouterOutput:
-    """Route N tokens over E experts from logits [N, E].
+    """Route N tokens over E experts from float logits [N, E] (fp16, bf16, fp32 or fp64).
 
     `renormalize` defaults to k > 1 (Switch convention: a top-1 gate stays the raw probability so the
     router receives a gradient). Returns `RouterOutput` (see `t2t_kernels.moe.reference.RouterOutput`, which also
     states the tie order and what NaN logits do).
     """
+    _check_float("router logits", logits)
     if logits.dim() != 2:
         raise MoEKernelError(f"route expects router logits of shape [tokens, experts], got {tuple(logits.shape)}")
     num_experts = logits.shape[1]
@@ -235,6 +247,8 @@ def plan_dispatch(topk_idx: torch.Tensor, num_experts: int, capacity: Optional[i
     """Destination rows of every (token, slot) for integer expert ids [N, k] in [0, num_experts); capacity
     None = dropless. Checking the id range costs one device sync (the plan's segment list costs another):
     `check_ids=False` skips it for ids that `route` produced (always in range)."""
+    if not isinstance(topk_idx, torch.Tensor):
+        raise MoEKernelError(f"topk_idx must be a torch.Tensor of integer expert ids, got {type(topk_idx).__name__}")
     if topk_idx.dim() != 2:
         raise MoEKernelError(f"plan_dispatch expects expert ids of shape [tokens, k], got {tuple(topk_idx.shape)}")
     if topk_idx.dtype not in _INDEX_DTYPES:
@@ -342,8 +356,14 @@ class _CombineFunction(torch.autograd.Function):
         return dy, None, dgates
 
 
+def _check_plan(plan: DispatchPlan) -> None:
+    if not isinstance(plan, DispatchPlan):
+        raise MoEKernelError(f"plan must be the DispatchPlan that plan_dispatch returns, got {type(plan).__name__}")
+
+
 def _check_rows(name: str, x: torch.Tensor, plan: DispatchPlan, n: int) -> None:
-    """`x` is [n, d] and on the plan's device."""
+    """`x` is a float [n, d] tensor on the plan's device."""
+    _check_float(name, x)
     if x.dim() != 2 or x.shape[0] != n:
         raise MoEKernelError(f"{name} must be [{n}, d] to match the dispatch plan, got {tuple(x.shape)}")
     _check_device(f"{name} is", x, plan)
@@ -356,7 +376,9 @@ def _check_device(what: str, x: torch.Tensor, plan: DispatchPlan) -> None:
 
 
 def permute(x: torch.Tensor, plan: DispatchPlan, *, backend: str = "auto") -> torch.Tensor:
-    """Gather token rows x [N, d] into the plan's expert-contiguous order → [R, d]."""
+    """Gather float token rows x [N, d] (fp16, bf16, fp32 or fp64) into the plan's expert-contiguous order
+    → [R, d]."""
+    _check_plan(plan)
     _check_rows("permute input", x, plan, plan.dest.shape[0])
     if _use_triton(backend, x.device):
         with device_guard(x):
@@ -365,8 +387,11 @@ def permute(x: torch.Tensor, plan: DispatchPlan, *, backend: str = "auto") -> to
 
 
 def combine(y: torch.Tensor, plan: DispatchPlan, gates: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """Un-permute expert outputs y [R, d] and sum them weighted by gates [N, k] → [N, d] (dtype of y)."""
+    """Un-permute expert outputs y [R, d] and sum them weighted by gates [N, k] → [N, d] (dtype of y); y and gates
+    are float tensors (fp16, bf16, fp32 or fp64)."""
+    _check_plan(plan)
     _check_rows("combine input", y, plan, plan.num_rows)
+    _check_float("gates", gates)
     if gates.shape != plan.dest.shape:
         raise MoEKernelError(f"gates must be {tuple(plan.dest.shape)} like the plan, got {tuple(gates.shape)}")
     _check_device("gates are", gates, plan)
