@@ -513,7 +513,7 @@ def test_argument_types_and_capacity_rule_inputs_are_checked():
     for k in (2.0, True):
         with pytest.raises(MoEKernelError, match="top-k must be an int"):
             route(logits, k)
-    with pytest.raises(MoEKernelError, match="num_experts must be >= 1"):
+    with pytest.raises(MoEKernelError, match="num_experts must be an int >= 1"):
         expert_capacity(10, 0, 2, 1.25)
     for factor in (float("nan"), float("inf"), 0.0, -1.0):
         with pytest.raises(MoEKernelError, match="capacity_factor must be a finite number > 0"):
@@ -621,9 +621,16 @@ def test_load_balancing_loss_refuses_mismatched_statistics():
     # were capacities 10 (k 5 of 4 experts), 1 (k 0) and -3 (a negative token count)
     ((10, 4, 5, 1.0, 1), r"top-k must be an int with 1 <= k <= num_experts \(4\), got k=5"),
     ((10, 4, 0, 1.0, 1), r"top-k must be an int with 1 <= k <= num_experts \(4\), got k=0"),
-    ((-3, 4, 1, 1.0, 1), r"num_tokens must be >= 0, got -3"),
+    ((-3, 4, 1, 1.0, 1), r"num_tokens must be an int >= 0, got -3"),
+    # were a TypeError from Fraction or a comparison that named no argument, or a capacity that is no int
+    ((10.0, 4, 2, 1.25, 4), r"num_tokens must be an int >= 0, got 10.0"),
+    ((True, 4, 1, 1.0, 0), r"num_tokens must be an int >= 0, got True"),  # was the capacity True
+    ((10, 4.0, 2, 1.25, 4), r"num_experts must be an int >= 1, got 4.0"),
+    ((10, 4, 2, "1.25", 4), r"capacity_factor must be a finite number > 0, got '1.25'"),
+    ((10, 4, 2, 1.25, None), r"min_capacity must be an int >= 0, got None"),
+    ((10, 4, 2, 1.0, 7.5), r"min_capacity must be an int >= 0, got 7.5"),  # was the capacity 7.5
 ])
-def test_expert_capacity_refuses_a_top_k_or_token_count_out_of_range(args, match):
+def test_expert_capacity_refuses_arguments_out_of_range_or_of_another_type(args, match):
     with pytest.raises(MoEKernelError, match=match):
         expert_capacity(*args)
 

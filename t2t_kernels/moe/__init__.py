@@ -17,6 +17,7 @@ the Triton path is differentiable once: a double backward through it raises):
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from fractions import Fraction
 from typing import Optional
@@ -407,15 +408,19 @@ def expert_capacity(num_tokens: int, num_experts: int, k: int, capacity_factor: 
     """Rows per expert: max(ceil(N·k/E · capacity_factor), min_capacity), at most N (DeepSpeed's rule), the
     ceiling taken exactly, of the factor as written (its shortest decimal form: 1.1 is 11/10).
 
-    num_tokens >= 0; num_experts >= 1; 1 <= k <= num_experts; capacity_factor finite and > 0."""
-    if num_experts < 1:
-        raise MoEKernelError(f"num_experts must be >= 1, got {num_experts}")
+    num_tokens: an int >= 0; num_experts: an int >= 1; k: an int, 1 <= k <= num_experts; capacity_factor: a real
+    number, finite and > 0; min_capacity: an int >= 0."""
+    if not _is_int(num_experts) or num_experts < 1:
+        raise MoEKernelError(f"num_experts must be an int >= 1, got {num_experts!r}")
     if not _is_int(k) or not 1 <= k <= num_experts:
         raise MoEKernelError(f"top-k must be an int with 1 <= k <= num_experts ({num_experts}), got k={k!r}")
-    if num_tokens < 0:
-        raise MoEKernelError(f"num_tokens must be >= 0, got {num_tokens!r}")
-    if not math.isfinite(capacity_factor) or capacity_factor <= 0:
-        raise MoEKernelError(f"capacity_factor must be a finite number > 0, got {capacity_factor}")
+    if not _is_int(num_tokens) or num_tokens < 0:
+        raise MoEKernelError(f"num_tokens must be an int >= 0, got {num_tokens!r}")
+    if (not isinstance(capacity_factor, numbers.Real) or isinstance(capacity_factor, bool)
+            or not math.isfinite(capacity_factor) or capacity_factor <= 0):
+        raise MoEKernelError(f"capacity_factor must be a finite number > 0, got {capacity_factor!r}")
+    if not _is_int(min_capacity) or min_capacity < 0:
+        raise MoEKernelError(f"min_capacity must be an int >= 0, got {min_capacity!r}")
     balanced = Fraction(num_tokens * k, num_experts) * Fraction(repr(float(capacity_factor)))
     cap = max(math.ceil(balanced), min_capacity)
     return min(cap, num_tokens)
