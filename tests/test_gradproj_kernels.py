@@ -424,3 +424,15 @@ def test_combine_weights_that_are_not_numbers_are_named(weights):
     # not NoneType"
     with pytest.raises(GradProjInputError, match="weights must be a tensor or a sequence of numbers, one per task"):
         combine(weights, torch.ones(3, 4))
+
+
+@cpu_only
+@pytest.mark.parametrize("value", ["false", "no", "true", " 1"])
+def test_force_triton_environment_values_other_than_0_and_1_are_refused(monkeypatch, value):
+    """was: read as 'not empty and not 0', so T2T_MTL_GRADPROJ_FORCE_TRITON=false forced the Triton path."""
+    monkeypatch.setenv(gradproj.FORCE_TRITON_ENV, value)
+    with pytest.raises(GradProjInputError, match=rf"{gradproj.FORCE_TRITON_ENV} must be 1 .*, 0 or unset, got "
+                                                 rf"'{value}'"):
+        gram(torch.randn(3, 10))
+    monkeypatch.setenv(gradproj.FORCE_TRITON_ENV, "0")
+    torch.testing.assert_close(gram(torch.eye(2, 3)), torch.eye(2))  # off: the reference

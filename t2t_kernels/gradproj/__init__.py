@@ -2,8 +2,9 @@
 (Σ_t w_t g_t written into a flat buffer).
 
 Dispatch: CUDA tensors run the Triton kernels; other tensors run the PyTorch reference, unless
-`force_triton=True` or the environment sets `T2T_MTL_GRADPROJ_FORCE_TRITON=1` — then CPU tensors run the
-Triton code under the interpreter (`TRITON_INTERPRET=1` must be set before this package is imported).
+`force_triton=True` or the environment sets `T2T_MTL_GRADPROJ_FORCE_TRITON=1` (`0` or unset: off; any other value
+is refused) — then CPU tensors run the Triton code under the interpreter (`TRITON_INTERPRET=1` must be set before
+this package is imported).
 fp64 inputs always take the reference path. Neither function is differentiable: both compute under
 `torch.no_grad()`, so the result carries no autograd graph whatever the inputs' `requires_grad`.
 """
@@ -46,6 +47,16 @@ class GradProjInputError(ValueError):
     weights, `out`, `scale`, `num_splits`, `force_triton`), or the Triton path it asks for cannot run."""
 
 
+def _forced_by_environment() -> bool:
+    """Whether FORCE_TRITON_ENV asks for the Triton path: "1" yes, unset, "" or "0" no, anything else refused (as a
+    truth value "false" or "no" would force it)."""
+    value = os.environ.get(FORCE_TRITON_ENV, "")
+    if value not in ("", "0", "1"):
+        raise GradProjInputError(f"the environment variable {FORCE_TRITON_ENV} must be 1 (Triton kernels on CPU "
+                                 f"tensors, under the interpreter), 0 or unset, got {value!r}")
+    return value == "1"
+
+
 def _use_triton(tensor: torch.Tensor, force_triton: bool | None) -> bool:
     if force_triton is not None and not isinstance(force_triton, bool):  # a string such as "no" would read as True
         raise GradProjInputError(f"force_triton must be True, False or None (None: the {FORCE_TRITON_ENV} "
@@ -53,7 +64,7 @@ def _use_triton(tensor: torch.Tensor, force_triton: bool | None) -> bool:
     if tensor.dtype == torch.float64:
         return False
     if force_triton is None:
-        force_triton = os.environ.get(FORCE_TRITON_ENV, "") not in ("", "0")
+        force_triton = _forced_by_environment()
     if (tensor.device.type == "cuda" or force_triton) and _TRITON_IMPORT_ERROR is not None:
         raise GradProjInputError(f"the Triton kernels are unavailable ({_TRITON_IMPORT_ERROR}); install triton "
                                  f"or pass CPU tensors (reference path) without force_triton")
