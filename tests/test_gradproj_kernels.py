@@ -436,3 +436,17 @@ def test_force_triton_environment_values_other_than_0_and_1_are_refused(monkeypa
         gram(torch.randn(3, 10))
     monkeypatch.setenv(gradproj.FORCE_TRITON_ENV, "0")
     torch.testing.assert_close(gram(torch.eye(2, 3)), torch.eye(2))  # off: the reference
+
+
+@pytest.mark.parametrize("make", [lambda o: (b for b in o), iter, range])
+def test_segment_offsets_given_as_a_generator_or_range(make):
+    """was: a generator or iterator of valid boundaries was used up by the int check and then refused as empty
+    ('needs K+1 >= 2 boundaries, got []')."""
+    g = _grads(3, 10)
+    offsets = range(0, 11, 5) if make is range else make([0, 5, 10])
+    expected = _formula_gram(g, [0, 5, 10]).float()
+    torch.testing.assert_close(gram(g, offsets).cpu(), expected, rtol=1e-5, atol=1e-5)
+    w = torch.randn(2, 3)
+    offsets = range(0, 11, 5) if make is range else make([0, 5, 10])
+    expected = torch.cat([w[0].double() @ g[:, :5].double().cpu(), w[1].double() @ g[:, 5:].double().cpu()])
+    torch.testing.assert_close(combine(w, g, segment_offsets=offsets).double().cpu(), expected, rtol=1e-5, atol=1e-6)

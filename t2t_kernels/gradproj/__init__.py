@@ -104,7 +104,7 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_params: int) -> list[int]:
+def _check_offsets(segment_offsets: Iterable[int] | torch.Tensor | None, num_params: int) -> list[int]:
     if segment_offsets is None:
         return [0, num_params]
     if isinstance(segment_offsets, torch.Tensor):
@@ -112,10 +112,12 @@ def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_par
             raise GradProjInputError(f"segment_offsets must be a 1-D integer tensor [K+1], got dtype "
                                      f"{segment_offsets.dtype} shape {list(segment_offsets.shape)}")
         segment_offsets = segment_offsets.tolist()
-    elif not isinstance(segment_offsets, Iterable) or not all(
-            isinstance(o, numbers.Integral) and not isinstance(o, bool) for o in segment_offsets):
-        raise GradProjInputError(f"segment_offsets must be a flat sequence of ints or a 1-D integer tensor [K+1], "
-                                 f"got {segment_offsets!r}")
+    else:  # listed first: checking a generator or iterator would use it up
+        given = list(segment_offsets) if isinstance(segment_offsets, Iterable) else None
+        if given is None or not all(isinstance(o, numbers.Integral) and not isinstance(o, bool) for o in given):
+            raise GradProjInputError(f"segment_offsets must be a flat sequence of ints or a 1-D integer tensor "
+                                     f"[K+1], got {segment_offsets!r}")
+        segment_offsets = given
     offsets = [int(o) for o in segment_offsets]
     if len(offsets) < 2:
         raise GradProjInputError(f"segment_offsets needs K+1 >= 2 boundaries, got {offsets}")
@@ -129,7 +131,7 @@ def _check_offsets(segment_offsets: Sequence[int] | torch.Tensor | None, num_par
 
 
 @torch.no_grad()
-def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | None = None, *,
+def gram(grads: torch.Tensor, segment_offsets: Iterable[int] | torch.Tensor | None = None, *,
          force_triton: bool | None = None, num_splits: int | None = None) -> torch.Tensor:
     """Gram matrix of per-task gradients.
 
@@ -156,7 +158,7 @@ def gram(grads: torch.Tensor, segment_offsets: Sequence[int] | torch.Tensor | No
 
 @torch.no_grad()
 def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: torch.Tensor | None = None,
-            scale: float = 1.0, *, segment_offsets: Sequence[int] | torch.Tensor | None = None,
+            scale: float = 1.0, *, segment_offsets: Iterable[int] | torch.Tensor | None = None,
             force_triton: bool | None = None) -> torch.Tensor:
     """out = scale · Σ_t weights[t] · grads[t] as a flat [P] tensor.
 
