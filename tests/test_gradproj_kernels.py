@@ -426,6 +426,21 @@ def test_combine_weights_that_are_not_numbers_are_named(weights):
         combine(weights, torch.ones(3, 4))
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_combine_refuses_complex_weights(force):
+    """was: a complex weights tensor or NumPy array was cast to float with only torch's warning, its imaginary part
+    dropped (a complex Python list was already refused)."""
+    import numpy as np
+
+    for weights in (torch.tensor([1 + 1j, 2, 3]), np.array([1 + 1j, 2, 3]), [1 + 1j, 2, 3]):
+        with pytest.raises(GradProjInputError, match=r"weights must be a tensor or a sequence of numbers, one per "
+                                                     r"task, real, got .*complex"):
+            combine(weights, _grads(3, 4), force_triton=force)
+    real = np.array([1.0, 2.0, 3.0])  # real arrays and tensors are taken as before
+    torch.testing.assert_close(combine(real, _grads(3, 4), force_triton=force).cpu(),
+                               (torch.tensor(real).float() @ _grads(3, 4).cpu()), rtol=1e-5, atol=1e-5)
+
+
 @cpu_only
 @pytest.mark.parametrize("value", ["false", "no", "true", " 1"])
 def test_force_triton_environment_values_other_than_0_and_1_are_refused(monkeypatch, value):

@@ -175,10 +175,12 @@ def combine(weights: torch.Tensor | Sequence[float], grads: torch.Tensor, out: t
     num_tasks, num_params = grads.shape
     offsets = _check_offsets(segment_offsets, num_params)
     try:
+        if hasattr(weights, "dtype") and torch.as_tensor(weights).is_complex():  # a cast would drop imaginary parts
+            raise TypeError(f"a complex dtype, {weights.dtype}")
         weights = torch.as_tensor(weights, dtype=torch.float32 if grads.dtype != torch.float64 else torch.float64)
-    except (TypeError, ValueError, RuntimeError) as error:  # e.g. strings, ragged lists
-        raise GradProjInputError(f"weights must be a tensor or a sequence of numbers, one per task, got {weights!r} "
-                                 f"({error})") from None
+    except (TypeError, ValueError, RuntimeError) as error:  # e.g. strings, ragged lists, complex numbers
+        raise GradProjInputError(f"weights must be a tensor or a sequence of numbers, one per task, real, got "
+                                 f"{weights!r} ({error})") from None
     expected = (num_tasks,) if segment_offsets is None else (len(offsets) - 1, num_tasks)
     if tuple(weights.shape) != expected:
         segments = f" and {len(offsets) - 1} segments" if segment_offsets is not None else ""
