@@ -430,3 +430,25 @@ def test_merge_state_dicts_needs_a_list_of_models(models, what):
         merge_state_dicts({"w": torch.ones(2)}, models)
     merged = merge_state_dicts({"w": torch.ones(2)}, [{"w": torch.zeros(2)}, {"w": torch.full((2,), 3.0)}])
     torch.testing.assert_close(merged["w"], torch.ones(2) + (-1.0 + 2.0))  # base + Σ (model - base)
+
+
+def test_the_merge_command_names_a_diverged_model_or_base_by_its_path(tmp_path, t5_tokenizer, capsys):
+    # was: "model 2: ... holds non-finite weights" and "the base's ... holds non-finite weights", the only merge
+    # errors that named no input, the model by its place among the arguments
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(t5_config_from_dims(DIMS, len(t5_tokenizer)))
+    base, tuned = _save(model, t5_tokenizer, tmp_path / "base"), _save(model, t5_tokenizer, tmp_path / "ft")
+    with torch.no_grad():
+        model.encoder.block[0].layer[0].SelfAttention.q.weight[0, 0] = float("nan")
+    diverged = _save(model, t5_tokenizer, tmp_path / "diverged")
+    key = re.escape("encoder.block.0.layer.0.SelfAttention.q.weight")
+    for inputs, message in (([base, tuned, diverged], rf"{re.escape(diverged)}: {key} holds non-finite weights"),
+                            ([diverged, tuned], rf"{re.escape(diverged)}: the base's {key} holds non-finite weights")):
+        capsys.readouterr()
+        assert cli_main(["merge", *inputs, "--out", str(tmp_path / "o")]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(MergeError, match=r"^a: n \(a torch.int64 tensor\) differs"):
+        merge_task_vectors({"n": torch.tensor([1])}, lambda i: {"n": torch.tensor([2])}, 1, model_names=["a"])
+    with pytest.raises(MergeError, match="model_names names 2 models, not the 1 merged"):
+        merge_task_vectors({"w": torch.zeros(1)}, lambda i: {"w": torch.ones(1)}, 1, model_names=["a", "b"])

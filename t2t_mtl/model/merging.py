@@ -24,7 +24,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -105,34 +105,36 @@ def _non_finite_key(state: Mapping[str, torch.Tensor]) -> Union[str, None]:
                  if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
 
 
-def _check_finite_base(base: Mapping[str, torch.Tensor]) -> None:
+def _check_finite_base(base: Mapping[str, torch.Tensor], base_name: Optional[str]) -> None:
     key = _non_finite_key(base)
     if key is not None:
-        raise MergeError(f"the base's {key} holds non-finite weights (NaN or inf): task vectors need a finite base "
-                         f"model")
+        where = f"{base_name}: " if base_name else ""
+        raise MergeError(f"{where}the base's {key} holds non-finite weights (NaN or inf): task vectors need a finite "
+                         f"base model")
 
 
-def _loaded(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str, torch.Tensor]], index: int
-            ) -> Mapping[str, torch.Tensor]:
+def _loaded(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str, torch.Tensor]], index: int,
+            name: str) -> Mapping[str, torch.Tensor]:
     """`load(index)`, after checking that it has the base's keys and shapes and its non-float tensors, and that
-    its float tensors are finite."""
+    its float tensors are finite; errors call it `name`."""
     model = load(index)
     for key, value in base.items():
         if key not in model or model[key].shape != value.shape:
             found = "missing" if key not in model else f"of shape {tuple(model[key].shape)}"
-            raise MergeError(f"model {index + 1}: {key} is {found}, the base's is {tuple(value.shape)}: merging "
+            raise MergeError(f"{name}: {key} is {found}, the base's is {tuple(value.shape)}: merging "
                              f"needs fine-tuned versions of the same base model")
         if not value.is_floating_point() and not torch.equal(model[key], value):
-            raise MergeError(f"{key} (a {value.dtype} tensor) differs between the models; it cannot be merged")
+            raise MergeError(f"{name}: {key} (a {value.dtype} tensor) differs between the models; it cannot be "
+                             f"merged")
     # (a diverged fine-tune: TIES would silently drop its NaN entries, |NaN| >= threshold being false, and the other
     # methods would report an overflow that no scale fixes)
     key = _non_finite_key({key: model[key] for key in base})
     if key is not None:
-        raise MergeError(f"model {index + 1}: {key} holds non-finite weights (NaN or inf), as a fine-tune that "
+        raise MergeError(f"{name}: {key} holds non-finite weights (NaN or inf), as a fine-tune that "
                          f"diverged does: its task vector cannot be merged; use an earlier checkpoint of it")
     extra = sorted(set(model) - set(base))
     if extra:
-        raise MergeError(f"the fine-tuned models have weights the base lacks ({', '.join(extra[:5])}): merging needs "
+        raise MergeError(f"{name} has weights the base lacks ({', '.join(extra[:5])}): merging needs "
                          f"fine-tuned versions of the same base model")
     return model
 
@@ -154,7 +156,8 @@ def _add(into: Dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
 
 
 def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str, torch.Tensor]],
-                       count: int, *, method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2
+                       count: int, *, method: str = "task_arithmetic", scale: float = 1.0, density: float = 0.2,
+                       base_name: Optional[str] = None, model_names: Optional[Sequence[str]] = None
                        ) -> Dict[str, torch.Tensor]:
     """The merged state dict (base's dtypes) of `count` fine-tuned models, model i's state dict given by `load(i)`.
 
@@ -162,16 +165,20 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
     the disjoint mean) — so memory holds the base, float64 accumulators and one model, whatever `count` is.
     Raises MergeError for an unknown method, a density outside (0, 1], a non-finite scale, no models, models
     whose keys, shapes or non-float tensors differ from the base's, a base or model with NaN or infinite weights,
-    or merged weights that overflow the dtype.
+    or merged weights that overflow the dtype. The errors name the base `base_name` and model i `model_names[i]`
+    (their paths, say; default: the base, model i + 1).
     """
     _check_settings(method, scale, density, count)
-    _check_finite_base(base)
+    names = list(model_names) if model_names is not None else [f"model {i + 1}" for i in range(count)]
+    if len(names) != count:
+        raise MergeError(f"model_names names {len(names)} models, not the {count} merged")
+    _check_finite_base(base, base_name)
     merged_tau: Dict[str, torch.Tensor] = {}
     if method == "ties":
         thresholds: List[float] = []
         elected: Dict[str, torch.Tensor] = {}
         for index in range(count):
-            model = _loaded(base, load, index)
+            model = _loaded(base, load, index, names[index])
             thresholds.append(_trim_threshold(base, model, density))
             for key, tau in _task_vectors(base, model):
                 _add(elected, key, _trimmed(tau, thresholds[index]))
@@ -190,7 +197,7 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
                                           torch.zeros_like(merged_tau[key]))
     else:
         for index in range(count):
-            for key, tau in _task_vectors(base, _loaded(base, load, index)):
+            for key, tau in _task_vectors(base, _loaded(base, load, index, names[index])):
                 _add(merged_tau, key, tau)
         if method == "mean":
             for tau in merged_tau.values():
@@ -293,7 +300,7 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
         return model.state_dict()
 
     state = merge_task_vectors(base_model.state_dict(), load_model, len(models), method=method, scale=scale,
-                               density=density)
+                               density=density, base_name=str(base), model_names=[str(path) for path in models])
     base_model.load_state_dict(state)
     recipe = {"merge": {"method": method, "scale": scale, "density": density if method == "ties" else None,
                         "base": str(Path(base).resolve()), "models": [str(Path(m).resolve()) for m in models]}}
