@@ -10,10 +10,11 @@ A fine-tuned model's task vector is τ_i = θ_i − θ_base (Ilharco et al. 2023
 Trimming is global, as in the paper and its reference code: τ_i is the whole model's task vector (all float
 tensors flattened together; a tensor held under several keys, as tied embeddings are, counts once), and its
 ceil(density·n) largest magnitudes are kept, wherever they are. The threshold is found exactly without a
-flattened copy (a radix select over the magnitudes' bits, a few passes over the model in memory). Non-float
-tensors must be equal in every model and are kept. `merge_task_vectors` takes the models one at a time (memory
-for the base, float64 accumulators and one model, however many are merged); `merge_state_dicts` works on state
-dicts in memory; `merge_models` on model folders / runs.
+flattened copy (a radix select over the magnitudes' bits, a few passes over the model in memory). Every method
+merges a tensor the base holds under several keys once (a model must hold one tensor under them too), and the
+result holds it under each. Non-float tensors must be equal in every model and are kept. `merge_task_vectors`
+takes the models one at a time (memory for the base, float64 accumulators and one model, however many are
+merged); `merge_state_dicts` works on state dicts in memory; `merge_models` on model folders / runs.
 """
 from __future__ import annotations
 
@@ -40,24 +41,30 @@ class MergeError(ValueError):
 _DIGIT_BITS = 16  # bits of the magnitudes' patterns settled per pass of the radix select (4 passes of float64)
 
 
+def _identity(value: torch.Tensor) -> Tuple[int, Tuple[int, ...], Tuple[int, ...], torch.dtype]:
+    """What two keys holding one tensor share (and two distinct tensors do not)."""
+    return value.data_ptr(), tuple(value.shape), value.stride(), value.dtype
+
+
+def _first_keys(state: Mapping[str, torch.Tensor]) -> Dict[str, str]:
+    """{key: the first key holding its tensor} for the float tensors of `state`: itself, or, for a tensor held under
+    several keys (tied weights: a T5's shared embedding is also encoder/decoder.embed_tokens and lm_head), the key
+    that held it first."""
+    first: Dict[Tuple[Any, ...], str] = {}
+    return {key: first.setdefault(_identity(value), key) for key, value in state.items() if value.is_floating_point()}
+
+
 def _distinct_float_keys(state: Mapping[str, torch.Tensor]) -> List[str]:
-    """The keys of the float tensors of `state`, one per tensor where several keys hold it (tied weights: a T5's
-    shared embedding is also encoder/decoder.embed_tokens and lm_head)."""
-    seen, keys = set(), []
-    for key, value in state.items():
-        identity = (value.data_ptr(), tuple(value.shape), value.stride(), value.dtype)
-        if value.is_floating_point() and identity not in seen:
-            seen.add(identity)
-            keys.append(key)
-    return keys
+    """The keys of the float tensors of `state`, one per tensor where several keys hold it (`_first_keys`)."""
+    return [key for key, first in _first_keys(state).items() if key == first]
 
 
 def _trim_threshold(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor], density: float) -> float:
     """The magnitude at or above which TIES keeps an entry of `model`'s task vector: exactly its ceil(density·n)-th
-    largest |τ| over all its n float entries (0 when all are kept). The bit patterns of non-negative
-    float64 numbers order as the numbers do, so a radix select finds it, `_DIGIT_BITS` bits per pass over the
-    tensors (no flattened copy of the task vector)."""
-    keys = _distinct_float_keys(model)
+    largest |τ| over all its n float entries, a tensor the base holds under several keys counted once (0 when all
+    are kept). The bit patterns of non-negative float64 numbers order as the numbers do, so a radix select finds
+    it, `_DIGIT_BITS` bits per pass over the tensors (no flattened copy of the task vector)."""
+    keys = _distinct_float_keys(base)
 
     def magnitudes() -> Iterator[torch.Tensor]:
         for key in keys:
@@ -126,6 +133,10 @@ def _loaded(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str,
         if not value.is_floating_point() and not torch.equal(model[key], value):
             raise MergeError(f"{name}: {key} (a {value.dtype} tensor) differs between the models; it cannot be "
                              f"merged")
+    for key, first in _first_keys(base).items():  # (a tied weight is merged once, under its first key)
+        if not (_identity(model[key]) == _identity(model[first]) or torch.equal(model[key], model[first])):
+            raise MergeError(f"{name}: {key} and {first} are one tensor in the base (tied weights) but differ here: "
+                             f"merging needs fine-tuned versions of the same base model, its weights tied as in it")
     # (a diverged fine-tune: TIES would silently drop its NaN entries, |NaN| >= threshold being false, and the other
     # methods would report an overflow that no scale fixes)
     key = _non_finite_key({key: model[key] for key in base})
@@ -141,10 +152,9 @@ def _loaded(base: Mapping[str, torch.Tensor], load: Callable[[int], Mapping[str,
 
 def _task_vectors(base: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor]
                   ) -> Iterator[Tuple[str, torch.Tensor]]:
-    """(key, τ = θ − θ_base in float64) for each float tensor of the base."""
-    for key, value in base.items():
-        if value.is_floating_point():
-            yield key, model[key].double() - value.double()
+    """(key, τ = θ − θ_base in float64) for each float tensor of the base, once where several keys hold it."""
+    for key in _distinct_float_keys(base):
+        yield key, model[key].double() - base[key].double()
 
 
 def _add(into: Dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
@@ -202,10 +212,13 @@ def merge_task_vectors(base: Mapping[str, torch.Tensor], load: Callable[[int], M
         if method == "mean":
             for tau in merged_tau.values():
                 tau /= count
-    merged = {}
+    merged, first_keys = {}, _first_keys(base)
     for key, value in base.items():
         if not value.is_floating_point():
             merged[key] = value.clone()
+            continue
+        if first_keys[key] != key:  # a tied weight: the tensor merged under its first key, held under this one too
+            merged[key] = merged[first_keys[key]]
             continue
         merged[key] = (value.double() + scale * merged_tau.pop(key)).to(value.dtype)
         if not torch.isfinite(merged[key]).all():
