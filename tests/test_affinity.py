@@ -499,6 +499,23 @@ def test_mean_and_conflict_fraction_count_only_the_steps_a_pair_was_measured_at(
     assert np.diag(mean).tolist() == [1.0] * 3 and np.diag(conflict).tolist() == [0.0] * 3
 
 
+def test_the_last_cosine_of_a_pair_is_the_last_one_measured(tmp_path):
+    """By hand: (a, b) measured at every step, last 0.3; (a, c) at steps 1 and 2 only, last 0.6; (b, c) never. Was:
+    the last logged step's matrix, so (a, c), not drawn at the final step, had no last cosine (null) although it
+    was measured twice — while its mean and conflict fraction counted the steps it was measured at."""
+    nan = float("nan")
+    ab, ac = [-0.5, 0.2, -0.1, 0.3], [-0.4, 0.6, nan, nan]
+    cosines = np.full((4, 3, 3), nan)
+    for n in range(4):
+        cosines[n, 0, 0] = cosines[n, 1, 1] = 1.0
+        cosines[n, 2, 2] = 1.0 if n < 2 else nan  # c drawn at the first two steps only
+        cosines[n, 0, 1] = cosines[n, 1, 0] = ab[n]
+        cosines[n, 0, 2] = cosines[n, 2, 0] = ac[n]
+    series = CosineSeries(["a", "b", "c"], np.arange(1, 5), cosines)
+    last = json.loads(write_gradient_affinity(series, tmp_path)["json"].read_text())["last_cosine"]
+    assert last == [[1.0, 0.3, 0.6], [0.3, 1.0, None], [0.6, None, 1.0]]
+
+
 def test_a_cosine_record_without_a_step_is_skipped_and_one_without_its_tasks_is_named(tmp_path):
     good = {"step": 1, "tasks": ["a", "b"], "grad_cosine": [[1.0, -0.5], [-0.5, 1.0]]}
     stepless = {"gradient_surgery": {"tasks": ["a", "b"], "grad_cosine": [[1.0, 0.9], [0.9, 1.0]]}}

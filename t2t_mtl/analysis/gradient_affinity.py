@@ -2,9 +2,9 @@
 
 Gradient surgery computes the T×T Gram matrix G of the per-task gradients every step it runs, so the
 cosines cos(g_i, g_j) = G_ij / sqrt(G_ii G_jj) come for free and are logged to the run's JSONL log. This
-module reads them back into a [steps, T, T] series, summarises them (mean, last, fraction of steps in
-conflict, i.e. with a negative cosine), plots them, and clusters the tasks hierarchically (scipy, average
-linkage) on the distance 1 − mean cosine.
+module reads them back into a [steps, T, T] series, summarises them over the steps each pair was measured at
+(mean, last, fraction of steps in conflict, i.e. with a negative cosine), plots them, and clusters the tasks
+hierarchically (scipy, average linkage) on the distance 1 − mean cosine.
 """
 from __future__ import annotations
 
@@ -50,6 +50,15 @@ class CosineSeries:
             counts = np.isfinite(self.cosines).sum(axis=0)
             total = np.nansum(self.cosines, axis=0)
             out = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+        np.fill_diagonal(out, 1.0)
+        return out
+
+    def last(self) -> np.ndarray:
+        """[T, T] cosine of each pair at the last step it was measured at (NaN: never measured; 1 on the diagonal),
+        as `mean` counts the steps each pair was measured at."""
+        finite = np.isfinite(self.cosines)
+        latest = len(self.steps) - 1 - finite[::-1].argmax(axis=0)  # [T, T]: the last step with a finite cosine
+        out = np.where(finite.any(axis=0), np.take_along_axis(self.cosines, latest[None], axis=0)[0], np.nan)
         np.fill_diagonal(out, 1.0)
         return out
 
@@ -311,7 +320,7 @@ def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, thresh
         "num_steps_logged": int(len(series.steps)),
         "tasks_never_measured": series.tasks_never_measured(),  # no cosine with any task: clustered alone
         "mean_cosine": matrix_json(mean),
-        "last_cosine": matrix_json(series.cosines[-1]),
+        "last_cosine": matrix_json(series.last()),
         "conflict_fraction": matrix_json(series.conflict_fraction()),
         "pairs": {f"{series.tasks[i]}|{series.tasks[j]}": {
             "steps": [int(s) for s in series.pair_series(i, j)[0]],
