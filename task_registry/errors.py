@@ -112,22 +112,31 @@ class TemplateSyntaxError(TaskDefinitionError):
 
 
 class TemplateRenderError(TaskRegistryError, ValueError):
-    """Rendering a template on a row failed; names the task, template and row index."""
+    """Rendering a template on a row failed; names the task, the template (and `origin`: the file and line it was
+    read from, the id it was given) and the row index."""
 
     def __init__(self, message: str, *, task: Optional[str] = None, template: Optional[str] = None,
-                 row_index: Optional[int] = None, field: Optional[str] = None):
+                 row_index: Optional[int] = None, field: Optional[str] = None, origin: Optional[str] = None):
         self.task = task
         self.template = template
         self.row_index = row_index
         self.field = field
+        self.origin = origin
+        self.reason = message
+        super().__init__(self.describe())
+
+    def describe(self, with_origin: bool = True) -> str:
+        """The message: task, template (with its `origin` unless `with_origin` is false, for a caller that names
+        where the template is already) and row, then what went wrong."""
+        origin = f" ({self.origin})" if self.origin and with_origin else ""
         where = ", ".join(
             part for part in (
-                f"task {task!r}" if task else "",
-                f"template {template!r}" if template else "",
-                f"row {row_index}" if row_index is not None else "",
+                f"task {self.task!r}" if self.task else "",
+                f"template {self.template!r}{origin}" if self.template else "",
+                f"row {self.row_index}" if self.row_index is not None else "",
             ) if part
         )
-        super().__init__(f"{where}: {message}" if where else message)
+        return f"{where}: {self.reason}" if where else self.reason
 
 
 class MissingFieldError(TemplateRenderError):

@@ -175,7 +175,7 @@ class Template:
     answer of a row, e.g. `"{{ answers | join(' ||| ') }}"`; text metrics score a prediction against them
     (SQuAD/exact match take the best, BLEU uses them all). `reference` is promptsource's free-text note on where
     the prompt comes from. `source_file`/`source_line` say where the template's text starts (YAML files), for
-    error messages.
+    error messages; a render error names them and a given `id` (`origin`).
     `instruction` and `context` are optional Jinja strings giving the decaNLP split of the input
     (e.g. instruction "Is the review positive or negative?", context "{{sentence}}"); without them the
     rendered `instruction` is the whole input and `context` is empty. All Jinja is compiled once, at
@@ -221,6 +221,7 @@ class Template:
         self.context = context
         self.source_file = source_file
         self.source_line = source_line
+        self.origin = _origin(source_file, source_line, id)
         self._compile()
 
     # -- compilation -------------------------------------------------------------------------------------
@@ -314,7 +315,7 @@ class Template:
                     f"field {field!r} is {value}, which `datasets` uses for a row without a label (e.g. a GLUE "
                     f"test split), so `answer_choices[{field}]` has no answer to render; keep labeled rows with a "
                     f"filter preprocessor (`{field} >= 0`) or use a labeled split", task=task, template=self.name,
-                    row_index=row_index, field=field)
+                    origin=self.origin, row_index=row_index, field=field)
 
     def _text_choice_index(self, row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
         """(field, message) when `answer_choices[field]` found nothing because the row's `field` holds text (a
@@ -360,11 +361,12 @@ class Template:
         """
         if not _is_row(row):
             raise TemplateRenderError(f"a row must be a mapping of field names to values, got {type(row).__name__}",
-                                      task=task, template=self.name, row_index=row_index)
+                                      task=task, template=self.name, origin=self.origin, row_index=row_index)
         if "answer_choices" in row:
             raise TemplateRenderError("the row has a field named 'answer_choices', which templates reserve; "
                                       "rename it with a `rename` preprocessor",
-                                      task=task, template=self.name, row_index=row_index, field="answer_choices")
+                                      task=task, template=self.name, origin=self.origin, row_index=row_index,
+                                      field="answer_choices")
         with seeded_choices(rng):
             choices = self.answer_choices_for(row, task=task, row_index=row_index)
             context_vars = _escape_pipe(row)
@@ -374,7 +376,8 @@ class Template:
             if len(parts) > 2:
                 raise TemplateRenderError(
                     f"the rendered text has {len(parts) - 1} `|||` separators, expected one (input ||| target); "
-                    f"check the template for a stray `|||`", task=task, template=self.name, row_index=row_index)
+                    f"check the template for a stray `|||`", task=task, template=self.name, origin=self.origin,
+                    row_index=row_index)
             inputs, targets = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
             instruction = (_unescape_pipe(self._run(self._instruction, context_vars, task=task,
                                                     row_index=row_index)).strip()
@@ -388,7 +391,7 @@ class Template:
         if check_answer_choices and choices is not None and targets and targets not in choices:
             raise AnswerNotInChoicesError(
                 f"target {targets!r} is not among the answer choices {choices}{_choice_hint(targets, choices, row)}",
-                task=task, template=self.name, row_index=row_index)
+                task=task, template=self.name, origin=self.origin, row_index=row_index)
         return RenderedExample(inputs=inputs, targets=targets, answer_choices=choices, instruction=instruction,
                                context=context, answer=targets, references=references)
 
@@ -401,7 +404,7 @@ class Template:
             raise TemplateRenderError(
                 f"`references` rendered an empty gold answer ({rendered!r}): every `|||`-separated part must be a "
                 f"non-empty answer; check the row's answers or the expression", task=task, template=self.name,
-                row_index=row_index, field="references")
+                origin=self.origin, row_index=row_index, field="references")
         return references
 
     def _run(self, compiled: jinja2.Template, variables: Mapping[str, Any], *, task: Optional[str],
@@ -418,10 +421,11 @@ class Template:
                 f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
                 f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
                 f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task=task, template=self.name,
-                row_index=row_index, field=nulls[0] if nulls else None) from None
+                origin=self.origin, row_index=row_index, field=nulls[0] if nulls else None) from None
         except SecurityError as error:
             raise SandboxViolationError(f"refused unsafe access in the template sandbox: {error}",
-                                        task=task, template=self.name, row_index=row_index) from None
+                                        task=task, template=self.name, origin=self.origin,
+                                        row_index=row_index) from None
         except jinja2.UndefinedError as error:
             fields = sorted(k for k in variables if k != "answer_choices")
             absent = sorted(self.variables - set(fields))
@@ -429,24 +433,25 @@ class Template:
                 raise self._no_answer_choices(error, task, row_index) from None
             no_element = _no_element(str(error), variables.get("answer_choices"))
             if no_element:
-                raise TemplateRenderError(no_element, task=task, template=self.name, row_index=row_index) from None
+                raise TemplateRenderError(no_element, task=task, template=self.name, origin=self.origin,
+                                          row_index=row_index) from None
             text_index = None if absent else self._text_choice_index(variables)
             if text_index:
-                raise TemplateRenderError(text_index[1], task=task, template=self.name, row_index=row_index,
-                                          field=text_index[0]) from None
+                raise TemplateRenderError(text_index[1], task=task, template=self.name, origin=self.origin,
+                                          row_index=row_index, field=text_index[0]) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
             hint = _field_hint(field, {name: variables[name] for name in fields})
             raise MissingFieldError(
                 f"field {field!r} is missing from the row ({error}); the row has fields {fields}{hint}",
-                task=task, template=self.name, row_index=row_index, field=field) from None
+                task=task, template=self.name, origin=self.origin, row_index=row_index, field=field) from None
         except TemplateRenderError:
             raise
         except Exception as error:  # a template bug on this row: say where, keep the cause chained
             if isinstance(error, TypeError) and self._reads_undefined_answer_choices:  # e.g. None | join
                 raise self._no_answer_choices(error, task, row_index) from error
             raise TemplateRenderError(f"rendering failed with {type(error).__name__}: {error}",
-                                      task=task, template=self.name, row_index=row_index) from error
+                                      task=task, template=self.name, origin=self.origin, row_index=row_index) from error
 
     @functools.cached_property
     def _reads_undefined_answer_choices(self) -> bool:
@@ -461,10 +466,18 @@ class Template:
         return TemplateRenderError(
             f"the template reads `answer_choices` but defines none, so they are None ({type(error).__name__}: "
             f"{error}); give the template `answer_choices` (e.g. \"no ||| yes\")", task=task, template=self.name,
-            row_index=row_index, field="answer_choices")
+            origin=self.origin, row_index=row_index, field="answer_choices")
 
     def __repr__(self) -> str:
         return f"Template(name={self.name!r}, answer_choices={self.answer_choices!r})"
+
+
+def _origin(source_file: Optional[str], source_line: Optional[int], given_id: Optional[str]) -> Optional[str]:
+    """Where a template comes from, for its render errors: `from FILE:LINE` (the file it was read from, the line its
+    text starts) and `id ID` (an id it was given, e.g. promptsource's); None for a template with neither."""
+    where = f"from {source_file}:{source_line}" if source_file and source_line else (
+        f"from {source_file}" if source_file else "")
+    return ", ".join(part for part in (where, f"id {given_id}" if given_id else "") if part) or None
 
 
 def _choice_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> str:

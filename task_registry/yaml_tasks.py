@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError
+from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError, TemplateRenderError
 from .registry import get_task, list_tasks, register_task
 from .sources import HFSource, LocalFileSource, get_data_dir, is_file_builder
 from .task import Task
@@ -173,8 +173,9 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
             for template, examples in zip(task.templates, rendered):
                 try:
                     examples.append(template.render(rows[index], task=task.name, row_index=index))
-                except TaskRegistryError as error:
-                    problems.append(f"{template_location(template, path)}: split {split!r}: {error}")
+                except TaskRegistryError as error:  # (the location names the template's file and line already)
+                    text = error.describe(with_origin=False) if isinstance(error, TemplateRenderError) else error
+                    problems.append(f"{template_location(template, path)}: split {split!r}: {text}")
         for template, examples in zip(task.templates, rendered):
             if split.startswith(LABELLED_SPLITS) and len(examples) == checked > 0 and \
                     all(example.inputs and not example.targets for example in examples):

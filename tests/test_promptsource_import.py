@@ -108,6 +108,28 @@ def test_promptsource_task_end_to_end(promptsource_dir, shared_data_dir):
         task_registry.set_data_dir(previous)
 
 
+def test_a_template_that_cannot_render_names_its_file_line_and_id(promptsource_dir, shared_data_dir):
+    # trec's `trec1` reads `label_coarse`, which the shared rows lack: the error named the task (the user's name,
+    # not the dataset) and the template's name only, not the file it came from nor its promptsource id
+    path = Path(promptsource_dir) / "trec" / "templates.yaml"
+    text = path.read_text(encoding="utf-8")
+    starts = [m.start() for m in re.finditer(r"!Template\s*$", text, flags=re.M)] + [len(text)]
+    start, end = next((a, b) for a, b in zip(starts, starts[1:]) if re.search(r"^ +name: trec1$", text[a:b], re.M))
+    template_id = re.search(r"^ +id: (\S+)$", text[start:end], flags=re.M).group(1)
+    jinja_line = text[:start + re.search(r"^ +jinja:", text[start:end], flags=re.M).start()].count("\n") + 1
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(shared_data_dir)
+    try:
+        task = promptsource_task("ps_questions", promptsource_dir, "trec", template_names=["trec1"],
+                                 splits=("train", "test"))
+        with pytest.raises(MissingFieldError) as raised:
+            task.to_dataset("test", max_examples=2)
+    finally:
+        task_registry.set_data_dir(previous)
+    assert f"template 'trec1' (from {path}:{jinja_line}, id {template_id}), row 0: " in str(raised.value)
+    assert raised.value.template == "trec1" and raised.value.field == "label_coarse"
+
+
 def test_promptsource_task_renames_hyphenated_columns(tmp_path):
     folder = tmp_path / "data" / "demo_hyphen" / "default"
     folder.mkdir(parents=True)
