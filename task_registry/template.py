@@ -46,8 +46,8 @@ from .errors import (
     TemplateSyntaxError,
     close_matches,
 )
-from .jinja_env import (ENVIRONMENT, NullPrintedError, compile_template, refusing_printed_nulls, seeded_choices,
-                        subscript_problem, with_truncation)
+from .jinja_env import (ENVIRONMENT, TEXT_VAR_LENGTH, NullPrintedError, compile_template, refusing_printed_nulls,
+                        seeded_choices, subscript_problem, with_truncation)
 
 SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
@@ -484,7 +484,14 @@ def _choice_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) ->
     """What to write when `target` is not among `choices`: the choices written as one (`"a, b"`, not `"a ||| b"`),
     a choice differing from it in case or spacing alone, or — `target` being the index of a choice (a label column of
     numbers printed as the target, `{{label}}`, where `{{ answer_choices[label] }}` was meant) — the row's field
-    that holds it; else ""."""
+    that holds it; a choice longer than promptsource's truncation of every `{{ }}` (which the answer choices escape)
+    that the target cuts short; else ""."""
+    cut = [choice for choice in choices if len(choice) > TEXT_VAR_LENGTH and target.endswith("...")
+           and choice.startswith(target[:-3])]
+    if cut:
+        return (f"; it is the choice of {len(cut[0])} characters {cut[0][:40] + '...'!r} cut short by promptsource's "
+                f"truncation of every `{{{{ }}}}` to {TEXT_VAR_LENGTH} characters, which the answer choices escape: "
+                f"shorten the row's text with a `map` preprocessor, or drop such rows with a `filter`")
     if len(choices) == 1 and any(target in map(str.strip, choices[0].split(s)) for s in (",", "/", "|", ";")):
         return (f"; the answer choices are one choice, {choices[0]!r}: separate the choices with `|||` "
                 f"(\"no ||| yes\")")

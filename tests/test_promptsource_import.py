@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import task_registry
-from task_registry import MissingFieldError, TaskDefinitionError, Template
+from task_registry import AnswerNotInChoicesError, MissingFieldError, TaskDefinitionError, Template
 from task_registry.promptsource import import_promptsource, load_promptsource_collection, promptsource_task
 
 FIRST_ROWS = 5
@@ -128,6 +128,21 @@ def test_a_template_that_cannot_render_names_its_file_line_and_id(promptsource_d
         task_registry.set_data_dir(previous)
     assert f"template 'trec1' (from {path}:{jinja_line}, id {template_id}), row 0: " in str(raised.value)
     assert raised.value.template == "trec1" and raised.value.field == "label_coarse"
+
+
+def test_a_choice_longer_than_the_truncation_says_the_target_was_cut_short(promptsource_dir, shared_data_dir):
+    # promptsource cuts every `{{ }}` to 2048 characters but not the answer choices, so `{{answer_choices[label]}}`
+    # of a longer choice is no choice: the error said only that the target is not among the choices
+    template = next(t for t in import_promptsource(promptsource_dir, "super_glue", "copa") if t.name == "best_option")
+    with open(Path(shared_data_dir) / "super_glue" / "copa" / "validation.jsonl", encoding="utf-8") as handle:
+        row = json.loads(handle.readline())
+    long_choice = " ".join([row["choice1"]] * 120)
+    assert len(long_choice) > 2048 + 5  # beyond Jinja's truncate leeway
+    with pytest.raises(AnswerNotInChoicesError) as raised:
+        template.render({**row, "choice1": long_choice, "label": 0}, task="copa", row_index=0)
+    cut = long_choice[:2048 - 3].rsplit(" ", 1)[0] + "..."  # Jinja's truncate(2048): whole words, then "..."
+    assert f"target {cut!r} is not among the answer choices" in str(raised.value)
+    assert "cut short by promptsource's truncation of every `{{ }}` to 2048 characters" in str(raised.value)
 
 
 def test_promptsource_task_renames_hyphenated_columns(tmp_path):
