@@ -115,8 +115,46 @@ def test_the_tasks_commands_list_and_show_a_modules_tasks(fresh, tmp_path, capsy
     assert f"name: {task}" in capsys.readouterr().out
     assert main(["tasks", "show", "tm_not_a_module_task", "--task-module", str(tmp_path / "nope.py")]) == 2
     assert "error: task module" in capsys.readouterr().err
-    assert main(["tasks", "--task-module", str(path), "validate", str(tmp_path)]) == 2
-    assert "--task-module registers tasks for list, show and preview" in capsys.readouterr().err
+    assert main(["tasks", "--tasks-dir", str(tmp_path), "validate", str(tmp_path)]) == 2
+    assert "--tasks-dir registers tasks for list, show and preview" in capsys.readouterr().err
+
+
+METRIC_MODULE = """\
+from t2t_mtl.evaluation import register_metric
+
+register_metric("{name}", lambda predictions, references: {{"{name}": 1.0}})
+"""
+
+YAML_TASK = """\
+name: uses_{name}
+source: {{files: rows.jsonl}}
+splits: [train]
+metrics: [{name}]
+templates:
+  - name: t
+    jinja: "{{{{q}}}} ||| {{{{a}}}}"
+"""
+
+
+def test_tasks_validate_imports_task_modules_for_the_metrics_a_yaml_task_names(fresh, tmp_path, capsys,
+                                                                               monkeypatch):
+    # a YAML task may name a metric a task module registers (loading imports the modules first): validate, which
+    # makes the checks loading makes, takes the modules too; without them the name is unknown
+    from t2t_mtl.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "METRICS", dict(metrics.METRICS))  # (registrations are process-wide)
+    name = f"tm_metric_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(METRIC_MODULE.format(name=name))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "rows.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    (tasks / "task.yaml").write_text(YAML_TASK.format(name=name))
+    assert main(["tasks", "validate", str(tasks)]) == 1
+    assert f"unknown metric {name!r}" in capsys.readouterr().err
+    assert main(["tasks", "validate", str(tasks), "--task-module", str(tmp_path / f"{name}.py")]) == 0
+    assert capsys.readouterr().out == "ok: 1 task file valid\n"
+    assert main(["tasks", "validate", str(tasks), "--task-module", str(tmp_path / "nope.py")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: task module {str(tmp_path / 'nope.py')!r} does not exist")
 
 
 def test_a_training_config_registers_data_task_modules_before_resolving_its_tasks(fresh, tmp_path):

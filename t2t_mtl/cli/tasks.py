@@ -8,10 +8,11 @@
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
 `DIR/<path>/<config or default>/<split>.jsonl`), `--tasks-dir DIR` (YAML task files to register on
 top of the built-in tasks) and `--task-module MODULE` (a Python module registering tasks when imported); `validate`,
-which checks PATH alone, refuses both. Errors print one line per
-problem and exit with status 2 (`validate`: 1 when the files it checked have problems). task_registry (and the
-datasets, pandas and pyarrow it imports) is imported when a subcommand runs: every command's parser imports this
-module, `predict` too, which reads no task.
+which checks PATH alone, refuses `--tasks-dir` and imports the modules first, for the metrics they register
+(`register_metric`) that PATH's `metrics:` name. Errors print one line per problem and exit with status 2
+(`validate`: 1 when the files it checked have problems). task_registry (and the datasets, pandas and pyarrow it
+imports) is imported when a subcommand runs: every command's parser imports this module, `predict` too, which reads
+no task.
 """
 from __future__ import annotations
 
@@ -26,18 +27,22 @@ from typing import Any, Sequence
 
 import yaml
 
-from t2t_mtl.cli.common import (TASKS_DIR_HELP, add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
-                                path_argument)
+from t2t_mtl.cli.common import (TASK_MODULE_HELP, TASKS_DIR_HELP, add_data_dir_option, add_task_module_option,
+                                add_tasks_dir_option, fail, path_argument)
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted
 
 
 #: validate checks PATH alone: a --tasks-dir there is refused (a folder to check is given as PATH)
 VALIDATE_TASKS_DIR_HELP = "refused here: validate checks PATH alone (give a folder of YAML task files as PATH)"
+#: validate imports task modules for the metrics they register, which PATH's `metrics:` may name
+VALIDATE_TASK_MODULE_HELP = ("a Python module to import before checking PATH, for the metrics it registers "
+                             "(register_metric) that PATH's metrics: name: a module name (on sys.path, PYTHONPATH, or "
+                             "in the working directory) or a .py file's path (repeatable)")
 
 
 def _common_options(defaults_suppressed: bool, tasks_dir_help: str = TASKS_DIR_HELP,
-                    task_modules: bool = True) -> argparse.ArgumentParser:
+                    task_module_help: str = TASK_MODULE_HELP) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS if defaults_suppressed else None
     add_data_dir_option(parent, default)
@@ -45,9 +50,8 @@ def _common_options(defaults_suppressed: bool, tasks_dir_help: str = TASKS_DIR_H
     # would replace the group's list), merged by _tasks_dirs and _task_modules
     add_tasks_dir_option(parent, default, dest="subcommand_tasks_dir" if defaults_suppressed else "tasks_dir",
                          help_text=tasks_dir_help)
-    if task_modules:
-        add_task_module_option(parent, default,
-                               dest="subcommand_task_modules" if defaults_suppressed else "task_modules")
+    add_task_module_option(parent, default, dest="subcommand_task_modules" if defaults_suppressed else "task_modules",
+                           help_text=task_module_help)
     return parent
 
 
@@ -84,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "task, template): the input of `t2t-mtl predict --jsonl`")
     preview.set_defaults(func=_preview)
 
-    validate = commands.add_parser("validate", parents=[_common_options(True, VALIDATE_TASKS_DIR_HELP, False)],
+    validate = commands.add_parser("validate", parents=[_common_options(True, VALIDATE_TASKS_DIR_HELP,
+                                                                      VALIDATE_TASK_MODULE_HELP)],
                                    help="check YAML task file(s) before registering")
     validate.add_argument("path", type=path_argument, help="a YAML task file or a folder of them")
     validate.add_argument("--rows", type=int, default=3,
@@ -232,11 +237,14 @@ def _validate(args: argparse.Namespace) -> int:
     if args.rows < 0:
         print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
         return 2
-    if _tasks_dirs(args) or _task_modules(args):
-        option = "--tasks-dir" if _tasks_dirs(args) else "--task-module"
-        print(f"error: {option} registers tasks for list, show and preview; validate checks only PATH (YAML task "
-              f"files) and would ignore it: give the folder as PATH", file=sys.stderr)
+    if _tasks_dirs(args):
+        print("error: --tasks-dir registers tasks for list, show and preview; validate checks only PATH (YAML task "
+              "files) and would ignore it: give the folder as PATH", file=sys.stderr)
         return 2
+    try:  # (the metrics they register are names PATH's `metrics:` may use, as loading after them accepts)
+        task_registry.import_task_modules(_task_modules(args))
+    except task_registry.TaskModuleError as error:
+        return fail(error)
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     path = Path(args.path)
