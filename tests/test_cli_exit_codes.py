@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 import pytest
 
@@ -147,6 +148,22 @@ def test_ctrl_c_in_any_command_exits_130_with_one_line(monkeypatch, capsys):
     assert main(["tasks", "list"]) == 130
     err = capsys.readouterr().err
     assert err == "error: aborted (Ctrl-C) during t2t-mtl tasks\n"
+
+
+def test_ctrl_c_while_train_loads_the_engine_exits_130_with_one_line(monkeypatch, capsys):
+    # was: a Ctrl-C during the seconds train imports torch and DeepSpeed (its trainer module) reached handlers naming
+    # the names that import binds: an UnboundLocalError traceback and exit 1
+    import types
+
+    class Interrupted(types.ModuleType):  # (a module whose names arrive as the Ctrl-C does)
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "t2t_mtl.engine.trainer", Interrupted("t2t_mtl.engine.trainer"))
+    assert main(["train", "--set", "training.steps=1"]) == 130
+    assert capsys.readouterr().err == "error: aborted (Ctrl-C) during t2t-mtl train\n"
 
 
 @pytest.mark.parametrize("code,exit_code,remedy", [

@@ -88,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return stopped_before_start(args)
-    try:
-        from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
-        from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
+    # (imported before the try, whose handlers name them: a Ctrl-C while torch and DeepSpeed load is `main`'s 130)
+    from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
+    from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
 
+    try:
         cfg = as_config(args.config if args.config is not None else resumed_run_config(args.resume), args.overrides)
         if args.print_config:
             return print_checked_config(cfg, args)
