@@ -61,9 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_dir_option(parser)
     add_tasks_dir_option(parser, help_text="a folder of YAML task files to register on top of the built-in tasks "
                                            "(repeatable; default: the run's data.tasks_dir)")
-    add_task_module_option(parser, help_text="a Python module that registers tasks when imported: a module name on "
-                                             "sys.path or a .py file's path (repeatable; default: the run's "
-                                             "data.task_modules)")
+    add_task_module_option(parser, help_text="a Python module that registers tasks when imported: a module name (on "
+                                             "sys.path, PYTHONPATH, or in the working directory) or a .py file's "
+                                             "path (repeatable; imported before the --tasks-dir folders; default: "
+                                             "the run's data.task_modules)")
     parser.add_argument("--out", type=path_argument, default=None,
                         help="folder for report.json, report.md and plots/<task>.png (created); a folder that holds "
                              "files (an earlier report) is refused unless --overwrite")
