@@ -126,6 +126,16 @@ def test_preview_shows_token_lengths_as_training_tokenizes(workspace, capsys, t5
     assert captured.err.startswith("error: --tokenizer: could not load tokenizer") and captured.out == ""
 
 
+def test_preview_refuses_token_lengths_it_would_not_show_in_json_lines(workspace, capsys, t5_tokenizer_dir):
+    # was: --tokenizer with --jsonl loaded the tokenizer and printed the JSON lines without any length, exit 0
+    args = ["tasks", "preview", "cli_qa", "-n", "2", "--split", "validation", "--data-dir", str(workspace / "data"),
+            "--tasks-dir", str(workspace / "tasks"), "--jsonl"]
+    assert main([*args, "--tokenizer", str(t5_tokenizer_dir)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("error: --tokenizer shows token lengths") and "--jsonl" in captured.err
+
+
 def test_data_dir_from_environment(workspace, capsys, monkeypatch):
     monkeypatch.setenv(task_registry.DATA_DIR_ENV, str(workspace / "data"))
     task_registry.set_data_dir(None)

@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--tokenizer", metavar="PATH",
                          help="also show each input's and target's length in tokens of this tokenizer (a folder or "
                               "hub name; a run's RUN/tokenizer), end-of-sequence token included, as training counts "
-                              "them against data.max_input_length / max_target_length")
+                              "them against data.max_input_length / max_target_length (not with --jsonl)")
     preview.add_argument("--jsonl", action="store_true",
                          help="print the rendered rows as JSON lines (inputs, targets, answer_choices, references, "
                               "task, template): the input of `t2t-mtl predict --jsonl`")
@@ -192,6 +192,10 @@ def _preview(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         print("error: -n must be positive", file=sys.stderr)
+        return 2
+    if args.tokenizer and args.jsonl:  # (the JSON lines are predict's input: they hold the rendered fields alone)
+        print("error: --tokenizer shows token lengths beside the side-by-side rows, which --jsonl does not print: "
+              "drop one of them", file=sys.stderr)
         return 2
     task = task_registry.get_task(args.name)
     tokenizer = None
