@@ -240,6 +240,7 @@ def test_show_a_config_with_all_templates_counts_examples_of_each_template(mixtu
     (["cli_mix", "--config", "quickstart"], "drop NAME"),
     (["--config", "quickstart", "--sampler", "uniform", "--alpha", "2"], "drop --sampler, --alpha"),
     (["--config", "quickstart", "--held-out-clusters", "x", "--set", "a=1"], "drop --held-out-clusters, --set"),
+    (["--config", "quickstart", "--tasks-dir", "t", "--task-module", "m"], "drop --tasks-dir, --task-module "),
     ([], "give a mixture NAME (or --config CFG"),
 ])
 def test_show_with_a_config_refuses_what_the_config_sets(mixture, capsys, arguments, problem):

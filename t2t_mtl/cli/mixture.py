@@ -231,8 +231,9 @@ def config_conflict(args: argparse.Namespace) -> Optional[str]:
     from the config), or why NAME is missing without it; None when neither."""
     if args.config is None:
         return None if args.name else "give a mixture NAME (or --config CFG: a training config's mixture)"
-    given = [f"--{key.replace('_', '-')}" for key in ("sampler", *PARAMETER_OPTIONS, "held_out_clusters", "tasks_dir",
-                                                      "task_modules") if getattr(args, key) is not None]
+    options = {**{key: f"--{key.replace('_', '-')}" for key in ("sampler", *PARAMETER_OPTIONS, "held_out_clusters",
+                                                                "tasks_dir")}, "task_modules": "--task-module"}
+    given = [option for key, option in options.items() if getattr(args, key) is not None]
     given += ["--set"] * bool(args.set) + ["--split"] * (args.split != "train") + ["NAME"] * bool(args.name)
     if not given:
         return None
