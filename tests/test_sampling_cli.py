@@ -214,7 +214,6 @@ def test_show_the_mixture_and_sampler_of_a_training_config(mixture, tmp_path, ca
     assert {name: row[1] for name, row in table.items()} == {"cli_big": 0.75, "cli_small": 0.25}
 
 
-
 def test_show_a_config_with_all_templates_counts_examples_of_each_template(mixture, tmp_path, capsys):
     # data.all_templates trains each row in each template: the sizes are rows x templates, and the column said
     # "rows" all the same (121228 "rows" for glue_sst2's 60614 rows in t0_lora)
@@ -235,6 +234,22 @@ def test_show_a_config_with_all_templates_counts_examples_of_each_template(mixtu
     t0 = {name: 2 * n ** 0.5 for name, n in rows.items()}  # one seqio task a template
     assert {name: row[1] for name, row in table.items()} == pytest.approx(
         {name: rate / sum(t0.values()) for name, rate in t0.items()}, abs=5e-5)
+
+
+def test_show_config_names_the_held_out_tasks_it_trains_as_trained_deliberately(tmp_path, capsys):
+    # was: "a run drops them with their cluster (...; --held-out-clusters here)", an option --config refuses, for
+    # tasks the config's run trains because its data.train_held_out names them
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    data = {"tasks": ["parity", "compare_numbers"], "held_out_clusters": [], "train_held_out": ["compare_numbers"],
+            "max_examples_per_task": 50}
+    config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}}, "data": data}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note == ("flagged held_out: compare_numbers — trained deliberately, as the config's data.train_held_out "
+                    "says")
+
 
 @pytest.mark.parametrize("arguments, problem", [
     (["cli_mix", "--config", "quickstart"], "drop NAME"),

@@ -115,12 +115,21 @@ def show_mixture(args: argparse.Namespace) -> int:
     print(format_table(args.name, config, sizes, table, counted))
     flagged = [name for name, task in tasks.items() if task.held_out]
     if flagged:
-        print(f"flagged held_out: {', '.join(flagged)} — a run drops them with their cluster (data.held_out_clusters; "
-              f"--held-out-clusters here) or trains them only where data.train_held_out names them")
+        print(held_out_note(flagged, from_config=args.config is not None))
     if args.plot:
         plot_rates(table, f"{args.name}: {config['strategy']}", args.plot)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def held_out_note(flagged: list[str], from_config: bool) -> str:
+    """The line under the table naming the shown tasks flagged held_out: a config's run trains them (its
+    data.train_held_out names them, or its checks would have refused them); a mixture's run would not unless told."""
+    if from_config:
+        return (f"flagged held_out: {', '.join(flagged)} — trained deliberately, as the config's data.train_held_out "
+                f"says")
+    return (f"flagged held_out: {', '.join(flagged)} — a run drops them with their cluster (data.held_out_clusters; "
+            f"--held-out-clusters here) or trains them only where data.train_held_out names them")
 
 
 def show_overlap(args: argparse.Namespace) -> int:
