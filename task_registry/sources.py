@@ -244,9 +244,9 @@ def _check_csv_shape(files: Sequence[Path], kwargs: Mapping[str, Any], split: st
         opener = _OPENERS.get(suffix, None if suffix in _COMPRESSIONS else open)
         if opener is None or not file.is_file():  # (a .zst file)
             continue
+        delimiter = kwargs.get("delimiter", ",")
         with opener(file, "rt", encoding="utf-8-sig", newline="") as handle:
-            rows = csv.reader(handle, delimiter=kwargs.get("delimiter", ","),
-                              quoting=kwargs.get("quoting", csv.QUOTE_MINIMAL))
+            rows = csv.reader(handle, delimiter=delimiter, quoting=kwargs.get("quoting", csv.QUOTE_MINIMAL))
             header = next(rows, [])
             repeated = repeated_items(header)
             if repeated:
@@ -257,7 +257,13 @@ def _check_csv_shape(files: Sequence[Path], kwargs: Mapping[str, Any], split: st
                     raise DataSourceError(
                         f"{what}: {str(file)!r} (split {split!r}), line {rows.line_num} has {len(row)} of the "
                         f"{len(header)} cells the header names ({', '.join(header)}): give every row all its cells, "
-                        f"an empty one as nothing between two separators (`a,,c`)")
+                        f"an empty one as nothing between two separators ({_empty_cell_example(delimiter)})")
+
+
+def _empty_cell_example(delimiter: str) -> str:
+    """A row of three cells, the middle one empty, written with `delimiter` (a tab shown as <tab>)."""
+    shown = "<tab>" if delimiter == "\t" else delimiter
+    return f"`a{shown}{shown}c`"
 
 
 _BOOLS = {"True", "False", "true", "false", "TRUE", "FALSE"}

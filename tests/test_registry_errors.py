@@ -521,8 +521,9 @@ def test_a_csv_row_with_fewer_cells_than_its_header_is_named(tmp_path):
         LocalFileSource(short).load("train")
     tsv = tmp_path / "short.tsv"
     tsv.write_text("a\tb\nx\n")
-    with pytest.raises(DataSourceError, match=r"short.tsv' \(split 'train'\), line 2 has 1 of the 2 cells"):
+    with pytest.raises(DataSourceError, match=r"short.tsv' \(split 'train'\), line 2 has 1 of the 2 cells") as raised:
         LocalFileSource(tsv).load("train")
+    assert str(raised.value).endswith("(`a<tab><tab>c`)")  # was: the csv example `a,,c` for a tab-separated file
     # empty cells written out, a quoted cell over two lines and blank lines are rows of full width
     full = tmp_path / "full.csv"
     full.write_text('question,answer,label\nq0,,1\n\n"q\n1",a1,0\n')
