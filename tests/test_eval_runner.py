@@ -367,8 +367,10 @@ def test_original_task_only_scores_the_templates_promptsource_marks_original_as_
     unmarked = task_registry.Task("unmarked", task.source, task_registry.Template("t", "{{ sentence1 }} ||| x"),
                                   splits=("validation",))
     with pytest.raises(EvaluationError, match="task 'unmarked': none of its templates \\['t'\\] is marked "
-                                              "original_task"):
+                                              "original_task") as raised:
         evaluate_tasks(model, tokenizer, [task, unmarked], settings, progress=False)
+    # was: "or score every template", naming neither the option nor the config key that does it
+    assert str(raised.value).endswith("(`eval --no-original-task`; in a config, evaluation.original_task_only: false)")
     with task_registry.isolated_registry():  # the CLI option, and `--no-original-task` scoring them all again
         task_registry.register_task(task)
         args = ["eval", "--checkpoint", checkpoint, "--tasks", "mrpc_ps",

@@ -521,7 +521,8 @@ def evaluated_templates(task: Task, settings: EvalSettings) -> list[Template]:
             raise EvaluationError(f"task {task.name!r}: none of its templates {[t.name for t in templates]} is marked "
                                   f"original_task in its metadata, so original_task_only leaves nothing to score; "
                                   f"mark the ones that ask for the task's own answer (metadata: "
-                                  f"{{original_task: true}}), or score every template")
+                                  f"{{original_task: true}}), or score every template (`eval --no-original-task`; "
+                                  f"in a config, evaluation.original_task_only: false)")
         templates = original
     if not templates:
         raise EvaluationError(f"task {task.name!r} has no templates to evaluate")
