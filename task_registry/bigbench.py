@@ -16,8 +16,9 @@ it uses numpy's RandomState, so the order differs).
 BIG-bench files tend to list the correct answer first; the shuffle keeps that position from leaking into
 tie-breaking or a majority-position baseline. The row keeps the choices' scores as the list
 `target_scores` (for `multiple_choice_grade`: the mean score of the chosen answer) and the best-scoring
-choice as `target`. Tasks are `eval_only=True` (the registry refuses them in any training mixture),
-`held_out=True`, cluster `bigbench`, one split `test` holding every example.
+choice as `target` (of several, the first in the file's `target_scores`, as BIG-bench takes it, whatever the
+shuffle). Tasks are `eval_only=True` (the registry refuses them in any training mixture), `held_out=True`,
+cluster `bigbench`, one split `test` holding every example.
 
 The prefixes become literal template text, never substituted values, so promptsource-style truncation
 of substituted values (2048 characters) cannot cut them; the input, the listed choices and the target are
@@ -140,7 +141,7 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
         random.Random(f"bigbench:{name}:{index}").shuffle(choices)
         best = max(scores.values())
         text = str(example["input"])
-        target = next(c for c in choices if scores[c] == best)
+        target = next(c for c in scores if scores[c] == best)
         rows.append({"idx": index, "input": text,
                      "input_parts": _split_text(text.replace(SEPARATOR, PIPE_PROTECTOR)), "choices": choices,
                      "choice_parts": [_split_text(c) for c in choices],

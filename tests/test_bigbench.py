@@ -212,3 +212,14 @@ def test_the_task_is_named_from_the_json_and_a_clash_from_another_file_is_refuse
         assert import_bigbench(tmp_path / "a") == ["bigbench_same"]
         with pytest.raises(task_registry.DuplicateRegistrationError, match="bigbench_same"):
             import_bigbench(tmp_path / "b")
+
+
+def test_of_several_best_choices_the_target_is_the_first_in_the_file(tmp_path):
+    # BIG-bench's target for tied best scores is the first such key of target_scores; the import took the first
+    # in its shuffled order, so the target (few-shot answers, generated-answer scoring) moved with the task's name
+    scores = {"zeta": 1, "alpha": 1, "mid": 0, "beta": 0.5}
+    examples = [{"input": f"q{i}", "target_scores": scores} for i in range(12)]
+    task = load_bigbench_task(_write_task(tmp_path / "ties", {"name": "ties", "examples": examples}))
+    rows = task.load_rows("test")
+    assert [row["target"] for row in rows] == ["zeta"] * 12
+    assert {row["choices"].index("zeta") < row["choices"].index("alpha") for row in rows} == {True, False}
