@@ -30,6 +30,12 @@ Templates strip the answer choices and the target, and tokenizers collapse white
 choices differ only in whitespace (`"yes"` and `"yes "`) would score two spellings as one choice, and a choice
 of whitespace alone would render an empty target (a skipped row): `read_task_json` refuses both, naming the file,
 the example and the choices.
+
+Tasks are scored by `multiple_choice_grade` alone (the preferred score of every shared task). Generative metrics a
+file lists beside it (`exact_str_match`, `bleu`, `rouge`: BIG-bench scores generated text against an example's
+explicit `target`) are not computed, and an explicit `target` is not read. A file whose `metrics` leave out
+`multiple_choice_grade`, or whose `preferred_score` is another metric, is refused: its reported score would not be
+BIG-bench's.
 """
 from __future__ import annotations
 
@@ -55,6 +61,7 @@ DEFAULT_INPUT_PREFIX = "\nQ: "
 DEFAULT_OUTPUT_PREFIX = "\nA: "
 DEFAULT_CHOICE_PREFIX = "\n  choice: "
 INPUT_PART_CHARS = 2000
+GRADE = "multiple_choice_grade"
 _UNSAFE_IN_LITERAL = ("}}", "endraw")
 
 PathLike = Union[str, os.PathLike]
@@ -70,7 +77,8 @@ def _task_file(path: PathLike) -> Path:
 
 
 def read_task_json(path: PathLike) -> dict[str, Any]:
-    """The parsed task.json, checked: `examples` is a non-empty list, each with `input` and `target_scores`."""
+    """The parsed task.json, checked: `examples` is a non-empty list, each with `input` and `target_scores`; its
+    `metrics` and `preferred_score`, when given, name `multiple_choice_grade`."""
     path = _task_file(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -110,7 +118,22 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
     append = data.get("append_choices_to_input", True)
     if not isinstance(append, bool):
         raise TaskDefinitionError(f"{str(path)!r}: 'append_choices_to_input' must be true or false, got {append!r}")
+    _check_scored_by_grade(data, path)
     return data
+
+
+def _check_scored_by_grade(data: dict[str, Any], path: Path) -> None:
+    """Refuse a file whose `metrics` (when given) leave out `multiple_choice_grade`, or whose `preferred_score` (when
+    given) is another metric: the import scores that metric alone, which would stand for a score BIG-bench does not
+    report for the task."""
+    metrics = data.get("metrics")
+    if metrics is not None and GRADE not in (metrics if isinstance(metrics, list) else [metrics]):
+        raise TaskDefinitionError(f"{str(path)!r}: 'metrics' {metrics!r} do not list {GRADE!r}, the only metric "
+                                  f"BIG-bench imports are scored by; add it to score the task by its answer choices")
+    preferred = data.get("preferred_score")
+    if preferred is not None and preferred != GRADE:
+        raise TaskDefinitionError(f"{str(path)!r}: 'preferred_score' is {preferred!r}, but BIG-bench imports are "
+                                  f"scored by {GRADE!r} alone; set it to {GRADE!r} to report that as the task's score")
 
 
 def _split_text(text: str) -> list[str]:

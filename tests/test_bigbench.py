@@ -223,3 +223,24 @@ def test_of_several_best_choices_the_target_is_the_first_in_the_file(tmp_path):
     rows = task.load_rows("test")
     assert [row["target"] for row in rows] == ["zeta"] * 12
     assert {row["choices"].index("zeta") < row["choices"].index("alpha") for row in rows} == {True, False}
+
+
+@pytest.mark.parametrize("keys,problem", [
+    ({"metrics": ["exact_str_match", "bleu"], "preferred_score": "exact_str_match"},
+     r"'metrics' \['exact_str_match', 'bleu'\] do not list 'multiple_choice_grade'"),
+    ({"metrics": ["multiple_choice_grade", "exact_str_match"], "preferred_score": "exact_str_match"},
+     r"'preferred_score' is 'exact_str_match', but BIG-bench imports are scored by 'multiple_choice_grade' alone"),
+])
+def test_a_task_not_scored_by_multiple_choice_grade_is_refused(tmp_path, keys, problem):
+    # BIG-bench reports such a task by another metric (exact_str_match of generated text); the import scored it by
+    # multiple_choice_grade anyway and reported that as the task's score
+    data = {"name": "gen", **keys, "examples": [{"input": "2 + 2?", "target_scores": {"4": 1, "5": 0}}]}
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"task.json': " + problem):
+        load_bigbench_task(_write_task(tmp_path / "gen", data))
+
+
+def test_the_shared_tasks_are_all_scored_by_their_preferred_multiple_choice_grade(bigbench_dir):
+    for file in sorted(bigbench_dir.glob("*/task.json")):
+        data = json.loads(file.read_text())
+        assert data["preferred_score"] == "multiple_choice_grade" in data["metrics"], file
+        assert load_bigbench_task(file).metrics == (data["preferred_score"],)
