@@ -78,7 +78,8 @@ def _task_file(path: PathLike) -> Path:
 
 def read_task_json(path: PathLike) -> dict[str, Any]:
     """The parsed task.json, checked: `examples` is a non-empty list, each with `input` and `target_scores`; its
-    `metrics` and `preferred_score`, when given, name `multiple_choice_grade`."""
+    `metrics` and `preferred_score`, when given, name `multiple_choice_grade`. A task with subtasks (no `examples`,
+    `<subtask>/task.json` folders beside it) is refused naming them: each subtask's folder is imported on its own."""
     path = _task_file(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -87,6 +88,12 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise TaskDefinitionError(f"{str(path)!r} is not UTF-8 text ({error}); save it as UTF-8") from None
     examples = data.get("examples") if isinstance(data, dict) else None
+    subtasks = sorted(file.parent.name for file in path.parent.glob("*/task.json"))
+    if isinstance(data, dict) and "examples" not in data and subtasks:
+        raise TaskDefinitionError(
+            f"{str(path)!r} has no 'examples': it is a BIG-bench task with subtasks ({', '.join(subtasks)}), which "
+            f"are not imported as one task; import a subtask's folder instead (e.g. --bigbench "
+            f"{str(path.parent / subtasks[0])!r})")
     if not isinstance(examples, list) or not examples:
         raise TaskDefinitionError(f"{str(path)!r}: key 'examples' must be a non-empty list of examples")
     for index, example in enumerate(examples):

@@ -244,3 +244,19 @@ def test_the_shared_tasks_are_all_scored_by_their_preferred_multiple_choice_grad
         data = json.loads(file.read_text())
         assert data["preferred_score"] == "multiple_choice_grade" in data["metrics"], file
         assert load_bigbench_task(file).metrics == (data["preferred_score"],)
+
+
+def test_a_task_with_subtasks_names_them_and_the_folder_to_import(tmp_path):
+    # BIG-bench keeps a task with subtasks as a task.json without examples beside <subtask>/task.json folders; the
+    # import said only that 'examples' must be a non-empty list, as if the file were broken
+    parent = _write_task(tmp_path / "tasks" / "parent", {"name": "parent", "metrics": ["multiple_choice_grade"]})
+    for sub in ("second", "first"):
+        _write_task(parent / sub, {"name": f"parent:{sub}", "examples": [
+            {"input": "q", "target_scores": {"a": 1, "b": 0}}]})
+    problem = r"parent/task.json' has no 'examples': it is a BIG-bench task with subtasks \(first, second\).*" \
+              r"--bigbench '.*parent/first'"
+    for where in (tmp_path / "tasks", parent):
+        with task_registry.isolated_registry(), pytest.raises(task_registry.TaskDefinitionError, match=problem):
+            import_bigbench(where)
+    with task_registry.isolated_registry():
+        assert import_bigbench(parent / "first") == ["bigbench_parent:first"]
