@@ -125,6 +125,22 @@ def test_the_best_link_follows_the_restored_selection_after_resuming_from_an_ear
     assert resumed.evaluated_step == 4
 
 
+def test_a_kill_before_the_final_save_relinked_best_is_repaired_by_the_resume(tmp_path, tok):
+    # was: a kill after the final save named its checkpoint `latest` but before `best` followed left the link on the
+    # previous best for good (the resumed run has nothing left to train, so it saves nothing that re-points it)
+    cfg = _config(tmp_path, tok, "run", "val_loss", steps=4, checkpoint_every=2, keep_checkpoints=10)
+    train(cfg, evaluate_held_in=False)
+    run = tmp_path / "run"
+    means = _task_means(run, "val_loss")
+    assert sorted(means) == [2, 4] and means[4] < means[2]  # the held-in loss falls: the final step is the best
+    link = run / "checkpoints" / "best"
+    link.unlink()
+    link.symlink_to("step-00000002")  # the link as the kill left it: on the best before the final save
+    resumed = train(cfg, resume="auto", evaluate_held_in=False)
+    assert resumed.step == 4 and resumed.best_checkpoint == run / "checkpoints" / "step-00000004"
+    assert link.resolve() == (run / "checkpoints" / "step-00000004").resolve()
+
+
 def test_with_periodic_evaluations_the_final_weights_are_scored_too(tmp_path, tok):
     cfg = _config(tmp_path, tok, "run", "val_score", steps=6)
     cfg["evaluation"]["every"] = 2

@@ -20,7 +20,8 @@ beside the old one) are removed on the next save or resume. A step
 saved again (a run resumed in place from an earlier checkpoint) moves its old folder aside (`.tmp-replaced-step-N`),
 not deleting it before the new one is in place and named by `latest`; a kill between the two renames leaves
 `latest` resolving to the folder aside, which the next save or resume puts back under its name.
-`best` is replaced the same way (a new symlink renamed over it); pruning never removes the checkpoint it names.
+`best` is replaced the same way (a new symlink renamed over it), after `latest`: a resume in place re-points it at
+the restored selection, which a kill between the two left it behind; pruning never removes the checkpoint it names.
 Multi-node runs need the run directory on a filesystem shared by all nodes (as DeepSpeed itself does).
 """
 from __future__ import annotations
@@ -212,15 +213,26 @@ def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any]
         shutil.rmtree(replaced, ignore_errors=True)
     linked = best_checkpoint(run_dir)  # without a selection now (keep_best dropped), the link keeps its target
     best_name = step_name(best_step) if best_step is not None else (linked.name if linked else None)
-    if best_name is not None and (root / best_name / "meta.json").exists():
-        link = root / f".{BEST}.tmp{os.getpid()}"  # re-pointed on every save: it follows the saved best
-        if link.is_symlink():
-            link.unlink()
-        os.symlink(best_name, link)
-        os.replace(link, root / BEST)
-        fsync_path(root)
+    if best_name is not None:
+        link_best(run_dir, best_name)  # re-pointed on every save: it follows the saved best
     _prune(root, keep, protect={final.name} | ({best_name} if best_name else set()), newest=final.name)
     return None
+
+
+def link_best(run_dir: Path, name: str) -> None:
+    """Rank 0: point `checkpoints/best` at the run's checkpoint folder `name` (atomically: a new symlink renamed
+    over it), unless that checkpoint is incomplete or missing. A resume in place calls it with the restored
+    selection: a kill after a save named its checkpoint `latest` but before the link followed it leaves the link
+    on the previous best, and a resumed run with nothing left to train saves nothing that would re-point it."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not (root / name / "meta.json").exists():
+        return
+    link = root / f".{BEST}.tmp{os.getpid()}"
+    if link.is_symlink():
+        link.unlink()
+    os.symlink(name, link)
+    os.replace(link, root / BEST)
+    fsync_path(root)
 
 
 def _write_failed(err: Exception, tmp: Path, run_dir: Path, env: DistEnv) -> CheckpointError:

@@ -393,6 +393,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     progress, log_window = Progress(), None
     if resume_from is not None:
         progress, log_window = restore(engine, resume_from, parts, env, universal=universal)
+    if in_place and best_val is not None and best_val.step is not None:
+        if env.is_main:  # a kill between a save's `latest` and its `best` left the link on an earlier best
+            ckpt_io.link_best(run_dir, ckpt_io.step_name(best_val.step))
+        barrier()  # (every rank reads the link after training)
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
         ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
         ckpt_io.write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
