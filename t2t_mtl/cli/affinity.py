@@ -8,8 +8,8 @@ from pathlib import Path
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, below_one,
                                 data_dir_problem, fail, path_argument)
-from t2t_mtl.registration import register_tasks
 from t2t_mtl.output_paths import prepare_output_dir, unwritten_output
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted
 
 

@@ -15,8 +15,8 @@ from typing import Any, Mapping, Optional, Sequence
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option, add_tasks_dir_option,
                                 below_one, decoding_settings, fail, ignored_scoring_option, path_argument,
                                 resolve_device, run_evaluation_setting)
-from t2t_mtl.registration import register_tasks
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted, repeated_items
 
 
@@ -194,7 +194,7 @@ def run_eval(args: argparse.Namespace) -> int:
     exit."""
     import torch
 
-    from t2t_mtl.engine.distributed import join_gloo_group, report_failed_start
+    from t2t_mtl.engine.distributed import join_gloo_group, leave_process_group, report_failed_start
 
     joined_here = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     try:
@@ -203,8 +203,8 @@ def run_eval(args: argparse.Namespace) -> int:
             report_failed_start(join_gloo_group)
         return code
     finally:
-        if joined_here and torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if joined_here:
+            leave_process_group()
 
 
 def refuse_failed_start(world_size: int, failed: Sequence[int]) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from t2t_mtl.cli.common import add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail, path_argument
-from t2t_mtl.registration import register_tasks
 from t2t_mtl.output_paths import prepare_output_file
+from t2t_mtl.registration import register_tasks
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
 
 
@@ -125,11 +125,10 @@ def show_mixture(args: argparse.Namespace) -> int:
 def held_out_note(flagged: list[str], from_config: bool) -> str:
     """The line under the table naming the shown tasks flagged held_out: a config's run trains them (its
     data.train_held_out names them, or its checks would have refused them); a mixture's run would not unless told."""
-    if from_config:
-        return (f"flagged held_out: {', '.join(flagged)} — trained deliberately, as the config's data.train_held_out "
-                f"says")
-    return (f"flagged held_out: {', '.join(flagged)} — a run drops them with their cluster (data.held_out_clusters; "
-            f"--held-out-clusters here) or trains them only where data.train_held_out names them")
+    why = ("trained deliberately, as the config's data.train_held_out says" if from_config else
+           "a run drops them with their cluster (data.held_out_clusters; --held-out-clusters here) or trains them only "
+           "where data.train_held_out names them")
+    return f"flagged held_out: {', '.join(flagged)} — {why}"
 
 
 def show_overlap(args: argparse.Namespace) -> int:

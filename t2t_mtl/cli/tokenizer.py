@@ -5,8 +5,8 @@ import argparse
 import sys
 
 from t2t_mtl.cli.common import add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail, path_argument
-from t2t_mtl.registration import register_tasks
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
+from t2t_mtl.registration import register_tasks
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

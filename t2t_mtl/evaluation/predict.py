@@ -178,6 +178,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
         raise NoAnswerChoicesError(f"input {missing + 1} has no answer choices: rank scoring needs them "
                                    f"(--choices, or \"answer_choices\" in a JSON line), or use generation")
+    postprocessing = postprocessing or {}
     tokens = find_task_tokens(tokenizer)
     task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), postprocessing=postprocessing)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
@@ -192,8 +193,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
                                max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_length=limit,
                                task_ids=_subset(task_ids, rows)) if rows else []
         tasks = [requests[i].task or default_task for i in rows]
-        for i, text, task, answer in zip(rows, texts, tasks, _postprocessed(texts, tasks, postprocessing or {})):
-            results[i] = Prediction(requests[i], answer, output=text if task in (postprocessing or {}) else None)
+        for i, text, task, answer in zip(rows, texts, tasks, _postprocessed(texts, tasks, postprocessing)):
+            results[i] = Prediction(requests[i], answer, output=text if task in postprocessing else None)
         rows = [i for i in ranked if limits[i] == limit]
         scores = score_choices(model, tokenizer, [inputs[i] for i in rows],
                                [requests[i].answer_choices for i in rows], length_normalize=length_normalize,
