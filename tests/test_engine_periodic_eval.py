@@ -9,6 +9,7 @@ import pytest
 import task_registry
 from t2t_mtl.config import ConfigError, config_from_dict, load_config
 from t2t_mtl.engine.export import load_trained_model
+from t2t_mtl.engine.final_evaluation import evaluation_label
 from t2t_mtl.engine.logging import read_held_out
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.engine.run_checks import check_signal_config
@@ -16,7 +17,7 @@ from t2t_mtl.engine.validation import evaluation_every, evaluation_plan
 from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
 
-from engine_helpers import step_records, tiny_config, train_tiny_tokenizer
+from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer
 
 EVALUATION = {"held_out": True, "max_examples": 2, "batch_size": 8}
 SECTIONS = {"data": {"held_out_clusters": ["comparison"]},
@@ -145,3 +146,22 @@ def test_evaluation_max_input_length_sets_the_evaluation_limit():
     assert settings.max_input_length == 200
     _, settings = evaluation_plan(config_from_dict({**cfg, "evaluation": {"tasks": ["parity"]}}))
     assert settings.max_input_length == 96  # default: data.max_input_length
+
+
+def test_evaluation_label_names_trained_tasks_and_shots():
+    assert evaluation_label(["a", "b"], ["c"], 0) == "held-out zero-shot"
+    assert evaluation_label(["a", "b"], ["c"], 3) == "held-out 3-shot"
+    assert evaluation_label(["a", "c"], ["c", "d"], 0) == "zero-shot (trained: c)"
+    assert evaluation_label(["c", "d"], ["d", "c"], 2) == "2-shot (trained tasks)"
+
+
+def test_a_run_evaluating_a_trained_task_does_not_call_it_held_out(tmp_path, tok, capsys):
+    trained = TASKS[0]
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                      evaluation={"tasks": [trained], "max_examples": 2, "batch_size": 8, "every": 2},
+                      training={**tiny_config(tmp_path, tok, tmp_path)["training"], "steps": 3})
+    train(cfg, evaluate_held_in=False)
+    out = capsys.readouterr().out
+    assert "held-out" not in out
+    assert "step 2: zero-shot (trained tasks) macro average" in out
+    assert "zero-shot (trained tasks) macro average over 1 task:" in out

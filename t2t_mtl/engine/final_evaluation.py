@@ -59,10 +59,24 @@ def score_held_in(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: C
               f"{100 * result.held_in_accuracy:.1f}% (chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
 
 
+def evaluation_label(evaluated: Sequence[str], trained: Sequence[str], num_shots: int) -> str:
+    """What the `evaluation:` section's scores are, for the messages that print them: "held-out zero-shot" (or
+    "held-out k-shot") when no evaluated task is trained; otherwise naming the trained ones, whose scores are not
+    held-out transfer."""
+    shots = f"{num_shots}-shot" if num_shots else "zero-shot"
+    seen = [name for name in evaluated if name in set(trained)]
+    if not seen:
+        return f"held-out {shots}"
+    if len(seen) == len(evaluated):
+        return f"{shots} (trained tasks)"
+    return f"{shots} (trained: {', '.join(seen)})"
+
+
 def score_held_out(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, run_dir: Path,
-                   sinks: Optional[ScalarSinks], result: Any) -> None:
-    """The `evaluation:` section's zero-shot evaluation of the held-out tasks (report under run_dir/eval), into
-    `result` (`held_out_scores`, `held_out_accuracy`, `eval_report`); rank 0 logs, plots and prints it."""
+                   sinks: Optional[ScalarSinks], result: Any, label: str) -> None:
+    """The `evaluation:` section's evaluation (report under run_dir/eval), into `result` (`held_out_scores`,
+    `held_out_accuracy`, `eval_report`); rank 0 logs, plots and prints it, its lines starting with `label`
+    (`evaluation_label`)."""
     from t2t_mtl.engine.validation import zero_shot_evaluation
 
     zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=cfg.training.progress_bar)
@@ -79,6 +93,6 @@ def score_held_out(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, run_d
                          for name, v in result.held_out_scores.items())
     chance = f" (chance ≈ {zero_shot['chance']:.1f})" if zero_shot["chance"] is not None else ""
     average = "-" if result.held_out_accuracy is None else f"{result.held_out_accuracy:.1f}"
-    print(f"held-out zero-shot (median over templates, 0-100): {per_task}", flush=True)
-    print(f"held-out zero-shot macro average over {counted(len(result.held_out_scores), 'task')}: {average}{chance}; "
+    print(f"{label} (median over templates, 0-100): {per_task}", flush=True)
+    print(f"{label} macro average over {counted(len(result.held_out_scores), 'task')}: {average}{chance}; "
           f"report {run_dir / 'eval' / 'report.md'}", flush=True)

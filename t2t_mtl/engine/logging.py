@@ -213,11 +213,12 @@ class TrainLogger:
         self.window_tokens = int(state["window_tokens"])
         self.window_start = time.perf_counter() - float(state.get("window_seconds", 0.0))  # (older checkpoints)
 
-    def held_out(self, step: int, zero_shot: Mapping[str, Any]) -> None:
-        """Log a zero-shot evaluation made during training (`log_held_out`, to this logger's sinks)."""
+    def held_out(self, step: int, zero_shot: Mapping[str, Any], label: str) -> None:
+        """Log an `evaluation:` section's evaluation made during training (`log_held_out`, to this logger's sinks);
+        its message starts with `label` (`final_evaluation.evaluation_label`)."""
         if self.enabled:
             log_held_out(self.log_dir, step, zero_shot, self.sinks)
-            self.message(f"step {step}: held-out zero-shot macro average {_score(zero_shot['macro_average'])}")
+            self.message(f"step {step}: {label} macro average {_score(zero_shot['macro_average'])}")
 
     def message(self, text: str) -> None:
         """Print `text` (above the progress bar when there is one); nothing on a logger that is not enabled."""

@@ -50,7 +50,8 @@ from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_preci
 from t2t_mtl.engine.distributed import (DistEnv, any_true, barrier, failed_ranks, init_distributed, max_over_ranks,
                                         sum_over_ranks)
 from t2t_mtl.engine.best import BestValidation
-from t2t_mtl.engine.final_evaluation import load_best_for_evaluation, score_held_in, score_held_out
+from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_evaluation, score_held_in,
+                                             score_held_out)
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.run_checks import check_run_config, config_warnings, is_local_model, pretrained_config_dict
@@ -358,9 +359,11 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         from t2t_mtl.engine.validation import PeriodicValidator
 
         validator = PeriodicValidator(tokenizer, task_names, cfg, env, t.validate_examples, pass_task_ids)
-    from t2t_mtl.engine.validation import evaluation_every, zero_shot_evaluation
+    from t2t_mtl.engine.validation import evaluation_every, evaluation_plan, zero_shot_evaluation
 
     eval_every = evaluation_every(cfg)  # zero-shot evaluations during training (logged, never fed back)
+    evaluated, eval_settings = evaluation_plan(cfg)
+    eval_label = evaluation_label(evaluated, task_names, eval_settings.num_shots if eval_settings else 0)
     select_candidates = sampling_cfg.get("strategy") == "uncertainty"
 
     # ---- DeepSpeed (a checkpoint from another world size or ZeRO stage loads through DeepSpeed's universal format)
@@ -419,7 +422,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         with logger.paused(), ckpt_io.rng_kept():  # (not training time: left out of tokens/s)
             logger.held_out(at_step, zero_shot_evaluation(engine, tokenizer, cfg, env,
                                                           run_dir / "eval" / ckpt_io.step_name(at_step),
-                                                          progress=False, plots=False))
+                                                          progress=False, plots=False), eval_label)
 
     sinks = open_sinks(cfg, run_dir, start_step=progress.step) if env.is_main else None  # TensorBoard, W&B
     try:
@@ -629,7 +632,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             if evaluate_held_in if evaluate_held_in is not None else cfg.data.validation_examples > 0:
                 score_held_in(engine, tokenizer, task_names, cfg, env, pass_task_ids, result)
             if cfg.evaluation:  # zero-shot evaluation of the held-out tasks (evaluation: section)
-                score_held_out(engine, tokenizer, cfg, env, run_dir, sinks, result)
+                score_held_out(engine, tokenizer, cfg, env, run_dir, sinks, result, eval_label)
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)
