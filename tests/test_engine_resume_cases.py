@@ -270,6 +270,20 @@ def test_a_resume_that_trains_nothing_keeps_the_later_records(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
 
 
+def test_a_finished_run_resumed_logs_its_unchanged_held_out_evaluation_once(tmp_path, tok):
+    # was: the after-training evaluation, run again by the resume, was appended at the same step a second time
+    # (two TensorBoard points; held_out.jsonl two lines); an evaluation that differs is still logged
+    run = tmp_path / "run"
+    cfg = tiny_config(run, tok, tmp_path / "cache", training={"steps": 2}, data={"held_out_clusters": ["comparison"]},
+                      evaluation={"held_out": True, "max_examples": 2, "batch_size": 8})
+    train(cfg, evaluate_held_in=False)
+    train(cfg, resume="auto", evaluate_held_in=False)
+    lines = (run / "logs" / "held_out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2]
+    train({**cfg, "evaluation": {**cfg["evaluation"], "max_examples": 3}}, resume="auto", evaluate_held_in=False)
+    assert [json.loads(line)["step"] for line in (run / "logs" / "held_out.jsonl").read_text().splitlines()] == [2, 2]
+
+
 def test_a_resume_that_trains_nothing_clears_what_a_killed_final_save_left(tmp_path, tok):
     # was: a kill in the final save's prune left `.tmp-pruned-step-N`, and one between the renames of a step saved
     # again left the checkpoint moved aside with `latest` naming a missing folder; a resume with nothing left to

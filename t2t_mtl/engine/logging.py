@@ -279,9 +279,14 @@ def log_held_out(log_dir: Path, step: int, zero_shot: Mapping[str, Any], sinks: 
                  ) -> Dict[str, Any]:
     """Append a zero-shot evaluation at `step` (the summary `zero_shot_evaluation` returns) to held_out.jsonl as
     {step, macro_average, chance, tasks: {task: median score 0-100}, report}; `sinks` also get its
-    `held_out_scalars`. Returns the record."""
+    `held_out_scalars`. An evaluation equal to the one already logged at `step` (a finished run resumed, whose
+    after-training evaluation runs again; the best checkpoint's, evaluated during training too) is not logged twice.
+    Returns the record."""
     record = {"step": step, "macro_average": zero_shot["macro_average"], "chance": zero_shot["chance"],
               "tasks": dict(zero_shot["tasks"]), "report": str(zero_shot["report"])}
+    logged = {rec["step"]: rec for rec in _read_by_step(Path(log_dir) / HELD_OUT_LOG)}
+    if json.loads(strict_json(record)) == logged.get(step):  # (compared as read back: NaN is written as null)
+        return record
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(log_dir) / HELD_OUT_LOG, "a", encoding="utf-8") as f:
         f.write(strict_json(record) + "\n")
