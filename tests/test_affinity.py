@@ -578,7 +578,7 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--clusters", "2",
                  "--threshold", "0.5"]) == 2
     assert not (tmp_path / "bad").exists()
-    for threshold in ("nan", "0", "-1", "inf"):  # were: every task its own cluster (inf: one cluster), no error
+    for threshold in ("nan", "0", "-1", "inf", "2.5"):  # were: every task its own cluster (inf, 2.5: one), no error
         assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--threshold",
                      threshold]) == 2
         assert not (tmp_path / "bad").exists()

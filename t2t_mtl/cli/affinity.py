@@ -148,9 +148,9 @@ def _run_gradients(args: argparse.Namespace) -> int:
     if args.clusters is not None and args.clusters < 1:  # scipy would silently cut 0 into one cluster
         print(f"error: --clusters must be at least 1, got {args.clusters}", file=sys.stderr)
         return 2
-    if args.threshold is not None and not 0 < args.threshold < float("inf"):
-        print(f"error: --threshold must be a finite distance > 0 (1 - mean cosine, in (0, 2]), got {args.threshold}",
-              file=sys.stderr)  # (NaN and <= 0 silently kept every task apart)
+    if args.threshold is not None and not 0 < args.threshold <= 2:  # (NaN and <= 0 kept every task apart, > 2
+        print(f"error: --threshold must be a distance in (0, 2] (1 - mean cosine; --clusters 1 puts every task in "
+              f"one cluster), got {args.threshold}", file=sys.stderr)  # merged every task, however opposed)
         return 2
     if args.clusters is not None and args.threshold is not None:
         print("error: --clusters cuts the clustering into that many clusters instead of at --threshold, which "
