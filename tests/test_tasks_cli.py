@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -308,3 +312,15 @@ def test_definition_digests_name_each_data_file_once_however_the_tasks_dir_is_wr
     monkeypatch.chdir(file_tasks / "elsewhere")
     other = digests("tasks")  # the same task files' text, naming other data files (elsewhere/data/x.csv)
     assert all(other[name] != absolute[name] for name in FILE_TASKS)
+
+
+def test_help_and_tasks_list_do_not_load_torch():
+    # was: `t2t-mtl mixture` imported t2t_mtl.sampling at the top, whose entropy and uncertainty modules import
+    # torch, and every command builds every parser: --help took ~3 s of CPU, ~90 % of it loading torch
+    code = ("import sys; from t2t_mtl.cli import main; main(['tasks', 'list']); "
+            "print('torch' in sys.modules, file=sys.stderr)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stderr.splitlines()[-1] == "False", done.stderr
+    assert "parity" in done.stdout

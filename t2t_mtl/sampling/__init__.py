@@ -1,10 +1,13 @@
 """Mixture sampling: which task the next micro-batch (or example) comes from, and which rows.
 
 `build_sampler(config, task_sizes, seed=..., rank=..., world_size=...)` returns a `MixtureSampler`;
-`TaskStreams` hands out per-task row indices. Strategies: see `STRATEGIES`.
+`TaskStreams` hands out per-task row indices. Strategies: see `STRATEGIES`. The entropy functions, which need
+torch, are imported on first use: the CLI's parsers import this package without loading torch.
 """
+import importlib
+from typing import Any
+
 from t2t_mtl.sampling.base import MixtureSampler
-from t2t_mtl.sampling.entropy import classification_entropy, generation_entropy, token_entropy
 from t2t_mtl.sampling.errors import (EmptyTaskError, InvalidRateError, SamplingError, UnknownParameterError,
                                      UnknownStrategyError)
 from t2t_mtl.sampling.factory import STRATEGIES, build_sampler
@@ -20,3 +23,10 @@ __all__ = [
     "annealed_alpha", "dynamic_alpha", "classification_entropy", "generation_entropy", "token_entropy",
     "select_uncertain", "uncertainty_scores", "rates_over_epochs", "starved_tasks",
 ]
+_ENTROPIES = ("classification_entropy", "generation_entropy", "token_entropy")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENTROPIES:
+        return getattr(importlib.import_module("t2t_mtl.sampling.entropy"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

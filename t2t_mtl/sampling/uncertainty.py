@@ -9,10 +9,9 @@ b candidates with the highest U.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import torch
 
 from t2t_mtl.sampling.base import MixtureSampler
 from t2t_mtl.sampling.errors import InvalidRateError, SamplingError
@@ -20,11 +19,16 @@ from t2t_mtl.sampling.static import SIZE_PARAMS
 from t2t_mtl.sampling.rates import size_rates
 from t2t_mtl.wording import counted
 
-Entropies = Mapping[str, Union[torch.Tensor, Sequence[float]]]
+if TYPE_CHECKING:
+    import torch
+
+Entropies = Mapping[str, Union["torch.Tensor", Sequence[float]]]
 
 
 def uncertainty_scores(entropies: Entropies, answer_space_sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
     """U(x) for every candidate: {task: [b_task] tensor of S_i(x) / (Ŝ · log |answer space_i|)}."""
+    import torch  # (here, not at the top: the CLI lists the strategies without loading torch)
+
     if not entropies:
         raise SamplingError("uncertainty selection needs at least one task's candidate entropies")
     values = {}
@@ -52,6 +56,8 @@ def select_uncertain(entropies: Entropies, answer_space_sizes: Mapping[str, int]
 
     Ties keep pool order (tasks in the order given, then position).
     """
+    import torch
+
     scores = uncertainty_scores(entropies, answer_space_sizes)
     owners = [(task, i) for task, u in scores.items() for i in range(u.numel())]
     if not 0 < k <= len(owners):
