@@ -311,11 +311,10 @@ class Template:
         for rows the template does not skip (a guard such as `{% if label != -1 %}` makes the skip case)."""
         for field, value in self._choice_index_values(row):
             if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-                raise TemplateRenderError(
+                raise self._error(
                     f"field {field!r} is {value}, which `datasets` uses for a row without a label (e.g. a GLUE "
                     f"test split), so `answer_choices[{field}]` has no answer to render; keep labeled rows with a "
-                    f"filter preprocessor (`{field} >= 0`) or use a labeled split", task=task, template=self.name,
-                    origin=self.origin, row_index=row_index, field=field)
+                    f"filter preprocessor (`{field} >= 0`) or use a labeled split", task, row_index, field=field)
 
     def _text_choice_index(self, row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
         """(field, message) when `answer_choices[field]` found nothing because the row's `field` holds text (a
@@ -360,13 +359,11 @@ class Template:
         one of the answer choices raises `AnswerNotInChoicesError`.
         """
         if not _is_row(row):
-            raise TemplateRenderError(f"a row must be a mapping of field names to values, got {type(row).__name__}",
-                                      task=task, template=self.name, origin=self.origin, row_index=row_index)
+            raise self._error(f"a row must be a mapping of field names to values, got {type(row).__name__}",
+                              task, row_index)
         if "answer_choices" in row:
-            raise TemplateRenderError("the row has a field named 'answer_choices', which templates reserve; "
-                                      "rename it with a `rename` preprocessor",
-                                      task=task, template=self.name, origin=self.origin, row_index=row_index,
-                                      field="answer_choices")
+            raise self._error("the row has a field named 'answer_choices', which templates reserve; rename it with a "
+                              "`rename` preprocessor", task, row_index, field="answer_choices")
         with seeded_choices(rng):
             choices = self.answer_choices_for(row, task=task, row_index=row_index)
             context_vars = _escape_pipe(row)
@@ -374,10 +371,9 @@ class Template:
             rendered = self._run(self._main, context_vars, task=task, row_index=row_index)
             parts = [_unescape_pipe(part).strip() for part in rendered.split(SEPARATOR)]
             if len(parts) > 2:
-                raise TemplateRenderError(
+                raise self._error(
                     f"the rendered text has {len(parts) - 1} `|||` separators, expected one (input ||| target); "
-                    f"check the template for a stray `|||`", task=task, template=self.name, origin=self.origin,
-                    row_index=row_index)
+                    f"check the template for a stray `|||`", task, row_index)
             inputs, targets = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
             instruction = (_unescape_pipe(self._run(self._instruction, context_vars, task=task,
                                                     row_index=row_index)).strip()
@@ -389,9 +385,9 @@ class Template:
             references = (self._render_references(context_vars, task=task, row_index=row_index)
                           if self._references is not None and targets else None)
         if check_answer_choices and choices is not None and targets and targets not in choices:
-            raise AnswerNotInChoicesError(
+            raise self._error(
                 f"target {targets!r} is not among the answer choices {choices}{_choice_hint(targets, choices, row)}",
-                task=task, template=self.name, origin=self.origin, row_index=row_index)
+                task, row_index, kind=AnswerNotInChoicesError)
         return RenderedExample(inputs=inputs, targets=targets, answer_choices=choices, instruction=instruction,
                                context=context, answer=targets, references=references)
 
@@ -401,10 +397,9 @@ class Template:
         rendered = self._run(self._references, variables, task=task, row_index=row_index)
         references = [_unescape_pipe(part).strip() for part in rendered.split(SEPARATOR)]
         if not all(references):
-            raise TemplateRenderError(
+            raise self._error(
                 f"`references` rendered an empty gold answer ({rendered!r}): every `|||`-separated part must be a "
-                f"non-empty answer; check the row's answers or the expression", task=task, template=self.name,
-                origin=self.origin, row_index=row_index, field="references")
+                f"non-empty answer; check the row's answers or the expression", task, row_index, field="references")
         return references
 
     def _run(self, compiled: jinja2.Template, variables: Mapping[str, Any], *, task: Optional[str],
@@ -416,16 +411,15 @@ class Template:
             nulls = sorted(k for k in self.variables if k in variables and variables[k] is None)
             what = (f"field {nulls[0]!r} is null on this row and the template prints it" if nulls else
                     "the template prints a null value (a nested field of the row, or an expression's result)")
-            raise MissingFieldError(
+            raise self._error(
                 f"{what}: a row of a file that lacks a field others have gets null there, as does a csv cell that "
                 f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
                 f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
-                f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task=task, template=self.name,
-                origin=self.origin, row_index=row_index, field=nulls[0] if nulls else None) from None
+                f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task, row_index,
+                field=nulls[0] if nulls else None, kind=MissingFieldError) from None
         except SecurityError as error:
-            raise SandboxViolationError(f"refused unsafe access in the template sandbox: {error}",
-                                        task=task, template=self.name, origin=self.origin,
-                                        row_index=row_index) from None
+            raise self._error(f"refused unsafe access in the template sandbox: {error}", task, row_index,
+                              kind=SandboxViolationError) from None
         except jinja2.UndefinedError as error:
             fields = sorted(k for k in variables if k != "answer_choices")
             absent = sorted(self.variables - set(fields))
@@ -433,25 +427,21 @@ class Template:
                 raise self._no_answer_choices(error, task, row_index) from None
             no_element = _no_element(str(error), variables.get("answer_choices"))
             if no_element:
-                raise TemplateRenderError(no_element, task=task, template=self.name, origin=self.origin,
-                                          row_index=row_index) from None
+                raise self._error(no_element, task, row_index) from None
             text_index = None if absent else self._text_choice_index(variables)
             if text_index:
-                raise TemplateRenderError(text_index[1], task=task, template=self.name, origin=self.origin,
-                                          row_index=row_index, field=text_index[0]) from None
+                raise self._error(text_index[1], task, row_index, field=text_index[0]) from None
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
             hint = _field_hint(field, {name: variables[name] for name in fields})
-            raise MissingFieldError(
-                f"field {field!r} is missing from the row ({error}); the row has fields {fields}{hint}",
-                task=task, template=self.name, origin=self.origin, row_index=row_index, field=field) from None
+            raise self._error(f"field {field!r} is missing from the row ({error}); the row has fields {fields}{hint}",
+                              task, row_index, field=field, kind=MissingFieldError) from None
         except TemplateRenderError:
             raise
         except Exception as error:  # a template bug on this row: say where, keep the cause chained
             if isinstance(error, TypeError) and self._reads_undefined_answer_choices:  # e.g. None | join
                 raise self._no_answer_choices(error, task, row_index) from error
-            raise TemplateRenderError(f"rendering failed with {type(error).__name__}: {error}",
-                                      task=task, template=self.name, origin=self.origin, row_index=row_index) from error
+            raise self._error(f"rendering failed with {type(error).__name__}: {error}", task, row_index) from error
 
     @functools.cached_property
     def _reads_undefined_answer_choices(self) -> bool:
@@ -463,10 +453,16 @@ class Template:
 
     def _no_answer_choices(self, error: Exception, task: Optional[str],
                            row_index: Optional[int]) -> TemplateRenderError:
-        return TemplateRenderError(
+        return self._error(
             f"the template reads `answer_choices` but defines none, so they are None ({type(error).__name__}: "
-            f"{error}); give the template `answer_choices` (e.g. \"no ||| yes\")", task=task, template=self.name,
-            origin=self.origin, row_index=row_index, field="answer_choices")
+            f"{error}); give the template `answer_choices` (e.g. \"no ||| yes\")", task, row_index,
+            field="answer_choices")
+
+    def _error(self, message: str, task: Optional[str], row_index: Optional[int], *, field: Optional[str] = None,
+               kind: type[TemplateRenderError] = TemplateRenderError) -> TemplateRenderError:
+        """A render error of `kind` naming `task`, this template with its `origin`, `row_index` and `field`: every
+        error a row's rendering raises is built here."""
+        return kind(message, task=task, template=self.name, origin=self.origin, row_index=row_index, field=field)
 
     def __repr__(self) -> str:
         return f"Template(name={self.name!r}, answer_choices={self.answer_choices!r})"
