@@ -40,6 +40,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # cpu_memory, beside this
 import cpu_memory  # noqa: E402
 import t2t_kernels.gradproj as gradproj  # noqa: E402
 import t2t_kernels.gradproj.reference as gradproj_reference  # noqa: E402
+from t2t_mtl.cli.common import comma_list_argument  # noqa: E402
 from t2t_mtl.gradients import GradientSurgery, pcgrad_weights, random_orders, textbook  # noqa: E402
 
 SLOW_SECONDS = 2.0  # contenders slower than this are timed once
@@ -359,8 +360,9 @@ def training_step_table(device: str, num_tasks: int = 4, repeats: int = 3) -> li
             f"{1e3 * times['surgery']:.1f} | {overhead:+.1f}% |"]
 
 
-def _sizes(text: str | None, default: list[int]) -> list[int]:
-    return [int(float(v)) for v in text.split(",")] if text else default
+def _count(text: str) -> int:
+    """A count written as an integer or in float notation (`1e7`)."""
+    return int(float(text))
 
 
 def main() -> None:
@@ -370,8 +372,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU times are process time)")
     parser.add_argument("--peak-gbps", type=float, default=None, help="GPU peak HBM bandwidth (default: datasheet)")
-    parser.add_argument("--t", default=None, help="comma-separated task counts (overrides the defaults)")
-    parser.add_argument("--p", default=None, help="comma-separated parameter counts, e.g. 1e7,1e9 (overrides)")
+    parser.add_argument("--t", type=comma_list_argument("--t", "task counts", _count), default=None,
+                        help="comma-separated task counts (overrides the defaults)")
+    parser.add_argument("--p", type=comma_list_argument("--p", "parameter counts", _count), default=None,
+                        help="comma-separated parameter counts, e.g. 1e7,1e9 (overrides)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
@@ -379,12 +383,12 @@ def main() -> None:
     if args.device == "cuda":
         if not torch.cuda.is_available():
             sys.exit("--device cuda: no CUDA device is visible")
-        sizes_t = _sizes(args.t, [2, 8, 32] if args.quick else [2, 4, 8, 16, 32])
-        sizes_p = _sizes(args.p, [10 ** 7, 10 ** 8] if args.quick else [10 ** 7, 10 ** 8, 10 ** 9])
+        sizes_t = args.t or ([2, 8, 32] if args.quick else [2, 4, 8, 16, 32])
+        sizes_p = args.p or ([10 ** 7, 10 ** 8] if args.quick else [10 ** 7, 10 ** 8, 10 ** 9])
         rows = cuda_table(sizes_t, sizes_p, args.peak_gbps)
     else:
-        sizes_t = _sizes(args.t, [2, 8, 32] if args.quick else [2, 4, 8, 16, 32])
-        sizes_p = _sizes(args.p, [10 ** 6] if args.quick else [10 ** 6, 10 ** 7])
+        sizes_t = args.t or ([2, 8, 32] if args.quick else [2, 4, 8, 16, 32])
+        sizes_p = args.p or ([10 ** 6] if args.quick else [10 ** 6, 10 ** 7])
         rows = cpu_table(sizes_t, sizes_p, args.repeats, skip_textbook_over=10 ** 11)
     print("\n".join(["", *rows, ""]))
     print("\n".join(training_step_table(args.device)))

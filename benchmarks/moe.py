@@ -40,6 +40,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu" if "--device" not in sys.argv or "
 
 import cpu_memory  # noqa: E402
 from t2t_kernels.moe import combine, expert_capacity, permute, plan_dispatch, route  # noqa: E402
+from t2t_mtl.cli.common import comma_list_argument  # noqa: E402
 
 CAPACITY_FACTOR = 1.25
 MIN_CAPACITY = 4
@@ -185,10 +186,6 @@ def run_case(method: str, n: int, e: int, d: int, k: int, device: str, repeats: 
     return result
 
 
-def _ints(text: Optional[str], default: List[int]) -> List[int]:
-    return [int(v) for v in text.split(",")] if text else default
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=4k only, E∈{8,64}, d=512")
@@ -196,9 +193,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ds-einsum-budget-gb", type=float, default=2.0)
-    parser.add_argument("--methods", default="ours,ds-sparse,ds-einsum")
+    # (a list default: argparse converts a string default, and the conversion imports task_registry, which the GPU
+    # pass's image may lack the dependencies of)
+    parser.add_argument("--methods", type=comma_list_argument("--methods", "methods"),
+                        default=["ours", "ds-sparse", "ds-einsum"], help="comma-separated (default: all three)")
     for flag in ("n", "e", "d", "k"):
-        parser.add_argument(f"--{flag}", default=None, help=f"comma-separated {flag.upper()} values (override)")
+        parser.add_argument(f"--{flag}", type=comma_list_argument(f"--{flag}", f"{flag.upper()} values", int),
+                            default=None, help=f"comma-separated {flag.upper()} values (override)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,9 +210,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes_e = [8, 64] if args.quick else [8, 32, 64]
     sizes_d = [512] if args.quick else [512, 1024]
     sizes_k = [1, 2]
-    sizes_n, sizes_e, sizes_d, sizes_k = (_ints(args.n, sizes_n), _ints(args.e, sizes_e), _ints(args.d, sizes_d),
-                                          _ints(args.k, sizes_k))
-    methods = args.methods.split(",")
+    sizes_n, sizes_e, sizes_d, sizes_k = args.n or sizes_n, args.e or sizes_e, args.d or sizes_d, args.k or sizes_k
+    methods = args.methods
     if any(m.startswith("ds-") for m in methods):
         try:
             import deepspeed.moe.sharded_moe  # noqa: F401

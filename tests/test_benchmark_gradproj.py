@@ -283,3 +283,12 @@ def test_cpu_times_leave_out_the_call_whose_memory_is_measured(monkeypatch):
 
     best = benchmark.measure(busy, "cpu", 3)[0]
     assert 0.01 <= best < 0.05, best
+
+
+def test_a_count_list_with_an_empty_item_is_refused_naming_the_option():
+    """`--p 1e6,` (a comma at the end) is a usage error naming the option, as the CLI's comma lists are; it was a raw
+    ValueError traceback from float('')."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "gradproj.py"), "--p", "1e6,"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--p '1e6,': item 2 of 2 is empty" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

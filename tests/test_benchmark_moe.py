@@ -68,3 +68,13 @@ print([(churn(), peak.measure(churn))[1] / 2 ** 20 for _ in range(3)])  # a time
 """)
     live_mb = 20e6 / 2 ** 20
     assert all(0.95 * live_mb <= p <= 1.15 * live_mb for p in peaks), (peaks, live_mb)
+
+
+def test_a_size_list_with_an_empty_or_non_integer_item_is_refused_naming_the_option():
+    """`--n 64,,128` (an empty item) and `--e 8,x` are usage errors naming the option, as the CLI's comma lists are;
+    they were a raw ValueError traceback from splitting the text after parsing."""
+    for option, value, says in (("--n", "64,,128", "--n '64,,128': item 2 of 3 is empty"),
+                                ("--e", "8,x", "--e '8,x': invalid literal for int() with base 10: 'x'")):
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "moe.py"), option, value],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from t2t_mtl.analysis.errors import AffinityError, StudyConfigError
 from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, below_one,
-                                data_dir_problem, fail, path_argument)
+                                comma_list_argument, data_dir_problem, fail, path_argument)
 from t2t_mtl.output_paths import prepare_output_dir, unwritten_output
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted
@@ -21,22 +21,14 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _tasks(text: str) -> list[str]:
-    import task_registry
-
-    try:
-        return task_registry.comma_separated(text, "--tasks", "task names")
-    except task_registry.TaskDefinitionError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("affinity", help="task relatedness: transfer study, gradient affinity, "
                                    "task embeddings")
     sub = parser.add_subparsers(dest="affinity_command", metavar="ANALYSIS", required=True)
 
     tr = sub.add_parser("transfer", help="pairwise transfer study (STL, pairs, All, All-but-one, Oracle)")
-    tr.add_argument("--tasks", type=_tasks, required=True, help="comma-separated registered task names")
+    tr.add_argument("--tasks", type=comma_list_argument("--tasks", "task names"), required=True,
+                    help="comma-separated registered task names")
     tr.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     tr.add_argument("--steps", type=int, required=True, help="training steps of every run")
     tr.add_argument("--k", type=float, default=1.5, help="significance factor of the benefit/harm rule (default 1.5)")

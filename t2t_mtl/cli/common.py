@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from t2t_mtl.wording import counted
 
@@ -24,6 +24,25 @@ def path_argument(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} is an empty path; name the file or folder (`.` for the working "
                                          f"directory)")
     return value
+
+
+def comma_list_argument(option: str, what: str, item: Callable[[str], Any] = str) -> Callable[[str], list[Any]]:
+    """The argparse `type` of `option`, a comma-separated list of `what`: its items as `task_registry.comma_separated`
+    reads them (no item empty), each converted by `item`; an empty item, or one that `item` refuses with a
+    ValueError, is an error naming `option` and the value. task_registry is imported on the first conversion."""
+    def parse(text: str) -> list[Any]:
+        import task_registry
+
+        try:
+            items = task_registry.comma_separated(text, option, what)
+        except task_registry.TaskDefinitionError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        try:
+            return [item(value) for value in items]
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: {error}; give comma-separated {what}") from None
+
+    return parse
 
 
 def add_data_dir_option(parser: argparse.ArgumentParser, default: Any = None,
