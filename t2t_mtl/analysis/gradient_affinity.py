@@ -254,7 +254,7 @@ def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: f
 
 def plot_cosines_over_training(series: CosineSeries, path: Path) -> Path:
     """One line per task pair: cosine of their gradients against the training step."""
-    from t2t_mtl.analysis.plotting import plt
+    from t2t_mtl.analysis.plotting import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     t = len(series.tasks)
@@ -271,17 +271,14 @@ def plot_cosines_over_training(series: CosineSeries, path: Path) -> Path:
     if t * (t - 1) // 2 <= 15:
         ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_dendrogram(clustering: TaskClustering, path: Path) -> Path:
     """Dendrogram of the task clustering with the cut threshold drawn."""
     from scipy.cluster.hierarchy import dendrogram
 
-    from t2t_mtl.analysis.plotting import plt
+    from t2t_mtl.analysis.plotting import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(clustering.tasks) + 2), 4))
     cut = clustering.cut_height()
@@ -292,10 +289,7 @@ def plot_dendrogram(clustering: TaskClustering, path: Path) -> Path:
     alone = [t for t in clustering.tasks if t not in clustering.linked]
     ax.set_title("Tasks clustered by gradient affinity" + (f"\n(never measured, alone: {', '.join(alone)})"
                                                            if alone else ""))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, threshold: float = 1.0,

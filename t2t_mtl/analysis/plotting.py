@@ -12,6 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig: "matplotlib.figure.Figure", path: Path) -> Path:
+    """Lay `fig` out tightly, write it to `path` (PNG at 120 dpi, as every analysis plot is) and close it; `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def circle_positions(n: int, radius: float = 1.0) -> np.ndarray:
     """[n, 2] points evenly spaced on a circle, the first at the top, going clockwise."""
     angles = math.pi / 2 - 2 * math.pi * np.arange(n) / max(n, 1)
@@ -47,7 +55,4 @@ def matrix_heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Se
                     strong = np.isfinite(value) and abs(value - (vmin + vmax) / 2) > 0.3 * (vmax - vmin)
                     ax.text(j, i, annotations[i][j], ha="center", va="center", fontsize=8,
                             color="white" if strong else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -190,7 +190,7 @@ def pca_2d(matrix: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_task_embeddings(names: Sequence[str], coords: np.ndarray, ratio: np.ndarray, path: Path) -> Path:
     """Scatter plot of the 2-D task embeddings, each point labelled with its task."""
-    from t2t_mtl.analysis.plotting import plt
+    from t2t_mtl.analysis.plotting import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.scatter(coords[:, 0], coords[:, 1], s=40)
@@ -200,10 +200,7 @@ def plot_task_embeddings(names: Sequence[str], coords: np.ndarray, ratio: np.nda
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% var)")
     ax.set_title("Task embeddings (TE⊕ENC task tokens), PCA")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def export_task_embeddings(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path) -> dict[str, Path]:

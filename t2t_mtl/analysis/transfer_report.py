@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from t2t_mtl.analysis.plotting import circle_positions, matrix_heatmap, plt
+from t2t_mtl.analysis.plotting import circle_positions, matrix_heatmap, plt, save_figure
 from t2t_mtl.analysis.transfer import ScoreStat, TransferAnalysis
 from t2t_mtl.wording import counted
 
@@ -113,10 +113,7 @@ def plot_graph(analysis: TransferAnalysis, path: Path) -> Path:
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(f"Benefit/harm graph (k = {a.k:g}, {len(a.seeds)} seed(s))")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_outputs(analysis: TransferAnalysis, out_dir: Path, spec: Optional[Mapping[str, Any]] = None
