@@ -31,9 +31,28 @@ choices differ only in whitespace (`"yes"` and `"yes "`) would score two spellin
 of whitespace alone would render an empty target (a skipped row): `read_task_json` refuses both, naming the file,
 the example and the choices.
 
+k-shot prompts (`t2t-mtl eval --shots K`) are BIG-bench's too (`BigBenchFewShotFormat`, the task's
+`few_shot_format`), not the project's "input\\ntarget" blocks. BIG-bench's JSON tasks (bigbench/api/json_task.py:
+`default_format_fn`, `make_nshot_dataset`, and the task prefix added by the task) build them so:
+
+- each example, demonstration or query, is formatted as the zero-shot prompt is without the task prefix:
+  `example_input_prefix + input [+ choice_prefix + choice_prefix.join(listed choices)] + example_output_prefix`;
+- a demonstration is that text directly followed by its target, with nothing in between (the output prefix holds
+  the spacing): the example's explicit `target` where it has one (a list: one of them, drawn at random), else the
+  first choice in the file with the best score;
+- the demonstrations and then the query are joined by the task's `few_shot_example_separator` (default "\\n");
+- `task_prefix` comes once, in front of the whole prompt, not before each demonstration;
+- the k demonstrations are drawn at random from the task's other examples, never the query itself.
+
+Here the whole prompt is stripped at its ends, as every rendered input is, so a prompt left with no demonstration
+(they did not fit `max_input_length`) is exactly the zero-shot input. Which examples are drawn follows the project's
+seeded draw (`t2t_mtl.evaluation.few_shot`), and a list target's choice a generator seeded per example, not
+BIG-bench's numpy RandomState sequence.
+
 Tasks are scored by `multiple_choice_grade` alone (the preferred score of every shared task). Generative metrics a
 file lists beside it (`exact_str_match`, `bleu`, `rouge`: BIG-bench scores generated text against an example's
-explicit `target`) are not computed, and an explicit `target` is not read. A file whose `metrics` leave out
+explicit `target`) are not computed; an explicit `target` is read only as what demonstrations show (strategyqa's is
+the answer with its explanation). A file whose `metrics` leave out
 `multiple_choice_grade`, or whose `preferred_score` is another metric, is refused: its reported score would not be
 BIG-bench's.
 """
@@ -44,11 +63,13 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import datasets
 
 from .errors import DataSourceError, TaskDefinitionError
+from .few_shot_format import FewShotFormat
 from .registry import get_task, register_task
 from .sources import Source
 from .task import Task
@@ -60,6 +81,7 @@ NAME_PREFIX = "bigbench_"
 DEFAULT_INPUT_PREFIX = "\nQ: "
 DEFAULT_OUTPUT_PREFIX = "\nA: "
 DEFAULT_CHOICE_PREFIX = "\n  choice: "
+DEFAULT_FEW_SHOT_SEPARATOR = "\n"
 INPUT_PART_CHARS = 2000
 GRADE = "multiple_choice_grade"
 _UNSAFE_IN_LITERAL = ("}}", "endraw")
@@ -122,11 +144,22 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
             if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
                 raise TaskDefinitionError(f"{str(path)!r}: example {index}: target score of {choice!r} is "
                                           f"{score!r}, not a finite number")
+        _check_explicit_target(example.get("target"), index, path)
     append = data.get("append_choices_to_input", True)
     if not isinstance(append, bool):
         raise TaskDefinitionError(f"{str(path)!r}: 'append_choices_to_input' must be true or false, got {append!r}")
     _check_scored_by_grade(data, path)
     return data
+
+
+def _check_explicit_target(target: Any, index: int, path: Path) -> None:
+    """Refuse an explicit `target` (what k-shot demonstrations show) that is not a string or a non-empty list of
+    strings, as BIG-bench's schema has it."""
+    targets = target if isinstance(target, list) else [target]
+    if target is not None and (not targets or not all(isinstance(t, str) for t in targets)):
+        raise TaskDefinitionError(f"{str(path)!r}: example {index}: 'target' must be a string or a non-empty list of "
+                                  f"strings (the answer its k-shot demonstrations show), got {target!r}; fix it or "
+                                  f"drop it (the best-scoring choice is shown then)")
 
 
 def _check_scored_by_grade(data: dict[str, Any], path: Path) -> None:
@@ -154,7 +187,7 @@ def task_json_name(data: dict[str, Any], path: PathLike) -> str:
 
 def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """One row per example: input, input_parts, choices, choice_parts, target_scores (aligned with choices), target,
-    target_parts.
+    target_parts, demonstration_target.
 
     `input_parts` are the input's 2000-character parts with `|||` written as the pipe protector (a row's list
     items are not protected by the template, only its strings); `choice_parts` and `target_parts` are the
@@ -163,6 +196,9 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     `choices` are the sorted answer choices in a shuffle seeded by `name` (`task_json_name`: tasks without a
     `name` shuffle by their folder's, not alike) and the example index; the prompt lists them in this order too
     (when the task appends choices to the input).
+
+    `demonstration_target` is the answer the example shows as a k-shot demonstration: its explicit `target` (of a
+    list, one drawn by a generator seeded by `name` and the index), else `target`.
     """
     rows = []
     for index, example in enumerate(data["examples"]):
@@ -172,11 +208,14 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
         best = max(scores.values())
         text = str(example["input"])
         target = next(c for c in scores if scores[c] == best)
+        shown = example.get("target", target)
+        if isinstance(shown, list):
+            shown = random.Random(f"bigbench:{name}:{index}:target").choice(shown)
         rows.append({"idx": index, "input": text,
                      "input_parts": _split_text(text.replace(SEPARATOR, PIPE_PROTECTOR)), "choices": choices,
                      "choice_parts": [_split_text(c) for c in choices],
                      "target_scores": [float(scores[c]) for c in choices],
-                     "target": target, "target_parts": _split_text(target)})
+                     "target": target, "target_parts": _split_text(target), "demonstration_target": shown})
     return rows
 
 
@@ -211,6 +250,41 @@ def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template
     metadata = {"original_task": True, "choices_in_prompt": append_choices, "metrics": ["multiple_choice_grade"],
                 "languages": ["en"]}
     return Template("bigbench_zero_shot", jinja, answer_choices='{{ choices | join("|||") }}', metadata=metadata)
+
+
+@dataclass(frozen=True)
+class BigBenchFewShotFormat(FewShotFormat):
+    """BIG-bench's k-shot prompt of one task.json (see the module docstring), written from `bigbench_rows` rows."""
+
+    task_prefix: str = ""
+    input_prefix: str = DEFAULT_INPUT_PREFIX
+    output_prefix: str = DEFAULT_OUTPUT_PREFIX
+    choice_prefix: str = DEFAULT_CHOICE_PREFIX
+    append_choices: bool = True
+    separator: str = DEFAULT_FEW_SHOT_SEPARATOR
+
+    @classmethod
+    def from_task_json(cls, data: dict[str, Any]) -> "BigBenchFewShotFormat":
+        """The format of a checked task.json (`read_task_json`), with BIG-bench's defaults for absent keys."""
+        return cls(task_prefix=_prefix(data, "task_prefix", ""),
+                   input_prefix=_prefix(data, "example_input_prefix", DEFAULT_INPUT_PREFIX),
+                   output_prefix=_prefix(data, "example_output_prefix", DEFAULT_OUTPUT_PREFIX),
+                   choice_prefix=_prefix(data, "choice_prefix", DEFAULT_CHOICE_PREFIX),
+                   append_choices=data.get("append_choices_to_input", True),
+                   separator=_prefix(data, "few_shot_example_separator", DEFAULT_FEW_SHOT_SEPARATOR))
+
+    def query(self, row: Mapping[str, Any]) -> str:
+        """Input prefix, input, the listed choices (when appended), output prefix."""
+        choices = self.choice_prefix + self.choice_prefix.join(row["choices"]) if self.append_choices else ""
+        return f"{self.input_prefix}{row['input']}{choices}{self.output_prefix}"
+
+    def demonstration(self, row: Mapping[str, Any]) -> str:
+        """The example as a query, directly followed by its `demonstration_target`."""
+        return self.query(row) + row["demonstration_target"]
+
+    def prompt(self, demonstrations: Sequence[str], query: str) -> str:
+        """The task prefix, then the demonstrations and the query joined by the separator; stripped at its ends."""
+        return (self.task_prefix + self.separator.join([*demonstrations, query])).strip()
 
 
 class BigBenchSource(Source):
@@ -250,7 +324,8 @@ def load_bigbench_task(path: PathLike, *, name: Optional[str] = None) -> Task:
     task_name = name or NAME_PREFIX + task_json_name(data, file)
     return Task(task_name, BigBenchSource(file), [bigbench_template(data, str(file))],
                 metrics=("multiple_choice_grade",), task_type="multiple_choice", cluster=CLUSTER, held_out=True,
-                splits=(SPLIT,), eval_only=True, description=str(data.get("description", "")))
+                splits=(SPLIT,), eval_only=True, description=str(data.get("description", "")),
+                few_shot_format=BigBenchFewShotFormat.from_task_json(data))
 
 
 def import_bigbench(directory: PathLike, *, overwrite: bool = False) -> list[str]:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError, repeated_items
+from .few_shot_format import FewShotFormat
 from .jinja_env import environment_version
 from .preprocessors import Preprocessor, callable_name, compile_expression, evaluate_expression, step_identity
 from .sources import GeneratorSource, Source, code_digest
@@ -197,13 +198,16 @@ class Task:
     and to each gold answer (target, references; answer choices too, which label metrics index) before the metrics
     score them — in evaluation by generation and in held-in validation's exact match; e.g. the number after `####` of
     a GSM8K solution. Rank classification picks among the answer choices as written, unprocessed.
+    `few_shot_format` (optional, `FewShotFormat`): how k-shot evaluation writes the task's prompts, from its rows, in
+    place of the project's "input\\ntarget" blocks joined by blank lines (BIG-bench JSON tasks: BIG-bench's own).
     """
 
     def __init__(self, name: str, source: Source, templates: Union[Template, Sequence[Template]],
                  preprocessors: Sequence[Preprocessor] = (), metrics: Sequence[str] = (),
                  task_type: str = "generation", cluster: Optional[str] = None, held_out: bool = False,
                  splits: Sequence[str] = ("train", "validation"), eval_only: bool = False, description: str = "",
-                 group_by: Optional[str] = None, postprocess: Union[None, str, Callable[[str], str]] = None):
+                 group_by: Optional[str] = None, postprocess: Union[None, str, Callable[[str], str]] = None,
+                 few_shot_format: Optional[FewShotFormat] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
         if not isinstance(source, Source):
@@ -255,6 +259,9 @@ class Task:
             raise TaskDefinitionError(f"task {name!r}: postprocess must be a function text -> text, or a Jinja "
                                       f"expression over `text` (applied to predictions and gold answers before the "
                                       f"metrics), got {postprocess!r}")
+        if few_shot_format is not None and not isinstance(few_shot_format, FewShotFormat):
+            raise TaskDefinitionError(f"task {name!r}: few_shot_format must be a FewShotFormat, got "
+                                      f"{few_shot_format!r}")
         self.name = name
         self.source = source
         self.templates = templates
@@ -268,6 +275,7 @@ class Task:
         self.description = description
         self.group_by = group_by
         self.postprocess = postprocess
+        self.few_shot_format = few_shot_format
         self.render_stats: dict[str, RenderStats] = {}
         self.preprocess_stats: dict[str, PreprocessStats] = {}
 

@@ -9,7 +9,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 import task_registry
 from task_registry.bigbench import import_bigbench, load_bigbench_task
-from t2t_mtl.evaluation import EvalSettings, evaluate_tasks
+from t2t_mtl.evaluation import EvalSettings, evaluate_tasks, runner
 from t2t_mtl.tokenizer import load_tokenizer
 
 # Example counts as listed in ../shared/bigbench/README.md.
@@ -260,3 +260,109 @@ def test_a_task_with_subtasks_names_them_and_the_folder_to_import(tmp_path):
             import_bigbench(where)
     with task_registry.isolated_registry():
         assert import_bigbench(parent / "first") == ["bigbench_parent:first"]
+
+
+def _scored_prompts(monkeypatch, tokenizer, task, settings):
+    """The inputs rank classification is given for `task` under `settings` (no model runs: every choice scores 0)."""
+    seen = []
+
+    def score_choices(model, tokenizer_, inputs, choices, **kwargs):
+        seen.extend(inputs)
+        return [[0.0] * len(row) for row in choices]
+
+    monkeypatch.setattr(runner, "score_choices", score_choices)
+    evaluate_tasks(None, tokenizer, [task], settings, progress=False)
+    return seen
+
+
+# BIG-bench's 2-shot prompts of the first example, written out by hand from the task.json files: the task prefix once,
+# each demonstration formatted as the query and followed directly by its target, the default separator "\n" between
+# them, the query last (stripped at the ends, as every rendered input is). Demonstrations: examples 117 and 129 of
+# disambiguation_qa (non-default prefixes, choices appended), 38 and 1683 of social_iqa (every default).
+TWO_SHOT_PROMPTS = {
+    "disambiguation_qa": (
+        "In the following sentences, explain the antecedent of the pronoun (which thing the pronoun refers to), or "
+        "state that it is ambiguous.\n"
+        "\nSentence: The secretary corrected the developer because he better understood the problem."
+        "\n  choice: The developer understood the problem\n  choice: The secretary understood the problem"
+        "\n  choice: Ambiguous"
+        "\nPronoun identification: The secretary understood the problem"
+        "\n"
+        "\nSentence: The sheriff protected the writer because he upholds the peace."
+        "\n  choice: The sheriff upholds the peace\n  choice: The writer upholds the peace\n  choice: Ambiguous"
+        "\nPronoun identification: The sheriff upholds the peace"
+        "\n"
+        "\nSentence: After meeting with the producers, Sam went to his office."
+        "\n  choice: The office was Sam's office\n  choice: The office was the producers' office"
+        "\n  choice: Ambiguous"
+        "\nPronoun identification:"),
+    "social_iqa": (
+        "Q: Jordan's son was growing out of their shoes. Jordan took their son to the shoe store. How would Jordan's "
+        "son feel as a result? "
+        "\n  choice: Ready to find shoes\n  choice: Ready to go home\n  choice: Upset and frustrated"
+        "\nA: Ready to find shoes"
+        "\n"
+        "\nQ: Sydney asked mom if Ash could have one more piece of pie after they ate all of their dinner. How would "
+        "Ash feel as a result? "
+        "\n  choice: Excited\n  choice: Angry\n  choice: Sad"
+        "\nA: Excited"
+        "\n"
+        "\nQ: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do before this? "
+        "\n  choice: Go home and see Riley\n  choice: Make a new plan\n  choice: Find somewhere to go"
+        "\nA:"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWO_SHOT_PROMPTS))
+def test_k_shot_prompts_are_written_as_bigbench_writes_them(imported, t5_tokenizer, monkeypatch, name):
+    # were the project's blocks: each demonstration the whole zero-shot input (task prefix included), a newline and
+    # the target, joined by blank lines
+    settings = EvalSettings(max_examples=1, num_shots=2)
+    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task_registry.get_task(f"bigbench_{name}"), settings)
+    assert prompts == [TWO_SHOT_PROMPTS[name]]
+
+
+def test_a_k_shot_prompt_without_demonstrations_is_the_zero_shot_input(imported, t5_tokenizer, monkeypatch):
+    for name in EXPECTED_COUNTS:
+        task = task_registry.get_task(f"bigbench_{name}")
+        rows = task.load_rows("test")
+        for index in (0, len(rows) - 1):
+            query = task.few_shot_format.query(rows[index])
+            assert task.few_shot_format.prompt([], query) == task.templates[0].render(rows[index]).inputs, name
+    task = task_registry.get_task("bigbench_social_iqa")  # no demonstration fits: the zero-shot input is scored
+    zero_shot = _scored_prompts(monkeypatch, t5_tokenizer, task, EvalSettings(max_examples=3))
+    limit = max(len(ids) for ids in t5_tokenizer(zero_shot)["input_ids"])
+    assert _scored_prompts(monkeypatch, t5_tokenizer, task,
+                           EvalSettings(max_examples=3, num_shots=2, max_input_length=limit)) == zero_shot
+
+
+def test_the_separator_and_an_explicit_target_shape_the_demonstrations(tmp_path, t5_tokenizer, monkeypatch):
+    # BIG-bench shows an example's explicit target in its demonstrations (one of a list), else the best choice
+    task = load_bigbench_task(_write_task(tmp_path / "sep", {
+        "name": "sep", "task_prefix": "Answer.", "example_input_prefix": " In: ", "example_output_prefix": " Out: ",
+        "few_shot_example_separator": " ###", "append_choices_to_input": False, "examples": [
+            {"input": "2 + 2?", "target_scores": {"4": 1, "5": 0}},
+            {"input": "Is ice cold?", "target_scores": {"yes": 1, "no": 0}, "target": "yes, it is frozen water"},
+            {"input": "Is fire cold?", "target_scores": {"yes": 0, "no": 1},
+             "target": ["no, it burns", "no, it is hot"]}]}))
+    assert [row["demonstration_target"] for row in task.load_rows("test")] == [
+        "4", "yes, it is frozen water", "no, it is hot"]
+    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task, EvalSettings(max_examples=1, num_shots=2))
+    assert prompts == ["Answer. In: Is fire cold? Out: no, it is hot ### In: Is ice cold? Out: yes, it is frozen "
+                       "water ### In: 2 + 2? Out:"]
+
+
+@pytest.mark.parametrize("target", [3, [], ["yes", None]])
+def test_an_explicit_target_that_is_not_text_is_refused(tmp_path, target):
+    folder = _write_task(tmp_path / "target", {"name": "target", "examples": [
+        {"input": "q", "target_scores": {"yes": 1, "no": 0}, "target": target}]})
+    with pytest.raises(task_registry.TaskDefinitionError,
+                       match=r"example 0: 'target' must be a string or a non-empty list of strings"):
+        load_bigbench_task(folder)
+
+
+def test_a_few_shot_format_must_be_one(tmp_path):
+    task = load_bigbench_task(_write_task(tmp_path / "fmt", {"name": "fmt", "examples": [
+        {"input": "q", "target_scores": {"yes": 1, "no": 0}}]}))
+    with pytest.raises(task_registry.TaskDefinitionError, match="task 'fmt': few_shot_format must be a FewShotFormat"):
+        task_registry.Task("fmt", task.source, task.templates, few_shot_format="\n\n")

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 DEMONSTRATION_SEPARATOR = "\n\n"
 
 __all__ = ["DEMONSTRATION_SEPARATOR", "FewShotConfigError", "FewShotMix", "add_demonstrations",
-           "demonstration_text", "few_shot_prompt", "fit_demonstrations", "fitted_prompt"]
+           "demonstration_text", "few_shot_prompt", "fit_demonstrations", "fitted_prompt", "joined_prompt"]
 
 
 def demonstration_text(inputs: str, targets: str) -> str:
@@ -36,14 +36,21 @@ def demonstration_text(inputs: str, targets: str) -> str:
     return f"{inputs}\n{targets}"
 
 
+def joined_prompt(demonstrations: Sequence[str], query: str) -> str:
+    """The demonstrations and the query joined by blank lines."""
+    return DEMONSTRATION_SEPARATOR.join([*demonstrations, query])
+
+
 def fit_demonstrations(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
-                       wrap: Callable[[str], str] = lambda prompt: prompt, *, append_eos: bool = False) -> List[str]:
+                       wrap: Callable[[str], str] = lambda prompt: prompt, *, append_eos: bool = False,
+                       join: Callable[[Sequence[str], str], str] = joined_prompt) -> List[str]:
     """The last demonstrations that fit: the first ones are dropped until the tokenized `few_shot_prompt` fits
     `max_input_length` (possibly none). The prompt is counted as it will be tokenized: with the tokenizer's special
-    tokens, or with `append_eos` as `task_registry.tokenize` does for training (its ids without them, and EOS)."""
+    tokens, or with `append_eos` as `task_registry.tokenize` does for training (its ids without them, and EOS).
+    `join` writes the prompt of demonstrations and query (a task's `FewShotFormat.prompt`; default blank lines)."""
     demos = list(demonstrations)
     while demos:
-        prompt = wrap(DEMONSTRATION_SEPARATOR.join([*demos, query]))
+        prompt = wrap(join(demos, query))
         ids = tokenizer(prompt, add_special_tokens=not append_eos)["input_ids"]
         if len(ids) + int(append_eos) <= max_input_length:
             return demos
@@ -60,10 +67,12 @@ def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, m
 
 
 def fitted_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
-                  wrap: Callable[[str], str] = lambda prompt: prompt) -> tuple[str, int]:
-    """(`few_shot_prompt`, how many of the demonstrations it kept)."""
-    kept = fit_demonstrations(demonstrations, query, tokenizer, max_input_length, wrap)
-    return wrap(DEMONSTRATION_SEPARATOR.join([*kept, query])), len(kept)
+                  wrap: Callable[[str], str] = lambda prompt: prompt, *,
+                  join: Callable[[Sequence[str], str], str] = joined_prompt) -> tuple[str, int]:
+    """(`few_shot_prompt`, how many of the demonstrations it kept), the prompt written by `join` (see
+    `fit_demonstrations`)."""
+    kept = fit_demonstrations(demonstrations, query, tokenizer, max_input_length, wrap, join=join)
+    return wrap(join(kept, query)), len(kept)
 
 
 class FewShotConfigError(ValueError):

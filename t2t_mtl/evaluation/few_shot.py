@@ -11,16 +11,18 @@ question). Nor is any row whose rendered input is the example's own (a duplicate
 evaluated split or in train, would show its answer).
 A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
 input is never truncated away; the evaluation counts and reports the inputs left with fewer than k.
+A task with a `few_shot_format` (BIG-bench JSON tasks) writes its demonstrations, its query and the prompt from
+its rows in its own format instead, drawn and fitted alike.
 """
 from __future__ import annotations
 
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from t2t_mtl.data.few_shot import demonstration_text, few_shot_prompt, fitted_prompt
+from t2t_mtl.data.few_shot import demonstration_text, few_shot_prompt, fitted_prompt, joined_prompt
 from t2t_mtl.evaluation.errors import EvaluationError
 
-__all__ = ["Demonstrations", "demonstration_split", "few_shot_prompt", "fitted_prompt"]
+__all__ = ["Demonstrations", "demonstration_split", "few_shot_prompt", "fitted_prompt", "joined_prompt"]
 
 
 def demonstration_split(task: Any, eval_split: str, requested: Optional[str] = None) -> str:
@@ -45,6 +47,7 @@ class Demonstrations:
         self.task, self.template, self.rows = task, template, rows
         self.same_split = same_split
         self.seed = seed
+        self.format = getattr(task, "few_shot_format", None)  # (a task's own, else "input\\ntarget")
         self._rendered: Dict[int, Optional[Tuple[str, str]]] = {}  # row -> (its input, its demonstration)
         self._group_rows: Optional[Dict[str, List[int]]] = None
 
@@ -60,16 +63,21 @@ class Demonstrations:
         return {row_index, *self._group_rows[self.task.group_key(self.rows[row_index], row_index)]}
 
     def _render(self, index: int) -> Optional[Tuple[str, str]]:
-        """Row `index`'s rendered input and its demonstration "input\\ntarget", or None when the row is skipped (no
-        target or no input, as `render_examples` skips it) or cannot be rendered."""
+        """Row `index`'s rendered input and its demonstration ("input\\ntarget", or the task's `few_shot_format`'s),
+        or None when the row is skipped (no target or no input, as `render_examples` skips it) or cannot be
+        rendered."""
         from task_registry.errors import TemplateRenderError
 
         if index not in self._rendered:
             try:
                 out = self.template.render(self.rows[index], task=self.task.name, row_index=index,
                                            rng=random.Random(f"{self.seed}:{index}"))
-                self._rendered[index] = None if out.skipped else (out.inputs,
-                                                                 demonstration_text(out.inputs, out.targets))
+                if out.skipped:
+                    self._rendered[index] = None
+                elif self.format is not None:
+                    self._rendered[index] = (out.inputs, self.format.demonstration(self.rows[index]))
+                else:
+                    self._rendered[index] = (out.inputs, demonstration_text(out.inputs, out.targets))
             except TemplateRenderError:
                 self._rendered[index] = None
         return self._rendered[index]

@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.engine.distributed import join_gloo_group, waiting_group
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
-from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, fitted_prompt
+from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, fitted_prompt, joined_prompt
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import argmax_first, decoder_passes, score_choices
@@ -423,10 +423,12 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
                                seed=settings.seed)
+        own_format = getattr(task, "few_shot_format", None)  # (BIG-bench's: its prompts written from the rows)
         for example in examples:
             drawn = demos.draw(example.row_index, settings.num_shots, query=example.inputs)
-            example.inputs, shots = fitted_prompt(drawn, example.inputs, tokenizer, settings.max_input_length,
-                                                  wrap=wrap)
+            query = own_format.query(rows[example.row_index]) if own_format is not None else example.inputs
+            example.inputs, shots = fitted_prompt(drawn, query, tokenizer, settings.max_input_length, wrap=wrap,
+                                                  join=own_format.prompt if own_format is not None else joined_prompt)
             fewer_shots += shots < settings.num_shots
     else:
         for example in examples:

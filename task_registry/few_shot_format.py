@@ -1,0 +1,28 @@
+"""How a task writes its k-shot prompts, where it has a format of its own.
+
+By default a k-shot prompt is the project's (`t2t_mtl.data.few_shot`): each demonstration the rendered input, a
+newline and the target, the blocks and the query's rendered input joined by blank lines. A task given a
+`FewShotFormat` (`Task(..., few_shot_format=...)`) is prompted as its benchmark prompts it instead, written from the
+source rows themselves: BIG-bench JSON tasks (`task_registry.bigbench.BigBenchFewShotFormat`).
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping, Sequence
+
+
+class FewShotFormat(abc.ABC):
+    """A task's own k-shot prompt: `prompt([demonstration(row) for each drawn row], query(example's row))`."""
+
+    @abc.abstractmethod
+    def demonstration(self, row: Mapping[str, Any]) -> str:
+        """One solved demonstration written from its source row."""
+
+    @abc.abstractmethod
+    def query(self, row: Mapping[str, Any]) -> str:
+        """The evaluated example written from its source row, as it follows the demonstrations."""
+
+    @abc.abstractmethod
+    def prompt(self, demonstrations: Sequence[str], query: str) -> str:
+        """The whole prompt: `demonstrations` (possibly none) and then `query`; with no demonstration it must be the
+        example's zero-shot input, as its template renders it."""
