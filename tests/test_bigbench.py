@@ -9,7 +9,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 import task_registry
 from task_registry.bigbench import import_bigbench, load_bigbench_task
-from t2t_mtl.evaluation import EvalSettings, evaluate_tasks, runner
+from t2t_mtl.evaluation import EvalSettings, evaluate_tasks, runner, to_markdown
 from t2t_mtl.tokenizer import load_tokenizer
 
 # Example counts as listed in ../shared/bigbench/README.md.
@@ -262,15 +262,21 @@ def test_a_task_with_subtasks_names_them_and_the_folder_to_import(tmp_path):
         assert import_bigbench(parent / "first") == ["bigbench_parent:first"]
 
 
-def _scored_prompts(monkeypatch, tokenizer, task, settings):
-    """The inputs rank classification is given for `task` under `settings` (no model runs: every choice scores 0)."""
+def _rank_without_a_model(monkeypatch) -> list:
+    """Rank classification scores every choice 0 without a model; returns the list the inputs it is given go to."""
     seen = []
 
-    def score_choices(model, tokenizer_, inputs, choices, **kwargs):
+    def score_choices(model, tokenizer, inputs, choices, **kwargs):
         seen.extend(inputs)
         return [[0.0] * len(row) for row in choices]
 
     monkeypatch.setattr(runner, "score_choices", score_choices)
+    return seen
+
+
+def _scored_prompts(monkeypatch, tokenizer, task, settings):
+    """The inputs rank classification is given for `task` under `settings`."""
+    seen = _rank_without_a_model(monkeypatch)
     evaluate_tasks(None, tokenizer, [task], settings, progress=False)
     return seen
 
@@ -366,3 +372,26 @@ def test_a_few_shot_format_must_be_one(tmp_path):
         {"input": "q", "target_scores": {"yes": 1, "no": 0}}]}))
     with pytest.raises(task_registry.TaskDefinitionError, match="task 'fmt': few_shot_format must be a FewShotFormat"):
         task_registry.Task("fmt", task.source, task.templates, few_shot_format="\n\n")
+
+
+def test_inputs_past_the_input_limit_name_the_task_and_the_limit_that_holds_them(imported, t5_tokenizer, monkeypatch,
+                                                                                 caplog):
+    # analogical_similarity's prompts exceed 512 T5 tokens: the warning named the task but neither the option to raise
+    # nor how far, and report.md said only that they were truncated
+    task = task_registry.get_task("bigbench_analogical_similarity")
+    rows = task.load_rows("test")
+    longest = max(len(ids) for ids in t5_tokenizer([task.templates[0].render(rows[i]).inputs
+                                                    for i in range(3)])["input_ids"])
+    assert longest > 512
+    _rank_without_a_model(monkeypatch)
+    with caplog.at_level("WARNING"):
+        report = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=3), progress=False)
+    assert report.results[0].num_truncated == 3
+    assert (f"task 'bigbench_analogical_similarity' template 'bigbench_zero_shot': 3 of 3 inputs are longer than "
+            f"max_input_length=512 tokens and are truncated (the model sees only their beginning); to score them "
+            f"whole, raise the limit to the longest, {longest} tokens (t2t-mtl eval --max-input-length {longest}; "
+            f"evaluation.max_input_length in a config)") in caplog.text
+    assert "raise it to score them whole: `t2t-mtl eval --max-input-length N`" in to_markdown(report)
+    raised = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=3, max_input_length=longest),
+                            progress=False)
+    assert raised.results[0].num_truncated == 0  # the limit the message names holds every input whole

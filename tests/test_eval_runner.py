@@ -1020,6 +1020,8 @@ def test_input_limit_warnings_of_a_task_token_model_state_the_configured_limit(d
         assert result.num_truncated == expected and result.num_fewer_shots == (len(ROWS) if shots else 0)
         assert f"{expected} of {len(ROWS)} inputs are longer than max_input_length={limit} tokens (the task token " \
                "in front comes on top)" in caplog.text
+        assert f"raise the limit to the longest, {max(lengths)} tokens (t2t-mtl eval --max-input-length " \
+               f"{max(lengths)};" in caplog.text  # the user's limit, which the task token comes on top of
         stated = re.findall(r"max_input_length=(\d+)", caplog.text)
         assert len(stated) == (2 if shots else 1) and set(stated) == {str(limit)}
 

@@ -94,7 +94,8 @@ def to_markdown(report: EvalReport) -> str:
     if truncated:
         limit = (report.settings or {}).get("max_input_length")
         lines += ["", f"Inputs truncated to the input limit{f' ({limit} tokens)' if limit else ''}, scored on their "
-                      f"beginning only:"]
+                      f"beginning only (raise it to score them whole: `t2t-mtl eval --max-input-length N`, "
+                      f"`evaluation.max_input_length` in a config):"]
         lines += [f"- {r.task} / {r.template}: {r.num_truncated} of {r.num_examples}" for r in truncated]
     fewer_shots = [r for r in report.results if r.num_fewer_shots]
     if fewer_shots:

@@ -415,9 +415,11 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     examples = rendered.examples
     wrap = (lambda text: text)
     stated_limit = f"max_input_length={settings.max_input_length} tokens"  # the user's limit, as warnings state it
+    on_top = 0  # tokens the model's input holds on top of the user's limit (a task token)
     if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training,
         wrap = (lambda text: prefix_task_token(text, task.name))  # where it comes on top of max_input_length
-        settings = replace(settings, max_input_length=settings.max_input_length + 1)
+        on_top = 1
+        settings = replace(settings, max_input_length=settings.max_input_length + on_top)
         stated_limit += " (the task token in front comes on top)"
     fewer_shots = 0  # inputs given fewer than num_shots demonstrations (too few rows, or they do not fit)
     if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
@@ -471,9 +473,11 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                        stated_limit)
     result.num_truncated = sum(length > settings.max_input_length for length in lengths)
     if result.num_truncated:
+        needed = max(lengths) - on_top  # the limit that holds the longest input whole
         logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
-                       "model sees only their beginning)", task.name, template.name, result.num_truncated,
-                       len(examples), stated_limit)
+                       "model sees only their beginning); to score them whole, raise the limit to the longest, %d "
+                       "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
+                       task.name, template.name, result.num_truncated, len(examples), stated_limit, needed, needed)
     if not examples:
         return result
     texts = [o[1] for o in outputs]
