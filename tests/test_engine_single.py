@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -989,6 +990,32 @@ def test_resume_with_other_task_sizes_is_refused_before_tokenizing(tmp_path, tok
     changed = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4}, data={key: value})
     with pytest.raises(CheckpointError, match=message):
         train(changed, resume="auto", evaluate_held_in=False)
+
+
+def test_resume_with_other_templates_under_all_templates_is_refused_before_tokenizing(tmp_path, tok, cache,
+                                                                                    monkeypatch):
+    # was: a narrower data.templates was refused only after tokenizing, by the task-size check (which named no
+    # template), and a reordered one was accepted although each saved data position then held another template
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2}, data={"all_templates": True})
+    train(cfg, evaluate_held_in=False)
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the data was read before the changed templates were refused")
+
+    monkeypatch.setattr(trainer_mod, "build_task_streams", not_reached)
+    for templates in (["instruction"], ["instruction", "t5_prefix"]):
+        changed = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
+                              data={"all_templates": True, "templates": templates})
+        message = (rf"checkpoint .* trained task 'reverse_words' in the templates \['t5_prefix', 'instruction'\], "
+                   rf"this run trains it in {re.escape(repr(templates))} \(data\.templates = "
+                   rf"{re.escape(repr(templates))}\): .*resume with the same data\.templates")
+        with pytest.raises(CheckpointError, match=message):
+            train(changed, resume="auto", evaluate_held_in=False)
+    monkeypatch.undo()
+    # the task's own templates named in its order are no change
+    same = tiny_config(tmp_path / "run", tok, cache, training={"steps": 3},
+                       data={"all_templates": True, "templates": ["t5_prefix", "instruction"]})
+    assert train(same, resume="auto", evaluate_held_in=False).step == 3
 
 
 def test_resume_at_or_past_the_last_step_trains_nothing_and_keeps_the_checkpoint(tmp_path, tok, cache, capsys):

@@ -1,5 +1,6 @@
 """What a resume must keep: the checks that refuse to resume a checkpoint into a run whose tasks, ZeRO stage,
-precision, LoRA, task embeddings, `RESUME_SETTINGS`, task sizes or model shapes differ from the checkpoint's, each
+precision, LoRA, task embeddings, `RESUME_SETTINGS`, templates (under data.all_templates), task sizes or model
+shapes differ from the checkpoint's, each
 naming the config key that changed (all before DeepSpeed starts); and the parts of a run's config its checkpoints
 save for them (`lora_section`, `model_section`, `resume_settings`)."""
 from __future__ import annotations
@@ -11,10 +12,12 @@ import torch
 
 from t2t_mtl.config import Config
 from t2t_mtl.engine.checkpoint import CheckpointError, read_meta
+from t2t_mtl.engine.run_checks import training_template_names
 from t2t_mtl.model.lora import lora_settings, lora_signature
 
 __all__ = ["MODEL_SETTINGS", "RESUME_SETTINGS", "check_compatible", "check_model_shapes", "check_resume_config",
-           "check_task_sizes", "lora_section", "model_section", "parameter_shapes", "resume_settings"]
+           "check_task_sizes", "check_templates", "lora_section", "model_section", "parameter_shapes",
+           "resume_settings"]
 
 
 _UNSET: Any = object()
@@ -54,6 +57,23 @@ def check_task_sizes(ckpt: Path, saved: Mapping[str, int], sizes: Mapping[str, i
             f"positions and epochs belong to those sizes; resume with the same task data (data.data_dir, the task "
             f"files of data.tasks_dir, data.templates), or set training.output_dir to a new directory to start a "
             f"new run")
+
+
+def check_templates(ckpt: Path, saved: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]],
+                    templates: Optional[Sequence[str]]) -> None:
+    """Refuse to resume `ckpt`, whose tasks were trained under data.all_templates in the templates `saved` ({task:
+    names, in order}), into a run training them in others, or in another order (`now`; `templates`: its
+    data.templates): each row is trained in every one of them in turn, so they set a task's size and the template
+    each saved data position holds. Raises CheckpointError naming the first such task and both lists."""
+    for task, names in now.items():
+        was = saved.get(task)
+        if was is not None and list(was) != list(names):
+            raise CheckpointError(
+                f"checkpoint {ckpt} trained task {task!r} in the templates {list(was)}, this run trains it in "
+                f"{list(names)} (data.templates = {templates!r}): with data.all_templates each row is trained in "
+                f"every one of them in turn, so they set the task's size and the template each saved data position "
+                f"holds; resume with the same data.templates (and task definitions), or set training.output_dir to "
+                f"a new directory to start a new run")
 
 
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
@@ -153,12 +173,14 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
 
 
 def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str]) -> Dict[str, Any]:
-    """The meta of checkpoint `ckpt`, once `cfg` (training `task_names`) may resume it: a changed task list, LoRA,
-    task embeddings or `RESUME_SETTINGS` key would misread task ids, sampler state or weights, and is refused now
-    (CheckpointError naming the key)."""
+    """The meta of checkpoint `ckpt`, once `cfg` (training `task_names`, registered) may resume it: a changed task
+    list, LoRA, task embeddings, `RESUME_SETTINGS` key or, under data.all_templates, a task's templates would misread
+    task ids, sampler state, data positions or weights, and is refused now (CheckpointError naming the key)."""
     meta = read_meta(ckpt)
     check_compatible(ckpt, meta, tasks=list(task_names), lora=lora_section(cfg),
                      task_embeddings=bool(cfg.model.task_embeddings), settings=resume_settings(cfg))
+    if cfg.data.all_templates and "templates" in meta:  # (checkpoints before 2026-12-05 lack them)
+        check_templates(ckpt, meta["templates"], training_template_names(cfg, task_names), cfg.data.templates)
     return meta
 
 

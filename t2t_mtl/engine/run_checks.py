@@ -245,9 +245,16 @@ def _size_based(strategy: Any) -> bool:
 
 def training_templates(cfg: Config, task_names: Sequence[str]) -> Dict[str, int]:
     """How many templates each of `task_names` trains with (`data.templates`, else all of the task's)."""
+    return {name: len(names) for name, names in training_template_names(cfg, task_names).items()}
+
+
+def training_template_names(cfg: Config, task_names: Sequence[str]) -> Dict[str, List[str]]:
+    """The names of the templates each of `task_names` trains with, in the order it renders them (`data.templates`,
+    else all of the task's); the tasks must be registered (`training_rates`)."""
     import task_registry
 
-    return {name: len(task_registry.get_task(name).select_templates(cfg.data.templates)) for name in task_names}
+    return {name: [t.name for t in task_registry.get_task(name).select_templates(cfg.data.templates)]
+            for name in task_names}
 
 
 def check_task_splits(task_names: Sequence[str]) -> None:

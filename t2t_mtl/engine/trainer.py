@@ -54,7 +54,8 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
                                              score_held_out)
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
-from t2t_mtl.engine.run_checks import check_run_config, config_warnings, is_local_model, pretrained_config_dict
+from t2t_mtl.engine.run_checks import (check_run_config, config_warnings, is_local_model, pretrained_config_dict,
+                                      training_template_names)
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
@@ -406,7 +407,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
             "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": resume_checks.lora_section(cfg),
             "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
-            "model": model_settings, "param_shapes": shapes}
+            "model": model_settings, "param_shapes": shapes,
+            "templates": training_template_names(cfg, task_names)}
 
     def save() -> Path:
         """Checkpoint the run at the current step (a collective: every rank calls it)."""
