@@ -74,14 +74,17 @@ class RenderStats:
         else:
             self.kept += 1
 
+    def renderings(self) -> str:
+        """What was rendered: "N rows", or with `per_row` > 1 "N examples (R rows x k templates)"."""
+        if self.per_row == 1:
+            return f"{self.rows} rows"
+        return f"{self.rows} examples ({self.rows // self.per_row} rows x {self.per_row} templates)"
+
     def log(self) -> None:
-        """Warn of the skipped renderings (nothing when none was): "rows", or with `per_row` > 1 "examples (R rows x
-        k templates)"."""
+        """Warn of the skipped renderings (nothing when none was)."""
         if self.skipped:
-            of = (f"{self.rows} rows" if self.per_row == 1 else
-                  f"{self.rows} examples ({self.rows // self.per_row} rows x {self.per_row} templates)")
             logger.warning("task %r split %r: %d of %s skipped (%d empty target, %d empty input) by template(s) %s",
-                           self.task, self.split, self.skipped, of, self.skipped - self.empty_inputs,
+                           self.task, self.split, self.skipped, self.renderings(), self.skipped - self.empty_inputs,
                            self.empty_inputs, self.skipped_by_template)
 
 
@@ -97,31 +100,35 @@ class PreprocessStats:
 
 
 GROUP_COLUMN = "group"
+ROW_COLUMN = "row"
 
 
 class _Renderer:
     """Renders rows with templates chosen per row index — or, with `every_template`, with each template in turn (a
     row's examples in template order); picklable, stateless apart from its inputs. With `group_by` (a task's
-    expression) each rendered row also carries its group key in GROUP_COLUMN."""
+    expression) each rendered row also carries its group key in GROUP_COLUMN; with `row_index`, the index of the row
+    it renders in ROW_COLUMN."""
 
     def __init__(self, task: str, templates: Sequence[Template], seed: int, group_by: Optional[str] = None,
-                 every_template: bool = False):
+                 every_template: bool = False, row_index: bool = False):
         self.task = task
         self.templates = list(templates)
         self.seed = seed
         self.group_by = group_by
         self.every_template = every_template
+        self.row_index = row_index
 
     @property
     def features(self) -> datasets.Features:
         """The columns of a rendered row."""
         group = {GROUP_COLUMN: datasets.Value("string")} if self.group_by is not None else {}
-        return datasets.Features({**OUTPUT_FEATURES, **group})
+        row = {ROW_COLUMN: datasets.Value("int64")} if self.row_index else {}
+        return datasets.Features({**OUTPUT_FEATURES, **group, **row})
 
     def fingerprint_parts(self) -> tuple:
         return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
                                         for t in self.templates], "render-v3", environment_version(), self.group_by,
-                *(("every-template",) if self.every_template else ()))
+                *(("every-template",) if self.every_template else ()), *(("row-index",) if self.row_index else ()))
 
     def render_row(self, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
         """The examples of one row: one, with a template drawn from the seed and the row's index, or one per template
@@ -136,9 +143,10 @@ class _Renderer:
     def _render(self, template: Template, row: Mapping[str, Any], index: int, rng: random.Random) -> dict[str, Any]:
         example = template.render(row, task=self.task, row_index=index, rng=rng)
         group = {GROUP_COLUMN: _group_key(self.task, self.group_by, row, index)} if self.group_by is not None else {}
+        row_index = {ROW_COLUMN: index} if self.row_index else {}
         return {"inputs": example.inputs, "targets": example.targets,
                 "answer_choices": example.answer_choices or [], "references": example.gold_references,
-                "task": self.task, "template": template.name, **group,
+                "task": self.task, "template": template.name, **group, **row_index,
                 _SKIP_COLUMN: example.skipped}
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
@@ -393,14 +401,17 @@ class Task:
     # -- rendering ---------------------------------------------------------------------------------------
     def to_dataset(self, split: str, templates: Optional[Sequence[str]] = None, streaming: bool = False,
                    max_examples: Optional[int] = None, seed: int = 0, with_groups: bool = False,
-                   every_template: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
+                   every_template: bool = False, with_row_index: bool = False
+                   ) -> Union[datasets.Dataset, datasets.IterableDataset]:
         """Rendered examples of `split` (of its first `max_examples` rows), skips dropped and counted: a row in one
         of `templates` (all by default) drawn per row from `seed`, or with `every_template` a row in each of them
         (rows x templates examples, a row's in template order; T0's training mixture). `with_groups` adds a
-        GROUP_COLUMN column, each row's `group_key`, when the task has a `group_by`."""
+        GROUP_COLUMN column, each row's `group_key`, when the task has a `group_by`; `with_row_index` a ROW_COLUMN
+        column, the index of the (preprocessed) row each example renders."""
         _check_count("max_examples", max_examples, self.name)
         group_by = self.group_by if with_groups else None
-        renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by, every_template)
+        renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by, every_template,
+                             with_row_index)
         stats = RenderStats(self.name, split, per_row=len(renderer.templates) if every_template else 1)
         self.render_stats[split] = stats
         if streaming:

@@ -212,6 +212,20 @@ def test_every_template_renders_each_row_in_each_template_in_order(tmp_path, cap
     assert len(task.to_dataset("train", max_examples=4)) <= 4  # (one template per row: unchanged)
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_with_row_index_names_the_row_each_example_renders(tmp_path, streaming):
+    path = tmp_path / "rows.jsonl"
+    _write(path, ROWS, "jsonl")
+    only_positive = Template("pos", "{% if label == 1 %}positive? {{sentence}} ||| yes{% endif %}")
+    task = Task("rows", LocalFileSource(path), [SENTIMENT, only_positive], splits=("train",))
+    out = list(task.to_dataset("train", every_template=True, max_examples=4, with_row_index=True,
+                               streaming=streaming))
+    expected = [(i, name) for i, row in enumerate(ROWS[:4]) for name in ("t5", "pos") if name == "t5" or row["label"]]
+    assert [(example["row"], example["template"]) for example in out] == expected
+    plain = list(task.to_dataset("train", every_template=True, max_examples=4, streaming=streaming))
+    assert [{k: v for k, v in example.items() if k != "row"} for example in out] == plain
+
+
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_every_template_skips_are_counted_of_examples_not_of_rows(tmp_path, caplog, streaming):

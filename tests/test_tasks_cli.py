@@ -113,6 +113,67 @@ def test_preview_side_by_side(workspace, capsys):
     assert len(lines) == 6
 
 
+SKIPPING_TASK_YAML = TASK_YAML.replace("name: cli_qa", "name: cli_skip") + """\
+  - name: short
+    jinja: "{{q}} ||| {% if not q.endswith('q0') %}{{a}}{% endif %}"
+"""
+
+
+def test_preview_every_template_shows_each_row_in_every_template(workspace, capsys, t5_tokenizer_dir):
+    # there was no way to see a row as data.all_templates trains it: in each of its task's templates
+    (workspace / "tasks" / "cli_skip.yaml").write_text(SKIPPING_TASK_YAML)
+    args = ["tasks", "preview", "cli_skip", "-n", "2", "--split", "validation", "--every-template",
+            "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if line.startswith("──")]
+    assert headers == ["── cli_skip / validation / row 0 / template 'plain'",
+                       "── cli_skip / validation / row 0 / template 'polite'",
+                       "── cli_skip / validation / row 0 / template 'short': skipped (it renders an empty target "
+                       "or input for this row)",
+                       "── cli_skip / validation / row 1 / template 'plain'",
+                       "── cli_skip / validation / row 1 / template 'polite'",
+                       "── cli_skip / validation / row 1 / template 'short'"]
+    pairs = [[part.strip() for part in line.split(" | ")] for line in lines
+             if " | " in line and not line.startswith(("──", "INPUTS"))]
+    assert pairs == [["question: validation q0", "validation a0"], ["Please answer: validation q0", "validation a0"],
+                     ["question: validation q1", "validation a1"], ["Please answer: validation q1", "validation a1"],
+                     ["validation q1", "validation a1"]]
+    assert lines[-1] == ("(1 of 6 examples (2 rows x 3 templates) skipped: 1 empty target, 0 empty input, by "
+                         "template {'short': 1})")
+    # the JSON lines: each kept example, a row's in template order, with the keys of the plain preview
+    assert main([*args, "--jsonl", "--template", "short", "--template", "plain"]) == 0
+    examples = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["template"], e["inputs"], e["targets"]) for e in examples] == [
+        ("plain", "question: validation q0", "validation a0"), ("short", "validation q1", "validation a1"),
+        ("plain", "question: validation q1", "validation a1")]
+    assert all(list(e) == ["inputs", "targets", "answer_choices", "references", "task", "template"] for e in examples)
+    assert main([*args, "--tokenizer", str(t5_tokenizer_dir)]) == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("──")]
+    assert [bool(re.search(r"tokens: \d+ in, \d+ out$", line)) for line in headers] == [True, True, False, True,
+                                                                                         True, True]
+
+
+def test_preview_every_template_refuses_a_template_named_twice(workspace, capsys):
+    args = ["tasks", "preview", "cli_qa", "-n", "2", "--every-template", "--template", "plain", "--template", "plain",
+            "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("error: --template 'plain' given more than once: --every-template renders each row "
+                                   "once in each template named")
+
+
+def test_preview_labels_an_example_with_the_row_it_renders(workspace, capsys):
+    # was: examples were numbered as shown, so after a skipped row 0 the rendering of row 1 was labelled "row 0"
+    (workspace / "tasks" / "cli_skip.yaml").write_text(SKIPPING_TASK_YAML)
+    assert main(["tasks", "preview", "cli_skip", "-n", "2", "--split", "validation", "--template", "short",
+                 "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "── cli_skip / validation / row 1 / template 'short'"
+    assert lines[-1] == "(1 of 2 rows skipped: 1 empty target, 0 empty input, by template {'short': 1})"
+
+
 def test_preview_shows_token_lengths_as_training_tokenizes(workspace, capsys, t5_tokenizer_dir, t5_tokenizer):
     # there was no way to see an input's length in tokens before training (to choose data.max_input_length): the
     # truncation counts came only once a run had tokenized every task

@@ -2,7 +2,7 @@
 
     t2t-mtl tasks list [--cluster C] [--type T]
     t2t-mtl tasks show NAME
-    t2t-mtl tasks preview NAME [--template T] [-n 5] [--split S] [--tokenizer PATH]
+    t2t-mtl tasks preview NAME [--template T] [-n 5] [--split S] [--every-template] [--tokenizer PATH] [--jsonl]
     t2t-mtl tasks validate PATH            (a YAML task file, or a folder of them)
 
 Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids resolve to
@@ -30,7 +30,7 @@ import yaml
 from t2t_mtl.cli.common import (TASK_MODULE_HELP, TASKS_DIR_HELP, add_data_dir_option, add_task_module_option,
                                 add_tasks_dir_option, fail, path_argument)
 from t2t_mtl.registration import register_tasks
-from t2t_mtl.wording import counted
+from t2t_mtl.wording import counted, repeated_items
 
 
 #: validate checks PATH alone: a --tasks-dir there is refused (a folder to check is given as PATH)
@@ -78,7 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--template", action="append", help="template name (repeatable; default: all)")
     preview.add_argument("-n", type=int, default=5, help="number of rows (default 5)")
     preview.add_argument("--split", help="split (default: the task's first split)")
-    preview.add_argument("--seed", type=int, default=0, help="seed of the per-row template choice (default 0)")
+    preview.add_argument("--seed", type=int, default=0,
+                         help="seed of the per-row template choice and of the templates' choice/random filters "
+                              "(default 0)")
+    preview.add_argument("--every-template", action="store_true",
+                         help="render each row in every template (those of --template when given), as training "
+                              "with data.all_templates does, each labelled with its template; a template that "
+                              "renders nothing for a row is shown as skipped")
     preview.add_argument("--tokenizer", metavar="PATH",
                          help="also show each input's and target's length in tokens of this tokenizer (a folder or "
                               "hub name; a run's RUN/tokenizer), end-of-sequence token included, as training counts "
@@ -189,6 +195,7 @@ def _side_by_side(left: str, right: str, width: int) -> list[str]:
 @_guarded
 def _preview(args: argparse.Namespace) -> int:
     import task_registry
+    from task_registry.task import ROW_COLUMN
 
     if args.n <= 0:
         print("error: -n must be positive", file=sys.stderr)
@@ -196,6 +203,11 @@ def _preview(args: argparse.Namespace) -> int:
     if args.tokenizer and args.jsonl:  # (the JSON lines are predict's input: they hold the rendered fields alone)
         print("error: --tokenizer shows token lengths beside the side-by-side rows, which --jsonl does not print: "
               "drop one of them", file=sys.stderr)
+        return 2
+    repeated = repeated_items(args.template or ()) if args.every_template else []
+    if repeated:  # (training refuses a data.templates that repeats a name, too)
+        print(f"error: --template {', '.join(map(repr, repeated))} given more than once: --every-template renders "
+              f"each row once in each template named; name each template once", file=sys.stderr)
         return 2
     task = task_registry.get_task(args.name)
     tokenizer = None
@@ -208,22 +220,35 @@ def _preview(args: argparse.Namespace) -> int:
             print(f"error: --tokenizer: {error}", file=sys.stderr)
             return 2
     split = args.split or task.splits[0]
-    dataset = task.to_dataset(split, templates=args.template, max_examples=args.n, seed=args.seed)
+    dataset = task.to_dataset(split, templates=args.template, max_examples=args.n, seed=args.seed,
+                              every_template=args.every_template, with_row_index=True)
     if args.jsonl:
-        for example in dataset:
+        for example in dataset.remove_columns(ROW_COLUMN):
             print(json.dumps(dict(example), ensure_ascii=False))
         return 0
     width = shutil.get_terminal_size((120, 20)).columns
     lengths = _token_lengths(tokenizer, dataset) if tokenizer is not None else None
-    for index, example in enumerate(dataset):
+    shown = {(example[ROW_COLUMN], example["template"]): index for index, example in enumerate(dataset)}
+    stats = task.render_stats[split]
+    if args.every_template:  # each row in every template, in the order training renders them
+        names = [template.name for template in task.select_templates(args.template)]
+        order = [(row, name) for row in range(stats.rows // stats.per_row) for name in names]
+    else:
+        order = list(shown)
+    for row, name in order:
+        where = f"── {task.name} / {split} / row {row} / template {name!r}"
+        if (row, name) not in shown:
+            print(f"{where}: skipped (it renders an empty target or input for this row)")
+            continue
+        index = shown[row, name]
+        example = dataset[index]
         choices = f"  choices: {example['answer_choices']}" if example["answer_choices"] else ""
         tokens = f"  tokens: {lengths[index][0]} in, {lengths[index][1]} out" if lengths else ""
-        print(f"── {task.name} / {split} / row {index} / template {example['template']!r}{choices}{tokens}")
+        print(f"{where}{choices}{tokens}")
         print("\n".join(_side_by_side("INPUTS", "TARGETS", width)))
         print("\n".join(_side_by_side(example["inputs"], example["targets"], width)))
-    stats = task.render_stats[split]
     if stats.skipped:
-        print(f"({stats.skipped} of {stats.rows} rows skipped: {stats.skipped - stats.empty_inputs} empty target, "
+        print(f"({stats.skipped} of {stats.renderings()} skipped: {stats.skipped - stats.empty_inputs} empty target, "
               f"{stats.empty_inputs} empty input, by template {stats.skipped_by_template})")
     return 0
 
