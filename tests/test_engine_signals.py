@@ -300,6 +300,61 @@ def test_all_templates_rates_sum_a_rate_per_template_without_caps(tmp_path, samp
     assert probs == pytest.approx({name: rate / sum(t0.values()) for name, rate in t0.items()}, rel=1e-12)
 
 
+def test_all_templates_rates_a_template_that_skips_rows_at_its_own_count(tmp_path, tokenizer_dir, monkeypatch):
+    # was: each template was taken to hold the task's mean n / k examples; T0 rated each template's seqio task at its
+    # own count, which a template that renders nothing for some rows makes smaller
+    from engine_helpers import write_yaml_task
+
+    import t2t_mtl.sampling as sampling_module
+    from t2t_mtl.engine.checkpoint import latest_checkpoint, read_meta
+
+    tasks_dir = write_yaml_task(tmp_path / "tasks", "skipping_task", rows=40)
+    task_file = tasks_dir / "skipping_task.yaml"  # + a template that renders only the rows with a long answer
+    task_file.write_text(task_file.read_text() + '  - name: long\n    jinja: "{{question}} ||| '
+                                                 '{% if answer | length > 12 %}{{answer}}{% endif %}"\n')
+    answers = [json.loads(line)["answer"] for line in (tasks_dir / "skipping_task.jsonl").read_text().splitlines()]
+    long_rows = sum(len(answer) > 12 for answer in answers)
+    assert len(answers) == 40 and 0 < long_rows < 40
+    built = []
+
+    def build_sampler(*args, **kwargs):
+        built.append(real_build_sampler(*args, **kwargs))
+        return built[-1]
+
+    real_build_sampler = sampling_module.build_sampler
+    monkeypatch.setattr(sampling_module, "build_sampler", build_sampler)
+    result, _, _ = run_tiny(tmp_path, tokenizer_dir, sampling={"strategy": "temperature", "alpha": 2.0},
+                            data={"tasks": ["reverse_words", "skipping_task"], "tasks_dir": str(tasks_dir),
+                                  "all_templates": True})
+    assert result.step == 6
+    assert read_meta(latest_checkpoint(tmp_path / "run"))["task_sizes"] == {"reverse_words": 2 * 64,
+                                                                           "skipping_task": 40 + long_rows}
+    hand = {"reverse_words": 2 * 64 ** 0.5, "skipping_task": 40 ** 0.5 + long_rows ** 0.5}
+    assert built[-1].probabilities() == pytest.approx({t: r / sum(hand.values()) for t, r in hand.items()},
+                                                      rel=1e-12)
+
+
+def test_configured_template_sizes_are_checked_against_the_task_sizes_not_placeholders(tmp_path):
+    # sampling.template_sizes, which training fills in, given in the config: refused by the pre-data check, whose
+    # placeholder sizes (1000 a task) they could not add up to; it is kept, and fits the real sizes
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.run_checks import check_run_config, with_template_sizes
+    from t2t_mtl.sampling import InvalidRateError, build_sampler
+
+    given = {name: {"t5_prefix": 64, "instruction": 60} for name in TASKS}
+    cfg = config_from_dict(tiny_config(tmp_path / "run", tmp_path / "tok", tmp_path / "cache",
+                                       data={"all_templates": True},
+                                       sampling={"strategy": "temperature", "alpha": 2.0, "template_sizes": given}))
+    checked = with_template_sizes(cfg, check_run_config(cfg)[1], {name: {"t5_prefix": 1, "instruction": 1}
+                                                                   for name in TASKS})
+    assert checked["template_sizes"] == given
+    assert build_sampler(checked, dict.fromkeys(TASKS, 124), seed=0).probabilities() == pytest.approx(
+        dict.fromkeys(TASKS, 1 / 3))
+    with pytest.raises(InvalidRateError, match="gives task 'reverse_words' 2 templates with 124 examples; it has 2 "
+                                               "templates"):
+        build_sampler(checked, dict.fromkeys(TASKS, 128), seed=0)
+
+
 def test_a_task_the_curriculum_has_not_started_is_trained_on_not_skipped(tmp_path, tokenizer_dir):
     # was: before its start epoch a task's curriculum weight (underflowing in fp32) made a homogeneous step's loss
     # exactly 0, which the engine took for broken data: the step was skipped as "non-finite or zero loss" and

@@ -236,6 +236,28 @@ def test_show_a_config_with_all_templates_counts_examples_of_each_template(mixtu
         {name: rate / sum(t0.values()) for name, rate in t0.items()}, abs=5e-5)
 
 
+def test_show_a_config_with_all_templates_counts_and_rates_a_skipping_template_at_its_own_examples(mixture, tmp_path,
+                                                                                                   capsys):
+    # was: a task's size was its rows times its templates whatever they rendered, and each template was rated at
+    # that mean; training counts the examples it renders, and T0 rated each template at its own
+    import yaml
+
+    templates = [Template("t1", "{{x}} ||| {{x}}"), Template("odd", "{{x}} ||| {% if x | int % 2 %}{{x}}{% endif %}")]
+    task_registry.register_task(Task("cli_odd", GeneratorSource(rows, num_rows={"train": 50}), templates,
+                                     splits=("train",)))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}},
+                                      "data": {"tasks": ["cli_mid", "cli_odd"], "all_templates": True},
+                                      "sampling": {"strategy": "temperature", "alpha": 2.0}}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    table = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("cli_")}
+    assert {name: int(row[0]) for name, row in table.items()} == {"cli_mid": 2 * 100, "cli_odd": 50 + 25}
+    hand = {"cli_mid": 2 * 100 ** 0.5, "cli_odd": 50 ** 0.5 + 25 ** 0.5}  # the odd numbers below 50: 25
+    assert {name: float(row[1]) for name, row in table.items()} == pytest.approx(
+        {name: rate / sum(hand.values()) for name, rate in hand.items()}, abs=5e-5)
+
+
 def test_show_config_names_the_held_out_tasks_it_trains_as_trained_deliberately(tmp_path, capsys):
     # was: "a run drops them with their cluster (...; --held-out-clusters here)", an option --config refuses, for
     # tasks the config's run trains because its data.train_held_out names them

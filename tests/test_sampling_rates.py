@@ -98,6 +98,42 @@ def test_t0_caps_of_sizes_that_count_each_row_once_per_template():
         size_rates(sizes, templates=templates, sizes_count_templates="yes")
 
 
+def test_templates_that_skip_rows_are_rated_at_their_own_counts():
+    # was: a task's templates were each taken to hold the mean n / k: with glue/mrpc's paraphrase template keeping 30
+    # of 100 rows, both templates were rated at 65 rows; T0 rated each template's seqio task at its own count
+    sizes = {"a": 100 + 30, "b": 50}
+    templates = {"a": 2, "b": 1}
+    own = {"a": {"all": 100, "some": 30}}
+    rates = size_rates(sizes, templates=templates, temperature=2.0, sizes_count_templates=True, template_sizes=own)
+    assert rates["a"] == pytest.approx(100 ** 0.5 + 30 ** 0.5, rel=1e-12) and rates["b"] == pytest.approx(50 ** 0.5)
+    rates = size_rates(sizes, templates=templates, template_cap=40, sizes_count_templates=True, template_sizes=own)
+    assert rates == {"a": 40 + 30, "b": 40}
+    probabilities = build_sampler({"strategy": "temperature", "alpha": 2.0, "templates": templates,
+                                   "sizes_count_templates": True, "template_sizes": own}, sizes, seed=0).probabilities()
+    hand = {"a": 10 + 30 ** 0.5, "b": 50 ** 0.5}
+    assert probabilities == pytest.approx({t: r / sum(hand.values()) for t, r in hand.items()}, rel=1e-12)
+    ema = build_sampler({"strategy": "uncertainty_ema", "alpha": 2.0, "floor": 0.0, "templates": templates,
+                         "sizes_count_templates": True, "template_sizes": own}, sizes, seed=0)
+    assert dict(zip(ema.tasks, ema.prior)) == pytest.approx({t: r / sum(hand.values()) for t, r in hand.items()},
+                                                            rel=1e-12)
+
+
+@pytest.mark.parametrize("template_sizes, sizes_count_templates, message", [
+    ({"a": {"all": 100, "some": 31}}, True, r"sampling\.template_sizes gives task 'a' 2 templates with 131 examples; "
+                                            r"it has 2 templates \(sampling\.templates\) and 130 examples"),
+    ({"a": {"all": 130}}, True, r"gives task 'a' 1 template with 130 examples; it has 2 templates"),
+    ({"a": {"all": 100, "some": -1}}, True, r"of task 'a' must map each of its templates to its number of examples"),
+    ({"b": {"all": 50}}, True, r"gives task 'b''s templates, but sampling\.templates gives it no number"),
+    ({"c": {"all": 5}}, True, r"names task 'c', which is not in the mixture"),
+    ({"a": {"all": 100, "some": 30}}, False, r"it needs sampling\.sizes_count_templates: true"),
+    ([100, 30], True, r"must map task names to \{template: examples\}"),
+])
+def test_template_sizes_that_do_not_fit_the_task_are_refused(template_sizes, sizes_count_templates, message):
+    with pytest.raises(InvalidRateError, match=message):
+        size_rates({"a": 130, "b": 50}, templates={"a": 2}, sizes_count_templates=sizes_count_templates,
+                   template_sizes=template_sizes)
+
+
 def test_t0_per_template_caps():
     sizes = {"a": 100_000, "b": 1_000}
     templates = {"a": 10, "b": 4}

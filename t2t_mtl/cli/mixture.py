@@ -30,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                               "comma-separated task names")
     show.add_argument("--config", type=path_argument, metavar="CFG",
                       help="instead of NAME and the sampler options: the tasks, held-out rules, task registrations, "
-                           "sizes (train rows capped at data.max_examples_per_task, times the templates with "
-                           "data.all_templates) and sampler of this training config (a YAML file or packaged name, "
-                           "as `train` takes)")
+                           "sizes (train rows capped at data.max_examples_per_task; with data.all_templates the "
+                           "examples they render in each template, rendered as training renders them) and sampler "
+                           "of this training config (a YAML file or packaged name, as `train` takes)")
     show.add_argument("--sampler", default=None, choices=sorted(STRATEGIES),
                       help="strategy (default explicit: the mixture's own, flattened, rates)")
     show.add_argument("--alpha", type=float, help="temperature alpha (p ∝ n^(1/alpha))")
@@ -253,25 +253,45 @@ def config_mixture(path: str, data_dir: Optional[str]
                    ) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any], str]:
     """(name, tasks, sizes, sampler config, what the sizes count) of the training config at `path`: the tasks and
     rates `train` trains (`training_rates`: registrations, held-out rules and their checks), each task's train rows
-    capped at `data.max_examples_per_task` (times its templates with `data.all_templates`: "examples", else "rows";
-    training counts the examples it renders and tokenizes: a template that skips rows makes them fewer), and the
-    sampler config `train` builds (`run_sampling_config`). `data_dir` (--data-dir) replaces the config's
-    data.data_dir."""
+    capped at `data.max_examples_per_task` ("rows"; with `data.all_templates` the examples each row renders in each
+    of its templates, "examples": the rows are rendered as training renders them, so a template that skips rows
+    counts and is rated at its own examples, `with_template_sizes`), and the sampler config `train` builds
+    (`run_sampling_config`). `data_dir` (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
-    from t2t_mtl.engine.run_checks import run_sampling_config, training_rates, training_templates
+    from t2t_mtl.engine.run_checks import run_sampling_config, training_rates, with_template_sizes
 
     cfg = load_config(path)
     if data_dir is not None:
         cfg.data.data_dir = data_dir
     rates = training_rates(cfg)
     tasks = {name: task_registry.get_task(name) for name in rates}
+    sampling_cfg = run_sampling_config(cfg, rates)
+    title = f"{cfg.data.mixture or 'data.tasks'} of {path}"
     cap = cfg.data.max_examples_per_task
-    per_row = training_templates(cfg, list(rates)) if cfg.data.all_templates else dict.fromkeys(rates, 1)
-    sizes = {name: per_row[name] * (task.num_rows("train") if cap is None else min(task.num_rows("train"), cap))
-             for name, task in tasks.items()}
-    counted = "examples" if cfg.data.all_templates else "rows"
-    return f"{cfg.data.mixture or 'data.tasks'} of {path}", tasks, sizes, run_sampling_config(cfg, rates), counted
+    if not cfg.data.all_templates:
+        sizes = {name: task.num_rows("train") if cap is None else min(task.num_rows("train"), cap)
+                 for name, task in tasks.items()}
+        return title, tasks, sizes, sampling_cfg, "rows"
+    per_template = rendered_template_sizes(cfg, list(tasks))
+    sizes = {name: sum(counts.values()) for name, counts in per_template.items()}
+    return title, tasks, sizes, with_template_sizes(cfg, sampling_cfg, per_template), "examples"
+
+
+def rendered_template_sizes(cfg: Any, task_names: list[str]) -> dict[str, dict[str, int]]:
+    """{task: {template: examples}} of each of `task_names`' train rows (`data.max_examples_per_task` of them)
+    rendered in every template it trains with, as a `data.all_templates` run of `cfg` renders them."""
+    import task_registry
+    from t2t_mtl.data.streams import template_sizes
+    from t2t_mtl.engine.run_checks import training_template_names
+
+    names, sizes = training_template_names(cfg, task_names), {}
+    for task in task_names:
+        rendered = task_registry.get_task(task).to_dataset("train", templates=cfg.data.templates, every_template=True,
+                                                            max_examples=cfg.data.max_examples_per_task,
+                                                            seed=cfg.training.seed)
+        sizes[task] = template_sizes(rendered, names[task])
+    return sizes
 
 
 def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates: dict[str, int]) -> dict[str, Any]:
@@ -300,7 +320,7 @@ def sampler_config(args: argparse.Namespace, rates: dict[str, float], templates:
 def format_table(name: str, config: dict[str, Any], sizes: dict[str, int], table: dict[str, Any],
                  counted: str = "rows") -> str:
     """The rates table: each task's size (`counted`: what it counts, the column's heading) and probabilities."""
-    shown = {k: v for k, v in config.items() if k not in ("rates", "templates")}
+    shown = {k: v for k, v in config.items() if k not in ("rates", "templates", "template_sizes")}
     epochs = table["epochs"]
     width = max(4, *(len(t) for t in table["tasks"]))
     header = f"{'task':<{width}}  {counted:>10}  " + "  ".join(f"{'p e=' + str(e + 1):>8}" for e in epochs)

@@ -10,7 +10,7 @@ limit never reuses a stale cache and adding a task to a mixture re-tokenizes onl
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -28,7 +28,8 @@ class DataPipelineError(ValueError):
 
 @dataclass
 class TokenizedTask:
-    """One task's tokenized split: rows with `input_ids`, `labels`, and their lengths."""
+    """One task's tokenized split: rows with `input_ids`, `labels`, and their lengths; `template_sizes`: the
+    examples of each template it was rendered with ({template: examples}, `template_sizes`)."""
 
     name: str
     split: str
@@ -36,6 +37,7 @@ class TokenizedTask:
     input_lengths: np.ndarray
     target_lengths: np.ndarray
     truncated: int
+    template_sizes: Dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_lengths)
@@ -89,6 +91,16 @@ def _list_lengths(dataset: Any, column: str) -> np.ndarray:
     return np.asarray(pc.list_value_length(dataset.with_format("arrow")[column]), dtype=np.int64)
 
 
+def template_sizes(rendered: Any, names: Sequence[str]) -> Dict[str, int]:
+    """{template: examples of it} of a rendered split (`Task.to_dataset`'s `template` column), for each of `names`
+    in that order (0 for a template that rendered none), counted in Arrow."""
+    import pyarrow.compute as pc
+
+    counts = {entry["values"].as_py(): entry["counts"].as_py()
+              for entry in pc.value_counts(rendered.with_format("arrow")["template"])}
+    return {name: counts.get(name, 0) for name in names}
+
+
 def special_token_texts(dataset: Any, tokenizer: Any) -> Dict[str, int]:
     """{literal text of the tokenizer's EOS / pad / unk token: number of rendered rows of `dataset` whose inputs or
     targets hold it} (only those found). The tokenizer reads such text as the special token itself (an EOS in a
@@ -134,6 +146,7 @@ def tokenize_task(
     if len(rendered) == 0:
         raise DataPipelineError(f"task {task.name!r} has no {split!r} examples after rendering; check its data "
                                 f"source and templates (`t2t-mtl tasks preview {task.name} --split {split}`)")
+    per_template = template_sizes(rendered, [t.name for t in task.select_templates(templates)])
     tok_key = tok_key or tokenizer_fingerprint(tokenizer)
     literals = special_token_texts(rendered, tokenizer)
     if literals:
@@ -160,7 +173,7 @@ def tokenize_task(
                        max_input_length, counts.targets, max_target_length)
     tokenized = tokenized.select_columns(["input_ids", "labels"])
     return TokenizedTask(task.name, split, tokenized, _list_lengths(tokenized, "input_ids"),
-                         _list_lengths(tokenized, "labels"), counts.rows)
+                         _list_lengths(tokenized, "labels"), counts.rows, per_template)
 
 
 def build_task_streams(

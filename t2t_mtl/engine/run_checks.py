@@ -236,6 +236,20 @@ def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, An
     return sampling_cfg
 
 
+def with_template_sizes(cfg: Config, sampling_cfg: Mapping[str, Any],
+                        template_sizes: Mapping[str, Mapping[str, int]]) -> Dict[str, Any]:
+    """The sampler config `sampling_cfg` (`run_sampling_config`) with each task's examples per template as training
+    rendered them (`template_sizes`: {task: {template: examples}}) where it rates a task's templates on sizes that
+    count a row once per template (data.all_templates) and gives none itself: each template is then rated at its own
+    count, as T0's seqio task per template was, not at the task's mean (a template that skips rows holds fewer)."""
+    per_template = sampling_cfg.get("templates")
+    if not (cfg.data.all_templates and sampling_cfg.get("sizes_count_templates") and per_template) \
+            or "template_sizes" in sampling_cfg:
+        return dict(sampling_cfg)
+    return {**sampling_cfg, "template_sizes": {task: dict(template_sizes[task]) for task in per_template
+                                               if task in template_sizes}}
+
+
 def _size_based(strategy: Any) -> bool:
     """Whether the sampling strategy named `strategy` rates tasks by their sizes (takes `templates`)."""
     from t2t_mtl.sampling.factory import STRATEGIES
@@ -306,6 +320,8 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     from t2t_mtl.weighting import UnknownWeightingParameterError, build_weighting
 
     sizes = {name: max(world_size, 1000) for name in task_names}
+    if _size_based(sampling_cfg.get("strategy")):  # (given template sizes add up to the real sizes: checked on them)
+        sampling_cfg = {key: value for key, value in sampling_cfg.items() if key != "template_sizes"}
     try:  # an unknown key is named by its path in the config, as the user wrote it
         build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
     except UnknownParameterError as err:

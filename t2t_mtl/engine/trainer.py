@@ -55,7 +55,7 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.run_checks import (check_run_config, config_warnings, is_local_model, pretrained_config_dict,
-                                      training_template_names)
+                                      training_template_names, with_template_sizes)
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
@@ -321,6 +321,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None
     streams = training_streams(cfg, task_names, tokenizer, cache_dir, env)
     task_sizes = {name: len(s) for name, s in streams.items()}
+    if cfg.data.all_templates:  # (each template is then rated at the examples it rendered)
+        sampling_cfg = with_template_sizes(cfg, sampling_cfg, {name: s.template_sizes for name, s in streams.items()})
     if "task_sizes" in resume_meta:  # (checkpoints before 2026-12-04 lack them)
         resume_checks.check_task_sizes(resume_from, resume_meta["task_sizes"], task_sizes)
 

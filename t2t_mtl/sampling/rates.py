@@ -6,7 +6,9 @@ seqio's `mixing_rate_num_examples(task, maximum, scale, temperature)` computes, 
 
 T0 builds one seqio task per (dataset, template), each with the dataset's rows and capped per template,
 so a dataset's rate is the SUM over its templates: ``k * min(n * scale, c) ** (1 / T)`` with `k` templates
-and per-template cap `c` (T0 uses ``c = dataset_cap // k``). With one template this is seqio's rate.
+and per-template cap `c` (T0 uses ``c = dataset_cap // k``). With one template this is seqio's rate. Where a
+template skips rows its seqio task holds fewer: ``sum_t min(n_t * scale, c) ** (1 / T)`` over each template's own
+count `n_t`.
 """
 from __future__ import annotations
 
@@ -96,17 +98,54 @@ def template_cap_for(num_templates: int, *, template_cap: Optional[float] = None
     return template_cap
 
 
+def check_template_sizes(template_sizes: Optional[Mapping[str, Mapping[str, int]]], templates: Mapping[str, int],
+                         sizes: Mapping[str, int], sizes_count_templates: bool) -> dict[str, dict[str, int]]:
+    """Validate `sampling.template_sizes` ({task: {template: examples}}): for sizes that count a row once per template
+    (`sizes_count_templates`), each named task's `templates` count of templates with their own examples, adding up
+    to its size in `sizes`. Raises InvalidRateError naming the task and what to give."""
+    if not template_sizes:
+        return {}
+    if not isinstance(template_sizes, Mapping):
+        raise InvalidRateError(f"sampling.template_sizes must map task names to {{template: examples}}, got "
+                               f"{template_sizes!r}")
+    if not sizes_count_templates:
+        raise InvalidRateError("sampling.template_sizes gives the examples of each template of a task whose size "
+                               "counts a row once per template: it needs sampling.sizes_count_templates: true (set "
+                               "by data.all_templates)")
+    checked = {}
+    for task, counts in template_sizes.items():
+        if task not in sizes:
+            raise InvalidRateError(f"sampling.template_sizes names task {task!r}, which is not in the mixture")
+        k = templates.get(task)
+        if k is None:
+            raise InvalidRateError(f"sampling.template_sizes gives task {task!r}'s templates, but sampling.templates "
+                                   f"gives it no number of templates")
+        if not isinstance(counts, Mapping) or not all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in counts.values()):
+            raise InvalidRateError(f"sampling.template_sizes of task {task!r} must map each of its templates to its "
+                                   f"number of examples (an integer >= 0), got {counts!r}")
+        if len(counts) != k or sum(counts.values()) != sizes[task]:
+            given = f"{counted(len(counts), 'template')} with {counted(sum(counts.values()), 'example')}"
+            raise InvalidRateError(f"sampling.template_sizes gives task {task!r} {given}; it has "
+                                   f"{counted(int(k), 'template')} (sampling.templates) and "
+                                   f"{counted(sizes[task], 'example')}: give each of its templates' own examples")
+        checked[str(task)] = {str(name): int(n) for name, n in counts.items()}
+    return checked
+
+
 def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maximum: Optional[float] = None,
                scale: float = 1.0, templates: Optional[Mapping[str, int]] = None,
                template_cap: Optional[float] = None, dataset_cap: Optional[float] = None,
-               sizes_count_templates: bool = False) -> dict[str, float]:
+               sizes_count_templates: bool = False,
+               template_sizes: Optional[Mapping[str, Mapping[str, int]]] = None) -> dict[str, float]:
     """Unnormalised rates of every task from its size (seqio semantics, optional per-template caps).
 
     Without `templates`, a task is one seqio task of `n` examples clipped at `maximum`. With `templates`
     ({task: k}), the task counts as `k` seqio tasks of `n` rows each — `n / k` each with `sizes_count_templates`
-    (`n` counts each row once per template, as `data.all_templates` renders them; a template that skips rows is
-    taken to hold that mean all the same) —, each clipped at the per-template cap (`template_cap`, or
-    `dataset_cap // k`, falling back to `maximum`), and its rate is their sum.
+    (`n` counts each row once per template, as `data.all_templates` renders them), or each template's own count
+    where `template_sizes` ({task: {template: examples}}, `check_template_sizes`) gives them (a template that skips
+    rows holds fewer) —, each clipped at the per-template cap (`template_cap`, or `dataset_cap // k`, falling back to
+    `maximum`), and its rate is their sum.
     `template_cap` and `dataset_cap` without `templates` are refused (they would cap nothing).
     """
     if temperature <= 0 or math.isnan(temperature):
@@ -133,6 +172,7 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
     unknown = sorted(set(templates) - set(sizes))
     if unknown:
         raise InvalidRateError(f"template counts given for tasks not in the mixture: {', '.join(unknown)}")
+    own_sizes = check_template_sizes(template_sizes, templates, sizes, sizes_count_templates)
     rates = {}
     for task, n in sizes.items():
         k, cap = templates.get(task), maximum
@@ -148,8 +188,13 @@ def size_rates(task_sizes: Mapping[str, int], *, temperature: float = 1.0, maxim
                                        f"means no cap at all; raise sampling.dataset_cap to at least {int(k)} "
                                        f"(or give sampling.template_cap)")
         try:
-            rows = n / k if k is not None and sizes_count_templates else n
-            rate = (1 if k is None else int(k)) * seqio_rate(rows, maximum=cap, scale=scale, temperature=temperature)
+            if task in own_sizes:
+                rate = math.fsum(seqio_rate(rows, maximum=cap, scale=scale, temperature=temperature)
+                                 for rows in own_sizes[task].values())
+            else:
+                rows = n / k if k is not None and sizes_count_templates else n
+                rate = (1 if k is None else int(k)) * seqio_rate(rows, maximum=cap, scale=scale,
+                                                                 temperature=temperature)
         except OverflowError:
             rate = math.inf
         if math.isinf(rate):

@@ -12,7 +12,7 @@ from t2t_mtl.sampling.rates import check_rates, size_rates
 from t2t_mtl.sampling.schedules import annealed_alpha, dynamic_alpha
 
 #: seqio's size-rate knobs plus T0's per-template caps, shared by every size-based strategy
-SIZE_PARAMS = ("cap", "scale", "templates", "template_cap", "dataset_cap", "sizes_count_templates")
+SIZE_PARAMS = ("cap", "scale", "templates", "template_cap", "dataset_cap", "sizes_count_templates", "template_sizes")
 
 
 class UniformSampler(MixtureSampler):
@@ -49,11 +49,13 @@ class SizeRateSampler(MixtureSampler):
 
     def __init__(self, task_sizes: Mapping[str, int], *, cap: Optional[float] = None, scale: float = 1.0,
                  templates: Optional[Mapping[str, int]] = None, template_cap: Optional[float] = None,
-                 dataset_cap: Optional[float] = None, sizes_count_templates: bool = False, **common) -> None:
+                 dataset_cap: Optional[float] = None, sizes_count_templates: bool = False,
+                 template_sizes: Optional[Mapping[str, Mapping[str, int]]] = None, **common) -> None:
         super().__init__(task_sizes, **common)
         self._epoch_alpha: Optional[float] = None
         self.size_params = dict(maximum=cap, scale=float(scale), templates=templates, template_cap=template_cap,
-                                dataset_cap=dataset_cap, sizes_count_templates=sizes_count_templates)
+                                dataset_cap=dataset_cap, sizes_count_templates=sizes_count_templates,
+                                template_sizes=template_sizes)
         self._compute_probabilities()  # validate now, not at the first draw
 
     def alpha(self) -> float:

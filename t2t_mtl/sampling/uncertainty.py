@@ -137,7 +137,8 @@ class UncertaintyEMASampler(MixtureSampler):
     def __init__(self, task_sizes: Mapping[str, int], *, alpha: float = 1.0, lam: float = 0.5,
                  floor: float = 0.01, momentum: float = 0.9, cap: Optional[float] = None, scale: float = 1.0,
                  templates: Optional[Mapping[str, int]] = None, template_cap: Optional[float] = None,
-                 dataset_cap: Optional[float] = None, sizes_count_templates: bool = False, **common) -> None:
+                 dataset_cap: Optional[float] = None, sizes_count_templates: bool = False,
+                 template_sizes: Optional[Mapping[str, Mapping[str, int]]] = None, **common) -> None:
         super().__init__(task_sizes, **common)
         if not 0.0 <= lam <= 1.0:
             raise SamplingError(f"sampling.lam must be in [0, 1], got {lam}")
@@ -148,7 +149,7 @@ class UncertaintyEMASampler(MixtureSampler):
         self.lam, self.floor, self.momentum = float(lam), float(floor), float(momentum)
         prior = size_rates(self.task_sizes, temperature=float(alpha), maximum=cap, scale=scale,
                            templates=templates, template_cap=template_cap, dataset_cap=dataset_cap,
-                           sizes_count_templates=sizes_count_templates)
+                           sizes_count_templates=sizes_count_templates, template_sizes=template_sizes)
         self.prior = np.array([prior[t] for t in self.tasks]) / sum(prior.values())
         self.ema = np.full(len(self.tasks), np.nan)
 
