@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
 from t2t_mtl.wording import counted, one_line
 
@@ -252,8 +252,15 @@ def mixture_texts(mixture: str, *, max_examples: Optional[int] = None, split: Op
     for name in task_names:
         task = task_registry.get_task(name)
         task_split = split or ("train" if "train" in task.splits else task.splits[0])
-        dataset = task.to_dataset(task_split, max_examples=max_examples, seed=seed)
-        for example in dataset:
-            yield example["inputs"]
-            yield example["targets"]
-            yield from example["answer_choices"] or ()
+        yield from rendered_texts(task.to_dataset(task_split, max_examples=max_examples, seed=seed))
+
+
+def rendered_texts(dataset: Any, batch_size: int = 1000) -> Iterator[str]:
+    """Each row's ``inputs``, ``targets`` and answer choices, row after row, of a rendered dataset
+    (`Task.to_dataset`): the texts a tokenizer is trained on. Read a batch of columns at a time, not a dict per row
+    (which cost ~40 times as much CPU)."""
+    for batch in dataset.iter(batch_size=batch_size):
+        for inputs, targets, choices in zip(batch["inputs"], batch["targets"], batch["answer_choices"]):
+            yield inputs
+            yield targets
+            yield from choices or ()

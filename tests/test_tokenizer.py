@@ -17,6 +17,7 @@ from t2t_mtl.tokenizer import (
     TokenizerTrainingError,
     load_tokenizer,
     mixture_texts,
+    rendered_texts,
     train_tokenizer,
 )
 
@@ -315,3 +316,16 @@ def test_each_row_gives_the_corpus_one_rendering_by_the_template_its_seed_picks(
             example = template.render(rows[index], rng=random.Random(f"{seed}:{index}"))
             expected += [example.inputs, example.targets, *(example.answer_choices or [])]
         assert list(mixture_texts("sort_numbers", max_examples=6, seed=seed)) == expected
+
+
+def test_rendered_texts_give_each_rows_texts_in_row_order_across_batches():
+    # the texts are read a batch of columns at a time (a dict per row cost ~40x the CPU); SentencePiece's result
+    # depends on the order of its lines, so each row's input, target and answer choices come in the order of the rows
+    import datasets
+
+    rows = [{"inputs": f"in {i}", "targets": f"out {i}", "answer_choices": [f"a{i}", f"b{i}"] if i % 3 else None}
+            for i in range(7)]
+    expected = [text for row in rows for text in (row["inputs"], row["targets"], *(row["answer_choices"] or ()))]
+    dataset = datasets.Dataset.from_list(rows)
+    assert list(rendered_texts(dataset, batch_size=3)) == expected
+    assert list(rendered_texts(dataset)) == expected

@@ -40,7 +40,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
     either way the run keeps it in run_dir/tokenizer, where evaluation and export read it (a configured folder may
     change later). A `fresh` run copies the configured tokenizer or trains one anew (over what a run that died
     before its first checkpoint left, which may have other tasks or options); a resumed one reads its own copy."""
-    from t2t_mtl.tokenizer import TokenizerTrainingError, load_tokenizer, train_tokenizer
+    from t2t_mtl.tokenizer import TokenizerTrainingError, load_tokenizer, rendered_texts, train_tokenizer
 
     out = run_dir / "tokenizer"
     source = tokenizer_source(cfg)
@@ -63,13 +63,9 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
 
         def texts():
             for name in task_names:
-                ds = task_registry.get_task(name).to_dataset("train", templates=cfg.data.templates,
-                                                             every_template=cfg.data.all_templates,
-                                                             max_examples=per_task, seed=cfg.training.seed)
-                for row in ds:
-                    yield row["inputs"]
-                    yield row["targets"]
-                    yield from row["answer_choices"] or ()
+                yield from rendered_texts(task_registry.get_task(name).to_dataset(
+                    "train", templates=cfg.data.templates, every_template=cfg.data.all_templates,
+                    max_examples=per_task, seed=cfg.training.seed))
 
         tmp = run_dir / ".tmp-tokenizer"
         shutil.rmtree(tmp, ignore_errors=True)
