@@ -63,9 +63,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
 
         def texts():
             for name in task_names:
-                yield from rendered_texts(task_registry.get_task(name).to_dataset(
-                    "train", templates=cfg.data.templates, every_template=cfg.data.all_templates,
-                    max_examples=per_task, seed=cfg.training.seed))
+                yield from rendered_texts(corpus_examples(task_registry.get_task(name), cfg, per_task))
 
         tmp = run_dir / ".tmp-tokenizer"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -77,6 +75,25 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
         os.replace(tmp, out)
     barrier()
     return load_tokenizer(out)
+
+
+def corpus_examples(task: Any, cfg: Config, per_task: int) -> Any:
+    """The rendered train examples of `task` a trained tokenizer reads: those of its first `per_task` rows, as
+    `task.to_dataset("train", max_examples=per_task)` renders them. They are the head of the rendering the training
+    streams then make (`data.max_examples_per_task` rows, at least as many, nothing skipped), so they are read from
+    it: a first start renders each task once (datasets caches it for the streams), not once more for the tokenizer.
+    A rendering that skipped rows (their heads differ) or fewer rows, or datasets' caching turned off (the streams
+    would render it again): rendered with `per_task` rows of its own."""
+    import datasets
+
+    options = {"templates": cfg.data.templates, "every_template": cfg.data.all_templates, "seed": cfg.training.seed}
+    limit = cfg.data.max_examples_per_task
+    if datasets.is_caching_enabled() and (limit is None or limit >= per_task):
+        rendered = task.to_dataset("train", max_examples=limit, **options)  # (the streams' call: cached for them)
+        stats = task.render_stats["train"]
+        if stats.skipped == 0:
+            return rendered.select(range(min(len(rendered), per_task * stats.per_row)))
+    return task.to_dataset("train", max_examples=per_task, **options)
 
 
 def vocab_before_task_tokens(tokenizer: Any) -> int:
