@@ -190,6 +190,34 @@ def test_show_drops_held_out_clusters_as_training_does(capsys):
         capsys.readouterr().err)
 
 
+def test_show_names_the_tasks_a_held_out_cluster_keeps_out_of_the_table(tmp_path, capsys):
+    # was: `mixture show my_task,parity --held-out-clusters sentiment` left my_task out of the table without a word,
+    # as if the name had been ignored, and so did --config for its data.held_out_clusters
+    import yaml
+
+    task_registry.load_builtin_tasks()
+    comparison = [t for t in task_registry.get_mixture("procedural").flatten()
+                  if task_registry.get_task(t).cluster == "comparison"]
+    assert main(["mixture", "show", "procedural", "--draws", "0", "--held-out-clusters", "comparison"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"held out with their cluster (comparison), never drawn: {', '.join(comparison)}"
+    assert main(["mixture", "show", "parity,compare_numbers,sort_words", "--draws", "0", "--held-out-clusters",
+                 "comparison,lists"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[3:-1]] == ["parity"]
+    assert out[-1] == "held out with their cluster (comparison, lists), never drawn: compare_numbers, sort_words"
+    assert main(["mixture", "show", "procedural", "--draws", "0"]) == 0
+    assert "never drawn" not in capsys.readouterr().out
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}},
+                                      "data": {"mixture": None, "tasks": ["parity", "procedural_held_out"],
+                                               "held_out_clusters": ["comparison"], "max_examples_per_task": 20}}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    held_out = [t for t in task_registry.get_mixture("procedural_held_out").flatten() if t in comparison]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"held out with their cluster (comparison), never drawn: {', '.join(held_out)}")
+
+
 def test_show_the_mixture_and_sampler_of_a_training_config(mixture, tmp_path, capsys):
     # was: only NAME and sampler options, so what a config trains on had to be retyped as options (or read from the
     # start of a run); the sizes are the train rows capped at data.max_examples_per_task, as training caps them

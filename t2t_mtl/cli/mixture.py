@@ -99,10 +99,11 @@ def show_mixture(args: argparse.Namespace) -> int:
         task_registry.load_builtin_tasks()
         counted = "rows"
         if args.config is not None:
-            args.name, tasks, sizes, config, counted = config_mixture(args.config, args.data_dir)
+            args.name, tasks, sizes, config, counted, dropped = config_mixture(args.config, args.data_dir)
         else:
             register_tasks(args.tasks_dir, args.task_modules)
             rates = shown_rates(args.name, args.held_out_clusters)
+            dropped = [name for name in shown_mixture(args.name).flatten() if name not in rates]
             tasks = {name: task_registry.get_task(name) for name in rates}
             sizes = {name: task.num_rows(args.split) for name, task in tasks.items()}
             config = sampler_config(args, rates, {name: len(task.templates) for name, task in tasks.items()})
@@ -113,6 +114,8 @@ def show_mixture(args: argparse.Namespace) -> int:
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
         return fail(err, args.tasks_dir)
     print(format_table(args.name, config, sizes, table, counted))
+    if dropped:
+        print(held_out_cluster_note(dropped))
     flagged = [name for name, task in tasks.items() if task.held_out]
     if flagged:
         print(held_out_note(flagged, from_config=args.config is not None))
@@ -120,6 +123,15 @@ def show_mixture(args: argparse.Namespace) -> int:
         plot_rates(table, f"{args.name}: {config['strategy']}", args.plot)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def held_out_cluster_note(dropped: list[str]) -> str:
+    """The line under the table naming the mixture's tasks that a held-out cluster keeps out of it (not in the
+    table: a run never draws them), with their clusters."""
+    import task_registry
+
+    clusters = sorted({task_registry.get_task(name).cluster for name in dropped})
+    return f"held out with their cluster ({', '.join(clusters)}), never drawn: {', '.join(dropped)}"
 
 
 def held_out_note(flagged: list[str], from_config: bool) -> str:
@@ -250,13 +262,14 @@ def config_conflict(args: argparse.Namespace) -> Optional[str]:
 
 
 def config_mixture(path: str, data_dir: Optional[str]
-                   ) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any], str]:
-    """(name, tasks, sizes, sampler config, what the sizes count) of the training config at `path`: the tasks and
-    rates `train` trains (`training_rates`: registrations, held-out rules and their checks), each task's train rows
-    capped at `data.max_examples_per_task` ("rows"; with `data.all_templates` the examples each row renders in each
-    of its templates, "examples": the rows are rendered as training renders them, so a template that skips rows
-    counts and is rated at its own examples, `with_template_sizes`), and the sampler config `train` builds
-    (`run_sampling_config`). `data_dir` (--data-dir) replaces the config's data.data_dir."""
+                   ) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any], str, list[str]]:
+    """(name, tasks, sizes, sampler config, what the sizes count, held out) of the training config at `path`: the
+    tasks and rates `train` trains (`training_rates`: registrations, held-out rules and their checks), each task's
+    train rows capped at `data.max_examples_per_task` ("rows"; with `data.all_templates` the examples each row renders
+    in each of its templates, "examples": the rows are rendered as training renders them, so a template that skips
+    rows counts and is rated at its own examples, `with_template_sizes`), the sampler config `train` builds
+    (`run_sampling_config`) and the tasks of the selection that `data.held_out_clusters` drops. `data_dir`
+    (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
     from t2t_mtl.engine.run_checks import run_sampling_config, training_rates, with_template_sizes
@@ -269,13 +282,17 @@ def config_mixture(path: str, data_dir: Optional[str]
     sampling_cfg = run_sampling_config(cfg, rates)
     title = f"{cfg.data.mixture or 'data.tasks'} of {path}"
     cap = cfg.data.max_examples_per_task
+    selected = [cfg.data.mixture] if cfg.data.mixture else list(cfg.data.tasks or ())  # (data.tasks may name mixtures)
+    named = dict.fromkeys(task for name in selected for task in shown_mixture(name).flatten())
+    dropped = [name for name in named
+               if name not in rates and task_registry.get_task(name).cluster in cfg.data.held_out_clusters]
     if not cfg.data.all_templates:
         sizes = {name: task.num_rows("train") if cap is None else min(task.num_rows("train"), cap)
                  for name, task in tasks.items()}
-        return title, tasks, sizes, sampling_cfg, "rows"
+        return title, tasks, sizes, sampling_cfg, "rows", dropped
     per_template = rendered_template_sizes(cfg, list(tasks))
     sizes = {name: sum(counts.values()) for name, counts in per_template.items()}
-    return title, tasks, sizes, with_template_sizes(cfg, sampling_cfg, per_template), "examples"
+    return title, tasks, sizes, with_template_sizes(cfg, sampling_cfg, per_template), "examples", dropped
 
 
 def rendered_template_sizes(cfg: Any, task_names: list[str]) -> dict[str, dict[str, int]]:
