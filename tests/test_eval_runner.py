@@ -591,6 +591,36 @@ def test_cli_eval_names_the_runs_relative_tasks_dir_when_run_from_another_folder
                 f"directory {model}): run eval from where the run was trained, or pass --tasks-dir DIR") in err
 
 
+def test_cli_eval_reads_hub_datasets_from_the_runs_data_dir(checkpoint, tmp_path, capsys, monkeypatch):
+    # was: `t2t-mtl eval --checkpoint RUN --held-out` of a run trained with data.data_dir (the README's
+    # --data-dir ../shared/data) went to the hub for its tasks' rows and failed offline, while it took the run's
+    # tasks_dir, clusters and scoring; only a repeated --data-dir found them
+    monkeypatch.setattr(task_registry.sources, "_data_dir", None)  # (the eval sets it; restored after the test)
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"data_dir": "data",
+                                                                             "tasks_dir": "tasks"}}}))
+    rows = tmp_path / "data" / "toy_hub" / "default"
+    rows.mkdir(parents=True)
+    (rows / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "hub_sentiment.yaml").write_text(
+        "name: hub_sentiment\nmetrics: [accuracy]\nsplits: [validation]\nsource: {hf: toy_hub}\n"
+        "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
+        "    answer_choices: 'no ||| yes'\n")
+    argv = ["eval", "--checkpoint", str(model), "--tasks", "hub_sentiment", "--no-progress"]
+    with task_registry.isolated_registry():
+        monkeypatch.chdir(tmp_path)  # where the run was trained
+        assert cli_main(argv) == 0
+        assert "| hub_sentiment | t | rank | " in capsys.readouterr().out
+        monkeypatch.chdir(model)
+        assert cli_main([*argv, "--tasks-dir", str(tmp_path / "tasks")]) == 2
+        assert (f"error: the run's data.data_dir 'data' is not a folder here (a relative path, read from the current "
+                f"directory {model}): run eval from where the run was trained, or pass --data-dir DIR"
+                in capsys.readouterr().err)
+        assert cli_main([*argv, "--tasks-dir", str(tmp_path / "tasks"), "--data-dir", str(tmp_path / "data")]) == 0
+
+
 def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path, capsys):
     task_registry.load_builtin_tasks()
     clusters = {task_registry.get_task(n).cluster for n in task_registry.get_mixture("procedural_held_out").flatten()}

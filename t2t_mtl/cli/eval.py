@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shots-split", default=None,
                         help="split the demonstrations come from (default: train, else another split, else the "
                              "evaluated split without the example's own row or group)")
-    add_data_dir_option(parser)
+    add_data_dir_option(parser, fallback="the run's data.data_dir, else $T2T_MTL_DATA_DIR")
     add_tasks_dir_option(parser, help_text="a folder of YAML task files to register on top of the built-in tasks "
                                            "(repeatable; default: the run's data.tasks_dir)")
     add_task_module_option(parser, help_text="a Python module that registers tasks when imported: a module name (on "
@@ -105,6 +105,19 @@ def _run_tasks_dirs(meta: Mapping[str, Any]) -> list[str]:
         raise ValueError(f"the run's data.tasks_dir {folder!r} is not a folder here (a relative path, read from the "
                          f"current directory {Path.cwd()}): run eval from where the run was trained, or {remedy}")
     return folders
+
+
+def _run_data_dir(meta: Mapping[str, Any]) -> Optional[str]:
+    """The run's `data.data_dir` (None for a model without a run config, or a run that read the hub). A folder that
+    is not there is a ValueError naming it as the run's and saying what to do, as for `_run_tasks_dirs`."""
+    found = _find_key(meta, "data_dir")
+    if found is None or Path(found).is_dir():
+        return found
+    remedy = "pass --data-dir DIR, the folder holding <hub path>/<config or default>/<split>.jsonl"
+    if Path(found).is_absolute():
+        raise ValueError(f"the run's data.data_dir {found!r} is not a folder: {remedy}")
+    raise ValueError(f"the run's data.data_dir {found!r} is not a folder here (a relative path, read from the current "
+                     f"directory {Path.cwd()}): run eval from where the run was trained, or {remedy}")
 
 
 def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> None:
@@ -268,6 +281,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         name = args.name or str(args.checkpoint)
         others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        run_data_dir = None if args.data_dir or args.bigbench else _run_data_dir(meta)
+        if run_data_dir:  # (where the run read its hub datasets)
+            task_registry.set_data_dir(run_data_dir)
         model.to(device)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples,
                                 scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
