@@ -48,8 +48,8 @@ from .task import OUTPUT_FEATURES, PreprocessStats, RenderStats, Task
 from .task_modules import TaskModuleError, import_task_modules
 from .template import RenderedExample, Template, TemplateMetadata
 from .tokenize import TruncationCounts, count_truncated, tokenize_dataset
-from .yaml_tasks import (TaskCheck, load_task_dir, load_task_dirs, parse_task_file, task_files, validate_task_file,
-                         validate_task_files)
+from .yaml_tasks import (TaskCheck, check_task_files, load_task_dir, load_task_dirs, parse_task_file, task_files,
+                         validate_task_file, validate_task_files)
 
 __all__ = [
     "AnswerNotInChoicesError", "DataSourceError", "DuplicateRegistrationError", "EvalOnlyTaskError",
@@ -66,5 +66,5 @@ __all__ = [
     "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "count_truncated", "TruncationCounts",
     "TaskFileError",
     "import_promptsource", "load_promptsource_collection", "promptsource_task", "load_task_dir", "load_task_dirs",
-    "parse_task_file", "task_files", "validate_task_file", "validate_task_files", "TaskCheck",
+    "parse_task_file", "task_files", "validate_task_file", "validate_task_files", "check_task_files", "TaskCheck",
 ]

@@ -74,8 +74,8 @@ from .yaml_parse import TaskCheck, TaskFileParser, template_location
 #: test splits often hold none
 LABELLED_SPLITS = ("train", "validation")
 
-__all__ = ["ParsedTask", "TaskCheck", "load_task_dir", "load_task_dirs", "parse_task_file", "parse_task_files",
-           "task_files", "validate_task_file", "validate_task_files"]
+__all__ = ["ParsedTask", "TaskCheck", "check_task_files", "load_task_dir", "load_task_dirs", "parse_task_file",
+           "parse_task_files", "task_files", "validate_task_file", "validate_task_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,12 +140,22 @@ def validate_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: in
     folder reports, then — where the rows are reachable offline (local files, a file reader's `data_files`, or a
     hub id under an active data dir) — what rendering the first `check_rows` rows of each split with every
     template finds, so a missing field is caught here."""
+    return check_task_files(paths, check_rows, check)[0]
+
+
+def check_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: int = 3,
+                     check: Optional[TaskCheck] = None) -> tuple[list[str], list[str]]:
+    """(`validate_task_files`' problems, the names of the tasks whose rows it left unrendered because they are not
+    reachable offline: hub ids without an active data dir; none when `check_rows` is 0)."""
     parsed, problems = parse_task_files([Path(p) for p in paths], check)
+    unrendered = []
     for entry in parsed:
         problems += entry.missing_files
         if check_rows > 0 and not entry.missing_files:  # (reading them would only repeat that they are missing)
             problems += _row_problems(entry, check_rows)
-    return problems
+            if not _rows_reachable(entry.task):
+                unrendered.append(entry.task.name)
+    return problems, unrendered
 
 
 def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3,

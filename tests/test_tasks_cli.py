@@ -229,6 +229,24 @@ def test_validate_exit_codes(workspace, tmp_path, capsys):
     assert "no such YAML task file" in capsys.readouterr().err
 
 
+def test_validate_says_which_tasks_rows_it_could_not_render(workspace, capsys, monkeypatch):
+    # was: "ok: 1 task file valid" without a data dir for a template reading a field its rows lack ({{question}} for
+    # `q`): the rows of a hub dataset were never rendered, and only training found the missing field
+    path = str(workspace / "tasks" / "cli_qa.yaml")
+    (workspace / "tasks" / "cli_qa.yaml").write_text(TASK_YAML.replace("{{q}} ||| {{a}}\"\n  - name: polite",
+                                                                       "{{question}} ||| {{a}}\"\n  - name: polite"))
+    monkeypatch.delenv(task_registry.DATA_DIR_ENV, raising=False)
+    task_registry.set_data_dir(None)
+    assert main(["tasks", "validate", path]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "ok: 1 task file valid", "rows not rendered for cli_qa: their hub datasets are read only from a data dir "
+        "here; pass --data-dir DIR (or set $T2T_MTL_DATA_DIR) to check their templates against rows"]
+    assert main(["tasks", "validate", path, "--data-dir", str(workspace / "data")]) == 1
+    assert "field 'question' is missing from the row" in capsys.readouterr().err
+    assert main(["tasks", "validate", path, "--rows", "0"]) == 0  # rendering skipped on request: nothing to say
+    assert capsys.readouterr().out.splitlines() == ["ok: 1 task file valid"]
+
+
 def test_validate_refuses_a_negative_rows_count(workspace, capsys):
     # was: --rows -1 checked no rows and printed "ok", as --rows 0 does
     path = str(workspace / "tasks" / "cli_qa.yaml")
