@@ -34,6 +34,7 @@ import yaml
 from t2t_mtl.config_errors import ConfigError, ConfigFileError, ConfigTypeError, UnknownConfigKeyError
 from t2t_mtl.config_layers import deep_merge, file_layers, parse_overrides, resolve_config_path
 from t2t_mtl.config_types import FLOAT_RE, build_dataclass
+from t2t_mtl.hub import looks_like_path
 from t2t_mtl.output_paths import nearest_existing
 from t2t_mtl.wording import repeated_items
 
@@ -436,7 +437,7 @@ def check_paths(cfg: Config) -> None:
         must_exist(key, directory, "a folder of YAML task files")
     must_exist("deepspeed.config", cfg.deepspeed.config, "a DeepSpeed JSON file")
     for key, value in (("model.name_or_path", cfg.model.name_or_path), ("tokenizer.path", cfg.tokenizer.path)):
-        if value is not None and _looks_like_path(value):
+        if value is not None and looks_like_path(value):
             must_exist(key, value, "a local folder")
     _check_output_folder("training.output_dir", cfg.training.output_dir, "choose another folder")
     if cfg.data.cache_dir is not None:
@@ -462,8 +463,3 @@ def tasks_dirs(cfg: Config) -> List[str]:
     """`data.tasks_dir` as a list of folders (one folder or several may be given)."""
     value = cfg.data.tasks_dir
     return [] if not value else [value] if isinstance(value, str) else list(value)
-
-
-def _looks_like_path(value: str) -> bool:
-    """Local paths start with '.', '/', '~' or exist; hub ids are 'name' or 'org/name'."""
-    return value.startswith((".", "/", "~")) or value.count("/") > 1 or Path(value).exists()

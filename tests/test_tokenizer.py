@@ -158,6 +158,19 @@ def test_load_tokenizer_bad_paths(tmp_path):
     assert ".." not in str(raised.value)  # (the hub's own message ends in a full stop)
 
 
+def test_a_missing_tokenizer_folder_is_named_as_a_folder_not_a_hub_id(tmp_path, monkeypatch):
+    # was: "could not load tokenizer 'runs/quickstart/tokenizer': Repo id must be in the form 'repo_name' or
+    # 'namespace/repo_name' ... Use `repo_type` argument if needed" for the README tour's --tokenizer of a run not
+    # trained yet: the hub's complaint about a name that can only be a path
+    monkeypatch.chdir(tmp_path)
+    for path in ("runs/quickstart/tokenizer", "./tok", str(tmp_path / "tok")):
+        with pytest.raises(TokenizerLoadError) as raised:
+            load_tokenizer(path)
+        assert str(raised.value) == (
+            f"could not load tokenizer {path!r}: no such folder (a hub name is 'name' or 'owner/name'); pass a folder "
+            f"saved with save_pretrained, such as a run's tokenizer/ or one `t2t-mtl tokenizer train` wrote")
+
+
 def test_a_tokenizer_config_without_its_vocabulary_is_refused_by_name(tmp_path, procedural_corpus):
     # was: transformers 5 built a 104-token T5 tokenizer from tokenizer_config.json alone (every word <unk>), and
     # training went on with it
