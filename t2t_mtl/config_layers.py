@@ -3,6 +3,7 @@ overrides, and the merge of one layer over another (`deep_merge`; see `t2t_mtl.c
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -77,8 +78,20 @@ def resolve_config_path(name_or_path: Union[str, Path], relative_to: Optional[Pa
         if candidate.is_file():
             return candidate
     packaged = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    near = _near_config_names(path, candidates[0].parent, packaged)
+    hint = f"did you mean {', '.join(map(repr, near))}? " if near else ""
     raise ConfigFileError(f"config {str(name_or_path)!r} not found (looked at {', '.join(map(str, candidates))}); "
-                          f"packaged configs: {', '.join(packaged)}")
+                          f"{hint}packaged configs: {', '.join(packaged)}")
+
+
+def _near_config_names(path: Path, folder: Path, packaged: Sequence[str]) -> List[str]:
+    """The YAML files of `folder` (written as beside `path`) and the packaged config names that are close to the
+    missing `path`'s name: a misspelt file name or extension (`my.yml` for `my.yaml`)."""
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml") and p.is_file()) \
+        if folder.is_dir() else []
+    stems = difflib.get_close_matches(path.stem, [file.stem for file in files], n=2, cutoff=0.75)
+    near = [str(path.parent / file.name) for stem in stems for file in files if file.stem == stem]
+    return near + difflib.get_close_matches(path.stem, packaged, n=1)
 
 
 def file_layers(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:

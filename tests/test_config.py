@@ -276,6 +276,25 @@ def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path):
     assert "\n" not in str(caught.value) and "line 1, column 3" in str(caught.value)
 
 
+def test_a_config_not_found_names_the_close_files_and_packaged_configs(tmp_path, monkeypatch):
+    # was: "config 'my.yml' not found (looked at ...); packaged configs: ..." beside the user's my.yaml, with no word
+    # of the one-letter difference
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    for name in ("my.yaml", "other.yaml", "runs/a/config.yaml", "my.txt"):
+        (tmp_path / name).write_text("training: {steps: 1}\n")
+    for written, near in (("my.yml", "'my.yaml'"), ("my", "'my.yaml'"), ("runs/a/confg.yaml", "'runs/a/config.yaml'"),
+                          ("quickstrat", "'quickstart'")):
+        with pytest.raises(C.ConfigFileError, match=f"not found .*; did you mean {near}\\? packaged configs: "):
+            C.load_config(written)
+    write(tmp_path / "child.yaml", {"base": "othr.yaml"})  # a base: is looked for beside the file naming it
+    with pytest.raises(C.ConfigFileError, match="did you mean 'other.yaml'\\? "):
+        C.load_config(tmp_path / "child.yaml")
+    with pytest.raises(C.ConfigFileError) as caught:
+        C.load_config("zzz.yaml")
+    assert "did you mean" not in str(caught.value)
+
+
 def test_missing_files_and_paths(tmp_path):
     with pytest.raises(C.ConfigFileError, match="nope.yaml.*not found"):
         C.load_config(tmp_path / "nope.yaml")
