@@ -3,6 +3,7 @@ with a one-line message on stderr naming the bad thing, never a traceback (READM
 `error: `, whichever command wrote it."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sys
@@ -371,6 +372,29 @@ def test_each_problem_of_a_tasks_dir_is_an_error_line(command, tmp_path, capsys)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) >= 2 and all(line.startswith(f"error: {folder}") for line in lines), lines
     assert [any(f"{name}.yaml:" in line for line in lines) for name in ("a_broken", "b_broken")] == [True, True]
+
+
+def test_an_interrupted_training_says_how_to_continue_it(monkeypatch, capsys, tmp_path):
+    # was: "interrupted (checkpoint saved) at step 1; run dir runs/c1; ..." alone, and the README's "--resume auto
+    # continues it": a bare `t2t-mtl train --resume auto` after `train my.yaml --set training.output_dir=runs/c1`
+    # started the quickstart afresh in runs/quickstart; `--resume RUN` reads the run's config.yaml
+    from t2t_mtl.engine import distributed, trainer
+
+    run_dir = tmp_path / "my run"
+
+    def interrupted_train(*args, **kwargs):
+        return trainer.TrainResult(run_dir=run_dir, step=1, final_loss=1.0, task_losses={}, examples_seen={},
+                                   skipped_steps=0, tokens_per_second=1.0, wall_time_s=1.0,
+                                   checkpoint=run_dir / "checkpoints" / "step-00000001", interrupted=True)
+
+    monkeypatch.setattr(trainer, "train", interrupted_train)
+    monkeypatch.setattr(distributed, "shut_down_process_group", lambda: None)
+    assert main(["train", "--set", "training.steps=9"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"continue it with: t2t-mtl train --resume '{run_dir}' (its config.yaml, --set values included)")
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: dataclasses.replace(interrupted_train(), interrupted=False))
+    assert main(["train", "--set", "training.steps=9"]) == 0
+    assert "continue it with" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("raised, exit_code", [("aborted", 1), ("ctrl_c", 130)])

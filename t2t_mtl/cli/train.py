@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -119,4 +120,7 @@ def run(args: argparse.Namespace) -> int:
     state = "interrupted (checkpoint saved)" if result.interrupted else \
         "stopped early (training.early_stopping)" if result.stopped_early else "finished"
     print(f"{state} at step {result.step}; run dir {result.run_dir}; last checkpoint {result.checkpoint}")
+    if result.interrupted:  # (a bare `--resume auto` would start the quickstart: it takes CONFIG and --set again)
+        print(f"continue it with: t2t-mtl train --resume {shlex.quote(str(result.run_dir))} (its config.yaml, "
+              f"--set values included)")
     return 0
