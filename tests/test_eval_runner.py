@@ -591,6 +591,27 @@ def test_cli_eval_names_the_runs_relative_tasks_dir_when_run_from_another_folder
                 f"directory {model}): run eval from where the run was trained, or pass --tasks-dir DIR") in err
 
 
+def test_cli_eval_of_an_unknown_task_does_not_send_to_tasks_dir_where_the_runs_folder_is_registered(
+        checkpoint, data_file, tmp_path, capsys, monkeypatch):
+    # was: "unknown task 'yaml_sentimen'; did you mean 'yaml_sentiment'? ...; a YAML task file's task is registered
+    # by --tasks-dir FOLDER" for a run whose data.tasks_dir eval had registered already
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"tasks_dir": "tasks"}}}))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "yaml_sentiment.yaml").write_text(
+        f"name: yaml_sentiment\nsplits: [validation]\nsource: {{files: {{validation: {data_file}}}}}\n"
+        "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
+        "    answer_choices: 'no ||| yes'\n")
+    monkeypatch.chdir(tmp_path)
+    with task_registry.isolated_registry():
+        assert cli_main(["eval", "--checkpoint", str(model), "--tasks", "yaml_sentimen"]) == 2
+        err = capsys.readouterr().err
+        assert "unknown task 'yaml_sentimen'; did you mean 'yaml_sentiment'" in err and "--tasks-dir" not in err
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "yaml_sentimen"]) == 2  # no run: the hint
+        assert "a YAML task file's task is registered by --tasks-dir FOLDER" in capsys.readouterr().err
+
+
 def test_cli_eval_reads_hub_datasets_from_the_runs_data_dir(checkpoint, tmp_path, capsys, monkeypatch):
     # was: `t2t-mtl eval --checkpoint RUN --held-out` of a run trained with data.data_dir (the README's
     # --data-dir ../shared/data) went to the hub for its tasks' rows and failed offline, while it took the run's

@@ -273,6 +273,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         return 2
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
+    meta: Mapping[str, Any] = {}
     try:
         if args.out:
             prepare_output_dir(args.out, "--out", create=False)  # before the evaluation; created by write_report
@@ -301,7 +302,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
     except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:
-        return fail(error, args.tasks_dir)
+        return fail(error, args.tasks_dir or _find_key(meta, "tasks_dir"))  # (the run's: registered, nothing to add)
     if rank != 0:
         return 0
     print(to_markdown(report))
