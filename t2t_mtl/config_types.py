@@ -49,6 +49,21 @@ def _quote_hint(tp: Any, value: Any, key: str) -> str:
             f"{key.split('.')[-1]}: \"{text}\" in a file, --set '{key}=\"{text}\"'")
 
 
+def _takes_list(tp: Any) -> bool:
+    """Whether `tp` (or one of its Union members) is a list."""
+    origin = typing.get_origin(tp)
+    return origin in (list, List) or (origin is Union and any(_takes_list(arg) for arg in typing.get_args(tp)))
+
+
+def _list_hint(tp: Any, value: Any, key: str) -> str:
+    """For text where a list is expected (`--set data.held_out_clusters=nli`, `a,b`): how to write it as a YAML list;
+    else ""."""
+    if not isinstance(value, str) or not _takes_list(tp):
+        return ""
+    items = "[" + ", ".join(item.strip() for item in value.split(",")) + "]"
+    return f"; write a YAML list, e.g. {key.split('.')[-1]}: {items} in a file, --set '{key}={items}'"
+
+
 def _check_value(tp: Any, value: Any, key: str) -> Any:
     """Return `value` (ints widened to float where a float is expected) or raise ConfigTypeError."""
     origin = typing.get_origin(tp)
@@ -62,7 +77,7 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
             except ConfigTypeError as err:
                 errors.append(err)
         raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                              + _quote_hint(tp, value, key))
+                              + _quote_hint(tp, value, key) + _list_hint(tp, value, key))
     if tp is type(None):
         if value is None:
             return None
@@ -97,7 +112,7 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
     raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                          + _quote_hint(tp, value, key))
+                          + _quote_hint(tp, value, key) + _list_hint(tp, value, key))
 
 
 def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[str]) -> Optional[str]:

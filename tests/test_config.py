@@ -197,6 +197,27 @@ def test_wrong_types_name_the_key(key, value, expected):
         C.config_from_dict(data)
 
 
+@pytest.mark.parametrize("override, listed", [
+    ("data.held_out_clusters=nli", "[nli]"),
+    ("data.held_out_clusters=nli,commonsense", "[nli, commonsense]"),
+    ("data.templates=t5", "[t5]"),
+])
+def test_text_where_a_list_is_expected_says_how_to_write_the_list(override, listed):
+    # was: "config key 'data.held_out_clusters' must be list of str, got 'nli' (str)", and the commands' own
+    # --held-out-clusters takes `nli,commonsense` as written
+    key = override.split("=")[0]
+    with pytest.raises(C.ConfigTypeError) as caught:
+        C.load_config("quickstart", [override])
+    assert str(caught.value).endswith(f"; write a YAML list, e.g. {key.split('.')[-1]}: {listed} in a file, "
+                                      f"--set '{key}={listed}'")
+    section, name = key.split(".")
+    written = getattr(getattr(C.load_config("quickstart", [f"{key}={listed}"]), section), name)  # as it says
+    assert written == listed.strip("[]").split(", ")
+    with pytest.raises(C.ConfigTypeError) as caught:
+        C.load_config("quickstart", ["training.betas=0.9"])  # (not text: no list written for it)
+    assert "write a YAML list" not in str(caught.value)
+
+
 @pytest.mark.parametrize("key,value,quoted,expected", [
     ("training.output_dir", "2024", '"2024"', r"""got 2024 \(int\); .*quote text.*--set 'training.output_dir="2024"'"""),
     ("data.templates", "[1, yes]", '["1", "yes"]', r"data.templates.*got \[1, True\].*quote text"),
