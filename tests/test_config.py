@@ -581,7 +581,8 @@ def test_a_train_held_out_task_the_run_does_not_train_is_refused():
 @pytest.mark.parametrize("section, values, key, rest", [
     ("sampling", {"strategy": "temperature", "alpah": 2}, "alpah",
      "unknown parameter 'alpah' for sampling strategy 'temperature'. Did you mean 'alpha'? Valid parameters: alpha, "
-     "block_size, cap, dataset_cap, mode, scale, sizes_count_templates, strategy, template_cap, templates."),
+     "block_size, cap, dataset_cap, mode, scale, sizes_count_templates, strategy, template_cap, template_sizes, "
+     "templates."),
     ("weighting", {"method": "uncertainty", "inti": 0.5}, "inti",
      "unknown parameter 'inti' for loss weighting 'uncertainty'. Did you mean 'init'? Valid parameters: init."),
 ])
