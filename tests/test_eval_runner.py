@@ -796,6 +796,141 @@ def test_a_rank_refused_before_the_evaluation_stops_the_other_ranks_at_once(chec
     assert "error: rank 1 of 2 stopped before the evaluation began (see its error" in err0 and "Traceback" not in err0
 
 
+# A task module that registers, on each rank, a task reading that rank's rows file and scored by a metric that fails on
+# rank 1 where the settings beside the module say so
+_RANK_TASK_MODULE = '''
+import json
+import os
+from pathlib import Path
+
+import task_registry
+from t2t_mtl.evaluation.metrics import register_metric
+
+RANK = os.environ["RANK"]
+SETTINGS = json.loads(Path(__file__).with_suffix(".json").read_text())
+
+
+def hits(predictions, references):
+    if RANK == "1" and SETTINGS["fail_metric"]:
+        raise ValueError("rank 1's metric module cannot score")
+    return {"hits": sum(p in r for p, r in zip(predictions, references)) / len(predictions)}
+
+
+register_metric("hits", hits)
+source = task_registry.LocalFileSource({"validation": SETTINGS["rows"].format(rank=RANK)})
+task_registry.register_task(task_registry.Task("ranked_data", source, [
+    task_registry.Template("one", "{{ text }} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes"),
+    task_registry.Template("two", "Is it? {{ text }} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes"),
+], metrics=("hits",), splits=("validation",)))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure, message", [
+    ("data", "error: task 'ranked_data': local files source: split 'validation' expects the file"),
+    ("metric", "error: task 'ranked_data' template 'one': metric 'hits' (function 'hits') failed: ValueError: rank 1's"),
+])
+def test_a_rank_failing_during_the_evaluation_stops_the_other_ranks_naming_it(checkpoint, data_file, tmp_path,
+                                                                                failure, message):
+    # was: rank 1 exited with its error while rank 0 died in its next gather with gloo's traceback (its data), or
+    # finished and printed the report (exit 0) as if every rank had scored it (its metric, after the last gather)
+    from engine_helpers import free_port, spawn_ranks
+
+    for rank in (0, 1) if failure == "metric" else (0,):  # rank 1 lacks its rows file where its data fails
+        shutil.copy(data_file, tmp_path / f"rows.{rank}.jsonl")
+    module = tmp_path / "ranked_tasks.py"
+    module.write_text(_RANK_TASK_MODULE, encoding="utf-8")
+    module.with_suffix(".json").write_text(json.dumps({"rows": str(tmp_path / "rows.{rank}.jsonl"),
+                                                       "fail_metric": failure == "metric"}))
+    argv = ["eval", "--checkpoint", checkpoint, "--task-module", str(module), "--tasks", "ranked_data",
+            "--max-examples", "4", "--no-progress"]
+    out, port = str(tmp_path / "rank"), free_port()
+    codes = spawn_ranks(_eval_rank_worker, [(rank, port, argv, out) for rank in range(2)], timeout=150)
+    assert codes == [0, 0]  # (a rank still waiting after 150 s is killed: -9; one dying on a traceback exits 1)
+    (code0, joined0, err0), (code1, joined1, err1) = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
+    assert (code0, code1, joined0, joined1) == (2, 2, False, False), (err0, err1)
+    assert message in err1 and "Traceback" not in err1
+    assert "error: rank 1 of 2 failed during the evaluation (see its error" in err0 and "Traceback" not in err0
+
+
+# -- gathers that carry a rank's failure (the other ranks' parts given, not gathered) ------------------------------
+def _gathers(monkeypatch, rank, world_size, others=None, sent=None):
+    """Rank `rank`'s `RankGathers`, whose gathers record what it sends in `sent` and return `others` (each rank's part,
+    None where this rank's own goes)."""
+    from t2t_mtl.evaluation.rank_gathers import RankGathers
+
+    gathers = RankGathers(rank, world_size)
+
+    def parts(local):
+        if sent is not None:
+            sent.append(local)
+        return [local if part is None else part for part in others or [None] * world_size]
+
+    monkeypatch.setattr(gathers, "_parts", parts)
+    return gathers
+
+
+def _failure_mark(monkeypatch, rank, world_size):
+    """What rank `rank` sends to the others' gather when its own step fails."""
+    sent = []
+    with pytest.raises(KeyError, match="its own"):
+        with _gathers(monkeypatch, rank, world_size, sent=sent).telling_failures():
+            raise KeyError("its own")
+    return sent[0]
+
+
+def test_a_gather_puts_the_ranks_parts_in_rank_order(monkeypatch):
+    gathers = _gathers(monkeypatch, 1, 3, others=[("t", ["a", "b"]), None, ("t", [])])
+    assert gathers.gather(["c"], "t") == ["a", "b", "c"]
+
+
+def test_a_gather_that_meets_failure_marks_names_the_failed_ranks(monkeypatch):
+    from t2t_mtl.evaluation import RankFailedError
+
+    marks = [_failure_mark(monkeypatch, rank, 3) for rank in (1, 2)]
+    with pytest.raises(RankFailedError, match=r"^ranks 1, 2 of 3 failed during the evaluation \(see their error\)"):
+        _gathers(monkeypatch, 0, 3, others=[None] + marks).gather(["x"], "t")
+    with pytest.raises(RankFailedError, match=r"^rank 2 of 3 failed during the evaluation \(see its error\)"):
+        _gathers(monkeypatch, 0, 3, others=[None, ("t", []), marks[1]]).finish()
+
+
+def test_ranks_at_different_steps_stop_together_naming_each_ones_step(monkeypatch):
+    from t2t_mtl.evaluation import RankFailedError, RanksStoppedError
+
+    gathers = _gathers(monkeypatch, 0, 2, others=[None, ("the end of the evaluation", [])])
+    with pytest.raises(RanksStoppedError) as raised:
+        gathers.gather([(0, "yes", 1, None)], "task 'a' template 'b'")
+    assert not isinstance(raised.value, RankFailedError)
+    assert str(raised.value) == ("the ranks reached different steps of the evaluation (rank 0: task 'a' template 'b'; "
+                                 "rank 1: the end of the evaluation); every rank must evaluate the same tasks and "
+                                 "templates")
+
+
+def test_only_a_rank_s_own_failure_is_told_and_its_own_error_is_raised(monkeypatch):
+    from t2t_mtl.evaluation import RanksStoppedError
+
+    sent = []
+    with pytest.raises(RanksStoppedError):  # every rank raises it at the same gather: nobody waits for a telling
+        with _gathers(monkeypatch, 0, 2, sent=sent).telling_failures():
+            raise RanksStoppedError("seen by every rank")
+    assert sent == []
+    gathers = _gathers(monkeypatch, 0, 2)
+
+    def others_gone(local):
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(gathers, "_parts", others_gone)
+    with pytest.raises(ValueError, match="this rank's data"):  # the others gone: its own error all the same
+        with gathers.telling_failures():
+            raise ValueError("this rank's data")
+    with _gathers(monkeypatch, 0, 1, sent=sent).telling_failures():  # one process: nobody to tell
+        pass
+    with pytest.raises(ValueError):
+        with _gathers(monkeypatch, 0, 1, sent=sent).telling_failures():
+            raise ValueError("alone")
+    assert sent == []
+
+
 def test_torchrun_evaluation_joins_a_gloo_group_also_where_cuda_is_available(monkeypatch):
     # `t2t-mtl eval` keeps the model on the CPU; the NCCL group chosen whenever CUDA was available gathered every
     # rank's outputs on its current device, cuda:0 for all ranks (never set), which NCCL refuses

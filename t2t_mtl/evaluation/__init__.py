@@ -5,7 +5,7 @@ sharded over ranks; and `predict` for free-form inputs.
 from t2t_mtl.evaluation.aggregate import TaskSummary, compare, summarize, summarize_task
 from t2t_mtl.evaluation.checkpoint import load_checkpoint
 from t2t_mtl.evaluation.errors import (CheckpointError, EvaluationError, MetricRegistrationError, NoAnswerChoicesError,
-                                       UnknownMetricError)
+                                       RankFailedError, RanksStoppedError, UnknownMetricError)
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import METRICS, compute_metric, load_metric, register_metric
 from t2t_mtl.evaluation.predict import Prediction, PredictRequest, predict, read_requests
@@ -18,7 +18,8 @@ from t2t_mtl.evaluation.scoring import score_predictions
 
 __all__ = [
     "TaskSummary", "compare", "summarize", "summarize_task", "load_checkpoint",
-    "CheckpointError", "EvaluationError", "MetricRegistrationError", "NoAnswerChoicesError", "UnknownMetricError",
+    "CheckpointError", "EvaluationError", "MetricRegistrationError", "NoAnswerChoicesError", "RankFailedError",
+    "RanksStoppedError", "UnknownMetricError",
     "generate_texts", "METRICS", "compute_metric", "load_metric", "register_metric", "rank_classify", "score_choices",
     "comparison_markdown",
     "plot_task", "read_report", "report_to_dict", "to_markdown", "write_report", "EvalReport", "TemplateResult",

@@ -23,3 +23,12 @@ class UnknownMetricError(EvaluationError, KeyError):
 
 class MetricRegistrationError(EvaluationError):
     """A metric that `register_metric` cannot register (a taken name, an unknown kind, no function)."""
+
+
+class RanksStoppedError(EvaluationError):
+    """The ranks of a sharded evaluation cannot go on together; raised on every rank at the same gather (so it is never
+    told at a further one)."""
+
+
+class RankFailedError(RanksStoppedError):
+    """Other ranks of a sharded evaluation failed; raised on every rank that did not (their own errors say why)."""

@@ -3,7 +3,8 @@
 Sharding: with `world_size` > 1 (or an initialised torch.distributed group) rank r scores the examples
 r, r + world_size, ... of every template; the per-example outputs are gathered with
 `torch.distributed.all_gather_object` (gloo on CPU) and every rank computes the metrics on the full,
-re-ordered set, so the numbers are those of one process. A rank batches its examples longest input first, so that
+re-ordered set, so the numbers are those of one process; a rank that fails tells the others at their next gather, and
+they stop naming it (`t2t_mtl.evaluation.rank_gathers`). A rank batches its examples longest input first, so that
 a batch pads to similar lengths (the outputs are put back in example order; a model whose rows' outputs depend on
 their batch, an MoE routing by token with a capacity, keeps example order). With `lockstep` (a DeepSpeed ZeRO-3
 model, whose forward passes gather parameters collectively) every rank runs the same forward passes, padding its
@@ -14,6 +15,7 @@ task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_ro
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import random
 import statistics
@@ -25,12 +27,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
-from t2t_mtl.engine.distributed import join_gloo_group, waiting_group
+from t2t_mtl.engine.distributed import join_gloo_group
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, fitted_prompt, joined_prompt
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import argmax_first, decoder_passes, score_choices
+from t2t_mtl.evaluation.rank_gathers import RankGathers
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
@@ -141,14 +144,6 @@ def init_distributed_from_env() -> tuple[int, int]:
     done with their shard wait for the others, go through the waiting group (`WAIT_TIMEOUT`)."""
     env = join_gloo_group()
     return env.rank, env.world_size
-
-
-def _gather(local: list[Any], world_size: int) -> list[Any]:
-    if world_size == 1:
-        return local
-    gathered: list[Optional[list[Any]]] = [None] * world_size
-    torch.distributed.all_gather_object(gathered, local, group=waiting_group())
-    return [item for part in gathered for item in part]
 
 
 def _task_templates(task) -> list:
@@ -402,10 +397,12 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                       rows: datasets.Dataset, settings: EvalSettings, *, split: str,
                       rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
                       demonstration_rows: Any = None, demonstration_split: Optional[str] = None,
-                      group_sizes: Optional[Mapping[str, int]] = None, lockstep: bool = False) -> TemplateResult:
+                      group_sizes: Optional[Mapping[str, int]] = None, lockstep: bool = False,
+                      gathers: Optional[RankGathers] = None) -> TemplateResult:
     """Score one template on `rows` (sharded over ranks; `lockstep`: in the same forward passes on every rank, as
     ZeRO-3 needs) and compute its metrics; with `settings.num_shots`, each input gets demonstrations drawn from
-    `demonstration_rows` (of `demonstration_split`).
+    `demonstration_rows` (of `demonstration_split`). The ranks' outputs are gathered through `gathers` (default: this
+    rank's `RankGathers`).
 
     Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
     split's group sizes when `rows` are its first rows), counted in `incomplete_groups` and logged; with no
@@ -448,11 +445,11 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     key = metric_spec(primary).primary
     lengths = input_lengths(tokenizer, [e.inputs for e in examples])
     # batched by length (less padding) unless a row's output would depend on the rows batched with it
-    outputs = sorted(_gather(_score_local(model, tokenizer, examples, mode, settings,
-                                          progress_bar.update if progress_bar else None,
-                                          routing_task_id(model, task.name), rank=rank, world_size=world_size,
-                                          lockstep=lockstep, lengths=None if batch_dependent(model) else lengths),
-                             world_size))
+    local = _score_local(model, tokenizer, examples, mode, settings, progress_bar.update if progress_bar else None,
+                         routing_task_id(model, task.name), rank=rank, world_size=world_size, lockstep=lockstep,
+                         lengths=None if batch_dependent(model) else lengths)
+    step = f"task {task.name!r} template {template.name!r}"
+    outputs = sorted((gathers or RankGathers(rank, world_size)).gather(local, step))
     if [o[0] for o in outputs] != list(range(len(examples))):
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: gathered {len(outputs)} outputs "
                               f"for {len(examples)} examples; every rank must evaluate the same tasks")
@@ -548,12 +545,26 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
                    world_size: Optional[int] = None, progress: bool = True, lockstep: bool = False) -> EvalReport:
     """Evaluate every template (or `settings.templates[task]`) of every task; returns the full report.
 
-    Every rank must call this with the same tasks and settings; each returns the same report. `lockstep`: the
-    model's forward passes are collective (DeepSpeed ZeRO-3 with several ranks), so every rank runs the same
-    ones — padding batches and decoder passes whose results are discarded, synced generation.
+    Every rank must call this with the same tasks and settings; each returns the same report, or raises. A rank whose
+    own step fails (its data, its scoring) tells the others at their next gather, which raise `RankFailedError` naming
+    it, and raises its own error (`RankGathers.telling_failures`). `lockstep`: the model's forward passes are
+    collective (DeepSpeed ZeRO-3 with several ranks), so every rank runs the same ones — padding batches and decoder
+    passes whose results are discarded, synced generation; a rank that fails there is not waited for in a gather (the
+    others are in a forward pass, which its exit ends).
     """
     settings = settings or EvalSettings()
     rank, world_size = dist_info(rank, world_size)
+    gathers = RankGathers(rank, world_size)
+    with contextlib.nullcontext() if lockstep else gathers.telling_failures():
+        results = _evaluate_all(model, tokenizer, tasks, settings, rank, world_size, progress, lockstep, gathers)
+        gathers.finish()
+    return EvalReport(name=name, results=results, settings=settings.to_dict())
+
+
+def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Union[str, Any]],
+                  settings: EvalSettings, rank: int, world_size: int, progress: bool, lockstep: bool,
+                  gathers: RankGathers) -> list[TemplateResult]:
+    """Every chosen template's result, task by task (`evaluate_tasks` without its last gather)."""
     tasks = [_resolve_task(task) for task in tasks]
     chosen = {task.name: evaluated_templates(task, settings) for task in tasks}  # every task checked before scoring
     results: list[TemplateResult] = []
@@ -576,5 +587,5 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
                                                  rank=rank, world_size=world_size, progress_bar=bar,
                                                  demonstration_rows=demonstrations,
                                                  demonstration_split=shots_split, group_sizes=sizes,
-                                                 lockstep=lockstep))
-    return EvalReport(name=name, results=results, settings=settings.to_dict())
+                                                 lockstep=lockstep, gathers=gathers))
+    return results
