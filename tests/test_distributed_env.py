@@ -40,7 +40,8 @@ def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(m
     from t2t_mtl.engine.distributed import fill_env_from_launcher
 
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # (set, then deleted: the undo also removes what fill_env_from_launcher writes,
+        monkeypatch.delenv(key)      # where delenv of a variable that is not set leaves the process a rank of 4)
     for key, value in {"SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
                        "SLURM_JOB_NODELIST": "n[1-2]", "MASTER_ADDR": "head"}.items():
         monkeypatch.setenv(key, value)
