@@ -220,20 +220,9 @@ def run_eval(args: argparse.Namespace) -> int:
             leave_process_group()
 
 
-def refuse_failed_start(world_size: int, failed: Sequence[int]) -> None:
-    """A ValueError naming the ranks of the job that stopped before the evaluation began (`failed`, from
-    `failed_ranks` right after joining; their own errors say why), so that every rank stops instead of waiting for
-    them."""
-    if failed:
-        ranks, its = ("rank", "its") if len(failed) == 1 else ("ranks", "their")
-        raise ValueError(f"{ranks} {', '.join(map(str, failed))} of {world_size} stopped before the evaluation began "
-                         f"(see {its} error: an option, checkpoint, task or path that rank could not use); every rank "
-                         f"must see the same checkpoint, tasks and paths")
-
-
 def _run_eval(args: argparse.Namespace) -> int:
     import task_registry
-    from t2t_mtl.engine.distributed import failed_ranks, join_gloo_group
+    from t2t_mtl.engine.distributed import join_gloo_group, refuse_failed_start
     from t2t_mtl.evaluation import EvalSettings, evaluate_tasks, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown
 
@@ -297,7 +286,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
         check_splits(tasks, args.split, args.shots_split)
         env = join_gloo_group()  # every rank ready, or told which one is not
-        refuse_failed_start(env.world_size, failed_ranks(False, env))
+        refuse_failed_start(env, "the evaluation", "an option, checkpoint, task or path", "checkpoint, tasks and paths")
         rank, world_size = env.rank, env.world_size
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)

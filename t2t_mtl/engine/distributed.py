@@ -15,7 +15,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence, Type
 
 import torch
 
@@ -104,7 +104,6 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
 
     gloo on CPU (with `DS_ACCELERATOR=cpu`), NCCL on CUDA. `num_threads` sets torch's intra-op threads.
     """
-    global _waiting_group
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     fill_env_from_launcher()
@@ -121,7 +120,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
         if dist.get_world_size() > 1:
-            _waiting_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+            _open_waiting_group()
         if not cuda:
             barrier()  # every rank has mapped every rank's buffer: the names can go
             unlink_shm_allreduce_buffer(dist.get_rank())
@@ -140,17 +139,25 @@ def join_gloo_group() -> DistEnv:
     `group_timeout()`, plus the waiting group of `barrier` and `waiting_group` (`eval`: it gathers Python objects
     only, the model being where `load_checkpoint` put it). A process launched alone joins nothing: rank 0 of 1. A
     group that exists already (a caller's) is used as it is."""
-    global _waiting_group
     import torch.distributed as dist
 
     cpu = torch.device("cpu")
     if launched_world_size() > 1 and not dist.is_initialized():
         fill_env_from_launcher()
         dist.init_process_group(backend="gloo", timeout=group_timeout())
-        _waiting_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+        _open_waiting_group()
     if not dist.is_initialized():
         return DistEnv(0, 1, 0, cpu, "gloo")
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), cpu, "gloo")
+
+
+def _open_waiting_group() -> None:
+    """Make the waiting group (gloo, `WAIT_TIMEOUT`) of the group of several ranks just joined; every rank calls this
+    right after joining (creating a group is collective)."""
+    global _waiting_group
+    import torch.distributed as dist
+
+    _waiting_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
 
 
 def waiting_group() -> Optional[object]:
@@ -225,15 +232,34 @@ def failed_ranks(failed: bool, env: DistEnv) -> List[int]:
     return [rank for rank, flag in enumerate(flags.tolist()) if flag > 0]
 
 
+def failed_ranks_wording(failed: Sequence[int], world_size: int) -> tuple[str, str]:
+    """How a message names the ranks `failed` of `world_size`, and the pronoun of their error: ("rank 1 of 2", "its"),
+    ("ranks 1, 3 of 4", "their")."""
+    ranks, its = ("rank", "its") if len(failed) == 1 else ("ranks", "their")
+    return f"{ranks} {', '.join(map(str, failed))} of {world_size}", its
+
+
+def refuse_failed_start(env: DistEnv, work: str, unusable: str, shared: str,
+                        error: Type[Exception] = ValueError) -> None:
+    """Stop every rank, naming them, when ranks of the job stopped before joining it (`report_failed_start`; their own
+    errors say why): `error` "rank R of N stopped before `work` began (see its error: `unusable` that rank could not
+    use); every rank must see the same `shared`". Every rank calls this right after joining (`failed_ranks`)."""
+    failed = failed_ranks(False, env)
+    if failed:
+        ranks, its = failed_ranks_wording(failed, env.world_size)
+        raise error(f"{ranks} stopped before {work} began (see {its} error: {unusable} that rank could not use); "
+                    f"every rank must see the same {shared}")
+
+
 def report_failed_start(join: Callable[[], DistEnv] = init_distributed) -> None:
     """Tell the other ranks of a multi-process job that this one stops before joining the process group (its error
-    already printed): it joins them as they join (`join`: `init_distributed` for `train`, `join_gloo_group` for
-    `eval`; they wait there for every rank) and flags itself in `failed_ranks`, which every rank calls first thing
-    after joining (`t2t_mtl.engine.trainer.refuse_failed_start`, `eval`'s check), so they stop at once naming
-    it, instead of waiting out DeepSpeed's 10-minute rendezvous timeout and failing with a traceback (a launcher that
-    watches only its own node's processes — two-node torchrun, the pdsh launcher, srun without
-    --kill-on-bad-exit — would not stop them). Once the group exists (the others are past that check), it only
-    leaves it (`leave_process_group`); a join that fails itself is left at that. A no-op for one process."""
+    already printed): it joins them as they join (`join`: `init_distributed` for `train`, `join_gloo_group` for `eval`;
+    they wait there for every rank) and flags itself in `failed_ranks`, which every rank calls first thing after
+    joining (`refuse_failed_start`), so they stop at once naming it, instead of waiting out DeepSpeed's 10-minute
+    rendezvous timeout and failing with a traceback (a launcher that watches only its own node's processes — two-node
+    torchrun, the pdsh launcher, srun without --kill-on-bad-exit — would not stop them). Once the group exists (the
+    others are past that check), it only leaves it (`leave_process_group`); a join that fails itself is left at that. A
+    no-op for one process."""
     import torch.distributed as dist
 
     if launched_world_size() <= 1:

@@ -47,8 +47,8 @@ from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precis
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
-from t2t_mtl.engine.distributed import (DistEnv, any_true, barrier, failed_ranks, init_distributed, max_over_ranks,
-                                        sum_over_ranks)
+from t2t_mtl.engine.distributed import (DistEnv, any_true, barrier, failed_ranks, failed_ranks_wording,
+                                        init_distributed, max_over_ranks, refuse_failed_start, sum_over_ranks)
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_evaluation, score_held_in,
                                              score_held_out)
@@ -130,17 +130,6 @@ def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
         raise ConfigError(str(error)) from None
 
 
-def refuse_failed_start(env: DistEnv) -> None:
-    """Stop every rank, naming them, when ranks of the job stopped before joining it (their own errors name why;
-    `t2t_mtl.engine.distributed.report_failed_start`); every rank calls this right after joining."""
-    failed = failed_ranks(False, env)
-    if failed:
-        ranks, its = ("rank", "its") if len(failed) == 1 else ("ranks", "their")
-        raise ConfigError(f"{ranks} {', '.join(map(str, failed))} of {env.world_size} stopped before training began "
-                          f"(see {its} error: a config, data or path that rank could not use); every rank must see "
-                          f"the same config, data and paths")
-
-
 def refuse_other_run(run_dir: Path, resume_from: Optional[Path]) -> None:
     """Refuse to start (or to resume `resume_from`) in a run folder that already holds another run's checkpoints:
     two runs' logs and checkpoints would interleave in one folder."""
@@ -179,10 +168,9 @@ def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cac
     if error is not None:
         raise error
     if failed:
-        ranks, its = ("rank", "its") if len(failed) == 1 else ("ranks", "their")
-        raise ConfigError(f"{ranks} {', '.join(map(str, failed))} of {env.world_size} could not read the training "
-                          f"data (see {its} error); every rank must see the same data: data.data_dir, "
-                          f"data.cache_dir and task files on a filesystem all nodes share")
+        ranks, its = failed_ranks_wording(failed, env.world_size)
+        raise ConfigError(f"{ranks} could not read the training data (see {its} error); every rank must see the same "
+                          f"data: data.data_dir, data.cache_dir and task files on a filesystem all nodes share")
     return streams
 
 
@@ -288,7 +276,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         cfg.data.data_dir = str(data_dir)
     check_paths(cfg)
     env = init_distributed(cfg.training.num_threads)
-    refuse_failed_start(env)
+    refuse_failed_start(env, "training", "a config, data or path", "config, data and paths", ConfigError)
     check_precision(cfg.training.precision, on_gpu=env.device.type == "cuda")
     t = cfg.training
     seed_everything(t.seed)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
-from t2t_mtl.engine.distributed import waiting_group
+from t2t_mtl.engine.distributed import failed_ranks_wording, waiting_group
 from t2t_mtl.evaluation.errors import RankFailedError, RanksStoppedError
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,8 @@ class RankGathers:
         parts = self._parts((step, local))
         failed = [part.rank for part in parts if isinstance(part, _Failed)]
         if failed:
-            ranks, its = ("rank", "its") if len(failed) == 1 else ("ranks", "their")
-            raise RankFailedError(f"{ranks} {', '.join(map(str, failed))} of {self.world_size} failed during the "
-                                  f"evaluation (see {its} error); this rank stopped with it")
+            ranks, its = failed_ranks_wording(failed, self.world_size)
+            raise RankFailedError(f"{ranks} failed during the evaluation (see {its} error); this rank stopped with it")
         if len({part_step for part_step, _ in parts}) > 1:
             steps = "; ".join(f"rank {rank}: {part_step}" for rank, (part_step, _) in enumerate(parts))
             raise RanksStoppedError(f"the ranks reached different steps of the evaluation ({steps}); every rank must "
