@@ -2,7 +2,6 @@
 kill -9 + `--resume auto` continuing the exact run (steps, task sequence, data order, final weights)."""
 from __future__ import annotations
 
-import datetime
 import multiprocessing
 import os
 import signal
@@ -87,9 +86,18 @@ def test_the_renames_that_publish_a_checkpoint_are_fsynced_in_their_directory(tm
     assert ("fsync", (latest.st_dev, latest.st_ino)) in events[:events.index(("replace", ck.LATEST))]
 
 
+class _Zero3Optimizer:
+    """Gathers the persistent parameters again after a save, as ZeRO-3's optimizer does (a collective)."""
+
+    def checkpoint_event_epilogue(self):
+        torch.distributed.all_reduce(torch.zeros(1))
+
+
 class _BarrierEngine:
-    """Writes its part and then waits at a barrier, as DeepSpeed's save_checkpoint ends; can fail (disk full)
-    before the barrier."""
+    """Writes its part, then runs ZeRO-3's epilogue and waits at a barrier, as DeepSpeed's save_checkpoint ends; can
+    fail (disk full) in its write."""
+
+    optimizer = _Zero3Optimizer()
 
     def __init__(self, fail: bool):
         self.fail = fail
@@ -100,20 +108,25 @@ class _BarrierEngine:
         path = Path(save_dir) / tag
         path.mkdir(parents=True, exist_ok=True)
         (path / f"zero_pp_rank_{torch.distributed.get_rank()}_optim_states.pt").write_bytes(b"partition")
+        self.optimizer.checkpoint_event_epilogue()
         torch.distributed.barrier()
 
 
-def _two_rank_save_worker(rank: int, port: int, run: str, fail: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
-    env = DistEnv(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"), backend="gloo")
+def _two_rank_save_worker(rank: int, port: int, run: str, fail: str, failing_rank: int, out: str) -> None:
+    from t2t_mtl.engine.distributed import join_gloo_group, leave_process_group
+
+    # joined as a run joins: the default group (its timeout DEEPSPEED_TIMEOUT minutes), and the waiting group
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), DEEPSPEED_TIMEOUT="1")
+    env = join_gloo_group()
     try:
         for step in (5, 10):
-            failing = step == 10 and rank == 1
+            failing = step == 10 and rank == failing_rank
             if failing and fail == "rank_state":
                 def full(*args, **kwargs):
                     raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos")
                 ck.torch.save = full  # (this process's torch: the rank state, written after DeepSpeed's part)
+            started = time.perf_counter()
             try:
                 ck.save_checkpoint(_BarrierEngine(failing and fail == "deepspeed"), Path(run), step,
                                    trainer_state={"step": step}, rank_state={"r": rank}, meta={"zero_stage": 2},
@@ -121,20 +134,25 @@ def _two_rank_save_worker(rank: int, port: int, run: str, fail: str, out: str) -
                 result = "saved"
             except ck.CheckpointError as err:
                 result = f"CheckpointError: {err}"
-            Path(f"{out}.{rank}.{step}").write_text(result)
+            Path(f"{out}.{rank}.{step}").write_text(f"{time.perf_counter() - started:.1f} {result}")
     finally:
-        torch.distributed.destroy_process_group()
+        leave_process_group()
 
 
-@pytest.mark.parametrize("fail", ["deepspeed", "rank_state"])
-def test_a_save_failing_on_rank_1_raises_on_every_rank_instead_of_hanging(tmp_path, fail):
-    # was: rank 1 raised its CheckpointError alone; rank 0 waited at the next barrier until the job was killed
+@pytest.mark.slow
+@pytest.mark.parametrize("fail, failing_rank", [("deepspeed", 0), ("deepspeed", 1), ("rank_state", 1)])
+def test_a_save_failing_on_one_rank_raises_on_every_rank_at_once(tmp_path, fail, failing_rank):
+    # was: the failing rank raised its CheckpointError alone; the other waited at the next barrier until the job was
+    # killed. Then, failing inside DeepSpeed's save, it waited for the others in the waiting group's barrier while they
+    # waited in ZeRO-3's epilogue and DeepSpeed's closing barrier (the default group's) until that group's timeout (here
+    # 60 s), and both ranks then died in gloo
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = multiprocessing.get_context("spawn")
     out = str(tmp_path / "result")
-    processes = [context.Process(target=_two_rank_save_worker, args=(rank, port, str(tmp_path / "run"), fail, out))
+    processes = [context.Process(target=_two_rank_save_worker,
+                                 args=(rank, port, str(tmp_path / "run"), fail, failing_rank, out))
                  for rank in range(2)]
     for p in processes:
         p.start()
@@ -144,13 +162,15 @@ def test_a_save_failing_on_rank_1_raises_on_every_rank_instead_of_hanging(tmp_pa
         if p.exitcode is None:
             p.kill()
     assert [p.exitcode for p in processes] == [0, 0]
-    results = {rank: {step: Path(f"{out}.{rank}.{step}").read_text() for step in (5, 10)} for rank in range(2)}
-    assert results[0][5] == results[1][5] == "saved"
+    results = {rank: {step: Path(f"{out}.{rank}.{step}").read_text().split(" ", 1) for step in (5, 10)}
+               for rank in range(2)}
+    assert results[0][5][1] == results[1][5][1] == "saved"
+    assert max(float(results[rank][10][0]) for rank in range(2)) < 30, results  # not the group's timeout
     cause = "No space left on device" if fail == "deepspeed" else "enforce fail"
-    assert results[1][10].startswith("CheckpointError: could not write checkpoint step-00000010") and \
-        cause in results[1][10], results
-    assert results[0][10].startswith("CheckpointError: could not write checkpoint step-00000010") and \
-        "rank(s) [1] could not write their part" in results[0][10], results
+    failed, other = results[failing_rank][10][1], results[1 - failing_rank][10][1]
+    assert failed.startswith("CheckpointError: could not write checkpoint step-00000010") and cause in failed, results
+    assert other.startswith("CheckpointError: could not write checkpoint step-00000010") and \
+        f"rank(s) [{failing_rank}] could not write their part" in other, results
     root = tmp_path / "run" / ck.CHECKPOINTS
     assert ck.latest_checkpoint(tmp_path / "run").name == "step-00000005"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000005"]  # the partial folder removed

@@ -138,9 +138,7 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
         engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError without the path
         error = err
-        # DeepSpeed's save ends in a barrier, where the other ranks now wait: join it. (Its only write on a rank
-        # other than 0 is the rank's ZeRO partition, the last before that barrier.)
-        barrier()
+        _finish_failed_save(engine)
     try:
         if error is None:
             torch.save(rank_state, rank_file(tmp, env.rank))
@@ -153,6 +151,20 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
         error = _publish(tmp, final, root, step, meta, env, keep, best_step, run_dir)
     _agree(error, tmp, run_dir, env)
     return final
+
+
+def _finish_failed_save(engine: Any) -> None:
+    """Do on this rank what DeepSpeed's `save_checkpoint` still does collectively after the write that failed here
+    (rank 0's model states, a rank's ZeRO partition), where the other ranks wait for it: ZeRO-3's epilogue (gathering
+    the persistent parameters again) and the closing barrier, the default group's. (Joining `barrier`'s waiting group
+    instead, or skipping the epilogue, left them waiting out the group's timeout; every rank then died in gloo.)"""
+    import torch.distributed as dist
+
+    epilogue = getattr(getattr(engine, "optimizer", None), "checkpoint_event_epilogue", None)
+    if epilogue is not None:
+        epilogue()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 _MOVED_ASIDE = ".tmp-replaced-"  # the prefix of a checkpoint folder moved aside while its step is saved again
