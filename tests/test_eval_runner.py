@@ -828,7 +828,8 @@ task_registry.register_task(task_registry.Task("ranked_data", source, [
 @pytest.mark.slow
 @pytest.mark.parametrize("failure, message", [
     ("data", "error: task 'ranked_data': local files source: split 'validation' expects the file"),
-    ("metric", "error: task 'ranked_data' template 'one': metric 'hits' (function 'hits') failed: ValueError: rank 1's"),
+    ("metric",
+     "error: task 'ranked_data' template 'one': metric 'hits' (function 'hits') failed: ValueError: rank 1's"),
 ])
 def test_a_rank_failing_during_the_evaluation_stops_the_other_ranks_naming_it(checkpoint, data_file, tmp_path,
                                                                                 failure, message):
