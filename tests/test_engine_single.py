@@ -29,7 +29,7 @@ from t2t_mtl.model import model_config
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
 from t2t_mtl.tokenizer import load_tokenizer
 
-from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer, write_yaml_task
+from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer, write_config, write_yaml_task
 
 
 @pytest.fixture(scope="module")
@@ -1125,6 +1125,35 @@ def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_toke
     assert (tmp_path / "run" / "tokenizer" / "tokenizer_config.json").exists()
 
 
+def test_a_second_run_into_the_same_folder_is_refused_before_anything_starts(tmp_path, tok, cache, monkeypatch,
+                                                                           capsys):
+    # was: the refusal came after the process group had started and the mixture was checked (~23 s of start-up
+    # from the CLI, which also loaded the trainer's modules first)
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1})
+    train(cfg, evaluate_held_in=False)
+    train(tiny_config(tmp_path / "other", tok, cache, training={"steps": 1}), evaluate_held_in=False)
+
+    def started(*args, **kwargs):
+        raise AssertionError("started before refusing the run folder")
+
+    monkeypatch.setattr(trainer_mod, "init_distributed", started)
+    monkeypatch.setattr(trainer_mod, "check_run_config", started)
+    with pytest.raises(CheckpointError, match=r"run already holds a run \(latest checkpoint step-00000001\): resume "
+                                              r"it with --resume auto"):
+        train(cfg, evaluate_held_in=False)
+    with pytest.raises(CheckpointError, match=r"run already holds a run .*: resume .*other/checkpoints/step-00000001 "
+                                              r"into a new training.output_dir"):
+        train(cfg, resume=str(tmp_path / "other"), evaluate_held_in=False)
+    monkeypatch.setattr(trainer_mod, "train", started)  # the CLI refuses before it calls the trainer
+    path = write_config(cfg, tmp_path / "run.yaml")
+    assert cli_main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: training.output_dir {tmp_path / 'run'} already holds a run (latest checkpoint "
+                          f"step-00000001): resume it with --resume auto") and "Traceback" not in err
+    assert cli_main(["train", str(path), "--print-config"]) == 0  # writes nothing there: not refused
+    assert f"output_dir: {tmp_path / 'run'}" in capsys.readouterr().out
+
+
 def _zero3_offload_json(folder: Path) -> Path:
     path = folder / "zero3_offload.json"
     path.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
@@ -1198,6 +1227,7 @@ def test_yaml_tasks_from_data_tasks_dir_are_trained(tmp_path, tok):
         (tmp_path / "bad" / "broken.yaml").write_text("name: broken\nsource: {files: x.jsonl}\ntemplates: []\n")
         cfg["data"]["tasks_dir"] = [str(tasks_dir), str(tmp_path / "bad")]
         cfg["data"]["cache_dir"] = str(tmp_path / "fresh_cache")
+        cfg["training"]["output_dir"] = str(tmp_path / "fresh_run")  # ("run" holds a run: refused before this check)
         with pytest.raises(ConfigError, match=r"(?s)data\.tasks_dir: .*broken\.yaml:3: `templates` must be"):
             train(cfg, evaluate_held_in=False)
         assert not (tmp_path / "fresh_cache").exists()

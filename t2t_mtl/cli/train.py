@@ -82,19 +82,25 @@ def stopped_before_start(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from t2t_mtl.config import ConfigError
-    from t2t_mtl.engine.checkpoint import CheckpointError
+    from t2t_mtl.config import ConfigError, load_config
+    from t2t_mtl.engine.checkpoint import CheckpointError, refuse_occupied_run_dir
 
     problem = data_dir_problem(args.data_dir)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return stopped_before_start(args)
+    try:  # a folder holding another run is refused before the trainer's modules load (seconds) and anything starts
+        cfg = load_config(args.config or resumed_run_config(args.resume) or "quickstart", args.overrides)
+        if not args.print_config:  # (which writes nothing to the run folder)
+            refuse_occupied_run_dir(Path(cfg.training.output_dir), args.resume)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return stopped_before_start(args)
     # (imported before the try, whose handlers name them: a Ctrl-C while torch and DeepSpeed load is `main`'s 130)
     from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
-    from t2t_mtl.engine.trainer import TrainingAbortedError, as_config, train
+    from t2t_mtl.engine.trainer import TrainingAbortedError, train
 
     try:
-        cfg = as_config(args.config if args.config is not None else resumed_run_config(args.resume), args.overrides)
         if args.print_config:
             return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)

@@ -1,7 +1,7 @@
 """The training loop, top to bottom: `train(config) -> TrainResult`.
 
-One call does everything a run needs, in order: validate the config and its paths, join the process group,
-resolve the mixture (held-out clusters dropped), refuse a folder that already holds a run unless resuming,
+One call does everything a run needs, in order: validate the config and its paths, refuse a folder that already
+holds a run unless resuming, join the process group, resolve the mixture (held-out clusters dropped),
 prepare the tokenizer (trained on the mixture when none is given; kept in the run directory), tokenize each
 task (cached per task), build the T5, the sampler, the per-task row streams and the loss weighting, start
 DeepSpeed, restore a checkpoint when resuming, then loop:
@@ -128,19 +128,6 @@ def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
         prepare_output_dir(cache_dir, cache_key)
     except OutputPathError as error:
         raise ConfigError(str(error)) from None
-
-
-def refuse_other_run(run_dir: Path, resume_from: Optional[Path]) -> None:
-    """Refuse to start (or to resume `resume_from`) in a run folder that already holds another run's checkpoints:
-    two runs' logs and checkpoints would interleave in one folder."""
-    existing = ckpt_io.latest_checkpoint(run_dir)
-    if existing is None:
-        return
-    how = "resume it with --resume auto" if resume_from is None else \
-        f"resume {resume_from} into a new training.output_dir"
-    raise ckpt_io.CheckpointError(
-        f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): {how}, or set "
-        f"training.output_dir to a new folder (or remove {run_dir}) to start over")
 
 
 def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cache_dir: Path, env: DistEnv
@@ -275,12 +262,13 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
     check_paths(cfg)
+    run_dir = Path(cfg.training.output_dir)
+    ckpt_io.refuse_occupied_run_dir(run_dir, resume)  # (before the process group and the mixture's checks)
     env = init_distributed(cfg.training.num_threads)
     refuse_failed_start(env, "training", "a config, data or path", "config, data and paths", ConfigError)
     check_precision(cfg.training.precision, on_gpu=env.device.type == "cuda")
     t = cfg.training
     seed_everything(t.seed)
-    run_dir = Path(t.output_dir)
     if resume and ckpt_io.resumes_in_place(resume, run_dir):  # (a resume with nothing left to train saves
         ckpt_io.remove_stale_temporaries(run_dir, env)             # nothing: what a killed save left goes here)
         barrier()
@@ -293,8 +281,6 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     task_names = list(rates)
     resume_meta = resume_checks.check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
-    if not in_place:  # (in place: `latest` may be the broken checkpoint resumed past)
-        refuse_other_run(run_dir, resume_from)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
     make_run_folders(run_dir, cache_dir, cache_key="data.cache_dir" if cfg.data.cache_dir else "training.output_dir")
     barrier()
