@@ -125,15 +125,16 @@ class TemplateRenderError(TaskRegistryError, ValueError):
         self.reason = message
         super().__init__(self.describe())
 
-    def describe(self, with_origin: bool = True) -> str:
+    def describe(self, with_origin: bool = True, with_row: bool = True) -> str:
         """The message: task, template (with its `origin` unless `with_origin` is false, for a caller that names
-        where the template is already) and row, then what went wrong."""
+        where the template is already) and row (unless `with_row` is false, for a caller that counts the rows one
+        problem hit), then what went wrong."""
         origin = f" ({self.origin})" if self.origin and with_origin else ""
         where = ", ".join(
             part for part in (
                 f"task {self.task!r}" if self.task else "",
                 f"template {self.template!r}{origin}" if self.template else "",
-                f"row {self.row_index}" if self.row_index is not None else "",
+                f"row {self.row_index}" if self.row_index is not None and with_row else "",
             ) if part
         )
         return f"{where}: {self.reason}" if where else self.reason

@@ -434,7 +434,10 @@ class Template:
             named = _missing_field(str(error))
             field = named if named in absent or not absent else absent[0]
             hint = _field_hint(field, {name: variables[name] for name in fields})
-            raise self._error(f"field {field!r} is missing from the row ({error}); the row has fields {fields}{hint}",
+            # (Jinja's wording, e.g. "list object has no element Undefined" for `choices[absent]`, only where no
+            # field the template reads is absent: then it is the one clue to what is)
+            cause = "" if field in absent else f" ({error})"
+            raise self._error(f"field {field!r} is missing from the row{cause}; the row has fields {fields}{hint}",
                               task, row_index, field=field, kind=MissingFieldError) from None
         except TemplateRenderError:
             raise

@@ -166,11 +166,11 @@ def validate_task_file(path: Union[str, os.PathLike], check_rows: int = 3,
 
 def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
     """What rendering the first `check_rows` rows of each split of a parsed task finds (none when its rows are
-    not reachable offline)."""
+    not reachable offline): a render problem once per template, with the rows it hit (`_render_problem`)."""
     task, path = entry.task, entry.path
     if not _rows_reachable(task):
         return []
-    problems = []
+    problems, hits, checked_rows = [], {}, 0
     for split in task.splits:
         try:
             rows = task.load_rows(split)
@@ -178,19 +178,33 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
             problems.append(f"{path}: {error}")
             continue
         checked = min(check_rows, len(rows))
+        checked_rows += checked
         rendered: list[list[RenderedExample]] = [[] for _ in task.templates]
         for index in range(checked):
-            for template, examples in zip(task.templates, rendered):
+            for number, (template, examples) in enumerate(zip(task.templates, rendered)):
                 try:
                     examples.append(template.render(rows[index], task=task.name, row_index=index))
                 except TaskRegistryError as error:  # (the location names the template's file and line already)
-                    text = error.describe(with_origin=False) if isinstance(error, TemplateRenderError) else error
-                    problems.append(f"{template_location(template, path)}: split {split!r}: {text}")
+                    text = error.describe(with_origin=False, with_row=False) \
+                        if isinstance(error, TemplateRenderError) else str(error)
+                    hits.setdefault((number, text), []).append((split, index))
         for template, examples in zip(task.templates, rendered):
             if split.startswith(LABELLED_SPLITS) and len(examples) == checked > 0 and \
                     all(example.inputs and not example.targets for example in examples):
                 problems.append(_empty_targets_problem(task, template, split, checked, path))
-    return problems
+    found = [_render_problem(template_location(task.templates[number], path), text, where, checked_rows)
+             for (number, text), where in hits.items()]
+    return found + problems
+
+
+def _render_problem(location: str, text: str, where: list[tuple[str, int]], checked_rows: int) -> str:
+    """One render problem of a template, with the (split, row) pairs it hit among the `checked_rows` rendered:
+    `split 'train', row 0` for one, else how many, in which splits, and the first."""
+    (split, row), splits = where[0], list(dict.fromkeys(s for s, _ in where))
+    if len(where) == 1:
+        return f"{location}: split {split!r}, row {row}: {text}"
+    return (f"{location}: {len(where)} of the {checked_rows} rows checked ({'split' if len(splits) == 1 else 'splits'} "
+            f"{', '.join(map(repr, splits))}; first: split {split!r}, row {row}): {text}")
 
 
 def _empty_targets_problem(task: Task, template: Template, split: str, checked: int, path: Path) -> str:

@@ -239,9 +239,8 @@ def test_a_misspelt_field_suggests_the_rows_field_it_is_close_to():
     template = Template("t", "{{reveiw}} ||| {{label}}")
     with pytest.raises(MissingFieldError) as info:
         template.render({"review": "fine", "label": "yes"}, task="demo", row_index=0)
-    assert str(info.value) == ("task 'demo', template 't', row 0: field 'reveiw' is missing from the row ('reveiw' is "
-                               "undefined); the row has fields ['label', 'review']; did you mean 'review' (a "
-                               "misspelt name in the template)?")
+    assert str(info.value) == ("task 'demo', template 't', row 0: field 'reveiw' is missing from the row; the row has "
+                               "fields ['label', 'review']; did you mean 'review' (a misspelt name in the template)?")
     with pytest.raises(MissingFieldError) as info:  # nothing close: no guess
         Template("t", "{{zzz}} ||| {{label}}").render({"review": "fine", "label": "yes"})
     assert str(info.value).endswith("the row has fields ['label', 'review']")

@@ -192,9 +192,43 @@ def test_validation_renders_the_first_rows(tmp_path):
         """))
     problems = validate_task_file(path)
     assert len(problems) == 1
-    assert problems[0].startswith(f"{path}:9: split 'train': task 'renders', template 'typo', row 0: "
+    assert problems[0].startswith(f"{path}:9: split 'train', row 0: task 'renders', template 'typo': "
                                   f"field 'txt' is missing from the row")
     assert validate_task_file(path, check_rows=0) == []
+
+
+def test_a_missing_field_is_reported_once_per_template_with_the_rows_it_hit(tmp_path):
+    # was: one line per row and split (6 identical lines here), and for `answer_choices[absent]` Jinja's "list
+    # object has no element Undefined" inside the message
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n"
+                                                         for i in range(4)))
+    path = tmp_path / "task.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: misses
+        splits: [train, test]
+        source: {files: {train: train.jsonl, test: test.jsonl}}
+        templates:
+          - name: ok
+            jinja: "{{ text }} ||| {{ answer_choices[label] }}"
+            answer_choices: "no ||| yes"
+          - name: typo
+            jinja: "{{ text }} ||| {{ answer_choices[lable] }}"
+            answer_choices: "no ||| yes"
+          - name: odd_rows
+            jinja: "{{ text }} ||| {% if label %}{{ gold }}{% else %}no{% endif %}"
+        """))
+    fields = "the row has fields ['label', 'text']"
+    assert validate_task_file(path) == [
+        f"{path}:9: 6 of the 6 rows checked (splits 'train', 'test'; first: split 'train', row 0): task 'misses', "
+        f"template 'typo': field 'lable' is missing from the row; {fields}; did you mean 'label' (a misspelt name in "
+        f"the template)?",
+        f"{path}:12: 2 of the 6 rows checked (splits 'train', 'test'; first: split 'train', row 1): task 'misses', "
+        f"template 'odd_rows': field 'gold' is missing from the row; {fields}"]
+    assert validate_task_file(path, check_rows=1) == [
+        f"{path}:9: 2 of the 2 rows checked (splits 'train', 'test'; first: split 'train', row 0): task 'misses', "
+        f"template 'typo': field 'lable' is missing from the row; {fields}; did you mean 'label' (a misspelt name in "
+        f"the template)?"]
 
 
 def test_a_template_whose_checked_rows_of_a_labelled_split_all_render_no_target_is_a_problem(tmp_path):
