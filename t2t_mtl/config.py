@@ -423,10 +423,13 @@ def check_paths(cfg: Config) -> None:
     written into (run before any training). Raises ConfigFileError."""
     def must_exist(key: str, value: Optional[str], kind: str) -> None:
         if value is not None and not Path(value).exists():
+            from task_registry.path_hints import path_hint  # (task_registry is slow to import: on the error path only)
+
             where = "" if Path(value).is_absolute() else (
                 f" (a relative path in a config is read from the working directory, {os.getcwd()}, not from the "
                 f"config file's folder: run from the folder it is relative to, or write it absolute)")
-            raise ConfigFileError(f"config key {key!r} names {kind} {value!r}, which does not exist{where}")
+            raise ConfigFileError(f"config key {key!r} names {kind} {value!r}, which does not exist{path_hint(value)}"
+                                  f"{where}")
 
     must_exist("data.data_dir", cfg.data.data_dir, "a data directory")
     if cfg.data.data_dir is not None and not Path(cfg.data.data_dir).is_dir():

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .path_hints import path_hint
 from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError, TemplateRenderError
 from .registry import get_task, list_tasks, register_task
 from .sources import HFSource, LocalFileSource, get_data_dir, is_file_builder
@@ -242,7 +243,7 @@ def _load_parsed(directory: Path, check: Optional[TaskCheck] = None) -> list[Par
         raise TaskDefinitionError(f"task directory {directory} is a file, not a folder: pass the folder that holds "
                                   f"the YAML task files (*.yaml / *.yml)")
     if not directory.is_dir():
-        raise TaskDefinitionError(f"task directory {directory} does not exist")
+        raise TaskDefinitionError(f"task directory {directory} does not exist{path_hint(directory)}")
     files = task_files(directory)
     if not files:
         raise TaskDefinitionError(f"task directory {directory} holds no YAML task files (*.yaml / *.yml): pass the "

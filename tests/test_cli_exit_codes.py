@@ -40,6 +40,26 @@ def test_bad_input_exits_2_with_one_line_naming_it(argv, named, tmp_path, capsys
     assert err.startswith("error: ") and named in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, meant", [
+    (["eval", "--checkpoint", "{tmp}/runs/quikstart/checkpoints/step-00000002", "--held-out"],
+     "{tmp}/runs/quickstart/checkpoints/step-00000002"),
+    (["predict", "--checkpoint", "{tmp}/runs/quickstart/chekpoints/step-0000002", "some text"],
+     "{tmp}/runs/quickstart/checkpoints/step-00000002"),
+    (["export", "{tmp}/rnus/quickstart", "--out", "{tmp}/out"], "{tmp}/runs/quickstart"),
+    (["tasks", "list", "--tasks-dir", "{tmp}/taks"], "{tmp}/tasks"),
+    (["train", "{tmp}/my.yaml", "--set", "data.tasks_dir={tmp}/tsks", "--print-config"], "{tmp}/tasks"),
+])
+def test_a_misspelt_path_gets_the_existing_path_it_is_close_to(argv, meant, tmp_path, capsys):
+    # was: "checkpoint '.../quikstart/...' does not exist" (config files alone got a "did you mean")
+    (tmp_path / "runs" / "quickstart" / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "my.yaml").write_text("base: quickstart\n")
+    assert main([part.replace("{tmp}", str(tmp_path)) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"does not exist (did you mean {meant.replace('{tmp}', str(tmp_path))!r}?)" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 @pytest.mark.parametrize("argv, named", [
     (["eval", "--checkpoint", "{tmp}", "--tasks", "parity,,sort_words"], "--tasks 'parity,,sort_words': item 2 of 3"),
     (["eval", "--checkpoint", "{tmp}", "--held-out", "--held-out-clusters", "comparison,"],

@@ -237,8 +237,10 @@ def _is_registered_task(name: str, data: Mapping[str, Any]) -> bool:
 def _checkpoint_of(path: Union[str, Path]) -> Path:
     path = Path(path)
     if not path.exists():
-        raise ExportError(f"{path} does not exist: pass a run directory, a checkpoints/step-* folder or an "
-                          f"exported model folder")
+        from task_registry.path_hints import path_hint  # (task_registry is slow to import: on the error path only)
+
+        raise ExportError(f"{path} does not exist{path_hint(path)}: pass a run directory, a checkpoints/step-* folder "
+                          f"or an exported model folder")
     if (path / "config.json").exists() and not (path / "meta.json").exists():
         raise ExportError(f"{path} is an exported model folder already (load it with from_pretrained); export "
                           f"takes a run directory or a {CHECKPOINTS}/step-* folder")

@@ -40,8 +40,10 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
     T5-family model first.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if not path.exists():  # (predict imports no task_registry otherwise: slow, and only wanted for the hint)
+        from task_registry.path_hints import path_hint
+
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist{path_hint(path)}")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} is not a folder (a run dir, checkpoint dir or HF folder)")
     if (path / "config.json").is_file():
