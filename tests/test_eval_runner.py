@@ -567,10 +567,9 @@ def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp
         assert "task directory" in capsys.readouterr().err
 
 
-def test_cli_eval_names_the_runs_relative_tasks_dir_when_run_from_another_folder(checkpoint, data_file, tmp_path,
-                                                                                   capsys, monkeypatch):
-    # was: "task directory tasks does not exist" — a default read from the run's config.yaml, relative to where the
-    # run was trained, with no word of where it came from or of --tasks-dir
+def _run_with_relative_tasks_dir(checkpoint, data_file, tmp_path):
+    """A copy of `checkpoint` as a run whose config names data.tasks_dir 'tasks', relative to `tmp_path`, which holds
+    that folder with the YAML task yaml_sentiment (accuracy on `data_file`'s validation rows)."""
     model = tmp_path / "model"
     shutil.copytree(checkpoint, model)
     (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"tasks_dir": "tasks"}}}))
@@ -579,6 +578,14 @@ def test_cli_eval_names_the_runs_relative_tasks_dir_when_run_from_another_folder
         f"name: yaml_sentiment\nmetrics: [accuracy]\nsplits: [validation]\nsource: {{files: {{validation: {data_file}}}}}\n"
         "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
         "    answer_choices: 'no ||| yes'\n")
+    return model
+
+
+def test_cli_eval_names_the_runs_relative_tasks_dir_when_run_from_another_folder(checkpoint, data_file, tmp_path,
+                                                                                   capsys, monkeypatch):
+    # was: "task directory tasks does not exist" — a default read from the run's config.yaml, relative to where the
+    # run was trained, with no word of where it came from or of --tasks-dir
+    model = _run_with_relative_tasks_dir(checkpoint, data_file, tmp_path)
     argv = ["eval", "--checkpoint", str(model), "--tasks", "yaml_sentiment", "--max-examples", "2", "--no-progress"]
     with task_registry.isolated_registry():
         monkeypatch.chdir(tmp_path)  # where the run was trained: its tasks_dir is found
@@ -595,14 +602,7 @@ def test_cli_eval_of_an_unknown_task_does_not_send_to_tasks_dir_where_the_runs_f
         checkpoint, data_file, tmp_path, capsys, monkeypatch):
     # was: "unknown task 'yaml_sentimen'; did you mean 'yaml_sentiment'? ...; a YAML task file's task is registered
     # by --tasks-dir FOLDER" for a run whose data.tasks_dir eval had registered already
-    model = tmp_path / "model"
-    shutil.copytree(checkpoint, model)
-    (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"tasks_dir": "tasks"}}}))
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "yaml_sentiment.yaml").write_text(
-        f"name: yaml_sentiment\nsplits: [validation]\nsource: {{files: {{validation: {data_file}}}}}\n"
-        "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
-        "    answer_choices: 'no ||| yes'\n")
+    model = _run_with_relative_tasks_dir(checkpoint, data_file, tmp_path)
     monkeypatch.chdir(tmp_path)
     with task_registry.isolated_registry():
         assert cli_main(["eval", "--checkpoint", str(model), "--tasks", "yaml_sentimen"]) == 2
