@@ -493,9 +493,10 @@ def test_cagrad_does_not_warn_at_float64s_limit(caplog):
     with caplog.at_level("WARNING", logger="t2t_mtl.gradients.cagrad"):
         with _slsqp_ending(8, "Positive directional derivative for linesearch"):
             build_method("cagrad", 3).weights(G)
-        with _slsqp_ending(None, None) as statuses:
+        # (scipy < 1.17's SLSQP ended this solve at its own iteration limit; 1.17's converges: the exit is given)
+        with _slsqp_ending(9, "Iteration limit reached") as statuses:
             build_method({"method": "cagrad", "c": 5.0}, 3).weights(g @ g.T)
-    assert statuses == [9]  # SLSQP's own "Iteration limit reached"
+    assert len(statuses) == 1
     assert not caplog.records
 
 
