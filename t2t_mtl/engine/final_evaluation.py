@@ -64,7 +64,8 @@ def evaluation_label(evaluated: Sequence[str], trained: Sequence[str], num_shots
     "held-out k-shot") when no evaluated task is trained; otherwise naming the trained ones, whose scores are not
     held-out transfer."""
     shots = f"{num_shots}-shot" if num_shots else "zero-shot"
-    seen = [name for name in evaluated if name in set(trained)]
+    trained = set(trained)
+    seen = [name for name in evaluated if name in trained]
     if not seen:
         return f"held-out {shots}"
     if len(seen) == len(evaluated):
