@@ -3,7 +3,6 @@ overrides, and the merge of one layer over another (`deep_merge`; see `t2t_mtl.c
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -16,6 +15,7 @@ __all__ = ["CONFIG_DIR", "ENTRY_SOURCES", "SHARED_SELECTOR_KEYS", "WHOLE_VALUE_K
            "parse_overrides", "resolve_config_path"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+_YAML = (".yaml", ".yml")  # the endings of a config file
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -72,26 +72,25 @@ def resolve_config_path(name_or_path: Union[str, Path], relative_to: Optional[Pa
     if relative_to is not None and not path.is_absolute():
         candidates.append(relative_to / path)
     candidates.append(path)
-    stem = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
+    stem = path.name if path.suffix in _YAML else path.name + ".yaml"
     candidates.append(CONFIG_DIR / stem)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     packaged = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    near = _near_config_names(path, candidates[0].parent, packaged)
+    near = _near_config_names(path, candidates[0].parent)
     hint = f"did you mean {', '.join(map(repr, near))}? " if near else ""
     raise ConfigFileError(f"config {str(name_or_path)!r} not found (looked at {', '.join(map(str, candidates))}); "
                           f"{hint}packaged configs: {', '.join(packaged)}")
 
 
-def _near_config_names(path: Path, folder: Path, packaged: Sequence[str]) -> List[str]:
+def _near_config_names(path: Path, folder: Path) -> List[str]:
     """The YAML files of `folder` (written as beside `path`) and the packaged config names that are close to the
     missing `path`'s name: a misspelt file name or extension (`my.yml` for `my.yaml`)."""
-    files = sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml") and p.is_file()) \
-        if folder.is_dir() else []
-    stems = difflib.get_close_matches(path.stem, [file.stem for file in files], n=2, cutoff=0.75)
-    near = [str(path.parent / file.name) for stem in stems for file in files if file.stem == stem]
-    return near + difflib.get_close_matches(path.stem, packaged, n=1)
+    from task_registry.path_hints import close_names  # (task_registry is slow to import: on the error path only)
+
+    near = [str(path.parent / name) for name in close_names(folder, path.name, n=2, cutoff=0.75, suffixes=_YAML)]
+    return near + [Path(name).stem for name in close_names(CONFIG_DIR, path.name, suffixes=(".yaml",))]
 
 
 def file_layers(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:

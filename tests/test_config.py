@@ -316,6 +316,15 @@ def test_a_config_not_found_names_the_close_files_and_packaged_configs(tmp_path,
     assert "did you mean" not in str(caught.value)
 
 
+def test_a_config_not_found_names_each_close_file_once(tmp_path, monkeypatch):
+    # was: "did you mean 'my.yaml', 'my.yml', 'my.yaml', 'my.yml'?": each file once for each time its stem matched
+    monkeypatch.chdir(tmp_path)
+    for name in ("my.yaml", "my.yml"):
+        (tmp_path / name).write_text("training: {steps: 1}\n")
+    with pytest.raises(C.ConfigFileError, match="; did you mean 'my.yaml', 'my.yml'\\? packaged configs: "):
+        C.load_config("my.ym")
+
+
 def test_missing_files_and_paths(tmp_path):
     with pytest.raises(C.ConfigFileError, match="nope.yaml.*not found"):
         C.load_config(tmp_path / "nope.yaml")
