@@ -53,7 +53,7 @@ _SKIP_COLUMN = "_skipped"
 class RenderStats:
     """Renderings of one split's rows — one a row, or `per_row` (its templates, `to_dataset(every_template=True)`) —:
     `rows` of them, `skipped` ones had an empty target or input and were dropped, `empty_inputs` of those a target
-    but an empty input."""
+    but an empty input; `skipped_by_template` and `kept_by_template` count them by template name."""
 
     task: str
     split: str
@@ -63,6 +63,7 @@ class RenderStats:
     skipped: int = 0
     skipped_by_template: dict[str, int] = dataclasses.field(default_factory=dict)
     empty_inputs: int = 0
+    kept_by_template: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def count(self, template: str, skipped: bool, empty_input: bool) -> None:
         """Record one row rendered with `template`: kept, or `skipped` (with an empty input when `empty_input`)."""
@@ -73,6 +74,11 @@ class RenderStats:
             self.skipped_by_template[template] = self.skipped_by_template.get(template, 0) + 1
         else:
             self.kept += 1
+            self.kept_by_template[template] = self.kept_by_template.get(template, 0) + 1
+
+    def kept_of(self, templates: Sequence[str]) -> dict[str, int]:
+        """{template: renderings kept} for each of `templates`, in that order (0 for one that kept none)."""
+        return {name: self.kept_by_template.get(name, 0) for name in templates}
 
     def renderings(self) -> str:
         """What was rendered: "N rows", or with `per_row` > 1 "N examples (R rows x k templates)"."""
@@ -184,7 +190,7 @@ def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats:
                      max_examples: Optional[int]) -> Iterator[dict[str, Any]]:
     """The rendered rows of one pass over `rows`; `stats` counts this pass (each new pass starts it afresh)."""
     stats.rows = stats.kept = stats.skipped = stats.empty_inputs = 0
-    stats.skipped_by_template = {}
+    stats.skipped_by_template, stats.kept_by_template = {}, {}
     for index, row in enumerate(rows):
         if max_examples is not None and index >= max_examples:
             break
@@ -428,14 +434,13 @@ class Task:
             new_fingerprint=Hasher.hash((rows._fingerprint, renderer.fingerprint_parts())),
             desc=f"render {self.name}/{split}")
         table = rendered.data.table
-        skip_mask = table.column(_SKIP_COLUMN)
+        skip_mask, template = table.column(_SKIP_COLUMN), table.column("template")
         stats.rows = len(rendered)
         stats.skipped = int(pc.sum(skip_mask).as_py() or 0)
         stats.kept = stats.rows - stats.skipped
+        stats.kept_by_template = _value_counts(pc.filter(template, pc.invert(skip_mask)) if stats.skipped else template)
         if stats.skipped:
-            skipped_templates = pc.filter(table.column("template"), skip_mask)
-            stats.skipped_by_template = {entry["values"].as_py(): entry["counts"].as_py()
-                                         for entry in pc.value_counts(skipped_templates)}
+            stats.skipped_by_template = _value_counts(pc.filter(template, skip_mask))
             with_target = pc.not_equal(table.column("targets"), "")
             stats.empty_inputs = int(pc.sum(pc.and_(skip_mask, with_target)).as_py() or 0)
             stats.log()
@@ -479,6 +484,11 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+def _value_counts(column: Any) -> dict[str, int]:
+    """{value: rows holding it} of an Arrow column, in the order the values first appear."""
+    return {entry["values"].as_py(): entry["counts"].as_py() for entry in pc.value_counts(column)}
 
 
 def _identity_of(fn: Union[str, Callable[[str], str]]) -> str:

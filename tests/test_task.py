@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -206,6 +207,7 @@ def test_every_template_renders_each_row_in_each_template_in_order(tmp_path, cap
     assert out["targets"][:2] == ["negative", "no"]
     stats = task.render_stats["train"]
     assert (stats.rows, stats.kept, stats.skipped_by_template) == (12, 10, {"pos": 2})
+    assert stats.kept_by_template == Counter(template for _, template in expected)  # (the examples each one kept)
     assert list(task.to_dataset("train", every_template=True, max_examples=4, streaming=True)) == list(out)
     picked = task.to_dataset("train", every_template=True, templates=["question"], max_examples=4)
     assert picked["inputs"] == [f"Is this positive? {row['sentence']}" for row in ROWS[:4]]
@@ -238,6 +240,9 @@ def test_every_template_skips_are_counted_of_examples_not_of_rows(tmp_path, capl
     with caplog.at_level("WARNING"):
         out = task.to_dataset("train", every_template=True, max_examples=6, streaming=streaming)
         assert len(list(out)) == 6 * 3 - negatives
+    # the examples each template kept (the sampler's per-template sizes under data.all_templates), a missing one 0
+    assert task.render_stats["train"].kept_of(["pos", "t5", "question", "other"]) == \
+        {"pos": 6 - negatives, "t5": 6, "question": 6, "other": 0}
     assert (f"{negatives} of 18 examples (6 rows x 3 templates) skipped ({negatives} empty target, 0 empty input) "
             f"by template(s) {{'pos': {negatives}}}") in caplog.text
     caplog.clear()

@@ -299,15 +299,14 @@ def rendered_template_sizes(cfg: Any, task_names: list[str]) -> dict[str, dict[s
     """{task: {template: examples}} of each of `task_names`' train rows (`data.max_examples_per_task` of them)
     rendered in every template it trains with, as a `data.all_templates` run of `cfg` renders them."""
     import task_registry
-    from t2t_mtl.data.streams import template_sizes
     from t2t_mtl.engine.run_checks import training_template_names
 
     names, sizes = training_template_names(cfg, task_names), {}
-    for task in task_names:
-        rendered = task_registry.get_task(task).to_dataset("train", templates=cfg.data.templates, every_template=True,
-                                                            max_examples=cfg.data.max_examples_per_task,
-                                                            seed=cfg.training.seed)
-        sizes[task] = template_sizes(rendered, names[task])
+    for name in task_names:
+        task = task_registry.get_task(name)
+        task.to_dataset("train", templates=cfg.data.templates, every_template=True,
+                        max_examples=cfg.data.max_examples_per_task, seed=cfg.training.seed)
+        sizes[name] = task.render_stats["train"].kept_of(names[name])
     return sizes
 
 

@@ -29,7 +29,7 @@ class DataPipelineError(ValueError):
 @dataclass
 class TokenizedTask:
     """One task's tokenized split: rows with `input_ids`, `labels`, and their lengths; `template_sizes`: the
-    examples of each template it was rendered with ({template: examples}, `template_sizes`)."""
+    examples of each template it was rendered with ({template: examples}, `RenderStats.kept_of`)."""
 
     name: str
     split: str
@@ -91,16 +91,6 @@ def _list_lengths(dataset: Any, column: str) -> np.ndarray:
     return np.asarray(pc.list_value_length(dataset.with_format("arrow")[column]), dtype=np.int64)
 
 
-def template_sizes(rendered: Any, names: Sequence[str]) -> Dict[str, int]:
-    """{template: examples of it} of a rendered split (`Task.to_dataset`'s `template` column), for each of `names`
-    in that order (0 for a template that rendered none), counted in Arrow."""
-    import pyarrow.compute as pc
-
-    counts = {entry["values"].as_py(): entry["counts"].as_py()
-              for entry in pc.value_counts(rendered.with_format("arrow")["template"])}
-    return {name: counts.get(name, 0) for name in names}
-
-
 def special_token_texts(dataset: Any, tokenizer: Any) -> Dict[str, int]:
     """{literal text of the tokenizer's EOS / pad / unk token: number of rendered rows of `dataset` whose inputs or
     targets hold it} (only those found). The tokenizer reads such text as the special token itself (an EOS in a
@@ -146,7 +136,7 @@ def tokenize_task(
     if len(rendered) == 0:
         raise DataPipelineError(f"task {task.name!r} has no {split!r} examples after rendering; check its data "
                                 f"source and templates (`t2t-mtl tasks preview {task.name} --split {split}`)")
-    per_template = template_sizes(rendered, [t.name for t in task.select_templates(templates)])
+    per_template = task.render_stats[split].kept_of([t.name for t in task.select_templates(templates)])
     tok_key = tok_key or tokenizer_fingerprint(tokenizer)
     literals = special_token_texts(rendered, tokenizer)
     if literals:
