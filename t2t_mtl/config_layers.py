@@ -85,11 +85,16 @@ def resolve_config_path(name_or_path: Union[str, Path], relative_to: Optional[Pa
 
 
 def _near_config_names(path: Path, folder: Path) -> List[str]:
-    """The YAML files of `folder` (written as beside `path`) and the packaged config names that are close to the
-    missing `path`'s name: a misspelt file name or extension (`my.yml` for `my.yaml`)."""
-    from task_registry.path_hints import close_names  # (task_registry is slow to import: on the error path only)
+    """The YAML files of `folder` (written as beside `path`) — or, where it does not exist, of the existing folder
+    closest to it (written as `close_existing_path` gives it) — and the packaged config names that are close to
+    the missing `path`'s name: a misspelt folder, file name or extension (`confgs/my.yml` for `configs/my.yaml`)."""
+    # (task_registry is slow to import: on the error path only)
+    from task_registry.path_hints import close_existing_path, close_names
 
-    near = [str(path.parent / name) for name in close_names(folder, path.name, n=2, cutoff=0.75, suffixes=_YAML)]
+    shown = path.parent
+    if not folder.is_dir():
+        folder = shown = close_existing_path(folder) or folder
+    near = [str(shown / name) for name in close_names(folder, path.name, n=2, cutoff=0.75, suffixes=_YAML)]
     return near + [Path(name).stem for name in close_names(CONFIG_DIR, path.name, suffixes=(".yaml",))]
 
 

@@ -325,6 +325,21 @@ def test_a_config_not_found_names_each_close_file_once(tmp_path, monkeypatch):
         C.load_config("my.ym")
 
 
+def test_a_config_in_a_misspelt_folder_names_the_close_file_in_the_folder_meant(tmp_path, monkeypatch):
+    # was: no "did you mean" for 'runs/quikstart/config.yaml' (the folder was searched for close files only when it
+    # existed), though a checkpoint or --tasks-dir path misspelt so got one
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "quickstart").mkdir(parents=True)
+    (tmp_path / "runs" / "quickstart" / "config.yaml").write_text("training: {steps: 1}\n")
+    with pytest.raises(C.ConfigFileError, match="; did you mean 'runs/quickstart/config.yaml'\\? packaged configs"):
+        C.load_config("runs/quikstart/config.yml")
+    write(tmp_path / "child.yaml", {"base": "runs/quikstart/config.yaml"})  # a base: is looked for beside its file
+    meant = tmp_path.resolve() / "runs" / "quickstart" / "config.yaml"
+    with pytest.raises(C.ConfigFileError) as caught:
+        C.load_config(tmp_path / "child.yaml")
+    assert f"; did you mean {str(meant)!r}? packaged configs" in str(caught.value)
+
+
 def test_missing_files_and_paths(tmp_path):
     with pytest.raises(C.ConfigFileError, match="nope.yaml.*not found"):
         C.load_config(tmp_path / "nope.yaml")
