@@ -992,29 +992,34 @@ def test_resume_with_other_task_sizes_is_refused_before_tokenizing(tmp_path, tok
         train(changed, resume="auto", evaluate_held_in=False)
 
 
-def test_resume_with_other_templates_under_all_templates_is_refused_before_tokenizing(tmp_path, tok, cache,
-                                                                                    monkeypatch):
-    # was: a narrower data.templates was refused only after tokenizing, by the task-size check (which named no
-    # template), and a reordered one was accepted although each saved data position then held another template
-    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2}, data={"all_templates": True})
+@pytest.mark.parametrize("all_templates", [True, False])
+def test_resume_with_other_templates_is_refused_before_tokenizing(tmp_path, tok, cache, monkeypatch, all_templates):
+    # was: under data.all_templates a narrower data.templates was refused only after tokenizing, by the task-size
+    # check (which named no template), and a reordered one was accepted although each saved data position then held
+    # another template; without data.all_templates (a template drawn per row from the seed and the row's index in
+    # the list) both resumed silently, the task sizes being unchanged, and trained other prompts than the saved run
+    data = {"all_templates": all_templates}
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2}, data=data)
     train(cfg, evaluate_held_in=False)
 
     def not_reached(*args, **kwargs):
         raise AssertionError("the data was read before the changed templates were refused")
 
     monkeypatch.setattr(trainer_mod, "build_task_streams", not_reached)
+    why = "with data.all_templates each row is trained in every one" if all_templates else \
+        "each row is trained in the one of them drawn from training.seed and the row's index"
     for templates in (["instruction"], ["instruction", "t5_prefix"]):
         changed = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4},
-                              data={"all_templates": True, "templates": templates})
+                              data={**data, "templates": templates})
         message = (rf"checkpoint .* trained task 'reverse_words' in the templates \['t5_prefix', 'instruction'\], "
                    rf"this run trains it in {re.escape(repr(templates))} \(data\.templates = "
-                   rf"{re.escape(repr(templates))}\): .*resume with the same data\.templates")
+                   rf"{re.escape(repr(templates))}\): {why}.*resume with the same data\.templates")
         with pytest.raises(CheckpointError, match=message):
             train(changed, resume="auto", evaluate_held_in=False)
     monkeypatch.undo()
     # the task's own templates named in its order are no change
     same = tiny_config(tmp_path / "run", tok, cache, training={"steps": 3},
-                       data={"all_templates": True, "templates": ["t5_prefix", "instruction"]})
+                       data={**data, "templates": ["t5_prefix", "instruction"]})
     assert train(same, resume="auto", evaluate_held_in=False).step == 3
 
 

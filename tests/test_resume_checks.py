@@ -56,3 +56,29 @@ def test_task_sizes_of_a_task_the_run_lacks_are_refused(tmp_path):
     rc.check_task_sizes(tmp_path, {"a": 5}, {"a": 5, "b": 3})
     with pytest.raises(CheckpointError, match=r"task sizes \{'b': 3\}, this run's tasks have \{'b': None\}"):
         rc.check_task_sizes(tmp_path, {"a": 5, "b": 3}, {"a": 5})
+
+
+def test_a_task_whose_own_templates_changed_is_refused_and_an_old_checkpoint_is_not_checked(tmp_path):
+    # a template added to a task's registration (a YAML task's `templates:`), data.templates unset and no
+    # data.all_templates: the task's size is unchanged, but each row may now draw another template
+    import json
+
+    import task_registry
+    from t2t_mtl.config import config_from_dict
+
+    task_registry.load_builtin_tasks()
+    cfg = config_from_dict({"data": {"tasks": ["reverse_words"]}, "model": {"dims": {"d_model": 8}}})
+    ckpt = tmp_path / "step-00000002"
+    ckpt.mkdir()
+    (ckpt / "meta.json").write_text(json.dumps({"tasks": ["reverse_words"]}))  # before checkpoints held templates
+    assert "templates" not in rc.check_resume_config(cfg, ckpt, ["reverse_words"])
+    (ckpt / "meta.json").write_text(json.dumps({"tasks": ["reverse_words"],
+                                                "templates": {"reverse_words": ["t5_prefix"]}}))
+    with pytest.raises(CheckpointError, match=r"trained task 'reverse_words' in the templates \['t5_prefix'\], this "
+                                              r"run trains it in \['t5_prefix', 'instruction'\] \(data\.templates "
+                                              r"unset: all of the task's own\): each row is trained in the one of "
+                                              r"them drawn from training\.seed"):
+        rc.check_resume_config(cfg, ckpt, ["reverse_words"])
+    (ckpt / "meta.json").write_text(json.dumps({"tasks": ["reverse_words"],
+                                                "templates": {"reverse_words": ["t5_prefix", "instruction"]}}))
+    rc.check_resume_config(cfg, ckpt, ["reverse_words"])

@@ -1,8 +1,7 @@
 """What a resume must keep: the checks that refuse to resume a checkpoint into a run whose tasks, ZeRO stage,
-precision, LoRA, task embeddings, `RESUME_SETTINGS`, templates (under data.all_templates), task sizes or model
-shapes differ from the checkpoint's, each
-naming the config key that changed (all before DeepSpeed starts); and the parts of a run's config its checkpoints
-save for them (`lora_section`, `model_section`, `resume_settings`)."""
+precision, LoRA, task embeddings, `RESUME_SETTINGS`, training templates, task sizes or model shapes differ from the
+checkpoint's, each naming the config key that changed (all before DeepSpeed starts); and the parts of a run's config
+its checkpoints save for them (`lora_section`, `model_section`, `resume_settings`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,20 +59,26 @@ def check_task_sizes(ckpt: Path, saved: Mapping[str, int], sizes: Mapping[str, i
 
 
 def check_templates(ckpt: Path, saved: Mapping[str, Sequence[str]], now: Mapping[str, Sequence[str]],
-                    templates: Optional[Sequence[str]]) -> None:
-    """Refuse to resume `ckpt`, whose tasks were trained under data.all_templates in the templates `saved` ({task:
-    names, in order}), into a run training them in others, or in another order (`now`; `templates`: its
-    data.templates): each row is trained in every one of them in turn, so they set a task's size and the template
-    each saved data position holds. Raises CheckpointError naming the first such task and both lists."""
+                    templates: Optional[Sequence[str]], every_template: bool) -> None:
+    """Refuse to resume `ckpt`, whose tasks were trained in the templates `saved` ({task: names, in order}), into a
+    run training them in others, or in another order (`now`; `templates`: its data.templates; `every_template`: its
+    data.all_templates): the list sets the template each saved data position holds — each row is trained in every
+    one of them in turn, or in the one drawn from the seed and the row's index. Raises CheckpointError naming the
+    first such task and both lists."""
     for task, names in now.items():
         was = saved.get(task)
         if was is not None and list(was) != list(names):
+            chosen = (f"data.templates = {templates!r}" if templates is not None
+                      else "data.templates unset: all of the task's own")
+            why = ("with data.all_templates each row is trained in every one of them in turn, so they set the task's "
+                   "size and the template each saved data position holds" if every_template else
+                   "each row is trained in the one of them drawn from training.seed and the row's index, so they set "
+                   "the template each saved data position holds (the resumed run would train other prompts than "
+                   "the run it continues)")
             raise CheckpointError(
                 f"checkpoint {ckpt} trained task {task!r} in the templates {list(was)}, this run trains it in "
-                f"{list(names)} (data.templates = {templates!r}): with data.all_templates each row is trained in "
-                f"every one of them in turn, so they set the task's size and the template each saved data position "
-                f"holds; resume with the same data.templates (and task definitions), or set training.output_dir to "
-                f"a new directory to start a new run")
+                f"{list(names)} ({chosen}): {why}; resume with the same data.templates (and task definitions: a "
+                f"YAML task's `templates:`), or set training.output_dir to a new directory to start a new run")
 
 
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
@@ -174,13 +179,14 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
 
 def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str]) -> Dict[str, Any]:
     """The meta of checkpoint `ckpt`, once `cfg` (training `task_names`, registered) may resume it: a changed task
-    list, LoRA, task embeddings, `RESUME_SETTINGS` key or, under data.all_templates, a task's templates would misread
-    task ids, sampler state, data positions or weights, and is refused now (CheckpointError naming the key)."""
+    list, LoRA, task embeddings, `RESUME_SETTINGS` key or task's templates would misread task ids, sampler state,
+    data positions or weights, and is refused now (CheckpointError naming the key)."""
     meta = read_meta(ckpt)
     check_compatible(ckpt, meta, tasks=list(task_names), lora=lora_section(cfg),
                      task_embeddings=bool(cfg.model.task_embeddings), settings=resume_settings(cfg))
-    if cfg.data.all_templates and "templates" in meta:  # (checkpoints before 2026-12-05 lack them)
-        check_templates(ckpt, meta["templates"], training_template_names(cfg, task_names), cfg.data.templates)
+    if "templates" in meta:  # (checkpoints before 2026-12-05 lack them)
+        check_templates(ckpt, meta["templates"], training_template_names(cfg, task_names), cfg.data.templates,
+                        bool(cfg.data.all_templates))
     return meta
 
 
