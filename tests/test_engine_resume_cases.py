@@ -1,6 +1,7 @@
 """Interruptions and resumes around the run-level features: a SIGTERM-deferred zero-shot evaluation, the open
 logging window, validation KPIs not yet taken by the weighting, a refused resume, the best link without
-keep_best, task embeddings on a pretrained model, and runs that must not mix in one folder."""
+keep_best, task embeddings on a pretrained model, the rows and templates a resumed run goes on with, and runs that
+must not mix in one folder."""
 from __future__ import annotations
 
 import builtins
@@ -558,6 +559,48 @@ def test_a_zero_1_checkpoint_resumes_at_zero_2_and_back_as_the_uninterrupted_run
         assert records[1][step]["loss"] == pytest.approx(records[0][step]["loss"], rel=1e-6)
     for name, weight in whole.items():
         torch.testing.assert_close(cut[name], weight, rtol=0, atol=1e-6)
+
+
+def _served_examples(monkeypatch) -> list:
+    """Record what each training forward is given: a list per forward of (task, input ids, target ids) per example,
+    padding left out."""
+    real, served = trainer_mod.forward_losses, []
+
+    def forward(engine, batch, task_ids_cpu, task_names, *args, **kwargs):
+        served.append([(task_names[int(task)], tuple(ids[mask.bool()].tolist()),
+                        tuple(labels[labels.ne(-100)].tolist()))
+                       for task, ids, mask, labels in zip(task_ids_cpu, batch["input_ids"].cpu(),
+                                                          batch["attention_mask"].cpu(), batch["labels"].cpu())])
+        return real(engine, batch, task_ids_cpu, task_names, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", forward)
+    return served
+
+
+def test_a_resumed_run_trains_the_rows_and_templates_of_the_uninterrupted_run(tmp_path, tok, monkeypatch):
+    # each row trains in one of its task's two templates, drawn per row (no data.all_templates): the resumed run goes
+    # on with the (task, row, template) sequence of the run it continues, which trains both templates of a task
+    import task_registry
+
+    def config(run, steps):
+        return tiny_config(tmp_path / run, tok, tmp_path / "cache", training={"steps": steps})
+
+    served = _served_examples(monkeypatch)
+    train(config("whole", 6), evaluate_held_in=False)
+    whole = list(served)
+    train(config("cut", 3), evaluate_held_in=False)
+    del served[:]
+    assert train(config("cut", 6), resume="auto", evaluate_held_in=False).step == 6
+    tokenizer = load_tokenizer(tok)
+    rendered = {}  # the reference: each row of a task rendered in each of its templates, tokenized on its own
+    for task in {task for forward in whole for task, _, _ in forward}:
+        for example in task_registry.get_task(task).to_dataset("train", max_examples=64, seed=0, every_template=True,
+                                                               with_row_index=True):
+            key = (task, tuple(tokenizer(example["inputs"]).input_ids), tuple(tokenizer(example["targets"]).input_ids))
+            rendered[key] = (task, example["row"], example["template"])
+    trained = [[rendered[example] for example in forward] for forward in whole]
+    assert [[rendered[example] for example in forward] for forward in served] == trained[3:]  # (a forward a step)
+    assert {template for forward in trained for _, _, template in forward} == {"t5_prefix", "instruction"}
 
 
 def test_a_resume_into_a_model_of_other_shapes_is_refused_before_deepspeed_naming_the_settings(tmp_path, tok,
