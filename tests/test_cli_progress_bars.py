@@ -1,0 +1,105 @@
+"""Hugging Face datasets' progress bars in the command line: hidden, but in `train` while training.progress_bar is on,
+unless HF_DATASETS_DISABLE_PROGRESS_BARS decides."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import pytest
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+import task_registry
+from t2t_mtl.cli import main
+from t2t_mtl.cli.progress_bars import DATASETS_SWITCH
+
+TASK_YAML = """\
+name: bars_qa
+splits: [train]
+source: {hf: bars_demo}
+templates:
+  - name: plain
+    jinja: "question: {{q}} ||| {{a}}"
+"""
+
+
+def bar_lines(stderr: str) -> list[str]:
+    """The lines (tqdm redraws a bar after a carriage return) that are datasets' progress bars: 'Map: 100%|...|',
+    'Generating train split: 3 examples [00:00, ...examples/s]'."""
+    return [line for line in stderr.replace("\r", "\n").splitlines() if "%|" in line or "examples/s" in line]
+
+
+@pytest.fixture()
+def workspace(tmp_path):
+    """A data dir holding the hub id `bars_demo` (new files: datasets loads and renders them afresh, with its bars)
+    and a folder with one YAML task reading it."""
+    folder = tmp_path / "data" / "bars_demo" / "default"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) + "\n" for i in range(3)))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "bars_qa.yaml").write_text(TASK_YAML)
+    return tmp_path
+
+
+@pytest.fixture()
+def datasets_bars(monkeypatch):
+    """datasets' bars shown at the start (no switch in the environment) and as they were after the test."""
+    monkeypatch.delenv(DATASETS_SWITCH, raising=False)
+    hidden = are_progress_bars_disabled()
+    enable_progress_bars()
+    yield
+    (disable_progress_bars if hidden else enable_progress_bars)()
+
+
+def preview_command(workspace) -> list[str]:
+    return ["tasks", "preview", "bars_qa", "-n", "2", "--data-dir", str(workspace / "data"),
+            "--tasks-dir", str(workspace / "tasks")]
+
+
+def test_a_command_run_from_the_shell_draws_no_datasets_bar(workspace):
+    # was: 'Generating train split: 3 examples [...]' and 'render bars_qa/train: 100%|...| 2/2' on stderr around
+    # a two-row preview (mixture overlap and tokenizer train drew one per split they read)
+    env = {key: value for key, value in os.environ.items() if key != DATASETS_SWITCH}
+    done = subprocess.run([sys.executable, "-m", "t2t_mtl", *preview_command(workspace)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "question: q1" in done.stdout and bar_lines(done.stderr) == [], done.stderr
+
+
+@pytest.mark.parametrize("switch, bars", [(None, False), ("0", True)])
+def test_a_command_run_in_process_draws_no_datasets_bar_unless_the_switch_asks(switch, bars, workspace, datasets_bars,
+                                                                                monkeypatch, capsys):
+    if switch is not None:  # (datasets read it at its import: here the switch keeps the bars it found shown)
+        monkeypatch.setenv(DATASETS_SWITCH, switch)
+    with task_registry.isolated_registry():
+        previous = task_registry.get_data_dir()
+        try:
+            assert main(preview_command(workspace)) == 0
+        finally:
+            task_registry.set_data_dir(previous)
+    captured = capsys.readouterr()
+    assert "question: q1" in captured.out
+    shown = bar_lines(captured.err)
+    assert (any(line.startswith("render bars_qa/train") for line in shown) if bars else shown == []), captured.err
+
+
+@pytest.mark.parametrize("progress_bar, bars", [(True, True), (False, False)])
+def test_train_draws_datasets_bars_only_with_its_own_progress_bar(progress_bar, bars, datasets_bars, monkeypatch,
+                                                                   capsys, tmp_path):
+    # was: `--set training.progress_bar=false` turned off the training bar, yet a first start still drew a bar per
+    # task rendered and tokenized
+    from t2t_mtl.engine import distributed, trainer
+
+    def rendering_train(*args, **kwargs):  # the datasets work of a first start, without the training
+        datasets.Dataset.from_dict({"q": ["a", "b"]}).map(lambda row: row, desc="render demo/train")
+        raise KeyboardInterrupt  # (train's own exit: nothing more to stub)
+
+    monkeypatch.setattr(trainer, "train", rendering_train)
+    monkeypatch.setattr(distributed, "leave_process_group", lambda: None)
+    monkeypatch.delenv("RANK", raising=False)
+    assert main(["train", "--set", f"training.output_dir={tmp_path / 'run'}",
+                 "--set", f"training.progress_bar={str(progress_bar).lower()}"]) == 130
+    shown = bar_lines(capsys.readouterr().err)
+    assert (any(line.startswith("render demo/train") for line in shown) if bars else shown == [])
