@@ -184,9 +184,28 @@ def test_a_task_whose_templates_use_different_metrics_names_them_all_in_its_summ
     bleu.primary_metric = bleu.primary_key = "bleu"
     report = EvalReport("m", [_result("mrpc", "same", 80.0), _result("mrpc", "equivalent", 60.0), bleu])
     summary = summarize(report)["tasks"]["mrpc"]
-    assert (summary.primary_metric, summary.median) == ("accuracy.accuracy, bleu.bleu", 60.0)
-    assert "| mrpc | accuracy.accuracy, bleu.bleu | 3/3 | 60.0 |" in to_markdown(report)
-    assert summarize(EvalReport("m", report.results[:2]))["tasks"]["mrpc"].primary_metric == "accuracy.accuracy"
+    assert (summary.primary_metric, summary.median) == ("accuracy, bleu", 60.0)
+    assert "| mrpc | accuracy, bleu | 3/3 | 60.0 |" in to_markdown(report)
+    assert summarize(EvalReport("m", report.results[:2]))["tasks"]["mrpc"].primary_metric == "accuracy"
+
+
+def test_the_metric_column_adds_the_key_only_where_it_is_not_the_metrics_name(tmp_path):
+    # was: '| cb | accuracy.accuracy |' in report.md (and report.json's summary), the metric's name twice
+    def scored_by(task, metric, key):
+        return replace(_result(task, "t", 50.0), metrics={metric: {key: 0.5}}, primary_metric=metric, primary_key=key)
+
+    report = EvalReport("m", [scored_by("cb", "accuracy", "accuracy"), scored_by("sum", "rouge", "rougeL"),
+                              scored_by("rte", "f1_macro", "f1"), scored_by("mix", "squad", "f1"),
+                              scored_by("mix", "squad_exact_match", "exact_match")])
+    labels = {"cb": "accuracy", "sum": "rouge.rougeL", "rte": "f1_macro.f1",
+              "mix": "squad.f1, squad_exact_match.exact_match"}
+    text = to_markdown(report)
+    assert [f"| {task} | {label} | {1 + (task == 'mix')}/{1 + (task == 'mix')} |" in text
+            for task, label in labels.items()] == [True] * 4
+    summary = json.loads(write_report(report, tmp_path, plots=False)["json"].read_text())["summary"]
+    assert {task: s["primary_metric"] for task, s in summary["tasks"].items()} == labels
+    assert [r["primary_metric"] for r in json.loads((tmp_path / "report.json").read_text())["results"]] == [
+        "accuracy", "rouge", "f1_macro", "squad", "squad_exact_match"]  # each template's record keeps both fields
 
 
 def test_the_markdown_shows_a_tasks_other_declared_metrics_per_template_and_their_median():
@@ -202,7 +221,7 @@ def test_the_markdown_shows_a_tasks_other_declared_metrics_per_template_and_thei
     cola.metrics = {"matthews_correlation": {"matthews_correlation": 0.1}, "accuracy": {"accuracy": 0.625}}
     report = EvalReport("m", [cb("a", 0.5, 0.2), cb("b", 0.25, 0.4), cb("c", 0.75, 0.3), cola])
     text = to_markdown(report)
-    assert "| cb | accuracy.accuracy | 3/3 | 50.0 | 50.0 | 25.0 | 75.0 | — | — | 10 | f1_macro 30.0 |" in text
+    assert "| cb | accuracy | 3/3 | 50.0 | 50.0 | 25.0 | 75.0 | — | — | 10 | f1_macro 30.0 |" in text
     assert "| cb | b | rank | 25.0 | — | — | 10 | 0 | 0 | f1_macro 40.0 |" in text
     assert "| cola | t5 | rank | 10.0 | — | — | 10 | 0 | 0 | accuracy 62.5 |" in text
     assert "| t | x | rank | 40.0 | — | — | 10 | 0 | 0 | — |" in to_markdown(EvalReport("m", [_result("t", "x", 40.0)]))
@@ -229,7 +248,7 @@ def test_the_markdown_keeps_the_tasks_first_seen_order_and_escapes_pipes_in_temp
     assert report.tasks() == ["zeta", "alpha"]
     text = to_markdown(report)
     assert "| zeta | a \\| b | rank | 75.0 |" in text  # a bare "|" in a name would split its row's cells
-    assert text.index("| zeta | accuracy.accuracy |") < text.index("| alpha | accuracy.accuracy |")
+    assert text.index("| zeta | accuracy |") < text.index("| alpha | accuracy |")
 
 
 def test_checkpoint_errors(tmp_path):
@@ -376,9 +395,9 @@ def test_original_task_only_scores_the_templates_promptsource_marks_original_as_
         args = ["eval", "--checkpoint", checkpoint, "--tasks", "mrpc_ps",
                 "--no-progress", "--scoring", "auto", "--max-new-tokens", "2"]
         assert cli_main([*args, "--original-task"]) == 0
-        assert "| mrpc_ps | accuracy.accuracy | 5/5 |" in capsys.readouterr().out
+        assert "| mrpc_ps | accuracy | 5/5 |" in capsys.readouterr().out
         assert cli_main([*args, "--no-original-task"]) == 0
-        assert "| mrpc_ps | bleu.bleu, accuracy.accuracy | 7/7 |" in capsys.readouterr().out
+        assert "| mrpc_ps | bleu, accuracy | 7/7 |" in capsys.readouterr().out
 
 
 def test_cli_eval_scores_only_the_templates_named_by_template(checkpoint, data_file, tmp_path, capsys):

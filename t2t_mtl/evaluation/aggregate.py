@@ -56,8 +56,8 @@ def _median(values: Sequence[float]) -> Optional[float]:
 
 def summarize_task(results: Sequence[TemplateResult]) -> TaskSummary:
     """Median/mean/min/max over the templates of one task (all `results` must be of that task); its
-    `primary_metric` names every template's, comma-separated, when they differ (promptsource metadata can score one
-    template by accuracy and another by BLEU: the median then mixes them)."""
+    `primary_metric` is the templates' `metric_label`, every one, comma-separated, when they differ (promptsource
+    metadata can score one template by accuracy and another by BLEU: the median then mixes them)."""
     if not results:
         raise ValueError("summarize_task needs at least one template result")
     tasks = {r.task for r in results}
@@ -67,8 +67,7 @@ def summarize_task(results: Sequence[TemplateResult]) -> TaskSummary:
     majority = [r.majority_baseline for r in results if finite(r.majority_baseline)]
     chance = [r.chance_baseline for r in results if finite(r.chance_baseline)]
     return TaskSummary(
-        task=results[0].task, primary_metric=", ".join(dict.fromkeys(f"{r.primary_metric}.{r.primary_key}"
-                                                                     for r in results)),
+        task=results[0].task, primary_metric=", ".join(dict.fromkeys(r.metric_label for r in results)),
         num_templates=len(results), num_scored_templates=len(scores), median=_median(scores),
         mean=statistics.fmean(scores) if scores else None, min=min(scores) if scores else None,
         max=max(scores) if scores else None, majority_baseline=_median(majority), chance_baseline=_median(chance),

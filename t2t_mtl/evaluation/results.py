@@ -45,6 +45,14 @@ class TemplateResult:
     num_fewer_shots: int = 0
     predictions: Optional[list[dict[str, Any]]] = None
 
+    @property
+    def metric_label(self) -> str:
+        """What `score` is, for people: the primary metric's name, with `.primary_key` only where the key is another
+        name (`accuracy`, `rouge.rougeL`, `f1_macro.f1`)."""
+        if self.primary_key == self.primary_metric:
+            return self.primary_metric
+        return f"{self.primary_metric}.{self.primary_key}"
+
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain data (the JSON form of a report)."""
         return dataclasses.asdict(self)
