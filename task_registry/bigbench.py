@@ -18,7 +18,9 @@ tie-breaking or a majority-position baseline. The row keeps the choices' scores 
 `target_scores` (for `multiple_choice_grade`: the mean score of the chosen answer) and the best-scoring
 choice as `target` (of several, the first in the file's `target_scores`, as BIG-bench takes it, whatever the
 shuffle). Tasks are `eval_only=True` (the registry refuses them in any training mixture), `held_out=True`,
-cluster `bigbench`, one split `test` holding every example.
+cluster `bigbench`, one split `test` holding every distinct example: as BIG-bench does before scoring, an example
+whose JSON repeats an earlier one's exactly is dropped (it would count twice in the score, and be its copy's
+demonstration); the rows keep their examples' indices in the file as `idx`.
 
 The prefixes become literal template text, never substituted values, so promptsource-style truncation
 of substituted values (2048 characters) cannot cut them; the input, the listed choices and the target are
@@ -185,9 +187,22 @@ def task_json_name(data: dict[str, Any], path: PathLike) -> str:
     return str(data.get("name") or _task_file(path).parent.name)
 
 
+def distinct_examples(examples: Sequence[Any]) -> list[tuple[int, Any]]:
+    """(index, example) of each example whose JSON text (`json.dumps`, key order included) repeats no earlier one's,
+    as BIG-bench keeps them: a repeat would count twice in the score and be its copy's demonstration."""
+    seen: set[str] = set()
+    kept = []
+    for index, example in enumerate(examples):
+        text = json.dumps(example)
+        if text not in seen:
+            seen.add(text)
+            kept.append((index, example))
+    return kept
+
+
 def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    """One row per example: input, input_parts, choices, choice_parts, target_scores (aligned with choices), target,
-    target_parts, demonstration_target.
+    """One row per distinct example (`distinct_examples`; `idx` is its index in the file): input, input_parts,
+    choices, choice_parts, target_scores (aligned with choices), target, target_parts, demonstration_target.
 
     `input_parts` are the input's 2000-character parts with `|||` written as the pipe protector (a row's list
     items are not protected by the template, only its strings); `choice_parts` and `target_parts` are the
@@ -201,7 +216,7 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     list, one drawn by a generator seeded by `name` and the index), else `target`.
     """
     rows = []
-    for index, example in enumerate(data["examples"]):
+    for index, example in distinct_examples(data["examples"]):
         scores = example["target_scores"]
         choices = sorted(scores)
         random.Random(f"bigbench:{name}:{index}").shuffle(choices)

@@ -12,10 +12,12 @@ from task_registry.bigbench import import_bigbench, load_bigbench_task
 from t2t_mtl.evaluation import EvalSettings, evaluate_tasks, runner, to_markdown
 from t2t_mtl.tokenizer import load_tokenizer
 
-# Example counts as listed in ../shared/bigbench/README.md.
+# Example counts as listed in ../shared/bigbench/README.md, less the examples that repeat an earlier one exactly
+# (BIG-bench scores each once): winowhy 3 of 2865, strategyqa 1 of 2290, social_iqa 19 of 1954, sports_understanding 14
+# of 1000.
 EXPECTED_COUNTS = {
-    "implicatures": 492, "presuppositions_as_nli": 735, "winowhy": 2865, "epistemic_reasoning": 2000,
-    "strategyqa": 2290, "social_iqa": 1954, "navigate": 1000, "sports_understanding": 1000, "causal_judgment": 190,
+    "implicatures": 492, "presuppositions_as_nli": 735, "winowhy": 2862, "epistemic_reasoning": 2000,
+    "strategyqa": 2289, "social_iqa": 1935, "navigate": 1000, "sports_understanding": 986, "causal_judgment": 190,
     "disambiguation_qa": 258, "date_understanding": 369, "anachronisms": 230, "emoji_movie": 100,
     "analogical_similarity": 323,
 }
@@ -55,7 +57,7 @@ def test_prompts_honour_the_prefixes_and_choices_come_from_target_scores(importe
         task = task_registry.get_task(f"bigbench_{name}")
         rows = task.load_rows("test")
         for index in (0, len(rows) - 1):
-            example = data["examples"][index]
+            example = data["examples"][rows[index]["idx"]]
             rendered = task.templates[0].render(rows[index], task=task.name, row_index=index)
             head = expected_prompt(data, example)
             output_prefix = data.get("example_output_prefix", "\nA: ")
@@ -172,6 +174,24 @@ def _write_task(folder, data):
     return folder
 
 
+def test_an_example_repeated_exactly_is_scored_once_as_bigbench_scores_it(tmp_path, bigbench_dir):
+    # BIG-bench drops an example whose JSON repeats an earlier one's before scoring; the import kept every copy, so
+    # a repeated example counted twice in the grade (social_iqa repeats 19 of its 1954) and, as a demonstration of
+    # its copy, showed the query's own answer
+    examples = [{"input": "q0", "target_scores": {"yes": 1, "no": 0}},
+                {"input": "q1", "target_scores": {"yes": 0, "no": 1}},
+                {"input": "q0", "target_scores": {"yes": 1, "no": 0}},  # a copy of example 0: dropped
+                {"input": "q0", "target_scores": {"yes": 0, "no": 1}},  # another answer: kept
+                {"input": "q0", "target_scores": {"no": 0, "yes": 1}},  # another key order, as BIG-bench keeps it
+                {"target_scores": {"yes": 1, "no": 0}, "input": "q1"}]
+    rows = load_bigbench_task(_write_task(tmp_path / "dups", {"name": "dups", "examples": examples})).load_rows("test")
+    assert [row["idx"] for row in rows] == [0, 1, 3, 4, 5]
+    for name in ("social_iqa", "sports_understanding"):
+        data = json.loads((bigbench_dir / name / "task.json").read_text(encoding="utf-8"))
+        distinct = {json.dumps(example) for example in data["examples"]}
+        assert load_bigbench_task(bigbench_dir / name).num_rows("test") == len(distinct) < len(data["examples"])
+
+
 def test_the_choice_order_depends_on_the_example_not_on_the_files_key_order(tmp_path):
     scores = {"a": 1, "b": 0, "c": 0, "d": 0, "e": 0}
     examples = [{"input": f"q{i}", "target_scores": scores} for i in range(12)]
@@ -284,7 +304,7 @@ def _scored_prompts(monkeypatch, tokenizer, task, settings):
 # BIG-bench's 2-shot prompts of the first example, written out by hand from the task.json files: the task prefix once,
 # each demonstration formatted as the query and followed directly by its target, the default separator "\n" between
 # them, the query last (stripped at the ends, as every rendered input is). Demonstrations: examples 117 and 129 of
-# disambiguation_qa (non-default prefixes, choices appended), 38 and 1683 of social_iqa (every default).
+# disambiguation_qa (non-default prefixes, choices appended), 38 and 1701 of social_iqa (every default).
 TWO_SHOT_PROMPTS = {
     "disambiguation_qa": (
         "In the following sentences, explain the antecedent of the pronoun (which thing the pronoun refers to), or "
@@ -308,10 +328,10 @@ TWO_SHOT_PROMPTS = {
         "\n  choice: Ready to find shoes\n  choice: Ready to go home\n  choice: Upset and frustrated"
         "\nA: Ready to find shoes"
         "\n"
-        "\nQ: Sydney asked mom if Ash could have one more piece of pie after they ate all of their dinner. How would "
-        "Ash feel as a result? "
-        "\n  choice: Excited\n  choice: Angry\n  choice: Sad"
-        "\nA: Excited"
+        "\nQ: Robin's house was scheduled to be demolished. Jesse set Robin's house on fire. How would you describe "
+        "Jesse? "
+        "\n  choice: Relaxed\n  choice: Risky\n  choice: Conservative"
+        "\nA: Risky"
         "\n"
         "\nQ: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do before this? "
         "\n  choice: Go home and see Riley\n  choice: Make a new plan\n  choice: Find somewhere to go"
