@@ -10,14 +10,16 @@ with BIG-bench's defaults (`example_input_prefix` "\\nQ: ", `example_output_pref
 `choice_prefix` "\\n  choice: ", `append_choices_to_input` true, `task_prefix` ""). Like every
 template, the rendered input and target are stripped of surrounding whitespace.
 
-The answer choices are the `target_scores` keys, sorted and then shuffled with a seed per task and example (the
-task's `name`, or its folder's for a file without one; as BIG-bench shuffles the choices it lists in the prompt;
-it uses numpy's RandomState, so the order differs).
-BIG-bench files tend to list the correct answer first; the shuffle keeps that position from leaking into
-tie-breaking or a majority-position baseline. The row keeps the choices' scores as the list
+The answer choices are the `target_scores` keys in the order BIG-bench lists them in its prompts (bigbench/api/
+json_task.py, `default_format_fn`): sorted, then permuted by a numpy `RandomState` seeded afresh for every example
+with BIG-bench's default seed, 42 (`listed_choices`), so examples with as many choices list them in one permutation
+of their sorted order. The choices are scored in that order too, so BIG-bench files' habit of listing the correct
+answer first cannot leak into tie-breaking or a majority-position baseline; rank classification gives a tie to the
+first listed choice, where BIG-bench breaks ties by a hash of the choices' log-probabilities (only a degenerate model
+ties). The row keeps the choices' scores as the list
 `target_scores` (for `multiple_choice_grade`: the mean score of the chosen answer) and the best-scoring
 choice as `target` (of several, the first in the file's `target_scores`, as BIG-bench takes it, whatever the
-shuffle). Tasks are `eval_only=True` (the registry refuses them in any training mixture), `held_out=True`,
+listed order). Tasks are `eval_only=True` (the registry refuses them in any training mixture), `held_out=True`,
 cluster `bigbench`, one split `test` holding every distinct example: as BIG-bench does before scoring, an example
 whose JSON repeats an earlier one's exactly is dropped (it would count twice in the score, and be its copy's
 demonstration); the rows keep their examples' indices in the file as `idx`.
@@ -60,15 +62,17 @@ BIG-bench's.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import random
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
+import numpy
 
 from .errors import DataSourceError, TaskDefinitionError
 from .few_shot_format import FewShotFormat
@@ -85,6 +89,7 @@ DEFAULT_OUTPUT_PREFIX = "\nA: "
 DEFAULT_CHOICE_PREFIX = "\n  choice: "
 DEFAULT_FEW_SHOT_SEPARATOR = "\n"
 INPUT_PART_CHARS = 2000
+BIGBENCH_SEED = 42  # JsonTask's default random_seed, which seeds the choice listing of each example
 GRADE = "multiple_choice_grade"
 _UNSAFE_IN_LITERAL = ("}}", "endraw")
 
@@ -200,6 +205,19 @@ def distinct_examples(examples: Sequence[Any]) -> list[tuple[int, Any]]:
     return kept
 
 
+@functools.lru_cache(maxsize=None)
+def _listing_permutation(count: int) -> tuple[int, ...]:
+    return tuple(int(i) for i in numpy.random.RandomState(BIGBENCH_SEED).permutation(count))
+
+
+def listed_choices(choices: Iterable[str]) -> list[str]:
+    """`choices` in the order BIG-bench lists an example's answer choices: sorted, then permuted by
+    `numpy.random.RandomState(42).permutation`, the generator seeded afresh for every example (legacy `RandomState`
+    streams never change across numpy versions)."""
+    ordered = sorted(choices)
+    return [ordered[i] for i in _listing_permutation(len(ordered))]
+
+
 def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """One row per distinct example (`distinct_examples`; `idx` is its index in the file): input, input_parts,
     choices, choice_parts, target_scores (aligned with choices), target, target_parts, demonstration_target.
@@ -208,9 +226,8 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     items are not protected by the template, only its strings); `choice_parts` and `target_parts` are the
     choices' and the target's parts (choices hold no `|||`).
 
-    `choices` are the sorted answer choices in a shuffle seeded by `name` (`task_json_name`: tasks without a
-    `name` shuffle by their folder's, not alike) and the example index; the prompt lists them in this order too
-    (when the task appends choices to the input).
+    `choices` are the answer choices in BIG-bench's order (`listed_choices`); the prompt lists them in this order
+    too (when the task appends choices to the input).
 
     `demonstration_target` is the answer the example shows as a k-shot demonstration: its explicit `target` (of a
     list, one drawn by a generator seeded by `name` and the index), else `target`.
@@ -218,8 +235,7 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     rows = []
     for index, example in distinct_examples(data["examples"]):
         scores = example["target_scores"]
-        choices = sorted(scores)
-        random.Random(f"bigbench:{name}:{index}").shuffle(choices)
+        choices = listed_choices(scores)
         best = max(scores.values())
         text = str(example["input"])
         target = next(c for c in scores if scores[c] == best)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -124,7 +125,7 @@ def test_a_null_prefix_is_no_prefix(tmp_path):
         "name": "null_prefix", "example_input_prefix": None, "example_output_prefix": None, "choice_prefix": None,
         "examples": [{"input": "2 + 2?", "target_scores": {"4": 1, "5": 0}}]}))
     task = load_bigbench_task(task_dir)  # each was the text "None"
-    assert task.templates[0].render(task.load_rows("test")[0]).inputs == "2 + 2?45"
+    assert task.templates[0].render(task.load_rows("test")[0]).inputs == "2 + 2?54"  # BIG-bench lists 5 first
 
 
 @pytest.mark.parametrize("scores,problem", [
@@ -192,29 +193,37 @@ def test_an_example_repeated_exactly_is_scored_once_as_bigbench_scores_it(tmp_pa
         assert load_bigbench_task(bigbench_dir / name).num_rows("test") == len(distinct) < len(data["examples"])
 
 
-def test_the_choice_order_depends_on_the_example_not_on_the_files_key_order(tmp_path):
+def bigbench_listing(choices) -> list:
+    """The order BIG-bench lists an example's choices in (json_task.default_format_fn): sorted, then permuted by a
+    numpy RandomState seeded afresh for every example with BIG-bench's default seed, 42."""
+    return np.random.RandomState(42).permutation(sorted(choices)).tolist()
+
+
+def test_the_choices_are_listed_in_bigbenchs_order_whatever_the_files_key_order(tmp_path):
+    # the import shuffled each example's choices with a generator seeded by the task's name and the example's index:
+    # its prompts listed them in another order than BIG-bench's, whose published scores are for its own prompts
     scores = {"a": 1, "b": 0, "c": 0, "d": 0, "e": 0}
-    examples = [{"input": f"q{i}", "target_scores": scores} for i in range(12)]
-    reordered = [{"input": f"q{i}", "target_scores": dict(reversed(scores.items()))} for i in range(12)]
-    first = load_bigbench_task(_write_task(tmp_path / "one", {"name": "order", "examples": examples}))
-    second = load_bigbench_task(_write_task(tmp_path / "two", {"name": "order", "examples": reordered}))
-    orders = [row["choices"] for row in first.load_rows("test")]
-    assert orders == [row["choices"] for row in second.load_rows("test")]  # the keys are sorted before the shuffle
-    assert len({tuple(order) for order in orders}) > 1  # 12 examples, 120 orders: a shuffle per example
+    examples = [{"input": f"q{i}", "target_scores": dict(list(scores.items())[:2 + i % 4])} for i in range(12)]
+    reordered = [{"input": e["input"], "target_scores": dict(reversed(e["target_scores"].items()))} for e in examples]
+    for name, listed in (("one", examples), ("two", reordered)):
+        rows = load_bigbench_task(_write_task(tmp_path / name, {"name": name, "examples": listed})).load_rows("test")
+        assert [row["choices"] for row in rows] == [bigbench_listing(e["target_scores"]) for e in examples]
 
 
-def test_unnamed_tasks_shuffle_by_their_folder_as_named_ones_by_their_name(tmp_path):
-    """Two task.json files without a "name" shuffled every example's choices alike (both seeded by "")."""
-    scores = {"a": 1, "b": 0, "c": 0, "d": 0, "e": 0}
-    examples = [{"input": f"q{i}", "target_scores": scores} for i in range(12)]
-
-    def orders(folder, data):
-        return [row["choices"] for row in load_bigbench_task(_write_task(folder, data)).load_rows("test")]
-
-    alpha, beta = orders(tmp_path / "alpha", {"examples": examples}), orders(tmp_path / "beta", {"examples": examples})
-    assert alpha != beta
-    # an unnamed task is named after its folder (bigbench_alpha): it shuffles as a file named "alpha" does
-    assert alpha == orders(tmp_path / "named" / "x", {"name": "alpha", "examples": examples})
+def test_a_zero_shot_prompt_is_bigbenchs_own_text(imported, bigbench_dir):
+    # BIG-bench's prompt written out from the task.json: task prefix, input prefix, input, each listed choice after
+    # the choice prefix, output prefix (stripped at the ends, as every rendered input is)
+    for name in ("disambiguation_qa", "emoji_movie", "social_iqa"):
+        data = json.loads((bigbench_dir / name / "task.json").read_text(encoding="utf-8"))
+        choice_prefix = data.get("choice_prefix", "\n  choice: ")
+        task = task_registry.get_task(f"bigbench_{name}")
+        rows = task.load_rows("test")
+        for row in (rows[index] for index in range(30)):
+            example = data["examples"][row["idx"]]
+            expected = (data.get("task_prefix", "") + data.get("example_input_prefix", "\nQ: ") + example["input"]
+                        + choice_prefix + choice_prefix.join(bigbench_listing(example["target_scores"]))
+                        + data.get("example_output_prefix", "\nA: "))
+            assert task.templates[0].render(row).inputs == expected.strip(), name
 
 
 def test_a_boolean_target_score_is_refused(tmp_path):
@@ -237,12 +246,12 @@ def test_the_task_is_named_from_the_json_and_a_clash_from_another_file_is_refuse
 def test_of_several_best_choices_the_target_is_the_first_in_the_file(tmp_path):
     # BIG-bench's target for tied best scores is the first such key of target_scores; the import took the first
     # in its shuffled order, so the target (few-shot answers, generated-answer scoring) moved with the task's name
-    scores = {"zeta": 1, "alpha": 1, "mid": 0, "beta": 0.5}
+    scores = {"alpha": 1, "zeta": 1, "mid": 0, "beta": 0.5}
     examples = [{"input": f"q{i}", "target_scores": scores} for i in range(12)]
     task = load_bigbench_task(_write_task(tmp_path / "ties", {"name": "ties", "examples": examples}))
     rows = task.load_rows("test")
-    assert [row["target"] for row in rows] == ["zeta"] * 12
-    assert {row["choices"].index("zeta") < row["choices"].index("alpha") for row in rows} == {True, False}
+    assert [row["choices"] for row in rows] == [["beta", "zeta", "alpha", "mid"]] * 12  # zeta is listed first
+    assert [row["target"] for row in rows] == ["alpha"] * 12
 
 
 @pytest.mark.parametrize("keys,problem", [
@@ -303,24 +312,26 @@ def _scored_prompts(monkeypatch, tokenizer, task, settings):
 
 # BIG-bench's 2-shot prompts of the first example, written out by hand from the task.json files: the task prefix once,
 # each demonstration formatted as the query and followed directly by its target, the default separator "\n" between
-# them, the query last (stripped at the ends, as every rendered input is). Demonstrations: examples 117 and 129 of
-# disambiguation_qa (non-default prefixes, choices appended), 38 and 1701 of social_iqa (every default).
+# them, the query last (stripped at the ends, as every rendered input is); the choices of each listed in BIG-bench's
+# order, for three choices their sorted order (numpy.random.RandomState(42).permutation(3) is [0, 1, 2]).
+# Demonstrations: examples 117 and 129 of disambiguation_qa (non-default prefixes, choices appended), 38 and 1701 of
+# social_iqa (every default).
 TWO_SHOT_PROMPTS = {
     "disambiguation_qa": (
         "In the following sentences, explain the antecedent of the pronoun (which thing the pronoun refers to), or "
         "state that it is ambiguous.\n"
         "\nSentence: The secretary corrected the developer because he better understood the problem."
-        "\n  choice: The developer understood the problem\n  choice: The secretary understood the problem"
-        "\n  choice: Ambiguous"
+        "\n  choice: Ambiguous\n  choice: The developer understood the problem"
+        "\n  choice: The secretary understood the problem"
         "\nPronoun identification: The secretary understood the problem"
         "\n"
         "\nSentence: The sheriff protected the writer because he upholds the peace."
-        "\n  choice: The sheriff upholds the peace\n  choice: The writer upholds the peace\n  choice: Ambiguous"
+        "\n  choice: Ambiguous\n  choice: The sheriff upholds the peace\n  choice: The writer upholds the peace"
         "\nPronoun identification: The sheriff upholds the peace"
         "\n"
         "\nSentence: After meeting with the producers, Sam went to his office."
-        "\n  choice: The office was Sam's office\n  choice: The office was the producers' office"
-        "\n  choice: Ambiguous"
+        "\n  choice: Ambiguous\n  choice: The office was Sam's office"
+        "\n  choice: The office was the producers' office"
         "\nPronoun identification:"),
     "social_iqa": (
         "Q: Jordan's son was growing out of their shoes. Jordan took their son to the shoe store. How would Jordan's "
@@ -330,11 +341,11 @@ TWO_SHOT_PROMPTS = {
         "\n"
         "\nQ: Robin's house was scheduled to be demolished. Jesse set Robin's house on fire. How would you describe "
         "Jesse? "
-        "\n  choice: Relaxed\n  choice: Risky\n  choice: Conservative"
+        "\n  choice: Conservative\n  choice: Relaxed\n  choice: Risky"
         "\nA: Risky"
         "\n"
         "\nQ: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do before this? "
-        "\n  choice: Go home and see Riley\n  choice: Make a new plan\n  choice: Find somewhere to go"
+        "\n  choice: Find somewhere to go\n  choice: Go home and see Riley\n  choice: Make a new plan"
         "\nA:"),
 }
 
