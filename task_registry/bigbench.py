@@ -42,16 +42,19 @@ k-shot prompts (`t2t-mtl eval --shots K`) are BIG-bench's too (`BigBenchFewShotF
 - each example, demonstration or query, is formatted as the zero-shot prompt is without the task prefix:
   `example_input_prefix + input [+ choice_prefix + choice_prefix.join(listed choices)] + example_output_prefix`;
 - a demonstration is that text directly followed by its target, with nothing in between (the output prefix holds
-  the spacing): the example's explicit `target` where it has one (a list: one of them, drawn at random), else the
+  the spacing): the example's explicit `target` where it has one (a list: one of them, drawn for each use), else the
   first choice in the file with the best score;
 - the demonstrations and then the query are joined by the task's `few_shot_example_separator` (default "\\n");
 - `task_prefix` comes once, in front of the whole prompt, not before each demonstration;
-- the k demonstrations are drawn at random from the task's other examples, never the query itself.
+- the k demonstrations are drawn from the task's other examples as BIG-bench draws them with its default seed
+  (`BigBenchFewShotFormat.draw`: one `numpy.random.RandomState(42)` draws the order the examples are queried in,
+  then for each query in turn k others and for each of those one of its targets), so a k-shot prompt shows the
+  examples BIG-bench's shows, whatever the evaluation seed, `--max-examples` or the examples' order of evaluation.
+  BIG-bench also passes over an example equal to the query but for the order of its JSON keys (none of the shared
+  tasks has one) and refuses a task of fewer than k + 1 examples, which here gets every other example.
 
 Here the whole prompt is stripped at its ends, as every rendered input is, so a prompt left with no demonstration
-(they did not fit `max_input_length`) is exactly the zero-shot input. Which examples are drawn follows the project's
-seeded draw (`t2t_mtl.evaluation.few_shot`), and a list target's choice a generator seeded per example, not
-BIG-bench's numpy RandomState sequence.
+(they did not fit `max_input_length`) is exactly the zero-shot input.
 
 Tasks are scored by `multiple_choice_grade` alone (the preferred score of every shared task). Generative metrics a
 file lists beside it (`exact_str_match`, `bleu`, `rouge`: BIG-bench scores generated text against an example's
@@ -66,7 +69,6 @@ import functools
 import json
 import math
 import os
-import random
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -218,9 +220,9 @@ def listed_choices(choices: Iterable[str]) -> list[str]:
     return [ordered[i] for i in _listing_permutation(len(ordered))]
 
 
-def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per distinct example (`distinct_examples`; `idx` is its index in the file): input, input_parts,
-    choices, choice_parts, target_scores (aligned with choices), target, target_parts, demonstration_target.
+    choices, choice_parts, target_scores (aligned with choices), target, target_parts, demonstration_targets.
 
     `input_parts` are the input's 2000-character parts with `|||` written as the pipe protector (a row's list
     items are not protected by the template, only its strings); `choice_parts` and `target_parts` are the
@@ -229,8 +231,8 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     `choices` are the answer choices in BIG-bench's order (`listed_choices`); the prompt lists them in this order
     too (when the task appends choices to the input).
 
-    `demonstration_target` is the answer the example shows as a k-shot demonstration: its explicit `target` (of a
-    list, one drawn by a generator seeded by `name` and the index), else `target`.
+    `demonstration_targets` are the answers the example may show as a k-shot demonstration (one is drawn for each
+    use): its explicit `target` (a list, or one string), else `target`.
     """
     rows = []
     for index, example in distinct_examples(data["examples"]):
@@ -240,13 +242,12 @@ def bigbench_rows(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
         text = str(example["input"])
         target = next(c for c in scores if scores[c] == best)
         shown = example.get("target", target)
-        if isinstance(shown, list):
-            shown = random.Random(f"bigbench:{name}:{index}:target").choice(shown)
         rows.append({"idx": index, "input": text,
                      "input_parts": _split_text(text.replace(SEPARATOR, PIPE_PROTECTOR)), "choices": choices,
                      "choice_parts": [_split_text(c) for c in choices],
                      "target_scores": [float(scores[c]) for c in choices],
-                     "target": target, "target_parts": _split_text(target), "demonstration_target": shown})
+                     "target": target, "target_parts": _split_text(target),
+                     "demonstration_targets": shown if isinstance(shown, list) else [shown]})
     return rows
 
 
@@ -309,9 +310,21 @@ class BigBenchFewShotFormat(FewShotFormat):
         choices = self.choice_prefix + self.choice_prefix.join(row["choices"]) if self.append_choices else ""
         return f"{self.input_prefix}{row['input']}{choices}{self.output_prefix}"
 
-    def demonstration(self, row: Mapping[str, Any]) -> str:
-        """The example as a query, directly followed by its `demonstration_target`."""
-        return self.query(row) + row["demonstration_target"]
+    def draw(self, rows: Sequence[Mapping[str, Any]], k: int) -> list[list[str]]:
+        """Every row's demonstrations as BIG-bench's `make_nshot_dataset` draws them with its default seed: from
+        one `numpy.random.RandomState(42)`, the order the rows are queried in (`choice` of all rows without
+        replacement), then for each query in that order k of the other rows (`choice` without replacement, kept in
+        the order drawn), each demonstrated by one of its `demonstration_targets` (`choice`). With fewer than k + 1
+        rows (BIG-bench refuses the task) every other row is drawn."""
+        rng = numpy.random.RandomState(BIGBENCH_SEED)
+        queries = [self.query(row) for row in rows]
+        drawn: list[list[str]] = [[] for _ in rows]
+        for query in rng.choice(len(rows), len(rows), replace=False) if len(rows) > 1 else ():
+            for position in rng.choice(len(rows) - 1, min(k, len(rows) - 1), replace=False):
+                shown = position + (position >= query)  # the position among the rows other than the query
+                targets = rows[shown]["demonstration_targets"]
+                drawn[query].append(queries[shown] + targets[rng.choice(len(targets))])
+        return drawn
 
     def prompt(self, demonstrations: Sequence[str], query: str) -> str:
         """The task prefix, then the demonstrations and the query joined by the separator; stripped at its ends."""
@@ -329,7 +342,7 @@ class BigBenchSource(Source):
         """The task.json's rows, read once and kept."""
         if self._rows is None:
             data = read_task_json(self.path)
-            self._rows = bigbench_rows(data, task_json_name(data, self.path))
+            self._rows = bigbench_rows(data)
         return self._rows
 
     def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:

@@ -314,35 +314,34 @@ def _scored_prompts(monkeypatch, tokenizer, task, settings):
 # each demonstration formatted as the query and followed directly by its target, the default separator "\n" between
 # them, the query last (stripped at the ends, as every rendered input is); the choices of each listed in BIG-bench's
 # order, for three choices their sorted order (numpy.random.RandomState(42).permutation(3) is [0, 1, 2]).
-# Demonstrations: examples 117 and 129 of disambiguation_qa (non-default prefixes, choices appended), 38 and 1701 of
-# social_iqa (every default).
+# Demonstrations, as BIG-bench draws them: examples 256 and 162 of disambiguation_qa (non-default prefixes, choices
+# appended), 916 and 1457 of social_iqa (every default).
 TWO_SHOT_PROMPTS = {
     "disambiguation_qa": (
         "In the following sentences, explain the antecedent of the pronoun (which thing the pronoun refers to), or "
         "state that it is ambiguous.\n"
-        "\nSentence: The secretary corrected the developer because he better understood the problem."
-        "\n  choice: Ambiguous\n  choice: The developer understood the problem"
-        "\n  choice: The secretary understood the problem"
-        "\nPronoun identification: The secretary understood the problem"
+        "\nSentence: The undergraduate applied to work with the scientist because she needed a lab assistant."
+        "\n  choice: Ambiguous\n  choice: The scientist needed an assistant"
+        "\n  choice: The undergraduate needed an assistant"
+        "\nPronoun identification: The scientist needed an assistant"
         "\n"
-        "\nSentence: The sheriff protected the writer because he upholds the peace."
-        "\n  choice: Ambiguous\n  choice: The sheriff upholds the peace\n  choice: The writer upholds the peace"
-        "\nPronoun identification: The sheriff upholds the peace"
+        "\nSentence: The designer collaborated with the carpenter and gave him a blueprint."
+        "\n  choice: Ambiguous\n  choice: Gave the carpenter a blueprint\n  choice: Gave the designer a blueprint"
+        "\nPronoun identification: Gave the carpenter a blueprint"
         "\n"
         "\nSentence: After meeting with the producers, Sam went to his office."
         "\n  choice: Ambiguous\n  choice: The office was Sam's office"
         "\n  choice: The office was the producers' office"
         "\nPronoun identification:"),
     "social_iqa": (
-        "Q: Jordan's son was growing out of their shoes. Jordan took their son to the shoe store. How would Jordan's "
-        "son feel as a result? "
-        "\n  choice: Ready to find shoes\n  choice: Ready to go home\n  choice: Upset and frustrated"
-        "\nA: Ready to find shoes"
+        "Q: Jesse wanted to flunk Bailey for her bad behavior, but Bailey passed Jesse's examination. What will Bailey "
+        "want to do next? "
+        "\n  choice: Celebrate\n  choice: Complain\n  choice: Study for the test"
+        "\nA: Celebrate"
         "\n"
-        "\nQ: Robin's house was scheduled to be demolished. Jesse set Robin's house on fire. How would you describe "
-        "Jesse? "
-        "\n  choice: Conservative\n  choice: Relaxed\n  choice: Risky"
-        "\nA: Risky"
+        "\nQ: Cameron took Aubrey to a festival with a lot of good food. How would you describe Cameron? "
+        "\n  choice: Kind\n  choice: Loved\n  choice: Stuffed"
+        "\nA: Kind"
         "\n"
         "\nQ: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do before this? "
         "\n  choice: Find somewhere to go\n  choice: Go home and see Riley\n  choice: Make a new plan"
@@ -382,11 +381,79 @@ def test_the_separator_and_an_explicit_target_shape_the_demonstrations(tmp_path,
             {"input": "Is ice cold?", "target_scores": {"yes": 1, "no": 0}, "target": "yes, it is frozen water"},
             {"input": "Is fire cold?", "target_scores": {"yes": 0, "no": 1},
              "target": ["no, it burns", "no, it is hot"]}]}))
-    assert [row["demonstration_target"] for row in task.load_rows("test")] == [
-        "4", "yes, it is frozen water", "no, it is hot"]
-    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task, EvalSettings(max_examples=1, num_shots=2))
-    assert prompts == ["Answer. In: Is fire cold? Out: no, it is hot ### In: Is ice cold? Out: yes, it is frozen "
-                       "water ### In: 2 + 2? Out:"]
+    assert [row["demonstration_targets"] for row in task.load_rows("test")] == [
+        ["4"], ["yes, it is frozen water"], ["no, it burns", "no, it is hot"]]
+    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task, EvalSettings(num_shots=2))
+    assert sorted(prompts) == [  # the list target's answers drawn for each demonstration: each shown once here
+        "Answer. In: Is fire cold? Out: no, it burns ### In: Is ice cold? Out: yes, it is frozen water ### In: 2 + 2? "
+        "Out:",
+        "Answer. In: Is fire cold? Out: no, it is hot ### In: 2 + 2? Out: 4 ### In: Is ice cold? Out:",
+        "Answer. In: Is ice cold? Out: yes, it is frozen water ### In: 2 + 2? Out: 4 ### In: Is fire cold? Out:"]
+
+
+def bigbench_k_shot_prompts(data: dict, k: int) -> list:
+    """BIG-bench's k-shot prompts of a task.json's distinct examples, in file order, as its JsonTask writes them with
+    its default seed (json_task.py: `default_format_fn`, then `make_nshot_dataset`): one RandomState(42) draws the
+    order the examples are queried in (a `choice` of all of them without replacement), then for each query in turn
+    k of the other examples (`choice` without replacement, kept in drawn order) and, for each of those, one of its
+    targets (`choice`)."""
+    prefixes = {key: data.get(key, default) for key, default in (
+        ("task_prefix", ""), ("example_input_prefix", "\nQ: "), ("example_output_prefix", "\nA: "),
+        ("choice_prefix", "\n  choice: "), ("few_shot_example_separator", "\n"))}
+    seen, samples = set(), []
+    for example in data["examples"]:
+        if json.dumps(example) in seen:
+            continue
+        seen.add(json.dumps(example))
+        scores = example["target_scores"]
+        text = prefixes["example_input_prefix"] + example["input"]
+        if data.get("append_choices_to_input", True):
+            text += prefixes["choice_prefix"] + prefixes["choice_prefix"].join(bigbench_listing(scores))
+        target = example.get("target", [c for c in scores if scores[c] == max(scores.values())][0])
+        samples.append({"position": len(samples), "input": text + prefixes["example_output_prefix"],
+                        "target": target if isinstance(target, list) else [target]})
+    rng = np.random.RandomState(42)
+    prompts = {}
+    for sample in rng.choice(samples, len(samples), replace=False):
+        shots = list(rng.choice([other for other in samples if other != sample], k, replace=False))
+        context = [shot["input"] + rng.choice(shot["target"]) for shot in shots]
+        joined = prefixes["few_shot_example_separator"].join([*context, sample["input"]])
+        prompts[sample["position"]] = (prefixes["task_prefix"] + joined).strip()
+    return [prompts[position] for position in range(len(samples))]
+
+
+@pytest.mark.parametrize("name,k", [("disambiguation_qa", 3), ("emoji_movie", 1), ("social_iqa", 2)])
+def test_k_shot_demonstrations_are_the_ones_bigbench_draws(imported, bigbench_dir, t5_tokenizer, monkeypatch, name,
+                                                             k):
+    # the demonstrations were the project's own draw (a generator seeded by the evaluation seed, the task and the
+    # row), so a k-shot prompt showed other examples than BIG-bench's, whose published k-shot scores are for its own
+    data = json.loads((bigbench_dir / name / "task.json").read_text(encoding="utf-8"))
+    settings = EvalSettings(max_examples=8, num_shots=k, max_input_length=4096)
+    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task_registry.get_task(f"bigbench_{name}"), settings)
+    assert sorted(prompts) == sorted(bigbench_k_shot_prompts(data, k)[:8])  # (scored longest first)
+
+
+def test_a_demonstration_shows_one_of_a_list_target_drawn_for_each_use(tmp_path, t5_tokenizer, monkeypatch):
+    data = {"name": "many", "examples": [
+        {"input": f"q{i}", "target_scores": {"yes": i % 2, "no": 1 - i % 2}, "target": [f"t{i}a", f"t{i}b", f"t{i}c"]}
+        for i in range(6)]}
+    task = load_bigbench_task(_write_task(tmp_path / "many", data))
+    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task, EvalSettings(num_shots=4))
+    assert sorted(prompts) == sorted(bigbench_k_shot_prompts(data, 4))
+    shown = {part.split("\nA: ")[1].strip() for prompt in prompts for part in prompt.split("\nQ: ") if "\nA: " in part}
+    assert {target[-1] for target in shown} == {"a", "b", "c"}  # were one target per example, drawn once
+
+
+def test_demonstrations_from_another_split_are_refused_naming_the_task(tmp_path):
+    # BIG-bench draws a query's demonstrations from the task's own examples: another split has no draw of its own
+    from t2t_mtl.evaluation import EvaluationError
+    from t2t_mtl.evaluation.few_shot import Demonstrations
+
+    task = load_bigbench_task(_write_task(tmp_path / "other", {"name": "other", "examples": [
+        {"input": "q", "target_scores": {"yes": 1, "no": 0}}]}))
+    with pytest.raises(EvaluationError, match="task 'bigbench_other' draws its k-shot demonstrations from the "
+                                              "evaluated split"):
+        Demonstrations(task, task.templates[0], task.load_rows("test"), same_split=False)
 
 
 @pytest.mark.parametrize("target", [3, [], ["yes", None]])

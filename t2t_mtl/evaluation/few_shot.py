@@ -11,8 +11,9 @@ question). Nor is any row whose rendered input is the example's own (a duplicate
 evaluated split or in train, would show its answer).
 A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
 input is never truncated away; the evaluation counts and reports the inputs left with fewer than k.
-A task with a `few_shot_format` (BIG-bench JSON tasks) writes its demonstrations, its query and the prompt from
-its rows in its own format instead, drawn and fitted alike.
+A task with a `few_shot_format` (BIG-bench JSON tasks) draws its demonstrations from the evaluated split and writes
+them, its query and the prompt from its rows as its benchmark does instead (the evaluation seed does not change that
+draw); they are fitted alike.
 """
 from __future__ import annotations
 
@@ -48,7 +49,11 @@ class Demonstrations:
         self.same_split = same_split
         self.seed = seed
         self.format = getattr(task, "few_shot_format", None)  # (a task's own, else "input\\ntarget")
+        if self.format is not None and not same_split:
+            raise EvaluationError(f"task {task.name!r} draws its k-shot demonstrations from the evaluated split, as "
+                                  f"its benchmark does; leave shots_split unset or name the evaluated split")
         self._rendered: Dict[int, Optional[Tuple[str, str]]] = {}  # row -> (its input, its demonstration)
+        self._format_draws: Dict[int, List[List[str]]] = {}  # k -> every row's demonstrations (a task's own format)
         self._group_rows: Optional[Dict[str, List[int]]] = None
 
     def _own_rows(self, row_index: int) -> set:
@@ -63,9 +68,8 @@ class Demonstrations:
         return {row_index, *self._group_rows[self.task.group_key(self.rows[row_index], row_index)]}
 
     def _render(self, index: int) -> Optional[Tuple[str, str]]:
-        """Row `index`'s rendered input and its demonstration ("input\\ntarget", or the task's `few_shot_format`'s),
-        or None when the row is skipped (no target or no input, as `render_examples` skips it) or cannot be
-        rendered."""
+        """Row `index`'s rendered input and its demonstration ("input\\ntarget"), or None when the row is skipped (no
+        target or no input, as `render_examples` skips it) or cannot be rendered."""
         from task_registry.errors import TemplateRenderError
 
         if index not in self._rendered:
@@ -74,8 +78,6 @@ class Demonstrations:
                                            rng=random.Random(f"{self.seed}:{index}"))
                 if out.skipped:
                     self._rendered[index] = None
-                elif self.format is not None:
-                    self._rendered[index] = (out.inputs, self.format.demonstration(self.rows[index]))
                 else:
                     self._rendered[index] = (out.inputs, demonstration_text(out.inputs, out.targets))
             except TemplateRenderError:
@@ -84,7 +86,12 @@ class Demonstrations:
 
     def draw(self, row_index: int, k: int, query: Optional[str] = None) -> List[str]:
         """Up to k demonstrations for the example of row `row_index` whose rendered input is `query` (fewer only
-        when the split has fewer); rows rendering to the input `query` are passed over."""
+        when the split has fewer); rows rendering to the input `query` are passed over. A task's own `few_shot_format`
+        draws them itself, for every row at once."""
+        if self.format is not None:
+            if k not in self._format_draws:
+                self._format_draws[k] = self.format.draw(list(self.rows), k)
+            return self._format_draws[k][row_index]
         rng = random.Random(f"{self.seed}:shots:{self.task.name}:{row_index}")
         n = len(self.rows)
         excluded = self._own_rows(row_index) if self.same_split and 0 <= row_index < n else set()
