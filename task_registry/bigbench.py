@@ -33,7 +33,8 @@ promptsource's protector token and restored after the split into input and targe
 Templates strip the answer choices and the target, and tokenizers collapse whitespace, so an example whose
 choices differ only in whitespace (`"yes"` and `"yes "`) would score two spellings as one choice, and a choice
 of whitespace alone would render an empty target (a skipped row): `read_task_json` refuses both, naming the file,
-the example and the choices.
+the example and the choices. It refuses too, as BIG-bench does, an example without an explicit `target` none of
+whose choices scores above the others (its one choice: above 0), whose answer would be the file's first choice.
 
 k-shot prompts (`t2t-mtl eval --shots K`) are BIG-bench's too (`BigBenchFewShotFormat`, the task's
 `few_shot_format`), not the project's "input\\ntarget" blocks. BIG-bench's JSON tasks (bigbench/api/json_task.py:
@@ -108,8 +109,9 @@ def _task_file(path: PathLike) -> Path:
 
 
 def read_task_json(path: PathLike) -> dict[str, Any]:
-    """The parsed task.json, checked: `examples` is a non-empty list, each with `input` and `target_scores`; its
-    `metrics` and `preferred_score`, when given, name `multiple_choice_grade`. A task with subtasks (no `examples`,
+    """The parsed task.json, checked: `examples` is a non-empty list, each with `input` and `target_scores` (without
+    an explicit `target`, one choice scoring above the others, as BIG-bench requires); its `metrics` and
+    `preferred_score`, when given, name `multiple_choice_grade`. A task with subtasks (no `examples`,
     `<subtask>/task.json` folders beside it) is refused naming them: each subtask's folder is imported on its own."""
     path = _task_file(path)
     try:
@@ -154,6 +156,8 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
                 raise TaskDefinitionError(f"{str(path)!r}: example {index}: target score of {choice!r} is "
                                           f"{score!r}, not a finite number")
         _check_explicit_target(example.get("target"), index, path)
+        if "target" not in example:
+            _check_a_best_choice(scores, index, path)
     append = data.get("append_choices_to_input", True)
     if not isinstance(append, bool):
         raise TaskDefinitionError(f"{str(path)!r}: 'append_choices_to_input' must be true or false, got {append!r}")
@@ -169,6 +173,17 @@ def _check_explicit_target(target: Any, index: int, path: Path) -> None:
         raise TaskDefinitionError(f"{str(path)!r}: example {index}: 'target' must be a string or a non-empty list of "
                                   f"strings (the answer its k-shot demonstrations show), got {target!r}; fix it or "
                                   f"drop it (the best-scoring choice is shown then)")
+
+
+def _check_a_best_choice(scores: Mapping[str, float], index: int, path: Path) -> None:
+    """Refuse, as BIG-bench does, an example without an explicit `target` none of whose answer choices scores above
+    the others (its one choice: above 0): its answer would be whichever choice the file lists first."""
+    best, worst = max(scores.values()), min(scores.values())
+    if best <= worst if len(scores) > 1 else best == 0:
+        only = " (its only choice scores 0)" if len(scores) == 1 else ""
+        raise TaskDefinitionError(f"{str(path)!r}: example {index}: no answer choice scores above the others{only} "
+                                  f"in 'target_scores' {dict(scores)!r}; give the correct choice a higher score, as "
+                                  f"BIG-bench requires")
 
 
 def _check_scored_by_grade(data: dict[str, Any], path: Path) -> None:

@@ -226,6 +226,23 @@ def test_a_zero_shot_prompt_is_bigbenchs_own_text(imported, bigbench_dir):
             assert task.templates[0].render(row).inputs == expected.strip(), name
 
 
+@pytest.mark.parametrize("scores", [{"yes": 1, "no": 1}, {"yes": 0, "no": 0, "maybe": 0}, {"only": 0}])
+def test_an_example_without_a_better_choice_is_refused_as_bigbench_refuses_it(tmp_path, scores):
+    # BIG-bench refuses an example (without an explicit target) none of whose choices scores above the others, or
+    # whose one choice scores 0; the import took the first choice as its answer and graded every model alike on it
+    folder = _write_task(tmp_path / "flat", {"name": "flat", "examples": [
+        {"input": "fine", "target_scores": {"a": 1, "b": 0}}, {"input": "flat", "target_scores": scores}]})
+    with pytest.raises(task_registry.TaskDefinitionError,
+                       match=r"flat.task.json': example 1: no answer choice scores above the others"):
+        load_bigbench_task(folder)
+    explained = _write_task(tmp_path / "explained", {"name": "explained", "examples": [
+        {"input": "flat", "target_scores": scores, "target": "it depends"}]})
+    assert load_bigbench_task(explained).load_rows("test")[0]["demonstration_targets"] == ["it depends"]
+    single = _write_task(tmp_path / "single", {"name": "single", "examples": [
+        {"input": "one", "target_scores": {"only": 1}}]})
+    assert load_bigbench_task(single).load_rows("test")[0]["target"] == "only"
+
+
 def test_a_boolean_target_score_is_refused(tmp_path):
     folder = _write_task(tmp_path / "flags", {"name": "flags", "examples": [
         {"input": "q", "target_scores": {"yes": True, "no": False}}]})
