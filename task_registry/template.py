@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import random
 import re
 import uuid
@@ -254,6 +256,13 @@ class Template:
                     message, lineno = original_error.message or str(original_error), original_error.lineno
             raise TemplateSyntaxError(message, template=self.name, lineno=lineno,
                                       filename=self.source_file, file_lineno=self.source_line) from None
+
+    def render_digest(self) -> str:
+        """A hash of the Jinja strings the rows rendered with this template hold: `jinja`, `answer_choices` and
+        `references` (not `instruction` and `context`, which no rendered row holds, nor the name, `reference` or the
+        metadata). Equal in every process; it changes with any edit of the three."""
+        text = json.dumps([self.jinja, self.answer_choices, self.references])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def __getstate__(self) -> dict[str, Any]:
         compiled = {"_main", "_choices", "_plain_choices", "_references", "_instruction", "_context"}

@@ -477,3 +477,18 @@ def test_random_of_an_empty_list_is_undefined_as_in_jinja():
     assert template.render({"items": []}).inputs == "none"
     with pytest.raises(TemplateRenderError):
         Template("t", "{{ items | random }} ||| x").render({"items": []})
+
+
+def test_render_digest_changes_with_what_the_rendered_rows_hold_only():
+    # a resume compares each training template's digest with its checkpoint's (`template_change_warnings`)
+    base = dict(name="t", jinja="{{ q }} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    digest = Template(**base).render_digest()
+    assert len(digest) == 16 and Template(**base).render_digest() == digest
+    for edit in ({"jinja": "Q: {{ q }} ||| {{ answer_choices[label] }}"}, {"answer_choices": "No ||| Yes"},
+                 {"references": "{{ answer_choices[label] }}"}):
+        assert Template(**{**base, **edit}).render_digest() != digest, edit
+    # what no rendered row holds: the prompt's source note, its metadata, the decaNLP instruction/context split
+    for edit in ({"reference": "from the paper"}, {"metadata": {"original_task": True}}, {"id": "another-id"},
+                 {"instruction": "{{ q }}", "context": ""}):
+        assert Template(**{**base, **edit}).render_digest() == digest, edit
+    assert Template(**{**base, "name": "u"}).render_digest() == digest  # (the checkpoint keys it by name)
