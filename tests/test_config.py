@@ -485,6 +485,33 @@ def test_print_config_with_resume_refuses_what_resuming_would_refuse(tmp_path, c
     assert cli_main(args) == 0 and capsys.readouterr().out.startswith("model:")
 
 
+def test_print_config_with_resume_warns_of_a_template_edited_under_its_name(tmp_path, capsys):
+    # was: silent, as the resumed run was, when a task's template changed under the same name since the checkpoint
+    import json
+
+    from t2t_mtl.engine.run_checks import check_run_config, training_template_digests
+
+    run = f"training.output_dir={tmp_path / 'run'}"
+    cfg = C.load_config("quickstart", [run])
+    digests = training_template_digests(cfg, list(check_run_config(cfg)[0]))
+    task, templates = next(iter(digests.items()))
+    template = next(iter(templates))
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000003"
+    ckpt.mkdir(parents=True)
+    args = ["train", "--print-config", "--resume", str(ckpt), "--set", run]
+    (ckpt / "meta.json").write_text(json.dumps({"step": 3, "template_digests": digests}))
+    assert cli_main(args) == 0
+    captured = capsys.readouterr()
+    assert "changed under the same name" not in captured.err and captured.out.startswith("model:")
+    edited = {**digests, task: {**templates, template: "0" * 16}}
+    (ckpt / "meta.json").write_text(json.dumps({"step": 3, "template_digests": edited}))
+    assert cli_main(args) == 0
+    captured = capsys.readouterr()
+    assert (f"warning: the template(s) [{template!r}] of task {task!r} changed under the same name since checkpoint "
+            f"{ckpt} was written" in captured.err), captured.err
+    assert captured.out.startswith("model:")
+
+
 def test_print_config_roundtrip(tmp_path, capsys):
     assert cli_main(["train", "--print-config", "--set", "training.steps=7"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)

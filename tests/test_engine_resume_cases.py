@@ -463,6 +463,30 @@ def test_a_resume_over_changed_task_data_or_block_size_is_refused_naming_what_ch
         train(config(4), resume="auto", evaluate_held_in=False)
 
 
+def test_a_resume_after_a_template_was_edited_under_its_name_warns_naming_it_and_trains_on(tmp_path, tok, capsys):
+    # was: a YAML task's `jinja:` edited under the same template name resumed without a word, and the resumed steps
+    # trained other prompts than the run they continue
+    tasks = write_yaml_task(tmp_path / "tasks", "my_task", rows=16)
+
+    def config(steps):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps},
+                           data={"tasks": ["my_task", "parity"], "tasks_dir": str(tasks)})
+
+    train(config(2), evaluate_held_in=False)
+    capsys.readouterr()
+    train(config(3), resume="auto", evaluate_held_in=False)
+    assert "changed under the same name" not in capsys.readouterr().out
+    task_file = tasks / "my_task.yaml"
+    task_file.write_text(task_file.read_text().replace('jinja: "{{question}}', 'jinja: "Reverse: {{question}}'))
+    assert train(config(4), resume="auto", evaluate_held_in=False).step == 4
+    out = capsys.readouterr().out
+    assert re.search(r"warning: the template\(s\) \['plain'\] of task 'my_task' changed under the same name since "
+                     r"checkpoint \S*step-00000003 was written .*: the resumed steps train the new text", out), out
+    assert out.count("changed under the same name") == 1
+    # the resumed run tokenized the task anew, from the edited template's renderings
+    assert len(list((tmp_path / "cache" / "my_task").glob("train-*.arrow"))) == 2
+
+
 def test_a_resume_with_another_tokenizer_is_refused_naming_it(tmp_path, tok):
     # was: resumed in place, the run read its own copy and ignored the new tokenizer.path (config.yaml then named a
     # tokenizer the run did not use); resumed into a new folder, a tokenizer of the same size fed the weights other

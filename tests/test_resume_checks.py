@@ -82,3 +82,17 @@ def test_a_task_whose_own_templates_changed_is_refused_and_an_old_checkpoint_is_
     (ckpt / "meta.json").write_text(json.dumps({"tasks": ["reverse_words"],
                                                 "templates": {"reverse_words": ["t5_prefix", "instruction"]}}))
     rc.check_resume_config(cfg, ckpt, ["reverse_words"])
+
+
+def test_templates_edited_under_their_names_are_warned_of_once_a_task(tmp_path):
+    saved = {"template_digests": {"a": {"t1": "1" * 16, "t2": "2" * 16, "t3": "3" * 16}, "b": {"t1": "4" * 16}}}
+    now = {"a": {"t1": "1" * 16, "t2": "9" * 16, "t3": "8" * 16}, "b": {"t1": "4" * 16}}
+    warnings = rc.template_change_warnings(tmp_path, saved, now)
+    assert warnings == [f"the template(s) ['t2', 't3'] of task 'a' changed under the same name since checkpoint "
+                        f"{tmp_path} was written (their Jinja, answer_choices or references differ): the resumed "
+                        f"steps train the new text, the steps before it trained the old one (restore the old "
+                        f"definition to go on unchanged)"]
+    assert rc.template_change_warnings(tmp_path, saved, {"a": saved["template_digests"]["a"]}) == []  # unchanged
+    assert rc.template_change_warnings(tmp_path, {"templates": {"a": ["t1"]}}, now) == []  # before the digests
+    # a task or template the checkpoint did not train (`check_resume_config` refuses another template list)
+    assert rc.template_change_warnings(tmp_path, saved, {"c": {"t1": "0" * 16}, "b": {"t9": "0" * 16}}) == []

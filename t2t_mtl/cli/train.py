@@ -46,15 +46,16 @@ def resumed_run_config(resume: Optional[str]) -> Optional[str]:
 
 def print_checked_config(cfg, args: argparse.Namespace) -> int:
     """Print `cfg` if a run would accept it: the same checks as `train` before it builds anything (the
-    mixture's data is read to size it); warnings about idle settings go to stderr."""
+    mixture's data is read to size it); warnings about idle settings and, on a resume, templates edited since the
+    checkpoint go to stderr."""
 
     import torch
 
     from t2t_mtl.config import check_paths
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
     from t2t_mtl.engine.deepspeed_config import check_precision
-    from t2t_mtl.engine.run_checks import check_run_config, config_warnings
-    from t2t_mtl.engine.resume_checks import check_resume_config
+    from t2t_mtl.engine.run_checks import check_run_config, config_warnings, training_template_digests
+    from t2t_mtl.engine.resume_checks import check_resume_config, template_change_warnings
 
     if args.data_dir is not None:
         cfg.data.data_dir = str(args.data_dir)
@@ -63,9 +64,11 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.resume, Path(cfg.training.output_dir)) if args.resume else None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rates, _ = check_run_config(cfg, world_size=world_size)
-    if ckpt is not None:  # what the resumed run would refuse: other tasks, LoRA, seed, sampling strategy, ...
-        check_resume_config(cfg, ckpt, list(rates))
-    for warning in config_warnings(cfg, world_size):
+    warnings = config_warnings(cfg, world_size)
+    if ckpt is not None:  # what the resumed run would refuse (other tasks, LoRA, seed, ...) or warn of (templates)
+        meta = check_resume_config(cfg, ckpt, list(rates))
+        warnings += template_change_warnings(ckpt, meta, training_template_digests(cfg, list(rates)))
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.to_yaml(), end="")
     return 0

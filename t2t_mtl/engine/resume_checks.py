@@ -1,11 +1,12 @@
 """What a resume must keep: the checks that refuse to resume a checkpoint into a run whose tasks, ZeRO stage,
 precision, LoRA, task embeddings, `RESUME_SETTINGS`, training templates, task sizes or model shapes differ from the
 checkpoint's, each naming the config key that changed (all before DeepSpeed starts); and the parts of a run's config
-its checkpoints save for them (`lora_section`, `model_section`, `resume_settings`)."""
+its checkpoints save for them (`lora_section`, `model_section`, `resume_settings`). Changes that keep the weights
+and data positions valid are warned of instead (`model_change_warning`, `template_change_warnings`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -16,7 +17,7 @@ from t2t_mtl.model.lora import lora_settings, lora_signature
 
 __all__ = ["MODEL_SETTINGS", "RESUME_SETTINGS", "check_compatible", "check_model_shapes", "check_resume_config",
            "check_task_sizes", "check_templates", "lora_section", "model_section", "parameter_shapes",
-           "resume_settings"]
+           "resume_settings", "template_change_warnings"]
 
 
 _UNSET: Any = object()
@@ -79,6 +80,26 @@ def check_templates(ckpt: Path, saved: Mapping[str, Sequence[str]], now: Mapping
                 f"checkpoint {ckpt} trained task {task!r} in the templates {list(was)}, this run trains it in "
                 f"{list(names)} ({chosen}): {why}; resume with the same data.templates (and task definitions: a "
                 f"YAML task's `templates:`), or set training.output_dir to a new directory to start a new run")
+
+
+def template_change_warnings(ckpt: Path, meta: Mapping[str, Any], digests: Mapping[str, Mapping[str, str]]
+                             ) -> List[str]:
+    """One warning a task naming its templates whose definition changed under the same name since checkpoint `ckpt`
+    was written: their `Template.render_digest()` in this run (`digests`: {task: {template: digest}}) differs from the
+    checkpoint's (meta "template_digests"). An edited template is a deliberate edit, so the resumed run goes on and
+    trains the new text from the resumed step. No warning for an older checkpoint, which lacks the digests, nor for
+    a template it did not train."""
+    saved = meta.get("template_digests") or {}
+    warnings = []
+    for task, now in digests.items():
+        was = saved.get(task) or {}
+        edited = [name for name, digest in now.items() if name in was and was[name] != digest]
+        if edited:
+            warnings.append(
+                f"the template(s) {edited} of task {task!r} changed under the same name since checkpoint {ckpt} "
+                f"was written (their Jinja, answer_choices or references differ): the resumed steps train the new "
+                f"text, the steps before it trained the old one (restore the old definition to go on unchanged)")
+    return warnings
 
 
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,

@@ -271,6 +271,15 @@ def training_template_names(cfg: Config, task_names: Sequence[str]) -> Dict[str,
             for name in task_names}
 
 
+def training_template_digests(cfg: Config, task_names: Sequence[str]) -> Dict[str, Dict[str, str]]:
+    """{task: {template name: `Template.render_digest()`}} of the templates each of `task_names` trains with (those
+    of `training_template_names`); the tasks must be registered."""
+    import task_registry
+
+    return {name: {t.name: t.render_digest() for t in task_registry.get_task(name).select_templates(
+        cfg.data.templates)} for name in task_names}
+
+
 def check_task_splits(task_names: Sequence[str]) -> None:
     """Refuse a run task whose `splits` name a split its files do not hold (a Python-built Task with a
     LocalFileSource or HFSource(data_files=...) of train only, its splits left at [train, validation]): its first
