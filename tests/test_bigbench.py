@@ -389,6 +389,24 @@ def test_a_k_shot_prompt_without_demonstrations_is_the_zero_shot_input(imported,
                            EvalSettings(max_examples=3, num_shots=2, max_input_length=limit)) == zero_shot
 
 
+@pytest.mark.parametrize("name", sorted(TWO_SHOT_PROMPTS))
+def test_an_over_long_k_shot_prompt_drops_bigbenchs_first_demonstration_and_names_the_limit(imported, t5_tokenizer,
+                                                                                           monkeypatch, name):
+    # the prompt kept the query and BIG-bench's later demonstration, but the report said neither how many
+    # demonstrations the limit cost nor the limit that holds BIG-bench's whole prompt
+    task = task_registry.get_task(f"bigbench_{name}")
+    whole = TWO_SHOT_PROMPTS[name]
+    size = len(t5_tokenizer(whole)["input_ids"])
+    seen = _rank_without_a_model(monkeypatch)
+    result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=1, num_shots=2,
+                                                                     max_input_length=size - 1),
+                            progress=False).results[0]
+    first, second = {"disambiguation_qa": ("\nSentence: The undergraduate", "\nSentence: The designer"),
+                     "social_iqa": ("Q: Jesse", "Q: Cameron")}[name]  # where each demonstration starts
+    assert seen == [whole[:whole.index(first)] + whole[whole.index(second):]]  # the task prefix kept, the first cut
+    assert (result.num_fewer_shots, result.num_dropped_shots, result.shots_fit_length) == (1, 1, size)
+
+
 def test_the_separator_and_an_explicit_target_shape_the_demonstrations(tmp_path, t5_tokenizer, monkeypatch):
     # BIG-bench shows an example's explicit target in its demonstrations (one of a list), else the best choice
     task = load_bigbench_task(_write_task(tmp_path / "sep", {

@@ -4,6 +4,7 @@ prompts; bad settings are refused naming the option."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,9 +23,9 @@ VALIDATION = [{"text": f"held review {i} {'great' if i % 3 else 'slow'}", "label
               for i in range(6)]
 
 
-def _task(tmp_path, splits=("train", "validation")) -> task_registry.Task:
+def _task(tmp_path, splits=("train", "validation"), validation=VALIDATION) -> task_registry.Task:
     files = {}
-    for split, rows in (("train", TRAIN), ("validation", VALIDATION)):
+    for split, rows in (("train", TRAIN), ("validation", validation)):
         if split in splits:
             path = tmp_path / f"{split}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -195,6 +196,63 @@ def test_examples_given_fewer_demonstrations_than_asked_are_counted_and_reported
     assert "6 of 6 inputs got fewer than 2 demonstrations" in caplog.text
     assert "- shots_toy / choices: 6 of 6" in to_markdown(report)
     assert json.loads(json.dumps(report.to_dict()))["results"][0]["num_fewer_shots"] == 6
+
+
+def test_demonstrations_dropped_to_fit_are_counted_with_the_limit_that_would_hold_them_all(tmp_path, model,
+                                                                                          t5_tokenizer, caplog,
+                                                                                          monkeypatch):
+    # inputs left with fewer demonstrations were reported as "too few rows, or they do not fit": neither how many
+    # demonstrations the input limit cost nor the limit that would give every input all of its own
+    validation = [{"text": f"held review {i}" + " quite" * (3 * i), "label": i % 2} for i in range(6)]
+    tokenizer, task = t5_tokenizer, _task(tmp_path, validation=validation)
+    template = task.templates[0]
+    draws = Demonstrations(task, template, task.load_rows("train"), same_split=False, seed=0)
+    queries = [template.render(row, task=task.name, row_index=i).inputs for i, row in enumerate(validation)]
+    drawn = [draws.draw(i, 2) for i in range(len(validation))]
+
+    def length(text):
+        return len(tokenizer(text)["input_ids"])
+
+    whole = [length("\n\n".join([*d, q])) for d, q in zip(drawn, queries)]
+    limit = sorted(whole)[1]  # the two shortest prompts fit whole, others lose one or both demonstrations
+    expected = []  # the longest suffix of its demonstrations that fits, then the query, by hand
+    for d, q in zip(drawn, queries):
+        kept = next(start for start in range(3) if start == 2 or length("\n\n".join([*d[start:], q])) <= limit)
+        expected.append("\n\n".join([*d[kept:], q]))
+    dropped = sum(2 - e.count("\n\n") for e in expected)
+    assert all(e.endswith(q) for e, q in zip(expected, queries)) and dropped > sum(w > limit for w in whole) > 0
+    seen = []
+    for name in ("score_choices", "generate_texts"):
+        real = getattr(runner, name)
+        monkeypatch.setattr(runner, name, lambda m, t, inputs, *a, _real=real, **k: (seen.extend(inputs),
+                                                                                    _real(m, t, inputs, *a, **k))[1])
+    results = []
+    for scoring in ("rank", "generate"):  # both scorings see the same inputs, each ending with its query
+        seen.clear()
+        settings = EvalSettings(num_shots=2, max_input_length=limit, scoring=scoring, max_new_tokens=2,
+                                templates={"shots_toy": ["choices"]})
+        report = evaluate_tasks(model, tokenizer, [task], settings, progress=False)
+        assert sorted(seen) == sorted(expected)  # (scored longest first)
+        results.append(report.results[0])
+    for result in results:
+        assert (result.num_fewer_shots, result.num_dropped_shots) == (sum(w > limit for w in whole), dropped)
+        assert result.shots_fit_length == max(whole) and result.num_truncated == 0
+    assert (f"inputs got fewer than 2 demonstrations ({dropped} demonstrations dropped from their front to fit "
+            f"max_input_length={limit} tokens") in caplog.text
+    assert f"raise the limit to {max(whole)} tokens (t2t-mtl eval --max-input-length {max(whole)};" in caplog.text
+    assert (f"- shots_toy / choices: {results[0].num_fewer_shots} of 6; {dropped} demonstrations dropped to fit the "
+            f"input limit, all fit at {max(whole)} tokens (`t2t-mtl eval --max-input-length {max(whole)}`")\
+        in to_markdown(report)
+    seen.clear()
+    roomy = evaluate_tasks(model, tokenizer, [task], replace(settings, max_input_length=max(whole)),
+                           progress=False).results[0]  # the limit named gives every input all of its own
+    assert sorted(seen) == sorted("\n\n".join([*d, q]) for d, q in zip(drawn, queries))
+    assert (roomy.num_fewer_shots, roomy.num_dropped_shots, roomy.shots_fit_length) == (0, 0, None)
+    seen.clear()  # zero-shot: the rendered input, untouched by the k-shot fitting
+    zero = evaluate_tasks(model, tokenizer, [task], replace(settings, num_shots=0, max_input_length=3),
+                          progress=False).results[0]
+    assert sorted(seen) == sorted(queries)
+    assert (zero.num_fewer_shots, zero.num_dropped_shots, zero.shots_fit_length) == (0, 0, None)
 
 
 def test_one_shot_and_one_task_are_worded_in_the_singular(tmp_path, model, t5_tokenizer, caplog):

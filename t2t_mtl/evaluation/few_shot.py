@@ -10,7 +10,8 @@ own row is never one (nor, for a task with `group_by`, a row of its group: Multi
 question). Nor is any row whose rendered input is the example's own (a duplicate of the example, in the
 evaluated split or in train, would show its answer).
 A prompt longer than `max_input_length` tokens drops its first demonstrations until it fits, so the example's
-input is never truncated away; the evaluation counts and reports the inputs left with fewer than k.
+input is never truncated away (`fit_prompts`); the evaluation counts and reports the inputs left with fewer than k, the
+demonstrations dropped and the limit that would hold every input with all of its own.
 A task with a `few_shot_format` (BIG-bench JSON tasks) draws its demonstrations from the evaluated split and writes
 them, its query and the prompt from its rows as its benchmark does instead (the evaluation seed does not change that
 draw); they are fitted alike.
@@ -18,12 +19,14 @@ draw); they are fitted alike.
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from t2t_mtl.data.few_shot import demonstration_text, few_shot_prompt, fitted_prompt, joined_prompt
 from t2t_mtl.evaluation.errors import EvaluationError
 
-__all__ = ["Demonstrations", "demonstration_split", "few_shot_prompt", "fitted_prompt", "joined_prompt"]
+__all__ = ["Demonstrations", "ShotsFit", "demonstration_split", "few_shot_prompt", "fit_prompts", "fitted_prompt",
+           "joined_prompt"]
 
 
 def demonstration_split(task: Any, eval_split: str, requested: Optional[str] = None) -> str:
@@ -106,3 +109,36 @@ class Demonstrations:
             if rendered is not None and rendered[0] != query:
                 out.append(rendered[1])
         return out
+
+
+@dataclass
+class ShotsFit:
+    """How one template's k-shot prompts fitted the input limit: `fewer` inputs got fewer than k demonstrations
+    (too few rows to draw from, or dropped to fit); `dropped` demonstrations were dropped to fit, by `cut` inputs;
+    `needed` is the limit (tokens) that holds every input with all of its drawn demonstrations, 0 when none was
+    dropped."""
+
+    fewer: int = 0
+    cut: int = 0
+    dropped: int = 0
+    needed: int = 0
+
+
+def fit_prompts(examples: Sequence[Any], rows: Sequence[Any], demonstrations: Demonstrations, k: int, tokenizer: Any,
+                max_input_length: int, wrap: Callable[[str], str] = lambda prompt: prompt) -> ShotsFit:
+    """Set each of `examples` (`row_index` into `rows`, `inputs` its rendered input) to its k-shot prompt: the
+    demonstrations drawn for it, the first ones dropped until the `wrap`ped prompt fits `max_input_length` tokens
+    (special tokens counted), then its query (a task's own `few_shot_format` writes both from the row). A prompt that
+    fits is left whole; a query too long on its own is left to be truncated as a zero-shot input is."""
+    own_format = demonstrations.format
+    join = own_format.prompt if own_format is not None else joined_prompt
+    fit = ShotsFit()
+    for example in examples:
+        drawn = demonstrations.draw(example.row_index, k, query=example.inputs)
+        query = own_format.query(rows[example.row_index]) if own_format is not None else example.inputs
+        example.inputs, kept = fitted_prompt(drawn, query, tokenizer, max_input_length, wrap=wrap, join=join)
+        fit.fewer += kept < k
+        if kept < len(drawn):
+            whole = len(tokenizer(wrap(join(drawn, query)))["input_ids"])
+            fit.cut, fit.dropped, fit.needed = fit.cut + 1, fit.dropped + len(drawn) - kept, max(fit.needed, whole)
+    return fit

@@ -101,7 +101,8 @@ def to_markdown(report: EvalReport) -> str:
     if fewer_shots:
         lines += ["", f"Inputs given fewer than {counted(shots, 'demonstration')} (too few rows, or they do not fit "
                       f"the input limit):"]
-        lines += [f"- {r.task} / {r.template}: {r.num_fewer_shots} of {r.num_examples}" for r in fewer_shots]
+        lines += [f"- {r.task} / {r.template}: {r.num_fewer_shots} of {r.num_examples}" + _dropped_text(r)
+                  for r in fewer_shots]
     incomplete = [r for r in report.results if r.incomplete_groups]
     if incomplete:
         lines += ["", "Groups left out of group metrics (some of their rows not scored):"]
@@ -112,6 +113,15 @@ def to_markdown(report: EvalReport) -> str:
         lines += ["", "Metrics not computed (template metadata):"]
         lines += [f"- {r.task} / {r.template}: {what}" for r, what in not_computed]
     return "\n".join(lines) + "\n"
+
+
+def _dropped_text(result: TemplateResult) -> str:
+    """What the input limit cost a template's k-shot prompts, and the limit that gives each all of its own."""
+    if not result.num_dropped_shots:
+        return ""
+    limit = result.shots_fit_length
+    return (f"; {counted(result.num_dropped_shots, 'demonstration')} dropped to fit the input limit, all fit at "
+            f"{limit} tokens (`t2t-mtl eval --max-input-length {limit}`, `evaluation.max_input_length` in a config)")
 
 
 def comparison_markdown(reports: Sequence[EvalReport]) -> str:

@@ -21,7 +21,9 @@ class TemplateResult:
     group metrics are not in `metrics` and a group primary metric leaves `score` `None`. `num_truncated` of the
     `num_examples` inputs were longer than `max_input_length` tokens and scored on their beginning only; k-shot
     (`num_shots` k), `num_fewer_shots` of them got fewer than k demonstrations (too few renderable rows in the
-    demonstration split, or the rest did not fit `max_input_length`).
+    demonstration split, or the rest did not fit `max_input_length`); `num_dropped_shots` demonstrations were dropped
+    (from the front of their prompts) to fit it, and `shots_fit_length` is the limit that would hold every input with
+    all of its drawn demonstrations (`None` when none was dropped).
     """
 
     task: str
@@ -43,6 +45,8 @@ class TemplateResult:
     incomplete_groups: int = 0
     num_truncated: int = 0
     num_fewer_shots: int = 0
+    num_dropped_shots: int = 0
+    shots_fit_length: Optional[int] = None
     predictions: Optional[list[dict[str, Any]]] = None
 
     @property

@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.engine.distributed import join_gloo_group
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
-from t2t_mtl.evaluation.few_shot import Demonstrations, demonstration_split, fitted_prompt, joined_prompt
+from t2t_mtl.evaluation.few_shot import Demonstrations, ShotsFit, demonstration_split, fit_prompts
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import argmax_first, decoder_passes, score_choices
@@ -418,17 +418,11 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
         on_top = 1
         settings = replace(settings, max_input_length=settings.max_input_length + on_top)
         stated_limit += " (the task token in front comes on top)"
-    fewer_shots = 0  # inputs given fewer than num_shots demonstrations (too few rows, or they do not fit)
+    shots_fit = ShotsFit()
     if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
                                seed=settings.seed)
-        own_format = getattr(task, "few_shot_format", None)  # (BIG-bench's: its prompts written from the rows)
-        for example in examples:
-            drawn = demos.draw(example.row_index, settings.num_shots, query=example.inputs)
-            query = own_format.query(rows[example.row_index]) if own_format is not None else example.inputs
-            example.inputs, shots = fitted_prompt(drawn, query, tokenizer, settings.max_input_length, wrap=wrap,
-                                                  join=own_format.prompt if own_format is not None else joined_prompt)
-            fewer_shots += shots < settings.num_shots
+        shots_fit = fit_prompts(examples, rows, demos, settings.num_shots, tokenizer, settings.max_input_length, wrap)
     else:
         for example in examples:
             example.inputs = wrap(example.inputs)
@@ -462,12 +456,7 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
         logger.warning("task %r template %r: %d of %d groups have rows that are not scored (cut by max_examples, "
                        "skipped by the template or failed to render); group metrics leave them out", task.name,
                        template.name, result.incomplete_groups, rendered.groups)
-    result.num_fewer_shots = fewer_shots
-    if fewer_shots:
-        logger.warning("task %r template %r: %d of %d inputs got fewer than %s (the demonstration "
-                       "split has fewer renderable rows, or they do not fit %s)", task.name,
-                       template.name, fewer_shots, len(examples), counted(settings.num_shots, "demonstration"),
-                       stated_limit)
+    _record_shots_fit(result, shots_fit, settings.num_shots, on_top, stated_limit)
     result.num_truncated = sum(length > settings.max_input_length for length in lengths)
     if result.num_truncated:
         needed = max(lengths) - on_top  # the limit that holds the longest input whole
@@ -504,6 +493,27 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                                **({"choice_scores": o[3]} if o[3] is not None else {})}
                               for e, o, p in zip(examples, outputs, predictions)]
     return result
+
+
+def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_top: int, stated_limit: str) -> None:
+    """Put how the k-shot prompts fitted (`fit_prompts`) in `result` and warn when inputs got fewer than
+    `num_shots` demonstrations, naming the limit that gives each all of its own (the task token's `on_top` not in
+    it)."""
+    result.num_fewer_shots, result.num_dropped_shots = fit.fewer, fit.dropped
+    result.shots_fit_length = fit.needed - on_top if fit.dropped else None
+    if not fit.fewer:
+        return
+    step = f"task {result.task!r} template {result.template!r}"
+    shots = counted(num_shots, "demonstration")
+    if fit.fewer > fit.cut:
+        logger.warning("%s: %d of %d inputs got fewer than %s (the demonstration split has too few renderable rows)",
+                       step, fit.fewer - fit.cut, result.num_examples, shots)
+    if fit.cut:
+        logger.warning("%s: %d of %d inputs got fewer than %s (%s dropped from their front to fit %s, keeping the "
+                       "input itself); to give every input all of its drawn demonstrations, raise the limit to %d "
+                       "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
+                       step, fit.cut, result.num_examples, shots, counted(fit.dropped, "demonstration"),
+                       stated_limit, result.shots_fit_length, result.shots_fit_length)
 
 
 def evaluated_templates(task: Task, settings: EvalSettings) -> list[Template]:
