@@ -255,6 +255,18 @@ def test_demonstrations_dropped_to_fit_are_counted_with_the_limit_that_would_hol
     assert (zero.num_fewer_shots, zero.num_dropped_shots, zero.shots_fit_length) == (0, 0, None)
 
 
+def test_too_few_rows_to_draw_from_is_not_blamed_on_the_input_limit(tmp_path, model, t5_tokenizer, caplog):
+    # was: "(the demonstration split has fewer renderable rows, or they do not fit max_input_length=512 tokens)" for
+    # inputs that every limit leaves with fewer: the train split has 12 rows, 20 are asked for
+    settings = EvalSettings(num_shots=20, batch_size=8, templates={"shots_toy": ["choices"]})
+    report = evaluate_tasks(model, t5_tokenizer, [_task(tmp_path)], settings, progress=False)
+    result = report.results[0]
+    assert (result.num_fewer_shots, result.num_dropped_shots, result.shots_fit_length) == (6, 0, None)
+    assert "6 of 6 inputs got fewer than 20 demonstrations (the demonstration split has too few renderable rows)" \
+        in caplog.text
+    assert "max_input_length" not in caplog.text and "- shots_toy / choices: 6 of 6\n" in to_markdown(report)
+
+
 def test_one_shot_and_one_task_are_worded_in_the_singular(tmp_path, model, t5_tokenizer, caplog):
     # was: "fewer than 1 demonstrations" (log and report.md) and "decaScore (sum of 1 task medians)"
     task = _task(tmp_path)
