@@ -115,6 +115,36 @@ def test_task_routed_moe_takes_each_inputs_task(moe_dir, capsys, tmp_path):
     assert "computes per task" in capsys.readouterr().err
 
 
+def test_a_task_the_model_was_not_trained_on_is_named_with_its_close_trained_task(moe_dir, tmp_path, t5_tokenizer_dir,
+                                                                                  caplog):
+    # was: `predict --task alpah` answered silently through the unseen-task route, so a misspelt task name gave
+    # another model's answers with nothing said; the answers stay the unseen route's, now with a warning per name
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+
+    model, tokenizer, _ = load_checkpoint(moe_dir)
+    unseen = _one_by_one_generate(model, tokenizer, INPUTS[:1], task_ids=torch.tensor([-1]))
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        got = predict(model, tokenizer, [PredictRequest(INPUTS[0]), PredictRequest(INPUTS[0], task="beta")],
+                      default_task="alpah", max_new_tokens=8)
+    assert got[0].prediction == unseen[0]
+    (record,) = caplog.records  # one for 'alpah'; 'beta' is trained
+    assert all(text in record.getMessage() for text in ("'alpah'", "did you mean 'alpha'?", "alpha, beta", "unseen"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        predict(model, tokenizer, [PredictRequest(text, task="alpha") for text in INPUTS], max_new_tokens=8)
+    assert not caplog.records
+    # a task-embeddings model: a task without its token is named the same way
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    TaskTokens(tokenizer, ["alpha", "beta"])
+    _dense(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tokenizer, _ = load_checkpoint(tmp_path)
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        predict(model, tokenizer, [PredictRequest(INPUTS[0], CHOICES, "betta")])
+    (record,) = caplog.records
+    assert "'betta'" in record.getMessage() and "did you mean 'beta'?" in record.getMessage()
+
+
 def test_task_embeddings_model_gets_each_inputs_task_token(tmp_path, t5_tokenizer_dir, capsys):
     from t2t_mtl.analysis.task_embeddings import TaskTokens
 

@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", default=None,
                         help="task of inputs that name none: picks the experts of a task-routed MoE model, "
                              "the adapters of per-task LoRA and the task token of task embeddings (a name the model "
-                             "was not trained on: the unseen route, no task token) and, for a registered task with "
-                             "a postprocess, the postprocess of generated answers")
+                             "was not trained on: the unseen route, no task token, with a warning naming it) and, for "
+                             "a registered task with a postprocess, the postprocess of generated answers")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
                         help="auto (default): rank where an input has choices, else generate")
     parser.add_argument("--raw", action="store_true",

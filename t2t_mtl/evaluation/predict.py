@@ -2,7 +2,8 @@
 
 A request is an input text with, optionally, its answer choices and the task it belongs to (the task picks
 the experts of a task-routed MoE model and the adapters of per-task LoRA; a model with task embeddings
-(TE⊕ENC) gets that task's token in front of the input, as in training and evaluation). `read_requests` parses
+(TE⊕ENC) gets that task's token in front of the input, as in training and evaluation; a task the model was not
+trained on is answered as an unseen task, with a warning naming it). `read_requests` parses
 plain lines (one input each) or JSON lines in the rendered-dataset schema (`inputs`, optional
 `answer_choices`, optional `task`, other keys kept — but an earlier answer's `prediction` and `scores`, which
 this run replaces), which is what `t2t-mtl tasks preview --jsonl` prints. A JSON line is answered by the same
@@ -12,7 +13,9 @@ choice as written, as in rank classification).
 """
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -26,6 +29,8 @@ from t2t_mtl.model.task_routing import routing_task_id
 
 
 OUTPUT_KEYS = ("prediction", "scores")  # what a Prediction adds to its request's JSON object
+
+logger = logging.getLogger(__name__)
 
 
 class PredictInputError(EvaluationError):
@@ -133,6 +138,22 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
     return ids
 
 
+def _warn_of_untrained_tasks(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
+                             tokens: Mapping[str, int]) -> None:
+    """Log, once per name, each task of the inputs that the model computes per task but was not trained on (its
+    inputs take the unseen-task route and no task token), with the trained task it is close to: a misspelt name
+    is otherwise answered silently as an unseen task."""
+    trained = getattr(model, "routing_task_names", None) or list(tokens)
+    if not trained:  # the model takes no task (plain T5, token routing): a task serves only its postprocess
+        return
+    given = [request.task or default_task for request in requests]
+    for name in dict.fromkeys(task for task in given if task is not None and task not in trained):
+        close = difflib.get_close_matches(name, trained, n=1)
+        logger.warning("task %r (%d of %d inputs) is not one the model was trained on (%s), so it is answered as an "
+                       "unseen task, as evaluation answers a held-out one%s", name, given.count(name), len(given),
+                       ", ".join(trained), f"; did you mean {close[0]!r}?" if close else "")
+
+
 def _with_task_token(text: str, task: Optional[str], tokens: Mapping[str, int]) -> str:
     """`text` with the task's TE⊕ENC token in front when the tokenizer has one for `task` (as evaluation does; a
     task the model was not trained on gets none)."""
@@ -181,6 +202,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     postprocessing = postprocessing or {}
     tokens = find_task_tokens(tokenizer)
     task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), postprocessing=postprocessing)
+    _warn_of_untrained_tasks(model, requests, default_task, tokens)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
