@@ -171,6 +171,19 @@ def test_a_missing_tokenizer_folder_is_named_as_a_folder_not_a_hub_id(tmp_path, 
             f"saved with save_pretrained, such as a run's tokenizer/ or one `t2t-mtl tokenizer train` wrote")
 
 
+def test_a_run_folder_given_as_tokenizer_names_its_tokenizer_folder(tmp_path, procedural_corpus):
+    # was: `tasks preview parity --tokenizer runs/my` (or tokenizer.path: runs/my) said only that the folder "holds no
+    # tokenizer files" and to train one, while the run's own tokenizer sat in runs/my/tokenizer
+    run = tmp_path / "runs" / "my"
+    train_tokenizer(procedural_corpus, run / "tokenizer", vocab_size=200)
+    (run / "checkpoints" / "step-00000010").mkdir(parents=True)
+    for given in (run, run / "checkpoints" / "step-00000010"):
+        with pytest.raises(TokenizerLoadError) as raised:
+            load_tokenizer(given)
+        assert f"pass {run / 'tokenizer'}" in str(raised.value) and "a run's folder" in str(raised.value)
+    assert len(load_tokenizer(run / "tokenizer")) == 300  # 200 pieces + 100 sentinels
+
+
 def test_a_tokenizer_config_without_its_vocabulary_is_refused_by_name(tmp_path, procedural_corpus):
     # was: transformers 5 built a 104-token T5 tokenizer from tokenizer_config.json alone (every word <unk>), and
     # training went on with it
