@@ -10,10 +10,10 @@ Every subcommand takes `--data-dir DIR` (default `$T2T_MTL_DATA_DIR`: hub ids re
 top of the built-in tasks) and `--task-module MODULE` (a Python module registering tasks when imported); `validate`,
 which checks PATH alone, refuses `--tasks-dir` and imports the modules first, for the metrics they register
 (`register_metric`) that PATH's `metrics:` name. Errors print one line per problem and exit with status 2
-(`validate`: 1 when the files it checked have problems). task_registry (and the datasets, pandas and pyarrow it
-imports) is imported when a subcommand runs: every command's parser imports this module, `predict` too, which reads
-no task.
+(`validate`: 1 when the files it checked have problems).
 """
+# (this docstring is the group's --help; task_registry, and the datasets, pandas and pyarrow it imports, is imported
+# when a subcommand runs: every command's parser imports this module, `predict` too, which reads no task)
 from __future__ import annotations
 
 import argparse
