@@ -431,7 +431,10 @@ def test_tokenize_task_counts_rows_with_either_side_truncated(t5_tokenizer_dir, 
     assert stream.input_lengths.tolist() == [3, 3, 2] and stream.target_lengths.tolist() == [2, 2, 2]
     assert stream.dataset.column_names == ["input_ids", "labels"]
     assert stream.dataset["input_ids"] == [[8774, 296, 1], [8774, 296, 1], [8774, 1]]
-    assert "2 of 3 examples truncated (1 inputs to max_input_length=3, 1 targets to max_target_length=2)" in caplog.text
+    # the config keys that set the limits, and what to do (was: bare max_input_length=3, and no way on)
+    assert ("task hand_rows/train: 2 of 3 examples truncated (1 inputs to data.max_input_length=3, 1 targets to "
+            "data.max_target_length=2): training sees their beginning only; raise those limits to keep them whole "
+            "(`t2t-mtl tasks preview hand_rows --tokenizer RUN/tokenizer` shows lengths in tokens)") in caplog.text
 
 
 def _rows_with_special_text(split, num_rows, seed):

@@ -158,9 +158,11 @@ def tokenize_task(
                                  **_cache_options(cache_dir, task.name, split, key))
     counts = count_truncated(tokenized)
     if counts.rows:
-        logger.warning("task %s/%s: %d of %d examples truncated (%d inputs to max_input_length=%d, %d targets to "
-                       "max_target_length=%d)", task.name, split, counts.rows, len(tokenized), counts.inputs,
-                       max_input_length, counts.targets, max_target_length)
+        logger.warning("task %s/%s: %d of %d examples truncated (%d inputs to data.max_input_length=%d, %d targets to "
+                       "data.max_target_length=%d): training sees their beginning only; raise those limits to keep "
+                       "them whole (`t2t-mtl tasks preview %s --tokenizer RUN/tokenizer` shows lengths in tokens)",
+                       task.name, split, counts.rows, len(tokenized), counts.inputs, max_input_length, counts.targets,
+                       max_target_length, task.name)
     tokenized = tokenized.select_columns(["input_ids", "labels"])
     return TokenizedTask(task.name, split, tokenized, _list_lengths(tokenized, "input_ids"),
                          _list_lengths(tokenized, "labels"), counts.rows, per_template)
