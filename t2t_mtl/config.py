@@ -442,10 +442,32 @@ def check_paths(cfg: Config) -> None:
     for key, value in (("model.name_or_path", cfg.model.name_or_path), ("tokenizer.path", cfg.tokenizer.path)):
         if value is not None and looks_like_path(value):
             must_exist(key, value, "a local folder")
+    _refuse_folders_without_model_or_tokenizer(cfg)
     _check_output_folder("training.output_dir", cfg.training.output_dir, "choose another folder")
     if cfg.data.cache_dir is not None:
         _check_output_folder("data.cache_dir", cfg.data.cache_dir,
                              "choose another folder (or null: the run folder's cache/)")
+
+
+def _refuse_folders_without_model_or_tokenizer(cfg: Config) -> None:
+    """ConfigFileError for a `model.name_or_path` folder without config.json (a t2t-mtl run or checkpoint: named with
+    the export to make) or a `tokenizer.path` folder without tokenizer files (a run's: named with its tokenizer/),
+    refused here rather than once the run has started."""
+    from t2t_mtl.tokenizer import missing_tokenizer_files
+
+    model = cfg.model.name_or_path
+    if model is not None and Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        if (Path(model) / "checkpoints").is_dir() or (Path(model) / "meta.json").is_file():
+            raise ConfigFileError(f"config key 'model.name_or_path' names {model!r}, a t2t-mtl run (or checkpoint), "
+                                  f"not a model folder (it holds no config.json): export it first, `t2t-mtl export "
+                                  f"{model} --out DIR`, and name DIR")
+        raise ConfigFileError(f"config key 'model.name_or_path' names {model!r}, a folder that holds no config.json: "
+                              f"name a Hugging Face model folder (saved with save_pretrained, or written by "
+                              f"`t2t-mtl export`) or a hub name")
+    tokenizer = cfg.tokenizer.path
+    problem = missing_tokenizer_files(tokenizer) if tokenizer is not None and Path(tokenizer).is_dir() else None
+    if problem:
+        raise ConfigFileError(f"config key 'tokenizer.path' names {tokenizer!r}: {problem}")
 
 
 def _check_output_folder(key: str, value: str, fix: str) -> None:

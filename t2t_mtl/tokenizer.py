@@ -197,15 +197,22 @@ def _with_vocabulary(tokenizer, target: str):
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", SPIECE_FILE)
 
 
-def _run_tokenizer_hint(folder: Path) -> str:
-    """What to pass instead of a folder without tokenizer files: the `tokenizer/` of the run it is (or whose
-    `checkpoints/step-N` it is), else a tokenizer to train or a hub name."""
+def _holds_tokenizer_files(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def missing_tokenizer_files(folder: PathLike) -> Optional[str]:
+    """Why the existing folder `folder` is no tokenizer (None: it holds one of `TOKENIZER_FILES`), with what to pass
+    instead: the `tokenizer/` of the run it is (or whose `checkpoints/step-N` it is), else a tokenizer to train or
+    a hub name."""
+    folder = Path(folder)
+    if _holds_tokenizer_files(folder):
+        return None
     run = folder.parent.parent if folder.parent.name == "checkpoints" else folder
     kept = run / "tokenizer"
-    if any((kept / name).is_file() for name in TOKENIZER_FILES):
-        return f"; it is a run's folder (or one of its checkpoints), which keeps its tokenizer in tokenizer/: " \
-               f"pass {kept}"
-    return "; train one with `t2t-mtl tokenizer train` or pass a hub name"
+    instead = (f"it is a run's folder (or one of its checkpoints), which keeps its tokenizer in tokenizer/: pass {kept}"
+               if _holds_tokenizer_files(kept) else "train one with `t2t-mtl tokenizer train` or pass a hub name")
+    return f"tokenizer folder {folder} holds no tokenizer files ({', '.join(TOKENIZER_FILES)}); {instead}"
 
 
 def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
@@ -238,8 +245,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
             if (folder / "tokenizer.json").exists():
                 _check_t5_tokenizer_json(folder / "tokenizer.json")
                 return _t5_from_sentencepiece_folder(folder)
-            raise TokenizerLoadError(f"tokenizer folder {folder} holds no tokenizer files "
-                                     f"({', '.join(TOKENIZER_FILES)}){_run_tokenizer_hint(folder)}")
+            raise TokenizerLoadError(missing_tokenizer_files(folder))
         use_hub_for(target)  # (a hub that cannot be reached: offline mode, so a name not cached fails at once)
         return _with_vocabulary(AutoTokenizer.from_pretrained(target), target)
     except TokenizerLoadError:

@@ -410,6 +410,42 @@ def test_a_cache_dir_under_a_file_is_refused_by_the_path_checks(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_folder_as_model_or_tokenizer_is_refused_by_the_path_checks_with_what_to_name(tmp_path, capsys):
+    # was: accepted by check_paths (and `train --print-config`); the run, once DeepSpeed was up, failed on the
+    # tokenizer ("set tokenizer.path ...") for model.name_or_path: runs/my, whose fix is to export the run first
+    run = tmp_path / "runs" / "my"
+    (run / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (run / "checkpoints" / "step-00000010" / "meta.json").write_text("{}")
+    (run / "tokenizer").mkdir()
+    (run / "tokenizer" / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    for model in (run, run / "checkpoints" / "step-00000010"):
+        cfg = C.config_from_dict({"data": {"mixture": "m"}, "model": {"name_or_path": str(model)}})
+        with pytest.raises(C.ConfigFileError) as caught:
+            C.check_paths(cfg)
+        assert str(caught.value) == (
+            f"config key 'model.name_or_path' names {str(model)!r}, a t2t-mtl run (or checkpoint), not a model folder "
+            f"(it holds no config.json): export it first, `t2t-mtl export {model} --out DIR`, and name DIR")
+    cfg = C.config_from_dict({"data": {"mixture": "m"}, "model": {"name_or_path": str(tmp_path / "empty")}})
+    with pytest.raises(C.ConfigFileError, match=r"'model.name_or_path' names .*empty', a folder that holds no "
+                                                r"config.json: name a Hugging Face model folder"):
+        C.check_paths(cfg)
+    cfg = C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                              "tokenizer": {"path": str(run)}})
+    with pytest.raises(C.ConfigFileError) as caught:
+        C.check_paths(cfg)
+    assert str(caught.value).startswith(f"config key 'tokenizer.path' names {str(run)!r}: tokenizer folder {run} "
+                                        f"holds no tokenizer files")
+    assert str(caught.value).endswith(f"pass {run / 'tokenizer'}")
+    cfg.tokenizer.path = str(run / "tokenizer")
+    C.check_paths(cfg)
+    config_path = write(tmp_path / "cfg.yaml", {"data": {"tasks": ["parity"]}, "model": {"name_or_path": str(run),
+                                                                                         "dims": None},
+                                                "training": {"output_dir": str(tmp_path / "out")}})
+    assert cli_main(["train", str(config_path), "--print-config"]) == 2
+    assert "export it first" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("key", ["data.cache_dir", "training.output_dir"])
 def test_an_output_folder_the_user_may_not_write_is_refused_by_the_path_checks(tmp_path, monkeypatch, key):
     # was: accepted; the run failed in a PermissionError traceback once it first wrote there (the tokenized cache:
