@@ -31,6 +31,7 @@ except ImportError:
 
 from .errors import DataSourceError, TaskDefinitionError, close_matches, repeated_items
 from .hub import use_hub
+from .path_hints import close_existing_path
 
 DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
@@ -461,12 +462,22 @@ class HFSource(Source):
             return f"{where}; {config_dir} holds the split(s) {splits}"
         configs = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir()) if dataset_dir.is_dir() else []
         if not configs:
-            return f"{where}; the data dir has no folder {self.path!r} for this dataset{self._nested_hint()}"
+            return f"{where}; the data dir has no folder {self.path!r} for this dataset{self._nested_hint()}" \
+                   f"{self._close_path_hint()}"
         suggestion = (close_matches(self.name, configs) if self.name is not None else []) or configs
         config = "without a config name it reads the folder 'default'" if self.name is None else \
             f"config {self.name!r} is not there"
         return (f"{where}; {config}, and the data dir holds the configs {configs} of {self.path!r}: name one as the "
                 f"config (e.g. `name: {suggestion[0]}` in a task file)")
+
+    def _close_path_hint(self) -> str:
+        """`; did you mean 'PATH'?` for the hub path of the data dir that this one misspells (`ag_new`, `superglue`)."""
+        data_dir = Path(get_data_dir() or "")
+        try:
+            near = close_existing_path(data_dir / self.path)
+        except OSError:  # an unreadable folder holds nothing we can use
+            return ""
+        return f"; did you mean {near.relative_to(data_dir).as_posix()!r}?" if near is not None else ""
 
     def _nested_hint(self) -> str:
         """Where a subfolder of the data dir holds this dataset (`--data-dir shared` for `shared/data`): point at it."""

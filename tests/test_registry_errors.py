@@ -669,6 +669,12 @@ def test_bigbench_scores_and_flags_are_checked(tmp_path, change, message):
                               "file)"),
     ("glue", "rte", "test", "holds the split(s) ['train', 'validation']"),
     ("no_such_hub_id", None, "train", "the data dir has no folder 'no_such_hub_id' for this dataset"),
+    # a misspelt hub id names the close one the data dir holds (was: only that it has no such folder)
+    ("ag_new", None, "train", "the data dir has no folder 'ag_new' for this dataset; did you mean 'ag_news'?"),
+    ("superglue", "cb", "train", "the data dir has no folder 'superglue' for this dataset; did you mean "
+                                 "'super_glue'?"),
+    ("bentrevett/multi30", None, "train", "the data dir has no folder 'bentrevett/multi30' for this dataset; did you "
+                                          "mean 'bentrevett/multi30k'?"),
 ])
 def test_a_file_missing_from_the_data_dir_says_which_configs_and_splits_it_holds(shared_data_dir, path, name, split,
                                                                                 tail):
