@@ -25,6 +25,14 @@ def test_aliases_and_unknown_names():
     assert canonical_metric_name("sacrebleu") == "bleu"
     with pytest.raises(UnknownMetricError, match="unknown metric 'Edit Distance'.*accuracy"):
         canonical_metric_name("Edit Distance")
+    # a misspelt name first gets the close metric or alias (was: only the list of 30-odd names to search)
+    for given, close in (("acuracy", "accuracy"), ("Mathews correlation", "matthews_correlation"),
+                         ("rouge_l", "rouge")):
+        with pytest.raises(UnknownMetricError) as raised:
+            canonical_metric_name(given)
+        assert str(raised.value).startswith(f"unknown metric {given!r} (did you mean {close!r}?): the shipped")
+    with pytest.raises(UnknownMetricError, match="^unknown metric 'Edit Distance': the shipped"):
+        canonical_metric_name("Edit Distance")
 
 
 

@@ -8,6 +8,7 @@ choices scores on it (`chance`) and whether always giving one answer is a meanin
 """
 from __future__ import annotations
 
+import difflib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,9 @@ def canonical_metric_name(name: str) -> str:
         known = ", ".join(sorted(SHIPPED))
         registered = sorted(set(METRICS) - SHIPPED)
         also = f"; registered: {', '.join(registered)}" if registered else ""
-        raise UnknownMetricError(f"unknown metric {name!r}: the shipped metrics are {known} "
+        close = difflib.get_close_matches(_metric_key(name), [*METRICS, *ALIASES], n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownMetricError(f"unknown metric {name!r}{hint}: the shipped metrics are {known} "
                                  f"(aliases: {', '.join(sorted(ALIASES))}){also}; a Python function becomes a metric "
                                  f"through t2t_mtl.evaluation.register_metric (e.g. in a data.task_modules module)")
     return key
