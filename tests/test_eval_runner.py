@@ -238,6 +238,24 @@ def test_report_files_round_trip(toy_report, tmp_path):
     assert len(paths["plots"]) == 1 and paths["plots"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_compare_path_without_a_report_names_the_report_it_likely_meant(toy_report, tmp_path):
+    # was: "no evaluation report at 'runs/my/report.json'" for `--compare runs/my`, a run whose after-training report
+    # is in runs/my/eval, and nothing about the close folder for a misspelt `--compare reprt`
+    write_report(toy_report, tmp_path / "runs" / "my" / "eval", plots=False)
+    (tmp_path / "runs" / "my" / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError) as raised:
+        read_report(tmp_path / "runs" / "my")
+    assert str(raised.value) == (f"no evaluation report at {str(tmp_path / 'runs' / 'my' / 'report.json')!r}; it is "
+                                 f"a run's folder, whose report after training is in eval/: pass "
+                                 f"{tmp_path / 'runs' / 'my' / 'eval'}")
+    with pytest.raises(FileNotFoundError) as raised:
+        read_report(tmp_path / "runs" / "my" / "evl")
+    assert str(raised.value) == (f"no evaluation report at {str(tmp_path / 'runs' / 'my' / 'evl')!r} (did you mean "
+                                 f"{str(tmp_path / 'runs' / 'my' / 'eval')!r}?); write one with `t2t-mtl eval --out "
+                                 f"DIR`")
+    assert read_report(tmp_path / "runs" / "my" / "eval").to_dict() == toy_report.to_dict()
+
+
 def test_the_markdown_keeps_the_tasks_first_seen_order_and_escapes_pipes_in_template_names():
     def result(task, template, score):
         return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=4,

@@ -185,13 +185,23 @@ def write_report(report: EvalReport, out_dir: PathLike, *, plots: bool = True) -
     return {"json": json_path, "markdown": md_path, "plots": pngs}
 
 
+def _report_hint(given: Path) -> str:
+    """What to pass instead of `given`, which holds no report: a run's `eval/` (its report after training), else
+    the close existing path a misspelt one meant, with how reports are written."""
+    if (given / "eval" / "report.json").is_file():
+        return f"; it is a run's folder, whose report after training is in eval/: pass {given / 'eval'}"
+    from task_registry.path_hints import path_hint  # (task_registry is slow to import: on the error path only)
+
+    return f"{path_hint(given) if not given.exists() else ''}; write one with `t2t-mtl eval --out DIR`"
+
+
 def read_report(path: PathLike) -> EvalReport:
     """Load an `EvalReport` from a report.json (or the folder that holds it)."""
-    path = Path(path)
+    given = path = Path(path)
     if path.is_dir():
         path = path / "report.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no evaluation report at {str(path)!r}; write one with `t2t-mtl eval --out DIR`")
+        raise FileNotFoundError(f"no evaluation report at {str(path)!r}{_report_hint(given)}")
     try:
         return EvalReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # not JSON, or JSON of something else
