@@ -451,6 +451,29 @@ def test_gradients_on_logs_that_measured_no_pair_are_refused(tmp_path, capsys):
         assert not (tmp_path / "api").exists()
 
 
+def test_gradients_print_the_pairs_by_mean_cosine_and_the_clusters(tmp_path, capsys):
+    """was: only the four output paths on stdout, so the affinity itself had to be read out of the JSON or plots."""
+    from t2t_mtl.cli import main
+
+    tasks = ["a", "b", "c"]
+    run = _cosine_log(tmp_path / "run", [
+        {"step": 10, "gradient_surgery": {"tasks": tasks, "grad_cosine": [[1.0, 0.5, -0.2], [0.5, 1.0, 0.1],
+                                                                           [-0.2, 0.1, 1.0]]}},
+        {"step": 20, "gradient_surgery": {"tasks": tasks, "grad_cosine": [[1.0, 0.7, 0.2], [0.7, 1.0, None],
+                                                                           [0.2, None, 1.0]]}}])
+    assert main(["affinity", "gradients", str(run), "--clusters", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:6] == ["mean gradient cosine over 2 logged steps, most aligned pair first:",
+                         "task pair  mean cosine  steps conflicting",
+                         "a / b            +0.60             0 of 2",
+                         "b / c            +0.10             0 of 1",
+                         "a / c            +0.00             1 of 2",
+                         "clusters (2, by average linkage on 1 - mean cosine): a, b | c"]
+    assert lines[6:] == [f"{name}: {run / 'affinity' / file}" for name, file in (
+        ("json", "gradient_affinity.json"), ("over_training", "gradient_cosine.png"),
+        ("heatmap", "gradient_cosine_heatmap.png"), ("dendrogram", "gradient_clusters.png"))]
+
+
 def test_gradients_name_the_tasks_never_measured_beside_another(tmp_path, capsys):
     """A task whose gradient never met another's in a logged step has no cosine at all: it was 'clustered' alone
     as if orthogonal to every task, silently. It is now named on stderr and in the JSON."""

@@ -337,3 +337,25 @@ def write_gradient_affinity(series: CosineSeries, out_dir: str | Path, *, thresh
                    symmetric=True)
     plot_dendrogram(clustering, paths["dendrogram"])
     return paths
+
+
+def affinity_summary(payload: Mapping[str, Any]) -> list[str]:
+    """Lines to print of a gradient_affinity.json `payload`: each task pair's mean cosine and its steps with
+    conflicting gradients (cos < 0), the most aligned pair first and pairs never measured last, then the clusters."""
+    rows = []
+    for pair, measured in payload["pairs"].items():
+        cosines = measured["cosine"]
+        mean = sum(cosines) / len(cosines) if cosines else None
+        conflicting = f"{sum(c < 0 for c in cosines)} of {len(cosines)}" if cosines else "never measured"
+        rows.append((mean, pair.replace("|", " / "), "—" if mean is None else f"{mean:+.2f}", conflicting))
+    rows.sort(key=lambda row: (row[0] is None, -(row[0] or 0.0)))
+    header = ("task pair", "mean cosine", "steps conflicting")
+    widths = [max(len(text) for text in column) for column in zip(header, *(row[1:] for row in rows))]
+    table = [f"{a.ljust(widths[0])}  {b.rjust(widths[1])}  {c.rjust(widths[2])}"
+             for a, b, c in [header, *(row[1:] for row in rows)]]
+    clustering = payload["clustering"]
+    how = (f"{clustering['n_clusters']}, by {clustering['method']}" if clustering["n_clusters"] is not None
+           else f"{clustering['method']}, cut at {clustering['threshold']}")
+    clusters = " | ".join(", ".join(cluster) for cluster in clustering["clusters"])
+    return [f"mean gradient cosine over {counted(payload['num_steps_logged'], 'logged step')}, most aligned pair "
+            f"first:", *table, f"clusters ({how}): {clusters}"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def _run_transfer(args: argparse.Namespace) -> int:
 
 
 def _run_gradients(args: argparse.Namespace) -> int:
-    from t2t_mtl.analysis.gradient_affinity import read_cosine_log, write_gradient_affinity
+    from t2t_mtl.analysis.gradient_affinity import affinity_summary, read_cosine_log, write_gradient_affinity
 
     if args.clusters is not None and args.clusters < 1:  # scipy would silently cut 0 into one cluster
         print(f"error: --clusters must be at least 1, got {args.clusters}", file=sys.stderr)
@@ -164,6 +165,7 @@ def _run_gradients(args: argparse.Namespace) -> int:
         return fail(exc)
     except OSError as exc:  # an --out that cannot be written (permissions, a read-only disk)
         return fail(unwritten_output(exc, "--out", out, "the gradient affinity"))
+    print("\n".join(affinity_summary(json.loads(paths["json"].read_text(encoding="utf-8")))))
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
