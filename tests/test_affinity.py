@@ -754,6 +754,24 @@ def test_task_embeddings_learned_and_exported(t5_tokenizer, tmp_path):
     assert exported["tasks"] == names and (tmp_path / "cli" / "task_embeddings.png").is_file()
 
 
+def test_a_model_without_task_embeddings_is_named_as_such(t5_tokenizer_dir, tmp_path):
+    # was: "found 0 task token(s) ([]) in the tokenizer" for a run trained without model.task_embeddings
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)  # (its own: the session's t5_tokenizer gets task tokens elsewhere)
+    model = _tiny_t5(len(tokenizer))
+    with pytest.raises(TaskEmbeddingError) as raised:
+        export_task_embeddings(model, tokenizer, tmp_path)
+    assert str(raised.value) == ("the model has no task embeddings (its tokenizer holds no <task:NAME> token): train "
+                                 "with `model.task_embeddings: true` on at least 2 tasks")
+    add_task_tokens(tokenizer, ["sum"])
+    with pytest.raises(TaskEmbeddingError) as raised:
+        export_task_embeddings(model, tokenizer, tmp_path)
+    assert str(raised.value) == ("the model has the task embedding of one task only ('sum'), nothing to compare it "
+                                 "with: train with `model.task_embeddings: true` on at least 2 tasks")
+    assert not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------ end to end on procedural tasks
 E2E_TASKS = ["parity", "list_contains", "count_word"]  # rank classification ×2, generation
 TINY_OVERRIDES = [

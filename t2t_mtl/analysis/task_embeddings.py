@@ -207,8 +207,10 @@ def export_task_embeddings(model: torch.nn.Module, tokenizer: Any, out_dir: str 
     """Write task_embeddings.json (vectors, 2-D coordinates, cosine matrix) and task_embeddings.png."""
     token_ids = find_task_tokens(tokenizer)
     if len(token_ids) < 2:
-        raise TaskEmbeddingError(f"found {len(token_ids)} task token(s) ({sorted(token_ids)}) in the tokenizer; "
-                                 f"train with `model.task_embeddings: true` on at least 2 tasks")
+        found = (f"the task embedding of one task only ({next(iter(token_ids))!r}), nothing to compare it with"
+                 if token_ids else "no task embeddings (its tokenizer holds no <task:NAME> token)")
+        raise TaskEmbeddingError(f"the model has {found}: train with `model.task_embeddings: true` on at least 2 "
+                                 f"tasks")
     names, vectors = task_embedding_matrix(model, token_ids)
     coords, ratio = pca_2d(vectors)
     unit = torch.nn.functional.normalize(vectors, dim=1)
