@@ -8,6 +8,8 @@ row (the whole field, or inside a longer one). An evaluation row overlaps a trai
 occurs in any of that task's training rows. Raw rows are
 compared (after the task's preprocessors), not rendered prompts, so template wording never matches by itself.
 Grams are kept as 64-bit BLAKE2 hashes (deterministic across runs; a false match needs a hash collision).
+`find_overlap` says what it is doing only to a `progress` callback its caller gives (the command line's prints to
+stderr); by default it reports nothing.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,15 +91,22 @@ def _short_lengths(rows: Any, n: int, min_words: int) -> set:
             if min_words <= len(words := normalized_words(text)) < n}
 
 
-def _training_index(task: Task, split: str, lengths: set, max_rows: Optional[int]) -> np.ndarray:
+def _training_index(task: Task, split: str, lengths: set, max_rows: Optional[int],
+                    progress: Callable[[str], None]) -> np.ndarray:
     """Every gram of each length in `lengths` of the training rows' string fields, hashed and sorted."""
     grams: set = set()
-    for row in task.load_rows(split, max_rows=max_rows):
+    rows = task.load_rows(split, max_rows=max_rows)
+    for row in rows:
         for text in _strings(dict(row)):
             words = normalized_words(text)
             for k in lengths:
                 grams.update(_ngram_hashes(words, k))
+    progress(f"indexed {task.name}/{split}: {len(rows)} rows, {len(grams)} grams")
     return np.unique(np.fromiter(grams, dtype=np.int64, count=len(grams)))
+
+
+def _no_progress(line: str) -> None:
+    """The default `progress` of `find_overlap`: says nothing."""
 
 
 def _contains(index: np.ndarray, grams: np.ndarray) -> bool:
@@ -108,15 +117,22 @@ def _contains(index: np.ndarray, grams: np.ndarray) -> bool:
 
 def find_overlap(evaluated: Sequence[Tuple[Task, str]], training: Sequence[Task], *, n: int = 13,
                  min_words: int = 8, train_split: str = "train", max_rows: Optional[int] = None,
-                 examples: int = 5) -> List[TaskOverlap]:
+                 examples: int = 5, progress: Callable[[str], None] = _no_progress) -> List[TaskOverlap]:
     """For each (task, split) of `evaluated`, its rows that share a gram (`row_grams`) with the `train_split`
-    rows of any `training` task. `max_rows` limits the rows read per split; `examples` the row indices kept."""
+    rows of any `training` task. `max_rows` limits the rows read per split; `examples` the row indices kept.
+    `progress` is called with one short line per split read and per training split indexed (with its row
+    count) and one before the rows are compared, never per row; by default nothing is reported."""
     if n < 1 or min_words < 1:
         raise ValueError(f"n ({n}) and min_words ({min_words}) must be >= 1")
-    evaluated_rows = [(task, split, task.load_rows(split, max_rows=max_rows)) for task, split in evaluated]
+    evaluated_rows = []
+    for task, split in evaluated:
+        rows = task.load_rows(split, max_rows=max_rows)
+        progress(f"read {task.name}/{split}: {len(rows)} rows")
+        evaluated_rows.append((task, split, rows))
     # a short evaluation field is looked up among the training grams of its own length
     lengths = {n}.union(*(_short_lengths(rows, n, min_words) for _, _, rows in evaluated_rows))
-    indexes = {task.name: _training_index(task, train_split, lengths, max_rows) for task in training}
+    indexes = {task.name: _training_index(task, train_split, lengths, max_rows, progress) for task in training}
+    progress(f"comparing {len(evaluated_rows)} evaluated split(s) with {len(indexes)} training split(s)")
     out = []
     for task, split, rows in evaluated_rows:
         report = TaskOverlap(task.name, split, 0, 0)

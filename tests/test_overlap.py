@@ -138,3 +138,45 @@ def test_a_training_split_of_one_gram_is_matched(tmp_path):
                                                                        {"text": "unrelated words", "label": 1}]})
     report, = find_overlap([(evaluated, "validation")], [train])
     assert (report.rows, report.overlapping, report.examples) == (2, 1, [0])
+
+
+def _yaml_task(folder, name, splits):
+    """A YAML task `name` in `folder` whose rows (each split's) are written to local jsonl files beside it."""
+    for split, rows in splits.items():
+        (folder / f"{name}_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = ", ".join(f"{split}: {name}_{split}.jsonl" for split in splits)
+    (folder / f"{name}.yaml").write_text(f"name: {name}\nsplits: [{', '.join(splits)}]\nsource:\n"
+                                         f"  files: {{{files}}}\ntemplates:\n"
+                                         "  - {name: t, jinja: \"{{ text }} ||| {{ label }}\"}\n")
+
+
+def test_the_overlap_command_says_on_stderr_which_split_it_reads_indexes_and_compares(tmp_path, capsys):
+    # it printed nothing until its report: on the shared data about a CPU-minute with no output (once datasets'
+    # progress bars were hidden), which looked hung
+    words = [f"w{i}" for i in range(60)]
+    train = [{"text": " ".join(words[14 * i:14 * i + 14]), "label": i} for i in range(3)]  # 2 grams of 13 each
+    evaluation = [{"text": " ".join(words[:13]), "label": 0}, {"text": " ".join(words[40:53]), "label": 1}]
+    _yaml_task(tmp_path, "ov_train", {"train": train})
+    _yaml_task(tmp_path, "ov_eval", {"validation": evaluation})
+    with task_registry.isolated_registry():
+        assert cli_main(["mixture", "overlap", "ov_train", "--eval", "ov_eval", "--tasks-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    progress = ["read ov_eval/validation: 2 rows", "indexed ov_train/train: 3 rows, 6 grams",
+                "comparing 1 evaluated split(s) with 1 training split(s)"]
+    assert [line for line in err.splitlines() if line in progress] == progress, err
+    assert out == ("rows sharing a 13-word sequence (normalised; whole fields of 8+ words when shorter) with the "
+                   "train rows of 'ov_train'\n"
+                   "task     split          rows  overlap   share  training tasks\n"
+                   "ov_eval  validation        2        1   50.0%  ov_train 1\n")
+
+
+def test_find_overlap_prints_nothing_unless_given_a_progress_callback(tmp_path, capsys):
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    train = _local_task(tmp_path, "quiet_train", {"train": [{"text": text, "label": 0}]})
+    evaluated = _local_task(tmp_path, "quiet_eval", {"validation": [{"text": text, "label": 0}]})
+    report, = find_overlap([(evaluated, "validation")], [train])
+    assert report.overlapping == 1 and capsys.readouterr() == ("", "")
+    lines = []
+    find_overlap([(evaluated, "validation")], [train], progress=lines.append)
+    assert lines == ["read quiet_eval/validation: 1 rows", "indexed quiet_train/train: 1 rows, 1 grams",
+                     "comparing 1 evaluated split(s) with 1 training split(s)"]

@@ -4,7 +4,8 @@
 `show` prints every task's sampling probability (per epoch for schedules) next to the realised share of a
 number of seeded draws, and optionally plots them; with `--config`, of the mixture and sampler a training config
 trains with. `overlap` checks evaluation tasks for rows whose text also
-occurs in the mixture's training rows (`task_registry.overlap`). NAME is a registered mixture, a task, or
+occurs in the mixture's training rows (`task_registry.overlap`), saying on stderr, a line each, which split it
+reads, indexes and compares (the report alone goes to stdout). NAME is a registered mixture, a task, or
 comma-separated task names (as `data.tasks` lists them; with `--tasks-dir`, YAML tasks too).
 """
 from __future__ import annotations
@@ -171,7 +172,7 @@ def show_overlap(args: argparse.Namespace) -> int:
             raise ValueError("no task to check: name them with --eval, or register tasks flagged held_out")
         reports = find_overlap([(task, args.eval_split or default_split(task)) for task in evaluated], training,
                                n=args.n, min_words=args.min_words, train_split=args.train_split,
-                               max_rows=args.max_rows)
+                               max_rows=args.max_rows, progress=_progress_line)
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
         return fail(err, args.tasks_dir)
     print(f"rows sharing a {args.n}-word sequence (normalised; whole fields of {args.min_words}+ words when shorter) "
@@ -188,6 +189,11 @@ def show_overlap(args: argparse.Namespace) -> int:
                        "train_split": args.train_split,
                        "tasks": [{**vars(r), "share": r.share} for r in reports]}, handle, indent=1)
     return 0
+
+
+def _progress_line(line: str) -> None:
+    """A progress line of `overlap` on stderr, flushed at once (stdout carries the report alone)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def shown_mixture(name: str) -> Any:
