@@ -236,6 +236,8 @@ class Task:
                 raise TaskDefinitionError(f"task {name!r}: templates must be Template objects, got {template!r}")
             if template.name in seen:
                 raise TaskDefinitionError(f"task {name!r}: two templates are named {template.name!r}")
+            if why := template.target_problem():
+                raise TaskDefinitionError(f"task {name!r}: template {template.name!r} {why}")
             seen.add(template.name)
         preprocessors = [preprocessors] if isinstance(preprocessors, Preprocessor) else list(preprocessors)
         for step in preprocessors:  # (a generator is read once, above: checked as kept)

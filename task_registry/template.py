@@ -226,6 +226,15 @@ class Template:
         self.origin = _origin(source_file, source_line, id)
         self._compile()
 
+    def target_problem(self) -> Optional[str]:
+        """Why this template can never render a target, so that every row would be skipped; None when it can."""
+        if SEPARATOR not in self.jinja:
+            return "has no `|||` separator, so it renders no target and every row would be skipped: write it as " \
+                   "`input ||| target`"
+        if self.answer_choices is not None and not self.answer_choices.strip():
+            return "has an empty answer_choices: list the choices separated by `|||`, or drop the key"
+        return None
+
     # -- compilation -------------------------------------------------------------------------------------
     def _compile(self) -> None:
         self._main = self._compile_one(with_truncation(self.jinja), self.jinja)

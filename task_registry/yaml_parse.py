@@ -16,7 +16,7 @@ from .preprocessors import compile_expression, from_config as preprocessor_from_
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import HFSource, LocalFileSource, Source, is_file_builder
 from .task import Task, repeated_names
-from .template import SEPARATOR, Template
+from .template import Template
 from .yaml_keys import check_written_keys
 
 __all__ = ["PROMPTSOURCE_KEYS", "SOURCE_KINDS", "TASK_KEYS", "TEMPLATE_KEYS", "TaskCheck", "TaskFileParser",
@@ -136,6 +136,9 @@ class TaskFileParser:
         self.split_problems(document, source)
         preprocessors = self.preprocessors(document)
         templates = self.templates(document)
+        for template in templates:  # (before the Task, which refuses them without the file's line)
+            if why := template.target_problem():
+                self.errors.append(f"{template_location(template, self.path)}: template {template.name!r} {why}")
         if self.imports_promptsource:  # promptsource's templates read `a-b` columns as `a_b`, as promptsource_task
             preprocessors.insert(0, HyphensToUnderscores())
         if self.errors or source is None or not isinstance(name, str):
@@ -149,10 +152,7 @@ class TaskFileParser:
         return None if self.errors else task
 
     def task_problems(self, document: dict, task: Task) -> None:
-        """Report each template that can never render a target, and the problems `check` finds."""
-        for template in task.templates:
-            if why := _never_targets(template):
-                self.errors.append(f"{template_location(template, self.path)}: template {template.name!r} {why}")
+        """Report the problems `check` finds."""
         for key, message in self.check(task) if self.check else ():
             self.error(self.line_of(document, key), message)
 
@@ -374,16 +374,6 @@ def _quote_hint(text: str, line: int) -> str:
         return ""  # (a flow mapping `{name: t, jinja: ...}` on one line is left to YAML's message)
     quoted = f'"{value}"' if '"' not in value else "'" + value.replace("'", "''") + "'"
     return f"; Jinja in a YAML value must be quoted: write {key}: {quoted}"
-
-
-def _never_targets(template: Any) -> Optional[str]:
-    """Why `template` can never render a target (every row would be skipped), or None."""
-    if SEPARATOR not in template.jinja:
-        return "has no `|||` separator, so it renders no target and every row would be skipped: write it as " \
-               "`input ||| target`"
-    if template.answer_choices is not None and not template.answer_choices.strip():
-        return "has an empty answer_choices: list the choices separated by `|||`, or drop the key"
-    return None
 
 
 def template_location(template: Any, path: Union[str, os.PathLike]) -> str:

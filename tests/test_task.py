@@ -786,3 +786,14 @@ def test_definition_digests_are_equal_in_every_process_and_follow_the_python_cod
     (tmp_path / "digest_tasks.py").write_text(DIGEST_MODULE.replace('== 0', '== 1'))
     edited = digests("1")
     assert edited.pop("digest_py") != first.pop("digest_py") and edited == first
+
+
+@pytest.mark.parametrize("template,why", [
+    (Template("t", "say {{x}}"), r"has no `\|\|\|` separator, so it renders no target and every row would be skipped"),
+    (Template("t", "{{x}} ||| {{x}}", answer_choices=" "), r"has an empty answer_choices"),
+], ids=["no-separator", "empty-choices"])
+def test_a_template_that_never_renders_a_target_is_refused_by_the_task(template, why):
+    # a Python task accepted it (the YAML loader refused it) and to_dataset dropped every row as skipped, leaving an
+    # empty dataset behind a log warning
+    with pytest.raises(task_registry.TaskDefinitionError, match=rf"^task 'g': template 't' {why}"):
+        Task("g", GeneratorSource(numbered_rows, num_rows=3), [QUESTION, template])
