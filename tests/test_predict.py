@@ -371,3 +371,28 @@ def test_predict_of_a_local_model_loads_neither_datasets_nor_evaluate(dense_dir)
     done = subprocess.run([sys.executable, "-c", code, str(dense_dir)], capture_output=True, text=True, env=env,
                           timeout=300)
     assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    # a string of choices was iterated: each character a choice, scored and picked from (a ' ' predicted)
+    ({"answer_choices": "yes ||| no"}, r"answer_choices must be a list of strings, got the string 'yes \|\|\| no': "
+                                       r"write \['yes', 'no'\]"),
+    ({"answer_choices": ["yes", 1]}, r"answer_choices must be a list of strings, got \['yes', 1\]"),
+    ({"inputs": ["a", "b"]}, r"inputs must be the input text \(a string\), got \['a', 'b'\]"),
+    ({"task": ["parity"]}, r"task must be a task name \(a string\) or None, got \['parity'\]"),
+], ids=["choices-string", "choices-not-strings", "inputs-list", "task-list"])
+def test_a_request_of_the_wrong_types_is_refused_naming_the_field(kwargs, match):
+    with pytest.raises(PredictInputError, match=rf"^PredictRequest: {match}"):
+        PredictRequest(**{"inputs": "is it?", **kwargs})
+    assert PredictRequest("is it?", ("yes", "no")).answer_choices == ["yes", "no"]
+
+
+@pytest.mark.parametrize("requests,match", [
+    (["parity: 1 0"], r"request 1 is a str, not a PredictRequest: write PredictRequest\('parity: 1 0'\)"),
+    ("parity: 1 0", r"requests must be a list of PredictRequest objects, got the string 'parity: 1 0': "
+                    r"write \[PredictRequest\('parity: 1 0'\)\]"),
+], ids=["list-of-strings", "one-string"])
+def test_predict_names_requests_that_are_not_predict_requests(requests, match):
+    # a list of strings (or one string) raised AttributeError: 'str' object has no attribute 'answer_choices'
+    with pytest.raises(PredictInputError, match=rf"^predict: {match}"):
+        predict(None, None, requests)

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 class PredictInputError(EvaluationError):
-    """A request line is not usable; the message names the source and the line."""
+    """A request is not usable; the message names the source and the line (a line read) or the field (a
+    `PredictRequest` built in Python)."""
 
 
 @dataclass
@@ -45,6 +46,23 @@ class PredictRequest:
     answer_choices: Optional[list[str]] = None
     task: Optional[str] = None
     row: dict[str, Any] = field(default_factory=dict)  # the JSON line as read (no earlier answer), echoed in order
+
+    def __post_init__(self) -> None:
+        """Refuse fields of the wrong type (a string of choices would be scored character by character); a tuple
+        of choices becomes a list."""
+        if not isinstance(self.inputs, str):
+            raise PredictInputError(f"PredictRequest: inputs must be the input text (a string), got {self.inputs!r}")
+        choices = self.answer_choices
+        if isinstance(choices, str):
+            listed = [c.strip() for c in choices.split("|||")]
+            raise PredictInputError(f"PredictRequest: answer_choices must be a list of strings, got the string "
+                                    f"{choices!r}: write {listed!r}")
+        if choices is not None:
+            if not isinstance(choices, (list, tuple)) or not all(isinstance(c, str) for c in choices):
+                raise PredictInputError(f"PredictRequest: answer_choices must be a list of strings, got {choices!r}")
+            self.answer_choices = list(choices)
+        if self.task is not None and not isinstance(self.task, str):
+            raise PredictInputError(f"PredictRequest: task must be a task name (a string) or None, got {self.task!r}")
 
 
 @dataclass
@@ -94,6 +112,18 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
     if task is not None and not isinstance(task, str):
         raise PredictInputError(f"{where}: \"task\" must be a task name, got {task!r}")
     return PredictRequest(row["inputs"], choices, task, row=row)
+
+
+def _check_requests(requests: Any) -> None:
+    """Refuse `requests` that are not a sequence of `PredictRequest`, saying how to write them."""
+    if isinstance(requests, str):
+        raise PredictInputError(f"predict: requests must be a list of PredictRequest objects, got the string "
+                                f"{requests[:80]!r}: write [PredictRequest({requests[:80]!r})]")
+    for number, request in enumerate(requests, 1):
+        if not isinstance(request, PredictRequest):
+            example = f"PredictRequest({request[:80]!r})" if isinstance(request, str) else "a PredictRequest"
+            raise PredictInputError(f"predict: request {number} is a {type(request).__name__}, not a PredictRequest: "
+                                    f"write {example}")
 
 
 def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[PredictRequest]:
@@ -194,6 +224,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     """
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
+    _check_requests(requests)
     ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
     if scoring == "rank" and len(ranked) < len(requests):
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
