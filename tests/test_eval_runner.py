@@ -1455,3 +1455,16 @@ def test_only_an_moe_whose_experts_have_a_capacity_keeps_example_order(loaded, t
     inputs = [row["text"] for row in LENGTH_ROWS]
     order = inputs if depends else sorted(inputs, key=len, reverse=True)
     assert calls == [order[i:i + 4] for i in range(0, len(inputs), 4)]
+
+
+@pytest.mark.parametrize("tasks,match", [
+    # a string was read a character at a time: "unknown task 'p'"
+    ("parity", r"evaluate_tasks: tasks must be a list of task names or Task objects, got the string 'parity': "
+               r"write \['parity'\]"),
+    # a template (or any other object) failed later, inside the runner, with an AttributeError
+    ([task_registry.Template("t", "{{x}} ||| {{x}}")], r"evaluate_tasks: task 1 must be a task name or a Task, "
+                                                       r"got Template\(name='t', answer_choices=None\)"),
+], ids=["one-string", "not-a-task"])
+def test_evaluate_tasks_names_tasks_given_in_the_wrong_form(tasks, match):
+    with pytest.raises(EvaluationError, match=rf"^{match}"):
+        evaluate_tasks(None, None, tasks, progress=False, rank=0, world_size=1)

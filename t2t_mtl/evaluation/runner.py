@@ -550,6 +550,20 @@ def _resolve_task(task):
     return task
 
 
+def _task_list(tasks: Any) -> list[Any]:
+    """`tasks` as a list; refused, saying what was given, unless it holds task names and `Task` objects only."""
+    from task_registry import Task
+
+    if isinstance(tasks, str):
+        raise EvaluationError(f"evaluate_tasks: tasks must be a list of task names or Task objects, got the string "
+                              f"{tasks!r}: write [{tasks!r}]")
+    tasks = list(tasks)
+    for number, task in enumerate(tasks, 1):
+        if not isinstance(task, (str, Task)):
+            raise EvaluationError(f"evaluate_tasks: task {number} must be a task name or a Task, got {task!r}")
+    return tasks
+
+
 def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Union[str, Any]],
                    settings: Optional[EvalSettings] = None, *, name: str = "model", rank: Optional[int] = None,
                    world_size: Optional[int] = None, progress: bool = True, lockstep: bool = False) -> EvalReport:
@@ -562,6 +576,7 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     passes whose results are discarded, synced generation; a rank that fails there is not waited for in a gather (the
     others are in a forward pass, which its exit ends).
     """
+    tasks = _task_list(tasks)
     settings = settings or EvalSettings()
     rank, world_size = dist_info(rank, world_size)
     gathers = RankGathers(rank, world_size)
