@@ -385,6 +385,9 @@ class HFSource(Source):
     def __init__(self, path: str, name: Optional[str] = None, data_files: Any = None, **load_kwargs: Any):
         if not isinstance(path, str) or not path:
             raise TaskDefinitionError(f"HFSource needs a hub id string, got {path!r}")
+        if name is not None and not isinstance(name, str):
+            raise TaskDefinitionError(f"HFSource {path!r}: the config name must be a string or None, got {name!r} "
+                                      f"(e.g. HFSource('glue', 'rte'))")
         _check_reader(path, data_files, load_kwargs)
         self.path = path
         self.name = name

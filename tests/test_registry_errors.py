@@ -754,3 +754,12 @@ def test_a_csv_integer_beyond_int64_keeps_its_column_text(tmp_path):
     for streaming in (False, True):
         assert list(LocalFileSource(path).load("train", streaming=streaming)) == [
             {"id": "12345678901234567890123", "edge": top}, {"id": str(2 ** 63), "edge": bottom}]
+
+
+@pytest.mark.parametrize("name,shown", [(["rte"], r"\['rte'\]"), (2, "2")])
+def test_a_hub_config_name_that_is_not_a_string_is_refused(name, shown):
+    # was accepted: loading then looked for <data dir>/glue/['rte']/<split>.jsonl (or passed it to load_dataset)
+    with pytest.raises(task_registry.TaskDefinitionError,
+                       match=rf"^HFSource 'glue': the config name must be a string or None, got {shown}"):
+        task_registry.HFSource("glue", name)
+    assert task_registry.HFSource("glue", "rte").name == "rte" and task_registry.HFSource("trec").name is None
