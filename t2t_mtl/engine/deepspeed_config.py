@@ -6,8 +6,9 @@ weight_decay), then `deepspeed.extra` merged on top (any DeepSpeed key; its batc
 precision must agree with `training` / `deepspeed.zero_stage`);
 the warmup + constant/linear/cosine schedule is `lr_scheduler`, handed to `deepspeed.initialize` (a
 `scheduler` in `deepspeed.extra` replaces it). A whole JSON (`deepspeed.config: path`) is used as is,
-except that its batch keys must agree with `training` (they are filled in when absent); the optimizer and
-scheduler it names are DeepSpeed's.
+except that its batch keys must agree with `training` (they are filled in when absent) and its other "auto"
+values are filled from `training` as the HF Trainer fills them (`deepspeed_auto`); the optimizer and scheduler it
+names are DeepSpeed's.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from t2t_mtl.config import Config, ConfigError, changed_keys, deep_merge
+from t2t_mtl.engine.deepspeed_auto import fill_auto_values
 
 
 class PrecisionError(ConfigError):
@@ -241,6 +243,8 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
                               f"{type(ds).__name__}")
         check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
         ds = deep_merge(ds, cfg.deepspeed.extra)
+        ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
+                              f"deepspeed.config {path}: ")
         if not ds.get("optimizer"):  # DeepSpeed would build none: the run would die at its first step
             raise ConfigError(f"deepspeed.config {path} names no optimizer (training.lr, betas and weight_decay do not "
                               f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
@@ -279,7 +283,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
-    ds = deep_merge(ds, cfg.deepspeed.extra)
+    ds = fill_auto_values(deep_merge(ds, cfg.deepspeed.extra), cfg, lambda: precision, "deepspeed.extra.")
     check_extra_precision(ds, t.precision, precision)
     check_scheduler(ds, "deepspeed.extra.")
     return with_batch_keys(ds, batch)

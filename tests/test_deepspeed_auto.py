@@ -1,0 +1,62 @@
+"""A DeepSpeed JSON written for the HF Trainer ("auto" where the trainer's arguments decide) gets the training
+section's values there, as the Trainer fills them; an "auto" the training section cannot give is refused by name."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
+
+HF_JSON = {"bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}, "gradient_clipping": "auto",
+           "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
+                                                     "weight_decay": "auto"}},
+           "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto",
+                                                             "warmup_num_steps": "auto", "total_num_steps": "auto"}},
+           "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True},
+           "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"}
+TRAINING = {"lr": 3e-4, "betas": [0.8, 0.95], "weight_decay": 0.01, "clip": 0.5, "warmup": 7, "steps": 40,
+            "micro_batch_size": 2, "grad_accum": 3, "precision": "fp32"}
+
+
+def _config(tmp_path, **deepspeed):
+    return config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                             "training": {**TRAINING, "output_dir": str(tmp_path / "run")}, "deepspeed": deepspeed})
+
+
+def _json(tmp_path, ds):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(ds))
+    return str(path)
+
+
+def test_auto_values_of_a_whole_json_are_the_training_sections(tmp_path):
+    ds = build_deepspeed_config(_config(tmp_path, config=_json(tmp_path, HF_JSON)), world_size=2)
+    assert ds["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.8, 0.95], "eps": 1e-8, "weight_decay": 0.01}
+    assert ds["scheduler"]["params"] == {"warmup_min_lr": 0.0, "warmup_max_lr": 3e-4, "warmup_num_steps": 7,
+                                         "total_num_steps": 40}
+    assert ds["gradient_clipping"] == 0.5
+    assert ds["bf16"] == {"enabled": False} and ds["fp16"] == {"enabled": False}  # training.precision fp32
+    batch = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
+    assert [ds[key] for key in batch] == [2, 3, 12]
+    assert ds["zero_optimization"] == HF_JSON["zero_optimization"]  # explicit values kept as written
+
+
+def test_auto_in_deepspeed_extra_is_filled_too(tmp_path):
+    ds = build_deepspeed_config(_config(tmp_path, extra={"gradient_clipping": "auto",
+                                                         "optimizer": {"params": {"lr": "auto"}}}), world_size=1)
+    assert ds["gradient_clipping"] == 0.5 and ds["optimizer"]["params"]["lr"] == 3e-4
+
+
+def test_an_auto_the_training_section_does_not_give_is_refused_by_its_key_path(tmp_path):
+    ds = {**HF_JSON, "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto",
+                                           "stage3_prefetch_bucket_size": "auto"}}
+    path = _json(tmp_path, ds)
+    with pytest.raises(ConfigError) as err:
+        build_deepspeed_config(_config(tmp_path, config=path), world_size=1)
+    assert str(err.value).startswith(f"deepspeed.config {path}: zero_optimization.reduce_bucket_size, "
+                                     f"zero_optimization.stage3_prefetch_bucket_size: 'auto' is filled in only ")
+    with pytest.raises(ConfigError, match=r"^deepspeed\.extra\.zero_optimization\.reduce_bucket_size: 'auto'"):
+        build_deepspeed_config(_config(tmp_path, zero_stage=2, extra={"zero_optimization": {
+            "reduce_bucket_size": "auto"}}), world_size=1)
