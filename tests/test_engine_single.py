@@ -517,6 +517,10 @@ def test_a_scheduler_deepspeed_cannot_build_is_refused_by_name(tmp_path, user_js
         build({"type": "WarmupLR", "params": {"warmup_steps": 2}})
     with pytest.raises(ConfigError, match=source + r"scheduler\.type 'WarmupDecay' is neither .*WarmupDecayLR"):
         build({"type": "WarmupDecay", "params": {}})
+    # was: a value the constructor refuses died in deepspeed.initialize too ("auto" warmup steps of a training.warmup 0)
+    with pytest.raises(ConfigError, match=source + r"scheduler\.params do not fit WarmupLR: warmup_num_steps must be "
+                                               r"a positive integer, got 0"):
+        build({"type": "WarmupLR", "params": {"warmup_num_steps": 0}})
     build({"type": "WarmupDecayLR", "params": {"total_num_steps": 10}})
     build({"type": "StepLR", "params": {"step_size": 2}})  # torch's schedulers, as DeepSpeed takes them
 

@@ -125,7 +125,8 @@ def check_batch_keys(ds: Dict[str, Any], batch: Dict[str, int], source: str, wor
 def check_scheduler(ds: Dict[str, Any], source: str) -> None:
     """Refuse a `scheduler` section of `ds` that DeepSpeed could not build (it would fail only in
     deepspeed.initialize, after the data and the model): a type that is neither one of DeepSpeed's schedulers
-    nor torch's, or params its class does not take (an unknown one, a required one missing)."""
+    nor torch's, params its class does not take (an unknown one, a required one missing) or values its constructor
+    refuses (WarmupLR's warmup_num_steps 0), found by building it on a throwaway optimizer."""
     scheduler = ds.get("scheduler")
     if not isinstance(scheduler, dict) or not scheduler.get("type"):
         return  # (deepspeed.extra's is checked by lr_scheduler; a whole JSON's untyped one builds none)
@@ -136,9 +137,11 @@ def check_scheduler(ds: Dict[str, Any], source: str) -> None:
     if not isinstance(cls, type):
         raise ConfigError(f"{source}scheduler.type {name!r} is neither a DeepSpeed LR scheduler "
                           f"({', '.join(lr_schedules.VALID_LR_SCHEDULES)}) nor one of torch.optim.lr_scheduler's")
+    params = scheduler.get("params") or {}
     try:
-        inspect.signature(cls).bind(None, **(scheduler.get("params") or {}))  # (None: the optimizer)
-    except TypeError as err:
+        inspect.signature(cls).bind(None, **params)  # (None: the optimizer)
+        cls(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), **params)  # its own value checks
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}scheduler.params do not fit {name}: {err}; give the params its constructor "
                           f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)") from None
 
