@@ -60,3 +60,23 @@ def test_an_auto_the_training_section_does_not_give_is_refused_by_its_key_path(t
     with pytest.raises(ConfigError, match=r"^deepspeed\.extra\.zero_optimization\.reduce_bucket_size: 'auto'"):
         build_deepspeed_config(_config(tmp_path, zero_stage=2, extra={"zero_optimization": {
             "reduce_bucket_size": "auto"}}), world_size=1)
+
+
+def test_a_training_key_that_fills_an_auto_is_not_warned_of_as_replaced(tmp_path):
+    # was: 'training.lr, ..., training.warmup: deepspeed.config names a whole DeepSpeed JSON, used as is (...), so
+    # they have no effect' though each filled an "auto" of that JSON
+    from t2t_mtl.engine.run_checks import config_warnings
+
+    def replaced(cfg):
+        return [w for w in config_warnings(cfg) if w.startswith("training.")]
+
+    assert replaced(_config(tmp_path, config=_json(tmp_path, HF_JSON))) == []
+    fixed = {**HF_JSON, "gradient_clipping": 1.0, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+             "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 5}}}
+    assert replaced(_config(tmp_path, config=_json(tmp_path, fixed))) == [
+        "training.lr, training.betas, training.weight_decay, training.clip, training.warmup: deepspeed.config names a "
+        "whole DeepSpeed JSON, used as is (its optimizer, scheduler and clipping), so they have no effect"]
+    fixed["scheduler"]["params"]["warmup_max_lr"] = "auto"  # (training.lr is then the scheduler's peak)
+    assert replaced(_config(tmp_path, config=_json(tmp_path, fixed)))[0].startswith("training.betas, ")
+    assert replaced(_config(tmp_path, extra={"gradient_clipping": "auto", "optimizer": {"params": {"lr": "auto"}}})) \
+        == []

@@ -8,11 +8,11 @@ the data and the model were built. `fill_auto_values` fills those the training s
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Set, Tuple
 
 from t2t_mtl.config import Config, ConfigError
 
-__all__ = ["fill_auto_values"]
+__all__ = ["fill_auto_values", "auto_filled_training_keys"]
 
 BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
@@ -31,6 +31,25 @@ def auto_sources(cfg: Config, precision: Callable[[], str]) -> Dict[Tuple[str, .
             ("scheduler", "params", "warmup_max_lr"): lambda: t.lr,
             ("scheduler", "params", "warmup_num_steps"): lambda: t.warmup,
             ("scheduler", "params", "total_num_steps"): lambda: t.steps}
+
+
+AUTO_TRAINING_KEYS = {("gradient_clipping",): "clip", ("optimizer", "params", "lr"): "lr",
+                      ("optimizer", "params", "betas"): "betas",
+                      ("optimizer", "params", "weight_decay"): "weight_decay",
+                      ("scheduler", "params", "warmup_max_lr"): "lr",
+                      ("scheduler", "params", "warmup_num_steps"): "warmup",
+                      ("scheduler", "params", "total_num_steps"): "steps"}  # (key path: the training key it takes)
+
+
+def auto_filled_training_keys(ds: Mapping[str, Any]) -> Set[str]:
+    """The training keys (`lr`, `clip`, ...) whose values `fill_auto_values` puts in place of an "auto" of `ds`."""
+    def at(path: Tuple[str, ...]) -> Any:
+        value: Any = ds
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    return {key for path, key in AUTO_TRAINING_KEYS.items() if at(path) == "auto"}
 
 
 def fill_auto_values(ds: Mapping[str, Any], cfg: Config, precision: Callable[[], str], source: str) -> Dict[str, Any]:

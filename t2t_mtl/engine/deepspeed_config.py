@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from t2t_mtl.config import Config, ConfigError, changed_keys, deep_merge
-from t2t_mtl.engine.deepspeed_auto import fill_auto_values
+from t2t_mtl.engine.deepspeed_auto import auto_filled_training_keys, fill_auto_values
 
 
 class PrecisionError(ConfigError):
@@ -185,24 +185,38 @@ def replaced_training_keys(cfg: Config) -> List[Tuple[List[str], str]]:
     """(training keys, why) for the keys of the training section set away from their defaults that the DeepSpeed
     config replaces: a whole `deepspeed.config` JSON (its optimizer, scheduler and clipping), or in
     `deepspeed.extra` a scheduler, an optimizer's own params, an optimizer of another type than Adam (no betas)
-    or a gradient_clipping of another value."""
+    or a gradient_clipping of another value. A key that fills an "auto" there (`auto_filled_training_keys`) is used,
+    so not listed."""
     t, extra = cfg.training, cfg.deepspeed.extra
+    filled = auto_filled_training_keys(extra)  # (an "auto" takes the training key's value: not replaced)
     if cfg.deepspeed.config is not None:
         why = "deepspeed.config names a whole DeepSpeed JSON, used as is (its optimizer, scheduler and clipping)"
-        keys = changed_keys(t, ("lr", "betas", "weight_decay", "clip", "schedule", "warmup"))
+        filled |= auto_filled_training_keys(user_json(cfg.deepspeed.config))
+        keys = [key for key in changed_keys(t, ("lr", "betas", "weight_decay", "clip", "schedule", "warmup"))
+                if key not in filled]
         return [(keys, why)] if keys else []
     optimizer = extra.get("optimizer") if isinstance(extra.get("optimizer"), dict) else {}
     params = optimizer.get("params") if isinstance(optimizer.get("params"), dict) else {}
     own = [key for key in changed_keys(t, ("lr", "betas", "weight_decay"))
-           if key in params and params[key] != getattr(t, key)]
+           if key in params and params[key] != getattr(t, key) and key not in filled]
     out = [(changed_keys(t, ("schedule", "warmup")) if "scheduler" in extra else [],
             "deepspeed.extra.scheduler replaces the schedule"), (own, "deepspeed.extra.optimizer.params gives its own")]
     kind = optimizer.get("type")
     if kind is not None and str(kind).lower() not in ADAM_TYPES and "betas" not in params:
         out.append((changed_keys(t, ("betas",)), f"deepspeed.extra.optimizer {kind} takes no betas"))
-    if extra.get("gradient_clipping", t.clip) != t.clip:
+    if extra.get("gradient_clipping", t.clip) != t.clip and "clip" not in filled:
         out.append((changed_keys(t, ("clip",)), "deepspeed.extra.gradient_clipping replaces it"))
     return [(keys, why) for keys, why in out if keys]
+
+
+def user_json(path: str) -> Dict[str, Any]:
+    """The DeepSpeed JSON object at `path`, or {} where it cannot be read as one (`build_deepspeed_config` names
+    why)."""
+    try:
+        ds = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return ds if isinstance(ds, dict) else {}
 
 
 def generated_optimizer(cfg: Config) -> Dict[str, Any]:
