@@ -80,3 +80,25 @@ def test_a_training_key_that_fills_an_auto_is_not_warned_of_as_replaced(tmp_path
     assert replaced(_config(tmp_path, config=_json(tmp_path, fixed)))[0].startswith("training.betas, ")
     assert replaced(_config(tmp_path, extra={"gradient_clipping": "auto", "optimizer": {"params": {"lr": "auto"}}})) \
         == []
+
+
+def test_print_config_shows_the_deepspeed_config_with_its_autos_filled_as_yaml_comments(tmp_path, capsys):
+    # was: only the YAML, so the DeepSpeed config a run would start with (its "auto" values filled) was seen only in
+    # the run folder's deepspeed_config.json once training had begun
+    import yaml
+
+    from t2t_mtl.cli import main as cli_main
+
+    args = ["train", "--print-config", "--set", "model.dims={d_model: 8, d_ff: 8, num_layers: 1, num_heads: 1, "
+            "d_kv: 8}", "--set", "data.tasks=[parity]", "--set", f"deepspeed.config={_json(tmp_path, HF_JSON)}"]
+    for key, value in TRAINING.items():
+        args += ["--set", f"training.{key}={value}"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out)["training"]["lr"] == 3e-4  # (still the config, the comments aside)
+    comments = out[out.index("\n# the DeepSpeed config of this run on 1 rank(s), saved as deepspeed_config.json "
+                             "in its folder:\n") + 1:].splitlines()[1:]
+    ds = json.loads("\n".join(line[2:] for line in comments))
+    assert ds["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.8, 0.95], "eps": 1e-8, "weight_decay": 0.01}
+    assert ds["gradient_clipping"] == 0.5 and ds["scheduler"]["params"]["total_num_steps"] == 40
+    assert ds["train_batch_size"] == 6  # micro_batch_size 2 x grad_accum 3 x 1 rank

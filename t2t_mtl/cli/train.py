@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -46,14 +47,15 @@ def resumed_run_config(resume: Optional[str]) -> Optional[str]:
 
 def print_checked_config(cfg, args: argparse.Namespace) -> int:
     """Print `cfg` if a run would accept it: the same checks as `train` before it builds anything (the
-    mixture's data is read to size it); warnings about idle settings and, on a resume, templates edited since the
-    checkpoint go to stderr."""
+    mixture's data is read to size it), then the DeepSpeed config the run would initialise DeepSpeed with, as YAML
+    comments (the output still loads as the config); warnings about idle settings and, on a resume, templates edited
+    since the checkpoint go to stderr."""
 
     import torch
 
     from t2t_mtl.config import check_paths
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
-    from t2t_mtl.engine.deepspeed_config import check_precision
+    from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
     from t2t_mtl.engine.run_checks import check_run_config, config_warnings, training_template_digests
     from t2t_mtl.engine.resume_checks import check_resume_config, template_change_warnings
 
@@ -71,6 +73,9 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.to_yaml(), end="")
+    ds_config = json.dumps(build_deepspeed_config(cfg, world_size), indent=1)  # (as the run writes it)
+    print(f"# the DeepSpeed config of this run on {world_size} rank(s), saved as deepspeed_config.json in its folder:")
+    print("\n".join(f"# {line}" for line in ds_config.splitlines()))
     return 0
 
 
