@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
-from t2t_mtl.config import config_from_dict
+import pytest
+
+from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.deepspeed_keys import unread_keys
-from t2t_mtl.engine.run_checks import config_warnings
+from t2t_mtl.engine.run_checks import check_run_config, config_warnings
 
 BATCH = {"train_batch_size": 4, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1}
 # sections of DeepSpeed's documented configuration (deepspeed.ai/docs/config-json), each given a valid value
@@ -50,3 +52,12 @@ def test_the_generated_config_has_no_unread_key_and_a_misspelt_extra_or_json_key
     assert [w for w in warnings if "DeepSpeed" in w] == [
         f"deepspeed.config {path}: wall_clock_breakdwon: DeepSpeed " + __import__("deepspeed").__version__
         + " reads no top-level key 'wall_clock_breakdwon', so it has no effect; did you mean 'wall_clock_breakdown'?"]
+
+
+def test_a_key_deepspeed_refuses_inside_a_section_is_named_by_the_run_checks(tmp_path):
+    # was: print-config and the run's checks passed it; DeepSpeed's parser refused it only in deepspeed.initialize,
+    # after the data was read and the model built
+    check_run_config(_config(tmp_path, zero_stage=2, extra={"zero_optimization": {"overlap_comm": True}}))
+    with pytest.raises(ConfigError, match=r"(?s)^DeepSpeed refused the config generated from deepspeed\.extra: .*"
+                                          r"overlap_com\n.*Extra inputs are not permitted"):
+        check_run_config(_config(tmp_path, zero_stage=2, extra={"zero_optimization": {"overlap_com": True}}))

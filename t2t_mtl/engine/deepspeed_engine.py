@@ -27,12 +27,30 @@ def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg:
         engine, _, _, _ = deepspeed.initialize(model=model, config=ds_config, lr_scheduler=lr_scheduler(cfg),
                                                model_parameters=[p for p in model.parameters() if p.requires_grad])
     except (ValidationError, DeepSpeedConfigError) as err:
-        source = (f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None
-                  else "deepspeed.extra")
-        raise ConfigError(f"DeepSpeed refused the config generated from {source}: {err}\nfix or remove the "
-                          f"offending key(s) (keys: https://www.deepspeed.ai/docs/config-json/)") from None
+        raise refused_config_error(err, cfg) from None
     forget_state_making_step(engine)
     return engine
+
+
+def refused_config_error(err: Exception, cfg: Config) -> ConfigError:
+    """The ConfigError for DeepSpeed's own refusal `err` of the config made from `cfg`, naming its section."""
+    source = f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None else "deepspeed.extra"
+    return ConfigError(f"DeepSpeed refused the config generated from {source}: {err}\nfix or remove the "
+                       f"offending key(s) (keys: https://www.deepspeed.ai/docs/config-json/)")
+
+
+def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> None:
+    """Parse `ds_config` with DeepSpeed's own config parser, as `deepspeed.initialize` will, so that a key it
+    refuses inside a section (`zero_optimization.overlap_com`) is named by the run's checks and `--print-config`,
+    not after the data and the model are built. (Without train_batch_size, which DeepSpeed derives for the world
+    size it sees, here perhaps none yet.)"""
+    from deepspeed.runtime.config import DeepSpeedConfig, DeepSpeedConfigError
+    from pydantic import ValidationError
+
+    try:
+        DeepSpeedConfig({key: value for key, value in ds_config.items() if key != "train_batch_size"})
+    except (ValidationError, DeepSpeedConfigError) as err:
+        raise refused_config_error(err, cfg) from None
 
 
 def forget_state_making_step(engine: Any) -> None:

@@ -55,7 +55,7 @@ class _RecordingDict(dict):
 def unread_keys(ds_config: Mapping[str, Any]) -> List[Tuple[str, Optional[str]]]:
     """(key, the closest key DeepSpeed reads or None) for each top-level key of `ds_config` (which gives the
     micro-batch size and gradient accumulation) that DeepSpeed's config parser never looks up. [] when the parser
-    refuses the config: starting the engine reports that itself."""
+    refuses the config: the run's checks report that (`check_deepspeed_accepts`)."""
     from deepspeed.runtime.config import DeepSpeedConfig
 
     # without train_batch_size, which DeepSpeed derives from the other two batch keys for the world size it sees
@@ -63,7 +63,7 @@ def unread_keys(ds_config: Mapping[str, Any]) -> List[Tuple[str, Optional[str]]]
     recorded = _RecordingDict({key: value for key, value in ds_config.items() if key != "train_batch_size"})
     try:
         DeepSpeedConfig(recorded)
-    except Exception:  # noqa: BLE001 (any refusal: the engine's own start names it)
+    except Exception:  # noqa: BLE001 (any refusal: check_deepspeed_accepts names it)
         return []
     read = sorted(str(key) for key in recorded.looked_up)
     out = []

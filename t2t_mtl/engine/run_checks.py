@@ -212,6 +212,9 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
         tokenizer_train_options(cfg)
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
     ds_config = build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, ...
+    from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
+
+    check_deepspeed_accepts(ds_config, cfg)  # a misspelt key inside a section (DeepSpeed's own parser)
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
     return rates, sampling_cfg
