@@ -213,10 +213,29 @@ def user_json(path: str) -> Dict[str, Any]:
     """The DeepSpeed JSON object at `path`, or {} where it cannot be read as one (`build_deepspeed_config` names
     why)."""
     try:
-        ds = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_deepspeed_json(Path(path))
+    except ConfigError:
         return {}
-    return ds if isinstance(ds, dict) else {}
+
+
+def read_deepspeed_json(path: Path) -> Dict[str, Any]:
+    """The JSON object of DeepSpeed keys in the file `deepspeed.config` names; ConfigError saying why it is not one
+    (missing, unreadable, not UTF-8, not JSON, not an object)."""
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"deepspeed.config: {path} does not exist") from None
+    except OSError as err:  # a folder, no permission
+        raise ConfigError(f"deepspeed.config: {path} cannot be read ({err.strerror}); name a DeepSpeed JSON "
+                          f"file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"deepspeed.config: {path} is not UTF-8 text ({err.reason}); save it as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"deepspeed.config: {path} is not valid JSON ({err})") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"deepspeed.config: {path} must hold a JSON object of DeepSpeed keys, got a "
+                          f"{type(ds).__name__}")
+    return ds
 
 
 def generated_optimizer(cfg: Config) -> Dict[str, Any]:
@@ -244,20 +263,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     check_batch_keys(cfg.deepspeed.extra, batch, "deepspeed.extra.", world_size)
     if cfg.deepspeed.config is not None:
         path = Path(cfg.deepspeed.config)
-        try:
-            ds = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"deepspeed.config: {path} does not exist") from None
-        except OSError as err:  # a folder, no permission
-            raise ConfigError(f"deepspeed.config: {path} cannot be read ({err.strerror}); name a DeepSpeed JSON "
-                              f"file") from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"deepspeed.config: {path} is not UTF-8 text ({err.reason}); save it as UTF-8") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"deepspeed.config: {path} is not valid JSON ({err})") from None
-        if not isinstance(ds, dict):
-            raise ConfigError(f"deepspeed.config: {path} must hold a JSON object of DeepSpeed keys, got a "
-                              f"{type(ds).__name__}")
+        ds = read_deepspeed_json(path)
         check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
         ds = deep_merge(ds, cfg.deepspeed.extra)
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
