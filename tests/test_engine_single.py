@@ -204,6 +204,34 @@ def test_a_zero_stage_in_deepspeed_extra_must_be_deepspeed_zero_stage():
     assert build_deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == 2
 
 
+def test_an_optimizer_offload_in_deepspeed_extra_must_be_deepspeed_offload_optimizer():
+    # was: accepted with deepspeed.offload_optimizer off, so the generated AdamW kept torch_adam and DeepSpeed stepped
+    # torch's AdamW on the offloaded states instead of its CPU Adam (its zero_force_ds_cpu_optimizer guard reads a
+    # client optimizer only)
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    for zero in ({"offload_optimizer": {"device": "cpu"}}, {"offload_optimizer": {"device": "nvme", "nvme_path": "/x"}},
+                 {"cpu_offload": True}):  # (DeepSpeed's deprecated name of a CPU offload)
+        cfg = config_from_dict({**base, "deepspeed": {"zero_stage": 2, "extra": {"zero_optimization": zero}}})
+        with pytest.raises(ConfigError, match=r"^deepspeed\.extra\.zero_optimization offloads the optimizer, "
+                                              r"but deepspeed\.offload_optimizer is false.*set "
+                                              r"deepspeed\.offload_optimizer: true instead"):
+            build_deepspeed_config(cfg, world_size=1)
+    cfg = config_from_dict({**base, "deepspeed": {"zero_stage": 2, "extra": {"zero_optimization": {
+        "offload_optimizer": {"device": "none"}}}}})  # (no offload: nothing to refuse)
+    assert build_deepspeed_config(cfg, world_size=1)["optimizer"]["params"]["torch_adam"] is True
+    flagged = {"zero_stage": 2, "offload_optimizer": True}
+    cfg = config_from_dict({**base, "deepspeed": {**flagged, "extra": {"zero_optimization": {
+        "offload_optimizer": {"pin_memory": True, "buffer_count": 5}}}}})  # extra's other settings, with the flag
+    ds = build_deepspeed_config(cfg, world_size=1)
+    assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True, "buffer_count": 5}
+    assert "torch_adam" not in ds["optimizer"]["params"]  # DeepSpeed's CPU Adam
+    cfg = config_from_dict({**base, "deepspeed": {**flagged, "extra": {"zero_optimization": {
+        "offload_optimizer": {"device": "none"}}}}})
+    with pytest.raises(ConfigError, match=r"^deepspeed\.extra\.zero_optimization turns off the optimizer offload "
+                                          r"that deepspeed\.offload_optimizer: true asks for"):
+        build_deepspeed_config(cfg, world_size=1)
+
+
 def test_a_precision_in_deepspeed_extra_must_be_training_precision(monkeypatch):
     # was: deepspeed.extra's bf16/fp16 sections were merged unchecked: `bf16: {enabled: true}` trained an explicit
     # training.precision fp32 run in bf16 without a word, `bf16: {enabled: false}` a bf16 one in fp32, and

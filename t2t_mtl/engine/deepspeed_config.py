@@ -2,8 +2,8 @@
 
 Generated: batch sizes from `training`, `gradient_clipping`, bf16/fp16 (fp32 when neither), ZeRO stage and
 CPU offload from `deepspeed`, an AdamW optimizer (or the other type `deepspeed.extra` names, with training.lr and
-weight_decay), then `deepspeed.extra` merged on top (any DeepSpeed key; its batch keys, ZeRO stage and
-precision must agree with `training` / `deepspeed.zero_stage`);
+weight_decay), then `deepspeed.extra` merged on top (any DeepSpeed key; its batch keys, ZeRO stage, optimizer
+offload and precision must agree with `training` / `deepspeed.zero_stage` / `deepspeed.offload_optimizer`);
 the warmup + constant/linear/cosine schedule is `lr_scheduler`, handed to `deepspeed.initialize` (a
 `scheduler` in `deepspeed.extra` replaces it). A whole JSON (`deepspeed.config: path`) is used as is,
 except that its batch keys must agree with `training` (they are filled in when absent) and its other "auto"
@@ -178,6 +178,30 @@ def check_extra_precision(ds: Dict[str, Any], asked: str, precision: str) -> Non
                       f"deepspeed.extra")
 
 
+def json_offloads_optimizer(ds: Mapping[str, Any]) -> bool:
+    """Whether a DeepSpeed config offloads the optimizer: `zero_optimization.offload_optimizer.device` cpu or nvme
+    (DeepSpeed then steps it on the CPU), or the deprecated `zero_optimization.cpu_offload`."""
+    zero = ds.get("zero_optimization") or {}
+    return (zero.get("offload_optimizer") or {}).get("device") in ("cpu", "nvme") or bool(zero.get("cpu_offload"))
+
+
+def check_extra_offload(ds: Dict[str, Any], flag: bool) -> None:
+    """Refuse a generated config `ds` whose optimizer offload, as deepspeed.extra left it, is not
+    deepspeed.offload_optimizer (`flag`), which the checks and the choice of AdamW read: without the flag AdamW is
+    torch's (`torch_adam`), and DeepSpeed steps a config's torch AdamW on offloaded states in place of its CPU Adam
+    (its `zero_force_ds_cpu_optimizer` guard refuses only a client optimizer)."""
+    offloads = json_offloads_optimizer(ds)
+    if offloads == flag:
+        return
+    if offloads:
+        raise ConfigError("deepspeed.extra.zero_optimization offloads the optimizer, but deepspeed.offload_optimizer "
+                          "is false, and without it AdamW is torch's (DeepSpeed would step it on the offloaded states "
+                          "in place of its CPU Adam): set deepspeed.offload_optimizer: true instead (offload_optimizer "
+                          "in deepspeed.extra may still give its other settings, e.g. pin_memory or nvme_path)")
+    raise ConfigError("deepspeed.extra.zero_optimization turns off the optimizer offload that "
+                      "deepspeed.offload_optimizer: true asks for: set deepspeed.offload_optimizer: false instead")
+
+
 ADAM_TYPES = ("adam", "adamw")  # DeepSpeed's optimizer types that take AdamW's params (it reads types in any case)
 
 
@@ -307,6 +331,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         "wall_clock_breakdown": False,
     }
     ds = fill_auto_values(deep_merge(ds, cfg.deepspeed.extra), cfg, lambda: precision, "deepspeed.extra.")
+    check_extra_offload(ds, cfg.deepspeed.offload_optimizer)
     check_extra_precision(ds, t.precision, precision)
     check_scheduler(ds, "deepspeed.extra.")
     return with_batch_keys(ds, batch)
