@@ -61,3 +61,32 @@ def test_a_key_deepspeed_refuses_inside_a_section_is_named_by_the_run_checks(tmp
     with pytest.raises(ConfigError, match=r"(?s)^DeepSpeed refused the config generated from deepspeed\.extra: .*"
                                           r"overlap_com\n.*Extra inputs are not permitted"):
         check_run_config(_config(tmp_path, zero_stage=2, extra={"zero_optimization": {"overlap_com": True}}))
+
+
+def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monkeypatch, capsys):
+    # was: built three times by print-config and a training start (the run's checks, the unread-key warning, then the
+    # printed or initialised config) and parsed twice by DeepSpeedConfig (the checks, the unread-key warning)
+    import deepspeed.runtime.config
+
+    from t2t_mtl.cli import main as cli_main
+    from t2t_mtl.engine import deepspeed_config, run_checks
+
+    counts = {"built": 0, "parsed": 0}
+
+    def counted(real, key):
+        def call(*args, **kwargs):
+            counts[key] += 1
+            return real(*args, **kwargs)
+        return call
+
+    built = counted(deepspeed_config.build_deepspeed_config, "built")
+    monkeypatch.setattr(deepspeed_config, "build_deepspeed_config", built)
+    monkeypatch.setattr(run_checks, "build_deepspeed_config", built)
+    parser = deepspeed.runtime.config.DeepSpeedConfig
+    monkeypatch.setattr(parser, "__init__", counted(parser.__init__, "parsed"))
+    assert cli_main(["train", "--print-config", "--set", "model.dims={d_model: 8, d_ff: 8, num_layers: 1, "
+                     "num_heads: 1, d_kv: 8}", "--set", "data.tasks=[parity]", "--set",
+                     f"training.output_dir={tmp_path / 'run'}", "--set",
+                     "deepspeed.extra={zero_optimisation: {}}"]) == 0
+    assert "deepspeed.extra.zero_optimisation: DeepSpeed" in capsys.readouterr().err  # (the parse's unread key)
+    assert counts == {"built": 1, "parsed": 1}

@@ -55,7 +55,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
 
     from t2t_mtl.config import check_paths
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
-    from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
+    from t2t_mtl.engine.deepspeed_config import check_precision
     from t2t_mtl.engine.run_checks import check_run_config, config_warnings, training_template_digests
     from t2t_mtl.engine.resume_checks import check_resume_config, template_change_warnings
 
@@ -65,15 +65,16 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     check_precision(cfg.training.precision, on_gpu=torch.cuda.is_available())
     ckpt = resolve_checkpoint(args.resume, Path(cfg.training.output_dir)) if args.resume else None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rates, _ = check_run_config(cfg, world_size=world_size)
-    warnings = config_warnings(cfg, world_size)
+    checked = check_run_config(cfg, world_size=world_size)
+    rates, _ = checked
+    warnings = config_warnings(cfg, world_size, checked.deepspeed)
     if ckpt is not None:  # what the resumed run would refuse (other tasks, LoRA, seed, ...) or warn of (templates)
         meta = check_resume_config(cfg, ckpt, list(rates))
         warnings += template_change_warnings(ckpt, meta, training_template_digests(cfg, list(rates)))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.to_yaml(), end="")
-    ds_config = json.dumps(build_deepspeed_config(cfg, world_size), indent=1)  # (as the run writes it)
+    ds_config = json.dumps(checked.deepspeed.config, indent=1)  # (as the run writes it)
     print(f"# the DeepSpeed config of this run on {world_size} rank(s), saved as deepspeed_config.json in its folder:")
     print("\n".join(f"# {line}" for line in ds_config.splitlines()))
     return 0

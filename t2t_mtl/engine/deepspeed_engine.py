@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -39,16 +39,19 @@ def refused_config_error(err: Exception, cfg: Config) -> ConfigError:
                        f"offending key(s) (keys: https://www.deepspeed.ai/docs/config-json/)")
 
 
-def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> None:
+def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tuple[str, Optional[str]]]:
     """Parse `ds_config` with DeepSpeed's own config parser, as `deepspeed.initialize` will, so that a key it
     refuses inside a section (`zero_optimization.overlap_com`) is named by the run's checks and `--print-config`,
-    not after the data and the model are built. (Without train_batch_size, which DeepSpeed derives for the world
-    size it sees, here perhaps none yet.)"""
-    from deepspeed.runtime.config import DeepSpeedConfig, DeepSpeedConfigError
+    not after the data and the model are built; returns the top-level keys it never read, from the same parse
+    (`deepspeed_keys.unread_keys`). (Without train_batch_size, which DeepSpeed derives for the world size it sees,
+    here perhaps none yet.)"""
+    from deepspeed.runtime.config import DeepSpeedConfigError
     from pydantic import ValidationError
 
+    from t2t_mtl.engine.deepspeed_keys import parsed_unread_keys
+
     try:
-        DeepSpeedConfig({key: value for key, value in ds_config.items() if key != "train_batch_size"})
+        return parsed_unread_keys(ds_config)
     except (ValidationError, DeepSpeedConfigError) as err:
         raise refused_config_error(err, cfg) from None
 

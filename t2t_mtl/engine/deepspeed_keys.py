@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterator, List, Mapping, Optional, Set, Tuple
 
-__all__ = ["unread_keys"]
+__all__ = ["unread_keys", "parsed_unread_keys"]
 
 
 class _LookedUpKeys:
@@ -56,15 +56,21 @@ def unread_keys(ds_config: Mapping[str, Any]) -> List[Tuple[str, Optional[str]]]
     """(key, the closest key DeepSpeed reads or None) for each top-level key of `ds_config` (which gives the
     micro-batch size and gradient accumulation) that DeepSpeed's config parser never looks up. [] when the parser
     refuses the config: the run's checks report that (`check_deepspeed_accepts`)."""
+    try:
+        return parsed_unread_keys(ds_config)
+    except Exception:  # noqa: BLE001 (any refusal: check_deepspeed_accepts names it)
+        return []
+
+
+def parsed_unread_keys(ds_config: Mapping[str, Any]) -> List[Tuple[str, Optional[str]]]:
+    """`unread_keys` from one parse of `ds_config` by DeepSpeed's `DeepSpeedConfig`, whose refusal of the config
+    (pydantic's ValidationError, DeepSpeedConfigError) is raised."""
     from deepspeed.runtime.config import DeepSpeedConfig
 
     # without train_batch_size, which DeepSpeed derives from the other two batch keys for the world size it sees
     # (here perhaps none yet: a config for several ranks would otherwise be refused)
     recorded = _RecordingDict({key: value for key, value in ds_config.items() if key != "train_batch_size"})
-    try:
-        DeepSpeedConfig(recorded)
-    except Exception:  # noqa: BLE001 (any refusal: check_deepspeed_accepts names it)
-        return []
+    DeepSpeedConfig(recorded)
     read = sorted(str(key) for key in recorded.looked_up)
     out = []
     for key in ds_config:

@@ -1,8 +1,9 @@
 """What `train` checks before it reads data or builds a model: the mixture and its held-out rules (`training_rates`),
-every component section (`check_run_config`), the signals adaptive strategies need, and the settings a run accepts
-but leaves idle (`config_warnings`). Errors are ConfigErrors naming the key."""
+every component section and the DeepSpeed config, built once (`check_run_config`), the signals adaptive strategies
+need, and the settings a run accepts but leaves idle (`config_warnings`). Errors are ConfigErrors naming the key."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -115,19 +116,63 @@ def refuse_untrainable(rates: Mapping[str, float], source: str) -> None:
                           f"real_train, not real), or leave these out with data.tasks")
 
 
+@dataclass(frozen=True)
+class CheckedDeepSpeed:
+    """The DeepSpeed config of a run as its checks built and parsed it (`check_deepspeed`): `config`, what
+    `deepspeed.initialize` is given (and RUN/deepspeed_config.json holds), and `warnings`, one for each of its
+    top-level keys DeepSpeed does not read (`unread_key_warnings`)."""
+
+    config: Dict[str, Any]
+    warnings: List[str]
+
+
+class CheckedRun(Tuple[Dict[str, float], Dict[str, Any]]):
+    """What a run's checks give it (`check_run_config`): the pair (training rates, sampling config) and, as an
+    attribute (as `os.stat_result` is a tuple with more attributes), `deepspeed`, its `CheckedDeepSpeed`."""
+
+    deepspeed: CheckedDeepSpeed
+
+    def __new__(cls, rates: Dict[str, float], sampling_cfg: Dict[str, Any], deepspeed: CheckedDeepSpeed
+                ) -> "CheckedRun":
+        checked = super().__new__(cls, (rates, sampling_cfg))
+        checked.deepspeed = deepspeed
+        return checked
+
+
+def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
+    """The DeepSpeed config of `cfg` on `world_size` ranks, built once (`build_deepspeed_config`: a file that is no
+    DeepSpeed JSON, batch keys that disagree, ...) and parsed once by DeepSpeed's own parser (a key it refuses inside
+    a section; the top-level keys it never reads), and checked against gradient surgery. ConfigError naming the key."""
+    lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
+    ds_config = build_deepspeed_config(cfg, world_size)
+    from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
+
+    unread = check_deepspeed_accepts(ds_config, cfg)
+    if cfg.gradient_surgery:
+        check_surgery_zero(ds_config)
+    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread))
+
+
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
     """A warning for each top-level key of `deepspeed.extra` or of the `deepspeed.config` JSON that DeepSpeed does not
-    read (a misspelt section it would ignore)."""
-    import deepspeed
-
+    read (a misspelt section it would ignore), for a caller without the run's `CheckedDeepSpeed`; none where the
+    run's own checks refuse the config."""
     from t2t_mtl.engine.deepspeed_keys import unread_keys
 
     try:
         ds_config = build_deepspeed_config(cfg, world_size)
     except ConfigError:  # (the run's own checks refuse it)
         return []
+    return unread_key_warnings(cfg, unread_keys(ds_config))
+
+
+def unread_key_warnings(cfg: Config, unread: Sequence[Tuple[str, Optional[str]]]) -> List[str]:
+    """The warnings of `unread` ((top-level key, the closest key DeepSpeed reads or None), `unread_keys`), each naming
+    where the key was written: `deepspeed.extra` or the `deepspeed.config` JSON."""
+    import deepspeed
+
     out = []
-    for key, close in unread_keys(ds_config):
+    for key, close in unread:
         where = (f"deepspeed.extra.{key}" if key in cfg.deepspeed.extra
                  else f"deepspeed.config {cfg.deepspeed.config}: {key}")
         hint = f"; did you mean {close!r}?" if close else ""
@@ -136,10 +181,12 @@ def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
     return out
 
 
-def config_warnings(cfg: Config, world_size: int = 1) -> List[str]:
+def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[CheckedDeepSpeed] = None) -> List[str]:
     """Settings a run on `world_size` ranks accepts but that leave a feature idle: a schedule or period longer than
-    the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read."""
-    t, out = cfg.training, deepspeed_key_warnings(cfg, world_size)
+    the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read (from `deepspeed`, the
+    run's checked DeepSpeed config; None: built and parsed here)."""
+    t = cfg.training
+    out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
     strategy = cfg.sampling.get("strategy")
     if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
         why = (f"sampling.strategy {strategy!r} does not draw by rates" if strategy != "explicit"
@@ -195,11 +242,12 @@ def config_warnings(cfg: Config, world_size: int = 1) -> List[str]:
 
 
 def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
-                     ) -> Tuple[Dict[str, float], Dict[str, Any]]:
-    """(training rates, sampling config) of `cfg`, after every check `train` makes before it reads data or builds
-    a model: the mixture and its held-out rules, the sampler, weighting, MoE, gradient-surgery, batching,
-    signal and evaluation sections. Raises ConfigError (or the builders' errors) naming the key. `saved`: a local
-    pretrained model's config dict, as `check_t5_checkpoint` returned it (None: read it where needed)."""
+                     ) -> CheckedRun:
+    """(training rates, sampling config) of `cfg`, with its DeepSpeed config (`.deepspeed`), after every check `train`
+    makes before it reads data or builds a model: the mixture and its held-out rules, the sampler, weighting, MoE,
+    gradient-surgery, batching, signal, evaluation and DeepSpeed sections. Raises ConfigError (or the builders'
+    errors) naming the key. `saved`: a local pretrained model's config dict, as `check_t5_checkpoint` returned it
+    (None: read it where needed)."""
     check_model_source(cfg.model)
     rates = training_rates(cfg)
     sampling_cfg = run_sampling_config(cfg, rates)
@@ -210,14 +258,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     check_task_splits([*rates, *evaluation_plan(cfg)[0]])
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
-    lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    ds_config = build_deepspeed_config(cfg, world_size)  # deepspeed.config: a file that is no DeepSpeed JSON, ...
-    from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
-
-    check_deepspeed_accepts(ds_config, cfg)  # a misspelt key inside a section (DeepSpeed's own parser)
-    if cfg.gradient_surgery:
-        check_surgery_zero(ds_config)
-    return rates, sampling_cfg
+    return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size))
 
 
 def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, Any]:

@@ -43,7 +43,7 @@ from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine import resume_checks
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_precision
+from t2t_mtl.engine.deepspeed_config import check_precision
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
@@ -54,8 +54,9 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
                                              score_held_out)
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
-from t2t_mtl.engine.run_checks import (check_run_config, config_warnings, is_local_model, pretrained_config_dict,
-                                      training_template_digests, training_template_names, with_template_sizes)
+from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, config_warnings, is_local_model,
+                                      pretrained_config_dict, training_template_digests, training_template_names,
+                                      with_template_sizes)
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
@@ -211,14 +212,14 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
 
 def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[ScalarSinks], step: int,
                   resume_from: Optional[Path], log_window: Optional[Dict[str, Any]],
-                  resume_warnings: Sequence[str] = ()) -> TrainLogger:
-    """The run's `TrainLogger` (rank 0 writes), with the config's warnings and, on a resume, the message, the
-    `resume_warnings` and the logging window the interrupted run had open (so the resumed run's logs equal an
-    uninterrupted run's)."""
+                  resume_warnings: Sequence[str] = (), deepspeed: Optional[CheckedDeepSpeed] = None) -> TrainLogger:
+    """The run's `TrainLogger` (rank 0 writes), with the config's warnings (`config_warnings`, of the run's checked
+    DeepSpeed config `deepspeed`) and, on a resume, the message, the `resume_warnings` and the logging window the
+    interrupted run had open (so the resumed run's logs equal an uninterrupted run's)."""
     t = cfg.training
     logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
                          enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
-    for warning in config_warnings(cfg, env.world_size):
+    for warning in config_warnings(cfg, env.world_size, deepspeed):
         logger.message(f"warning: {warning}")
     if step > 0:
         logger.message(f"resumed from {resume_from} at step {step}")
@@ -277,7 +278,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     # ---- data: mixture → tokenizer → per-task tokenized streams
     path = cfg.model.name_or_path
     saved = pretrained_config_dict(path) if is_local_model(path) else None  # a hub model's: read after the checks
-    rates, sampling_cfg = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
+    checked = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
+    rates, sampling_cfg = checked
     task_names = list(rates)
     resume_meta = resume_checks.check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
     template_digests = training_template_digests(cfg, task_names)
@@ -346,7 +348,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     select_candidates = sampling_cfg.get("strategy") == "uncertainty"
 
     # ---- DeepSpeed (a checkpoint from another world size or ZeRO stage loads through DeepSpeed's universal format)
-    ds_config = build_deepspeed_config(cfg, env.world_size)
+    ds_config = checked.deepspeed.config  # (built and parsed by the checks)
     universal = bool(resume_meta) and loads_through_universal(resume_meta, ds_config, env.world_size)
     if resume_meta:  # (before converting the checkpoint and starting the engine: what DeepSpeed is given)
         check_engine_settings(resume_from, resume_meta, ds_config, universal)
@@ -406,7 +408,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     sinks = open_sinks(cfg, run_dir, start_step=progress.step) if env.is_main else None  # TensorBoard, W&B
     try:
-        logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings)
+        logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings,
+                               deepspeed=checked.deepspeed)
         if progress.step == 0:
             total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
             frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
