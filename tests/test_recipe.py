@@ -29,7 +29,8 @@ def _checked(name, data_dir):
     check_paths(cfg)
     previous = task_registry.get_data_dir()
     try:
-        return (cfg, *check_run_config(cfg))
+        checked = check_run_config(cfg)
+        return cfg, checked.rates, checked.sampling
     finally:
         task_registry.set_data_dir(previous)
 

@@ -66,7 +66,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.resume, Path(cfg.training.output_dir)) if args.resume else None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     checked = check_run_config(cfg, world_size=world_size)
-    rates, _ = checked
+    rates = checked.rates
     warnings = config_warnings(cfg, world_size, checked.deepspeed)
     if ckpt is not None:  # what the resumed run would refuse (other tasks, LoRA, seed, ...) or warn of (templates)
         meta = check_resume_config(cfg, ckpt, list(rates))

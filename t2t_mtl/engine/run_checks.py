@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -126,17 +126,13 @@ class CheckedDeepSpeed:
     warnings: List[str]
 
 
-class CheckedRun(Tuple[Dict[str, float], Dict[str, Any]]):
-    """What a run's checks give it (`check_run_config`): the pair (training rates, sampling config) and, as an
-    attribute (as `os.stat_result` is a tuple with more attributes), `deepspeed`, its `CheckedDeepSpeed`."""
+class CheckedRun(NamedTuple):
+    """What a run's checks give it (`check_run_config`): its training `rates`, its `sampling` config and its
+    `deepspeed` config as the checks built and parsed it."""
 
+    rates: Dict[str, float]
+    sampling: Dict[str, Any]
     deepspeed: CheckedDeepSpeed
-
-    def __new__(cls, rates: Dict[str, float], sampling_cfg: Dict[str, Any], deepspeed: CheckedDeepSpeed
-                ) -> "CheckedRun":
-        checked = super().__new__(cls, (rates, sampling_cfg))
-        checked.deepspeed = deepspeed
-        return checked
 
 
 def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
@@ -243,7 +239,7 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
 
 def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
                      ) -> CheckedRun:
-    """(training rates, sampling config) of `cfg`, with its DeepSpeed config (`.deepspeed`), after every check `train`
+    """The training rates, sampling config and DeepSpeed config of `cfg` (`CheckedRun`), after every check `train`
     makes before it reads data or builds a model: the mixture and its held-out rules, the sampler, weighting, MoE,
     gradient-surgery, batching, signal, evaluation and DeepSpeed sections. Raises ConfigError (or the builders'
     errors) naming the key. `saved`: a local pretrained model's config dict, as `check_t5_checkpoint` returned it

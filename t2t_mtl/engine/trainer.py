@@ -279,7 +279,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     path = cfg.model.name_or_path
     saved = pretrained_config_dict(path) if is_local_model(path) else None  # a hub model's: read after the checks
     checked = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
-    rates, sampling_cfg = checked
+    rates, sampling_cfg = checked.rates, checked.sampling
     task_names = list(rates)
     resume_meta = resume_checks.check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
     template_digests = training_template_digests(cfg, task_names)
