@@ -65,23 +65,25 @@ def test_a_task_whose_own_templates_changed_is_refused_and_an_old_checkpoint_is_
 
     import task_registry
     from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.run_checks import training_template_names
 
     task_registry.load_builtin_tasks()
     cfg = config_from_dict({"data": {"tasks": ["reverse_words"]}, "model": {"dims": {"d_model": 8}}})
+    names = training_template_names(cfg, ["reverse_words"])
     ckpt = tmp_path / "step-00000002"
     ckpt.mkdir()
     (ckpt / "meta.json").write_text(json.dumps({"tasks": ["reverse_words"]}))  # before checkpoints held templates
-    assert "templates" not in rc.check_resume_config(cfg, ckpt, ["reverse_words"])
+    assert "templates" not in rc.check_resume_config(cfg, ckpt, ["reverse_words"], names)
     (ckpt / "meta.json").write_text(json.dumps({"tasks": ["reverse_words"],
                                                 "templates": {"reverse_words": ["t5_prefix"]}}))
     with pytest.raises(CheckpointError, match=r"trained task 'reverse_words' in the templates \['t5_prefix'\], this "
                                               r"run trains it in \['t5_prefix', 'instruction'\] \(data\.templates "
                                               r"unset: all of the task's own\): each row is trained in the one of "
                                               r"them drawn from training\.seed"):
-        rc.check_resume_config(cfg, ckpt, ["reverse_words"])
+        rc.check_resume_config(cfg, ckpt, ["reverse_words"], names)
     (ckpt / "meta.json").write_text(json.dumps({"tasks": ["reverse_words"],
                                                 "templates": {"reverse_words": ["t5_prefix", "instruction"]}}))
-    rc.check_resume_config(cfg, ckpt, ["reverse_words"])
+    rc.check_resume_config(cfg, ckpt, ["reverse_words"], names)
 
 
 def test_templates_edited_under_their_names_are_warned_of_once_a_task(tmp_path):

@@ -56,7 +56,8 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     from t2t_mtl.config import check_paths
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
     from t2t_mtl.engine.deepspeed_config import check_precision
-    from t2t_mtl.engine.run_checks import check_run_config, config_warnings, training_template_digests
+    from t2t_mtl.engine.run_checks import (check_run_config, config_warnings, template_digests_of, template_names_of,
+                                          training_template_selection)
     from t2t_mtl.engine.resume_checks import check_resume_config, template_change_warnings
 
     if args.data_dir is not None:
@@ -69,8 +70,9 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     rates = checked.rates
     warnings = config_warnings(cfg, world_size, checked.deepspeed)
     if ckpt is not None:  # what the resumed run would refuse (other tasks, LoRA, seed, ...) or warn of (templates)
-        meta = check_resume_config(cfg, ckpt, list(rates))
-        warnings += template_change_warnings(ckpt, meta, training_template_digests(cfg, list(rates)))
+        templates = training_template_selection(cfg, list(rates))
+        meta = check_resume_config(cfg, ckpt, list(rates), template_names_of(templates))
+        warnings += template_change_warnings(ckpt, meta, template_digests_of(templates))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(cfg.to_yaml(), end="")

@@ -12,7 +12,6 @@ import torch
 
 from t2t_mtl.config import Config
 from t2t_mtl.engine.checkpoint import CheckpointError, read_meta
-from t2t_mtl.engine.run_checks import training_template_names
 from t2t_mtl.model.lora import lora_settings, lora_signature
 
 __all__ = ["MODEL_SETTINGS", "RESUME_SETTINGS", "check_compatible", "check_model_shapes", "check_resume_config",
@@ -198,16 +197,17 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
     return lora.to_dict() if lora is not None else None
 
 
-def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str]) -> Dict[str, Any]:
-    """The meta of checkpoint `ckpt`, once `cfg` (training `task_names`, registered) may resume it: a changed task
-    list, LoRA, task embeddings, `RESUME_SETTINGS` key or task's templates would misread task ids, sampler state,
-    data positions or weights, and is refused now (CheckpointError naming the key)."""
+def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str],
+                        template_names: Mapping[str, Sequence[str]]) -> Dict[str, Any]:
+    """The meta of checkpoint `ckpt`, once `cfg` (training `task_names` in the templates `template_names`, {task:
+    names in order}: `run_checks.template_names_of`) may resume it: a changed task list, LoRA, task embeddings,
+    `RESUME_SETTINGS` key or task's templates would misread task ids, sampler state, data positions or weights, and
+    is refused now (CheckpointError naming the key)."""
     meta = read_meta(ckpt)
     check_compatible(ckpt, meta, tasks=list(task_names), lora=lora_section(cfg),
                      task_embeddings=bool(cfg.model.task_embeddings), settings=resume_settings(cfg))
     if "templates" in meta:  # (checkpoints before 2026-12-05 lack them)
-        check_templates(ckpt, meta["templates"], training_template_names(cfg, task_names), cfg.data.templates,
-                        bool(cfg.data.all_templates))
+        check_templates(ckpt, meta["templates"], template_names, cfg.data.templates, bool(cfg.data.all_templates))
     return meta
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -20,6 +20,9 @@ from t2t_mtl.model.t5 import check_t5_checkpoint
 from t2t_mtl.model.lora import check_targets, lora_settings
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import repeated_items
+
+if TYPE_CHECKING:  # task_registry (and datasets) loads when the mixture is checked
+    from task_registry import Template
 
 
 def training_rates(cfg: Config) -> Dict[str, float]:
@@ -303,21 +306,27 @@ def training_templates(cfg: Config, task_names: Sequence[str]) -> Dict[str, int]
 
 
 def training_template_names(cfg: Config, task_names: Sequence[str]) -> Dict[str, List[str]]:
-    """The names of the templates each of `task_names` trains with, in the order it renders them (`data.templates`,
-    else all of the task's); the tasks must be registered (`training_rates`)."""
+    """The names of the templates each of `task_names` trains with (`training_template_selection`)."""
+    return template_names_of(training_template_selection(cfg, task_names))
+
+
+def training_template_selection(cfg: Config, task_names: Sequence[str]) -> Dict[str, List[Template]]:
+    """{task: the `Template`s it trains with, in the order it renders them} for each of `task_names`
+    (`data.templates`, else all of the task's); the tasks must be registered (`training_rates`)."""
     import task_registry
 
-    return {name: [t.name for t in task_registry.get_task(name).select_templates(cfg.data.templates)]
-            for name in task_names}
+    return {name: task_registry.get_task(name).select_templates(cfg.data.templates) for name in task_names}
 
 
-def training_template_digests(cfg: Config, task_names: Sequence[str]) -> Dict[str, Dict[str, str]]:
-    """{task: {template name: `Template.render_digest()`}} of the templates each of `task_names` trains with (those
-    of `training_template_names`); the tasks must be registered."""
-    import task_registry
+def template_names_of(selection: Mapping[str, Sequence[Template]]) -> Dict[str, List[str]]:
+    """{task: template names, in order} of a `training_template_selection`, as checkpoints save them."""
+    return {task: [t.name for t in templates] for task, templates in selection.items()}
 
-    return {name: {t.name: t.render_digest() for t in task_registry.get_task(name).select_templates(
-        cfg.data.templates)} for name in task_names}
+
+def template_digests_of(selection: Mapping[str, Sequence[Template]]) -> Dict[str, Dict[str, str]]:
+    """{task: {template name: `Template.render_digest()`}} of a `training_template_selection`, as checkpoints save
+    them."""
+    return {task: {t.name: t.render_digest() for t in templates} for task, templates in selection.items()}
 
 
 def check_task_splits(task_names: Sequence[str]) -> None:

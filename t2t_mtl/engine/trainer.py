@@ -55,8 +55,8 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, config_warnings, is_local_model,
-                                      pretrained_config_dict, training_template_digests, training_template_names,
-                                      with_template_sizes)
+                                      pretrained_config_dict, template_digests_of, template_names_of,
+                                      training_template_selection, with_template_sizes)
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
@@ -281,8 +281,10 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     checked = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
     rates, sampling_cfg = checked.rates, checked.sampling
     task_names = list(rates)
-    resume_meta = resume_checks.check_resume_config(cfg, resume_from, task_names) if resume_from is not None else {}
-    template_digests = training_template_digests(cfg, task_names)
+    templates = training_template_selection(cfg, task_names)  # (their names and digests: checks and meta)
+    template_names, template_digests = template_names_of(templates), template_digests_of(templates)
+    resume_meta = (resume_checks.check_resume_config(cfg, resume_from, task_names, template_names)
+                   if resume_from is not None else {})
     resume_warnings = (resume_checks.template_change_warnings(resume_from, resume_meta, template_digests)
                        if resume_from is not None else [])
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
@@ -388,7 +390,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": resume_checks.lora_section(cfg),
             "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
             "model": model_settings, "param_shapes": shapes,
-            "templates": training_template_names(cfg, task_names), "template_digests": template_digests}
+            "templates": template_names, "template_digests": template_digests}
 
     def save() -> Path:
         """Checkpoint the run at the current step (a collective: every rank calls it)."""
