@@ -21,7 +21,7 @@ import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,21 @@ def fit_demonstrations(demonstrations: Sequence[str], query: str, tokenizer: Any
     `max_input_length` (possibly none). The prompt is counted as it will be tokenized: with the tokenizer's special
     tokens, or with `append_eos` as `task_registry.tokenize` does for training (its ids without them, and EOS).
     `join` writes the prompt of demonstrations and query (a task's `FewShotFormat.prompt`; default blank lines)."""
-    demos = list(demonstrations)
+    return _fit(demonstrations, query, tokenizer, max_input_length, wrap, append_eos, join)[0]
+
+
+def _fit(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int, wrap: Callable[[str], str],
+         append_eos: bool, join: Callable[[Sequence[str], str], str]) -> Tuple[List[str], int]:
+    """(`fit_demonstrations`' result, the length in tokens of the prompt with all of `demonstrations`, 0 without
+    any: the fitting's first pass)."""
+    demos, lengths = list(demonstrations), []
     while demos:
-        prompt = wrap(join(demos, query))
-        ids = tokenizer(prompt, add_special_tokens=not append_eos)["input_ids"]
-        if len(ids) + int(append_eos) <= max_input_length:
-            return demos
+        ids = tokenizer(wrap(join(demos, query)), add_special_tokens=not append_eos)["input_ids"]
+        lengths.append(len(ids) + int(append_eos))
+        if lengths[-1] <= max_input_length:
+            break
         demos.pop(0)
-    return demos
+    return demos, lengths[0] if lengths else 0
 
 
 def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
@@ -68,11 +75,11 @@ def few_shot_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, m
 
 def fitted_prompt(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_length: int,
                   wrap: Callable[[str], str] = lambda prompt: prompt, *,
-                  join: Callable[[Sequence[str], str], str] = joined_prompt) -> tuple[str, int]:
-    """(`few_shot_prompt`, how many of the demonstrations it kept), the prompt written by `join` (see
-    `fit_demonstrations`)."""
-    kept = fit_demonstrations(demonstrations, query, tokenizer, max_input_length, wrap, join=join)
-    return wrap(join(kept, query)), len(kept)
+                  join: Callable[[Sequence[str], str], str] = joined_prompt) -> Tuple[str, int, int]:
+    """(`few_shot_prompt`, how many of the demonstrations it kept, the length in tokens of the prompt with all of
+    them: 0 without any), the prompt written by `join` (see `fit_demonstrations`)."""
+    kept, whole = _fit(demonstrations, query, tokenizer, max_input_length, wrap, False, join)
+    return wrap(join(kept, query)), len(kept), whole
 
 
 class FewShotConfigError(ValueError):

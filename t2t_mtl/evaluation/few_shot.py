@@ -136,9 +136,8 @@ def fit_prompts(examples: Sequence[Any], rows: Sequence[Any], demonstrations: De
     for example in examples:
         drawn = demonstrations.draw(example.row_index, k, query=example.inputs)
         query = own_format.query(rows[example.row_index]) if own_format is not None else example.inputs
-        example.inputs, kept = fitted_prompt(drawn, query, tokenizer, max_input_length, wrap=wrap, join=join)
+        example.inputs, kept, whole = fitted_prompt(drawn, query, tokenizer, max_input_length, wrap=wrap, join=join)
         fit.fewer += kept < k
         if kept < len(drawn):
-            whole = len(tokenizer(wrap(join(drawn, query)))["input_ids"])
             fit.cut, fit.dropped, fit.needed = fit.cut + 1, fit.dropped + len(drawn) - kept, max(fit.needed, whole)
     return fit
