@@ -4,7 +4,7 @@ written into the run's `TrainResult`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from t2t_mtl.config import Config
 from t2t_mtl.engine import checkpoint as ckpt_io
@@ -74,13 +74,14 @@ def evaluation_label(evaluated: Sequence[str], trained: Sequence[str], num_shots
 
 
 def score_held_out(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, run_dir: Path,
-                   sinks: Optional[ScalarSinks], result: Any, label: str) -> None:
-    """The `evaluation:` section's evaluation (report under run_dir/eval), into `result` (`held_out_scores`,
-    `held_out_accuracy`, `eval_report`); rank 0 logs, plots and prints it, its lines starting with `label`
-    (`evaluation_label`)."""
+                   sinks: Optional[ScalarSinks], result: Any, label: str, plan: Tuple[List[str], Any]) -> None:
+    """The `evaluation:` section's evaluation (`plan`: its `evaluation_plan`; report under run_dir/eval), into
+    `result` (`held_out_scores`, `held_out_accuracy`, `eval_report`); rank 0 logs, plots and prints it, its lines
+    starting with `label` (`evaluation_label`)."""
     from t2t_mtl.engine.validation import zero_shot_evaluation
 
-    zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=cfg.training.progress_bar)
+    zero_shot = zero_shot_evaluation(engine, tokenizer, cfg, env, run_dir / "eval", progress=cfg.training.progress_bar,
+                                     plan=plan)
     if zero_shot is None:
         return
     result.held_out_scores, result.held_out_accuracy = zero_shot["tasks"], zero_shot["macro_average"]

@@ -345,7 +345,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     from t2t_mtl.engine.validation import evaluation_every, evaluation_plan, zero_shot_evaluation
 
     eval_every = evaluation_every(cfg)  # zero-shot evaluations during training (logged, never fed back)
-    evaluated, eval_settings = evaluation_plan(cfg)
+    eval_plan = evaluation_plan(cfg)  # (worked out once: every evaluation of the run uses it)
+    evaluated, eval_settings = eval_plan
     eval_label = evaluation_label(evaluated, task_names, eval_settings.num_shots if eval_settings else 0)
     select_candidates = sampling_cfg.get("strategy") == "uncertainty"
 
@@ -406,7 +407,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         with logger.paused(), ckpt_io.rng_kept():  # (not training time: left out of tokens/s)
             logger.held_out(at_step, zero_shot_evaluation(engine, tokenizer, cfg, env,
                                                           run_dir / "eval" / ckpt_io.step_name(at_step),
-                                                          progress=False, plots=False), eval_label)
+                                                          progress=False, plots=False, plan=eval_plan), eval_label)
 
     sinks = open_sinks(cfg, run_dir, start_step=progress.step) if env.is_main else None  # TensorBoard, W&B
     try:
@@ -617,7 +618,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
             if evaluate_held_in if evaluate_held_in is not None else cfg.data.validation_examples > 0:
                 score_held_in(engine, tokenizer, task_names, cfg, env, pass_task_ids, result)
             if cfg.evaluation:  # zero-shot evaluation of the held-out tasks (evaluation: section)
-                score_held_out(engine, tokenizer, cfg, env, run_dir, sinks, result, eval_label)
+                score_held_out(engine, tokenizer, cfg, env, run_dir, sinks, result, eval_label, eval_plan)
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)

@@ -321,17 +321,19 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
 
 
 def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, out_dir: Path,
-                         progress: bool = True, plots: bool = True) -> Optional[Dict[str, Any]]:
+                         progress: bool = True, plots: bool = True, *,
+                         plan: Optional[Tuple[List[str], Any]] = None) -> Optional[Dict[str, Any]]:
     """Run the `evaluation:` section on the model as it is; rank 0 writes report.json/report.md (and with
     `plots` a PNG per task) to `out_dir`. Returns {"tasks": {task: median score 0-100}, "macro_average",
     "chance" (`summarize`'s: of the same tasks as the macro average, or None), "report": path} (every rank) or None
     when the section is empty. Each rank scores its shard of the examples and the outputs are gathered
     (`evaluate_tasks`); under ZeRO-3 with several ranks the ranks run in lockstep (partitioned parameters need the
-    same forward passes on all ranks)."""
+    same forward passes on all ranks). `plan`: the run's `evaluation_plan(cfg)`, when the caller has it (a
+    training run evaluating every `evaluation.every` steps works it out once); else it is worked out here."""
     from t2t_mtl.evaluation import evaluate_tasks, write_report
     from t2t_mtl.evaluation.aggregate import summarize
 
-    names, settings = evaluation_plan(cfg)
+    names, settings = plan if plan is not None else evaluation_plan(cfg)
     if not names:
         return None
     with evaluation_mode(engine.module):
