@@ -21,7 +21,6 @@ This module holds the schema, the entry points and the range checks; `config_lay
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import typing
@@ -328,9 +327,11 @@ def _validate_model(model: ModelConfig) -> None:
     """The range checks of the model section (`validate_values`)."""
     unknown_dims = [k for k in model.dims if k not in T5_DIM_KEYS]
     if unknown_dims:
+        from task_registry.errors import close_matches
+
         lines = []
         for key in unknown_dims:
-            close = difflib.get_close_matches(key, T5_DIM_KEYS, n=2, cutoff=0.5)
+            close = close_matches(key, T5_DIM_KEYS, n=2, substrings=False)
             lines.append(f"  model.dims.{key}" + (f" — did you mean {', '.join(close)}?" if close else ""))
         raise UnknownConfigKeyError("unknown T5 dimension(s):\n" + "\n".join(lines)
                                     + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")

@@ -4,7 +4,6 @@ expected type and the value, with a quoting hint for text YAML read as a number 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import typing
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
@@ -84,7 +83,9 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
     elif origin is Literal:
         if value in typing.get_args(tp):
             return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
+        from task_registry.errors import close_matches
+
+        close = close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1, cutoff=0.6, substrings=False)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}{hint}")
     elif origin in (list, List):
@@ -120,7 +121,9 @@ def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[s
     `known`, or None when every key is known — for the sections other components own (`model.moe`, ...)."""
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
+            from task_registry.errors import close_matches
+
+            close = close_matches(str(key), known, n=1, cutoff=0.6, substrings=False)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
             return f"unknown key {section}.{key}{hint}"
     return None
@@ -135,9 +138,11 @@ def build_dataclass(cls: type, data: Dict[str, Any], prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
+        from task_registry.errors import close_matches
+
         lines = []
         for key in unknown:
-            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+            close = close_matches(str(key), names, n=3, substrings=False)
             hint = f" — did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
             lines.append(f"  {prefix}{key}{hint}")
         section = prefix.rstrip(".") or "top level"

@@ -18,15 +18,18 @@ class TaskRegistryError(Exception):
         return str(self.args[0]) if self.args else ""
 
 
-def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
-    """The registered names closest to `name`, best first: by difflib ratio ignoring case, then the names that
-    contain it (`boolq` → `super_glue_boolq`)."""
+def close_matches(name: str, candidates: Iterable[str], n: int = 5, *, cutoff: float = 0.5,
+                  substrings: bool = True) -> list[str]:
+    """The "did you mean" of an unknown name: the at most `n` of `candidates` closest to `name`, best first, by
+    difflib ratio ignoring case (at least `cutoff`), then with `substrings` the candidates that contain it (`boolq`
+    → `super_glue_boolq`). Candidates differing only in case count once (the first given)."""
     by_lower: dict[str, str] = {}
     for candidate in candidates:
         by_lower.setdefault(candidate.lower(), candidate)
     wanted = str(name).lower()
-    matches = difflib.get_close_matches(wanted, list(by_lower), n=n, cutoff=0.5)
-    matches += [c for c in by_lower if len(wanted) > 1 and wanted in c and c not in matches]
+    matches = difflib.get_close_matches(wanted, list(by_lower), n=n, cutoff=cutoff)
+    if substrings:
+        matches += [c for c in by_lower if len(wanted) > 1 and wanted in c and c not in matches]
     return [by_lower[m] for m in matches[:n]]
 
 

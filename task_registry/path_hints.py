@@ -1,20 +1,22 @@
 """The "did you mean" of a path that does not exist: the existing names close to a missing one (`close_names`: a
 config file's `my.yml` → `my.yaml`) and the existing path a misspelt folder or file name most likely meant
-(`close_existing_path`: `runs/quikstart/checkpoints` → `runs/quickstart/checkpoints`). Standard library only."""
+(`close_existing_path`: `runs/quikstart/checkpoints` → `runs/quickstart/checkpoints`). Standard library only (and
+`errors.close_matches`, which is)."""
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+from .errors import close_matches
+
 
 def close_names(folder: Path, name: str, *, n: int = 1, cutoff: float = 0.6, suffixes: Sequence[str] = ()
                 ) -> List[str]:
-    """The names of `folder`'s entries closest to `name` (difflib ratio at least `cutoff`), best first, of the `n`
-    closest; none when `folder` is no folder. With `suffixes`, files with one of those endings only, compared by
-    stem with `name`'s, so that a missing or misspelt ending finds the file (`my`, `my.yml` → `my.yaml`; files
-    with one stem, `my.yaml` and `my.yml`, both)."""
+    """The names of `folder`'s entries closest to `name` (`close_matches`: difflib ratio ignoring case at least
+    `cutoff`), best first, of the `n` closest; none when `folder` is no folder. With `suffixes`, files with one of
+    those endings only, compared by stem with `name`'s, so that a missing or misspelt ending finds the file (`my`,
+    `my.yml` → `my.yaml`; files with one stem, `my.yaml` and `my.yml`, both)."""
     if not folder.is_dir():
         return []
     entries = sorted(folder.iterdir())
@@ -22,7 +24,7 @@ def close_names(folder: Path, name: str, *, n: int = 1, cutoff: float = 0.6, suf
         entries = [entry for entry in entries if entry.suffix in suffixes and entry.is_file()]
     key = (lambda entry: entry.stem) if suffixes else (lambda entry: entry.name)
     wanted = Path(name).stem if suffixes else name
-    close = difflib.get_close_matches(wanted, list(dict.fromkeys(map(key, entries))), n=n, cutoff=cutoff)
+    close = close_matches(wanted, dict.fromkeys(map(key, entries)), n=n, cutoff=cutoff, substrings=False)
     return [entry.name for match in close for entry in entries if key(entry) == match]
 
 

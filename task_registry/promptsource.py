@@ -8,14 +8,13 @@ the file and the line where the template text starts.
 """
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from .errors import TaskDefinitionError, TemplateSyntaxError
+from .errors import TaskDefinitionError, TemplateSyntaxError, close_matches
 from .preprocessors import AnyDataset, Preprocessor
 from .sources import HFSource
 from .task import Task
@@ -97,7 +96,7 @@ def _collection_file(root: Path, dataset: str, subset: Optional[str]) -> Path:
     if not path.is_file():
         known = [str(p.parent.relative_to(root)) for p in root.rglob(TEMPLATES_FILENAME)]
         wanted = f"{dataset}/{subset}" if subset else dataset
-        matches = difflib.get_close_matches(wanted, known, n=5, cutoff=0.5)
+        matches = close_matches(wanted, known, substrings=False)
         hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
         raise TaskDefinitionError(f"no promptsource templates for {wanted!r} under {root} ({path} does not "
                                   f"exist){hint}")

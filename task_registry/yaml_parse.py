@@ -3,7 +3,6 @@ as `file:line: message`: a loader that keeps each key's and value's line, and `T
 schema, builds the source, preprocessors and templates, and runs an optional `TaskCheck`."""
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Hashable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Callable, Optional, Union
 
 import yaml
 
-from .errors import TaskDefinitionError, TaskRegistryError
+from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import HFSource, LocalFileSource, Source, is_file_builder
@@ -76,7 +75,7 @@ def _unknown_keys(mapping: dict, allowed: set[str]) -> list[tuple[int, str]]:
     problems = []
     for key in mapping:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            close = close_matches(str(key), sorted(allowed), n=1, cutoff=0.6, substrings=False)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {sorted(allowed)})"
             line = mapping.key_lines[key] if isinstance(mapping, _LineMapping) else 1
             problems.append((line, f"unknown key {key!r}{hint}"))

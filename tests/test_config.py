@@ -3,6 +3,7 @@ paths) — all raised before any training starts."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -925,6 +926,14 @@ def test_a_misspelt_gradient_surgery_method_is_named_before_the_sampling_mode_it
 def test_config_from_dict_names_a_config_that_is_not_a_mapping_of_names(data, error, match):
     with pytest.raises(error, match=match):
         C.config_from_dict(data)
+
+
+@pytest.mark.parametrize("section,key,meant", [("training", "LR", "training.lr"), ("data", "MIXTURE", "data.mixture")])
+def test_a_config_key_written_in_other_case_names_the_key_it_meant(section, key, meant):
+    # was: no "did you mean" (difflib's ratio of 'LR' and 'lr' is 0); the hints compare names ignoring case now, as
+    # an unknown task's do
+    with pytest.raises(C.UnknownConfigKeyError, match=rf"  {section}\.{key} — did you mean '{re.escape(meant)}'\?"):
+        C.config_from_dict({"model": {"dims": {"d_model": 8}}, section: {key: 1}})
 
 
 def test_a_run_task_whose_files_lack_one_of_its_splits_is_refused_before_training(tmp_path):

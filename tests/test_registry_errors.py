@@ -26,6 +26,7 @@ from task_registry import (
     UnknownTaskError,
     UnknownTemplateError,
 )
+from task_registry.errors import close_matches
 from task_registry.promptsource import import_promptsource
 
 ECHO = Template("echo", "{{x}} ||| {{x}}")
@@ -60,6 +61,16 @@ def test_a_mixture_given_as_a_task_and_a_task_as_a_mixture_are_named_as_such():
             task_registry.get_task("demo_mix")
         with pytest.raises(UnknownMixtureError, match=r"^'demo_a' is a task, not a mixture"):
             task_registry.get_mixture("demo_a")
+
+
+def test_close_matches_takes_its_cutoff_and_the_substring_rule_per_caller():
+    names = ["learning_rate", "lr", "warmup_steps", "super_glue_boolq"]
+    assert close_matches("boolq", names) == ["super_glue_boolq"]  # by substring: the ratio is 0.48
+    assert close_matches("boolq", names, substrings=False) == []
+    assert close_matches("warmup", names, n=1) == ["warmup_steps"]  # ratio 2 * 6 / 18 = 0.67
+    assert close_matches("warmup", names, n=1, cutoff=0.7, substrings=False) == []
+    assert close_matches("LR", names, n=1, cutoff=0.6, substrings=False) == ["lr"]  # case ignored
+    assert close_matches("Lr", ["LR", "lr"]) == ["LR"]  # names differing in case only: the first given
 
 
 def test_unknown_task_lists_close_matches():

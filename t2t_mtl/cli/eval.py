@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -162,7 +161,9 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
     unknown = [c for c in clusters or () if c not in known]
     if unknown:  # a typo would silently leave its tasks out of the report and its aggregates
         source = "--held-out-clusters" if args.held_out_clusters else "the checkpoint's data.held_out_clusters"
-        close = [m for c in unknown for m in difflib.get_close_matches(c, known, n=1)]
+        from task_registry.errors import close_matches
+
+        close = [m for c in unknown for m in close_matches(c, known, n=1, cutoff=0.6, substrings=False)]
         hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
         raise ValueError(f"{source}: no registered task is in cluster(s) {unknown}; {hint}registered clusters: "
                          f"{', '.join(known)} (a YAML task's cluster needs its --tasks-dir)")

@@ -7,7 +7,6 @@ There is no list of those names to check against; `unread_keys` parses the confi
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterator, List, Mapping, Optional, Set, Tuple
 
 __all__ = ["unread_keys", "parsed_unread_keys"]
@@ -75,6 +74,8 @@ def parsed_unread_keys(ds_config: Mapping[str, Any]) -> List[Tuple[str, Optional
     out = []
     for key in ds_config:
         if key not in recorded.looked_up:
-            close = difflib.get_close_matches(str(key), read, n=1)
+            from task_registry.errors import close_matches
+
+            close = close_matches(str(key), read, n=1, cutoff=0.6, substrings=False)
             out.append((str(key), close[0] if close else None))
     return out

@@ -13,7 +13,6 @@ one task (its experts only, Task-MoE deployment) — a trained task, or a regist
 """
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -204,8 +203,9 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     if adapters:
         if task not in names and not unseen:
             import task_registry
+            from task_registry.errors import close_matches
 
-            close = difflib.get_close_matches(task, [*names, *task_registry.list_tasks()], n=1)
+            close = close_matches(task, [*names, *task_registry.list_tasks()], n=1, cutoff=0.6, substrings=False)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ExportError(f"--task {task!r} is neither a task the model was trained on ({', '.join(names)}) nor "
                               f"a registered task (a held-out task gets the mean adapter){hint}")

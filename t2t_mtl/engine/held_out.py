@@ -32,14 +32,13 @@ def refuse_unknown_held_out_clusters(held_out_clusters: Iterable[str], note: str
     `held_out_clusters` has no registered task (a typo would hold nothing out, so the run would train on its
     zero-shot targets), with the closest registered cluster and `note` (e.g. that YAML tasks need data.tasks_dir)
     at the end."""
-    import difflib
-
     import task_registry
+    from task_registry.errors import close_matches
 
     clusters = sorted({task_registry.get_task(n).cluster for n in task_registry.list_tasks()})
     for cluster in held_out_clusters:
         if cluster not in clusters:
-            close = difflib.get_close_matches(cluster, clusters, n=1)
+            close = close_matches(cluster, clusters, n=1, cutoff=0.6, substrings=False)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(f"{where}: no registered task is in cluster {cluster!r}; {hint}"
                               f"registered clusters: {', '.join(clusters)}{note}")

@@ -13,7 +13,6 @@ choice as written, as in rank classification).
 """
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -178,7 +177,9 @@ def _warn_of_untrained_tasks(model: Any, requests: Sequence[PredictRequest], def
         return
     given = [request.task or default_task for request in requests]
     for name in dict.fromkeys(task for task in given if task is not None and task not in trained):
-        close = difflib.get_close_matches(name, trained, n=1)
+        from task_registry.errors import close_matches
+
+        close = close_matches(name, trained, n=1, cutoff=0.6, substrings=False)
         logger.warning("task %r (%d of %d inputs) is not one the model was trained on (%s), so it is answered as an "
                        "unseen task, as evaluation answers a held-out one%s", name, given.count(name), len(given),
                        ", ".join(trained), f"; did you mean {close[0]!r}?" if close else "")

@@ -8,7 +8,6 @@ State (EMA targets, RNG) round-trips through `state_dict`/`load_state_dict`.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import numbers
@@ -151,11 +150,15 @@ def build_method(config: Mapping[str, Any] | str, num_tasks: int) -> GradientMet
     config = dict(config)
     name = config.pop("method", None)
     if name is None:
-        misspelt = difflib.get_close_matches("method", [str(key) for key in config], n=1)
+        from task_registry.errors import close_matches
+
+        misspelt = close_matches("method", [str(key) for key in config], n=1, cutoff=0.6, substrings=False)
         hint = f"; is gradient_surgery.{misspelt[0]} meant to be it?" if misspelt else ""
         raise GradientMethodError(f"gradient_surgery needs a `method` key (one of {sorted(METHODS)}){hint}")
     if not isinstance(name, str) or name not in METHODS:  # (a list or mapping would not even hash)
-        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
+        from task_registry.errors import close_matches
+
+        close = close_matches(str(name), METHODS, n=1, cutoff=0.6, substrings=False)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise GradientMethodError(f"gradient_surgery.method: unknown method {name!r}{hint} "
                                   f"(available: {sorted(METHODS)})")

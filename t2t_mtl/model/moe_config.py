@@ -7,7 +7,6 @@ without usable task ids.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -154,7 +153,10 @@ class MoEConfig:
         value, names = self.unseen_task_routing, self.task_names or []
         if value in UNSEEN_TASK_ROUTINGS or (isinstance(value, str) and value in names):
             return
-        close = difflib.get_close_matches(value, [*UNSEEN_TASK_ROUTINGS, *names], n=1) if isinstance(value, str) else []
+        from task_registry.errors import close_matches
+
+        close = (close_matches(value, [*UNSEEN_TASK_ROUTINGS, *names], n=1, cutoff=0.6, substrings=False)
+                 if isinstance(value, str) else [])
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise MoEConfigError(f"model.moe.unseen_task_routing={value!r}: use 'mean', 'error' or the name of a "
                              f"trained task {names}{hint}")
@@ -164,7 +166,9 @@ class MoEConfig:
         names = self.task_names or []
         if isinstance(task, str):
             if task not in names:
-                close = difflib.get_close_matches(task, names, n=1)
+                from task_registry.errors import close_matches
+
+                close = close_matches(task, names, n=1, cutoff=0.6, substrings=False)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise MoEConfigError(f"task {task!r} is not one of the MoE model's tasks {names}{hint}")
             return names.index(task)

@@ -1,7 +1,6 @@
 """Errors raised for bad sampler configurations, rates and task sizes."""
 from __future__ import annotations
 
-import difflib
 from typing import Iterable
 
 
@@ -33,7 +32,9 @@ class EmptyTaskError(SamplingError):
 
 def suggest(name: str, valid: Iterable[str]) -> str:
     """Return ' Did you mean ...?' for the closest valid names (empty when nothing is close)."""
-    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    from task_registry.errors import close_matches
+
+    close = close_matches(name, valid, n=3, cutoff=0.6, substrings=False)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -1,7 +1,6 @@
 """`build_weighting(config, task_names, task_sizes)` from a config such as ``{"method": "uncertainty"}``."""
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterable, Mapping, Optional
 
 from t2t_mtl.param_types import coerce_numeric_params
@@ -16,7 +15,9 @@ METHODS: dict[str, type[LossWeighting]] = {cls.method: cls for cls in (
 
 
 def _suggest(name: str, valid) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    from task_registry.errors import close_matches
+
+    close = close_matches(name, valid, n=3, cutoff=0.6, substrings=False)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -8,7 +8,6 @@ choices scores on it (`chance`) and whether always giving one answer is a meanin
 """
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +103,9 @@ def canonical_metric_name(name: str) -> str:
         known = ", ".join(sorted(SHIPPED))
         registered = sorted(set(METRICS) - SHIPPED)
         also = f"; registered: {', '.join(registered)}" if registered else ""
-        close = difflib.get_close_matches(_metric_key(name), [*METRICS, *ALIASES], n=1, cutoff=0.6)
+        from task_registry.errors import close_matches
+
+        close = close_matches(_metric_key(name), [*METRICS, *ALIASES], n=1, cutoff=0.6, substrings=False)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownMetricError(f"unknown metric {name!r}{hint}: the shipped metrics are {known} "
                                  f"(aliases: {', '.join(sorted(ALIASES))}){also}; a Python function becomes a metric "
