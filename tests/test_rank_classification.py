@@ -65,6 +65,20 @@ def test_scores_equal_one_forward_per_choice(model, tokenizer, length_normalize)
 
 
 
+def test_scores_do_not_depend_on_the_side_the_tokenizer_pads(model, tokenizer):
+    # was: the choices were padded by the tokenizer, so one that pads on the left (a tokenizer saved with
+    # padding_side="left", or set so for a decoder-only model) gave a shorter choice's decoder pad tokens before its
+    # own, and scored another sequence
+    reference = brute_force_scores(model, tokenizer, INPUTS, CHOICES)  # one unpadded row at a time
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        scores = score_choices(model, tokenizer, INPUTS, CHOICES, batch_size=2)
+    finally:
+        tokenizer.padding_side = side
+    for got, want in zip(scores, reference):
+        assert got == pytest.approx(want, abs=1e-4)
+
+
 def test_a_model_in_eval_mode_is_left_in_eval_mode(model, tokenizer):
     model.eval()
     try:

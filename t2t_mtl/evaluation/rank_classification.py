@@ -22,6 +22,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from t2t_mtl.evaluation.errors import NoAnswerChoicesError
+from t2t_mtl.evaluation.labels import target_labels
 from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.task_routing import task_ids_set
 
@@ -175,9 +176,7 @@ def score_choices(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, in
             texts = [choice for i in batch for choice in answer_choices[i]]
 
             def score_rows(rows: range) -> list[float]:
-                labels = tokenizer(text_target=[texts[r] for r in rows], padding=True,
-                                   return_tensors="pt").input_ids.to(device)
-                labels = labels.masked_fill(labels.eq(tokenizer.pad_token_id), -100)
+                labels = target_labels(tokenizer, [texts[r] for r in rows]).to(device)
                 owner = torch.tensor([owners[r] for r in rows], device=device)
                 return shared_encoder_log_likelihoods(model, labels, owner, hidden, encoded.attention_mask, states,
                                                       length_normalize=length_normalize, task_ids=ids).tolist()
