@@ -143,6 +143,18 @@ def test_each_shard_scores_its_rows_and_the_shards_add_up_to_the_row_by_row_scor
         assert local[:, 0].tolist() == pytest.approx(expected[:, 0].tolist(), rel=1e-5)
 
 
+def test_the_validation_loss_does_not_depend_on_the_side_the_tokenizer_pads(reference):
+    # was: the targets were padded by the tokenizer, so one that pads on the left (saved with padding_side="left")
+    # gave a shorter target's decoder pad tokens before its own, and val_loss was another sequence's loss
+    cfg, tokenizer, model, targets, scored, val_loss, val_score = reference
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        loss, score = _validator(tokenizer, cfg, DistEnv(0, 1, 0, CPU, "gloo"), targets)(_Engine(model))
+    finally:
+        tokenizer.padding_side = side
+    assert loss == pytest.approx(val_loss, rel=1e-5) and score == val_score
+
+
 def test_a_generation_matching_another_gold_answer_counts_as_an_exact_match(reference):
     # was: validation compared generations with the row's target only, so a task with several gold answers
     # (`references`: WebQuestions, XQuAD) was scored stricter than the evaluation that reports it

@@ -18,6 +18,7 @@ from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine.distributed import DistEnv, sum_over_ranks
 from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
 from t2t_mtl.evaluation.generation import decode_generated
+from t2t_mtl.evaluation.labels import target_labels
 from t2t_mtl.evaluation.rank_classification import evaluation_mode
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.moe import token_masks
@@ -194,9 +195,7 @@ class PeriodicValidator:
         their `golds`) of one batch."""
         device, tok, data = self.env.device, self.tokenizer, self.cfg.data
         enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True, return_tensors="pt").to(device)
-        labels = tok(text_target=y, max_length=data.max_target_length, truncation=True, padding=True,
-                     return_tensors="pt")["input_ids"].to(device)
-        labels = labels.masked_fill(labels == tok.pad_token_id, -100)
+        labels = target_labels(tok, y, data.max_target_length).to(device)
         routing = _routing(self.pass_task_ids, task_id, len(x), device)
         with token_masks(model, decoder=labels.ne(-100)):
             logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
