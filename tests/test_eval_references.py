@@ -118,3 +118,27 @@ def test_generation_metrics_are_the_libraries_scores_of_the_predictions_against_
     exact = [any(_squad_normalized(p) == _squad_normalized(g) for g in gold) for p, gold in zip(predictions, golds)]
     assert exact == [False, False, False, False, True]  # "shakespeare." is the second answer, normalised
     assert result.metrics["squad_exact_match"]["exact_match"] == pytest.approx(sum(exact) / len(golds))
+
+
+def test_examples_whose_every_gold_answer_is_longer_than_the_generation_limit_are_counted(
+        t5_tokenizer, tmp_path, monkeypatch, caplog):
+    # was: generation stopped at max_new_tokens and such an example could never be answered whole, with nothing said
+    from t2t_mtl.evaluation import runner, to_markdown
+
+    monkeypatch.setattr(runner, "generate_texts", lambda model, tok, inputs, **kwargs: [GENERATED[x] for x in inputs])
+    template = task_registry.Template("qa", "{{ q }} ||| {{ answers[0] }}", references="{{ answers | join(' ||| ') }}")
+    task = _task(tmp_path, "qa", QA_ROWS, [template], ("squad",))
+    shortest = [min(len(t5_tokenizer(answer, add_special_tokens=False).input_ids) for answer in row["answers"])
+                for row in QA_ROWS]
+    limit = sorted(shortest)[2]  # the two rows with longer shortest answers cannot be written whole
+    assert sum(length > limit for length in shortest) == 2
+    report = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_new_tokens=limit), progress=False)
+    assert report.results[0].num_long_answers == 2
+    assert (f"2 of 5 examples have no gold answer that fits max_new_tokens={limit} tokens, where generation stops, so "
+            f"none can be written whole; to let the model write every example's shortest answer, raise the limit to "
+            f"{max(shortest)} tokens (t2t-mtl eval --max-new-tokens {max(shortest)}") in caplog.text
+    assert "- qa / qa: 2 of 5" in to_markdown(report).split(f"generation limit ({limit} tokens)")[1]
+    caplog.clear()  # every shortest answer fits: none counted
+    assert evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_new_tokens=max(shortest)),
+                          progress=False).results[0].num_long_answers == 0
+    assert "max_new_tokens" not in caplog.text

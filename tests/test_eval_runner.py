@@ -992,7 +992,7 @@ class _NoTaskTokens:
     def get_vocab(self):
         return {}
 
-    def __call__(self, texts):
+    def __call__(self, texts, **kwargs):
         return {"input_ids": [text.split() for text in texts]}
 
 

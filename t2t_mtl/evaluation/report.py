@@ -97,6 +97,13 @@ def to_markdown(report: EvalReport) -> str:
                       f"beginning only (raise it to score them whole: `t2t-mtl eval --max-input-length N`, "
                       f"`evaluation.max_input_length` in a config):"]
         lines += [f"- {r.task} / {r.template}: {r.num_truncated} of {r.num_examples}" for r in truncated]
+    long_answers = [r for r in report.results if r.num_long_answers]
+    if long_answers:
+        limit = (report.settings or {}).get("max_new_tokens")
+        lines += ["", f"Examples with no gold answer that fits the generation limit"
+                      f"{f' ({limit} tokens)' if limit else ''}, so none can be written whole (raise it: "
+                      f"`t2t-mtl eval --max-new-tokens N`, `evaluation.max_new_tokens` in a config):"]
+        lines += [f"- {r.task} / {r.template}: {r.num_long_answers} of {r.num_examples}" for r in long_answers]
     fewer_shots = [r for r in report.results if r.num_fewer_shots]
     if fewer_shots:
         lines += ["", f"Inputs given fewer than {counted(shots, 'demonstration')} (too few rows, or they do not fit "

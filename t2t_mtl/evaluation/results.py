@@ -23,7 +23,8 @@ class TemplateResult:
     (`num_shots` k), `num_fewer_shots` of them got fewer than k demonstrations (too few renderable rows in the
     demonstration split, or the rest did not fit `max_input_length`); `num_dropped_shots` demonstrations were dropped
     (from the front of their prompts) to fit it, and `shots_fit_length` is the limit that would hold every input with
-    all of its drawn demonstrations (`None` when none was dropped).
+    all of its drawn demonstrations (`None` when none was dropped). Scored by generation, `num_long_answers` of them
+    have no gold answer that fits `max_new_tokens` tokens, where generation stops: none can be written whole.
     """
 
     task: str
@@ -47,6 +48,7 @@ class TemplateResult:
     num_fewer_shots: int = 0
     num_dropped_shots: int = 0
     shots_fit_length: Optional[int] = None
+    num_long_answers: int = 0
     predictions: Optional[list[dict[str, Any]]] = None
 
     @property

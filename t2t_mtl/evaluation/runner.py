@@ -323,6 +323,17 @@ def input_lengths(tokenizer, inputs: Sequence[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(list(inputs))["input_ids"]] if inputs else []
 
 
+def long_answers(tokenizer, golds: Sequence[Sequence[str]], max_new_tokens: int) -> tuple[int, int]:
+    """(how many examples have no gold answer of at most `max_new_tokens` tokens, special tokens not counted —
+    generation stops there, so it cannot write one of them whole —, the tokens of the longest of their shortest
+    answers: the limit that lets every example's shortest answer be written; 0 when all fit)."""
+    texts = [text for answers in golds for text in answers]
+    lengths = iter([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [])
+    shortest = [min(next(lengths) for _ in answers) for answers in golds if answers]
+    too_long = [length for length in shortest if length > max_new_tokens]
+    return len(too_long), max(too_long, default=0)
+
+
 def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) -> str:
     has_choices = bool(examples) and all(e.answer_choices for e in examples)
     if requested == "rank" and examples and not has_choices:
@@ -427,6 +438,8 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
         for example in examples:
             example.inputs = wrap(example.inputs)
     mode = _scoring_mode(settings.scoring, task, template, examples)
+    long_rows, answer_limit = long_answers(tokenizer, [e.gold for e in examples], settings.max_new_tokens) \
+        if mode == "generate" else (0, 0)  # (the answers as the model writes them, before a task's postprocess)
     postprocess = getattr(task, "postprocess", None) is not None and mode == "generate"
     if postprocess:  # the gold answers (and choices, which label metrics index) as the metrics see them
         for example in examples:
@@ -464,6 +477,13 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                        "model sees only their beginning); to score them whole, raise the limit to the longest, %d "
                        "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
                        task.name, template.name, result.num_truncated, len(examples), stated_limit, needed, needed)
+    result.num_long_answers = long_rows
+    if long_rows:
+        logger.warning("task %r template %r: %d of %d examples have no gold answer that fits max_new_tokens=%d tokens, "
+                       "where generation stops, so none can be written whole; to let the model write every example's "
+                       "shortest answer, raise the limit to %d tokens (t2t-mtl eval --max-new-tokens %d; "
+                       "evaluation.max_new_tokens in a config)", task.name, template.name, long_rows, len(examples),
+                       settings.max_new_tokens, answer_limit, answer_limit)
     if not examples:
         return result
     texts = [o[1] for o in outputs]
