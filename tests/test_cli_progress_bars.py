@@ -1,5 +1,5 @@
 """Hugging Face datasets' progress bars in the command line: hidden, but in `train` while training.progress_bar is on,
-unless HF_DATASETS_DISABLE_PROGRESS_BARS decides."""
+unless HF_DATASETS_DISABLE_PROGRESS_BARS decides; a command or a run called from Python leaves them as it found them."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,10 @@ import sys
 import datasets
 import pytest
 from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from datasets.utils.logging import is_progress_bar_enabled
 
 import task_registry
+from engine_helpers import tiny_config, train_tiny_tokenizer
 from t2t_mtl.cli import main
 from t2t_mtl.cli.progress_bars import DATASETS_SWITCH
 
@@ -98,10 +100,37 @@ def test_train_draws_datasets_bars_only_with_its_own_progress_bar(progress_bar, 
         datasets.Dataset.from_dict({"q": ["a", "b"]}).map(lambda row: row, desc="render demo/train")
         raise KeyboardInterrupt  # (train's own exit: nothing more to stub)
 
-    monkeypatch.setattr(trainer, "train", rendering_train)
+    monkeypatch.setattr(trainer, "_train", rendering_train)  # (train() itself decides on the bars)
     monkeypatch.setattr(distributed, "leave_process_group", lambda: None)
     monkeypatch.delenv("RANK", raising=False)
     assert main(["train", "--set", f"training.output_dir={tmp_path / 'run'}",
                  "--set", f"training.progress_bar={str(progress_bar).lower()}"]) == 130
     shown = bar_lines(capsys.readouterr().err)
     assert (any(line.startswith("render demo/train") for line in shown) if bars else shown == [])
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_a_command_run_in_process_leaves_datasets_bars_as_it_found_them(shown, workspace, datasets_bars):
+    # was: main([...]) of any command but train called datasets' disable_progress_bars for the rest of the process
+    (enable_progress_bars if shown else disable_progress_bars)()
+    with task_registry.isolated_registry():
+        previous = task_registry.get_data_dir()
+        try:
+            assert main(preview_command(workspace)) == 0
+        finally:
+            task_registry.set_data_dir(previous)
+    assert is_progress_bar_enabled() is shown
+
+
+def test_train_from_python_without_its_progress_bar_draws_no_datasets_bar_and_leaves_them_shown(datasets_bars, capsys,
+                                                                                                 tmp_path):
+    # was: train(config) with training.progress_bar false (the switch was the command line's only) drew a
+    # 'tokenize TASK/train: 100%|...|' bar per task it tokenized at a first start
+    from t2t_mtl.engine.trainer import train
+
+    tokenizer = train_tiny_tokenizer(tmp_path / "tok")
+    capsys.readouterr()
+    train(tiny_config(tmp_path / "run", tokenizer, tmp_path / "cache", data={"tasks": ["parity"]},
+                      training={"steps": 1}))
+    assert bar_lines(capsys.readouterr().err) == []
+    assert is_progress_bar_enabled()

@@ -69,6 +69,25 @@ def test_the_launched_world_size_is_read_without_touching_the_environment(monkey
     assert dict(os.environ) == before
 
 
+def test_the_launched_rank_is_read_without_touching_the_environment(monkeypatch):
+    from t2t_mtl.engine.distributed import launched_rank
+
+    for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    assert launched_rank() == 0  # a bare process
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert launched_rank() == 0  # an sbatch script's own command: one process
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert launched_rank() == 3  # a rank srun started
+    monkeypatch.setenv("RANK", "1")
+    assert launched_rank() == 1  # torchrun / deepspeed
+    for key in ("SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "RANK"):
+        monkeypatch.delenv(key)
+    assert dict(os.environ) == before
+
+
 def test_a_failed_start_of_one_process_joins_nothing(monkeypatch):
     from t2t_mtl.engine import distributed
 

@@ -1,11 +1,13 @@
 """The progress bars Hugging Face `datasets` draws (loading a split, each `Map`) in the command line."""
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import sys
+from typing import ContextManager
 
-#: datasets' own switch, read when datasets is imported: 1 hides its bars, 0 shows them (either wins over its functions)
-DATASETS_SWITCH = "HF_DATASETS_DISABLE_PROGRESS_BARS"
+from t2t_mtl.datasets_progress_bars import DATASETS_SWITCH, hidden_datasets_progress_bars
 
 #: the namespace attribute a command's parser sets (to True) when the command itself decides whether datasets' bars
 #: show (`train`: while training.progress_bar is on); `main` hides them for every other command
@@ -24,3 +26,17 @@ def hide_datasets_progress_bars() -> None:
     from datasets.utils import disable_progress_bars
 
     disable_progress_bars()
+
+
+def command_bars(args: argparse.Namespace, whole_process: bool) -> ContextManager[None]:
+    """The scope `main` runs the command of `args` in: datasets' bars hidden, unless the command decides itself
+    (`DATASETS_BARS_BY_COMMAND`). `whole_process` (the process's own command line: the process ends with the
+    command) hides them for the process without importing datasets, so a command that never reads data does not
+    pay for its import; otherwise (`main(argv)` from Python) they are hidden for the command only, then left as
+    they were found."""
+    if getattr(args, DATASETS_BARS_BY_COMMAND, False):
+        return contextlib.nullcontext()
+    if whole_process:
+        hide_datasets_progress_bars()
+        return contextlib.nullcontext()
+    return hidden_datasets_progress_bars()

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 from t2t_mtl.cli.common import add_data_dir_option, data_dir_problem, path_argument
-from t2t_mtl.cli.progress_bars import DATASETS_BARS_BY_COMMAND, hide_datasets_progress_bars
+from t2t_mtl.cli.progress_bars import DATASETS_BARS_BY_COMMAND
+from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--print-config", action="store_true",
                         help="check the resolved config as a run would (the tasks' data is read to size the "
                              "mixture; nothing is trained or written to the run folder), print it, exit")
-    parser.set_defaults(func=run, **{DATASETS_BARS_BY_COMMAND: True})  # (run hides them past the config)
+    parser.set_defaults(func=run, **{DATASETS_BARS_BY_COMMAND: True})  # (train() and --print-config hide them)
 
 
 def resumed_run_config(resume: Optional[str]) -> Optional[str]:
@@ -108,15 +109,14 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return stopped_before_start(args)
-    if args.print_config or not cfg.training.progress_bar or int(os.environ.get("RANK", "0")) != 0:
-        hide_datasets_progress_bars()  # (else datasets' bars show rank 0's rendering and tokenizing at a first start)
     # (imported before the try, whose handlers name them: a Ctrl-C while torch and DeepSpeed load is `main`'s 130)
     from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
     from t2t_mtl.engine.trainer import TrainingAbortedError, train
 
     try:
         if args.print_config:
-            return print_checked_config(cfg, args)
+            with hidden_datasets_progress_bars():  # (train() shows them on rank 0 while training.progress_bar is on)
+                return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
         shut_down_process_group()
     except (ConfigError, CheckpointError) as err:

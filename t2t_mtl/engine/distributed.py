@@ -80,6 +80,15 @@ def launched_world_size() -> int:
     return int(env["SLURM_NTASKS"]) if _srun_rank() else 1
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (RANK, else srun's SLURM_PROCID; 0 for a bare process), read
+    without joining or changing the environment."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    return int(env["SLURM_PROCID"]) if _srun_rank() else 0
+
+
 def fill_env_from_launcher() -> None:
     """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
     env = os.environ

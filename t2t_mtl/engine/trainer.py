@@ -41,6 +41,7 @@ from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, l
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
+from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine import resume_checks
 from t2t_mtl.engine.deepspeed_config import check_precision
@@ -48,7 +49,8 @@ from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_preci
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
 from t2t_mtl.engine.distributed import (DistEnv, any_true, barrier, failed_ranks, failed_ranks_wording,
-                                        init_distributed, max_over_ranks, refuse_failed_start, sum_over_ranks)
+                                        init_distributed, launched_rank, max_over_ranks, refuse_failed_start,
+                                        sum_over_ranks)
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_evaluation, score_held_in,
                                              score_held_out)
@@ -256,10 +258,19 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
 
     `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir.
     `data_dir`: overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score held-in
-    validation examples at the end (default: when `data.validation_examples > 0`).
+    validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
+    progress bars (loading, rendering, tokenizing) are hidden for the run on ranks other than 0 and wherever
+    `training.progress_bar` is off, and left as they were found after it.
     """
     started = time.perf_counter()
     cfg = as_config(config, overrides)
+    with hidden_datasets_progress_bars(not cfg.training.progress_bar or launched_rank() != 0):
+        return _train(cfg, started, resume, data_dir, evaluate_held_in)
+
+
+def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optional[str],
+           evaluate_held_in: Optional[bool]) -> TrainResult:
+    """`train` on a validated Config, from `started` (its perf_counter at the call)."""
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
     check_paths(cfg)
