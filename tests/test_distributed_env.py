@@ -246,3 +246,32 @@ def test_ranks_stopping_on_an_error_leave_their_process_group_before_they_exit(t
     out = str(tmp_path / "stopped")
     _run_two_ranks(_stopping_worker, out)
     assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr([[1], False]), repr([None, False])]
+
+
+def test_joining_the_process_group_prints_nothing_to_stdout(tmp_path):
+    # was: every CPU start printed 'DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully' (DeepSpeed's
+    # TorchBackend loading its shared-memory op) on stdout, among train's own lines
+    import sys
+
+    from engine_helpers import REPO, subprocess_env
+
+    joining = ("import logging, sys; logging.basicConfig(stream=sys.stderr, level=logging.DEBUG, format='%(name)s: "
+               "%(message)s'); from t2t_mtl.engine.distributed import init_distributed, shut_down_process_group; "
+               "init_distributed(); print('joined'); shut_down_process_group()")
+    done = subprocess.run([sys.executable, "-c", joining], env=subprocess_env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "joined\n"
+    assert "t2t_mtl.engine.distributed: DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully" \
+        in done.stderr.splitlines()  # (the debug log)
+
+
+def test_what_deepspeed_prints_while_joining_goes_to_the_log_or_to_stderr(capsys, caplog):
+    from t2t_mtl.engine.distributed import report_deepspeed_output
+
+    with caplog.at_level("DEBUG", logger="t2t_mtl.engine.distributed"):
+        report_deepspeed_output("DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully\n"
+                                "[WARNING] something DeepSpeed warns of\n\n")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "[WARNING] something DeepSpeed warns of\n"
+    assert caplog.messages == ["DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully"]

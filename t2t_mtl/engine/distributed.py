@@ -9,16 +9,21 @@ GPU runs use NCCL.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
+import logging
 import os
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Type
 
 import torch
 
+logger = logging.getLogger(__name__)
 
 # Rank 0 alone may prepare for long — train the run's tokenizer, tokenize a large mixture, convert a checkpoint to the
 # universal format — while the other ranks wait in `barrier`. They wait through a gloo group of their own with this
@@ -127,7 +132,12 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        printed = io.StringIO()
+        try:  # (DeepSpeed prints on stdout that it loaded its shared-memory op, on every CPU start)
+            with contextlib.redirect_stdout(printed):
+                deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        finally:
+            report_deepspeed_output(printed.getvalue())
         if dist.get_world_size() > 1:
             _open_waiting_group()
         if not cuda:
@@ -135,6 +145,17 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
             unlink_shm_allreduce_buffer(dist.get_rank())
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+
+
+def report_deepspeed_output(text: str) -> None:
+    """Pass on what DeepSpeed printed on stdout while joining the process group, so that stdout carries the project's
+    own lines only: its announcement of an op it loaded ('DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built
+    successfully') to this module's log at debug level, any other line (a warning) to stderr."""
+    for line in text.splitlines():
+        if line.startswith("DeepSpeed ") and line.endswith(" built successfully"):
+            logger.debug(line)
+        elif line.strip():
+            print(line, file=sys.stderr)
 
 
 def group_timeout() -> datetime.timedelta:
