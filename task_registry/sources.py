@@ -12,6 +12,7 @@ import csv
 import functools
 import gzip
 import hashlib
+import inspect
 import lzma
 import math
 import os
@@ -617,6 +618,23 @@ class GeneratorSource(Source):
                                       f"sizes: {dict(self.num_rows)}")
             return int(self.num_rows[split])
         return int(self.num_rows)
+
+    def signature_problem(self) -> Optional[str]:
+        """Why `fn` cannot take the arguments `load` calls it with (split, num_rows and seed as keywords, and the
+        gen_kwargs), with the definition to write; None when it can, or when Python cannot read its signature."""
+        passed = ["split", "num_rows", "seed", *self.gen_kwargs]
+        try:
+            signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):  # (e.g. some built-in callables: left to fail, if they do, when loaded)
+            return None
+        try:
+            signature.bind(**dict.fromkeys(passed))
+        except TypeError as error:
+            with_kwargs = " and its gen_kwargs" if self.gen_kwargs else ""
+            return (f"{self.describe()} cannot take the arguments GeneratorSource calls it with, split, num_rows and "
+                    f"seed as keywords{with_kwargs} ({error}); define it as def "
+                    f"{getattr(self.fn, '__name__', 'fn')}({', '.join(passed)}), or add **kwargs")
+        return None
 
     def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
         """The generated rows; an exception inside `fn` surfaces as a `DataSourceError` chained to it (at load

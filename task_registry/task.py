@@ -227,6 +227,8 @@ class Task:
         if not isinstance(source, Source):
             raise TaskDefinitionError(f"task {name!r}: source must be an HFSource, LocalFileSource or "
                                       f"GeneratorSource, got {type(source).__name__}")
+        if isinstance(source, GeneratorSource) and (why := source.signature_problem()):
+            raise TaskDefinitionError(f"task {name!r}: {why}")
         templates = [templates] if isinstance(templates, Template) else list(templates)
         if not templates:
             raise TaskDefinitionError(f"task {name!r} needs at least one template")

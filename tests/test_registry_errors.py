@@ -18,6 +18,7 @@ from task_registry import (
     MissingFieldError,
     SandboxViolationError,
     Task,
+    TaskDefinitionError,
     TaskFileError,
     Template,
     TemplateRenderError,
@@ -289,6 +290,45 @@ def test_generator_rows_that_cannot_be_stored_name_the_generator():
                                               r"not be stored \(KeyError: 'x'\)") as info:
         source.load("validation")
     assert isinstance(info.value.__cause__, KeyError)
+
+
+def _rows_of_n(split, n):
+    yield from ({"x": str(i)} for i in range(n))
+
+
+def _rows_for_task(split, num_rows, seed, task):
+    yield {"x": task}
+
+
+@pytest.mark.parametrize("fn, gen_kwargs, problem, definition", [
+    (_rows_of_n, {}, "missing a required argument: 'n'", "_rows_of_n(split, num_rows, seed)"),
+    (_rows_for_task, {}, "missing a required argument: 'task'", "_rows_for_task(split, num_rows, seed)"),
+    (_rows_for_task, {"task": "a", "size": 2}, "got an unexpected keyword argument 'size'",
+     "_rows_for_task(split, num_rows, seed, task, size)"),
+])
+def test_a_generator_of_the_wrong_signature_is_refused_naming_the_task_and_the_signature(fn, gen_kwargs, problem,
+                                                                                          definition):
+    # was accepted, and loading failed with Python's own text: "task 'gen_sig': generator ..._rows_of_n failed on
+    # split 'train': TypeError: _rows_of_n() got an unexpected keyword argument 'num_rows'"
+    source = task_registry.GeneratorSource(fn, num_rows=3, gen_kwargs=gen_kwargs)
+    with pytest.raises(TaskDefinitionError) as info:
+        Task("gen_sig", source, [ECHO], splits=("train",))
+    assert str(info.value) == (
+        f"task 'gen_sig': generator {__name__}.{fn.__name__} cannot take the arguments GeneratorSource calls it "
+        f"with, split, num_rows and seed as keywords{' and its gen_kwargs' if gen_kwargs else ''} ({problem}); "
+        f"define it as def {definition}, or add **kwargs")
+
+
+def test_a_generator_taking_its_arguments_as_keywords_is_accepted():
+    def rows(**kwargs):
+        yield {"x": kwargs["split"]}
+
+    def rows_with_default(split, num_rows, seed, size=1):
+        yield {"x": split}
+
+    for fn in (rows, rows_with_default, _rows_for_task):
+        Task("gen_ok", task_registry.GeneratorSource(fn, num_rows=1, gen_kwargs={"task": "t"}
+                                                      if fn is _rows_for_task else None), [ECHO], splits=("train",))
 
 
 def _no_rows(split, num_rows, seed):
