@@ -8,6 +8,7 @@ import re
 
 import task_registry
 from t2t_mtl.cli import main as cli_main
+from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from task_registry.overlap import find_overlap, normalized_words, row_grams
 
 
@@ -174,7 +175,8 @@ def test_find_overlap_prints_nothing_unless_given_a_progress_callback(tmp_path, 
     text = "one two three four five six seven eight nine ten eleven twelve thirteen"
     train = _local_task(tmp_path, "quiet_train", {"train": [{"text": text, "label": 0}]})
     evaluated = _local_task(tmp_path, "quiet_eval", {"validation": [{"text": text, "label": 0}]})
-    report, = find_overlap([(evaluated, "validation")], [train])
+    with hidden_datasets_progress_bars():  # (datasets' own 'Generating ... split' bars are not find_overlap's)
+        report, = find_overlap([(evaluated, "validation")], [train])
     assert report.overlapping == 1 and capsys.readouterr() == ("", "")
     lines = []
     find_overlap([(evaluated, "validation")], [train], progress=lines.append)
