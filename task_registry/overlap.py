@@ -101,12 +101,17 @@ def _training_index(task: Task, split: str, lengths: set, max_rows: Optional[int
             words = normalized_words(text)
             for k in lengths:
                 grams.update(_ngram_hashes(words, k))
-    progress(f"indexed {task.name}/{split}: {len(rows)} rows, {len(grams)} grams")
+    progress(f"indexed {task.name}/{split}: {_counted(len(rows), 'row')}, {_counted(len(grams), 'gram')}")
     return np.unique(np.fromiter(grams, dtype=np.int64, count=len(grams)))
 
 
 def _no_progress(line: str) -> None:
     """The default `progress` of `find_overlap`: says nothing."""
+
+
+def _counted(count: int, noun: str) -> str:
+    """`count` and `noun`, with an s unless the count is 1: "1 row", "3 rows"."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
 
 
 def _contains(index: np.ndarray, grams: np.ndarray) -> bool:
@@ -127,12 +132,13 @@ def find_overlap(evaluated: Sequence[Tuple[Task, str]], training: Sequence[Task]
     evaluated_rows = []
     for task, split in evaluated:
         rows = task.load_rows(split, max_rows=max_rows)
-        progress(f"read {task.name}/{split}: {len(rows)} rows")
+        progress(f"read {task.name}/{split}: {_counted(len(rows), 'row')}")
         evaluated_rows.append((task, split, rows))
     # a short evaluation field is looked up among the training grams of its own length
     lengths = {n}.union(*(_short_lengths(rows, n, min_words) for _, _, rows in evaluated_rows))
     indexes = {task.name: _training_index(task, train_split, lengths, max_rows, progress) for task in training}
-    progress(f"comparing {len(evaluated_rows)} evaluated split(s) with {len(indexes)} training split(s)")
+    progress(f"comparing {_counted(len(evaluated_rows), 'evaluated split')} with "
+             f"{_counted(len(indexes), 'training split')}")
     out = []
     for task, split, rows in evaluated_rows:
         report = TaskOverlap(task.name, split, 0, 0)

@@ -163,7 +163,7 @@ def test_the_overlap_command_says_on_stderr_which_split_it_reads_indexes_and_com
         assert cli_main(["mixture", "overlap", "ov_train", "--eval", "ov_eval", "--tasks-dir", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     progress = ["read ov_eval/validation: 2 rows", "indexed ov_train/train: 3 rows, 6 grams",
-                "comparing 1 evaluated split(s) with 1 training split(s)"]
+                "comparing 1 evaluated split with 1 training split"]
     assert [line for line in err.splitlines() if line in progress] == progress, err
     assert out == ("rows sharing a 13-word sequence (normalised; whole fields of 8+ words when shorter) with the "
                    "train rows of 'ov_train'\n"
@@ -180,5 +180,5 @@ def test_find_overlap_prints_nothing_unless_given_a_progress_callback(tmp_path, 
     assert report.overlapping == 1 and capsys.readouterr() == ("", "")
     lines = []
     find_overlap([(evaluated, "validation")], [train], progress=lines.append)
-    assert lines == ["read quiet_eval/validation: 1 rows", "indexed quiet_train/train: 1 rows, 1 grams",
-                     "comparing 1 evaluated split(s) with 1 training split(s)"]
+    assert lines == ["read quiet_eval/validation: 1 row", "indexed quiet_train/train: 1 row, 1 gram",
+                     "comparing 1 evaluated split with 1 training split"]  # (was '1 rows, 1 grams', 'split(s)')
