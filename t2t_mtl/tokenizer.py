@@ -227,7 +227,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     """
     from transformers import AutoTokenizer
 
-    from t2t_mtl.hub import looks_like_path, use_hub_for
+    from t2t_mtl.hub import looks_like_path, path_reading, use_hub_for
 
     target = str(name_or_path)
     folder = Path(target)
@@ -235,8 +235,8 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
         raise TokenizerLoadError(f"tokenizer path {folder} is a file; pass the folder that holds it")
     if not folder.exists() and looks_like_path(target):  # (was the hub's "Repo id must be in the form ..." for it)
         raise TokenizerLoadError(
-            f"could not load tokenizer {target!r}: no such folder (a hub name is 'name' or 'owner/name'); pass a "
-            f"folder saved with save_pretrained, such as a run's tokenizer/ or one `t2t-mtl tokenizer train` wrote")
+            f"could not load tokenizer {target!r}: no such folder ({path_reading(target)}); pass a folder saved "
+            f"with save_pretrained, such as a run's tokenizer/ or one `t2t-mtl tokenizer train` wrote")
     try:
         if folder.is_dir() and not (folder / "tokenizer_config.json").exists():
             if (folder / SPIECE_FILE).exists():

@@ -393,6 +393,36 @@ def test_a_relative_path_that_does_not_exist_says_it_is_read_from_the_working_di
     assert str(raised.value).endswith(f"{str(tmp_path / 'absent')!r}, which does not exist")
 
 
+@pytest.mark.parametrize("value, local", [
+    ("t5-small", False), ("google/t5-v1_1-small", False),  # hub ids: 'name' or 'owner/name'
+    ("runs/nope", True), ("runs", True),  # (runs/ is a folder here: its missing subfolder is a local path)
+    ("./tok", True), ("../tok", True), ("/abs/tok", True), ("~/tok", True), ("a/b/c", True),
+])
+def test_a_name_is_local_when_written_as_a_path_or_its_first_folder_is_here(value, local, tmp_path, monkeypatch):
+    from t2t_mtl.hub import looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert looks_like_path(value) is local
+
+
+@pytest.mark.parametrize("key", ["tokenizer.path", "model.name_or_path"])
+def test_a_missing_folder_under_a_local_folder_is_refused_by_the_path_checks_not_read_as_a_hub_id(key, tmp_path,
+                                                                                                 monkeypatch):
+    # was: `tokenizer.path: runs/nope` (runs/ here, nope not in it) passed the checks as a hub id 'owner/name' and
+    # the run stopped once started, asking the hub for a repository 'runs/nope'
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "my").mkdir(parents=True)
+    section, name = key.split(".")
+    cfg = C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                              section: {name: "runs/nope"}})  # (the model's replaces the dims)
+    with pytest.raises(C.ConfigFileError) as raised:
+        C.check_paths(cfg)
+    assert str(raised.value).startswith(f"config key {key!r} names a local folder 'runs/nope', which does not exist")
+    setattr(getattr(cfg, section), name, "google/t5-v1_1-small")  # (no google/ here: a hub id, left to the hub)
+    C.check_paths(cfg)
+
+
 def test_a_cache_dir_under_a_file_is_refused_by_the_path_checks(tmp_path, capsys):
     # was: accepted by check_paths (and `train --print-config`); the run refused it only after its checks
     (tmp_path / "afile").write_text("x")

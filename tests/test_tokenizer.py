@@ -169,6 +169,13 @@ def test_a_missing_tokenizer_folder_is_named_as_a_folder_not_a_hub_id(tmp_path, 
         assert str(raised.value) == (
             f"could not load tokenizer {path!r}: no such folder (a hub name is 'name' or 'owner/name'); pass a folder "
             f"saved with save_pretrained, such as a run's tokenizer/ or one `t2t-mtl tokenizer train` wrote")
+    (tmp_path / "runs").mkdir()  # 'runs/nope', written as a hub id, is a path in the runs/ folder here
+    with pytest.raises(TokenizerLoadError) as raised:
+        load_tokenizer("runs/nope")
+    assert str(raised.value) == (
+        "could not load tokenizer 'runs/nope': no such folder (runs/ is a folder here, so it is read as a path in it, "
+        "not as a hub name); pass a folder saved with save_pretrained, such as a run's tokenizer/ or one `t2t-mtl "
+        "tokenizer train` wrote")
 
 
 def test_a_run_folder_given_as_tokenizer_names_its_tokenizer_folder(tmp_path, procedural_corpus):
