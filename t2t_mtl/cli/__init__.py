@@ -13,7 +13,7 @@ import pkgutil
 import sys
 from typing import NoReturn, Optional, Sequence
 
-from t2t_mtl.cli.progress_bars import command_bars
+from t2t_mtl.cli.progress_bars import datasets_bars_for_command
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -68,17 +68,17 @@ SIGPIPE_EXIT = 128 + 13
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the console script (`argv` None: the process's own arguments); runs the command with datasets'
-    progress bars hidden unless it decides itself (`command_bars`: for the process, or with `argv` for the command
-    only), and returns the process exit code (130, with one line on stderr, for a Ctrl-C that a command does not
-    handle itself; 1 or 2, with one line, for a storage failure while writing: a full disk, a read-only or forbidden
-    place; `SIGPIPE_EXIT`, silently, when the reader of the output left)."""
+    progress bars hidden unless it decides itself (`datasets_bars_for_command`: for the process, or with `argv` for
+    the command only), and returns the process exit code (130, with one line on stderr, for a Ctrl-C that a command
+    does not handle itself; 1 or 2, with one line, for a storage failure while writing: a full disk, a read-only or
+    forbidden place; `SIGPIPE_EXIT`, silently, when the reader of the output left)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        with command_bars(args, whole_process=argv is None):  # a bar per split loaded or mapped is noise
+        with datasets_bars_for_command(args, whole_process=argv is None):  # a bar per split loaded or mapped is noise
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # (a reader that left is found here, not in the interpreter's last flush)
         return code

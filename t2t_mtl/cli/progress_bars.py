@@ -28,7 +28,7 @@ def hide_datasets_progress_bars() -> None:
     disable_progress_bars()
 
 
-def command_bars(args: argparse.Namespace, whole_process: bool) -> ContextManager[None]:
+def datasets_bars_for_command(args: argparse.Namespace, whole_process: bool) -> ContextManager[None]:
     """The scope `main` runs the command of `args` in: datasets' bars hidden, unless the command decides itself
     (`DATASETS_BARS_BY_COMMAND`). `whole_process` (the process's own command line: the process ends with the
     command) hides them for the process without importing datasets, so a command that never reads data does not
