@@ -522,6 +522,25 @@ def test_a_config_whose_original_task_only_leaves_a_task_no_template_is_refused_
                                                                       "original_task_only": True}}))
 
 
+def test_a_config_ranking_a_template_without_answer_choices_is_refused_before_training(data_file, loaded):
+    # the quickstart's evaluation.scoring rank over an added generation task passed every check, trained, and was
+    # refused only by the runner after training ("has examples without answer choices")
+    base = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"], "held_out_clusters": ["comparison"]}}
+    with task_registry.isolated_registry():
+        task = toy_task(data_file)
+        task_registry.register_task(task)
+        with pytest.raises(NoAnswerChoicesError, match="template 'free' has examples without answer choices"):
+            evaluate_tasks(*loaded, [task], EvalSettings(scoring="rank", max_examples=2), progress=False)
+        with pytest.raises(ConfigError, match="evaluation.scoring rank .* task 'toy_sentiment' template\\(s\\) "
+                                              "'free' have no answer_choices, .* set evaluation.scoring: auto"):
+            evaluation_plan(config_from_dict({**base, "evaluation": {"tasks": ["toy_sentiment"], "scoring": "rank"}}))
+        names, settings = evaluation_plan(config_from_dict({**base, "evaluation": {"tasks": ["toy_sentiment"],
+                                                                                    "scoring": "auto"}}))
+        assert names == ["toy_sentiment"] and settings.scoring == "auto"
+    names, settings = evaluation_plan(config_from_dict({**base, "evaluation": {"held_out": True, "scoring": "rank"}}))
+    assert names and settings.scoring == "rank"  # the held-out comparison cluster's templates all have choices
+
+
 @pytest.mark.parametrize("options, expected", [
     # was "task 'toy_sentiment' has no split 'train' for demonstrations (shots_split); ...", raised once the tasks
     # before it had been scored

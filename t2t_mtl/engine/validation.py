@@ -299,6 +299,8 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
                 evaluated_templates(task_registry.get_task(name), settings)
             except ValueError as err:
                 raise ConfigError(f"evaluation.original_task_only: {err}") from None
+    if settings.scoring == "rank":  # a template rank classification cannot score is found now, not after training
+        refuse_unrankable_templates(names, settings)
     for name in names if settings.split is not None else ():  # found now, not after training
         splits = list(task_registry.get_task(name).splits)
         if settings.split not in splits:
@@ -317,6 +319,26 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         raise ConfigError("evaluation.shots_split names the split of k-shot demonstrations: set evaluation.num_shots "
                           "too, or drop it")
     return names, settings
+
+
+def refuse_unrankable_templates(names: Sequence[str], settings: Any) -> None:
+    """A ConfigError naming each evaluated task (`names`) whose templates, as `settings` select them, include one
+    without `answer_choices`: `evaluation.scoring: rank` cannot score it, and the runner would refuse it only after
+    training (a base config's `scoring: rank`, as the quickstart's, applies to the tasks a layer adds)."""
+    import task_registry
+    from t2t_mtl.evaluation.runner import evaluated_templates
+
+    problems = []
+    for name in names:
+        templates = [t.name for t in evaluated_templates(task_registry.get_task(name), settings)
+                     if t.answer_choices is None]
+        if templates:
+            problems.append(f"task {name!r} template(s) {', '.join(map(repr, templates))}")
+    if problems:
+        raise ConfigError(f"evaluation.scoring rank ranks each example's answer choices, and {'; '.join(problems)} "
+                          f"have no answer_choices, so rank classification cannot score them; set "
+                          f"evaluation.scoring: auto (rank where a template has choices, generation elsewhere) or "
+                          f"generate (a base config's scoring applies too: the quickstart's is rank)")
 
 
 def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, out_dir: Path,
