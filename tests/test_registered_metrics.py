@@ -95,6 +95,23 @@ def test_a_registered_function_that_returns_no_score_is_named(returned, problem)
         compute_metric("bad", ["a"], [["a"]])
 
 
+def test_a_percentage_under_the_default_fraction_scale_is_refused_naming_scale_1():
+    # seqio's metric_fns return percentages: 25.0 was reported as 2500 (a majority baseline of 2500.0 in report.md)
+    def percent_hits(predictions, references):
+        return {"percent_hits": 100.0 * sum(p in refs for p, refs in zip(predictions, references)) / len(predictions)}
+
+    register_metric("percent_hits", percent_hits)
+    with pytest.raises(ValueError, match=r"metric 'percent_hits' .* returned 'percent_hits' = 50, which its scale 100 "
+                                         r"puts at 5000 on the reports' 0-100 scale; .*register_metric\(\.\.\., "
+                                         r"scale=1\.0\)"):
+        compute_metric("percent_hits", ["a", "b"], [["a"], ["c"]])
+    register_metric("percent_hits", percent_hits, scale=1.0, overwrite=True)
+    assert compute_metric("percent_hits", ["a", "b"], [["a"], ["c"]]) == {"percent_hits": 50.0}
+    # a fraction at its ends, or a correlation down to -1, stays within the scale
+    register_metric("signed", lambda predictions, references: {"signed": -1.0, "count": 500.0})
+    assert compute_metric("signed", ["a"], [["a"]]) == {"signed": -1.0, "count": 500.0}
+
+
 def test_a_registered_function_that_raises_is_named():
     def broken(predictions, references):
         raise ZeroDivisionError("no references")

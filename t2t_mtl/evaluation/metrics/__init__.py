@@ -120,7 +120,8 @@ def register_metric(name: str, function: Callable[..., Mapping[str, Any]], *, ki
     `metric_fns`), usable wherever a shipped metric's name is (`Task(metrics=...)`, YAML `metrics:`); returns its
     METRICS key. `kind` says what it is given (as MetricSpec: "text" — str predictions, each a list of str gold
     answers; "label" — int predicted and gold label ids; ...); `primary` names the output that is the task's score
-    (default: the key), `scale` puts it on 0-100 (100 for a fraction). Register it on every rank and in `eval` —
+    (default: the key), `scale` puts it on 0-100 (100 for a fraction, 1 for a percentage; a primary output the scale
+    puts outside -100..100 is refused when computed, unless the scale is 1). Register it on every rank and in `eval` —
     from a task module (`data.task_modules`, `--task-module`). A shipped name or alias, a name registered to another
     function (unless `overwrite`) or an unknown kind is a `MetricRegistrationError`."""
     if not callable(function):
@@ -219,4 +220,10 @@ def _function_result(name: str, spec: MetricSpec, predictions: list, references:
         raise ValueError(f"{where} must return numbers, got {result!r}") from None
     if not math.isfinite(values[spec.primary]):
         raise ValueError(f"{where} returned {spec.primary!r} = {values[spec.primary]}, not a finite number")
+    scaled = values[spec.primary] * spec.scale
+    if spec.scale != 1.0 and abs(scaled) > 100.0 * (1 + 1e-9):  # reports read scores as 0-100 (a baseline of 2500)
+        raise ValueError(f"{where} returned {spec.primary!r} = {values[spec.primary]:g}, which its scale "
+                         f"{spec.scale:g} puts at {scaled:g} on the reports' 0-100 scale; scale={spec.scale:g} is for "
+                         f"a fraction in [0, 1]: register a function that returns a percentage, as seqio's metric_fns "
+                         f"do, with register_metric(..., scale=1.0)")
     return values
