@@ -3,6 +3,7 @@ paths) — all raised before any training starts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -905,6 +906,56 @@ def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     assert any("sampling.rates replaces them" in w for w in config_warnings(overridden))
     listed = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity", "count_word"]}})
     assert not any("data.tasks" in w for w in config_warnings(listed))
+
+
+def test_a_mixtures_rates_that_the_sampler_does_not_draw_by_are_warned_about(tmp_path):
+    # a seqio-style Mixture("m", {task: rate}) as data.mixture under another strategy than explicit (the default
+    # temperature, the quickstart's uniform) trained at other rates than it gives, with no word
+    import task_registry
+    from t2t_mtl.engine.run_checks import check_run_config, config_warnings
+    from t2t_mtl.sampling import build_sampler
+
+    def cfg(mixture, **sampling):
+        return C.config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                                   "data": {"mixture": mixture}, **({"sampling": sampling} if sampling else {})})
+
+    def rate_warnings(config):
+        check_run_config(config)  # (as train and --print-config do before config_warnings)
+        return [w for w in config_warnings(config) if w.startswith("data.mixture")]
+
+    sizes = {"parity": 100, "count_word": 100}
+    files = {}
+    for name, rows in (("small", 2), ("large", 6)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps({"q": f"q{i}", "a": "x"}) + "\n" for i in range(rows)))
+    with task_registry.isolated_registry():
+        task_registry.load_builtin_tasks()
+        task_registry.register_mixture(task_registry.Mixture("seqio_mix", {"parity": 3.0, "count_word": 1.0}))
+        uniform = cfg("seqio_mix", strategy="uniform")
+        assert build_sampler(check_run_config(uniform)[1], sizes, seed=0).probabilities()["parity"] == 0.5
+        assert rate_warnings(uniform) == [
+            "data.mixture 'seqio_mix' gives its tasks rates (parity 0.75, count_word 0.25), but sampling.strategy "
+            "'uniform' does not draw by them: they go unused (sampling.strategy: explicit without sampling.rates "
+            "draws by them; `t2t-mtl mixture show --config` shows what the run draws)"]
+        assert len(rate_warnings(cfg("seqio_mix"))) == 1  # the default temperature strategy: by sizes
+        explicit = cfg("seqio_mix", strategy="explicit")
+        assert build_sampler(check_run_config(explicit)[1], sizes, seed=0).probabilities()["parity"] == 0.75
+        assert rate_warnings(explicit) == []
+        replaced = rate_warnings(cfg("seqio_mix", strategy="explicit", rates={"parity": 1, "count_word": 1}))
+        assert len(replaced) == 1 and "but sampling.rates replaces them" in replaced[0]
+        assert rate_warnings(cfg("procedural_train", strategy="uniform")) == []  # a list of tasks: equal rates
+        # a rate function of the task sizes: a size-based strategy draws by sizes itself, uniform does not
+        for name in files:
+            task_registry.register_task(task_registry.Task(
+                f"rows_{name}", task_registry.LocalFileSource({"train": str(files[name])}),
+                task_registry.Template("t", "{{ q }} ||| {{ a }}"), splits=("train",)))
+        task_registry.register_mixture(task_registry.Mixture(
+            "by_size", ["rows_small", "rows_large"], default_rate=task_registry.rate_num_examples()))
+        assert rate_warnings(cfg("by_size", strategy="proportional")) == []
+        assert rate_warnings(cfg("by_size", strategy="uniform")) == [
+            "data.mixture 'by_size' gives its tasks rates (rows_small 0.25, rows_large 0.75), but sampling.strategy "
+            "'uniform' does not draw by them: they go unused (sampling.strategy: explicit without sampling.rates "
+            "draws by them; `t2t-mtl mixture show --config` shows what the run draws)"]
 
 
 def test_model_dims_beside_a_pretrained_model_is_refused_naming_both_keys(tmp_path, capsys):

@@ -180,6 +180,48 @@ def unread_key_warnings(cfg: Config, unread: Sequence[Tuple[str, Optional[str]]]
     return out
 
 
+def unused_mixture_rates(cfg: Config) -> Optional[str]:
+    """The warning for a registered `data.mixture` whose rates (of the tasks the run trains from it) differ while
+    the sampler draws by something else: another strategy than `explicit`, or `sampling.rates`. None when they are
+    equal (a list of tasks), drawn by, or rate tasks by a function (`rate_num_examples`) under a strategy that draws
+    by task sizes itself. Reads the registry as `training_rates(cfg)` left it."""
+    import task_registry
+
+    d, strategy = cfg.data, cfg.sampling.get("strategy")
+    if d.mixture is None or isinstance(d.tasks, dict) or d.mixture not in task_registry.list_mixtures():
+        return None
+    if strategy == "explicit" and "rates" not in cfg.sampling:
+        return None
+    if _size_based(strategy) and _rates_by_function(task_registry.get_mixture(d.mixture)):
+        return None
+    rates = task_registry.training_rates(d.mixture, held_out_clusters=d.held_out_clusters, force=True)
+    rates = {task: rates[task] for task in d.tasks if task in rates} if d.tasks else rates
+    if len(set(rates.values())) < 2:
+        return None
+    shares = task_registry.normalize(rates)
+    shown = ", ".join(f"{task} {share:.3g}" for task, share in list(shares.items())[:4])
+    more = f", … ({len(shares)} tasks)" if len(shares) > 4 else ""
+    why = (f"sampling.strategy {strategy!r} does not draw by them" if strategy != "explicit"
+           else "sampling.rates replaces them")
+    return (f"data.mixture {d.mixture!r} gives its tasks rates ({shown}{more}), but {why}: they go unused "
+            f"(sampling.strategy: explicit without sampling.rates draws by them; `t2t-mtl mixture show --config` "
+            f"shows what the run draws)")
+
+
+def _rates_by_function(mixture: Any, seen: frozenset = frozenset()) -> bool:
+    """Whether `mixture` or a mixture inside it rates a member by a function of the task (`rate_num_examples`)."""
+    import task_registry
+
+    for member, rate in mixture.members:
+        if callable(rate):
+            return True
+        inner = task_registry.resolve(member) if isinstance(member, str) else member
+        if isinstance(inner, task_registry.Mixture) and inner.name not in seen \
+                and _rates_by_function(inner, seen | {mixture.name}):
+            return True
+    return False
+
+
 def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[CheckedDeepSpeed] = None) -> List[str]:
     """Settings a run on `world_size` ranks accepts but that leave a feature idle: a schedule or period longer than
     the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read (from `deepspeed`, the
@@ -192,6 +234,8 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
                else "sampling.rates replaces them")
         out.append(f"data.tasks gives rates, but {why}: they go unused (sampling.strategy: explicit without "
                    f"sampling.rates draws by them)")
+    elif (warning := unused_mixture_rates(cfg)) is not None:
+        out.append(warning)
     if cfg.weighting.get("method") == "tchebycheff" and cfg.sampling.get("mode", "homogeneous") == "homogeneous":
         out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
                    "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
