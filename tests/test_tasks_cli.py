@@ -191,6 +191,27 @@ def test_preview_shows_token_lengths_as_training_tokenizes(workspace, capsys, t5
     assert captured.err.startswith("error: --tokenizer: could not load tokenizer") and captured.out == ""
 
 
+def test_preview_shows_an_example_with_unknown_tokens_as_tokenized(workspace, capsys, t5_tokenizer_dir):
+    # T5's vocabulary has no '{' nor '<': such text trains as <unk> (a GSM8K target's '<<48/2=24>>'), and the preview
+    # showed only the lengths, never what the model reads and learns to write
+    folder = workspace / "data" / "cli_braces" / "default"
+    folder.mkdir(parents=True)
+    rows = [{"q": "what is {x}?", "a": "<<2>> 2"}, {"q": "plain", "a": "text"}]
+    (folder / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (workspace / "tasks" / "cli_braces.yaml").write_text(TASK_YAML.replace("cli_qa", "cli_braces")
+                                                         .replace("cli_demo", "cli_braces"))
+    assert main(["tasks", "preview", "cli_braces", "-n", "2", "--split", "validation", "--template", "plain",
+                 "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks"),
+                 "--tokenizer", str(t5_tokenizer_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if line.startswith("──")]
+    assert re.search(r"tokens: \d+ in, \d+ out; 3 unknown tokens \(shown as <unk> below\)$", headers[0])
+    assert re.search(r"tokens: \d+ in, \d+ out$", headers[1])  # nothing unknown: no decoded copy
+    assert [line.split(" | ")[0].strip() for line in lines].count("INPUTS AS TOKENIZED") == 1
+    seen = lines[lines.index(next(line for line in lines if line.startswith("INPUTS AS TOKENIZED"))) + 1]
+    assert [part.strip() for part in seen.split(" | ")] == ["question: what is <unk>x<unk>?", "<unk>2>> 2"]
+
+
 def test_preview_refuses_token_lengths_it_would_not_show_in_json_lines(workspace, capsys, t5_tokenizer_dir):
     # was: --tokenizer with --jsonl loaded the tokenizer and printed the JSON lines without any length, exit 0
     args = ["tasks", "preview", "cli_qa", "-n", "2", "--split", "validation", "--data-dir", str(workspace / "data"),

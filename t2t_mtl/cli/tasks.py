@@ -23,7 +23,7 @@ import sys
 import textwrap
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import yaml
 
@@ -88,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--tokenizer", metavar="PATH",
                          help="also show each input's and target's length in tokens of this tokenizer (a folder or "
                               "hub name; a run's RUN/tokenizer), end-of-sequence token included, as training counts "
-                              "them against data.max_input_length / max_target_length (not with --jsonl)")
+                              "them against data.max_input_length / max_target_length, and an example holding text "
+                              "the tokenizer has no token for (T5's vocabulary lacks '<', '{', ...) decoded from its "
+                              "tokens, as the model reads and learns to write it (not with --jsonl)")
     preview.add_argument("--jsonl", action="store_true",
                          help="print the rendered rows as JSON lines (inputs, targets, answer_choices, references, "
                               "task, template): the input of `t2t-mtl predict --jsonl`")
@@ -227,7 +229,7 @@ def _preview(args: argparse.Namespace) -> int:
             print(json.dumps(dict(example), ensure_ascii=False))
         return 0
     width = shutil.get_terminal_size((120, 20)).columns
-    lengths = _token_lengths(tokenizer, dataset) if tokenizer is not None else None
+    views = _tokenized(tokenizer, dataset) if tokenizer is not None else None
     shown = {(example[ROW_COLUMN], example["template"]): index for index, example in enumerate(dataset)}
     stats = task.render_stats[split]
     if args.every_template:  # each row in every template, in the order training renders them
@@ -243,21 +245,40 @@ def _preview(args: argparse.Namespace) -> int:
         index = shown[row, name]
         example = dataset[index]
         choices = f"  choices: {example['answer_choices']}" if example["answer_choices"] else ""
-        tokens = f"  tokens: {lengths[index][0]} in, {lengths[index][1]} out" if lengths else ""
+        view = views[index] if views else None
+        tokens = f"  tokens: {view.input_length} in, {view.target_length} out" if view else ""
+        if view and view.unknown:
+            tokens += f"; {counted(view.unknown, 'unknown token')} (shown as {tokenizer.unk_token} below)"
         print(f"{where}{choices}{tokens}")
         print("\n".join(_side_by_side("INPUTS", "TARGETS", width)))
         print("\n".join(_side_by_side(example["inputs"], example["targets"], width)))
+        if view and view.unknown:  # (what the model reads and learns to write: the text its tokens spell)
+            print("\n".join(_side_by_side("INPUTS AS TOKENIZED", "TARGETS AS TOKENIZED", width)))
+            print("\n".join(_side_by_side(view.inputs_seen, view.targets_seen, width)))
     if stats.skipped:
         print(f"({stats.skipped} of {stats.renderings()} skipped: {stats.skipped - stats.empty_inputs} empty target, "
               f"{stats.empty_inputs} empty input, by template {stats.skipped_by_template})")
     return 0
 
 
-def _token_lengths(tokenizer: Any, dataset: Any) -> list[tuple[int, int]]:
-    """(input tokens, target tokens) of each rendered example, with the end-of-sequence token training appends."""
+class TokenView(NamedTuple):
+    """A rendered example as a tokenizer reads it: its lengths in tokens with the end-of-sequence token training
+    appends, how many of its tokens are the unknown token, and its input and target decoded from their tokens."""
+
+    input_length: int
+    target_length: int
+    unknown: int
+    inputs_seen: str
+    targets_seen: str
+
+
+def _tokenized(tokenizer: Any, dataset: Any) -> list[TokenView]:
+    """The `TokenView` of each rendered example of `dataset`."""
     inputs = tokenizer(list(dataset["inputs"]), add_special_tokens=False)["input_ids"]
     targets = tokenizer(list(dataset["targets"]), add_special_tokens=False)["input_ids"]
-    return [(len(i) + 1, len(t) + 1) for i, t in zip(inputs, targets)]
+    unk = tokenizer.unk_token_id
+    return [TokenView(len(i) + 1, len(t) + 1, (i + t).count(unk) if unk is not None else 0,
+                      tokenizer.decode(i), tokenizer.decode(t)) for i, t in zip(inputs, targets)]
 
 
 def _validate(args: argparse.Namespace) -> int:
