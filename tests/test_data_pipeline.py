@@ -454,6 +454,33 @@ def test_rendered_text_holding_a_special_tokens_literal_is_warned_about_by_task_
     assert "task html_rows/train: 1 / 1 of 3 examples hold the text '</s>' / '<pad>'" in caplog.text
 
 
+def _rows_with_unknown_characters(split, num_rows, seed):
+    return [{"x": "what is {x}?", "y": "<<2>> 2"}, {"x": "plain", "y": "text"}, {"x": "a {b}", "y": "fine"}]
+
+
+def test_text_the_tokenizer_has_no_token_for_is_warned_about_by_task_and_count(t5_tokenizer_dir, caplog):
+    # was: T5's vocabulary has no '{' nor '<' (a GSM8K target's '<<48/2=24>>'), and such text trained as <unk>, the
+    # targets' <unk> learned and dropped by generation, without a word
+    from t2t_mtl.tokenizer import load_tokenizer
+    from task_registry import GeneratorSource, Task, Template
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    task = Task("brace_rows", GeneratorSource(_rows_with_unknown_characters, num_rows=3),
+                [Template("xy", "{{x}} ||| {{y}}")])
+    stream = tokenize_task(task, tokenizer, split="train", max_input_length=32, max_target_length=8, cache_dir=None)
+    unk = tokenizer.unk_token_id
+    assert [unk in ids for ids in stream.dataset["input_ids"]] == [True, False, True]
+    assert [unk in ids for ids in stream.dataset["labels"]] == [True, False, False]
+    assert ("task brace_rows/train: 2 of 3 inputs and 1 targets hold text the tokenizer has no token for, read as "
+            "<unk>: the model never sees that text, and learns to write <unk> where a target holds it, which "
+            "generation drops; `t2t-mtl tasks preview brace_rows --tokenizer RUN/tokenizer` shows such examples as "
+            "tokenized") in caplog.text
+    caplog.clear()
+    plain = Task("plain_rows", GeneratorSource(_rows_with_special_text, num_rows=3), [Template("y", "{{y}} ||| ok")])
+    tokenize_task(plain, tokenizer, split="train", max_input_length=32, max_target_length=8, cache_dir=None)
+    assert "has no token for" not in caplog.text
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"padding": "max"}, r"padding must be one of longest, max_length, got 'max'"),  # was: padded as "longest"
     ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of must be an integer >= 1, got 0"),  # was: ZeroDivisionError

@@ -91,6 +91,32 @@ def _list_lengths(dataset: Any, column: str) -> np.ndarray:
     return np.asarray(pc.list_value_length(dataset.with_format("arrow")[column]), dtype=np.int64)
 
 
+def rows_holding(dataset: Any, column: str, token_id: int) -> int:
+    """How many rows of `dataset` hold `token_id` in their list of ids `column`, read straight from Arrow."""
+    import pyarrow.compute as pc
+
+    ids = dataset.with_format("arrow")[column].combine_chunks()
+    rows = pc.filter(pc.list_parent_indices(ids), pc.equal(pc.list_flatten(ids), token_id))
+    return len(pc.unique(rows))
+
+
+def warn_unknown_tokens(tokenized: Any, tokenizer: Any, task: str, split: str) -> None:
+    """Log how many of a tokenized task's examples hold the tokenizer's unknown token (text it has no token for: T5's
+    vocabulary lacks '<' and '{'), in their inputs and in their targets, which the model learns to write; nothing
+    when none does, or the tokenizer has no unknown token."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return
+    inputs, targets = rows_holding(tokenized, "input_ids", unk), rows_holding(tokenized, "labels", unk)
+    if inputs or targets:
+        logger.warning("task %s/%s: %d of %d inputs and %d targets hold text the tokenizer has no token for, read as "
+                       "%s: the model never sees that text, and learns to write %s where a target holds it, which "
+                       "generation drops; `t2t-mtl tasks preview %s --tokenizer RUN/tokenizer` shows such examples "
+                       "as tokenized. Rewrite the characters (the template, or a `map` preprocessor) or use a "
+                       "tokenizer that has them", task, split, inputs, len(tokenized), targets, tokenizer.unk_token,
+                       tokenizer.unk_token, task)
+
+
 def special_token_texts(dataset: Any, tokenizer: Any) -> Dict[str, int]:
     """{literal text of the tokenizer's EOS / pad / unk token: number of rendered rows of `dataset` whose inputs or
     targets hold it} (only those found). The tokenizer reads such text as the special token itself (an EOS in a
@@ -163,6 +189,7 @@ def tokenize_task(
                        "them whole (`t2t-mtl tasks preview %s --tokenizer RUN/tokenizer` shows lengths in tokens)",
                        task.name, split, counts.rows, len(tokenized), counts.inputs, max_input_length, counts.targets,
                        max_target_length, task.name)
+    warn_unknown_tokens(tokenized, tokenizer, task.name, split)
     tokenized = tokenized.select_columns(["input_ids", "labels"])
     return TokenizedTask(task.name, split, tokenized, _list_lengths(tokenized, "input_ids"),
                          _list_lengths(tokenized, "labels"), counts.rows, per_template)
