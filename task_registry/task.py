@@ -241,11 +241,16 @@ class Task:
             if why := template.target_problem():
                 raise TaskDefinitionError(f"task {name!r}: template {template.name!r} {why}")
             seen.add(template.name)
-        preprocessors = [preprocessors] if isinstance(preprocessors, Preprocessor) else list(preprocessors)
+        if isinstance(preprocessors, Preprocessor) or callable(preprocessors):  # (one step, not a list of them)
+            preprocessors = [preprocessors]
+        elif isinstance(preprocessors, (str, Mapping)) or not isinstance(preprocessors, Iterable):
+            raise TaskDefinitionError(f"task {name!r}: preprocessors must be a list of Preprocessor objects (Rename, "
+                                      f"Filter, Map), got {preprocessors!r}")
+        preprocessors = list(preprocessors)
         for step in preprocessors:  # (a generator is read once, above: checked as kept)
             if not isinstance(step, Preprocessor):
                 raise TaskDefinitionError(f"task {name!r}: preprocessors must be Preprocessor objects "
-                                          f"(Rename, Filter, Map), got {step!r}")
+                                          f"(Rename, Filter, Map), got {step!r}{_function_step_hint(step)}")
         given_splits, given_metrics = splits, metrics
         splits, metrics = _names(splits), _names(metrics)  # (a generator is read once, here: checked as kept)
         if not isinstance(splits, tuple) or not splits or not all(isinstance(split, str) for split in splits):
@@ -488,6 +493,16 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+def _function_step_hint(step: Any) -> str:
+    """For a plain function given as a preprocessor (seqio's preprocessors are functions): how to make it one."""
+    if not callable(step):
+        return ""
+    fn = callable_name(step)
+    return (f"; a function of one row is a step as Map({fn}) (it returns the row's new or changed fields) or "
+            f"Filter({fn}) (it returns whether to keep the row); a seqio preprocessor of a whole dataset is "
+            f"rewritten as such a function of one row")
 
 
 def _value_counts(column: Any) -> dict[str, int]:

@@ -681,6 +681,28 @@ def test_splits_and_metrics_given_as_generators_are_kept():
         Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], metrics=None)
 
 
+def lowered(row):
+    return {"sentence": row["sentence"].lower()}
+
+
+def test_a_function_given_as_a_preprocessor_is_named_with_how_to_make_it_a_step():
+    # seqio's preprocessors are functions: one in the list got only 'preprocessors must be Preprocessor objects', and
+    # one given alone raised TypeError: 'function' object is not iterable
+    for given in ([lowered], lowered, (step for step in [Rename({"sentence": "text"}), lowered])):
+        with pytest.raises(task_registry.TaskDefinitionError,
+                           match=r"task 't': preprocessors must be Preprocessor objects \(Rename, Filter, Map\), got "
+                                 r"<function lowered .*>; a function of one row is a step as Map\(lowered\) \(it "
+                                 r"returns the row's new or changed fields\) or Filter\(lowered\)"):
+            Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], preprocessors=given)
+    for given in (5, "rename", {"sentence": "text"}):
+        with pytest.raises(task_registry.TaskDefinitionError,
+                           match=r"task 't': preprocessors must be a list of Preprocessor objects"):
+            Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], preprocessors=given)
+    task = Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], preprocessors=Map(lowered))
+    rows = datasets.Dataset.from_list([{"sentence": "A Film"}])
+    assert task.preprocessors[0](rows)["sentence"] == ["a film"]
+
+
 def test_preprocessors_given_as_a_generator_or_one_step_are_kept():
     # the type check used a generator up, so the task kept no preprocessor (silently)
     steps = [Rename({"sentence": "text"}), Rename({"text": "sentence"})]
