@@ -454,7 +454,7 @@ def _refuse_folders_without_model_or_tokenizer(cfg: Config) -> None:
     """ConfigFileError for a `model.name_or_path` folder without config.json (a t2t-mtl run or checkpoint: named with
     the export to make) or a `tokenizer.path` folder without tokenizer files (a run's: named with its tokenizer/),
     refused here rather than once the run has started."""
-    from t2t_mtl.tokenizer import missing_tokenizer_files
+    from t2t_mtl.tokenizer import file_tokenizer_problem, missing_tokenizer_files
 
     model = cfg.model.name_or_path
     if model is not None and Path(model).is_dir() and not (Path(model) / "config.json").is_file():
@@ -467,6 +467,8 @@ def _refuse_folders_without_model_or_tokenizer(cfg: Config) -> None:
                               f"`t2t-mtl export`) or a hub name")
     tokenizer = cfg.tokenizer.path
     problem = missing_tokenizer_files(tokenizer) if tokenizer is not None and Path(tokenizer).is_dir() else None
+    if tokenizer is not None and Path(tokenizer).is_file():  # (was refused only once DeepSpeed was up)
+        problem = file_tokenizer_problem(tokenizer)
     if problem:
         raise ConfigFileError(f"config key 'tokenizer.path' names {tokenizer!r}: {problem}")
 

@@ -133,9 +133,25 @@ def _t5_from_sentencepiece_folder(folder: PathLike):
 
     spiece = Path(folder) / SPIECE_FILE
     if spiece.exists():
-        return T5Tokenizer(**T5Tokenizer.convert_to_native_format(vocab_file=str(spiece)), extra_ids=NUM_SENTINELS,
-                           name_or_path=str(folder))
+        return _t5_from_sentencepiece_model(spiece, str(folder))
     return T5Tokenizer.from_pretrained(str(folder), extra_ids=NUM_SENTINELS)
+
+
+def _t5_from_sentencepiece_model(model: Path, name: str):
+    """A T5 tokenizer (its 100 sentinels added) from the SentencePiece model file `model`, named `name`."""
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer(**T5Tokenizer.convert_to_native_format(vocab_file=str(model)), extra_ids=NUM_SENTINELS,
+                       name_or_path=name)
+
+
+def file_tokenizer_problem(path: PathLike) -> Optional[str]:
+    """Why the existing file `path` cannot be a tokenizer (None: it is named as a SentencePiece model, `*.model`,
+    which loads as T5's vocabulary, as seqio's `SentencePieceVocabulary` takes one)."""
+    if Path(path).suffix == ".model":
+        return None
+    return (f"tokenizer path {path} is a file; pass the folder that holds it (a file is a tokenizer only as a "
+            f"SentencePiece model, *.model, such as T5's spiece.model)")
 
 
 def _check_t5_tokenizer_json(path: Path) -> None:
@@ -216,7 +232,7 @@ def missing_tokenizer_files(folder: PathLike) -> Optional[str]:
 
 
 def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
-    """Load a tokenizer by HF hub name or local folder.
+    """Load a tokenizer by HF hub name, local folder or SentencePiece model file (`*.model`, loaded as T5's).
 
     A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a
     ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
@@ -232,7 +248,11 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     target = str(name_or_path)
     folder = Path(target)
     if folder.exists() and not folder.is_dir():
-        raise TokenizerLoadError(f"tokenizer path {folder} is a file; pass the folder that holds it")
+        problem = file_tokenizer_problem(folder)
+        if problem:
+            raise TokenizerLoadError(problem)
+        _check_t5_layout(folder, _sentencepiece_first_pieces(folder))
+        return _t5_from_sentencepiece_model(folder, target)
     if not folder.exists() and looks_like_path(target):  # (was the hub's "Repo id must be in the form ..." for it)
         raise TokenizerLoadError(
             f"could not load tokenizer {target!r}: no such folder ({path_reading(target)}); pass a folder saved "

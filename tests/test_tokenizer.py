@@ -158,6 +158,35 @@ def test_load_tokenizer_bad_paths(tmp_path):
     assert ".." not in str(raised.value)  # (the hub's own message ends in a full stop)
 
 
+def test_a_sentencepiece_model_file_loads_as_t5s_vocabulary(t5_tokenizer_dir, t5_sentencepiece, tmp_path):
+    # seqio's vocabulary is a SentencePiece model file (SentencePieceVocabulary('.../spiece.model')): tokenizer.path
+    # or --tokenizer naming it was refused ("is a file; pass the folder") by preview, and passed train's config
+    # checks, to be refused once DeepSpeed was up
+    from t2t_mtl.config import ConfigFileError, check_paths, config_from_dict
+
+    model_file = Path(t5_tokenizer_dir) / "spiece.model"
+    tokenizer = load_tokenizer(model_file)
+    assert len(tokenizer) == 32100 and (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (
+        PAD, EOS, UNK)
+    text = "Translate English to German: The house is wonderful."
+    assert tokenizer(text).input_ids == t5_sentencepiece.encode(text) + [EOS]
+    assert tokenizer.convert_tokens_to_ids("<extra_id_0>") == 32099
+    tokenizer.save_pretrained(str(tmp_path / "copy"))  # (as a run keeps it in its tokenizer/)
+    assert load_tokenizer(tmp_path / "copy")(text).input_ids == tokenizer(text).input_ids
+
+    def paths_checked(path):
+        check_paths(config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": str(path)},
+                                      "data": {"tasks": ["parity"]},
+                                      "training": {"output_dir": str(tmp_path / "run")}}))
+
+    paths_checked(model_file)
+    (tmp_path / "vocab.txt").write_text("x")
+    with pytest.raises(ConfigFileError, match=r"config key 'tokenizer.path' names .*vocab.txt': tokenizer path .* is a "
+                                              r"file; pass the folder that holds it \(a file is a tokenizer only as a "
+                                              r"SentencePiece model, \*.model"):
+        paths_checked(tmp_path / "vocab.txt")
+
+
 def test_a_missing_tokenizer_folder_is_named_as_a_folder_not_a_hub_id(tmp_path, monkeypatch):
     # was: "could not load tokenizer 'runs/quickstart/tokenizer': Repo id must be in the form 'repo_name' or
     # 'namespace/repo_name' ... Use `repo_type` argument if needed" for the README tour's --tokenizer of a run not

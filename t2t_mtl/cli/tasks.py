@@ -86,11 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "with data.all_templates does, each labelled with its template; a template that "
                               "renders nothing for a row is shown as skipped")
     preview.add_argument("--tokenizer", metavar="PATH",
-                         help="also show each input's and target's length in tokens of this tokenizer (a folder or "
-                              "hub name; a run's RUN/tokenizer), end-of-sequence token included, as training counts "
-                              "them against data.max_input_length / max_target_length, and an example holding text "
-                              "the tokenizer has no token for (T5's vocabulary lacks '<', '{', ...) decoded from its "
-                              "tokens, as the model reads and learns to write it (not with --jsonl)")
+                         help="also show each input's and target's length in tokens of this tokenizer (a folder, hub "
+                              "name or SentencePiece .model file; a run's RUN/tokenizer), end-of-sequence token "
+                              "included, as training counts them against data.max_input_length / max_target_length, "
+                              "and an example holding text the tokenizer has no token for (T5's vocabulary lacks '<', "
+                              "'{', ...) decoded from its tokens, as the model reads and learns to write it (not with "
+                              "--jsonl)")
     preview.add_argument("--jsonl", action="store_true",
                          help="print the rendered rows as JSON lines (inputs, targets, answer_choices, references, "
                               "task, template): the input of `t2t-mtl predict --jsonl`")
