@@ -62,7 +62,19 @@ def test_a_label_metric_gets_label_ids():
     assert scored["balanced_hits"] == {"balanced_hits": 0.75}
 
 
+def seqio_style(targets, predictions):
+    """seqio's metric_fns signature: (targets, predictions)."""
+    return {"seqio_style": sum(t == p for t, p in zip(targets, predictions)) / len(targets)}
+
+
 @pytest.mark.parametrize("name, function, options, problem", [
+    # were registered, and failed only when computed, after training ("got an unexpected keyword argument")
+    ("mine", seqio_style, {}, r"the function 'seqio_style'\(targets, predictions\) cannot be called with the keywords "
+                              r"predictions, references a metric is given \(missing a required argument: 'targets'\); "
+                              r"name its parameters so \(seqio's metric_fns take targets, predictions: write "
+                              r"predictions, references\)"),
+    ("mine", char_overlap, {"kind": "group_label"}, r"cannot be called with the keywords predictions, references, "
+                                                    r"groups"),
     ("accuracy", char_overlap, {}, "'accuracy' is a shipped metric"),
     ("EM", char_overlap, {}, r"'em' is a shipped metric \(or an alias of one\)"),
     ("mine", char_overlap, {"kind": "words"}, "kind 'words' is none of label, group_label"),
@@ -73,6 +85,14 @@ def test_a_label_metric_gets_label_ids():
 def test_a_metric_that_cannot_be_registered_says_why(name, function, options, problem):
     with pytest.raises(MetricRegistrationError, match=problem):
         register_metric(name, function, **options)
+
+
+def test_a_function_taking_the_metric_keywords_any_way_is_registered():
+    register_metric("by_keywords", lambda **given: {"by_keywords": float(given["predictions"] == given["references"])})
+    register_metric("grouped", lambda predictions, references, groups: {"grouped": 1 / len(set(groups))},
+                    kind="group_label")
+    assert compute_metric("by_keywords", ["a"], ["a"]) == {"by_keywords": 1.0}
+    assert compute_metric("grouped", [1, 0], [1, 1], groups=["q1", "q2"]) == {"grouped": 0.5}
 
 
 def test_a_name_registered_to_another_function_needs_overwrite():

@@ -9,6 +9,7 @@ choices scores on it (`chance`) and whether always giving one answer is a meanin
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 import math
@@ -135,6 +136,8 @@ def register_metric(name: str, function: Callable[..., Mapping[str, Any]], *, ki
                                       f"give yours another name")
     if kind not in KINDS:
         raise MetricRegistrationError(f"register_metric({name!r}): kind {kind!r} is none of {', '.join(KINDS)}")
+    if problem := _signature_problem(function, kind):
+        raise MetricRegistrationError(f"register_metric({name!r}): {problem}")
     if chance not in (None, "uniform", "zero"):
         raise MetricRegistrationError(f"register_metric({name!r}): chance must be None, 'uniform' or 'zero', got "
                                       f"{chance!r}")
@@ -145,6 +148,23 @@ def register_metric(name: str, function: Callable[..., Mapping[str, Any]], *, ki
     METRICS[key] = MetricSpec(None, kind, primary or key, scale=scale, chance=chance, majority=majority,
                               function=function)
     return key
+
+
+def _signature_problem(function: Callable[..., Any], kind: str) -> Optional[str]:
+    """Why `function` cannot be called as a metric of `kind` is (keywords `predictions`, `references`, and `groups`
+    for "group_label"), from its signature; None when it can, or has no signature to read."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # (a builtin without one: found when computed)
+        return None
+    keywords = ["predictions", "references", *(["groups"] if kind == "group_label" else [])]
+    try:
+        signature.bind(**dict.fromkeys(keywords, []))
+    except TypeError as error:
+        return (f"the function {getattr(function, '__qualname__', function)!r}{signature} cannot be called with "
+                f"the keywords {', '.join(keywords)} a metric is given ({error}); name its parameters so (seqio's "
+                f"metric_fns take targets, predictions: write predictions, references)")
+    return None
 
 
 def metric_spec(name: str) -> MetricSpec:
