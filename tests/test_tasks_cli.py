@@ -212,6 +212,20 @@ def test_preview_shows_an_example_with_unknown_tokens_as_tokenized(workspace, ca
     assert [part.strip() for part in seen.split(" | ")] == ["question: what is <unk>x<unk>?", "<unk>2>> 2"]
 
 
+def test_preview_shows_a_target_as_its_tasks_postprocess_scores_it(workspace, capsys):
+    # seqio's postprocess_fn: the metrics compare the target as postprocessed (GSM8K's number after ####), which the
+    # preview never showed
+    (workspace / "tasks" / "cli_post.yaml").write_text(TASK_YAML.replace("cli_qa", "cli_post") +
+                                                       "postprocess: \"text.split(' ')[-1] | upper\"\n")
+    args = ["tasks", "preview", "-n", "2", "--split", "validation", "--template", "plain", "--data-dir",
+            str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
+    assert main([*args, "cli_post"]) == 0
+    scored = [line.split(" | ")[1] for line in capsys.readouterr().out.splitlines() if "scored as" in line]
+    assert scored == ["scored as (postprocess): A0", "scored as (postprocess): A1"]  # of 'validation a0', '... a1'
+    assert main([*args, "cli_qa"]) == 0
+    assert "scored as" not in capsys.readouterr().out  # no postprocess
+
+
 def test_preview_refuses_token_lengths_it_would_not_show_in_json_lines(workspace, capsys, t5_tokenizer_dir):
     # was: --tokenizer with --jsonl loaded the tokenizer and printed the JSON lines without any length, exit 0
     args = ["tasks", "preview", "cli_qa", "-n", "2", "--split", "validation", "--data-dir", str(workspace / "data"),

@@ -253,6 +253,9 @@ def _preview(args: argparse.Namespace) -> int:
         print(f"{where}{choices}{tokens}")
         print("\n".join(_side_by_side("INPUTS", "TARGETS", width)))
         print("\n".join(_side_by_side(example["inputs"], example["targets"], width)))
+        scored = task.postprocessed([example["targets"]])[0]
+        if scored != example["targets"]:  # (seqio's postprocess_fn on the target: what the metrics compare)
+            print("\n".join(_side_by_side("", f"scored as (postprocess): {scored}", width)))
         if view and view.unknown:  # (what the model reads and learns to write: the text its tokens spell)
             print("\n".join(_side_by_side("INPUTS AS TOKENIZED", "TARGETS AS TOKENIZED", width)))
             print("\n".join(_side_by_side(view.inputs_seen, view.targets_seen, width)))
