@@ -22,6 +22,7 @@ from .errors import (
     UnknownTaskError,
     UnknownTemplateError,
 )
+from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
 from .mixture import Mixture, normalize, rate_num_examples
 from .overlap import TaskOverlap, find_overlap
@@ -55,7 +56,7 @@ __all__ = [
     "AnswerNotInChoicesError", "DataSourceError", "DuplicateRegistrationError", "EvalOnlyTaskError",
     "HeldOutTaskError", "MissingFieldError", "SandboxViolationError", "TaskDefinitionError", "TaskRegistryError",
     "TemplateRenderError", "TemplateSyntaxError", "UnknownMixtureError", "UnknownTaskError",
-    "UnknownTemplateError", "FewShotFormat", "Mixture", "normalize", "rate_num_examples", "TaskOverlap",
+    "UnknownTemplateError", "EvalProtocol", "FewShotFormat", "Mixture", "normalize", "rate_num_examples", "TaskOverlap",
     "find_overlap", "Filter", "Map", "Preprocessor",
     "Rename", "SpanCorruption", "comma_separated", "get_mixture", "get_task", "isolated_registry", "list_mixtures",
     "list_tasks", "load_builtin_tasks", "register_mixture", "register_task", "resolve", "resolve_selection", "task",

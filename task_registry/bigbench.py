@@ -57,6 +57,14 @@ k-shot prompts (`t2t-mtl eval --shots K`) are BIG-bench's too (`BigBenchFewShotF
 Here the whole prompt is stripped at its ends, as every rendered input is, so a prompt left with no demonstration
 (they did not fit `max_input_length`) is exactly the zero-shot input.
 
+An input longer than `max_input_length` tokens keeps its end (`BigBenchEvalProtocol`: truncation_side "left"), as
+BIG-bench's Hugging Face model wrapper (bigbench/models/huggingface_models.py) keeps it: `generate_text` tokenizes the
+context and keeps its last tokens, `cond_log_prob` keeps the last tokens of context and target together, so the
+question, the listed choices and the output prefix at an input's end are what the model sees. Here the encoder's input
+holds at most `max_input_length` tokens, its last text tokens and T5's final EOS (the decoder-only wrapper keeps at
+most one token fewer than the model's context length, and in `cond_log_prob` the target shares them; T5's answer
+choices go to the decoder). Other tasks keep the beginning, as T0's evaluation and seqio do.
+
 Tasks are scored by `multiple_choice_grade` alone (the preferred score of every shared task). Generative metrics a
 file lists beside it (`exact_str_match`, `bleu`, `rouge`: BIG-bench scores generated text against an example's
 explicit `target`) are not computed; an explicit `target` is read only as what demonstrations show (strategyqa's is
@@ -78,6 +86,7 @@ import datasets
 import numpy
 
 from .errors import DataSourceError, TaskDefinitionError
+from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
 from .registry import get_task, register_task
 from .sources import Source
@@ -346,6 +355,19 @@ class BigBenchFewShotFormat(FewShotFormat):
         return (self.task_prefix + self.separator.join([*demonstrations, query])).strip()
 
 
+@dataclass(frozen=True)
+class BigBenchEvalProtocol(EvalProtocol):
+    """How BIG-bench's own harness treats a JSON task's examples (see the module docstring): an over-long input keeps
+    its end (`truncation_side` "left")."""
+
+    truncation_side: str = "left"
+
+    @property
+    def kept_part(self) -> str:
+        """What the model sees of an over-long input: its end, as BIG-bench's model wrapper keeps it."""
+        return "end, as BIG-bench keeps it"
+
+
 class BigBenchSource(Source):
     """The examples of one BIG-bench task.json as rows (see `bigbench_rows`), all in split `test`."""
 
@@ -384,7 +406,7 @@ def load_bigbench_task(path: PathLike, *, name: Optional[str] = None) -> Task:
     return Task(task_name, BigBenchSource(file), [bigbench_template(data, str(file))],
                 metrics=("multiple_choice_grade",), task_type="multiple_choice", cluster=CLUSTER, held_out=True,
                 splits=(SPLIT,), eval_only=True, description=str(data.get("description", "")),
-                few_shot_format=BigBenchFewShotFormat.from_task_json(data))
+                few_shot_format=BigBenchFewShotFormat.from_task_json(data), eval_protocol=BigBenchEvalProtocol())
 
 
 def import_bigbench(directory: PathLike, *, overwrite: bool = False) -> list[str]:

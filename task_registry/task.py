@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
 
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError, repeated_items
+from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
 from .jinja_env import environment_version
 from .preprocessors import Preprocessor, callable_name, compile_expression, evaluate_expression, step_identity
@@ -214,6 +215,8 @@ class Task:
     a GSM8K solution. Rank classification picks among the answer choices as written, unprocessed.
     `few_shot_format` (optional, `FewShotFormat`): how k-shot evaluation writes the task's prompts, from its rows, in
     place of the project's "input\\ntarget" blocks joined by blank lines (BIG-bench JSON tasks: BIG-bench's own).
+    `eval_protocol` (optional, `EvalProtocol`; default the project's, T0's): how evaluation treats the task's examples
+    where its benchmark has its own rule (BIG-bench JSON tasks: an over-long input keeps its end).
     """
 
     def __init__(self, name: str, source: Source, templates: Union[Template, Sequence[Template]],
@@ -221,7 +224,7 @@ class Task:
                  task_type: str = "generation", cluster: Optional[str] = None, held_out: bool = False,
                  splits: Sequence[str] = ("train", "validation"), eval_only: bool = False, description: str = "",
                  group_by: Optional[str] = None, postprocess: Union[None, str, Callable[[str], str]] = None,
-                 few_shot_format: Optional[FewShotFormat] = None):
+                 few_shot_format: Optional[FewShotFormat] = None, eval_protocol: Optional[EvalProtocol] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
         if not isinstance(source, Source):
@@ -285,6 +288,8 @@ class Task:
         if few_shot_format is not None and not isinstance(few_shot_format, FewShotFormat):
             raise TaskDefinitionError(f"task {name!r}: few_shot_format must be a FewShotFormat, got "
                                       f"{few_shot_format!r}")
+        if eval_protocol is not None and not isinstance(eval_protocol, EvalProtocol):
+            raise TaskDefinitionError(f"task {name!r}: eval_protocol must be an EvalProtocol, got {eval_protocol!r}")
         self.name = name
         self.source = source
         self.templates = templates
@@ -299,6 +304,7 @@ class Task:
         self.group_by = group_by
         self.postprocess = postprocess
         self.few_shot_format = few_shot_format
+        self.eval_protocol = eval_protocol if eval_protocol is not None else EvalProtocol()
         self.render_stats: dict[str, RenderStats] = {}
         self.preprocess_stats: dict[str, PreprocessStats] = {}
 

@@ -521,10 +521,75 @@ def test_inputs_past_the_input_limit_name_the_task_and_the_limit_that_holds_them
         report = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=3), progress=False)
     assert report.results[0].num_truncated == 3
     assert (f"task 'bigbench_analogical_similarity' template 'bigbench_zero_shot': 3 of 3 inputs are longer than "
-            f"max_input_length=512 tokens and are truncated (the model sees only their beginning); to score them "
-            f"whole, raise the limit to the longest, {longest} tokens (t2t-mtl eval --max-input-length {longest}; "
-            f"evaluation.max_input_length in a config)") in caplog.text
-    assert "raise it to score them whole: `t2t-mtl eval --max-input-length N`" in to_markdown(report)
+            f"max_input_length=512 tokens and are truncated (the model sees only their end, as BIG-bench keeps it); to "
+            f"score them whole, raise the limit to the longest, {longest} tokens (t2t-mtl eval --max-input-length "
+            f"{longest}; evaluation.max_input_length in a config)") in caplog.text
+    markdown = to_markdown(report)
+    assert "raise it to score them whole: `t2t-mtl eval --max-input-length N`" in markdown
+    assert "- bigbench_analogical_similarity / bigbench_zero_shot: 3 of 3 (their end)" in markdown
     raised = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=3, max_input_length=longest),
                             progress=False)
     assert raised.results[0].num_truncated == 0  # the limit the message names holds every input whole
+
+
+def _tiny_t5(tokenizer) -> T5ForConditionalGeneration:
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_heads=2,
+                                               num_layers=1, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+
+
+def _encoder_inputs(model) -> list:
+    """The list the encoder's input ids (each row without its padding) go to, whenever the encoder runs."""
+    seen = []
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        seen.extend(row[keep.bool()].tolist() for row, keep in zip(ids, mask))
+
+    model.get_encoder().register_forward_pre_hook(record, with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("scoring", ["rank", "generate"])
+def test_an_over_long_input_keeps_its_end_as_bigbench_keeps_it(imported, t5_tokenizer, scoring):
+    # the encoder got an analogical_similarity input's first tokens, so a model never saw the question and choices at
+    # its end; BIG-bench's model wrapper keeps the end of an over-long context (generate_text and cond_log_prob)
+    task = task_registry.get_task("bigbench_analogical_similarity")
+    rows = task.load_rows("test")
+    limit = 40
+    model = _tiny_t5(t5_tokenizer)
+    seen = _encoder_inputs(model)
+    result = evaluate_tasks(model, t5_tokenizer, [task], EvalSettings(max_examples=2, max_input_length=limit,
+                                                                     scoring=scoring, max_new_tokens=2),
+                            progress=False).results[0]
+    texts = [task.templates[0].render(rows[i]).inputs for i in range(2)]
+    whole = [t5_tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    assert all(len(ids) > limit for ids in whole) and result.num_truncated == 2
+    expected = [ids[-(limit - 1):] + [t5_tokenizer.eos_token_id] for ids in whole]  # the last tokens, then T5's EOS
+    assert sorted(seen[:2]) == sorted(expected)
+    assert t5_tokenizer.decode(expected[0][:-1]).endswith(" ".join(texts[0].split()[-3:]))  # the prompt's last words
+    assert t5_tokenizer.truncation_side == "right"  # the tokenizer is left as it was
+
+
+def test_another_task_keeps_an_over_long_inputs_beginning_as_t0_does(imported, t5_tokenizer):
+    # T0's evaluation (truncation=True, Hugging Face's right side) and seqio keep an input's beginning: the same
+    # examples in a task without BIG-bench's protocol are cut at their end
+    bigbench = task_registry.get_task("bigbench_analogical_similarity")
+    task = task_registry.Task("long_inputs", bigbench.source, bigbench.templates, splits=("test",))
+    limit = 40
+    model = _tiny_t5(t5_tokenizer)
+    seen = _encoder_inputs(model)
+    evaluate_tasks(model, t5_tokenizer, [task], EvalSettings(max_examples=2, max_input_length=limit), progress=False)
+    texts = [task.templates[0].render(task.load_rows("test")[i]).inputs for i in range(2)]
+    expected = [t5_tokenizer(text, add_special_tokens=False)["input_ids"][:limit - 1] + [t5_tokenizer.eos_token_id]
+                for text in texts]
+    assert sorted(seen) == sorted(expected)
+
+
+def test_an_eval_protocol_must_be_one(tmp_path):
+    task = load_bigbench_task(_write_task(tmp_path / "prot", {"name": "prot", "examples": [
+        {"input": "q", "target_scores": {"yes": 1, "no": 0}}]}))
+    with pytest.raises(task_registry.TaskDefinitionError, match="task 'prot': eval_protocol must be an EvalProtocol"):
+        task_registry.Task("prot", task.source, task.templates, eval_protocol="left")
+    with pytest.raises(task_registry.TaskDefinitionError, match="truncation_side must be one of"):
+        task_registry.EvalProtocol(truncation_side="start")

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from t2t_mtl.evaluation.rank_classification import evaluation_mode
+from t2t_mtl.evaluation.rank_classification import encode_inputs, evaluation_mode
 
 
 SENTINEL = re.compile(r"<extra_id_\d+>")
@@ -34,13 +34,15 @@ def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[s
 
 def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], *,
                    num_beams: int = 1, max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512,
-                   task_ids: Optional[Sequence[int]] = None, synced_gpus: bool = False) -> list[str]:
+                   task_ids: Optional[Sequence[int]] = None, synced_gpus: bool = False,
+                   truncation_side: str = "right") -> list[str]:
     """Decode one text per input (`decode_generated`: special tokens removed but a span-corruption input's
     sentinels, surrounding whitespace stripped).
 
     An empty decode is returned as "" (it is scored like any prediction, never dropped). `task_ids[i]`
     (None: none passed, for models that take no task ids) is input i's task id. `synced_gpus` (ZeRO-3 with
     several ranks, each calling this as often): every rank keeps stepping until all ranks' batches are done.
+    An input longer than `max_input_length` tokens is cut from its `truncation_side` (`encode_inputs`).
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -50,8 +52,8 @@ def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, i
     predictions: list[str] = []
     with evaluation_mode(model):
         for start in range(0, len(inputs), batch_size):
-            encoded = tokenizer(list(inputs[start:start + batch_size]), padding=True, truncation=True,
-                                max_length=max_input_length, return_tensors="pt").to(device)
+            encoded = encode_inputs(tokenizer, inputs[start:start + batch_size], max_input_length=max_input_length,
+                                    truncation_side=truncation_side).to(device)
             routing = {} if task_ids is None else {
                 "task_ids": torch.tensor(task_ids[start:start + batch_size], device=device)}
             output = model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,

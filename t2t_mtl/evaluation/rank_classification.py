@@ -130,6 +130,20 @@ def encode_examples(model: T5ForConditionalGeneration, input_ids: torch.Tensor, 
         return hidden, cross_attention_states(model, hidden)
 
 
+def encode_inputs(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_input_length: int,
+                  truncation_side: str = "right") -> Any:
+    """`texts` tokenized for the encoder as one padded batch of tensors, each cut to `max_input_length` tokens (its
+    special tokens counted and kept: T5's final EOS) from its `truncation_side`: "right" keeps an over-long input's
+    beginning, "left" its end (BIG-bench's). The tokenizer's own `truncation_side` is left as it was."""
+    if truncation_side not in ("right", "left"):
+        raise ValueError(f"truncation_side must be 'right' or 'left', got {truncation_side!r}")
+    saved, tokenizer.truncation_side = tokenizer.truncation_side, truncation_side
+    try:
+        return tokenizer(list(texts), padding=True, truncation=True, max_length=max_input_length, return_tensors="pt")
+    finally:
+        tokenizer.truncation_side = saved
+
+
 #: answer-choice rows `score_choices` runs through the decoder at a time, by default
 MAX_CHOICE_ROWS = 64
 
@@ -144,15 +158,16 @@ def score_choices(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, in
                   answer_choices: Sequence[Sequence[str]], *,
                   length_normalize: bool = False, batch_size: int = 16, max_choice_rows: int = MAX_CHOICE_ROWS,
                   max_input_length: int = 512, task_ids: Optional[Sequence[int]] = None,
-                  min_decoder_passes: int = 0) -> list[list[float]]:
+                  min_decoder_passes: int = 0, truncation_side: str = "right") -> list[list[float]]:
     """Score every answer choice of every example; returns one list of scores per example.
 
     `answer_choices[i]` are example i's choices (at least one), each scored in full (never truncated: choices
     that differ only late must not tie); a choice repeated in an example gets its first occurrence's score.
     Examples are batched `batch_size` at a time through the encoder, inputs truncated to `max_input_length`
-    tokens; their choices run through the decoder `max_choice_rows` rows at a time (`decoder_passes`), and at
-    least `min_decoder_passes` times per encoder batch: the extra passes score the batch's first choice again and
-    are discarded (ZeRO-3 ranks that must run the same passes).
+    tokens from their `truncation_side` (`encode_inputs`: "right" keeps their beginning, "left" their end); their
+    choices run through the decoder `max_choice_rows` rows at a time (`decoder_passes`), and at least
+    `min_decoder_passes` times per encoder batch: the extra passes score the batch's first choice again and are
+    discarded (ZeRO-3 ranks that must run the same passes).
     `task_ids[i]` (None: none passed, for models that take no task ids) is example i's task id.
     """
     if len(inputs) != len(answer_choices):
@@ -168,8 +183,8 @@ def score_choices(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, in
     scores: list[list[float]] = []
     with evaluation_mode(model):
         for batch in _batches(len(inputs), batch_size):
-            encoded = tokenizer([inputs[i] for i in batch], padding=True, truncation=True,
-                                max_length=max_input_length, return_tensors="pt").to(device)
+            encoded = encode_inputs(tokenizer, [inputs[i] for i in batch], max_input_length=max_input_length,
+                                    truncation_side=truncation_side).to(device)
             ids = None if task_ids is None else torch.tensor([task_ids[i] for i in batch], device=device)
             hidden, states = encode_examples(model, encoded.input_ids, encoded.attention_mask, ids)
             owners = [row for row, i in enumerate(batch) for _ in answer_choices[i]]

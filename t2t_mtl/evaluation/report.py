@@ -93,10 +93,13 @@ def to_markdown(report: EvalReport) -> str:
     truncated = [r for r in report.results if r.num_truncated]
     if truncated:
         limit = (report.settings or {}).get("max_input_length")
-        lines += ["", f"Inputs truncated to the input limit{f' ({limit} tokens)' if limit else ''}, scored on their "
-                      f"beginning only (raise it to score them whole: `t2t-mtl eval --max-input-length N`, "
+        kept = ("their beginning only" if all(r.truncation_side == "right" for r in truncated)
+                else "the part that fits only, their beginning or, where marked, their end")
+        lines += ["", f"Inputs truncated to the input limit{f' ({limit} tokens)' if limit else ''}, scored on {kept} "
+                      f"(raise it to score them whole: `t2t-mtl eval --max-input-length N`, "
                       f"`evaluation.max_input_length` in a config):"]
-        lines += [f"- {r.task} / {r.template}: {r.num_truncated} of {r.num_examples}" for r in truncated]
+        lines += [f"- {r.task} / {r.template}: {r.num_truncated} of {r.num_examples}"
+                  + (" (their end)" if r.truncation_side == "left" else "") for r in truncated]
     long_answers = [r for r in report.results if r.num_long_answers]
     if long_answers:
         limit = (report.settings or {}).get("max_new_tokens")

@@ -19,7 +19,8 @@ class TemplateResult:
     `incomplete_groups` counts the groups (the task's `group_by`) that group metrics left out because some of
     their rows were not scored (cut by `max_examples`, skipped or failed to render); when that leaves no group,
     group metrics are not in `metrics` and a group primary metric leaves `score` `None`. `num_truncated` of the
-    `num_examples` inputs were longer than `max_input_length` tokens and scored on their beginning only; k-shot
+    `num_examples` inputs were longer than `max_input_length` tokens and scored on their beginning only (the task's
+    `truncation_side` "right"), or on their end ("left": BIG-bench's tasks, as BIG-bench keeps it); k-shot
     (`num_shots` k), `num_fewer_shots` of them got fewer than k demonstrations (too few renderable rows in the
     demonstration split, or the rest did not fit `max_input_length`); `num_dropped_shots` demonstrations were dropped
     (from the front of their prompts) to fit it, and `shots_fit_length` is the limit that would hold every input with
@@ -45,6 +46,7 @@ class TemplateResult:
     skipped_metrics: dict[str, str] = dataclasses.field(default_factory=dict)
     incomplete_groups: int = 0
     num_truncated: int = 0
+    truncation_side: str = "right"
     num_fewer_shots: int = 0
     num_dropped_shots: int = 0
     shots_fit_length: Optional[int] = None

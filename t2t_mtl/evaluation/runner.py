@@ -282,12 +282,13 @@ def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, worl
 
 def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
                  progress: Optional[Callable[[int], None]], task_id: Optional[int] = None, *, rank: int = 0,
-                 world_size: int = 1, lockstep: bool = False, lengths: Optional[Sequence[int]] = None
-                 ) -> list[tuple[int, str, int, Optional[list[float]]]]:
+                 world_size: int = 1, lockstep: bool = False, lengths: Optional[Sequence[int]] = None,
+                 truncation_side: str = "right") -> list[tuple[int, str, int, Optional[list[float]]]]:
     """(position, prediction text, chosen index or -1, choice scores) for each of this rank's `examples`
     (`shard_batches`: rank, rank + world_size, ...; batched longest first by their input `lengths` when given).
 
-    `task_id` (None: the model takes none) is passed with every example. With `lockstep` (ZeRO-3, several
+    `task_id` (None: the model takes none) is passed with every example; an input longer than the limit is cut from
+    its `truncation_side` (the task's `EvalProtocol`). With `lockstep` (ZeRO-3, several
     ranks) every rank runs the same forward passes: as many batches (padding ones discarded), as many decoder
     passes per rank-classification batch, generation synced."""
     batches = shard_batches(len(examples), settings.batch_size, rank, world_size, lockstep=lockstep, lengths=lengths)
@@ -301,14 +302,14 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
             scores = score_choices(model, tokenizer, [e.inputs for e in chunk], [e.answer_choices for e in chunk],
                                    length_normalize=settings.length_normalize, batch_size=settings.batch_size,
                                    max_input_length=settings.max_input_length, task_ids=task_ids,
-                                   min_decoder_passes=min_passes)
+                                   min_decoder_passes=min_passes, truncation_side=truncation_side)
             chosen = [argmax_first(row) for row in scores]
             scored = [(e.position, e.answer_choices[k], k, row) for e, k, row in zip(chunk, chosen, scores)]
         else:
             texts = generate_texts(model, tokenizer, [e.inputs for e in chunk], num_beams=settings.num_beams,
                                    max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                                    max_input_length=settings.max_input_length, task_ids=task_ids,
-                                   synced_gpus=lockstep)
+                                   synced_gpus=lockstep, truncation_side=truncation_side)
             scored = [(e.position, text, -1, None) for e, text in zip(chunk, texts)]
         if batch.counted:
             out.extend(scored)
@@ -421,6 +422,7 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     None), not scored 0."""
     rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes)
     examples = rendered.examples
+    protocol = eval_protocol(task)
     wrap = (lambda text: text)
     stated_limit = f"max_input_length={settings.max_input_length} tokens"  # the user's limit, as warnings state it
     on_top = 0  # tokens the model's input holds on top of the user's limit (a task token)
@@ -454,7 +456,8 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     # batched by length (less padding) unless a row's output would depend on the rows batched with it
     local = _score_local(model, tokenizer, examples, mode, settings, progress_bar.update if progress_bar else None,
                          routing_task_id(model, task.name), rank=rank, world_size=world_size, lockstep=lockstep,
-                         lengths=None if batch_dependent(model) else lengths)
+                         lengths=None if batch_dependent(model) else lengths,
+                         truncation_side=protocol.truncation_side)
     step = f"task {task.name!r} template {template.name!r}"
     outputs = sorted((gathers or RankGathers(rank, world_size)).gather(local, step))
     if [o[0] for o in outputs] != list(range(len(examples))):
@@ -463,7 +466,8 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     result = TemplateResult(task=task.name, template=template.name, split=split, scoring=mode,
                             num_examples=len(examples), metrics={}, primary_metric=primary, primary_key=key,
                             score=None, num_skipped=rendered.skipped, num_errors=rendered.errors,
-                            error=rendered.first_error, unsupported_metrics=unsupported, skipped_metrics=skipped)
+                            error=rendered.first_error, unsupported_metrics=unsupported, skipped_metrics=skipped,
+                            truncation_side=protocol.truncation_side)
     if rendered.incomplete_groups and any(metric_spec(m).kind == "group_label" for m in metrics):
         result.incomplete_groups = len(rendered.incomplete_groups)
         logger.warning("task %r template %r: %d of %d groups have rows that are not scored (cut by max_examples, "
@@ -474,9 +478,10 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     if result.num_truncated:
         needed = max(lengths) - on_top  # the limit that holds the longest input whole
         logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
-                       "model sees only their beginning); to score them whole, raise the limit to the longest, %d "
+                       "model sees only their %s); to score them whole, raise the limit to the longest, %d "
                        "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
-                       task.name, template.name, result.num_truncated, len(examples), stated_limit, needed, needed)
+                       task.name, template.name, result.num_truncated, len(examples), stated_limit, protocol.kept_part,
+                       needed, needed)
     result.num_long_answers = long_rows
     if long_rows:
         logger.warning("task %r template %r: %d of %d examples have no gold answer that fits max_new_tokens=%d tokens, "
@@ -513,6 +518,16 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                                **({"choice_scores": o[3]} if o[3] is not None else {})}
                               for e, o, p in zip(examples, outputs, predictions)]
     return result
+
+
+def eval_protocol(task: Any) -> Any:
+    """The task's `EvalProtocol` (how its benchmark treats its examples), the project's default for a task without."""
+    protocol = getattr(task, "eval_protocol", None)
+    if protocol is None:
+        from task_registry.eval_protocol import EvalProtocol
+
+        protocol = EvalProtocol()
+    return protocol
 
 
 def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_top: int, stated_limit: str) -> None:

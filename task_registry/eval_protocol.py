@@ -1,0 +1,36 @@
+"""How zero-shot evaluation treats a task's examples where the task's benchmark has its own rule.
+
+The default (`EvalProtocol()`) is the project's, which is T0's and seqio's: an input longer than the input limit is
+cut at its end, so the model sees its beginning (T0's evaluation tokenizes with `truncation=True`, Hugging Face's
+default `truncation_side="right"`; seqio trims a feature to its first tokens). A task built for a benchmark whose
+own harness does otherwise is given its protocol (`Task(..., eval_protocol=...)`): BIG-bench JSON tasks
+(`task_registry.bigbench.BigBenchEvalProtocol`) keep the end of an over-long input, as BIG-bench's model wrapper
+does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import TaskDefinitionError
+
+TRUNCATION_SIDES = ("right", "left")
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """`truncation_side`: the side an over-long input is cut from, as Hugging Face tokenizers name it — "right" keeps
+    its beginning (the default), "left" its end; either way the tokenizer's own special tokens (T5: the final EOS)
+    stay, and the input holds at most the limit's tokens."""
+
+    truncation_side: str = "right"
+
+    def __post_init__(self) -> None:
+        if self.truncation_side not in TRUNCATION_SIDES:
+            raise TaskDefinitionError(f"eval protocol: truncation_side must be one of {TRUNCATION_SIDES} (the side "
+                                      f"an over-long input is cut from), got {self.truncation_side!r}")
+
+    @property
+    def kept_part(self) -> str:
+        """What the model sees of an over-long input, for people ("beginning", "end"; a benchmark's protocol may say
+        whose rule that is)."""
+        return "beginning" if self.truncation_side == "right" else "end"
