@@ -50,7 +50,7 @@ k-shot prompts (`t2t-mtl eval --shots K`) are BIG-bench's too (`BigBenchFewShotF
 - the k demonstrations are drawn from the task's other examples as BIG-bench draws them with its default seed
   (`BigBenchFewShotFormat.draw`: one `numpy.random.RandomState(42)` draws the order the examples are queried in,
   then for each query in turn k others and for each of those one of its targets), so a k-shot prompt shows the
-  examples BIG-bench's shows, whatever the evaluation seed, `--max-examples` or the examples' order of evaluation.
+  examples BIG-bench's shows, whatever the evaluation seed or the examples' order of evaluation.
   BIG-bench also passes over an example equal to the query but for the order of its JSON keys (none of the shared
   tasks has one) and refuses a task of fewer than k + 1 examples, which here gets every other example.
 
@@ -64,6 +64,12 @@ question, the listed choices and the output prefix at an input's end are what th
 holds at most `max_input_length` tokens, its last text tokens and T5's final EOS (the decoder-only wrapper keeps at
 most one token fewer than the model's context length, and in `cond_log_prob` the target shares them; T5's answer
 choices go to the decoder). Other tasks keep the beginning, as T0's evaluation and seqio do.
+
+`max_examples` N (`t2t-mtl eval --max-examples`) scores the N examples BIG-bench's JsonTask scores given
+`max_examples` N (`BigBenchEvalProtocol.example_rows`; json_task.make_nshot_dataset draws them with a `choice` of N
+without replacement from a fresh `numpy.random.RandomState(42)`, zero-shot and k-shot alike), not the file's first N,
+so a score on N examples is one on BIG-bench's sample of the task. With k shots those N are the first queries of
+BIG-bench's draw, and each gets the demonstrations it gets in the run of the whole task (drawn from every example).
 
 Tasks are scored by `multiple_choice_grade` alone (the preferred score of every shared task). Generative metrics a
 file lists beside it (`exact_str_match`, `bleu`, `rouge`: BIG-bench scores generated text against an example's
@@ -358,9 +364,19 @@ class BigBenchFewShotFormat(FewShotFormat):
 @dataclass(frozen=True)
 class BigBenchEvalProtocol(EvalProtocol):
     """How BIG-bench's own harness treats a JSON task's examples (see the module docstring): an over-long input keeps
-    its end (`truncation_side` "left")."""
+    its end (`truncation_side` "left"), and `max_examples` keeps the examples BIG-bench draws."""
 
     truncation_side: str = "left"
+
+    def example_rows(self, count: int, max_examples: int) -> list[int]:
+        """The examples JsonTask scores with `max_examples` (json_task.make_nshot_dataset, with its default seed): a
+        `choice` of `max_examples` of the `count` distinct examples without replacement, from a fresh
+        `numpy.random.RandomState(42)` (zero-shot and k-shot alike: k-shot, the first queries of its draw, each shown
+        the demonstrations it gets in the whole task's run); all of them when there are no more. In file order."""
+        if max_examples >= count:
+            return list(range(count))
+        drawn = numpy.random.RandomState(BIGBENCH_SEED).choice(count, max_examples, replace=False)
+        return sorted(int(i) for i in drawn)
 
     @property
     def kept_part(self) -> str:

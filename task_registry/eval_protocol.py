@@ -2,14 +2,15 @@
 
 The default (`EvalProtocol()`) is the project's, which is T0's and seqio's: an input longer than the input limit is
 cut at its end, so the model sees its beginning (T0's evaluation tokenizes with `truncation=True`, Hugging Face's
-default `truncation_side="right"`; seqio trims a feature to its first tokens). A task built for a benchmark whose
-own harness does otherwise is given its protocol (`Task(..., eval_protocol=...)`): BIG-bench JSON tasks
-(`task_registry.bigbench.BigBenchEvalProtocol`) keep the end of an over-long input, as BIG-bench's model wrapper
-does.
+default `truncation_side="right"`; seqio trims a feature to its first tokens), and `max_examples` N scores the
+first N rows. A task built for a benchmark whose own harness does otherwise is given its protocol
+(`Task(..., eval_protocol=...)`): BIG-bench JSON tasks (`task_registry.bigbench.BigBenchEvalProtocol`) keep the end
+of an over-long input, as BIG-bench's model wrapper does, and score the N examples BIG-bench draws.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List
 
 from .errors import TaskDefinitionError
 
@@ -28,6 +29,10 @@ class EvalProtocol:
         if self.truncation_side not in TRUNCATION_SIDES:
             raise TaskDefinitionError(f"eval protocol: truncation_side must be one of {TRUNCATION_SIDES} (the side "
                                       f"an over-long input is cut from), got {self.truncation_side!r}")
+
+    def example_rows(self, count: int, max_examples: int) -> List[int]:
+        """The rows (indices, ascending) of a split of `count` rows that `max_examples` keeps: its first ones."""
+        return list(range(min(count, max_examples)))
 
     @property
     def kept_part(self) -> str:

@@ -320,6 +320,15 @@ def _rank_without_a_model(monkeypatch) -> list:
     return seen
 
 
+def _file_order(task):
+    """`task` with the project's `max_examples` (its first rows) in place of BIG-bench's draw, so that max_examples=1
+    scores the file's first example; its k-shot prompt is still written and drawn as BIG-bench's run of the whole task
+    writes and draws it."""
+    return task_registry.Task(task.name, task.source, task.templates, metrics=task.metrics, task_type=task.task_type,
+                              cluster=task.cluster, held_out=True, splits=task.splits, eval_only=True,
+                              few_shot_format=task.few_shot_format)
+
+
 def _scored_prompts(monkeypatch, tokenizer, task, settings):
     """The inputs rank classification is given for `task` under `settings`."""
     seen = _rank_without_a_model(monkeypatch)
@@ -371,7 +380,8 @@ def test_k_shot_prompts_are_written_as_bigbench_writes_them(imported, t5_tokeniz
     # were the project's blocks: each demonstration the whole zero-shot input (task prefix included), a newline and
     # the target, joined by blank lines
     settings = EvalSettings(max_examples=1, num_shots=2)
-    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task_registry.get_task(f"bigbench_{name}"), settings)
+    prompts = _scored_prompts(monkeypatch, t5_tokenizer, _file_order(task_registry.get_task(f"bigbench_{name}")),
+                              settings)
     assert prompts == [TWO_SHOT_PROMPTS[name]]
 
 
@@ -394,7 +404,7 @@ def test_an_over_long_k_shot_prompt_drops_bigbenchs_first_demonstration_and_name
                                                                                            monkeypatch, name):
     # the prompt kept the query and BIG-bench's later demonstration, but the report said neither how many
     # demonstrations the limit cost nor the limit that holds BIG-bench's whole prompt
-    task = task_registry.get_task(f"bigbench_{name}")
+    task = _file_order(task_registry.get_task(f"bigbench_{name}"))
     whole = TWO_SHOT_PROMPTS[name]
     size = len(t5_tokenizer(whole)["input_ids"])
     seen = _rank_without_a_model(monkeypatch)
@@ -426,12 +436,12 @@ def test_the_separator_and_an_explicit_target_shape_the_demonstrations(tmp_path,
         "Answer. In: Is ice cold? Out: yes, it is frozen water ### In: 2 + 2? Out: 4 ### In: Is fire cold? Out:"]
 
 
-def bigbench_k_shot_prompts(data: dict, k: int) -> list:
-    """BIG-bench's k-shot prompts of a task.json's distinct examples, in file order, as its JsonTask writes them with
-    its default seed (json_task.py: `default_format_fn`, then `make_nshot_dataset`): one RandomState(42) draws the
-    order the examples are queried in (a `choice` of all of them without replacement), then for each query in turn
-    k of the other examples (`choice` without replacement, kept in drawn order) and, for each of those, one of its
-    targets (`choice`)."""
+def bigbench_k_shot_prompts(data: dict, k: int, max_examples=None) -> list:
+    """BIG-bench's k-shot prompts of a task.json's distinct examples, in the order it queries them, as its JsonTask
+    writes them with its default seed (json_task.py: `default_format_fn`, then `make_nshot_dataset`, given
+    `max_examples`, which is the number of examples when unset): one RandomState(42) draws the examples queried (a
+    `choice` of `max_examples` of them without replacement), then for each query in turn k of the other examples
+    (`choice` without replacement, kept in drawn order) and, for each of those, one of its targets (`choice`)."""
     prefixes = {key: data.get(key, default) for key, default in (
         ("task_prefix", ""), ("example_input_prefix", "\nQ: "), ("example_output_prefix", "\nA: "),
         ("choice_prefix", "\n  choice: "), ("few_shot_example_separator", "\n"))}
@@ -448,13 +458,13 @@ def bigbench_k_shot_prompts(data: dict, k: int) -> list:
         samples.append({"position": len(samples), "input": text + prefixes["example_output_prefix"],
                         "target": target if isinstance(target, list) else [target]})
     rng = np.random.RandomState(42)
-    prompts = {}
-    for sample in rng.choice(samples, len(samples), replace=False):
+    prompts = []
+    for sample in rng.choice(samples, max_examples or len(samples), replace=False):
         shots = list(rng.choice([other for other in samples if other != sample], k, replace=False))
         context = [shot["input"] + rng.choice(shot["target"]) for shot in shots]
         joined = prefixes["few_shot_example_separator"].join([*context, sample["input"]])
-        prompts[sample["position"]] = (prefixes["task_prefix"] + joined).strip()
-    return [prompts[position] for position in range(len(samples))]
+        prompts.append((prefixes["task_prefix"] + joined).strip())
+    return prompts
 
 
 @pytest.mark.parametrize("name,k", [("disambiguation_qa", 3), ("emoji_movie", 1), ("social_iqa", 2)])
@@ -465,7 +475,7 @@ def test_k_shot_demonstrations_are_the_ones_bigbench_draws(imported, bigbench_di
     data = json.loads((bigbench_dir / name / "task.json").read_text(encoding="utf-8"))
     settings = EvalSettings(max_examples=8, num_shots=k, max_input_length=4096)
     prompts = _scored_prompts(monkeypatch, t5_tokenizer, task_registry.get_task(f"bigbench_{name}"), settings)
-    assert sorted(prompts) == sorted(bigbench_k_shot_prompts(data, k)[:8])  # (scored longest first)
+    assert sorted(prompts) == sorted(bigbench_k_shot_prompts(data, k, max_examples=8))  # (scored longest first)
 
 
 def test_a_demonstration_shows_one_of_a_list_target_drawn_for_each_use(tmp_path, t5_tokenizer, monkeypatch):
@@ -512,13 +522,11 @@ def test_inputs_past_the_input_limit_name_the_task_and_the_limit_that_holds_them
     # analogical_similarity's prompts exceed 512 T5 tokens: the warning named the task but neither the option to raise
     # nor how far, and report.md said only that they were truncated
     task = task_registry.get_task("bigbench_analogical_similarity")
-    rows = task.load_rows("test")
-    longest = max(len(ids) for ids in t5_tokenizer([task.templates[0].render(rows[i]).inputs
-                                                    for i in range(3)])["input_ids"])
-    assert longest > 512
-    _rank_without_a_model(monkeypatch)
+    seen = _rank_without_a_model(monkeypatch)
     with caplog.at_level("WARNING"):
         report = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=3), progress=False)
+    longest = max(len(ids) for ids in t5_tokenizer(seen)["input_ids"])
+    assert longest > 512
     assert report.results[0].num_truncated == 3
     assert (f"task 'bigbench_analogical_similarity' template 'bigbench_zero_shot': 3 of 3 inputs are longer than "
             f"max_input_length=512 tokens and are truncated (the model sees only their end, as BIG-bench keeps it); to "
@@ -560,9 +568,10 @@ def test_an_over_long_input_keeps_its_end_as_bigbench_keeps_it(imported, t5_toke
     model = _tiny_t5(t5_tokenizer)
     seen = _encoder_inputs(model)
     result = evaluate_tasks(model, t5_tokenizer, [task], EvalSettings(max_examples=2, max_input_length=limit,
-                                                                     scoring=scoring, max_new_tokens=2),
+                                                                     scoring=scoring, max_new_tokens=2,
+                                                                     keep_predictions=True),
                             progress=False).results[0]
-    texts = [task.templates[0].render(rows[i]).inputs for i in range(2)]
+    texts = [task.templates[0].render(rows[p["row"]]).inputs for p in result.predictions]
     whole = [t5_tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     assert all(len(ids) > limit for ids in whole) and result.num_truncated == 2
     expected = [ids[-(limit - 1):] + [t5_tokenizer.eos_token_id] for ids in whole]  # the last tokens, then T5's EOS
@@ -593,3 +602,42 @@ def test_an_eval_protocol_must_be_one(tmp_path):
         task_registry.Task("prot", task.source, task.templates, eval_protocol="left")
     with pytest.raises(task_registry.TaskDefinitionError, match="truncation_side must be one of"):
         task_registry.EvalProtocol(truncation_side="start")
+
+
+def bigbench_drawn_examples(data: dict, max_examples: int) -> list:
+    """The distinct examples (their positions among them, ascending) BIG-bench's JsonTask scores given `max_examples`,
+    written from json_task.py: repeats dropped (json.dumps equality), then `make_nshot_dataset`'s
+    `numpy.random.RandomState(42).choice(samples, max_examples, replace=False)` (zero-shot; k-shot draws its queries
+    by the same first call)."""
+    seen, samples = set(), []
+    for example in data["examples"]:
+        if json.dumps(example) not in seen:
+            seen.add(json.dumps(example))
+            samples.append({"position": len(samples), **example})
+    drawn = np.random.RandomState(42).choice(samples, max_examples, replace=False)
+    return sorted(sample["position"] for sample in drawn)
+
+
+@pytest.mark.parametrize("name", ["social_iqa", "navigate"])
+def test_max_examples_scores_the_examples_bigbench_draws(imported, bigbench_dir, t5_tokenizer, monkeypatch, name):
+    # --max-examples N scored the file's first N examples, where BIG-bench's max_examples scores N drawn at random
+    data = json.loads((bigbench_dir / name / "task.json").read_text(encoding="utf-8"))
+    task = task_registry.get_task(f"bigbench_{name}")
+    seen = _rank_without_a_model(monkeypatch)
+    result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=7, keep_predictions=True),
+                            progress=False).results[0]
+    expected = bigbench_drawn_examples(data, 7)
+    assert expected != list(range(7))
+    assert sorted(p["row"] for p in result.predictions) == expected
+    rows = task.load_rows("test")
+    assert sorted(rows[i]["input"] for i in expected) == sorted(text for text in
+                                                                 (rows[p["row"]]["input"] for p in result.predictions))
+    assert all(any(rows[i]["input"] in prompt for prompt in seen) for i in expected)
+
+
+def test_max_examples_of_every_example_or_more_scores_them_all(imported, t5_tokenizer, monkeypatch):
+    task = task_registry.get_task("bigbench_emoji_movie")
+    _rank_without_a_model(monkeypatch)
+    result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=100, keep_predictions=True),
+                            progress=False).results[0]
+    assert [p["row"] for p in result.predictions] == list(range(100))

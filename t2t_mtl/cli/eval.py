@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="import and score the BIG-bench task.json tasks under DIR")
     parser.add_argument("--held-out-clusters", default=None, help="comma-separated clusters for --held-out")
     parser.add_argument("--max-examples", type=int, default=None,
-                        help="first N rows of each task's split (default: all)")
+                        help="first N rows of each task's split; of a BIG-bench task, the N examples BIG-bench "
+                             "draws (default: all)")
     parser.add_argument("--split", default=None,
                         help="split to score (default: validation, else test, else the task's last)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,

@@ -124,18 +124,19 @@ class ShotsFit:
     needed: int = 0
 
 
-def fit_prompts(examples: Sequence[Any], rows: Sequence[Any], demonstrations: Demonstrations, k: int, tokenizer: Any,
+def fit_prompts(examples: Sequence[Any], demonstrations: Demonstrations, k: int, tokenizer: Any,
                 max_input_length: int, wrap: Callable[[str], str] = lambda prompt: prompt) -> ShotsFit:
-    """Set each of `examples` (`row_index` into `rows`, `inputs` its rendered input) to its k-shot prompt: the
-    demonstrations drawn for it, the first ones dropped until the `wrap`ped prompt fits `max_input_length` tokens
-    (special tokens counted), then its query (a task's own `few_shot_format` writes both from the row). A prompt that
-    fits is left whole; a query too long on its own is left to be truncated as a zero-shot input is."""
+    """Set each of `examples` (`row_index` its row's index in the evaluated split, `inputs` its rendered input) to its
+    k-shot prompt: the demonstrations drawn for it, the first ones dropped until the `wrap`ped prompt fits
+    `max_input_length` tokens (special tokens counted), then its query (a task's own `few_shot_format` writes both from
+    the row, of `demonstrations.rows`: the evaluated split, where such a format draws). A prompt that fits is left
+    whole; a query too long on its own is left to be truncated as a zero-shot input is."""
     own_format = demonstrations.format
     join = own_format.prompt if own_format is not None else joined_prompt
     fit = ShotsFit()
     for example in examples:
         drawn = demonstrations.draw(example.row_index, k, query=example.inputs)
-        query = own_format.query(rows[example.row_index]) if own_format is not None else example.inputs
+        query = own_format.query(demonstrations.rows[example.row_index]) if own_format is not None else example.inputs
         example.inputs, kept, whole = fitted_prompt(drawn, query, tokenizer, max_input_length, wrap=wrap, join=join)
         fit.fewer += kept < k
         if kept < len(drawn):

@@ -56,7 +56,8 @@ SCORING_MODES = ("auto", "rank", "generate")
 class EvalSettings:
     """How to evaluate. `split=None` picks validation, else test, else the task's last split.
 
-    `max_examples` keeps the first N rows of the split (the same rows for every template). `num_shots` > 0
+    `max_examples` keeps N rows of the split, the same for every template: the first N, or those the task's
+    benchmark draws (its `EvalProtocol.example_rows`: BIG-bench's seeded draw). `num_shots` > 0
     puts that many solved demonstrations of the same template in front of every input (k-shot; from
     `shots_split`, default train — see `t2t_mtl.evaluation.few_shot`); 0 is zero-shot. `templates` ({task: names})
     picks a task's templates; `original_task_only` keeps those whose promptsource metadata marks `original_task`
@@ -220,9 +221,11 @@ def applicable_metrics(task: Task, template: Template, metrics: Sequence[str], e
 
 
 def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, seed: int = 0,
-                    group_sizes: Optional[Mapping[str, int]] = None) -> _Rendered:
+                    group_sizes: Optional[Mapping[str, int]] = None,
+                    row_ids: Optional[Sequence[int]] = None) -> _Rendered:
     """Render every row; skipped rows (no target or no input) and render failures are counted (failures keep the
-    first message).
+    first message). `row_ids` are the rows' indices in their split (default their positions: `rows` are the split or
+    its first rows), each example's `row_index`, which seeds its rendering as it seeds the whole split's.
 
     A row field `target_scores` (a list aligned with the rendered answer choices, as BIG-bench imports
     have) gives per-choice scores for `multiple_choice_grade`; a task's `group_by` gives each row's group. A group
@@ -234,8 +237,8 @@ def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, s
     out = _Rendered()
     grouped = getattr(task, "group_by", None) is not None
     keys: list[str] = []
-    for index in range(len(rows)):
-        row = rows[index]
+    for at in range(len(rows)):
+        row, index = rows[at], row_ids[at] if row_ids is not None else at
         if grouped:
             keys.append(task.group_key(row, index))
         try:
@@ -255,7 +258,7 @@ def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, s
         out.examples.append(_Example(index, rendered.inputs, rendered.targets, choices,
                                      [float(s) for s in scores] if scores is not None else None,
                                      position=len(out.examples), references=rendered.references,
-                                     group=keys[index] if grouped else None))
+                                     group=keys[at] if grouped else None))
     if grouped:
         scored = collections.Counter(e.group for e in out.examples)
         sizes = group_sizes if group_sizes is not None else collections.Counter(keys)
@@ -410,17 +413,18 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                       rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
                       demonstration_rows: Any = None, demonstration_split: Optional[str] = None,
                       group_sizes: Optional[Mapping[str, int]] = None, lockstep: bool = False,
-                      gathers: Optional[RankGathers] = None) -> TemplateResult:
+                      gathers: Optional[RankGathers] = None, row_ids: Optional[Sequence[int]] = None
+                      ) -> TemplateResult:
     """Score one template on `rows` (sharded over ranks; `lockstep`: in the same forward passes on every rank, as
     ZeRO-3 needs) and compute its metrics; with `settings.num_shots`, each input gets demonstrations drawn from
     `demonstration_rows` (of `demonstration_split`). The ranks' outputs are gathered through `gathers` (default: this
-    rank's `RankGathers`).
+    rank's `RankGathers`). `row_ids` are the indices of `rows` in the split (default: `rows` are its first rows).
 
     Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
     split's group sizes when `rows` are its first rows), counted in `incomplete_groups` and logged; with no
     complete group left they are not computed, and a template whose primary metric is one is unscored (score
     None), not scored 0."""
-    rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes)
+    rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes, row_ids=row_ids)
     examples = rendered.examples
     protocol = eval_protocol(task)
     wrap = (lambda text: text)
@@ -435,7 +439,7 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     if settings.num_shots:  # the demonstrations are cut to fit with the task token counted
         demos = Demonstrations(task, template, demonstration_rows, same_split=demonstration_split == split,
                                seed=settings.seed)
-        shots_fit = fit_prompts(examples, rows, demos, settings.num_shots, tokenizer, settings.max_input_length, wrap)
+        shots_fit = fit_prompts(examples, demos, settings.num_shots, tokenizer, settings.max_input_length, wrap)
     else:
         for example in examples:
             example.inputs = wrap(example.inputs)
@@ -631,11 +635,12 @@ def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ta
     for task in tasks:
         split = settings.split or default_split(task)
         rows = task.load_rows(split)
-        sizes = None
+        sizes = row_ids = None
         if settings.max_examples is not None and len(rows) > settings.max_examples:
             if getattr(task, "group_by", None) is not None:  # so that a group the cut splits counts as incomplete
                 sizes = group_sizes(task, rows)
-            rows = rows.select(range(settings.max_examples))
+            row_ids = eval_protocol(task).example_rows(len(rows), settings.max_examples)
+            rows = rows.select(row_ids)
         shots_split = demonstration_split(task, split, settings.shots_split) if settings.num_shots else None
         demonstrations = task.load_rows(shots_split) if shots_split is not None else None
         templates = chosen[task.name]
@@ -647,5 +652,5 @@ def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ta
                                                  rank=rank, world_size=world_size, progress_bar=bar,
                                                  demonstration_rows=demonstrations,
                                                  demonstration_split=shots_split, group_sizes=sizes,
-                                                 lockstep=lockstep, gathers=gathers))
+                                                 lockstep=lockstep, gathers=gathers, row_ids=row_ids))
     return results
