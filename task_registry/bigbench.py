@@ -14,9 +14,10 @@ The answer choices are the `target_scores` keys in the order BIG-bench lists the
 json_task.py, `default_format_fn`): sorted, then permuted by a numpy `RandomState` seeded afresh for every example
 with BIG-bench's default seed, 42 (`listed_choices`), so examples with as many choices list them in one permutation
 of their sorted order. The choices are scored in that order too, so BIG-bench files' habit of listing the correct
-answer first cannot leak into tie-breaking or a majority-position baseline; rank classification gives a tie to the
-first listed choice, where BIG-bench breaks ties by a hash of the choices' log-probabilities (only a degenerate model
-ties). The row keeps the choices' scores as the list
+answer first cannot leak into a majority-position baseline; a tie between choices' log-likelihoods is broken as
+BIG-bench's `multiple_choice_grade` breaks it (`BigBenchEvalProtocol.pick`: by a hash of the scores in the file's
+order, normalised over the choices unless the file sets `absolute_normalization`). The row keeps the choices' scores
+as the list
 `target_scores` (for `multiple_choice_grade`: the mean score of the chosen answer) and the best-scoring
 choice as `target` (of several, the first in the file's `target_scores`, as BIG-bench takes it, whatever the
 listed order). Tasks are `eval_only=True` (the registry refuses them in any training mixture), `held_out=True`,
@@ -81,6 +82,7 @@ BIG-bench's.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -176,6 +178,9 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
     append = data.get("append_choices_to_input", True)
     if not isinstance(append, bool):
         raise TaskDefinitionError(f"{str(path)!r}: 'append_choices_to_input' must be true or false, got {append!r}")
+    absolute = data.get("absolute_normalization", False)
+    if not isinstance(absolute, bool):
+        raise TaskDefinitionError(f"{str(path)!r}: 'absolute_normalization' must be true or false, got {absolute!r}")
     _check_scored_by_grade(data, path)
     return data
 
@@ -252,7 +257,8 @@ def listed_choices(choices: Iterable[str]) -> list[str]:
 
 def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per distinct example (`distinct_examples`; `idx` is its index in the file): input, input_parts,
-    choices, choice_parts, target_scores (aligned with choices), target, target_parts, demonstration_targets.
+    choices, choice_parts, target_scores (aligned with choices), choice_file_positions (each choice's position in
+    the file's `target_scores`), target, target_parts, demonstration_targets.
 
     `input_parts` are the input's 2000-character parts with `|||` written as the pipe protector (a row's list
     items are not protected by the template, only its strings); `choice_parts` and `target_parts` are the
@@ -276,6 +282,7 @@ def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                      "input_parts": _split_text(text.replace(SEPARATOR, PIPE_PROTECTOR)), "choices": choices,
                      "choice_parts": [_split_text(c) for c in choices],
                      "target_scores": [float(scores[c]) for c in choices],
+                     "choice_file_positions": [list(scores).index(c) for c in choices],
                      "target": target, "target_parts": _split_text(target),
                      "demonstration_targets": shown if isinstance(shown, list) else [shown]})
     return rows
@@ -364,9 +371,11 @@ class BigBenchFewShotFormat(FewShotFormat):
 @dataclass(frozen=True)
 class BigBenchEvalProtocol(EvalProtocol):
     """How BIG-bench's own harness treats a JSON task's examples (see the module docstring): an over-long input keeps
-    its end (`truncation_side` "left"), and `max_examples` keeps the examples BIG-bench draws."""
+    its end (`truncation_side` "left"), `max_examples` keeps the examples BIG-bench draws, and a tie between answer
+    choices is broken as BIG-bench breaks it (`pick`; `absolute_normalization`: the task.json's key of that name)."""
 
     truncation_side: str = "left"
+    absolute_normalization: bool = False
 
     def example_rows(self, count: int, max_examples: int) -> list[int]:
         """The examples JsonTask scores with `max_examples` (json_task.make_nshot_dataset, with its default seed): a
@@ -377,6 +386,23 @@ class BigBenchEvalProtocol(EvalProtocol):
             return list(range(count))
         drawn = numpy.random.RandomState(BIGBENCH_SEED).choice(count, max_examples, replace=False)
         return sorted(int(i) for i in drawn)
+
+    def pick(self, scores: Sequence[float], row: Mapping[str, Any]) -> int:
+        """The listed choice BIG-bench's `multiple_choice_grade` picks (task_metrics.argmax) for these log-likelihoods:
+        JsonTask scores the choices in the order of the file's `target_scores` (the row's `choice_file_positions`)
+        and, unless the task sets `absolute_normalization`, normalises them over the choices (less their logsumexp);
+        the highest wins, and of several the one at the sha256 hash of the scores' float64 bytes modulo their
+        count."""
+        positions = row["choice_file_positions"]
+        in_file = numpy.empty(len(scores))
+        in_file[positions] = scores
+        if not self.absolute_normalization:
+            from scipy.special import logsumexp  # (scipy: a dependency of the metrics)
+
+            in_file = in_file - logsumexp(in_file)
+        best = numpy.flatnonzero(in_file == in_file.max())
+        chosen = best[int(hashlib.sha256(in_file.tobytes()).hexdigest(), 16) % len(best)]
+        return positions.index(int(chosen))
 
     @property
     def kept_part(self) -> str:
@@ -422,7 +448,8 @@ def load_bigbench_task(path: PathLike, *, name: Optional[str] = None) -> Task:
     return Task(task_name, BigBenchSource(file), [bigbench_template(data, str(file))],
                 metrics=("multiple_choice_grade",), task_type="multiple_choice", cluster=CLUSTER, held_out=True,
                 splits=(SPLIT,), eval_only=True, description=str(data.get("description", "")),
-                few_shot_format=BigBenchFewShotFormat.from_task_json(data), eval_protocol=BigBenchEvalProtocol())
+                few_shot_format=BigBenchFewShotFormat.from_task_json(data),
+                eval_protocol=BigBenchEvalProtocol(absolute_normalization=data.get("absolute_normalization", False)))
 
 
 def import_bigbench(directory: PathLike, *, overwrite: bool = False) -> list[str]:

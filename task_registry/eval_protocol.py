@@ -3,14 +3,16 @@
 The default (`EvalProtocol()`) is the project's, which is T0's and seqio's: an input longer than the input limit is
 cut at its end, so the model sees its beginning (T0's evaluation tokenizes with `truncation=True`, Hugging Face's
 default `truncation_side="right"`; seqio trims a feature to its first tokens), and `max_examples` N scores the
-first N rows. A task built for a benchmark whose own harness does otherwise is given its protocol
+first N rows, and rank classification picks the first of the answer choices that tie for the highest score. A task
+built for a benchmark whose own harness does otherwise is given its protocol
 (`Task(..., eval_protocol=...)`): BIG-bench JSON tasks (`task_registry.bigbench.BigBenchEvalProtocol`) keep the end
-of an over-long input, as BIG-bench's model wrapper does, and score the N examples BIG-bench draws.
+of an over-long input, as BIG-bench's model wrapper does, score the N examples BIG-bench draws and break a tie as
+BIG-bench's `multiple_choice_grade` does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Any, List, Mapping, Sequence
 
 from .errors import TaskDefinitionError
 
@@ -33,6 +35,11 @@ class EvalProtocol:
     def example_rows(self, count: int, max_examples: int) -> List[int]:
         """The rows (indices, ascending) of a split of `count` rows that `max_examples` keeps: its first ones."""
         return list(range(min(count, max_examples)))
+
+    def pick(self, scores: Sequence[float], row: Mapping[str, Any]) -> int:
+        """The answer choice rank classification picks for the example of source `row` whose listed choices score
+        `scores` (log-likelihoods): the first of the highest."""
+        return max(range(len(scores)), key=scores.__getitem__)  # (max keeps the first of equal keys)
 
     @property
     def kept_part(self) -> str:

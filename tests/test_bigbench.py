@@ -1,10 +1,12 @@
 """BIG-bench JSON import: the 14 shared tasks become evaluation-only tasks formatted as BIG-bench does."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
@@ -641,3 +643,85 @@ def test_max_examples_of_every_example_or_more_scores_them_all(imported, t5_toke
     result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=100, keep_predictions=True),
                             progress=False).results[0]
     assert [p["row"] for p in result.predictions] == list(range(100))
+
+
+def bigbench_pick(target_scores: dict, log_likelihood, absolute_normalization: bool = False) -> str:
+    """The choice BIG-bench's multiple_choice_grade takes, written from task_metrics.py and json_task.py: the choices in
+    the order of the file's target_scores, their log-probabilities less their logsumexp (unless the task sets
+    absolute_normalization), then argmax with its tie rule (of the indices of the maximum, the one at the sha256 of
+    the float64 array's bytes modulo their count)."""
+    choices = list(target_scores)
+    log_probs = np.array([log_likelihood(choice) for choice in choices], dtype=np.float64)
+    if not absolute_normalization:
+        log_probs = log_probs - scipy.special.logsumexp(log_probs)
+    tied = np.arange(len(log_probs))[log_probs == np.max(log_probs)]
+    return choices[tied[int(hashlib.sha256(np.asarray(log_probs).tobytes()).hexdigest(), 16) % len(tied)]]
+
+
+def _rank_by(monkeypatch, log_likelihood) -> None:
+    """Rank classification scores each choice `log_likelihood(choice)` without a model."""
+    def score_choices(model, tokenizer, inputs, choices, **kwargs):
+        return [[log_likelihood(choice) for choice in row] for row in choices]
+
+    monkeypatch.setattr(runner, "score_choices", score_choices)
+
+
+def _two_best(choice: str) -> float:
+    """A tie between the two shortest choices (then the alphabetically first), -2 and below for the others."""
+    return 0.0 if len(choice) <= 5 else -2.0 - len(choice) / 100
+
+
+@pytest.mark.parametrize("name,log_likelihood", [("date_understanding", lambda choice: -1.5),
+                                                 ("emoji_movie", lambda choice: -1.5),
+                                                 ("navigate", lambda choice: 0.0),
+                                                 ("date_understanding", _two_best)],
+                         ids=["date_understanding-all-tie", "emoji_movie-all-tie", "navigate-all-tie",
+                              "date_understanding-two-tie"])
+def test_a_tie_between_choices_is_broken_as_bigbench_breaks_it(imported, bigbench_dir, t5_tokenizer, monkeypatch,
+                                                               name, log_likelihood):
+    # a tie went to the first listed choice, where BIG-bench's multiple_choice_grade picks by a hash of the scores in
+    # the file's order: a model scoring its choices alike got another grade than BIG-bench gives it
+    data = json.loads((bigbench_dir / name / "task.json").read_text(encoding="utf-8"))
+    task = task_registry.get_task(f"bigbench_{name}")
+    _rank_by(monkeypatch, log_likelihood)
+    result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=40, keep_predictions=True),
+                            progress=False).results[0]
+    rows = task.load_rows("test")
+    picked, grades, first_listed = [], [], []
+    for prediction in result.predictions:
+        example = data["examples"][rows[prediction["row"]]["idx"]]  # (idx: the example's index in the file)
+        choice = bigbench_pick(example["target_scores"], log_likelihood)
+        picked.append(choice)
+        grades.append(example["target_scores"][choice])
+        first_listed.append(rows[prediction["row"]]["choices"][0])
+    assert [p["prediction"] for p in result.predictions] == picked
+    assert picked != first_listed  # (the tie rule decides here)
+    assert result.metrics["multiple_choice_grade"]["multiple_choice_grade"] == pytest.approx(np.mean(grades))
+
+
+def test_absolute_normalization_breaks_ties_on_the_scores_as_they_are(tmp_path, t5_tokenizer, monkeypatch):
+    # a task.json with absolute_normalization: true has BIG-bench hash its log-probabilities unnormalised: example i's
+    # choices all score -0.1 (i + 1), so their normalised scores are alike (-log 4) and their raw ones are not
+    examples = [{"input": f"q{i}", "target_scores": {f"c{j}_{i}": int(j == i % 4) for j in range(4)}}
+                for i in range(30)]
+
+    def log_likelihood(choice):
+        return -0.1 * (1 + int(choice.split("_")[1]))
+
+    picks = {}
+    for absolute in (False, True):
+        task = load_bigbench_task(_write_task(tmp_path / str(absolute), {
+            "name": "abs", "absolute_normalization": absolute, "examples": examples}))
+        _rank_by(monkeypatch, log_likelihood)
+        result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(keep_predictions=True),
+                                progress=False).results[0]
+        picks[absolute] = [p["prediction"] for p in result.predictions]
+        assert picks[absolute] == [bigbench_pick(e["target_scores"], log_likelihood, absolute) for e in examples]
+    assert [p.split("_")[0] for p in picks[False]] != [p.split("_")[0] for p in picks[True]]
+
+
+def test_an_absolute_normalization_that_is_not_a_boolean_is_refused(tmp_path):
+    folder = _write_task(tmp_path / "absn", {"name": "absn", "absolute_normalization": "yes", "examples": [
+        {"input": "q", "target_scores": {"yes": 1, "no": 0}}]})
+    with pytest.raises(task_registry.TaskDefinitionError, match="'absolute_normalization' must be true or false"):
+        load_bigbench_task(folder)

@@ -32,7 +32,7 @@ from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.few_shot import Demonstrations, ShotsFit, demonstration_split, fit_prompts
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
-from t2t_mtl.evaluation.rank_classification import argmax_first, decoder_passes, score_choices
+from t2t_mtl.evaluation.rank_classification import decoder_passes, score_choices
 from t2t_mtl.evaluation.rank_gathers import RankGathers
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
@@ -286,14 +286,15 @@ def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, worl
 def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
                  progress: Optional[Callable[[int], None]], task_id: Optional[int] = None, *, rank: int = 0,
                  world_size: int = 1, lockstep: bool = False, lengths: Optional[Sequence[int]] = None,
-                 truncation_side: str = "right") -> list[tuple[int, str, int, Optional[list[float]]]]:
+                 truncation_side: str = "right", pick: Callable[[_Example, list[float]], int]
+                 ) -> list[tuple[int, str, int, Optional[list[float]]]]:
     """(position, prediction text, chosen index or -1, choice scores) for each of this rank's `examples`
     (`shard_batches`: rank, rank + world_size, ...; batched longest first by their input `lengths` when given).
 
     `task_id` (None: the model takes none) is passed with every example; an input longer than the limit is cut from
-    its `truncation_side` (the task's `EvalProtocol`). With `lockstep` (ZeRO-3, several
-    ranks) every rank runs the same forward passes: as many batches (padding ones discarded), as many decoder
-    passes per rank-classification batch, generation synced."""
+    its `truncation_side` and rank classification chooses `pick(example, its scores)` (the task's `EvalProtocol`).
+    With `lockstep` (ZeRO-3, several ranks) every rank runs the same forward passes: as many batches (padding ones
+    discarded), as many decoder passes per rank-classification batch, generation synced."""
     batches = shard_batches(len(examples), settings.batch_size, rank, world_size, lockstep=lockstep, lengths=lengths)
     passes = (_lockstep_decoder_passes(examples, settings.batch_size, world_size, lengths)
               if lockstep and mode == "rank" else [0] * len(batches))
@@ -306,7 +307,7 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
                                    length_normalize=settings.length_normalize, batch_size=settings.batch_size,
                                    max_input_length=settings.max_input_length, task_ids=task_ids,
                                    min_decoder_passes=min_passes, truncation_side=truncation_side)
-            chosen = [argmax_first(row) for row in scores]
+            chosen = [pick(e, row) for e, row in zip(chunk, scores)]
             scored = [(e.position, e.answer_choices[k], k, row) for e, k, row in zip(chunk, chosen, scores)]
         else:
             texts = generate_texts(model, tokenizer, [e.inputs for e in chunk], num_beams=settings.num_beams,
@@ -461,7 +462,7 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     local = _score_local(model, tokenizer, examples, mode, settings, progress_bar.update if progress_bar else None,
                          routing_task_id(model, task.name), rank=rank, world_size=world_size, lockstep=lockstep,
                          lengths=None if batch_dependent(model) else lengths,
-                         truncation_side=protocol.truncation_side)
+                         truncation_side=protocol.truncation_side, pick=_picker(protocol, rows, row_ids))
     step = f"task {task.name!r} template {template.name!r}"
     outputs = sorted((gathers or RankGathers(rank, world_size)).gather(local, step))
     if [o[0] for o in outputs] != list(range(len(examples))):
@@ -522,6 +523,18 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                                **({"choice_scores": o[3]} if o[3] is not None else {})}
                               for e, o, p in zip(examples, outputs, predictions)]
     return result
+
+
+def _picker(protocol: Any, rows: datasets.Dataset, row_ids: Optional[Sequence[int]]
+            ) -> Callable[[_Example, list[float]], int]:
+    """The choice rank classification picks for an example with these scores: `protocol.pick` given its source row
+    (of `rows`, whose split indices are `row_ids`, default their positions)."""
+    at = {index: position for position, index in enumerate(row_ids)} if row_ids is not None else None
+
+    def pick(example: _Example, scores: list[float]) -> int:
+        return protocol.pick(scores, rows[example.row_index if at is None else at[example.row_index]])
+
+    return pick
 
 
 def eval_protocol(task: Any) -> Any:
