@@ -12,7 +12,7 @@ BIG-bench's `multiple_choice_grade` does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import TaskDefinitionError
 
@@ -32,9 +32,9 @@ class EvalProtocol:
             raise TaskDefinitionError(f"eval protocol: truncation_side must be one of {TRUNCATION_SIDES} (the side "
                                       f"an over-long input is cut from), got {self.truncation_side!r}")
 
-    def example_rows(self, count: int, max_examples: int) -> List[int]:
+    def example_rows(self, count: int, max_examples: int) -> Sequence[int]:
         """The rows (indices, ascending) of a split of `count` rows that `max_examples` keeps: its first ones."""
-        return list(range(min(count, max_examples)))
+        return range(min(count, max_examples))
 
     def pick(self, scores: Sequence[float], row: Mapping[str, Any]) -> int:
         """The answer choice rank classification picks for the example of source `row` whose listed choices score
