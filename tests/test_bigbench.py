@@ -607,7 +607,7 @@ def test_an_eval_protocol_must_be_one(tmp_path):
 
 
 def bigbench_drawn_examples(data: dict, max_examples: int) -> list:
-    """The distinct examples (their positions among them, ascending) BIG-bench's JsonTask scores given `max_examples`,
+    """The distinct examples BIG-bench's JsonTask scores given `max_examples`, each with its `position` among them,
     written from json_task.py: repeats dropped (json.dumps equality), then `make_nshot_dataset`'s
     `numpy.random.RandomState(42).choice(samples, max_examples, replace=False)` (zero-shot; k-shot draws its queries
     by the same first call)."""
@@ -616,8 +616,7 @@ def bigbench_drawn_examples(data: dict, max_examples: int) -> list:
         if json.dumps(example) not in seen:
             seen.add(json.dumps(example))
             samples.append({"position": len(samples), **example})
-    drawn = np.random.RandomState(42).choice(samples, max_examples, replace=False)
-    return sorted(sample["position"] for sample in drawn)
+    return list(np.random.RandomState(42).choice(samples, max_examples, replace=False))
 
 
 @pytest.mark.parametrize("name", ["social_iqa", "navigate"])
@@ -628,13 +627,11 @@ def test_max_examples_scores_the_examples_bigbench_draws(imported, bigbench_dir,
     seen = _rank_without_a_model(monkeypatch)
     result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_examples=7, keep_predictions=True),
                             progress=False).results[0]
-    expected = bigbench_drawn_examples(data, 7)
+    drawn = bigbench_drawn_examples(data, 7)
+    expected = sorted(sample["position"] for sample in drawn)
     assert expected != list(range(7))
     assert sorted(p["row"] for p in result.predictions) == expected
-    rows = task.load_rows("test")
-    assert sorted(rows[i]["input"] for i in expected) == sorted(text for text in
-                                                                 (rows[p["row"]]["input"] for p in result.predictions))
-    assert all(any(rows[i]["input"] in prompt for prompt in seen) for i in expected)
+    assert all(any(sample["input"].strip() in prompt for prompt in seen) for sample in drawn)  # their own inputs
 
 
 def test_max_examples_of_every_example_or_more_scores_them_all(imported, t5_tokenizer, monkeypatch):
