@@ -4,9 +4,11 @@ experts (`t2t-mtl export --task`), which gives the full model's outputs for that
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
+import yaml
 
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.engine.export import export_model, load_trained_model
@@ -148,5 +150,35 @@ def test_export_task_refuses_token_routing_and_dense_models(tmp_path, tok, capsy
 def test_bad_moe_config_fails_before_tokenizing(tmp_path, tok):
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"moe": {**MOE, "num_expert": 4}})
     with pytest.raises(MoEConfigError, match="did you mean 'num_experts'"):
+        train(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("moe, message", [
+    ({"every": 3}, r"model\.moe\.every=3 with layers='both' selects no layer of a model with 1\+1 layers.*every <= 1"),
+    ({"every": 2, "layers": "decoder"}, r"model\.moe\.every=2 with layers='decoder' selects no layer.*every <= 1")])
+def test_moe_layers_that_select_no_layer_are_refused_before_tokenizing(tmp_path, tok, capsys, moe, message):
+    # was: print-config passed it, and the run said so only once the data was tokenized and DeepSpeed built
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"moe": {**MOE, **moe}})
+    with pytest.raises(MoEConfigError, match=message):
+        train(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli_main(["train", str(path), "--print-config"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_moe_section_over_an_exported_moe_model_is_refused_before_tokenizing(tmp_path, tok):
+    from transformers import AutoTokenizer
+
+    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tok))
+    model = build_model({"dims": dims, "moe": MOE}, vocab_size=len(tokenizer), task_names=TASKS)
+    model.save_pretrained(tmp_path / "moe_model")
+    tokenizer.save_pretrained(tmp_path / "moe_model")
+    model_section = {"name_or_path": str(tmp_path / "moe_model"), "dims": {}, "moe": dict(MOE)}
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model=model_section)
+    with pytest.raises(ValueError, match=r"is already a mixture-of-experts model .*: remove model\.moe"):
         train(cfg)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

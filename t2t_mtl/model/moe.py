@@ -136,8 +136,11 @@ class TaskAwareT5(TaskConditionedT5):
                     block.layer[-1].DenseReluDense = ffn
         layers = [name for name, _ in moe_blocks(self)]
         if not layers:
+            depth = max(getattr(config, "num_layers" if stack == "encoder" else "num_decoder_layers")
+                        for stack in ("encoder", "decoder") if moe.layers in ("both", stack))
             raise MoEConfigError(f"model.moe.every={moe.every} with layers={moe.layers!r} selects no layer of a "
-                                 f"model with {config.num_layers}+{config.num_decoder_layers} layers")
+                                 f"model with {config.num_layers}+{config.num_decoder_layers} layers (layer i of a "
+                                 f"stack is an MoE layer when i+1 is a multiple of every): use every <= {depth}")
         stray = sorted(set(moe.expert_ids) - set(layers))
         if stray:
             raise MoEConfigError(f"model.moe.expert_ids names {stray}, which are not MoE layers of this model "
