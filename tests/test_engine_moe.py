@@ -62,6 +62,12 @@ def test_moe_run_trains_and_logs_aux_loss(moe_run):
         # the aux loss enters once, outside the equal task weighting (1/3 per task); the task losses are the tasks'
         # cross-entropy (was: aux/tasks added to each task's loss, so its strength depended on the weighting)
         assert record["weighted_loss"] == pytest.approx(record["loss"] / 3 + moe["aux_loss"], rel=1e-5)
+        # each MoE layer's expert load of the step's one task: its top-k experts, 1/k of its choices each
+        assert sorted(moe["expert_load"]) == sorted(record["task_examples"])
+        for layers in moe["expert_load"].values():
+            assert sorted(layers) == ["decoder.0", "encoder.0"]
+            for shares in layers.values():
+                assert sorted(shares) == [0.0] * (MOE["num_experts"] - MOE["top_k"]) + [1 / MOE["top_k"]] * MOE["top_k"]
 
 
 def test_task_routed_run_evaluates_held_out_tasks_zero_shot(moe_run):

@@ -836,3 +836,64 @@ def test_build_model_takes_a_moe_config_object_in_a_dict_section():
     model = build_model({"dims": dims, "moe": moe}, vocab_size=64, task_names=TASKS)
     assert isinstance(model, TaskAwareT5)
     assert model.moe_config == MoEConfig(num_experts=3, top_k=1, every=1, routing="task", task_names=TASKS)
+
+
+def _reference_task_counts(block: MoEFeedForward, hidden: torch.Tensor, real: torch.Tensor,
+                           task_ids: torch.Tensor) -> torch.Tensor:
+    """[tasks, E] top-k choices of each task's real tokens, routed by hand from the block's weights."""
+    counts = torch.zeros(len(TASKS), block.moe.num_experts, dtype=torch.int64)
+    for b, t in enumerate(task_ids.tolist()):
+        if block.router is None:  # task routing: every token takes its task's top-k
+            logits = block.task_gate.weight[t].expand(hidden.shape[1], -1)
+        else:
+            logits = hidden[b] @ block.router.weight.t()
+            if block.task_gate is not None:
+                logits = logits + block.task_gate.weight[t]
+        for i in real[b].nonzero().squeeze(1).tolist():
+            for e in torch.topk(logits[i], block.moe.top_k).indices.tolist():
+                counts[t, e] += 1
+    return counts
+
+
+@pytest.mark.parametrize("routing", ["token", "hybrid", "task"])
+def test_task_counts_are_each_tasks_expert_choices_and_moe_stats_report_them_as_shares(routing):
+    # was: only the layers' total counts were kept, so nothing said how each task's tokens used the experts
+    from t2t_mtl.model import moe_stats, moe_stats_dict
+
+    moe = convert_to_moe(_dense(seed=2), {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing,
+                                          "task_names": TASKS, "upcycle": False, "capacity_factor": 0.5,
+                                          "min_capacity": 1, "backend": "reference"}).train()
+    inputs = {}
+    for name, block in moe_blocks(moe):
+        block.register_forward_pre_hook(lambda mod, args, name=name: inputs.__setitem__(name, args[0].detach()))
+    ids, labels = _batch(b=4, src=6, tgt=5, seed=4)
+    ids[1, 4:], labels[3, 3:] = 0, -100  # padding: the encoder's attention mask, the decoder's labels
+    task_ids = torch.tensor([2, 0, 2, 0])  # (task 1 trains in none of the rows)
+    summed = None
+    for _ in range(2):
+        moe(input_ids=ids, attention_mask=ids.ne(0).long(), labels=labels, task_ids=task_ids)
+        want = {}
+        for name, block in moe_blocks(moe):
+            real = ids.ne(0) if name.startswith("encoder") else labels.ne(-100)
+            want[name] = _reference_task_counts(block, inputs[name], real, task_ids)
+            assert torch.equal(block.aux["task_counts"], want[name]), name
+            assert want[name][1].sum() == 0 and want[name].sum() == real.sum() * 2
+        stats = moe_stats(moe)
+        summed = stats if summed is None else summed + stats
+    load = moe_stats_dict(summed, moe)["expert_load"]
+    assert sorted(load) == ["nli", "summ"]
+    for task in ("nli", "summ"):
+        assert sorted(load[task]) == sorted(want)
+        for name, counts in want.items():
+            row = counts[TASKS.index(task)].double()
+            assert load[task][name] == pytest.approx((row / row.sum()).tolist(), abs=1e-12), (task, name)
+
+
+def test_token_routing_without_task_ids_counts_no_task():
+    moe = convert_to_moe(_dense(), {"num_experts": 4, "top_k": 1, "every": 1, "task_names": TASKS}).eval()
+    ids, labels = _batch()
+    moe(input_ids=ids, labels=labels)
+    from t2t_mtl.model import moe_stats, moe_stats_dict
+
+    assert all(block.aux["task_counts"] is None for _, block in moe_blocks(moe))
+    assert moe_stats_dict(moe_stats(moe), moe)["expert_load"] == {}

@@ -555,7 +555,7 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
                 sampler.update({"loss": figures.task_loss})
             extra: Dict[str, Any] = {"epoch": epoch}
             if moe_acc is not None:  # MoE aux loss (in the weighted loss) and routing stats, mean over forwards
-                extra["moe"] = moe_stats_dict(sum_over_ranks(moe_acc))
+                extra["moe"] = moe_stats_dict(sum_over_ranks(moe_acc), engine.module)
             if entropy_acc is not None:  # per-task mean normalised entropy of this step's training forwards
                 entropy = task_means(sum_over_ranks(entropy_acc), task_names)
                 entropy_acc.zero_()

@@ -41,7 +41,9 @@ class MoEFeedForward(nn.Module, TaskConditioned):
     every token is real; `TaskAwareT5` sets it from the stack's padding mask) keeps padding out of the routing:
     padded tokens take no expert capacity, get a zero output under token and hybrid routing, and count in no aux
     statistic. After each call `aux` holds `load_balancing`, `z_loss` (differentiable scalars, over the real
-    tokens), `counts` (assignments per expert) and `dropped` (fraction of (token, slot) pairs over capacity).
+    tokens), `counts` (assignments per expert), `task_counts` ([num_tasks, E]: the assignments of each trained
+    task's real tokens per expert; None under token routing without task ids) and `dropped` (fraction of (token,
+    slot) pairs over capacity).
     """
 
     token_mask: Optional[torch.Tensor] = None
@@ -120,6 +122,23 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         real = mask[:, mask.shape[1] - length:].ne(0)
         return None if bool(real.all()) else real  # (no padding: the unmasked path, without the gathers)
 
+    def _token_task_counts(self, batch: int, length: int, keep: Optional[torch.Tensor], topk_idx: torch.Tensor
+                           ) -> Optional[torch.Tensor]:
+        """int64 [num_tasks, E]: the top-k choices (before any capacity drop) of the routed tokens of each trained task
+        per expert, from `task_ids` (the rows of `UNSEEN_TASK_ID` or another id outside the tasks left out); None
+        without task ids that cover the batch (token routing runs without them)."""
+        ids = self.task_ids
+        if ids is None or not self.moe.num_tasks or ids.numel() == 0 or batch % ids.numel():
+            return None
+        rows = ids.to(device=topk_idx.device, dtype=torch.long).reshape(-1).repeat_interleave(batch // ids.numel())
+        tasks = rows.repeat_interleave(length)
+        if keep is not None:
+            tasks = tasks.index_select(0, keep)
+        trained = tasks.ge(0) & tasks.lt(self.moe.num_tasks)
+        slots = (tasks[:, None] * self.moe.num_experts + topk_idx.long())[trained]
+        return torch.bincount(slots.reshape(-1), minlength=self.moe.num_tasks * self.moe.num_experts).view(
+            self.moe.num_tasks, self.moe.num_experts)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """The experts' output for `hidden` [B, L, d_model], same shape, routed as `moe.routing` says; the call's
         aux losses and routing statistics are left in `aux`."""
@@ -153,6 +172,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             "load_balancing": load_balancing_loss(routed.counts, routed.prob_sums, n, self.moe.top_k),
             "z_loss": router_z_loss(routed.lse),
             "counts": routed.counts.detach(),
+            "task_counts": self._token_task_counts(batch, length, keep, routed.topk_idx),
             "dropped": (n * self.moe.top_k - plan.num_rows) / max(1, n * self.moe.top_k),
         }
         if keep is not None:
@@ -210,11 +230,14 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             n = int(real.sum())
         probs = torch.softmax(logits, -1) if self.moe.score == "softmax" else torch.sigmoid(logits)
         counts = torch.zeros_like(probs).scatter_(1, routed.topk_idx.long(), 1.0)
+        trained = present.ge(0)  # (UNSEEN_TASK_ID has no row in task_counts)
         self.aux = {
             "load_balancing": load_balancing_loss((counts * tokens[:, None]).sum(0), (probs * tokens[:, None]).sum(0),
                                                   n, self.moe.top_k),
             "z_loss": (tokens * routed.lse ** 2).sum() / max(1, n),
             "counts": (counts * tokens[:, None]).sum(0).to(torch.int64),
+            "task_counts": probs.new_zeros(self.moe.num_tasks, self.moe.num_experts).index_add_(
+                0, present[trained], (counts * tokens[:, None])[trained]).to(torch.int64),
             "dropped": 0.0,
         }
         return out
@@ -224,7 +247,9 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         losses, as token routing gives; every expert and the rows' gates stay in the graph (for ZeRO's hooks)."""
         zero = self._task_logits(task_rows, any_unseen).sum() * 0.0
         self.aux = {"load_balancing": zero, "z_loss": zero.clone(), "dropped": 0.0,
-                    "counts": torch.zeros(self.moe.num_experts, dtype=torch.int64, device=hidden.device)}
+                    "counts": torch.zeros(self.moe.num_experts, dtype=torch.int64, device=hidden.device),
+                    "task_counts": torch.zeros(self.moe.num_tasks, self.moe.num_experts, dtype=torch.int64,
+                                               device=hidden.device)}
         return sum(self._expert(e)(hidden).to(hidden.dtype) for e in self.expert_ids)
 
 
