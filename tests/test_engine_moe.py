@@ -188,3 +188,16 @@ def test_a_moe_section_over_an_exported_moe_model_is_refused_before_tokenizing(t
     with pytest.raises(ValueError, match=r"is already a mixture-of-experts model .*: remove model\.moe"):
         train(cfg)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_the_moe_figures_reach_tensorboard_and_wandb(moe_run):
+    # was: they were written to metrics.jsonl only; the TensorBoard (and W&B) scalars had no sign of the aux loss
+    # or of dropped tokens
+    from t2t_mtl.engine.logging import training_scalars
+
+    _, run_dir = moe_run
+    for record in step_records(run_dir).values():
+        scalars = training_scalars(record)
+        for key in ("aux_loss", "load_balancing", "z_loss", "dropped"):
+            assert scalars[f"moe/{key}"] == record["moe"][key]
+        assert not any("expert_load" in tag for tag in scalars)  # (metrics.jsonl only: tasks × layers × experts)
