@@ -758,6 +758,24 @@ def test_capacity_settings_under_task_routing_are_warned_about():
     assert not any("model.moe" in w for w in warnings(routing="task"))
 
 
+def test_capacity_settings_with_dropless_are_warned_about():
+    # was: dropless: true gives every choice an expert row, so capacity_factor and its kin did nothing, with no word
+    from t2t_mtl.engine.run_checks import config_warnings
+
+    def warnings(**moe):
+        return [w for w in config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": moe},
+                                                               "data": {"mixture": "m"}})) if "model.moe" in w]
+
+    assert warnings(dropless=True, capacity_factor=1.0) == [
+        "model.moe.capacity_factor: dropless: true routes every token's top-k choices with no capacity limit, so it "
+        "has no effect"]
+    assert warnings(routing="hybrid", dropless=True, eval_capacity_factor=3.0, min_capacity=2) == [
+        "model.moe.eval_capacity_factor, model.moe.min_capacity: dropless: true routes every token's top-k choices "
+        "with no capacity limit, so they have no effect"]
+    assert warnings(dropless=False, capacity_factor=1.0) == warnings(dropless=True) == []
+    assert len(warnings(routing="task", dropless=True, capacity_factor=1.0)) == 1  # (routing task's own warning)
+
+
 def test_unseen_task_routing_under_token_routing_is_warned_about():
     # was: token routing never reads task ids, so unseen_task_routing (even `error`) did nothing, with no word
     from t2t_mtl.engine.trainer import config_warnings

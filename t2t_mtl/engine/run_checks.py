@@ -247,6 +247,11 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
         out.append(f"model.moe.{', model.moe.'.join(capacity_keys)}: routing task sends every token of a task to "
                    f"its experts with no capacity limit, so {'it has' if len(capacity_keys) == 1 else 'they have'} "
                    f"no effect")
+    idle_capacity = [key for key in capacity_keys if key != "dropless"]
+    if moe.get("dropless") is True and moe.get("routing") != "task" and idle_capacity:
+        out.append(f"model.moe.{', model.moe.'.join(idle_capacity)}: dropless: true routes every token's top-k "
+                   f"choices with no capacity limit, so {'it has' if len(idle_capacity) == 1 else 'they have'} "
+                   f"no effect")
     if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
         out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
                    "whatever its task, so it has no effect (it applies to routing task and hybrid)")
