@@ -201,3 +201,29 @@ def test_the_moe_figures_reach_tensorboard_and_wandb(moe_run):
         for key in ("aux_loss", "load_balancing", "z_loss", "dropped"):
             assert scalars[f"moe/{key}"] == record["moe"][key]
         assert not any("expert_load" in tag for tag in scalars)  # (metrics.jsonl only: tasks × layers × experts)
+
+
+@pytest.mark.parametrize("routing, stage", [("token", 2), ("hybrid", 3)])
+def test_a_resumed_moe_run_continues_as_the_uninterrupted_run(tmp_path, tok, routing, stage):
+    # routers, task gates and experts resume with their optimizer state: the losses, routing figures (capacity drops
+    # included) and weights after the resume are the uninterrupted run's
+    moe = {**MOE, "routing": routing, "capacity_factor": 0.5, "min_capacity": 1}
+
+    def config(run, steps):
+        return tiny_config(tmp_path / run, tok, tmp_path / "cache", model={"moe": moe},
+                           deepspeed={"zero_stage": stage}, training={"steps": steps})
+
+    train(config("whole", 4), evaluate_held_in=False)
+    train(config("cut", 2), evaluate_held_in=False)
+    assert train(config("cut", 4), resume="auto", evaluate_held_in=False).step == 4
+    whole, cut = step_records(tmp_path / "whole"), step_records(tmp_path / "cut")
+    assert sorted(cut) == [1, 2, 3, 4] and any(whole[step]["moe"]["dropped"] > 0 for step in (3, 4))
+    for step in (3, 4):
+        assert cut[step]["task_examples"] == whole[step]["task_examples"]
+        assert cut[step]["loss"] == pytest.approx(whole[step]["loss"], rel=1e-6)
+        load = whole[step]["moe"].pop("expert_load")
+        assert cut[step]["moe"].pop("expert_load") == load  # (shares of the step's counted choices: exact)
+        assert cut[step]["moe"] == pytest.approx(whole[step]["moe"], rel=1e-6)
+    weights = [load_trained_model(tmp_path / run)[0].state_dict() for run in ("whole", "cut")]
+    for name, weight in weights[0].items():
+        torch.testing.assert_close(weights[1][name], weight, rtol=0, atol=1e-6, msg=name)
