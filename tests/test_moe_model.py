@@ -810,6 +810,25 @@ def test_build_model_from_an_exported_moe_folder_keeps_its_experts(tmp_path):
         build_model({"name_or_path": str(tmp_path / "moe"), "moe": {"num_experts": 4}}, task_names=TASKS)
 
 
+def test_a_token_routed_moe_folder_counts_the_expert_load_of_the_tasks_it_is_trained_on_next(tmp_path):
+    # was: it kept the task names of the run that exported it, so the expert load of the new run's tasks was
+    # filed under the old names, or left out for a task id past them
+    from t2t_mtl.model import build_model, moe_stats, moe_stats_dict
+
+    moe = convert_to_moe(_dense(), {"num_experts": 2, "top_k": 1, "every": 1, "task_names": ["old"],
+                                    "unseen_task_routing": "old"})  # (never read under token routing)
+    moe.save_pretrained(tmp_path / "moe")
+    tasks = ["new_a", "new_b"]
+    loaded = build_model({"name_or_path": str(tmp_path / "moe")}, task_names=tasks).eval()
+    ids, labels = _batch(b=2)
+    loaded(input_ids=ids, labels=labels, task_ids=torch.tensor([1, 1]))
+    load = moe_stats_dict(moe_stats(loaded), loaded)["expert_load"]
+    assert list(load) == ["new_b"] and sorted(load["new_b"]) == sorted(name for name, _ in moe_blocks(loaded))
+    loaded.save_pretrained(tmp_path / "next")  # (what its run exports names its tasks)
+    saved = load_t5_or_moe(str(tmp_path / "next")).moe_config
+    assert saved.task_names == tasks and saved.unseen_task_routing == "mean"
+
+
 @pytest.mark.parametrize("moe,match", [
     ("yes", r"model\.moe must be a mapping such as \{num_experts: 8, top_k: 2\}, got 'yes'"),  # was dict()'s error
     (None, r"model\.moe must be a mapping .* got None"),  # was: 'NoneType' object is not iterable

@@ -44,7 +44,7 @@ from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditionedT5, routi
 
 __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
-    "TaskAwareSeq2SeqLMOutput", "UNSEEN_TASK_ID", "UNSEEN_TASK_ROUTINGS", "convert_to_moe",
+    "TaskAwareSeq2SeqLMOutput", "UNSEEN_TASK_ID", "UNSEEN_TASK_ROUTINGS", "adopt_task_names", "convert_to_moe",
     "extract_task_subnetwork", "set_task_ids", "load_t5_or_moe", "moe_blocks", "routing_task_id", "token_masks",
     "batch_dependent",
 ]
@@ -211,6 +211,20 @@ class TaskAwareT5(TaskConditionedT5):
             return ((out[0] + aux,) + out[1:]) if kwargs.get("labels") is not None else out
         loss = out.loss + aux if out.loss is not None else None
         return TaskAwareSeq2SeqLMOutput(**{**out, "loss": loss, "aux_loss": aux})
+
+
+def adopt_task_names(model: TaskAwareT5, task_names: Sequence[str]) -> None:
+    """Name the tasks of a token-routed `model` (one loaded from a folder) as the run that trains it next does: its
+    task ids index them there, which under token routing only the per-task expert counts read. An
+    `unseen_task_routing` naming a task of the old list (never read under token routing) becomes "mean", so the
+    config stays valid. Task and hybrid routing keep theirs: their gate rows belong to those tasks."""
+    cfg = model.moe_config
+    if cfg.routing != "token":
+        return
+    cfg.task_names = list(task_names)
+    if cfg.unseen_task_routing not in (*UNSEEN_TASK_ROUTINGS, *cfg.task_names):
+        cfg.unseen_task_routing = "mean"
+    model.config.moe = cfg.to_dict()
 
 
 def convert_to_moe(model: T5ForConditionalGeneration, moe_cfg: Union[Mapping[str, Any], MoEConfig],

@@ -92,7 +92,7 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
     if not isinstance(model_cfg, ModelConfig):
         model_cfg = model_config_from_dict(model_cfg)
     if model_cfg.name_or_path is not None:
-        from t2t_mtl.model.moe import TaskAwareT5, load_t5_or_moe
+        from t2t_mtl.model.moe import TaskAwareT5, adopt_task_names, load_t5_or_moe
 
         if saved is None:
             saved = check_t5_checkpoint(model_cfg.name_or_path)
@@ -103,6 +103,8 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
                                   f"{one_line(err)}") from None
         if isinstance(model, TaskAwareT5):
             _check_loaded_moe(model, model_cfg, task_names)
+            if task_names is not None:
+                adopt_task_names(model, task_names)
         if vocab_size is not None and model.config.vocab_size < vocab_size:
             raise ModelBuildError(
                 f"model {model_cfg.name_or_path!r} has {model.config.vocab_size} embeddings but the tokenizer has "
