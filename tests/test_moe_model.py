@@ -916,3 +916,33 @@ def test_token_routing_without_task_ids_counts_no_task():
 
     assert all(block.aux["task_counts"] is None for _, block in moe_blocks(moe))
     assert moe_stats_dict(moe_stats(moe), moe)["expert_load"] == {}
+
+
+def test_moe_stats_report_the_share_of_all_the_choices_dropped_over_capacity():
+    # was: the mean of each layer's and each forward's dropped fraction, so a short decoder batch that dropped a few
+    # choices weighed as much as an encoder batch of many times its tokens
+    from t2t_mtl.model import moe_stats, moe_stats_dict
+
+    moe = convert_to_moe(_dense(seed=3), {"num_experts": 4, "top_k": 1, "every": 1, "task_names": TASKS,
+                                          "upcycle": False, "capacity_factor": 0.5, "min_capacity": 1,
+                                          "backend": "reference"}).train()
+    with torch.no_grad():
+        for _, block in moe_blocks(moe):
+            block.router.weight[1] += 0.5 * torch.sign(torch.randn(32))  # skew the routing toward one expert
+    dropped, choices = [], []
+
+    def count(module, inputs, out):  # k = 1: a dropped token's row of the block's output is all zeros
+        dropped.append(int((out.reshape(-1, 32) == 0).all(1).sum()))
+        choices.append(out.shape[0] * out.shape[1])
+
+    for _, block in moe_blocks(moe):
+        block.register_forward_hook(count)
+    summed = None
+    for b, src, tgt in ((2, 12, 3), (6, 4, 9)):
+        ids, labels = _batch(b=b, src=src, tgt=tgt, seed=b)
+        moe(input_ids=ids, labels=labels, task_ids=torch.zeros(b, dtype=torch.long))
+        stats = moe_stats(moe)
+        summed = stats if summed is None else summed + stats
+    fractions = [d / c for d, c in zip(dropped, choices)]
+    assert sum(dropped) > 0 and len(set(fractions)) > 1
+    assert moe_stats_dict(summed, moe)["dropped"] == pytest.approx(sum(dropped) / sum(choices), rel=1e-12)

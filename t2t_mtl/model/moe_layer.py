@@ -42,8 +42,8 @@ class MoEFeedForward(nn.Module, TaskConditioned):
     padded tokens take no expert capacity, get a zero output under token and hybrid routing, and count in no aux
     statistic. After each call `aux` holds `load_balancing`, `z_loss` (differentiable scalars, over the real
     tokens), `counts` (assignments per expert), `task_counts` ([num_tasks, E]: the assignments of each trained
-    task's real tokens per expert; None under token routing without task ids) and `dropped` (fraction of (token,
-    slot) pairs over capacity).
+    task's real tokens per expert; None under token routing without task ids), `dropped` (fraction of (token,
+    slot) pairs over capacity) and `choices` (how many (token, slot) pairs were routed: real tokens × top_k).
     """
 
     token_mask: Optional[torch.Tensor] = None
@@ -174,6 +174,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             "counts": routed.counts.detach(),
             "task_counts": self._token_task_counts(batch, length, keep, routed.topk_idx),
             "dropped": (n * self.moe.top_k - plan.num_rows) / max(1, n * self.moe.top_k),
+            "choices": n * self.moe.top_k,
         }
         if keep is not None:
             out = out.new_zeros(batch * length, d_model).index_copy(0, keep, out)
@@ -239,6 +240,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             "task_counts": probs.new_zeros(self.moe.num_tasks, self.moe.num_experts).index_add_(
                 0, present[trained], (counts * tokens[:, None])[trained]).to(torch.int64),
             "dropped": 0.0,
+            "choices": n * self.moe.top_k,
         }
         return out
 
@@ -246,7 +248,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         """Task routing of a batch without tokens (no rows, or rows of length 0): the empty output and zero aux
         losses, as token routing gives; every expert and the rows' gates stay in the graph (for ZeRO's hooks)."""
         zero = self._task_logits(task_rows, any_unseen).sum() * 0.0
-        self.aux = {"load_balancing": zero, "z_loss": zero.clone(), "dropped": 0.0,
+        self.aux = {"load_balancing": zero, "z_loss": zero.clone(), "dropped": 0.0, "choices": 0,
                     "counts": torch.zeros(self.moe.num_experts, dtype=torch.int64, device=hidden.device),
                     "task_counts": torch.zeros(self.moe.num_tasks, self.moe.num_experts, dtype=torch.int64,
                                                device=hidden.device)}

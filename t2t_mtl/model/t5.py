@@ -167,9 +167,9 @@ MOE_STATS = ("aux_loss", "load_balancing", "z_loss", "dropped")
 def moe_stats(model: Any) -> Optional[torch.Tensor]:
     """The MoE layers' statistics of the model's last forward, or None for a dense model.
 
-    float64 [len(MOE_STATS) + layers·tasks·E + 1]: the weighted aux loss (what the model added to the training
-    loss), the sums over layers of the load-balancing and z losses, the mean fraction of dropped (token, slot)
-    pairs, each MoE layer's [tasks, E] counts of the (token, slot) choices of each trained task per expert (layers in
+    float64 [len(MOE_STATS) + 1 + layers·tasks·E + 1]: the weighted aux loss (what the model added to the training
+    loss), the sums over layers of the load-balancing and z losses, of the dropped (token, slot) choices and of all
+    the choices, each MoE layer's [tasks, E] counts of the choices of each trained task per expert (layers in
     `moe_blocks` order; zeros where a layer counted none), and a trailing 1 — so the vectors of several
     micro-batches / ranks can be summed and then read by `moe_stats_dict`.
     """
@@ -180,34 +180,38 @@ def moe_stats(model: Any) -> Optional[torch.Tensor]:
     cfg = model.moe_config
     layers = [block.aux for _, block in moe_blocks(model)]
     blocks = [aux for aux in layers if aux]
-    out = torch.zeros(len(MOE_STATS) + len(layers) * cfg.num_tasks * cfg.num_experts + 1, dtype=torch.float64)
+    load = len(MOE_STATS) + 1  # where the counts start
+    out = torch.zeros(load + len(layers) * cfg.num_tasks * cfg.num_experts + 1, dtype=torch.float64)
     if not blocks:
         return out
     out[0] = float(model.moe_aux_loss().detach())
     out[1] = sum(float(aux["load_balancing"].detach()) for aux in blocks)
     out[2] = sum(float(aux["z_loss"].detach()) for aux in blocks)
-    out[3] = sum(float(aux["dropped"]) for aux in blocks) / len(blocks)
+    out[3] = sum(round(aux["dropped"] * aux["choices"]) for aux in blocks)
+    out[4] = sum(aux["choices"] for aux in blocks)
     counts = [aux.get("task_counts") for aux in layers]
     given = [c for c in counts if c is not None]
     if cfg.num_tasks and given:
         zeros = torch.zeros_like(given[0])
-        out[len(MOE_STATS):-1] = torch.stack([zeros if c is None else c for c in counts]).reshape(-1).cpu()  # one copy
+        out[load:-1] = torch.stack([zeros if c is None else c for c in counts]).reshape(-1).cpu()  # one copy
     out[-1] = 1.0
     return out
 
 
 def moe_stats_dict(summed: torch.Tensor, model: Any) -> Dict[str, Any]:
-    """{stat: mean} from a sum of `moe_stats` vectors of `model` (empty when no MoE forward was counted), with
-    `expert_load`: {task: {layer: [share of the task's (token, slot) choices that went to each expert]}} for the
-    trained tasks the forwards routed (none without task ids)."""
+    """From a sum of `moe_stats` vectors of `model` (empty when no MoE forward was counted): the means over the
+    forwards of the aux, load-balancing and z losses, `dropped` (the share of all their (token, slot) choices, over
+    every MoE layer, dropped over capacity) and `expert_load`: {task: {layer: [share of the task's (token, slot)
+    choices that went to each expert]}} for the trained tasks the forwards routed (none without task ids)."""
     from t2t_mtl.model.moe import moe_blocks
 
     count = float(summed[-1])
     if not count:
         return {}
-    out: Dict[str, Any] = {name: float(summed[i]) / count for i, name in enumerate(MOE_STATS)}
+    out: Dict[str, Any] = {name: float(summed[i]) / count for i, name in enumerate(MOE_STATS[:3])}
+    out["dropped"] = float(summed[3]) / float(summed[4]) if summed[4] else 0.0
     cfg, layers = model.moe_config, [name for name, _ in moe_blocks(model)]
-    counts = summed[len(MOE_STATS):-1].reshape(len(layers), cfg.num_tasks, cfg.num_experts)
+    counts = summed[len(MOE_STATS) + 1:-1].reshape(len(layers), cfg.num_tasks, cfg.num_experts)
     out["expert_load"] = {task: {layer: (counts[i, t] / counts[i, t].sum()).tolist() for i, layer in enumerate(layers)
                                  if counts[i, t].sum() > 0}
                           for t, task in enumerate(cfg.task_names or []) if counts[:, t].sum() > 0}
