@@ -500,6 +500,15 @@ def test_config_values_of_the_wrong_type_name_the_key(key, value):
         MoEConfig.from_dict({key: value})
 
 
+@pytest.mark.parametrize("key, value, want", [("min_capacity", -2, "an integer >= 0"),
+                                              ("capacity_factor", -1.0, "a finite number > 0"),
+                                              ("eval_capacity_factor", 0, "a finite number > 0")])
+def test_negative_capacities_name_the_key_and_what_it_takes(key, value, want):
+    # was: min_capacity -2 was told to be 'a finite number >= 0', though 2.5 is refused as not an integer
+    with pytest.raises(MoEConfigError, match=f"model.moe.{key}={value}: must be {want}"):
+        MoEConfig.from_dict({key: value})
+
+
 @pytest.mark.parametrize("key, value", [("capacity_factor", float("inf")), ("eval_capacity_factor", float("nan")),
                                         ("aux_loss_coef", float("inf")), ("z_loss_coef", float("nan"))])
 def test_non_finite_factors_and_coefficients_name_the_key(key, value):

@@ -131,9 +131,11 @@ class MoEConfig:
         for key in ("capacity_factor", "eval_capacity_factor"):
             if not 0 < getattr(self, key) < math.inf:
                 bad(key, "must be a finite number > 0 (for no capacity limit set dropless: true)")
-        for key in ("aux_loss_coef", "z_loss_coef", "min_capacity"):
+        for key in ("aux_loss_coef", "z_loss_coef"):
             if not 0 <= getattr(self, key) < math.inf:
                 bad(key, "must be a finite number >= 0")
+        if self.min_capacity < 0:
+            bad("min_capacity", "must be an integer >= 0")
         if self.routing in ("task", "hybrid") and not self.task_names:
             bad("task_names", f"routing={self.routing!r} needs the list of training task names "
                               "(task_ids index it)")
