@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from t2t_mtl.cli.common import path_argument
+from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "folded into the weights (a plain T5 without LoRA). A registered task the model was "
                              "not trained on (held out) gets the experts of model.moe.unseen_task_routing and the "
                              "mean adapter")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, **{READS_NO_DATASETS: True})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import sys
 from typing import Optional
 
 from t2t_mtl.cli.common import path_argument
+from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
 from t2t_mtl.wording import counted
 
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--density", type=float, default=None,
                         help="(ties) fraction of each task vector's entries kept, by magnitude over the whole model "
                              "(default 0.2)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, **{READS_NO_DATASETS: True})
 
 
 def option_error(args: argparse.Namespace) -> Optional[str]:

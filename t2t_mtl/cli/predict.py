@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 
 from t2t_mtl.cli.common import (add_decoding_options, add_task_module_option, add_tasks_dir_option, below_one,
                                 decoding_settings, fail, ignored_scoring_option, path_argument, resolve_device)
+from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_task_module_option(parser, help_text="a Python module that registers tasks when imported, for the "
                                              "postprocess of the inputs' task: a module name on sys.path or a .py "
                                              "file's path (repeatable; default: the run's data.task_modules)")
-    parser.set_defaults(func=run_predict)
+    parser.set_defaults(func=run_predict, **{READS_NO_DATASETS: True})
 
 
 def _jsonl(args: argparse.Namespace) -> bool:
