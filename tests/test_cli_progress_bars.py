@@ -62,6 +62,16 @@ def preview_command(workspace) -> list[str]:
             "--tasks-dir", str(workspace / "tasks")]
 
 
+def run_preview_in_process(workspace) -> int:
+    """`main` of `preview_command`, its tasks registered and data folder set for the call only."""
+    with task_registry.isolated_registry():
+        previous = task_registry.get_data_dir()
+        try:
+            return main(preview_command(workspace))
+        finally:
+            task_registry.set_data_dir(previous)
+
+
 def test_a_command_run_from_the_shell_draws_no_datasets_bar(workspace):
     # was: 'Generating train split: 3 examples [...]' and 'render bars_qa/train: 100%|...| 2/2' on stderr around
     # a two-row preview (mixture overlap and tokenizer train drew one per split they read)
@@ -77,12 +87,7 @@ def test_a_command_run_in_process_draws_no_datasets_bar_unless_the_switch_asks(s
                                                                                 monkeypatch, capsys):
     if switch is not None:  # (datasets read it at its import: here the switch keeps the bars it found shown)
         monkeypatch.setenv(DATASETS_SWITCH, switch)
-    with task_registry.isolated_registry():
-        previous = task_registry.get_data_dir()
-        try:
-            assert main(preview_command(workspace)) == 0
-        finally:
-            task_registry.set_data_dir(previous)
+    assert run_preview_in_process(workspace) == 0
     captured = capsys.readouterr()
     assert "question: q1" in captured.out
     shown = bar_lines(captured.err)
@@ -113,12 +118,7 @@ def test_train_draws_datasets_bars_only_with_its_own_progress_bar(progress_bar, 
 def test_a_command_run_in_process_leaves_datasets_bars_as_it_found_them(shown, workspace, datasets_bars):
     # was: main([...]) of any command but train called datasets' disable_progress_bars for the rest of the process
     (enable_progress_bars if shown else disable_progress_bars)()
-    with task_registry.isolated_registry():
-        previous = task_registry.get_data_dir()
-        try:
-            assert main(preview_command(workspace)) == 0
-        finally:
-            task_registry.set_data_dir(previous)
+    assert run_preview_in_process(workspace) == 0
     assert is_progress_bar_enabled() is shown
 
 
