@@ -392,15 +392,19 @@ class BigBenchEvalProtocol(EvalProtocol):
         JsonTask scores the choices in the order of the file's `target_scores` (the row's `choice_file_positions`)
         and, unless the task sets `absolute_normalization`, normalises them over the choices (less their logsumexp);
         the highest wins, and of several the one at the sha256 hash of the scores' float64 bytes modulo their
-        count."""
+        count. Scores without a highest (a NaN among them, or all -inf before the normalisation: BIG-bench's argmax
+        then divides by zero) get the default pick, the first listed of the highest, as any other task's."""
         positions = row["choice_file_positions"]
         in_file = numpy.empty(len(scores))
         in_file[positions] = scores
         if not self.absolute_normalization:
             from scipy.special import logsumexp  # (scipy: a dependency of the metrics)
 
-            in_file = in_file - logsumexp(in_file)
+            with numpy.errstate(invalid="ignore"):  # (all -inf: NaN, left to the default pick below)
+                in_file = in_file - logsumexp(in_file)
         best = numpy.flatnonzero(in_file == in_file.max())
+        if not len(best):  # (a model whose outputs are not finite: scored as the default scores it, not a crash)
+            return super().pick(scores, row)
         chosen = best[int(hashlib.sha256(in_file.tobytes()).hexdigest(), 16) % len(best)]
         return positions.index(int(chosen))
 

@@ -722,3 +722,18 @@ def test_an_absolute_normalization_that_is_not_a_boolean_is_refused(tmp_path):
         {"input": "q", "target_scores": {"yes": 1, "no": 0}}]})
     with pytest.raises(task_registry.TaskDefinitionError, match="'absolute_normalization' must be true or false"):
         load_bigbench_task(folder)
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("-inf")], ids=["nan", "minus-inf"])
+def test_choices_without_a_highest_score_get_the_first_listed_choice(tmp_path, t5_tokenizer, monkeypatch, score):
+    # a model whose outputs are not finite scores every choice NaN (or -inf, NaN once normalised): BIG-bench's tie
+    # rule found no highest choice and the evaluation stopped on ZeroDivisionError (integer modulo by zero); such
+    # an example gets the first listed choice, as the default protocol of every other task gives it
+    examples = [{"input": f"q{i}", "target_scores": {f"c{j}_{i}": int(j == i % 3) for j in range(3)}}
+                for i in range(6)]
+    task = load_bigbench_task(_write_task(tmp_path / "nonfinite", {"name": "nonfinite", "examples": examples}))
+    _rank_by(monkeypatch, lambda choice: score)
+    result = evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(keep_predictions=True), progress=False).results[0]
+    rows = task.load_rows("test")
+    assert [p["prediction"] for p in result.predictions] == [rows[p["row"]]["choices"][0] for p in result.predictions]
+    assert len(result.predictions) == len(examples)
