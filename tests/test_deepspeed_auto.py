@@ -43,6 +43,24 @@ def test_auto_values_of_a_whole_json_are_the_training_sections(tmp_path):
     assert ds["zero_optimization"] == HF_JSON["zero_optimization"]  # explicit values kept as written
 
 
+@pytest.mark.parametrize("scheduler", ["WarmupLR", "WarmupDecayLR"])
+def test_an_auto_warmup_num_steps_without_warmup_is_one_step_as_the_trainer_fills_it(tmp_path, scheduler):
+    # was: refused as 'warmup_num_steps must be a positive integer, got 0' (DeepSpeed's check) for training.warmup 0,
+    # the default, though the JSON said "auto" and the HF Trainer runs it: it fills max(1, warmup steps)
+    # (transformers' integrations/deepspeed.py, trainer_config_finalize)
+    ds = {**HF_JSON, "scheduler": {"type": scheduler, "params": {**HF_JSON["scheduler"]["params"]}}}
+    if scheduler == "WarmupLR":
+        del ds["scheduler"]["params"]["total_num_steps"]
+    for warmup, trainers in ((0, 1), (1, 1), (7, 7)):
+        cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                                "training": {**TRAINING, "warmup": warmup, "output_dir": str(tmp_path / "run")},
+                                "deepspeed": {"config": _json(tmp_path, ds)}})
+        assert build_deepspeed_config(cfg, world_size=1)["scheduler"]["params"]["warmup_num_steps"] == trainers
+    written = {**ds, "scheduler": {"type": scheduler, "params": {**ds["scheduler"]["params"], "warmup_num_steps": 0}}}
+    with pytest.raises(ConfigError, match="warmup_num_steps must be a positive integer, got 0"):  # a 0 written stays
+        build_deepspeed_config(_config(tmp_path, config=_json(tmp_path, written)), world_size=1)
+
+
 def test_auto_in_deepspeed_extra_is_filled_too(tmp_path):
     ds = build_deepspeed_config(_config(tmp_path, extra={"gradient_clipping": "auto",
                                                          "optimizer": {"params": {"lr": "auto"}}}), world_size=1)

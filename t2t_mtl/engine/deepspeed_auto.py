@@ -33,7 +33,8 @@ def auto_sources(cfg: Config, precision: Callable[[], str]) -> Dict[Tuple[str, .
     """What fills "auto" at each key path of a DeepSpeed config for `cfg` (`precision()`: the precision it trains
     in, resolved only where a bf16/fp16 `enabled` asks). ZeRO's bucket sizes follow the Trainer's rule on the hidden
     size h: reduce_bucket_size h², stage3_prefetch_bucket_size int(0.9·h²), stage3_param_persistence_threshold 10·h
-    (filled at any stage: DeepSpeed reads the stage3_ ones at ZeRO-3 only, where the Trainer fills them)."""
+    (filled at any stage: DeepSpeed reads the stage3_ ones at ZeRO-3 only, where the Trainer fills them); the warmup
+    scheduler's warmup_num_steps is max(1, training.warmup), the Trainer's max(1, warmup steps)."""
     t, zero = cfg.training, "zero_optimization"
     size = functools.cache(lambda: hidden_size(cfg))  # (a pretrained model's config.json read once)
     return {("gradient_clipping",): lambda: t.clip,
@@ -44,7 +45,8 @@ def auto_sources(cfg: Config, precision: Callable[[], str]) -> Dict[Tuple[str, .
             ("fp16", "enabled"): lambda: precision() == "fp16",
             ("scheduler", "params", "warmup_min_lr"): lambda: 0.0,
             ("scheduler", "params", "warmup_max_lr"): lambda: t.lr,
-            ("scheduler", "params", "warmup_num_steps"): lambda: t.warmup,
+            # at least 1, as the Trainer fills it: DeepSpeed refuses 0, training.warmup's default
+            ("scheduler", "params", "warmup_num_steps"): lambda: max(1, t.warmup),
             ("scheduler", "params", "total_num_steps"): lambda: t.steps,
             (zero, "reduce_bucket_size"): lambda: size() ** 2,
             (zero, "stage3_prefetch_bucket_size"): lambda: int(0.9 * size() ** 2),
