@@ -75,7 +75,8 @@ def test_a_misspelt_path_gets_the_existing_path_it_is_close_to(argv, meant, tmp_
 def test_an_empty_item_of_a_comma_list_is_refused_naming_the_option_and_its_position(argv, named, tmp_path, capsys,
                                                                                       monkeypatch):
     # was: dropped silently (`eval --tasks a,,b` scored a and b, as if the empty name were not there)
-    stub = type("Model", (), {"to": lambda self, device: self})()  # eval reads the tasks once the model is loaded
+    stub = type("Model", (), {"to": lambda self, device: self})()  # eval reads the tasks once the meta is read
+    monkeypatch.setattr("t2t_mtl.evaluation.checkpoint_meta", lambda path: {})
     monkeypatch.setattr("t2t_mtl.evaluation.load_checkpoint", lambda path: (stub, None, {}))
     code = main([part.replace("{tmp}", str(tmp_path)) for part in argv])
     err = capsys.readouterr().err

@@ -559,9 +559,37 @@ def test_cli_eval_names_a_split_option_a_task_lacks_before_scoring(checkpoint, d
         task_registry.register_task(toy_task(data_file))
         assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity,toy_sentiment", "--max-examples",
                          "2", "--no-progress", *options]) == 2
-    err = capsys.readouterr().err  # (after transformers' progress bar of loading the weights)
-    assert err.endswith(f"\nerror: {expected}: task 'toy_sentiment' has no such split; its splits are "
-                        f"['validation']\n") and err.count("error:") == 1, err
+    err = capsys.readouterr().err  # (before the weights load: no transformers progress bar)
+    assert err == f"error: {expected}: task 'toy_sentiment' has no such split; its splits are ['validation']\n", err
+
+
+@pytest.mark.parametrize("run_scoring, options, source", [
+    ("rank", [], "the run's evaluation.scoring rank"), (None, ["--scoring", "rank"], "--scoring rank")])
+def test_cli_eval_ranking_a_template_without_answer_choices_is_refused_before_the_model_loads(
+        checkpoint, data_file, tmp_path, monkeypatch, capsys, run_scoring, options, source):
+    # was: refused by the runner once the model was loaded ("task 'toy_sentiment' template 'free' has examples
+    # without answer choices"), as a training config's was after training before evaluation_plan checked it
+    import t2t_mtl.evaluation
+
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    if run_scoring:  # (an exported run's meta holds its config)
+        (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"evaluation": {"scoring": run_scoring}}}))
+    loads = []
+    real_load = t2t_mtl.evaluation.load_checkpoint
+    monkeypatch.setattr(t2t_mtl.evaluation, "load_checkpoint", lambda path: loads.append(path) or real_load(path))
+    argv = ["eval", "--checkpoint", str(model), "--tasks", "toy_sentiment", "--max-examples", "2", "--no-progress"]
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        assert cli_main(argv + options) == 2
+        assert loads == []
+        assert capsys.readouterr().err == (
+            f"error: {source} ranks each example's answer choices, and task 'toy_sentiment' template(s) 'free' have "
+            f"no answer_choices, so rank classification cannot score them; pass --scoring auto (rank where a template "
+            f"has choices, generation elsewhere) or --scoring generate\n")
+        # the templates with choices are ranked as asked; --scoring auto scores the rest by generation
+        assert cli_main(argv + options + ["--template", "choices"]) == 0 and len(loads) == 1
+        assert cli_main(argv + ["--scoring", "auto", "--max-new-tokens", "2"]) == 0 and len(loads) == 2
 
 
 def test_cli_eval_refuses_unusable_arguments_before_evaluating(checkpoint, data_file, tmp_path, capsys):
@@ -1303,8 +1331,9 @@ def _eval_settings_seen(monkeypatch, checkpoint, config, attribute: str) -> dict
 
     model, tokenizer, _ = load_checkpoint(checkpoint)
     seen = {}
-    monkeypatch.setattr(evaluation, "load_checkpoint",
-                        lambda path: (model, tokenizer, {"config": config} if config else {}))
+    meta = {"config": config} if config else {}
+    monkeypatch.setattr(evaluation, "checkpoint_meta", lambda path: meta)
+    monkeypatch.setattr(evaluation, "load_checkpoint", lambda path: (model, tokenizer, meta))
 
     def fake_evaluate(model, tokenizer, tasks, settings, **kwargs):
         seen["eval"], seen["settings"] = getattr(settings, attribute), settings

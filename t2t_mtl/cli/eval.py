@@ -187,6 +187,23 @@ def check_splits(names: Sequence[str], split: Optional[str], shots_split: Option
                 raise ValueError(f"{option} {value!r}: task {name!r} has no such split; its splits are {splits}")
 
 
+def check_rankable(names: Sequence[str], settings: Any, from_run: bool) -> None:
+    """ValueError naming each task and template without answer_choices when `settings.scoring` is rank (the run's
+    evaluation.scoring when `from_run`, else --scoring), before the model is loaded (as a training config's
+    evaluation section is checked): rank classification cannot score such a template."""
+    if settings.scoring != "rank":
+        return
+    import task_registry
+    from t2t_mtl.evaluation.runner import unrankable_templates
+
+    problems = unrankable_templates([task_registry.get_task(name) for name in names], settings)
+    if problems:
+        source = "the run's evaluation.scoring rank" if from_run else "--scoring rank"
+        raise ValueError(f"{source} ranks each example's answer choices, and {'; '.join(problems)} have no "
+                         f"answer_choices, so rank classification cannot score them; pass --scoring auto (rank where "
+                         f"a template has choices, generation elsewhere) or --scoring generate")
+
+
 def distinct_names(reports: list, paths: Sequence[str], name: str) -> list:
     """The earlier `--compare` reports, each one whose model name repeats another's (or this run's `name`)
     renamed `NAME (PATH)`, so the comparison columns are distinct; the same report given twice is an error."""
@@ -225,7 +242,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     import task_registry
     from t2t_mtl.engine.distributed import join_gloo_group, refuse_failed_start
-    from t2t_mtl.evaluation import EvalSettings, evaluate_tasks, load_checkpoint, read_report, to_markdown
+    from t2t_mtl.evaluation import (EvalSettings, checkpoint_meta, evaluate_tasks, load_checkpoint, read_report,
+                                    to_markdown)
     from t2t_mtl.evaluation.report import comparison_markdown
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length", "max_examples"))
@@ -272,11 +290,10 @@ def _run_eval(args: argparse.Namespace) -> int:
                 refuse_non_empty_dir(args.out, "--out")
         name = args.name or str(args.checkpoint)
         others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
-        model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        meta = checkpoint_meta(args.checkpoint)  # (the run's settings and tasks, checked before the model loads)
         run_data_dir = None if args.data_dir or args.bigbench else _run_data_dir(meta)
         if run_data_dir:  # (where the run read its hub datasets)
             task_registry.set_data_dir(run_data_dir)
-        model.to(device)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples,
                                 scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
                                 **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
@@ -287,6 +304,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         if args.template:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
         check_splits(tasks, args.split, args.shots_split)
+        check_rankable(tasks, settings, args.scoring is None)
+        model, tokenizer, _ = load_checkpoint(args.checkpoint)
+        model.to(device)
         env = join_gloo_group()  # every rank ready, or told which one is not
         refuse_failed_start(env, "the evaluation", "an option, checkpoint, task or path", "checkpoint, tasks and paths")
         rank, world_size = env.rank, env.world_size

@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from t2t_mtl.config import ConfigError, config_from_dict, tokenizer_source
+from t2t_mtl.config import Config, ConfigError, config_from_dict, tokenizer_source
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import ModelBuildError, build_model
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
@@ -110,17 +110,11 @@ def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], pr
 def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
     """(model in fp32 with the checkpoint's weights — shared LoRA adapters folded into their weights —, the run's
     tokenizer, meta)."""
-    import yaml
-
     from t2t_mtl.tokenizer import load_tokenizer
 
     ckpt = Path(ckpt)
     run = _run_dir_of(ckpt)
-    try:
-        cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()) or {})
-    except (yaml.YAMLError, ConfigError) as err:
-        raise CheckpointError(f"{run / 'config.yaml'} is not a valid run config ({err}); the model cannot be "
-                              f"rebuilt without it: restore or fix the file") from None
+    cfg = _run_config(run)
     meta = read_meta(ckpt)
     # the run's own copy of its tokenizer (trained for it, configured, or with TE⊕ENC's task tokens); runs written
     # before runs kept a copy of a configured tokenizer read the configured folder
@@ -148,8 +142,23 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
         raise CheckpointError(f"{ckpt}: weights do not fit the run's model (missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]})")
     merge_lora(model)  # LoRA adapters folded into their weights: a plain T5 (MoE) model, same outputs
-    meta = {**meta, "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
-    return model.eval(), tokenizer, meta
+    return model.eval(), tokenizer, _checkpoint_meta(ckpt, run, cfg)
+
+
+def _run_config(run: Path) -> Config:
+    """The run's config (`run`/config.yaml); a CheckpointError says the model cannot be rebuilt without it."""
+    import yaml
+
+    try:
+        return config_from_dict(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    except (yaml.YAMLError, ConfigError) as err:
+        raise CheckpointError(f"{run / 'config.yaml'} is not a valid run config ({err}); the model cannot be "
+                              f"rebuilt without it: restore or fix the file") from None
+
+
+def _checkpoint_meta(ckpt: Path, run: Path, cfg: Config) -> Dict[str, Any]:
+    """A checkpoint's meta.json with its path, its run's folder and config (`cfg`, as a dict)."""
+    return {**read_meta(ckpt), "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
 
 
 def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, overwrite: bool = True) -> Path:
@@ -284,10 +293,30 @@ def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Di
         from t2t_mtl.tokenizer import load_tokenizer
 
         try:
-            meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
-            return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), meta
+            return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), _folder_meta(path)
         except (OSError, ValueError, KeyError, SafetensorError) as err:  # (as evaluation's load_checkpoint)
             raise ExportError(f"model folder {path} could not be loaded: {one_line(err)}; pass a folder written "
                               f"whole by save_pretrained or `t2t-mtl export`, a run directory or a checkpoint"
                               ) from None
     return model_from_checkpoint(_checkpoint_of(path))
+
+
+def trained_model_meta(path: Union[str, Path]) -> Dict[str, Any]:
+    """The meta `load_trained_model(path)` returns (a run's or checkpoint's with the run's config, or an exported
+    folder's t2t_mtl_meta.json), read without building the model or loading weights: what a command needs to choose
+    and check its settings before the load. Raises ExportError (CheckpointError for a run's config it cannot read)
+    where `load_trained_model` would for the path."""
+    path = Path(path)
+    if (path / "config.json").exists():
+        try:
+            return _folder_meta(path)
+        except (OSError, ValueError) as err:
+            raise ExportError(f"model folder {path}: its {META_FILE} could not be read: {one_line(err)}") from None
+    ckpt = _checkpoint_of(path)
+    run = _run_dir_of(ckpt)
+    return _checkpoint_meta(ckpt, run, _run_config(run))
+
+
+def _folder_meta(path: Path) -> Dict[str, Any]:
+    """An exported model folder's t2t_mtl_meta.json ({} for a folder without one)."""
+    return json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}

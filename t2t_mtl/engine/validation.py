@@ -326,14 +326,9 @@ def refuse_unrankable_templates(names: Sequence[str], settings: Any) -> None:
     without `answer_choices`: `evaluation.scoring: rank` cannot score it, and the runner would refuse it only after
     training (a base config's `scoring: rank`, as the quickstart's, applies to the tasks a layer adds)."""
     import task_registry
-    from t2t_mtl.evaluation.runner import evaluated_templates
+    from t2t_mtl.evaluation.runner import unrankable_templates
 
-    problems = []
-    for name in names:
-        templates = [t.name for t in evaluated_templates(task_registry.get_task(name), settings)
-                     if t.answer_choices is None]
-        if templates:
-            problems.append(f"task {name!r} template(s) {', '.join(map(repr, templates))}")
+    problems = unrankable_templates([task_registry.get_task(name) for name in names], settings)
     if problems:
         raise ConfigError(f"evaluation.scoring rank ranks each example's answer choices, and {'; '.join(problems)} "
                           f"have no answer_choices, so rank classification cannot score them; set "

@@ -3,7 +3,7 @@ per-template results with median/mean per task, decaScore and macro average, JSO
 sharded over ranks; and `predict` for free-form inputs.
 """
 from t2t_mtl.evaluation.aggregate import TaskSummary, compare, summarize, summarize_task
-from t2t_mtl.evaluation.checkpoint import load_checkpoint
+from t2t_mtl.evaluation.checkpoint import checkpoint_meta, load_checkpoint
 from t2t_mtl.evaluation.errors import (CheckpointError, EvaluationError, MetricRegistrationError, NoAnswerChoicesError,
                                        RankFailedError, RanksStoppedError, UnknownMetricError)
 from t2t_mtl.evaluation.generation import generate_texts
@@ -17,7 +17,7 @@ from t2t_mtl.evaluation.runner import EvalSettings, evaluate_tasks, init_distrib
 from t2t_mtl.evaluation.scoring import score_predictions
 
 __all__ = [
-    "TaskSummary", "compare", "summarize", "summarize_task", "load_checkpoint",
+    "TaskSummary", "compare", "summarize", "summarize_task", "checkpoint_meta", "load_checkpoint",
     "CheckpointError", "EvaluationError", "MetricRegistrationError", "NoAnswerChoicesError", "RankFailedError",
     "RanksStoppedError", "UnknownMetricError",
     "generate_texts", "METRICS", "compute_metric", "load_metric", "register_metric", "rank_classify", "score_choices",

@@ -39,15 +39,7 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
     model folders, with their training meta when they have one). A folder with a config.json is checked to hold a
     T5-family model first.
     """
-    path = Path(path)
-    if not path.exists():  # (predict imports no task_registry otherwise: slow, and only wanted for the hint)
-        from task_registry.path_hints import path_hint
-
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist{path_hint(path)}")
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a folder (a run dir, checkpoint dir or HF folder)")
-    if (path / "config.json").is_file():
-        _check_hf_folder(path)
+    path = _checked_folder(path)
     from t2t_mtl.engine.export import load_trained_model
 
     try:
@@ -60,3 +52,32 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
                               f"T5-family encoder-decoder ({', '.join(SUPPORTED_MODEL_TYPES)})")
     model.eval()
     return model, tokenizer, dict(meta or {}, path=str(path))
+
+
+def checkpoint_meta(path: Union[str, Path]) -> dict[str, Any]:
+    """The meta `load_checkpoint(path)` returns (with the run's config under "config"), read without loading the
+    model or tokenizer, so that the settings and tasks it chooses are checked first; a CheckpointError as
+    `load_checkpoint`'s for a path that is no checkpoint."""
+    path = _checked_folder(path)
+    from t2t_mtl.engine.export import trained_model_meta
+
+    try:
+        meta = trained_model_meta(path)
+    except LOAD_ERRORS as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {one_line(error)}") from error
+    return dict(meta, path=str(path))
+
+
+def _checked_folder(path: Union[str, Path]) -> Path:
+    """`path` as a Path; a CheckpointError when it is missing, not a folder, or a model folder not holding a
+    T5-family model."""
+    path = Path(path)
+    if not path.exists():  # (predict imports no task_registry otherwise: slow, and only wanted for the hint)
+        from task_registry.path_hints import path_hint
+
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist{path_hint(path)}")
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a folder (a run dir, checkpoint dir or HF folder)")
+    if (path / "config.json").is_file():
+        _check_hf_folder(path)
+    return path

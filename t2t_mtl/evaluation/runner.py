@@ -594,6 +594,18 @@ def evaluated_templates(task: Task, settings: EvalSettings) -> list[Template]:
     return templates
 
 
+def unrankable_templates(tasks: Sequence[Task], settings: EvalSettings) -> list[str]:
+    """'task NAME template(s) 'A', 'B'' for each of `tasks` whose templates, as `settings` select them, include one
+    without `answer_choices`, which `scoring: rank` cannot score (the runner refuses it only once it renders the
+    task's examples, after the model is loaded or trained)."""
+    problems = []
+    for task in tasks:
+        names = [t.name for t in evaluated_templates(task, settings) if t.answer_choices is None]
+        if names:
+            problems.append(f"task {task.name!r} template(s) {', '.join(map(repr, names))}")
+    return problems
+
+
 def _resolve_task(task):
     if isinstance(task, str):
         import task_registry
