@@ -26,12 +26,12 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Dict, FrozenSet, List, Literal, Mapping, Optional, Sequence, Union
 
 import yaml
 
 from t2t_mtl.config_errors import ConfigError, ConfigFileError, ConfigTypeError, UnknownConfigKeyError
-from t2t_mtl.config_layers import deep_merge, file_layers, parse_overrides, resolve_config_path
+from t2t_mtl.config_layers import deep_merge, file_layers, layer_keys, parse_overrides, resolve_config_path
 from t2t_mtl.config_types import FLOAT_RE, build_dataclass
 from t2t_mtl.hub import looks_like_path
 from t2t_mtl.output_paths import nearest_existing
@@ -187,6 +187,9 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
     evaluation: Dict[str, Any] = field(default_factory=dict)
+    #: dotted keys (`tokenizer.train`) whose values only the `base:` files of `load_config`'s file set, not the file
+    #: itself nor the overrides: a warning of a key with no effect is about what the user wrote (empty: unknown)
+    base_only_keys: ClassVar[FrozenSet[str]] = frozenset()
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain nested dict (YAML/JSON serialisable)."""
@@ -217,14 +220,18 @@ def load_config(
 
     `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named; a malformed
     `--set` is named before the file is looked up (`--set training.steps 20` names the `--set`, not a config '20').
+    The Config's `base_only_keys` are the keys only the file's `base:` chain sets.
     """
     override_layer = parse_overrides(overrides)
     layers = file_layers(resolve_config_path(path)) if path is not None else []
-    layers += [extra or {}, override_layer]
+    bases, layers = layers[:-1], layers + [extra or {}, override_layer]
     merged: Dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, _without_empty_sections(layer))
-    return config_from_dict(merged)
+    cfg = config_from_dict(merged)
+    own = set().union(*map(layer_keys, layers[len(bases):]))
+    cfg.base_only_keys = frozenset(set().union(*map(layer_keys, bases)) - own)
+    return cfg
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

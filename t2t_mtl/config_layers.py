@@ -5,14 +5,14 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
 
 import yaml
 
 from t2t_mtl.config_errors import ConfigError, ConfigFileError
 
 __all__ = ["CONFIG_DIR", "ENTRY_SOURCES", "SHARED_SELECTOR_KEYS", "WHOLE_VALUE_KEYS", "deep_merge", "file_layers",
-           "parse_overrides", "resolve_config_path"]
+           "layer_keys", "parse_overrides", "resolve_config_path"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _YAML = (".yaml", ".yml")  # the endings of a config file
@@ -96,6 +96,18 @@ def _near_config_names(path: Path, folder: Path) -> List[str]:
         folder = shown = close_existing_path(folder) or folder
     near = [str(shown / name) for name in close_names(folder, path.name, n=2, cutoff=0.75, suffixes=_YAML)]
     return near + [Path(name).stem for name in close_names(CONFIG_DIR, path.name, suffixes=(".yaml",))]
+
+
+def layer_keys(layer: Mapping[str, Any], _prefix: str = "") -> Set[str]:
+    """The dotted keys a layer sets, at every depth (`{"tokenizer": {"train": {"vocab_size": 9}}}` →
+    tokenizer, tokenizer.train, tokenizer.train.vocab_size)."""
+    keys: Set[str] = set()
+    for key, value in layer.items():
+        dotted = f"{_prefix}{key}"
+        keys.add(dotted)
+        if isinstance(value, Mapping):
+            keys |= layer_keys(value, f"{dotted}.")
+    return keys
 
 
 def file_layers(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:

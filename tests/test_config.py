@@ -810,6 +810,25 @@ def test_tokenizer_training_options_beside_a_loaded_tokenizer_are_warned_about()
     assert warnings({"name_or_path": "t5-small"}) == []
 
 
+def test_tokenizer_training_options_of_a_base_config_beside_the_users_tokenizer_path_are_not_warned_about(tmp_path):
+    # was: 'tokenizer.train is set, but the run loads the tokenizer of tokenizer.path ... no effect' for a file with
+    # base: quickstart and a tokenizer.path, though only the quickstart (vocab_size 400) wrote tokenizer.train
+    from t2t_mtl.engine.run_checks import config_warnings
+
+    def warned(text, overrides=()):
+        (tmp_path / "c.yaml").write_text(text)
+        cfg = C.load_config(tmp_path / "c.yaml", list(overrides))
+        assert cfg.tokenizer.train["vocab_size"] in (400, 300)  # (the base's, or the user's own, is still there)
+        return [w for w in config_warnings(cfg) if w.startswith("tokenizer.train is set")]
+
+    assert warned("base: quickstart\ntokenizer: {path: tok}\n") == []
+    assert warned("base: quickstart\n", ["tokenizer.path=tok"]) == []
+    # what the user's own file or overrides write is theirs, and still warned of
+    assert warned("base: quickstart\ntokenizer: {path: tok, train: {vocab_size: 300}}\n")
+    assert warned("base: quickstart\ntokenizer: {path: tok}\n", ["tokenizer.train.vocab_size=300"])
+    assert warned("model: {dims: {d_model: 8}}\ndata: {mixture: m}\ntokenizer: {path: tok, train: {vocab_size: 300}}\n")
+
+
 def test_batching_settings_the_chosen_batching_does_not_use_are_warned_about():
     # was: pad_to_longest / pad_to_max draw one micro-batch at a time and pad_to_max pads to the maximum lengths,
     # so data.bucket_batches (and under pad_to_max data.pad_to_multiple_of) did nothing, with no word

@@ -265,7 +265,8 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
         out.append(f"training.{', training.'.join(keys)}: {why}, so {'it has' if len(keys) == 1 else 'they have'} "
                    f"no effect")
     source = tokenizer_source(cfg)
-    if source is not None and changed_keys(cfg.tokenizer, ["train"]):
+    if source is not None and changed_keys(cfg.tokenizer, ["train"]) and "tokenizer.train" not in cfg.base_only_keys:
+        # (a base config's, as the quickstart's, left by the user's tokenizer.path: not theirs to drop)
         key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
         out.append(f"tokenizer.train is set, but the run loads the tokenizer of {key} ({source!r}) and trains none, "
                    f"so it has no effect")
