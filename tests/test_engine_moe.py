@@ -190,6 +190,23 @@ def test_a_moe_section_over_an_exported_moe_model_is_refused_before_tokenizing(t
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
+def test_the_moe_layer_check_leaves_a_hub_models_config_to_the_build(tmp_path, tok, monkeypatch):
+    # was: the checks built a hub model's shape too, reading its config from the hub before any other hub access
+    # (offline, `train --print-config` of google/t5-small with model.moe failed; the LoRA check skips hub models)
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine import run_checks
+
+    built = []
+    monkeypatch.setattr(run_checks, "build_model", lambda model_cfg, **kwargs: built.append(model_cfg.name_or_path))
+    model_section = {"name_or_path": "google/t5-v1_1-small", "dims": {}, "moe": dict(MOE)}
+    run_checks.check_run_config(config_from_dict(tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                                                             model=model_section)))
+    assert built == []
+    run_checks.check_run_config(config_from_dict(tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                                                             model={"moe": dict(MOE)})))
+    assert built == [None]  # (a model.dims one: its shape is checked)
+
+
 def test_the_moe_figures_reach_tensorboard_and_wandb(moe_run):
     # was: they were written to metrics.jsonl only; the TensorBoard (and W&B) scalars had no sign of the aux loss
     # or of dropped tokens

@@ -467,8 +467,9 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
             raise ConfigError(f"evaluation scores tasks the model is not trained on ({', '.join(unseen)}), and "
                               f"model.moe.unseen_task_routing: error refuses to route them: set it to 'mean' or to a "
                               f"trained task's name, or evaluate trained tasks only")
-        with torch.device("meta"):  # the layers every / layers select, a model.name_or_path that is an MoE already
-            build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
+        if is_local_model(cfg.model.name_or_path):  # (a hub model: when built, as the hub is read after the checks)
+            with torch.device("meta"):  # the layers every / layers select, a model.name_or_path that is an MoE already
+                build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
     if cfg.data.batching == "pack" and sampling_cfg.get("strategy") == "uncertainty":
         raise ConfigError("data.batching: pack fills micro_batch_size rows with as many examples as fit, but "
                           "sampling strategy 'uncertainty' (CA-MTL) selects exactly micro_batch_size examples per "
