@@ -216,6 +216,8 @@ def test_preview_shows_a_target_as_its_tasks_postprocess_scores_it(workspace, ca
     # seqio's postprocess_fn: the metrics compare the target as postprocessed (GSM8K's number after ####), which the
     # preview never showed
     (workspace / "tasks" / "cli_post.yaml").write_text(TASK_YAML.replace("cli_qa", "cli_post") +
+                                                       "  - name: choices\n    jinja: \"{{q}} ||| {{a}}\"\n"
+                                                       "    answer_choices: \"{{a}} ||| none\"\n"
                                                        "postprocess: \"text.split(' ')[-1] | upper\"\n")
     args = ["tasks", "preview", "-n", "2", "--split", "validation", "--template", "plain", "--data-dir",
             str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
@@ -224,6 +226,8 @@ def test_preview_shows_a_target_as_its_tasks_postprocess_scores_it(workspace, ca
     assert scored == ["scored as (postprocess): A0", "scored as (postprocess): A1"]  # of 'validation a0', '... a1'
     assert main([*args, "cli_qa"]) == 0
     assert "scored as" not in capsys.readouterr().out  # no postprocess
+    assert main([*("choices" if arg == "plain" else arg for arg in args), "cli_post"]) == 0
+    assert "scored as" not in capsys.readouterr().out  # ranked over its choices: postprocess is for generation
 
 
 def test_preview_refuses_token_lengths_it_would_not_show_in_json_lines(workspace, capsys, t5_tokenizer_dir):

@@ -253,8 +253,8 @@ def _preview(args: argparse.Namespace) -> int:
         print(f"{where}{choices}{tokens}")
         print("\n".join(_side_by_side("INPUTS", "TARGETS", width)))
         print("\n".join(_side_by_side(example["inputs"], example["targets"], width)))
-        scored = task.postprocessed([example["targets"]])[0]
-        if scored != example["targets"]:  # (seqio's postprocess_fn on the target: what the metrics compare)
+        scored = example["targets"] if example["answer_choices"] else task.postprocessed([example["targets"]])[0]
+        if scored != example["targets"]:  # (seqio's postprocess_fn on a generated target; ranked choices: none)
             print("\n".join(_side_by_side("", f"scored as (postprocess): {scored}", width)))
         if view and view.unknown:  # (what the model reads and learns to write: the text its tokens spell)
             print("\n".join(_side_by_side("INPUTS AS TOKENIZED", "TARGETS AS TOKENIZED", width)))
