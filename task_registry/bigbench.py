@@ -88,7 +88,7 @@ import math
 import os
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import datasets
 import numpy
@@ -376,6 +376,7 @@ class BigBenchEvalProtocol(EvalProtocol):
 
     truncation_side: str = "left"
     absolute_normalization: bool = False
+    pick_fields: ClassVar[Tuple[str, ...]] = ("choice_file_positions",)
 
     def example_rows(self, count: int, max_examples: int) -> list[int]:
         """The examples JsonTask scores with `max_examples` (json_task.make_nshot_dataset, with its default seed): a

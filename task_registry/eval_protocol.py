@@ -12,7 +12,7 @@ BIG-bench's `multiple_choice_grade` does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence, Tuple
 
 from .errors import TaskDefinitionError
 
@@ -26,6 +26,8 @@ class EvalProtocol:
     stay, and the input holds at most the limit's tokens."""
 
     truncation_side: str = "right"
+    #: the fields of an example's source row that `pick` reads (the runner hands it those only)
+    pick_fields: ClassVar[Tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         if self.truncation_side not in TRUNCATION_SIDES:
@@ -37,8 +39,8 @@ class EvalProtocol:
         return range(min(count, max_examples))
 
     def pick(self, scores: Sequence[float], row: Mapping[str, Any]) -> int:
-        """The answer choice rank classification picks for the example of source `row` whose listed choices score
-        `scores` (log-likelihoods): the first of the highest."""
+        """The answer choice rank classification picks for the example whose listed choices score `scores`
+        (log-likelihoods), `row` holding its source row's `pick_fields`: the first of the highest."""
         return max(range(len(scores)), key=scores.__getitem__)  # (max keeps the first of equal keys)
 
     @property

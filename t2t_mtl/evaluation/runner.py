@@ -527,12 +527,15 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
 
 def _picker(protocol: Any, rows: datasets.Dataset, row_ids: Optional[Sequence[int]]
             ) -> Callable[[_Example, list[float]], int]:
-    """The choice rank classification picks for an example with these scores: `protocol.pick` given its source row
-    (of `rows`, whose split indices are `row_ids`, default their positions)."""
+    """The choice rank classification picks for an example with these scores: `protocol.pick` given its source row's
+    `pick_fields` (of `rows`, whose split indices are `row_ids`, default their positions; each field's column is read
+    once, no row at all for a protocol that reads none)."""
     at = {index: position for position, index in enumerate(row_ids)} if row_ids is not None else None
+    columns = {field: list(rows[field]) for field in protocol.pick_fields}
 
     def pick(example: _Example, scores: list[float]) -> int:
-        return protocol.pick(scores, rows[example.row_index if at is None else at[example.row_index]])
+        position = example.row_index if at is None else at[example.row_index]
+        return protocol.pick(scores, {field: values[position] for field, values in columns.items()})
 
     return pick
 
