@@ -115,7 +115,7 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     ckpt = Path(ckpt)
     run = _run_dir_of(ckpt)
     cfg = _run_config(run)
-    meta = read_meta(ckpt)
+    meta = _checkpoint_meta(ckpt, run, cfg)
     # the run's own copy of its tokenizer (trained for it, configured, or with TE⊕ENC's task tokens); runs written
     # before runs kept a copy of a configured tokenizer read the configured folder
     kept = (run / "tokenizer").is_dir() or tokenizer_source(cfg) is None
@@ -142,7 +142,7 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
         raise CheckpointError(f"{ckpt}: weights do not fit the run's model (missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]})")
     merge_lora(model)  # LoRA adapters folded into their weights: a plain T5 (MoE) model, same outputs
-    return model.eval(), tokenizer, _checkpoint_meta(ckpt, run, cfg)
+    return model.eval(), tokenizer, meta
 
 
 def _run_config(run: Path) -> Config:
