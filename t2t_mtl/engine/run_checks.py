@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -345,7 +345,7 @@ def with_template_sizes(cfg: Config, sampling_cfg: Mapping[str, Any],
 
 def _size_based(strategy: Any) -> bool:
     """Whether the sampling strategy named `strategy` rates tasks by their sizes (takes `templates`)."""
-    from t2t_mtl.sampling.factory import STRATEGIES
+    from t2t_mtl.sampling.registry import STRATEGIES
 
     return isinstance(strategy, str) and strategy in STRATEGIES and "templates" in STRATEGIES[strategy].PARAMS
 
@@ -431,13 +431,16 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     if _size_based(sampling_cfg.get("strategy")):  # (given template sizes add up to the real sizes: checked on them)
         sampling_cfg = {key: value for key, value in sampling_cfg.items() if key != "template_sizes"}
     try:  # an unknown key is named by its path in the config, as the user wrote it
-        build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
+        sampler = build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
     except UnknownParameterError as err:
         raise ConfigError(f"sampling.{err.key}: {err}") from None
     try:
-        build_weighting(cfg.weighting, task_names, sizes)
+        weighting = build_weighting(cfg.weighting, task_names, sizes)
     except UnknownWeightingParameterError as err:
         raise ConfigError(f"weighting.{err.key}: {err}") from None
+    check_registered_components(sampler, weighting, lambda: build_sampler(
+        sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size, log=False),
+        lambda: build_weighting(cfg.weighting, task_names, sizes))
     FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
@@ -499,6 +502,22 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                               "and nothing else trained each task's gradient lives on its own adapters only (every "
                               "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
                               "train shared parameters too (model.lora.trainable, model.moe)")
+
+
+def check_registered_components(sampler: Any, weighting: Any, build_sampler: Callable[[], Any],
+                                build_weighting: Callable[[], Any]) -> None:
+    """The resume contract (`engine.resume_contract`) of a sampler or weighting of a class a user registered
+    (`register_sampler`, `register_weighting`): `build_*` make another like the one given."""
+    from t2t_mtl.class_registry import class_name
+    from t2t_mtl.engine.resume_contract import check_sampler_resumes, check_weighting_resumes
+    from t2t_mtl.sampling.registry import SHIPPED_STRATEGIES
+    from t2t_mtl.weighting.registry import SHIPPED_METHODS
+
+    if sampler.strategy not in SHIPPED_STRATEGIES:
+        check_sampler_resumes(build_sampler, f"sampling.strategy {sampler.strategy!r} ({class_name(type(sampler))})")
+    if weighting.method not in SHIPPED_METHODS:
+        check_weighting_resumes(build_weighting,
+                                f"weighting.method {weighting.method!r} ({class_name(type(weighting))})")
 
 
 #: strategies that learn from periodic validation results (unless their `metric` is the training "loss")

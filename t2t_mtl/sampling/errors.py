@@ -12,6 +12,10 @@ class UnknownStrategyError(SamplingError):
     """The config names a strategy that does not exist."""
 
 
+class SamplerRegistrationError(SamplingError):
+    """`register_sampler` was given a class that cannot be a strategy, or a strategy name that is taken."""
+
+
 class UnknownParameterError(SamplingError):
     """The config has a key that the chosen strategy does not take; `key` is that key, so a front end can name its
     own path to it (`sampling.<key>` in a training config)."""

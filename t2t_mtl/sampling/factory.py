@@ -6,21 +6,9 @@ import inspect
 from typing import Any, Mapping
 
 from t2t_mtl.param_types import coerce_numeric_params
-from t2t_mtl.sampling.bandit import SoftmaxBanditSampler, ThompsonBanditSampler
 from t2t_mtl.sampling.base import MixtureSampler
 from t2t_mtl.sampling.errors import SamplingError, UnknownStrategyError, check_keys, suggest
-from t2t_mtl.sampling.static import (AnnealedSampler, DynamicTemperatureSampler, ExplicitRatesSampler,
-                                     ProportionalSampler, TemperatureSampler, UniformSampler)
-from t2t_mtl.sampling.uncertainty import UncertaintyEMASampler, UncertaintySelectionSampler
-from t2t_mtl.sampling.worst_task import WorstTaskSampler
-
-STRATEGIES: dict[str, type[MixtureSampler]] = {cls.strategy: cls for cls in (
-    UniformSampler, ProportionalSampler, TemperatureSampler, ExplicitRatesSampler, AnnealedSampler,
-    DynamicTemperatureSampler, UncertaintySelectionSampler, UncertaintyEMASampler, SoftmaxBanditSampler,
-    ThompsonBanditSampler, WorstTaskSampler)}
-
-#: keys every strategy accepts
-COMMON_PARAMS = ("strategy", "mode", "block_size")
+from t2t_mtl.sampling.registry import COMMON_PARAMS, SHIPPED_STRATEGIES, STRATEGIES
 
 
 def required_params(cls: type) -> list[str]:
@@ -30,15 +18,20 @@ def required_params(cls: type) -> list[str]:
 
 
 def build_sampler(config: Mapping[str, Any], task_sizes: Mapping[str, int], *, seed: int, rank: int = 0,
-                  world_size: int = 1) -> MixtureSampler:
-    """Build the sampler named by `config["strategy"]`, validating every key; logs its rates table."""
+                  world_size: int = 1, log: bool = True) -> MixtureSampler:
+    """Build the sampler named by `config["strategy"]`, validating every key; logs its rates table (`log`)."""
     if not isinstance(config, Mapping):
         raise SamplingError(f"sampler config must be a dict, got {type(config).__name__}")
     name = config.get("strategy")
     if not isinstance(name, str) or name not in STRATEGIES:  # (a list or mapping would not even hash)
+        shipped = [strategy for strategy in STRATEGIES if strategy in SHIPPED_STRATEGIES]
+        registered = [strategy for strategy in STRATEGIES if strategy not in SHIPPED_STRATEGIES]
         raise UnknownStrategyError(
             f"unknown sampling strategy {name!r}.{suggest(str(name), STRATEGIES)} "
-            f"Valid strategies: {', '.join(STRATEGIES)}."
+            f"Valid strategies: {', '.join(shipped)}"
+            + (f"; registered: {', '.join(registered)}" if registered else "")
+            + ". A sampler class of your own becomes a strategy through t2t_mtl.sampling.register_sampler, in a "
+              "module a training config imports (data.task_modules)."
         )
     cls = STRATEGIES[name]
     check_keys(config, COMMON_PARAMS + cls.PARAMS, f"sampling strategy {name!r}")
@@ -49,5 +42,6 @@ def build_sampler(config: Mapping[str, Any], task_sizes: Mapping[str, int], *, s
     config = coerce_numeric_params(config, cls, f"sampling strategy {name!r}", SamplingError)
     kwargs = {k: v for k, v in config.items() if k != "strategy"}
     sampler = cls(task_sizes, seed=seed, rank=rank, world_size=world_size, **kwargs)
-    sampler.log_rates()
+    if log:
+        sampler.log_rates()
     return sampler

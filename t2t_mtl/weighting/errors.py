@@ -10,6 +10,10 @@ class UnknownWeightingError(WeightingError):
     """The config names a weighting method that does not exist."""
 
 
+class WeightingRegistrationError(WeightingError):
+    """`register_weighting` was given a class that cannot be a loss weighting, or a method name that is taken."""
+
+
 class UnknownWeightingParameterError(WeightingError):
     """The config has a key that the chosen method does not take; `key` is that key, so a front end can name its
     own path to it (`weighting.<key>` in a training config)."""

@@ -6,12 +6,7 @@ from typing import Any, Iterable, Mapping, Optional
 from t2t_mtl.param_types import coerce_numeric_params
 from t2t_mtl.weighting.base import LossWeighting
 from t2t_mtl.weighting.errors import UnknownWeightingError, UnknownWeightingParameterError, WeightingError
-from t2t_mtl.weighting.methods import (CurriculumWeighting, DynamicTaskPrioritization, EqualWeighting,
-                                       SizeWeighting, TchebycheffWeighting, UncertaintyWeighting)
-
-METHODS: dict[str, type[LossWeighting]] = {cls.method: cls for cls in (
-    EqualWeighting, SizeWeighting, UncertaintyWeighting, DynamicTaskPrioritization, TchebycheffWeighting,
-    CurriculumWeighting)}
+from t2t_mtl.weighting.registry import METHODS, SHIPPED_METHODS
 
 
 def _suggest(name: str, valid) -> str:
@@ -29,8 +24,14 @@ def build_weighting(config: Mapping[str, Any], task_names: Iterable[str],
         raise WeightingError(f"weighting config must be a dict, got {type(config).__name__}")
     name = config.get("method")
     if not isinstance(name, str) or name not in METHODS:  # (a list or mapping would not even hash)
+        shipped = [method for method in METHODS if method in SHIPPED_METHODS]
+        registered = [method for method in METHODS if method not in SHIPPED_METHODS]
         raise UnknownWeightingError(f"unknown loss weighting {name!r}.{_suggest(str(name), METHODS)} "
-                                    f"Valid methods: {', '.join(METHODS)}.")
+                                    f"Valid methods: {', '.join(shipped)}"
+                                    + (f"; registered: {', '.join(registered)}" if registered else "")
+                                    + ". A LossWeighting class of your own becomes a method through "
+                                      "t2t_mtl.weighting.register_weighting, in a module a training config imports "
+                                      "(data.task_modules).")
     cls = METHODS[name]
     for key in config:
         if key != "method" and key not in cls.PARAMS:

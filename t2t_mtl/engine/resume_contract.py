@@ -1,0 +1,78 @@
+"""The resume contract of a registered sampler or loss weighting, checked before a run starts: what the class keeps
+in its `state_dict()` survives a checkpoint (pickled, as `torch.save` writes it) and, loaded by `load_state_dict`
+into a freshly built instance, makes it go on as the original does. A shipped class is tested for it; a class of
+a user's module (`register_sampler`, `register_weighting`) would otherwise show it only in a resumed run's drift."""
+from __future__ import annotations
+
+import pickle
+from typing import Any, Callable, List
+
+import torch
+
+from t2t_mtl.config_errors import ConfigError
+
+#: draws compared after each of the check's updates (several of a sampler's blocks when they are small)
+DRAWS = 64
+
+
+def check_sampler_resumes(build: Callable[[], Any], what: str) -> None:
+    """Refuse (ConfigError naming `what`) a sampler built by `build` whose draws after a checkpoint round trip of
+    its state differ from the original's: fed a step's per-task losses (as training feeds them), drawn from, saved
+    and loaded into a new build, both are fed the same losses again and must draw the same tasks."""
+    original = build()
+    losses = {task: 1.0 + i for i, task in enumerate(original.tasks)}
+    original.update({"loss": losses})
+    for _ in range(3):
+        original.next_task()
+    resumed = build()
+    _load(resumed, _round_trip(original.state_dict(), what), what)
+    for stats in ({}, {"loss": {task: 1.0 / value for task, value in losses.items()}}):
+        original.update(stats)
+        resumed.update(stats)
+        drawn, redrawn = _draws(original), _draws(resumed)
+        if drawn != redrawn:
+            raise ConfigError(f"{what} does not resume as it runs: loaded with its own state_dict(), a new sampler "
+                              f"draws {redrawn[:8]} where the saved one draws {drawn[:8]}; keep everything its "
+                              f"probabilities depend on in _extra_state() and restore it in _load_extra_state(state)")
+
+
+def check_weighting_resumes(build: Callable[[], Any], what: str) -> None:
+    """Refuse (ConfigError naming `what`) a loss weighting built by `build` whose loss after a checkpoint round trip
+    of its state differs from the original's: called on a step's per-task losses, saved and loaded into a new build,
+    both are called on other losses and must give the same loss."""
+    original = build()
+    tasks = original.task_names
+    original({task: torch.tensor(1.0 + i) for i, task in enumerate(tasks)}, epoch=0.0, stats={})
+    resumed = build()
+    _load(resumed, _round_trip(original.state_dict(), what), what)
+    losses = {task: torch.tensor(2.0 / (1 + i)) for i, task in enumerate(tasks)}
+    with torch.no_grad():
+        loss, reloaded = original(losses, epoch=1.0, stats={}), resumed(losses, epoch=1.0, stats={})
+    if not torch.equal(loss, reloaded):
+        raise ConfigError(f"{what} does not resume as it runs: loaded with its own state_dict(), a new weighting gives "
+                          f"the loss {float(reloaded):.6g} where the saved one gives {float(loss):.6g}; keep what it "
+                          f"learns in parameters or buffers (register_buffer), or in get_extra_state() / "
+                          f"set_extra_state(state)")
+
+
+def _round_trip(state: Any, what: str) -> Any:
+    """`state` as a checkpoint gives it back (pickled and unpickled)."""
+    try:
+        return pickle.loads(pickle.dumps(state))
+    except Exception as error:
+        raise ConfigError(f"{what}: its state_dict() cannot be saved in a checkpoint ({type(error).__name__}: "
+                          f"{error}); keep plain values (numbers, strings, lists, dicts, arrays, tensors) in it"
+                          ) from None
+
+
+def _load(part: Any, state: Any, what: str) -> None:
+    """`part.load_state_dict(state)`, a failure named as `what`'s."""
+    try:
+        part.load_state_dict(state)
+    except Exception as error:
+        raise ConfigError(f"{what}: load_state_dict cannot read back its own state_dict() ({type(error).__name__}: "
+                          f"{error}), so a resumed run would stop there") from None
+
+
+def _draws(sampler: Any) -> List[str]:
+    return [sampler.next_task() for _ in range(DRAWS)]

@@ -1,0 +1,315 @@
+"""Samplers and loss weightings of a user's own module (`register_sampler`, `register_weighting`): refused when they
+could never be built, chosen by name in a training config once a `data.task_modules` module registers them, and
+checkpointed and resumed as the shipped ones are."""
+from __future__ import annotations
+
+import sys
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+from t2t_mtl.config import ConfigError
+from t2t_mtl.engine.resume_contract import check_sampler_resumes, check_weighting_resumes
+from t2t_mtl.sampling import (STRATEGIES, MixtureSampler, SamplerRegistrationError, UnknownStrategyError,
+                              build_sampler, register_sampler)
+from t2t_mtl.sampling.static import TemperatureSampler
+from t2t_mtl.weighting import (METHODS, LossWeighting, UnknownWeightingError, WeightingRegistrationError,
+                               build_weighting, register_weighting)
+from t2t_mtl.weighting.methods import EqualWeighting
+
+from engine_helpers import tiny_config, train_tiny_tokenizer
+
+SIZES = {"a": 10, "b": 30}
+
+#: a task module registering a sampler and a weighting, as a researcher's own module would
+EXTENSIONS = '''\
+import numpy as np
+import torch
+
+from t2t_mtl.sampling import MixtureSampler, register_sampler
+from t2t_mtl.weighting import LossWeighting, register_weighting
+
+BUILT = []
+
+
+@register_sampler
+class LossChasingSampler(MixtureSampler):
+    """p_t ∝ (EMA of task t's training loss) ** power: the tasks furthest from learned are drawn most."""
+
+    strategy = "loss_chasing"
+    PARAMS = ("power", "momentum")
+
+    def __init__(self, task_sizes, *, power: float = 1.0, momentum: float = 0.5, **common):
+        super().__init__(task_sizes, **common)
+        self.power, self.momentum = power, momentum
+        self.ema = np.ones(len(self.tasks))
+        BUILT.append(self)
+
+    def _compute_probabilities(self):
+        return self.ema ** self.power
+
+    def _on_update(self, stats):
+        losses = stats.get("loss") or {}
+        for task, loss in losses.items():
+            i = self.tasks.index(task)
+            self.ema[i] = self.momentum * self.ema[i] + (1 - self.momentum) * loss
+        return bool(losses)
+
+    def _extra_state(self):
+        return {"ema": self.ema.tolist()}
+
+    def _load_extra_state(self, state):
+        self.ema = np.array(state["ema"])
+
+
+@register_weighting
+class RunningMeanWeighting(LossWeighting):
+    """w_t = 1 / max(floor, task t's summed loss / the calls so far)."""
+
+    method = "running_mean"
+    PARAMS = ("floor",)
+
+    def __init__(self, task_names, task_sizes=None, *, floor: float = 0.1):
+        super().__init__(task_names, task_sizes)
+        self.floor = floor
+        self.register_buffer("total", torch.zeros(len(self.task_names), dtype=torch.float64))
+        self.calls = 0
+        BUILT.append(self)
+
+    def combine(self, losses, *, epoch, stats):
+        self.calls += 1
+        for task, loss in losses.items():
+            self.total[self.index(task)] += float(loss)
+        return self.weighted_sum(losses, {t: 1.0 / max(self.floor, float(self.total[self.index(t)]) / self.calls)
+                                          for t in losses})
+
+    def get_extra_state(self):
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state):
+        self.calls = state["calls"]
+'''
+
+
+@pytest.fixture(autouse=True)
+def restored_registries(monkeypatch):
+    """STRATEGIES and METHODS as they were before the test, and the modules it imported forgotten."""
+    strategies, methods, modules = dict(STRATEGIES), dict(METHODS), set(sys.modules)
+    yield
+    for table, saved in ((STRATEGIES, strategies), (METHODS, methods)):
+        table.clear()
+        table.update(saved)
+    for name in set(sys.modules) - modules:
+        monkeypatch.delitem(sys.modules, name)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+class Flat(MixtureSampler):
+    """p_t = 1/M (the test's own uniform)."""
+
+    strategy = "flat"
+
+    def _compute_probabilities(self) -> np.ndarray:
+        return np.ones(len(self.tasks))
+
+
+class Halves(LossWeighting):
+    """Σ_t L_t / 2."""
+
+    method = "halves"
+
+    def combine(self, losses, *, epoch, stats):
+        return self.weighted_sum(losses, dict.fromkeys(losses, 0.5))
+
+
+def test_a_registered_sampler_and_weighting_are_built_by_name_with_their_parameters():
+    class Hot(TemperatureSampler):  # a shipped strategy's class under a name of its own
+        strategy = "hot"
+
+    assert register_sampler(Flat) is Flat and register_sampler(Hot) is Hot
+    assert register_weighting(Halves) is Halves
+    sampler = build_sampler({"strategy": "flat"}, SIZES, seed=0)
+    assert type(sampler) is Flat and sampler.probabilities() == {"a": 0.5, "b": 0.5}
+    hot = build_sampler({"strategy": "hot", "alpha": "1e9"}, SIZES, seed=0)  # (a YAML-quoted number is read)
+    assert hot.probabilities() == pytest.approx({"a": 0.5, "b": 0.5})
+    weighting = build_weighting({"method": "halves"}, ["a", "b"], SIZES)
+    assert float(weighting({"a": torch.tensor(2.0), "b": torch.tensor(4.0)})) == 3.0
+    # registering the same class again (a module imported twice) changes nothing
+    assert register_sampler(Flat) is Flat and STRATEGIES["flat"] is Flat
+
+
+def test_an_unknown_name_suggests_the_registered_ones_and_says_how_to_register_one():
+    register_sampler(Flat)
+    register_weighting(Halves)
+    with pytest.raises(UnknownStrategyError, match=r"unknown sampling strategy 'flta'\. Did you mean 'flat'\? .*"
+                                                   r"; registered: flat\. .*t2t_mtl.sampling.register_sampler"):
+        build_sampler({"strategy": "flta"}, SIZES, seed=0)
+    with pytest.raises(UnknownWeightingError, match=r"'halfs'\. Did you mean 'halves'\? .*; registered: halves\. "
+                                                    r".*t2t_mtl.weighting.register_weighting"):
+        build_weighting({"method": "halfs"}, ["a", "b"], SIZES)
+    STRATEGIES.pop("flat")
+    with pytest.raises(UnknownStrategyError, match=r"Valid strategies: uniform, .*, worst_task\. A sampler class "
+                                                   r"of your own .*\(data\.task_modules\)"):
+        build_sampler({"strategy": "flat"}, SIZES, seed=0)
+
+
+class NoHook(MixtureSampler):
+    strategy = "no_hook"
+
+
+class UnlistedKeyword(MixtureSampler):
+    strategy = "unlisted"
+
+    def __init__(self, task_sizes, *, power: float, **common):  # required, but no config key could give it
+        super().__init__(task_sizes, **common)
+
+    def _compute_probabilities(self):
+        return np.ones(len(self.tasks))
+
+
+class ListedButNotTaken(Flat):
+    strategy = "listed"
+    PARAMS = ("power",)
+
+
+class NoCommon(MixtureSampler):
+    strategy = "no_common"
+
+    def __init__(self, task_sizes, seed):  # (mode, rank, ... are given to every sampler)
+        super().__init__(task_sizes, seed=seed)
+
+    def _compute_probabilities(self):
+        return np.ones(len(self.tasks))
+
+
+class Inherits(TemperatureSampler):
+    pass
+
+
+@pytest.mark.parametrize("cls,message", [
+    (Flat(SIZES, seed=0), r"register_sampler\(Flat\(strategy='flat', .*\)\): give the class itself, not an "
+                          r"instance of it \(test_extension_points.Flat\(...\)\)"),
+    (dict, r"register_sampler\(builtins.dict\): give a subclass of t2t_mtl.sampling.base.MixtureSampler"),
+    (Inherits, r"strategy 'temperature' is a built-in one \(inherited from t2t_mtl.sampling.static.TemperatureSampler"
+               r"\); give the class its own strategy"),
+    (type("Blank", (Flat,), {"strategy": ""}), r"set the class attribute strategy .* got ''"),
+    (NoHook, r"register_sampler\(.*NoHook\): implement _compute_probabilities"),
+    (type("BadParams", (Flat,), {"strategy": "bad", "PARAMS": "power"}), r"PARAMS must be a tuple .* got 'power'"),
+    (type("Common", (Flat,), {"strategy": "common", "PARAMS": ("mode",)}), r"PARAMS lists 'mode', which every"),
+    (UnlistedKeyword, r"its constructor .*missing a required argument: 'power'.* list it in PARAMS"),
+    (ListedButNotTaken, r"got an unexpected keyword argument 'power'"),
+    (NoCommon, r"\*\*kwargs on to the base class"),
+])
+def test_a_class_that_could_never_be_a_strategy_is_refused_where_it_is_registered(cls, message):
+    with pytest.raises(SamplerRegistrationError, match=message):
+        register_sampler(cls)
+    assert set(STRATEGIES) == {"uniform", "proportional", "temperature", "explicit", "annealed",
+                               "dynamic_temperature", "uncertainty", "uncertainty_ema", "bandit_softmax",
+                               "bandit_thompson", "worst_task"}
+
+
+def test_a_name_registered_to_another_class_is_refused_unless_overwritten():
+    register_sampler(Flat)
+    other = type("Flat2", (Flat,), {"strategy": "flat"})
+    with pytest.raises(SamplerRegistrationError, match=r"strategy 'flat' is already registered to "
+                                                       r"test_extension_points.Flat; .* overwrite=True"):
+        register_sampler(other)
+    assert register_sampler(other, overwrite=True) is other and STRATEGIES["flat"] is other
+    # a module imported anew (importlib.reload, a notebook's re-run cell) replaces its own classes
+    again = type("Flat2", (Flat,), {"strategy": "flat", "__module__": other.__module__})
+    assert register_sampler(again) is again and STRATEGIES["flat"] is again
+    register_weighting(Halves)
+    with pytest.raises(WeightingRegistrationError, match=r"method 'halves' is already registered to "):
+        register_weighting(type("Halves3", (Halves,), {}))
+
+
+@pytest.mark.parametrize("cls,message", [
+    (torch.nn.Linear, r"give a subclass of t2t_mtl.weighting.base.LossWeighting"),
+    (type("Eq", (EqualWeighting,), {}), r"method 'equal' is a built-in one \(inherited from "
+                                        r"t2t_mtl.weighting.methods.EqualWeighting\)"),
+    (type("NoCombine", (LossWeighting,), {"method": "no_combine"}), r"implement combine"),
+    (type("Extra", (Halves,), {"method": "extra", "PARAMS": ("scale",)}), r"unexpected keyword argument 'scale'"),
+])
+def test_a_class_that_could_never_be_a_weighting_is_refused_where_it_is_registered(cls, message):
+    with pytest.raises(WeightingRegistrationError, match=message):
+        register_weighting(cls)
+    assert set(METHODS) == {"equal", "size", "uncertainty", "dtp", "tchebycheff", "curriculum"}
+
+
+class Forgetful(MixtureSampler):
+    """Learns from losses, but keeps nothing of it in its state."""
+
+    strategy = "forgetful"
+
+    def __init__(self, task_sizes, **common):
+        super().__init__(task_sizes, **common)
+        self.seen = np.ones(len(self.tasks))
+
+    def _compute_probabilities(self):
+        return self.seen
+
+    def _on_update(self, stats):
+        for task, loss in (stats.get("loss") or {}).items():
+            self.seen[self.tasks.index(task)] = loss ** 4
+        return bool(stats.get("loss"))
+
+
+class Unpicklable(Flat):
+    strategy = "unpicklable"
+
+    def _extra_state(self):
+        return {"schedule": lambda epoch: epoch}
+
+
+class ForgetfulWeighting(Halves):
+    """Counts its calls in an attribute, outside its state_dict."""
+
+    method = "forgetful"
+
+    def __init__(self, task_names, task_sizes=None):
+        super().__init__(task_names, task_sizes)
+        self.calls = 0
+
+    def combine(self, losses, *, epoch, stats):
+        self.calls += 1
+        return self.weighted_sum(losses, dict.fromkeys(losses, 1.0 / self.calls))
+
+
+def test_the_resume_contract_refuses_state_a_checkpoint_loses_and_passes_state_it_keeps():
+    sizes = {"a": 10, "b": 10, "c": 10}
+    with pytest.raises(ConfigError, match=r"^S does not resume as it runs: .* _extra_state\(\)"):
+        check_sampler_resumes(lambda: Forgetful(sizes, seed=0), "S")
+    with pytest.raises(ConfigError, match=r"^S: its state_dict\(\) cannot be saved in a checkpoint \(.*lambda"):
+        check_sampler_resumes(lambda: Unpicklable(sizes, seed=0), "S")
+    # losses 2, 1, 2/3 after one call: the saved weighting's second call weights them 1/2, a fresh one's 1/1
+    with pytest.raises(ConfigError, match=r"^W does not resume as it runs: .* gives the loss 3.66667 where the saved "
+                                          r"one gives 1.83333; .*get_extra_state"):
+        check_weighting_resumes(lambda: ForgetfulWeighting(list(sizes)), "W")
+    check_sampler_resumes(lambda: Flat(sizes, seed=0), "S")
+    check_weighting_resumes(lambda: Halves(list(sizes)), "W")
+    for strategy in ("temperature", "bandit_softmax", "worst_task"):  # shipped ones keep the contract
+        check_sampler_resumes(lambda: build_sampler({"strategy": strategy}, sizes, seed=3, log=False), strategy)
+    for method in ("uncertainty", "tchebycheff", "dtp"):
+        check_weighting_resumes(lambda: build_weighting({"method": method}, list(sizes), sizes), method)
+
+
+def test_a_config_naming_a_strategy_its_task_modules_do_not_register_is_refused_with_the_registered_names(
+        tmp_path, tok):
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.run_checks import check_run_config
+
+    module = tmp_path / f"extensions_{uuid.uuid4().hex[:8]}.py"
+    module.write_text(EXTENSIONS)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"task_modules": [str(module)]},
+                      sampling={"strategy": "loss_chase"})
+    with pytest.raises(UnknownStrategyError, match=r"'loss_chase'\. Did you mean 'loss_chasing'\?"):
+        check_run_config(config_from_dict(cfg))
+    cfg["sampling"] = {"strategy": "loss_chasing", "powr": 2}
+    with pytest.raises(ConfigError, match=r"^sampling.powr: unknown parameter 'powr' .* Did you mean 'power'"):
+        check_run_config(config_from_dict(cfg))
