@@ -14,8 +14,9 @@ _NUMERIC = ("int", "float")
 
 
 def _keyword_annotations(cls: type) -> Dict[str, str]:
-    """{keyword-only constructor parameter of `cls` or a base: its annotation as text} (string annotations as
-    `from __future__` writes them; the nearest class's parameter wins)."""
+    """{keyword-only constructor parameter of `cls` or a base: its annotation as text} (`float`, `Optional[int]`:
+    string annotations as `from __future__` writes them, others as `inspect` formats them — a user's module without
+    that import annotates with the types themselves —, `typing.` left out; the nearest class's parameter wins)."""
     annotations: Dict[str, str] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -23,14 +24,21 @@ def _keyword_annotations(cls: type) -> Dict[str, str]:
             continue
         for param in inspect.signature(init).parameters.values():
             if param.kind is param.KEYWORD_ONLY and param.name not in annotations:
-                annotations[param.name] = str(param.annotation)
+                annotation = param.annotation
+                text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+                annotations[param.name] = text.replace("typing.", "")
     return annotations
+
+
+def _optional(annotation: str) -> bool:
+    """Whether `annotation` admits None (`Optional[...]`, `... | None`)."""
+    return annotation.startswith("Optional[") or annotation.endswith(" | None")
 
 
 def numeric_params(cls: type) -> Dict[str, str]:
     """{keyword-only constructor parameter of `cls` or a base: "int" | "float"} for the numeric ones
-    (annotations `int`, `float`, `Optional[...]` of them; string annotations as `from __future__` writes)."""
-    kinds = {name: annotation.removeprefix("Optional[").removesuffix("]")
+    (annotations `int`, `float`, `Optional[...]` or `... | None` of them)."""
+    kinds = {name: annotation.removeprefix("Optional[").removesuffix("]").removesuffix(" | None")
              for name, annotation in _keyword_annotations(cls).items()}
     return {name: kind for name, kind in kinds.items() if kind in _NUMERIC}
 
@@ -44,7 +52,7 @@ def coerce_numeric_params(config: Mapping[str, Any], cls: type, what: str,
     annotations = _keyword_annotations(cls)
     for key, kind in numeric_params(cls).items():
         value = checked.get(key)
-        if value is None and key in checked and not annotations[key].startswith("Optional["):
+        if value is None and key in checked and not _optional(annotations[key]):
             raise error(f"{what}: {key!r} must be {'an integer' if kind == 'int' else 'a number'}, got null "
                         f"(leave the key out for its default)")
         if value is None:

@@ -12,11 +12,11 @@ import torch
 
 from t2t_mtl.config import ConfigError
 from t2t_mtl.engine.resume_contract import check_sampler_resumes, check_weighting_resumes
-from t2t_mtl.sampling import (STRATEGIES, MixtureSampler, SamplerRegistrationError, UnknownStrategyError,
-                              build_sampler, register_sampler)
+from t2t_mtl.sampling import (STRATEGIES, MixtureSampler, SamplerRegistrationError, SamplingError,
+                              UnknownStrategyError, build_sampler, register_sampler)
 from t2t_mtl.sampling.static import TemperatureSampler
-from t2t_mtl.weighting import (METHODS, LossWeighting, UnknownWeightingError, WeightingRegistrationError,
-                               build_weighting, register_weighting)
+from t2t_mtl.weighting import (METHODS, LossWeighting, UnknownWeightingError, WeightingError,
+                               WeightingRegistrationError, build_weighting, register_weighting)
 from t2t_mtl.weighting.methods import EqualWeighting
 
 from engine_helpers import tiny_config, train_tiny_tokenizer
@@ -313,3 +313,57 @@ def test_a_config_naming_a_strategy_its_task_modules_do_not_register_is_refused_
     cfg["sampling"] = {"strategy": "loss_chasing", "powr": 2}
     with pytest.raises(ConfigError, match=r"^sampling.powr: unknown parameter 'powr' .* Did you mean 'power'"):
         check_run_config(config_from_dict(cfg))
+
+
+#: classes of a module without `from __future__ import annotations`: its annotations are the types themselves
+PLAIN_ANNOTATIONS = '''
+import typing
+
+import numpy as np
+
+from t2t_mtl.sampling import MixtureSampler
+from t2t_mtl.weighting import LossWeighting
+
+
+class Powered(MixtureSampler):
+    strategy = "powered"
+    PARAMS = ("power", "cap")
+
+    def __init__(self, task_sizes, *, power: float = 1.0, cap: int | None = None, **common):
+        super().__init__(task_sizes, **common)
+        self.power, self.cap = power, cap
+
+    def _compute_probabilities(self):
+        return np.array([min(self.task_sizes[t], self.cap or 10**9) for t in self.tasks]) ** self.power
+
+
+class Floored(LossWeighting):
+    method = "floored"
+    PARAMS = ("floor",)
+
+    def __init__(self, task_names, task_sizes=None, *, floor: typing.Optional[float] = None):
+        super().__init__(task_names, task_sizes)
+        self.floor = floor
+
+    def combine(self, losses, *, epoch, stats):
+        return self.weighted_sum(losses, dict.fromkeys(losses, self.floor or 1.0))
+'''
+
+
+def test_numeric_parameters_of_a_module_without_postponed_annotations_are_read_as_numbers():
+    # was: only string annotations (`from __future__ import annotations`) were read, so a researcher's module
+    # annotating `power: float` got YAML's '1e-1' as a string, failing deep in the sampler's arithmetic
+    namespace: dict = {}
+    exec(compile(PLAIN_ANNOTATIONS, "plain_annotations", "exec", dont_inherit=True), namespace)  # (not this file's)
+    register_sampler(namespace["Powered"])
+    register_weighting(namespace["Floored"])
+    sampler = build_sampler({"strategy": "powered", "power": "1e-1", "cap": "20.0", "mode": "mixed"}, SIZES, seed=0)
+    assert (sampler.power, sampler.cap) == (0.1, 20) and type(sampler.cap) is int
+    assert sampler.probabilities()["a"] == pytest.approx(10 ** 0.1 / (10 ** 0.1 + 20 ** 0.1))
+    assert build_sampler({"strategy": "powered", "cap": None}, SIZES, seed=0).cap is None  # (`int | None`)
+    with pytest.raises(SamplingError, match=r"sampling strategy 'powered': 'power' must be a number, got 'high'"):
+        build_sampler({"strategy": "powered", "power": "high"}, SIZES, seed=0)
+    assert build_weighting({"method": "floored", "floor": "5e-1"}, ["a", "b"], SIZES).floor == 0.5
+    assert build_weighting({"method": "floored", "floor": None}, ["a", "b"], SIZES).floor is None
+    with pytest.raises(WeightingError, match=r"loss weighting 'floored': 'floor' must be a number, got \[1\]"):
+        build_weighting({"method": "floored", "floor": [1]}, ["a", "b"], SIZES)
