@@ -3,6 +3,8 @@ could never be built, chosen by name in a training config once a `data.task_modu
 checkpointed and resumed as the shipped ones are."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import uuid
 
@@ -11,7 +13,9 @@ import pytest
 import torch
 
 from t2t_mtl.config import ConfigError
+from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.resume_contract import check_sampler_resumes, check_weighting_resumes
+from t2t_mtl.engine.trainer import train
 from t2t_mtl.sampling import (STRATEGIES, MixtureSampler, SamplerRegistrationError, SamplingError,
                               UnknownStrategyError, build_sampler, register_sampler)
 from t2t_mtl.sampling.static import TemperatureSampler
@@ -19,7 +23,7 @@ from t2t_mtl.weighting import (METHODS, LossWeighting, UnknownWeightingError, We
                                WeightingRegistrationError, build_weighting, register_weighting)
 from t2t_mtl.weighting.methods import EqualWeighting
 
-from engine_helpers import tiny_config, train_tiny_tokenizer
+from engine_helpers import step_records, tiny_config, train_tiny_tokenizer, write_config
 
 SIZES = {"a": 10, "b": 30}
 
@@ -36,7 +40,8 @@ BUILT = []
 
 @register_sampler
 class LossChasingSampler(MixtureSampler):
-    """p_t ∝ (EMA of task t's training loss) ** power: the tasks furthest from learned are drawn most."""
+    """p_t ∝ (EMA of task t's training loss, from 10: untried tasks look hard) ** power: the tasks furthest from
+    learned are drawn most."""
 
     strategy = "loss_chasing"
     PARAMS = ("power", "momentum")
@@ -44,7 +49,7 @@ class LossChasingSampler(MixtureSampler):
     def __init__(self, task_sizes, *, power: float = 1.0, momentum: float = 0.5, **common):
         super().__init__(task_sizes, **common)
         self.power, self.momentum = power, momentum
-        self.ema = np.ones(len(self.tasks))
+        self.ema = np.full(len(self.tasks), 10.0)
         BUILT.append(self)
 
     def _compute_probabilities(self):
@@ -81,7 +86,7 @@ class RunningMeanWeighting(LossWeighting):
     def combine(self, losses, *, epoch, stats):
         self.calls += 1
         for task, loss in losses.items():
-            self.total[self.index(task)] += float(loss)
+            self.total[self.index(task)] += float(loss.detach())
         return self.weighted_sum(losses, {t: 1.0 / max(self.floor, float(self.total[self.index(t)]) / self.calls)
                                           for t in losses})
 
@@ -297,6 +302,51 @@ def test_the_resume_contract_refuses_state_a_checkpoint_loses_and_passes_state_i
         check_sampler_resumes(lambda: build_sampler({"strategy": strategy}, sizes, seed=3, log=False), strategy)
     for method in ("uncertainty", "tchebycheff", "dtp"):
         check_weighting_resumes(lambda: build_weighting({"method": method}, list(sizes), sizes), method)
+
+
+def _sigterm_during_step(monkeypatch, step: int) -> None:
+    """Deliver SIGTERM during optimizer step `step`; the trainer saves after the step."""
+    real, calls = trainer_mod.forward_losses, {"n": 0}
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", forward)
+
+
+def test_a_task_modules_sampler_and_weighting_train_from_a_yaml_config_and_resume_as_they_ran(tmp_path, tok,
+                                                                                               monkeypatch):
+    module = tmp_path / f"extensions_{uuid.uuid4().hex[:8]}.py"
+    module.write_text(EXTENSIONS)
+    sections = {"data": {"task_modules": [str(module)]}, "sampling": {"strategy": "loss_chasing", "power": 3},
+                "weighting": {"method": "running_mean", "floor": "1e-1"}, "training": {"steps": 5}}
+    whole = write_config(tiny_config(tmp_path / "whole", tok, tmp_path / "cache", **sections), tmp_path / "w.yaml")
+    train(str(whole), evaluate_held_in=False)
+    built = sys.modules[module.stem].BUILT
+    sampler = [part for part in built if isinstance(part, MixtureSampler)][-1]  # (the run's: built after checks)
+    weighting = [part for part in built if isinstance(part, LossWeighting)][-1]
+    assert type(sampler).__name__ == "LossChasingSampler" and sampler.power == 3
+    assert sum(sampler.drawn().values()) == 5 and weighting.calls == 5 and weighting.floor == 0.1
+    assert len(set(sampler.ema.tolist()) - {10.0}) >= 2  # (it learned from the losses of two tasks or more)
+
+    cut = write_config(tiny_config(tmp_path / "cut", tok, tmp_path / "cache", **sections), tmp_path / "c.yaml")
+    with monkeypatch.context() as patch:
+        _sigterm_during_step(patch, 2)
+        assert train(str(cut), evaluate_held_in=False).step == 2
+    train(str(cut), resume="auto", evaluate_held_in=False)
+    resumed_sampler = [part for part in built if isinstance(part, MixtureSampler)][-1]
+    resumed_weighting = [part for part in built if isinstance(part, LossWeighting)][-1]
+    assert resumed_sampler.drawn() == sampler.drawn()
+    assert resumed_sampler.ema.tolist() == pytest.approx(sampler.ema.tolist(), rel=1e-6)
+    assert resumed_weighting.calls == 5 and torch.allclose(resumed_weighting.total, weighting.total, rtol=1e-6)
+    records, reference = step_records(tmp_path / "cut"), step_records(tmp_path / "whole")
+    for step in (3, 4, 5):
+        assert records[step]["task_examples"] == reference[step]["task_examples"], step
+        assert records[step]["weighted_loss"] == pytest.approx(reference[step]["weighted_loss"], rel=1e-6), step
+        assert records[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-6), step
 
 
 def test_a_config_naming_a_strategy_its_task_modules_do_not_register_is_refused_with_the_registered_names(
