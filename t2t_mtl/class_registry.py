@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Mapping, Tuple, Type
+from typing import AbstractSet, Any, Dict, Mapping, Tuple, Type
 
 
 @dataclass(frozen=True)
 class ClassRegistry:
     """A name → class table and what its entries must be: subclasses of `base` naming themselves by the class
-    attribute `name_attr`, overriding `hook`, built as `cls(*build_args, **common, **{p: ... for p in PARAMS})`.
+    attribute `name_attr`, overriding `hook`, built as `cls(*build_args, **common, **{p: ... for p in PARAMS})`
+    (the config keys of class attribute `params_attr`: a tuple of names, or a dict {name: default}).
     `shipped` names the built-in entries, which no registration replaces; `register` is the public function's
     name and `error` the exception it raises, for the messages."""
 
     table: Dict[str, type]
-    shipped: FrozenSet[str]
+    shipped: AbstractSet[str]
     base: type
     name_attr: str
     hook: str
@@ -24,6 +25,7 @@ class ClassRegistry:
     common: Mapping[str, Any]
     register: str
     error: Type[Exception]
+    params_attr: str = "PARAMS"
 
 
 def register_class(registry: ClassRegistry, cls: Any, *, overwrite: bool = False) -> type:
@@ -60,12 +62,15 @@ def _class_problem(registry: ClassRegistry, cls: Any) -> str:
         return f"{attr} {name!r} is a built-in one{inherited}; give the class its own {attr}"
     if getattr(cls, registry.hook) is getattr(base, registry.hook):
         return f"implement {registry.hook} (the {base.__name__} method each subclass defines)"
-    params = getattr(cls, "PARAMS", ())
+    given, params_attr = getattr(cls, registry.params_attr, ()), registry.params_attr
+    as_dict = isinstance(getattr(base, params_attr, ()), dict)
+    params = (tuple(given) if isinstance(given, dict) else None) if as_dict else given
     if not isinstance(params, tuple) or not all(isinstance(p, str) and p.isidentifier() for p in params):
-        return f"PARAMS must be a tuple of the constructor's keyword names (its config keys), got {params!r}"
+        return (f"{params_attr} must be a {'dict {option: default}' if as_dict else 'tuple'} of the constructor's "
+                f"keyword names (its config keys), got {given!r}")
     clash = sorted(set(params) & {attr, *registry.common})
     if clash:
-        return f"PARAMS lists {', '.join(map(repr, clash))}, which every {base.__name__} takes: leave them out"
+        return f"{params_attr} lists {', '.join(map(repr, clash))}, which every {base.__name__} takes: leave them out"
     return _constructor_problem(cls, registry.build_args, {**registry.common, **dict.fromkeys(params)})
 
 
@@ -79,8 +84,9 @@ def _constructor_problem(cls: type, args: Tuple[Any, ...], keywords: Mapping[str
         signature.bind(*args, **keywords)
     except TypeError as error:
         return (f"its constructor {signature} cannot be called as a build calls it, with {len(args)} positional "
-                f"argument(s) and the keywords {', '.join(keywords)} ({error}): take every key of PARAMS as a "
-                f"keyword, give it a default or list it in PARAMS, and pass **kwargs on to the base class")
+                f"argument(s) and the keywords {', '.join(keywords) or '(none)'} ({error}): take every config key "
+                f"(PARAMS) as a keyword, give it a default or list it among them, and pass **kwargs on to the base "
+                f"class")
     return ""
 
 

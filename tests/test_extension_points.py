@@ -16,6 +16,8 @@ from t2t_mtl.config import ConfigError
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.resume_contract import check_sampler_resumes, check_weighting_resumes
 from t2t_mtl.engine.trainer import train
+from t2t_mtl.gradients import METHODS as GRADIENT_METHODS
+from t2t_mtl.gradients import GradientMethod, GradientMethodError, PCGrad, build_method, register_method
 from t2t_mtl.sampling import (STRATEGIES, MixtureSampler, SamplerRegistrationError, SamplingError,
                               UnknownStrategyError, build_sampler, register_sampler)
 from t2t_mtl.sampling.static import TemperatureSampler
@@ -207,7 +209,7 @@ class Inherits(TemperatureSampler):
     (NoHook, r"register_sampler\(.*NoHook\): implement _compute_probabilities"),
     (type("BadParams", (Flat,), {"strategy": "bad", "PARAMS": "power"}), r"PARAMS must be a tuple .* got 'power'"),
     (type("Common", (Flat,), {"strategy": "common", "PARAMS": ("mode",)}), r"PARAMS lists 'mode', which every"),
-    (UnlistedKeyword, r"its constructor .*missing a required argument: 'power'.* list it in PARAMS"),
+    (UnlistedKeyword, r"its constructor .*missing a required argument: 'power'.* list it among them"),
     (ListedButNotTaken, r"got an unexpected keyword argument 'power'"),
     (NoCommon, r"\*\*kwargs on to the base class"),
 ])
@@ -417,3 +419,49 @@ def test_numeric_parameters_of_a_module_without_postponed_annotations_are_read_a
     assert build_weighting({"method": "floored", "floor": None}, ["a", "b"], SIZES).floor is None
     with pytest.raises(WeightingError, match=r"loss weighting 'floored': 'floor' must be a number, got \[1\]"):
         build_weighting({"method": "floored", "floor": [1]}, ["a", "b"], SIZES)
+
+
+class Halving(GradientMethod):
+    """w_t = 1/2 for every present task."""
+
+    name = "halving"
+
+    def _weights(self, gram, tasks):
+        return np.full(len(tasks), 0.5)
+
+
+@pytest.fixture()
+def restored_gradient_methods():
+    saved = dict(GRADIENT_METHODS)
+    yield
+    GRADIENT_METHODS.clear()
+    GRADIENT_METHODS.update(saved)
+
+
+@pytest.mark.parametrize("cls,message", [
+    (type("Pc", (PCGrad,), {}), r"name 'pcgrad' is a built-in one \(inherited from t2t_mtl.gradients.pcgrad.PCGrad\)"),
+    (type("Nameless", (GradientMethod,), {"_weights": Halving._weights}), r"set the class attribute name .* got None"),
+    (type("NoWeights", (GradientMethod,), {"name": "no_weights"}), r"implement _weights"),
+    (type("BadDefaults", (Halving,), {"name": "bad", "defaults": ("seed",)}),
+     r"defaults must be a dict \{option: default\} .* got \('seed',\)"),
+    (Halving(2), r"give the class itself, not an instance of it"),
+])
+def test_a_class_that_could_never_be_a_gradient_method_is_refused_where_it_is_registered(
+        restored_gradient_methods, cls, message):
+    # was: register_method stored any class under cls.name, replacing a shipped method without a word, and one
+    # without _weights passed the run's checks and stopped the run at its first optimizer step
+    with pytest.raises(GradientMethodError, match=message):
+        register_method(cls)
+    assert sorted(GRADIENT_METHODS) == ["cagrad", "gradvac", "mean", "mgda", "nashmtl", "pcgrad", "sum"]
+
+
+def test_a_registered_gradient_method_is_built_by_name_and_a_taken_name_is_refused(restored_gradient_methods):
+    assert register_method(Halving) is Halving and register_method(Halving) is Halving
+    method = build_method({"method": "halving"}, 3)
+    assert type(method) is Halving and method.weights(np.eye(3)).tolist() == [0.5, 0.5, 0.5]
+    with pytest.raises(GradientMethodError, match=r"name 'halving' is already registered to "
+                                                  r"test_extension_points.Halving; .*overwrite=True"):
+        register_method(type("Halving2", (Halving,), {}))
+    with pytest.raises(GradientMethodError, match=r"unknown method 'halvng'; did you mean 'halving'\? .*"
+                                                  r"t2t_mtl.gradients.register_method"):
+        build_method({"method": "halvng"}, 3)

@@ -12,9 +12,11 @@ import logging
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+
+from t2t_mtl.class_registry import ClassRegistry, register_class
 
 
 class GradientMethodError(ValueError):
@@ -133,11 +135,29 @@ class GradientMethod:
 
 METHODS: dict[str, type[GradientMethod]] = {}
 
+#: the methods t2t-mtl ships (added as their modules register them), which a user's registration does not replace
+SHIPPED_METHODS: set[str] = set()
 
-def register_method(cls: type[GradientMethod]) -> type[GradientMethod]:
-    """Class decorator adding a method to `METHODS` under its `name`."""
-    METHODS[cls.name] = cls
-    return cls
+_REGISTRY = ClassRegistry(METHODS, SHIPPED_METHODS, GradientMethod, "name", "_weights", build_args=(1,), common={},
+                          register="register_method", error=GradientMethodError, params_attr="defaults")
+
+Method = TypeVar("Method", bound=type[GradientMethod])
+
+
+def register_method(cls: Method, *, overwrite: bool = False) -> Method:
+    """Make the `GradientMethod` subclass `cls` the method a config's `gradient_surgery.method: <cls.name>` builds,
+    with the section's other keys as options (`cls(num_tasks, **options)`, each a key of `cls.defaults`). Returns
+    `cls` (a class decorator). The class implements `_weights(gram, tasks)`; what it carries from step to step is
+    its `state_dict()` / `load_state_dict(state)`, saved in checkpoints (plain, picklable values).
+
+    Raises `GradientMethodError` for a class that is no `GradientMethod`, has no `name` of its own or a shipped one,
+    lacks `_weights`, or whose `defaults` is not a dict of option names; and for a name registered to another class,
+    unless `overwrite`."""
+    if cls.__module__.startswith(f"{__package__}.") and isinstance(getattr(cls, "name", None), str):
+        METHODS[cls.name] = cls  # (a shipped method, as its module is imported)
+        SHIPPED_METHODS.add(cls.name)
+        return cls
+    return register_class(_REGISTRY, cls, overwrite=overwrite)
 
 
 def build_method(config: Mapping[str, Any] | str, num_tasks: int) -> GradientMethod:
@@ -161,7 +181,9 @@ def build_method(config: Mapping[str, Any] | str, num_tasks: int) -> GradientMet
         close = close_matches(str(name), METHODS, n=1, cutoff=0.6, substrings=False)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise GradientMethodError(f"gradient_surgery.method: unknown method {name!r}{hint} "
-                                  f"(available: {sorted(METHODS)})")
+                                  f"(available: {sorted(METHODS)}); a GradientMethod class of your own becomes one "
+                                  f"through t2t_mtl.gradients.register_method, in a module a training config imports "
+                                  f"(data.task_modules)")
     return METHODS[name](num_tasks, **config)
 
 
