@@ -311,3 +311,42 @@ def test_show_config_names_the_held_out_tasks_it_trains_as_trained_deliberately(
 def test_show_with_a_config_refuses_what_the_config_sets(mixture, capsys, arguments, problem):
     assert main(["mixture", "show", *arguments]) == 2
     assert problem in capsys.readouterr().err
+
+
+FLAT_SAMPLER = """
+import numpy as np
+
+from t2t_mtl.sampling import MixtureSampler, register_sampler
+
+
+@register_sampler
+class FlatForCli(MixtureSampler):
+    strategy = "flat_for_cli"
+
+    def _compute_probabilities(self):
+        return np.ones(len(self.tasks))
+"""
+
+
+def test_show_a_sampler_that_a_task_module_registers(mixture, tmp_path, capsys):
+    # was: --sampler took only the shipped strategies (argparse's choices, read before any --task-module was
+    # imported), so a registered strategy was "invalid choice"
+    import sys
+
+    from t2t_mtl.sampling import STRATEGIES
+
+    module = tmp_path / "flat_for_cli_module.py"
+    module.write_text(FLAT_SAMPLER)
+    saved = dict(STRATEGIES)  # (restored below, as the module's import)
+    try:
+        assert main(["mixture", "show", mixture, "--sampler", "flat_for_cli", "--task-module", str(module),
+                     "--draws", "0"]) == 0
+        assert [row[1] for row in parse(capsys.readouterr().out).values()] == pytest.approx([1 / 3] * 3, abs=1e-4)
+        assert main(["mixture", "show", mixture, "--sampler", "flat_for_cl", "--draws", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: unknown sampling strategy 'flat_for_cl'. Did you mean 'flat_for_cli'?"), err
+        assert "; registered: flat_for_cli." in err
+    finally:
+        STRATEGIES.clear()
+        STRATEGIES.update(saved)
+        sys.modules.pop(module.stem, None)

@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "sizes (train rows capped at data.max_examples_per_task; with data.all_templates the "
                            "examples they render in each template, rendered as training renders them) and sampler "
                            "of this training config (a YAML file or packaged name, as `train` takes)")
-    show.add_argument("--sampler", default=None, choices=sorted(STRATEGIES),
-                      help="strategy (default explicit: the mixture's own, flattened, rates)")
+    show.add_argument("--sampler", default=None, metavar="STRATEGY",
+                      help=f"strategy: {', '.join(STRATEGIES)}, or one a --task-module registers (register_sampler); "
+                           f"default explicit: the mixture's own, flattened, rates")
     show.add_argument("--alpha", type=float, help="temperature alpha (p ∝ n^(1/alpha))")
     show.add_argument("--cap", type=float, help="examples cap K (seqio `maximum`, applied after scale)")
     show.add_argument("--scale", type=float, help="multiply sizes before the cap (seqio `scale`)")
@@ -89,9 +90,6 @@ def show_mixture(args: argparse.Namespace) -> int:
             raise ValueError(refused)
         if args.config is None and args.sampler is None:
             args.sampler = "explicit"  # (None: not given, which --config needs to tell)
-        unused = unused_parameter_option(args)
-        if unused:
-            raise ValueError(unused)
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
         if args.plot:
@@ -102,7 +100,10 @@ def show_mixture(args: argparse.Namespace) -> int:
         if args.config is not None:
             args.name, tasks, sizes, config, counted, dropped = config_mixture(args.config, args.data_dir)
         else:
-            register_tasks(args.tasks_dir, args.task_modules)
+            register_tasks(args.tasks_dir, args.task_modules)  # (a --task-module may register --sampler)
+            unused = unused_parameter_option(args)
+            if unused:
+                raise ValueError(unused)
             rates = shown_rates(args.name, args.held_out_clusters)
             dropped = [name for name in shown_mixture(args.name).flatten() if name not in rates]
             tasks = {name: task_registry.get_task(name) for name in rates}
@@ -227,9 +228,9 @@ PARAMETER_OPTIONS = ("alpha", "cap", "scale", "template_cap", "dataset_cap")
 
 def unused_parameter_option(args: argparse.Namespace) -> Optional[str]:
     """Why a parameter option given (`--alpha`, `--cap`, ...) is not one `--sampler` takes, naming the samplers that
-    take it (None: every one given is taken)."""
+    take it (None: every one given is taken, or `--sampler` names no strategy, which building it reports)."""
     for key in PARAMETER_OPTIONS:
-        if getattr(args, key) is not None and key not in STRATEGIES[args.sampler].PARAMS:
+        if getattr(args, key) is not None and args.sampler in STRATEGIES and key not in STRATEGIES[args.sampler].PARAMS:
             takers = ", ".join(name for name, cls in sorted(STRATEGIES.items()) if key in cls.PARAMS)
             default = " (the default: the mixture's own rates)" if args.sampler == "explicit" else ""
             return (f"--{key.replace('_', '-')} is a parameter of --sampler {takers}; --sampler {args.sampler}"
