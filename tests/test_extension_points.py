@@ -306,6 +306,34 @@ def test_the_resume_contract_refuses_state_a_checkpoint_loses_and_passes_state_i
         check_weighting_resumes(lambda: build_weighting({"method": method}, list(sizes), sizes), method)
 
 
+class ValidationOnly(Flat):
+    """Reads validation scores from every update, though training feeds most updates only losses."""
+
+    strategy = "validation_only"
+
+    def _on_update(self, stats):
+        self.scores = dict(stats["val_score"])
+        return True
+
+
+class KpiOnly(Halves):
+    method = "kpi_only"
+
+    def combine(self, losses, *, epoch, stats):
+        return self.weighted_sum(losses, stats["kpi"])
+
+
+def test_an_error_a_registered_class_raises_under_the_resume_check_names_it_and_where_it_was_raised():
+    # was: a raw KeyError traceback from the check (as from the first training step)
+    with pytest.raises(ConfigError, match=r"^S: fed \{'loss': \{task: loss\}\} as training feeds it after each step, "
+                                          r"and drawn from \(.*\), it raised KeyError: 'val_score' \(.*"
+                                          r"test_extension_points.py:\d+\)$"):
+        check_sampler_resumes(lambda: ValidationOnly(SIZES, seed=0), "S")
+    with pytest.raises(ConfigError, match=r"^W: called on \{task: scalar loss\} with stats \{\} as training calls "
+                                          r"it \(.*\), it raised KeyError: 'kpi' \(.*test_extension_points.py:\d+\)$"):
+        check_weighting_resumes(lambda: KpiOnly(list(SIZES)), "W")
+
+
 def _sigterm_during_step(monkeypatch, step: int) -> None:
     """Deliver SIGTERM during optimizer step `step`; the trainer saves after the step."""
     real, calls = trainer_mod.forward_losses, {"n": 0}

@@ -4,8 +4,10 @@ into a freshly built instance, makes it go on as the original does. A shipped cl
 a user's module (`register_sampler`, `register_weighting`) would otherwise show it only in a resumed run's drift."""
 from __future__ import annotations
 
+import contextlib
 import pickle
-from typing import Any, Callable, List
+import traceback
+from typing import Any, Callable, Iterator, List
 
 import torch
 
@@ -18,7 +20,13 @@ DRAWS = 64
 def check_sampler_resumes(build: Callable[[], Any], what: str) -> None:
     """Refuse (ConfigError naming `what`) a sampler built by `build` whose draws after a checkpoint round trip of
     its state differ from the original's: fed a step's per-task losses (as training feeds them), drawn from, saved
-    and loaded into a new build, both are fed the same losses again and must draw the same tasks."""
+    and loaded into a new build, both are fed the same losses again and must draw the same tasks. An error its code
+    raises on the way is a ConfigError naming it and where it was raised."""
+    with _named(what, "fed {'loss': {task: loss}} as training feeds it after each step, and drawn from"):
+        _check_sampler(build, what)
+
+
+def _check_sampler(build: Callable[[], Any], what: str) -> None:
     original = build()
     losses = {task: 1.0 + i for i, task in enumerate(original.tasks)}
     original.update({"loss": losses})
@@ -39,7 +47,13 @@ def check_sampler_resumes(build: Callable[[], Any], what: str) -> None:
 def check_weighting_resumes(build: Callable[[], Any], what: str) -> None:
     """Refuse (ConfigError naming `what`) a loss weighting built by `build` whose loss after a checkpoint round trip
     of its state differs from the original's: called on a step's per-task losses, saved and loaded into a new build,
-    both are called on other losses and must give the same loss."""
+    both are called on other losses and must give the same loss. An error its code raises on the way is a
+    ConfigError naming it and where it was raised."""
+    with _named(what, "called on {task: scalar loss} with stats {} as training calls it"):
+        _check_weighting(build, what)
+
+
+def _check_weighting(build: Callable[[], Any], what: str) -> None:
     original = build()
     tasks = original.task_names
     original({task: torch.tensor(1.0 + i) for i, task in enumerate(tasks)}, epoch=0.0, stats={})
@@ -53,6 +67,20 @@ def check_weighting_resumes(build: Callable[[], Any], what: str) -> None:
                           f"the loss {float(reloaded):.6g} where the saved one gives {float(loss):.6g}; keep what it "
                           f"learns in parameters or buffers (register_buffer), or in get_extra_state() / "
                           f"set_extra_state(state)")
+
+
+@contextlib.contextmanager
+def _named(what: str, how: str) -> Iterator[None]:
+    """Turn an error other than a ConfigError into one naming `what`, `how` it was used and where it raised."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        at = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        raise ConfigError(f"{what}: {how} (the run's checks try its resume on placeholder tasks), it raised "
+                          f"{type(error).__name__}: {error}{at}") from error
 
 
 def _round_trip(state: Any, what: str) -> Any:
