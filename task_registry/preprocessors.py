@@ -9,7 +9,8 @@ function and the source of its package (`code_digest`), so an edited function is
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Union
+import inspect
+from typing import Any, Callable, Mapping, Optional, Union
 
 import datasets
 import jinja2
@@ -160,6 +161,21 @@ def callable_name(fn: Callable[..., Any]) -> str:
     return name if isinstance(name, str) else repr(fn)
 
 
+def one_argument_problem(fn: Callable[..., Any], argument: str) -> Optional[str]:
+    """Why `fn` cannot be called with one positional argument, `argument` (as a step or a postprocess calls it),
+    from its signature: the message names it and what to change; None when it can, or has no signature to read."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # (a builtin without one: found when called)
+        return None
+    try:
+        signature.bind(None)
+    except TypeError as error:
+        return (f"{callable_name(fn)}{signature} cannot be called with {argument} alone ({error}); it is given "
+                f"nothing else: give its other parameters defaults")
+    return None
+
+
 def step_identity(description: str, fn: Any) -> str:
     """A step's `description`, with `code_digest(fn)` when `fn` is a Python function (not Jinja expressions), whose
     name stays the same when its code is edited."""
@@ -187,6 +203,8 @@ class Filter(_ExpressionPreprocessor):
     def __init__(self, predicate: Union[str, Callable[[Mapping[str, Any]], bool]]):
         if not isinstance(predicate, str) and not callable(predicate):
             raise TaskDefinitionError(f"filter needs a callable or a Jinja expression string, got {predicate!r}")
+        if not isinstance(predicate, str) and (problem := one_argument_problem(predicate, "the row")):
+            raise TaskDefinitionError(f"filter: {problem}")
         self.predicate = predicate
         self._compile()
 
@@ -226,6 +244,8 @@ class Map(_ExpressionPreprocessor):
                 raise TaskDefinitionError(f"map: field names must be non-empty strings, got {bad}")
         elif not callable(fn):
             raise TaskDefinitionError(f"map needs a callable or a mapping field → Jinja expression, got {fn!r}")
+        elif problem := one_argument_problem(fn, "the row"):
+            raise TaskDefinitionError(f"map: {problem}")
         self.fn = fn
         self._compile()
 

@@ -33,7 +33,8 @@ from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, U
 from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
 from .jinja_env import environment_version
-from .preprocessors import Preprocessor, callable_name, compile_expression, evaluate_expression, step_identity
+from .preprocessors import (Preprocessor, callable_name, compile_expression, evaluate_expression, one_argument_problem,
+                            step_identity)
 from .sources import GeneratorSource, Source, code_digest
 from .template import Template
 
@@ -285,6 +286,9 @@ class Task:
             raise TaskDefinitionError(f"task {name!r}: postprocess must be a function text -> text, or a Jinja "
                                       f"expression over `text` (applied to predictions and gold answers before the "
                                       f"metrics), got {postprocess!r}")
+        elif postprocess is not None and (problem := one_argument_problem(postprocess, "the text")):
+            raise TaskDefinitionError(f"task {name!r}: postprocess {problem} (seqio's postprocess_fn(output, "
+                                      f"example=None, is_target=False) can be)")
         if few_shot_format is not None and not isinstance(few_shot_format, FewShotFormat):
             raise TaskDefinitionError(f"task {name!r}: few_shot_format must be a FewShotFormat, got "
                                       f"{few_shot_format!r}")

@@ -493,3 +493,45 @@ def test_a_registered_gradient_method_is_built_by_name_and_a_taken_name_is_refus
     with pytest.raises(GradientMethodError, match=r"unknown method 'halvng'; did you mean 'halving'\? .*"
                                                   r"t2t_mtl.gradients.register_method"):
         build_method({"method": "halvng"}, 3)
+
+
+def _rows(split, num_rows, seed):
+    return ({"q": f"q{i}", "a": "a"} for i in range(num_rows))
+
+
+def _with_index(row, index):
+    return {"q2": row["q"]}
+
+
+def _keep(row, index):
+    return True
+
+
+def _seqio_style(output, example):
+    return output.strip()
+
+
+def _seqio_defaults(output, example=None, is_target=False):
+    return output.strip()
+
+
+def test_a_step_or_postprocess_function_that_cannot_take_its_one_argument_is_refused_when_the_task_is_built():
+    # was: Map(add) with add(row, index) was accepted, and reading the task's rows stopped on datasets' bare
+    # "TypeError: add() missing 1 required positional argument: 'index'" (no task named); a postprocess(output,
+    # example) failed only when the evaluation after training applied it
+    import task_registry as tr
+
+    with pytest.raises(tr.TaskDefinitionError, match=r"^map: _with_index\(row, index\) cannot be called with the row "
+                                                     r"alone \(missing a required argument: 'index'\); .* defaults$"):
+        tr.Map(_with_index)
+    with pytest.raises(tr.TaskDefinitionError, match=r"^filter: _keep\(row, index\) cannot be called with the row"):
+        tr.Filter(_keep)
+    with pytest.raises(tr.TaskDefinitionError, match=r"^task 'sig_task': postprocess _seqio_style\(output, "
+                                                     r"example\) cannot be called with the text alone .*"
+                                                     r"is_target=False\) can be"):
+        tr.Task("sig_task", tr.GeneratorSource(_rows, num_rows=2), tr.Template("t", "{{q}} ||| {{a}}"),
+                postprocess=_seqio_style)
+    task = tr.Task("sig_task", tr.GeneratorSource(_rows, num_rows=2), tr.Template("t", "{{q}} ||| {{a}}"),
+                   postprocess=_seqio_defaults, preprocessors=[tr.Map(lambda row, extra=1: {"q": row["q"] * extra}),
+                                                               tr.Filter(len)])
+    assert task.postprocessed([" x "]) == ["x"]
