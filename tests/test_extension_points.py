@@ -535,3 +535,27 @@ def test_a_step_or_postprocess_function_that_cannot_take_its_one_argument_is_ref
                    postprocess=_seqio_defaults, preprocessors=[tr.Map(lambda row, extra=1: {"q": row["q"] * extra}),
                                                                tr.Filter(len)])
     assert task.postprocessed([" x "]) == ["x"]
+
+
+@pytest.mark.slow
+def test_a_fresh_process_resumes_a_run_of_a_modules_sampler_and_weighting(tmp_path, tok):
+    # as a launcher starts them: `train` and `train --resume auto` are each a new process that knows loss_chasing /
+    # running_mean only once data.task_modules is imported, before the config's checks and before the checkpoint's
+    # sampler and weighting state is loaded into the registered classes
+    import subprocess
+
+    from engine_helpers import subprocess_env, train_command
+
+    module = tmp_path / f"extensions_{uuid.uuid4().hex[:8]}.py"
+    module.write_text(EXTENSIONS)
+    sections = {"data": {"task_modules": [str(module)]}, "sampling": {"strategy": "loss_chasing", "power": 3},
+                "weighting": {"method": "running_mean"}, "training": {"steps": 2}}
+    config = write_config(tiny_config(tmp_path / "run", tok, tmp_path / "cache", **sections), tmp_path / "c.yaml")
+    for extra in ([], ["--resume", "auto", "--set", "training.steps=3"]):
+        done = subprocess.run(train_command(config, *extra), env=subprocess_env(), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, (extra, done.stderr[-3000:])
+    assert sorted(step_records(tmp_path / "run")) == [1, 2, 3]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer_state.pt", weights_only=False)
+    assert state["sampler"]["strategy"] == "loss_chasing" and sum(state["sampler"]["drawn"]) == 3
+    assert state["weighting"]["_extra_state"] == {"calls": 3}  # (2 before the resume, restored, and 1 after)
