@@ -1,6 +1,7 @@
 """Adding a user's class to a registry of components chosen by name in a config (`sampling.strategy`,
-`weighting.method`): the checks a class must pass to be registered, shared by `register_sampler` and
-`register_weighting`, so that a class that could never be built is refused where it is registered."""
+`weighting.method`, `gradient_surgery.method`): the checks a class must pass to be registered, shared by
+`register_sampler`, `register_weighting` and `register_method`, so that a class that could never be built is refused
+where it is registered."""
 from __future__ import annotations
 
 import inspect
@@ -30,8 +31,8 @@ class ClassRegistry:
 
 def register_class(registry: ClassRegistry, cls: Any, *, overwrite: bool = False) -> type:
     """Add `cls` to `registry.table` under its `name_attr` and return it (so it works as a class decorator), after
-    checking that it subclasses `base`, names itself, overrides `hook`, lists its config keys in `PARAMS` and can be
-    built from them; a shipped name, or one registered to another class (unless `overwrite`, or the same class
+    checking that it subclasses `base`, names itself, overrides `hook`, lists its config keys in `params_attr` and can
+    be built from them; a shipped name, or one registered to another class (unless `overwrite`, or the same class
     imported again: same module and qualified name), is refused. Raises `registry.error` naming the class."""
     problem = _class_problem(registry, cls)
     if problem:
@@ -71,11 +72,12 @@ def _class_problem(registry: ClassRegistry, cls: Any) -> str:
     clash = sorted(set(params) & {attr, *registry.common})
     if clash:
         return f"{params_attr} lists {', '.join(map(repr, clash))}, which every {base.__name__} takes: leave them out"
-    return _constructor_problem(cls, registry.build_args, {**registry.common, **dict.fromkeys(params)})
+    return _constructor_problem(cls, registry.build_args, {**registry.common, **dict.fromkeys(params)}, params_attr)
 
 
-def _constructor_problem(cls: type, args: Tuple[Any, ...], keywords: Mapping[str, Any]) -> str:
-    """Why `cls(*args, **keywords)` would not bind (its signature), '' when it would."""
+def _constructor_problem(cls: type, args: Tuple[Any, ...], keywords: Mapping[str, Any], params_attr: str) -> str:
+    """Why `cls(*args, **keywords)` would not bind (its signature), '' when it would; `params_attr` names where the
+    class lists its config keys."""
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):  # (no signature to read: found when built)
@@ -85,8 +87,8 @@ def _constructor_problem(cls: type, args: Tuple[Any, ...], keywords: Mapping[str
     except TypeError as error:
         return (f"its constructor {signature} cannot be called as a build calls it, with {len(args)} positional "
                 f"argument(s) and the keywords {', '.join(keywords) or '(none)'} ({error}): take every config key "
-                f"(PARAMS) as a keyword, give it a default or list it among them, and pass **kwargs on to the base "
-                f"class")
+                f"({params_attr}) as a keyword, give it a default or list it among them, and pass **kwargs on to the "
+                f"base class")
     return ""
 
 
