@@ -209,6 +209,40 @@ def _with_vocabulary(tokenizer, target: str):
     return tokenizer
 
 
+#: the text `own_encoding_problem` encodes to compare the tokenizer's own special tokens with T5's (a final EOS)
+PROBE_TEXT = "a"
+
+
+def own_encoding_problem(tokenizer: Any) -> Optional[str]:
+    """How the tokenizer's own encoding of a text (its special tokens added, as input or as target) differs from
+    the text's tokens followed by its EOS alone, T5's encoding and the one training uses (`tokenize_dataset`'s
+    `append_eos`); None where it does not differ. Evaluation, periodic validation and predict encode with the
+    tokenizer's own special tokens, so a tokenizer that adds a BOS / [CLS] in front, or no EOS at the end, would be
+    scored on sequences the model never trained on."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        return "has no end-of-sequence token (eos_token), so no target would end"
+    for field, role in (("text", "a text"), ("text_target", "a target")):
+        plain = list(tokenizer(**{field: PROBE_TEXT}, add_special_tokens=False)["input_ids"])
+        own = list(tokenizer(**{field: PROBE_TEXT})["input_ids"])
+        if own == plain + [eos]:
+            continue
+        def shown(ids: list) -> str:
+            return " ".join(tokenizer.convert_ids_to_tokens(ids))
+
+        starts = [i for i in range(len(own) - len(plain) + 1) if own[i:i + len(plain)] == plain]
+        if not plain or not starts:
+            return (f"encodes {role} {PROBE_TEXT!r} as {shown(own) or 'nothing'}, not as its tokens followed by "
+                    f"{tokenizer.eos_token}")
+        before, after = own[:starts[0]], own[starts[0] + len(plain):]
+        wrong = [f"puts {shown(before)} in front of it"] if before else []
+        if after != [eos]:
+            wrong.append(f"ends it with {shown(after)}, not {tokenizer.eos_token} alone" if after else
+                         f"adds no {tokenizer.eos_token} at its end")
+        return f"encodes {role} {PROBE_TEXT!r} as {shown(own)}: it {' and '.join(wrong)}"
+    return None
+
+
 #: the files of which a tokenizer folder holds at least one
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", SPIECE_FILE)
 

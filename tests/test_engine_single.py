@@ -1334,6 +1334,28 @@ def test_a_tokenizer_whose_special_ids_are_not_the_models_is_refused_before_toke
         train(cfg)
 
 
+def test_a_tokenizer_adding_no_eos_of_its_own_is_refused_before_tokenizing(tmp_path, monkeypatch):
+    # was: trained on targets ending in </s> (append_eos), then rank classification scored each answer choice and
+    # generation read each input without it, as the tokenizer encodes them (here: a byte-level BPE saved with T5's
+    # pad and EOS ids but no post-processor), with no word
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(["reverse the words: a b c", "odd even"] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    folder = tmp_path / "bpe"
+    PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+                            ).save_pretrained(folder)
+    monkeypatch.setattr(trainer_mod, "build_task_streams", lambda *a, **k: pytest.fail("tokenized first"))
+    with pytest.raises(ConfigError, match=rf"tokenizer.path '{folder}' encodes a text 'a' as a: it adds no </s> at "
+                                          r"its end\. Training reads .* TemplateProcessing\(single='\$A </s>', "
+                                          r"special_tokens=\[\('</s>', 1\)\]\)"):
+        train(tiny_config(tmp_path / "run", folder, tmp_path / "cache"))
+
+
 def test_train_reads_a_local_pretrained_models_config_once(tmp_path, tok, cache, monkeypatch):
     # was: read four times for a LoRA run (the LoRA targets check, the special-ids check, then build_model's T5 check
     # and its T5Config), twice more than one read for a run without LoRA

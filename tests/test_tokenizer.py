@@ -17,6 +17,7 @@ from t2t_mtl.tokenizer import (
     TokenizerTrainingError,
     load_tokenizer,
     mixture_texts,
+    own_encoding_problem,
     rendered_texts,
     train_tokenizer,
 )
@@ -276,6 +277,56 @@ def test_a_bare_tokenizer_json_of_another_model_is_refused_by_name(tmp_path):
     (tmp_path / "broken" / "tokenizer.json").write_text("{not json")
     with pytest.raises(TokenizerLoadError, match=r"could not read .*broken/tokenizer.json"):
         load_tokenizer(tmp_path / "broken")
+
+
+def _saved_tokenizer(folder: Path, model: str, post_processor: str) -> Path:
+    """A tokenizer a user builds with the `tokenizers` library and saves with save_pretrained: a byte-level BPE or a
+    lower-casing WordPiece whose pad is id 0 and EOS id 1 (as a model built from dims needs), its post-processor
+    adding nothing, EOS alone, or BERT's [CLS] in front and EOS at the end."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = ["a quick brown fox", "jumps over the lazy dog", "what is 3 plus 4?"] * 5
+    if model == "bpe":
+        specials, names = ["<pad>", "</s>", "<unk>"], {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        specials = ["[PAD]", "[SEP]", "[UNK]", "[CLS]"]
+        names = {"pad_token": "[PAD]", "eos_token": "[SEP]", "unk_token": "[UNK]", "cls_token": "[CLS]"}
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer, tok.decoder = normalizers.BertNormalizer(lowercase=True), decoders.WordPiece()
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials)
+    tok.train_from_iterator(texts, trainer)
+    eos, cls = specials[1], specials[3] if len(specials) > 3 else None
+    single = {"none": None, "eos": f"$A {eos}", "cls": f"{cls} $A {eos}"}[post_processor]
+    if single:
+        tok.post_processor = processors.TemplateProcessing(
+            single=single, special_tokens=[(t, tok.token_to_id(t)) for t in (cls, eos) if t and t in single])
+    PreTrainedTokenizerFast(tokenizer_object=tok, **names).save_pretrained(folder)
+    return folder
+
+
+def test_own_encoding_problem_names_special_tokens_other_than_a_final_eos(tmp_path, t5_tokenizer, procedural_corpus):
+    # was: training read every text as its tokens + EOS (append_eos) while evaluation, validation and predict used
+    # the tokenizer's own encoding: without EOS, or with [CLS] in front, for these tokenizers, with no word
+    from transformers import ByT5Tokenizer
+
+    assert t5_tokenizer("Hello world").input_ids == [8774, 296, EOS]  # T5's own: tokens, then </s>
+    train_tokenizer(procedural_corpus, tmp_path / "trained", vocab_size=200)
+    for fine in (t5_tokenizer, load_tokenizer(tmp_path / "trained"), ByT5Tokenizer(),
+                 load_tokenizer(_saved_tokenizer(tmp_path / "bpe_eos", "bpe", "eos")),
+                 load_tokenizer(_saved_tokenizer(tmp_path / "wp_eos", "wordpiece", "eos"))):
+        assert own_encoding_problem(fine) is None, fine
+    bpe = load_tokenizer(_saved_tokenizer(tmp_path / "bpe", "bpe", "none"))
+    assert bpe("a").input_ids == bpe("a", add_special_tokens=False).input_ids  # no </s>: a target would never end
+    assert own_encoding_problem(bpe) == "encodes a text 'a' as a: it adds no </s> at its end"
+    wordpiece = load_tokenizer(_saved_tokenizer(tmp_path / "wp", "wordpiece", "cls"))
+    assert wordpiece.convert_ids_to_tokens(wordpiece("A").input_ids) == ["[CLS]", "a", "[SEP]"]
+    assert own_encoding_problem(wordpiece) == "encodes a text 'a' as [CLS] a [SEP]: it puts [CLS] in front of it"
 
 
 def test_cli_trains_on_a_mixture(tmp_path, capsys):

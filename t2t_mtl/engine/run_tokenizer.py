@@ -25,12 +25,34 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
     for name in ("pad_token_id", "eos_token_id"):
         ours, theirs = getattr(tokenizer, name), getattr(model, name)
         if ours != theirs:
-            source = (f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else
-                      "the model's own tokenizer" if cfg.model.name_or_path else "the run's tokenizer")
+            source = run_tokenizer_name(cfg)
             model_source = (f"model.name_or_path {cfg.model.name_or_path!r}" if cfg.model.name_or_path
                             else "a model built from model.dims")
             raise ConfigError(f"{source} has {name} {ours}, but {model_source} has {theirs}: use a tokenizer with "
                               f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
+
+
+def run_tokenizer_name(cfg: Config) -> str:
+    """The run's tokenizer as its messages name it: by tokenizer.path, else as the model's own or the trained one."""
+    return (f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else
+            "the model's own tokenizer" if cfg.model.name_or_path else "the run's tokenizer")
+
+
+def check_own_encoding(tokenizer: Any, cfg: Config) -> None:
+    """ConfigError unless the tokenizer's own encoding of a text is its tokens followed by EOS alone
+    (`own_encoding_problem`): training encodes so, evaluation, validation and predict with the tokenizer's own
+    special tokens, which must then be the same."""
+    from t2t_mtl.tokenizer import own_encoding_problem
+
+    problem = own_encoding_problem(tokenizer)
+    if problem:
+        eos = tokenizer.eos_token
+        raise ConfigError(
+            f"{run_tokenizer_name(cfg)} {problem}. Training reads a text as its tokens followed by {eos} alone (as "
+            f"T5 does), evaluation, validation and predict as the tokenizer encodes it, so they would score sequences "
+            f"the model never trained on: save the tokenizer with a post-processor that appends {eos} alone "
+            f"(tokenizers' TemplateProcessing(single='$A {eos}', special_tokens=[('{eos}', {tokenizer.eos_token_id})])"
+            f"), or train one with `t2t-mtl tokenizer train`")
 
 
 def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env: DistEnv,
