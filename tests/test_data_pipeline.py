@@ -481,6 +481,41 @@ def test_text_the_tokenizer_has_no_token_for_is_warned_about_by_task_and_count(t
     assert "has no token for" not in caplog.text
 
 
+def _sentences(split, num_rows, seed):
+    return [{"text": f"the quick brown fox {i} jumps over the lazy dog"} for i in range(num_rows)]
+
+
+def test_sentinels_the_tokenizer_splits_into_pieces_are_warned_about_by_task_and_count(t5_tokenizer_dir, caplog):
+    # was: span corruption's <extra_id_N> became a dozen byte-level pieces each (a BPE without T5's sentinels), in the
+    # inputs and in the targets the model learns to write, without a word
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from t2t_mtl.tokenizer import load_tokenizer
+    from task_registry import GeneratorSource, Task, Template
+    from task_registry.span_corruption import SpanCorruption
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.train_from_iterator([r["text"] for r in _sentences("train", 4, 0)], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    bpe = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    pieces = backend.encode("<extra_id_0>", add_special_tokens=False).tokens
+    assert len(pieces) == 12  # byte-level: one piece per character
+    task = Task("denoise_rows", GeneratorSource(_sentences, num_rows=4),
+                [Template("sc", "{{corrupted}} ||| {{spans}}")], preprocessors=[SpanCorruption("text")])
+    tokenize_task(task, bpe, split="train", max_input_length=64, max_target_length=64, cache_dir=None)
+    assert (f"task denoise_rows/train: 4 of 4 examples hold T5 sentinels (<extra_id_N>, span corruption's) that the "
+            f"tokenizer has no token for (100 of the 100): it reads each as several tokens (<extra_id_0> as "
+            f"{' '.join(pieces)})") in caplog.text
+    caplog.clear()
+    tokenize_task(task, load_tokenizer(t5_tokenizer_dir), split="train", max_input_length=64, max_target_length=64,
+                  cache_dir=None)  # T5's vocabulary: each sentinel is one token
+    assert "T5 sentinels" not in caplog.text
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"padding": "max"}, r"padding must be one of longest, max_length, got 'max'"),  # was: padded as "longest"
     ({"pad_to_multiple_of": 0}, r"pad_to_multiple_of must be an integer >= 1, got 0"),  # was: ZeroDivisionError

@@ -133,6 +133,29 @@ def special_token_texts(dataset: Any, tokenizer: Any) -> Dict[str, int]:
     return found
 
 
+def split_sentinels(tokenizer: Any) -> Dict[str, List[str]]:
+    """{T5 sentinel (`<extra_id_0>` .. `<extra_id_99>`, what span corruption writes): the tokens the tokenizer reads
+    it as} for each sentinel it has no single token for (none for T5's vocabularies, ByT5's and those
+    `t2t-mtl tokenizer train` writes)."""
+    from task_registry.span_corruption import NUM_SENTINELS, sentinel
+
+    texts = [sentinel(i) for i in range(NUM_SENTINELS)]
+    encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    return {text: tokenizer.convert_ids_to_tokens(ids) for text, ids in zip(texts, encoded) if len(ids) != 1}
+
+
+def sentinel_rows(dataset: Any, sentinels: Sequence[str]) -> int:
+    """How many rendered rows of `dataset` hold one of `sentinels` in their inputs or targets."""
+    import re
+
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")[:]
+    pattern = "|".join(re.escape(text) for text in sentinels)
+    hits = pc.or_(*(pc.match_substring_regex(table[column], pattern) for column in ("inputs", "targets")))
+    return int(pc.sum(hits).as_py() or 0)
+
+
 def tokenize_task(
     task: Any,
     tokenizer: Any,
@@ -170,6 +193,15 @@ def tokenize_task(
                        "token (an EOS in a target ends the answer there); rewrite it in the template or with a `map` "
                        "preprocessor", task.name, split, " / ".join(str(n) for n in literals.values()), len(rendered),
                        " / ".join(repr(t) for t in literals))
+    split_up = split_sentinels(tokenizer)
+    with_sentinels = sentinel_rows(rendered, list(split_up)) if split_up else 0
+    if with_sentinels:
+        first = next(iter(split_up))
+        logger.warning("task %s/%s: %d of %d examples hold T5 sentinels (<extra_id_N>, span corruption's) that the "
+                       "tokenizer has no token for (%d of the 100): it reads each as several tokens (%s as %s), so the "
+                       "model learns to write them piece by piece, and inputs and targets grow; use a tokenizer with "
+                       "T5's 100 sentinels (T5's vocabulary, or one `t2t-mtl tokenizer train` writes)", task.name,
+                       split, with_sentinels, len(rendered), len(split_up), first, " ".join(split_up[first]))
     if few_shot is not None and corrupts_spans(task):
         logger.warning("task %s: left zero-shot by data.few_shot: its inputs are span-corrupted, and a "
                        "demonstration would reuse the sentinels (<extra_id_0>, ...) its own input and target use",
