@@ -1416,6 +1416,25 @@ def test_a_pretrained_model_without_tokenizer_path_trains_with_its_own_tokenizer
         train(cfg)
 
 
+def test_a_tokenizer_larger_than_a_pretrained_models_embedding_is_refused_before_tokenizing(tmp_path, tok, cache,
+                                                                                            monkeypatch):
+    # was: refused by build_model only once every task was tokenized ('model ... has 120 embeddings but the
+    # tokenizer has 228 tokens'), naming no tokenizer
+    from t2t_mtl.model import build_model
+
+    build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                vocab_size=120).save_pretrained(tmp_path / "m")
+    tokens = len(load_tokenizer(tok))  # 128 pieces and 100 sentinels
+    assert tokens > 120
+    monkeypatch.setattr(trainer_mod, "build_task_streams", lambda *a, **k: pytest.fail("tokenized first"))
+    cfg = tiny_config(tmp_path / "run", tok, cache)
+    cfg["model"] = {"name_or_path": str(tmp_path / "m")}
+    with pytest.raises(ConfigError, match=rf"tokenizer.path '{tok}' has {tokens} tokens, but model.name_or_path "
+                                          rf"'{tmp_path / 'm'}' has 120 embedding rows \(vocab_size\), so the ids "
+                                          r"from 120 on would index no row"):
+        train(cfg)
+
+
 def test_training_num_threads_sets_torchs_threads_before_the_data_is_read(tmp_path, tok, cache, monkeypatch,
                                                                           one_torch_thread):
     # no test looked at torch's threads after a run set training.num_threads

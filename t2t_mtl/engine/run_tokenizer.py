@@ -32,6 +32,22 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
                               f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
 
 
+def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
+    """ConfigError when a pretrained model (`model.name_or_path`) has fewer embedding rows than the tokenizer has
+    tokens (its `<task:NAME>` tokens left out with model.task_embeddings, which grow the embedding): ids past its
+    rows index nothing. Checked before the mixture is tokenized; `build_model` refused it only after. A model built
+    from dims is sized by the tokenizer. `saved`: the pretrained model's config dict (None: read it)."""
+    if cfg.model.name_or_path is None:
+        return
+    tokens = vocab_before_task_tokens(tokenizer) if cfg.model.task_embeddings else len(tokenizer)
+    rows = model_config(cfg.model, saved).vocab_size
+    if tokens > rows:
+        raise ConfigError(
+            f"{run_tokenizer_name(cfg)} has {tokens} tokens, but model.name_or_path {cfg.model.name_or_path!r} has "
+            f"{rows} embedding rows (vocab_size), so the ids from {rows} on would index no row: use the tokenizer the "
+            f"model was trained with (tokenizer.path unset: the model's own)")
+
+
 def run_tokenizer_name(cfg: Config) -> str:
     """The run's tokenizer as its messages name it: by tokenizer.path, else as the model's own or the trained one."""
     return (f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else
