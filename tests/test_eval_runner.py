@@ -1516,3 +1516,48 @@ def test_only_an_moe_whose_experts_have_a_capacity_keeps_example_order(loaded, t
 def test_evaluate_tasks_names_tasks_given_in_the_wrong_form(tasks, match):
     with pytest.raises(EvaluationError, match=rf"^{match}"):
         evaluate_tasks(None, None, tasks, progress=False, rank=0, world_size=1)
+
+
+def _too_long_warnings(call) -> list:
+    """The messages of transformers' "Token indices sequence length is longer than the specified maximum" warning
+    that `call()` logs."""
+    import logging
+
+    records: list = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    logger.addHandler(handler)
+    try:
+        call()
+    finally:
+        logger.removeHandler(handler)
+    return [message for message in records if message.startswith("Token indices sequence length is longer")]
+
+
+def test_a_tokenizer_model_max_length_below_the_limits_draws_no_indexing_errors_warning(t5_tokenizer_dir):
+    # was: evaluation and predict measured inputs, gold answers and answer choices uncut, and a tokenizer saved with
+    # model_max_length 8 printed transformers' "Token indices sequence length is longer than the specified maximum
+    # sequence length for this model (12 > 8). Running this sequence through the model will result in indexing
+    # errors", though nothing is cut there (T5's positions are relative; data.max_input_length cuts) and training
+    # tokenizes the same texts without a word
+    from t2t_mtl.data.few_shot import fit_demonstrations
+    from t2t_mtl.evaluation.labels import target_labels
+    from t2t_mtl.evaluation.runner import input_lengths, long_answers
+
+    import copy
+
+    text = "one two three four five six seven"
+    short = load_tokenizer(t5_tokenizer_dir)
+    short.model_max_length = 4
+    whole = len(short(text, verbose=False).input_ids)  # nothing is cut at model_max_length
+    assert whole > 4
+    assert len(_too_long_warnings(lambda: copy.deepcopy(short)(text))) == 1  # what transformers says of an uncut call
+    calls = {"inputs": lambda tok: input_lengths(tok, [text]), "answers": lambda tok: long_answers(tok, [[text]], 2),
+             "labels": lambda tok: target_labels(tok, [text]).shape,
+             "fitted": lambda tok: fit_demonstrations([text], text, tok, 64)}
+    measured = {}
+    for name, call in calls.items():  # (transformers warns once per tokenizer: each call gets its own)
+        tokenizer = copy.deepcopy(short)
+        assert _too_long_warnings(lambda: measured.setdefault(name, call(tokenizer))) == [], name
+    assert measured == {"inputs": [whole], "answers": (1, whole - 1), "labels": (1, whole), "fitted": [text]}

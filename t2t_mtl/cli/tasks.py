@@ -278,8 +278,8 @@ class TokenView(NamedTuple):
 
 def _tokenized(tokenizer: Any, dataset: Any) -> list[TokenView]:
     """The `TokenView` of each rendered example of `dataset`."""
-    inputs = tokenizer(list(dataset["inputs"]), add_special_tokens=False)["input_ids"]
-    targets = tokenizer(list(dataset["targets"]), add_special_tokens=False)["input_ids"]
+    inputs = tokenizer(list(dataset["inputs"]), add_special_tokens=False, verbose=False)["input_ids"]
+    targets = tokenizer(list(dataset["targets"]), add_special_tokens=False, verbose=False)["input_ids"]
     unk = tokenizer.unk_token_id
     return [TokenView(len(i) + 1, len(t) + 1, (i + t).count(unk) if unk is not None else 0,
                       tokenizer.decode(i), tokenizer.decode(t)) for i, t in zip(inputs, targets)]

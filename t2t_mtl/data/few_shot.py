@@ -57,7 +57,7 @@ def _fit(demonstrations: Sequence[str], query: str, tokenizer: Any, max_input_le
     any: the fitting's first pass)."""
     demos, lengths = list(demonstrations), []
     while demos:
-        ids = tokenizer(wrap(join(demos, query)), add_special_tokens=not append_eos)["input_ids"]
+        ids = tokenizer(wrap(join(demos, query)), add_special_tokens=not append_eos, verbose=False)["input_ids"]
         lengths.append(len(ids) + int(append_eos))
         if lengths[-1] <= max_input_length:
             break

@@ -16,5 +16,5 @@ def target_labels(tokenizer: Any, texts: Sequence[str], max_length: Optional[int
     model) puts a shorter target's padding before its tokens, where the shifted decoder input then holds pad tokens
     between the start token and the target, and the target's log-likelihood is that of another sequence."""
     cut = {"truncation": True, "max_length": max_length} if max_length is not None else {}
-    ids = tokenizer(text_target=list(texts), **cut)["input_ids"]
+    ids = tokenizer(text_target=list(texts), verbose=False, **cut)["input_ids"]
     return pad_rows(ids, max((len(row) for row in ids), default=0), LABEL_PAD)[0]

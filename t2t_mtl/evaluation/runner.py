@@ -324,8 +324,9 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
 
 def input_lengths(tokenizer, inputs: Sequence[str]) -> list[int]:
     """The number of tokens of each of `inputs`, special tokens included (longer than the input limit: truncated by
-    scoring)."""
-    return [len(ids) for ids in tokenizer(list(inputs))["input_ids"]] if inputs else []
+    scoring; not longer than the tokenizer's model_max_length, which T5's relative positions do not have, so
+    transformers' warning of it is not asked for)."""
+    return [len(ids) for ids in tokenizer(list(inputs), verbose=False)["input_ids"]] if inputs else []
 
 
 def long_answers(tokenizer, golds: Sequence[Sequence[str]], max_new_tokens: int) -> tuple[int, int]:
@@ -333,7 +334,8 @@ def long_answers(tokenizer, golds: Sequence[Sequence[str]], max_new_tokens: int)
     generation stops there, so it cannot write one of them whole —, the tokens of the longest of their shortest
     answers: the limit that lets every example's shortest answer be written; 0 when all fit)."""
     texts = [text for answers in golds for text in answers]
-    lengths = iter([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [])
+    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+    lengths = iter([len(row) for row in ids])
     shortest = [min(next(lengths) for _ in answers) for answers in golds if answers]
     too_long = [length for length in shortest if length > max_new_tokens]
     return len(too_long), max(too_long, default=0)
