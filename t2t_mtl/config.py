@@ -447,9 +447,13 @@ def check_paths(cfg: Config) -> None:
         key = "data.tasks_dir" if isinstance(cfg.data.tasks_dir, str) else f"data.tasks_dir[{index}]"
         must_exist(key, directory, "a folder of YAML task files")
     must_exist("deepspeed.config", cfg.deepspeed.config, "a DeepSpeed JSON file")
-    for key, value in (("model.name_or_path", cfg.model.name_or_path), ("tokenizer.path", cfg.tokenizer.path)):
-        if value is not None and looks_like_path(value):
-            must_exist(key, value, "a local folder")
+    if cfg.model.name_or_path is not None and looks_like_path(cfg.model.name_or_path):
+        must_exist("model.name_or_path", cfg.model.name_or_path, "a local folder")
+    if cfg.tokenizer.path is not None and looks_like_path(cfg.tokenizer.path):
+        from t2t_mtl.tokenizer import names_sentencepiece_model  # (a *.model file is a tokenizer too)
+
+        kind = "a SentencePiece model file" if names_sentencepiece_model(cfg.tokenizer.path) else "a local folder"
+        must_exist("tokenizer.path", cfg.tokenizer.path, kind)
     _refuse_folders_without_model_or_tokenizer(cfg)
     _check_output_folder("training.output_dir", cfg.training.output_dir, "choose another folder")
     if cfg.data.cache_dir is not None:

@@ -145,10 +145,16 @@ def _t5_from_sentencepiece_model(model: Path, name: str):
                        name_or_path=name)
 
 
+def names_sentencepiece_model(path: PathLike) -> bool:
+    """Whether `path` is named as a SentencePiece model file (`*.model`, as T5's spiece.model), which loads as a
+    tokenizer: a file, not a folder, whether or not it exists."""
+    return Path(path).suffix == ".model"
+
+
 def file_tokenizer_problem(path: PathLike) -> Optional[str]:
     """Why the existing file `path` cannot be a tokenizer (None: it is named as a SentencePiece model, `*.model`,
     which loads as T5's vocabulary, as seqio's `SentencePieceVocabulary` takes one)."""
-    if Path(path).suffix == ".model":
+    if names_sentencepiece_model(path):
         return None
     return (f"tokenizer path {path} is a file; pass the folder that holds it (a file is a tokenizer only as a "
             f"SentencePiece model, *.model, such as T5's spiece.model)")
@@ -288,6 +294,10 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
         _check_t5_layout(folder, _sentencepiece_first_pieces(folder))
         return _t5_from_sentencepiece_model(folder, target)
     if not folder.exists() and looks_like_path(target):  # (was the hub's "Repo id must be in the form ..." for it)
+        if names_sentencepiece_model(target):
+            raise TokenizerLoadError(f"could not load tokenizer {target!r}: no such file; pass an existing "
+                                     f"SentencePiece model file (*.model, such as T5's spiece.model) or a folder "
+                                     f"saved with save_pretrained")
         raise TokenizerLoadError(
             f"could not load tokenizer {target!r}: no such folder ({path_reading(target)}); pass a folder saved "
             f"with save_pretrained, such as a run's tokenizer/ or one `t2t-mtl tokenizer train` wrote")

@@ -424,6 +424,22 @@ def test_a_missing_folder_under_a_local_folder_is_refused_by_the_path_checks_not
     C.check_paths(cfg)
 
 
+def test_a_missing_sentencepiece_model_file_as_tokenizer_path_is_named_a_file_not_a_folder(tmp_path, monkeypatch):
+    # was: "config key 'tokenizer.path' names a local folder 'tok/spiece.model', which does not exist": a *.model path
+    # names a SentencePiece model file (a tokenizer path may be one), not a folder
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tok").mkdir()
+    cfg = C.config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                              "tokenizer": {"path": "tok/spiece.model"}})
+    with pytest.raises(C.ConfigFileError) as raised:
+        C.check_paths(cfg)
+    assert str(raised.value).startswith("config key 'tokenizer.path' names a SentencePiece model file "
+                                        "'tok/spiece.model', which does not exist")
+    cfg.tokenizer.path = "tok/nope"  # (a folder, as before)
+    with pytest.raises(C.ConfigFileError, match="names a local folder 'tok/nope', which does not exist"):
+        C.check_paths(cfg)
+
+
 def test_a_cache_dir_under_a_file_is_refused_by_the_path_checks(tmp_path, capsys):
     # was: accepted by check_paths (and `train --print-config`); the run refused it only after its checks
     (tmp_path / "afile").write_text("x")

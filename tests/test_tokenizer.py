@@ -208,6 +208,17 @@ def test_a_missing_tokenizer_folder_is_named_as_a_folder_not_a_hub_id(tmp_path, 
         "tokenizer train` wrote")
 
 
+def test_a_missing_sentencepiece_model_file_is_named_as_a_file_not_a_folder(tmp_path, monkeypatch):
+    # was: "could not load tokenizer './tok/spiece.model': no such folder (a hub name is ...); pass a folder ...":
+    # a *.model path names a SentencePiece model file, which load_tokenizer takes
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TokenizerLoadError) as raised:
+        load_tokenizer("./tok/spiece.model")
+    assert str(raised.value) == (
+        "could not load tokenizer './tok/spiece.model': no such file; pass an existing SentencePiece model file "
+        "(*.model, such as T5's spiece.model) or a folder saved with save_pretrained")
+
+
 def test_a_run_folder_given_as_tokenizer_names_its_tokenizer_folder(tmp_path, procedural_corpus):
     # was: `tasks preview parity --tokenizer runs/my` (or tokenizer.path: runs/my) said only that the folder "holds no
     # tokenizer files" and to train one, while the run's own tokenizer sat in runs/my/tokenizer
