@@ -225,12 +225,13 @@ def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, s
                     row_ids: Optional[Sequence[int]] = None) -> _Rendered:
     """Render every row; skipped rows (no target or no input) and render failures are counted (failures keep the
     first message). `row_ids` are the rows' indices in their split (default their positions: `rows` are the split or
-    its first rows), each example's `row_index`, which seeds its rendering as it seeds the whole split's.
+    its first rows; a drawn part of it needs them), each example's `row_index`, which seeds its rendering as it seeds
+    the whole split's.
 
     A row field `target_scores` (a list aligned with the rendered answer choices, as BIG-bench imports
     have) gives per-choice scores for `multiple_choice_grade`; a task's `group_by` gives each row's group. A group
     is incomplete when fewer of its rows are scored than it has: in `rows`, or in `group_sizes` (row counts per
-    group of the whole split, when `rows` are its first rows only).
+    group of the whole split, when `rows` are part of it only: its first rows or a drawn part).
     """
     from task_registry.errors import TemplateRenderError
 
@@ -421,10 +422,12 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     """Score one template on `rows` (sharded over ranks; `lockstep`: in the same forward passes on every rank, as
     ZeRO-3 needs) and compute its metrics; with `settings.num_shots`, each input gets demonstrations drawn from
     `demonstration_rows` (of `demonstration_split`). The ranks' outputs are gathered through `gathers` (default: this
-    rank's `RankGathers`). `row_ids` are the indices of `rows` in the split (default: `rows` are its first rows).
+    rank's `RankGathers`). `row_ids` are the indices of `rows` in the split, those the task's
+    `EvalProtocol.example_rows` kept under `max_examples`: the first N, or a benchmark's draw (default: their
+    positions, `rows` being the split or its first rows).
 
     Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
-    split's group sizes when `rows` are its first rows), counted in `incomplete_groups` and logged; with no
+    split's group sizes when `rows` are part of it), counted in `incomplete_groups` and logged; with no
     complete group left they are not computed, and a template whose primary metric is one is unscored (score
     None), not scored 0."""
     rendered = render_examples(task, template, rows, seed=settings.seed, group_sizes=group_sizes, row_ids=row_ids)
