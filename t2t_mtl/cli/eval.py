@@ -193,15 +193,13 @@ def check_rankable(names: Sequence[str], settings: Any, from_run: bool) -> None:
     evaluation section is checked): rank classification cannot score such a template."""
     if settings.scoring != "rank":
         return
-    import task_registry
-    from t2t_mtl.evaluation.runner import unrankable_templates
+    from t2t_mtl.evaluation.runner import unrankable_message
 
-    problems = unrankable_templates([task_registry.get_task(name) for name in names], settings)
-    if problems:
-        source = "the run's evaluation.scoring rank" if from_run else "--scoring rank"
-        raise ValueError(f"{source} ranks each example's answer choices, and {'; '.join(problems)} have no "
-                         f"answer_choices, so rank classification cannot score them; pass --scoring auto (rank where "
-                         f"a template has choices, generation elsewhere) or --scoring generate")
+    problem = unrankable_message(names, settings, "the run's evaluation.scoring rank" if from_run else "--scoring rank",
+                                 "pass --scoring auto (rank where a template has choices, generation elsewhere) or "
+                                 "--scoring generate")
+    if problem:
+        raise ValueError(problem)
 
 
 def distinct_names(reports: list, paths: Sequence[str], name: str) -> list:

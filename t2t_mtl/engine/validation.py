@@ -325,15 +325,14 @@ def refuse_unrankable_templates(names: Sequence[str], settings: Any) -> None:
     """A ConfigError naming each evaluated task (`names`) whose templates, as `settings` select them, include one
     without `answer_choices`: `evaluation.scoring: rank` cannot score it, and the runner would refuse it only after
     training (a base config's `scoring: rank`, as the quickstart's, applies to the tasks a layer adds)."""
-    import task_registry
-    from t2t_mtl.evaluation.runner import unrankable_templates
+    from t2t_mtl.evaluation.runner import unrankable_message
 
-    problems = unrankable_templates([task_registry.get_task(name) for name in names], settings)
-    if problems:
-        raise ConfigError(f"evaluation.scoring rank ranks each example's answer choices, and {'; '.join(problems)} "
-                          f"have no answer_choices, so rank classification cannot score them; set "
-                          f"evaluation.scoring: auto (rank where a template has choices, generation elsewhere) or "
-                          f"generate (a base config's scoring applies too: the quickstart's is rank)")
+    problem = unrankable_message(names, settings, "evaluation.scoring rank",
+                                 "set evaluation.scoring: auto (rank where a template has choices, generation "
+                                 "elsewhere) or generate (a base config's scoring applies too: the quickstart's is "
+                                 "rank)")
+    if problem:
+        raise ConfigError(problem)
 
 
 def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv, out_dir: Path,

@@ -602,6 +602,19 @@ def evaluated_templates(task: Task, settings: EvalSettings) -> list[Template]:
     return templates
 
 
+def unrankable_message(names: Sequence[str], settings: EvalSettings, scoring: str, instead: str) -> Optional[str]:
+    """Why rank scoring (`scoring`: where it was asked for) cannot score the tasks `names` (registered), naming each
+    template without `answer_choices` and ending with `instead` (the settings to use); None when each can be
+    ranked. The message of both eval's and a training config's refusals."""
+    import task_registry
+
+    problems = unrankable_templates([task_registry.get_task(name) for name in names], settings)
+    if not problems:
+        return None
+    return (f"{scoring} ranks each example's answer choices, and {'; '.join(problems)} have no answer_choices, so "
+            f"rank classification cannot score them; {instead}")
+
+
 def unrankable_templates(tasks: Sequence[Task], settings: EvalSettings) -> list[str]:
     """'task NAME template(s) 'A', 'B'' for each of `tasks` whose templates, as `settings` select them, include one
     without `answer_choices`, which `scoring: rank` cannot score (the runner refuses it only once it renders the
