@@ -29,36 +29,47 @@ def hidden_size(cfg: Config) -> int:
     return int(model_config(cfg.model).d_model)
 
 
+def _as_is(value: Any) -> Any:
+    return value
+
+
+#: key path: (the training key whose value fills its "auto", how the value is written there)
+TRAINING_FILLS: Dict[Tuple[str, ...], Tuple[str, Callable[[Any], Any]]] = {
+    ("gradient_clipping",): ("clip", _as_is),
+    ("optimizer", "params", "lr"): ("lr", _as_is),
+    ("optimizer", "params", "betas"): ("betas", list),
+    ("optimizer", "params", "weight_decay"): ("weight_decay", _as_is),
+    ("scheduler", "params", "warmup_max_lr"): ("lr", _as_is),
+    # at least 1, as the Trainer fills it: DeepSpeed refuses 0, training.warmup's default
+    ("scheduler", "params", "warmup_num_steps"): ("warmup", lambda warmup: max(1, warmup)),
+    ("scheduler", "params", "total_num_steps"): ("steps", _as_is)}
+
+#: key path: the training key it takes (`TRAINING_FILLS`' keys)
+AUTO_TRAINING_KEYS = {path: key for path, (key, _) in TRAINING_FILLS.items()}
+
+
 def auto_sources(cfg: Config, precision: Callable[[], str]) -> Dict[Tuple[str, ...], Callable[[], Any]]:
     """What fills "auto" at each key path of a DeepSpeed config for `cfg` (`precision()`: the precision it trains
-    in, resolved only where a bf16/fp16 `enabled` asks). ZeRO's bucket sizes follow the Trainer's rule on the hidden
-    size h: reduce_bucket_size h², stage3_prefetch_bucket_size int(0.9·h²), stage3_param_persistence_threshold 10·h
-    (filled at any stage: DeepSpeed reads the stage3_ ones at ZeRO-3 only, where the Trainer fills them); the warmup
-    scheduler's warmup_num_steps is max(1, training.warmup), the Trainer's max(1, warmup steps)."""
+    in, resolved only where a bf16/fp16 `enabled` asks): the training keys of `TRAINING_FILLS`, constants, the
+    precision and ZeRO's bucket sizes, which follow the Trainer's rule on the hidden size h: reduce_bucket_size h²,
+    stage3_prefetch_bucket_size int(0.9·h²), stage3_param_persistence_threshold 10·h (filled at any stage:
+    DeepSpeed reads the stage3_ ones at ZeRO-3 only, where the Trainer fills them); the warmup scheduler's
+    warmup_num_steps is max(1, training.warmup), the Trainer's max(1, warmup steps)."""
     t, zero = cfg.training, "zero_optimization"
     size = functools.cache(lambda: hidden_size(cfg))  # (a pretrained model's config.json read once)
-    return {("gradient_clipping",): lambda: t.clip,
-            ("optimizer", "params", "lr"): lambda: t.lr, ("optimizer", "params", "betas"): lambda: list(t.betas),
+
+    def training_value(key: str, write: Callable[[Any], Any]) -> Callable[[], Any]:
+        return lambda: write(getattr(t, key))
+
+    training = {path: training_value(key, write) for path, (key, write) in TRAINING_FILLS.items()}
+    return {**training,
             ("optimizer", "params", "eps"): lambda: 1e-8,
-            ("optimizer", "params", "weight_decay"): lambda: t.weight_decay,
             ("bf16", "enabled"): lambda: precision() == "bf16", ("bfloat16", "enabled"): lambda: precision() == "bf16",
             ("fp16", "enabled"): lambda: precision() == "fp16",
             ("scheduler", "params", "warmup_min_lr"): lambda: 0.0,
-            ("scheduler", "params", "warmup_max_lr"): lambda: t.lr,
-            # at least 1, as the Trainer fills it: DeepSpeed refuses 0, training.warmup's default
-            ("scheduler", "params", "warmup_num_steps"): lambda: max(1, t.warmup),
-            ("scheduler", "params", "total_num_steps"): lambda: t.steps,
             (zero, "reduce_bucket_size"): lambda: size() ** 2,
             (zero, "stage3_prefetch_bucket_size"): lambda: int(0.9 * size() ** 2),
             (zero, "stage3_param_persistence_threshold"): lambda: 10 * size()}
-
-
-AUTO_TRAINING_KEYS = {("gradient_clipping",): "clip", ("optimizer", "params", "lr"): "lr",
-                      ("optimizer", "params", "betas"): "betas",
-                      ("optimizer", "params", "weight_decay"): "weight_decay",
-                      ("scheduler", "params", "warmup_max_lr"): "lr",
-                      ("scheduler", "params", "warmup_num_steps"): "warmup",
-                      ("scheduler", "params", "total_num_steps"): "steps"}  # (key path: the training key it takes)
 
 
 def auto_filled_training_keys(ds: Mapping[str, Any]) -> Set[str]:
