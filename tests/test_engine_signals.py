@@ -39,6 +39,12 @@ def test_uncertainty_ema_learns_from_training_forward_entropies(tmp_path, tokeni
         tmp_path, tokenizer_dir,
         sampling={"strategy": "uncertainty_ema", "lam": 1.0, "floor": 0.0, "momentum": momentum})
     assert result.step == 6 and len(records) == 6
+    from t2t_mtl.engine.logging import training_scalars  # (what TensorBoard and W&B get of each record)
+
+    for rec in records:  # was: in metrics.jsonl only
+        scalars = training_scalars(rec)
+        assert {tag: v for tag, v in scalars.items() if tag.startswith("entropy/")} == {
+            f"entropy/{task}": value for task, value in rec["entropy"].items()} != {}
     # the EMA the sampler saved equals the EMA of the per-task entropies the engine fed it (logged per step)
     expected = {}
     for rec in records:
