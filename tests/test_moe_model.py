@@ -215,7 +215,8 @@ def test_capacity_drops_tokens_and_dropless_does_not():
     assert block.aux["dropped"] > 0
     logits = hidden.reshape(-1, 32) @ block.router.weight.t()
     zero_rows = (out.reshape(-1, 32) == 0).all(1)
-    assert int(zero_rows.sum()) == round(block.aux["dropped"] * 32)  # k = 1: a dropped token has no output
+    assert int(zero_rows.sum()) == block.aux["num_dropped"]  # k = 1: a dropped token has no output
+    assert block.aux["dropped"] == block.aux["num_dropped"] / 32
     block.moe = MoEConfig(num_experts=4, top_k=1, dropless=True)
     out = block(hidden)
     assert block.aux["dropped"] == 0 and not (out.reshape(-1, 32) == 0).all(1).any()
@@ -228,14 +229,14 @@ def test_dropped_is_the_fraction_of_token_slots_over_capacity():
     block = MoEFeedForward(_config(), MoEConfig(num_experts=2, top_k=2, capacity_factor=0.5, min_capacity=1)).train()
     block.reset_parameters()
     block(torch.randn(2, 4, 32))
-    assert block.aux["counts"].tolist() == [8, 8] and block.aux["dropped"] == 0.5
+    assert block.aux["counts"].tolist() == [8, 8] and block.aux["dropped"] == 0.5 and block.aux["num_dropped"] == 8
 
 @pytest.mark.parametrize("dropless", [False, True])
 def test_empty_batch_drops_nothing(dropless):
     moe = MoEConfig(num_experts=4, top_k=2, capacity_factor=1.0, min_capacity=1, dropless=dropless)
     block = MoEFeedForward(_config(), moe).train()
     assert block(torch.randn(0, 8, 32)).shape == (0, 8, 32)
-    assert block.aux["dropped"] == 0.0
+    assert block.aux["dropped"] == 0.0 and block.aux["num_dropped"] == 0
 
 
 @pytest.mark.parametrize("shape", [(0, 8, 32), (2, 0, 32)])

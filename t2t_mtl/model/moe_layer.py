@@ -42,8 +42,9 @@ class MoEFeedForward(nn.Module, TaskConditioned):
     padded tokens take no expert capacity, get a zero output under token and hybrid routing, and count in no aux
     statistic. After each call `aux` holds `load_balancing`, `z_loss` (differentiable scalars, over the real
     tokens), `counts` (assignments per expert), `task_counts` ([num_tasks, E]: the assignments of each trained
-    task's real tokens per expert; None under token routing without task ids), `dropped` (fraction of (token,
-    slot) pairs over capacity) and `choices` (how many (token, slot) pairs were routed: real tokens × top_k).
+    task's real tokens per expert; None under token routing without task ids), `num_dropped` (how many (token, slot)
+    pairs were over capacity), `dropped` (their fraction) and `choices` (how many (token, slot) pairs were routed:
+    real tokens × top_k).
     """
 
     token_mask: Optional[torch.Tensor] = None
@@ -173,6 +174,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             "z_loss": router_z_loss(routed.lse),
             "counts": routed.counts.detach(),
             "task_counts": self._token_task_counts(batch, length, keep, routed.topk_idx),
+            "num_dropped": n * self.moe.top_k - plan.num_rows,
             "dropped": (n * self.moe.top_k - plan.num_rows) / max(1, n * self.moe.top_k),
             "choices": n * self.moe.top_k,
         }
@@ -239,6 +241,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             "counts": (counts * tokens[:, None]).sum(0).to(torch.int64),
             "task_counts": probs.new_zeros(self.moe.num_tasks, self.moe.num_experts).index_add_(
                 0, present[trained], (counts * tokens[:, None])[trained]).to(torch.int64),
+            "num_dropped": 0,
             "dropped": 0.0,
             "choices": n * self.moe.top_k,
         }
@@ -248,7 +251,7 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         """Task routing of a batch without tokens (no rows, or rows of length 0): the empty output and zero aux
         losses, as token routing gives; every expert and the rows' gates stay in the graph (for ZeRO's hooks)."""
         zero = self._task_logits(task_rows, any_unseen).sum() * 0.0
-        self.aux = {"load_balancing": zero, "z_loss": zero.clone(), "dropped": 0.0, "choices": 0,
+        self.aux = {"load_balancing": zero, "z_loss": zero.clone(), "num_dropped": 0, "dropped": 0.0, "choices": 0,
                     "counts": torch.zeros(self.moe.num_experts, dtype=torch.int64, device=hidden.device),
                     "task_counts": torch.zeros(self.moe.num_tasks, self.moe.num_experts, dtype=torch.int64,
                                                device=hidden.device)}

@@ -187,7 +187,7 @@ def moe_stats(model: Any) -> Optional[torch.Tensor]:
     out[0] = float(model.moe_aux_loss().detach())
     out[1] = sum(float(aux["load_balancing"].detach()) for aux in blocks)
     out[2] = sum(float(aux["z_loss"].detach()) for aux in blocks)
-    out[3] = sum(round(aux["dropped"] * aux["choices"]) for aux in blocks)
+    out[3] = sum(aux["num_dropped"] for aux in blocks)
     out[4] = sum(aux["choices"] for aux in blocks)
     counts = [aux.get("task_counts") for aux in layers]
     given = [c for c in counts if c is not None]
