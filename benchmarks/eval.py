@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
+from t2t_mtl.evaluation.labels import target_labels
 from t2t_mtl.evaluation.rank_classification import choice_log_likelihoods, evaluation_mode, score_choices
 from t2t_mtl.tokenizer import load_tokenizer
 
@@ -37,8 +38,7 @@ def score_choices_reencoding(model, tokenizer, inputs, answer_choices, *, batch_
             targets = [c for i in batch for c in answer_choices[i]]
             encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_input_length,
                                 return_tensors="pt")
-            labels = tokenizer(text_target=targets, padding=True, return_tensors="pt").input_ids
-            labels = labels.masked_fill(labels.eq(tokenizer.pad_token_id), -100)
+            labels = target_labels(tokenizer, targets)  # (right-padded with -100 whatever side the tokenizer pads)
             hidden = model.get_encoder()(input_ids=encoded.input_ids,
                                          attention_mask=encoded.attention_mask).last_hidden_state
             flat = choice_log_likelihoods(model, labels, hidden, encoded.attention_mask).tolist()

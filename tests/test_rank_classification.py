@@ -12,6 +12,8 @@ from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
 from t2t_mtl.model.moe import UNSEEN_TASK_ID, convert_to_moe, moe_blocks, routing_task_id
 
+from conftest import REPO_ROOT
+
 INPUTS = ["Is the sky blue? Answer yes or no.", "premise: a cat sleeps. hypothesis: an animal rests.",
           "short", "Which is larger, 7 or 12?", "count the words in this sentence please"]
 CHOICES = [["yes", "no"], ["entailment", "neutral", "contradiction"], ["", "a b c d", "x", "long answer here"],
@@ -73,6 +75,25 @@ def test_scores_do_not_depend_on_the_side_the_tokenizer_pads(model, tokenizer):
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         scores = score_choices(model, tokenizer, INPUTS, CHOICES, batch_size=2)
+    finally:
+        tokenizer.padding_side = side
+    for got, want in zip(scores, reference):
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_the_eval_benchmarks_reencoding_baseline_scores_as_one_forward_per_choice_whatever_side_pads(model, tokenizer):
+    # was: benchmarks/eval.py's baseline let the tokenizer pad the choices, so under padding_side="left" a shorter
+    # choice scored another sequence (its -100 labels in front of its tokens): the baseline, checked equal to
+    # score_choices before it is timed, failed that check
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_eval", REPO_ROOT / "benchmarks" / "eval.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    reference = brute_force_scores(model, tokenizer, INPUTS, CHOICES)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        scores = benchmark.score_choices_reencoding(model, tokenizer, INPUTS, CHOICES, batch_size=2)
     finally:
         tokenizer.padding_side = side
     for got, want in zip(scores, reference):
