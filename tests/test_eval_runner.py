@@ -1505,6 +1505,46 @@ def test_only_an_moe_whose_experts_have_a_capacity_keeps_example_order(loaded, t
     assert calls == [order[i:i + 4] for i in range(0, len(inputs), 4)]
 
 
+def test_the_report_counts_the_moe_choices_dropped_over_capacity_while_scoring(loaded, data_file, tmp_path):
+    # was: counted in training only (moe.dropped); an evaluation whose MoE layers dropped tokens over
+    # eval_capacity_factor said nothing of it, in report.json, report.md or a warning
+    import math
+
+    model, tokenizer = loaded
+    torch.manual_seed(0)
+    moe = convert_to_moe(model, {"num_experts": 4, "top_k": 1, "every": 1, "upcycle": False, "task_names": ["a"],
+                                 "eval_capacity_factor": 0.5, "min_capacity": 1}).eval()
+    expected = {"dropped": 0, "choices": 0}
+
+    def reference(block, args):  # the top-1 expert of each real token, and the capacity of the forward's tokens
+        x = args[0].reshape(-1, args[0].shape[-1])
+        if block.token_mask is not None:
+            x = x[block.token_mask[:, -args[0].shape[1]:].reshape(-1).ne(0)]
+        counts = torch.bincount((x.float() @ block.router.weight.float().t()).argmax(-1), minlength=4)
+        capacity = min(max(math.ceil(len(x) / 4 * 0.5), 1), len(x))
+        expected["dropped"] += int((counts - capacity).clamp(min=0).sum())
+        expected["choices"] += len(x)
+
+    handles = [block.register_forward_pre_hook(reference) for _, block in moe_blocks(moe)]
+    try:
+        report = evaluate_tasks(moe, tokenizer, [toy_task(data_file)], EvalSettings(**MOE_SETTINGS), progress=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert sum(r.num_moe_dropped for r in report.results) == expected["dropped"] > 0
+    assert sum(r.num_moe_choices for r in report.results) == expected["choices"]
+    ranked, generated = report.results
+    assert ranked.num_moe_dropped and generated.num_moe_dropped
+    write_report(report, tmp_path / "out", plots=False)
+    assert read_report(tmp_path / "out").results[0].num_moe_dropped == ranked.num_moe_dropped  # report.json
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    share = 100 * ranked.num_moe_dropped / ranked.num_moe_choices
+    assert (f"- toy_sentiment / choices: {ranked.num_moe_dropped} of {ranked.num_moe_choices} ({share:.1f}%)"
+            in markdown)
+    dense = evaluate_tasks(model, tokenizer, [toy_task(data_file)], EvalSettings(**MOE_SETTINGS), progress=False)
+    assert all(r.num_moe_dropped == r.num_moe_choices == 0 for r in dense.results)
+
+
 @pytest.mark.parametrize("tasks,match", [
     # a string was read a character at a time: "unknown task 'p'"
     ("parity", r"evaluate_tasks: tasks must be a list of task names or Task objects, got the string 'parity': "

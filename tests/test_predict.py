@@ -187,6 +187,38 @@ def test_a_task_token_comes_on_top_of_the_input_limit_as_in_evaluation(tmp_path,
         assert generated.prediction == _one_by_one_generate(model, tokenizer, [prompt])[0]
 
 
+def test_predict_warns_of_the_moe_choices_dropped_over_capacity(t5_tokenizer_dir, caplog):
+    # was: predictions of a token-routed MoE whose layers dropped tokens over eval_capacity_factor had no word of it
+    from t2t_mtl.model.moe import moe_blocks
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    torch.manual_seed(1)
+    model = convert_to_moe(_dense(tokenizer), {"num_experts": 4, "top_k": 1, "every": 1, "upcycle": False,
+                                               "eval_capacity_factor": 0.5, "min_capacity": 1}).eval()
+    routed = {"dropped": 0, "choices": 0}
+
+    def count(block, args, out):  # (the layers' own counts, summed over every forward: what the warning adds up)
+        routed["dropped"] += block.aux["num_dropped"]
+        routed["choices"] += block.aux["choices"]
+
+    handles = [block.register_forward_hook(count) for _, block in moe_blocks(model)]
+    try:
+        with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+            predict(model, tokenizer, [PredictRequest(t, list(CHOICES)) for t in INPUTS] + [PredictRequest(INPUTS[1])],
+                    max_new_tokens=4)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert routed["dropped"] > 0
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"the MoE layers dropped {routed['dropped']} of the {routed['choices']} "
+                                          f"(token, slot) choices they routed over expert capacity")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):  # (a dense model drops nothing)
+        predict(_dense(tokenizer), tokenizer, [PredictRequest(INPUTS[0])], max_new_tokens=2)
+    assert not caplog.records
+
+
 def test_tasks_preview_jsonl_feeds_predict(dense_dir, capsys, monkeypatch):
     assert main(["tasks", "preview", "parity", "-n", "4", "--jsonl"]) == 0
     preview = capsys.readouterr().out

@@ -23,7 +23,7 @@ from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.runner import SCORING_MODES, input_lengths
-from t2t_mtl.model.moe import batch_dependent
+from t2t_mtl.model.moe import batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import routing_task_id
 
 
@@ -241,19 +241,24 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     generated = _longest_first(model, tokenizer, inputs, sorted(set(range(len(requests))) - set(ranked)))
     ranked = _longest_first(model, tokenizer, inputs, ranked)
     results: list[Optional[Prediction]] = [None] * len(requests)
-    for limit in sorted(set(limits)):
-        rows = [i for i in generated if limits[i] == limit]
-        texts = generate_texts(model, tokenizer, [inputs[i] for i in rows], num_beams=num_beams,
-                               max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_length=limit,
-                               task_ids=_subset(task_ids, rows)) if rows else []
-        tasks = [requests[i].task or default_task for i in rows]
-        for i, text, task, answer in zip(rows, texts, tasks, _postprocessed(texts, tasks, postprocessing)):
-            results[i] = Prediction(requests[i], answer, output=text if task in postprocessing else None)
-        rows = [i for i in ranked if limits[i] == limit]
-        scores = score_choices(model, tokenizer, [inputs[i] for i in rows],
-                               [requests[i].answer_choices for i in rows], length_normalize=length_normalize,
-                               batch_size=batch_size, max_input_length=limit,
-                               task_ids=_subset(task_ids, rows)) if rows else []
-        for i, row in zip(rows, scores):
-            results[i] = Prediction(requests[i], requests[i].answer_choices[argmax_first(row)], row)
+    with capacity_drops(model) as drops:
+        for limit in sorted(set(limits)):
+            rows = [i for i in generated if limits[i] == limit]
+            texts = generate_texts(model, tokenizer, [inputs[i] for i in rows], num_beams=num_beams,
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_length=limit,
+                                   task_ids=_subset(task_ids, rows)) if rows else []
+            tasks = [requests[i].task or default_task for i in rows]
+            for i, text, task, answer in zip(rows, texts, tasks, _postprocessed(texts, tasks, postprocessing)):
+                results[i] = Prediction(requests[i], answer, output=text if task in postprocessing else None)
+            rows = [i for i in ranked if limits[i] == limit]
+            scores = score_choices(model, tokenizer, [inputs[i] for i in rows],
+                                   [requests[i].answer_choices for i in rows], length_normalize=length_normalize,
+                                   batch_size=batch_size, max_input_length=limit,
+                                   task_ids=_subset(task_ids, rows)) if rows else []
+            for i, row in zip(rows, scores):
+                results[i] = Prediction(requests[i], requests[i].answer_choices[argmax_first(row)], row)
+    if drops.dropped:
+        logger.warning("the MoE layers dropped %d of the %d (token, slot) choices they routed over expert capacity "
+                       "(those get no expert output, and an answer depends on the inputs batched with it); raise "
+                       "model.moe.eval_capacity_factor, or set model.moe.dropless", drops.dropped, drops.choices)
     return results

@@ -107,6 +107,12 @@ def to_markdown(report: EvalReport) -> str:
                       f"{f' ({limit} tokens)' if limit else ''}, so none can be written whole (raise it: "
                       f"`t2t-mtl eval --max-new-tokens N`, `evaluation.max_new_tokens` in a config):"]
         lines += [f"- {r.task} / {r.template}: {r.num_long_answers} of {r.num_examples}" for r in long_answers]
+    dropping = [r for r in report.results if r.num_moe_dropped]
+    if dropping:
+        lines += ["", "MoE (token, slot) choices dropped over expert capacity while scoring, which got no expert "
+                      "output (raise model.moe.eval_capacity_factor, or set model.moe.dropless):"]
+        lines += [f"- {r.task} / {r.template}: {r.num_moe_dropped} of {r.num_moe_choices} "
+                  f"({100 * r.num_moe_dropped / r.num_moe_choices:.1f}%)" for r in dropping]
     fewer_shots = [r for r in report.results if r.num_fewer_shots]
     if fewer_shots:
         lines += ["", f"Inputs given fewer than {counted(shots, 'demonstration')} (too few rows, or they do not fit "

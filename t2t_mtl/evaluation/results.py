@@ -25,7 +25,9 @@ class TemplateResult:
     demonstration split, or the rest did not fit `max_input_length`); `num_dropped_shots` demonstrations were dropped
     (from the front of their prompts) to fit it, and `shots_fit_length` is the limit that would hold every input with
     all of its drawn demonstrations (`None` when none was dropped). Scored by generation, `num_long_answers` of them
-    have no gold answer that fits `max_new_tokens` tokens, where generation stops: none can be written whole.
+    have no gold answer that fits `max_new_tokens` tokens, where generation stops: none can be written whole. An MoE
+    model routing by token with an expert capacity dropped `num_moe_dropped` of the `num_moe_choices` (token, slot)
+    choices its layers routed while scoring (both 0 for any other model): a dropped choice gets no expert output.
     """
 
     task: str
@@ -51,6 +53,8 @@ class TemplateResult:
     num_dropped_shots: int = 0
     shots_fit_length: Optional[int] = None
     num_long_answers: int = 0
+    num_moe_dropped: int = 0
+    num_moe_choices: int = 0
     predictions: Optional[list[dict[str, Any]]] = None
 
     @property

@@ -37,7 +37,7 @@ from t2t_mtl.evaluation.rank_gathers import RankGathers
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
-from t2t_mtl.model.moe import batch_dependent
+from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import routing_task_id
 from t2t_mtl.wording import counted
 
@@ -287,15 +287,16 @@ def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, worl
 def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
                  progress: Optional[Callable[[int], None]], task_id: Optional[int] = None, *, rank: int = 0,
                  world_size: int = 1, lockstep: bool = False, lengths: Optional[Sequence[int]] = None,
-                 truncation_side: str = "right", pick: Callable[[_Example, list[float]], int]
-                 ) -> list[tuple[int, str, int, Optional[list[float]]]]:
+                 truncation_side: str = "right", pick: Callable[[_Example, list[float]], int],
+                 drops: Optional[CapacityDrops] = None) -> list[tuple[int, str, int, Optional[list[float]]]]:
     """(position, prediction text, chosen index or -1, choice scores) for each of this rank's `examples`
     (`shard_batches`: rank, rank + world_size, ...; batched longest first by their input `lengths` when given).
 
     `task_id` (None: the model takes none) is passed with every example; an input longer than the limit is cut from
     its `truncation_side` and rank classification chooses `pick(example, its scores)` (the task's `EvalProtocol`).
     With `lockstep` (ZeRO-3, several ranks) every rank runs the same forward passes: as many batches (padding ones
-    discarded), as many decoder passes per rank-classification batch, generation synced."""
+    discarded), as many decoder passes per rank-classification batch, generation synced. `drops` gets the MoE
+    capacity drops of the batches kept (`capacity_drops`; padding batches left out)."""
     batches = shard_batches(len(examples), settings.batch_size, rank, world_size, lockstep=lockstep, lengths=lengths)
     passes = (_lockstep_decoder_passes(examples, settings.batch_size, world_size, lengths)
               if lockstep and mode == "rank" else [0] * len(batches))
@@ -303,24 +304,36 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
     for batch, min_passes in zip(batches, passes):
         chunk = [examples[i] for i in batch.rows]
         task_ids = None if task_id is None else [task_id] * len(chunk)
-        if mode == "rank":
-            scores = score_choices(model, tokenizer, [e.inputs for e in chunk], [e.answer_choices for e in chunk],
-                                   length_normalize=settings.length_normalize, batch_size=settings.batch_size,
-                                   max_input_length=settings.max_input_length, task_ids=task_ids,
-                                   min_decoder_passes=min_passes, truncation_side=truncation_side)
-            chosen = [pick(e, row) for e, row in zip(chunk, scores)]
-            scored = [(e.position, e.answer_choices[k], k, row) for e, k, row in zip(chunk, chosen, scores)]
-        else:
-            texts = generate_texts(model, tokenizer, [e.inputs for e in chunk], num_beams=settings.num_beams,
-                                   max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                   max_input_length=settings.max_input_length, task_ids=task_ids,
-                                   synced_gpus=lockstep, truncation_side=truncation_side)
-            scored = [(e.position, text, -1, None) for e, text in zip(chunk, texts)]
+        with capacity_drops(model) as batch_drops:
+            scored = _score_batch(model, tokenizer, chunk, mode, settings, task_ids, min_passes, truncation_side,
+                                  pick, lockstep)
         if batch.counted:
             out.extend(scored)
+            if drops is not None:
+                drops.dropped += batch_drops.dropped
+                drops.choices += batch_drops.choices
             if progress:
                 progress(len(chunk))
     return out
+
+
+def _score_batch(model, tokenizer, chunk: Sequence[_Example], mode: str, settings: EvalSettings,
+                 task_ids: Optional[list[int]], min_passes: int, truncation_side: str,
+                 pick: Callable[[_Example, list[float]], int], lockstep: bool
+                 ) -> list[tuple[int, str, int, Optional[list[float]]]]:
+    """`_score_local`'s outputs for one batch `chunk`."""
+    if mode == "rank":
+        scores = score_choices(model, tokenizer, [e.inputs for e in chunk], [e.answer_choices for e in chunk],
+                               length_normalize=settings.length_normalize, batch_size=settings.batch_size,
+                               max_input_length=settings.max_input_length, task_ids=task_ids,
+                               min_decoder_passes=min_passes, truncation_side=truncation_side)
+        chosen = [pick(e, row) for e, row in zip(chunk, scores)]
+        return [(e.position, e.answer_choices[k], k, row) for e, k, row in zip(chunk, chosen, scores)]
+    texts = generate_texts(model, tokenizer, [e.inputs for e in chunk], num_beams=settings.num_beams,
+                           max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+                           max_input_length=settings.max_input_length, task_ids=task_ids,
+                           synced_gpus=lockstep, truncation_side=truncation_side)
+    return [(e.position, text, -1, None) for e, text in zip(chunk, texts)]
 
 
 def input_lengths(tokenizer, inputs: Sequence[str]) -> list[int]:
@@ -464,12 +477,14 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     key = metric_spec(primary).primary
     lengths = input_lengths(tokenizer, [e.inputs for e in examples])
     # batched by length (less padding) unless a row's output would depend on the rows batched with it
+    drops = CapacityDrops()
     local = _score_local(model, tokenizer, examples, mode, settings, progress_bar.update if progress_bar else None,
                          routing_task_id(model, task.name), rank=rank, world_size=world_size, lockstep=lockstep,
                          lengths=None if batch_dependent(model) else lengths,
-                         truncation_side=protocol.truncation_side, pick=_picker(protocol, rows, row_ids))
+                         truncation_side=protocol.truncation_side, pick=_picker(protocol, rows, row_ids), drops=drops)
     step = f"task {task.name!r} template {template.name!r}"
-    outputs = sorted((gathers or RankGathers(rank, world_size)).gather(local, step))
+    gathers = gathers or RankGathers(rank, world_size)
+    outputs = sorted(gathers.gather(local, step))
     if [o[0] for o in outputs] != list(range(len(examples))):
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: gathered {len(outputs)} outputs "
                               f"for {len(examples)} examples; every rank must evaluate the same tasks")
@@ -483,6 +498,8 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
         logger.warning("task %r template %r: %d of %d groups have rows that are not scored (cut by max_examples, "
                        "skipped by the template or failed to render); group metrics leave them out", task.name,
                        template.name, result.incomplete_groups, rendered.groups)
+    if batch_dependent(model):  # (an MoE with an expert capacity: every rank's model is, so every rank gathers)
+        _record_capacity_drops(result, gathers.gather([(drops.dropped, drops.choices)], f"{step}: MoE drops"))
     _record_shots_fit(result, shots_fit, settings.num_shots, on_top, stated_limit)
     result.num_truncated = sum(length > settings.max_input_length for length in lengths)
     if result.num_truncated:
@@ -553,6 +570,17 @@ def eval_protocol(task: Any) -> Any:
 
         protocol = EvalProtocol()
     return protocol
+
+
+def _record_capacity_drops(result: TemplateResult, counts: Sequence[tuple[int, int]]) -> None:
+    """Put the MoE capacity drops of the ranks' (dropped, choices) `counts` in `result` and warn when any."""
+    result.num_moe_dropped = sum(dropped for dropped, _ in counts)
+    result.num_moe_choices = sum(choices for _, choices in counts)
+    if result.num_moe_dropped:
+        logger.warning("task %r template %r: the MoE layers dropped %d of the %d (token, slot) choices they routed "
+                       "over expert capacity (those get no expert output, and the scores depend on which examples "
+                       "share a batch); raise model.moe.eval_capacity_factor, or set model.moe.dropless",
+                       result.task, result.template, result.num_moe_dropped, result.num_moe_choices)
 
 
 def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_top: int, stated_limit: str) -> None:

@@ -46,7 +46,7 @@ __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
     "TaskAwareSeq2SeqLMOutput", "UNSEEN_TASK_ID", "UNSEEN_TASK_ROUTINGS", "adopt_task_names", "convert_to_moe",
     "extract_task_subnetwork", "set_task_ids", "load_t5_or_moe", "moe_blocks", "routing_task_id", "token_masks",
-    "batch_dependent",
+    "batch_dependent", "CapacityDrops", "capacity_drops",
 ]
 
 def moe_blocks(model: nn.Module, stacks: Sequence[str] = ("encoder", "decoder")
@@ -84,6 +84,34 @@ def token_masks(model: nn.Module, encoder: Optional[torch.Tensor] = None,
         yield
     finally:
         model.moe_token_masks = before
+
+
+@dataclass
+class CapacityDrops:
+    """The (token, slot) choices MoE layers routed (`choices`) and dropped over expert capacity (`dropped`), summed
+    over their forwards (`capacity_drops`)."""
+
+    dropped: int = 0
+    choices: int = 0
+
+    def add(self, block: MoEFeedForward, inputs: Any, output: Any) -> None:
+        """Forward hook of an MoE layer: add its forward's counts (`aux`)."""
+        self.dropped += int(block.aux["num_dropped"])
+        self.choices += int(block.aux["choices"])
+
+
+@contextmanager
+def capacity_drops(model: nn.Module) -> Iterator[CapacityDrops]:
+    """Within the block, count the (token, slot) choices every MoE layer of `model` routes and drops over capacity
+    (the eval_capacity_factor's in eval mode) in its forwards; nothing is counted for a model without MoE layers."""
+    drops = CapacityDrops()
+    blocks = [block for _, block in moe_blocks(model)] if isinstance(model, TaskAwareT5) else []
+    hooks = [block.register_forward_hook(drops.add) for block in blocks]
+    try:
+        yield drops
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @dataclass
