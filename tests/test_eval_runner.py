@@ -783,6 +783,27 @@ def test_task_routed_moe_is_evaluated_with_the_tasks_id(loaded, data_file, train
                                                                               max_new_tokens=3, task_ids=[task_id] * 4)
 
 
+@pytest.mark.parametrize("unseen, route", [
+    ("mean", "experts routed by model.moe.unseen_task_routing 'mean' (the mean of the trained tasks' gate rows)"),
+    ("qa", "experts routed by model.moe.unseen_task_routing 'qa' (the gate rows of task 'qa')")])
+def test_the_report_names_the_tasks_served_by_the_unseen_task_route(loaded, data_file, tmp_path, unseen, route):
+    # was: report.md and report.json gave a held-out task's scores with no word that its experts were those of
+    # model.moe.unseen_task_routing, not of a task the model was trained on
+    torch.manual_seed(0)
+    moe = convert_to_moe(loaded[0], {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task", "upcycle": False,
+                                     "task_names": ["nli", "qa"], "unseen_task_routing": unseen}).eval()
+    settings = EvalSettings(max_examples=2, templates={"toy_sentiment": ["choices"]})
+    report = evaluate_tasks(moe, loaded[1], [toy_task(data_file)], settings, progress=False)
+    assert report.unseen_tasks == {"toy_sentiment": route}
+    write_report(report, tmp_path / "out", plots=False)
+    assert read_report(tmp_path / "out").unseen_tasks == report.unseen_tasks  # report.json
+    assert (f"Tasks the model was not trained on, served by the unseen-task route ({route}): toy_sentiment\n"
+            in (tmp_path / "out" / "report.md").read_text())
+    held_in = _task_moe(loaded[0], ["nli", "toy_sentiment"])  # (a task it was trained on: its own route)
+    report = evaluate_tasks(held_in, loaded[1], [toy_task(data_file)], settings, progress=False)
+    assert report.unseen_tasks == {} and "unseen-task route" not in to_markdown(report)
+
+
 def test_cli_eval_of_a_task_routed_moe_on_a_held_out_task(loaded, data_file, tmp_path):
     moe, tokenizer = _task_moe(loaded[0], ["nli", "qa"]), loaded[1]
     moe.save_pretrained(tmp_path / "moe")

@@ -79,6 +79,12 @@ def to_markdown(report: EvalReport) -> str:
                   + (f" (chance {_fmt(summary['chance'])})" if summary["chance"] is not None else "")]
     if summary["unscored_tasks"]:
         lines.append(f"Tasks with no scored template: {', '.join(summary['unscored_tasks'])}")
+    routes: dict[str, list[str]] = {}
+    for task, route in report.unseen_tasks.items():
+        routes.setdefault(route, []).append(task)
+    for route, tasks in routes.items():
+        lines.append(f"Tasks the model was not trained on, served by the unseen-task route ({route}): "
+                     f"{', '.join(tasks)}")
     lines += ["", "| task | template | scoring | score | majority | chance | n | skipped | errors | other metrics |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.results:

@@ -77,11 +77,14 @@ class TemplateResult:
 
 @dataclasses.dataclass
 class EvalReport:
-    """Every template result of one model, with the settings that produced them."""
+    """Every template result of one model, with the settings that produced them. `unseen_tasks` maps each evaluated
+    task that a task-conditioned model (task-routed MoE, per-task LoRA) was not trained on to how it was served (the
+    unseen-task route: model.moe.unseen_task_routing, the mean LoRA update)."""
 
     name: str
     results: list[TemplateResult]
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    unseen_tasks: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def tasks(self) -> list[str]:
         """Task names in first-seen order."""
@@ -92,11 +95,13 @@ class EvalReport:
         return [r for r in self.results if r.task == task]
 
     def to_dict(self) -> dict[str, Any]:
-        """`{"name", "settings", "results"}`, each result as `TemplateResult.to_dict`."""
-        return {"name": self.name, "settings": self.settings, "results": [r.to_dict() for r in self.results]}
+        """`{"name", "settings", "results", "unseen_tasks"}`, each result as `TemplateResult.to_dict`."""
+        return {"name": self.name, "settings": self.settings, "results": [r.to_dict() for r in self.results],
+                "unseen_tasks": dict(self.unseen_tasks)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalReport":
-        """The inverse of `to_dict`; `settings` may be absent."""
+        """The inverse of `to_dict`; `settings` and `unseen_tasks` may be absent."""
         return cls(name=data["name"], settings=dict(data.get("settings", {})),
-                   results=[TemplateResult.from_dict(r) for r in data["results"]])
+                   results=[TemplateResult.from_dict(r) for r in data["results"]],
+                   unseen_tasks=dict(data.get("unseen_tasks", {})))

@@ -38,7 +38,7 @@ from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
-from t2t_mtl.model.task_routing import routing_task_id
+from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id
 from t2t_mtl.wording import counted
 
 if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resolved
@@ -696,7 +696,24 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     with contextlib.nullcontext() if lockstep else gathers.telling_failures():
         results = _evaluate_all(model, tokenizer, tasks, settings, rank, world_size, progress, lockstep, gathers)
         gathers.finish()
-    return EvalReport(name=name, results=results, settings=settings.to_dict())
+    unseen = {r.task: _unseen_task_route(model) for r in results if routing_task_id(model, r.task) == UNSEEN_TASK_ID}
+    return EvalReport(name=name, results=results, settings=settings.to_dict(), unseen_tasks=unseen)
+
+
+def _unseen_task_route(model: torch.nn.Module) -> str:
+    """How a task-conditioned `model` serves a task it was not trained on (`UNSEEN_TASK_ID`), in words: its MoE
+    experts by `model.moe.unseen_task_routing`, its per-task LoRA adapters by their mean update."""
+    from t2t_mtl.model.lora import LoRALinear
+
+    ways = []
+    moe = getattr(model, "moe_config", None)
+    if moe is not None and moe.routing != "token":
+        gates = ("the mean of the trained tasks' gate rows" if moe.unseen_task_routing == "mean"
+                 else f"the gate rows of task {moe.unseen_task_routing!r}")
+        ways.append(f"experts routed by model.moe.unseen_task_routing {moe.unseen_task_routing!r} ({gates})")
+    if any(isinstance(m, LoRALinear) and m.num_tasks for m in model.modules()):
+        ways.append("LoRA adapters by the mean of the trained tasks' updates")
+    return "; ".join(ways)
 
 
 def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Union[str, Any]],
