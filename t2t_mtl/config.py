@@ -20,6 +20,7 @@ This module holds the schema, the entry points and the range checks; `config_lay
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -234,18 +235,36 @@ def load_config(
     return cfg
 
 
-def config_from_dict(data: Mapping[str, Any]) -> Config:
+def config_from_dict(data: Union[Mapping[str, Any], Config]) -> Config:
     """Validate a nested dict against the schema (unknown keys, types) and return a `Config`. The dict is a layer
     over the defaults (`default.yaml`'s values): a free-form section given in part (`sampling: {alpha: 2}`) keeps
-    its default strategy / method."""
+    its default strategy / method.
+
+    A `Config` (one edited in Python: `cfg.training.steps = 200`) is checked again as the values its attributes
+    hold, an attribute the schema lacks (`cfg.training.step = 200`) being an unknown key, and returned as a checked
+    copy with its `base_only_keys`; the one given is left as it is."""
     if isinstance(data, Config):
-        return data
+        cfg = build_dataclass(Config, _attribute_values(data), "")
+        validate_values(cfg)
+        cfg.base_only_keys = data.base_only_keys
+        return cfg
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"a config must be a mapping of sections (model, data, training, ...), got "
                               f"{type(data).__name__}")
     cfg = build_dataclass(Config, deep_merge(Config().to_dict(), _without_empty_sections(data)), "")
     validate_values(cfg)
     return cfg
+
+
+def _attribute_values(section: Any) -> Any:
+    """A schema dataclass (a `Config` or one of its sections) as a nested dict of copies of the attributes it holds,
+    the ones set beside its fields included (a misspelt name), class-level ones (`base_only_keys`) left out; any
+    other value: a copy of it."""
+    if not dataclasses.is_dataclass(section) or isinstance(section, type):
+        return copy.deepcopy(section)
+    fields = {f.name for f in dataclasses.fields(section)}
+    return {key: _attribute_values(value) for key, value in vars(section).items()
+            if key in fields or not hasattr(type(section), key)}
 
 
 # -------------------------------------------------------------------------------------------- validation

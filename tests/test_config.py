@@ -1127,3 +1127,45 @@ def test_a_mixture_with_tasks_without_a_train_split_is_refused_before_training(s
         assert "glue_sst2" in training_rates(cfg)
     finally:
         task_registry.set_data_dir(previous)
+
+
+def _python_edited(edit):
+    """The quickstart's Config with `edit(cfg)` applied to it in Python, and a copy of its dict before the edit."""
+    cfg = C.load_config("quickstart")
+    before = cfg.to_dict()
+    edit(cfg)
+    return cfg, before
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: setattr(c.training, "steps", -3), "'training.steps' must be a finite number > 0, got -3"),
+    (lambda c: setattr(c.training, "steps", "10"), "'training.steps' must be int, got '10'"),
+    (lambda c: setattr(c.data, "batching", "packed"), r"'data.batching' must be one of .* \(did you mean 'pack'\?\)"),
+    (lambda c: setattr(c.training, "step", 10), r"training.step — did you mean 'training.steps'"),
+    (lambda c: setattr(c, "sampler", {"strategy": "uniform"}), r"unknown config key\(s\) in top level:\n  sampler"),
+])
+def test_a_config_edited_in_python_is_checked_again_by_train(edit, message):
+    # was: train(cfg) took a Config as it was, so a value set in Python after load_config skipped every check: steps
+    # -3 trained 0 steps to a loss of nan, batching 'packed' trained padded batches, steps '10' failed in the run's
+    # checks on "'>=' not supported between instances of 'int' and 'str'", and a misspelt attribute (training.step)
+    # was dropped without a word
+    from t2t_mtl.engine.trainer import as_config
+
+    cfg, _ = _python_edited(edit)
+    for check in (C.config_from_dict, as_config):  # (train's first step)
+        with pytest.raises(C.ConfigError, match=message):
+            check(cfg)
+
+
+def test_train_checks_a_copy_of_a_python_config_and_leaves_the_callers_as_it_was():
+    # was: as_config returned the caller's Config itself, and train's data_dir= wrote data.data_dir into it
+    from t2t_mtl.engine.trainer import as_config
+
+    cfg, before = _python_edited(lambda c: setattr(c.training, "steps", 20))
+    cfg.base_only_keys = frozenset({"tokenizer.train"})
+    for checked in (C.config_from_dict(cfg), as_config(cfg)):
+        assert checked is not cfg and checked.training is not cfg.training and checked.sampling is not cfg.sampling
+        assert checked.to_dict() == cfg.to_dict() == {**before, "training": {**before["training"], "steps": 20}}
+        assert checked.base_only_keys == {"tokenizer.train"}
+    assert as_config(cfg, ["training.lr=0.5"]).to_dict()["training"] == {**before["training"], "steps": 20, "lr": 0.5}
+    assert cfg.training.lr == before["training"]["lr"]

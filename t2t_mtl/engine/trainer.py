@@ -106,9 +106,11 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------ set-up helpers
 
 def as_config(config: Union[Config, Mapping[str, Any], str, Path, None], overrides: Sequence[str] = ()) -> Config:
-    """A validated Config from a Config, a dict, a YAML path / packaged name, or None (quickstart)."""
+    """A validated Config from a Config (checked again, as edited in Python, into a copy: `config_from_dict`), a
+    dict, a YAML path / packaged name, or None (quickstart)."""
     if isinstance(config, Config):
-        return load_config(None, overrides, extra=config.to_dict()) if overrides else config
+        checked = config_from_dict(config)
+        return load_config(None, overrides, extra=checked.to_dict()) if overrides else checked
     if isinstance(config, Mapping):
         return load_config(None, overrides, extra=config) if overrides else config_from_dict(config)
     return load_config("quickstart" if config is None else config, overrides)
