@@ -1449,6 +1449,22 @@ def test_training_num_threads_sets_torchs_threads_before_the_data_is_read(tmp_pa
     assert seen == [2]
 
 
+def test_training_num_threads_holds_for_the_run_only(tmp_path, tok, cache, monkeypatch, one_torch_thread):
+    # was: train() left torch at the run's training.num_threads, so what a notebook ran after train() (evaluation,
+    # another model) ran on the run's threads, not the ones it had before; a run that stopped on an error too
+    assert torch.get_num_threads() == 1
+    result = train(tiny_config(tmp_path / "run", tok, cache, training={"num_threads": 2, "steps": 1}))
+    assert result.step == 1 and torch.get_num_threads() == 1
+
+    class Read(Exception):
+        pass
+
+    monkeypatch.setattr(trainer_mod, "build_task_streams", lambda *a, **k: (_ for _ in ()).throw(Read()))
+    with pytest.raises(Read):
+        train(tiny_config(tmp_path / "run2", tok, cache, training={"num_threads": 2}))
+    assert torch.get_num_threads() == 1
+
+
 @pytest.mark.parametrize("bar", [True, False])
 def test_training_progress_bar_shows_a_bar_of_the_steps_on_stderr(tmp_path, tok, cache, capsys, bar):
     # no test set training.progress_bar true: the tiny configs turn it off

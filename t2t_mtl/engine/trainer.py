@@ -263,12 +263,17 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     `data_dir`: overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score held-in
     validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
     progress bars (loading, rendering, tokenizing) are hidden for the run on ranks other than 0 and wherever
-    `training.progress_bar` is off, and left as they were found after it.
+    `training.progress_bar` is off, and left as they were found after it; so are torch's intra-op threads, which
+    `training.num_threads` sets for the run only.
     """
     started = time.perf_counter()
     cfg = as_config(config, overrides)
-    with hidden_datasets_progress_bars(not cfg.training.progress_bar or launched_rank() != 0):
-        return _train(cfg, started, resume, data_dir, evaluate_held_in)
+    threads = torch.get_num_threads()
+    try:
+        with hidden_datasets_progress_bars(not cfg.training.progress_bar or launched_rank() != 0):
+            return _train(cfg, started, resume, data_dir, evaluate_held_in)
+    finally:
+        torch.set_num_threads(threads)  # (the caller's, for what it runs next in this process)
 
 
 def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optional[str],
