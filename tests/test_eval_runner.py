@@ -1622,3 +1622,15 @@ def test_a_tokenizer_model_max_length_below_the_limits_draws_no_indexing_errors_
         tokenizer = copy.deepcopy(short)
         assert _too_long_warnings(lambda: measured.setdefault(name, call(tokenizer))) == [], name
     assert measured == {"inputs": [whole], "answers": (1, whole - 1), "labels": (1, whole), "fitted": [text]}
+
+
+@pytest.mark.parametrize("settings,given", [
+    ({"max_examples": 4}, r"a dict: write EvalSettings\(\*\*\{'max_examples': 4\}\)"),
+    ("rank", "a str"),
+], ids=["mapping", "string"])
+def test_evaluate_tasks_names_settings_given_in_the_wrong_form(tmp_path, settings, given):
+    # was: AttributeError: 'dict' object has no attribute 'templates', from inside the runner
+    task = _local_task(tmp_path, "lengths", LENGTH_ROWS, [task_registry.Template("free", "{{ text }} ||| {{ label }}")])
+    with pytest.raises(EvaluationError, match=r"^evaluate_tasks: settings must be an EvalSettings \(t2t_mtl.evaluation."
+                                              rf"EvalSettings, .*\) or None for the defaults, got {given}$"):
+        evaluate_tasks(None, None, [task], settings, progress=False, rank=0, world_size=1)

@@ -677,6 +677,19 @@ def _task_list(tasks: Any) -> list[Any]:
     return tasks
 
 
+def _settings(settings: Optional[EvalSettings]) -> EvalSettings:
+    """`settings`, or the default EvalSettings for None; refused, with what to write, unless it is an EvalSettings."""
+    if settings is None:
+        return EvalSettings()
+    if not isinstance(settings, EvalSettings):
+        given = f"a {type(settings).__name__}"
+        if isinstance(settings, Mapping):
+            given += f": write EvalSettings(**{dict(settings)!r})"
+        raise EvaluationError(f"evaluate_tasks: settings must be an EvalSettings (t2t_mtl.evaluation.EvalSettings, "
+                              f"e.g. EvalSettings(max_examples=100)) or None for the defaults, got {given}")
+    return settings
+
+
 def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Union[str, Any]],
                    settings: Optional[EvalSettings] = None, *, name: str = "model", rank: Optional[int] = None,
                    world_size: Optional[int] = None, progress: bool = True, lockstep: bool = False) -> EvalReport:
@@ -690,7 +703,7 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     others are in a forward pass, which its exit ends).
     """
     tasks = _task_list(tasks)
-    settings = settings or EvalSettings()
+    settings = _settings(settings)
     rank, world_size = dist_info(rank, world_size)
     gathers = RankGathers(rank, world_size)
     with contextlib.nullcontext() if lockstep else gathers.telling_failures():
