@@ -244,14 +244,14 @@ def config_from_dict(data: Union[Mapping[str, Any], Config]) -> Config:
     hold, an attribute the schema lacks (`cfg.training.step = 200`) being an unknown key, and returned as a checked
     copy with its `base_only_keys`; the one given is left as it is."""
     if isinstance(data, Config):
-        cfg = build_dataclass(Config, _attribute_values(data), "")
+        cfg = build_dataclass(Config, _paths_as_text(_attribute_values(data)), "")
         validate_values(cfg)
         cfg.base_only_keys = data.base_only_keys
         return cfg
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"a config must be a mapping of sections (model, data, training, ...), got "
                               f"{type(data).__name__}")
-    cfg = build_dataclass(Config, deep_merge(Config().to_dict(), _without_empty_sections(data)), "")
+    cfg = build_dataclass(Config, deep_merge(Config().to_dict(), _paths_as_text(_without_empty_sections(data))), "")
     validate_values(cfg)
     return cfg
 
@@ -380,6 +380,25 @@ _INT32_MAX, _INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
 #: keys naming a file or folder, where an empty path would be read as the working directory (or as no path at all)
 _PATH_KEYS = ("model.name_or_path", "tokenizer.path", "data.tasks_dir", "data.data_dir", "data.cache_dir",
               "training.output_dir", "deepspeed.config")
+
+
+def _paths_as_text(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """`data` (a config layer) with the `os.PathLike` values of its path keys (`_PATH_KEYS`, `data.task_modules`; a
+    list's items too) as strings: a `pathlib.Path` from Python is a path as the YAML text of it is."""
+    out = dict(data)
+    for key in _PATH_KEYS + ("data.task_modules",):
+        section, name = key.split(".")
+        values = out.get(section)
+        if not isinstance(values, Mapping) or name not in values:
+            continue
+        value = values[name]
+        out[section] = {**values, name: [_text(v) for v in value] if isinstance(value, (list, tuple)) else _text(value)}
+    return out
+
+
+def _text(value: Any) -> Any:
+    """An `os.PathLike` value as its string; any other as it is."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _refuse_empty_paths(cfg: Config) -> None:

@@ -1169,3 +1169,21 @@ def test_train_checks_a_copy_of_a_python_config_and_leaves_the_callers_as_it_was
         assert checked.base_only_keys == {"tokenizer.train"}
     assert as_config(cfg, ["training.lr=0.5"]).to_dict()["training"] == {**before["training"], "steps": 20, "lr": 0.5}
     assert cfg.training.lr == before["training"]["lr"]
+
+
+def test_a_path_key_takes_a_pathlib_path_from_python(tmp_path):
+    # was: config_from_dict refused {'training': {'output_dir': tmp_path / 'run'}} ("must be str, got PosixPath"),
+    # and a Path set on a Config's attribute reached the run, whose config.yaml yaml.safe_dump cannot write
+    (tmp_path / "tasks").mkdir()
+    data = {"mixture": "m", "tasks_dir": [tmp_path / "tasks"], "data_dir": tmp_path,
+            "task_modules": tmp_path / "my_tasks.py"}
+    cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": data,
+                              "training": {"output_dir": tmp_path / "run"}})
+    assert (cfg.data.tasks_dir, cfg.data.data_dir, cfg.data.task_modules, cfg.training.output_dir) == (
+        [str(tmp_path / "tasks")], str(tmp_path), str(tmp_path / "my_tasks.py"), str(tmp_path / "run"))
+    cfg.tokenizer.path = tmp_path / "tok"
+    checked = C.config_from_dict(cfg)
+    assert checked.tokenizer.path == str(tmp_path / "tok")
+    assert yaml.safe_load(checked.to_yaml())["tokenizer"]["path"] == str(tmp_path / "tok")
+    with pytest.raises(C.ConfigTypeError, match=r"config key 'data.mixture' must be str or null, got PosixPath"):
+        C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": Path("m")}})  # (a name, not a path)
