@@ -1,0 +1,44 @@
+"""The names a Python user imports from the top of the package (`from t2t_mtl import train`): each is the object its
+module defines, and `import t2t_mtl` alone stays light."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import t2t_mtl
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name, module", [
+    ("Config", "t2t_mtl.config"), ("ConfigError", "t2t_mtl.config"), ("config_from_dict", "t2t_mtl.config"),
+    ("load_config", "t2t_mtl.config"), ("train", "t2t_mtl.engine.trainer"), ("TrainResult", "t2t_mtl.engine.trainer"),
+    ("TrainingAbortedError", "t2t_mtl.engine.trainer"), ("load_trained_model", "t2t_mtl.engine.export"),
+    ("export_model", "t2t_mtl.engine.export"), ("EvalSettings", "t2t_mtl.evaluation"),
+    ("EvalReport", "t2t_mtl.evaluation"), ("evaluate_tasks", "t2t_mtl.evaluation"), ("predict", "t2t_mtl.evaluation"),
+    ("PredictRequest", "t2t_mtl.evaluation"), ("Prediction", "t2t_mtl.evaluation"),
+    ("read_report", "t2t_mtl.evaluation"), ("write_report", "t2t_mtl.evaluation"),
+])
+def test_a_top_level_name_is_its_modules_object(name, module):
+    # was: `from t2t_mtl import train` (or load_config, evaluate_tasks, ...) was an ImportError: the package exported
+    # only __version__, and a notebook had to find each function's module
+    assert name in t2t_mtl.__all__ and name in dir(t2t_mtl)
+    assert getattr(t2t_mtl, name) is getattr(importlib.import_module(module), name)
+
+
+def test_every_top_level_name_is_listed_and_an_unknown_one_is_an_attribute_error():
+    assert sorted(t2t_mtl.__all__) == sorted({"__version__", *t2t_mtl._EXPORTS})
+    with pytest.raises(AttributeError, match=r"^module 't2t_mtl' has no attribute 'trian'$"):
+        t2t_mtl.trian
+
+
+def test_importing_the_package_loads_neither_torch_nor_its_modules():
+    code = ("import sys, t2t_mtl; assert t2t_mtl.__version__; print(sorted(m for m in sys.modules "
+            "if m in ('torch', 'deepspeed', 'datasets') or m.startswith('t2t_mtl.')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
