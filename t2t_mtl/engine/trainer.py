@@ -258,6 +258,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
           resume: Optional[str] = None, data_dir: Optional[str] = None, evaluate_held_in: Optional[bool] = None
           ) -> TrainResult:
     """Train per `config` (Config, dict, YAML path or packaged name; None = quickstart) and return the result.
+    A Config is checked again first (edits made in Python included) into a copy, the caller's left as it is;
+    `overrides`: `--set` strings layered over `config`.
 
     `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir.
     `data_dir`: overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score held-in
