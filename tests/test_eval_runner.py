@@ -1397,6 +1397,31 @@ def test_eval_scores_as_the_run_did_unless_told_otherwise(config, flags, expecte
     assert (settings.scoring, settings.length_normalize, settings.num_beams) == expected
 
 
+def test_eval_of_a_run_renders_and_draws_demonstrations_as_its_own_evaluation_did(checkpoint, monkeypatch, capsys):
+    # was: seed 0 and zero-shot whatever the run said, so `t2t-mtl eval` of a run evaluated k-shot scored it zero-shot,
+    # and of a run with another training.seed rendered templates' choice/random filters and drew the demonstrations
+    # otherwise than the run's own report (README: eval of a run scores as the run's own report did)
+    task_registry.load_builtin_tasks()
+    dims = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["sort_words"]}}
+    run = config_from_dict({**dims, "training": {"seed": 3},
+                            "evaluation": {"tasks": ["parity"], "num_shots": 2, "shots_split": "test"}})
+    _, reference = evaluation_plan(run)  # what the trainer scored the run's own report with
+    seen = _eval_settings_seen(monkeypatch, checkpoint, run.to_dict(), "seed")
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity"]) == 2
+    assert seen["settings"] == reference
+    for flags, expected in ((["--shots", "0"], (3, 0, None)), (["--shots", "1"], (3, 1, "test")),
+                            (["--shots-split", "train"], (3, 2, "train"))):  # what is given still wins
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity", *flags]) == 2
+        assert (seen["settings"].seed, seen["settings"].num_shots, seen["settings"].shots_split) == expected, flags
+    zero_shot_run = config_from_dict({**dims, "evaluation": {"tasks": ["parity"]}}).to_dict()
+    seen = _eval_settings_seen(monkeypatch, checkpoint, zero_shot_run, "seed")
+    capsys.readouterr()
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--shots-split", "train"]) == 2
+    assert "settings" not in seen
+    assert capsys.readouterr().err == ("error: --shots-split names the split of k-shot demonstrations; without --shots "
+                                       "K (or the run's evaluation.num_shots) it is ignored\n")
+
+
 @pytest.mark.parametrize("config, flags, expected", [
     ({"evaluation": {"scoring": "generate", "length_normalize": True, "num_beams": 3}}, [], ("auto", True, 3)),
     ({"evaluation": {"length_normalize": True, "num_beams": 3}}, ["--no-length-norm", "--num-beams", "1"],

@@ -291,7 +291,9 @@ def test_bad_shot_settings_are_refused_naming_the_option(tmp_path, t5_tokenizer_
     assert names and settings.num_shots == 2
     args = ["eval", "--checkpoint", str(tmp_path), "--held-out", "--held-out-clusters", "comparison"]
     for extra, message in ((["--shots", "-1"], "--shots must be at least 0"),
-                           (["--shots-split", "train"], "--shots-split names the split of k-shot demonstrations")):
+                           # (without --shots, the run's evaluation.num_shots decides: test_eval_runner checks it)
+                           (["--shots", "0", "--shots-split", "train"],
+                            "--shots-split names the split of k-shot demonstrations; with --shots 0 it is ignored")):
         assert cli_main([*args, *extra]) == 2
         assert message in capsys.readouterr().err
 

@@ -52,12 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="score only the templates whose promptsource metadata marks original_task, as T0's "
                              "evaluation did (default: the run's evaluation.original_task_only, else every template)")
     add_decoding_options(parser, "examples")
-    parser.add_argument("--shots", type=int, default=0, metavar="K",
-                        help="k-shot: K solved demonstrations of the same template before each input (default 0: "
-                             "zero-shot)")
+    parser.add_argument("--shots", type=int, default=None, metavar="K",
+                        help="k-shot: K solved demonstrations of the same template before each input, drawn with the "
+                             "run's seed (default: the run's evaluation.num_shots, else 0: zero-shot)")
     parser.add_argument("--shots-split", default=None,
-                        help="split the demonstrations come from (default: train, else another split, else the "
-                             "evaluated split without the example's own row or group)")
+                        help="split the demonstrations come from (default: the run's evaluation.shots_split, else "
+                             "train, else another split, else the evaluated split without the example's own row or "
+                             "group)")
     add_data_dir_option(parser, fallback="the run's data.data_dir, else $T2T_MTL_DATA_DIR")
     add_tasks_dir_option(parser, help_text="a folder of YAML task files to register on top of the built-in tasks "
                                            "(repeatable; default: the run's data.tasks_dir)")
@@ -175,16 +176,40 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
     return chosen
 
 
-def check_splits(names: Sequence[str], split: Optional[str], shots_split: Optional[str]) -> None:
-    """ValueError naming `--split` / `--shots-split` for a task that lacks the split it asks for, before any task is
-    scored (as a training config's evaluation section is checked)."""
+def run_seed(meta: Mapping[str, Any]) -> int:
+    """The seed a run's own evaluation rendered its templates (their choice/random filters) and drew its k-shot
+    demonstrations with: its `training.seed`, as the trainer evaluates (0 for a model folder without a run config)."""
+    seed = ((meta.get("config") or {}).get("training") or {}).get("seed")
+    return 0 if seed is None else seed
+
+
+def run_shots(args: argparse.Namespace, meta: Mapping[str, Any]) -> tuple[int, Optional[str]]:
+    """(demonstrations per input, their split) of `--shots` / `--shots-split`, each not given being the run's own
+    `evaluation.num_shots` / `shots_split` (a split only with demonstrations); ValueError for `--shots-split` where
+    there are none."""
+    shots = run_evaluation_setting(meta, "num_shots") if args.shots is None else args.shots
+    if not shots:
+        if args.shots_split is not None:
+            raise ValueError("--shots-split names the split of k-shot demonstrations; without --shots K (or the run's "
+                             "evaluation.num_shots) it is ignored")
+        return 0, None
+    return shots, run_evaluation_setting(meta, "shots_split") if args.shots_split is None else args.shots_split
+
+
+def check_splits(names: Sequence[str], split: Optional[str], shots_split: Optional[str],
+                 runs_shots_split: bool = False) -> None:
+    """ValueError naming `--split` / `--shots-split` (the run's `evaluation.shots_split` when `runs_shots_split`) for a
+    task that lacks the split it asks for, before any task is scored (as a training config's evaluation section is
+    checked)."""
     import task_registry
 
+    shots_option = "the run's evaluation.shots_split" if runs_shots_split else "--shots-split"
     for name in names:
         splits = list(task_registry.get_task(name).splits)
-        for option, value in (("--split", split), ("--shots-split", shots_split)):
+        for option, value in (("--split", split), (shots_option, shots_split)):
             if value is not None and value not in splits:
-                raise ValueError(f"{option} {value!r}: task {name!r} has no such split; its splits are {splits}")
+                hint = " (pass --shots-split SPLIT)" if option == shots_option and runs_shots_split else ""
+                raise ValueError(f"{option} {value!r}: task {name!r} has no such split; its splits are {splits}{hint}")
 
 
 def check_rankable(names: Sequence[str], settings: Any, from_run: bool) -> None:
@@ -248,7 +273,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if invalid:
         print(f"error: {invalid}", file=sys.stderr)
         return 2
-    if args.shots < 0:
+    if args.shots is not None and args.shots < 0:
         print(f"error: --shots must be at least 0, got {args.shots}", file=sys.stderr)
         return 2
     try:
@@ -257,8 +282,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     ignored = ignored_scoring_option(args)
-    if args.shots_split is not None and not args.shots:
-        ignored = "--shots-split names the split of k-shot demonstrations; without --shots K it is ignored"
+    if args.shots_split is not None and args.shots == 0:
+        ignored = "--shots-split names the split of k-shot demonstrations; with --shots 0 it is ignored"
     if args.held_out_clusters is not None and not args.held_out:
         ignored = "--held-out-clusters chooses the clusters of --held-out; with another task selection it is ignored"
     repeated = repeated_items(args.template or ())
@@ -292,16 +317,17 @@ def _run_eval(args: argparse.Namespace) -> int:
         run_data_dir = None if args.data_dir or args.bigbench else _run_data_dir(meta)
         if run_data_dir:  # (where the run read its hub datasets)
             task_registry.set_data_dir(run_data_dir)
+        shots, shots_split = run_shots(args, meta)
         settings = EvalSettings(split=args.split, max_examples=args.max_examples,
                                 scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
                                 **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
-                                num_shots=args.shots, shots_split=args.shots_split,
+                                seed=run_seed(meta), num_shots=shots, shots_split=shots_split,
                                 original_task_only=(run_evaluation_setting(meta, "original_task_only")
                                                     if args.original_task is None else args.original_task))
         tasks = select_tasks(args, meta)
         if args.template:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
-        check_splits(tasks, args.split, args.shots_split)
+        check_splits(tasks, args.split, shots_split, args.shots_split is None)
         check_rankable(tasks, settings, args.scoring is None)
         model, tokenizer, _ = load_checkpoint(args.checkpoint)
         model.to(device)
