@@ -3,7 +3,7 @@
 Templates (sandboxed Jinja, promptsource-compatible) render rows of a data source (hub id, local files or
 a Python generator) into `inputs`/`targets` strings; tasks and mixtures live in a global registry; YAML
 task files and promptsource template collections register tasks without Python. Depends only on
-datasets, jinja2 and yaml.
+datasets, jinja2 and yaml (and scipy, for BIG-bench's normalisation of an example's choice scores).
 """
 from .errors import (
     AnswerNotInChoicesError,

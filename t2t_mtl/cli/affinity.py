@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--workers", type=int, default=1, help="runs trained at once in worker processes (default 1)")
     tr.add_argument("--shard", type=_shard, default=(0, 1),
                     help="run only every N-th run from I (I/N; default 0/1: every run)")
-    tr.add_argument("--config", type=path_argument, default=None, help="base training config (YAML or packaged name)")
+    tr.add_argument("--config", type=path_argument, default=None,
+                    help="base training config (YAML or packaged name; default: quickstart)")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a base config key (repeatable)")
     add_data_dir_option(tr, fallback="the base config's data.data_dir, else $T2T_MTL_DATA_DIR")

@@ -124,7 +124,8 @@ def register_metric(name: str, function: Callable[..., Mapping[str, Any]], *, ki
     (default: the key), `scale` puts it on 0-100 (100 for a fraction, 1 for a percentage; a primary output the scale
     puts outside -100..100 is refused when computed, unless the scale is 1). Register it on every rank and in `eval` —
     from a task module (`data.task_modules`, `--task-module`). A shipped name or alias, a name registered to another
-    function (unless `overwrite`) or an unknown kind is a `MetricRegistrationError`."""
+    function (unless `overwrite`), an unknown kind or a function its signature says cannot take the keywords it is
+    called with (predictions, references; groups for group_label) is a `MetricRegistrationError`."""
     if not callable(function):
         raise MetricRegistrationError(f"register_metric({name!r}): give a function predictions, references -> "
                                       f"{{output: number}}, got {function!r}")
