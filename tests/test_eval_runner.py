@@ -1400,11 +1400,12 @@ def test_eval_scores_as_the_run_did_unless_told_otherwise(config, flags, expecte
 def test_eval_of_a_run_renders_and_draws_demonstrations_as_its_own_evaluation_did(checkpoint, monkeypatch, capsys):
     # was: seed 0 and zero-shot whatever the run said, so `t2t-mtl eval` of a run evaluated k-shot scored it zero-shot,
     # and of a run with another training.seed rendered templates' choice/random filters and drew the demonstrations
-    # otherwise than the run's own report (README: eval of a run scores as the run's own report did)
+    # otherwise than the run's own report (README: eval of a run scores as the run's own report did); and batches of
+    # 16 whatever the run's evaluation.batch_size, by whose batches a token-routed MoE model with a capacity answers
     task_registry.load_builtin_tasks()
     dims = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["sort_words"]}}
-    run = config_from_dict({**dims, "training": {"seed": 3},
-                            "evaluation": {"tasks": ["parity"], "num_shots": 2, "shots_split": "test"}})
+    run = config_from_dict({**dims, "training": {"seed": 3}, "evaluation": {"tasks": ["parity"], "num_shots": 2,
+                                                                          "shots_split": "test", "batch_size": 4}})
     _, reference = evaluation_plan(run)  # what the trainer scored the run's own report with
     seen = _eval_settings_seen(monkeypatch, checkpoint, run.to_dict(), "seed")
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity"]) == 2

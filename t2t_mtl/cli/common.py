@@ -94,8 +94,8 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> None:
     """Add the options of how a model scores and decodes — `--length-norm`, `--num-beams`, `--max-new-tokens`,
-    `--batch-size` (`batch_unit` per forward pass, default 16), `--max-input-length` — and `--device`. The others
-    but `--device` default to None: `decoding_settings` fills them in from the run's own evaluation settings."""
+    `--batch-size` (`batch_unit` per forward pass), `--max-input-length` — and `--device`. All but `--device` default
+    to None: `decoding_settings` fills them in from the run's own evaluation settings."""
     parser.add_argument("--length-norm", action=argparse.BooleanOptionalAction, default=None,
                         help="rank by the mean (not the sum) of a choice's token log-probabilities (default: the "
                              "run's evaluation.length_normalize, else the sum)")
@@ -104,7 +104,9 @@ def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> No
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="generation length limit (default: the run's own, evaluation.max_new_tokens else "
                              "data.max_target_length; 64 for a model folder)")
-    parser.add_argument("--batch-size", type=int, default=16, help=f"{batch_unit} per forward pass (default 16)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"{batch_unit} per forward pass (default: the run's evaluation.batch_size, else 16; a "
+                             f"token-routed MoE model with a capacity answers by its batches)")
     parser.add_argument("--max-input-length", type=int, default=None,
                         help="inputs are truncated to this many tokens (default: the run's own evaluation limit, "
                              "evaluation.max_input_length else data.max_input_length; 512 for a model folder)")
@@ -113,12 +115,12 @@ def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> No
 
 def decoding_settings(args: argparse.Namespace, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The options of `add_decoding_options` (but `--device`) as `EvalSettings` / `predict` keywords: each one
-    given, else what the checkpoint's run (`meta`) evaluated with (`--batch-size`: as given, or its default)."""
+    given, else what the checkpoint's run (`meta`) evaluated with."""
     return {"length_normalize": (run_evaluation_setting(meta, "length_normalize")
                                  if args.length_norm is None else args.length_norm),
             "num_beams": args.num_beams or run_evaluation_setting(meta, "num_beams"),
             "max_new_tokens": args.max_new_tokens or run_generation_length(meta),
-            "batch_size": args.batch_size,
+            "batch_size": args.batch_size or run_evaluation_setting(meta, "batch_size"),
             "max_input_length": args.max_input_length or run_input_length(meta)}
 
 
