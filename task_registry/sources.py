@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 import datasets
 import pyarrow
 from datasets.arrow_writer import SchemaInferenceError
+from datasets.data_files import resolve_pattern
 from datasets.exceptions import DatasetGenerationError
 
 try:  # datasets has no public list of its file readers; this private one may go in a later version
@@ -123,10 +124,47 @@ def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
     return fmt
 
 
-def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
+def is_pattern(path: PathLike) -> bool:
+    """Whether `path` is a glob pattern (it holds `*`, `?` or `[`) rather than a file that exists."""
+    return any(c in str(path) for c in "*?[") and not Path(path).exists()
+
+
+def matched_files(pattern: PathLike) -> list[Path]:
+    """The files the glob `pattern` matches, sorted, as `load_dataset` matches a `data_files` pattern (datasets'
+    `resolve_pattern`: `*` within one folder, `**` at any depth, hidden files only when the pattern names them);
+    [] when none does."""
+    try:
+        return sorted(Path(p) for p in resolve_pattern(str(pattern), base_path=os.getcwd()))
+    except FileNotFoundError:
+        return []
+
+
+def unmatched_pattern(pattern: PathLike) -> str:
+    """What is wrong with the glob `pattern` that matches no file, and what to check."""
+    return (f"the pattern {str(pattern)!r} matches no file; check its folder ({str(Path(pattern).parent)!r}) and "
+            f"its names (`*` matches within one folder, `**` at any depth; a hidden file only when the pattern "
+            f"names it)")
+
+
+def _expanded_files(files: Sequence[Path], split: str, what: str) -> list[Path]:
+    """`files` with each glob pattern replaced by the files it matches (`matched_files`); raises `DataSourceError`
+    for a file that does not exist or a pattern that matches none."""
+    expanded = []
     for file in files:
-        if not file.exists():
+        if is_pattern(file):
+            found = matched_files(file)
+            if not found:
+                raise DataSourceError(f"{what}: split {split!r}: {unmatched_pattern(file)}")
+            expanded.extend(found)
+        elif not file.exists():
             raise DataSourceError(f"{what}: split {split!r} expects the file {str(file)!r}, which does not exist")
+        else:
+            expanded.append(file)
+    return expanded
+
+
+def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
+    files = _expanded_files(files, split, what)
     builder, kwargs = _format_of(files[0])
     try:
         if builder == "csv":
@@ -409,8 +447,10 @@ class HFSource(Source):
             if not local.exists():
                 raise DataSourceError(self._missing_local(local, split))
             return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
-        if self.path not in (_PACKAGED_DATASETS_MODULES or ()):  # (a file reader such as `json` reads local files)
+        if not self._reads_local_files():
             use_hub(self.path)  # (a hub that cannot be reached: offline mode, so a dataset not cached fails at once)
+        elif self.data_files is not None:
+            self._check_patterns(split)
         try:
             if self.path == "csv" and self.data_files is not None:  # short rows and repeated columns, as `files:`
                 _check_csv_shape([f for f in self._split_files(split) if f.is_file()], self._csv_options(), split,
@@ -439,10 +479,30 @@ class HFSource(Source):
         delimiter = kwargs.get("delimiter", kwargs.get("sep", ","))
         return {"delimiter": delimiter, **({"quoting": kwargs["quoting"]} if "quoting" in kwargs else {})}
 
+    def _reads_local_files(self) -> bool:
+        """Whether the path names one of datasets' file readers (`json`, `csv`, ...), whose `data_files` are paths on
+        this machine."""
+        return self.path in (_PACKAGED_DATASETS_MODULES or ())
+
+    def _check_patterns(self, split: str) -> None:
+        """Raise `DataSourceError` for a glob pattern of a file reader's `data_files` that matches no file: datasets
+        reads it as no file, and its reader failed on a bare StopIteration. Every split's patterns are checked, as
+        `load_dataset` reads the files of every split to load one."""
+        named = self.data_files.items() if isinstance(self.data_files, Mapping) else [("train", self.data_files)]
+        for key, value in named:
+            for pattern in filter(is_pattern, _path_list(value)):
+                if not matched_files(pattern):
+                    read = f" (to load split {split!r}, load_dataset reads every split's files)" if key != split else ""
+                    raise DataSourceError(f"hub dataset {self.describe()}: data_files of split {key!r}: "
+                                          f"{unmatched_pattern(pattern)}{read}")
+
     def _split_files(self, split: str) -> list[Path]:
-        """The `data_files` that `split` reads (all of them unless they are a split → files mapping)."""
+        """The `data_files` that `split` reads (all of them unless they are a split → files mapping), a file
+        reader's glob patterns as the files they match."""
         files = self.data_files.get(split, []) if isinstance(self.data_files, Mapping) else self.data_files
-        return [Path(f) for f in _path_list(files)]
+        local = self._reads_local_files()
+        return [path for name in _path_list(files)
+                for path in (matched_files(name) if local and is_pattern(name) else [Path(name)])]
 
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
         """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the

@@ -13,7 +13,7 @@ import yaml
 from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
-from .sources import HFSource, LocalFileSource, Source, is_file_builder
+from .sources import HFSource, LocalFileSource, Source, is_file_builder, is_pattern, matched_files, unmatched_pattern
 from .task import Task, repeated_names
 from .template import Template
 from .yaml_keys import check_written_keys
@@ -248,7 +248,11 @@ class TaskFileParser:
                 return p
             path = Path(os.path.expanduser(os.path.expandvars(p)))
             resolved = path if path.is_absolute() else self.path.parent / path
-            if not any(c in p for c in "*?[") and not resolved.exists():  # (a pattern: datasets finds its files)
+            if is_pattern(resolved):
+                if not matched_files(resolved):
+                    self.missing_files.append(f"{self.path}:{line}: source: {key}: {unmatched_pattern(p)} (relative to "
+                                              f"the YAML file's folder: {str(resolved)!r})")
+            elif not resolved.exists():
                 self.missing_files.append(f"{self.path}:{line}: {self.missing_file(p, path, resolved, key)}")
             return str(resolved)
 

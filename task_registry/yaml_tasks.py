@@ -25,7 +25,8 @@ Schema (keys other than these are an error, reported with close matches)::
                                       #   (a .tsv file: list it under `files:`, `hf: csv` splits at commas)
       # files: {train: train.jsonl, validation: dev.csv}   # local jsonl/json/csv/tsv/parquet; paths are
                                       #   relative to the YAML file (~ and $VARS expanded); a single path
-                                      #   or list serves every split
+                                      #   or list serves every split; a glob pattern (shards/*.jsonl) reads
+                                      #   the files it matches, as data_files matches them
     preprocessors:                    # optional, applied in order; expressions are sandboxed Jinja
       - rename: {sentence1: premise, sentence2: hypothesis}
       - filter: "label != -1"

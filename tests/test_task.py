@@ -537,6 +537,37 @@ def test_data_files_are_loaded_under_a_data_dir(tmp_path, shared_data_dir):
         task_registry.set_data_dir(None)
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_glob_pattern_of_local_files_reads_the_files_it_matches_in_order(tmp_path, fmt, streaming):
+    # `LocalFileSource({"train": "shards/*.jsonl"})` (YAML `files:`, whose parser let patterns through to datasets)
+    # failed at load: "split 'train' expects the file '.../shards/*.jsonl', which does not exist"
+    (tmp_path / "shards").mkdir()
+    for i in range(3):
+        _write(tmp_path / "shards" / f"part-{i}.{fmt}", ROWS[3 * i:3 * i + 3], fmt)
+    _write(tmp_path / "shards" / f".partial.{fmt}", ROWS[9:], fmt)  # hidden: not matched, as datasets' data_files
+    rows = LocalFileSource({"train": str(tmp_path / "shards" / f"*.{fmt}")}).load("train", streaming=streaming)
+    assert [dict(r) for r in rows] == ROWS[:9]
+    reader = {"jsonl": "json", "csv": "csv"}[fmt]
+    expected = HFSource(reader, data_files={"train": str(tmp_path / "shards" / f"*.{fmt}")}).load("train")
+    assert [dict(r) for r in rows] == [dict(r) for r in expected]  # the files `hf: csv` / `hf: json` read
+    with pytest.raises(DataSourceError, match=r"local files source: split 'train': the pattern '.*/none/\*\.jsonl' "
+                                              r"matches no file; check its folder \('.*/none'\)"):
+        LocalFileSource({"train": str(tmp_path / "none" / "*.jsonl")}).load("train")
+
+
+def test_a_data_files_pattern_that_matches_no_file_is_named(tmp_path):
+    # datasets reads such a pattern as no file, and its json reader stopped on a bare StopIteration: "hub dataset
+    # json split 'validation' could not be loaded (StopIteration)", for every split of the source
+    _write(tmp_path / "dev.jsonl", ROWS[:2], "jsonl")
+    source = HFSource("json", data_files={"train": str(tmp_path / "none" / "*.jsonl"),
+                                          "validation": str(tmp_path / "dev.jsonl")})
+    with pytest.raises(DataSourceError, match=r"^hub dataset json: data_files of split 'train': the pattern "
+                                              r"'.*/none/\*\.jsonl' matches no file; .* \(to load split "
+                                              r"'validation', load_dataset reads every split's files\)$"):
+        source.load("validation")
+
+
 def test_preprocessor_and_render_caches_are_keyed_by_the_jinja_version(tmp_path, monkeypatch):
     # a Jinja upgrade can change what an expression or template yields; the cache key did not name it, so a
     # Filter / Map / rendering cached under the old version was reused

@@ -570,6 +570,27 @@ def test_data_files_of_a_file_reader_are_relative_to_the_yaml(tmp_path, monkeypa
     assert validate_task_file(path) == [f"{path}:3: source: file paths must be strings, got 3"]
 
 
+def test_a_file_pattern_of_a_yaml_task_is_read_and_one_matching_nothing_is_a_problem_at_its_line(tmp_path):
+    # `files: {train: shards/*.jsonl}` passed validation unrendered and failed to load: "expects the file
+    # '.../shards/*.jsonl', which does not exist"; a pattern matching nothing was not reported by validation
+    (tmp_path / "shards").mkdir()
+    for i in range(2):
+        (tmp_path / "shards" / f"part-{i}.jsonl").write_text(json.dumps({"q": f"q{i}", "a": f"a{i}"}) + "\n")
+    path = tmp_path / "shards.yaml"
+    path.write_text("name: shards\nsplits: [train]\nsource:\n  files: {train: 'shards/*.jsonl'}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert validate_task_file(path) == []
+    assert [dict(r) for r in parse_task_file(path).load_rows("train")] == [{"q": "q0", "a": "a0"},
+                                                                            {"q": "q1", "a": "a1"}]
+    for key in ("files", "data_files"):
+        source = "  files:" if key == "files" else "  hf: json\n  data_files:"
+        path.write_text(path.read_text().replace("  files:", source).replace("shards/*", "shard/*"))
+        assert validate_task_file(path) == [
+            f"{path}:{4 + (key == 'data_files')}: source: {key}: the pattern 'shard/*.jsonl' matches no file; check "
+            f"its folder ('shard') and its names (`*` matches within one folder, `**` at any depth; a hidden file only "
+            f"when the pattern names it) (relative to the YAML file's folder: '{tmp_path}/shard/*.jsonl')"]
+
+
 def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path):
     # promptsource_task renames `question-text` to `question_text` (promptsource's removeHyphen) before its
     # templates render; a YAML task importing the same templates did not, so every row missed `question_text`
