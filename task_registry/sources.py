@@ -13,6 +13,7 @@ import functools
 import gzip
 import hashlib
 import inspect
+import json
 import lzma
 import math
 import os
@@ -118,10 +119,49 @@ class Source:
 def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
     suffix = Path(path.stem).suffix if path.suffix.lower() in _COMPRESSIONS else path.suffix
     fmt = _FORMATS.get(suffix.lower())
+    if fmt is None and path.is_dir():
+        raise TaskDefinitionError(f"{str(path)!r} is a folder, but not one `Dataset.save_to_disk` / "
+                                  f"`DatasetDict.save_to_disk` wrote (it has no state.json or dataset_dict.json): "
+                                  f"list its files, or a glob pattern of them ({str(path / '*.jsonl')!r})")
     if fmt is None:
         raise TaskDefinitionError(f"file {str(path)!r}: unsupported extension; use one of {sorted(_FORMATS)} "
-                                  f"(optionally compressed: {sorted(_COMPRESSIONS)})")
+                                  f"(optionally compressed: {sorted(_COMPRESSIONS)}), or a folder saved by "
+                                  f"`Dataset.save_to_disk` / `DatasetDict.save_to_disk`")
     return fmt
+
+
+def is_saved_dataset(path: PathLike) -> bool:
+    """Whether `path` is a folder that `Dataset.save_to_disk` (its state.json) or `DatasetDict.save_to_disk` (its
+    dataset_dict.json) wrote, which `datasets.load_from_disk` reads."""
+    folder = Path(path)
+    return folder.is_dir() and any((folder / name).is_file() for name in ("state.json", "dataset_dict.json"))
+
+
+def saved_splits(folder: PathLike) -> Optional[list[str]]:
+    """The splits a `DatasetDict.save_to_disk` folder holds (its dataset_dict.json); None for another folder, or
+    one whose list cannot be read (loading it says why)."""
+    try:
+        return [str(split) for split in json.loads((Path(folder) / "dataset_dict.json").read_text())["splits"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_saved(folder: Path, split: str, streaming: bool, what: str):
+    """The rows of `split` in a folder `save_to_disk` wrote: a DatasetDict's split of that name, a Dataset's rows
+    for any split. Raises `DataSourceError` naming the folder for a split the DatasetDict lacks, or a folder
+    `load_from_disk` cannot read."""
+    try:
+        saved = datasets.load_from_disk(str(folder))
+    except Exception as error:  # a folder with some of its files missing or broken
+        raise DataSourceError(f"{what}: could not load the saved dataset {str(folder)!r} for split {split!r}: "
+                              f"{_error_chain(error)}") from error
+    if isinstance(saved, datasets.DatasetDict):
+        if split not in saved:
+            raise DataSourceError(f"{what}: {str(folder)!r} (saved by DatasetDict.save_to_disk) has no split "
+                                  f"{split!r}; it has {list(saved)} (a task's `splits` default to [train, validation]: "
+                                  f"list the ones it has)")
+        saved = saved[split]
+    return saved.to_iterable_dataset() if streaming else saved
 
 
 def is_pattern(path: PathLike) -> bool:
@@ -447,6 +487,10 @@ class HFSource(Source):
             if not local.exists():
                 raise DataSourceError(self._missing_local(local, split))
             return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
+        if is_saved_dataset(self.path):  # (load_dataset looks for data files in it, and finds none)
+            raise DataSourceError(f"hub dataset {self.describe()}: {self.path!r} is a folder saved by save_to_disk, "
+                                  f"which load_dataset does not read: list it under `files:` in a task file "
+                                  f"(LocalFileSource({self.path!r}) in Python)")
         if not self._reads_local_files():
             use_hub(self.path)  # (a hub that cannot be reached: offline mode, so a dataset not cached fails at once)
         elif self.data_files is not None:
@@ -591,9 +635,11 @@ class HFSource(Source):
 
 
 class LocalFileSource(Source):
-    """Local jsonl/json/csv/tsv/parquet files through `datasets.load_dataset`.
+    """Local jsonl/json/csv/tsv/parquet files through `datasets.load_dataset`, or a folder `save_to_disk` wrote
+    through `datasets.load_from_disk`.
 
-    `files` maps split → path or list of paths; a single path or list is used for every split.
+    `files` maps split → path or list of paths; a single path or list is used for every split. A saved folder is
+    given alone: a DatasetDict's serves each split from its split of that name, a Dataset's its rows.
     """
 
     def __init__(self, files: Union[PathLike, Sequence[PathLike], Mapping[str, Union[PathLike, Sequence[PathLike]]]]):
@@ -602,6 +648,11 @@ class LocalFileSource(Source):
             if not values:
                 raise TaskDefinitionError("LocalFileSource got an empty list of files")
             paths = [Path(v) for v in values]
+            if any(map(is_saved_dataset, paths)):
+                if len(paths) > 1:
+                    raise TaskDefinitionError(f"LocalFileSource: {[str(p) for p in paths]}: a folder saved by "
+                                              f"save_to_disk is read alone, not with other files or folders")
+                return paths
             formats = [_format_of(p) for p in paths]
             if any(f != formats[0] for f in formats):  # one reader loads all the files of a split
                 raise TaskDefinitionError(f"LocalFileSource: the files {[str(p) for p in paths]} have different "
@@ -625,11 +676,16 @@ class LocalFileSource(Source):
             files = self.files[split]
         else:
             files = self.shared
+        if len(files) == 1 and files[0].is_dir():
+            return _load_saved(files[0], split, streaming, "local files source")
         return _load_files(files, split, streaming, "local files source")
 
     def file_splits(self) -> Optional[list[str]]:
-        """The splits of the split → files mapping; None for one list of files shared by every split."""
-        return list(self.files) if self.files is not None else None
+        """The splits of the split → files mapping, or of the one DatasetDict folder shared by every split; None for
+        files shared by every split."""
+        if self.files is not None:
+            return list(self.files)
+        return saved_splits(self.shared[0]) if len(self.shared) == 1 else None
 
     def describe(self) -> str:
         """The files per split, or the list shared by every split (as `shown_paths`)."""

@@ -13,7 +13,8 @@ import yaml
 from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
-from .sources import HFSource, LocalFileSource, Source, is_file_builder, is_pattern, matched_files, unmatched_pattern
+from .sources import (HFSource, LocalFileSource, Source, is_file_builder, is_pattern, is_saved_dataset, matched_files,
+                      unmatched_pattern)
 from .task import Task, repeated_names
 from .template import Template
 from .yaml_keys import check_written_keys
@@ -224,6 +225,13 @@ class TaskFileParser:
         if kind == "hf" and config.get("name") is not None and not isinstance(config["name"], str):
             self.error(line, f"source: `name` is the hub config name, a string, got {config['name']!r}")
             return None
+        saved = self.saved_folder(config["hf"]) if kind == "hf" else None
+        if saved is not None:
+            self.error(self.line_of(config, "hf"), f"source: `hf:` names a hub dataset, but {config['hf']!r} is a "
+                                                   f"folder saved by save_to_disk ({saved!r}): write `files: "
+                                                   f"{os.path.relpath(saved, self.path.parent)}` (relative to the "
+                                                   f"YAML file)")
+            return None
         try:
             if kind == "hf":
                 data_files = config.get("data_files")
@@ -234,6 +242,15 @@ class TaskFileParser:
         except TaskRegistryError as error:
             self.error(line, f"source: {error}")
             return None
+
+    def saved_folder(self, hub_path: Any) -> Optional[str]:
+        """The folder `save_to_disk` wrote that the `hf:` value names, relative to the YAML file or the working
+        directory (as `files:` would read it, or as load_dataset would); None when it names none."""
+        if not isinstance(hub_path, str) or not hub_path:
+            return None
+        path = Path(os.path.expanduser(os.path.expandvars(hub_path)))
+        found = [folder for folder in (self.path.parent / path, path) if is_saved_dataset(folder)]
+        return str(found[0]) if found else None
 
     def resolve_files(self, config: dict, key: str, relative: bool = True) -> Any:
         """`config[key]` (a path, a list, or split → path or list) with each path relative to the YAML file (~ and

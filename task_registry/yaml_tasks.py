@@ -26,7 +26,9 @@ Schema (keys other than these are an error, reported with close matches)::
       # files: {train: train.jsonl, validation: dev.csv}   # local jsonl/json/csv/tsv/parquet; paths are
                                       #   relative to the YAML file (~ and $VARS expanded); a single path
                                       #   or list serves every split; a glob pattern (shards/*.jsonl) reads
-                                      #   the files it matches, as data_files matches them
+                                      #   the files it matches, as data_files matches them; a folder that
+                                      #   save_to_disk wrote is read with load_from_disk (a DatasetDict's
+                                      #   splits are the task's)
     preprocessors:                    # optional, applied in order; expressions are sandboxed Jinja
       - rename: {sentence1: premise, sentence2: hypothesis}
       - filter: "label != -1"

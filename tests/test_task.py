@@ -568,6 +568,39 @@ def test_a_data_files_pattern_that_matches_no_file_is_named(tmp_path):
         source.load("validation")
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_folder_saved_by_save_to_disk_is_read_as_its_splits(tmp_path, streaming):
+    # LocalFileSource(folder) of a DatasetDict.save_to_disk folder was refused as an "unsupported extension", and
+    # HFSource(folder) failed on "Couldn't find any data file", with a hint to point a data dir at it
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    whole = datasets.Dataset.from_list(ROWS, features=features)
+    datasets.DatasetDict({"train": whole.select(range(6)),
+                          "validation": whole.select(range(6, 10))}).save_to_disk(str(tmp_path / "dict"))
+    whole.select(range(3)).save_to_disk(str(tmp_path / "one"))
+    source = LocalFileSource(tmp_path / "dict")
+    assert source.file_splits() == ["train", "validation"]
+    assert [dict(r) for r in source.load("validation", streaming=streaming)] == ROWS[6:]
+    rendered = Task("saved", source, [SENTIMENT]).to_dataset("train", streaming=streaming)
+    assert [r["targets"] for r in rendered] == ["negative", "positive"] * 3
+    mapped = LocalFileSource({"train": tmp_path / "one", "validation": tmp_path / "dict"})
+    assert [dict(r) for r in mapped.load("train", streaming=streaming)] == ROWS[:3]
+    assert [dict(r) for r in mapped.load("validation", streaming=streaming)] == ROWS[6:]
+    with pytest.raises(DataSourceError, match=r"^local files source: '.*dict' \(saved by DatasetDict.save_to_disk\) "
+                                              r"has no split 'test'; it has \['train', 'validation'\]"):
+        source.load("test")
+    with pytest.raises(DataSourceError, match=r"dict' is a folder saved by save_to_disk, which load_dataset does not "
+                                              r"read: list it under `files:` in a task file"):
+        HFSource(str(tmp_path / "dict")).load("train")
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"a folder saved by save_to_disk is read alone"):
+        LocalFileSource([tmp_path / "one", tmp_path / "dict"])
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"plain' is a folder, but not one .* wrote \(it has no "
+                                                               r"state.json .*\): list its files, or a glob pattern "
+                                                               r"of them \('.*plain/\*\.jsonl'\)"):
+        LocalFileSource(tmp_path / "plain")
+
+
 def test_preprocessor_and_render_caches_are_keyed_by_the_jinja_version(tmp_path, monkeypatch):
     # a Jinja upgrade can change what an expression or template yields; the cache key did not name it, so a
     # Filter / Map / rendering cached under the old version was reused

@@ -591,6 +591,29 @@ def test_a_file_pattern_of_a_yaml_task_is_read_and_one_matching_nothing_is_a_pro
             f"when the pattern names it) (relative to the YAML file's folder: '{tmp_path}/shard/*.jsonl')"]
 
 
+def test_a_folder_saved_by_save_to_disk_is_a_source_under_files_and_a_problem_under_hf(tmp_path):
+    # `files: saved` was refused as an "unsupported extension"; `hf: saved` passed validation (a hub dataset, rows
+    # not rendered without a data dir) and failed to load: "Couldn't find any data file", "point --data-dir"
+    import datasets
+
+    rows = datasets.Dataset.from_list([{"q": f"q{i}", "a": f"a{i}"} for i in range(4)])
+    (tmp_path / "tasks").mkdir()
+    datasets.DatasetDict({"train": rows.select(range(3)), "validation": rows.select([3])}).save_to_disk(
+        str(tmp_path / "saved"))
+    path = tmp_path / "tasks" / "saved.yaml"
+    path.write_text("name: saved\nsource:\n  files: ../saved\ntemplates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert validate_task_file(path) == []
+    assert [dict(r) for r in parse_task_file(path).load_rows("validation")] == [{"q": "q3", "a": "a3"}]
+    path.write_text(path.read_text().replace("name: saved\n", "name: saved\nsplits: [train, test]\n"))
+    assert validate_task_file(path, check_rows=0) == [
+        f"{path}:2: `source: files:` has no file for the split(s) ['test']; it has ['train', 'validation'] "
+        f"(`splits` default to [train, validation]: list the ones the files hold)"]
+    path.write_text(path.read_text().replace("splits: [train, test]\n", "").replace("files:", "hf:"))
+    assert validate_task_file(path) == [
+        f"{path}:3: source: `hf:` names a hub dataset, but '../saved' is a folder saved by save_to_disk "
+        f"('{tmp_path}/tasks/../saved'): write `files: ../saved` (relative to the YAML file)"]
+
+
 def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path):
     # promptsource_task renames `question-text` to `question_text` (promptsource's removeHyphen) before its
     # templates render; a YAML task importing the same templates did not, so every row missed `question_text`
