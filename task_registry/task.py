@@ -22,6 +22,7 @@ import logging
 import numbers
 import os
 import random
+import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import datasets
@@ -266,6 +267,8 @@ class Task:
         if not isinstance(metrics, tuple) or not all(isinstance(metric, str) for metric in metrics):
             raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got "
                                       f"{given_metrics!r}")
+        if problem := sliced_split_problem(splits):
+            raise TaskDefinitionError(f"task {name!r}: {problem}")
         for key, names in (("splits", splits), ("metrics", metrics)):
             if problem := repeated_names(names):  # (a split would be read and rendered, a metric scored, once each)
                 raise TaskDefinitionError(f"task {name!r}: {key} {problem}")
@@ -562,6 +565,20 @@ def repeated_names(names: Sequence[str]) -> str:
     """"names 'a', 'b' more than once; list each once" for the names `names` holds more than once, or ""."""
     repeated = repeated_items(names)
     return f"names {', '.join(map(repr, repeated))} more than once; list each once" if repeated else ""
+
+
+def sliced_split_problem(splits: Sequence[str]) -> Optional[str]:
+    """Why `splits` cannot be a task's, where one is written in datasets' split slicing (`train[:10%]`,
+    `train+validation`), with what to write; None when each names a whole split. Such a split was read as a name: a
+    data dir's file `train[:10%].jsonl`, a `files:` mapping's key, and never training's split 'train'."""
+    sliced = [split for split in splits if isinstance(split, str) and ("[" in split or "+" in split)]
+    if not sliced:
+        return None
+    whole = re.split(r"[\[+]", sliced[0])[0]
+    return (f"splits name whole splits of the source; {sliced[0]!r} is datasets' split slicing, which a task does not "
+            f"read (training reads its split 'train'): list {whole!r} and cap the rows a "
+            f"run reads with data.max_examples_per_task (training), data.validation_examples, or "
+            f"evaluation.max_examples / eval --max-examples")
 
 
 def _names(value: Any) -> Any:

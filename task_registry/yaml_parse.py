@@ -15,7 +15,7 @@ from .preprocessors import compile_expression, from_config as preprocessor_from_
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import (HFSource, LocalFileSource, Source, is_file_builder, is_pattern, is_saved_dataset, matched_files,
                       unmatched_pattern)
-from .task import Task, repeated_names
+from .task import Task, repeated_names, sliced_split_problem
 from .template import Template
 from .yaml_keys import check_written_keys
 
@@ -175,6 +175,8 @@ class TaskFileParser:
                     self.error(self.line_of(document, key), f"`{key}` must be a list of strings, got {value!r}")
                 elif problem := repeated_names(value):
                     self.error(self.line_of(document, key), f"`{key}` {problem}")
+                elif key == "splits" and (problem := sliced_split_problem(value)):
+                    self.error(self.line_of(document, key), problem)
                 else:
                     options[key] = tuple(value)
         return options
@@ -194,7 +196,7 @@ class TaskFileParser:
         list is datasets' split `train` alone) has no files for."""
         named = source.file_splits() if source is not None else None
         splits = document.get("splits", ["train", "validation"])
-        if named is None or not isinstance(splits, list):
+        if named is None or not isinstance(splits, list) or sliced_split_problem(splits):  # (reported by `options`)
             return
         key = "data_files" if isinstance(source, HFSource) else "files"
         at = self.line_of(document, "splits" if "splits" in document else "source")

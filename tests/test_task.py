@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 
 import datasets
@@ -715,6 +716,20 @@ def test_task_options_of_the_wrong_type_are_named(kwargs, match):
     with pytest.raises(task_registry.TaskDefinitionError, match=rf"task 't': {match}"):
         Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], **kwargs)
     assert Task("t", LocalFileSource("unused.jsonl"), [SENTIMENT], cluster=None).cluster == "generation"
+
+
+@pytest.mark.parametrize("split,whole", [("train[:10%]", "train"), ("validation[:100]", "validation"),
+                                         ("train+validation", "train")])
+def test_a_split_written_in_datasets_slicing_is_refused_with_what_to_write(split, whole):
+    # was a split name: read from a data dir's file 'validation[:100].jsonl' ("which does not exist"), a files
+    # mapping's key, or the hub's slice, which training never read (it reads the split 'train')
+    with pytest.raises(task_registry.TaskDefinitionError,
+                       match=rf"^task 't': splits name whole splits of the source; {re.escape(repr(split))} is "
+                             rf"datasets' split slicing, which a task does not read \(training reads its split "
+                             rf"'train'\): list '{whole}' and cap the rows a run reads with "
+                             rf"data.max_examples_per_task \(training\), data.validation_examples, or "
+                             rf"evaluation.max_examples / eval --max-examples$"):
+        Task("t", HFSource("glue", "rte"), [SENTIMENT], splits=("train", split))
 
 
 def numbered_rows(split, num_rows, seed):

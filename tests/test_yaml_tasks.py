@@ -614,6 +614,18 @@ def test_a_folder_saved_by_save_to_disk_is_a_source_under_files_and_a_problem_un
         f"('{tmp_path}/tasks/../saved'): write `files: ../saved` (relative to the YAML file)"]
 
 
+def test_a_split_written_in_datasets_slicing_is_one_problem_at_the_splits_line(tmp_path):
+    # `splits: [train, 'validation[:100]']` over a files mapping was reported as a split the files lack
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
+    path = tmp_path / "sliced.yaml"
+    path.write_text("name: sliced\nsplits: [train, 'validation[:100]']\n"
+                    "source: {files: {train: rows.jsonl, validation: rows.jsonl}}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    problems = validate_task_file(path)
+    assert len(problems) == 1 and problems[0].startswith(
+        f"{path}:2: splits name whole splits of the source; 'validation[:100]' is datasets' split slicing")
+
+
 def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path):
     # promptsource_task renames `question-text` to `question_text` (promptsource's removeHyphen) before its
     # templates render; a YAML task importing the same templates did not, so every row missed `question_text`
