@@ -71,11 +71,11 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _unknown_keys(mapping: dict, allowed: set[str]) -> list[tuple[int, str]]:
-    """(line of the key, message) for each key of `mapping` not in `allowed`."""
+def _unknown_keys(mapping: dict, allowed: set[str], reported: frozenset = frozenset()) -> list[tuple[int, str]]:
+    """(line of the key, message) for each key of `mapping` not in `allowed`, but those the caller has `reported`."""
     problems = []
     for key in mapping:
-        if key not in allowed:
+        if key not in allowed and key not in reported:
             close = close_matches(str(key), sorted(allowed), n=1, cutoff=0.6, substrings=False)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {sorted(allowed)})"
             line = mapping.key_lines[key] if isinstance(mapping, _LineMapping) else 1
@@ -222,7 +222,12 @@ class TaskFileParser:
             self.error(line, f"`source` needs exactly one of {sorted(SOURCE_KINDS)}, got keys {sorted(config)}")
             return None
         kind = kinds[0]
-        for key_line, problem in _unknown_keys(config, SOURCE_KINDS[kind]):
+        if "streaming" in config:  # (datasets' load_dataset(..., streaming=True): a wish this schema names)
+            self.error(self.line_of(config, "streaming"), "source: `streaming` is not supported: training reads each "
+                                                          "task's rows map-style, tokenized and cached by datasets; "
+                                                          "drop it (in Python, Task.to_dataset(split, streaming=True) "
+                                                          "streams a task's rows)")
+        for key_line, problem in _unknown_keys(config, SOURCE_KINDS[kind], reported=frozenset({"streaming"})):
             self.error(key_line, f"source: {problem}")
         if kind == "hf" and config.get("name") is not None and not isinstance(config["name"], str):
             self.error(line, f"source: `name` is the hub config name, a string, got {config['name']!r}")

@@ -626,6 +626,17 @@ def test_a_split_written_in_datasets_slicing_is_one_problem_at_the_splits_line(t
         f"{path}:2: splits name whole splits of the source; 'validation[:100]' is datasets' split slicing")
 
 
+def test_a_streaming_source_is_refused_saying_how_rows_are_read(tmp_path):
+    # was "unknown key 'streaming' (allowed: ['data_files', 'hf', 'name'])", which read as a misspelling
+    path = tmp_path / "stream.yaml"
+    path.write_text("name: stream\nsource:\n  hf: glue\n  name: rte\n  streaming: true\n  nmae: x\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert validate_task_file(path, check_rows=0) == [
+        f"{path}:5: source: `streaming` is not supported: training reads each task's rows map-style, tokenized and "
+        f"cached by datasets; drop it (in Python, Task.to_dataset(split, streaming=True) streams a task's rows)",
+        f"{path}:6: source: unknown key 'nmae' (did you mean 'name'?)"]
+
+
 def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path):
     # promptsource_task renames `question-text` to `question_text` (promptsource's removeHyphen) before its
     # templates render; a YAML task importing the same templates did not, so every row missed `question_text`
