@@ -454,6 +454,13 @@ def _check_reader(path: str, data_files: Any, load_kwargs: Mapping[str, Any]) ->
                                       f"tab-separated (in Python: LocalFileSource, or HFSource(..., sep='\\t'))")
 
 
+def written_as_local_path(path: str) -> bool:
+    """Whether `path` is written as a local path: it starts with '.', '/' or '~', or has more than one '/' (a hub id
+    is 'name' or 'owner/name'). Whether such a path exists is not asked: a folder named like a hub id in the working
+    directory leaves `glue` a hub id (of the data dir)."""
+    return path.startswith((".", "/", "~")) or path.count("/") > 1
+
+
 class HFSource(Source):
     """A Hugging Face hub dataset `load_dataset(path, name)`; offline through the data-dir override.
 
@@ -474,9 +481,10 @@ class HFSource(Source):
         self.load_kwargs = load_kwargs
 
     def local_file(self, split: str, data_dir: Optional[Path] = None) -> Optional[Path]:
-        """The override file for `split`, or `None` when no data dir is active or `data_files` names the files."""
+        """The override file for `split`, or `None` when no data dir is active, `data_files` names the files, or the
+        path is a local folder (`reads_local_folder`), not a hub id."""
         data_dir = data_dir or get_data_dir()
-        if data_dir is None or self.data_files is not None:
+        if data_dir is None or self.data_files is not None or self.reads_local_folder():
             return None
         return data_dir / self.path / str(self.name or "default") / f"{split}.jsonl"
 
@@ -523,6 +531,11 @@ class HFSource(Source):
         delimiter = kwargs.get("delimiter", kwargs.get("sep", ","))
         return {"delimiter": delimiter, **({"quoting": kwargs["quoting"]} if "quoting" in kwargs else {})}
 
+    def reads_local_folder(self) -> bool:
+        """Whether the path is written as a local folder, which `load_dataset` reads as its data files, rather than
+        a hub id (`written_as_local_path`)."""
+        return written_as_local_path(self.path)
+
     def _reads_local_files(self) -> bool:
         """Whether the path names one of datasets' file readers (`json`, `csv`, ...), whose `data_files` are paths on
         this machine."""
@@ -555,6 +568,9 @@ class HFSource(Source):
             return DataSourceError(_not_utf8(self._split_files(split), split, f"hub dataset {self.describe()}"))
         hint = (f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
                 if self.data_files is not None else
+                f"{self.path!r} is a local path, read by load_dataset as a folder of data files (csv, json, "
+                f"parquet, ... by their extensions; a save_to_disk folder belongs under `files:`)"
+                if self.reads_local_folder() else
                 f"offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
                 f"<path>/<config or default>/<split>.jsonl")
         return DataSourceError(f"hub dataset {self.describe()} split {split!r} could not be loaded "

@@ -14,7 +14,7 @@ from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import (HFSource, LocalFileSource, Source, is_file_builder, is_pattern, is_saved_dataset, matched_files,
-                      unmatched_pattern)
+                      unmatched_pattern, written_as_local_path)
 from .task import Task, repeated_names, sliced_split_problem
 from .template import Template
 from .yaml_keys import check_written_keys
@@ -244,11 +244,26 @@ class TaskFileParser:
                 data_files = config.get("data_files")
                 if data_files is not None:  # a file reader's paths are on this machine, a hub repo's in the repo
                     data_files = self.resolve_files(config, "data_files", relative=is_file_builder(config["hf"]))
-                return HFSource(config["hf"], config.get("name"), data_files=data_files)
+                return HFSource(self.local_folder(config), config.get("name"), data_files=data_files)
             return LocalFileSource(self.resolve_files(config, "files"))
         except TaskRegistryError as error:
             self.error(line, f"source: {error}")
             return None
+
+    def local_folder(self, config: dict) -> str:
+        """`config["hf"]`, or where it is written as a local path (starting with '.', '/' or '~', or with more than one
+        '/': not a hub id), that path relative to the YAML file (~ and $VARS expanded), as `files:` paths are; a
+        folder that does not exist is noted in `missing_files`."""
+        written = config["hf"]
+        if not written_as_local_path(written):
+            return written
+        path = Path(os.path.expanduser(os.path.expandvars(written)))
+        resolved = path if path.is_absolute() else self.path.parent / path
+        if not resolved.is_dir():
+            self.missing_files.append(f"{self.path}:{self.line_of(config, 'hf')}: source: hf: {written!r} is read as a "
+                                      f"local folder (it starts with '.', '/' or '~', or has more than one '/'), "
+                                      f"and {str(resolved)!r} is not one; a hub id is 'name' or 'owner/name'")
+        return str(resolved)
 
     def saved_folder(self, hub_path: Any) -> Optional[str]:
         """The folder `save_to_disk` wrote that the `hf:` value names, relative to the YAML file or the working

@@ -18,7 +18,9 @@ Schema (keys other than these are an error, reported with close matches)::
                                       #   postprocess_fn; rank classification is unaffected)
     source:                           # required, exactly one of `hf`, `files`
       hf: glue                        #   hub id; `name:` config, optional `data_files:`; the data-dir
-      name: rte                       #   override maps it to <data_dir>/glue/rte/<split>.jsonl
+      name: rte                       #   override maps it to <data_dir>/glue/rte/<split>.jsonl; a local
+                                      #   folder of data files (hf: ./data: starting with ., / or ~, or
+                                      #   with more than one /) is relative to the YAML file, data dir or not
       # data_files: {train: train.jsonl}  # with a file reader (`hf: json`, csv, parquet, text, ...): paths
                                       #   relative to the YAML file, as for `files:`; with a hub repo: paths
                                       #   inside the repo. A source with data_files ignores the data-dir override
@@ -135,7 +137,9 @@ def _rows_reachable(task: Task) -> bool:
     source = task.source
     if isinstance(source, HFSource) and source.data_files is not None:
         return is_file_builder(source.path)
-    return isinstance(source, LocalFileSource) or (isinstance(source, HFSource) and get_data_dir() is not None)
+    if isinstance(source, HFSource):
+        return source.reads_local_folder() or get_data_dir() is not None
+    return isinstance(source, LocalFileSource)
 
 
 def validate_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: int = 3,

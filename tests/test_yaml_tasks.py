@@ -637,6 +637,37 @@ def test_a_streaming_source_is_refused_saying_how_rows_are_read(tmp_path):
         f"{path}:6: source: unknown key 'nmae' (did you mean 'name'?)"]
 
 
+def test_a_local_folder_under_hf_is_relative_to_the_yaml_and_read_under_a_data_dir_too(tmp_path, monkeypatch,
+                                                                                        shared_data_dir):
+    # `hf: ../data` was read from the working directory (`files:` and `data_files:` from the YAML file's folder),
+    # validation left its rows unrendered ("hub datasets are read only from a data dir"), a data dir mapped it to
+    # <data dir>/../data/default/train.jsonl, and a failure hinted to point --data-dir at it
+    (tmp_path / "data").mkdir()
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
+    path = tmp_path / "tasks" / "folder.yaml"
+    path.write_text("name: folder\nsplits: [train]\nsource: {hf: ../data}\n"
+                    "templates:\n  - {name: t, jinja: '{{q}} ||| {{answer}}'}\n")
+    monkeypatch.chdir(tmp_path / "data")
+    problems = validate_task_file(path)
+    assert len(problems) == 1 and "field 'answer' is missing" in problems[0]
+    path.write_text(path.read_text().replace("{{answer}}", "{{a}}"))
+    task_registry.set_data_dir(shared_data_dir)
+    try:
+        assert validate_task_file(path) == []
+        assert [dict(r) for r in parse_task_file(path).load_rows("train")] == [{"q": "a", "a": "b"}]
+    finally:
+        task_registry.set_data_dir(None)
+    path.write_text(path.read_text().replace("../data", "../nodata"))
+    assert validate_task_file(path) == [
+        f"{path}:3: source: hf: '../nodata' is read as a local folder (it starts with '.', '/' or '~', or has more "
+        f"than one '/'), and '{tmp_path}/tasks/../nodata' is not one; a hub id is 'name' or 'owner/name'"]
+    (tmp_path / "nodata").mkdir()
+    with pytest.raises(task_registry.DataSourceError, match=r"'.*/nodata' is a local path, read by load_dataset as a "
+                                                            r"folder of data files"):
+        parse_task_file(path).load_rows("train")
+
+
 def test_a_yaml_task_importing_promptsource_renames_hyphenated_columns(tmp_path):
     # promptsource_task renames `question-text` to `question_text` (promptsource's removeHyphen) before its
     # templates render; a YAML task importing the same templates did not, so every row missed `question_text`
