@@ -316,6 +316,33 @@ class Template:
                         paths.add(path)
         return tuple(sorted(paths))
 
+    @functools.cached_property
+    def attribute_paths(self) -> tuple[tuple[str, ...], ...]:
+        """The nested row fields the Jinja reads as attributes (`pair.a` as ("pair", "a")); names the template binds
+        itself (`for`, `set`) are not row fields."""
+        sources = [s for s in (self.jinja, self.answer_choices, self.references, self.instruction, self.context)
+                   if s is not None]
+        paths: set[tuple[str, ...]] = set()
+        for source in sources:
+            tree = ENVIRONMENT.parse(source)
+            bound = {name.name for name in tree.find_all(jinja2.nodes.Name) if name.ctx in ("store", "param")}
+            paths.update(path for node in tree.find_all(jinja2.nodes.Getattr)
+                         if (path := _key_path(node)) is not None and path[0] not in bound)
+        return tuple(sorted(paths))
+
+    def _missing_key(self, key: str, row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+        """(the field as `a.b`, what is wrong) for a field `a.b` the template reads whose mapping `a` on `row` has no
+        key `key`; None when no such field explains the missing `key`."""
+        for path in self.attribute_paths:
+            value: Any = row
+            for part in path[:-1]:
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if path[-1] == key and isinstance(value, Mapping) and key not in value:
+                parent, field = ".".join(path[:-1]), ".".join(path)
+                return field, (f"field {parent!r} has no key {key!r} (the template reads {field}); it has the keys "
+                               f"{sorted(value)}")
+        return None
+
     def _choice_index_values(self, row: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         """(field as `a.b`, the row's value there, None where absent) of every `choice_index_fields` path."""
         for path in self.choice_index_fields:
@@ -450,6 +477,9 @@ class Template:
             if text_index:
                 raise self._error(text_index[1], task, row_index, field=text_index[0]) from None
             named = _missing_field(str(error))
+            nested = self._missing_key(named, variables) if named is not None and not absent else None
+            if nested:
+                raise self._error(nested[1], task, row_index, field=nested[0], kind=MissingFieldError) from None
             field = named if named in absent or not absent else absent[0]
             hint = _field_hint(field, {name: variables[name] for name in fields})
             # (Jinja's wording, e.g. "list object has no element Undefined" for `choices[absent]`, only where no

@@ -157,6 +157,22 @@ def test_missing_field_on_real_rows(promptsource_dir, shared_data_dir):
         "trec_ps", "fine_grained_LOC", "label_coarse", 0)
 
 
+def test_a_key_a_nested_field_lacks_is_named_with_the_keys_it_has(shared_data_dir):
+    # XQuAD's `answers` is {text: [...], answer_start: [...]}; `answers.txt` was "field 'txt' is missing from the row
+    # ('dict object' has no attribute 'txt'); the row has fields ['answers', 'context', 'id', 'question', ...]"
+    template = Template("typo", "{{context}} {{question}} ||| {{ answers.txt | first }}")
+    task = Task("xquad_typo", LocalFileSource({"validation": shared_data_dir / "xquad" / "xquad.en" /
+                                               "validation.jsonl"}), [template], splits=("validation",))
+    with pytest.raises(MissingFieldError) as info:
+        task.to_dataset("validation", max_examples=2)
+    assert (info.value.field, info.value.row_index) == ("answers.txt", 0)
+    assert str(info.value) == ("task 'xquad_typo', template 'typo', row 0: field 'answers' has no key 'txt' (the "
+                               "template reads answers.txt); it has the keys ['answer_start', 'text']")
+    # a top-level field read as an attribute of the row is named as before
+    with pytest.raises(MissingFieldError, match=r"field 'contxt' is missing from the row; the row has fields"):
+        Template("t", "{{ contxt }} ||| x").render({"context": "c"}, task="t", row_index=0)
+
+
 @pytest.mark.parametrize("target", ["{{ answer_choices[label] }}", "{{ answer_choices | join(', ') }}"])
 def test_a_template_reading_answer_choices_it_does_not_define_says_so(target):
     # was "field '1' is missing from the row (None has no element 1)" (or a TypeError on None)
