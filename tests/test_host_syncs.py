@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO_ROOT
@@ -58,3 +59,27 @@ def test_the_counter_counts_a_modules_parameters_and_gradients_as_device_tensors
         layer.weight.grad.norm().item()
         torch.ones(2).sum().item()  # a host tensor
     assert _ops(counter) == ["item", "item"]
+
+
+# ------------------------------------------------------------------------------------------- training losses
+def test_per_task_losses_of_a_padded_batch_wait_for_the_device_nowhere():
+    # was: a bincount of the examples' task ids on the device and its .tolist() (2 syncs every micro-batch) to
+    # learn which tasks the batch holds, which the collated batch's host task ids already tell
+    from t2t_mtl.engine.losses import per_task_losses
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 5, 11), torch.randint(0, 11, (4, 5))
+    labels[1, 3:] = -100
+    task_ids = torch.tensor([2, 0, 2, 2])
+    want = per_task_losses(logits, labels, task_ids, TASKS)
+    counter = HostSyncCounter()
+    with counter:
+        got = per_task_losses(logits.to(DEVICE, non_blocking=True), labels.to(DEVICE, non_blocking=True), task_ids,
+                              TASKS)
+    assert counter.syncs == []
+    assert list(got) == ["nli", "summ"]  # (qa: no example)
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    per_example = ce.sum(1) / labels.ne(-100).sum(1)
+    assert got["nli"].item() == pytest.approx(per_example[1].item(), rel=1e-6)
+    assert got["summ"].item() == pytest.approx(per_example[[0, 2, 3]].mean().item(), rel=1e-6)
+    assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}

@@ -61,19 +61,24 @@ def per_task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.
     """Cross-entropy (fp32) per task present: the mean over its examples of their token-mean (`"example"`), or
     the mean over all its target tokens (`"token"`).
 
-    `task_ids`: one per row ([B]); `decoder_segment_ids` ([B, L]) for a packed batch."""
+    `task_ids`: one per row ([B]); `decoder_segment_ids` ([B, L]) for a packed batch. Row task ids given on the host
+    (the collated batch's, as training passes them) tell a padded batch's tasks without waiting for the device;
+    otherwise the examples' task ids are read from it once."""
     if reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"loss reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
     token_ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
                                reduction="none").view(labels.shape)
-    sums, counts, example_tasks = per_example_sums(token_ce, labels, task_ids.to(labels.device), decoder_segment_ids)
-    examples = torch.bincount(example_tasks, minlength=len(task_names))
+    example_rows = task_ids.to(labels.device, non_blocking=True)  # (a blocking copy would wait for the device)
+    sums, counts, example_tasks = per_example_sums(token_ce, labels, example_rows, decoder_segment_ids)
+    on_host = decoder_segment_ids is None and task_ids.device.type == "cpu"
+    present = torch.bincount(task_ids if on_host else example_tasks.cpu(), minlength=len(task_names)).tolist()
     if reduction == "example":  # the mean of the task's examples' token-means
-        totals, sizes = sums / counts.clamp(min=1.0), examples.to(sums.dtype)
+        totals = sums / counts.clamp(min=1.0)
+        sizes = sums.new_zeros(len(task_names)).index_add(0, example_tasks, torch.ones_like(sums))
     else:  # the mean over all the task's target tokens
         totals, sizes = sums, counts.new_zeros(len(task_names)).index_add(0, example_tasks, counts).clamp(min=1.0)
     means = totals.new_zeros(len(task_names)).index_add(0, example_tasks, totals) / sizes
-    return {task_names[tid]: means[tid] for tid, present in enumerate(examples.tolist()) if present}
+    return {task_names[tid]: means[tid] for tid, examples in enumerate(present) if examples}
 
 
 @torch.no_grad()
