@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,27 @@ def test_per_task_losses_of_a_padded_batch_wait_for_the_device_nowhere():
     assert got["nli"].item() == pytest.approx(per_example[1].item(), rel=1e-6)
     assert got["summ"].item() == pytest.approx(per_example[[0, 2, 3]].mean().item(), rel=1e-6)
     assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
+
+
+# ------------------------------------------------------------------------------------------- gradient surgery
+def test_a_surgery_step_moves_its_gram_to_the_host_once():
+    # was: the overflow check, the weights and the logged stats each moved the same Gram (3 syncs a step)
+    from t2t_mtl.gradients.surgery import GradientSurgery
+
+    params = [torch.nn.Parameter(torch.zeros(6))]
+    surgery = GradientSurgery({"method": "pcgrad"}, params, TASKS)
+    for task, row in zip(TASKS, torch.randn(3, 6, generator=torch.Generator().manual_seed(0))):
+        surgery.row(task).copy_(row)
+    counter = HostSyncCounter()
+    counter.mark(surgery.buffer)
+    with counter:
+        whole = surgery.whole_gram()
+        weights = surgery.weights()
+        stats = surgery.stats()
+        combined = surgery.combine_into()
+    # (t2t_kernels' upload of the weights, pinned and non-blocking on CUDA, is a plain copy on a CPU)
+    assert [sync.op for sync in counter.syncs if sync.package == "t2t_mtl"] == ["to(host)"]
+    rows = surgery.buffer.double()
+    assert np.allclose(whole, (rows @ rows.T).numpy())
+    assert stats["weights"] == np.asarray(weights).tolist()
+    assert combined.shape == (6,)

@@ -91,6 +91,7 @@ class GradientSurgery:
         self._row_of: dict[int, int] = {}
         self.segment_offsets = self._segments(segment_of, segment_offsets)
         self._gram: torch.Tensor | None = None
+        self._host: tuple[torch.Tensor, np.ndarray] | None = None  # (the Gram, its `_host_gram`): one transfer
         self.last_weights: np.ndarray | None = None
         self._flat_grad: torch.Tensor | None = None
 
@@ -260,13 +261,16 @@ class GradientSurgery:
     # --- helpers ---------------------------------------------------------------------------------------------
     def _host_gram(self) -> np.ndarray:
         """The [T, T] (or [K, T, T]) Gram on the host in float64, symmetrised: the active tasks' Gram (one
-        transfer of k² or K·k² numbers) in their places, zeros for the tasks absent from this step."""
+        transfer of k² or K·k² numbers) in their places, zeros for the tasks absent from this step. One transfer per
+        Gram: the step's weights, overflow check and stats all read it (on a GPU each transfer waits for the device)."""
         gram = self._gram if self._gram is not None else self.gram()
-        gram = gram.detach().to("cpu", torch.float64).numpy()
-        full = np.zeros(gram.shape[:-2] + (len(self.task_names),) * 2)
-        index = np.asarray(self.active, dtype=np.int64)
-        full[..., index[:, None], index[None, :]] = 0.5 * (gram + np.swapaxes(gram, -1, -2))
-        return full
+        if self._host is None or self._host[0] is not gram:
+            host = gram.detach().to("cpu", torch.float64).numpy()
+            full = np.zeros(host.shape[:-2] + (len(self.task_names),) * 2)
+            index = np.asarray(self.active, dtype=np.int64)
+            full[..., index[:, None], index[None, :]] = 0.5 * (host + np.swapaxes(host, -1, -2))
+            self._host = (gram, full)
+        return self._host[1].copy()  # (a caller may change its copy in place)
 
     def _check_finite(self, gram: np.ndarray) -> None:
         """Raise naming the tasks with a NaN/inf Gram diagonal (a NaN/inf gradient, or one whose squared norm
