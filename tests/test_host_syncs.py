@@ -86,6 +86,56 @@ def test_per_task_losses_of_a_padded_batch_wait_for_the_device_nowhere():
     assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
 
 
+# ------------------------------------------------------------------------------------------- MoE
+def _moe(routing: str):
+    from t2t_mtl.model import build_model
+
+    torch.manual_seed(1)
+    dims = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 2,
+            "dropout_rate": 0.0}
+    moe = {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing, "backend": "reference"}
+    return build_model({"dims": dims, "moe": moe}, vocab_size=40, task_names=TASKS)
+
+
+def _moe_forward(model) -> None:
+    ids = torch.randint(2, 40, (4, 6), generator=torch.Generator().manual_seed(2))
+    ids[1, 4:] = 0
+    labels = ids[:, :5].clone()
+    labels[3, 3:] = -100
+    batch = {"input_ids": ids, "attention_mask": ids.ne(0).long(), "labels": labels,
+             "task_ids": torch.tensor([2, 0, 2, 1])}
+    model(**{key: value.to(DEVICE, non_blocking=True) for key, value in batch.items()})
+
+
+def _sites(counter: HostSyncCounter, fragment: str) -> list:
+    return [sync for sync in counter.syncs if fragment in sync.site]
+
+
+def test_moe_stats_are_gathered_on_the_device_and_read_once():
+    # was: float() of the aux loss and of every layer's load-balancing and z losses, and a .cpu() of the counts:
+    # 2 + 2·layers syncs after every forward of every step, logged or not
+    from t2t_mtl.model import moe_stats, moe_stats_dict
+    from t2t_mtl.model.moe import moe_blocks
+
+    model = _moe("hybrid").train()
+    _moe_forward(model)
+    want = moe_stats(model)
+    counter = HostSyncCounter()
+    counter.mark(model)
+    with counter:
+        counter.counting = False  # (the forward's own syncs: not these)
+        _moe_forward(model)
+        counter.counting = True
+        got = moe_stats(model)
+        assert counter.syncs == []
+        stats = moe_stats_dict(got + got, model)
+    assert _ops(counter) == ["cpu"]
+    assert torch.equal(got, want)
+    aux = [block.aux for _, block in moe_blocks(model)]
+    assert stats["load_balancing"] == sum(float(a["load_balancing"].detach()) for a in aux)
+    assert stats["z_loss"] == sum(float(a["z_loss"].detach()) for a in aux)
+
+
 # ------------------------------------------------------------------------------------------- gradient surgery
 def test_a_surgery_step_moves_its_gram_to_the_host_once():
     # was: the overflow check, the weights and the logged stats each moved the same Gram (3 syncs a step)

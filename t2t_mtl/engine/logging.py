@@ -151,7 +151,7 @@ class TrainLogger:
             self.task_loss[task].append(value)
         if self.bar is not None:
             self.bar.update(1)
-        if step % self.log_every and step != self.total_steps and not flush:
+        if not self.logs(step, flush):
             return None
         elapsed = max(self._clock() - self.window_start, 1e-9)
         record: Dict[str, Any] = {
@@ -178,6 +178,11 @@ class TrainLogger:
                 self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
         self._reset_window()
         return record
+
+    def logs(self, step: int, flush: bool = False) -> bool:
+        """Whether `step(step, ..., flush=flush)` writes a record: every `log_every`-th step, the last, and a flushed
+        one. The figures only a record shows (`extra`) need to be read from the device on these steps only."""
+        return not (step % self.log_every and step != self.total_steps and not flush)
 
     def state_dict(self) -> Dict[str, Any]:
         """The open logging window (losses, examples, tokens and seconds since the last record), for checkpoints:

@@ -499,6 +499,8 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
             totals = StepTotals(task_names)  # summed over micro-batches, then (one all-reduce) over ranks
             poisoned = False
             moe_acc: Optional[torch.Tensor] = None  # summed moe_stats of this step's forwards (MoE models)
+            validates = validator is not None and (progress.step + 1) % t.validate_every == 0
+            logged = logger.logs(progress.step + 1, flush=validates)  # (its moe figures are read on these only)
             for micro, chunk in enumerate(chunks):
                 batch = builder.collate(chunk)
                 if task_tokens is not None and not builder.packed:  # (a packed batch has them per example)
@@ -509,7 +511,7 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
                 batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
                 per_task, aux = forward_losses(engine, batch, task_ids_cpu, task_names, pass_task_ids,
                                                entropy_acc, t.loss_reduction)
-                forward_moe = moe_stats(engine.module)
+                forward_moe = moe_stats(engine.module) if logged else None
                 if forward_moe is not None:
                     moe_acc = forward_moe if moe_acc is None else moe_acc + forward_moe
                 loss = weighting(per_task, epoch=epoch, stats=progress.weighting_stats)
@@ -575,7 +577,7 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
                     sampler.update({"entropy": entropy})
                     extra["entropy"] = entropy
             improved = False
-            if validator is not None and step % t.validate_every == 0:
+            if validates:
                 with logger.paused():  # (not training time: left out of tokens/s)
                     val_loss, val_score = validator(engine)
                 sampler.update(finite_validation({"val_loss": val_loss, "val_score": val_score}, step, logger))

@@ -167,11 +167,12 @@ MOE_STATS = ("aux_loss", "load_balancing", "z_loss", "dropped")
 def moe_stats(model: Any) -> Optional[torch.Tensor]:
     """The MoE layers' statistics of the model's last forward, or None for a dense model.
 
-    float64 [len(MOE_STATS) + 1 + layers·tasks·E + 1]: the weighted aux loss (what the model added to the training
-    loss), the sums over layers of the load-balancing and z losses, of the dropped (token, slot) choices and of all
-    the choices, each MoE layer's [tasks, E] counts of the choices of each trained task per expert (layers in
-    `moe_blocks` order; zeros where a layer counted none), and a trailing 1 — so the vectors of several
-    micro-batches / ranks can be summed and then read by `moe_stats_dict`.
+    float64 [len(MOE_STATS) + 1 + layers·tasks·E + 1], on the model's device (built there without reading a value,
+    so no wait for the device): the weighted aux loss (what the model added to the training loss), the sums over
+    layers of the load-balancing and z losses, of the dropped (token, slot) choices and of all the choices, each MoE
+    layer's [tasks, E] counts of the choices of each trained task per expert (layers in `moe_blocks` order; zeros
+    where a layer counted none), and a trailing 1 — so the vectors of several micro-batches / ranks can be summed
+    and then read by `moe_stats_dict`.
     """
     from t2t_mtl.model.moe import TaskAwareT5, moe_blocks
 
@@ -181,19 +182,21 @@ def moe_stats(model: Any) -> Optional[torch.Tensor]:
     layers = [block.aux for _, block in moe_blocks(model)]
     blocks = [aux for aux in layers if aux]
     load = len(MOE_STATS) + 1  # where the counts start
-    out = torch.zeros(load + len(layers) * cfg.num_tasks * cfg.num_experts + 1, dtype=torch.float64)
+    out = torch.zeros(load + len(layers) * cfg.num_tasks * cfg.num_experts + 1, dtype=torch.float64,
+                      device=model.device)
     if not blocks:
         return out
-    out[0] = float(model.moe_aux_loss().detach())
-    out[1] = sum(float(aux["load_balancing"].detach()) for aux in blocks)
-    out[2] = sum(float(aux["z_loss"].detach()) for aux in blocks)
+    out[0] = model.moe_aux_loss().detach().double()
+    for i, key in ((1, "load_balancing"), (2, "z_loss")):  # summed in float64 in layer order
+        for aux in blocks:
+            out[i] += aux[key].detach().double()
     out[3] = sum(aux["num_dropped"] for aux in blocks)
     out[4] = sum(aux["choices"] for aux in blocks)
     counts = [aux.get("task_counts") for aux in layers]
     given = [c for c in counts if c is not None]
     if cfg.num_tasks and given:
         zeros = torch.zeros_like(given[0])
-        out[load:-1] = torch.stack([zeros if c is None else c for c in counts]).reshape(-1).cpu()  # one copy
+        out[load:-1] = torch.stack([zeros if c is None else c for c in counts]).reshape(-1)
     out[-1] = 1.0
     return out
 
@@ -205,6 +208,7 @@ def moe_stats_dict(summed: torch.Tensor, model: Any) -> Dict[str, Any]:
     choices that went to each expert]}} for the trained tasks the forwards routed (none without task ids)."""
     from t2t_mtl.model.moe import moe_blocks
 
+    summed = summed.cpu()  # (one transfer from the device)
     count = float(summed[-1])
     if not count:
         return {}
