@@ -3,6 +3,7 @@ the counter itself, then the hot paths that must not wait for the device (each t
 steady-state training step's bound (a change that adds a per-micro-batch or per-layer sync fails it)."""
 from __future__ import annotations
 
+import collections
 import importlib.util
 import sys
 
@@ -109,6 +110,48 @@ def _moe_forward(model) -> None:
 
 def _sites(counter: HostSyncCounter, fragment: str) -> list:
     return [sync for sync in counter.syncs if fragment in sync.site]
+
+
+@pytest.mark.parametrize("routing", ["token", "task"])
+def test_moe_layers_count_each_tasks_expert_choices_without_waiting_for_the_device(routing):
+    # was: a boolean-mask index and a bincount in every MoE layer's forward (token and hybrid routing; two
+    # masks under task routing), to count the choices of each task per expert
+    model = _moe(routing).train()
+    counter = HostSyncCounter()
+    counter.mark(model)
+    with counter:
+        _moe_forward(model)
+    assert _sites(counter, "_token_task_counts") == []
+    assert [s for s in _sites(counter, "moe_layer.py") if s.op == "bool-mask index"] == []
+
+
+@pytest.mark.parametrize("routing", ["token", "hybrid", "task"])
+def test_an_moe_forward_in_eval_mode_counts_no_task_choices(routing):
+    # was: every evaluation and predict forward counted them (the syncs above), which only training logs
+    from t2t_mtl.model.moe import moe_blocks
+
+    model = _moe(routing)
+    _moe_forward(model.train())
+    assert all(block.aux["task_counts"] is not None for _, block in moe_blocks(model))
+    with torch.no_grad():
+        _moe_forward(model.eval())
+    assert all(block.aux["task_counts"] is None for _, block in moe_blocks(model))
+
+
+@pytest.mark.parametrize("routing", ["token", "task"])
+def test_the_moe_layers_of_a_stack_read_its_padding_and_its_task_groups_once(routing):
+    # was: every MoE layer read the stack's padding mask again (bool(mask.all()), then nonzero) and, under task
+    # routing, grouped the rows by task again (unique, bincount, .tolist(), bool): 2 to 7 syncs per layer
+    model = _moe(routing).train()  # 2 + 2 MoE layers
+    counter = HostSyncCounter()
+    counter.mark(model)
+    with counter:
+        _moe_forward(model)
+    made = collections.Counter((sync.op, sync.site.split(" ")[1]) for sync in _sites(counter, "moe_layer.py"))
+    want = {("nonzero", "read"): 2}  # one per stack
+    if routing == "task":  # one per stack; each layer's expert choice of its tasks (a [tasks, E] table)
+        want.update({("tolist", "_task_groups"): 2, ("tolist", "_forward_task"): 4})
+    assert dict(made) == want
 
 
 def test_moe_stats_are_gathered_on_the_device_and_read_once():

@@ -829,7 +829,7 @@ def test_a_token_routed_moe_folder_counts_the_expert_load_of_the_tasks_it_is_tra
                                     "unseen_task_routing": "old"})  # (never read under token routing)
     moe.save_pretrained(tmp_path / "moe")
     tasks = ["new_a", "new_b"]
-    loaded = build_model({"name_or_path": str(tmp_path / "moe")}, task_names=tasks).eval()
+    loaded = build_model({"name_or_path": str(tmp_path / "moe")}, task_names=tasks).train()  # (eval counts none)
     ids, labels = _batch(b=2)
     loaded(input_ids=ids, labels=labels, task_ids=torch.tensor([1, 1]))
     load = moe_stats_dict(moe_stats(loaded), loaded)["expert_load"]

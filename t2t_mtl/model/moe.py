@@ -183,8 +183,9 @@ class TaskAwareT5(TaskConditionedT5):
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         if mask is None or mask.dim() != 2:
             mask = self.moe_token_masks.get(stack_name)
+        reads: Dict[tuple, tuple] = {}  # (the stack's MoE layers read the mask from the device once)
         for _, block in moe_blocks(self, (stack_name,)):
-            block.token_mask = mask
+            block.token_mask, block.shared_reads = mask, reads
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         """transformers' step inputs; also marks for the MoE blocks which of the decoder tokens `input_ids` [B, t]

@@ -8,7 +8,7 @@ token counts and dropped fraction in `aux`. `t2t_mtl.model.moe.TaskAwareT5` puts
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -42,12 +42,14 @@ class MoEFeedForward(nn.Module, TaskConditioned):
     padded tokens take no expert capacity, get a zero output under token and hybrid routing, and count in no aux
     statistic. After each call `aux` holds `load_balancing`, `z_loss` (differentiable scalars, over the real
     tokens), `counts` (assignments per expert), `task_counts` ([num_tasks, E]: the assignments of each trained
-    task's real tokens per expert; None under token routing without task ids), `num_dropped` (how many (token, slot)
-    pairs were over capacity), `dropped` (their fraction) and `choices` (how many (token, slot) pairs were routed:
-    real tokens × top_k).
+    task's real tokens per expert; None in eval mode and under token routing without task ids), `num_dropped` (how
+    many (token, slot) pairs were over capacity), `dropped` (their fraction) and `choices` (how many (token, slot)
+    pairs were routed: real tokens × top_k).
     """
 
     token_mask: Optional[torch.Tensor] = None
+    shared_reads: Optional[Dict[tuple, tuple]] = None  # set by `TaskAwareT5` with the mask: one dict per stack call
+
 
     def __init__(self, config: T5Config, moe: MoEConfig, expert_ids: Optional[Sequence[int]] = None) -> None:
         super().__init__()
@@ -112,43 +114,64 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         self._check_held([expert_id])
         return self.experts[self._local[expert_id]]
 
-    def _real_tokens(self, batch: int, length: int) -> Optional[torch.Tensor]:
-        """The bool [B, L] mask of real (not padding) tokens, or None when every token is real."""
+    def _shared(self, source: torch.Tensor, key: tuple, read: Callable[[], tuple]) -> tuple:
+        """`read()` (values of `source` the host needs: a wait for the device), made once for the MoE layers of a stack
+        call that share `source` and `key` (`shared_reads`, a dict `TaskAwareT5` gives them), else made here."""
+        reads = self.shared_reads
+        if reads is None:
+            return read()
+        entry = reads.get(key)
+        if entry is None or entry[0] is not source:
+            entry = reads[key] = (source, read())
+        return entry[1]
+
+    def _real_tokens(self, batch: int, length: int) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], int]:
+        """(the bool [B, L] mask of real (not padding) tokens, their flat indices, their number); the mask and the
+        indices are None when every token is real. One read of the mask per stack call (`_shared`)."""
         mask = self.token_mask
         if mask is None:
-            return None
+            return None, None, batch * length
         if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] < length:
             raise ValueError(f"MoE token_mask of shape {tuple(mask.shape)} does not cover the layer's input of "
                              f"{batch} sequences of {length} tokens: pass a [batch, length] attention mask")
-        real = mask[:, mask.shape[1] - length:].ne(0)
-        return None if bool(real.all()) else real  # (no padding: the unmasked path, without the gathers)
+
+        def read() -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], int]:
+            real = mask[:, mask.shape[1] - length:].ne(0)
+            keep = real.reshape(-1).nonzero().squeeze(1)
+            if keep.numel() == batch * length:  # (no padding: the unmasked path, without the gathers)
+                return None, None, batch * length
+            return real, keep, keep.numel()
+
+        return self._shared(mask, ("real", batch, length), read)
 
     def _token_task_counts(self, batch: int, length: int, keep: Optional[torch.Tensor], topk_idx: torch.Tensor
                            ) -> Optional[torch.Tensor]:
         """int64 [num_tasks, E]: the top-k choices (before any capacity drop) of the routed tokens of each trained task
         per expert, from `task_ids` (the rows of `UNSEEN_TASK_ID` or another id outside the tasks left out); None
-        without task ids that cover the batch (token routing runs without them)."""
+        without task ids that cover the batch (token routing runs without them), and in eval mode (only training
+        logs them). Counted on the device without reading a value (no bincount or mask: no wait for it)."""
         ids = self.task_ids
-        if ids is None or not self.moe.num_tasks or ids.numel() == 0 or batch % ids.numel():
+        if not self.training or ids is None or not self.moe.num_tasks or ids.numel() == 0 or batch % ids.numel():
             return None
         rows = ids.to(device=topk_idx.device, dtype=torch.long).reshape(-1).repeat_interleave(batch // ids.numel())
         tasks = rows.repeat_interleave(length)
         if keep is not None:
             tasks = tasks.index_select(0, keep)
+        cells = self.moe.num_tasks * self.moe.num_experts
         trained = tasks.ge(0) & tasks.lt(self.moe.num_tasks)
-        slots = (tasks[:, None] * self.moe.num_experts + topk_idx.long())[trained]
-        return torch.bincount(slots.reshape(-1), minlength=self.moe.num_tasks * self.moe.num_experts).view(
-            self.moe.num_tasks, self.moe.num_experts)
+        slots = torch.where(trained[:, None], tasks[:, None] * self.moe.num_experts + topk_idx.long(), cells)
+        counts = torch.zeros(cells + 1, dtype=torch.long, device=slots.device)  # (the last: untrained tasks')
+        counts.index_add_(0, slots.reshape(-1), torch.ones_like(slots).reshape(-1))
+        return counts[:cells].view(self.moe.num_tasks, self.moe.num_experts)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """The experts' output for `hidden` [B, L, d_model], same shape, routed as `moe.routing` says; the call's
         aux losses and routing statistics are left in `aux`."""
         batch, length, d_model = hidden.shape
-        real = self._real_tokens(batch, length)
+        real, keep, real_count = self._real_tokens(batch, length)  # padding is routed nowhere
         if self.moe.routing == "task":
-            return self._forward_task(hidden, real)
+            return self._forward_task(hidden, real, real_count)
         x = hidden.reshape(-1, d_model)
-        keep = None if real is None else real.reshape(-1).nonzero().squeeze(1)  # padding is routed nowhere
         if keep is not None:
             x = x.index_select(0, keep)
         n = x.shape[0]
@@ -182,27 +205,24 @@ class MoEFeedForward(nn.Module, TaskConditioned):
             out = out.new_zeros(batch * length, d_model).index_copy(0, keep, out)
         return out.view(batch, length, d_model)
 
-    def _forward_task(self, hidden: torch.Tensor, real: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward_task(self, hidden: torch.Tensor, real: Optional[torch.Tensor], real_count: int) -> torch.Tensor:
         """Task-MoE fast path: group sequences by task; each expert runs once on the rows of its tasks.
 
         Experts are called in id order, each exactly once (on zero rows when no task of the batch uses it),
         so the module call order is the same on every rank (ZeRO-3 gathers parameters per module call).
         Padding runs through its row's experts too (there is no capacity to take, and a real token's output does
-        not depend on it); the aux statistics count the `real` tokens only.
+        not depend on it); the aux statistics count the `real` tokens only (`real_count` of them).
         """
         batch, length, d_model = hidden.shape
         task_rows, any_unseen = self._row_task_ids(batch, hidden.device)
         if batch * length == 0:
             return self._forward_no_tokens(hidden, task_rows, any_unseen)
-        present, inverse = torch.unique(task_rows, return_inverse=True)
+        present, inverse, sizes, order = self._shared(self.task_ids, ("tasks", batch), lambda: _task_groups(task_rows))
         logits = self._task_logits(present, any_unseen)
         routed = route(logits, self.moe.top_k, score=self.moe.score, renormalize=self.moe.renormalize,
                        backend="reference")  # a [tasks, E] table: no kernel launch is worth it
         choice = routed.topk_idx.tolist()
         self._check_held([e for row in choice for e in row])  # (the loop below visits held experts only)
-        sizes = torch.bincount(inverse, minlength=len(present)).tolist()
-        grouped = bool((inverse[1:] >= inverse[:-1]).all())
-        order = None if grouped else torch.argsort(inverse, stable=True)
         src = (hidden if order is None else hidden.index_select(0, order)).reshape(-1, d_model)
         bounds = [0]
         for rows in sizes:
@@ -226,21 +246,24 @@ class MoEFeedForward(nn.Module, TaskConditioned):
         if order is not None:
             out = torch.empty_like(out).index_copy_(0, order, out)
         if real is None:
-            tokens = torch.tensor(sizes, dtype=torch.float32, device=hidden.device) * length
+            tokens = torch.tensor(sizes, dtype=torch.float32).to(hidden.device, non_blocking=True) * length
             n = batch * length
         else:
             tokens = hidden.new_zeros(len(sizes), dtype=torch.float32).index_add_(0, inverse, real.sum(1).float())
-            n = int(real.sum())
+            n = real_count
         probs = torch.softmax(logits, -1) if self.moe.score == "softmax" else torch.sigmoid(logits)
         counts = torch.zeros_like(probs).scatter_(1, routed.topk_idx.long(), 1.0)
-        trained = present.ge(0)  # (UNSEEN_TASK_ID has no row in task_counts)
+        task_counts = None
+        if self.training:  # (UNSEEN_TASK_ID has no row in task_counts: its rows add zeros to row 0)
+            trained = present.ge(0)[:, None]
+            task_counts = probs.new_zeros(self.moe.num_tasks, self.moe.num_experts).index_add_(
+                0, present.clamp(min=0), torch.where(trained, counts * tokens[:, None], 0.0)).to(torch.int64)
         self.aux = {
             "load_balancing": load_balancing_loss((counts * tokens[:, None]).sum(0), (probs * tokens[:, None]).sum(0),
                                                   n, self.moe.top_k),
             "z_loss": (tokens * routed.lse ** 2).sum() / max(1, n),
             "counts": (counts * tokens[:, None]).sum(0).to(torch.int64),
-            "task_counts": probs.new_zeros(self.moe.num_tasks, self.moe.num_experts).index_add_(
-                0, present[trained], (counts * tokens[:, None])[trained]).to(torch.int64),
+            "task_counts": task_counts,
             "num_dropped": 0,
             "dropped": 0.0,
             "choices": n * self.moe.top_k,
@@ -256,6 +279,25 @@ class MoEFeedForward(nn.Module, TaskConditioned):
                     "task_counts": torch.zeros(self.moe.num_tasks, self.moe.num_experts, dtype=torch.int64,
                                                device=hidden.device)}
         return sum(self._expert(e)(hidden).to(hidden.dtype) for e in self.expert_ids)
+
+
+def _task_groups(task_rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, List[int], Optional[torch.Tensor]]:
+    """(the tasks present in `task_rows` [B], sorted; each row's index among them; each one's number of rows; the
+    stable order that groups the rows by task, None when they are grouped already): worked out on the host from one
+    read of `task_rows`, the tensors copied back without waiting."""
+    rows = task_rows.tolist()
+    present = sorted(set(rows))
+    position = {task: i for i, task in enumerate(present)}
+    inverse = [position[task] for task in rows]
+    sizes = [0] * len(present)
+    for i in inverse:
+        sizes[i] += 1
+    order = None if inverse == sorted(inverse) else sorted(range(len(rows)), key=inverse.__getitem__)  # (stable)
+
+    def upload(values: List[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long).to(task_rows.device, non_blocking=True)
+
+    return upload(present), upload(inverse), sizes, None if order is None else upload(order)
 
 
 def _gather_spans(src: torch.Tensor, spans: List[Tuple[int, int]]) -> Tuple[torch.Tensor, Dict[int, int]]:
