@@ -179,6 +179,27 @@ def test_moe_stats_are_gathered_on_the_device_and_read_once():
     assert stats["z_loss"] == sum(float(a["z_loss"].detach()) for a in aux)
 
 
+# ------------------------------------------------------------------------------------------- packing, generation
+def test_packed_attention_masks_and_generations_ended_rows_copy_nothing_to_the_device_that_waits():
+    # was: torch.tensor(value, device=...) of the masks' blocked value (3 per packed micro-batch) and of the
+    # end-of-sequence ids (every generation step of an MoE model): copies PyTorch follows with a stream sync
+    from t2t_mtl.model.moe import tokens_before_the_end
+    from t2t_mtl.model.packing import segment_masks
+
+    encoder, decoder = torch.tensor([[1, 1, 2, 0]]), torch.tensor([[1, 2, 2, 0]])
+    ids = torch.tensor([[0, 5, 1, 7], [0, 1, 6, 6]])
+    counter = HostSyncCounter()
+    with counter:
+        masks = segment_masks(encoder.to(DEVICE, non_blocking=True), decoder.to(DEVICE, non_blocking=True),
+                              torch.float32)
+        ended = tokens_before_the_end(ids.to(DEVICE, non_blocking=True), [1])
+    assert counter.syncs == []
+    blocked = torch.finfo(torch.float32).min
+    assert masks["encoder"][0, 0].tolist() == [[0, 0, blocked, blocked], [0, 0, blocked, blocked],
+                                               [blocked, blocked, 0, blocked], [blocked, blocked, blocked, 0]]
+    assert ended.tolist() == [[True, True, True, False], [True, True, False, False]]
+
+
 # ------------------------------------------------------------------------------------------- gradient surgery
 def test_a_surgery_step_moves_its_gram_to_the_host_once():
     # was: the overflow check, the weights and the logged stats each moved the same Gram (3 syncs a step)
@@ -201,3 +222,7 @@ def test_a_surgery_step_moves_its_gram_to_the_host_once():
     assert np.allclose(whole, (rows @ rows.T).numpy())
     assert stats["weights"] == np.asarray(weights).tolist()
     assert combined.shape == (6,)
+
+
+# ------------------------------------------------------------------------------------------- a training step
+# the syncs t2t_mtl's own code makes in a steady-state step that logs nothing (step 2 of 3, logging every 3rd),

@@ -126,8 +126,8 @@ def tokens_before_the_end(decoder_ids: torch.Tensor, eos_token_id: Union[None, i
     start token, never ends a row; the end-of-sequence token itself is a real token)."""
     if eos_token_id is None:
         return torch.ones_like(decoder_ids, dtype=torch.bool)
-    ids = torch.tensor(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id],
-                       device=decoder_ids.device)
+    ids = torch.tensor(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]).to(
+        decoder_ids.device, non_blocking=True)  # (called every generation step: a blocking copy waits for the device)
     ends = torch.isin(decoder_ids, ids)
     ends[:, 0] = False
     ended_before = ends.long().cumsum(1) - ends.long()

@@ -16,7 +16,7 @@ import torch
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[B, Q, K] bool → [B, 1, Q, K] additive mask of `dtype`."""
-    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+    blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)  # (filled there: no copy)
     zero = torch.zeros((), dtype=dtype, device=allowed.device)
     return torch.where(allowed, zero, blocked).unsqueeze(1)
 
