@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from engine_helpers import train_tiny_tokenizer
 
 _spec = importlib.util.spec_from_file_location("host_syncs", REPO_ROOT / "benchmarks" / "host_syncs.py")
 host_syncs = importlib.util.module_from_spec(_spec)
@@ -226,3 +227,25 @@ def test_a_surgery_step_moves_its_gram_to_the_host_once():
 
 # ------------------------------------------------------------------------------------------- a training step
 # the syncs t2t_mtl's own code makes in a steady-state step that logs nothing (step 2 of 3, logging every 3rd),
+# at most; transformers' own (its attention-mask checks) and the MoE kernels' CPU reference path are not counted
+STEP_BOUNDS = {
+    "pcgrad": 4,  # each of the 3 micro-batches' loss read (its non-finite check), the step's Gram for the weights
+    "moe_hybrid": 4,  # the loss read; per stack, the read of its real tokens; per forward, the task ids' bounds
+    "moe_task": 8,  # as hybrid, and per stack the rows' task groups, per layer its tasks' expert choice ([tasks, E])
+}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.mark.parametrize("name", sorted(STEP_BOUNDS))
+def test_a_training_step_that_logs_nothing_waits_for_the_device_only_where_it_must(tmp_path, tok, name):
+    # was: pcgrad 15 — per micro-batch a bincount and its .tolist() of the tasks present and a blocking copy of the
+    # task ids, the Gram moved three times; MoE 19 (hybrid) and 29 (task) — per layer the real-token mask's reads
+    # and the task counts' mask and bincount, per forward the moe figures read whether the step logged them or not
+    per_step = host_syncs.count_training_syncs(host_syncs._tiny_config(name, tmp_path, tok, steps=3, log_every=3))
+    ours = [f"{sync.op} at {sync.site}" for sync in per_step[1] if sync.package == "t2t_mtl"]
+    assert len(ours) <= STEP_BOUNDS[name], "\n".join(ours)
+    assert len(per_step) == 3
