@@ -111,6 +111,39 @@ def test_one_process_agrees_with_itself():
     assert not other.is_main  # rank 1 of the job, whatever its place on its node
 
 
+def test_a_tensor_away_from_the_groups_device_is_reduced_there_and_copied_back(monkeypatch):
+    # was: sum_over_ranks all-reduced a step's totals and the entropy accumulator where they were, on the CPU: a GPU
+    # job's NCCL group cannot reduce a CPU tensor ('No backend type associated with device type cpu'), so a training
+    # of several GPUs would have stopped at its first step (not run here: no GPU; the CPU's gloo takes both)
+    from t2t_mtl.engine import distributed
+
+    cpu_sums = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    monkeypatch.setattr(distributed, "_group_device", torch.device("meta"))  # (the one other device a CPU has)
+    moved = distributed.on_group_device(cpu_sums)
+    assert moved.device.type == "meta" and moved.shape == cpu_sums.shape and moved.dtype == cpu_sums.dtype
+    on_group = torch.empty(2, device="meta")
+    assert distributed.on_group_device(on_group) is on_group  # already there: no copy
+    monkeypatch.setattr(distributed, "_group_device", None)  # a caller's own group: tensors go as they are
+    assert distributed.on_group_device(cpu_sums) is cpu_sums
+
+    reduced = []  # a fake group of two ranks with a stand-in move: what is reduced is the moved copy, then copied back
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, *args, **kw: reduced.append(tensor.mul_(2)))
+    monkeypatch.setattr(distributed, "on_group_device", lambda t: t.clone())
+    assert distributed.sum_over_ranks(cpu_sums) is cpu_sums and cpu_sums.tolist() == [2.0, 4.0]
+    assert len(reduced) == 1 and reduced[0] is not cpu_sums
+
+
+def test_the_group_device_is_the_device_init_distributed_returns(monkeypatch):
+    from t2t_mtl.engine import distributed
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR"):
+        monkeypatch.delenv(key, raising=False)  # (restored after: init_distributed fills them)
+    env = distributed.init_distributed()  # one process (a group of one is kept for in-process callers)
+    assert distributed._group_device == env.device
+
+
 def _collectives_worker(rank: int, port: int, out: str) -> None:
     from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks, sum_over_ranks
 

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 # that dies meanwhile still ends the wait at once (its connections close).
 WAIT_TIMEOUT = datetime.timedelta(hours=24)
 _waiting_group = None  # that group, while this process's group of several ranks exists
+# Where the default group's collectives take their tensors, as `init_distributed` / `join_gloo_group` made it: the GPU
+# under NCCL (which cannot all-reduce a CPU tensor), else the CPU; None for a group this module did not make.
+_group_device: Optional[torch.device] = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
 
     gloo on CPU (with `DS_ACCELERATOR=cpu`), NCCL on CUDA. `num_threads` sets torch's intra-op threads.
     """
+    global _group_device
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     fill_env_from_launcher()
@@ -144,6 +148,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
             barrier()  # every rank has mapped every rank's buffer: the names can go
             unlink_shm_allreduce_buffer(dist.get_rank())
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    _group_device = device
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
 
 
@@ -171,11 +176,13 @@ def join_gloo_group() -> DistEnv:
     group that exists already (a caller's) is used as it is."""
     import torch.distributed as dist
 
+    global _group_device
     cpu = torch.device("cpu")
     if launched_world_size() > 1 and not dist.is_initialized():
         fill_env_from_launcher()
         dist.init_process_group(backend="gloo", timeout=group_timeout())
         _open_waiting_group()
+        _group_device = cpu
     if not dist.is_initialized():
         return DistEnv(0, 1, 0, cpu, "gloo")
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), cpu, "gloo")
@@ -236,12 +243,23 @@ def max_over_ranks(value: float, device: torch.device) -> float:
 
 def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
     """`t` summed over the ranks, in place, on every rank (an all-reduce when distributed; unchanged otherwise).
-    The result is the same tensor on every rank."""
+    The result is the same tensor on every rank. A tensor away from the group's device (a CPU tensor of a GPU job,
+    whose NCCL group cannot reduce it) is reduced there and copied back."""
     import torch.distributed as dist
 
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
+        on_group = on_group_device(t)
+        dist.all_reduce(on_group)
+        if on_group is not t:
+            t.copy_(on_group)
     return t
+
+
+def on_group_device(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself where the default group's collectives can take it, else a copy on the group's device."""
+    if _group_device is None or t.device.type == _group_device.type:
+        return t
+    return t.to(_group_device, non_blocking=True)
 
 
 def any_true(flag: bool, device: torch.device) -> bool:
@@ -308,10 +326,10 @@ def leave_process_group() -> None:
     active exception', exit -6 instead of the error's 2). Ranks waiting for this one in a collective see it gone."""
     import torch.distributed as dist
 
-    global _waiting_group
+    global _waiting_group, _group_device
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.destroy_process_group()
-        _waiting_group = None
+        _waiting_group = _group_device = None
 
 
 def shut_down_process_group() -> None:
