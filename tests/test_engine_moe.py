@@ -220,6 +220,23 @@ def test_the_moe_figures_reach_tensorboard_and_wandb(moe_run):
         assert not any("expert_load" in tag for tag in scalars)  # (metrics.jsonl only: tasks × layers × experts)
 
 
+def test_a_validation_step_logs_the_moe_choices_validation_dropped_over_capacity(tmp_path, tok):
+    # was: periodic validation counted no capacity drops (eval and predict did), so metrics.jsonl and TensorBoard
+    # showed training's moe.dropped only; validation's count against a reference: tests/test_validation_sharding.py
+    from t2t_mtl.engine.logging import training_scalars
+
+    moe = {**MOE, "routing": "token", "top_k": 1, "eval_capacity_factor": 0.5, "min_capacity": 1}
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"moe": moe},
+                      training={"steps": 2, "validate_every": 2, "validate_examples": 2}), evaluate_held_in=False)
+    records = step_records(tmp_path / "run")
+    assert "val_dropped" not in records[1]["moe"]  # (not a validation step)
+    figures = records[2]["moe"]
+    assert 0 < figures["val_num_dropped"] < figures["val_choices"]
+    assert figures["val_dropped"] == pytest.approx(figures["val_num_dropped"] / figures["val_choices"])
+    scalars = training_scalars(records[2])
+    assert all(scalars[f"moe/{key}"] == figures[key] for key in ("val_dropped", "val_num_dropped", "val_choices"))
+
+
 @pytest.mark.parametrize("routing, stage", [("token", 2), ("hybrid", 3)])
 def test_a_resumed_moe_run_continues_as_the_uninterrupted_run(tmp_path, tok, routing, stage):
     # routers, task gates and experts resume with their optimizer state: the losses, routing figures (capacity drops

@@ -5,6 +5,7 @@ ranks, and with two real processes (gloo) under ZeRO-2 and ZeRO-3 (lockstep: the
 rank)."""
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
 import os
@@ -322,3 +323,52 @@ def test_with_lengths_each_rank_batches_its_own_rows_longest_first_ties_in_row_o
         assert lockstep[:len(batches)] == batches and all(not b.counted for b in lockstep[len(batches):])
     with pytest.raises(ValueError, match="3 lengths for 8 rows"):
         shard_batches(8, BATCH, 0, 1, lengths=[1, 2, 3])
+
+
+def _capacity_reference(model, top_k: int, factor: float):
+    """(counts, hooks): forward pre-hooks that add up, for every MoE layer's forward, its real tokens' (token, slot)
+    choices and those over capacity: each token's top-1 expert by the router, counted per expert, against the
+    capacity ceil(N·k/E·f) (at least min_capacity 1, at most N)."""
+    import math
+
+    from t2t_mtl.model.moe import moe_blocks
+
+    counts = {"dropped": 0, "choices": 0}
+
+    def reference(block, args):
+        x = args[0].reshape(-1, args[0].shape[-1])
+        if block.token_mask is not None:
+            x = x[block.token_mask[:, -args[0].shape[1]:].reshape(-1).ne(0)]
+        experts = block.router.weight.shape[0]
+        per_expert = torch.bincount((x.float() @ block.router.weight.float().t()).argmax(-1), minlength=experts)
+        capacity = min(max(math.ceil(len(x) * top_k / experts * factor), 1), len(x))
+        counts["dropped"] += int((per_expert - capacity).clamp(min=0).sum())
+        counts["choices"] += len(x) * top_k
+
+    return counts, [block.register_forward_pre_hook(reference) for _, block in moe_blocks(model)]
+
+
+def test_validation_counts_the_moe_choices_dropped_over_capacity(reference):
+    # was: training logged moe.dropped and eval/predict counted their drops, but periodic validation of a token-routed
+    # MoE with a capacity said nothing of the tokens its layers dropped under eval_capacity_factor
+    from t2t_mtl.engine.validation import validation_drop_figures
+    from t2t_mtl.model.moe import convert_to_moe
+
+    cfg, tokenizer, model, targets, *_ = reference
+    torch.manual_seed(0)
+    moe = convert_to_moe(copy.deepcopy(model), {"num_experts": 4, "top_k": 1, "every": 1, "upcycle": False,
+                                                "task_names": ["a"], "eval_capacity_factor": 0.5,
+                                                "min_capacity": 1}).eval()
+    validator = _validator(tokenizer, cfg, DistEnv(0, 1, 0, CPU, "gloo"), targets)
+    expected, hooks = _capacity_reference(moe, top_k=1, factor=0.5)
+    try:
+        validator(_Engine(moe))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    drops = validator.moe_drops
+    assert (drops.dropped, drops.choices) == (expected["dropped"], expected["choices"]) and drops.dropped > 0
+    assert validation_drop_figures(drops) == {"val_dropped": drops.dropped / drops.choices,
+                                              "val_num_dropped": drops.dropped, "val_choices": drops.choices}
+    validator(_Engine(model))  # a dense model has no capacity: nothing counted
+    assert validator.moe_drops is None

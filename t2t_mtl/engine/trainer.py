@@ -365,7 +365,8 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
         from t2t_mtl.engine.validation import PeriodicValidator
 
         validator = PeriodicValidator(tokenizer, task_names, cfg, env, t.validate_examples, pass_task_ids)
-    from t2t_mtl.engine.validation import evaluation_every, evaluation_plan, zero_shot_evaluation
+    from t2t_mtl.engine.validation import (evaluation_every, evaluation_plan, validation_drop_figures,
+                                           zero_shot_evaluation)
 
     eval_every = evaluation_every(cfg)  # zero-shot evaluations during training (logged, never fed back)
     eval_plan = evaluation_plan(cfg)  # (worked out once: every evaluation of the run uses it)
@@ -583,6 +584,8 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
                 sampler.update(finite_validation({"val_loss": val_loss, "val_score": val_score}, step, logger))
                 progress.weighting_stats = {"kpi": val_score}
                 extra.update(val_loss=val_loss, val_score=val_score)
+                if validator.moe_drops is not None:  # (an MoE with an expert capacity)
+                    extra["moe"] = {**extra.get("moe", {}), **validation_drop_figures(validator.moe_drops)}
                 if best_val is not None:  # every rank decides on the same number: the save below is collective
                     improved = best_val.update(step, max_over_ranks(best_val.task_mean(extra), env.device))
                     stopped_early = early_stop_due(step)

@@ -9,6 +9,7 @@ and the dtp weighting). Both shard the rows over the data-parallel ranks and sum
 from __future__ import annotations
 
 import unicodedata
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -21,7 +22,7 @@ from t2t_mtl.evaluation.generation import decode_generated
 from t2t_mtl.evaluation.labels import target_labels
 from t2t_mtl.evaluation.rank_classification import evaluation_mode
 from t2t_mtl.evaluation.sharding import shard_batches
-from t2t_mtl.model.moe import token_masks
+from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops, token_masks
 from t2t_mtl.wording import repeated_items
 
 
@@ -135,7 +136,9 @@ class PeriodicValidator:
     forcing (`val_loss`) and exact match of greedy generation against any of a row's gold answers (`val_score`, in
     [0, 1]). Each rank scores its shard of the rows (`local_sums`) and the sums are added over the ranks in float64,
     so every rank gets the same numbers — those of one process scoring every row, up to float summation order — and
-    the sampler updates they drive stay identical across ranks.
+    the sampler updates they drive stay identical across ranks. For a model whose MoE experts have a capacity
+    (`batch_dependent`) a call also counts the (token, slot) choices its layers routed and dropped over capacity
+    (`moe_drops`, summed over the ranks with the sums).
     """
 
     def __init__(self, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv, examples: int,
@@ -147,6 +150,7 @@ class PeriodicValidator:
         self.tokenizer, self.task_names, self.cfg, self.env = tokenizer, list(task_names), cfg, env
         self.pass_task_ids, self.batch_size = pass_task_ids, batch_size
         self.rows: Dict[str, Dict[str, Any]] = {}
+        self.moe_drops: Optional[CapacityDrops] = None
         self.tasks = {name: task_registry.get_task(name) for name in self.task_names}
         for name, task in self.tasks.items():
             split = held_in_split(task)
@@ -162,19 +166,30 @@ class PeriodicValidator:
             self.rows[name] = {"inputs": inputs, "targets": list(ds["targets"]), "references": list(ds["references"])}
 
     def __call__(self, engine: Any) -> Tuple[Dict[str, float], Dict[str, float]]:
-        """(val_loss, val_score) per task, the same on every rank."""
-        sums = sum_over_ranks(self.local_sums(engine).to(self.env.device)).cpu()
+        """(val_loss, val_score) per task, the same on every rank. `moe_drops` is then the capacity drops of the
+        call's forwards over all ranks for a model with an expert capacity, else None; their counts ride the sums'
+        one reduction (no collective of their own)."""
+        drops = CapacityDrops() if batch_dependent(engine.module) else None
+        local = self.local_sums(engine, drops)
+        if drops is not None:
+            local = torch.cat([local, torch.tensor([[drops.dropped, drops.choices]], dtype=torch.float64)])
+        sums = sum_over_ranks(local.to(self.env.device)).cpu()
+        if drops is not None:
+            drops = CapacityDrops(*(int(count) for count in sums[-1].tolist()))
+            sums = sums[:-1]
+        self.moe_drops = drops
         val_loss, val_score = {}, {}
         for name, (loss_sum, correct) in zip(self.task_names, sums.tolist()):
             val_loss[name] = loss_sum / len(self.rows[name]["inputs"])
             val_score[name] = correct / len(self.rows[name]["inputs"])
         return val_loss, val_score
 
-    def local_sums(self, engine: Any) -> torch.Tensor:
+    def local_sums(self, engine: Any, drops: Optional[CapacityDrops] = None) -> torch.Tensor:
         """[tasks, 2] float64: per task, this rank's sum of per-row mean token cross-entropies and its count of
         exact matches, over its shard of the rows (`shard_batches` with the env's rank and world size). Under
         ZeRO-3 with several ranks every rank runs as many teacher-forced forwards and (synced) generations,
-        the padding batches' results discarded."""
+        the padding batches' results discarded. `drops`, when given, gets the MoE capacity drops of the
+        forwards of the batches kept (`capacity_drops`)."""
         lockstep = _lockstep(engine, self.env)
         sums = torch.zeros(len(self.task_names), 2, dtype=torch.float64)
         with evaluation_mode(engine.module):
@@ -182,11 +197,15 @@ class PeriodicValidator:
                 inputs, targets, golds = (self.rows[name][key] for key in ("inputs", "targets", "references"))
                 for batch in shard_batches(len(inputs), self.batch_size, self.env.rank, self.env.world_size,
                                            lockstep=lockstep):
-                    scored = self._score_batch(engine.module, tid, [inputs[i] for i in batch.rows],
-                                               [targets[i] for i in batch.rows], [golds[i] for i in batch.rows],
-                                               lockstep)
+                    with capacity_drops(engine.module) if drops is not None else nullcontext() as batch_drops:
+                        scored = self._score_batch(engine.module, tid, [inputs[i] for i in batch.rows],
+                                                   [targets[i] for i in batch.rows], [golds[i] for i in batch.rows],
+                                                   lockstep)
                     if batch.counted:
                         sums[tid] += torch.tensor(scored, dtype=torch.float64)
+                        if drops is not None:
+                            drops.dropped += batch_drops.dropped
+                            drops.choices += batch_drops.choices
         return sums
 
     def _score_batch(self, model: Any, task_id: int, x: List[str], y: List[str], golds: List[List[str]],
@@ -206,6 +225,14 @@ class PeriodicValidator:
         loss_sum = float(((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum())
         return loss_sum, _exact_matches(model, tok, enc, x, golds, data.max_target_length, synced, routing,
                                         self.tasks[self.task_names[task_id]])
+
+
+def validation_drop_figures(drops: CapacityDrops) -> Dict[str, float]:
+    """The `moe` figures of a validation record for the capacity drops of its validation: `val_dropped`, the share
+    of the (token, slot) choices dropped over capacity (as training's `dropped`), and the counts `val_num_dropped`
+    and `val_choices`."""
+    share = drops.dropped / drops.choices if drops.choices else 0.0
+    return {"val_dropped": share, "val_num_dropped": drops.dropped, "val_choices": drops.choices}
 
 
 #: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
