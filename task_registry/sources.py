@@ -62,6 +62,31 @@ def is_file_builder(path: str) -> bool:
     return path in _PACKAGED_DATASETS_MODULES
 
 
+def misspelt_reader(path: str) -> Optional[str]:
+    """The datasets file reader that `path`, given with `data_files`, most likely means when it names none and no
+    'owner/name' hub repo: the reader of a file extension written as one (`jsonl` → `json`, `tsv` → `csv`), else the
+    closest reader name (`jsn` → `json`, `txt` → `text`); None for a reader, a repo, or a name close to none."""
+    readers = list(_PACKAGED_DATASETS_MODULES or ())
+    if not readers or not isinstance(path, str) or path in readers or "/" in path:
+        return None
+    by_extension = _FORMATS.get(f".{path.lower()}")
+    if by_extension is not None:
+        return by_extension[0]
+    matches = close_matches(path, readers, n=1, cutoff=0.75, substrings=False)
+    return matches[0] if matches else None
+
+
+def misspelt_reader_problem(path: str) -> Optional[str]:
+    """What to write instead of the hub id `path` given with `data_files` where it misspells a file reader
+    (`misspelt_reader`); None where it does not."""
+    reader = misspelt_reader(path)
+    if reader is None:
+        return None
+    return (f"{path!r} is not one of datasets' file readers (json, csv, parquet, text, arrow, ...), so load_dataset "
+            f"looks for a hub dataset {path!r}: to read the data_files, name the `{reader}` reader (`hf: {reader}` "
+            f"in a task file, HFSource({reader!r}, data_files=...) in Python)")
+
+
 def set_data_dir(path: Optional[PathLike]) -> None:
     """Map hub ids to `<path>/<hub path>/<config or default>/<split>.jsonl`; `None` restores the default."""
     global _data_dir
@@ -566,7 +591,9 @@ class HFSource(Source):
         reader's explanation (the error and its causes) and where the rows are looked for."""
         if self.data_files is not None and _caused_by(error, UnicodeDecodeError):  # a csv file, or json streamed
             return DataSourceError(_not_utf8(self._split_files(split), split, f"hub dataset {self.describe()}"))
-        hint = (f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
+        misspelt = misspelt_reader_problem(self.path) if self.data_files is not None else None
+        hint = (misspelt if misspelt is not None else
+                f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
                 if self.data_files is not None else
                 f"{self.path!r} is a local path, read by load_dataset as a folder of data files (csv, json, "
                 f"parquet, ... by their extensions; a save_to_disk folder belongs under `files:`)"

@@ -14,7 +14,7 @@ from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .preprocessors import compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import (HFSource, LocalFileSource, Source, is_file_builder, is_pattern, is_saved_dataset, matched_files,
-                      unmatched_pattern, written_as_local_path)
+                      misspelt_reader_problem, unmatched_pattern, written_as_local_path)
 from .task import Task, repeated_names, sliced_split_problem
 from .template import Template
 from .yaml_keys import check_written_keys
@@ -243,6 +243,10 @@ class TaskFileParser:
             if kind == "hf":
                 data_files = config.get("data_files")
                 if data_files is not None:  # a file reader's paths are on this machine, a hub repo's in the repo
+                    misspelt = misspelt_reader_problem(config["hf"])
+                    if misspelt is not None:
+                        self.error(self.line_of(config, "hf"), f"source: hf: {misspelt}")
+                        return None
                     data_files = self.resolve_files(config, "data_files", relative=is_file_builder(config["hf"]))
                 return HFSource(self.local_folder(config), config.get("name"), data_files=data_files)
             return LocalFileSource(self.resolve_files(config, "files"))

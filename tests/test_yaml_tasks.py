@@ -570,6 +570,28 @@ def test_data_files_of_a_file_reader_are_relative_to_the_yaml(tmp_path, monkeypa
     assert validate_task_file(path) == [f"{path}:3: source: file paths must be strings, got 3"]
 
 
+@pytest.mark.parametrize("written, reader", [("jsonl", "json"), ("JSONL", "json"), ("jsn", "json"), ("tsv", "csv"),
+                                             ("txt", "text"), ("parquett", "parquet")])
+def test_a_misspelt_file_reader_with_data_files_is_named_with_the_reader_to_write(tmp_path, written, reader):
+    # was: `hf: jsonl` passed validation (a hub id, its rows not rendered) and loading said only "Couldn't reach
+    # 'jsonl' on the Hub ... its data_files are loaded as given", with no word of the `json` reader
+    from task_registry.sources import DataSourceError, HFSource, misspelt_reader
+
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
+    problem = (f"{written!r} is not one of datasets' file readers (json, csv, parquet, text, arrow, ...), so "
+               f"load_dataset looks for a hub dataset {written!r}: to read the data_files, name the `{reader}` reader "
+               f"(`hf: {reader}` in a task file, HFSource({reader!r}, data_files=...) in Python)")
+    with pytest.raises(DataSourceError) as raised:
+        HFSource(written, data_files={"train": str(tmp_path / "rows.jsonl")}).load("train")
+    assert str(raised.value).endswith(f"); {problem}")
+    path = tmp_path / "reader.yaml"
+    path.write_text(f"name: reader\nsplits: [train]\nsource:\n  hf: {written}\n  data_files: {{train: rows.jsonl}}\n"
+                    f"templates:\n  - {{name: t, jinja: '{{{{q}}}} ||| {{{{a}}}}'}}\n")
+    assert validate_task_file(path) == [f"{path}:4: source: hf: {problem}"]
+    # a reader, a hub repo, and a hub id close to no reader are left as they are
+    assert [misspelt_reader(path) for path in ("json", "someone/jsonl", "glue", "squad")] == [None] * 4
+
+
 def test_a_file_pattern_of_a_yaml_task_is_read_and_one_matching_nothing_is_a_problem_at_its_line(tmp_path):
     # `files: {train: shards/*.jsonl}` passed validation unrendered and failed to load: "expects the file
     # '.../shards/*.jsonl', which does not exist"; a pattern matching nothing was not reported by validation
