@@ -249,3 +249,14 @@ def test_a_training_step_that_logs_nothing_waits_for_the_device_only_where_it_mu
     ours = [f"{sync.op} at {sync.site}" for sync in per_step[1] if sync.package == "t2t_mtl"]
     assert len(ours) <= STEP_BOUNDS[name], "\n".join(ours)
     assert len(per_step) == 3
+
+
+def test_a_rank_classification_batch_copies_its_inputs_to_the_device_without_waiting(tok):
+    # was: 5 blocking copies a batch of a model taking task ids: encode_inputs(...).to(device) (ids and mask), the
+    # task ids' torch.tensor(..., device=), and per decoder pass the choices' labels and owner rows
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    syncs = host_syncs.count_eval_syncs(load_tokenizer(tok), host_syncs.CONFIGS["moe_task"]["model"]["moe"])
+    uploads = [sync.site for sync in syncs["rank classification"] if sync.op == "upload"
+               and sync.site.split(" via ")[0].endswith(("score_choices", "score_rows"))]
+    assert uploads == []

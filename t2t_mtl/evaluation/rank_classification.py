@@ -183,16 +183,18 @@ def score_choices(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, in
     scores: list[list[float]] = []
     with evaluation_mode(model):
         for batch in _batches(len(inputs), batch_size):
+            # (host values copied without waiting for the device: nothing on the host reuses them before the copy)
             encoded = encode_inputs(tokenizer, [inputs[i] for i in batch], max_input_length=max_input_length,
-                                    truncation_side=truncation_side).to(device)
-            ids = None if task_ids is None else torch.tensor([task_ids[i] for i in batch], device=device)
+                                    truncation_side=truncation_side).to(device, non_blocking=True)
+            ids = None if task_ids is None else torch.tensor([task_ids[i] for i in batch]).to(device,
+                                                                                             non_blocking=True)
             hidden, states = encode_examples(model, encoded.input_ids, encoded.attention_mask, ids)
             owners = [row for row, i in enumerate(batch) for _ in answer_choices[i]]
             texts = [choice for i in batch for choice in answer_choices[i]]
 
             def score_rows(rows: range) -> list[float]:
-                labels = target_labels(tokenizer, [texts[r] for r in rows]).to(device)
-                owner = torch.tensor([owners[r] for r in rows], device=device)
+                labels = target_labels(tokenizer, [texts[r] for r in rows]).to(device, non_blocking=True)
+                owner = torch.tensor([owners[r] for r in rows]).to(device, non_blocking=True)
                 return shared_encoder_log_likelihoods(model, labels, owner, hidden, encoded.attention_mask, states,
                                                       length_normalize=length_normalize, task_ids=ids).tolist()
 
