@@ -210,6 +210,28 @@ def test_a_candidate_scorer_of_the_wrong_shape_is_refused():
         builder.next_selected_chunk(lambda batch: torch.zeros(6, 1), {"a": 2, "b": 2})
 
 
+#: the shipped strategies' params where they need some, and those that learn from validation / entropies
+REQUIRED_PARAMS = {"annealed": {"epochs": 2}, "explicit": {"rates": {"a": 1, "b": 3}}}
+LEARN_FROM_VALIDATION = {"bandit_softmax", "bandit_thompson", "worst_task"}
+LEARN_FROM_ENTROPY = {"uncertainty_ema"}
+
+
+def test_the_shipped_strategies_declare_the_signals_they_learn_from():
+    # (the run's checks and the trainer read needs_validation / needs_entropy, once lists of these names)
+    from t2t_mtl.sampling import build_sampler
+    from t2t_mtl.sampling.registry import SHIPPED_STRATEGIES
+
+    for strategy in SHIPPED_STRATEGIES:
+        sampler = build_sampler({"strategy": strategy, **REQUIRED_PARAMS.get(strategy, {})}, {"a": 10, "b": 30},
+                                seed=0, log=False)
+        assert (sampler.needs_validation, sampler.needs_entropy) == (strategy in LEARN_FROM_VALIDATION,
+                                                                     strategy in LEARN_FROM_ENTROPY), strategy
+    for strategy in LEARN_FROM_VALIDATION:  # fed the training loss every step instead: no validation needed
+        for metric, needed in (("loss", False), ("val_loss", True)):
+            sampler = build_sampler({"strategy": strategy, "metric": metric}, {"a": 10, "b": 30}, seed=0, log=False)
+            assert sampler.needs_validation is needed, (strategy, metric)
+
+
 @pytest.mark.parametrize("sections, message", [
     ({"sampling": {"strategy": "bandit_softmax"}}, "validate_every"),
     ({"sampling": {"strategy": "worst_task"}}, "validate_every"),

@@ -17,9 +17,12 @@ from t2t_mtl.sampling.feedback import check_metric, improvement, read_scores
 
 class _FeedbackSampler(MixtureSampler):
     DEFAULT_BLOCK_SIZE = 256
+    needs_validation = True
+
     def __init__(self, task_sizes: Mapping[str, int], *, metric: str = "val_score", **common) -> None:
         super().__init__(task_sizes, **common)
         self.metric = check_metric(metric)
+        self.needs_validation = self.metric != "loss"  # (the training loss is fed every step)
         self.last_scores: dict[str, float] = {}
 
     def _rewards(self, stats: Mapping[str, Any]) -> Optional[dict[str, float]]:

@@ -50,6 +50,12 @@ class MixtureSampler:
     PARAMS: tuple[str, ...] = ()
     #: draws per block; strategies whose probabilities change at every update use smaller blocks
     DEFAULT_BLOCK_SIZE = 8192
+    #: whether it learns from periodic held-in validation (`update({"val_loss": ..., "val_score": ...})`): a run
+    #: with `training.validate_every` 0 is then refused. Set on the instance where a parameter decides it.
+    needs_validation: bool = False
+    #: whether it learns from the per-task mean normalised prediction entropy of each step's training forwards
+    #: (`update({"entropy": {task: value}})`), which training computes only for such a sampler
+    needs_entropy: bool = False
 
     def __init__(self, task_sizes: Mapping[str, int], *, seed: int, rank: int = 0, world_size: int = 1,
                  mode: str = "homogeneous", block_size: Optional[int] = None) -> None:

@@ -132,6 +132,7 @@ class UncertaintyEMASampler(MixtureSampler):
 
     strategy = "uncertainty_ema"
     DEFAULT_BLOCK_SIZE = 256
+    needs_entropy = True
     PARAMS = ("alpha", "lam", "floor", "momentum") + SIZE_PARAMS
 
     def __init__(self, task_sizes: Mapping[str, int], *, alpha: float = 1.0, lam: float = 0.5,

@@ -25,6 +25,7 @@ class WorstTaskSampler(MixtureSampler):
     strategy = "worst_task"
     DEFAULT_BLOCK_SIZE = 256
     PARAMS = ("tau", "floor", "metric")
+    needs_validation = True
 
     def __init__(self, task_sizes: Mapping[str, int], *, tau: float = 0.0, floor: float = 0.0,
                  metric: str = "val_loss", **common) -> None:
@@ -32,6 +33,7 @@ class WorstTaskSampler(MixtureSampler):
         if metric not in ("val_loss", "loss"):
             raise SamplingError(f"sampling.metric must be 'val_loss' or 'loss' for worst_task, got {metric!r}")
         self.metric = metric
+        self.needs_validation = metric != "loss"  # (the training loss is fed every step)
         if not tau >= 0:
             raise SamplingError(f"sampling.tau must be >= 0, got {tau}")
         if not 0.0 <= floor * len(self.tasks) < 1.0:
