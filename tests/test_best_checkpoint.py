@@ -16,10 +16,12 @@ from t2t_mtl.engine.run_checks import check_signal_config
 from t2t_mtl.engine.validation import evaluation_plan
 from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
+from t2t_mtl.sampling.static import UniformSampler
 
 from engine_helpers import step_records, tiny_config, train_tiny_tokenizer
 
 TASKS = ["a", "b", "c"]
+UNIFORM = UniformSampler({"parity": 1}, seed=0)  # (a sampler that learns from no validation)
 
 
 @pytest.mark.parametrize("metric,pick", [("val_score", np.argmax), ("val_loss", np.argmin)])
@@ -111,7 +113,7 @@ def test_bad_keep_best_configs_are_refused_naming_the_key(training, match):
     with pytest.raises(ConfigError, match=match):
         cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
                                 "training": training})
-        check_signal_config(cfg, {"strategy": "uniform"})
+        check_signal_config(cfg, UNIFORM)
 
 
 def test_the_best_link_follows_the_restored_selection_after_resuming_from_an_earlier_checkpoint(tmp_path, tok):
@@ -187,7 +189,7 @@ def test_early_stopping_needs_keep_best():
     cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
                             "training": {"early_stopping": 3, "validate_every": 2}})
     with pytest.raises(ConfigError, match="training.early_stopping .* training.keep_best"):
-        check_signal_config(cfg, {"strategy": "uniform"})
+        check_signal_config(cfg, UNIFORM)
 
 
 def test_early_stopping_counts_only_validations_that_ran_for_its_metric(tmp_path, tok):

@@ -16,9 +16,12 @@ from t2t_mtl.engine.run_checks import check_signal_config
 from t2t_mtl.engine.validation import evaluation_every, evaluation_plan
 from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
+from t2t_mtl.sampling import build_sampler
+from t2t_mtl.sampling.static import UniformSampler
 
 from engine_helpers import TASKS, step_records, tiny_config, train_tiny_tokenizer
 
+UNIFORM = UniformSampler({"parity": 1}, seed=0)  # (a sampler that learns from no validation)
 EVALUATION = {"held_out": True, "max_examples": 2, "batch_size": 8}
 SECTIONS = {"data": {"held_out_clusters": ["comparison"]},
             "training": {"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 5}}
@@ -76,14 +79,14 @@ def test_bad_every_values_are_refused_naming_the_key(every):
     cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"],
                             "held_out_clusters": ["comparison"]}, "evaluation": {**EVALUATION, "every": every}})
     with pytest.raises(ConfigError, match="evaluation.every"):
-        check_signal_config(cfg, {"strategy": "uniform"})
+        check_signal_config(cfg, UNIFORM)
 
 
 def test_every_without_tasks_to_evaluate_is_refused():
     cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
                             "evaluation": {"every": 100}})
     with pytest.raises(ConfigError, match="held_out: true or tasks"):
-        check_signal_config(cfg, {"strategy": "uniform"})
+        check_signal_config(cfg, UNIFORM)
 
 
 @pytest.mark.parametrize("tasks, message", [
@@ -134,7 +137,7 @@ def test_held_out_false_turns_a_base_configs_section_off():
     # the quickstart's section (held_out, max_examples, scoring) could not be switched off from the command line:
     # `--set evaluation.held_out=false` was refused for the settings left, `evaluation={}` merges nothing
     cfg = load_config("quickstart", ["evaluation.held_out=false", "evaluation.every=100"])
-    check_signal_config(cfg, cfg.sampling)
+    check_signal_config(cfg, build_sampler(cfg.sampling, {"parity": 1}, seed=0))
     assert evaluation_plan(cfg) == ([], None) and evaluation_every(cfg) == 0
 
 

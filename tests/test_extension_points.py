@@ -395,6 +395,28 @@ def test_a_config_naming_a_strategy_its_task_modules_do_not_register_is_refused_
         check_run_config(config_from_dict(cfg))
 
 
+def test_a_registered_sampler_declaring_needs_validation_is_refused_without_validation_as_a_shipped_one_is(
+        tmp_path, tok):
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.run_checks import check_run_config
+
+    class ValidationChasing(Flat):
+        strategy = "validation_chasing"
+        needs_validation = True
+
+    register_sampler(ValidationChasing)
+    messages = {}
+    for strategy in ("bandit_softmax", "validation_chasing"):
+        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", sampling={"strategy": strategy})
+        with pytest.raises(ConfigError) as refusal:  # (was: the registered one trained, its val_score never fed)
+            check_run_config(config_from_dict(cfg))
+        messages[strategy] = str(refusal.value)
+    assert messages["validation_chasing"] == messages["bandit_softmax"].replace("bandit_softmax", "validation_chasing")
+    assert "need(s) periodic held-in validation: set training.validate_every" in messages["bandit_softmax"]
+    cfg["training"].update(validate_every=2, validate_examples=2)
+    check_run_config(config_from_dict(cfg))
+
+
 #: classes of a module without `from __future__ import annotations`: its annotations are the types themselves
 PLAIN_ANNOTATIONS = '''
 import typing

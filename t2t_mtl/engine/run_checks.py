@@ -24,6 +24,8 @@ from t2t_mtl.wording import repeated_items
 if TYPE_CHECKING:  # task_registry (and datasets) loads when the mixture is checked
     from task_registry import Template
 
+    from t2t_mtl.sampling import MixtureSampler
+
 
 def training_rates(cfg: Config) -> Dict[str, float]:
     """Task → rate of the training mixture (via task_registry.training_rates); run on every rank.
@@ -300,8 +302,8 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     check_model_source(cfg.model)
     rates = training_rates(cfg)
     sampling_cfg = run_sampling_config(cfg, rates)
-    check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
-    check_signal_config(cfg, sampling_cfg)
+    sampler = check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
+    check_signal_config(cfg, sampler)
     from t2t_mtl.engine.validation import evaluation_plan
 
     check_task_splits([*rates, *evaluation_plan(cfg)[0]])
@@ -421,9 +423,11 @@ def pretrained_config_dict(name_or_path: Optional[str]) -> Optional[Dict[str, An
 
 
 def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
-                            rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None) -> None:
+                            rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
+                            ) -> MixtureSampler:
     """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
-    any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`."""
+    any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`. Returns
+    the sampler (what it learns from is checked on it)."""
     from t2t_mtl.sampling import UnknownParameterError, build_sampler
     from t2t_mtl.weighting import UnknownWeightingParameterError, build_weighting
 
@@ -502,6 +506,7 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                               "and nothing else trained each task's gradient lives on its own adapters only (every "
                               "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
                               "train shared parameters too (model.lora.trainable, model.moe)")
+    return sampler
 
 
 def check_registered_components(sampler: Any, weighting: Any, build_sampler: Callable[[], Any],
@@ -520,19 +525,16 @@ def check_registered_components(sampler: Any, weighting: Any, build_sampler: Cal
                                 f"weighting.method {weighting.method!r} ({class_name(type(weighting))})")
 
 
-#: strategies that learn from periodic validation results (unless their `metric` is the training "loss")
-VALIDATION_STRATEGIES = ("bandit_softmax", "bandit_thompson", "worst_task")
-
-
-def check_signal_config(cfg: Config, sampling_cfg: Mapping[str, Any]) -> None:
-    """Signals a strategy / weighting needs must be produced: validation-driven ones need
+def check_signal_config(cfg: Config, sampler: MixtureSampler) -> None:
+    """Signals the run's `sampler` (as `check_component_configs` built it) and weighting need must be produced:
+    validation-driven ones (a sampler's `needs_validation`, weighting dtp, keep_best) need
     `training.validate_every > 0`; CA-MTL selection builds mixed micro-batches (no gradient surgery).
     Also validates the `evaluation:` section before any training."""
     from t2t_mtl.engine.validation import evaluation_plan
 
-    strategy = sampling_cfg.get("strategy")
+    strategy = sampler.strategy
     needs_validation = []
-    if strategy in VALIDATION_STRATEGIES and sampling_cfg.get("metric") != "loss":
+    if sampler.needs_validation:
         needs_validation.append(f"sampling.strategy {strategy!r}")
     if cfg.weighting.get("method") == "dtp":
         needs_validation.append("weighting.method 'dtp' (its KPIs are validation exact match)")
