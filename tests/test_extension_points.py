@@ -395,6 +395,50 @@ def test_a_config_naming_a_strategy_its_task_modules_do_not_register_is_refused_
         check_run_config(config_from_dict(cfg))
 
 
+class EntropyChasing(MixtureSampler):
+    """p_t ∝ the last prediction entropy fed for task t (1 before any); keeps every update's stats, and each
+    instance in `built`."""
+
+    strategy = "entropy_chasing"
+    needs_entropy = True
+    built: list = []
+
+    def __init__(self, task_sizes, **common):
+        super().__init__(task_sizes, **common)
+        self.last, self.fed = np.ones(len(self.tasks)), []
+        self.built.append(self)
+
+    def _compute_probabilities(self):
+        return self.last
+
+    def _on_update(self, stats):
+        self.fed.append(dict(stats))
+        for task, value in (stats.get("entropy") or {}).items():
+            self.last[self.tasks.index(task)] = value
+        return "entropy" in stats
+
+    def _extra_state(self):
+        return {"last": self.last.tolist()}
+
+    def _load_extra_state(self, state):
+        self.last = np.array(state["last"])
+
+
+def test_a_registered_sampler_declaring_needs_entropy_is_fed_the_training_entropies(tmp_path, tok, monkeypatch):
+    # was: training computed the entropies only for sampling.strategy uncertainty_ema, so this sampler got none
+    monkeypatch.setattr(EntropyChasing, "built", [])
+    register_sampler(EntropyChasing)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", sampling={"strategy": "entropy_chasing"},
+                      training={"steps": 3})
+    train(cfg, evaluate_held_in=False)
+    run_sampler = EntropyChasing.built[-1]  # (built after the run's checks built theirs)
+    fed = [stats["entropy"] for stats in run_sampler.fed if "entropy" in stats]
+    assert len(fed) == 3
+    records = step_records(tmp_path / "run")
+    assert fed == [records[step]["entropy"] for step in (1, 2, 3)]  # each step's, as uncertainty_ema is fed them
+    assert all(0 < value <= 1 for entropies in fed for value in entropies.values())  # (normalised by log V)
+
+
 def test_a_registered_sampler_declaring_needs_validation_is_refused_without_validation_as_a_shipped_one_is(
         tmp_path, tok):
     from t2t_mtl.config import config_from_dict

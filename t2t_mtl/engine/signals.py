@@ -30,11 +30,6 @@ def finite_validation(results: Mapping[str, Mapping[str, float]], step: int, log
     return out
 
 
-def needs_entropy(sampling_cfg: Mapping[str, Any]) -> bool:
-    """Whether the sampler learns from training-forward entropies (`update({"entropy": ...})`)."""
-    return sampling_cfg.get("strategy") == "uncertainty_ema"
-
-
 def task_means(sums_and_counts: torch.Tensor, task_names: Sequence[str]) -> Dict[str, float]:
     """{task: sum / count} from a [2T] (sums | counts) tensor, for tasks with a count and a finite mean."""
     T = len(task_names)

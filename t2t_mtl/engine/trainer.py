@@ -62,7 +62,7 @@ from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, confi
 from t2t_mtl.engine.run_tokenizer import (check_own_encoding, check_resumed_tokenizer, check_special_ids,
                                           check_vocabulary_fits, prepare_task_tokens, prepare_tokenizer,
                                           vocab_before_task_tokens)
-from t2t_mtl.engine.signals import finite_validation, needs_entropy, select_candidate_chunk, task_means
+from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, trainer_state
@@ -359,7 +359,7 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
                            bucket_batches=cfg.data.bucket_batches if cfg.data.batching in ("bucket", "pack") else 1,
                            seed=t.seed)
     # adaptive-sampling signals: training-forward entropies, periodic validation, CA-MTL candidate selection
-    entropy_acc = torch.zeros(2 * len(task_names), dtype=torch.float64) if needs_entropy(sampling_cfg) else None
+    entropy_acc = torch.zeros(2 * len(task_names), dtype=torch.float64) if sampler.needs_entropy else None
     validator = None
     if t.validate_every > 0:
         from t2t_mtl.engine.validation import PeriodicValidator
