@@ -4,6 +4,7 @@ checkpointed and resumed as the shipped ones are."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import uuid
@@ -304,6 +305,46 @@ def test_the_resume_contract_refuses_state_a_checkpoint_loses_and_passes_state_i
         check_sampler_resumes(lambda: build_sampler({"strategy": strategy}, sizes, seed=3, log=False), strategy)
     for method in ("uncertainty", "tchebycheff", "dtp"):
         check_weighting_resumes(lambda: build_weighting({"method": method}, list(sizes), sizes), method)
+
+
+class ForgetsWhatItDeclares(MixtureSampler):
+    """Learns from the signal it declares (`stat`: entropy or val_score), but keeps nothing of it in its state."""
+
+    strategy, stat = "forgets_entropy", "entropy"
+    needs_entropy = True
+
+    def __init__(self, task_sizes, **common):
+        super().__init__(task_sizes, **common)
+        self.seen = np.ones(len(self.tasks))
+
+    def _compute_probabilities(self):
+        return self.seen
+
+    def _on_update(self, stats):
+        for task, value in (stats.get(self.stat) or {}).items():
+            self.seen[self.tasks.index(task)] = value ** 4
+        return bool(stats.get(self.stat))
+
+
+class ForgetsValidation(ForgetsWhatItDeclares):
+    strategy, stat = "forgets_validation", "val_score"
+    needs_entropy, needs_validation = False, True
+
+
+@pytest.mark.parametrize("cls, fed", [
+    (ForgetsWhatItDeclares, "{'loss': {task: loss}}, then {'entropy': {task: entropy}}"),
+    (ForgetsValidation, "{'loss': {task: loss}}, then {'val_loss': {task: loss}, 'val_score': {task: score}}")])
+def test_the_resume_contract_feeds_a_sampler_the_signals_it_declares(cls, fed):
+    # was: fed the training losses only, so what such a sampler learns, and loses in a checkpoint, went unchecked
+    with pytest.raises(ConfigError, match=r"^S does not resume as it runs: .* _extra_state\(\)"):
+        check_sampler_resumes(lambda: cls(SIZES, seed=0), "S")
+
+    class Raising(cls):
+        def _on_update(self, stats):
+            raise RuntimeError("no")
+
+    with pytest.raises(ConfigError, match=r"^S: fed " + re.escape(fed) + " as training feeds it after each step"):
+        check_sampler_resumes(lambda: Raising(SIZES, seed=0), "S")
 
 
 class ValidationOnly(Flat):

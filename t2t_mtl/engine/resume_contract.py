@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import traceback
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import torch
 
@@ -19,24 +19,40 @@ DRAWS = 64
 
 def check_sampler_resumes(build: Callable[[], Any], what: str) -> None:
     """Refuse (ConfigError naming `what`) a sampler built by `build` whose draws after a checkpoint round trip of
-    its state differ from the original's: fed a step's per-task losses (as training feeds them), drawn from, saved
-    and loaded into a new build, both are fed the same losses again and must draw the same tasks. An error its code
-    raises on the way is a ConfigError naming it and where it was raised."""
-    with _named(what, "fed {'loss': {task: loss}} as training feeds it after each step, and drawn from"):
+    its state differ from the original's: fed a step's stats as training feeds them (the per-task losses, and the
+    entropies or validation results where it declares `needs_entropy` / `needs_validation`), drawn from, saved and
+    loaded into a new build, both are fed other such stats and must draw the same tasks. An error its code raises on
+    the way is a ConfigError naming it and where it was raised."""
+    fed = ", then ".join("{" + ", ".join(f"'{key}': {{task: {key.removeprefix('val_')}}}" for key in update) + "}"
+                         for update in _step_stats(build(), {}))
+    with _named(what, f"fed {fed} as training feeds it after each step, and drawn from"):
         _check_sampler(build, what)
+
+
+def _step_stats(sampler: Any, values: Dict[str, float]) -> List[Dict[str, Dict[str, float]]]:
+    """The updates training makes after a step, each stat's value per task taken from `values`: the losses, then
+    the entropies (`needs_entropy`), then the validation results (`needs_validation`)."""
+    updates = [{"loss": values}]
+    if sampler.needs_entropy:
+        updates.append({"entropy": {task: value / (1 + value) for task, value in values.items()}})
+    if sampler.needs_validation:
+        updates.append({"val_loss": values, "val_score": {task: 1 / (1 + value) for task, value in values.items()}})
+    return updates
 
 
 def _check_sampler(build: Callable[[], Any], what: str) -> None:
     original = build()
     losses = {task: 1.0 + i for i, task in enumerate(original.tasks)}
-    original.update({"loss": losses})
+    for stats in _step_stats(original, losses):
+        original.update(stats)
     for _ in range(3):
         original.next_task()
     resumed = build()
     _load(resumed, _round_trip(original.state_dict(), what), what)
-    for stats in ({}, {"loss": {task: 1.0 / value for task, value in losses.items()}}):
-        original.update(stats)
-        resumed.update(stats)
+    for updates in ([{}], _step_stats(original, {task: 1.0 / value for task, value in losses.items()})):
+        for stats in updates:
+            original.update(stats)
+            resumed.update(stats)
         drawn, redrawn = _draws(original), _draws(resumed)
         if drawn != redrawn:
             raise ConfigError(f"{what} does not resume as it runs: loaded with its own state_dict(), a new sampler "
