@@ -232,6 +232,13 @@ def test_the_shipped_strategies_declare_the_signals_they_learn_from():
             assert sampler.needs_validation is needed, (strategy, metric)
 
 
+def test_of_the_shipped_weightings_dtp_alone_learns_from_validation():
+    # (the run's checks read needs_validation, once the name 'dtp')
+    from t2t_mtl.weighting.registry import METHODS, SHIPPED_METHODS
+
+    assert {method for method in SHIPPED_METHODS if METHODS[method].needs_validation} == {"dtp"}
+
+
 @pytest.mark.parametrize("sections, message", [
     ({"sampling": {"strategy": "bandit_softmax"}}, "validate_every"),
     ({"sampling": {"strategy": "worst_task"}}, "validate_every"),

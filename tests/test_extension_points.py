@@ -502,6 +502,27 @@ def test_a_registered_sampler_declaring_needs_validation_is_refused_without_vali
     check_run_config(config_from_dict(cfg))
 
 
+def test_a_registered_weighting_declaring_needs_validation_is_refused_without_validation_as_dtp_is(tmp_path, tok):
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.run_checks import check_run_config
+
+    class KpiChasing(Halves):
+        method = "kpi_chasing"
+        needs_validation = True
+
+    register_weighting(KpiChasing)
+    messages = {}
+    for method in ("dtp", "kpi_chasing"):
+        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", weighting={"method": method})
+        with pytest.raises(ConfigError) as refusal:  # (was: the registered one trained, its kpi never fed)
+            check_run_config(config_from_dict(cfg))
+        messages[method] = str(refusal.value)
+    assert messages["kpi_chasing"] == messages["dtp"].replace("'dtp'", "'kpi_chasing'")
+    assert messages["dtp"].startswith("weighting.method 'dtp' (its KPIs are validation exact match) need(s) periodic")
+    cfg["training"].update(validate_every=2, validate_examples=2)
+    check_run_config(config_from_dict(cfg))
+
+
 #: classes of a module without `from __future__ import annotations`: its annotations are the types themselves
 PLAIN_ANNOTATIONS = '''
 import typing

@@ -527,17 +527,18 @@ def check_registered_components(sampler: Any, weighting: Any, build_sampler: Cal
 
 def check_signal_config(cfg: Config, sampler: MixtureSampler) -> None:
     """Signals the run's `sampler` (as `check_component_configs` built it) and weighting need must be produced:
-    validation-driven ones (a sampler's `needs_validation`, weighting dtp, keep_best) need
+    validation-driven ones (the sampler's or the weighting class's `needs_validation`, keep_best) need
     `training.validate_every > 0`; CA-MTL selection builds mixed micro-batches (no gradient surgery).
     Also validates the `evaluation:` section before any training."""
     from t2t_mtl.engine.validation import evaluation_plan
+    from t2t_mtl.weighting.registry import METHODS
 
-    strategy = sampler.strategy
+    strategy, method = sampler.strategy, cfg.weighting.get("method")
     needs_validation = []
     if sampler.needs_validation:
         needs_validation.append(f"sampling.strategy {strategy!r}")
-    if cfg.weighting.get("method") == "dtp":
-        needs_validation.append("weighting.method 'dtp' (its KPIs are validation exact match)")
+    if isinstance(method, str) and method in METHODS and METHODS[method].needs_validation:  # (unknown: refused)
+        needs_validation.append(f"weighting.method {method!r} (its KPIs are validation exact match)")
     if cfg.training.keep_best:
         needs_validation.append(f"training.keep_best {cfg.training.keep_best!r}")
     if needs_validation and cfg.training.validate_every <= 0:

@@ -20,6 +20,9 @@ class LossWeighting(nn.Module):
 
     method: str = ""
     PARAMS: tuple[str, ...] = ()
+    #: whether it learns from periodic held-in validation (`stats={"kpi": {task: val_score}}` in the step after
+    #: each): a run with `training.validate_every` 0 is then refused
+    needs_validation: bool = False
 
     def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__()

@@ -96,6 +96,7 @@ class DynamicTaskPrioritization(LossWeighting):
 
     method = "dtp"
     PARAMS = ("gamma", "momentum", "initial_kpi", "eps")
+    needs_validation = True
 
     def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None, *,
                  gamma: float = 2.0, momentum: float = 0.0, initial_kpi: float = 0.5, eps: float = 1e-6) -> None:
