@@ -347,6 +347,37 @@ def test_the_resume_contract_feeds_a_sampler_the_signals_it_declares(cls, fed):
         check_sampler_resumes(lambda: Raising(SIZES, seed=0), "S")
 
 
+class ForgetsKpis(Halves):
+    """Weights each task by the last validation KPI it was given, kept in an attribute outside its state_dict."""
+
+    method = "forgets_kpis"
+    needs_validation = True
+
+    def __init__(self, task_names, task_sizes=None):
+        super().__init__(task_names, task_sizes)
+        self.kpi = dict.fromkeys(self.task_names, 1.0)
+
+    def combine(self, losses, *, epoch, stats):
+        self.kpi.update(stats.get("kpi") or {})
+        return self.weighted_sum(losses, {task: self.kpi[task] for task in losses})
+
+
+def test_the_resume_contract_feeds_a_weighting_declaring_needs_validation_its_kpis():
+    # was: called with stats {} only, so the KPIs such a weighting learns, and loses in a checkpoint, went unchecked
+    with pytest.raises(ConfigError, match=r"^W does not resume as it runs: .* gives the loss 3 where the saved one "
+                                          r"gives 1.33333; .*get_extra_state"):  # (1/2 · 2 + 1/3 · 1)
+        check_weighting_resumes(lambda: ForgetsKpis(list(SIZES)), "W")
+
+    class Raising(ForgetsKpis):
+        def combine(self, losses, *, epoch, stats):
+            raise RuntimeError("no")
+
+    with pytest.raises(ConfigError, match=r"^W: called on \{task: scalar loss\} with stats \{'kpi': \{task: score\}\}, "
+                                          r"then \{\} as training calls it"):
+        check_weighting_resumes(lambda: Raising(list(SIZES)), "W")
+    check_weighting_resumes(lambda: build_weighting({"method": "dtp"}, list(SIZES), SIZES), "dtp")
+
+
 class ValidationOnly(Flat):
     """Reads validation scores from every update, though training feeds most updates only losses."""
 

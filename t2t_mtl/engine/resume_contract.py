@@ -62,17 +62,20 @@ def _check_sampler(build: Callable[[], Any], what: str) -> None:
 
 def check_weighting_resumes(build: Callable[[], Any], what: str) -> None:
     """Refuse (ConfigError naming `what`) a loss weighting built by `build` whose loss after a checkpoint round trip
-    of its state differs from the original's: called on a step's per-task losses, saved and loaded into a new build,
-    both are called on other losses and must give the same loss. An error its code raises on the way is a
-    ConfigError naming it and where it was raised."""
-    with _named(what, "called on {task: scalar loss} with stats {} as training calls it"):
+    of its state differs from the original's: called on a step's per-task losses (with stats {"kpi": ...}, as after
+    a validation, where it declares `needs_validation`), saved and loaded into a new build, both are called on other
+    losses with stats {} and must give the same loss. An error its code raises on the way is a ConfigError naming
+    it and where it was raised."""
+    fed = "{'kpi': {task: score}}, then {}" if build().needs_validation else "{}"
+    with _named(what, f"called on {{task: scalar loss}} with stats {fed} as training calls it"):
         _check_weighting(build, what)
 
 
 def _check_weighting(build: Callable[[], Any], what: str) -> None:
     original = build()
     tasks = original.task_names
-    original({task: torch.tensor(1.0 + i) for i, task in enumerate(tasks)}, epoch=0.0, stats={})
+    stats = {"kpi": {task: 1.0 / (2 + i) for i, task in enumerate(tasks)}} if original.needs_validation else {}
+    original({task: torch.tensor(1.0 + i) for i, task in enumerate(tasks)}, epoch=0.0, stats=stats)
     resumed = build()
     _load(resumed, _round_trip(original.state_dict(), what), what)
     losses = {task: torch.tensor(2.0 / (1 + i)) for i, task in enumerate(tasks)}
