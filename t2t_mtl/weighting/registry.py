@@ -32,7 +32,8 @@ def register_weighting(cls: Weighting, *, overwrite: bool = False) -> Weighting:
     The class implements `combine(losses, *, epoch, stats)` (its formula over the step's present tasks, e.g. through
     `weighted_sum`). It is an `nn.Module`: its parameters are trained with the model's lr, and its parameters,
     buffers and `get_extra_state()` (PyTorch's hook for other values) are its `state_dict`, saved in checkpoints and
-    restored on a resume (a run's checks refuse a method whose losses differ after that round trip).
+    restored on a resume (a run's checks refuse a method whose losses differ after that round trip). One that
+    learns from `stats["kpi"]` (held-in validation exact match) declares `needs_validation`, as dtp does.
 
     Raises `WeightingRegistrationError` for a class that is no `LossWeighting`, has no `method` of its own or a
     shipped one, lacks `combine`, or whose constructor cannot take its `PARAMS`; and for a method registered to
