@@ -179,9 +179,12 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
     """Refuse to resume checkpoint `ckpt` with another tokenizer than the one its run trained with (the run's copy
     in `tokenizer/` beside its checkpoints): the configured one (`tokenizer_source`) or, without one, `tokenizer`,
     the one this run trained. (A run resumed in place reads its own copy, so the configured one would be ignored;
-    resumed into a new folder, the weights would be fed another tokenizer's ids.) Task tokens are left out of the
-    comparison; a checkpoint whose run folder has no tokenizer copy is not checked. Raises CheckpointError."""
-    from t2t_mtl.analysis.task_embeddings import find_task_tokens
+    resumed into a new folder, the weights would be fed another tokenizer's ids.) Another tokenizer is one with
+    another vocabulary, or the same one and another pipeline deciding which of its pieces a text becomes
+    (`tokenizer_match.differing_parts`: a lowercasing normalizer would feed the weights other ids for the same
+    texts). Task tokens are left out of the comparison; a checkpoint whose run folder has no tokenizer copy is not
+    checked. Raises CheckpointError."""
+    from t2t_mtl.engine.tokenizer_match import differing_parts, probe_difference, vocabulary
     from t2t_mtl.tokenizer import load_tokenizer
 
     trained_with = Path(ckpt).parent.parent / "tokenizer"
@@ -190,22 +193,27 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
     source = tokenizer_source(cfg)
     if source is not None:
         tokenizer = load_configured_tokenizer(cfg)
-
-    def vocabulary(tok: Any) -> Dict[str, int]:
-        task_tokens = find_task_tokens(tok)
-        return {piece: i for piece, i in tok.get_vocab().items() if i not in task_tokens.values()}
-
-    was, now = vocabulary(load_tokenizer(trained_with)), vocabulary(tokenizer)
+    run_copy = load_tokenizer(trained_with)
+    was, now = vocabulary(run_copy), vocabulary(tokenizer)
     if was == now:
-        return
-    differ = sum(now.get(piece) != i for piece, i in was.items())
+        parts = differing_parts(run_copy, tokenizer)
+        example = probe_difference(run_copy, tokenizer)
+        if not parts and example is None:
+            return
+        another = (f"one with the same {len(now)} tokens but another {' and another '.join(parts)}" if parts else
+                   f"one with the same {len(now)} tokens that encodes texts otherwise")
+        if example is not None:
+            another += f" (it encodes {example})"
+    else:
+        differ = sum(now.get(piece) != i for piece, i in was.items())
+        another = (f"another one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing)")
     key = "tokenizer.path" if cfg.tokenizer.path is not None else \
         "model.name_or_path" if source is not None else "tokenizer.train"
     given = f"this run's {key} {source!r} gives" if source is not None else f"this run trained ({key})"
     raise ckpt_io.CheckpointError(
-        f"checkpoint {ckpt} was trained with the tokenizer in {trained_with} ({len(was)} tokens), {given} another "
-        f"one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing): resume with tokenizer.path "
-        f"set to {trained_with}, or set training.output_dir to a new directory to start a new run")
+        f"checkpoint {ckpt} was trained with the tokenizer in {trained_with} ({len(was)} tokens), {given} "
+        f"{another}: resume with tokenizer.path set to {trained_with}, or set training.output_dir to a new directory "
+        f"to start a new run")
 
 
 def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:

@@ -1,0 +1,96 @@
+"""A resume refuses a tokenizer with the checkpoint's vocabulary but another pipeline (normalizer, post-processor,
+added tokens): it would feed the weights other ids for the same texts (`check_resumed_tokenizer`)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from t2t_mtl.config import config_from_dict
+from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.run_tokenizer import check_resumed_tokenizer
+from t2t_mtl.tokenizer import load_tokenizer
+
+from engine_helpers import tiny_config
+
+#: T5's special ids, then the pieces of both cases: lowercasing the text gives the same vocabulary other ids
+VOCAB = {"<pad>": 0, "</s>": 1, "<unk>": 2, "the": 3, "cat": 4, "The": 5, "Cat": 6, ".": 7}
+
+
+def _tokenizer(out: Path, normalizer: Optional[Any] = None, eos_twice: bool = False) -> Path:
+    """A WordLevel tokenizer built with `tokenizers` over `VOCAB` (whitespace and punctuation split, '$A </s>'
+    appended), saved with save_pretrained into `out`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    if normalizer is not None:
+        backend.normalizer = normalizer
+    single = "$A </s> </s>" if eos_twice else "$A </s>"
+    backend.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(str(out))
+    return out
+
+
+def _run_with(tmp_path: Path, tokenizer: Path) -> Path:
+    """A run folder whose tokenizer/ is a copy of `tokenizer`; its checkpoint's path (no files needed)."""
+    load_tokenizer(tokenizer).save_pretrained(str(tmp_path / "run" / "tokenizer"))
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    ckpt.mkdir(parents=True)
+    return ckpt
+
+
+def _config(tmp_path: Path, tokenizer: Path) -> Any:
+    return config_from_dict(tiny_config(tmp_path / "new", tokenizer, tmp_path / "cache"))
+
+
+def test_a_resume_with_the_same_vocabulary_but_a_lowercasing_normalizer_is_refused_naming_it(tmp_path):
+    # was: only the vocabularies were compared, equal here, so the resumed run fed the weights 'the cat' (3 4) for
+    # what its first part trained on as 'The Cat' (5 6) without a word
+    from tokenizers import normalizers
+
+    cased = _tokenizer(tmp_path / "cased")
+    lowercased = _tokenizer(tmp_path / "lower", normalizers.Lowercase())
+    assert load_tokenizer(lowercased).get_vocab() == load_tokenizer(cased).get_vocab()
+    assert load_tokenizer(lowercased)("The Cat")["input_ids"] != load_tokenizer(cased)("The Cat")["input_ids"]
+    ckpt = _run_with(tmp_path, cased)
+    message = (rf"checkpoint {re.escape(str(ckpt))} was trained with the tokenizer in "
+               rf"{re.escape(str(tmp_path / 'run' / 'tokenizer'))} \(8 tokens\), this run's tokenizer\.path "
+               rf"'{re.escape(str(lowercased))}' gives one with the same 8 tokens but another normalizer \(Lowercase; "
+               rf"the checkpoint's: none\) \(it encodes 'The Cat sat on the Mat\.' as the cat <unk> <unk> the <unk> "
+               rf"\. </s>, the checkpoint's as The Cat <unk> <unk> the <unk> \. </s>\): resume with tokenizer\.path "
+               rf"set to {re.escape(str(tmp_path / 'run' / 'tokenizer'))}, or set training\.output_dir")
+    with pytest.raises(CheckpointError, match=message):
+        check_resumed_tokenizer(_config(tmp_path, lowercased), None, ckpt)
+    check_resumed_tokenizer(_config(tmp_path, cased), None, ckpt)
+
+
+def test_a_resume_with_another_post_processor_or_added_token_options_is_refused_and_task_tokens_are_not(tmp_path):
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+
+    cased = _tokenizer(tmp_path / "cased")
+    ckpt = _run_with(tmp_path, cased)
+    twice = _tokenizer(tmp_path / "twice", eos_twice=True)
+    with pytest.raises(CheckpointError, match=r"another post-processor \(TemplateProcessing\(\$A </s> </s>\); the "
+                                              r"checkpoint's: TemplateProcessing\(\$A </s>\)\) \(it encodes "):
+        check_resumed_tokenizer(_config(tmp_path, twice), None, ckpt)
+    unsplit = load_tokenizer(cased)  # '</s>' written in a text: split into pieces, not read as the special token
+    unsplit.backend_tokenizer.encode_special_tokens = True
+    with pytest.raises(CheckpointError, match=r"another special-token splitting \(split_special_tokens\) \(True; "
+                                              r"the checkpoint's: False\)"):
+        check_resumed_tokenizer(_trained(tmp_path), unsplit, ckpt)
+    # the run's own copy holds the <task:NAME> tokens model.task_embeddings added; the configured one does not
+    own = load_tokenizer(tmp_path / "run" / "tokenizer")
+    TaskTokens(own, ["a", "b"])
+    own.save_pretrained(str(tmp_path / "run" / "tokenizer"))
+    check_resumed_tokenizer(_config(tmp_path, cased), None, ckpt)
+
+
+def _trained(tmp_path: Path) -> Any:
+    """A config without tokenizer.path: the run trains its tokenizer, the one check_resumed_tokenizer is given."""
+    base = tiny_config(tmp_path / "new", tmp_path, tmp_path / "cache")
+    return config_from_dict({**base, "tokenizer": {"path": None}})
