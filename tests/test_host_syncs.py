@@ -260,3 +260,14 @@ def test_a_rank_classification_batch_copies_its_inputs_to_the_device_without_wai
     uploads = [sync.site for sync in syncs["rank classification"] if sync.op == "upload"
                and sync.site.split(" via ")[0].endswith(("score_choices", "score_rows"))]
     assert uploads == []
+
+
+def test_a_generation_batch_copies_its_inputs_to_the_device_without_waiting(tok):
+    # was: 3 blocking copies a batch of a model taking task ids: encode_inputs(...).to(device) (ids and mask) and the
+    # task ids' torch.tensor(..., device=)
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    syncs = host_syncs.count_eval_syncs(load_tokenizer(tok), host_syncs.CONFIGS["moe_task"]["model"]["moe"])
+    uploads = [sync.site for sync in syncs["generation"] if sync.op == "upload"
+               and sync.site.split(" via ")[0].endswith("generate_texts")]  # (generate's own: at TaskAwareT5's)
+    assert uploads == []

@@ -52,10 +52,11 @@ def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, i
     predictions: list[str] = []
     with evaluation_mode(model):
         for start in range(0, len(inputs), batch_size):
+            # (host values copied without waiting for the device: nothing on the host reuses them before the copy)
             encoded = encode_inputs(tokenizer, inputs[start:start + batch_size], max_input_length=max_input_length,
-                                    truncation_side=truncation_side).to(device)
+                                    truncation_side=truncation_side).to(device, non_blocking=True)
             routing = {} if task_ids is None else {
-                "task_ids": torch.tensor(task_ids[start:start + batch_size], device=device)}
+                "task_ids": torch.tensor(task_ids[start:start + batch_size]).to(device, non_blocking=True)}
             output = model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
                                     num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
                                     early_stopping=num_beams > 1, synced_gpus=synced_gpus, **routing)
