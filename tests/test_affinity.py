@@ -874,6 +874,33 @@ def test_shards_started_together_share_one_study_tokenizer(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]  # no staging folder left behind
 
 
+def test_a_study_refuses_a_pretrained_models_own_tokenizer_that_training_refuses(tmp_path, t5_tokenizer_dir):
+    # was: the study copied the model's own tokenizer into <study>/tokenizer unchecked, and each run then stopped in
+    # train() on "tokenizer.path '<study>/tokenizer' has pad_token_id 0", a key the base config never set
+    import re
+
+    from transformers import T5Config
+
+    from t2t_mtl.analysis.engine_run import base_config_dict, study_tokenizer
+    from t2t_mtl.config import ConfigError, config_from_dict
+    from t2t_mtl.engine.trainer import train
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    model = tmp_path / "model"  # T5's vocabulary, but a config padding with id 3
+    T5Config(vocab_size=32128, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+             pad_token_id=3).save_pretrained(model)
+    load_tokenizer(t5_tokenizer_dir).save_pretrained(model)
+    base = base_config_dict(None, ["data.mixture=null", "data.tasks=[parity, count_word]", "training.num_threads=1"])
+    base["model"] = {**base["model"], "name_or_path": str(model), "dims": None}
+    message = rf"^the model's own tokenizer has pad_token_id 0, but model\.name_or_path '{re.escape(str(model))}' has 3"
+    task_registry.load_builtin_tasks()
+    with pytest.raises(ConfigError, match=message):
+        study_tokenizer(base, ["parity", "count_word"], tmp_path / "study")
+    assert not (tmp_path / "study" / "tokenizer").exists()
+    with pytest.raises(ConfigError, match=message):
+        train(config_from_dict({**base, "training": {**base["training"], "output_dir": str(tmp_path / "run")}}))
+
+
 @pytest.mark.slow
 def test_transfer_study_end_to_end_on_procedural_tasks(tmp_path):
     """`t2t-mtl affinity transfer` trains every setting with the engine, scores it, and writes all outputs."""

@@ -102,8 +102,10 @@ def _single_process_env() -> None:
 
 
 def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str], study_dir: Path) -> Optional[str]:
-    """Path of the tokenizer shared by every run: the base config's, or one trained once on all `tasks`
-    (cached in `<study>/tokenizer`). Returns None only when the base config names a tokenizer.
+    """Path of the tokenizer shared by every run: the base config's, or one prepared once for all `tasks` as a
+    run prepares its own (a pretrained model's own tokenizer, else one trained on the tasks), cached in
+    `<study>/tokenizer`. Returns None only when the base config names a tokenizer. The prepared one passes a
+    run's tokenizer checks (`check_run_tokenizer`) before it is cached: a ConfigError names what to use instead.
 
     Shards started together may each train it: each trains in a folder of its own and moves it into place,
     and one that finds the tokenizer already there keeps that one (the training is deterministic)."""
@@ -115,14 +117,14 @@ def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str],
     import torch
 
     from t2t_mtl.engine.distributed import DistEnv
-    from t2t_mtl.engine.run_tokenizer import prepare_tokenizer
+    from t2t_mtl.engine.run_tokenizer import check_run_tokenizer, prepare_tokenizer
     from t2t_mtl.engine.run_checks import training_rates
 
     cfg = _run_config(base_cfg, tasks, 0, 1, Path(study_dir), None)
     main_process = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none")
     staging = out.parent / f".{TOKENIZER_DIR}-{socket.gethostname()}-{os.getpid()}"
     try:
-        prepare_tokenizer(cfg, staging, list(training_rates(cfg)), main_process)
+        check_run_tokenizer(prepare_tokenizer(cfg, staging, list(training_rates(cfg)), main_process), cfg)
         try:
             os.replace(staging / TOKENIZER_DIR, out)
         except OSError:  # another shard moved its (identical) tokenizer in first

@@ -48,6 +48,15 @@ def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str,
             f"model was trained with (tokenizer.path unset: the model's own)")
 
 
+def check_run_tokenizer(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
+    """The checks a run's tokenizer passes before the mixture is tokenized, in training and in a transfer study's
+    shared tokenizer: `check_special_ids`, `check_own_encoding`, `check_vocabulary_fits` (ConfigError naming what
+    to use instead). `saved`: the pretrained model's config dict (None: read it)."""
+    check_special_ids(tokenizer, cfg, saved)
+    check_own_encoding(tokenizer, cfg)
+    check_vocabulary_fits(tokenizer, cfg, saved)
+
+
 def run_tokenizer_name(cfg: Config) -> str:
     """The run's tokenizer as its messages name it: by tokenizer.path, else as the model's own or the trained one."""
     return (f"tokenizer.path {cfg.tokenizer.path!r}" if cfg.tokenizer.path else

@@ -59,9 +59,8 @@ from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, p
 from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, config_warnings, is_local_model,
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
-from t2t_mtl.engine.run_tokenizer import (check_own_encoding, check_resumed_tokenizer, check_special_ids,
-                                          check_vocabulary_fits, prepare_task_tokens, prepare_tokenizer,
-                                          vocab_before_task_tokens)
+from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
+                                          prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
@@ -317,9 +316,7 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
         check_resumed_tokenizer(cfg, tokenizer, resume_from)
     if saved is None:
         saved = pretrained_config_dict(path)
-    check_special_ids(tokenizer, cfg, saved)
-    check_own_encoding(tokenizer, cfg)
-    check_vocabulary_fits(tokenizer, cfg, saved)
+    check_run_tokenizer(tokenizer, cfg, saved)
     # what a pretrained model's embedding must already cover (a resumed run's tokenizer holds its task tokens)
     base_vocab = vocab_before_task_tokens(tokenizer) if cfg.model.task_embeddings else len(tokenizer)
     task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None
