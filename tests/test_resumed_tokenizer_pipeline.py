@@ -94,3 +94,31 @@ def _trained(tmp_path: Path) -> Any:
     """A config without tokenizer.path: the run trains its tokenizer, the one check_resumed_tokenizer is given."""
     base = tiny_config(tmp_path / "new", tmp_path, tmp_path / "cache")
     return config_from_dict({**base, "tokenizer": {"path": None}})
+
+
+class _Unserialised:
+    """A tokenizer without a serialisation (no `backend_tokenizer`) over `VOCAB`, lowercasing or not."""
+
+    def __init__(self, lowercase: bool):
+        self.lowercase = lowercase
+
+    def get_vocab(self) -> dict:
+        return dict(VOCAB)
+
+    def __call__(self, text: str) -> dict:
+        words = (text.lower() if self.lowercase else text).replace(".", " .").split()
+        return {"input_ids": [VOCAB.get(word, 2) for word in words] + [1]}
+
+    def convert_ids_to_tokens(self, ids: list) -> list:
+        pieces = {i: piece for piece, i in VOCAB.items()}
+        return [pieces[i] for i in ids]
+
+
+def test_tokenizers_without_a_serialisation_are_compared_by_their_encodings_of_the_probe_texts():
+    from t2t_mtl.engine.tokenizer_match import differing_parts, probe_difference
+
+    cased, lowercased = _Unserialised(False), _Unserialised(True)
+    assert differing_parts(cased, lowercased) == []
+    assert probe_difference(cased, _Unserialised(False)) is None
+    assert probe_difference(cased, lowercased) == ("'The Cat sat on the Mat.' as the cat <unk> <unk> the <unk> . </s>, "
+                                                   "the checkpoint's as The Cat <unk> <unk> the <unk> . </s>")
