@@ -68,8 +68,8 @@ def _caller_site() -> Tuple[str, Optional[str]]:
     here = str(Path(__file__).resolve())
     frames = [(f, str(Path(f.filename).resolve())) for f in traceback.extract_stack() if not f.filename.startswith("<")]
     frames = [(f, path) for f, path in frames if path != here and "/site-packages/torch/" not in path]
-    ours = next(((f, path) for f, path in reversed(frames) if path.startswith(str(REPO)) and "/tests/" not in path),
-                None)
+    ours = next(((f, path) for f, path in reversed(frames)  # (a virtual environment inside the clone is not ours)
+                 if path.startswith(str(REPO)) and "/tests/" not in path and "/site-packages/" not in path), None)
     if ours is None:
         return "?", None
     site = f"{Path(ours[1]).relative_to(REPO)}:{ours[0].lineno} {ours[0].name}"
