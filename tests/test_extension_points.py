@@ -511,45 +511,29 @@ def test_a_registered_sampler_declaring_needs_entropy_is_fed_the_training_entrop
     assert all(0 < value <= 1 for entropies in fed for value in entropies.values())  # (normalised by log V)
 
 
-def test_a_registered_sampler_declaring_needs_validation_is_refused_without_validation_as_a_shipped_one_is(
-        tmp_path, tok):
+@pytest.mark.parametrize("section,shipped,declared", [("sampling", "bandit_softmax", "validation_chasing"),
+                                                      ("weighting", "dtp", "kpi_chasing")])
+def test_a_registered_class_declaring_needs_validation_is_refused_without_validation_as_a_shipped_one_is(
+        tmp_path, tok, section, shipped, declared):
+    # was: the registered sampler / weighting trained without validation, its val_score / kpi never fed
     from t2t_mtl.config import config_from_dict
     from t2t_mtl.engine.run_checks import check_run_config
 
-    class ValidationChasing(Flat):
-        strategy = "validation_chasing"
-        needs_validation = True
-
-    register_sampler(ValidationChasing)
+    if section == "sampling":
+        key, register = "strategy", register_sampler
+        register(type("ValidationChasing", (Flat,), {"strategy": declared, "needs_validation": True}))
+    else:
+        key, register = "method", register_weighting
+        register(type("KpiChasing", (Halves,), {"method": declared, "needs_validation": True}))
     messages = {}
-    for strategy in ("bandit_softmax", "validation_chasing"):
-        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", sampling={"strategy": strategy})
-        with pytest.raises(ConfigError) as refusal:  # (was: the registered one trained, its val_score never fed)
+    for name in (shipped, declared):
+        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", **{section: {key: name}})
+        with pytest.raises(ConfigError) as refusal:
             check_run_config(config_from_dict(cfg))
-        messages[strategy] = str(refusal.value)
-    assert messages["validation_chasing"] == messages["bandit_softmax"].replace("bandit_softmax", "validation_chasing")
-    assert "need(s) periodic held-in validation: set training.validate_every" in messages["bandit_softmax"]
-    cfg["training"].update(validate_every=2, validate_examples=2)
-    check_run_config(config_from_dict(cfg))
-
-
-def test_a_registered_weighting_declaring_needs_validation_is_refused_without_validation_as_dtp_is(tmp_path, tok):
-    from t2t_mtl.config import config_from_dict
-    from t2t_mtl.engine.run_checks import check_run_config
-
-    class KpiChasing(Halves):
-        method = "kpi_chasing"
-        needs_validation = True
-
-    register_weighting(KpiChasing)
-    messages = {}
-    for method in ("dtp", "kpi_chasing"):
-        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", weighting={"method": method})
-        with pytest.raises(ConfigError) as refusal:  # (was: the registered one trained, its kpi never fed)
-            check_run_config(config_from_dict(cfg))
-        messages[method] = str(refusal.value)
-    assert messages["kpi_chasing"] == messages["dtp"].replace("'dtp'", "'kpi_chasing'")
-    assert messages["dtp"].startswith("weighting.method 'dtp' (its KPIs are validation exact match) need(s) periodic")
+        messages[name] = str(refusal.value)
+    assert messages[declared] == messages[shipped].replace(f"'{shipped}'", f"'{declared}'")
+    assert f"{section}.{key} '{shipped}'" in messages[shipped]
+    assert "need(s) periodic held-in validation: set training.validate_every" in messages[shipped]
     cfg["training"].update(validate_every=2, validate_examples=2)
     check_run_config(config_from_dict(cfg))
 
