@@ -251,9 +251,10 @@ def test_a_class_that_could_never_be_a_weighting_is_refused_where_it_is_register
 
 
 class Forgetful(MixtureSampler):
-    """Learns from losses, but keeps nothing of it in its state."""
+    """Learns from the `stat` of its updates (the losses; a subclass's: the signal it declares), but keeps nothing of
+    it in its state."""
 
-    strategy = "forgetful"
+    strategy, stat = "forgetful", "loss"
 
     def __init__(self, task_sizes, **common):
         super().__init__(task_sizes, **common)
@@ -263,9 +264,9 @@ class Forgetful(MixtureSampler):
         return self.seen
 
     def _on_update(self, stats):
-        for task, loss in (stats.get("loss") or {}).items():
-            self.seen[self.tasks.index(task)] = loss ** 4
-        return bool(stats.get("loss"))
+        for task, value in (stats.get(self.stat) or {}).items():
+            self.seen[self.tasks.index(task)] = value ** 4
+        return bool(stats.get(self.stat))
 
 
 class Unpicklable(Flat):
@@ -307,23 +308,11 @@ def test_the_resume_contract_refuses_state_a_checkpoint_loses_and_passes_state_i
         check_weighting_resumes(lambda: build_weighting({"method": method}, list(sizes), sizes), method)
 
 
-class ForgetsWhatItDeclares(MixtureSampler):
+class ForgetsWhatItDeclares(Forgetful):
     """Learns from the signal it declares (`stat`: entropy or val_score), but keeps nothing of it in its state."""
 
     strategy, stat = "forgets_entropy", "entropy"
     needs_entropy = True
-
-    def __init__(self, task_sizes, **common):
-        super().__init__(task_sizes, **common)
-        self.seen = np.ones(len(self.tasks))
-
-    def _compute_probabilities(self):
-        return self.seen
-
-    def _on_update(self, stats):
-        for task, value in (stats.get(self.stat) or {}).items():
-            self.seen[self.tasks.index(task)] = value ** 4
-        return bool(stats.get(self.stat))
 
 
 class ForgetsValidation(ForgetsWhatItDeclares):
