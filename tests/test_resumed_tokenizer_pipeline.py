@@ -1,5 +1,6 @@
 """A resume refuses a tokenizer with the checkpoint's vocabulary but another pipeline (normalizer, post-processor,
-added tokens): it would feed the weights other ids for the same texts (`check_resumed_tokenizer`)."""
+added tokens, decoder): it would feed the weights other ids for the same texts, or turn the same predictions into
+other texts (`check_resumed_tokenizer`)."""
 from __future__ import annotations
 
 import re
@@ -19,9 +20,10 @@ from engine_helpers import tiny_config
 VOCAB = {"<pad>": 0, "</s>": 1, "<unk>": 2, "the": 3, "cat": 4, "The": 5, "Cat": 6, ".": 7}
 
 
-def _tokenizer(out: Path, normalizer: Optional[Any] = None, eos_twice: bool = False) -> Path:
+def _tokenizer(out: Path, normalizer: Optional[Any] = None, eos_twice: bool = False,
+               decoder: Optional[Any] = None) -> Path:
     """A WordLevel tokenizer built with `tokenizers` over `VOCAB` (whitespace and punctuation split, '$A </s>'
-    appended), saved with save_pretrained into `out`."""
+    appended, `decoder` if given), saved with save_pretrained into `out`."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -29,6 +31,8 @@ def _tokenizer(out: Path, normalizer: Optional[Any] = None, eos_twice: bool = Fa
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     if normalizer is not None:
         backend.normalizer = normalizer
+    if decoder is not None:
+        backend.decoder = decoder
     single = "$A </s> </s>" if eos_twice else "$A </s>"
     backend.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("</s>", 1)])
     PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
@@ -88,6 +92,53 @@ def test_a_resume_with_another_post_processor_or_added_token_options_is_refused_
     TaskTokens(own, ["a", "b"])
     own.save_pretrained(str(tmp_path / "run" / "tokenizer"))
     check_resumed_tokenizer(_config(tmp_path, cased), None, ckpt)
+
+
+def test_a_resume_with_another_decoder_is_refused_naming_both_and_how_it_decodes_the_same_ids(tmp_path):
+    # was: the decoder was left out of the comparison, so the resumed run's predictions of the same ids became
+    # 'TheCat' where its first part's were 'The Cat', and were scored so, without a word
+    from tokenizers import decoders
+
+    spaced = _tokenizer(tmp_path / "spaced")
+    fused = _tokenizer(tmp_path / "fused", decoder=decoders.Fuse())
+    ids = load_tokenizer(spaced)("The Cat")["input_ids"]
+    assert load_tokenizer(fused)("The Cat")["input_ids"] == ids
+    assert load_tokenizer(fused).decode(ids, skip_special_tokens=True) == "TheCat"
+    assert load_tokenizer(spaced).decode(ids, skip_special_tokens=True) == "The Cat"
+    ckpt = _run_with(tmp_path, spaced)
+    with pytest.raises(CheckpointError, match=(
+            rf"this run's tokenizer\.path '{re.escape(str(fused))}' gives one with the same 8 tokens but another "
+            rf"decoder \(Fuse; the checkpoint's: none\) \(it decodes the ids of 'The Cat sat on the Mat\.' as "
+            rf"'TheCatthe\.', the checkpoint's as 'The Cat the \.'\): resume with tokenizer\.path set to "
+            rf"{re.escape(str(tmp_path / 'run' / 'tokenizer'))}, or set training\.output_dir")):
+        check_resumed_tokenizer(_config(tmp_path, fused), None, ckpt)
+    check_resumed_tokenizer(_config(tmp_path, spaced), None, ckpt)
+
+
+class _Decoding:
+    """A tokenizer without a serialisation (no `backend_tokenizer`) whose ids of a text are its words' in `VOCAB`,
+    decoded with `separator` between the pieces."""
+
+    def __init__(self, separator: str):
+        self.separator = separator
+
+    def get_vocab(self) -> dict:
+        return dict(VOCAB)
+
+    def __call__(self, text: str) -> dict:
+        return {"input_ids": [VOCAB.get(word, 2) for word in text.split()]}
+
+    def decode(self, ids: list, skip_special_tokens: bool = False) -> str:
+        pieces = {i: piece for piece, i in VOCAB.items()}
+        return self.separator.join(pieces[i] for i in ids if not (skip_special_tokens and i < 3))
+
+
+def test_tokenizers_without_a_serialisation_are_compared_by_their_decodings_of_the_probe_texts_ids():
+    from t2t_mtl.engine.tokenizer_match import decode_difference
+
+    assert decode_difference(_Decoding(" "), _Decoding(" ")) is None
+    assert decode_difference(_Decoding(" "), _Decoding("")) == ("the ids of 'The Cat sat on the Mat.' as 'TheCatthe', "
+                                                                 "the checkpoint's as 'The Cat the'")
 
 
 def _trained(tmp_path: Path) -> Any:

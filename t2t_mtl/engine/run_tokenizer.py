@@ -189,11 +189,12 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
     in `tokenizer/` beside its checkpoints): the configured one (`tokenizer_source`) or, without one, `tokenizer`,
     the one this run trained. (A run resumed in place reads its own copy, so the configured one would be ignored;
     resumed into a new folder, the weights would be fed another tokenizer's ids.) Another tokenizer is one with
-    another vocabulary, or the same one and another pipeline deciding which of its pieces a text becomes
-    (`tokenizer_match.differing_parts`: a lowercasing normalizer would feed the weights other ids for the same
-    texts). Task tokens are left out of the comparison; a checkpoint whose run folder has no tokenizer copy is not
-    checked. Raises CheckpointError."""
-    from t2t_mtl.engine.tokenizer_match import differing_parts, probe_difference, vocabulary
+    another vocabulary, or the same one and another pipeline deciding which of its pieces a text becomes or which
+    text predicted ids become (`tokenizer_match.differing_parts`: a lowercasing normalizer would feed the weights
+    other ids for the same texts, another decoder score other texts for the same predictions). Task tokens are left
+    out of the comparison; a checkpoint whose run folder has no tokenizer copy is not checked. Raises
+    CheckpointError."""
+    from t2t_mtl.engine.tokenizer_match import decode_difference, differing_parts, probe_difference, vocabulary
     from t2t_mtl.tokenizer import load_tokenizer
 
     trained_with = Path(ckpt).parent.parent / "tokenizer"
@@ -206,13 +207,16 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
     was, now = vocabulary(run_copy), vocabulary(tokenizer)
     if was == now:
         parts = differing_parts(run_copy, tokenizer)
-        example = probe_difference(run_copy, tokenizer)
+        encoded, decoded = probe_difference(run_copy, tokenizer), decode_difference(run_copy, tokenizer)
+        example = (f"encodes {encoded}" if encoded is not None else
+                   f"decodes {decoded}" if decoded is not None else None)
         if not parts and example is None:
             return
         another = (f"one with the same {len(now)} tokens but another {' and another '.join(parts)}" if parts else
-                   f"one with the same {len(now)} tokens that encodes texts otherwise")
+                   f"one with the same {len(now)} tokens that " +
+                   ("encodes texts otherwise" if encoded is not None else "decodes ids otherwise"))
         if example is not None:
-            another += f" (it encodes {example})"
+            another += f" (it {example})"
     else:
         differ = sum(now.get(piece) != i for piece, i in was.items())
         another = (f"another one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing)")

@@ -1,16 +1,17 @@
-"""Whether two tokenizers give a text the same token ids: their vocabularies, and the pipeline that decides which
-of its pieces a text becomes (normalizer, pre-tokenizer, model, post-processor, added tokens). The trainer's
-`<task:NAME>` tokens are left out: a run adds them to its own copy, and no text holds them."""
+"""Whether two tokenizers give a text the same token ids and the ids the same text: their vocabularies, the
+pipeline that decides which of its pieces a text becomes (normalizer, pre-tokenizer, model, post-processor, added
+tokens) and the decoder that turns predicted ids back into text. The trainer's `<task:NAME>` tokens are left out: a
+run adds them to its own copy, and no text holds them."""
 from __future__ import annotations
 
 import json
 from typing import Any, Dict, List, Optional
 
-#: the parts of a fast tokenizer's serialisation that decide the ids of a text, as a message names them (the
-#: decoder turns ids back into text; truncation and padding are set by each call; version is the format's)
-ENCODING_PARTS = {"normalizer": "normalizer", "pre_tokenizer": "pre-tokenizer", "model": "model",
+#: the parts of a fast tokenizer's serialisation that decide the ids of a text or the text of predicted ids (the
+#: decoder), as a message names them (truncation and padding are set by each call; version is the format's)
+PIPELINE_PARTS = {"normalizer": "normalizer", "pre_tokenizer": "pre-tokenizer", "model": "model",
                   "post_processor": "post-processor", "added_tokens": "added tokens",
-                  "encode_special_tokens": "special-token splitting (split_special_tokens)"}
+                  "encode_special_tokens": "special-token splitting (split_special_tokens)", "decoder": "decoder"}
 
 #: texts whose encodings show a difference by example: case, accents and compatibility forms, whitespace, digits and
 #: punctuation, special tokens written in the text
@@ -27,14 +28,14 @@ def vocabulary(tokenizer: Any) -> Dict[str, int]:
 
 
 def differing_parts(was: Any, now: Any) -> List[str]:
-    """The parts of `ENCODING_PARTS` in which fast tokenizer `now` differs from `was`, each as a message names it
+    """The parts of `PIPELINE_PARTS` in which fast tokenizer `now` differs from `was`, each as a message names it
     with what it is in both (e.g. "normalizer (Lowercase; the checkpoint's: none)"); [] when either tokenizer has
     no serialisation (no `backend_tokenizer`) to compare."""
-    ours, theirs = _encoding_state(now), _encoding_state(was)
+    ours, theirs = _pipeline_state(now), _pipeline_state(was)
     if ours is None or theirs is None:
         return []
     parts = []
-    for key, name in ENCODING_PARTS.items():
+    for key, name in PIPELINE_PARTS.items():
         if ours.get(key) != theirs.get(key):
             parts.append(f"{name} ({_describe(key, ours.get(key), theirs.get(key))})")
     return parts
@@ -52,15 +53,29 @@ def probe_difference(was: Any, now: Any) -> Optional[str]:
     return None
 
 
-def _encoding_state(tokenizer: Any) -> Optional[Dict[str, Any]]:
-    """The `ENCODING_PARTS` of a fast tokenizer's serialisation, its task tokens left out of the added tokens; None
+def decode_difference(was: Any, now: Any) -> Optional[str]:
+    """How tokenizer `now` decodes the ids `was` gives the first of `PROBE_TEXTS` whose ids it decodes otherwise
+    (special tokens skipped, as generation's predictions are), e.g. "the ids of 'The Cat' as 'TheCat', the
+    checkpoint's as 'The Cat'"; None when every probe text's ids decode alike or either tokenizer cannot decode."""
+    if not (callable(getattr(was, "decode", None)) and callable(getattr(now, "decode", None))):
+        return None
+    for text in PROBE_TEXTS:
+        ids = list(was(text)["input_ids"])
+        ours, theirs = now.decode(ids, skip_special_tokens=True), was.decode(ids, skip_special_tokens=True)
+        if ours != theirs:
+            return f"the ids of {text!r} as {ours!r}, the checkpoint's as {theirs!r}"
+    return None
+
+
+def _pipeline_state(tokenizer: Any) -> Optional[Dict[str, Any]]:
+    """The `PIPELINE_PARTS` of a fast tokenizer's serialisation, its task tokens left out of the added tokens; None
     without a `backend_tokenizer`."""
     from t2t_mtl.analysis.task_embeddings import TASK_TOKEN_PATTERN
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
-    state = {key: value for key, value in json.loads(backend.to_str()).items() if key in ENCODING_PARTS}
+    state = {key: value for key, value in json.loads(backend.to_str()).items() if key in PIPELINE_PARTS}
     state["added_tokens"] = {token["content"]: token for token in state.get("added_tokens") or []
                              if not TASK_TOKEN_PATTERN.match(token["content"])}
     state["encode_special_tokens"] = bool(getattr(backend, "encode_special_tokens", False))
