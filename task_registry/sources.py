@@ -155,6 +155,31 @@ def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
     return fmt
 
 
+def _split_format(files: Sequence[Path], written: Sequence[PathLike]) -> tuple[str, dict[str, Any]]:
+    """The reader and its options (`_format_of`) that load `files`, the files of one split (`written`: as the source
+    lists them, glob patterns unexpanded). Raises `TaskDefinitionError` listing the files by extension when they
+    need different ones (.json and .jsonl share the json reader; .csv and .tsv files are read with other options)."""
+    formats = [_format_of(file) for file in files]
+    if all(fmt == formats[0] for fmt in formats):
+        return formats[0]
+    by_extension: dict[str, list[str]] = {}
+    for file in files:
+        by_extension.setdefault(_extension(file), []).append(str(file))
+    listed = "; ".join(f"{extension}: {names}" for extension, names in by_extension.items())
+    example = str(files[0].parent / f"*{_extension(files[0])}")
+    raise TaskDefinitionError(f"the files {[str(w) for w in written]} have different formats; the files of one split "
+                              f"must share one format (.json and .jsonl files share one reader, .csv and .tsv files do "
+                              f"not): {listed}. List the files of one format, or a pattern matching only them (e.g. "
+                              f"{example!r}), or convert the others to it")
+
+
+def _extension(path: Path) -> str:
+    """The extension of a data file as `_format_of` reads it, lowercased: '.jsonl', or '.jsonl.gz' compressed."""
+    if path.suffix.lower() in _COMPRESSIONS:
+        return (Path(path.stem).suffix + path.suffix).lower()
+    return path.suffix.lower()
+
+
 def is_saved_dataset(path: PathLike) -> bool:
     """Whether `path` is a folder that `Dataset.save_to_disk` (its state.json) or `DatasetDict.save_to_disk` (its
     dataset_dict.json) wrote, which `datasets.load_from_disk` reads."""
@@ -229,8 +254,11 @@ def _expanded_files(files: Sequence[Path], split: str, what: str) -> list[Path]:
 
 
 def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
-    files = _expanded_files(files, split, what)
-    builder, kwargs = _format_of(files[0])
+    written, files = files, _expanded_files(files, split, what)
+    try:  # (the files a pattern matches are known only now)
+        builder, kwargs = _split_format(files, written)
+    except TaskDefinitionError as error:
+        raise DataSourceError(f"{what}: split {split!r}: {error}") from None
     try:
         if builder == "csv":
             kwargs = dict(kwargs, features=_csv_features(files, kwargs))
@@ -696,10 +724,14 @@ class LocalFileSource(Source):
                     raise TaskDefinitionError(f"LocalFileSource: {[str(p) for p in paths]}: a folder saved by "
                                               f"save_to_disk is read alone, not with other files or folders")
                 return paths
-            formats = [_format_of(p) for p in paths]
-            if any(f != formats[0] for f in formats):  # one reader loads all the files of a split
-                raise TaskDefinitionError(f"LocalFileSource: the files {[str(p) for p in paths]} have different "
-                                          f"formats; the files of one split must share one format")
+            # one reader loads all the files of a split; a pattern's files are checked as it matches them now (a
+            # pattern matching none is named at load), and again at load
+            matched = [file for path in paths for file in (matched_files(path) if is_pattern(path) else [path])]
+            try:
+                if matched:
+                    _split_format(matched, paths)
+            except TaskDefinitionError as error:
+                raise TaskDefinitionError(f"LocalFileSource: {error}") from None
             return paths
 
         if isinstance(files, Mapping):

@@ -557,6 +557,37 @@ def test_a_glob_pattern_of_local_files_reads_the_files_it_matches_in_order(tmp_p
         LocalFileSource({"train": str(tmp_path / "none" / "*.jsonl")}).load("train")
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_pattern_matching_json_and_jsonl_files_reads_them_with_the_one_json_reader(tmp_path, streaming):
+    # `LocalFileSource("data/rte.j*")` was refused as "unsupported extension" (the pattern's own '.j*'), though
+    # datasets' json reader reads both the .json and the .jsonl file
+    (tmp_path / "data").mkdir()
+    _write(tmp_path / "data" / "rte.json", ROWS[:4], "json")
+    _write(tmp_path / "data" / "rte.jsonl", ROWS[4:], "jsonl")
+    rows = LocalFileSource(str(tmp_path / "data" / "rte.j*")).load("train", streaming=streaming)
+    assert [dict(r) for r in rows] == ROWS  # rte.json's rows, then rte.jsonl's (the files sorted)
+
+
+def test_a_pattern_matching_files_of_different_formats_is_refused_listing_them_per_extension(tmp_path):
+    # a pattern matching a .jsonl and a .csv file was refused as "unsupported extension" (of the pattern), and one
+    # with a known extension never had its files' formats compared
+    (tmp_path / "data").mkdir()
+    pattern = str(tmp_path / "data" / "rte.*")
+    message = (rf"the files \['{re.escape(pattern)}'\] have different formats; the files of one split must share one "
+               rf"format \(\.json and \.jsonl files share one reader, \.csv and \.tsv files do not\): \.csv: "
+               rf"\['.*/data/rte\.csv'\]; \.jsonl: \['.*/data/rte\.jsonl', '.*/data/rte\.v2\.jsonl'\]\. List the "
+               rf"files of one format, or a pattern matching only them \(e\.g\. '.*/data/\*\.csv'\), or convert")
+    source = LocalFileSource({"train": pattern})  # matching nothing yet: its files are compared when loaded
+    _write(tmp_path / "data" / "rte.csv", ROWS[:2], "csv")
+    _write(tmp_path / "data" / "rte.jsonl", ROWS[2:4], "jsonl")
+    _write(tmp_path / "data" / "rte.v2.jsonl", ROWS[4:], "jsonl")
+    with pytest.raises(DataSourceError, match="^local files source: split 'train': " + message):
+        source.load("train")
+    with pytest.raises(task_registry.TaskDefinitionError, match="^LocalFileSource: " + message):
+        LocalFileSource({"train": pattern})
+    assert [dict(r) for r in LocalFileSource(str(tmp_path / "data" / "*.jsonl")).load("train")] == ROWS[2:]
+
+
 def test_a_data_files_pattern_that_matches_no_file_is_named(tmp_path):
     # datasets reads such a pattern as no file, and its json reader stopped on a bare StopIteration: "hub dataset
     # json split 'validation' could not be loaded (StopIteration)", for every split of the source
