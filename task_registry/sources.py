@@ -35,6 +35,7 @@ except ImportError:
 from .errors import DataSourceError, TaskDefinitionError, close_matches, repeated_items
 from .hub import use_hub
 from .path_hints import close_existing_path
+from .reader_logs import reader_errors_unlogged
 
 DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
@@ -263,8 +264,9 @@ def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
         if builder == "csv":
             kwargs = dict(kwargs, features=_csv_features(files, kwargs))
             _check_csv_shape(files, kwargs, split, what)
-        rows = datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
-                                     streaming=streaming, **kwargs)
+        with reader_errors_unlogged():  # (the error is raised, naming the file, with the reader's explanation)
+            rows = datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
+                                         streaming=streaming, **kwargs)
     except DataSourceError:
         raise
     except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
@@ -318,10 +320,16 @@ def _raising_stream(rows: datasets.IterableDataset,
 
 
 def _stream_rows(rows: datasets.IterableDataset, read_error: Callable[[BaseException], DataSourceError]):
-    try:
-        yield from rows
-    except Exception as error:  # caused by the reader's error, unless that only says there are no rows
-        raise read_error(error) from (None if _holds_no_rows(error) else error)
+    iterator = iter(rows)
+    while True:
+        try:
+            with reader_errors_unlogged():  # (each row's read only, not the caller's work between rows)
+                row = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # caused by the reader's error, unless that only says there are no rows
+            raise read_error(error) from (None if _holds_no_rows(error) else error)
+        yield row
 
 
 def _holds_no_rows(error: BaseException) -> bool:
@@ -560,8 +568,9 @@ class HFSource(Source):
             if self.path == "csv" and self.data_files is not None:  # short rows and repeated columns, as `files:`
                 _check_csv_shape([f for f in self._split_files(split) if f.is_file()], self._csv_options(), split,
                                  f"hub dataset {self.describe()}")
-            rows = datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
-                                         streaming=streaming, **self.load_kwargs)
+            with reader_errors_unlogged():
+                rows = datasets.load_dataset(self.path, self.name, split=split, data_files=self.data_files,
+                                             streaming=streaming, **self.load_kwargs)
         except DataSourceError:
             raise
         except Exception as error:

@@ -588,6 +588,35 @@ def test_a_pattern_matching_files_of_different_formats_is_refused_listing_them_p
     assert [dict(r) for r in LocalFileSource(str(tmp_path / "data" / "*.jsonl")).load("train")] == ROWS[2:]
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_json_row_with_a_repeated_key_is_reported_once_by_the_source_not_first_by_datasets_reader(tmp_path,
+                                                                                                     streaming):
+    # datasets' json reader printed "Failed to load JSON from file '...dup.jsonl' with error ..." (its logger, at
+    # ERROR level) before raising the error the source reports, naming the file
+    import logging
+
+    from task_registry.reader_logs import READER_LOGGERS
+
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())  # what reaches the logger's handlers
+    reader_logger = logging.getLogger(READER_LOGGERS[0])
+    reader_logger.addHandler(handler)
+    try:
+        (tmp_path / "dup.jsonl").write_text('{"sentence": "a", "sentence": "b", "label": 1}\n')
+        for source in (LocalFileSource(tmp_path / "dup.jsonl"),
+                       HFSource("json", data_files=str(tmp_path / "dup.jsonl"))):
+            with pytest.raises(DataSourceError, match=r"JSON parse error: Column\(/sentence\) was specified twice in "
+                                                      r"row 0") as raised:
+                list(source.load("train", streaming=streaming))
+            assert str(tmp_path / "dup.jsonl") in str(raised.value)
+        assert logged == []
+        reader_logger.error("a reader's error outside a source's read")
+        assert logged == ["a reader's error outside a source's read"]  # (logged as before)
+    finally:
+        reader_logger.removeHandler(handler)
+
+
 def test_a_data_files_pattern_that_matches_no_file_is_named(tmp_path):
     # datasets reads such a pattern as no file, and its json reader stopped on a bare StopIteration: "hub dataset
     # json split 'validation' could not be loaded (StopIteration)", for every split of the source
