@@ -1321,16 +1321,17 @@ def test_a_run_leaves_no_deepspeed_shared_memory_buffer(tmp_path, tok, cache):
     assert not shm_allreduce_buffer(0).exists()  # DeepSpeed maps ~69 MB there and never unlinks it
 
 
-def test_a_tokenizer_whose_special_ids_are_not_the_models_is_refused_before_tokenizing(tmp_path, monkeypatch):
-    # was: trained silently: labels and padding used the tokenizer's pad id (here <unk>, 2) while the model's
-    # decoder started from, and generation padded with, 0
+def test_a_tokenizer_without_a_pad_token_is_refused_before_tokenizing(tmp_path, monkeypatch):
+    # (a model from dims takes the tokenizer's pad id, which padding, labels and the decoder's start need; a model
+    # from dims with other ids than T5's: test_tokenizer_special_ids)
     tokenizer_dir = train_tiny_tokenizer(tmp_path / "tok")
     settings = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
-    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps({**settings, "pad_token": "<unk>"}))
+    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps({**settings, "pad_token": None}))
     monkeypatch.setattr(trainer_mod, "build_task_streams", lambda *a, **k: pytest.fail("tokenized first"))
     cfg = tiny_config(tmp_path / "run", tokenizer_dir, tmp_path / "cache")
-    with pytest.raises(ConfigError, match=rf"tokenizer.path '{tokenizer_dir}' has pad_token_id 2, but a model built "
-                                          r"from model.dims has 0"):
+    with pytest.raises(ConfigError, match=rf"tokenizer.path '{tokenizer_dir}' has no padding token \(pad_token_id "
+                                          r"None\), which the model's inputs and targets need: add one \(e\.g\. "
+                                          r"'<pad>'\) to its vocabulary and set it as its pad_token"):
         train(cfg)
 
 

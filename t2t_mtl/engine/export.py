@@ -21,7 +21,7 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, config_from_dict, tokenizer_source
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
-from t2t_mtl.model import ModelBuildError, build_model
+from t2t_mtl.model import ModelBuildError, build_model, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
 from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, refuse_non_empty_dir
@@ -120,10 +120,11 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     # before runs kept a copy of a configured tokenizer read the configured folder
     kept = (run / "tokenizer").is_dir() or tokenizer_source(cfg) is None
     tokenizer = load_tokenizer(str(run / "tokenizer" if kept else tokenizer_source(cfg)))
-    # as in training: a model from dims is sized by the tokenizer, a pretrained one grows for the task tokens
+    # as in training: a model from dims is sized by the tokenizer and takes its special ids, a pretrained one grows
+    # for the task tokens
     try:
         model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
-                            task_names=meta.get("tasks"))
+                            task_names=meta.get("tasks"), special_ids=special_ids_of(tokenizer))
     except ModelBuildError as err:  # e.g. the pretrained folder the run started from has moved since
         raise CheckpointError(f"{ckpt}: the run's model cannot be rebuilt ({err}); restore it, or point "
                               f"model.name_or_path in {run / 'config.yaml'} at its new place") from None

@@ -17,19 +17,27 @@ if TYPE_CHECKING:
 
 
 def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
-    """ConfigError unless the tokenizer's padding and end-of-sequence ids are the model's: labels, padding masks and
-    the end of generation use the tokenizer's, the decoder's start and generation's stop the model's (T5: pad 0,
-    eos 1; a model built from model.dims always has those). `saved`: the pretrained model's config dict, as
-    `check_t5_checkpoint` returned it (None: read it)."""
+    """ConfigError unless the tokenizer has the padding and end-of-sequence tokens a run needs and, for a pretrained
+    model, their ids are the model's: labels, padding masks and the end of generation use the tokenizer's, the
+    decoder's start and generation's stop the model's (T5: pad 0, eos 1). A model built from model.dims takes the
+    tokenizer's (`special_ids_of`). `saved`: the pretrained model's config dict, as `check_t5_checkpoint` returned
+    it (None: read it)."""
+    source = run_tokenizer_name(cfg)
+    for name, token, example in (("pad_token_id", "padding", "<pad>"), ("eos_token_id", "end-of-sequence", "</s>")):
+        if getattr(tokenizer, name) is None:
+            raise ConfigError(f"{source} has no {token} token ({name} None), which the model's inputs and targets "
+                              f"need: add one (e.g. {example!r}) to its vocabulary and set it as its "
+                              f"{name[:-3]} (PreTrainedTokenizerFast(..., {name[:-3]}={example!r}), then "
+                              f"save_pretrained), or train one with `t2t-mtl tokenizer train`")
+    if cfg.model.name_or_path is None:
+        return
     model = model_config(cfg.model, saved)
     for name in ("pad_token_id", "eos_token_id"):
         ours, theirs = getattr(tokenizer, name), getattr(model, name)
         if ours != theirs:
-            source = run_tokenizer_name(cfg)
-            model_source = (f"model.name_or_path {cfg.model.name_or_path!r}" if cfg.model.name_or_path
-                            else "a model built from model.dims")
-            raise ConfigError(f"{source} has {name} {ours}, but {model_source} has {theirs}: use a tokenizer with "
-                              f"T5's special ids (<pad> 0, </s> 1, <unk> 2) or the model's own tokenizer")
+            raise ConfigError(f"{source} has {name} {ours}, but model.name_or_path {cfg.model.name_or_path!r} has "
+                              f"{theirs}: use a tokenizer with the model's special ids, such as the model's own "
+                              f"tokenizer (tokenizer.path unset)")
 
 
 def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:

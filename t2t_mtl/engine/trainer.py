@@ -65,7 +65,8 @@ from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, ta
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, trainer_state
-from t2t_mtl.model import accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict
+from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
+                           special_ids_of)
 from t2t_mtl.model.lora import trainable_parameter_count
 from t2t_mtl.model.moe import token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
@@ -334,7 +335,7 @@ def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optiona
 
     seed_everything(t.seed)  # the initial weights depend on the seed only
     model = build_model(cfg.model, vocab_size=base_vocab if cfg.model.name_or_path else len(tokenizer),
-                        task_names=task_names, saved=saved)
+                        task_names=task_names, saved=saved, special_ids=special_ids_of(tokenizer))
     if task_tokens is not None:
         task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
     shapes, model_settings = resume_checks.parameter_shapes(model), resume_checks.model_section(cfg)

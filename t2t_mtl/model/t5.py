@@ -20,20 +20,35 @@ class ModelBuildError(ValueError):
 T5_MODEL_TYPES = ("t5", "mt5")
 
 
-def t5_config_from_dims(dims: Mapping[str, Any], vocab_size: Optional[int] = None) -> T5Config:
-    """A `T5Config` from dimension kwargs; pad 0, eos 1, decoder start = pad (T5 convention)."""
+#: T5's special ids, which a model built from dims has unless it is given its tokenizer's (`special_ids_of`)
+T5_SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
+
+
+def special_ids_of(tokenizer: Any) -> Dict[str, Optional[int]]:
+    """The special ids a model built from dims takes from `tokenizer`: its pad and eos ids, and its pad id as the
+    decoder's start (T5's convention)."""
+    return {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "decoder_start_token_id": tokenizer.pad_token_id}
+
+
+def t5_config_from_dims(dims: Mapping[str, Any], vocab_size: Optional[int] = None,
+                        special_ids: Optional[Mapping[str, int]] = None) -> T5Config:
+    """A `T5Config` from dimension kwargs with the tokenizer's `special_ids` (`special_ids_of`; None: T5's, pad 0,
+    eos 1, decoder start = pad)."""
     kwargs = dict(dims)
     if vocab_size is not None:
         kwargs["vocab_size"] = max(int(kwargs.get("vocab_size", 0)), vocab_size)
     kwargs.setdefault("num_decoder_layers", kwargs.get("num_layers", 6))
-    return T5Config(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **kwargs)
+    return T5Config(**(T5_SPECIAL_IDS if special_ids is None else special_ids), **kwargs)
 
 
-def model_config(model_cfg: ModelConfig, saved: Optional[Dict[str, Any]] = None) -> T5Config:
-    """The `T5Config` the model section describes (a pretrained model's own, or one from dims), without weights.
-    `saved`: the dict `check_t5_checkpoint` returned for its name_or_path (None: read it)."""
+def model_config(model_cfg: ModelConfig, saved: Optional[Dict[str, Any]] = None,
+                 special_ids: Optional[Mapping[str, int]] = None) -> T5Config:
+    """The `T5Config` the model section describes (a pretrained model's own, or one from dims with the tokenizer's
+    `special_ids`, None: T5's), without weights. `saved`: the dict `check_t5_checkpoint` returned for its
+    name_or_path (None: read it)."""
     if model_cfg.name_or_path is None:
-        return t5_config_from_dims(model_cfg.dims)
+        return t5_config_from_dims(model_cfg.dims, special_ids=special_ids)
     if saved is None:
         saved = check_t5_checkpoint(model_cfg.name_or_path)
     try:
@@ -75,19 +90,20 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
 
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
                 task_names: Optional[Sequence[str]] = None, saved: Optional[Dict[str, Any]] = None,
-                weights: bool = True) -> T5ForConditionalGeneration:
+                weights: bool = True, special_ids: Optional[Mapping[str, int]] = None) -> T5ForConditionalGeneration:
     """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`, its weights in fp32 (a folder saved
     in bf16 is upcast: `training.precision` sets the compute dtype, and fp32 training keeps fp32 weights).
 
-    `vocab_size` (the tokenizer's `len(tok)`) sizes a model built from dims, and a loaded model whose
-    embedding is smaller is refused (its token ids would overflow). With `moe`, the FFNs are converted by
-    `t2t_mtl.model.moe.convert_to_moe` (which owns that config); `task_names` (the training tasks in task-id
-    order) tells task-routed experts which id is which task. With `lora`, the block linears get low-rank
+    `vocab_size` (the tokenizer's `len(tok)`) sizes a model built from dims, and a loaded model whose embedding is
+    smaller is refused (its token ids would overflow); `special_ids` (`special_ids_of(tok)`) are a model from dims'
+    pad, eos and decoder-start ids (None: T5's; a pretrained model keeps its own). With `moe`, the FFNs are
+    converted by `t2t_mtl.model.moe.convert_to_moe` (which owns that config); `task_names` (the training tasks in
+    task-id order) tells task-routed experts which id is which task. With `lora`, the block linears get low-rank
     adapters and the rest is frozen (`t2t_mtl.model.lora.apply_lora`). A dict `model_cfg` is checked as the config's
-    `model:` section is (`ConfigError` naming the key). `saved`: the dict `check_t5_checkpoint`
-    returned for `name_or_path` (None: read it), so its config.json is read once. `weights=False` builds a
-    pretrained model from its config alone, its weights not read (under `torch.device("meta")`: a weightless check
-    of the model settings, e.g. which parameters `model.lora.trainable` names).
+    `model:` section is (`ConfigError` naming the key). `saved`: the dict `check_t5_checkpoint` returned for
+    `name_or_path` (None: read it), so its config.json is read once. `weights=False` builds a pretrained model from
+    its config alone, its weights not read (under `torch.device("meta")`: a weightless check of the model settings,
+    e.g. which parameters `model.lora.trainable` names).
     """
     if not isinstance(model_cfg, ModelConfig):
         model_cfg = model_config_from_dict(model_cfg)
@@ -110,7 +126,7 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
                 f"model {model_cfg.name_or_path!r} has {model.config.vocab_size} embeddings but the tokenizer has "
                 f"{vocab_size} tokens; use the model's own tokenizer (tokenizer.path)")
     else:
-        model = T5ForConditionalGeneration(t5_config_from_dims(model_cfg.dims, vocab_size))
+        model = T5ForConditionalGeneration(t5_config_from_dims(model_cfg.dims, vocab_size, special_ids))
     if model_cfg.moe:
         from t2t_mtl.model import moe  # owned by the MoE component
         model = moe.convert_to_moe(model, model_cfg.moe, task_names=list(task_names) if task_names else None)
