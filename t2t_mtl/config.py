@@ -215,23 +215,28 @@ def _without_empty_sections(layer: Mapping[str, Any]) -> Dict[str, Any]:
 def load_config(
     path: Union[str, Path, None] = None,
     overrides: Sequence[str] = (),
-    extra: Optional[Mapping[str, Any]] = None,
+    extra: Union[Mapping[str, Any], Config, None] = None,
 ) -> Config:
-    """Build and validate a `Config` from a YAML file (or packaged name), `--set` strings and a dict.
+    """Build and validate (once) a `Config` from a YAML file (or packaged name), `--set` strings and `extra`: a dict,
+    or a Config (one edited in Python, read as `config_from_dict` reads one).
 
     `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named; a malformed
     `--set` is named before the file is looked up (`--set training.steps 20` names the `--set`, not a config '20').
-    The Config's `base_only_keys` are the keys only the file's `base:` chain sets.
+    The Config's `base_only_keys` are the keys only the file's `base:` chain sets, and those of a Config `extra` that
+    the overrides leave alone.
     """
     override_layer = parse_overrides(overrides)
     layers = file_layers(resolve_config_path(path)) if path is not None else []
-    bases, layers = layers[:-1], layers + [extra or {}, override_layer]
+    extra_layer = _attribute_values(extra) if isinstance(extra, Config) else extra or {}
+    bases, layers = layers[:-1], layers + [extra_layer, override_layer]
     merged: Dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, _without_empty_sections(layer))
     cfg = config_from_dict(merged)
     own = set().union(*map(layer_keys, layers[len(bases):]))
     cfg.base_only_keys = frozenset(set().union(*map(layer_keys, bases)) - own)
+    if isinstance(extra, Config):
+        cfg.base_only_keys |= extra.base_only_keys - layer_keys(override_layer)
     return cfg
 
 

@@ -1171,6 +1171,28 @@ def test_train_checks_a_copy_of_a_python_config_and_leaves_the_callers_as_it_was
     assert cfg.training.lr == before["training"]["lr"]
 
 
+def test_a_python_config_with_overrides_keeps_its_base_only_keys_and_is_validated_once(tmp_path, monkeypatch):
+    # was: as_config(cfg, overrides) checked cfg, then loaded its to_dict() as a plain layer, which dropped its
+    # base_only_keys (train warned that quickstart's tokenizer.train, which the user never wrote, had no effect) and
+    # validated the values a second time
+    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.trainer import as_config
+
+    (tmp_path / "my.yaml").write_text(f"base: quickstart\ntokenizer: {{path: {tmp_path / 'tok'}}}\n")
+    cfg = C.load_config(tmp_path / "my.yaml")
+    assert "tokenizer.train" in cfg.base_only_keys
+    validations = []
+    real = C.validate_values
+    monkeypatch.setattr(C, "validate_values", lambda checked: validations.append(checked) or real(checked))
+    checked = as_config(cfg, ["training.steps=40"])
+    assert len(validations) == 1
+    assert checked.training.steps == 40 and checked.base_only_keys == cfg.base_only_keys - {"training", "training.steps"}
+    assert not [w for w in config_warnings(checked) if w.startswith("tokenizer.train")]
+    overridden = as_config(cfg, ["tokenizer.train.vocab_size=300"])  # (now the user's: its warning is theirs)
+    assert "tokenizer.train" not in overridden.base_only_keys
+    assert [w for w in config_warnings(overridden) if w.startswith("tokenizer.train is set")]
+
+
 def test_a_path_key_takes_a_pathlib_path_from_python(tmp_path):
     # was: config_from_dict refused {'training': {'output_dir': tmp_path / 'run'}} ("must be str, got PosixPath"),
     # and a Path set on a Config's attribute reached the run, whose config.yaml yaml.safe_dump cannot write

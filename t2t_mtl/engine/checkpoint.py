@@ -317,7 +317,7 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     return ckpt
 
 
-def resolve_checkpoint(path_or_auto: str, run_dir: Path) -> Optional[Path]:
+def resolve_checkpoint(path_or_auto: Union[str, Path], run_dir: Path) -> Optional[Path]:
     """`auto` → the run's latest checkpoint (None when there is none); a run dir → its latest; a checkpoint
     dir → itself. Raises CheckpointError for anything else."""
     if path_or_auto == "auto":
@@ -355,7 +355,7 @@ def refuse_other_run(run_dir: Path, resume_from: Optional[Path]) -> None:
         f"training.output_dir to a new folder (or remove {run_dir}) to start over")
 
 
-def refuse_occupied_run_dir(run_dir: Path, resume: Optional[str]) -> None:
+def refuse_occupied_run_dir(run_dir: Path, resume: Union[str, Path, None]) -> None:
     """`refuse_other_run` for `--resume` as given (None, `auto`, a run dir or a checkpoint dir), from the paths
     alone, so a run can be refused before it starts anything: a resume in place is never refused here; a resume
     from elsewhere resolves its checkpoint (a CheckpointError for a path that is neither)."""

@@ -106,12 +106,9 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------ set-up helpers
 
 def as_config(config: Union[Config, Mapping[str, Any], str, Path, None], overrides: Sequence[str] = ()) -> Config:
-    """A validated Config from a Config (checked again, as edited in Python, into a copy: `config_from_dict`), a
-    dict, a YAML path / packaged name, or None (quickstart)."""
-    if isinstance(config, Config):
-        checked = config_from_dict(config)
-        return load_config(None, overrides, extra=checked.to_dict()) if overrides else checked
-    if isinstance(config, Mapping):
+    """A Config validated once from a Config (checked again, as edited in Python, into a copy that keeps its
+    `base_only_keys` the `overrides` leave alone), a dict, a YAML path / packaged name, or None (quickstart)."""
+    if isinstance(config, (Config, Mapping)):
         return load_config(None, overrides, extra=config) if overrides else config_from_dict(config)
     return load_config("quickstart" if config is None else config, overrides)
 
@@ -255,14 +252,14 @@ def open_sinks(cfg: Config, run_dir: Path, start_step: int) -> ScalarSinks:
 # ---------------------------------------------------------------------------------------------- the loop
 
 def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, overrides: Sequence[str] = (),
-          resume: Optional[str] = None, data_dir: Optional[str] = None, evaluate_held_in: Optional[bool] = None
-          ) -> TrainResult:
+          resume: Union[str, Path, None] = None, data_dir: Union[str, Path, None] = None,
+          evaluate_held_in: Optional[bool] = None) -> TrainResult:
     """Train per `config` (Config, dict, YAML path or packaged name; None = quickstart) and return the result.
     A Config is checked again first (edits made in Python included) into a copy, the caller's left as it is;
     `overrides`: `--set` strings layered over `config`.
 
-    `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir.
-    `data_dir`: overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score held-in
+    `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir (a str or a Path).
+    `data_dir` (a str or a Path): overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score held-in
     validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
     progress bars (loading, rendering, tokenizing) are hidden for the run on ranks other than 0 and wherever
     `training.progress_bar` is off, and left as they were found after it; so are torch's intra-op threads, which
@@ -278,7 +275,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
         torch.set_num_threads(threads)  # (the caller's, for what it runs next in this process)
 
 
-def _train(cfg: Config, started: float, resume: Optional[str], data_dir: Optional[str],
+def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir: Union[str, Path, None],
            evaluate_held_in: Optional[bool]) -> TrainResult:
     """`train` on a validated Config, from `started` (its perf_counter at the call)."""
     if data_dir is not None:
