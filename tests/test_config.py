@@ -639,7 +639,7 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
                      "--set", "training.keep_best=val_loss"]) == 0
     captured = capsys.readouterr()
     assert "training.warmup (100) >= training.steps (50)" in captured.err
-    assert "no periodic validation runs, so training.keep_best never act" in captured.err
+    assert "no periodic validation runs, so training.keep_best 'val_loss' never act" in captured.err
     assert captured.out.startswith("model:")
 
 

@@ -500,20 +500,27 @@ def test_a_registered_sampler_declaring_needs_entropy_is_fed_the_training_entrop
     assert all(0 < value <= 1 for entropies in fed for value in entropies.values())  # (normalised by log V)
 
 
-@pytest.mark.parametrize("section,shipped,declared", [("sampling", "bandit_softmax", "validation_chasing"),
-                                                      ("weighting", "dtp", "kpi_chasing")])
+def _register_needing_validation(section: str, name: str) -> str:
+    """Register a sampler (`section` 'sampling') or a weighting named `name` declaring needs_validation; returns the
+    key naming it in its section."""
+    if section == "sampling":
+        register_sampler(type("ValidationChasing", (Flat,), {"strategy": name, "needs_validation": True}))
+        return "strategy"
+    register_weighting(type("KpiChasing", (Halves,), {"method": name, "needs_validation": True}))
+    return "method"
+
+
+NEEDING_VALIDATION = [("sampling", "bandit_softmax", "validation_chasing"), ("weighting", "dtp", "kpi_chasing")]
+
+
+@pytest.mark.parametrize("section,shipped,declared", NEEDING_VALIDATION)
 def test_a_registered_class_declaring_needs_validation_is_refused_without_validation_as_a_shipped_one_is(
         tmp_path, tok, section, shipped, declared):
     # was: the registered sampler / weighting trained without validation, its val_score / kpi never fed
     from t2t_mtl.config import config_from_dict
     from t2t_mtl.engine.run_checks import check_run_config
 
-    if section == "sampling":
-        key, register = "strategy", register_sampler
-        register(type("ValidationChasing", (Flat,), {"strategy": declared, "needs_validation": True}))
-    else:
-        key, register = "method", register_weighting
-        register(type("KpiChasing", (Halves,), {"method": declared, "needs_validation": True}))
+    key = _register_needing_validation(section, declared)
     messages = {}
     for name in (shipped, declared):
         cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", **{section: {key: name}})
@@ -525,6 +532,32 @@ def test_a_registered_class_declaring_needs_validation_is_refused_without_valida
     assert "need(s) periodic held-in validation: set training.validate_every" in messages[shipped]
     cfg["training"].update(validate_every=2, validate_examples=2)
     check_run_config(config_from_dict(cfg))
+
+
+@pytest.mark.parametrize("section,shipped,declared", NEEDING_VALIDATION)
+def test_a_class_declaring_needs_validation_is_named_when_no_validation_runs_in_the_steps(tmp_path, tok, section,
+                                                                                            shipped, declared):
+    # was: the warning of a validate_every beyond the run named training.keep_best / early_stopping only, so a
+    # sampler or a weighting learning from validation results (shipped or registered) trained without one unsaid
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.run_checks import check_run_config, config_warnings
+
+    key = _register_needing_validation(section, declared)
+    for name in (shipped, declared):
+        cfg = config_from_dict(tiny_config(tmp_path / "run", tok, tmp_path / "cache", **{section: {key: name}},
+                                           training={"steps": 6, "validate_every": 10, "validate_examples": 2}))
+        checked = check_run_config(cfg)
+        for sampler in (checked.sampler, None):  # (None: config_warnings builds one)
+            warnings = [w for w in config_warnings(cfg, 1, checked.deepspeed, sampler) if "validate_every" in w]
+            assert len(warnings) == 1 and warnings[0].startswith(
+                "training.validate_every (10) > training.steps (6): no periodic validation runs, so "
+                f"{section}.{key} '{name}'"), warnings
+            assert warnings[0].endswith(" never act")
+    if section == "sampling":  # (under metric: loss, the training loss it learns from is fed every step)
+        cfg = config_from_dict(tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                                           sampling={"strategy": shipped, "metric": "loss"},
+                                           training={"steps": 6, "validate_every": 10, "validate_examples": 2}))
+        assert "training.validate_every (10) > training.steps (6): no periodic validation runs" in config_warnings(cfg)
 
 
 #: classes of a module without `from __future__ import annotations`: its annotations are the types themselves

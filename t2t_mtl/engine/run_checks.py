@@ -132,12 +132,13 @@ class CheckedDeepSpeed:
 
 
 class CheckedRun(NamedTuple):
-    """What a run's checks give it (`check_run_config`): its training `rates`, its `sampling` config and its
-    `deepspeed` config as the checks built and parsed it."""
+    """What a run's checks give it (`check_run_config`): its training `rates`, its `sampling` config, its
+    `deepspeed` config as the checks built and parsed it, and the `sampler` they built (on placeholder sizes)."""
 
     rates: Dict[str, float]
     sampling: Dict[str, Any]
     deepspeed: CheckedDeepSpeed
+    sampler: MixtureSampler
 
 
 def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
@@ -224,10 +225,12 @@ def _rates_by_function(mixture: Any, seen: frozenset = frozenset()) -> bool:
     return False
 
 
-def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[CheckedDeepSpeed] = None) -> List[str]:
+def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[CheckedDeepSpeed] = None,
+                    sampler: Optional[MixtureSampler] = None) -> List[str]:
     """Settings a run on `world_size` ranks accepts but that leave a feature idle: a schedule or period longer than
     the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read (from `deepspeed`, the
-    run's checked DeepSpeed config; None: built and parsed here)."""
+    run's checked DeepSpeed config; None: built and parsed here). `sampler`: the run's (what it learns from is read
+    on it; None: built here on placeholder sizes where a warning needs it)."""
     t = cfg.training
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
     strategy = cfg.sampling.get("strategy")
@@ -276,9 +279,13 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
         out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
                    f"warm-up")
     if t.validate_every > t.steps:
-        idle = [key for key, on in (("keep_best", t.keep_best), ("early_stopping", t.early_stopping)) if on]
+        if sampler is None:
+            rates = training_rates(cfg)
+            sampler = placeholder_sampler(cfg, run_sampling_config(cfg, rates), list(rates), world_size=world_size)
+        idle = validation_users(cfg, sampler) + ([f"training.early_stopping {t.early_stopping}"]
+                                                 if t.early_stopping else [])
         out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
-                   f"validation runs" + (f", so training.{' and training.'.join(idle)} never act" if idle else ""))
+                   f"validation runs" + (f", so {' and '.join(idle)} never act" if idle else ""))
     if t.validate_every == 0 and changed_keys(t, ["validate_examples"]):
         out.append(f"training.validate_examples ({t.validate_examples}) sizes the periodic validation, which "
                    f"training.validate_every 0 turns off, so it has no effect (the held-in score at the end reads "
@@ -309,7 +316,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     check_task_splits([*rates, *evaluation_plan(cfg)[0]])
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
-    return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size))
+    return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size), sampler)
 
 
 def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, Any]:
@@ -428,23 +435,17 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
     any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`. Returns
     the sampler (what it learns from is checked on it)."""
-    from t2t_mtl.sampling import UnknownParameterError, build_sampler
     from t2t_mtl.weighting import UnknownWeightingParameterError, build_weighting
 
-    sizes = {name: max(world_size, 1000) for name in task_names}
-    if _size_based(sampling_cfg.get("strategy")):  # (given template sizes add up to the real sizes: checked on them)
-        sampling_cfg = {key: value for key, value in sampling_cfg.items() if key != "template_sizes"}
-    try:  # an unknown key is named by its path in the config, as the user wrote it
-        sampler = build_sampler(sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size)
-    except UnknownParameterError as err:
-        raise ConfigError(f"sampling.{err.key}: {err}") from None
+    sizes = placeholder_sizes(task_names, world_size)
+    sampler = placeholder_sampler(cfg, sampling_cfg, task_names, rank=rank, world_size=world_size, log=True)
     try:
         weighting = build_weighting(cfg.weighting, task_names, sizes)
     except UnknownWeightingParameterError as err:
         raise ConfigError(f"weighting.{err.key}: {err}") from None
-    check_registered_components(sampler, weighting, lambda: build_sampler(
-        sampling_cfg, sizes, seed=cfg.training.seed, rank=rank, world_size=world_size, log=False),
-        lambda: build_weighting(cfg.weighting, task_names, sizes))
+    check_registered_components(sampler, weighting, lambda: placeholder_sampler(
+        cfg, sampling_cfg, task_names, rank=rank, world_size=world_size), lambda: build_weighting(
+        cfg.weighting, task_names, sizes))
     FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
@@ -509,6 +510,26 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     return sampler
 
 
+def placeholder_sizes(task_names: Sequence[str], world_size: int) -> Dict[str, int]:
+    """The task sizes a run's checks build its sampler and weighting on, before any data is read."""
+    return {name: max(world_size, 1000) for name in task_names}
+
+
+def placeholder_sampler(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *, rank: int = 0,
+                        world_size: int = 1, log: bool = False) -> MixtureSampler:
+    """The sampler of `sampling_cfg` (`run_sampling_config`'s) on `placeholder_sizes`, logging its rates (`log`); an
+    unknown key is a ConfigError naming its path in the config, as the user wrote it."""
+    from t2t_mtl.sampling import UnknownParameterError, build_sampler
+
+    if _size_based(sampling_cfg.get("strategy")):  # (given template sizes add up to the real sizes: checked on them)
+        sampling_cfg = {key: value for key, value in sampling_cfg.items() if key != "template_sizes"}
+    try:
+        return build_sampler(sampling_cfg, placeholder_sizes(task_names, world_size), seed=cfg.training.seed,
+                             rank=rank, world_size=world_size, log=log)
+    except UnknownParameterError as err:
+        raise ConfigError(f"sampling.{err.key}: {err}") from None
+
+
 def check_registered_components(sampler: Any, weighting: Any, build_sampler: Callable[[], Any],
                                 build_weighting: Callable[[], Any]) -> None:
     """The resume contract (`engine.resume_contract`) of a sampler or weighting of a class a user registered
@@ -525,22 +546,30 @@ def check_registered_components(sampler: Any, weighting: Any, build_sampler: Cal
                                 f"weighting.method {weighting.method!r} ({class_name(type(weighting))})")
 
 
+def validation_users(cfg: Config, sampler: MixtureSampler) -> List[str]:
+    """What in the run needs periodic held-in validation's results, as `key 'value'`: the run's `sampler` or its
+    weighting class where it declares `needs_validation`, and training.keep_best."""
+    from t2t_mtl.weighting.registry import METHODS
+
+    method, users = cfg.weighting.get("method"), []
+    if sampler.needs_validation:
+        users.append(f"sampling.strategy {sampler.strategy!r}")
+    if isinstance(method, str) and method in METHODS and METHODS[method].needs_validation:  # (unknown: refused)
+        users.append(f"weighting.method {method!r} (its KPIs are validation exact match)")
+    if cfg.training.keep_best:
+        users.append(f"training.keep_best {cfg.training.keep_best!r}")
+    return users
+
+
 def check_signal_config(cfg: Config, sampler: MixtureSampler) -> None:
     """Signals the run's `sampler` (as `check_component_configs` built it) and weighting need must be produced:
     validation-driven ones (the sampler's or the weighting class's `needs_validation`, keep_best) need
     `training.validate_every > 0`; CA-MTL selection builds mixed micro-batches (no gradient surgery).
     Also validates the `evaluation:` section before any training."""
     from t2t_mtl.engine.validation import evaluation_plan
-    from t2t_mtl.weighting.registry import METHODS
 
-    strategy, method = sampler.strategy, cfg.weighting.get("method")
-    needs_validation = []
-    if sampler.needs_validation:
-        needs_validation.append(f"sampling.strategy {strategy!r}")
-    if isinstance(method, str) and method in METHODS and METHODS[method].needs_validation:  # (unknown: refused)
-        needs_validation.append(f"weighting.method {method!r} (its KPIs are validation exact match)")
-    if cfg.training.keep_best:
-        needs_validation.append(f"training.keep_best {cfg.training.keep_best!r}")
+    strategy = sampler.strategy
+    needs_validation = validation_users(cfg, sampler)
     if needs_validation and cfg.training.validate_every <= 0:
         raise ConfigError(f"{' and '.join(needs_validation)} need(s) periodic held-in validation: set "
                           f"training.validate_every to a positive number of steps")

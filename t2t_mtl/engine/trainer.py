@@ -214,14 +214,15 @@ def forward_losses(engine: Any, batch: Dict[str, torch.Tensor], task_ids_cpu: to
 
 def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[ScalarSinks], step: int,
                   resume_from: Optional[Path], log_window: Optional[Dict[str, Any]],
-                  resume_warnings: Sequence[str] = (), deepspeed: Optional[CheckedDeepSpeed] = None) -> TrainLogger:
+                  resume_warnings: Sequence[str] = (), deepspeed: Optional[CheckedDeepSpeed] = None,
+                  sampler: Any = None) -> TrainLogger:
     """The run's `TrainLogger` (rank 0 writes), with the config's warnings (`config_warnings`, of the run's checked
-    DeepSpeed config `deepspeed`) and, on a resume, the message, the `resume_warnings` and the logging window the
+    DeepSpeed config `deepspeed` and its `sampler`) and, on a resume, the message, the `resume_warnings` and the logging window the
     interrupted run had open (so the resumed run's logs equal an uninterrupted run's)."""
     t = cfg.training
     logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
                          enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
-    for warning in config_warnings(cfg, env.world_size, deepspeed):
+    for warning in config_warnings(cfg, env.world_size, deepspeed, sampler):
         logger.message(f"warning: {warning}")
     if step > 0:
         logger.message(f"resumed from {resume_from} at step {step}")
@@ -431,7 +432,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     sinks = open_sinks(cfg, run_dir, start_step=progress.step) if env.is_main else None  # TensorBoard, W&B
     try:
         logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings,
-                               deepspeed=checked.deepspeed)
+                               deepspeed=checked.deepspeed, sampler=sampler)
         if progress.step == 0:
             total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
             frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
