@@ -724,3 +724,33 @@ def test_a_fresh_process_resumes_a_run_of_a_modules_sampler_and_weighting(tmp_pa
     state = torch.load(tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer_state.pt", weights_only=False)
     assert state["sampler"]["strategy"] == "loss_chasing" and sum(state["sampler"]["drawn"]) == 3
     assert state["weighting"]["_extra_state"] == {"calls": 3}  # (2 before the resume, restored, and 1 after)
+
+
+@pytest.mark.slow
+def test_a_modules_sampler_draws_the_same_task_on_two_ranks_and_resumes_on_them_as_it_ran(tmp_path, tok):
+    # torchrun's two ranks each import data.task_modules and build loss_chasing, which learns from the step's
+    # all-reduced losses: every step both ranks draw the one task (the record sums the ranks' examples), and a run cut
+    # at step 3 and resumed on two ranks draws and trains as the uninterrupted one
+    from engine_helpers import run_checked, torchrun_command
+
+    module = tmp_path / f"extensions_{uuid.uuid4().hex[:8]}.py"
+    module.write_text(EXTENSIONS)
+    sections = {"data": {"task_modules": [str(module)]}, "sampling": {"strategy": "loss_chasing", "power": 3}}
+
+    def config(name, steps):
+        return write_config(tiny_config(tmp_path / name, tok, tmp_path / "cache", training={"steps": steps},
+                                        **sections), tmp_path / f"{name}_{steps}.yaml")
+
+    run_checked(torchrun_command(config("whole", 6), 2), timeout=400)
+    run_checked(torchrun_command(config("cut", 3), 2), timeout=400)
+    run_checked(torchrun_command(config("cut", 6), 2, "--resume", "auto"), timeout=400)
+    whole, resumed = step_records(tmp_path / "whole"), step_records(tmp_path / "cut")
+    assert sorted(whole) == sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step, record in whole.items():  # one task, its micro-batch of 4 rows on each of the 2 ranks
+        assert list(record["task_examples"].values()) == [8], (step, record["task_examples"])
+    assert len({task for record in whole.values() for task in record["task_examples"]}) >= 2  # (not one task only)
+    for step in (4, 5, 6):
+        assert resumed[step]["task_examples"] == whole[step]["task_examples"], step
+        assert resumed[step]["loss"] == pytest.approx(whole[step]["loss"], rel=1e-5), step
+    state = torch.load(tmp_path / "cut" / "checkpoints" / "step-00000006" / "trainer_state.pt", weights_only=False)
+    assert state["sampler"]["strategy"] == "loss_chasing" and sum(state["sampler"]["drawn"]) == 6
