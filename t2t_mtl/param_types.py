@@ -13,21 +13,34 @@ from typing import Any, Dict, Mapping, Type
 _NUMERIC = ("int", "float")
 
 
-def _keyword_annotations(cls: type) -> Dict[str, str]:
-    """{keyword-only constructor parameter of `cls` or a base: its annotation as text} (`float`, `Optional[int]`:
-    string annotations as `from __future__` writes them, others as `inspect` formats them — a user's module without
-    that import annotates with the types themselves —, `typing.` left out; the nearest class's parameter wins)."""
-    annotations: Dict[str, str] = {}
+def keyword_parameters(cls: type) -> Dict[str, inspect.Parameter]:
+    """{keyword-only constructor parameter of `cls` or a base: its `inspect.Parameter`} (the nearest class's wins:
+    a subclass passes the others on through **kwargs)."""
+    parameters: Dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
         for param in inspect.signature(init).parameters.values():
-            if param.kind is param.KEYWORD_ONLY and param.name not in annotations:
-                annotation = param.annotation
-                text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
-                annotations[param.name] = text.replace("typing.", "")
-    return annotations
+            if param.kind is param.KEYWORD_ONLY and param.name not in parameters:
+                parameters[param.name] = param
+    return parameters
+
+
+def annotation_text(param: inspect.Parameter) -> str:
+    """`param`'s annotation as text (`float`, `Optional[int]`: a string annotation as `from __future__` writes it,
+    others as `inspect` formats them — a user's module without that import annotates with the types themselves —,
+    `typing.` left out); '' where it has none."""
+    annotation = param.annotation
+    if annotation is param.empty:
+        return ""
+    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    return text.replace("typing.", "")
+
+
+def _keyword_annotations(cls: type) -> Dict[str, str]:
+    """{keyword-only constructor parameter of `cls` or a base: its annotation as text (`annotation_text`)}."""
+    return {name: annotation_text(param) for name, param in keyword_parameters(cls).items()}
 
 
 def _optional(annotation: str) -> bool:

@@ -16,6 +16,13 @@ from t2t_mtl.sampling.feedback import check_metric, improvement, read_scores
 
 
 class _FeedbackSampler(MixtureSampler):
+    """A bandit rewarded by the improvement of a task's feedback metric between two updates.
+
+    Args:
+        metric: the feedback: val_score (default; higher is better), val_loss, or loss (the training losses, fed
+            every step: no periodic validation needed).
+    """
+
     DEFAULT_BLOCK_SIZE = 256
     needs_validation = True
 
@@ -49,6 +56,11 @@ class SoftmaxBanditSampler(_FeedbackSampler):
     """Guo et al. (2019): π(t) = softmax(Q/τ), Q_t ← (1-α) Q_t + α R_t with R_t task t's improvement.
 
     Unrolled: Q_{e,t} = (1-α)^e Q_{0,t} + Σ_k α (1-α)^{e-k} R_k.
+
+    Args:
+        tau: τ > 0, the softmax temperature (smaller: greedier).
+        step: α in (0, 1], the weight of each new reward in Q.
+        initial_q: Q_0 of every task.
     """
 
     strategy = "bandit_softmax"
@@ -97,6 +109,13 @@ class ThompsonBanditSampler(_FeedbackSampler):
     arm; with `target` (a primary task), the target's improvement is credited to the arms drawn since the
     previous update, in proportion to their share of those draws. `decay` < 1 shrinks the counts towards
     the prior before each update (non-stationary rewards).
+
+    Args:
+        prior_alpha: a > 0, the Beta prior's first parameter, of every arm.
+        prior_beta: b > 0, the Beta prior's second parameter, of every arm.
+        decay: in (0, 1], the share of the counts kept before each update.
+        target: a primary task whose improvement rewards the arms drawn (unset: each task's own).
+        estimate_samples: the Monte Carlo draws estimating the probabilities shown and logged.
     """
 
     strategy = "bandit_thompson"

@@ -43,7 +43,13 @@ def check_seed(seed: int) -> None:
 
 
 class MixtureSampler:
-    """Chooses the task of the next micro-batch (`next_task`) or of each example (`sample_tasks`)."""
+    """Chooses the task of the next micro-batch (`next_task`) or of each example (`sample_tasks`).
+
+    Args:
+        mode: homogeneous (one task per micro-batch, the same on every rank; gradient surgery needs it) or mixed
+            (one task per example).
+        block_size: tasks drawn at once (default: the strategy's DEFAULT_BLOCK_SIZE); a resume needs the same.
+    """
 
     strategy: str = ""
     #: config keys the strategy accepts (besides the common `strategy`, `mode`, `block_size`)

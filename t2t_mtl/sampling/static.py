@@ -25,7 +25,11 @@ class UniformSampler(MixtureSampler):
 
 
 class ExplicitRatesSampler(MixtureSampler):
-    """p_t ∝ the given rate (e.g. `Mixture.flatten()`); every task needs a rate."""
+    """p_t ∝ the given rate (e.g. `Mixture.flatten()`); every task needs a rate.
+
+    Args:
+        rates: {task: rate} of every task of the mixture (a run fills in the mixture's own where unset).
+    """
 
     strategy = "explicit"
     PARAMS = ("rates",)
@@ -45,7 +49,19 @@ class ExplicitRatesSampler(MixtureSampler):
 
 
 class SizeRateSampler(MixtureSampler):
-    """p_t ∝ seqio rate of n_t (scale, clip at `cap`, ** 1/alpha); `alpha()` may follow a schedule."""
+    """p_t ∝ seqio rate of n_t (scale, clip at `cap`, ** 1/alpha); `alpha()` may follow a schedule.
+
+    Args:
+        cap: examples cap K, each size clipped at it after `scale` (seqio's maximum); 0 or unset: none.
+        scale: multiplies each size before the cap (seqio's scale).
+        templates: {task: number of templates}: the task counts as that many seqio tasks, one per template
+            (a run with T0's caps or data.all_templates fills it in from the templates each task trains with).
+        template_cap: T0's cap on the examples of each template of a task (needs templates).
+        dataset_cap: T0's cap on a task's examples, split evenly over its templates (needs templates).
+        sizes_count_templates: a size counts each row once per template (a run sets it with data.all_templates).
+        template_sizes: {task: {template: examples}}: each template's own count (a run fills it in with
+            data.all_templates, from the rows each template renders).
+    """
 
     def __init__(self, task_sizes: Mapping[str, int], *, cap: Optional[float] = None, scale: float = 1.0,
                  templates: Optional[Mapping[str, int]] = None, template_cap: Optional[float] = None,
@@ -80,7 +96,11 @@ class ProportionalSampler(SizeRateSampler):
 
 
 class TemperatureSampler(SizeRateSampler):
-    """p_t ∝ min(n_t, K)^(1/alpha): alpha 1 is proportional, alpha → ∞ uniform."""
+    """p_t ∝ min(n_t, K)^(1/alpha): alpha 1 is proportional, alpha → ∞ uniform.
+
+    Args:
+        alpha: the temperature (> 0): 1 is proportional, larger flattens the rates towards uniform.
+    """
 
     strategy = "temperature"
     PARAMS = ("alpha",) + SIZE_PARAMS
@@ -95,7 +115,11 @@ class TemperatureSampler(SizeRateSampler):
 
 
 class AnnealedSampler(SizeRateSampler):
-    """Stickland & Murray annealed sampling: temperature alpha(e) = 1/(1 - 0.8 (e-1)/(E-1))."""
+    """Stickland & Murray annealed sampling: temperature alpha(e) = 1/(1 - 0.8 (e-1)/(E-1)).
+
+    Args:
+        epochs: E, the epoch at which alpha reaches 5 (from 1 at the first epoch).
+    """
 
     strategy = "annealed"
     PARAMS = ("epochs",) + SIZE_PARAMS
@@ -111,7 +135,13 @@ class AnnealedSampler(SizeRateSampler):
 
 
 class DynamicTemperatureSampler(SizeRateSampler):
-    """Wang et al. dynamic temperature: alpha(e) = min(alpha_max, (e-1)(alpha_max-alpha_0)/M + alpha_0)."""
+    """Wang et al. dynamic temperature: alpha(e) = min(alpha_max, (e-1)(alpha_max-alpha_0)/M + alpha_0).
+
+    Args:
+        alpha_0: the temperature of the first epoch.
+        alpha_max: the temperature it grows to.
+        warmup_epochs: M, the epochs it takes to grow from alpha_0 to alpha_max.
+    """
 
     strategy = "dynamic_temperature"
     PARAMS = ("alpha_0", "alpha_max", "warmup_epochs") + SIZE_PARAMS

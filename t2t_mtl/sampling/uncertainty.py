@@ -72,6 +72,10 @@ class UncertaintySelectionSampler(MixtureSampler):
 
     Task draws (`next_task`/`sample_tasks`) are uniform, as the pool is; the engine draws b candidates
     per task (TaskStreams), scores them with a no-grad forward pass and trains on `select()`'s choice.
+
+    Args:
+        pool_per_task: b, the candidates of each task scored, of which the b most uncertain are kept (a run fills
+            in training.micro_batch_size, the paper's b, where unset).
     """
 
     strategy = "uncertainty"
@@ -128,6 +132,14 @@ class UncertaintyEMASampler(MixtureSampler):
     normalised entropies of training forward passes, fed as ``update({"entropy": {task: value}})``
     (e.g. `generation_entropy(..., normalise=True).mean()`); tasks not yet seen get the mean EMA of the
     others (p_unc = p_T before any entropy). The floor keeps every task's probability >= floor.
+
+    Args:
+        alpha: the temperature of the prior p_T.
+        lam: λ in [0, 1], the share of p_unc in the blend.
+        floor: every task's least probability (floor times the number of tasks < 1).
+        momentum: the EMA's weight of the previous value, in [0, 1).
+        cap, scale, templates, template_cap, dataset_cap, sizes_count_templates, template_sizes: the prior's size
+            rates, as the temperature strategy's.
     """
 
     strategy = "uncertainty_ema"

@@ -20,6 +20,11 @@ class WorstTaskSampler(MixtureSampler):
     `tau` > 0, p ∝ exp(λ_t L_t / tau).
     Tasks with no validation loss yet are treated as worst (explored first); before any loss, uniform.
     `floor` mixes in a minimum probability per task: p = floor + (1 - M·floor) p.
+
+    Args:
+        tau: >= 0; 0 gives the worst task all the mass, larger spreads it (p ∝ exp(λ_t L_t / tau)).
+        floor: every task's least probability (floor times the number of tasks < 1).
+        metric: val_loss (default) or loss (the training losses, fed every step: no periodic validation needed).
     """
 
     strategy = "worst_task"

@@ -65,6 +65,9 @@ class UncertaintyWeighting(LossWeighting):
 
     `log_variance` is an nn.Parameter [M] in task order: the optimizer trains it with the model and it is
     saved in the module's state_dict (so in checkpoints).
+
+    Args:
+        init: every task's starting log σ² (a finite number).
     """
 
     method = "uncertainty"
@@ -92,6 +95,12 @@ class DynamicTaskPrioritization(LossWeighting):
 
     KPIs come from ``stats={"kpi": {task: value}}`` (e.g. accuracy), smoothed as
     k ← (1-momentum) k_new + momentum k; a task with no KPI yet uses `initial_kpi`.
+
+    Args:
+        gamma: γ >= 0, the focusing exponent.
+        momentum: in [0, 1), the smoothed KPI's weight of its previous value.
+        initial_kpi: in (0, 1), the KPI of a task before its first validation.
+        eps: in (0, 0.5), the clamp keeping k in [eps, 1 - eps] (log k finite).
     """
 
     method = "dtp"
@@ -211,6 +220,11 @@ class CurriculumWeighting(LossWeighting):
     """λ_t(e) = λ_t^const / (1 + exp((e'_t - e)/α)): task t fades in around epoch e'_t.
 
     `start_epochs` {task: e'_t} (default 0), `alpha` the width, `base` 'equal' or 'size' for λ^const.
+
+    Args:
+        start_epochs: {task: e'_t}, the epoch around which each task fades in (unlisted tasks: 0).
+        alpha: α > 0, the width of the fade-in, in epochs.
+        base: equal or size, the constant weights λ^const faded in.
     """
 
     method = "curriculum"
