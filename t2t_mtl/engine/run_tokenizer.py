@@ -227,7 +227,7 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
             another += f" (it {example})"
     else:
         differ = sum(now.get(piece) != i for piece, i in was.items())
-        another = (f"another one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing)")
+        another = f"another one ({len(now)} tokens, {differ} of the checkpoint's at other ids or missing)"
     key = "tokenizer.path" if cfg.tokenizer.path is not None else \
         "model.name_or_path" if source is not None else "tokenizer.train"
     given = f"this run's {key} {source!r} gives" if source is not None else f"this run trained ({key})"
