@@ -94,3 +94,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def restored_component_tables(monkeypatch):
+    """The sampler and weighting tables (STRATEGIES, METHODS) as they were before the test, and the modules it
+    imported (a task module registering its own) forgotten."""
+    import sys
+
+    from t2t_mtl.sampling import STRATEGIES
+    from t2t_mtl.weighting import METHODS
+
+    strategies, methods, modules = dict(STRATEGIES), dict(METHODS), set(sys.modules)
+    yield
+    for table, saved in ((STRATEGIES, strategies), (METHODS, methods)):
+        table.clear()
+        table.update(saved)
+    for name in set(sys.modules) - modules:
+        monkeypatch.delitem(sys.modules, name)

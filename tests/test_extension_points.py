@@ -101,16 +101,7 @@ class RunningMeanWeighting(LossWeighting):
 '''
 
 
-@pytest.fixture(autouse=True)
-def restored_registries(monkeypatch):
-    """STRATEGIES and METHODS as they were before the test, and the modules it imported forgotten."""
-    strategies, methods, modules = dict(STRATEGIES), dict(METHODS), set(sys.modules)
-    yield
-    for table, saved in ((STRATEGIES, strategies), (METHODS, methods)):
-        table.clear()
-        table.update(saved)
-    for name in set(sys.modules) - modules:
-        monkeypatch.delitem(sys.modules, name)
+pytestmark = pytest.mark.usefixtures("restored_component_tables")  # (conftest: STRATEGIES, METHODS, modules)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ base's), and `t2t-mtl list samplers` / `list weightings` print each one's keys w
 meanings, registered ones included."""
 from __future__ import annotations
 
-import sys
 import uuid
 
 import pytest
@@ -19,18 +18,6 @@ from t2t_mtl.weighting.registry import SHIPPED_METHODS
 #: sampler constructor keywords a build passes itself, not config keys
 BUILD_KEYWORDS = {"seed", "rank", "world_size"}
 SAMPLER_COMMON = tuple(key for key in COMMON_PARAMS if key != "strategy")
-
-
-@pytest.fixture
-def restored_registries(monkeypatch):
-    """STRATEGIES and METHODS as they were before the test, and the modules it imported forgotten."""
-    strategies, methods, modules = dict(STRATEGIES), dict(METHODS), set(sys.modules)
-    yield
-    for table, saved in ((STRATEGIES, strategies), (METHODS, methods)):
-        table.clear()
-        table.update(saved)
-    for name in set(sys.modules) - modules:
-        monkeypatch.delitem(sys.modules, name)
 
 
 @pytest.mark.parametrize("kind", ["sampler", "weighting"])
@@ -86,7 +73,7 @@ def test_an_args_section_is_read_entry_by_entry_with_its_continuation_lines():
 
 
 def test_list_samplers_prints_every_strategy_with_its_parameters_registered_ones_too(tmp_path, capsys,
-                                                                                      restored_registries):
+                                                                                      restored_component_tables):
     module = tmp_path / f"strategies_{uuid.uuid4().hex[:8]}.py"
     module.write_text('''
 import numpy as np
