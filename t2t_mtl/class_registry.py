@@ -78,18 +78,16 @@ def _class_problem(registry: ClassRegistry, cls: Any) -> str:
 def _constructor_problem(cls: type, args: Tuple[Any, ...], keywords: Mapping[str, Any], params_attr: str) -> str:
     """Why `cls(*args, **keywords)` would not bind (its signature), '' when it would; `params_attr` names where the
     class lists its config keys."""
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):  # (no signature to read: found when built)
+    from task_registry.signatures import binding_error  # (here, not at the top: task_registry loads datasets)
+
+    problem = binding_error(cls, *args, **keywords)
+    if problem is None:
         return ""
-    try:
-        signature.bind(*args, **keywords)
-    except TypeError as error:
-        return (f"its constructor {signature} cannot be called as a build calls it, with {len(args)} positional "
-                f"argument(s) and the keywords {', '.join(keywords) or '(none)'} ({error}): take every config key "
-                f"({params_attr}) as a keyword, give it a default or list it among them, and pass **kwargs on to the "
-                f"base class")
-    return ""
+    signature, error = problem
+    return (f"its constructor {signature} cannot be called as a build calls it, with {len(args)} positional "
+            f"argument(s) and the keywords {', '.join(keywords) or '(none)'} ({error}): take every config key "
+            f"({params_attr}) as a keyword, give it a default or list it among them, and pass **kwargs on to the "
+            f"base class")
 
 
 def class_name(cls: Any) -> str:

@@ -9,7 +9,6 @@ function and the source of its package (`code_digest`), so an edited function is
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Mapping, Optional, Union
 
 import datasets
@@ -19,6 +18,7 @@ from datasets.fingerprint import Hasher
 
 from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
+from .signatures import binding_error
 from .sources import code_digest
 
 AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
@@ -164,16 +164,12 @@ def callable_name(fn: Callable[..., Any]) -> str:
 def one_argument_problem(fn: Callable[..., Any], argument: str) -> Optional[str]:
     """Why `fn` cannot be called with one positional argument, `argument` (as a step or a postprocess calls it),
     from its signature: the message names it and what to change; None when it can, or has no signature to read."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # (a builtin without one: found when called)
+    problem = binding_error(fn, None)
+    if problem is None:
         return None
-    try:
-        signature.bind(None)
-    except TypeError as error:
-        return (f"{callable_name(fn)}{signature} cannot be called with {argument} alone ({error}); it is given "
-                f"nothing else: give its other parameters defaults")
-    return None
+    signature, error = problem
+    return (f"{callable_name(fn)}{signature} cannot be called with {argument} alone ({error}); it is given nothing "
+            f"else: give its other parameters defaults")
 
 
 def step_identity(description: str, fn: Any) -> str:

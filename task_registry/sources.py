@@ -12,7 +12,6 @@ import csv
 import functools
 import gzip
 import hashlib
-import inspect
 import json
 import lzma
 import math
@@ -36,6 +35,7 @@ from .errors import DataSourceError, TaskDefinitionError, close_matches, repeate
 from .hub import use_hub
 from .path_hints import close_existing_path
 from .reader_logs import reader_errors_unlogged
+from .signatures import binding_error
 
 DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
@@ -823,18 +823,13 @@ class GeneratorSource(Source):
         """Why `fn` cannot take the arguments `load` calls it with (split, num_rows and seed as keywords, and the
         gen_kwargs), with the definition to write; None when it can, or when Python cannot read its signature."""
         passed = ["split", "num_rows", "seed", *self.gen_kwargs]
-        try:
-            signature = inspect.signature(self.fn)
-        except (TypeError, ValueError):  # (e.g. some built-in callables: left to fail, if they do, when loaded)
+        problem = binding_error(self.fn, **dict.fromkeys(passed))
+        if problem is None:
             return None
-        try:
-            signature.bind(**dict.fromkeys(passed))
-        except TypeError as error:
-            with_kwargs = " and its gen_kwargs" if self.gen_kwargs else ""
-            return (f"{self.describe()} cannot take the arguments GeneratorSource calls it with, split, num_rows and "
-                    f"seed as keywords{with_kwargs} ({error}); define it as def "
-                    f"{getattr(self.fn, '__name__', 'fn')}({', '.join(passed)}), or add **kwargs")
-        return None
+        with_kwargs = " and its gen_kwargs" if self.gen_kwargs else ""
+        return (f"{self.describe()} cannot take the arguments GeneratorSource calls it with, split, num_rows and seed "
+                f"as keywords{with_kwargs} ({problem[1]}); define it as def {getattr(self.fn, '__name__', 'fn')}("
+                f"{', '.join(passed)}), or add **kwargs")
 
     def load(self, split: str, *, streaming: bool = False) -> Union[datasets.Dataset, datasets.IterableDataset]:
         """The generated rows; an exception inside `fn` surfaces as a `DataSourceError` chained to it (at load

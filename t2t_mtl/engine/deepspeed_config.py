@@ -13,7 +13,6 @@ names are DeepSpeed's.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import math
 from pathlib import Path
@@ -137,13 +136,24 @@ def check_scheduler(ds: Dict[str, Any], source: str) -> None:
     if not isinstance(cls, type):
         raise ConfigError(f"{source}scheduler.type {name!r} is neither a DeepSpeed LR scheduler "
                           f"({', '.join(lr_schedules.VALID_LR_SCHEDULES)}) nor one of torch.optim.lr_scheduler's")
+    from task_registry.signatures import binding_error
+
     params = scheduler.get("params") or {}
+    problem = binding_error(cls, None, **params)  # (None: the optimizer)
+    error = problem[1] if problem is not None else _construction_error(cls, params)
+    if error is not None:
+        raise ConfigError(f"{source}scheduler.params do not fit {name}: {error}; give the params its constructor "
+                          f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)")
+
+
+def _construction_error(cls: type, params: Mapping[str, Any]) -> Optional[Exception]:
+    """The TypeError or ValueError that building the scheduler `cls` with `params` on a throwaway optimizer raises
+    (its own value checks); None where it builds."""
     try:
-        inspect.signature(cls).bind(None, **params)  # (None: the optimizer)
-        cls(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), **params)  # its own value checks
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{source}scheduler.params do not fit {name}: {err}; give the params its constructor "
-                          f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)") from None
+        cls(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), **params)
+    except (TypeError, ValueError) as error:
+        return error
+    return None
 
 
 def json_precision(ds: Dict[str, Any]) -> str:

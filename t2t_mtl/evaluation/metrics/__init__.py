@@ -9,7 +9,6 @@ choices scores on it (`chance`) and whether always giving one answer is a meanin
 from __future__ import annotations
 
 import functools
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 import math
@@ -154,18 +153,16 @@ def register_metric(name: str, function: Callable[..., Mapping[str, Any]], *, ki
 def _signature_problem(function: Callable[..., Any], kind: str) -> Optional[str]:
     """Why `function` cannot be called as a metric of `kind` is (keywords `predictions`, `references`, and `groups`
     for "group_label"), from its signature; None when it can, or has no signature to read."""
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):  # (a builtin without one: found when computed)
-        return None
+    from task_registry.signatures import binding_error
+
     keywords = ["predictions", "references", *(["groups"] if kind == "group_label" else [])]
-    try:
-        signature.bind(**dict.fromkeys(keywords, []))
-    except TypeError as error:
-        return (f"the function {getattr(function, '__qualname__', function)!r}{signature} cannot be called with "
-                f"the keywords {', '.join(keywords)} a metric is given ({error}); name its parameters so (seqio's "
-                f"metric_fns take targets, predictions: write predictions, references)")
-    return None
+    problem = binding_error(function, **dict.fromkeys(keywords, []))
+    if problem is None:
+        return None
+    signature, error = problem
+    return (f"the function {getattr(function, '__qualname__', function)!r}{signature} cannot be called with the "
+            f"keywords {', '.join(keywords)} a metric is given ({error}); name its parameters so (seqio's metric_fns "
+            f"take targets, predictions: write predictions, references)")
 
 
 def metric_spec(name: str) -> MetricSpec:
