@@ -123,6 +123,11 @@ def test_list_weightings_prints_every_method_with_its_parameters(capsys):
     assert "\n  gamma (float, default 2.0): γ >= 0, the focusing exponent.\n" in out
 
 
+def test_list_without_a_subcommand_prints_its_help(capsys):
+    assert cli_main(["list"]) == 2
+    assert capsys.readouterr().out.startswith("usage: t2t-mtl list [-h] SUBCOMMAND")
+
+
 def test_list_names_a_task_module_it_cannot_import(tmp_path, capsys):
     assert cli_main(["list", "weightings", "--task-module", str(tmp_path / "missing.py")]) == 2
     captured = capsys.readouterr()

@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                         "default, meaning)")
     add_task_module_option(weightings, help_text=TASK_MODULE_HELP)
     weightings.set_defaults(func=list_weightings)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
 def list_samplers(args: argparse.Namespace) -> int:
