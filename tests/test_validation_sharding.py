@@ -372,3 +372,29 @@ def test_validation_counts_the_moe_choices_dropped_over_capacity(reference):
                                               "val_num_dropped": drops.dropped, "val_choices": drops.choices}
     validator(_Engine(model))  # a dense model has no capacity: nothing counted
     assert validator.moe_drops is None
+
+
+def test_the_end_of_run_held_in_exact_match_counts_the_moe_choices_dropped_over_capacity(reference, capsys):
+    # was: periodic validation, eval and predict counted the MoE drops, the end-of-run held-in exact match did not: a
+    # token-routed MoE with a capacity scored its held-in generations with tokens dropped, and said nothing of them
+    from t2t_mtl.engine.final_evaluation import score_held_in
+    from t2t_mtl.model.moe import convert_to_moe
+
+    cfg, tokenizer, model, *_ = reference
+    torch.manual_seed(0)
+    moe = convert_to_moe(copy.deepcopy(model), {"num_experts": 4, "top_k": 1, "every": 1, "upcycle": False,
+                                                "task_names": ["a"], "eval_capacity_factor": 0.5,
+                                                "min_capacity": 1}).eval()
+    env, result = DistEnv(0, 1, 0, CPU, "gloo"), SimpleNamespace()
+    expected, hooks = _capacity_reference(moe, top_k=1, factor=0.5)
+    try:
+        score_held_in(_Engine(moe), tokenizer, TASKS, cfg, env, False, result)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    drops = result.held_in_moe_drops
+    assert (drops.dropped, drops.choices) == (expected["dropped"], expected["choices"]) and drops.dropped > 0
+    assert (f"held-in exact match: the MoE layers dropped {drops.dropped} of the {drops.choices} (token, slot) "
+            f"choices they routed over expert capacity") in capsys.readouterr().out
+    score_held_in(_Engine(model), tokenizer, TASKS, cfg, env, False, result)  # a dense model has no capacity
+    assert result.held_in_moe_drops is None

@@ -40,11 +40,16 @@ def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestVa
 def score_held_in(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv,
                   pass_task_ids: bool, result: Any) -> None:
     """Greedy exact match on `data.validation_examples` validation examples per training task, into `result`
-    (`held_in_per_task`, `held_in_accuracy`, `chance_accuracy`); rank 0 prints it, naming the unscored tasks."""
+    (`held_in_per_task`, `held_in_accuracy`, `chance_accuracy`; for a model whose MoE experts have a capacity,
+    `held_in_moe_drops`: the (token, slot) choices its generations routed and dropped over capacity); rank 0 prints
+    it, naming the unscored tasks, and warns of drops as the evaluation does."""
     from t2t_mtl.engine.validation import held_in_exact_match
+    from t2t_mtl.model.moe import CapacityDrops, batch_dependent
 
-    scores = held_in_exact_match(engine, tokenizer, task_names, cfg, env, pass_task_ids)
+    drops = CapacityDrops() if batch_dependent(engine.module) else None
+    scores = held_in_exact_match(engine, tokenizer, task_names, cfg, env, pass_task_ids, drops=drops)
     result.held_in_per_task, result.held_in_accuracy, result.chance_accuracy = scores
+    result.held_in_moe_drops = drops
     if not env.is_main:
         return
     per_task = ", ".join(f"{name} {100 * v:.0f}%" for name, v in result.held_in_per_task.items())
@@ -57,6 +62,10 @@ def score_held_in(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: C
     if result.held_in_accuracy is not None:
         print(f"held-in exact match over {counted(len(result.held_in_per_task), 'task')}: "
               f"{100 * result.held_in_accuracy:.1f}% (chance ≈ {100 * result.chance_accuracy:.1f}%)", flush=True)
+    if drops is not None and drops.dropped:
+        print(f"held-in exact match: the MoE layers dropped {drops.dropped} of the {drops.choices} (token, slot) "
+              f"choices they routed over expert capacity (those get no expert output); raise "
+              f"model.moe.eval_capacity_factor, or set model.moe.dropless", flush=True)
 
 
 def evaluation_label(evaluated: Sequence[str], trained: Sequence[str], num_shots: int) -> str:

@@ -68,7 +68,7 @@ from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, resto
 from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
                            special_ids_of)
 from t2t_mtl.model.lora import trainable_parameter_count
-from t2t_mtl.model.moe import token_masks
+from t2t_mtl.model.moe import CapacityDrops, token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 from t2t_mtl.wording import counted
 
@@ -93,6 +93,7 @@ class TrainResult:
     held_in_accuracy: Optional[float] = None
     held_in_per_task: Dict[str, float] = field(default_factory=dict)
     chance_accuracy: Optional[float] = None
+    held_in_moe_drops: Optional[CapacityDrops] = None  # (MoE with an expert capacity) the held-in generations' drops
     interrupted: bool = False
     stopped_early: bool = False  # training.early_stopping ended the run before training.steps
     task_sequence: List[str] = field(default_factory=list)

@@ -81,8 +81,8 @@ def held_in_split(task: Any) -> Optional[str]:
 
 
 def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], cfg: Config, env: DistEnv,
-                        pass_task_ids: bool = False,
-                        batch_size: int = 32) -> Tuple[Dict[str, float], Optional[float], Optional[float]]:
+                        pass_task_ids: bool = False, batch_size: int = 32, drops: Optional[CapacityDrops] = None
+                        ) -> Tuple[Dict[str, float], Optional[float], Optional[float]]:
     """Greedy-decode `data.validation_examples` rows of each task's `held_in_split`; return (per-task exact match
     against any of a row's gold answers, macro average, chance level), the same on every rank. Chance is
     1/len(answer choices) for tasks with choices, 0 otherwise. A task with no such split, or no rows in it, is left
@@ -91,7 +91,9 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
 
     Each rank decodes its shard of every task's rows (`shard_batches`) and the match counts are summed over the
     ranks: the numbers of one process decoding them all. Under ZeRO-3 with several ranks the ranks decode in
-    lockstep (as many batches each, padding batches discarded; generation synced)."""
+    lockstep (as many batches each, padding batches discarded; generation synced). `drops`, when given, gets the MoE
+    capacity drops of the generations of the batches kept (`capacity_drops`), summed over the ranks with the match
+    counts (no collective of their own), as periodic validation counts its own."""
     import task_registry
 
     model = engine.module
@@ -111,12 +113,20 @@ def held_in_exact_match(engine: Any, tokenizer: Any, task_names: Sequence[str], 
                 texts, max_length = with_task_token(tokenizer, rows["inputs"], name, cfg.data.max_input_length)
                 enc = tokenizer(texts, max_length=max_length, truncation=True, padding=True,
                                 return_tensors="pt").to(env.device)
-                matches = _exact_matches(model, tokenizer, enc, rows["inputs"], rows["references"],
-                                         cfg.data.max_target_length, lockstep,
-                                         _routing(pass_task_ids, tid, len(batch.rows), env.device), task)
+                with capacity_drops(model) if drops is not None else nullcontext() as batch_drops:
+                    matches = _exact_matches(model, tokenizer, enc, rows["inputs"], rows["references"],
+                                             cfg.data.max_target_length, lockstep,
+                                             _routing(pass_task_ids, tid, len(batch.rows), env.device), task)
                 if batch.counted:
                     correct[tid] += matches
+                    if drops is not None:
+                        drops.merge(batch_drops)
+    if drops is not None:
+        correct = torch.cat([correct, torch.tensor([drops.dropped, drops.choices], dtype=torch.float64)])
     correct = sum_over_ranks(correct.to(env.device)).cpu()
+    if drops is not None:
+        drops.dropped, drops.choices = (int(count) for count in correct[-2:].tolist())
+        correct = correct[:-2]
     per_task, chance = {}, []
     for name, ds, matches in zip(task_names, datasets, correct.tolist()):
         if len(ds):

@@ -99,6 +99,11 @@ class CapacityDrops:
         self.dropped += int(block.aux["num_dropped"])
         self.choices += int(block.aux["choices"])
 
+    def merge(self, other: "CapacityDrops") -> None:
+        """Add the counts of `other` (a batch's, into a whole pass's) to these."""
+        self.dropped += other.dropped
+        self.choices += other.choices
+
 
 @contextmanager
 def capacity_drops(model: nn.Module) -> Iterator[CapacityDrops]:
