@@ -23,7 +23,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from t2t_mtl.evaluation.errors import NoAnswerChoicesError
 from t2t_mtl.evaluation.labels import target_labels
-from t2t_mtl.model.moe import token_masks
+from t2t_mtl.model.moe import lockstep_padding_passes, token_masks
 from t2t_mtl.model.task_routing import task_ids_set
 
 
@@ -199,8 +199,9 @@ def score_choices(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, in
                                                       length_normalize=length_normalize, task_ids=ids).tolist()
 
             flat = [score for rows in _batches(len(texts), max_choice_rows) for score in score_rows(rows)]
-            for _ in range(min_decoder_passes - decoder_passes(len(texts), max_choice_rows)):
-                score_rows(range(1))
+            with lockstep_padding_passes(model):  # (not counted with the real passes' MoE capacity drops)
+                for _ in range(min_decoder_passes - decoder_passes(len(texts), max_choice_rows)):
+                    score_rows(range(1))
             position = 0
             for i in batch:
                 row, first = flat[position:position + len(answer_choices[i])], {}

@@ -296,7 +296,7 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
     its `truncation_side` and rank classification chooses `pick(example, its scores)` (the task's `EvalProtocol`).
     With `lockstep` (ZeRO-3, several ranks) every rank runs the same forward passes: as many batches (padding ones
     discarded), as many decoder passes per rank-classification batch, generation synced. `drops` gets the MoE
-    capacity drops of the batches kept (`capacity_drops`; padding batches left out)."""
+    capacity drops of the batches kept (`capacity_drops`; padding batches and lockstep's padding passes left out)."""
     batches = shard_batches(len(examples), settings.batch_size, rank, world_size, lockstep=lockstep, lengths=lengths)
     passes = (_lockstep_decoder_passes(examples, settings.batch_size, world_size, lengths)
               if lockstep and mode == "rank" else [0] * len(batches))

@@ -46,7 +46,7 @@ __all__ = [
     "MoEConfig", "MoEConfigError", "MissingTaskIdsError", "MoEFeedForward", "TaskAwareT5",
     "TaskAwareSeq2SeqLMOutput", "UNSEEN_TASK_ID", "UNSEEN_TASK_ROUTINGS", "adopt_task_names", "convert_to_moe",
     "extract_task_subnetwork", "set_task_ids", "load_t5_or_moe", "moe_blocks", "routing_task_id", "token_masks",
-    "batch_dependent", "CapacityDrops", "capacity_drops",
+    "batch_dependent", "CapacityDrops", "capacity_drops", "lockstep_padding_passes",
 ]
 
 def moe_blocks(model: nn.Module, stacks: Sequence[str] = ("encoder", "decoder")
@@ -108,15 +108,37 @@ class CapacityDrops:
 @contextmanager
 def capacity_drops(model: nn.Module) -> Iterator[CapacityDrops]:
     """Within the block, count the (token, slot) choices every MoE layer of `model` routes and drops over capacity
-    (the eval_capacity_factor's in eval mode) in its forwards; nothing is counted for a model without MoE layers."""
+    (the eval_capacity_factor's in eval mode) in its forwards, but for its lockstep padding passes
+    (`TaskAwareT5.lockstep_padding`: passes a ZeRO-3 rank runs only to stay in step with the others, their results
+    discarded); nothing is counted for a model without MoE layers."""
     drops = CapacityDrops()
     blocks = [block for _, block in moe_blocks(model)] if isinstance(model, TaskAwareT5) else []
-    hooks = [block.register_forward_hook(drops.add) for block in blocks]
+
+    def count(block: MoEFeedForward, inputs: Any, output: Any) -> None:
+        if not model.lockstep_padding:
+            drops.add(block, inputs, output)
+
+    hooks = [block.register_forward_hook(count) for block in blocks]
     try:
         yield drops
     finally:
         for hook in hooks:
             hook.remove()
+
+
+@contextmanager
+def lockstep_padding_passes(model: nn.Module) -> Iterator[None]:
+    """Within the block, `model`'s forwards are lockstep padding (`TaskAwareT5.lockstep_padding`), which
+    `capacity_drops` does not count: a ZeRO-3 rank's extra passes, run to stay in step with the other ranks and
+    discarded. Nothing to do for a model without MoE layers."""
+    if not isinstance(model, TaskAwareT5):
+        yield
+        return
+    before, model.lockstep_padding = model.lockstep_padding, True
+    try:
+        yield
+    finally:
+        model.lockstep_padding = before
 
 
 @dataclass
@@ -149,7 +171,12 @@ class TaskAwareT5(TaskConditionedT5):
     `attention_mask`, the decoder's `decoder_attention_mask`), else the mask `token_masks` set, else — the
     decoder, when labels are given — the positions whose label is not -100, and in `generate` the tokens fed to
     sequences that have already ended (after their end-of-sequence token).
+    `lockstep_padding` is True during forwards whose results are discarded, run only to keep ZeRO-3 ranks in step
+    (`lockstep_padding_passes(model)`; in `generate(..., synced_gpus=True)`, the passes a rank runs after its own
+    rows are done while another rank's are not): `capacity_drops` leaves them out.
     """
+
+    lockstep_padding: bool = False
 
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
@@ -204,14 +231,21 @@ class TaskAwareT5(TaskConditionedT5):
     def generate(self, *args: Any, **kwargs: Any) -> Union[GenerateOutput, torch.LongTensor]:
         """transformers' `generate`; the end-of-sequence id that marks finished rows is this call's (an
         `eos_token_id` or `generation_config` argument), else the model's."""
-        before = dict(self.moe_token_masks)
+        before, padding = dict(self.moe_token_masks), self.lockstep_padding
         config = kwargs.get("generation_config") or self.generation_config
         self._generation_eos = kwargs.get("eos_token_id", config.eos_token_id)
         try:
             return super().generate(*args, **kwargs)
         finally:
-            self.moe_token_masks = before
+            self.moe_token_masks, self.lockstep_padding = before, padding
             del self._generation_eos
+
+    def _has_unfinished_sequences(self, this_peer_finished: bool, synced_gpus: bool, device: torch.device) -> bool:
+        """transformers' decoding-loop test, asked before each pass; a rank whose own rows are done
+        (`this_peer_finished`) that goes on under `synced_gpus` (another rank's are not) runs `lockstep_padding`
+        passes, fed its finished rows again and discarded."""
+        self.lockstep_padding = this_peer_finished
+        return super()._has_unfinished_sequences(this_peer_finished, synced_gpus, device)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MoEFeedForward):
