@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -1421,6 +1422,38 @@ def test_eval_of_a_run_renders_and_draws_demonstrations_as_its_own_evaluation_di
     assert "settings" not in seen
     assert capsys.readouterr().err == ("error: --shots-split names the split of k-shot demonstrations; without --shots "
                                        "K (or the run's evaluation.num_shots) it is ignored\n")
+
+
+def test_eval_of_a_run_scores_the_split_and_the_examples_its_own_evaluation_did(checkpoint, monkeypatch, capsys):
+    # was: --split and --max-examples defaulted to the task's validation split and every row whatever the run's
+    # evaluation.split / max_examples, so `t2t-mtl eval` of a run that evaluated 7 test rows scored every validation
+    # row, while its other settings followed the run; and nothing said which settings came from the run
+    task_registry.load_builtin_tasks()
+    run = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["sort_words"]},
+                            "training": {"seed": 3}, "evaluation": {"tasks": ["parity"], "split": "test",
+                                                                    "max_examples": 7, "num_beams": 2}})
+    _, reference = evaluation_plan(run)  # what the trainer scored the run's own report with
+    seen = _eval_settings_seen(monkeypatch, checkpoint, run.to_dict(), "seed")
+    capsys.readouterr()
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--batch-size", "4"]) == 2
+    assert seen["settings"] == dataclasses.replace(reference, batch_size=4)
+    taken = capsys.readouterr().err.splitlines()[0]
+    assert taken.startswith("eval: from the run's config (an option given wins): split 'test' (the run's "
+                            "evaluation.split); max_examples 7 (the run's evaluation.max_examples); ")
+    assert "num_beams 2 (the run's evaluation.num_beams)" in taken and "seed 3 (the run's training.seed)" in taken
+    assert "batch_size" not in taken  # (given)
+    for flags, expected in ((["--split", "validation"], ("validation", 7)), (["--max-examples", "3"], ("test", 3)),
+                            (["--max-examples", "all"], ("test", None))):  # what is given still wins
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity", *flags]) == 2
+        assert (seen["settings"].split, seen["settings"].max_examples) == expected, flags
+    capsys.readouterr()
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "glue_rte"]) == 2
+    assert capsys.readouterr().err == ("error: the run's evaluation.split 'test': task 'glue_rte' has no such split; "
+                                       "its splits are ['train', 'validation'] (pass --split SPLIT)\n")
+    seen = _eval_settings_seen(monkeypatch, checkpoint, None, "seed")  # a model folder: nothing from a run
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity"]) == 2
+    assert (seen["settings"].split, seen["settings"].max_examples) == (None, None)
+    assert "from the run's config" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("config, flags, expected", [

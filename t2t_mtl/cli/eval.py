@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option, add_tasks_dir_option,
                                 below_one, decoding_settings, fail, ignored_scoring_option, path_argument,
                                 resolve_device, run_evaluation_setting)
+from t2t_mtl.cli.eval_defaults import ALL_EXAMPLES, max_examples_option, run_split_and_cap, settings_from_run
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted, repeated_items
@@ -37,11 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--bigbench", type=path_argument, metavar="DIR",
                        help="import and score the BIG-bench task.json tasks under DIR")
     parser.add_argument("--held-out-clusters", default=None, help="comma-separated clusters for --held-out")
-    parser.add_argument("--max-examples", type=int, default=None,
+    parser.add_argument("--max-examples", type=max_examples_option, default=None, metavar="N|all",
                         help="first N rows of each task's split; of a BIG-bench task, the N examples BIG-bench "
-                             "draws (default: all)")
+                             "draws; all: every row (default: the run's evaluation.max_examples, else all)")
     parser.add_argument("--split", default=None,
-                        help="split to score (default: validation, else test, else the task's last)")
+                        help="split to score (default: the run's evaluation.split, else validation, else test, else "
+                             "the task's last)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,
                         help="rank: answer-choice log-likelihood; generate: decode + metric; auto: rank where every "
                              "example has answer choices (default: the run's evaluation.scoring, else auto)")
@@ -197,19 +199,19 @@ def run_shots(args: argparse.Namespace, meta: Mapping[str, Any]) -> tuple[int, O
 
 
 def check_splits(names: Sequence[str], split: Optional[str], shots_split: Optional[str],
-                 runs_shots_split: bool = False) -> None:
-    """ValueError naming `--split` / `--shots-split` (the run's `evaluation.shots_split` when `runs_shots_split`) for a
-    task that lacks the split it asks for, before any task is scored (as a training config's evaluation section is
-    checked)."""
+                 runs_shots_split: bool = False, runs_split: bool = False) -> None:
+    """ValueError naming `--split` / `--shots-split` (the run's `evaluation.split` / `shots_split` when `runs_split` /
+    `runs_shots_split`) for a task that lacks the split it asks for, before any task is scored (as a training config's
+    evaluation section is checked)."""
     import task_registry
 
-    shots_option = "the run's evaluation.shots_split" if runs_shots_split else "--shots-split"
     for name in names:
         splits = list(task_registry.get_task(name).splits)
-        for option, value in (("--split", split), (shots_option, shots_split)):
+        for option, value, from_run in (("split", split, runs_split), ("shots-split", shots_split, runs_shots_split)):
             if value is not None and value not in splits:
-                hint = " (pass --shots-split SPLIT)" if option == shots_option and runs_shots_split else ""
-                raise ValueError(f"{option} {value!r}: task {name!r} has no such split; its splits are {splits}{hint}")
+                source = f"the run's evaluation.{option.replace('-', '_')}" if from_run else f"--{option}"
+                hint = f" (pass --{option} SPLIT)" if from_run else ""
+                raise ValueError(f"{source} {value!r}: task {name!r} has no such split; its splits are {splits}{hint}")
 
 
 def check_rankable(names: Sequence[str], settings: Any, from_run: bool) -> None:
@@ -269,7 +271,8 @@ def _run_eval(args: argparse.Namespace) -> int:
                                     to_markdown)
     from t2t_mtl.evaluation.report import comparison_markdown
 
-    invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length", "max_examples"))
+    invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length",
+                               *(("max_examples",) if args.max_examples != ALL_EXAMPLES else ())))
     if invalid:
         print(f"error: {invalid}", file=sys.stderr)
         return 2
@@ -318,7 +321,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         if run_data_dir:  # (where the run read its hub datasets)
             task_registry.set_data_dir(run_data_dir)
         shots, shots_split = run_shots(args, meta)
-        settings = EvalSettings(split=args.split, max_examples=args.max_examples,
+        split, max_examples = run_split_and_cap(args, meta)
+        settings = EvalSettings(split=split, max_examples=max_examples,
                                 scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
                                 **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
                                 seed=run_seed(meta), num_shots=shots, shots_split=shots_split,
@@ -327,13 +331,16 @@ def _run_eval(args: argparse.Namespace) -> int:
         tasks = select_tasks(args, meta)
         if args.template:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
-        check_splits(tasks, args.split, shots_split, args.shots_split is None)
+        check_splits(tasks, split, shots_split, args.shots_split is None, args.split is None)
         check_rankable(tasks, settings, args.scoring is None)
         model, tokenizer, _ = load_checkpoint(args.checkpoint)
         model.to(device)
         env = join_gloo_group()  # every rank ready, or told which one is not
         refuse_failed_start(env, "the evaluation", "an option, checkpoint, task or path", "checkpoint, tasks and paths")
         rank, world_size = env.rank, env.world_size
+        taken = settings_from_run(args, meta, settings)
+        if taken and rank == 0:
+            print(f"eval: from the run's config (an option given wins): {'; '.join(taken)}", file=sys.stderr)
         report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                 rank=rank, world_size=world_size, progress=not args.no_progress)
     except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:
