@@ -305,7 +305,8 @@ def test_a_generated_answer_of_a_task_with_a_postprocess_is_printed_postprocesse
         out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [o["prediction"] for o in out[:2]] == [shouted[0], raw[1]] and out[2]["prediction"] in CHOICES
     with task_registry.isolated_registry():  # (shout_words registered by no earlier command)
-        cases = {("--task", "shout_words"): "no registered task 'shout_words' has a postprocess: drop --task",
+        cases = {("--task", "shout_words"): "no registered task 'shout_words' has a postprocess or a tie rule of its "
+                                            "own: drop --task",
                  ("--tasks-dir", str(tasks)): "no input names a task (--task, or a \"task\" field): drop --tasks-dir",
                  ("--task", "shout_words", "--tasks-dir", str(tasks), "--raw", "--task-module", "x"):
                      "--raw prints answers without it: drop --tasks-dir"}
@@ -356,7 +357,8 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
         ("--num-beams", "2", "--scoring", "rank", "--choices", "a ||| b", "x"): "--num-beams sets the beam width",
         ("--task", "parity", "a text"): "this model takes no task (plain T5, token routing, shared LoRA) and no "
-                                        "registered task 'parity' has a postprocess: drop --task",
+                                        "registered task 'parity' has a postprocess or a tie rule of its own: drop "
+                                        "--task",
         # ... or that these inputs would ignore under --scoring auto
         ("--length-norm", "a text"): "--length-norm changes how answer choices are ranked, but no input has any",
         ("--num-beams", "2", "--choices", "a ||| b", "x"): "every input has answer choices and is ranked",
@@ -428,3 +430,45 @@ def test_predict_names_requests_that_are_not_predict_requests(requests, match):
     # a list of strings (or one string) raised AttributeError: 'str' object has no attribute 'answer_choices'
     with pytest.raises(PredictInputError, match=rf"^predict: {match}"):
         predict(None, None, requests)
+
+
+def test_predict_breaks_a_tie_between_choices_as_evaluation_does(dense_dir, bigbench_dir, capsys, monkeypatch,
+                                                                 caplog):
+    # was: predict gave a tie to the first listed choice, where evaluation breaks a BIG-bench task's as BIG-bench
+    # does (a hash of the scores in the file's order): tasks preview --jsonl wrote no choice_file_positions, the field
+    # that rule reads, so a model scoring choices alike was answered otherwise than evaluation graded it
+    import task_registry
+    from task_registry.bigbench import import_bigbench
+    from test_bigbench import _two_best, bigbench_pick
+
+    predict_module = importlib.import_module("t2t_mtl.evaluation.predict")
+    monkeypatch.setattr(predict_module, "score_choices", lambda model, tokenizer, inputs, choices, **kwargs: [
+        [_two_best(choice) for choice in row] for row in choices])  # a tie between each example's two best
+    data = json.loads((bigbench_dir / "date_understanding" / "task.json").read_text(encoding="utf-8"))
+    with task_registry.isolated_registry():
+        import_bigbench(bigbench_dir)
+        task = task_registry.get_task("bigbench_date_understanding")
+        assert main(["tasks", "preview", task.name, "--split", "test", "-n", "20", "--jsonl"]) == 0
+        preview = capsys.readouterr().out
+        lines = [json.loads(line) for line in preview.splitlines()]
+        rows = task.load_rows("test")
+        assert [line["choice_file_positions"] for line in lines] == rows["choice_file_positions"][:20]
+        monkeypatch.setattr("sys.stdin", io.StringIO(preview))
+        assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-"]) == 0
+        answers = [json.loads(line)["prediction"] for line in capsys.readouterr().out.splitlines()]
+        expected = [bigbench_pick(data["examples"][row["idx"]]["target_scores"], _two_best) for row in rows][:20]
+        first_best = [max(line["answer_choices"], key=_two_best) for line in lines]
+        assert answers == expected and answers != first_best  # (the tie rule decides here)
+        old = "".join(json.dumps({k: v for k, v in line.items() if k != "choice_file_positions"}) + "\n"
+                      for line in lines)  # a line written before preview wrote the field: the first of the best
+        monkeypatch.setattr("sys.stdin", io.StringIO(old))
+        assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-"]) == 0
+        assert [json.loads(line)["prediction"] for line in capsys.readouterr().out.splitlines()] == first_best
+        assert ("task 'bigbench_date_understanding' breaks a tie between answer choices by its evaluation protocol, "
+                "which reads choice_file_positions from an input's JSON line; 20 of its ranked inputs lack it") \
+            in caplog.text
+        bad = json.dumps({**lines[0], "choice_file_positions": [0]}) + "\n"
+        monkeypatch.setattr("sys.stdin", io.StringIO(bad))
+        assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-"]) == 2
+        assert "error: input 1 (task 'bigbench_date_understanding'): {\"choice_file_positions\": [0]} does not fit " \
+               "its" in capsys.readouterr().err

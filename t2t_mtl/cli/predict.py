@@ -107,10 +107,10 @@ def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str
     return None
 
 
-def postprocessing_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The inputs' tasks (a JSON line's "task", else --task) that are registered and have a postprocess, by name:
-    built-in tasks, then --task-module / --tasks-dir (default: the run's data.task_modules / data.tasks_dir); none
-    when no input names a task (the task registry is not imported then)."""
+def input_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs' tasks (a JSON line's "task", else --task) that are registered, by name: built-in tasks, then
+    --task-module / --tasks-dir (default: the run's data.task_modules / data.tasks_dir); none when no input names a
+    task (the task registry is not imported then)."""
     names = {request.task or args.task for request in requests} - {None}
     if not names:
         return {}
@@ -121,8 +121,7 @@ def postprocessing_tasks(args: argparse.Namespace, requests: list, meta: Mapping
     task_registry.load_builtin_tasks()
     register_run_tasks(args, meta)
     registered = set(task_registry.list_tasks())
-    tasks = {name: task_registry.get_task(name) for name in sorted(names & registered)}
-    return {name: task for name, task in tasks.items() if task.postprocess is not None}
+    return {name: task_registry.get_task(name) for name in sorted(names & registered)}
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -150,8 +149,10 @@ def run_predict(args: argparse.Namespace) -> int:
             return 2
         model, tokenizer, meta = load_checkpoint(args.checkpoint)
         model.to(device)
+        tasks = input_tasks(args, requests, meta)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
-                              postprocessing=postprocessing_tasks(args, requests, meta),
+                              postprocessing={name: t for name, t in tasks.items() if t.postprocess is not None},
+                              pick_protocols={name: t.eval_protocol for name, t in tasks.items()},
                               **decoding_settings(args, meta))
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)

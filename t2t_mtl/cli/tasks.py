@@ -23,7 +23,7 @@ import sys
 import textwrap
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import yaml
 
@@ -94,7 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "--jsonl)")
     preview.add_argument("--jsonl", action="store_true",
                          help="print the rendered rows as JSON lines (inputs, targets, answer_choices, references, "
-                              "task, template): the input of `t2t-mtl predict --jsonl`")
+                              "task, template, and the source row's fields by which the task's evaluation breaks a "
+                              "tie between answer choices, a BIG-bench task's choice_file_positions): the input of "
+                              "`t2t-mtl predict --jsonl`")
     preview.set_defaults(func=_preview)
 
     validate = commands.add_parser("validate", parents=[_common_options(True, VALIDATE_TASKS_DIR_HELP,
@@ -195,6 +197,21 @@ def _side_by_side(left: str, right: str, width: int) -> list[str]:
     return [f"{a.ljust(column)} | {b}".rstrip() for a, b in zip_longest(lines_left, lines_right, fillvalue="")]
 
 
+def _json_lines(task: Any, split: str, n: int, dataset: Any) -> Iterator[dict[str, Any]]:
+    """`tasks preview --jsonl`'s objects for the rendered examples `dataset` (with its ROW_COLUMN, the index of each
+    example's row among the split's first `n`): the rendered fields, then the source row's fields by which the task's
+    evaluation picks a ranked answer (its `eval_protocol.pick_fields`), so that `predict` breaks a tie as evaluation
+    does."""
+    from task_registry.task import ROW_COLUMN
+
+    fields = task.eval_protocol.pick_fields
+    rows = task.load_rows(split, max_rows=n) if fields else None
+    columns = {field: list(rows[field]) for field in fields}
+    for example in dataset:
+        line = {key: value for key, value in example.items() if key != ROW_COLUMN}
+        yield {**line, **{field: values[example[ROW_COLUMN]] for field, values in columns.items()}}
+
+
 @_guarded
 def _preview(args: argparse.Namespace) -> int:
     import task_registry
@@ -226,8 +243,8 @@ def _preview(args: argparse.Namespace) -> int:
     dataset = task.to_dataset(split, templates=args.template, max_examples=args.n, seed=args.seed,
                               every_template=args.every_template, with_row_index=True)
     if args.jsonl:
-        for example in dataset.remove_columns(ROW_COLUMN):
-            print(json.dumps(dict(example), ensure_ascii=False))
+        for line in _json_lines(task, split, args.n, dataset):
+            print(json.dumps(line, ensure_ascii=False))
         return 0
     width = shutil.get_terminal_size((120, 20)).columns
     views = _tokenized(tokenizer, dataset) if tokenizer is not None else None

@@ -9,14 +9,17 @@ plain lines (one input each) or JSON lines in the rendered-dataset schema (`inpu
 this run replaces), which is what `t2t-mtl tasks preview --jsonl` prints. A JSON line is answered by the same
 object, its keys in their order, with `prediction` (and `scores` when ranked) after them. A generated prediction of
 a task that has a `postprocess` is that postprocess's output, as evaluation scores it (a ranked one is the answer
-choice as written, as in rank classification).
+choice as written, as in rank classification). A ranked input of a task whose evaluation protocol breaks a tie between
+answer choices by its own rule (BIG-bench's, reading the line's `choice_file_positions`, which `tasks preview --jsonl`
+writes) is picked by that rule, as evaluation picks it; else the first of the highest-scoring choices is.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Sequence
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
@@ -144,16 +147,17 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
 
 
 def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
-              task_tokens: bool = False, postprocessing: Optional[Mapping[str, Any]] = None) -> Optional[list[int]]:
+              task_tokens: bool = False, served: Collection[str] = ()) -> Optional[list[int]]:
     """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
-    task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `postprocessing` is
-    used for its postprocess."""
+    task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `served` is used for its
+    postprocess or its tie rule."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
-        if default_task is not None and not task_tokens and default_task not in (postprocessing or {}):
+        if default_task is not None and not task_tokens and default_task not in served:
             raise EvaluationError(f"--task {default_task} selects the experts of a task-routed MoE model, the "
                                   f"adapters of per-task LoRA, the task token of task embeddings or the postprocess "
-                                  f"of a registered task; this model takes no task (plain T5, token routing, shared "
-                                  f"LoRA) and no registered task {default_task!r} has a postprocess: drop --task")
+                                  f"or tie rule of a registered task; this model takes no task (plain T5, token "
+                                  f"routing, shared LoRA) and no registered task {default_task!r} has a postprocess "
+                                  f"or a tie rule of its own: drop --task")
         return None
     ids = []
     for index, request in enumerate(requests):
@@ -210,10 +214,45 @@ def _postprocessed(texts: list[str], tasks: Sequence[Optional[str]], postprocess
             for text, task in zip(texts, tasks)]
 
 
+def _choice_pickers(requests: Sequence[PredictRequest], ranked: Sequence[int], default_task: Optional[str],
+                    protocols: Mapping[str, Any]) -> dict[int, Callable[[list[float]], int]]:
+    """For each ranked request (by its index; `ranked`: those ranked) of a task in `protocols` whose JSON row holds its
+    `pick_fields`: the choice its `EvalProtocol.pick` takes for given scores. The others pick the first of the highest;
+    those of a task in `protocols` are warned of (their ties may go otherwise than evaluation's), once per task.
+    Fields the protocol cannot read for the request's choices are a PredictInputError naming the input, before the
+    model runs."""
+    pickers: dict[int, Callable[[list[float]], int]] = {}
+    lacking: collections.Counter[str] = collections.Counter()
+    for index in ranked:
+        request = requests[index]
+        task = request.task or default_task
+        protocol = protocols.get(task) if task is not None else None
+        if protocol is None or not protocol.pick_fields:
+            continue
+        if not all(name in request.row for name in protocol.pick_fields):
+            lacking[task] += 1
+            continue
+        fields = {name: request.row[name] for name in protocol.pick_fields}
+        try:  # (scores alike: a tie among every choice, which the rule must be able to break)
+            protocol.pick([0.0] * len(request.answer_choices), fields)
+        except (IndexError, KeyError, TypeError, ValueError) as error:
+            raise PredictInputError(f"input {index + 1} (task {task!r}): {json.dumps(fields)} does not fit its "
+                                    f"{len(request.answer_choices)} answer choices ({error}); give the fields as "
+                                    f"`t2t-mtl tasks preview --jsonl` writes them with the choices") from None
+        pickers[index] = lambda scores, protocol=protocol, fields=fields: protocol.pick(scores, fields)
+    for task, count in lacking.items():
+        fields = ", ".join(protocols[task].pick_fields)
+        logger.warning("task %r breaks a tie between answer choices by its evaluation protocol, which reads %s from an "
+                       "input's JSON line; %d of its ranked inputs lack it, and a tie among theirs goes to the first "
+                       "listed (`t2t-mtl tasks preview --jsonl` writes it)", task, fields, count)
+    return pickers
+
+
 def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, scoring: str = "auto",
             default_task: Optional[str] = None, length_normalize: bool = False, num_beams: int = 1,
             max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512,
-            postprocessing: Optional[Mapping[str, Any]] = None) -> list[Prediction]:
+            postprocessing: Optional[Mapping[str, Any]] = None,
+            pick_protocols: Optional[Mapping[str, Any]] = None) -> list[Prediction]:
     """One `Prediction` per request, in order (scored in batches of inputs of similar length).
 
     scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
@@ -221,7 +260,9 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     that name none. A model with task embeddings (TE⊕ENC) gets each input's task token in front of it, on top of
     `max_input_length` (as in training and evaluation). `postprocessing` maps task names to tasks (`Task`) whose
     `postprocessed` a generated prediction of that task goes through, as evaluation scores it; ranked ones are the
-    answer choice as written.
+    answer choice as written. `pick_protocols` maps task names to the `EvalProtocol` whose `pick` chooses among a
+    ranked input's scores, as evaluation does (a benchmark's tie rule), given the `pick_fields` in the input's JSON
+    row (`_choice_pickers`); otherwise the first of the highest-scoring choices is the prediction.
     """
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
@@ -231,15 +272,17 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
         raise NoAnswerChoicesError(f"input {missing + 1} has no answer choices: rank scoring needs them "
                                    f"(--choices, or \"answer_choices\" in a JSON line), or use generation")
-    postprocessing = postprocessing or {}
+    postprocessing, pick_protocols = postprocessing or {}, pick_protocols or {}
     tokens = find_task_tokens(tokenizer)
-    task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), postprocessing=postprocessing)
+    served = {*postprocessing, *(name for name, protocol in pick_protocols.items() if protocol.pick_fields)}
+    task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), served=served)
     _warn_of_untrained_tasks(model, requests, default_task, tokens)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
     generated = _longest_first(model, tokenizer, inputs, sorted(set(range(len(requests))) - set(ranked)))
     ranked = _longest_first(model, tokenizer, inputs, ranked)
+    pickers = _choice_pickers(requests, ranked, default_task, pick_protocols)
     results: list[Optional[Prediction]] = [None] * len(requests)
     with capacity_drops(model) as drops:
         for limit in sorted(set(limits)):
@@ -256,7 +299,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
                                    batch_size=batch_size, max_input_length=limit,
                                    task_ids=_subset(task_ids, rows)) if rows else []
             for i, row in zip(rows, scores):
-                results[i] = Prediction(requests[i], requests[i].answer_choices[argmax_first(row)], row)
+                results[i] = Prediction(requests[i], requests[i].answer_choices[pickers.get(i, argmax_first)(row)],
+                                        row)
     if drops.dropped:
         logger.warning("the MoE layers dropped %d of the %d (token, slot) choices they routed over expert capacity "
                        "(those get no expert output, and an answer depends on the inputs batched with it); raise "
