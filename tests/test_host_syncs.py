@@ -88,6 +88,27 @@ def test_per_task_losses_of_a_padded_batch_wait_for_the_device_nowhere():
     assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
 
 
+# ------------------------------------------------------------------------------------------- loss weighting
+def test_uncertainty_weighting_reads_its_weights_only_when_asked():
+    # was: every call read each present task's log σ² with float() to record last_weights (a sync per micro-batch),
+    # which the training loop never reads
+    from t2t_mtl.weighting import build_weighting
+
+    weighting = build_weighting({"method": "uncertainty"}, TASKS, None)
+    with torch.no_grad():
+        weighting.log_variance.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    counter = HostSyncCounter()
+    counter.mark(weighting)
+    with counter:
+        total = weighting({"nli": torch.tensor(1.0).to(DEVICE, non_blocking=True),
+                           "summ": torch.tensor(3.0).to(DEVICE, non_blocking=True)})
+    assert counter.syncs == []
+    assert total.item() == pytest.approx(np.exp(-0.5) + 0.5 + 3 * np.exp(-2.0) + 2.0, rel=1e-6)
+    with torch.no_grad():
+        weighting.log_variance.zero_()  # (an optimizer step after the call)
+    assert weighting.last_weights == pytest.approx({"nli": np.exp(-0.5), "summ": np.exp(-2.0)}, rel=1e-7)
+
+
 # ------------------------------------------------------------------------------------------- MoE
 def _moe(routing: str):
     from t2t_mtl.model import build_model

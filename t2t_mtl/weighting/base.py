@@ -1,6 +1,7 @@
 """`LossWeighting`: combine the per-task losses of a step into one scalar loss."""
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
@@ -23,6 +24,8 @@ class LossWeighting(nn.Module):
     #: whether it learns from periodic held-in validation (`stats={"kpi": {task: val_score}}` in the step after
     #: each): a run with `training.validate_every` 0 is then refused
     needs_validation: bool = False
+    #: the effective weight of each task of the last call (none before the first)
+    last_weights: Mapping[str, float] = MappingProxyType({})
 
     def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__()
@@ -36,7 +39,6 @@ class LossWeighting(nn.Module):
             raise WeightingError(f"duplicate task names: {self.task_names}")
         self.task_sizes = dict(task_sizes or {})
         self._index = {t: i for i, t in enumerate(self.task_names)}
-        self.last_weights: dict[str, float] = {}
 
     def forward(self, per_task_losses: Mapping[str, torch.Tensor], *, epoch: float = 0,
                 stats: Optional[Mapping[str, Any]] = None) -> torch.Tensor:

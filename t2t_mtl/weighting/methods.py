@@ -79,6 +79,8 @@ class UncertaintyWeighting(LossWeighting):
         if not math.isfinite(init):
             raise WeightingError(f"uncertainty init (log σ²) must be a finite number, got {init}")
         self.log_variance = nn.Parameter(torch.full((len(self.task_names),), float(init)))
+        self._last_log_variance: Optional[torch.Tensor] = None  # the log σ² of the last call (a copy, not read)
+        self._last_tasks: list[str] = []
 
     def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
         """Σ_t exp(-s_t) L_t + s_t; `last_weights` holds exp(-s_t)."""
@@ -86,8 +88,17 @@ class UncertaintyWeighting(LossWeighting):
         for task, loss in losses.items():
             s = self.log_variance[self.index(task)]
             terms.append(torch.exp(-s) * loss.reshape(()) + s)
-        self.last_weights = {t: math.exp(-float(self.log_variance[self.index(t)].detach())) for t in losses}
+        self._last_log_variance, self._last_tasks = self.log_variance.detach().clone(), list(losses)
         return torch.stack(terms).sum()
+
+    @property
+    def last_weights(self) -> dict[str, float]:  # type: ignore[override]
+        """exp(-s_t) of the last call's tasks, of the log σ² that call used, read from the device when asked: the
+        training loop does not ask, so its micro-batches do not wait for it."""
+        if self._last_log_variance is None:
+            return {}
+        log_variance = self._last_log_variance.tolist()
+        return {t: math.exp(-log_variance[self.index(t)]) for t in self._last_tasks}
 
 
 class DynamicTaskPrioritization(LossWeighting):
