@@ -283,6 +283,41 @@ def test_a_rank_classification_batch_copies_its_inputs_to_the_device_without_wai
     assert uploads == []
 
 
+def test_periodic_validation_copies_its_batches_to_the_device_without_waiting(tmp_path, tok):
+    # was: 2 blocking copies a validation batch (its encoded inputs and its labels), one of the sums a call, and
+    # the teacher-forced forward built a decoder cache it never used (transformers' uploads of its empty tensors)
+    from engine_helpers import tiny_config
+
+    from t2t_mtl.config import config_from_dict
+    from t2t_mtl.engine.distributed import DistEnv
+    from t2t_mtl.engine.validation import PeriodicValidator
+    from t2t_mtl.model import build_model
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    class Engine:  # what the validator reads of a DeepSpeed engine, one process
+        def __init__(self, module):
+            self.module = module
+
+        def zero_optimization_stage(self) -> int:
+            return 0
+
+    tokenizer = load_tokenizer(tok)
+    cfg = config_from_dict(tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"max_target_length": 4}))
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=DEVICE, backend="gloo")
+    validator = PeriodicValidator(tokenizer, ["parity"], cfg, env, 3, batch_size=2)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, vocab_size=len(tokenizer))
+    want = validator(Engine(model))
+    counter = HostSyncCounter()
+    counter.mark(model)
+    with counter:
+        got = validator(Engine(model))
+    uploads = [sync.site for sync in counter.syncs if sync.op == "upload"
+               and not sync.site.split(" via ")[0].endswith("_exact_matches")]  # (generate's own: transformers')
+    assert uploads == []
+    assert got == want
+
+
 def test_a_generation_batch_copies_its_inputs_to_the_device_without_waiting(tok):
     # was: 3 blocking copies a batch of a model taking task ids: encode_inputs(...).to(device) (ids and mask) and the
     # task ids' torch.tensor(..., device=)

@@ -183,7 +183,7 @@ class PeriodicValidator:
         local = self.local_sums(engine, drops)
         if drops is not None:
             local = torch.cat([local, torch.tensor([[drops.dropped, drops.choices]], dtype=torch.float64)])
-        sums = sum_over_ranks(local.to(self.env.device)).cpu()
+        sums = sum_over_ranks(local.to(self.env.device, non_blocking=True)).cpu()  # (nothing changes local after)
         if drops is not None:
             drops = CapacityDrops(*(int(count) for count in sums[-1].tolist()))
             sums = sums[:-1]
@@ -223,12 +223,14 @@ class PeriodicValidator:
         """(sum over the rows of their mean token cross-entropy on the targets `y`, generations matching one of
         their `golds`) of one batch."""
         device, tok, data = self.env.device, self.tokenizer, self.cfg.data
-        enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True, return_tensors="pt").to(device)
-        labels = target_labels(tok, y, data.max_target_length).to(device)
+        # copies of host tensors nothing changes after: no need to wait for the device (pageable memory is staged)
+        enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True,
+                  return_tensors="pt").to(device, non_blocking=True)
+        labels = target_labels(tok, y, data.max_target_length).to(device, non_blocking=True)
         routing = _routing(self.pass_task_ids, task_id, len(x), device)
         with token_masks(model, decoder=labels.ne(-100)):
             logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                           decoder_input_ids=model._shift_right(labels), **routing).logits
+                           decoder_input_ids=model._shift_right(labels), use_cache=False, **routing).logits
         token_ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
                                                      reduction="none")
         mask = (labels != -100).float()
