@@ -101,11 +101,11 @@ def test_a_failed_start_of_one_process_joins_nothing(monkeypatch):
 
 
 def test_one_process_agrees_with_itself():
-    from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks, sum_over_ranks
+    from t2t_mtl.engine.distributed import failed_ranks, gather_over_ranks, max_over_ranks, sum_over_ranks
 
     cpu = torch.device("cpu")
     assert sum_over_ranks(torch.tensor([2.0])).tolist() == [2.0]
-    assert any_true(True, cpu) and not any_true(False, cpu) and max_over_ranks(2.5, cpu) == 2.5
+    assert gather_over_ranks(torch.tensor([2.0])).tolist() == [[2.0]] and max_over_ranks(2.5, cpu) == 2.5
     other = DistEnv(rank=1, world_size=2, local_rank=0, device=cpu, backend="gloo")
     assert failed_ranks(True, other) == [1] and failed_ranks(False, other) == []
     assert not other.is_main  # rank 1 of the job, whatever its place on its node
@@ -145,15 +145,15 @@ def test_the_group_device_is_the_device_init_distributed_returns(monkeypatch):
 
 
 def _collectives_worker(rank: int, port: int, out: str) -> None:
-    from t2t_mtl.engine.distributed import any_true, failed_ranks, max_over_ranks, sum_over_ranks
+    from t2t_mtl.engine.distributed import failed_ranks, gather_over_ranks, max_over_ranks, sum_over_ranks
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
     try:
         cpu = torch.device("cpu")
         env = DistEnv(rank=rank, world_size=2, local_rank=rank, device=cpu, backend="gloo")
-        results = [max_over_ranks(3.0 if rank else 2.0, cpu), any_true(rank == 1, cpu), any_true(False, cpu),
-                   failed_ranks(rank == 1, env), failed_ranks(False, env),
+        results = [max_over_ranks(3.0 if rank else 2.0, cpu),
+                   gather_over_ranks(torch.tensor([rank, 5.0 + rank])).tolist(), failed_ranks(rank == 1, env), failed_ranks(False, env),
                    sum_over_ranks(torch.tensor([1.0, 10.0 * rank])).tolist()]
         Path(f"{out}.{rank}").write_text(repr(results))
     finally:
@@ -198,7 +198,7 @@ def test_two_ranks_agree_on_the_largest_value_and_on_who_failed(tmp_path):
     out = str(tmp_path / "result")
     _run_two_ranks(_collectives_worker, out)
     assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == \
-        [repr([3.0, True, False, [1], [], [2.0, 10.0]])] * 2
+        [repr([3.0, [[0.0, 5.0], [1.0, 6.0]], [1], [], [2.0, 10.0]])] * 2
 
 
 def test_a_bare_process_is_one_rank_on_a_port_the_system_handed_out(monkeypatch):

@@ -407,6 +407,52 @@ def test_a_rank_that_cannot_read_its_training_data_stops_the_others_at_once(work
                        "share", "OSError: rank 1 cannot read train.jsonl"]
 
 
+def _bad_micro_batch_worker(rank: int, port: int, config: dict, bad_calls: dict, out: str) -> None:
+    import json
+    import math
+    from pathlib import Path
+
+    from t2t_mtl.engine import trainer
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    real, calls = trainer.forward_losses, {"n": 0}
+
+    def forward(*args, **kwargs):  # this rank's forwards numbered from 1; the listed ones get NaN losses
+        calls["n"] += 1
+        per_task, aux = real(*args, **kwargs)
+        if calls["n"] in bad_calls[str(rank)]:
+            per_task = {task: value * math.nan for task, value in per_task.items()}
+        return per_task, aux
+
+    trainer.forward_losses = forward
+    Path(f"{out}.{rank}").write_text(json.dumps(trainer.train(config, evaluate_held_in=False).skipped_steps))
+
+
+def test_a_bad_micro_batch_on_one_rank_skips_the_step_on_both(tmp_path):
+    """Rank 1's middle micro-batch of step 2 is bad, rank 0's are all good: the step is skipped on both ranks
+    (the check is read once a step, not before each backward; only rank 1's loss is NaN, and DeepSpeed's overflow
+    check at ZeRO-2 sees the NaN its gradient reduction brings to rank 0), so the run goes on as one whose step 2
+    was bad on every micro-batch of both ranks."""
+    import json
+
+    tok = train_tiny_tokenizer(tmp_path / "tok")
+    runs = {"one_bad": {"0": [], "1": [5]}, "all_bad": {"0": [4, 5, 6], "1": [4, 5, 6]}}
+    for name, bad_calls in runs.items():
+        config = tiny_config(tmp_path / name, tok, tmp_path / "cache", training={"steps": 4, "grad_accum": 3},
+                             deepspeed={"zero_stage": 2})
+        out = str(tmp_path / f"{name}_skipped")
+        port = free_port()
+        spawn_ranks(_bad_micro_batch_worker, [(rank, port, config, bad_calls, out) for rank in range(2)],
+                    timeout=300)
+        assert [json.loads(open(f"{out}.{rank}").read()) for rank in (0, 1)] == [1, 1], name
+    one_bad, all_bad = step_records(tmp_path / "one_bad"), step_records(tmp_path / "all_bad")
+    assert all_bad[2]["loss"] is None and one_bad[2]["loss"] is not None
+    for step in (1, 3, 4):
+        assert one_bad[step]["loss"] == pytest.approx(all_bad[step]["loss"], rel=1e-6), step
+    assert one_bad[4]["skipped_steps"] == all_bad[4]["skipped_steps"] == 1
+
+
 def last_logged_step(run_dir) -> int:
     """The last step in the run's metrics log (0 before the first record)."""
     return max(step_losses(run_dir), default=0) if (run_dir / "logs" / "metrics.jsonl").exists() else 0

@@ -751,6 +751,29 @@ def test_a_skipped_step_among_good_ones_is_counted(tmp_path, tok, cache, monkeyp
     assert (tmp_path / "run" / "logs" / "loss_per_task.png").stat().st_size > 1000  # the plot skips the null
 
 
+def test_a_bad_micro_batch_in_the_middle_of_a_step_skips_the_step_and_is_left_out_of_its_figures(
+        tmp_path, tok, cache, monkeypatch):
+    # the bad check is made on the device and read once at the end of the step (it was read before each backward)
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 3, "grad_accum": 3})
+    real, calls, means = trainer_mod.forward_losses, {"n": 0}, {}
+
+    def forward(*args, **kwargs):  # the 5th forward is step 2's middle micro-batch
+        calls["n"] += 1
+        per_task, aux = real(*args, **kwargs)
+        values = [value.item() for value in per_task.values()]
+        means[calls["n"]] = sum(values) / len(values)
+        return ({task: value * float("nan") for task, value in per_task.items()} if calls["n"] == 5 else per_task), aux
+
+    monkeypatch.setattr(trainer_mod, "forward_losses", forward)
+    result = train(cfg, evaluate_held_in=False)
+    records = step_records(tmp_path / "run")
+    assert result.skipped_steps == 1 and [records[s]["skipped_steps"] for s in (1, 2, 3)] == [0, 1, 1]
+    assert records[2]["loss"] == pytest.approx((means[4] + means[6]) / 2, rel=1e-12)  # the good ones only
+    assert records[3]["loss"] == pytest.approx((means[7] + means[8] + means[9]) / 3, rel=1e-12)
+    model, tokenizer, _ = load_trained_model(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 @pytest.mark.parametrize("precision,stage", [("fp32", 0), ("fp32", 2), ("bf16", 0)])
 def test_a_skipped_step_does_not_advance_the_lr_schedule(tmp_path, tok, cache, monkeypatch, precision, stage):
     # was: at fp32 ZeRO-0 (no DeepSpeed overflow check) the skipped step advanced the schedule, where DeepSpeed's

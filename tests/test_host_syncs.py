@@ -250,8 +250,8 @@ def test_a_surgery_step_moves_its_gram_to_the_host_once():
 # the syncs t2t_mtl's own code makes in a steady-state step that logs nothing (step 2 of 3, logging every 3rd),
 # at most; transformers' own (its attention-mask checks) and the MoE kernels' CPU reference path are not counted
 STEP_BOUNDS = {
-    "pcgrad": 4,  # each of the 3 micro-batches' loss read (its non-finite check), the step's Gram for the weights
-    "moe_hybrid": 4,  # the loss read; per stack, the read of its real tokens; per forward, the task ids' bounds
+    "pcgrad": 2,  # the step's losses read once (3 micro-batches: their bad checks, figures), its Gram for the weights
+    "moe_hybrid": 4,  # the losses' read; per stack, the read of its real tokens; per forward, the task ids' bounds
     "moe_task": 8,  # as hybrid, and per stack the rows' task groups, per layer its tasks' expert choice ([tasks, E])
 }
 
@@ -264,7 +264,8 @@ def tok(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(STEP_BOUNDS))
 def test_a_training_step_that_logs_nothing_waits_for_the_device_only_where_it_must(tmp_path, tok, name):
     # was: pcgrad 15 — per micro-batch a bincount and its .tolist() of the tasks present and a blocking copy of the
-    # task ids, the Gram moved three times; MoE 19 (hybrid) and 29 (task) — per layer the real-token mask's reads
+    # task ids, the Gram moved three times; then 4 — each micro-batch's losses read before its backward (the bad
+    # check, decided on the host); MoE 19 (hybrid) and 29 (task) — per layer the real-token mask's reads
     # and the task counts' mask and bincount, per forward the moe figures read whether the step logged them or not
     per_step = host_syncs.count_training_syncs(host_syncs._tiny_config(name, tmp_path, tok, steps=3, log_every=3))
     ours = [f"{sync.op} at {sync.site}" for sync in per_step[1] if sync.package == "t2t_mtl"]

@@ -262,9 +262,18 @@ def on_group_device(t: torch.Tensor) -> torch.Tensor:
     return t.to(_group_device, non_blocking=True)
 
 
-def any_true(flag: bool, device: torch.device) -> bool:
-    """True on every rank if `flag` is True on any rank (one tiny all-reduce when distributed)."""
-    return max_over_ranks(1.0 if flag else 0.0, device) > 0
+def gather_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's `t` stacked in rank order, `[world size, *t.shape]` on `t`'s device, on every rank (an all-gather
+    when distributed; `t[None]` otherwise). Every rank gives a tensor of the same shape and dtype. A tensor away
+    from the group's device is gathered there and the result copied back, as `sum_over_ranks` does."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return t.unsqueeze(0)
+    on_group = on_group_device(t)
+    parts = [torch.empty_like(on_group) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, on_group)
+    return torch.stack(parts).to(t.device)
 
 
 def failed_ranks(failed: bool, env: DistEnv) -> List[int]:

@@ -9,9 +9,10 @@ DeepSpeed, restore a checkpoint when resuming, then loop:
     for each optimizer step:
         for each of grad_accum micro-batches (sampler picks the task(s), TaskStreams the rows):
             forward → per-example token-mean CE → mean per task → weighting → scalar loss
-            a non-finite loss, or all-zero task losses (on any rank) poison the step: DeepSpeed's overflow check
-            then skips the whole optimizer step and clears its gradients
-            engine.backward(loss); [gradient-surgery hook]; engine.step()
+            a non-finite loss, or all-zero task losses, poison the micro-batch's loss (NaN, on the device)
+            engine.backward(loss); [gradient-surgery hook]
+        the step's losses read once, its figures summed over ranks in one collective; a micro-batch bad on any
+            rank skips the step on every rank (DeepSpeed's overflow check, or guarded_skip_step); engine.step()
         sampler.update(all-reduced per-task losses)
         every validate_every steps: held-in validation → samplers, weighting, keep_best (a new best is saved),
             early_stopping (stop after N validations without a new best)
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -48,7 +48,7 @@ from t2t_mtl.engine.deepspeed_config import check_precision
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
-from t2t_mtl.engine.distributed import (DistEnv, any_true, barrier, failed_ranks, failed_ranks_wording,
+from t2t_mtl.engine.distributed import (DistEnv, barrier, failed_ranks, failed_ranks_wording,
                                         init_distributed, launched_rank, max_over_ranks, refuse_failed_start,
                                         sum_over_ranks)
 from t2t_mtl.engine.best import BestValidation
@@ -494,8 +494,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                 chunks.sort(key=lambda c: task_names.index(c[0][0]))
                 surgery.begin_step(engine)
             task_sequence.extend(c[0][0] if mode == "homogeneous" and not select_candidates else "*" for c in chunks)
-            totals = StepTotals(task_names)  # summed over micro-batches, then (one all-reduce) over ranks
-            poisoned = False
+            totals = StepTotals(task_names)  # kept on the device, read and combined over ranks once, at the end
             moe_acc: Optional[torch.Tensor] = None  # summed moe_stats of this step's forwards (MoE models)
             validates = validator is not None and (progress.step + 1) % t.validate_every == 0
             logged = logger.logs(progress.step + 1, flush=validates)  # (its moe figures are read on these only)
@@ -516,38 +515,34 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                 if aux is not None:  # once, outside the task weighting: its coefficients alone set its strength
                     loss = loss + aux
                 progress.weighting_stats = {}
-                # the weighted loss and the tasks' losses in one transfer (one device sync, not 1 + T)
-                value, *losses = torch.stack([v.detach().float() for v in (loss, *per_task.values())]).tolist()
-                task_values = dict(zip(per_task, losses))
-                # zero: the tasks' own losses (targets without tokens), not a weighting that gives the tasks
-                # (numerically) zero weight, as curriculum does before a task's start epoch
-                bad = any_true(not math.isfinite(value) or not any(task_values.values()), env.device)
-                if bad:
-                    poisoned = True
-                    loss = loss * float("nan")  # makes DeepSpeed's overflow check skip the whole step
-                else:
-                    totals.add_micro_batch(task_values, value, tokens, step_examples_cpu)
+                # NaN where the micro-batch is bad (a non-finite loss, or all its task losses zero), decided on the
+                # device: the whole step is then skipped (DeepSpeed's overflow check, or guarded_skip_step below)
+                loss = totals.add_micro_batch(loss, per_task, tokens, step_examples_cpu)
                 engine.backward(loss)
                 if surgery is not None:
                     surgery.after_backward(engine, chunk[0][0])
-                last = micro == len(chunks) - 1
-                if last and surgery is not None and not poisoned:
-                    surgery.before_optimizer_step(engine)
-                if last and poisoned and not has_overflow_check(engine):
-                    guarded_skip_step(engine)
-                else:
-                    engine.step()
+                if micro < len(chunks) - 1:
+                    engine.step()  # (within the accumulation: no optimizer step)
 
+            # the step's losses read from the device once, its figures combined over the ranks in one collective: a
+            # micro-batch bad on any rank poisons the step on every rank
+            totals.set_drawn(sum(len(chunk) for chunk in chunks))
+            totals.set_stop_requested(stop.requested)
+            stop.step = progress.step + 2  # a later signal is seen after the next step
+            figures = totals.reduce()
+            poisoned = figures.poisoned
+            if surgery is not None and not poisoned:
+                surgery.before_optimizer_step(engine)
+            if poisoned and not has_overflow_check(engine):
+                guarded_skip_step(engine)
+            else:
+                engine.step()
             if weighting_opt is not None:
                 step_weighting(weighting_opt, weighting_params, engine, lr=step_lr, loss_scale=step_scale,
                                world_size=env.world_size, skip=poisoned)
             progress.step += 1
             step = progress.step
-            totals.set_stop_requested(stop.requested)
-            stop.step = step + 1  # a later signal is seen after the next step
             weighting.synchronize(sum_over_ranks)  # state built from each rank's own losses: the same everywhere
-            totals.set_drawn(sum(len(chunk) for chunk in chunks))
-            figures = totals.reduce()
             progress.seen_examples += figures.drawn
             logger.add(figures.tokens, figures.task_examples)
             for name, n in figures.task_examples.items():
