@@ -109,6 +109,34 @@ def test_uncertainty_weighting_reads_its_weights_only_when_asked():
     assert weighting.last_weights == pytest.approx({"nli": np.exp(-0.5), "summ": np.exp(-2.0)}, rel=1e-7)
 
 
+# ------------------------------------------------------------------------------------------- CA-MTL candidates
+def test_camtls_candidate_scoring_copies_its_pool_to_the_device_without_waiting():
+    # was: blocking copies of the pool's labels, inputs and mask (and task ids) every micro-batch, and a forward
+    # that built a decoder cache nothing read (transformers' uploads of its empty tensors, per decoder layer)
+    from t2t_mtl.engine.signals import candidate_entropies
+
+    model = _moe("task").eval()
+
+    class Engine:  # what candidate_entropies reads of a DeepSpeed engine
+        module = model
+
+        def __call__(self, **kwargs):
+            return model(**kwargs)
+
+    ids = torch.randint(2, 40, (4, 6), generator=torch.Generator().manual_seed(3))
+    labels = ids[:, :5].clone()
+    labels[2, 2:] = -100
+    batch = {"input_ids": ids, "attention_mask": ids.ne(0).long(), "labels": labels,
+             "task_ids": torch.tensor([0, 1, 2, 0])}
+    want = candidate_entropies(Engine(), batch, True, torch.device("cpu"))
+    counter = HostSyncCounter()
+    counter.mark(model)
+    with counter:
+        got = candidate_entropies(Engine(), batch, True, DEVICE)
+    assert [sync.site for sync in counter.syncs if sync.op == "upload"] == []
+    assert torch.equal(got, want)
+
+
 # ------------------------------------------------------------------------------------------- MoE
 def _moe(routing: str):
     from t2t_mtl.model import build_model

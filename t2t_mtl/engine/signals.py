@@ -48,11 +48,13 @@ def candidate_entropies(engine: Any, batch: Mapping[str, torch.Tensor], pass_tas
     """Per-candidate prediction entropy (nats, mean over target tokens) from one teacher-forced forward."""
     from t2t_mtl.sampling import generation_entropy
 
-    labels = batch["labels"].to(device)
-    kwargs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
-              "decoder_input_ids": engine.module._shift_right(labels)}
+    # copies of the collated host tensors, which nothing changes after: no need to wait for the device
+    labels = batch["labels"].to(device, non_blocking=True)
+    kwargs = {"input_ids": batch["input_ids"].to(device, non_blocking=True),
+              "attention_mask": batch["attention_mask"].to(device, non_blocking=True),
+              "decoder_input_ids": engine.module._shift_right(labels), "use_cache": False}  # (no decoding here)
     if pass_task_ids:
-        kwargs["task_ids"] = batch["task_ids"].to(device)
+        kwargs["task_ids"] = batch["task_ids"].to(device, non_blocking=True)
     with token_masks(engine.module, decoder=labels.ne(-100)):
         logits = engine(**kwargs).logits
     return generation_entropy(logits, labels != -100, normalise=False)
