@@ -153,7 +153,8 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
         cpu = torch.device("cpu")
         env = DistEnv(rank=rank, world_size=2, local_rank=rank, device=cpu, backend="gloo")
         results = [max_over_ranks(3.0 if rank else 2.0, cpu),
-                   gather_over_ranks(torch.tensor([rank, 5.0 + rank])).tolist(), failed_ranks(rank == 1, env), failed_ranks(False, env),
+                   gather_over_ranks(torch.tensor([rank, 5.0 + rank])).tolist(), failed_ranks(rank == 1, env),
+                   failed_ranks(False, env),
                    sum_over_ranks(torch.tensor([1.0, 10.0 * rank])).tolist()]
         Path(f"{out}.{rank}").write_text(repr(results))
     finally:
