@@ -1186,7 +1186,8 @@ def test_a_python_config_with_overrides_keeps_its_base_only_keys_and_is_validate
     monkeypatch.setattr(C, "validate_values", lambda checked: validations.append(checked) or real(checked))
     checked = as_config(cfg, ["training.steps=40"])
     assert len(validations) == 1
-    assert checked.training.steps == 40 and checked.base_only_keys == cfg.base_only_keys - {"training", "training.steps"}
+    assert checked.training.steps == 40
+    assert checked.base_only_keys == cfg.base_only_keys - {"training", "training.steps"}
     assert not [w for w in config_warnings(checked) if w.startswith("tokenizer.train")]
     overridden = as_config(cfg, ["tokenizer.train.vocab_size=300"])  # (now the user's: its warning is theirs)
     assert "tokenizer.train" not in overridden.base_only_keys

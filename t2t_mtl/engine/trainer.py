@@ -218,8 +218,8 @@ def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[Scal
                   resume_warnings: Sequence[str] = (), deepspeed: Optional[CheckedDeepSpeed] = None,
                   sampler: Any = None) -> TrainLogger:
     """The run's `TrainLogger` (rank 0 writes), with the config's warnings (`config_warnings`, of the run's checked
-    DeepSpeed config `deepspeed` and its `sampler`) and, on a resume, the message, the `resume_warnings` and the logging window the
-    interrupted run had open (so the resumed run's logs equal an uninterrupted run's)."""
+    DeepSpeed config `deepspeed` and its `sampler`) and, on a resume, the message, the `resume_warnings` and the
+    logging window the interrupted run had open (so the resumed run's logs equal an uninterrupted run's)."""
     t = cfg.training
     logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
                          enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
@@ -261,8 +261,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     `overrides`: `--set` strings layered over `config`.
 
     `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir (a str or a Path).
-    `data_dir` (a str or a Path): overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score held-in
-    validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
+    `data_dir` (a str or a Path): overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score
+    held-in validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
     progress bars (loading, rendering, tokenizing) are hidden for the run on ranks other than 0 and wherever
     `training.progress_bar` is off, and left as they were found after it; so are torch's intra-op threads, which
     `training.num_threads` sets for the run only.
