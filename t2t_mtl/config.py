@@ -15,15 +15,15 @@ closest known names, a wrong type names the key, the expected type and the value
 belong to another component (`sampling`, `weighting`, `gradient_surgery`, `model.moe`, `model.lora`, `evaluation`,
 `deepspeed.extra`) are free-form dicts here and are validated by their owners' builders.
 
-This module holds the schema, the entry points and the range checks; `config_layers` reads and merges the layers,
-`config_types` checks keys and types against the schema, `config_paths` checks the paths a run's config names on the
-disk (`check_paths`, re-exported here), `config_errors` holds the errors.
+This module holds the schema and the entry points; `config_layers` reads and merges the layers, `config_types`
+checks keys and types against the schema, `config_values` makes the range and consistency checks (`validate_values`),
+`config_paths` checks the paths a run's config names on the disk (`check_paths`), `config_errors` holds the errors;
+the functions and errors of those that callers use are re-exported here.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -35,8 +35,8 @@ import yaml
 from t2t_mtl.config_errors import ConfigError, ConfigFileError, ConfigTypeError, UnknownConfigKeyError
 from t2t_mtl.config_layers import deep_merge, file_layers, layer_keys, parse_overrides, resolve_config_path
 from t2t_mtl.config_paths import check_paths, tasks_dirs
-from t2t_mtl.config_types import FLOAT_RE, build_dataclass
-from t2t_mtl.wording import repeated_items
+from t2t_mtl.config_types import build_dataclass
+from t2t_mtl.config_values import PATH_KEYS, validate_model, validate_values
 
 __all__ = ["Config", "ConfigError", "ConfigFileError", "ConfigTypeError", "DataConfig",
            "DeepSpeedSection", "ModelConfig", "TokenizerConfig", "TrainingConfig", "UnknownConfigKeyError",
@@ -272,69 +272,13 @@ def _attribute_values(section: Any) -> Any:
             if key in fields or not hasattr(type(section), key)}
 
 
-# -------------------------------------------------------------------------------------------- validation
-
-T5_DIM_KEYS = (
-    "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-    "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate",
-    "layer_norm_epsilon", "initializer_factor", "feed_forward_proj", "tie_word_embeddings", "vocab_size",
-)
-
-
-_DIM_INTEGERS = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-                 "relative_attention_num_buckets", "relative_attention_max_distance", "vocab_size")
-
-
-_DIM_FLOATS = ("dropout_rate", "layer_norm_epsilon", "initializer_factor")
-
-
-def _check_dims(dims: Dict[str, Any]) -> None:
-    """The values of `model.dims` (T5Config sizes): ConfigError naming the key instead of an error from deep in
-    transformers or torch when the model is built. Numbers PyYAML reads as strings (`1e-6`) become floats."""
-    for key in _DIM_FLOATS:
-        if isinstance(dims.get(key), str) and FLOAT_RE.fullmatch(dims[key].strip()):
-            dims[key] = float(dims[key])
-
-    def bad(key: str, what: str) -> None:
-        raise ConfigError(f"config key 'model.dims.{key}' must be {what}, got {dims[key]!r}")
-
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    for key in _DIM_INTEGERS:
-        if key in dims and (not isinstance(dims[key], int) or isinstance(dims[key], bool) or dims[key] < 1):
-            bad(key, "an integer >= 1")
-    if "dropout_rate" in dims and not (number(dims["dropout_rate"]) and 0 <= dims["dropout_rate"] < 1):
-        bad("dropout_rate", "a number in [0, 1)")
-    for key in ("layer_norm_epsilon", "initializer_factor"):
-        if key in dims and not (number(dims[key]) and dims[key] > 0):
-            bad(key, "a number > 0")
-    if "tie_word_embeddings" in dims and not isinstance(dims["tie_word_embeddings"], bool):
-        bad("tie_word_embeddings", "true or false")
-    if "feed_forward_proj" in dims:
-        from transformers.activations import ACT2FN
-
-        proj = dims["feed_forward_proj"]
-        act = proj[len("gated-"):] if isinstance(proj, str) and proj.startswith("gated-") else proj
-        if not isinstance(act, str) or act not in ACT2FN:
-            bad("feed_forward_proj", f"an activation or gated-<activation>, the activation one of "
-                                     f"{', '.join(sorted(ACT2FN))} (e.g. relu, gated-gelu)")
-
-
-def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if not (value >= 0 if allow_zero else value > 0) or value == math.inf:  # (NaN fails both)
-        raise ConfigError(f"config key {key!r} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
 def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
     """A `ModelConfig` from a `model:` section given as a dict, with the checks `config_from_dict` makes of it
     (unknown keys, types, `dims` values); ConfigError naming the key."""
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"config key 'model' must be a mapping, got {data!r}")
     model = build_dataclass(ModelConfig, _python_model_section(data), "model.")
-    _validate_model(model)
+    validate_model(model)
     return model
 
 
@@ -354,44 +298,11 @@ def _python_model_section(data: Mapping[str, Any]) -> Dict[str, Any]:
     return section
 
 
-def _validate_model(model: ModelConfig) -> None:
-    """The range checks of the model section (`validate_values`)."""
-    unknown_dims = [k for k in model.dims if k not in T5_DIM_KEYS]
-    if unknown_dims:
-        from task_registry.errors import close_matches
-
-        lines = []
-        for key in unknown_dims:
-            close = close_matches(key, T5_DIM_KEYS, n=2, substrings=False)
-            lines.append(f"  model.dims.{key}" + (f" — did you mean {', '.join(close)}?" if close else ""))
-        raise UnknownConfigKeyError("unknown T5 dimension(s):\n" + "\n".join(lines)
-                                    + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")
-    _check_dims(model.dims)
-    if model.name_or_path is None and not model.dims:
-        raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
-    if model.moe == {}:  # (every consumer reads an empty section as no MoE)
-        raise ConfigError("config key 'model.moe' is an empty mapping, which would build no MoE layers: give its "
-                          "keys (e.g. {num_experts: 8, top_k: 2}; the others take their defaults), or null for a dense "
-                          "model")
-    every = model.activation_checkpointing
-    if not isinstance(every, bool) and every < 1:
-        raise ConfigError(f"config key 'model.activation_checkpointing' must be true, false or an integer N >= 1 "
-                          f"(checkpoint every N-th block), got {every}")
-
-
-_INT32_MAX, _INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
-
-
-#: keys naming a file or folder, where an empty path would be read as the working directory (or as no path at all)
-_PATH_KEYS = ("model.name_or_path", "tokenizer.path", "data.tasks_dir", "data.data_dir", "data.cache_dir",
-              "training.output_dir", "deepspeed.config")
-
-
 def _paths_as_text(data: Mapping[str, Any]) -> Dict[str, Any]:
-    """`data` (a config layer) with the `os.PathLike` values of its path keys (`_PATH_KEYS`, `data.task_modules`; a
+    """`data` (a config layer) with the `os.PathLike` values of its path keys (`PATH_KEYS`, `data.task_modules`; a
     list's items too) as strings: a `pathlib.Path` from Python is a path as the YAML text of it is."""
     out = dict(data)
-    for key in _PATH_KEYS + ("data.task_modules",):
+    for key in PATH_KEYS + ("data.task_modules",):
         section, name = key.split(".")
         values = out.get(section)
         if not isinstance(values, Mapping) or name not in values:
@@ -404,66 +315,3 @@ def _paths_as_text(data: Mapping[str, Any]) -> Dict[str, Any]:
 def _text(value: Any) -> Any:
     """An `os.PathLike` value as its string; any other as it is."""
     return os.fspath(value) if isinstance(value, os.PathLike) else value
-
-
-def _refuse_empty_paths(cfg: Config) -> None:
-    """ConfigError naming the first key of `_PATH_KEYS` (or an item of its list) that is an empty or blank string."""
-    for key in _PATH_KEYS:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
-            unset = "" if key == "training.output_dir" else ", or null for none"
-            raise ConfigError(f"config key {key!r} is an empty path, which would be read as the working directory or "
-                              f"as no path at all: name the file or folder{unset}")
-
-
-def validate_values(cfg: Config) -> None:
-    """Range and consistency checks that the types alone do not express."""
-    _refuse_empty_paths(cfg)
-    _validate_model(cfg.model)
-    t = cfg.training
-    for key in ("steps", "micro_batch_size", "grad_accum", "lr", "log_every", "max_bad_steps", "keep_checkpoints",
-                "num_threads"):
-        _positive(f"training.{key}", getattr(t, key))
-    for key in ("warmup", "checkpoint_every", "clip", "weight_decay", "early_stopping", "validate_every"):
-        _positive(f"training.{key}", getattr(t, key), allow_zero=True)
-    if t.num_threads is not None and t.num_threads > _INT32_MAX:  # (torch.set_num_threads takes a C int)
-        raise ConfigError(f"config key 'training.num_threads' must be at most {_INT32_MAX}, got {t.num_threads}")
-    if not 0 <= t.seed <= _INT64_MAX:  # (torch.manual_seed's overflow was a bare ValueError; numpy refuses a negative)
-        raise ConfigError(f"config key 'training.seed' must be an integer in [0, {_INT64_MAX}], got {t.seed}")
-    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
-        raise ConfigError(f"config key 'training.betas' must be two numbers in [0, 1), got {t.betas}")
-    d = cfg.data
-    for key in ("max_input_length", "max_target_length", "bucket_batches", "pad_to_multiple_of"):
-        _positive(f"data.{key}", getattr(d, key))
-    _positive("data.validation_examples", d.validation_examples, allow_zero=True)
-    _positive("data.max_examples_per_task", d.max_examples_per_task)
-    if d.mixture is None and not d.tasks:
-        raise ConfigError("no training data: set data.mixture (a registered mixture name) or data.tasks "
-                          "(a list of task names or a {task: rate} mapping)")
-    if d.templates is not None and not d.templates:  # (every task would refuse it, once its data is read)
-        raise ConfigError("config key 'data.templates' is an empty list: name the templates to train with, or set "
-                          "it to null for every template of each task")
-    repeated = repeated_items(d.templates or ())
-    if repeated:  # (a repeated name would be drawn that many times as often as the others)
-        raise ConfigError(f"config key 'data.templates' names {', '.join(repeated)} more than once: list each "
-                          f"template once (a task's rows are spread evenly over its templates)")
-    if isinstance(d.tasks, dict):
-        for name, rate in d.tasks.items():
-            if not 0 < rate < math.inf:
-                raise ConfigError(f"data.tasks.{name}: rate must be a finite number > 0, got {rate}")
-    if cfg.gradient_surgery == {}:  # (read as no surgery, though options without a method are refused)
-        raise ConfigError("config key 'gradient_surgery' is an empty mapping, which would apply no surgery: give its "
-                          "method (e.g. {method: pcgrad}), or null for none")
-    ds = cfg.deepspeed
-    ignored = [f"deepspeed.{key}" for key, value in (("zero_stage", ds.zero_stage != 0),
-               ("offload_optimizer", ds.offload_optimizer), ("offload_param", ds.offload_param)) if value]
-    if ds.config is not None and ignored:
-        raise ConfigError(f"{', '.join(ignored)} would be ignored: deepspeed.config names a whole DeepSpeed JSON, "
-                          f"used as is; set ZeRO in that file (zero_optimization) or drop deepspeed.config")
-    if cfg.deepspeed.zero_stage not in (0, 1, 2, 3):
-        raise ConfigError(f"config key 'deepspeed.zero_stage' must be 0, 1, 2 or 3, got {cfg.deepspeed.zero_stage}")
-    if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:
-        raise ConfigError("deepspeed.offload_param needs deepspeed.zero_stage: 3")
-    if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage == 0:
-        raise ConfigError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
