@@ -229,74 +229,14 @@ class Task:
                  few_shot_format: Optional[FewShotFormat] = None, eval_protocol: Optional[EvalProtocol] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
-        if not isinstance(source, Source):
-            raise TaskDefinitionError(f"task {name!r}: source must be an HFSource, LocalFileSource or "
-                                      f"GeneratorSource, got {type(source).__name__}")
-        if isinstance(source, GeneratorSource) and (why := source.signature_problem()):
-            raise TaskDefinitionError(f"task {name!r}: {why}")
-        templates = [templates] if isinstance(templates, Template) else list(templates)
-        if not templates:
-            raise TaskDefinitionError(f"task {name!r} needs at least one template")
-        seen: set[str] = set()
-        for template in templates:
-            if not isinstance(template, Template):
-                raise TaskDefinitionError(f"task {name!r}: templates must be Template objects, got {template!r}")
-            if template.name in seen:
-                raise TaskDefinitionError(f"task {name!r}: two templates are named {template.name!r}")
-            if why := template.target_problem():
-                raise TaskDefinitionError(f"task {name!r}: template {template.name!r} {why}")
-            seen.add(template.name)
-        if isinstance(preprocessors, Preprocessor) or callable(preprocessors):  # (one step, not a list of them)
-            preprocessors = [preprocessors]
-        elif isinstance(preprocessors, (str, Mapping)) or not isinstance(preprocessors, Iterable):
-            raise TaskDefinitionError(f"task {name!r}: preprocessors must be a list of Preprocessor objects (Rename, "
-                                      f"Filter, Map), got {preprocessors!r}")
-        preprocessors = list(preprocessors)
-        for step in preprocessors:  # (a generator is read once, above: checked as kept)
-            if not isinstance(step, Preprocessor):
-                raise TaskDefinitionError(f"task {name!r}: preprocessors must be Preprocessor objects "
-                                          f"(Rename, Filter, Map), got {step!r}{_function_step_hint(step)}")
-        given_splits, given_metrics = splits, metrics
-        splits, metrics = _names(splits), _names(metrics)  # (a generator is read once, here: checked as kept)
-        if not isinstance(splits, tuple) or not splits or not all(isinstance(split, str) for split in splits):
-            raise TaskDefinitionError(f"task {name!r}: splits must be a non-empty list of names, got "
-                                      f"{given_splits!r}")
-        if isinstance(metrics, str):  # one metric name, not its letters
-            raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got the string "
-                                      f"{metrics!r} (write [{metrics!r}])")
-        if not isinstance(metrics, tuple) or not all(isinstance(metric, str) for metric in metrics):
-            raise TaskDefinitionError(f"task {name!r}: metrics must be a list of metric names, got "
-                                      f"{given_metrics!r}")
-        if problem := sliced_split_problem(splits):
-            raise TaskDefinitionError(f"task {name!r}: {problem}")
-        for key, names in (("splits", splits), ("metrics", metrics)):
-            if problem := repeated_names(names):  # (a split would be read and rendered, a metric scored, once each)
-                raise TaskDefinitionError(f"task {name!r}: {key} {problem}")
-        for key, value, kind in (("task_type", task_type, str), ("cluster", cluster, (str, type(None))),
-                                 ("description", description, str), ("held_out", held_out, bool),
-                                 ("eval_only", eval_only, bool)):
-            if not isinstance(value, kind):  # (bool("false") is True: a held-out flag must be one)
-                what = "true or false" if kind is bool else "a string"
-                raise TaskDefinitionError(f"task {name!r}: {key} must be {what}, got {value!r}")
-        if group_by is not None:
-            if not isinstance(group_by, str) or not group_by.strip():
-                raise TaskDefinitionError(f"task {name!r}: group_by must be a Jinja expression over a row naming its "
-                                          f"group (e.g. 'idx.question'), got {group_by!r}")
-            _compiled_expression(group_by, f"task {name!r}: group_by")
-        if isinstance(postprocess, str):
-            _compiled_expression(postprocess, f"task {name!r}: postprocess")
-        elif postprocess is not None and not callable(postprocess):
-            raise TaskDefinitionError(f"task {name!r}: postprocess must be a function text -> text, or a Jinja "
-                                      f"expression over `text` (applied to predictions and gold answers before the "
-                                      f"metrics), got {postprocess!r}")
-        elif postprocess is not None and (problem := one_argument_problem(postprocess, "the text")):
-            raise TaskDefinitionError(f"task {name!r}: postprocess {problem} (seqio's postprocess_fn(output, "
-                                      f"example=None, is_target=False) can be)")
-        if few_shot_format is not None and not isinstance(few_shot_format, FewShotFormat):
-            raise TaskDefinitionError(f"task {name!r}: few_shot_format must be a FewShotFormat, got "
-                                      f"{few_shot_format!r}")
-        if eval_protocol is not None and not isinstance(eval_protocol, EvalProtocol):
-            raise TaskDefinitionError(f"task {name!r}: eval_protocol must be an EvalProtocol, got {eval_protocol!r}")
+        _check_source(name, source)
+        templates = _checked_templates(name, templates)
+        preprocessors = _checked_preprocessors(name, preprocessors)
+        splits, metrics = _checked_names(name, splits, metrics)
+        _check_settings(name, task_type=task_type, cluster=cluster, description=description, held_out=held_out,
+                        eval_only=eval_only)
+        _check_expressions(name, group_by, postprocess)
+        _check_evaluation_rules(name, few_shot_format, eval_protocol)
         self.name = name
         self.source = source
         self.templates = templates
@@ -506,6 +446,105 @@ class Task:
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source.describe()!r}, templates={self.template_names}, "
                 f"task_type={self.task_type!r}, cluster={self.cluster!r}, held_out={self.held_out})")
+
+
+# -- the checks of a Task's definition, in the order `Task.__init__` makes them (each raises TaskDefinitionError) ---
+def _check_source(task: str, source: Any) -> None:
+    """`source` must be a `Source`; a `GeneratorSource`'s function must take the split."""
+    if not isinstance(source, Source):
+        raise TaskDefinitionError(f"task {task!r}: source must be an HFSource, LocalFileSource or "
+                                  f"GeneratorSource, got {type(source).__name__}")
+    if isinstance(source, GeneratorSource) and (why := source.signature_problem()):
+        raise TaskDefinitionError(f"task {task!r}: {why}")
+
+
+def _checked_templates(task: str, templates: Union[Template, Sequence[Template]]) -> list[Template]:
+    """`templates` (one, or a sequence) as a non-empty list of uniquely named `Template`s that can render a target."""
+    templates = [templates] if isinstance(templates, Template) else list(templates)
+    if not templates:
+        raise TaskDefinitionError(f"task {task!r} needs at least one template")
+    seen: set[str] = set()
+    for template in templates:
+        if not isinstance(template, Template):
+            raise TaskDefinitionError(f"task {task!r}: templates must be Template objects, got {template!r}")
+        if template.name in seen:
+            raise TaskDefinitionError(f"task {task!r}: two templates are named {template.name!r}")
+        if why := template.target_problem():
+            raise TaskDefinitionError(f"task {task!r}: template {template.name!r} {why}")
+        seen.add(template.name)
+    return templates
+
+
+def _checked_preprocessors(task: str, preprocessors: Any) -> list[Preprocessor]:
+    """`preprocessors` (one step, or an iterable of them) as a list of `Preprocessor`s; a plain function is refused
+    with how to make it a step."""
+    if isinstance(preprocessors, Preprocessor) or callable(preprocessors):  # (one step, not a list of them)
+        preprocessors = [preprocessors]
+    elif isinstance(preprocessors, (str, Mapping)) or not isinstance(preprocessors, Iterable):
+        raise TaskDefinitionError(f"task {task!r}: preprocessors must be a list of Preprocessor objects (Rename, "
+                                  f"Filter, Map), got {preprocessors!r}")
+    preprocessors = list(preprocessors)
+    for step in preprocessors:  # (a generator is read once, above: checked as kept)
+        if not isinstance(step, Preprocessor):
+            raise TaskDefinitionError(f"task {task!r}: preprocessors must be Preprocessor objects "
+                                      f"(Rename, Filter, Map), got {step!r}{_function_step_hint(step)}")
+    return preprocessors
+
+
+def _checked_names(task: str, splits: Any, metrics: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(splits, metrics) as tuples of names: splits non-empty and whole (no datasets slicing), neither repeating a
+    name; a generator is read once, here."""
+    names_of_splits, names_of_metrics = _names(splits), _names(metrics)
+    if not isinstance(names_of_splits, tuple) or not names_of_splits or \
+            not all(isinstance(split, str) for split in names_of_splits):
+        raise TaskDefinitionError(f"task {task!r}: splits must be a non-empty list of names, got {splits!r}")
+    if isinstance(names_of_metrics, str):  # one metric name, not its letters
+        raise TaskDefinitionError(f"task {task!r}: metrics must be a list of metric names, got the string "
+                                  f"{names_of_metrics!r} (write [{names_of_metrics!r}])")
+    if not isinstance(names_of_metrics, tuple) or not all(isinstance(metric, str) for metric in names_of_metrics):
+        raise TaskDefinitionError(f"task {task!r}: metrics must be a list of metric names, got {metrics!r}")
+    if problem := sliced_split_problem(names_of_splits):
+        raise TaskDefinitionError(f"task {task!r}: {problem}")
+    for key, names in (("splits", names_of_splits), ("metrics", names_of_metrics)):
+        if problem := repeated_names(names):  # (a split would be read and rendered, a metric scored, once each)
+            raise TaskDefinitionError(f"task {task!r}: {key} {problem}")
+    return names_of_splits, names_of_metrics
+
+
+def _check_settings(task: str, **settings: Any) -> None:
+    """`task_type`, `cluster` (or None) and `description` must be strings, `held_out` and `eval_only` booleans."""
+    kinds = {"task_type": str, "cluster": (str, type(None)), "description": str, "held_out": bool, "eval_only": bool}
+    for key, value in settings.items():
+        if not isinstance(value, kinds[key]):  # (bool("false") is True: a held-out flag must be one)
+            what = "true or false" if kinds[key] is bool else "a string"
+            raise TaskDefinitionError(f"task {task!r}: {key} must be {what}, got {value!r}")
+
+
+def _check_expressions(task: str, group_by: Any, postprocess: Any) -> None:
+    """`group_by` (None, or a Jinja expression) and `postprocess` (None, a Jinja expression, or a function of one
+    text) must be what they say; an expression is compiled (and cached) here."""
+    if group_by is not None:
+        if not isinstance(group_by, str) or not group_by.strip():
+            raise TaskDefinitionError(f"task {task!r}: group_by must be a Jinja expression over a row naming its "
+                                      f"group (e.g. 'idx.question'), got {group_by!r}")
+        _compiled_expression(group_by, f"task {task!r}: group_by")
+    if isinstance(postprocess, str):
+        _compiled_expression(postprocess, f"task {task!r}: postprocess")
+    elif postprocess is not None and not callable(postprocess):
+        raise TaskDefinitionError(f"task {task!r}: postprocess must be a function text -> text, or a Jinja "
+                                  f"expression over `text` (applied to predictions and gold answers before the "
+                                  f"metrics), got {postprocess!r}")
+    elif postprocess is not None and (problem := one_argument_problem(postprocess, "the text")):
+        raise TaskDefinitionError(f"task {task!r}: postprocess {problem} (seqio's postprocess_fn(output, "
+                                  f"example=None, is_target=False) can be)")
+
+
+def _check_evaluation_rules(task: str, few_shot_format: Any, eval_protocol: Any) -> None:
+    """`few_shot_format` must be None or a `FewShotFormat`, `eval_protocol` None or an `EvalProtocol`."""
+    if few_shot_format is not None and not isinstance(few_shot_format, FewShotFormat):
+        raise TaskDefinitionError(f"task {task!r}: few_shot_format must be a FewShotFormat, got {few_shot_format!r}")
+    if eval_protocol is not None and not isinstance(eval_protocol, EvalProtocol):
+        raise TaskDefinitionError(f"task {task!r}: eval_protocol must be an EvalProtocol, got {eval_protocol!r}")
 
 
 def _function_step_hint(step: Any) -> str:
