@@ -21,7 +21,8 @@ Differences from promptsource, on purpose: a sandboxed environment (no Python in
 variables raise instead of rendering empty, a target that is not among the answer choices raises, a row
 field that indexes the answer choices (`answer_choices[label]`) and holds a negative number raises (it is
 `datasets`' -1 for an unlabeled row, which promptsource renders as the last choice) unless the template skips the
-row (promptsource's `{% if label != -1 %}` guard), and the `choice` filter can be seeded per row.
+row (promptsource's `{% if label != -1 %}` guard), and the `choice` filter can be seeded per row. Each render error
+names the task, template, row and field; what it likely means and what to write is `render_hints`'s to say.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import json
 import random
 import re
 import uuid
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import jinja2
 import jinja2.meta
@@ -46,21 +47,16 @@ from .errors import (
     TaskDefinitionError,
     TemplateRenderError,
     TemplateSyntaxError,
-    close_matches,
 )
-from .jinja_env import (ENVIRONMENT, TEXT_VAR_LENGTH, NullPrintedError, compile_template, refusing_printed_nulls,
-                        seeded_choices, subscript_problem, with_truncation)
+from .jinja_env import (ENVIRONMENT, NullPrintedError, compile_template, refusing_printed_nulls, seeded_choices,
+                        with_truncation)
+from .render_hints import choice_hint, field_hint, no_element_problem, undefined_name
 
 SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
 PIPE_PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"
 
 _JINJA_MARKUP = re.compile(r"\{[{%#]")  # what starts an expression, a statement or a comment
-
-_UNDEFINED_PATTERNS = (
-    re.compile(r"'([^']+)' is undefined"),
-    re.compile(r"has no attribute '([^']+)'"),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,16 +138,6 @@ def _unescape_pipe(text: str) -> str:
     return text.replace(PIPE_PROTECTOR, SEPARATOR)
 
 
-def _no_element(message: str, choices: Any) -> Optional[str]:
-    """What a subscript that found nothing went wrong with (`subscript_problem`), with the answer choices when
-    there are some, or None when `message` is about something else."""
-    what = subscript_problem(message)
-    if what is None:
-        return None
-    hint = f"; the answer choices are {choices}" if isinstance(choices, list) else ""
-    return f"{what}{hint}; check the row's values against the template"
-
-
 def _key_path(node: jinja2.nodes.Node) -> Optional[tuple[str, ...]]:
     """`label` → ("label",), `idx.label` → ("idx", "label"); None for any other expression."""
     if isinstance(node, jinja2.nodes.Name):
@@ -159,14 +145,6 @@ def _key_path(node: jinja2.nodes.Node) -> Optional[tuple[str, ...]]:
     if isinstance(node, jinja2.nodes.Getattr):
         parent = _key_path(node.node)
         return None if parent is None else (*parent, node.attr)
-    return None
-
-
-def _missing_field(message: str) -> Optional[str]:
-    for pattern in _UNDEFINED_PATTERNS:
-        match = pattern.search(message)
-        if match:
-            return match.group(1)
     return None
 
 
@@ -431,7 +409,7 @@ class Template:
                           if self._references is not None and targets else None)
         if check_answer_choices and choices is not None and targets and targets not in choices:
             raise self._error(
-                f"target {targets!r} is not among the answer choices {choices}{_choice_hint(targets, choices, row)}",
+                f"target {targets!r} is not among the answer choices {choices}{choice_hint(targets, choices, row)}",
                 task, row_index, kind=AnswerNotInChoicesError)
         return RenderedExample(inputs=inputs, targets=targets, answer_choices=choices, instruction=instruction,
                                context=context, answer=targets, references=references)
@@ -470,18 +448,18 @@ class Template:
             absent = sorted(self.variables - set(fields))
             if not absent and self._reads_undefined_answer_choices:
                 raise self._no_answer_choices(error, task, row_index) from None
-            no_element = _no_element(str(error), variables.get("answer_choices"))
+            no_element = no_element_problem(str(error), variables.get("answer_choices"))
             if no_element:
                 raise self._error(no_element, task, row_index) from None
             text_index = None if absent else self._text_choice_index(variables)
             if text_index:
                 raise self._error(text_index[1], task, row_index, field=text_index[0]) from None
-            named = _missing_field(str(error))
+            named = undefined_name(str(error))
             nested = self._missing_key(named, variables) if named is not None and not absent else None
             if nested:
                 raise self._error(nested[1], task, row_index, field=nested[0], kind=MissingFieldError) from None
             field = named if named in absent or not absent else absent[0]
-            hint = _field_hint(field, {name: variables[name] for name in fields})
+            hint = field_hint(field, {name: variables[name] for name in fields})
             # (Jinja's wording, e.g. "list object has no element Undefined" for `choices[absent]`, only where no
             # field the template reads is absent: then it is the one clue to what is)
             cause = "" if field in absent else f" ({error})"
@@ -525,52 +503,3 @@ def _origin(source_file: Optional[str], source_line: Optional[int], given_id: Op
     where = f"from {source_file}:{source_line}" if source_file and source_line else (
         f"from {source_file}" if source_file else "")
     return ", ".join(part for part in (where, f"id {given_id}" if given_id else "") if part) or None
-
-
-def _choice_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> str:
-    """What to write when `target` is not among `choices`: the choices written as one (`"a, b"`, not `"a ||| b"`),
-    a choice differing from it in case or spacing alone, or — `target` being the index of a choice (a label column of
-    numbers printed as the target, `{{label}}`, where `{{ answer_choices[label] }}` was meant) — the row's field
-    that holds it; a choice longer than promptsource's truncation of every `{{ }}` (which the answer choices escape)
-    that the target cuts short; else ""."""
-    cut = [choice for choice in choices if len(choice) > TEXT_VAR_LENGTH and target.endswith("...")
-           and choice.startswith(target[:-3])]
-    if cut:
-        return (f"; it is the choice of {len(cut[0])} characters {cut[0][:40] + '...'!r} cut short by promptsource's "
-                f"truncation of every `{{{{ }}}}` to {TEXT_VAR_LENGTH} characters, which the answer choices escape: "
-                f"shorten the row's text with a `map` preprocessor, or drop such rows with a `filter`")
-    if len(choices) == 1 and any(target in map(str.strip, choices[0].split(s)) for s in (",", "/", "|", ";")):
-        return (f"; the answer choices are one choice, {choices[0]!r}: separate the choices with `|||` "
-                f"(\"no ||| yes\")")
-    same = [choice for choice in choices if " ".join(choice.split()).lower() == " ".join(target.split()).lower()]
-    if same:
-        return (f"; it differs from the choice {same[0]!r} in case or spacing alone: write the choices as the data "
-                f"writes its labels, or map the labels to them (e.g. `| lower` in the template)")
-    if not target.isdigit() or int(target) >= len(choices):
-        return ""
-    fields = [name for name, value in row.items()
-              if isinstance(value, int) and not isinstance(value, bool) and value == int(target)]
-    field = fields[0] if len(fields) == 1 else "FIELD"
-    return (f"; {target!r} is the index of the choice {choices[int(target)]!r}: print the choice, not the index, as "
-            f"the target (`||| {{{{ answer_choices[{field}] }}}}`)")
-
-
-def _field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
-    """What a missing `field` likely is: part of a row field that joins several column names (a file separated by
-    `;`, tabs or commas read by a reader that splits at another separator), a field of the rows a JSON file holds
-    under one key, or a misspelling of a row field; else ""."""
-    if field is None:
-        return ""
-    for name, value in row.items():
-        if isinstance(value, list) and any(isinstance(item, Mapping) and field in item for item in value):
-            return (f"; the row's field {name!r} is a list of records holding {field!r}: if those are the rows, the "
-                    f"file nests them under {name!r}; write one record per row instead (a .jsonl file, one JSON "
-                    f"object a line, or a .json file holding a list of objects)")
-    for name in row:
-        separator = next((s for s in ("\t", ";", ",", "|") if s in name and field in name.split(s)), None)
-        if separator is not None:
-            return (f"; the row's field {name!r} holds several column names: the file is separated by "
-                    f"{separator!r}, which its reader does not split at (a .csv file is read comma-separated, a .tsv "
-                    f"file listed under `files:` tab-separated: save or name the file accordingly)")
-    close = close_matches(field, list(row), n=1)
-    return f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""

@@ -1,0 +1,82 @@
+"""What a row's failed rendering likely means and what to write instead: the hints that end a template's render
+errors, worked out from Jinja's message, the row and the answer choices (`Template.render` raises the errors)."""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+from .errors import close_matches
+from .jinja_env import TEXT_VAR_LENGTH, subscript_problem
+
+_UNDEFINED_PATTERNS = (
+    re.compile(r"'([^']+)' is undefined"),
+    re.compile(r"has no attribute '([^']+)'"),
+)
+
+
+def no_element_problem(message: str, choices: Any) -> Optional[str]:
+    """What a subscript that found nothing went wrong with (`subscript_problem`), with the answer choices when
+    there are some, or None when `message` is about something else."""
+    what = subscript_problem(message)
+    if what is None:
+        return None
+    hint = f"; the answer choices are {choices}" if isinstance(choices, list) else ""
+    return f"{what}{hint}; check the row's values against the template"
+
+
+def undefined_name(message: str) -> Optional[str]:
+    """The name a Jinja UndefinedError `message` says is undefined (a row field, or a key of one), or None."""
+    for pattern in _UNDEFINED_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return None
+
+
+def choice_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> str:
+    """What to write when `target` is not among `choices`: the choices written as one (`"a, b"`, not `"a ||| b"`),
+    a choice differing from it in case or spacing alone, or — `target` being the index of a choice (a label column of
+    numbers printed as the target, `{{label}}`, where `{{ answer_choices[label] }}` was meant) — the row's field
+    that holds it; a choice longer than promptsource's truncation of every `{{ }}` (which the answer choices escape)
+    that the target cuts short; else ""."""
+    cut = [choice for choice in choices if len(choice) > TEXT_VAR_LENGTH and target.endswith("...")
+           and choice.startswith(target[:-3])]
+    if cut:
+        return (f"; it is the choice of {len(cut[0])} characters {cut[0][:40] + '...'!r} cut short by promptsource's "
+                f"truncation of every `{{{{ }}}}` to {TEXT_VAR_LENGTH} characters, which the answer choices escape: "
+                f"shorten the row's text with a `map` preprocessor, or drop such rows with a `filter`")
+    if len(choices) == 1 and any(target in map(str.strip, choices[0].split(s)) for s in (",", "/", "|", ";")):
+        return (f"; the answer choices are one choice, {choices[0]!r}: separate the choices with `|||` "
+                f"(\"no ||| yes\")")
+    same = [choice for choice in choices if " ".join(choice.split()).lower() == " ".join(target.split()).lower()]
+    if same:
+        return (f"; it differs from the choice {same[0]!r} in case or spacing alone: write the choices as the data "
+                f"writes its labels, or map the labels to them (e.g. `| lower` in the template)")
+    if not target.isdigit() or int(target) >= len(choices):
+        return ""
+    fields = [name for name, value in row.items()
+              if isinstance(value, int) and not isinstance(value, bool) and value == int(target)]
+    field = fields[0] if len(fields) == 1 else "FIELD"
+    return (f"; {target!r} is the index of the choice {choices[int(target)]!r}: print the choice, not the index, as "
+            f"the target (`||| {{{{ answer_choices[{field}] }}}}`)")
+
+
+def field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
+    """What a missing `field` likely is: part of a row field that joins several column names (a file separated by
+    `;`, tabs or commas read by a reader that splits at another separator), a field of the rows a JSON file holds
+    under one key, or a misspelling of a row field; else ""."""
+    if field is None:
+        return ""
+    for name, value in row.items():
+        if isinstance(value, list) and any(isinstance(item, Mapping) and field in item for item in value):
+            return (f"; the row's field {name!r} is a list of records holding {field!r}: if those are the rows, the "
+                    f"file nests them under {name!r}; write one record per row instead (a .jsonl file, one JSON "
+                    f"object a line, or a .json file holding a list of objects)")
+    for name in row:
+        separator = next((s for s in ("\t", ";", ",", "|") if s in name and field in name.split(s)), None)
+        if separator is not None:
+            return (f"; the row's field {name!r} holds several column names: the file is separated by "
+                    f"{separator!r}, which its reader does not split at (a .csv file is read comma-separated, a .tsv "
+                    f"file listed under `files:` tab-separated: save or name the file accordingly)")
+    close = close_matches(field, list(row), n=1)
+    return f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
