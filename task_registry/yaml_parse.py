@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Union
 import yaml
 
 from .errors import TaskDefinitionError, TaskRegistryError, close_matches
-from .preprocessors import compile_expression, from_config as preprocessor_from_config
+from .preprocessors import Preprocessor, compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import (HFSource, LocalFileSource, Source, is_file_builder, is_pattern, is_saved_dataset, matched_files,
                       misspelt_reader_problem, unmatched_pattern, written_as_local_path)
@@ -97,14 +97,19 @@ class TaskFileParser:
         self.missing_files: list[str] = []
 
     def error(self, line: int, message: str) -> None:
+        """Record `message` as a problem at `line` of the file (`file:line: message` in `errors`)."""
         self.errors.append(f"{self.path}:{line}: {message}")
 
     def line_of(self, mapping: Any, key: Optional[str] = None) -> int:
+        """The line where `mapping[key]`'s value starts, or `mapping`'s own line without `key` (or when the key is
+        absent); 1 for a value the loader gave no lines (not a mapping)."""
         if isinstance(mapping, _LineMapping):
             return mapping.value_lines.get(key, mapping.line) if key else mapping.line
         return 1
 
     def parse(self) -> Optional[Task]:
+        """The file's Task, or None with every problem found recorded in `errors` (not raised): the YAML, the
+        schema's keys and types, the source, preprocessors and templates, the Task's own checks and `check`'s."""
         try:
             text = self.path.read_text(encoding="utf-8")
             document = yaml.load(text, Loader=_LineLoader)  # noqa: S506
@@ -157,6 +162,9 @@ class TaskFileParser:
             self.error(self.line_of(document, key), message)
 
     def options(self, document: dict) -> dict[str, Any]:
+        """The Task keyword arguments of the document's optional keys (description, task_type, cluster, held_out,
+        eval_only, group_by, postprocess, splits, metrics) that are well-formed; each ill-formed one is reported at
+        its line and left out."""
         options: dict[str, Any] = {}
         for key, kind in (("description", str), ("task_type", str), ("cluster", str), ("held_out", bool),
                           ("eval_only", bool), ("group_by", str), ("postprocess", str)):
@@ -214,6 +222,8 @@ class TaskFileParser:
                            f"files hold)")
 
     def source(self, config: Any, line: int) -> Optional[Source]:
+        """The `source:` mapping `config` (at `line`) as an `HFSource` or a `LocalFileSource`, its paths relative to
+        the YAML file; None, with the problems reported, when it is ill-formed."""
         if not isinstance(config, dict):
             self.error(line, f"`source` must be a mapping with `hf:` or `files:`, got {config!r}")
             return None
@@ -318,7 +328,9 @@ class TaskFileParser:
         return (f"{where}; it exists relative to the working directory: write {from_yaml!r} (relative to the YAML "
                 f"file) or {str(path.resolve())!r}")
 
-    def preprocessors(self, document: dict) -> list:
+    def preprocessors(self, document: dict) -> list[Preprocessor]:
+        """The `preprocessors:` list's steps (`preprocessors.from_config`); an entry that is no step (or a value that
+        is no list) is reported at its line and left out."""
         entries = document.get("preprocessors", [])
         if not isinstance(entries, list):
             self.error(self.line_of(document, "preprocessors"), "`preprocessors` must be a list")
@@ -332,6 +344,8 @@ class TaskFileParser:
         return result
 
     def templates(self, document: dict) -> list[Template]:
+        """The `templates:` list's templates, inline ones and those imported from promptsource files, in order; an
+        ill-formed entry or a second template of one name is reported at its line and left out."""
         entries = document.get("templates", [])
         if not isinstance(entries, list) or not entries:
             if "templates" in document:
@@ -352,6 +366,8 @@ class TaskFileParser:
         return templates
 
     def inline_template(self, entry: dict) -> Optional[Template]:
+        """The Template an entry with `name` and `jinja` (TEMPLATE_KEYS) defines; None, with its problems reported,
+        when it is ill-formed."""
         problems = _unknown_keys(entry, TEMPLATE_KEYS)
         problems += [(self.line_of(entry), f"template lacks {key!r}") for key in ("name", "jinja") if key not in entry]
         if "{{" in str(entry.get("reference", "")) and "references" not in entry:
@@ -377,6 +393,8 @@ class TaskFileParser:
             return None
 
     def promptsource_templates(self, entry: dict) -> list[Template]:
+        """The templates a `promptsource:` entry imports (PROMPTSOURCE_KEYS: the file or folder, its dataset and
+        subset, the `names` to keep, all by default); [] with the problems reported when they cannot be read."""
         self.imports_promptsource = True
         for line, problem in _unknown_keys(entry, PROMPTSOURCE_KEYS):
             self.error(line, problem)
