@@ -1,6 +1,8 @@
 """What `train` checks before it reads data or builds a model: the mixture and its held-out rules (`training_rates`),
 every component section and the DeepSpeed config, built once (`check_run_config`), the signals adaptive strategies
-need, and the settings a run accepts but leaves idle (`config_warnings`). Errors are ConfigErrors naming the key."""
+need, and the settings a run accepts but leaves idle (`config_warnings`). Errors are ConfigErrors naming the key.
+The sampler config a run builds (`engine.run_sampling`) and the templates it trains with (`engine.training_templates`)
+are re-exported here, where callers import them from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,17 +16,25 @@ from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters, refuse_untrained_held_out)
+from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
+from t2t_mtl.engine.training_templates import (template_digests_of, template_names_of, training_template_names,
+                                               training_template_selection, training_templates)
 from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import check_t5_checkpoint
 from t2t_mtl.model.lora import check_targets, lora_settings
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import repeated_items
 
-if TYPE_CHECKING:  # task_registry (and datasets) loads when the mixture is checked
-    from task_registry import Template
-
+if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
+
+__all__ = ["CheckedDeepSpeed", "CheckedRun", "check_component_configs", "check_deepspeed",
+           "check_registered_components", "check_run_config", "check_signal_config", "check_surgery_zero",
+           "check_task_splits", "config_warnings", "deepspeed_key_warnings", "is_local_model",
+           "pretrained_config_dict", "refuse_untrainable", "run_sampling_config", "template_digests_of",
+           "template_names_of", "training_rates", "training_template_names", "training_template_selection",
+           "training_templates", "unread_key_warnings", "unused_mixture_rates", "with_template_sizes"]
 
 
 def training_rates(cfg: Config) -> Dict[str, float]:
@@ -195,7 +205,7 @@ def unused_mixture_rates(cfg: Config) -> Optional[str]:
         return None
     if strategy == "explicit" and "rates" not in cfg.sampling:
         return None
-    if _size_based(strategy) and _rates_by_function(task_registry.get_mixture(d.mixture)):
+    if size_based(strategy) and _rates_by_function(task_registry.get_mixture(d.mixture)):
         return None
     rates = task_registry.training_rates(d.mixture, held_out_clusters=d.held_out_clusters, force=True)
     rates = {task: rates[task] for task in d.tasks if task in rates} if d.tasks else rates
@@ -317,75 +327,6 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
     return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size), sampler)
-
-
-def run_sampling_config(cfg: Config, rates: Mapping[str, float]) -> Dict[str, Any]:
-    """The sampler config a run of `cfg` training `rates` builds: its `sampling` section, with the mixture's rates
-    for `explicit`, the micro-batch size as `uncertainty`'s pool and each task's template count where the section
-    leaves them out: for T0's caps, and with `data.all_templates` for every size-based strategy (a task is then one
-    seqio task per template, T0's mixture; its size counts each row once per template)."""
-    sampling_cfg = dict(cfg.sampling)
-    if sampling_cfg.get("strategy") == "explicit" and "rates" not in sampling_cfg:
-        sampling_cfg["rates"] = dict(rates)
-    if sampling_cfg.get("strategy") == "uncertainty" and "pool_per_task" not in sampling_cfg:
-        sampling_cfg["pool_per_task"] = cfg.training.micro_batch_size  # CA-MTL: b candidates per task, b kept
-    caps = any(sampling_cfg.get(key) is not None for key in ("template_cap", "dataset_cap"))
-    per_template = caps or (cfg.data.all_templates and _size_based(sampling_cfg.get("strategy")))
-    if per_template and sampling_cfg.get("templates") is None:  # the templates each task trains with
-        sampling_cfg["templates"] = training_templates(cfg, list(rates))
-    if cfg.data.all_templates and sampling_cfg.get("templates") and "sizes_count_templates" not in sampling_cfg:
-        sampling_cfg["sizes_count_templates"] = True  # (a task's size counts each row once per template)
-    return sampling_cfg
-
-
-def with_template_sizes(cfg: Config, sampling_cfg: Mapping[str, Any],
-                        template_sizes: Mapping[str, Mapping[str, int]]) -> Dict[str, Any]:
-    """The sampler config `sampling_cfg` (`run_sampling_config`) with each task's examples per template as training
-    rendered them (`template_sizes`: {task: {template: examples}}) where it rates a task's templates on sizes that
-    count a row once per template (data.all_templates) and gives none itself: each template is then rated at its own
-    count, as T0's seqio task per template was, not at the task's mean (a template that skips rows holds fewer)."""
-    per_template = sampling_cfg.get("templates")
-    if not (cfg.data.all_templates and sampling_cfg.get("sizes_count_templates") and per_template) \
-            or "template_sizes" in sampling_cfg:
-        return dict(sampling_cfg)
-    return {**sampling_cfg, "template_sizes": {task: dict(template_sizes[task]) for task in per_template
-                                               if task in template_sizes}}
-
-
-def _size_based(strategy: Any) -> bool:
-    """Whether the sampling strategy named `strategy` rates tasks by their sizes (takes `templates`)."""
-    from t2t_mtl.sampling.registry import STRATEGIES
-
-    return isinstance(strategy, str) and strategy in STRATEGIES and "templates" in STRATEGIES[strategy].PARAMS
-
-
-def training_templates(cfg: Config, task_names: Sequence[str]) -> Dict[str, int]:
-    """How many templates each of `task_names` trains with (`data.templates`, else all of the task's)."""
-    return {name: len(names) for name, names in training_template_names(cfg, task_names).items()}
-
-
-def training_template_names(cfg: Config, task_names: Sequence[str]) -> Dict[str, List[str]]:
-    """The names of the templates each of `task_names` trains with (`training_template_selection`)."""
-    return template_names_of(training_template_selection(cfg, task_names))
-
-
-def training_template_selection(cfg: Config, task_names: Sequence[str]) -> Dict[str, List[Template]]:
-    """{task: the `Template`s it trains with, in the order it renders them} for each of `task_names`
-    (`data.templates`, else all of the task's); the tasks must be registered (`training_rates`)."""
-    import task_registry
-
-    return {name: task_registry.get_task(name).select_templates(cfg.data.templates) for name in task_names}
-
-
-def template_names_of(selection: Mapping[str, Sequence[Template]]) -> Dict[str, List[str]]:
-    """{task: template names, in order} of a `training_template_selection`, as checkpoints save them."""
-    return {task: [t.name for t in templates] for task, templates in selection.items()}
-
-
-def template_digests_of(selection: Mapping[str, Sequence[Template]]) -> Dict[str, Dict[str, str]]:
-    """{task: {template name: `Template.render_digest()`}} of a `training_template_selection`, as checkpoints save
-    them."""
-    return {task: {t.name: t.render_digest() for t in templates} for task, templates in selection.items()}
 
 
 def check_task_splits(task_names: Sequence[str]) -> None:
@@ -521,7 +462,7 @@ def placeholder_sampler(cfg: Config, sampling_cfg: Mapping[str, Any], task_names
     unknown key is a ConfigError naming its path in the config, as the user wrote it."""
     from t2t_mtl.sampling import UnknownParameterError, build_sampler
 
-    if _size_based(sampling_cfg.get("strategy")):  # (given template sizes add up to the real sizes: checked on them)
+    if size_based(sampling_cfg.get("strategy")):  # (given template sizes add up to the real sizes: checked on them)
         sampling_cfg = {key: value for key, value in sampling_cfg.items() if key != "template_sizes"}
     try:
         return build_sampler(sampling_cfg, placeholder_sizes(task_names, world_size), seed=cfg.training.seed,
