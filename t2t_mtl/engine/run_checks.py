@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, changed_keys, check_model_source, tokenizer_source
+from t2t_mtl.config import Config, ConfigError, DataConfig, changed_keys, check_model_source, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
@@ -45,9 +45,28 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     ConfigError, as is a task flagged `held_out` that `data.train_held_out` does not name, a `data.train_held_out`
     task the run does not train, and a `data.templates` name that a task lacks. Every error names the config key.
     """
+    d = cfg.data
+    _register_run_tasks(d)
+    # what an unknown task or cluster may be: one of a YAML task file or a Python module, which only data.tasks_dir
+    # and data.task_modules register
+    yaml_note = "" if d.tasks_dir or d.task_modules else (
+        "; a YAML task file's task is registered by data.tasks_dir: name its folder (a Python module's by "
+        "data.task_modules)")
+    _check_named_tasks(d, yaml_note)
+    rates = _configured_rates(d)
+    source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
+    refuse_unapproved_held_out(list(rates), d.train_held_out, source)
+    refuse_untrained_held_out(d.train_held_out, rates, source, d.held_out_clusters)
+    refuse_untrainable(rates, source)
+    _check_template_names(d.templates, rates)
+    return rates
+
+
+def _register_run_tasks(d: DataConfig) -> None:
+    """Register the built-in tasks, then `data.task_modules`' and `data.tasks_dir`'s (as --task-module and
+    --tasks-dir do), with `data.data_dir` set; a module's or a task file's error is a ConfigError naming the key."""
     import task_registry
 
-    d = cfg.data
     task_registry.load_builtin_tasks()
     if d.data_dir:
         task_registry.set_data_dir(d.data_dir)
@@ -58,11 +77,11 @@ def training_rates(cfg: Config) -> Dict[str, float]:
     except task_registry.TaskRegistryError as err:
         raise ConfigError(f"data.tasks_dir: {err}") from None
 
-    # what an unknown task or cluster may be: one of a YAML task file or a Python module, which only data.tasks_dir
-    # and data.task_modules register
-    yaml_note = "" if d.tasks_dir or d.task_modules else (
-        "; a YAML task file's task is registered by data.tasks_dir: name its folder (a Python module's by "
-        "data.task_modules)")
+
+def _check_named_tasks(d: DataConfig, yaml_note: str) -> None:
+    """The tasks and clusters the data section names must be registered (`yaml_note` ends the error of one that is
+    not), `data.tasks` must name each once and none in a held-out cluster."""
+    import task_registry
 
     def registered(name: str, key: str) -> Any:
         try:
@@ -82,6 +101,13 @@ def training_rates(cfg: Config) -> Dict[str, float]:
             continue  # without data.mixture, data.tasks may name mixtures (their held-out clusters are dropped)
         registered(name, "data.tasks")
         refuse_held_out_cluster(name, d.held_out_clusters)
+
+
+def _configured_rates(d: DataConfig) -> Dict[str, float]:
+    """Task → rate of what the data section trains: `data.mixture` (its tasks `data.tasks` picks, at the rates it
+    gives), else `data.tasks`; `data.held_out_clusters` dropped."""
+    import task_registry
+
     if d.mixture is not None:
         if d.mixture not in task_registry.list_mixtures() and d.mixture not in task_registry.list_tasks():
             err = task_registry.UnknownMixtureError(d.mixture, task_registry.list_mixtures())
@@ -104,17 +130,19 @@ def training_rates(cfg: Config) -> Dict[str, float]:
         # named after the config key: the registry's messages quote the mixture's name
         rates = task_registry.training_rates(task_registry.Mixture("data.tasks", explicit),
                                              held_out_clusters=d.held_out_clusters, force=True)
-    source = "data.tasks" if d.tasks else f"data.mixture {d.mixture!r}"
-    refuse_unapproved_held_out(list(rates), d.train_held_out, source)
-    refuse_untrained_held_out(d.train_held_out, rates, source, d.held_out_clusters)
-    refuse_untrainable(rates, source)
-    for name in d.templates or ():
+    return rates
+
+
+def _check_template_names(templates: Optional[Sequence[str]], rates: Mapping[str, float]) -> None:
+    """Each of `data.templates` must be a template of every training task of `rates`."""
+    import task_registry
+
+    for name in templates or ():
         for task_name in rates:
             try:
                 task_registry.get_task(task_name).get_template(name)
             except task_registry.UnknownTemplateError as err:
                 raise ConfigError(f"data.templates: {err} (data.templates applies to every training task)") from None
-    return rates
 
 
 def refuse_untrainable(rates: Mapping[str, float], source: str) -> None:
