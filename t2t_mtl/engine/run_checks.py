@@ -269,8 +269,15 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
     the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read (from `deepspeed`, the
     run's checked DeepSpeed config; None: built and parsed here). `sampler`: the run's (what it learns from is read
     on it; None: built here on placeholder sizes where a warning needs it)."""
-    t = cfg.training
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
+    return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg) + \
+        _schedule_warnings(cfg, world_size, sampler)
+
+
+def _sampling_warnings(cfg: Config) -> List[str]:
+    """Rates (`data.tasks`', a mixture's) the sampler does not draw by; weighting tchebycheff's max over the tasks
+    of a micro-batch where each holds one task."""
+    out: List[str] = []
     strategy = cfg.sampling.get("strategy")
     if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
         why = (f"sampling.strategy {strategy!r} does not draw by rates" if strategy != "explicit"
@@ -283,7 +290,13 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
         out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
                    "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
                    "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
-    moe = cfg.model.moe or {}
+    return out
+
+
+def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
+    """Keys of the `model.moe` section its routing does not read (capacity under routing task or dropless, unseen-task
+    routing under routing token)."""
+    out: List[str] = []
     capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
                      if key in moe]
     if moe.get("routing") == "task" and capacity_keys:
@@ -298,6 +311,13 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
     if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
         out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
                    "whatever its task, so it has no effect (it applies to routing task and hybrid)")
+    return out
+
+
+def _unused_key_warnings(cfg: Config) -> List[str]:
+    """Keys the rest of the run's settings leave unread: batching keys, training keys a DeepSpeed config replaces,
+    `tokenizer.train` where the run loads its tokenizer."""
+    out: List[str] = []
     d = cfg.data
     uses = {"bucket_batches": ("bucket", "pack"), "pad_to_multiple_of": ("bucket", "pack", "pad_to_longest")}
     idle = [key for key in changed_keys(d, list(uses)) if d.batching not in uses[key]]
@@ -313,6 +333,14 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
         key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
         out.append(f"tokenizer.train is set, but the run loads the tokenizer of {key} ({source!r}) and trains none, "
                    f"so it has no effect")
+    return out
+
+
+def _schedule_warnings(cfg: Config, world_size: int, sampler: Optional[MixtureSampler]) -> List[str]:
+    """Periods longer than the run: warm-up, periodic validation (and what relies on it: `validation_users`, read on
+    `sampler`, None: built on placeholder sizes for `world_size` ranks), zero-shot evaluation."""
+    t = cfg.training
+    out: List[str] = []
     if t.warmup >= t.steps:
         out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
                    f"warm-up")
