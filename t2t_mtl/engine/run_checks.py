@@ -22,7 +22,7 @@ from t2t_mtl.engine.training_templates import (template_digests_of, template_nam
                                                training_template_selection, training_templates)
 from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import check_t5_checkpoint
-from t2t_mtl.model.lora import check_targets, lora_settings
+from t2t_mtl.model.lora import LoRAConfig, check_targets, lora_settings
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import repeated_items
 
@@ -429,9 +429,28 @@ def pretrained_config_dict(name_or_path: Optional[str]) -> Optional[Dict[str, An
 def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
                             rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
                             ) -> MixtureSampler:
-    """Build the sampler and the weighting once on placeholder sizes so their config errors surface before
-    any tokenizing or training (their builders validate every key); `saved` as for `check_run_config`. Returns
+    """Check every component section before any tokenizing or training, in this order: the sampler and the
+    weighting, built once on placeholder sizes (their builders validate every key), data.few_shot, model.lora,
+    training.wandb, model.moe, CA-MTL's selection and gradient_surgery; `saved` as for `check_run_config`. Returns
     the sampler (what it learns from is checked on it)."""
+    sampler = _checked_sampler_and_weighting(cfg, sampling_cfg, task_names, rank=rank, world_size=world_size)
+    FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
+    lora = _checked_lora(cfg, task_names, saved)
+    from t2t_mtl.engine.wandb_logging import check_wandb_section
+
+    check_wandb_section(cfg.training.wandb)
+    if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
+        _check_moe(cfg, task_names, saved)
+    _check_uncertainty_selection(cfg, sampling_cfg, task_names)
+    if cfg.gradient_surgery:
+        _check_gradient_surgery(cfg, sampling_cfg, task_names, lora)
+    return sampler
+
+
+def _checked_sampler_and_weighting(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *,
+                                   rank: int, world_size: int) -> MixtureSampler:
+    """The run's sampler, built (as its weighting is) on placeholder sizes, an unknown key named by its path in the
+    config; a registered class's sampler or weighting is held to the resume contract."""
     from t2t_mtl.weighting import UnknownWeightingParameterError, build_weighting
 
     sizes = placeholder_sizes(task_names, world_size)
@@ -443,38 +462,50 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     check_registered_components(sampler, weighting, lambda: placeholder_sampler(
         cfg, sampling_cfg, task_names, rank=rank, world_size=world_size), lambda: build_weighting(
         cfg.weighting, task_names, sizes))
-    FewShotMix.from_config(cfg.data.few_shot)  # data.few_shot errors too
+    return sampler
+
+
+def _checked_lora(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> Optional[LoRAConfig]:
+    """The run's `model.lora` settings (None: off), checked before any tokenizing: for a local model, its targets
+    against the model's config and, with trainable base parameters, the model built on the meta device."""
     lora = lora_settings(cfg.model.lora)  # model.lora errors before any tokenizing
     if lora is not None and is_local_model(cfg.model.name_or_path):  # (a hub model: when built)
         check_targets(lora, model_config(cfg.model, saved))
     if lora is not None and lora.trainable and is_local_model(cfg.model.name_or_path):  # on weightless params
         with torch.device("meta"):  # (a local pretrained model: built from its config.json, no weights read)
             build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
-    from t2t_mtl.engine.wandb_logging import check_wandb_section
+    return lora
 
-    check_wandb_section(cfg.training.wandb)
-    if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
-        from t2t_mtl.engine.validation import evaluation_plan
-        from t2t_mtl.model.moe import MoEConfig
 
-        if cfg.model.moe.get("expert_ids"):  # (the first route to an expert a layer lacks would stop the run)
-            raise ConfigError("model.moe.expert_ids lists the experts each layer of an exported task sub-network holds "
-                              "(`t2t-mtl export --task` writes it); a run's routes may pick any expert, so it trains "
-                              "them all: remove model.moe.expert_ids")
-        given = cfg.model.moe.get("task_names")
-        if given is not None and given != list(task_names):  # the run's own list replaces it
-            raise ConfigError(f"model.moe.task_names {given!r} is not this run's task list {list(task_names)}: the "
-                              f"run fills it in itself (task ids index the training tasks in data.tasks' or the "
-                              f"mixture's order), so remove model.moe.task_names")
-        moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
-        unseen = [name for name in evaluation_plan(cfg)[0] if name not in task_names]
-        if moe.routing != "token" and moe.unseen_task_routing == "error" and unseen:
-            raise ConfigError(f"evaluation scores tasks the model is not trained on ({', '.join(unseen)}), and "
-                              f"model.moe.unseen_task_routing: error refuses to route them: set it to 'mean' or to a "
-                              f"trained task's name, or evaluate trained tasks only")
-        if is_local_model(cfg.model.name_or_path):  # (a hub model: when built, as the hub is read after the checks)
-            with torch.device("meta"):  # the layers every / layers select, a model.name_or_path that is an MoE already
-                build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
+def _check_moe(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
+    """The `model.moe` section of a run training `task_names`: no exported sub-network's expert_ids, no task list but
+    the run's, unseen evaluation tasks routable, and for a local model its MoE layers built on the meta device."""
+    from t2t_mtl.engine.validation import evaluation_plan
+    from t2t_mtl.model.moe import MoEConfig
+
+    if cfg.model.moe.get("expert_ids"):  # (the first route to an expert a layer lacks would stop the run)
+        raise ConfigError("model.moe.expert_ids lists the experts each layer of an exported task sub-network holds "
+                          "(`t2t-mtl export --task` writes it); a run's routes may pick any expert, so it trains "
+                          "them all: remove model.moe.expert_ids")
+    given = cfg.model.moe.get("task_names")
+    if given is not None and given != list(task_names):  # the run's own list replaces it
+        raise ConfigError(f"model.moe.task_names {given!r} is not this run's task list {list(task_names)}: the "
+                          f"run fills it in itself (task ids index the training tasks in data.tasks' or the "
+                          f"mixture's order), so remove model.moe.task_names")
+    moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)})
+    unseen = [name for name in evaluation_plan(cfg)[0] if name not in task_names]
+    if moe.routing != "token" and moe.unseen_task_routing == "error" and unseen:
+        raise ConfigError(f"evaluation scores tasks the model is not trained on ({', '.join(unseen)}), and "
+                          f"model.moe.unseen_task_routing: error refuses to route them: set it to 'mean' or to a "
+                          f"trained task's name, or evaluate trained tasks only")
+    if is_local_model(cfg.model.name_or_path):  # (a hub model: when built, as the hub is read after the checks)
+        with torch.device("meta"):  # the layers every / layers select, a model.name_or_path that is an MoE already
+            build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
+
+
+def _check_uncertainty_selection(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str]) -> None:
+    """CA-MTL's `uncertainty` strategy selects exactly micro_batch_size examples from a larger pool: refused with
+    packed batches or a pool no larger than a micro-batch."""
     if cfg.data.batching == "pack" and sampling_cfg.get("strategy") == "uncertainty":
         raise ConfigError("data.batching: pack fills micro_batch_size rows with as many examples as fit, but "
                           "sampling strategy 'uncertainty' (CA-MTL) selects exactly micro_batch_size examples per "
@@ -487,24 +518,28 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
                                                            "from too few") +
                           f": raise sampling.pool_per_task above {cfg.training.micro_batch_size // len(task_names)} "
                           f"(CA-MTL draws micro_batch_size = {cfg.training.micro_batch_size} per task, the default)")
-    if cfg.gradient_surgery:
-        from t2t_mtl.gradients import build_method
 
-        build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors first
-        if sampling_cfg.get("mode", "homogeneous") != "homogeneous":
-            raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
-        if cfg.training.grad_accum < 2:
-            raise ConfigError("gradient_surgery combines the per-task gradients of one optimizer step, whose "
-                              "training.grad_accum micro-batches hold one task each (the same task on every "
-                              "rank): with grad_accum 1 every step sees a single task and surgery changes "
-                              "nothing. Set training.grad_accum >= 2 (e.g. the number of tasks, "
-                              f"{len(task_names)}) or drop gradient_surgery")
-        if lora is not None and lora.per_task and not (cfg.model.moe or cfg.model.task_embeddings or lora.trainable):
-            raise ConfigError("gradient_surgery projects conflicting task gradients, but with model.lora.per_task "
-                              "and nothing else trained each task's gradient lives on its own adapters only (every "
-                              "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
-                              "train shared parameters too (model.lora.trainable, model.moe)")
-    return sampler
+
+def _check_gradient_surgery(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str],
+                            lora: Optional[LoRAConfig]) -> None:
+    """The `gradient_surgery` section (its method and options), and that the run gives it per-task gradients to
+    combine: homogeneous micro-batches, grad_accum >= 2, shared parameters trained beside per-task adapters."""
+    from t2t_mtl.gradients import build_method
+
+    build_method(dict(cfg.gradient_surgery), len(task_names))  # unknown method / option errors first
+    if sampling_cfg.get("mode", "homogeneous") != "homogeneous":
+        raise ConfigError("gradient_surgery needs per-task micro-batches: set sampling.mode: homogeneous")
+    if cfg.training.grad_accum < 2:
+        raise ConfigError("gradient_surgery combines the per-task gradients of one optimizer step, whose "
+                          "training.grad_accum micro-batches hold one task each (the same task on every "
+                          "rank): with grad_accum 1 every step sees a single task and surgery changes "
+                          "nothing. Set training.grad_accum >= 2 (e.g. the number of tasks, "
+                          f"{len(task_names)}) or drop gradient_surgery")
+    if lora is not None and lora.per_task and not (cfg.model.moe or cfg.model.task_embeddings or lora.trainable):
+        raise ConfigError("gradient_surgery projects conflicting task gradients, but with model.lora.per_task "
+                          "and nothing else trained each task's gradient lives on its own adapters only (every "
+                          "cosine is 0, nothing to project): drop gradient_surgery, use shared adapters, or "
+                          "train shared parameters too (model.lora.trainable, model.moe)")
 
 
 def placeholder_sizes(task_names: Sequence[str], world_size: int) -> Dict[str, int]:
