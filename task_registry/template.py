@@ -427,50 +427,64 @@ class Template:
 
     def _run(self, compiled: jinja2.Template, variables: Mapping[str, Any], *, task: Optional[str],
              row_index: Optional[int]) -> str:
+        """`compiled` rendered with `variables`; any failure is a `TemplateRenderError` (or a subclass) naming `task`,
+        this template, `row_index` and the field at fault where one is."""
         try:
             with refusing_printed_nulls():
                 return compiled.render(variables)
         except NullPrintedError:
-            nulls = sorted(k for k in self.variables if k in variables and variables[k] is None)
-            what = (f"field {nulls[0]!r} is null on this row and the template prints it" if nulls else
-                    "the template prints a null value (a nested field of the row, or an expression's result)")
-            raise self._error(
-                f"{what}: a row of a file that lacks a field others have gets null there, as does a csv cell that "
-                f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
-                f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
-                f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task, row_index,
-                field=nulls[0] if nulls else None, kind=MissingFieldError) from None
+            raise self._null_printed_error(variables, task, row_index) from None
         except SecurityError as error:
             raise self._error(f"refused unsafe access in the template sandbox: {error}", task, row_index,
                               kind=SandboxViolationError) from None
         except jinja2.UndefinedError as error:
-            fields = sorted(k for k in variables if k != "answer_choices")
-            absent = sorted(self.variables - set(fields))
-            if not absent and self._reads_undefined_answer_choices:
-                raise self._no_answer_choices(error, task, row_index) from None
-            no_element = no_element_problem(str(error), variables.get("answer_choices"))
-            if no_element:
-                raise self._error(no_element, task, row_index) from None
-            text_index = None if absent else self._text_choice_index(variables)
-            if text_index:
-                raise self._error(text_index[1], task, row_index, field=text_index[0]) from None
-            named = undefined_name(str(error))
-            nested = self._missing_key(named, variables) if named is not None and not absent else None
-            if nested:
-                raise self._error(nested[1], task, row_index, field=nested[0], kind=MissingFieldError) from None
-            field = named if named in absent or not absent else absent[0]
-            hint = field_hint(field, {name: variables[name] for name in fields})
-            # (Jinja's wording, e.g. "list object has no element Undefined" for `choices[absent]`, only where no
-            # field the template reads is absent: then it is the one clue to what is)
-            cause = "" if field in absent else f" ({error})"
-            raise self._error(f"field {field!r} is missing from the row{cause}; the row has fields {fields}{hint}",
-                              task, row_index, field=field, kind=MissingFieldError) from None
+            raise self._undefined_error(error, variables, task, row_index) from None
         except TemplateRenderError:
             raise
         except Exception as error:  # a template bug on this row: say where, keep the cause chained
             if isinstance(error, TypeError) and self._reads_undefined_answer_choices:  # e.g. None | join
                 raise self._no_answer_choices(error, task, row_index) from error
             raise self._error(f"rendering failed with {type(error).__name__}: {error}", task, row_index) from error
+
+    def _null_printed_error(self, variables: Mapping[str, Any], task: Optional[str],
+                            row_index: Optional[int]) -> TemplateRenderError:
+        """The error of a rendering that printed a null value: the row's null field the template reads, if any."""
+        nulls = sorted(k for k in self.variables if k in variables and variables[k] is None)
+        what = (f"field {nulls[0]!r} is null on this row and the template prints it" if nulls else
+                "the template prints a null value (a nested field of the row, or an expression's result)")
+        return self._error(
+            f"{what}: a row of a file that lacks a field others have gets null there, as does a csv cell that "
+            f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
+            f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
+            f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task, row_index,
+            field=nulls[0] if nulls else None, kind=MissingFieldError)
+
+    def _undefined_error(self, error: jinja2.UndefinedError, variables: Mapping[str, Any], task: Optional[str],
+                         row_index: Optional[int]) -> TemplateRenderError:
+        """The error of a rendering that read something undefined, from the likeliest cause down: answer choices the
+        template lacks, a subscript that found nothing, text indexing the answer choices, a nested field's missing
+        key, else a field missing from the row (with a hint at what it may be)."""
+        fields = sorted(k for k in variables if k != "answer_choices")
+        absent = sorted(self.variables - set(fields))
+        if not absent and self._reads_undefined_answer_choices:
+            return self._no_answer_choices(error, task, row_index)
+        no_element = no_element_problem(str(error), variables.get("answer_choices"))
+        if no_element:
+            return self._error(no_element, task, row_index)
+        text_index = None if absent else self._text_choice_index(variables)
+        if text_index:
+            return self._error(text_index[1], task, row_index, field=text_index[0])
+        named = undefined_name(str(error))
+        nested = self._missing_key(named, variables) if named is not None and not absent else None
+        if nested:
+            return self._error(nested[1], task, row_index, field=nested[0], kind=MissingFieldError)
+        field = named if named in absent or not absent else absent[0]
+        hint = field_hint(field, {name: variables[name] for name in fields})
+        # (Jinja's wording, e.g. "list object has no element Undefined" for `choices[absent]`, only where no
+        # field the template reads is absent: then it is the one clue to what is)
+        cause = "" if field in absent else f" ({error})"
+        return self._error(f"field {field!r} is missing from the row{cause}; the row has fields {fields}{hint}",
+                           task, row_index, field=field, kind=MissingFieldError)
 
     @functools.cached_property
     def _reads_undefined_answer_choices(self) -> bool:
