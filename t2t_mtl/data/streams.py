@@ -48,6 +48,18 @@ class TokenizedTask:
         return {"input_ids": batch["input_ids"], "labels": batch["labels"]}
 
 
+def shared_cache_dir() -> Optional[Path]:
+    """Where runs that set no `data.cache_dir` keep their tokenized tasks: `t2t_mtl/tokenized` in datasets' cache
+    folder (`HF_DATASETS_CACHE`, which holds the rendered rows they are tokenized from), so a new run of the same
+    tasks, templates, tokenizer and limits reads the files an earlier one wrote (each is keyed by all of them); None
+    when datasets' caching is turned off (`datasets.disable_caching()`)."""
+    import datasets
+
+    if not datasets.is_caching_enabled():
+        return None
+    return Path(datasets.config.HF_DATASETS_CACHE) / "t2t_mtl" / "tokenized"
+
+
 def _cache_options(cache_dir: Optional[Path], task: str, split: str, key: str) -> Dict[str, Any]:
     """Where `tokenize_dataset` keeps one task's split: `<cache_dir>/<task>/<split>-<key>.arrow`, or memory. A
     cache file there that does not load is removed first (`_drop_unreadable`), so that it is built again."""

@@ -41,6 +41,7 @@ from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, l
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
+from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine import resume_checks
@@ -132,6 +133,17 @@ def make_run_folders(run_dir: Path, cache_dir: Path, cache_key: str) -> None:
         prepare_output_dir(cache_dir, cache_key)
     except OutputPathError as error:
         raise ConfigError(str(error)) from None
+
+
+def tokenized_cache_dir(cfg: Config, run_dir: Path) -> Tuple[Path, str]:
+    """(the folder of the run's tokenized tasks, the setting naming it): data.cache_dir, else the one runs share in
+    datasets' cache folder (`shared_cache_dir`), else, with datasets' caching off, `run_dir/cache`."""
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir), "data.cache_dir"
+    shared = shared_cache_dir()
+    if shared is not None:
+        return shared, "data.cache_dir (unset: datasets' cache folder, HF_DATASETS_CACHE)"
+    return run_dir / "cache", "training.output_dir"
 
 
 def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cache_dir: Path, env: DistEnv
@@ -308,8 +320,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     resume_warnings = (resume_checks.template_change_warnings(resume_from, resume_meta, template_digests)
                        if resume_from is not None else [])
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
-    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache"
-    make_run_folders(run_dir, cache_dir, cache_key="data.cache_dir" if cfg.data.cache_dir else "training.output_dir")
+    cache_dir, cache_key = tokenized_cache_dir(cfg, run_dir)
+    make_run_folders(run_dir, cache_dir, cache_key)
     barrier()
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
     if resume_from is not None:

@@ -1,0 +1,91 @@
+"""The tokenized tasks runs share: a run that sets no data.cache_dir keeps them in datasets' cache folder, where the
+next run of the same tasks, templates, tokenizer and limits reads them, and a changed template is tokenized again."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+from t2t_mtl.data import tokenize_task
+from t2t_mtl.data.streams import shared_cache_dir
+from t2t_mtl.engine.trainer import train
+
+from engine_helpers import TASKS, tiny_config, train_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    """datasets' cache folder, empty, for this test."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    return tmp_path / "hf_cache"
+
+
+def _cached_files(folder: Path) -> dict:
+    return {path: path.stat().st_mtime_ns for path in sorted(folder.glob("*/train-*.arrow"))}
+
+
+def _losses(run_dir: Path) -> list:
+    records = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
+def test_a_second_run_into_a_new_folder_reads_the_tokenized_tasks_the_first_one_cached(tmp_path, tok, hf_cache):
+    # was: a run without data.cache_dir tokenized into <output_dir>/cache, so every new run folder (the README's
+    # `rm -rf runs/quickstart; t2t-mtl train`, a sweep) tokenized every task again
+    def config(name):
+        cfg = tiny_config(tmp_path / name, tok, tmp_path / "unused")
+        del cfg["data"]["cache_dir"]
+        return cfg
+
+    first = train(config("first"), evaluate_held_in=False)
+    shared = hf_cache / "t2t_mtl" / "tokenized"
+    assert shared_cache_dir() == shared
+    files = _cached_files(shared)
+    assert sorted({path.parent.name for path in files}) == sorted(TASKS)
+    second = train(config("second"), evaluate_held_in=False)
+    assert _cached_files(shared) == files  # read, none written again
+    assert not (first.run_dir / "cache").exists() and not (second.run_dir / "cache").exists()
+    assert _losses(second.run_dir) == _losses(first.run_dir)  # the cached run trains as the uncached one did
+
+
+def test_with_datasets_caching_off_a_run_keeps_its_tokenized_tasks_in_its_own_folder(tmp_path, tok, hf_cache):
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "unused", training={"steps": 1})
+    del cfg["data"]["cache_dir"]
+    datasets.disable_caching()
+    try:
+        assert shared_cache_dir() is None
+        result = train(cfg, evaluate_held_in=False)
+    finally:
+        datasets.enable_caching()
+    assert sorted(path.name for path in (result.run_dir / "cache").iterdir()) == sorted(TASKS)
+    assert not (hf_cache / "t2t_mtl").exists()
+
+
+def test_a_changed_template_is_rendered_and_tokenized_again_in_the_shared_cache(tok, hf_cache):
+    import task_registry
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    task_registry.load_builtin_tasks()
+    builtin = task_registry.get_task("reverse_words")
+    template = builtin.templates[0]
+    tokenizer = load_tokenizer(tok)
+    settings = dict(split="train", max_input_length=32, max_target_length=16, cache_dir=shared_cache_dir(),
+                    max_examples=20)
+    results = []
+    for jinja in (template.jinja, "reverse it: " + template.jinja):  # same task, same template name, other text
+        task = task_registry.Task("reverse_words", builtin.source, [task_registry.Template(template.name, jinja)])
+        stream = tokenize_task(task, tokenizer, **settings)
+        rendered = task.to_dataset("train", max_examples=20)["inputs"]
+        assert stream.dataset["input_ids"] == [tokenizer(x, add_special_tokens=False)["input_ids"][:31] + [1]
+                                               for x in rendered]
+        results.append((stream.dataset.cache_files[0]["filename"], rendered))
+    (first_file, first_inputs), (second_file, second_inputs) = results
+    assert first_file != second_file and first_inputs != second_inputs
+    assert all(text.startswith("reverse it: ") for text in second_inputs)
