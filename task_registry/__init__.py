@@ -5,6 +5,8 @@ a Python generator) into `inputs`/`targets` strings; tasks and mixtures live in 
 task files and promptsource template collections register tasks without Python. Depends only on
 datasets, jinja2 and yaml (and scipy, for BIG-bench's normalisation of an example's choice scores).
 """
+from typing import Any
+
 from .errors import (
     AnswerNotInChoicesError,
     DataSourceError,
@@ -45,7 +47,7 @@ from .registry import (
     training_rates,
 )
 from .sources import DATA_DIR_ENV, GeneratorSource, HFSource, LocalFileSource, Source, get_data_dir, set_data_dir
-from .task import OUTPUT_FEATURES, PreprocessStats, RenderStats, Task
+from .task import PreprocessStats, RenderStats, Task
 from .task_modules import TaskModuleError, import_task_modules
 from .template import RenderedExample, Template, TemplateMetadata
 from .tokenize import TruncationCounts, count_truncated, tokenize_dataset
@@ -69,3 +71,13 @@ __all__ = [
     "import_promptsource", "load_promptsource_collection", "promptsource_task", "load_task_dir", "load_task_dirs",
     "parse_task_file", "task_files", "validate_task_file", "validate_task_files", "check_task_files", "TaskCheck",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """OUTPUT_FEATURES (the rendered rows' datasets.Features), built when first read: importing datasets takes a
+    second or more, which listing or checking tasks never needs (PEP 562)."""
+    if name == "OUTPUT_FEATURES":
+        from .task import output_features
+
+        return output_features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

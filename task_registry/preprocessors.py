@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Union
 
-import datasets
 import jinja2
-import pyarrow
-from datasets.fingerprint import Hasher
 
 from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
+from .lazy_modules import LazyModule
 from .signatures import binding_error
 from .sources import code_digest
 
-AnyDataset = Union[datasets.Dataset, datasets.IterableDataset]
+datasets = LazyModule("datasets")
+pyarrow = LazyModule("pyarrow")
+AnyDataset = Union["datasets.Dataset", "datasets.IterableDataset"]
 
 
 def compile_expression(expression: str, where: str) -> jinja2.environment.TemplateExpression:
@@ -74,13 +74,14 @@ def _fingerprint(dataset: AnyDataset, description: str, fn: Any) -> dict[str, An
     such a result a random fingerprint, never reused)."""
     if not isinstance(dataset, datasets.Dataset):
         return {}
+    hasher = datasets.fingerprint.Hasher
     if isinstance(fn, (str, Mapping)):
-        return {"new_fingerprint": Hasher.hash((dataset._fingerprint, description, environment_version()))}
+        return {"new_fingerprint": hasher.hash((dataset._fingerprint, description, environment_version()))}
     try:
-        function = Hasher.hash(fn)
+        function = hasher.hash(fn)
     except Exception:  # (datasets' own fallback for what it cannot pickle catches as widely)
         return {}
-    return {"new_fingerprint": Hasher.hash((dataset._fingerprint, description, function, code_digest(fn)))}
+    return {"new_fingerprint": hasher.hash((dataset._fingerprint, description, function, code_digest(fn)))}
 
 
 class Preprocessor:

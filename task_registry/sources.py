@@ -20,19 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-import datasets
-import pyarrow
-from datasets.arrow_writer import SchemaInferenceError
-from datasets.data_files import resolve_pattern
-from datasets.exceptions import DatasetGenerationError
-
-try:  # datasets has no public list of its file readers; this private one may go in a later version
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-except ImportError:
-    _PACKAGED_DATASETS_MODULES = None
-
 from .errors import DataSourceError, TaskDefinitionError, close_matches, repeated_items
 from .hub import use_hub
+from .lazy_modules import LazyModule
 from .path_hints import close_existing_path
 from .reader_logs import reader_errors_unlogged
 from .signatures import binding_error
@@ -48,6 +38,23 @@ _FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {"kee
             ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "quoting": csv.QUOTE_NONE}),
             ".parquet": ("parquet", {})}
 _COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
+datasets = LazyModule("datasets")
+pyarrow = LazyModule("pyarrow")
+_UNREAD = object()
+#: datasets' file readers ({name: module}), read on first use (`_file_readers`); None where datasets lacks the list
+_PACKAGED_DATASETS_MODULES: Any = _UNREAD
+
+
+def _file_readers() -> Optional[Mapping[str, Any]]:
+    """datasets' file readers by name (`json`, `csv`, ...), or None when the installed datasets lacks that list."""
+    global _PACKAGED_DATASETS_MODULES
+    if _PACKAGED_DATASETS_MODULES is _UNREAD:
+        try:  # datasets has no public list of its file readers; this private one may go in a later version
+            from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES as readers
+        except ImportError:
+            readers = None
+        _PACKAGED_DATASETS_MODULES = readers
+    return _PACKAGED_DATASETS_MODULES
 
 
 def is_file_builder(path: str) -> bool:
@@ -55,19 +62,20 @@ def is_file_builder(path: str) -> bool:
     `data_files` are paths on this machine (for a hub repo they are paths inside the repo).
 
     Raises `TaskDefinitionError` when the installed `datasets` lacks the (private) list of its readers."""
-    if _PACKAGED_DATASETS_MODULES is None:
+    readers = _file_readers()
+    if readers is None:
         raise TaskDefinitionError(
             f"cannot tell whether {path!r} is one of datasets' file readers (whose data_files are local paths) or a "
             f"hub repo: datasets {datasets.__version__} has no datasets.packaged_modules._PACKAGED_DATASETS_MODULES; "
             f"install a datasets version this project supports (setup.py), or list local files under `files:`")
-    return path in _PACKAGED_DATASETS_MODULES
+    return path in readers
 
 
 def misspelt_reader(path: str) -> Optional[str]:
     """The datasets file reader that `path`, given with `data_files`, most likely means when it names none and no
     'owner/name' hub repo: the reader of a file extension written as one (`jsonl` → `json`, `tsv` → `csv`), else the
     closest reader name (`jsn` → `json`, `txt` → `text`); None for a reader, a repo, or a name close to none."""
-    readers = list(_PACKAGED_DATASETS_MODULES or ())
+    readers = list(_file_readers() or ())
     if not readers or not isinstance(path, str) or path in readers or "/" in path:
         return None
     by_extension = _FORMATS.get(f".{path.lower()}")
@@ -225,7 +233,7 @@ def matched_files(pattern: PathLike) -> list[Path]:
     `resolve_pattern`: `*` within one folder, `**` at any depth, hidden files only when the pattern names them);
     [] when none does."""
     try:
-        return sorted(Path(p) for p in resolve_pattern(str(pattern), base_path=os.getcwd()))
+        return sorted(Path(p) for p in datasets.data_files.resolve_pattern(str(pattern), base_path=os.getcwd()))
     except FileNotFoundError:
         return []
 
@@ -601,7 +609,7 @@ class HFSource(Source):
     def _reads_local_files(self) -> bool:
         """Whether the path names one of datasets' file readers (`json`, `csv`, ...), whose `data_files` are paths on
         this machine."""
-        return self.path in (_PACKAGED_DATASETS_MODULES or ())
+        return self.path in (_file_readers() or ())
 
     def _check_patterns(self, split: str) -> None:
         """Raise `DataSourceError` for a glob pattern of a file reader's `data_files` that matches no file: datasets
@@ -709,7 +717,7 @@ class HFSource(Source):
         """`to_config()` and the extra `load_dataset` keyword arguments; a file reader's `data_files` as
         `absolute_paths` (a hub dataset's name files inside its repo, and stay as written)."""
         config = self.to_config()
-        if self.data_files and _PACKAGED_DATASETS_MODULES is not None and is_file_builder(self.path):
+        if self.data_files and _file_readers() is not None and is_file_builder(self.path):
             config["data_files"] = absolute_paths(self.data_files)
         return {**config, "load_kwargs": self.load_kwargs}
 
@@ -840,11 +848,11 @@ class GeneratorSource(Source):
         try:
             return datasets.Dataset.from_generator(_call_generator, split=datasets.NamedSplit(split), gen_kwargs={
                 "fn": self.fn, "code": code_digest(self.fn), **gen_kwargs})
-        except DatasetGenerationError as error:
+        except datasets.exceptions.DatasetGenerationError as error:
             cause = error.__cause__
             if isinstance(cause, DataSourceError):  # raised by _call_generator: drop the frames inside datasets
                 raise cause.with_traceback(None) from cause.__cause__
-            if isinstance(cause, SchemaInferenceError):  # nothing to infer the columns from
+            if isinstance(cause, datasets.arrow_writer.SchemaInferenceError):  # nothing to infer the columns from
                 raise DataSourceError(f"{self.describe()} yielded no rows for split {split!r} (num_rows="
                                       f"{gen_kwargs['num_rows']}); yield rows or drop the split") from None
             raise DataSourceError(f"{self.describe()}: the rows of split {split!r} could not be stored "

@@ -25,30 +25,43 @@ import random
 import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-import datasets
 import jinja2
-import pyarrow.compute as pc
-from datasets.fingerprint import Hasher
 
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError, repeated_items
 from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
 from .jinja_env import environment_version
+from .lazy_modules import LazyModule
 from .preprocessors import (Preprocessor, callable_name, compile_expression, evaluate_expression, one_argument_problem,
                             step_identity)
 from .sources import GeneratorSource, Source, code_digest
 from .template import Template
 
+datasets = LazyModule("datasets")
+pc = LazyModule("pyarrow.compute")
 logger = logging.getLogger(__name__)
 
-OUTPUT_FEATURES = datasets.Features({
-    "inputs": datasets.Value("string"),
-    "targets": datasets.Value("string"),
-    "answer_choices": datasets.Sequence(datasets.Value("string")),
-    "references": datasets.Sequence(datasets.Value("string")),
-    "task": datasets.Value("string"),
-    "template": datasets.Value("string"),
-})
+
+@functools.cache
+def output_features() -> datasets.Features:
+    """The columns of every rendered row (OUTPUT_FEATURES)."""
+    return datasets.Features({
+        "inputs": datasets.Value("string"),
+        "targets": datasets.Value("string"),
+        "answer_choices": datasets.Sequence(datasets.Value("string")),
+        "references": datasets.Sequence(datasets.Value("string")),
+        "task": datasets.Value("string"),
+        "template": datasets.Value("string"),
+    })
+
+
+def __getattr__(name: str) -> Any:
+    """OUTPUT_FEATURES, built (importing datasets) when first read (PEP 562)."""
+    if name == "OUTPUT_FEATURES":
+        return output_features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _SKIP_COLUMN = "_skipped"
 
 
@@ -132,7 +145,7 @@ class _Renderer:
         """The columns of a rendered row."""
         group = {GROUP_COLUMN: datasets.Value("string")} if self.group_by is not None else {}
         row = {ROW_COLUMN: datasets.Value("int64")} if self.row_index else {}
-        return datasets.Features({**OUTPUT_FEATURES, **group, **row})
+        return datasets.Features({**output_features(), **group, **row})
 
     def fingerprint_parts(self) -> tuple:
         return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
@@ -393,7 +406,7 @@ class Task:
         rendered = rows.map(
             renderer, batched=True, with_indices=True, remove_columns=rows.column_names,
             features=datasets.Features({**renderer.features, _SKIP_COLUMN: datasets.Value("bool")}),
-            new_fingerprint=Hasher.hash((rows._fingerprint, renderer.fingerprint_parts())),
+            new_fingerprint=datasets.fingerprint.Hasher.hash((rows._fingerprint, renderer.fingerprint_parts())),
             desc=f"render {self.name}/{split}")
         table = rendered.data.table
         skip_mask, template = table.column(_SKIP_COLUMN), table.column("template")
@@ -406,8 +419,8 @@ class Task:
             with_target = pc.not_equal(table.column("targets"), "")
             stats.empty_inputs = int(pc.sum(pc.and_(skip_mask, with_target)).as_py() or 0)
             stats.log()
-            rendered = rendered.filter(lambda skipped: not skipped, input_columns=_SKIP_COLUMN,
-                                       new_fingerprint=Hasher.hash((rendered._fingerprint, "drop-skipped")))
+            kept = datasets.fingerprint.Hasher.hash((rendered._fingerprint, "drop-skipped"))
+            rendered = rendered.filter(lambda skipped: not skipped, input_columns=_SKIP_COLUMN, new_fingerprint=kept)
         return rendered.remove_columns(_SKIP_COLUMN)
 
     def definition_digest(self) -> str:
@@ -595,7 +608,7 @@ def _stable_value(value: Any) -> Any:
         return os.fspath(value)
     code = f" code={code_digest(value)}" if callable(value) else ""
     try:
-        return f"{_qualified_name(type(value))} {Hasher.hash(value)}{code}"
+        return f"{_qualified_name(type(value))} {datasets.fingerprint.Hasher.hash(value)}{code}"
     except Exception:  # (datasets' own fallback for what it cannot pickle catches as widely)
         return f"{_qualified_name(type(value))}{code}"
 

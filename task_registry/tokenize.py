@@ -17,9 +17,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
-import datasets
-import pyarrow.compute as pc
-from datasets.fingerprint import Hasher
+from .lazy_modules import LazyModule
+
+datasets = LazyModule("datasets")
+pc = LazyModule("pyarrow.compute")
 
 TRUNCATION_COLUMNS = ("inputs_truncated", "targets_truncated")
 #: the version of `tokenize_dataset`'s columns, part of its fingerprint so that a cache of another version (v2 also
@@ -59,7 +60,8 @@ def tokenizer_fingerprint(tokenizer: Any, ignore_added: Optional[Callable[[str],
         serialised = repr(sorted(tokenizer.get_vocab().items()))
         name = getattr(tokenizer, "name_or_path", "")
     # `append_eos` appends `eos_token_id`, which the tokenizer's Python side holds, not its backend
-    return Hasher.hash((type(tokenizer).__name__, name, serialised, getattr(tokenizer, "eos_token_id", None)))
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, name, serialised, eos))
 
 
 def tokenized_fingerprint(dataset: datasets.Dataset, tokenizer_key: str, max_input_length: int,
@@ -70,7 +72,7 @@ def tokenized_fingerprint(dataset: datasets.Dataset, tokenizer_key: str, max_inp
     `tokenizer_key` is `tokenizer_fingerprint(tokenizer)`; callers that name their own cache files derive
     the names from this value, so any change of input, tokenizer, limits or options gets a new file.
     """
-    return Hasher.hash((dataset._fingerprint, tokenizer_key, max_input_length, max_target_length,
+    return datasets.fingerprint.Hasher.hash((dataset._fingerprint, tokenizer_key, max_input_length, max_target_length,
                         bool(append_eos), sorted(remove_columns), TOKENIZED_FORMAT))
 
 
