@@ -745,3 +745,29 @@ def test_a_modules_sampler_draws_the_same_task_on_two_ranks_and_resumes_on_them_
         assert resumed[step]["loss"] == pytest.approx(whole[step]["loss"], rel=1e-5), step
     state = torch.load(tmp_path / "cut" / "checkpoints" / "step-00000006" / "trainer_state.pt", weights_only=False)
     assert state["sampler"]["strategy"] == "loss_chasing" and sum(state["sampler"]["drawn"]) == 6
+
+
+@pytest.mark.slow
+def test_a_modules_weighting_learning_from_its_own_ranks_losses_is_refused_on_two_ranks_before_any_checkpoint(
+        tmp_path, tok):
+    # running_mean sums each rank's own losses and has no synchronize: the ranks weigh differently from step 1 on,
+    # and a checkpoint would keep rank 0's sums for both. Was: trained and saved without a word
+    import subprocess
+
+    from engine_helpers import subprocess_env, torchrun_command
+
+    module = tmp_path / f"extensions_{uuid.uuid4().hex[:8]}.py"
+    module.write_text(EXTENSIONS)
+    sections = {"data": {"task_modules": [str(module)]}, "weighting": {"method": "running_mean"},
+                "training": {"steps": 3, "checkpoint_every": 1}}
+    config = write_config(tiny_config(tmp_path / "run", tok, tmp_path / "cache", **sections), tmp_path / "c.yaml")
+    done = subprocess.run(torchrun_command(config, 2), env=subprocess_env(), capture_output=True, text=True,
+                          timeout=400)
+    assert done.returncode != 0
+    assert (f"error: training aborted: at step 1 the ranks hold different states where a checkpoint keeps rank 0's "
+            f"alone (a resume would give every rank rank 0's, and the ranks already train differently): the loss "
+            f"weighting's state (weighting.method: RunningMeanWeighting of module {module.stem}) on rank 1 of 2 "
+            f"differs from rank 0's; a weighting learning from its rank's own losses makes what it learns the same "
+            f"on every rank in synchronize(all_reduce_sum)") in done.stderr, done.stderr[-3000:]
+    assert "the sampler's state" not in done.stderr
+    assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))

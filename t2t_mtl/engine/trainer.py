@@ -60,12 +60,13 @@ from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, p
 from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, config_warnings, is_local_model,
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
+from t2t_mtl.engine.rank_agreement import disagreement
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
-from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, trainer_state
+from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, shared_parts, trainer_state
 from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
                            special_ids_of)
 from t2t_mtl.model.lora import trainable_parameter_count
@@ -75,7 +76,8 @@ from t2t_mtl.wording import counted
 
 
 class TrainingAbortedError(RuntimeError):
-    """Training stopped: `training.max_bad_steps` consecutive steps had a non-finite or zero loss."""
+    """Training stopped: `training.max_bad_steps` consecutive steps had a non-finite or zero loss, or the ranks hold
+    different states of a part a checkpoint saves from rank 0 alone (`rank_agreement`)."""
 
 
 @dataclass
@@ -426,11 +428,19 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             "model": model_settings, "param_shapes": shapes,
             "templates": template_names, "template_digests": template_digests}
 
+    def checked_trainer_state() -> Dict[str, Any]:
+        """The checkpoint's trainer state, once every rank is seen to hold its shared parts alike (a collective:
+        TrainingAbortedError on every rank naming the parts that differ)."""
+        state = trainer_state(progress, parts, logger.state_dict())
+        problem = disagreement(shared_parts(state, parts), env, progress.step)
+        if problem:
+            raise TrainingAbortedError(problem)
+        return state
+
     def save() -> Path:
         """Checkpoint the run at the current step (a collective: every rank calls it)."""
         with logger.paused():  # (not training time: left out of tokens/s)
-            return ckpt_io.save_checkpoint(engine, run_dir, progress.step,
-                                           trainer_state=trainer_state(progress, parts, logger.state_dict()),
+            return ckpt_io.save_checkpoint(engine, run_dir, progress.step, trainer_state=checked_trainer_state(),
                                            rank_state=rank_state(parts), meta=meta, env=env, keep=t.keep_checkpoints,
                                            best_step=best_val.step if best_val is not None else None)
 
@@ -606,6 +616,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                                  flush="val_loss" in extra)  # validation results are always logged
             if record is not None:
                 last_record = record
+            if step == resumed_at + 1:  # this process's first step: ranks apart stop now, not at the first save
+                checked_trainer_state()
             if stopped_early:  # the final checkpoint below is saved at this step
                 logger.message(f"early stopping at step {step}: {counted(t.early_stopping, 'validation')} without a "
                                f"new best {t.keep_best} (best at step {best_val.step})")

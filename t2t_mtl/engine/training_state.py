@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.distributed import DistEnv
+from t2t_mtl.engine.rank_agreement import SharedPart
 
 
 @dataclass
@@ -55,6 +56,37 @@ def trainer_state(progress: Progress, parts: LoopParts, log_window: Optional[Dic
             "gradient_surgery": _state_or_none(parts.surgery),
             "best_validation": _state_or_none(parts.best_validation),
             "pending_evaluation": progress.pending_evaluation, "log_window": log_window}
+
+
+#: the sampler's state_dict keys of its draw position, which differ per rank where the ranks draw apart (mixed-mode
+#: packed micro-batches: each rank draws as many rows as fit its own batches)
+DRAW_POSITION = ("rng_state", "block_rng_state", "position", "drawn")
+
+
+def shared_parts(state: Mapping[str, Any], parts: LoopParts) -> List[SharedPart]:
+    """The parts of `trainer_state` `state` that every rank must hold alike (`rank_agreement.disagreement`): the
+    sampler's settings, draw position and probabilities (its draw position where the ranks draw alike: not with
+    mixed-mode packing; not its strategy's extra state, which may keep per-rank figures, saved per rank), the loss
+    weighting with its optimizer, and the gradient method."""
+    sampler = parts.sampler
+    alike = not (parts.builder.packed and sampler.mode == "mixed")
+    sampled = {key: value for key, value in state["sampler"].items()
+               if key != "extra" and (alike or key not in DRAW_POSITION)}
+    if alike:
+        sampled["probabilities"] = sampler.probabilities()
+    found = [SharedPart("sampler", "sampling.strategy", sampler, sampled,
+                        "a sampler draws from the seed it is given (the same on every rank, not offset by its rank) "
+                        "and learns from the stats update() feeds it (the same on every rank) alone"),
+             SharedPart("loss weighting", "weighting.method", parts.weighting,
+                        {"weighting": state["weighting"], "optimizer": state["weighting_optimizer"]},
+                        "a weighting learning from its rank's own losses makes what it learns the same on every "
+                        "rank in synchronize(all_reduce_sum), which training calls after every step")]
+    if parts.surgery is not None:
+        found.append(SharedPart("gradient method", "gradient_surgery.method", parts.surgery.surgery.method,
+                                state["gradient_surgery"],
+                                "a gradient method learns from the Gram matrices it is given (the same on every "
+                                "rank) alone"))
+    return found
 
 
 def rank_state(parts: LoopParts) -> Dict[str, Any]:
