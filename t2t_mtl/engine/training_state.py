@@ -65,9 +65,9 @@ DRAW_POSITION = ("rng_state", "block_rng_state", "position", "drawn")
 
 def shared_parts(state: Mapping[str, Any], parts: LoopParts) -> List[SharedPart]:
     """The parts of `trainer_state` `state` that every rank must hold alike (`rank_agreement.disagreement`): the
-    sampler's settings, draw position and probabilities (its draw position where the ranks draw alike: not with
-    mixed-mode packing; not its strategy's extra state, which may keep per-rank figures, saved per rank), the loss
-    weighting with its optimizer, and the gradient method."""
+    sampler (its settings; its draw position and probabilities too unless mixed-mode packing has each rank draw its
+    own rows; never its strategy's extra state, which may keep per-rank figures, saved per rank too), the loss
+    weighting with its optimizer, and the gradient method (where the run has gradient surgery)."""
     sampler = parts.sampler
     alike = not (parts.builder.packed and sampler.mode == "mixed")
     sampled = {key: value for key, value in state["sampler"].items()
