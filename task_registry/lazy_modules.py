@@ -16,5 +16,10 @@ class LazyModule:
     def __getattr__(self, attribute: str) -> Any:
         return getattr(importlib.import_module(self._name), attribute)
 
+    def __reduce__(self) -> tuple:
+        """Pickled and copied as the module's name: a copy stands for the same module. (The default rebuilds an
+        empty instance, whose `__setstate__` lookup goes to `__getattr__`, which reads the unset name: recursion.)"""
+        return LazyModule, (self._name,)
+
     def __repr__(self) -> str:
         return f"<module {self._name!r}, imported on first use>"
