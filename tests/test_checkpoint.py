@@ -362,10 +362,11 @@ def test_rng_state_roundtrip():
 def test_bad_resume_path_is_refused_before_training(tmp_path, capsys):
     from t2t_mtl.cli import main as cli_main
 
-    code = cli_main(["train", "--resume", str(tmp_path / "nowhere"), "--set", f"training.output_dir={tmp_path}/r"])
+    code = cli_main(["train", "--resume", str(tmp_path / "nowhere"), "--set", f"training.output_dir={tmp_path}/r",
+                     "--set", f"data.cache_dir={tmp_path}/cache"])
     assert code == 2
     assert "not a checkpoint" in capsys.readouterr().err
-    assert not (tmp_path / "r" / "cache").exists()
+    assert not (tmp_path / "cache").exists()  # (without data.cache_dir a run tokenizes into datasets' cache folder)
 
 
 @pytest.fixture(scope="module")

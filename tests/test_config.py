@@ -534,9 +534,10 @@ def test_cli_reports_config_errors_before_training(tmp_path, capsys):
                      f"training.output_dir={tmp_path}/r"]) == 2
     assert "data.data_dir" in capsys.readouterr().err
     assert cli_main(["train", "--set", "sampling.alpah=2", "--set", "sampling.strategy=temperature", "--set",
-                     f"training.output_dir={tmp_path}/r2"]) == 2
+                     f"training.output_dir={tmp_path}/r2", "--set", f"data.cache_dir={tmp_path}/r2-cache"]) == 2
     assert "alpah" in capsys.readouterr().err
-    assert not (tmp_path / "r2" / "cache").exists()  # failed before tokenizing
+    # failed before tokenizing (a run without data.cache_dir tokenizes into datasets' cache folder, not the run's)
+    assert not (tmp_path / "r2-cache").exists()
 
 
 @pytest.mark.parametrize("print_config", [[], ["--print-config"]])
