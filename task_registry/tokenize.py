@@ -59,9 +59,13 @@ def tokenizer_fingerprint(tokenizer: Any, ignore_added: Optional[Callable[[str],
     else:
         serialised = repr(sorted(tokenizer.get_vocab().items()))
         name = getattr(tokenizer, "name_or_path", "")
-    # `append_eos` appends `eos_token_id`, which the tokenizer's Python side holds, not its backend
+    # `append_eos` appends `eos_token_id`, which the tokenizer's Python side holds, not its backend; so does
+    # split_special_tokens (a special token written in a text split into pieces), which only a tokenizer that sets it
+    # adds, leaving the others' keys as they were
     eos = getattr(tokenizer, "eos_token_id", None)
-    return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, name, serialised, eos))
+    splits = bool(getattr(tokenizer, "split_special_tokens", False) or getattr(backend, "encode_special_tokens", False))
+    return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, name, serialised, eos)
+                                            + (("split_special_tokens",) if splits else ()))
 
 
 def tokenized_fingerprint(dataset: datasets.Dataset, tokenizer_key: str, max_input_length: int,

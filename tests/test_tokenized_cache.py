@@ -89,3 +89,29 @@ def test_a_changed_template_is_rendered_and_tokenized_again_in_the_shared_cache(
     (first_file, first_inputs), (second_file, second_inputs) = results
     assert first_file != second_file and first_inputs != second_inputs
     assert all(text.startswith("reverse it: ") for text in second_inputs)
+
+
+def test_a_tokenizer_splitting_special_tokens_written_in_text_does_not_read_the_cache_of_one_that_does_not(
+        t5_tokenizer_dir, tmp_path, hf_cache):
+    # was: split_special_tokens (tokenizer_config.json's) is no part of the tokenizer's serialisation, so both got one
+    # key, and a run of the second trained on the ids the first gave '</s>' written in a text
+    import task_registry
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    load_tokenizer(t5_tokenizer_dir).save_pretrained(str(tmp_path / "splits"))
+    config_file = tmp_path / "splits" / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "split_special_tokens": True}))
+    reads, splits = load_tokenizer(t5_tokenizer_dir), load_tokenizer(tmp_path / "splits")
+    assert reads("yes </s> no")["input_ids"] != splits("yes </s> no")["input_ids"]  # (they do tokenize it otherwise)
+    task_registry.load_builtin_tasks()
+    builtin = task_registry.get_task("reverse_words")
+    template = builtin.templates[0]
+    task = task_registry.Task("reverse_words", builtin.source,
+                              [task_registry.Template(template.name, "yes </s> " + template.jinja)])
+    rendered = task.to_dataset("train", max_examples=8)["inputs"]
+    settings = dict(split="train", max_input_length=64, max_target_length=16, cache_dir=shared_cache_dir(),
+                    max_examples=8)
+    for tokenizer in (reads, splits):
+        stream = tokenize_task(task, tokenizer, **settings)
+        assert stream.dataset["input_ids"] == [tokenizer(x, add_special_tokens=False)["input_ids"] + [1]
+                                               for x in rendered]
