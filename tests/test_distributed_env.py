@@ -135,6 +135,33 @@ def test_a_tensor_away_from_the_groups_device_is_reduced_there_and_copied_back(m
     assert len(reduced) == 1 and reduced[0] is not cpu_sums
 
 
+def test_a_copy_to_a_cpu_group_waits_for_the_device_and_an_upload_does_not(monkeypatch):
+    # was: on_group_device copied a GPU tensor to a gloo (CPU) group with non_blocking=True, and the CPU collective
+    # that follows reads the host memory at once, possibly before the copy has landed
+    from t2t_mtl.engine import distributed
+
+    copies = []
+
+    class OnOtherDevice(torch.Tensor):  # a tensor that says it lives on the device the group is not on
+        other = "meta"
+
+        @property
+        def device(self):
+            return torch.device(self.other)
+
+        def to(self, *args, **kwargs):
+            copies.append((args[0].type, kwargs.get("non_blocking", False)))
+            return self.as_subclass(torch.Tensor).clone()
+
+    gpu_like = torch.tensor([1.0]).as_subclass(OnOtherDevice)
+    monkeypatch.setattr(distributed, "_group_device", torch.device("cpu"))
+    distributed.on_group_device(gpu_like)
+    OnOtherDevice.other = "cpu"
+    monkeypatch.setattr(distributed, "_group_device", torch.device("meta"))
+    distributed.on_group_device(gpu_like)
+    assert copies == [("cpu", False), ("meta", True)]
+
+
 def test_the_group_device_is_the_device_init_distributed_returns(monkeypatch):
     from t2t_mtl.engine import distributed
 

@@ -256,10 +256,12 @@ def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
 
 
 def on_group_device(t: torch.Tensor) -> torch.Tensor:
-    """`t` itself where the default group's collectives can take it, else a copy on the group's device."""
+    """`t` itself where the default group's collectives can take it, else a copy on the group's device: without
+    waiting for a host tensor's upload (the collective is queued after it on the device's stream), but a copy to the
+    host waits, since a CPU collective reads the memory at once."""
     if _group_device is None or t.device.type == _group_device.type:
         return t
-    return t.to(_group_device, non_blocking=True)
+    return t.to(_group_device, non_blocking=_group_device.type != "cpu")
 
 
 def gather_over_ranks(t: torch.Tensor) -> torch.Tensor:
