@@ -17,6 +17,7 @@ from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_t
 from t2t_mtl.cli.eval_defaults import ALL_EXAMPLES, max_examples_option, run_split_and_cap, settings_from_run
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.registration import register_tasks
+from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 from t2t_mtl.wording import counted, repeated_items
 
 
@@ -266,7 +267,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _run_eval(args: argparse.Namespace) -> int:
     import task_registry
-    from t2t_mtl.engine.distributed import join_gloo_group, refuse_failed_start
+    from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
     from t2t_mtl.evaluation import (EvalSettings, checkpoint_meta, evaluate_tasks, load_checkpoint, read_report,
                                     to_markdown)
     from t2t_mtl.evaluation.report import comparison_markdown
@@ -333,7 +334,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
         check_splits(tasks, split, shots_split, args.shots_split is None, args.split is None)
         check_rankable(tasks, settings, args.scoring is None)
-        model, tokenizer, _ = load_checkpoint(args.checkpoint)
+        with hidden_transformers_progress_bars(args.no_progress or launched_rank() != 0):  # as eval's own bar
+            model, tokenizer, _ = load_checkpoint(args.checkpoint)
         model.to(device)
         env = join_gloo_group()  # every rank ready, or told which one is not
         refuse_failed_start(env, "the evaluation", "an option, checkpoint, task or path", "checkpoint, tasks and paths")

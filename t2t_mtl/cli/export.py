@@ -6,6 +6,7 @@ import sys
 
 from t2t_mtl.cli.common import path_argument
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
+from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,10 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from t2t_mtl.engine.export import export_model, export_task_subnetwork
 
     try:
-        if args.task is not None:
-            out = export_task_subnetwork(args.path, args.task, args.out, overwrite=args.overwrite)
-        else:
-            out = export_model(args.path, args.out, overwrite=args.overwrite)
+        with hidden_transformers_progress_bars():  # ('Loading weights', 'Writing model shards': export draws none)
+            if args.task is not None:
+                out = export_task_subnetwork(args.path, args.task, args.out, overwrite=args.overwrite)
+            else:
+                out = export_model(args.path, args.out, overwrite=args.overwrite)
     except ValueError as err:  # ExportError, CheckpointError, MoEConfigError and the loaders' (tokenizer, model)
         print(f"error: {err}", file=sys.stderr)
         return 2

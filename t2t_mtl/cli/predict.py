@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 from t2t_mtl.cli.common import (add_decoding_options, add_task_module_option, add_tasks_dir_option, below_one,
                                 decoding_settings, fail, ignored_scoring_option, path_argument, resolve_device)
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
+from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -147,7 +148,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if ignored:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
-        model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        with hidden_transformers_progress_bars():  # ('Loading weights': predict draws no bar of its own)
+            model, tokenizer, meta = load_checkpoint(args.checkpoint)
         model.to(device)
         tasks = input_tasks(args, requests, meta)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
