@@ -901,6 +901,46 @@ def test_a_study_refuses_a_pretrained_models_own_tokenizer_that_training_refuses
         train(config_from_dict({**base, "training": {**base["training"], "output_dir": str(tmp_path / "run")}}))
 
 
+def test_a_study_checks_a_configured_or_cached_tokenizer_before_its_first_run(tmp_path, t5_tokenizer_dir):
+    # was: the base config's tokenizer.path and a <study>/tokenizer an earlier invocation cached went to the runs
+    # unchecked, each run's train() refusing them ("run ... failed; ... rerun the same command to resume")
+    import re
+
+    from transformers import T5Config
+
+    from t2t_mtl.analysis.engine_run import base_config_dict, study_tokenizer
+    from t2t_mtl.analysis.transfer_study import prepare_run_setting
+    from t2t_mtl.config import ConfigError
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    model = tmp_path / "model"  # a config padding with id 3; T5's tokenizer pads with 0
+    T5Config(vocab_size=32128, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+             pad_token_id=3).save_pretrained(model)
+    load_tokenizer(t5_tokenizer_dir).save_pretrained(model)
+    base = base_config_dict(None, ["data.mixture=null", "data.tasks=[parity, count_word]", "training.num_threads=1"])
+    base["model"] = {**base["model"], "name_or_path": str(model), "dims": None}
+    configured = {**base, "tokenizer": {**base["tokenizer"], "path": str(t5_tokenizer_dir)}}
+    tasks = ["parity", "count_word"]
+    task_registry.load_builtin_tasks()
+
+    def never(*args, **kwargs):
+        raise AssertionError("a run started")
+
+    study = TransferStudy(tasks, 1, 1, tmp_path / "configured", base_cfg=configured, run_fn=never,
+                          prepare_fn=prepare_run_setting)
+    with pytest.raises(ConfigError, match=rf"^tokenizer\.path '{re.escape(str(t5_tokenizer_dir))}' has pad_token_id "
+                                          rf"0, but model\.name_or_path '{re.escape(str(model))}' has 3"):
+        study.run(log=lambda line: None)
+    cached = (tmp_path / "cached" / "tokenizer").resolve()
+    load_tokenizer(t5_tokenizer_dir).save_pretrained(cached)  # (as if an earlier invocation had prepared it)
+    with pytest.raises(ConfigError, match=rf"^the study's tokenizer {re.escape(str(cached))}, prepared by an earlier "
+                                          rf"invocation, fails a run's check: tokenizer\.path .* has pad_token_id 0, "
+                                          rf".*; remove {re.escape(str(cached))} to prepare it again"):
+        study_tokenizer(base, tasks, tmp_path / "cached")
+    fine = {**configured, "model": base_config_dict()["model"]}  # (a model from dims takes the tokenizer's ids)
+    assert study_tokenizer(fine, tasks, tmp_path / "fine") is None
+
+
 @pytest.mark.slow
 def test_transfer_study_end_to_end_on_procedural_tasks(tmp_path):
     """`t2t-mtl affinity transfer` trains every setting with the engine, scores it, and writes all outputs."""

@@ -104,15 +104,18 @@ def _single_process_env() -> None:
 def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str], study_dir: Path) -> Optional[str]:
     """Path of the tokenizer shared by every run: the base config's, or one prepared once for all `tasks` as a
     run prepares its own (a pretrained model's own tokenizer, else one trained on the tasks), cached in
-    `<study>/tokenizer`. Returns None only when the base config names a tokenizer. The prepared one passes a
-    run's tokenizer checks (`check_run_tokenizer`) before it is cached: a ConfigError names what to use instead.
+    `<study>/tokenizer`. Returns None only when the base config names a tokenizer. Whichever it is (the base's, one
+    cached by an earlier invocation, or the one prepared now, before it is cached) passes a run's tokenizer checks
+    (`check_run_tokenizer`) here, once, before any run: a ConfigError names what to use instead.
 
     Shards started together may each train it: each trains in a folder of its own and moves it into place,
     and one that finds the tokenizer already there keeps that one (the training is deterministic)."""
     if base_cfg and (base_cfg.get("tokenizer") or {}).get("path"):
+        _check_tokenizer_folder(_run_config(base_cfg, tasks, 0, 1, Path(study_dir), None))
         return None
     out = Path(study_dir).resolve() / TOKENIZER_DIR
     if (out / "tokenizer_config.json").exists():
+        _check_tokenizer_folder(_run_config(base_cfg, tasks, 0, 1, Path(study_dir), str(out)), cached=True)
         return str(out)
     import torch
 
@@ -133,6 +136,25 @@ def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str],
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(out)
+
+
+def _check_tokenizer_folder(cfg: Any, cached: bool = False) -> None:
+    """The paths `cfg` names (`check_paths`), then `check_run_tokenizer` of the tokenizer `cfg.tokenizer.path`, as
+    each run's `train()` checks them. `cached`: the path is the study's own tokenizer, which an earlier invocation
+    prepared; a failing check's ConfigError then says so and how to prepare it again."""
+    from t2t_mtl.config import ConfigError, check_paths
+    from t2t_mtl.engine.run_tokenizer import check_run_tokenizer
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    try:
+        check_paths(cfg)
+        check_run_tokenizer(load_tokenizer(cfg.tokenizer.path), cfg)
+    except ConfigError as err:
+        if not cached:
+            raise
+        raise ConfigError(f"the study's tokenizer {cfg.tokenizer.path}, prepared by an earlier invocation, fails a "
+                          f"run's check: {err}; remove {cfg.tokenizer.path} to prepare it again from the base "
+                          f"config") from None
 
 
 def prepare_study(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str], study_dir: Path) -> dict[str, Any]:
