@@ -305,8 +305,10 @@ def test_a_generated_answer_of_a_task_with_a_postprocess_is_printed_postprocesse
         out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [o["prediction"] for o in out[:2]] == [shouted[0], raw[1]] and out[2]["prediction"] in CHOICES
     with task_registry.isolated_registry():  # (shout_words registered by no earlier command)
-        cases = {("--task", "shout_words"): "no registered task 'shout_words' has a postprocess or a tie rule of its "
-                                            "own: drop --task",
+        cases = {("--task", "shout_words"): "and 'shout_words' is not a registered task (built in, or from "
+                                            "--tasks-dir / --task-module, by default the run's data.tasks_dir / "
+                                            "data.task_modules) whose postprocess or tie rule predict could apply: "
+                                            "drop --task, or register the task",
                  ("--tasks-dir", str(tasks)): "no input names a task (--task, or a \"task\" field): drop --tasks-dir",
                  ("--task", "shout_words", "--tasks-dir", str(tasks), "--raw", "--task-module", "x"):
                      "--raw prints answers without it: drop --tasks-dir"}
@@ -356,9 +358,12 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--choices", "yes ||| no", "--scoring", "generate", "a text"): "--choices are ranked by log-likelihood",
         ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
         ("--num-beams", "2", "--scoring", "rank", "--choices", "a ||| b", "x"): "--num-beams sets the beam width",
-        ("--task", "parity", "a text"): "this model takes no task (plain T5, token routing, shared LoRA) and no "
-                                        "registered task 'parity' has a postprocess or a tie rule of its own: drop "
-                                        "--task",
+        # was: "... no registered task 'parity' has a postprocess ...", as if parity were not registered
+        ("--task", "parity", "a text"): "error: --task parity would change nothing here: this model takes no task "
+                                        "(it has no task-routed experts, per-task LoRA adapters or task embeddings "
+                                        "to pick from), and the registered task 'parity' has no postprocess or tie "
+                                        "rule of its own for predict to apply (its answers are the decoded text or "
+                                        "the highest-scoring choice, with or without --task): drop --task\n",
         # ... or that these inputs would ignore under --scoring auto
         ("--length-norm", "a text"): "--length-norm changes how answer choices are ranked, but no input has any",
         ("--num-beams", "2", "--choices", "a ||| b", "x"): "every input has answer choices and is ranked",

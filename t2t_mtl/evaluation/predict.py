@@ -147,17 +147,15 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
 
 
 def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
-              task_tokens: bool = False, served: Collection[str] = ()) -> Optional[list[int]]:
+              task_tokens: bool = False, served: Collection[str] = (), registered: Collection[str] = ()
+              ) -> Optional[list[int]]:
     """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
     task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `served` is used for its
-    postprocess or its tie rule."""
+    postprocess or its tie rule; `registered`: the tasks the caller knows (served or not), for the error of a
+    `default_task` that would change nothing."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
         if default_task is not None and not task_tokens and default_task not in served:
-            raise EvaluationError(f"--task {default_task} selects the experts of a task-routed MoE model, the "
-                                  f"adapters of per-task LoRA, the task token of task embeddings or the postprocess "
-                                  f"or tie rule of a registered task; this model takes no task (plain T5, token "
-                                  f"routing, shared LoRA) and no registered task {default_task!r} has a postprocess "
-                                  f"or a tie rule of its own: drop --task")
+            raise _idle_task_error(default_task, default_task in registered)
         return None
     ids = []
     for index, request in enumerate(requests):
@@ -169,6 +167,18 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
                 f"or any other name for the unseen-task route) or a \"task\" field")
         ids.append(routing_task_id(model, task))
     return ids
+
+
+def _idle_task_error(task: str, registered: bool) -> EvaluationError:
+    """The error of `--task task` for a model that takes no task, where the task brings no postprocess or tie rule
+    either (`registered`: it is a registered task, which has none; else it is none)."""
+    why = (f"the registered task {task!r} has no postprocess or tie rule of its own for predict to apply (its answers "
+           f"are the decoded text or the highest-scoring choice, with or without --task): drop --task" if registered
+           else f"{task!r} is not a registered task (built in, or from --tasks-dir / --task-module, by default the "
+                f"run's data.tasks_dir / data.task_modules) whose postprocess or tie rule predict could apply: drop "
+                f"--task, or register the task")
+    return EvaluationError(f"--task {task} would change nothing here: this model takes no task (it has no task-routed "
+                           f"experts, per-task LoRA adapters or task embeddings to pick from), and {why}")
 
 
 def _warn_of_untrained_tasks(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
@@ -275,7 +285,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     postprocessing, pick_protocols = postprocessing or {}, pick_protocols or {}
     tokens = find_task_tokens(tokenizer)
     served = {*postprocessing, *(name for name, protocol in pick_protocols.items() if protocol.pick_fields)}
-    task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), served=served)
+    task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), served=served,
+                         registered={*postprocessing, *pick_protocols})
     _warn_of_untrained_tasks(model, requests, default_task, tokens)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
