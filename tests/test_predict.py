@@ -311,7 +311,8 @@ def test_a_generated_answer_of_a_task_with_a_postprocess_is_printed_postprocesse
                                             "drop --task, or register the task",
                  ("--tasks-dir", str(tasks)): "no input names a task (--task, or a \"task\" field): drop --tasks-dir",
                  ("--task", "shout_words", "--tasks-dir", str(tasks), "--raw", "--task-module", "x"):
-                     "--raw prints answers without it: drop --tasks-dir"}
+                     "--tasks-dir registers YAML tasks for the postprocess of generated answers (a YAML task has no "
+                     "tie rule for ranked ones), but --raw prints generated answers without it: drop --tasks-dir"}
         for args, message in cases.items():
             assert main([*base, *args, INPUTS[0]]) == 2, args
             assert message in capsys.readouterr().err, args
@@ -477,3 +478,56 @@ def test_predict_breaks_a_tie_between_choices_as_evaluation_does(dense_dir, bigb
         assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-"]) == 2
         assert "error: input 1 (task 'bigbench_date_understanding'): {\"choice_file_positions\": [0]} does not fit " \
                "its" in capsys.readouterr().err
+
+
+TIE_RULE_MODULE = """\
+from task_registry import EvalProtocol, LocalFileSource, Task, Template, register_task
+
+
+class PreferredOnTies(EvalProtocol):
+    pick_fields = ("prefer",)
+
+    def pick(self, scores, row):
+        best = max(scores)
+        return row["prefer"] if scores[row["prefer"]] == best else scores.index(best)
+
+
+register_task(Task("tied_choices", LocalFileSource({"validation": "unused.jsonl"}),
+                   [Template("t", "{{ q }} ||| {{ a }}")], splits=("validation",), eval_protocol=PreferredOnTies()))
+"""
+
+
+def test_raw_takes_a_task_modules_tie_rule_for_ranked_inputs(dense_dir, tmp_path, capsys, monkeypatch,
+                                                            restored_component_tables):
+    # was: --raw with --task-module was refused ('--raw prints answers without it'), though --raw leaves out only the
+    # postprocess of generated answers and a module's task may break ties between a ranked input's choices
+    import task_registry
+
+    module = tmp_path / "tie_rule_tasks.py"
+    module.write_text(TIE_RULE_MODULE)
+    predict_module = importlib.import_module("t2t_mtl.evaluation.predict")
+    monkeypatch.setattr(predict_module, "score_choices", lambda model, tokenizer, inputs, choices, **kwargs: [
+        [-1.0] * len(row) for row in choices])  # every choice ties
+    rows = [{"inputs": "pick one", "answer_choices": CHOICES, "task": "tied_choices", "prefer": prefer}
+            for prefer in (2, 1)]
+    base = ["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-", "--raw", "--task-module",
+            str(module)]
+    with task_registry.isolated_registry():
+        monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in rows)))
+        assert main(base) == 0, capsys.readouterr().err
+        assert [json.loads(line)["prediction"] for line in capsys.readouterr().out.splitlines()] == [CHOICES[2],
+                                                                                                  CHOICES[1]]
+        # generated inputs only: the module's tasks would serve nothing under --raw
+        generated = [{"inputs": "say one", "task": "tied_choices"}]
+        monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(generated[0]) + "\n"))
+        assert main(base) == 2
+        assert capsys.readouterr().err == (
+            "error: --task-module registers tasks for the postprocess of generated answers and the tie rule of ranked "
+            "ones, but --raw prints generated answers without their postprocess and no input that names a task is "
+            "ranked: drop --task-module\n")
+        # a YAML task has no tie rule: --tasks-dir serves ranked inputs nothing, --raw or not
+        monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(rows[0]) + "\n"))
+        assert main([*base[:-3], "--tasks-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == (
+            "error: --tasks-dir registers YAML tasks for the postprocess of generated answers (a YAML task has no tie "
+            "rule for ranked ones), but every input that names a task is ranked: drop --tasks-dir\n")

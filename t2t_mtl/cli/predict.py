@@ -52,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "for the postprocess of the inputs' task (repeatable; default: the run's "
                                            "data.tasks_dir)")
     add_task_module_option(parser, help_text="a Python module that registers tasks when imported, for the "
-                                             "postprocess of the inputs' task: a module name on sys.path or a .py "
-                                             "file's path (repeatable; default: the run's data.task_modules)")
+                                             "postprocess of the inputs' task and its tie rule between ranked "
+                                             "choices (kept under --raw): a module name on sys.path or a .py file's "
+                                             "path (repeatable; default: the run's data.task_modules)")
     parser.set_defaults(func=run_predict, **{READS_NO_DATASETS: True})
 
 
@@ -101,10 +102,35 @@ def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str
         if given and requests and ranked == len(requests):
             return (f"{option} applies to generation, but every input has answer choices and is ranked: drop it, or "
                     f"use --scoring generate")
-    if (args.tasks_dir or args.task_modules) and (args.raw or not any(r.task for r in requests) and not args.task):
+    return idle_task_sources(args, requests)
+
+
+#: what the tasks each option registers serve predict by: a YAML task's postprocess; a Python one's postprocess and
+#: its tie rule (EvalProtocol.pick), which --raw keeps
+TASK_SOURCE_USES = {"--tasks-dir": "registers YAML tasks for the postprocess of generated answers (a YAML task has no "
+                                   "tie rule for ranked ones)",
+                    "--task-module": "registers tasks for the postprocess of generated answers and the tie rule of "
+                                     "ranked ones"}
+
+
+def idle_task_sources(args: argparse.Namespace, requests: list) -> Optional[str]:
+    """Why --tasks-dir or --task-module would have no effect on these inputs (None: they may have one): a task they
+    register serves an input that names it (`TASK_SOURCE_USES`), generated unless --raw, ranked if it has a tie
+    rule."""
+    if not (args.tasks_dir or args.task_modules):
+        return None
+    named = [request for request in requests if request.task or args.task]
+    if not named:
         option = "--tasks-dir" if args.tasks_dir else "--task-module"
-        why = "--raw prints answers without it" if args.raw else "no input names a task (--task, or a \"task\" field)"
-        return f"{option} registers tasks for the postprocess of generated answers, but {why}: drop {option}"
+        return (f"{option} {TASK_SOURCE_USES[option]}, but no input names a task (--task, or a \"task\" field): "
+                f"drop {option}")
+    postprocessed = [] if args.raw else [request for request in named if not request.answer_choices]
+    if args.tasks_dir and not postprocessed:
+        why = "--raw prints generated answers without it" if args.raw else "every input that names a task is ranked"
+        return f"--tasks-dir {TASK_SOURCE_USES['--tasks-dir']}, but {why}: drop --tasks-dir"
+    if not postprocessed and not any(request.answer_choices for request in named):
+        return (f"--task-module {TASK_SOURCE_USES['--task-module']}, but --raw prints generated answers without "
+                f"their postprocess and no input that names a task is ranked: drop --task-module")
     return None
 
 
