@@ -941,6 +941,44 @@ def test_a_study_checks_a_configured_or_cached_tokenizer_before_its_first_run(tm
     assert study_tokenizer(fine, tasks, tmp_path / "fine") is None
 
 
+def test_a_study_run_loads_its_checkpoint_for_scoring_without_transformers_bars(tmp_path, t5_tokenizer_dir, capsys,
+                                                                              monkeypatch):
+    # was: every run of a transfer study drew 'Loading weights: 100%|...|' when its checkpoint was loaded to be
+    # scored, though the run's training and evaluation bars are off
+    from types import SimpleNamespace
+
+    from transformers.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    import t2t_mtl.analysis.engine_run as engine_run
+    from t2t_mtl.evaluation.checkpoint import load_checkpoint
+    from t2t_mtl.tokenizer import load_tokenizer
+    from t2t_mtl.transformers_progress_bars import HUB_SWITCH
+    from test_predict import _dense
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    model = tmp_path / "model"  # (stands for the run's checkpoint: the scoring loads it as it would the run's)
+    _dense(tokenizer).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    capsys.readouterr()
+    monkeypatch.delenv(HUB_SWITCH, raising=False)
+    monkeypatch.setattr(engine_run, "_single_process_env", lambda: None)
+    monkeypatch.setattr("t2t_mtl.engine.trainer.train",
+                        lambda cfg, resume: SimpleNamespace(interrupted=False, checkpoint=model, step=1))
+    monkeypatch.setattr("t2t_mtl.evaluation.checkpoint.load_checkpoint", lambda path: load_checkpoint(model))
+    (tmp_path / "run").mkdir()  # (the training would have made it)
+    task_registry.load_builtin_tasks()
+    shown = is_progress_bar_enabled()
+    enable_progress_bar()
+    try:
+        scores = engine_run.train_and_score(["parity"], ["parity"], 0, 1, engine_run.base_config_dict(),
+                                            tmp_path / "run", eval_examples=2)
+        assert is_progress_bar_enabled()  # (shown again after)
+    finally:
+        (enable_progress_bar if shown else disable_progress_bar)()
+    assert set(scores) == {"parity"}
+    assert "Loading weights" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_transfer_study_end_to_end_on_procedural_tasks(tmp_path):
     """`t2t-mtl affinity transfer` trains every setting with the engine, scores it, and writes all outputs."""

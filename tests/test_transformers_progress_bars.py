@@ -87,3 +87,18 @@ def test_the_bars_are_hidden_in_the_block_only_and_the_users_switch_decides(monk
         assert is_progress_bar_enabled()
     with hidden_transformers_progress_bars(hide=False):
         assert is_progress_bar_enabled()
+
+
+@pytest.mark.parametrize("progress_bar", [True, False])
+def test_train_hides_transformers_bars_only_without_its_own_progress_bar(progress_bar, monkeypatch, tmp_path,
+                                                                         transformers_bars):
+    # was: a run from a pretrained model drew 'Loading weights' under training.progress_bar false (and on every rank)
+    from t2t_mtl.engine import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "_train", lambda *args: seen.append(is_progress_bar_enabled()))
+    monkeypatch.delenv("RANK", raising=False)
+    trainer.train(None, overrides=[f"training.output_dir={tmp_path / 'run'}",
+                                   f"training.progress_bar={str(progress_bar).lower()}"])
+    assert seen == [progress_bar]
+    assert is_progress_bar_enabled() and not are_progress_bars_disabled()

@@ -184,6 +184,7 @@ def train_and_score(train_tasks: Sequence[str], test_tasks: Sequence[str], seed:
     from t2t_mtl.evaluation.aggregate import summarize_task
     from t2t_mtl.evaluation.checkpoint import load_checkpoint
     from t2t_mtl.evaluation.runner import EvalSettings, evaluate_tasks
+    from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 
     _single_process_env()
     work_dir = Path(work_dir)
@@ -193,7 +194,8 @@ def train_and_score(train_tasks: Sequence[str], test_tasks: Sequence[str], seed:
     if result.interrupted or result.checkpoint is None:
         raise RunResultError(f"training {list(train_tasks)} (seed {seed}) stopped at step {result.step} of {steps} "
                              f"without a final checkpoint; rerun the study to retry this run")
-    model, tokenizer, _ = load_checkpoint(run_dir)
+    with hidden_transformers_progress_bars():  # ('Loading weights': the run's own bars are off)
+        model, tokenizer, _ = load_checkpoint(run_dir)
     templates = {t: list(cfg.data.templates) for t in test_tasks} if cfg.data.templates else None
     settings = EvalSettings(max_examples=eval_examples, max_input_length=cfg.data.max_input_length,
                             max_new_tokens=cfg.data.max_target_length, templates=templates, seed=0)

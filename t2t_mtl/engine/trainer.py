@@ -72,6 +72,7 @@ from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_
 from t2t_mtl.model.lora import trainable_parameter_count
 from t2t_mtl.model.moe import CapacityDrops, token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
+from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 from t2t_mtl.wording import counted
 
 
@@ -277,15 +278,16 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir (a str or a Path).
     `data_dir` (a str or a Path): overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score
     held-in validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
-    progress bars (loading, rendering, tokenizing) are hidden for the run on ranks other than 0 and wherever
-    `training.progress_bar` is off, and left as they were found after it; so are torch's intra-op threads, which
-    `training.num_threads` sets for the run only.
+    progress bars (loading, rendering, tokenizing) and transformers' (loading a pretrained model) are hidden for the
+    run on ranks other than 0 and wherever `training.progress_bar` is off, and left as they were found after it; so
+    are torch's intra-op threads, which `training.num_threads` sets for the run only.
     """
     started = time.perf_counter()
     cfg = as_config(config, overrides)
     threads = torch.get_num_threads()
     try:
-        with hidden_datasets_progress_bars(not cfg.training.progress_bar or launched_rank() != 0):
+        hidden = not cfg.training.progress_bar or launched_rank() != 0
+        with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden):
             return _train(cfg, started, resume, data_dir, evaluate_held_in)
     finally:
         torch.set_num_threads(threads)  # (the caller's, for what it runs next in this process)
