@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Mapping, Optional, Union
 
+from t2t_mtl.cli.common import run_evaluation_setting
+
 #: `--max-examples all`: every row of the split, whatever the run's `evaluation.max_examples`
 ALL_EXAMPLES = "all"
 
@@ -45,8 +47,8 @@ def _run_value(meta: Mapping[str, Any], key: str) -> Any:
 def run_split_and_cap(args: argparse.Namespace, meta: Mapping[str, Any]) -> tuple[Optional[str], Optional[int]]:
     """(split, max_examples) of `--split` / `--max-examples`, each not given being the run's own `evaluation.split` /
     `evaluation.max_examples` (None: the task's default split, every row); `--max-examples all` is every row."""
-    split = _run_value(meta, "evaluation.split") if args.split is None else args.split
-    cap = _run_value(meta, "evaluation.max_examples") if args.max_examples is None else args.max_examples
+    split = run_evaluation_setting(meta, "split") if args.split is None else args.split
+    cap = run_evaluation_setting(meta, "max_examples") if args.max_examples is None else args.max_examples
     return split, None if cap == ALL_EXAMPLES else cap
 
 
