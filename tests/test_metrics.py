@@ -467,6 +467,14 @@ def test_squad_follows_v1_1_when_both_sides_normalise_to_nothing_and_needs_a_ref
         compute_metric("exact_match", ["x"], [[]])
 
 
+@pytest.mark.parametrize("name", sorted(name for name, spec in METRICS.items() if spec.kind == "text"))
+def test_a_text_metric_refuses_an_example_without_references_by_name(name):
+    # rouge failed in numpy ("attempt to get argmax of an empty sequence", from rouge-score's score_multi)
+    module = METRICS[name].module
+    with pytest.raises(ValueError, match=rf"^{module}: (example 1 has no reference|every prediction needs)"):
+        compute_metric(name, ["x", "y"], [["x"], []])
+
+
 def test_squad_exact_match_is_the_normalised_exact_match_of_the_squad_module():
     assert METRICS["squad_exact_match"].module == "squad" and METRICS["squad_exact_match"].primary == "exact_match"
     scores = score_predictions(["squad_exact_match"], ["jamaican english.", "Jamaican"],

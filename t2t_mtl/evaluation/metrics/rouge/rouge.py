@@ -49,7 +49,7 @@ class UnicodeTokenizer(tokenizers.Tokenizer):
 
 class Rouge(evaluate.Metric):
     """`compute(predictions=, references=, use_stemmer=False)` → `{"rouge1", "rouge2", "rougeL", "rougeLsum"}`,
-    mean F-measures in [0, 1]."""
+    mean F-measures in [0, 1]; raises `ValueError` when a prediction has no reference."""
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -61,6 +61,9 @@ class Rouge(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, use_stemmer=False):
+        for index, refs in enumerate(references):
+            if len(refs) == 0:
+                raise ValueError(f"rouge: example {index} has no reference; give at least one per prediction")
         scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=UnicodeTokenizer(use_stemmer))
         totals = dict.fromkeys(ROUGE_TYPES, 0.0)
         for prediction, refs in zip(predictions, references):
