@@ -289,6 +289,25 @@ def test_scoring_counts_generations_outside_the_choices_and_empty_ones_as_wrong(
     assert metric_inputs("seqeval", ["B-PER"], ["B-PER O O"], [[]]) == ([["B-PER", "O", "O"]], [["B-PER", "O", "O"]])
 
 
+def test_label_metrics_match_a_generation_to_its_choice_as_t5_tokenizers_write_text(t5_tokenizer):
+    # a choice or target with a double space, a decomposed accent or a full-width form (choices drawn from a row's
+    # text can hold them: ag_news writes "Turner   Newall") was matched raw, so its generation, which T5 writes in NFKC
+    # form with single spaces, counted as outside the choices (-1, wrong) under accuracy while exact_match scored it
+    # right
+    choices = ["Turner   Newall", "cafe\u0301 au lait", "ＡＢＣ corp"]
+    written = [t5_tokenizer.decode(t5_tokenizer(c)["input_ids"], skip_special_tokens=True) for c in choices]
+    assert written == ["Turner Newall", "café au lait", "ABC corp"] and all(w != c for w, c in zip(written, choices))
+    preds, targets = written + ["Turner Newall!"], choices + [choices[0]]
+    assert metric_inputs("accuracy", preds, targets, [choices] * 4) == ([0, 1, 2, -1], [0, 1, 2, 0])
+    scores = score_predictions(["accuracy", "exact_match", "multiple_choice_grade"], preds, targets, [choices] * 4)
+    assert scores == {"accuracy": {"accuracy": 0.75}, "exact_match": {"exact_match": 0.75},
+                      "multiple_choice_grade": {"multiple_choice_grade": 0.75}}
+    # without answer choices the targets are the labels, read the same way
+    assert metric_inputs("accuracy", preds, targets, [[]] * 4) == ([1, 2, 0, -1], [1, 2, 0, 1])
+    # a choice equal to the prediction as given still wins over an earlier one equal only as written
+    assert metric_inputs("accuracy", ["a b"], ["a b"], [["a  b", "a b"]]) == ([1], [1])
+
+
 def test_scoring_cuts_long_tag_predictions_reads_labels_without_end_whitespace_and_grades_the_target_choice():
     # tags: a prediction longer than the target is cut to its length (seqeval refuses unequal lengths)
     assert metric_inputs("seqeval", ["B-PER O B-LOC"], ["B-PER O"], [[]]) == ([["B-PER", "O"]], [["B-PER", "O"]])

@@ -5,7 +5,10 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
   them is -1, always wrong) — among the first example's choices when every example lists the same ones in
   some order, so that a label is one class whatever position a row lists it at; without answer choices, the
   index in the sorted set of targets. Binary F1 needs two answer choices: its positive class is the second
-  (of the first example).
+  (of the first example). A prediction matches a choice (or target) equal to it, ends ignored, else one equal to
+  it as a T5 tokenizer writes text back (`_written`: NFKC form, a run of whitespace one space), as the exact_match
+  metric and held-in validation read text: a generation cannot reproduce a choice's double space or decomposed
+  accent.
 - "group_label": labels as for "label", scored per group of examples (`groups[i]`: example i's key from the
   task's `group_by`, e.g. MultiRC's question); the examples of `incomplete_groups` (groups some of whose rows
   are not scored) are left out, so a partly scored question never counts as fully right.
@@ -21,6 +24,7 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any, Collection, Optional, Sequence
 
 from t2t_mtl.evaluation.errors import EvaluationError
@@ -29,11 +33,19 @@ from t2t_mtl.evaluation.metrics import canonical_metric_name, compute_metric, me
 UNPARSABLE_NUMBER = -1.0
 
 
+def _written(text: str) -> str:
+    """`text` as a T5 tokenizer writes it back (SentencePiece's nmt_nfkc): NFKC form, every run of whitespace one
+    space, ends dropped."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
 def _choice_index(text: str, choices: Sequence[str]) -> int:
-    text = text.strip()
-    for index, choice in enumerate(choices):
-        if choice.strip() == text:
-            return index
+    """The position of the first of `choices` equal to `text` (ends ignored), else of the first equal to it as
+    `_written`; -1 where none is."""
+    for key in (str.strip, _written):
+        keyed = [key(choice) for choice in choices]
+        if key(text) in keyed:
+            return keyed.index(key(text))
     return -1
 
 
@@ -139,8 +151,8 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
         if picked is not None:
             gold = [_choice_index(t, c) for t, c in zip(targets, answer_choices)]
             return _as_labels(picked, answer_choices), _as_labels(gold, answer_choices)
-        vocabulary = {label: i for i, label in enumerate(sorted({t.strip() for t in targets}))}
-        return [vocabulary.get(p.strip(), -1) for p in predictions], [vocabulary[t.strip()] for t in targets]
+        vocabulary = {label: i for i, label in enumerate(sorted({_written(t) for t in targets}))}
+        return [vocabulary.get(_written(p), -1) for p in predictions], [vocabulary[_written(t)] for t in targets]
     if kind == "number":
         return [_number(p) for p in predictions], [float(t) for t in targets]
     if kind == "text":
