@@ -475,6 +475,24 @@ def _squad_v11_f1(prediction, reference):
     return 2 * p * r / (p + r)
 
 
+def test_squad_reads_references_as_t5_tokenizers_write_them_and_is_v1_1_on_nfkc_text(t5_tokenizer):
+    # the v1.1 normalisation compared raw code points: the generation of a gold answer with a decomposed accent, a
+    # full-width form or a ligature (T5 writes it in NFKC form) scored squad exact match 0 where exact_match gave 1
+    import unicodedata
+
+    golds = ["Cafe\u0301 au lait", "ＡＢＣ Corp！", "the ﬁnal …", "Ko\u0308ln, ＮＲＷ"]
+    written = [t5_tokenizer.decode(t5_tokenizer(g)["input_ids"], skip_special_tokens=True) for g in golds]
+    assert written == ["Café au lait", "ABC Corp!", "the final ...", "Köln, NRW"]
+    refs = [[g] for g in golds]
+    assert compute_metric("exact_match", written, refs)["exact_match"] == 1.0
+    assert compute_metric("squad", written, refs) == {"exact_match": 1.0, "f1": 1.0}
+    # partial answers: the v1.1 token F1 of the NFKC forms ("café" against "café au lait": P 1, R 1/3)
+    preds = ["café", "abc", "final", "nrw köln"]
+    expected = [_squad_v11_f1(p, unicodedata.normalize("NFKC", g)) for p, g in zip(preds, golds)]
+    assert expected == pytest.approx([0.5, 2 / 3, 1.0, 1.0])
+    assert compute_metric("squad", preds, refs) == pytest.approx({"exact_match": 0.25, "f1": sum(expected) / 4})
+
+
 def test_squad_follows_v1_1_when_both_sides_normalise_to_nothing_and_needs_a_reference():
     preds, refs = ["the", "An", "a dog"], [["The"], ["!"], ["the dog", "dogs"]]
     result = compute_metric("squad", preds, refs)

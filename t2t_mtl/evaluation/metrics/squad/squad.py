@@ -1,14 +1,18 @@
 """SQuAD-style exact match and token F1, each the maximum over an example's references.
 
-Answers are normalised as in the SQuAD v1.1 evaluation script: lower case, punctuation and the articles
-a/an/the removed, whitespace collapsed. As there, exact match compares the normalised strings and token F1 is
-0 when no token is shared — also when both sides normalise to nothing (e.g. "the" against "The": exact match
-1, F1 0; SQuAD v2 would give F1 1). Scores are fractions in [0, 1]; every prediction needs at least one
-reference.
+Answers are normalised as in the SQuAD v1.1 evaluation script — lower case, punctuation and the articles a/an/the
+removed, whitespace collapsed — after putting the text in NFKC form, as T5's tokenizers write every generation
+(SentencePiece's nmt_nfkc) and the exact_match metric reads both sides: a gold "café" with a decomposed accent, a
+full-width "ＡＢＣ！" or "ﬁne …" is the answer a generation can write (the script compares raw code points, so those
+scored exact match 0 where plain exact match gave 1). On NFKC text, ASCII included, the scores are the script's. As
+there, exact match compares the normalised strings and token F1 is 0 when no token is shared — also when both sides
+normalise to nothing (e.g. "the" against "The": exact match 1, F1 0; SQuAD v2 would give F1 1). Scores are fractions
+in [0, 1]; every prediction needs at least one reference.
 """
 import collections
 import re
 import string
+import unicodedata
 
 import datasets
 import evaluate
@@ -18,8 +22,9 @@ _PUNCTUATION = set(string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    """`text` lower-cased, without punctuation or the articles a/an/the, whitespace collapsed (SQuAD v1.1)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    """`text` in NFKC form, lower-cased, without punctuation or the articles a/an/the, whitespace collapsed (SQuAD
+    v1.1's normalisation of NFKC text)."""
+    text = "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch not in _PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
