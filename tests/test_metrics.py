@@ -260,6 +260,24 @@ def test_bleu_against_the_bleu_formula():
     assert compute_metric("bleu", hyps, refs)["bleu"] == pytest.approx(_bleu(hyps, refs), rel=1e-6)
 
 
+def test_bleu_reads_references_as_t5_tokenizers_write_them_and_is_sacrebleus_on_nfkc_text(t5_tokenizer):
+    # sacreBLEU compares raw code points: the generation of a reference with a decomposed umlaut, a ligature or "…"
+    # (T5 writes it in NFKC form) lost those n-grams: BLEU 9.6 for the T5-written copy of the references
+    import unicodedata
+
+    import sacrebleu
+
+    refs = [["Das Cafe\u0301 in Ko\u0308ln ist zu … sagte er"], ["Die ﬁrma zahlt ＥＵＲ 10"]]
+    written = [t5_tokenizer.decode(t5_tokenizer(r[0])["input_ids"], skip_special_tokens=True) for r in refs]
+    assert written == ["Das Café in Köln ist zu ... sagte er", "Die firma zahlt EUR 10"]
+    assert sacrebleu.corpus_bleu(written, [[r[0] for r in refs]]).score < 20
+    assert compute_metric("bleu", written, refs) == pytest.approx({"bleu": 100.0, "brevity_penalty": 1.0})
+    hyps = ["Das Café in Köln ist ... sagte sie", "die ﬁrma zahlt"]
+    nfkc = [[unicodedata.normalize("NFKC", r[0]) for r in refs]]
+    want = sacrebleu.corpus_bleu([unicodedata.normalize("NFKC", h) for h in hyps], nfkc)
+    assert compute_metric("bleu", hyps, refs) == pytest.approx({"bleu": want.score, "brevity_penalty": want.bp})
+
+
 def test_seqeval_span_f1():
     refs = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
     preds = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]]

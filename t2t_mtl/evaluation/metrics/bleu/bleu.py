@@ -1,13 +1,24 @@
 """Corpus BLEU (sacreBLEU, 13a tokenisation), on sacreBLEU's 0-100 scale; any number of references.
 
+Predictions and references are read in NFKC form, as T5's tokenizers write every generation (SentencePiece's
+nmt_nfkc) and the exact_match, squad and rouge metrics read text: a reference's decomposed "ö", full-width "ＡＢＣ", "…"
+or "ﬁ" is the word a generation can write (sacreBLEU compares raw code points, so those n-grams could never match). On
+NFKC text the score is sacreBLEU's.
+
 Examples with fewer references than the most are padded with their own first reference, which changes
 neither n-gram clipping nor the closest reference length. No predictions (an empty corpus, on which sacreBLEU
 itself fails) score what sacreBLEU's formula gives their statistics, none of them matched and both lengths 0:
 BLEU 0, brevity penalty 1 — as one empty prediction against an empty reference.
 """
+import unicodedata
+
 import datasets
 import evaluate
 import sacrebleu
+
+
+def _nfkc(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
 
 
 class Bleu(evaluate.Metric):
@@ -30,6 +41,6 @@ class Bleu(evaluate.Metric):
             return {"bleu": 0.0, "brevity_penalty": 1.0}
         width = max(len(refs) for refs in references)
         padded = [list(refs) + [refs[0]] * (width - len(refs)) for refs in references]
-        streams = [[refs[k] for refs in padded] for k in range(width)]
-        result = sacrebleu.corpus_bleu(predictions, streams, lowercase=lowercase)
+        streams = [[_nfkc(refs[k]) for refs in padded] for k in range(width)]
+        result = sacrebleu.corpus_bleu([_nfkc(p) for p in predictions], streams, lowercase=lowercase)
         return {"bleu": float(result.score), "brevity_penalty": float(result.bp)}
