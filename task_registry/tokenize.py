@@ -6,8 +6,9 @@ would be all ones, and the collators that pad build their own) and the per-row f
 by default, are the tokenizer's own (T5: a final EOS), with its own truncation; with `append_eos=True` the text is
 encoded without special tokens, cut to `max_length - 1` and `eos_token_id` is appended, whatever the tokenizer's
 post-processing. The fingerprint of a map-style result (`tokenized_fingerprint`) combines the input fingerprint,
-the tokenizer (its class, EOS id and, for fast tokenizers, a hash of its full serialisation — not the folder it was
-loaded from; a tokenizer without a serialisation adds its name_or_path and vocabulary), the limits, the options and
+the tokenizer (its class, EOS id, how it encodes probe texts in each way rows are encoded (`tokenizer_probe`) and, for
+fast tokenizers, a hash of its full serialisation — not the folder it was loaded from; a tokenizer without a
+serialisation adds its name_or_path and vocabulary), the limits, the options and
 the version of the columns written (`TOKENIZED_FORMAT`), so a re-run with the same inputs loads the cached Arrow
 file instead of tokenizing again, and never a file of another version.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .lazy_modules import LazyModule
+from .tokenizer_probe import probe_encodings, splits_special_tokens
 
 datasets = LazyModule("datasets")
 pc = LazyModule("pyarrow.compute")
@@ -40,11 +42,14 @@ class TruncationCounts:
 def tokenizer_fingerprint(tokenizer: Any, ignore_added: Optional[Callable[[str], Any]] = None) -> str:
     """A hash that changes whenever the tokenizer's vocabulary or behaviour does, and only then.
 
-    A fast tokenizer's full serialisation is its behaviour, so the folder it was loaded from is left out: the
-    same tokenizer from another folder (a run's own copy in `<run>/tokenizer`, read on resume) keeps its key
-    and its cached tokenizations. A tokenizer without one is keyed by its vocabulary and its name as well.
-    `ignore_added(content)` true leaves that added token out of a fast tokenizer's key: for tokens the texts
-    being keyed never hold (the trainer's `<task:NAME>` tokens, put in front of ids, never written in text).
+    A fast tokenizer's full serialisation is its backend's behaviour, so the folder it was loaded from is left out:
+    the same tokenizer from another folder (a run's own copy in `<run>/tokenizer`, read on resume) keeps its key and
+    its cached tokenizations. A tokenizer without one is keyed by its vocabulary and its name as well. Either is also
+    keyed by how it encodes the probe texts (`tokenizer_probe.probe_encodings`: what its Python side decides, which no
+    serialisation holds: a slow tokenizer's options, `truncation_side`, a target mode) and whether it splits special
+    tokens written in a text. `ignore_added(content)` true leaves that added token out of a fast tokenizer's key: for
+    tokens the texts being keyed never hold (the trainer's `<task:NAME>` tokens, put in front of ids, never written in
+    text). The tokenizer must be callable as `tokenize_dataset` calls it.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -59,13 +64,10 @@ def tokenizer_fingerprint(tokenizer: Any, ignore_added: Optional[Callable[[str],
     else:
         serialised = repr(sorted(tokenizer.get_vocab().items()))
         name = getattr(tokenizer, "name_or_path", "")
-    # `append_eos` appends `eos_token_id`, which the tokenizer's Python side holds, not its backend; so does
-    # split_special_tokens (a special token written in a text split into pieces), which only a tokenizer that sets it
-    # adds, leaving the others' keys as they were
+    # `append_eos` appends `eos_token_id`, which the tokenizer's Python side holds, not its backend
     eos = getattr(tokenizer, "eos_token_id", None)
-    splits = bool(getattr(tokenizer, "split_special_tokens", False) or getattr(backend, "encode_special_tokens", False))
-    return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, name, serialised, eos)
-                                            + (("split_special_tokens",) if splits else ()))
+    return datasets.fingerprint.Hasher.hash((type(tokenizer).__name__, name, serialised, eos,
+                                             splits_special_tokens(tokenizer), probe_encodings(tokenizer)))
 
 
 def tokenized_fingerprint(dataset: datasets.Dataset, tokenizer_key: str, max_input_length: int,

@@ -83,10 +83,16 @@ def test_a_resume_with_another_post_processor_or_added_token_options_is_refused_
                                               r"checkpoint's: TemplateProcessing\(\$A </s>\)\) \(it encodes "):
         check_resumed_tokenizer(_config(tmp_path, twice), None, ckpt)
     unsplit = load_tokenizer(cased)  # '</s>' written in a text: split into pieces, not read as the special token
-    unsplit.backend_tokenizer.encode_special_tokens = True
+    unsplit.split_special_tokens = True  # (was: read from the backend alone, which takes it at the next encoding)
     with pytest.raises(CheckpointError, match=r"another special-token splitting \(split_special_tokens\) \(True; "
                                               r"the checkpoint's: False\)"):
         check_resumed_tokenizer(_trained(tmp_path), unsplit, ckpt)
+    cuts_left = load_tokenizer(cased)  # (was: compared on whole texts alone, so accepted; validation cuts with it)
+    cuts_left.truncation_side = "left"
+    with pytest.raises(CheckpointError, match=r"the same 8 tokens that encodes texts otherwise \(it encodes 'The Cat "
+                                              r"sat on the Mat\.' \(cut to 4 tokens\) as the <unk> \. </s>, the "
+                                              r"checkpoint's as The Cat <unk> </s>\)"):
+        check_resumed_tokenizer(_trained(tmp_path), cuts_left, ckpt)
     # the run's own copy holds the <task:NAME> tokens model.task_embeddings added; the configured one does not
     own = load_tokenizer(tmp_path / "run" / "tokenizer")
     TaskTokens(own, ["a", "b"])
@@ -156,9 +162,11 @@ class _Unserialised:
     def get_vocab(self) -> dict:
         return dict(VOCAB)
 
-    def __call__(self, text: str) -> dict:
-        words = (text.lower() if self.lowercase else text).replace(".", " .").split()
-        return {"input_ids": [VOCAB.get(word, 2) for word in words] + [1]}
+    def __call__(self, text: Optional[str] = None, text_target: Optional[str] = None, add_special_tokens: bool = True,
+                 max_length: Optional[int] = None, **_: Any) -> dict:
+        written = text if text is not None else text_target
+        words = (written.lower() if self.lowercase else written).replace(".", " .").split()
+        return {"input_ids": ([VOCAB.get(word, 2) for word in words] + [1] * add_special_tokens)[:max_length]}
 
     def convert_ids_to_tokens(self, ids: list) -> list:
         pieces = {i: piece for piece, i in VOCAB.items()}

@@ -115,3 +115,55 @@ def test_a_tokenizer_splitting_special_tokens_written_in_text_does_not_read_the_
         stream = tokenize_task(task, tokenizer, **settings)
         assert stream.dataset["input_ids"] == [tokenizer(x, add_special_tokens=False)["input_ids"] + [1]
                                                for x in rendered]
+
+
+def _cached_rows(folder: Path) -> datasets.Dataset:
+    """Rows with inputs and targets backed by a cache file in `folder`: tokenize_dataset caches their tokenization
+    there, keyed by its fingerprint."""
+    rows = {"inputs": ["The Cat sat on the Mat with a Hat", "A Dog"], "targets": ["Yes", "No"]}
+    return datasets.Dataset.from_dict(rows).map(lambda batch: batch, batched=True,
+                                                cache_file_name=str(folder / "rows.arrow"))
+
+
+def test_tokenizers_differing_only_in_their_truncation_side_do_not_share_a_cached_tokenization(
+        t5_tokenizer_dir, tmp_path):
+    # was: the key read the tokenizer's serialisation, which has no truncation_side, so the second tokenizer read the
+    # ids the first cut from the other end (the default path cuts over-long rows with the tokenizer's own truncation)
+    from task_registry.tokenize import tokenize_dataset
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    rows = _cached_rows(tmp_path)
+    results = []
+    for side in ("right", "left"):
+        tokenizer = load_tokenizer(t5_tokenizer_dir)
+        tokenizer.truncation_side = side
+        results.append(tokenize_dataset(rows, tokenizer, 5, 4)["input_ids"])
+        assert results[-1] == [tokenizer(x, max_length=5, truncation=True)["input_ids"] for x in rows["inputs"]]
+    assert results[0][0] != results[1][0]  # (the first row is cut: its beginning kept, then its end)
+
+
+def test_slow_tokenizers_differing_only_in_a_python_side_option_do_not_share_a_cached_tokenization(tmp_path):
+    # was: a tokenizer without a serialisation was keyed by its class, name, vocabulary and EOS id, equal here, so the
+    # case-folding one read the ids the other had cached for the cased texts
+    from transformers import ByT5Tokenizer
+
+    from task_registry.tokenize import tokenize_dataset
+
+    class CaseFoldingByT5(ByT5Tokenizer):
+        """ByT5's bytes, of the text lowercased where `fold_case` (an option of its Python side alone)."""
+
+        def __init__(self, fold_case: bool = False, **kwargs):
+            self.fold_case = fold_case
+            super().__init__(**kwargs)
+
+        def prepare_for_tokenization(self, text, **kwargs):
+            return (text.lower() if self.fold_case else text), kwargs
+
+    rows = _cached_rows(tmp_path)
+    cased, folded = CaseFoldingByT5(), CaseFoldingByT5(fold_case=True)
+    assert cased.get_vocab() == folded.get_vocab() and cased("A")["input_ids"] != folded("A")["input_ids"]
+    for tokenizer in (cased, folded):
+        tokenized = tokenize_dataset(rows, tokenizer, 64, 8, append_eos=True)
+        text_of = (lambda x: x.lower()) if tokenizer.fold_case else (lambda x: x)
+        assert tokenized["input_ids"] == [[byte + 3 for byte in text_of(x).encode()] + [1]  # (ByT5: byte + 3, EOS 1)
+                                          for x in rows["inputs"]]

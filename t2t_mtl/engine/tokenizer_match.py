@@ -1,22 +1,20 @@
 """Whether two tokenizers give a text the same token ids and the ids the same text: their vocabularies, the
 pipeline that decides which of its pieces a text becomes (normalizer, pre-tokenizer, model, post-processor, added
-tokens) and the decoder that turns predicted ids back into text. The trainer's `<task:NAME>` tokens are left out: a
+tokens), how it encodes the probe texts the tokenized cache's key reads (`task_registry.tokenizer_probe`) and the
+decoder that turns predicted ids back into text. The trainer's `<task:NAME>` tokens are left out: a
 run adds them to its own copy, and no text holds them."""
 from __future__ import annotations
 
 import json
 from typing import Any, Dict, List, Optional
 
+from task_registry.tokenizer_probe import PROBE_TEXTS, probe_encodings, splits_special_tokens
+
 #: the parts of a fast tokenizer's serialisation that decide the ids of a text or the text of predicted ids (the
 #: decoder), as a message names them (truncation and padding are set by each call; version is the format's)
 PIPELINE_PARTS = {"normalizer": "normalizer", "pre_tokenizer": "pre-tokenizer", "model": "model",
                   "post_processor": "post-processor", "added_tokens": "added tokens",
                   "encode_special_tokens": "special-token splitting (split_special_tokens)", "decoder": "decoder"}
-
-#: texts whose encodings show a difference by example: case, accents and compatibility forms, whitespace, digits and
-#: punctuation, special tokens written in the text
-PROBE_TEXTS = ("The Cat sat on the Mat.", "Café naïve ﬁne ＡＢＣ", "two  spaces\tand\na line",
-               "3.14 + 2,000 = 2003.14!", "fill <extra_id_0> in</s>")
 
 
 def vocabulary(tokenizer: Any) -> Dict[str, int]:
@@ -42,13 +40,12 @@ def differing_parts(was: Any, now: Any) -> List[str]:
 
 
 def probe_difference(was: Any, now: Any) -> Optional[str]:
-    """How tokenizer `now` encodes the first of `PROBE_TEXTS` that it encodes otherwise than `was` (its special
-    tokens added), e.g. "'The Cat' as ▁the ▁cat </s>, the checkpoint's as ▁The ▁Cat </s>"; None when every probe
-    text gets the same ids."""
-    for text in PROBE_TEXTS:
-        ours, theirs = now(text)["input_ids"], was(text)["input_ids"]
-        if list(ours) != list(theirs):
-            return (f"{text!r} as {' '.join(now.convert_ids_to_tokens(ours))}, the checkpoint's as "
+    """How tokenizer `now` encodes the first probe that it encodes otherwise than `was`, of those the tokenized cache's
+    key reads (`task_registry.tokenizer_probe.probe_encodings`: each probe text with its special tokens first), e.g.
+    "'The Cat' as ▁the ▁cat </s>, the checkpoint's as ▁The ▁Cat </s>"; None when every probe gets the same ids."""
+    for (probe, ours), (_, theirs) in zip(probe_encodings(now), probe_encodings(was)):
+        if ours != theirs:
+            return (f"{probe} as {' '.join(now.convert_ids_to_tokens(ours))}, the checkpoint's as "
                     f"{' '.join(was.convert_ids_to_tokens(theirs))}")
     return None
 
@@ -78,7 +75,7 @@ def _pipeline_state(tokenizer: Any) -> Optional[Dict[str, Any]]:
     state = {key: value for key, value in json.loads(backend.to_str()).items() if key in PIPELINE_PARTS}
     state["added_tokens"] = {token["content"]: token for token in state.get("added_tokens") or []
                              if not TASK_TOKEN_PATTERN.match(token["content"])}
-    state["encode_special_tokens"] = bool(getattr(backend, "encode_special_tokens", False))
+    state["encode_special_tokens"] = splits_special_tokens(tokenizer)  # (as the tokenized cache's key reads it)
     return state
 
 
