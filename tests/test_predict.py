@@ -531,3 +531,30 @@ def test_raw_takes_a_task_modules_tie_rule_for_ranked_inputs(dense_dir, tmp_path
         assert capsys.readouterr().err == (
             "error: --tasks-dir registers YAML tasks for the postprocess of generated answers (a YAML task has no tie "
             "rule for ranked ones), but every input that names a task is ranked: drop --tasks-dir\n")
+
+
+def test_task_sources_serving_nothing_under_scoring_generate_or_rank_are_refused_before_the_model_loads(
+        tmp_path, capsys, monkeypatch):
+    # was: the refusal was only checked under --scoring auto, so `--scoring generate --raw --tasks-dir DIR` (answers
+    # printed as decoded, which a YAML task's postprocess was all --tasks-dir served) ran without a word
+    def load(path):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("t2t_mtl.evaluation.load_checkpoint", load)
+    line = json.dumps({"inputs": INPUTS[0], "answer_choices": CHOICES, "task": "some_task"}) + "\n"
+    uses = {"--tasks-dir": "--tasks-dir registers YAML tasks for the postprocess of generated answers (a YAML task "
+                           "has no tie rule for ranked ones), but ",
+            "--task-module": "--task-module registers tasks for the postprocess of generated answers and the tie rule "
+                             "of ranked ones, but "}
+    cases = [(["--scoring", "generate", "--raw", "--tasks-dir", str(tmp_path)],
+              uses["--tasks-dir"] + "--raw prints generated answers without it: drop --tasks-dir"),
+             (["--scoring", "rank", "--tasks-dir", str(tmp_path)],
+              uses["--tasks-dir"] + "every input that names a task is ranked: drop --tasks-dir"),
+             # the line's choices are not ranked under --scoring generate, so no tie rule is read
+             (["--scoring", "generate", "--raw", "--task-module", "some_module"],
+              uses["--task-module"] + "--raw prints generated answers without their postprocess and no input that "
+                                      "names a task is ranked: drop --task-module")]
+    for options, message in cases:
+        monkeypatch.setattr("sys.stdin", io.StringIO(line))
+        assert main(["predict", "--checkpoint", str(tmp_path), "--jsonl", "--input", "-", *options]) == 2, options
+        assert capsys.readouterr().err == f"error: {message}\n", options

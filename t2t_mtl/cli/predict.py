@@ -91,9 +91,10 @@ def _requests(args: argparse.Namespace) -> list:
 
 
 def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str]:
-    """Why an option would have no effect on these inputs under `--scoring auto` (None: none would)."""
-    if args.scoring != "auto":
-        return None
+    """Why an option would have no effect on these inputs: a decoding option under `--scoring auto`, --tasks-dir or
+    --task-module under any scoring (None: none would)."""
+    if args.scoring != "auto":  # (the decoding options' idle cases under rank / generate: ignored_scoring_option)
+        return idle_task_sources(args, requests)
     ranked = sum(1 for request in requests if request.answer_choices)
     if args.length_norm and ranked == 0:
         return ("--length-norm changes how answer choices are ranked, but no input has any: give --choices, or "
@@ -116,7 +117,7 @@ TASK_SOURCE_USES = {"--tasks-dir": "registers YAML tasks for the postprocess of 
 def idle_task_sources(args: argparse.Namespace, requests: list) -> Optional[str]:
     """Why --tasks-dir or --task-module would have no effect on these inputs (None: they may have one): a task they
     register serves an input that names it (`TASK_SOURCE_USES`), generated unless --raw, ranked if it has a tie
-    rule."""
+    rule. An input is ranked where it has answer choices, unless --scoring generate."""
     if not (args.tasks_dir or args.task_modules):
         return None
     named = [request for request in requests if request.task or args.task]
@@ -124,11 +125,13 @@ def idle_task_sources(args: argparse.Namespace, requests: list) -> Optional[str]
         option = "--tasks-dir" if args.tasks_dir else "--task-module"
         return (f"{option} {TASK_SOURCE_USES[option]}, but no input names a task (--task, or a \"task\" field): "
                 f"drop {option}")
-    postprocessed = [] if args.raw else [request for request in named if not request.answer_choices]
+    ranks = [bool(request.answer_choices) and args.scoring != "generate" for request in named]
+    ranked = [request for request, rank in zip(named, ranks) if rank]
+    postprocessed = [] if args.raw else [request for request, rank in zip(named, ranks) if not rank]
     if args.tasks_dir and not postprocessed:
         why = "--raw prints generated answers without it" if args.raw else "every input that names a task is ranked"
         return f"--tasks-dir {TASK_SOURCE_USES['--tasks-dir']}, but {why}: drop --tasks-dir"
-    if not postprocessed and not any(request.answer_choices for request in named):
+    if not postprocessed and not ranked:
         return (f"--task-module {TASK_SOURCE_USES['--task-module']}, but --raw prints generated answers without "
                 f"their postprocess and no input that names a task is ranked: drop --task-module")
     return None
