@@ -312,9 +312,10 @@ def test_a_rank_classification_batch_copies_its_inputs_to_the_device_without_wai
     assert uploads == []
 
 
-def test_periodic_validation_copies_its_batches_to_the_device_without_waiting(tmp_path, tok):
+def test_periodic_validation_copies_its_batches_to_the_device_without_waiting_and_reads_it_once(tmp_path, tok):
     # was: 2 blocking copies a validation batch (its encoded inputs and its labels), one of the sums a call, and
-    # the teacher-forced forward built a decoder cache it never used (transformers' uploads of its empty tensors)
+    # the teacher-forced forward built a decoder cache it never used (transformers' uploads of its empty tensors);
+    # then a read of each batch's loss sum (float), where the call reads its sums once
     from engine_helpers import tiny_config
 
     from t2t_mtl.config import config_from_dict
@@ -344,6 +345,9 @@ def test_periodic_validation_copies_its_batches_to_the_device_without_waiting(tm
     uploads = [sync.site for sync in counter.syncs if sync.op == "upload"
                and not sync.site.split(" via ")[0].endswith("_exact_matches")]  # (generate's own: transformers')
     assert uploads == []
+    ours = [(sync.op, sync.site.split()[-1]) for sync in counter.syncs  # (generate's and the forward's: theirs)
+            if sync.site.startswith("t2t_mtl/engine/validation.py") and " via " not in sync.site]
+    assert ours == [("cpu", "__call__")]  # of a call scoring 2 batches
     assert got == want
 
 

@@ -182,8 +182,9 @@ class PeriodicValidator:
         drops = CapacityDrops() if batch_dependent(engine.module) else None
         local = self.local_sums(engine, drops)
         if drops is not None:
-            local = torch.cat([local, torch.tensor([[drops.dropped, drops.choices]], dtype=torch.float64)])
-        sums = sum_over_ranks(local.to(self.env.device, non_blocking=True)).cpu()  # (nothing changes local after)
+            counts = torch.tensor([[drops.dropped, drops.choices]], dtype=torch.float64)
+            local = torch.cat([local, counts.to(local.device, non_blocking=True)])  # (nothing changes counts after)
+        sums = sum_over_ranks(local).cpu()  # the call's one read of the device
         if drops is not None:
             drops = CapacityDrops(*(int(count) for count in sums[-1].tolist()))
             sums = sums[:-1]
@@ -195,33 +196,37 @@ class PeriodicValidator:
         return val_loss, val_score
 
     def local_sums(self, engine: Any, drops: Optional[CapacityDrops] = None) -> torch.Tensor:
-        """[tasks, 2] float64: per task, this rank's sum of per-row mean token cross-entropies and its count of
-        exact matches, over its shard of the rows (`shard_batches` with the env's rank and world size). Under
-        ZeRO-3 with several ranks every rank runs as many teacher-forced forwards and (synced) generations,
-        the padding batches' results discarded. `drops`, when given, gets the MoE capacity drops of the
-        forwards of the batches kept (`capacity_drops`)."""
+        """[tasks, 2] float64 on the env's device: per task, this rank's sum of per-row mean token cross-entropies and
+        its count of exact matches, over its shard of the rows (`shard_batches` with the env's rank and world size).
+        The losses are added on the device in float64, in batch order (nothing waits for it here). Under ZeRO-3 with
+        several ranks every rank runs as many teacher-forced forwards and (synced) generations, the padding batches'
+        results discarded. `drops`, when given, gets the MoE capacity drops of the forwards of the batches kept
+        (`capacity_drops`)."""
         lockstep = _lockstep(engine, self.env)
-        sums = torch.zeros(len(self.task_names), 2, dtype=torch.float64)
+        losses = torch.zeros(len(self.task_names), dtype=torch.float64, device=self.env.device)
+        correct = [0] * len(self.task_names)
         with evaluation_mode(engine.module):
             for tid, name in enumerate(self.task_names):
                 inputs, targets, golds = (self.rows[name][key] for key in ("inputs", "targets", "references"))
                 for batch in shard_batches(len(inputs), self.batch_size, self.env.rank, self.env.world_size,
                                            lockstep=lockstep):
                     with capacity_drops(engine.module) if drops is not None else nullcontext() as batch_drops:
-                        scored = self._score_batch(engine.module, tid, [inputs[i] for i in batch.rows],
-                                                   [targets[i] for i in batch.rows], [golds[i] for i in batch.rows],
-                                                   lockstep)
+                        loss_sum, matches = self._score_batch(engine.module, tid, [inputs[i] for i in batch.rows],
+                                                              [targets[i] for i in batch.rows],
+                                                              [golds[i] for i in batch.rows], lockstep)
                     if batch.counted:
-                        sums[tid] += torch.tensor(scored, dtype=torch.float64)
+                        losses[tid] += loss_sum.double()
+                        correct[tid] += matches
                         if drops is not None:
                             drops.dropped += batch_drops.dropped
                             drops.choices += batch_drops.choices
-        return sums
+        counts = torch.tensor(correct, dtype=torch.float64).to(self.env.device, non_blocking=True)
+        return torch.stack([losses, counts], dim=1)  # (nothing changes the counts' host tensor after its copy)
 
     def _score_batch(self, model: Any, task_id: int, x: List[str], y: List[str], golds: List[List[str]],
-                     synced: bool) -> Tuple[float, int]:
-        """(sum over the rows of their mean token cross-entropy on the targets `y`, generations matching one of
-        their `golds`) of one batch."""
+                     synced: bool) -> Tuple[torch.Tensor, int]:
+        """(sum over the rows of their mean token cross-entropy on the targets `y`, a float32 scalar on the device,
+        not read here; generations matching one of their `golds`) of one batch."""
         device, tok, data = self.env.device, self.tokenizer, self.cfg.data
         # copies of host tensors nothing changes after: no need to wait for the device (pageable memory is staged)
         enc = tok(x, max_length=self.max_input_length, truncation=True, padding=True,
@@ -234,7 +239,7 @@ class PeriodicValidator:
         token_ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
                                                      reduction="none")
         mask = (labels != -100).float()
-        loss_sum = float(((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum())
+        loss_sum = ((token_ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)).sum()
         return loss_sum, _exact_matches(model, tok, enc, x, golds, data.max_target_length, synced, routing,
                                         self.tasks[self.task_names[task_id]])
 
