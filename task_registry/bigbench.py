@@ -90,16 +90,18 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-import datasets
 import numpy
 
 from .errors import DataSourceError, TaskDefinitionError
 from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
+from .lazy_modules import LazyModule
 from .registry import get_task, register_task
 from .sources import Source
 from .task import Task
 from .template import PIPE_PROTECTOR, SEPARATOR, Template
+
+datasets = LazyModule("datasets")  # (imported where a task is loaded: knowing its protocol needs none)
 
 CLUSTER = "bigbench"
 SPLIT = "test"

@@ -11,6 +11,7 @@ BIG-bench's `multiple_choice_grade` does.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence, Tuple
 
@@ -48,3 +49,16 @@ class EvalProtocol:
         """What the model sees of an over-long input, for people ("beginning", "end"; a benchmark's protocol may say
         whose rule that is)."""
         return "beginning" if self.truncation_side == "right" else "end"
+
+
+def tie_rule_fields() -> dict[str, str]:
+    """{field: the name of the `EvalProtocol` class whose `pick` reads it} over the protocol classes defined so far,
+    BIG-bench's (`task_registry.bigbench`, imported here) among them: the fields of a ranked example's row that say
+    its task breaks ties by a rule of its own, where its protocol is not at hand."""
+    importlib.import_module("task_registry.bigbench")  # (the shipped tie rule; a module's own is known once imported)
+    fields, classes = {}, [EvalProtocol]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        fields.update((name, cls.__name__) for name in cls.pick_fields if name not in fields)
+    return fields

@@ -558,3 +558,28 @@ def test_task_sources_serving_nothing_under_scoring_generate_or_rank_are_refused
         monkeypatch.setattr("sys.stdin", io.StringIO(line))
         assert main(["predict", "--checkpoint", str(tmp_path), "--jsonl", "--input", "-", *options]) == 2, options
         assert capsys.readouterr().err == f"error: {message}\n", options
+
+
+def test_ranked_lines_of_an_unregistered_task_holding_a_tie_rules_fields_are_warned_of_naming_the_remedy(
+        dense_dir, capsys, monkeypatch, caplog):
+    # was: a BIG-bench task's lines (choice_file_positions, as tasks preview --jsonl writes them) given to predict
+    # without the task registered were answered first-best without a word, where evaluation breaks ties by its rule
+    import task_registry
+
+    predict_module = importlib.import_module("t2t_mtl.evaluation.predict")
+    monkeypatch.setattr(predict_module, "score_choices", lambda model, tokenizer, inputs, choices, **kwargs: [
+        [-1.0] * len(row) for row in choices])  # every choice ties
+    lines = [{"inputs": "pick one", "answer_choices": CHOICES, "task": "bigbench_navigate",
+              "choice_file_positions": [2, 0, 1]}, {"inputs": "and one", "answer_choices": CHOICES, "task": "other"}]
+    with task_registry.isolated_registry():
+        monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(line) + "\n" for line in lines)))
+        assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-"]) == 0
+    assert [json.loads(line)["prediction"] for line in capsys.readouterr().out.splitlines()] == [CHOICES[0]] * 2
+    warned = [record.getMessage() for record in caplog.records if "tie rule" in record.getMessage()]
+    assert warned == [
+        "task 'bigbench_navigate' is not a registered task here, so predict has no tie rule for it: 1 of its ranked "
+        "inputs hold choice_file_positions, which BigBenchEvalProtocol's tie rule reads, and a tie among their choices "
+        "goes to the first listed, not as evaluation breaks it; register the task (t2t-mtl predict --task-module "
+        "MODULE, a module that registers it, e.g. one calling task_registry.bigbench.import_bigbench(DIR) for a "
+        "BIG-bench task; by default the run's data.task_modules; from Python, pass its eval_protocol in "
+        "pick_protocols)"]  # (the line of task 'other' holds no tie rule's field: nothing said of it)

@@ -230,13 +230,17 @@ def _choice_pickers(requests: Sequence[PredictRequest], ranked: Sequence[int], d
     `pick_fields`: the choice its `EvalProtocol.pick` takes for given scores. The others pick the first of the highest;
     those of a task in `protocols` are warned of (their ties may go otherwise than evaluation's), once per task.
     Fields the protocol cannot read for the request's choices are a PredictInputError naming the input, before the
-    model runs."""
+    model runs. A task not in `protocols` whose rows hold a known tie rule's fields is warned of too
+    (`_warn_of_unregistered_tie_rules`)."""
     pickers: dict[int, Callable[[list[float]], int]] = {}
     lacking: collections.Counter[str] = collections.Counter()
+    unregistered: dict[str, list[PredictRequest]] = collections.defaultdict(list)
     for index in ranked:
         request = requests[index]
         task = request.task or default_task
         protocol = protocols.get(task) if task is not None else None
+        if protocol is None and task is not None and request.row:
+            unregistered[task].append(request)
         if protocol is None or not protocol.pick_fields:
             continue
         if not all(name in request.row for name in protocol.pick_fields):
@@ -255,7 +259,31 @@ def _choice_pickers(requests: Sequence[PredictRequest], ranked: Sequence[int], d
         logger.warning("task %r breaks a tie between answer choices by its evaluation protocol, which reads %s from an "
                        "input's JSON line; %d of its ranked inputs lack it, and a tie among theirs goes to the first "
                        "listed (`t2t-mtl tasks preview --jsonl` writes it)", task, fields, count)
+    if unregistered:
+        _warn_of_unregistered_tie_rules(unregistered)
     return pickers
+
+
+def _warn_of_unregistered_tie_rules(unregistered: Mapping[str, Sequence[PredictRequest]]) -> None:
+    """Log, once per task, the ranked inputs of a task predict has no protocol for (not registered) whose JSON lines
+    hold the fields a known tie rule reads (`tie_rule_fields`: a BIG-bench task's `choice_file_positions`, which
+    `tasks preview --jsonl` wrote where the task was registered): a tie among their choices goes to the first listed,
+    where evaluation breaks it by that rule."""
+    from task_registry.eval_protocol import tie_rule_fields
+
+    known = tie_rule_fields()
+    for task, requests in unregistered.items():
+        held = [request for request in requests if any(name in request.row for name in known)]
+        if not held:
+            continue
+        fields = sorted({name for request in held for name in request.row if name in known})
+        rules = sorted({known[name] for name in fields})
+        logger.warning("task %r is not a registered task here, so predict has no tie rule for it: %d of its ranked "
+                       "inputs hold %s, which %s's tie rule reads, and a tie among their choices goes to the first "
+                       "listed, not as evaluation breaks it; register the task (t2t-mtl predict --task-module MODULE, "
+                       "a module that registers it, e.g. one calling task_registry.bigbench.import_bigbench(DIR) for "
+                       "a BIG-bench task; by default the run's data.task_modules; from Python, pass its "
+                       "eval_protocol in pick_protocols)", task, len(held), ", ".join(fields), " / ".join(rules))
 
 
 def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, scoring: str = "auto",
