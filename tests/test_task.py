@@ -406,11 +406,14 @@ def test_each_distinct_text_of_a_batch_is_encoded_once_and_every_row_gets_its_id
     # a batch's targets are mostly a few labels repeated (classification): each distinct text is encoded once
     from t2t_mtl.tokenizer import load_tokenizer
 
+    from task_registry.tokenize import tokenizer_fingerprint
+
     tokenizer = _CountingTokenizer(load_tokenizer(t5_tokenizer_dir))
     rows = datasets.Dataset.from_dict({"inputs": ["Hello world", "Hello", "Hello world", "Hello world Hello world"],
                                        "targets": ["yes", "no", "yes", "yes"]})
+    key = tokenizer_fingerprint(tokenizer.tokenizer)  # (apart: the key's probe encodes texts of its own)
     tokenized = tokenize_dataset(rows, tokenizer, max_input_length=3, max_target_length=8, append_eos=append_eos,
-                                 keep_in_memory=True)
+                                 keep_in_memory=True, tokenizer_key=key)
     # T5 ids (EOS 1): "Hello world" 3 tokens, "Hello" 2, the last input 5, cut to its first two and EOS
     assert tokenized["input_ids"] == [[8774, 296, 1], [8774, 1], [8774, 296, 1], [8774, 296, 1]]
     yes, no = (tokenizer.tokenizer(word)["input_ids"] for word in ("yes", "no"))
