@@ -311,3 +311,21 @@ def test_a_negative_seed_is_refused_by_name():
         build_sampler({"strategy": "uniform"}, SIZES, seed=-1)
     with pytest.raises(SamplingError, match=r"training.seed\) must be an integer >= 0, got -1"):
         TaskStreams({"x": 3}, seed=-1)
+
+
+@pytest.mark.parametrize("strategy", ["bandit_softmax", "bandit_thompson", "worst_task", "uncertainty_ema"])
+def test_a_state_saved_after_an_update_dropped_the_block_resumes_identically(strategy):
+    # a validation step's update() that moves the probabilities drops the buffered block, and a checkpoint is often
+    # written at that very step: the state then holds no block to redraw, only the generator's state past the draws
+    # made so far, which the resumed sampler must take over (not the fresh generator of the seed it was built with)
+    config = {"strategy": strategy, "block_size": 64, **CONFIGS[strategy]}
+    reference = build_sampler(config, SIZES, seed=11)
+    drive(reference, 100)
+    reference.update(STATS[0])
+    reference.update(STATS[1])
+    state = json.loads(json.dumps(reference.state_dict()))
+    assert state["block_rng_state"] is None  # the case under test: nothing buffered
+    expected = drive(reference, 300)
+    resumed = build_sampler(config, SIZES, seed=11)
+    resumed.load_state_dict(state)
+    assert drive(resumed, 300) == expected
