@@ -89,6 +89,8 @@ def test_ranks_agree_on_homogeneous_tasks_and_split_mixed_batches():
     shares = [s.sample_tasks(8) for s in ranks]
     assert sum(shares, []) == single.sample_tasks(24)  # the global batch, split by rank
     assert len({tuple(s) for s in shares}) > 1
+    # drawn() counts the global draws, the same on every rank (a checkpoint saves rank 0's; the ranks compare them)
+    assert all(s.drawn() == single.drawn() for s in ranks)
 
 
 def test_load_state_dict_refuses_another_strategy_or_tasks():
