@@ -70,6 +70,29 @@ def test_uncertainty_weights_are_learned_by_an_optimizer():
     assert w.log_variance.tolist() == pytest.approx([math.log(4.0), 0.0, math.log(0.25)], abs=1e-2)
 
 
+
+def test_a_learned_weightings_step_takes_the_mean_over_the_ranks_of_its_unscaled_gradients(monkeypatch):
+    # the training loop's step of uncertainty's log σ² (step_weighting), on two ranks whose backward carried the loss
+    # scale S: the gradient it applies is the mean over the ranks of d/ds (e^-s L + s) = 1 - L at s = 0, at the lr
+    # of the step; the other rank's scaled gradients come in through the all-reduce
+    from types import SimpleNamespace
+
+    from t2t_mtl.engine import deepspeed_engine
+
+    w = build_weighting({"method": "uncertainty"}, TASKS, SIZES)
+    optimizer = torch.optim.SGD(w.parameters(), lr=0.1)
+    scale = 8.0
+    (w(losses(a=3.0, b=0.5)) * scale).backward()  # this rank: 1 - L of a and b, no loss of c
+    other_rank = torch.tensor([1 - 1.0, 1 - 2.0, 1 - 5.0]) * scale
+    monkeypatch.setattr(deepspeed_engine, "sum_over_ranks", lambda t: t.add_(other_rank))
+    engine = SimpleNamespace(was_step_applied=lambda: True)
+    deepspeed_engine.step_weighting(optimizer, [w.log_variance], engine, lr=0.5, loss_scale=scale, world_size=2,
+                                    skip=False)
+    mean = [((1 - 3.0) + (1 - 1.0)) / 2, ((1 - 0.5) + (1 - 2.0)) / 2, (0 + (1 - 5.0)) / 2]
+    assert w.log_variance.tolist() == pytest.approx([-0.5 * g for g in mean], rel=1e-6)
+    assert w.log_variance.grad is None  # zeroed for the next step
+
+
 def test_dynamic_task_prioritization():
     w = build_weighting({"method": "dtp", "gamma": 2.0}, TASKS, SIZES)
     total = w(losses(a=1.0, b=2.0), stats={"kpi": {"a": 0.9, "b": 0.2}})
