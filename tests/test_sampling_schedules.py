@@ -100,3 +100,18 @@ def test_an_infinite_dynamic_alpha_is_refused_by_name_not_read_as_uniform_from_t
         build_sampler(config, SIZES, seed=0)
     with pytest.raises(SamplingError, match="and finite"):
         dynamic_alpha(1, 1.0, float("inf"), 5.0)
+
+
+def test_a_resumed_schedule_logs_its_rates_at_the_whole_epochs_the_uninterrupted_run_does(caplog):
+    # the engine sets a fractional epoch every step; a sampler resumed inside an epoch logs nothing until the next
+    # whole epoch changes its rates, as the uninterrupted one
+    sampler = build_sampler({"strategy": "annealed", "epochs": 3}, SIZES, seed=0)
+    sampler.set_epoch(1.2)
+    resumed = build_sampler({"strategy": "annealed", "epochs": 3}, SIZES, seed=0)
+    resumed.load_state_dict(sampler.state_dict())
+    with caplog.at_level("INFO", logger="t2t_mtl.sampling"):
+        for epoch in (1.3, 1.6, 1.9):
+            resumed.set_epoch(epoch)
+        assert not caplog.records
+        resumed.set_epoch(2.1)
+    assert len(caplog.records) == 1 and "epoch 2.1" in caplog.text
