@@ -3,6 +3,7 @@ overrides, and the merge of one layer over another (`deep_merge`; see `t2t_mtl.c
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
@@ -18,23 +19,28 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _YAML = (".yaml", ".yml")  # the endings of a config file
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader for which a key repeated in one mapping is an error (plain YAML keeps the last one silently)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
+@functools.lru_cache(maxsize=None)
+def _unique_key_loader() -> type:
+    """SafeLoader for which a key repeated in one mapping is an error (plain YAML keeps the last one silently),
+    within `task_registry.yaml_limits`' bounds (nesting, aliases); built on first use, as task_registry is slow
+    to import."""
     from task_registry.yaml_keys import check_written_keys
+    from task_registry.yaml_limits import BoundedComposition
 
-    check_written_keys(loader, node)
-    return loader.construct_mapping(node, deep=True)
+    class UniqueKeyLoader(BoundedComposition, yaml.SafeLoader):
+        def construct_unique_mapping(self, node: yaml.MappingNode) -> Dict[Any, Any]:
+            check_written_keys(self, node)
+            return self.construct_mapping(node, deep=True)
 
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                    UniqueKeyLoader.construct_unique_mapping)
+    return UniqueKeyLoader
 
 
 def _load_yaml(text: str) -> Any:
-    """`yaml.safe_load`, but a key repeated in one mapping raises `yaml.YAMLError`."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    """`yaml.safe_load`, but a key repeated in one mapping, or a document past `yaml_limits`' bounds, raises
+    `yaml.YAMLError`."""
+    return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

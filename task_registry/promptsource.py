@@ -20,6 +20,7 @@ from .sources import HFSource
 from .task import Task
 from .template import Template
 from .yaml_keys import check_written_keys
+from .yaml_limits import BoundedComposition
 
 TEMPLATES_FILENAME = "templates.yaml"
 _TEMPLATE_TAG = "!Template"
@@ -32,9 +33,10 @@ class _TaggedMapping(dict):
     jinja_line: Optional[int] = None
 
 
-class _PromptsourceLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+class _PromptsourceLoader(BoundedComposition, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """The (libyaml-accelerated when available) SafeLoader plus promptsource's two tags, read as mappings; a
-    key repeated in one mapping (e.g. two templates under one id, where YAML keeps only the last) is an error."""
+    key repeated in one mapping (e.g. two templates under one id, where YAML keeps only the last) is an error;
+    within `yaml_limits`' bounds."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         check_written_keys(self, node)

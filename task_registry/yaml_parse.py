@@ -18,6 +18,7 @@ from .sources import (HFSource, LocalFileSource, Source, is_file_builder, is_pat
 from .task import Task, repeated_names, sliced_split_problem
 from .template import Template
 from .yaml_keys import check_written_keys
+from .yaml_limits import BoundedComposition
 
 __all__ = ["PROMPTSOURCE_KEYS", "SOURCE_KINDS", "TASK_KEYS", "TEMPLATE_KEYS", "TaskCheck", "TaskFileParser",
            "template_location"]
@@ -42,8 +43,9 @@ class _LineMapping(dict):
     value_lines: dict[str, int]
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings carry line numbers and whose duplicate keys are an error."""
+class _LineLoader(BoundedComposition, yaml.SafeLoader):
+    """SafeLoader whose mappings carry line numbers and whose duplicate keys are an error, within `yaml_limits`'
+    bounds (nesting, aliases)."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapping:

@@ -150,8 +150,10 @@ def _run_config(run: Path) -> Config:
     """The run's config (`run`/config.yaml); a CheckpointError says the model cannot be rebuilt without it."""
     import yaml
 
-    try:
-        return config_from_dict(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    from task_registry.yaml_limits import BoundedSafeLoader
+
+    try:  # (a run's config.yaml may come from someone else)
+        return config_from_dict(yaml.load((run / "config.yaml").read_text(), Loader=BoundedSafeLoader) or {})
     except (yaml.YAMLError, ConfigError) as err:
         raise CheckpointError(f"{run / 'config.yaml'} is not a valid run config ({err}); the model cannot be "
                               f"rebuilt without it: restore or fix the file") from None
