@@ -24,7 +24,11 @@ from contextvars import ContextVar
 from typing import Any, Iterator, Optional, Sequence
 
 import jinja2
+from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import SandboxedEnvironment
+
+from .jinja_limits import (BoundedCodeGenerator, bounded_filter, bounded_text, check_call, check_percent_format,
+                           counted_iteration)
 
 # promptsource truncates every substituted value to this many characters (`| string | truncate(N)`).
 TEXT_VAR_LENGTH = 2048
@@ -113,11 +117,26 @@ MAX_REPEAT = 1 << 20
 
 
 class _LimitedSandbox(SandboxedEnvironment):
-    """The sandbox with `**` and `*` intercepted (so never folded at compile time) and bounded."""
+    """The sandbox with `**`, `*`, `+` and `%` intercepted (so never folded at compile time) and bounded, and
+    `jinja_limits`' bounds on loops, `~`, padding and `lipsum`."""
 
-    intercepted_binops = frozenset({"**", "*"})
+    intercepted_binops = frozenset({"**", "*", "+", "%"})
+    code_generator_class = BoundedCodeGenerator
+    counted_iteration = staticmethod(counted_iteration)
+    bounded_text = staticmethod(bounded_text)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's)
+        """Jinja's sandboxed call, with `jinja_limits`' checks; a recursive loop's `loop(items)` counts its items."""
+        if isinstance(__obj, LoopContext) and args:
+            args = (counted_iteration(__context, args[0]), *args[1:])
+        check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+":
+            return bounded_text(super().call_binop(context, operator, left, right))
+        if operator == "%":
+            check_percent_format(left)
         if operator == "**" and _integer(left) and _integer(right) and abs(left) > 1 and \
                 right * abs(left).bit_length() > MAX_POWER_BITS:
             raise jinja2.exceptions.SecurityError(f"{left} ** {right} is too large to compute in a template")
@@ -149,6 +168,8 @@ def _build_environment() -> SandboxedEnvironment:
     env.filters["choice"] = choice
     env.filters["random"] = random_item
     env.filters["most_frequent"] = most_frequent
+    for name in ("center", "indent", "format"):
+        env.filters[name] = bounded_filter(name, env.filters[name])
     return env
 
 

@@ -1,0 +1,118 @@
+"""Bounds on the work and memory one rendering of a template or preprocessor expression may take, beyond Jinja's
+sandbox (which blocks Python internals and `range` over 100,000 items, but lets two nested loops over such ranges
+run 10**10 times, `lipsum(10**6)` write for minutes and `'a' | center(10**10)` or a loop doubling a text take
+all memory). A template that reaches a bound raises Jinja's `SecurityError` (reported as a `SandboxViolationError`
+naming the task, template and row). The bounds are far above what a prompt needs, a dataset row's text included.
+
+`BoundedCodeGenerator` compiles every `{% for %}` loop to iterate through `counted_iteration` and every `~` to
+check its result (`bounded_text`); `jinja_env`'s sandbox calls the checks of padding calls and of `+`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Iterator
+
+import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+
+#: the most loop iterations one rendering may run, all its `{% for %}` loops (nested and recursive ones) together
+MAX_LOOP_ITERATIONS = 1_000_000
+#: the longest text (characters) or list (items) that `~`, `+`, padding (`center`, `ljust`, `rjust`, `zfill`,
+#: `indent`), `expandtabs` or `replace` may build in a rendering
+MAX_BUILT_LENGTH = 1 << 26
+#: the most paragraphs times words per paragraph `lipsum` may write
+MAX_LIPSUM_WORDS = 1 << 16
+
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+_PERCENT_WIDTHS = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")
+
+
+@jinja2.pass_context
+def counted_iteration(context: Context, iterable: Iterable[Any]) -> Iterator[Any]:
+    """`iterable`'s items, each counted against the rendering's (`context`'s) `MAX_LOOP_ITERATIONS`."""
+    for item in iterable:
+        context.loop_iterations = getattr(context, "loop_iterations", 0) + 1  # type: ignore[attr-defined]
+        if context.loop_iterations > MAX_LOOP_ITERATIONS:  # type: ignore[attr-defined]
+            raise SecurityError(f"the template's loops ran more than {MAX_LOOP_ITERATIONS:,} iterations for one row")
+        yield item
+
+
+def bounded_text(value: Any) -> Any:
+    """`value`, the text or list a template built, if it is at most `MAX_BUILT_LENGTH` long; SecurityError else."""
+    if isinstance(value, (str, list, tuple)) and len(value) > MAX_BUILT_LENGTH:
+        raise SecurityError(f"the template built a {type(value).__name__} of {len(value):,} items, more than the "
+                            f"{MAX_BUILT_LENGTH:,} a template may build")
+    return value
+
+
+def _check_width(name: str, length: Any) -> None:
+    if isinstance(length, int) and length > MAX_BUILT_LENGTH:
+        raise SecurityError(f"{name} would build {length:,} characters (items), more than the {MAX_BUILT_LENGTH:,} "
+                            f"a template may build")
+
+
+def check_percent_format(text: Any) -> None:
+    """SecurityError where `%`-formatting with `text` (`text % values`, the `format` filter) writes a width or
+    precision past `MAX_BUILT_LENGTH`."""
+    for match in _PERCENT_WIDTHS.finditer(text) if isinstance(text, str) else ():
+        for number in match.groups():
+            if number and (len(number) > 9 or int(number) > MAX_BUILT_LENGTH):
+                raise SecurityError(f"the % format {match.group()!r} would write a text longer than the "
+                                    f"{MAX_BUILT_LENGTH:,} characters a template may build")
+
+
+def check_call(function: Any, args: tuple, kwargs: dict) -> None:
+    """SecurityError where calling `function` with `args` would build a text or list past `MAX_BUILT_LENGTH` (a
+    string's padding, `expandtabs` or `replace`, a list's `extend`) or `lipsum` would write more than
+    `MAX_LIPSUM_WORDS` words."""
+    owner, name = getattr(function, "__self__", None), getattr(function, "__name__", "")
+    if isinstance(owner, str) and args:
+        if name in _PADDING_METHODS:
+            _check_width(f"str.{name}", args[0])
+        elif name == "expandtabs":
+            _check_width("str.expandtabs", args[0] * max(owner.count("\t"), 1) if isinstance(args[0], int) else 0)
+        elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+            count = owner.count(args[0]) if args[0] else len(owner) + 1
+            _check_width("str.replace", len(owner) + count * (len(args[1]) - len(args[0])))
+    elif isinstance(owner, list) and name == "extend" and args and hasattr(args[0], "__len__"):
+        _check_width("list.extend", len(owner) + len(args[0]))
+    elif function is jinja2.utils.generate_lorem_ipsum:
+        bound = dict(zip(("n", "html", "min", "max"), args), **kwargs)
+        paragraphs, words = bound.get("n", 5), bound.get("max", 100)
+        if isinstance(paragraphs, int) and isinstance(words, int) and paragraphs * words > MAX_LIPSUM_WORDS:
+            raise SecurityError(f"lipsum({paragraphs}, max={words}) would write more than {MAX_LIPSUM_WORDS:,} words")
+
+
+def bounded_filter(name: str, filter_function: Any) -> Any:
+    """Jinja's padding filter `name` (`center`, `indent`) refusing a width past `MAX_BUILT_LENGTH`, or its `format`
+    filter refusing such a width in its format."""
+    def padded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == "format":
+            check_percent_format(value)
+            return filter_function(value, *args, **kwargs)
+        width = args[0] if args else kwargs.get("width", 0)
+        lines = str(value).count("\n") + 1 if name == "indent" else 1
+        _check_width(name, (width if isinstance(width, int) else len(str(width))) * lines)
+        return filter_function(value, *args, **kwargs)
+
+    padded.__name__ = padded.__qualname__ = name
+    return padded
+
+
+class BoundedCodeGenerator(CodeGenerator):
+    """Jinja's code generator with every loop's items drawn through `environment.counted_iteration` and every `~`
+    concatenation's result passed through `environment.bounded_text`."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        counted = nodes.Call(nodes.EnvironmentAttribute("counted_iteration"), [node.iter], [], None, None,
+                             lineno=node.iter.lineno)
+        super().visit_For(nodes.For(node.target, counted, node.body, node.else_, node.test, node.recursive,
+                                    lineno=node.lineno), frame)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_text(")
+        super().visit_Concat(node, frame)
+        self.write(")")
