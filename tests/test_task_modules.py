@@ -186,6 +186,27 @@ def test_eval_imports_the_runs_task_modules_unless_told_others(fresh, tmp_path):
     assert other in task_registry.list_tasks()
 
 
+def test_eval_of_a_model_folder_does_not_import_the_modules_its_meta_names(fresh, tmp_path, capsys):
+    # a model folder (exported, safetensors) may come from someone else: the data.task_modules its
+    # t2t_mtl_meta.json names would run their code on `eval FOLDER` / `predict FOLDER`; a run's are imported
+    import argparse
+
+    from t2t_mtl.cli.eval import register_run_tasks
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    _, task, path = _module(folder, MODULE + "\nopen(__file__ + '.ran', 'w').close()\n")
+    meta = {"path": str(folder), "config": {"data": {"task_modules": [str(path)], "tasks_dir": None}}}
+    register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), meta)
+    assert task not in task_registry.list_tasks() and not (folder / f"{path.name}.ran").exists()
+    warning = capsys.readouterr().err
+    assert warning.startswith(f"warning: not importing data.task_modules [{str(path)!r}], which model folder "
+                              f"{folder}'s t2t_mtl_meta.json names") and "pass --task-module MODULE" in warning
+    register_run_tasks(argparse.Namespace(task_modules=[str(path)], tasks_dir=None), meta)  # (given: imported)
+    assert task in task_registry.list_tasks() and (folder / f"{path.name}.ran").exists()
+
+
 def test_a_studys_base_config_gets_the_task_modules_it_is_given(tmp_path):
     from t2t_mtl.analysis.engine_run import base_config_dict
 

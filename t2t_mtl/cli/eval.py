@@ -126,12 +126,20 @@ def _run_data_dir(meta: Mapping[str, Any]) -> Optional[str]:
 
 def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> None:
     """Import `--task-module`s, else the run's `data.task_modules`, then register `--tasks-dir`, else the run's
-    `data.tasks_dir`. The run's module failing to import is a ValueError saying it was the run's."""
+    `data.tasks_dir`. The run's module failing to import is a ValueError saying it was the run's. A model folder's
+    (exported or Hugging Face, `meta["path"]` holding a config.json) recorded modules are not imported: the folder may
+    come from someone else, and an import runs the module's code (a warning names them and `--task-module`)."""
     import task_registry
 
     modules = args.task_modules
     if modules is None:
         found = _find_key(meta, "task_modules")
+        if found and meta.get("path") and (Path(meta["path"]) / "config.json").is_file():
+            print(f"warning: not importing data.task_modules {found!r}, which model folder {meta['path']}'s "
+                  f"t2t_mtl_meta.json names: importing a module runs its code, and a model folder may come from "
+                  f"someone else; pass --task-module MODULE to import one you trust (for the tasks it registers)",
+                  file=sys.stderr)
+            found = None
         try:
             task_registry.import_task_modules(found)
         except task_registry.TaskModuleError as error:
