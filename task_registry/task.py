@@ -63,6 +63,8 @@ def __getattr__(name: str) -> Any:
 
 
 _SKIP_COLUMN = "_skipped"
+#: the longest task name, in UTF-8 bytes: it names a folder (file systems take 255)
+MAX_NAME_BYTES = 200
 
 
 @dataclasses.dataclass
@@ -242,6 +244,7 @@ class Task:
                  few_shot_format: Optional[FewShotFormat] = None, eval_protocol: Optional[EvalProtocol] = None):
         if not isinstance(name, str) or not name:
             raise TaskDefinitionError(f"a task needs a non-empty string name, got {name!r}")
+        _check_name(name)
         _check_source(name, source)
         templates = _checked_templates(name, templates)
         preprocessors = _checked_preprocessors(name, preprocessors)
@@ -462,6 +465,18 @@ class Task:
 
 
 # -- the checks of a Task's definition, in the order `Task.__init__` makes them (each raises TaskDefinitionError) ---
+def _check_name(task: str) -> None:
+    """A task's name names its folder of tokenized rows (`/` written `__`): refuse one that would name another folder
+    or none (`.`, `..`, a control character such as NUL, more than `MAX_NAME_BYTES` bytes)."""
+    problem = ("is '.' or '..', which name folders already" if task in (".", "..") else
+               "holds a control character" if any(ord(c) < 32 or ord(c) == 127 for c in task) else
+               f"is longer than {MAX_NAME_BYTES} bytes" if len(task.encode(errors="surrogatepass")) > MAX_NAME_BYTES
+               else None)
+    if problem:
+        raise TaskDefinitionError(f"task name {task!r} {problem}: a task's name is its folder's, where its rows are "
+                                  f"kept tokenized; name it with letters, digits and _ - . /")
+
+
 def _check_source(task: str, source: Any) -> None:
     """`source` must be a `Source`; a `GeneratorSource`'s function must take the split."""
     if not isinstance(source, Source):
