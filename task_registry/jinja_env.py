@@ -27,8 +27,8 @@ import jinja2
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import SandboxedEnvironment
 
-from .jinja_limits import (BoundedCodeGenerator, bounded_filter, bounded_text, check_call, check_percent_format,
-                           counted_iteration)
+from .jinja_limits import (BoundedCodeGenerator, bounded_filter, bounded_text, check_call, check_format_widths,
+                           check_percent_format, counted_iteration)
 
 # promptsource truncates every substituted value to this many characters (`| string | truncate(N)`).
 TEXT_VAR_LENGTH = 2048
@@ -118,7 +118,7 @@ MAX_REPEAT = 1 << 20
 
 class _LimitedSandbox(SandboxedEnvironment):
     """The sandbox with `**`, `*`, `+` and `%` intercepted (so never folded at compile time) and bounded, and
-    `jinja_limits`' bounds on loops, `~`, padding and `lipsum`."""
+    `jinja_limits`' bounds on loops, `~`, padding, format widths and `lipsum`."""
 
     intercepted_binops = frozenset({"**", "*", "+", "%"})
     code_generator_class = BoundedCodeGenerator
@@ -131,6 +131,19 @@ class _LimitedSandbox(SandboxedEnvironment):
             args = (counted_iteration(__context, args[0]), *args[1:])
         check_call(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Optional[Any]:
+        """Jinja's sandboxed `str.format` / `format_map` of a template, refusing a width past
+        `jinja_limits.MAX_BUILT_LENGTH`; None for any other value, as Jinja's."""
+        sandboxed = super().wrap_str_format(value)
+        if sandboxed is None:
+            return None
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            check_format_widths(value.__self__, args, kwargs)
+            return sandboxed(*args, **kwargs)
+
+        return functools.update_wrapper(bounded, value)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "+":

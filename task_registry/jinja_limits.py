@@ -10,6 +10,7 @@ check its result (`bounded_text`); `jinja_env`'s sandbox calls the checks of pad
 from __future__ import annotations
 
 import re
+import string
 from typing import Any, Iterable, Iterator
 
 import jinja2
@@ -27,6 +28,7 @@ MAX_BUILT_LENGTH = 1 << 26
 MAX_LIPSUM_WORDS = 1 << 16
 
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+_DIGITS = re.compile(r"\d+")
 _PERCENT_WIDTHS = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")
 
 
@@ -62,6 +64,21 @@ def check_percent_format(text: Any) -> None:
             if number and (len(number) > 9 or int(number) > MAX_BUILT_LENGTH):
                 raise SecurityError(f"the % format {match.group()!r} would write a text longer than the "
                                     f"{MAX_BUILT_LENGTH:,} characters a template may build")
+
+
+def check_format_widths(text: str, args: tuple, kwargs: dict) -> None:
+    """SecurityError where `text.format(*args, **kwargs)` (or `.format_map(args[0])`) writes a width or precision
+    past `MAX_BUILT_LENGTH`: one written in a replacement field's spec, or any integer value given where a spec takes
+    one from the values (`{:{}}`)."""
+    values = [*args, *kwargs.values(), *(value for arg in args if isinstance(arg, dict) for value in arg.values())]
+    try:
+        specs = [spec for _, field, spec, _ in string.Formatter().parse(text) if field is not None and spec]
+    except ValueError:  # (a malformed format: the call raises its own error)
+        return
+    for spec in specs:
+        nested = [value for value in values if isinstance(value, int)] if "{" in spec else []
+        for number in [int(n) if len(n) <= 18 else 10 ** 18 for n in _DIGITS.findall(spec)] + nested:
+            _check_width("a format's width", number)
 
 
 def check_call(function: Any, args: tuple, kwargs: dict) -> None:

@@ -30,6 +30,9 @@ def _refusal(payload: str, row: dict | None = None) -> str:
     ("{{ ('a' * 1000000).replace('a', 'b' * 1000) }}", "str.replace would build 1,000,000,000 characters"),
     ("{{ ('%10000000000d' % 1) }}", "the % format '%10000000000' would write"),  # (was folded when compiled)
     ("{{ '%10000000000s' | format(x) }}", "the % format '%10000000000' would write"),
+    ("{{ '{:>10000000000}'.format(x) }}", "a format's width would build 10,000,000,000 characters"),
+    ("{{ ('{0:{1}' ~ '}').format(x, 10**10) }}", "a format's width would build 10,000,000,000 characters"),
+    ("{{ ('{a:>{w}' ~ '}').format_map({'a': 1.5, 'w': 10**10}) }}", "a format's width would build 10,000,000,000"),
     ("{{ lipsum(10**6) }}", "lipsum(1000000, max=100) would write more than 65,536 words"),
 ])
 def test_unbounded_work_is_refused_naming_task_and_template(payload, message):
@@ -66,6 +69,7 @@ def test_the_loop_budget_counts_every_loop_of_one_rendering(monkeypatch):
     "{{ 'ab' | center(6) }}|{{ 'a\nb' | indent(2, true) }}|{{ text.replace('a', 'xy') }}|{{ text.ljust(5) }}|"
     "{{ text.zfill(6) }}|{{ '%5.2f' % 3.14159 }}|{{ '%-4s|' | format(text) }}{{ ('a' + 'b') ~ ([1] + [2]) }}",
     "{{ lipsum(2, html=false, min=3, max=5) | wordcount > 5 }}",
+    "{{ ('{:>6}|{:.3f}|{a:{w}' ~ '}|{:,}').format(text, 3.14159, 1234567, a='x', w=4) }}{{ '{0}'.format(7) }}",
 ])
 def test_templates_within_the_bounds_render_as_jinjas_sandbox_does(source):
     row = {"choices": ["a", "b", "c"], "row": {"q": 1, "a": "x"}, "text": "banana",
