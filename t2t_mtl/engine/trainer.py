@@ -57,6 +57,7 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
                                              score_held_out)
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
+from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, config_warnings, is_local_model,
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
@@ -399,6 +400,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip
+        use_one_rank_clipping(engine)  # (fp32: DeepSpeed's clipping all-reduces the norm over the one rank)
     surgery = None
     if cfg.gradient_surgery:
         surgery = build_surgery_hook(cfg.gradient_surgery, engine, task_names, mode)
