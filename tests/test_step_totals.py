@@ -95,3 +95,73 @@ def test_a_micro_batch_bad_on_another_rank_is_left_out_on_this_one(monkeypatch):
     assert figures.tokens == 2 * (10 + 30) and figures.task_examples == {"a": 4}
     assert figures.weighted_loss == figures.loss == 14.0 / 4
     assert figures.drawn == 6.0 and figures.stop_requested is True
+
+
+def _random_micro_batches(rng, names, count):
+    """(weighted loss, {task: loss}, tokens, example task ids) of `count` micro-batches, a few of them bad."""
+    out = []
+    for _ in range(count):
+        tasks = sorted(rng.sample(names, rng.randint(1, len(names))), key=names.index)
+        task_losses = {t: rng.choice([0.0, rng.uniform(0.01, 9.0)]) if rng.random() < 0.2 else rng.uniform(0.01, 9.0)
+                       for t in tasks}
+        weighted = rng.choice([math.nan, math.inf, rng.uniform(0.0, 20.0)]) if rng.random() < 0.15 else \
+            rng.uniform(0.0, 20.0)
+        ids = [names.index(rng.choice(tasks)) for _ in range(rng.randint(1, 9))]
+        out.append((weighted, task_losses, rng.randint(1, 400), ids))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_figures_of_random_steps_equal_a_python_reference_bit_for_bit(seed, monkeypatch):
+    # the figures are built in Python floats (not a tensor's item writes): pinned against sums taken in the
+    # documented order (each rank's good micro-batches in order, then the ranks in rank order), over float32 losses
+    import random
+
+    rng = random.Random(seed)
+    names = ["a", "b", "c", "d", "e"]
+    count = rng.randint(1, 4)  # micro-batches a step, on every rank
+    ranks = [_random_micro_batches(rng, names, count) for _ in range(rng.randint(1, 3))]
+    per_rank = []
+    for micro_batches in ranks:
+        totals = StepTotals(names)
+        for weighted, task_losses, tokens, ids in micro_batches:
+            totals.add_micro_batch(torch.tensor(weighted), losses(**task_losses), tokens, torch.tensor(ids))
+        totals.set_drawn(sum(len(ids) for *_, ids in micro_batches))
+        per_rank.append(totals)
+    if len(per_rank) > 1:  # a fake group: this process is rank 0
+        def all_gather(parts, tensor, *args, **kwargs):
+            for part, totals in zip(parts, per_rank):
+                part.copy_(totals._rows())
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda *args: len(per_rank))
+        monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
+    figures = per_rank[0].reduce()
+
+    as32 = [[(float(torch.tensor(w, dtype=torch.float32)), {t: float(torch.tensor(v, dtype=torch.float32))
+                                                             for t, v in tl.items()}, n, ids)
+             for w, tl, n, ids in micro_batches] for micro_batches in ranks]
+    bad = [any(not math.isfinite(mbs[k][0]) or not any(mbs[k][1].values()) for mbs in as32) for k in range(count)]
+    good = [[mb for k, mb in enumerate(mbs) if not bad[k]] for mbs in as32]
+
+    def summed(value):  # each rank's good micro-batches in order, then the ranks' sums in rank order
+        total = 0.0
+        for mbs in good:
+            own = 0.0
+            for mb in mbs:
+                own += value(mb)
+            total += own
+        return total
+
+    every = [mb for mbs in good for mb in mbs]
+    assert figures.poisoned is any(bad)
+    assert figures.good == len(every)
+    assert figures.task_loss == {t: summed(lambda mb: mb[1].get(t, 0.0)) / sum(t in mb[1] for mb in every)
+                                 for t in names if any(t in mb[1] for mb in every)}
+    if every:
+        assert figures.loss == summed(lambda mb: sum(mb[1].values()) / len(mb[1])) / len(every)
+        assert figures.weighted_loss == summed(lambda mb: mb[0]) / len(every)
+    else:
+        assert math.isnan(figures.loss) and math.isnan(figures.weighted_loss)
+    assert figures.tokens == sum(mb[2] for mb in every)
+    assert figures.task_examples == {t: n for t in names if (n := sum(mb[3].count(names.index(t)) for mb in every))}
+    assert figures.drawn == sum(len(ids) for mbs in ranks for *_, ids in mbs)
