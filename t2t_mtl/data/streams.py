@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from t2t_mtl.data.arrow_rows import IdRows
 from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations, corrupts_spans
 from t2t_mtl.task_names import task_name_list
 
@@ -38,14 +39,17 @@ class TokenizedTask:
     target_lengths: np.ndarray
     truncated: int
     template_sizes: Dict[str, int] = field(default_factory=dict)
+    _id_rows: Optional[IdRows] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.input_lengths)
 
     def rows(self, indices: Sequence[int]) -> Dict[str, List[List[int]]]:
-        """The `input_ids` and `labels` of the given rows, in the given order."""
-        batch = self.dataset[list(int(i) for i in indices)]
-        return {"input_ids": batch["input_ids"], "labels": batch["labels"]}
+        """The `input_ids` and `labels` of the given rows, in the given order (read from the Arrow buffers: `IdRows`,
+        made at the first call)."""
+        if self._id_rows is None:
+            self._id_rows = IdRows(self.dataset, ["input_ids", "labels"])
+        return self._id_rows(indices)
 
 
 def shared_cache_dir() -> Optional[Path]:
