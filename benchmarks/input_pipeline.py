@@ -1,8 +1,8 @@
 """The steady-state Python cost of training: the input pipeline alone, and the steps of tiny runs.
 
-1. `pipeline`: examples per second of `BatchBuilder.next_batch()` alone (sampler draw, row reads from the tokenized
-   cache, length bucketing, collation) over the quickstart's 12 tasks, batch 32, bucketed, in mixed mode (one task
-   per example, the quickstart's) and homogeneous mode (one task per micro-batch).
+1. `pipeline`: examples per second (wall, and per CPU second) of `BatchBuilder.next_batch()` alone (sampler draw,
+   row reads from the tokenized cache, length bucketing, collation) over the quickstart's 12 tasks, batch 32,
+   bucketed, in mixed mode (one task per example, the quickstart's) and homogeneous mode (one task per micro-batch).
 2. `steps`: steps per second of `t2t_mtl.engine.trainer.train` on the quickstart's data with a tiny T5 (d_model 32,
    1+1 layers, batch 16: the model's compute is small, so the Python around it shows), in mixed and homogeneous
    mode, fp32, one torch thread; the median of the steps' wall times after the first `--warmup` steps (timed between
@@ -74,8 +74,9 @@ def timed_run(out: Path, steps: int, mode: str, model: str, warmup: int) -> Tupl
     return statistics.median(walls), (kept[-1][1] - kept[0][1]) / (len(kept) - 1)
 
 
-def pipeline_rate(tokenizer_dir: Path, mode: str, batches: int) -> float:
-    """Examples per second of `next_batch()` over the quickstart's tasks and its batching, tokenizer `tokenizer_dir`."""
+def pipeline_rate(tokenizer_dir: Path, mode: str, batches: int) -> Tuple[float, float]:
+    """(examples per wall second, per CPU second) of `next_batch()` over the quickstart's tasks and its batching,
+    tokenizer `tokenizer_dir`."""
     from t2t_mtl.data import BatchBuilder
     from t2t_mtl.engine.run_checks import training_rates
     from t2t_mtl.engine.run_sampling import run_sampling_config
@@ -99,10 +100,10 @@ def pipeline_rate(tokenizer_dir: Path, mode: str, batches: int) -> float:
                            bucket_batches=cfg.data.bucket_batches, seed=cfg.training.seed)
     for _ in range(cfg.data.bucket_batches):  # a first draw: every stream read once
         builder.next_batch()
-    start, examples = time.perf_counter(), 0
+    start, cpu_start, examples = time.perf_counter(), time.process_time(), 0
     for _ in range(batches):
         examples += len(builder.next_batch()["task_ids"])
-    return examples / (time.perf_counter() - start)
+    return examples / (time.perf_counter() - start), examples / (time.process_time() - cpu_start)
 
 
 def main() -> int:
@@ -127,13 +128,14 @@ def main() -> int:
         shutil.copytree(out / "tokenizer", tokenizer_dir)
     print(f"CPU, 1 torch thread, medians of {args.repeats} interleaved repeats; runs in {root}", flush=True)
     if "pipeline" in what:
-        rates: Dict[str, List[float]] = {mode: [] for mode in MODES}
+        rates: Dict[str, List[Tuple[float, float]]] = {mode: [] for mode in MODES}
         for _ in range(args.repeats):
             for mode in MODES:
                 rates[mode].append(pipeline_rate(tokenizer_dir, mode, args.batches))
         for mode in MODES:
-            print(f"  pipeline, {mode:<12} {statistics.median(rates[mode]):>9.0f} examples/s  "
-                  f"(runs: {', '.join(f'{r:.0f}' for r in rates[mode])})", flush=True)
+            wall, cpu = (statistics.median(r[k] for r in rates[mode]) for k in (0, 1))
+            print(f"  pipeline, {mode:<12} {wall:>9.0f} examples/s, {cpu:>9.0f} examples/CPU-s  "
+                  f"(runs: {', '.join(f'{r[0]:.0f}' for r in rates[mode])})", flush=True)
     if "steps" in what:
         figures: Dict[str, List[Tuple[float, float]]] = {mode: [] for mode in MODES}
         for repeat in range(args.repeats):
