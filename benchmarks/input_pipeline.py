@@ -74,10 +74,10 @@ def timed_run(out: Path, steps: int, mode: str, model: str, warmup: int) -> Tupl
     return statistics.median(walls), (kept[-1][1] - kept[0][1]) / (len(kept) - 1)
 
 
-def pipeline_rate(tokenizer_dir: Path, mode: str, batches: int) -> Tuple[float, float]:
+def pipeline_rate(tokenizer_dir: Path, run_dir: Path, mode: str, batches: int) -> Tuple[float, float]:
     """(examples per wall second, per CPU second) of `next_batch()` over the quickstart's tasks and its batching,
-    tokenizer `tokenizer_dir`."""
-    from t2t_mtl.data import BatchBuilder
+    tokenizer `tokenizer_dir` (the tokenized tasks where a run in `run_dir` keeps them)."""
+    from t2t_mtl.data import BatchBuilder, build_task_streams
     from t2t_mtl.engine.run_checks import training_rates
     from t2t_mtl.engine.run_sampling import run_sampling_config
     from t2t_mtl.sampling import TaskStreams, build_sampler
@@ -87,8 +87,8 @@ def pipeline_rate(tokenizer_dir: Path, mode: str, batches: int) -> Tuple[float, 
     tok = load_tokenizer(tokenizer_dir)
     rates = training_rates(cfg)
     names = list(rates)
-    cache_dir, _ = trainer.tokenized_cache_dir(cfg, Path(tempfile.mkdtemp(prefix="t2t-pipeline-run-")))
-    streams = trainer.build_task_streams(
+    cache_dir, _ = trainer.tokenized_cache_dir(cfg, run_dir)
+    streams = build_task_streams(
         names, tok, split="train", max_input_length=cfg.data.max_input_length,
         max_target_length=cfg.data.max_target_length, cache_dir=cache_dir,
         max_examples=cfg.data.max_examples_per_task, seed=cfg.training.seed)
@@ -131,7 +131,7 @@ def main() -> int:
         rates: Dict[str, List[Tuple[float, float]]] = {mode: [] for mode in MODES}
         for _ in range(args.repeats):
             for mode in MODES:
-                rates[mode].append(pipeline_rate(tokenizer_dir, mode, args.batches))
+                rates[mode].append(pipeline_rate(tokenizer_dir, root / "runs" / "pipeline", mode, args.batches))
         for mode in MODES:
             wall, cpu = (statistics.median(r[k] for r in rates[mode]) for k in (0, 1))
             print(f"  pipeline, {mode:<12} {wall:>9.0f} examples/s, {cpu:>9.0f} examples/CPU-s  "
