@@ -372,6 +372,21 @@ def test_mgda_is_the_exact_min_norm_point_for_nearly_dependent_gradients_of_uneq
 
 
 
+def test_mgda_is_the_exact_min_norm_point_of_nearly_collinear_gradients_in_two_dimensions():
+    """Four gradients of unequal norms in a plane, nearly (anti)parallel, where the min norm is tiny against the
+    largest gradient: Wolfe's stopping test must be relative to v·v (an absolute gap left up to 2.5e-11 of the
+    largest squared norm) and must stop once the Frank–Wolfe vertex is already in the support (a vertex added twice
+    to the support made the minor cycle loop forever)."""
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        g = rng.standard_normal((4, 2)) * rng.uniform(0.1, 10, size=(4, 1))
+        g[1:] = g[0] * rng.uniform(-1, 1, (3, 1)) + 1e-3 * rng.standard_normal((3, 2))
+        G = g @ g.T
+        alpha = mgda_weights(G, 1000, 1e-10)
+        assert abs(alpha.sum() - 1) < 1e-12 and np.all(alpha >= 0), seed
+        assert float(alpha @ G @ alpha) - _min_norm_by_enumeration(G) <= 1e-12 * float(np.max(np.diag(G))), seed
+
+
 @pytest.mark.parametrize("g0,g1", [([1.0, 0.0], [0.995, 0.5]),  # nearly parallel: v·v − v·g_1 is only 0.005 v·v
                                    ([1.0, 0.0], [-0.5, 2.0]), ([3.0, 1.0], [-1.0, 0.5]),
                                    ([1.0, 0.0], [2.0, 1.0])])  # the clip: the smaller gradient alone
