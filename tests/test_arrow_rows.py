@@ -53,6 +53,26 @@ def test_rows_equal_datasets_getitem_in_every_layout(tmp_path):
                 assert repr(got[column]) == repr(expected[column]), (layout, indices)  # (types too: ints, lists)
 
 
+def test_columns_chunked_apart_are_each_read_by_their_own_chunks():
+    """A table's columns need not share chunk boundaries (an Arrow table built from chunked arrays; datasets keeps
+    them): each column's rows are found in its own chunks."""
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    def chunked(*parts):
+        return pa.chunked_array([pa.array(part, pa.list_(pa.int32())) for part in parts])
+
+    inputs = chunked([[1], [2, 2]], [[3], [4, 4, 4], [5]])
+    labels = chunked([[10], [20], [30]], [[40], [50]])
+    table = pa.Table.from_arrays([inputs, labels], names=COLUMNS)
+    dataset = datasets.Dataset(InMemoryTable(table))
+    rows = IdRows(dataset, COLUMNS)
+    assert rows._chunks is not None
+    indices = [0, 1, 2, 3, 4, -1, 2]
+    expected = dataset[indices]
+    assert rows(indices) == {column: expected[column] for column in COLUMNS}
+
+
 def test_repeated_negative_and_numpy_indices_are_read_as_datasets_reads_them(tmp_path):
     import numpy as np
 

@@ -25,9 +25,9 @@ class IdRows:
         self.dataset = dataset
         self.columns = list(columns)
         self._chunks: Optional[Dict[str, List[Tuple[np.ndarray, np.ndarray]]]] = _column_buffers(dataset, columns)
-        if self._chunks is not None:
-            lengths = [len(offsets) - 1 for offsets, _ in self._chunks[self.columns[0]]]
-            self._starts = list(itertools.accumulate([0] + lengths))
+        if self._chunks is not None:  # each column's chunks' first rows (a table's columns may be chunked apart)
+            self._starts = {name: list(itertools.accumulate([0] + [len(offsets) - 1 for offsets, _ in parts]))
+                            for name, parts in self._chunks.items()}
 
     def __call__(self, indices: Sequence[int]) -> Dict[str, List[List[int]]]:
         """{column: [row ids for each index, in the given order]} (indices as `dataset[...]` takes them)."""
@@ -35,20 +35,20 @@ class IdRows:
             batch = self.dataset[[int(i) for i in indices]]
             return {name: batch[name] for name in self.columns}
         n = len(self.dataset)
-        where = []  # (chunk, row in it) of each index: a few indices a call, so plain Python (numpy's calls cost more)
+        positions = []  # a few indices a call, so plain Python (numpy's calls cost more)
         for index in indices:
             i = int(index)
             if not -n <= i < n:
                 raise IndexError(f"row index {i} out of range for a dataset of {n} rows")
-            i = i + n if i < 0 else i
-            c = bisect.bisect_right(self._starts, i) - 1
-            where.append((c, i - self._starts[c]))
+            positions.append(i + n if i < 0 else i)
         out = {}
         for name, parts in self._chunks.items():
-            rows = out[name] = []
-            for c, i in where:
+            starts, rows = self._starts[name], []
+            for i in positions:
+                c = bisect.bisect_right(starts, i) - 1  # the chunk holding row i, and its row there
                 offsets, values = parts[c]
-                rows.append(values[offsets[i]:offsets[i + 1]].tolist())
+                rows.append(values[offsets[i - starts[c]]:offsets[i - starts[c] + 1]].tolist())
+            out[name] = rows
         return out
 
 
