@@ -8,7 +8,6 @@ and the dtp weighting). Both shard the rows over the data-parallel ranks and sum
 """
 from __future__ import annotations
 
-import unicodedata
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -21,13 +20,10 @@ from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
 from t2t_mtl.evaluation.generation import decode_generated
 from t2t_mtl.evaluation.labels import target_labels
 from t2t_mtl.evaluation.rank_classification import evaluation_mode
+from t2t_mtl.evaluation.scoring import written_form
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops, token_masks
 from t2t_mtl.wording import repeated_items
-
-
-def _normalise(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 def with_task_token(tokenizer: Any, texts: Sequence[str], task: str, max_input_length: int) -> Tuple[List[str], int]:
@@ -67,7 +63,7 @@ def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], 
 def count_exact_matches(preds: Sequence[str], references: Sequence[Sequence[str]]) -> int:
     """How many of `preds` equal one of their row's `references`, NFKC- and whitespace-normalised (ends dropped, runs
     read as one space), as the `exact_match` metric of the evaluation reads them."""
-    return sum(_normalise(p) in {_normalise(g) for g in golds} for p, golds in zip(preds, references))
+    return sum(written_form(p) in {written_form(g) for g in golds} for p, golds in zip(preds, references))
 
 
 def held_in_split(task: Any) -> Optional[str]:

@@ -6,7 +6,7 @@ Every prediction is scored, empty ones included. Conversions by metric kind (see
   some order, so that a label is one class whatever position a row lists it at; without answer choices, the
   index in the sorted set of targets. Binary F1 needs two answer choices: its positive class is the second
   (of the first example). A prediction matches a choice (or target) equal to it, ends ignored, else one equal to
-  it as a T5 tokenizer writes text back (`_written`: NFKC form, a run of whitespace one space), as the exact_match
+  it as a T5 tokenizer writes text back (`written_form`: NFKC form, a run of whitespace one space), as the exact_match
   metric and held-in validation read text: a generation cannot reproduce a choice's double space or decomposed
   accent.
 - "group_label": labels as for "label", scored per group of examples (`groups[i]`: example i's key from the
@@ -33,16 +33,16 @@ from t2t_mtl.evaluation.metrics import canonical_metric_name, compute_metric, me
 UNPARSABLE_NUMBER = -1.0
 
 
-def _written(text: str) -> str:
+def written_form(text: str) -> str:
     """`text` as a T5 tokenizer writes it back (SentencePiece's nmt_nfkc): NFKC form, every run of whitespace one
-    space, ends dropped."""
+    space, ends dropped: how label metrics and held-in validation's exact match compare text."""
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 def _choice_index(text: str, choices: Sequence[str]) -> int:
     """The position of the first of `choices` equal to `text` (ends ignored), else of the first equal to it as
-    `_written`; -1 where none is."""
-    for key in (str.strip, _written):
+    `written_form`; -1 where none is."""
+    for key in (str.strip, written_form):
         keyed = [key(choice) for choice in choices]
         if key(text) in keyed:
             return keyed.index(key(text))
@@ -151,8 +151,9 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
         if picked is not None:
             gold = [_choice_index(t, c) for t, c in zip(targets, answer_choices)]
             return _as_labels(picked, answer_choices), _as_labels(gold, answer_choices)
-        vocabulary = {label: i for i, label in enumerate(sorted({_written(t) for t in targets}))}
-        return [vocabulary.get(_written(p), -1) for p in predictions], [vocabulary[_written(t)] for t in targets]
+        vocabulary = {label: i for i, label in enumerate(sorted({written_form(t) for t in targets}))}
+        return ([vocabulary.get(written_form(p), -1) for p in predictions],
+                [vocabulary[written_form(t)] for t in targets])
     if kind == "number":
         return [_number(p) for p in predictions], [float(t) for t in targets]
     if kind == "text":
