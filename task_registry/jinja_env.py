@@ -27,8 +27,8 @@ import jinja2
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import SandboxedEnvironment
 
-from .jinja_limits import (BoundedCodeGenerator, bounded_filter, bounded_text, check_call, check_format_widths,
-                           check_percent_format, counted_iteration)
+from .jinja_limits import (BoundedCodeGenerator, bounded_filter, bounded_text, check_binop, check_call,
+                           check_format_widths, counted_iteration)
 
 # promptsource truncates every substituted value to this many characters (`| string | truncate(N)`).
 TEXT_VAR_LENGTH = 2048
@@ -110,12 +110,6 @@ def seeded_choices(rng: Optional[random.Random]) -> contextlib.AbstractContextMa
     return _set_within(_ACTIVE_RNG, rng)
 
 
-#: the largest result `**` or a sequence `*` may build in a template (bits of an integer power, items of a
-#: repeated string or list): beyond it a render, or the constant folding of a template's compilation, would hang
-MAX_POWER_BITS = 1 << 16
-MAX_REPEAT = 1 << 20
-
-
 class _LimitedSandbox(SandboxedEnvironment):
     """The sandbox with `**`, `*`, `+` and `%` intercepted (so never folded at compile time) and bounded, and
     `jinja_limits`' bounds on loops, `~`, padding, format widths and `lipsum`."""
@@ -146,19 +140,9 @@ class _LimitedSandbox(SandboxedEnvironment):
         return functools.update_wrapper(bounded, value)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "+":
-            return bounded_text(super().call_binop(context, operator, left, right))
-        if operator == "%":
-            check_percent_format(left)
-        if operator == "**" and _integer(left) and _integer(right) and abs(left) > 1 and \
-                right * abs(left).bit_length() > MAX_POWER_BITS:
-            raise jinja2.exceptions.SecurityError(f"{left} ** {right} is too large to compute in a template")
-        if operator == "*":
-            count, sequence = (right, left) if _integer(right) else (left, right)
-            if _integer(count) and isinstance(sequence, (str, list, tuple)) and len(sequence) * count > MAX_REPEAT:
-                raise jinja2.exceptions.SecurityError(f"repeating a sequence of {len(sequence)} items {count} times "
-                                                      f"is too large for a template")
-        return super().call_binop(context, operator, left, right)
+        check_binop(operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        return bounded_text(result) if operator == "+" else result
 
     def make_globals(self, d: Optional[Any] = None) -> dict:
         """A template's globals as one plain dict (this environment's, then `d`'s), not Jinja's `ChainMap` over
@@ -166,10 +150,6 @@ class _LimitedSandbox(SandboxedEnvironment):
         about a third of a row's rendering time. The same names and values; the environment's globals are all set
         when it is built (`_build_environment`), before any template is compiled (as Jinja asks)."""
         return {**self.globals, **(d or {})}
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _build_environment() -> SandboxedEnvironment:

@@ -5,7 +5,8 @@ all memory). A template that reaches a bound raises Jinja's `SecurityError` (rep
 naming the task, template and row). The bounds are far above what a prompt needs, a dataset row's text included.
 
 `BoundedCodeGenerator` compiles every `{% for %}` loop to iterate through `counted_iteration` and every `~` to
-check its result (`bounded_text`); `jinja_env`'s sandbox calls the checks of padding calls and of `+`.
+check its result (`bounded_text`); `jinja_env`'s sandbox calls the checks of calls (`check_call`) and of the operators
+it intercepts (`check_binop`, and `bounded_text` on what `+` built).
 """
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ MAX_LOOP_ITERATIONS = 1_000_000
 MAX_BUILT_LENGTH = 1 << 26
 #: the most paragraphs times words per paragraph `lipsum` may write
 MAX_LIPSUM_WORDS = 1 << 16
+#: the largest result `**` or a sequence `*` may build in a template (bits of an integer power, items of a
+#: repeated string or list): beyond it a render, or the constant folding of a template's compilation, would hang
+MAX_POWER_BITS = 1 << 16
+MAX_REPEAT = 1 << 20
 
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 _DIGITS = re.compile(r"\d+")
@@ -64,6 +69,26 @@ def check_percent_format(text: Any) -> None:
             if number and (len(number) > 9 or int(number) > MAX_BUILT_LENGTH):
                 raise SecurityError(f"the % format {match.group()!r} would write a text longer than the "
                                     f"{MAX_BUILT_LENGTH:,} characters a template may build")
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_binop(operator: str, left: Any, right: Any) -> None:
+    """SecurityError where `left operator right` would pass a bound: an integer `**` past `MAX_POWER_BITS`, a
+    sequence repeated by `*` past `MAX_REPEAT` items, a `%` format writing a width past `MAX_BUILT_LENGTH` (what `+`
+    built is checked after it, by `bounded_text`)."""
+    if operator == "%":
+        check_percent_format(left)
+    if operator == "**" and _integer(left) and _integer(right) and abs(left) > 1 and \
+            right * abs(left).bit_length() > MAX_POWER_BITS:
+        raise SecurityError(f"{left} ** {right} is too large to compute in a template")
+    if operator == "*":
+        count, sequence = (right, left) if _integer(right) else (left, right)
+        if _integer(count) and isinstance(sequence, (str, list, tuple)) and len(sequence) * count > MAX_REPEAT:
+            raise SecurityError(f"repeating a sequence of {len(sequence)} items {count} times is too large for a "
+                                f"template")
 
 
 def check_format_widths(text: str, args: tuple, kwargs: dict) -> None:
