@@ -16,6 +16,7 @@ from t2t_kernels.gradproj import combine, gram
 from t2t_mtl.gradients import (GradientMethodError, GradientSurgery, build_method, cagrad_weights, gradvac_weights,
                                mgda_weights, nashmtl_weights, pcgrad_weights, random_orders)
 from t2t_mtl.gradients import textbook
+from t2t_mtl.gradients.nashmtl import nashmtl_solve
 
 RTOL = 1e-5
 
@@ -466,6 +467,64 @@ def test_nashmtl_solves_to_float64s_limit_near_the_solution(seed):
     alpha = nashmtl_weights(G, 1e-6, 100, 1e-12)
     normalised = G / np.linalg.norm(G) + 1e-6 * np.eye(num_tasks)
     assert float(np.max(np.abs(alpha * (normalised @ alpha) - 1.0))) < 1e-9
+
+
+def _nash_normalised(G: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    return G / np.linalg.norm(G) + ridge * np.eye(G.shape[0])
+
+
+def _nash_newton(gram_n: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, float]:
+    """The Newton step of f(α) = ½ αᵀGα − Σ log α_i at α and its decrement λ = √(∇fᵀ H⁻¹ ∇f)."""
+    grad = gram_n @ alpha - 1.0 / alpha
+    step = -np.linalg.solve(gram_n + np.diag(1.0 / alpha ** 2), grad)
+    return step, float(np.sqrt(max(-float(grad @ step), 0.0)))
+
+
+# nearly orthogonal gradients (256 parameters) of unequal norms: the start 1/√diag(G) has λ < 1/4
+WELL_CONDITIONED = [(2, 0), (3, 1), (5, 0), (8, 1)]
+
+
+@pytest.mark.parametrize("num_tasks,seed", WELL_CONDITIONED)
+def test_nashmtl_converges_quadratically_within_its_iteration_budget(num_tasks, seed):
+    """f is self-concordant (a convex quadratic plus −Σ log α_i), so a full Newton step from λ < 1 leaves
+    λ⁺ ≤ (λ / (1 − λ))² (Nesterov; Boyd & Vandenberghe §9.6.4). From λ < 1/4 that bounds λ by 0.111, 0.0156,
+    2.5e-4, 6.2e-8, 3.9e-15 after 1..5 steps, and the residual max_i |α_i ∇f_i| ≤ ‖diag(α) ∇f‖ ≤
+    √(1 + λ_max(diag(α) G diag(α))) λ (as H ⪯ (1 + λ_max) diag(α)⁻²), so 5 of the 100 default steps reach the
+    default tol 1e-12. was: a step halved near the solution (λ⁺ ≈ λ / 2) passed, needing ~40 steps instead."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((num_tasks, 256)) * rng.uniform(0.5, 2.0, (num_tasks, 1))
+    G = g @ g.T
+    gram_n = _nash_normalised(G)
+    decrements = [_nash_newton(gram_n, 1.0 / np.sqrt(np.diag(gram_n)))[1]]
+    assert decrements[0] < 0.25  # the case's premise: the quadratic region from the start
+    for steps in range(1, 6):
+        decrements.append(_nash_newton(gram_n, nashmtl_solve(G, 1e-6, steps, 1e-300).alpha)[1])
+        bound = (decrements[-2] / (1 - decrements[-2])) ** 2
+        assert decrements[-1] <= bound + 1e-15, (steps, decrements)
+    solved = nashmtl_solve(G, 1e-6, 5, 1e-12)
+    scaled = np.diag(solved.alpha) @ gram_n @ np.diag(solved.alpha)
+    assert solved.residual <= np.sqrt(1 + np.linalg.eigvalsh(scaled)[-1]) * (decrements[-1] + 1e-15)
+    assert solved.residual < 1e-12 and not solved.cut_short
+    np.testing.assert_allclose(solved.alpha * (gram_n @ solved.alpha), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("num_tasks,num_params,seed", CASES)
+def test_nashmtl_damped_step_is_the_full_newton_step_where_armijo_accepts_it(num_tasks, num_params, seed):
+    """Far from the solution (λ ≥ 1/4) backtracking starts from the full step (Boyd & Vandenberghe Algorithm
+    9.2, t = 1) and keeps it where it stays in α > 0 and decreases f by Armijo's 1e-4 t ∇fᵀΔ: the first step of
+    these conflicting gradients is then the Newton step itself. was: a backtracking started from t = 1/2 passed."""
+    G = host_gram(conflicting_grads(num_tasks, num_params, seed))
+    gram_n = _nash_normalised(G, 0.0)
+    start = 1.0 / np.sqrt(np.diag(gram_n))
+    step, decrement = _nash_newton(gram_n, start)
+    grad = gram_n @ start - 1.0 / start
+
+    def objective(alpha: np.ndarray) -> float:
+        return 0.5 * float(alpha @ gram_n @ alpha) - float(np.sum(np.log(alpha)))
+
+    assert decrement >= 0.25 and np.all(start + step > 0)  # the case's premise: a damped step, Armijo holds
+    assert objective(start + step) <= objective(start) + 1e-4 * float(grad @ step)
+    np.testing.assert_allclose(nashmtl_solve(G, 0.0, 1, 1e-12).alpha, start + step, rtol=1e-12)
 
 
 @contextlib.contextmanager
