@@ -353,3 +353,25 @@ def test_thompson_draws_each_arm_as_often_as_it_has_the_largest_beta_sample(prio
     assert np.all(np.abs(counts - n * expected) <= 5 * np.sqrt(n * expected * (1 - expected)))  # 5-sigma binomial
     estimate = np.array(list(sampler.probabilities().values()))  # from estimate_samples = 4000 draws
     assert np.all(np.abs(estimate - expected) <= 5 * np.sqrt(expected * (1 - expected) / 4000))
+
+
+def test_thompson_arms_whose_beta_samples_all_underflow_to_zero_win_as_the_untruncated_samples_would():
+    """Beta(a_k, 1) has CDF x^(a_k), so P(θ_k is the largest) = a_k / Σ_j a_j exactly. With a_k ~ 1e-4, θ_k =
+    V^(1/a_k) is 0.0 in float64 most of the time (every arm at once in about two draws of three): the tie at 0 is
+    decided as the unrounded samples would be (θ_k = δ V^(1/a_k), the largest wins), not for the first arm nor
+    uniformly among the tied arms, and the draws' frequencies match a_k / Σ a_j (chi-square, 2 degrees of
+    freedom, below 20: p < 5e-5, on the sampler's fixed seed)."""
+    a = np.array([1e-4, 2e-4, 3e-4])
+    all_zero = np.all(np.random.default_rng(0).beta(a, 1.0, size=(10_000, 3)) == 0.0, axis=1).mean()
+    assert all_zero > 0.5  # the case's premise: most draws are a tie of every arm at 0.0
+    sampler = build_sampler({"strategy": "bandit_thompson", "prior_alpha": 1e-4, "prior_beta": 1.0,
+                             "mode": "mixed"}, SIZES, seed=0)
+    state = sampler.state_dict()
+    state["extra"]["alpha"] = a.tolist()
+    sampler.load_state_dict(state)
+    expected = a / a.sum()
+    n = 30_000
+    counts = np.bincount(sampler.sample_task_indices(n), minlength=3)
+    assert float(np.sum((counts - n * expected) ** 2 / (n * expected))) < 20.0, counts
+    estimate = np.array(list(sampler.probabilities().values()))  # from estimate_samples = 4000 draws
+    assert np.all(np.abs(estimate - expected) <= 5 * np.sqrt(expected * (1 - expected) / 4000))
