@@ -294,6 +294,18 @@ def test_multiple_choice_grade_is_the_mean_target_score_of_the_choice():
     assert compute_metric("multiple_choice_grade", [-1], [[0, 1]])["multiple_choice_grade"] == 0.0  # not the last
 
 
+@pytest.mark.parametrize("chosen,scores,missing", [
+    ([0, 1], [[1, 0], []], r"example 1 has no target scores"),
+    ([0, -1], [[1, 0], []], r"example 1 has no target scores"),  # an invalid choice has none to read either
+    ([0, 2], [[1, 0], [0, 1]], r"example 1 chose choice 2 but has target scores for 2 choices"),
+])
+def test_multiple_choice_grade_refuses_an_example_without_the_target_score_of_its_choice(chosen, scores, missing):
+    # was: the example scored 0, as a wrong answer, through the Python API (tasks always give every choice a score)
+    with pytest.raises(ValueError, match=rf"^multiple_choice_grade: {missing}; give the target score of every "
+                                         rf"answer choice$"):
+        compute_metric("multiple_choice_grade", chosen, scores)
+
+
 def test_scoring_counts_generations_outside_the_choices_and_empty_ones_as_wrong():
     preds, targets = ["yes", "", "maybe", "no"], ["yes", "no", "no", "no"]
     choices = [["yes", "no"]] * 4
