@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 from t2t_mtl.config_errors import ConfigFileError
 from t2t_mtl.hub import looks_like_path
+from t2t_mtl.model_folder import is_model_folder
 from t2t_mtl.output_paths import nearest_existing
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def _refuse_folders_without_model_or_tokenizer(cfg: Config) -> None:
     from t2t_mtl.tokenizer import file_tokenizer_problem, missing_tokenizer_files
 
     model = cfg.model.name_or_path
-    if model is not None and Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+    if model is not None and Path(model).is_dir() and not is_model_folder(model):
         if (Path(model) / "checkpoints").is_dir() or (Path(model) / "meta.json").is_file():
             raise ConfigFileError(f"config key 'model.name_or_path' names {model!r}, a t2t-mtl run (or checkpoint), "
                                   f"not a model folder (it holds no config.json): export it first, `t2t-mtl export "

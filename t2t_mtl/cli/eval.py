@@ -15,6 +15,7 @@ from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_t
                                 below_one, decoding_settings, fail, ignored_scoring_option, path_argument,
                                 resolve_device, run_evaluation_setting)
 from t2t_mtl.cli.eval_defaults import ALL_EXAMPLES, max_examples_option, run_split_and_cap, settings_from_run
+from t2t_mtl.model_folder import is_model_folder
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
@@ -134,7 +135,7 @@ def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> Non
     modules = args.task_modules
     if modules is None:
         found = _find_key(meta, "task_modules")
-        if found and meta.get("path") and (Path(meta["path"]) / "config.json").is_file():
+        if found and meta.get("path") and is_model_folder(meta["path"]):
             print(f"warning: not importing data.task_modules {found!r}, which model folder {meta['path']}'s "
                   f"t2t_mtl_meta.json names: importing a module runs its code, and a model folder may come from "
                   f"someone else; pass --task-module MODULE to import one you trust (for the tasks it registers)",

@@ -24,6 +24,7 @@ from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read
 from t2t_mtl.model import ModelBuildError, build_model, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
+from t2t_mtl.model_folder import is_model_folder
 from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, refuse_non_empty_dir
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import one_line
@@ -195,7 +196,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files."""
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
-    run = None if (Path(path) / "config.json").exists() else _run_dir_of(_checkpoint_of(path))
+    run = None if is_model_folder(path) else _run_dir_of(_checkpoint_of(path))
     if Path(out_dir).resolve() == Path(path).resolve():
         raise ExportError(f"--out {out_dir} is the model being exported; choose another folder")
     _output_dir(out_dir, run, create=False, overwrite=overwrite)
@@ -253,7 +254,7 @@ def _checkpoint_of(path: Union[str, Path]) -> Path:
 
         raise ExportError(f"{path} does not exist{path_hint(path)}: pass a run directory, a checkpoints/step-* folder "
                           f"or an exported model folder")
-    if (path / "config.json").exists() and not (path / "meta.json").exists():
+    if is_model_folder(path) and not (path / "meta.json").exists():
         raise ExportError(f"{path} is an exported model folder already (load it with from_pretrained); export "
                           f"takes a run directory or a {CHECKPOINTS}/step-* folder")
     if not (path / "meta.json").exists() and not (path / CHECKPOINTS).is_dir():
@@ -289,7 +290,7 @@ def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Di
     checkpoint directory. Raises ExportError when the path is none of these, or is a model folder (a config.json)
     whose files cannot be loaded (weights missing or damaged, no tokenizer)."""
     path = Path(path)
-    if (path / "config.json").exists():
+    if is_model_folder(path):
         from safetensors import SafetensorError
 
         from t2t_mtl.model.moe import load_t5_or_moe
@@ -310,7 +311,7 @@ def trained_model_meta(path: Union[str, Path]) -> Dict[str, Any]:
     and check its settings before the load. Raises ExportError (CheckpointError for a run's config it cannot read)
     where `load_trained_model` would for the path."""
     path = Path(path)
-    if (path / "config.json").exists():
+    if is_model_folder(path):
         try:
             return _folder_meta(path)
         except (OSError, ValueError) as err:

@@ -8,6 +8,7 @@ from typing import Any, Union
 from safetensors import SafetensorError
 
 from t2t_mtl.evaluation.errors import CheckpointError
+from t2t_mtl.model_folder import MODEL_CONFIG_FILE, is_model_folder
 from t2t_mtl.wording import one_line
 
 SUPPORTED_MODEL_TYPES = ("t5", "mt5", "umt5")
@@ -17,11 +18,8 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, SafetensorError)
 
 
 def _check_hf_folder(path: Path) -> None:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} has no config.json: pass a run dir, a checkpoint dir written by "
-            f"`t2t-mtl train`, or a Hugging Face model folder (config.json, weights, tokenizer files)")
+    """A CheckpointError unless model folder `path`'s config.json is JSON naming a T5-family model type."""
+    config_file = path / MODEL_CONFIG_FILE
     try:
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except json.JSONDecodeError as error:
@@ -78,6 +76,6 @@ def _checked_folder(path: Union[str, Path]) -> Path:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist{path_hint(path)}")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} is not a folder (a run dir, checkpoint dir or HF folder)")
-    if (path / "config.json").is_file():
+    if is_model_folder(path):
         _check_hf_folder(path)
     return path
