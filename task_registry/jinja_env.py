@@ -27,8 +27,8 @@ import jinja2
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import SandboxedEnvironment
 
-from .jinja_limits import (BoundedCodeGenerator, bounded_filter, bounded_text, check_binop, check_call,
-                           check_format_widths, counted_iteration)
+from .jinja_limits import (BoundedCodeGenerator, bounded_format_filter, bounded_padding_filter, bounded_text,
+                           check_binop, check_call, check_format_widths, counted_iteration)
 
 # promptsource truncates every substituted value to this many characters (`| string | truncate(N)`).
 TEXT_VAR_LENGTH = 2048
@@ -161,8 +161,9 @@ def _build_environment() -> SandboxedEnvironment:
     env.filters["choice"] = choice
     env.filters["random"] = random_item
     env.filters["most_frequent"] = most_frequent
-    for name in ("center", "indent", "format"):
-        env.filters[name] = bounded_filter(name, env.filters[name])
+    for name in ("center", "indent"):
+        env.filters[name] = bounded_padding_filter(name, env.filters[name])
+    env.filters["format"] = bounded_format_filter(env.filters["format"])
     return env
 
 

@@ -128,13 +128,10 @@ def check_call(function: Any, args: tuple, kwargs: dict) -> None:
             raise SecurityError(f"lipsum({paragraphs}, max={words}) would write more than {MAX_LIPSUM_WORDS:,} words")
 
 
-def bounded_filter(name: str, filter_function: Any) -> Any:
-    """Jinja's padding filter `name` (`center`, `indent`) refusing a width past `MAX_BUILT_LENGTH`, or its `format`
-    filter refusing such a width in its format."""
+def bounded_padding_filter(name: str, filter_function: Any) -> Any:
+    """Jinja's padding filter `name` (`center`, `indent`) refusing a width (times the lines `indent` pads) past
+    `MAX_BUILT_LENGTH`."""
     def padded(value: Any, *args: Any, **kwargs: Any) -> Any:
-        if name == "format":
-            check_percent_format(value)
-            return filter_function(value, *args, **kwargs)
         width = args[0] if args else kwargs.get("width", 0)
         lines = str(value).count("\n") + 1 if name == "indent" else 1
         _check_width(name, (width if isinstance(width, int) else len(str(width))) * lines)
@@ -142,6 +139,16 @@ def bounded_filter(name: str, filter_function: Any) -> Any:
 
     padded.__name__ = padded.__qualname__ = name
     return padded
+
+
+def bounded_format_filter(filter_function: Any) -> Any:
+    """Jinja's `format` filter refusing a % format whose width or precision is past `MAX_BUILT_LENGTH`."""
+    def formatted(value: Any, *args: Any, **kwargs: Any) -> Any:
+        check_percent_format(value)
+        return filter_function(value, *args, **kwargs)
+
+    formatted.__name__ = formatted.__qualname__ = "format"
+    return formatted
 
 
 class BoundedCodeGenerator(CodeGenerator):
