@@ -24,11 +24,11 @@ from contextvars import ContextVar
 from typing import Any, Iterator, Optional, Sequence
 
 import jinja2
-from jinja2.runtime import Context, LoopContext
+from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import SandboxedEnvironment
 
 from .jinja_limits import (BoundedCodeGenerator, bounded_format_filter, bounded_padding_filter, bounded_text,
-                           check_binop, check_call, check_format_widths, counted_iteration)
+                           check_binop, check_call, check_format_widths, counted_iteration, nested_macro_call)
 
 # promptsource truncates every substituted value to this many characters (`| string | truncate(N)`).
 TEXT_VAR_LENGTH = 2048
@@ -112,7 +112,7 @@ def seeded_choices(rng: Optional[random.Random]) -> contextlib.AbstractContextMa
 
 class _LimitedSandbox(SandboxedEnvironment):
     """The sandbox with `**`, `*`, `+` and `%` intercepted (so never folded at compile time) and bounded, and
-    `jinja_limits`' bounds on loops, `~`, padding, format widths and `lipsum`."""
+    `jinja_limits`' bounds on loops, `~`, padding, format widths, `lipsum` and macro call depth."""
 
     intercepted_binops = frozenset({"**", "*", "+", "%"})
     code_generator_class = BoundedCodeGenerator
@@ -120,10 +120,14 @@ class _LimitedSandbox(SandboxedEnvironment):
     bounded_text = staticmethod(bounded_text)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's)
-        """Jinja's sandboxed call, with `jinja_limits`' checks; a recursive loop's `loop(items)` counts its items."""
+        """Jinja's sandboxed call, with `jinja_limits`' checks; a recursive loop's `loop(items)` counts its items, a
+        macro's call its depth."""
         if isinstance(__obj, LoopContext) and args:
             args = (counted_iteration(__context, args[0]), *args[1:])
         check_call(__obj, args, kwargs)
+        if isinstance(__obj, Macro):
+            with nested_macro_call(__context):
+                return super().call(__context, __obj, *args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Optional[Any]:

@@ -5,11 +5,13 @@ all memory). A template that reaches a bound raises Jinja's `SecurityError` (rep
 naming the task, template and row). The bounds are far above what a prompt needs, a dataset row's text included.
 
 `BoundedCodeGenerator` compiles every `{% for %}` loop to iterate through `counted_iteration` and every `~` to
-check its result (`bounded_text`); `jinja_env`'s sandbox calls the checks of calls (`check_call`) and of the operators
-it intercepts (`check_binop`, and `bounded_text` on what `+` built).
+check its result (`bounded_text`); `jinja_env`'s sandbox calls the checks of calls (`check_call`, and
+`nested_macro_call` around a macro's) and of the operators it intercepts (`check_binop`, and `bounded_text` on what
+`+` built).
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import string
 from typing import Any, Iterable, Iterator
@@ -31,6 +33,9 @@ MAX_LIPSUM_WORDS = 1 << 16
 #: repeated string or list): beyond it a render, or the constant folding of a template's compilation, would hang
 MAX_POWER_BITS = 1 << 16
 MAX_REPEAT = 1 << 20
+#: the deepest macro calls may nest in a rendering (a macro calling itself, directly or through others): below where
+#: Python's recursion limit (1,000 frames, ~6 a macro call) would end the rendering with a RecursionError
+MAX_MACRO_DEPTH = 100
 
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 _DIGITS = re.compile(r"\d+")
@@ -45,6 +50,21 @@ def counted_iteration(context: Context, iterable: Iterable[Any]) -> Iterator[Any
         if context.loop_iterations > MAX_LOOP_ITERATIONS:  # type: ignore[attr-defined]
             raise SecurityError(f"the template's loops ran more than {MAX_LOOP_ITERATIONS:,} iterations for one row")
         yield item
+
+
+@contextlib.contextmanager
+def nested_macro_call(context: Context) -> Iterator[None]:
+    """One macro call deeper in the rendering (`context`) for the block; SecurityError past `MAX_MACRO_DEPTH`."""
+    depth = getattr(context, "macro_depth", 0) + 1
+    if depth > MAX_MACRO_DEPTH:
+        raise SecurityError(f"the template's macro calls nested more than {MAX_MACRO_DEPTH} deep (a recursion "
+                            f"that does not end?): give a recursive macro a case that stops calling itself, e.g. "
+                            f"{{% if n > 0 %}}{{{{ f(n - 1) }}}}{{% endif %}}")
+    context.macro_depth = depth  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        context.macro_depth = depth - 1  # type: ignore[attr-defined]
 
 
 def bounded_text(value: Any) -> Any:

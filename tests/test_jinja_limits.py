@@ -61,6 +61,28 @@ def test_the_loop_budget_counts_every_loop_of_one_rendering(monkeypatch):
     assert "more than 1,000 iterations" in _refusal(recursive, {"tree": tree})
 
 
+@pytest.mark.parametrize("payload", [
+    "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+    "{% macro f(n) %}{{ g(n + 1) }}{% endmacro %}{% macro g(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",  # mutual
+    "{% macro f(n) %}{% for i in [n] %}{{ f(i) }}{% endfor %}{% endmacro %}{{ f(1) }}",  # in a loop's body
+])
+def test_a_macro_recursion_without_end_is_refused_saying_what_to_do(payload):
+    # was: "rendering failed with RecursionError: maximum recursion depth exceeded", after ~160 calls (Python's
+    # recursion limit), saying neither which bound nor what to change
+    message = _refusal(payload)
+    assert f"the template's macro calls nested more than {jinja_limits.MAX_MACRO_DEPTH} deep" in message
+    assert "give a recursive macro a case that stops calling itself" in message
+
+
+def test_macro_depth_counts_nested_calls_of_one_rendering(monkeypatch):
+    monkeypatch.setattr(jinja_limits, "MAX_MACRO_DEPTH", 10)
+    countdown = "{% macro f(n) %}{{ n }}{% if n > 1 %}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(depth) }}"
+    template = Template("t", countdown + "{% for i in range(20) %}{{ f(3) }}{% endfor %} ||| y")
+    assert template.render({"depth": 10}).inputs == "10987654321" + "321" * 20  # siblings and loops: not nested
+    assert template.render({"depth": 10}).inputs.startswith("10987654321")  # a new rendering starts at depth 0
+    assert "macro calls nested more than 10 deep" in _refusal(countdown, {"depth": 11})
+
+
 @pytest.mark.parametrize("source", [
     "{% for c in choices if c != 'b' %}{{ loop.index }}{{ c }}/{{ loop.length }}{{ ',' if not loop.last }}"
     "{% else %}none{% endfor %}",
@@ -70,6 +92,8 @@ def test_the_loop_budget_counts_every_loop_of_one_rendering(monkeypatch):
     "{{ text.zfill(6) }}|{{ '%5.2f' % 3.14159 }}|{{ '%-4s|' | format(text) }}{{ ('a' + 'b') ~ ([1] + [2]) }}",
     "{{ lipsum(2, html=false, min=3, max=5) | wordcount > 5 }}",
     "{{ ('{:>6}|{:.3f}|{a:{w}' ~ '}|{:,}').format(text, 3.14159, 1234567, a='x', w=4) }}{{ '{0}'.format(7) }}",
+    "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{{ n }}{% endmacro %}{{ f(99) }}",  # 100 deep
+    "{% macro box(c) %}[{{ caller(c) }}]{% endmacro %}{% call(v) box(text) %}{{ v | upper }}{% endcall %}",
 ])
 def test_templates_within_the_bounds_render_as_jinjas_sandbox_does(source):
     row = {"choices": ["a", "b", "c"], "row": {"q": 1, "a": "x"}, "text": "banana",
