@@ -278,6 +278,32 @@ def test_bleu_reads_references_as_t5_tokenizers_write_them_and_is_sacrebleus_on_
     assert compute_metric("bleu", hyps, refs) == pytest.approx({"bleu": want.score, "brevity_penalty": want.bp})
 
 
+@pytest.mark.parametrize("name, hyp, ref, hyp_words, ref_words", [
+    # zh and char: each Chinese character (and punctuation mark) a word; 13a keeps the unspaced sentence whole
+    ("bleu_zh", "我们今天去公园散步了。", "我们今天在公园散步。", list("我们今天去公园散步了。"), list("我们今天在公园散步。")),
+    ("bleu_char", "我们今天去公园散步了。", "我们今天在公园散步。", list("我们今天去公园散步了。"), list("我们今天在公园散步。")),
+    # intl: Unicode punctuation split off as words; 13a splits ASCII punctuation only
+    ("bleu_intl", "Er sagte—wie immer—„nein“ und ging.", "Er sagte — wie immer — „nein“, und ging nach Hause.",
+     "Er sagte — wie immer — „ nein “ und ging .".split(),
+     "Er sagte — wie immer — „ nein “ , und ging nach Hause .".split()),
+])
+def test_a_bleu_metric_names_the_sacrebleu_tokenizer_that_splits_its_words(name, hyp, ref, hyp_words, ref_words):
+    # was: bleu always split words with 13a (mteval-v13a: spaces and ASCII punctuation), scoring an unspaced
+    # Chinese sentence as one word (BLEU 0 for a near copy); a task picks zh, intl or char by its metric's name
+    expected = _bleu([" ".join(hyp_words)], [[" ".join(ref_words)]])
+    assert compute_metric(name, [hyp], [[ref]])["bleu"] == pytest.approx(expected, rel=1e-9)
+    assert compute_metric("bleu", [hyp], [[ref]], tokenize=METRICS[name].kwargs["tokenize"])["bleu"] == \
+        pytest.approx(expected, rel=1e-9)
+    assert compute_metric("bleu", [hyp], [[ref]])["bleu"] < expected - 10  # 13a, the default
+    assert score_predictions([name], [hyp], [ref], [[]])[name]["bleu"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_bleu_refuses_a_tokenizer_it_does_not_offer_naming_those_it_does():
+    with pytest.raises(ValueError, match=r"^bleu: tokenize 'ja-mecab' is not a tokenizer this metric offers: "
+                                         r"13a, zh, intl, char \(13a by default\)$"):
+        compute_metric("bleu", ["x"], [["x"]], tokenize="ja-mecab")
+
+
 def test_seqeval_span_f1():
     refs = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
     preds = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]]

@@ -61,6 +61,9 @@ METRICS: dict[str, MetricSpec] = {
     "entity_f1": MetricSpec("entity_f1", "target", "f1"),
     "rouge": MetricSpec("rouge", "text", "rougeL"),
     "bleu": MetricSpec("bleu", "text", "bleu", scale=1.0),
+    "bleu_zh": MetricSpec("bleu", "text", "bleu", scale=1.0, kwargs={"tokenize": "zh"}),  # sacreBLEU's tokenizers
+    "bleu_intl": MetricSpec("bleu", "text", "bleu", scale=1.0, kwargs={"tokenize": "intl"}),
+    "bleu_char": MetricSpec("bleu", "text", "bleu", scale=1.0, kwargs={"tokenize": "char"}),
     "seqeval": MetricSpec("seqeval", "tags", "f1"),
     "multiple_choice_grade": MetricSpec("multiple_choice_grade", "choice_scores", "multiple_choice_grade",
                                         chance="uniform"),

@@ -1,4 +1,9 @@
-"""Corpus BLEU (sacreBLEU, 13a tokenisation), on sacreBLEU's 0-100 scale; any number of references.
+"""Corpus BLEU (sacreBLEU), on sacreBLEU's 0-100 scale; any number of references.
+
+Text is split into words by sacreBLEU's tokenizer `tokenize`: 13a (the default, WMT's mteval-v13a: space-separated
+languages), zh (each Chinese character a word, 13a elsewhere), intl (Unicode punctuation and symbols split off, any
+script) or char (every character a word). A task picks one by its metric's name: bleu (13a), bleu_zh, bleu_intl,
+bleu_char.
 
 Predictions and references are read in NFKC form, as T5's tokenizers write every generation (SentencePiece's
 nmt_nfkc) and the exact_match, squad and rouge metrics read text: a reference's decomposed "ö", full-width "ＡＢＣ", "…"
@@ -17,13 +22,17 @@ import evaluate
 import sacrebleu
 
 
+#: the sacreBLEU tokenizers `tokenize` takes (the others need models or dictionaries downloaded)
+TOKENIZERS = ("13a", "zh", "intl", "char")
+
+
 def _nfkc(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
 class Bleu(evaluate.Metric):
-    """`compute(predictions=, references=, lowercase=False)` → `{"bleu": 0-100, "brevity_penalty": ...}`; raises
-    `ValueError` when a prediction has no reference."""
+    """`compute(predictions=, references=, lowercase=False, tokenize="13a")` → `{"bleu": 0-100, "brevity_penalty":
+    ...}`; raises `ValueError` when a prediction has no reference or `tokenize` is not one of `TOKENIZERS`."""
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -34,7 +43,10 @@ class Bleu(evaluate.Metric):
                                         "references": datasets.Sequence(datasets.Value("string"))}),
         )
 
-    def _compute(self, predictions, references, lowercase=False):
+    def _compute(self, predictions, references, lowercase=False, tokenize="13a"):
+        if tokenize not in TOKENIZERS:
+            raise ValueError(f"bleu: tokenize {tokenize!r} is not a tokenizer this metric offers: "
+                             f"{', '.join(TOKENIZERS)} (13a by default)")
         if any(len(refs) == 0 for refs in references):
             raise ValueError("bleu: every prediction needs at least one reference")
         if not predictions:
@@ -42,5 +54,6 @@ class Bleu(evaluate.Metric):
         width = max(len(refs) for refs in references)
         padded = [list(refs) + [refs[0]] * (width - len(refs)) for refs in references]
         streams = [[_nfkc(refs[k]) for refs in padded] for k in range(width)]
-        result = sacrebleu.corpus_bleu([_nfkc(p) for p in predictions], streams, lowercase=lowercase)
+        result = sacrebleu.corpus_bleu([_nfkc(p) for p in predictions], streams, lowercase=lowercase,
+                                       tokenize=tokenize)
         return {"bleu": float(result.score), "brevity_penalty": float(result.bp)}
