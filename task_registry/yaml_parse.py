@@ -244,6 +244,10 @@ class TaskFileParser:
         if kind == "hf" and config.get("name") is not None and not isinstance(config["name"], str):
             self.error(line, f"source: `name` is the hub config name, a string, got {config['name']!r}")
             return None
+        if kind == "hf" and not (isinstance(config["hf"], str) and config["hf"].strip()):
+            self.error(self.line_of(config, "hf"), f"source: `hf` is the hub dataset id (e.g. glue, or owner/name) or "
+                                                   f"a local folder, a non-empty string; got {config['hf']!r}")
+            return None
         saved = self.saved_folder(config["hf"]) if kind == "hf" else None
         if saved is not None:
             self.error(self.line_of(config, "hf"), f"source: `hf:` names a hub dataset, but {config['hf']!r} is a "

@@ -126,6 +126,17 @@ def test_validation_collects_every_problem_with_lines(tmp_path):
                                             f"['train', 'validation']"]
 
 
+@pytest.mark.parametrize("hf", ["42", "1.5", "true", "null", "[glue, rte]", "{path: glue}", "''", "' '"])
+def test_a_hub_id_that_is_not_a_name_is_reported_at_its_line(tmp_path, hf):
+    # was: AttributeError ('int' object has no attribute 'startswith') from tasks validate / --tasks-dir; '' read
+    # as a hub dataset named ''
+    path = tmp_path / "task.yaml"
+    path.write_text(f"name: t\nsource:\n  name: rte\n  hf: {hf}\ntemplates:\n  - {{name: a, jinja: 'x ||| y'}}\n")
+    [error] = validate_task_file(path)
+    assert error.startswith(f"{path}:4: source: `hf` is the hub dataset id (e.g. glue, or owner/name) or a local "
+                            f"folder, a non-empty string; got "), error
+
+
 def test_an_unknown_key_deep_in_a_mapping_is_reported_at_its_own_line(tmp_path):
     # was: at the line its mapping starts (the task's line 1, `source:` line 3, the template's `- promptsource:`)
     path = tmp_path / "late.yaml"
