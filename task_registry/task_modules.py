@@ -27,7 +27,7 @@ class TaskModuleError(TaskRegistryError, ValueError):
 def import_task_modules(modules: Union[None, str, Sequence[str]]) -> list[ModuleType]:
     """Import each of `modules` (a module name or a `.py` file's path; one, a list of them, or None: none), in
     order, so that the tasks and mixtures they register are registered. Raises `TaskModuleError`."""
-    names = [] if not modules else [modules] if isinstance(modules, str) else list(modules)
+    names = [] if modules is None else [modules] if isinstance(modules, str) else list(modules)  # ("": refused)
     return [import_task_module(name) for name in names]
 
 

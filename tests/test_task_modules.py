@@ -86,6 +86,14 @@ def test_a_module_that_cannot_be_imported_is_an_error_naming_it_and_what_to_do(f
     assert "give a module name" in errors[""]
 
 
+@pytest.mark.parametrize("modules", ["", " ", [""]])
+def test_a_blank_module_is_refused_given_alone_as_in_a_list(fresh, modules):
+    # was: data.task_modules: "" (a string, not a list) imported nothing and said nothing, as if it were null
+    with pytest.raises(task_registry.TaskModuleError, match="^task module '.*': give a module name"):
+        task_registry.import_task_modules(modules)
+    assert task_registry.import_task_modules(None) == task_registry.import_task_modules([]) == []
+
+
 def test_a_module_whose_import_raises_names_the_error_and_where_it_was_raised(fresh, tmp_path):
     path = tmp_path / "tm_raises.py"
     path.write_text("import task_registry\n\nrows = 1 / 0\n")
