@@ -138,6 +138,9 @@ def validate_values(cfg: Config) -> None:
     if d.mixture is None and not d.tasks:
         raise ConfigError("no training data: set data.mixture (a registered mixture name) or data.tasks "
                           "(a list of task names or a {task: rate} mapping)")
+    if d.tasks is not None and not d.tasks:  # (was read as null: every task of the mixture, with no word)
+        raise ConfigError(f"config key 'data.tasks' is empty, which would pick no task of data.mixture {d.mixture!r}: "
+                          f"name the tasks to train, or set it to null for all of them")
     if d.templates is not None and not d.templates:  # (every task would refuse it, once its data is read)
         raise ConfigError("config key 'data.templates' is an empty list: name the templates to train with, or set "
                           "it to null for every template of each task")

@@ -262,6 +262,11 @@ def test_text_that_yaml_reads_as_a_number_says_to_quote_it(key, value, quoted, e
     # was accepted: read as no surgery with no word, while options without a method were refused
     ({"data": {"mixture": "m"}, "gradient_surgery": {}}, r"'gradient_surgery' is an empty mapping.*give its method"),
     ({"data": {"mixture": "m", "templates": []}}, r"'data.templates' is an empty list.*null for every template"),
+    # were accepted: data.mixture's every task trained, as if data.tasks were null (`data.tasks: {}` also warned that
+    # its rates went unused)
+    ({"data": {"mixture": "m", "tasks": []}}, r"'data.tasks' is empty, .* data.mixture 'm'.*null for all of them"),
+    ({"data": {"mixture": "m", "tasks": {}}}, r"'data.tasks' is empty, .* data.mixture 'm'.*null for all of them"),
+    ({"data": {"tasks": []}}, "no training data"),
     # was accepted: a template named twice was drawn for 2/3 of the rows of a task with two templates
     ({"data": {"mixture": "m", "templates": ["a", "b", "a"]}}, r"'data.templates' names a more than once"),
     # was a raw "Overflow when unpacking long long" ValueError from torch.manual_seed once the run started
