@@ -63,6 +63,26 @@ def test_a_key_deepspeed_refuses_inside_a_section_is_named_by_the_run_checks(tmp
         check_run_config(_config(tmp_path, zero_stage=2, extra={"zero_optimization": {"overlap_com": True}}))
 
 
+@pytest.mark.parametrize("section, key", [
+    ({"optimizer": "AdamW"}, "optimizer"), ({"optimizer": None}, "optimizer"), ({"optimizer": ["AdamW"]}, "optimizer"),
+    ({"optimizer": {"type": 3}}, "optimizer.type"), ({"optimizer": {"type": ""}}, "optimizer.type"),
+    ({"optimizer": {"type": None}}, "optimizer.type"), ({"optimizer": {"params": "lr=1"}}, "optimizer.params"),
+    ({"optimizer": {"type": "SGD", "params": [0.1]}}, "optimizer.params"), ({"scheduler": "WarmupLR"}, "scheduler"),
+    ({"scheduler": {"type": "WarmupLR", "params": "10"}}, "scheduler.params"),
+])  # (deepspeed.extra.scheduler: "WarmupLR" was already refused, as a scheduler without a type)
+def test_an_optimizer_or_scheduler_section_of_the_wrong_shape_is_named(tmp_path, section, key):
+    # was: a raw AttributeError ('str' object has no attribute 'keys', 'int' object has no attribute 'lower') from
+    # DeepSpeed's config parser, or a TypeError from the scheduler check, in the run's checks and --print-config;
+    # a type null or '' passed them, DeepSpeed then building no optimizer
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **section}))
+    for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: "))[key == "scheduler":]:
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(config)
+        assert str(caught.value).startswith(f"{where}{key} must be "), caught.value
+
+
 def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monkeypatch, capsys):
     # was: built three times by print-config and a training start (the run's checks, the unread-key warning, then the
     # printed or initialised config) and parsed twice by DeepSpeedConfig (the checks, the unread-key warning)

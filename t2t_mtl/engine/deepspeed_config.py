@@ -121,6 +121,28 @@ def check_batch_keys(ds: Dict[str, Any], batch: Dict[str, int], source: str, wor
                               f"and training.grad_accum instead, or remove {key}")
 
 
+#: DeepSpeed's sections of the form {type: NAME, params: {...}}, whose shape its config parser reads unchecked
+TYPED_SECTIONS = ("optimizer", "scheduler")
+
+
+def check_typed_sections(ds: Mapping[str, Any], source: str) -> None:
+    """Refuse an `optimizer` or `scheduler` section of `ds` (written under `source`) that is not a mapping, whose
+    `type` is not a name or whose `params` are not a mapping: DeepSpeed's parser raised a raw AttributeError on
+    them, and a type null or '' built no optimizer."""
+    for name in TYPED_SECTIONS:
+        if name not in ds:
+            continue
+        section = ds[name]
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{source}{name} must be a mapping {{type: NAME, params: {{...}}}}, got {section!r}")
+        if "type" in section and not (isinstance(section["type"], str) and section["type"].strip()):
+            raise ConfigError(f"{source}{name}.type must be the name of a DeepSpeed or torch {name} class, got "
+                              f"{section['type']!r}")
+        if section.get("params") is not None and not isinstance(section["params"], Mapping):
+            raise ConfigError(f"{source}{name}.params must be a mapping of the {name}'s keyword arguments, got "
+                              f"{section['params']!r}")
+
+
 def check_scheduler(ds: Dict[str, Any], source: str) -> None:
     """Refuse a `scheduler` section of `ds` that DeepSpeed could not build (it would fail only in
     deepspeed.initialize, after the data and the model): a type that is neither one of DeepSpeed's schedulers
@@ -302,6 +324,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         ds = deep_merge(ds, cfg.deepspeed.extra)
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
                               f"deepspeed.config {path}: ")
+        check_typed_sections(ds, f"deepspeed.config {path}: ")
         if not ds.get("optimizer"):  # DeepSpeed would build none: the run would die at its first step
             raise ConfigError(f"deepspeed.config {path} names no optimizer (training.lr, betas and weight_decay do not "
                               f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
@@ -343,5 +366,6 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     ds = fill_auto_values(deep_merge(ds, cfg.deepspeed.extra), cfg, lambda: precision, "deepspeed.extra.")
     check_extra_offload(ds, cfg.deepspeed.offload_optimizer)
     check_extra_precision(ds, t.precision, precision)
+    check_typed_sections(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
     return with_batch_keys(ds, batch)
