@@ -412,6 +412,9 @@ class TaskFileParser:
                  and not isinstance(entry.get(key), str)]
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             wrong.append(f"promptsource: `names` must be a template name or a list of them, got {entry['names']!r}")
+        elif names == []:  # (would import no template, with no word)
+            wrong.append("promptsource: `names` is an empty list, which imports no template: name the templates to "
+                         "import, or leave `names` out for all of them")
         for problem in wrong:
             self.error(self.line_of(entry), problem)
         if wrong:

@@ -520,6 +520,10 @@ def test_a_yaml_task_declares_its_postprocess_as_a_jinja_expression_over_text(tm
      "template 't': metadata `original_task` must be true or false, got 'yes'"),
     ("{promptsource: PS, dataset: super_glue, subset: rte, names: 5}",
      "promptsource: `names` must be a template name or a list of them, got 5"),
+    # was accepted: the entry imported no template, without a word
+    ("{promptsource: PS, dataset: super_glue, subset: rte, names: []}",
+     "promptsource: `names` is an empty list, which imports no template: name the templates to import, or leave "
+     "`names` out for all of them"),
     ("{promptsource: PS, dataset: 5}", "promptsource: `dataset` must be a string, got 5"),
     ("{promptsource: null}", "promptsource: `promptsource` must be a string, got None"),
 ])
