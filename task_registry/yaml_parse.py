@@ -20,8 +20,8 @@ from .template import Template
 from .yaml_keys import check_written_keys
 from .yaml_limits import BoundedComposition
 
-__all__ = ["PROMPTSOURCE_KEYS", "SOURCE_KINDS", "TASK_KEYS", "TEMPLATE_KEYS", "TaskCheck", "TaskFileParser",
-           "template_location"]
+__all__ = ["PROMPTSOURCE_KEYS", "ROW_EXPRESSION_KEYS", "SOURCE_KINDS", "TASK_KEYS", "TEMPLATE_KEYS", "TaskCheck",
+           "TaskFileParser", "template_location"]
 
 TASK_KEYS = {"name", "description", "task_type", "cluster", "held_out", "eval_only", "splits", "metrics",
              "group_by", "postprocess", "source", "preprocessors", "templates"}
@@ -29,6 +29,8 @@ TEMPLATE_KEYS = {"name", "jinja", "answer_choices", "references", "instruction",
                  "id"}
 PROMPTSOURCE_KEYS = {"promptsource", "dataset", "subset", "names"}
 SOURCE_KINDS = {"hf": {"hf", "name", "data_files"}, "files": {"files"}}
+#: task keys holding a Jinja expression evaluated on rows or answers only when a run evaluates (validation checks them)
+ROW_EXPRESSION_KEYS = ("group_by", "postprocess")
 
 TaskCheck = Callable[[Task], list[tuple[str, str]]]
 """A check of a parsed task that the registry cannot make itself (e.g. evaluation's metric names): one
@@ -94,6 +96,7 @@ class TaskFileParser:
         self.errors: list[str] = []
         self.imports_promptsource = False
         self.name_line = 1
+        self.expression_lines: dict[str, int] = {}  # line of each of group_by / postprocess the file writes
         # `file:line: message` per data file that does not exist: not an error, as the machine that loads a folder
         # may lack the files of tasks it does not use
         self.missing_files: list[str] = []
@@ -136,6 +139,7 @@ class TaskFileParser:
                 self.error(document.line, f"missing required key {key!r}")
         name = document.get("name")
         self.name_line = self.line_of(document, "name")
+        self.expression_lines = {key: self.line_of(document, key) for key in ROW_EXPRESSION_KEYS if key in document}
         if "name" in document and (not isinstance(name, str) or not name):
             self.error(self.line_of(document, "name"), f"`name` must be a non-empty string, got {name!r}")
         options = self.options(document)

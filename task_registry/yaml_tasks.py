@@ -58,7 +58,8 @@ target, a name that two files define, and an optional `TaskCheck`); validation a
 a folder's other tasks still load where its files are absent), saying how to write a path meant relative to the
 working directory, and renders the first rows of each split with each template when the rows are reachable — local
 files or an active data dir — reporting a template whose every checked row of a train or validation split renders
-an input but no target.
+an input but no target, and a `group_by` or `postprocess` that fails on those rows or their targets (a run meets
+them only when it evaluates).
 """
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ class ParsedTask:
     name_line: int
     task: Task
     missing_files: tuple[str, ...] = ()
+    expression_lines: tuple[tuple[str, int], ...] = ()  # (key, line) of its group_by / postprocess
 
     @property
     def location(self) -> str:
@@ -120,7 +122,8 @@ def parse_task_files(paths: Sequence[Path], check: Optional[TaskCheck] = None) -
         if task is None:
             errors.extend(parser.errors)
         else:
-            parsed.append(ParsedTask(path, parser.name_line, task, tuple(parser.missing_files)))
+            parsed.append(ParsedTask(path, parser.name_line, task, tuple(parser.missing_files),
+                                     tuple(parser.expression_lines.items())))
     return parsed, errors + _duplicate_names(parsed)
 
 
@@ -147,7 +150,7 @@ def validate_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: in
     """Every problem of the YAML files as `file:line: message` (empty list = valid): what loading them as one
     folder reports, then — where the rows are reachable offline (local files, a file reader's `data_files`, or a
     hub id under an active data dir) — what rendering the first `check_rows` rows of each split with every
-    template finds, so a missing field is caught here."""
+    template (and `group_by` / `postprocess` on those rows) finds, so a missing field is caught here."""
     return check_task_files(paths, check_rows, check)[0]
 
 
@@ -178,7 +181,7 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
     task, path = entry.task, entry.path
     if not _rows_reachable(task):
         return []
-    problems, hits, checked_rows = [], {}, 0
+    problems, hits, expression_hits, checked_rows = [], {}, {}, 0
     for split in task.splits:
         try:
             rows = task.load_rows(split)
@@ -189,20 +192,41 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
         checked_rows += checked
         rendered: list[list[RenderedExample]] = [[] for _ in task.templates]
         for index in range(checked):
+            targets = []
             for number, (template, examples) in enumerate(zip(task.templates, rendered)):
                 try:
                     examples.append(template.render(rows[index], task=task.name, row_index=index))
+                    targets.append(examples[-1].targets)
                 except TaskRegistryError as error:  # (the location names the template's file and line already)
                     text = error.describe(with_origin=False, with_row=False) \
                         if isinstance(error, TemplateRenderError) else str(error)
                     hits.setdefault((number, text), []).append((split, index))
+            for key, text in _expression_problems(task, rows[index], index, targets):
+                first = expression_hits.setdefault(key, (text, []))
+                first[1].append((split, index))
         for template, examples in zip(task.templates, rendered):
             if split.startswith(LABELLED_SPLITS) and len(examples) == checked > 0 and \
                     all(example.inputs and not example.targets for example in examples):
                 problems.append(_empty_targets_problem(task, template, split, checked, path))
     found = [_render_problem(template_location(task.templates[number], path), text, where, checked_rows)
              for (number, text), where in hits.items()]
+    lines = dict(entry.expression_lines)
+    found += [_render_problem(f"{path}:{lines.get(key, entry.name_line)}", text, where, checked_rows)
+              for key, (text, where) in expression_hits.items()]
     return found + problems
+
+
+def _expression_problems(task: Task, row: dict, index: int, targets: list[str]) -> list[tuple[str, str]]:
+    """(key, problem) for the task's `group_by` evaluated on `row` (number `index`) and its `postprocess` applied to
+    the `targets` rendered from the row, where either fails: a run meets them only when it evaluates."""
+    found = []
+    for key, evaluate in (("group_by", lambda: task.group_key(row, index)),
+                          ("postprocess", lambda: task.postprocessed(targets))):
+        try:
+            evaluate()
+        except TaskRegistryError as error:
+            found.append((key, str(error)))
+    return found
 
 
 def _render_problem(location: str, text: str, where: list[tuple[str, int]], checked_rows: int) -> str:

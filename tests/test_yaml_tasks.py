@@ -476,6 +476,25 @@ def test_a_yaml_task_declares_the_groups_that_group_metrics_score(tmp_path, caps
         parse_task_file(path).group_key(rows_loaded[0], 0)
 
 
+def test_validation_evaluates_group_by_and_postprocess_on_the_rows_it_checks(tmp_path):
+    # was: both passed tasks validate; a missing field in group_by failed once evaluation grouped the rows, a name
+    # other than `text` in postprocess once held-in validation scored the targets, after training
+    rows = [{"idx": {"question": q}, "answer": a} for q, a in [(0, "x"), (1, "y")]]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    body = "name: exprs\nsplits: [validation]\nsource: {files: {validation: rows.jsonl}}\n%s\n%s\n" \
+           "templates:\n  - {name: t, jinja: '{{ answer }}? ||| {{ answer }}'}\n"
+    path = tmp_path / "exprs.yaml"
+    path.write_text(body % ("group_by: idx.question", "postprocess: text | trim"))
+    assert validate_task_file(path) == []
+    path.write_text(body % ("group_by: idx.paragraph", "postprocess: output | trim"))
+    group_by, postprocess = validate_task_file(path)
+    assert group_by.startswith(f"{path}:4: 2 of the 2 rows checked (split 'validation'; first: split 'validation', "
+                               f"row 0): task 'exprs': group_by, row 0: expression 'idx.paragraph' uses a missing "
+                               f"field"), group_by
+    assert postprocess.startswith(f"{path}:5: 2 of the 2 rows checked (split 'validation'; first: split "
+                                  f"'validation', row 0): task 'exprs': postprocess failed on 'x'"), postprocess
+
+
 def test_a_yaml_task_declares_its_postprocess_as_a_jinja_expression_over_text(tmp_path):
     # was: `postprocess` only as a Python function, so a YAML task could not score a GSM8K solution's final number
     (tmp_path / "sums.jsonl").write_text(json.dumps({"q": "1 + 1", "a": "1 and 1 make 2 #### 2"}) + "\n")
