@@ -109,7 +109,7 @@ def test_usage_errors_are_one_line_in_the_same_form(argv, named, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and named in err and "--help`" in err, err
 
 
-@pytest.mark.parametrize("argv, argument", [
+EMPTY_PATHS = [
     # were read as the working directory, or as no path: eval --out '' wrote no report and exited 0, merge and
     # export --out '' wrote into the working directory, --checkpoint '' evaluated the run there, if any
     (["eval", "--checkpoint", "x", "--tasks", "parity", "--out", ""], "argument --out"),
@@ -122,13 +122,29 @@ def test_usage_errors_are_one_line_in_the_same_form(argv, named, capsys):
     (["train", "--resume", ""], "argument --resume"),
     (["mixture", "show", "procedural", "--plot", ""], "argument --plot"),
     (["affinity", "gradients", ""], "argument run_dir"),
-])
-def test_an_empty_path_is_a_usage_error_naming_the_argument(argv, argument, capsys):
+    # was read as no --tokenizer: the preview showed no token lengths, exit 0
+    (["tasks", "preview", "parity", "--tokenizer", ""], "argument --tokenizer"),
+]
+EMPTY_NAMES = [
+    # each was read as the option not given, exit 0: the task's first split, the default evaluated split, every
+    # cluster or type
+    (["tasks", "preview", "parity", "--split", ""], "argument --split"),
+    (["mixture", "overlap", "procedural", "--eval", "parity", "--eval-split", " "], "argument --eval-split"),
+    (["mixture", "overlap", "procedural", "--eval", "parity", "--train-split", ""], "argument --train-split"),
+    (["tasks", "list", "--cluster", ""], "argument --cluster"),
+    (["tasks", "list", "--type", ""], "argument --type"),
+]
+
+
+@pytest.mark.parametrize("argv, argument, says",
+                         [(*row, "is an empty path; name the file or folder") for row in EMPTY_PATHS]
+                         + [(*row, "is empty; give a name") for row in EMPTY_NAMES])
+def test_an_empty_path_or_name_is_a_usage_error_naming_the_argument(argv, argument, says, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.count("\n") == 1, err
-    assert err.startswith(f"error: {argument}: ") and "is an empty path; name the file or folder" in err, err
+    assert err.startswith(f"error: {argument}: ") and says in err, err
 
 
 @pytest.mark.parametrize("argv, pointer", [

@@ -26,6 +26,14 @@ def path_argument(value: str) -> str:
     return value
 
 
+def name_argument(value: str) -> str:
+    """The argparse `type` of an argument naming a split, cluster or type: `value` as given; an empty or blank one is
+    refused (it would be read as the argument not given)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is empty; give a name, or leave the option out for its default")
+    return value
+
+
 def comma_list_argument(option: str, what: str, item: Callable[[str], Any] = str) -> Callable[[str], list[Any]]:
     """The argparse `type` of `option`, a comma-separated list of `what`: its items as `task_registry.comma_separated`
     reads them (no item empty), each converted by `item`; an empty item, or one that `item` refuses with a

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from t2t_mtl.cli.common import add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail, path_argument
+from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
+                                name_argument, path_argument)
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
@@ -67,8 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     overlap.add_argument("--n", type=int, default=13, help="words per n-gram (default 13, as GPT-3's study)")
     overlap.add_argument("--min-words", type=int, default=8,
                          help="a field shorter than n words counts whole when it has at least this many (default 8)")
-    overlap.add_argument("--train-split", default="train", help="the training tasks' split (default: train)")
-    overlap.add_argument("--eval-split", help="the evaluated split (default: validation, else test, else the last)")
+    overlap.add_argument("--train-split", type=name_argument, default="train",
+                         help="the training tasks' split (default: train)")
+    overlap.add_argument("--eval-split", type=name_argument,
+                         help="the evaluated split (default: validation, else test, else the last)")
     overlap.add_argument("--max-rows", type=int, help="read at most this many rows per split (default: all)")
     overlap.add_argument("--json", type=path_argument, help="also write the report as JSON here")
     add_data_dir_option(overlap)

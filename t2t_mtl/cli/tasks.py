@@ -28,7 +28,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import yaml
 
 from t2t_mtl.cli.common import (TASK_MODULE_HELP, TASKS_DIR_HELP, add_data_dir_option, add_task_module_option,
-                                add_tasks_dir_option, fail, path_argument)
+                                add_tasks_dir_option, fail, name_argument, path_argument)
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted, repeated_items
 
@@ -65,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common = _common_options(True)
 
     listing = commands.add_parser("list", parents=[common], help="registered tasks (and mixtures)")
-    listing.add_argument("--cluster", help="only tasks of this cluster")
-    listing.add_argument("--type", dest="task_type", help="only tasks of this task type")
+    listing.add_argument("--cluster", type=name_argument, help="only tasks of this cluster")
+    listing.add_argument("--type", dest="task_type", type=name_argument, help="only tasks of this task type")
     listing.set_defaults(func=_list)
 
     show = commands.add_parser("show", parents=[common], help="a task's source, metadata and templates")
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("name", help="a registered task")
     preview.add_argument("--template", action="append", help="template name (repeatable; default: all)")
     preview.add_argument("-n", type=int, default=5, help="number of rows (default 5)")
-    preview.add_argument("--split", help="split (default: the task's first split)")
+    preview.add_argument("--split", type=name_argument, help="split (default: the task's first split)")
     preview.add_argument("--seed", type=int, default=0,
                          help="seed of the per-row template choice and of the templates' choice/random filters "
                               "(default 0)")
@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="render each row in every template (those of --template when given), as training "
                               "with data.all_templates does, each labelled with its template; a template that "
                               "renders nothing for a row is shown as skipped")
-    preview.add_argument("--tokenizer", metavar="PATH",
+    preview.add_argument("--tokenizer", type=path_argument, metavar="PATH",
                          help="also show each input's and target's length in tokens of this tokenizer (a folder, hub "
                               "name or SentencePiece .model file; a run's RUN/tokenizer), end-of-sequence token "
                               "included, as training counts them against data.max_input_length / max_target_length, "
