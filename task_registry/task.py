@@ -540,12 +540,16 @@ def _checked_names(task: str, splits: Any, metrics: Any) -> tuple[tuple[str, ...
 
 
 def _check_settings(task: str, **settings: Any) -> None:
-    """`task_type`, `cluster` (or None) and `description` must be strings, `held_out` and `eval_only` booleans."""
+    """`task_type`, `cluster` (or None) and `description` must be strings (the first two not empty), `held_out` and
+    `eval_only` booleans."""
     kinds = {"task_type": str, "cluster": (str, type(None)), "description": str, "held_out": bool, "eval_only": bool}
     for key, value in settings.items():
         if not isinstance(value, kinds[key]):  # (bool("false") is True: a held-out flag must be one)
             what = "true or false" if kinds[key] is bool else "a string"
             raise TaskDefinitionError(f"task {task!r}: {key} must be {what}, got {value!r}")
+        if key in ("task_type", "cluster") and isinstance(value, str) and not value.strip():  # ('' read as unset)
+            unset = " (or None: the task type)" if key == "cluster" else ""
+            raise TaskDefinitionError(f"task {task!r}: {key} must be a non-empty string{unset}, got {value!r}")
 
 
 def _check_expressions(task: str, group_by: Any, postprocess: Any) -> None:

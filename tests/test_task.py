@@ -772,6 +772,9 @@ def test_an_expression_preprocessor_subclass_pickles_with_its_own_attributes():
     ({"eval_only": 1}, r"eval_only must be true or false, got 1"),
     ({"task_type": 5}, r"task_type must be a string, got 5"),
     ({"cluster": ["nli"]}, r"cluster must be a string, got \['nli'\]"),
+    # were accepted: cluster '' read as the task type (no cluster), task_type '' a task whose cluster was ''
+    ({"cluster": ""}, r"cluster must be a non-empty string \(or None: the task type\), got ''"),
+    ({"task_type": " "}, r"task_type must be a non-empty string, got ' '"),
     ({"splits": ["train", 1]}, r"splits must be a non-empty list of names, got \['train', 1\]"),
     ({"metrics": [None]}, r"metrics must be a list of metric names, got \[None\]"),
     # were accepted: a split read and rendered, a metric scored, once per mention
