@@ -13,7 +13,8 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, DataConfig, changed_keys, check_model_source, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, lr_scheduler, replaced_training_keys
+from t2t_mtl.engine.deepspeed_config import (build_deepspeed_config, check_fp16_zero_stage, lr_scheduler,
+                                             replaced_training_keys)
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters, refuse_untrained_held_out)
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
@@ -182,9 +183,11 @@ class CheckedRun(NamedTuple):
 def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     """The DeepSpeed config of `cfg` on `world_size` ranks, built once (`build_deepspeed_config`: a file that is no
     DeepSpeed JSON, batch keys that disagree, ...) and parsed once by DeepSpeed's own parser (a key it refuses inside
-    a section; the top-level keys it never reads), and checked against gradient surgery. ConfigError naming the key."""
+    a section; the top-level keys it never reads), and checked against fp16 at ZeRO stage 0 and gradient surgery.
+    ConfigError naming the key."""
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
     ds_config = build_deepspeed_config(cfg, world_size)
+    check_fp16_zero_stage(ds_config)  # (a GPU run: refused here, not once the data and the model are built)
     from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
 
     unread = check_deepspeed_accepts(ds_config, cfg)

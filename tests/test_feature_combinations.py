@@ -1,0 +1,29 @@
+"""Pairs of features that a run refuses as a pair, checked where `train` and `train --print-config` check a config
+(`check_run_config`, before any data is read or a model built): each refusal names both settings."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import pytest
+
+from t2t_mtl import config as C
+from t2t_mtl.engine.run_checks import check_run_config
+
+
+def tiny(**sections: Dict[str, Any]) -> C.Config:
+    """A run config on two procedural tasks, a T5 from dims, `sections` merged over it section by section."""
+    cfg: Dict[str, Any] = {"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                           "data": {"tasks": ["parity", "count_word"]}}
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values}
+    return C.config_from_dict(cfg)
+
+
+def test_fp16_at_zero_stage_0_is_refused_by_the_run_checks():
+    # was: check_run_config passed it, so a GPU run tokenized its tasks and built its model before
+    # initialize_deepspeed refused it, and `train --print-config` printed the config as fine
+    from t2t_mtl.engine.deepspeed_config import PrecisionError
+
+    with pytest.raises(PrecisionError, match=r"^fp16 with deepspeed.zero_stage 0: .*use zero_stage 1 or higher"):
+        check_run_config(tiny(training={"precision": "fp16"}))
+    check_run_config(tiny(training={"precision": "fp16"}, deepspeed={"zero_stage": 1}))
