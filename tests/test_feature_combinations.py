@@ -27,3 +27,17 @@ def test_fp16_at_zero_stage_0_is_refused_by_the_run_checks():
     with pytest.raises(PrecisionError, match=r"^fp16 with deepspeed.zero_stage 0: .*use zero_stage 1 or higher"):
         check_run_config(tiny(training={"precision": "fp16"}))
     check_run_config(tiny(training={"precision": "fp16"}, deepspeed={"zero_stage": 1}))
+
+
+def test_gradient_surgery_in_a_run_of_one_task_is_warned_of():
+    # was: accepted without a word, though every step held that task's gradient alone (nothing to combine); a
+    # warning, not a refusal: a transfer study's single-task runs of a base config with surgery train so
+    from t2t_mtl.engine.run_checks import config_warnings
+
+    surgery = {"gradient_surgery": {"method": "pcgrad"}, "training": {"grad_accum": 2}}
+    one = tiny(data={"tasks": ["parity"]}, **surgery)
+    warned = [w for w in config_warnings(one, sampler=check_run_config(one).sampler) + config_warnings(one)
+              if w.startswith("gradient_surgery")]
+    assert len(warned) == 2 and all("trains one task (parity)" in w and "drop gradient_surgery" in w for w in warned)
+    assert not [w for w in config_warnings(tiny(**surgery)) if w.startswith("gradient_surgery")]
+    assert not [w for w in config_warnings(tiny(data={"tasks": ["parity"]})) if w.startswith("gradient_surgery")]

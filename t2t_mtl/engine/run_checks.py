@@ -274,7 +274,21 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
     on it; None: built here on placeholder sizes where a warning needs it)."""
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
     return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg) + \
-        _schedule_warnings(cfg, world_size, sampler)
+        _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler)
+
+
+def _surgery_warnings(cfg: Config, sampler: Optional[MixtureSampler]) -> List[str]:
+    """gradient_surgery in a run of one task (read on `sampler`, None: the config's training rates), whose every step
+    holds that task's gradient alone: nothing to combine (a transfer study's single-task runs of a base config with
+    surgery train so, hence a warning, not a refusal)."""
+    if not cfg.gradient_surgery:
+        return []
+    tasks = sampler.tasks if sampler is not None else list(training_rates(cfg))
+    if len(tasks) > 1:
+        return []
+    return [f"gradient_surgery combines the gradients of a step's tasks, but the run trains one task ({tasks[0]}), so "
+            f"every step holds its gradient alone and there is nothing to combine: it has no effect (a method's "
+            f"weight for one gradient only rescales it); train two or more tasks, or drop gradient_surgery"]
 
 
 def _sampling_warnings(cfg: Config) -> List[str]:
