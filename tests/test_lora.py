@@ -186,6 +186,22 @@ def test_lora_true_and_empty_mean_defaults_false_means_off():
         build_model({"dims": DIMS, "moe": every_ffn_moe, "lora": {"targets": ["q", "wo"]}})
 
 
+def test_feed_forward_targets_that_moe_layers_replaced_are_refused_naming_model_moe():
+    # was: "['wi', 'wo'] name no layer of this model (its block layers outside MoE experts: ['k', 'o', 'q', 'router',
+    # 'v', 'wi', 'wo']; ...)", listing the experts' own wi / wo (and the router) as layers outside them
+    every_ffn_moe = {"num_experts": 2, "top_k": 1, "every": 1, "backend": "reference"}
+    with pytest.raises(LoRAConfigError, match=r"^model.lora.targets: \['wi', 'wo'\] name no layer of this model "
+                                              r"\(its block layers outside MoE experts: \['k', 'o', 'q', 'v'\]; "
+                                              r".*model.moe's experts replace the feed-forward of every layer"
+                                              r".*model.moe.every"):
+        build_model({"dims": DIMS, "moe": every_ffn_moe, "lora": {"targets": ["wi", "wo"]}})
+    half = {**every_ffn_moe, "layers": "encoder"}  # the decoder's dense wi / wo are adapted; no word of model.moe
+    with pytest.raises(LoRAConfigError, match=r"\['wi_0'\] name no layer .*'wi', 'wo'\]; a gated feed-forward has "
+                                              r"wi_0/wi_1, a plain one wi\)$"):
+        build_model({"dims": DIMS, "moe": half, "lora": {"targets": ["wi_0"]}})
+    build_model({"dims": DIMS, "moe": half, "lora": {"targets": ["wi", "wo"]}})
+
+
 # ------------------------------------------------------------------------------------------- the engine
 
 LORA = {"r": 4, "alpha": 8, "targets": ALL_TARGETS}

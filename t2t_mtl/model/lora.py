@@ -207,15 +207,16 @@ def _fold_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _target_linears(model: nn.Module, targets: List[str]) -> Dict[str, nn.Linear]:
-    """{qualified name: linear} of the targeted layers in the encoder/decoder blocks, MoE experts excluded."""
+def _target_linears(model: nn.Module, targets: Optional[List[str]] = None) -> Dict[str, nn.Linear]:
+    """{qualified name: linear} of the targeted layers (None: every one LoRA may target) in the encoder/decoder
+    blocks, MoE layers (routers, experts) excluded."""
     from t2t_mtl.model.moe import MoEFeedForward
 
     inside_moe = {f"{name}." for name, module in model.named_modules() if isinstance(module, MoEFeedForward)}
     found = {}
     for name, module in model.named_modules():
-        if (type(module) is nn.Linear and name.rsplit(".", 1)[-1] in targets and ".block." in name
-                and not any(name.startswith(prefix) for prefix in inside_moe)):
+        if (type(module) is nn.Linear and (targets is None or name.rsplit(".", 1)[-1] in targets)
+                and ".block." in name and not any(name.startswith(prefix) for prefix in inside_moe)):
             found[name] = module
     return found
 
@@ -240,10 +241,13 @@ def apply_lora(model: nn.Module, lora: Union[LoRAConfig, Mapping[str, Any], bool
     layers = _target_linears(model, cfg.targets)
     missing = [t for t in cfg.targets if not any(name.rsplit(".", 1)[-1] == t for name in layers)]
     if missing:
-        present = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m) is nn.Linear
-                          and ".block." in n})
+        present = sorted({n.rsplit(".", 1)[-1] for n in _target_linears(model)})
+        # (a dense feed-forward always has wo: without one, MoE layers replaced them all)
+        moe = ("; model.moe's experts replace the feed-forward of every layer, and train in full: target attention "
+               "layers (q, k, v, o), or set model.moe.every / layers so that some layers keep a dense feed-forward"
+               if "wo" not in present and set(missing) - {"q", "k", "v", "o"} else "")
         raise LoRAConfigError(f"model.lora.targets: {missing} name no layer of this model (its block layers outside "
-                              f"MoE experts: {present}; a gated feed-forward has wi_0/wi_1, a plain one wi)")
+                              f"MoE experts: {present}; a gated feed-forward has wi_0/wi_1, a plain one wi{moe})")
     unmatched = [f for f in cfg.trainable if not any(f in name for name, _ in model.named_parameters())]
     if unmatched:
         raise LoRAConfigError(f"model.lora.trainable: {unmatched} match no parameter name of this model (names "
