@@ -190,6 +190,30 @@ def test_a_moe_section_over_an_exported_moe_model_is_refused_before_tokenizing(t
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
+def test_an_exported_task_routed_model_on_other_tasks_is_refused_before_tokenizing(tmp_path, tok, capsys):
+    # was: print-config passed a run initialised from a task-routed MoE folder on another task list, and train
+    # refused it only when building the model, after rendering and tokenizing every task (43 s on the quickstart)
+    from transformers import AutoTokenizer
+
+    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tok))
+    model = build_model({"dims": dims, "moe": MOE}, vocab_size=len(tokenizer), task_names=TASKS)
+    model.save_pretrained(tmp_path / "moe_model")
+    tokenizer.save_pretrained(tmp_path / "moe_model")
+    other = [TASKS[1], TASKS[0], *TASKS[2:]]
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"tasks": other},
+                      model={"name_or_path": str(tmp_path / "moe_model"), "dims": {}})
+    message = (rf"routes experts by the task ids of \[{', '.join(map(repr, TASKS))}\], but this run's tasks are "
+               rf"\[{', '.join(map(repr, other))}\]: train on the same tasks in the same order")
+    with pytest.raises(ValueError, match=message):
+        train(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli_main(["train", str(path), "--print-config"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
 def test_the_moe_layer_check_leaves_a_hub_models_config_to_the_build(tmp_path, tok, monkeypatch):
     # was: the checks built a hub model's shape too, reading its config from the hub before any other hub access
     # (offline, `train --print-config` of google/t5-small with model.moe failed; the LoRA check skips hub models)

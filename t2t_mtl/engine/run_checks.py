@@ -458,6 +458,8 @@ def check_component_configs(cfg: Config, sampling_cfg: Mapping[str, Any], task_n
     check_wandb_section(cfg.training.wandb)
     if cfg.model.moe:  # model.moe errors (unknown key, bad routing, ...) before any tokenizing
         _check_moe(cfg, task_names, saved)
+    elif cfg.model.name_or_path is not None and is_local_model(cfg.model.name_or_path):
+        _check_loaded_moe_tasks(cfg, task_names, saved)
     _check_uncertainty_selection(cfg, sampling_cfg, task_names)
     if cfg.gradient_surgery:
         _check_gradient_surgery(cfg, sampling_cfg, task_names, lora)
@@ -518,6 +520,16 @@ def _check_moe(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str,
     if is_local_model(cfg.model.name_or_path):  # (a hub model: when built, as the hub is read after the checks)
         with torch.device("meta"):  # the layers every / layers select, a model.name_or_path that is an MoE already
             build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
+
+
+def _check_loaded_moe_tasks(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
+    """A local `model.name_or_path` that is a mixture-of-experts model already (an exported MoE run) routes by the
+    task ids it was trained with: a task/hybrid-routed one on another task list is refused, as its build refuses
+    it, before any tokenizing (built on the meta device; a dense folder is not built)."""
+    config = saved if saved is not None else pretrained_config_dict(cfg.model.name_or_path)
+    if config and config.get("moe"):
+        with torch.device("meta"):
+            build_model(cfg.model, task_names=list(task_names), saved=config, weights=False)
 
 
 def _check_uncertainty_selection(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str]) -> None:
