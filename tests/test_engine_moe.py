@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 import yaml
+from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.engine.export import export_model, load_trained_model
@@ -103,7 +104,13 @@ def test_moe_checkpoint_exports_and_task_subnetwork_matches(moe_run, tmp_path, c
         reference = full(**batch, task_ids=ids).logits
         assert torch.equal(again(**batch, task_ids=ids).logits, reference)
 
+    capsys.readouterr()
     assert cli_main(["export", str(run_dir), "--task", "parity", "--out", str(tmp_path / "parity")]) == 0
+    # was: only 'exported ...', though plain transformers loads the folder with its MoE FFNs freshly initialised
+    assert "load it with t2t_mtl.load_trained_model or t2t_mtl.model.moe.load_t5_or_moe" in capsys.readouterr().out
+    with torch.no_grad():
+        plain = T5ForConditionalGeneration.from_pretrained(tmp_path / "parity").eval()
+        assert not torch.allclose(plain(**batch).logits, reference, atol=1e-3)
     sub, sub_tok, sub_meta = load_trained_model(tmp_path / "parity")
     assert isinstance(sub, TaskAwareT5) and sub_meta["tasks"] == ["parity"] and len(sub_tok) == len(tokenizer)
     full_blocks = dict(moe_blocks(full))

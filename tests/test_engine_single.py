@@ -661,7 +661,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch,
     assert ds["bf16"] == {"enabled": expected == "bf16"} and ds["fp16"]["enabled"] is False
 
 
-def test_train_logs_per_task_and_exports(tmp_path, tok, cache):
+def test_train_logs_per_task_and_exports(tmp_path, tok, cache, capsys):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 24, "precision": "bf16", "log_every": 4,
                                                               "plot": True, "tensorboard": True},
                       data={"batching": "bucket", "bucket_batches": 2})
@@ -697,7 +697,9 @@ def test_train_logs_per_task_and_exports(tmp_path, tok, cache):
     with torch.no_grad():
         assert torch.equal(again(**enc, decoder_input_ids=dec).logits, a)
 
+    capsys.readouterr()
     assert cli_main(["export", str(result.checkpoint), "--out", str(tmp_path / "cli_hf")]) == 0
+    assert "mixture-of-experts" not in capsys.readouterr().out  # (a plain T5: no note on how to load it)
     cli_model = T5ForConditionalGeneration.from_pretrained(tmp_path / "cli_hf").eval()
     with torch.no_grad():
         assert torch.equal(cli_model(**enc, decoder_input_ids=dec).logits, a)

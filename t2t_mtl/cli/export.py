@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from t2t_mtl.cli.common import path_argument
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
@@ -44,4 +46,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     what = f"the sub-network of task {args.task!r} of {args.path}" if args.task is not None else args.path
     print(f"exported {what} to {out}")
+    if _holds_experts(out):
+        print(f"{out} holds mixture-of-experts layers: load it with t2t_mtl.load_trained_model or "
+              f"t2t_mtl.model.moe.load_t5_or_moe and pass task_ids (the index in t2t_mtl_meta.json's tasks); "
+              f"T5ForConditionalGeneration / AutoModelForSeq2SeqLM.from_pretrained would load it without its "
+              f"experts, those feed-forward layers freshly initialised")
     return 0
+
+
+def _holds_experts(folder: Path) -> bool:
+    """Whether the exported folder's config.json has a `moe` section (a TaskAwareT5, which plain T5 classes load
+    without its experts)."""
+    return bool(json.loads((folder / "config.json").read_text()).get("moe"))
