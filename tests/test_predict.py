@@ -19,6 +19,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.cli import main
 from t2t_mtl.evaluation import load_checkpoint
+from t2t_mtl.evaluation.errors import EvaluationError
 from t2t_mtl.evaluation.predict import PredictInputError, PredictRequest, predict, read_requests
 from t2t_mtl.model.moe import convert_to_moe
 from t2t_mtl.tokenizer import load_tokenizer
@@ -113,6 +114,10 @@ def test_task_routed_moe_takes_each_inputs_task(moe_dir, capsys, tmp_path):
     # no task: refused, saying how to give one
     assert main(["predict", "--checkpoint", str(moe_dir), *INPUTS]) == 2
     assert "computes per task" in capsys.readouterr().err
+    # from Python, the error names the arguments that give a task (was: only the command's --task and JSON field)
+    with pytest.raises(EvaluationError, match=r"computes per task .*predict's default_task, or "
+                                              r"PredictRequest\(\.\.\., task=NAME\)"):
+        predict(model, tokenizer, [PredictRequest(INPUTS[0])])
 
 
 def test_a_task_the_model_was_not_trained_on_is_named_with_its_close_trained_task(moe_dir, tmp_path, t5_tokenizer_dir,

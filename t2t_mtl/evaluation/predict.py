@@ -164,7 +164,8 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
             raise EvaluationError(
                 f"input {index + 1}: this model computes per task (task-routed experts or per-task LoRA adapters "
                 f"of tasks {model.routing_task_names}), so every input needs one: pass --task NAME (a trained task, "
-                f"or any other name for the unseen-task route) or a \"task\" field")
+                f"or any other name for the unseen-task route) or a \"task\" field (from Python: predict's "
+                f"default_task, or PredictRequest(..., task=NAME))")
         ids.append(routing_task_id(model, task))
     return ids
 
