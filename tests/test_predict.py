@@ -120,6 +120,21 @@ def test_task_routed_moe_takes_each_inputs_task(moe_dir, capsys, tmp_path):
         predict(model, tokenizer, [PredictRequest(INPUTS[0])])
 
 
+def test_a_model_of_one_tasks_route_answers_inputs_without_a_task_by_it(moe_dir, tmp_path, capsys):
+    # was: an `export --task parity` folder (one task, id 0) refused every input without --task parity
+    from t2t_mtl.model.moe import extract_task_subnetwork
+
+    model, tokenizer, _ = load_checkpoint(moe_dir)
+    sub = extract_task_subnetwork(model, "beta")
+    expected = _one_by_one_generate(model, tokenizer, INPUTS, task_ids=torch.tensor([1]))
+    got = predict(sub, tokenizer, [PredictRequest(t) for t in INPUTS], max_new_tokens=8)
+    assert [p.prediction for p in got] == expected
+    sub.save_pretrained(tmp_path / "beta")
+    tokenizer.save_pretrained(tmp_path / "beta")
+    assert main(["predict", "--checkpoint", str(tmp_path / "beta"), "--max-new-tokens", "8", *INPUTS]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+
+
 def test_a_task_the_model_was_not_trained_on_is_named_with_its_close_trained_task(moe_dir, tmp_path, t5_tokenizer_dir,
                                                                                   caplog):
     # was: `predict --task alpah` answered silently through the unseen-task route, so a misspelt task name gave

@@ -149,7 +149,8 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
 def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
               task_tokens: bool = False, served: Collection[str] = (), registered: Collection[str] = ()
               ) -> Optional[list[int]]:
-    """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
+    """Each request's routing task id (None when the model takes no task ids; a model routing one task, as an
+    `export --task` folder, routes a request without a task as that task). `task_tokens`: the model has
     task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `served` is used for its
     postprocess or its tie rule; `registered`: the tasks the caller knows (served or not), for the error of a
     `default_task` that would change nothing."""
@@ -158,8 +159,10 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
             raise _idle_task_error(default_task, default_task in registered)
         return None
     ids = []
+    names = model.routing_task_names or []
+    implied = names[0] if len(names) == 1 else None  # one route (an `export --task` folder): every input takes it
     for index, request in enumerate(requests):
-        task = request.task or default_task
+        task = request.task or default_task or implied
         if task is None:
             raise EvaluationError(
                 f"input {index + 1}: this model computes per task (task-routed experts or per-task LoRA adapters "
