@@ -173,7 +173,13 @@ def test_bad_moe_config_fails_before_tokenizing(tmp_path, tok):
 def test_moe_layers_that_select_no_layer_are_refused_before_tokenizing(tmp_path, tok, capsys, moe, message):
     # was: print-config passed it, and the run said so only once the data was tokenized and DeepSpeed built
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"moe": {**MOE, **moe}})
-    with pytest.raises(MoEConfigError, match=message):
+    _refused_before_tokenizing(cfg, tmp_path, capsys, MoEConfigError, message)
+
+
+def _refused_before_tokenizing(cfg, tmp_path, capsys, error, message):
+    """`train(cfg)` raises `error` matching `message` with nothing in the cache, and `train --print-config` of the
+    config exits 2 with the message."""
+    with pytest.raises(error, match=message):
         train(cfg)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     path = tmp_path / "config.yaml"
@@ -182,14 +188,19 @@ def test_moe_layers_that_select_no_layer_are_refused_before_tokenizing(tmp_path,
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_a_moe_section_over_an_exported_moe_model_is_refused_before_tokenizing(tmp_path, tok):
+def _saved_moe_model(folder, tok):
+    """A task-routed MoE model of TASKS saved with the tokenizer `tok` in `folder`, as an export writes one."""
     from transformers import AutoTokenizer
 
-    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
+    dims = tiny_config(folder, tok, folder)["model"]["dims"]
     tokenizer = AutoTokenizer.from_pretrained(str(tok))
     model = build_model({"dims": dims, "moe": MOE}, vocab_size=len(tokenizer), task_names=TASKS)
-    model.save_pretrained(tmp_path / "moe_model")
-    tokenizer.save_pretrained(tmp_path / "moe_model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_a_moe_section_over_an_exported_moe_model_is_refused_before_tokenizing(tmp_path, tok):
+    _saved_moe_model(tmp_path / "moe_model", tok)
     model_section = {"name_or_path": str(tmp_path / "moe_model"), "dims": {}, "moe": dict(MOE)}
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model=model_section)
     with pytest.raises(ValueError, match=r"is already a mixture-of-experts model .*: remove model\.moe"):
@@ -200,25 +211,13 @@ def test_a_moe_section_over_an_exported_moe_model_is_refused_before_tokenizing(t
 def test_an_exported_task_routed_model_on_other_tasks_is_refused_before_tokenizing(tmp_path, tok, capsys):
     # was: print-config passed a run initialised from a task-routed MoE folder on another task list, and train
     # refused it only when building the model, after rendering and tokenizing every task (43 s on the quickstart)
-    from transformers import AutoTokenizer
-
-    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
-    tokenizer = AutoTokenizer.from_pretrained(str(tok))
-    model = build_model({"dims": dims, "moe": MOE}, vocab_size=len(tokenizer), task_names=TASKS)
-    model.save_pretrained(tmp_path / "moe_model")
-    tokenizer.save_pretrained(tmp_path / "moe_model")
+    _saved_moe_model(tmp_path / "moe_model", tok)
     other = [TASKS[1], TASKS[0], *TASKS[2:]]
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"tasks": other},
                       model={"name_or_path": str(tmp_path / "moe_model"), "dims": {}})
     message = (rf"routes experts by the task ids of \[{', '.join(map(repr, TASKS))}\], but this run's tasks are "
                rf"\[{', '.join(map(repr, other))}\]: train on the same tasks in the same order")
-    with pytest.raises(ValueError, match=message):
-        train(cfg)
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    assert cli_main(["train", str(path), "--print-config"]) == 2
-    assert re.search(message, capsys.readouterr().err)
+    _refused_before_tokenizing(cfg, tmp_path, capsys, ValueError, message)
 
 
 def test_the_moe_layer_check_leaves_a_hub_models_config_to_the_build(tmp_path, tok, monkeypatch):
