@@ -52,7 +52,7 @@ from .task_modules import TaskModuleError, import_task_modules
 from .template import RenderedExample, Template, TemplateMetadata
 from .tokenize import TruncationCounts, count_truncated, tokenize_dataset
 from .yaml_tasks import (TaskCheck, check_task_files, load_task_dir, load_task_dirs, parse_task_file, task_files,
-                         validate_task_file, validate_task_files)
+                         validate_task_file, validate_task_files, yaml_task_file)
 
 __all__ = [
     "AnswerNotInChoicesError", "DataSourceError", "DuplicateRegistrationError", "EvalOnlyTaskError",
@@ -70,6 +70,7 @@ __all__ = [
     "TaskFileError",
     "import_promptsource", "load_promptsource_collection", "promptsource_task", "load_task_dir", "load_task_dirs",
     "parse_task_file", "task_files", "validate_task_file", "validate_task_files", "check_task_files", "TaskCheck",
+    "yaml_task_file",
 ]
 
 

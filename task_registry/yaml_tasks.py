@@ -322,14 +322,19 @@ def load_task_dirs(directories: Union[str, os.PathLike, Sequence[Union[str, os.P
 _LOADED_FROM: dict[str, tuple[Path, Task]] = {}  # task name -> (YAML file, task) `load_task_dirs` last registered
 
 
+def yaml_task_file(name: str) -> Optional[Path]:
+    """The YAML file (resolved) that registered task `name` as it is registered now; None for a task registered
+    otherwise (built in, from Python) or replaced since its file was loaded."""
+    origin, loaded = _LOADED_FROM.get(name, (None, None))
+    return origin if loaded is not None and name in list_tasks() and loaded is get_task(name) else None
+
+
 def _warn_if_replacing(entry: ParsedTask, overwrite: bool) -> None:
     """Log that `entry` replaces a registered task of its name that came from elsewhere than its own file."""
     name = entry.task.name
     if not overwrite or name not in list_tasks():
         return
-    origin, loaded = _LOADED_FROM.get(name, (None, None))
-    if loaded is not get_task(name):  # replaced since (from Python) or dropped with an isolated registry
-        origin = None
+    origin = yaml_task_file(name)  # None: replaced since (from Python) or dropped with an isolated registry
     if origin == entry.path.resolve():
         return
     replaced = f"the one from {origin}" if origin is not None else "the built-in one (or one registered from Python)"

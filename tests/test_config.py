@@ -697,6 +697,37 @@ def test_an_unknown_task_or_cluster_without_data_tasks_dir_says_yaml_tasks_need_
     assert "did you mean 'my_task'" in str(caught.value) and note not in str(caught.value)
 
 
+def test_a_held_out_yaml_task_outside_the_held_out_clusters_is_warned_of(tmp_path):
+    # was: a task of the run's data.tasks_dir flagged held_out, its cluster not held out, was silently neither
+    # trained nor evaluated (held-out evaluation scores data.held_out_clusters' tasks)
+    import task_registry
+    from t2t_mtl.engine.run_checks import config_warnings
+
+    (tmp_path / "rows.jsonl").write_text('{"q": "a", "a": "b"}\n')
+    for name, cluster in (("mine", "my_cluster"), ("kept", "qa")):
+        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\ncluster: {cluster}\nheld_out: true\nsplits: [train]\n"
+                                               f"source: {{files: rows.jsonl}}\ntemplates:\n  - {{name: t, jinja: "
+                                               f"'{{{{q}}}} ||| {{{{a}}}}'}}\n")
+
+    def warned(**data):
+        cfg = C.config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                                  "data": {"tasks": ["parity", "count_word"], "tasks_dir": str(tmp_path),
+                                           "held_out_clusters": ["qa"], **data},
+                                  "evaluation": {"held_out": True}})
+        return [w for w in config_warnings(cfg) if "flagged held_out" in w]
+
+    with task_registry.isolated_registry():
+        task_registry.load_builtin_tasks()
+        task_registry.load_task_dirs(tmp_path)
+        assert warned() == [f"task 'mine' ({(tmp_path / 'mine.yaml').resolve()}) is flagged held_out (kept for "
+                            f"zero-shot evaluation), but its cluster 'my_cluster' is not in data.held_out_clusters "
+                            f"['qa']: the run neither trains it nor scores it zero-shot; add 'my_cluster' to "
+                            f"data.held_out_clusters, or name it in evaluation.tasks"]
+        # built-in held_out tasks (glue_rte ...) and the task a held-out cluster covers are not named
+        assert warned(held_out_clusters=["qa", "my_cluster"]) == []
+        assert warned(tasks=["parity", "mine"], train_held_out=["mine"]) == []
+
+
 def test_a_train_held_out_task_the_run_does_not_train_is_refused():
     # was: accepted, and nothing was trained on it (a misspelt or forgotten task passed unnoticed)
     from t2t_mtl.engine.run_checks import training_rates

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, DataConfig, changed_keys, check_model_source, tokenizer_source
+from t2t_mtl.config import (Config, ConfigError, DataConfig, changed_keys, check_model_source, tasks_dirs,
+                            tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import (build_deepspeed_config, check_fp16_zero_stage, lr_scheduler,
                                              replaced_training_keys)
@@ -274,7 +275,31 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
     on it; None: built here on placeholder sizes where a warning needs it)."""
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
     return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg) + \
-        _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler)
+        _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler) + _held_out_warnings(cfg)
+
+
+def _held_out_warnings(cfg: Config) -> List[str]:
+    """Tasks of the run's own `data.tasks_dir` flagged held_out (kept for zero-shot evaluation) whose cluster
+    `data.held_out_clusters` does not hold out and that neither `data.train_held_out` nor `evaluation.tasks` names:
+    the run neither trains them nor reaches them by held-out evaluation (which scores the held-out clusters)."""
+    import task_registry
+
+    folders = [Path(folder).resolve() for folder in tasks_dirs(cfg)]
+    if not folders:
+        return []
+    named = set(cfg.data.train_held_out) | {str(t) for t in (cfg.evaluation or {}).get("tasks") or ()}
+    out = []
+    for name in task_registry.list_tasks():
+        path = task_registry.yaml_task_file(name)
+        task = task_registry.get_task(name)
+        if path is None or not any(path.is_relative_to(folder) for folder in folders) or not task.held_out or \
+                task.cluster in cfg.data.held_out_clusters or name in named:
+            continue
+        out.append(f"task {name!r} ({path}) is flagged held_out (kept for zero-shot evaluation), but its cluster "
+                   f"{task.cluster!r} is not in data.held_out_clusters {list(cfg.data.held_out_clusters)}: the run "
+                   f"neither trains it nor scores it zero-shot; add {task.cluster!r} to data.held_out_clusters, or "
+                   f"name it in evaluation.tasks")
+    return out
 
 
 def _surgery_warnings(cfg: Config, sampler: Optional[MixtureSampler]) -> List[str]:
