@@ -21,6 +21,7 @@ MISSING = "/no/such/t2t-input"
     (["predict", "--checkpoint", MISSING, "some text"], MISSING),
     (["export", MISSING, "--out", "{tmp}/out"], MISSING),
     (["merge", MISSING, f"{MISSING}-ft", "--out", "{tmp}/out"], MISSING),
+    (["compare", MISSING, f"{MISSING}-2"], MISSING),
     (["mixture", "show", "no_such_mixture"], "no_such_mixture"),
     (["mixture", "overlap", "procedural", "--eval", "no_such_task"], "no_such_task"),
     (["tasks", "show", "no_such_task"], "no_such_task"),

@@ -257,6 +257,33 @@ def test_a_compare_path_without_a_report_names_the_report_it_likely_meant(toy_re
     assert read_report(tmp_path / "runs" / "my" / "eval").to_dict() == toy_report.to_dict()
 
 
+def test_compare_puts_reports_side_by_side_without_a_model(toy_report, tmp_path, capsys):
+    # was: only `eval --compare` compared reports, and it evaluated a checkpoint first
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_report(toy_report, first, plots=False)
+    write_report(replace(toy_report, name="tuned"), second, plots=False)
+    assert cli_main(["compare", str(first), str(second / "report.json"), "--out", str(tmp_path / "cmp.md")]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert lines[0] == f"| task | {toy_report.name} | tuned |"
+    median = statistics.median(r.score for r in toy_report.results if r.score is not None)
+    assert lines[2].startswith("| toy_sentiment | ") and lines[2].count(f"{median:.1f}") == 2
+    assert (tmp_path / "cmp.md").read_text() == printed
+    # reports of one model name are labelled by their paths; the same report twice cannot be told apart
+    assert cli_main(["compare", str(first), str(second), str(tmp_path / "again")]) == 2
+    assert "no evaluation report at" in capsys.readouterr().err
+    write_report(toy_report, tmp_path / "again", plots=False)
+    assert cli_main(["compare", str(first), str(tmp_path / "again")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (f"| task | {toy_report.name} ({first}) | "
+                                                       f"{toy_report.name} ({tmp_path / 'again'}) |")
+    for args, message in (([str(first), str(first)], "would name more than one column; give each report once"),
+                          ([str(first)], "compare takes two or more reports, got one"),
+                          ([str(first), str(second), "--out", str(tmp_path)], "is a folder; give a file name")):
+        assert cli_main(["compare", *args]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""
+
+
 def test_the_markdown_keeps_the_tasks_first_seen_order_and_escapes_pipes_in_template_names():
     def result(task, template, score):
         return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=4,

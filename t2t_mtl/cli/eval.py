@@ -239,20 +239,6 @@ def check_rankable(names: Sequence[str], settings: Any, from_run: bool) -> None:
         raise ValueError(problem)
 
 
-def distinct_names(reports: list, paths: Sequence[str], name: str) -> list:
-    """The earlier `--compare` reports, each one whose model name repeats another's (or this run's `name`)
-    renamed `NAME (PATH)`, so the comparison columns are distinct; the same report given twice is an error."""
-    names = [r.name for r in reports] + [name]
-    labelled = [dataclasses.replace(r, name=f"{r.name} ({path})") if names.count(r.name) > 1 else r
-                for r, path in zip(reports, paths)]
-    labels = [r.name for r in labelled] + [name]
-    repeated = repeated_items(labels)
-    if repeated:
-        raise ValueError(f"--compare: {repeated} would name more than one column; give each report once "
-                         f"(and another --name)")
-    return labelled
-
-
 def run_eval(args: argparse.Namespace) -> int:
     """Load, evaluate, write the report; print the Markdown summary. Returns the exit code.
 
@@ -279,7 +265,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
     from t2t_mtl.evaluation import (EvalSettings, checkpoint_meta, evaluate_tasks, load_checkpoint, read_report,
                                     to_markdown)
-    from t2t_mtl.evaluation.report import comparison_markdown
+    from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length",
                                *(("max_examples",) if args.max_examples != ALL_EXAMPLES else ())))
@@ -325,7 +311,11 @@ def _run_eval(args: argparse.Namespace) -> int:
             if not args.overwrite:
                 refuse_non_empty_dir(args.out, "--out")
         name = args.name or str(args.checkpoint)
-        others = distinct_names([read_report(path) for path in (args.compare or [])], args.compare or [], name)
+        earlier = [read_report(path) for path in args.compare or []]
+        try:
+            others = distinct_columns(earlier, args.compare or [], [name])
+        except ValueError as error:
+            raise ValueError(f"--compare: {error}; give each report once (and another --name)") from None
         meta = checkpoint_meta(args.checkpoint)  # (the run's settings and tasks, checked before the model loads)
         run_data_dir = None if args.data_dir or args.bigbench else _run_data_dir(meta)
         if run_data_dir:  # (where the run read its hub datasets)

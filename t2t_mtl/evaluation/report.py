@@ -1,6 +1,7 @@
 """Writing evaluation reports: JSON, a Markdown table, and a PNG bar chart per task."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -11,7 +12,7 @@ from t2t_mtl.evaluation.aggregate import compare, finite, summarize
 from t2t_mtl.evaluation.metrics import UnknownMetricError, metric_spec
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.json_values import nonfinite_to_null
-from t2t_mtl.wording import counted
+from t2t_mtl.wording import counted, repeated_items
 
 PathLike = Union[str, Path]
 
@@ -144,6 +145,20 @@ def _dropped_text(result: TemplateResult) -> str:
     limit = result.shots_fit_length
     return (f"; {counted(result.num_dropped_shots, 'demonstration')} dropped to fit the input limit, all fit at "
             f"{limit} tokens (`t2t-mtl eval --max-input-length {limit}`, `evaluation.max_input_length` in a config)")
+
+
+def distinct_columns(reports: Sequence[EvalReport], paths: Sequence[PathLike], taken: Sequence[str] = ()
+                     ) -> list[EvalReport]:
+    """`reports` (read from `paths`), each one whose model name repeats another's or one of `taken` (other columns'
+    names) renamed `NAME (PATH)`, so the comparison's columns are distinct. Raises ValueError naming the columns
+    that still repeat (the same report given twice)."""
+    names = [r.name for r in reports] + list(taken)
+    labelled = [dataclasses.replace(r, name=f"{r.name} ({path})") if names.count(r.name) > 1 else r
+                for r, path in zip(reports, paths)]
+    repeated = repeated_items([r.name for r in labelled] + list(taken))
+    if repeated:
+        raise ValueError(f"{repeated} would name more than one column")
+    return labelled
 
 
 def comparison_markdown(reports: Sequence[EvalReport]) -> str:
