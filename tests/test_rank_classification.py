@@ -180,6 +180,27 @@ def test_a_repeated_choice_ties_exactly_and_the_tie_goes_to_its_first_position(m
     assert chosen == [0, 0, 0]
 
 
+def test_a_repeated_choice_takes_its_first_rows_score_where_the_decoder_rows_differ_in_the_last_bits(
+        model, tokenizer, monkeypatch):
+    # on this CPU the copies' rows score equal bits anyway; on a GPU rows padded differently need not: a stand-in
+    # adds a tiny offset growing with the row, so that only taking the first occurrence's score ties them
+    from t2t_mtl.evaluation import rank_classification
+
+    scored, rows_before = rank_classification.shared_encoder_log_likelihoods, [0]
+
+    def drifting(model, labels, *args, **kwargs):
+        offsets = 1e-3 * torch.arange(rows_before[0] + 1, rows_before[0] + labels.shape[0] + 1)
+        rows_before[0] += labels.shape[0]
+        return scored(model, labels, *args, **kwargs) + offsets
+
+    monkeypatch.setattr(rank_classification, "shared_encoder_log_likelihoods", drifting)
+    options = [["maybe", "no", "maybe", "no"]]
+    with _lm_head_favouring(model, tokenizer, "maybe"):
+        chosen, scores = rank_classify(model, tokenizer, INPUTS[:1], options, max_choice_rows=2)
+    assert scores[0][2] == scores[0][0] and scores[0][3] == scores[0][1]
+    assert chosen == [0]
+
+
 def test_examples_without_answer_choices_are_refused_with_a_pointer_to_generation(model, tokenizer):
     with pytest.raises(NoAnswerChoicesError, match="example 1 has no answer choices.*generation"):
         score_choices(model, tokenizer, ["a", "b"], [["x"], []])
