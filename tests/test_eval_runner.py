@@ -161,6 +161,9 @@ def test_aggregates_median_mean_decascore_macro_and_comparison():
                  for name, majority, chance in (("x", 60.0, 50.0), ("y", 10.0, 20.0), ("z", 20.0, 25.0))]
     t = summarize(EvalReport("m", baselines))["tasks"]["t"]
     assert (t.majority_baseline, t.chance_baseline) == (20.0, 25.0)
+    # a task's example count is its largest template's (a template skipping rows scores fewer)
+    sizes = [replace(_result("t", name, 50.0), num_examples=n) for name, n in (("x", 7), ("y", 10), ("z", 3))]
+    assert summarize(EvalReport("m", sizes))["tasks"]["t"].num_examples == 10
 
 
 def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():
