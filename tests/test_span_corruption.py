@@ -180,6 +180,23 @@ def test_max_words_cuts_long_texts_into_chunks_that_each_become_a_row():
         SpanCorruption("text", max_words=1)
 
 
+def test_every_word_lands_in_one_chunk_whatever_the_last_chunk_holds():
+    # the test above ends its long text with a 10-word chunk: a chunking that lost a last chunk of one word (range
+    # over len(words) - 1) passed it
+    import datasets
+
+    texts = [" ".join(f"n{n}w{i}" for i in range(n)) for n in range(12)]
+    out = SpanCorruption("text", max_words=3)(datasets.Dataset.from_dict({"text": texts, "n": list(range(12))}))
+    for n, text in enumerate(texts):
+        sizes, left = [], n
+        while left > 0:  # greedy: full chunks of 3, then the rest
+            sizes.append(min(3, left))
+            left -= sizes[-1]
+        chunks = [row["text"] for row in out if row["n"] == n]
+        assert [len(chunk.split()) for chunk in chunks] == (sizes or [0])
+        assert " ".join(chunks) == text
+
+
 def test_chunking_replaces_existing_columns_as_corrupting_whole_texts_does():
     # with max_words, a column named like a new field was appended to twice: a `spans` column already in the rows
     # failed with ArrowInvalid, and inputs_field=field (corrupt the text in place) doubled the rows, half of them
