@@ -6,6 +6,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import random
 import re
 import shutil
 import socket
@@ -175,6 +176,20 @@ def test_the_default_evaluation_split_is_validation_else_test_else_the_last():
         assert preferred_split(splits) == expected, splits
     assert default_split(SimpleNamespace(splits=["test", "train", "validation"])) == "validation"
     assert default_split(SimpleNamespace(splits=None)) == "validation"
+
+
+def test_a_drawn_part_of_a_split_renders_each_row_as_it_renders_in_the_whole_split():
+    # the rendering seed is the row's index in its split (`row_ids`), as BIG-bench's drawn examples need: seeding by
+    # the position in the part passed the suite, whose parts were all the split's first rows
+    template = task_registry.Template("t", "{{ range(1000) | list | choice }} {{ q }} ||| {{ a }}")
+    split = [{"q": f"q{i}", "a": "x"} for i in range(8)]
+    task = SimpleNamespace(name="t", group_by=None)
+    whole = {e.row_index: e.inputs for e in render_examples(task, template, split, seed=3).examples}
+    assert [whole[i] for i in range(8)] == [
+        f"{random.Random(f'3:{i}').choice(range(1000))} q{i}" for i in range(8)]  # (the seed "evaluation:row")
+    drawn = [6, 1, 4]
+    part = render_examples(task, template, [split[i] for i in drawn], seed=3, row_ids=drawn).examples
+    assert [(e.row_index, e.inputs) for e in part] == [(i, whole[i]) for i in drawn]
 
 
 def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():
