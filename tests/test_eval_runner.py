@@ -249,9 +249,10 @@ def test_the_markdown_shows_a_tasks_other_declared_metrics_per_template_and_thei
     cola = _result("cola", "t5", 10.0)
     cola.primary_metric, cola.primary_key = "matthews_correlation", "matthews_correlation"
     cola.metrics = {"matthews_correlation": {"matthews_correlation": 0.1}, "accuracy": {"accuracy": 0.625}}
-    report = EvalReport("m", [cb("a", 0.5, 0.2), cb("b", 0.25, 0.4), cb("c", 0.75, 0.3), cola])
+    report = EvalReport("m", [cb("a", 0.5, 0.2), cb("b", 0.25, 0.4), cb("c", 0.75, 0.9), cola])
     text = to_markdown(report)
-    assert "| cb | accuracy | 3/3 | 50.0 | 50.0 | 25.0 | 75.0 | — | — | 10 | f1_macro 30.0 |" in text
+    # (F1 0.2, 0.4, 0.9: median 40.0, mean 50.0; with 0.3 for 0.9 the two agreed and a mean passed)
+    assert "| cb | accuracy | 3/3 | 50.0 | 50.0 | 25.0 | 75.0 | — | — | 10 | f1_macro 40.0 |" in text
     assert "| cb | b | rank | 25.0 | — | — | 10 | 0 | 0 | f1_macro 40.0 |" in text
     assert "| cola | t5 | rank | 10.0 | — | — | 10 | 0 | 0 | accuracy 62.5 |" in text
     assert "| t | x | rank | 40.0 | — | — | 10 | 0 | 0 | — |" in to_markdown(EvalReport("m", [_result("t", "x", 40.0)]))
