@@ -41,3 +41,17 @@ def test_outside_span_corruption_every_special_token_is_removed(t5_tokenizer):
     spans = _generated(t5_tokenizer, SPANS)
     mixed = torch.tensor([ids + [t5_tokenizer.pad_token_id] * (len(spans) - len(ids)), spans])
     assert decode_generated(t5_tokenizer, mixed, ["review: ok", CORRUPTED]) == ["positive", SPANS]
+
+
+def test_whitespace_pieces_around_a_generation_are_stripped(t5_tokenizer):
+    # T5 decodes a generated lone "▁" piece as a space: a prediction "yes  " (or " yes") was kept so, with or without
+    # a span-corruption input, by a decode that left out the strip, and no test had such a generation
+    space, sentinel = t5_tokenizer.convert_tokens_to_ids("▁"), t5_tokenizer.convert_tokens_to_ids("<extra_id_0>")
+    yes, words = (t5_tokenizer(text, add_special_tokens=False).input_ids for text in ("yes", "a b"))
+    pad, eos = t5_tokenizer.pad_token_id, t5_tokenizer.eos_token_id
+    plain, spans = [pad, space, *yes, space, space, eos], [pad, sentinel, *words, space, eos]
+    assert t5_tokenizer.decode(plain, skip_special_tokens=True) != "yes"  # (the pieces are written as spaces)
+    width = max(len(plain), len(spans)) + 1
+    rows = torch.tensor([row + [pad] * (width - len(row)) for row in (plain, spans)])
+    out = decode_generated(t5_tokenizer, rows, ["review: ok", CORRUPTED])
+    assert out == ["yes", "<extra_id_0> a b"]
