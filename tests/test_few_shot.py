@@ -4,6 +4,7 @@ prompts; bad settings are refused naming the option."""
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 
 import pytest
@@ -86,6 +87,22 @@ def test_draws_are_seeded_distinct_renderable_and_never_the_example_itself(tmp_p
     assert sorted(other.draw(1, 50)) == sorted(renderable.values())
     assert Demonstrations(task, template, rows, same_split=False, seed=1).draw(0, 3) != \
         Demonstrations(task, template, rows, same_split=False, seed=2).draw(0, 3)  # the seed matters
+
+
+def test_a_demonstration_renders_its_row_as_the_evaluation_renders_it_with_the_evaluation_seed(tmp_path):
+    # an example of row i renders with random.Random("seed:i") (the `choice` filter draws from it); a demonstration
+    # of row i rendered with a seed of its own (one leaving out the evaluation seed passed the suite) showed a template
+    # with `choice` other wording than the evaluation, the same whatever the seed
+    task = _task(tmp_path)
+    template = task_registry.Template("drawn_word", "{{ ['Say', 'Tell', 'Guess', 'Judge', 'Rate', 'Pick'] | choice }}: "
+                                      "{{ text }} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    for seed in (3, 4):
+        expected = []
+        for index, row in enumerate(TRAIN):
+            out = template.render(row, task=task.name, row_index=index, rng=random.Random(f"{seed}:{index}"))
+            expected.append(f"{out.inputs}\n{out.targets}")
+        drawn = Demonstrations(task, template, TRAIN, same_split=False, seed=seed).draw(0, len(TRAIN))
+        assert sorted(drawn) == sorted(expected)
 
 
 def test_a_prompt_drops_leading_demonstrations_until_it_fits(t5_tokenizer):
