@@ -1536,6 +1536,32 @@ def test_lora_trainable_fragments_of_a_local_pretrained_model_fail_before_tokeni
     assert len(reads) == 1 and (tmp_path / "run" / "checkpoints").is_dir()
 
 
+def test_a_run_fine_tuned_from_an_export_records_where_its_weights_came_from(tmp_path, tok, cache):
+    # was: only config.yaml's model.name_or_path (a folder path): once that export was overwritten or moved, which
+    # run and step the new run started from was lost
+    from t2t_mtl.engine.checkpoint import read_meta
+    from t2t_mtl.engine.export import initialisation_record
+
+    train(tiny_config(tmp_path / "a", tok, cache, training={"steps": 2}), evaluate_held_in=False)
+    export_model(tmp_path / "a", tmp_path / "a_hf")
+    cfg = tiny_config(tmp_path / "b", tok, cache, training={"steps": 1},
+                      model={"name_or_path": str(tmp_path / "a_hf"), "dims": None})
+    result = train(cfg, evaluate_held_in=False)
+    start = {"path": str((tmp_path / "a_hf").resolve()), "run_dir": str(tmp_path / "a"),
+             "checkpoint": str(tmp_path / "a" / "checkpoints" / "step-00000002"), "step": 2}
+    assert read_meta(result.checkpoint)["initialised_from"] == start
+    export_model(tmp_path / "b", tmp_path / "b_hf")  # a fine-tune of the fine-tune keeps the chain
+    assert initialisation_record(str(tmp_path / "b_hf"))["initialised_from"] == start
+    cfg["training"]["steps"] = 2  # a resume keeps what the start recorded, though the folder changed since
+    (tmp_path / "a_hf" / "t2t_mtl_meta.json").write_text("{}")
+    assert read_meta(train(cfg, resume="auto", evaluate_held_in=False).checkpoint)["initialised_from"] == start
+    assert read_meta(latest_checkpoint(tmp_path / "a"))["initialised_from"] is None  # built from model.dims
+    assert initialisation_record("google/t5-v1_1-small") == {"hub_id": "google/t5-v1_1-small"}
+    (tmp_path / "a_hf" / "t2t_mtl_meta.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"model.name_or_path .*a_hf: its t2t_mtl_meta.json could not be read"):
+        initialisation_record(str(tmp_path / "a_hf"))
+
+
 def test_a_tokenizer_too_small_for_the_mixtures_characters_names_the_config_key(tmp_path, cache):
     # was: "train_tokenizer: SentencePiece could not train a 5-piece model ... Raise vocab_size", no config key
     import task_registry

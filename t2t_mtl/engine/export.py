@@ -321,6 +321,29 @@ def trained_model_meta(path: Union[str, Path]) -> Dict[str, Any]:
     return _checkpoint_meta(ckpt, run, _run_config(run))
 
 
+#: what an exported folder's t2t_mtl_meta.json says of where its weights came from (a run's checkpoint, its step,
+#: the task of an `export --task`, a merge's recipe, the folder that run was itself initialised from)
+PROVENANCE_KEYS = ("run_dir", "checkpoint", "step", "task", "merge", "initialised_from")
+
+
+def initialisation_record(name_or_path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Where a run's initial weights come from, for its checkpoints' meta: None for a model built from model.dims;
+    `{"hub_id": ...}` for a hub model; for a local folder its resolved path and its t2t_mtl_meta.json's
+    `PROVENANCE_KEYS` as they are when the run starts (an export overwritten later leaves the record true; a run
+    fine-tuned from a fine-tune keeps the chain). Raises ConfigError for a t2t_mtl_meta.json it cannot read."""
+    if name_or_path is None:
+        return None
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return {"hub_id": name_or_path}
+    try:
+        folder = _folder_meta(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model.name_or_path {name_or_path}: its {META_FILE} could not be read: {one_line(err)}; "
+                          f"restore it, or delete it if the folder did not come from t2t-mtl") from None
+    return {"path": str(path.resolve()), **{key: folder[key] for key in PROVENANCE_KEYS if folder.get(key) is not None}}
+
+
 def _folder_meta(path: Path) -> Dict[str, Any]:
     """An exported model folder's t2t_mtl_meta.json ({} for a folder without one)."""
     return json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}

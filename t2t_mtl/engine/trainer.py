@@ -55,6 +55,7 @@ from t2t_mtl.engine.distributed import (DistEnv, barrier, failed_ranks, failed_r
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_evaluation, score_held_in,
                                              score_held_out)
+from t2t_mtl.engine.export import initialisation_record
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
@@ -322,6 +323,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     template_names, template_digests = template_names_of(templates), template_digests_of(templates)
     resume_meta = (resume_checks.check_resume_config(cfg, resume_from, task_names, template_names)
                    if resume_from is not None else {})
+    # where the weights came from, as the run's start recorded it (the folder may change while the run trains)
+    initialised_from = resume_meta["initialised_from"] if "initialised_from" in resume_meta else \
+        initialisation_record(path)
     resume_warnings = (resume_checks.template_change_warnings(resume_from, resume_meta, template_digests)
                        if resume_from is not None else [])
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
@@ -430,7 +434,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": resume_checks.lora_section(cfg),
             "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
             "model": model_settings, "param_shapes": shapes,
-            "templates": template_names, "template_digests": template_digests}
+            "templates": template_names, "template_digests": template_digests, "initialised_from": initialised_from}
 
     def checked_trainer_state() -> Dict[str, Any]:
         """The checkpoint's trainer state, once every rank is seen to hold its shared parts alike (a collective:
