@@ -544,6 +544,28 @@ def test_a_duplicate_of_the_training_example_is_never_its_demonstration(tmp_path
     assert max(counts) == 9  # a draw of k >= 9 (k uniform in 1..12) gets all nine, not one fewer
 
 
+
+def test_a_training_examples_demonstrations_are_distinct_rows(tmp_path, t5_tokenizer):
+    # was: a draw that could take one row twice (no check of the rows picked already) passed every test: the tests of
+    # the training mix drew from rows rendering alike, where a repeated row reads as another row of the same text
+    from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations
+
+    rows = [{"text": f"review {i}", "label": i % 2} for i in range(10)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = task_registry.Template("free", "Label: {{ text }} ||| {{ ['negative', 'positive'][label] }}")
+    source = task_registry.LocalFileSource({"train": str(tmp_path / "train.jsonl")})
+    task = task_registry.Task("distinct_demos_toy", source, [template], splits=("train",))
+    mixed = add_demonstrations(task.to_dataset("train"), FewShotMix(rate=1.0, max_shots=9), t5_tokenizer, 512,
+                               seed=0, tokenizer_key="t5", task=task.name)
+    counts = []
+    for row, example in zip(rows, mixed):
+        *demos, query = example["inputs"].split("\n\n")
+        assert query == f"Label: {row['text']}" and demos
+        assert len(set(demos)) == len(demos), demos  # every other row renders differently
+        assert not any(demo.startswith(query + "\n") for demo in demos)
+        counts.append(len(demos))
+    assert max(counts) > 1  # (several demonstrations, so a repeat could show)
+
 def test_training_demonstrations_fit_with_the_eos_the_pipeline_appends(tmp_path):
     # the fit counted `tokenizer(prompt)` ids, which end in EOS for T5's tokenizer only; with one that adds no special
     # token, a prompt of exactly max_input_length tokens was kept and then lost its query's last token to the EOS
