@@ -918,6 +918,7 @@ def test_task_counts_are_each_tasks_expert_choices_and_moe_stats_report_them_as_
             assert load[task][name] == pytest.approx((row / row.sum()).tolist(), abs=1e-12), (task, name)
 
 
+
 def test_token_routing_without_task_ids_counts_no_task():
     moe = convert_to_moe(_dense(), {"num_experts": 4, "top_k": 1, "every": 1, "task_names": TASKS}).eval()
     ids, labels = _batch()
@@ -956,3 +957,31 @@ def test_moe_stats_report_the_share_of_all_the_choices_dropped_over_capacity():
     fractions = [d / c for d, c in zip(dropped, choices)]
     assert sum(dropped) > 0 and len(set(fractions)) > 1
     assert moe_stats_dict(summed, moe)["dropped"] == pytest.approx(sum(dropped) / sum(choices), rel=1e-12)
+
+
+def test_moe_stats_report_each_aux_loss_summed_over_the_layers_under_its_own_name():
+    # was: a moe_stats that wrote the layers' z-losses where their load-balancing losses go (and these where the
+    # z-losses go) passed every test but an engine run's; the losses here come from each block's input by the
+    # formulas (Switch's E·Σ f_e·P_e, ST-MoE's mean logsumexp²), the coefficients distinct so a swap shows
+    from t2t_mtl.model import moe_stats, moe_stats_dict
+
+    moe = convert_to_moe(_dense(seed=1), {"num_experts": 4, "top_k": 2, "every": 1, "upcycle": False,
+                                          "aux_loss_coef": 0.5, "z_loss_coef": 0.25}).eval()
+    inputs = []
+    for _, block in moe_blocks(moe):
+        block.register_forward_hook(lambda module, args, out: inputs.append((module, args[0].reshape(-1, 32))))
+    ids, labels = _batch(b=3, src=6, tgt=4)
+    out = moe(input_ids=ids, labels=labels)
+    load_balancing = z_loss = 0.0
+    for block, x in inputs:  # no padding: every token is routed
+        logits = x.double() @ block.router.weight.double().t()
+        chosen = torch.zeros(4, dtype=torch.float64).index_add_(0, torch.topk(logits, 2, -1).indices.reshape(-1),
+                                                               torch.ones(2 * len(x), dtype=torch.float64))
+        load_balancing += 4 * float((chosen / (2 * len(x)) * torch.softmax(logits, -1).mean(0)).sum())
+        z_loss += float((torch.logsumexp(logits, -1) ** 2).mean())
+    assert len(inputs) == 4 and abs(load_balancing - z_loss) > 0.1
+    stats = moe_stats_dict(moe_stats(moe), moe)
+    assert stats["load_balancing"] == pytest.approx(load_balancing, rel=1e-5)
+    assert stats["z_loss"] == pytest.approx(z_loss, rel=1e-5)
+    assert stats["aux_loss"] == pytest.approx(0.5 * load_balancing + 0.25 * z_loss, rel=1e-5)
+    assert float(out.aux_loss) == pytest.approx(0.5 * load_balancing + 0.25 * z_loss, rel=1e-5)
