@@ -919,6 +919,25 @@ def test_task_counts_are_each_tasks_expert_choices_and_moe_stats_report_them_as_
 
 
 
+@pytest.mark.parametrize("routing", ["token", "hybrid", "task"])
+def test_the_rows_of_an_unseen_task_count_in_no_tasks_expert_choices(routing):
+    # was: a task-routed layer whose task_counts took an UNSEEN_TASK_ID row's choices as task 0's (its id clamped to
+    # gate row 0 for the lookup) passed every test, none of which trained on a batch holding an unseen task's rows
+    moe = convert_to_moe(_dense(seed=5), {"num_experts": 4, "top_k": 2, "every": 1, "routing": routing,
+                                          "task_names": TASKS, "upcycle": False, "backend": "reference"}).train()
+    inputs = {}
+    for name, block in moe_blocks(moe):
+        block.register_forward_pre_hook(lambda mod, args, name=name: inputs.__setitem__(name, args[0].detach()))
+    ids, labels = _batch(b=4, src=6, tgt=5, seed=6)
+    task_ids = torch.tensor([UNSEEN_TASK_ID, 0, UNSEEN_TASK_ID, 2])
+    moe(input_ids=ids, labels=labels, task_ids=task_ids)
+    seen = task_ids.ge(0)
+    for name, block in moe_blocks(moe):
+        hidden = inputs[name][seen]
+        want = _reference_task_counts(block, hidden, torch.ones(hidden.shape[:2], dtype=torch.bool), task_ids[seen])
+        assert torch.equal(block.aux["task_counts"], want), name
+        assert want.sum() == 2 * hidden.shape[0] * hidden.shape[1]
+
 def test_token_routing_without_task_ids_counts_no_task():
     moe = convert_to_moe(_dense(), {"num_experts": 4, "top_k": 1, "every": 1, "task_names": TASKS}).eval()
     ids, labels = _batch()
