@@ -83,6 +83,29 @@ def test_an_optimizer_or_scheduler_section_of_the_wrong_shape_is_named(tmp_path,
         assert str(caught.value).startswith(f"{where}{key} must be "), caught.value
 
 
+@pytest.mark.parametrize("section, key", [
+    ({"fp16": None}, "fp16"), ({"fp16": True}, "fp16"), ({"bf16": "yes"}, "bf16"), ({"bfloat16": None}, "bfloat16"),
+    ({"zero_optimization": None}, "zero_optimization"), ({"zero_optimization": 2}, "zero_optimization"),
+    ({"activation_checkpointing": None}, "activation_checkpointing"), ({"checkpoint": []}, "checkpoint"),
+    ({"flops_profiler": "on"}, "flops_profiler"), ({"aio": "x"}, "aio"),
+])
+def test_a_deepspeed_section_that_is_no_mapping_is_named(tmp_path, section, key):
+    # was: a raw AttributeError ('NoneType' object has no attribute 'get') from the run's own fp16, precision or
+    # offload checks, or a TypeError ('argument after ** must be a mapping') from DeepSpeed's config parser
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **section}))
+    for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(config)
+        assert str(caught.value).startswith(f"{where}{key} must be a mapping"), caught.value
+
+
+def test_a_null_section_deepspeed_reads_as_absent_is_accepted(tmp_path):
+    # (DeepSpeed reads bf16: null and aio: null as the sections left out)
+    check_run_config(_config(tmp_path, extra={"bf16": None, "aio": None}))
+
+
 def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monkeypatch, capsys):
     # was: built three times by print-config and a training start (the run's checks, the unread-key warning, then the
     # printed or initialised config) and parsed twice by DeepSpeedConfig (the checks, the unread-key warning)

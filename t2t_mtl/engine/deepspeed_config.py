@@ -121,6 +121,23 @@ def check_batch_keys(ds: Dict[str, Any], batch: Dict[str, int], source: str, wor
                               f"and training.grad_accum instead, or remove {key}")
 
 
+#: DeepSpeed sections its config parser (and this module's checks) read as mappings, failing with a raw TypeError or
+#: AttributeError on any other value; those of NULLABLE_SECTIONS it reads as left out when null
+MAPPING_SECTIONS = ("fp16", "bf16", "bfloat16", "zero_optimization", "activation_checkpointing", "flops_profiler",
+                    "comms_logger", "checkpoint", "data_types", "aio")
+NULLABLE_SECTIONS = ("bf16", "aio")
+
+
+def check_mapping_sections(ds: Mapping[str, Any], source: str) -> None:
+    """Refuse a `MAPPING_SECTIONS` section of `ds` (written under `source`) that is no mapping (null allowed for
+    `NULLABLE_SECTIONS`), naming it, before the precision / offload checks and DeepSpeed's parser read it."""
+    for name in MAPPING_SECTIONS:
+        section = ds.get(name)
+        if name in ds and not isinstance(section, Mapping) and not (section is None and name in NULLABLE_SECTIONS):
+            raise ConfigError(f"{source}{name} must be a mapping of the section's keys, got {section!r}: write "
+                              f"its keys under it (https://www.deepspeed.ai/docs/config-json/), or remove it")
+
+
 #: DeepSpeed's sections of the form {type: NAME, params: {...}}, whose shape its config parser reads unchecked
 TYPED_SECTIONS = ("optimizer", "scheduler")
 
@@ -317,9 +334,11 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     batch = {"train_micro_batch_size_per_gpu": t.micro_batch_size, "gradient_accumulation_steps": t.grad_accum,
              "train_batch_size": t.micro_batch_size * t.grad_accum * world_size}
     check_batch_keys(cfg.deepspeed.extra, batch, "deepspeed.extra.", world_size)
+    check_mapping_sections(cfg.deepspeed.extra, "deepspeed.extra.")  # (it replaces a section it gives otherwise)
     if cfg.deepspeed.config is not None:
         path = Path(cfg.deepspeed.config)
         ds = read_deepspeed_json(path)
+        check_mapping_sections(ds, f"deepspeed.config {path}: ")
         check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
         ds = deep_merge(ds, cfg.deepspeed.extra)
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
