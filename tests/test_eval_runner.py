@@ -314,6 +314,20 @@ def test_compare_puts_reports_side_by_side_without_a_model(toy_report, tmp_path,
         assert message in captured.err and captured.out == ""
 
 
+def test_a_report_given_as_its_folder_and_as_its_file_is_one_report(toy_report, tmp_path, capsys):
+    # was: `compare RUN/eval RUN/eval/report.json` (and `eval --compare` with both) printed the report twice, as two
+    # columns labelled by their paths, though the same path given twice was refused
+    write_report(toy_report, tmp_path / "first", plots=False)
+    write_report(replace(toy_report, name="tuned"), tmp_path / "second", plots=False)
+    folder, file = tmp_path / "first", tmp_path / "first" / "report.json"
+    for paths in ([folder, file], [file, tmp_path / "second", folder], [tmp_path / "second" / ".." / "first", file]):
+        assert cli_main(["compare", *map(str, paths)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err == (f"error: {str(paths[-1])!r} is the report that "
+                                                       f"{str(paths[0])!r} names; give each report once\n")
+    assert cli_main(["compare", str(folder), str(tmp_path / "second" / "report.json")]) == 0
+
+
 def test_the_markdown_keeps_the_tasks_first_seen_order_and_escapes_pipes_in_template_names():
     def result(task, template, score):
         return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=4,

@@ -151,13 +151,17 @@ def distinct_columns(reports: Sequence[EvalReport], paths: Sequence[PathLike], t
                      ) -> list[EvalReport]:
     """`reports` (read from `paths`), each one whose model name repeats another's or one of `taken` (other columns'
     names) renamed `NAME (PATH)`, so the comparison's columns are distinct. Raises ValueError naming the columns
-    that still repeat (the same report given twice)."""
+    that still repeat, or a path naming the report.json an earlier one names (a folder and its file)."""
     names = [r.name for r in reports] + list(taken)
     labelled = [dataclasses.replace(r, name=f"{r.name} ({path})") if names.count(r.name) > 1 else r
                 for r, path in zip(reports, paths)]
     repeated = repeated_items([r.name for r in labelled] + list(taken))
     if repeated:
         raise ValueError(f"{repeated} would name more than one column")
+    files = [report_file(path).resolve() for path in paths]  # (a folder and its report.json: one report)
+    for at, file in enumerate(files):
+        if file in files[:at]:
+            raise ValueError(f"{str(paths[at])!r} is the report that {str(paths[files.index(file)])!r} names")
     return labelled
 
 
@@ -232,11 +236,15 @@ def _report_hint(given: Path) -> str:
     return f"{path_hint(given) if not given.exists() else ''}; write one with `t2t-mtl eval --out DIR`"
 
 
+def report_file(path: PathLike) -> Path:
+    """The report.json that `path` names: the file itself, or the one in the folder `path`."""
+    path = Path(path)
+    return path / "report.json" if path.is_dir() else path
+
+
 def read_report(path: PathLike) -> EvalReport:
     """Load an `EvalReport` from a report.json (or the folder that holds it)."""
-    given = path = Path(path)
-    if path.is_dir():
-        path = path / "report.json"
+    given, path = Path(path), report_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no evaluation report at {str(path)!r}{_report_hint(given)}")
     try:
