@@ -134,6 +134,11 @@ EMPTY_NAMES = [
     (["mixture", "overlap", "procedural", "--eval", "parity", "--train-split", ""], "argument --train-split"),
     (["tasks", "list", "--cluster", ""], "argument --cluster"),
     (["tasks", "list", "--type", ""], "argument --type"),
+    # missed by those: tokenizer train's --split '' read as not given (train, else each task's first split), mixture
+    # show's and eval's failing as a task without split '' (or evaluating nothing) without naming the option
+    (["tokenizer", "train", "--mixture", "no_such_mixture", "--out", "tok", "--split", ""], "argument --split"),
+    (["mixture", "show", "no_such_mixture", "--split", ""], "argument --split"),
+    (["eval", "--checkpoint", "no_such_run", "--tasks", "parity", "--split", " "], "argument --split"),
 ]
 
 

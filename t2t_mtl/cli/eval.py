@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option, add_tasks_dir_option,
-                                below_one, decoding_settings, fail, ignored_scoring_option, path_argument,
-                                resolve_device, run_evaluation_setting)
+                                below_one, decoding_settings, fail, ignored_scoring_option, name_argument,
+                                path_argument, resolve_device, run_evaluation_setting)
 from t2t_mtl.cli.eval_defaults import ALL_EXAMPLES, max_examples_option, run_split_and_cap, settings_from_run
 from t2t_mtl.model_folder import is_model_folder
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-examples", type=max_examples_option, default=None, metavar="N|all",
                         help="first N rows of each task's split; of a BIG-bench task, the N examples BIG-bench "
                              "draws; all: every row (default: the run's evaluation.max_examples, else all)")
-    parser.add_argument("--split", default=None,
+    parser.add_argument("--split", type=name_argument, default=None,
                         help="split to score (default: the run's evaluation.split, else validation, else test, else "
                              "the task's last)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default=None,

@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="epochs to tabulate (schedules change per epoch; default 1)")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other sampler parameter (JSON value), e.g. --set warmup_epochs=3")
-    show.add_argument("--split", default="train", help="split whose row counts are the task sizes (default train)")
+    show.add_argument("--split", type=name_argument, default="train",
+                      help="split whose row counts are the task sizes (default train)")
     show.add_argument("--held-out-clusters", default=None, metavar="C1,C2",
                       help="drop the tasks of these clusters, as training drops data.held_out_clusters' (default: "
                            "none; the quickstart holds out comparison)")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from t2t_mtl.cli.common import add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail, path_argument
+from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail, name_argument,
+                                path_argument)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.registration import register_tasks
 
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="SentencePiece pieces, an upper bound on small corpora (default 8000; the 100 "
                             "sentinels come on top)")
     train.add_argument("--max-examples", type=int, default=None, help="rows per task (default: all)")
-    train.add_argument("--split", default=None, help="split to read (default: train, else the task's first)")
+    train.add_argument("--split", type=name_argument, default=None,
+                       help="split to read (default: train, else the task's first)")
     add_data_dir_option(train)
     add_tasks_dir_option(train)
     add_task_module_option(train)
