@@ -194,6 +194,23 @@ def test_eval_imports_the_runs_task_modules_unless_told_others(fresh, tmp_path):
     assert other in task_registry.list_tasks()
 
 
+def test_eval_of_a_run_that_recorded_task_modules_empty_imports_none(fresh, tmp_path):
+    # a run trained before data.task_modules: "" was refused (9924a65) imported no module: eval of it, or of a folder
+    # exported from it, was refused since ("the run's data.task_modules: task module '': give a module name")
+    import argparse
+
+    from t2t_mtl.cli.eval import register_run_tasks
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    before = task_registry.list_tasks()
+    for meta in ({"config": {"data": {"task_modules": "", "tasks_dir": None}}},
+                 {"path": str(folder), "config": {"data": {"task_modules": ""}}}):
+        register_run_tasks(argparse.Namespace(task_modules=None, tasks_dir=None), meta)
+        assert task_registry.list_tasks() == before
+
+
 def test_eval_of_a_model_folder_does_not_import_the_modules_its_meta_names(fresh, tmp_path, capsys):
     # a model folder (exported, safetensors) may come from someone else: the data.task_modules its
     # t2t_mtl_meta.json names would run their code on `eval FOLDER` / `predict FOLDER`; a run's are imported

@@ -141,8 +141,8 @@ def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> Non
                   f"someone else; pass --task-module MODULE to import one you trust (for the tasks it registers)",
                   file=sys.stderr)
             found = None
-        try:
-            task_registry.import_task_modules(found)
+        try:  # ("": a run trained before data.task_modules '' was refused, which then imported none)
+            task_registry.import_task_modules(found or None)
         except task_registry.TaskModuleError as error:
             raise ValueError(f"the run's data.task_modules: {error} (or pass --task-module MODULE)") from None
     register_tasks(args.tasks_dir or _run_tasks_dirs(meta), modules)
