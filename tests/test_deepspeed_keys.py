@@ -101,6 +101,18 @@ def test_a_deepspeed_section_that_is_no_mapping_is_named(tmp_path, section, key)
         assert str(caught.value).startswith(f"{where}{key} must be a mapping"), caught.value
 
 
+def test_a_deepspeed_json_optimizer_without_a_type_is_refused_as_no_optimizer_is(tmp_path):
+    # was: passed the run's checks, as a type null or '' no longer does; DeepSpeed reads a section without a type as
+    # no optimizer, and the run died after tokenizing and building the model (engine.get_lr()'s IndexError)
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"optimizer": {"params": {"lr": 1e-3}}}))
+    with pytest.raises(ConfigError, match=rf"^deepspeed\.config {path} names an optimizer without a type .*add an "
+                                          r"\"optimizer\" section with its type"):
+        check_run_config(_config(tmp_path, config=str(path)))
+    path.write_text(json.dumps({"optimizer": {"type": "adamw", "params": {"lr": 1e-3}}}))  # (any case DeepSpeed reads)
+    check_run_config(_config(tmp_path, config=str(path)))
+
+
 def test_a_null_section_deepspeed_reads_as_absent_is_accepted(tmp_path):
     # (DeepSpeed reads bf16: null and aio: null as the sections left out)
     check_run_config(_config(tmp_path, extra={"bf16": None, "aio": None}))

@@ -344,11 +344,13 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
                               f"deepspeed.config {path}: ")
         check_typed_sections(ds, f"deepspeed.config {path}: ")
-        if not ds.get("optimizer"):  # DeepSpeed would build none: the run would die at its first step
-            raise ConfigError(f"deepspeed.config {path} names no optimizer (training.lr, betas and weight_decay do not "
-                              f"apply to a whole JSON): add an \"optimizer\" section, e.g. {{\"type\": \"AdamW\", "
-                              f"\"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the training "
-                              f"section")
+        optimizer = ds.get("optimizer") or {}
+        if not optimizer.get("type"):  # DeepSpeed would build none (nor from a section without a type): the run
+            what = "an optimizer without a type" if optimizer else "no optimizer"  # would die at its first step
+            raise ConfigError(f"deepspeed.config {path} names {what} (training.lr, betas and weight_decay do not "
+                              f"apply to a whole JSON): add an \"optimizer\" section with its type, e.g. {{\"type\": "
+                              f"\"AdamW\", \"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the "
+                              f"training section")
         check_scheduler(ds, f"deepspeed.config {path}: ")
         own = json_precision(ds)
         if own == "fp16" and not torch.cuda.is_available():
