@@ -247,6 +247,8 @@ def test_export_knows_a_task_of_the_runs_task_modules_as_registered(fresh, tmp_p
 
     _, task, path = _module(tmp_path)
     assert not _is_registered_task(task, {"task_modules": None, "tasks_dir": None})
+    # (a run trained before data.task_modules: "" was refused imported none: was "task module '': give a module name")
+    assert not _is_registered_task(task, {"task_modules": "", "tasks_dir": None})
     assert _is_registered_task(task, {"task_modules": [str(path)], "tasks_dir": None})
 
 

@@ -243,7 +243,8 @@ def _is_registered_task(name: str, data: Mapping[str, Any]) -> bool:
 
     task_registry.load_builtin_tasks()
     if name not in task_registry.list_tasks():
-        register_tasks(data.get("tasks_dir"), data.get("task_modules"))  # (as training registers them)
+        # (as training registers them; '': a run trained before data.task_modules '' was refused, which imported none)
+        register_tasks(data.get("tasks_dir"), data.get("task_modules") or None)
     return name in task_registry.list_tasks()
 
 
