@@ -113,6 +113,19 @@ def test_a_deepspeed_json_optimizer_without_a_type_is_refused_as_no_optimizer_is
     check_run_config(_config(tmp_path, config=str(path)))
 
 
+def test_a_typed_scheduler_without_params_is_refused(tmp_path):
+    # was: passed the run's checks and --print-config; deepspeed.initialize, after the data and the model, then built
+    # it as WarmupLR(optimizer, **None) (its config parser reads absent params as None): a raw TypeError
+    path = tmp_path / "ds.json"
+    for scheduler in ({"type": "WarmupLR"}, {"type": "WarmupLR", "params": None}):
+        path.write_text(json.dumps({**DOCUMENTED, "scheduler": scheduler}))
+        for config, where in ((_config(tmp_path, extra={"scheduler": scheduler}), "deepspeed.extra."),
+                              (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
+            with pytest.raises(ConfigError, match=r"scheduler\.params must be given, .*\{\} for its defaults"):
+                check_run_config(config)
+    check_run_config(_config(tmp_path, extra={"scheduler": {"type": "WarmupLR", "params": {}}}))
+
+
 def test_a_null_section_deepspeed_reads_as_absent_is_accepted(tmp_path):
     # (DeepSpeed reads bf16: null and aio: null as the sections left out)
     check_run_config(_config(tmp_path, extra={"bf16": None, "aio": None}))

@@ -144,8 +144,8 @@ TYPED_SECTIONS = ("optimizer", "scheduler")
 
 def check_typed_sections(ds: Mapping[str, Any], source: str) -> None:
     """Refuse an `optimizer` or `scheduler` section of `ds` (written under `source`) that is not a mapping, whose
-    `type` is not a name or whose `params` are not a mapping: DeepSpeed's parser raised a raw AttributeError on
-    them, and a type null or '' built no optimizer."""
+    `type` is not a name or whose `params` are not a mapping (a typed scheduler's given: DeepSpeed passes them as
+    `**params`): DeepSpeed's parser raised a raw AttributeError on them, and a type null or '' built no optimizer."""
     for name in TYPED_SECTIONS:
         if name not in ds:
             continue
@@ -158,6 +158,10 @@ def check_typed_sections(ds: Mapping[str, Any], source: str) -> None:
         if section.get("params") is not None and not isinstance(section["params"], Mapping):
             raise ConfigError(f"{source}{name}.params must be a mapping of the {name}'s keyword arguments, got "
                               f"{section['params']!r}")
+        if name == "scheduler" and section.get("type") and section.get("params") is None:
+            raise ConfigError(f"{source}scheduler.params must be given, a mapping of the scheduler's keyword "
+                              f"arguments ({{}} for its defaults): DeepSpeed builds a scheduler of type "
+                              f"{section['type']!r} as type(optimizer, **params), which fails without them")
 
 
 def check_scheduler(ds: Dict[str, Any], source: str) -> None:
