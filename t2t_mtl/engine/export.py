@@ -334,7 +334,7 @@ def initialisation_record(name_or_path: Optional[str]) -> Optional[Dict[str, Any
     fine-tuned from a fine-tune keeps the chain). Raises ConfigError for a t2t_mtl_meta.json it cannot read."""
     if name_or_path is None:
         return None
-    path = Path(name_or_path).expanduser()
+    path = Path(name_or_path)  # (as is_local_model and the loaders read it: no ~ expansion)
     if not path.is_dir():
         return {"hub_id": name_or_path}
     try:
