@@ -8,6 +8,7 @@ from pathlib import Path
 
 from t2t_mtl.cli.common import path_argument
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
+from t2t_mtl.model_folder import MODEL_CONFIG_FILE
 from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 
 
@@ -57,4 +58,4 @@ def run(args: argparse.Namespace) -> int:
 def _holds_experts(folder: Path) -> bool:
     """Whether the exported folder's config.json has a `moe` section (a TaskAwareT5, which plain T5 classes load
     without its experts)."""
-    return bool(json.loads((folder / "config.json").read_text()).get("moe"))
+    return bool(json.loads((folder / MODEL_CONFIG_FILE).read_text()).get("moe"))

@@ -291,9 +291,10 @@ def _held_out_warnings(cfg: Config) -> List[str]:
     out = []
     for name in task_registry.list_tasks():
         path = task_registry.yaml_task_file(name)
+        if path is None or not any(path.is_relative_to(folder) for folder in folders):
+            continue  # (not one of the run's own YAML tasks)
         task = task_registry.get_task(name)
-        if path is None or not any(path.is_relative_to(folder) for folder in folders) or not task.held_out or \
-                task.cluster in cfg.data.held_out_clusters or name in named:
+        if not task.held_out or task.cluster in cfg.data.held_out_clusters or name in named:
             continue
         out.append(f"task {name!r} ({path}) is flagged held_out (kept for zero-shot evaluation), but its cluster "
                    f"{task.cluster!r} is not in data.held_out_clusters {list(cfg.data.held_out_clusters)}: the run "
