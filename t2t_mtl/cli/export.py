@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write into a non-empty --out folder, replacing its files of the same names")
     parser.add_argument("--task", default=None,
                         help="(task-routed MoE models, per-task LoRA) export only the sub-network that serves "
-                             "this task: its experts alone (the folder then knows one task, id 0), its adapter "
+                             "this task: its experts alone (top-1 task routing: a plain T5 whose feed-forward "
+                             "layers are those experts; else an MoE model of one task, id 0), its adapter "
                              "folded into the weights (a plain T5 without LoRA). A registered task the model was "
                              "not trained on (held out) gets the experts of model.moe.unseen_task_routing and the "
                              "mean adapter")
@@ -52,7 +53,32 @@ def run(args: argparse.Namespace) -> int:
               f"t2t_mtl.model.moe.load_t5_or_moe and pass task_ids (the index in t2t_mtl_meta.json's tasks); "
               f"T5ForConditionalGeneration / AutoModelForSeq2SeqLM.from_pretrained would load it without its "
               f"experts, those feed-forward layers freshly initialised")
+    if args.task is not None:
+        _print_task_form(out, args.task)
     return 0
+
+
+def _print_task_form(folder: Path, task: str) -> None:
+    """Say whether the `export --task` folder of an MoE model is a plain T5 (top-1 task routing) or why it stays an
+    MoE model, and the task token its inputs take (a model with task embeddings)."""
+    from t2t_mtl.analysis.task_embeddings import find_task_tokens, task_token
+    from t2t_mtl.engine.export import META_FILE
+    from t2t_mtl.model.dense_task import dense_blocker
+    from t2t_mtl.model.moe_config import MoEConfig
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    moe = json.loads((folder / MODEL_CONFIG_FILE).read_text()).get("moe")
+    if moe:
+        print(f"it stays an MoE model: {dense_blocker(MoEConfig.from_dict(moe))} (only under top-1 task routing is a "
+              f"task's sub-network a plain T5)")
+    elif "dense_from_experts" in json.loads((folder / META_FILE).read_text()):
+        print(f"{folder} is a plain T5: top-1 task routing gives task {task!r} one expert in each MoE layer, which "
+              f"became that layer's feed-forward layer (its gate folded into wo); T5ForConditionalGeneration / "
+              f"AutoModelForSeq2SeqLM.from_pretrained load it without t2t-mtl, giving the MoE model's outputs for "
+              f"the task to every input")
+    if task in find_task_tokens(load_tokenizer(str(folder))):
+        print(f"its inputs take the task token {task_token(task)} in front, as in training (eval, and predict "
+              f"--task {task}, put it there)")
 
 
 def _holds_experts(folder: Path) -> bool:

@@ -8,8 +8,8 @@ master weights of the checkpoint — gathered from every ZeRO partition (ZeRO 1�
 `TaskAwareT5`: `t2t_mtl.model.moe.load_t5_or_moe`, which `load_trained_model` uses). This runs in one
 process without a process group, so a checkpoint of any world size can be exported anywhere.
 `export_task_subnetwork(path, task, out_dir)` writes the sub-network of a task-routed MoE model that serves
-one task (its experts only, Task-MoE deployment) — a trained task, or a registered task it was not trained on
-(routed by `model.moe.unseen_task_routing`).
+one task (its experts only, Task-MoE deployment; under top-1 task routing a plain T5 whose FFNs are those experts)
+— a trained task, or a registered task it was not trained on (routed by `model.moe.unseen_task_routing`).
 """
 from __future__ import annotations
 
@@ -187,13 +187,16 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                            overwrite: bool = True) -> Path:
     """Write the sub-network that serves `task` as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task`
     and `tasks: [task]` — its task id is 0): per-task LoRA adapters (`model.lora.per_task`) keep the task's
-    adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer.
+    adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer — with
+    top_k 1 as a plain T5 whose FFNs are those experts (`t2t_mtl.model.dense_task.dense_t5`; the meta's
+    `dense_from_experts` names each layer's expert and gate), otherwise as an MoE model.
     `task` is a trained task, or a registered task the model was not trained on (a held-out one, built in or in
     the run's `data.tasks_dir`): it gets the mean adapter and the experts of the unseen-task route
     (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder.
     Raises ExportError for a model with neither, or for a name that is neither trained nor registered (adapters),
     and `MoEConfigError` for hybrid routing, a name that is neither trained nor registered, or an unseen task when
     `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files."""
+    from t2t_mtl.model.dense_task import dense_blocker, dense_t5, task_routes
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if is_model_folder(path) else _run_dir_of(_checkpoint_of(path))
@@ -224,10 +227,15 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                               f"a registered task (a held-out task gets the mean adapter){hint}")
         select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
+    routes = task_routes(sub) if moe_routed and dense_blocker(model.moe_config) is None else None
+    if routes is not None:  # top-1 task routing: one expert per MoE layer, a plain T5
+        sub = dense_t5(sub)
     out = _output_dir(out_dir, run)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
+    if routes is not None:
+        meta["dense_from_experts"] = routes
     if unseen and adapters:
         meta["unseen_task_adapter"] = "mean"
     if unseen and moe_routed:

@@ -1,0 +1,163 @@
+"""`export --task` of a top-1 task-routed MoE model writes a plain T5 (`t2t_mtl.model.dense_task`): each MoE layer's
+expert of the task becomes the layer's feed-forward layer, its gate folded into wo — checked weight by weight against
+the full model's experts and gate rows (the expert by argmax of the row, the gate by softmax / sigmoid written here),
+and by outputs: logits within 1e-5 of the MoE model's for the task, greedy generations identical, and
+`AutoModelForSeq2SeqLM` loading the folder with no missing or unexpected weight. Top-2 routing keeps the MoE folder
+and says why."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
+
+from t2t_mtl.cli import main
+from t2t_mtl.engine.export import load_trained_model
+from t2t_mtl.model.dense_task import dense_blocker, dense_t5, task_routes
+from t2t_mtl.model.moe import MoEConfigError, TaskAwareT5, convert_to_moe, extract_task_subnetwork
+from t2t_mtl.model.moe_config import MoEConfig
+from t2t_mtl.tokenizer import load_tokenizer
+
+TASKS = ["alpha", "beta", "gamma"]
+INPUTS = ["Is the sky blue? yes or no", "count the words: a b c d", "Translate to German: the house"]
+
+
+def _moe(vocab_size: int, seed: int = 0, feed_forward_proj: str = "relu", **moe) -> TaskAwareT5:
+    """A tiny task-routed MoE of TASKS with fresh experts (each computes another function) and gate rows."""
+    torch.manual_seed(seed)
+    dense = T5ForConditionalGeneration(T5Config(
+        vocab_size=vocab_size, d_model=16, d_ff=24, d_kv=8, num_heads=2, num_layers=3, num_decoder_layers=2,
+        feed_forward_proj=feed_forward_proj, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    settings = {"num_experts": 4, "top_k": 1, "every": 1, "routing": "task", "upcycle": False, **moe}
+    return convert_to_moe(dense, settings, task_names=TASKS).eval()
+
+
+def _logits(model, task_ids=None):
+    torch.manual_seed(5)
+    inputs = torch.randint(2, 60, (3, 7))
+    decoder_inputs = torch.randint(2, 60, (3, 5))
+    with torch.no_grad():
+        kwargs = {} if task_ids is None else {"task_ids": task_ids}
+        return model(input_ids=inputs, decoder_input_ids=decoder_inputs, **kwargs).logits
+
+
+def _ffn(model, layer: str):
+    stack, index = layer.split(".")
+    return getattr(model, stack).block[int(index)].layer[-1].DenseReluDense
+
+
+@pytest.mark.parametrize("feed_forward_proj, moe", [
+    ("relu", {}),  # renormalize null: a top-1 gate is the expert's softmax probability (Switch), below 1
+    ("relu", {"renormalize": True, "every": 2}),  # gate 1; MoE in layers 1 (encoder) only, every other FFN dense
+    ("gated-gelu", {"score": "sigmoid", "layers": "decoder"}),
+    ("gated-gelu", {"renormalize": True, "every": 2, "layers": "encoder"})])
+def test_each_moe_layer_becomes_its_expert_with_the_gate_folded_into_wo(feed_forward_proj, moe):
+    full = _moe(64, feed_forward_proj=feed_forward_proj, **moe)
+    task = 1
+    dense = dense_t5(extract_task_subnetwork(full, TASKS[task]))
+    assert type(dense) is T5ForConditionalGeneration and not hasattr(dense.config, "moe")
+    full_state, moe_layers = full.state_dict(), {}
+    for stack in ("encoder", "decoder"):
+        for index, block in enumerate(getattr(full, stack).block):
+            ffn = block.layer[-1].DenseReluDense
+            if hasattr(ffn, "experts"):
+                moe_layers[f"{stack}.{index}"] = ffn
+    assert moe_layers
+    for layer, block in moe_layers.items():
+        row = block.task_gate.weight[task].detach().double()
+        expert = int(torch.argmax(row))
+        if moe.get("renormalize"):
+            gate = 1.0
+        elif moe.get("score") == "sigmoid":
+            gate = float(torch.sigmoid(row[expert]))
+        else:
+            gate = float(torch.softmax(row, 0)[expert])
+        assert task_routes(extract_task_subnetwork(full, TASKS[task]))[layer] == {"expert": expert,
+                                                                                 "gate": pytest.approx(gate)}
+        for name, weight in _ffn(dense, layer).state_dict().items():
+            original = block.experts[expert].state_dict()[name]
+            if name == "wo.weight":
+                torch.testing.assert_close(weight, original * gate, rtol=1e-6, atol=0)
+            else:
+                assert torch.equal(weight, original), (layer, name)
+    for name, weight in dense.state_dict().items():  # every other weight (the dense FFNs too) is the full model's
+        if not any(name.startswith(f"{layer.split('.')[0]}.block.{layer.split('.')[1]}.layer.")
+                   and ".DenseReluDense." in name for layer in moe_layers):
+            assert torch.equal(weight, full_state[name]), name
+    reference = _logits(full, torch.full((3,), task))
+    if moe.get("renormalize"):  # gate 1: no product to round
+        assert torch.equal(_logits(dense), reference)
+    torch.testing.assert_close(_logits(dense), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_a_sub_network_of_an_unseen_task_becomes_the_unseen_routes_t5():
+    full = _moe(64, seed=2)
+    dense = dense_t5(extract_task_subnetwork(full, "held_out_task", unseen=True))
+    torch.testing.assert_close(_logits(dense), _logits(full, torch.full((3,), -1)), rtol=1e-5, atol=1e-5)
+
+
+def test_only_one_tasks_top_1_sub_network_has_a_dense_form():
+    assert dense_blocker(MoEConfig(routing="task", top_k=1, task_names=TASKS)) is None
+    assert "top_k=2" in dense_blocker(MoEConfig(routing="task", top_k=2, task_names=TASKS))
+    assert "by the token too" in dense_blocker(MoEConfig(routing="hybrid", top_k=1, task_names=TASKS))
+    with pytest.raises(MoEConfigError, match="top_k=2"):
+        dense_t5(extract_task_subnetwork(_moe(64, top_k=2), "alpha"))
+    with pytest.raises(MoEConfigError, match=r"takes the sub-network of one task .* not a model of tasks"):
+        dense_t5(_moe(64))
+
+
+@pytest.fixture(scope="module")
+def moe_folder(tmp_path_factory, t5_tokenizer_dir):
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    folder = tmp_path_factory.mktemp("moe")
+    _moe(len(tokenizer), seed=1).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_export_task_writes_a_t5_folder_auto_model_loads_with_the_moe_models_outputs(moe_folder, tmp_path, capsys,
+                                                                                    caplog):
+    # was: the folder held the task's experts as an MoE model, which AutoModelForSeq2SeqLM loaded with those
+    # feed-forward layers missing, freshly initialised
+    assert main(["export", str(moe_folder), "--task", "beta", "--out", str(tmp_path / "beta")]) == 0
+    out = capsys.readouterr().out
+    caplog.clear()
+    plain, info = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "beta", output_loading_info=True)
+    assert type(plain) is T5ForConditionalGeneration
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    report = caplog.text + "".join(capsys.readouterr())  # (transformers' load report: a log record or printed)
+    assert "newly initialized" not in report and "MISSING" not in report, report
+    assert "moe" not in json.loads((tmp_path / "beta" / "config.json").read_text())
+    assert "is a plain T5: top-1 task routing gives task 'beta' one expert in each MoE layer" in out
+    assert "holds mixture-of-experts layers" not in out
+    full, tokenizer, _ = load_trained_model(moe_folder)
+    beta = torch.full((len(INPUTS),), TASKS.index("beta"))
+    batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        decoder = torch.tensor([[0, 5, 6, 7]] * len(INPUTS))
+        torch.testing.assert_close(plain.eval()(**batch, decoder_input_ids=decoder).logits,
+                                   full(**batch, decoder_input_ids=decoder, task_ids=beta).logits,
+                                   rtol=1e-5, atol=1e-5)
+        assert torch.equal(plain.generate(**batch, max_new_tokens=8, do_sample=False),
+                           full.generate(**batch, max_new_tokens=8, do_sample=False, task_ids=beta))
+    model, _, meta = load_trained_model(tmp_path / "beta")
+    assert type(model) is T5ForConditionalGeneration and meta["tasks"] == ["beta"]
+    assert sorted(meta["dense_from_experts"]) == ["decoder.0", "decoder.1", "encoder.0", "encoder.1", "encoder.2"]
+    # predict answers the folder's inputs as the MoE model answers beta's
+    assert main(["predict", "--checkpoint", str(moe_folder), "--task", "beta", "--max-new-tokens", "8", *INPUTS]) == 0
+    expected = capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(tmp_path / "beta"), "--max-new-tokens", "8", *INPUTS]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_export_task_of_top_2_routing_keeps_the_moe_folder_and_says_why(tmp_path, t5_tokenizer_dir, capsys):
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    _moe(len(tokenizer), top_k=2).save_pretrained(tmp_path / "moe")
+    tokenizer.save_pretrained(tmp_path / "moe")
+    assert main(["export", str(tmp_path / "moe"), "--task", "beta", "--out", str(tmp_path / "beta")]) == 0
+    out = capsys.readouterr().out
+    assert "holds mixture-of-experts layers" in out
+    assert "it stays an MoE model: top_k=2: each MoE layer sums 2 experts' outputs" in out
+    model, _, meta = load_trained_model(tmp_path / "beta")
+    assert isinstance(model, TaskAwareT5) and "dense_from_experts" not in meta
