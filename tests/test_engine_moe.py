@@ -291,3 +291,40 @@ def test_a_resumed_moe_run_continues_as_the_uninterrupted_run(tmp_path, tok, rou
     weights = [load_trained_model(tmp_path / run)[0].state_dict() for run in ("whole", "cut")]
     for name, weight in weights[0].items():
         torch.testing.assert_close(weights[1][name], weight, rtol=0, atol=1e-6, msg=name)
+
+
+def test_export_task_of_a_top_1_run_is_a_plain_t5_with_the_runs_outputs(tmp_path, tok, capsys):
+    # was: an MoE folder, which AutoModelForSeq2SeqLM loaded with its MoE feed-forward layers freshly initialised;
+    # a gated-gelu run with task embeddings, its top-1 gates left at softmax probabilities (renormalize null)
+    from transformers import AutoModelForSeq2SeqLM
+
+    from t2t_mtl.analysis.task_embeddings import prefix_task_token
+
+    dims = {**tiny_config(tmp_path, tok, tmp_path)["model"]["dims"], "feed_forward_proj": "gated-gelu"}
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 4},
+                      model={"dims": dims, "task_embeddings": True, "moe": {**MOE, "top_k": 1}})
+    train(cfg)
+    capsys.readouterr()
+    assert cli_main(["export", str(tmp_path / "run"), "--task", "parity", "--out", str(tmp_path / "parity")]) == 0
+    out = capsys.readouterr().out
+    assert "is a plain T5" in out and "its inputs take the task token <task:parity> in front" in out
+    plain, info = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "parity", output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    full, tokenizer, _ = load_trained_model(tmp_path / "run")
+    gates = [routes["gate"] for routes in load_trained_model(tmp_path / "parity")[2]["dense_from_experts"].values()]
+    assert len(gates) == 2 and all(0 < gate < 1 for gate in gates)
+    enc = tokenizer([prefix_task_token(t, "parity") for t in ("parity: 1 0 1", "parity: 1 1")], return_tensors="pt",
+                    padding=True)
+    ids = torch.full((2,), TASKS.index("parity"))
+    with torch.no_grad():
+        decoder = torch.tensor([[0, 5, 6, 7]] * 2)
+        torch.testing.assert_close(plain.eval()(**enc, decoder_input_ids=decoder).logits,
+                                   full(**enc, decoder_input_ids=decoder, task_ids=ids).logits, rtol=1e-5, atol=1e-5)
+        assert torch.equal(plain.generate(**enc, max_new_tokens=5),
+                           full.generate(**enc, task_ids=ids, max_new_tokens=5))
+    # the folder fine-tunes as a new run's plain T5 (model.name_or_path, its tokenizer with it)
+    tuned = tiny_config(tmp_path / "tuned", tok, tmp_path / "cache2", training={"steps": 2}, tokenizer={"path": None},
+                        model={"name_or_path": str(tmp_path / "parity"), "dims": None, "task_embeddings": True})
+    assert train(tuned).step == 2
+    model, _, meta = load_trained_model(tmp_path / "tuned")
+    assert type(model) is T5ForConditionalGeneration and meta["initialised_from"]["task"] == "parity"
