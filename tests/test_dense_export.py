@@ -97,6 +97,28 @@ def test_a_sub_network_of_an_unseen_task_becomes_the_unseen_routes_t5():
     torch.testing.assert_close(_logits(dense), _logits(full, torch.full((3,), -1)), rtol=1e-5, atol=1e-5)
 
 
+def test_a_tasks_lora_adapter_folded_first_stays_in_its_t5():
+    # (as export --task folds a per-task LoRA model's adapter of the task before taking its experts)
+    import copy
+
+    from t2t_mtl.model import build_model
+    from t2t_mtl.model.lora import select_task_adapter
+
+    dims = {"d_model": 16, "d_kv": 8, "d_ff": 24, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 2,
+            "vocab_size": 64, "dropout_rate": 0.0}
+    lora = {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"], "per_task": True}  # wo: the dense FFNs' (every 2)
+    torch.manual_seed(4)
+    full = build_model({"dims": dims, "moe": {"num_experts": 3, "top_k": 1, "every": 2, "routing": "task",
+                                              "upcycle": False}, "lora": lora}, task_names=TASKS).eval()
+    for name, p in full.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    dense = dense_t5(extract_task_subnetwork(select_task_adapter(copy.deepcopy(full), 2), TASKS[2]))
+    assert type(dense) is T5ForConditionalGeneration
+    torch.testing.assert_close(_logits(dense), _logits(full, torch.full((3,), 2)), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(_logits(dense), _logits(full, torch.full((3,), 1)), atol=1e-3)
+
+
 def test_only_one_tasks_top_1_sub_network_has_a_dense_form():
     assert dense_blocker(MoEConfig(routing="task", top_k=1, task_names=TASKS)) is None
     assert "top_k=2" in dense_blocker(MoEConfig(routing="task", top_k=2, task_names=TASKS))
