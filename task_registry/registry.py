@@ -48,6 +48,11 @@ def get_task(name: str) -> Task:
         raise UnknownTaskError(name, _TASKS, is_mixture=name in _MIXTURES) from None
 
 
+def registered_task(name: str) -> Optional[Task]:
+    """The task registered as `name` now, or None where none is (one dict lookup, no close-match search)."""
+    return _TASKS.get(name)
+
+
 def list_tasks(cluster: Optional[str] = None, task_type: Optional[str] = None) -> list[str]:
     """Sorted names of the registered tasks, optionally only one cluster and/or task type."""
     return sorted(name for name, task in _TASKS.items()

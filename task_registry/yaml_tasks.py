@@ -71,7 +71,7 @@ from typing import Optional, Sequence, Union
 
 from .path_hints import path_hint
 from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError, TemplateRenderError
-from .registry import get_task, list_tasks, register_task
+from .registry import register_task, registered_task
 from .sources import HFSource, LocalFileSource, get_data_dir, is_file_builder
 from .task import Task
 from .template import RenderedExample, Template
@@ -326,13 +326,13 @@ def yaml_task_file(name: str) -> Optional[Path]:
     """The YAML file (resolved) that registered task `name` as it is registered now; None for a task registered
     otherwise (built in, from Python) or replaced since its file was loaded."""
     origin, loaded = _LOADED_FROM.get(name, (None, None))
-    return origin if loaded is not None and name in list_tasks() and loaded is get_task(name) else None
+    return origin if loaded is not None and registered_task(name) is loaded else None
 
 
 def _warn_if_replacing(entry: ParsedTask, overwrite: bool) -> None:
     """Log that `entry` replaces a registered task of its name that came from elsewhere than its own file."""
     name = entry.task.name
-    if not overwrite or name not in list_tasks():
+    if not overwrite or registered_task(name) is None:
         return
     origin = yaml_task_file(name)  # None: replaced since (from Python) or dropped with an isolated registry
     if origin == entry.path.resolve():
