@@ -135,6 +135,34 @@ def test_a_model_of_one_tasks_route_answers_inputs_without_a_task_by_it(moe_dir,
     assert capsys.readouterr().out.splitlines() == expected
 
 
+def test_a_model_of_one_tasks_route_applies_that_tasks_postprocess_to_inputs_without_a_task(moe_dir, tmp_path,
+                                                                                             capsys):
+    # was: an `export --task beta` folder answered an input without a task through beta's route but printed the
+    # decoded text, where --task beta (and eval) gave beta's postprocess of it; and --tasks-dir, registering beta for
+    # that postprocess, was refused as serving no input
+    import task_registry
+    from t2t_mtl.model.moe import extract_task_subnetwork
+
+    model, tokenizer, _ = load_checkpoint(moe_dir)
+    raw = _one_by_one_generate(model, tokenizer, INPUTS, task_ids=torch.tensor([1]))
+    shouted = [text.upper() + "!" for text in raw]  # the postprocess, in Python
+    folder = tmp_path / "beta"
+    extract_task_subnetwork(model, "beta").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    tasks = _shouting_task_dir(tmp_path, "beta")
+    base = ["predict", "--checkpoint", str(folder), "--max-new-tokens", "8", "--tasks-dir", str(tasks)]
+    with task_registry.isolated_registry():
+        for options in ([], ["--task", "beta"]):
+            assert main([*base, *options, *INPUTS]) == 0, capsys.readouterr().err
+            assert capsys.readouterr().out.splitlines() == shouted, options
+        assert main([*base[:-2], "--raw", *INPUTS]) == 0  # (--raw leaves --tasks-dir nothing to serve)
+        assert capsys.readouterr().out.splitlines() == raw
+        sub, tokenizer, _ = load_checkpoint(folder)
+        got = predict(sub, tokenizer, [PredictRequest(text) for text in INPUTS], max_new_tokens=8,
+                      postprocessing={"beta": task_registry.get_task("beta")})
+    assert [(p.prediction, p.output) for p in got] == list(zip(shouted, raw))
+
+
 def test_a_task_the_model_was_not_trained_on_is_named_with_its_close_trained_task(moe_dir, tmp_path, t5_tokenizer_dir,
                                                                                   caplog):
     # was: `predict --task alpah` answered silently through the unseen-task route, so a misspelt task name gave
@@ -286,16 +314,13 @@ def test_an_earlier_predict_output_fed_back_carries_no_stale_scores(dense_dir, c
     assert "scores" not in out and out["answer_choices"] == CHOICES
 
 
-def test_a_generated_answer_of_a_task_with_a_postprocess_is_printed_postprocessed(dense_dir, tmp_path, capsys,
-                                                                                 monkeypatch):
-    # was: predict printed the decoded text whatever the task, while eval scores the task's postprocess of it
-    import task_registry
-
+def _shouting_task_dir(tmp_path: Path, name: str) -> Path:
+    """A folder holding one YAML task `name` whose postprocess upper-cases a text and adds '!'."""
     (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "shout.yaml").write_text(textwrap.dedent(f"""\
-        name: shout_words
+        name: {name}
         splits: [validation]
         metrics: [exact_match]
         postprocess: "(text | upper) ~ '!'"
@@ -303,6 +328,15 @@ def test_a_generated_answer_of_a_task_with_a_postprocess_is_printed_postprocesse
         templates:
           - {{name: t, jinja: "{{{{ q }}}} ||| {{{{ a }}}}"}}
         """))
+    return tasks
+
+
+def test_a_generated_answer_of_a_task_with_a_postprocess_is_printed_postprocessed(dense_dir, tmp_path, capsys,
+                                                                                 monkeypatch):
+    # was: predict printed the decoded text whatever the task, while eval scores the task's postprocess of it
+    import task_registry
+
+    tasks = _shouting_task_dir(tmp_path, "shout_words")
     model, tokenizer, _ = load_checkpoint(dense_dir)
     raw = _one_by_one_generate(model, tokenizer, INPUTS)
     shouted = [text.upper() + "!" for text in raw]  # the expression, in Python

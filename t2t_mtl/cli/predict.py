@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="task of inputs that name none: picks the experts of a task-routed MoE model, "
                              "the adapters of per-task LoRA and the task token of task embeddings (a name the model "
                              "was not trained on: the unseen route, no task token, with a warning naming it) and, for "
-                             "a registered task with a postprocess, the postprocess of generated answers")
+                             "a registered task with a postprocess, the postprocess of generated answers (default: "
+                             "the one task an `export --task` folder routes)")
     parser.add_argument("--scoring", choices=("auto", "rank", "generate"), default="auto",
                         help="auto (default): rank where an input has choices, else generate")
     parser.add_argument("--raw", action="store_true",
@@ -91,10 +92,9 @@ def _requests(args: argparse.Namespace) -> list:
 
 
 def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str]:
-    """Why an option would have no effect on these inputs: a decoding option under `--scoring auto`, --tasks-dir or
-    --task-module under any scoring (None: none would)."""
+    """Why a decoding option would have no effect on these inputs under `--scoring auto` (None: none would)."""
     if args.scoring != "auto":  # (the decoding options' idle cases under rank / generate: ignored_scoring_option)
-        return idle_task_sources(args, requests)
+        return None
     ranked = sum(1 for request in requests if request.answer_choices)
     if args.length_norm and ranked == 0:
         return ("--length-norm changes how answer choices are ranked, but no input has any: give --choices, or "
@@ -103,7 +103,7 @@ def ignored_for_inputs(args: argparse.Namespace, requests: list) -> Optional[str
         if given and requests and ranked == len(requests):
             return (f"{option} applies to generation, but every input has answer choices and is ranked: drop it, or "
                     f"use --scoring generate")
-    return idle_task_sources(args, requests)
+    return None
 
 
 #: what the tasks each option registers serve predict by: a YAML task's postprocess; a Python one's postprocess and
@@ -114,13 +114,14 @@ TASK_SOURCE_USES = {"--tasks-dir": "registers YAML tasks for the postprocess of 
                                      "ranked ones"}
 
 
-def idle_task_sources(args: argparse.Namespace, requests: list) -> Optional[str]:
+def idle_task_sources(args: argparse.Namespace, requests: list, default_task: Optional[str]) -> Optional[str]:
     """Why --tasks-dir or --task-module would have no effect on these inputs (None: they may have one): a task they
-    register serves an input that names it (`TASK_SOURCE_USES`), generated unless --raw, ranked if it has a tie
-    rule. An input is ranked where it has answer choices, unless --scoring generate."""
+    register serves an input that names it, or that `default_task` (--task, else the model's implied task) names
+    (`TASK_SOURCE_USES`), generated unless --raw, ranked if it has a tie rule. An input is ranked where it has
+    answer choices, unless --scoring generate."""
     if not (args.tasks_dir or args.task_modules):
         return None
-    named = [request for request in requests if request.task or args.task]
+    named = [request for request in requests if request.task or default_task]
     if not named:
         option = "--tasks-dir" if args.tasks_dir else "--task-module"
         return (f"{option} {TASK_SOURCE_USES[option]}, but no input names a task (--task, or a \"task\" field): "
@@ -137,11 +138,12 @@ def idle_task_sources(args: argparse.Namespace, requests: list) -> Optional[str]
     return None
 
 
-def input_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The inputs' tasks (a JSON line's "task", else --task) that are registered, by name: built-in tasks, then
-    --task-module / --tasks-dir (default: the run's data.task_modules / data.tasks_dir); none when no input names a
-    task (the task registry is not imported then)."""
-    names = {request.task or args.task for request in requests} - {None}
+def input_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any],
+                default_task: Optional[str]) -> dict[str, Any]:
+    """The inputs' tasks (a JSON line's "task", else `default_task`: --task, else the model's implied task) that are
+    registered, by name: built-in tasks, then --task-module / --tasks-dir (default: the run's data.task_modules /
+    data.tasks_dir); none when no input names a task (the task registry is not imported then)."""
+    names = {request.task or default_task for request in requests} - {None}
     if not names:
         return {}
     import task_registry
@@ -156,7 +158,7 @@ def input_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any
 
 def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation import EvaluationError, load_checkpoint
-    from t2t_mtl.evaluation.predict import predict
+    from t2t_mtl.evaluation.predict import implied_task, predict
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length"))
     if invalid:
@@ -173,15 +175,23 @@ def run_predict(args: argparse.Namespace) -> int:
         return 2
     try:
         requests = _requests(args)
-        ignored = ignored_for_inputs(args, requests)
+        # an input naming no task (no --task) takes the model's implied task, known once the model is loaded
+        unnamed = not args.task and not all(request.task for request in requests)
+        ignored = ignored_for_inputs(args, requests) or (None if unnamed else idle_task_sources(args, requests,
+                                                                                                args.task))
         if ignored:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
         with hidden_transformers_progress_bars():  # ('Loading weights': predict draws no bar of its own)
             model, tokenizer, meta = load_checkpoint(args.checkpoint)
+        task = args.task or implied_task(model)
+        ignored = idle_task_sources(args, requests, task) if unnamed else None
+        if ignored:
+            print(f"error: {ignored}", file=sys.stderr)
+            return 2
         model.to(device)
-        tasks = input_tasks(args, requests, meta)
-        predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task,
+        tasks = input_tasks(args, requests, meta, task)
+        predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=task,
                               postprocessing={name: t for name, t in tasks.items() if t.postprocess is not None},
                               pick_protocols={name: t.eval_protocol for name, t in tasks.items()},
                               **decoding_settings(args, meta))

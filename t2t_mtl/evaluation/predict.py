@@ -146,11 +146,17 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
     return requests
 
 
+def implied_task(model: Any) -> Optional[str]:
+    """The task of inputs that name none for a model that computes per task for one task only (an `export --task`
+    folder's one route), which answers them as that task, postprocess included; None for other models."""
+    names = getattr(model, "routing_task_names", None) or []
+    return names[0] if len(names) == 1 else None
+
+
 def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
               task_tokens: bool = False, served: Collection[str] = (), registered: Collection[str] = ()
               ) -> Optional[list[int]]:
-    """Each request's routing task id (None when the model takes no task ids; a model routing one task, as an
-    `export --task` folder, routes a request without a task as that task). `task_tokens`: the model has
+    """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
     task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `served` is used for its
     postprocess or its tie rule; `registered`: the tasks the caller knows (served or not), for the error of a
     `default_task` that would change nothing."""
@@ -159,10 +165,8 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
             raise _idle_task_error(default_task, default_task in registered)
         return None
     ids = []
-    names = model.routing_task_names or []
-    implied = names[0] if len(names) == 1 else None  # one route (an `export --task` folder): every input takes it
     for index, request in enumerate(requests):
-        task = request.task or default_task or implied
+        task = request.task or default_task
         if task is None:
             raise EvaluationError(
                 f"input {index + 1}: this model computes per task (task-routed experts or per-task LoRA adapters "
@@ -299,8 +303,9 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
 
     scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
     every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
-    that name none. A model with task embeddings (TE⊕ENC) gets each input's task token in front of it, on top of
-    `max_input_length` (as in training and evaluation). `postprocessing` maps task names to tasks (`Task`) whose
+    that name none (None: the model's `implied_task`, for a model that routes one task). A model with task
+    embeddings (TE⊕ENC) gets each input's task token in front of it, on top of `max_input_length` (as in training
+    and evaluation). `postprocessing` maps task names to tasks (`Task`) whose
     `postprocessed` a generated prediction of that task goes through, as evaluation scores it; ranked ones are the
     answer choice as written. `pick_protocols` maps task names to the `EvalProtocol` whose `pick` chooses among a
     ranked input's scores, as evaluation does (a benchmark's tie rule), given the `pick_fields` in the input's JSON
@@ -309,6 +314,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
     _check_requests(requests)
+    default_task = implied_task(model) if default_task is None else default_task
     ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
     if scoring == "rank" and len(ranked) < len(requests):
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
