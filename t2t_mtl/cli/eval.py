@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option, add_tasks_dir_option,
-                                below_one, decoding_settings, fail, ignored_scoring_option, name_argument,
-                                path_argument, resolve_device, run_evaluation_setting)
-from t2t_mtl.cli.eval_defaults import ALL_EXAMPLES, max_examples_option, run_split_and_cap, settings_from_run
+                                below_one, fail, ignored_scoring_option, name_argument, path_argument, resolve_device)
+from t2t_mtl.cli.eval_defaults import ALL_EXAMPLES, eval_settings, max_examples_option, settings_from_run
 from t2t_mtl.model_folder import is_model_folder
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.registration import register_tasks
@@ -188,26 +187,6 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
     return chosen
 
 
-def run_seed(meta: Mapping[str, Any]) -> int:
-    """The seed a run's own evaluation rendered its templates (their choice/random filters) and drew its k-shot
-    demonstrations with: its `training.seed`, as the trainer evaluates (0 for a model folder without a run config)."""
-    seed = ((meta.get("config") or {}).get("training") or {}).get("seed")
-    return 0 if seed is None else seed
-
-
-def run_shots(args: argparse.Namespace, meta: Mapping[str, Any]) -> tuple[int, Optional[str]]:
-    """(demonstrations per input, their split) of `--shots` / `--shots-split`, each not given being the run's own
-    `evaluation.num_shots` / `shots_split` (a split only with demonstrations); ValueError for `--shots-split` where
-    there are none."""
-    shots = run_evaluation_setting(meta, "num_shots") if args.shots is None else args.shots
-    if not shots:
-        if args.shots_split is not None:
-            raise ValueError("--shots-split names the split of k-shot demonstrations; without --shots K (or the run's "
-                             "evaluation.num_shots) it is ignored")
-        return 0, None
-    return shots, run_evaluation_setting(meta, "shots_split") if args.shots_split is None else args.shots_split
-
-
 def check_splits(names: Sequence[str], split: Optional[str], shots_split: Optional[str],
                  runs_shots_split: bool = False, runs_split: bool = False) -> None:
     """ValueError naming `--split` / `--shots-split` (the run's `evaluation.split` / `shots_split` when `runs_split` /
@@ -263,8 +242,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     import task_registry
     from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
-    from t2t_mtl.evaluation import (EvalSettings, checkpoint_meta, evaluate_tasks, load_checkpoint, read_report,
-                                    to_markdown)
+    from t2t_mtl.evaluation import checkpoint_meta, evaluate_tasks, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length",
@@ -320,18 +298,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         run_data_dir = None if args.data_dir or args.bigbench else _run_data_dir(meta)
         if run_data_dir:  # (where the run read its hub datasets)
             task_registry.set_data_dir(run_data_dir)
-        shots, shots_split = run_shots(args, meta)
-        split, max_examples = run_split_and_cap(args, meta)
-        settings = EvalSettings(split=split, max_examples=max_examples,
-                                scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
-                                **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
-                                seed=run_seed(meta), num_shots=shots, shots_split=shots_split,
-                                original_task_only=(run_evaluation_setting(meta, "original_task_only")
-                                                    if args.original_task is None else args.original_task))
+        settings = eval_settings(args, meta)
         tasks = select_tasks(args, meta)
         if args.template:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
-        check_splits(tasks, split, shots_split, args.shots_split is None, args.split is None)
+        check_splits(tasks, settings.split, settings.shots_split, args.shots_split is None, args.split is None)
         check_rankable(tasks, settings, args.scoring is None)
         with hidden_transformers_progress_bars(args.no_progress or launched_rank() != 0):  # as eval's own bar
             model, tokenizer, _ = load_checkpoint(args.checkpoint)

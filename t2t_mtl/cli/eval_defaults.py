@@ -1,12 +1,15 @@
-"""What `t2t-mtl eval` of a run takes from the run's own config: the defaults of `--split` and `--max-examples`
-(its `evaluation.split` / `max_examples`, as the other settings already were), and the line that says which of the
-evaluation's settings came from the run rather than from a flag."""
+"""What `t2t-mtl eval` of a run takes from the run's own config: the `EvalSettings` it scores with (each option not
+given being the run's own evaluation setting; `EvalSettings.from_run` is this with no option given), and the line that
+says which of the evaluation's settings came from the run rather than from a flag."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-from t2t_mtl.cli.common import run_evaluation_setting
+from t2t_mtl.cli.common import decoding_settings, run_evaluation_setting
+
+if TYPE_CHECKING:
+    from t2t_mtl.evaluation.runner import EvalSettings
 
 #: `--max-examples all`: every row of the split, whatever the run's `evaluation.max_examples`
 ALL_EXAMPLES = "all"
@@ -50,6 +53,48 @@ def run_split_and_cap(args: argparse.Namespace, meta: Mapping[str, Any]) -> tupl
     split = run_evaluation_setting(meta, "split") if args.split is None else args.split
     cap = run_evaluation_setting(meta, "max_examples") if args.max_examples is None else args.max_examples
     return split, None if cap == ALL_EXAMPLES else cap
+
+
+def run_seed(meta: Mapping[str, Any]) -> int:
+    """The seed a run's own evaluation rendered its templates (their choice/random filters) and drew its k-shot
+    demonstrations with: its `training.seed`, as the trainer evaluates (0 for a model folder without a run config)."""
+    seed = ((meta.get("config") or {}).get("training") or {}).get("seed")
+    return 0 if seed is None else seed
+
+
+def run_shots(args: argparse.Namespace, meta: Mapping[str, Any]) -> tuple[int, Optional[str]]:
+    """(demonstrations per input, their split) of `--shots` / `--shots-split`, each not given being the run's own
+    `evaluation.num_shots` / `shots_split` (a split only with demonstrations); ValueError for `--shots-split` where
+    there are none."""
+    shots = run_evaluation_setting(meta, "num_shots") if args.shots is None else args.shots
+    if not shots:
+        if args.shots_split is not None:
+            raise ValueError("--shots-split names the split of k-shot demonstrations; without --shots K (or the run's "
+                             "evaluation.num_shots) it is ignored")
+        return 0, None
+    return shots, run_evaluation_setting(meta, "shots_split") if args.shots_split is None else args.shots_split
+
+
+def eval_settings(args: argparse.Namespace, meta: Mapping[str, Any]) -> EvalSettings:
+    """The settings `t2t-mtl eval` scores with (but `--template`'s): each option of `args` given, else what the
+    checkpoint's run (`meta`) evaluated with, else EvalSettings' default (a model folder without a run config).
+    ValueError for `--shots-split` without demonstrations."""
+    from t2t_mtl.evaluation.runner import EvalSettings
+
+    shots, shots_split = run_shots(args, meta)
+    split, max_examples = run_split_and_cap(args, meta)
+    return EvalSettings(split=split, max_examples=max_examples,
+                        scoring=args.scoring or run_evaluation_setting(meta, "scoring"),
+                        **decoding_settings(args, meta), keep_predictions=args.keep_predictions,
+                        seed=run_seed(meta), num_shots=shots, shots_split=shots_split,
+                        original_task_only=(run_evaluation_setting(meta, "original_task_only")
+                                            if args.original_task is None else args.original_task))
+
+
+def no_options() -> argparse.Namespace:
+    """`eval`'s setting options, none given: `eval_settings` then takes every setting from the run."""
+    return argparse.Namespace(**{dest: None for _, dest, _ in RUN_SETTINGS if dest is not None},
+                              keep_predictions=False)
 
 
 def settings_from_run(args: argparse.Namespace, meta: Mapping[str, Any], settings: Any) -> list[str]:
