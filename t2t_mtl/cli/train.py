@@ -7,11 +7,14 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from t2t_mtl.cli.common import add_data_dir_option, data_dir_problem, path_argument
 from t2t_mtl.cli.progress_bars import DATASETS_BARS_BY_COMMAND
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
+
+if TYPE_CHECKING:
+    from t2t_mtl.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,11 +79,24 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
         warnings += template_change_warnings(ckpt, meta, template_digests_of(templates))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(cfg.to_yaml(), end="")
+    print(with_tokenizer_note(cfg.to_yaml(), cfg), end="")
     ds_config = json.dumps(checked.deepspeed.config, indent=1)  # (as the run writes it)
     print(f"# the DeepSpeed config of this run on {world_size} rank(s), saved as deepspeed_config.json in its folder:")
     print("\n".join(f"# {line}" for line in ds_config.splitlines()))
     return 0
+
+
+def with_tokenizer_note(text: str, cfg: Config) -> str:
+    """`cfg`'s YAML `text` with, above its tokenizer section, a comment naming the tokenizer the run loads where it
+    trains none (`tokenizer_source`: tokenizer.path's, else model.name_or_path's own), so tokenizer.train is unused."""
+    from t2t_mtl.config import tokenizer_source
+
+    source = tokenizer_source(cfg)
+    if source is None:
+        return text
+    key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
+    note = f"# the run loads the tokenizer of {key} ({source}) and trains none: tokenizer.train is unused\n"
+    return text.replace("\ntokenizer:\n", f"\n{note}tokenizer:\n", 1)
 
 
 def stopped_before_start(args: argparse.Namespace) -> int:
