@@ -163,6 +163,36 @@ def test_a_model_of_one_tasks_route_applies_that_tasks_postprocess_to_inputs_wit
     assert [(p.prediction, p.output) for p in got] == list(zip(shouted, raw))
 
 
+def test_an_export_task_folder_of_plain_t5_form_answers_inputs_without_a_task_as_its_task(moe_dir, tmp_path,
+                                                                                         capsys):
+    # was: export --task of a top-1 task-routed model writes a plain T5, which has no route to take its task from,
+    # so predict without --task printed the decoded text where --task beta printed beta's postprocess of it (and a
+    # model with task embeddings lost the task token): the folder's meta names the task it serves
+    import task_registry
+    from t2t_mtl.engine.export import export_task_subnetwork
+
+    folder = export_task_subnetwork(moe_dir, "beta", tmp_path / "beta")
+    model, tokenizer, meta = load_checkpoint(folder)
+    assert getattr(model, "routing_task_names", None) is None and meta["task"] == "beta"  # a plain T5
+    raw = _one_by_one_generate(model, tokenizer, INPUTS)
+    shouted = [text.upper() + "!" for text in raw]
+    tasks = _shouting_task_dir(tmp_path, "beta")
+    base = ["predict", "--checkpoint", str(folder), "--max-new-tokens", "8"]
+    with task_registry.isolated_registry():
+        assert main([*base, *INPUTS]) == 0, capsys.readouterr().err  # its task unregistered: nothing to apply
+        assert capsys.readouterr().out.splitlines() == raw
+        for options in ([], ["--task", "beta"]):
+            assert main([*base, "--tasks-dir", str(tasks), *options, *INPUTS]) == 0, capsys.readouterr().err
+            assert capsys.readouterr().out.splitlines() == shouted, options
+        beta = {"beta": task_registry.get_task("beta")}
+        got = predict(model, tokenizer, [PredictRequest(text) for text in INPUTS], max_new_tokens=8, meta=meta,
+                      postprocessing=beta)
+        assert [p.prediction for p in got] == shouted
+        got = predict(model, tokenizer, [PredictRequest(text) for text in INPUTS], max_new_tokens=8,
+                      postprocessing=beta)  # (without its meta a plain T5 serves no task)
+    assert [p.prediction for p in got] == raw
+
+
 def test_a_task_the_model_was_not_trained_on_is_named_with_its_close_trained_task(moe_dir, tmp_path, t5_tokenizer_dir,
                                                                                   caplog):
     # was: `predict --task alpah` answered silently through the unseen-task route, so a misspelt task name gave

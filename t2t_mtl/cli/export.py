@@ -77,8 +77,8 @@ def _print_task_form(folder: Path, task: str) -> None:
               f"AutoModelForSeq2SeqLM.from_pretrained load it without t2t-mtl, giving the MoE model's outputs for "
               f"the task to every input")
     if task in find_task_tokens(load_tokenizer(str(folder))):
-        print(f"its inputs take the task token {task_token(task)} in front, as in training (eval, and predict "
-              f"--task {task}, put it there)")
+        print(f"its inputs take the task token {task_token(task)} in front, as in training (eval and predict put "
+              f"it there: the folder's meta names its task)")
 
 
 def _holds_experts(folder: Path) -> bool:

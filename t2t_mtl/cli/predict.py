@@ -184,14 +184,14 @@ def run_predict(args: argparse.Namespace) -> int:
             return 2
         with hidden_transformers_progress_bars():  # ('Loading weights': predict draws no bar of its own)
             model, tokenizer, meta = load_checkpoint(args.checkpoint)
-        task = args.task or implied_task(model)
+        task = args.task or implied_task(model, meta)
         ignored = idle_task_sources(args, requests, task) if unnamed else None
         if ignored:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
         model.to(device)
         tasks = input_tasks(args, requests, meta, task)
-        predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=task,
+        predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task, meta=meta,
                               postprocessing={name: t for name, t in tasks.items() if t.postprocess is not None},
                               pick_protocols={name: t.eval_protocol for name, t in tasks.items()},
                               **decoding_settings(args, meta))

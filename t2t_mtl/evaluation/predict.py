@@ -146,22 +146,23 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
     return requests
 
 
-def implied_task(model: Any) -> Optional[str]:
-    """The task of inputs that name none for a model that computes per task for one task only (an `export --task`
-    folder's one route), which answers them as that task, postprocess included; None for other models."""
+def implied_task(model: Any, meta: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """The task of inputs that name none for a model that serves one task only, which answers them as that task,
+    postprocess included: an `export --task` folder's (its one route, or, for the plain T5 a top-1 task-routed model
+    exports as, `meta`'s "task": `load_checkpoint`'s meta); None for other models."""
     names = getattr(model, "routing_task_names", None) or []
-    return names[0] if len(names) == 1 else None
+    return names[0] if len(names) == 1 else (meta or {}).get("task")
 
 
 def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
-              task_tokens: bool = False, served: Collection[str] = (), registered: Collection[str] = ()
-              ) -> Optional[list[int]]:
+              task_tokens: bool = False, served: Collection[str] = (), registered: Collection[str] = (),
+              implied: bool = False) -> Optional[list[int]]:
     """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
     task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `served` is used for its
     postprocess or its tie rule; `registered`: the tasks the caller knows (served or not), for the error of a
-    `default_task` that would change nothing."""
+    `default_task` that would change nothing (`implied`: the model's own task, which is no error)."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
-        if default_task is not None and not task_tokens and default_task not in served:
+        if default_task is not None and not implied and not task_tokens and default_task not in served:
             raise _idle_task_error(default_task, default_task in registered)
         return None
     ids = []
@@ -298,12 +299,14 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
             default_task: Optional[str] = None, length_normalize: bool = False, num_beams: int = 1,
             max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512,
             postprocessing: Optional[Mapping[str, Any]] = None,
-            pick_protocols: Optional[Mapping[str, Any]] = None) -> list[Prediction]:
+            pick_protocols: Optional[Mapping[str, Any]] = None,
+            meta: Optional[Mapping[str, Any]] = None) -> list[Prediction]:
     """One `Prediction` per request, in order (scored in batches of inputs of similar length).
 
     scoring "auto": rank classification for requests with answer choices, generation for the others; "rank":
     every request needs choices; "generate": choices are ignored. `default_task` is the task of requests
-    that name none (None: the model's `implied_task`, for a model that routes one task). A model with task
+    that name none (None: the model's `implied_task` given its `meta`, for a model that serves one task — an
+    `export --task` folder; `meta`: `load_checkpoint`'s or `load_trained_model`'s third value). A model with task
     embeddings (TE⊕ENC) gets each input's task token in front of it, on top of `max_input_length` (as in training
     and evaluation). `postprocessing` maps task names to tasks (`Task`) whose
     `postprocessed` a generated prediction of that task goes through, as evaluation scores it; ranked ones are the
@@ -314,7 +317,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
     _check_requests(requests)
-    default_task = implied_task(model) if default_task is None else default_task
+    implied = default_task is None
+    default_task = implied_task(model, meta) if implied else default_task
     ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
     if scoring == "rank" and len(ranked) < len(requests):
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
@@ -324,7 +328,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     tokens = find_task_tokens(tokenizer)
     served = {*postprocessing, *(name for name, protocol in pick_protocols.items() if protocol.pick_fields)}
     task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), served=served,
-                         registered={*postprocessing, *pick_protocols})
+                         registered={*postprocessing, *pick_protocols}, implied=implied)
     _warn_of_untrained_tasks(model, requests, default_task, tokens)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
