@@ -158,3 +158,20 @@ def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monke
                      "deepspeed.extra={zero_optimisation: {}}"]) == 0
     assert "deepspeed.extra.zero_optimisation: DeepSpeed" in capsys.readouterr().err  # (the parse's unread key)
     assert counts == {"built": 1, "parsed": 1}
+
+
+@pytest.mark.parametrize("extra", [
+    {"wall_clock_breakdown": "yes"}, {"flops_profiler": {"enabled": "on"}}, {"communication_data_type": "fp8"},
+    {"communication_data_type": 16}, {"seq_parallel_communication_data_type": "half"},
+    {"zero_optimization": {"offload_optimizer": "cpu"}},
+])
+def test_a_value_deepspeeds_parser_fails_on_unchecked_is_its_refusal_named_by_the_run_checks(tmp_path, extra):
+    # was: a raw TypeError ("unsupported operand type(s) for |"), ValueError ("Invalid communication_data_type") or
+    # AttributeError ("'str' object has no attribute 'get'", from the run's own offload check) in the run's checks
+    # and --print-config; DeepSpeed's parser (the reference) fails on each of them
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    with pytest.raises(Exception):
+        DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **extra})
+    with pytest.raises(ConfigError, match=r"^DeepSpeed refused the config generated from deepspeed\.extra: "):
+        check_run_config(_config(tmp_path, extra=extra))

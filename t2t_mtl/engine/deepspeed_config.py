@@ -235,7 +235,8 @@ def json_offloads_optimizer(ds: Mapping[str, Any]) -> bool:
     """Whether a DeepSpeed config offloads the optimizer: `zero_optimization.offload_optimizer.device` cpu or nvme
     (DeepSpeed then steps it on the CPU), or the deprecated `zero_optimization.cpu_offload`."""
     zero = ds.get("zero_optimization") or {}
-    return (zero.get("offload_optimizer") or {}).get("device") in ("cpu", "nvme") or bool(zero.get("cpu_offload"))
+    offload = zero.get("offload_optimizer")  # (one that is no mapping is DeepSpeed's parser's to refuse)
+    return (isinstance(offload, Mapping) and offload.get("device") in ("cpu", "nvme")) or bool(zero.get("cpu_offload"))
 
 
 def check_extra_offload(ds: Dict[str, Any], flag: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -32,7 +32,7 @@ def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg:
     return engine
 
 
-def refused_config_error(err: Exception, cfg: Config) -> ConfigError:
+def refused_config_error(err: Union[Exception, str], cfg: Config) -> ConfigError:
     """The ConfigError for DeepSpeed's own refusal `err` of the config made from `cfg`, naming its section."""
     source = f"deepspeed.config ({cfg.deepspeed.config})" if cfg.deepspeed.config is not None else "deepspeed.extra"
     return ConfigError(f"DeepSpeed refused the config generated from {source}: {err}\nfix or remove the "
@@ -43,8 +43,10 @@ def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tupl
     """Parse `ds_config` with DeepSpeed's own config parser, as `deepspeed.initialize` will, so that a key it
     refuses inside a section (`zero_optimization.overlap_com`) is named by the run's checks and `--print-config`,
     not after the data and the model are built; returns the top-level keys it never read, from the same parse
-    (`deepspeed_keys.unread_keys`). (Without train_batch_size, which DeepSpeed derives for the world size it sees,
-    here perhaps none yet.)"""
+    (`deepspeed_keys.unread_keys`). Any error of the parse is its refusal: besides pydantic's ValidationError and
+    its DeepSpeedConfigError, it raises a raw TypeError, ValueError or AssertionError on some values it reads
+    unchecked (wall_clock_breakdown: "yes", communication_data_type: fp8). (Without train_batch_size, which
+    DeepSpeed derives for the world size it sees, here perhaps none yet.)"""
     from deepspeed.runtime.config import DeepSpeedConfigError
     from pydantic import ValidationError
 
@@ -54,6 +56,8 @@ def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tupl
         return parsed_unread_keys(ds_config)
     except (ValidationError, DeepSpeedConfigError) as err:
         raise refused_config_error(err, cfg) from None
+    except Exception as err:  # noqa: BLE001 (a value its parser reads unchecked: the error names no key)
+        raise refused_config_error(f"{type(err).__name__}: {err}", cfg) from None
 
 
 def forget_state_making_step(engine: Any) -> None:
