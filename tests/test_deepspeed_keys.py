@@ -161,17 +161,45 @@ def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monke
 
 
 @pytest.mark.parametrize("extra", [
-    {"wall_clock_breakdown": "yes"}, {"flops_profiler": {"enabled": "on"}}, {"communication_data_type": "fp8"},
+    {"flops_profiler": {"enabled": "on"}}, {"communication_data_type": "fp8"},
     {"communication_data_type": 16}, {"seq_parallel_communication_data_type": "half"},
     {"zero_optimization": {"offload_optimizer": "cpu"}},
 ])
 def test_a_value_deepspeeds_parser_fails_on_unchecked_is_its_refusal_named_by_the_run_checks(tmp_path, extra):
-    # was: a raw TypeError ("unsupported operand type(s) for |"), ValueError ("Invalid communication_data_type") or
-    # AttributeError ("'str' object has no attribute 'get'", from the run's own offload check) in the run's checks
-    # and --print-config; DeepSpeed's parser (the reference) fails on each of them
+    # was: a raw TypeError ("unsupported operand type(s) for |: 'bool' and 'str'"), ValueError ("Invalid
+    # communication_data_type") or AttributeError ("'str' object has no attribute 'get'", from the run's own offload
+    # check) in the run's checks and --print-config; DeepSpeed's parser (the reference) fails on each of them
     from deepspeed.runtime.config import DeepSpeedConfig
 
     with pytest.raises(Exception):
         DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **extra})
     with pytest.raises(ConfigError, match=r"^DeepSpeed refused the config generated from deepspeed\.extra: "):
         check_run_config(_config(tmp_path, extra=extra))
+
+
+@pytest.mark.parametrize("key, value, kind", [
+    ("gradient_clipping", "1.0", "a number"), ("gradient_clipping", None, "a number"),
+    ("gradient_clipping", [1.0], "a number"), ("gradient_clipping", True, "a number"),
+    ("gradient_predivide_factor", "2", "a number"), ("prescale_gradients", "no", "true or false"),
+    ("wall_clock_breakdown", "yes", "true or false"), ("zero_allow_untested_optimizer", 1, "true or false"),
+    ("memory_breakdown", "false", "true or false"),
+])
+def test_a_top_level_scalar_of_the_wrong_type_is_named_by_the_run_checks(tmp_path, key, value, kind):
+    # was: DeepSpeed's parser reads these as given, so the run's checks and --print-config passed them and
+    # deepspeed.initialize (gradient_clipping "1.0": "'>' not supported between instances of 'str' and 'float'") or
+    # a training step failed after the data and the model were built, a "no" string was read as true, or the parser
+    # raised a raw TypeError (wall_clock_breakdown); the types are DeepSpeed's documented ones (config-json: a float,
+    # a boolean)
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, key: value}))
+    for config, where in ((_config(tmp_path, extra={key: value}), f"deepspeed.extra.{key}"),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: {key}")):
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(config)
+        assert str(caught.value).startswith(f"{where} must be {kind}, got {value!r}: "), caught.value
+
+
+def test_top_level_scalars_of_their_documented_types_pass(tmp_path):
+    check_run_config(_config(tmp_path, extra={"gradient_clipping": 1, "gradient_predivide_factor": 2.0,
+                                              "prescale_gradients": False, "wall_clock_breakdown": True,
+                                              "memory_breakdown": False}))

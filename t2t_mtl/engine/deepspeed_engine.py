@@ -41,23 +41,35 @@ def refused_config_error(err: Union[Exception, str], cfg: Config) -> ConfigError
 
 def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tuple[str, Optional[str]]]:
     """Parse `ds_config` with DeepSpeed's own config parser, as `deepspeed.initialize` will, so that a key it
-    refuses inside a section (`zero_optimization.overlap_com`) is named by the run's checks and `--print-config`,
-    not after the data and the model are built; returns the top-level keys it never read, from the same parse
-    (`deepspeed_keys.unread_keys`). Any error of the parse is its refusal: besides pydantic's ValidationError and
-    its DeepSpeedConfigError, it raises a raw TypeError, ValueError or AssertionError on some values it reads
-    unchecked (wall_clock_breakdown: "yes", communication_data_type: fp8). (Without train_batch_size, which
-    DeepSpeed derives for the world size it sees, here perhaps none yet.)"""
+    refuses inside a section (`zero_optimization.overlap_com`) or a top-level scalar of the wrong type it reads
+    unchecked (`gradient_clipping: "1.0"`) is named by the run's checks and `--print-config`, not after the data and
+    the model are built; returns the top-level keys it never read, from the same parse (`deepspeed_keys.parse_keys`).
+    Any error of the parse is its refusal: besides pydantic's ValidationError and its DeepSpeedConfigError, it
+    raises a raw TypeError, ValueError or AssertionError on some values it reads unchecked
+    (communication_data_type: fp8). (Without train_batch_size, which DeepSpeed derives for the world size it sees,
+    here perhaps none yet.)"""
     from deepspeed.runtime.config import DeepSpeedConfigError
     from pydantic import ValidationError
 
-    from t2t_mtl.engine.deepspeed_keys import parsed_unread_keys
+    from t2t_mtl.engine.deepspeed_keys import parse_keys
 
-    try:
-        return parsed_unread_keys(ds_config)
-    except (ValidationError, DeepSpeedConfigError) as err:
-        raise refused_config_error(err, cfg) from None
-    except Exception as err:  # noqa: BLE001 (a value its parser reads unchecked: the error names no key)
-        raise refused_config_error(f"{type(err).__name__}: {err}", cfg) from None
+    parsed = parse_keys(ds_config)
+    if parsed.mistyped:
+        key, kind = parsed.mistyped[0]
+        raise ConfigError(f"{deepspeed_key_source(cfg, key)} must be {kind}, got {ds_config[key]!r}: DeepSpeed reads "
+                          f"it unchecked and would fail only in deepspeed.initialize or training, after the data and "
+                          f"the model; give {kind}, or remove the key for DeepSpeed's default")
+    if isinstance(parsed.error, (ValidationError, DeepSpeedConfigError)):
+        raise refused_config_error(parsed.error, cfg)
+    if parsed.error is not None:  # (a value its parser reads unchecked: the error names no key)
+        raise refused_config_error(f"{type(parsed.error).__name__}: {parsed.error}", cfg)
+    return parsed.unread
+
+
+def deepspeed_key_source(cfg: Config, key: str) -> str:
+    """Where the top-level DeepSpeed key `key` of the config made from `cfg` was written: `deepspeed.extra.KEY`, or
+    `deepspeed.config PATH: KEY` (the whole JSON's)."""
+    return f"deepspeed.extra.{key}" if key in cfg.deepspeed.extra else f"deepspeed.config {cfg.deepspeed.config}: {key}"
 
 
 def forget_state_making_step(engine: Any) -> None:

@@ -215,10 +215,11 @@ def unread_key_warnings(cfg: Config, unread: Sequence[Tuple[str, Optional[str]]]
     where the key was written: `deepspeed.extra` or the `deepspeed.config` JSON."""
     import deepspeed
 
+    from t2t_mtl.engine.deepspeed_engine import deepspeed_key_source  # (it imports resume_checks, which imports us)
+
     out = []
     for key, close in unread:
-        where = (f"deepspeed.extra.{key}" if key in cfg.deepspeed.extra
-                 else f"deepspeed.config {cfg.deepspeed.config}: {key}")
+        where = deepspeed_key_source(cfg, key)
         hint = f"; did you mean {close!r}?" if close else ""
         out.append(f"{where}: DeepSpeed {deepspeed.__version__} reads no top-level key {key!r}, so it has no "
                    f"effect{hint}")
