@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.deepspeed_keys import unread_keys
@@ -203,3 +204,62 @@ def test_top_level_scalars_of_their_documented_types_pass(tmp_path):
     check_run_config(_config(tmp_path, extra={"gradient_clipping": 1, "gradient_predivide_factor": 2.0,
                                               "prescale_gradients": False, "wall_clock_breakdown": True,
                                               "memory_breakdown": False}))
+
+
+@pytest.mark.parametrize("kind", ["Adamm", "sgd", "torch.optim.SGD", "OneBitAdam", "FusedAdam", "MuAdam"])
+def test_an_optimizer_type_deepspeed_cannot_build_is_named_by_the_run_checks(tmp_path, kind):
+    # was: passed the run's checks and --print-config; deepspeed.initialize, after the data and the model, failed with
+    # "AssertionError: Adamm is not a supported DeepSpeed Optimizer" (its types: its own in any case, or a torch.optim
+    # class by its exact name; OneBitAdam and the like are gone from DeepSpeed 0.19), or for mup's optimizers without
+    # mup installed "UnboundLocalError: cannot access local variable 'MuAdam'"
+    import importlib.util
+
+    from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS
+
+    assert kind.lower() not in DEEPSPEED_OPTIMIZERS and not hasattr(torch.optim, kind) or kind == "MuAdam"
+    if kind == "MuAdam" and importlib.util.find_spec("mup") is not None:
+        pytest.skip("mup is installed here")
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": kind, "params": {"lr": 1e-3}}}))
+    for config, where in ((_config(tmp_path, extra={"optimizer": {"type": kind}}), "deepspeed.extra."),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(config)
+        assert str(caught.value).startswith(f"{where}optimizer.type {kind!r} is "), caught.value
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("AdamW", {"lr": "1e-3"}), ("AdamW", {"eps": None}), ("AdamW", {"betas": [0.9]}), ("AdamW", {"betas": 0.9}),
+    ("AdamW", {"weight_decay": -0.1}), ("AdamW", {"momentum": 0.9}), ("AdamW", {"amsgrad": "yes"}),
+    ("adam", {"betas": [0.9, 0.99, 0.9]}), ("SGD", {"lr": 0.1, "momentum": "0.9"}),
+    ("Adagrad", {"lr": -1.0}), ("AdamW", {"max_grad_norm": 1.0}),
+])
+def test_optimizer_params_deepspeed_cannot_build_with_are_named_by_the_run_checks(tmp_path, kind, params):
+    # was: passed the run's checks and --print-config; deepspeed.initialize (or the first step: amsgrad) failed after
+    # the data and the model with torch's raw error ("'<=' not supported between instances of 'float' and 'str'",
+    # "list index out of range", "unexpected keyword argument 'momentum'") or DeepSpeed's ValueError for
+    # max_grad_norm; the reference is torch's own optimizer (AdamW fused, as the run builds it), which refuses each
+    adam = kind.lower() in ("adam", "adamw")
+    if "max_grad_norm" not in params:
+        cls = getattr(torch.optim, "AdamW" if adam else kind)
+        with pytest.raises((TypeError, ValueError, IndexError)):
+            weight = torch.zeros(1, requires_grad=True)
+            built = cls([weight], **{"lr": 1e-3, **({"fused": True} if adam else {}), **params})
+            weight.grad = torch.zeros(1)
+            built.step()
+    path = tmp_path / "ds.json"
+    switches = {"torch_adam": True, "fused": True} if adam else {}  # (as the generated config's AdamW)
+    path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": kind, "params": {**switches, **params}}}))
+    extra = {"optimizer": {"type": kind, "params": params}}
+    for config, where in ((_config(tmp_path, extra=extra), "deepspeed.extra."),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(config)
+        assert str(caught.value).startswith(f"{where}optimizer.params"), caught.value
+
+
+def test_optimizers_deepspeed_builds_pass_the_run_checks(tmp_path):
+    for optimizer in ({"type": "adamw", "params": {"lr": 1e-3, "betas": [0.8, 0.9], "eps": 1e-6}},
+                      {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9}}, {"type": "RMSprop", "params": {}},
+                      {"type": "Adagrad", "params": {"lr": 0.1}}, {"type": "adam", "params": {"adam_w_mode": False}}):
+        check_run_config(_config(tmp_path, extra={"optimizer": optimizer}))

@@ -13,6 +13,7 @@ names are DeepSpeed's.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -189,6 +190,64 @@ def check_scheduler(ds: Dict[str, Any], source: str) -> None:
                           f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)")
 
 
+#: the keys of a DeepSpeed adam/adamw optimizer's params that DeepSpeed takes out before building it
+DEEPSPEED_ADAM_SWITCHES = ("torch_adam", "adam_w_mode", "fp32_optimizer_states")
+
+
+def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
+    """Refuse an `optimizer` section of `ds` that DeepSpeed could not build (it would fail only in
+    deepspeed.initialize or the first step, after the data and the model): a type that is neither one of
+    DeepSpeed's optimizers (any case) nor a torch.optim optimizer (its exact name), a mup one without mup
+    installed, a max_grad_norm param (DeepSpeed clips by gradient_clipping), and where DeepSpeed builds a torch
+    optimizer (a torch.optim type, adam/adamw with torch_adam, adagrad without offload) params its class does not
+    take or whose values it refuses, found by building it and stepping it on a throwaway parameter."""
+    optimizer = ds.get("optimizer")
+    if not isinstance(optimizer, Mapping) or not optimizer.get("type"):
+        return  # (check_typed_sections and the JSON's missing-type check name these)
+    from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS
+
+    name, params = optimizer["type"], dict(optimizer.get("params") or {})
+    own = name.lower() if name.lower() in DEEPSPEED_OPTIMIZERS else None
+    cls = getattr(torch.optim, name, None) if own is None else None
+    if own is None and not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"{source}optimizer.type {name!r} is neither one of DeepSpeed's optimizers "
+                          f"({', '.join(DEEPSPEED_OPTIMIZERS)}; in any case) nor a torch.optim optimizer (its exact "
+                          f"name, e.g. SGD, RMSprop, Adafactor)")
+    if own in ("muadam", "muadamw", "musgd") and importlib.util.find_spec("mup") is None:
+        raise ConfigError(f"{source}optimizer.type {name!r} is mup's, which is not installed: pip install mup, or "
+                          f"name another optimizer")
+    if "max_grad_norm" in params:
+        raise ConfigError(f"{source}optimizer.params.max_grad_norm is refused by DeepSpeed, which clips gradients "
+                          f"itself: remove it and set training.clip (deepspeed.extra.gradient_clipping) instead")
+    if own in ADAM_TYPES and params.get("torch_adam"):
+        adamw = own == "adamw" or params.get("adam_w_mode", True)
+        cls, params = (torch.optim.AdamW if adamw else torch.optim.Adam), {
+            key: value for key, value in params.items() if key not in DEEPSPEED_ADAM_SWITCHES}
+    elif own == "adagrad" and not json_offloads_optimizer(ds):
+        cls = torch.optim.Adagrad
+    if cls is None:
+        return  # (one of DeepSpeed's own kernels: building it here could mean compiling it)
+    error = _optimizer_error(cls, params)
+    if error is not None:
+        first_line = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        raise ConfigError(f"{source}optimizer.params do not fit {name} (DeepSpeed builds torch.optim."
+                          f"{cls.__name__}): {first_line}; give the params its constructor takes "
+                          f"(https://pytorch.org/docs/stable/optim.html)")
+
+
+def _optimizer_error(cls: type, params: Mapping[str, Any]) -> Optional[Exception]:
+    """The error that building the torch optimizer `cls` with `params` on a throwaway parameter and stepping it on a
+    zero gradient raises (its own value checks, some of which only its step makes); None where both work."""
+    weight = torch.zeros(1, requires_grad=True)
+    try:
+        optimizer = cls([weight], **params)
+        weight.grad = torch.zeros(1)
+        optimizer.step()
+    except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as error:
+        return error
+    return None
+
+
 def _construction_error(cls: type, params: Mapping[str, Any]) -> Optional[Exception]:
     """The TypeError or ValueError that building the scheduler `cls` with `params` on a throwaway optimizer raises
     (its own value checks); None where it builds."""
@@ -356,6 +415,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
                               f"apply to a whole JSON): add an \"optimizer\" section with its type, e.g. {{\"type\": "
                               f"\"AdamW\", \"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the "
                               f"training section")
+        check_optimizer(ds, f"deepspeed.config {path}: ")
         check_scheduler(ds, f"deepspeed.config {path}: ")
         own = json_precision(ds)
         if own == "fp16" and not torch.cuda.is_available():
@@ -393,5 +453,6 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     check_extra_offload(ds, cfg.deepspeed.offload_optimizer)
     check_extra_precision(ds, t.precision, precision)
     check_typed_sections(ds, "deepspeed.extra.")
+    check_optimizer(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
     return with_batch_keys(ds, batch)
