@@ -196,7 +196,7 @@ def test_rouge_against_ngram_and_lcs_formulas():
 def test_rouge_reads_ascii_text_as_rouge_score_does():
     from rouge_score import rouge_scorer
 
-    texts = ["The cat's mat, 3.14 m_long!", "the CAT sat\non the mat.", "U.S.A. e-mail x2 (running) ponies",
+    texts = ["The cat's mat, 3.14 m_long!", "the CAT sat\non the mat.", "U.S.A.-made e-mail x2 (running) ponies",
              "caresses_generously: ran 42", "", "!!!", "a\tb  c\n\nd"]
     preds, refs = texts, [[texts[(i + 1) % len(texts)], texts[(i + 3) % len(texts)]] for i in range(len(texts))]
     for stemmer in (False, True):
@@ -204,6 +204,33 @@ def test_rouge_reads_ascii_text_as_rouge_score_does():
         best = [scorer.score_multi(r, p) for p, r in zip(preds, refs)]
         want = {kind: sum(b[kind].fmeasure for b in best) / len(best) for kind in best[0]}
         assert compute_metric("rouge", preds, refs, use_stemmer=stemmer) == pytest.approx(want, abs=1e-12)
+
+
+SENTENCES = [(["The cat sat on the mat.", "It was happy!"], ["A cat sat.", "The mat was red?", "It was happy."]),
+             (["Rain fell all day.", "The roads flooded."], ["The roads flooded.", "Rain fell all day."]),
+             (['He said "stop."', "Then he left."], ["He left.", 'Then he said "stop."']),
+             (["我爱北京。", "他爱上海！"], ["他爱上海。", "我爱北京！"])]
+
+
+@pytest.mark.parametrize("prediction, reference", SENTENCES)
+def test_rouge_lsum_reads_the_sentences_of_texts_without_newlines(prediction, reference):
+    # was: rougeLsum read only a text's lines as its sentences, and a generation holds none (T5's tokenizers write no
+    # newline), so rougeLsum was rougeL on such texts (0.5 for two sentences in swapped order, not 1.0), and a
+    # reference with newlines was scored line by line against the one-line generation; the reference is
+    # rouge-score's rougeLsum of the sentences given one a line, as the usual sentence splitting hands them to it
+    # (with our tokenizer, which is rouge-score's on ASCII text and reads the Chinese words)
+    from rouge_score import rouge_scorer
+
+    from t2t_mtl.evaluation.metrics.rouge.rouge import UnicodeTokenizer
+
+    scorer = rouge_scorer.RougeScorer(["rougeLsum"], tokenizer=UnicodeTokenizer())
+    want = scorer.score("\n".join(reference), "\n".join(prediction))["rougeLsum"].fmeasure
+    joined = {"\n".join(reference), " ".join(reference)}  # (the same reference written either way)
+    for gold in joined:
+        assert compute_metric("rouge", [" ".join(prediction)], [[gold]])["rougeLsum"] == pytest.approx(want)
+    if reference[::-1] == prediction:
+        assert want == 1.0 and compute_metric("rouge", [" ".join(prediction)], [[" ".join(reference)]])[
+            "rougeL"] < 1.0
 
 
 def test_rouge_scores_text_of_other_scripts_by_its_words():

@@ -1,6 +1,11 @@
 """ROUGE-1/2/L/Lsum F-measures (rouge-score), per example the best over its references, then averaged.
 
-For rougeLsum, sentences are the lines of the text (no sentence splitter is needed offline). Texts are read as
+For rougeLsum, a text's sentences are its lines, each also cut after a sentence-final ".", "!" or "?" (and any
+closing quotes or brackets) followed by whitespace, and after "。", "！" or "？": T5's tokenizers write no newline (a
+generation never holds one), so reading lines alone scored a one-line prediction against a reference's lines, and
+mostly made rougeLsum rougeL. This is the usual practice of splitting both texts into sentences before scoring
+(rouge-score's split_summaries, HF's summarization examples), without nltk's punkt data, which is not installed
+offline; unlike punkt it also cuts after an abbreviation's period ("Mr. Smith"). Texts are read as
 words by `tokenize`, a Unicode-aware form of rouge-score's tokenizer: in NFKC form (as T5's tokenizers write every
 generation: a reference's decomposed "é" or full-width "ＡＢＣ" is the word a generation can write), lower-cased,
 cut at every character that is not a letter, digit or combining mark, of any script — on ASCII text exactly
@@ -21,6 +26,7 @@ from nltk.stem import porter
 from rouge_score import rouge_scorer, tokenizers
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+_SENTENCE_END = re.compile(r"([.!?][\"'”’)\]]*)\s+|([。！？][\"'”’)\]」』）]*)\s*")
 _UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")  # CJK, kana
 
 
@@ -35,6 +41,12 @@ def tokenize(text: str, stemmer: Optional[porter.PorterStemmer] = None) -> list[
     """The words of `text` as ROUGE compares them (see the module docstring), stemmed when `stemmer` is given."""
     words = "".join(_spaced(char) for char in unicodedata.normalize("NFKC", text).lower()).split()
     return [stemmer.stem(word) if len(word) > 3 else word for word in words] if stemmer else words
+
+
+def sentence_lines(text: str) -> str:
+    """`text` with each of its sentences on a line of its own, as rouge-score's rougeLsum reads sentences (see the
+    module docstring); the words are unchanged."""
+    return _SENTENCE_END.sub(lambda match: (match.group(1) or match.group(2)) + "\n", text)
 
 
 class UnicodeTokenizer(tokenizers.Tokenizer):
@@ -67,7 +79,7 @@ class Rouge(evaluate.Metric):
         scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=UnicodeTokenizer(use_stemmer))
         totals = dict.fromkeys(ROUGE_TYPES, 0.0)
         for prediction, refs in zip(predictions, references):
-            best = scorer.score_multi(list(refs), prediction)
+            best = scorer.score_multi([sentence_lines(ref) for ref in refs], sentence_lines(prediction))
             for kind in ROUGE_TYPES:
                 totals[kind] += best[kind].fmeasure
         n = len(predictions)
