@@ -263,3 +263,31 @@ def test_optimizers_deepspeed_builds_pass_the_run_checks(tmp_path):
                       {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9}}, {"type": "RMSprop", "params": {}},
                       {"type": "Adagrad", "params": {"lr": 0.1}}, {"type": "adam", "params": {"adam_w_mode": False}}):
         check_run_config(_config(tmp_path, extra={"optimizer": optimizer}))
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"steps_per_print": "10"}, "steps_per_print"), ({"steps_per_print": 0}, "steps_per_print"),
+    ({"gradient_predivide_factor": 0}, "gradient_predivide_factor"),
+    ({"data_types": {"grad_accum_dtype": "float64"}}, "data_types.grad_accum_dtype"),
+])
+def test_a_value_deepspeeds_engine_fails_on_after_its_parser_passed_it_is_named_by_the_run_checks(tmp_path, section,
+                                                                                                 key):
+    # was: passed the run's checks and --print-config (DeepSpeed's parser too, the reference: it accepts each), and
+    # deepspeed.initialize or the first step failed after the data and the model ("unsupported operand type(s) for
+    # %: 'int' and 'str'", "integer modulo by zero", "float division by zero", "'float64' is not a valid DtypeEnum")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **section})
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **section}))
+    for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(config)
+        assert str(caught.value).startswith(f"{where}{key} must "), caught.value
+
+
+def test_values_deepspeeds_engine_takes_pass_the_run_checks(tmp_path):
+    check_run_config(_config(tmp_path, extra={"steps_per_print": None, "gradient_predivide_factor": 2,
+                                              "data_types": {"grad_accum_dtype": "fp32"}}))
+    check_run_config(_config(tmp_path, extra={"steps_per_print": 5, "data_types": {"grad_accum_dtype": None}}))

@@ -190,6 +190,31 @@ def check_scheduler(ds: Dict[str, Any], source: str) -> None:
                           f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)")
 
 
+def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
+    """Refuse values of `ds` (written under `source`) that DeepSpeed's parser passes and its engine fails on, in
+    deepspeed.initialize or a training step, with a raw error: a `steps_per_print` that is no positive integer (it
+    prints when the step count modulo it is 0; null prints never), a `gradient_predivide_factor` that is no positive
+    number (it divides the gradients by it) and a `data_types.grad_accum_dtype` that names no dtype it knows."""
+    steps = ds.get("steps_per_print")
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps > 0):
+        raise ConfigError(f"{source}steps_per_print must be a positive integer (DeepSpeed logs every that many "
+                          f"steps) or null, got {steps!r}")
+    factor = ds.get("gradient_predivide_factor", 1.0)
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool) and not factor > 0:
+        raise ConfigError(f"{source}gradient_predivide_factor must be a positive number (DeepSpeed divides the "
+                          f"gradients by it before averaging them; 1.0 by default), got {factor!r}")
+    dtype = (ds.get("data_types") or {}).get("grad_accum_dtype")
+    if dtype is not None:
+        from deepspeed.runtime.config import DtypeEnum
+
+        try:
+            DtypeEnum(dtype)  # (as the engine reads it)
+        except ValueError:
+            raise ConfigError(f"{source}data_types.grad_accum_dtype must name a dtype DeepSpeed knows (e.g. "
+                              f"{', '.join(member.name for member in DtypeEnum)}) or be null for the model's, got "
+                              f"{dtype!r}") from None
+
+
 #: the keys of a DeepSpeed adam/adamw optimizer's params that DeepSpeed takes out before building it
 DEEPSPEED_ADAM_SWITCHES = ("torch_adam", "adam_w_mode", "fp32_optimizer_states")
 
@@ -416,6 +441,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
                               f"\"AdamW\", \"params\": {{\"lr\": {t.lr}}}}}, or remove deepspeed.config to use the "
                               f"training section")
         check_optimizer(ds, f"deepspeed.config {path}: ")
+        check_unchecked_values(ds, f"deepspeed.config {path}: ")
         check_scheduler(ds, f"deepspeed.config {path}: ")
         own = json_precision(ds)
         if own == "fp16" and not torch.cuda.is_available():
@@ -454,5 +480,6 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     check_extra_precision(ds, t.precision, precision)
     check_typed_sections(ds, "deepspeed.extra.")
     check_optimizer(ds, "deepspeed.extra.")
+    check_unchecked_values(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
     return with_batch_keys(ds, batch)
