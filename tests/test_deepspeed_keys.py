@@ -39,6 +39,19 @@ def _config(tmp_path, **deepspeed):
                              "training": {"output_dir": str(tmp_path / "run")}, "deepspeed": deepspeed})
 
 
+def _refused_in_extra_and_json(tmp_path, section, start, json_section=None):
+    """Assert that the run's checks refuse `section` in deepspeed.extra and in a deepspeed.config JSON (DOCUMENTED's
+    sections updated by `json_section`, else by `section`), each message starting with where it is written and then
+    `start`."""
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **(section if json_section is None else json_section)}))
+    for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(config)
+        assert str(caught.value).startswith(f"{where}{start}"), caught.value
+
+
 def test_the_generated_config_has_no_unread_key_and_a_misspelt_extra_or_json_key_is_warned_of(tmp_path):
     assert not [w for w in config_warnings(_config(tmp_path)) if "DeepSpeed" in w]
     warnings = config_warnings(_config(tmp_path, zero_stage=1, extra={"zero_optimisation": {"stage": 1},
@@ -93,13 +106,7 @@ def test_an_optimizer_or_scheduler_section_of_the_wrong_shape_is_named(tmp_path,
 def test_a_deepspeed_section_that_is_no_mapping_is_named(tmp_path, section, key):
     # was: a raw AttributeError ('NoneType' object has no attribute 'get') from the run's own fp16, precision or
     # offload checks, or a TypeError ('argument after ** must be a mapping') from DeepSpeed's config parser
-    path = tmp_path / "ds.json"
-    path.write_text(json.dumps({**DOCUMENTED, **section}))
-    for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
-                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(config)
-        assert str(caught.value).startswith(f"{where}{key} must be a mapping"), caught.value
+    _refused_in_extra_and_json(tmp_path, section, f"{key} must be a mapping")
 
 
 def test_a_deepspeed_json_optimizer_without_a_type_is_refused_as_no_optimizer_is(tmp_path):
@@ -191,13 +198,7 @@ def test_a_top_level_scalar_of_the_wrong_type_is_named_by_the_run_checks(tmp_pat
     # a training step failed after the data and the model were built, a "no" string was read as true, or the parser
     # raised a raw TypeError (wall_clock_breakdown); the types are DeepSpeed's documented ones (config-json: a float,
     # a boolean)
-    path = tmp_path / "ds.json"
-    path.write_text(json.dumps({**DOCUMENTED, key: value}))
-    for config, where in ((_config(tmp_path, extra={key: value}), f"deepspeed.extra.{key}"),
-                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: {key}")):
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(config)
-        assert str(caught.value).startswith(f"{where} must be {kind}, got {value!r}: "), caught.value
+    _refused_in_extra_and_json(tmp_path, {key: value}, f"{key} must be {kind}, got {value!r}: ")
 
 
 def test_top_level_scalars_of_their_documented_types_pass(tmp_path):
@@ -219,13 +220,8 @@ def test_an_optimizer_type_deepspeed_cannot_build_is_named_by_the_run_checks(tmp
     assert kind.lower() not in DEEPSPEED_OPTIMIZERS and not hasattr(torch.optim, kind) or kind == "MuAdam"
     if kind == "MuAdam" and importlib.util.find_spec("mup") is not None:
         pytest.skip("mup is installed here")
-    path = tmp_path / "ds.json"
-    path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": kind, "params": {"lr": 1e-3}}}))
-    for config, where in ((_config(tmp_path, extra={"optimizer": {"type": kind}}), "deepspeed.extra."),
-                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(config)
-        assert str(caught.value).startswith(f"{where}optimizer.type {kind!r} is "), caught.value
+    _refused_in_extra_and_json(tmp_path, {"optimizer": {"type": kind, "params": {"lr": 1e-3}}},
+                               f"optimizer.type {kind!r} is ")
 
 
 @pytest.mark.parametrize("kind, params", [
@@ -247,15 +243,9 @@ def test_optimizer_params_deepspeed_cannot_build_with_are_named_by_the_run_check
             built = cls([weight], **{"lr": 1e-3, **({"fused": True} if adam else {}), **params})
             weight.grad = torch.zeros(1)
             built.step()
-    path = tmp_path / "ds.json"
     switches = {"torch_adam": True, "fused": True} if adam else {}  # (as the generated config's AdamW)
-    path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": kind, "params": {**switches, **params}}}))
-    extra = {"optimizer": {"type": kind, "params": params}}
-    for config, where in ((_config(tmp_path, extra=extra), "deepspeed.extra."),
-                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(config)
-        assert str(caught.value).startswith(f"{where}optimizer.params"), caught.value
+    _refused_in_extra_and_json(tmp_path, {"optimizer": {"type": kind, "params": params}}, "optimizer.params",
+                               {"optimizer": {"type": kind, "params": {**switches, **params}}})
 
 
 def test_optimizers_deepspeed_builds_pass_the_run_checks(tmp_path):
@@ -278,13 +268,7 @@ def test_a_value_deepspeeds_engine_fails_on_after_its_parser_passed_it_is_named_
     from deepspeed.runtime.config import DeepSpeedConfig
 
     DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **section})
-    path = tmp_path / "ds.json"
-    path.write_text(json.dumps({**DOCUMENTED, **section}))
-    for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
-                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(config)
-        assert str(caught.value).startswith(f"{where}{key} must "), caught.value
+    _refused_in_extra_and_json(tmp_path, section, f"{key} must ")
 
 
 def test_values_deepspeeds_engine_takes_pass_the_run_checks(tmp_path):
