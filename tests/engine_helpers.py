@@ -87,7 +87,36 @@ def spawn_ranks(target: Any, rank_args: List[tuple], timeout: float) -> List[Any
     still alive then (e.g. a rank waiting for one that died). Returns their exit codes (-9 for a killed one)."""
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
+    return _run_ranks(multiprocessing.get_context("spawn"), target, rank_args, timeout)
+
+
+# What a rank of forked_ranks imports anyway: loaded once in the forkserver, so a rank starts without importing torch,
+# DeepSpeed and transformers again (seconds of CPU each)
+RANK_PRELOAD = ["torch", "deepspeed", "transformers", "t2t_mtl.engine.trainer", "t2t_mtl.cli", "t2t_mtl.evaluation"]
+
+
+def _forked_rank(environ: Dict[str, str], target: Any, args: tuple) -> None:
+    """A forked rank: `target(*args)` under the environment its parent had when starting it (a forkserver's
+    children would otherwise inherit the server's, frozen when it started)."""
+    os.environ.clear()
+    os.environ.update(environ)
+    target(*args)
+
+
+def forked_ranks(target: Any, rank_args: List[tuple], timeout: float) -> List[Any]:
+    """spawn_ranks for ranks whose outcome cannot depend on each process having its own hash seed (a rank that stops
+    another, collectives on numbers) nor on how a process exits: the processes fork from a forkserver, a clean
+    process (no process group, thread or test state of this one) that imported RANK_PRELOAD once, so they share its
+    hash seed, and leave by os._exit after `target` returns, without the interpreter's teardown. Each runs under
+    this process's current environment. Returns their exit codes (-9 for one killed after `timeout` s)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(RANK_PRELOAD)  # (read when the server starts: the first call)
+    return _run_ranks(context, _forked_rank, [(dict(os.environ), target, args) for args in rank_args], timeout)
+
+
+def _run_ranks(context: Any, target: Any, rank_args: List[tuple], timeout: float) -> List[Any]:
     processes = [context.Process(target=target, args=args) for args in rank_args]
     for p in processes:
         p.start()

@@ -2,7 +2,6 @@
 kill -9 + `--resume auto` continuing the exact run (steps, task sequence, data order, final weights)."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import socket
@@ -20,8 +19,8 @@ from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.export import load_trained_model
 from t2t_mtl.engine.trainer import train
 
-from engine_helpers import REPO, step_records, subprocess_env, tiny_config, train_command, train_tiny_tokenizer, \
-    write_config
+from engine_helpers import REPO, forked_ranks, step_records, subprocess_env, tiny_config, train_command, \
+    train_tiny_tokenizer, write_config
 
 ENV = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
 
@@ -149,19 +148,9 @@ def test_a_save_failing_on_one_rank_raises_on_every_rank_at_once(tmp_path, fail,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    context = multiprocessing.get_context("spawn")
     out = str(tmp_path / "result")
-    processes = [context.Process(target=_two_rank_save_worker,
-                                 args=(rank, port, str(tmp_path / "run"), fail, failing_rank, out))
-                 for rank in range(2)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(timeout=120)
-    for p in processes:
-        if p.exitcode is None:
-            p.kill()
-    assert [p.exitcode for p in processes] == [0, 0]
+    assert forked_ranks(_two_rank_save_worker, [(rank, port, str(tmp_path / "run"), fail, failing_rank, out)
+                                                for rank in range(2)], timeout=120) == [0, 0]
     results = {rank: {step: Path(f"{out}.{rank}.{step}").read_text().split(" ", 1) for step in (5, 10)}
                for rank in range(2)}
     assert results[0][5][1] == results[1][5][1] == "saved"

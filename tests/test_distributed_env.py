@@ -188,13 +188,15 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _run_two_ranks(worker, out: str) -> int:
-    """Run `worker(rank, port, out)` as ranks 0 and 1 of a fresh port in spawned processes; assert both exit 0 within
-    120 s (a rank still alive then is killed: e.g. one waiting on a buffer another rank removed). Returns the port."""
-    from engine_helpers import free_port, spawn_ranks
+def _run_two_ranks(worker, out: str, *, teardown: bool = False) -> int:
+    """Run `worker(rank, port, out)` as ranks 0 and 1 of a fresh port in forked processes (spawned ones, which end
+    through the interpreter's teardown, with `teardown`); assert both exit 0 within 120 s (a rank still alive then is
+    killed: e.g. one waiting on a buffer another rank removed). Returns the port."""
+    from engine_helpers import forked_ranks, free_port, spawn_ranks
 
     port = free_port()
-    assert spawn_ranks(worker, [(rank, port, out) for rank in range(2)], timeout=120) == [0, 0]
+    start = spawn_ranks if teardown else forked_ranks
+    assert start(worker, [(rank, port, out) for rank in range(2)], timeout=120) == [0, 0]
     return port
 
 
@@ -305,7 +307,7 @@ def test_ranks_stopping_on_an_error_leave_their_process_group_before_they_exit(t
     # was: the refused rank, and the ranks that stopped on learning of it, exited with the group alive, and gloo
     # aborted in the interpreter's teardown now and then ('terminate called without an active exception', exit -6)
     out = str(tmp_path / "stopped")
-    _run_two_ranks(_stopping_worker, out)
+    _run_two_ranks(_stopping_worker, out, teardown=True)
     assert [Path(f"{out}.{rank}").read_text() for rank in range(2)] == [repr([[1], False]), repr([None, False])]
 
 

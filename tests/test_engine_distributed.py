@@ -23,8 +23,8 @@ from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
 
 from cluster_helpers import private_slurm, private_sshd
-from engine_helpers import REPO, free_port, run_checked, spawn_ranks, step_losses, step_records, subprocess_env, \
-    tiny_config, torchrun_command, train_tiny_tokenizer, write_config
+from engine_helpers import REPO, forked_ranks, free_port, run_checked, spawn_ranks, step_losses, step_records, \
+    subprocess_env, tiny_config, torchrun_command, train_tiny_tokenizer, write_config
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -400,7 +400,7 @@ def test_a_rank_that_cannot_read_its_training_data_stops_the_others_at_once(work
     config = tiny_config(root / "unreadable", tok, root / "cache")
     out = str(root / "unreadable_result")
     port = free_port()
-    spawn_ranks(_unreadable_data_worker, [(rank, port, config, out) for rank in range(2)], timeout=150)
+    forked_ranks(_unreadable_data_worker, [(rank, port, config, out) for rank in range(2)], timeout=150)
     results = [open(f"{out}.{rank}").read() if os.path.exists(f"{out}.{rank}") else "still waiting" for rank in (0, 1)]
     assert results == ["ConfigError: rank 1 of 2 could not read the training data (see its error); every rank must "
                        "see the same data: data.data_dir, data.cache_dir and task files on a filesystem all nodes "

@@ -959,13 +959,14 @@ def _eval_rank_worker(rank: int, port: int, argv: list, out: str) -> None:
 def test_a_rank_refused_before_the_evaluation_stops_the_other_ranks_at_once(checkpoint, tmp_path, refused, message):
     # was: the other ranks waited for it in the rendezvous for torch's 30-minute timeout (refused before joining), or
     # went on to evaluate and died in the first gather with a traceback (refused after joining)
-    from engine_helpers import free_port, spawn_ranks
+    from engine_helpers import forked_ranks, free_port
 
     base = ["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--max-examples", "2", "--max-new-tokens", "2",
             "--no-progress"]
     out = str(tmp_path / "rank")
     port = free_port()  # rank 1's own value of an option comes last, and wins
-    codes = spawn_ranks(_eval_rank_worker, [(rank, port, base + refused * rank, out) for rank in range(2)], timeout=150)
+    codes = forked_ranks(_eval_rank_worker, [(rank, port, base + refused * rank, out) for rank in range(2)],
+                         timeout=150)
     assert codes == [0, 0]  # (a rank still waiting after 150 s is killed: -9)
     (code0, joined0, err0), (code1, joined1, err1) = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
     assert (code0, code1, joined0, joined1) == (2, 2, False, False), (err0, err1)
@@ -1012,7 +1013,7 @@ def test_a_rank_failing_during_the_evaluation_stops_the_other_ranks_naming_it(ch
                                                                                 failure, message):
     # was: rank 1 exited with its error while rank 0 died in its next gather with gloo's traceback (its data), or
     # finished and printed the report (exit 0) as if every rank had scored it (its metric, after the last gather)
-    from engine_helpers import free_port, spawn_ranks
+    from engine_helpers import forked_ranks, free_port
 
     for rank in (0, 1) if failure == "metric" else (0,):  # rank 1 lacks its rows file where its data fails
         shutil.copy(data_file, tmp_path / f"rows.{rank}.jsonl")
@@ -1023,7 +1024,7 @@ def test_a_rank_failing_during_the_evaluation_stops_the_other_ranks_naming_it(ch
     argv = ["eval", "--checkpoint", checkpoint, "--task-module", str(module), "--tasks", "ranked_data",
             "--max-examples", "4", "--no-progress"]
     out, port = str(tmp_path / "rank"), free_port()
-    codes = spawn_ranks(_eval_rank_worker, [(rank, port, argv, out) for rank in range(2)], timeout=150)
+    codes = forked_ranks(_eval_rank_worker, [(rank, port, argv, out) for rank in range(2)], timeout=150)
     assert codes == [0, 0]  # (a rank still waiting after 150 s is killed: -9; one dying on a traceback exits 1)
     (code0, joined0, err0), (code1, joined1, err1) = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
     assert (code0, code1, joined0, joined1) == (2, 2, False, False), (err0, err1)
