@@ -153,6 +153,48 @@ def test_an_empty_path_or_name_is_a_usage_error_naming_the_argument(argv, argume
     assert err.startswith(f"error: {argument}: ") and says in err, err
 
 
+#: a command line of every command taking --data-dir whose selection reads no data (so nothing else would refuse a
+#: --data-dir that points nowhere), by the command's prog; {data} is the bad --data-dir
+DATA_DIR_COMMANDS = {
+    "t2t-mtl train": ["train", "--print-config", "--data-dir", "{data}"],
+    "t2t-mtl affinity transfer": ["affinity", "transfer", "--tasks", "parity,count_word", "--steps", "1",
+                                  "--data-dir", "{data}", "--out", "{tmp}/study"],
+    "t2t-mtl eval": ["eval", "--checkpoint", MISSING, "--tasks", "parity", "--data-dir", "{data}"],
+    "t2t-mtl mixture show": ["mixture", "show", "procedural", "--draws", "0", "--data-dir", "{data}"],
+    "t2t-mtl mixture overlap": ["mixture", "overlap", "parity", "--eval", "parity", "--data-dir", "{data}"],
+    "t2t-mtl tasks": ["tasks", "--data-dir", "{data}", "show", "parity"],
+    "t2t-mtl tasks list": ["tasks", "list", "--cluster", "arithmetic", "--data-dir", "{data}"],
+    "t2t-mtl tasks show": ["tasks", "show", "parity", "--data-dir", "{data}"],
+    "t2t-mtl tasks preview": ["tasks", "preview", "parity", "-n", "1", "--data-dir", "{data}"],
+    "t2t-mtl tasks validate": ["tasks", "validate", f"{MISSING}.yaml", "--data-dir", "{data}"],
+    "t2t-mtl tokenizer train": ["tokenizer", "train", "--mixture", "procedural", "--max-examples", "1",
+                                "--out", "{tmp}/tok", "--data-dir", "{data}"],
+}
+
+
+def test_every_command_taking_a_data_dir_is_checked_below():
+    from t2t_mtl.cli import build_parser
+
+    progs = {parser.prog for parser in _parsers(build_parser()) for action in parser._actions
+             if "--data-dir" in action.option_strings}
+    assert progs == set(DATA_DIR_COMMANDS)
+
+
+@pytest.mark.parametrize("prog", sorted(DATA_DIR_COMMANDS))
+@pytest.mark.parametrize("state", ["does not exist", "is a file"])
+def test_a_data_dir_that_is_no_folder_is_refused_up_front_naming_the_option(prog, state, tmp_path, capsys):
+    # was: eval, mixture, tasks and tokenizer train set it as the data dir and went on (exit 0 where the selected tasks
+    # read no data: `tasks list --data-dir /typo` listed the tasks), as train and affinity transfer did not
+    data = tmp_path / "data"
+    if state == "is a file":
+        data.write_text("", encoding="utf-8")
+    argv = [part.replace("{data}", str(data)).replace("{tmp}", str(tmp_path)) for part in DATA_DIR_COMMANDS[prog]]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"error: --data-dir {data} {state}: name the folder holding "
+                                       f"<hub path>/<config or default>/<split>.jsonl\n")
+    assert not (tmp_path / "study").exists() and not (tmp_path / "tok").exists()
+
+
 @pytest.mark.parametrize("argv, pointer", [
     (["tasks", "preview", "parity", "--nn", "3"], "t2t-mtl tasks preview --help"),
     (["tasks", "--bogus", "list"], "t2t-mtl tasks --help"),

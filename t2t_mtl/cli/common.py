@@ -75,9 +75,10 @@ def add_task_module_option(parser: argparse.ArgumentParser, default: Any = None,
 
 
 def data_dir_problem(data_dir: Optional[str]) -> Optional[str]:
-    """Why `--data-dir` cannot be the data.data_dir of the runs `train` and `affinity transfer` start (None: it can,
-    or it was not given), naming the option: the config's check would name the key `data.data_dir`, with advice on
-    relative paths in a config file, once a run starts."""
+    """Why `--data-dir` cannot be read (None: it can, or it was not given), naming the option: every command that
+    takes it refuses a path that is no folder before anything else, even where the tasks it selects read no data (a
+    typo would otherwise pass unseen until a task reads the hub's copy, or not at all); for the runs `train` and
+    `affinity transfer` start, the config's check would name the key `data.data_dir` once a run starts."""
     if data_dir is None or Path(data_dir).is_dir():
         return None
     state = "is a file" if Path(data_dir).exists() else "does not exist"

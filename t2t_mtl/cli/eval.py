@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from t2t_mtl.cli.common import (add_data_dir_option, add_decoding_options, add_task_module_option, add_tasks_dir_option,
-                                below_one, fail, ignored_scoring_option, name_argument, path_argument, resolve_device)
+                                below_one, data_dir_problem, fail, ignored_scoring_option, name_argument,
+                                path_argument, resolve_device)
 from t2t_mtl.cli.eval_defaults import ALL_EXAMPLES, eval_settings, max_examples_option, settings_from_run
 from t2t_mtl.model_folder import is_model_folder
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
@@ -246,7 +247,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length",
-                               *(("max_examples",) if args.max_examples != ALL_EXAMPLES else ())))
+                               *(("max_examples",) if args.max_examples != ALL_EXAMPLES else ()))) \
+        or data_dir_problem(args.data_dir)
     if invalid:
         print(f"error: {invalid}", file=sys.stderr)
         return 2

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail,
-                                name_argument, path_argument)
+from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option,
+                                data_dir_problem, fail, name_argument, path_argument)
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
@@ -89,7 +89,7 @@ def show_mixture(args: argparse.Namespace) -> int:
         for flag, least in (("draws", 0), ("epochs", 1), ("seed", 0)):  # before the sampler names its own keys
             if getattr(args, flag) < least:
                 raise ValueError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
-        refused = config_conflict(args)
+        refused = config_conflict(args) or data_dir_problem(args.data_dir)
         if refused:
             raise ValueError(refused)
         if args.config is None and args.sampler is None:
@@ -157,6 +157,9 @@ def show_overlap(args: argparse.Namespace) -> int:
     from task_registry.overlap import find_overlap
 
     try:
+        problem = data_dir_problem(args.data_dir)
+        if problem:
+            raise ValueError(problem)
         if args.data_dir:
             task_registry.set_data_dir(args.data_dir)
         if args.json:

@@ -28,7 +28,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import yaml
 
 from t2t_mtl.cli.common import (TASK_MODULE_HELP, TASKS_DIR_HELP, add_data_dir_option, add_task_module_option,
-                                add_tasks_dir_option, fail, name_argument, path_argument)
+                                add_tasks_dir_option, data_dir_problem, fail, name_argument, path_argument)
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import counted, repeated_items
 
@@ -131,6 +131,9 @@ def _guarded(command):
     def run(args: argparse.Namespace) -> int:
         from task_registry import TaskRegistryError
 
+        problem = data_dir_problem(args.data_dir)
+        if problem:
+            return fail(problem)
         try:
             _prepare(args)
             return command(args)
@@ -308,6 +311,9 @@ def _validate(args: argparse.Namespace) -> int:
     if args.rows < 0:
         print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
         return 2
+    problem = data_dir_problem(args.data_dir)
+    if problem:
+        return fail(problem)
     if _tasks_dirs(args):
         print("error: --tasks-dir registers tasks for list, show and preview; validate checks only PATH (YAML task "
               "files) and would ignore it: give the folder as PATH", file=sys.stderr)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option, fail, name_argument,
-                                path_argument)
+from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add_tasks_dir_option,
+                                data_dir_problem, fail, name_argument, path_argument)
 from t2t_mtl.output_paths import prepare_output_dir, refuse_non_empty_dir, unwritten_output
 from t2t_mtl.registration import register_tasks
 
@@ -43,6 +43,9 @@ def run_train(args: argparse.Namespace) -> int:
     import task_registry
     from t2t_mtl.tokenizer import MAX_VOCAB_SIZE, MIN_VOCAB_SIZE, mixture_texts, train_tokenizer
 
+    problem = data_dir_problem(args.data_dir)
+    if problem:
+        return fail(problem)
     if args.data_dir:
         task_registry.set_data_dir(args.data_dir)
     if args.max_examples is not None and args.max_examples < 1:
