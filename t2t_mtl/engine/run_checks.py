@@ -26,6 +26,7 @@ from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import check_t5_checkpoint
 from t2t_mtl.model.lora import LoRAConfig, check_targets, lora_settings
 from t2t_mtl.registration import register_tasks
+from t2t_mtl.size_limits import MAX_MODEL_PARAMETERS
 from t2t_mtl.wording import repeated_items
 
 if TYPE_CHECKING:
@@ -418,6 +419,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     (None: read it where needed)."""
     check_model_source(cfg.model)
     rates = training_rates(cfg)
+    check_model_size(cfg, list(rates))
     sampling_cfg = run_sampling_config(cfg, rates)
     sampler = check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
     check_signal_config(cfg, sampler)
@@ -457,6 +459,26 @@ def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
                           "ZeRO-3 with an offloaded optimizer (deepspeed.offload_optimizer, or offload_optimizer "
                           "in deepspeed.config's zero_optimization) moves them to the CPU only at the step boundary "
                           "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
+
+
+def check_model_size(cfg: Config, task_names: Sequence[str]) -> None:
+    """ConfigError when the model a run would build from model.dims, with model.moe's experts, has more than
+    `MAX_MODEL_PARAMETERS` parameters (`t5_parameter_count`, from the sizes alone), naming the count: before it is
+    built (on the meta device by the checks, or after tokenizing by the run), which for sizes such as 10**12 fails in
+    an allocator or loops for hours. A pretrained model keeps its own sizes (not checked here)."""
+    if cfg.model.name_or_path is not None:
+        return
+    from t2t_mtl.model.moe_config import MoEConfig
+    from t2t_mtl.model.parameter_count import t5_parameter_count
+
+    moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)}) if cfg.model.moe else None
+    count = t5_parameter_count(model_config(cfg.model), moe)
+    if count > MAX_MODEL_PARAMETERS:
+        keys = "model.dims and model.moe" if moe else "model.dims"
+        raise ConfigError(f"{keys} size a model of {count:.3g} parameters ({4 * count:.3g} bytes in fp32), more than "
+                          f"the {MAX_MODEL_PARAMETERS:.0e} a run builds at most (ten times the largest T5-family "
+                          f"model published): reduce d_model, d_ff, d_kv, num_heads, num_layers, num_decoder_layers "
+                          f"or vocab_size{' (or model.moe.num_experts)' if moe else ''}")
 
 
 def is_local_model(name_or_path: Optional[str]) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from t2t_mtl.config_types import unknown_key_message
+from t2t_mtl.size_limits import MAX_EXPERTS
 from t2t_mtl.wording import counted
 
 __all__ = ["LAYER_CHOICES", "ROUTING_MODES", "UNSEEN_TASK_ROUTINGS", "MissingTaskIdsError", "MoEConfig",
@@ -116,6 +117,9 @@ class MoEConfig:
             bad("expert_ids", "must be a mapping {layer: [expert ids]}")
         if not _is_int(self.num_experts) or self.num_experts < 1:
             bad("num_experts", "must be an integer >= 1")
+        if self.num_experts > MAX_EXPERTS:
+            bad("num_experts", f"must be at most {MAX_EXPERTS}, the most experts the Triton router routes (one tile "
+                               f"holds a token's logit for every expert): use fewer experts")
         if not _is_int(self.top_k) or not 1 <= self.top_k <= self.num_experts:
             bad("top_k", f"must be an integer in [1, num_experts={self.num_experts}]")
         if not _is_int(self.every) or self.every < 1:

@@ -1,0 +1,16 @@
+"""The largest sizes a config or a command accepts, in one place, each set where something real stops working past
+it (a kernel's limit, a model no machine builds): a value past one is refused before anything is read or built,
+naming the key or option, the value and the limit, instead of failing in an allocator or running for hours.
+
+A limit that depends on the model or the data (beams at most the vocabulary, shots at most the rows there are) is
+checked where those are known, against them; the constants here are the ones that hold whatever the model."""
+from __future__ import annotations
+
+#: experts per MoE layer at most: the Triton router holds every expert's logit of a token in one tile, at most
+#: Triton's largest tensor, 2**20 elements (`t2t_kernels.moe`), so a layer with more experts could not route on a GPU
+#: (and a run that passes its checks on the CPU's reference backend must train on one too)
+MAX_EXPERTS = 1 << 20
+
+#: parameters of a model whose sizes a run sets (model.dims, model.moe) at most: ten times the largest T5-family model
+#: published, Switch-C (1.6e12 parameters); its fp32 weights alone would take 40 TB
+MAX_MODEL_PARAMETERS = 10 ** 13

@@ -1,0 +1,83 @@
+"""The size limits of `t2t_mtl.size_limits`: an absurd size (a typo's 10**12) is refused before anything is built or
+run, naming the key or option, the value and the limit; a size at the limit still passes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine.run_checks import check_run_config
+from t2t_mtl.model.moe import MoEConfig, MoEConfigError, TaskAwareT5
+from t2t_mtl.model.parameter_count import t5_parameter_count
+from t2t_mtl.size_limits import MAX_EXPERTS, MAX_MODEL_PARAMETERS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {"vocab_size": 40, "d_model": 8, "d_kv": 4, "d_ff": 12, "num_layers": 3, "num_decoder_layers": 2,
+        "num_heads": 2}
+
+
+def _built_count(config: T5Config) -> int:
+    """The parameters of the model built from `config` on the meta device (a TaskAwareT5 where it has a moe)."""
+    with torch.device("meta"):
+        model = TaskAwareT5(config) if getattr(config, "moe", None) else T5ForConditionalGeneration(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dims", [{}, {"feed_forward_proj": "gated-gelu"}, {"tie_word_embeddings": False},
+                                  {"num_decoder_layers": 5, "relative_attention_num_buckets": 7}])
+def test_a_dense_models_parameter_count_is_the_built_models(dims):
+    config = T5Config(**{**TINY, **dims})
+    assert t5_parameter_count(config) == _built_count(config)
+
+
+@pytest.mark.parametrize("moe", [{"num_experts": 3, "top_k": 1}, {"num_experts": 4, "every": 1, "routing": "task"},
+                                 {"num_experts": 2, "every": 2, "layers": "encoder", "routing": "hybrid"},
+                                 {"num_experts": 5, "every": 1, "layers": "decoder", "routing": "token"}])
+def test_an_moe_models_parameter_count_is_the_built_models(moe):
+    settings = MoEConfig.from_dict({**moe, "task_names": ["a", "b"]})
+    config = T5Config(**TINY, feed_forward_proj="gated-relu")
+    config.moe = settings.to_dict()
+    assert t5_parameter_count(config, settings) == _built_count(config)
+
+
+def test_the_expert_limit_is_the_triton_routers():
+    from t2t_kernels.moe import _MAX_TILE
+
+    assert MAX_EXPERTS == _MAX_TILE
+
+
+def test_more_experts_than_the_router_routes_are_refused_naming_the_key():
+    # was: accepted, and --print-config's build on the meta device died of a MemoryError (list(range(num_experts)))
+    assert MoEConfig.from_dict({"num_experts": MAX_EXPERTS}).num_experts == MAX_EXPERTS
+    with pytest.raises(MoEConfigError, match=f"model.moe.num_experts={10 ** 12}: must be at most {MAX_EXPERTS}, "):
+        MoEConfig.from_dict({"num_experts": 10 ** 12})
+
+
+def _run_config(tmp_path, **model):
+    return config_from_dict({"model": model, "data": {"tasks": ["parity"]},
+                             "training": {"output_dir": str(tmp_path / "run")}})
+
+
+@pytest.mark.parametrize("key, size", [("d_model", 10 ** 12), ("d_ff", 10 ** 12), ("num_layers", 10 ** 12),
+                                       ("num_heads", 10 ** 12), ("vocab_size", 10 ** 13)])
+def test_model_dims_sizing_more_parameters_than_the_limit_are_refused_with_the_count(key, size, tmp_path):
+    # was: passed train --print-config and the run's checks; the run failed when it built the model, after tokenizing
+    # (an allocator's error, or hours of looping over 10**12 layers)
+    dims = {**TINY, key: size}
+    count = t5_parameter_count(T5Config(**dims))
+    assert count > MAX_MODEL_PARAMETERS
+    with pytest.raises(ConfigError) as refused:
+        check_run_config(_run_config(tmp_path, dims=dims))
+    assert str(refused.value).startswith(f"model.dims size a model of {count:.3g} parameters ({4 * count:.3g} bytes "
+                                         f"in fp32), more than the 1e+13 a run builds at most")
+    assert "reduce d_model, d_ff, d_kv, num_heads, num_layers, num_decoder_layers or vocab_size" in str(refused.value)
+
+
+def test_experts_are_counted_against_the_limit(tmp_path):
+    dims = {**TINY, "d_model": 10 ** 4, "d_ff": 10 ** 5}
+    moe = {"num_experts": MAX_EXPERTS, "top_k": 1, "every": 1}
+    check_run_config(_run_config(tmp_path, dims=dims, moe={**moe, "num_experts": 8}))  # (8e10 parameters: built)
+    with pytest.raises(ConfigError, match=r"^model.dims and model.moe size a model of .* \(or model.moe.num_experts\)"):
+        check_run_config(_run_config(tmp_path, dims=dims, moe=moe))
