@@ -14,3 +14,8 @@ MAX_EXPERTS = 1 << 20
 #: parameters of a model whose sizes a run sets (model.dims, model.moe) at most: ten times the largest T5-family model
 #: published, Switch-C (1.6e12 parameters); its fp32 weights alone would take 40 TB
 MAX_MODEL_PARAMETERS = 10 ** 13
+
+#: tokens a generation adds at most (`--max-new-tokens`, `evaluation.max_new_tokens`, whose default is
+#: data.max_target_length): 2**16, 128 times the longest target the packaged configs train on (512), and already
+#: minutes of decoding per input step by step; a typo's 10**12 would decode for years on a model that never ends
+MAX_NEW_TOKENS = 1 << 16

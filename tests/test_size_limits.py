@@ -10,7 +10,7 @@ from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.run_checks import check_run_config
 from t2t_mtl.model.moe import MoEConfig, MoEConfigError, TaskAwareT5
 from t2t_mtl.model.parameter_count import t5_parameter_count
-from t2t_mtl.size_limits import MAX_EXPERTS, MAX_MODEL_PARAMETERS
+from t2t_mtl.size_limits import MAX_EXPERTS, MAX_MODEL_PARAMETERS, MAX_NEW_TOKENS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,3 +81,57 @@ def test_experts_are_counted_against_the_limit(tmp_path):
     check_run_config(_run_config(tmp_path, dims=dims, moe={**moe, "num_experts": 8}))  # (8e10 parameters: built)
     with pytest.raises(ConfigError, match=r"^model.dims and model.moe size a model of .* \(or model.moe.num_experts\)"):
         check_run_config(_run_config(tmp_path, dims=dims, moe=moe))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, t5_tokenizer_dir):
+    """A tiny T5 of T5's vocabulary, saved with its tokenizer."""
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(**{**TINY, "vocab_size": len(tokenizer)}, pad_token_id=0, eos_token_id=1,
+                                        decoder_start_token_id=0)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_beams_past_the_vocabulary_and_tokens_past_the_limit_are_refused_naming_the_setting():
+    from t2t_mtl.evaluation import EvalSettings, EvaluationError
+    from t2t_mtl.evaluation.generation import check_generation_sizes
+
+    model = T5ForConditionalGeneration(T5Config(**TINY))
+    check_generation_sizes(TINY["vocab_size"], MAX_NEW_TOKENS, model)
+    with pytest.raises(EvaluationError, match=r"^num_beams \(--num-beams, evaluation.num_beams\) 41 is more than the "
+                                              r"model's vocabulary of 40 tokens.*use at most 40$"):
+        check_generation_sizes(41, 1, model)
+    # was: accepted, and a generation of 10**12 new tokens by a model that never writes its end token ran for years
+    message = (rf"^max_new_tokens \(--max-new-tokens, evaluation.max_new_tokens\) {MAX_NEW_TOKENS + 1} is more than "
+               rf"the {MAX_NEW_TOKENS} tokens a generation adds at most")
+    with pytest.raises(EvaluationError, match=message):
+        check_generation_sizes(1, MAX_NEW_TOKENS + 1)
+    with pytest.raises(EvaluationError, match=message):
+        EvalSettings(max_new_tokens=MAX_NEW_TOKENS + 1)
+
+
+def test_the_run_checks_refuse_a_generation_past_the_limit(tmp_path):
+    config = _run_config(tmp_path, dims=TINY)
+    config.evaluation.update(tasks=["parity"], max_new_tokens=10 ** 12)
+    with pytest.raises(ConfigError, match=r"^evaluation.max_new_tokens \(--max-new-tokens, evaluation.max_new_tok"):
+        check_run_config(config)
+
+
+@pytest.mark.parametrize("option, named", [("--num-beams", "num_beams (--num-beams, evaluation.num_beams) 10"),
+                                           ("--max-new-tokens", "max_new_tokens (--max-new-tokens, evaluation.max_")])
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_predict_and_eval_refuse_an_absurd_generation_in_one_line(command, option, named, model_dir, capsys):
+    # was: predict --num-beams 10**12 died of a raw allocator RuntimeError (8e12 bytes for the repeated inputs), and
+    # --max-new-tokens 10**12 generated on and on
+    from t2t_mtl.cli import main
+
+    where = (["some text"] if command == "predict"
+             else ["--tasks", "parity", "--scoring", "generate", "--max-examples", "1", "--no-progress"])
+    assert main([command, "--checkpoint", str(model_dir), option, str(10 ** 12), *where]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {named}") and err.count("\n") == 1, err

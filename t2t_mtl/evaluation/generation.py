@@ -7,7 +7,9 @@ from typing import Any, Optional, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from t2t_mtl.evaluation.errors import EvaluationError
 from t2t_mtl.evaluation.rank_classification import encode_inputs, evaluation_mode
+from t2t_mtl.size_limits import MAX_NEW_TOKENS
 
 
 SENTINEL = re.compile(r"<extra_id_\d+>")
@@ -32,6 +34,21 @@ def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[s
     return texts
 
 
+def check_generation_sizes(num_beams: int, max_new_tokens: int, model: Optional[torch.nn.Module] = None) -> None:
+    """EvaluationError naming the setting (and its option) for `max_new_tokens` past `MAX_NEW_TOKENS`, or, given a
+    `model` with a config, `num_beams` past its vocabulary size: beam search's first step extends the input by one
+    token, so it finds at most that many distinct beams (and a beam width of 10**12 fails in the allocator)."""
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise EvaluationError(f"max_new_tokens (--max-new-tokens, evaluation.max_new_tokens) {max_new_tokens} is more "
+                              f"than the {MAX_NEW_TOKENS} tokens a generation adds at most (t2t_mtl.size_limits): "
+                              f"generate fewer")
+    if vocab_size is not None and num_beams > vocab_size:
+        raise EvaluationError(f"num_beams (--num-beams, evaluation.num_beams) {num_beams} is more than the model's "
+                              f"vocabulary of {vocab_size} tokens, the most distinct beams there are: use at most "
+                              f"{vocab_size}")
+
+
 def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], *,
                    num_beams: int = 1, max_new_tokens: int = 64, batch_size: int = 16, max_input_length: int = 512,
                    task_ids: Optional[Sequence[int]] = None, synced_gpus: bool = False,
@@ -46,6 +63,7 @@ def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, i
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    check_generation_sizes(num_beams, max_new_tokens, model)
     if task_ids is not None and len(task_ids) != len(inputs):
         raise ValueError(f"generate_texts: {len(inputs)} inputs but {len(task_ids)} task ids")
     device = next(model.parameters()).device

@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Seque
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
-from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.runner import SCORING_MODES, input_lengths
 from t2t_mtl.model.moe import batch_dependent, capacity_drops
@@ -319,6 +319,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     _check_requests(requests)
     implied = default_task is None
     default_task = implied_task(model, meta) if implied else default_task
+    check_generation_sizes(num_beams, max_new_tokens, model)
     ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
     if scoring == "rank" and len(ranked) < len(requests):
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)

@@ -31,7 +31,7 @@ from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.engine.distributed import join_gloo_group
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.few_shot import Demonstrations, ShotsFit, demonstration_split, fit_prompts
-from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import decoder_passes, score_choices
 from t2t_mtl.evaluation.rank_gathers import RankGathers
@@ -88,6 +88,7 @@ class EvalSettings:
             if (value is not None or key != "max_examples") and (
                     isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise EvaluationError(f"{key} must be an integer >= 1, got {value!r}")
+        check_generation_sizes(self.num_beams, self.max_new_tokens)
         if isinstance(self.num_shots, bool) or not isinstance(self.num_shots, int) or self.num_shots < 0:
             raise EvaluationError(f"num_shots must be an integer >= 0, got {self.num_shots!r}")
         for key in ("split", "shots_split"):
@@ -726,6 +727,7 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     """
     tasks = _task_list(tasks)
     settings = _settings(settings)
+    check_generation_sizes(settings.num_beams, settings.max_new_tokens, model)  # (before any task)
     rank, world_size = dist_info(rank, world_size)
     gathers = RankGathers(rank, world_size)
     with contextlib.nullcontext() if lockstep else gathers.telling_failures():
