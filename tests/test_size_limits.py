@@ -135,3 +135,23 @@ def test_predict_and_eval_refuse_an_absurd_generation_in_one_line(command, optio
     assert main([command, "--checkpoint", str(model_dir), option, str(10 ** 12), *where]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {named}") and err.count("\n") == 1, err
+
+
+def test_more_shots_than_a_prompt_holds_tokens_are_refused():
+    # was: accepted, and --shots 10**12 drew (and rendered) every row of the demonstration split for every input
+    from t2t_mtl.evaluation import EvalSettings, EvaluationError
+
+    assert EvalSettings(num_shots=8, max_input_length=8).num_shots == 8
+    with pytest.raises(EvaluationError, match=r"^num_shots \(--shots, evaluation.num_shots\) 9 is more than "
+                                              r"max_input_length, 8: .* give at most 8 shots$"):
+        EvalSettings(num_shots=9, max_input_length=8)
+
+
+def test_eval_refuses_absurd_shots_in_one_line_before_loading_the_model(model_dir, capsys, monkeypatch):
+    from t2t_mtl.cli import main
+
+    monkeypatch.setattr("t2t_mtl.evaluation.load_checkpoint", lambda path: pytest.fail("the model was loaded"))
+    assert main(["eval", "--checkpoint", str(model_dir), "--tasks", "parity", "--shots", str(10 ** 12)]) == 2
+    assert capsys.readouterr().err == (f"error: num_shots (--shots, evaluation.num_shots) {10 ** 12} is more than "
+                                       f"max_input_length, 512: each demonstration takes at least one of a prompt's "
+                                       f"tokens, so no more fit; give at most 512 shots\n")

@@ -91,6 +91,10 @@ class EvalSettings:
         check_generation_sizes(self.num_beams, self.max_new_tokens)
         if isinstance(self.num_shots, bool) or not isinstance(self.num_shots, int) or self.num_shots < 0:
             raise EvaluationError(f"num_shots must be an integer >= 0, got {self.num_shots!r}")
+        if self.num_shots > self.max_input_length:  # (drawn row by row: 10**12 would render every row per input)
+            raise EvaluationError(f"num_shots (--shots, evaluation.num_shots) {self.num_shots} is more than "
+                                  f"max_input_length, {self.max_input_length}: each demonstration takes at least one "
+                                  f"of a prompt's tokens, so no more fit; give at most {self.max_input_length} shots")
         for key in ("split", "shots_split"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise EvaluationError(f"{key} must be a split name, got {getattr(self, key)!r}")
