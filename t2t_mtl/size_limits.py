@@ -19,3 +19,12 @@ MAX_MODEL_PARAMETERS = 10 ** 13
 #: data.max_target_length): 2**16, 128 times the longest target the packaged configs train on (512), and already
 #: minutes of decoding per input step by step; a typo's 10**12 would decode for years on a model that never ends
 MAX_NEW_TOKENS = 1 << 16
+
+#: seeded draws per epoch `mixture show --draws` makes at most: its realised shares are printed to 4 decimals, and from
+#: 10**8 draws a share's standard error, sqrt(p(1 - p) / n) <= 0.5 / sqrt(n), is 5e-5 at most, under half the last
+#: digit: more draws change nothing the table shows, and take longer than the command is worth
+MAX_SHOWN_DRAWS = 10 ** 8
+
+#: epochs `mixture show --epochs` tabulates at most: one column per epoch on every line of the table (and a tick per
+#: epoch in --plot), so 1000 epochs already print lines of 8000 characters
+MAX_SHOWN_EPOCHS = 1000

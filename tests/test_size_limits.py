@@ -10,7 +10,7 @@ from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.run_checks import check_run_config
 from t2t_mtl.model.moe import MoEConfig, MoEConfigError, TaskAwareT5
 from t2t_mtl.model.parameter_count import t5_parameter_count
-from t2t_mtl.size_limits import MAX_EXPERTS, MAX_MODEL_PARAMETERS, MAX_NEW_TOKENS
+from t2t_mtl.size_limits import MAX_EXPERTS, MAX_MODEL_PARAMETERS, MAX_NEW_TOKENS, MAX_SHOWN_DRAWS, MAX_SHOWN_EPOCHS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -155,3 +155,22 @@ def test_eval_refuses_absurd_shots_in_one_line_before_loading_the_model(model_di
     assert capsys.readouterr().err == (f"error: num_shots (--shots, evaluation.num_shots) {10 ** 12} is more than "
                                        f"max_input_length, 512: each demonstration takes at least one of a prompt's "
                                        f"tokens, so no more fit; give at most 512 shots\n")
+
+
+@pytest.mark.parametrize("flag, limit, why", [("--draws", MAX_SHOWN_DRAWS, "more draws cannot move a share printed to "
+                                                                           "4 decimals"),
+                                              ("--epochs", MAX_SHOWN_EPOCHS, "the table has a column per epoch")])
+def test_mixture_show_refuses_more_draws_or_epochs_than_its_table_can_show(flag, limit, why, capsys):
+    # was: --draws 10**12 failed allocating the draws (or ran for hours), --epochs 10**12 tabulated on and on
+    from t2t_mtl.cli import main
+
+    assert main(["mixture", "show", "procedural", flag, str(10 ** 12)]) == 2
+    assert capsys.readouterr().err == (f"error: {flag} must be at most {limit} ({why}; t2t_mtl.size_limits), got "
+                                       f"{10 ** 12}\n")
+
+
+def test_mixture_show_tabulates_up_to_its_epoch_limit(capsys):
+    from t2t_mtl.cli import main
+
+    assert main(["mixture", "show", "parity,count_word", "--epochs", str(MAX_SHOWN_EPOCHS), "--draws", "0"]) == 0
+    assert f"p e={MAX_SHOWN_EPOCHS}" in capsys.readouterr().out

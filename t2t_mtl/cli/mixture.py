@@ -22,6 +22,7 @@ from t2t_mtl.cli.common import (add_data_dir_option, add_task_module_option, add
 from t2t_mtl.output_paths import prepare_output_file
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.sampling import STRATEGIES, SamplingError, rates_over_epochs
+from t2t_mtl.size_limits import MAX_SHOWN_DRAWS, MAX_SHOWN_EPOCHS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--template-cap", type=float, help="T0-style cap per template (sizes count templates)")
     show.add_argument("--dataset-cap", type=float, help="T0 dataset cap, split evenly over its templates")
     show.add_argument("--epochs", type=int, default=1,
-                      help="epochs to tabulate (schedules change per epoch; default 1)")
+                      help="epochs to tabulate (schedules change per epoch; default 1, at most 1000)")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other sampler parameter (JSON value), e.g. --set warmup_epochs=3")
     show.add_argument("--split", type=name_argument, default="train",
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tasks_dir_option(show)
     add_task_module_option(show)
     show.add_argument("--draws", type=int, default=100_000,
-                      help="seeded draws per epoch for realised shares (default 100000; 0: none)")
+                      help="seeded draws per epoch for realised shares (default 100000; 0: none; at most 10**8)")
     show.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     show.add_argument("--plot", type=path_argument, help="write a PNG plot of the rates here")
     show.set_defaults(func=show_mixture)
@@ -89,6 +90,11 @@ def show_mixture(args: argparse.Namespace) -> int:
         for flag, least in (("draws", 0), ("epochs", 1), ("seed", 0)):  # before the sampler names its own keys
             if getattr(args, flag) < least:
                 raise ValueError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
+        for flag, most, why in (("draws", MAX_SHOWN_DRAWS, "more draws cannot move a share printed to 4 decimals"),
+                                ("epochs", MAX_SHOWN_EPOCHS, "the table has a column per epoch")):
+            if getattr(args, flag) > most:
+                raise ValueError(f"--{flag} must be at most {most} ({why}; t2t_mtl.size_limits), got "
+                                 f"{getattr(args, flag)}")
         refused = config_conflict(args) or data_dir_problem(args.data_dir)
         if refused:
             raise ValueError(refused)
