@@ -174,3 +174,15 @@ def test_mixture_show_tabulates_up_to_its_epoch_limit(capsys):
 
     assert main(["mixture", "show", "parity,count_word", "--epochs", str(MAX_SHOWN_EPOCHS), "--draws", "0"]) == 0
     assert f"p e={MAX_SHOWN_EPOCHS}" in capsys.readouterr().out
+
+
+def test_inputs_that_are_only_ranked_are_not_held_to_the_generation_limits(model_dir):
+    # (a run's data.max_target_length is the default of max_new_tokens: ranking, which generates nothing, ignores it)
+    from t2t_mtl.evaluation import EvalSettings, load_checkpoint
+    from t2t_mtl.evaluation.predict import PredictRequest, predict
+
+    model, tokenizer, _ = load_checkpoint(str(model_dir))
+    ranked = predict(model, tokenizer, [PredictRequest("is it?", answer_choices=["yes", "no"])], num_beams=10 ** 12,
+                     max_new_tokens=10 ** 12)
+    assert ranked[0].prediction in ("yes", "no")
+    assert EvalSettings(scoring="rank", max_new_tokens=10 ** 12).max_new_tokens == 10 ** 12

@@ -319,12 +319,13 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     _check_requests(requests)
     implied = default_task is None
     default_task = implied_task(model, meta) if implied else default_task
-    check_generation_sizes(num_beams, max_new_tokens, model)
     ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
     if scoring == "rank" and len(ranked) < len(requests):
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
         raise NoAnswerChoicesError(f"input {missing + 1} has no answer choices: rank scoring needs them "
                                    f"(--choices, or \"answer_choices\" in a JSON line), or use generation")
+    if len(ranked) < len(requests):  # (before any input is scored)
+        check_generation_sizes(num_beams, max_new_tokens, model)
     postprocessing, pick_protocols = postprocessing or {}, pick_protocols or {}
     tokens = find_task_tokens(tokenizer)
     served = {*postprocessing, *(name for name, protocol in pick_protocols.items() if protocol.pick_fields)}

@@ -88,7 +88,8 @@ class EvalSettings:
             if (value is not None or key != "max_examples") and (
                     isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise EvaluationError(f"{key} must be an integer >= 1, got {value!r}")
-        check_generation_sizes(self.num_beams, self.max_new_tokens)
+        if self.scoring != "rank":  # (rank scoring generates nothing: a run's data.max_target_length default is unused)
+            check_generation_sizes(self.num_beams, self.max_new_tokens)
         if isinstance(self.num_shots, bool) or not isinstance(self.num_shots, int) or self.num_shots < 0:
             raise EvaluationError(f"num_shots must be an integer >= 0, got {self.num_shots!r}")
         if self.num_shots > self.max_input_length:  # (drawn row by row: 10**12 would render every row per input)
@@ -731,7 +732,8 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     """
     tasks = _task_list(tasks)
     settings = _settings(settings)
-    check_generation_sizes(settings.num_beams, settings.max_new_tokens, model)  # (before any task)
+    if settings.scoring != "rank":  # (before any task is scored)
+        check_generation_sizes(settings.num_beams, settings.max_new_tokens, model)
     rank, world_size = dist_info(rank, world_size)
     gathers = RankGathers(rank, world_size)
     with contextlib.nullcontext() if lockstep else gathers.telling_failures():
