@@ -925,16 +925,25 @@ def test_step_hook_logs_the_gradient_norms_without_the_fp16_loss_scale(optimizer
     np.testing.assert_allclose(stats["fp16"]["weights"], stats["fp32"]["weights"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("precision, stage", [("fp16", 0), ("fp32", 0), ("fp32", 1)])
+@pytest.mark.parametrize("precision, stage", [("fp16", 0), ("bf16", 0), ("fp32", 0), ("fp32", 1)])
 def test_step_hook_leaves_an_overflowed_step_to_deepspeed(precision, stage):
     """A task gradient that overflowed (fp16 loss scaling: finite loss, inf gradient) must not crash the step:
-    DeepSpeed's own gradients stay, so its overflow check skips the step (ZeRO checks at every precision).
+    DeepSpeed's own gradients stay, so its overflow check skips the step (ZeRO checks at every precision, its
+    bf16 and fp16 optimizers at stage 0 too), and the step logs no stats (not the last good step's).
     Without that check (fp32, stage 0) the method's clear error stands."""
     from t2t_mtl.gradients import build_step_hook
 
     model = TwoHeads()
-    engine = _FakeEngine(model, stage, precision)
+    engine = _FakeEngine(model, stage, precision, SimpleNamespace(cur_scale=1.0))
     hook = build_step_hook({"method": "pcgrad"}, engine, ["a", "b"])
+    hook.begin_step(engine)  # a good step first: its stats must not stand for the overflowed one
+    for t, task in enumerate(["a", "b"]):
+        _task_losses(model, 2)[t].backward()
+        hook.after_backward(engine, task)
+    with unittest.mock.patch("deepspeed.utils.safe_set_full_grad"):
+        hook.before_optimizer_step(engine)
+    assert hook.stats() is not None
+    model.zero_grad(set_to_none=True)
     hook.begin_step(engine)
     for t, task in enumerate(["a", "b"]):
         loss = _task_losses(model, 2)[t]
