@@ -893,6 +893,38 @@ def test_step_hook_one_process_hands_back_the_combined_gradient():
     hook.remove()
 
 
+def test_step_hook_adds_up_a_tasks_micro_batches_and_starts_each_step_from_zero():
+    """With more micro-batches than tasks a step holds several micro-batches of one task: their gradients add up in
+    the task's row, and every step's rows hold that step's gradients alone. With method `sum` the gradient handed
+    back is the sum of the step's micro-batch gradients, and each task's logged norm is that of its own
+    micro-batches' sum (autograd, one loss at a time)."""
+    from t2t_mtl.gradients import build_step_hook
+
+    torch.manual_seed(0)
+    model = TwoHeads().double()
+    engine = _FakeEngine(model, 0)
+    hook = build_step_hook({"method": "sum"}, engine, ["a", "b"])
+
+    def gradient(i: int) -> torch.Tensor:
+        loss = _task_losses(model, 5)[i]
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))])
+
+    for step in ([("a", 0), ("a", 1), ("b", 2)], [("a", 3), ("b", 4), ("b", 0)]):
+        for p in model.parameters():
+            p.grad = None  # DeepSpeed's step clears the gradients
+        hook.begin_step(engine)
+        for task, i in step:
+            _task_losses(model, 5)[i].backward()
+            hook.after_backward(engine, task)
+        hook.before_optimizer_step(engine)
+        expected = {task: sum(gradient(i) for t, i in step if t == task) for task in ("a", "b")}
+        assert_rel_close(torch.cat([p.grad.flatten() for p in model.parameters()]).double(),
+                         expected["a"] + expected["b"])
+        np.testing.assert_allclose(hook.stats()["grad_norms"], [float(expected[t].norm()) for t in ("a", "b")],
+                                   rtol=1e-5)
+    hook.remove()
+
+
 @pytest.mark.parametrize("optimizer", [SimpleNamespace(cur_scale=1024.0),  # ZeRO 1-3
                                        SimpleNamespace(loss_scale_config=SimpleNamespace(cur_scale=1024.0))])
 def test_step_hook_logs_the_gradient_norms_without_the_fp16_loss_scale(optimizer):
