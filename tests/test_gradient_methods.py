@@ -812,6 +812,28 @@ def test_an_fp64_buffer_gives_an_fp64_gram_with_or_without_tasks():
     assert gram_b.dtype == torch.float64 and gram_b.tolist() == [[x * x + 1.0]]
 
 
+def test_the_gram_the_methods_read_is_exactly_symmetric_and_follows_a_row_written_after_it():
+    """The Gram the methods and the stats read equals the rows' Gram and is symmetric bit for bit (the kernels'
+    G[i, j] and G[j, i] may differ in their last bits, on the CPU too), so each logged cosine reads the same both
+    ways; a row handed out after a Gram was made drops it, so the next Gram sees the row's new values."""
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 100_003, generator=gen, dtype=torch.float64)
+    surgery = GradientSurgery("mean", [torch.nn.Parameter(torch.zeros(rows.shape[1], dtype=torch.float64))],
+                              ["a", "b", "c"])
+    for task, row in zip("abc", rows):
+        surgery.row(task).copy_(row)
+    reference = (rows @ rows.T).numpy()
+    whole = surgery.whole_gram()
+    np.testing.assert_allclose(whole, reference, rtol=1e-12, atol=1e-9)
+    assert np.array_equal(whole, whole.T)
+    cosine = surgery.stats()["grad_cosine"]
+    assert all(cosine[i][j] == cosine[j][i] for i in range(3) for j in range(3))
+    surgery.row("b").mul_(-2.0)
+    reference[1] *= -2.0
+    reference[:, 1] *= -2.0
+    np.testing.assert_allclose(surgery.whole_gram(), reference, rtol=1e-12, atol=1e-9)
+
+
 @pytest.mark.parametrize("cfg", [{"method": "mgda"}, {"method": "nashmtl"}, {"method": "cagrad"}, {"method": "mean"},
                                  {"method": "pcgrad", "seed": 2}, {"method": "gradvac", "beta": 0.5, "seed": 2}])
 def test_task_absent_from_the_step_gets_zero_weight_and_others_are_unaffected(cfg):
