@@ -68,6 +68,16 @@ def test_a_weighting_giving_the_tasks_zero_weight_is_not_bad():
     assert totals.reduce().poisoned is False
 
 
+def test_a_micro_batch_with_some_task_losses_zero_is_not_bad():
+    # a mixed micro-batch: one task's loss exactly zero (its targets fitted), another's not; bad needs every one zero
+    totals = StepTotals(["a", "b"])
+    loss = totals.add_micro_batch(torch.tensor(2.0), losses(a=0.0, b=2.0), tokens=4,
+                                  example_task_ids=torch.tensor([0, 1]))
+    assert loss.item() == 2.0
+    figures = totals.reduce()
+    assert figures.poisoned is False and figures.good == 1 and figures.task_loss == {"a": 0.0, "b": 2.0}
+
+
 def test_a_micro_batch_bad_on_another_rank_is_left_out_on_this_one(monkeypatch):
     # was: each micro-batch's bad flag was all-reduced before its backward (one collective per micro-batch); now
     # the step's rows are gathered once and a micro-batch bad on any rank is left out of every rank's sums
