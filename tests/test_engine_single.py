@@ -426,6 +426,37 @@ def test_bf16_without_zero_steps_as_adamw_from_the_first_step():
         torch.testing.assert_close(ours.float(), theirs.detach(), rtol=0, atol=2e-3)
 
 
+def test_a_guarded_skip_leaves_the_weights_the_optimizers_moments_and_the_schedule_as_they_were():
+    # fp32 ZeRO-0 has no overflow check: guarded_skip_step steps at lr 0 on zeroed gradients, then puts the
+    # optimizer's state and the schedule back. An lr-0 step alone leaves the weights but decays AdamW's moments and
+    # counts the step, which changes every later update: after a real step, a poisoned one must leave them as they were
+    from t2t_mtl.engine.deepspeed_engine import guarded_skip_step
+    from t2t_mtl.engine.distributed import init_distributed
+
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "training": {"micro_batch_size": 4, "lr": 0.05, "precision": "fp32", "steps": 10,
+                                         "schedule": "linear"}})
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    init_distributed()
+    engine = trainer_mod.initialize_deepspeed(model, build_deepspeed_config(cfg, world_size=1), cfg)
+    engine.backward(engine(torch.randn(4, 6)).pow(2).mean())
+    engine.step()
+    params = [p.detach().clone() for p in model.parameters()]
+    state = copy.deepcopy(engine.optimizer.state_dict()["state"])
+    lr, epoch = engine.get_lr(), engine.lr_scheduler.last_epoch
+    engine.backward(engine(torch.randn(4, 6)).pow(2).mean() * float("nan"))  # a poisoned step's gradients
+    guarded_skip_step(engine)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+    after = engine.optimizer.state_dict()["state"]
+    assert sorted(after) == sorted(state) and len(state) == 4
+    for index, moments in state.items():
+        assert sorted(after[index]) == sorted(moments)
+        assert all(torch.equal(torch.as_tensor(after[index][key]), torch.as_tensor(value))
+                   for key, value in moments.items()), index
+    assert engine.get_lr() == lr and engine.lr_scheduler.last_epoch == epoch
+
+
 def test_deepspeed_fp16_without_zero_still_divides_by_a_loss_scale_it_never_applied(monkeypatch):
     """Why fp16 at ZeRO stage 0 is refused: one SGD step on a gradient of ones moves each weight by lr / scale,
     not lr. When DeepSpeed fixes it (PR 8393) this test fails: lift `check_fp16_zero_stage` then.
