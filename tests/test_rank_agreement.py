@@ -38,7 +38,8 @@ def test_equal_values_have_one_digest_whatever_their_order_storage_or_process():
     same = {"n": np.arange(3), "a": {"s": {"p", "q"}, "t": values.t().requires_grad_()}, "b": [1.5, None, "x"]}
     assert state_digest(state) == state_digest(same)  # (dict order, a transposed view, autograd flags aside)
     for changed in ({**state, "b": [1.5000001, None, "x"]}, {**state, "n": np.arange(3.0)},
-                    {**state, "a": {**state["a"], "t": values.t().double()}}, {**state, "b": [1.5, None]}):
+                    {**state, "a": {**state["a"], "t": values.t().double()}}, {**state, "b": [1.5, None]},
+                    {**state, "a": {**state["a"], "t": values.t().reshape(6)}}):  # its bytes in another shape
         assert state_digest(changed) != state_digest(state)
     # another process (another PYTHONHASHSEED: its sets of strings iterate in another order) gives the same digest
     code = ("import numpy as np, torch; from t2t_mtl.engine.rank_agreement import state_digest; "
