@@ -43,6 +43,16 @@ def test_auto_values_of_a_whole_json_are_the_training_sections(tmp_path):
     assert ds["zero_optimization"] == HF_JSON["zero_optimization"]  # explicit values kept as written
 
 
+def test_an_auto_bf16_section_under_its_bfloat16_alias_is_filled_from_the_precision(tmp_path):
+    # DeepSpeed reads "bfloat16" as "bf16": an "auto" there says what training.precision says
+    ds = {key: value for key, value in HF_JSON.items() if key != "bf16"}
+    for precision, enabled in (("bf16", True), ("fp32", False)):
+        cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                                "training": {**TRAINING, "precision": precision, "output_dir": str(tmp_path / "run")},
+                                "deepspeed": {"config": _json(tmp_path, {**ds, "bfloat16": {"enabled": "auto"}})}})
+        assert build_deepspeed_config(cfg, world_size=1)["bfloat16"] == {"enabled": enabled}
+
+
 @pytest.mark.parametrize("scheduler", ["WarmupLR", "WarmupDecayLR"])
 def test_an_auto_warmup_num_steps_without_warmup_is_one_step_as_the_trainer_fills_it(tmp_path, scheduler):
     # was: refused as 'warmup_num_steps must be a positive integer, got 0' (DeepSpeed's check) for training.warmup 0,
