@@ -877,6 +877,14 @@ def test_consecutive_bad_steps_abort_with_a_message(tmp_path, tok, cache, monkey
         train(cfg, evaluate_held_in=False)
 
 
+def test_bad_steps_apart_make_no_streak(tmp_path, tok, cache, monkeypatch):
+    # a good step ends a streak: training.max_bad_steps counts bad steps in a row, not all the run's
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 5, "max_bad_steps": 2})
+    poison(monkeypatch, {1, 3, 5})
+    result = train(cfg, evaluate_held_in=False)
+    assert result.step == 5 and result.skipped_steps == 3
+
+
 def signals_at_forward(monkeypatch, call: int, *signums: int) -> dict:
     """Patch the trainer's forward so that its `call`-th call (1-based: step `call`) first sends `signums` to this
     process; returns the call counter {"n": calls so far}."""
