@@ -767,6 +767,18 @@ def test_bad_steps_are_skipped_without_touching_weights(tmp_path, tok, cache, mo
         assert torch.allclose(p, q, atol=1e-2 if precision == "bf16" else 0.0), name  # bf16: init rounding
 
 
+def test_a_poisoned_step_with_gradient_surgery_is_skipped_without_its_gram_at_fp32_zero_0(tmp_path, tok, cache,
+                                                                                          monkeypatch):
+    # no DeepSpeed overflow check there: the step hook must not combine the poisoned step's NaN gradients (the method
+    # refuses a NaN Gram), the guarded skip leaves the step
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 3, "grad_accum": 2, "precision": "fp32"},
+                      gradient_surgery={"method": "pcgrad", "seed": 0}, deepspeed={"zero_stage": 0})
+    poison(monkeypatch, {3, 4})  # step 2's micro-batches
+    assert train(cfg, evaluate_held_in=False).skipped_steps == 1
+    records = step_records(tmp_path / "run")
+    assert "gradient_surgery" not in records[2] and "gradient_surgery" in records[3]
+
+
 def test_a_skipped_step_among_good_ones_is_counted(tmp_path, tok, cache, monkeypatch):
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 5, "plot": True})
     poison(monkeypatch, {2})
