@@ -833,6 +833,18 @@ def test_a_skipped_step_does_not_advance_the_lr_schedule(tmp_path, tok, cache, m
                                                                                      0.002]
 
 
+def test_a_step_of_grad_accum_micro_batches_is_one_optimizer_step_and_its_draws_on_the_epoch_clock(tmp_path, tok,
+                                                                                                   cache):
+    # DeepSpeed steps its optimizer and schedule at its own accumulation boundary, which the loop's engine.step()
+    # after each earlier micro-batch keeps on the loop's steps; the epoch clock counts the examples each step drew
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "grad_accum": 3, "schedule": "linear"})
+    train(cfg, evaluate_held_in=False)
+    records = step_records(tmp_path / "run")
+    assert [round(r["lr"], 6) for r in records.values()] == [0.0075, 0.005, 0.0025, 0.0]
+    sizes = json.loads((latest_checkpoint(tmp_path / "run") / "meta.json").read_text())["task_sizes"]
+    assert [r["epoch"] for r in records.values()] == pytest.approx([s * 4 * 3 / sum(sizes.values()) for s in range(4)])
+
+
 def test_the_sampling_rates_are_shown_in_the_train_output(tmp_path, tok, cache, capsys):
     # was: the sampler logged its rates tables at INFO on the t2t_mtl.sampling logger, which `t2t-mtl train`
     # never shows: a run did not say which mixture rates it trained on, nor when a schedule changed them
