@@ -193,6 +193,23 @@ def test_crash_mid_write_keeps_latest_and_prunes(tmp_path):
         ck.latest_checkpoint(tmp_path)
 
 
+def test_a_save_prunes_and_keeps_among_the_checkpoints_up_to_its_step_only(tmp_path):
+    # a run resumed in place from an earlier checkpoint saves over the later ones as it reaches their steps: they
+    # are neither pruned nor counted among the `keep` newest it keeps of those up to the step it saves
+    def save_keeping(step, keep):
+        ck.save_checkpoint(FakeEngine(), tmp_path, step, trainer_state={"step": step}, rank_state={"r": 0},
+                           meta={"zero_stage": 0}, env=ENV, keep=keep)
+
+    for step in (10, 20, 30, 40):
+        save_keeping(step, keep=5)
+    save_keeping(20, keep=2)  # resumed from step 10, at step 20 again
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert names == ["step-00000010", "step-00000020", "step-00000030", "step-00000040"]
+    save_keeping(30, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert names == ["step-00000020", "step-00000030", "step-00000040"]
+
+
 @pytest.mark.parametrize("error", [
     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),  # torch.save, disk full
     OSError(28, "No space left on device"),
