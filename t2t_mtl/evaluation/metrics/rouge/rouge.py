@@ -5,7 +5,10 @@ closing quotes or brackets) followed by whitespace, and after "。", "！" or "�
 generation never holds one), so reading lines alone scored a one-line prediction against a reference's lines, and
 mostly made rougeLsum rougeL. This is the usual practice of splitting both texts into sentences before scoring
 (rouge-score's split_summaries, HF's summarization examples), without nltk's punkt data, which is not installed
-offline; unlike punkt it also cuts after an abbreviation's period ("Mr. Smith"). Texts are read as
+offline. As punkt does, it does not cut after a dotted abbreviation of single letters ("e.g.", "i.e.", "U.S.",
+"p.m.") unless a capital letter follows ("in the U.S. The"): its period mostly ends no sentence (the pieces of such a
+cut raised the score: summary-level LCS matches each sentence apart); unlike punkt it cuts after other
+abbreviations' periods ("Mr. Smith"). Texts are read as
 words by `tokenize`, a Unicode-aware form of rouge-score's tokenizer: in NFKC form (as T5's tokenizers write every
 generation: a reference's decomposed "é" or full-width "ＡＢＣ" is the word a generation can write), lower-cased,
 cut at every character that is not a letter, digit or combining mark, of any script — on ASCII text exactly
@@ -26,7 +29,10 @@ from nltk.stem import porter
 from rouge_score import rouge_scorer, tokenizers
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-_SENTENCE_END = re.compile(r"([.!?][\"'”’)\]]*)\s+|([。！？][\"'”’)\]」』）]*)\s*")
+#: a dotted abbreviation of single letters followed by whitespace (a sentence end only before a capital), a sentence
+#: end followed by whitespace, or a CJK sentence end (`_line_end` reads which)
+_SENTENCE_END = re.compile(r"(?<![^\s(\[\"'“‘])(?P<abbreviation>(?:[^\W\d_]\.){2,})\s+"
+                           r"|(?P<end>[.!?][\"'”’)\]]*)\s+|(?P<cjk_end>[。！？][\"'”’)\]」』）]*)\s*")
 _UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")  # CJK, kana
 
 
@@ -46,7 +52,16 @@ def tokenize(text: str, stemmer: Optional[porter.PorterStemmer] = None) -> list[
 def sentence_lines(text: str) -> str:
     """`text` with each of its sentences on a line of its own, as rouge-score's rougeLsum reads sentences (see the
     module docstring); the words are unchanged."""
-    return _SENTENCE_END.sub(lambda match: (match.group(1) or match.group(2)) + "\n", text)
+    return _SENTENCE_END.sub(_line_end, text)
+
+
+def _line_end(match: re.Match) -> str:
+    """What `sentence_lines` writes for a match of `_SENTENCE_END`: a sentence's end and a newline, or a dotted
+    abbreviation as it stands where no capital letter follows it."""
+    end = match["end"] or match["cjk_end"]
+    if end is None and match.string[match.end():match.end() + 1].isupper():
+        end = match["abbreviation"]
+    return match.group(0) if end is None else end + "\n"
 
 
 class UnicodeTokenizer(tokenizers.Tokenizer):
