@@ -1,5 +1,5 @@
 """`EvalSettings.from_run`: a finished run's own evaluation settings for the Python API, as `t2t-mtl eval` of the run
-takes them when given no option (one derivation, `t2t_mtl.cli.eval_defaults.eval_settings`), checked against the
+takes them when given no option (one derivation, `t2t_mtl.evaluation.run_settings`), checked against the
 settings the command hands `evaluate_tasks` and against the run's config written in the test."""
 from __future__ import annotations
 

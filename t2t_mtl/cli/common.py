@@ -124,13 +124,12 @@ def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> No
 
 def decoding_settings(args: argparse.Namespace, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The options of `add_decoding_options` (but `--device`) as `EvalSettings` / `predict` keywords: each one
-    given, else what the checkpoint's run (`meta`) evaluated with."""
-    return {"length_normalize": (run_evaluation_setting(meta, "length_normalize")
-                                 if args.length_norm is None else args.length_norm),
-            "num_beams": args.num_beams or run_evaluation_setting(meta, "num_beams"),
-            "max_new_tokens": args.max_new_tokens or run_generation_length(meta),
-            "batch_size": args.batch_size or run_evaluation_setting(meta, "batch_size"),
-            "max_input_length": args.max_input_length or run_input_length(meta)}
+    given, else what the checkpoint's run (`meta`) evaluated with (`t2t_mtl.evaluation.run_settings.run_setting`)."""
+    from t2t_mtl.evaluation.run_settings import run_setting
+
+    given = {"length_normalize": args.length_norm, "num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+             "batch_size": args.batch_size, "max_input_length": args.max_input_length}
+    return {field: run_setting(meta, field) if value is None else value for field, value in given.items()}
 
 
 def resolve_device(name: str) -> Any:
@@ -155,29 +154,6 @@ def resolve_device(name: str) -> Any:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"--device {name!r}: this machine has {counted(torch.cuda.device_count(), 'CUDA device')}")
     return device
-
-
-def run_evaluation_setting(meta: Mapping[str, Any], key: str, data_key: Optional[str] = None) -> Any:
-    """The `EvalSettings` field `key` a run's own evaluation used: its config's `evaluation.<key>`, else
-    `data.<data_key>`, else EvalSettings' default (also for a model folder without a run config)."""
-    from t2t_mtl.evaluation import EvalSettings
-
-    config = meta.get("config") or {}
-    value = (config.get("evaluation") or {}).get(key)
-    if value is None and data_key is not None:
-        value = (config.get("data") or {}).get(data_key)
-    return getattr(EvalSettings, key) if value is None else value
-
-
-def run_input_length(meta: Mapping[str, Any]) -> int:
-    """The input limit a run's own evaluation used (evaluation.max_input_length, else data.max_input_length)."""
-    return run_evaluation_setting(meta, "max_input_length", "max_input_length")
-
-
-def run_generation_length(meta: Mapping[str, Any]) -> int:
-    """The new-token limit a run's own evaluation generated with (evaluation.max_new_tokens, else
-    data.max_target_length)."""
-    return run_evaluation_setting(meta, "max_new_tokens", "max_target_length")
 
 
 def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:

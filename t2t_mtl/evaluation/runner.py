@@ -111,13 +111,13 @@ class EvalSettings:
     def from_run(cls, run: Union[str, os.PathLike, Mapping[str, Any]]) -> EvalSettings:
         """The settings `t2t-mtl eval --checkpoint RUN` scores with when given no option: the run's own evaluation
         settings (its config's `evaluation` section, `data.max_input_length` / `max_target_length`, `training.seed`),
-        derived by the command's own code (`t2t_mtl.cli.eval_defaults.eval_settings`). `run`: a run folder, one of
+        derived as the command derives them (`t2t_mtl.evaluation.run_settings`). `run`: a run folder, one of
         its checkpoints, a folder exported from it, or the meta `load_trained_model` returns for one. A folder that
         is no checkpoint is a `CheckpointError` naming it; one (or a meta) without a run's config, as a plain Hugging
         Face folder, is an `EvaluationError` saying to use `EvalSettings(...)`. Change a setting with
         `dataclasses.replace`."""
-        from t2t_mtl.cli.eval_defaults import eval_settings, no_options
         from t2t_mtl.evaluation.checkpoint import checkpoint_meta
+        from t2t_mtl.evaluation.run_settings import settings_of_run
 
         meta = run if isinstance(run, Mapping) else checkpoint_meta(run)
         if not meta.get("config"):
@@ -126,7 +126,7 @@ class EvalSettings:
                                   f"elsewhere, or meta without its 'config'), so there are no run settings to take; "
                                   f"give a run folder, one of its checkpoints or a folder exported from it, or build "
                                   f"EvalSettings(...) with the settings you want")
-        return eval_settings(no_options(), meta)
+        return settings_of_run(meta)
 
 
 @dataclass
