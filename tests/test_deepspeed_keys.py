@@ -228,7 +228,8 @@ def test_an_optimizer_type_deepspeed_cannot_build_is_named_by_the_run_checks(tmp
     ("AdamW", {"lr": "1e-3"}), ("AdamW", {"eps": None}), ("AdamW", {"betas": [0.9]}), ("AdamW", {"betas": 0.9}),
     ("AdamW", {"weight_decay": -0.1}), ("AdamW", {"momentum": 0.9}), ("AdamW", {"amsgrad": "yes"}),
     ("adam", {"betas": [0.9, 0.99, 0.9]}), ("SGD", {"lr": 0.1, "momentum": "0.9"}),
-    ("Adagrad", {"lr": -1.0}), ("AdamW", {"max_grad_norm": 1.0}),
+    ("Adagrad", {"lr": -1.0}), ("AdamW", {"max_grad_norm": 1.0}), ("SGD", {"capturable": True}),
+    ("ASGD", {"alpha": 1e30}),
 ])
 def test_optimizer_params_deepspeed_cannot_build_with_are_named_by_the_run_checks(tmp_path, kind, params):
     # was: passed the run's checks and --print-config; deepspeed.initialize (or the first step: amsgrad) failed after
@@ -238,7 +239,7 @@ def test_optimizer_params_deepspeed_cannot_build_with_are_named_by_the_run_check
     adam = kind.lower() in ("adam", "adamw")
     if "max_grad_norm" not in params:
         cls = getattr(torch.optim, "AdamW" if adam else kind)
-        with pytest.raises((TypeError, ValueError, IndexError)):
+        with pytest.raises((TypeError, ValueError, IndexError, OverflowError)):
             weight = torch.zeros(1, requires_grad=True)
             built = cls([weight], **{"lr": 1e-3, **({"fused": True} if adam else {}), **params})
             weight.grad = torch.zeros(1)
@@ -246,6 +247,24 @@ def test_optimizer_params_deepspeed_cannot_build_with_are_named_by_the_run_check
     switches = {"torch_adam": True, "fused": True} if adam else {}  # (as the generated config's AdamW)
     _refused_in_extra_and_json(tmp_path, {"optimizer": {"type": kind, "params": params}}, "optimizer.params",
                                {"optimizer": {"type": kind, "params": {**switches, **params}}})
+
+
+@pytest.mark.parametrize("kind", ["RMSprop", "RAdam", "NAdam", "Adamax", "Adadelta", "Rprop", "ASGD", "AdamW"])
+def test_an_optimizer_capturing_cuda_graphs_passes_the_run_checks(tmp_path, kind):
+    # was: the run's checks built the optimizer with capturable: true (its CUDA-graph switch, for a GPU run) on their
+    # CPU throwaway parameter, and RMSprop, RAdam, NAdam, Adamax, Adadelta, Rprop and ASGD died there with torch's raw
+    # AssertionError ("If capturable=True, params and state_steps must be on supported devices"), on a GPU machine
+    # too: train --print-config of such a run crashed; capturable is a keyword of each class (torch's documented one)
+    import inspect
+
+    keywords = inspect.signature(getattr(torch.optim, kind)).parameters
+    assert "capturable" in keywords
+    optimizer = {"type": kind, "params": {"lr": 1e-3, "capturable": True}}
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, "optimizer": optimizer}))
+    check_run_config(_config(tmp_path, config=str(path)))
+    if "weight_decay" in keywords:  # (deepspeed.extra's optimizer gets training.weight_decay, which Rprop lacks)
+        check_run_config(_config(tmp_path, extra={"optimizer": optimizer}))
 
 
 def test_optimizers_deepspeed_builds_pass_the_run_checks(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import json
 import math
 from pathlib import Path
@@ -262,13 +263,17 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
 
 def _optimizer_error(cls: type, params: Mapping[str, Any]) -> Optional[Exception]:
     """The error that building the torch optimizer `cls` with `params` on a throwaway parameter and stepping it on a
-    zero gradient raises (its own value checks, some of which only its step makes); None where both work."""
+    zero gradient raises (its own value checks, some of which only its step makes); None where both work. The
+    parameter is on the CPU, so a `capturable` the class takes (CUDA graph capture: several classes assert a GPU
+    parameter for it) is built as false: it says where the step runs, not what it computes."""
     weight = torch.zeros(1, requires_grad=True)
+    if params.get("capturable") and "capturable" in inspect.signature(cls).parameters:
+        params = {**params, "capturable": False}
     try:
         optimizer = cls([weight], **params)
         weight.grad = torch.zeros(1)
         optimizer.step()
-    except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as error:
+    except (TypeError, ValueError, IndexError, KeyError, RuntimeError, ArithmeticError) as error:
         return error
     return None
 
