@@ -60,6 +60,8 @@ def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, i
     (None: none passed, for models that take no task ids) is input i's task id. `synced_gpus` (ZeRO-3 with
     several ranks, each calling this as often): every rank keeps stepping until all ranks' batches are done.
     An input longer than `max_input_length` tokens is cut from its `truncation_side` (`encode_inputs`).
+    EvaluationError (`check_generation_sizes`) for a beam width past the model's vocabulary or more new tokens than
+    `MAX_NEW_TOKENS`, before anything is generated.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")

@@ -312,7 +312,9 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     `postprocessed` a generated prediction of that task goes through, as evaluation scores it; ranked ones are the
     answer choice as written. `pick_protocols` maps task names to the `EvalProtocol` whose `pick` chooses among a
     ranked input's scores, as evaluation does (a benchmark's tie rule), given the `pick_fields` in the input's JSON
-    row (`_choice_pickers`); otherwise the first of the highest-scoring choices is the prediction.
+    row (`_choice_pickers`); otherwise the first of the highest-scoring choices is the prediction. Where an input is
+    generated, an EvaluationError (`check_generation_sizes`) for a beam width past the model's vocabulary or more new
+    tokens than `MAX_NEW_TOKENS`, before any input is scored.
     """
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")

@@ -728,7 +728,8 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     it, and raises its own error (`RankGathers.telling_failures`). `lockstep`: the model's forward passes are
     collective (DeepSpeed ZeRO-3 with several ranks), so every rank runs the same ones — padding batches and decoder
     passes whose results are discarded, synced generation; a rank that fails there is not waited for in a gather (the
-    others are in a forward pass, which its exit ends).
+    others are in a forward pass, which its exit ends). Unless `settings.scoring` is rank, an EvaluationError
+    (`check_generation_sizes`) for a beam width past the model's vocabulary, before any task is scored.
     """
     tasks = _task_list(tasks)
     settings = _settings(settings)
