@@ -249,6 +249,17 @@ def test_optimizer_params_deepspeed_cannot_build_with_are_named_by_the_run_check
                                {"optimizer": {"type": kind, "params": {**switches, **params}}})
 
 
+def test_an_optimizer_that_steps_with_a_closure_is_named_by_the_run_checks(tmp_path):
+    # was: refused as "optimizer.params do not fit LBFGS ...: TypeError: LBFGS.step() missing 1 required positional
+    # argument: 'closure'; give the params its constructor takes", though no params would do: DeepSpeed's engine
+    # calls optimizer.step() with no argument, and LBFGS's step takes a closure it cannot go without (its signature)
+    import inspect
+
+    assert inspect.signature(torch.optim.LBFGS.step).parameters["closure"].default is inspect.Parameter.empty
+    _refused_in_extra_and_json(tmp_path, {"optimizer": {"type": "LBFGS", "params": {"lr": 1.0}}},
+                               "optimizer.type 'LBFGS' steps only with a closure that recomputes the loss")
+
+
 @pytest.mark.parametrize("kind", ["RMSprop", "RAdam", "NAdam", "Adamax", "Adadelta", "Rprop", "ASGD", "AdamW"])
 def test_an_optimizer_capturing_cuda_graphs_passes_the_run_checks(tmp_path, kind):
     # was: the run's checks built the optimizer with capturable: true (its CUDA-graph switch, for a GPU run) on their

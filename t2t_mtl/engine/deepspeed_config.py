@@ -225,8 +225,9 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
     deepspeed.initialize or the first step, after the data and the model): a type that is neither one of
     DeepSpeed's optimizers (any case) nor a torch.optim optimizer (its exact name), a mup one without mup
     installed, a max_grad_norm param (DeepSpeed clips by gradient_clipping), and where DeepSpeed builds a torch
-    optimizer (a torch.optim type, adam/adamw with torch_adam, adagrad without offload) params its class does not
-    take or whose values it refuses, found by building it and stepping it on a throwaway parameter."""
+    optimizer (a torch.optim type, adam/adamw with torch_adam, adagrad without offload) a class whose step needs a
+    closure (LBFGS), params its class does not take or whose values it refuses, found by building it and stepping it
+    on a throwaway parameter."""
     optimizer = ds.get("optimizer")
     if not isinstance(optimizer, Mapping) or not optimizer.get("type"):
         return  # (check_typed_sections and the JSON's missing-type check name these)
@@ -253,6 +254,10 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
         cls = torch.optim.Adagrad
     if cls is None:
         return  # (one of DeepSpeed's own kernels: building it here could mean compiling it)
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise ConfigError(f"{source}optimizer.type {name!r} steps only with a closure that recomputes the loss, which "
+                          f"DeepSpeed's step does not pass: name another optimizer")
     error = _optimizer_error(cls, params)
     if error is not None:
         first_line = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
