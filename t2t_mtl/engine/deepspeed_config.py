@@ -414,12 +414,20 @@ def generated_optimizer(cfg: Config) -> Dict[str, Any]:
     """The generated `optimizer` section (deepspeed.extra's merges over it): AdamW with training.lr, betas and
     weight_decay (eps 1e-8; torch's fused kernel unless offloaded). An optimizer of another type in
     deepspeed.extra replaces AdamW: it gets only training.lr and weight_decay (betas, eps and the torch-AdamW
-    switches are Adam's), under its own params."""
+    switches are Adam's), under its own params; a torch.optim class that takes no weight_decay (Rprop) none, and
+    a ConfigError naming training.weight_decay where that is not 0."""
     t = cfg.training
     extra = cfg.deepspeed.extra.get("optimizer")
     extra_type = extra.get("type") if isinstance(extra, dict) else None
     if extra_type is not None and str(extra_type).lower() not in ADAM_TYPES:
-        return {"type": extra_type, "params": {"lr": t.lr, "weight_decay": t.weight_decay}}
+        cls = getattr(torch.optim, str(extra_type), None)
+        if not isinstance(cls, type) or "weight_decay" in inspect.signature(cls).parameters:
+            return {"type": extra_type, "params": {"lr": t.lr, "weight_decay": t.weight_decay}}
+        if t.weight_decay:
+            raise ConfigError(f"training.weight_decay is {t.weight_decay}, but deepspeed.extra.optimizer.type "
+                              f"{extra_type!r} takes no weight_decay: set training.weight_decay to 0, or name an "
+                              f"optimizer that decays weights")
+        return {"type": extra_type, "params": {"lr": t.lr}}
     params: Dict[str, Any] = {"lr": t.lr, "betas": list(t.betas), "eps": 1e-8, "weight_decay": t.weight_decay}
     if not cfg.deepspeed.offload_optimizer:
         params["torch_adam"] = True  # no JIT build of FusedAdam/CPUAdam needed
