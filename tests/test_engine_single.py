@@ -68,6 +68,19 @@ def test_per_task_losses_match_a_loop_reference():
         per_task_losses(logits, labels, task_ids, ["x", "y", "z"], reduction="tokens")
 
 
+def test_per_task_losses_of_bf16_logits_are_the_fp32_cross_entropy_of_those_logits():
+    # a bf16 run's logits: the loss is computed in fp32 (bf16's 8-bit mantissa would round each token's loss)
+    torch.manual_seed(0)
+    logits = (4 * torch.randn(3, 5, 37)).to(torch.bfloat16)
+    labels = torch.randint(0, 37, (3, 5))
+    task_ids = torch.tensor([0, 1, 0])
+    for reduction in ("example", "token"):
+        got = per_task_losses(logits, labels, task_ids, ["x", "y"], reduction=reduction)
+        want = per_task_losses(logits.float(), labels, task_ids, ["x", "y"], reduction=reduction)
+        assert {name: loss.dtype for name, loss in got.items()} == {"x": torch.float32, "y": torch.float32}
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def _loop_task_losses(logits, labels, row_tasks, names, segments, reduction):
     """Reference: each example's target tokens' cross-entropies, gathered per task with Python loops."""
     per_task: dict = {}
