@@ -386,6 +386,69 @@ def test_an_error_a_registered_class_raises_under_the_resume_check_names_it_and_
         check_weighting_resumes(lambda: KpiOnly(list(SIZES)), "W")
 
 
+class OwnDraws(Flat):
+    """Draws from a generator of its own, whose position its state_dict leaves out."""
+
+    strategy = "own_draws"
+
+    def __init__(self, task_sizes, **common):
+        super().__init__(task_sizes, **common)
+        self.own = np.random.default_rng(0)
+
+    def next_task(self):
+        return self.tasks[int(self.own.integers(len(self.tasks)))]
+
+
+class AlternatesOutsideItsState(Flat):
+    """Keeps what it learnt (`seen`) in its state, but not how many updates it had: an odd one weights a task by its
+    loss, an even one by the loss's inverse, so a restored sampler draws alike until its next update."""
+
+    strategy = "alternates"
+
+    def __init__(self, task_sizes, **common):
+        super().__init__(task_sizes, **common)
+        self.seen, self.updates = np.ones(len(self.tasks)), 0
+
+    def _compute_probabilities(self):
+        return self.seen
+
+    def _on_update(self, stats):
+        if not stats.get("loss"):
+            return False
+        self.updates += 1
+        for task, value in stats["loss"].items():
+            self.seen[self.tasks.index(task)] = value ** 4 if self.updates % 2 else value ** -4
+        return True
+
+    def _extra_state(self):
+        return {"seen": self.seen.tolist()}
+
+    def _load_extra_state(self, state):
+        self.seen = np.array(state["seen"])
+
+
+class DriftsSlightly(ForgetfulWeighting):
+    """Weights each loss 0.5 + 1e-4 per call so far, the calls counted outside its state_dict."""
+
+    method = "drifts_slightly"
+
+    def combine(self, losses, *, epoch, stats):
+        self.calls += 1
+        return self.weighted_sum(losses, dict.fromkeys(losses, 0.5 + 1e-4 * self.calls))
+
+
+def test_the_resume_contract_draws_and_updates_before_and_after_the_round_trip_and_compares_losses_exactly():
+    # a sampler that loses its draws' position, one that loses what only its next update reads, and a weighting
+    # whose resumed loss is off by 1e-4 relative are each refused
+    sizes = {"a": 10, "b": 10, "c": 10}
+    for cls in (OwnDraws, AlternatesOutsideItsState):
+        with pytest.raises(ConfigError, match=r"^S does not resume as it runs: "):
+            check_sampler_resumes(lambda: cls(sizes, seed=0), "S")
+    with pytest.raises(ConfigError, match=r"^W does not resume as it runs: .* gives the loss 1.8337 where the saved "
+                                          r"one gives 1.83407"):  # 0.5001 and 0.5002 of 2 + 1 + 2/3
+        check_weighting_resumes(lambda: DriftsSlightly(list(sizes)), "W")
+
+
 def _sigterm_during_step(monkeypatch, step: int) -> None:
     """Deliver SIGTERM during optimizer step `step`; the trainer saves after the step."""
     real, calls = trainer_mod.forward_losses, {"n": 0}
