@@ -155,6 +155,7 @@ def test_evaluation_label_names_trained_tasks_and_shots():
     assert evaluation_label(["a", "b"], ["c"], 0) == "held-out zero-shot"
     assert evaluation_label(["a", "b"], ["c"], 3) == "held-out 3-shot"
     assert evaluation_label(["a", "c"], ["c", "d"], 0) == "zero-shot (trained: c)"
+    assert evaluation_label(["a", "d", "c"], ["c", "d"], 0) == "zero-shot (trained: d, c)"  # evaluation order
     assert evaluation_label(["c", "d"], ["d", "c"], 2) == "2-shot (trained tasks)"
 
 
