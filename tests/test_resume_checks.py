@@ -98,3 +98,37 @@ def test_templates_edited_under_their_names_are_warned_of_once_a_task(tmp_path):
     assert rc.template_change_warnings(tmp_path, {"templates": {"a": ["t1"]}}, now) == []  # before the digests
     # a task or template the checkpoint did not train (`check_resume_config` refuses another template list)
     assert rc.template_change_warnings(tmp_path, saved, {"c": {"t1": "0" * 16}, "b": {"t9": "0" * 16}}) == []
+
+
+def test_a_setting_unset_since_the_checkpoint_and_templates_in_another_order_are_refused(tmp_path):
+    meta = {"settings": {"data.max_examples_per_task": 100}}
+    with pytest.raises(CheckpointError, match="data.max_examples_per_task = 100, this run has None"):
+        rc.check_compatible(tmp_path, meta, settings={"data.max_examples_per_task": None})
+    # the order sets the template each saved data position holds
+    rc.check_templates(tmp_path, {"t": ["a", "b"]}, {"t": ["a", "b"]}, None, False)
+    with pytest.raises(CheckpointError, match=r"trained task 't' in the templates \['a', 'b'\], this run trains it in "
+                                              r"\['b', 'a'\]"):
+        rc.check_templates(tmp_path, {"t": ["a", "b"]}, {"t": ["b", "a"]}, ["b", "a"], False)
+
+
+def test_check_resume_config_compares_the_runs_resume_settings(tmp_path):
+    import json
+
+    from t2t_mtl.config import config_from_dict
+
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]}, "training": {"seed": 3}})
+    meta = {"tasks": ["parity"], "settings": {**rc.resume_settings(cfg), "training.seed": 1}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="training.seed = 1, this run has 3"):
+        rc.check_resume_config(cfg, tmp_path, ["parity"], {})
+    meta["settings"]["training.seed"] = 3
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert rc.check_resume_config(cfg, tmp_path, ["parity"], {}) == meta
+
+
+def test_model_changes_name_a_setting_set_since_the_checkpoint_and_an_old_checkpoint_gets_no_warning(tmp_path):
+    was = {"name_or_path": None, "dims": {"d_model": 8}, "moe": None}
+    warning = rc.model_change_warning(tmp_path, {"model": was}, {**was, "name_or_path": "hf"})
+    assert "model.name_or_path = None there, 'hf' here" in warning
+    assert rc.model_change_warning(tmp_path, {"model": was}, was) is None
+    assert rc.model_change_warning(tmp_path, {}, {**was, "name_or_path": "hf"}) is None  # (no model section saved)
