@@ -169,3 +169,16 @@ def test_a_run_evaluating_a_trained_task_does_not_call_it_held_out(tmp_path, tok
     assert "held-out" not in out
     assert "step 2: zero-shot (trained tasks) macro average" in out
     assert "zero-shot (trained tasks) macro average over 1 task:" in out
+
+
+def test_the_evaluation_plan_adds_the_held_out_clusters_tasks_after_the_named_ones_once_with_the_runs_defaults():
+    clusters = ["comparison"]
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "training": {"seed": 7},
+                            "data": {"tasks": ["parity"], "held_out_clusters": clusters, "max_target_length": 24},
+                            "evaluation": {"held_out": True, "tasks": ["sort_words", "compare_numbers"]}})
+    names, settings = evaluation_plan(cfg)
+    held_out = task_registry.list_tasks(cluster="comparison")
+    assert "compare_numbers" in held_out and "sort_words" not in held_out
+    assert names == ["sort_words", "compare_numbers", *(n for n in held_out if n != "compare_numbers")]
+    # defaults from the run: its target length bounds the generations, its seed the evaluation's draws
+    assert (settings.max_new_tokens, settings.seed) == (24, 7)
