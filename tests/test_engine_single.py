@@ -1757,3 +1757,14 @@ def test_tokens_per_s_leaves_out_checkpoint_saves_and_zero_shot_evaluations(tmp_
     train(cfg, evaluate_held_in=False)
     assert clock["offset"] >= 4000.0  # saves at 2, 4, 6 and the evaluation at 3 (and after training)
     assert all(r["tokens_per_s"] > 1.0 for r in step_records(tmp_path / "run").values())
+
+
+def test_the_initialisation_record_of_a_relative_folder_holds_its_absolute_path_and_its_set_provenance(tmp_path,
+                                                                                                   monkeypatch):
+    # a run started from model.name_or_path "hf" in its working directory: the record must still say where
+    from t2t_mtl.engine.export import initialisation_record
+
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "t2t_mtl_meta.json").write_text(json.dumps({"step": 3, "task": None, "vocab_size": 9}))
+    monkeypatch.chdir(tmp_path)
+    assert initialisation_record("hf") == {"path": str(tmp_path.resolve() / "hf"), "step": 3}
