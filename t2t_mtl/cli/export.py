@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 from t2t_mtl.cli.common import path_argument
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
@@ -48,26 +49,27 @@ def run(args: argparse.Namespace) -> int:
         return 2
     what = f"the sub-network of task {args.task!r} of {args.path}" if args.task is not None else args.path
     print(f"exported {what} to {out}")
-    if _holds_experts(out):
+    moe = _moe_section(out)
+    if moe:
         print(f"{out} holds mixture-of-experts layers: load it with t2t_mtl.load_trained_model or "
               f"t2t_mtl.model.moe.load_t5_or_moe and pass task_ids (the index in t2t_mtl_meta.json's tasks); "
               f"T5ForConditionalGeneration / AutoModelForSeq2SeqLM.from_pretrained would load it without its "
               f"experts, those feed-forward layers freshly initialised")
     if args.task is not None:
-        _print_task_form(out, args.task)
+        _print_task_form(out, args.task, moe)
     return 0
 
 
-def _print_task_form(folder: Path, task: str) -> None:
+def _print_task_form(folder: Path, task: str, moe: Optional[dict]) -> None:
     """Say whether the `export --task` folder of an MoE model is a plain T5 (top-1 task routing) or why it stays an
-    MoE model, and the task token its inputs take (a model with task embeddings)."""
+    MoE model (its config's `moe` section, `_moe_section`), and the task token its inputs take (a model with task
+    embeddings)."""
     from t2t_mtl.analysis.task_embeddings import find_task_tokens, task_token
     from t2t_mtl.engine.export import META_FILE
     from t2t_mtl.model.dense_task import dense_blocker
     from t2t_mtl.model.moe_config import MoEConfig
     from t2t_mtl.tokenizer import load_tokenizer
 
-    moe = json.loads((folder / MODEL_CONFIG_FILE).read_text()).get("moe")
     if moe:
         print(f"it stays an MoE model: {dense_blocker(MoEConfig.from_dict(moe))} (only under top-1 task routing is a "
               f"task's sub-network a plain T5)")
@@ -81,7 +83,7 @@ def _print_task_form(folder: Path, task: str) -> None:
               f"it there: the folder's meta names its task)")
 
 
-def _holds_experts(folder: Path) -> bool:
-    """Whether the exported folder's config.json has a `moe` section (a TaskAwareT5, which plain T5 classes load
-    without its experts)."""
-    return bool(json.loads((folder / MODEL_CONFIG_FILE).read_text()).get("moe"))
+def _moe_section(folder: Path) -> Optional[dict]:
+    """The exported folder's config.json `moe` section (a TaskAwareT5, which plain T5 classes load without its
+    experts); None for a plain T5."""
+    return json.loads((folder / MODEL_CONFIG_FILE).read_text()).get("moe") or None
