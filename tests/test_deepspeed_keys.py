@@ -135,8 +135,11 @@ def test_a_typed_scheduler_without_params_is_refused(tmp_path):
 
 
 def test_a_null_section_deepspeed_reads_as_absent_is_accepted(tmp_path):
-    # (DeepSpeed reads bf16: null and aio: null as the sections left out)
-    check_run_config(_config(tmp_path, extra={"bf16": None, "aio": None}))
+    # (DeepSpeed reads bf16: null and aio: null as the sections left out; precision pinned to fp32, which a null bf16
+    # section trains in, as "auto" is bf16 on a CPU with AVX512-BF16/AMX)
+    check_run_config(config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                                       "training": {"output_dir": str(tmp_path / "run"), "precision": "fp32"},
+                                       "deepspeed": {"extra": {"bf16": None, "aio": None}}}))
 
 
 def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monkeypatch, capsys):
