@@ -86,3 +86,33 @@ def test_repeated_negative_and_numpy_indices_are_read_as_datasets_reads_them(tmp
             dataset[bad]
         with pytest.raises(IndexError, match="out of range for a dataset of 57 rows"):
             rows(bad)
+
+
+class _OtherLayout:
+    """A dataset as another datasets version might lay it out: the same rows through `__getitem__`, its table as
+    `data.table`, but its indices mapping under another name than `_indices` (or no table of its rows)."""
+
+    def __init__(self, dataset: datasets.Dataset, table=None):
+        self._dataset = dataset
+        self._row_order = dataset._indices
+        self.data = dataset.data if table is None else type("Data", (), {"table": table})()
+        self.format = dataset.format
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, key):
+        return self._dataset[key]
+
+
+def test_a_dataset_laid_out_otherwise_is_read_through_datasets(tmp_path):
+    """IdRows reads datasets' private layout (`_indices`, `data.table`); a dataset without it is not read from a
+    table whose row order may not be its own (here a shuffle's mapping kept under another name), but through its
+    `__getitem__`, whose rows are right in any layout."""
+    shuffled = _layouts(tmp_path)["an indices mapping"]
+    indices = [0, 1, 2, 30, 56]
+    for dataset in (_OtherLayout(shuffled), _OtherLayout(shuffled.flatten_indices(), table=shuffled.data.table[:3]),
+                    _OtherLayout(shuffled.flatten_indices(), table="not an Arrow table")):
+        rows = IdRows(dataset, COLUMNS)
+        assert rows._chunks is None
+        assert rows(indices) == {c: shuffled[indices][c] for c in COLUMNS}

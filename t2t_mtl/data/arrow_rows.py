@@ -18,8 +18,8 @@ import numpy as np
 class IdRows:
     """The rows of `dataset`'s list-of-integer `columns` at given indices, as Python lists of ints, equal to
     `dataset[indices][column]`. A dataset read through an indices mapping (`select` / `shuffle` without
-    `flatten_indices`), one with a format set (`set_format`) or a column that is not a list of non-null integers is
-    read through `datasets` itself."""
+    `flatten_indices`), one with a format set (`set_format`), a column that is not a list of non-null integers or a
+    layout other than the one `_column_buffers` knows is read through `datasets` itself."""
 
     def __init__(self, dataset: Any, columns: Sequence[str]):
         self.dataset = dataset
@@ -55,12 +55,16 @@ class IdRows:
 def _column_buffers(dataset: Any, columns: Sequence[str]) -> Optional[Dict[str, List[Tuple[np.ndarray, np.ndarray]]]]:
     """Each column's (offsets, values) numpy views per Arrow chunk, or None where rows must go through `datasets`:
     an indices mapping (datasets' private `_indices`: the table's row order is not the dataset's), a format (rows
-    not given as lists), or a column that is not a list of integers without nulls."""
+    not given as lists), or a column that is not a list of integers without nulls. A dataset laid out otherwise
+    than datasets 2.18-5 lay it out (no `_indices` attribute, no `data.table` Arrow table of `len(dataset)` rows)
+    also goes through `datasets`: its table's row order cannot be told to be the dataset's."""
     import pyarrow as pa
 
-    if getattr(dataset, "_indices", None) is not None or dataset.format["type"] is not None:
+    if not hasattr(dataset, "_indices") or dataset._indices is not None or dataset.format["type"] is not None:
         return None
-    table = dataset.data.table
+    table = getattr(getattr(dataset, "data", None), "table", None)
+    if not isinstance(table, pa.Table) or table.num_rows != len(dataset):
+        return None
     out: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {}
     for name in columns:
         column = table.column(name)
