@@ -117,15 +117,20 @@ def forked_ranks(target: Any, rank_args: List[tuple], timeout: float) -> List[An
 
 
 def _run_ranks(context: Any, target: Any, rank_args: List[tuple], timeout: float) -> List[Any]:
+    """Start a process of `context` for each of `rank_args` and wait up to `timeout` s for each; whatever happens
+    meanwhile (a rank that fails to start, an interrupt while waiting), every process started is killed if still
+    alive and reaped before this returns or raises, so no rank outlives the test."""
     processes = [context.Process(target=target, args=args) for args in rank_args]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join(timeout=timeout)
-    for p in processes:
-        if p.is_alive():
-            p.kill()
-            p.join()
+    try:
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join(timeout=timeout)
+    finally:
+        for p in processes:
+            if p.is_alive():
+                p.kill()
+                p.join()
     return [p.exitcode for p in processes]
 
 
