@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import zlib
 
@@ -331,3 +332,32 @@ def test_a_state_saved_after_an_update_dropped_the_block_resumes_identically(str
     resumed = build_sampler(config, SIZES, seed=11)
     resumed.load_state_dict(state)
     assert drive(resumed, 300) == expected
+
+
+@pytest.mark.parametrize("size, old_world", [(3, 2), (4, 2), (5, 2), (5, 3), (7, 3)])
+def test_every_resharding_of_small_tasks_deals_each_row_left_then_the_next_epochs(size, old_world):
+    """Every way `old_world` ranks can stand in their first two epochs of a `size`-row task, resharded onto 1 to 3
+    ranks: the new ranks go on in the latest epoch an old rank reached, first together drawing exactly the rows of
+    the epochs from the earliest one on that no old rank drew (padded by the first of them), then each epoch's
+    permutation as usual. There is always such a row: the branch for none (the next epoch) was dropped."""
+    share = -(-size // old_world)
+    for draws in itertools.product(range(2 * share), repeat=old_world):
+        old = [TaskStreams({"x": size}, seed=6, rank=r, world_size=old_world) for r in range(old_world)]
+        drawn = [{} for _ in range(2)]  # epoch: rows some old rank drew of it
+        for stream, n in zip(old, draws):
+            for k, row in enumerate(stream.next_indices("x", n)):
+                drawn[k // share].setdefault(row, True)
+        last = max(n // share for n in draws)
+        left = [row for epoch in range(min(n // share for n in draws), last + 1)
+                for row in _order("x", size, 6, epoch) if row not in drawn[epoch]]
+        assert left, draws
+        for world in range(1, 4):
+            new = [TaskStreams({"x": size}, seed=6, rank=r, world_size=world) for r in range(world)]
+            for stream in new:
+                stream.load_state_dict(resharded_state([s.state_dict() for s in old], [], rank=stream.rank,
+                                                       world_size=world))
+            assert [s.epochs()["x"] for s in new] == [last] * world
+            dealt = [row for s in new for row in s.next_indices("x", -(-len(left) // world))]
+            assert sorted(dealt) == sorted(np.resize(left, len(dealt)).tolist()), (draws, world)  # padded as usual
+            assert [s.epochs()["x"] for s in new] == [last + 1] * world
+            assert [s.next_indices("x", 1)[0] for s in new] == _order("x", size, 6, last + 1)[:world], (draws, world)

@@ -137,8 +137,10 @@ def resharded_state(states: Sequence[Mapping[str, Any]], untrained: Sequence[Tup
         rows = [int(i) for t, i in untrained if t == task]
         for epoch in range(min(at), max(at) + 1):
             rows += _not_handed_out(epoch_orders, task, epoch, states)
-        epochs[task] = max(at) if rows else max(at) + 1
-        if rows and rows != epoch_orders.permutation(task, max(at)).tolist():
+        # (never empty: each rank stands before the end of its share of epoch max(at), since reaching it moves it on,
+        # so the old ranks handed out at most W·(share - 1) of that epoch's positions, fewer than its rows)
+        epochs[task] = max(at)
+        if rows != epoch_orders.permutation(task, max(at)).tolist():
             rest[task] = np.asarray(rows, dtype=np.int32 if max(rows) < 2 ** 31 else np.int64)
     seen = states[rank]["seen"] if rank < len(states) else {t: 0 for t in epochs}
     return {"seed": first["seed"], "rank": rank, "world_size": world_size, "task_sizes": dict(first["task_sizes"]),
