@@ -15,6 +15,7 @@ from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.rank_agreement import SharedPart, disagreement, state_digest
 from t2t_mtl.engine.training_state import LoopParts, Progress, shared_parts, trainer_state
 from t2t_mtl.gradients.gradvac import GradVac
+from t2t_mtl.sampling.bandit import SoftmaxBanditSampler, ThompsonBanditSampler
 from t2t_mtl.sampling.static import TemperatureSampler
 from t2t_mtl.sampling.uncertainty import UncertaintySelectionSampler
 from t2t_mtl.weighting.methods import TchebycheffWeighting
@@ -125,6 +126,25 @@ def test_a_sampler_seeded_by_rank_is_refused_and_per_rank_figures_are_not(monkey
     assert disagreement(parts_of(this, weighting), RANK0, step=1) is None
 
 
+def test_a_sampler_whose_learned_state_differs_is_refused_before_its_probabilities_do(monkeypatch):
+    """A bandit's first validation sets its baselines and changes no probability: ranks fed their own shard's scores
+    (not the gathered ones) hold equal probabilities and different baselines, whose next rewards differ. Was: the
+    strategy's extra state was never compared, so such a save passed (and a resume on another world size gave every
+    rank rank 0's baselines)."""
+    weighting = stepped_weighting(TchebycheffWeighting, {"a": 1.0, "b": 1.0})
+    this, other = (SoftmaxBanditSampler(SIZES, seed=3, rank=rank, world_size=2) for rank in range(2))
+    this.update({"val_score": {"a": 0.2, "b": 0.4}})
+    other.update({"val_score": {"a": 0.3, "b": 0.4}})
+    assert this.probabilities() == other.probabilities()
+    fake_two_ranks(monkeypatch, parts_of(other, weighting))
+    message = disagreement(parts_of(this, weighting), RANK0, step=5)
+    assert ("the sampler's state (sampling.strategy: SoftmaxBanditSampler of module t2t_mtl.sampling.bandit) on "
+            "rank 1 of 2 differs from rank 0's") in message
+    for sampler in (this, other):  # (what the ranks would have trained on after the next validation)
+        sampler.update({"val_score": {"a": 0.5, "b": 0.4}})
+    assert this.probabilities() != other.probabilities()
+
+
 def test_ranks_drawing_apart_in_packed_mixed_batches_compare_the_samplers_settings_only(monkeypatch):
     weighting = stepped_weighting(TchebycheffWeighting, {"a": 1.0, "b": 1.0})
     this, other = (TemperatureSampler(SIZES, seed=3, mode="mixed") for _ in range(2))
@@ -132,6 +152,20 @@ def test_ranks_drawing_apart_in_packed_mixed_batches_compare_the_samplers_settin
     other.sample_tasks(7)  # (each rank draws the rows its own packed micro-batches hold)
     fake_two_ranks(monkeypatch, parts_of(other, weighting))
     assert "the sampler's state" in disagreement(parts_of(this, weighting), RANK0, step=1)  # unpacked: refused
+    fake_two_ranks(monkeypatch, parts_of(other, weighting, packed=True))
+    assert disagreement(parts_of(this, weighting, packed=True), RANK0, step=1) is None
+
+
+def test_what_a_sampler_learns_from_its_own_ranks_packed_draws_is_not_compared(monkeypatch):
+    """bandit_thompson with a target credits the arms its rank drew since the last update: ranks packing their own
+    rows learn apart, as they draw apart."""
+    weighting = stepped_weighting(TchebycheffWeighting, {"a": 1.0, "b": 1.0})
+    this, other = (ThompsonBanditSampler(SIZES, seed=3, mode="mixed", target="a") for _ in range(2))
+    for sampler, n in ((this, 5), (other, 7)):
+        for score in (0.2, 0.3):
+            sampler.sample_tasks(n)
+            sampler.update({"val_score": {"a": score, "b": 0.1}})
+    assert this.state_dict()["extra"]["alpha"] != other.state_dict()["extra"]["alpha"]
     fake_two_ranks(monkeypatch, parts_of(other, weighting, packed=True))
     assert disagreement(parts_of(this, weighting, packed=True), RANK0, step=1) is None
 
@@ -161,5 +195,6 @@ def test_the_parts_compared_are_those_of_the_checkpoints_trainer_state():
     found = shared_parts(trainer_state(Progress(), parts, None), parts)
     assert [(part.name, part.key, part.owner) for part in found] == [
         ("sampler", "sampling.strategy", sampler), ("loss weighting", "weighting.method", weighting)]
-    assert found[0].state["probabilities"] == sampler.probabilities() and "extra" not in found[0].state
+    assert found[0].state["probabilities"] == sampler.probabilities()
+    assert found[0].state["extra"] == sampler.state_dict()["extra"]
     assert state_digest(found[1].state) == state_digest({"weighting": weighting.state_dict(), "optimizer": None})

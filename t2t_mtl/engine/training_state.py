@@ -65,15 +65,17 @@ DRAW_POSITION = ("rng_state", "block_rng_state", "position", "drawn")
 
 def shared_parts(state: Mapping[str, Any], parts: LoopParts) -> List[SharedPart]:
     """The parts of `trainer_state` `state` that every rank must hold alike (`rank_agreement.disagreement`): the
-    sampler (its settings; its draw position and probabilities too unless mixed-mode packing has each rank draw its
-    own rows; never its strategy's extra state, which may keep per-rank figures, saved per rank too), the loss
+    sampler (its settings; unless mixed-mode packing has each rank draw its own rows, also its draw position, its
+    probabilities and what its strategy learned, its extra state but the keys its `RANK_OWN_STATE` names), the loss
     weighting with its optimizer, and the gradient method (where the run has gradient surgery)."""
     sampler = parts.sampler
     alike = not (parts.builder.packed and sampler.mode == "mixed")
     sampled = {key: value for key, value in state["sampler"].items()
                if key != "extra" and (alike or key not in DRAW_POSITION)}
-    if alike:
+    if alike:  # (packed: what a strategy learns may follow its rank's own draws, as bandit_thompson's target credit)
         sampled["probabilities"] = sampler.probabilities()
+        sampled["extra"] = {key: value for key, value in state["sampler"]["extra"].items()
+                            if key not in sampler.RANK_OWN_STATE}
     found = [SharedPart("sampler", "sampling.strategy", sampler, sampled,
                         "a sampler draws from the seed it is given (the same on every rank, not offset by its rank) "
                         "and learns from the stats update() feeds it (the same on every rank) alone"),

@@ -62,6 +62,9 @@ class MixtureSampler:
     #: whether it learns from the per-task mean normalised prediction entropy of each step's training forwards
     #: (`update({"entropy": {task: value}})`), which training computes only for such a sampler
     needs_entropy: bool = False
+    #: keys of `_extra_state()` holding this rank's own figures, which the ranks need not share (uncertainty's counts
+    #: of the candidates its rank kept): left out where the ranks' states are compared (`training_state.shared_parts`)
+    RANK_OWN_STATE: tuple[str, ...] = ()
 
     def __init__(self, task_sizes: Mapping[str, int], *, seed: int, rank: int = 0, world_size: int = 1,
                  mode: str = "homogeneous", block_size: Optional[int] = None) -> None:

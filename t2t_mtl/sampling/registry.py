@@ -41,7 +41,8 @@ def register_sampler(cls: Sampler, *, overwrite: bool = False) -> Sampler:
     The class implements `_compute_probabilities()` (weights in `self.tasks` order) and, where its draws depend on
     what it learns, `_on_update(stats)` / `_on_epoch()`; whatever it learns is saved in checkpoints through
     `_extra_state()` (plain, picklable values) and restored by `_load_extra_state(state)`, so a resumed run draws
-    as the uninterrupted one (a run's checks refuse a strategy whose draws differ after that round trip). What it
+    as the uninterrupted one (a run's checks refuse a strategy whose draws differ after that round trip), and
+    compared over the ranks but for the keys it lists in `RANK_OWN_STATE` (figures of its rank's own). What it
     learns from besides the training losses it declares, as the shipped ones do: `needs_validation` (refused with
     `training.validate_every` 0) and `needs_entropy` (fed each step's training-forward entropies).
 

@@ -80,6 +80,7 @@ class UncertaintySelectionSampler(MixtureSampler):
 
     strategy = "uncertainty"
     PARAMS = ("pool_per_task",)
+    RANK_OWN_STATE = ("selected",)
 
     def __init__(self, task_sizes: Mapping[str, int], *, pool_per_task: int = 1, **common) -> None:
         super().__init__(task_sizes, **common)
