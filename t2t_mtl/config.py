@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import typing
 from dataclasses import dataclass, field
@@ -41,8 +42,10 @@ from t2t_mtl.config_values import PATH_KEYS, validate_model, validate_values
 __all__ = ["Config", "ConfigError", "ConfigFileError", "ConfigTypeError", "DataConfig",
            "DeepSpeedSection", "ModelConfig", "TokenizerConfig", "TrainingConfig", "UnknownConfigKeyError",
            "changed_keys", "check_model_source", "check_paths", "config_from_dict", "deep_merge", "load_config",
-           "model_config_from_dict", "parse_overrides", "resolve_config_path", "tasks_dirs", "tokenizer_source",
-           "validate_values"]
+           "model_config_from_dict", "parse_overrides", "resolve_config_path", "saved_run_config", "tasks_dirs",
+           "tokenizer_source", "validate_values"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -253,12 +256,33 @@ def config_from_dict(data: Union[Mapping[str, Any], Config]) -> Config:
         validate_values(cfg)
         cfg.base_only_keys = data.base_only_keys
         return cfg
+    cfg = _typed_config(data)
+    validate_values(cfg)
+    return cfg
+
+
+def saved_run_config(data: Mapping[str, Any], source: Union[str, Path]) -> Config:
+    """The config a run saved (`data`, read from `source`, its config.yaml) as evaluation and export read it to
+    rebuild the run's model: keys, types and the model section are checked as `config_from_dict` checks them
+    (ConfigError), but a value the other range and consistency checks refuse is only warned of, naming `source`:
+    an earlier t2t-mtl accepted it and the run trained with it (a resume, which would train on with it, refuses it)."""
+    cfg = _typed_config(data)
+    validate_model(cfg.model)
+    try:
+        validate_values(cfg)
+    except ConfigError as err:
+        logger.warning("%s holds a value this version of t2t-mtl refuses in a new run (%s); the run trained with it, "
+                       "so its config is read as written to rebuild its model: correct the file to be rid of this "
+                       "warning", source, err)
+    return cfg
+
+
+def _typed_config(data: Mapping[str, Any]) -> Config:
+    """A nested dict as a layer over the defaults, checked against the schema (unknown keys, types) only."""
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"a config must be a mapping of sections (model, data, training, ...), got "
                               f"{type(data).__name__}")
-    cfg = build_dataclass(Config, deep_merge(Config().to_dict(), _paths_as_text(_without_empty_sections(data))), "")
-    validate_values(cfg)
-    return cfg
+    return build_dataclass(Config, deep_merge(Config().to_dict(), _paths_as_text(_without_empty_sections(data))), "")
 
 
 def _attribute_values(section: Any) -> Any:

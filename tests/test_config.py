@@ -1247,3 +1247,69 @@ def test_a_path_key_takes_a_pathlib_path_from_python(tmp_path):
     assert yaml.safe_load(checked.to_yaml())["tokenizer"]["path"] == str(tmp_path / "tok")
     with pytest.raises(C.ConfigTypeError, match=r"config key 'data.mixture' must be str or null, got PosixPath"):
         C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": Path("m")}})  # (a name, not a path)
+
+
+def _old_run(tmp_path, section, values):
+    """A run folder whose config.yaml (the quickstart's) holds `values` in its `section`, as a run started with an
+    earlier t2t-mtl wrote it, and a checkpoint's meta.json. Returns the checkpoint folder."""
+    saved = C.load_config("quickstart", [f"training.output_dir={tmp_path / 'run'}"]).to_dict()
+    saved[section].update(values)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000003"
+    ckpt.mkdir(parents=True)
+    write(tmp_path / "run" / "config.yaml", saved)
+    (ckpt / "meta.json").write_text(json.dumps({"step": 3}))
+    return ckpt
+
+
+def test_a_resume_refusing_a_value_of_the_runs_saved_config_says_where_it_is_and_how_to_correct_it(tmp_path, capsys):
+    # was: "error: config key 'data.tasks' is empty, ...: name the tasks to train, or set it to null for all of them",
+    # of a config the user never passed: a run started before a5d57a1 with `data.tasks: []` beside its mixture
+    # (then read as every task of it) saved that in its config.yaml, which `train --resume RUN` reads
+    # (and the run's own checks, since 8549d02, a gradient_clipping: true that DeepSpeed had read as 1.0)
+    note = (f"(this resume reads the run's saved config, {tmp_path / 'run' / 'config.yaml'}, where a run started "
+            f"with an earlier t2t-mtl may hold a value this version refuses: correct it with --set KEY=VALUE, which "
+            f"the resumed run saves there, or edit the file)\n")
+    ckpt = _old_run(tmp_path, "data", {"tasks": []})
+    assert cli_main(["train", "--print-config", "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config key 'data.tasks' is empty") and err.endswith(note)
+    assert cli_main(["train", "--print-config", "--resume", str(ckpt), "--set", "data.tasks=null"]) == 0
+    assert capsys.readouterr().out.startswith("model:")
+    (tmp_path / "run").rename(tmp_path / "data.tasks run")
+    ckpt = _old_run(tmp_path, "deepspeed", {"extra": {"gradient_clipping": True}})
+    assert cli_main(["train", "--print-config", "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: deepspeed.extra.gradient_clipping must be a number, got True") and err.endswith(note)
+    assert cli_main(["train", "--print-config", "--resume", str(ckpt), "--set", "deepspeed.extra.gradient_clipping=1.0"]
+                    ) == 0
+    # a config named on the command line is the user's own: no note
+    assert cli_main(["train", str(tmp_path / "run" / "config.yaml"), "--print-config", "--resume", str(ckpt)]) == 2
+    assert "this resume reads" not in capsys.readouterr().err
+
+
+def test_evaluation_and_export_read_a_saved_value_a_new_run_is_refused_with_a_warning(tmp_path, caplog):
+    # was: "checkpoint ... could not be loaded: .../config.yaml is not a valid run config (config key 'data.tasks' is
+    # empty, ...); the model cannot be rebuilt without it", for a run that trained with that config: its model could
+    # be neither evaluated nor exported
+    from t2t_mtl.engine.checkpoint import CheckpointError
+    from t2t_mtl.engine.export import trained_model_meta
+
+    ckpt = _old_run(tmp_path, "data", {"tasks": []})
+    meta = trained_model_meta(ckpt)
+    assert meta["step"] == 3 and meta["config"]["data"]["tasks"] == []
+    saved = tmp_path / "run" / "config.yaml"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{saved} holds a value this version of t2t-mtl refuses in a new run (config key 'data.tasks' is empty, which "
+        f"would pick no task of data.mixture 'procedural': name the tasks to train, or set it to null for all of "
+        f"them); the run trained with it, so its config is read as written to rebuild its model: correct the file to "
+        f"be rid of this warning"]
+    # what rebuilding the model needs stays refused: its keys, their types, the model section's values
+    original = saved.read_text()
+    for (section, values), named in (((("model", {"dims": {"d_model": 0}}), "model.dims.d_model"),
+                                     (("data", {"taks": ["parity"]}), "taks"),
+                                     (("data", {"max_input_length": "long"}), "data.max_input_length"))):
+        written = yaml.safe_load(original)
+        written[section] = {**written[section], **values}
+        write(saved, written)
+        with pytest.raises(CheckpointError, match=f"(?s)config.yaml is not a valid run config .*{named}"):
+            trained_model_meta(ckpt)

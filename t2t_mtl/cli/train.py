@@ -49,6 +49,16 @@ def resumed_run_config(resume: Optional[str]) -> Optional[str]:
     return None
 
 
+def saved_config_note(saved: Optional[str]) -> str:
+    """What the error of a config refused on a resume that reads the run's saved config (`saved`, its config.yaml)
+    adds: where the values come from and how to correct one (nothing where the command line names the config)."""
+    if saved is None:
+        return ""
+    return (f" (this resume reads the run's saved config, {saved}, where a run started with an earlier t2t-mtl may "
+            f"hold a value this version refuses: correct it with --set KEY=VALUE, which the resumed run saves there, "
+            f"or edit the file)")
+
+
 def print_checked_config(cfg, args: argparse.Namespace) -> int:
     """Print `cfg` if a run would accept it: the same checks as `train` before it builds anything (the
     mixture's data is read to size it), then the DeepSpeed config the run would initialise DeepSpeed with, as YAML
@@ -118,11 +128,15 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return stopped_before_start(args)
+    saved = None if args.config else resumed_run_config(args.resume)
     try:  # a folder holding another run is refused before the trainer's modules load (seconds) and anything starts
-        cfg = load_config(args.config or resumed_run_config(args.resume) or "quickstart", args.overrides)
+        cfg = load_config(args.config or saved or "quickstart", args.overrides)
         if not args.print_config:  # (which writes nothing to the run folder)
             refuse_occupied_run_dir(Path(cfg.training.output_dir), args.resume)
-    except (ConfigError, CheckpointError) as err:
+    except ConfigError as err:
+        print(f"error: {err}{saved_config_note(saved)}", file=sys.stderr)
+        return stopped_before_start(args)
+    except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return stopped_before_start(args)
     # (imported before the try, whose handlers name them: a Ctrl-C while torch and DeepSpeed load is `main`'s 130)
@@ -135,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
                 return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
         shut_down_process_group()
-    except (ConfigError, CheckpointError) as err:
+    except ConfigError as err:
+        print(f"error: {err}{saved_config_note(saved)}", file=sys.stderr)
+        return stopped_before_start(args)
+    except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return stopped_before_start(args)
     except TrainingAbortedError as err:

@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, config_from_dict, tokenizer_source
+from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import ModelBuildError, build_model, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
@@ -148,13 +148,15 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
 
 
 def _run_config(run: Path) -> Config:
-    """The run's config (`run`/config.yaml); a CheckpointError says the model cannot be rebuilt without it."""
+    """The run's config (`run`/config.yaml, read by `saved_run_config`: a value the range and consistency checks
+    refuse is warned of); a CheckpointError says the model cannot be rebuilt without it."""
     import yaml
 
     from task_registry.yaml_limits import BoundedSafeLoader
 
+    path = run / "config.yaml"
     try:  # (a run's config.yaml may come from someone else)
-        return config_from_dict(yaml.load((run / "config.yaml").read_text(), Loader=BoundedSafeLoader) or {})
+        return saved_run_config(yaml.load(path.read_text(), Loader=BoundedSafeLoader) or {}, path)
     except (yaml.YAMLError, ConfigError) as err:
         raise CheckpointError(f"{run / 'config.yaml'} is not a valid run config ({err}); the model cannot be "
                               f"rebuilt without it: restore or fix the file") from None
