@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import os
 import typing
@@ -271,10 +272,17 @@ def saved_run_config(data: Mapping[str, Any], source: Union[str, Path]) -> Confi
     try:
         validate_values(cfg)
     except ConfigError as err:
-        logger.warning("%s holds a value this version of t2t-mtl refuses in a new run (%s); the run trained with it, "
-                       "so its config is read as written to rebuild its model: correct the file to be rid of this "
-                       "warning", source, err)
+        _warn_of_saved_value(str(source), str(err))
     return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_of_saved_value(source: str, problem: str) -> None:
+    """`saved_run_config`'s warning, once a process for each file and problem (eval reads a run's config for its
+    settings, then again to load the model)."""
+    logger.warning("%s holds a value this version of t2t-mtl refuses in a new run (%s); the run trained with it, so "
+                   "its config is read as written to rebuild its model: correct the file to be rid of this warning",
+                   source, problem)
 
 
 def _typed_config(data: Mapping[str, Any]) -> Config:

@@ -1297,6 +1297,7 @@ def test_evaluation_and_export_read_a_saved_value_a_new_run_is_refused_with_a_wa
     ckpt = _old_run(tmp_path, "data", {"tasks": []})
     meta = trained_model_meta(ckpt)
     assert meta["step"] == 3 and meta["config"]["data"]["tasks"] == []
+    assert trained_model_meta(ckpt) == meta  # (read again, as eval reads it to load the model: warned of once)
     saved = tmp_path / "run" / "config.yaml"
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         f"{saved} holds a value this version of t2t-mtl refuses in a new run (config key 'data.tasks' is empty, which "
