@@ -171,21 +171,77 @@ def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monke
     assert counts == {"built": 1, "parsed": 1}
 
 
-@pytest.mark.parametrize("extra", [
-    {"flops_profiler": {"enabled": "on"}}, {"communication_data_type": "fp8"},
-    {"communication_data_type": 16}, {"seq_parallel_communication_data_type": "half"},
-    {"zero_optimization": {"offload_optimizer": "cpu"}},
-])
-def test_a_value_deepspeeds_parser_fails_on_unchecked_is_its_refusal_named_by_the_run_checks(tmp_path, extra):
-    # was: a raw TypeError ("unsupported operand type(s) for |: 'bool' and 'str'"), ValueError ("Invalid
-    # communication_data_type") or AttributeError ("'str' object has no attribute 'get'", from the run's own offload
-    # check) in the run's checks and --print-config; DeepSpeed's parser (the reference) fails on each of them
+def _parser_error(section):
+    """The error DeepSpeed's config parser raises on `section` (with batch keys), None where it accepts it."""
     from deepspeed.runtime.config import DeepSpeedConfig
 
-    with pytest.raises(Exception):
-        DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **extra})
+    try:
+        DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **section})
+    except Exception as error:  # noqa: BLE001
+        return error
+    return None
+
+
+def _raw(error):
+    """Whether `error` is a raw one, neither pydantic's ValidationError nor DeepSpeedConfigError (which name what they
+    refuse)."""
+    from deepspeed.runtime.config import DeepSpeedConfigError
+    from pydantic import ValidationError
+
+    return error is not None and not isinstance(error, (ValidationError, DeepSpeedConfigError))
+
+
+def test_a_value_deepspeeds_parser_fails_on_unchecked_is_its_refusal_named_by_the_run_checks(tmp_path):
+    # was: a raw AttributeError ("'str' object has no attribute 'get'", from the run's own offload check) in the run's
+    # checks and --print-config; DeepSpeed's parser (the reference) fails on it too
+    extra = {"zero_optimization": {"offload_optimizer": "cpu"}}
+    assert _parser_error(extra) is not None
     with pytest.raises(ConfigError, match=r"^DeepSpeed refused the config generated from deepspeed\.extra: "):
         check_run_config(_config(tmp_path, extra=extra))
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ({"communication_data_type": "fp8"}, "communication_data_type", "fp8"),
+    ({"communication_data_type": 16}, "communication_data_type", 16),
+    ({"seq_parallel_communication_data_type": "half"}, "seq_parallel_communication_data_type", "half"),
+    ({"checkpoint": {"tag_validation": 3}}, "checkpoint.tag_validation", 3),
+    ({"checkpoint": {"writer": {"type": 3}}}, "checkpoint.writer.type", 3),
+    ({"compile": "x"}, "compile", "x"), ({"pipeline": 1}, "pipeline", 1),
+])
+def test_a_value_deepspeeds_parser_fails_on_with_a_raw_error_is_named_by_its_key(tmp_path, section, key, value):
+    # was: "DeepSpeed refused the config generated from deepspeed.extra: AttributeError: 'int' object has no attribute
+    # 'upper'" (or 'lower', 'items', "argument after ** must be a mapping"), which names no key; DeepSpeed's parser
+    # (the reference) fails on each with a raw error, neither pydantic's nor its DeepSpeedConfigError
+    assert _raw(_parser_error(section))
+    _refused_in_extra_and_json(tmp_path, section, f"{key}: DeepSpeed's parser fails on {value!r} with ")
+
+
+@pytest.mark.parametrize("section, key, kind", [
+    ({"activation_checkpointing": {"partition_activations": "x"}}, "activation_checkpointing.partition_activations",
+     "true or false"),
+    ({"activation_checkpointing": {"cpu_checkpointing": "no"}}, "activation_checkpointing.cpu_checkpointing",
+     "true or false"),
+    ({"flops_profiler": {"enabled": "on"}}, "flops_profiler.enabled", "true or false"),
+    ({"flops_profiler": {"profile_step": True}}, "flops_profiler.profile_step", "a number"),
+    ({"checkpoint": {"use_node_local_storage": "yes"}}, "checkpoint.use_node_local_storage", "true or false"),
+    ({"aio": {"block_size": "1M"}}, "aio.block_size", "a number"),
+])
+def test_a_section_scalar_of_the_wrong_type_is_named_by_the_run_checks(tmp_path, section, key, kind):
+    # was: passed the run's checks (a string "no" read as true, true as 1) or died with DeepSpeed's raw TypeError
+    # ("unsupported operand type(s) for |: 'bool' and 'str'"); DeepSpeed's parser (the reference) reads each with
+    # get_scalar_param, unchecked: it accepts it or fails with a raw error
+    error = _parser_error(section)
+    assert error is None or _raw(error)
+    value = next(iter(next(iter(section.values())).values()))
+    _refused_in_extra_and_json(tmp_path, section, f"{key} must be {kind}, got {value!r}: ")
+
+
+def test_section_scalars_of_their_documented_types_pass(tmp_path):
+    check_run_config(_config(tmp_path, extra={
+        "activation_checkpointing": {"partition_activations": True, "number_checkpoints": 4},
+        "flops_profiler": {"enabled": False, "profile_step": 2, "recompute_fwd_factor": 1},
+        "checkpoint": {"use_node_local_storage": True, "tag_validation": "Fail"},
+        "data_types": {"keep_in_fp32_modules": ["layer_norm"]}, "aio": {"block_size": 1 << 20}}))
 
 
 @pytest.mark.parametrize("key, value, kind", [

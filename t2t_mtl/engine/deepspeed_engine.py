@@ -41,13 +41,14 @@ def refused_config_error(err: Union[Exception, str], cfg: Config) -> ConfigError
 
 def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tuple[str, Optional[str]]]:
     """Parse `ds_config` with DeepSpeed's own config parser, as `deepspeed.initialize` will, so that a key it
-    refuses inside a section (`zero_optimization.overlap_com`) or a top-level scalar of the wrong type it reads
-    unchecked (`gradient_clipping: "1.0"`) is named by the run's checks and `--print-config`, not after the data and
-    the model are built; returns the top-level keys it never read, from the same parse (`deepspeed_keys.parse_keys`).
-    Any error of the parse is its refusal: besides pydantic's ValidationError and its DeepSpeedConfigError, it
-    raises a raw TypeError, ValueError or AssertionError on some values it reads unchecked
-    (communication_data_type: fp8). (Without train_batch_size, which DeepSpeed derives for the world size it sees,
-    here perhaps none yet.)"""
+    refuses inside a section (`zero_optimization.overlap_com`) or a scalar of the wrong type it reads unchecked, at
+    the top level or in a section (`gradient_clipping: "1.0"`, `activation_checkpointing.profile: "no"`), is named by
+    the run's checks and `--print-config`, not after the data and the model are built; returns the top-level keys it
+    never read, from the same parse (`deepspeed_keys.parse_keys`). Any error of the parse is its refusal: besides
+    pydantic's ValidationError and its DeepSpeedConfigError, it raises a raw TypeError, ValueError, AttributeError or
+    AssertionError on some values it reads unchecked (communication_data_type: fp8, checkpoint.tag_validation: 3),
+    named by their key where the parse finds it (`ParsedKeys.culprit`). (Without train_batch_size, which DeepSpeed
+    derives for the world size it sees, here perhaps none yet.)"""
     from deepspeed.runtime.config import DeepSpeedConfigError
     from pydantic import ValidationError
 
@@ -55,21 +56,40 @@ def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tupl
 
     parsed = parse_keys(ds_config)
     if parsed.mistyped:
-        key, kind = parsed.mistyped[0]
-        raise ConfigError(f"{deepspeed_key_source(cfg, key)} must be {kind}, got {ds_config[key]!r}: DeepSpeed reads "
-                          f"it unchecked and would fail only in deepspeed.initialize or training, after the data and "
-                          f"the model; give {kind}, or remove the key for DeepSpeed's default")
+        key, kind, value = parsed.mistyped[0]
+        raise ConfigError(f"{deepspeed_key_source(cfg, key)} must be {kind}, got {value!r}: DeepSpeed reads "
+                          f"it unchecked, and would fail only in deepspeed.initialize or training, after the data and "
+                          f"the model, or misread it (true as 1, any text but \"\" as true); give {kind}, or remove "
+                          f"the key for DeepSpeed's default")
     if isinstance(parsed.error, (ValidationError, DeepSpeedConfigError)):
         raise refused_config_error(parsed.error, cfg)
-    if parsed.error is not None:  # (a value its parser reads unchecked: the error names no key)
+    if parsed.culprit is not None:  # (a value its parser reads unchecked: the error names no key)
+        value = _value_of(ds_config, parsed.culprit)
+        raise ConfigError(f"{deepspeed_key_source(cfg, parsed.culprit)}: DeepSpeed's parser fails on {value!r} with "
+                          f"{type(parsed.error).__name__}: {parsed.error}; give the value its documentation names "
+                          f"(https://www.deepspeed.ai/docs/config-json/), or remove the key")
+    if parsed.error is not None:
         raise refused_config_error(f"{type(parsed.error).__name__}: {parsed.error}", cfg)
     return parsed.unread
 
 
 def deepspeed_key_source(cfg: Config, key: str) -> str:
-    """Where the top-level DeepSpeed key `key` of the config made from `cfg` was written: `deepspeed.extra.KEY`, or
-    `deepspeed.config PATH: KEY` (the whole JSON's)."""
-    return f"deepspeed.extra.{key}" if key in cfg.deepspeed.extra else f"deepspeed.config {cfg.deepspeed.config}: {key}"
+    """Where the DeepSpeed key `key` (dotted where it is a section's) of the config made from `cfg` was written:
+    `deepspeed.extra.KEY`, or `deepspeed.config PATH: KEY` (the whole JSON's)."""
+    section: Any = cfg.deepspeed.extra
+    for name in key.split("."):
+        if not (isinstance(section, Mapping) and name in section):
+            return f"deepspeed.config {cfg.deepspeed.config}: {key}"
+        section = section[name]
+    return f"deepspeed.extra.{key}"
+
+
+def _value_of(ds_config: Mapping[str, Any], key: str) -> Any:
+    """The value at the dotted `key` of `ds_config`."""
+    value: Any = ds_config
+    for name in key.split("."):
+        value = value[name]
+    return value
 
 
 def forget_state_making_step(engine: Any) -> None:
