@@ -353,6 +353,76 @@ def test_an_extra_optimizer_without_weight_decay_gets_none_from_the_training_sec
         check_run_config(decayed)
 
 
+@pytest.mark.parametrize("kind, params, key, expected", [
+    ("AdamW", {"lr": True}, "lr", "a number"), ("SGD", {"lr": 0.1, "momentum": True}, "momentum", "a number"),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": "yes"}, "nesterov", "true or false"),
+    ("RMSprop", {"centered": "false"}, "centered", "true or false"),
+    ("adamw", {"torch_adam": "false"}, "torch_adam", "true or false"),
+    ("adam", {"adam_w_mode": "no"}, "adam_w_mode", "true or false"),
+])
+def test_optimizer_params_of_the_wrong_kind_are_named_by_the_run_checks(tmp_path, kind, params, key, expected):
+    # was: passed the run's checks and trained: torch's optimizers take true as 1 and any string as true (the reference
+    # below: SGD at lr true steps as at lr 1), and DeepSpeed reads torch_adam / adam_w_mode with `if value:`, so
+    # torch_adam: "false" built torch's AdamW (its own get_optimizer_configuration, the reference)
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    weight = torch.zeros(1, requires_grad=True)
+    sgd = torch.optim.SGD([weight], lr=True)
+    weight.grad = torch.ones(1)
+    sgd.step()
+    assert weight.item() == -1.0
+    assert DeepSpeedEngine.get_optimizer_configuration(None, {"torch_adam": "false"}, True)[0] is torch.optim.AdamW
+    _refused_in_extra_and_json(tmp_path, {"optimizer": {"type": kind, "params": params}},
+                               f"optimizer.params.{key} must be {expected}, got {params[key]!r}: ")
+
+
+def test_the_params_of_deepspeeds_own_kernels_are_held_to_their_kinds(tmp_path):
+    # (an adamw without torch_adam builds DeepSpeed's FusedAdam, whose lr default is a number: read, not built)
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": "adamw", "params": {"lr": True}}}))
+    with pytest.raises(ConfigError, match=rf"^deepspeed\.config {path}: optimizer\.params\.lr must be a number, got "
+                                          r"True: adamw \(FusedAdam\) reads true as 1"):
+        check_run_config(_config(tmp_path, config=str(path)))
+
+
+@pytest.mark.parametrize("scheduler", ["WarmupLR", "WarmupDecayLR", "WarmupCosineLR"])
+def test_a_warmup_type_deepspeed_would_replace_by_log_is_refused(tmp_path, scheduler):
+    # was: passed the run's checks; DeepSpeed's scheduler logs a warning and warms up by "log" in its place (the
+    # reference: the scheduler built with it)
+    from deepspeed.runtime import lr_schedules
+
+    params = {"warmup_type": "lin", **({"total_num_steps": 10} if scheduler != "WarmupLR" else {})}
+    built = getattr(lr_schedules, scheduler)(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), **params)
+    assert built.warmup_type == "log"
+    _refused_in_extra_and_json(tmp_path, {"scheduler": {"type": scheduler, "params": params}},
+                               "scheduler.params.warmup_type must be 'log' or 'linear', got 'lin': ")
+    check_run_config(_config(tmp_path, extra={"scheduler": {"type": scheduler, "params": {**params,
+                                                                                         "warmup_type": "linear"}}}))
+
+
+def test_scheduler_params_of_the_wrong_kind_are_named_by_the_run_checks(tmp_path):
+    # was: passed: WarmupLR builds with warmup_num_steps true, warming up over 1 step (the reference)
+    from deepspeed.runtime.lr_schedules import WarmupLR
+
+    assert WarmupLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), warmup_num_steps=True)
+    _refused_in_extra_and_json(tmp_path, {"scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": True}}},
+                               "scheduler.params.warmup_num_steps must be a number, got True: ")
+
+
+def test_a_negative_gradient_clipping_is_refused(tmp_path):
+    # was: passed the run's checks and trained without clipping (DeepSpeed clips only above 0 and its parser keeps
+    # the value, the reference), where training.clip refuses a negative value
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    parsed = DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1,
+                              "gradient_clipping": -1})
+    assert parsed.gradient_clipping == -1
+    with pytest.raises(ConfigError, match="training.clip"):
+        config_from_dict({**_config(tmp_path).to_dict(), "training": {"output_dir": str(tmp_path), "clip": -1}})
+    _refused_in_extra_and_json(tmp_path, {"gradient_clipping": -1}, "gradient_clipping must be 0 or more ")
+    check_run_config(_config(tmp_path, extra={"gradient_clipping": 0}))
+
+
 def test_optimizers_deepspeed_builds_pass_the_run_checks(tmp_path):
     for optimizer in ({"type": "adamw", "params": {"lr": 1e-3, "betas": [0.8, 0.9], "eps": 1e-6}},
                       {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9}}, {"type": "RMSprop", "params": {}},

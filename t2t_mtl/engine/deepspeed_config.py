@@ -24,6 +24,7 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, changed_keys, deep_merge
 from t2t_mtl.engine.deepspeed_auto import auto_filled_training_keys, fill_auto_values
+from t2t_mtl.engine.deepspeed_params import kernel_class, mistyped_param
 
 
 class PrecisionError(ConfigError):
@@ -170,7 +171,9 @@ def check_scheduler(ds: Dict[str, Any], source: str) -> None:
     """Refuse a `scheduler` section of `ds` that DeepSpeed could not build (it would fail only in
     deepspeed.initialize, after the data and the model): a type that is neither one of DeepSpeed's schedulers
     nor torch's, params its class does not take (an unknown one, a required one missing) or values its constructor
-    refuses (WarmupLR's warmup_num_steps 0), found by building it on a throwaway optimizer."""
+    refuses (WarmupLR's warmup_num_steps 0), found by building it on a throwaway optimizer; and params it would
+    misread: of another kind than its constructor takes (`mistyped_param`: warmup_num_steps true, read as 1), a
+    DeepSpeed scheduler's warmup_type other than log / linear (it warms up by log in its place)."""
     scheduler = ds.get("scheduler")
     if not isinstance(scheduler, dict) or not scheduler.get("type"):
         return  # (deepspeed.extra's is checked by lr_scheduler; a whole JSON's untyped one builds none)
@@ -189,17 +192,29 @@ def check_scheduler(ds: Dict[str, Any], source: str) -> None:
     if error is not None:
         raise ConfigError(f"{source}scheduler.params do not fit {name}: {error}; give the params its constructor "
                           f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)")
+    _check_param_kinds(cls, params, f"{source}scheduler", name)
+    warmup = params.get(lr_schedules.WARMUP_TYPE, lr_schedules.WARMUP_LOG_RATE)
+    rates = (lr_schedules.WARMUP_LOG_RATE, lr_schedules.WARMUP_LINEAR_RATE)
+    if cls.__module__ == lr_schedules.__name__ and warmup not in rates:  # (DeepSpeed warns, and warms up by log)
+        raise ConfigError(f"{source}scheduler.params.warmup_type must be {' or '.join(map(repr, rates))}, got "
+                          f"{warmup!r}: {name} warms up by {rates[0]!r} in place of any other value; give one of them")
 
 
 def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
     """Refuse values of `ds` (written under `source`) that DeepSpeed's parser passes and its engine fails on, in
     deepspeed.initialize or a training step, with a raw error: a `steps_per_print` that is no positive integer (it
     prints when the step count modulo it is 0; null prints never), a `gradient_predivide_factor` that is no positive
-    number (it divides the gradients by it) and a `data_types.grad_accum_dtype` that names no dtype it knows."""
+    number (it divides the gradients by it) and a `data_types.grad_accum_dtype` that names no dtype it knows; and a
+    negative `gradient_clipping`, on which it runs without clipping (as for 0)."""
     steps = ds.get("steps_per_print")
     if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps > 0):
         raise ConfigError(f"{source}steps_per_print must be a positive integer (DeepSpeed logs every that many "
                           f"steps) or null, got {steps!r}")
+    clip = ds.get("gradient_clipping", 0.0)
+    if isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip < 0:
+        raise ConfigError(f"{source}gradient_clipping must be 0 or more (the largest gradient norm; 0 does not clip, "
+                          f"as training.clip), got {clip!r}: DeepSpeed clips only above 0, so a negative value turns "
+                          f"clipping off with no message; give 0 to turn it off")
     factor = ds.get("gradient_predivide_factor", 1.0)
     if isinstance(factor, (int, float)) and not isinstance(factor, bool) and not factor > 0:
         raise ConfigError(f"{source}gradient_predivide_factor must be a positive number (DeepSpeed divides the "
@@ -227,7 +242,9 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
     installed, a max_grad_norm param (DeepSpeed clips by gradient_clipping), and where DeepSpeed builds a torch
     optimizer (a torch.optim type, adam/adamw with torch_adam, adagrad without offload) a class whose step needs a
     closure (LBFGS), params its class does not take or whose values it refuses, found by building it and stepping it
-    on a throwaway parameter."""
+    on a throwaway parameter; and params it would misread, of another kind than the class's constructor takes
+    (`mistyped_param`: lr true, read as 1) or adam/adamw switches that are not true or false (torch_adam "false", read
+    as true)."""
     optimizer = ds.get("optimizer")
     if not isinstance(optimizer, Mapping) or not optimizer.get("type"):
         return  # (check_typed_sections and the JSON's missing-type check name these)
@@ -246,14 +263,21 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
     if "max_grad_norm" in params:
         raise ConfigError(f"{source}optimizer.params.max_grad_norm is refused by DeepSpeed, which clips gradients "
                           f"itself: remove it and set training.clip (deepspeed.extra.gradient_clipping) instead")
+    if own in ADAM_TYPES:
+        _check_adam_switches(params, source)
     if own in ADAM_TYPES and params.get("torch_adam"):
         adamw = own == "adamw" or params.get("adam_w_mode", True)
         cls, params = (torch.optim.AdamW if adamw else torch.optim.Adam), {
             key: value for key, value in params.items() if key not in DEEPSPEED_ADAM_SWITCHES}
     elif own == "adagrad" and not json_offloads_optimizer(ds):
         cls = torch.optim.Adagrad
-    if cls is None:
-        return  # (one of DeepSpeed's own kernels: building it here could mean compiling it)
+    if cls is None:  # (one of DeepSpeed's own kernels: building it here could mean compiling it)
+        kernel = kernel_class(own, json_offloads_optimizer(ds))
+        if kernel is not None:
+            _check_param_kinds(kernel, {key: value for key, value in params.items()
+                                        if key not in DEEPSPEED_ADAM_SWITCHES}, f"{source}optimizer", name)
+        return
+    _check_param_kinds(cls, params, f"{source}optimizer", name)
     closure = inspect.signature(cls.step).parameters.get("closure")
     if closure is not None and closure.default is inspect.Parameter.empty:
         raise ConfigError(f"{source}optimizer.type {name!r} steps only with a closure that recomputes the loss, which "
@@ -264,6 +288,29 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
         raise ConfigError(f"{source}optimizer.params do not fit {name} (DeepSpeed builds torch.optim."
                           f"{cls.__name__}): {first_line}; give the params its constructor takes "
                           f"(https://pytorch.org/docs/stable/optim.html)")
+
+
+def _check_adam_switches(params: Mapping[str, Any], source: str) -> None:
+    """Refuse a `DEEPSPEED_ADAM_SWITCHES` param of an adam/adamw optimizer that is not true or false (null too for
+    fp32_optimizer_states, its default): DeepSpeed reads each as `if value:`, so "false" or "no" turns it on."""
+    for key in DEEPSPEED_ADAM_SWITCHES:
+        value = params.get(key)
+        if key in params and not isinstance(value, bool) and not (value is None and key == "fp32_optimizer_states"):
+            raise ConfigError(f"{source}optimizer.params.{key} must be true or false, got {value!r}: DeepSpeed reads "
+                              f"any value but false, 0, null and \"\" as true; give true or false, or remove it")
+
+
+def _check_param_kinds(cls: type, params: Mapping[str, Any], section: str, name: str) -> None:
+    """Refuse a param of `section` (an optimizer or scheduler of type `name`, built as `cls`) whose value is not of
+    the kind its keyword takes (`mistyped_param`): true or false where it is a switch, a number (not true/false)
+    where it is one. `cls` runs with such a value, reading true as 1 and a string as true."""
+    mistyped = mistyped_param(cls, params)
+    if mistyped is not None:
+        key, kind = mistyped
+        why = "reads true as 1 and false as 0" if kind == "a number" else "reads any text but \"\" as true"
+        built = name if name == cls.__name__ else f"{name} ({cls.__name__})"
+        raise ConfigError(f"{section}.params.{key} must be {kind}, got {params[key]!r}: {built} {why}, with no "
+                          f"error; give {kind}")
 
 
 def _optimizer_error(cls: type, params: Mapping[str, Any]) -> Optional[Exception]:
