@@ -423,6 +423,38 @@ def test_a_negative_gradient_clipping_is_refused(tmp_path):
     check_run_config(_config(tmp_path, extra={"gradient_clipping": 0}))
 
 
+def test_an_optimizer_whose_kernel_the_accelerator_lacks_is_refused_naming_those_it_has():
+    # was: Lamb (and Lion without offload) passed the run's checks on a CPU machine and deepspeed.initialize failed
+    # loading the kernel ("This op had not been implemented on CPU backend."); DeepSpeed's CPU accelerator (the
+    # reference) answers them with its NotImplementedBuilder, its CUDA accelerator with their builders
+    from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+    from deepspeed.accelerator.cuda_accelerator import CUDA_Accelerator
+
+    from t2t_mtl.engine.deepspeed_config import check_kernel
+    from t2t_mtl.engine.deepspeed_params import kernel_of
+
+    cpu, cuda = CPU_Accelerator(), CUDA_Accelerator()
+    assert cpu.get_op_builder("FusedLambBuilder").__name__ == "NotImplementedBuilder"
+    for own in ("lamb", "lion", "adam"):
+        check_kernel(cuda, kernel_of(own, False), False, f"optimizer.type {own!r}")
+    check_kernel(cpu, kernel_of("lion", True), True, "optimizer.type 'lion'")  # (DeepSpeed's CPU Lion)
+    for own, kernel in (("lamb", "FusedLamb"), ("lion", "FusedLion")):
+        with pytest.raises(ConfigError, match=rf"^optimizer\.type '{own}' needs DeepSpeed's {kernel} kernel, which the "
+                                              r"cpu accelerator does not implement .*: on cpu, name one of "
+                                              r"DeepSpeed's adam, adamw, adagrad \(lion too with the optimizer "
+                                              r"offloaded\), or a torch\.optim optimizer$"):
+            check_kernel(cpu, kernel_of(own, False), False, f"optimizer.type {own!r}")
+
+
+def test_the_run_checks_refuse_lamb_where_deepspeeds_accelerator_is_the_cpu(tmp_path):
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        pytest.skip("DeepSpeed's accelerator here is not the CPU")
+    _refused_in_extra_and_json(tmp_path, {"optimizer": {"type": "Lamb", "params": {"lr": 1e-3}}},
+                               "optimizer.type 'Lamb' needs DeepSpeed's FusedLamb kernel")
+
+
 def test_optimizers_deepspeed_builds_pass_the_run_checks(tmp_path):
     for optimizer in ({"type": "adamw", "params": {"lr": 1e-3, "betas": [0.8, 0.9], "eps": 1e-6}},
                       {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9}}, {"type": "RMSprop", "params": {}},

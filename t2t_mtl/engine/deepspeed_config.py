@@ -24,7 +24,7 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, changed_keys, deep_merge
 from t2t_mtl.engine.deepspeed_auto import auto_filled_training_keys, fill_auto_values
-from t2t_mtl.engine.deepspeed_params import kernel_class, mistyped_param
+from t2t_mtl.engine.deepspeed_params import Kernel, implements, kernel_of, mistyped_param, working_types
 
 
 class PrecisionError(ConfigError):
@@ -242,9 +242,9 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
     installed, a max_grad_norm param (DeepSpeed clips by gradient_clipping), and where DeepSpeed builds a torch
     optimizer (a torch.optim type, adam/adamw with torch_adam, adagrad without offload) a class whose step needs a
     closure (LBFGS), params its class does not take or whose values it refuses, found by building it and stepping it
-    on a throwaway parameter; and params it would misread, of another kind than the class's constructor takes
-    (`mistyped_param`: lr true, read as 1) or adam/adamw switches that are not true or false (torch_adam "false", read
-    as true)."""
+    on a throwaway parameter; where it builds a kernel of its own, one the accelerator lacks (`check_kernel`); and
+    params it would misread, of another kind than the class's constructor takes (`mistyped_param`: lr true, read as
+    1) or adam/adamw switches that are not true or false (torch_adam "false", read as true)."""
     optimizer = ds.get("optimizer")
     if not isinstance(optimizer, Mapping) or not optimizer.get("type"):
         return  # (check_typed_sections and the JSON's missing-type check name these)
@@ -272,10 +272,13 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
     elif own == "adagrad" and not json_offloads_optimizer(ds):
         cls = torch.optim.Adagrad
     if cls is None:  # (one of DeepSpeed's own kernels: building it here could mean compiling it)
-        kernel = kernel_class(own, json_offloads_optimizer(ds))
+        from deepspeed.accelerator import get_accelerator
+
+        kernel = kernel_of(own, json_offloads_optimizer(ds))
         if kernel is not None:
-            _check_param_kinds(kernel, {key: value for key, value in params.items()
-                                        if key not in DEEPSPEED_ADAM_SWITCHES}, f"{source}optimizer", name)
+            check_kernel(get_accelerator(), kernel, json_offloads_optimizer(ds), f"{source}optimizer.type {name!r}")
+            _check_param_kinds(kernel.cls, {key: value for key, value in params.items()
+                                            if key not in DEEPSPEED_ADAM_SWITCHES}, f"{source}optimizer", name)
         return
     _check_param_kinds(cls, params, f"{source}optimizer", name)
     closure = inspect.signature(cls.step).parameters.get("closure")
@@ -288,6 +291,20 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
         raise ConfigError(f"{source}optimizer.params do not fit {name} (DeepSpeed builds torch.optim."
                           f"{cls.__name__}): {first_line}; give the params its constructor takes "
                           f"(https://pytorch.org/docs/stable/optim.html)")
+
+
+def check_kernel(accelerator: Any, kernel: Kernel, offloaded: bool, what: str) -> None:
+    """Refuse `what` (an optimizer type, as written) whose DeepSpeed `kernel` (with the optimizer `offloaded` or not)
+    `accelerator` does not implement (`implements`): deepspeed.initialize would fail loading it, after the data and
+    the model. The message names the types that run there."""
+    if implements(accelerator, kernel):
+        return
+    name, here = accelerator.device_name(), working_types(accelerator, offloaded)
+    more = [] if offloaded else [own for own in working_types(accelerator, True) if own not in here]
+    also = f" ({', '.join(more)} too with the optimizer offloaded)" if more else ""
+    raise ConfigError(f"{what} needs DeepSpeed's {kernel.cls.__name__} kernel, which the {name} accelerator does not "
+                      f"implement (deepspeed.initialize would fail loading it): on {name}, name one of DeepSpeed's "
+                      f"{', '.join(here)}{also}, or a torch.optim optimizer")
 
 
 def _check_adam_switches(params: Mapping[str, Any], source: str) -> None:

@@ -1,15 +1,16 @@
-"""The kinds of value the params of an optimizer or LR scheduler of a DeepSpeed config take, read from its class's
-constructor (for one of DeepSpeed's own optimizer types, the kernel class it builds). DeepSpeed passes the params as
-given, and Python reads true as 1 and any string but "" as true, so `lr: true` trains at lr 1.0 and SGD's
-`nesterov: "no"` turns Nesterov momentum on, with no error anywhere. A param whose default (or, without one,
-annotation) is true/false must be true or false, and one whose default is a number a number.
+"""What an optimizer or LR scheduler of a DeepSpeed config needs: the kernel DeepSpeed builds for one of its own
+optimizer types and whether the accelerator has it (the CPU has no FusedLamb nor FusedLion), and the kinds of value
+its params take, read from its class's constructor. DeepSpeed passes the params as given, and Python reads true as 1
+and any string but "" as true, so `lr: true` trains at lr 1.0 and SGD's `nesterov: "no"` turns Nesterov momentum on,
+with no error anywhere. A param whose default (or, without one, annotation) is true/false must be true or false, and
+one whose default is a number a number.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, NamedTuple, Optional, Tuple
 
-__all__ = ["kernel_class", "mistyped_param"]
+__all__ = ["KERNEL_TYPES", "Kernel", "implements", "kernel_of", "mistyped_param", "working_types"]
 
 
 def _kind_of(parameter: inspect.Parameter) -> Optional[str]:
@@ -44,24 +45,53 @@ def mistyped_param(cls: type, params: Mapping[str, Any]) -> Optional[Tuple[str, 
     return None
 
 
-def kernel_class(own: str, offloaded: bool) -> Optional[type]:
-    """The class of DeepSpeed's own kernel that its optimizer type `own` (lower case) builds without torch_adam, with
-    the optimizer offloaded or not (as `DeepSpeedEngine._configure_basic_optimizer` picks it), imported without
-    building it; None for a type it builds otherwise (a torch class, mup's, muon's)."""
+class Kernel(NamedTuple):
+    """One of DeepSpeed's own optimizer kernels: its class and the name of the op builder that compiles it."""
+
+    cls: type
+    builder: str
+
+
+def kernel_of(own: str, offloaded: bool) -> Optional[Kernel]:
+    """The kernel DeepSpeed's optimizer type `own` (lower case) builds without torch_adam, with the optimizer
+    offloaded or not (as `DeepSpeedEngine._configure_basic_optimizer` picks it), imported without building it; None
+    for a type it builds otherwise (a torch class, mup's, muon's)."""
     if own in ("adam", "adamw"):
         from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
 
-        return DeepSpeedCPUAdam if offloaded else FusedAdam
+        return Kernel(DeepSpeedCPUAdam, "CPUAdamBuilder") if offloaded else Kernel(FusedAdam, "FusedAdamBuilder")
     if own == "lamb":
         from deepspeed.ops.lamb import FusedLamb
 
-        return FusedLamb
+        return Kernel(FusedLamb, "FusedLambBuilder")
     if own == "lion":
         from deepspeed.ops.lion import DeepSpeedCPULion, FusedLion
 
-        return DeepSpeedCPULion if offloaded else FusedLion
+        return Kernel(DeepSpeedCPULion, "CPULionBuilder") if offloaded else Kernel(FusedLion, "FusedLionBuilder")
     if own == "adagrad" and offloaded:
         from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad
 
-        return DeepSpeedCPUAdagrad
+        return Kernel(DeepSpeedCPUAdagrad, "CPUAdagradBuilder")
     return None
+
+
+def implements(accelerator: Any, kernel: Kernel) -> bool:
+    """Whether DeepSpeed's `accelerator` (`deepspeed.accelerator.get_accelerator()`) has an op builder for `kernel`:
+    the CPU's answers every op it lacks (FusedLamb, FusedLion) with its NotImplementedBuilder, whose load raises
+    "This op had not been implemented on CPU backend" in deepspeed.initialize; CUDA's has them all."""
+    builder = accelerator.get_op_builder(kernel.builder)
+    return builder is not None and builder.__name__ != "NotImplementedBuilder"
+
+
+#: DeepSpeed's optimizer types built by a kernel of their own (`kernel_of`), in its documentation's order
+KERNEL_TYPES = ("adam", "adamw", "adagrad", "lamb", "lion")
+
+
+def working_types(accelerator: Any, offloaded: bool) -> List[str]:
+    """DeepSpeed's optimizer types of `KERNEL_TYPES` that run on `accelerator` with the optimizer offloaded or not."""
+    out = []
+    for own in KERNEL_TYPES:
+        kernel = kernel_of(own, offloaded)
+        if kernel is None or implements(accelerator, kernel):
+            out.append(own)
+    return out
