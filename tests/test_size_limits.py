@@ -122,6 +122,24 @@ def test_the_run_checks_refuse_a_generation_past_the_limit(tmp_path):
         check_run_config(config)
 
 
+def test_a_generation_past_the_limit_defaulted_from_the_target_length_names_that_key(tmp_path):
+    # was: refused as "evaluation.max_new_tokens (--max-new-tokens, evaluation.max_new_tokens) 65537 is more than ...",
+    # a key the config does not set; its value is data.max_target_length's (EvalSettings.from_run reads the same)
+    from t2t_mtl.evaluation.run_settings import RUN_KEYS
+
+    assert RUN_KEYS["max_new_tokens"] == ("evaluation.max_new_tokens", "data.max_target_length")
+    config = config_from_dict({**_run_config(tmp_path, dims=TINY).to_dict(),
+                               "data": {"tasks": ["parity"], "max_target_length": MAX_NEW_TOKENS + 1}})
+    config.evaluation.update(tasks=["parity"])
+    with pytest.raises(ConfigError, match=rf"^data\.max_target_length {MAX_NEW_TOKENS + 1} is the default of "
+                                          rf"evaluation\.max_new_tokens, more than the {MAX_NEW_TOKENS} tokens .*set "
+                                          rf"evaluation\.max_new_tokens to at most {MAX_NEW_TOKENS}, or lower "
+                                          rf"data\.max_target_length$"):
+        check_run_config(config)
+    config.evaluation.update(max_new_tokens=MAX_NEW_TOKENS)  # (given, the target length is no longer its default)
+    check_run_config(config)
+
+
 @pytest.mark.parametrize("option, named", [("--num-beams", "num_beams (--num-beams, evaluation.num_beams) 10"),
                                            ("--max-new-tokens", "max_new_tokens (--max-new-tokens, evaluation.max_")])
 @pytest.mark.parametrize("command", ["predict", "eval"])

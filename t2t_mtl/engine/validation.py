@@ -23,6 +23,7 @@ from t2t_mtl.evaluation.rank_classification import evaluation_mode
 from t2t_mtl.evaluation.scoring import written_form
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops, token_masks
+from t2t_mtl.size_limits import MAX_NEW_TOKENS
 from t2t_mtl.wording import repeated_items
 
 
@@ -270,6 +271,16 @@ def evaluation_every(cfg: Config) -> int:
     return 0 if evaluation_off(cfg) else every
 
 
+def _check_default_generation_length(max_target_length: int) -> None:
+    """ConfigError naming data.max_target_length where, as the default of evaluation.max_new_tokens, it is past
+    `MAX_NEW_TOKENS` (EvalSettings' own refusal names evaluation.max_new_tokens, which the user never set)."""
+    if max_target_length > MAX_NEW_TOKENS:
+        raise ConfigError(f"data.max_target_length {max_target_length} is the default of evaluation.max_new_tokens, "
+                          f"more than the {MAX_NEW_TOKENS} tokens a generation adds at most (t2t_mtl.size_limits): "
+                          f"set evaluation.max_new_tokens to at most {MAX_NEW_TOKENS}, or lower "
+                          f"data.max_target_length")
+
+
 def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     """(task names, EvalSettings) for the `evaluation:` section; ([], None) when it is empty or disabled.
 
@@ -318,6 +329,8 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     section.setdefault("max_input_length", cfg.data.max_input_length)
     section.setdefault("max_new_tokens", cfg.data.max_target_length)
     section.setdefault("seed", cfg.training.seed)
+    if not bounded and section.get("scoring", EvalSettings.scoring) != "rank":
+        _check_default_generation_length(cfg.data.max_target_length)
     try:
         settings = EvalSettings(**section)
     except (TypeError, ValueError) as err:
