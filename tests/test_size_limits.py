@@ -165,6 +165,28 @@ def test_more_shots_than_a_prompt_holds_tokens_are_refused():
         EvalSettings(num_shots=9, max_input_length=8)
 
 
+def test_predict_refuses_beams_past_a_model_folders_vocabulary_before_loading_it(model_dir, capsys, monkeypatch):
+    # was: refused only once the model was loaded (as check_generation_sizes reads the loaded model's vocabulary);
+    # the reference is the folder's config.json, what the loaded model's vocabulary is
+    import json
+
+    from t2t_mtl.cli import main
+    from t2t_mtl.evaluation import CheckpointError
+
+    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+
+    def load(path):
+        raise CheckpointError("the model was loaded")
+
+    monkeypatch.setattr("t2t_mtl.evaluation.load_checkpoint", load)
+    assert main(["predict", "--checkpoint", str(model_dir), "--num-beams", str(vocab + 1), "some text"]) == 2
+    assert capsys.readouterr().err == (f"error: num_beams (--num-beams, evaluation.num_beams) {vocab + 1} is more "
+                                       f"than the model's vocabulary of {vocab} tokens, the most distinct beams there "
+                                       f"are: use at most {vocab}\n")
+    assert main(["predict", "--checkpoint", str(model_dir), "--num-beams", str(vocab), "some text"]) == 2
+    assert capsys.readouterr().err == "error: the model was loaded\n"  # (at the limit: on to loading it)
+
+
 def test_eval_refuses_absurd_shots_in_one_line_before_loading_the_model(model_dir, capsys, monkeypatch):
     from t2t_mtl.cli import main
 

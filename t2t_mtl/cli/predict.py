@@ -156,6 +156,21 @@ def input_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any
     return {name: task_registry.get_task(name) for name in sorted(names & registered)}
 
 
+def _check_beams_before_loading(args: argparse.Namespace, requests: list) -> None:
+    """EvaluationError (`check_generation_sizes`) for a beam width past the vocabulary of a model folder's config.json
+    (`folder_vocab_size`) where an input is generated, before the model is loaded (predict checks it again on the
+    loaded model, whose size a run or checkpoint folder gives only then)."""
+    from t2t_mtl.evaluation.checkpoint import checkpoint_meta, folder_vocab_size
+    from t2t_mtl.evaluation.generation import check_generation_sizes
+
+    vocab_size = folder_vocab_size(args.checkpoint)
+    ranked = [request for request in requests if request.answer_choices and args.scoring != "generate"]
+    if vocab_size is None or args.scoring == "rank" or len(ranked) == len(requests):
+        return
+    settings = decoding_settings(args, checkpoint_meta(args.checkpoint))
+    check_generation_sizes(settings["num_beams"], settings["max_new_tokens"], vocab_size=vocab_size)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation import EvaluationError, load_checkpoint
     from t2t_mtl.evaluation.predict import implied_task, predict
@@ -182,6 +197,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if ignored:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
+        _check_beams_before_loading(args, requests)
         with hidden_transformers_progress_bars():  # ('Loading weights': predict draws no bar of its own)
             model, tokenizer, meta = load_checkpoint(args.checkpoint)
         task = args.task or implied_task(model, meta)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from safetensors import SafetensorError
 
@@ -50,6 +50,19 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
                               f"T5-family encoder-decoder ({', '.join(SUPPORTED_MODEL_TYPES)})")
     model.eval()
     return model, tokenizer, dict(meta or {}, path=str(path))
+
+
+def folder_vocab_size(path: Union[str, Path]) -> Optional[int]:
+    """The vocabulary size the config.json of model folder `path` gives, read without loading the model (what the
+    loaded model's is), so that what depends on it is checked first; None where `path` is no model folder (a run or
+    checkpoint folder, whose model is sized once built) or its config.json gives no integer vocab_size."""
+    if not is_model_folder(path):
+        return None
+    try:
+        vocab_size = json.loads((Path(path) / MODEL_CONFIG_FILE).read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError, AttributeError):  # (load_checkpoint names these)
+        return None
+    return vocab_size if isinstance(vocab_size, int) and not isinstance(vocab_size, bool) else None
 
 
 def checkpoint_meta(path: Union[str, Path]) -> dict[str, Any]:

@@ -34,11 +34,13 @@ def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[s
     return texts
 
 
-def check_generation_sizes(num_beams: int, max_new_tokens: int, model: Optional[torch.nn.Module] = None) -> None:
+def check_generation_sizes(num_beams: int, max_new_tokens: int, model: Optional[torch.nn.Module] = None, *,
+                           vocab_size: Optional[int] = None) -> None:
     """EvaluationError naming the setting (and its option) for `max_new_tokens` past `MAX_NEW_TOKENS`, or, given a
-    `model` with a config, `num_beams` past its vocabulary size: beam search's first step extends the input by one
-    token, so it finds at most that many distinct beams (and a beam width of 10**12 fails in the allocator)."""
-    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    `model` with a config (or its `vocab_size`, read before it is loaded), `num_beams` past its vocabulary size: beam
+    search's first step extends the input by one token, so it finds at most that many distinct beams (and a beam
+    width of 10**12 fails in the allocator)."""
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", vocab_size)
     if max_new_tokens > MAX_NEW_TOKENS:
         raise EvaluationError(f"max_new_tokens (--max-new-tokens, evaluation.max_new_tokens) {max_new_tokens} is more "
                               f"than the {MAX_NEW_TOKENS} tokens a generation adds at most (t2t_mtl.size_limits): "
