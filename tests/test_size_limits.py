@@ -83,6 +83,42 @@ def test_experts_are_counted_against_the_limit(tmp_path):
         check_run_config(_run_config(tmp_path, dims=dims, moe=moe))
 
 
+def _folder_config(tmp_path, t5_tokenizer_dir, moe=None, **dims):
+    """A run config training the model of a local folder of T5Config(**TINY, **dims) (no weights) with `moe`."""
+    folder = tmp_path / "folder"
+    T5Config(**{**TINY, **dims}).save_pretrained(folder)
+    return config_from_dict({"model": {"name_or_path": str(folder), **({"moe": moe} if moe else {})},
+                             "data": {"tasks": ["parity"]}, "tokenizer": {"path": str(t5_tokenizer_dir)},
+                             "training": {"output_dir": str(tmp_path / "run")}})
+
+
+@pytest.mark.parametrize("key, size", [("d_model", 10 ** 12), ("num_layers", 10 ** 12)])
+def test_a_local_model_folder_sizing_more_parameters_than_the_limit_is_refused(key, size, tmp_path, t5_tokenizer_dir):
+    # was: passed the run's checks and --print-config (a pretrained model's sizes were not checked), and the run failed
+    # building it, after tokenizing; the count is that of the folder's config.json
+    count = t5_parameter_count(T5Config(**{**TINY, key: size}))
+    assert count > MAX_MODEL_PARAMETERS
+    config = _folder_config(tmp_path, t5_tokenizer_dir, **{key: size})
+    with pytest.raises(ConfigError) as refused:
+        check_run_config(config)
+    assert str(refused.value).startswith(f"model.name_or_path '{config.model.name_or_path}': its config.json sizes a "
+                                         f"model of {count:.3g} parameters ({4 * count:.3g} bytes in fp32), more than "
+                                         f"the 1e+13 a run builds at most"), refused.value
+    assert str(refused.value).endswith(": train a smaller model")
+
+
+def test_a_local_model_folders_experts_are_counted_against_the_limit(tmp_path, t5_tokenizer_dir):
+    dims = {"d_model": 10 ** 4, "d_ff": 10 ** 5}
+    moe = {"num_experts": MAX_EXPERTS, "top_k": 1, "every": 1}
+    assert t5_parameter_count(T5Config(**{**TINY, **dims})) < MAX_MODEL_PARAMETERS
+    with pytest.raises(ConfigError, match=r"^model\.name_or_path '.*': its config\.json with model\.moe sizes a "):
+        check_run_config(_folder_config(tmp_path, t5_tokenizer_dir, moe=moe, **dims))
+
+
+def test_a_local_model_folder_within_the_limit_passes(tmp_path, t5_tokenizer_dir):
+    check_run_config(_folder_config(tmp_path, t5_tokenizer_dir, vocab_size=32128))
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, t5_tokenizer_dir):
     """A tiny T5 of T5's vocabulary, saved with its tokenizer."""

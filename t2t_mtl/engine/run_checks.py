@@ -419,7 +419,7 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     (None: read it where needed)."""
     check_model_source(cfg.model)
     rates = training_rates(cfg)
-    check_model_size(cfg, list(rates))
+    check_model_size(cfg, list(rates), saved)
     sampling_cfg = run_sampling_config(cfg, rates)
     sampler = check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
     check_signal_config(cfg, sampler)
@@ -461,24 +461,34 @@ def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
                           "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
 
 
-def check_model_size(cfg: Config, task_names: Sequence[str]) -> None:
-    """ConfigError when the model a run would build from model.dims, with model.moe's experts, has more than
-    `MAX_MODEL_PARAMETERS` parameters (`t5_parameter_count`, from the sizes alone), naming the count: before it is
-    built (on the meta device by the checks, or after tokenizing by the run), which for sizes such as 10**12 fails in
-    an allocator or loops for hours. A pretrained model keeps its own sizes (not checked here)."""
-    if cfg.model.name_or_path is not None:
+def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]] = None) -> None:
+    """ConfigError when the model a run would build, from model.dims or a local model.name_or_path folder's
+    config.json (`saved`: as `check_t5_checkpoint` returned it; None: read it), with model.moe's experts (or the
+    folder's own), has more than `MAX_MODEL_PARAMETERS` parameters (`t5_parameter_count`, from the sizes alone),
+    naming the count: before it is built (on the meta device by the checks, or after tokenizing by the run), which
+    for sizes such as 10**12 fails in an allocator or loops for hours. A hub model's sizes are not checked here: its
+    config is read only where the hub is reached, when the model is built."""
+    name = cfg.model.name_or_path
+    if not is_local_model(name):
         return
     from t2t_mtl.model.moe_config import MoEConfig
     from t2t_mtl.model.parameter_count import t5_parameter_count
 
-    moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)}) if cfg.model.moe else None
-    count = t5_parameter_count(model_config(cfg.model), moe)
-    if count > MAX_MODEL_PARAMETERS:
-        keys = "model.dims and model.moe" if moe else "model.dims"
-        raise ConfigError(f"{keys} size a model of {count:.3g} parameters ({4 * count:.3g} bytes in fp32), more than "
-                          f"the {MAX_MODEL_PARAMETERS:.0e} a run builds at most (ten times the largest T5-family "
-                          f"model published): reduce d_model, d_ff, d_kv, num_heads, num_layers, num_decoder_layers "
-                          f"or vocab_size{' (or model.moe.num_experts)' if moe else ''}")
+    saved = saved if saved is not None or name is None else pretrained_config_dict(name)
+    own = (saved or {}).get("moe")  # (a folder that is an MoE model already)
+    moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)}) if cfg.model.moe else (
+        MoEConfig.from_dict(dict(own)) if own else None)
+    count = t5_parameter_count(model_config(cfg.model, saved), moe)
+    if count <= MAX_MODEL_PARAMETERS:
+        return
+    fits = f"the {MAX_MODEL_PARAMETERS:.0e} a run builds at most (ten times the largest T5-family model published)"
+    size = f"a model of {count:.3g} parameters ({4 * count:.3g} bytes in fp32), more than {fits}"
+    if name is not None:
+        raise ConfigError(f"model.name_or_path {name!r}: its config.json{' with model.moe' if cfg.model.moe else ''} "
+                          f"sizes {size}: train a smaller model")
+    keys = "model.dims and model.moe" if moe else "model.dims"
+    raise ConfigError(f"{keys} size {size}: reduce d_model, d_ff, d_kv, num_heads, num_layers, num_decoder_layers "
+                      f"or vocab_size{' (or model.moe.num_experts)' if moe else ''}")
 
 
 def is_local_model(name_or_path: Optional[str]) -> bool:
