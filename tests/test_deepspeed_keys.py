@@ -236,6 +236,29 @@ def test_a_section_scalar_of_the_wrong_type_is_named_by_the_run_checks(tmp_path,
     _refused_in_extra_and_json(tmp_path, section, f"{key} must be {kind}, got {value!r}: ")
 
 
+def test_an_activation_checkpointing_section_is_warned_of_as_having_no_effect(tmp_path):
+    # was: accepted in silence, though the engine never applies it: only deepspeed.checkpointing.configure reads the
+    # parsed section (the reference: DeepSpeed's engine module names no activation checkpointing), and t2t-mtl calls
+    # no deepspeed.checkpointing
+    import inspect
+
+    import deepspeed.runtime.engine
+
+    assert "activation_checkpointing" not in inspect.getsource(deepspeed.runtime.engine)
+    section = {"activation_checkpointing": {"partition_activations": True}}
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **section}))
+    for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
+                          (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
+        assert [w for w in config_warnings(config) if "activation_checkpointing" in w] == [
+            f"{where}activation_checkpointing: DeepSpeed applies it only to a model whose blocks call "
+            f"deepspeed.checkpointing, which t2t-mtl's T5 does not, so it has no effect; "
+            f"model.activation_checkpointing: true checkpoints the blocks"]
+        assert check_run_config(config).deepspeed.warnings == [w for w in config_warnings(config)
+                                                               if "DeepSpeed" in w]
+    assert not [w for w in config_warnings(_config(tmp_path)) if "activation_checkpointing" in w]
+
+
 def test_section_scalars_of_their_documented_types_pass(tmp_path):
     check_run_config(_config(tmp_path, extra={
         "activation_checkpointing": {"partition_activations": True, "number_checkpoints": 4},

@@ -195,7 +195,7 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     unread = check_deepspeed_accepts(ds_config, cfg)
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
-    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread))
+    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config))
 
 
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
@@ -208,7 +208,21 @@ def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
         ds_config = build_deepspeed_config(cfg, world_size)
     except ConfigError:  # (the run's own checks refuse it)
         return []
-    return unread_key_warnings(cfg, unread_keys(ds_config))
+    return unread_key_warnings(cfg, unread_keys(ds_config)) + idle_section_warnings(cfg, ds_config)
+
+
+def idle_section_warnings(cfg: Config, ds_config: Mapping[str, Any]) -> List[str]:
+    """A warning for an `activation_checkpointing` section of the DeepSpeed config `ds_config`: DeepSpeed's parser
+    reads it, but only `deepspeed.checkpointing.configure` applies it, to a model whose blocks call
+    `deepspeed.checkpointing.checkpoint`, and t2t-mtl's T5 does neither (model.activation_checkpointing checkpoints
+    its blocks through transformers)."""
+    if "activation_checkpointing" not in ds_config:
+        return []
+    from t2t_mtl.engine.deepspeed_engine import deepspeed_key_source  # (it imports resume_checks, which imports us)
+
+    return [f"{deepspeed_key_source(cfg, 'activation_checkpointing')}: DeepSpeed applies it only to a model whose "
+            f"blocks call deepspeed.checkpointing, which t2t-mtl's T5 does not, so it has no effect; "
+            f"model.activation_checkpointing: true checkpoints the blocks"]
 
 
 def unread_key_warnings(cfg: Config, unread: Sequence[Tuple[str, Optional[str]]]) -> List[str]:
