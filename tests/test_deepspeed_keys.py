@@ -134,6 +134,24 @@ def test_a_typed_scheduler_without_params_is_refused(tmp_path):
     check_run_config(_config(tmp_path, extra={"scheduler": {"type": "WarmupLR", "params": {}}}))
 
 
+@pytest.mark.parametrize("section, value", [("bf16", "false"), ("bf16", "no"), ("fp16", "off"), ("bfloat16", "0"),
+                                            ("bf16", "true")])
+def test_a_precision_switch_that_is_not_true_or_false_is_refused(tmp_path, section, value):
+    # was: a JSON's bf16: {enabled: "false"} was read by the run's checks as bf16 (training.precision fp32 refused, auto
+    # recorded bf16 in the checkpoints), while DeepSpeed's parser (the reference) reads it as false and trains in fp32
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    from t2t_mtl.engine.deepspeed_config import json_precision
+
+    parsed = DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1,
+                              section: {"enabled": value}})
+    enabled = parsed.float16_config.enabled if section == "fp16" else parsed.bfloat16_config.enabled
+    assert enabled is (value == "true")
+    assert json_precision({section: {"enabled": value}}) == ("fp16" if section == "fp16" else "bf16")
+    _refused_in_extra_and_json(tmp_path, {section: {"enabled": value}},
+                               f"{section}.enabled must be true or false, got {value!r}: ")
+
+
 def test_a_null_section_deepspeed_reads_as_absent_is_accepted(tmp_path):
     # (DeepSpeed reads bf16: null and aio: null as the sections left out; precision pinned to fp32, which a null bf16
     # section trains in, as "auto" is bf16 on a CPU with AVX512-BF16/AMX)

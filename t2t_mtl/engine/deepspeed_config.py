@@ -357,6 +357,23 @@ def _construction_error(cls: type, params: Mapping[str, Any]) -> Optional[Except
     return None
 
 
+#: DeepSpeed's precision sections, whose `enabled` the run's checks read to tell what a config trains in
+PRECISION_SECTIONS = ("bf16", "bfloat16", "fp16")
+
+
+def check_precision_switches(ds: Mapping[str, Any], source: str) -> None:
+    """Refuse a precision section's `enabled` in `ds` (written under `source`, "auto" filled in) that is not true or
+    false: DeepSpeed's parser (pydantic) reads "false", "no" or "off" as false, where `json_precision` and the
+    precision checks read any text but "" as true, so a run would train in another precision than its checks and
+    checkpoints say."""
+    for name in PRECISION_SECTIONS:
+        enabled = (ds.get(name) or {}).get("enabled", False)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{source}{name}.enabled must be true or false, got {enabled!r}: DeepSpeed reads "
+                              f"\"false\" or \"no\" as false, where the run's precision checks read any text as "
+                              f"true (and would record another precision than it trains in); give true or false")
+
+
 def json_precision(ds: Dict[str, Any]) -> str:
     """"bf16", "fp16" or "fp32": what a DeepSpeed config trains in (`bf16`, or its old name `bfloat16`; `fp16`)."""
     if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
@@ -515,6 +532,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
                               f"deepspeed.config {path}: ")
         check_typed_sections(ds, f"deepspeed.config {path}: ")
+        check_precision_switches(ds, f"deepspeed.config {path}: ")
         optimizer = ds.get("optimizer") or {}
         if not optimizer.get("type"):  # DeepSpeed would build none (nor from a section without a type): the run
             what = "an optimizer without a type" if optimizer else "no optimizer"  # would die at its first step
@@ -559,6 +577,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     }
     ds = fill_auto_values(deep_merge(ds, cfg.deepspeed.extra), cfg, lambda: precision, "deepspeed.extra.")
     check_extra_offload(ds, cfg.deepspeed.offload_optimizer)
+    check_precision_switches(ds, "deepspeed.extra.")
     check_extra_precision(ds, t.precision, precision)
     check_typed_sections(ds, "deepspeed.extra.")
     check_optimizer(ds, "deepspeed.extra.")
