@@ -42,7 +42,7 @@ def refused_config_error(err: Union[Exception, str], cfg: Config) -> ConfigError
 def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tuple[str, Optional[str]]]:
     """Parse `ds_config` with DeepSpeed's own config parser, as `deepspeed.initialize` will, so that a key it
     refuses inside a section (`zero_optimization.overlap_com`) or a scalar of the wrong type it reads unchecked, at
-    the top level or in a section (`gradient_clipping: "1.0"`, `activation_checkpointing.profile: "no"`), is named by
+    the top level or in a section (`gradient_clipping: "1.0"`, `checkpoint.use_node_local_storage: "no"`), is named by
     the run's checks and `--print-config`, not after the data and the model are built; returns the top-level keys it
     never read, from the same parse (`deepspeed_keys.parse_keys`). Any error of the parse is its refusal: besides
     pydantic's ValidationError and its DeepSpeedConfigError, it raises a raw TypeError, ValueError, AttributeError or

@@ -8,9 +8,9 @@ There is no list of those names to check against; `parse_keys` parses the config
 default it looks it up with. Its top-level scalars (`gradient_clipping`, `prescale_gradients`, ...) and those of the
 sections it reads with `get_scalar_param` (`activation_checkpointing`, `flops_profiler`, `checkpoint`, `aio`, ...)
 are read as given, so a value of the wrong type (`gradient_clipping: "1.0"`) fails only inside `deepspeed.initialize`
-or a training step, or is misread (`profile: "no"` as true, `profile_step: true` as 1); a key looked up with a
-true/false default must be true or false, and one with a number default a number. Some other values fail in the
-parser itself with a raw error naming no key (`checkpoint.tag_validation: 3`: "'int' object has no attribute
+or a training step, or is misread (`use_node_local_storage: "no"` as true, `profile_step: true` as 1); a key looked
+up with a true/false default must be true or false, and one with a number default a number. Some other values fail
+in the parser itself with a raw error naming no key (`checkpoint.tag_validation: 3`: "'int' object has no attribute
 'upper'"); the key it read last is that value's where the parse without it does not fail so.
 """
 from __future__ import annotations
