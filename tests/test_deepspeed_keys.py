@@ -439,6 +439,7 @@ def test_a_warmup_type_deepspeed_would_replace_by_log_is_refused(tmp_path, sched
                                "scheduler.params.warmup_type must be 'log' or 'linear', got 'lin': ")
     check_run_config(_config(tmp_path, extra={"scheduler": {"type": scheduler, "params": {**params,
                                                                                          "warmup_type": "linear"}}}))
+    check_run_config(_config(tmp_path, extra={"scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": None}}}))
 
 
 def test_scheduler_params_of_the_wrong_kind_are_named_by_the_run_checks(tmp_path):

@@ -36,11 +36,12 @@ def _fits(kind: str, value: Any) -> bool:
 
 def mistyped_param(cls: type, params: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
     """(name, kind) of the first of `params` whose keyword in `cls`'s constructor takes values of a kind (`_kind_of`)
-    that its value is not of; None where all fit (a name the constructor does not take is left to its own check)."""
+    that its value is not of (null passes where it is the default); None where all fit (a name the constructor does
+    not take is left to its own check)."""
     parameters = inspect.signature(cls).parameters
     for name, value in params.items():
         kind = _kind_of(parameters[name]) if name in parameters else None
-        if kind is not None and not _fits(kind, value):
+        if kind is not None and not _fits(kind, value) and not (value is None and parameters[name].default is None):
             return name, kind
     return None
 
