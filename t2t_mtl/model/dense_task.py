@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Dict, Optional, Union
 
+import torch
 from transformers import T5ForConditionalGeneration
 
 from t2t_kernels.moe import route
@@ -57,8 +58,10 @@ def task_routes(sub: TaskAwareT5) -> Dict[str, Dict[str, Union[int, float]]]:
 def dense_t5(sub: TaskAwareT5) -> T5ForConditionalGeneration:
     """`sub`, the sub-network of one task of a top-1 task-routed model (`extract_task_subnetwork`), as a plain T5
     with the same outputs: each MoE layer's expert becomes the layer's FFN, its `wo` times the layer's gate
-    (`task_routes`); the config loses its `moe` section. The T5 takes no task ids: it answers every input as that
-    task. MoEConfigError where `dense_blocker` names a reason, or for a model that is not one task's sub-network."""
+    (`task_routes`); the config loses its `moe` section. The T5 is built without a random init (on the meta
+    device, then filled with those weights alone), tied as T5 ties them. It takes no task ids: it answers every
+    input as that task. MoEConfigError where `dense_blocker` names a reason, or for a model that is not one task's
+    sub-network."""
     moe = sub.moe_config
     why = dense_blocker(moe)
     if why is not None:
@@ -71,7 +74,10 @@ def dense_t5(sub: TaskAwareT5) -> T5ForConditionalGeneration:
     config = copy.deepcopy(sub.config)
     del config.moe
     config.architectures = ["T5ForConditionalGeneration"]
-    dense = T5ForConditionalGeneration(config).to(dtype=sub.dtype, device=sub.device)
+    with torch.device("meta"):  # (no random init: every weight is loaded below)
+        dense = T5ForConditionalGeneration(config)
+    dense = dense.to(dtype=sub.dtype).to_empty(device=sub.device)
+    dense.tie_weights()  # (to_empty gives each name of a tied weight a tensor of its own)
     dense.generation_config = copy.deepcopy(sub.generation_config)
     source = sub.state_dict()
     state = {}
