@@ -231,7 +231,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
     routes = task_routes(sub) if moe_routed and dense_blocker(model.moe_config) is None else None
     if routes is not None:  # top-1 task routing: one expert per MoE layer, a plain T5
-        sub = dense_t5(sub)
+        sub = dense_t5(sub, routes=routes)
     out = _output_dir(out_dir, run)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -25,9 +25,12 @@ from t2t_mtl.model.moe import TaskAwareT5, moe_blocks
 from t2t_mtl.model.moe_config import MoEConfig, MoEConfigError
 from t2t_mtl.model.moe_layer import routing_dtype
 
-__all__ = ["dense_blocker", "dense_t5", "task_routes"]
+__all__ = ["Routes", "dense_blocker", "dense_t5", "task_routes"]
 
 _EXPERT = ".DenseReluDense.experts.0."
+
+#: {MoE layer: {"expert": the expert id it holds, "gate": the gate its tokens are scaled by}} (`task_routes`)
+Routes = Dict[str, Dict[str, Union[int, float]]]
 
 
 def dense_blocker(moe: MoEConfig) -> Optional[str]:
@@ -42,7 +45,7 @@ def dense_blocker(moe: MoEConfig) -> Optional[str]:
     return None
 
 
-def task_routes(sub: TaskAwareT5) -> Dict[str, Dict[str, Union[int, float]]]:
+def task_routes(sub: TaskAwareT5) -> Routes:
     """{MoE layer: {"expert": the expert id it holds, "gate": the gate its tokens are scaled by}} of the
     sub-network of one task under top-1 task routing (`extract_task_subnetwork`); the gate is worked out as the
     layer's forward does (its gate row in the routing dtype, `route` with the model's score and renormalisation)."""
@@ -55,13 +58,13 @@ def task_routes(sub: TaskAwareT5) -> Dict[str, Dict[str, Union[int, float]]]:
     return routes
 
 
-def dense_t5(sub: TaskAwareT5) -> T5ForConditionalGeneration:
+def dense_t5(sub: TaskAwareT5, *, routes: Optional[Routes] = None) -> T5ForConditionalGeneration:
     """`sub`, the sub-network of one task of a top-1 task-routed model (`extract_task_subnetwork`), as a plain T5
     with the same outputs: each MoE layer's expert becomes the layer's FFN, its `wo` times the layer's gate
-    (`task_routes`); the config loses its `moe` section. The T5 is built without a random init (on the meta
-    device, then filled with those weights alone), tied as T5 ties them. It takes no task ids: it answers every
-    input as that task. MoEConfigError where `dense_blocker` names a reason, or for a model that is not one task's
-    sub-network."""
+    (`task_routes(sub)`; `routes`: those, where the caller has worked them out already); the config loses its
+    `moe` section. The T5 is built without a random init (on the meta device, then filled with those weights
+    alone), tied as T5 ties them. It takes no task ids: it answers every input as that task. MoEConfigError where
+    `dense_blocker` names a reason, or for a model that is not one task's sub-network."""
     moe = sub.moe_config
     why = dense_blocker(moe)
     if why is not None:
@@ -70,7 +73,7 @@ def dense_t5(sub: TaskAwareT5) -> T5ForConditionalGeneration:
     if moe.num_tasks != 1 or any(len(ids) != 1 for ids in held.values()):
         raise MoEConfigError(f"dense_t5 takes the sub-network of one task (extract_task_subnetwork), not a model of "
                              f"tasks {moe.task_names} holding experts {held}")
-    gates = {layer: routed["gate"] for layer, routed in task_routes(sub).items()}
+    gates = {layer: routed["gate"] for layer, routed in (task_routes(sub) if routes is None else routes).items()}
     config = copy.deepcopy(sub.config)
     del config.moe
     config.architectures = ["T5ForConditionalGeneration"]
