@@ -14,8 +14,8 @@ from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGenera
 
 from t2t_mtl.cli import main
 from t2t_mtl.engine.export import load_trained_model
-from t2t_mtl.model.dense_task import dense_blocker, dense_t5, task_routes
-from t2t_mtl.model.moe import MoEConfigError, TaskAwareT5, convert_to_moe, extract_task_subnetwork
+from t2t_mtl.model.dense_task import dense_blocker, dense_t5, task_routes, zero_padding
+from t2t_mtl.model.moe import MoEConfigError, TaskAwareT5, convert_to_moe, extract_task_subnetwork, moe_blocks
 from t2t_mtl.model.moe_config import MoEConfig
 from t2t_mtl.tokenizer import load_tokenizer
 
@@ -42,21 +42,46 @@ def _logits(model, task_ids=None):
         return model(input_ids=inputs, decoder_input_ids=decoder_inputs, **kwargs).logits
 
 
+def _inputs() -> torch.Tensor:
+    torch.manual_seed(6)
+    return torch.randint(2, 60, (3, 7))
+
+
 def _ffn(model, layer: str):
     stack, index = layer.split(".")
     return getattr(model, stack).block[int(index)].layer[-1].DenseReluDense
+
+
+def _route(row: torch.Tensor, moe: dict):
+    """(expert ids, gates) of a task's gate row under the MoE settings `moe`, written out here: the top_k largest
+    entries, largest first (lowest id first among equal ones); their softmax (over the row) or sigmoid scores,
+    renormalised to sum to 1 with renormalize (default: top_k > 1)."""
+    k = moe.get("top_k", 1)
+    experts = sorted(range(len(row)), key=lambda e: (-float(row[e]), e))[:k]
+    scores = torch.sigmoid(row.double()) if moe.get("score") == "sigmoid" else torch.softmax(row.double(), 0)
+    gates = [float(scores[e]) for e in experts]
+    if moe.get("renormalize", k > 1):
+        gates = [gate / sum(gates) for gate in gates]
+    return experts, gates
 
 
 @pytest.mark.parametrize("feed_forward_proj, moe", [
     ("relu", {}),  # renormalize null: a top-1 gate is the expert's softmax probability (Switch), below 1
     ("relu", {"renormalize": True, "every": 2}),  # gate 1; MoE in layers 1 (encoder) only, every other FFN dense
     ("gated-gelu", {"score": "sigmoid", "layers": "decoder"}),
-    ("gated-gelu", {"renormalize": True, "every": 2, "layers": "encoder"})])
-def test_each_moe_layer_becomes_its_expert_with_the_gate_folded_into_wo(feed_forward_proj, moe):
+    ("gated-gelu", {"renormalize": True, "every": 2, "layers": "encoder"}),
+    ("relu", {"top_k": 2}),  # every FFN an MoE layer: nothing padded; gates renormalised (k > 1's default)
+    ("relu", {"top_k": 4, "every": 2}),  # k = E; every other FFN dense, zero-padded to 4·d_ff
+    ("gated-gelu", {"top_k": 2, "every": 2, "renormalize": False}),  # the raw softmax probabilities
+    ("gated-gelu", {"top_k": 4, "score": "sigmoid"}),
+    ("sigmoid", {"top_k": 2, "every": 2})])  # act(0) = 0.5: a padded unit adds 0 through wo's zero column alone
+def test_each_moe_layer_holds_its_experts_side_by_side_with_the_gates_folded_into_wo(feed_forward_proj, moe):
     full = _moe(64, feed_forward_proj=feed_forward_proj, **moe)
-    task = 1
-    dense = dense_t5(extract_task_subnetwork(full, TASKS[task]))
+    task, k, d_ff = 1, moe.get("top_k", 1), full.config.d_ff
+    sub = extract_task_subnetwork(full, TASKS[task])
+    dense = dense_t5(sub)
     assert type(dense) is T5ForConditionalGeneration and not hasattr(dense.config, "moe")
+    assert dense.config.d_ff == k * d_ff
     full_state, moe_layers = full.state_dict(), {}
     for stack in ("encoder", "decoder"):
         for index, block in enumerate(getattr(full, stack).block):
@@ -64,31 +89,61 @@ def test_each_moe_layer_becomes_its_expert_with_the_gate_folded_into_wo(feed_for
             if hasattr(ffn, "experts"):
                 moe_layers[f"{stack}.{index}"] = ffn
     assert moe_layers
+    routes = task_routes(sub)
     for layer, block in moe_layers.items():
-        row = block.task_gate.weight[task].detach().double()
-        expert = int(torch.argmax(row))
-        if moe.get("renormalize"):
-            gate = 1.0
-        elif moe.get("score") == "sigmoid":
-            gate = float(torch.sigmoid(row[expert]))
-        else:
-            gate = float(torch.softmax(row, 0)[expert])
-        assert task_routes(extract_task_subnetwork(full, TASKS[task]))[layer] == {"expert": expert,
-                                                                                 "gate": pytest.approx(gate)}
+        experts, gates = _route(block.task_gate.weight[task].detach(), moe)
+        assert routes[layer] == {"experts": experts, "gates": pytest.approx(gates, rel=1e-6)}
         for name, weight in _ffn(dense, layer).state_dict().items():
-            original = block.experts[expert].state_dict()[name]
-            if name == "wo.weight":
-                torch.testing.assert_close(weight, original * gate, rtol=1e-6, atol=0)
-            else:
-                assert torch.equal(weight, original), (layer, name)
-    for name, weight in dense.state_dict().items():  # every other weight (the dense FFNs too) is the full model's
-        if not any(name.startswith(f"{layer.split('.')[0]}.block.{layer.split('.')[1]}.layer.")
-                   and ".DenseReluDense." in name for layer in moe_layers):
+            for j, (expert, gate) in enumerate(zip(experts, gates)):
+                original = block.experts[expert].state_dict()[name]
+                if name == "wo.weight":
+                    torch.testing.assert_close(weight[:, j * d_ff:(j + 1) * d_ff], original * gate, rtol=1e-6, atol=0)
+                else:
+                    assert torch.equal(weight[j * d_ff:(j + 1) * d_ff], original), (layer, name)
+    padded = []
+    for name, weight in dense.state_dict().items():  # every other weight is the full model's, FFNs zero-padded
+        layer = ".".join(name.split(".")[0:3:2])
+        if ".DenseReluDense." in name and layer not in moe_layers:
+            original = full_state[name]
+            assert torch.equal(weight[:original.shape[0], :original.shape[1]], original), name
+            assert weight.count_nonzero() == original.count_nonzero(), name  # zeros around it
+            padded.append(layer)
+        elif layer not in moe_layers:
             assert torch.equal(weight, full_state[name]), name
+    padding = zero_padding(sub)
+    if k == 1 or not padded:
+        assert padding is None
+    else:
+        zeros = sum(int((w == 0).sum()) for n, w in dense.state_dict().items() if ".DenseReluDense." in n)
+        assert padding == {"layers": sorted(set(padded), key=padded.index), "d_ff": d_ff, "padded_d_ff": k * d_ff,
+                           "zero_weights": zeros}
     reference = _logits(full, torch.full((3,), task))
-    if moe.get("renormalize"):  # gate 1: no product to round
+    if moe.get("renormalize") and k == 1:  # gate 1: no product to round
         assert torch.equal(_logits(dense), reference)
     torch.testing.assert_close(_logits(dense), reference, rtol=1e-5, atol=1e-5)
+    assert torch.equal(dense.generate(_inputs(), max_new_tokens=6, do_sample=False),
+                       full.generate(_inputs(), max_new_tokens=6, do_sample=False, task_ids=torch.full((3,), task)))
+
+
+def test_a_one_task_model_whose_layers_hold_different_experts_becomes_its_routes_t5():
+    # dense_t5 takes what each layer's route picks, whatever else the layer holds (here 4, 3 and 2 experts)
+    torch.manual_seed(3)
+    dense = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_ff=24, d_kv=8, num_heads=2, num_layers=3,
+                                                num_decoder_layers=1, pad_token_id=0, eos_token_id=1,
+                                                decoder_start_token_id=0))
+    model = convert_to_moe(dense, {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task", "upcycle": False,
+                                   "expert_ids": {"encoder.1": [0, 1, 3], "encoder.2": [1, 2]}},
+                           task_names=["alpha"]).eval()
+    with torch.no_grad():
+        model.encoder.block[1].layer[-1].DenseReluDense.task_gate.weight.copy_(torch.tensor([[2.0, -1.0, 0.0, 3.0]]))
+        model.encoder.block[2].layer[-1].DenseReluDense.task_gate.weight.copy_(torch.tensor([[-1.0, 2.0, 0.5, -2.0]]))
+    routes = task_routes(model)
+    assert routes["encoder.1"]["experts"] == [3, 0] and routes["encoder.2"]["experts"] == [1, 2]
+    plain = dense_t5(model)
+    torch.testing.assert_close(_logits(plain), _logits(model, torch.zeros(3, dtype=torch.long)), rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(MoEConfigError, match=r"the task's routes .* do not fit .* picks top_k=2 experts it holds"):
+        dense_t5(model, routes={**routes, "encoder.2": {"experts": [2, 3], "gates": [0.5, 0.5]}})
 
 
 def test_the_t5_is_built_without_a_random_init_its_embeddings_tied_as_t5_ties_them():
@@ -131,14 +186,14 @@ def test_a_tasks_lora_adapter_folded_first_stays_in_its_t5():
     assert not torch.allclose(_logits(dense), _logits(full, torch.full((3,), 1)), atol=1e-3)
 
 
-def test_only_one_tasks_top_1_sub_network_has_a_dense_form():
+def test_only_one_tasks_sub_network_under_task_routing_has_a_dense_form():
     assert dense_blocker(MoEConfig(routing="task", top_k=1, task_names=TASKS)) is None
-    assert "top_k=2" in dense_blocker(MoEConfig(routing="task", top_k=2, task_names=TASKS))
+    assert dense_blocker(MoEConfig(routing="task", top_k=2, task_names=TASKS)) is None
     assert "by the token too" in dense_blocker(MoEConfig(routing="hybrid", top_k=1, task_names=TASKS))
-    with pytest.raises(MoEConfigError, match="top_k=2"):
-        dense_t5(extract_task_subnetwork(_moe(64, top_k=2), "alpha"))
-    with pytest.raises(MoEConfigError, match=r"takes the sub-network of one task .* not a model of tasks"):
+    with pytest.raises(MoEConfigError, match=r"a plain T5 serves one task: .* not a model of tasks"):
         dense_t5(_moe(64))
+    with pytest.raises(MoEConfigError, match="only under task routing: token routing picks each token's experts"):
+        dense_t5(_moe(64, routing="token"))
 
 
 @pytest.fixture(scope="module")
@@ -185,13 +240,59 @@ def test_export_task_writes_a_t5_folder_auto_model_loads_with_the_moe_models_out
     assert capsys.readouterr().out == expected
 
 
-def test_export_task_of_top_2_routing_keeps_the_moe_folder_and_says_why(tmp_path, t5_tokenizer_dir, capsys):
+def test_export_task_of_top_2_routing_writes_a_t5_of_both_experts_and_says_what_its_padding_adds(
+        tmp_path, t5_tokenizer_dir, capsys, caplog):
+    # was: an MoE folder ('it stays an MoE model: top_k=2: each MoE layer sums 2 experts' outputs'), which
+    # AutoModelForSeq2SeqLM loaded with its MoE feed-forward layers missing, freshly initialised
     tokenizer = load_tokenizer(t5_tokenizer_dir)
-    _moe(len(tokenizer), top_k=2).save_pretrained(tmp_path / "moe")
+    _moe(len(tokenizer), seed=3, feed_forward_proj="gated-gelu", top_k=2, every=2).save_pretrained(tmp_path / "moe")
     tokenizer.save_pretrained(tmp_path / "moe")
+    capsys.readouterr()
     assert main(["export", str(tmp_path / "moe"), "--task", "beta", "--out", str(tmp_path / "beta")]) == 0
     out = capsys.readouterr().out
+    caplog.clear()
+    plain, info = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "beta", output_loading_info=True)
+    assert type(plain) is T5ForConditionalGeneration and plain.config.d_ff == 48
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert "newly initialized" not in caplog.text + "".join(capsys.readouterr())
+    full, _, _ = load_trained_model(tmp_path / "moe")
+    beta = torch.full((len(INPUTS),), TASKS.index("beta"))
+    batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        decoder = torch.tensor([[0, 5, 6, 7]] * len(INPUTS))
+        torch.testing.assert_close(plain.eval()(**batch, decoder_input_ids=decoder).logits,
+                                   full(**batch, decoder_input_ids=decoder, task_ids=beta).logits,
+                                   rtol=1e-5, atol=1e-5)
+        assert torch.equal(plain.generate(**batch, max_new_tokens=8, do_sample=False),
+                           full.generate(**batch, max_new_tokens=8, do_sample=False, task_ids=beta))
+    meta = load_trained_model(tmp_path / "beta")[2]
+    for layer, block in moe_blocks(full):  # encoder.1, decoder.1: the others are dense
+        experts, gates = _route(block.task_gate.weight[TASKS.index("beta")].detach(), {"top_k": 2})
+        assert meta["dense_from_experts"][layer] == {"experts": experts, "gates": pytest.approx(gates, rel=1e-6)}
+    weights = sum(p.numel() for p in plain.parameters())
+    zeros = sum(int((w == 0).sum()) for name, w in plain.state_dict().items() if ".DenseReluDense." in name)
+    assert meta["zero_padding"] == {"layers": ["encoder.0", "encoder.2", "decoder.0"], "d_ff": 24,
+                                    "padded_d_ff": 48, "zero_weights": zeros, "weights": weights}
+    assert "is a plain T5: top-2 task routing gives task 'beta' 2 experts in each MoE layer" in out
+    assert (f"its 3 dense feed-forward layers (encoder.0, encoder.2, decoder.0) are zero-padded from d_ff 24 to "
+            f"48: {zeros:,} zero weights, {zeros / weights:.1%} of the folder's {weights:,}") in out
+    assert "holds mixture-of-experts layers" not in out
+    assert main(["predict", "--checkpoint", str(tmp_path / "moe"), "--task", "beta", "--max-new-tokens", "8",
+                 *INPUTS]) == 0
+    expected = capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(tmp_path / "beta"), "--max-new-tokens", "8", *INPUTS]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_export_task_keep_moe_writes_the_moe_folder_of_the_tasks_experts(moe_folder, tmp_path, capsys):
+    assert main(["export", str(moe_folder), "--task", "beta", "--keep-moe", "--out", str(tmp_path / "beta")]) == 0
+    out = capsys.readouterr().out
     assert "holds mixture-of-experts layers" in out
-    assert "it stays an MoE model: top_k=2: each MoE layer sums 2 experts' outputs" in out
+    assert "it stays an MoE model of the experts of task 'beta', as --keep-moe asks" in out
     model, _, meta = load_trained_model(tmp_path / "beta")
-    assert isinstance(model, TaskAwareT5) and "dense_from_experts" not in meta
+    assert isinstance(model, TaskAwareT5) and "dense_from_experts" not in meta and "zero_padding" not in meta
+    full, _, _ = load_trained_model(moe_folder)
+    torch.testing.assert_close(_logits(model, torch.zeros(3, dtype=torch.long)),
+                               _logits(full, torch.full((3,), TASKS.index("beta"))), rtol=1e-5, atol=1e-5)
+    assert main(["export", str(moe_folder), "--keep-moe", "--out", str(tmp_path / "all")]) == 2
+    assert "--keep-moe keeps the experts of one task's sub-network: give --task NAME" in capsys.readouterr().err

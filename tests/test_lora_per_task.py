@@ -173,7 +173,9 @@ def test_export_needs_a_task_and_writes_its_single_task_model(per_task_run, tok,
     assert cli_main(["export", run, "--task", "parityy", "--out", str(tmp_path / "x")]) == 2
     assert "neither a task the model was trained on" in (err := capsys.readouterr().err)
     assert "did you mean 'parity'?" in err  # (was: no suggestion; the MoE refusal had one)
-    assert not (tmp_path / "all").exists() and not (tmp_path / "x").exists()  # a refusal writes nothing
+    assert cli_main(["export", run, "--task", "parity", "--keep-moe", "--out", str(tmp_path / "y")]) == 2
+    assert "--keep-moe keeps the experts of a task-routed MoE model; this model has no MoE" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("all", "x", "y"))  # a refusal writes nothing
     model, tokenizer, _ = load_trained_model(root / "run")
     x = tokenizer(["parity: 1 1 0", "parity: 0 1"], return_tensors="pt", padding=True)
     for task, task_id in (("parity", TASKS.index("parity")), ("sort_words", UNSEEN_TASK_ID)):  # trained, held out

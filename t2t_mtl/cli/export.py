@@ -27,11 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write into a non-empty --out folder, replacing its files of the same names")
     parser.add_argument("--task", default=None,
                         help="(task-routed MoE models, per-task LoRA) export only the sub-network that serves "
-                             "this task: its experts alone (top-1 task routing: a plain T5 whose feed-forward "
-                             "layers are those experts; else an MoE model of one task, id 0), its adapter "
+                             "this task: its experts alone (a plain T5 whose feed-forward layers hold the top_k "
+                             "experts of the task's route side by side, the other feed-forward layers zero-padded "
+                             "to the same width; with --keep-moe an MoE model of one task, id 0), its adapter "
                              "folded into the weights (a plain T5 without LoRA). A registered task the model was "
                              "not trained on (held out) gets the experts of model.moe.unseen_task_routing and the "
                              "mean adapter")
+    parser.add_argument("--keep-moe", action="store_true",
+                        help="(with --task, task-routed MoE models) write the task's experts as an MoE model, "
+                             "loaded with t2t-mtl and task ids, instead of the plain T5: no zero padding where "
+                             "top_k > 1 and some feed-forward layers are dense")
     parser.set_defaults(func=run, **{READS_NO_DATASETS: True})
 
 
@@ -41,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         with hidden_transformers_progress_bars():  # ('Loading weights', 'Writing model shards': export draws none)
             if args.task is not None:
-                out = export_task_subnetwork(args.path, args.task, args.out, overwrite=args.overwrite)
+                out = export_task_subnetwork(args.path, args.task, args.out, overwrite=args.overwrite,
+                                             keep_moe=args.keep_moe)
+            elif args.keep_moe:
+                print("error: --keep-moe keeps the experts of one task's sub-network: give --task NAME",
+                      file=sys.stderr)
+                return 2
             else:
                 out = export_model(args.path, args.out, overwrite=args.overwrite)
     except ValueError as err:  # ExportError, CheckpointError, MoEConfigError and the loaders' (tokenizer, model)
@@ -61,26 +71,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_task_form(folder: Path, task: str, moe: Optional[dict]) -> None:
-    """Say whether the `export --task` folder of an MoE model is a plain T5 (top-1 task routing) or why it stays an
-    MoE model (its config's `moe` section, `_moe_section`), and the task token its inputs take (a model with task
-    embeddings)."""
+    """Say whether the `export --task` folder of an MoE model is a plain T5 (its experts side by side, with what
+    zero padding that took) or an MoE model (its config's `moe` section, `_moe_section`: `--keep-moe`), and the task
+    token its inputs take (a model with task embeddings)."""
     from t2t_mtl.analysis.task_embeddings import find_task_tokens, task_token
     from t2t_mtl.engine.export import META_FILE
-    from t2t_mtl.model.dense_task import dense_blocker
-    from t2t_mtl.model.moe_config import MoEConfig
     from t2t_mtl.tokenizer import load_tokenizer
 
+    meta = json.loads((folder / META_FILE).read_text())
     if moe:
-        print(f"it stays an MoE model: {dense_blocker(MoEConfig.from_dict(moe))} (only under top-1 task routing is a "
-              f"task's sub-network a plain T5)")
-    elif "dense_from_experts" in json.loads((folder / META_FILE).read_text()):
-        print(f"{folder} is a plain T5: top-1 task routing gives task {task!r} one expert in each MoE layer, which "
-              f"became that layer's feed-forward layer (its gate folded into wo); T5ForConditionalGeneration / "
-              f"AutoModelForSeq2SeqLM.from_pretrained load it without t2t-mtl, giving the MoE model's outputs for "
-              f"the task to every input")
+        print(f"it stays an MoE model of the experts of task {task!r}, as --keep-moe asks (without it, export "
+              f"writes the plain T5 that computes the same)")
+    elif "dense_from_experts" in meta:
+        _print_dense_form(folder, task, meta)
     if task in find_task_tokens(load_tokenizer(str(folder))):
         print(f"its inputs take the task token {task_token(task)} in front, as in training (eval and predict put "
               f"it there: the folder's meta names its task)")
+
+
+def _print_dense_form(folder: Path, task: str, meta: dict) -> None:
+    """Say that `folder` is the plain T5 of task `task`'s route (its `meta`'s `dense_from_experts`) and what its
+    zero padding costs (`zero_padding`)."""
+    top_k = len(next(iter(meta["dense_from_experts"].values()))["experts"])
+    held = ("one expert in each MoE layer, which became that layer's feed-forward layer (its gate folded into wo)"
+            if top_k == 1 else f"{top_k} experts in each MoE layer, which became that layer's feed-forward layer "
+            f"side by side (their wi stacked, each one's wo times its gate)")
+    print(f"{folder} is a plain T5: top-{top_k} task routing gives task {task!r} {held}; "
+          f"T5ForConditionalGeneration / AutoModelForSeq2SeqLM.from_pretrained load it without t2t-mtl, giving the "
+          f"MoE model's outputs for the task to every input")
+    padding = meta.get("zero_padding")
+    if padding:
+        print(f"T5 has one d_ff for every layer, so its {len(padding['layers'])} dense feed-forward layers "
+              f"({', '.join(padding['layers'])}) are zero-padded from d_ff {padding['d_ff']} to "
+              f"{padding['padded_d_ff']}: {padding['zero_weights']:,} zero weights, "
+              f"{padding['zero_weights'] / padding['weights']:.1%} of the folder's {padding['weights']:,}, each one "
+              f"more multiply-add per token and no change to any output; --keep-moe writes the MoE model without "
+              f"them")
 
 
 def _moe_section(folder: Path) -> Optional[dict]:

@@ -8,7 +8,7 @@ master weights of the checkpoint — gathered from every ZeRO partition (ZeRO 1�
 `TaskAwareT5`: `t2t_mtl.model.moe.load_t5_or_moe`, which `load_trained_model` uses). This runs in one
 process without a process group, so a checkpoint of any world size can be exported anywhere.
 `export_task_subnetwork(path, task, out_dir)` writes the sub-network of a task-routed MoE model that serves
-one task (its experts only, Task-MoE deployment; under top-1 task routing a plain T5 whose FFNs are those experts)
+one task (its experts only, Task-MoE deployment: a plain T5 whose FFNs hold those experts, or an MoE model)
 — a trained task, or a registered task it was not trained on (routed by `model.moe.unseen_task_routing`).
 """
 from __future__ import annotations
@@ -186,19 +186,23 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, ov
 
 
 def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path], *,
-                           overwrite: bool = True) -> Path:
+                           overwrite: bool = True, keep_moe: bool = False) -> Path:
     """Write the sub-network that serves `task` as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task`
     and `tasks: [task]` — its task id is 0): per-task LoRA adapters (`model.lora.per_task`) keep the task's
-    adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer — with
-    top_k 1 as a plain T5 whose FFNs are those experts (`t2t_mtl.model.dense_task.dense_t5`; the meta's
-    `dense_from_experts` names each layer's expert and gate), otherwise as an MoE model.
+    adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer, as a plain
+    T5 each of whose MoE layers' FFN holds those experts side by side (`t2t_mtl.model.dense_task.dense_t5`; the
+    meta's `dense_from_experts` names each layer's experts and gates, its `zero_padding` what holding k > 1 experts
+    adds to the other FFNs, `dense_task.zero_padding` with the folder's `weights`), or, with `keep_moe`, as an MoE
+    model.
     `task` is a trained task, or a registered task the model was not trained on (a held-out one, built in or in
     the run's `data.tasks_dir`): it gets the mean adapter and the experts of the unseen-task route
     (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder.
     Raises ExportError for a model with neither, or for a name that is neither trained nor registered (adapters),
     and `MoEConfigError` for hybrid routing, a name that is neither trained nor registered, or an unseen task when
-    `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files."""
-    from t2t_mtl.model.dense_task import dense_blocker, dense_t5, task_routes
+    `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files; `keep_moe`
+    for a model without MoE layers: an ExportError."""
+    from t2t_mtl.model.dense_task import dense_t5, task_routes, zero_padding
+    from t2t_mtl.model.parameter_count import t5_parameter_count
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if is_model_folder(path) else _run_dir_of(_checkpoint_of(path))
@@ -212,6 +216,9 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
         raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task) or per-task "
                           f"LoRA adapters (model.lora.per_task); this model serves every task alike — export it "
                           f"without --task")
+    if keep_moe and not moe_routed:
+        raise ExportError(f"{path}: --keep-moe keeps the experts of a task-routed MoE model; this model has no MoE "
+                          f"layers (its per-task LoRA adapter is folded into a plain T5): export it without --keep-moe")
     if adapters and moe_routed and model.moe_config.routing == "hybrid":
         raise ExportError(f"{path}: per-task LoRA adapters under hybrid MoE routing have no single-task form (the "
                           f"experts route every token by its task and its representation): evaluate the run itself "
@@ -229,8 +236,10 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                               f"a registered task (a held-out task gets the mean adapter){hint}")
         select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
-    routes = task_routes(sub) if moe_routed and dense_blocker(model.moe_config) is None else None
-    if routes is not None:  # top-1 task routing: one expert per MoE layer, a plain T5
+    routes = task_routes(sub) if moe_routed and not keep_moe else None
+    padding = None
+    if routes is not None:  # task routing: the same experts in each MoE layer for every token, a plain T5
+        padding = zero_padding(sub)
         sub = dense_t5(sub, routes=routes)
     out = _output_dir(out_dir, run)
     sub.save_pretrained(out)
@@ -238,6 +247,8 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
     if routes is not None:
         meta["dense_from_experts"] = routes
+    if padding is not None:
+        meta["zero_padding"] = {**padding, "weights": t5_parameter_count(sub.config)}
     if unseen and adapters:
         meta["unseen_task_adapter"] = "mean"
     if unseen and moe_routed:
