@@ -29,6 +29,7 @@ from t2t_kernels.moe import route
 from t2t_mtl.model.moe import TaskAwareT5, moe_blocks
 from t2t_mtl.model.moe_config import MoEConfig, MoEConfigError
 from t2t_mtl.model.moe_layer import routing_dtype
+from t2t_mtl.model.t5 import unfilled_model
 
 __all__ = ["Routes", "dense_blocker", "dense_t5", "task_routes", "zero_padding"]
 
@@ -83,9 +84,9 @@ def dense_t5(sub: TaskAwareT5, *, routes: Optional[Routes] = None) -> T5ForCondi
     same outputs and a d_ff of top_k times the model's: each MoE layer's FFN holds the k experts of its route
     (`task_routes(sub)`; `routes`: those, where the caller has worked them out already), in the route's order, each
     expert's `wo` times its gate; every other FFN is its own, zero-padded (`zero_padding`). The config loses its
-    `moe` section. The T5 is built without a random init (on the meta device, then filled with those weights
-    alone), tied as T5 ties them. It takes no task ids: it answers every input as that task. MoEConfigError for a
-    model with other routing or other tasks (`task_routes`), or whose route picks an expert it does not hold."""
+    `moe` section. The T5 is built without a random init (`unfilled_model`), then filled with those weights alone.
+    It takes no task ids: it answers every input as that task. MoEConfigError for a model with other routing or
+    other tasks (`task_routes`), or whose route picks an expert it does not hold."""
     moe = _one_task_routed(sub)
     routes = task_routes(sub) if routes is None else routes
     blocks = dict(moe_blocks(sub))
@@ -99,10 +100,7 @@ def dense_t5(sub: TaskAwareT5, *, routes: Optional[Routes] = None) -> T5ForCondi
     del config.moe
     config.architectures = ["T5ForConditionalGeneration"]
     config.d_ff = moe.top_k * sub.config.d_ff
-    with torch.device("meta"):  # (no random init: every weight is loaded below)
-        dense = T5ForConditionalGeneration(config)
-    dense = dense.to(dtype=sub.dtype).to_empty(device=sub.device)
-    dense.tie_weights()  # (to_empty gives each name of a tied weight a tensor of its own)
+    dense = unfilled_model(T5ForConditionalGeneration, config, sub.dtype, sub.device)  # (every weight loaded below)
     dense.generation_config = copy.deepcopy(sub.generation_config)
     source = sub.state_dict()
     state = {}

@@ -39,7 +39,7 @@ from t2t_mtl.model.lora import has_lora
 from t2t_mtl.model.moe_config import (UNSEEN_TASK_ROUTINGS, MissingTaskIdsError, MoEConfig, MoEConfigError,
                                       moe_mapping)
 from t2t_mtl.model.moe_layer import MoEFeedForward, routing_dtype
-from t2t_mtl.model.t5 import pretrained_t5_config
+from t2t_mtl.model.t5 import pretrained_t5_config, unfilled_model
 from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditionedT5, routing_task_id, set_task_ids)
 
 __all__ = [
@@ -360,7 +360,7 @@ def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str], *, unseen
     config = copy.deepcopy(model.config)
     fallback = "error" if cfg.unseen_task_routing == "error" else "mean"  # the mean of its one row
     config.moe = {**cfg.to_dict(), "task_names": [name], "expert_ids": chosen, "unseen_task_routing": fallback}
-    sub = TaskAwareT5(config).to(dtype=model.dtype, device=model.device)
+    sub = unfilled_model(TaskAwareT5, config, model.dtype, model.device)  # (no random init: every weight loaded below)
     source = model.state_dict()
     state = {}
     old_blocks = dict(moe_blocks(model))

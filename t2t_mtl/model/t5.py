@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -22,6 +22,20 @@ T5_MODEL_TYPES = ("t5", "mt5")
 
 #: T5's special ids, which a model built from dims has unless it is given its tokenizer's (`special_ids_of`)
 T5_SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
+
+
+ModelT = TypeVar("ModelT", bound=T5ForConditionalGeneration)
+
+
+def unfilled_model(cls: Type[ModelT], config: T5Config, dtype: torch.dtype, device: torch.device) -> ModelT:
+    """`cls(config)` in `dtype` on `device` with its weights allocated but not initialised (built on the meta device:
+    no random init, no random number drawn) and tied as `cls` ties them: for a caller that loads every weight next
+    (a strict `load_state_dict`)."""
+    with torch.device("meta"):
+        model = cls(config)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    model.tie_weights()  # (to_empty gives each name of a tied weight a tensor of its own)
+    return model
 
 
 def special_ids_of(tokenizer: Any) -> Dict[str, Optional[int]]:
