@@ -30,7 +30,7 @@ ModelT = TypeVar("ModelT", bound=T5ForConditionalGeneration)
 def unfilled_model(cls: Type[ModelT], config: T5Config, dtype: torch.dtype, device: torch.device) -> ModelT:
     """`cls(config)` in `dtype` on `device` with its weights allocated but not initialised (built on the meta device:
     no random init, no random number drawn) and tied as `cls` ties them: for a caller that loads every weight next
-    (a strict `load_state_dict`)."""
+    (a strict `load_state_dict`, which fills all a T5's tensors: it has no buffer outside its state dict)."""
     with torch.device("meta"):
         model = cls(config)
     model = model.to(dtype=dtype).to_empty(device=device)
