@@ -224,6 +224,8 @@ def test_the_real_wandb_package_logs_offline(tmp_path, tok, monkeypatch):
     ({"project": "p", "mode": "cloud"}, "training.wandb.mode='cloud': use one of online, offline, disabled"),
     ({"project": "p", "tags": "a"}, "training.wandb.tags='a': must be a list of strings"),
     ({"project": 3}, "training.wandb.project=3: must be a string"),
+    ({"project": "p", "notes": 3}, "training.wandb.notes=3: must be a string"),
+    ({"project": "p", "tags": ["a", 1]}, r"training.wandb.tags=\['a', 1\]: must be a list of strings"),
 ])
 def test_bad_wandb_sections_are_refused(section, message):
     with pytest.raises(ConfigError, match=message):
@@ -235,3 +237,39 @@ def test_a_missing_wandb_package_is_named(monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 't2t-mtl\[wandb\]'"):
         check_wandb_section({"project": "p"})
     assert check_wandb_section(None) is None and check_wandb_section(False) is None
+
+
+def test_a_wandb_section_is_completed_with_its_defaults():
+    assert check_wandb_section({"project": "p"}) == {"project": "p", "tags": [], "mode": "online"}
+    given = {"project": "p", "tags": ["x"], "mode": "offline"}
+    assert check_wandb_section(given) == given
+
+
+def test_the_wandb_run_gets_every_setting_of_the_section_and_the_held_out_axis(tmp_path, monkeypatch):
+    from t2t_mtl.engine.wandb_logging import WandbWriter
+
+    recorder = _Recorder()
+    monkeypatch.setitem(sys.modules, "wandb", recorder)
+    section = {"project": "p", "entity": "team", "name": "first", "group": "g", "tags": ["t"], "notes": "n",
+               "mode": "offline"}
+    WandbWriter(section, tmp_path, {"seed": 1}, resumed=False)
+    (init,) = recorder.inits
+    assert {key: init[key] for key in section} == section and init["config"] == {"seed": 1}
+    assert recorder.metrics == [("held_out/step", None), ("held_out/*", "held_out/step")]
+
+
+def test_a_resumed_wandb_writer_skips_the_steps_wandb_has_with_one_warning(tmp_path, monkeypatch, caplog):
+    from t2t_mtl.engine.wandb_logging import STEP_FILE, WandbWriter
+
+    recorder = _Recorder()
+    monkeypatch.setitem(sys.modules, "wandb", recorder)
+    (tmp_path / RUN_ID_FILE).write_text("abc")
+    (tmp_path / STEP_FILE).write_text("5")  # W&B got the steps up to 5 before this resume
+    writer = WandbWriter({"project": "p"}, tmp_path, {})
+    with caplog.at_level(logging.WARNING, logger="t2t_mtl.engine.wandb_logging"):
+        for step in (3, 4, 5, 6):
+            writer.add_scalars({"train/loss": float(step)}, step)
+    assert recorder.inits[0]["id"] == "abc" and recorder.rows == [(6, {"train/loss": 6.0})]
+    assert len(caplog.records) == 1 and "W&B already has the steps up to 5" in caplog.text
+    assert "steps 3-5 keep the values sent first" in caplog.text
+    assert (tmp_path / STEP_FILE).read_text() == "6"
