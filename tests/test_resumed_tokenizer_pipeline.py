@@ -181,3 +181,62 @@ def test_tokenizers_without_a_serialisation_are_compared_by_their_encodings_of_t
     assert probe_difference(cased, _Unserialised(False)) is None
     assert probe_difference(cased, lowercased) == ("'The Cat sat on the Mat.' as the cat <unk> <unk> the <unk> . </s>, "
                                                    "the checkpoint's as The Cat <unk> <unk> the <unk> . </s>")
+
+
+def test_the_differing_parts_name_added_tokens_new_missing_or_changed_and_a_normalizer_sequence(tmp_path):
+    from tokenizers import normalizers
+
+    from t2t_mtl.engine.tokenizer_match import differing_parts
+
+    cased = load_tokenizer(_tokenizer(tmp_path / "cased"))
+    added = load_tokenizer(_tokenizer(tmp_path / "added"))
+    added.add_tokens(["Cat"])  # a piece of the vocabulary made an added token: the same vocabulary
+    special = load_tokenizer(_tokenizer(tmp_path / "special"))
+    special.add_tokens(["Cat"], special_tokens=True)
+    assert added.get_vocab() == special.get_vocab() == cased.get_vocab()
+    assert differing_parts(cased, added) == ["added tokens (Cat not in the checkpoint's)"]
+    assert differing_parts(added, cased) == ["added tokens (Cat missing)"]
+    assert differing_parts(added, special) == ["added tokens (Cat with other options (id, special, lstrip, rstrip, "
+                                               "normalized, single_word))"]
+    both = load_tokenizer(_tokenizer(tmp_path / "both", normalizers.Sequence([normalizers.NFKC(),
+                                                                              normalizers.Lowercase()])))
+    assert differing_parts(cased, both) == ["normalizer (Sequence(NFKC, Lowercase); the checkpoint's: none)"]
+
+
+def test_a_model_of_the_same_kind_with_other_settings_is_named_so(tmp_path):
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from t2t_mtl.engine.tokenizer_match import differing_parts
+
+    cased = load_tokenizer(_tokenizer(tmp_path / "cased"))
+    state = json.loads(cased.backend_tokenizer.to_str())
+    state["model"]["unk_token"] = "."  # the same WordLevel vocabulary, another unknown piece
+    other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)), pad_token="<pad>",
+                                    eos_token="</s>")
+    assert other.get_vocab() == cased.get_vocab()
+    assert differing_parts(cased, other) == ["model (WordLevel with other settings or scores)"]
+
+
+def test_a_tokenizer_with_a_serialisation_against_one_without_is_not_compared_by_parts(tmp_path):
+    from t2t_mtl.engine.tokenizer_match import differing_parts
+
+    with_one = load_tokenizer(_tokenizer(tmp_path / "t"))
+    assert differing_parts(with_one, _Unserialised(False)) == []
+    assert differing_parts(_Unserialised(False), with_one) == []
+
+
+def test_the_decodings_compare_the_ids_the_checkpoints_tokenizer_gives_and_need_two_decoders():
+    from t2t_mtl.engine.tokenizer_match import decode_difference
+
+    class _Lowercasing(_Decoding):
+        def __call__(self, text: str) -> dict:
+            return super().__call__(text.lower())
+
+    # the ids of the checkpoint's tokenizer (The Cat: 5 6), decoded by both; not the resumed one's (the cat: 3 4)
+    assert decode_difference(_Decoding(" "), _Lowercasing("")) == ("the ids of 'The Cat sat on the Mat.' as "
+                                                                    "'TheCatthe', the checkpoint's as 'The Cat the'")
+    assert decode_difference(_Decoding(" "), _Unserialised(False)) is None  # (no decode: nothing to compare)
+    assert decode_difference(_Unserialised(False), _Decoding(" ")) is None
