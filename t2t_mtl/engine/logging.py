@@ -272,7 +272,8 @@ def show_logger(name: str, train_logger: TrainLogger, level: int = logging.INFO)
 
     def restore() -> None:
         log.removeHandler(handler)
-        log.level, log.propagate = saved
+        log.setLevel(saved[0])  # (not by assignment: that leaves logging's cache of the enabled levels as it was)
+        log.propagate = saved[1]
 
     return restore
 
