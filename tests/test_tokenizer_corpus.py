@@ -50,6 +50,21 @@ def test_the_corpus_is_what_the_first_rows_render_to(two_template_task, override
     assert list(rendered_texts(corpus)) == list(rendered_texts(reference))
 
 
+def test_each_row_in_every_template_is_read_from_the_streams_rendering_that_skips_none(tmp_path):
+    # (the fixture's task skips rows, so with data.all_templates its corpus is rendered on its own)
+    rows = [{"x": f"word{i}", "y": f"answer{i}"} for i in range(10)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    templates = [Template("y", "« {{x}} ||| {{y}}"), Template("z", "» {{x}} ||| {{y}}!")]
+    cfg = load_config("quickstart", ["data.all_templates=true"])
+    with task_registry.isolated_registry():
+        task = task_registry.register_task(Task("every_template", LocalFileSource(tmp_path / "rows.jsonl"), templates,
+                                                splits=("train",)))
+        reference = task.to_dataset("train", every_template=True, max_examples=PER_TASK, seed=cfg.training.seed)
+        corpus = corpus_examples(task, cfg, PER_TASK)
+        assert task.render_stats["train"].skipped == 0  # (read from the streams' rendering of every row)
+    assert len(corpus) == 2 * PER_TASK and texts_of(corpus) == texts_of(reference)
+
+
 def test_a_builtin_task_reads_its_head_from_the_streams_rendering():
     task_registry.load_builtin_tasks()
     task = task_registry.get_task("sort_words")
