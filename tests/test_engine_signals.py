@@ -444,3 +444,86 @@ def test_a_non_finite_validation_loss_skips_that_tasks_sampler_update_with_a_war
     if sampling["strategy"] == "worst_task":  # parity's first loss is the one of step 6, the others' of step 3
         extra = dict(zip(state["sampler"]["tasks"], state["sampler"]["extra"]["initial_loss"]))
         assert extra == pytest.approx({t: calls[1 if t == "parity" else 0][t] for t in TASKS})
+
+
+class _Messages:
+    """Stands in for a TrainLogger: keeps its messages."""
+
+    def __init__(self):
+        self.lines = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+
+def test_non_finite_validation_figures_of_either_kind_are_left_out_with_a_warning_each():
+    from t2t_mtl.engine.signals import finite_validation
+
+    logger = _Messages()
+    results = {"val_loss": {"a": 1.0, "b": float("inf"), "c": float("nan")},
+               "val_score": {"a": float("-inf"), "b": 0.5}}
+    assert finite_validation(results, 7, logger) == {"val_loss": {"a": 1.0}, "val_score": {"b": 0.5}}
+    skip = "the sampler skips their update this time"
+    assert logger.lines == [f"warning: step 7: validation loss of task(s) 'b', 'c' is not finite (inf, nan): {skip}",
+                            f"warning: step 7: validation score of task(s) 'a' is not finite (-inf): {skip}"]
+    assert finite_validation({"val_loss": {"a": 2.0}}, 8, logger) == {"val_loss": {"a": 2.0}} and len(logger.lines) == 2
+
+
+def test_task_means_leave_out_tasks_without_a_count_or_a_finite_mean():
+    from t2t_mtl.engine.signals import task_means
+
+    sums_and_counts = torch.tensor([3.0, 5.0, float("nan"), 1.0, 4.0, 0.0, 2.0, 0.5])  # sums of a b c d | counts
+    assert task_means(sums_and_counts, ["a", "b", "c", "d"]) == {"a": 0.75, "d": 2.0}
+
+
+def test_camtl_scores_each_candidate_with_its_task_token_in_front_over_the_whole_vocabulary():
+    # (TE⊕ENC: the candidates are scored as they are trained, with their task token first)
+    from t2t_mtl.engine.distributed import DistEnv
+    from t2t_mtl.engine.signals import select_candidate_chunk
+    from t2t_mtl.model import build_model
+
+    model = build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                        vocab_size=40).eval()
+    seen = []
+
+    def engine(**kwargs):
+        seen.append(kwargs["input_ids"])
+        return model(**kwargs)
+
+    class Builder:
+        task_names = ["a", "b"]
+
+        def next_selected_chunk(self, score, sizes):
+            self.sizes = sizes
+            return score(batch)
+
+    batch = {"input_ids": torch.tensor([[5, 6, 1], [7, 1, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+             "labels": torch.tensor([[8, 1], [9, -100]])}
+
+    def task_tokens(b):
+        return {**b, "input_ids": torch.cat([torch.tensor([[38], [39]]), b["input_ids"]], dim=1),
+                "attention_mask": torch.cat([torch.ones(2, 1, dtype=torch.long), b["attention_mask"]], dim=1)}
+
+    builder = Builder()
+    env = DistEnv(0, 1, 0, torch.device("cpu"), "gloo")
+    got = select_candidate_chunk(builder, _Engine(model, engine), False, env, task_tokens=task_tokens)
+    assert builder.sizes == {"a": 40, "b": 40}  # every task generates text: its answer space is the vocabulary
+    assert [ids.tolist() for ids in seen] == [[[38, 5, 6, 1], [39, 7, 1, 0]]]
+    fronted = task_tokens(batch)
+    with torch.no_grad():
+        logits = model(input_ids=fronted["input_ids"], attention_mask=fronted["attention_mask"],
+                       labels=batch["labels"]).logits
+    probs = logits.log_softmax(-1)
+    entropy = -(probs.exp() * probs).sum(-1)  # nats per target token; mean over the real ones
+    mask = batch["labels"] != -100
+    assert got == pytest.approx(((entropy * mask).sum(1) / mask.sum(1)).tolist(), rel=1e-5)
+
+
+class _Engine:
+    """What select_candidate_chunk reads of a DeepSpeed engine: `module` and a call."""
+
+    def __init__(self, module, call):
+        self.module, self.call = module, call
+
+    def __call__(self, **kwargs):
+        return self.call(**kwargs)
