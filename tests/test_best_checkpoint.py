@@ -206,3 +206,33 @@ def test_early_stopping_counts_only_validations_that_ran_for_its_metric(tmp_path
         series = {s: v for s, v in _task_means(tmp_path / "r", "val_score").items() if s > 8}
         assert resumed.step == _stop_step(series, 2, 2, 20)
     assert validations[-1] == resumed.step
+
+
+def test_the_best_checkpoint_is_evaluated_unless_missing_or_of_another_world_size_under_zero(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from types import SimpleNamespace
+
+    from t2t_mtl.engine import final_evaluation
+    from t2t_mtl.engine.distributed import DistEnv
+
+    loaded = []
+    monkeypatch.setattr(final_evaluation.ckpt_io, "load_checkpoint", lambda engine, ckpt, env: loaded.append(ckpt))
+    monkeypatch.setattr(final_evaluation.ckpt_io, "read_meta", lambda ckpt: {"world_size": 2})  # (written on 2)
+    best, best_val = tmp_path / "checkpoints" / "step-00000004", BestValidation("val_loss", value=0.5, step=4)
+    main, other_rank = (DistEnv(rank, 1, 0, torch.device("cpu"), "gloo") for rank in (0, 1))
+
+    def load(ckpt, zero_stage, env=main):
+        engine = SimpleNamespace(zero_optimization_stage=lambda: zero_stage)
+        return final_evaluation.load_best_for_evaluation(engine, ckpt, best_val, env, final_step=10)
+
+    best_of = "evaluating the final model: the best checkpoint (step 4, mean val_loss 0.5000)"
+    assert load(None, 1) == 10 and loaded == []
+    assert capsys.readouterr().out == (f"{best_of} is not in this run directory's checkpoints/ (the run was resumed "
+                                       f"from another directory)\n")
+    assert load(best, 1) == 10 and loaded == []  # ZeRO on another world size: universal loading only at start-up
+    assert capsys.readouterr().out == (f"{best_of} was written with another world size; evaluate it with t2t-mtl eval "
+                                       f"--checkpoint {best}\n")
+    assert load(best, 1, other_rank) == 10 and capsys.readouterr().out == ""  # (rank 0 alone says it)
+    assert load(best, 0) == 4 and loaded == [best]  # stage 0: whole weights, loaded on any world size
+    assert capsys.readouterr().out == (f"evaluating the best checkpoint {best} (step 4, mean val_loss 0.5000), not "
+                                       f"the final step's model (training.keep_best)\n")
