@@ -352,6 +352,23 @@ def test_bf16_export_takes_the_adapters_fp32_master_weights(tmp_path, tok):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+
+def test_a_bf16_zero_1_export_takes_the_fp32_master_weights_over_the_module_states(tmp_path, tok):
+    # ZeRO-1/2 keep whole weights in the module state too, rounded to bf16: the trained ones come from the masters
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    cfg = _config(tmp_path, tok, "z1", training={"steps": 3, "lr": 3e-2, "precision": "bf16"},
+                  deepspeed={"zero_stage": 1})
+    train(cfg)
+    ckpt = tmp_path / "z1" / "checkpoints" / "step-00000003"
+    masters = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="ds")
+    module = torch.load(ckpt / "ds" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    model = _initial_model(cfg, tok)
+    exported = fp32_state_dict(ckpt, model)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(torch.equal(exported[name], masters[name]) for name in trained)
+    assert any(not torch.equal(masters[name], module[name].float()) for name in trained)  # (bf16 rounded there)
+
 def test_resume_compatibility_ignores_dropout_and_list_order(tmp_path):
     from t2t_mtl.engine.resume_checks import check_compatible
 
