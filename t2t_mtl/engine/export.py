@@ -23,6 +23,7 @@ from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_sour
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.model import ModelBuildError, build_model, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
+from t2t_mtl.model.t5 import unfilled
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
 from t2t_mtl.model_folder import is_model_folder
 from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, refuse_non_empty_dir
@@ -108,6 +109,23 @@ def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], pr
     return state
 
 
+def _run_model(cfg: Config, meta: Mapping[str, Any], tokenizer: Any) -> torch.nn.Module:
+    """The run's model as training built it, before its checkpoint is loaded: a model from dims is sized by the
+    tokenizer and takes its special ids, a pretrained one grows for the task tokens. A model from dims is built
+    `unfilled` (no random init): the strict load that follows fills every tensor. A pretrained one is built from its
+    folder, whose frozen weights `_frozen_originals` reads."""
+    def build() -> torch.nn.Module:
+        model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
+                            task_names=meta.get("tasks"), special_ids=special_ids_of(tokenizer))
+        if cfg.model.task_embeddings:
+            from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
+
+            resize_for_task_tokens(model, tokenizer)
+        return model
+
+    return build() if cfg.model.name_or_path else unfilled(build)
+
+
 def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
     """(model in fp32 with the checkpoint's weights — shared LoRA adapters folded into their weights —, the run's
     tokenizer, meta)."""
@@ -121,20 +139,13 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     # before runs kept a copy of a configured tokenizer read the configured folder
     kept = (run / "tokenizer").is_dir() or tokenizer_source(cfg) is None
     tokenizer = load_tokenizer(str(run / "tokenizer" if kept else tokenizer_source(cfg)))
-    # as in training: a model from dims is sized by the tokenizer and takes its special ids, a pretrained one grows
-    # for the task tokens
     try:
-        model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
-                            task_names=meta.get("tasks"), special_ids=special_ids_of(tokenizer))
+        model = _run_model(cfg, meta, tokenizer)
     except ModelBuildError as err:  # e.g. the pretrained folder the run started from has moved since
         raise CheckpointError(f"{ckpt}: the run's model cannot be rebuilt ({err}); restore it, or point "
                               f"model.name_or_path in {run / 'config.yaml'} at its new place") from None
-    if cfg.model.task_embeddings:
-        from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
-
-        resize_for_task_tokens(model, tokenizer)
     state = fp32_state_dict(ckpt, model)
-    if cfg.model.name_or_path:  # (a model from dims was built with fresh random weights: nothing to restore)
+    if cfg.model.name_or_path:  # (a model from dims has no weights of its own: nothing to restore)
         state = _frozen_originals(model, state, meta.get("precision"))
     state = _tied_aliases(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False)

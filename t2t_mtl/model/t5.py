@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -27,15 +27,21 @@ T5_SPECIAL_IDS = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id"
 ModelT = TypeVar("ModelT", bound=T5ForConditionalGeneration)
 
 
-def unfilled_model(cls: Type[ModelT], config: T5Config, dtype: torch.dtype, device: torch.device) -> ModelT:
-    """`cls(config)` in `dtype` on `device` with its weights allocated but not initialised (built on the meta device:
-    no random init, no random number drawn) and tied as `cls` ties them: for a caller that loads every weight next
-    (a strict `load_state_dict`, which fills all a T5's tensors: it has no buffer outside its state dict)."""
+def unfilled(build: Callable[[], ModelT], device: Union[str, torch.device] = "cpu") -> ModelT:
+    """The model `build()` returns, built on the meta device (no random init, no random number drawn), then given
+    storage on `device` that holds no values yet and tied again as its class ties its weights: for a caller that
+    fills every tensor next (a strict `load_state_dict` fills all of a T5's, a TaskAwareT5's or a LoRA model's: they
+    have no buffer outside their state dict)."""
     with torch.device("meta"):
-        model = cls(config)
-    model = model.to(dtype=dtype).to_empty(device=device)
+        model = build()
+    model = model.to_empty(device=device)
     model.tie_weights()  # (to_empty gives each name of a tied weight a tensor of its own)
     return model
+
+
+def unfilled_model(cls: Type[ModelT], config: T5Config, dtype: torch.dtype, device: torch.device) -> ModelT:
+    """`cls(config)` in `dtype` on `device`, built by `unfilled`: its weights allocated but not initialised."""
+    return unfilled(lambda: cls(config).to(dtype=dtype), device)
 
 
 def special_ids_of(tokenizer: Any) -> Dict[str, Optional[int]]:

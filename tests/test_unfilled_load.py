@@ -1,0 +1,70 @@
+"""Loading a run's checkpoint builds a model from dims without a random init (`t2t_mtl.model.t5.unfilled`): the
+strict load fills every tensor, so the model equals, bit for bit, the one built with random weights and then loaded,
+for a dense, a bf16 (stage-0 fp32 masters), a task-routed MoE, a per-task LoRA and a task-embedding run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2t_mtl.engine import export
+from t2t_mtl.engine.trainer import train
+from t2t_mtl.model import accepts_task_ids
+
+from engine_helpers import tiny_config, train_tiny_tokenizer
+
+RUNS = {
+    "dense": {},
+    "bf16": {"training": {"precision": "bf16"}},
+    "moe": {"model": {"moe": {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task"}}},
+    "lora_per_task": {"model": {"lora": {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"], "per_task": True}}},
+    "task_embeddings": {"model": {"task_embeddings": True}},
+}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _nan_filled_to_empty(to_empty):
+    """Module.to_empty, then NaN in every parameter and buffer: a tensor the load leaves unfilled stays NaN."""
+    def nan_filled(module, *, device, recurse=True):
+        module = to_empty(module, device=device, recurse=recurse)
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.fill_(float("nan"))
+                else:
+                    tensor.fill_(-(2 ** 30))
+        return module
+    return nan_filled
+
+
+def _logits(model, ids):
+    extra = {"task_ids": torch.tensor([0, 1])} if accepts_task_ids(model) else {}
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids), decoder_input_ids=ids[:, :5], **extra).logits
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_a_checkpoint_loads_into_a_model_built_without_random_init(tmp_path, tok, name, monkeypatch):
+    sections = RUNS[name]
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2, **sections.get("training", {})})
+    cfg["model"] = {**cfg["model"], **sections.get("model", {})}
+    train(cfg)
+
+    monkeypatch.setattr(torch.nn.Module, "to_empty", _nan_filled_to_empty(torch.nn.Module.to_empty))
+    rng = torch.get_rng_state()
+    model, _, _ = export.load_trained_model(tmp_path / "run")
+    assert torch.equal(torch.get_rng_state(), rng), "the load drew random numbers"
+    monkeypatch.undo()
+
+    monkeypatch.setattr(export, "unfilled", lambda build: build())  # the reference: random init, then the load
+    reference, _, _ = export.load_trained_model(tmp_path / "run")
+    state, expected = model.state_dict(), reference.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in expected), [k for k in expected
+                                                                       if not torch.equal(state[k], expected[k])]
+    assert model.get_input_embeddings().weight is model.lm_head.weight or not model.config.tie_word_embeddings
+    ids = torch.randint(2, 50, (2, 9))
+    assert torch.equal(_logits(model, ids), _logits(reference, ids))
