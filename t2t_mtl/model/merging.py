@@ -249,6 +249,49 @@ def _differences(config: Any, base_config: Any) -> List[str]:
             for key in ARCHITECTURE_KEYS if getattr(config, key, None) != getattr(base_config, key, None)]
 
 
+#: how deep `_expert_layout` follows model.name_or_path back to the folder a run was fine-tuned from
+_MAX_LINEAGE = 16
+
+
+def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """Which experts of an MoE run a plain T5's feed-forward layers hold, for a folder `export --task` wrote of a
+    task-routed MoE run (its meta's `dense_from_experts` and `zero_padding`) or a run fine-tuned from one (found
+    through model.name_or_path): {"experts": {layer: expert ids}, "zero_padded": the padded dense layers}; None for
+    any other model. Gates are left out: they are folded into wo, a weight like any other."""
+    for _ in range(_MAX_LINEAGE):
+        if "dense_from_experts" in meta:
+            padding = meta.get("zero_padding") or {}
+            return {"experts": {layer: route["experts"] for layer, route in meta["dense_from_experts"].items()},
+                    "zero_padded": padding.get("layers", [])}
+        source = ((meta.get("config") or {}).get("model") or {}).get("name_or_path")
+        if not source:
+            return None
+        try:  # (a source without a readable t2t_mtl_meta.json, a hub name say, holds no experts this can name)
+            meta = json.loads((Path(source) / "t2t_mtl_meta.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict):
+            return None
+    return None
+
+
+def _layout_difference(layout: Optional[Dict[str, Any]], base_layout: Optional[Dict[str, Any]]) -> Optional[str]:
+    """How the experts a model's feed-forward layers hold (`_expert_layout`) differ from the base's (None: they
+    agree), worded for a message."""
+    if layout == base_layout:
+        return None
+    if layout is None or base_layout is None:
+        which, other = ("the base", "it") if layout is None else ("it", "the base")
+        return (f"{which} holds experts of a task-routed MoE run in its feed-forward layers (`t2t-mtl export --task`, "
+                f"`dense_from_experts` in its t2t_mtl_meta.json) and {other} does not")
+    for layer in sorted(set(layout["experts"]) | set(base_layout["experts"])):
+        ours, theirs = layout["experts"].get(layer), base_layout["experts"].get(layer)
+        if ours != theirs:
+            return f"its {layer} holds experts {ours} of the MoE run, the base's experts {theirs}"
+    return (f"its zero-padded feed-forward layers are {layout['zero_padded']}, the base's "
+            f"{base_layout['zero_padded']}")
+
+
 def _dtype(model: Any) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
@@ -273,7 +316,9 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
     base's run config under "config" when it has one, so `eval` and `predict` default to the base run's settings
     as for the base itself). The base and the models
     must be plain T5 models of one architecture, dtype and vocabulary (a per-task LoRA run's tasks: merge their
-    `export --task` folders; MoE models cannot be merged). Models are loaded one at a time (twice each for TIES),
+    `export --task` folders; MoE models cannot be merged, and `export --task` folders of a task-routed MoE run, or
+    runs fine-tuned from them, only with models whose feed-forward layers hold the same experts: `_expert_layout`).
+    Models are loaded one at a time (twice each for TIES),
     so memory does not grow with their number. The folder is written whole or not at all (staged, then moved into
     place). Raises MergeError naming the offending input, or `--out` when it cannot be written (a full disk: its
     OSError, the work failing rather than the option)."""
@@ -297,10 +342,11 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
         return model, tokenizer, meta
 
     base_model, base_tokenizer, base_meta = load(base)
+    base_layout = _expert_layout(base_meta)
 
     def load_model(index: int) -> Mapping[str, torch.Tensor]:
         path = models[index]
-        model, tokenizer, _ = load(path)
+        model, tokenizer, meta = load(path)
         differences = _differences(model.config, base_model.config)
         if differences:
             raise MergeError(f"{path}: its architecture differs from the base's ({base}): {'; '.join(differences)}")
@@ -310,6 +356,11 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
         if tokenizer.get_vocab() != base_tokenizer.get_vocab():
             raise MergeError(f"{path}: its tokenizer's vocabulary differs from the base's ({base}): token ids would "
                              f"mean different things in the merged model")
+        difference = _layout_difference(_expert_layout(meta), base_layout)
+        if difference:
+            raise MergeError(f"{path}: {difference} ({base}): each feed-forward unit would be merged with another "
+                             f"expert's; merge folders that `t2t-mtl export --task` wrote for tasks whose routes "
+                             f"pick the same experts (their dense_from_experts), or fine-tunes of one such folder")
         return model.state_dict()
 
     state = merge_task_vectors(base_model.state_dict(), load_model, len(models), method=method, scale=scale,
@@ -319,6 +370,9 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
                         "base": str(Path(base).resolve()), "models": [str(Path(m).resolve()) for m in models]}}
     if base_meta.get("config"):  # a run's, an exported run's or an earlier merge's: its eval settings, clusters
         recipe["config"] = base_meta["config"]
+    for key in ("dense_from_experts", "zero_padding"):  # (what the merge's own feed-forward layers hold)
+        if key in base_meta:
+            recipe[key] = base_meta[key]
 
     def write(folder: Path) -> None:
         base_model.save_pretrained(folder)
