@@ -768,6 +768,26 @@ def test_cli_eval_of_an_unknown_task_does_not_send_to_tasks_dir_where_the_runs_f
         assert "a YAML task file's task is registered by --tasks-dir FOLDER" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("key, option", [("tasks_dir", "--tasks-dir DIR, the folder of its YAML task files"),
+                                         ("data_dir", "--data-dir DIR, the folder holding <hub path>")])
+def test_cli_eval_names_the_runs_absolute_folder_that_is_missing_or_a_file(key, option, checkpoint, tmp_path, capsys,
+                                                                          monkeypatch):
+    # mutation testing: the check skipping an absolute tasks_dir that is no folder, and taking a data_dir that
+    # exists (a file) as a folder, passed every test, whose run folders were relative and missing
+    monkeypatch.setattr(task_registry.sources, "_data_dir", None)  # (the eval sets it; restored after the test)
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for folder in (tmp_path / "missing", afile):
+        (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {key: str(folder)}}}))
+        with task_registry.isolated_registry():
+            assert cli_main(["eval", "--checkpoint", str(model), "--tasks", "parity", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: the run's data.{key} {str(folder)!r} is not a folder: pass {option}" + (
+            "\n" if key == "tasks_dir" else "/<config or default>/<split>.jsonl\n"), err
+
+
 def test_cli_eval_reads_hub_datasets_from_the_runs_data_dir(checkpoint, tmp_path, capsys, monkeypatch):
     # was: `t2t-mtl eval --checkpoint RUN --held-out` of a run trained with data.data_dir (the README's
     # --data-dir ../shared/data) went to the hub for its tasks' rows and failed offline, while it took the run's
