@@ -496,3 +496,22 @@ def test_a_training_that_stops_on_an_error_leaves_its_process_group_first(monkey
     monkeypatch.setattr(distributed, "leave_process_group", lambda: left.append(True))
     assert main(["train", "--set", "training.steps=1"]) == exit_code
     assert left == [True] and capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize("command", [["eval", "--tasks", "parity"], ["predict"]])
+@pytest.mark.parametrize("options, refused", [
+    (["--scoring", "generate", "--length-norm"], "--length-norm changes how answer choices are ranked"),
+    (["--scoring", "generate", "--no-length-norm"], None),  # (the sum: what ranking does without the option)
+    (["--scoring", "rank", "--num-beams", "2"], "--num-beams sets the beam width"),
+    (["--scoring", "rank", "--num-beams", "1"], None),  # (greedy: what generation does without the option)
+    (["--scoring", "rank", "--max-new-tokens", "1"], "--max-new-tokens limits generation"),
+    (["--scoring", "auto", "--length-norm", "--num-beams", "2", "--max-new-tokens", "1"], None),
+])
+def test_a_scoring_option_is_refused_only_where_the_scoring_would_ignore_what_it_changes(command, options, refused):
+    # mutation testing: refusing --no-length-norm with generate passed every test, which gave --length-norm only
+    from t2t_mtl.cli import build_parser
+    from t2t_mtl.cli.common import ignored_scoring_option
+
+    args = build_parser().parse_args([command[0], "--checkpoint", "x", *command[1:], *options])
+    problem = ignored_scoring_option(args)
+    assert (problem is None) if refused is None else problem.startswith(refused), problem
