@@ -63,6 +63,15 @@ def test_list_filters_by_cluster_and_type(workspace, capsys):
     assert capsys.readouterr().out.startswith("(no tasks; did you mean 'cli_cluster'")
 
 
+
+def test_list_filters_that_each_name_something_but_match_no_task_together_get_no_hint(workspace, capsys):
+    # mutation testing: the hint suggesting a filter value that is registered passed every test, whose empty lists
+    # came of one unknown value; cli_cluster and nli both exist, but no nli task is in cli_cluster
+    args = ["--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
+    assert main(["tasks", "list", "--cluster", "cli_cluster", "--type", "nli", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("(no tasks) — clusters: ") and "cli_cluster" in out and "did you mean" not in out, out
+
 def test_tasks_dir_repeats_at_either_level(workspace, capsys):
     # was: only the last --tasks-dir was kept (and a subcommand's replaced the group's)
     (workspace / "more").mkdir()
