@@ -142,6 +142,16 @@ EMPTY_NAMES = [
 ]
 
 
+
+@pytest.mark.parametrize("argv, usage", [([], "usage: t2t-mtl "), (["tasks"], "usage: t2t-mtl tasks "),
+                                         (["mixture"], "usage: t2t-mtl mixture "), (["list"], "usage: t2t-mtl list ")])
+def test_a_command_line_without_its_command_prints_the_help_and_exits_2(argv, usage, capsys):
+    # mutation testing: main returning 0 for a command line without a command passed every test (the command
+    # groups' own 2 was tested through their subcommands only); a missing command is a usage error, as argparse's
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert code == 2 and out.startswith(usage), out
+
 @pytest.mark.parametrize("argv, argument, says",
                          [(*row, "is an empty path; name the file or folder") for row in EMPTY_PATHS]
                          + [(*row, "is empty; give a name") for row in EMPTY_NAMES])
@@ -269,6 +279,23 @@ def test_a_storage_failure_while_writing_is_one_line(tmp_path, monkeypatch, caps
     assert err == f"error: t2t-mtl mixture: {os.strerror(code)}: {out} ({remedy}, then run it again)\n"
 
 
+
+@pytest.mark.parametrize("code", [errno.EIO, None])
+def test_an_os_error_other_than_a_storage_failure_reaches_the_caller_as_raised(code, tmp_path, monkeypatch):
+    # mutation testing: main turning every OSError into a storage error line passed every test, which raised storage
+    # failures only; a read error (EIO) or an OSError without an errno is no full disk or forbidden place to name
+    from t2t_mtl.cli import mixture
+
+    error = OSError(code, "it failed") if code else OSError("it failed")
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(mixture, "plot_rates", failing)
+    with pytest.raises(OSError) as raised:
+        main(["mixture", "show", "procedural", "--draws", "0", "--plot", str(tmp_path / "rates.png")])
+    assert raised.value is error
+
 def _parsers(parser):
     """`parser` and every subcommand parser under it."""
     import argparse
@@ -395,6 +422,22 @@ def test_a_reader_that_stops_early_ends_the_command_quietly_with_sigpipes_code()
         code = process.wait(timeout=300)
     assert first.startswith('{"inputs": ') and code == 128 + signal.SIGPIPE
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_reader_that_left_before_the_output_was_flushed_ends_the_command_with_sigpipes_code(monkeypatch):
+    # mutation testing: main without its flush of stdout passed every test, whose reader left while the command
+    # still printed; an output short enough to stay in the buffer met the closed pipe only at the interpreter's
+    # last flush ("Exception ignored ... BrokenPipeError", exit 120)
+    import io
+
+    from t2t_mtl.cli import SIGPIPE_EXIT
+
+    class LeftPipe(io.StringIO):
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", LeftPipe())
+    assert main(["list", "weightings"]) == SIGPIPE_EXIT
 
 
 @pytest.mark.parametrize("command, writer", [
