@@ -134,3 +134,13 @@ def test_train_from_python_without_its_progress_bar_draws_no_datasets_bar_and_le
                       training={"steps": 1}))
     assert bar_lines(capsys.readouterr().err) == []
     assert is_progress_bar_enabled()
+
+
+def test_the_process_wide_hiding_leaves_the_bars_to_a_switch_the_user_set(datasets_bars, monkeypatch):
+    # mutation testing: hide_datasets_progress_bars hiding the bars whatever the user's DATASETS_SWITCH passed every
+    # test, whose shell runs left it unset; HF_DATASETS_DISABLE_PROGRESS_BARS=0 asks for the bars and gets them
+    from t2t_mtl.cli.progress_bars import hide_datasets_progress_bars
+
+    monkeypatch.setenv(DATASETS_SWITCH, "0")
+    hide_datasets_progress_bars()  # (datasets is imported here: it would call disable_progress_bars)
+    assert os.environ[DATASETS_SWITCH] == "0" and is_progress_bar_enabled()
