@@ -72,6 +72,19 @@ def test_list_filters_that_each_name_something_but_match_no_task_together_get_no
     out = capsys.readouterr().out
     assert out.startswith("(no tasks) — clusters: ") and "cli_cluster" in out and "did you mean" not in out, out
 
+def test_list_flags_held_out_and_eval_only_tasks_each_by_its_own_flag(workspace, capsys):
+    # mutation testing: the flags column naming a held_out task eval_only and the other way round passed every test,
+    # none of which listed a flagged task's row
+    data = str(workspace / "data" / "rows.jsonl")
+    for name, flags in (("cli_held", {"held_out": True}), ("cli_eval", {"eval_only": True})):
+        task_registry.register_task(task_registry.Task(
+            name, task_registry.LocalFileSource({"validation": data}), task_registry.Template("t", "{{q}} ||| {{a}}"),
+            task_type="closed_book_qa", cluster="cli_flags", splits=("validation",), **flags))
+    assert main(["tasks", "list", "--cluster", "cli_flags"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [row.split()[:5] for row in rows] == [["cli_eval", "closed_book_qa", "cli_flags", "1", "eval_only"],
+                                                 ["cli_held", "closed_book_qa", "cli_flags", "1", "held_out"]], rows
+
 def test_tasks_dir_repeats_at_either_level(workspace, capsys):
     # was: only the last --tasks-dir was kept (and a subcommand's replaced the group's)
     (workspace / "more").mkdir()
