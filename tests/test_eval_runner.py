@@ -838,6 +838,25 @@ def test_cli_eval_on_the_held_out_procedural_cluster(checkpoint, tmp_path, capsy
     assert "no registered task is in cluster(s) ['comparsion']; did you mean 'comparison'?" in capsys.readouterr().err
 
 
+def test_cli_eval_held_out_takes_the_clusters_the_checkpoints_run_held_out(checkpoint, data_file, tmp_path, capsys):
+    # mutation testing: --held-out without --held-out-clusters taking the tasks flagged held_out instead of the run's
+    # data.held_out_clusters passed every test, which named the clusters; toy_sentiment is in cluster toy, unflagged
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    argv = ["eval", "--checkpoint", str(model), "--held-out", "--max-examples", "2", "--no-progress"]
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"held_out_clusters": ["toy"]}}}))
+        assert cli_main([*argv, "--out", str(tmp_path / "report")]) == 0
+        assert read_report(tmp_path / "report").tasks() == ["toy_sentiment"]
+        (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"held_out_clusters": ["toyy"]}}}))
+        capsys.readouterr()
+        assert cli_main(argv) == 2
+        assert capsys.readouterr().err.startswith("error: the checkpoint's data.held_out_clusters: no registered task "
+                                                  "is in cluster(s) ['toyy']; did you mean 'toy'? ")
+
+
+
 def _task_moe(model, task_names):
     torch.manual_seed(0)
     return convert_to_moe(model, {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
