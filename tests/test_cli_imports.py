@@ -13,9 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("datasets", "pyarrow", "pandas", "torch")
 
 
-def _command_imports(*args: str) -> tuple:
-    """(exit code, the HEAVY modules imported) of `t2t-mtl ARGS` run as the console script runs it."""
-    code = ("import sys; from t2t_mtl.cli import main; sys.argv[1:] = sys.argv[1:]; code = main(); "
+def _command_imports(*args: str, from_python: bool = False) -> tuple:
+    """(exit code, the HEAVY modules imported) of `t2t-mtl ARGS` run as the console script runs it (`from_python`:
+    as `main(ARGS)` called from Python runs it)."""
+    call = "main(sys.argv[1:])" if from_python else "main()"
+    code = (f"import sys; from t2t_mtl.cli import main; sys.argv[1:] = sys.argv[1:]; code = {call}; "
             f"print(code, sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
@@ -32,6 +34,12 @@ def _command_imports(*args: str) -> tuple:
 def test_a_command_reading_no_rows_imports_no_datasets(args):
     assert _command_imports(*args) == (0, "0 []")
 
+
+def test_a_command_reading_no_dataset_called_from_python_imports_none():
+    # mutation testing: main(argv) importing datasets to scope the bars of a command that reads no dataset (merge,
+    # compare, predict, export) passed every test, whose commands reading none ran as the console script
+    _, imported = _command_imports("merge", "a", "b", "--out", "o", "--density", "0.5", from_python=True)
+    assert imported.startswith("2 ") and "datasets" not in imported, imported  # (merge loads torch, a bad --density)
 
 def test_a_preview_reads_rows_with_datasets():
     assert _command_imports("tasks", "preview", "parity", "-n", "1") == (0, "0 ['datasets', 'pandas', 'pyarrow']")
