@@ -176,14 +176,19 @@ def test_preview_every_template_shows_each_row_in_every_template(workspace, caps
                                                                                          True, True]
 
 
-def test_preview_every_template_refuses_a_template_named_twice(workspace, capsys):
-    args = ["tasks", "preview", "cli_qa", "-n", "2", "--every-template", "--template", "plain", "--template", "plain",
-            "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
+@pytest.mark.parametrize("every, effect", [
+    (["--every-template"], "--every-template renders each row once in each template named"),
+    # was: accepted, each row's template drawn from ['plain', 'plain', 'polite']: plain shown twice as often as
+    # training (which refuses a data.templates that repeats a name) draws it
+    ([], "each row's template is drawn from the names given, so a repeated one would be drawn more often than "
+         "training draws it")])
+def test_preview_refuses_a_template_named_twice(every, effect, workspace, capsys):
+    args = ["tasks", "preview", "cli_qa", "-n", "2", *every, "--template", "plain", "--template", "polite",
+            "--template", "plain", "--data-dir", str(workspace / "data"), "--tasks-dir", str(workspace / "tasks")]
     assert main(args) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1
-    assert captured.err.startswith("error: --template 'plain' given more than once: --every-template renders each row "
-                                   "once in each template named")
+    assert captured.out == "" and captured.err == f"error: --template 'plain' given more than once: {effect}; name " \
+                                                  f"each template once\n"
 
 
 def test_preview_labels_an_example_with_the_row_it_renders(workspace, capsys):

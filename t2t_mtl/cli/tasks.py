@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     preview = commands.add_parser("preview", parents=[common], help="rendered inputs/targets side by side")
     preview.add_argument("name", help="a registered task")
-    preview.add_argument("--template", action="append", help="template name (repeatable; default: all)")
+    preview.add_argument("--template", action="append", help="template name (repeatable, each once; default: all)")
     preview.add_argument("-n", type=int, default=5, help="number of rows (default 5)")
     preview.add_argument("--split", type=name_argument, help="split (default: the task's first split)")
     preview.add_argument("--seed", type=int, default=0,
@@ -227,10 +227,13 @@ def _preview(args: argparse.Namespace) -> int:
         print("error: --tokenizer shows token lengths beside the side-by-side rows, which --jsonl does not print: "
               "drop one of them", file=sys.stderr)
         return 2
-    repeated = repeated_items(args.template or ()) if args.every_template else []
+    repeated = repeated_items(args.template or ())
     if repeated:  # (training refuses a data.templates that repeats a name, too)
-        print(f"error: --template {', '.join(map(repr, repeated))} given more than once: --every-template renders "
-              f"each row once in each template named; name each template once", file=sys.stderr)
+        effect = ("--every-template renders each row once in each template named" if args.every_template else
+                  "each row's template is drawn from the names given, so a repeated one would be drawn more often "
+                  "than training draws it")
+        print(f"error: --template {', '.join(map(repr, repeated))} given more than once: {effect}; name each "
+              f"template once", file=sys.stderr)
         return 2
     task = task_registry.get_task(args.name)
     tokenizer = None
