@@ -32,6 +32,9 @@ MISSING = "/no/such/t2t-input"
      "no_such_task"),
     (["affinity", "gradients", MISSING], MISSING),
     (["affinity", "embeddings", MISSING], MISSING),
+    # (mutation testing: naming --tasks-dir for a --task-module given with --bigbench passed every test)
+    (["eval", "--checkpoint", MISSING, "--bigbench", "{tmp}", "--task-module", "m"],
+     "--task-module registers Python tasks for --tasks, --mixture or --held-out"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_it(argv, named, tmp_path, capsys):
     code = main([part.replace("{tmp}", str(tmp_path)) for part in argv])
