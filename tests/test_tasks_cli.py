@@ -191,6 +191,14 @@ def test_preview_refuses_a_template_named_twice(every, effect, workspace, capsys
                                                   f"each template once\n"
 
 
+def test_preview_renders_the_tasks_first_split_without_split(workspace, capsys):
+    # mutation testing: the preview defaulting to the task's last split passed every test, whose previews named
+    # theirs; cli_qa's splits are [train, validation]
+    assert main(["tasks", "preview", "cli_qa", "-n", "1", "--data-dir", str(workspace / "data"),
+                 "--tasks-dir", str(workspace / "tasks")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("── cli_qa / train / row 0 / template ") and "train a0" in out, out
+
 def test_preview_labels_an_example_with_the_row_it_renders(workspace, capsys):
     # was: examples were numbered as shown, so after a skipped row 0 the rendering of row 1 was labelled "row 0"
     (workspace / "tasks" / "cli_skip.yaml").write_text(SKIPPING_TASK_YAML)
