@@ -788,6 +788,21 @@ def test_cli_eval_names_the_runs_absolute_folder_that_is_missing_or_a_file(key, 
             "\n" if key == "tasks_dir" else "/<config or default>/<split>.jsonl\n"), err
 
 
+def test_cli_eval_of_bigbench_tasks_reads_nothing_from_the_runs_data_dir(checkpoint, bigbench_dir, tmp_path, capsys,
+                                                                         monkeypatch):
+    # mutation testing: eval --bigbench taking the run's data.data_dir (refused when it is not there) passed every
+    # test; BIG-bench tasks read their own task.json, so a run trained elsewhere is scored on them as it is
+    monkeypatch.setattr(task_registry.sources, "_data_dir", None)  # (the eval sets it; restored after the test)
+    model, tasks = tmp_path / "model", tmp_path / "bigbench"
+    shutil.copytree(checkpoint, model)
+    (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"data_dir": str(tmp_path / "gone")}}}))
+    shutil.copytree(Path(bigbench_dir) / "anachronisms", tasks / "anachronisms")
+    with task_registry.isolated_registry():
+        assert cli_main(["eval", "--checkpoint", str(model), "--bigbench", str(tasks), "--max-examples", "2",
+                         "--no-progress"]) == 0, capsys.readouterr().err
+    assert "| bigbench_anachronisms |" in capsys.readouterr().out
+
+
 def test_cli_eval_reads_hub_datasets_from_the_runs_data_dir(checkpoint, tmp_path, capsys, monkeypatch):
     # was: `t2t-mtl eval --checkpoint RUN --held-out` of a run trained with data.data_dir (the README's
     # --data-dir ../shared/data) went to the hub for its tasks' rows and failed offline, while it took the run's
