@@ -528,6 +528,34 @@ def test_an_interrupted_training_says_how_to_continue_it(monkeypatch, capsys, tm
     assert "continue it with" not in capsys.readouterr().out
 
 
+
+@pytest.mark.parametrize("ended, state", [({}, "finished"), ({"stopped_early": True}, "stopped early "
+                                                                                        "(training.early_stopping)"),
+                                          ({"interrupted": True}, "interrupted (checkpoint saved)")])
+def test_train_passes_its_data_dir_and_says_how_the_run_ended_on_rank_0_only(ended, state, monkeypatch, capsys,
+                                                                            tmp_path):
+    # mutation testing: the summary line printed on every rank, naming an early-stopped run interrupted, and
+    # --data-dir not passed to train() passed every test, whose stand-in train ran on rank 0, was interrupted or
+    # finished, and read no --data-dir
+    from t2t_mtl.engine import distributed, trainer
+
+    run_dir, given = tmp_path / "run", []
+
+    def ended_train(cfg, resume=None, data_dir=None):
+        given.append(data_dir)
+        return trainer.TrainResult(run_dir=run_dir, step=3, final_loss=1.0, task_losses={}, examples_seen={},
+                                   skipped_steps=0, tokens_per_second=1.0, wall_time_s=1.0,
+                                   checkpoint=run_dir / "checkpoints" / "step-00000003", **ended)
+
+    monkeypatch.setattr(trainer, "train", ended_train)
+    monkeypatch.setattr(distributed, "shut_down_process_group", lambda: None)
+    argv = ["train", "--set", f"training.output_dir={run_dir}", "--data-dir", str(tmp_path)]
+    assert main(argv) == 0 and given == [str(tmp_path)]
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{state} at step 3; run dir {run_dir}; last checkpoint {run_dir / 'checkpoints' / 'step-00000003'}")
+    monkeypatch.setenv("RANK", "1")
+    assert main(argv) == 0 and capsys.readouterr().out == ""
+
 @pytest.mark.parametrize("raised, exit_code", [("aborted", 1), ("ctrl_c", 130)])
 def test_a_training_that_stops_on_an_error_leaves_its_process_group_first(monkeypatch, capsys, raised, exit_code):
     # was: the ranks exited with their gloo group alive, whose teardown could abort them (exit -6)
