@@ -87,6 +87,15 @@ def test_show_errors(mixture, capsys):
     assert "'parity,count_word,parity' names parity more than once" in capsys.readouterr().err
 
 
+def test_show_without_draws_has_no_realised_columns_and_refuses_a_set_without_a_value(mixture, capsys):
+    # mutation testing: the header's 'real e=' columns printed for --draws 0 (no shares drawn) and a --set KEY
+    # without '=' taken as the empty string passed every test
+    assert main(["mixture", "show", mixture, "--sampler", "annealed", "--epochs", "2", "--draws", "0"]) == 0
+    header = capsys.readouterr().out.splitlines()[2]
+    assert header.split() == ["task", "rows", "p", "e=1", "p", "e=2"], header
+    assert main(["mixture", "show", mixture, "--sampler", "temperature", "--set", "alpha"]) == 2
+    assert capsys.readouterr().err == "error: --set expects KEY=VALUE, got 'alpha'\n"
+
 @pytest.mark.parametrize("options, option, sampler", [(["--alpha", "2"], "--alpha", "explicit (the default"),
                                                      (["--sampler", "uniform", "--cap", "50"], "--cap", "uniform")])
 def test_a_parameter_option_the_sampler_lacks_is_named_with_the_samplers_that_take_it(mixture, capsys, options, option,
@@ -306,6 +315,7 @@ def test_show_config_names_the_held_out_tasks_it_trains_as_trained_deliberately(
     (["--config", "quickstart", "--sampler", "uniform", "--alpha", "2"], "drop --sampler, --alpha"),
     (["--config", "quickstart", "--held-out-clusters", "x", "--set", "a=1"], "drop --held-out-clusters, --set"),
     (["--config", "quickstart", "--tasks-dir", "t", "--task-module", "m"], "drop --tasks-dir, --task-module "),
+    (["--config", "quickstart", "--split", "validation"], "drop --split "),  # (mutation testing: was untested)
     ([], "give a mixture NAME (or --config CFG"),
 ])
 def test_show_with_a_config_refuses_what_the_config_sets(mixture, capsys, arguments, problem):
