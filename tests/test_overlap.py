@@ -171,6 +171,25 @@ def test_the_overlap_command_says_on_stderr_which_split_it_reads_indexes_and_com
                    "ov_eval  validation        2        1   50.0%  ov_train 1\n")
 
 
+def test_the_overlap_report_lists_the_training_tasks_most_overlapped_first_and_writes_each_share(tmp_path, capsys):
+    # mutation testing: the training tasks listed least overlapped first and the JSON report without each task's
+    # share passed every test, whose reports overlapped one training task and were not read back
+    words = [f"w{i}" for i in range(60)]
+    _yaml_task(tmp_path, "ov_a", {"train": [{"text": " ".join(words[:14]), "label": 0}]})
+    _yaml_task(tmp_path, "ov_b", {"train": [{"text": " ".join(words[14 * i:14 * i + 14]), "label": i}
+                                             for i in (1, 2)]})
+    evaluation = [{"text": " ".join(words[14 * i:14 * i + 13]), "label": i} for i in range(3)] + [
+        {"text": " ".join(words[45:58]), "label": 3}]
+    _yaml_task(tmp_path, "ov_eval", {"validation": evaluation})
+    report = tmp_path / "overlap.json"
+    with task_registry.isolated_registry():
+        assert cli_main(["mixture", "overlap", "ov_a,ov_b", "--eval", "ov_eval", "--tasks-dir", str(tmp_path),
+                         "--json", str(report)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "ov_eval  validation        4        3   75.0%  ov_b 2, ov_a 1"
+    written = json.loads(report.read_text(encoding="utf-8"))
+    assert [(task["task"], task["rows"], task["overlapping"], task["share"]) for task in written["tasks"]] == [
+        ("ov_eval", 4, 3, 0.75)]
+
 def test_find_overlap_prints_nothing_unless_given_a_progress_callback(tmp_path, capsys):
     text = "one two three four five six seven eight nine ten eleven twelve thirteen"
     train = _local_task(tmp_path, "quiet_train", {"train": [{"text": text, "label": 0}]})
