@@ -96,6 +96,14 @@ def test_show_without_draws_has_no_realised_columns_and_refuses_a_set_without_a_
     assert main(["mixture", "show", mixture, "--sampler", "temperature", "--set", "alpha"]) == 2
     assert capsys.readouterr().err == "error: --set expects KEY=VALUE, got 'alpha'\n"
 
+def test_an_unknown_sampler_is_named_with_the_module_path_that_registers_one_intact(mixture, capsys):
+    # was: "... becomes a strategy through t2t_mtl.--set register_sampler": the rewriting of the sampler's config
+    # keys (sampling.alpha) as options took the module path's 'sampling.register_sampler' for one
+    assert main(["mixture", "show", mixture, "--sampler", "temperatur", "--alpha", "2", "--draws", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown sampling strategy 'temperatur'. Did you mean 'temperature'"), err
+    assert "through t2t_mtl.sampling.register_sampler, in a module" in err and "--set" not in err, err
+
 @pytest.mark.parametrize("options, option, sampler", [(["--alpha", "2"], "--alpha", "explicit (the default"),
                                                      (["--sampler", "uniform", "--cap", "50"], "--cap", "uniform")])
 def test_a_parameter_option_the_sampler_lacks_is_named_with_the_samplers_that_take_it(mixture, capsys, options, option,

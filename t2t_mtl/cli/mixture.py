@@ -254,7 +254,8 @@ def unused_parameter_option(args: argparse.Namespace) -> Optional[str]:
 def as_typed(message: str, args: argparse.Namespace) -> str:
     """A sampler's error `message` with each config key it names (`sampling.alpha`) written as the option that sets
     it here: `--set alpha` where a `--set` gave it, else its own option (`--alpha`, `--epochs` for the annealed
-    schedule's epochs), else `--set KEY` (the only way to set a key without an option of its own)."""
+    schedule's epochs), else `--set KEY` (the only way to set a key without an option of its own). A dotted name
+    ending in `sampling.NAME` (the module path `t2t_mtl.sampling.register_sampler`) is no config key and stays."""
     set_keys = {item.partition("=")[0] for item in args.set}
 
     def typed(match: re.Match) -> str:
@@ -263,7 +264,7 @@ def as_typed(message: str, args: argparse.Namespace) -> str:
             return f"--{key.replace('_', '-')}"
         return f"--set {key}"
 
-    return re.sub(r"\bsampling\.(\w+)", typed, message)
+    return re.sub(r"(?<![\w.])sampling\.(\w+)", typed, message)  # (not a module path: t2t_mtl.sampling.NAME)
 
 
 def config_conflict(args: argparse.Namespace) -> Optional[str]:
