@@ -135,6 +135,11 @@ def test_show_plot_into_a_new_folder_and_bad_parameter_values(mixture, tmp_path,
                           f"with .png (or one of ") and ".svg" in err and err.count("\n") == 1
     assert not (tmp_path / "rates.txt").exists()
     assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(tmp_path / "rates.PDF")]) == 0
+    capsys.readouterr()
+    # was: written to rates.png by matplotlib, while the command said "plot written to .../rates"
+    assert main(["mixture", "show", mixture, "--draws", "0", "--plot", str(tmp_path / "rates")]) == 0
+    assert capsys.readouterr().out.endswith(f"plot written to {tmp_path / 'rates'}\n")
+    assert (tmp_path / "rates").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "rates.png").exists()
     assert main(["mixture", "show", mixture, "--sampler", "bandit_softmax", "--set", "tau=abc"]) == 2
     assert "'tau' must be a number, got 'abc'" in capsys.readouterr().err
     assert main(["mixture", "show", mixture, "--sampler", "proportional", "--cap", "-5"]) == 2

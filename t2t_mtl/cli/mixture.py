@@ -385,8 +385,8 @@ def check_plot_format(path: str) -> None:
 
 
 def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
-    """Bar chart of the probabilities (one epoch) or one line per task over epochs, saved as PNG (folders
-    created)."""
+    """Bar chart of the probabilities (one epoch) or one line per task over epochs, saved at `path` in the format of
+    its extension, as PNG without one (folders created)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -408,5 +408,6 @@ def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
             ax.legend(fontsize=7, ncol=2)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(prepare_output_file(path, "--plot", "rates.png"), dpi=100)
+    # (a name without an extension is a PNG written under that name: matplotlib alone would append .png to it)
+    fig.savefig(prepare_output_file(path, "--plot", "rates.png"), dpi=100, format=None if Path(path).suffix else "png")
     plt.close(fig)
