@@ -224,12 +224,24 @@ def test_density_without_ties_is_refused(tmp_path, capsys):
     (["--method", "ties", "--density", "1.5"], "--density must lie in (0, 1]"),
     (["--method", "ties", "--density", "0"], "--density must lie in (0, 1]"),
     (["--scale", "nan"], "--scale must be a finite number"),
+    (["--scale", "inf"], "--scale must be a finite number"),  # (mutation testing: refusing NaN alone passed)
 ])
 def test_a_bad_density_or_scale_is_named_as_the_option(options, message, tmp_path, capsys):
     # was: "density 1.5 must lie in (0, 1]", the keyword of merge_models, after BASE and MODEL were looked up
     assert cli_main(["merge", "b", "m", "--out", str(tmp_path / "o"), *options]) == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
 
+
+@pytest.mark.parametrize("options, density", [([], 0.2), (["--density", "1"], 1.0), (["--density", "0.05"], 0.05)])
+def test_the_merge_command_gives_ties_its_density(options, density, tmp_path, monkeypatch, capsys):
+    # mutation testing: another default than the 0.2 --help states, and --density 1 (keep every entry) refused,
+    # passed every test, none of which merged by ties without --density or with the whole task vectors
+    import t2t_mtl.model.merging as merging
+
+    given = {}
+    monkeypatch.setattr(merging, "merge_models", lambda base, models, out, **kwargs: given.update(kwargs) or out)
+    assert cli_main(["merge", "b", "m", "--out", str(tmp_path / "o"), "--method", "ties", *options]) == 0
+    assert given == {"method": "ties", "scale": 1.0, "density": density}, capsys.readouterr().err
 
 @pytest.mark.parametrize("method,loads", [("task_arithmetic", 1), ("ties", 2)])
 def test_models_are_merged_one_at_a_time(tmp_path, t5_tokenizer, monkeypatch, method, loads):
