@@ -13,6 +13,8 @@ import sentencepiece as spm
 import task_registry
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.tokenizer import (
+    MAX_VOCAB_SIZE,
+    MIN_VOCAB_SIZE,
     TokenizerLoadError,
     TokenizerTrainingError,
     load_tokenizer,
@@ -383,6 +385,23 @@ def test_cli_names_a_too_small_vocab_size_by_its_option(tmp_path, capsys):
     with pytest.raises(TokenizerTrainingError, match=f"vocab_size={2 ** 31} is too large; SentencePiece takes at most"):
         train_tokenizer(["a b c"], tmp_path / "lib", vocab_size=2 ** 31)
 
+
+@pytest.mark.parametrize("options, refused", [
+    (["--vocab-size", str(MIN_VOCAB_SIZE)], None), (["--vocab-size", str(MAX_VOCAB_SIZE)], None),
+    (["--max-examples", "1"], None), (["--max-examples", "0"], "--max-examples must be at least 1, got 0")])
+def test_cli_takes_the_options_up_to_their_limits_and_refuses_past_them(options, refused, tmp_path, monkeypatch,
+                                                                        capsys):
+    # mutation testing: --vocab-size refused at either limit and --max-examples 0 let through (read as every row)
+    # passed every test, whose values lay well inside or past the limits
+    import t2t_mtl.tokenizer as tokenizer
+
+    trained = []
+    monkeypatch.setattr(tokenizer, "mixture_texts", lambda *args, **kwargs: ["a b c"])
+    monkeypatch.setattr(tokenizer, "train_tokenizer", lambda texts, out, vocab_size: trained.append(vocab_size) or
+                        ["piece"] * 104)
+    code = cli_main(["tokenizer", "train", "--mixture", "parity", "--out", str(tmp_path / "t"), *options])
+    err = capsys.readouterr().err
+    assert (code, err, len(trained)) == ((0, "", 1) if refused is None else (2, f"error: {refused}\n", 0))
 
 def test_cli_an_out_folder_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, locked_folder):
     # was: the PermissionError's traceback and exit code 1 (bad input exits 2 with a message naming it)
