@@ -347,8 +347,9 @@ def test_cli_trains_on_a_mixture(tmp_path, capsys):
     code = cli_main(["tokenizer", "train", "--mixture", "procedural_train", "--out", str(out),
                      "--vocab-size", "300", "--max-examples", "30"])
     assert code == 0
-    assert "saved a T5 tokenizer" in capsys.readouterr().out
-    tok = load_tokenizer(out)
+    tok = load_tokenizer(out)  # (mutation testing: the pieces counted with the sentinels passed the test)
+    assert capsys.readouterr().out == (f"saved a T5 tokenizer with {len(tok)} tokens ({len(tok) - 100} pieces + 100 "
+                                       f"sentinels) to {out}\n")
     texts = list(mixture_texts("procedural_train", max_examples=30))
     assert all(UNK not in tok(text).input_ids for text in texts)
     assert tok.convert_tokens_to_ids("<extra_id_0>") == len(tok) - 1
@@ -442,6 +443,24 @@ def test_cli_trains_on_yaml_tasks_from_a_tasks_dir(tmp_path, capsys):
     tok = load_tokenizer(tmp_path / "tok")
     assert UNK not in tok("reverse_words: pear fox mango").input_ids
 
+
+def test_cli_reads_a_hub_tasks_rows_from_the_data_dir(tmp_path, capsys, monkeypatch):
+    # mutation testing: --data-dir checked but never set for the rows passed every test, whose tasks read files
+    import json
+
+    monkeypatch.setattr(task_registry.sources, "_data_dir", None)  # (the command sets it; restored after the test)
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "hub_tok.yaml").write_text(
+        "name: hub_tok\nsplits: [train]\nsource: {hf: tok_hub}\ntemplates:\n"
+        "  - {name: t, jinja: 'say {{ text }} ||| {{ text }}'}\n")
+    rows = tmp_path / "data" / "tok_hub" / "default"
+    rows.mkdir(parents=True)
+    (rows / "train.jsonl").write_text("".join(json.dumps({"text": f"zebra{i} kiwi"}) + "\n" for i in range(5)))
+    with task_registry.isolated_registry():
+        code = cli_main(["tokenizer", "train", "--mixture", "hub_tok", "--tasks-dir", str(tmp_path / "tasks"),
+                         "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "tok"), "--vocab-size", "40"])
+    assert code == 0, capsys.readouterr().err
+    assert UNK not in load_tokenizer(tmp_path / "tok")("say zebra3 kiwi").input_ids
 
 def test_each_row_gives_the_corpus_one_rendering_by_the_template_its_seed_picks():
     # mixture_texts said each task's rows were "rendered with all of its templates" and `tokenizer train --seed`
