@@ -608,6 +608,10 @@ def test_print_config_roundtrip(tmp_path, capsys):
     cfg = C.config_from_dict(printed)
     assert cfg.training.steps == 7
     assert dataclasses.asdict(cfg) == printed
+    # the config the run would train with: --data-dir replaces data.data_dir (mutation testing: printing the
+    # config's own data_dir passed every test, none of which printed one with a --data-dir)
+    assert cli_main(["train", "--print-config", "--data-dir", str(tmp_path)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["data_dir"] == str(tmp_path)
 
 
 def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
