@@ -614,6 +614,20 @@ def test_print_config_roundtrip(tmp_path, capsys):
     assert yaml.safe_load(capsys.readouterr().out)["data"]["data_dir"] == str(tmp_path)
 
 
+def test_print_config_shows_the_deepspeed_config_of_the_jobs_world_size(tmp_path, capsys, monkeypatch):
+    # mutation testing: --print-config sizing the DeepSpeed config for one rank whatever WORLD_SIZE says passed
+    # every test, which ran it as one process; under torchrun --nproc_per_node 2 the batch is twice the rank's
+    import json
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli_main(["train", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    head = "# the DeepSpeed config of this run on 2 rank(s), saved as deepspeed_config.json in its folder:\n"
+    assert head in out, out
+    ds_config = json.loads("\n".join(line[2:] for line in out.split(head)[1].splitlines()))
+    training = yaml.safe_load(out)["training"]
+    assert ds_config["train_batch_size"] == 2 * training["micro_batch_size"] * training["grad_accum"]
+
 def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
     cases = {  # each passes config loading but the run refuses it before reading any data
         "sampling.alpah=2": "alpah",
