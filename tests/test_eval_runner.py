@@ -393,6 +393,15 @@ def test_cli_eval_writes_the_report_and_reports_bad_checkpoints(checkpoint, data
     report = read_report(tmp_path / "out")
     assert [r.num_examples for r in report.results] == [4, 4, 2]  # rows 0 and 3 are negative
     assert (tmp_path / "out" / "plots" / "toy_sentiment.png").exists()
+    assert all(not r.predictions for r in report.results)
+    # (mutation testing: eval_settings dropping --keep-predictions passed every test, none of which read them back)
+    with task_registry.isolated_registry():
+        task_registry.register_task(toy_task(data_file))
+        assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "toy_sentiment", "--max-examples", "4",
+                         "--out", str(tmp_path / "kept"), "--no-progress", "--max-new-tokens", "3",
+                         "--keep-predictions"]) == 0
+    kept = read_report(tmp_path / "kept")
+    assert [[p["row"] for p in r.predictions] for r in kept.results] == [[0, 1, 2, 3], [0, 1, 2, 3], [1, 2]]
     assert cli_main(["eval", "--checkpoint", str(tmp_path / "nope"), "--tasks", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
