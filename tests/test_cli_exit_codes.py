@@ -30,6 +30,9 @@ MISSING = "/no/such/t2t-input"
     (["tokenizer", "train", "--mixture", "no_such_mixture", "--out", "{tmp}/tok"], "no_such_mixture"),
     (["affinity", "transfer", "--tasks", "parity,no_such_task", "--steps", "1", "--out", "{tmp}/study"],
      "no_such_task"),
+    # (mutation testing: refusing --k 0, the rule's least factor, passed every test)
+    (["affinity", "transfer", "--tasks", "parity,no_such_task", "--steps", "1", "--k", "0", "--out", "{tmp}/study"],
+     "no_such_task"),
     (["affinity", "gradients", MISSING], MISSING),
     (["affinity", "embeddings", MISSING], MISSING),
     # (mutation testing: naming --tasks-dir for a --task-module given with --bigbench passed every test)
