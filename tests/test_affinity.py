@@ -308,6 +308,9 @@ def test_transfer_cli_refuses_untrainable_tasks_and_bad_eval_examples_before_tra
     assert main([*common, "--tasks", "parity,compare_numbers"]) == 2
     err = capsys.readouterr().err
     assert "'compare_numbers'" in err and "'comparison'" in err and "data.held_out_clusters" in err
+    # (flagged held_out itself: clearing the clusters would not make it trainable, so no such hint; mutation testing:
+    # the hint given for every task passed the test)
+    assert "data.held_out_clusters=[]" not in err, err
     assert main([*common, "--tasks", "parity,count_word", "--set", "data.held_out_clusters=[arithmetic]"]) == 2
     assert "pass --set 'data.held_out_clusters=[]'" in capsys.readouterr().err
     for override, option in (("training.steps=500", "use --steps"), ("data.tasks=[parity]", "use --tasks"),
