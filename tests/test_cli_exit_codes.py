@@ -592,3 +592,18 @@ def test_a_scoring_option_is_refused_only_where_the_scoring_would_ignore_what_it
     args = build_parser().parse_args([command[0], "--checkpoint", "x", *command[1:], *options])
     problem = ignored_scoring_option(args)
     assert (problem is None) if refused is None else problem.startswith(refused), problem
+
+
+def test_a_task_registry_error_raised_in_training_is_one_error_line(monkeypatch, capsys):
+    # mutation testing: train printing only t2t_mtl's own KeyError / ValueError subclasses as error lines passed every
+    # test; a task_registry one (a task definition refused while the run builds its data) was then a traceback
+    import task_registry
+    from t2t_mtl.engine import trainer
+
+    def refused(*args, **kwargs):
+        raise task_registry.TaskDefinitionError("task 'demo': its template 't' renders no target")
+
+    monkeypatch.setattr(trainer, "train", refused)
+    monkeypatch.setattr("t2t_mtl.engine.distributed.report_failed_start", lambda: None)
+    assert main(["train", "--set", "training.steps=1"]) == 2
+    assert capsys.readouterr().err == "error: task 'demo': its template 't' renders no target\n"
