@@ -1516,6 +1516,16 @@ def test_eval_cuts_inputs_at_the_runs_own_limit(config, expected, checkpoint, mo
     assert seen["eval"] == 64
 
 
+def test_eval_names_only_the_settings_the_runs_config_gave_that_no_option_did(checkpoint, monkeypatch, capsys):
+    # mutation testing: the line naming a setting that an option gave, at the run's own value, passed every test
+    _eval_settings_seen(monkeypatch, checkpoint, {"evaluation": {"scoring": "generate", "num_beams": 3}}, "scoring")
+    task_registry.load_builtin_tasks()
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task_registry.list_tasks()[0],
+                     "--num-beams", "3"]) == 2
+    assert ("eval: from the run's config (an option given wins): scoring 'generate' (the run's evaluation.scoring)\n"
+            in capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("config, flags, expected", [
     ({"evaluation": {"scoring": "generate", "length_normalize": True, "num_beams": 3}}, [], ("generate", True, 3)),
     ({"evaluation": {"scoring": "generate", "length_normalize": True, "num_beams": 3}},
