@@ -608,6 +608,12 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
         assert main(["affinity", "gradients", str(tmp_path), "--out", str(tmp_path / "bad"), "--threshold",
                      threshold]) == 2
         assert not (tmp_path / "bad").exists()
+    # the command's cut: 1.0 by default, up to 2 (mutation testing: another default, or 2 refused, passed the test)
+    for threshold, cut in ((None, 1.0), ("2", 2.0)):
+        out = tmp_path / f"cut-{threshold}"
+        assert main(["affinity", "gradients", str(tmp_path), "--out", str(out),
+                     *(["--threshold", threshold] if threshold else [])]) == 0
+        assert json.loads((out / "gradient_affinity.json").read_text())["clustering"]["threshold"] == cut
     assert main(["affinity", "gradients", str(tmp_path / "missing")]) == 2
     with pytest.raises(GradientLogError, match="gradient_surgery"):
         (tmp_path / "plain" / "logs").mkdir(parents=True)
