@@ -431,7 +431,9 @@ def test_cli_eval_compares_with_an_earlier_report_of_the_same_checkpoint(checkpo
         assert cli_main([*args, "--out", str(tmp_path / "second"), "--compare", str(tmp_path / "first")]) == 0
         capsys.readouterr()
         assert cli_main([*args, "--compare", str(tmp_path / "first"), str(tmp_path / "first")]) == 2
-        assert "would name more than one column" in capsys.readouterr().err
+        err = capsys.readouterr().err  # (mutation testing: the error without its option and remedy passed the test)
+        assert err.startswith("error: --compare: ") and "would name more than one column" in err, err
+        assert err.endswith("; give each report once (and another --name)\n") and err.count("\n") == 1, err
     header = (tmp_path / "second" / "comparison.md").read_text().splitlines()[0]
     assert header == f"| task | {checkpoint} ({tmp_path / 'first'}) | {checkpoint} |"
 
