@@ -106,6 +106,9 @@ def test_an_empty_task_name_of_affinity_transfer_is_a_usage_error(tmp_path, caps
     (["merge", "b", "m", "--out", "o", "--method", "average"], "argument --method: invalid choice: 'average'"),
     (["affinity", "nope"], "argument ANALYSIS: invalid choice: 'nope'"),
     (["predict", "--checkpoint", "x", "--no-such-option", "a text"], "unrecognized arguments: --no-such-option"),
+    # (mutation testing: --shard reading the first two of three numbers passed every test)
+    (["affinity", "transfer", "--tasks", "parity", "--steps", "1", "--shard", "0/2/5"],
+     "argument --shard: --shard '0/2/5': expected I/N, e.g. 0/2"),
 ])
 def test_usage_errors_are_one_line_in_the_same_form(argv, named, capsys):
     # was: argparse's usage block, then "t2t-mtl tasks preview: error: ..." (another prefix than the commands')
