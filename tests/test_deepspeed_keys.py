@@ -152,6 +152,22 @@ def test_a_precision_switch_that_is_not_true_or_false_is_refused(tmp_path, secti
                                f"{section}.enabled must be true or false, got {value!r}: ")
 
 
+@pytest.mark.parametrize("value", ["false", "no", "true"])
+def test_a_cpu_offload_switch_that_is_not_true_or_false_is_refused(tmp_path, value):
+    # was: the run's checks read any text as an optimizer offload, so zero_optimization.cpu_offload: "false" (which
+    # DeepSpeed's parser, the reference, reads as no offload) was refused as an offload without
+    # deepspeed.offload_optimizer, and in a JSON chose the offload's optimizer kernels
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    from t2t_mtl.engine.deepspeed_config import json_offloads_optimizer
+
+    offloads = DeepSpeedZeroConfig(stage=2, cpu_offload=value).offload_optimizer is not None
+    assert offloads is (value == "true")
+    assert json_offloads_optimizer({"zero_optimization": {"cpu_offload": value}})
+    zero = {"zero_optimization": {"cpu_offload": value}}
+    _refused_in_extra_and_json(tmp_path, zero, f"zero_optimization.cpu_offload must be true or false, got {value!r}: ")
+
+
 def test_a_null_section_deepspeed_reads_as_absent_is_accepted(tmp_path):
     # (DeepSpeed reads bf16: null and aio: null as the sections left out; precision pinned to fp32, which a null bf16
     # section trains in, as "auto" is bf16 on a CPU with AVX512-BF16/AMX)

@@ -374,6 +374,18 @@ def check_precision_switches(ds: Mapping[str, Any], source: str) -> None:
                               f"true (and would record another precision than it trains in); give true or false")
 
 
+def check_offload_switch(ds: Mapping[str, Any], source: str) -> None:
+    """Refuse a deprecated `zero_optimization.cpu_offload` in `ds` (written under `source`) that is not true or false:
+    DeepSpeed's parser reads "false" or "no" as false, where `json_offloads_optimizer` would read any text as an
+    offload (choosing the optimizer and refusing the config for a switch DeepSpeed reads as off)."""
+    switch = (ds.get("zero_optimization") or {}).get("cpu_offload")
+    if switch is not None and not isinstance(switch, bool):
+        raise ConfigError(f"{source}zero_optimization.cpu_offload must be true or false, got {switch!r}: DeepSpeed "
+                          f"reads \"false\" or \"no\" as false, where the run's checks would read any text as an "
+                          f"optimizer offload; give true or false, or use deepspeed.offload_optimizer (cpu_offload is "
+                          f"DeepSpeed's deprecated name of an optimizer offload)")
+
+
 def json_precision(ds: Dict[str, Any]) -> str:
     """"bf16", "fp16" or "fp32": what a DeepSpeed config trains in (`bf16`, or its old name `bfloat16`; `fp16`)."""
     if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
@@ -533,6 +545,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
                               f"deepspeed.config {path}: ")
         check_typed_sections(ds, f"deepspeed.config {path}: ")
         check_precision_switches(ds, f"deepspeed.config {path}: ")
+        check_offload_switch(ds, f"deepspeed.config {path}: ")
         optimizer = ds.get("optimizer") or {}
         if not optimizer.get("type"):  # DeepSpeed would build none (nor from a section without a type): the run
             what = "an optimizer without a type" if optimizer else "no optimizer"  # would die at its first step
@@ -576,6 +589,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         "wall_clock_breakdown": False,
     }
     ds = fill_auto_values(deep_merge(ds, cfg.deepspeed.extra), cfg, lambda: precision, "deepspeed.extra.")
+    check_offload_switch(ds, "deepspeed.extra.")
     check_extra_offload(ds, cfg.deepspeed.offload_optimizer)
     check_precision_switches(ds, "deepspeed.extra.")
     check_extra_precision(ds, t.precision, precision)
