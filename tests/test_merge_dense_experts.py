@@ -89,3 +89,20 @@ def test_folders_holding_the_same_experts_merge_and_the_merge_says_which_it_hold
     assert cli_main(["merge", str(exported["beta"]), str(tuned), "--out", str(tmp_path / "m3")]) == 2
     err = capsys.readouterr().err
     assert f"{tuned}: its decoder.1 holds experts [0, 1] of the MoE run, the base's experts [2, 3]" in err
+
+
+def test_folders_exported_before_top_k_routes_give_their_one_expert_per_layer(exported, tmp_path, capsys):
+    # was: KeyError 'experts', a raw traceback: t2t-mtl before top_k > 1 exports wrote each layer's route as
+    # {"expert": ID, "gate": G} (top-1 only), which such folders' t2t_mtl_meta.json still holds
+    def old_export(out, expert):
+        meta = json.loads((exported["alpha"] / "t2t_mtl_meta.json").read_text())
+        meta["dense_from_experts"] = {layer: {"expert": expert, "gate": 0.5} for layer in meta["dense_from_experts"]}
+        del meta["zero_padding"]
+        return _fine_tune_of(exported["alpha"], out, meta)
+
+    first, same, other = old_export(tmp_path / "e0", 0), old_export(tmp_path / "e0b", 0), old_export(tmp_path / "e2", 2)
+    assert cli_main(["merge", str(first), str(same), "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    assert cli_main(["merge", str(first), str(other), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: its decoder.1 holds experts [2] of the MoE run, the base's experts [0] ({first})" in err, err

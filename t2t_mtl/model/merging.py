@@ -257,11 +257,13 @@ def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """Which experts of an MoE run a plain T5's feed-forward layers hold, for a folder `export --task` wrote of a
     task-routed MoE run (its meta's `dense_from_experts` and `zero_padding`) or a run fine-tuned from one (found
     through model.name_or_path): {"experts": {layer: expert ids}, "zero_padded": the padded dense layers}; None for
-    any other model. Gates are left out: they are folded into wo, a weight like any other."""
+    any other model. Gates are left out: they are folded into wo, a weight like any other. A folder exported before
+    top_k > 1 had a plain form names each layer's one expert as {"expert": ID, "gate": G}."""
     for _ in range(_MAX_LINEAGE):
         if "dense_from_experts" in meta:
             padding = meta.get("zero_padding") or {}
-            return {"experts": {layer: route["experts"] for layer, route in meta["dense_from_experts"].items()},
+            return {"experts": {layer: route["experts"] if "experts" in route else [route["expert"]]
+                                for layer, route in meta["dense_from_experts"].items()},
                     "zero_padded": padding.get("layers", [])}
         source = ((meta.get("config") or {}).get("model") or {}).get("name_or_path")
         if not source:
