@@ -148,7 +148,7 @@ def read_requests(lines: Iterable[str], *, jsonl: bool, source: str) -> list[Pre
 
 def implied_task(model: Any, meta: Optional[Mapping[str, Any]] = None) -> Optional[str]:
     """The task of inputs that name none for a model that serves one task only, which answers them as that task,
-    postprocess included: an `export --task` folder's (its one route, or, for the plain T5 a top-1 task-routed model
+    postprocess included: an `export --task` folder's (its one route, or, for the plain T5 a task-routed model
     exports as, `meta`'s "task": `load_checkpoint`'s meta); None for other models."""
     names = getattr(model, "routing_task_names", None) or []
     return names[0] if len(names) == 1 else (meta or {}).get("task")
