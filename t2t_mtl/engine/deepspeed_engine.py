@@ -52,7 +52,7 @@ def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tupl
     from deepspeed.runtime.config import DeepSpeedConfigError
     from pydantic import ValidationError
 
-    from t2t_mtl.engine.deepspeed_keys import parse_keys
+    from t2t_mtl.engine.deepspeed_keys import parse_keys, value_at
 
     parsed = parse_keys(ds_config)
     if parsed.mistyped:
@@ -64,7 +64,7 @@ def check_deepspeed_accepts(ds_config: Dict[str, Any], cfg: Config) -> List[Tupl
     if isinstance(parsed.error, (ValidationError, DeepSpeedConfigError)):
         raise refused_config_error(parsed.error, cfg)
     if parsed.culprit is not None:  # (a value its parser reads unchecked: the error names no key)
-        value = _value_of(ds_config, parsed.culprit)
+        _, value = value_at(ds_config, tuple(parsed.culprit.split(".")))
         raise ConfigError(f"{deepspeed_key_source(cfg, parsed.culprit)}: DeepSpeed's parser fails on {value!r} with "
                           f"{type(parsed.error).__name__}: {parsed.error}; give the value its documentation names "
                           f"(https://www.deepspeed.ai/docs/config-json/), or remove the key")
@@ -82,14 +82,6 @@ def deepspeed_key_source(cfg: Config, key: str) -> str:
             return f"deepspeed.config {cfg.deepspeed.config}: {key}"
         section = section[name]
     return f"deepspeed.extra.{key}"
-
-
-def _value_of(ds_config: Mapping[str, Any], key: str) -> Any:
-    """The value at the dotted `key` of `ds_config`."""
-    value: Any = ds_config
-    for name in key.split("."):
-        value = value[name]
-    return value
 
 
 def forget_state_making_step(engine: Any) -> None:

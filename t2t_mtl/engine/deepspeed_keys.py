@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
-__all__ = ["ParsedKeys", "parse_keys", "unread_keys"]
+__all__ = ["ParsedKeys", "parse_keys", "unread_keys", "value_at"]
 
 #: the kind of value a top-level key looked up with defaults of one kind takes: (what it is called, test)
 _SCALAR_KINDS: Tuple[Tuple[str, Callable[[Any], bool]], ...] = (
@@ -147,7 +147,7 @@ def _culprit(recorded: _RecordingDict, error: Exception) -> Optional[str]:
     if isinstance(error, (ValidationError, DeepSpeedConfigError)) or not recorded.record.looked_up:
         return None
     path = list(recorded.record.looked_up)[-1]
-    found, _ = _value_at(recorded, path)
+    found, _ = value_at(recorded, path)
     if not found:
         return None
     without = _without(recorded, path)
@@ -172,7 +172,7 @@ def _mistyped(ds_config: Mapping[str, Any], record: _Record) -> List[Tuple[str, 
     defaults all of one `_SCALAR_KINDS` kind whose value is not of that kind, in the order they were first read."""
     out = []
     for path, defaults in record.defaults.items():
-        found, value = _value_at(ds_config, path)
+        found, value = value_at(ds_config, path)
         if not found:
             continue
         for kind, fits in _SCALAR_KINDS:
@@ -181,7 +181,7 @@ def _mistyped(ds_config: Mapping[str, Any], record: _Record) -> List[Tuple[str, 
     return out
 
 
-def _value_at(ds_config: Mapping[str, Any], path: Tuple[Any, ...]) -> Tuple[bool, Any]:
+def value_at(ds_config: Mapping[str, Any], path: Tuple[Any, ...]) -> Tuple[bool, Any]:
     """(True, the value at `path` in `ds_config`), or (False, None) where it gives none."""
     value: Any = ds_config
     for key in path:
