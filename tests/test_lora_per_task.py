@@ -117,6 +117,24 @@ def test_per_task_adapters_on_a_task_routed_moe_model():
                                    rtol=1e-4, atol=1e-5)
 
 
+def test_keep_moe_for_token_routed_experts_with_task_adapters_says_why_it_keeps_no_experts(tmp_path, monkeypatch):
+    # was: "this model has no MoE layers (its per-task LoRA adapter is folded into a plain T5)", of a model whose
+    # MoE layers route by token (its --task export keeps them all)
+    from t2t_mtl.engine import export
+
+    moe = {"num_experts": 3, "top_k": 1, "every": 1, "routing": "token", "backend": "reference"}
+    model = build_model({"dims": DIMS, "moe": moe, "lora": {**PER_TASK, "targets": ["q", "v"]}}, task_names=["a", "b"])
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")  # (a model folder; the model itself is the one built here)
+    monkeypatch.setattr(export, "load_trained_model", lambda path: (model, None, {"tasks": ["a", "b"]}))
+    with pytest.raises(export.ExportError) as refused:
+        export.export_task_subnetwork(tmp_path / "m", "a", tmp_path / "out", keep_moe=True)
+    assert str(refused.value) == (
+        f"{tmp_path / 'm'}: --keep-moe keeps the experts of a task-routed MoE model; this model's MoE layers route "
+        f"by token, so every task may use any expert (its --task export keeps them all, its per-task LoRA adapter "
+        f"folded): export it without --keep-moe")
+
+
 # ------------------------------------------------------------------------------------------- the engine
 
 @pytest.fixture(scope="module")

@@ -228,8 +228,11 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                           f"LoRA adapters (model.lora.per_task); this model serves every task alike — export it "
                           f"without --task")
     if keep_moe and not moe_routed:
-        raise ExportError(f"{path}: --keep-moe keeps the experts of a task-routed MoE model; this model has no MoE "
-                          f"layers (its per-task LoRA adapter is folded into a plain T5): export it without --keep-moe")
+        why = ("this model's MoE layers route by token, so every task may use any expert (its --task export keeps "
+               "them all, its per-task LoRA adapter folded)" if isinstance(model, TaskAwareT5) else
+               "this model has no MoE layers (its per-task LoRA adapter is folded into a plain T5)")
+        raise ExportError(f"{path}: --keep-moe keeps the experts of a task-routed MoE model; {why}: export it "
+                          f"without --keep-moe")
     if adapters and moe_routed and model.moe_config.routing == "hybrid":
         raise ExportError(f"{path}: per-task LoRA adapters under hybrid MoE routing have no single-task form (the "
                           f"experts route every token by its task and its representation): evaluate the run itself "
