@@ -242,3 +242,20 @@ def test_export_takes_a_held_out_task_of_the_runs_tasks_dir(tmp_path, tok, capsy
         expected = model(**x, decoder_input_ids=x.input_ids, task_ids=torch.tensor([UNSEEN_TASK_ID] * 2)).logits
         got = plain(**x, decoder_input_ids=x.input_ids).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_task_of_token_routed_experts_with_task_adapters_says_why_it_stays_an_moe_model(tmp_path, t5_tokenizer,
+                                                                                              capsys):
+    # was: "it stays an MoE model of the experts of task 'a', as --keep-moe asks (without it, export writes the
+    # plain T5 that computes the same)", of an export without --keep-moe whose token routing has no plain form
+    from t2t_mtl.cli.export import _print_task_form
+
+    moe = {"num_experts": 3, "top_k": 1, "every": 1, "routing": "token", "backend": "reference"}
+    model = build_model({"dims": {**DIMS, "vocab_size": len(t5_tokenizer)}, "moe": moe}, task_names=["a", "b"])
+    model.save_pretrained(tmp_path)
+    t5_tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "t2t_mtl_meta.json").write_text('{"task": "a", "tasks": ["a"]}')
+    _print_task_form(tmp_path, "a", model.config.moe)
+    out = capsys.readouterr().out
+    assert out.startswith("it stays an MoE model: token routing picks each token's experts by the token too"), out
+    assert "--keep-moe" not in out

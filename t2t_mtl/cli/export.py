@@ -72,15 +72,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_task_form(folder: Path, task: str, moe: Optional[dict]) -> None:
     """Say whether the `export --task` folder of an MoE model is a plain T5 (its experts side by side, with what
-    zero padding that took) or an MoE model (its config's `moe` section, `_moe_section`: `--keep-moe`), and the task
-    token its inputs take (a model with task embeddings)."""
+    zero padding that took) or an MoE model (its config's `moe` section, `_moe_section`: `--keep-moe`, or token
+    routing under per-task LoRA adapters, `dense_blocker`), and the task token its inputs take (a model with task
+    embeddings)."""
     from t2t_mtl.analysis.task_embeddings import find_task_tokens, task_token
     from t2t_mtl.engine.export import META_FILE
+    from t2t_mtl.model.dense_task import dense_blocker
+    from t2t_mtl.model.moe_config import MoEConfig
     from t2t_mtl.tokenizer import load_tokenizer
 
     meta = json.loads((folder / META_FILE).read_text())
     if moe:
-        print(f"it stays an MoE model of the experts of task {task!r}, as --keep-moe asks (without it, export "
+        why = dense_blocker(MoEConfig.from_dict(moe))
+        print(f"it stays an MoE model: {why} (only under task routing is a task's sub-network a plain T5)" if why
+              else f"it stays an MoE model of the experts of task {task!r}, as --keep-moe asks (without it, export "
               f"writes the plain T5 that computes the same)")
     elif "dense_from_experts" in meta:
         _print_dense_form(folder, task, meta)
