@@ -467,6 +467,19 @@ def test_scheduler_params_of_the_wrong_kind_are_named_by_the_run_checks(tmp_path
                                "scheduler.params.warmup_num_steps must be a number, got True: ")
 
 
+def test_per_param_group_lists_of_numbers_pass_the_kind_check(tmp_path):
+    # was: refused as "must be a number": WarmupLR takes warmup_max_lr as one value per param group (the reference:
+    # built with a list), as torch's ReduceLROnPlateau takes min_lr; a list holding true is still refused
+    from deepspeed.runtime.lr_schedules import WarmupLR
+
+    built = WarmupLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), warmup_max_lr=[0.01])
+    assert built.max_lrs == [0.01]
+    check_run_config(_config(tmp_path, extra={"scheduler": {"type": "WarmupLR", "params": {
+        "warmup_min_lr": [0.0], "warmup_max_lr": [0.01]}}}))
+    _refused_in_extra_and_json(tmp_path, {"scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": [True]}}},
+                               "scheduler.params.warmup_max_lr must be a number, got [True]: ")
+
+
 def test_a_negative_gradient_clipping_is_refused(tmp_path):
     # was: passed the run's checks and trained without clipping (DeepSpeed clips only above 0 and its parser keeps
     # the value, the reference), where training.clip refuses a negative value

@@ -3,7 +3,7 @@ optimizer types and whether the accelerator has it (the CPU has no FusedLamb nor
 its params take, read from its class's constructor. DeepSpeed passes the params as given, and Python reads true as 1
 and any string but "" as true, so `lr: true` trains at lr 1.0 and SGD's `nesterov: "no"` turns Nesterov momentum on,
 with no error anywhere. A param whose default (or, without one, annotation) is true/false must be true or false, and
-one whose default is a number a number.
+one whose default is a number a number (or a list of numbers, one per param group).
 """
 from __future__ import annotations
 
@@ -27,11 +27,18 @@ def _kind_of(parameter: inspect.Parameter) -> Optional[str]:
     return "a number" if annotation in (int, float) else None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _fits(kind: str, value: Any) -> bool:
-    """Whether `value` is of `kind` (`_kind_of`'s)."""
+    """Whether `value` is of `kind` (`_kind_of`'s); a number's place also takes a list of numbers, one per param
+    group, as WarmupLR's warmup_max_lr or ReduceLROnPlateau's min_lr do (the class's own build refuses it where not)."""
     if kind == "true or false":
         return isinstance(value, bool)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(value, list):
+        return bool(value) and all(_is_number(item) for item in value)
+    return _is_number(value)
 
 
 def mistyped_param(cls: type, params: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
