@@ -68,3 +68,24 @@ def test_a_checkpoint_loads_into_a_model_built_without_random_init(tmp_path, tok
     assert model.get_input_embeddings().weight is model.lm_head.weight or not model.config.tie_word_embeddings
     ids = torch.randint(2, 50, (2, 9))
     assert torch.equal(_logits(model, ids), _logits(reference, ids))
+
+
+def test_an_old_runs_model_grows_for_its_task_tokens_without_random_init(monkeypatch):
+    # (a checkpoint written before runs recorded vocab_size is sized by model.dims, here smaller than its tokenizer
+    # with TE⊕ENC's task tokens): was a RuntimeError, transformers' mean resizing of the new rows reading the old
+    # rows' values (.item()) on the meta device; the reference is the same build with random init
+    from t2t_mtl.config import config_from_dict
+
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8, "d_ff": 16, "num_layers": 1, "num_heads": 1, "d_kv": 8,
+                                               "vocab_size": 32}, "task_embeddings": True},
+                            "data": {"tasks": ["parity"]}})
+    tokenizer = type("Tok", (), {"__len__": lambda self: 40, "pad_token_id": 0, "eos_token_id": 1})()
+    rng = torch.get_rng_state()
+    model = export._run_model(cfg, {}, tokenizer)
+    assert torch.equal(torch.get_rng_state(), rng), "the build drew random numbers"
+    monkeypatch.setattr(export, "unfilled", lambda build: build())
+    reference = export._run_model(cfg, {}, tokenizer)
+    shapes = {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    assert model.get_input_embeddings().weight.shape[0] == 40 and not model.get_input_embeddings().weight.is_meta
+    assert model.get_input_embeddings().weight is model.lm_head.weight

@@ -56,8 +56,11 @@ def find_task_tokens(tokenizer: Any) -> dict[str, int]:
     return dict(sorted(found.items(), key=lambda item: item[1]))
 
 
-def resize_for_task_tokens(model: torch.nn.Module, tokenizer: Any) -> int:
-    """Grow the model's token embeddings (and tied/untied LM head) to cover every tokenizer id.
+def resize_for_task_tokens(model: torch.nn.Module, tokenizer: Any, *, mean_resizing: bool = True) -> int:
+    """Grow the model's token embeddings (and tied/untied LM head) to cover every tokenizer id, the new rows drawn
+    around the old rows' mean and covariance (transformers' mean resizing), or, with `mean_resizing=False`, as the
+    model's init draws them (for a model whose weights a load fills next, as on the meta device, which has no values
+    to take a mean of).
 
     Never shrinks (T5 checkpoints carry spare rows beyond `len(tokenizer)`). Returns the row count.
     """
@@ -66,7 +69,7 @@ def resize_for_task_tokens(model: torch.nn.Module, tokenizer: Any) -> int:
         head = model.get_output_embeddings()
         untied = head is not None and head.weight is not model.get_input_embeddings().weight
         trains = (model.get_input_embeddings().weight.requires_grad, head is not None and head.weight.requires_grad)
-        model.resize_token_embeddings(len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=mean_resizing)
         embedding = model.get_input_embeddings()
         if untied and model.get_output_embeddings().weight is embedding.weight:
             # transformers 5 ties T5's head to the embedding when resizing: keep an untied (T5 v1.1) head its own

@@ -114,16 +114,16 @@ def _run_model(cfg: Config, meta: Mapping[str, Any], tokenizer: Any) -> torch.nn
     tokenizer and takes its special ids, a pretrained one grows for the task tokens. A model from dims is built
     `unfilled` (no random init): the strict load that follows fills every tensor. A pretrained one is built from its
     folder, whose frozen weights `_frozen_originals` reads."""
-    def build() -> torch.nn.Module:
+    def build(mean_resizing: bool) -> torch.nn.Module:
         model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
                             task_names=meta.get("tasks"), special_ids=special_ids_of(tokenizer))
-        if cfg.model.task_embeddings:
+        if cfg.model.task_embeddings:  # (a run written before runs recorded vocab_size may grow here)
             from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
 
-            resize_for_task_tokens(model, tokenizer)
+            resize_for_task_tokens(model, tokenizer, mean_resizing=mean_resizing)
         return model
 
-    return build() if cfg.model.name_or_path else unfilled(build)
+    return build(True) if cfg.model.name_or_path else unfilled(lambda: build(False))
 
 
 def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
