@@ -205,6 +205,19 @@ def moe_folder(tmp_path_factory, t5_tokenizer_dir):
     return folder
 
 
+def _assert_answers_as_beta(plain, full, tokenizer):
+    """The exported `plain` T5's logits equal the MoE model `full`'s for task beta (1e-5), its greedy answers too."""
+    beta = torch.full((len(INPUTS),), TASKS.index("beta"))
+    batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        decoder = torch.tensor([[0, 5, 6, 7]] * len(INPUTS))
+        torch.testing.assert_close(plain.eval()(**batch, decoder_input_ids=decoder).logits,
+                                   full(**batch, decoder_input_ids=decoder, task_ids=beta).logits,
+                                   rtol=1e-5, atol=1e-5)
+        assert torch.equal(plain.generate(**batch, max_new_tokens=8, do_sample=False),
+                           full.generate(**batch, max_new_tokens=8, do_sample=False, task_ids=beta))
+
+
 def test_export_task_writes_a_t5_folder_auto_model_loads_with_the_moe_models_outputs(moe_folder, tmp_path, capsys,
                                                                                     caplog):
     # was: the folder held the task's experts as an MoE model, which AutoModelForSeq2SeqLM loaded with those
@@ -221,15 +234,7 @@ def test_export_task_writes_a_t5_folder_auto_model_loads_with_the_moe_models_out
     assert "is a plain T5: top-1 task routing gives task 'beta' one expert in each MoE layer" in out
     assert "holds mixture-of-experts layers" not in out
     full, tokenizer, _ = load_trained_model(moe_folder)
-    beta = torch.full((len(INPUTS),), TASKS.index("beta"))
-    batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        decoder = torch.tensor([[0, 5, 6, 7]] * len(INPUTS))
-        torch.testing.assert_close(plain.eval()(**batch, decoder_input_ids=decoder).logits,
-                                   full(**batch, decoder_input_ids=decoder, task_ids=beta).logits,
-                                   rtol=1e-5, atol=1e-5)
-        assert torch.equal(plain.generate(**batch, max_new_tokens=8, do_sample=False),
-                           full.generate(**batch, max_new_tokens=8, do_sample=False, task_ids=beta))
+    _assert_answers_as_beta(plain, full, tokenizer)
     model, _, meta = load_trained_model(tmp_path / "beta")
     assert type(model) is T5ForConditionalGeneration and meta["tasks"] == ["beta"]
     assert sorted(meta["dense_from_experts"]) == ["decoder.0", "decoder.1", "encoder.0", "encoder.1", "encoder.2"]
@@ -256,15 +261,7 @@ def test_export_task_of_top_2_routing_writes_a_t5_of_both_experts_and_says_what_
     assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert "newly initialized" not in caplog.text + "".join(capsys.readouterr())
     full, _, _ = load_trained_model(tmp_path / "moe")
-    beta = torch.full((len(INPUTS),), TASKS.index("beta"))
-    batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        decoder = torch.tensor([[0, 5, 6, 7]] * len(INPUTS))
-        torch.testing.assert_close(plain.eval()(**batch, decoder_input_ids=decoder).logits,
-                                   full(**batch, decoder_input_ids=decoder, task_ids=beta).logits,
-                                   rtol=1e-5, atol=1e-5)
-        assert torch.equal(plain.generate(**batch, max_new_tokens=8, do_sample=False),
-                           full.generate(**batch, max_new_tokens=8, do_sample=False, task_ids=beta))
+    _assert_answers_as_beta(plain, full, tokenizer)
     meta = load_trained_model(tmp_path / "beta")[2]
     for layer, block in moe_blocks(full):  # encoder.1, decoder.1: the others are dense
         experts, gates = _route(block.task_gate.weight[TASKS.index("beta")].detach(), {"top_k": 2})
