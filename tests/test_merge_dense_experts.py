@@ -91,6 +91,19 @@ def test_folders_holding_the_same_experts_merge_and_the_merge_says_which_it_hold
     assert f"{tuned}: its decoder.1 holds experts [0, 1] of the MoE run, the base's experts [2, 3]" in err
 
 
+def test_a_fine_tune_from_a_relative_name_or_path_is_found_through_its_initialisation_record(
+        exported, tmp_path, monkeypatch, capsys):
+    # was: refused ('the base holds experts ... and it does not'): the fine-tune's config names the folder relative to
+    # where it trained, which merge read from its own working directory; the run's initialised_from records the path
+    tuned = _fine_tune_of(exported["alpha"], tmp_path / "tuned", {
+        "config": {"model": {"name_or_path": "alpha"}}, "initialised_from": {"path": str(exported["alpha"])}})
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["merge", str(exported["alpha"]), str(tuned), "--out", str(tmp_path / "merged")]) == 0
+    capsys.readouterr()
+    assert cli_main(["merge", str(exported["beta"]), str(tuned), "--out", str(tmp_path / "m2")]) == 2
+    assert f"{tuned}: its decoder.1 holds experts [0, 1] of the MoE run" in capsys.readouterr().err
+
+
 def test_folders_exported_before_top_k_routes_give_their_one_expert_per_layer(exported, tmp_path, capsys):
     # was: KeyError 'experts', a raw traceback: t2t-mtl before top_k > 1 exports wrote each layer's route as
     # {"expert": ID, "gate": G} (top-1 only), which such folders' t2t_mtl_meta.json still holds

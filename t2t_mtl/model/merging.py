@@ -256,16 +256,20 @@ _MAX_LINEAGE = 16
 def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """Which experts of an MoE run a plain T5's feed-forward layers hold, for a folder `export --task` wrote of a
     task-routed MoE run (its meta's `dense_from_experts` and `zero_padding`) or a run fine-tuned from one (found
-    through model.name_or_path): {"experts": {layer: expert ids}, "zero_padded": the padded dense layers}; None for
-    any other model. Gates are left out: they are folded into wo, a weight like any other. A folder exported before
-    top_k > 1 had a plain form names each layer's one expert as {"expert": ID, "gate": G}."""
+    through the path its `initialised_from` records, else its model.name_or_path): {"experts": {layer: expert ids},
+    "zero_padded": the padded dense layers}; None for any other model. Gates are left out: they are folded into wo, a
+    weight like any other. A folder exported before top_k > 1 had a plain form names each layer's one expert as
+    {"expert": ID, "gate": G}."""
     for _ in range(_MAX_LINEAGE):
         if "dense_from_experts" in meta:
             padding = meta.get("zero_padding") or {}
             return {"experts": {layer: route["experts"] if "experts" in route else [route["expert"]]
                                 for layer, route in meta["dense_from_experts"].items()},
                     "zero_padded": padding.get("layers", [])}
-        source = ((meta.get("config") or {}).get("model") or {}).get("name_or_path")
+        # (the resolved path the run recorded when it started; its config's name_or_path may be relative to the
+        # folder it was trained from)
+        source = ((meta.get("initialised_from") or {}).get("path")
+                  or ((meta.get("config") or {}).get("model") or {}).get("name_or_path"))
         if not source:
             return None
         try:  # (a source without a readable t2t_mtl_meta.json, a hub name say, holds no experts this can name)
