@@ -293,3 +293,18 @@ def test_export_task_keep_moe_writes_the_moe_folder_of_the_tasks_experts(moe_fol
                                _logits(full, torch.full((3,), TASKS.index("beta"))), rtol=1e-5, atol=1e-5)
     assert main(["export", str(moe_folder), "--keep-moe", "--out", str(tmp_path / "all")]) == 2
     assert "--keep-moe keeps the experts of one task's sub-network: give --task NAME" in capsys.readouterr().err
+
+
+def test_export_task_says_what_it_wrote_where_and_writes_into_a_non_empty_out_with_overwrite(moe_folder, tmp_path,
+                                                                                            capsys):
+    # mutation testing: export --task calling export_task_subnetwork with overwrite=False, or printing no
+    # 'exported ...' line, passed every test
+    (tmp_path / "beta").mkdir()
+    (tmp_path / "beta" / "notes.txt").write_text("kept")
+    assert main(["export", str(moe_folder), "--task", "beta", "--out", str(tmp_path / "beta")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and not (tmp_path / "beta" / "config.json").exists()
+    assert main(["export", str(moe_folder), "--task", "beta", "--out", str(tmp_path / "beta"), "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"exported the sub-network of task 'beta' of {moe_folder} to {tmp_path / 'beta'}"
+    assert load_trained_model(tmp_path / "beta")[2]["tasks"] == ["beta"]
+    assert (tmp_path / "beta" / "notes.txt").read_text() == "kept"
