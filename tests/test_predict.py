@@ -193,6 +193,28 @@ def test_an_export_task_folder_of_plain_t5_form_answers_inputs_without_a_task_as
     assert [p.prediction for p in got] == raw
 
 
+def test_tasks_dir_serves_inputs_without_a_task_through_the_folders_task_beside_a_ranked_input_naming_it(
+        moe_dir, tmp_path, capsys):
+    # mutation testing: predict deciding whether to wait for the model's implied task only where no input names a
+    # task (any, for all) passed every test, and refused --tasks-dir here before loading the model ('every input that
+    # names a task is ranked'), though the line without a task is generated and takes beta's postprocess
+    import task_registry
+    from t2t_mtl.engine.export import export_task_subnetwork
+
+    folder = export_task_subnetwork(moe_dir, "beta", tmp_path / "beta")
+    model, tokenizer, _ = load_checkpoint(folder)
+    shouted = _one_by_one_generate(model, tokenizer, [INPUTS[1]])[0].upper() + "!"
+    lines = tmp_path / "inputs.jsonl"
+    lines.write_text(json.dumps({"inputs": INPUTS[0], "answer_choices": CHOICES, "task": "beta"}) + "\n"
+                     + json.dumps({"inputs": INPUTS[1]}) + "\n")
+    tasks = _shouting_task_dir(tmp_path, "beta")
+    with task_registry.isolated_registry():
+        assert main(["predict", "--checkpoint", str(folder), "--max-new-tokens", "8", "--tasks-dir", str(tasks),
+                     "--input", str(lines)]) == 0, capsys.readouterr().err
+    ranked, generated = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert ranked["prediction"] in CHOICES and generated == {"inputs": INPUTS[1], "prediction": shouted}
+
+
 def test_a_task_the_model_was_not_trained_on_is_named_with_its_close_trained_task(moe_dir, tmp_path, t5_tokenizer_dir,
                                                                                   caplog):
     # was: `predict --task alpah` answered silently through the unseen-task route, so a misspelt task name gave
