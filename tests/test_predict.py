@@ -461,6 +461,8 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
         ("--input", str(bad), "a text"): "one of the two",
         ("--scoring", "rank", "a text"): "input 1 has no answer choices",
         ("--num-beams", "0", "a text"): "--num-beams must be at least 1",
+        # (mutation testing: predict leaving --max-input-length out of its check passed every test)
+        ("--max-input-length", "0", "a text"): "--max-input-length must be at least 1, got 0",
         # options the chosen scoring would ignore
         ("--choices", "yes ||| no", "--scoring", "generate", "a text"): "--choices are ranked by log-likelihood",
         ("--length-norm", "--scoring", "generate", "a text"): "--length-norm changes how answer choices are ranked",
