@@ -489,6 +489,15 @@ def test_bad_input_is_named(dense_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_newline_inside_a_prediction_is_printed_as_backslash_n_keeping_one_line_per_input(dense_dir, capsys):
+    # mutation testing: printing the prediction as it is (its newline splitting the input's line) passed every test
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    choices = ["first\nline", "second\nline"]
+    best = max(choices, key=lambda choice: _log_likelihood(model, tokenizer, INPUTS[0], choice))
+    assert main(["predict", "--checkpoint", str(dense_dir), "--choices", " ||| ".join(choices), INPUTS[0]]) == 0
+    assert capsys.readouterr().out == best.replace("\n", "\\n") + "\n"
+
+
 def test_inputs_are_batched_longest_first_and_answered_in_their_own_order(dense_dir, monkeypatch):
     # was: batches were cut in input order, so a short input padded to the longest input of its batch
     predict_module = importlib.import_module("t2t_mtl.evaluation.predict")  # (the package exports `predict`)
