@@ -215,6 +215,21 @@ def test_tasks_dir_serves_inputs_without_a_task_through_the_folders_task_beside_
     assert ranked["prediction"] in CHOICES and generated == {"inputs": INPUTS[1], "prediction": shouted}
 
 
+def test_a_broken_task_file_of_tasks_dir_is_error_lines_naming_it(moe_dir, tmp_path, capsys):
+    # mutation testing: run_predict letting the tasks' ValueError out (a traceback, exit 1) passed every test
+    import task_registry
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "broken.yaml").write_text("name: alpha\n")
+    with task_registry.isolated_registry():
+        assert main(["predict", "--checkpoint", str(moe_dir), "--task", "alpha", "--tasks-dir", str(tasks),
+                     INPUTS[0]]) == 2
+    broken = tasks / "broken.yaml"
+    assert capsys.readouterr().err == (f"error: {broken}:1: missing required key 'source'\n"
+                                       f"error: {broken}:1: missing required key 'templates'\n")
+
+
 def test_a_task_the_model_was_not_trained_on_is_named_with_its_close_trained_task(moe_dir, tmp_path, t5_tokenizer_dir,
                                                                                   caplog):
     # was: `predict --task alpah` answered silently through the unseen-task route, so a misspelt task name gave
