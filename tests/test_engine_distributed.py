@@ -341,7 +341,9 @@ def test_ctrl_c_on_torchrun_saves_a_checkpoint_of_every_rank(work):
     assert f"SIGTERM or Ctrl-C: saving a checkpoint at step {step} and exiting" in out, out[-3000:]
     announced = re.search(r"interrupted: saving a checkpoint at step (\d+); press Ctrl-C again to abort without "
                           r"saving", err)
-    assert announced and step - 1 <= int(announced.group(1)) <= step, err[-5000:]  # (rank 0's step in progress)
+    # (rank 0's step in progress, or the next one: torchrun's SIGINT reaches rank 1 in time for a step's stop vote and
+    # rank 0 just after it cast its own, so rank 0 announces the step after the one the vote stops at)
+    assert announced and step - 1 <= int(announced.group(1)) <= step + 1, err[-5000:]
     assert err.count("interrupted: saving a checkpoint") == 1  # rank 0 only
     assert last_logged_step(root / "ctrl_c") == step
 
