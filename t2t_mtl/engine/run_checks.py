@@ -433,6 +433,8 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     (None: read it where needed)."""
     check_model_source(cfg.model)
     rates = training_rates(cfg)
+    if saved is None and is_local_model(cfg.model.name_or_path):  # (read once, for the size and the MoE checks)
+        saved = pretrained_config_dict(cfg.model.name_or_path)
     check_model_size(cfg, list(rates), saved)
     sampling_cfg = run_sampling_config(cfg, rates)
     sampler = check_component_configs(cfg, sampling_cfg, list(rates), rank=rank, world_size=world_size, saved=saved)
@@ -475,9 +477,9 @@ def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
                           "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
 
 
-def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]] = None) -> None:
+def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
     """ConfigError when the model a run would build, from model.dims or a local model.name_or_path folder's
-    config.json (`saved`: as `check_t5_checkpoint` returned it; None: read it), with model.moe's experts (or the
+    config.json (`saved`: as `check_t5_checkpoint` returned it), with model.moe's experts (or the
     folder's own), has more than `MAX_MODEL_PARAMETERS` parameters (`t5_parameter_count`, from the sizes alone),
     naming the count: before it is built (on the meta device by the checks, or after tokenizing by the run), which
     for sizes such as 10**12 fails in an allocator or loops for hours. A hub model's sizes are not checked here: its
@@ -488,7 +490,6 @@ def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dic
     from t2t_mtl.model.moe_config import MoEConfig
     from t2t_mtl.model.parameter_count import t5_parameter_count
 
-    saved = saved if saved is not None or name is None else pretrained_config_dict(name)
     own = (saved or {}).get("moe")  # (a folder that is an MoE model already)
     moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)}) if cfg.model.moe else (
         MoEConfig.from_dict(dict(own)) if own else None)
