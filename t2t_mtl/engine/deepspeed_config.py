@@ -265,18 +265,19 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
                           f"itself: remove it and set training.clip (deepspeed.extra.gradient_clipping) instead")
     if own in ADAM_TYPES:
         _check_adam_switches(params, source)
+    offloaded = json_offloads_optimizer(ds)
     if own in ADAM_TYPES and params.get("torch_adam"):
         adamw = own == "adamw" or params.get("adam_w_mode", True)
         cls, params = (torch.optim.AdamW if adamw else torch.optim.Adam), {
             key: value for key, value in params.items() if key not in DEEPSPEED_ADAM_SWITCHES}
-    elif own == "adagrad" and not json_offloads_optimizer(ds):
+    elif own == "adagrad" and not offloaded:
         cls = torch.optim.Adagrad
     if cls is None:  # (one of DeepSpeed's own kernels: building it here could mean compiling it)
         from deepspeed.accelerator import get_accelerator
 
-        kernel = kernel_of(own, json_offloads_optimizer(ds))
+        kernel = kernel_of(own, offloaded)
         if kernel is not None:
-            check_kernel(get_accelerator(), kernel, json_offloads_optimizer(ds), f"{source}optimizer.type {name!r}")
+            check_kernel(get_accelerator(), kernel, offloaded, f"{source}optimizer.type {name!r}")
             _check_param_kinds(kernel.cls, {key: value for key, value in params.items()
                                             if key not in DEEPSPEED_ADAM_SWITCHES}, f"{source}optimizer", name)
         return
