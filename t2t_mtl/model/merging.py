@@ -260,6 +260,8 @@ def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     "zero_padded": the padded dense layers}; None for any other model. Gates are left out: they are folded into wo, a
     weight like any other. A folder exported before top_k > 1 had a plain form names each layer's one expert as
     {"expert": ID, "gate": G}."""
+    from t2t_mtl.engine.export import META_FILE
+
     for _ in range(_MAX_LINEAGE):
         if "dense_from_experts" in meta:
             padding = meta.get("zero_padding") or {}
@@ -273,7 +275,7 @@ def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         if not source:
             return None
         try:  # (a source without a readable t2t_mtl_meta.json, a hub name say, holds no experts this can name)
-            meta = json.loads((Path(source) / "t2t_mtl_meta.json").read_text())
+            meta = json.loads((Path(source) / META_FILE).read_text())
         except (OSError, ValueError):
             return None
         if not isinstance(meta, dict):
