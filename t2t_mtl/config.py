@@ -41,7 +41,8 @@ from t2t_mtl.config_types import build_dataclass
 from t2t_mtl.config_values import PATH_KEYS, validate_model, validate_values
 
 __all__ = ["Config", "ConfigError", "ConfigFileError", "ConfigTypeError", "DataConfig",
-           "DeepSpeedSection", "ModelConfig", "TokenizerConfig", "TrainingConfig", "UnknownConfigKeyError",
+           "DeepSpeedSection", "ModelConfig", "TOKENIZER_TRAIN_DEFAULTS", "TokenizerConfig", "TrainingConfig",
+           "UnknownConfigKeyError",
            "changed_keys", "check_model_source", "check_paths", "config_from_dict", "deep_merge", "load_config",
            "model_config_from_dict", "parse_overrides", "resolve_config_path", "saved_run_config", "tasks_dirs",
            "tokenizer_source", "validate_values"]
@@ -92,13 +93,18 @@ def check_model_source(model: ModelConfig) -> None:
                           f"(over a base config that sets dims: `dims: null` under model, or --set model.dims=null)")
 
 
+#: `tokenizer.train`'s options where a config gives none (default.yaml's): the trained tokenizer's SentencePiece
+#: pieces and the rows it reads per task
+TOKENIZER_TRAIN_DEFAULTS: Mapping[str, int] = {"vocab_size": 512, "max_examples_per_task": 2000}
+
+
 @dataclass
 class TokenizerConfig:
     """`path`: tokenizer name/folder; else a pretrained model's own (`model.name_or_path`), else trained on the
     mixture with `train` options (by each fresh run). Either way kept in the run, where a resumed run reads it."""
 
     path: Optional[str] = None
-    train: Dict[str, Any] = field(default_factory=lambda: {"vocab_size": 512, "max_examples_per_task": 2000})
+    train: Dict[str, Any] = field(default_factory=lambda: dict(TOKENIZER_TRAIN_DEFAULTS))
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any, Dict, List
 
 import pytest
 
+from t2t_mtl import config as config_module
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_special_ids, check_vocabulary_fits,
                                           tokenizer_train_options)
@@ -85,6 +86,16 @@ def test_tokenizer_train_options_default_and_bounds():
                            ({"vocab_size": MAX_VOCAB_SIZE + 1}, f"vocab_size' must be at most {MAX_VOCAB_SIZE}")):
         with pytest.raises(ConfigError, match=message):
             options(train)
+
+
+def test_tokenizer_train_options_default_to_the_configs(monkeypatch):
+    # was: tokenizer_train_options had 512 / 2000 of its own beside the schema's (default.yaml's) tokenizer.train,
+    # so a default changed in the schema left a Config edited in Python without the key on the old value
+    monkeypatch.setattr(config_module, "TOKENIZER_TRAIN_DEFAULTS", {"vocab_size": 300, "max_examples_per_task": 7})
+    assert tokenizer_train_options(config_from_dict(FROM_DIMS)) == (300, 7)
+    edited = config_from_dict(FROM_DIMS)
+    edited.tokenizer.train = {"vocab_size": 320}  # (in Python: no layer over the defaults fills the other key)
+    assert tokenizer_train_options(edited) == (320, 7)
 
 
 def test_a_checkpoint_whose_run_folder_has_no_tokenizer_copy_is_not_checked(tmp_path):

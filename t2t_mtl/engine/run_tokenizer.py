@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
-from t2t_mtl.config import Config, ConfigError, tokenizer_source
+from t2t_mtl.config import Config, ConfigError, TokenizerConfig, tokenizer_source
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.distributed import DistEnv, barrier
 from t2t_mtl.model import model_config
@@ -238,12 +238,13 @@ def check_resumed_tokenizer(cfg: Config, tokenizer: Any, ckpt: Path) -> None:
 
 
 def tokenizer_train_options(cfg: Config) -> Tuple[int, int]:
-    """(vocab_size, max_examples_per_task) of `tokenizer.train`; unknown options are a ConfigError."""
+    """(vocab_size, max_examples_per_task) of `tokenizer.train`, an option it lacks (a Config edited in Python) the
+    schema's (`TokenizerConfig`'s, default.yaml's); unknown options are a ConfigError."""
     from t2t_mtl.tokenizer import MAX_VOCAB_SIZE, MIN_VOCAB_SIZE
 
-    options = dict(cfg.tokenizer.train or {})
-    vocab_size = options.pop("vocab_size", 512)
-    per_task = options.pop("max_examples_per_task", 2000)
+    options = {**TokenizerConfig().train, **cfg.tokenizer.train}
+    vocab_size = options.pop("vocab_size")
+    per_task = options.pop("max_examples_per_task")
     if options:
         raise ConfigError(f"tokenizer.train: unknown option(s) {sorted(options)}; valid: vocab_size, "
                           f"max_examples_per_task")
