@@ -2,6 +2,7 @@
 run, naming the key or option, the value and the limit; a size at the limit still passes."""
 from __future__ import annotations
 
+import re
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -34,7 +35,9 @@ def test_a_dense_models_parameter_count_is_the_built_models(dims):
 
 @pytest.mark.parametrize("moe", [{"num_experts": 3, "top_k": 1}, {"num_experts": 4, "every": 1, "routing": "task"},
                                  {"num_experts": 2, "every": 2, "layers": "encoder", "routing": "hybrid"},
-                                 {"num_experts": 5, "every": 1, "layers": "decoder", "routing": "token"}])
+                                 {"num_experts": 5, "every": 1, "layers": "decoder", "routing": "token"},
+                                 {"num_experts": 4, "every": 1, "routing": "task",  # (an exported sub-network's)
+                                  "expert_ids": {"encoder.0": [1, 3], "encoder.2": [0, 1, 2], "decoder.1": [2, 3]}}])
 def test_an_moe_models_parameter_count_is_the_built_models(moe):
     settings = MoEConfig.from_dict({**moe, "task_names": ["a", "b"]})
     config = T5Config(**TINY, feed_forward_proj="gated-relu")
@@ -113,6 +116,30 @@ def test_a_local_model_folders_experts_are_counted_against_the_limit(tmp_path, t
     assert t5_parameter_count(T5Config(**{**TINY, **dims})) < MAX_MODEL_PARAMETERS
     with pytest.raises(ConfigError, match=r"^model\.name_or_path '.*': its config\.json with model\.moe sizes a "):
         check_run_config(_folder_config(tmp_path, t5_tokenizer_dir, moe=moe, **dims))
+
+
+def test_a_local_folder_of_export_keep_moe_is_counted_with_the_experts_it_holds(tmp_path, t5_tokenizer_dir,
+                                                                              monkeypatch):
+    # was: check_model_size counted every expert of the model a --keep-moe folder was exported from (it holds the
+    # task's top-k of each layer, its config.json's moe.expert_ids), so a folder under the limit could be refused
+    from t2t_mtl.engine import run_checks
+    from t2t_mtl.model.moe import convert_to_moe, extract_task_subnetwork
+
+    moe = {"num_experts": 8, "top_k": 2, "every": 1, "routing": "task", "task_names": ["parity"]}
+    dense = T5ForConditionalGeneration(T5Config(**TINY, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    folder = tmp_path / "folder"
+    sub = extract_task_subnetwork(convert_to_moe(dense, moe), "parity")
+    sub.save_pretrained(folder)  # (as export --task --keep-moe writes it)
+    held = sum(p.numel() for p in sub.parameters())
+    config = config_from_dict({"model": {"name_or_path": str(folder)}, "data": {"tasks": ["parity"]},
+                               "tokenizer": {"path": str(t5_tokenizer_dir)},
+                               "training": {"output_dir": str(tmp_path / "run")}})
+    saved = run_checks.pretrained_config_dict(str(folder))  # (as check_run_config reads it)
+    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
+    run_checks.check_model_size(config, ["parity"], saved)
+    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)
+    with pytest.raises(ConfigError, match=re.escape(f"its config.json sizes a model of {held:.3g} parameters (")):
+        run_checks.check_model_size(config, ["parity"], saved)
 
 
 def test_a_local_model_folder_within_the_limit_passes(tmp_path, t5_tokenizer_dir):

@@ -479,11 +479,12 @@ def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
 
 def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
     """ConfigError when the model a run would build, from model.dims or a local model.name_or_path folder's
-    config.json (`saved`: as `check_t5_checkpoint` returned it), with model.moe's experts (or the
-    folder's own), has more than `MAX_MODEL_PARAMETERS` parameters (`t5_parameter_count`, from the sizes alone),
-    naming the count: before it is built (on the meta device by the checks, or after tokenizing by the run), which
-    for sizes such as 10**12 fails in an allocator or loops for hours. A hub model's sizes are not checked here: its
-    config is read only where the hub is reached, when the model is built."""
+    config.json (`saved`: as `check_t5_checkpoint` returned it), with model.moe's experts (or those the folder
+    holds: an export --task --keep-moe folder's layers, its task's), has more than `MAX_MODEL_PARAMETERS`
+    parameters (`t5_parameter_count`, from the sizes alone), naming the count: before it is built (on the meta
+    device by the checks, or after tokenizing by the run), which for sizes such as 10**12 fails in an allocator or
+    loops for hours. A hub model's sizes are not checked here: its config is read only where the hub is reached,
+    when the model is built."""
     name = cfg.model.name_or_path
     if not is_local_model(name):
         return

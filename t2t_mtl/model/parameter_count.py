@@ -12,8 +12,8 @@ from t2t_mtl.model.moe_config import MoEConfig
 def t5_parameter_count(config: T5Config, moe: Optional[MoEConfig] = None) -> int:
     """The parameters of the `T5ForConditionalGeneration` that `config` describes, or, with `moe`, of the
     `TaskAwareT5` whose every `moe.every`-th feed-forward layer of `moe.layers` holds `moe.num_experts` experts (with
-    their router and task gate); what `count_parameters` of the built model gives, for a model of every expert
-    (an exported sub-network's `expert_ids` are not counted out)."""
+    their router and task gate), less the experts a layer of `moe.expert_ids` lacks (an exported sub-network's layer
+    holds those it names); what `count_parameters` of the built model gives."""
     d_model, layers, decoder_layers = config.d_model, config.num_layers, config.num_decoder_layers
     attention = 4 * d_model * config.num_heads * config.d_kv  # q, k, v and o
     ffn = (3 if config.is_gated_act else 2) * d_model * config.d_ff
@@ -30,4 +30,4 @@ def t5_parameter_count(config: T5Config, moe: Optional[MoEConfig] = None) -> int
     for stack, depth in (("encoder", layers), ("decoder", decoder_layers)):
         if moe.layers in ("both", stack):
             total += depth // moe.every * per_layer
-    return total
+    return total - sum(experts - len(ids) for ids in moe.expert_ids.values()) * ffn
