@@ -11,13 +11,14 @@ from typing import Any, Dict
 
 
 class StopSignals:
-    """Installs the SIGTERM / SIGINT handlers on `install()` and puts the previous ones back on `restore()`.
-    `step` is the step a stop requested now would save at (the loop keeps it current); only an `announce`ing
-    instance (rank 0) prints the Ctrl-C notice."""
+    """Installs the SIGTERM / SIGINT handlers on `install()` and puts the previous ones back on `restore()`. Only an
+    `announce`ing instance (rank 0) prints the Ctrl-C notice. It names no step: a request is seen at the step's
+    stop vote, so one that comes after it stops at the next step, and under torchrun the vote of another rank that
+    the SIGINT reached earlier may stop every rank a step before this rank's next vote; the loop names the step it
+    saves at."""
 
-    def __init__(self, step: int, *, announce: bool):
+    def __init__(self, *, announce: bool):
         self.requested = False
-        self.step = step
         self._announce = announce
         self._interrupts = 0
         self._previous: Dict[int, Any] = {}
@@ -44,8 +45,8 @@ class StopSignals:
             raise KeyboardInterrupt
         self.requested = True
         if self._announce:
-            text = (f"interrupted: saving a checkpoint at step {self.step}; press Ctrl-C again to abort without "
-                    f"saving\n")
+            text = ("interrupted: saving a checkpoint when the step in progress or the next one ends; press Ctrl-C "
+                    "again to abort without saving\n")
             try:
                 sys.stderr.write(text)
                 sys.stderr.flush()

@@ -506,7 +506,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     engine.train()
 
     # ---- SIGTERM or a first Ctrl-C: finish the current step, save, exit cleanly (a second Ctrl-C aborts)
-    stop = StopSignals(progress.step + 1, announce=env.is_main).install()
+    stop = StopSignals(announce=env.is_main).install()
     hide_rates = show_logger("t2t_mtl.sampling", logger)  # the rates tables a schedule logs when it changes them
     hide_surgery = show_logger("t2t_mtl.gradients", logger, logging.WARNING)  # e.g. nashmtl's unconverged solve
     try:
@@ -557,8 +557,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             # the step's losses read from the device once, its figures combined over the ranks in one collective: a
             # micro-batch bad on any rank poisons the step on every rank
             totals.set_drawn(sum(len(chunk) for chunk in chunks))
-            totals.set_stop_requested(stop.requested)
-            stop.step = progress.step + 2  # a later signal is seen after the next step
+            totals.set_stop_requested(stop.requested)  # (a signal after this is seen at the next step's vote)
             figures = totals.reduce()
             poisoned = figures.poisoned
             if surgery is not None and not poisoned:
