@@ -527,3 +527,33 @@ class _Engine:
 
     def __call__(self, **kwargs):
         return self.call(**kwargs)
+
+
+def test_camtl_scoring_gives_padded_target_positions_no_expert_capacity():
+    # (mutation testing left it unkilled: candidate_entropies routing the decoder's padded positions, where labels
+    # are -100, through a capacity-limited MoE passed every test; they would take slots real tokens are dropped for)
+    from t2t_mtl.engine.signals import candidate_entropies
+    from t2t_mtl.model import build_model
+    from t2t_mtl.model.moe import capacity_drops
+
+    torch.manual_seed(0)
+    dims = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+            "dropout_rate": 0.0}
+    moe = {"num_experts": 4, "top_k": 1, "every": 1, "layers": "decoder", "routing": "token", "backend": "reference",
+           "capacity_factor": 0.5, "min_capacity": 1}
+    model = build_model({"dims": dims, "moe": moe}, vocab_size=40).train()  # (CA-MTL scores in training mode)
+    ids = torch.randint(2, 40, (3, 5), generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(2, 40, (3, 12), generator=torch.Generator().manual_seed(2))
+    labels[0, 4:], labels[1, 2:], labels[2, 7:] = -100, -100, -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    with torch.no_grad(), capacity_drops(model) as drops:
+        got = candidate_entropies(_Engine(model, model), batch, False, torch.device("cpu"))
+        # the reference: the same forward told by decoder_attention_mask which target positions are real (causal
+        # attention: a real position never reads the padding after it)
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels,
+                       decoder_attention_mask=labels.ne(-100).long()).logits
+    assert drops.dropped > 0  # (capacity is what padding would take)
+    probs = logits.log_softmax(-1)
+    entropy = -(probs.exp() * probs).sum(-1)
+    mask = labels != -100
+    assert got.tolist() == pytest.approx(((entropy * mask).sum(1) / mask.sum(1)).tolist(), rel=1e-6)
