@@ -1108,3 +1108,30 @@ def test_cluster_tasks_and_cosines_refuse_matrices_of_another_size():
         with pytest.raises(GradientLogError, match=r"a Gram matrix is square, \[T, T\] for T tasks"):
             cosines_from_gram(gram)
     np.testing.assert_allclose(cosines_from_gram(np.array([[4.0, 2.0], [2.0, 4.0]])), [[1.0, 0.5], [0.5, 1.0]])
+
+
+def test_transfer_cli_says_how_many_runs_are_missing_until_a_shard_completes_the_study(tmp_path, capsys,
+                                                                                       monkeypatch):
+    # (mutation testing left the command's two endings unchecked: no test ran `affinity transfer` to its end)
+    from t2t_mtl.analysis import transfer_study
+    from t2t_mtl.cli import main
+
+    study_class = transfer_study.TransferStudy
+    monkeypatch.setattr(transfer_study, "TransferStudy",  # (synthetic scores in place of training)
+                        lambda *args, run_options, **kwargs: study_class(*args, run_fn=synthetic_run, **kwargs))
+    out = tmp_path / "s"
+    command = ["affinity", "transfer", "--tasks", "parity,count_word", "--seeds", "1", "--steps", "1",
+               "--out", str(out)]
+    assert main([*command, "--shard", "0/2"]) == 0
+    # two tasks: each alone and the pair, one seed; shard 0 of 2 trains two of the three
+    assert len(list((out / "runs").glob("*.json"))) == 2 and not (out / "transfer.json").exists()
+    assert capsys.readouterr().out.endswith("\n1 run still missing (other shards or a later phase): rerun the same "
+                                            "command (any shard, or without --shard) to finish\n")
+    assert main([*command, "--shard", "1/2"]) == 0
+    printed = capsys.readouterr().out
+    ending = printed[printed.index("study complete"):].splitlines()
+    assert ending == ["study complete: 1 run trained now; outputs:", f"  json: {out / 'transfer.json'}",
+                      f"  table: {out / 'transfer.md'}", f"  graph: {out / 'transfer_graph.png'}",
+                      f"  heatmap: {out / 'transfer_heatmap.png'}"]
+    assert all((out / name).is_file() for name in ("transfer.json", "transfer.md", "transfer_graph.png",
+                                                   "transfer_heatmap.png"))
