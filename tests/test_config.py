@@ -990,6 +990,39 @@ def test_moe_expert_ids_of_an_exported_sub_network_are_refused_in_a_run():
         check_run_config(cfg)
 
 
+def test_a_model_folder_that_is_a_task_sub_network_is_refused_in_a_run(tmp_path):
+    # was: accepted (model.name_or_path an `export --task NAME --keep-moe` folder), and the first route to an expert a
+    # layer did not hold stopped the run mid-training with a traceback ("the route picked expert(s) [5], which this
+    # sub-network does not hold"; a tiny run at lr 0.1: step 3)
+    from t2t_mtl.engine.trainer import check_run_config
+    from t2t_mtl.model.moe import convert_to_moe, extract_task_subnetwork
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    def exported(top_k: int) -> str:
+        dense = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=12, num_layers=2,
+                                                    num_decoder_layers=1, num_heads=2, decoder_start_token_id=0))
+        moe = convert_to_moe(dense, {"num_experts": 4, "top_k": top_k, "every": 1, "routing": "task",
+                                     "task_names": ["parity"]})
+        folder = tmp_path / f"top{top_k}"
+        extract_task_subnetwork(moe, "parity").save_pretrained(folder)  # (as export --task --keep-moe writes it)
+        return str(folder)
+
+    def cfg(folder: str) -> C.Config:
+        return C.config_from_dict({"model": {"name_or_path": folder}, "tokenizer": {"path": "tok"},
+                                   "data": {"tasks": ["parity"]}})
+
+    folder = exported(top_k=2)
+    held = json.loads((Path(folder) / "config.json").read_text())["moe"]["expert_ids"]["decoder.0"]
+    with pytest.raises(C.ConfigError) as refused:
+        check_run_config(cfg(folder))
+    assert str(refused.value) == (
+        f"model.name_or_path {folder!r} is a task sub-network (`t2t-mtl export --task NAME --keep-moe`): its MoE "
+        f"layers hold some of the 4 experts only (layer decoder.0: {held}), and training moves the gate rows that "
+        f"pick them, so the first route to an expert a layer lacks would stop the run: fine-tune the full model (its "
+        f"run, or its `t2t-mtl export` without --task) and export the task again")
+    check_run_config(cfg(exported(top_k=4)))  # (every layer holds every expert: any route is held)
+
+
 def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
     # at size-based rates, with no word that the rates given went unused

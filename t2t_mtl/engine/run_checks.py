@@ -600,11 +600,27 @@ def _check_moe(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str,
 def _check_loaded_moe_tasks(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
     """A local `model.name_or_path` that is a mixture-of-experts model already (an exported MoE run) routes by the
     task ids it was trained with: a task/hybrid-routed one on another task list is refused, as its build refuses
-    it, before any tokenizing (built on the meta device; a dense folder is not built)."""
+    it, before any tokenizing (built on the meta device; a dense folder is not built); so is a task sub-network
+    (`_refuse_task_subnetwork`)."""
     config = saved if saved is not None else pretrained_config_dict(cfg.model.name_or_path)
     if config and config.get("moe"):
         with torch.device("meta"):
-            build_model(cfg.model, task_names=list(task_names), saved=config, weights=False)
+            model = build_model(cfg.model, task_names=list(task_names), saved=config, weights=False)
+        _refuse_task_subnetwork(cfg.model.name_or_path, model.moe_config)
+
+
+def _refuse_task_subnetwork(name_or_path: str, moe: Any) -> None:
+    """ConfigError for a model folder whose MoE config `moe` (a `MoEConfig`) has a layer holding only some of its
+    experts (`moe.expert_ids`: an `export --task NAME --keep-moe` folder): training moves the gate rows that pick
+    them, and the first route to an expert a layer lacks would stop the run mid-training."""
+    partial = sorted((layer, ids) for layer, ids in moe.expert_ids.items() if len(ids) < moe.num_experts)
+    if partial:
+        layer, ids = partial[0]
+        raise ConfigError(
+            f"model.name_or_path {name_or_path!r} is a task sub-network (`t2t-mtl export --task NAME --keep-moe`): "
+            f"its MoE layers hold some of the {moe.num_experts} experts only (layer {layer}: {ids}), and training "
+            f"moves the gate rows that pick them, so the first route to an expert a layer lacks would stop the run: "
+            f"fine-tune the full model (its run, or its `t2t-mtl export` without --task) and export the task again")
 
 
 def _check_uncertainty_selection(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str]) -> None:
