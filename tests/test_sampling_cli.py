@@ -240,6 +240,24 @@ def test_show_names_the_tasks_a_held_out_cluster_keeps_out_of_the_table(tmp_path
         f"held out with their cluster (comparison), never drawn: {', '.join(held_out)}")
 
 
+def test_show_names_only_the_held_out_clusters_tasks_of_a_mixture_that_data_tasks_picks_from(tmp_path, capsys):
+    # (mutation testing left it unkilled, M12: --config's note naming every task of the mixture the run does not
+    # train, those data.tasks did not pick too, passed every test)
+    import yaml
+
+    task_registry.load_builtin_tasks()
+    comparison = [t for t in task_registry.get_mixture("procedural").flatten()
+                  if task_registry.get_task(t).cluster == "comparison"]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}},
+                                      "data": {"mixture": "procedural", "tasks": ["parity", "sort_words"],
+                                               "held_out_clusters": ["comparison"], "max_examples_per_task": 20}}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[3:-1]] == ["parity", "sort_words"]
+    assert out[-1] == f"held out with their cluster (comparison), never drawn: {', '.join(comparison)}"
+
+
 def test_show_the_mixture_and_sampler_of_a_training_config(mixture, tmp_path, capsys):
     # was: only NAME and sampler options, so what a config trains on had to be retyped as options (or read from the
     # start of a run); the sizes are the train rows capped at data.max_examples_per_task, as training caps them
