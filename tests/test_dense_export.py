@@ -158,6 +158,26 @@ def test_the_t5_is_built_without_a_random_init_its_embeddings_tied_as_t5_ties_th
     assert sum(p.numel() for p in dense.parameters()) == sum(p.numel() for p in reference.parameters())
 
 
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_a_models_own_lm_head_stays_its_own_in_the_sub_network_and_its_t5(top_k):
+    # was: both were built from the config, whose T5 transformers always ties to its embedding, and loaded the
+    # model's embedding and its own LM head (T5 v1.1, mT5, Flan-T5) into that one tensor: the task's export computed
+    # with the head as its embedding
+    full = _moe(64, seed=4, feed_forward_proj="gated-gelu", top_k=top_k)
+    full.config.scale_decoder_outputs = False  # (as a v1.1 checkpoint's tie_word_embeddings: false reads)
+    torch.manual_seed(7)
+    full.set_output_embeddings(torch.nn.Linear(16, 64, bias=False))
+    sub = extract_task_subnetwork(full, "gamma")
+    dense = dense_t5(sub)
+    for model in (sub, dense):
+        assert model.lm_head.weight is not model.shared.weight
+        assert torch.equal(model.lm_head.weight, full.lm_head.weight)
+        assert torch.equal(model.shared.weight, full.shared.weight)
+    reference = _logits(full, torch.full((3,), 2))
+    assert torch.equal(_logits(sub, torch.zeros(3, dtype=torch.long)), reference)
+    torch.testing.assert_close(_logits(dense), reference, rtol=1e-5, atol=1e-5)
+
+
 def test_a_sub_network_of_an_unseen_task_becomes_the_unseen_routes_t5():
     full = _moe(64, seed=2)
     dense = dense_t5(extract_task_subnetwork(full, "held_out_task", unseen=True))

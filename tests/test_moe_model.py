@@ -37,10 +37,24 @@ def _batch(b: int = 4, src: int = 7, tgt: int = 5, seed: int = 0):
     return torch.randint(2, 48, (b, src), generator=g), torch.randint(2, 48, (b, tgt), generator=g)
 
 
-@pytest.mark.parametrize("gated", [False, True])
-def test_single_expert_moe_equals_dense_t5(gated):
-    dense = _dense(feed_forward_proj="gated-gelu" if gated else "relu")
+def _with_own_head(dense: T5ForConditionalGeneration, folder: Path) -> T5ForConditionalGeneration:
+    """`dense` with an LM head of its own (not its embedding), saved and loaded back as transformers loads a T5
+    v1.1 / mT5 / Flan-T5 checkpoint (its config's tie_word_embeddings false: no d_model**-0.5 scaling)."""
+    dense.config.scale_decoder_outputs = False
+    dense.set_output_embeddings(torch.nn.Linear(dense.config.d_model, dense.config.vocab_size, bias=False))
+    dense.save_pretrained(folder)
+    return T5ForConditionalGeneration.from_pretrained(folder).eval()
+
+
+@pytest.mark.parametrize("flavour", ["relu", "gated-gelu", "own head"])
+def test_single_expert_moe_equals_dense_t5(flavour, tmp_path):
+    # own head, was: the MoE model, built from the config (which transformers' T5 always ties), loaded the dense
+    # model's embedding and its own LM head into one tensor, so it computed with the head as its embedding
+    dense = _dense(feed_forward_proj="relu" if flavour == "relu" else "gated-gelu")
+    if flavour == "own head":
+        dense = _with_own_head(dense, tmp_path / "v1_1")
     moe = convert_to_moe(dense, {"num_experts": 1, "top_k": 1, "every": 1}).eval()
+    assert (moe.lm_head.weight is moe.shared.weight) is (flavour != "own head")
     assert sum(1 for _ in moe_blocks(moe)) == 4
     ids, labels = _batch()
     want = dense(input_ids=ids, labels=labels)

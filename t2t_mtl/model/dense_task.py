@@ -29,7 +29,7 @@ from t2t_kernels.moe import route
 from t2t_mtl.model.moe import TaskAwareT5, moe_blocks
 from t2t_mtl.model.moe_config import MoEConfig, MoEConfigError
 from t2t_mtl.model.moe_layer import routing_dtype
-from t2t_mtl.model.t5 import unfilled_model
+from t2t_mtl.model.t5 import unfilled_model, untie_head_like
 
 __all__ = ["Routes", "dense_blocker", "dense_t5", "task_routes", "zero_padding"]
 
@@ -101,6 +101,7 @@ def dense_t5(sub: TaskAwareT5, *, routes: Optional[Routes] = None) -> T5ForCondi
     config.architectures = ["T5ForConditionalGeneration"]
     config.d_ff = moe.top_k * sub.config.d_ff
     dense = unfilled_model(T5ForConditionalGeneration, config, sub.dtype, sub.device)  # (every weight loaded below)
+    untie_head_like(dense, sub)
     dense.generation_config = copy.deepcopy(sub.generation_config)
     source = sub.state_dict()
     state = {}

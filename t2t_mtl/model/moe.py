@@ -39,7 +39,7 @@ from t2t_mtl.model.lora import has_lora
 from t2t_mtl.model.moe_config import (UNSEEN_TASK_ROUTINGS, MissingTaskIdsError, MoEConfig, MoEConfigError,
                                       moe_mapping)
 from t2t_mtl.model.moe_layer import MoEFeedForward, routing_dtype
-from t2t_mtl.model.t5 import pretrained_t5_config, unfilled_model
+from t2t_mtl.model.t5 import pretrained_t5_config, unfilled_model, untie_head_like
 from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditionedT5, routing_task_id, set_task_ids)
 
 __all__ = [
@@ -317,6 +317,7 @@ def convert_to_moe(model: T5ForConditionalGeneration, moe_cfg: Union[Mapping[str
     config.moe = cfg.to_dict()
     config.architectures = ["TaskAwareT5"]
     new = TaskAwareT5(config).to(dtype=model.dtype, device=model.device)
+    untie_head_like(new, model)
     dense_state = model.state_dict()
     own = new.state_dict()
     state = {}
@@ -361,6 +362,7 @@ def extract_task_subnetwork(model: TaskAwareT5, task: Union[int, str], *, unseen
     fallback = "error" if cfg.unseen_task_routing == "error" else "mean"  # the mean of its one row
     config.moe = {**cfg.to_dict(), "task_names": [name], "expert_ids": chosen, "unseen_task_routing": fallback}
     sub = unfilled_model(TaskAwareT5, config, model.dtype, model.device)  # (no random init: every weight loaded below)
+    untie_head_like(sub, model)
     source = model.state_dict()
     state = {}
     old_blocks = dict(moe_blocks(model))

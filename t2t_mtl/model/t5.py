@@ -44,6 +44,31 @@ def unfilled_model(cls: Type[ModelT], config: T5Config, dtype: torch.dtype, devi
     return unfilled(lambda: cls(config).to(dtype=dtype), device)
 
 
+def has_own_head(model: Any) -> bool:
+    """Whether `model`'s LM head is a matrix of its own (T5 v1.1, mT5, Flan-T5 checkpoints), not its token embedding
+    (original T5). transformers ties the two in every T5 built from a config (`T5Config` always sets
+    `tie_word_embeddings`) and unties them only where a loaded checkpoint holds two different matrices."""
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is not model.get_input_embeddings().weight
+
+
+def untie_head_like(model: Any, source: Any) -> None:
+    """Give `model`, built from a config (its head tied to its embedding), an LM head of its own where `source`, the
+    model whose weights it takes next, has one (`has_own_head`): else a strict load of both matrices into the one
+    tied tensor keeps the last, and the model computes with the head as its embedding, or the reverse. The new head
+    starts as a copy of the embedding (for the load to overwrite) and is left out of transformers' map of tied
+    weights, as `from_pretrained` leaves an untied checkpoint's, so `tie_weights(recompute_mapping=False)` keeps it."""
+    if not has_own_head(source) or has_own_head(model):
+        return
+    embedding = model.get_input_embeddings().weight
+    head = torch.nn.Linear(embedding.shape[1], embedding.shape[0], bias=False, device=embedding.device,
+                           dtype=embedding.dtype)
+    with torch.no_grad():
+        head.weight.copy_(embedding)
+    model.set_output_embeddings(head)
+    getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
+
+
 def special_ids_of(tokenizer: Any) -> Dict[str, Optional[int]]:
     """The special ids a model built from dims takes from `tokenizer`: its pad and eos ids, and its pad id as the
     decoder's start (T5's convention)."""
