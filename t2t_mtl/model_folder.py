@@ -6,6 +6,17 @@ from typing import Union
 
 MODEL_CONFIG_FILE = "config.json"
 
+#: the `model_type`s of the checkpoints t2t-mtl loads, as `T5ForConditionalGeneration` (mT5 is T5 v1.1 with another
+#: vocabulary); UMT5 (a relative position bias in every layer) and LongT5 (local attention) compute otherwise
+T5_MODEL_TYPES = ("t5", "mt5")
+
+
+def not_a_t5(model_type: object) -> str:
+    """What a model of `model_type` (not one of `T5_MODEL_TYPES`) is, for an error that names the folder first."""
+    return (f"is a {model_type!r} model, not a T5 encoder-decoder (model_type "
+            f"{' or '.join(map(repr, T5_MODEL_TYPES))}: T5, T5 v1.1, Flan-T5, mT5; UMT5 and LongT5 are other "
+            f"architectures, which t2t-mtl does not load)")
+
 
 def is_model_folder(path: Union[str, Path]) -> bool:
     """Whether `path` holds a model's config.json, as a folder written by save_pretrained or `t2t-mtl export` does

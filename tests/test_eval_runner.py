@@ -353,6 +353,27 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("kind", ["umt5", "longt5"])
+def test_a_umt5_or_longt5_folder_is_refused_naming_its_type(tmp_path, kind, t5_tokenizer, capsys):
+    # umt5, was: eval, predict and merge loaded it as a T5ForConditionalGeneration, which dropped the relative
+    # position bias of every layer but the first (transformers' load report: UNEXPECTED) and scored that other model
+    from transformers import LongT5Config, LongT5ForConditionalGeneration, UMT5Config, UMT5ForConditionalGeneration
+
+    config_class, model_class = ((UMT5Config, UMT5ForConditionalGeneration) if kind == "umt5" else
+                                 (LongT5Config, LongT5ForConditionalGeneration))
+    model_class(config_class(vocab_size=len(t5_tokenizer), d_model=8, d_kv=4, d_ff=16, num_layers=2, num_heads=2,
+                             decoder_start_token_id=0)).save_pretrained(tmp_path / kind)
+    t5_tokenizer.save_pretrained(tmp_path / kind)
+    why = (f"is a '{kind}' model, not a T5 encoder-decoder (model_type 't5' or 'mt5': T5, T5 v1.1, Flan-T5, mT5; "
+           f"UMT5 and LongT5 are other architectures, which t2t-mtl does not load)")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / kind)
+    assert str(caught.value) == f"checkpoint {str(tmp_path / kind)!r} {why}"
+    capsys.readouterr()
+    assert cli_main(["predict", "--checkpoint", str(tmp_path / kind), "a question"]) == 2
+    assert capsys.readouterr().err == f"error: checkpoint {str(tmp_path / kind)!r} {why}\n"
+
+
 def test_a_checkpoint_with_corrupt_weights_is_named_not_a_traceback(checkpoint, tmp_path, capsys):
     # a weights file cut short (an interrupted copy) escaped as safetensors' own SafetensorError traceback
     import shutil

@@ -8,10 +8,9 @@ from typing import Any, Optional, Union
 from safetensors import SafetensorError
 
 from t2t_mtl.evaluation.errors import CheckpointError
-from t2t_mtl.model_folder import MODEL_CONFIG_FILE, is_model_folder
+from t2t_mtl.model_folder import MODEL_CONFIG_FILE, T5_MODEL_TYPES, is_model_folder, not_a_t5
 from t2t_mtl.wording import one_line
 
-SUPPORTED_MODEL_TYPES = ("t5", "mt5", "umt5")
 # what loading raises for a folder or weights file that is missing, unreadable or cut short (safetensors raises
 # its own SafetensorError for a truncated or corrupt file)
 LOAD_ERRORS = (OSError, ValueError, KeyError, SafetensorError)
@@ -24,10 +23,8 @@ def _check_hf_folder(path: Path) -> None:
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except json.JSONDecodeError as error:
         raise CheckpointError(f"checkpoint {str(config_file)!r} is not valid JSON: {error}") from None
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} holds a {model_type!r} model; evaluation needs a T5-family "
-            f"encoder-decoder ({', '.join(SUPPORTED_MODEL_TYPES)})")
+    if model_type not in T5_MODEL_TYPES:
+        raise CheckpointError(f"checkpoint {str(path)!r} {not_a_t5(model_type)}")
 
 
 def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
@@ -45,9 +42,8 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
     except LOAD_ERRORS as error:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {one_line(error)}") from error
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a {model_type!r} model; evaluation needs a "
-                              f"T5-family encoder-decoder ({', '.join(SUPPORTED_MODEL_TYPES)})")
+    if model_type not in T5_MODEL_TYPES:
+        raise CheckpointError(f"checkpoint {str(path)!r} {not_a_t5(model_type)}")
     model.eval()
     return model, tokenizer, dict(meta or {}, path=str(path))
 

@@ -9,15 +9,12 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig, model_config_from_dict
 from t2t_mtl.hub import use_hub_for
+from t2t_mtl.model_folder import T5_MODEL_TYPES, not_a_t5
 from t2t_mtl.wording import one_line
 
 
 class ModelBuildError(ValueError):
     """The model config cannot produce a model (bad path, not a T5, vocabulary too small, ...)."""
-
-
-#: `model_type`s of the checkpoints `T5ForConditionalGeneration` loads (mT5 is T5 v1.1 with another vocabulary)
-T5_MODEL_TYPES = ("t5", "mt5")
 
 
 #: T5's special ids, which a model built from dims has unless it is given its tokenizer's (`special_ids_of`)
@@ -127,9 +124,8 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
         raise ModelBuildError(f"model.name_or_path {name_or_path!r} could not be loaded: {one_line(err)}") from None
     model_type = config.get("model_type")
     if model_type is not None and model_type not in T5_MODEL_TYPES:
-        raise ModelBuildError(f"model.name_or_path {name_or_path!r} is a {model_type!r} model, not a T5 "
-                              f"encoder-decoder (model_type {' or '.join(map(repr, T5_MODEL_TYPES))}): use a T5 "
-                              "checkpoint (e.g. google/flan-t5-base) or build one from model.dims")
+        raise ModelBuildError(f"model.name_or_path {name_or_path!r} {not_a_t5(model_type)}: use a T5 checkpoint "
+                              "(e.g. google/flan-t5-base) or build one from model.dims")
     return config
 
 
