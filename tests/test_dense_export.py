@@ -23,14 +23,20 @@ TASKS = ["alpha", "beta", "gamma"]
 INPUTS = ["Is the sky blue? yes or no", "count the words: a b c d", "Translate to German: the house"]
 
 
-def _moe(vocab_size: int, seed: int = 0, feed_forward_proj: str = "relu", **moe) -> TaskAwareT5:
-    """A tiny task-routed MoE of TASKS with fresh experts (each computes another function) and gate rows."""
+def _moe(vocab_size: int, seed: int = 0, feed_forward_proj: str = "relu", own_head: bool = False,
+         **moe) -> TaskAwareT5:
+    """A tiny task-routed MoE of TASKS with fresh experts (each computes another function) and gate rows; with
+    `own_head`, an LM head of its own and no d_model**-0.5 scaling, as T5 v1.1 / mT5 / Flan-T5 have."""
     torch.manual_seed(seed)
     dense = T5ForConditionalGeneration(T5Config(
         vocab_size=vocab_size, d_model=16, d_ff=24, d_kv=8, num_heads=2, num_layers=3, num_decoder_layers=2,
         feed_forward_proj=feed_forward_proj, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     settings = {"num_experts": 4, "top_k": 1, "every": 1, "routing": "task", "upcycle": False, **moe}
-    return convert_to_moe(dense, settings, task_names=TASKS).eval()
+    model = convert_to_moe(dense, settings, task_names=TASKS).eval()
+    if own_head:
+        model.config.scale_decoder_outputs = False  # (as a v1.1 checkpoint's tie_word_embeddings: false reads)
+        model.set_output_embeddings(torch.nn.Linear(16, vocab_size, bias=False))
+    return model
 
 
 def _logits(model, task_ids=None):
@@ -163,10 +169,7 @@ def test_a_models_own_lm_head_stays_its_own_in_the_sub_network_and_its_t5(top_k)
     # was: both were built from the config, whose T5 transformers always ties to its embedding, and loaded the
     # model's embedding and its own LM head (T5 v1.1, mT5, Flan-T5) into that one tensor: the task's export computed
     # with the head as its embedding
-    full = _moe(64, seed=4, feed_forward_proj="gated-gelu", top_k=top_k)
-    full.config.scale_decoder_outputs = False  # (as a v1.1 checkpoint's tie_word_embeddings: false reads)
-    torch.manual_seed(7)
-    full.set_output_embeddings(torch.nn.Linear(16, 64, bias=False))
+    full = _moe(64, seed=4, feed_forward_proj="gated-gelu", own_head=True, top_k=top_k)
     sub = extract_task_subnetwork(full, "gamma")
     dense = dense_t5(sub)
     for model in (sub, dense):
@@ -265,12 +268,15 @@ def test_export_task_writes_a_t5_folder_auto_model_loads_with_the_moe_models_out
     assert capsys.readouterr().out == expected
 
 
+@pytest.mark.parametrize("own_head", [False, True])
 def test_export_task_of_top_2_routing_writes_a_t5_of_both_experts_and_says_what_its_padding_adds(
-        tmp_path, t5_tokenizer_dir, capsys, caplog):
+        tmp_path, t5_tokenizer_dir, capsys, caplog, own_head):
     # was: an MoE folder ('it stays an MoE model: top_k=2: each MoE layer sums 2 experts' outputs'), which
-    # AutoModelForSeq2SeqLM loaded with its MoE feed-forward layers missing, freshly initialised
+    # AutoModelForSeq2SeqLM loaded with its MoE feed-forward layers missing, freshly initialised; own head, was: the
+    # folder's weights counted from its config, whose tie_word_embeddings transformers always sets, without the head
     tokenizer = load_tokenizer(t5_tokenizer_dir)
-    _moe(len(tokenizer), seed=3, feed_forward_proj="gated-gelu", top_k=2, every=2).save_pretrained(tmp_path / "moe")
+    _moe(len(tokenizer), seed=3, feed_forward_proj="gated-gelu", own_head=own_head, top_k=2,
+         every=2).save_pretrained(tmp_path / "moe")
     tokenizer.save_pretrained(tmp_path / "moe")
     capsys.readouterr()
     assert main(["export", str(tmp_path / "moe"), "--task", "beta", "--out", str(tmp_path / "beta")]) == 0

@@ -21,7 +21,7 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
-from t2t_mtl.model import ModelBuildError, build_model, special_ids_of
+from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
 from t2t_mtl.model.t5 import unfilled
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
@@ -213,7 +213,6 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files; `keep_moe`
     for a model without MoE layers: an ExportError."""
     from t2t_mtl.model.dense_task import dense_t5, task_routes, zero_padding
-    from t2t_mtl.model.parameter_count import t5_parameter_count
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if is_model_folder(path) else _run_dir_of(_checkpoint_of(path))
@@ -262,7 +261,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     if routes is not None:
         meta["dense_from_experts"] = routes
     if padding is not None:
-        meta["zero_padding"] = {**padding, "weights": t5_parameter_count(sub.config)}
+        meta["zero_padding"] = {**padding, "weights": count_parameters(sub)}
     if unseen and adapters:
         meta["unseen_task_adapter"] = "mean"
     if unseen and moe_routed:
