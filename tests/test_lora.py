@@ -137,6 +137,37 @@ def test_moe_layers_embeddings_and_named_fragments_train_in_full():
     assert not model.get_input_embeddings().weight.requires_grad
 
 
+@pytest.mark.parametrize("own_head", [False, True])
+def test_a_trainable_lm_head_is_checked_against_the_folders_own_head(tmp_path, tok, own_head):
+    # own head, was: the run's weightless check built a T5 v1.1 / mT5 / Flan-T5 folder from its config, whose head
+    # transformers ties to the embedding, so `trainable: [lm_head]`, which names the loaded model's own head, was
+    # refused ('match no parameter name') before a run could train it
+    torch.manual_seed(0)
+    model = build_model({"dims": {**DIMS, "vocab_size": len(load_tokenizer(tok))}})
+    if own_head:
+        model.set_output_embeddings(torch.nn.Linear(DIMS["d_model"], model.config.vocab_size, bias=False))
+    model.save_pretrained(tmp_path / "base")
+    load_tokenizer(tok).save_pretrained(tmp_path / "base")
+    section = {"name_or_path": str(tmp_path / "base"), "dims": None,
+               "lora": {"r": 2, "targets": ["q", "v"], "trainable": ["lm_head"]}}
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1}, model=section)
+    cfg["tokenizer"] = {"path": None}
+    if not own_head:  # the head is the embedding, `shared`: no parameter is named lm_head, loaded or not
+        with pytest.raises(LoRAConfigError, match=r"\['lm_head'\] match no parameter name"):
+            build_model(section)
+        with pytest.raises(LoRAConfigError, match=r"\['lm_head'\] match no parameter name"):
+            train(cfg)
+        return
+    loaded = build_model(section)
+    with torch.device("meta"):
+        weightless = build_model(section, weights=False)
+    assert [n for n, _ in weightless.named_parameters()] == [n for n, _ in loaded.named_parameters()]
+    assert loaded.lm_head.weight.requires_grad and not loaded.shared.weight.requires_grad
+    train(cfg, evaluate_held_in=False)
+    trained, _, _ = load_trained_model(tmp_path / "run")
+    assert not torch.equal(trained.lm_head.weight, loaded.lm_head.weight)  # the head trained
+
+
 @pytest.mark.parametrize("section,message", [
     ({"alpah": 4}, "unknown key model.lora.alpah; did you mean 'alpha'"),
     ({"rank": 4}, "unknown key model.lora.rank; known keys: r, alpha, dropout, targets, trainable"),

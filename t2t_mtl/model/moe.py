@@ -26,6 +26,7 @@ import copy
 import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -39,7 +40,7 @@ from t2t_mtl.model.lora import has_lora
 from t2t_mtl.model.moe_config import (UNSEEN_TASK_ROUTINGS, MissingTaskIdsError, MoEConfig, MoEConfigError,
                                       moe_mapping)
 from t2t_mtl.model.moe_layer import MoEFeedForward, routing_dtype
-from t2t_mtl.model.t5 import pretrained_t5_config, unfilled_model, untie_head_like
+from t2t_mtl.model.t5 import pretrained_t5_config, saves_own_head, unfilled_model, untie_head, untie_head_like
 from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditionedT5, routing_task_id, set_task_ids)
 
 __all__ = [
@@ -408,7 +409,13 @@ def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: b
     """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section; `saved`: the config
     dict already read from `path` (None: read it); `kwargs` go to `from_pretrained`. `weights=False`: the same model
     built from the config alone, freshly initialised, `kwargs` unused (under `torch.device("meta")`: its parameter
-    names and shapes, nothing read or allocated)."""
+    names and shapes, nothing read or allocated; an LM head of its own where a local folder's weights hold one, as
+    `from_pretrained` builds it)."""
     config = pretrained_t5_config(path, saved)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
-    return cls.from_pretrained(path, config=config, **kwargs) if weights else cls(config)
+    if weights:
+        return cls.from_pretrained(path, config=config, **kwargs)
+    model = cls(config)
+    if Path(path).is_dir() and saves_own_head(path):
+        untie_head(model)
+    return model

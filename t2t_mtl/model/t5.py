@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig, model_config_from_dict
@@ -15,6 +18,10 @@ from t2t_mtl.wording import one_line
 
 class ModelBuildError(ValueError):
     """The model config cannot produce a model (bad path, not a T5, vocabulary too small, ...)."""
+
+
+#: the name of a T5's LM head weight in its state dict, and the weights file `save_pretrained` writes (one shard)
+HEAD_WEIGHT, SAFE_WEIGHTS_NAME = "lm_head.weight", "model.safetensors"
 
 
 #: T5's special ids, which a model built from dims has unless it is given its tokenizer's (`special_ids_of`)
@@ -52,10 +59,33 @@ def has_own_head(model: Any) -> bool:
 def untie_head_like(model: Any, source: Any) -> None:
     """Give `model`, built from a config (its head tied to its embedding), an LM head of its own where `source`, the
     model whose weights it takes next, has one (`has_own_head`): else a strict load of both matrices into the one
-    tied tensor keeps the last, and the model computes with the head as its embedding, or the reverse. The new head
-    starts as a copy of the embedding (for the load to overwrite) and is left out of transformers' map of tied
-    weights, as `from_pretrained` leaves an untied checkpoint's, so `tie_weights(recompute_mapping=False)` keeps it."""
-    if not has_own_head(source) or has_own_head(model):
+    tied tensor keeps the last, and the model computes with the head as its embedding, or the reverse."""
+    if has_own_head(source):
+        untie_head(model)
+
+
+def saves_own_head(path: Union[str, Path]) -> bool:
+    """Whether the safetensors weights of model folder `path` hold an LM head of their own (`lm_head.weight`, which
+    `save_pretrained` leaves out where the head is the embedding), read from the files' headers or index alone;
+    False for a folder without safetensors weights or whose weights file cannot be read (its load says why)."""
+    index = Path(path) / f"{SAFE_WEIGHTS_NAME}.index.json"
+    if index.is_file():
+        return HEAD_WEIGHT in json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+    weights = Path(path) / SAFE_WEIGHTS_NAME
+    if not weights.is_file():
+        return False
+    try:
+        with safe_open(str(weights), framework="pt") as stored:
+            return HEAD_WEIGHT in stored.keys()
+    except (OSError, SafetensorError):
+        return False
+
+
+def untie_head(model: Any) -> None:
+    """Give `model` an LM head of its own where it is its embedding (`has_own_head`), as a checkpoint with two
+    matrices loads: a copy of the embedding (for a load to overwrite), left out of transformers' map of tied weights
+    as `from_pretrained` leaves an untied checkpoint's, so `tie_weights(recompute_mapping=False)` keeps it."""
+    if has_own_head(model):
         return
     embedding = model.get_input_embeddings().weight
     head = torch.nn.Linear(embedding.shape[1], embedding.shape[0], bias=False, device=embedding.device,
@@ -63,7 +93,7 @@ def untie_head_like(model: Any, source: Any) -> None:
     with torch.no_grad():
         head.weight.copy_(embedding)
     model.set_output_embeddings(head)
-    getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
+    getattr(model, "all_tied_weights_keys", {}).pop(HEAD_WEIGHT, None)
 
 
 def special_ids_of(tokenizer: Any) -> Dict[str, Optional[int]]:
