@@ -355,8 +355,9 @@ def test_checkpoint_errors(tmp_path):
 
 @pytest.mark.parametrize("kind", ["umt5", "longt5"])
 def test_a_umt5_or_longt5_folder_is_refused_naming_its_type(tmp_path, kind, t5_tokenizer, capsys):
-    # umt5, was: eval, predict and merge loaded it as a T5ForConditionalGeneration, which dropped the relative
-    # position bias of every layer but the first (transformers' load report: UNEXPECTED) and scored that other model
+    # umt5, was: eval, predict, merge and load_trained_model loaded it as a T5ForConditionalGeneration, which
+    # dropped the relative position bias of every layer but the first (transformers' load report: UNEXPECTED), and
+    # scored that other model
     from transformers import LongT5Config, LongT5ForConditionalGeneration, UMT5Config, UMT5ForConditionalGeneration
 
     config_class, model_class = ((UMT5Config, UMT5ForConditionalGeneration) if kind == "umt5" else
@@ -372,6 +373,12 @@ def test_a_umt5_or_longt5_folder_is_refused_naming_its_type(tmp_path, kind, t5_t
     capsys.readouterr()
     assert cli_main(["predict", "--checkpoint", str(tmp_path / kind), "a question"]) == 2
     assert capsys.readouterr().err == f"error: checkpoint {str(tmp_path / kind)!r} {why}\n"
+    from t2t_mtl import load_trained_model  # (the Python API, which reads no model_type first)
+    from t2t_mtl.engine.export import ExportError
+
+    with pytest.raises(ExportError) as caught:
+        load_trained_model(tmp_path / kind)
+    assert str(caught.value) == f"model folder {tmp_path / kind}: {str(tmp_path / kind)!r} {why}"
 
 
 def test_a_checkpoint_with_corrupt_weights_is_named_not_a_traceback(checkpoint, tmp_path, capsys):

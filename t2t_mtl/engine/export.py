@@ -323,7 +323,7 @@ def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: b
 def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
     """(model, tokenizer, meta) from an exported HF folder, a run directory (latest checkpoint) or a
     checkpoint directory. Raises ExportError when the path is none of these, or is a model folder (a config.json)
-    whose files cannot be loaded (weights missing or damaged, no tokenizer)."""
+    whose files cannot be loaded (weights missing or damaged, no tokenizer) or that holds no T5 (UMT5, LongT5)."""
     path = Path(path)
     if is_model_folder(path):
         from safetensors import SafetensorError
@@ -333,6 +333,8 @@ def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Di
 
         try:
             return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), _folder_meta(path)
+        except ModelBuildError as err:  # (not a T5)
+            raise ExportError(f"model folder {path}: {err}") from None
         except (OSError, ValueError, KeyError, SafetensorError) as err:  # (as evaluation's load_checkpoint)
             raise ExportError(f"model folder {path} could not be loaded: {one_line(err)}; pass a folder written "
                               f"whole by save_pretrained or `t2t-mtl export`, a run directory or a checkpoint"
