@@ -137,17 +137,27 @@ def test_moe_layers_embeddings_and_named_fragments_train_in_full():
     assert not model.get_input_embeddings().weight.requires_grad
 
 
-@pytest.mark.parametrize("own_head", [False, True])
-def test_a_trainable_lm_head_is_checked_against_the_folders_own_head(tmp_path, tok, own_head):
-    # own head, was: the run's weightless check built a T5 v1.1 / mT5 / Flan-T5 folder from its config, whose head
+@pytest.mark.parametrize("head", ["tied", "own", "own, hub-style .bin"])
+def test_a_trainable_lm_head_is_checked_against_the_folders_own_head(tmp_path, tok, head):
+    # own, was: the run's weightless check built a T5 v1.1 / mT5 / Flan-T5 folder from its config, whose head
     # transformers ties to the embedding, so `trainable: [lm_head]`, which names the loaded model's own head, was
-    # refused ('match no parameter name') before a run could train it
+    # refused ('match no parameter name') before a run could train it. The hub's own folders of those models hold a
+    # pytorch_model.bin (both names, either way) and a config.json with tie_word_embeddings: false
+    import json
+
+    own_head = head != "tied"
     torch.manual_seed(0)
     model = build_model({"dims": {**DIMS, "vocab_size": len(load_tokenizer(tok))}})
     if own_head:
         model.set_output_embeddings(torch.nn.Linear(DIMS["d_model"], model.config.vocab_size, bias=False))
     model.save_pretrained(tmp_path / "base")
     load_tokenizer(tok).save_pretrained(tmp_path / "base")
+    if head == "own, hub-style .bin":
+        (tmp_path / "base" / "model.safetensors").unlink()
+        torch.save(model.state_dict(), tmp_path / "base" / "pytorch_model.bin")
+        config = json.loads((tmp_path / "base" / "config.json").read_text())
+        del config["scale_decoder_outputs"]
+        (tmp_path / "base" / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     section = {"name_or_path": str(tmp_path / "base"), "dims": None,
                "lora": {"r": 2, "targets": ["q", "v"], "trainable": ["lm_head"]}}
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1}, model=section)

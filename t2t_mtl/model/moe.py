@@ -416,6 +416,6 @@ def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: b
     if weights:
         return cls.from_pretrained(path, config=config, **kwargs)
     model = cls(config)
-    if Path(path).is_dir() and saves_own_head(path):
+    if Path(path).is_dir() and saves_own_head(path, saved or T5Config.get_config_dict(path)[0]):
         untie_head(model)
     return model

@@ -64,16 +64,18 @@ def untie_head_like(model: Any, source: Any) -> None:
         untie_head(model)
 
 
-def saves_own_head(path: Union[str, Path]) -> bool:
-    """Whether the safetensors weights of model folder `path` hold an LM head of their own (`lm_head.weight`, which
-    `save_pretrained` leaves out where the head is the embedding), read from the files' headers or index alone;
-    False for a folder without safetensors weights or whose weights file cannot be read (its load says why)."""
+def saves_own_head(path: Union[str, Path], saved: Mapping[str, Any]) -> bool:
+    """Whether model folder `path` holds an LM head of its own, read without its weights: its safetensors header (or
+    index) lists `lm_head.weight`, which `save_pretrained` leaves out where the head is the embedding; a folder
+    without safetensors weights (a `pytorch_model.bin`, which names both either way) where its config dict `saved`
+    says `tie_word_embeddings: false`, as T5 v1.1, mT5 and Flan-T5 hub configs do. False where the weights file
+    cannot be read (its load says why)."""
     index = Path(path) / f"{SAFE_WEIGHTS_NAME}.index.json"
     if index.is_file():
         return HEAD_WEIGHT in json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
     weights = Path(path) / SAFE_WEIGHTS_NAME
     if not weights.is_file():
-        return False
+        return saved.get("tie_word_embeddings") is False
     try:
         with safe_open(str(weights), framework="pt") as stored:
             return HEAD_WEIGHT in stored.keys()
