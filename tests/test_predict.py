@@ -563,9 +563,15 @@ def test_a_request_of_the_wrong_types_is_refused_naming_the_field(kwargs, match)
     (["parity: 1 0"], r"request 1 is a str, not a PredictRequest: write PredictRequest\('parity: 1 0'\)"),
     ("parity: 1 0", r"requests must be a list of PredictRequest objects, got the string 'parity: 1 0': "
                     r"write \[PredictRequest\('parity: 1 0'\)\]"),
-], ids=["list-of-strings", "one-string"])
+    (PredictRequest("parity: 1 0"), r"requests must be a list of PredictRequest objects, got one PredictRequest "
+                                    r"\('parity: 1 0'\): put it in a list, \[request\]$"),
+    ((PredictRequest(text) for text in ["a", "b"]), r"requests must be a list of PredictRequest objects, got a "
+                                                    r"generator: write list\(requests\)$"),
+], ids=["list-of-strings", "one-string", "one-request", "generator"])
 def test_predict_names_requests_that_are_not_predict_requests(requests, match):
-    # a list of strings (or one string) raised AttributeError: 'str' object has no attribute 'answer_choices'
+    # a list of strings (or one string) raised AttributeError: 'str' object has no attribute 'answer_choices'; one
+    # PredictRequest ('object is not iterable') and a generator ('has no len()', its requests used up by the checks)
+    # a raw TypeError
     with pytest.raises(PredictInputError, match=rf"^predict: {match}"):
         predict(None, None, requests)
 

@@ -121,6 +121,12 @@ def _check_requests(requests: Any) -> None:
     if isinstance(requests, str):
         raise PredictInputError(f"predict: requests must be a list of PredictRequest objects, got the string "
                                 f"{requests[:80]!r}: write [PredictRequest({requests[:80]!r})]")
+    if isinstance(requests, PredictRequest):
+        raise PredictInputError(f"predict: requests must be a list of PredictRequest objects, got one PredictRequest "
+                                f"({requests.inputs[:80]!r}): put it in a list, [request]")
+    if not isinstance(requests, Sequence):  # (a generator would be used up by the checks and has no length)
+        raise PredictInputError(f"predict: requests must be a list of PredictRequest objects, got a "
+                                f"{type(requests).__name__}: write list(requests)")
     for number, request in enumerate(requests, 1):
         if not isinstance(request, PredictRequest):
             example = f"PredictRequest({request[:80]!r})" if isinstance(request, str) else "a PredictRequest"
