@@ -1807,7 +1807,13 @@ def test_the_report_counts_the_moe_choices_dropped_over_capacity_while_scoring(l
     # a template (or any other object) failed later, inside the runner, with an AttributeError
     ([task_registry.Template("t", "{{x}} ||| {{x}}")], r"evaluate_tasks: task 1 must be a task name or a Task, "
                                                        r"got Template\(name='t', answer_choices=None\)"),
-], ids=["one-string", "not-a-task"])
+    # one Task, or None, ended in a raw TypeError: '...' object is not iterable
+    (task_registry.Task("one", task_registry.GeneratorSource(lambda split, num_rows, seed: []),
+                        [task_registry.Template("t", "{{x}} ||| {{x}}")]),
+     r"evaluate_tasks: tasks must be a list of task names or Task objects, got one Task \('one'\): put it in a "
+     r"list, \[task\]$"),
+    (None, r"evaluate_tasks: tasks must be a list of task names or Task objects, got None$"),
+], ids=["one-string", "not-a-task", "one-task", "none"])
 def test_evaluate_tasks_names_tasks_given_in_the_wrong_form(tasks, match):
     with pytest.raises(EvaluationError, match=rf"^{match}"):
         evaluate_tasks(None, None, tasks, progress=False, rank=0, world_size=1)

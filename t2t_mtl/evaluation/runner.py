@@ -21,7 +21,7 @@ import os
 import random
 import statistics
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -698,6 +698,11 @@ def _task_list(tasks: Any) -> list[Any]:
     if isinstance(tasks, str):
         raise EvaluationError(f"evaluate_tasks: tasks must be a list of task names or Task objects, got the string "
                               f"{tasks!r}: write [{tasks!r}]")
+    if isinstance(tasks, Task):
+        raise EvaluationError(f"evaluate_tasks: tasks must be a list of task names or Task objects, got one Task "
+                              f"({tasks.name!r}): put it in a list, [task]")
+    if not isinstance(tasks, Iterable):
+        raise EvaluationError(f"evaluate_tasks: tasks must be a list of task names or Task objects, got {tasks!r}")
     tasks = list(tasks)
     for number, task in enumerate(tasks, 1):
         if not isinstance(task, (str, Task)):
