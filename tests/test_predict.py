@@ -567,7 +567,8 @@ def test_a_request_of_the_wrong_types_is_refused_naming_the_field(kwargs, match)
                                     r"\('parity: 1 0'\): put it in a list, \[request\]$"),
     ((PredictRequest(text) for text in ["a", "b"]), r"requests must be a list of PredictRequest objects, got a "
                                                     r"generator: write list\(requests\)$"),
-], ids=["list-of-strings", "one-string", "one-request", "generator"])
+    (None, r"requests must be a list of PredictRequest objects, got None$"),
+], ids=["list-of-strings", "one-string", "one-request", "generator", "none"])
 def test_predict_names_requests_that_are_not_predict_requests(requests, match):
     # a list of strings (or one string) raised AttributeError: 'str' object has no attribute 'answer_choices'; one
     # PredictRequest ('object is not iterable') and a generator ('has no len()', its requests used up by the checks)

@@ -125,8 +125,9 @@ def _check_requests(requests: Any) -> None:
         raise PredictInputError(f"predict: requests must be a list of PredictRequest objects, got one PredictRequest "
                                 f"({requests.inputs[:80]!r}): put it in a list, [request]")
     if not isinstance(requests, Sequence):  # (a generator would be used up by the checks and has no length)
-        raise PredictInputError(f"predict: requests must be a list of PredictRequest objects, got a "
-                                f"{type(requests).__name__}: write list(requests)")
+        got = f"a {type(requests).__name__}" if isinstance(requests, Iterable) else repr(requests)
+        remedy = ": write list(requests)" if isinstance(requests, Iterable) else ""
+        raise PredictInputError(f"predict: requests must be a list of PredictRequest objects, got {got}{remedy}")
     for number, request in enumerate(requests, 1):
         if not isinstance(request, PredictRequest):
             example = f"PredictRequest({request[:80]!r})" if isinstance(request, str) else "a PredictRequest"
