@@ -196,13 +196,14 @@ def _entries_over_a_source(path: tuple, source: str, given: Any, entries: Mappin
             f"selection with its rates (--set '{key}={{NAME: RATE, ...}}'), or set {parent}.{source}=null")
 
 
-def _entries_over_a_list(path: tuple, listed: List[Any], entries: Mapping[str, Any]) -> str:
-    """Why dotted `--set` entries cannot go into a lower layer's list (`data.tasks: [a, b]`): as a mapping of just
-    those entries they would drop the list's other names."""
+def _entries_over_a_list(path: tuple, listed: List[Any], entries: Mapping[str, Any],
+                         where: str = "in the lower layers") -> str:
+    """Why dotted `--set` entries cannot go into a list `where` the layers give it (`data.tasks: [a, b]`): as a
+    mapping of just those entries they would drop the list's other names."""
     key = ".".join(map(str, path))
     whole = {**{name: 1 for name in listed}, **entries}
     example = ", ".join(f"{name}: {rate}" for name, rate in whole.items())
-    return (f"--set {key}.{next(iter(entries))}=...: {key} is a list in the lower layers "
+    return (f"--set {key}.{next(iter(entries))}=...: {key} is a list {where} "
             f"({', '.join(map(str, listed))}), so setting single rates would replace it by {dict(entries)} and drop "
             f"the rest: give the whole selection with its rates, e.g. --set '{key}={{{example}}}'")
 
@@ -233,6 +234,9 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
         parts = [part[1:-1] if part[0] in "\"'" else part for part in _KEY_PART_RE.findall(key)]
         for depth, part in enumerate(parts[:-1], 1):
             node = node.setdefault(part, _EntrySets() if tuple(parts[:depth]) in WHOLE_VALUE_KEYS else {})
+            if isinstance(node, list) and node and tuple(parts[:depth]) in WHOLE_VALUE_KEYS:
+                raise ConfigError(_entries_over_a_list(tuple(parts[:depth]), node, {parts[depth]: value},
+                                                       where="in an earlier --set"))
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} was already set to a non-mapping value")
         node[parts[-1]] = value

@@ -73,6 +73,12 @@ def test_a_layers_data_tasks_replaces_the_base_selection_whole(tmp_path):
                                             r"drop the rest: .* --set 'data.tasks=\{a: 1, b: 3\}'"):
         C.load_config(listed, ["data.tasks.b=3"])
     assert C.load_config(listed, ["data.tasks={a: 1, b: 3}"]).data.tasks == {"a": 1, "b": 3}
+    # the list given by an earlier --set of the same command: was "'tasks' was already set to a non-mapping value"
+    with pytest.raises(C.ConfigError) as caught:
+        C.load_config(tmp_path / "base.yaml", ["data.tasks=[a, b]", "data.tasks.b=3"])
+    assert str(caught.value) == ("--set data.tasks.b=...: data.tasks is a list in an earlier --set (a, b), so setting "
+                                 "single rates would replace it by {'b': 3} and drop the rest: give the whole "
+                                 "selection with its rates, e.g. --set 'data.tasks={a: 1, b: 3}'")
     # was: under data.mixture without data.tasks, `data.tasks.parity=3` trained parity alone (a subset of the mixture)
     with pytest.raises(C.ConfigError, match=r"--set data.tasks.parity=\.\.\.: data.tasks is unset, so data.mixture "
                                             r"'procedural' gives the selection, and \{'parity': 3\} alone would narrow "
