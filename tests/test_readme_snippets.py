@@ -1,9 +1,11 @@
 """README.md's snippets against the code they document: every option a `t2t-mtl` command line of the README gives
-is one that command's parser takes, its YAML task file and training config load and pass the checks `train` makes,
-and its Extending examples register and keep the resume contract a run holds them to."""
+is one that command's parser takes, every config key it names is one a config may hold, its YAML task file and
+training config load and pass the checks `train` makes, and its Extending examples register and keep the resume
+contract a run holds them to."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import textwrap
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from t2t_mtl.cli import build_parser
 from t2t_mtl.cli import main as cli_main
@@ -60,6 +63,45 @@ def test_every_option_a_readme_command_gives_is_one_that_command_takes():
                 unknown.append(f"t2t-mtl {' '.join(words[:2])}: {option}")
     assert checked > 20, "the README's command lines were not found"
     assert unknown == []
+
+
+#: dotted names in the README that start like a config key but name DeepSpeed's API (`deepspeed.initialize`)
+DEEPSPEED_API = {"deepspeed.checkpointing", "deepspeed.initialize"}
+
+
+def config_keys() -> set[str]:
+    """Every dotted key a training config may hold: default.yaml's, and those of the sections other code owns (the
+    evaluation section's, the MoE and LoRA configs' fields, every sampler's, weighting's and gradient method's
+    parameters)."""
+    from t2t_mtl.config_layers import CONFIG_DIR
+    from t2t_mtl.engine.validation import EVALUATION_KEYS
+    from t2t_mtl.gradients import METHODS as GRADIENT_METHODS
+    from t2t_mtl.model.lora import LoRAConfig
+    from t2t_mtl.model.moe_config import MoEConfig
+    from t2t_mtl.sampling import STRATEGIES
+    from t2t_mtl.weighting import METHODS
+
+    def walk(node: object, prefix: str) -> set[str]:
+        if not isinstance(node, dict):
+            return set()
+        return {f"{prefix}{key}" for key in node} | {k for key, value in node.items()
+                                                      for k in walk(value, f"{prefix}{key}.")}
+
+    keys = walk(yaml.safe_load((Path(CONFIG_DIR) / "default.yaml").read_text(encoding="utf-8")), "")
+    owned = {"evaluation": EVALUATION_KEYS, "model.moe": [f.name for f in dataclasses.fields(MoEConfig)],
+             "model.lora": [f.name for f in dataclasses.fields(LoRAConfig)],
+             "sampling": ["strategy", "mode", "block_size", *(p for cls in STRATEGIES.values() for p in cls.PARAMS)],
+             "weighting": ["method", *(p for cls in METHODS.values() for p in cls.PARAMS)],
+             "gradient_surgery": ["method", *(p for cls in GRADIENT_METHODS.values() for p in cls.defaults)]}
+    return keys | {f"{section}.{key}" for section, names in owned.items() for key in names}
+
+
+def test_every_config_key_the_readme_names_is_one_a_config_may_hold():
+    text = README.read_text(encoding="utf-8")
+    sections = "model|tokenizer|data|sampling|weighting|gradient_surgery|training|deepspeed|evaluation"
+    named = set(re.findall(rf"`((?:{sections})\.[A-Za-z_][\w.]*)", text)) - DEEPSPEED_API
+    assert len(named) > 40, "the README's config keys were not found"
+    assert sorted(named - config_keys()) == []
 
 
 def readme_files(tmp_path: Path) -> dict[str, Path]:
