@@ -1,7 +1,7 @@
 """README.md's snippets against the code they document: every option a `t2t-mtl` command line of the README gives
-is one that command's parser takes, every config key it names is one a config may hold, its YAML task file and
-training config load and pass the checks `train` makes, and its Extending examples register and keep the resume
-contract a run holds them to."""
+is one that command's parser takes, every config key it names is one a config may hold, its Python task and YAML task
+file render and load, its training config passes the checks `train` makes, and its Extending examples register and
+keep the resume contract a run holds them to."""
 from __future__ import annotations
 
 import argparse
@@ -132,6 +132,24 @@ def test_the_readme_yaml_task_and_config_pass_the_checks_of_a_run(tmp_path, monk
     out = capsys.readouterr().out
     assert "tasks:\n  - my_trec\n  - parity\n  - sort_words\n" in out
     assert "held_out_clusters:\n  - nli\n" in out and "steps: 200\n" in out
+
+
+def test_the_readme_python_task_renders_the_columns_it_lists(tmp_path, monkeypatch, shared_data_dir):
+    import task_registry
+
+    block = next(block for block in fenced_blocks("python") if "tr.register_task(" in block)
+    (tmp_path / "shared").symlink_to(shared_data_dir.parent)  # the README's layout: ../shared beside the clone
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")
+    monkeypatch.setattr("task_registry.sources._data_dir", None)  # (the block sets it; restored after the test)
+    names: dict = {}
+    with task_registry.isolated_registry():
+        exec(compile(block, str(README), "exec"), names)
+    listed = re.findall(r"\w+", block.split("# columns:")[1])
+    rows = (shared_data_dir / "glue" / "rte" / "validation.jsonl").read_text(encoding="utf-8").splitlines()
+    ds = names["ds"]
+    assert ds.column_names == listed and len(ds) == len(rows)
+    assert {target for target in ds["targets"]} == {"entailment", "not_entailment"}
 
 
 @pytest.fixture
