@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -618,6 +621,19 @@ def test_print_config_roundtrip(tmp_path, capsys):
     # config's own data_dir passed every test, none of which printed one with a --data-dir)
     assert cli_main(["train", "--print-config", "--data-dir", str(tmp_path)]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["data"]["data_dir"] == str(tmp_path)
+
+
+def test_print_config_output_loads_as_the_config_where_ds_accelerator_is_unset(tmp_path):
+    # was: without DS_ACCELERATOR in the environment (the README's commands on a CPU machine), DeepSpeed, first
+    # imported by the run's checks, detected the CPU itself and put its warning "[...] [WARNING]
+    # [real_accelerator.py:...] Setting accelerator to CPU. ..." on stdout above the config, so the output of
+    # `train --print-config > cfg.yaml` was no YAML, where the README says it still loads as the config
+    env = {name: value for name, value in os.environ.items() if name != "DS_ACCELERATOR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-m", "t2t_mtl", "train", "--print-config", "--set", "training.steps=7"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout) == dataclasses.asdict(C.load_config("quickstart", ["training.steps=7"]))
 
 
 def test_print_config_shows_the_deepspeed_config_of_the_jobs_world_size(tmp_path, capsys, monkeypatch):

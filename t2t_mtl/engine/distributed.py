@@ -116,14 +116,21 @@ def fill_env_from_launcher() -> None:
     env.setdefault("MASTER_PORT", "29500")
 
 
+def select_cpu_accelerator() -> None:
+    """Where no GPU is visible, point DeepSpeed at its CPU accelerator (`DS_ACCELERATOR=cpu`, unless set): to be
+    called before DeepSpeed is first imported, which otherwise detects the CPU itself and says so in a warning on
+    stdout (where `train --print-config`'s config goes)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def init_distributed(num_threads: int | None = None) -> DistEnv:
     """Initialise (once) the default process group through DeepSpeed and return this process's place.
 
     gloo on CPU (with `DS_ACCELERATOR=cpu`), NCCL on CUDA. `num_threads` sets torch's intra-op threads.
     """
     global _group_device
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    select_cpu_accelerator()
     fill_env_from_launcher()
     if num_threads:
         torch.set_num_threads(num_threads)
