@@ -8,6 +8,8 @@ import math
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +31,8 @@ from t2t_mtl.model import model_config
 from t2t_mtl.engine.trainer import TrainingAbortedError, per_task_losses, train
 from t2t_mtl.tokenizer import load_tokenizer
 
-from engine_helpers import (CTRL_C_NOTICE, TASKS, step_records, tiny_config, train_tiny_tokenizer, write_config,
-                            write_yaml_task)
+from engine_helpers import (CTRL_C_NOTICE, TASKS, step_records, subprocess_env, tiny_config, train_tiny_tokenizer,
+                            write_config, write_yaml_task)
 
 
 @pytest.fixture(scope="module")
@@ -1199,6 +1201,25 @@ def test_a_run_or_cache_folder_that_cannot_be_created_exits_2_with_one_line(sect
     err = capsys.readouterr().err
     assert err == f"error: {section}.{key} {folder}: the folder could not be created ([Errno 13] Permission denied: " \
                   f"'{folder.parent}'); choose another output folder\n", err
+
+
+def test_predict_of_a_zero_run_prints_its_answers_alone_on_stdout(tmp_path, tok, cache):
+    # was: loading a ZeRO-1..3 checkpoint printed DeepSpeed's lines on stdout before the answers — its warning
+    # '[...] [WARNING] [real_accelerator.py:...] Setting accelerator to CPU ...' where DS_ACCELERATOR is unset, then
+    # zero_to_fp32's 'Processing zero checkpoint ...', 'Parsing checkpoint created by deepspeed==...', 'Detected
+    # checkpoint of type zero stage ...', 'Reconstructed fp32 state dict with ...' — so `predict --jsonl` of such a
+    # run was no JSON lines (the README: each input line printed back with its prediction)
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1}, deepspeed={"zero_stage": 1})
+    train(cfg, evaluate_held_in=False)
+    lines = [json.dumps({"inputs": "parity: 3", "answer_choices": ["even", "odd"]}), json.dumps({"inputs": "x"})]
+    env = {name: value for name, value in subprocess_env().items() if name != "DS_ACCELERATOR"}
+    done = subprocess.run([sys.executable, "-m", "t2t_mtl", "predict", "--checkpoint", str(tmp_path / "run"),
+                           "--jsonl", "--input", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [answer["inputs"] for answer in answers] == ["parity: 3", "x"]
+    assert answers[0]["prediction"] in ("even", "odd") and len(answers[0]["scores"]) == 2
 
 
 def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys, locked_folder):

@@ -13,7 +13,10 @@ one task (its experts only, Task-MoE deployment: a plain T5 whose FFNs hold thos
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -21,6 +24,7 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
+from t2t_mtl.engine.distributed import select_cpu_accelerator
 from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
 from t2t_mtl.model.t5 import unfilled
@@ -31,6 +35,8 @@ from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import one_line
 
 META_FILE = "t2t_mtl_meta.json"
+
+logger = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -44,6 +50,23 @@ def _run_dir_of(ckpt: Path) -> Path:
     return run
 
 
+def _gathered_zero_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
+    """DeepSpeed's `zero_to_fp32` gathering of a ZeRO checkpoint's fp32 weights, with what DeepSpeed prints kept off
+    stdout, which holds the command's own output (predict's answers, eval's report): the lines it prints while
+    gathering go to this module's log at debug level, and its CPU accelerator is chosen before it loads (else it
+    detects the CPU itself and says so in a warning on stdout)."""
+    select_cpu_accelerator()
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
+    finally:
+        for line in printed.getvalue().splitlines():
+            logger.debug(line)
+
+
 def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The full fp32 state dict of a trainer checkpoint (any ZeRO stage) for `model` (the run's architecture;
     at stage 0 its parameter order names the optimizer's fp32 master weights): the trained weights' fp32 masters,
@@ -53,9 +76,7 @@ def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tenso
     zero_stage = meta.get("zero_stage", 0)
     try:
         if zero_stage >= 1:
-            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-            gathered = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
+            gathered = _gathered_zero_weights(ckpt)
             if zero_stage == 3:
                 return gathered
         states = torch.load(ckpt / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
