@@ -179,3 +179,19 @@ def step_records(run_dir: Path) -> Dict[int, Dict[str, Any]]:
 
     return {r["step"]: r for r in read_metrics(Path(run_dir) / "logs")}
 
+
+def nan_filled_to_empty(to_empty: Any) -> Any:
+    """Module.to_empty, then NaN in every parameter and buffer (-2³⁰ in an integer one): patched over
+    `torch.nn.Module.to_empty`, a tensor that a load after `t2t_mtl.model.t5.unfilled` leaves unfilled stays so."""
+    import torch
+
+    def nan_filled(module: Any, *, device: Any, recurse: bool = True) -> Any:
+        module = to_empty(module, device=device, recurse=recurse)
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.fill_(float("nan"))
+                else:
+                    tensor.fill_(-(2 ** 30))
+        return module
+    return nan_filled

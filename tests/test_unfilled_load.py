@@ -10,7 +10,7 @@ from t2t_mtl.engine import export
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.model import accepts_task_ids
 
-from engine_helpers import tiny_config, train_tiny_tokenizer
+from engine_helpers import nan_filled_to_empty, tiny_config, train_tiny_tokenizer
 
 RUNS = {
     "dense": {},
@@ -26,20 +26,6 @@ def tok(tmp_path_factory):
     return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
 
 
-def _nan_filled_to_empty(to_empty):
-    """Module.to_empty, then NaN in every parameter and buffer: a tensor the load leaves unfilled stays NaN."""
-    def nan_filled(module, *, device, recurse=True):
-        module = to_empty(module, device=device, recurse=recurse)
-        with torch.no_grad():
-            for tensor in [*module.parameters(), *module.buffers()]:
-                if tensor.is_floating_point():
-                    tensor.fill_(float("nan"))
-                else:
-                    tensor.fill_(-(2 ** 30))
-        return module
-    return nan_filled
-
-
 def _logits(model, ids):
     extra = {"task_ids": torch.tensor([0, 1])} if accepts_task_ids(model) else {}
     with torch.no_grad():
@@ -53,7 +39,7 @@ def test_a_checkpoint_loads_into_a_model_built_without_random_init(tmp_path, tok
     cfg["model"] = {**cfg["model"], **sections.get("model", {})}
     train(cfg)
 
-    monkeypatch.setattr(torch.nn.Module, "to_empty", _nan_filled_to_empty(torch.nn.Module.to_empty))
+    monkeypatch.setattr(torch.nn.Module, "to_empty", nan_filled_to_empty(torch.nn.Module.to_empty))
     rng = torch.get_rng_state()
     model, _, _ = export.load_trained_model(tmp_path / "run")
     assert torch.equal(torch.get_rng_state(), rng), "the load drew random numbers"
@@ -89,3 +75,4 @@ def test_an_old_runs_model_grows_for_its_task_tokens_without_random_init(monkeyp
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     assert model.get_input_embeddings().weight.shape[0] == 40 and not model.get_input_embeddings().weight.is_meta
     assert model.get_input_embeddings().weight is model.lm_head.weight
+
