@@ -76,3 +76,30 @@ def test_an_old_runs_model_grows_for_its_task_tokens_without_random_init(monkeyp
     assert model.get_input_embeddings().weight.shape[0] == 40 and not model.get_input_embeddings().weight.is_meta
     assert model.get_input_embeddings().weight is model.lm_head.weight
 
+
+@pytest.mark.parametrize("generation_file", [True, False])
+@pytest.mark.parametrize("moe", [False, True])
+def test_a_pretrained_folder_built_without_its_weights_has_the_generation_config_from_pretrained_gives(
+        tmp_path, generation_file, moe):
+    # was: the model's config's generation config, without the folder's generation_config.json (a resume builds a
+    # pretrained run's model so, its weights filled by the checkpoint)
+    import json
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.moe import convert_to_moe, load_t5_or_moe
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1,
+                                                num_heads=2, decoder_start_token_id=0))
+    if moe:
+        model = convert_to_moe(model, {"num_experts": 2, "top_k": 1, "every": 1, "routing": "token"})
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "generation_config.json"
+    if generation_file:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "no_repeat_ngram_size": 3, "max_length": 7}))
+    else:
+        path.unlink()
+    with torch.device("meta"):
+        built = load_t5_or_moe(str(tmp_path), weights=False)
+    assert built.generation_config.to_dict() == load_t5_or_moe(str(tmp_path)).generation_config.to_dict()
+    assert built.generation_config.no_repeat_ngram_size == (3 if generation_file else None)

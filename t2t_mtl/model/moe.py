@@ -40,7 +40,8 @@ from t2t_mtl.model.lora import has_lora
 from t2t_mtl.model.moe_config import (UNSEEN_TASK_ROUTINGS, MissingTaskIdsError, MoEConfig, MoEConfigError,
                                       moe_mapping)
 from t2t_mtl.model.moe_layer import MoEFeedForward, routing_dtype
-from t2t_mtl.model.t5 import pretrained_t5_config, saves_own_head, unfilled_model, untie_head, untie_head_like
+from t2t_mtl.model.t5 import (pretrained_generation_config, pretrained_t5_config, saves_own_head, unfilled_model,
+                              untie_head, untie_head_like)
 from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditionedT5, routing_task_id, set_task_ids)
 
 __all__ = [
@@ -409,8 +410,8 @@ def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: b
     """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section; `saved`: the config
     dict already read from `path` (None: read it); `kwargs` go to `from_pretrained`. `weights=False`: the same model
     built from the config alone, freshly initialised, `kwargs` unused (under `torch.device("meta")`: its parameter
-    names and shapes, nothing read or allocated; an LM head of its own where a local folder's weights hold one, as
-    `from_pretrained` builds it)."""
+    names and shapes, no weight read or allocated; an LM head of its own where a local folder's weights hold one, and
+    the generation config, as `from_pretrained` builds and reads them)."""
     config = pretrained_t5_config(path, saved)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
     if weights:
@@ -418,4 +419,5 @@ def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: b
     model = cls(config)
     if Path(path).is_dir() and saves_own_head(path, saved or T5Config.get_config_dict(path)[0]):
         untie_head(model)
+    model.generation_config = pretrained_generation_config(path)
     return model

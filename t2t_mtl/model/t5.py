@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type, TypeV
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig, model_config_from_dict
 from t2t_mtl.hub import use_hub_for
@@ -147,6 +147,15 @@ def pretrained_t5_config(name_or_path: str, saved: Optional[Dict[str, Any]] = No
     if saved.get("model_type") == "mt5":
         config.scale_decoder_outputs = False
     return config
+
+
+def pretrained_generation_config(name_or_path: str) -> GenerationConfig:
+    """The generation config `from_pretrained` gives the model of `name_or_path`: its generation_config.json, else
+    the one its config.json implies."""
+    try:
+        return GenerationConfig.from_pretrained(name_or_path)
+    except OSError:
+        return GenerationConfig.from_pretrained(name_or_path, config_file_name="config.json", _from_model_config=True)
 
 
 def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
