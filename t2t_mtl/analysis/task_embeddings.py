@@ -141,9 +141,10 @@ class TaskTokens:
         self.token_ids = add_task_tokens(tokenizer, self.task_names)
         self.table = task_token_table(self.task_names, self.token_ids)
 
-    def resize(self, model: torch.nn.Module) -> int:
-        """Grow `model`'s embeddings to cover the task tokens (never shrinks); returns the embedding row count."""
-        return resize_for_task_tokens(model, self.tokenizer)
+    def resize(self, model: torch.nn.Module, *, mean_resizing: bool = True) -> int:
+        """Grow `model`'s embeddings to cover the task tokens (never shrinks; `mean_resizing`: as
+        `resize_for_task_tokens`); returns the embedding row count."""
+        return resize_for_task_tokens(model, self.tokenizer, mean_resizing=mean_resizing)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         return prepend_task_tokens(batch, self.table)

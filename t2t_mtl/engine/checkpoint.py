@@ -429,7 +429,8 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
     trainer_state = _load_file(ckpt / "trainer_state.pt")
     load_universal_format(engine, universal)
     try:
-        path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_optimizer_states=True,
+        # (strict: a resume's model built unfilled relies on it to fill every tensor, `resumed_model`)
+        path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_module_strict=True, load_optimizer_states=True,
                                          load_lr_scheduler_states=True)
     except Exception as err:  # DeepSpeed reports a changed model or a damaged file from deep inside itself
         hint = ("the weights do not fit this run's model: resume with the model.dims / model.moe / "

@@ -63,6 +63,7 @@ from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, confi
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
 from t2t_mtl.engine.rank_agreement import disagreement
+from t2t_mtl.engine.resumed_model import buffers_outside_state, check_load_fills, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
@@ -74,6 +75,7 @@ from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_
 from t2t_mtl.model.lora import trainable_parameter_count
 from t2t_mtl.model.moe import CapacityDrops, token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
+from t2t_mtl.model.t5 import unfilled
 from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 from t2t_mtl.wording import counted
 
@@ -353,17 +355,33 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     from t2t_mtl.sampling import TaskStreams, build_sampler, starved_tasks
     from t2t_mtl.weighting import build_weighting
 
+    ds_config = checked.deepspeed.config  # (built and parsed by the checks)
+    # a checkpoint from another world size or ZeRO stage loads through DeepSpeed's universal format
+    universal = bool(resume_meta) and loads_through_universal(resume_meta, ds_config, env.world_size)
+
+    def build(filled: bool) -> torch.nn.Module:
+        """The run's model; `filled` false: for a load that fills every tensor, inside `unfilled` (a pretrained
+        model's weights not read, its embedding grown for the task tokens without a mean of rows it does not hold)."""
+        built = build_model(cfg.model, vocab_size=base_vocab if cfg.model.name_or_path else len(tokenizer),
+                            task_names=task_names, saved=saved, special_ids=special_ids_of(tokenizer), weights=filled)
+        if task_tokens is not None:  # a pretrained model's embedding grows to cover the task tokens
+            task_tokens.resize(built, mean_resizing=filled)
+        return built
+
     seed_everything(t.seed)  # the initial weights depend on the seed only
-    model = build_model(cfg.model, vocab_size=base_vocab if cfg.model.name_or_path else len(tokenizer),
-                        task_names=task_names, saved=saved, special_ids=special_ids_of(tokenizer))
-    if task_tokens is not None:
-        task_tokens.resize(model)  # a pretrained model's embedding grows to cover the task tokens
+    # a resume whose load fills every tensor builds no random init (nor reads a pretrained model's weights)
+    unfilled_load = resume_from is not None and loads_every_tensor(ds_config, universal)
+    model = unfilled(lambda: build(False)) if unfilled_load else build(True)
+    if unfilled_load and buffers_outside_state(model):  # (filled by no load; the unfilled build drew no number)
+        unfilled_load, model = False, build(True)
     shapes, model_settings = resume_checks.parameter_shapes(model), resume_checks.model_section(cfg)
     if resume_meta:  # weights of other shapes: refused naming the model settings that changed; others: warned of
         resume_checks.check_model_shapes(resume_from, resume_meta, model_settings, shapes)
         changed = resume_checks.model_change_warning(resume_from, resume_meta, model_settings)
         if changed:
             resume_warnings.append(changed)
+    if unfilled_load:
+        check_load_fills(model, resume_from, int(resume_meta["zero_stage"]))
     pass_task_ids = accepts_task_ids(model)
     mode = sampling_cfg.get("mode", "homogeneous")
     sampler = build_sampler(sampling_cfg, task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
@@ -392,9 +410,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     eval_label = evaluation_label(evaluated, task_names, eval_settings.num_shots if eval_settings else 0)
     select_candidates = sampling_cfg.get("strategy") == "uncertainty"
 
-    # ---- DeepSpeed (a checkpoint from another world size or ZeRO stage loads through DeepSpeed's universal format)
-    ds_config = checked.deepspeed.config  # (built and parsed by the checks)
-    universal = bool(resume_meta) and loads_through_universal(resume_meta, ds_config, env.world_size)
+    # ---- DeepSpeed
     if resume_meta:  # (before converting the checkpoint and starting the engine: what DeepSpeed is given)
         check_engine_settings(resume_from, resume_meta, ds_config, universal)
     if universal:

@@ -1,0 +1,78 @@
+"""Whether a resumed run may build its model without a random init (and a pretrained one without reading its
+weights): where DeepSpeed's load of the checkpoint provably fills every tensor, checked against the checkpoint.
+
+What `ckpt_io.load_checkpoint` (DeepSpeed's `load_checkpoint`: strict, with the optimizer states) fills, read from
+DeepSpeed's engine and ZeRO optimizers:
+
+- from a checkpoint in DeepSpeed's own format at ZeRO stage 0, 1 or 2: a strict `load_state_dict` of the saved module
+  state fills every parameter and buffer of the model's state dict (frozen ones, LoRA's, included: the module state
+  holds them); the optimizer's fp32 master weights are then copied from the checkpoint's (stage 0 in bf16: its
+  `fp32_groups`; ZeRO 1/2: its fp32 partitions, or, where the config loads no fp32 weights, from the loaded weights);
+- at ZeRO-3, every parameter is partitioned first (`checkpoint_event_prologue`); the strict load of the module state
+  fills the buffers (ZeRO-3 keeps them whole), the frozen parameters' partitions come from the saved
+  `frozen_param_fragments`, the trained ones' from the saved fp32 partitions (`_rigid_load_state_dict`: fp32, then the
+  low-precision copy, then each parameter's partition), and the parameters kept whole (under the persistence
+  threshold) are gathered again from their partitions (`checkpoint_event_epilogue`);
+- through DeepSpeed's universal format (another world size at ZeRO 1/2/3, or ZeRO-1 <-> 2) no module state is read,
+  only the trained parameters' fp32 masters: frozen weights and buffers keep the values the build gave them (a run
+  from dims rebuilds its frozen weights from the seed), so the build keeps its init;
+- with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load and copies the swapped-out tensors instead,
+  which is not followed here: the build keeps its init.
+
+A buffer outside the state dict (`persistent=False`) is filled by no load: T5, TaskAwareT5 and a LoRA model have
+none, and a model with one is built with its init (`buffers_outside_state`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Mapping
+
+import torch
+
+from t2t_mtl.engine.checkpoint import DS_TAG, CheckpointError
+
+
+def loads_every_tensor(ds_config: Mapping[str, Any], universal: bool) -> bool:
+    """Whether the checkpoint's load into the engine of `ds_config` fills every tensor of the model's state dict: from
+    DeepSpeed's own format (`universal` false) at any ZeRO stage, without an NVMe offload; the model may then be built
+    unfilled."""
+    zero = ds_config.get("zero_optimization") or {}
+    nvme = any(isinstance(zero.get(key), Mapping) and zero[key].get("device") == "nvme"
+               for key in ("offload_optimizer", "offload_param"))
+    return not universal and not nvme
+
+
+def module_state_file(ckpt: Path, zero_stage: int) -> Path:
+    """The file of checkpoint `ckpt`'s DeepSpeed files that holds the module state (rank 0's at ZeRO-3, where each
+    rank keeps its own with the same names)."""
+    return Path(ckpt) / DS_TAG / ("zero_pp_rank_0_mp_rank_00_model_states.pt" if zero_stage == 3
+                                  else "mp_rank_00_model_states.pt")
+
+
+def module_state_keys(path: Path) -> List[str]:
+    """The names in the module state of DeepSpeed's file `path` (memory-mapped: no weight is read); CheckpointError
+    naming the file when it cannot be read."""
+    try:
+        return list(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["module"])
+    except Exception as err:  # missing, truncated or foreign files fail in many ways
+        raise CheckpointError(f"{path} (the saved module state) cannot be read ({type(err).__name__}: "
+                              f"{str(err).strip()[:300]}); the checkpoint is incomplete or corrupt: resume from an "
+                              f"earlier one (--resume <run>/checkpoints/step-N) or remove it") from None
+
+
+def buffers_outside_state(model: torch.nn.Module) -> List[str]:
+    """The names of `model`'s buffers outside its state dict (`persistent=False`), which no load fills: a model
+    with one is built with its init."""
+    state = set(model.state_dict())
+    return [name for name, _ in model.named_buffers() if name not in state]
+
+
+def check_load_fills(model: torch.nn.Module, ckpt: Path, zero_stage: int) -> None:
+    """Refuse (CheckpointError naming them and the file) the entries of `model`'s state dict that the module state
+    of checkpoint `ckpt` (saved at ZeRO stage `zero_stage`) lacks, which its load would leave unfilled."""
+    path = module_state_file(ckpt, zero_stage)
+    missing = sorted(set(model.state_dict()) - set(module_state_keys(path)))
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise CheckpointError(f"{path} holds no {', '.join(missing[:5])}{more} of this run's model: resume with the "
+                              f"model settings the checkpoint was trained with, or from another checkpoint")

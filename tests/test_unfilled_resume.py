@@ -1,0 +1,188 @@
+"""A resume builds its model without a random init (a pretrained one without reading its weights) where DeepSpeed's
+load of the checkpoint fills every tensor (DeepSpeed's own format, `t2t_mtl.engine.resumed_model`):
+with every unfilled tensor NaN, nothing is left NaN after the load, and the resumed run trains as the resume that
+builds the model with its init (the reference) does; through the universal format, and for a model with a buffer
+no load fills, the init is kept. A checkpoint that lacks a tensor of the model is refused naming the file and the
+tensor."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import T5ForConditionalGeneration
+
+from t2t_mtl.engine import trainer as trainer_mod
+from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.trainer import train
+
+from engine_helpers import nan_filled_to_empty, step_records, tiny_config, train_tiny_tokenizer
+
+LORA = {"lora": {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}}
+MOE = {"moe": {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task"}}
+
+#: the ZeRO-3 config that partitions every parameter (none kept whole under the persistence threshold)
+PARTITIONED = {"zero_stage": 3, "extra": {"zero_optimization": {"stage3_param_persistence_threshold": 0}}}
+
+#: name: (model section, training section, deepspeed section of the interrupted run, of the resume, built unfilled)
+RUNS = {
+    "dense-zero0": ({}, {}, {}, {}, True),
+    "dense-zero2": ({}, {}, {"zero_stage": 2}, {"zero_stage": 2}, True),
+    "bf16-zero0": ({}, {"precision": "bf16"}, {}, {}, True),  # (the fp32 masters of DeepSpeed's bf16 optimizer)
+    "lora-zero0": (LORA, {}, {}, {}, True),  # frozen weights: filled from the module state alone
+    "lora-bf16-zero2": (LORA, {"precision": "bf16"}, {"zero_stage": 2}, {"zero_stage": 2}, True),
+    "moe-zero1": (MOE, {}, {"zero_stage": 1}, {"zero_stage": 1}, True),
+    "lora-zero3": (LORA, {}, {"zero_stage": 3}, {"zero_stage": 3}, True),  # (every parameter kept whole)
+    "lora-bf16-zero3-partitioned": (LORA, {"precision": "bf16"}, PARTITIONED, PARTITIONED, True),
+    # universal format: no module state read, the frozen weights rebuilt
+    "lora-zero1-to-2": (LORA, {}, {"zero_stage": 1}, {"zero_stage": 2}, False),
+}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _config(run, tok, cache, model, training, deepspeed, steps):
+    cfg = tiny_config(run, tok, cache, deepspeed=deepspeed, training={"steps": steps, **training})
+    cfg["model"] = {**cfg["model"], **model}
+    return cfg
+
+
+def _engine_tensors(engine):
+    """The engine's model tensors (ZeRO-3: with each parameter's partition) and its optimizer's fp32 master weights
+    (bf16 at stage 0, ZeRO 1-3)."""
+    optimizer, module = engine.optimizer, engine.module
+    masters = [t for group in getattr(optimizer, "fp32_groups", None) or [] for t in group]
+    for flat in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat"):
+        masters += list(getattr(optimizer, flat, None) or [])
+    partitions = [p.ds_tensor for p in module.parameters() if getattr(p, "ds_tensor", None) is not None]
+    return [*module.parameters(), *module.buffers(), *partitions, *masters]
+
+
+def _resume(monkeypatch, cfg, *, reference):
+    """Resume `cfg` for its remaining steps: the reference builds the model with its init; otherwise every tensor
+    built unfilled is NaN, and none may be after the load. Returns how many modules were built unfilled."""
+    real_restore, built = trainer_mod.restore, []
+
+    def restore(engine, *args, **kwargs):
+        out = real_restore(engine, *args, **kwargs)
+        left = [t for t in _engine_tensors(engine) if t.is_floating_point() and not torch.isfinite(t).all()]
+        assert not left, f"{len(left)} tensors still hold the unfilled build's NaN after the load"
+        return out
+
+    real_to_empty = nan_filled_to_empty(torch.nn.Module.to_empty)
+
+    def to_empty(module, **kwargs):
+        built.append(module)
+        return real_to_empty(module, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_mod, "restore", restore)
+        if reference:
+            patch.setattr(trainer_mod, "loads_every_tensor", lambda *args: False, raising=False)
+        else:
+            patch.setattr(torch.nn.Module, "to_empty", to_empty)
+        assert train(cfg, resume="auto", evaluate_held_in=False).step == 5
+    return len(built)
+
+
+def _assert_same_runs(tmp_path, a, b):
+    records = [step_records(tmp_path / run) for run in (a, b)]
+    for step in (4, 5):  # the same examples and losses after the resume, bit for bit
+        assert records[1][step]["task_examples"] == records[0][step]["task_examples"]
+        assert records[1][step]["loss"] == records[0][step]["loss"]
+    weights = [load_trained_model(tmp_path / run)[0].state_dict() for run in (a, b)]
+    assert weights[0].keys() == weights[1].keys()
+    assert [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])] == []
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_a_resume_whose_load_fills_every_tensor_builds_no_init_and_trains_as_the_initialised_build(
+        tmp_path, tok, name, monkeypatch):
+    # was: every resume built the model with its random init, which DeepSpeed's load then overwrote
+    model, training, before, after, unfilled = RUNS[name]
+    train(_config(tmp_path / "cut", tok, tmp_path / "cache", model, training, before, 3), evaluate_held_in=False)
+    shutil.copytree(tmp_path / "cut", tmp_path / "reference")
+    _resume(monkeypatch, _config(tmp_path / "reference", tok, tmp_path / "cache", model, training, after, 5),
+            reference=True)
+    built = _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", model, training, after, 5),
+                    reference=False)
+    assert (built > 0) == unfilled
+    _assert_same_runs(tmp_path, "reference", "cut")
+
+
+def test_a_pretrained_runs_resume_reads_no_pretrained_weights_and_trains_as_the_initialised_build(
+        tmp_path, tok, monkeypatch):
+    # was: the resume read the pretrained folder's weights (from_pretrained), which DeepSpeed's load then overwrote;
+    # its frozen weights (LoRA) and its embedding grown for the task tokens come from the checkpoint alone
+    # and its generation config is the folder's, as from_pretrained reads it
+    base = train(tiny_config(tmp_path / "base", tok, tmp_path / "cache", training={"steps": 1}),
+                 evaluate_held_in=False)
+    folder = export_model(base.checkpoint, tmp_path / "base_hf")
+    generation = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**generation, "no_repeat_ngram_size": 3}))
+    model = {"name_or_path": str(folder), "dims": None, "task_embeddings": True, **LORA}
+    zero2 = {"zero_stage": 2}
+    train(_config(tmp_path / "cut", tok, tmp_path / "cache", model, {}, zero2, 3), evaluate_held_in=False)
+    shutil.copytree(tmp_path / "cut", tmp_path / "reference")
+    _resume(monkeypatch, _config(tmp_path / "reference", tok, tmp_path / "cache", model, {}, zero2, 5),
+            reference=True)
+
+    def not_read(*args, **kwargs):
+        raise AssertionError("the resume read the pretrained weights")
+
+    real_restore, generation_configs = trainer_mod.restore, []
+
+    def restore(engine, *args, **kwargs):
+        generation_configs.append(engine.module.generation_config.to_dict())
+        return real_restore(engine, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "restore", restore)
+    monkeypatch.setattr(T5ForConditionalGeneration, "from_pretrained", not_read)
+    assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", model, {}, zero2, 5),
+                   reference=False) > 0
+    monkeypatch.undo()
+    _assert_same_runs(tmp_path, "reference", "cut")
+    assert generation_configs == [T5ForConditionalGeneration.from_pretrained(folder).generation_config.to_dict()]
+    assert generation_configs[0]["no_repeat_ngram_size"] == 3
+
+
+def test_a_checkpoint_whose_module_state_lacks_a_tensor_is_refused_naming_the_file_and_the_tensor(tmp_path, tok):
+    # was: DeepSpeed's strict load refused it after the engine started, its message cut to its first lines
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+    states = tmp_path / "run" / "checkpoints" / "step-00000002" / "ds" / "mp_rank_00_model_states.pt"
+    saved = torch.load(states, weights_only=False)
+    del saved["module"]["decoder.final_layer_norm.weight"]
+    torch.save(saved, states)
+    with pytest.raises(CheckpointError) as refused:
+        train({**cfg, "training": {**cfg["training"], "steps": 3}}, resume="auto", evaluate_held_in=False)
+    assert str(refused.value) == (f"{states} holds no decoder.final_layer_norm.weight of this run's model: resume "
+                                  f"with the model settings the checkpoint was trained with, or from another "
+                                  f"checkpoint")
+
+
+def test_a_model_with_a_buffer_outside_its_state_dict_is_built_with_its_init(tmp_path, tok, monkeypatch):
+    # a buffer no load fills (persistent=False) would keep the unfilled build's NaN
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+    real_build, real_restore, scales = trainer_mod.build_model, trainer_mod.restore, []
+
+    def with_buffer(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.encoder.register_buffer("scale", torch.ones(2), persistent=False)
+        return model
+
+    def restore(engine, *args, **kwargs):
+        scales.append(engine.module.encoder.scale.clone())
+        return real_restore(engine, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "build_model", with_buffer)
+    monkeypatch.setattr(trainer_mod, "restore", restore)
+    monkeypatch.setattr(torch.nn.Module, "to_empty", nan_filled_to_empty(torch.nn.Module.to_empty))
+    train({**cfg, "training": {**cfg["training"], "steps": 3}}, resume="auto", evaluate_held_in=False)
+    assert [scale.tolist() for scale in scales] == [[1.0, 1.0]]
