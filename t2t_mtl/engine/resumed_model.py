@@ -16,8 +16,9 @@ DeepSpeed's engine and ZeRO optimizers:
 - through DeepSpeed's universal format (another world size at ZeRO 1/2/3, or ZeRO-1 <-> 2) no module state is read,
   only the trained parameters' fp32 masters: frozen weights and buffers keep the values the build gave them (a run
   from dims rebuilds its frozen weights from the seed), so the build keeps its init;
-- with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load and copies the swapped-out tensors instead,
-  which is not followed here: the build keeps its init.
+- with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load of the offloaded optimizer, copying its
+  swapped-out tensors instead, and swaps offloaded parameters in and out: not followed here, so the build keeps its
+  init.
 
 A buffer outside the state dict (`persistent=False`) is filled by no load: T5, TaskAwareT5 and a LoRA model have
 none, and a model with one is built with its init (`buffers_outside_state`).
