@@ -103,3 +103,42 @@ def test_a_pretrained_folder_built_without_its_weights_has_the_generation_config
         built = load_t5_or_moe(str(tmp_path), weights=False)
     assert built.generation_config.to_dict() == load_t5_or_moe(str(tmp_path)).generation_config.to_dict()
     assert built.generation_config.no_repeat_ngram_size == (3 if generation_file else None)
+
+
+@pytest.mark.parametrize("lora, precision, reads", [(True, "fp32", False), (False, "bf16", False),
+                                                    (True, "bf16", True)])
+def test_a_pretrained_runs_checkpoint_loads_without_its_folders_weights_unless_half_precision_froze_some(
+        tmp_path, tok, monkeypatch, lora, precision, reads):
+    # was: every pretrained run's model was read from its folder (from_pretrained) and then overwritten by the load;
+    # the checkpoint holds every weight in fp32 but frozen ones trained in half precision (their rounding alone)
+    from transformers import T5ForConditionalGeneration
+
+    base = train(tiny_config(tmp_path / "base", tok, tmp_path / "cache", training={"steps": 1}),
+                 evaluate_held_in=False)
+    model = {"name_or_path": str(export.export_model(base.checkpoint, tmp_path / "base_hf")), "dims": None,
+             "task_embeddings": True}
+    if lora:
+        model["lora"] = {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model=model,
+                      training={"steps": 2, "precision": precision}, deepspeed={"zero_stage": 1})
+    train(cfg, evaluate_held_in=False)
+
+    real_from_pretrained, read = T5ForConditionalGeneration.from_pretrained, []
+
+    def from_pretrained(*args, **kwargs):
+        read.append(args)
+        return real_from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(T5ForConditionalGeneration, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(torch.nn.Module, "to_empty", nan_filled_to_empty(torch.nn.Module.to_empty))
+    loaded, _, _ = export.load_trained_model(tmp_path / "run")
+    assert bool(read) == reads
+    monkeypatch.undo()
+
+    real_build = export.build_model  # the reference: built from the folder's weights, then the load
+    monkeypatch.setattr(export, "unfilled", lambda build: build())
+    monkeypatch.setattr(export, "build_model", lambda *args, **kwargs: real_build(*args, **{**kwargs, "weights": True}))
+    reference, _, _ = export.load_trained_model(tmp_path / "run")
+    state, expected = loaded.state_dict(), reference.state_dict()
+    assert state.keys() == expected.keys()
+    assert [k for k in expected if not torch.equal(state[k], expected[k])] == []

@@ -113,13 +113,17 @@ def _tied_aliases(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dic
     return state
 
 
+#: the half precisions a run trains in, by `training.precision` (as its meta records it)
+HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], precision: Optional[str]
                       ) -> Dict[str, torch.Tensor]:
     """Frozen weights (LoRA) train in the run's half precision and DeepSpeed keeps fp32 master copies of trained
     weights only: where a frozen weight's stored value is the half-precision rounding of the model as built
     from `model.name_or_path` (the pretrained fp32 weights), take the built value, so they come back bit for
     bit."""
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or "")
+    half = HALF_PRECISIONS.get(precision or "")
     if half is None:
         return state
     for name, p in model.named_parameters():
@@ -132,19 +136,24 @@ def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], pr
 
 def _run_model(cfg: Config, meta: Mapping[str, Any], tokenizer: Any) -> torch.nn.Module:
     """The run's model as training built it, before its checkpoint is loaded: a model from dims is sized by the
-    tokenizer and takes its special ids, a pretrained one grows for the task tokens. A model from dims is built
-    `unfilled` (no random init): the strict load that follows fills every tensor. A pretrained one is built from its
-    folder, whose frozen weights `_frozen_originals` reads."""
-    def build(mean_resizing: bool) -> torch.nn.Module:
+    tokenizer and takes its special ids, a pretrained one grows for the task tokens. It is built `unfilled` (no
+    random init, a pretrained one's weights not read): the strict load that follows fills every tensor. Only a
+    pretrained run with frozen weights (LoRA) trained in half precision is built from its folder, whose frozen
+    weights `_frozen_originals` reads (the checkpoint holds their half-precision rounding alone)."""
+    def build(filled: bool) -> torch.nn.Module:
         model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
-                            task_names=meta.get("tasks"), special_ids=special_ids_of(tokenizer))
+                            task_names=meta.get("tasks"), special_ids=special_ids_of(tokenizer), weights=filled)
         if cfg.model.task_embeddings:  # (a run written before runs recorded vocab_size may grow here)
             from t2t_mtl.analysis.task_embeddings import resize_for_task_tokens
 
-            resize_for_task_tokens(model, tokenizer, mean_resizing=mean_resizing)
+            resize_for_task_tokens(model, tokenizer, mean_resizing=filled)
         return model
 
-    return build(True) if cfg.model.name_or_path else unfilled(lambda: build(False))
+    model = unfilled(lambda: build(False))
+    frozen = any(not p.requires_grad for p in model.parameters())
+    if cfg.model.name_or_path and frozen and meta.get("precision") in HALF_PRECISIONS:
+        return build(True)
+    return model
 
 
 def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
