@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 
 import pytest
 import torch
@@ -201,3 +202,18 @@ def test_the_load_fills_every_tensor_from_deepspeeds_own_format_without_an_nvme_
     from t2t_mtl.engine.resumed_model import loads_every_tensor
 
     assert loads_every_tensor({"zero_optimization": zero}, universal) is fills
+
+
+def test_a_checkpoint_in_torchs_legacy_serialization_resumes_unfilled(tmp_path, tok, monkeypatch):
+    # (DeepSpeed's checkpoint.checkpoint_serialization: false) was refused as corrupt: its module state cannot be
+    # memory-mapped, which the check of its names did (ZeRO-0: DeepSpeed's zero_to_fp32, which export uses at ZeRO
+    # 1-3, memory-maps the files it reads too)
+    legacy = {"extra": {"checkpoint": {"checkpoint_serialization": False}}}
+    train(_config(tmp_path / "cut", tok, tmp_path / "cache", {}, {}, legacy, 3), evaluate_held_in=False)
+    states = tmp_path / "cut" / "checkpoints" / "step-00000003" / "ds" / "mp_rank_00_model_states.pt"
+    assert not zipfile.is_zipfile(states)
+    shutil.copytree(tmp_path / "cut", tmp_path / "reference")
+    _resume(monkeypatch, _config(tmp_path / "reference", tok, tmp_path / "cache", {}, {}, legacy, 5), reference=True)
+    assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", {}, {}, legacy, 5),
+                   reference=False) > 0
+    _assert_same_runs(tmp_path, "reference", "cut")

@@ -25,6 +25,7 @@ none, and a model with one is built with its init (`buffers_outside_state`).
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, List, Mapping
 
@@ -51,10 +52,12 @@ def module_state_file(ckpt: Path, zero_stage: int) -> Path:
 
 
 def module_state_keys(path: Path) -> List[str]:
-    """The names in the module state of DeepSpeed's file `path` (memory-mapped: no weight is read); CheckpointError
-    naming the file when it cannot be read."""
+    """The names in the module state of DeepSpeed's file `path` (memory-mapped, no weight read, unless DeepSpeed
+    wrote it in torch's legacy serialization, `checkpoint.checkpoint_serialization: false`); CheckpointError naming
+    the file when it cannot be read."""
     try:
-        return list(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["module"])
+        mmap = zipfile.is_zipfile(path)  # (torch maps only its zip format)
+        return list(torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)["module"])
     except Exception as err:  # missing, truncated or foreign files fail in many ways
         raise CheckpointError(f"{path} (the saved module state) cannot be read ({type(err).__name__}: "
                               f"{str(err).strip()[:300]}); the checkpoint is incomplete or corrupt: resume from an "
