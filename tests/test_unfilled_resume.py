@@ -152,11 +152,15 @@ def test_a_pretrained_runs_resume_reads_no_pretrained_weights_and_trains_as_the_
     assert generation_configs[0]["no_repeat_ngram_size"] == 3
 
 
-def test_a_checkpoint_whose_module_state_lacks_a_tensor_is_refused_naming_the_file_and_the_tensor(tmp_path, tok):
+@pytest.mark.parametrize("stage, file", [(0, "mp_rank_00_model_states.pt"),
+                                         (3, "zero_pp_rank_0_mp_rank_00_model_states.pt")])
+def test_a_checkpoint_whose_module_state_lacks_a_tensor_is_refused_naming_the_file_and_the_tensor(tmp_path, tok,
+                                                                                                  stage, file):
     # was: DeepSpeed's strict load refused it after the engine started, its message cut to its first lines
-    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2})
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2},
+                      deepspeed={"zero_stage": stage})
     train(cfg, evaluate_held_in=False)
-    states = tmp_path / "run" / "checkpoints" / "step-00000002" / "ds" / "mp_rank_00_model_states.pt"
+    states = tmp_path / "run" / "checkpoints" / "step-00000002" / "ds" / file
     saved = torch.load(states, weights_only=False)
     del saved["module"]["decoder.final_layer_norm.weight"]
     torch.save(saved, states)

@@ -44,10 +44,10 @@ def loads_every_tensor(ds_config: Mapping[str, Any], universal: bool) -> bool:
     return not universal and not nvme
 
 
-def module_state_file(ckpt: Path, zero_stage: int) -> Path:
-    """The file of checkpoint `ckpt`'s DeepSpeed files that holds the module state (rank 0's at ZeRO-3, where each
-    rank keeps its own with the same names)."""
-    return Path(ckpt) / DS_TAG / ("zero_pp_rank_0_mp_rank_00_model_states.pt" if zero_stage == 3
+def module_state_file(ckpt: Path, zero_stage: int, rank: int) -> Path:
+    """The file of checkpoint `ckpt`'s DeepSpeed files from which rank `rank` (of the world size that wrote it) loads
+    the module state: at ZeRO-3 its own, at stages 0-2 the one every rank reads."""
+    return Path(ckpt) / DS_TAG / (f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" if zero_stage == 3
                                   else "mp_rank_00_model_states.pt")
 
 
@@ -71,10 +71,11 @@ def buffers_outside_state(model: torch.nn.Module) -> List[str]:
     return [name for name, _ in model.named_buffers() if name not in state]
 
 
-def check_load_fills(model: torch.nn.Module, ckpt: Path, zero_stage: int) -> None:
+def check_load_fills(model: torch.nn.Module, ckpt: Path, zero_stage: int, rank: int) -> None:
     """Refuse (CheckpointError naming them and the file) the entries of `model`'s state dict that the module state
-    of checkpoint `ckpt` (saved at ZeRO stage `zero_stage`) lacks, which its load would leave unfilled."""
-    path = module_state_file(ckpt, zero_stage)
+    rank `rank` loads from checkpoint `ckpt` (saved at ZeRO stage `zero_stage`) lacks, which its load would leave
+    unfilled."""
+    path = module_state_file(ckpt, zero_stage, rank)
     missing = sorted(set(model.state_dict()) - set(module_state_keys(path)))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

@@ -381,7 +381,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         if changed:
             resume_warnings.append(changed)
     if unfilled_load:
-        check_load_fills(model, resume_from, int(resume_meta["zero_stage"]))
+        check_load_fills(model, resume_from, int(resume_meta["zero_stage"]), env.rank)
     pass_task_ids = accepts_task_ids(model)
     mode = sampling_cfg.get("mode", "homogeneous")
     sampler = build_sampler(sampling_cfg, task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
