@@ -195,3 +195,26 @@ def nan_filled_to_empty(to_empty: Any) -> Any:
                     tensor.fill_(-(2 ** 30))
         return module
     return nan_filled
+
+
+def pretrained_folder(tmp_path: Path, tok: Path, own_head: bool = False) -> Path:
+    """The export of a 1-step `tiny_config` run trained in `tmp_path` (its LM head the embedding), or with `own_head`
+    a copy of it with an LM head of its own, as T5 v1.1 / Flan-T5 folders hold: a model.name_or_path to train from."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    from t2t_mtl.engine.export import export_model
+    from t2t_mtl.engine.trainer import train
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    base = train(tiny_config(tmp_path / "base", tok, tmp_path / "cache", training={"steps": 1}),
+                 evaluate_held_in=False)
+    folder = export_model(base.checkpoint, tmp_path / "base_hf")
+    if not own_head:
+        return folder
+    model = T5ForConditionalGeneration.from_pretrained(folder)
+    torch.manual_seed(1)
+    model.set_output_embeddings(torch.nn.Linear(model.config.d_model, model.config.vocab_size, bias=False))
+    model.save_pretrained(tmp_path / "own_head_hf")
+    load_tokenizer(folder).save_pretrained(tmp_path / "own_head_hf")
+    return tmp_path / "own_head_hf"

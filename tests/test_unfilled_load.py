@@ -10,7 +10,7 @@ from t2t_mtl.engine import export
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.model import accepts_task_ids
 
-from engine_helpers import nan_filled_to_empty, tiny_config, train_tiny_tokenizer
+from engine_helpers import nan_filled_to_empty, pretrained_folder, tiny_config, train_tiny_tokenizer
 
 RUNS = {
     "dense": {},
@@ -105,18 +105,17 @@ def test_a_pretrained_folder_built_without_its_weights_has_the_generation_config
     assert built.generation_config.no_repeat_ngram_size == (3 if generation_file else None)
 
 
-@pytest.mark.parametrize("lora, precision, reads", [(True, "fp32", False), (False, "bf16", False),
-                                                    (True, "bf16", True)])
+@pytest.mark.parametrize("lora, precision, own_head, reads", [
+    (True, "fp32", False, False), (False, "bf16", False, False), (True, "bf16", False, True),
+    (False, "fp32", True, False)])
 def test_a_pretrained_runs_checkpoint_loads_without_its_folders_weights_unless_half_precision_froze_some(
-        tmp_path, tok, monkeypatch, lora, precision, reads):
+        tmp_path, tok, monkeypatch, lora, precision, own_head, reads):
     # was: every pretrained run's model was read from its folder (from_pretrained) and then overwritten by the load;
-    # the checkpoint holds every weight in fp32 but frozen ones trained in half precision (their rounding alone)
+    # the checkpoint holds every weight in fp32 but frozen ones trained in half precision (their rounding alone). A
+    # folder's own LM head stays its own (unfilled tied it to the embedding again)
     from transformers import T5ForConditionalGeneration
 
-    base = train(tiny_config(tmp_path / "base", tok, tmp_path / "cache", training={"steps": 1}),
-                 evaluate_held_in=False)
-    model = {"name_or_path": str(export.export_model(base.checkpoint, tmp_path / "base_hf")), "dims": None,
-             "task_embeddings": True}
+    model = {"name_or_path": str(pretrained_folder(tmp_path, tok, own_head)), "dims": None, "task_embeddings": True}
     if lora:
         model["lora"] = {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model=model,
@@ -142,3 +141,4 @@ def test_a_pretrained_runs_checkpoint_loads_without_its_folders_weights_unless_h
     state, expected = loaded.state_dict(), reference.state_dict()
     assert state.keys() == expected.keys()
     assert [k for k in expected if not torch.equal(state[k], expected[k])] == []
+    assert (loaded.lm_head.weight is not loaded.shared.weight) == own_head

@@ -16,10 +16,10 @@ from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError
-from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.export import load_trained_model
 from t2t_mtl.engine.trainer import train
 
-from engine_helpers import nan_filled_to_empty, step_records, tiny_config, train_tiny_tokenizer
+from engine_helpers import nan_filled_to_empty, pretrained_folder, step_records, tiny_config, train_tiny_tokenizer
 
 LORA = {"lora": {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}}
 MOE = {"moe": {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task"}}
@@ -116,14 +116,13 @@ def test_a_resume_whose_load_fills_every_tensor_builds_no_init_and_trains_as_the
     _assert_same_runs(tmp_path, "reference", "cut")
 
 
+@pytest.mark.parametrize("own_head", [False, True])
 def test_a_pretrained_runs_resume_reads_no_pretrained_weights_and_trains_as_the_initialised_build(
-        tmp_path, tok, monkeypatch):
+        tmp_path, tok, monkeypatch, own_head):
     # was: the resume read the pretrained folder's weights (from_pretrained), which DeepSpeed's load then overwrote;
-    # its frozen weights (LoRA) and its embedding grown for the task tokens come from the checkpoint alone
-    # and its generation config is the folder's, as from_pretrained reads it
-    base = train(tiny_config(tmp_path / "base", tok, tmp_path / "cache", training={"steps": 1}),
-                 evaluate_held_in=False)
-    folder = export_model(base.checkpoint, tmp_path / "base_hf")
+    # its frozen weights (LoRA) and its embedding grown for the task tokens come from the checkpoint alone, a
+    # folder's own LM head stays its own, and its generation config is the folder's, as from_pretrained reads it
+    folder = pretrained_folder(tmp_path, tok, own_head)
     generation = json.loads((folder / "generation_config.json").read_text())
     (folder / "generation_config.json").write_text(json.dumps({**generation, "no_repeat_ngram_size": 3}))
     model = {"name_or_path": str(folder), "dims": None, "task_embeddings": True, **LORA}

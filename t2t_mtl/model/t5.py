@@ -33,13 +33,19 @@ ModelT = TypeVar("ModelT", bound=T5ForConditionalGeneration)
 
 def unfilled(build: Callable[[], ModelT], device: Union[str, torch.device] = "cpu") -> ModelT:
     """The model `build()` returns, built on the meta device (no random init, no random number drawn), then given
-    storage on `device` that holds no values yet and tied again as its class ties its weights: for a caller that
-    fills every tensor next (a strict `load_state_dict` fills all of a T5's, a TaskAwareT5's or a LoRA model's: they
-    have no buffer outside their state dict)."""
+    storage on `device` that holds no values yet and tied again as its class ties its weights, an LM head of its own
+    (`has_own_head`, as a folder's weights give one) kept its own: for a caller that fills every tensor next (a strict
+    `load_state_dict` fills all of a T5's, a TaskAwareT5's or a LoRA model's: they have no buffer outside their state
+    dict)."""
     with torch.device("meta"):
         model = build()
+    # (whether the head trains: a frozen one, LoRA's, stays out of the optimizer as the filled build's does)
+    own_head = model.get_output_embeddings().weight.requires_grad if has_own_head(model) else None
     model = model.to_empty(device=device)
-    model.tie_weights()  # (to_empty gives each name of a tied weight a tensor of its own)
+    model.tie_weights()  # (to_empty gives each name of a tied weight a tensor of its own; this ties the head too)
+    if own_head is not None:
+        untie_head(model)
+        model.get_output_embeddings().weight.requires_grad_(own_head)
     return model
 
 
