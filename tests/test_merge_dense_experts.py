@@ -119,3 +119,22 @@ def test_folders_exported_before_top_k_routes_give_their_one_expert_per_layer(ex
     assert cli_main(["merge", str(first), str(other), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert f"{other}: its decoder.1 holds experts [2] of the MoE run, the base's experts [0] ({first})" in err, err
+
+
+def test_a_merge_based_on_a_fine_tune_records_the_experts_its_layers_hold(exported, tmp_path, capsys):
+    # was: the merge's t2t_mtl_meta.json took dense_from_experts / zero_padding from the base's own meta only, so a
+    # merge based on a run fine-tuned from alpha (whose config names alpha relative to where it trained) held none and
+    # a later merge based on it was refused as holding no experts ('the base holds experts ... and it does not' of
+    # beta) instead of naming the experts that differ
+    tuned = _fine_tune_of(exported["alpha"], tmp_path / "tuned", {
+        "config": {"model": {"name_or_path": "alpha"}}, "initialised_from": {"path": str(exported["alpha"])}})
+    merged = tmp_path / "merged"
+    assert cli_main(["merge", str(tuned), str(exported["gamma"]), "--out", str(merged)]) == 0
+    alpha = json.loads((exported["alpha"] / "t2t_mtl_meta.json").read_text())
+    meta = json.loads((merged / "t2t_mtl_meta.json").read_text())
+    assert (meta["dense_from_experts"], meta["zero_padding"]) == (alpha["dense_from_experts"], alpha["zero_padding"])
+    capsys.readouterr()
+    assert cli_main(["merge", str(merged), str(exported["beta"]), "--out", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err
+    assert (f"{exported['beta']}: its decoder.1 holds experts [2, 3] of the MoE run, the base's experts [0, 1] "
+            f"({merged})") in err, err

@@ -249,25 +249,20 @@ def _differences(config: Any, base_config: Any) -> List[str]:
             for key in ARCHITECTURE_KEYS if getattr(config, key, None) != getattr(base_config, key, None)]
 
 
-#: how deep `_expert_layout` follows model.name_or_path back to the folder a run was fine-tuned from
+#: how deep `_layout_meta` follows model.name_or_path back to the folder a run was fine-tuned from
 _MAX_LINEAGE = 16
 
 
-def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
-    """Which experts of an MoE run a plain T5's feed-forward layers hold, for a folder `export --task` wrote of a
-    task-routed MoE run (its meta's `dense_from_experts` and `zero_padding`) or a run fine-tuned from one (found
-    through the path its `initialised_from` records, else its model.name_or_path): {"experts": {layer: expert ids},
-    "zero_padded": the padded dense layers}; None for any other model. Gates are left out: they are folded into wo, a
-    weight like any other. A folder exported before top_k > 1 had a plain form names each layer's one expert as
-    {"expert": ID, "gate": G}."""
+def _layout_meta(meta: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The t2t_mtl_meta.json that names the experts of an MoE run a plain T5's feed-forward layers hold (its
+    `dense_from_experts` and `zero_padding`): `meta` itself for a folder `export --task` wrote of a task-routed MoE run
+    (or a merge of such folders), that folder's for a run fine-tuned from one (found through the path its
+    `initialised_from` records, else its model.name_or_path); None for any other model."""
     from t2t_mtl.engine.export import META_FILE
 
     for _ in range(_MAX_LINEAGE):
         if "dense_from_experts" in meta:
-            padding = meta.get("zero_padding") or {}
-            return {"experts": {layer: route["experts"] if "experts" in route else [route["expert"]]
-                                for layer, route in meta["dense_from_experts"].items()},
-                    "zero_padded": padding.get("layers", [])}
+            return meta
         # (the resolved path the run recorded when it started; its config's name_or_path may be relative to the
         # folder it was trained from)
         source = ((meta.get("initialised_from") or {}).get("path")
@@ -281,6 +276,20 @@ def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         if not isinstance(meta, dict):
             return None
     return None
+
+
+def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """Which experts of an MoE run a plain T5's feed-forward layers hold (`_layout_meta`'s `dense_from_experts`):
+    {"experts": {layer: expert ids}, "zero_padded": the padded dense layers}; None for any other model. Gates are left
+    out: they are folded into wo, a weight like any other. A folder exported before top_k > 1 had a plain form names
+    each layer's one expert as {"expert": ID, "gate": G}."""
+    found = _layout_meta(meta)
+    if found is None:
+        return None
+    padding = found.get("zero_padding") or {}
+    return {"experts": {layer: route["experts"] if "experts" in route else [route["expert"]]
+                        for layer, route in found["dense_from_experts"].items()},
+            "zero_padded": padding.get("layers", [])}
 
 
 def _layout_difference(layout: Optional[Dict[str, Any]], base_layout: Optional[Dict[str, Any]]) -> Optional[str]:
@@ -350,7 +359,8 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
         return model, tokenizer, meta
 
     base_model, base_tokenizer, base_meta = load(base)
-    base_layout = _expert_layout(base_meta)
+    base_layout_meta = _layout_meta(base_meta)  # (read once: the recipe below copies its experts)
+    base_layout = None if base_layout_meta is None else _expert_layout(base_layout_meta)
 
     def load_model(index: int) -> Mapping[str, torch.Tensor]:
         path = models[index]
@@ -378,9 +388,9 @@ def merge_models(base: Union[str, Path], models: Sequence[Union[str, Path]], out
                         "base": str(Path(base).resolve()), "models": [str(Path(m).resolve()) for m in models]}}
     if base_meta.get("config"):  # a run's, an exported run's or an earlier merge's: its eval settings, clusters
         recipe["config"] = base_meta["config"]
-    for key in ("dense_from_experts", "zero_padding"):  # (what the merge's own feed-forward layers hold)
-        if key in base_meta:
-            recipe[key] = base_meta[key]
+    for key in ("dense_from_experts", "zero_padding"):  # (what the merge's own feed-forward layers hold: the base's)
+        if key in (base_layout_meta or {}):
+            recipe[key] = base_layout_meta[key]
 
     def write(folder: Path) -> None:
         base_model.save_pretrained(folder)
