@@ -148,8 +148,14 @@ def test_a_one_task_model_whose_layers_hold_different_experts_becomes_its_routes
     plain = dense_t5(model)
     torch.testing.assert_close(_logits(plain), _logits(model, torch.zeros(3, dtype=torch.long)), rtol=1e-5,
                                atol=1e-5)
-    with pytest.raises(MoEConfigError, match=r"the task's routes .* do not fit .* picks top_k=2 experts it holds"):
-        dense_t5(model, routes={**routes, "encoder.2": {"experts": [2, 3], "gates": [0.5, 0.5]}})
+    # a route to an expert the layer does not hold, a layer without a route, a route of fewer than top_k experts
+    # (mutation testing: dropping either of the last two checks passed every test, each then a raw KeyError or
+    # load_state_dict size mismatch)
+    for wrong in ({**routes, "encoder.2": {"experts": [2, 3], "gates": [0.5, 0.5]}},
+                  {layer: route for layer, route in routes.items() if layer != "encoder.2"},
+                  {**routes, "encoder.2": {"experts": [1], "gates": [1.0]}}):
+        with pytest.raises(MoEConfigError, match=r"the task's routes .* do not fit .* picks top_k=2 experts it holds"):
+            dense_t5(model, routes=wrong)
 
 
 def test_the_t5_is_built_without_a_random_init_its_embeddings_tied_as_t5_ties_them():
