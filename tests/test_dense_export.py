@@ -187,6 +187,16 @@ def test_a_models_own_lm_head_stays_its_own_in_the_sub_network_and_its_t5(top_k)
     torch.testing.assert_close(_logits(dense), reference, rtol=1e-5, atol=1e-5)
 
 
+def test_the_t5_generates_with_the_sub_networks_generation_settings():
+    # mutation testing: dense_t5 leaving the sub-network's generation_config behind (the T5 then took its config's
+    # defaults, up to 20 tokens) passed every test, whose models all had the default settings
+    sub = extract_task_subnetwork(_moe(64), "alpha")
+    sub.generation_config.max_new_tokens = 3  # (as a folder's generation_config.json may set)
+    generated = dense_t5(sub).generate(_inputs(), do_sample=False)
+    assert generated.shape[1] == 4  # the decoder start and 3 new tokens
+    assert torch.equal(generated, sub.generate(_inputs(), do_sample=False, task_ids=torch.zeros(3, dtype=torch.long)))
+
+
 def test_a_sub_network_of_an_unseen_task_becomes_the_unseen_routes_t5():
     full = _moe(64, seed=2)
     dense = dense_t5(extract_task_subnetwork(full, "held_out_task", unseen=True))
