@@ -467,6 +467,20 @@ def test_scheduler_params_of_the_wrong_kind_are_named_by_the_run_checks(tmp_path
                                "scheduler.params.warmup_num_steps must be a number, got True: ")
 
 
+def test_a_torch_schedulers_required_number_of_the_wrong_kind_is_named_by_the_run_checks(tmp_path):
+    # was: passed: torch's schedulers postpone their annotations, so StepLR's required step_size (annotated 'int', no
+    # default) was read as of no kind; StepLR builds with step_size true and decays every step (the reference)
+    from torch.optim.lr_scheduler import StepLR
+
+    scheduler = StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), step_size=True, gamma=0.5)
+    scheduler.optimizer.step()
+    scheduler.step()
+    assert scheduler.get_last_lr() == [0.5]
+    _refused_in_extra_and_json(tmp_path, {"scheduler": {"type": "StepLR", "params": {"step_size": True}}},
+                               "scheduler.params.step_size must be a number, got True: StepLR reads true as 1")
+    check_run_config(_config(tmp_path, extra={"scheduler": {"type": "StepLR", "params": {"step_size": 2}}}))
+
+
 def test_per_param_group_lists_of_numbers_pass_the_kind_check(tmp_path):
     # was: refused as "must be a number": WarmupLR takes warmup_max_lr as one value per param group (the reference:
     # built with a list), as torch's ReduceLROnPlateau takes min_lr; a list holding true is still refused

@@ -15,16 +15,18 @@ __all__ = ["KERNEL_TYPES", "Kernel", "implements", "kernel_of", "mistyped_param"
 
 def _kind_of(parameter: inspect.Parameter) -> Optional[str]:
     """"true or false" or "a number": what `parameter` takes, from its default, or its annotation where its default
-    is None or it has none; None where neither says."""
+    is None or it has none (a class, or its name where the module postpones annotations, as torch's LR schedulers
+    do: StepLR's step_size is 'int'); None where neither says."""
     default = parameter.default
     if default is not inspect.Parameter.empty and default is not None:
         if isinstance(default, bool):
             return "true or false"
         return "a number" if isinstance(default, (int, float)) else None
     annotation = parameter.annotation
-    if annotation is bool:
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
+    if name == "bool":
         return "true or false"
-    return "a number" if annotation in (int, float) else None
+    return "a number" if name in ("int", "float") else None
 
 
 def _is_number(value: Any) -> bool:
