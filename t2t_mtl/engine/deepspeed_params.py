@@ -2,8 +2,8 @@
 optimizer types and whether the accelerator has it (the CPU has no FusedLamb nor FusedLion), and the kinds of value
 its params take, read from its class's constructor. DeepSpeed passes the params as given, and Python reads true as 1
 and any string but "" as true, so `lr: true` trains at lr 1.0 and SGD's `nesterov: "no"` turns Nesterov momentum on,
-with no error anywhere. A param whose default (or, without one, annotation) is true/false must be true or false, and
-one whose default is a number a number (or a list of numbers, one per param group).
+with no error anywhere. A param whose default is true/false must be true or false, and one whose default (or, without
+one, annotation) is a number a number (or a list of numbers, one per param group).
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ __all__ = ["KERNEL_TYPES", "Kernel", "implements", "kernel_of", "mistyped_param"
 
 
 def _kind_of(parameter: inspect.Parameter) -> Optional[str]:
-    """"true or false" or "a number": what `parameter` takes, from its default, or its annotation where its default
-    is None or it has none (a class, or its name where the module postpones annotations, as torch's LR schedulers
-    do: StepLR's step_size is 'int'); None where neither says."""
+    """"true or false" or "a number": what `parameter` takes, from its default, or, where its default is None or it
+    has none, "a number" from an int or float annotation (a class, or its name where the module postpones
+    annotations, as torch's LR schedulers do: StepLR's step_size is 'int'; no class checked here annotates a switch
+    without a true/false default); None where neither says."""
     default = parameter.default
     if default is not inspect.Parameter.empty and default is not None:
         if isinstance(default, bool):
@@ -24,8 +25,6 @@ def _kind_of(parameter: inspect.Parameter) -> Optional[str]:
         return "a number" if isinstance(default, (int, float)) else None
     annotation = parameter.annotation
     name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
-    if name == "bool":
-        return "true or false"
     return "a number" if name in ("int", "float") else None
 
 
