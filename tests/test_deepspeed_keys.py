@@ -494,6 +494,28 @@ def test_per_param_group_lists_of_numbers_pass_the_kind_check(tmp_path):
                                "scheduler.params.warmup_max_lr must be a number, got [True]: ")
 
 
+def test_a_list_where_deepspeeds_own_kernel_takes_a_number_is_refused(tmp_path):
+    # was: passed (mutation testing: a number's place taking an empty list passed every test too): a list is one
+    # number per param group for the classes the checks build, while DeepSpeed's kernels, not built here, take one
+    # number for all groups (FusedAdam hands group['lr'] to its kernel as a float); torch's AdamW, the reference,
+    # refuses an empty list
+    with pytest.raises((TypeError, ValueError, IndexError)):
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=[]).step()
+    path = tmp_path / "ds.json"
+    for lr in ([], [1e-3]):
+        path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": "adamw", "params": {"lr": lr}}}))
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(_config(tmp_path, config=str(path)))
+        assert str(caught.value) == (f"deepspeed.config {path}: optimizer.params.lr must be a number, got {lr!r}: "
+                                     f"adamw (FusedAdam) takes one number for every param group, not a list; give a "
+                                     f"number")
+    # a torch optimizer, built by the checks, takes a list of one number per param group, but not an empty one
+    with pytest.raises(ConfigError, match=r"^deepspeed\.extra\.optimizer\.params\.lr must be a number, got \[\]: "
+                                          r"SGD takes a number, or a list of numbers, one per param group; give a "
+                                          r"number$"):
+        check_run_config(_config(tmp_path, extra={"optimizer": {"type": "SGD", "params": {"lr": []}}}))
+
+
 def test_a_negative_gradient_clipping_is_refused(tmp_path):
     # was: passed the run's checks and trained without clipping (DeepSpeed clips only above 0 and its parser keeps
     # the value, the reference), where training.clip refuses a negative value

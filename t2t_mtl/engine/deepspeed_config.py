@@ -279,7 +279,8 @@ def check_optimizer(ds: Mapping[str, Any], source: str) -> None:
         if kernel is not None:
             check_kernel(get_accelerator(), kernel, offloaded, f"{source}optimizer.type {name!r}")
             _check_param_kinds(kernel.cls, {key: value for key, value in params.items()
-                                            if key not in DEEPSPEED_ADAM_SWITCHES}, f"{source}optimizer", name)
+                                            if key not in DEEPSPEED_ADAM_SWITCHES}, f"{source}optimizer", name,
+                               lists=False)
         return
     _check_param_kinds(cls, params, f"{source}optimizer", name)
     closure = inspect.signature(cls.step).parameters.get("closure")
@@ -318,15 +319,21 @@ def _check_adam_switches(params: Mapping[str, Any], source: str) -> None:
                               f"any value but false, 0, null and \"\" as true; give true or false, or remove it")
 
 
-def _check_param_kinds(cls: type, params: Mapping[str, Any], section: str, name: str) -> None:
+def _check_param_kinds(cls: type, params: Mapping[str, Any], section: str, name: str, *, lists: bool = True) -> None:
     """Refuse a param of `section` (an optimizer or scheduler of type `name`, built as `cls`) whose value is not of
     the kind its keyword takes (`mistyped_param`): true or false where it is a switch, a number (not true/false)
-    where it is one. `cls` runs with such a value, reading true as 1 and a string as true."""
-    mistyped = mistyped_param(cls, params)
+    where it is one; without `lists` (DeepSpeed's kernels, which are not built here) a number, not a list of one per
+    param group. `cls` runs with such a value, reading true as 1 and a string as true."""
+    mistyped = mistyped_param(cls, params, lists=lists)
     if mistyped is not None:
         key, kind = mistyped
-        why = "reads true as 1 and false as 0" if kind == "a number" else "reads any text but \"\" as true"
         built = name if name == cls.__name__ else f"{name} ({cls.__name__})"
+        if isinstance(params[key], list):
+            takes = ("one number for every param group, not a list" if not lists else
+                     "a number, or a list of numbers, one per param group")
+            raise ConfigError(f"{section}.params.{key} must be {kind}, got {params[key]!r}: {built} takes {takes}; "
+                              f"give {kind}")
+        why = "reads true as 1 and false as 0" if kind == "a number" else "reads any text but \"\" as true"
         raise ConfigError(f"{section}.params.{key} must be {kind}, got {params[key]!r}: {built} {why}, with no "
                           f"error; give {kind}")
 

@@ -32,24 +32,27 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fits(kind: str, value: Any) -> bool:
-    """Whether `value` is of `kind` (`_kind_of`'s); a number's place also takes a list of numbers, one per param
-    group, as WarmupLR's warmup_max_lr or ReduceLROnPlateau's min_lr do (the class's own build refuses it where not)."""
+def _fits(kind: str, value: Any, lists: bool) -> bool:
+    """Whether `value` is of `kind` (`_kind_of`'s); with `lists`, a number's place also takes a list of numbers, one
+    per param group, as WarmupLR's warmup_max_lr or ReduceLROnPlateau's min_lr do (the class's own build refuses it
+    where not)."""
     if kind == "true or false":
         return isinstance(value, bool)
-    if isinstance(value, list):
+    if lists and isinstance(value, list):
         return bool(value) and all(_is_number(item) for item in value)
     return _is_number(value)
 
 
-def mistyped_param(cls: type, params: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
+def mistyped_param(cls: type, params: Mapping[str, Any], *, lists: bool = True) -> Optional[Tuple[str, str]]:
     """(name, kind) of the first of `params` whose keyword in `cls`'s constructor takes values of a kind (`_kind_of`)
     that its value is not of (null passes where it is the default); None where all fit (a name the constructor does
-    not take is left to its own check)."""
+    not take is left to its own check). `lists` false: a number's place takes no list of numbers (a class that is not
+    built to check one: DeepSpeed's kernels, which take one number)."""
     parameters = inspect.signature(cls).parameters
     for name, value in params.items():
         kind = _kind_of(parameters[name]) if name in parameters else None
-        if kind is not None and not _fits(kind, value) and not (value is None and parameters[name].default is None):
+        if (kind is not None and not _fits(kind, value, lists)
+                and not (value is None and parameters[name].default is None)):
             return name, kind
     return None
 
