@@ -3,6 +3,7 @@ naming where the key was written; every key DeepSpeed documents and every key we
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -435,11 +436,16 @@ def test_optimizer_params_of_the_wrong_kind_are_named_by_the_run_checks(tmp_path
 
 def test_the_params_of_deepspeeds_own_kernels_are_held_to_their_kinds(tmp_path):
     # (an adamw without torch_adam builds DeepSpeed's FusedAdam, whose lr default is a number: read, not built)
+    # (mutation testing: the offloaded optimizer's kernel taken as FusedAdam, or a null lr passing, passed every test;
+    # DeepSpeed steps an offloaded adam with its CPU Adam, and FusedAdam's lr default is 1e-3, not null)
     path = tmp_path / "ds.json"
-    path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": "adamw", "params": {"lr": True}}}))
-    with pytest.raises(ConfigError, match=rf"^deepspeed\.config {path}: optimizer\.params\.lr must be a number, got "
-                                          r"True: adamw \(FusedAdam\) reads true as 1"):
-        check_run_config(_config(tmp_path, config=str(path)))
+    offloaded = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
+    for sections, lr, built in (({}, True, "adamw (FusedAdam)"), ({}, None, "adamw (FusedAdam)"),
+                                (offloaded, True, "adamw (DeepSpeedCPUAdam)")):
+        path.write_text(json.dumps({**DOCUMENTED, **sections, "optimizer": {"type": "adamw", "params": {"lr": lr}}}))
+        with pytest.raises(ConfigError, match=rf"^deepspeed\.config {path}: optimizer\.params\.lr must be a number, "
+                                              rf"got {lr}: {re.escape(built)} reads true as 1"):
+            check_run_config(_config(tmp_path, config=str(path)))
 
 
 @pytest.mark.parametrize("scheduler", ["WarmupLR", "WarmupDecayLR", "WarmupCosineLR"])
@@ -448,11 +454,13 @@ def test_a_warmup_type_deepspeed_would_replace_by_log_is_refused(tmp_path, sched
     # reference: the scheduler built with it)
     from deepspeed.runtime import lr_schedules
 
-    params = {"warmup_type": "lin", **({"total_num_steps": 10} if scheduler != "WarmupLR" else {})}
-    built = getattr(lr_schedules, scheduler)(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), **params)
-    assert built.warmup_type == "log"
-    _refused_in_extra_and_json(tmp_path, {"scheduler": {"type": scheduler, "params": params}},
-                               "scheduler.params.warmup_type must be 'log' or 'linear', got 'lin': ")
+    for warmup in ("lin", "Linear"):  # (mutation testing: a check refusing only 'lin' passed every test)
+        params = {"warmup_type": warmup, **({"total_num_steps": 10} if scheduler != "WarmupLR" else {})}
+        built = getattr(lr_schedules, scheduler)(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                                                 **params)
+        assert built.warmup_type == "log"
+        _refused_in_extra_and_json(tmp_path, {"scheduler": {"type": scheduler, "params": params}},
+                                   f"scheduler.params.warmup_type must be 'log' or 'linear', got {warmup!r}: ")
     check_run_config(_config(tmp_path, extra={"scheduler": {"type": scheduler, "params": {**params,
                                                                                          "warmup_type": "linear"}}}))
     check_run_config(_config(tmp_path, extra={"scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": None}}}))
@@ -527,6 +535,7 @@ def test_a_negative_gradient_clipping_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="training.clip"):
         config_from_dict({**_config(tmp_path).to_dict(), "training": {"output_dir": str(tmp_path), "clip": -1}})
     _refused_in_extra_and_json(tmp_path, {"gradient_clipping": -1}, "gradient_clipping must be 0 or more ")
+    _refused_in_extra_and_json(tmp_path, {"gradient_clipping": -0.5}, "gradient_clipping must be 0 or more ")
     check_run_config(_config(tmp_path, extra={"gradient_clipping": 0}))
 
 
