@@ -446,6 +446,11 @@ def test_the_params_of_deepspeeds_own_kernels_are_held_to_their_kinds(tmp_path):
         with pytest.raises(ConfigError, match=rf"^deepspeed\.config {path}: optimizer\.params\.lr must be a number, "
                                               rf"got {lr}: {re.escape(built)} reads true as 1"):
             check_run_config(_config(tmp_path, config=str(path)))
+    # DeepSpeed's own switches are checked as such, not as the kernel's (CPU Adam's fp32_optimizer_states defaults to
+    # true, DeepSpeed's to null; mutation testing: either check refusing the null passed every test)
+    params = {"lr": 1e-3, "fp32_optimizer_states": None}
+    path.write_text(json.dumps({**DOCUMENTED, **offloaded, "optimizer": {"type": "adamw", "params": params}}))
+    check_run_config(_config(tmp_path, config=str(path)))
 
 
 @pytest.mark.parametrize("scheduler", ["WarmupLR", "WarmupDecayLR", "WarmupCosineLR"])
