@@ -440,17 +440,42 @@ def test_the_params_of_deepspeeds_own_kernels_are_held_to_their_kinds(tmp_path):
     # DeepSpeed steps an offloaded adam with its CPU Adam, and FusedAdam's lr default is 1e-3, not null)
     path = tmp_path / "ds.json"
     offloaded = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
-    for sections, lr, built in (({}, True, "adamw (FusedAdam)"), ({}, None, "adamw (FusedAdam)"),
-                                (offloaded, True, "adamw (DeepSpeedCPUAdam)")):
-        path.write_text(json.dumps({**DOCUMENTED, **sections, "optimizer": {"type": "adamw", "params": {"lr": lr}}}))
+    # (and an offloaded adagrad steps DeepSpeed's CPU Adagrad, an adam with torch_adam torch's AdamW unless adam_w_mode
+    # is false, as DeepSpeedEngine._configure_basic_optimizer builds them: mutation testing found either taken for
+    # another class passed every test)
+    for sections, own, params, built in (({}, "adamw", {"lr": True}, "adamw (FusedAdam)"),
+                                         ({}, "adamw", {"lr": None}, "adamw (FusedAdam)"),
+                                         (offloaded, "adamw", {"lr": True}, "adamw (DeepSpeedCPUAdam)"),
+                                         (offloaded, "adagrad", {"lr": True}, "adagrad (DeepSpeedCPUAdagrad)"),
+                                         ({}, "adam", {"lr": True, "torch_adam": True}, "adam (AdamW)")):
+        path.write_text(json.dumps({**DOCUMENTED, **sections, "optimizer": {"type": own, "params": params}}))
         with pytest.raises(ConfigError, match=rf"^deepspeed\.config {path}: optimizer\.params\.lr must be a number, "
-                                              rf"got {lr}: {re.escape(built)} reads true as 1"):
+                                              rf"got {params['lr']}: {re.escape(built)} reads true as 1"):
             check_run_config(_config(tmp_path, config=str(path)))
     # DeepSpeed's own switches are checked as such, not as the kernel's (CPU Adam's fp32_optimizer_states defaults to
     # true, DeepSpeed's to null; mutation testing: either check refusing the null passed every test)
     params = {"lr": 1e-3, "fp32_optimizer_states": None}
     path.write_text(json.dumps({**DOCUMENTED, **offloaded, "optimizer": {"type": "adamw", "params": params}}))
     check_run_config(_config(tmp_path, config=str(path)))
+
+
+def test_an_optimizer_offloaded_to_nvme_is_read_as_stepped_on_the_cpu(tmp_path):
+    # mutation testing: json_offloads_optimizer reading only a cpu offload passed every test; DeepSpeed steps an
+    # optimizer offloaded to cpu or nvme with its CPU optimizer (DeepSpeedEngine.zero_use_cpu_optimizer, the reference)
+    from types import SimpleNamespace
+
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    from t2t_mtl.engine.deepspeed_config import json_offloads_optimizer
+
+    for device in ("cpu", "nvme", "none"):
+        zero = {"stage": 2, "offload_optimizer": {"device": device, "nvme_path": str(tmp_path)}}
+        parsed = DeepSpeedConfig({"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+                                  "zero_optimization": zero})
+        steps_on_cpu = DeepSpeedEngine.zero_use_cpu_optimizer(SimpleNamespace(_config=parsed))
+        assert steps_on_cpu is (device != "none")
+        assert json_offloads_optimizer({"zero_optimization": zero}) is steps_on_cpu, device
 
 
 @pytest.mark.parametrize("scheduler", ["WarmupLR", "WarmupDecayLR", "WarmupCosineLR"])
