@@ -1,7 +1,7 @@
 """`t2t-mtl merge` of folders that `export --task` wrote of a task-routed MoE run (meta `dense_from_experts`): their
 feed-forward units are experts of the run, side by side in the route's order, so a merge goes ahead only where every
-folder's layers hold the same experts in the same order (gates, folded into wo, may differ) and the same dense layers
-are zero-padded; otherwise it is refused naming the folder, the layer and the experts."""
+folder's layers hold the same experts in the same order (gates, folded into wo, may differ; the same dense layers are
+then zero-padded); otherwise it is refused naming the folder, the layer and the experts."""
 from __future__ import annotations
 
 import json
@@ -138,3 +138,4 @@ def test_a_merge_based_on_a_fine_tune_records_the_experts_its_layers_hold(export
     err = capsys.readouterr().err
     assert (f"{exported['beta']}: its decoder.1 holds experts [2, 3] of the MoE run, the base's experts [0, 1] "
             f"({merged})") in err, err
+

@@ -278,35 +278,33 @@ def _layout_meta(meta: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
     return None
 
 
-def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def _expert_layout(meta: Mapping[str, Any]) -> Optional[Dict[str, List[int]]]:
     """Which experts of an MoE run a plain T5's feed-forward layers hold (`_layout_meta`'s `dense_from_experts`):
-    {"experts": {layer: expert ids}, "zero_padded": the padded dense layers}; None for any other model. Gates are left
-    out: they are folded into wo, a weight like any other. A folder exported before top_k > 1 had a plain form names
-    each layer's one expert as {"expert": ID, "gate": G}."""
+    {layer: expert ids}; None for any other model. Gates are left out: they are folded into wo, a weight like any
+    other; so are the zero-padded dense layers, every other layer of the architecture the merge checks first. A folder
+    exported before top_k > 1 had a plain form names each layer's one expert as {"expert": ID, "gate": G}."""
     found = _layout_meta(meta)
     if found is None:
         return None
-    padding = found.get("zero_padding") or {}
-    return {"experts": {layer: route["experts"] if "experts" in route else [route["expert"]]
-                        for layer, route in found["dense_from_experts"].items()},
-            "zero_padded": padding.get("layers", [])}
+    return {layer: route["experts"] if "experts" in route else [route["expert"]]
+            for layer, route in found["dense_from_experts"].items()}
 
 
-def _layout_difference(layout: Optional[Dict[str, Any]], base_layout: Optional[Dict[str, Any]]) -> Optional[str]:
+def _layout_difference(layout: Optional[Dict[str, List[int]]], base_layout: Optional[Dict[str, List[int]]]
+                       ) -> Optional[str]:
     """How the experts a model's feed-forward layers hold (`_expert_layout`) differ from the base's (None: they
     agree), worded for a message."""
-    if layout == base_layout:
+    if layout is None and base_layout is None:
         return None
     if layout is None or base_layout is None:
         which, other = ("the base", "it") if layout is None else ("it", "the base")
         return (f"{which} holds experts of a task-routed MoE run in its feed-forward layers (`t2t-mtl export --task`, "
                 f"`dense_from_experts` in its t2t_mtl_meta.json) and {other} does not")
-    for layer in sorted(set(layout["experts"]) | set(base_layout["experts"])):
-        ours, theirs = layout["experts"].get(layer), base_layout["experts"].get(layer)
+    for layer in sorted(set(layout) | set(base_layout)):
+        ours, theirs = layout.get(layer), base_layout.get(layer)
         if ours != theirs:
             return f"its {layer} holds experts {ours} of the MoE run, the base's experts {theirs}"
-    return (f"its zero-padded feed-forward layers are {layout['zero_padded']}, the base's "
-            f"{base_layout['zero_padded']}")
+    return None
 
 
 def _dtype(model: Any) -> torch.dtype:
