@@ -139,3 +139,21 @@ def test_a_merge_based_on_a_fine_tune_records_the_experts_its_layers_hold(export
     assert (f"{exported['beta']}: its decoder.1 holds experts [2, 3] of the MoE run, the base's experts [0, 1] "
             f"({merged})") in err, err
 
+
+def test_the_experts_are_found_up_a_chain_of_fine_tunes_and_not_through_an_unreadable_meta(exported, tmp_path):
+    # mutation testing: following at most two folders back, or letting a t2t_mtl_meta.json on the way that is no JSON
+    # object or no JSON out (a raw AttributeError or JSONDecodeError), passed every test
+    from t2t_mtl.model.merging import _expert_layout
+
+    alpha = json.loads((exported["alpha"] / "t2t_mtl_meta.json").read_text())
+    parent = exported["alpha"]
+    for generation in range(3):  # a fine-tune of a fine-tune of a fine-tune of alpha
+        folder = tmp_path / f"tune{generation}"
+        folder.mkdir()
+        (folder / "t2t_mtl_meta.json").write_text(json.dumps({"initialised_from": {"path": str(parent)}}))
+        parent = folder
+    run = {"config": {"model": {"name_or_path": str(parent)}}}
+    assert _expert_layout(run) == {layer: route["experts"] for layer, route in alpha["dense_from_experts"].items()}
+    for text in ("[1, 2]", "{not json"):
+        (tmp_path / "tune0" / "t2t_mtl_meta.json").write_text(text)
+        assert _expert_layout(run) is None, text
