@@ -251,6 +251,22 @@ def test_a_value_deepspeeds_parser_fails_on_with_a_raw_error_is_named_by_its_key
     _refused_in_extra_and_json(tmp_path, section, f"{key}: DeepSpeed's parser fails on {value!r} with ")
 
 
+def test_a_parse_error_is_put_on_no_key_where_the_key_read_last_is_not_its_cause():
+    # mutation testing: naming the key read last even where the parse without it fails the same, and unread_keys
+    # listing keys beside a mistyped scalar, passed every test; DeepSpeed's parser (the reference) fails the same
+    # without expert_parallel, read last before its batch check
+    from t2t_mtl.engine.deepspeed_keys import parse_keys
+
+    batch = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 0}
+    error = _parser_error({**batch, "expert_parallel": {}})
+    assert _raw(error) and (type(error), str(error)) == (type(_parser_error(batch)), str(_parser_error(batch)))
+    parsed = parse_keys({**batch, "expert_parallel": {}})
+    assert str(parsed.error) == str(error) and parsed.culprit is None
+    assert unread_keys({**BATCH, "zero_optimisation": {}, "gradient_clipping": "1.0"}) == []
+    assert unread_keys({**BATCH, "zero_optimisation": {}, "gradient_clipping": 1.0}) == [("zero_optimisation",
+                                                                                          "zero_optimization")]
+
+
 @pytest.mark.parametrize("section, key, kind", [
     ({"activation_checkpointing": {"partition_activations": "x"}}, "activation_checkpointing.partition_activations",
      "true or false"),
