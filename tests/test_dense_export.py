@@ -197,6 +197,16 @@ def test_the_t5_generates_with_the_sub_networks_generation_settings():
     assert torch.equal(generated, sub.generate(_inputs(), do_sample=False, task_ids=torch.zeros(3, dtype=torch.long)))
 
 
+def test_a_bf16_models_sub_network_and_its_t5_stay_bf16():
+    # mutation testing: unfilled_model building in the default fp32 (the load then casting every bf16 weight up)
+    # passed every test, whose models were all fp32
+    full = _moe(64, top_k=2, every=2).to(torch.bfloat16)
+    sub = extract_task_subnetwork(full, "beta")
+    dense = dense_t5(sub)
+    assert {p.dtype for p in sub.parameters()} == {p.dtype for p in dense.parameters()} == {torch.bfloat16}
+    assert torch.equal(_ffn(dense, "encoder.0").wi.weight[:24], _ffn(full, "encoder.0").wi.weight)
+
+
 def test_a_sub_network_of_an_unseen_task_becomes_the_unseen_routes_t5():
     full = _moe(64, seed=2)
     dense = dense_t5(extract_task_subnetwork(full, "held_out_task", unseen=True))
