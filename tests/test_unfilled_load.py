@@ -142,3 +142,18 @@ def test_a_pretrained_runs_checkpoint_loads_without_its_folders_weights_unless_h
     assert state.keys() == expected.keys()
     assert [k for k in expected if not torch.equal(state[k], expected[k])] == []
     assert (loaded.lm_head.weight is not loaded.shared.weight) == own_head
+
+
+def test_unfilled_gives_the_model_storage_on_the_device_asked_for():
+    # mutation testing: unfilled putting the model on the CPU whatever its device passed every test (all on the CPU);
+    # the meta device, which every machine has, tells the two apart
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.t5 import unfilled
+
+    def build():
+        return T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=8, d_ff=16, d_kv=4, num_heads=2,
+                                                   num_layers=1))
+
+    assert {p.device.type for p in unfilled(build, device="meta").parameters()} == {"meta"}
+    assert {p.device.type for p in unfilled(build).parameters()} == {"cpu"}
