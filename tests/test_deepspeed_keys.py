@@ -251,6 +251,20 @@ def test_a_value_deepspeeds_parser_fails_on_with_a_raw_error_is_named_by_its_key
     _refused_in_extra_and_json(tmp_path, section, f"{key}: DeepSpeed's parser fails on {value!r} with ")
 
 
+def test_a_key_looked_up_with_defaults_of_more_than_one_kind_takes_any_value():
+    # mutation testing: holding a key to a kind where only some of its look-ups' defaults are of it passed every test;
+    # DeepSpeed looks datastates_ckpt up with defaults false and null, and takes a mapping there (its
+    # DeepSpeedDataStatesConfig, the reference, is then enabled with it), which the run's checks would refuse
+    from deepspeed.datastates.config import DeepSpeedDataStatesConfig
+
+    from t2t_mtl.engine.deepspeed_keys import parse_keys
+
+    section = {"datastates_ckpt": {"host_cache_size": 16}}
+    assert DeepSpeedDataStatesConfig(section).enabled
+    parsed = parse_keys({**BATCH, **section})
+    assert (parsed.error, parsed.mistyped) == (None, [])
+
+
 def test_a_parse_error_is_put_on_no_key_where_the_key_read_last_is_not_its_cause():
     # mutation testing: naming the key read last even where the parse without it fails the same, and unread_keys
     # listing keys beside a mistyped scalar, passed every test; DeepSpeed's parser (the reference) fails the same
