@@ -1285,6 +1285,17 @@ def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_toke
     assert (tmp_path / "run" / "tokenizer" / "tokenizer_config.json").exists()
 
 
+def test_a_run_written_before_runs_kept_their_tokenizer_loads_its_configured_one(tmp_path, tok, cache):
+    # mutation testing: the load always reading the run's own tokenizer/ copy passed every test; a run from before
+    # runs kept one (here: its copy removed) reads the configured folder, as it trained with it
+    import shutil
+
+    train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 1}), evaluate_held_in=False)
+    shutil.rmtree(tmp_path / "run" / "tokenizer")
+    model, tokenizer, _ = load_trained_model(tmp_path / "run")
+    assert tokenizer.get_vocab() == load_tokenizer(tok).get_vocab() and len(tokenizer) == model.config.vocab_size
+
+
 def test_a_second_run_into_the_same_folder_is_refused_before_anything_starts(tmp_path, tok, cache, monkeypatch,
                                                                            capsys):
     # was: the refusal came after the process group had started and the mixture was checked (~23 s of start-up
