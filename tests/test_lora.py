@@ -440,6 +440,9 @@ def test_export_of_a_run_whose_pretrained_model_is_gone_is_a_one_line_error(tmp_
     assert cli_main(["export", str(ckpt), "--out", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "moved-away" in err and "Traceback" not in err
+    # (mutation testing: a message without what happened and where to repoint the run passed every test)
+    assert (f"{ckpt}: the run's model cannot be rebuilt (" in err
+            and f"; restore it, or point model.name_or_path in {run / 'config.yaml'} at its new place" in err), err
     assert not (tmp_path / "hf").exists()
     cfg["tokenizer"]["path"] = str(tmp_path / "tokenizer-moved-away")  # (was a raw TokenizerLoadError traceback)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
