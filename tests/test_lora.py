@@ -178,6 +178,29 @@ def test_a_trainable_lm_head_is_checked_against_the_folders_own_head(tmp_path, t
     assert not torch.equal(trained.lm_head.weight, loaded.lm_head.weight)  # the head trained
 
 
+def test_a_checkpoint_without_the_own_lm_head_of_its_model_is_refused_naming_it(tmp_path, tok, monkeypatch):
+    # mutation testing: the load forgiving a missing lm_head.weight whether or not the checkpoint holds the embedding
+    # it is tied to passed every test; a model with its own head (T5 v1.1, mT5, Flan-T5) then kept the pretrained
+    # folder's head in place of the run's, with no message
+    from t2t_mtl.engine import export
+
+    torch.manual_seed(0)
+    model = build_model({"dims": {**DIMS, "vocab_size": len(load_tokenizer(tok))}})
+    model.set_output_embeddings(torch.nn.Linear(DIMS["d_model"], model.config.vocab_size, bias=False))
+    model.save_pretrained(tmp_path / "base")
+    load_tokenizer(tok).save_pretrained(tmp_path / "base")
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1},
+                      model={"name_or_path": str(tmp_path / "base"), "dims": None})
+    cfg["tokenizer"] = {"path": None}
+    train(cfg, evaluate_held_in=False)
+    assert "lm_head.weight" in fp32_state_dict(tmp_path / "run" / "checkpoints" / "step-00000001", model)
+    stored = export.fp32_state_dict
+    monkeypatch.setattr(export, "fp32_state_dict", lambda ckpt, model: {
+        name: value for name, value in stored(ckpt, model).items() if name != "lm_head.weight"})
+    with pytest.raises(CheckpointError, match=r"weights do not fit the run's model \(missing \['lm_head\.weight'\]"):
+        load_trained_model(tmp_path / "run")
+
+
 @pytest.mark.parametrize("section,message", [
     ({"alpah": 4}, "unknown key model.lora.alpah; did you mean 'alpha'"),
     ({"rank": 4}, "unknown key model.lora.rank; known keys: r, alpha, dropout, targets, trainable"),
