@@ -265,6 +265,16 @@ def test_a_key_looked_up_with_defaults_of_more_than_one_kind_takes_any_value():
     assert (parsed.error, parsed.mistyped) == (None, [])
 
 
+def test_a_parse_error_is_put_on_the_key_read_last_though_it_was_read_before():
+    # mutation testing: ordering the keys by their first look-up, not their latest, passed every test; DeepSpeed's
+    # parser (the reference) reads zero_optimization early and again where a number there fails it with a raw error,
+    # and parses the config without it
+    from t2t_mtl.engine.deepspeed_keys import parse_keys
+
+    assert _raw(_parser_error({"zero_optimization": 3})) and _parser_error({}) is None
+    assert parse_keys({**BATCH, "zero_optimization": 3}).culprit == "zero_optimization"
+
+
 def test_a_parse_error_is_put_on_no_key_where_the_key_read_last_is_not_its_cause():
     # mutation testing: naming the key read last even where the parse without it fails the same, and unread_keys
     # listing keys beside a mistyped scalar, passed every test; DeepSpeed's parser (the reference) fails the same
