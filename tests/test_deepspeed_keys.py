@@ -668,3 +668,26 @@ def test_values_deepspeeds_engine_takes_pass_the_run_checks(tmp_path):
     check_run_config(_config(tmp_path, extra={"steps_per_print": None, "gradient_predivide_factor": 2,
                                               "data_types": {"grad_accum_dtype": "fp32"}}))
     check_run_config(_config(tmp_path, extra={"steps_per_print": 5, "data_types": {"grad_accum_dtype": None}}))
+
+
+def test_legacy_checkpoint_serialization_is_refused_at_zero_stages_whose_weights_zero_to_fp32_gathers(tmp_path):
+    # was: accepted, and a ZeRO-1..3 run's checkpoints then could be resumed but not exported, evaluated, predicted
+    # with or merged: DeepSpeed's zero_to_fp32 memory-maps the optimizer files, which torch cannot do for the legacy
+    # format checkpoint_serialization: false writes (the reference below)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(RuntimeError, match="mmap"):
+        torch.load(legacy, mmap=True, weights_only=False)
+    section = {"checkpoint": {"checkpoint_serialization": False}}
+    start = "checkpoint.checkpoint_serialization is false at ZeRO stage {}: DeepSpeed would write"
+    for stage in (1, 2, 3):
+        with pytest.raises(ConfigError) as caught:
+            check_run_config(_config(tmp_path, zero_stage=stage, extra=section))
+        assert str(caught.value).startswith("deepspeed.extra." + start.format(stage)), caught.value
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **section}))
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(_config(tmp_path, config=str(path)))
+    assert str(caught.value).startswith(f"deepspeed.config {path}: " + start.format(1)), caught.value
+    check_run_config(_config(tmp_path, zero_stage=0, extra=section))  # stage 0 resumes and exports its own files
+    check_run_config(_config(tmp_path, zero_stage=2, extra={"checkpoint": {"checkpoint_serialization": True}}))

@@ -394,6 +394,19 @@ def check_offload_switch(ds: Mapping[str, Any], source: str) -> None:
                           f"DeepSpeed's deprecated name of an optimizer offload)")
 
 
+def check_checkpoint_format(ds: Mapping[str, Any], source: str) -> None:
+    """Refuse `checkpoint.checkpoint_serialization: false` in `ds` (written under `source`) at ZeRO stage 1-3: DeepSpeed
+    then writes the optimizer's weight partitions in torch's legacy format, which its `zero_to_fp32` (how export, eval,
+    predict and merge gather a ZeRO run's weights) memory-maps and cannot read, so the run's checkpoints could be
+    resumed but never used."""
+    stage = json_zero_stage(ds)
+    if (ds.get("checkpoint") or {}).get("checkpoint_serialization", True) is False and stage in (1, 2, 3):
+        raise ConfigError(f"{source}checkpoint.checkpoint_serialization is false at ZeRO stage {stage}: DeepSpeed "
+                          f"would write the weight partitions in torch's legacy format, which its zero_to_fp32 "
+                          f"cannot read (it memory-maps them), so export, eval, predict and merge could not load the "
+                          f"run; remove the key (true is DeepSpeed's default), or train at zero_stage 0")
+
+
 def json_precision(ds: Dict[str, Any]) -> str:
     """"bf16", "fp16" or "fp32": what a DeepSpeed config trains in (`bf16`, or its old name `bfloat16`; `fp16`)."""
     if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
@@ -554,6 +567,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         check_typed_sections(ds, f"deepspeed.config {path}: ")
         check_precision_switches(ds, f"deepspeed.config {path}: ")
         check_offload_switch(ds, f"deepspeed.config {path}: ")
+        check_checkpoint_format(ds, f"deepspeed.config {path}: ")
         optimizer = ds.get("optimizer") or {}
         if not optimizer.get("type"):  # DeepSpeed would build none (nor from a section without a type): the run
             what = "an optimizer without a type" if optimizer else "no optimizer"  # would die at its first step
@@ -598,6 +612,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     }
     ds = fill_auto_values(deep_merge(ds, cfg.deepspeed.extra), cfg, lambda: precision, "deepspeed.extra.")
     check_offload_switch(ds, "deepspeed.extra.")
+    check_checkpoint_format(ds, "deepspeed.extra.")
     check_extra_offload(ds, cfg.deepspeed.offload_optimizer)
     check_precision_switches(ds, "deepspeed.extra.")
     check_extra_precision(ds, t.precision, precision)
