@@ -33,14 +33,28 @@ class PrecisionError(ConfigError):
 
 def resolve_precision(precision: str, on_gpu: bool) -> str:
     """`training.precision` as trained: "auto" is bf16 where the hardware runs it natively (a GPU with bf16
-    support; a CPU with AVX512-BF16 or AMX — elsewhere bf16 matmuls are emulated, ~10× slower than fp32) and
+    support; a CPU with AVX512-BF16 or AMX — elsewhere bf16 matmuls are emulated, ~12× slower than fp32) and
     fp32 otherwise; explicit values are returned as given."""
     if precision != "auto":
         return precision
+    return "bf16" if native_bf16(on_gpu) else "fp32"
+
+
+def native_bf16(on_gpu: bool) -> bool:
+    """Whether this machine's GPU (`on_gpu`) or CPU (AVX512-BF16 or AMX) runs bf16 natively."""
     if on_gpu:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native else "fp32"
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def auto_precision_reason(on_gpu: bool) -> str:
+    """What `training.precision: auto` trains in on this machine, and why, for messages: e.g. "fp32 on this CPU,
+    which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)"."""
+    if on_gpu:
+        return "bf16 on this GPU, which supports it" if native_bf16(True) else "fp32 on this GPU, which has no bf16"
+    if native_bf16(False):
+        return "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"
+    return "fp32 on this CPU, which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)"
 
 
 def check_precision(precision: str, on_gpu: bool) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine import resume_checks
+from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage, json_precision, json_zero_stage, lr_scheduler
 from t2t_mtl.engine.distributed import sum_over_ranks
 
@@ -110,14 +111,22 @@ def loads_through_universal(meta: Mapping[str, Any], ds_config: Mapping[str, Any
     return saved > 0 and (int(meta["world_size"]) != world_size or {saved, stage} == {1, 2})
 
 
-def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mapping[str, Any], universal: bool
-                          ) -> None:
+def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mapping[str, Any], universal: bool,
+                          auto_reason: Optional[str] = None) -> None:
     """Refuse to resume `ckpt` (`meta`) into the DeepSpeed config `ds_config` of another precision or ZeRO stage
     (loaded through the universal format (`universal`), ZeRO-1 and -2 load into each other, not into stage 0 nor
-    to or from ZeRO-3), before the checkpoint is converted or the engine started."""
+    to or from ZeRO-3), before the checkpoint is converted or the engine started. `auto_reason`: where
+    training.precision auto chose `ds_config`'s precision, what it chose here and why (`auto_precision_reason`),
+    so that a checkpoint of another precision (a run moved to another kind of machine) is told to name its own."""
     stage = int(json_zero_stage(ds_config))
     interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
-    resume_checks.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
+    precision = json_precision(dict(ds_config))
+    if auto_reason is not None and meta.get("precision") in ("bf16", "fp32") and meta["precision"] != precision:
+        raise CheckpointError(
+            f"checkpoint {ckpt} was written with training.precision = {meta['precision']!r}, this run has "
+            f"{precision!r} (training.precision auto: {auto_reason}): set training.precision: {meta['precision']} "
+            f"to resume it here, or set training.output_dir to a new directory to start a new run")
+    resume_checks.check_compatible(ckpt, dict(meta), precision=precision,
                                    zero_stage=None if interchangeable else stage)
 
 

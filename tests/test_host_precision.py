@@ -1,0 +1,50 @@
+"""`training.precision: auto` on both kinds of CPU host, whichever this one is: bf16 where the CPU runs it natively
+(AVX512-BF16 or AMX), fp32 elsewhere. The detection (torch.cpu's two probes, which `resolve_precision` reads) is
+patched, so every host runs both cases; the rest of the suite pins training.precision where it is not the subject."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.trainer import train
+
+from engine_helpers import tiny_config, train_tiny_tokenizer
+
+def as_host(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    """Make this process a CPU host on which `auto` resolves to `precision` ("bf16": AMX, "fp32": neither probe)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: precision == "bf16")
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _auto_run(tmp_path, tok, steps: int) -> dict:
+    return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps, "precision": "auto"})
+
+
+@pytest.mark.parametrize("trained_on, resumed_on", [("bf16", "fp32"), ("fp32", "bf16")])
+def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_precision(tmp_path, tok, monkeypatch,
+                                                                                       trained_on, resumed_on):
+    # was: "... written with training.precision = 'bf16', this run has 'fp32': resume with the same precision",
+    # of a run whose config says auto on both machines; the message says why and which setting resumes it
+    with monkeypatch.context() as patch:
+        as_host(patch, trained_on)
+        train(_auto_run(tmp_path, tok, 2), evaluate_held_in=False)
+    as_host(monkeypatch, resumed_on)
+    why = {"fp32": "fp32 on this CPU, which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)",
+           "bf16": "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"}[resumed_on]
+    with pytest.raises(CheckpointError) as refused:
+        train(_auto_run(tmp_path, tok, 4), resume="auto", evaluate_held_in=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert str(refused.value) == (
+        f"checkpoint {ckpt} was written with training.precision = {trained_on!r}, this run has {resumed_on!r} "
+        f"(training.precision auto: {why}): set training.precision: {trained_on} to resume it here, or set "
+        f"training.output_dir to a new directory to start a new run")
+    named = _auto_run(tmp_path, tok, 4)  # what the message says: the checkpoint's precision, named, resumes it here
+    named["training"]["precision"] = trained_on
+    assert train(named, resume="auto", evaluate_held_in=False).step == 4
