@@ -3,13 +3,20 @@
 patched, so every host runs both cases; the rest of the suite pins training.precision where it is not the subject."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
 from t2t_mtl.engine.trainer import train
 
 from engine_helpers import tiny_config, train_tiny_tokenizer
+
+HOSTS = ["fp32", "bf16"]  # what auto resolves to on an AVX2-only CPU and on one with AVX512-BF16/AMX
+
 
 def as_host(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
     """Make this process a CPU host on which `auto` resolves to `precision` ("bf16": AMX, "fp32": neither probe)."""
@@ -25,6 +32,34 @@ def tok(tmp_path_factory):
 
 def _auto_run(tmp_path, tok, steps: int) -> dict:
     return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps, "precision": "auto"})
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_auto_trains_and_records_the_hosts_precision(tmp_path, tok, monkeypatch, host):
+    as_host(monkeypatch, host)
+    train(_auto_run(tmp_path, tok, 2), evaluate_held_in=False)
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "step-00000002" / "meta.json").read_text())
+    assert meta["precision"] == host
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_deepspeed_sections_left_to_auto_follow_the_host(tmp_path, monkeypatch, host):
+    # deepspeed.extra's bf16 switch must agree with what auto trains in here; a JSON's "auto" is filled with it
+    as_host(monkeypatch, host)
+    other = "fp32" if host == "bf16" else "bf16"
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "training": {"precision": "auto"}}
+    agreeing = config_from_dict({**base, "deepspeed": {"extra": {"bf16": {"enabled": host == "bf16"}}}})
+    assert build_deepspeed_config(agreeing, world_size=1)["bf16"] == {"enabled": host == "bf16"}
+    contradicting = config_from_dict({**base, "deepspeed": {"extra": {"bf16": {"enabled": other == "bf16"}}}})
+    with pytest.raises(ConfigError) as refused:
+        build_deepspeed_config(contradicting, world_size=1)
+    assert str(refused.value) == (f"deepspeed.extra trains in {other}, but training.precision is auto ({host} here): "
+                                  f"set training.precision: {other} instead, and remove the bf16/fp16 'enabled' key "
+                                  f"from deepspeed.extra")
+    user = tmp_path / "ds.json"
+    user.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}, "bf16": {"enabled": "auto"}}))
+    from_json = config_from_dict({**base, "deepspeed": {"config": str(user)}})
+    assert build_deepspeed_config(from_json, world_size=1)["bf16"] == {"enabled": host == "bf16"}
 
 
 @pytest.mark.parametrize("trained_on, resumed_on", [("bf16", "fp32"), ("fp32", "bf16")])
