@@ -58,14 +58,13 @@ def held_out_tasks(promptsource_root: Path) -> list[task_registry.Task]:
     return tasks
 
 
-def train_model(args: argparse.Namespace) -> Path:
-    """Train on the held-in real tasks; returns the run dir."""
-    from t2t_mtl.engine.trainer import train
-
+def run_config(args: argparse.Namespace) -> dict:
+    """The training run's config: the held-in real tasks, the T0 clusters held out, in the precision `auto` picks
+    on this machine (bf16 where it is native, fp32 on a CPU without AVX512-BF16/AMX, where bf16 is emulated)."""
     model = ({"name_or_path": args.model} if args.model else
              {"dims": {"d_model": 128, "d_kv": 32, "d_ff": 512, "num_layers": 3, "num_decoder_layers": 3,
                        "num_heads": 4, "dropout_rate": 0.0, "feed_forward_proj": "relu"}})
-    config = {
+    return {
         "model": model,
         "tokenizer": {"path": args.model} if args.model else {"train": {"vocab_size": 4000,
                                                                          "max_examples_per_task": 2000}},
@@ -74,9 +73,15 @@ def train_model(args: argparse.Namespace) -> Path:
         "sampling": {"strategy": "temperature", "alpha": 2.0},
         "training": {"steps": args.steps, "micro_batch_size": args.batch_size, "lr": args.lr, "warmup": 50,
                      "schedule": "linear", "log_every": 25, "output_dir": str(args.run_dir),
-                     "precision": "bf16", "plot": False, "tensorboard": False},
+                     "precision": "auto", "plot": False, "tensorboard": False},
     }
-    result = train(config, overrides=args.set or (), data_dir=str(args.data_dir))
+
+
+def train_model(args: argparse.Namespace) -> Path:
+    """Train on the held-in real tasks; returns the run dir."""
+    from t2t_mtl.engine.trainer import train
+
+    result = train(run_config(args), overrides=args.set or (), data_dir=str(args.data_dir))
     print(f"trained {result.step} steps in {result.wall_time_s:.0f} s, final loss {result.final_loss:.3f}, "
           f"{result.tokens_per_second:.0f} tokens/s; run dir {result.run_dir}")
     return Path(result.run_dir)

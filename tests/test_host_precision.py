@@ -3,7 +3,9 @@
 patched, so every host runs both cases; the rest of the suite pins training.precision where it is not the subject."""
 from __future__ import annotations
 
+import importlib.util
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
 from t2t_mtl.engine.trainer import train
 
+from conftest import REPO_ROOT
 from engine_helpers import tiny_config, train_tiny_tokenizer
 
 HOSTS = ["fp32", "bf16"]  # what auto resolves to on an AVX2-only CPU and on one with AVX512-BF16/AMX
@@ -83,3 +86,15 @@ def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_preci
     named = _auto_run(tmp_path, tok, 4)  # what the message says: the checkpoint's precision, named, resumes it here
     named["training"]["precision"] = trained_on
     assert train(named, resume="auto", evaluate_held_in=False).step == 4
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_the_real_data_zero_shot_benchmark_trains_in_the_hosts_precision(tmp_path, monkeypatch, host):
+    # was: benchmarks/zeroshot_real.py asked for bf16, which an AVX2-only CPU emulates (~12x slower than fp32)
+    spec = importlib.util.spec_from_file_location("zeroshot_real", REPO_ROOT / "benchmarks" / "zeroshot_real.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    args = SimpleNamespace(model=None, steps=60, batch_size=16, lr=1e-3, run_dir=tmp_path / "run")
+    as_host(monkeypatch, host)
+    ds = build_deepspeed_config(config_from_dict(benchmark.run_config(args)), world_size=1)
+    assert ds["bf16"] == {"enabled": host == "bf16"}
