@@ -12,7 +12,7 @@ import torch
 
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.checkpoint import CheckpointError
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
+from t2t_mtl.engine.deepspeed_config import auto_precision_reason, build_deepspeed_config, resolve_precision
 from t2t_mtl.engine.trainer import train
 
 from conftest import REPO_ROOT
@@ -63,6 +63,17 @@ def test_deepspeed_sections_left_to_auto_follow_the_host(tmp_path, monkeypatch, 
     user.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}, "bf16": {"enabled": "auto"}}))
     from_json = config_from_dict({**base, "deepspeed": {"config": str(user)}})
     assert build_deepspeed_config(from_json, world_size=1)["bf16"] == {"enabled": host == "bf16"}
+
+
+@pytest.mark.parametrize("on_gpu", [False, True])
+@pytest.mark.parametrize("native", [False, True])
+def test_the_reason_given_for_autos_choice_names_the_precision_auto_resolves_to_and_the_device(monkeypatch, on_gpu,
+                                                                                                 native):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    reason = auto_precision_reason(on_gpu)
+    assert reason.startswith(f"{resolve_precision('auto', on_gpu)} on this {'GPU' if on_gpu else 'CPU'}, "), reason
 
 
 @pytest.mark.parametrize("trained_on, resumed_on", [("bf16", "fp32"), ("fp32", "bf16")])
