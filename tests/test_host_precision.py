@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,20 +14,23 @@ import torch
 
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine import deepspeed_config
 from t2t_mtl.engine.deepspeed_config import auto_precision_reason, build_deepspeed_config, resolve_precision
 from t2t_mtl.engine.trainer import train
 
 from conftest import REPO_ROOT
-from engine_helpers import tiny_config, train_tiny_tokenizer
+from engine_helpers import subprocess_env, tiny_config, train_tiny_tokenizer
 
 HOSTS = ["fp32", "bf16"]  # what auto resolves to on an AVX2-only CPU and on one with AVX512-BF16/AMX
 
 
 def as_host(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
-    """Make this process a CPU host on which `auto` resolves to `precision` ("bf16": AMX, "fp32": neither probe)."""
+    """Make this process a CPU host on which `auto` resolves to `precision` ("bf16": AMX that oneDNN may use,
+    "fp32": neither AVX512-BF16 nor AMX)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: precision == "bf16")
+    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: precision == "bf16")
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +77,22 @@ def test_the_reason_given_for_autos_choice_names_the_precision_auto_resolves_to_
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: native)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: True)
     reason = auto_precision_reason(on_gpu)
     assert reason.startswith(f"{resolve_precision('auto', on_gpu)} on this {'GPU' if on_gpu else 'CPU'}, "), reason
+
+
+def test_auto_is_fp32_where_onednn_is_held_below_bf16(tmp_path):
+    # was: ONEDNN_MAX_CPU_ISA=AVX2 on a CPU with AMX makes oneDNN emulate bf16 matmuls (a bf16 linear ~9x slower
+    # than fp32), as on a CPU without AMX, and auto still chose bf16 there. A fresh process: oneDNN reads it once
+    code = ("from t2t_mtl.engine.deepspeed_config import auto_precision_reason, resolve_precision\n"
+            "print(resolve_precision('auto', on_gpu=False)); print(auto_precision_reason(on_gpu=False))")
+    env = {**subprocess_env(), "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    precision, reason = proc.stdout.splitlines()
+    assert precision == "fp32" and reason.startswith("fp32 on this CPU, "), proc.stdout
 
 
 @pytest.mark.parametrize("trained_on, resumed_on", [("bf16", "fp32"), ("fp32", "bf16")])

@@ -33,18 +33,31 @@ class PrecisionError(ConfigError):
 
 def resolve_precision(precision: str, on_gpu: bool) -> str:
     """`training.precision` as trained: "auto" is bf16 where the hardware runs it natively (a GPU with bf16
-    support; a CPU with AVX512-BF16 or AMX — elsewhere bf16 matmuls are emulated, ~12× slower than fp32) and
-    fp32 otherwise; explicit values are returned as given."""
+    support; a CPU with AVX512-BF16 or AMX, oneDNN allowed to use them — elsewhere bf16 matmuls are emulated, ~12×
+    slower than fp32) and fp32 otherwise; explicit values are returned as given."""
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(on_gpu) else "fp32"
 
 
 def native_bf16(on_gpu: bool) -> bool:
-    """Whether this machine's GPU (`on_gpu`) or CPU (AVX512-BF16 or AMX) runs bf16 natively."""
+    """Whether this machine's GPU (`on_gpu`) or CPU runs bf16 natively: a CPU with AVX512-BF16 or AMX whose oneDNN
+    may use them (`onednn_runs_bf16`)."""
     if on_gpu:
         return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16() and onednn_runs_bf16()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions: AVX512-BF16 or AMX."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def onednn_runs_bf16() -> bool:
+    """Whether oneDNN, which runs torch's bf16 matmuls on the CPU, takes bf16: not where ONEDNN_MAX_CPU_ISA holds it
+    below (e.g. AVX2), which makes a CPU with AMX emulate bf16 as one without does (a bf16 linear ~9× slower than
+    fp32 on this project's Xeon)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def auto_precision_reason(on_gpu: bool) -> str:
@@ -52,9 +65,12 @@ def auto_precision_reason(on_gpu: bool) -> str:
     which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)"."""
     if on_gpu:
         return "bf16 on this GPU, which supports it" if native_bf16(True) else "fp32 on this GPU, which has no bf16"
-    if native_bf16(False):
-        return "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"
-    return "fp32 on this CPU, which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)"
+    if not cpu_has_bf16():
+        return "fp32 on this CPU, which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)"
+    if not onednn_runs_bf16():
+        return ("fp32 on this CPU, whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA), so bf16 would be "
+                "emulated, ~12× slower")
+    return "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"
 
 
 def check_precision(precision: str, on_gpu: bool) -> None:
