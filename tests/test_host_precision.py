@@ -1,6 +1,7 @@
 """`training.precision: auto` on both kinds of CPU host, whichever this one is: bf16 where the CPU runs it natively
-(AVX512-BF16 or AMX), fp32 elsewhere. The detection (torch.cpu's two probes, which `resolve_precision` reads) is
-patched, so every host runs both cases; the rest of the suite pins training.precision where it is not the subject."""
+(AVX512-BF16 or AMX, oneDNN allowed to use them), fp32 elsewhere. The detection `resolve_precision` reads (torch.cpu's
+two probes and `onednn_runs_bf16`) is patched, so every host runs both cases; the rest of the suite pins
+training.precision where it is not the subject."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +14,8 @@ import pytest
 import torch
 
 from t2t_mtl.config import ConfigError, config_from_dict
-from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine import deepspeed_config
+from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine.deepspeed_config import auto_precision_reason, build_deepspeed_config, resolve_precision
 from t2t_mtl.engine.trainer import train
 
