@@ -38,7 +38,7 @@ from t2t_mtl.config_errors import ConfigError, ConfigFileError, ConfigTypeError,
 from t2t_mtl.config_layers import deep_merge, file_layers, layer_keys, parse_overrides, resolve_config_path
 from t2t_mtl.config_paths import check_paths, tasks_dirs
 from t2t_mtl.config_types import build_dataclass
-from t2t_mtl.config_values import PATH_KEYS, validate_model, validate_values
+from t2t_mtl.config_values import PATH_KEYS, PRETRAINED_DIM_KEYS, validate_model, validate_values
 
 __all__ = ["Config", "ConfigError", "ConfigFileError", "ConfigTypeError", "DataConfig",
            "DeepSpeedSection", "ModelConfig", "TOKENIZER_TRAIN_DEFAULTS", "TokenizerConfig", "TrainingConfig",
@@ -52,8 +52,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelConfig:
-    """`name_or_path`: hub name or local folder; otherwise a T5 is built from `dims` (T5Config kwargs; a run refuses
-    both, as a pretrained model keeps its own sizes; `dims: null` clears a base config's).
+    """`name_or_path`: hub name or local folder; otherwise a T5 is built from `dims` (T5Config kwargs; beside a
+    pretrained model a run takes only its `PRETRAINED_DIM_KEYS`, e.g. dropout_rate, over the model's config, as it
+    keeps its own sizes; `dims: null` clears a base config's).
     `moe`: task-aware MoE FFNs (`t2t_mtl.model.moe.MoEConfig` keys); `task_embeddings`: a `<task:NAME>` token
     prepended to every encoder input (TE⊕ENC), its embedding learned with the model; `activation_checkpointing`:
     recompute the activations of every (true) or every N-th (an integer N >= 1: blocks 0, N, 2N, ... of each stack)
@@ -85,11 +86,17 @@ def tokenizer_source(cfg: "Config") -> Optional[str]:
 
 
 def check_model_source(model: ModelConfig) -> None:
-    """ConfigError when `model.dims` is given beside `model.name_or_path`: a pretrained model keeps its own
-    sizes, so the dims would be ignored. (A run's check, not a schema one: old run configs still export.)"""
-    if model.name_or_path is not None and model.dims:
+    """ConfigError when `model.dims` beside `model.name_or_path` sets a key other than `PRETRAINED_DIM_KEYS`: a
+    pretrained model keeps its own sizes and architecture, so such a key would be ignored. (A run's check, not a
+    schema one: old run configs still export.)"""
+    if model.name_or_path is None:
+        return
+    kept = [key for key in model.dims if key not in PRETRAINED_DIM_KEYS]
+    if kept:
         raise ConfigError(f"model.dims and model.name_or_path are both set: the pretrained model "
-                          f"{model.name_or_path!r} keeps its own sizes, so model.dims would be ignored; drop one "
+                          f"{model.name_or_path!r} keeps its own sizes and architecture, so "
+                          f"{', '.join(f'model.dims.{key}' for key in kept)} would be ignored; beside it model.dims "
+                          f"takes only {', '.join(PRETRAINED_DIM_KEYS)} (how it trains); drop the others "
                           f"(over a base config that sets dims: `dims: null` under model, or --set model.dims=null)")
 
 

@@ -13,13 +13,19 @@ from t2t_mtl.wording import repeated_items
 if TYPE_CHECKING:
     from t2t_mtl.config import Config, ModelConfig
 
-__all__ = ["PATH_KEYS", "T5_DIM_KEYS", "validate_model", "validate_values"]
+__all__ = ["PATH_KEYS", "PRETRAINED_DIM_KEYS", "T5_DIM_KEYS", "validate_model", "validate_values"]
 
 T5_DIM_KEYS = (
     "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
     "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate",
     "layer_norm_epsilon", "initializer_factor", "feed_forward_proj", "tie_word_embeddings", "vocab_size",
 )
+
+
+#: the `model.dims` keys a pretrained model (`model.name_or_path`) takes over its config.json's, as
+#: `from_pretrained(name, dropout_rate=...)` does: they change how it trains, not its weights' shapes nor what its
+#: weights compute at eval (the others are its architecture, read with its weights)
+PRETRAINED_DIM_KEYS = ("dropout_rate",)
 
 
 _DIM_INTEGERS = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",

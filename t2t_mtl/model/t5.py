@@ -11,6 +11,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig, model_config_from_dict
+from t2t_mtl.config_values import PRETRAINED_DIM_KEYS
 from t2t_mtl.hub import use_hub_for
 from t2t_mtl.model_folder import T5_MODEL_TYPES, not_a_t5
 from t2t_mtl.wording import one_line
@@ -122,17 +123,24 @@ def t5_config_from_dims(dims: Mapping[str, Any], vocab_size: Optional[int] = Non
     return T5Config(**(T5_SPECIAL_IDS if special_ids is None else special_ids), **kwargs)
 
 
+def with_pretrained_dims(model_cfg: ModelConfig, saved: Mapping[str, Any]) -> Dict[str, Any]:
+    """A pretrained model's saved config dict `saved` with the model section's `PRETRAINED_DIM_KEYS` (e.g.
+    `dims: {dropout_rate: 0.05}`) over its values, as `from_pretrained(name, dropout_rate=0.05)` gives them; the
+    other dims keys a run refuses beside `name_or_path` (`check_model_source`) are left out, as before that check."""
+    return {**saved, **{key: value for key, value in model_cfg.dims.items() if key in PRETRAINED_DIM_KEYS}}
+
+
 def model_config(model_cfg: ModelConfig, saved: Optional[Dict[str, Any]] = None,
                  special_ids: Optional[Mapping[str, int]] = None) -> T5Config:
-    """The `T5Config` the model section describes (a pretrained model's own, or one from dims with the tokenizer's
-    `special_ids`, None: T5's), without weights. `saved`: the dict `check_t5_checkpoint` returned for its
-    name_or_path (None: read it)."""
+    """The `T5Config` the model section describes (a pretrained model's own, `with_pretrained_dims`, or one from dims
+    with the tokenizer's `special_ids`, None: T5's), without weights. `saved`: the dict `check_t5_checkpoint`
+    returned for its name_or_path (None: read it)."""
     if model_cfg.name_or_path is None:
         return t5_config_from_dims(model_cfg.dims, special_ids=special_ids)
     if saved is None:
         saved = check_t5_checkpoint(model_cfg.name_or_path)
     try:
-        return pretrained_t5_config(model_cfg.name_or_path, saved)
+        return pretrained_t5_config(model_cfg.name_or_path, with_pretrained_dims(model_cfg, saved))
     except (OSError, ValueError) as err:
         raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: "
                               f"{one_line(err)}") from None
@@ -183,8 +191,9 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
                 task_names: Optional[Sequence[str]] = None, saved: Optional[Dict[str, Any]] = None,
                 weights: bool = True, special_ids: Optional[Mapping[str, int]] = None) -> T5ForConditionalGeneration:
-    """A `T5ForConditionalGeneration` for the config's `name_or_path` or `dims`, its weights in fp32 (a folder saved
-    in bf16 is upcast: `training.precision` sets the compute dtype, and fp32 training keeps fp32 weights).
+    """A `T5ForConditionalGeneration` for the config's `name_or_path` (its config with `dims`' dropout_rate over it:
+    `with_pretrained_dims`) or `dims`, its weights in fp32 (a folder saved in bf16 is upcast: `training.precision`
+    sets the compute dtype, and fp32 training keeps fp32 weights).
 
     `vocab_size` (the tokenizer's `len(tok)`) sizes a model built from dims, and a loaded model whose embedding is
     smaller is refused (its token ids would overflow); `special_ids` (`special_ids_of(tok)`) are a model from dims'
@@ -205,7 +214,8 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
         if saved is None:
             saved = check_t5_checkpoint(model_cfg.name_or_path)
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
-            model = load_t5_or_moe(model_cfg.name_or_path, saved=saved, weights=weights, dtype=torch.float32)
+            model = load_t5_or_moe(model_cfg.name_or_path, saved=with_pretrained_dims(model_cfg, saved),
+                                   weights=weights, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: "
                                   f"{one_line(err)}") from None
