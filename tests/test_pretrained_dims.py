@@ -13,11 +13,11 @@ import yaml
 from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.cli import main as cli_main
-from t2t_mtl.config import load_config
+from t2t_mtl.config import load_config, model_config_from_dict
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.export import export_model
 from t2t_mtl.engine.trainer import train
-from t2t_mtl.model import build_model
+from t2t_mtl.model import build_model, model_config
 from t2t_mtl.model.t5 import unfilled
 
 from engine_helpers import tiny_config, train_tiny_tokenizer
@@ -81,6 +81,26 @@ def test_dropout_rate_beside_a_pretrained_model_is_the_built_models_dropout(fold
     assert {name: p for name, p in built.items() if name not in expert} == reference
     if build == "lora":  # (LoRA's own dropout is model.lora.dropout's)
         assert {m.p for n, m in model.named_modules() if n.endswith("lora_dropout")} == {0.5}
+
+
+def test_dropout_rate_beside_a_mixture_of_experts_folder_is_its_experts_dropout(folder, tmp_path):
+    # (an exported MoE model loads with its own experts: TaskAwareT5, not upcycled by this run)
+    moe = {"num_experts": 2, "top_k": 1, "every": 1, "routing": "task"}
+    build_model({"name_or_path": str(folder), "moe": moe}, task_names=["a", "b"]).save_pretrained(tmp_path / "moe")
+    kept = dropouts(build_model({"name_or_path": str(tmp_path / "moe")}, task_names=["a", "b"]))
+    model = build_model({"name_or_path": str(tmp_path / "moe"), "dims": {"dropout_rate": 0.05}}, task_names=["a", "b"])
+    assert type(model).__name__ == "TaskAwareT5" and any(".experts." in name for name in kept)
+    assert set(kept.values()) == {FOLDER_DROPOUT} and dropouts(model) == dict.fromkeys(kept, 0.05)
+
+
+def test_the_described_config_takes_the_dropout_and_the_refused_keys_of_an_old_run_stay_unread(folder):
+    # (the size and DeepSpeed checks read model_config; a run config written before model.dims was refused beside
+    # name_or_path still exports: its other keys were never read)
+    cfg = model_config_from_dict({"name_or_path": str(folder), "dims": {"dropout_rate": 0.05}})
+    assert model_config(cfg).dropout_rate == 0.05
+    old = build_model({"name_or_path": str(folder), "dims": {"d_model": 64, "num_heads": 4, "dropout_rate": 0.05}})
+    assert old.config.d_model == json.loads((folder / "config.json").read_text())["d_model"] != 64
+    assert set(dropouts(old).values()) == {0.05}
 
 
 def test_without_dims_a_pretrained_model_keeps_its_configs_dropout(folder):
