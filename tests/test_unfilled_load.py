@@ -157,3 +157,31 @@ def test_unfilled_gives_the_model_storage_on_the_device_asked_for():
 
     assert {p.device.type for p in unfilled(build, device="meta").parameters()} == {"meta"}
     assert {p.device.type for p in unfilled(build).parameters()} == {"cpu"}
+
+
+@pytest.mark.parametrize("own_head", [False, True])
+def test_a_hub_model_built_without_its_weights_has_the_parameters_from_pretrained_gives(tmp_path, monkeypatch,
+                                                                                        own_head):
+    # was: only a local folder's weights were asked whether the model has an LM head of its own, so a hub model's
+    # weightless build (a resumed run's model, and the model export, eval and predict load a run's checkpoint into)
+    # tied a T5 v1.1 / Flan-T5 / mT5 head to its embedding, and the load put both matrices in the one tensor
+    from huggingface_hub import constants
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.moe import load_t5_or_moe
+    from t2t_mtl.model.t5 import check_t5_checkpoint
+
+    repo = tmp_path / "hub" / "models--t2t-test--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1,
+                                                num_heads=2, decoder_start_token_id=0))
+    if own_head:
+        model.set_output_embeddings(torch.nn.Linear(8, 40, bias=False))
+    model.save_pretrained(repo / "snapshots" / ("0" * 40))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # (the tests run offline: the cache)
+    with torch.device("meta"):
+        built = load_t5_or_moe("t2t-test/tiny", saved=check_t5_checkpoint("t2t-test/tiny"), weights=False)
+    reference = T5ForConditionalGeneration.from_pretrained("t2t-test/tiny")
+    assert [name for name, _ in built.named_parameters()] == [name for name, _ in reference.named_parameters()]
+    assert (built.lm_head.weight is not built.shared.weight) == own_head

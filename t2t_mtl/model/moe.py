@@ -26,7 +26,6 @@ import copy
 import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -410,14 +409,14 @@ def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: b
     """`from_pretrained` that builds a `TaskAwareT5` when the saved config has a `moe` section; `saved`: the config
     dict already read from `path` (None: read it); `kwargs` go to `from_pretrained`. `weights=False`: the same model
     built from the config alone, freshly initialised, `kwargs` unused (under `torch.device("meta")`: its parameter
-    names and shapes, no weight read or allocated; an LM head of its own where a local folder's weights hold one, and
-    the generation config, as `from_pretrained` builds and reads them)."""
+    names and shapes, no weight read or allocated; an LM head of its own where `saves_own_head` says the model has
+    one, and the generation config, as `from_pretrained` builds and reads them)."""
     config = pretrained_t5_config(path, saved)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
     if weights:
         return cls.from_pretrained(path, config=config, **kwargs)
     model = cls(config)
-    if Path(path).is_dir() and saves_own_head(path, saved or T5Config.get_config_dict(path)[0]):
+    if saves_own_head(path, saved or T5Config.get_config_dict(path)[0]):
         untie_head(model)
     model.generation_config = pretrained_generation_config(path)
     return model

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
 from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 
@@ -72,22 +73,36 @@ def untie_head_like(model: Any, source: Any) -> None:
 
 
 def saves_own_head(path: Union[str, Path], saved: Mapping[str, Any]) -> bool:
-    """Whether model folder `path` holds an LM head of its own, read without its weights: its safetensors header (or
-    index) lists `lm_head.weight`, which `save_pretrained` leaves out where the head is the embedding; a folder
-    without safetensors weights (a `pytorch_model.bin`, which names both either way) where its config dict `saved`
+    """Whether the model of `path` (a local folder, or a hub name whose files the hub cache holds) has an LM head of
+    its own, read without its weights: its safetensors header (or index) lists `lm_head.weight`, which
+    `save_pretrained` leaves out where the head is the embedding; without safetensors weights (a
+    `pytorch_model.bin`, which names both either way, or a hub model not cached), where its config dict `saved`
     says `tie_word_embeddings: false`, as T5 v1.1, mT5 and Flan-T5 hub configs do. False where the weights file
     cannot be read (its load says why)."""
-    index = Path(path) / f"{SAFE_WEIGHTS_NAME}.index.json"
-    if index.is_file():
+    index = _model_file(path, f"{SAFE_WEIGHTS_NAME}.index.json")
+    if index is not None:
         return HEAD_WEIGHT in json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-    weights = Path(path) / SAFE_WEIGHTS_NAME
-    if not weights.is_file():
+    weights = _model_file(path, SAFE_WEIGHTS_NAME)
+    if weights is None:
         return saved.get("tie_word_embeddings") is False
     try:
         with safe_open(str(weights), framework="pt") as stored:
             return HEAD_WEIGHT in stored.keys()
     except (OSError, SafetensorError):
         return False
+
+
+def _model_file(path: Union[str, Path], filename: str) -> Optional[Path]:
+    """File `filename` of the model of `path`: in the local folder `path`, else, for a hub name, its copy in the hub
+    cache (nothing downloaded); None where there is none."""
+    if Path(path).exists():
+        file = Path(path) / filename
+        return file if file.is_file() else None
+    try:
+        cached = try_to_load_from_cache(str(path), filename)
+    except ValueError:  # (no valid hub name: its load says why)
+        return None
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def untie_head(model: Any) -> None:
