@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from t2t_mtl.analysis.errors import TaskEmbeddingError
+from t2t_mtl.model.t5 import has_own_head, untie_head
 from t2t_mtl.wording import counted, repeated_items
 
 TASK_TOKEN_PATTERN = re.compile(r"^<task:(.+)>$")
@@ -67,19 +68,16 @@ def resize_for_task_tokens(model: torch.nn.Module, tokenizer: Any, *, mean_resiz
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         head = model.get_output_embeddings()
-        untied = head is not None and head.weight is not model.get_input_embeddings().weight
+        own_head = has_own_head(model)
         trains = (model.get_input_embeddings().weight.requires_grad, head is not None and head.weight.requires_grad)
         model.resize_token_embeddings(len(tokenizer), mean_resizing=mean_resizing)
         embedding = model.get_input_embeddings()
-        if untied and model.get_output_embeddings().weight is embedding.weight:
+        if own_head and not has_own_head(model):
             # transformers 5 ties T5's head to the embedding when resizing: keep an untied (T5 v1.1) head its own
             # pretrained rows, the new rows starting as the new embedding rows
-            grown = torch.nn.Linear(head.in_features, embedding.weight.shape[0], bias=False,
-                                    device=head.weight.device, dtype=head.weight.dtype)
+            untie_head(model)
             with torch.no_grad():
-                grown.weight.copy_(embedding.weight)
-                grown.weight[:head.weight.shape[0]].copy_(head.weight)
-            model.set_output_embeddings(grown)
+                model.get_output_embeddings().weight[:head.weight.shape[0]].copy_(head.weight)
         if head is not None:  # the new matrices train as the old ones did (a LoRA model's untied head is frozen)
             model.get_output_embeddings().weight.requires_grad_(trains[1])
         embedding.weight.requires_grad_(trains[0])
