@@ -3,6 +3,7 @@ run, naming the key or option, the value and the limit; a size at the limit stil
 from __future__ import annotations
 
 import re
+
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -135,6 +136,26 @@ def test_a_local_folder_of_export_keep_moe_is_counted_with_the_experts_it_holds(
                                "tokenizer": {"path": str(t5_tokenizer_dir)},
                                "training": {"output_dir": str(tmp_path / "run")}})
     saved = run_checks.pretrained_config_dict(str(folder))  # (as check_run_config reads it)
+    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
+    run_checks.check_model_size(config, ["parity"], saved)
+    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)
+    with pytest.raises(ConfigError, match=re.escape(f"its config.json sizes a model of {held:.3g} parameters (")):
+        run_checks.check_model_size(config, ["parity"], saved)
+
+
+def test_a_local_folder_with_its_own_lm_head_is_counted_with_it(tmp_path, t5_tokenizer_dir, monkeypatch):
+    # was: counted from its config alone, which T5Config always ties, so a T5 v1.1 / mT5 / Flan-T5 folder's own head
+    # (vocab_size x d_model) was left out of the count against the limit and the count the refusal names
+    from t2t_mtl.engine import run_checks
+
+    model = T5ForConditionalGeneration(T5Config(**TINY, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    model.set_output_embeddings(torch.nn.Linear(TINY["d_model"], TINY["vocab_size"], bias=False))
+    model.save_pretrained(tmp_path / "folder")
+    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(tmp_path / "folder").parameters())
+    config = config_from_dict({"model": {"name_or_path": str(tmp_path / "folder")}, "data": {"tasks": ["parity"]},
+                               "tokenizer": {"path": str(t5_tokenizer_dir)},
+                               "training": {"output_dir": str(tmp_path / "run")}})
+    saved = run_checks.pretrained_config_dict(str(tmp_path / "folder"))  # (as check_run_config reads it)
     monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
     run_checks.check_model_size(config, ["parity"], saved)
     monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)

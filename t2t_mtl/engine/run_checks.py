@@ -23,7 +23,7 @@ from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
 from t2t_mtl.engine.training_templates import (template_digests_of, template_names_of, training_template_names,
                                                training_template_selection, training_templates)
 from t2t_mtl.model import build_model, model_config
-from t2t_mtl.model.t5 import check_t5_checkpoint
+from t2t_mtl.model.t5 import check_t5_checkpoint, saves_own_head
 from t2t_mtl.model.lora import LoRAConfig, check_targets, lora_settings
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.size_limits import MAX_MODEL_PARAMETERS
@@ -480,11 +480,11 @@ def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
 def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
     """ConfigError when the model a run would build, from model.dims or a local model.name_or_path folder's
     config.json (`saved`: as `check_t5_checkpoint` returned it), with model.moe's experts (or those the folder
-    holds: an export --task --keep-moe folder's layers, its task's), has more than `MAX_MODEL_PARAMETERS`
-    parameters (`t5_parameter_count`, from the sizes alone), naming the count: before it is built (on the meta
-    device by the checks, or after tokenizing by the run), which for sizes such as 10**12 fails in an allocator or
-    loops for hours. A hub model's sizes are not checked here: its config is read only where the hub is reached,
-    when the model is built."""
+    holds: an export --task --keep-moe folder's layers, its task's) and the folder's own LM head, has more than
+    `MAX_MODEL_PARAMETERS` parameters (`t5_parameter_count`, from the sizes alone), naming the count: before it is
+    built (on the meta device by the checks, or after tokenizing by the run), which for sizes such as 10**12 fails
+    in an allocator or loops for hours. A hub model's sizes are not checked here: its config is read only where the
+    hub is reached, when the model is built."""
     name = cfg.model.name_or_path
     if not is_local_model(name):
         return
@@ -494,7 +494,8 @@ def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dic
     own = (saved or {}).get("moe")  # (a folder that is an MoE model already)
     moe = MoEConfig.from_dict({**cfg.model.moe, "task_names": list(task_names)}) if cfg.model.moe else (
         MoEConfig.from_dict(dict(own)) if own else None)
-    count = t5_parameter_count(model_config(cfg.model, saved), moe)
+    own_head = name is not None and saves_own_head(name, saved or {})
+    count = t5_parameter_count(model_config(cfg.model, saved), moe, own_head=own_head)
     if count <= MAX_MODEL_PARAMETERS:
         return
     fits = f"the {MAX_MODEL_PARAMETERS:.0e} a run builds at most (ten times the largest T5-family model published)"

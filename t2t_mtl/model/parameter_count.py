@@ -9,16 +9,17 @@ from transformers import T5Config
 from t2t_mtl.model.moe_config import MoEConfig
 
 
-def t5_parameter_count(config: T5Config, moe: Optional[MoEConfig] = None) -> int:
+def t5_parameter_count(config: T5Config, moe: Optional[MoEConfig] = None, *, own_head: bool = False) -> int:
     """The parameters of the `T5ForConditionalGeneration` that `config` describes, or, with `moe`, of the
     `TaskAwareT5` whose every `moe.every`-th feed-forward layer of `moe.layers` holds `moe.num_experts` experts (with
     their router and task gate), less the experts a layer of `moe.expert_ids` lacks (an exported sub-network's layer
-    holds those it names); what `count_parameters` of the built model gives."""
+    holds those it names); with `own_head`, an LM head of its own beside the embedding (a folder's weights may hold
+    one: `saves_own_head`; `T5Config` itself always ties them); what `count_parameters` of the built model gives."""
     d_model, layers, decoder_layers = config.d_model, config.num_layers, config.num_decoder_layers
     attention = 4 * d_model * config.num_heads * config.d_kv  # q, k, v and o
     ffn = (3 if config.is_gated_act else 2) * d_model * config.d_ff
     position_bias = config.relative_attention_num_buckets * config.num_heads  # the first block of each stack
-    embeddings = config.vocab_size * d_model * (1 if config.tie_word_embeddings else 2)
+    embeddings = config.vocab_size * d_model * (2 if own_head else 1)
     encoder = layers * (attention + ffn + 2 * d_model) + position_bias + d_model  # (+ layer norms)
     decoder = decoder_layers * (2 * attention + ffn + 3 * d_model) + position_bias + d_model
     total = embeddings + encoder + decoder
