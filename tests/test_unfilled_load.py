@@ -185,3 +185,45 @@ def test_a_hub_model_built_without_its_weights_has_the_parameters_from_pretraine
     reference = T5ForConditionalGeneration.from_pretrained("t2t-test/tiny")
     assert [name for name, _ in built.named_parameters()] == [name for name, _ in reference.named_parameters()]
     assert (built.lm_head.weight is not built.shared.weight) == own_head
+
+
+@pytest.mark.parametrize("index", ["[]", "{"])
+def test_a_folder_whose_weights_index_cannot_be_read_builds_without_it_and_its_load_says_why(tmp_path, index):
+    # was: a safetensors index that is no JSON object (or no JSON) ended the weightless build (the run's checks) in a
+    # raw AttributeError (JSONDecodeError), where unreadable weights are left to the load, which names the folder
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.t5 import ModelBuildError, build_model
+
+    T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                                        decoder_start_token_id=0)).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "model.safetensors.index.json").write_text(index)
+    with torch.device("meta"):
+        built = build_model({"name_or_path": str(tmp_path)}, weights=False)
+    assert built.lm_head.weight is built.shared.weight
+    if index == "{":  # (the load of one that is no JSON object fails deep in transformers)
+        with pytest.raises(ModelBuildError, match=f"model.name_or_path '{tmp_path}' could not be loaded: "):
+            build_model({"name_or_path": str(tmp_path)})
+
+
+def test_a_folder_with_weights_and_an_index_builds_without_them_as_from_pretrained_loads_the_weights(tmp_path):
+    # was: the index was asked first, while from_pretrained loads model.safetensors where a folder holds both (an
+    # index left by an earlier sharded save): the weightless build then had another head than the loaded model
+    import json
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.moe import load_t5_or_moe
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1,
+                                                num_heads=2, decoder_start_token_id=0))
+    model.set_output_embeddings(torch.nn.Linear(8, 40, bias=False))
+    model.save_pretrained(tmp_path)
+    stale = {name: "model-00001-of-00001.safetensors" for name in model.state_dict() if name != "lm_head.weight"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": stale}))
+    with torch.device("meta"):
+        built = load_t5_or_moe(str(tmp_path), weights=False)
+    loaded = load_t5_or_moe(str(tmp_path))
+    assert [name for name, _ in built.named_parameters()] == [name for name, _ in loaded.named_parameters()]
+    assert loaded.lm_head.weight is not loaded.shared.weight

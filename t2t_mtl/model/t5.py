@@ -74,22 +74,26 @@ def untie_head_like(model: Any, source: Any) -> None:
 
 def saves_own_head(path: Union[str, Path], saved: Mapping[str, Any]) -> bool:
     """Whether the model of `path` (a local folder, or a hub name whose files the hub cache holds) has an LM head of
-    its own, read without its weights: its safetensors header (or index) lists `lm_head.weight`, which
-    `save_pretrained` leaves out where the head is the embedding; without safetensors weights (a
-    `pytorch_model.bin`, which names both either way, or a hub model not cached), where its config dict `saved`
-    says `tie_word_embeddings: false`, as T5 v1.1, mT5 and Flan-T5 hub configs do. False where the weights file
-    cannot be read (its load says why)."""
-    index = _model_file(path, f"{SAFE_WEIGHTS_NAME}.index.json")
-    if index is not None:
-        return HEAD_WEIGHT in json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+    its own, read without its weights: the safetensors header of its weights (else their index), which
+    `from_pretrained` reads in that order, lists `lm_head.weight`, which `save_pretrained` leaves out where the head
+    is the embedding; without safetensors weights (a `pytorch_model.bin`, which names both either way, or a hub model
+    not cached), where its config dict `saved` says `tie_word_embeddings: false`, as T5 v1.1, mT5 and Flan-T5 hub
+    configs do. False where the weights file or its index cannot be read (its load says why)."""
     weights = _model_file(path, SAFE_WEIGHTS_NAME)
-    if weights is None:
+    if weights is not None:
+        try:
+            with safe_open(str(weights), framework="pt") as stored:
+                return HEAD_WEIGHT in stored.keys()
+        except (OSError, SafetensorError):
+            return False
+    index = _model_file(path, f"{SAFE_WEIGHTS_NAME}.index.json")
+    if index is None:
         return saved.get("tie_word_embeddings") is False
     try:
-        with safe_open(str(weights), framework="pt") as stored:
-            return HEAD_WEIGHT in stored.keys()
-    except (OSError, SafetensorError):
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+    except (OSError, ValueError, AttributeError):  # (no JSON, or no JSON object)
         return False
+    return isinstance(weight_map, Mapping) and HEAD_WEIGHT in weight_map
 
 
 def _model_file(path: Union[str, Path], filename: str) -> Optional[Path]:
