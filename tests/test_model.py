@@ -45,6 +45,16 @@ def test_load_local_folder_and_errors(tmp_path):
         build_model({"name_or_path": str(tmp_path / "missing")})
 
 
+def test_a_local_folder_whose_weights_file_is_damaged_is_refused_naming_it(tmp_path):
+    # was: safetensors' own SafetensorError (no OSError nor ValueError) as a traceback, from the run's build of the
+    # model after the weightless checks had passed
+    build_model({"dims": DIMS}, vocab_size=120).save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # (cut short, as by a full disk)
+    with pytest.raises(ModelBuildError, match=f"^model.name_or_path '{tmp_path / 'm'}' could not be loaded: .*header"):
+        build_model({"name_or_path": str(tmp_path / "m")})
+
+
 def test_a_folder_saved_in_bf16_loads_with_fp32_weights(tmp_path):
     # transformers 5 loads a folder in the dtype it was saved in: a bf16 base trained in fp32 precision (a CPU
     # without native bf16) had bf16 weights and no fp32 copy of them

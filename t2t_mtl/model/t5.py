@@ -235,7 +235,7 @@ def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Op
         try:  # an exported MoE model loads with its experts (plain T5 loading would drop them)
             model = load_t5_or_moe(model_cfg.name_or_path, saved=with_pretrained_dims(model_cfg, saved),
                                    weights=weights, dtype=torch.float32)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, SafetensorError) as err:  # (a weights file cut short or of another format)
             raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} could not be loaded: "
                                   f"{one_line(err)}") from None
         if isinstance(model, TaskAwareT5):
