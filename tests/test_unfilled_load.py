@@ -159,32 +159,60 @@ def test_unfilled_gives_the_model_storage_on_the_device_asked_for():
     assert {p.device.type for p in unfilled(build).parameters()} == {"cpu"}
 
 
+def _as_cached_hub_model(folder, tmp_path, monkeypatch, name="t2t-test/tiny"):
+    """Make model folder `folder` the hub model `name` of this test's hub cache (the tests run offline) and return
+    `name`."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / f"models--{name.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(folder, repo / "snapshots" / ("0" * 40))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return name
+
+
 @pytest.mark.parametrize("own_head", [False, True])
 def test_a_hub_model_built_without_its_weights_has_the_parameters_from_pretrained_gives(tmp_path, monkeypatch,
                                                                                         own_head):
     # was: only a local folder's weights were asked whether the model has an LM head of its own, so a hub model's
     # weightless build (a resumed run's model, and the model export, eval and predict load a run's checkpoint into)
     # tied a T5 v1.1 / Flan-T5 / mT5 head to its embedding, and the load put both matrices in the one tensor
-    from huggingface_hub import constants
     from transformers import T5Config, T5ForConditionalGeneration
 
     from t2t_mtl.model.moe import load_t5_or_moe
     from t2t_mtl.model.t5 import check_t5_checkpoint
 
-    repo = tmp_path / "hub" / "models--t2t-test--tiny"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
     model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1,
                                                 num_heads=2, decoder_start_token_id=0))
     if own_head:
         model.set_output_embeddings(torch.nn.Linear(8, 40, bias=False))
-    model.save_pretrained(repo / "snapshots" / ("0" * 40))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # (the tests run offline: the cache)
+    model.save_pretrained(tmp_path / "folder")
+    name = _as_cached_hub_model(tmp_path / "folder", tmp_path, monkeypatch)
     with torch.device("meta"):
-        built = load_t5_or_moe("t2t-test/tiny", saved=check_t5_checkpoint("t2t-test/tiny"), weights=False)
-    reference = T5ForConditionalGeneration.from_pretrained("t2t-test/tiny")
+        built = load_t5_or_moe(name, saved=check_t5_checkpoint(name), weights=False)
+    reference = T5ForConditionalGeneration.from_pretrained(name)
     assert [name for name, _ in built.named_parameters()] == [name for name, _ in reference.named_parameters()]
     assert (built.lm_head.weight is not built.shared.weight) == own_head
+
+
+def test_a_run_from_a_hub_model_with_its_own_head_loads_with_its_trained_head(tmp_path, tok, monkeypatch):
+    # was: the run's model, built without the hub model's weights, had its head tied to the embedding, so the
+    # checkpoint's trained head was dropped (export, eval and predict computed with the embedding as the head)
+    name = _as_cached_hub_model(pretrained_folder(tmp_path, tok, own_head=True), tmp_path, monkeypatch)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"name_or_path": name, "dims": None},
+                      training={"steps": 2})
+    train(cfg, evaluate_held_in=False)
+    loaded, _, _ = export.load_trained_model(tmp_path / "run")
+    real_build = export.build_model  # the reference: built from the hub model's weights, then the load
+    monkeypatch.setattr(export, "unfilled", lambda build: build())
+    monkeypatch.setattr(export, "build_model", lambda *args, **kwargs: real_build(*args, **{**kwargs, "weights": True}))
+    reference, _, _ = export.load_trained_model(tmp_path / "run")
+    assert reference.lm_head.weight is not reference.shared.weight
+    state, expected = loaded.state_dict(), reference.state_dict()
+    assert [k for k in expected if not torch.equal(state[k], expected[k])] == []
 
 
 @pytest.mark.parametrize("index", ["[]", "{"])
