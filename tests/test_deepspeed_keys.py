@@ -691,3 +691,18 @@ def test_legacy_checkpoint_serialization_is_refused_at_zero_stages_whose_weights
     assert str(caught.value).startswith(f"deepspeed.config {path}: " + start.format(1)), caught.value
     check_run_config(_config(tmp_path, zero_stage=0, extra=section))  # stage 0 resumes and exports its own files
     check_run_config(_config(tmp_path, zero_stage=2, extra={"checkpoint": {"checkpoint_serialization": True}}))
+
+
+@pytest.mark.parametrize("value, written", [(0, "0"), (None, "null"), ("", '""')])
+def test_a_checkpoint_serialization_torch_reads_as_false_is_refused_as_false_is(tmp_path, value, written):
+    # was: only false was refused, while DeepSpeed hands the value to torch.save as given, which writes its legacy
+    # format for any value it reads as false (the reference below)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=value)
+    with pytest.raises(RuntimeError, match="mmap"):
+        torch.load(legacy, mmap=True, weights_only=False)
+    section = {"checkpoint": {"checkpoint_serialization": value}}
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(_config(tmp_path, zero_stage=2, extra=section))
+    assert str(caught.value).startswith(f"deepspeed.extra.checkpoint.checkpoint_serialization is {written} at ZeRO "
+                                        f"stage 2: DeepSpeed would write"), caught.value

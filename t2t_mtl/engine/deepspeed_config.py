@@ -425,13 +425,16 @@ def check_offload_switch(ds: Mapping[str, Any], source: str) -> None:
 
 
 def check_checkpoint_format(ds: Mapping[str, Any], source: str) -> None:
-    """Refuse `checkpoint.checkpoint_serialization: false` in `ds` (written under `source`) at ZeRO stage 1-3: DeepSpeed
-    then writes the optimizer's weight partitions in torch's legacy format, which its `zero_to_fp32` (how export, eval,
-    predict and merge gather a ZeRO run's weights) memory-maps and cannot read, so the run's checkpoints could be
-    resumed but never used."""
+    """Refuse `checkpoint.checkpoint_serialization: false` in `ds` (written under `source`), or any value torch reads
+    as false (0, null, ""; DeepSpeed hands it to `torch.save` as given), at ZeRO stage 1-3: DeepSpeed then writes the
+    optimizer's weight partitions in torch's legacy format, which its `zero_to_fp32` (how export, eval, predict and
+    merge gather a ZeRO run's weights) memory-maps and cannot read, so the run's checkpoints could be resumed but
+    never used."""
     stage = json_zero_stage(ds)
-    if (ds.get("checkpoint") or {}).get("checkpoint_serialization", True) is False and stage in (1, 2, 3):
-        raise ConfigError(f"{source}checkpoint.checkpoint_serialization is false at ZeRO stage {stage}: DeepSpeed "
+    section = ds.get("checkpoint") or {}
+    if "checkpoint_serialization" in section and not section["checkpoint_serialization"] and stage in (1, 2, 3):
+        raise ConfigError(f"{source}checkpoint.checkpoint_serialization is "
+                          f"{json.dumps(section['checkpoint_serialization'])} at ZeRO stage {stage}: DeepSpeed "
                           f"would write the weight partitions in torch's legacy format, which its zero_to_fp32 "
                           f"cannot read (it memory-maps them), so export, eval, predict and merge could not load the "
                           f"run; remove the key (true is DeepSpeed's default), or train at zero_stage 0")
