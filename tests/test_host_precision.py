@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 import torch
@@ -39,8 +40,9 @@ def tok(tmp_path_factory):
     return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
 
 
-def _auto_run(tmp_path, tok, steps: int) -> dict:
-    return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps, "precision": "auto"})
+def _auto_run(tmp_path, tok, steps: int, deepspeed: Optional[dict] = None) -> dict:
+    return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps, "precision": "auto"},
+                       **({"deepspeed": deepspeed} if deepspeed else {}))
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -96,25 +98,33 @@ def test_auto_is_fp32_where_onednn_is_held_below_bf16(tmp_path):
     assert precision == "fp32" and reason.startswith("fp32 on this CPU, "), proc.stdout
 
 
-@pytest.mark.parametrize("trained_on, resumed_on", [("bf16", "fp32"), ("fp32", "bf16")])
+@pytest.mark.parametrize("trained_on, resumed_on, json_auto", [("bf16", "fp32", False), ("fp32", "bf16", False),
+                                                               ("bf16", "fp32", True)])
 def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_precision(tmp_path, tok, monkeypatch,
-                                                                                       trained_on, resumed_on):
+                                                                                       trained_on, resumed_on,
+                                                                                       json_auto):
     # was: "... written with training.precision = 'bf16', this run has 'fp32': resume with the same precision",
-    # of a run whose config says auto on both machines; the message says why and which setting resumes it
+    # of a run whose config says auto on both machines; the message says why and which setting resumes it. So for
+    # a deepspeed.config JSON whose bf16 enabled "auto" auto fills (was: the first message)
+    deepspeed = None
+    if json_auto:
+        (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+                                                      "bf16": {"enabled": "auto"}}))
+        deepspeed = {"config": str(tmp_path / "ds.json")}
     with monkeypatch.context() as patch:
         as_host(patch, trained_on)
-        train(_auto_run(tmp_path, tok, 2), evaluate_held_in=False)
+        train(_auto_run(tmp_path, tok, 2, deepspeed), evaluate_held_in=False)
     as_host(monkeypatch, resumed_on)
     why = {"fp32": "fp32 on this CPU, which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)",
            "bf16": "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"}[resumed_on]
     with pytest.raises(CheckpointError) as refused:
-        train(_auto_run(tmp_path, tok, 4), resume="auto", evaluate_held_in=False)
+        train(_auto_run(tmp_path, tok, 4, deepspeed), resume="auto", evaluate_held_in=False)
     ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
     assert str(refused.value) == (
         f"checkpoint {ckpt} was written with training.precision = {trained_on!r}, this run has {resumed_on!r} "
         f"(training.precision auto: {why}): set training.precision: {trained_on} to resume it here, or set "
         f"training.output_dir to a new directory to start a new run")
-    named = _auto_run(tmp_path, tok, 4)  # what the message says: the checkpoint's precision, named, resumes it here
+    named = _auto_run(tmp_path, tok, 4, deepspeed)  # what the message says: the precision, named, resumes it here
     named["training"]["precision"] = trained_on
     assert train(named, resume="auto", evaluate_held_in=False).step == 4
 

@@ -73,6 +73,18 @@ def auto_precision_reason(on_gpu: bool) -> str:
     return "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"
 
 
+def precision_left_to_auto(cfg: Config) -> bool:
+    """Whether `training.precision: auto` chose what `cfg`'s DeepSpeed config trains in: no deepspeed.config JSON,
+    or one (with deepspeed.extra over it) whose `bf16` (or `bfloat16`) `enabled` is "auto", which auto's choice
+    fills; a JSON's explicit sections decide themselves."""
+    if cfg.training.precision != "auto":
+        return False
+    if cfg.deepspeed.config is None:
+        return True
+    ds = deep_merge(read_deepspeed_json(Path(cfg.deepspeed.config)), cfg.deepspeed.extra)
+    return any(isinstance(ds.get(key), Mapping) and ds[key].get("enabled") == "auto" for key in ("bf16", "bfloat16"))
+
+
 def check_precision(precision: str, on_gpu: bool) -> None:
     """fp16 needs a GPU: DeepSpeed refuses it on CPU, and T5 overflows in fp16 anyway (use bf16)."""
     if precision == "fp16" and not on_gpu:
