@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -220,3 +222,38 @@ def test_a_checkpoint_in_torchs_legacy_serialization_resumes_unfilled(tmp_path, 
     assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", {}, {}, legacy, 5),
                    reference=False) > 0
     _assert_same_runs(tmp_path, "reference", "cut")
+
+
+@pytest.mark.parametrize("stage, rank", [(0, 0), (0, 1), (2, 1), (3, 0), (3, 1)])
+def test_the_module_state_a_rank_loads_is_the_file_deepspeed_names_for_it(tmp_path, stage, rank):
+    # mutation testing: every rank reading rank 0's ZeRO-3 file passed every test (all one process). DeepSpeed's
+    # engine names the file it loads a rank's module state from (`_get_ckpt_name`, the reference): its own at ZeRO-3,
+    # where the weights are partitioned, else the one file of model parallel rank 0
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    from t2t_mtl.engine.checkpoint import DS_TAG
+    from t2t_mtl.engine.resumed_model import module_state_file
+
+    engine = SimpleNamespace(checkpoint_mp_rank=0, zero_optimization_partition_weights=lambda: stage == 3)
+    expected = DeepSpeedEngine._get_ckpt_name(engine, str(tmp_path), DS_TAG, pp_placeholder=rank)
+    assert module_state_file(tmp_path, stage, rank) == Path(expected)
+
+
+@pytest.mark.parametrize("missing, named", [(5, "a, b, c, d, e"), (7, "a, b, c, d, e and 2 more")])
+def test_a_module_state_lacking_many_tensors_is_refused_naming_the_first_five_and_how_many_more(tmp_path, missing,
+                                                                                                named):
+    # mutation testing: naming four, or ' and 0 more' after exactly five, passed every test, whose checkpoints all
+    # lacked one tensor
+    from t2t_mtl.engine.resumed_model import check_load_fills
+
+    names = "abcdefg"[:missing]
+    model = torch.nn.Module()
+    for name in [*names, "z"]:
+        model.register_parameter(name, torch.nn.Parameter(torch.zeros(1)))
+    states = tmp_path / "ds" / "mp_rank_00_model_states.pt"
+    states.parent.mkdir()
+    torch.save({"module": {"z": torch.zeros(1)}}, states)
+    with pytest.raises(CheckpointError) as refused:
+        check_load_fills(model, tmp_path, 0, 0)
+    assert str(refused.value) == (f"{states} holds no {named} of this run's model: resume with the model settings "
+                                  f"the checkpoint was trained with, or from another checkpoint")
