@@ -255,3 +255,35 @@ def test_a_folder_with_weights_and_an_index_builds_without_them_as_from_pretrain
     loaded = load_t5_or_moe(str(tmp_path))
     assert [name for name, _ in built.named_parameters()] == [name for name, _ in loaded.named_parameters()]
     assert loaded.lm_head.weight is not loaded.shared.weight
+
+
+@pytest.mark.parametrize("weights", ["safetensors", "sharded", "bin"])
+@pytest.mark.parametrize("own_head", [False, True])
+def test_a_pretrained_folder_built_without_its_weights_has_an_lm_head_of_its_own_where_from_pretrained_gives_one(
+        tmp_path, weights, own_head):
+    # mutation testing: reading a sharded folder's index, or a pytorch_model.bin folder's config, as no own head passed
+    # every test, whose folders were one model.safetensors; from_pretrained's model is the reference
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.moe import load_t5_or_moe
+    from t2t_mtl.model.t5 import has_own_head
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                                                decoder_start_token_id=0))
+    if own_head:  # as T5 v1.1 / Flan-T5 folders hold it, their config saying so
+        model.set_output_embeddings(torch.nn.Linear(8, 40, bias=False))
+        model.config.tie_word_embeddings = False
+    if weights == "bin":  # (as older transformers wrote it: save_pretrained now writes safetensors alone)
+        model.config.save_pretrained(tmp_path)
+        model.generation_config.save_pretrained(tmp_path)
+        torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    else:
+        model.save_pretrained(tmp_path, **({"max_shard_size": "4KB"} if weights == "sharded" else {}))
+    assert (tmp_path / "model.safetensors.index.json").is_file() == (weights == "sharded")
+    reference = load_t5_or_moe(str(tmp_path))
+    with torch.device("meta"):
+        built = load_t5_or_moe(str(tmp_path), weights=False)
+    assert has_own_head(reference) == own_head
+    assert has_own_head(built) == own_head
+
