@@ -139,3 +139,16 @@ def test_the_real_data_zero_shot_benchmark_trains_in_the_hosts_precision(tmp_pat
     as_host(monkeypatch, host)
     ds = build_deepspeed_config(config_from_dict(benchmark.run_config(args)), world_size=1)
     assert ds["bf16"] == {"enabled": host == "bf16"}
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, onednn, expected", [
+    (True, False, True, "bf16"), (False, True, True, "bf16"), (True, True, True, "bf16"),
+    (False, False, True, "fp32"), (True, True, False, "fp32")])
+def test_auto_is_bf16_on_a_cpu_with_either_instruction_set_that_onednn_may_use(monkeypatch, avx512_bf16, amx, onednn,
+                                                                              expected):
+    # mutation testing: a CPU with AVX512-BF16 alone read as without bf16 passed every test, which compare the reason
+    # with resolve_precision (both read the same detection) or patch AMX alone
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: onednn)
+    assert resolve_precision("auto", on_gpu=False) == expected
