@@ -529,3 +529,17 @@ def test_which_checkpoints_load_through_the_universal_format(saved, saved_world,
 
     meta = {"zero_stage": saved, "world_size": saved_world}
     assert loads_through_universal(meta, {"zero_optimization": {"stage": stage}}, world) is universal
+
+
+@pytest.mark.parametrize("saved, auto_reason", [("bf16", None), ("fp16", "fp32 on this CPU, which has neither ...")])
+def test_a_precision_auto_did_not_choose_is_refused_as_any_changed_precision(tmp_path, saved, auto_reason):
+    # mutation testing: the auto message for a run whose precision was named (no auto_reason), or for a checkpoint
+    # of fp16, which auto never chooses, passed every test: both keep check_compatible's message
+    from t2t_mtl.engine.deepspeed_engine import check_engine_settings
+
+    with pytest.raises(ck.CheckpointError) as refused:
+        check_engine_settings(tmp_path, {"zero_stage": 0, "precision": saved}, {"zero_optimization": {"stage": 0}},
+                              False, auto_reason)
+    assert str(refused.value) == (f"checkpoint {tmp_path} was written with training.precision = {saved!r}, this run "
+                                  f"has 'fp32': resume with the same precision, or set training.output_dir to a new "
+                                  f"directory to start a new run")
