@@ -257,3 +257,18 @@ def test_a_module_state_lacking_many_tensors_is_refused_naming_the_first_five_an
         check_load_fills(model, tmp_path, 0, 0)
     assert str(refused.value) == (f"{states} holds no {named} of this run's model: resume with the model settings "
                                   f"the checkpoint was trained with, or from another checkpoint")
+
+
+def test_a_module_state_that_cannot_be_read_is_refused_as_an_incomplete_checkpoint(tmp_path):
+    # mutation testing: its reading error passing out unwrapped (a raw UnpicklingError or the like) passed every test
+    from t2t_mtl.engine.resumed_model import check_load_fills
+
+    states = tmp_path / "ds" / "mp_rank_00_model_states.pt"
+    states.parent.mkdir()
+    states.write_bytes(b"cut short")
+    with pytest.raises(CheckpointError) as refused:
+        check_load_fills(torch.nn.Linear(1, 1), tmp_path, 0, 0)
+    message = str(refused.value)
+    assert message.startswith(f"{states} (the saved module state) cannot be read ("), message
+    assert message.endswith("); the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
+                            "<run>/checkpoints/step-N) or remove it"), message
