@@ -152,3 +152,15 @@ def test_auto_is_bf16_on_a_cpu_with_either_instruction_set_that_onednn_may_use(m
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: onednn)
     assert resolve_precision("auto", on_gpu=False) == expected
+
+
+@pytest.mark.parametrize("gpu_bf16", [False, True])
+def test_auto_on_a_gpu_follows_the_gpus_bf16_support_not_the_cpus(monkeypatch, gpu_bf16):
+    # mutation testing: native_bf16 asking the CPU on a GPU too passed every test, whose GPU and CPU agreed
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: gpu_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not gpu_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: not gpu_bf16)
+    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: True)
+    expected = "bf16" if gpu_bf16 else "fp32"
+    assert resolve_precision("auto", on_gpu=True) == expected
+    assert auto_precision_reason(on_gpu=True).startswith(f"{expected} on this GPU, ")
