@@ -3,6 +3,9 @@ strict load fills every tensor, so the model equals, bit for bit, the one built 
 for a dense, a bf16 (stage-0 fp32 masters), a task-routed MoE, a per-task LoRA and a task-embedding run."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -10,7 +13,7 @@ from t2t_mtl.engine import export
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.model import accepts_task_ids
 
-from engine_helpers import nan_filled_to_empty, pretrained_folder, tiny_config, train_tiny_tokenizer
+from engine_helpers import nan_filled_to_empty, pretrained_folder, subprocess_env, tiny_config, train_tiny_tokenizer
 
 RUNS = {
     "dense": {},
@@ -287,3 +290,50 @@ def test_a_pretrained_folder_built_without_its_weights_has_an_lm_head_of_its_own
     assert has_own_head(reference) == own_head
     assert has_own_head(built) == own_head
 
+
+@pytest.mark.parametrize("weights_cached", [True, False])
+def test_a_hub_models_build_without_its_weights_has_its_own_lm_head_as_from_pretrained_gives(tmp_path,
+                                                                                              weights_cached):
+    # was: only a local folder's own LM head was read, so a hub name (google/flan-t5-base) was built with the head tied
+    # to the embedding where from_pretrained (the reference) gives it its own: a resume of such a run builds its model
+    # so. A hub cache (offline) holding the model, its weights or, as where they were never fetched, its config alone
+    snapshot = tmp_path / "hub" / "models--acme--t5-own" / "snapshots" / "abc123"
+    code = (f"import sys, torch\n"
+            f"from transformers import T5Config, T5ForConditionalGeneration\n"
+            f"from t2t_mtl.model.moe import load_t5_or_moe\n"
+            f"from t2t_mtl.model.t5 import has_own_head\n"
+            f"model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1,\n"
+            f"                                            num_heads=2, decoder_start_token_id=0))\n"
+            f"model.set_output_embeddings(torch.nn.Linear(8, 40, bias=False))\n"
+            f"model.config.tie_word_embeddings = False\n"
+            f"model.save_pretrained({str(snapshot)!r})\n"
+            f"reference = has_own_head(load_t5_or_moe('acme/t5-own'))\n"
+            f"if not {weights_cached}:\n"
+            f"    (__import__('pathlib').Path({str(snapshot)!r}) / 'model.safetensors').unlink()\n"
+            f"with torch.device('meta'):\n"
+            f"    print(reference, has_own_head(load_t5_or_moe('acme/t5-own', weights=False)))\n")
+    (snapshot.parents[1] / "refs").mkdir(parents=True)
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    env = {**subprocess_env(), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "True"]
+
+
+def test_a_head_untied_without_its_weights_stays_its_own_where_transformers_ties_weights_again(tmp_path):
+    # mutation testing: untie_head leaving lm_head in transformers' map of tied weights passed every test; the tying
+    # transformers does itself from that map (tie_weights(recompute_mapping=False), as its init_weights calls it) then
+    # tied it to the embedding again, where it keeps from_pretrained's own head (the reference)
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.moe import load_t5_or_moe
+    from t2t_mtl.model.t5 import has_own_head
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                                                decoder_start_token_id=0))
+    model.set_output_embeddings(torch.nn.Linear(8, 40, bias=False))
+    model.save_pretrained(tmp_path)
+    for built in (load_t5_or_moe(str(tmp_path)), load_t5_or_moe(str(tmp_path), weights=False)):
+        built.tie_weights(recompute_mapping=False)
+        assert has_own_head(built)
