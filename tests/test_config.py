@@ -91,6 +91,15 @@ def test_a_layers_data_tasks_replaces_the_base_selection_whole(tmp_path):
         assert C.load_config("quickstart", overrides).data.tasks == {"parity": 3}
 
 
+def test_entries_over_an_earlier_sets_list_that_holds_no_rates_to_drop_keep_the_non_mapping_refusal():
+    # mutation testing: the selection's message ("... would replace it ... and drop the rest") for an earlier --set's
+    # empty data.tasks, which has no rest, or for a list other than data.tasks, which holds no rates, passed every test
+    for overrides, part in ((["data.tasks=[]", "data.tasks.b=3"], "tasks"),
+                            (["model.lora.targets=[q, v]", "model.lora.targets.x=1"], "targets")):
+        with pytest.raises(C.ConfigError) as caught:
+            C.parse_overrides(overrides)
+        assert str(caught.value) == f"--set {overrides[1]!r}: {part!r} was already set to a non-mapping value"
+
 def test_an_empty_section_in_a_layer_keeps_the_base_section(tmp_path):
     # was: `training:` with every key commented out (null) replaced the base's whole training section by the
     # defaults (quickstart's steps and output_dir silently became 1000 and runs/default)
