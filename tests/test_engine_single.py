@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import re
@@ -1223,6 +1224,22 @@ def test_predict_of_a_zero_run_prints_its_answers_alone_on_stdout(tmp_path, tok,
     answers = [json.loads(line) for line in done.stdout.splitlines()]
     assert [answer["inputs"] for answer in answers] == ["parity: 3", "x"]
     assert answers[0]["prediction"] in ("even", "odd") and len(answers[0]["scores"]) == 2
+
+
+def test_what_zero_to_fp32_prints_while_gathering_a_zero_runs_weights_goes_to_the_export_log(tmp_path, tok, cache,
+                                                                                            capsys, caplog):
+    # mutation testing: dropping those lines (kept off stdout) passed every test; they go to t2t_mtl.engine.export's
+    # log at debug level (zero_to_fp32 prints the checkpoint it reads, the version that wrote it, the stage, what it
+    # rebuilt)
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 1}, deepspeed={"zero_stage": 1})
+    train(cfg, evaluate_held_in=False)
+    capsys.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="t2t_mtl.engine.export"):
+        load_trained_model(tmp_path / "run")
+    assert capsys.readouterr().out == ""
+    lines = [record.getMessage() for record in caplog.records if record.name == "t2t_mtl.engine.export"]
+    assert [line.split(" ")[0] for line in lines] == ["Processing", "Parsing", "Detected", "Reconstructed"], lines
+    assert lines[0] == f"Processing zero checkpoint '{tmp_path / 'run' / 'checkpoints' / 'step-00000001' / 'ds'}'"
 
 
 def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys, locked_folder):
