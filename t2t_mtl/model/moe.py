@@ -39,8 +39,8 @@ from t2t_mtl.model.lora import has_lora
 from t2t_mtl.model.moe_config import (UNSEEN_TASK_ROUTINGS, MissingTaskIdsError, MoEConfig, MoEConfigError,
                                       moe_mapping)
 from t2t_mtl.model.moe_layer import MoEFeedForward, routing_dtype
-from t2t_mtl.model.t5 import (pretrained_generation_config, pretrained_t5_config, saves_own_head, unfilled_model,
-                              untie_head, untie_head_like)
+from t2t_mtl.model.t5 import (pretrained_generation_config, pretrained_t5_config, saved_config_dict, saves_own_head,
+                              unfilled_model, untie_head, untie_head_like)
 from t2t_mtl.model.task_routing import (UNSEEN_TASK_ID, TaskConditionedT5, routing_task_id, set_task_ids)
 
 __all__ = [
@@ -411,12 +411,13 @@ def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: b
     built from the config alone, freshly initialised, `kwargs` unused (under `torch.device("meta")`: its parameter
     names and shapes, no weight read or allocated; an LM head of its own where `saves_own_head` says the model has
     one, and the generation config, as `from_pretrained` builds and reads them)."""
+    saved = saved if saved is not None else saved_config_dict(path)  # (read once: the config, then the head)
     config = pretrained_t5_config(path, saved)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
     if weights:
         return cls.from_pretrained(path, config=config, **kwargs)
     model = cls(config)
-    if saves_own_head(path, saved or T5Config.get_config_dict(path)[0]):
+    if saves_own_head(path, saved):
         untie_head(model)
     model.generation_config = pretrained_generation_config(path)
     return model

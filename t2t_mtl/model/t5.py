@@ -165,14 +165,21 @@ def model_config(model_cfg: ModelConfig, saved: Optional[Dict[str, Any]] = None,
                               f"{one_line(err)}") from None
 
 
+def saved_config_dict(name_or_path: str) -> Dict[str, Any]:
+    """The config dict saved with the model of `name_or_path` (its config.json), the hub asked first as
+    `use_hub_for` says."""
+    use_hub_for(name_or_path)
+    saved, _ = T5Config.get_config_dict(name_or_path)
+    return saved
+
+
 def pretrained_t5_config(name_or_path: str, saved: Optional[Dict[str, Any]] = None) -> T5Config:
     """`T5Config.from_pretrained` from the saved config dict `saved` (None: read it), keeping mT5's unscaled output
     layer: `T5Config` reads a saved `tie_word_embeddings: true` (which transformers writes for every mT5) as T5's
     `d_model**-0.5` scaling of the decoder output, which mT5 (`MT5ForConditionalGeneration`) never applies.
     ModelBuildError for a `model_type` other than `T5_MODEL_TYPES` (UMT5, LongT5, another architecture)."""
     if saved is None:
-        use_hub_for(name_or_path)
-        saved, _ = T5Config.get_config_dict(name_or_path)
+        saved = saved_config_dict(name_or_path)
     model_type = saved.get("model_type")
     if model_type is not None and model_type not in T5_MODEL_TYPES:  # (built as a T5, it would compute otherwise)
         raise ModelBuildError(f"{name_or_path!r} {not_a_t5(model_type)}")
