@@ -10,7 +10,6 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine import resume_checks
-from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage, json_precision, json_zero_stage, lr_scheduler
 from t2t_mtl.engine.distributed import sum_over_ranks
 
@@ -120,14 +119,8 @@ def check_engine_settings(ckpt: Path, meta: Mapping[str, Any], ds_config: Mappin
     so that a checkpoint of another precision (a run moved to another kind of machine) is told to name its own."""
     stage = int(json_zero_stage(ds_config))
     interchangeable = universal and {stage, int(meta["zero_stage"])} <= {1, 2}
-    precision = json_precision(dict(ds_config))
-    if auto_reason is not None and meta.get("precision") in ("bf16", "fp32") and meta["precision"] != precision:
-        raise CheckpointError(
-            f"checkpoint {ckpt} was written with training.precision = {meta['precision']!r}, this run has "
-            f"{precision!r} (training.precision auto: {auto_reason}): set training.precision: {meta['precision']} "
-            f"to resume it here, or set training.output_dir to a new directory to start a new run")
-    resume_checks.check_compatible(ckpt, dict(meta), precision=precision,
-                                   zero_stage=None if interchangeable else stage)
+    resume_checks.check_compatible(ckpt, dict(meta), precision=json_precision(dict(ds_config)),
+                                   auto_reason=auto_reason, zero_stage=None if interchangeable else stage)
 
 
 def engine_precision(engine: Any) -> str:

@@ -102,15 +102,17 @@ def template_change_warnings(ckpt: Path, meta: Mapping[str, Any], digests: Mappi
 
 
 def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zero_stage: Optional[int] = None,
-                     precision: Optional[str] = None, lora: Any = _UNSET,
+                     precision: Optional[str] = None, auto_reason: Optional[str] = None, lora: Any = _UNSET,
                      task_embeddings: Optional[bool] = None, settings: Optional[Dict[str, Any]] = None) -> None:
     """Refuse to resume `ckpt` into a run whose tasks, ZeRO stage, precision, LoRA settings (None: no LoRA),
     task embeddings or `settings` (`resume_settings`; checkpoints before 2026-12-03 lack them) differ from the
     checkpoint's (each given value is compared with `meta`; an omitted one is not). Raises CheckpointError naming
-    the config key."""
-    def refuse(key: str, was: Any, now: Any, what: str) -> None:
-        raise CheckpointError(f"checkpoint {ckpt} was written with {key} = {was!r}, this run has {now!r}: {what}, "
-                              f"or set training.output_dir to a new directory to start a new run")
+    the config key. `auto_reason`: where training.precision auto chose `precision`, what it chose on this machine and
+    why (`auto_precision_reason`), so a bf16 or fp32 checkpoint (a run moved to another kind of machine) is told to
+    name its own precision."""
+    def refuse(key: str, was: Any, now: Any, what: str, why: str = "") -> None:
+        raise CheckpointError(f"checkpoint {ckpt} was written with {key} = {was!r}, this run has {now!r}{why}: "
+                              f"{what}, or set training.output_dir to a new directory to start a new run")
 
     if tasks is not None and "tasks" in meta and list(meta["tasks"]) != list(tasks):
         refuse("tasks", list(meta["tasks"]), list(tasks), "resume with the same data.mixture / data.tasks / "
@@ -119,6 +121,10 @@ def check_compatible(ckpt: Path, meta: Dict[str, Any], *, tasks: Any = None, zer
         refuse("deepspeed.zero_stage", meta["zero_stage"], zero_stage,
                "resume with the same ZeRO stage (its optimizer files are laid out per stage)")
     if precision is not None and "precision" in meta and meta["precision"] != precision:
+        if auto_reason is not None and meta["precision"] in ("bf16", "fp32"):
+            refuse("training.precision", meta["precision"], precision,
+                   f"set training.precision: {meta['precision']} to resume it here",
+                   f" (training.precision auto: {auto_reason})")
         refuse("training.precision", meta["precision"], precision, "resume with the same precision")
     if task_embeddings is not None and "task_embeddings" in meta and bool(meta["task_embeddings"]) != task_embeddings:
         refuse("model.task_embeddings", bool(meta["task_embeddings"]), task_embeddings,
