@@ -175,3 +175,21 @@ def test_a_run_keeps_its_dropout_through_resume_and_export(folder, tmp_path, cap
     assert re.search(r"warning: this run's model settings differ from checkpoint \S*step-00000003'?s: "
                      r"model\.dims\.dropout_rate = 0\.0 there, 0\.25 here; its weights fit", out), out
     assert builds[-1] == (False, {0.25})
+
+
+def test_a_resume_names_the_models_own_dropout_where_a_run_left_it_unset(folder, tmp_path, capsys):
+    # was: "model.dims.dropout_rate = None there, 0.25 here", and a resume setting the folder's own rate was warned of
+    own = json.loads((folder / "config.json").read_text())["dropout_rate"]
+
+    def config(steps, dims):
+        return tiny_config(tmp_path / "run", tmp_path, tmp_path / "cache", training={"steps": steps},
+                           model={"name_or_path": str(folder), "dims": dims}, tokenizer={"path": None})
+
+    train(config(2, {}), evaluate_held_in=False)
+    capsys.readouterr()
+    train(config(3, {"dropout_rate": own}), resume="auto", evaluate_held_in=False)
+    train(config(4, {}), resume="auto", evaluate_held_in=False)
+    assert "model settings differ" not in capsys.readouterr().out
+    train(config(5, {"dropout_rate": 0.25}), resume="auto", evaluate_held_in=False)
+    assert f"model.dims.dropout_rate = the model's own {own} there, 0.25 here; its weights fit" in \
+        capsys.readouterr().out

@@ -31,9 +31,9 @@ def test_a_model_of_other_shapes_is_refused_naming_each_changed_setting(tmp_path
     rc.check_model_shapes(tmp_path, {"model": meta["model"]}, {}, {"a.weight": "9"})  # no shapes saved: not checked
     model = {"name_or_path": "t5-base", "dims": {"d_ff": 64, "d_kv": 8}, "moe": None}
     with pytest.raises(CheckpointError, match=r"written with model\.name_or_path = 't5-small', this run has "
-                                                 r"'t5-base'; model\.dims\.d_kv = None, this run has 8: its weights do "
-                                                 r"not fit this run's model \(a\.weight: shape 4x2 there, shape 4x4 "
-                                                 r"here\)"):
+                                                 r"'t5-base'; model\.dims\.d_kv = unset, this run has 8: its weights "
+                                                 r"do not fit this run's model \(a\.weight: shape 4x2 there, shape "
+                                                 r"4x4 here\)"):
         rc.check_model_shapes(tmp_path, meta, model, {"a.weight": "4x4", "b.weight": "3"})
     with pytest.raises(CheckpointError, match=r"written with the same model settings: its weights do not fit this "
                                                  r"run's model \(b\.weight: shape 3 there, absent here\)"):
@@ -132,3 +132,34 @@ def test_model_changes_name_a_setting_set_since_the_checkpoint_and_an_old_checkp
     assert "model.name_or_path = None there, 'hf' here" in warning
     assert rc.model_change_warning(tmp_path, {"model": was}, was) is None
     assert rc.model_change_warning(tmp_path, {}, {**was, "name_or_path": "hf"}) is None  # (no model section saved)
+
+
+def test_a_dims_key_one_side_leaves_unset_is_named_and_compared_as_the_models_own_value(tmp_path):
+    # was: "model.dims.dropout_rate = None there, 0.25 here", and a rate set to the model's own value on one side
+    # only was warned of as a change
+    own = {"dropout_rate": 0.1, "d_model": 512}  # (the model's config: its folder's, or T5Config's defaults)
+    was = {"name_or_path": "folder", "dims": {}, "moe": None}
+    now = {**was, "dims": {"dropout_rate": 0.25}}
+    assert "model.dims.dropout_rate = the model's own 0.1 there, 0.25 here; its weights fit" in \
+        rc.model_change_warning(tmp_path, {"model": was}, now, own)
+    assert "model.dims.dropout_rate = 0.25 there, the model's own 0.1 here; its weights fit" in \
+        rc.model_change_warning(tmp_path, {"model": now}, was, own)
+    assert rc.model_change_warning(tmp_path, {"model": was}, {**was, "dims": {"dropout_rate": 0.1}}, own) is None
+    # another model there: its own value is not this run's model's
+    assert "model.dims.dropout_rate = unset there, 0.25 here" in \
+        rc.model_change_warning(tmp_path, {"model": {**was, "name_or_path": "other"}}, now, own)
+    meta = {"param_shapes": {"a.weight": "4x2"}, "model": {**was, "dims": {"d_model": 64}}}
+    with pytest.raises(CheckpointError, match=r"model\.dims\.d_model = 64, this run has the model's own 512: its "):
+        rc.check_model_shapes(tmp_path, meta, was, {"a.weight": "4x4"}, own)
+
+
+def test_own_dims_are_a_pretrained_models_config_values_or_t5s_defaults():
+    from transformers import T5Config
+
+    from t2t_mtl.config import model_config_from_dict
+
+    saved = {**T5Config(d_model=16, dropout_rate=0.3).to_dict(), "model_type": "t5"}
+    own = rc.own_dims(model_config_from_dict({"name_or_path": "folder", "dims": {"dropout_rate": 0.05}}), saved)
+    assert (own["dropout_rate"], own["d_model"]) == (0.3, 16)
+    own = rc.own_dims(model_config_from_dict({"dims": {"dropout_rate": 0.05, "d_model": 8}}), None)
+    assert (own["dropout_rate"], own["d_model"]) == (T5Config().dropout_rate, T5Config().d_model) == (0.1, 512)

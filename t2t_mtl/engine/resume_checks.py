@@ -5,17 +5,19 @@ its checkpoints save for them (`lora_section`, `model_section`, `resume_settings
 and data positions valid are warned of instead (`model_change_warning`, `template_change_warnings`)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from t2t_mtl.config import Config
+from t2t_mtl.config import Config, ModelConfig
 from t2t_mtl.engine.checkpoint import CheckpointError, read_meta
 from t2t_mtl.model.lora import lora_settings, lora_signature
+from t2t_mtl.model.t5 import model_config
 
 __all__ = ["MODEL_SETTINGS", "RESUME_SETTINGS", "check_compatible", "check_model_shapes", "check_resume_config",
-           "check_task_sizes", "check_templates", "lora_section", "model_section", "parameter_shapes",
+           "check_task_sizes", "check_templates", "lora_section", "model_section", "own_dims", "parameter_shapes",
            "resume_settings", "template_change_warnings"]
 
 
@@ -151,18 +153,19 @@ def parameter_shapes(model: torch.nn.Module) -> Dict[str, str]:
 MODEL_SETTINGS = ("name_or_path", "dims", "moe")
 
 
-def check_model_shapes(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, Any], shapes: Mapping[str, str]
-                       ) -> None:
+def check_model_shapes(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, Any], shapes: Mapping[str, str],
+                       own_dims: Optional[Mapping[str, Any]] = None) -> None:
     """Refuse to resume `ckpt` into a model whose parameter shapes (`parameter_shapes`) are not those of its weights
     (meta "param_shapes"; a checkpoint before 2026-12-05 lacks them, and DeepSpeed's load reports a mismatch),
     before the engine starts. The CheckpointError names the `MODEL_SETTINGS` of this run's model section (`model`)
-    that differ from the checkpoint's (meta "model"), with both values, and the first parameter that does not fit."""
+    that differ from the checkpoint's (meta "model"), with both values (`own_dims` as for `model_change_warning`),
+    and the first parameter that does not fit."""
     saved = meta.get("param_shapes")
     if saved is None or dict(saved) == dict(shapes):
         return
     name = next(n for n in sorted(set(saved) | set(shapes)) if saved.get(n) != shapes.get(n))
-    changes = "; ".join(f"{key} = {was!r}, this run has {now!r}"
-                        for key, was, now in _model_changes(meta.get("model") or {}, model))
+    changes = "; ".join(f"{key} = {was}, this run has {now}"
+                        for key, was, now in _model_changes(meta.get("model") or {}, model, own_dims or {}))
     there, here = (f"shape {shape}" if shape is not None else "absent" for shape in (saved.get(name), shapes.get(name)))
     raise CheckpointError(
         f"checkpoint {ckpt} was written with {changes or 'the same model settings'}: its weights do not fit this "
@@ -170,31 +173,56 @@ def check_model_shapes(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, 
         f"trained with, or set training.output_dir to a new directory to start a new run")
 
 
-def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, Any]) -> Optional[str]:
+def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str, Any],
+                         own_dims: Optional[Mapping[str, Any]] = None) -> Optional[str]:
     """A warning naming the `MODEL_SETTINGS` of this run's model section (`model`) that differ from the checkpoint's
     (meta "model") while its weights still fit (`check_model_shapes` refuses the others): dropout, the relative
-    attention distance, the MoE top_k or capacity change the trained model from the resumed step on. None when
-    nothing changed, or the checkpoint predates saving its model section."""
+    attention distance, the MoE top_k or capacity change the trained model from the resumed step on. A model.dims
+    key a side leaves unset has the model's own value there, compared and named so ("the model's own 0.1"):
+    `own_dims`, this run's model's (`own_dims`; None: not known, named "unset"), on the checkpoint's side only
+    where its model.name_or_path is this run's. None when nothing changed, or the checkpoint predates saving its model
+    section."""
     if meta.get("model") is None:
         return None
-    changes = "; ".join(f"{key} = {was!r} there, {now!r} here"
-                        for key, was, now in _model_changes(meta["model"], model))
+    changes = "; ".join(f"{key} = {was} there, {now} here"
+                        for key, was, now in _model_changes(meta["model"], model, own_dims or {}))
     if not changes:
         return None
     return (f"this run's model settings differ from checkpoint {ckpt}'s: {changes}; its weights fit, so the resumed "
             f"run trains with the new settings from the resumed step (resume with the old ones to go on unchanged)")
 
 
-def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[Tuple[str, Any, Any]]:
-    """(config key, checkpoint's value, this run's) of each `MODEL_SETTINGS` entry that differs, a mapping's
-    (model.dims, model.moe) key by key."""
+def own_dims(model: ModelConfig, saved: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The T5 config values the model of section `model` has where its model.dims leaves a key unset: a pretrained
+    model's own (`saved`: its config dict, `check_t5_checkpoint`'s), else T5Config's defaults."""
+    return model_config(dataclasses.replace(model, dims={}), saved).to_dict()
+
+
+def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any], own: Mapping[str, Any]
+                   ) -> Iterator[Tuple[str, str, str]]:
+    """(config key, checkpoint's value, this run's), as written in a message, of each `MODEL_SETTINGS` entry that
+    differs, a mapping's (model.dims, model.moe) key by key; a dims key unset on a side compared as the model's own
+    value `own` (this run's model's: on the checkpoint's side only where its name_or_path is this run's)."""
     for key in MODEL_SETTINGS:
         old, new = was.get(key), now.get(key)
         if isinstance(old, Mapping) and isinstance(new, Mapping):
-            yield from ((f"model.{key}.{k}", old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-                        if old.get(k) != new.get(k))
+            own_old, own_new = ((own if was.get("name_or_path") == now.get("name_or_path") else {}), own) \
+                if key == "dims" else ({}, {})
+            for k in sorted(set(old) | set(new)):
+                there, here = _setting(old, k, own_old), _setting(new, k, own_new)
+                if there[0] != here[0]:
+                    yield f"model.{key}.{k}", there[1], here[1]
         elif old != new:
-            yield f"model.{key}", old, new
+            yield f"model.{key}", repr(old), repr(new)
+
+
+def _setting(section: Mapping[str, Any], key: str, own: Mapping[str, Any]) -> Tuple[Any, str]:
+    """The value of `key` in model section mapping `section`, else the model's own (`own`), and its wording."""
+    if key in section:
+        return section[key], repr(section[key])
+    if key in own:
+        return own[key], f"the model's own {own[key]!r}"
+    return None, "unset"
 
 
 def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:

@@ -376,8 +376,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         unfilled_load, model = False, build(True)
     shapes, model_settings = resume_checks.parameter_shapes(model), resume_checks.model_section(cfg)
     if resume_meta:  # weights of other shapes: refused naming the model settings that changed; others: warned of
-        resume_checks.check_model_shapes(resume_from, resume_meta, model_settings, shapes)
-        changed = resume_checks.model_change_warning(resume_from, resume_meta, model_settings)
+        own_dims = resume_checks.own_dims(cfg.model, saved)  # (what model.dims leaves unset is the model's own)
+        resume_checks.check_model_shapes(resume_from, resume_meta, model_settings, shapes, own_dims)
+        changed = resume_checks.model_change_warning(resume_from, resume_meta, model_settings, own_dims)
         if changed:
             resume_warnings.append(changed)
     if unfilled_load:
