@@ -154,9 +154,15 @@ class _EntrySets(dict):
     name single entries, so they merge into the lower layers' value entry by entry."""
 
 
+class _Cleared(dict):
+    """The entries dotted `--set` keys give inside a key an earlier `--set` of the command set to null (`--set
+    model.dims=null --set model.dims.dropout_rate=0.2`): a fresh mapping, which replaces the lower layers' value."""
+
+
 def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, _path: tuple = ()) -> Dict[str, Any]:
     """Merge `override` into a copy of `base`; nested dicts merge key by key, other values replace, and so does a
-    WHOLE_VALUE_KEYS mapping (`data.tasks`) unless dotted `--set` keys gave it entry by entry.
+    WHOLE_VALUE_KEYS mapping (`data.tasks`) unless dotted `--set` keys gave it entry by entry, and a mapping dotted
+    `--set` keys gave after a `--set` of it to null.
 
     At the top level, a `sampling`/`weighting`/`gradient_surgery` mapping that names a different
     strategy/method than the base replaces the base section (its parameters belong to the old one), except
@@ -165,7 +171,9 @@ def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, _path: tupl
     for key, value in override.items():
         selector = _SELECTOR_KEYS.get(key) if not _path else None
         whole = (*_path, key) in WHOLE_VALUE_KEYS and not isinstance(value, _EntrySets)
-        if (selector and isinstance(value, Mapping) and isinstance(out.get(key), dict)
+        if isinstance(value, _Cleared):
+            out[key] = deep_merge({}, value, _path=(*_path, key))
+        elif (selector and isinstance(value, Mapping) and isinstance(out.get(key), dict)
                 and selector in value and value[selector] != out[key].get(selector)):
             replaced = copy.deepcopy(dict(value))
             for shared in SHARED_SELECTOR_KEYS.get(key, ()):
@@ -216,7 +224,10 @@ _KEY_RE = re.compile(rf"(?:{_KEY_PART_RE.pattern})(?:\.(?:{_KEY_PART_RE.pattern}
 def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     """`["a.b=1", "c=[x, y]"]` → `{"a": {"b": 1}, "c": ["x", "y"]}` (values parsed as YAML); a key part in quotes
     may hold dots (`data.tasks."my.task"=2`). Dotted keys inside a WHOLE_VALUE_KEYS key set single entries of it
-    (`data.tasks.b=3` changes b's rate and keeps the other tasks)."""
+    (`data.tasks.b=3` changes b's rate and keeps the other tasks). Dotted keys inside a key an earlier entry set to
+    null start a fresh mapping of it, which replaces the lower layers' value (`model.dims=null`,
+    `model.dims.dropout_rate=0.2`: dims holding that rate alone); a top-level section's (`training=null`,
+    `training.steps=5`) merges into theirs, as a null section keeps theirs."""
     out: Dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -233,6 +244,8 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
         node = out
         parts = [part[1:-1] if part[0] in "\"'" else part for part in _KEY_PART_RE.findall(key)]
         for depth, part in enumerate(parts[:-1], 1):
+            if part in node and node[part] is None:  # (set to null by an earlier entry: a fresh mapping)
+                node[part] = _Cleared() if depth > 1 else {}
             node = node.setdefault(part, _EntrySets() if tuple(parts[:depth]) in WHOLE_VALUE_KEYS else {})
             if isinstance(node, list) and node and tuple(parts[:depth]) in WHOLE_VALUE_KEYS:
                 raise ConfigError(_entries_over_a_list(tuple(parts[:depth]), node, {parts[depth]: value},

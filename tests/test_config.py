@@ -100,6 +100,30 @@ def test_entries_over_an_earlier_sets_list_that_holds_no_rates_to_drop_keep_the_
             C.parse_overrides(overrides)
         assert str(caught.value) == f"--set {overrides[1]!r}: {part!r} was already set to a non-mapping value"
 
+def test_dotted_sets_after_a_set_to_null_start_a_fresh_mapping_as_a_file_layers_null_does(tmp_path):
+    # was: "--set 'model.dims.dropout_rate=0.2': 'dims' was already set to a non-mapping value"; the reference is the
+    # README's form, `dims: null` in a file layer with the dotted --set over it
+    model = {"name_or_path": "google/t5-v1_1-small"}
+    cleared = write(tmp_path / "cleared.yaml", {"base": "quickstart", "model": {**model, "dims": None}})
+    assert C.load_config("quickstart").model.dims["d_model"] == 128  # (the base sets dims)
+    fresh = C.load_config("quickstart", ["model.dims=null", f"model.name_or_path={model['name_or_path']}",
+                                         "model.dims.dropout_rate=0.2"])
+    assert fresh.model.dims == C.load_config(cleared, ["model.dims.dropout_rate=0.2"]).model.dims == {
+        "dropout_rate": 0.2}
+    assert yaml.safe_load(fresh.to_yaml())["model"]["dims"] == {"dropout_rate": 0.2}  # (plain mappings)
+    assert C.load_config(cleared, ["model.dims.dropout_rate=0.2", "model.dims=null"]).model.dims == {}
+    # deeper, and inside a WHOLE_VALUE_KEYS key: the entries alone
+    tasks = C.load_config("quickstart", ["data.mixture=null", "data.tasks=null", "data.tasks.parity=3"]).data.tasks
+    assert tasks == {"parity": 3}
+    # a top-level section set to null is an empty section, which keeps the lower layers' (as in a file)
+    empty = write(tmp_path / "empty.yaml", {"base": "quickstart", "training": None})
+    steps = C.load_config("quickstart", ["training=null", "training.steps=5"]).training
+    assert dataclasses.asdict(steps) == dataclasses.asdict(C.load_config(empty, ["training.steps=5"]).training)
+    assert steps.output_dir == C.load_config("quickstart").training.output_dir != "runs/default"
+    with pytest.raises(C.ConfigError, match=r"'dims' was already set to a non-mapping value"):
+        C.parse_overrides(["model.dims=3", "model.dims.dropout_rate=0.2"])
+
+
 def test_an_empty_section_in_a_layer_keeps_the_base_section(tmp_path):
     # was: `training:` with every key commented out (null) replaced the base's whole training section by the
     # defaults (quickstart's steps and output_dir silently became 1000 and runs/default)
