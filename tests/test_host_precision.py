@@ -164,3 +164,43 @@ def test_auto_on_a_gpu_follows_the_gpus_bf16_support_not_the_cpus(monkeypatch, g
     expected = "bf16" if gpu_bf16 else "fp32"
     assert resolve_precision("auto", on_gpu=True) == expected
     assert auto_precision_reason(on_gpu=True).startswith(f"{expected} on this GPU, ")
+
+
+@pytest.mark.parametrize("precision, host, json_config", [("bf16", "fp32", False), ("bf16", "fp32", True),
+                                                          ("auto", "fp32", False), ("bf16", "bf16", False)])
+def test_a_run_in_bf16_on_a_cpu_that_emulates_it_is_warned_once(tmp_path, tok, monkeypatch, capsys, precision, host,
+                                                                 json_config):
+    # was: an explicit bf16 on a CPU without AVX512-BF16 or AMX trained ~12x slower than fp32 without a word
+    as_host(monkeypatch, host)
+    cfg = _auto_run(tmp_path, tok, 2)
+    cfg["training"]["precision"] = precision
+    if json_config:  # (bf16 named by the JSON's own section)
+        (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+                                                      "bf16": {"enabled": True}}))
+        cfg["deepspeed"] = {"config": str(tmp_path / "ds.json")}
+    capsys.readouterr()
+    train(cfg, evaluate_held_in=False)
+    out = capsys.readouterr().out
+    warned = [line for line in out.splitlines() if "emulated" in line]
+    if (precision, host) != ("bf16", "fp32"):  # (auto trains in fp32 there; a bf16 host runs it natively)
+        assert warned == [], out
+        return
+    fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this CPU), "
+           "or to false" if json_config else "set training.precision: auto (fp32 on this CPU) or fp32")
+    assert warned == ["warning: training in bf16 on this CPU, which has neither AVX512-BF16 nor AMX: bf16 is emulated "
+                      f"here, about 12× slower than fp32; {fix}"], out
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, onednn, on_gpu, why", [
+    (False, False, True, False, "which has neither AVX512-BF16 nor AMX"),
+    (False, True, False, False, "whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA)"),
+    (True, False, True, False, None), (False, True, True, False, None), (False, False, False, True, None)])
+def test_the_emulated_bf16_warning_names_why_the_cpu_emulates_it(monkeypatch, avx512_bf16, amx, onednn, on_gpu, why):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: onednn)
+    warning = deepspeed_config.emulated_bf16_warning("bf16", on_gpu)
+    assert warning == (None if why is None else f"training in bf16 on this CPU, {why}: bf16 is emulated here, about "
+                       f"12× slower than fp32; set training.precision: auto (fp32 on this CPU) or fp32")
+    assert deepspeed_config.emulated_bf16_warning("fp32", on_gpu) is None

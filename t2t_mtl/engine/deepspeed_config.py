@@ -66,11 +66,28 @@ def auto_precision_reason(on_gpu: bool) -> str:
     if on_gpu:
         return "bf16 on this GPU, which supports it" if native_bf16(True) else "fp32 on this GPU, which has no bf16"
     if not cpu_has_bf16():
-        return "fp32 on this CPU, which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)"
+        return f"fp32 on this CPU, {_NO_BF16_INSTRUCTIONS} (bf16 would be emulated, ~12× slower)"
     if not onednn_runs_bf16():
-        return ("fp32 on this CPU, whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA), so bf16 would be "
-                "emulated, ~12× slower")
+        return f"fp32 on this CPU, {_ONEDNN_BELOW_BF16}, so bf16 would be emulated, ~12× slower"
     return "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"
+
+
+#: why a CPU emulates bf16 (`native_bf16` false), for messages: it lacks the instructions, or oneDNN may not use them
+_NO_BF16_INSTRUCTIONS = "which has neither AVX512-BF16 nor AMX"
+_ONEDNN_BELOW_BF16 = "whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA)"
+
+
+def emulated_bf16_warning(precision: str, on_gpu: bool, json_config: bool = False) -> Optional[str]:
+    """The warning for a run training in `precision` "bf16" (as DeepSpeed runs it: training.precision's, or with
+    `json_config` a deepspeed.config JSON's) on a CPU that emulates bf16 (`native_bf16` false), ~12× slower than fp32;
+    None on a GPU, in another precision, or on a CPU that runs bf16 natively (auto never picks bf16 where it is
+    emulated)."""
+    if precision != "bf16" or on_gpu or native_bf16(False):
+        return None
+    why = _NO_BF16_INSTRUCTIONS if not cpu_has_bf16() else _ONEDNN_BELOW_BF16
+    fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
+           "CPU), or to false" if json_config else "set training.precision: auto (fp32 on this CPU) or fp32")
+    return f"training in bf16 on this CPU, {why}: bf16 is emulated here, about 12× slower than fp32; {fix}"
 
 
 def precision_left_to_auto(cfg: Config) -> bool:

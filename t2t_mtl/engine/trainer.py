@@ -45,7 +45,8 @@ from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine import resume_checks
-from t2t_mtl.engine.deepspeed_config import auto_precision_reason, check_precision, precision_left_to_auto
+from t2t_mtl.engine.deepspeed_config import (auto_precision_reason, check_precision, emulated_bf16_warning,
+                                             precision_left_to_auto)
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
@@ -483,6 +484,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     try:
         logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings,
                                deepspeed=checked.deepspeed, sampler=sampler)
+        emulated = emulated_bf16_warning(precision, env.device.type == "cuda", cfg.deepspeed.config is not None)
+        if emulated:
+            logger.message(f"warning: {emulated}")
         if progress.step == 0:
             total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
             frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"
