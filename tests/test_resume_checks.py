@@ -134,7 +134,7 @@ def test_model_changes_name_a_setting_set_since_the_checkpoint_and_an_old_checkp
     assert rc.model_change_warning(tmp_path, {}, {**was, "name_or_path": "hf"}) is None  # (no model section saved)
 
 
-def test_a_dims_key_one_side_leaves_unset_is_named_and_compared_as_the_models_own_value(tmp_path):
+def test_a_model_key_one_side_leaves_unset_is_named_and_compared_as_its_value_there(tmp_path):
     # was: "model.dims.dropout_rate = None there, 0.25 here", and a rate set to the model's own value on one side
     # only was warned of as a change
     own = {"dropout_rate": 0.1, "d_model": 512}  # (the model's config: its folder's, or T5Config's defaults)
@@ -148,6 +148,12 @@ def test_a_dims_key_one_side_leaves_unset_is_named_and_compared_as_the_models_ow
     # another model there: its own value is not this run's model's
     assert "model.dims.dropout_rate = unset there, 0.25 here" in \
         rc.model_change_warning(tmp_path, {"model": {**was, "name_or_path": "other"}}, now, own)
+    # a model.moe key's is its default (MoEConfig's)
+    moe = {**was, "moe": {"num_experts": 4}}
+    assert "model.moe.top_k = the default 2 there, 1 here; its weights fit" in \
+        rc.model_change_warning(tmp_path, {"model": moe}, {**was, "moe": {"num_experts": 4, "top_k": 1}}, own)
+    assert rc.model_change_warning(tmp_path, {"model": moe}, {**was, "moe": {"num_experts": 4, "top_k": 2}}, own) \
+        is None
     meta = {"param_shapes": {"a.weight": "4x2"}, "model": {**was, "dims": {"d_model": 64}}}
     with pytest.raises(CheckpointError, match=r"model\.dims\.d_model = 64, this run has the model's own 512: its "):
         rc.check_model_shapes(tmp_path, meta, was, {"a.weight": "4x4"}, own)

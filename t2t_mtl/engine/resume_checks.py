@@ -14,6 +14,7 @@ import torch
 from t2t_mtl.config import Config, ModelConfig
 from t2t_mtl.engine.checkpoint import CheckpointError, read_meta
 from t2t_mtl.model.lora import lora_settings, lora_signature
+from t2t_mtl.model.moe_config import MoEConfig
 from t2t_mtl.model.t5 import model_config
 
 __all__ = ["MODEL_SETTINGS", "RESUME_SETTINGS", "check_compatible", "check_model_shapes", "check_resume_config",
@@ -180,8 +181,8 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
     attention distance, the MoE top_k or capacity change the trained model from the resumed step on. A model.dims
     key a side leaves unset has the model's own value there, compared and named so ("the model's own 0.1"):
     `own_dims`, this run's model's (`own_dims`; None: not known, named "unset"), on the checkpoint's side only
-    where its model.name_or_path is this run's. None when nothing changed, or the checkpoint predates saving its model
-    section."""
+    where its model.name_or_path is this run's; a model.moe key its default ("the default 2"). None when nothing
+    changed, or the checkpoint predates saving its model section."""
     if meta.get("model") is None:
         return None
     changes = "; ".join(f"{key} = {was} there, {now} here"
@@ -201,27 +202,36 @@ def own_dims(model: ModelConfig, saved: Optional[Dict[str, Any]]) -> Dict[str, A
 def _model_changes(was: Mapping[str, Any], now: Mapping[str, Any], own: Mapping[str, Any]
                    ) -> Iterator[Tuple[str, str, str]]:
     """(config key, checkpoint's value, this run's), as written in a message, of each `MODEL_SETTINGS` entry that
-    differs, a mapping's (model.dims, model.moe) key by key; a dims key unset on a side compared as the model's own
-    value `own` (this run's model's: on the checkpoint's side only where its name_or_path is this run's)."""
+    differs, a mapping's (model.dims, model.moe) key by key; a key unset on a side compared as its value there: a
+    dims key's the model's own value `own` (this run's model's: on the checkpoint's side only where its name_or_path
+    is this run's), a moe key's its default."""
     for key in MODEL_SETTINGS:
         old, new = was.get(key), now.get(key)
         if isinstance(old, Mapping) and isinstance(new, Mapping):
-            own_old, own_new = ((own if was.get("name_or_path") == now.get("name_or_path") else {}), own) \
-                if key == "dims" else ({}, {})
+            if key == "dims":
+                same_model = was.get("name_or_path") == now.get("name_or_path")
+                unset_old, unset_new = ((own if same_model else {}), "the model's own"), (own, "the model's own")
+            else:  # (model.moe beside a model that is an MoE already is refused: its keys' defaults are MoEConfig's)
+                unset_old = unset_new = (_MOE_DEFAULTS, "the default")
             for k in sorted(set(old) | set(new)):
-                there, here = _setting(old, k, own_old), _setting(new, k, own_new)
+                there, here = _setting(old, k, *unset_old), _setting(new, k, *unset_new)
                 if there[0] != here[0]:
                     yield f"model.{key}.{k}", there[1], here[1]
         elif old != new:
             yield f"model.{key}", repr(old), repr(new)
 
 
-def _setting(section: Mapping[str, Any], key: str, own: Mapping[str, Any]) -> Tuple[Any, str]:
-    """The value of `key` in model section mapping `section`, else the model's own (`own`), and its wording."""
+#: the value of each model.moe key a section leaves unset
+_MOE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MoEConfig) if f.default is not dataclasses.MISSING}
+
+
+def _setting(section: Mapping[str, Any], key: str, unset: Mapping[str, Any], label: str) -> Tuple[Any, str]:
+    """The value of `key` in model section mapping `section`, else its value `unset` there (worded after `label`,
+    e.g. "the model's own 0.1"), and its wording."""
     if key in section:
         return section[key], repr(section[key])
-    if key in own:
-        return own[key], f"the model's own {own[key]!r}"
+    if key in unset:
+        return unset[key], f"{label} {unset[key]!r}"
     return None, "unset"
 
 
