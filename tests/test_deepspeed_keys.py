@@ -193,9 +193,9 @@ def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monke
             return real(*args, **kwargs)
         return call
 
-    built = counted(deepspeed_config.build_deepspeed_config, "built")
-    monkeypatch.setattr(deepspeed_config, "build_deepspeed_config", built)
-    monkeypatch.setattr(run_checks, "build_deepspeed_config", built)
+    built = counted(deepspeed_config.build_deepspeed, "built")  # (what build_deepspeed_config calls too)
+    monkeypatch.setattr(deepspeed_config, "build_deepspeed", built)
+    monkeypatch.setattr(run_checks, "build_deepspeed", built)
     parser = deepspeed.runtime.config.DeepSpeedConfig
     monkeypatch.setattr(parser, "__init__", counted(parser.__init__, "parsed"))
     assert cli_main(["train", "--print-config", "--set", "model.dims={d_model: 8, d_ff: 8, num_layers: 1, "

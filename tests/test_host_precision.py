@@ -105,7 +105,8 @@ def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_preci
                                                                                        json_auto):
     # was: "... written with training.precision = 'bf16', this run has 'fp32': resume with the same precision",
     # of a run whose config says auto on both machines; the message says why and which setting resumes it. So for
-    # a deepspeed.config JSON whose bf16 enabled "auto" auto fills (was: the first message)
+    # a deepspeed.config JSON whose bf16 enabled "auto" auto fills (was: the first message), which the resume reads
+    # once, as the checks build the run's DeepSpeed config (was: read and merged again for the refusal)
     deepspeed = None
     if json_auto:
         (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
@@ -117,8 +118,12 @@ def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_preci
     as_host(monkeypatch, resumed_on)
     why = {"fp32": "fp32 on this CPU, which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)",
            "bf16": "bf16 on this CPU, which runs it natively (AVX512-BF16 or AMX)"}[resumed_on]
+    reads = []
+    read = deepspeed_config.read_deepspeed_json
+    monkeypatch.setattr(deepspeed_config, "read_deepspeed_json", lambda path: reads.append(path) or read(path))
     with pytest.raises(CheckpointError) as refused:
         train(_auto_run(tmp_path, tok, 4, deepspeed), resume="auto", evaluate_held_in=False)
+    assert reads == ([tmp_path / "ds.json"] if json_auto else [])
     ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
     assert str(refused.value) == (
         f"checkpoint {ckpt} was written with training.precision = {trained_on!r}, this run has {resumed_on!r} "

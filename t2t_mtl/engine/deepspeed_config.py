@@ -18,7 +18,7 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -90,16 +90,17 @@ def emulated_bf16_warning(precision: str, on_gpu: bool, json_config: bool = Fals
     return f"training in bf16 on this CPU, {why}: bf16 is emulated here, about 12× slower than fp32; {fix}"
 
 
-def precision_left_to_auto(cfg: Config) -> bool:
-    """Whether `training.precision: auto` chose what `cfg`'s DeepSpeed config trains in: no deepspeed.config JSON,
-    or one (with deepspeed.extra over it) whose `bf16` (or `bfloat16`) `enabled` is "auto", which auto's choice
-    fills; a JSON's explicit sections decide themselves."""
-    if cfg.training.precision != "auto":
+def precision_left_to_auto(precision: str, json_config: Optional[Mapping[str, Any]]) -> bool:
+    """Whether `training.precision` `precision` "auto" chose what a DeepSpeed config trains in: a generated one
+    (`json_config` None), or a deepspeed.config JSON `json_config` (deepspeed.extra merged over it, its "auto" values
+    not yet filled) whose `bf16` (or `bfloat16`) `enabled` is "auto", which auto's choice fills; a JSON's explicit
+    sections decide themselves."""
+    if precision != "auto":
         return False
-    if cfg.deepspeed.config is None:
+    if json_config is None:
         return True
-    ds = deep_merge(read_deepspeed_json(Path(cfg.deepspeed.config)), cfg.deepspeed.extra)
-    return any(isinstance(ds.get(key), Mapping) and ds[key].get("enabled") == "auto" for key in ("bf16", "bfloat16"))
+    return any(isinstance(json_config.get(key), Mapping) and json_config[key].get("enabled") == "auto"
+               for key in ("bf16", "bfloat16"))
 
 
 def check_precision(precision: str, on_gpu: bool) -> None:
@@ -611,8 +612,22 @@ def generated_optimizer(cfg: Config) -> Dict[str, Any]:
     return {"type": "AdamW", "params": params}
 
 
+class BuiltDeepSpeed(NamedTuple):
+    """A run's DeepSpeed `config` dict (`build_deepspeed`), and whether training.precision auto chose the precision
+    it trains in (`precision_by_auto`, `precision_left_to_auto`): once its "auto" values are filled, the config no
+    longer shows it."""
+
+    config: Dict[str, Any]
+    precision_by_auto: bool
+
+
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     """The DeepSpeed config dict for `cfg` with `world_size` data-parallel ranks."""
+    return build_deepspeed(cfg, world_size).config
+
+
+def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
+    """The DeepSpeed config of `cfg` with `world_size` data-parallel ranks, and whether auto chose its precision."""
     t = cfg.training
     batch = {"train_micro_batch_size_per_gpu": t.micro_batch_size, "gradient_accumulation_steps": t.grad_accum,
              "train_batch_size": t.micro_batch_size * t.grad_accum * world_size}
@@ -624,6 +639,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
         check_mapping_sections(ds, f"deepspeed.config {path}: ")
         check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
         ds = deep_merge(ds, cfg.deepspeed.extra)
+        precision_by_auto = precision_left_to_auto(t.precision, ds)
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
                               f"deepspeed.config {path}: ")
         check_typed_sections(ds, f"deepspeed.config {path}: ")
@@ -648,7 +664,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
             raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
                               f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the "
                               f"JSON")
-        return with_batch_keys(ds, batch)
+        return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_by_auto)
 
     stage = (cfg.deepspeed.extra.get("zero_optimization") or {}).get("stage", cfg.deepspeed.zero_stage)
     if stage != cfg.deepspeed.zero_stage:  # the offload, gradient-surgery and resume checks read deepspeed.zero_stage
@@ -682,4 +698,4 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
     check_optimizer(ds, "deepspeed.extra.")
     check_unchecked_values(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
-    return with_batch_keys(ds, batch)
+    return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_left_to_auto(t.precision, None))

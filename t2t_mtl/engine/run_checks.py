@@ -14,8 +14,8 @@ import torch
 from t2t_mtl.config import (Config, ConfigError, DataConfig, changed_keys, check_model_source, tasks_dirs,
                             tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
-from t2t_mtl.engine.deepspeed_config import (build_deepspeed_config, check_fp16_zero_stage, lr_scheduler,
-                                             replaced_training_keys)
+from t2t_mtl.engine.deepspeed_config import (build_deepspeed, build_deepspeed_config, check_fp16_zero_stage,
+                                             lr_scheduler, replaced_training_keys)
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters, refuse_untrained_held_out)
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
@@ -165,11 +165,14 @@ def refuse_untrainable(rates: Mapping[str, float], source: str) -> None:
 @dataclass(frozen=True)
 class CheckedDeepSpeed:
     """The DeepSpeed config of a run as its checks built and parsed it (`check_deepspeed`): `config`, what
-    `deepspeed.initialize` is given (and RUN/deepspeed_config.json holds), and `warnings`, one for each of its
-    top-level keys DeepSpeed does not read (`unread_key_warnings`)."""
+    `deepspeed.initialize` is given (and RUN/deepspeed_config.json holds), `warnings`, one for each of its
+    top-level keys DeepSpeed does not read (`unread_key_warnings`), and `precision_by_auto`, whether
+    training.precision auto chose the precision it trains in (`precision_left_to_auto`: a resume on another kind of
+    machine is told why its precision differs)."""
 
     config: Dict[str, Any]
     warnings: List[str]
+    precision_by_auto: bool
 
 
 class CheckedRun(NamedTuple):
@@ -188,14 +191,15 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     a section; the top-level keys it never reads), and checked against fp16 at ZeRO stage 0 and gradient surgery.
     ConfigError naming the key."""
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    ds_config = build_deepspeed_config(cfg, world_size)
+    ds_config, precision_by_auto = build_deepspeed(cfg, world_size)
     check_fp16_zero_stage(ds_config)  # (a GPU run: refused here, not once the data and the model are built)
     from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
 
     unread = check_deepspeed_accepts(ds_config, cfg)
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
-    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config))
+    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config),
+                            precision_by_auto)
 
 
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:

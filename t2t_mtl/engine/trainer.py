@@ -45,8 +45,7 @@ from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine import resume_checks
-from t2t_mtl.engine.deepspeed_config import (auto_precision_reason, check_precision, emulated_bf16_warning,
-                                             precision_left_to_auto)
+from t2t_mtl.engine.deepspeed_config import auto_precision_reason, check_precision, emulated_bf16_warning
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
@@ -416,7 +415,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if resume_meta:  # (before converting the checkpoint and starting the engine: what DeepSpeed is given)
         check_engine_settings(resume_from, resume_meta, ds_config, universal,
                               auto_precision_reason(on_gpu=torch.cuda.is_available())
-                              if precision_left_to_auto(cfg) else None)
+                              if checked.deepspeed.precision_by_auto else None)
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         ckpt_io.ensure_universal(resume_from, env)
