@@ -9,6 +9,7 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine import export as export_module
 from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine.export import export_model, fp32_state_dict, load_trained_model
 from t2t_mtl.engine.trainer import seed_everything, train
@@ -379,7 +380,7 @@ def test_gradient_surgery_projects_the_adapter_gradients(tmp_path, tok):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_path, precision):
+def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_path, monkeypatch, precision):
     root, _ = lora_run
     folder = export_model(root / "run", tmp_path / "pretrained")  # a plain T5, as a hub checkpoint would be
     cfg = tiny_config(tmp_path / "ft", folder, tmp_path / "cache",
@@ -392,8 +393,14 @@ def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_pat
                                 build_model(config_from_dict(cfg).model))
         assert all(torch.equal(pretrained[k], tuned[k]) for k in pretrained)
         assert any(k.endswith("q.lora_B") and tuned[k].abs().sum() > 0 for k in tuned)
-    # the export: frozen weights bit for bit (bf16 training kept only their bf16 copies), W + B·A where adapted
+    # the export: frozen weights bit for bit (bf16 training kept only their bf16 copies), W + B·A where adapted;
+    # the model built once, from the folder's weights where bf16 kept only their rounding (was: unfilled, then again)
+    builds = []
+    build = export_module.build_model
+    monkeypatch.setattr(export_module, "build_model", lambda *args, **kwargs: builds.append(kwargs["weights"]) or
+                        build(*args, **kwargs))
     exported = T5ForConditionalGeneration.from_pretrained(str(export_model(tmp_path / "ft", tmp_path / "hf"))).state_dict()
+    assert builds == [precision == "bf16"]
     changed = {k for k in pretrained if not torch.equal(pretrained[k], exported[k])}
     assert changed and all(k.endswith((".q.weight", ".v.weight")) for k in changed), changed
 

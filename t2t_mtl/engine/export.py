@@ -26,7 +26,7 @@ from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_sour
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.engine.distributed import select_cpu_accelerator
 from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
-from t2t_mtl.model.lora import has_task_adapters, merge_lora, select_task_adapter
+from t2t_mtl.model.lora import has_task_adapters, lora_settings, merge_lora, select_task_adapter
 from t2t_mtl.model.t5 import unfilled
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID
 from t2t_mtl.model_folder import is_model_folder
@@ -138,8 +138,9 @@ def _run_model(cfg: Config, meta: Mapping[str, Any], tokenizer: Any) -> torch.nn
     """The run's model as training built it, before its checkpoint is loaded: a model from dims is sized by the
     tokenizer and takes its special ids, a pretrained one grows for the task tokens. It is built `unfilled` (no
     random init, a pretrained one's weights not read): the strict load that follows fills every tensor. Only a
-    pretrained run with frozen weights (LoRA) trained in half precision is built from its folder, whose frozen
-    weights `_frozen_originals` reads (the checkpoint holds their half-precision rounding alone)."""
+    pretrained run with frozen weights (LoRA: every weight outside its adapters, MoE layers and `lora.trainable`)
+    trained in half precision is built from its folder, whose frozen weights `_frozen_originals` reads (the
+    checkpoint holds their half-precision rounding alone)."""
     def build(filled: bool) -> torch.nn.Module:
         model = build_model(cfg.model, vocab_size=None if cfg.model.name_or_path else meta.get("vocab_size"),
                             task_names=meta.get("tasks"), special_ids=special_ids_of(tokenizer), weights=filled)
@@ -149,11 +150,10 @@ def _run_model(cfg: Config, meta: Mapping[str, Any], tokenizer: Any) -> torch.nn
             resize_for_task_tokens(model, tokenizer, mean_resizing=filled)
         return model
 
-    model = unfilled(lambda: build(False))
-    frozen = any(not p.requires_grad for p in model.parameters())
+    frozen = lora_settings(cfg.model.lora) is not None
     if cfg.model.name_or_path and frozen and meta.get("precision") in HALF_PRECISIONS:
         return build(True)
-    return model
+    return unfilled(lambda: build(False))
 
 
 def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
