@@ -7,6 +7,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from t2t_mtl.config import ModelConfig
 from t2t_mtl.model import ModelBuildError, accepts_task_ids, build_model, count_parameters, model_config
+from t2t_mtl.model.t5 import pretrained_t5_config
 
 DIMS = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 
@@ -92,10 +93,16 @@ def test_a_folder_of_another_architecture_is_refused_naming_its_type(tmp_path, k
                                   intermediate_size=32)))
     other.save_pretrained(tmp_path / kind)
     cfg = ModelConfig(name_or_path=str(tmp_path / kind))
-    with pytest.raises(ModelBuildError, match=f"is a '{kind}' model, not a T5"):
-        build_model(cfg)
-    with pytest.raises(ModelBuildError, match=f"is a '{kind}' model, not a T5"):
-        model_config(cfg)
+    why = (f"is a '{kind}' model, not a T5 encoder-decoder (model_type 't5' or 'mt5': T5, T5 v1.1, Flan-T5, mT5; "
+           f"UMT5 and LongT5 are other architectures, which t2t-mtl does not load)")
+    for build in (build_model, model_config):
+        with pytest.raises(ModelBuildError) as refused:
+            build(cfg)
+        assert str(refused.value) == (f"model.name_or_path {str(tmp_path / kind)!r} {why}: use a T5 checkpoint (e.g. "
+                                      f"google/flan-t5-base) or build one from model.dims")
+    with pytest.raises(ModelBuildError) as refused:  # (what load_t5_or_moe reads a folder's config by)
+        pretrained_t5_config(str(tmp_path / kind))
+    assert str(refused.value) == f"{str(tmp_path / kind)!r} {why}"
 
 
 def test_a_saved_mt5_folder_loads_with_mt5s_unscaled_output(tmp_path):

@@ -180,9 +180,7 @@ def pretrained_t5_config(name_or_path: str, saved: Optional[Dict[str, Any]] = No
     ModelBuildError for a `model_type` other than `T5_MODEL_TYPES` (UMT5, LongT5, another architecture)."""
     if saved is None:
         saved = saved_config_dict(name_or_path)
-    model_type = saved.get("model_type")
-    if model_type is not None and model_type not in T5_MODEL_TYPES:  # (built as a T5, it would compute otherwise)
-        raise ModelBuildError(f"{name_or_path!r} {not_a_t5(model_type)}")
+    check_t5_model_type(saved, repr(name_or_path))
     config = T5Config.from_dict(saved)
     if saved.get("model_type") == "mt5":
         config.scale_decoder_outputs = False
@@ -207,11 +205,18 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
         config, _ = T5Config.get_config_dict(name_or_path)
     except (OSError, ValueError) as err:
         raise ModelBuildError(f"model.name_or_path {name_or_path!r} could not be loaded: {one_line(err)}") from None
-    model_type = config.get("model_type")
-    if model_type is not None and model_type not in T5_MODEL_TYPES:
-        raise ModelBuildError(f"model.name_or_path {name_or_path!r} {not_a_t5(model_type)}: use a T5 checkpoint "
-                              "(e.g. google/flan-t5-base) or build one from model.dims")
+    check_t5_model_type(config, f"model.name_or_path {name_or_path!r}",
+                        ": use a T5 checkpoint (e.g. google/flan-t5-base) or build one from model.dims")
     return config
+
+
+def check_t5_model_type(saved: Mapping[str, Any], named: str, advice: str = "") -> None:
+    """ModelBuildError "`named` is a ... model, not a T5 ...`advice`" where the saved config dict `saved` names a
+    `model_type` other than `T5_MODEL_TYPES` (UMT5, LongT5, another architecture: built as a T5, it would compute
+    otherwise); one naming none is read as a T5, as `T5Config` reads it."""
+    model_type = saved.get("model_type")
+    if model_type is not None and model_type not in T5_MODEL_TYPES:
+        raise ModelBuildError(f"{named} {not_a_t5(model_type)}{advice}")
 
 
 def build_model(model_cfg: Union[ModelConfig, Mapping[str, Any]], vocab_size: Optional[int] = None,
