@@ -128,11 +128,14 @@ def test_zero_bucket_size_autos_follow_the_trainers_rule_on_the_models_hidden_si
 
 def test_a_training_key_that_fills_an_auto_is_not_warned_of_as_replaced(tmp_path):
     # was: 'training.lr, ..., training.warmup: deepspeed.config names a whole DeepSpeed JSON, used as is (...), so
-    # they have no effect' though each filled an "auto" of that JSON
-    from t2t_mtl.engine.run_checks import config_warnings
+    # they have no effect' though each filled an "auto" of that JSON. A run's checked DeepSpeed config carries the
+    # keys its "auto" values take (read as its JSON is, once), and warns alike
+    from t2t_mtl.engine.run_checks import check_deepspeed, config_warnings
 
     def replaced(cfg):
-        return [w for w in config_warnings(cfg) if w.startswith("training.")]
+        warned = [w for w in config_warnings(cfg) if w.startswith("training.")]
+        assert [w for w in config_warnings(cfg, 1, check_deepspeed(cfg, 1)) if w.startswith("training.")] == warned
+        return warned
 
     assert replaced(_config(tmp_path, config=_json(tmp_path, HF_JSON))) == []
     fixed = {**HF_JSON, "gradient_clipping": 1.0, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},

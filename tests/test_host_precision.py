@@ -106,7 +106,8 @@ def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_preci
     # was: "... written with training.precision = 'bf16', this run has 'fp32': resume with the same precision",
     # of a run whose config says auto on both machines; the message says why and which setting resumes it. So for
     # a deepspeed.config JSON whose bf16 enabled "auto" auto fills (was: the first message), which the resume reads
-    # once, as the checks build the run's DeepSpeed config (was: read and merged again for the refusal)
+    # once, as the checks build the run's DeepSpeed config (was: read and merged again for the refusal, and read again
+    # for the warnings of a resume that goes on)
     deepspeed = None
     if json_auto:
         (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
@@ -131,7 +132,9 @@ def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_preci
         f"training.output_dir to a new directory to start a new run")
     named = _auto_run(tmp_path, tok, 4, deepspeed)  # what the message says: the precision, named, resumes it here
     named["training"]["precision"] = trained_on
+    reads.clear()
     assert train(named, resume="auto", evaluate_held_in=False).step == 4
+    assert reads == ([tmp_path / "ds.json"] if json_auto else [])
 
 
 @pytest.mark.parametrize("host", HOSTS)

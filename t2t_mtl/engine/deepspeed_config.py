@@ -18,7 +18,7 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -530,17 +530,23 @@ def check_extra_offload(ds: Dict[str, Any], flag: bool) -> None:
 ADAM_TYPES = ("adam", "adamw")  # DeepSpeed's optimizer types that take AdamW's params (it reads types in any case)
 
 
-def replaced_training_keys(cfg: Config) -> List[Tuple[List[str], str]]:
+def auto_training_keys(cfg: Config, json_config: Optional[Mapping[str, Any]]) -> FrozenSet[str]:
+    """The training keys (`lr`, `clip`, ...) whose values fill an "auto" of `cfg`'s deepspeed.extra or of its
+    deepspeed.config JSON `json_config` as written (None: none), `auto_filled_training_keys`: used, not replaced."""
+    return frozenset(auto_filled_training_keys(cfg.deepspeed.extra) | auto_filled_training_keys(json_config or {}))
+
+
+def replaced_training_keys(cfg: Config, filled: Optional[FrozenSet[str]] = None) -> List[Tuple[List[str], str]]:
     """(training keys, why) for the keys of the training section set away from their defaults that the DeepSpeed
     config replaces: a whole `deepspeed.config` JSON (its optimizer, scheduler and clipping), or in
     `deepspeed.extra` a scheduler, an optimizer's own params, an optimizer of another type than Adam (no betas)
-    or a gradient_clipping of another value. A key that fills an "auto" there (`auto_filled_training_keys`) is used,
-    so not listed."""
+    or a gradient_clipping of another value. A key that fills an "auto" there (`filled`, the run's
+    `BuiltDeepSpeed.auto_training_keys`; None: read here) is used, so not listed."""
     t, extra = cfg.training, cfg.deepspeed.extra
-    filled = auto_filled_training_keys(extra)  # (an "auto" takes the training key's value: not replaced)
+    if filled is None:
+        filled = auto_training_keys(cfg, user_json(cfg.deepspeed.config) if cfg.deepspeed.config is not None else None)
     if cfg.deepspeed.config is not None:
         why = "deepspeed.config names a whole DeepSpeed JSON, used as is (its optimizer, scheduler and clipping)"
-        filled |= auto_filled_training_keys(user_json(cfg.deepspeed.config))
         keys = [key for key in changed_keys(t, ("lr", "betas", "weight_decay", "clip", "schedule", "warmup"))
                 if key not in filled]
         return [(keys, why)] if keys else []
@@ -613,12 +619,13 @@ def generated_optimizer(cfg: Config) -> Dict[str, Any]:
 
 
 class BuiltDeepSpeed(NamedTuple):
-    """A run's DeepSpeed `config` dict (`build_deepspeed`), and whether training.precision auto chose the precision
-    it trains in (`precision_by_auto`, `precision_left_to_auto`): once its "auto" values are filled, the config no
-    longer shows it."""
+    """A run's DeepSpeed `config` dict (`build_deepspeed`), whether training.precision auto chose the precision it
+    trains in (`precision_by_auto`, `precision_left_to_auto`) and the training keys whose values fill an "auto" as
+    written (`auto_training_keys`): once its "auto" values are filled, the config no longer shows them."""
 
     config: Dict[str, Any]
     precision_by_auto: bool
+    auto_training_keys: FrozenSet[str]
 
 
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
@@ -627,7 +634,7 @@ def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
 
 
 def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
-    """The DeepSpeed config of `cfg` with `world_size` data-parallel ranks, and whether auto chose its precision."""
+    """The DeepSpeed config of `cfg` with `world_size` data-parallel ranks, and what its "auto" values were."""
     t = cfg.training
     batch = {"train_micro_batch_size_per_gpu": t.micro_batch_size, "gradient_accumulation_steps": t.grad_accum,
              "train_batch_size": t.micro_batch_size * t.grad_accum * world_size}
@@ -638,6 +645,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
         ds = read_deepspeed_json(path)
         check_mapping_sections(ds, f"deepspeed.config {path}: ")
         check_batch_keys(ds, batch, f"deepspeed.config {path}: ", world_size)
+        training_autos = auto_training_keys(cfg, ds)
         ds = deep_merge(ds, cfg.deepspeed.extra)
         precision_by_auto = precision_left_to_auto(t.precision, ds)
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
@@ -664,7 +672,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
             raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
                               f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the "
                               f"JSON")
-        return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_by_auto)
+        return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_by_auto, training_autos)
 
     stage = (cfg.deepspeed.extra.get("zero_optimization") or {}).get("stage", cfg.deepspeed.zero_stage)
     if stage != cfg.deepspeed.zero_stage:  # the offload, gradient-surgery and resume checks read deepspeed.zero_stage
@@ -698,4 +706,5 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
     check_optimizer(ds, "deepspeed.extra.")
     check_unchecked_values(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
-    return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_left_to_auto(t.precision, None))
+    return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_left_to_auto(t.precision, None),
+                          auto_training_keys(cfg, None))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import torch
 
@@ -166,13 +167,15 @@ def refuse_untrainable(rates: Mapping[str, float], source: str) -> None:
 class CheckedDeepSpeed:
     """The DeepSpeed config of a run as its checks built and parsed it (`check_deepspeed`): `config`, what
     `deepspeed.initialize` is given (and RUN/deepspeed_config.json holds), `warnings`, one for each of its
-    top-level keys DeepSpeed does not read (`unread_key_warnings`), and `precision_by_auto`, whether
-    training.precision auto chose the precision it trains in (`precision_left_to_auto`: a resume on another kind of
-    machine is told why its precision differs)."""
+    top-level keys DeepSpeed does not read (`unread_key_warnings`), `precision_by_auto`, whether training.precision
+    auto chose the precision it trains in (`precision_left_to_auto`: a resume on another kind of machine is told why
+    its precision differs), and `auto_training_keys`, the training keys whose values fill an "auto" as written
+    (not warned of as replaced)."""
 
     config: Dict[str, Any]
     warnings: List[str]
     precision_by_auto: bool
+    auto_training_keys: FrozenSet[str]
 
 
 class CheckedRun(NamedTuple):
@@ -191,7 +194,7 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     a section; the top-level keys it never reads), and checked against fp16 at ZeRO stage 0 and gradient surgery.
     ConfigError naming the key."""
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    ds_config, precision_by_auto = build_deepspeed(cfg, world_size)
+    ds_config, precision_by_auto, training_autos = build_deepspeed(cfg, world_size)
     check_fp16_zero_stage(ds_config)  # (a GPU run: refused here, not once the data and the model are built)
     from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
 
@@ -199,7 +202,7 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
     return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config),
-                            precision_by_auto)
+                            precision_by_auto, training_autos)
 
 
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
@@ -294,7 +297,8 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
     run's checked DeepSpeed config; None: built and parsed here). `sampler`: the run's (what it learns from is read
     on it; None: built here on placeholder sizes where a warning needs it)."""
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
-    return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg) + \
+    filled = deepspeed.auto_training_keys if deepspeed is not None else None
+    return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg, filled) + \
         _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler) + _held_out_warnings(cfg)
 
 
@@ -377,9 +381,10 @@ def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
     return out
 
 
-def _unused_key_warnings(cfg: Config) -> List[str]:
-    """Keys the rest of the run's settings leave unread: batching keys, training keys a DeepSpeed config replaces,
-    `tokenizer.train` where the run loads its tokenizer."""
+def _unused_key_warnings(cfg: Config, filled: Optional[FrozenSet[str]]) -> List[str]:
+    """Keys the rest of the run's settings leave unread: batching keys, training keys a DeepSpeed config replaces
+    (but for those filling its "auto" values, `filled`; None: read here), `tokenizer.train` where the run loads its
+    tokenizer."""
     out: List[str] = []
     d = cfg.data
     uses = {"bucket_batches": ("bucket", "pack"), "pad_to_multiple_of": ("bucket", "pack", "pad_to_longest")}
@@ -387,7 +392,7 @@ def _unused_key_warnings(cfg: Config) -> List[str]:
     if idle:
         out.append(f"data.{' and data.'.join(idle)}: data.batching {d.batching} does not use "
                    f"{'it' if len(idle) == 1 else 'them'}, so {'it has' if len(idle) == 1 else 'they have'} no effect")
-    for keys, why in replaced_training_keys(cfg):
+    for keys, why in replaced_training_keys(cfg, filled):
         out.append(f"training.{', training.'.join(keys)}: {why}, so {'it has' if len(keys) == 1 else 'they have'} "
                    f"no effect")
     source = tokenizer_source(cfg)
