@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 
@@ -370,21 +371,29 @@ def read_meta(ckpt: Path) -> Dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} cannot be read ({err}); {_CORRUPT_HINT}") from None
+        raise CheckpointError(f"{path} cannot be read ({err}); {CORRUPT_HINT}") from None
 
 
-_CORRUPT_HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
-                 "<run>/checkpoints/step-N) or remove it")
+#: what a message about an unusable checkpoint file tells the user to do
+CORRUPT_HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
+                "<run>/checkpoints/step-N) or remove it")
 
 
-def _load_file(path: Path) -> Any:
-    """torch.load a trainer file of a checkpoint; CheckpointError naming the file when it is missing or corrupt."""
+def _load_file(path: Path, mmap: bool = False) -> Any:
+    """torch.load a file of a checkpoint (`mmap`: memory-mapped, its tensors not read); CheckpointError naming the
+    file when it is missing or corrupt."""
     try:
-        return torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=False, mmap=mmap)
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; {_CORRUPT_HINT}") from None
+        raise CheckpointError(f"{path} is missing; {CORRUPT_HINT}") from None
     except Exception as err:  # unpickling errors of a truncated/overwritten file come in many types
-        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); {_CORRUPT_HINT}") from None
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); {CORRUPT_HINT}") from None
+
+
+def check_loadable(path: Path) -> None:
+    """CheckpointError naming `path` where torch cannot load it (missing, cut short, foreign), without reading its
+    tensors (memory-mapped, as torch maps its zip format; a file in its legacy format is read)."""
+    _load_file(path, mmap=zipfile.is_zipfile(path))
 
 
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
@@ -425,7 +434,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
     meta = read_meta(ckpt)
     tag = UNIVERSAL_TAG if universal else DS_TAG
     if not (ckpt / tag).is_dir() or not any((ckpt / tag).iterdir()):
-        raise CheckpointError(f"{ckpt / tag} (the DeepSpeed state) is missing or empty; {_CORRUPT_HINT}")
+        raise CheckpointError(f"{ckpt / tag} (the DeepSpeed state) is missing or empty; {CORRUPT_HINT}")
     trainer_state = _load_file(ckpt / "trainer_state.pt")
     load_universal_format(engine, universal)
     try:
@@ -436,12 +445,12 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
         hint = ("the weights do not fit this run's model: resume with the model.dims / model.moe / "
                 "model.lora / model.task_embeddings / tokenizer the checkpoint was trained with"
                 if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err)
-                else _CORRUPT_HINT)
+                else CORRUPT_HINT)
         detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:400]
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag} ({type(err).__name__}: {detail}); "
                               f"{hint}") from None
     if path is None:
-        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {_CORRUPT_HINT}")
+        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {CORRUPT_HINT}")
     schedule = getattr(engine, "lr_scheduler", None)
     if isinstance(schedule, RunSchedule):  # ZeRO restores the saved lrs after the schedule's step
         schedule.apply()

@@ -59,11 +59,12 @@ from t2t_mtl.engine.export import initialisation_record
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
+from t2t_mtl.engine.own_checkpoint_files import check_own_files
 from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, config_warnings, is_local_model,
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
 from t2t_mtl.engine.rank_agreement import disagreement
-from t2t_mtl.engine.resumed_model import buffers_outside_state, check_load_fills, loads_every_tensor
+from t2t_mtl.engine.resumed_model import buffers_outside_state, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
@@ -381,8 +382,6 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         changed = resume_checks.model_change_warning(resume_from, resume_meta, model_settings, own_dims)
         if changed:
             resume_warnings.append(changed)
-    if unfilled_load:
-        check_load_fills(model, resume_from, int(resume_meta["zero_stage"]), env.rank)
     pass_task_ids = accepts_task_ids(model)
     mode = sampling_cfg.get("mode", "homogeneous")
     sampler = build_sampler(sampling_cfg, task_sizes, seed=t.seed, rank=env.rank, world_size=env.world_size)
@@ -416,6 +415,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         check_engine_settings(resume_from, resume_meta, ds_config, universal,
                               auto_precision_reason(on_gpu=torch.cuda.is_available())
                               if checked.deepspeed.precision_by_auto else None)
+        # (each rank's own files, the refusal agreed: a rank stopping alone in DeepSpeed's load left the others going)
+        check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load else None)
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         ckpt_io.ensure_universal(resume_from, env)

@@ -1,0 +1,64 @@
+"""The files of a checkpoint that each rank of a resume reads alone, checked on every rank before DeepSpeed starts.
+
+A rank meeting an unusable file of its own (its ZeRO-3 module state, its optimizer partition, its data positions)
+inside DeepSpeed's load stopped alone: the others went on into the load's collectives or the first step and ended by
+the launcher's kill or a gloo 'Connection closed by peer' traceback, or, under a launcher watching its own node only,
+waited for it. `check_own_files` has each rank try its own files as the load will find them (memory-mapped: a missing,
+cut short or foreign file fails; no tensor is read) before the engine starts, and the ranks agree (`failed_ranks`):
+the rank that met the problem raises its error, naming the file, and every other rank a CheckpointError naming that
+rank and its files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Mapping, Optional
+
+import torch
+
+from t2t_mtl.engine.checkpoint import CORRUPT_HINT, DS_TAG, CheckpointError, check_loadable, rank_file
+from t2t_mtl.engine.distributed import DistEnv, failed_ranks, failed_ranks_wording
+from t2t_mtl.engine.resumed_model import check_load_fills, module_state_file
+
+
+def own_files(ckpt: Path, meta: Mapping[str, Any], rank: int, world_size: int, universal: bool) -> List[Path]:
+    """The files of checkpoint `ckpt` (`meta`) that rank `rank` of a resume on `world_size` ranks reads alone: in
+    DeepSpeed's own format (`universal` false), at ZeRO-3 its module state and at ZeRO 1-3 its optimizer partition
+    (named as DeepSpeed names a bf16 run's); under the checkpoint's world size, its data positions (`rank_file`)."""
+    stage, ckpt = int(meta["zero_stage"]), Path(ckpt)
+    files = []
+    if not universal and stage == 3:
+        files.append(module_state_file(ckpt, stage, rank))
+    if not universal and stage > 0:
+        bf16 = "bf16_" if meta.get("precision") == "bf16" else ""
+        files.append(ckpt / DS_TAG / f"{bf16}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    if int(meta["world_size"]) == world_size:
+        files.append(rank_file(ckpt, rank))
+    return files
+
+
+def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal: bool,
+                    unfilled_model: Optional[torch.nn.Module] = None) -> None:
+    """Collective (every rank calls it before DeepSpeed starts): refuse on every rank a resume from checkpoint `ckpt`
+    (`meta`, loaded through the universal format where `universal`) of which a rank cannot load one of its
+    `own_files`, or whose module state that rank loads lacks a tensor of `unfilled_model` (the model built for a load
+    that fills every tensor, `check_load_fills`; None: not checked). That rank raises its CheckpointError (naming the
+    file), the others a CheckpointError naming the ranks and their files."""
+    error = None
+    try:
+        if unfilled_model is not None:
+            check_load_fills(unfilled_model, ckpt, int(meta["zero_stage"]), env.rank)
+        for path in own_files(ckpt, meta, env.rank, env.world_size, universal):
+            check_loadable(path)
+    except CheckpointError as err:
+        error = err
+    failed = failed_ranks(error is not None, env)
+    if error is not None:
+        raise error
+    if failed:
+        ranks, its = failed_ranks_wording(failed, env.world_size)
+        names = ", ".join(str(path.relative_to(ckpt)) for path in own_files(ckpt, meta, failed[0], env.world_size,
+                                                                              universal))
+        others = ", the others' alike" if len(failed) > 1 else ""
+        raise CheckpointError(f"{ranks} could not resume from {its} own files of checkpoint {ckpt} (rank "
+                              f"{failed[0]}'s: {names}{others}; see {its} error); every rank must read the same "
+                              f"complete checkpoint, on a filesystem all nodes share: {CORRUPT_HINT}")

@@ -1,0 +1,162 @@
+"""A resume's checkpoint files that one rank reads alone (`t2t_mtl.engine.own_checkpoint_files`): the files are the ones
+DeepSpeed and the checkpoint name for that rank, and a rank that cannot use its own stops every rank before DeepSpeed
+starts, each with a message naming the file or the rank and its files (two ranks, gloo, no launcher that would stop
+the others)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import MethodType, SimpleNamespace
+
+import pytest
+import torch
+
+from engine_helpers import REPO, forked_ranks, free_port, subprocess_env, tiny_config, train_tiny_tokenizer, \
+    write_config
+
+
+@pytest.mark.parametrize("stage, precision", [(1, "fp32"), (2, "bf16"), (3, "fp32"), (3, "bf16")])
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_ranks_own_deepspeed_files_are_the_ones_deepspeed_names_for_it(tmp_path, stage, precision, rank):
+    # DeepSpeed's engine names the files a rank loads alone (the reference): its module state at ZeRO-3, its
+    # optimizer partition at ZeRO 1-3 (bf16_ in front for a bf16 run's); then the checkpoint's own rank file
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    from t2t_mtl.engine.checkpoint import DS_TAG, rank_file
+    from t2t_mtl.engine.own_checkpoint_files import own_files
+
+    engine = SimpleNamespace(checkpoint_mp_rank=0, zero_optimization_partition_weights=lambda: stage == 3)
+    engine._get_zero_ckpt_prefix = MethodType(DeepSpeedEngine._get_zero_ckpt_prefix, engine)
+    optimizer = DeepSpeedEngine._get_rank_zero_ckpt_name(engine, str(tmp_path), DS_TAG, mp_rank=0, dp_rank=rank,
+                                                         bf16_mode=precision == "bf16")
+    module = [Path(DeepSpeedEngine._get_ckpt_name(engine, str(tmp_path), DS_TAG, pp_placeholder=rank))] * (stage == 3)
+    meta = {"zero_stage": stage, "precision": precision, "world_size": 2}
+    assert own_files(tmp_path, meta, rank, 2, universal=False) == [*module, Path(optimizer), rank_file(tmp_path, rank)]
+
+
+def test_a_resume_reads_no_own_deepspeed_file_at_stage_0_nor_through_the_universal_format_nor_others_rank_files(
+        tmp_path):
+    from t2t_mtl.engine.checkpoint import rank_file
+    from t2t_mtl.engine.own_checkpoint_files import own_files
+
+    assert own_files(tmp_path, {"zero_stage": 0, "world_size": 2}, 1, 2, universal=False) == [rank_file(tmp_path, 1)]
+    assert own_files(tmp_path, {"zero_stage": 3, "world_size": 2}, 1, 2, universal=True) == [rank_file(tmp_path, 1)]
+    # (another world size: every rank reads every old rank's file, `load_rank_states`)
+    assert own_files(tmp_path, {"zero_stage": 0, "world_size": 2}, 0, 1, universal=False) == []
+
+
+def _ranks_env(rank: int, port: int) -> dict:
+    return {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+
+
+def _train_worker(rank: int, port: int, config: dict, out: str) -> None:
+    from t2t_mtl.engine import trainer
+
+    os.environ.update(_ranks_env(rank, port))
+    try:
+        trainer.train(config, resume="auto", evaluate_held_in=False)
+        result = "trained"
+    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
+        result = f"{type(err).__name__}: {err}"
+    Path(f"{out}.{rank}").write_text(result)
+
+
+def _train_two_ranks(config: dict, out: Path) -> list:
+    """What each of two ranks (forked, no launcher) ended `train(config, resume="auto")` with."""
+    port = free_port()
+    forked_ranks(_train_worker, [(rank, port, config, str(out)) for rank in (0, 1)], timeout=180)
+    return [Path(f"{out}.{rank}").read_text() if Path(f"{out}.{rank}").exists() else "still waiting"
+            for rank in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(root, tokenizer, {ZeRO stage: config}): a one-step run of two ranks at ZeRO-2 and at ZeRO-3, checkpointed."""
+    root = tmp_path_factory.mktemp("own_files")
+    tok = train_tiny_tokenizer(root / "tok")
+    configs = {}
+    for stage in (2, 3):
+        configs[stage] = tiny_config(root / f"zero{stage}", tok, root / "cache", training={"steps": 1},
+                                     deepspeed={"zero_stage": stage})
+        assert _train_two_ranks(configs[stage], root / f"zero{stage}_trained") == ["trained", "trained"]
+    return root, configs
+
+
+def _damaged_copy(runs, stage: int, name: str):
+    """(config resuming a copy of the ZeRO-`stage` run for one more step, the copy's checkpoint)."""
+    root, configs = runs
+    shutil.copytree(root / f"zero{stage}", root / name)
+    cfg = configs[stage]
+    return ({**cfg, "training": {**cfg["training"], "steps": 2, "output_dir": str(root / name)}},
+            root / name / "checkpoints" / "step-00000001")
+
+
+def _others_message(ckpt: Path, files: str) -> str:
+    return (f"CheckpointError: rank 1 of 2 could not resume from its own files of checkpoint {ckpt} (rank 1's: "
+            f"{files}; see its error); every rank must read the same complete checkpoint, on a filesystem all nodes "
+            f"share: the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
+            f"<run>/checkpoints/step-N) or remove it")
+
+
+ZERO3_FILES = "ds/zero_pp_rank_1_mp_rank_00_model_states.pt, ds/zero_pp_rank_1_mp_rank_00_optim_states.pt, " \
+              "rank_00001.pt"
+ZERO2_FILES = "ds/zero_pp_rank_1_mp_rank_00_optim_states.pt, rank_00001.pt"
+
+
+@pytest.mark.slow
+def test_a_zero3_module_state_of_one_rank_lacking_a_tensor_stops_both_ranks_of_the_cli_naming_it(runs):
+    """Rank 1's ZeRO-3 module state lacks a tensor of the model (checked before DeepSpeed starts, since the model is
+    built unfilled). Was: rank 1 alone stopped; rank 0 went into DeepSpeed's start and, under no launcher that stops
+    it (two-node torchrun, pdsh, srun without --kill-on-bad-exit), ended on a gloo traceback or waited."""
+    cfg, ckpt = _damaged_copy(runs, 3, "zero3_lacking")
+    states = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_model_states.pt"
+    saved = torch.load(states, weights_only=False)
+    del saved["module"]["decoder.final_layer_norm.weight"]
+    torch.save(saved, states)
+    path, port, procs = write_config(cfg, Path(cfg["training"]["output_dir"] + ".yaml")), free_port(), []
+    for rank in (0, 1):
+        procs.append(subprocess.Popen([sys.executable, "-m", "t2t_mtl", "train", str(path), "--resume", "auto"],
+                                      env={**subprocess_env(), **_ranks_env(rank, port)}, cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=150)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert errs[1].strip().splitlines()[-1] == (
+        f"error: {states} holds no decoder.final_layer_norm.weight of this run's model: resume with the model "
+        f"settings the checkpoint was trained with, or from another checkpoint")
+    assert errs[0].strip().splitlines()[-1] == "error: " + _others_message(ckpt, ZERO3_FILES).split(": ", 1)[1]
+    assert "Traceback" not in errs[0] + errs[1]
+
+
+@pytest.mark.slow
+def test_a_zero2_optimizer_partition_of_one_rank_cut_short_stops_both_ranks_naming_it(runs):
+    """Was: rank 1 stopped inside DeepSpeed's load naming the checkpoint's ds folder ('OSError: [Errno 22] Invalid
+    argument'); rank 0 printed 'resumed from ...' and ended on a gloo 'Connection closed by peer' traceback."""
+    cfg, ckpt = _damaged_copy(runs, 2, "zero2_cut")
+    partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    partition.write_bytes(partition.read_bytes()[:partition.stat().st_size // 2])
+    results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
+    assert results[0] == _others_message(ckpt, ZERO2_FILES)
+    assert results[1].startswith(f"CheckpointError: {partition} cannot be read (")
+    assert results[1].endswith("); the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
+                               "<run>/checkpoints/step-N) or remove it")
+
+
+@pytest.mark.slow
+def test_a_missing_rank_file_of_one_rank_stops_both_ranks_naming_it(runs):
+    """Was: rank 1 stopped after DeepSpeed's load; rank 0 went on into the first step and ended there."""
+    cfg, ckpt = _damaged_copy(runs, 2, "zero2_no_rank_file")
+    (ckpt / "rank_00001.pt").unlink()
+    results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
+    assert results == [_others_message(ckpt, ZERO2_FILES),
+                       f"CheckpointError: {ckpt / 'rank_00001.pt'} is missing; the checkpoint is incomplete or "
+                       f"corrupt: resume from an earlier one (--resume <run>/checkpoints/step-N) or remove it"]
