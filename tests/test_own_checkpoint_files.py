@@ -1,7 +1,7 @@
 """A resume's checkpoint files that one rank reads alone (`t2t_mtl.engine.own_checkpoint_files`): the files are the ones
 DeepSpeed and the checkpoint name for that rank, and a rank that cannot use its own stops every rank before DeepSpeed
 starts, each with a message naming the file or the rank and its files (two ranks, gloo, no launcher that would stop
-the others)."""
+the others); so does a conversion to the universal format that fails on rank 0."""
 from __future__ import annotations
 
 import os
@@ -95,6 +95,10 @@ def _damaged_copy(runs, stage: int, name: str):
             root / name / "checkpoints" / "step-00000001")
 
 
+HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume <run>/checkpoints/step-N) or "
+        "remove it")
+
+
 def _others_message(ckpt: Path, files: str) -> str:
     return (f"CheckpointError: rank 1 of 2 could not resume from its own files of checkpoint {ckpt} (rank 1's: "
             f"{files}; see its error); every rank must read the same complete checkpoint, on a filesystem all nodes "
@@ -160,3 +164,53 @@ def test_a_missing_rank_file_of_one_rank_stops_both_ranks_naming_it(runs):
     assert results == [_others_message(ckpt, ZERO2_FILES),
                        f"CheckpointError: {ckpt / 'rank_00001.pt'} is missing; the checkpoint is incomplete or "
                        f"corrupt: resume from an earlier one (--resume <run>/checkpoints/step-N) or remove it"]
+
+
+@pytest.mark.slow
+def test_a_conversion_to_the_universal_format_of_a_file_cut_short_is_refused_naming_it(runs):
+    """One process resuming the two ranks' ZeRO-2 checkpoint (another world size: rank 0 converts it). Was: the
+    converter's 'OSError: [Errno 22] Invalid argument' traceback, naming no file."""
+    from t2t_mtl.engine.checkpoint import CheckpointError
+    from t2t_mtl.engine.trainer import train
+
+    cfg, ckpt = _damaged_copy(runs, 2, "zero2_cut_universal")
+    partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    partition.write_bytes(partition.read_bytes()[:partition.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as refused:
+        train(cfg, resume="auto", evaluate_held_in=False)
+    assert str(refused.value).startswith(f"{partition} cannot be read (")
+    assert not (ckpt / "ds_universal").exists()
+
+
+@pytest.mark.slow
+def test_a_conversion_to_the_universal_format_failing_on_rank_0_stops_both_ranks(runs):
+    """Two ranks resuming the ZeRO-2 checkpoint at ZeRO-1 (through the universal format, which rank 0 alone writes)
+    whose rank 1 optimizer partition is missing. Was: rank 0 ended on DeepSpeed's "RuntimeError: shape '[64, 32]' is
+    invalid for input of size 1920" traceback, rank 1, waiting for the conversion, on gloo's 'Connection closed by
+    peer'."""
+    cfg, ckpt = _damaged_copy(runs, 2, "zero2_universal_no_partition")
+    partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    partition.unlink()
+    results = _train_two_ranks({**cfg, "deepspeed": {"zero_stage": 1}}, ckpt.parent.parent.with_suffix(".result"))
+    assert results == [f"CheckpointError: {partition} is missing; {HINT}",
+                       f"CheckpointError: rank 0 of 2 could not convert checkpoint {ckpt} to DeepSpeed's universal "
+                       f"format (see its error); {HINT}"]
+
+
+def test_an_error_of_deepspeeds_converter_is_a_checkpoint_error_quoting_it(tmp_path, monkeypatch):
+    import deepspeed.checkpoint.ds_to_universal as converter
+
+    from t2t_mtl.engine.checkpoint import CheckpointError, ensure_universal, optimizer_partition_file
+    from t2t_mtl.engine.distributed import DistEnv
+
+    def fails(args):
+        raise RuntimeError("shape '[64, 32]' is invalid\nfor input of size 1920\nthird line")
+
+    monkeypatch.setattr(converter, "main", fails)
+    (tmp_path / "meta.json").write_text('{"world_size": 1, "precision": "fp32"}')
+    optimizer_partition_file(tmp_path, 0, "fp32").parent.mkdir()
+    torch.save({}, optimizer_partition_file(tmp_path, 0, "fp32"))
+    with pytest.raises(CheckpointError) as refused:
+        ensure_universal(tmp_path, DistEnv(0, 1, 0, torch.device("cpu"), "gloo"))
+    assert str(refused.value) == (f"DeepSpeed could not convert {tmp_path / 'ds'} to its universal format "
+                                  f"(RuntimeError: shape '[64, 32]' is invalid for input of size 1920); {HINT}")

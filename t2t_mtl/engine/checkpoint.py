@@ -396,23 +396,54 @@ def check_loadable(path: Path) -> None:
     _load_file(path, mmap=zipfile.is_zipfile(path))
 
 
+def _error_detail(err: Exception) -> str:
+    """How a message quotes an error DeepSpeed raised: its type and its first two lines (400 characters at most)."""
+    return f"{type(err).__name__}: " + " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:400]
+
+
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
-    """Convert the DeepSpeed checkpoint to DeepSpeed's universal format (once; rank 0), for loading it under
-    another world size. Returns the universal folder."""
+    """Collective: convert the DeepSpeed checkpoint to DeepSpeed's universal format (once; rank 0), for loading it
+    under another world size. Returns the universal folder. A conversion that fails stops every rank once the others
+    have waited for it: rank 0 raises its CheckpointError (`_convert_to_universal`), the others one naming rank 0."""
     out = Path(ckpt) / UNIVERSAL_TAG
+    error = None
     if env.is_main and not (out / "zero").exists():
-        from types import SimpleNamespace
+        try:
+            _convert_to_universal(Path(ckpt), out)
+        except CheckpointError as err:
+            error = err
+    barrier()  # (however long the conversion takes)
+    failed = failed_ranks(error is not None, env)
+    if error is not None:
+        raise error
+    if failed:
+        raise CheckpointError(f"rank 0 of {env.world_size} could not convert checkpoint {ckpt} to DeepSpeed's "
+                              f"universal format (see its error); {CORRUPT_HINT}")
+    return out
 
-        from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
 
-        tmp = Path(ckpt) / f".tmp-{UNIVERSAL_TAG}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        ds_to_universal(SimpleNamespace(input_folder=str(Path(ckpt) / DS_TAG), output_folder=str(tmp),
+def _convert_to_universal(ckpt: Path, out: Path) -> None:
+    """Write checkpoint `ckpt`'s DeepSpeed files in DeepSpeed's universal format to `out` (through a temporary folder
+    renamed into place); CheckpointError naming a file of them that cannot be loaded (a rank's optimizer partition
+    missing included), else quoting DeepSpeed's error."""
+    from types import SimpleNamespace
+
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+    meta = read_meta(ckpt)  # (DeepSpeed's converter names no file it lacks or cannot read)
+    for path in sorted({*(ckpt / DS_TAG).glob("*.pt"), *(optimizer_partition_file(ckpt, rank, meta["precision"])
+                                                          for rank in range(int(meta["world_size"])))}):
+        check_loadable(path)
+    tmp = ckpt / f".tmp-{UNIVERSAL_TAG}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ds_to_universal(SimpleNamespace(input_folder=str(ckpt / DS_TAG), output_folder=str(tmp),
                                         num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
                                         strict=True, inject_missing_state=True))
-        os.rename(tmp, out)
-    barrier()
-    return out
+    except Exception as err:  # DeepSpeed reports a missing or damaged file from deep inside itself
+        raise CheckpointError(f"DeepSpeed could not convert {ckpt / DS_TAG} to its universal format "
+                              f"({_error_detail(err)}); {CORRUPT_HINT}") from None
+    os.rename(tmp, out)
 
 
 def load_universal_format(engine: Any, universal: bool) -> None:
@@ -446,9 +477,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
                 "model.lora / model.task_embeddings / tokenizer the checkpoint was trained with"
                 if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err)
                 else CORRUPT_HINT)
-        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:400]
-        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag} ({type(err).__name__}: {detail}); "
-                              f"{hint}") from None
+        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag} ({_error_detail(err)}); {hint}") from None
     if path is None:
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {CORRUPT_HINT}")
     schedule = getattr(engine, "lr_scheduler", None)
@@ -463,6 +492,13 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
 def rank_file(ckpt: Path, rank: int) -> Path:
     """Where checkpoint folder `ckpt` keeps rank `rank`'s own state (data positions, batches, sampler, RNG)."""
     return Path(ckpt) / f"rank_{rank:05d}.pt"
+
+
+def optimizer_partition_file(ckpt: Path, rank: int, precision: str) -> Path:
+    """Where checkpoint folder `ckpt`'s DeepSpeed files keep rank `rank`'s ZeRO optimizer partition (stages 1-3), as
+    DeepSpeed names it for a run of `precision`."""
+    bf16 = "bf16_" if precision == "bf16" else ""
+    return Path(ckpt) / DS_TAG / f"{bf16}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
 
 
 def load_rank_states(ckpt: Path, world_size: int) -> list:

@@ -15,7 +15,8 @@ from typing import Any, List, Mapping, Optional
 
 import torch
 
-from t2t_mtl.engine.checkpoint import CORRUPT_HINT, DS_TAG, CheckpointError, check_loadable, rank_file
+from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, CheckpointError, check_loadable, optimizer_partition_file,
+                                      rank_file)
 from t2t_mtl.engine.distributed import DistEnv, failed_ranks, failed_ranks_wording
 from t2t_mtl.engine.resumed_model import check_load_fills, module_state_file
 
@@ -29,8 +30,7 @@ def own_files(ckpt: Path, meta: Mapping[str, Any], rank: int, world_size: int, u
     if not universal and stage == 3:
         files.append(module_state_file(ckpt, stage, rank))
     if not universal and stage > 0:
-        bf16 = "bf16_" if meta.get("precision") == "bf16" else ""
-        files.append(ckpt / DS_TAG / f"{bf16}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+        files.append(optimizer_partition_file(ckpt, rank, meta["precision"]))
     if int(meta["world_size"]) == world_size:
         files.append(rank_file(ckpt, rank))
     return files
