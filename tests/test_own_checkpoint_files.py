@@ -65,17 +65,38 @@ def _train_worker(rank: int, port: int, config: dict, out: str) -> None:
     Path(f"{out}.{rank}").write_text(result)
 
 
-def _train_two_ranks(config: dict, out: Path) -> list:
+def _first_best_worker(rank: int, port: int, config: dict, out: str) -> None:
+    """`_train_worker` of a run whose first validation stays its best, and whose rank 1 cannot read its rank file of
+    that step's checkpoint (its node's view of it)."""
+    from t2t_mtl.engine.best import BestValidation
+
+    update, load = BestValidation.update, torch.load
+
+    def first_only(self, step, value):
+        return update(self, step, value) if self.step is None else False
+
+    def unreadable(path, *args, **kwargs):
+        if str(path).endswith(f"step-00000002{os.sep}rank_00001.pt"):
+            raise OSError("rank 1 cannot read its rank file")
+        return load(path, *args, **kwargs)
+
+    BestValidation.update = first_only
+    if rank == 1:
+        torch.load = unreadable
+    _train_worker(rank, port, config, out)
+
+
+def _train_two_ranks(config: dict, out: Path, worker=_train_worker) -> list:
     """What each of two ranks (forked, no launcher) ended `train(config, resume="auto")` with."""
     port = free_port()
-    forked_ranks(_train_worker, [(rank, port, config, str(out)) for rank in (0, 1)], timeout=180)
+    forked_ranks(worker, [(rank, port, config, str(out)) for rank in (0, 1)], timeout=180)
     return [Path(f"{out}.{rank}").read_text() if Path(f"{out}.{rank}").exists() else "still waiting"
             for rank in (0, 1)]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """(root, tokenizer, {ZeRO stage: config}): a one-step run of two ranks at ZeRO-2 and at ZeRO-3, checkpointed."""
+    """(root, {ZeRO stage: config}): a one-step run of two ranks at ZeRO-2 and at ZeRO-3, checkpointed."""
     root = tmp_path_factory.mktemp("own_files")
     tok = train_tiny_tokenizer(root / "tok")
     configs = {}
@@ -100,10 +121,9 @@ HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--
 
 
 def _others_message(ckpt: Path, files: str) -> str:
-    return (f"CheckpointError: rank 1 of 2 could not resume from its own files of checkpoint {ckpt} (rank 1's: "
+    return (f"CheckpointError: rank 1 of 2 could not use its own files of checkpoint {ckpt} (rank 1's: "
             f"{files}; see its error); every rank must read the same complete checkpoint, on a filesystem all nodes "
-            f"share: the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
-            f"<run>/checkpoints/step-N) or remove it")
+            f"share: {HINT}")
 
 
 ZERO3_FILES = "ds/zero_pp_rank_1_mp_rank_00_model_states.pt, ds/zero_pp_rank_1_mp_rank_00_optim_states.pt, " \
@@ -214,3 +234,18 @@ def test_an_error_of_deepspeeds_converter_is_a_checkpoint_error_quoting_it(tmp_p
         ensure_universal(tmp_path, DistEnv(0, 1, 0, torch.device("cpu"), "gloo"))
     assert str(refused.value) == (f"DeepSpeed could not convert {tmp_path / 'ds'} to its universal format "
                                   f"(RuntimeError: shape '[64, 32]' is invalid for input of size 1920); {HINT}")
+
+
+@pytest.mark.slow
+def test_a_ranks_file_of_the_best_checkpoint_it_cannot_read_stops_both_ranks_after_training(runs):
+    """training.keep_best, the best at step 2 of 4, loaded after training for the evaluation. Was: rank 1 stopped in
+    the load; rank 0 went on with the evaluation of the best checkpoint and returned its result."""
+    root, configs = runs
+    cfg = tiny_config(root / "best", Path(configs[2]["tokenizer"]["path"]), root / "cache",
+                      deepspeed={"zero_stage": 2},
+                      training={"steps": 4, "validate_every": 2, "validate_examples": 2, "keep_best": "val_loss"})
+    ckpt = root / "best" / "checkpoints" / "step-00000002"
+    results = _train_two_ranks(cfg, root / "best_result", _first_best_worker)
+    assert results == [_others_message(ckpt, ZERO2_FILES),
+                       f"CheckpointError: {ckpt / 'rank_00001.pt'} cannot be read (OSError: rank 1 cannot read its "
+                       f"rank file); {HINT}"]

@@ -11,6 +11,7 @@ from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.logging import ScalarSinks, log_held_out, plot_held_out
+from t2t_mtl.engine.own_checkpoint_files import check_own_files
 from t2t_mtl.wording import counted
 
 
@@ -19,17 +20,19 @@ def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestVa
     """Load the best checkpoint (`training.keep_best`) into the engine for the after-training evaluations;
     returns the step whose weights the engine now holds. A best written under another world size (before a
     resume on more or fewer ranks) would need DeepSpeed's universal loading, set up only at start-up: the
-    final weights stay, with a message saying how to evaluate the best one."""
+    final weights stay, with a message saying how to evaluate the best one. A rank that cannot use its own files of
+    the best checkpoint stops every rank (`check_own_files`)."""
     value = f"mean {best_val.metric} {best_val.value:.4f}"
-    why = None
-    if best is None:
+    why, meta = None, ckpt_io.read_meta(best) if best is not None else None
+    if meta is None:
         why = "is not in this run directory's checkpoints/ (the run was resumed from another directory)"
-    elif ckpt_io.read_meta(best)["world_size"] != env.world_size and engine.zero_optimization_stage():
+    elif meta["world_size"] != env.world_size and engine.zero_optimization_stage():
         why = f"was written with another world size; evaluate it with t2t-mtl eval --checkpoint {best}"
     if why:
         if env.is_main:
             print(f"evaluating the final model: the best checkpoint (step {best_val.step}, {value}) {why}", flush=True)
         return final_step
+    check_own_files(best, meta, env, universal=False)  # (a rank stopping alone in the load left the others going)
     ckpt_io.load_checkpoint(engine, best, env)
     if env.is_main:
         print(f"evaluating the best checkpoint {best} (step {best_val.step}, {value}), not the final step's "

@@ -1,10 +1,11 @@
-"""The files of a checkpoint that each rank of a resume reads alone, checked on every rank before DeepSpeed starts.
+"""The files of a checkpoint that each rank reads alone, checked on every rank before DeepSpeed's load: a resume's,
+before DeepSpeed starts, and the best checkpoint's after training (`training.keep_best`).
 
 A rank meeting an unusable file of its own (its ZeRO-3 module state, its optimizer partition, its data positions)
 inside DeepSpeed's load stopped alone: the others went on into the load's collectives or the first step and ended by
 the launcher's kill or a gloo 'Connection closed by peer' traceback, or, under a launcher watching its own node only,
 waited for it. `check_own_files` has each rank try its own files as the load will find them (memory-mapped: a missing,
-cut short or foreign file fails; no tensor is read) before the engine starts, and the ranks agree (`failed_ranks`):
+cut short or foreign file fails; no tensor is read) before the load, and the ranks agree (`failed_ranks`):
 the rank that met the problem raises its error, naming the file, and every other rank a CheckpointError naming that
 rank and its files.
 """
@@ -38,11 +39,11 @@ def own_files(ckpt: Path, meta: Mapping[str, Any], rank: int, world_size: int, u
 
 def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal: bool,
                     unfilled_model: Optional[torch.nn.Module] = None) -> None:
-    """Collective (every rank calls it before DeepSpeed starts): refuse on every rank a resume from checkpoint `ckpt`
-    (`meta`, loaded through the universal format where `universal`) of which a rank cannot load one of its
-    `own_files`, or whose module state that rank loads lacks a tensor of `unfilled_model` (the model built for a load
-    that fills every tensor, `check_load_fills`; None: not checked). That rank raises its CheckpointError (naming the
-    file), the others a CheckpointError naming the ranks and their files."""
+    """Collective (every rank calls it before DeepSpeed's load; on a resume, before DeepSpeed starts): refuse on every
+    rank a load of checkpoint `ckpt` (`meta`, through the universal format where `universal`) of which a rank cannot
+    load one of its `own_files`, or whose module state that rank loads lacks a tensor of `unfilled_model` (the model
+    built for a load that fills every tensor, `check_load_fills`; None: not checked). That rank raises its
+    CheckpointError (naming the file), the others a CheckpointError naming the ranks and their files."""
     error = None
     try:
         if unfilled_model is not None:
@@ -59,6 +60,6 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
         names = ", ".join(str(path.relative_to(ckpt)) for path in own_files(ckpt, meta, failed[0], env.world_size,
                                                                               universal))
         others = ", the others' alike" if len(failed) > 1 else ""
-        raise CheckpointError(f"{ranks} could not resume from {its} own files of checkpoint {ckpt} (rank "
+        raise CheckpointError(f"{ranks} could not use {its} own files of checkpoint {ckpt} (rank "
                               f"{failed[0]}'s: {names}{others}; see {its} error); every rank must read the same "
                               f"complete checkpoint, on a filesystem all nodes share: {CORRUPT_HINT}")
