@@ -3,7 +3,7 @@ load of the checkpoint fills every tensor (DeepSpeed's own format, `t2t_mtl.engi
 with every unfilled tensor NaN, nothing is left NaN after the load, and the resumed run trains as the resume that
 builds the model with its init (the reference) does; through the universal format, and for a model with a buffer
 no load fills, the init is kept. A checkpoint that lacks a tensor of the model is refused naming the file and the
-tensor."""
+tensor, a universal conversion that lacks a trained weight naming the folder and the weight."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.engine import trainer as trainer_mod
-from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.checkpoint import UNIVERSAL_TAG, CheckpointError
 from t2t_mtl.engine.export import load_trained_model
 from t2t_mtl.engine.trainer import train
 
@@ -207,6 +207,28 @@ def test_the_load_fills_every_tensor_from_deepspeeds_own_format_without_an_nvme_
     from t2t_mtl.engine.resumed_model import loads_every_tensor
 
     assert loads_every_tensor({"zero_optimization": zero}, universal) is fills
+
+
+def test_a_universal_conversion_lacking_a_trained_weight_is_refused_naming_it(tmp_path, tok, monkeypatch):
+    # was: DeepSpeed's ZeRO-1/2 universal load skips a parameter whose fp32.pt is missing without a word, the weight
+    # kept as built (its random init)
+    train(_config(tmp_path / "run", tok, tmp_path / "cache", {}, {}, {"zero_stage": 1}, 2), evaluate_held_in=False)
+    real_convert = trainer_mod.ckpt_io.ensure_universal
+
+    def damaged(*args):
+        folder = real_convert(*args)
+        (folder / "zero" / "decoder.final_layer_norm.weight" / "fp32.pt").unlink()
+        return folder
+
+    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", damaged)
+    with pytest.raises(CheckpointError) as refused:
+        train(_config(tmp_path / "run", tok, tmp_path / "cache", {}, {}, {"zero_stage": 2}, 3), resume="auto",
+              evaluate_held_in=False)
+    folder = tmp_path / "run" / "checkpoints" / "step-00000002" / UNIVERSAL_TAG
+    assert str(refused.value) == (f"{folder / 'zero'} holds no fp32 weights of decoder.final_layer_norm.weight of "
+                                  f"this run's model: the conversion to DeepSpeed's universal format is incomplete; "
+                                  f"remove {folder} for the resume to convert the checkpoint again, or resume from "
+                                  f"another checkpoint")
 
 
 def test_a_checkpoint_in_torchs_legacy_serialization_resumes_unfilled(tmp_path, tok, monkeypatch):

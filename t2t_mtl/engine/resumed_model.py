@@ -15,7 +15,8 @@ DeepSpeed's engine and ZeRO optimizers:
   threshold) are gathered again from their partitions (`checkpoint_event_epilogue`);
 - through DeepSpeed's universal format (another world size at ZeRO 1/2/3, or ZeRO-1 <-> 2) no module state is read,
   only the trained parameters' fp32 masters: frozen weights and buffers keep the values the build gave them (a run
-  from dims rebuilds its frozen weights from the seed), so the build keeps its init;
+  from dims rebuilds its frozen weights from the seed), so the build keeps its init; a converted folder lacking a
+  trainable parameter's fp32 master (which ZeRO 1/2 would skip without a word) is refused (`check_universal_fills`);
 - with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load of the offloaded optimizer, copying its
   swapped-out tensors instead, and swaps offloaded parameters in and out: not followed here, so the build keeps its
   init.
@@ -69,6 +70,20 @@ def buffers_outside_state(model: torch.nn.Module) -> List[str]:
     with one is built with its init."""
     state = set(model.state_dict())
     return [name for name, _ in model.named_buffers() if name not in state]
+
+
+def check_universal_fills(model: torch.nn.Module, folder: Path) -> None:
+    """Refuse (CheckpointError naming them and the folder) the trainable parameters of `model` whose fp32 master
+    DeepSpeed's universal folder `folder` lacks (`zero/<name>/fp32.pt`, under the names DeepSpeed's engine gives
+    them): ZeRO 1/2 would leave them as built without a word, ZeRO-3 fail deep inside DeepSpeed."""
+    zero = Path(folder) / "zero"
+    missing = [name for name, param in model.named_parameters()
+               if param.requires_grad and not (zero / name / "fp32.pt").is_file()]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise CheckpointError(f"{zero} holds no fp32 weights of {', '.join(missing[:5])}{more} of this run's model: "
+                              f"the conversion to DeepSpeed's universal format is incomplete; remove {folder} for the "
+                              f"resume to convert the checkpoint again, or resume from another checkpoint")
 
 
 def check_load_fills(model: torch.nn.Module, ckpt: Path, zero_stage: int, rank: int) -> None:

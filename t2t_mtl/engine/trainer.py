@@ -64,7 +64,7 @@ from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, confi
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
 from t2t_mtl.engine.rank_agreement import disagreement
-from t2t_mtl.engine.resumed_model import buffers_outside_state, loads_every_tensor
+from t2t_mtl.engine.resumed_model import buffers_outside_state, check_universal_fills, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
@@ -419,7 +419,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load else None)
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
-        ckpt_io.ensure_universal(resume_from, env)
+        check_universal_fills(model, ckpt_io.ensure_universal(resume_from, env))
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
