@@ -1,9 +1,10 @@
 """A resume builds its model without a random init (a pretrained one without reading its weights) where DeepSpeed's
-load of the checkpoint fills every tensor (DeepSpeed's own format, `t2t_mtl.engine.resumed_model`):
-with every unfilled tensor NaN, nothing is left NaN after the load, and the resumed run trains as the resume that
-builds the model with its init (the reference) does; through the universal format, and for a model with a buffer
-no load fills, the init is kept. A checkpoint that lacks a tensor of the model is refused naming the file and the
-tensor, a universal conversion that lacks a trained weight naming the folder and the weight."""
+load of the checkpoint fills every tensor (DeepSpeed's own format, and its universal one for a model whose every
+tensor trains, `t2t_mtl.engine.resumed_model`): with every unfilled tensor NaN, nothing is left NaN after the load,
+and the resumed run trains as the resume that builds the model with its init (the reference) does; through the
+universal format for a model with frozen weights, and for a model with a buffer no load fills, the init is kept. A
+checkpoint that lacks a tensor of the model is refused naming the file and the tensor, a universal conversion that
+lacks a trained weight naming the folder and the weight."""
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ RUNS = {
     "moe-zero1": (MOE, {}, {"zero_stage": 1}, {"zero_stage": 1}, True),
     "lora-zero3": (LORA, {}, {"zero_stage": 3}, {"zero_stage": 3}, True),  # (every parameter kept whole)
     "lora-bf16-zero3-partitioned": (LORA, {"precision": "bf16"}, PARTITIONED, PARTITIONED, True),
-    # universal format: no module state read, the frozen weights rebuilt
-    "lora-zero1-to-2": (LORA, {}, {"zero_stage": 1}, {"zero_stage": 2}, False),
+    # universal format: the trained parameters' fp32 masters alone
+    "dense-zero1-to-2": ({}, {}, {"zero_stage": 1}, {"zero_stage": 2}, True),
+    "bf16-zero2-to-1": ({}, {"precision": "bf16"}, {"zero_stage": 2}, {"zero_stage": 1}, True),
+    "moe-zero2-to-1": (MOE, {}, {"zero_stage": 2}, {"zero_stage": 1}, True),
+    "lora-zero1-to-2": (LORA, {}, {"zero_stage": 1}, {"zero_stage": 2}, False),  # (frozen weights: not read)
 }
 
 
@@ -68,10 +72,11 @@ def _engine_tensors(engine):
 
 def _resume(monkeypatch, cfg, *, reference):
     """Resume `cfg` for its remaining steps: the reference builds the model with its init; otherwise every tensor
-    built unfilled is NaN, and none may be after the load. Returns how many modules were built unfilled."""
-    real_restore, built = trainer_mod.restore, []
+    built unfilled is NaN, and none may be after the load. Returns whether the model trained was built unfilled."""
+    real_restore, built, trained = trainer_mod.restore, [], []
 
     def restore(engine, *args, **kwargs):
+        trained.append(engine.module)
         out = real_restore(engine, *args, **kwargs)
         left = [t for t in _engine_tensors(engine) if t.is_floating_point() and not torch.isfinite(t).all()]
         assert not left, f"{len(left)} tensors still hold the unfilled build's NaN after the load"
@@ -90,7 +95,7 @@ def _resume(monkeypatch, cfg, *, reference):
         else:
             patch.setattr(torch.nn.Module, "to_empty", to_empty)
         assert train(cfg, resume="auto", evaluate_held_in=False).step == 5
-    return len(built)
+    return any(module is trained[0] for module in built)
 
 
 def _assert_same_runs(tmp_path, a, b):
@@ -114,8 +119,38 @@ def test_a_resume_whose_load_fills_every_tensor_builds_no_init_and_trains_as_the
             reference=True)
     built = _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", model, training, after, 5),
                     reference=False)
-    assert (built > 0) == unfilled
+    assert built == unfilled
     _assert_same_runs(tmp_path, "reference", "cut")
+
+
+def test_a_resume_into_deepspeeds_bf16_optimizer_through_the_universal_format_builds_no_init(tmp_path, tok,
+                                                                                              monkeypatch):
+    # ZeRO-1 in bf16 accumulating gradients in fp32 trains with DeepSpeed's bf16 optimizer (BF16_Optimizer), whose
+    # universal load is its own; the weights compared are the last checkpoint's module states (DeepSpeed's
+    # zero_to_fp32, which export reads them with, cannot read that optimizer's files)
+    bf16_zero1 = {"zero_stage": 1, "extra": {"data_types": {"grad_accum_dtype": "fp32"}}}
+    training, optimizers = {"precision": "bf16"}, []
+    train(_config(tmp_path / "cut", tok, tmp_path / "cache", {}, training, {"zero_stage": 2}, 3),
+          evaluate_held_in=False)
+    shutil.copytree(tmp_path / "cut", tmp_path / "reference")
+    _resume(monkeypatch, _config(tmp_path / "reference", tok, tmp_path / "cache", {}, training, bf16_zero1, 5),
+            reference=True)
+    real_restore = trainer_mod.restore
+
+    def restore(engine, *args, **kwargs):
+        optimizers.append(type(engine.optimizer).__name__)
+        return real_restore(engine, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "restore", restore)
+    assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", {}, training, bf16_zero1, 5),
+                   reference=False)
+    assert optimizers == ["BF16_Optimizer"]
+    records = [step_records(tmp_path / run) for run in ("reference", "cut")]
+    assert [records[1][step]["loss"] for step in (4, 5)] == [records[0][step]["loss"] for step in (4, 5)]
+    states = [torch.load(tmp_path / run / "checkpoints" / "step-00000005" / "ds" / "mp_rank_00_model_states.pt",
+                         weights_only=False)["module"] for run in ("reference", "cut")]
+    assert states[0].keys() == states[1].keys()
+    assert [k for k in states[0] if not torch.equal(states[0][k], states[1][k])] == []
 
 
 @pytest.mark.parametrize("own_head", [False, True])
@@ -146,7 +181,7 @@ def test_a_pretrained_runs_resume_reads_no_pretrained_weights_and_trains_as_the_
     monkeypatch.setattr(trainer_mod, "restore", restore)
     monkeypatch.setattr(T5ForConditionalGeneration, "from_pretrained", not_read)
     assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", model, {}, zero2, 5),
-                   reference=False) > 0
+                   reference=False)
     monkeypatch.undo()
     _assert_same_runs(tmp_path, "reference", "cut")
     assert generation_configs == [T5ForConditionalGeneration.from_pretrained(folder).generation_config.to_dict()]
@@ -194,19 +229,56 @@ def test_a_model_with_a_buffer_outside_its_state_dict_is_built_with_its_init(tmp
     assert [scale.tolist() for scale in scales] == [[1.0, 1.0]]
 
 
-@pytest.mark.parametrize("zero, universal, fills", [
-    ({"stage": 0}, False, True), ({"stage": 2}, False, True), ({"stage": 3}, False, True),
-    ({"stage": 3, "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}}, False, True),
-    ({"stage": 2}, True, False), ({"stage": 3}, True, False),
-    ({"stage": 3, "offload_optimizer": {"device": "nvme"}}, False, False),
-    ({"stage": 3, "offload_param": {"device": "nvme"}}, False, False),
+@pytest.mark.parametrize("zero, fills", [
+    ({"stage": 0}, True), ({"stage": 2}, True), ({"stage": 3}, True),
+    ({"stage": 3, "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}}, True),
+    ({"stage": 3, "offload_optimizer": {"device": "nvme"}}, False),
+    ({"stage": 3, "offload_param": {"device": "nvme"}}, False),
 ])
-def test_the_load_fills_every_tensor_from_deepspeeds_own_format_without_an_nvme_offload(zero, universal, fills):
-    # an NVMe offload's load copies swapped-out tensors, which the proof does not follow; the universal format reads
-    # no module state (frozen weights and buffers)
+def test_the_load_may_fill_every_tensor_without_an_nvme_offload(zero, fills):
+    # an NVMe offload's load copies swapped-out tensors, which the proof does not follow
     from t2t_mtl.engine.resumed_model import loads_every_tensor
 
-    assert loads_every_tensor({"zero_optimization": zero}, universal) is fills
+    assert loads_every_tensor({"zero_optimization": zero}) is fills
+
+
+@pytest.mark.parametrize("universal", [False, True])
+def test_the_tensors_a_load_leaves_as_built_are_the_universal_formats_frozen_ones_and_buffers(universal):
+    # the universal format restores the trained parameters alone (a buffer outside the state dict: no load at all)
+    from t2t_mtl.engine.resumed_model import left_unfilled
+
+    model = torch.nn.Module()
+    model.trained, model.frozen = (torch.nn.Parameter(torch.zeros(1)) for _ in range(2))
+    model.frozen.requires_grad_(False)
+    model.register_buffer("saved", torch.zeros(1))
+    model.register_buffer("unsaved", torch.zeros(1), persistent=False)
+    assert left_unfilled(model, universal) == (["frozen", "saved", "unsaved"] if universal else ["unsaved"])
+    assert left_unfilled(torch.nn.Linear(2, 2), universal) == []
+
+
+@pytest.mark.parametrize("deepspeed", [{"zero_stage": 3}, PARTITIONED])
+def test_a_zero3_resume_through_the_universal_format_builds_no_init_and_trains_as_the_initialised_build(
+        tmp_path, tok, monkeypatch, deepspeed):
+    # (DeepSpeed's universal load at ZeRO-3, which a resume under another world size takes, in one process: the
+    # resume of a one-rank checkpoint sent through it) was built with its random init
+    model, training = MOE, {"precision": "bf16"}
+    train(_config(tmp_path / "cut", tok, tmp_path / "cache", model, training, deepspeed, 3), evaluate_held_in=False)
+    shutil.copytree(tmp_path / "cut", tmp_path / "reference")
+    real_convert, converted = trainer_mod.ckpt_io.ensure_universal, []
+
+    def ensure_universal(*args):
+        converted.append(args)
+        return real_convert(*args)
+
+    monkeypatch.setattr(trainer_mod, "loads_through_universal", lambda *args: True)
+    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", ensure_universal)
+    _resume(monkeypatch, _config(tmp_path / "reference", tok, tmp_path / "cache", model, training, deepspeed, 5),
+            reference=True)
+    assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", model, training, deepspeed, 5),
+                   reference=False)
+    assert len(converted) == 2
+    monkeypatch.undo()
+    _assert_same_runs(tmp_path, "reference", "cut")
 
 
 def test_a_universal_conversion_lacking_a_trained_weight_is_refused_naming_it(tmp_path, tok, monkeypatch):
@@ -242,7 +314,7 @@ def test_a_checkpoint_in_torchs_legacy_serialization_resumes_unfilled(tmp_path, 
     shutil.copytree(tmp_path / "cut", tmp_path / "reference")
     _resume(monkeypatch, _config(tmp_path / "reference", tok, tmp_path / "cache", {}, {}, legacy, 5), reference=True)
     assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", {}, {}, legacy, 5),
-                   reference=False) > 0
+                   reference=False)
     _assert_same_runs(tmp_path, "reference", "cut")
 
 

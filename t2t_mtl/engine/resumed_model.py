@@ -14,15 +14,24 @@ DeepSpeed's engine and ZeRO optimizers:
   low-precision copy, then each parameter's partition), and the parameters kept whole (under the persistence
   threshold) are gathered again from their partitions (`checkpoint_event_epilogue`);
 - through DeepSpeed's universal format (another world size at ZeRO 1/2/3, or ZeRO-1 <-> 2) no module state is read,
-  only the trained parameters' fp32 masters: frozen weights and buffers keep the values the build gave them (a run
-  from dims rebuilds its frozen weights from the seed), so the build keeps its init; a converted folder lacking a
-  trainable parameter's fp32 master (which ZeRO 1/2 would skip without a word) is refused (`check_universal_fills`);
-- with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load of the offloaded optimizer, copying its
-  swapped-out tensors instead, and swaps offloaded parameters in and out: not followed here, so the build keeps its
-  init.
+  only the trained parameters' fp32 masters, each from its own `zero/<name>/fp32.pt` of the converted folder, under
+  the name DeepSpeed's engine gives it (`named_parameters`, a tied weight once). ZeRO 1/2 (`load_hp_checkpoint_state`:
+  DeepSpeed's ZeRO optimizer, CPU offload included, and the bf16 optimizer of a bf16 ZeRO-1 run accumulating in fp32)
+  copy each parameter's fragment into the fp32 partition of the rank that holds it, and `update_lp_params` copies
+  every rank's partition into the flat weights that the parameters are views of and gathers them on every rank;
+  ZeRO-3 (`load_hp_checkpoint_state_from_checkpoint_dir_stage3`) writes each parameter's partition of the fp32 masters,
+  copies them into the low-precision partitions and points each parameter's partition at them; those kept whole are
+  gathered again (`checkpoint_event_epilogue`). Every trainable parameter is so filled, the padding of the flat
+  partitions being DeepSpeed's own zeros; frozen parameters (LoRA's base weights, which a run from dims rebuilds from
+  the seed) and buffers are left as the build gave them, so a model with one is built with its init
+  (`left_unfilled`), and a converted folder lacking a trainable parameter's fp32 master (which ZeRO 1/2 would skip
+  without a word) is refused (`check_universal_fills`);
+- with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load of the offloaded optimizer (no frozen
+  fragments, no fp32 partitions: the copied swap files are read back only for the sub-groups large enough to be
+  swapped), and swaps offloaded parameters in and out: not proven to fill every tensor, so the build keeps its init.
 
 A buffer outside the state dict (`persistent=False`) is filled by no load: T5, TaskAwareT5 and a LoRA model have
-none, and a model with one is built with its init (`buffers_outside_state`).
+none, and a model with one is built with its init (`left_unfilled`).
 """
 from __future__ import annotations
 
@@ -35,14 +44,13 @@ import torch
 from t2t_mtl.engine.checkpoint import DS_TAG, CheckpointError
 
 
-def loads_every_tensor(ds_config: Mapping[str, Any], universal: bool) -> bool:
-    """Whether the checkpoint's load into the engine of `ds_config` fills every tensor of the model's state dict: from
-    DeepSpeed's own format (`universal` false) at any ZeRO stage, without an NVMe offload; the model may then be built
-    unfilled."""
+def loads_every_tensor(ds_config: Mapping[str, Any]) -> bool:
+    """Whether the checkpoint's load into the engine of `ds_config` may fill every tensor of the model: at any ZeRO
+    stage, in DeepSpeed's own format or through the universal one, without an NVMe offload; the model may then be
+    built unfilled, unless it has a tensor that load leaves as built (`left_unfilled`)."""
     zero = ds_config.get("zero_optimization") or {}
-    nvme = any(isinstance(zero.get(key), Mapping) and zero[key].get("device") == "nvme"
-               for key in ("offload_optimizer", "offload_param"))
-    return not universal and not nvme
+    return not any(isinstance(zero.get(key), Mapping) and zero[key].get("device") == "nvme"
+                   for key in ("offload_optimizer", "offload_param"))
 
 
 def module_state_file(ckpt: Path, zero_stage: int, rank: int) -> Path:
@@ -65,11 +73,16 @@ def module_state_keys(path: Path) -> List[str]:
                               f"earlier one (--resume <run>/checkpoints/step-N) or remove it") from None
 
 
-def buffers_outside_state(model: torch.nn.Module) -> List[str]:
-    """The names of `model`'s buffers outside its state dict (`persistent=False`), which no load fills: a model
-    with one is built with its init."""
+def left_unfilled(model: torch.nn.Module, universal: bool) -> List[str]:
+    """The names of `model`'s tensors that the checkpoint's load leaves as the build gave them: buffers outside its
+    state dict (`persistent=False`), which no load fills, and, through the universal format (`universal`), which
+    restores the trained parameters alone, every frozen parameter and buffer. A model with one is built with its
+    init."""
     state = set(model.state_dict())
-    return [name for name, _ in model.named_buffers() if name not in state]
+    if not universal:
+        return [name for name, _ in model.named_buffers() if name not in state]
+    frozen = [name for name, param in model.named_parameters() if not param.requires_grad]
+    return frozen + [name for name, _ in model.named_buffers()]
 
 
 def check_universal_fills(model: torch.nn.Module, folder: Path) -> None:

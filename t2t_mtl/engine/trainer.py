@@ -64,7 +64,7 @@ from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, confi
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
 from t2t_mtl.engine.rank_agreement import disagreement
-from t2t_mtl.engine.resumed_model import buffers_outside_state, check_universal_fills, loads_every_tensor
+from t2t_mtl.engine.resumed_model import check_universal_fills, left_unfilled, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
@@ -371,9 +371,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
 
     seed_everything(t.seed)  # the initial weights depend on the seed only
     # a resume whose load fills every tensor builds no random init (nor reads a pretrained model's weights)
-    unfilled_load = resume_from is not None and loads_every_tensor(ds_config, universal)
+    unfilled_load = resume_from is not None and loads_every_tensor(ds_config)
     model = unfilled(lambda: build(False)) if unfilled_load else build(True)
-    if unfilled_load and buffers_outside_state(model):  # (filled by no load; the unfilled build drew no number)
+    if unfilled_load and left_unfilled(model, universal):  # (the unfilled build drew no random number)
         unfilled_load, model = False, build(True)
     shapes, model_settings = resume_checks.parameter_shapes(model), resume_checks.model_section(cfg)
     if resume_meta:  # weights of other shapes: refused naming the model settings that changed; others: warned of
@@ -416,7 +416,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                               auto_precision_reason(on_gpu=torch.cuda.is_available())
                               if checked.deepspeed.precision_by_auto else None)
         # (each rank's own files, the refusal agreed: a rank stopping alone in DeepSpeed's load left the others going)
-        check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load else None)
+        check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load and not universal else None)
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         check_universal_fills(model, ckpt_io.ensure_universal(resume_from, env))
