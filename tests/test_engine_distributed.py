@@ -22,8 +22,9 @@ from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
 
 from cluster_helpers import private_slurm, private_sshd
-from engine_helpers import CTRL_C_NOTICE, REPO, forked_ranks, free_port, run_checked, spawn_ranks, step_losses, \
-    step_records, subprocess_env, tiny_config, torchrun_command, train_tiny_tokenizer, write_config
+from engine_helpers import CTRL_C_NOTICE, REPO, forked_ranks, free_port, nan_filled_to_empty, run_checked, \
+    spawn_ranks, step_losses, step_records, subprocess_env, tiny_config, torchrun_command, train_tiny_tokenizer, \
+    write_config
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -143,9 +144,10 @@ def test_tchebycheff_on_two_ranks_resumes_as_if_uninterrupted(work):
 
 
 @pytest.mark.parametrize("stage", [1, 3])
-def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage):
+def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage, monkeypatch):
     """ZeRO-1 and ZeRO-3 (ZeRO-2: above) checkpoints of 2 ranks resume on 1 rank through DeepSpeed's universal
-    format: the weights are exactly DeepSpeed's own consolidation of the shards, and training goes on."""
+    format: the weights are exactly DeepSpeed's own consolidation of the shards, and training goes on. The model is
+    built without its random init (every tensor NaN until the load fills it, `resumed_model`)."""
     root, tok, reference = work
     cfg = tiny_config(root / f"u{stage}", tok, root / "cache", training={"steps": STEPS},
                       deepspeed={"zero_stage": stage})
@@ -155,7 +157,16 @@ def test_zero_checkpoint_of_two_ranks_resumes_on_one(work, stage):
 
     ds_state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="ds")
     on_one = dict(cfg, training={**cfg["training"], "micro_batch_size": 8, "output_dir": str(root / f"u{stage}_1")})
-    assert train(on_one, resume=str(ckpt), evaluate_held_in=False).step == STEPS  # nothing left: only reload
+    real_to_empty, built = nan_filled_to_empty(torch.nn.Module.to_empty), []
+
+    def to_empty(module, **kwargs):
+        built.append(module)
+        return real_to_empty(module, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.Module, "to_empty", to_empty)
+        assert train(on_one, resume=str(ckpt), evaluate_held_in=False).step == STEPS  # nothing left: only reload
+    assert built, "the resume built its model with its random init"
     reloaded, _, _ = load_trained_model(root / f"u{stage}_1")
     assert read_meta(latest_checkpoint(root / f"u{stage}_1"))["world_size"] == 1
     for name, p in reloaded.named_parameters():
