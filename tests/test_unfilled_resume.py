@@ -126,8 +126,7 @@ def test_a_resume_whose_load_fills_every_tensor_builds_no_init_and_trains_as_the
 def test_a_resume_into_deepspeeds_bf16_optimizer_through_the_universal_format_builds_no_init(tmp_path, tok,
                                                                                               monkeypatch):
     # ZeRO-1 in bf16 accumulating gradients in fp32 trains with DeepSpeed's bf16 optimizer (BF16_Optimizer), whose
-    # universal load is its own; the weights compared are the last checkpoint's module states (DeepSpeed's
-    # zero_to_fp32, which export reads them with, cannot read that optimizer's files)
+    # universal load is its own; the weights compared are the exported fp32 masters (`bf16_optimizer_weights`)
     bf16_zero1 = {"zero_stage": 1, "extra": {"data_types": {"grad_accum_dtype": "fp32"}}}
     training, optimizers = {"precision": "bf16"}, []
     train(_config(tmp_path / "cut", tok, tmp_path / "cache", {}, training, {"zero_stage": 2}, 3),
@@ -145,12 +144,7 @@ def test_a_resume_into_deepspeeds_bf16_optimizer_through_the_universal_format_bu
     assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", {}, training, bf16_zero1, 5),
                    reference=False)
     assert optimizers == ["BF16_Optimizer"]
-    records = [step_records(tmp_path / run) for run in ("reference", "cut")]
-    assert [records[1][step]["loss"] for step in (4, 5)] == [records[0][step]["loss"] for step in (4, 5)]
-    states = [torch.load(tmp_path / run / "checkpoints" / "step-00000005" / "ds" / "mp_rank_00_model_states.pt",
-                         weights_only=False)["module"] for run in ("reference", "cut")]
-    assert states[0].keys() == states[1].keys()
-    assert [k for k in states[0] if not torch.equal(states[0][k], states[1][k])] == []
+    _assert_same_runs(tmp_path, "reference", "cut")
 
 
 @pytest.mark.parametrize("own_head", [False, True])

@@ -2,10 +2,10 @@
 
 `export_model(run_or_ckpt, out_dir)` rebuilds the run's T5 from its saved config, fills it with the fp32
 master weights of the checkpoint — gathered from every ZeRO partition (ZeRO 1–3, through DeepSpeed's
-`zero_to_fp32`) or, at ZeRO stage 0, taken from the bf16 optimizer's fp32 copies — and writes
-`save_pretrained` files plus the tokenizer and `t2t_mtl_meta.json`, which
-`T5ForConditionalGeneration.from_pretrained(out_dir)` loads with no t2t-mtl code (an MoE model is a
-`TaskAwareT5`: `t2t_mtl.model.moe.load_t5_or_moe`, which `load_trained_model` uses). This runs in one
+`zero_to_fp32`; the partitions of its bf16 optimizer at ZeRO-1 through `bf16_optimizer_weights`) or, at ZeRO stage 0,
+taken from the bf16 optimizer's fp32 copies — and writes `save_pretrained` files plus the tokenizer and
+`t2t_mtl_meta.json`, which `T5ForConditionalGeneration.from_pretrained(out_dir)` loads with no t2t-mtl code (an MoE
+model is a `TaskAwareT5`: `t2t_mtl.model.moe.load_t5_or_moe`, which `load_trained_model` uses). This runs in one
 process without a process group, so a checkpoint of any world size can be exported anywhere.
 `export_task_subnetwork(path, task, out_dir)` writes the sub-network of a task-routed MoE model that serves
 one task (its experts only, Task-MoE deployment: a plain T5 whose FFNs hold those experts, or an MoE model)
@@ -23,6 +23,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
+from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights, written_by_bf16_optimizer
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.engine.distributed import select_cpu_accelerator
 from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
@@ -54,8 +55,12 @@ def _gathered_zero_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
     """DeepSpeed's `zero_to_fp32` gathering of a ZeRO checkpoint's fp32 weights, with what DeepSpeed prints kept off
     stdout, which holds the command's own output (predict's answers, eval's report): the lines it prints while
     gathering go to this module's log at debug level, and its CPU accelerator is chosen before it loads (else it
-    detects the CPU itself and says so in a warning on stdout)."""
+    detects the CPU itself and says so in a warning on stdout). The files of DeepSpeed's bf16 optimizer (a bf16
+    ZeRO-1 run accumulating gradients in fp32), which `zero_to_fp32` cannot read, are read by
+    `bf16_optimizer_weights`."""
     select_cpu_accelerator()
+    if written_by_bf16_optimizer(ckpt):
+        return bf16_optimizer_weights(ckpt)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     printed = io.StringIO()

@@ -1,0 +1,94 @@
+"""A bf16 ZeRO-1 run accumulating gradients in fp32 (`data_types.grad_accum_dtype: fp32`) trains with DeepSpeed's
+bf16 optimizer (BF16_Optimizer), whose files DeepSpeed's zero_to_fp32 cannot read: export (and eval, predict and
+merge, which load through it) reads its fp32 masters from the optimizer partitions (`bf16_optimizer_weights`), bit
+for bit those the live optimizer held when it saved, on one rank and across the partitions of two."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
+from t2t_mtl.engine.export import load_trained_model
+
+from engine_helpers import forked_ranks, free_port, tiny_config, train_tiny_tokenizer
+
+BF16_ZERO1 = {"zero_stage": 1, "extra": {"data_types": {"grad_accum_dtype": "fp32"}}}
+MOE = {"moe": {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task"}}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _train_keeping_masters(config: dict, out: str) -> None:
+    """Train `config`, saving to `out` (rank 0) the optimizer's class and the fp32 master of every parameter as the
+    live engine holds it when it writes its last checkpoint (DeepSpeed's safe_get_full_fp32_param, a collective)."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    from t2t_mtl.engine import trainer
+
+    real_save, held = trainer.ckpt_io.save_checkpoint, {}
+
+    def save(engine, *args, **kwargs):
+        held["optimizer"] = type(engine.optimizer).__name__
+        held["masters"] = {name: safe_get_full_fp32_param(p).clone() for name, p in engine.module.named_parameters()}
+        return real_save(engine, *args, **kwargs)
+
+    trainer.ckpt_io.save_checkpoint = save
+    try:
+        trainer.train(config, evaluate_held_in=False)
+    finally:
+        trainer.ckpt_io.save_checkpoint = real_save
+    if os.environ.get("RANK", "0") == "0":
+        torch.save(held, out)
+
+
+def _two_rank_worker(rank: int, port: int, config: dict, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    _train_keeping_masters(config, out)
+
+
+def _assert_exported_masters(run: Path, held_file: Path) -> None:
+    held = torch.load(held_file, weights_only=False)
+    assert held["optimizer"] == "BF16_Optimizer"
+    masters = held["masters"]  # (trained past their bf16 rounding, which the module states hold)
+    assert [name for name, m in masters.items() if not torch.equal(m, m.bfloat16().float())]
+    model, _, _ = load_trained_model(run)  # (was: 'the DeepSpeed weights cannot be read ... not a zero checkpoint')
+    exported = dict(model.named_parameters())
+    assert sorted(exported) == sorted(masters)
+    assert [name for name, p in exported.items() if not torch.equal(p.detach(), masters[name])] == []
+    assert model.lm_head.weight is model.shared.weight  # (the tied embedding: one master)
+
+
+@pytest.mark.parametrize("model", [{}, MOE], ids=["dense", "moe"])
+def test_a_bf16_optimizer_run_exports_the_fp32_masters_its_optimizer_held(tmp_path, tok, model):
+    run = tmp_path / "run"
+    config = tiny_config(run, tok, tmp_path / "cache", training={"steps": 2, "precision": "bf16"}, deepspeed=BF16_ZERO1)
+    config["model"] = {**config["model"], **model}
+    _train_keeping_masters(config, str(tmp_path / "held.pt"))
+    _assert_exported_masters(run, tmp_path / "held.pt")
+
+
+def test_a_two_rank_bf16_optimizer_run_exports_the_masters_split_across_its_partitions(tmp_path, tok):
+    run, port = tmp_path / "run", free_port()
+    config = tiny_config(run, tok, tmp_path / "cache", training={"steps": 2, "precision": "bf16"}, deepspeed=BF16_ZERO1)
+    codes = forked_ranks(_two_rank_worker, [(rank, port, config, str(tmp_path / "held.pt")) for rank in range(2)],
+                         timeout=300)
+    assert codes == [0, 0]
+    # a parameter whose master lies partly in each rank's partition is read from both
+    mappings = [torch.load(latest_checkpoint(run) / "ds" / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt",
+                           weights_only=False)["optimizer_state_dict"]["param_slice_mappings"][0] for rank in (0, 1)]
+    assert set(mappings[0]) & set(mappings[1])
+    _assert_exported_masters(run, tmp_path / "held.pt")
+    lost = latest_checkpoint(run) / "ds" / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    lost.unlink()
+    with pytest.raises(CheckpointError) as refused:
+        load_trained_model(run)
+    assert str(refused.value) == (f"{lost.parent}: the DeepSpeed weights cannot be read (ValueError: {lost} is "
+                                  f"missing); the checkpoint is incomplete or corrupt — export an earlier "
+                                  f"checkpoints/step-* folder")
