@@ -92,3 +92,38 @@ def test_a_two_rank_bf16_optimizer_run_exports_the_masters_split_across_its_part
     assert str(refused.value) == (f"{lost.parent}: the DeepSpeed weights cannot be read (ValueError: {lost} is "
                                   f"missing); the checkpoint is incomplete or corrupt — export an earlier "
                                   f"checkpoints/step-* folder")
+
+
+def _write_partitions(ckpt: Path, shapes: dict, mappings: list, partitions: list) -> None:
+    """A checkpoint folder's DeepSpeed files as the bf16 optimizer lays them out: one parameter group, rank r's flat
+    fp32 partition `partitions[r]` holding the pieces `mappings[r]` ({name: (start, numel)}) places there."""
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    (ckpt / "ds").mkdir(parents=True)
+    torch.save({"module": {}, "param_shapes": [shapes]}, ckpt / "ds" / "mp_rank_00_model_states.pt")
+    for rank, (mapping, partition) in enumerate(zip(mappings, partitions)):
+        state = {"single_partition_of_fp32_groups": [partition], "partition_count": [len(partitions)],
+                 "param_slice_mappings": [{name: fragment_address(start=start, numel=numel)
+                                           for name, (start, numel) in mapping.items()}]}
+        torch.save({"optimizer_state_dict": state},
+                   ckpt / "ds" / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+
+
+def test_a_parameter_is_its_pieces_in_rank_order_and_one_they_do_not_fill_is_named(tmp_path):
+    from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights, written_by_bf16_optimizer
+
+    # the flat group 0..9 plus 2 of padding in two partitions of 6: a (2, 3) at 0-5, b (4,) at 6-9 — and c (3,) at
+    # 4-6 in a second layout, split across the partitions
+    flat = torch.arange(12, dtype=torch.float32)
+    _write_partitions(tmp_path / "ok", {"a": torch.Size([2, 3]), "b": torch.Size([4])},
+                      [{"a": (0, 6)}, {"b": (0, 4)}], [flat[:6], flat[6:]])
+    assert written_by_bf16_optimizer(tmp_path / "ok")
+    weights = bf16_optimizer_weights(tmp_path / "ok")
+    assert torch.equal(weights["a"], flat[:6].reshape(2, 3)) and torch.equal(weights["b"], flat[6:10])
+    _write_partitions(tmp_path / "split", {"c": torch.Size([3])}, [{"c": (4, 2)}, {"c": (0, 1)}], [flat[:6], flat[6:]])
+    assert torch.equal(bf16_optimizer_weights(tmp_path / "split")["c"], flat[4:7])
+    _write_partitions(tmp_path / "short", {"c": torch.Size([3])}, [{"c": (4, 2)}, {}], [flat[:6], flat[6:]])
+    with pytest.raises(ValueError) as short:
+        bf16_optimizer_weights(tmp_path / "short")
+    assert str(short.value) == (f"{tmp_path / 'short' / 'ds'}: the optimizer partitions hold 2 fp32 elements of c, "
+                                f"whose shape (3,) has 3")
