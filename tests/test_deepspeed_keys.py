@@ -665,9 +665,60 @@ def test_a_value_deepspeeds_engine_fails_on_after_its_parser_passed_it_is_named_
 
 
 def test_values_deepspeeds_engine_takes_pass_the_run_checks(tmp_path):
-    check_run_config(_config(tmp_path, extra={"steps_per_print": None, "gradient_predivide_factor": 2,
-                                              "data_types": {"grad_accum_dtype": "fp32"}}))
+    check_run_config(_config(tmp_path, zero_stage=1, extra={"steps_per_print": None, "gradient_predivide_factor": 2,
+                                                            "data_types": {"grad_accum_dtype": "fp32"}}))
     check_run_config(_config(tmp_path, extra={"steps_per_print": 5, "data_types": {"grad_accum_dtype": None}}))
+
+
+def _engine_refuses_accumulation(ds: dict) -> bool:
+    """Whether DeepSpeed's engine refuses the gradient accumulation dtype of config `ds` without ZeRO (its own
+    get_data_types and optimizer check, on a stand-in for the engine)."""
+    from types import SimpleNamespace
+
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    parsed = DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **ds})
+    read = SimpleNamespace(_config=parsed)
+    read.fp16_enabled, read.bfloat16_enabled = (lambda: DeepSpeedEngine.fp16_enabled(read),
+                                                lambda: DeepSpeedEngine.bfloat16_enabled(read))
+    engine = SimpleNamespace(get_data_types=lambda: DeepSpeedEngine.get_data_types(read),
+                             zero_optimization=lambda: False, pipeline_parallelism=False)
+    try:
+        DeepSpeedEngine._do_optimizer_sanity_check(engine, None)
+    except NotImplementedError as err:
+        return "unsupported mix" in str(err)
+    return False
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", "fp32"), ("fp32", "bf16"), ("bf16", "float")])
+def test_a_gradient_accumulation_dtype_other_than_the_models_is_refused_without_zero(tmp_path, precision, dtype):
+    # was: passed the run's checks, and deepspeed.initialize failed after the data and the model ('unsupported mix of
+    # model_dtype=torch.bfloat16 and grad_accum_dtype=torch.float32'; the reference below)
+    section = {"data_types": {"grad_accum_dtype": dtype}}
+    assert _engine_refuses_accumulation({"bf16": {"enabled": precision == "bf16"}, **section})
+    end = (f"data_types.grad_accum_dtype is {dtype!r} at ZeRO stage 0 in a {precision} run: without ZeRO DeepSpeed "
+           f"accumulates gradients in the model's precision only and refuses any other ('unsupported mix'); remove "
+           f"the key, or train at zero_stage 1 or more")
+    def run(deepspeed):
+        return config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                                 "training": {"output_dir": str(tmp_path / "run"), "precision": precision},
+                                 "deepspeed": deepspeed})
+
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(run({"extra": section}))
+    assert str(caught.value) == "deepspeed.extra." + end
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, "zero_optimization": {"stage": 0},
+                                "bf16": {"enabled": precision == "bf16"}, **section}))
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(_config(tmp_path, config=str(path)))
+    assert str(caught.value) == f"deepspeed.config {path}: " + end
+    # the model's own dtype, and any at ZeRO 1 (fp32 in bf16: DeepSpeed's bf16 optimizer), are DeepSpeed's to run
+    same = {"data_types": {"grad_accum_dtype": precision}}
+    assert not _engine_refuses_accumulation({"bf16": {"enabled": precision == "bf16"}, **same})
+    check_run_config(run({"extra": same}))
+    check_run_config(run({"zero_stage": 1, "extra": section}))
 
 
 def test_legacy_checkpoint_serialization_is_refused_at_zero_stages_whose_weights_zero_to_fp32_gathers(tmp_path):

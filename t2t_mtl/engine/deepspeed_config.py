@@ -264,8 +264,9 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
     """Refuse values of `ds` (written under `source`) that DeepSpeed's parser passes and its engine fails on, in
     deepspeed.initialize or a training step, with a raw error: a `steps_per_print` that is no positive integer (it
     prints when the step count modulo it is 0; null prints never), a `gradient_predivide_factor` that is no positive
-    number (it divides the gradients by it) and a `data_types.grad_accum_dtype` that names no dtype it knows; and a
-    negative `gradient_clipping`, on which it runs without clipping (as for 0)."""
+    number (it divides the gradients by it) and a `data_types.grad_accum_dtype` that names no dtype it knows, or at
+    ZeRO stage 0 another than the precision the run trains in; and a negative `gradient_clipping`, on which it runs
+    without clipping (as for 0)."""
     steps = ds.get("steps_per_print")
     if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps > 0):
         raise ConfigError(f"{source}steps_per_print must be a positive integer (DeepSpeed logs every that many "
@@ -284,11 +285,17 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
         from deepspeed.runtime.config import DtypeEnum
 
         try:
-            DtypeEnum(dtype)  # (as the engine reads it)
+            accumulated = DtypeEnum(dtype)  # (as the engine reads it)
         except ValueError:
             raise ConfigError(f"{source}data_types.grad_accum_dtype must name a dtype DeepSpeed knows (e.g. "
                               f"{', '.join(member.name for member in DtypeEnum)}) or be null for the model's, got "
                               f"{dtype!r}") from None
+        precision = json_precision(ds)
+        if json_zero_stage(ds) == 0 and accumulated.name != precision:
+            raise ConfigError(f"{source}data_types.grad_accum_dtype is {dtype!r} at ZeRO stage 0 in a {precision} "
+                              f"run: without ZeRO DeepSpeed accumulates gradients in the model's precision only and "
+                              f"refuses any other ('unsupported mix'); remove the key, or train at zero_stage 1 or "
+                              f"more")
 
 
 #: the keys of a DeepSpeed adam/adamw optimizer's params that DeepSpeed takes out before building it
@@ -470,7 +477,7 @@ def check_checkpoint_format(ds: Mapping[str, Any], source: str) -> None:
                           f"run; remove the key (true is DeepSpeed's default), or train at zero_stage 0")
 
 
-def json_precision(ds: Dict[str, Any]) -> str:
+def json_precision(ds: Mapping[str, Any]) -> str:
     """"bf16", "fp16" or "fp32": what a DeepSpeed config trains in (`bf16`, or its old name `bfloat16`; `fp16`)."""
     if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
         return "bf16"
