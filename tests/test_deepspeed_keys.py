@@ -670,33 +670,35 @@ def test_values_deepspeeds_engine_takes_pass_the_run_checks(tmp_path):
     check_run_config(_config(tmp_path, extra={"steps_per_print": 5, "data_types": {"grad_accum_dtype": None}}))
 
 
-def _engine_refuses_accumulation(ds: dict) -> bool:
-    """Whether DeepSpeed's engine refuses the gradient accumulation dtype of config `ds` without ZeRO (its own
-    get_data_types and optimizer check, on a stand-in for the engine)."""
+def _engine_optimizer_check(ds: dict, monkeypatch) -> object:
+    """What DeepSpeed's engine makes of config `ds`'s precision, gradient accumulation dtype and ZeRO settings: the
+    optimizer wrapper its optimizer check picks ("bf16": its bf16 optimizer), or the error it raises (its own methods
+    on a stand-in for the engine; any optimizer taken as one ZeRO supports)."""
     from types import SimpleNamespace
 
+    from deepspeed.runtime import engine as ds_engine
     from deepspeed.runtime.config import DeepSpeedConfig
-    from deepspeed.runtime.engine import DeepSpeedEngine
 
     parsed = DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, **ds})
-    read = SimpleNamespace(_config=parsed)
-    read.fp16_enabled, read.bfloat16_enabled = (lambda: DeepSpeedEngine.fp16_enabled(read),
-                                                lambda: DeepSpeedEngine.bfloat16_enabled(read))
-    engine = SimpleNamespace(get_data_types=lambda: DeepSpeedEngine.get_data_types(read),
-                             zero_optimization=lambda: False, pipeline_parallelism=False)
+    engine = SimpleNamespace(_config=parsed, pipeline_parallelism=False)
+    for method in ("fp16_enabled", "bfloat16_enabled", "get_data_types", "zero_optimization", "zero_optimization_stage",
+                   "zero_cpu_offload", "zero_compute_grad_norm"):
+        setattr(engine, method, getattr(ds_engine.DeepSpeedEngine, method).__get__(engine))
+    monkeypatch.setattr(ds_engine, "is_zero_supported_optimizer", lambda optimizer: True)
     try:
-        DeepSpeedEngine._do_optimizer_sanity_check(engine, None)
-    except NotImplementedError as err:
-        return "unsupported mix" in str(err)
-    return False
+        return ds_engine.DeepSpeedEngine._do_optimizer_sanity_check(engine, None)
+    except (NotImplementedError, ValueError) as err:
+        return err
 
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", "fp32"), ("fp32", "bf16"), ("bf16", "float")])
-def test_a_gradient_accumulation_dtype_other_than_the_models_is_refused_without_zero(tmp_path, precision, dtype):
+def test_a_gradient_accumulation_dtype_other_than_the_models_is_refused_without_zero(tmp_path, monkeypatch, precision,
+                                                                                       dtype):
     # was: passed the run's checks, and deepspeed.initialize failed after the data and the model ('unsupported mix of
     # model_dtype=torch.bfloat16 and grad_accum_dtype=torch.float32'; the reference below)
     section = {"data_types": {"grad_accum_dtype": dtype}}
-    assert _engine_refuses_accumulation({"bf16": {"enabled": precision == "bf16"}, **section})
+    refused = _engine_optimizer_check({"bf16": {"enabled": precision == "bf16"}, **section}, monkeypatch)
+    assert isinstance(refused, NotImplementedError) and "unsupported mix" in str(refused)
     end = (f"data_types.grad_accum_dtype is {dtype!r} at ZeRO stage 0 in a {precision} run: without ZeRO DeepSpeed "
            f"accumulates gradients in the model's precision only and refuses any other ('unsupported mix'); remove "
            f"the key, or train at zero_stage 1 or more")
@@ -716,9 +718,46 @@ def test_a_gradient_accumulation_dtype_other_than_the_models_is_refused_without_
     assert str(caught.value) == f"deepspeed.config {path}: " + end
     # the model's own dtype, and any at ZeRO 1 (fp32 in bf16: DeepSpeed's bf16 optimizer), are DeepSpeed's to run
     same = {"data_types": {"grad_accum_dtype": precision}}
-    assert not _engine_refuses_accumulation({"bf16": {"enabled": precision == "bf16"}, **same})
+    assert not isinstance(_engine_optimizer_check({"bf16": {"enabled": precision == "bf16"}, **same}, monkeypatch),
+                          Exception)
     check_run_config(run({"extra": same}))
     check_run_config(run({"zero_stage": 1, "extra": section}))
+
+
+def test_compute_grad_norm_false_is_refused_where_deepspeeds_bf16_optimizer_trains(tmp_path, monkeypatch):
+    # was: passed the run's checks, and deepspeed.initialize failed after the data and the model ('ValueError:
+    # zero_optimization.compute_grad_norm=false does not support ZeRO Stage 1 with BF16 parameters and FP32 gradient
+    # accumulation'; the reference below), where the key selects no other optimizer
+    def ds(stage, precision, dtype, offload=False):
+        zero = {"stage": stage, "compute_grad_norm": False, **({"offload_optimizer": {"device": "cpu"}} if offload
+                                                                else {})}
+        return {"bf16": {"enabled": precision == "bf16"}, "data_types": {"grad_accum_dtype": dtype},
+                "zero_optimization": zero}
+
+    refused = _engine_optimizer_check(ds(1, "bf16", "fp32"), monkeypatch)
+    assert isinstance(refused, ValueError) and "compute_grad_norm=false" in str(refused)
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **ds(1, "bf16", "float32")}))
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(_config(tmp_path, config=str(path)))
+    assert str(caught.value) == (f"deepspeed.config {path}: zero_optimization.compute_grad_norm is false at ZeRO "
+                                 f"stage 1 in a bf16 run accumulating gradients in fp32 (data_types.grad_accum_dtype "
+                                 f"'float32'), which DeepSpeed trains with its bf16 optimizer and refuses the key for; "
+                                 f"remove it, or the grad_accum_dtype")
+    extra = {k: v for k, v in ds(1, "bf16", "fp32").items() if k != "bf16"}
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                                           "training": {"output_dir": str(tmp_path / "run"), "precision": "bf16"},
+                                           "deepspeed": {"zero_stage": 1, "extra": extra}}))
+    assert str(caught.value).startswith("deepspeed.extra.zero_optimization.compute_grad_norm is false at ZeRO stage 1")
+    # the ZeRO optimizer takes it: ZeRO-2, the model's own dtype, an optimizer offload (also by its deprecated name)
+    deprecated = ds(1, "bf16", "fp32")
+    deprecated["zero_optimization"]["cpu_offload"] = True
+    for passing in (ds(2, "bf16", "fp32"), ds(1, "bf16", "bf16"), ds(1, "fp32", "fp32"), ds(1, "bf16", "fp32", True),
+                    deprecated):
+        assert not isinstance(_engine_optimizer_check(passing, monkeypatch), Exception), passing
+        path.write_text(json.dumps({**DOCUMENTED, **passing}))
+        check_run_config(_config(tmp_path, config=str(path)))
 
 
 def test_legacy_checkpoint_serialization_is_refused_at_zero_stages_whose_weights_zero_to_fp32_gathers(tmp_path):

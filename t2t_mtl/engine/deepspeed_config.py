@@ -265,7 +265,8 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
     deepspeed.initialize or a training step, with a raw error: a `steps_per_print` that is no positive integer (it
     prints when the step count modulo it is 0; null prints never), a `gradient_predivide_factor` that is no positive
     number (it divides the gradients by it) and a `data_types.grad_accum_dtype` that names no dtype it knows, or at
-    ZeRO stage 0 another than the precision the run trains in; and a negative `gradient_clipping`, on which it runs
+    ZeRO stage 0 another than the precision the run trains in, or fp32 in a bf16 run at ZeRO stage 1 (DeepSpeed's bf16
+    optimizer) with `zero_optimization.compute_grad_norm: false`; and a negative `gradient_clipping`, on which it runs
     without clipping (as for 0)."""
     steps = ds.get("steps_per_print")
     if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps > 0):
@@ -296,6 +297,14 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
                               f"run: without ZeRO DeepSpeed accumulates gradients in the model's precision only and "
                               f"refuses any other ('unsupported mix'); remove the key, or train at zero_stage 1 or "
                               f"more")
+        zero = ds.get("zero_optimization") or {}
+        offloaded = zero.get("cpu_offload") is True or (zero.get("offload_optimizer") or {}).get("device") == "cpu"
+        if (json_zero_stage(ds) == 1 and (precision, accumulated.name) == ("bf16", "fp32") and not offloaded
+                and zero.get("compute_grad_norm") is False):
+            raise ConfigError(f"{source}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a bf16 run "
+                              f"accumulating gradients in fp32 (data_types.grad_accum_dtype {dtype!r}), which "
+                              f"DeepSpeed trains with its bf16 optimizer and refuses the key for; remove it, or the "
+                              f"grad_accum_dtype")
 
 
 #: the keys of a DeepSpeed adam/adamw optimizer's params that DeepSpeed takes out before building it
