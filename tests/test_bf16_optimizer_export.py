@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
+from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint, read_meta
 from t2t_mtl.engine.export import load_trained_model
 
 from engine_helpers import forked_ranks, free_port, tiny_config, train_tiny_tokenizer
@@ -127,3 +127,20 @@ def test_a_parameter_is_its_pieces_in_rank_order_and_one_they_do_not_fill_is_nam
         bf16_optimizer_weights(tmp_path / "short")
     assert str(short.value) == (f"{tmp_path / 'short' / 'ds'}: the optimizer partitions hold 2 fp32 elements of c, "
                                 f"whose shape (3,) has 3")
+
+
+def test_a_bf16_optimizer_checkpoint_resumed_at_zero2_keeps_the_masters_export_reads(tmp_path, tok):
+    # DeepSpeed's universal conversion reads the bf16 optimizer's partitions by its own code: a resume at ZeRO-2 with
+    # no step left saves the masters it loaded from them, which equal those export reads from the original
+    from t2t_mtl.engine.trainer import train
+
+    config = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2, "precision": "bf16"},
+                         deepspeed=BF16_ZERO1)
+    train(config, evaluate_held_in=False)
+    resumed = {**config, "training": {**config["training"], "output_dir": str(tmp_path / "zero2")},
+               "deepspeed": {"zero_stage": 2}}
+    assert train(resumed, resume=str(latest_checkpoint(tmp_path / "run")), evaluate_held_in=False).step == 2
+    assert read_meta(latest_checkpoint(tmp_path / "zero2"))["zero_stage"] == 2
+    weights = [dict(load_trained_model(tmp_path / run)[0].named_parameters()) for run in ("run", "zero2")]
+    assert sorted(weights[0]) == sorted(weights[1])
+    assert [name for name, p in weights[0].items() if not torch.equal(p, weights[1][name])] == []
