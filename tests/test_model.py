@@ -156,3 +156,22 @@ def test_a_dict_section_takes_a_path_and_read_only_mappings(tmp_path):
     assert all(torch.equal(p, saved.state_dict()[n]) for n, p in loaded.state_dict().items())
     built = build_model(MappingProxyType({"dims": MappingProxyType(DIMS)}), vocab_size=120)
     assert (built.config.d_model, built.config.d_ff, built.config.num_layers) == (16, 32, 1)
+
+
+def test_a_folder_whose_config_names_no_model_type_builds_as_from_pretrained_loads_it(tmp_path):
+    # mutation testing: refusing a config.json without model_type (only a named other architecture is refused)
+    # in check_t5_checkpoint or pretrained_t5_config passed every test; a hand-written or old T5 config may lack it,
+    # and T5ForConditionalGeneration.from_pretrained (the reference) loads such a folder as a T5
+    import json
+
+    build_model({"dims": DIMS}, vocab_size=120).save_pretrained(tmp_path / "m")
+    config_file = tmp_path / "m" / "config.json"
+    config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items()
+                                       if k != "model_type"}))
+    reference = T5ForConditionalGeneration.from_pretrained(tmp_path / "m")
+    cfg = ModelConfig(name_or_path=str(tmp_path / "m"))
+    assert model_config(cfg).d_ff == reference.config.d_ff == 32
+    loaded = build_model(cfg, vocab_size=120)
+    x = torch.tensor([[5, 6, 1]])
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=x, labels=x).logits, reference(input_ids=x, labels=x).logits)
