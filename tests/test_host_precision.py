@@ -98,20 +98,21 @@ def test_auto_is_fp32_where_onednn_is_held_below_bf16(tmp_path):
     assert precision == "fp32" and reason.startswith("fp32 on this CPU, "), proc.stdout
 
 
-@pytest.mark.parametrize("trained_on, resumed_on, json_auto", [("bf16", "fp32", False), ("fp32", "bf16", False),
-                                                               ("bf16", "fp32", True)])
+@pytest.mark.parametrize("trained_on, resumed_on, json_auto", [("bf16", "fp32", None), ("fp32", "bf16", None),
+                                                               ("bf16", "fp32", "bf16"), ("bf16", "fp32", "bfloat16")])
 def test_an_auto_run_resumed_on_the_other_kind_of_host_is_told_to_name_its_precision(tmp_path, tok, monkeypatch,
                                                                                        trained_on, resumed_on,
                                                                                        json_auto):
     # was: "... written with training.precision = 'bf16', this run has 'fp32': resume with the same precision",
     # of a run whose config says auto on both machines; the message says why and which setting resumes it. So for
-    # a deepspeed.config JSON whose bf16 enabled "auto" auto fills (was: the first message), which the resume reads
-    # once, as the checks build the run's DeepSpeed config (was: read and merged again for the refusal, and read again
-    # for the warnings of a resume that goes on)
+    # a deepspeed.config JSON whose bf16 (or its old name bfloat16) enabled "auto" auto fills (was: the first
+    # message; mutation testing: reading bf16 alone passed every test), which the resume reads once, as the checks
+    # build the run's DeepSpeed config (was: read and merged again for the refusal, and read again for the
+    # warnings of a resume that goes on)
     deepspeed = None
     if json_auto:
         (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
-                                                      "bf16": {"enabled": "auto"}}))
+                                                      json_auto: {"enabled": "auto"}}))
         deepspeed = {"config": str(tmp_path / "ds.json")}
     with monkeypatch.context() as patch:
         as_host(patch, trained_on)
@@ -212,3 +213,37 @@ def test_the_emulated_bf16_warning_names_why_the_cpu_emulates_it(monkeypatch, av
     assert warning == (None if why is None else f"training in bf16 on this CPU, {why}: bf16 is emulated here, about "
                        f"12× slower than fp32; set training.precision: auto (fp32 on this CPU) or fp32")
     assert deepspeed_config.emulated_bf16_warning("fp32", on_gpu) is None
+
+
+@pytest.mark.parametrize("precision, json_bf16, extra", [
+    ("named", None, False),  # training.precision fp32, then bf16
+    ("auto", False, False),  # a deepspeed.config JSON's bf16 enabled false, then true
+    ("auto", "auto", True),  # deepspeed.extra's bf16 enabled false, then true, over a JSON's "auto"
+])
+def test_a_run_whose_precision_auto_did_not_choose_is_told_to_resume_with_the_same_precision(tmp_path, tok, monkeypatch,
+                                                                                           precision, json_bf16,
+                                                                                           extra):
+    # mutation testing: giving auto's reason (set training.precision: ... to resume it here) where the run names its
+    # precision, where a JSON's bf16 enabled is true, or where deepspeed.extra's explicit bf16 is laid over a JSON's
+    # "auto", passed every test; the config names the precision each time, so the message is the one any changed
+    # precision gets
+    as_host(monkeypatch, "bf16")
+
+    def run(steps: int, bf16: bool) -> dict:
+        cfg = _auto_run(tmp_path, tok, steps)
+        if precision == "named":
+            cfg["training"]["precision"] = "bf16" if bf16 else "fp32"
+            return cfg
+        (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+                                                      "bf16": {"enabled": bf16 if json_bf16 is False else json_bf16}}))
+        cfg["deepspeed"] = {"config": str(tmp_path / "ds.json"), **({"extra": {"bf16": {"enabled": bf16}}}
+                                                                   if extra else {})}
+        return cfg
+
+    train(run(2, bf16=False), evaluate_held_in=False)
+    with pytest.raises(CheckpointError) as refused:
+        train(run(4, bf16=True), resume="auto", evaluate_held_in=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert str(refused.value) == (
+        f"checkpoint {ckpt} was written with training.precision = 'fp32', this run has 'bf16': resume with the same "
+        f"precision, or set training.output_dir to a new directory to start a new run")
