@@ -193,3 +193,23 @@ def test_a_resume_names_the_models_own_dropout_where_a_run_left_it_unset(folder,
     train(config(5, {"dropout_rate": 0.25}), resume="auto", evaluate_held_in=False)
     assert f"model.dims.dropout_rate = the model's own {own} there, 0.25 here; its weights fit" in \
         capsys.readouterr().out
+
+
+def test_every_dims_key_but_dropout_rate_is_refused_beside_a_pretrained_model(folder):
+    # mutation testing: taking another dims key beside name_or_path (feed_forward_proj, which decides the FFN's
+    # weights) passed every test, whose refused keys were d_model and num_heads; README: beside name_or_path a run
+    # refuses every model.dims key but dropout_rate, naming them
+    from t2t_mtl.config import ConfigError, check_model_source
+    from t2t_mtl.config_values import T5_DIM_KEYS
+
+    others = {"d_model": 64, "d_kv": 8, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4,
+              "relative_attention_num_buckets": 16, "relative_attention_max_distance": 64, "layer_norm_epsilon": 1e-5,
+              "initializer_factor": 0.5, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+              "vocab_size": 200}
+    assert set(others) == set(T5_DIM_KEYS) - {"dropout_rate"}  # (every key a model.dims may hold)
+    for key, value in others.items():
+        model = model_config_from_dict({"name_or_path": str(folder), "dims": {key: value, "dropout_rate": 0.05}})
+        with pytest.raises(ConfigError, match=rf"so model\.dims\.{key} would be ignored; beside it model\.dims takes "
+                                              rf"only dropout_rate"):
+            check_model_source(model)
+    check_model_source(model_config_from_dict({"name_or_path": str(folder), "dims": {"dropout_rate": 0.05}}))
