@@ -247,3 +247,15 @@ def test_a_run_whose_precision_auto_did_not_choose_is_told_to_resume_with_the_sa
     assert str(refused.value) == (
         f"checkpoint {ckpt} was written with training.precision = 'fp32', this run has 'bf16': resume with the same "
         f"precision, or set training.output_dir to a new directory to start a new run")
+
+
+def test_an_auto_run_whose_deepspeed_json_gives_bf16_as_null_resumes(tmp_path, tok, monkeypatch):
+    # mutation testing: precision_left_to_auto reading a JSON's bf16 section as a mapping whatever it is passed every
+    # test; null, which DeepSpeed reads as a section left out (and the run's checks allow), then ended the resume in
+    # a raw AttributeError. The JSON names no precision, so auto chooses (fp32 on this host) and the run resumes
+    as_host(monkeypatch, "fp32")
+    (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+                                                  "bf16": None}))
+    deepspeed = {"config": str(tmp_path / "ds.json")}
+    train(_auto_run(tmp_path, tok, 2, deepspeed), evaluate_held_in=False)
+    assert train(_auto_run(tmp_path, tok, 4, deepspeed), resume="auto", evaluate_held_in=False).step == 4
