@@ -310,3 +310,26 @@ def test_inputs_that_are_only_ranked_are_not_held_to_the_generation_limits(model
                      max_new_tokens=10 ** 12)
     assert ranked[0].prediction in ("yes", "no")
     assert EvalSettings(scoring="rank", max_new_tokens=10 ** 12).max_new_tokens == 10 ** 12
+
+
+def test_a_pytorch_model_bin_folder_with_its_own_lm_head_is_counted_with_it(tmp_path, t5_tokenizer_dir, monkeypatch):
+    # mutation testing: check_model_size asking for the own head without the folder's config (which alone tells a
+    # pytorch_model.bin folder's, as the hub's T5 v1.1 files are: the .bin names both matrices either way) passed
+    # every test, whose folders were model.safetensors; from_pretrained's parameter count is the reference
+    from t2t_mtl.engine import run_checks
+
+    model = T5ForConditionalGeneration(T5Config(**TINY, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    model.set_output_embeddings(torch.nn.Linear(TINY["d_model"], TINY["vocab_size"], bias=False))
+    model.config.tie_word_embeddings = False
+    model.config.save_pretrained(tmp_path / "folder")
+    torch.save(model.state_dict(), tmp_path / "folder" / "pytorch_model.bin")
+    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(tmp_path / "folder").parameters())
+    config = config_from_dict({"model": {"name_or_path": str(tmp_path / "folder")}, "data": {"tasks": ["parity"]},
+                               "tokenizer": {"path": str(t5_tokenizer_dir)},
+                               "training": {"output_dir": str(tmp_path / "run")}})
+    saved = run_checks.pretrained_config_dict(str(tmp_path / "folder"))  # (as check_run_config reads it)
+    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
+    run_checks.check_model_size(config, ["parity"], saved)
+    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)
+    with pytest.raises(ConfigError, match=re.escape(f"its config.json sizes a model of {held:.3g} parameters (")):
+        run_checks.check_model_size(config, ["parity"], saved)
