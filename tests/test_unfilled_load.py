@@ -337,3 +337,34 @@ def test_a_head_untied_without_its_weights_stays_its_own_where_transformers_ties
     for built in (load_t5_or_moe(str(tmp_path)), load_t5_or_moe(str(tmp_path), weights=False)):
         built.tie_weights(recompute_mapping=False)
         assert has_own_head(built)
+
+
+@pytest.mark.parametrize("own_head", [False, True])
+def test_a_hub_model_cached_without_safetensors_builds_without_its_weights_as_from_pretrained_gives(
+        tmp_path, monkeypatch, own_head):
+    # mutation testing: taking the hub cache's marker of a file the hub lacks (huggingface_hub's _CACHED_NO_EXIST,
+    # which try_to_load_from_cache returns where an earlier download found no such file) for a cached file passed every
+    # test; a hub model of pytorch_model.bin alone (T5 v1.1's hub files) is cached so once from_pretrained has asked
+    # for model.safetensors and its index, and from_pretrained's model is the reference
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.moe import load_t5_or_moe
+    from t2t_mtl.model.t5 import has_own_head
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1,
+                                                num_heads=2, decoder_start_token_id=0))
+    if own_head:  # (as the hub's T5 v1.1 configs say)
+        model.set_output_embeddings(torch.nn.Linear(8, 40, bias=False))
+        model.config.tie_word_embeddings = False
+    model.config.save_pretrained(tmp_path / "folder")
+    torch.save(model.state_dict(), tmp_path / "folder" / "pytorch_model.bin")
+    name = _as_cached_hub_model(tmp_path / "folder", tmp_path, monkeypatch)
+    no_exist = tmp_path / "hub" / f"models--{name.replace('/', '--')}" / ".no_exist" / ("0" * 40)
+    no_exist.mkdir(parents=True)
+    for missing in ("model.safetensors", "model.safetensors.index.json"):
+        (no_exist / missing).touch()
+    reference = T5ForConditionalGeneration.from_pretrained(name)
+    with torch.device("meta"):
+        built = load_t5_or_moe(name, weights=False)
+    assert has_own_head(reference) == own_head
+    assert has_own_head(built) == own_head
