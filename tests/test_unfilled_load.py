@@ -368,3 +368,28 @@ def test_a_hub_model_cached_without_safetensors_builds_without_its_weights_as_fr
         built = load_t5_or_moe(name, weights=False)
     assert has_own_head(reference) == own_head
     assert has_own_head(built) == own_head
+
+
+def test_a_pytorch_model_bin_folder_whose_config_does_not_say_tie_word_embeddings_builds_with_a_tied_head(tmp_path):
+    # mutation testing: reading a pytorch_model.bin folder's config as an own head unless it says
+    # tie_word_embeddings: true passed every test, whose configs all named it; an original T5 config (t5-small's on the
+    # hub) leaves it out, and T5Config's default ties the head, as from_pretrained's model (the reference) shows
+    import json
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.moe import load_t5_or_moe
+    from t2t_mtl.model.t5 import has_own_head
+
+    model = T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                                                decoder_start_token_id=0))
+    model.config.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["tie_word_embeddings"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    reference = load_t5_or_moe(str(tmp_path))
+    with torch.device("meta"):
+        built = load_t5_or_moe(str(tmp_path), weights=False)
+    assert not has_own_head(reference)
+    assert not has_own_head(built)
