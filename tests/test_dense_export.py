@@ -197,10 +197,11 @@ def test_the_t5_generates_with_the_sub_networks_generation_settings():
     assert torch.equal(generated, sub.generate(_inputs(), do_sample=False, task_ids=torch.zeros(3, dtype=torch.long)))
 
 
-def test_a_bf16_models_sub_network_and_its_t5_stay_bf16():
+@pytest.mark.parametrize("own_head", [False, True])
+def test_a_bf16_models_sub_network_and_its_t5_stay_bf16(own_head):
     # mutation testing: unfilled_model building in the default fp32 (the load then casting every bf16 weight up)
-    # passed every test, whose models were all fp32
-    full = _moe(64, top_k=2, every=2).to(torch.bfloat16)
+    # passed every test, whose models were all fp32; so did untie_head giving an own LM head torch's default fp32
+    full = _moe(64, top_k=2, every=2, own_head=own_head).to(torch.bfloat16)
     sub = extract_task_subnetwork(full, "beta")
     dense = dense_t5(sub)
     assert {p.dtype for p in sub.parameters()} == {p.dtype for p in dense.parameters()} == {torch.bfloat16}
