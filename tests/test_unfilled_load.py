@@ -219,9 +219,10 @@ def test_a_run_from_a_hub_model_with_its_own_head_loads_with_its_trained_head(tm
 
 
 @pytest.mark.parametrize("index", ["[]", "{"])
-def test_a_folder_whose_weights_index_cannot_be_read_builds_without_it_and_its_load_says_why(tmp_path, index):
+def test_a_folder_whose_weights_index_cannot_be_read_is_refused_naming_it(tmp_path, index):
     # was: a safetensors index that is no JSON object (or no JSON) ended the weightless build (the run's checks) in a
-    # raw AttributeError (JSONDecodeError), where unreadable weights are left to the load, which names the folder
+    # raw AttributeError (JSONDecodeError); then it built a tied head, which a model filled by a run's checkpoint
+    # (no other file read) kept silently
     from transformers import T5Config, T5ForConditionalGeneration
 
     from t2t_mtl.model.t5 import ModelBuildError, build_model
@@ -230,9 +231,11 @@ def test_a_folder_whose_weights_index_cannot_be_read_builds_without_it_and_its_l
                                         decoder_start_token_id=0)).save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     (tmp_path / "model.safetensors.index.json").write_text(index)
-    with torch.device("meta"):
-        built = build_model({"name_or_path": str(tmp_path)}, weights=False)
-    assert built.lm_head.weight is built.shared.weight
+    with torch.device("meta"), pytest.raises(ModelBuildError) as refused:
+        build_model({"name_or_path": str(tmp_path)}, weights=False)
+    assert str(refused.value).startswith(
+        f"model.name_or_path '{tmp_path}' could not be loaded: {tmp_path / 'model.safetensors.index.json'} cannot be "
+        f"read as a weights index, a JSON object ("), refused.value
     if index == "{":  # (the load of one that is no JSON object fails deep in transformers)
         with pytest.raises(ModelBuildError, match=f"model.name_or_path '{tmp_path}' could not be loaded: "):
             build_model({"name_or_path": str(tmp_path)})
@@ -393,3 +396,21 @@ def test_a_pytorch_model_bin_folder_whose_config_does_not_say_tie_word_embedding
         built = load_t5_or_moe(str(tmp_path), weights=False)
     assert not has_own_head(reference)
     assert not has_own_head(built)
+
+
+def test_a_run_from_a_folder_whose_weights_file_was_damaged_since_is_not_loaded_with_a_guessed_head(tmp_path, tok):
+    # was: load_trained_model (export, eval, predict, merge), which builds the run's model without the folder's
+    # weights and fills it from the checkpoint, read a model.safetensors it could not open as a folder without an LM
+    # head of its own, so the checkpoint's trained head and embedding went into one tensor and the run's model was
+    # silently another (its head the embedding); the folder's file is named instead, as its load names it
+    from t2t_mtl.engine.checkpoint import CheckpointError
+
+    folder = pretrained_folder(tmp_path, tok, own_head=True)
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"name_or_path": str(folder), "dims": None},
+                      training={"steps": 1}), evaluate_held_in=False)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # (cut short, as by a full disk)
+    with pytest.raises(CheckpointError) as refused:
+        export.load_trained_model(tmp_path / "run")
+    assert (f"the run's model cannot be rebuilt (model.name_or_path '{folder}' could not be loaded: {weights} cannot "
+            f"be read (") in str(refused.value), refused.value

@@ -78,21 +78,24 @@ def saves_own_head(path: Union[str, Path], saved: Mapping[str, Any]) -> bool:
     `from_pretrained` reads in that order, lists `lm_head.weight`, which `save_pretrained` leaves out where the head
     is the embedding; without safetensors weights (a `pytorch_model.bin`, which names both either way, or a hub model
     not cached), where its config dict `saved` says `tie_word_embeddings: false`, as T5 v1.1, mT5 and Flan-T5 hub
-    configs do. False where the weights file or its index cannot be read (its load says why)."""
+    configs do. ModelBuildError naming the weights file or its index where it cannot be read: a model built without
+    its weights and then filled by a run's checkpoint (a resume, export, eval) reads no other file that would say
+    so, and a guessed tied head would silently take the checkpoint's head and embedding into one tensor."""
     weights = _model_file(path, SAFE_WEIGHTS_NAME)
     if weights is not None:
         try:
             with safe_open(str(weights), framework="pt") as stored:
                 return HEAD_WEIGHT in stored.keys()
-        except (OSError, SafetensorError):
-            return False
+        except (OSError, SafetensorError) as err:
+            raise ModelBuildError(f"{weights} cannot be read ({one_line(err)})") from None
     index = _model_file(path, f"{SAFE_WEIGHTS_NAME}.index.json")
     if index is None:
         return saved.get("tie_word_embeddings") is False
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-    except (OSError, ValueError, AttributeError):  # (no JSON, or no JSON object)
-        return False
+    except (OSError, ValueError, AttributeError) as err:  # (no JSON, or no JSON object)
+        raise ModelBuildError(f"{index} cannot be read as a weights index, a JSON object ({type(err).__name__}: "
+                              f"{one_line(err)})") from None
     return isinstance(weight_map, Mapping) and HEAD_WEIGHT in weight_map
 
 
