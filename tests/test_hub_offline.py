@@ -130,3 +130,24 @@ def test_a_name_lookup_that_hangs_counts_as_no_answer_within_the_probe_timeout(m
     finally:
         released.set()
     assert answered is False and time.perf_counter() - start < 10
+
+
+def test_a_hub_model_checked_first_fails_in_seconds_where_the_hub_cannot_be_reached(tmp_path):
+    # mutation testing: check_t5_checkpoint not asking whether the hub answers passed every test, whose script loaded
+    # a hub tokenizer first (which set the offline mode for the process); a run with a local tokenizer checks the
+    # hub model first, which then took the libraries' retries (23 s)
+    code = ("import time\n"
+            "from t2t_mtl.model.t5 import check_t5_checkpoint\n"
+            "start = time.perf_counter()\n"
+            "try:\n"
+            f"    check_t5_checkpoint({HUB_NAME!r})\n"
+            "except Exception as error:\n"
+            "    print(round(time.perf_counter() - start, 1), type(error).__name__, error)\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "T2T_MTL_DATA_DIR")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HOME=str(tmp_path / "hf_home"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seconds, error = done.stdout.split(" ", 1)
+    assert error.startswith(f"ModelBuildError model.name_or_path '{HUB_NAME}' could not be loaded"), done.stdout
+    assert float(seconds) < 15, done.stdout
