@@ -414,3 +414,22 @@ def test_a_run_from_a_folder_whose_weights_file_was_damaged_since_is_not_loaded_
         export.load_trained_model(tmp_path / "run")
     assert (f"the run's model cannot be rebuilt (model.name_or_path '{folder}' could not be loaded: {weights} cannot "
             f"be read (") in str(refused.value), refused.value
+
+
+def test_unfilled_gives_an_own_lm_head_storage_on_the_device_asked_for():
+    # mutation testing: untie_head building the model's own head on torch's default device (the CPU), not its
+    # embedding's, passed every test (all on the CPU): a model built unfilled on a GPU had its head alone on the CPU;
+    # the meta device, which every machine has, tells the two apart
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.t5 import has_own_head, unfilled
+
+    def build():
+        model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=8, d_ff=16, d_kv=4, num_heads=2,
+                                                    num_layers=1))
+        model.set_output_embeddings(torch.nn.Linear(8, 32, bias=False))  # (as a T5 v1.1 folder's weights give it)
+        return model
+
+    model = unfilled(build, device="meta")
+    assert has_own_head(model)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
