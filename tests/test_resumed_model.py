@@ -21,7 +21,7 @@ def test_only_an_offload_deepspeed_reads_as_nvme_keeps_the_init(key, device):
 
     zero = {"stage": 3, key: {"device": device, "nvme_path": "/nvme"}}
     nvme = getattr(DeepSpeedZeroConfig(**zero), key).device == OffloadDeviceEnum.nvme
-    assert loads_every_tensor({"zero_optimization": zero}, universal=False) is not nvme
+    assert loads_every_tensor({"zero_optimization": zero}) is not nvme
 
 
 def test_a_module_state_cut_short_is_refused_with_what_torch_reports_reading_it(tmp_path):
