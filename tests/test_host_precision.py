@@ -200,6 +200,28 @@ def test_a_run_in_bf16_on_a_cpu_that_emulates_it_is_warned_once(tmp_path, tok, m
                       f"here, about 12× slower than fp32; {fix}"], out
 
 
+def test_a_bf16_checkpoint_resumed_on_a_cpu_that_emulates_bf16_is_not_told_to_train_in_fp32(tmp_path, tok,
+                                                                                            monkeypatch, capsys):
+    # was: "...; set training.precision: auto (fp32 on this CPU) or fp32", which the resume refuses (its checkpoint
+    # was written in bf16), after the resume refusal on this host had said to set training.precision: bf16
+    with monkeypatch.context() as patch:
+        as_host(patch, "bf16")
+        train(_auto_run(tmp_path, tok, 2), evaluate_held_in=False)
+    as_host(monkeypatch, "fp32")
+    told = _auto_run(tmp_path, tok, 4)  # the old advice: auto (fp32 here), refused by the resume
+    with pytest.raises(CheckpointError, match="written with training.precision = 'bf16', this run has 'fp32'"):
+        train(told, resume="auto", evaluate_held_in=False)
+    named = _auto_run(tmp_path, tok, 4)
+    named["training"]["precision"] = "bf16"
+    capsys.readouterr()
+    assert train(named, resume="auto", evaluate_held_in=False).step == 4
+    warned = [line for line in capsys.readouterr().out.splitlines() if "emulated" in line]
+    assert warned == ["warning: training in bf16 on this CPU, which has neither AVX512-BF16 nor AMX: bf16 is emulated "
+                      "here, about 12× slower than fp32; a bf16 checkpoint resumes in bf16 only: resume it on a "
+                      "machine that runs bf16 natively, or start a new run in fp32 (training.precision: auto, and a "
+                      "new training.output_dir)"]
+
+
 @pytest.mark.parametrize("avx512_bf16, amx, onednn, on_gpu, why", [
     (False, False, True, False, "which has neither AVX512-BF16 nor AMX"),
     (False, True, False, False, "whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA)"),

@@ -77,16 +77,23 @@ _NO_BF16_INSTRUCTIONS = "which has neither AVX512-BF16 nor AMX"
 _ONEDNN_BELOW_BF16 = "whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA)"
 
 
-def emulated_bf16_warning(precision: str, on_gpu: bool, json_config: bool = False) -> Optional[str]:
+def emulated_bf16_warning(precision: str, on_gpu: bool, json_config: bool = False, resumed: bool = False
+                          ) -> Optional[str]:
     """The warning for a run training in `precision` "bf16" (as DeepSpeed runs it: training.precision's, or with
     `json_config` a deepspeed.config JSON's) on a CPU that emulates bf16 (`native_bf16` false), ~12× slower than fp32;
     None on a GPU, in another precision, or on a CPU that runs bf16 natively (auto never picks bf16 where it is
-    emulated)."""
+    emulated). A `resumed` run is not told to set another precision, which its resume would refuse."""
     if precision != "bf16" or on_gpu or native_bf16(False):
         return None
     why = _NO_BF16_INSTRUCTIONS if not cpu_has_bf16() else _ONEDNN_BELOW_BF16
-    fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
-           "CPU), or to false" if json_config else "set training.precision: auto (fp32 on this CPU) or fp32")
+    if resumed:
+        fix = ("a bf16 checkpoint resumes in bf16 only: resume it on a machine that runs bf16 natively, or start a "
+               "new run in fp32 (training.precision: auto, and a new training.output_dir)")
+    elif json_config:
+        fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
+               "CPU), or to false")
+    else:
+        fix = "set training.precision: auto (fp32 on this CPU) or fp32"
     return f"training in bf16 on this CPU, {why}: bf16 is emulated here, about 12× slower than fp32; {fix}"
 
 
