@@ -760,6 +760,21 @@ def test_compute_grad_norm_false_is_refused_where_deepspeeds_bf16_optimizer_trai
         check_run_config(_config(tmp_path, config=str(path)))
 
 
+@pytest.mark.parametrize("offload", [True, "cpu"])
+def test_an_offload_optimizer_that_is_no_mapping_beside_compute_grad_norm_is_refused_by_deepspeeds_parser(tmp_path,
+                                                                                                         offload):
+    # was: AttributeError: 'bool' object has no attribute 'get' (a raw traceback) from the compute_grad_norm check of
+    # a bf16 ZeRO-1 run accumulating in fp32; without that check's keys the parser's refusal named the key
+    zero = {"stage": 1, "offload_optimizer": offload, "compute_grad_norm": False}
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, "bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"},
+                                "zero_optimization": zero}))
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(_config(tmp_path, config=str(path)))
+    assert str(caught.value).startswith(f"DeepSpeed refused the config generated from deepspeed.config ({path}): 1 "
+                                        f"validation error for DeepSpeedZeroConfig\noffload_optimizer\n")
+
+
 def test_legacy_checkpoint_serialization_is_refused_at_zero_stages_whose_weights_zero_to_fp32_gathers(tmp_path):
     # was: accepted, and a ZeRO-1..3 run's checkpoints then could be resumed but not exported, evaluated, predicted
     # with or merged: DeepSpeed's zero_to_fp32 memory-maps the optimizer files, which torch cannot do for the legacy

@@ -305,7 +305,9 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
                               f"refuses any other ('unsupported mix'); remove the key, or train at zero_stage 1 or "
                               f"more")
         zero = ds.get("zero_optimization") or {}
-        offloaded = zero.get("cpu_offload") is True or (zero.get("offload_optimizer") or {}).get("device") == "cpu"
+        offload = zero.get("offload_optimizer") or {}  # (one that is no mapping: left to DeepSpeed's parser, naming it)
+        offloaded = (zero.get("cpu_offload") is True or not isinstance(offload, Mapping)
+                     or offload.get("device") == "cpu")
         if (json_zero_stage(ds) == 1 and (precision, accumulated.name) == ("bf16", "fp32") and not offloaded
                 and zero.get("compute_grad_norm") is False):
             raise ConfigError(f"{source}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a bf16 run "
