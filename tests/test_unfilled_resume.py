@@ -275,6 +275,22 @@ def test_a_zero3_resume_through_the_universal_format_builds_no_init_and_trains_a
     _assert_same_runs(tmp_path, "reference", "cut")
 
 
+def test_a_zero3_resume_through_the_universal_format_does_not_check_the_module_states_it_never_reads(tmp_path, tok,
+                                                                                                     monkeypatch):
+    # the universal load reads no module state, so its rank's own (which a rank past the checkpoint's world size does
+    # not have at all) is not checked for the unfilled build's tensors: a ZeRO-3 module state lacking one still
+    # resumes, every tensor filled from the converted fp32 masters
+    model, training = MOE, {"precision": "bf16"}
+    train(_config(tmp_path / "run", tok, tmp_path / "cache", model, training, PARTITIONED, 3), evaluate_held_in=False)
+    states = tmp_path / "run" / "checkpoints" / "step-00000003" / "ds" / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+    saved = torch.load(states, weights_only=False)
+    del saved["module"]["decoder.final_layer_norm.weight"]
+    torch.save(saved, states)
+    monkeypatch.setattr(trainer_mod, "loads_through_universal", lambda *args: True)
+    assert _resume(monkeypatch, _config(tmp_path / "run", tok, tmp_path / "cache", model, training, PARTITIONED, 5),
+                   reference=False)
+
+
 def test_a_universal_conversion_lacking_a_trained_weight_is_refused_naming_it(tmp_path, tok, monkeypatch):
     # was: DeepSpeed's ZeRO-1/2 universal load skips a parameter whose fp32.pt is missing without a word, the weight
     # kept as built (its random init)
