@@ -41,7 +41,7 @@ from typing import Any, List, Mapping
 
 import torch
 
-from t2t_mtl.engine.checkpoint import DS_TAG, CheckpointError
+from t2t_mtl.engine.checkpoint import CORRUPT_HINT, DS_TAG, CheckpointError
 
 
 def loads_every_tensor(ds_config: Mapping[str, Any]) -> bool:
@@ -69,8 +69,7 @@ def module_state_keys(path: Path) -> List[str]:
         return list(torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)["module"])
     except Exception as err:  # missing, truncated or foreign files fail in many ways
         raise CheckpointError(f"{path} (the saved module state) cannot be read ({type(err).__name__}: "
-                              f"{str(err).strip()[:300]}); the checkpoint is incomplete or corrupt: resume from an "
-                              f"earlier one (--resume <run>/checkpoints/step-N) or remove it") from None
+                              f"{str(err).strip()[:300]}); {CORRUPT_HINT}") from None
 
 
 def left_unfilled(model: torch.nn.Module, universal: bool) -> List[str]:
