@@ -342,9 +342,12 @@ def _stream_rows(rows: datasets.IterableDataset, read_error: Callable[[BaseExcep
 
 def _holds_no_rows(error: BaseException) -> bool:
     """Whether `error` is datasets' way of saying the files hold no rows (an empty jsonl file, a csv header or
-    `[]` alone)."""
+    `[]` alone; datasets before 5 raise an empty jsonl file's as a DatasetGenerationError from SchemaInferenceError,
+    its writer having been given no row)."""
+    from datasets.arrow_writer import SchemaInferenceError
+
     no_data = isinstance(error, ValueError) and "corresponds to no data" in str(error)
-    return isinstance(error, StopIteration) or no_data
+    return isinstance(error, StopIteration) or no_data or _caused_by(error, SchemaInferenceError)
 
 
 def _read_error(error: BaseException, files: Sequence[Path], split: str, what: str) -> DataSourceError:

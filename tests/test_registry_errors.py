@@ -579,6 +579,29 @@ def test_malformed_and_empty_data_files_say_why(tmp_path):
             LocalFileSource(tmp_path / name).load("train")
 
 
+def test_an_empty_jsonl_file_has_no_rows_as_datasets_before_5_reports_it(tmp_path, monkeypatch):
+    # was, with datasets 3.3-4.x (setup.py's floor is 3.3): "could not load [...]: DatasetGenerationError: An error
+    # occurred while generating the dataset ← SchemaInferenceError: Please pass `features` ...", where datasets 5
+    # reads the file as no rows; the load raises here what those versions raise for an empty jsonl file
+    import datasets
+    from datasets.arrow_writer import SchemaInferenceError
+
+    def empty_file_of_datasets_4(*args, **kwargs):
+        try:
+            raise SchemaInferenceError("Please pass `features` or at least one example when writing data")
+        except SchemaInferenceError as error:
+            raise datasets.exceptions.DatasetGenerationError("An error occurred while generating the dataset") \
+                from error
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    monkeypatch.setattr(datasets, "load_dataset", empty_file_of_datasets_4)
+    no_rows = r"empty.jsonl'\] \(split 'train'\) has no rows; add rows or drop the split$"
+    with pytest.raises(DataSourceError, match=no_rows) as raised:
+        LocalFileSource(empty).load("train")
+    assert raised.value.__cause__ is None
+
+
 def test_a_csv_row_with_fewer_cells_than_its_header_is_named(tmp_path):
     # was: read with its missing cells as empty text, silently, the label column turned from numbers to text
     short = tmp_path / "short.csv"
