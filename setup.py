@@ -2,13 +2,20 @@
 from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
-    "torch>=2.2,<3",
-    "transformers>=5.0,<6",  # transformers 5 tokenizer API (T5Tokenizer.convert_to_native_format); 4.x untested
-    "tokenizers>=0.15",
+    # The floors are the lowest versions the suite's engine, data, tokenizer, metric and kernel tests were run at
+    # (README, "Into an existing environment").
+    # torch: a CUDA build below 2.8 pins a triton below 3.4 (not testable here: no CPU wheel of it)
+    "torch>=2.8,<3",
+    # 5.13: a bf16 ZeRO-0 run whose steps were all skipped loads as built (5.12: shared.weight off by more than bf16
+    # rounding); 5.0-5.2's T5Tokenizer.convert_to_native_format drops spiece.model's normalizer (NFKC -> <unk>)
+    "transformers>=5.13,<6",
+    "tokenizers>=0.22",  # transformers 5's own floor
     "sentencepiece>=0.1.99",
     "protobuf>=3.20",
-    "datasets>=2.18,<6",
-    "deepspeed>=0.14,<1",
+    "datasets>=3.3,<6",  # 3.3: a streamed rename that swaps columns keeps both (before: both dropped)
+    # 0.19.8: a skipped bad step leaves the weights (0.19.7: NaN after one at fp32 ZeRO-2); below 0.18 its INFO lines
+    # go to stdout (train --print-config's YAML)
+    "deepspeed>=0.19.8,<1",
     "evaluate>=0.4.1,<1",
     "jinja2>=3.1,<4",
     "pyyaml>=6",
@@ -22,7 +29,8 @@ INSTALL_REQUIRES = [
     "sacrebleu>=2.3",
     "rouge-score>=0.1.2",
     "seqeval>=1.2.2",
-    "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+    # 3.4: the kernels' interpreter tests fail below it (3.0: arange of a constexpr; 3.2-3.3: get_int1_ty)
+    "triton>=3.4; platform_system == 'Linux' and platform_machine == 'x86_64'",
 ]
 
 EXTRAS_REQUIRE = {
