@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
     # The floors are the lowest versions the suite's engine, data, tokenizer, metric and kernel tests were run at
-    # (README, "Into an existing environment").
+    # (README, "Into an existing environment"); a command refuses older ones (t2t_mtl.dependency_floors).
     # torch: a CUDA build below 2.8 pins a triton below 3.4 (not testable here: no CPU wheel of it)
     "torch>=2.8,<3",
     # 5.13: a bf16 ZeRO-0 run whose steps were all skipped loads as built (5.12: shared.weight off by more than bf16
@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.24",
     "scipy>=1.10",
     "tqdm>=4.66",
+    "packaging>=20",  # (transformers' own floor) t2t_mtl.dependency_floors reads these requirements with it
     "matplotlib>=3.7",
     "tensorboard>=2.14",
     # offline backends for the shipped evaluate metric modules

@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from t2t_mtl.cli.progress_bars import datasets_bars_for_command
+from t2t_mtl.dependency_floors import unmet_requirements
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -76,6 +77,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    unmet = unmet_requirements()
+    if unmet:  # an environment that held older versions, t2t-mtl installed into it without pip resolving them
+        print("\n".join(f"error: {problem}" for problem in unmet), file=sys.stderr)
         return 2
     try:
         with datasets_bars_for_command(args, whole_process=argv is None):  # a bar per split loaded or mapped is noise

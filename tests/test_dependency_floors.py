@@ -1,0 +1,102 @@
+"""A command refuses installed packages that t2t-mtl's requirements (setup.py's INSTALL_REQUIRES) do not allow, naming
+each with its installed and needed version, as an environment that held older versions gives them when t2t-mtl is
+installed into it without pip resolving them. The environments here are dist-info folders put first on sys.path."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from t2t_mtl import dependency_floors
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.dependency_floors import unmet_requirements
+
+SETUP = Path(__file__).resolve().parents[1] / "setup.py"
+PROBE = "floors-probe"
+
+
+def _install(root: Path, name: str, version: str, requires: tuple = ()) -> None:
+    """A distribution `name` `version` (requiring `requires`) as pip would leave it in `root`."""
+    folder = root / f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}.dist-info"
+    folder.mkdir()
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+             *(f"Requires-Dist: {r}" for r in requires)]
+    (folder / "METADATA").write_text("\n".join(lines) + "\n")
+
+
+def _setup_requirements() -> list:
+    """setup.py's INSTALL_REQUIRES, read from its source."""
+    for node in ast.parse(SETUP.read_text()).body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["INSTALL_REQUIRES"]:
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py has no INSTALL_REQUIRES")
+
+
+def _floors() -> dict:
+    """name → the floor setup.py gives it (its `>=` version), for the requirements that apply on this machine."""
+    from packaging.requirements import Requirement
+
+    floors = {}
+    for line in _setup_requirements():
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate():
+            floors[requirement.name] = re.search(r">=\s*([\w.]+)", line).group(1)
+    return floors
+
+
+def _below(version: str) -> str:
+    """A release just under `version`: its last non-zero part less one (5.3 → 5.2, 0.4.1 → 0.4.0, 6 → 5)."""
+    parts = [int(p) for p in version.split(".")]
+    last = max(i for i, p in enumerate(parts) if p)
+    parts[last] -= 1
+    return ".".join(map(str, parts))
+
+
+@pytest.fixture
+def environment(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_each_package_at_its_setup_py_floor_is_accepted_and_each_under_it_is_refused_by_name(environment):
+    floors = _floors()
+    assert {"torch", "transformers", "datasets", "deepspeed", "evaluate"} <= set(floors)
+    _install(environment, PROBE, "1", tuple(_setup_requirements()))
+    at_floor = environment / "at_floor"
+    at_floor.mkdir()
+    for name, floor in floors.items():
+        _install(at_floor, name, floor)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(at_floor))
+        assert unmet_requirements(PROBE) == []
+    for name, floor in floors.items():
+        _install(environment, name, _below(floor))
+    unmet = unmet_requirements(PROBE)
+    assert len(unmet) == len(floors), unmet
+    for problem, (name, floor) in zip(unmet, floors.items()):
+        assert problem.startswith(f"{name} {_below(floor)} is installed; t2t-mtl needs {name}"), problem
+        assert f">={floor}" in problem and problem.endswith("')"), problem
+
+
+def test_a_missing_package_is_named_and_extras_and_other_platforms_are_not_checked(environment):
+    _install(environment, PROBE, "1", ("gone-pkg>=1.0", "devonly>=2; extra == 'dev'",
+                                       "elsewhere>=3; platform_system == 'Nowhere'"))
+    assert unmet_requirements(PROBE) == ["gone-pkg is not installed; t2t-mtl needs gone-pkg>=1.0 "
+                                         "(pip install 'gone-pkg>=1.0')"]
+
+
+def test_without_an_installed_distribution_nothing_is_checked():
+    assert unmet_requirements("no-such-distribution-here") == []
+
+
+def test_a_command_refuses_an_older_package_before_it_runs(environment, monkeypatch, capsys):
+    _install(environment, PROBE, "1", ("transformers>=5.3,<6", "jinja2>=3.1,<4"))
+    _install(environment, "transformers", "5.0.0")
+    monkeypatch.setattr(dependency_floors, "DISTRIBUTION", PROBE)
+    assert cli_main(["tasks", "list"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("error: transformers 5.0.0 is installed; t2t-mtl needs transformers<6,>=5.3 "
+                            "(pip install 'transformers<6,>=5.3')\n")
