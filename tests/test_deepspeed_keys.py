@@ -811,3 +811,109 @@ def test_a_checkpoint_serialization_torch_reads_as_false_is_refused_as_false_is(
         check_run_config(_config(tmp_path, zero_stage=2, extra=section))
     assert str(caught.value).startswith(f"deepspeed.extra.checkpoint.checkpoint_serialization is {written} at ZeRO "
                                         f"stage 2: DeepSpeed would write"), caught.value
+
+
+def _json_config(tmp_path, ds: dict):
+    """A run of the DeepSpeed JSON `ds` (DOCUMENTED's sections updated by it) given as deepspeed.config."""
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({**DOCUMENTED, **ds}))
+    return _config(tmp_path, config=str(path)), f"deepspeed.config {path}: "
+
+
+def _stage_read(stage) -> int:
+    """The ZeRO stage DeepSpeed's own parser reads from `stage` as written (the reference of the tests below)."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    return DeepSpeedConfig({**BATCH, "zero_optimization": {"stage": stage}}).zero_optimization_stage
+
+
+def test_deepspeed_initialize_reads_a_zero_stage_and_compute_grad_norm_written_as_text_as_their_values():
+    # the reference for the tests below: DeepSpeed's parser reads its ZeRO settings in pydantic's lax mode, so that
+    # deepspeed.initialize refuses stage "1" with compute_grad_norm "false" (a bf16 run accumulating in fp32) as it
+    # refuses stage 1 with false, and stage "0" as stage 0
+    import deepspeed
+
+    from t2t_mtl.engine.distributed import init_distributed
+
+    init_distributed()
+    for zero, error, words in (({"stage": "1", "compute_grad_norm": "false"}, ValueError, "compute_grad_norm=false"),
+                               ({"stage": "0"}, NotImplementedError, "unsupported mix")):
+        model = torch.nn.Linear(4, 1)
+        ds = {**BATCH, "train_batch_size": 1, "train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True},
+              "optimizer": {"type": "SGD", "params": {"lr": 0.1}}, "zero_allow_untested_optimizer": True,
+              "data_types": {"grad_accum_dtype": "fp32"}, "zero_optimization": zero}
+        with pytest.raises(error, match=words):
+            deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds)
+
+
+@pytest.mark.parametrize("stage", ["0", 0.0, False])
+def test_a_gradient_accumulation_dtype_at_zero_stage_0_written_otherwise_is_refused_as_at_stage_0(tmp_path,
+                                                                                                  monkeypatch, stage):
+    # was: passed the run's checks, which compared the stage as written with 0, and deepspeed.initialize failed after
+    # the data and the model ('unsupported mix'), DeepSpeed reading the stage as 0 (the reference below)
+    ds = {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"}, "zero_optimization": {"stage": stage}}
+    assert _stage_read(stage) == 0
+    refused = _engine_optimizer_check(ds, monkeypatch)
+    assert isinstance(refused, NotImplementedError) and "unsupported mix" in str(refused)
+    config, where = _json_config(tmp_path, ds)
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(config)
+    assert str(caught.value).startswith(f"{where}data_types.grad_accum_dtype is 'fp32' at ZeRO stage 0 in a bf16 "
+                                        f"run"), caught.value
+
+
+@pytest.mark.parametrize("stage, switch", [("1", False), (1, 0), (1, "false"), (1.0, "no"), ("1", "off")])
+def test_compute_grad_norm_false_written_otherwise_is_refused_where_deepspeeds_bf16_optimizer_trains(tmp_path,
+                                                                                                    monkeypatch,
+                                                                                                    stage, switch):
+    # was: passed the run's checks, which read the stage and the switch as written (stage "1" is not 1, 0 is not
+    # False), and deepspeed.initialize failed after the data and the model (the reference below)
+    ds = {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"},
+          "zero_optimization": {"stage": stage, "compute_grad_norm": switch}}
+    refused = _engine_optimizer_check(ds, monkeypatch)
+    assert isinstance(refused, ValueError) and "compute_grad_norm=false" in str(refused)
+    config, where = _json_config(tmp_path, ds)
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(config)
+    assert str(caught.value).startswith(f"{where}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a "
+                                        f"bf16 run"), caught.value
+
+
+@pytest.mark.parametrize("stage", ["1", 2.0, "3", True])
+def test_legacy_checkpoint_serialization_at_a_zero_stage_written_otherwise_is_refused_naming_the_stage(tmp_path,
+                                                                                                     stage):
+    # was: passed the run's checks, which looked for the stage as written among 1, 2 and 3, and the run's
+    # checkpoints could not be exported (test_legacy_checkpoint_serialization_is_refused_...: why)
+    read = _stage_read(stage)
+    assert read in (1, 2, 3)
+    config, where = _json_config(tmp_path, {"zero_optimization": {"stage": stage},
+                                            "checkpoint": {"checkpoint_serialization": False}})
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(config)
+    assert str(caught.value).startswith(f"{where}checkpoint.checkpoint_serialization is false at ZeRO stage {read}: "
+                                        f"DeepSpeed would write"), caught.value
+
+
+@pytest.mark.parametrize("stage", ["0", 0.0, False])
+def test_fp16_at_a_zero_stage_0_written_otherwise_is_refused(stage):
+    # was: passed, the check comparing the stage as written with 0, and DeepSpeed trained at stage 0 with updates
+    # ~65536x too small (test_engine_single's fp16 stage-0 test: why)
+    from t2t_mtl.engine.deepspeed_config import PrecisionError, check_fp16_zero_stage
+
+    assert _stage_read(stage) == 0
+    with pytest.raises(PrecisionError, match="^fp16 with deepspeed.zero_stage 0: "):
+        check_fp16_zero_stage({"fp16": {"enabled": True}, "zero_optimization": {"stage": stage}})
+    check_fp16_zero_stage({"fp16": {"enabled": True}, "zero_optimization": {"stage": "1"}})
+
+
+@pytest.mark.parametrize("zero, key", [({"stage": "one"}, "stage"), ({"stage": 4}, "stage"),
+                                       ({"stage": 1, "compute_grad_norm": "maybe"}, "compute_grad_norm"),
+                                       ({"stage": 1, "compute_grad_norm": None}, "compute_grad_norm")])
+def test_a_zero_setting_deepspeed_cannot_read_is_left_to_its_parser_which_names_it(tmp_path, zero, key):
+    config, _ = _json_config(tmp_path, {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"},
+                                        "zero_optimization": zero})
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(config)
+    assert str(caught.value).startswith(f"DeepSpeed refused the config generated from deepspeed.config "
+                                        f"({config.deepspeed.config}): 1 validation error for "
+                                        f"DeepSpeedZeroConfig\n{key}\n"), caught.value

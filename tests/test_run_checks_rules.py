@@ -121,3 +121,17 @@ def test_data_tasks_naming_a_mixture_beside_data_mixture_is_told_it_names_a_mixt
 
     with pytest.raises(ConfigError, match=r"^data.tasks: 'procedural_held_out' is a mixture, not a task"):
         training_rates(load_config("quickstart", ["data.tasks=[parity, procedural_held_out]"]))
+
+
+@pytest.mark.parametrize("stage", ["3", 3.0])
+def test_gradient_surgery_refuses_an_offloaded_optimizer_at_a_zero_3_written_otherwise(stage):
+    # was: passed, the check comparing the stage as written with 3, while DeepSpeed's parser reads it as 3
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    from t2t_mtl.config import ConfigError
+    from t2t_mtl.engine.run_checks import check_surgery_zero
+
+    zero = {"zero_optimization": {"stage": stage, "offload_optimizer": {"device": "cpu"}}}
+    assert DeepSpeedConfig({"train_micro_batch_size_per_gpu": 1, **zero}).zero_optimization_stage == 3
+    with pytest.raises(ConfigError, match="ZeRO-3 with an offloaded optimizer"):
+        check_surgery_zero(zero)

@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import json
 import math
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -309,7 +310,7 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
         offloaded = (zero.get("cpu_offload") is True or not isinstance(offload, Mapping)
                      or offload.get("device") == "cpu")
         if (json_zero_stage(ds) == 1 and (precision, accumulated.name) == ("bf16", "fp32") and not offloaded
-                and zero.get("compute_grad_norm") is False):
+                and zero_setting(ds, "compute_grad_norm") is False):
             raise ConfigError(f"{source}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a bf16 run "
                               f"accumulating gradients in fp32 (data_types.grad_accum_dtype {dtype!r}), which "
                               f"DeepSpeed trains with its bf16 optimizer and refuses the key for; remove it, or the "
@@ -503,8 +504,28 @@ def json_precision(ds: Mapping[str, Any]) -> str:
 
 
 def json_zero_stage(ds: Mapping[str, Any]) -> Any:
-    """The ZeRO stage a DeepSpeed config asks for (`zero_optimization.stage`; 0 without one), as written there."""
-    return (ds.get("zero_optimization") or {}).get("stage", 0)
+    """The ZeRO stage a DeepSpeed config asks for (`zero_optimization.stage`; 0 without one) as DeepSpeed reads it
+    (`zero_setting`: "1", 1.0 or true is stage 1), or as written where DeepSpeed's parser refuses it."""
+    return zero_setting(ds, "stage")
+
+
+def zero_setting(ds: Mapping[str, Any], key: str) -> Any:
+    """`zero_optimization.<key>` of the DeepSpeed config `ds` as DeepSpeed's parser reads it: validated as its
+    `DeepSpeedZeroConfig` field in pydantic's lax mode (stage "1" or 1.0 is 1; a switch 0, "false", "no" or "off" is
+    false), that field's default where absent; the value as written where the parser refuses it (its refusal, in the
+    run's checks, names the key)."""
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from pydantic import TypeAdapter, ValidationError
+
+    zero = ds.get("zero_optimization") or {}
+    field = DeepSpeedZeroConfig.model_fields[key]
+    if key not in zero:
+        return field.default
+    try:
+        value = TypeAdapter(field.annotation).validate_python(zero[key])
+    except ValidationError:
+        return zero[key]
+    return value.value if isinstance(value, Enum) else value  # (the stage's ZeroStageEnum, as the parser keeps it)
 
 
 def with_batch_keys(ds: Dict[str, Any], batch: Dict[str, int]) -> Dict[str, Any]:

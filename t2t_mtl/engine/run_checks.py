@@ -16,7 +16,7 @@ from t2t_mtl.config import (Config, ConfigError, DataConfig, changed_keys, check
                             tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import (build_deepspeed, build_deepspeed_config, check_fp16_zero_stage,
-                                             lr_scheduler, replaced_training_keys)
+                                             json_zero_stage, lr_scheduler, replaced_training_keys)
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters, refuse_untrained_held_out)
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
@@ -479,7 +479,7 @@ def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
     `deepspeed.config` JSON is checked like the generated one."""
     zero = ds_config.get("zero_optimization") or {}
     offload = (zero.get("offload_optimizer") or {}).get("device", "none") not in (None, "none")
-    if zero.get("stage", 0) == 3 and offload:
+    if json_zero_stage(ds_config) == 3 and offload:
         raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
                           "ZeRO-3 with an offloaded optimizer (deepspeed.offload_optimizer, or offload_optimizer "
                           "in deepspeed.config's zero_optimization) moves them to the CPU only at the step boundary "
