@@ -222,6 +222,23 @@ def test_a_zero_stage_in_deepspeed_extra_must_be_deepspeed_zero_stage():
     assert build_deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == 2
 
 
+@pytest.mark.parametrize("stage", ["2", 2.0])
+def test_a_zero_stage_in_deepspeed_extra_is_compared_as_deepspeed_reads_it(stage):
+    # was: refused, "deepspeed.extra.zero_optimization.stage=2 disagrees with deepspeed.zero_stage=2", though
+    # DeepSpeed's parser reads it as stage 2 (the reference below)
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    assert DeepSpeedConfig({"train_micro_batch_size_per_gpu": 1,
+                            "zero_optimization": {"stage": stage}}).zero_optimization_stage == 2
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    cfg = config_from_dict({**base, "deepspeed": {"zero_stage": 2, "extra": {"zero_optimization": {"stage": stage}}}})
+    assert build_deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"] == stage
+    cfg = config_from_dict({**base, "deepspeed": {"zero_stage": 1, "extra": {"zero_optimization": {"stage": stage}}}})
+    with pytest.raises(ConfigError, match=f"^deepspeed\\.extra\\.zero_optimization\\.stage={stage} disagrees with "
+                                          f"deepspeed\\.zero_stage=1"):
+        build_deepspeed_config(cfg, world_size=1)
+
+
 def test_an_optimizer_offload_in_deepspeed_extra_must_be_deepspeed_offload_optimizer():
     # was: accepted with deepspeed.offload_optimizer off, so the generated AdamW kept torch_adam and DeepSpeed stepped
     # torch's AdamW on the offloaded states instead of its CPU Adam (its zero_force_ds_cpu_optimizer guard reads a

@@ -720,10 +720,11 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
                               f"JSON")
         return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_by_auto, training_autos)
 
-    stage = (cfg.deepspeed.extra.get("zero_optimization") or {}).get("stage", cfg.deepspeed.zero_stage)
-    if stage != cfg.deepspeed.zero_stage:  # the offload, gradient-surgery and resume checks read deepspeed.zero_stage
-        raise ConfigError(f"deepspeed.extra.zero_optimization.stage={stage} disagrees with deepspeed.zero_stage="
-                          f"{cfg.deepspeed.zero_stage}: set deepspeed.zero_stage instead")
+    written = cfg.deepspeed.extra.get("zero_optimization") or {}
+    if "stage" in written and json_zero_stage(cfg.deepspeed.extra) != cfg.deepspeed.zero_stage:
+        # (the offload, gradient-surgery and resume checks read deepspeed.zero_stage; "1" is stage 1 to DeepSpeed)
+        raise ConfigError(f"deepspeed.extra.zero_optimization.stage={written['stage']} disagrees with "
+                          f"deepspeed.zero_stage={cfg.deepspeed.zero_stage}: set deepspeed.zero_stage instead")
     zero: Dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
