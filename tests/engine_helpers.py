@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import yaml
 
@@ -144,6 +144,23 @@ def subprocess_env() -> Dict[str, str]:
     env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
     return env
+
+
+def cli_ranks(rank_commands: List[List[str]], rank_envs: List[Dict[str, str]], timeout: float = 150
+              ) -> Tuple[List[int], List[str]]:
+    """Run rank i's `rank_commands[i]` (with `subprocess_env()` and `rank_envs[i]`) at once, without a launcher that
+    would stop the others, as two nodes under their own launchers; (return codes, stderrs) once all end (a rank still
+    running at `timeout` is killed)."""
+    procs = [subprocess.Popen(cmd, env={**subprocess_env(), **env}, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for cmd, env in zip(rank_commands, rank_envs)]
+    try:
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], errs
 
 
 def train_command(config_path: Path, *extra: str) -> List[str]:

@@ -22,9 +22,9 @@ from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize
 
 from cluster_helpers import private_slurm, private_sshd
-from engine_helpers import CTRL_C_NOTICE, REPO, forked_ranks, free_port, nan_filled_to_empty, run_checked, \
-    spawn_ranks, step_losses, step_records, subprocess_env, tiny_config, torchrun_command, train_tiny_tokenizer, \
-    write_config
+from engine_helpers import CTRL_C_NOTICE, REPO, cli_ranks, forked_ranks, free_port, nan_filled_to_empty, run_checked, \
+    spawn_ranks, step_losses, step_records, subprocess_env, tiny_config, torchrun_command, train_command, \
+    train_tiny_tokenizer, write_config
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -363,20 +363,11 @@ def test_a_rank_refused_before_the_job_joins_stops_the_other_ranks_at_once(work)
     error. (Was: it waited out DeepSpeed's 10-minute rendezvous timeout, then a DistStoreError traceback.)"""
     root, tok, _ = work
     path = write_config(tiny_config(root / "refused", tok, root / "cache"), root / "refused.yaml")
-    port, procs = free_port(), []
-    for rank, extra in ((0, ()), (1, ("--data-dir", str(root / "missing")))):
-        env = {**subprocess_env(), "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_SIZE": "1",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "t2t_mtl", "train", str(path), *extra], env=env,
-                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        errs = [p.communicate(timeout=150)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [2, 2], errs
+    port = free_port()
+    envs = [{"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": str(port)} for rank in (0, 1)]
+    codes, errs = cli_ranks([train_command(path), train_command(path, "--data-dir", str(root / "missing"))], envs)
+    assert codes == [2, 2], errs
     assert f"error: --data-dir {root / 'missing'} does not exist" in errs[1]
     assert "error: rank 1 of 2 stopped before training began (see its error" in errs[0], errs[0][-3000:]
     assert "Traceback" not in errs[0] and latest_checkpoint(root / "refused") is None

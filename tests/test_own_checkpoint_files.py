@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import MethodType, SimpleNamespace
 
 import pytest
 import torch
 
-from engine_helpers import REPO, forked_ranks, free_port, subprocess_env, tiny_config, train_tiny_tokenizer, \
+from engine_helpers import cli_ranks, forked_ranks, free_port, tiny_config, train_command, train_tiny_tokenizer, \
     write_config
 
 
@@ -141,19 +139,9 @@ def test_a_zero3_module_state_of_one_rank_lacking_a_tensor_stops_both_ranks_of_t
     saved = torch.load(states, weights_only=False)
     del saved["module"]["decoder.final_layer_norm.weight"]
     torch.save(saved, states)
-    path, port, procs = write_config(cfg, Path(cfg["training"]["output_dir"] + ".yaml")), free_port(), []
-    for rank in (0, 1):
-        procs.append(subprocess.Popen([sys.executable, "-m", "t2t_mtl", "train", str(path), "--resume", "auto"],
-                                      env={**subprocess_env(), **_ranks_env(rank, port)}, cwd=REPO,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        errs = [p.communicate(timeout=150)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [2, 2], errs
+    path, port = write_config(cfg, Path(cfg["training"]["output_dir"] + ".yaml")), free_port()
+    codes, errs = cli_ranks([train_command(path, "--resume", "auto")] * 2, [_ranks_env(rank, port) for rank in (0, 1)])
+    assert codes == [2, 2], errs
     assert errs[1].strip().splitlines()[-1] == (
         f"error: {states} holds no decoder.final_layer_norm.weight of this run's model: resume with the model "
         f"settings the checkpoint was trained with, or from another checkpoint")

@@ -3,6 +3,7 @@ run, naming the key or option, the value and the limit; a size at the limit stil
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,24 +144,30 @@ def test_a_local_folder_of_export_keep_moe_is_counted_with_the_experts_it_holds(
         run_checks.check_model_size(config, ["parity"], saved)
 
 
-def test_a_local_folder_with_its_own_lm_head_is_counted_with_it(tmp_path, t5_tokenizer_dir, monkeypatch):
-    # was: counted from its config alone, which T5Config always ties, so a T5 v1.1 / mT5 / Flan-T5 folder's own head
-    # (vocab_size x d_model) was left out of the count against the limit and the count the refusal names
+def _counted_up_to_the_limit(folder: Path, t5_tokenizer_dir: Path, monkeypatch) -> None:
+    """A run from `folder` passes check_model_size at a limit of exactly the parameters from_pretrained builds (the
+    reference) and is refused, with that count, one below it."""
     from t2t_mtl.engine import run_checks
 
-    model = T5ForConditionalGeneration(T5Config(**TINY, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    model.set_output_embeddings(torch.nn.Linear(TINY["d_model"], TINY["vocab_size"], bias=False))
-    model.save_pretrained(tmp_path / "folder")
-    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(tmp_path / "folder").parameters())
-    config = config_from_dict({"model": {"name_or_path": str(tmp_path / "folder")}, "data": {"tasks": ["parity"]},
+    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(folder).parameters())
+    config = config_from_dict({"model": {"name_or_path": str(folder)}, "data": {"tasks": ["parity"]},
                                "tokenizer": {"path": str(t5_tokenizer_dir)},
-                               "training": {"output_dir": str(tmp_path / "run")}})
-    saved = run_checks.pretrained_config_dict(str(tmp_path / "folder"))  # (as check_run_config reads it)
+                               "training": {"output_dir": str(folder.parent / "run")}})
+    saved = run_checks.pretrained_config_dict(str(folder))  # (as check_run_config reads it)
     monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
     run_checks.check_model_size(config, ["parity"], saved)
     monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)
     with pytest.raises(ConfigError, match=re.escape(f"its config.json sizes a model of {held:.3g} parameters (")):
         run_checks.check_model_size(config, ["parity"], saved)
+
+
+def test_a_local_folder_with_its_own_lm_head_is_counted_with_it(tmp_path, t5_tokenizer_dir, monkeypatch):
+    # was: counted from its config alone, which T5Config always ties, so a T5 v1.1 / mT5 / Flan-T5 folder's own head
+    # (vocab_size x d_model) was left out of the count against the limit and the count the refusal names
+    model = T5ForConditionalGeneration(T5Config(**TINY, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    model.set_output_embeddings(torch.nn.Linear(TINY["d_model"], TINY["vocab_size"], bias=False))
+    model.save_pretrained(tmp_path / "folder")
+    _counted_up_to_the_limit(tmp_path / "folder", t5_tokenizer_dir, monkeypatch)
 
 
 def test_a_local_model_folder_within_the_limit_passes(tmp_path, t5_tokenizer_dir):
@@ -316,20 +323,9 @@ def test_a_pytorch_model_bin_folder_with_its_own_lm_head_is_counted_with_it(tmp_
     # mutation testing: check_model_size asking for the own head without the folder's config (which alone tells a
     # pytorch_model.bin folder's, as the hub's T5 v1.1 files are: the .bin names both matrices either way) passed
     # every test, whose folders were model.safetensors; from_pretrained's parameter count is the reference
-    from t2t_mtl.engine import run_checks
-
     model = T5ForConditionalGeneration(T5Config(**TINY, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     model.set_output_embeddings(torch.nn.Linear(TINY["d_model"], TINY["vocab_size"], bias=False))
     model.config.tie_word_embeddings = False
     model.config.save_pretrained(tmp_path / "folder")
     torch.save(model.state_dict(), tmp_path / "folder" / "pytorch_model.bin")
-    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(tmp_path / "folder").parameters())
-    config = config_from_dict({"model": {"name_or_path": str(tmp_path / "folder")}, "data": {"tasks": ["parity"]},
-                               "tokenizer": {"path": str(t5_tokenizer_dir)},
-                               "training": {"output_dir": str(tmp_path / "run")}})
-    saved = run_checks.pretrained_config_dict(str(tmp_path / "folder"))  # (as check_run_config reads it)
-    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
-    run_checks.check_model_size(config, ["parity"], saved)
-    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)
-    with pytest.raises(ConfigError, match=re.escape(f"its config.json sizes a model of {held:.3g} parameters (")):
-        run_checks.check_model_size(config, ["parity"], saved)
+    _counted_up_to_the_limit(tmp_path / "folder", t5_tokenizer_dir, monkeypatch)
