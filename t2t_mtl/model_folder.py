@@ -11,6 +11,12 @@ MODEL_CONFIG_FILE = "config.json"
 T5_MODEL_TYPES = ("t5", "mt5")
 
 
+def is_t5_model_type(model_type: object) -> bool:
+    """Whether a saved config naming `model_type` holds a T5 (one of `T5_MODEL_TYPES`); one naming none (None) is
+    read as a T5, as `T5Config` reads it and training loads it."""
+    return model_type is None or model_type in T5_MODEL_TYPES
+
+
 def not_a_t5(model_type: object) -> str:
     """What a model of `model_type` (not one of `T5_MODEL_TYPES`) is, for an error that names the folder first."""
     return (f"is a {model_type!r} model, not a T5 encoder-decoder (model_type "

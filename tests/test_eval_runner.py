@@ -1874,3 +1874,22 @@ def test_evaluate_tasks_names_settings_given_in_the_wrong_form(tmp_path, setting
     with pytest.raises(EvaluationError, match=r"^evaluate_tasks: settings must be an EvalSettings \(t2t_mtl.evaluation."
                                               rf"EvalSettings, .*\) or None for the defaults, got {given}$"):
         evaluate_tasks(None, None, [task], settings, progress=False, rank=0, world_size=1)
+
+
+def test_a_folder_whose_config_names_no_model_type_loads_as_a_t5_as_training_loads_it(checkpoint, tmp_path, capsys):
+    # was: eval and predict refused it as "is a None model, not a T5", though training (T5Config) reads a config.json
+    # naming no model_type as a T5's and from_pretrained loads the folder whole
+    untyped = tmp_path / "untyped"
+    shutil.copytree(checkpoint, untyped)
+    config = json.loads((untyped / "config.json").read_text())
+    del config["model_type"]
+    (untyped / "config.json").write_text(json.dumps(config))
+    model, _, _ = load_checkpoint(untyped)
+    reference = T5ForConditionalGeneration.from_pretrained(str(untyped))  # (as training loads it)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(value, reference.state_dict()[key]) for key, value in model.state_dict().items())
+    capsys.readouterr()
+    assert cli_main(["predict", "--checkpoint", checkpoint, "a question"]) == 0
+    typed_answer = capsys.readouterr().out
+    assert cli_main(["predict", "--checkpoint", str(untyped), "a question"]) == 0
+    assert capsys.readouterr().out == typed_answer

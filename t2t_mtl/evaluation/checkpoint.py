@@ -8,7 +8,8 @@ from typing import Any, Optional, Union
 from safetensors import SafetensorError
 
 from t2t_mtl.evaluation.errors import CheckpointError
-from t2t_mtl.model_folder import MODEL_CONFIG_FILE, T5_MODEL_TYPES, is_model_folder, not_a_t5
+from t2t_mtl.model_folder import (MODEL_CONFIG_FILE, T5_MODEL_TYPES, is_model_folder, is_t5_model_type,
+                                  not_a_t5)
 from t2t_mtl.wording import one_line
 
 # what loading raises for a folder or weights file that is missing, unreadable or cut short (safetensors raises
@@ -17,13 +18,14 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, SafetensorError)
 
 
 def _check_hf_folder(path: Path) -> None:
-    """A CheckpointError unless model folder `path`'s config.json is JSON naming a T5-family model type."""
+    """A CheckpointError unless model folder `path`'s config.json is JSON naming a T5-family model type or none (a
+    T5's, as training reads it: `is_t5_model_type`)."""
     config_file = path / MODEL_CONFIG_FILE
     try:
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except json.JSONDecodeError as error:
         raise CheckpointError(f"checkpoint {str(config_file)!r} is not valid JSON: {error}") from None
-    if model_type not in T5_MODEL_TYPES:
+    if not is_t5_model_type(model_type):
         raise CheckpointError(f"checkpoint {str(path)!r} {not_a_t5(model_type)}")
 
 

@@ -14,7 +14,7 @@ from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 from t2t_mtl.config import ModelConfig, model_config_from_dict
 from t2t_mtl.config_values import PRETRAINED_DIM_KEYS
 from t2t_mtl.hub import use_hub_for
-from t2t_mtl.model_folder import T5_MODEL_TYPES, not_a_t5
+from t2t_mtl.model_folder import is_t5_model_type, not_a_t5
 from t2t_mtl.wording import one_line
 
 
@@ -218,7 +218,7 @@ def check_t5_model_type(saved: Mapping[str, Any], named: str, advice: str = "") 
     `model_type` other than `T5_MODEL_TYPES` (UMT5, LongT5, another architecture: built as a T5, it would compute
     otherwise); one naming none is read as a T5, as `T5Config` reads it."""
     model_type = saved.get("model_type")
-    if model_type is not None and model_type not in T5_MODEL_TYPES:
+    if not is_t5_model_type(model_type):
         raise ModelBuildError(f"{named} {not_a_t5(model_type)}{advice}")
 
 
