@@ -241,6 +241,30 @@ def test_a_folder_whose_weights_index_cannot_be_read_is_refused_naming_it(tmp_pa
             build_model({"name_or_path": str(tmp_path)})
 
 
+@pytest.mark.parametrize("index, what", [({"metadata": {}}, "it has none"),
+                                         ({"weight_map": []}, "its weight_map is a list")])
+def test_a_weights_index_whose_weight_map_is_no_mapping_is_refused_naming_it(tmp_path, index, what):
+    # was: read as a model without a head of its own (a tied head built, which a model filled by a run's checkpoint
+    # kept silently), though from_pretrained cannot load the folder (KeyError 'weight_map', AttributeError)
+    import json
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2t_mtl.model.t5 import ModelBuildError, build_model
+
+    T5ForConditionalGeneration(T5Config(vocab_size=40, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                                        decoder_start_token_id=0)).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises((KeyError, AttributeError)):  # (the reference: transformers cannot load it either)
+        T5ForConditionalGeneration.from_pretrained(str(tmp_path))
+    with torch.device("meta"), pytest.raises(ModelBuildError) as refused:
+        build_model({"name_or_path": str(tmp_path)}, weights=False)
+    assert str(refused.value) == (
+        f"model.name_or_path '{tmp_path}' could not be loaded: {tmp_path / 'model.safetensors.index.json'} cannot be "
+        f"read as a weights index, a JSON object whose weight_map maps each tensor name to its file ({what})")
+
+
 def test_a_folder_with_weights_and_an_index_builds_without_them_as_from_pretrained_loads_the_weights(tmp_path):
     # was: the index was asked first, while from_pretrained loads model.safetensors where a folder holds both (an
     # index left by an earlier sharded save): the weightless build then had another head than the loaded model

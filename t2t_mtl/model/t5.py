@@ -78,9 +78,10 @@ def saves_own_head(path: Union[str, Path], saved: Mapping[str, Any]) -> bool:
     `from_pretrained` reads in that order, lists `lm_head.weight`, which `save_pretrained` leaves out where the head
     is the embedding; without safetensors weights (a `pytorch_model.bin`, which names both either way, or a hub model
     not cached), where its config dict `saved` says `tie_word_embeddings: false`, as T5 v1.1, mT5 and Flan-T5 hub
-    configs do. ModelBuildError naming the weights file or its index where it cannot be read: a model built without
-    its weights and then filled by a run's checkpoint (a resume, export, eval) reads no other file that would say
-    so, and a guessed tied head would silently take the checkpoint's head and embedding into one tensor."""
+    configs do. ModelBuildError naming the weights file or its index where it cannot be read (an index with no
+    `weight_map` mapping too): a model built without its weights and then filled by a run's checkpoint (a resume,
+    export, eval) reads no other file that would say so, and a guessed tied head would silently take the
+    checkpoint's head and embedding into one tensor."""
     weights = _model_file(path, SAFE_WEIGHTS_NAME)
     if weights is not None:
         try:
@@ -92,11 +93,15 @@ def saves_own_head(path: Union[str, Path], saved: Mapping[str, Any]) -> bool:
     if index is None:
         return saved.get("tie_word_embeddings") is False
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
     except (OSError, ValueError, AttributeError) as err:  # (no JSON, or no JSON object)
         raise ModelBuildError(f"{index} cannot be read as a weights index, a JSON object ({type(err).__name__}: "
                               f"{one_line(err)})") from None
-    return isinstance(weight_map, Mapping) and HEAD_WEIGHT in weight_map
+    if not isinstance(weight_map, Mapping):  # (from_pretrained's load of it fails deep in transformers)
+        what = "it has none" if weight_map is None else f"its weight_map is a {type(weight_map).__name__}"
+        raise ModelBuildError(f"{index} cannot be read as a weights index, a JSON object whose weight_map maps each "
+                              f"tensor name to its file ({what})")
+    return HEAD_WEIGHT in weight_map
 
 
 def _model_file(path: Union[str, Path], filename: str) -> Optional[Path]:
