@@ -176,16 +176,18 @@ def test_auto_on_a_gpu_follows_the_gpus_bf16_support_not_the_cpus(monkeypatch, g
 
 
 @pytest.mark.parametrize("precision, host, json_config", [("bf16", "fp32", False), ("bf16", "fp32", True),
-                                                          ("auto", "fp32", False), ("bf16", "bf16", False)])
+                                                          ("bf16", "fp32", "auto"), ("auto", "fp32", False),
+                                                          ("bf16", "bf16", False)])
 def test_a_run_in_bf16_on_a_cpu_that_emulates_it_is_warned_once(tmp_path, tok, monkeypatch, capsys, precision, host,
                                                                  json_config):
-    # was: an explicit bf16 on a CPU without AVX512-BF16 or AMX trained ~12x slower than fp32 without a word
+    # was: an explicit bf16 on a CPU without AVX512-BF16 or AMX trained ~12x slower than fp32 without a word; a JSON
+    # whose bf16 enabled is "auto" already (training.precision chose bf16) was told to set it to "auto"
     as_host(monkeypatch, host)
     cfg = _auto_run(tmp_path, tok, 2)
     cfg["training"]["precision"] = precision
-    if json_config:  # (bf16 named by the JSON's own section)
+    if json_config:  # (bf16 named by the JSON's own section: True; left to training.precision: "auto")
         (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
-                                                      "bf16": {"enabled": True}}))
+                                                      "bf16": {"enabled": json_config}}))
         cfg["deepspeed"] = {"config": str(tmp_path / "ds.json")}
     capsys.readouterr()
     train(cfg, evaluate_held_in=False)
@@ -195,7 +197,7 @@ def test_a_run_in_bf16_on_a_cpu_that_emulates_it_is_warned_once(tmp_path, tok, m
         assert warned == [], out
         return
     fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this CPU), "
-           "or to false" if json_config else "set training.precision: auto (fp32 on this CPU) or fp32")
+           "or to false" if json_config is True else "set training.precision: auto (fp32 on this CPU) or fp32")
     assert warned == ["warning: training in bf16 on this CPU, which has neither AVX512-BF16 nor AMX: bf16 is emulated "
                       f"here, about 12× slower than fp32; {fix}"], out
 

@@ -78,19 +78,20 @@ _NO_BF16_INSTRUCTIONS = "which has neither AVX512-BF16 nor AMX"
 _ONEDNN_BELOW_BF16 = "whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA)"
 
 
-def emulated_bf16_warning(precision: str, on_gpu: bool, json_config: bool = False, resumed: bool = False
+def emulated_bf16_warning(precision: str, on_gpu: bool, by_json: bool = False, resumed: bool = False
                           ) -> Optional[str]:
-    """The warning for a run training in `precision` "bf16" (as DeepSpeed runs it: training.precision's, or with
-    `json_config` a deepspeed.config JSON's) on a CPU that emulates bf16 (`native_bf16` false), ~12× slower than fp32;
-    None on a GPU, in another precision, or on a CPU that runs bf16 natively (auto never picks bf16 where it is
-    emulated). A `resumed` run is not told to set another precision, which its resume would refuse."""
+    """The warning for a run training in `precision` "bf16" (as DeepSpeed runs it) on a CPU that emulates bf16
+    (`native_bf16` false), ~12× slower than fp32; None on a GPU, in another precision, or on a CPU that runs bf16
+    natively (auto never picks bf16 where it is emulated). Its advice is to training.precision, or, `by_json`, where
+    a deepspeed.config JSON's own bf16 section chose it (`BuiltDeepSpeed.precision_by_json`), to that section. A
+    `resumed` run is not told to set another precision, which its resume would refuse."""
     if precision != "bf16" or on_gpu or native_bf16(False):
         return None
     why = _NO_BF16_INSTRUCTIONS if not cpu_has_bf16() else _ONEDNN_BELOW_BF16
     if resumed:
         fix = ("a bf16 checkpoint resumes in bf16 only: resume it on a machine that runs bf16 natively, or start a "
                "new run in fp32 (training.precision: auto, and a new training.output_dir)")
-    elif json_config:
+    elif by_json:
         fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
                "CPU), or to false")
     else:
@@ -105,8 +106,13 @@ def precision_left_to_auto(precision: str, json_config: Optional[Mapping[str, An
     sections decide themselves."""
     if precision != "auto":
         return False
-    if json_config is None:
-        return True
+    return json_config is None or json_leaves_precision(json_config)
+
+
+def json_leaves_precision(json_config: Mapping[str, Any]) -> bool:
+    """Whether a deepspeed.config JSON `json_config` (deepspeed.extra merged over it, its "auto" values not yet
+    filled) leaves the precision to training.precision: its `bf16` (or `bfloat16`) `enabled` is "auto", which
+    training.precision's choice fills."""
     return any(isinstance(json_config.get(key), Mapping) and json_config[key].get("enabled") == "auto"
                for key in ("bf16", "bfloat16"))
 
@@ -666,12 +672,15 @@ def generated_optimizer(cfg: Config) -> Dict[str, Any]:
 
 class BuiltDeepSpeed(NamedTuple):
     """A run's DeepSpeed `config` dict (`build_deepspeed`), whether training.precision auto chose the precision it
-    trains in (`precision_by_auto`, `precision_left_to_auto`) and the training keys whose values fill an "auto" as
-    written (`auto_training_keys`): once its "auto" values are filled, the config no longer shows them."""
+    trains in (`precision_by_auto`, `precision_left_to_auto`), the training keys whose values fill an "auto" as
+    written (`auto_training_keys`), and whether a deepspeed.config JSON's own bf16/fp16 sections chose that precision
+    (`precision_by_json`: not left to training.precision, `json_leaves_precision`): once its "auto" values are
+    filled, the config no longer shows them."""
 
     config: Dict[str, Any]
     precision_by_auto: bool
     auto_training_keys: FrozenSet[str]
+    precision_by_json: bool
 
 
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
@@ -694,6 +703,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
         training_autos = auto_training_keys(cfg, ds)
         ds = deep_merge(ds, cfg.deepspeed.extra)
         precision_by_auto = precision_left_to_auto(t.precision, ds)
+        by_json = not json_leaves_precision(ds)
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
                               f"deepspeed.config {path}: ")
         check_typed_sections(ds, f"deepspeed.config {path}: ")
@@ -718,7 +728,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
             raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
                               f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the "
                               f"JSON")
-        return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_by_auto, training_autos)
+        return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_by_auto, training_autos, by_json)
 
     written = cfg.deepspeed.extra.get("zero_optimization") or {}
     if "stage" in written and json_zero_stage(cfg.deepspeed.extra) != cfg.deepspeed.zero_stage:
@@ -754,4 +764,4 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
     check_unchecked_values(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
     return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_left_to_auto(t.precision, None),
-                          auto_training_keys(cfg, None))
+                          auto_training_keys(cfg, None), False)

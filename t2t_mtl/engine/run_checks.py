@@ -169,13 +169,15 @@ class CheckedDeepSpeed:
     `deepspeed.initialize` is given (and RUN/deepspeed_config.json holds), `warnings`, one for each of its
     top-level keys DeepSpeed does not read (`unread_key_warnings`), `precision_by_auto`, whether training.precision
     auto chose the precision it trains in (`precision_left_to_auto`: a resume on another kind of machine is told why
-    its precision differs), and `auto_training_keys`, the training keys whose values fill an "auto" as written
-    (not warned of as replaced)."""
+    its precision differs), `auto_training_keys`, the training keys whose values fill an "auto" as written
+    (not warned of as replaced), and `precision_by_json`, whether a deepspeed.config JSON's own sections chose the
+    precision (`BuiltDeepSpeed.precision_by_json`: the emulated-bf16 warning's advice is then to them)."""
 
     config: Dict[str, Any]
     warnings: List[str]
     precision_by_auto: bool
     auto_training_keys: FrozenSet[str]
+    precision_by_json: bool
 
 
 class CheckedRun(NamedTuple):
@@ -194,7 +196,7 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     a section; the top-level keys it never reads), and checked against fp16 at ZeRO stage 0 and gradient surgery.
     ConfigError naming the key."""
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    ds_config, precision_by_auto, training_autos = build_deepspeed(cfg, world_size)
+    ds_config, precision_by_auto, training_autos, precision_by_json = build_deepspeed(cfg, world_size)
     check_fp16_zero_stage(ds_config)  # (a GPU run: refused here, not once the data and the model are built)
     from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
 
@@ -202,7 +204,7 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
     return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config),
-                            precision_by_auto, training_autos)
+                            precision_by_auto, training_autos, precision_by_json)
 
 
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
