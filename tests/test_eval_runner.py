@@ -351,6 +351,13 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no config.json|could not be loaded"):
         load_checkpoint(tmp_path / "empty")
+    (tmp_path / "listed").mkdir()  # (was: AttributeError: 'list' object has no attribute 'get', a raw traceback)
+    (tmp_path / "listed" / "config.json").write_text("[]")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "listed")
+    assert str(caught.value) == (f"checkpoint {str(tmp_path / 'listed' / 'config.json')!r} is a JSON list, not the "
+                                 f"JSON object of a model config; pass a folder written whole by save_pretrained or "
+                                 f"`t2t-mtl export`, a run directory or a checkpoint")
 
 
 @pytest.mark.parametrize("kind", ["umt5", "longt5"])

@@ -22,9 +22,14 @@ def _check_hf_folder(path: Path) -> None:
     T5's, as training reads it: `is_t5_model_type`)."""
     config_file = path / MODEL_CONFIG_FILE
     try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+        config = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise CheckpointError(f"checkpoint {str(config_file)!r} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {str(config_file)!r} is a JSON {type(config).__name__}, not the JSON object "
+                              f"of a model config; pass a folder written whole by save_pretrained or `t2t-mtl "
+                              f"export`, a run directory or a checkpoint")
+    model_type = config.get("model_type")
     if not is_t5_model_type(model_type):
         raise CheckpointError(f"checkpoint {str(path)!r} {not_a_t5(model_type)}")
 
