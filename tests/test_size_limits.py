@@ -124,7 +124,6 @@ def test_a_local_folder_of_export_keep_moe_is_counted_with_the_experts_it_holds(
                                                                               monkeypatch):
     # was: check_model_size counted every expert of the model a --keep-moe folder was exported from (it holds the
     # task's top-k of each layer, its config.json's moe.expert_ids), so a folder under the limit could be refused
-    from t2t_mtl.engine import run_checks
     from t2t_mtl.model.moe import convert_to_moe, extract_task_subnetwork
 
     moe = {"num_experts": 8, "top_k": 2, "every": 1, "routing": "task", "task_names": ["parity"]}
@@ -132,24 +131,14 @@ def test_a_local_folder_of_export_keep_moe_is_counted_with_the_experts_it_holds(
     folder = tmp_path / "folder"
     sub = extract_task_subnetwork(convert_to_moe(dense, moe), "parity")
     sub.save_pretrained(folder)  # (as export --task --keep-moe writes it)
-    held = sum(p.numel() for p in sub.parameters())
-    config = config_from_dict({"model": {"name_or_path": str(folder)}, "data": {"tasks": ["parity"]},
-                               "tokenizer": {"path": str(t5_tokenizer_dir)},
-                               "training": {"output_dir": str(tmp_path / "run")}})
-    saved = run_checks.pretrained_config_dict(str(folder))  # (as check_run_config reads it)
-    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
-    run_checks.check_model_size(config, ["parity"], saved)
-    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)
-    with pytest.raises(ConfigError, match=re.escape(f"its config.json sizes a model of {held:.3g} parameters (")):
-        run_checks.check_model_size(config, ["parity"], saved)
+    _counted_up_to_the_limit(folder, sum(p.numel() for p in sub.parameters()), t5_tokenizer_dir, monkeypatch)
 
 
-def _counted_up_to_the_limit(folder: Path, t5_tokenizer_dir: Path, monkeypatch) -> None:
-    """A run from `folder` passes check_model_size at a limit of exactly the parameters from_pretrained builds (the
-    reference) and is refused, with that count, one below it."""
+def _counted_up_to_the_limit(folder: Path, held: int, t5_tokenizer_dir: Path, monkeypatch) -> None:
+    """A run from `folder` passes check_model_size at a limit of exactly `held` parameters (the reference count of
+    the model the folder holds) and is refused, naming that count, one below it."""
     from t2t_mtl.engine import run_checks
 
-    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(folder).parameters())
     config = config_from_dict({"model": {"name_or_path": str(folder)}, "data": {"tasks": ["parity"]},
                                "tokenizer": {"path": str(t5_tokenizer_dir)},
                                "training": {"output_dir": str(folder.parent / "run")}})
@@ -167,7 +156,8 @@ def test_a_local_folder_with_its_own_lm_head_is_counted_with_it(tmp_path, t5_tok
     model = T5ForConditionalGeneration(T5Config(**TINY, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     model.set_output_embeddings(torch.nn.Linear(TINY["d_model"], TINY["vocab_size"], bias=False))
     model.save_pretrained(tmp_path / "folder")
-    _counted_up_to_the_limit(tmp_path / "folder", t5_tokenizer_dir, monkeypatch)
+    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(tmp_path / "folder").parameters())
+    _counted_up_to_the_limit(tmp_path / "folder", held, t5_tokenizer_dir, monkeypatch)
 
 
 def test_a_local_model_folder_within_the_limit_passes(tmp_path, t5_tokenizer_dir):
@@ -328,4 +318,5 @@ def test_a_pytorch_model_bin_folder_with_its_own_lm_head_is_counted_with_it(tmp_
     model.config.tie_word_embeddings = False
     model.config.save_pretrained(tmp_path / "folder")
     torch.save(model.state_dict(), tmp_path / "folder" / "pytorch_model.bin")
-    _counted_up_to_the_limit(tmp_path / "folder", t5_tokenizer_dir, monkeypatch)
+    held = sum(p.numel() for p in T5ForConditionalGeneration.from_pretrained(tmp_path / "folder").parameters())
+    _counted_up_to_the_limit(tmp_path / "folder", held, t5_tokenizer_dir, monkeypatch)
