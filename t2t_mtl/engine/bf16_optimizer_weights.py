@@ -11,7 +11,7 @@ its pieces in rank order: the group is one flat tensor cut into equal partitions
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -26,29 +26,25 @@ def _optimizer_state(path: Path) -> Dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)[OPTIMIZER_STATE_DICT]
 
 
-def written_by_bf16_optimizer(ckpt: Path) -> bool:
-    """Whether checkpoint folder `ckpt`'s optimizer partitions are the bf16 optimizer's (rank 0's names no ZeRO
-    stage), not the ZeRO optimizer's."""
-    from deepspeed.checkpoint.constants import PARAM_SLICE_MAPPINGS, ZERO_STAGE
-
-    path = optimizer_partition_file(ckpt, 0, "bf16")
-    if not path.is_file():
-        return False
-    state = _optimizer_state(path)
-    return ZERO_STAGE not in state and PARAM_SLICE_MAPPINGS in state
-
-
-def bf16_optimizer_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
-    """The fp32 master weight of every trained parameter of checkpoint folder `ckpt` (written by the bf16 optimizer,
-    any world size), by the name DeepSpeed's engine gives it, as the optimizer held it. ValueError naming the file
-    that is missing or the parameter whose pieces do not add up to its shape."""
-    from deepspeed.checkpoint.constants import PARAM_SLICE_MAPPINGS, PARTITION_COUNT, SINGLE_PARTITION_OF_FP32_GROUPS
+def bf16_optimizer_weights(ckpt: Path) -> Optional[Dict[str, torch.Tensor]]:
+    """The fp32 master weight of every trained parameter of checkpoint folder `ckpt` written by the bf16 optimizer
+    (any world size), by the name DeepSpeed's engine gives it, as the optimizer held it; None where its optimizer
+    partitions are not the bf16 optimizer's (rank 0's names a ZeRO stage, or none is named as a bf16 run's: the ZeRO
+    optimizer's, which `zero_to_fp32` reads). ValueError naming the file that is missing or the parameter whose
+    pieces do not add up to its shape."""
+    from deepspeed.checkpoint.constants import (PARAM_SLICE_MAPPINGS, PARTITION_COUNT, SINGLE_PARTITION_OF_FP32_GROUPS,
+                                                ZERO_STAGE)
 
     ckpt = Path(ckpt)
-    first = _optimizer_state(optimizer_partition_file(ckpt, 0, "bf16"))
+    first_file = optimizer_partition_file(ckpt, 0, "bf16")
+    if not first_file.is_file():
+        return None
+    first = _optimizer_state(first_file)
+    if ZERO_STAGE in first or PARAM_SLICE_MAPPINGS not in first:
+        return None
     ranks = set(first[PARTITION_COUNT])
     if len(ranks) != 1:  # (one data-parallel group for every parameter group: no MoE expert groups)
-        raise ValueError(f"{optimizer_partition_file(ckpt, 0, 'bf16')}: parameter groups partitioned over "
+        raise ValueError(f"{first_file}: parameter groups partitioned over "
                          f"{sorted(ranks)} ranks; only one partition count is read")
     states: List[Dict[str, Any]] = [first] + [_optimizer_state(optimizer_partition_file(ckpt, rank, "bf16"))
                                               for rank in range(1, ranks.pop())]

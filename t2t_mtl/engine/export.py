@@ -23,7 +23,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
-from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights, written_by_bf16_optimizer
+from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights
 from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
 from t2t_mtl.engine.distributed import select_cpu_accelerator
 from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
@@ -59,8 +59,9 @@ def _gathered_zero_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
     ZeRO-1 run accumulating gradients in fp32), which `zero_to_fp32` cannot read, are read by
     `bf16_optimizer_weights`."""
     select_cpu_accelerator()
-    if written_by_bf16_optimizer(ckpt):
-        return bf16_optimizer_weights(ckpt)
+    weights = bf16_optimizer_weights(ckpt)
+    if weights is not None:
+        return weights
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     printed = io.StringIO()
