@@ -83,7 +83,7 @@ def emulated_bf16_warning(precision: str, on_gpu: bool, by_json: bool = False, r
     """The warning for a run training in `precision` "bf16" (as DeepSpeed runs it) on a CPU that emulates bf16
     (`native_bf16` false), ~12× slower than fp32; None on a GPU, in another precision, or on a CPU that runs bf16
     natively (auto never picks bf16 where it is emulated). Its advice is to training.precision, or, `by_json`, where
-    a deepspeed.config JSON's own bf16 section chose it (`BuiltDeepSpeed.precision_by_json`), to that section. A
+    a deepspeed.config JSON's own bf16 section chose it (`DeepSpeedAutos.precision_by_json`), to that section. A
     `resumed` run is not told to set another precision, which its resume would refuse."""
     if precision != "bf16" or on_gpu or native_bf16(False):
         return None
@@ -593,7 +593,7 @@ def replaced_training_keys(cfg: Config, filled: Optional[FrozenSet[str]] = None)
     config replaces: a whole `deepspeed.config` JSON (its optimizer, scheduler and clipping), or in
     `deepspeed.extra` a scheduler, an optimizer's own params, an optimizer of another type than Adam (no betas)
     or a gradient_clipping of another value. A key that fills an "auto" there (`filled`, the run's
-    `BuiltDeepSpeed.auto_training_keys`; None: read here) is used, so not listed."""
+    `DeepSpeedAutos.auto_training_keys`; None: read here) is used, so not listed."""
     t, extra = cfg.training, cfg.deepspeed.extra
     if filled is None:
         filled = auto_training_keys(cfg, user_json(cfg.deepspeed.config) if cfg.deepspeed.config is not None else None)
@@ -670,17 +670,24 @@ def generated_optimizer(cfg: Config) -> Dict[str, Any]:
     return {"type": "AdamW", "params": params}
 
 
-class BuiltDeepSpeed(NamedTuple):
-    """A run's DeepSpeed `config` dict (`build_deepspeed`), whether training.precision auto chose the precision it
-    trains in (`precision_by_auto`, `precision_left_to_auto`), the training keys whose values fill an "auto" as
-    written (`auto_training_keys`), and whether a deepspeed.config JSON's own bf16/fp16 sections chose that precision
-    (`precision_by_json`: not left to training.precision, `json_leaves_precision`): once its "auto" values are
-    filled, the config no longer shows them."""
+class DeepSpeedAutos(NamedTuple):
+    """What a run's DeepSpeed config left to its training section, which the config no longer shows once its "auto"
+    values are filled (`build_deepspeed`): whether training.precision auto chose the precision it trains in
+    (`precision_by_auto`, `precision_left_to_auto`: a resume on another kind of machine is told why its precision
+    differs), the training keys whose values fill an "auto" as written (`auto_training_keys`: not warned of as
+    replaced), and whether a deepspeed.config JSON's own bf16/fp16 sections chose that precision (`precision_by_json`:
+    not left to training.precision, `json_leaves_precision`; the emulated-bf16 warning's advice is then to them)."""
 
-    config: Dict[str, Any]
     precision_by_auto: bool
     auto_training_keys: FrozenSet[str]
     precision_by_json: bool
+
+
+class BuiltDeepSpeed(NamedTuple):
+    """A run's DeepSpeed `config` dict (`build_deepspeed`) and what it left to the training section (`autos`)."""
+
+    config: Dict[str, Any]
+    autos: DeepSpeedAutos
 
 
 def build_deepspeed_config(cfg: Config, world_size: int) -> Dict[str, Any]:
@@ -728,7 +735,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
             raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
                               f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the "
                               f"JSON")
-        return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_by_auto, training_autos, by_json)
+        return BuiltDeepSpeed(with_batch_keys(ds, batch), DeepSpeedAutos(precision_by_auto, training_autos, by_json))
 
     written = cfg.deepspeed.extra.get("zero_optimization") or {}
     if "stage" in written and json_zero_stage(cfg.deepspeed.extra) != cfg.deepspeed.zero_stage:
@@ -763,5 +770,5 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
     check_optimizer(ds, "deepspeed.extra.")
     check_unchecked_values(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
-    return BuiltDeepSpeed(with_batch_keys(ds, batch), precision_left_to_auto(t.precision, None),
-                          auto_training_keys(cfg, None), False)
+    autos = DeepSpeedAutos(precision_left_to_auto(t.precision, None), auto_training_keys(cfg, None), False)
+    return BuiltDeepSpeed(with_batch_keys(ds, batch), autos)

@@ -15,8 +15,9 @@ import torch
 from t2t_mtl.config import (Config, ConfigError, DataConfig, changed_keys, check_model_source, tasks_dirs,
                             tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
-from t2t_mtl.engine.deepspeed_config import (build_deepspeed, build_deepspeed_config, check_fp16_zero_stage,
-                                             json_zero_stage, lr_scheduler, replaced_training_keys)
+from t2t_mtl.engine.deepspeed_config import (DeepSpeedAutos, build_deepspeed, build_deepspeed_config,
+                                             check_fp16_zero_stage, json_zero_stage, lr_scheduler,
+                                             replaced_training_keys)
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters, refuse_untrained_held_out)
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
@@ -167,17 +168,12 @@ def refuse_untrainable(rates: Mapping[str, float], source: str) -> None:
 class CheckedDeepSpeed:
     """The DeepSpeed config of a run as its checks built and parsed it (`check_deepspeed`): `config`, what
     `deepspeed.initialize` is given (and RUN/deepspeed_config.json holds), `warnings`, one for each of its
-    top-level keys DeepSpeed does not read (`unread_key_warnings`), `precision_by_auto`, whether training.precision
-    auto chose the precision it trains in (`precision_left_to_auto`: a resume on another kind of machine is told why
-    its precision differs), `auto_training_keys`, the training keys whose values fill an "auto" as written
-    (not warned of as replaced), and `precision_by_json`, whether a deepspeed.config JSON's own sections chose the
-    precision (`BuiltDeepSpeed.precision_by_json`: the emulated-bf16 warning's advice is then to them)."""
+    top-level keys DeepSpeed does not read (`unread_key_warnings`), and `autos`, what it left to the training section
+    (`DeepSpeedAutos`)."""
 
     config: Dict[str, Any]
     warnings: List[str]
-    precision_by_auto: bool
-    auto_training_keys: FrozenSet[str]
-    precision_by_json: bool
+    autos: DeepSpeedAutos
 
 
 class CheckedRun(NamedTuple):
@@ -196,15 +192,14 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     a section; the top-level keys it never reads), and checked against fp16 at ZeRO stage 0 and gradient surgery.
     ConfigError naming the key."""
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    ds_config, precision_by_auto, training_autos, precision_by_json = build_deepspeed(cfg, world_size)
+    ds_config, autos = build_deepspeed(cfg, world_size)
     check_fp16_zero_stage(ds_config)  # (a GPU run: refused here, not once the data and the model are built)
     from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
 
     unread = check_deepspeed_accepts(ds_config, cfg)
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
-    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config),
-                            precision_by_auto, training_autos, precision_by_json)
+    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config), autos)
 
 
 def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
@@ -299,7 +294,7 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
     run's checked DeepSpeed config; None: built and parsed here). `sampler`: the run's (what it learns from is read
     on it; None: built here on placeholder sizes where a warning needs it)."""
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
-    filled = deepspeed.auto_training_keys if deepspeed is not None else None
+    filled = deepspeed.autos.auto_training_keys if deepspeed is not None else None
     return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg, filled) + \
         _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler) + _held_out_warnings(cfg)
 

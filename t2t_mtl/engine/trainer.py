@@ -414,7 +414,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if resume_meta:  # (before converting the checkpoint and starting the engine: what DeepSpeed is given)
         check_engine_settings(resume_from, resume_meta, ds_config, universal,
                               auto_precision_reason(on_gpu=torch.cuda.is_available())
-                              if checked.deepspeed.precision_by_auto else None)
+                              if checked.deepspeed.autos.precision_by_auto else None)
         # (each rank's own files, the refusal agreed: a rank stopping alone in DeepSpeed's load left the others going)
         check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load and not universal else None)
     if universal:
@@ -484,8 +484,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     try:
         logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings,
                                deepspeed=checked.deepspeed, sampler=sampler)
-        emulated = emulated_bf16_warning(precision, env.device.type == "cuda", checked.deepspeed.precision_by_json,
-                                         resumed=resume_from is not None)
+        emulated = emulated_bf16_warning(precision, env.device.type == "cuda",
+                                         checked.deepspeed.autos.precision_by_json, resumed=resume_from is not None)
         if emulated:
             logger.message(f"warning: {emulated}")
         if progress.step == 0:
