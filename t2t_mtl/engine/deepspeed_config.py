@@ -305,8 +305,8 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{source}data_types.grad_accum_dtype must name a dtype DeepSpeed knows (e.g. "
                               f"{', '.join(member.name for member in DtypeEnum)}) or be null for the model's, got "
                               f"{dtype!r}") from None
-        precision = json_precision(ds)
-        if json_zero_stage(ds) == 0 and accumulated.name != precision:
+        precision, stage = json_precision(ds), json_zero_stage(ds)
+        if stage == 0 and accumulated.name != precision:
             raise ConfigError(f"{source}data_types.grad_accum_dtype is {dtype!r} at ZeRO stage 0 in a {precision} "
                               f"run: without ZeRO DeepSpeed accumulates gradients in the model's precision only and "
                               f"refuses any other ('unsupported mix'); remove the key, or train at zero_stage 1 or "
@@ -315,7 +315,7 @@ def check_unchecked_values(ds: Mapping[str, Any], source: str) -> None:
         offload = zero.get("offload_optimizer") or {}  # (one that is no mapping: left to DeepSpeed's parser, naming it)
         offloaded = (zero.get("cpu_offload") is True or not isinstance(offload, Mapping)
                      or offload.get("device") == "cpu")
-        if (json_zero_stage(ds) == 1 and (precision, accumulated.name) == ("bf16", "fp32") and not offloaded
+        if (stage == 1 and (precision, accumulated.name) == ("bf16", "fp32") and not offloaded
                 and zero_setting(ds, "compute_grad_norm") is False):
             raise ConfigError(f"{source}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a bf16 run "
                               f"accumulating gradients in fp32 (data_types.grad_accum_dtype {dtype!r}), which "
