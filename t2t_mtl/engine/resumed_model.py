@@ -22,10 +22,12 @@ DeepSpeed's engine and ZeRO optimizers:
   ZeRO-3 (`load_hp_checkpoint_state_from_checkpoint_dir_stage3`) writes each parameter's partition of the fp32 masters,
   copies them into the low-precision partitions and points each parameter's partition at them; those kept whole are
   gathered again (`checkpoint_event_epilogue`). Every trainable parameter is so filled, the padding of the flat
-  partitions being DeepSpeed's own zeros; frozen parameters (LoRA's base weights, which a run from dims rebuilds from
-  the seed) and buffers are left as the build gave them, so a model with one is built with its init
-  (`left_unfilled`), and a converted folder lacking a trainable parameter's fp32 master (which ZeRO 1/2 would skip
-  without a word) is refused (`check_universal_fills`);
+  partitions being DeepSpeed's own zeros; a converted folder lacking a trainable parameter's fp32 master (which ZeRO
+  1/2 would skip without a word) is refused (`check_universal_fills`). Frozen parameters (LoRA's base weights) and
+  buffers DeepSpeed leaves as the build gave them: the resume writes them after the load from the checkpoint's own
+  module state, as the load of DeepSpeed's format would (`universal_frozen.fill_frozen`; a module state lacking one is
+  refused before DeepSpeed starts, `universal_frozen.check_saved_frozen`), so they are the checkpoint's whatever the
+  model.name_or_path folder holds now; a model with one is still built with its init (`left_unfilled`);
 - with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load of the offloaded optimizer (no frozen
   fragments, no fp32 partitions: the copied swap files are read back only for the sub-groups large enough to be
   swapped), and swaps offloaded parameters in and out: not proven to fill every tensor, so the build keeps its init.
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any, List, Mapping
+from typing import Any, Dict, List, Mapping
 
 import torch
 
@@ -60,16 +62,24 @@ def module_state_file(ckpt: Path, zero_stage: int, rank: int) -> Path:
                                   else "mp_rank_00_model_states.pt")
 
 
-def module_state_keys(path: Path) -> List[str]:
-    """The names in the module state of DeepSpeed's file `path` (memory-mapped, no weight read, unless DeepSpeed
-    wrote it in torch's legacy serialization, `checkpoint.checkpoint_serialization: false`); CheckpointError naming
-    the file when it cannot be read."""
+def saved_module_state(path: Path) -> Dict[str, Any]:
+    """DeepSpeed's file `path` of a checkpoint's module state, memory-mapped (no weight read until used) unless
+    DeepSpeed wrote it in torch's legacy serialization (`checkpoint.checkpoint_serialization: false`); CheckpointError
+    naming the file when it cannot be read."""
     try:
         mmap = zipfile.is_zipfile(path)  # (torch maps only its zip format)
-        return list(torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)["module"])
+        state = torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
+        if not isinstance(state, Mapping) or not isinstance(state.get("module"), Mapping):
+            raise KeyError("module")  # (no module state in it)
+        return state
     except Exception as err:  # missing, truncated or foreign files fail in many ways
         raise CheckpointError(f"{path} (the saved module state) cannot be read ({type(err).__name__}: "
                               f"{str(err).strip()[:300]}); {CORRUPT_HINT}") from None
+
+
+def module_state_keys(path: Path) -> List[str]:
+    """The names in the module state of DeepSpeed's file `path` (`saved_module_state`)."""
+    return list(saved_module_state(path)["module"])
 
 
 def left_unfilled(model: torch.nn.Module, universal: bool) -> List[str]:

@@ -71,6 +71,7 @@ from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, ta
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, shared_parts, trainer_state
+from t2t_mtl.engine.universal_frozen import check_saved_frozen
 from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
                            special_ids_of)
 from t2t_mtl.model.lora import trainable_parameter_count
@@ -420,6 +421,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         check_universal_fills(model, ckpt_io.ensure_universal(resume_from, env))
+        check_saved_frozen(model, resume_from, int(resume_meta["zero_stage"]))  # (`restore` writes them)
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:

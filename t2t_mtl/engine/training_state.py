@@ -18,6 +18,7 @@ from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.rank_agreement import SharedPart
+from t2t_mtl.engine.universal_frozen import fill_frozen
 
 
 @dataclass
@@ -101,8 +102,11 @@ def restore(engine: Any, resume_from: Path, parts: LoopParts, env: DistEnv, *, u
             ) -> Tuple[Progress, Optional[Dict[str, Any]]]:
     """Load the checkpoint into the engine and `parts`; return the loop's progress and the logging window the
     interrupted run had open. `universal`: the checkpoint loads through DeepSpeed's universal format (another
-    world size or ZeRO stage)."""
+    world size or ZeRO stage), its frozen parameters and buffers then written from its module state
+    (`universal_frozen`)."""
     state, own, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
+    if universal:  # (DeepSpeed's universal load restores the trained parameters alone)
+        fill_frozen(engine.module, resume_from, int(meta["zero_stage"]), int(meta["world_size"]))
     progress = Progress(step=int(state["step"]), skipped=int(state["skipped_steps"]),
                         bad_in_a_row=int(state.get("bad_in_a_row", 0)),
                         examples_trained=dict(state.get("examples_trained", {})),

@@ -1,0 +1,191 @@
+"""A resume through DeepSpeed's universal format (another world size or ZeRO stage) takes its frozen weights (LoRA's
+base) and buffers from the checkpoint, as a resume in DeepSpeed's own format does, whatever the model.name_or_path
+folder holds now (`t2t_mtl.engine.universal_frozen`); a checkpoint lacking one is refused naming the file and the
+tensor. One process: a ZeRO-3 resume is sent through the universal format by patching `loads_through_universal`."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import T5ForConditionalGeneration
+
+from t2t_mtl.engine import trainer as trainer_mod
+from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError
+from t2t_mtl.engine.resumed_model import module_state_file
+from t2t_mtl.engine.trainer import train
+from t2t_mtl.engine.universal_frozen import fill_frozen
+
+from engine_helpers import pretrained_folder, tiny_config, train_tiny_tokenizer
+
+LORA = {"lora": {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}}
+PARTITIONED = {"zero_stage": 3, "extra": {"zero_optimization": {"stage3_param_persistence_threshold": 0}}}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _config(run, tok, cache, model, deepspeed, steps, training=None):
+    cfg = tiny_config(run, tok, cache, deepspeed=deepspeed, training={"steps": steps, **(training or {})})
+    cfg["model"] = {**cfg["model"], **model}
+    return cfg
+
+
+def _whole(param):
+    """A parameter of the engine's module as a whole tensor (at ZeRO-3 on one rank: its one partition)."""
+    partition = getattr(param, "ds_tensor", None)
+    if partition is None or param.data.numel() == param.ds_numel:
+        return param.detach().clone()
+    return partition.detach()[:param.ds_numel].view(param.ds_shape).clone()
+
+
+@pytest.mark.parametrize("before, after, precision", [
+    ({"zero_stage": 1}, {"zero_stage": 2}, "fp32"),
+    ({"zero_stage": 2}, {"zero_stage": 1}, "bf16"),
+    ({"zero_stage": 3}, {"zero_stage": 3}, "fp32"),  # (every parameter kept whole)
+    (PARTITIONED, PARTITIONED, "bf16"),
+])
+def test_a_universal_resume_takes_the_frozen_weights_from_the_checkpoint_not_the_folder_changed_since(
+        tmp_path, tok, monkeypatch, before, after, precision):
+    # was: the universal load restores the trained parameters alone, so the base weights were the folder's as it is
+    # at the resume (here re-saved with other weights of the same shapes), without a word
+    folder = pretrained_folder(tmp_path, tok)
+    original = T5ForConditionalGeneration.from_pretrained(folder).state_dict()
+    model = {"name_or_path": str(folder), "dims": None, **LORA}
+    training = {"precision": precision}
+    train(_config(tmp_path / "run", tok, tmp_path / "cache", model, before, 3, training), evaluate_held_in=False)
+    changed = T5ForConditionalGeneration.from_pretrained(folder)
+    with torch.no_grad():
+        for param in changed.parameters():
+            param.add_(0.5)
+    changed.save_pretrained(folder)
+    real_restore, frozen = trainer_mod.restore, {}
+
+    def restore(engine, *args, **kwargs):
+        out = real_restore(engine, *args, **kwargs)
+        frozen.update({name: _whole(p) for name, p in engine.module.named_parameters() if not p.requires_grad})
+        return out
+
+    monkeypatch.setattr(trainer_mod, "restore", restore)
+    if before["zero_stage"] == after["zero_stage"]:
+        monkeypatch.setattr(trainer_mod, "loads_through_universal", lambda *args: True)
+    train(_config(tmp_path / "run", tok, tmp_path / "cache", model, after, 5, training), resume="auto",
+          evaluate_held_in=False)
+    assert frozen and "shared.weight" in frozen
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert [name for name, t in frozen.items() if not torch.equal(t, original[name].to(dtype))] == []
+
+
+@pytest.mark.parametrize("stage, file, entry", [
+    (1, "mp_rank_00_model_states.pt", "module"),
+    (3, "zero_pp_rank_0_mp_rank_00_model_states.pt", "frozen_param_fragments"),
+])
+def test_a_universal_resume_from_a_checkpoint_lacking_a_frozen_weight_is_refused_naming_the_file_and_the_weight(
+        tmp_path, tok, monkeypatch, stage, file, entry):
+    # was: the weight kept the build's init (the universal load reads no module state)
+    cfg = _config(tmp_path / "run", tok, tmp_path / "cache", LORA, {"zero_stage": stage}, 2)
+    train(cfg, evaluate_held_in=False)
+    states = tmp_path / "run" / "checkpoints" / "step-00000002" / "ds" / file
+    saved = torch.load(states, weights_only=False)
+    del saved[entry]["encoder.block.0.layer.0.SelfAttention.k.weight"]
+    torch.save(saved, states)
+    monkeypatch.setattr(trainer_mod, "loads_through_universal", lambda *args: True)
+    with pytest.raises(CheckpointError) as refused:
+        train(_config(tmp_path / "run", tok, tmp_path / "cache", LORA, {"zero_stage": 2 if stage == 1 else 3}, 3),
+              resume="auto", evaluate_held_in=False)
+    assert str(refused.value) == (
+        f"{states} holds no encoder.block.0.layer.0.SelfAttention.k.weight of this run's model, which a resume under "
+        f"another world size or ZeRO stage takes from it (DeepSpeed's universal format holds the trained weights "
+        f"alone): resume with the model settings the checkpoint was trained with, or from another checkpoint")
+
+
+class _Frozen(torch.nn.Module):
+    """A frozen weight, a trained one and a saved buffer, each NaN (an unfilled build)."""
+
+    def __init__(self):
+        super().__init__()
+        self.base = torch.nn.Parameter(torch.full((4, 2), float("nan")), requires_grad=False)
+        self.trained = torch.nn.Parameter(torch.full((2,), float("nan")))
+        self.register_buffer("counts", torch.full((3,), float("nan")))
+
+
+BASE, COUNTS = torch.arange(8.0).view(4, 2), torch.tensor([5.0, 6.0, 7.0])
+
+
+def _save_zero3(ckpt, world_size, base=BASE):
+    """The module-state files of `world_size` ranks as DeepSpeed's ZeRO-3 engine writes them: each rank's partition of
+    the frozen weight (ceil(numel / world size) values, the last rank's padded), its shape, the buffer whole, the
+    parameters empty."""
+    size = -(-base.numel() // world_size)
+    padded = torch.cat([base.reshape(-1), torch.full((size * world_size - base.numel(),), -1.0)])
+    for rank in range(world_size):
+        path = module_state_file(ckpt, 3, rank)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"module": {"base": torch.empty(0), "trained": torch.empty(0), "counts": COUNTS},
+                    "frozen_param_shapes": {"base": base.shape},
+                    "frozen_param_fragments": {"base": padded[rank * size:(rank + 1) * size].clone()}}, path)
+
+
+@pytest.mark.parametrize("zero_stage, world_size", [(1, 2), (3, 1), (3, 3)])
+def test_the_frozen_weights_and_buffers_come_from_the_module_state_the_trained_ones_are_left(tmp_path, zero_stage,
+                                                                                             world_size):
+    # (ZeRO-3: the ranks' fragments joined in rank order, the padding cut; 3 ranks of 3 values for 8)
+    if zero_stage == 3:
+        _save_zero3(tmp_path, world_size)
+    else:
+        path = module_state_file(tmp_path, zero_stage, 0)
+        path.parent.mkdir(parents=True)
+        torch.save({"module": {"base": BASE, "trained": torch.zeros(2), "counts": COUNTS}}, path)
+    model = _Frozen()
+    fill_frozen(model, tmp_path, zero_stage, world_size)
+    assert torch.equal(model.base, BASE) and torch.equal(model.counts, COUNTS)
+    assert model.trained.isnan().all()  # (DeepSpeed's universal load writes it)
+
+
+def test_a_zero3_rank_file_lacking_a_frozen_weight_is_refused_naming_it(tmp_path):
+    _save_zero3(tmp_path, 3)
+    path = module_state_file(tmp_path, 3, 2)
+    saved = torch.load(path, weights_only=False)
+    del saved["frozen_param_fragments"]["base"]
+    torch.save(saved, path)
+    with pytest.raises(CheckpointError) as refused:
+        fill_frozen(_Frozen(), tmp_path, 3, 3)
+    assert str(refused.value).startswith(f"{path} holds no base of this run's model, which a resume under another ")
+
+
+def test_zero3_fragments_short_of_the_frozen_weights_shape_are_refused_naming_the_files(tmp_path):
+    _save_zero3(tmp_path, 2)
+    path = module_state_file(tmp_path, 3, 1)
+    saved = torch.load(path, weights_only=False)
+    saved["frozen_param_fragments"]["base"] = saved["frozen_param_fragments"]["base"][:2].clone()
+    torch.save(saved, path)
+    with pytest.raises(CheckpointError) as refused:
+        fill_frozen(_Frozen(), tmp_path, 3, 2)
+    assert str(refused.value) == (f"the frozen_param_fragments of base in {module_state_file(tmp_path, 3, 0)}, {path} "
+                                  f"hold 6 values, not the 8 of its shape [4, 2]; {CORRUPT_HINT}")
+
+
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_a_saved_frozen_weight_of_another_shape_is_refused_not_broadcast(tmp_path, zero_stage):
+    # was (a ZeRO-1 weight of shape [1, 2]): copied into every row of [4, 2] without a word
+    base = torch.ones(1, 2)
+    if zero_stage == 3:
+        _save_zero3(tmp_path, 1, base)
+    else:
+        module_state_file(tmp_path, 1, 0).parent.mkdir(parents=True)
+        torch.save({"module": {"base": base, "counts": COUNTS}}, module_state_file(tmp_path, 1, 0))
+    with pytest.raises(CheckpointError) as refused:
+        fill_frozen(_Frozen(), tmp_path, zero_stage, 1)
+    assert str(refused.value) == (f"{module_state_file(tmp_path, zero_stage, 0)} holds base of shape [1, 2], this "
+                                  f"run's model has [4, 2]: resume with the model settings the checkpoint was trained "
+                                  f"with, or from another checkpoint")
+
+
+def test_a_frozen_partition_swapped_out_to_nvme_is_left_as_built(tmp_path):
+    # (DeepSpeed points a partition swapped out to NVMe at a placeholder, not its values; was: a RuntimeError)
+    _save_zero3(tmp_path, 1)
+    model = _Frozen()
+    model.base.ds_tensor, model.base.ds_shape, model.base.ds_zero_partition_rank = torch.empty(0), (4, 2), 0
+    model.base.ds_tensor.final_location, model.base.ds_tensor.ds_numel = "nvme", 8
+    fill_frozen(model, tmp_path, 3, 1)
+    assert model.base.isnan().all() and torch.equal(model.counts, COUNTS)
