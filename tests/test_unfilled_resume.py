@@ -1,10 +1,10 @@
 """A resume builds its model without a random init (a pretrained one without reading its weights) where DeepSpeed's
-load of the checkpoint fills every tensor (DeepSpeed's own format, and its universal one for a model whose every
-tensor trains, `t2t_mtl.engine.resumed_model`): with every unfilled tensor NaN, nothing is left NaN after the load,
-and the resumed run trains as the resume that builds the model with its init (the reference) does; through the
-universal format for a model with frozen weights, and for a model with a buffer no load fills, the init is kept. A
-checkpoint that lacks a tensor of the model is refused naming the file and the tensor, a universal conversion that
-lacks a trained weight naming the folder and the weight."""
+load of the checkpoint fills every tensor (DeepSpeed's own format, and its universal one, whose load restores the
+trained weights alone, the frozen ones and the buffers then written from the checkpoint's module state,
+`t2t_mtl.engine.resumed_model`): with every unfilled tensor NaN, nothing is left NaN after the load, and the resumed
+run trains as the resume that builds the model with its init (the reference) does; for a model with a buffer no load
+fills, the init is kept. A checkpoint that lacks a tensor of the model is refused naming the file and the tensor, a
+universal conversion that lacks a trained weight naming the folder and the weight."""
 from __future__ import annotations
 
 import json
@@ -44,7 +44,9 @@ RUNS = {
     "dense-zero1-to-2": ({}, {}, {"zero_stage": 1}, {"zero_stage": 2}, True),
     "bf16-zero2-to-1": ({}, {"precision": "bf16"}, {"zero_stage": 2}, {"zero_stage": 1}, True),
     "moe-zero2-to-1": (MOE, {}, {"zero_stage": 2}, {"zero_stage": 1}, True),
-    "lora-zero1-to-2": (LORA, {}, {"zero_stage": 1}, {"zero_stage": 2}, False),  # (frozen weights: not read)
+    # (frozen weights: from the module state after the load, `universal_frozen`)
+    "lora-zero1-to-2": (LORA, {}, {"zero_stage": 1}, {"zero_stage": 2}, True),
+    "lora-bf16-zero2-to-1": (LORA, {"precision": "bf16"}, {"zero_stage": 2}, {"zero_stage": 1}, True),
 }
 
 
@@ -236,26 +238,29 @@ def test_the_load_may_fill_every_tensor_without_an_nvme_offload(zero, fills):
     assert loads_every_tensor({"zero_optimization": zero}) is fills
 
 
-@pytest.mark.parametrize("universal", [False, True])
-def test_the_tensors_a_load_leaves_as_built_are_the_universal_formats_frozen_ones_and_buffers(universal):
-    # the universal format restores the trained parameters alone (a buffer outside the state dict: no load at all)
+def test_the_tensors_no_load_fills_are_the_buffers_outside_the_state_dict():
+    # (the universal format's load restores the trained parameters alone: the resume writes the frozen ones and the
+    # saved buffers from the module state, `universal_frozen.frozen_names`; a buffer outside the state dict: nothing)
     from t2t_mtl.engine.resumed_model import left_unfilled
+    from t2t_mtl.engine.universal_frozen import frozen_names
 
     model = torch.nn.Module()
     model.trained, model.frozen = (torch.nn.Parameter(torch.zeros(1)) for _ in range(2))
     model.frozen.requires_grad_(False)
     model.register_buffer("saved", torch.zeros(1))
     model.register_buffer("unsaved", torch.zeros(1), persistent=False)
-    assert left_unfilled(model, universal) == (["frozen", "saved", "unsaved"] if universal else ["unsaved"])
-    assert left_unfilled(torch.nn.Linear(2, 2), universal) == []
+    assert left_unfilled(model) == ["unsaved"]
+    assert frozen_names(model) == ["frozen", "saved"]
+    assert left_unfilled(torch.nn.Linear(2, 2)) == [] and frozen_names(torch.nn.Linear(2, 2)) == []
 
 
-@pytest.mark.parametrize("deepspeed", [{"zero_stage": 3}, PARTITIONED])
+@pytest.mark.parametrize("model, deepspeed", [(MOE, {"zero_stage": 3}), (MOE, PARTITIONED), (LORA, PARTITIONED)])
 def test_a_zero3_resume_through_the_universal_format_builds_no_init_and_trains_as_the_initialised_build(
-        tmp_path, tok, monkeypatch, deepspeed):
+        tmp_path, tok, monkeypatch, model, deepspeed):
     # (DeepSpeed's universal load at ZeRO-3, which a resume under another world size takes, in one process: the
-    # resume of a one-rank checkpoint sent through it) was built with its random init
-    model, training = MOE, {"precision": "bf16"}
+    # resume of a one-rank checkpoint sent through it) was built with its random init; LoRA's frozen partitions are
+    # written from the saved frozen_param_fragments
+    training = {"precision": "bf16"}
     train(_config(tmp_path / "cut", tok, tmp_path / "cache", model, training, deepspeed, 3), evaluate_held_in=False)
     shutil.copytree(tmp_path / "cut", tmp_path / "reference")
     real_convert, converted = trainer_mod.ckpt_io.ensure_universal, []

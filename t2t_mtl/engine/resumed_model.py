@@ -27,7 +27,7 @@ DeepSpeed's engine and ZeRO optimizers:
   buffers DeepSpeed leaves as the build gave them: the resume writes them after the load from the checkpoint's own
   module state, as the load of DeepSpeed's format would (`universal_frozen.fill_frozen`; a module state lacking one is
   refused before DeepSpeed starts, `universal_frozen.check_saved_frozen`), so they are the checkpoint's whatever the
-  model.name_or_path folder holds now; a model with one is still built with its init (`left_unfilled`);
+  model.name_or_path folder holds now, and a model with one is built unfilled too;
 - with an NVMe offload (ZeRO-Infinity) DeepSpeed skips the ZeRO load of the offloaded optimizer (no frozen
   fragments, no fp32 partitions: the copied swap files are read back only for the sub-groups large enough to be
   swapped), and swaps offloaded parameters in and out: not proven to fill every tensor, so the build keeps its init.
@@ -82,16 +82,11 @@ def module_state_keys(path: Path) -> List[str]:
     return list(saved_module_state(path)["module"])
 
 
-def left_unfilled(model: torch.nn.Module, universal: bool) -> List[str]:
-    """The names of `model`'s tensors that the checkpoint's load leaves as the build gave them: buffers outside its
-    state dict (`persistent=False`), which no load fills, and, through the universal format (`universal`), which
-    restores the trained parameters alone, every frozen parameter and buffer. A model with one is built with its
-    init."""
+def left_unfilled(model: torch.nn.Module) -> List[str]:
+    """The names of `model`'s tensors that no load of a checkpoint fills: buffers outside its state dict
+    (`persistent=False`). A model with one is built with its init."""
     state = set(model.state_dict())
-    if not universal:
-        return [name for name, _ in model.named_buffers() if name not in state]
-    frozen = [name for name, param in model.named_parameters() if not param.requires_grad]
-    return frozen + [name for name, _ in model.named_buffers()]
+    return [name for name, _ in model.named_buffers() if name not in state]
 
 
 def check_universal_fills(model: torch.nn.Module, folder: Path) -> None:

@@ -374,7 +374,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     # a resume whose load fills every tensor builds no random init (nor reads a pretrained model's weights)
     unfilled_load = resume_from is not None and loads_every_tensor(ds_config)
     model = unfilled(lambda: build(False)) if unfilled_load else build(True)
-    if unfilled_load and left_unfilled(model, universal):  # (the unfilled build drew no random number)
+    if unfilled_load and left_unfilled(model):  # (the unfilled build drew no random number)
         unfilled_load, model = False, build(True)
     shapes, model_settings = resume_checks.parameter_shapes(model), resume_checks.model_section(cfg)
     if resume_meta:  # weights of other shapes: refused naming the model settings that changed; others: warned of
