@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from t2t_mtl.config import config_from_dict
+from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint, read_meta
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.logging import read_held_out
@@ -23,8 +24,8 @@ from t2t_mtl.evaluation.aggregate import summarize
 
 from cluster_helpers import private_slurm, private_sshd
 from engine_helpers import CTRL_C_NOTICE, REPO, cli_ranks, forked_ranks, free_port, nan_filled_to_empty, run_checked, \
-    spawn_ranks, step_losses, step_records, subprocess_env, tiny_config, torchrun_command, train_command, \
-    train_tiny_tokenizer, write_config
+    pretrained_folder, spawn_ranks, step_losses, step_records, subprocess_env, tiny_config, torchrun_command, \
+    train_command, train_tiny_tokenizer, write_config
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -208,6 +209,62 @@ def test_a_run_resumed_on_another_number_of_ranks_goes_on_with_the_examples_left
     assert sorted(got) == list(range(STEPS // 2 + 1, STEPS + 1))
     for s in got:
         assert got[s] == pytest.approx(ref[s], rel=2e-4), (s, got, ref)
+
+
+def test_a_lora_zero3_checkpoint_resumes_on_another_number_of_ranks_with_its_own_frozen_weights(work, monkeypatch):
+    """A LoRA run at ZeRO-3 (every parameter partitioned) cut on 2 ranks resumes on 1, and that one on 2 again,
+    through DeepSpeed's universal format, with its frozen base weights from the checkpoint (the old ranks' partitions
+    joined, each new rank writing its own), though its model.name_or_path folder was re-saved with other weights
+    since; the 1-rank resume builds the model unfilled. (Was: the base weights were the folder's new ones.)"""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import T5ForConditionalGeneration
+
+    root, tok, _ = work
+    folder = pretrained_folder(root / "lora3", tok)
+    original = T5ForConditionalGeneration.from_pretrained(folder).state_dict()
+    partitioned = {"zero_stage": 3, "extra": {"zero_optimization": {"stage3_param_persistence_threshold": 0}}}
+
+    def config(out, ranks, steps):
+        return tiny_config(root / out, tok, root / "cache", deepspeed=partitioned,
+                           training={"steps": steps, "micro_batch_size": 8 // ranks},
+                           model={"name_or_path": str(folder), "dims": None,
+                                  "lora": {"r": 2, "alpha": 4, "targets": ["q", "v", "wo"]}})
+
+    def frozen_weights_changed(run):
+        ckpt = latest_checkpoint(root / run)
+        frozen = torch.load(ckpt / "ds" / "zero_pp_rank_0_mp_rank_00_model_states.pt",
+                            weights_only=False)["frozen_param_shapes"]
+        saved = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="ds")  # (DeepSpeed's own consolidation)
+        assert "shared.weight" in frozen
+        return [name for name in frozen if not torch.equal(saved[name], original[name])]
+
+    run_checked(torchrun_command(write_config(config("lora3_cut", 2, 2), root / "lora3_cut.yaml"), 2), timeout=400)
+    changed = T5ForConditionalGeneration.from_pretrained(folder)
+    with torch.no_grad():
+        for param in changed.parameters():
+            param.add_(0.5)
+    changed.save_pretrained(folder)
+    real_to_empty, real_restore = nan_filled_to_empty(torch.nn.Module.to_empty), trainer_mod.restore
+    built, trained = [], []
+
+    def to_empty(module, **kwargs):
+        built.append(module)
+        return real_to_empty(module, **kwargs)
+
+    def restore(engine, *args, **kwargs):
+        trained.append(engine.module)
+        return real_restore(engine, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.Module, "to_empty", to_empty)
+        patch.setattr(trainer_mod, "restore", restore)
+        assert train(config("lora3_cut", 1, 3), resume="auto", evaluate_held_in=False).step == 3
+    assert any(module is trained[0] for module in built), "the resume built its model with its random init"
+    assert frozen_weights_changed("lora3_cut") == []
+    run_checked(torchrun_command(write_config(config("lora3_cut", 2, 4), root / "lora3_more.yaml"), 2, "--resume",
+                                 "auto"), timeout=400)
+    assert read_meta(latest_checkpoint(root / "lora3_cut"))["world_size"] == 2
+    assert frozen_weights_changed("lora3_cut") == []
 
 
 def test_a_new_best_of_a_run_resumed_on_one_rank_is_loaded_for_the_evaluation(work):
