@@ -13,11 +13,11 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import jinja2
 
+from .code_digests import code_digest
 from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
 from .lazy_modules import LazyModule
 from .signatures import binding_error
-from .sources import code_digest
 
 datasets = LazyModule("datasets")
 pyarrow = LazyModule("pyarrow")

@@ -11,15 +11,14 @@ import bz2
 import csv
 import functools
 import gzip
-import hashlib
 import json
 import lzma
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+from .code_digests import code_digest
 from .errors import DataSourceError, TaskDefinitionError, close_matches, repeated_items
 from .hub import use_hub
 from .lazy_modules import LazyModule
@@ -876,23 +875,6 @@ class GeneratorSource(Source):
 
 def _describe_generator(fn: Callable[..., Any]) -> str:
     return f"generator {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def code_digest(fn: Callable[..., Any]) -> str:
-    """A hash of the Python source `fn` is defined in: every `.py` file of its top-level package (the helpers it
-    calls are most often beside it), or its module's file; "" for a function without one (typed into an
-    interpreter or a notebook: datasets hashes such a function's code itself)."""
-    module = sys.modules.get(getattr(getattr(fn, "func", fn), "__module__", None) or "")  # (func: a partial's)
-    top = sys.modules.get(getattr(module, "__name__", "").partition(".")[0])
-    if getattr(top, "__path__", None):  # named relative to the package: a clone elsewhere keeps the key
-        files = sorted((file.relative_to(folder).as_posix(), file) for folder in map(Path, top.__path__)
-                       for file in folder.rglob("*.py"))
-    else:
-        files = [(Path(module.__file__).name, Path(module.__file__))] if getattr(module, "__file__", None) else []
-    digest = hashlib.sha256()
-    for name, file in files:
-        digest.update(f"{name}\0".encode() + file.read_bytes() + b"\0")
-    return digest.hexdigest()[:16] if files else ""
 
 
 def _call_generator(fn: Callable[..., Iterable[Mapping[str, Any]]], code: str = "", **kwargs: Any):

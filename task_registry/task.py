@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 import jinja2
 
+from .code_digests import code_digest
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError, repeated_items
 from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
@@ -34,7 +35,7 @@ from .jinja_env import environment_version
 from .lazy_modules import LazyModule
 from .preprocessors import (Preprocessor, callable_name, compile_expression, evaluate_expression, one_argument_problem,
                             step_identity)
-from .sources import GeneratorSource, Source, code_digest
+from .sources import GeneratorSource, Source
 from .template import Template
 
 datasets = LazyModule("datasets")
