@@ -7,12 +7,9 @@ An `HFSource` with `data_files` names its files itself and is always loaded with
 """
 from __future__ import annotations
 
-import bz2
 import csv
 import functools
-import gzip
 import json
-import lzma
 import math
 import os
 from pathlib import Path
@@ -20,6 +17,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .code_digests import code_digest
 from .errors import DataSourceError, TaskDefinitionError, close_matches, repeated_items
+from .file_formats import (file_readers, format_of, is_file_builder, line_opener, misspelt_reader_problem,
+                           split_format)
 from .hub import use_hub
 from .lazy_modules import LazyModule
 from .path_hints import close_existing_path
@@ -30,69 +29,8 @@ DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
 
 PathLike = Union[str, os.PathLike]
-# csv/tsv cells are text: "NA", "null" or "None" stay strings (pandas' default reads them as missing), and a tsv
-# has no quoting (as GLUE's own readers assume), so a field that starts with `"` is not joined with the next lines.
-# Column types are decided from every cell of the split's files (`_csv_features`)
-_FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {"keep_default_na": False}),
-            ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "quoting": csv.QUOTE_NONE}),
-            ".parquet": ("parquet", {})}
-_COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst"}
 datasets = LazyModule("datasets")
 pyarrow = LazyModule("pyarrow")
-_UNREAD = object()
-#: datasets' file readers ({name: module}), read on first use (`_file_readers`); None where datasets lacks the list
-_PACKAGED_DATASETS_MODULES: Any = _UNREAD
-
-
-def _file_readers() -> Optional[Mapping[str, Any]]:
-    """datasets' file readers by name (`json`, `csv`, ...), or None when the installed datasets lacks that list."""
-    global _PACKAGED_DATASETS_MODULES
-    if _PACKAGED_DATASETS_MODULES is _UNREAD:
-        try:  # datasets has no public list of its file readers; this private one may go in a later version
-            from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES as readers
-        except ImportError:
-            readers = None
-        _PACKAGED_DATASETS_MODULES = readers
-    return _PACKAGED_DATASETS_MODULES
-
-
-def is_file_builder(path: str) -> bool:
-    """Whether the hub id `path` names one of datasets' file readers (`json`, `csv`, `parquet`, `text`, ...), whose
-    `data_files` are paths on this machine (for a hub repo they are paths inside the repo).
-
-    Raises `TaskDefinitionError` when the installed `datasets` lacks the (private) list of its readers."""
-    readers = _file_readers()
-    if readers is None:
-        raise TaskDefinitionError(
-            f"cannot tell whether {path!r} is one of datasets' file readers (whose data_files are local paths) or a "
-            f"hub repo: datasets {datasets.__version__} has no datasets.packaged_modules._PACKAGED_DATASETS_MODULES; "
-            f"install a datasets version this project supports (setup.py), or list local files under `files:`")
-    return path in readers
-
-
-def misspelt_reader(path: str) -> Optional[str]:
-    """The datasets file reader that `path`, given with `data_files`, most likely means when it names none and no
-    'owner/name' hub repo: the reader of a file extension written as one (`jsonl` → `json`, `tsv` → `csv`), else the
-    closest reader name (`jsn` → `json`, `txt` → `text`); None for a reader, a repo, or a name close to none."""
-    readers = list(_file_readers() or ())
-    if not readers or not isinstance(path, str) or path in readers or "/" in path:
-        return None
-    by_extension = _FORMATS.get(f".{path.lower()}")
-    if by_extension is not None:
-        return by_extension[0]
-    matches = close_matches(path, readers, n=1, cutoff=0.75, substrings=False)
-    return matches[0] if matches else None
-
-
-def misspelt_reader_problem(path: str) -> Optional[str]:
-    """What to write instead of the hub id `path` given with `data_files` where it misspells a file reader
-    (`misspelt_reader`); None where it does not."""
-    reader = misspelt_reader(path)
-    if reader is None:
-        return None
-    return (f"{path!r} is not one of datasets' file readers (json, csv, parquet, text, arrow, ...), so load_dataset "
-            f"looks for a hub dataset {path!r}: to read the data_files, name the `{reader}` reader (`hf: {reader}` "
-            f"in a task file, HFSource({reader!r}, data_files=...) in Python)")
 
 
 def set_data_dir(path: Optional[PathLike]) -> None:
@@ -147,45 +85,6 @@ class Source:
             return f"<{type(self).__name__} {self.describe()}>"
         except NotImplementedError:  # a subclass without `describe`
             return super().__repr__()
-
-
-def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
-    suffix = Path(path.stem).suffix if path.suffix.lower() in _COMPRESSIONS else path.suffix
-    fmt = _FORMATS.get(suffix.lower())
-    if fmt is None and path.is_dir():
-        raise TaskDefinitionError(f"{str(path)!r} is a folder, but not one `Dataset.save_to_disk` / "
-                                  f"`DatasetDict.save_to_disk` wrote (it has no state.json or dataset_dict.json): "
-                                  f"list its files, or a glob pattern of them ({str(path / '*.jsonl')!r})")
-    if fmt is None:
-        raise TaskDefinitionError(f"file {str(path)!r}: unsupported extension; use one of {sorted(_FORMATS)} "
-                                  f"(optionally compressed: {sorted(_COMPRESSIONS)}), or a folder saved by "
-                                  f"`Dataset.save_to_disk` / `DatasetDict.save_to_disk`")
-    return fmt
-
-
-def _split_format(files: Sequence[Path], written: Sequence[PathLike]) -> tuple[str, dict[str, Any]]:
-    """The reader and its options (`_format_of`) that load `files`, the files of one split (`written`: as the source
-    lists them, glob patterns unexpanded). Raises `TaskDefinitionError` listing the files by extension when they
-    need different ones (.json and .jsonl share the json reader; .csv and .tsv files are read with other options)."""
-    formats = [_format_of(file) for file in files]
-    if all(fmt == formats[0] for fmt in formats):
-        return formats[0]
-    by_extension: dict[str, list[str]] = {}
-    for file in files:
-        by_extension.setdefault(_extension(file), []).append(str(file))
-    listed = "; ".join(f"{extension}: {names}" for extension, names in by_extension.items())
-    example = str(files[0].parent / f"*{_extension(files[0])}")
-    raise TaskDefinitionError(f"the files {[str(w) for w in written]} have different formats; the files of one split "
-                              f"must share one format (.json and .jsonl files share one reader, .csv and .tsv files do "
-                              f"not): {listed}. List the files of one format, or a pattern matching only them (e.g. "
-                              f"{example!r}), or convert the others to it")
-
-
-def _extension(path: Path) -> str:
-    """The extension of a data file as `_format_of` reads it, lowercased: '.jsonl', or '.jsonl.gz' compressed."""
-    if path.suffix.lower() in _COMPRESSIONS:
-        return (Path(path.stem).suffix + path.suffix).lower()
-    return path.suffix.lower()
 
 
 def is_saved_dataset(path: PathLike) -> bool:
@@ -264,7 +163,7 @@ def _expanded_files(files: Sequence[Path], split: str, what: str) -> list[Path]:
 def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
     written, files = files, _expanded_files(files, split, what)
     try:  # (the files a pattern matches are known only now)
-        builder, kwargs = _split_format(files, written)
+        builder, kwargs = split_format(files, written)
     except TaskDefinitionError as error:
         raise DataSourceError(f"{what}: split {split!r}: {error}") from None
     try:
@@ -295,16 +194,12 @@ def _checked_text(rows: datasets.Dataset, files: Sequence[Path], split: str, wha
     return rows
 
 
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-
-
 def _not_utf8(files: Sequence[Path], split: str, what: str) -> str:
     """The message for `files` of `split` that are not all UTF-8 text: the first file, line and byte that is not (the
     files when none can be read line by line, as a .zst one), and what to do."""
     advice = "save it as UTF-8 (a Windows-1252 file: `iconv -f cp1252 -t utf-8 OLD > NEW`)"
     for file in files:
-        suffix = file.suffix.lower()
-        opener = _OPENERS.get(suffix, None if suffix in _COMPRESSIONS else open)
+        opener = line_opener(file)
         if opener is None or not file.is_file():  # (a .zst file; a glob pattern of data_files)
             continue
         with opener(file, "rb") as handle:
@@ -391,8 +286,7 @@ def _check_csv_shape(files: Sequence[Path], kwargs: Mapping[str, Any], split: st
     and a number column turned to text). A row with more cells is the reader's own error; blank lines are skipped,
     as the reader skips them."""
     for file in files:
-        suffix = file.suffix.lower()
-        opener = _OPENERS.get(suffix, None if suffix in _COMPRESSIONS else open)
+        opener = line_opener(file)
         if opener is None or not file.is_file():  # (a .zst file)
             continue
         delimiter = kwargs.get("delimiter", ",")
@@ -513,7 +407,7 @@ def _check_reader(path: str, data_files: Any, load_kwargs: Mapping[str, Any]) ->
         return
     for name in _file_names(data_files):
         try:
-            builder, kwargs = _format_of(Path(name))
+            builder, kwargs = format_of(Path(name))
         except TaskDefinitionError:  # an extension of no known format: the reader decides
             continue
         if builder != path:
@@ -611,7 +505,7 @@ class HFSource(Source):
     def _reads_local_files(self) -> bool:
         """Whether the path names one of datasets' file readers (`json`, `csv`, ...), whose `data_files` are paths on
         this machine."""
-        return self.path in (_file_readers() or ())
+        return self.path in (file_readers() or ())
 
     def _check_patterns(self, split: str) -> None:
         """Raise `DataSourceError` for a glob pattern of a file reader's `data_files` that matches no file: datasets
@@ -719,7 +613,7 @@ class HFSource(Source):
         """`to_config()` and the extra `load_dataset` keyword arguments; a file reader's `data_files` as
         `absolute_paths` (a hub dataset's name files inside its repo, and stay as written)."""
         config = self.to_config()
-        if self.data_files and _file_readers() is not None and is_file_builder(self.path):
+        if self.data_files and file_readers() is not None and is_file_builder(self.path):
             config["data_files"] = absolute_paths(self.data_files)
         return {**config, "load_kwargs": self.load_kwargs}
 
@@ -748,7 +642,7 @@ class LocalFileSource(Source):
             matched = [file for path in paths for file in (matched_files(path) if is_pattern(path) else [path])]
             try:
                 if matched:
-                    _split_format(matched, paths)
+                    split_format(matched, paths)
             except TaskDefinitionError as error:
                 raise TaskDefinitionError(f"LocalFileSource: {error}") from None
             return paths

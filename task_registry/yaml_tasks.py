@@ -71,8 +71,9 @@ from typing import Optional, Sequence, Union
 
 from .path_hints import path_hint
 from .errors import TaskDefinitionError, TaskFileError, TaskRegistryError, TemplateRenderError
+from .file_formats import is_file_builder
 from .registry import register_task, registered_task
-from .sources import HFSource, LocalFileSource, get_data_dir, is_file_builder
+from .sources import HFSource, LocalFileSource, get_data_dir
 from .task import Task
 from .template import RenderedExample, Template
 from .yaml_parse import TaskCheck, TaskFileParser, template_location

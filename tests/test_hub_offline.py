@@ -104,11 +104,11 @@ def test_where_the_hub_answers_the_libraries_ask_it_as_before(tmp_path, t5_token
 def test_local_files_load_through_a_file_reader_without_datasets_private_reader_list(tmp_path, monkeypatch):
     # was (with the hub check's first form): HFSource("json", data_files=...) refused by is_file_builder when the
     # installed datasets lacks its private list of file readers, where it had loaded before
-    from task_registry import sources
+    from task_registry import file_formats, sources
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"x": "a"}\n{"x": "b"}\n')
-    monkeypatch.setattr(sources, "_PACKAGED_DATASETS_MODULES", None)
+    monkeypatch.setattr(file_formats, "_PACKAGED_DATASETS_MODULES", None)
     loaded = sources.HFSource("json", data_files={"train": str(rows)}).load("train")
     assert loaded["x"] == ["a", "b"]
 

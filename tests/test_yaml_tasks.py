@@ -609,7 +609,8 @@ def test_data_files_of_a_file_reader_are_relative_to_the_yaml(tmp_path, monkeypa
 def test_a_misspelt_file_reader_with_data_files_is_named_with_the_reader_to_write(tmp_path, written, reader):
     # was: `hf: jsonl` passed validation (a hub id, its rows not rendered) and loading said only "Couldn't reach
     # 'jsonl' on the Hub ... its data_files are loaded as given", with no word of the `json` reader
-    from task_registry.sources import DataSourceError, HFSource, misspelt_reader
+    from task_registry.file_formats import misspelt_reader
+    from task_registry.sources import DataSourceError, HFSource
 
     (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
     problem = (f"{written!r} is not one of datasets' file readers (json, csv, parquet, text, arrow, ...), so "
@@ -762,9 +763,9 @@ def test_a_task_name_defined_in_two_folders_names_both_files_and_lines(tmp_path)
 def test_data_files_without_datasets_list_of_file_readers_is_a_problem_of_the_file(tmp_path, monkeypatch):
     # sources imported datasets' private _PACKAGED_DATASETS_MODULES at module level: a datasets without it made
     # `import task_registry` fail; now only a source that needs it (`hf:` with `data_files`) is refused, by line
-    from task_registry import sources
+    from task_registry import file_formats
 
-    monkeypatch.setattr(sources, "_PACKAGED_DATASETS_MODULES", None)
+    monkeypatch.setattr(file_formats, "_PACKAGED_DATASETS_MODULES", None)
     path = tmp_path / "reader.yaml"
     path.write_text("name: reader\nsplits: [train]\nsource: {hf: json, data_files: {train: rows.jsonl}}\n"
                     "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
