@@ -17,7 +17,7 @@ from .lazy_modules import LazyModule
 
 # csv/tsv cells are text: "NA", "null" or "None" stay strings (pandas' default reads them as missing), and a tsv
 # has no quoting (as GLUE's own readers assume), so a field that starts with `"` is not joined with the next lines.
-# Column types are decided from every cell of the split's files (`_csv_features`)
+# Column types are decided from every cell of the split's files (`csv_files.csv_features`)
 _FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {"keep_default_na": False}),
             ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "quoting": csv.QUOTE_NONE}),
             ".parquet": ("parquet", {})}

@@ -73,17 +73,6 @@ def test_local_file_extensions_are_read_case_insensitively_and_a_split_has_one_f
         LocalFileSource({"train": [tmp_path / "rows.JSONL", tmp_path / "more.csv"]})
 
 
-def test_csv_and_tsv_cells_are_text_as_written(tmp_path):
-    # pandas' defaults read "NA", "null", "None" and empty cells as missing (rendered "None"), and a tsv field
-    # starting with `"` as a quoted field that swallowed the following lines (5 rows became 3)
-    (tmp_path / "rows.csv").write_text('text,label\nNA,1\nnull,0\n"None, really",1\n,0\n')
-    rows = [dict(r) for r in LocalFileSource(tmp_path / "rows.csv").load("train")]
-    assert [r["text"] for r in rows] == ["NA", "null", "None, really", ""]
-    (tmp_path / "rows.tsv").write_text('text\tlabel\n"quoted start\t1\nplain\t0\nNA\t1\nend"\t0\nlast\t1\n')
-    rows = [dict(r) for r in LocalFileSource(tmp_path / "rows.tsv").load("train")]
-    assert [r["text"] for r in rows] == ['"quoted start', "plain", "NA", 'end"', "last"]
-
-
 def test_hub_id_maps_to_the_data_dir(shared_data_dir, monkeypatch):
     source = HFSource("super_glue", "cb")
     monkeypatch.setenv(task_registry.DATA_DIR_ENV, str(shared_data_dir))
@@ -227,7 +216,6 @@ def test_with_row_index_names_the_row_each_example_renders(tmp_path, streaming):
     assert [(example["row"], example["template"]) for example in out] == expected
     plain = list(task.to_dataset("train", every_template=True, max_examples=4, streaming=streaming))
     assert [{k: v for k, v in example.items() if k != "row"} for example in out] == plain
-
 
 
 @pytest.mark.parametrize("streaming", [False, True])
