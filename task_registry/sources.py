@@ -8,13 +8,14 @@ An `HFSource` with `data_files` names its files itself and is always loaded with
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .code_digests import code_digest
 from .csv_files import check_csv_shape, csv_features
+from .data_paths import (PathLike, absolute_paths, file_names, files_summary, is_pattern, is_saved_dataset,
+                         matched_files, path_list, saved_splits, shown_paths, unmatched_pattern, written_as_local_path)
 from .errors import DataSourceError, TaskDefinitionError, close_matches
 from .file_formats import (file_readers, format_of, is_file_builder, line_opener, misspelt_reader_problem,
                            split_format)
@@ -27,7 +28,6 @@ from .signatures import binding_error
 DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
 
-PathLike = Union[str, os.PathLike]
 datasets = LazyModule("datasets")
 pyarrow = LazyModule("pyarrow")
 
@@ -86,22 +86,6 @@ class Source:
             return super().__repr__()
 
 
-def is_saved_dataset(path: PathLike) -> bool:
-    """Whether `path` is a folder that `Dataset.save_to_disk` (its state.json) or `DatasetDict.save_to_disk` (its
-    dataset_dict.json) wrote, which `datasets.load_from_disk` reads."""
-    folder = Path(path)
-    return folder.is_dir() and any((folder / name).is_file() for name in ("state.json", "dataset_dict.json"))
-
-
-def saved_splits(folder: PathLike) -> Optional[list[str]]:
-    """The splits a `DatasetDict.save_to_disk` folder holds (its dataset_dict.json); None for another folder, or
-    one whose list cannot be read (loading it says why)."""
-    try:
-        return [str(split) for split in json.loads((Path(folder) / "dataset_dict.json").read_text())["splits"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _load_saved(folder: Path, split: str, streaming: bool, what: str):
     """The rows of `split` in a folder `save_to_disk` wrote: a DatasetDict's split of that name, a Dataset's rows
     for any split. Raises `DataSourceError` naming the folder for a split the DatasetDict lacks, or a folder
@@ -118,28 +102,6 @@ def _load_saved(folder: Path, split: str, streaming: bool, what: str):
                                   f"list the ones it has)")
         saved = saved[split]
     return saved.to_iterable_dataset() if streaming else saved
-
-
-def is_pattern(path: PathLike) -> bool:
-    """Whether `path` is a glob pattern (it holds `*`, `?` or `[`) rather than a file that exists."""
-    return any(c in str(path) for c in "*?[") and not Path(path).exists()
-
-
-def matched_files(pattern: PathLike) -> list[Path]:
-    """The files the glob `pattern` matches, sorted, as `load_dataset` matches a `data_files` pattern (datasets'
-    `resolve_pattern`: `*` within one folder, `**` at any depth, hidden files only when the pattern names them);
-    [] when none does."""
-    try:
-        return sorted(Path(p) for p in datasets.data_files.resolve_pattern(str(pattern), base_path=os.getcwd()))
-    except FileNotFoundError:
-        return []
-
-
-def unmatched_pattern(pattern: PathLike) -> str:
-    """What is wrong with the glob `pattern` that matches no file, and what to check."""
-    return (f"the pattern {str(pattern)!r} matches no file; check its folder ({str(Path(pattern).parent)!r}) and "
-            f"its names (`*` matches within one folder, `**` at any depth; a hidden file only when the pattern "
-            f"names it)")
 
 
 def _expanded_files(files: Sequence[Path], split: str, what: str) -> list[Path]:
@@ -277,50 +239,13 @@ def _error_chain(error: BaseException) -> str:
     return " ← ".join(parts)
 
 
-def _path_list(value: Any) -> list:
-    """One path as a list of one; a list (or other iterable) of paths as a list; None as []."""
-    return [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
-
-
-def shown_paths(files: Any) -> Any:
-    """Paths as `tasks list` / `show` print them, in `files`' shape (a path: a list of one; a list; or split →
-    either): each `os.path.normpath`-ed, so a YAML task's `tasks/../data/x.csv` shows as `data/x.csv`. For display
-    only: the source keeps and reads its paths as stored, and hashes them as `absolute_paths`."""
-    if isinstance(files, Mapping):
-        return {str(split): shown_paths(value) for split, value in files.items()}
-    return [os.path.normpath(value) for value in _path_list(files)]
-
-
-def absolute_paths(files: Any) -> Any:
-    """Paths as a definition digest hashes them (`Source.identity`), in `shown_paths`' shapes: each made absolute
-    and normalised (`os.path.abspath`), so `tasks/../data/x.csv` and `/home/me/data/x.csv` are one file, and one
-    relative path read from two working directories two."""
-    if isinstance(files, Mapping):
-        return {str(split): absolute_paths(value) for split, value in files.items()}
-    return [os.path.abspath(value) for value in _path_list(files)]
-
-
-def _files_summary(files: Any) -> str:
-    """`shown_paths(files)` on one line: `train: ['a.csv'], validation: ['b.csv']`, or `['a.csv', 'b.csv']`."""
-    shown = shown_paths(files)
-    if isinstance(shown, Mapping):
-        return ", ".join(f"{split}: {paths}" for split, paths in shown.items())
-    return str(shown)
-
-
-def _file_names(data_files: Any) -> list[str]:
-    """The paths (or patterns) that `data_files` (a path, a list, or split → path or list) names."""
-    values = data_files.values() if isinstance(data_files, Mapping) else [data_files]
-    return [str(name) for value in values for name in _path_list(value)]
-
-
 def _check_reader(path: str, data_files: Any, load_kwargs: Mapping[str, Any]) -> None:
     """Raise `TaskDefinitionError` for a data file that datasets' reader `path` would misread: a json, csv or
     parquet file given to another of these readers, or a .tsv file to the csv reader without `sep` (it splits the
     lines at commas, so a row came out as one column named 'a\\tb', and every template failed on a missing field)."""
     if path not in {"json", "csv", "parquet"} or data_files is None:
         return
-    for name in _file_names(data_files):
+    for name in file_names(data_files):
         try:
             builder, kwargs = format_of(Path(name))
         except TaskDefinitionError:  # an extension of no known format: the reader decides
@@ -332,13 +257,6 @@ def _check_reader(path: str, data_files: Any, load_kwargs: Mapping[str, Any]) ->
             raise TaskDefinitionError(f"data file {name!r} is tab-separated, but the csv reader splits lines at "
                                       f"commas: in a task file list it under `files:`, which reads .tsv files "
                                       f"tab-separated (in Python: LocalFileSource, or HFSource(..., sep='\\t'))")
-
-
-def written_as_local_path(path: str) -> bool:
-    """Whether `path` is written as a local path: it starts with '.', '/' or '~', or has more than one '/' (a hub id
-    is 'name' or 'owner/name'). Whether such a path exists is not asked: a folder named like a hub id in the working
-    directory leaves `glue` a hub id (of the data dir)."""
-    return path.startswith((".", "/", "~")) or path.count("/") > 1
 
 
 class HFSource(Source):
@@ -428,7 +346,7 @@ class HFSource(Source):
         `load_dataset` reads the files of every split to load one."""
         named = self.data_files.items() if isinstance(self.data_files, Mapping) else [("train", self.data_files)]
         for key, value in named:
-            for pattern in filter(is_pattern, _path_list(value)):
+            for pattern in filter(is_pattern, path_list(value)):
                 if not matched_files(pattern):
                     read = f" (to load split {split!r}, load_dataset reads every split's files)" if key != split else ""
                     raise DataSourceError(f"hub dataset {self.describe()}: data_files of split {key!r}: "
@@ -439,7 +357,7 @@ class HFSource(Source):
         reader's glob patterns as the files they match."""
         files = self.data_files.get(split, []) if isinstance(self.data_files, Mapping) else self.data_files
         local = self._reads_local_files()
-        return [path for name in _path_list(files)
+        return [path for name in path_list(files)
                 for path in (matched_files(name) if local and is_pattern(name) else [Path(name)])]
 
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
@@ -522,7 +440,7 @@ class HFSource(Source):
 
     def summary(self) -> str:
         """`describe()`, followed by the `data_files` (`reader: train: ['data/x.csv'], ...`) when it names files."""
-        return f"{self.describe()}: {_files_summary(self.data_files)}" if self.data_files else self.describe()
+        return f"{self.describe()}: {files_summary(self.data_files)}" if self.data_files else self.describe()
 
     def identity(self) -> dict[str, Any]:
         """`to_config()` and the extra `load_dataset` keyword arguments; a file reader's `data_files` as
@@ -592,7 +510,7 @@ class LocalFileSource(Source):
 
     def describe(self) -> str:
         """The files per split, or the list shared by every split (as `shown_paths`)."""
-        return _files_summary(self.files if self.files is not None else self.shared)
+        return files_summary(self.files if self.files is not None else self.shared)
 
     def shown_config(self) -> dict[str, Any]:
         """`to_config()` with the files as `shown_paths`."""

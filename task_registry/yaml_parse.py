@@ -10,12 +10,12 @@ from typing import Any, Callable, Optional, Union
 
 import yaml
 
+from .data_paths import is_pattern, is_saved_dataset, matched_files, unmatched_pattern, written_as_local_path
 from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .file_formats import is_file_builder, misspelt_reader_problem
 from .preprocessors import Preprocessor, compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
-from .sources import (HFSource, LocalFileSource, Source, is_pattern, is_saved_dataset, matched_files, unmatched_pattern,
-                      written_as_local_path)
+from .sources import HFSource, LocalFileSource, Source
 from .task import Task, repeated_names, sliced_split_problem
 from .template import Template
 from .yaml_keys import check_written_keys
