@@ -4,6 +4,10 @@ The data-dir override (`set_data_dir(path)` or the environment variable `T2T_MTL
 `HFSource(path, name)` to `<data_dir>/<path>/<name or "default">/<split>.jsonl`, so every task runs offline
 on local copies in the hub's schema. Without the override `HFSource` calls `datasets.load_dataset(path, name)`.
 An `HFSource` with `data_files` names its files itself and is always loaded with them, override or not.
+
+This module holds the sources and the data-dir override; `file_loading` reads a split's data files (through
+`file_formats`' readers, `csv_files`' column types and checks and `data_paths`' patterns), and `code_digests` keys a
+generator's cached rows on its code.
 """
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .code_digests import code_digest
-from .csv_files import check_csv_shape, csv_features
+from .csv_files import check_csv_shape
 from .data_paths import (PathLike, absolute_paths, file_names, files_summary, is_pattern, is_saved_dataset,
                          matched_files, path_list, saved_splits, shown_paths, unmatched_pattern, written_as_local_path)
 from .errors import DataSourceError, TaskDefinitionError, close_matches
-from .file_formats import (file_readers, format_of, is_file_builder, line_opener, misspelt_reader_problem,
-                           split_format)
+from .file_formats import file_readers, format_of, is_file_builder, misspelt_reader_problem, split_format
+from .file_loading import caused_by, checked_text, error_chain, load_files, load_saved, not_utf8, raising_stream
 from .hub import use_hub
 from .lazy_modules import LazyModule
 from .path_hints import close_existing_path
@@ -29,7 +33,6 @@ DATA_DIR_ENV = "T2T_MTL_DATA_DIR"
 _data_dir: Optional[Path] = None
 
 datasets = LazyModule("datasets")
-pyarrow = LazyModule("pyarrow")
 
 
 def set_data_dir(path: Optional[PathLike]) -> None:
@@ -86,159 +89,6 @@ class Source:
             return super().__repr__()
 
 
-def _load_saved(folder: Path, split: str, streaming: bool, what: str):
-    """The rows of `split` in a folder `save_to_disk` wrote: a DatasetDict's split of that name, a Dataset's rows
-    for any split. Raises `DataSourceError` naming the folder for a split the DatasetDict lacks, or a folder
-    `load_from_disk` cannot read."""
-    try:
-        saved = datasets.load_from_disk(str(folder))
-    except Exception as error:  # a folder with some of its files missing or broken
-        raise DataSourceError(f"{what}: could not load the saved dataset {str(folder)!r} for split {split!r}: "
-                              f"{_error_chain(error)}") from error
-    if isinstance(saved, datasets.DatasetDict):
-        if split not in saved:
-            raise DataSourceError(f"{what}: {str(folder)!r} (saved by DatasetDict.save_to_disk) has no split "
-                                  f"{split!r}; it has {list(saved)} (a task's `splits` default to [train, validation]: "
-                                  f"list the ones it has)")
-        saved = saved[split]
-    return saved.to_iterable_dataset() if streaming else saved
-
-
-def _expanded_files(files: Sequence[Path], split: str, what: str) -> list[Path]:
-    """`files` with each glob pattern replaced by the files it matches (`matched_files`); raises `DataSourceError`
-    for a file that does not exist or a pattern that matches none."""
-    expanded = []
-    for file in files:
-        if is_pattern(file):
-            found = matched_files(file)
-            if not found:
-                raise DataSourceError(f"{what}: split {split!r}: {unmatched_pattern(file)}")
-            expanded.extend(found)
-        elif not file.exists():
-            raise DataSourceError(f"{what}: split {split!r} expects the file {str(file)!r}, which does not exist")
-        else:
-            expanded.append(file)
-    return expanded
-
-
-def _load_files(files: Sequence[Path], split: str, streaming: bool, what: str):
-    written, files = files, _expanded_files(files, split, what)
-    try:  # (the files a pattern matches are known only now)
-        builder, kwargs = split_format(files, written)
-    except TaskDefinitionError as error:
-        raise DataSourceError(f"{what}: split {split!r}: {error}") from None
-    try:
-        if builder == "csv":
-            kwargs = dict(kwargs, features=csv_features(files, kwargs))
-            check_csv_shape(files, kwargs, split, what)
-        with reader_errors_unlogged():  # (the error is raised, naming the file, with the reader's explanation)
-            rows = datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
-                                         streaming=streaming, **kwargs)
-    except DataSourceError:
-        raise
-    except Exception as error:  # a malformed file: name it, with the reader's own explanation (the cause)
-        raise _read_error(error, files, split, what) from (None if _holds_no_rows(error) else error)
-    if not streaming:
-        return _checked_text(rows, files, split, what)
-    return _raising_stream(rows, functools.partial(_read_error, files=tuple(files), split=split, what=what))
-
-
-def _checked_text(rows: datasets.Dataset, files: Sequence[Path], split: str, what: str) -> datasets.Dataset:
-    """`rows` read from `files`, once their text is known to be UTF-8: the json reader stores a file's bytes as they
-    are, so a Windows-1252 file loaded and then failed at the first row read (a UnicodeDecodeError traceback naming
-    no file). Raises the `DataSourceError` of `_not_utf8`."""
-    try:
-        rows.data.table.validate(full=True)
-    except pyarrow.ArrowInvalid as error:
-        if "UTF8" in str(error):  # (another finding of the full validation is left to the reader, as before)
-            raise DataSourceError(_not_utf8(files, split, what)) from None
-    return rows
-
-
-def _not_utf8(files: Sequence[Path], split: str, what: str) -> str:
-    """The message for `files` of `split` that are not all UTF-8 text: the first file, line and byte that is not (the
-    files when none can be read line by line, as a .zst one), and what to do."""
-    advice = "save it as UTF-8 (a Windows-1252 file: `iconv -f cp1252 -t utf-8 OLD > NEW`)"
-    for file in files:
-        opener = line_opener(file)
-        if opener is None or not file.is_file():  # (a .zst file; a glob pattern of data_files)
-            continue
-        with opener(file, "rb") as handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    byte = line[error.start]
-                    return (f"{what}: {str(file)!r} (split {split!r}) is not UTF-8 text: line {number} holds the byte "
-                            f"0x{byte:02x} ({error.reason}); {advice}")
-    return f"{what}: {[str(f) for f in files]} (split {split!r}) is not UTF-8 text; {advice}"
-
-
-def _raising_stream(rows: datasets.IterableDataset,
-                    read_error: Callable[[BaseException], DataSourceError]) -> datasets.IterableDataset:
-    """`rows`, streamed: a stream is read, and fails, while it is iterated, so an error reading it raises
-    `read_error(error)` — the `DataSourceError` loading the same rows map-style raises."""
-    return datasets.IterableDataset.from_generator(_stream_rows, features=rows.features,
-                                                   gen_kwargs={"rows": rows, "read_error": read_error})
-
-
-def _stream_rows(rows: datasets.IterableDataset, read_error: Callable[[BaseException], DataSourceError]):
-    iterator = iter(rows)
-    while True:
-        try:
-            with reader_errors_unlogged():  # (each row's read only, not the caller's work between rows)
-                row = next(iterator)
-        except StopIteration:
-            return
-        except Exception as error:  # caused by the reader's error, unless that only says there are no rows
-            raise read_error(error) from (None if _holds_no_rows(error) else error)
-        yield row
-
-
-def _holds_no_rows(error: BaseException) -> bool:
-    """Whether `error` is datasets' way of saying the files hold no rows (an empty jsonl file, a csv header or
-    `[]` alone; datasets before 5 raise an empty jsonl file's as a DatasetGenerationError from SchemaInferenceError,
-    its writer having been given no row)."""
-    from datasets.arrow_writer import SchemaInferenceError
-
-    no_data = isinstance(error, ValueError) and "corresponds to no data" in str(error)
-    return isinstance(error, StopIteration) or no_data or _caused_by(error, SchemaInferenceError)
-
-
-def _read_error(error: BaseException, files: Sequence[Path], split: str, what: str) -> DataSourceError:
-    """The error reading `files` for `split` raised, naming the source and files, with the reader's explanation."""
-    if _holds_no_rows(error):
-        return DataSourceError(f"{what}: {[str(f) for f in files]} (split {split!r}) has no rows; add rows or drop "
-                               f"the split")
-    if _caused_by(error, UnicodeDecodeError):  # a csv file (pandas decodes it), or a json one streamed
-        return DataSourceError(_not_utf8(files, split, what))
-    return DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
-                           f"{_error_chain(error)}")
-
-
-def _caused_by(error: BaseException, kind: type) -> bool:
-    """Whether `error`, or an error it chains to, is a `kind`."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, kind):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def _error_chain(error: BaseException) -> str:
-    """'Type: message' of the error and of the causes it chains to, outermost first (datasets wraps the
-    reader's line-level message, e.g. a JSON parse error, in a generic DatasetGenerationError)."""
-    parts, seen = [], set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        text = " ".join(str(error).split())
-        parts.append(f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__)
-        error = error.__cause__ or error.__context__
-    return " ← ".join(parts)
-
-
 def _check_reader(path: str, data_files: Any, load_kwargs: Mapping[str, Any]) -> None:
     """Raise `TaskDefinitionError` for a data file that datasets' reader `path` would misread: a json, csv or
     parquet file given to another of these readers, or a .tsv file to the csv reader without `sep` (it splits the
@@ -292,7 +142,7 @@ class HFSource(Source):
         if local is not None:
             if not local.exists():
                 raise DataSourceError(self._missing_local(local, split))
-            return _load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
+            return load_files([local], split, streaming, f"hub dataset {self.describe()} (data dir {get_data_dir()})")
         if is_saved_dataset(self.path):  # (load_dataset looks for data files in it, and finds none)
             raise DataSourceError(f"hub dataset {self.describe()}: {self.path!r} is a folder saved by save_to_disk, "
                                   f"which load_dataset does not read: list it under `files:` in a task file "
@@ -313,9 +163,9 @@ class HFSource(Source):
         except Exception as error:
             raise self._read_error(error, split) from error
         if not streaming:  # (a hub dataset's own files hold checked text: only data_files of this machine can fail)
-            return rows if self.data_files is None else _checked_text(rows, self._split_files(split), split,
+            return rows if self.data_files is None else checked_text(rows, self._split_files(split), split,
                                                                       f"hub dataset {self.describe()}")
-        return _raising_stream(rows, functools.partial(self._read_error, split=split))
+        return raising_stream(rows, functools.partial(self._read_error, split=split))
 
     def file_splits(self) -> Optional[list[str]]:
         """With `data_files`, the splits it names: a mapping's keys, or datasets' split 'train' alone for a path or
@@ -363,8 +213,8 @@ class HFSource(Source):
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
         """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the
         reader's explanation (the error and its causes) and where the rows are looked for."""
-        if self.data_files is not None and _caused_by(error, UnicodeDecodeError):  # a csv file, or json streamed
-            return DataSourceError(_not_utf8(self._split_files(split), split, f"hub dataset {self.describe()}"))
+        if self.data_files is not None and caused_by(error, UnicodeDecodeError):  # a csv file, or json streamed
+            return DataSourceError(not_utf8(self._split_files(split), split, f"hub dataset {self.describe()}"))
         misspelt = misspelt_reader_problem(self.path) if self.data_files is not None else None
         hint = (misspelt if misspelt is not None else
                 f"its data_files {self.data_files!r} are loaded as given, a data dir does not apply to them"
@@ -375,7 +225,7 @@ class HFSource(Source):
                 f"offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
                 f"<path>/<config or default>/<split>.jsonl")
         return DataSourceError(f"hub dataset {self.describe()} split {split!r} could not be loaded "
-                               f"({_error_chain(error)}); {hint}")
+                               f"({error_chain(error)}); {hint}")
 
     def _missing_local(self, local: Path, split: str) -> str:
         """Why the data dir has no `local` file for `split`: which configs or splits it does hold."""
@@ -498,8 +348,8 @@ class LocalFileSource(Source):
         else:
             files = self.shared
         if len(files) == 1 and files[0].is_dir():
-            return _load_saved(files[0], split, streaming, "local files source")
-        return _load_files(files, split, streaming, "local files source")
+            return load_saved(files[0], split, streaming, "local files source")
+        return load_files(files, split, streaming, "local files source")
 
     def file_splits(self) -> Optional[list[str]]:
         """The splits of the split → files mapping, or of the one DatasetDict folder shared by every split; None for
