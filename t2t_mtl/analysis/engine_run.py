@@ -183,7 +183,8 @@ def train_and_score(train_tasks: Sequence[str], test_tasks: Sequence[str], seed:
     from t2t_mtl.engine.trainer import train
     from t2t_mtl.evaluation.aggregate import summarize_task
     from t2t_mtl.evaluation.checkpoint import load_checkpoint
-    from t2t_mtl.evaluation.runner import EvalSettings, evaluate_tasks
+    from t2t_mtl.evaluation.eval_settings import EvalSettings
+    from t2t_mtl.evaluation.runner import evaluate_tasks
     from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 
     _single_process_env()

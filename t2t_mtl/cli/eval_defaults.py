@@ -9,7 +9,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
 if TYPE_CHECKING:
-    from t2t_mtl.evaluation.runner import EvalSettings
+    from t2t_mtl.evaluation.eval_settings import EvalSettings
 
 #: `--max-examples all`: every row of the split, whatever the run's `evaluation.max_examples`
 ALL_EXAMPLES = "all"

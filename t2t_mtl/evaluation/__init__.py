@@ -6,6 +6,7 @@ from t2t_mtl.evaluation.aggregate import TaskSummary, compare, summarize, summar
 from t2t_mtl.evaluation.checkpoint import checkpoint_meta, load_checkpoint
 from t2t_mtl.evaluation.errors import (CheckpointError, EvaluationError, MetricRegistrationError, NoAnswerChoicesError,
                                        RankFailedError, RanksStoppedError, UnknownMetricError)
+from t2t_mtl.evaluation.eval_settings import EvalSettings
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.metrics import METRICS, compute_metric, load_metric, register_metric
 from t2t_mtl.evaluation.predict import Prediction, PredictRequest, predict, read_requests
@@ -13,7 +14,7 @@ from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
 from t2t_mtl.evaluation.report import (comparison_markdown, plot_task, read_report, report_to_dict, to_markdown,
                                        write_report)
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
-from t2t_mtl.evaluation.runner import EvalSettings, evaluate_tasks, init_distributed_from_env
+from t2t_mtl.evaluation.runner import evaluate_tasks, init_distributed_from_env
 from t2t_mtl.evaluation.scoring import score_predictions
 
 __all__ = [

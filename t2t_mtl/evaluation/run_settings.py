@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Tuple
 
-from t2t_mtl.evaluation.runner import EvalSettings
+from t2t_mtl.evaluation.eval_settings import EvalSettings
 
 #: EvalSettings field: the run config keys its value is read from, the first one set winning (none: EvalSettings'
 #: default, as for a model folder without a run config)
