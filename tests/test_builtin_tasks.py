@@ -368,7 +368,8 @@ def test_qa_tasks_score_against_every_gold_answer(real_tasks, shared_data_dir):
 
 
 def test_multirc_is_scored_per_answer_and_per_question_as_superglue_does(real_tasks, shared_data_dir):
-    from t2t_mtl.evaluation.runner import render_examples, task_metrics
+    from t2t_mtl.evaluation.rendered_examples import render_examples
+    from t2t_mtl.evaluation.runner import task_metrics
 
     task = real_tasks["super_glue_multirc"]
     for template in task.templates:

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import random
 import re
 import shutil
 import socket
@@ -29,7 +28,8 @@ from t2t_mtl.evaluation import (CheckpointError, EvalReport, EvalSettings, Evalu
 from t2t_mtl.evaluation.few_shot import Demonstrations
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import score_choices
-from t2t_mtl.evaluation.runner import default_split, preferred_split, render_examples
+from t2t_mtl.evaluation.rendered_examples import render_examples
+from t2t_mtl.evaluation.runner import default_split, preferred_split
 from t2t_mtl.model.moe import UNSEEN_TASK_ID, convert_to_moe, moe_blocks
 from t2t_mtl.tokenizer import load_tokenizer
 
@@ -115,25 +115,28 @@ def test_rank_scoring_of_a_template_without_choices_says_to_use_generation(loade
 
 
 def test_majority_baseline_is_the_most_common_gold_position_for_per_example_choices():
-    from t2t_mtl.evaluation.runner import _baselines, _Example
+    from t2t_mtl.evaluation.rendered_examples import EvalExample
+    from t2t_mtl.evaluation.runner import _baselines
 
-    examples = [_Example(0, "q", "rain", ["sun", "rain"]), _Example(1, "q", "cold", ["hot", "cold"]),
-                _Example(2, "q", "up", ["up", "down", "left"])]
+    examples = [EvalExample(0, "q", "rain", ["sun", "rain"]), EvalExample(1, "q", "cold", ["hot", "cold"]),
+                EvalExample(2, "q", "up", ["up", "down", "left"])]
     majority, chance = _baselines(examples, "accuracy", "accuracy")
     assert majority == pytest.approx(100 * 2 / 3)  # "always the second option" is right twice
     assert chance == pytest.approx(100 * (1 / 2 + 1 / 2 + 1 / 3) / 3)
     # one label set in shuffled orders: the majority is the most common label, wherever it is listed
-    shuffled = [_Example(0, "q", "yes", ["yes", "no"]), _Example(1, "q", "yes", ["no", "yes"]),
-                _Example(2, "q", "no", ["no", "yes"])]
+    shuffled = [EvalExample(0, "q", "yes", ["yes", "no"]), EvalExample(1, "q", "yes", ["no", "yes"]),
+                EvalExample(2, "q", "no", ["no", "yes"])]
     assert _baselines(shuffled, "accuracy", "accuracy")[0] == pytest.approx(100 * 2 / 3)
 
 
 def test_lockstep_decoder_passes_are_the_most_any_ranks_batch_of_that_index_runs():
     # ZeRO-3 ranks score their shards in the same decoder passes; 64 answer-choice rows make a pass
-    from t2t_mtl.evaluation.runner import _Example, _lockstep_decoder_passes
+    from t2t_mtl.evaluation.rendered_examples import EvalExample
+    from t2t_mtl.evaluation.runner import _lockstep_decoder_passes
 
     counts = [40, 1, 40, 1, 30]  # 2 ranks, batches of 2: rank 0 rows [0, 2] (80 choices) then [4] (30);
-    examples = [_Example(i, "q", "a", ["a"] * n) for i, n in enumerate(counts)]  # rank 1 [1, 3] (2), padding [0]
+    # rank 1 [1, 3] (2), padding [0]
+    examples = [EvalExample(i, "q", "a", ["a"] * n) for i, n in enumerate(counts)]
     assert _lockstep_decoder_passes(examples, 2, 2) == [2, 1]
     assert _lockstep_decoder_passes(examples, 5, 1) == [2]  # 112 choices
     assert _lockstep_decoder_passes(examples, 1, 2) == [1, 1, 1]
@@ -176,20 +179,6 @@ def test_the_default_evaluation_split_is_validation_else_test_else_the_last():
         assert preferred_split(splits) == expected, splits
     assert default_split(SimpleNamespace(splits=["test", "train", "validation"])) == "validation"
     assert default_split(SimpleNamespace(splits=None)) == "validation"
-
-
-def test_a_drawn_part_of_a_split_renders_each_row_as_it_renders_in_the_whole_split():
-    # the rendering seed is the row's index in its split (`row_ids`), as BIG-bench's drawn examples need: seeding by
-    # the position in the part passed the suite, whose parts were all the split's first rows
-    template = task_registry.Template("t", "{{ range(1000) | list | choice }} {{ q }} ||| {{ a }}")
-    split = [{"q": f"q{i}", "a": "x"} for i in range(8)]
-    task = SimpleNamespace(name="t", group_by=None)
-    whole = {e.row_index: e.inputs for e in render_examples(task, template, split, seed=3).examples}
-    assert [whole[i] for i in range(8)] == [
-        f"{random.Random(f'3:{i}').choice(range(1000))} q{i}" for i in range(8)]  # (the seed "evaluation:row")
-    drawn = [6, 1, 4]
-    part = render_examples(task, template, [split[i] for i in drawn], seed=3, row_ids=drawn).examples
-    assert [(e.row_index, e.inputs) for e in part] == [(i, whole[i]) for i in drawn]
 
 
 def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():
@@ -917,7 +906,6 @@ def test_cli_eval_held_out_takes_the_clusters_the_checkpoints_run_held_out(check
                                                   "is in cluster(s) ['toyy']; did you mean 'toy'? ")
 
 
-
 def _task_moe(model, task_names):
     torch.manual_seed(0)
     return convert_to_moe(model, {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
@@ -1327,17 +1315,19 @@ def test_metrics_that_cannot_score_a_template_error_when_declared_and_are_skippe
 
 
 def test_chance_is_on_the_primary_metrics_scale():
-    from t2t_mtl.evaluation.runner import _baselines, _Example
+    from t2t_mtl.evaluation.rendered_examples import EvalExample
+    from t2t_mtl.evaluation.runner import _baselines
 
-    cola = [_Example(i, "x", t, ["unacceptable", "acceptable"])
+    cola = [EvalExample(i, "x", t, ["unacceptable", "acceptable"])
             for i, t in enumerate(["acceptable", "unacceptable", "acceptable", "acceptable"])]
     assert _baselines(cola, "matthews_correlation", "matthews_correlation") == (0.0, 0.0)  # constant: MCC 0
     assert _baselines(cola, "accuracy", "accuracy") == (75.0, 50.0)
     assert _baselines(cola, "squad", "f1")[1] is None
-    graded = [_Example(0, "x", "a", ["a", "b", "c"], [1.0, 0.5, 0.0]), _Example(1, "x", "b", ["a", "b"], [0.0, 1.0])]
+    graded = [EvalExample(0, "x", "a", ["a", "b", "c"], [1.0, 0.5, 0.0]),
+              EvalExample(1, "x", "b", ["a", "b"], [0.0, 1.0])]
     assert _baselines(graded, "multiple_choice_grade", "multiple_choice_grade")[1] == pytest.approx(
         100 * (0.5 + 0.5) / 2)  # the mean target score of a random choice
-    numbers = [_Example(i, "x", t, []) for i, t in enumerate(["1.0", "2.5", "2.5"])]
+    numbers = [EvalExample(i, "x", t, []) for i, t in enumerate(["1.0", "2.5", "2.5"])]
     assert _baselines(numbers, "pearsonr", "pearsonr") == (None, None)
 
 

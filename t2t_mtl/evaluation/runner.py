@@ -17,9 +17,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import random
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
@@ -35,6 +34,7 @@ from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
 from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import decoder_passes, score_choices
 from t2t_mtl.evaluation.rank_gathers import RankGathers
+from t2t_mtl.evaluation.rendered_examples import EvalExample, group_sizes, render_examples
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
@@ -49,32 +49,6 @@ if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resol
     from task_registry.template import Template
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Example:
-    row_index: int
-    inputs: str
-    targets: str
-    answer_choices: list[str]
-    choice_scores: Optional[list[float]] = None
-    position: int = 0
-    references: Optional[list[str]] = None  # the template's gold answers; None: [targets]
-    group: Optional[str] = None  # the row's group (the task's `group_by`) for group metrics
-
-    @property
-    def gold(self) -> list[str]:
-        return self.references if self.references is not None else [self.targets]
-
-
-@dataclass
-class _Rendered:
-    examples: list[_Example] = field(default_factory=list)
-    skipped: int = 0
-    errors: int = 0
-    first_error: Optional[str] = None
-    groups: int = 0  # with the task's `group_by`: the groups of the scored examples
-    incomplete_groups: set[str] = field(default_factory=set)  # those with rows that are not scored
 
 
 def dist_info(rank: Optional[int] = None, world_size: Optional[int] = None) -> tuple[int, int]:
@@ -145,7 +119,7 @@ def default_metrics(template: Template) -> list[str]:
     return ["accuracy"] if template.answer_choices is not None else ["exact_match"]
 
 
-def applicable_metrics(task: Task, template: Template, metrics: Sequence[str], examples: Sequence[_Example]
+def applicable_metrics(task: Task, template: Template, metrics: Sequence[str], examples: Sequence[EvalExample]
                        ) -> tuple[list[str], dict[str, str]]:
     """(metrics to compute, {metric: why it is skipped}) for a template's rendered examples.
 
@@ -170,60 +144,7 @@ def applicable_metrics(task: Task, template: Template, metrics: Sequence[str], e
     return (kept or default_metrics(template)), skipped
 
 
-def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, seed: int = 0,
-                    group_sizes: Optional[Mapping[str, int]] = None,
-                    row_ids: Optional[Sequence[int]] = None) -> _Rendered:
-    """Render every row; skipped rows (no target or no input) and render failures are counted (failures keep the
-    first message). `row_ids` are the rows' indices in their split (default their positions: `rows` are the split or
-    its first rows; a drawn part of it needs them), each example's `row_index`, which seeds its rendering as it seeds
-    the whole split's.
-
-    A row field `target_scores` (a list aligned with the rendered answer choices, as BIG-bench imports
-    have) gives per-choice scores for `multiple_choice_grade`; a task's `group_by` gives each row's group. A group
-    is incomplete when fewer of its rows are scored than it has: in `rows`, or in `group_sizes` (row counts per
-    group of the whole split, when `rows` are part of it only: its first rows or a drawn part).
-    """
-    from task_registry.errors import TemplateRenderError
-
-    out = _Rendered()
-    grouped = getattr(task, "group_by", None) is not None
-    keys: list[str] = []
-    for at in range(len(rows)):
-        row, index = rows[at], row_ids[at] if row_ids is not None else at
-        if grouped:
-            keys.append(task.group_key(row, index))
-        try:
-            rendered = template.render(row, task=task.name, row_index=index, rng=random.Random(f"{seed}:{index}"))
-        except TemplateRenderError as error:
-            out.errors += 1
-            out.first_error = out.first_error or str(error)
-            continue
-        if rendered.skipped:
-            out.skipped += 1
-            continue
-        choices = list(rendered.answer_choices or [])
-        scores = row.get("target_scores") if isinstance(row, Mapping) else None
-        if scores is not None and len(scores) != len(choices):
-            raise EvaluationError(f"task {task.name!r} template {template.name!r} row {index}: "
-                                  f"{len(scores)} target_scores for {len(choices)} answer choices")
-        out.examples.append(_Example(index, rendered.inputs, rendered.targets, choices,
-                                     [float(s) for s in scores] if scores is not None else None,
-                                     position=len(out.examples), references=rendered.references,
-                                     group=keys[at] if grouped else None))
-    if grouped:
-        scored = collections.Counter(e.group for e in out.examples)
-        sizes = group_sizes if group_sizes is not None else collections.Counter(keys)
-        out.groups = len(scored)
-        out.incomplete_groups = {group for group, count in scored.items() if count < sizes[group]}
-    return out
-
-
-def group_sizes(task: Task, rows: datasets.Dataset) -> collections.Counter[str]:
-    """The number of rows of each group (the task's `group_by`) in `rows`."""
-    return collections.Counter(task.group_key(row, index) for index, row in enumerate(rows))
-
-
-def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, world_size: int,
+def _lockstep_decoder_passes(examples: Sequence[EvalExample], batch_size: int, world_size: int,
                              lengths: Optional[Sequence[int]] = None) -> list[int]:
     """Per batch index of the lockstep shards (`shard_batches`, with the examples' `lengths` as `_score_local` gets
     them): the most decoder passes (`decoder_passes`) any rank's rank classification batch of that index runs —
@@ -234,10 +155,10 @@ def _lockstep_decoder_passes(examples: Sequence[_Example], batch_size: int, worl
             for same_index in zip(*shards)]
 
 
-def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, settings: EvalSettings,
+def _score_local(model, tokenizer, examples: Sequence[EvalExample], mode: str, settings: EvalSettings,
                  progress: Optional[Callable[[int], None]], task_id: Optional[int] = None, *, rank: int = 0,
                  world_size: int = 1, lockstep: bool = False, lengths: Optional[Sequence[int]] = None,
-                 truncation_side: str = "right", pick: Callable[[_Example, list[float]], int],
+                 truncation_side: str = "right", pick: Callable[[EvalExample, list[float]], int],
                  drops: Optional[CapacityDrops] = None) -> list[tuple[int, str, int, Optional[list[float]]]]:
     """(position, prediction text, chosen index or -1, choice scores) for each of this rank's `examples`
     (`shard_batches`: rank, rank + world_size, ...; batched longest first by their input `lengths` when given).
@@ -267,9 +188,9 @@ def _score_local(model, tokenizer, examples: Sequence[_Example], mode: str, sett
     return out
 
 
-def _score_batch(model, tokenizer, chunk: Sequence[_Example], mode: str, settings: EvalSettings,
+def _score_batch(model, tokenizer, chunk: Sequence[EvalExample], mode: str, settings: EvalSettings,
                  task_ids: Optional[list[int]], min_passes: int, truncation_side: str,
-                 pick: Callable[[_Example, list[float]], int], lockstep: bool
+                 pick: Callable[[EvalExample, list[float]], int], lockstep: bool
                  ) -> list[tuple[int, str, int, Optional[list[float]]]]:
     """`_score_local`'s outputs for one batch `chunk`."""
     if mode == "rank":
@@ -305,7 +226,7 @@ def long_answers(tokenizer, golds: Sequence[Sequence[str]], max_new_tokens: int)
     return len(too_long), max(too_long, default=0)
 
 
-def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) -> str:
+def _scoring_mode(requested: str, task, template, examples: Sequence[EvalExample]) -> str:
     has_choices = bool(examples) and all(e.answer_choices for e in examples)
     if requested == "rank" and examples and not has_choices:
         raise NoAnswerChoicesError(
@@ -316,7 +237,7 @@ def _scoring_mode(requested: str, task, template, examples: Sequence[_Example]) 
     return requested
 
 
-def _baselines(examples: Sequence[_Example], primary: str, key: str, incomplete_groups: Collection[str] = ()
+def _baselines(examples: Sequence[EvalExample], primary: str, key: str, incomplete_groups: Collection[str] = ()
                ) -> tuple[Optional[float], Optional[float]]:
     """(majority-class baseline, chance baseline), both on the primary metric's 0-100 scale, None where they
     do not apply.
@@ -358,7 +279,7 @@ def _baselines(examples: Sequence[_Example], primary: str, key: str, incomplete_
     return constant[primary][key] * spec.scale, chance
 
 
-def _chance(examples: Sequence[_Example], spec: MetricSpec) -> Optional[float]:
+def _chance(examples: Sequence[EvalExample], spec: MetricSpec) -> Optional[float]:
     if spec.chance == "zero":
         return 0.0
     if spec.chance == "uniform" and all(e.answer_choices for e in examples):
@@ -369,7 +290,7 @@ def _chance(examples: Sequence[_Example], spec: MetricSpec) -> Optional[float]:
     return None
 
 
-def _choice_scores(examples: Sequence[_Example]) -> Optional[list[list[float]]]:
+def _choice_scores(examples: Sequence[EvalExample]) -> Optional[list[list[float]]]:
     if examples and all(e.choice_scores is not None for e in examples):
         return [e.choice_scores for e in examples]
     return None
@@ -498,14 +419,14 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
 
 
 def _picker(protocol: Any, rows: datasets.Dataset, row_ids: Optional[Sequence[int]]
-            ) -> Callable[[_Example, list[float]], int]:
+            ) -> Callable[[EvalExample, list[float]], int]:
     """The choice rank classification picks for an example with these scores: `protocol.pick` given its source row's
     `pick_fields` (of `rows`, whose split indices are `row_ids`, default their positions; each field's column is read
     once, no row at all for a protocol that reads none)."""
     at = {index: position for position, index in enumerate(row_ids)} if row_ids is not None else None
     columns = {field: list(rows[field]) for field in protocol.pick_fields}
 
-    def pick(example: _Example, scores: list[float]) -> int:
+    def pick(example: EvalExample, scores: list[float]) -> int:
         position = example.row_index if at is None else at[example.row_index]
         return protocol.pick(scores, {field: values[position] for field, values in columns.items()})
 
