@@ -114,21 +114,6 @@ def test_rank_scoring_of_a_template_without_choices_says_to_use_generation(loade
                        progress=False)
 
 
-def test_majority_baseline_is_the_most_common_gold_position_for_per_example_choices():
-    from t2t_mtl.evaluation.rendered_examples import EvalExample
-    from t2t_mtl.evaluation.runner import _baselines
-
-    examples = [EvalExample(0, "q", "rain", ["sun", "rain"]), EvalExample(1, "q", "cold", ["hot", "cold"]),
-                EvalExample(2, "q", "up", ["up", "down", "left"])]
-    majority, chance = _baselines(examples, "accuracy", "accuracy")
-    assert majority == pytest.approx(100 * 2 / 3)  # "always the second option" is right twice
-    assert chance == pytest.approx(100 * (1 / 2 + 1 / 2 + 1 / 3) / 3)
-    # one label set in shuffled orders: the majority is the most common label, wherever it is listed
-    shuffled = [EvalExample(0, "q", "yes", ["yes", "no"]), EvalExample(1, "q", "yes", ["no", "yes"]),
-                EvalExample(2, "q", "no", ["no", "yes"])]
-    assert _baselines(shuffled, "accuracy", "accuracy")[0] == pytest.approx(100 * 2 / 3)
-
-
 def test_lockstep_decoder_passes_are_the_most_any_ranks_batch_of_that_index_runs():
     # ZeRO-3 ranks score their shards in the same decoder passes; 64 answer-choice rows make a pass
     from t2t_mtl.evaluation.rendered_examples import EvalExample
@@ -1312,23 +1297,6 @@ def test_metrics_that_cannot_score_a_template_error_when_declared_and_are_skippe
     markdown = to_markdown(report)
     assert "- hinted / words: spearmanr: the target 'bad' (row 0) is not a number" in markdown
     assert "- hinted / words: f1: binary F1 needs answer choices" in markdown
-
-
-def test_chance_is_on_the_primary_metrics_scale():
-    from t2t_mtl.evaluation.rendered_examples import EvalExample
-    from t2t_mtl.evaluation.runner import _baselines
-
-    cola = [EvalExample(i, "x", t, ["unacceptable", "acceptable"])
-            for i, t in enumerate(["acceptable", "unacceptable", "acceptable", "acceptable"])]
-    assert _baselines(cola, "matthews_correlation", "matthews_correlation") == (0.0, 0.0)  # constant: MCC 0
-    assert _baselines(cola, "accuracy", "accuracy") == (75.0, 50.0)
-    assert _baselines(cola, "squad", "f1")[1] is None
-    graded = [EvalExample(0, "x", "a", ["a", "b", "c"], [1.0, 0.5, 0.0]),
-              EvalExample(1, "x", "b", ["a", "b"], [0.0, 1.0])]
-    assert _baselines(graded, "multiple_choice_grade", "multiple_choice_grade")[1] == pytest.approx(
-        100 * (0.5 + 0.5) / 2)  # the mean target score of a random choice
-    numbers = [EvalExample(i, "x", t, []) for i, t in enumerate(["1.0", "2.5", "2.5"])]
-    assert _baselines(numbers, "pearsonr", "pearsonr") == (None, None)
 
 
 def test_reports_never_hold_nan(tmp_path):

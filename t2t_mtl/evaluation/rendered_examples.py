@@ -99,3 +99,10 @@ def render_examples(task: Task, template: Template, rows: datasets.Dataset, *, s
 def group_sizes(task: Task, rows: datasets.Dataset) -> collections.Counter[str]:
     """The number of rows of each group (the task's `group_by`) in `rows`."""
     return collections.Counter(task.group_key(row, index) for index, row in enumerate(rows))
+
+
+def choice_scores(examples: Sequence[EvalExample]) -> Optional[list[list[float]]]:
+    """Every example's per-choice target scores (`multiple_choice_grade`'s), or None unless each has them."""
+    if examples and all(e.choice_scores is not None for e in examples):
+        return [e.choice_scores for e in examples]
+    return None

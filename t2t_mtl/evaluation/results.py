@@ -11,7 +11,7 @@ class TemplateResult:
 
     `score` is the primary metric (`primary_metric`, the output `primary_key` of the first metric computed)
     on a 0-100 scale; `majority_baseline` is that metric for always predicting the most common target,
-    `chance_baseline` what random guessing scores on it (see `runner._baselines`), both `None` where they do
+    `chance_baseline` what random guessing scores on it (see `baselines.baselines`), both `None` where they do
     not apply. `unsupported_metrics` names promptsource metadata metrics with no shipped module;
     `skipped_metrics` maps metadata metrics that cannot score this template to the reason.
     `num_skipped` rows rendered no target (promptsource's skip case) or no input and `num_errors` rows failed to

@@ -14,12 +14,10 @@ task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_ro
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import statistics
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -27,14 +25,15 @@ from transformers import PreTrainedTokenizerBase
 
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.engine.distributed import join_gloo_group
+from t2t_mtl.evaluation.baselines import baselines
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.eval_settings import EvalSettings
 from t2t_mtl.evaluation.few_shot import Demonstrations, ShotsFit, demonstration_split, fit_prompts
 from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
-from t2t_mtl.evaluation.metrics import MetricSpec, UnknownMetricError, canonical_metric_name, metric_spec
+from t2t_mtl.evaluation.metrics import UnknownMetricError, canonical_metric_name, metric_spec
 from t2t_mtl.evaluation.rank_classification import decoder_passes, score_choices
 from t2t_mtl.evaluation.rank_gathers import RankGathers
-from t2t_mtl.evaluation.rendered_examples import EvalExample, group_sizes, render_examples
+from t2t_mtl.evaluation.rendered_examples import EvalExample, choice_scores, group_sizes, render_examples
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
 from t2t_mtl.evaluation.sharding import shard_batches
@@ -237,65 +236,6 @@ def _scoring_mode(requested: str, task, template, examples: Sequence[EvalExample
     return requested
 
 
-def _baselines(examples: Sequence[EvalExample], primary: str, key: str, incomplete_groups: Collection[str] = ()
-               ) -> tuple[Optional[float], Optional[float]]:
-    """(majority-class baseline, chance baseline), both on the primary metric's 0-100 scale, None where they
-    do not apply.
-
-    Majority class, scored with the task's primary metric: when every example has the same set of answer
-    choices (in any order), always answer the most common target; when the choices differ per example
-    (COPA's two alternatives), always answer the most common gold position ("always the second option");
-    without answer choices, always the most common target text. None for correlations (a constant prediction
-    has no correlation). Chance (`MetricSpec.chance`): the expected score of a uniformly random answer choice
-    for accuracy-like metrics (the mean of 1 / number of choices; of the choices' target scores for
-    multiple_choice_grade), 0 for Matthews correlation, None for other metrics.
-    """
-    if not examples:
-        return None, None
-    spec = metric_spec(primary)
-    targets = [e.targets for e in examples]
-    choices = [e.answer_choices for e in examples]
-    chance = _chance(examples, spec)
-    if not spec.majority:
-        return None, chance
-    if all(choices):
-        if len({frozenset(c) for c in choices}) == 1:
-            answer = collections.Counter(targets).most_common(1)[0][0]
-            chosen = [c.index(answer) for c in choices]
-        else:
-            gold = [c.index(t) if t in c else -1 for t, c in zip(targets, choices)]
-            counts = collections.Counter(g for g in gold if g >= 0)
-            position = counts.most_common(1)[0][0] if counts else 0
-            chosen = [position if position < len(c) else -1 for c in choices]
-        predictions = [c[k] if k >= 0 else "" for c, k in zip(choices, chosen)]
-        constant = score_predictions([primary], predictions, targets, choices, chosen=chosen,
-                                     choice_scores=_choice_scores(examples), references=[e.gold for e in examples],
-                                     groups=[e.group for e in examples], incomplete_groups=incomplete_groups)
-    else:
-        most_common = collections.Counter(targets).most_common(1)[0][0]
-        constant = score_predictions([primary], [most_common] * len(examples), targets, choices,
-                                     references=[e.gold for e in examples], groups=[e.group for e in examples],
-                                     incomplete_groups=incomplete_groups)
-    return constant[primary][key] * spec.scale, chance
-
-
-def _chance(examples: Sequence[EvalExample], spec: MetricSpec) -> Optional[float]:
-    if spec.chance == "zero":
-        return 0.0
-    if spec.chance == "uniform" and all(e.answer_choices for e in examples):
-        graded = spec.kind == "choice_scores"
-        per_example = [statistics.fmean(e.choice_scores) if graded and e.choice_scores is not None
-                       else 1.0 / len(e.answer_choices) for e in examples]
-        return spec.scale * statistics.fmean(per_example)
-    return None
-
-
-def _choice_scores(examples: Sequence[EvalExample]) -> Optional[list[list[float]]]:
-    if examples and all(e.choice_scores is not None for e in examples):
-        return [e.choice_scores for e in examples]
-    return None
-
-
 def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, task: Task, template: Template,
                       rows: datasets.Dataset, settings: EvalSettings, *, split: str,
                       rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
@@ -397,12 +337,12 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     try:
         result.metrics = score_predictions(metrics, predictions, [e.targets for e in examples],
                                            [e.answer_choices for e in examples], chosen=chosen,
-                                           choice_scores=_choice_scores(examples),
+                                           choice_scores=choice_scores(examples),
                                            references=[e.gold for e in examples],
                                            groups=[e.group for e in examples],
                                            incomplete_groups=rendered.incomplete_groups)
         if primary in metrics:
-            result.majority_baseline, result.chance_baseline = _baselines(examples, primary, key,
+            result.majority_baseline, result.chance_baseline = baselines(examples, primary, key,
                                                                           rendered.incomplete_groups)
     except ValueError as error:  # a metric module refused its inputs (e.g. a gold it cannot parse)
         raise EvaluationError(f"task {task.name!r} template {template.name!r}: {error}") from None
