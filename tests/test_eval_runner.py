@@ -12,7 +12,6 @@ import socket
 import statistics
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -29,7 +28,6 @@ from t2t_mtl.evaluation.few_shot import Demonstrations
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import score_choices
 from t2t_mtl.evaluation.rendered_examples import render_examples
-from t2t_mtl.evaluation.runner import default_split, preferred_split
 from t2t_mtl.model.moe import UNSEEN_TASK_ID, convert_to_moe, moe_blocks
 from t2t_mtl.tokenizer import load_tokenizer
 
@@ -154,16 +152,6 @@ def test_aggregates_median_mean_decascore_macro_and_comparison():
     # a task's example count is its largest template's (a template skipping rows scores fewer)
     sizes = [replace(_result("t", name, 50.0), num_examples=n) for name, n in (("x", 7), ("y", 10), ("z", 3))]
     assert summarize(EvalReport("m", sizes))["tasks"]["t"].num_examples == 10
-
-
-def test_the_default_evaluation_split_is_validation_else_test_else_the_last():
-    # a benchmark's test split is often unlabeled (GLUE's labels are -1): validation must win wherever both are listed,
-    # in any order; a preference for test, or for the first split listed, passed the suite
-    for splits, expected in ((["train", "test", "validation"], "validation"), (["test", "validation"], "validation"),
-                             (["train", "test"], "test"), (["train", "dev", "extra"], "extra"), (["train"], "train")):
-        assert preferred_split(splits) == expected, splits
-    assert default_split(SimpleNamespace(splits=["test", "train", "validation"])) == "validation"
-    assert default_split(SimpleNamespace(splits=None)) == "validation"
 
 
 def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():

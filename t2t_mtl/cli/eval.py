@@ -210,7 +210,7 @@ def check_rankable(names: Sequence[str], settings: Any, from_run: bool) -> None:
     evaluation section is checked): rank classification cannot score such a template."""
     if settings.scoring != "rank":
         return
-    from t2t_mtl.evaluation.runner import unrankable_message
+    from t2t_mtl.evaluation.selection import unrankable_message
 
     problem = unrankable_message(names, settings, "the run's evaluation.scoring rank" if from_run else "--scoring rank",
                                  "pass --scoring auto (rank where a template has choices, generation elsewhere) or "

@@ -159,7 +159,7 @@ def show_overlap(args: argparse.Namespace) -> int:
     """Print, per evaluated task, the rows sharing an n-gram with the mixture's training rows
     (`task_registry.overlap`)."""
     import task_registry
-    from t2t_mtl.evaluation.runner import default_split
+    from t2t_mtl.evaluation.selection import default_split
     from task_registry.overlap import find_overlap
 
     try:

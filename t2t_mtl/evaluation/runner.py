@@ -11,6 +11,10 @@ model, whose forward passes gather parameters collectively) every rank runs the 
 shorter shard with passes whose results are discarded. A model with task-conditioned layers (task-routed MoE,
 per-task LoRA) gets each example's task id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a
 task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_routing`; LoRA: the mean adapter).
+
+The settings are `eval_settings`', the split and templates scored `selection`'s (its `preferred_split`, `default_split`,
+`evaluated_templates` and `unrankable_message` are re-exported here, where `t2t_mtl.engine.validation` imports them
+from), the examples `rendered_examples`' and the baselines `baselines`'.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from t2t_mtl.evaluation.rank_gathers import RankGathers
 from t2t_mtl.evaluation.rendered_examples import EvalExample, choice_scores, group_sizes, render_examples
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
+from t2t_mtl.evaluation.selection import default_split, evaluated_templates, preferred_split, unrankable_message
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id
@@ -46,6 +51,10 @@ if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resol
 
     from task_registry.task import Task
     from task_registry.template import Template
+
+__all__ = ["applicable_metrics", "default_metrics", "default_split", "dist_info", "eval_protocol", "evaluate_tasks",
+           "evaluate_template", "evaluated_templates", "init_distributed_from_env", "input_lengths", "long_answers",
+           "preferred_split", "task_metrics", "unrankable_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,24 +77,6 @@ def init_distributed_from_env() -> tuple[int, int]:
     done with their shard wait for the others, go through the waiting group (`WAIT_TIMEOUT`)."""
     env = join_gloo_group()
     return env.rank, env.world_size
-
-
-def _task_templates(task) -> list:
-    templates = task.templates
-    return list(templates.values()) if isinstance(templates, Mapping) else list(templates)
-
-
-def preferred_split(splits: Sequence[str]) -> str:
-    """validation if among `splits` (at least one), else test, else the last of them."""
-    for split in ("validation", "test"):
-        if split in splits:
-            return split
-    return splits[-1]
-
-
-def default_split(task: Task) -> str:
-    """validation if the task has it, else test, else its last split (`preferred_split`)."""
-    return preferred_split(list(getattr(task, "splits", ()) or ("validation",)))
 
 
 def task_metrics(task: Task, template: Template) -> tuple[list[str], list[str]]:
@@ -413,57 +404,6 @@ def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_
                        "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
                        step, fit.cut, result.num_examples, shots, counted(fit.dropped, "demonstration"),
                        stated_limit, result.shots_fit_length, result.shots_fit_length)
-
-
-def evaluated_templates(task: Task, settings: EvalSettings) -> list[Template]:
-    """The templates of `task` that `settings` score: `settings.templates[task]` (else all), and of those, with
-    `original_task_only`, the ones whose metadata marks `original_task`. An `EvaluationError` names the task when a
-    named template is missing or none is left."""
-    templates = _task_templates(task)
-    wanted = (settings.templates or {}).get(task.name)
-    if wanted:
-        by_name = {t.name: t for t in templates}
-        missing = [w for w in wanted if w not in by_name]
-        if missing:
-            raise EvaluationError(f"task {task.name!r} has no template(s) {missing}; it has {sorted(by_name)}")
-        templates = [by_name[w] for w in wanted]
-    if settings.original_task_only:
-        original = [t for t in templates if getattr(getattr(t, "metadata", None), "original_task", None) is True]
-        if templates and not original:
-            raise EvaluationError(f"task {task.name!r}: none of its templates {[t.name for t in templates]} is marked "
-                                  f"original_task in its metadata, so original_task_only leaves nothing to score; "
-                                  f"mark the ones that ask for the task's own answer (metadata: "
-                                  f"{{original_task: true}}), or score every template (`eval --no-original-task`; "
-                                  f"in a config, evaluation.original_task_only: false)")
-        templates = original
-    if not templates:
-        raise EvaluationError(f"task {task.name!r} has no templates to evaluate")
-    return templates
-
-
-def unrankable_message(names: Sequence[str], settings: EvalSettings, scoring: str, instead: str) -> Optional[str]:
-    """Why rank scoring (`scoring`: where it was asked for) cannot score the tasks `names` (registered), naming each
-    template without `answer_choices` and ending with `instead` (the settings to use); None when each can be
-    ranked. The message of both eval's and a training config's refusals."""
-    import task_registry
-
-    problems = unrankable_templates([task_registry.get_task(name) for name in names], settings)
-    if not problems:
-        return None
-    return (f"{scoring} ranks each example's answer choices, and {'; '.join(problems)} have no answer_choices, so "
-            f"rank classification cannot score them; {instead}")
-
-
-def unrankable_templates(tasks: Sequence[Task], settings: EvalSettings) -> list[str]:
-    """'task NAME template(s) 'A', 'B'' for each of `tasks` whose templates, as `settings` select them, include one
-    without `answer_choices`, which `scoring: rank` cannot score (the runner refuses it only once it renders the
-    task's examples, after the model is loaded or trained)."""
-    problems = []
-    for task in tasks:
-        names = [t.name for t in evaluated_templates(task, settings) if t.answer_choices is None]
-        if names:
-            problems.append(f"task {task.name!r} template(s) {', '.join(map(repr, names))}")
-    return problems
 
 
 def _resolve_task(task):
