@@ -327,7 +327,7 @@ def test_builtins_register_again_after_an_isolated_registry_dropped_them():
 
 def test_conll2003_is_scored_by_entity_f1_over_its_own_target_format(real_tasks, shared_data_dir):
     from t2t_mtl.evaluation.metrics import compute_metric
-    from t2t_mtl.evaluation.runner import task_metrics
+    from t2t_mtl.evaluation.template_metrics import task_metrics
 
     task = real_tasks["conll2003"]
     for template in task.templates:
@@ -352,7 +352,7 @@ def test_conll2003_is_scored_by_entity_f1_over_its_own_target_format(real_tasks,
 
 
 def test_qa_tasks_score_against_every_gold_answer(real_tasks, shared_data_dir):
-    from t2t_mtl.evaluation.runner import task_metrics
+    from t2t_mtl.evaluation.template_metrics import task_metrics
 
     web, xquad = real_tasks["web_questions"], real_tasks["xquad_en"]
     raw_web = _first_raw_row(shared_data_dir, "web_questions", "test")
@@ -369,7 +369,7 @@ def test_qa_tasks_score_against_every_gold_answer(real_tasks, shared_data_dir):
 
 def test_multirc_is_scored_per_answer_and_per_question_as_superglue_does(real_tasks, shared_data_dir):
     from t2t_mtl.evaluation.rendered_examples import render_examples
-    from t2t_mtl.evaluation.runner import task_metrics
+    from t2t_mtl.evaluation.template_metrics import task_metrics
 
     task = real_tasks["super_glue_multirc"]
     for template in task.templates:

@@ -12,9 +12,10 @@ shorter shard with passes whose results are discarded. A model with task-conditi
 per-task LoRA) gets each example's task id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a
 task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_routing`; LoRA: the mean adapter).
 
-The settings are `eval_settings`', the split and templates scored `selection`'s (its `preferred_split`, `default_split`,
-`evaluated_templates` and `unrankable_message` are re-exported here, where `t2t_mtl.engine.validation` imports them
-from), the examples `rendered_examples`' and the baselines `baselines`'.
+This module runs the scoring; `eval_settings` holds the settings, `selection` picks each task's split and templates
+(its `preferred_split`, `default_split`, `evaluated_templates` and `unrankable_message` are re-exported here, where
+`t2t_mtl.engine.validation` imports them from), `template_metrics` their metrics, `rendered_examples` renders the
+examples and `baselines` computes what a score is compared with.
 """
 from __future__ import annotations
 
@@ -34,14 +35,15 @@ from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.eval_settings import EvalSettings
 from t2t_mtl.evaluation.few_shot import Demonstrations, ShotsFit, demonstration_split, fit_prompts
 from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
-from t2t_mtl.evaluation.metrics import UnknownMetricError, canonical_metric_name, metric_spec
+from t2t_mtl.evaluation.metrics import metric_spec
 from t2t_mtl.evaluation.rank_classification import decoder_passes, score_choices
 from t2t_mtl.evaluation.rank_gathers import RankGathers
 from t2t_mtl.evaluation.rendered_examples import EvalExample, choice_scores, group_sizes, render_examples
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
-from t2t_mtl.evaluation.scoring import metric_problem, score_predictions
+from t2t_mtl.evaluation.scoring import score_predictions
 from t2t_mtl.evaluation.selection import default_split, evaluated_templates, preferred_split, unrankable_message
 from t2t_mtl.evaluation.sharding import shard_batches
+from t2t_mtl.evaluation.template_metrics import applicable_metrics, task_metrics
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id
 from t2t_mtl.wording import counted
@@ -52,9 +54,8 @@ if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resol
     from task_registry.task import Task
     from task_registry.template import Template
 
-__all__ = ["applicable_metrics", "default_metrics", "default_split", "dist_info", "eval_protocol", "evaluate_tasks",
-           "evaluate_template", "evaluated_templates", "init_distributed_from_env", "input_lengths", "long_answers",
-           "preferred_split", "task_metrics", "unrankable_message"]
+__all__ = ["default_split", "dist_info", "eval_protocol", "evaluate_tasks", "evaluate_template", "evaluated_templates",
+           "init_distributed_from_env", "input_lengths", "long_answers", "preferred_split", "unrankable_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,61 +78,6 @@ def init_distributed_from_env() -> tuple[int, int]:
     done with their shard wait for the others, go through the waiting group (`WAIT_TIMEOUT`)."""
     env = join_gloo_group()
     return env.rank, env.world_size
-
-
-def task_metrics(task: Task, template: Template) -> tuple[list[str], list[str]]:
-    """(metrics to compute, metric names with no shipped module).
-
-    The task's `metrics` (an unknown one is an error), else the template's promptsource metadata metrics
-    (unknown ones such as "Other" are reported, not computed), else accuracy for a template with answer
-    choices and exact match otherwise (`default_metrics`).
-    """
-    declared = [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in (getattr(task, "metrics", ()) or ())]
-    if declared:
-        try:
-            return list(dict.fromkeys(canonical_metric_name(m) for m in declared)), []
-        except UnknownMetricError as error:
-            raise UnknownMetricError(f"task {task.name!r}: {error}") from None
-    metadata = getattr(template, "metadata", None)
-    known, unknown = [], []
-    for name in (getattr(metadata, "metrics", None) or []):
-        try:
-            known.append(canonical_metric_name(name))
-        except UnknownMetricError:
-            unknown.append(name)
-    if known:
-        return list(dict.fromkeys(known)), unknown
-    return default_metrics(template), unknown
-
-
-def default_metrics(template: Template) -> list[str]:
-    """Accuracy for a template with answer choices, exact match otherwise."""
-    return ["accuracy"] if template.answer_choices is not None else ["exact_match"]
-
-
-def applicable_metrics(task: Task, template: Template, metrics: Sequence[str], examples: Sequence[EvalExample]
-                       ) -> tuple[list[str], dict[str, str]]:
-    """(metrics to compute, {metric: why it is skipped}) for a template's rendered examples.
-
-    A metric that cannot score the examples (`scoring.metric_problem`: a non-numeric target under a
-    correlation, binary F1 without answer choices, ...) is an `EvaluationError` naming the task, template and
-    metric when the task declares it in `metrics` — a contract — and is skipped with its reason when it comes
-    from the template's promptsource metadata, a hint (promptsource's app_reviews lists Spearman correlation
-    on templates with text targets). When every metadata metric is skipped, the defaults are used.
-    """
-    declared = bool(getattr(task, "metrics", ()) or ())
-    targets, choices = [e.targets for e in examples], [e.answer_choices for e in examples]
-    rows = [e.row_index for e in examples]
-    skipped: dict[str, str] = {}
-    for metric in metrics:
-        problem = metric_problem(metric, targets, choices, rows=rows, groups=[e.group for e in examples])
-        if problem and declared:
-            raise EvaluationError(f"task {task.name!r} template {template.name!r}: metric {metric!r} cannot score "
-                                  f"it: {problem} (or drop {metric!r} from the task's metrics)")
-        if problem:
-            skipped[metric] = problem
-    kept = [m for m in metrics if m not in skipped]
-    return (kept or default_metrics(template)), skipped
 
 
 def _lockstep_decoder_passes(examples: Sequence[EvalExample], batch_size: int, world_size: int,
