@@ -1797,7 +1797,7 @@ def test_a_tokenizer_model_max_length_below_the_limits_draws_no_indexing_errors_
     # tokenizes the same texts without a word
     from t2t_mtl.data.few_shot import fit_demonstrations
     from t2t_mtl.evaluation.labels import target_labels
-    from t2t_mtl.evaluation.runner import input_lengths, long_answers
+    from t2t_mtl.evaluation.token_lengths import input_lengths, long_answers
 
     import copy
 

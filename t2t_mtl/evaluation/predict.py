@@ -26,7 +26,7 @@ from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.eval_settings import SCORING_MODES
 from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
-from t2t_mtl.evaluation.runner import input_lengths
+from t2t_mtl.evaluation.token_lengths import input_lengths
 from t2t_mtl.model.moe import batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import routing_task_id
 

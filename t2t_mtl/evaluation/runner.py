@@ -15,7 +15,8 @@ task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_ro
 This module runs the scoring; `eval_settings` holds the settings, `selection` picks each task's split and templates
 (its `preferred_split`, `default_split`, `evaluated_templates` and `unrankable_message` are re-exported here, where
 `t2t_mtl.engine.validation` imports them from), `template_metrics` their metrics, `rendered_examples` renders the
-examples and `baselines` computes what a score is compared with.
+examples, `token_lengths` measures the inputs and answers warned of, and `baselines` computes what a score is
+compared with.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from t2t_mtl.evaluation.scoring import score_predictions
 from t2t_mtl.evaluation.selection import default_split, evaluated_templates, preferred_split, unrankable_message
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.evaluation.template_metrics import applicable_metrics, task_metrics
+from t2t_mtl.evaluation.token_lengths import input_lengths, long_answers
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id
 from t2t_mtl.wording import counted
@@ -55,7 +57,7 @@ if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resol
     from task_registry.template import Template
 
 __all__ = ["default_split", "dist_info", "eval_protocol", "evaluate_tasks", "evaluate_template", "evaluated_templates",
-           "init_distributed_from_env", "input_lengths", "long_answers", "preferred_split", "unrankable_message"]
+           "init_distributed_from_env", "preferred_split", "unrankable_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,25 +143,6 @@ def _score_batch(model, tokenizer, chunk: Sequence[EvalExample], mode: str, sett
                            max_input_length=settings.max_input_length, task_ids=task_ids,
                            synced_gpus=lockstep, truncation_side=truncation_side)
     return [(e.position, text, -1, None) for e, text in zip(chunk, texts)]
-
-
-def input_lengths(tokenizer, inputs: Sequence[str]) -> list[int]:
-    """The number of tokens of each of `inputs`, special tokens included (longer than the input limit: truncated by
-    scoring; not longer than the tokenizer's model_max_length, which T5's relative positions do not have, so
-    transformers' warning of it is not asked for)."""
-    return [len(ids) for ids in tokenizer(list(inputs), verbose=False)["input_ids"]] if inputs else []
-
-
-def long_answers(tokenizer, golds: Sequence[Sequence[str]], max_new_tokens: int) -> tuple[int, int]:
-    """(how many examples have no gold answer of at most `max_new_tokens` tokens, special tokens not counted —
-    generation stops there, so it cannot write one of them whole —, the tokens of the longest of their shortest
-    answers: the limit that lets every example's shortest answer be written; 0 when all fit)."""
-    texts = [text for answers in golds for text in answers]
-    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
-    lengths = iter([len(row) for row in ids])
-    shortest = [min(next(lengths) for _ in answers) for answers in golds if answers]
-    too_long = [length for length in shortest if length > max_new_tokens]
-    return len(too_long), max(too_long, default=0)
 
 
 def _scoring_mode(requested: str, task, template, examples: Sequence[EvalExample]) -> str:
