@@ -40,6 +40,7 @@ import torch
 
 from t2t_mtl.engine.deepspeed_config import RunSchedule
 from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
+from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -391,9 +392,17 @@ def _load_file(path: Path, mmap: bool = False) -> Any:
 
 
 def check_loadable(path: Path) -> None:
-    """CheckpointError naming `path` where torch cannot load it (missing, cut short, foreign), without reading its
-    tensors (memory-mapped, as torch maps its zip format; a file in its legacy format is read)."""
-    _load_file(path, mmap=zipfile.is_zipfile(path))
+    """CheckpointError naming `path` where torch cannot load it (missing, cut short, foreign), without unpickling its
+    tensors (memory-mapped, as torch maps its zip format; a file in its legacy format is read), or where a file in
+    torch's zip format is damaged inside (`torch_file_integrity.check_intact`: a record's header, or its data against
+    the CRC-32 torch recorded at save, which reads the whole file)."""
+    zipped = zipfile.is_zipfile(path)
+    _load_file(path, mmap=zipped)
+    if zipped:
+        try:
+            check_intact(path)
+        except (DamagedFileError, OSError) as err:
+            raise CheckpointError(f"{path} is damaged ({err}); {CORRUPT_HINT}") from None
 
 
 def _error_detail(err: Exception) -> str:

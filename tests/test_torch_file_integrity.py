@@ -1,0 +1,115 @@
+"""Damage inside a checkpoint's torch file that still opens (`t2t_mtl.engine.torch_file_integrity`, through
+`checkpoint.check_loadable`): a block of zeros or a flipped bit in a record's data loads in torch without an error, and
+a zeroed record header passes torch's memory-mapped load but fails its full read (DeepSpeed's); each is refused naming
+the file and the record, where the file as torch wrote it passes."""
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.serialization import config as serialization_config
+
+from t2t_mtl.engine.checkpoint import CheckpointError, check_loadable
+
+HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume <run>/checkpoints/step-N) or "
+        "remove it")
+
+
+def _saved(path: Path, **kwargs) -> dict:
+    """A state as DeepSpeed's files hold it (tensors beside plain values), saved with torch.save at `path`."""
+    state = {"module": {"w": torch.arange(4096, dtype=torch.float32), "b": torch.ones(7)}, "step": 3}
+    torch.save(state, path, **kwargs)
+    return state
+
+
+def _record(path: Path, name: str) -> tuple:
+    """(the offset of record `name`'s local header, of its data, its size) in torch zip file `path`."""
+    info = next(i for i in zipfile.ZipFile(path).infolist() if i.filename.endswith(name))
+    raw = path.read_bytes()
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    return info.header_offset, info.header_offset + 30 + name_length + extra_length, info.file_size
+
+
+def _overwrite(path: Path, offset: int, data: bytes) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + len(data)] = data
+    path.write_bytes(bytes(raw))
+
+
+def _w_record(path: Path) -> str:
+    """The zip name of the record holding the tensor `w` of `_saved` (its storage's key, read by torch.load)."""
+    key = torch.load(path, mmap=True, weights_only=False)["module"]["w"].untyped_storage()
+    sizes = {i.filename: i.file_size for i in zipfile.ZipFile(path).infolist()}
+    return next(name for name, size in sizes.items() if "/data/" in name and size == key.nbytes())
+
+
+def test_a_file_as_torch_wrote_it_passes_with_or_without_its_crc32s(tmp_path):
+    _saved(tmp_path / "crc.pt")
+    check_loadable(tmp_path / "crc.pt")
+    saving = serialization_config.save.compute_crc32
+    serialization_config.save.compute_crc32 = False
+    try:
+        _saved(tmp_path / "no_crc.pt")
+    finally:
+        serialization_config.save.compute_crc32 = saving
+    assert {i.CRC for i in zipfile.ZipFile(tmp_path / "no_crc.pt").infolist()} == {0}
+    check_loadable(tmp_path / "no_crc.pt")
+    _saved(tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # (no zip: torch reads it whole)
+    check_loadable(tmp_path / "legacy.pt")
+
+
+@pytest.mark.parametrize("damage", ["zeros", "bit flip"])
+def test_data_damaged_inside_a_file_that_still_loads_is_refused_naming_the_file_and_the_record(tmp_path, damage):
+    path = tmp_path / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    state = _saved(path)
+    record = _w_record(path)
+    _, start, size = _record(path, record)
+    if damage == "zeros":  # (a block a copy or a disk lost)
+        _overwrite(path, start + size // 4, bytes(size // 2))
+    else:
+        _overwrite(path, start + 2001, bytes([path.read_bytes()[start + 2001] ^ 0x08]))
+    for mmap in (True, False):  # torch loads it without a word, other weights than were saved (the damage)
+        loaded = torch.load(path, mmap=mmap, weights_only=False)
+        assert not torch.equal(loaded["module"]["w"], state["module"]["w"])
+    with pytest.raises(CheckpointError) as refused:
+        check_loadable(path)
+    assert str(refused.value) == (f"{path} is damaged (record {record} does not match the CRC-32 torch recorded for "
+                                  f"it at save: its data changed after it was written); {HINT}")
+
+
+def test_a_zeroed_record_header_that_the_memory_mapped_load_passes_is_refused_naming_it(tmp_path):
+    # torch's memory-mapped load (what check_loadable tried) reads no record header; its full read, DeepSpeed's,
+    # fails on it: on a file one rank reads alone, that rank stopped alone inside DeepSpeed's load
+    path = tmp_path / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    _saved(path)
+    record = _w_record(path)
+    header, _, _ = _record(path, record)
+    _overwrite(path, header, bytes(30))
+    torch.load(path, mmap=True, weights_only=False)
+    with pytest.raises(RuntimeError, match="invalid header or archive is corrupted"):
+        torch.load(path, weights_only=False)
+    with pytest.raises(CheckpointError) as refused:
+        check_loadable(path)
+    assert str(refused.value) == f"{path} is damaged (record {record} has no local header at offset {header}); {HINT}"
+
+
+def test_a_record_header_naming_another_record_or_data_past_the_records_is_refused(tmp_path):
+    path = tmp_path / "model_states.pt"
+    _saved(path)
+    record = _w_record(path)
+    header, _, _ = _record(path, record)
+    raw = path.read_bytes()
+    renamed = raw[header + 30:header + 30 + len(record)].replace(b"data/", b"dat_/")
+    _overwrite(path, header + 30, renamed)
+    with pytest.raises(CheckpointError, match=f"the local header of record {record} names another record"):
+        check_loadable(path)
+    path.write_bytes(raw)
+    size = _record(path, record)[2]  # its data pushed past the zip directory, not past the file's end,
+    directory = zipfile.ZipFile(path).start_dir  # which torch's memory-mapped load passes
+    _overwrite(path, header + 28, struct.pack("<H", directory - (header + 30 + len(record)) - size + 1))
+    torch.load(path, mmap=True, weights_only=False)
+    with pytest.raises(CheckpointError, match=f"record {record} runs past the zip directory"):
+        check_loadable(path)
