@@ -46,6 +46,25 @@ def test_a_resume_reads_no_own_deepspeed_file_at_stage_0_nor_through_the_univers
     assert own_files(tmp_path, {"zero_stage": 0, "world_size": 2}, 0, 1, universal=False) == []
 
 
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_the_files_every_rank_reads_are_the_trainer_state_the_module_state_below_zero3_and_old_ranks_files(
+        tmp_path, stage):
+    # DeepSpeed's engine names the module state every rank loads at ZeRO 0-2 (the reference); at ZeRO-3 each its own
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    from t2t_mtl.engine.checkpoint import DS_TAG, rank_file
+    from t2t_mtl.engine.own_checkpoint_files import shared_files
+
+    engine = SimpleNamespace(checkpoint_mp_rank=0, zero_optimization_partition_weights=lambda: False)
+    module = [Path(DeepSpeedEngine._get_ckpt_name(engine, str(tmp_path), DS_TAG))] if stage < 3 else []
+    trainer_state = tmp_path / "trainer_state.pt"
+    meta = {"zero_stage": stage, "world_size": 2}
+    assert shared_files(tmp_path, meta, 2, universal=False) == [trainer_state, *module]
+    # (through the universal format no module state is read; another world size reads every old rank's file)
+    assert shared_files(tmp_path, meta, 1, universal=True) == [trainer_state, rank_file(tmp_path, 0),
+                                                               rank_file(tmp_path, 1)]
+
+
 def _ranks_env(rank: int, port: int) -> dict:
     return {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_SIZE": "2",
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
@@ -237,3 +256,42 @@ def test_a_ranks_file_of_the_best_checkpoint_it_cannot_read_stops_both_ranks_aft
     assert results == [_others_message(ckpt, ZERO2_FILES),
                        f"CheckpointError: {ckpt / 'rank_00001.pt'} cannot be read (OSError: rank 1 cannot read its "
                        f"rank file); {HINT}"]
+
+
+def _zeroed_inside(path: Path) -> str:
+    """Zero the middle half of torch file `path`'s largest tensor record, as a copy or a disk that lost a block
+    leaves it (the file still opens and loads); returns the record's name."""
+    import struct
+    import zipfile
+
+    info = max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + sum(struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30]))
+    raw[start + info.file_size // 4:start + 3 * info.file_size // 4] = bytes(info.file_size // 2)
+    path.write_bytes(bytes(raw))
+    return info.filename
+
+
+@pytest.mark.slow
+def test_an_optimizer_partition_of_one_rank_damaged_inside_stops_both_ranks_naming_it(runs):
+    """Zeros inside rank 1's ZeRO-2 optimizer partition (its file still loads). Was: both ranks resumed and trained
+    on, rank 1 from the damaged optimizer state."""
+    cfg, ckpt = _damaged_copy(runs, 2, "zero2_zeros")
+    partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    record = _zeroed_inside(partition)
+    results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
+    assert results == [_others_message(ckpt, ZERO2_FILES),
+                       f"CheckpointError: {partition} is damaged (record {record} does not match the CRC-32 torch "
+                       f"recorded for it at save: its data changed after it was written); {HINT}"]
+
+
+@pytest.mark.slow
+def test_a_module_state_every_rank_reads_damaged_inside_stops_each_rank_naming_it(runs):
+    """Zeros inside the ZeRO-2 module state (mp_rank_00_model_states.pt, which every rank loads). Was: both ranks
+    resumed from the damaged weights and trained on."""
+    cfg, ckpt = _damaged_copy(runs, 2, "zero2_module_zeros")
+    states = ckpt / "ds" / "mp_rank_00_model_states.pt"
+    record = _zeroed_inside(states)
+    results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
+    assert results == [f"CheckpointError: {states} is damaged (record {record} does not match the CRC-32 torch "
+                       f"recorded for it at save: its data changed after it was written); {HINT}"] * 2

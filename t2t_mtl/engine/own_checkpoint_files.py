@@ -1,13 +1,15 @@
-"""The files of a checkpoint that each rank reads alone, checked on every rank before DeepSpeed's load: a resume's,
-before DeepSpeed starts, and the best checkpoint's after training (`training.keep_best`).
+"""The files of a checkpoint that each rank reads, checked on every rank before DeepSpeed's load: a resume's, before
+DeepSpeed starts, and the best checkpoint's after training (`training.keep_best`).
 
 A rank meeting an unusable file of its own (its ZeRO-3 module state, its optimizer partition, its data positions)
 inside DeepSpeed's load stopped alone: the others went on into the load's collectives or the first step and ended by
 the launcher's kill or a gloo 'Connection closed by peer' traceback, or, under a launcher watching its own node only,
-waited for it. `check_own_files` has each rank try its own files as the load will find them (memory-mapped: a missing,
-cut short or foreign file fails; no tensor is read) before the load, and the ranks agree (`failed_ranks`):
-the rank that met the problem raises its error, naming the file, and every other rank a CheckpointError naming that
-rank and its files.
+waited for it; a file damaged inside (zeros where a copy or a disk lost data, a flipped bit) loaded without a word.
+`check_own_files` has each rank try its own files and those every rank reads as the load will find them
+(`check_loadable`: a missing, cut short or foreign file fails, and a file in torch's zip format whose records do not
+match the CRC-32s torch recorded at save) before the load, and the ranks agree (`failed_ranks`): the rank that met
+the problem raises its error, naming the file, and every other rank a CheckpointError naming that rank and its own
+files.
 """
 from __future__ import annotations
 
@@ -37,18 +39,33 @@ def own_files(ckpt: Path, meta: Mapping[str, Any], rank: int, world_size: int, u
     return files
 
 
+def shared_files(ckpt: Path, meta: Mapping[str, Any], world_size: int, universal: bool) -> List[Path]:
+    """The files of checkpoint `ckpt` (`meta`) that every rank of a resume on `world_size` ranks reads: its trainer
+    state; in DeepSpeed's own format (`universal` false) at ZeRO 0-2, the module state; under another world size,
+    every old rank's data positions (`load_rank_states`)."""
+    stage, ckpt = int(meta["zero_stage"]), Path(ckpt)
+    files = [ckpt / "trainer_state.pt"]
+    if not universal and stage < 3:
+        files.append(module_state_file(ckpt, stage, 0))
+    if int(meta["world_size"]) != world_size:
+        files += [rank_file(ckpt, rank) for rank in range(int(meta["world_size"]))]
+    return files
+
+
 def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal: bool,
                     unfilled_model: Optional[torch.nn.Module] = None) -> None:
     """Collective (every rank calls it before DeepSpeed's load; on a resume, before DeepSpeed starts): refuse on every
     rank a load of checkpoint `ckpt` (`meta`, through the universal format where `universal`) of which a rank cannot
-    load one of its `own_files`, or whose module state that rank loads lacks a tensor of `unfilled_model` (the model
-    built for a load that fills every tensor, `check_load_fills`; None: not checked). That rank raises its
-    CheckpointError (naming the file), the others a CheckpointError naming the ranks and their files."""
+    load one of its `own_files` or of the `shared_files` (each rank tries them: its own view of them), or whose module
+    state that rank loads lacks a tensor of `unfilled_model` (the model built for a load that fills every tensor,
+    `check_load_fills`; None: not checked). That rank raises its CheckpointError (naming the file), the others a
+    CheckpointError naming the ranks and their own files."""
     error = None
     try:
         if unfilled_model is not None:
             check_load_fills(unfilled_model, ckpt, int(meta["zero_stage"]), env.rank)
-        for path in own_files(ckpt, meta, env.rank, env.world_size, universal):
+        for path in [*own_files(ckpt, meta, env.rank, env.world_size, universal),
+                     *shared_files(ckpt, meta, env.world_size, universal)]:
             check_loadable(path)
     except CheckpointError as err:
         error = err
