@@ -233,6 +233,9 @@ def test_the_best_checkpoint_is_evaluated_unless_missing_or_of_another_world_siz
     assert capsys.readouterr().out == (f"{best_of} was written with another world size; evaluate it with t2t-mtl eval "
                                        f"--checkpoint {best}\n")
     assert load(best, 1, other_rank) == 10 and capsys.readouterr().out == ""  # (rank 0 alone says it)
+    (best / "ds").mkdir(parents=True)  # (what the load reads, tried first: `check_own_files`)
+    for read in (best / "trainer_state.pt", best / "ds" / "mp_rank_00_model_states.pt"):
+        torch.save({}, read)
     assert load(best, 0) == 4 and loaded == [best]  # stage 0: whole weights, loaded on any world size
     assert capsys.readouterr().out == (f"evaluating the best checkpoint {best} (step 4, mean val_loss 0.5000), not "
                                        f"the final step's model (training.keep_best)\n")

@@ -480,6 +480,20 @@ def test_the_rank_states_of_every_rank_are_loaded_in_rank_order(tmp_path):
         ck.load_rank_states(tmp_path, 3)
 
 
+def test_an_old_ranks_state_damaged_inside_is_refused_naming_it(tmp_path):
+    # was: a resume under another world size loaded every old rank's file after DeepSpeed's load unchecked, and zeros
+    # inside one (a copy that stopped, a disk that lost a block) gave other RNG states without a word
+    for rank in range(2):
+        torch.save({"rng": torch.arange(64, dtype=torch.uint8) + rank}, tmp_path / f"rank_0000{rank}.pt")
+    damaged = tmp_path / "rank_00001.pt"
+    damaged.write_bytes(damaged.read_bytes().replace(bytes(range(1, 65)), bytes(64)))
+    assert torch.load(damaged)["rng"].sum() == 0  # (torch loads it)
+    with pytest.raises(ck.CheckpointError) as refused:
+        ck.load_rank_states(tmp_path, 2)
+    assert str(refused.value) == (f"{damaged} is damaged (record rank_00001/data/0 does not match the CRC-32 torch "
+                                  f"recorded for it at save: its data changed after it was written); {ck.CORRUPT_HINT}")
+
+
 def test_resharded_streams_deal_the_rows_the_old_ranks_held_untrained_first():
     # 8 rows on 2 ranks: rank 0 drew positions 0 and 2 of epoch 0, rank 1 positions 1 and 3, and each batch builder
     # still holds its second row. Rank 1 of 3 new ranks takes every third row of [2, 3, 4, 5, 6, 7] (positions)

@@ -47,22 +47,19 @@ def test_a_resume_reads_no_own_deepspeed_file_at_stage_0_nor_through_the_univers
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_the_files_every_rank_reads_are_the_trainer_state_the_module_state_below_zero3_and_old_ranks_files(
-        tmp_path, stage):
+def test_the_files_every_rank_reads_are_the_trainer_state_and_the_module_state_below_zero3(tmp_path, stage):
     # DeepSpeed's engine names the module state every rank loads at ZeRO 0-2 (the reference); at ZeRO-3 each its own
     from deepspeed.runtime.engine import DeepSpeedEngine
 
-    from t2t_mtl.engine.checkpoint import DS_TAG, rank_file
+    from t2t_mtl.engine.checkpoint import DS_TAG
     from t2t_mtl.engine.own_checkpoint_files import shared_files
 
     engine = SimpleNamespace(checkpoint_mp_rank=0, zero_optimization_partition_weights=lambda: False)
     module = [Path(DeepSpeedEngine._get_ckpt_name(engine, str(tmp_path), DS_TAG))] if stage < 3 else []
     trainer_state = tmp_path / "trainer_state.pt"
-    meta = {"zero_stage": stage, "world_size": 2}
-    assert shared_files(tmp_path, meta, 2, universal=False) == [trainer_state, *module]
-    # (through the universal format no module state is read; another world size reads every old rank's file)
-    assert shared_files(tmp_path, meta, 1, universal=True) == [trainer_state, rank_file(tmp_path, 0),
-                                                               rank_file(tmp_path, 1)]
+    assert shared_files(tmp_path, {"zero_stage": stage}, universal=False) == [trainer_state, *module]
+    # (through the universal format no module state is read)
+    assert shared_files(tmp_path, {"zero_stage": stage}, universal=True) == [trainer_state]
 
 
 def _ranks_env(rank: int, port: int) -> dict:
@@ -295,3 +292,4 @@ def test_a_module_state_every_rank_reads_damaged_inside_stops_each_rank_naming_i
     results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
     assert results == [f"CheckpointError: {states} is damaged (record {record} does not match the CRC-32 torch "
                        f"recorded for it at save: its data changed after it was written); {HINT}"] * 2
+

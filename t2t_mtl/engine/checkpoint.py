@@ -512,5 +512,7 @@ def optimizer_partition_file(ckpt: Path, rank: int, precision: str) -> Path:
 
 def load_rank_states(ckpt: Path, world_size: int) -> list:
     """The per-rank states (`rank_file`) of all `world_size` ranks that wrote checkpoint `ckpt`; CheckpointError
-    naming a missing or corrupt one."""
+    naming a missing, corrupt or damaged one (`check_loadable`)."""
+    for rank in range(world_size):
+        check_loadable(rank_file(ckpt, rank))
     return [_load_file(rank_file(ckpt, rank)) for rank in range(world_size)]

@@ -39,16 +39,13 @@ def own_files(ckpt: Path, meta: Mapping[str, Any], rank: int, world_size: int, u
     return files
 
 
-def shared_files(ckpt: Path, meta: Mapping[str, Any], world_size: int, universal: bool) -> List[Path]:
-    """The files of checkpoint `ckpt` (`meta`) that every rank of a resume on `world_size` ranks reads: its trainer
-    state; in DeepSpeed's own format (`universal` false) at ZeRO 0-2, the module state; under another world size,
-    every old rank's data positions (`load_rank_states`)."""
-    stage, ckpt = int(meta["zero_stage"]), Path(ckpt)
-    files = [ckpt / "trainer_state.pt"]
-    if not universal and stage < 3:
-        files.append(module_state_file(ckpt, stage, 0))
-    if int(meta["world_size"]) != world_size:
-        files += [rank_file(ckpt, rank) for rank in range(int(meta["world_size"]))]
+def shared_files(ckpt: Path, meta: Mapping[str, Any], universal: bool) -> List[Path]:
+    """The files of checkpoint `ckpt` (`meta`) that every rank's load reads: its trainer state and, in DeepSpeed's own
+    format (`universal` false) at ZeRO 0-2, the module state. (Under another world size a resume reads every old
+    rank's data positions after the load, every rank alike: `load_rank_states` checks them.)"""
+    files = [Path(ckpt) / "trainer_state.pt"]
+    if not universal and int(meta["zero_stage"]) < 3:
+        files.append(module_state_file(ckpt, int(meta["zero_stage"]), 0))
     return files
 
 
@@ -65,7 +62,7 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
         if unfilled_model is not None:
             check_load_fills(unfilled_model, ckpt, int(meta["zero_stage"]), env.rank)
         for path in [*own_files(ckpt, meta, env.rank, env.world_size, universal),
-                     *shared_files(ckpt, meta, env.world_size, universal)]:
+                     *shared_files(ckpt, meta, universal)]:
             check_loadable(path)
     except CheckpointError as err:
         error = err
