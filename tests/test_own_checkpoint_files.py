@@ -293,3 +293,66 @@ def test_a_module_state_every_rank_reads_damaged_inside_stops_each_rank_naming_i
     assert results == [f"CheckpointError: {states} is damaged (record {record} does not match the CRC-32 torch "
                        f"recorded for it at save: its data changed after it was written); {HINT}"] * 2
 
+
+@pytest.mark.parametrize("zero, checkpoint, index", [
+    ({"stage": 3, "offload_optimizer": {"device": "nvme", "nvme_path": "/nvme"}}, {}, 5),
+    ({"stage": "3", "offload_optimizer": {"device": "nvme", "nvme_path": "/nvme"}}, {"use_node_local_storage": True},
+     1),
+    ({"stage": 3, "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "nvme", "nvme_path": "/n"}},
+     {}, None),
+    ({"stage": 2, "offload_optimizer": {"device": "nvme", "nvme_path": "/nvme"}}, {}, None),
+    ({"stage": 3}, {}, None),
+])
+def test_the_folder_of_a_ranks_optimizer_offloaded_to_nvme_is_the_one_deepspeeds_load_copies(tmp_path, zero,
+                                                                                            checkpoint, index):
+    # read in DeepSpeed 0.19.8's engine (no aio here to run it): where its ZeRO-3 optimizer swaps to NVMe, its load
+    # copies <tag>/offloaded_tensors/rank + dp_index_to_str(the local rank under checkpoint.use_node_local_storage,
+    # else the global rank); ZeRO-1/2 swap no optimizer
+    from deepspeed.checkpoint.ds_to_universal import dp_index_to_str
+
+    from t2t_mtl.engine.distributed import DistEnv
+    from t2t_mtl.engine.own_checkpoint_files import nvme_offload_folder, nvme_offload_index
+
+    env = DistEnv(rank=5, world_size=8, local_rank=1, device=torch.device("cpu"), backend="gloo")
+    assert nvme_offload_index({"zero_optimization": zero, "checkpoint": checkpoint}, env) == index
+    assert nvme_offload_folder(tmp_path, 5) == tmp_path / "ds" / "offloaded_tensors" / f"rank{dp_index_to_str(5)}"
+
+
+def _check_worker(rank: int, port: int, ckpt: str, out: str) -> None:
+    """Rank `rank` of two checking the ZeRO-3 checkpoint `ckpt`'s files with its optimizer offloaded to NVMe."""
+    from t2t_mtl.engine.checkpoint import read_meta
+    from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.engine.own_checkpoint_files import check_own_files
+
+    os.environ.update(_ranks_env(rank, port))
+    env = init_distributed()
+    try:
+        check_own_files(Path(ckpt), read_meta(Path(ckpt)), env, universal=False, nvme_index=env.rank)
+        result = "checked"
+    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
+        result = f"{type(err).__name__}: {err}"
+    Path(f"{out}.{rank}").write_text(result)
+
+
+@pytest.mark.slow
+def test_a_ranks_missing_folder_of_optimizer_state_offloaded_to_nvme_stops_both_ranks_naming_it(tmp_path):
+    """Read in DeepSpeed's load (no aio here to run it): each rank copies its folder back after loading its module
+    state, inside the load's ZeRO-3 collectives; a missing one raised FileNotFoundError on that rank alone."""
+    import json
+
+    from t2t_mtl.engine.checkpoint import optimizer_partition_file, rank_file
+    from t2t_mtl.engine.resumed_model import module_state_file
+
+    ckpt = tmp_path / "step-00000001"
+    (ckpt / "ds" / "offloaded_tensors" / "rank00").mkdir(parents=True)  # (rank 1's is missing)
+    for path in [ckpt / "trainer_state.pt", *(f(r) for r in (0, 1) for f in (
+            lambda r: module_state_file(ckpt, 3, r), lambda r: optimizer_partition_file(ckpt, r, "fp32"),
+            lambda r: rank_file(ckpt, r)))]:
+        torch.save({}, path)
+    (ckpt / "meta.json").write_text(json.dumps({"zero_stage": 3, "precision": "fp32", "world_size": 2}))
+    port = free_port()
+    forked_ranks(_check_worker, [(rank, port, str(ckpt), str(tmp_path / "result")) for rank in (0, 1)], timeout=120)
+    assert [(tmp_path / f"result.{rank}").read_text() for rank in (0, 1)] == [
+        _others_message(ckpt, ZERO3_FILES + ", its folder in ds/offloaded_tensors"),
+        f"CheckpointError: {ckpt / 'ds' / 'offloaded_tensors' / 'rank01'} (the optimizer state rank 1 offloaded to "
+        f"NVMe) is missing; {HINT}"]

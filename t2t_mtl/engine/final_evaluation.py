@@ -16,12 +16,13 @@ from t2t_mtl.wording import counted
 
 
 def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestValidation, env: DistEnv,
-                             final_step: int) -> int:
+                             final_step: int, nvme_index: Optional[int] = None) -> int:
     """Load the best checkpoint (`training.keep_best`) into the engine for the after-training evaluations;
     returns the step whose weights the engine now holds. A best written under another world size (before a
     resume on more or fewer ranks) would need DeepSpeed's universal loading, set up only at start-up: the
     final weights stay, with a message saying how to evaluate the best one. A rank that cannot use its own files of
-    the best checkpoint stops every rank (`check_own_files`)."""
+    the best checkpoint (`nvme_index`: its folder of optimizer state offloaded to NVMe) stops every rank
+    (`check_own_files`)."""
     value = f"mean {best_val.metric} {best_val.value:.4f}"
     why, meta = None, ckpt_io.read_meta(best) if best is not None else None
     if meta is None:
@@ -32,7 +33,8 @@ def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestVa
         if env.is_main:
             print(f"evaluating the final model: the best checkpoint (step {best_val.step}, {value}) {why}", flush=True)
         return final_step
-    check_own_files(best, meta, env, universal=False)  # (a rank stopping alone in the load left the others going)
+    # (a rank stopping alone in the load left the others going)
+    check_own_files(best, meta, env, universal=False, nvme_index=nvme_index)
     ckpt_io.load_checkpoint(engine, best, env)
     if env.is_main:
         print(f"evaluating the best checkpoint {best} (step {best_val.step}, {value}), not the final step's "

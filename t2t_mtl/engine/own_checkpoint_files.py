@@ -18,8 +18,9 @@ from typing import Any, List, Mapping, Optional
 
 import torch
 
-from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, CheckpointError, check_loadable, optimizer_partition_file,
+from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, DS_TAG, CheckpointError, check_loadable, optimizer_partition_file,
                                       rank_file)
+from t2t_mtl.engine.deepspeed_config import json_zero_stage, zero_setting
 from t2t_mtl.engine.distributed import DistEnv, failed_ranks, failed_ranks_wording
 from t2t_mtl.engine.resumed_model import check_load_fills, module_state_file
 
@@ -49,14 +50,32 @@ def shared_files(ckpt: Path, meta: Mapping[str, Any], universal: bool) -> List[P
     return files
 
 
+def nvme_offload_index(ds_config: Mapping[str, Any], env: DistEnv) -> Optional[int]:
+    """The index of the `nvme_offload_folder` that DeepSpeed's load copies back into this rank's swap folder under
+    `ds_config`: its local rank under `checkpoint.use_node_local_storage`, else its global rank (DeepSpeed's engine);
+    None where the config offloads no optimizer to NVMe at ZeRO-3 (DeepSpeed swaps an optimizer at ZeRO-3 alone)."""
+    offload = zero_setting(ds_config, "offload_optimizer")
+    if json_zero_stage(ds_config) != 3 or getattr(offload, "device", None) != "nvme":
+        return None
+    return env.local_rank if (ds_config.get("checkpoint") or {}).get("use_node_local_storage") else env.rank
+
+
+def nvme_offload_folder(ckpt: Path, index: int) -> Path:
+    """The folder of checkpoint `ckpt`'s DeepSpeed files with the optimizer state a ZeRO-3 rank offloaded to NVMe (its
+    swap files), which DeepSpeed's load copies back into that rank's swap folder: `offloaded_tensors/rankNN`, NN the
+    rank's `nvme_offload_index`. A rank whose folder is missing failed alone in that copy, inside the load."""
+    return Path(ckpt) / DS_TAG / "offloaded_tensors" / f"rank{index:0>2d}"
+
+
 def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal: bool,
-                    unfilled_model: Optional[torch.nn.Module] = None) -> None:
+                    unfilled_model: Optional[torch.nn.Module] = None, nvme_index: Optional[int] = None) -> None:
     """Collective (every rank calls it before DeepSpeed's load; on a resume, before DeepSpeed starts): refuse on every
     rank a load of checkpoint `ckpt` (`meta`, through the universal format where `universal`) of which a rank cannot
     load one of its `own_files` or of the `shared_files` (each rank tries them: its own view of them), or whose module
     state that rank loads lacks a tensor of `unfilled_model` (the model built for a load that fills every tensor,
-    `check_load_fills`; None: not checked). That rank raises its CheckpointError (naming the file), the others a
-    CheckpointError naming the ranks and their own files."""
+    `check_load_fills`; None: not checked), or (`nvme_index`: its `nvme_offload_index`; in DeepSpeed's own format) lacks
+    the `nvme_offload_folder` DeepSpeed's load copies. That rank raises its CheckpointError (naming the file), the
+    others a CheckpointError naming the ranks and their own files."""
     error = None
     try:
         if unfilled_model is not None:
@@ -64,6 +83,9 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
         for path in [*own_files(ckpt, meta, env.rank, env.world_size, universal),
                      *shared_files(ckpt, meta, universal)]:
             check_loadable(path)
+        if nvme_index is not None and not universal and not nvme_offload_folder(ckpt, nvme_index).is_dir():
+            raise CheckpointError(f"{nvme_offload_folder(ckpt, nvme_index)} (the optimizer state rank {env.rank} "
+                                  f"offloaded to NVMe) is missing; {CORRUPT_HINT}")
     except CheckpointError as err:
         error = err
     failed = failed_ranks(error is not None, env)
@@ -73,6 +95,8 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
         ranks, its = failed_ranks_wording(failed, env.world_size)
         names = ", ".join(str(path.relative_to(ckpt)) for path in own_files(ckpt, meta, failed[0], env.world_size,
                                                                               universal))
+        if nvme_index is not None and not universal:
+            names += f", its folder in {DS_TAG}/offloaded_tensors"
         others = ", the others' alike" if len(failed) > 1 else ""
         raise CheckpointError(f"{ranks} could not use {its} own files of checkpoint {ckpt} (rank "
                               f"{failed[0]}'s: {names}{others}; see {its} error); every rank must read the same "

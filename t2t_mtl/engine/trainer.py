@@ -59,7 +59,7 @@ from t2t_mtl.engine.export import initialisation_record
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
-from t2t_mtl.engine.own_checkpoint_files import check_own_files
+from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
 from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, config_warnings, is_local_model,
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
@@ -417,7 +417,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                               auto_precision_reason(on_gpu=torch.cuda.is_available())
                               if checked.deepspeed.autos.precision_by_auto else None)
         # (each rank's own files, the refusal agreed: a rank stopping alone in DeepSpeed's load left the others going)
-        check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load and not universal else None)
+        check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load and not universal else None,
+                        nvme_offload_index(ds_config, env))
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         check_universal_fills(model, ckpt_io.ensure_universal(resume_from, env))
@@ -691,7 +692,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             result.evaluated_step = step
             if best_val is not None and best_val.step not in (None, step):
                 result.evaluated_step = load_best_for_evaluation(engine, result.best_checkpoint, best_val, env,
-                                                                 step)
+                                                                 step, nvme_offload_index(ds_config, env))
             if evaluate_held_in if evaluate_held_in is not None else cfg.data.validation_examples > 0:
                 score_held_in(engine, tokenizer, task_names, cfg, env, pass_task_ids, result)
             if cfg.evaluation:  # zero-shot evaluation of the held-out tasks (evaluation: section)
