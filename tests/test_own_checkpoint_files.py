@@ -283,6 +283,24 @@ def test_an_optimizer_partition_of_one_rank_damaged_inside_stops_both_ranks_nami
 
 
 @pytest.mark.slow
+def test_a_zero3_optimizer_partition_of_one_rank_with_a_zeroed_record_header_stops_both_ranks_naming_it(runs):
+    """Rank 1's ZeRO-3 optimizer partition with a record's header zeroed (torch's memory-mapped load passes it). Was:
+    rank 1 stopped inside DeepSpeed's load ('PytorchStreamReader failed reading file data/1: invalid header or archive
+    is corrupted', naming the ds folder), rank 0 on gloo's 'Connection reset by peer' inside the load's collectives."""
+    import zipfile
+
+    cfg, ckpt = _damaged_copy(runs, 3, "zero3_header")
+    partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    info = max((i for i in zipfile.ZipFile(partition).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(partition.read_bytes())
+    raw[info.header_offset:info.header_offset + 30] = bytes(30)
+    partition.write_bytes(bytes(raw))
+    results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
+    assert results == [_others_message(ckpt, ZERO3_FILES),
+                       f"CheckpointError: {partition} is damaged (record {info.filename} has no local header at "
+                       f"offset {info.header_offset}); {HINT}"]
+
+@pytest.mark.slow
 def test_a_module_state_every_rank_reads_damaged_inside_stops_each_rank_naming_it(runs):
     """Zeros inside the ZeRO-2 module state (mp_rank_00_model_states.pt, which every rank loads). Was: both ranks
     resumed from the damaged weights and trained on."""
