@@ -1,15 +1,15 @@
 """The files of a checkpoint that each rank reads, checked on every rank before DeepSpeed's load: a resume's, before
 DeepSpeed starts, and the best checkpoint's after training (`training.keep_best`).
 
-A rank meeting an unusable file of its own (its ZeRO-3 module state, its optimizer partition, its data positions)
-inside DeepSpeed's load stopped alone: the others went on into the load's collectives or the first step and ended by
-the launcher's kill or a gloo 'Connection closed by peer' traceback, or, under a launcher watching its own node only,
-waited for it; a file damaged inside (zeros where a copy or a disk lost data, a flipped bit) loaded without a word.
-`check_own_files` has each rank try its own files and those every rank reads as the load will find them
-(`check_loadable`: a missing, cut short or foreign file fails, and a file in torch's zip format whose records do not
-match the CRC-32s torch recorded at save) before the load, and the ranks agree (`failed_ranks`): the rank that met
-the problem raises its error, naming the file, and every other rank a CheckpointError naming that rank and its own
-files.
+A rank meeting an unusable file of its own (its ZeRO-3 module state, its optimizer partition, its data positions, its
+folder of optimizer state offloaded to NVMe) inside DeepSpeed's load stopped alone: the others went on into the load's
+collectives or the first step and ended by the launcher's kill or a gloo 'Connection closed by peer' traceback, or,
+under a launcher watching its own node only, waited for it; a file damaged inside (zeros where a copy or a disk lost
+data, a flipped bit) loaded without a word. `check_own_files` has each rank try its own files and those every rank reads
+as the load will find them (`check_loadable`: a missing, cut short or foreign file fails, and a file in torch's zip
+format whose records do not match the CRC-32s torch recorded at save) before the load, and the ranks agree
+(`failed_ranks`): the rank that met the problem raises its error, naming the file, and every other rank a
+CheckpointError naming that rank and its own files.
 """
 from __future__ import annotations
 
