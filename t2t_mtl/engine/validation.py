@@ -71,7 +71,7 @@ def held_in_split(task: Any) -> Optional[str]:
     """The split held-in validation scores of a training task: validation, else test, else its last split other
     than train (`preferred_split` of the others); None for a task whose only split is train (its rows are the
     training data)."""
-    from t2t_mtl.evaluation.runner import preferred_split
+    from t2t_mtl.evaluation.selection import preferred_split
 
     others = [split for split in task.splits if split != "train"]
     return preferred_split(others) if others else None
@@ -345,7 +345,7 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         raise ConfigError("evaluation.max_new_tokens limits generation; it has no effect with evaluation.scoring: "
                           "rank")
     if settings.original_task_only:  # a task left with no template is found now, not after training
-        from t2t_mtl.evaluation.runner import evaluated_templates
+        from t2t_mtl.evaluation.selection import evaluated_templates
 
         for name in names:
             try:
@@ -360,7 +360,7 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
             raise ConfigError(f"evaluation.split {settings.split!r}: task {name!r} has splits {splits}")
     if settings.num_shots:  # the demonstrations' split too
         from t2t_mtl.evaluation.few_shot import demonstration_split
-        from t2t_mtl.evaluation.runner import default_split
+        from t2t_mtl.evaluation.selection import default_split
 
         for name in names:
             task = task_registry.get_task(name)
@@ -378,7 +378,7 @@ def refuse_unrankable_templates(names: Sequence[str], settings: Any) -> None:
     """A ConfigError naming each evaluated task (`names`) whose templates, as `settings` select them, include one
     without `answer_choices`: `evaluation.scoring: rank` cannot score it, and the runner would refuse it only after
     training (a base config's `scoring: rank`, as the quickstart's, applies to the tasks a layer adds)."""
-    from t2t_mtl.evaluation.runner import unrankable_message
+    from t2t_mtl.evaluation.selection import unrankable_message
 
     problem = unrankable_message(names, settings, "evaluation.scoring rank",
                                  "set evaluation.scoring: auto (rank where a template has choices, generation "

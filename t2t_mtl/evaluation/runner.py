@@ -12,11 +12,9 @@ shorter shard with passes whose results are discarded. A model with task-conditi
 per-task LoRA) gets each example's task id (`t2t_mtl.model.task_routing.routing_task_id`): its training id for a
 task it was trained on, else the unseen sentinel (MoE: routed by `unseen_task_routing`; LoRA: the mean adapter).
 
-This module runs the scoring; `eval_settings` holds the settings, `selection` picks each task's split and templates
-(its `preferred_split`, `default_split`, `evaluated_templates` and `unrankable_message` are re-exported here, where
-`t2t_mtl.engine.validation` imports them from), `template_metrics` their metrics, `rendered_examples` renders the
-examples, `token_lengths` measures the inputs and answers warned of, and `baselines` computes what a score is
-compared with.
+This module runs the scoring; `eval_settings` holds the settings, `selection` picks each task's split and templates,
+`template_metrics` their metrics, `rendered_examples` renders the examples, `token_lengths` measures the inputs and
+answers warned of, and `baselines` computes what a score is compared with.
 """
 from __future__ import annotations
 
@@ -42,7 +40,7 @@ from t2t_mtl.evaluation.rank_gathers import RankGathers
 from t2t_mtl.evaluation.rendered_examples import EvalExample, choice_scores, group_sizes, render_examples
 from t2t_mtl.evaluation.results import EvalReport, TemplateResult
 from t2t_mtl.evaluation.scoring import score_predictions
-from t2t_mtl.evaluation.selection import default_split, evaluated_templates, preferred_split, unrankable_message
+from t2t_mtl.evaluation.selection import default_split, evaluated_templates
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.evaluation.template_metrics import applicable_metrics, task_metrics
 from t2t_mtl.evaluation.token_lengths import input_lengths, long_answers
@@ -55,9 +53,6 @@ if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resol
 
     from task_registry.task import Task
     from task_registry.template import Template
-
-__all__ = ["default_split", "dist_info", "eval_protocol", "evaluate_tasks", "evaluate_template", "evaluated_templates",
-           "init_distributed_from_env", "preferred_split", "unrankable_message"]
 
 logger = logging.getLogger(__name__)
 
