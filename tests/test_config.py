@@ -1245,6 +1245,45 @@ def test_a_run_task_whose_files_lack_one_of_its_splits_is_refused_before_trainin
         check_run_config(cfg("own_train_only", "shared_files"))  # splits its files hold; one list for every split
 
 
+def test_a_run_task_whose_data_dir_folder_lacks_one_of_its_splits_is_refused_before_training(tmp_path):
+    # was: a Python-built Task of a hub dataset whose data dir folder holds train and test (HFSource("ag_news")), its
+    # splits left at [train, validation], trained fully and then failed reading validation for the held-in evaluation
+    import task_registry
+    from t2t_mtl.engine.run_checks import check_run_config
+
+    folder = tmp_path / "data" / "news" / "default"
+    folder.mkdir(parents=True)
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text('{"q": "a", "a": "b"}\n')
+    template = task_registry.Template("t", "{{ q }} ||| {{ a }}")
+    previous = task_registry.get_data_dir()
+    try:
+        with task_registry.isolated_registry():
+            task_registry.register_task(task_registry.Task("news", task_registry.HFSource("news"), [template]))
+            task_registry.register_task(task_registry.Task("news_test", task_registry.HFSource("news"), [template],
+                                                           splits=("train", "test")))
+            task_registry.register_task(task_registry.Task("absent", task_registry.HFSource("absent"), [template]))
+
+            def cfg(*tasks):
+                return C.config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                                           "data": {"tasks": list(tasks), "data_dir": str(tmp_path / "data")}})
+
+            task_registry.set_data_dir(tmp_path / "data")
+            with pytest.raises(task_registry.DataSourceError, match="split 'validation' expects the file"):
+                task_registry.get_task("news").to_dataset("validation")  # the reference: what reading it raises
+            with pytest.raises(C.ConfigError) as caught:
+                check_run_config(cfg("news_test", "news"))
+            assert str(caught.value) == (
+                f"task 'news' has the split(s) ['validation'] (its `splits`, default [train, validation]), but the "
+                f"data dir has no file for them ({folder / 'validation.jsonl'}; {str(folder)!r} holds ['test', "
+                f"'train']), so reading them would fail (after training, for the evaluations): give the task the "
+                f"splits its files hold (Task(..., splits=[...]); YAML `splits:`), or add the files")
+            check_run_config(cfg("news_test"))  # the splits its folder holds
+            check_run_config(cfg("news_test", "absent"))  # no folder: left to its read of train, which names it
+    finally:
+        task_registry.set_data_dir(previous)
+
+
 def test_a_mixture_with_tasks_without_a_train_split_is_refused_before_training(shared_data_dir):
     # was: `data.mixture: real` (all the real tasks, evaluation-only sets among them) tokenized and rendered the
     # other tasks, then failed on "task 'super_glue_boolq' has no split 'train'"
