@@ -258,6 +258,28 @@ def test_show_names_only_the_held_out_clusters_tasks_of_a_mixture_that_data_task
     assert out[-1] == f"held out with their cluster (comparison), never drawn: {', '.join(comparison)}"
 
 
+def test_show_config_names_the_held_out_clusters_tasks_where_data_tasks_lists_only_trained_ones(tmp_path, capsys):
+    # was: `data.tasks: [parity, sort_words]` with `held_out_clusters: [comparison]` (data.tasks may not name a
+    # held-out cluster's task) showed no held-out line, though the run never draws those tasks and its held-out
+    # evaluation scores them
+    import yaml
+
+    from t2t_mtl.config import load_config
+    from t2t_mtl.engine.validation import evaluation_plan
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}},
+                                      "data": {"mixture": None, "tasks": ["parity", "sort_words"],
+                                               "held_out_clusters": ["comparison"], "max_examples_per_task": 20},
+                                      "evaluation": {"held_out": True}}))
+    assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[3:-1]] == ["parity", "sort_words"]
+    scored = evaluation_plan(load_config(str(config)))[0]  # the reference: what its held-out evaluation scores
+    assert len(scored) == 3
+    assert out[-1] == f"held out with their cluster (comparison), never drawn: {', '.join(scored)}"
+
+
 def test_show_the_mixture_and_sampler_of_a_training_config(mixture, tmp_path, capsys):
     # was: only NAME and sampler options, so what a config trains on had to be retyped as options (or read from the
     # start of a run); the sizes are the train rows capped at data.max_examples_per_task, as training caps them

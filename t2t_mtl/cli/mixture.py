@@ -289,8 +289,8 @@ def config_mixture(path: str, data_dir: Optional[str]
     train rows capped at `data.max_examples_per_task` ("rows"; with `data.all_templates` the examples each row renders
     in each of its templates, "examples": the rows are rendered as training renders them, so a template that skips
     rows counts and is rated at its own examples, `with_template_sizes`), the sampler config `train` builds
-    (`run_sampling_config`) and the tasks of the selection that `data.held_out_clusters` drops. `data_dir`
-    (--data-dir) replaces the config's data.data_dir."""
+    (`run_sampling_config`) and the registered tasks of `data.held_out_clusters` (the selection's first), which a run
+    never draws. `data_dir` (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
     from t2t_mtl.engine.run_checks import run_sampling_config, training_rates, with_template_sizes
@@ -304,7 +304,8 @@ def config_mixture(path: str, data_dir: Optional[str]
     title = f"{cfg.data.mixture or 'data.tasks'} of {path}"
     cap = cfg.data.max_examples_per_task
     selected = [cfg.data.mixture] if cfg.data.mixture else list(cfg.data.tasks or ())  # (data.tasks may name mixtures)
-    named = dict.fromkeys(task for name in selected for task in shown_mixture(name).flatten())
+    named = dict.fromkeys([*(task for name in selected for task in shown_mixture(name).flatten()),
+                           *task_registry.list_tasks()])  # (the held-out evaluation scores every registered one)
     dropped = [name for name in named
                if name not in rates and task_registry.get_task(name).cluster in cfg.data.held_out_clusters]
     if not cfg.data.all_templates:
