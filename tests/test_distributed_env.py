@@ -171,6 +171,41 @@ def test_the_group_device_is_the_device_init_distributed_returns(monkeypatch):
     assert distributed._group_device == env.device
 
 
+def test_a_first_start_on_the_cpu_says_that_it_builds_deepspeeds_shared_memory_op(monkeypatch, tmp_path, capsys):
+    # was: a first `t2t-mtl train` on a CPU compiled DeepSpeed's shared-memory op inside deepspeed.init_distributed
+    # (3-5 minutes on a loaded 2-core machine) with nothing on the screen: torch logs its build at INFO, which no
+    # handler shows, and DeepSpeed's own line goes to the stdout held back while the group is joined
+    import sys
+
+    import deepspeed
+    import pytest
+    import torch.distributed as dist
+    from t2t_mtl.engine import distributed
+
+    class Joined(Exception):
+        pass
+
+    def join(**kwargs):
+        print("joining", file=sys.stderr)
+        raise Joined
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)  # (restored after: init_distributed fills them)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # (torch builds an op NAME into its folder NAME there)
+    monkeypatch.setattr(deepspeed, "init_distributed", join)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    with pytest.raises(Joined):
+        distributed.init_distributed()
+    assert capsys.readouterr().err == (
+        f"building DeepSpeed's shared-memory op for the CPU into {tmp_path / 'deepspeed_shm_comm'} (only on a first "
+        f"start: later runs load it; minutes on a small CPU)\njoining\n")
+    (tmp_path / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").write_bytes(b"")  # as the build leaves it
+    with pytest.raises(Joined):
+        distributed.init_distributed()
+    assert capsys.readouterr().err == "joining\n"
+
+
 def _collectives_worker(rank: int, port: int, out: str) -> None:
     from t2t_mtl.engine.distributed import failed_ranks, gather_over_ranks, max_over_ranks, sum_over_ranks
 

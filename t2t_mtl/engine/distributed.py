@@ -143,6 +143,10 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
+        unbuilt = None if cuda else unbuilt_shm_op()
+        if unbuilt is not None and local_rank == 0:
+            print(f"building DeepSpeed's shared-memory op for the CPU into {unbuilt} (only on a first start: later "
+                  f"runs load it; minutes on a small CPU)", file=sys.stderr, flush=True)
         printed = io.StringIO()
         try:  # (DeepSpeed prints on stdout that it loaded its shared-memory op, on every CPU start)
             with contextlib.redirect_stdout(printed):
@@ -157,6 +161,24 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     _group_device = device
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+
+
+def unbuilt_shm_op() -> Optional[str]:
+    """The folder `deepspeed.init_distributed` on the CPU builds DeepSpeed's shared-memory op into (a C++ compile, with
+    nothing shown, of minutes on a small CPU), where it holds no built library yet; None where the op is loaded from
+    there, was installed prebuilt, or is not used (DeepSpeed finds it incompatible)."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.git_version_info import installed_ops
+    from torch.utils.cpp_extension import _get_build_directory
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return None
+    if installed_ops.get(builder.NAME, False):
+        return None
+    folder = Path(_get_build_directory(builder.NAME, verbose=False))
+    return None if (folder / f"{builder.NAME}.so").is_file() else str(folder)
 
 
 def report_deepspeed_output(text: str) -> None:
