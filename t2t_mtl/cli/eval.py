@@ -241,6 +241,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     import task_registry
     from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
     from t2t_mtl.evaluation import checkpoint_meta, evaluate_tasks, load_checkpoint, read_report, to_markdown
@@ -315,8 +317,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         taken = settings_from_run(args, meta, settings)
         if taken and rank == 0:
             print(f"eval: from the run's config (an option given wins): {'; '.join(taken)}", file=sys.stderr)
-        report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
-                                rank=rank, world_size=world_size, progress=not args.no_progress)
+        with logging_redirect_tqdm():  # (a warning while a task's bar is drawn: on a line of its own)
+            report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
+                                    rank=rank, world_size=world_size, progress=not args.no_progress)
     except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:
         return fail(error, args.tasks_dir or _find_key(meta, "tasks_dir"))  # (the run's: registered, nothing to add)
     if rank != 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine.distributed import DistEnv, sum_over_ranks
@@ -404,7 +405,7 @@ def zero_shot_evaluation(engine: Any, tokenizer: Any, cfg: Config, env: DistEnv,
     names, settings = plan if plan is not None else evaluation_plan(cfg)
     if not names:
         return None
-    with evaluation_mode(engine.module):
+    with evaluation_mode(engine.module), logging_redirect_tqdm():  # (warnings on lines of their own, not the bar's)
         report = evaluate_tasks(engine.module, tokenizer, names, settings, name=str(cfg.training.output_dir),
                                 rank=env.rank, world_size=env.world_size, progress=progress and env.is_main,
                                 lockstep=_lockstep(engine, env))

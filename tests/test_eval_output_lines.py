@@ -1,0 +1,43 @@
+"""What `t2t-mtl eval` prints while it scores: a warning of the evaluation stands on a line of its own, not after
+the progress bar drawn at that moment."""
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+import task_registry
+from t2t_mtl.cli import main
+from t2t_mtl.tokenizer import load_tokenizer
+
+
+def test_a_warning_while_scoring_stands_on_a_line_of_its_own(tmp_path, t5_tokenizer_dir, capsys, monkeypatch):
+    # was: "eval toy: 100%|██████████| 4/4 [00:00<00:00, 6.34ex/s]task 'toy' template 't': 4 of 4 inputs are longer
+    # than max_input_length=4 tokens ...": the runner's warning went out through logging's last-resort handler
+    # straight after the bar tqdm had drawn (no newline), in `eval` as in a run's evaluation after training
+    monkeypatch.setattr(logging.root, "handlers", [])  # as the command runs: no handler but logging's last resort
+    rows = tmp_path / "validation.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"a long review number {i} of a film", "label": i % 2}) + "\n"
+                            for i in range(4)))
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_heads=2,
+                                                num_layers=1, pad_token_id=0, eos_token_id=1,
+                                                decoder_start_token_id=0))
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    template = task_registry.Template("t", "Positive? {{ text }} ||| {{ answer_choices[label] }}",
+                                      answer_choices="no ||| yes")
+    with task_registry.isolated_registry():
+        task_registry.register_task(task_registry.Task("toy", task_registry.LocalFileSource({"validation": rows}),
+                                                       [template], splits=("validation",)))
+        assert main(["eval", "--checkpoint", str(tmp_path / "model"), "--tasks", "toy", "--max-input-length", "4",
+                     "--scoring", "rank"]) == 0
+    err = capsys.readouterr().err
+    assert "eval toy:" in err  # the bar was drawn
+    lines = err.replace("\r", "\n").splitlines()
+    warning = "task 'toy' template 't': 4 of 4 inputs are longer than max_input_length=4 tokens"
+    assert [line for line in lines if warning in line] == [line for line in lines if line.startswith(warning)]
+    assert any(line.startswith(warning) for line in lines)
