@@ -830,6 +830,15 @@ def test_a_train_held_out_task_the_run_does_not_train_is_refused():
      "templates."),
     ("weighting", {"method": "uncertainty", "inti": 0.5}, "inti",
      "unknown parameter 'inti' for loss weighting 'uncertainty'. Did you mean 'init'? Valid parameters: init."),
+    # was: "... Did you mean 'templates', 'template_cap'?" for seqio's temperature (and no hint for its maximum)
+    ("sampling", {"strategy": "temperature", "temperature": 2}, "temperature",
+     "unknown parameter 'temperature' for sampling strategy 'temperature'. Did you mean 'alpha' (seqio's temperature: "
+     "p ∝ n^(1/alpha))? Valid parameters: alpha, block_size, cap, dataset_cap, mode, scale, sizes_count_templates, "
+     "strategy, template_cap, template_sizes, templates."),
+    ("sampling", {"strategy": "proportional", "maximum": 1000}, "maximum",
+     "unknown parameter 'maximum' for sampling strategy 'proportional'. Did you mean 'cap' (seqio's maximum: a task's "
+     "size capped at it)? Valid parameters: block_size, cap, dataset_cap, mode, scale, sizes_count_templates, "
+     "strategy, template_cap, template_sizes, templates."),
 ])
 def test_an_unknown_sampling_or_weighting_key_is_named_by_its_config_path(tmp_path, capsys, section, values, key,
                                                                           rest):

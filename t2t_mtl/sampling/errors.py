@@ -42,12 +42,20 @@ def suggest(name: str, valid: Iterable[str]) -> str:
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
+#: seqio's names (`mixing_rate_num_examples`' keywords) for parameters the strategies take under another name, with
+#: what they mean there
+SEQIO_NAMES = {"temperature": ("alpha", "seqio's temperature: p ∝ n^(1/alpha)"),
+               "maximum": ("cap", "seqio's maximum: a task's size capped at it")}
+
+
 def check_keys(config: dict, valid: Iterable[str], what: str) -> None:
-    """Raise `UnknownParameterError` for the first key of `config` not in `valid`, listing the valid keys."""
+    """Raise `UnknownParameterError` for the first key of `config` not in `valid`, listing the valid keys and
+    suggesting close ones (for seqio's name of a parameter, the strategy's own: `temperature` is `alpha`)."""
     valid = sorted(valid)
     for key in config:
         if key not in valid:
+            ours, meaning = SEQIO_NAMES.get(key, (None, None))
+            hint = f" Did you mean {ours!r} ({meaning})?" if ours in valid else suggest(key, valid)
             raise UnknownParameterError(
-                f"unknown parameter {key!r} for {what}.{suggest(key, valid)} "
-                f"Valid parameters: {', '.join(valid)}.", key=key
+                f"unknown parameter {key!r} for {what}.{hint} Valid parameters: {', '.join(valid)}.", key=key
             )
