@@ -130,6 +130,12 @@ def test_model_changes_name_a_setting_set_since_the_checkpoint_and_an_old_checkp
     was = {"name_or_path": None, "dims": {"d_model": 8}, "moe": None}
     warning = rc.model_change_warning(tmp_path, {"model": was}, {**was, "name_or_path": "hf"})
     assert "model.name_or_path = None there, 'hf' here" in warning
+    # was: "... so the resumed run trains with the new settings", though a resume takes every weight from the checkpoint
+    assert warning.endswith("here; the resumed run takes every weight, frozen ones too, from the checkpoint: "
+                            "model.name_or_path only names what a new run starts from")
+    both = rc.model_change_warning(tmp_path, {"model": was}, {**was, "name_or_path": "hf", "dims": {"d_model": 16}})
+    assert "model.dims.d_model = 8 there, 16 here; its weights fit, so the resumed run trains with the new settings" \
+        in both and both.endswith("model.name_or_path only names what a new run starts from")
     assert rc.model_change_warning(tmp_path, {"model": was}, was) is None
     assert rc.model_change_warning(tmp_path, {}, {**was, "name_or_path": "hf"}) is None  # (no model section saved)
 

@@ -182,15 +182,22 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
     key a side leaves unset has the model's own value there, compared and named so ("the model's own 0.1"):
     `own_dims`, this run's model's (`own_dims`; None: not known, named "unset"), on the checkpoint's side only
     where its model.name_or_path is this run's; a model.moe key its default ("the default 2"). None when nothing
-    changed, or the checkpoint predates saving its model section."""
+    changed, or the checkpoint predates saving its model section. A changed model.name_or_path is said to change no
+    weight: a resume loads them all from the checkpoint (`universal_frozen` fills the frozen ones in the universal
+    format too)."""
     if meta.get("model") is None:
         return None
-    changes = "; ".join(f"{key} = {was} there, {now} here"
-                        for key, was, now in _model_changes(meta["model"], model, own_dims or {}))
+    changes = list(_model_changes(meta["model"], model, own_dims or {}))
     if not changes:
         return None
-    return (f"this run's model settings differ from checkpoint {ckpt}'s: {changes}; its weights fit, so the resumed "
-            f"run trains with the new settings from the resumed step (resume with the old ones to go on unchanged)")
+    keys = {key for key, _, _ in changes}
+    notes = [f"its weights fit, so the resumed run trains with the new settings from the resumed step (resume with "
+             f"the old ones to go on unchanged)"] if keys - {"model.name_or_path"} else []
+    if "model.name_or_path" in keys:
+        notes.append("the resumed run takes every weight, frozen ones too, from the checkpoint: model.name_or_path "
+                     "only names what a new run starts from")
+    named = "; ".join(f"{key} = {was} there, {now} here" for key, was, now in changes)
+    return f"this run's model settings differ from checkpoint {ckpt}'s: {named}; {'; '.join(notes)}"
 
 
 def own_dims(model: ModelConfig, saved: Optional[Dict[str, Any]]) -> Dict[str, Any]:
