@@ -100,3 +100,15 @@ def test_a_command_refuses_an_older_package_before_it_runs(environment, monkeypa
     assert captured.out == ""
     assert captured.err == ("error: transformers 5.0.0 is installed; t2t-mtl needs transformers<6,>=5.3 "
                             "(pip install 'transformers<6,>=5.3')\n")
+
+
+def test_a_development_release_above_a_floor_is_accepted_and_a_pre_release_of_the_floor_is_refused(environment):
+    # mutation testing: reading the installed version without pre-releases passed its tests; under packaging
+    # 20-24 (its floor is 20) it then refused a transformers installed from its main branch (5.14.0.dev0) or a torch
+    # nightly as below floors they are above (packaging 26 accepts them either way)
+    _install(environment, PROBE, "1", ("transformers>=5.13", "torch>=2.8", "tokenizers>=0.22"))
+    _install(environment, "transformers", "5.14.0.dev0")
+    _install(environment, "torch", "2.10.0.dev20251201")
+    _install(environment, "tokenizers", "0.22.0rc1")  # (0.22.0rc1 comes before 0.22.0: under the floor)
+    assert unmet_requirements(PROBE) == ["tokenizers 0.22.0rc1 is installed; t2t-mtl needs tokenizers>=0.22 "
+                                         "(pip install 'tokenizers>=0.22')"]
