@@ -1846,3 +1846,19 @@ def test_a_folder_whose_config_names_no_model_type_loads_as_a_t5_as_training_loa
     typed_answer = capsys.readouterr().out
     assert cli_main(["predict", "--checkpoint", str(untyped), "a question"]) == 0
     assert capsys.readouterr().out == typed_answer
+
+
+def test_an_mt5_folder_loads_for_eval_and_predict_with_mt5s_own_logits(tmp_path, t5_tokenizer):
+    # mutation testing: evaluation's folder check taking "t5" alone for a T5 passed its tests, and then refused a
+    # saved mT5 (model_type "mt5"), which training loads; the reference is transformers' own mT5 class
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    mt5 = MT5ForConditionalGeneration(MT5Config(vocab_size=len(t5_tokenizer), d_model=8, d_kv=4, d_ff=16,
+                                                num_layers=1, num_heads=2, decoder_start_token_id=0)).eval()
+    mt5.save_pretrained(tmp_path / "mt5")
+    t5_tokenizer.save_pretrained(tmp_path / "mt5")
+    model, _, _ = load_checkpoint(tmp_path / "mt5")
+    x, y = torch.tensor([[5, 6, 7, 1]]), torch.tensor([[8, 9, 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=x, labels=y).logits, mt5(input_ids=x, labels=y).logits)
