@@ -381,3 +381,30 @@ def test_a_module_state_that_cannot_be_read_is_refused_as_an_incomplete_checkpoi
     assert message.startswith(f"{states} (the saved module state) cannot be read ("), message
     assert message.endswith("); the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
                             "<run>/checkpoints/step-N) or remove it"), message
+
+
+@pytest.mark.parametrize("missing, named", [(1, "a"), (5, "a, b, c, d, e"), (7, "a, b, c, d, e and 2 more")])
+def test_a_universal_folder_lacking_trained_weights_names_the_first_five_and_not_a_frozen_ones(tmp_path, missing,
+                                                                                               named):
+    # mutation testing: also naming a frozen parameter the folder lacks, naming four, or ' and 0 more' after five passed
+    # its tests, whose models trained every weight and whose folders lacked one. DeepSpeed's universal load reads
+    # the fp32 masters of the trained parameters alone (a frozen one keeps the build's weight), so a frozen
+    # parameter's absence is no gap
+    from t2t_mtl.engine.resumed_model import check_universal_fills
+
+    names = "abcdefg"[:missing]
+    model = torch.nn.Module()
+    for name in [*names, "frozen", "z"]:
+        model.register_parameter(name, torch.nn.Parameter(torch.zeros(1), requires_grad=name != "frozen"))
+    (tmp_path / "zero" / "z").mkdir(parents=True)
+    torch.save(torch.zeros(1), tmp_path / "zero" / "z" / "fp32.pt")
+    with pytest.raises(CheckpointError) as refused:
+        check_universal_fills(model, tmp_path)
+    assert str(refused.value) == (f"{tmp_path / 'zero'} holds no fp32 weights of {named} of this run's model: the "
+                                  f"conversion to DeepSpeed's universal format is incomplete; remove {tmp_path} for "
+                                  f"the resume to convert the checkpoint again, or resume from another checkpoint")
+    model.a.requires_grad_(False)  # (each trained weight there: nothing to refuse)
+    for name in names[1:]:
+        (tmp_path / "zero" / name).mkdir()
+        torch.save(torch.zeros(1), tmp_path / "zero" / name / "fp32.pt")
+    check_universal_fills(model, tmp_path)
