@@ -283,3 +283,15 @@ def test_an_auto_run_whose_deepspeed_json_gives_bf16_as_null_resumes(tmp_path, t
     deepspeed = {"config": str(tmp_path / "ds.json")}
     train(_auto_run(tmp_path, tok, 2, deepspeed), evaluate_held_in=False)
     assert train(_auto_run(tmp_path, tok, 4, deepspeed), resume="auto", evaluate_held_in=False).step == 4
+
+
+def test_a_resumed_run_whose_deepspeed_json_chose_bf16_is_not_told_to_change_the_json(monkeypatch):
+    # mutation testing: the JSON's advice (its bf16 enabled "auto" with training.precision: auto, or false) given
+    # before the resume's passed its tests; a resume of a bf16 checkpoint refuses either, as it refuses fp32 named
+    # in training.precision (test_a_bf16_checkpoint_resumed_on_a_cpu_that_emulates_bf16_...: the refusal)
+    as_host(monkeypatch, "fp32")
+    resumed = deepspeed_config.emulated_bf16_warning("bf16", False, by_json=True, resumed=True)
+    assert resumed == deepspeed_config.emulated_bf16_warning("bf16", False, by_json=False, resumed=True)
+    assert resumed.endswith("; a bf16 checkpoint resumes in bf16 only: resume it on a machine that runs bf16 "
+                            "natively, or start a new run in fp32 (training.precision: auto, and a new "
+                            "training.output_dir)")
