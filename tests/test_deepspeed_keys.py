@@ -917,3 +917,22 @@ def test_a_zero_setting_deepspeed_cannot_read_is_left_to_its_parser_which_names_
     assert str(caught.value).startswith(f"DeepSpeed refused the config generated from deepspeed.config "
                                         f"({config.deepspeed.config}): 1 validation error for "
                                         f"DeepSpeedZeroConfig\n{key}\n"), caught.value
+
+
+@pytest.mark.parametrize("zero", [None, {"offload_optimizer": {"device": "none"}}])
+def test_a_gradient_accumulation_dtype_in_a_json_naming_no_zero_stage_is_refused_as_at_stage_0(tmp_path, monkeypatch,
+                                                                                               zero):
+    # mutation testing: reading a zero_optimization section without a stage (or no section) as naming no stage, not
+    # DeepSpeed's default 0, passed its tests (each named one); such a JSON then passed the run's checks and
+    # deepspeed.initialize failed after the data and the model ('unsupported mix', the reference below)
+    ds = {**{k: v for k, v in DOCUMENTED.items() if k != "zero_optimization"}, "bf16": {"enabled": True},
+          "data_types": {"grad_accum_dtype": "fp32"}, **({"zero_optimization": zero} if zero is not None else {})}
+    refused = _engine_optimizer_check({k: ds[k] for k in ds if k in ("bf16", "data_types", "zero_optimization")},
+                                      monkeypatch)
+    assert isinstance(refused, NotImplementedError) and "unsupported mix" in str(refused)
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(ds))
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(_config(tmp_path, config=str(path)))
+    assert str(caught.value).startswith(f"deepspeed.config {path}: data_types.grad_accum_dtype is 'fp32' at ZeRO "
+                                        f"stage 0 in a bf16 run"), caught.value
