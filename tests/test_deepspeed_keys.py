@@ -906,10 +906,12 @@ def test_fp16_at_a_zero_stage_0_written_otherwise_is_refused(stage):
     check_fp16_zero_stage({"fp16": {"enabled": True}, "zero_optimization": {"stage": "1"}})
 
 
-@pytest.mark.parametrize("zero, key", [({"stage": "one"}, "stage"), ({"stage": 4}, "stage"),
+@pytest.mark.parametrize("zero, key", [({"stage": "one"}, "stage"), ({"stage": 4}, "stage"), ({"stage": None}, "stage"),
                                        ({"stage": 1, "compute_grad_norm": "maybe"}, "compute_grad_norm"),
                                        ({"stage": 1, "compute_grad_norm": None}, "compute_grad_norm")])
 def test_a_zero_setting_deepspeed_cannot_read_is_left_to_its_parser_which_names_it(tmp_path, zero, key):
+    # (stage null, mutation testing: read as the field's default 0, it passed its tests and was refused as a
+    # grad_accum_dtype at 'ZeRO stage 0', not by the parser, which refuses null)
     config, _ = _json_config(tmp_path, {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"},
                                         "zero_optimization": zero})
     with pytest.raises(ConfigError) as caught:
