@@ -94,12 +94,15 @@ def test_without_an_installed_distribution_nothing_is_checked():
 def test_a_command_refuses_an_older_package_before_it_runs(environment, monkeypatch, capsys):
     _install(environment, PROBE, "1", ("transformers>=5.3,<6", "jinja2>=3.1,<4"))
     _install(environment, "transformers", "5.0.0")
+    _install(environment, "jinja2", "3.0.3")  # (each on a line of its own; mutation testing: one line passed)
     monkeypatch.setattr(dependency_floors, "DISTRIBUTION", PROBE)
     assert cli_main(["tasks", "list"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == ("error: transformers 5.0.0 is installed; t2t-mtl needs transformers<6,>=5.3 "
-                            "(pip install 'transformers<6,>=5.3')\n")
+                            "(pip install 'transformers<6,>=5.3')\n"
+                            "error: jinja2 3.0.3 is installed; t2t-mtl needs jinja2<4,>=3.1 "
+                            "(pip install 'jinja2<4,>=3.1')\n")
 
 
 def test_a_development_release_above_a_floor_is_accepted_and_a_pre_release_of_the_floor_is_refused(environment):
