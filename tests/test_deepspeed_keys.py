@@ -938,3 +938,20 @@ def test_a_gradient_accumulation_dtype_in_a_json_naming_no_zero_stage_is_refused
         check_run_config(_config(tmp_path, config=str(path)))
     assert str(caught.value).startswith(f"deepspeed.config {path}: data_types.grad_accum_dtype is 'fp32' at ZeRO "
                                         f"stage 0 in a bf16 run"), caught.value
+
+
+def test_compute_grad_norm_false_with_an_optimizer_offloaded_to_nvme_is_refused_where_the_bf16_optimizer_trains(
+        tmp_path, monkeypatch):
+    # mutation testing: reading an NVMe optimizer offload as DeepSpeed's CPU offload passed the checks' tests; DeepSpeed
+    # picks its ZeRO optimizer over the bf16 one for a CPU offload alone (`zero_cpu_offload`), so with NVMe it still
+    # refuses compute_grad_norm false in deepspeed.initialize (the reference below)
+    ds = {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"},
+          "zero_optimization": {"stage": 1, "compute_grad_norm": False,
+                                "offload_optimizer": {"device": "nvme", "nvme_path": str(tmp_path)}}}
+    refused = _engine_optimizer_check(ds, monkeypatch)
+    assert isinstance(refused, ValueError) and "compute_grad_norm=false" in str(refused)
+    config, where = _json_config(tmp_path, ds)
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(config)
+    assert str(caught.value).startswith(f"{where}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a "
+                                        f"bf16 run"), caught.value
