@@ -173,3 +173,31 @@ def test_a_bf16_optimizer_runs_best_checkpoint_is_loaded_for_its_evaluations(tmp
     masters = [dict(load_trained_model(ckpt)[0].named_parameters()) for ckpt in (best, tmp_path / "run")]
     assert [name for name, p in held["weights"].items() if not torch.equal(p, masters[0][name].bfloat16())] == []
     assert [name for name, p in held["weights"].items() if not torch.equal(p, masters[1][name].bfloat16())]
+
+
+def test_the_zero_optimizers_partitions_are_left_to_zero_to_fp32_and_expert_groups_are_refused(tmp_path):
+    # mutation testing: not telling the ZeRO optimizer's partitions (which name their ZeRO stage, and also hold
+    # param_slice_mappings) from the bf16 optimizer's, or reading groups partitioned over other rank counts (MoE
+    # expert groups) as if over one, passed the reader's tests, whose partitions had one partition count: the first
+    # would read a bf16 ZeRO-1/2 run with expert groups here (refused), not through zero_to_fp32, the second would
+    # take the pieces of one group's ranks for every group
+    from deepspeed.checkpoint.constants import ZERO_STAGE
+
+    from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights
+
+    flat = torch.arange(6, dtype=torch.float32)
+    _write_partitions(tmp_path / "zero", {"a": torch.Size([6])}, [{"a": (0, 6)}], [flat])
+    partition = tmp_path / "zero" / "ds" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    saved = torch.load(partition, weights_only=False)
+    saved["optimizer_state_dict"][ZERO_STAGE] = 2
+    torch.save(saved, partition)
+    assert bf16_optimizer_weights(tmp_path / "zero") is None
+    _write_partitions(tmp_path / "experts", {"a": torch.Size([6])}, [{"a": (0, 6)}], [flat])
+    partition = tmp_path / "experts" / "ds" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    saved = torch.load(partition, weights_only=False)
+    saved["optimizer_state_dict"]["partition_count"] = [1, 2]
+    torch.save(saved, partition)
+    with pytest.raises(ValueError) as refused:
+        bf16_optimizer_weights(tmp_path / "experts")
+    assert str(refused.value) == f"{partition}: parameter groups partitioned over [1, 2] ranks; only one partition " \
+                                 f"count is read"
