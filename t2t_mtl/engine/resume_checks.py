@@ -191,8 +191,8 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
     if not changes:
         return None
     keys = {key for key, _, _ in changes}
-    notes = [f"its weights fit, so the resumed run trains with the new settings from the resumed step (resume with "
-             f"the old ones to go on unchanged)"] if keys - {"model.name_or_path"} else []
+    notes = ["its weights fit, so the resumed run trains with the new settings from the resumed step (resume with "
+             "the old ones to go on unchanged)"] if keys - {"model.name_or_path"} else []
     if "model.name_or_path" in keys:
         notes.append("the resumed run takes every weight, frozen ones too, from the checkpoint: model.name_or_path "
                      "only names what a new run starts from")
