@@ -297,6 +297,9 @@ def test_generated_fp16_uses_dynamic_loss_scaling_and_zero3_saves_no_gathered_co
     starts at 2^initial_scale_power (16: 65536, T5's usual start); a static scale would over- or underflow. ZeRO-3's
     stage3_gather_16bit_weights_on_model_save false: checkpoints keep the partitions (export gathers them itself)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # fp16 is a GPU precision
+    # the optimizer check's throwaway AdamW step then asks whether a CUDA graph is being captured (torch 2.8's
+    # optimizers do when torch.cuda.is_available()), which a CUDA build of torch cannot answer without a GPU
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
                             "training": {"precision": "fp16"}, "deepspeed": {"zero_stage": 3}})
     ds = build_deepspeed_config(cfg, world_size=1)
