@@ -16,7 +16,9 @@ INSTALL_REQUIRES = [
     # 0.19.8: a skipped bad step leaves the weights (0.19.7: NaN after one at fp32 ZeRO-2); below 0.18 its INFO lines
     # go to stdout (train --print-config's YAML)
     "deepspeed>=0.19.8,<1",
-    "pydantic>=2",  # imported directly (DeepSpeed's config errors and lax reading); DeepSpeed's own requirement
+    # imported directly (DeepSpeed's config errors and lax reading); 2.0-2.2: DeepSpeed 0.19.8 builds no ZeRO config
+    # (model_persistence_threshold's sys.maxsize refused: int_parsing_size), though it requires only pydantic>=2.0.0
+    "pydantic>=2.3",
     "evaluate>=0.4.1,<1",
     "jinja2>=3.1,<4",
     "pyyaml>=6",
