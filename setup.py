@@ -9,7 +9,7 @@ INSTALL_REQUIRES = [
     # 5.13: a bf16 ZeRO-0 run whose steps were all skipped loads as built (5.12: shared.weight off by more than bf16
     # rounding); 5.0-5.2's T5Tokenizer.convert_to_native_format drops spiece.model's normalizer (NFKC -> <unk>)
     "transformers>=5.13,<6",
-    "tokenizers>=0.22",  # transformers 5's own floor
+    "tokenizers>=0.22.1",  # 0.22.0 needs huggingface-hub<1, which transformers 5.13 (hub>=1.5) cannot sit beside
     "sentencepiece>=0.1.99",
     "protobuf>=3.20",
     "datasets>=3.3,<6",  # 3.3: a streamed rename that swaps columns keeps both (before: both dropped)
@@ -24,8 +24,9 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "numpy>=1.24",
     "scipy>=1.15",  # 1.10-1.14: the task clusters of `t2t-mtl affinity` differ (tests/test_affinity.py fails)
-    "tqdm>=4.66",
-    "packaging>=20",  # (transformers' own floor) t2t_mtl.dependency_floors reads these requirements with it
+    "tqdm>=4.66.3",  # datasets' own floor (3.3 and later)
+    # (huggingface-hub's own floor) t2t_mtl.dependency_floors reads these requirements with it
+    "packaging>=20.9",
     "matplotlib>=3.7",
     "tensorboard>=2.14",
     # offline backends for the shipped evaluate metric modules
