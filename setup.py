@@ -4,7 +4,8 @@ from setuptools import find_packages, setup
 INSTALL_REQUIRES = [
     # The floors are the lowest versions the suite's engine, data, tokenizer, metric and kernel tests were run at
     # (README, "Into an existing environment"); a command refuses older ones (t2t_mtl.dependency_floors).
-    # torch: a CUDA build below 2.8 pins a triton below 3.4 (not testable here: no CPU wheel of it)
+    # torch: 2.8.0 (PyPI's CUDA build, with its triton 3.4.0) was run with every other package at its floor; a CUDA
+    # build below 2.8 pins a triton below 3.4
     "torch>=2.8,<3",
     # 5.13: a bf16 ZeRO-0 run whose steps were all skipped loads as built (5.12: shared.weight off by more than bf16
     # rounding); 5.0-5.2's T5Tokenizer.convert_to_native_format drops spiece.model's normalizer (NFKC -> <unk>)
