@@ -426,7 +426,7 @@ class GeneratorSource(Source):
             return datasets.IterableDataset.from_generator(_call_generator, gen_kwargs={"fn": self.fn, **gen_kwargs})
         try:
             return datasets.Dataset.from_generator(_call_generator, split=datasets.NamedSplit(split), gen_kwargs={
-                "fn": self.fn, "code": code_digest(self.fn), **gen_kwargs})
+                "fn": self.fn, "code": code_digest(self.fn), "datasets_version": datasets.__version__, **gen_kwargs})
         except datasets.exceptions.DatasetGenerationError as error:
             cause = error.__cause__
             if isinstance(cause, DataSourceError):  # raised by _call_generator: drop the frames inside datasets
@@ -454,10 +454,12 @@ def _describe_generator(fn: Callable[..., Any]) -> str:
     return f"generator {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _call_generator(fn: Callable[..., Iterable[Mapping[str, Any]]], code: str = "", **kwargs: Any):
+def _call_generator(fn: Callable[..., Iterable[Mapping[str, Any]]], code: str = "", datasets_version: str = "",
+                    **kwargs: Any):
     """`fn`'s rows as dicts; an exception raised inside `fn` becomes a `DataSourceError` naming `fn` and the
-    split, chained to the original (whose traceback ends at the user's line). `code` (`code_digest(fn)`) is only
-    part of the arguments datasets keys its cache on."""
+    split, chained to the original (whose traceback ends at the user's line). `code` (`code_digest(fn)`) and
+    `datasets_version` are only part of the arguments datasets keys its cache on: an edited generator gets new rows,
+    and a cache another datasets version wrote (one an older version cannot read) is not read back."""
     try:
         for row in fn(**kwargs):
             yield dict(row)

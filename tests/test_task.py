@@ -151,6 +151,21 @@ def test_a_generator_edited_between_runs_gives_its_new_rows(edited_module):
     assert rows_of("old") == ["old 0", "old 1", "old 2"]
 
 
+def test_a_generator_cache_written_by_another_datasets_version_is_not_read_back(tmp_path, monkeypatch):
+    # was: keyed on the generator and its code alone, so a cache datasets 5.2 wrote was read by datasets 3.3 sharing
+    # ~/.cache/huggingface (a raw "must be called with a dataclass type or instance" TypeError)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    source = GeneratorSource(_numbers, num_rows=5, seed=3)
+
+    def cache_file():
+        return source.load("train").cache_files[0]["filename"]
+
+    first = cache_file()
+    assert cache_file() == first  # (the same version reads its own cache back)
+    monkeypatch.setattr(datasets, "__version__", "3.3.0")
+    assert cache_file() != first
+
+
 def test_python_preprocessors_edited_between_runs_give_their_new_rows(edited_module, tmp_path):
     # was: datasets keys a Map or Filter function imported from a module by its name alone, so an edited one's
     # rows came from the old cache
