@@ -90,8 +90,8 @@ def test_a_two_rank_bf16_optimizer_run_exports_the_masters_split_across_its_part
     with pytest.raises(CheckpointError) as refused:
         load_trained_model(run)
     assert str(refused.value) == (f"{lost.parent}: the DeepSpeed weights cannot be read (ValueError: {lost} is "
-                                  f"missing); the checkpoint is incomplete or corrupt — export an earlier "
-                                  f"checkpoints/step-* folder")
+                                  f"missing); the checkpoint is incomplete or corrupt: use an earlier one "
+                                  f"(<run>/checkpoints/step-N) or remove it")
 
 
 def _write_partitions(ckpt: Path, shapes: dict, mappings: list, partitions: list) -> None:

@@ -378,31 +378,35 @@ def read_meta(ckpt: Path) -> Dict[str, Any]:
 #: what a message about an unusable checkpoint file tells the user to do
 CORRUPT_HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
                 "<run>/checkpoints/step-N) or remove it")
+#: what a message about an unusable checkpoint file tells the user of a command reading its weights (export, eval
+#: --checkpoint, predict, merge) to do
+CORRUPT_READ_HINT = ("the checkpoint is incomplete or corrupt: use an earlier one (<run>/checkpoints/step-N) or "
+                     "remove it")
 
 
-def _load_file(path: Path, mmap: bool = False) -> Any:
+def _load_file(path: Path, mmap: bool = False, hint: str = CORRUPT_HINT) -> Any:
     """torch.load a file of a checkpoint (`mmap`: memory-mapped, its tensors not read); CheckpointError naming the
-    file when it is missing or corrupt."""
+    file when it is missing or corrupt, ending in `hint`."""
     try:
         return torch.load(path, weights_only=False, mmap=mmap)
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; {CORRUPT_HINT}") from None
+        raise CheckpointError(f"{path} is missing; {hint}") from None
     except Exception as err:  # unpickling errors of a truncated/overwritten file come in many types
-        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); {CORRUPT_HINT}") from None
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); {hint}") from None
 
 
-def check_loadable(path: Path) -> None:
-    """CheckpointError naming `path` where torch cannot load it (missing, cut short, foreign), without unpickling its
-    tensors (memory-mapped, as torch maps its zip format; a file in its legacy format is read), or where a file in
-    torch's zip format is damaged inside (`torch_file_integrity.check_intact`: a record's header, or its data against
-    the CRC-32 torch recorded at save, which reads the whole file)."""
+def check_loadable(path: Path, hint: str = CORRUPT_HINT) -> None:
+    """CheckpointError naming `path` (and ending in `hint`: what to do) where torch cannot load it (missing, cut
+    short, foreign), without unpickling its tensors (memory-mapped, as torch maps its zip format; a file in its legacy
+    format is read), or where a file in torch's zip format is damaged inside (`torch_file_integrity.check_intact`: a
+    record's header, or its data against the CRC-32 torch recorded at save, which reads the whole file)."""
     zipped = zipfile.is_zipfile(path)
-    _load_file(path, mmap=zipped)
+    _load_file(path, mmap=zipped, hint=hint)
     if zipped:
         try:
             check_intact(path)
         except (DamagedFileError, OSError) as err:
-            raise CheckpointError(f"{path} is damaged ({err}); {CORRUPT_HINT}") from None
+            raise CheckpointError(f"{path} is damaged ({err}); {hint}") from None
 
 
 def _error_detail(err: Exception) -> str:

@@ -18,13 +18,14 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
 from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
 from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights
-from t2t_mtl.engine.checkpoint import CHECKPOINTS, DS_TAG, CheckpointError, read_meta, resolve_checkpoint
+from t2t_mtl.engine.checkpoint import (CHECKPOINTS, CORRUPT_READ_HINT, DS_TAG, CheckpointError, check_loadable,
+                                      read_meta, resolve_checkpoint)
 from t2t_mtl.engine.distributed import select_cpu_accelerator
 from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, lora_settings, merge_lora, select_task_adapter
@@ -73,13 +74,28 @@ def _gathered_zero_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
             logger.debug(line)
 
 
+def weight_files(ckpt: Path, zero_stage: int) -> List[Path]:
+    """The DeepSpeed files of checkpoint `ckpt` (of ZeRO stage `zero_stage`) from which `fp32_state_dict` reads the
+    weights: at stage 0 the module state (its optimizer's fp32 masters inside), at stages 1-3 every module state and
+    optimizer partition the folder holds (what `zero_to_fp32` and `bf16_optimizer_weights` read; a missing one is
+    named by them)."""
+    ds = Path(ckpt) / DS_TAG
+    if zero_stage == 0:
+        return [ds / "mp_rank_00_model_states.pt"]
+    return sorted({*ds.glob("*_model_states.pt"), *ds.glob("*_optim_states.pt")})
+
+
 def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The full fp32 state dict of a trainer checkpoint (any ZeRO stage) for `model` (the run's architecture;
     at stage 0 its parameter order names the optimizer's fp32 master weights): the trained weights' fp32 masters,
-    the frozen ones (LoRA) as stored."""
+    the frozen ones (LoRA) as stored. A CheckpointError names a `weight_files` file that cannot be loaded or is
+    damaged inside (`check_loadable`: its records against the CRC-32s torch recorded, one read of each file), which
+    torch and DeepSpeed would read without a word."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     zero_stage = meta.get("zero_stage", 0)
+    for path in weight_files(ckpt, zero_stage):
+        check_loadable(path, CORRUPT_READ_HINT)
     try:
         if zero_stage >= 1:
             gathered = _gathered_zero_weights(ckpt)
@@ -88,8 +104,7 @@ def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tenso
         states = torch.load(ckpt / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
     except Exception as err:  # missing or damaged DeepSpeed files surface as many exception types
         raise CheckpointError(f"{ckpt / DS_TAG}: the DeepSpeed weights cannot be read ({type(err).__name__}: "
-                              f"{str(err).strip()[:300]}); the checkpoint is incomplete or corrupt — export an "
-                              f"earlier {CHECKPOINTS}/step-* folder") from None
+                              f"{str(err).strip()[:300]}); {CORRUPT_READ_HINT}") from None
     module = {k: v.float() for k, v in states["module"].items()}
     if zero_stage >= 1:  # ZeRO-1/2 keep whole weights in the module state; ZeRO-1 saves frozen ones (LoRA) only there
         return {**module, **gathered}
