@@ -14,11 +14,12 @@ one task (its experts only, Task-MoE deployment: a plain T5 whose FFNs hold thos
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -52,6 +53,23 @@ def _run_dir_of(ckpt: Path) -> Path:
     return run
 
 
+@contextlib.contextmanager
+def _zero_to_fp32_bars_as_transformers() -> Iterator[None]:
+    """Inside the block, DeepSpeed's `zero_to_fp32` draws its progress bars ('Loading checkpoint shards', at ZeRO-3
+    'Gathering sharded weights'; tqdm's, on stderr) where transformers draws its own ('Loading weights') and not where
+    transformers' are hidden (`hidden_transformers_progress_bars`: by export and predict, by eval with --no-progress
+    and on its ranks but the first), rather than on every read of a ZeRO checkpoint."""
+    from deepspeed.utils import zero_to_fp32
+    from transformers.utils.logging import is_progress_bar_enabled
+
+    drawn = zero_to_fp32.tqdm
+    zero_to_fp32.tqdm = functools.partial(drawn, disable=not is_progress_bar_enabled())
+    try:
+        yield
+    finally:
+        zero_to_fp32.tqdm = drawn
+
+
 def _gathered_zero_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
     """DeepSpeed's `zero_to_fp32` gathering of a ZeRO checkpoint's fp32 weights, with what DeepSpeed prints kept off
     stdout, which holds the command's own output (predict's answers, eval's report): the lines it prints while
@@ -67,7 +85,7 @@ def _gathered_zero_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
 
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(printed), _zero_to_fp32_bars_as_transformers():
             return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=DS_TAG)
     finally:
         for line in printed.getvalue().splitlines():
