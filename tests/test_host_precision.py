@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -290,8 +291,42 @@ def test_a_resumed_run_whose_deepspeed_json_chose_bf16_is_not_told_to_change_the
     # before the resume's passed its tests; a resume of a bf16 checkpoint refuses either, as it refuses fp32 named
     # in training.precision (test_a_bf16_checkpoint_resumed_on_a_cpu_that_emulates_bf16_...: the refusal)
     as_host(monkeypatch, "fp32")
-    resumed = deepspeed_config.emulated_bf16_warning("bf16", False, by_json=True, resumed=True)
-    assert resumed == deepspeed_config.emulated_bf16_warning("bf16", False, by_json=False, resumed=True)
+    resumed = deepspeed_config.emulated_bf16_warning("bf16", False, chosen_by="deepspeed.config", resumed=True)
+    assert resumed == deepspeed_config.emulated_bf16_warning("bf16", False, chosen_by=None, resumed=True)
     assert resumed.endswith("; a bf16 checkpoint resumes in bf16 only: resume it on a machine that runs bf16 "
                             "natively, or start a new run in fp32 (training.precision: auto, and a new "
                             "training.output_dir)")
+
+
+@pytest.mark.parametrize("json_bf16", [None, "auto"])
+def test_a_run_whose_deepspeed_extra_chose_emulated_bf16_is_told_to_change_deepspeed_extra(tmp_path, tok,
+                                                                                          monkeypatch, capsys,
+                                                                                          json_bf16):
+    # was: over a JSON whose bf16 enabled is "auto", "set the deepspeed.config JSON's bf16 enabled to \"auto\" ... or
+    # to false" (it is "auto" already; either leaves deepspeed.extra's true in force); without a JSON, "set
+    # training.precision: auto ... or fp32", which check_extra_precision refuses beside deepspeed.extra's true. The
+    # advice given is followed below: the run then trains in fp32 without the warning
+    as_host(monkeypatch, "fp32")
+
+    def run(extra_bf16: bool, precision: str) -> dict:
+        cfg = _auto_run(tmp_path / f"{extra_bf16}", tok, 2)
+        cfg["training"]["precision"] = precision
+        cfg["deepspeed"] = {"extra": {"bf16": {"enabled": extra_bf16}}}
+        if json_bf16 is not None:
+            (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+                                                          "bf16": {"enabled": json_bf16}}))
+            cfg["deepspeed"]["config"] = str(tmp_path / "ds.json")
+        return cfg
+
+    capsys.readouterr()
+    train(run(True, "bf16" if json_bf16 is None else "auto"), evaluate_held_in=False)
+    warned = [line for line in capsys.readouterr().out.splitlines() if "emulated" in line]
+    assert warned == ["warning: training in bf16 on this CPU, which has neither AVX512-BF16 nor AMX: bf16 is emulated "
+                      "here, about 12× slower than fp32; set deepspeed.extra.bf16.enabled (which chose bf16) to "
+                      "false, with training.precision: auto (fp32 on this CPU) or fp32"]
+    for precision in ("auto", "fp32"):
+        train(run(False, precision), evaluate_held_in=False)
+        assert [line for line in capsys.readouterr().out.splitlines() if "emulated" in line] == []
+        meta = tmp_path / "False" / "run" / "checkpoints" / "step-00000002" / "meta.json"
+        assert json.loads(meta.read_text())["precision"] == "fp32"
+        shutil.rmtree(tmp_path / "False")

@@ -78,20 +78,24 @@ _NO_BF16_INSTRUCTIONS = "which has neither AVX512-BF16 nor AMX"
 _ONEDNN_BELOW_BF16 = "whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA)"
 
 
-def emulated_bf16_warning(precision: str, on_gpu: bool, by_json: bool = False, resumed: bool = False
+def emulated_bf16_warning(precision: str, on_gpu: bool, chosen_by: Optional[str] = None, resumed: bool = False
                           ) -> Optional[str]:
     """The warning for a run training in `precision` "bf16" (as DeepSpeed runs it) on a CPU that emulates bf16
     (`native_bf16` false), ~12× slower than fp32; None on a GPU, in another precision, or on a CPU that runs bf16
-    natively (auto never picks bf16 where it is emulated). Its advice is to training.precision, or, `by_json`, where
-    a deepspeed.config JSON's own bf16 section chose it (`DeepSpeedAutos.precision_by_json`), to that section. A
-    `resumed` run is not told to set another precision, which its resume would refuse."""
+    natively (auto never picks bf16 where it is emulated). Its advice is to training.precision, or to what chose the
+    precision instead (`chosen_by`, `DeepSpeedAutos.precision_chosen_by`): deepspeed.extra's bf16 key, or a
+    deepspeed.config JSON's own bf16 section. A `resumed` run is not told to set another precision, which its
+    resume would refuse."""
     if precision != "bf16" or on_gpu or native_bf16(False):
         return None
     why = _NO_BF16_INSTRUCTIONS if not cpu_has_bf16() else _ONEDNN_BELOW_BF16
     if resumed:
         fix = ("a bf16 checkpoint resumes in bf16 only: resume it on a machine that runs bf16 natively, or start a "
                "new run in fp32 (training.precision: auto, and a new training.output_dir)")
-    elif by_json:
+    elif chosen_by is not None and chosen_by.startswith("deepspeed.extra."):  # (it overrides a JSON's section)
+        fix = (f"set {chosen_by}.enabled (which chose bf16) to false, with training.precision: auto (fp32 on this "
+               f"CPU) or fp32")
+    elif chosen_by is not None:
         fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
                "CPU), or to false")
     else:
@@ -107,6 +111,14 @@ def precision_left_to_auto(precision: str, json_config: Optional[Mapping[str, An
     if precision != "auto":
         return False
     return json_config is None or json_leaves_precision(json_config)
+
+
+def extra_bf16_key(extra: Mapping[str, Any]) -> Optional[str]:
+    """The bf16 section ("bf16" or "bfloat16") that deepspeed.extra `extra` enables itself (not "auto"), which then
+    chooses bf16 over training.precision and a deepspeed.config JSON's section; None if none."""
+    return next((key for key in ("bf16", "bfloat16")
+                 if isinstance(extra.get(key), Mapping) and extra[key].get("enabled") not in (None, False, "auto")),
+                None)
 
 
 def json_leaves_precision(json_config: Mapping[str, Any]) -> bool:
@@ -675,12 +687,21 @@ class DeepSpeedAutos(NamedTuple):
     values are filled (`build_deepspeed`): whether training.precision auto chose the precision it trains in
     (`precision_by_auto`, `precision_left_to_auto`: a resume on another kind of machine is told why its precision
     differs), the training keys whose values fill an "auto" as written (`auto_training_keys`: not warned of as
-    replaced), and whether a deepspeed.config JSON's own bf16/fp16 sections chose that precision (`precision_by_json`:
-    not left to training.precision, `json_leaves_precision`; the emulated-bf16 warning's advice is then to them)."""
+    replaced), and what chose that precision if training.precision did not (`precision_chosen_by`, for the
+    emulated-bf16 warning's advice): "deepspeed.extra.<section>" where deepspeed.extra's bf16 section enables it
+    (`extra_bf16_key`), else "deepspeed.config" where the JSON's own sections do (not left to
+    training.precision, `json_leaves_precision`); None where training.precision chose."""
 
     precision_by_auto: bool
     auto_training_keys: FrozenSet[str]
-    precision_by_json: bool
+    precision_chosen_by: Optional[str]
+
+
+def precision_chosen_by(extra: Mapping[str, Any], otherwise: Optional[str]) -> Optional[str]:
+    """`DeepSpeedAutos.precision_chosen_by`: deepspeed.extra's section that enables bf16 ("deepspeed.extra.bf16"),
+    else `otherwise` (what chose the precision without deepspeed.extra)."""
+    key = extra_bf16_key(extra)
+    return f"deepspeed.extra.{key}" if key is not None else otherwise
 
 
 class BuiltDeepSpeed(NamedTuple):
@@ -710,7 +731,8 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
         training_autos = auto_training_keys(cfg, ds)
         ds = deep_merge(ds, cfg.deepspeed.extra)
         precision_by_auto = precision_left_to_auto(t.precision, ds)
-        by_json = not json_leaves_precision(ds)
+        chosen_by = precision_chosen_by(cfg.deepspeed.extra, "deepspeed.config" if not json_leaves_precision(ds)
+                                        else None)
         ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
                               f"deepspeed.config {path}: ")
         check_typed_sections(ds, f"deepspeed.config {path}: ")
@@ -735,7 +757,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
             raise ConfigError(f"training.precision is {t.precision}, but deepspeed.config {path} trains in {own} (its "
                               f"bf16/fp16 sections decide): set training.precision to auto or {own}, or change the "
                               f"JSON")
-        return BuiltDeepSpeed(with_batch_keys(ds, batch), DeepSpeedAutos(precision_by_auto, training_autos, by_json))
+        return BuiltDeepSpeed(with_batch_keys(ds, batch), DeepSpeedAutos(precision_by_auto, training_autos, chosen_by))
 
     written = cfg.deepspeed.extra.get("zero_optimization") or {}
     if "stage" in written and json_zero_stage(cfg.deepspeed.extra) != cfg.deepspeed.zero_stage:
@@ -770,5 +792,6 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
     check_optimizer(ds, "deepspeed.extra.")
     check_unchecked_values(ds, "deepspeed.extra.")
     check_scheduler(ds, "deepspeed.extra.")
-    autos = DeepSpeedAutos(precision_left_to_auto(t.precision, None), auto_training_keys(cfg, None), False)
+    autos = DeepSpeedAutos(precision_left_to_auto(t.precision, None), auto_training_keys(cfg, None),
+                           precision_chosen_by(cfg.deepspeed.extra, None))
     return BuiltDeepSpeed(with_batch_keys(ds, batch), autos)

@@ -488,7 +488,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings,
                                deepspeed=checked.deepspeed, sampler=sampler)
         emulated = emulated_bf16_warning(precision, env.device.type == "cuda",
-                                         checked.deepspeed.autos.precision_by_json, resumed=resume_from is not None)
+                                         checked.deepspeed.autos.precision_chosen_by, resumed=resume_from is not None)
         if emulated:
             logger.message(f"warning: {emulated}")
         if progress.step == 0:
