@@ -289,3 +289,33 @@ register_metric("always_half", always_half)
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert list(report["summary"]["tasks"]) == [task] and report["summary"]["num_tasks"] == 1
     assert report["summary"]["tasks"][task]["median"] == 50.0  # the module's metric, 0.5 on the 0-100 scale
+
+
+def test_eval_of_a_model_folder_asking_for_a_task_of_its_unimported_modules_says_to_pass_task_module(fresh, tmp_path,
+                                                                                                     capsys):
+    # was: "unknown task 'tm_..._task'; did you mean 'list_contains'?", a built-in task alike only in letters, for a
+    # task the folder was trained on whose module (its data.task_modules) eval does not import from a model folder
+    import argparse
+
+    from t2t_mtl.cli.eval import select_tasks
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    _, task, path = _module(tmp_path)
+    meta = {"path": str(folder), "tasks": [task],
+            "config": {"data": {"task_modules": [str(path)], "tasks_dir": None}}}
+
+    def ask(name: str, modules=None) -> list:
+        return select_tasks(argparse.Namespace(task_modules=modules, tasks_dir=None, bigbench=None, tasks=name,
+                                               mixture=None, held_out_clusters=None), meta)
+
+    with pytest.raises(ValueError) as refused:
+        ask(task)
+    assert str(refused.value) == (
+        f"--tasks: task {task!r}, which model folder {folder} was trained on, is not registered: its data.task_modules "
+        f"[{str(path)!r}] were not imported (a model folder may come from someone else); pass --task-module MODULE to "
+        f"import the one you trust that registers it")
+    with pytest.raises(task_registry.UnknownTaskError, match=r"^unknown task 'ag_nwes'; did you mean 'ag_news'\?"):
+        ask("ag_nwes")  # (a task the folder was not trained on: a misspelt built-in's guess stays)
+    assert ask(task, [str(path)]) == [task]

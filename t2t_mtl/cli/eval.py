@@ -125,17 +125,19 @@ def _run_data_dir(meta: Mapping[str, Any]) -> Optional[str]:
                      f"directory {Path.cwd()}): run eval from where the run was trained, or {remedy}")
 
 
-def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> None:
+def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
     """Import `--task-module`s, else the run's `data.task_modules`, then register `--tasks-dir`, else the run's
     `data.tasks_dir`. The run's module failing to import is a ValueError saying it was the run's. A model folder's
     (exported or Hugging Face, `meta["path"]` holding a config.json) recorded modules are not imported: the folder may
-    come from someone else, and an import runs the module's code (a warning names them and `--task-module`)."""
+    come from someone else, and an import runs the module's code (a warning names them and `--task-module`); they
+    are returned (empty where none were left out)."""
     import task_registry
 
-    modules = args.task_modules
+    modules, skipped = args.task_modules, []
     if modules is None:
         found = _find_key(meta, "task_modules")
         if found and meta.get("path") and is_model_folder(meta["path"]):
+            skipped = [found] if isinstance(found, str) else list(found)
             print(f"warning: not importing data.task_modules {found!r}, which model folder {meta['path']}'s "
                   f"t2t_mtl_meta.json names: importing a module runs its code, and a model folder may come from "
                   f"someone else; pass --task-module MODULE to import one you trust (for the tasks it registers)",
@@ -146,6 +148,20 @@ def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> Non
         except task_registry.TaskModuleError as error:
             raise ValueError(f"the run's data.task_modules: {error} (or pass --task-module MODULE)") from None
     register_tasks(args.tasks_dir or _run_tasks_dirs(meta), modules)
+    return skipped
+
+
+def check_trained_task_registered(name: str, meta: Mapping[str, Any], skipped: list[str]) -> None:
+    """Refuse `--tasks` `name`, a task the model folder of `meta` was trained on (its "tasks"), where it is not
+    registered and the folder's data.task_modules `skipped` were not imported (`register_run_tasks`): the task is
+    theirs, so a close built-in name would be a poor guess; the error says to pass --task-module."""
+    import task_registry
+
+    if skipped and name in (meta.get("tasks") or ()) and name not in task_registry.list_tasks():
+        raise ValueError(f"--tasks: task {name!r}, which model folder {meta['path']} was trained on, is not "
+                         f"registered: its data.task_modules {skipped!r} were not imported (a model folder may come "
+                         f"from someone else); pass --task-module MODULE to import the one you trust that registers "
+                         f"it")
 
 
 def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
@@ -157,13 +173,14 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
 
         return import_bigbench(args.bigbench)
     task_registry.load_builtin_tasks()
-    register_run_tasks(args, meta)
+    skipped = register_run_tasks(args, meta)
     if args.tasks is not None:
         names = task_registry.comma_separated(args.tasks, "--tasks", "task names")
         repeated = repeated_items(names)
         if repeated:
             raise ValueError(f"--tasks names {', '.join(repeated)} more than once; each task is evaluated once")
         for name in names:
+            check_trained_task_registered(name, meta, skipped)
             task_registry.get_task(name)
         return names
     if args.mixture:
