@@ -96,3 +96,13 @@ def test_a_window_saved_during_a_pause_leaves_the_pause_out_of_its_seconds(tmp_p
     with logger.paused():
         now["t"] += 50.0
         assert logger.state_dict()["window_seconds"] == pytest.approx(3.0)
+
+
+def test_a_resume_with_nothing_left_to_train_draws_no_bar_without_its_total(tmp_path, capsys):
+    # was: a checkpoint at step 70 resumed with training.steps 50 drew "train: 70step [...]" (tqdm drops a total the
+    # count has passed) under "nothing left to train"; a resume with steps left draws "30/50"
+    for start, drawn in ((30, "30/50"), (50, None), (70, None)):
+        logger = TrainLogger(tmp_path / str(start), total_steps=50, start_step=start, log_every=1, enabled=True)
+        logger.close()
+        err = capsys.readouterr().err
+        assert (drawn in err) if drawn else ("train" not in err), (start, err)

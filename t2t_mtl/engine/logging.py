@@ -118,8 +118,8 @@ class TrainLogger:
                 if start_step < total_steps:  # (one that trains nothing keeps them)
                     drop_records_after(self.log_dir / name, start_step)
         self.jsonl = open(self.log_dir / "metrics.jsonl", "a" if start_step else "w", encoding="utf-8")
-        if progress_bar:
-            from tqdm.auto import tqdm
+        if progress_bar and start_step < total_steps:  # (none where nothing is left to train: tqdm drops a total
+            from tqdm.auto import tqdm  # the count has passed, "70step")
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     def _reset_window(self) -> None:
