@@ -319,3 +319,33 @@ def test_eval_of_a_model_folder_asking_for_a_task_of_its_unimported_modules_says
     with pytest.raises(task_registry.UnknownTaskError, match=r"^unknown task 'ag_nwes'; did you mean 'ag_news'\?"):
         ask("ag_nwes")  # (a task the folder was not trained on: a misspelt built-in's guess stays)
     assert ask(task, [str(path)]) == [task]
+
+
+def test_eval_of_a_model_folder_held_out_on_a_cluster_of_its_unimported_modules_says_to_pass_task_module(fresh,
+                                                                                                        tmp_path,
+                                                                                                        capsys):
+    # was: "no registered task is in cluster(s) ['module_clustr']; did you mean 'closed_book_qa'? ..." (a built-in
+    # alike in letters; cluster name spelt to draw the guess) for the run's own cluster of a module eval did not
+    # import from a model folder, and only "a YAML task's cluster needs its --tasks-dir"
+    import argparse
+
+    from t2t_mtl.cli.eval import select_tasks
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    _, _, path = _module(tmp_path, MODULE.replace("module_cluster", "module_clustr"))
+    meta = {"path": str(folder), "config": {"data": {"task_modules": [str(path)], "tasks_dir": None,
+                                                     "held_out_clusters": ["module_clustr"]}}}
+
+    def held_out(modules=None) -> list:
+        return select_tasks(argparse.Namespace(task_modules=modules, tasks_dir=None, bigbench=None, tasks=None,
+                                               mixture=None, held_out_clusters=None), meta)
+
+    with pytest.raises(ValueError) as refused:
+        held_out()
+    message = str(refused.value)
+    assert "did you mean" not in message and message.endswith(
+        f"(model folder {folder}'s data.task_modules [{str(path)!r}], not imported, may register them: pass "
+        f"--task-module MODULE to import the one you trust; a YAML task's cluster needs its --tasks-dir)")
+    assert len(held_out([str(path)])) == 1

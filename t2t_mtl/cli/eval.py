@@ -195,9 +195,11 @@ def select_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]
         from task_registry.errors import close_matches
 
         close = [m for c in unknown for m in close_matches(c, known, n=1, cutoff=0.6, substrings=False)]
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close and not skipped else ""
+        where = (f"model folder {meta['path']}'s data.task_modules {skipped!r}, not imported, may register them: pass "
+                 f"--task-module MODULE to import the one you trust; " if skipped else "")
         raise ValueError(f"{source}: no registered task is in cluster(s) {unknown}; {hint}registered clusters: "
-                         f"{', '.join(known)} (a YAML task's cluster needs its --tasks-dir)")
+                         f"{', '.join(known)} ({where}a YAML task's cluster needs its --tasks-dir)")
     chosen = [t.name for t in tasks if t.cluster in clusters] if clusters else [t.name for t in tasks if t.held_out]
     if not chosen:
         raise ValueError(f"no registered task is held out (clusters {clusters or 'from held_out flags'}); "
