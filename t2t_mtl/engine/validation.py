@@ -16,6 +16,7 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from t2t_mtl.config import Config, ConfigError
+from t2t_mtl.engine.bigbench_evaluation import bigbench_folders, import_bigbench_tasks
 from t2t_mtl.engine.distributed import DistEnv, sum_over_ranks
 from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
 from t2t_mtl.evaluation.generation import decode_generated
@@ -250,16 +251,17 @@ def validation_drop_figures(drops: CapacityDrops) -> Dict[str, float]:
     return {"val_dropped": share, "val_num_dropped": drops.dropped, "val_choices": drops.choices}
 
 
-#: keys of the `evaluation:` config section (besides held_out / tasks, these are EvalSettings fields)
-EVALUATION_KEYS = ("held_out", "tasks", "max_examples", "scoring", "length_normalize", "batch_size", "split",
-                   "num_beams", "max_new_tokens", "max_input_length", "every", "num_shots", "shots_split",
+#: keys of the `evaluation:` config section (besides held_out / tasks / bigbench, these are EvalSettings fields)
+EVALUATION_KEYS = ("held_out", "tasks", "bigbench", "max_examples", "scoring", "length_normalize", "batch_size",
+                   "split", "num_beams", "max_new_tokens", "max_input_length", "every", "num_shots", "shots_split",
                    "original_task_only")
 
 
 def evaluation_off(cfg: Config) -> bool:
-    """`evaluation.held_out: false` without `tasks`: the section is off, whatever settings a base config left."""
+    """`evaluation.held_out: false` without `tasks` or `bigbench`: the section is off, whatever settings a base config
+    left."""
     section = cfg.evaluation or {}
-    return section.get("held_out") is False and not section.get("tasks")
+    return section.get("held_out") is False and not section.get("tasks") and not section.get("bigbench")
 
 
 def evaluation_every(cfg: Config) -> int:
@@ -286,9 +288,10 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     """(task names, EvalSettings) for the `evaluation:` section; ([], None) when it is empty or disabled.
 
     `held_out: true` evaluates every registered task of `data.held_out_clusters`; `tasks: [..]` names tasks;
-    `held_out: false` without tasks turns the section off (e.g. a base config's, from `--set`).
+    `bigbench: DIR` (or a list of folders) imports and adds the BIG-bench tasks there (`import_bigbench_tasks`);
+    `held_out: false` without tasks or bigbench turns the section off (e.g. a base config's, from `--set`).
     Raises ConfigError naming the key for unknown keys, a missing task list, `tasks` that is not a list of distinct
-    names, or no held-out cluster."""
+    names, no held-out cluster, or a `bigbench` that names no BIG-bench task."""
     import task_registry
     from t2t_mtl.evaluation import EvalSettings
 
@@ -298,13 +301,15 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         raise ConfigError(f"evaluation: unknown key(s) {unknown}; valid keys: {', '.join(EVALUATION_KEYS)}")
     evaluation_every(cfg)
     held_out, tasks = section.pop("held_out", None), section.pop("tasks", None)
+    bigbench = section.pop("bigbench", None)
+    bigbench_folders(bigbench)  # (its shape, before the section is found off)
     if held_out is not None and not isinstance(held_out, bool):  # a string ("false", a typo) would count as true
         raise ConfigError(f"evaluation.held_out must be true or false, got {held_out!r}")
     held_out = bool(held_out)
-    if not held_out and not tasks:
+    if not held_out and not tasks and not bigbench:
         if section and not evaluation_off(cfg):
-            raise ConfigError("evaluation: set held_out: true or tasks: [..] to say what to evaluate (or "
-                              "held_out: false to turn the section off)")
+            raise ConfigError("evaluation: set held_out: true, tasks: [..] or bigbench: DIR to say what to evaluate "
+                              "(or held_out: false to turn the section off)")
         return [], None
     section.pop("every", None)  # when to evaluate, not how
     task_registry.load_builtin_tasks()
@@ -326,6 +331,7 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         refuse_unknown_held_out_clusters(cfg.data.held_out_clusters)
         for cluster in cfg.data.held_out_clusters:
             names.extend(n for n in task_registry.list_tasks(cluster=cluster) if n not in names)
+    names.extend(n for n in import_bigbench_tasks(bigbench) if n not in names)
     bounded = "max_new_tokens" in section  # (given, not the default from data.max_target_length)
     section.setdefault("max_input_length", cfg.data.max_input_length)
     section.setdefault("max_new_tokens", cfg.data.max_target_length)

@@ -1,0 +1,52 @@
+"""The `evaluation.bigbench` key of a training config: BIG-bench JSON tasks the evaluation after (and during)
+training scores, imported as `t2t-mtl eval --bigbench DIR` imports them (`task_registry.bigbench.import_bigbench`)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, List
+
+from t2t_mtl.config import ConfigError
+
+#: what the key holds, for its errors
+BIGBENCH_FOLDER = ("the folder holding BIG-bench tasks as <task>/task.json (or one task's folder), as `t2t-mtl eval "
+                   "--bigbench DIR` takes it; a list of such folders chooses the tasks")
+
+
+def bigbench_folders(value: Any) -> List[str]:
+    """`evaluation.bigbench` as a list of folders (one folder or several may be given; None: none). A value that is
+    neither a path nor a list of distinct paths is a ConfigError naming the key and what it holds."""
+    if value is None:
+        return []
+    folders = [value] if isinstance(value, str) else value
+    if not isinstance(folders, (list, tuple)) or not folders or not all(isinstance(f, str) and f for f in folders):
+        raise ConfigError(f"evaluation.bigbench must be {BIGBENCH_FOLDER}, got {value!r}")
+    repeated = sorted({f for f in folders if folders.count(f) > 1})
+    if repeated:
+        raise ConfigError(f"evaluation.bigbench names {', '.join(map(repr, repeated))} more than once; each folder's "
+                          f"tasks are evaluated once")
+    return list(folders)
+
+
+def import_bigbench_tasks(value: Any) -> List[str]:
+    """Register the BIG-bench tasks under `evaluation.bigbench`'s folders (`bigbench_folders`) and return their names
+    in the folders' order, each once. A folder not there, or holding no task.json, is a ConfigError naming the key,
+    the folder and where BIG-bench tasks belong; a task.json that cannot be imported, one naming the key and the
+    file."""
+    import task_registry
+    from task_registry.bigbench import import_bigbench
+
+    names: List[str] = []
+    for index, folder in enumerate(bigbench_folders(value)):
+        key = "evaluation.bigbench" if isinstance(value, str) else f"evaluation.bigbench[{index}]"
+        try:
+            imported = import_bigbench(folder)
+        except task_registry.DataSourceError as error:  # (no such folder, or no task.json in it)
+            where = "" if Path(folder).is_absolute() else (
+                f" (a relative path in a config is read from the working directory, {os.getcwd()}, not from the "
+                f"config file's folder)")
+            raise ConfigError(f"{key}: {error}{where}; name {BIGBENCH_FOLDER}") from None
+        except task_registry.TaskRegistryError as error:  # (a task.json BIG-bench's format does not allow)
+            raise ConfigError(f"{key}: {error}") from None
+        names.extend(name for name in imported if name not in names)
+    return names

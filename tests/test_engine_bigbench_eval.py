@@ -1,0 +1,95 @@
+"""`evaluation.bigbench`: BIG-bench JSON tasks in a training config's evaluation, scored after training as
+`t2t-mtl eval --bigbench DIR` scores them; a value that names no BIG-bench task is refused naming the key."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import task_registry
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.config import ConfigError, config_from_dict
+from t2t_mtl.engine.trainer import train
+from t2t_mtl.engine.validation import evaluation_plan
+
+from engine_helpers import tiny_config, train_tiny_tokenizer
+
+SMALL = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]}}
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _results(report_json, task):
+    """A report.json's evaluation settings and its per-template results of `task`."""
+    report = json.loads(report_json.read_text())
+    return report["settings"], [result for result in report["results"] if result["task"] == task]
+
+
+def test_post_training_evaluation_scores_bigbench_tasks_as_eval_does(tmp_path, tok, bigbench_dir, capsys):
+    # was: evaluation.bigbench refused as an unknown key; a run's evaluation had no way to BIG-bench tasks but a
+    # --task-module calling import_bigbench
+    folder = tmp_path / "bigbench"
+    shutil.copytree(bigbench_dir / "anachronisms", folder / "anachronisms")
+    run = tmp_path / "run"
+    cfg = tiny_config(run, tok, tmp_path / "cache", training={"steps": 2},
+                      evaluation={"tasks": ["parity"], "bigbench": str(folder), "max_examples": 3, "scoring": "rank"})
+    with task_registry.isolated_registry():
+        result = train(cfg, evaluate_held_in=False)
+    assert sorted(result.held_out_scores) == ["bigbench_anachronisms", "parity"]
+    out = tmp_path / "reference"
+    with task_registry.isolated_registry():  # the reference: eval --bigbench of the run, with its evaluation settings
+        assert cli_main(["eval", "--checkpoint", str(run), "--bigbench", str(folder), "--out", str(out),
+                         "--no-progress"]) == 0, capsys.readouterr().err
+    settings, results = _results(run / "eval" / "report.json", "bigbench_anachronisms")
+    assert (settings, results) == _results(out / "report.json", "bigbench_anachronisms")
+    assert [(r["template"], r["num_examples"], r["truncation_side"]) for r in results] == [
+        ("bigbench_zero_shot", 3, "left")]  # (BIG-bench's draw of 3 examples, each keeping its end as BIG-bench does)
+
+
+def test_evaluation_bigbench_takes_a_folder_or_a_list_of_task_folders(bigbench_dir):
+    # as `t2t-mtl eval --bigbench DIR`: a folder of <task>/task.json, or one task's folder; a list chooses tasks
+    with task_registry.isolated_registry():
+        one = {"bigbench": str(bigbench_dir / "navigate")}  # (one task's folder)
+        names, _ = evaluation_plan(config_from_dict({**SMALL, "evaluation": one}))
+        assert names == ["bigbench_navigate"]
+        folders = [str(bigbench_dir / "navigate"), str(bigbench_dir / "anachronisms")]
+        names, _ = evaluation_plan(config_from_dict({**SMALL, "evaluation": {"tasks": ["parity"],
+                                                                             "bigbench": folders}}))
+        assert names == ["parity", "bigbench_navigate", "bigbench_anachronisms"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{tmp}/missing", r"^evaluation.bigbench: BIG-bench folder '{tmp}/missing' does not exist; name the folder "
+                      r"holding BIG-bench tasks as <task>/task.json \(or one task's folder\), as `t2t-mtl eval "
+                      r"--bigbench DIR` takes it"),
+    (["{tmp}/tasks", "{tmp}/missing"], r"^evaluation.bigbench\[1\]: BIG-bench folder '{tmp}/missing' does not exist"),
+    ("{tmp}/empty", r"^evaluation.bigbench: BIG-bench folder '{tmp}/empty' has no <task>/task.json files; name the "
+                    r"folder holding BIG-bench tasks"),
+    ("relative/missing", r"does not exist \(a relative path in a config is read from the working directory"),
+    (3, r"^evaluation.bigbench must be the folder holding BIG-bench tasks .*got 3$"),
+    ([], r"^evaluation.bigbench must be the folder holding BIG-bench tasks .*got \[\]$"),
+    (["{tmp}/tasks", "{tmp}/tasks"], r"^evaluation.bigbench names '{tmp}/tasks' more than once"),
+])
+def test_an_evaluation_bigbench_naming_no_tasks_is_refused_naming_the_key(value, message, tmp_path, bigbench_dir):
+    # (before: refused as an unknown key of the evaluation section, whatever its value)
+    (tmp_path / "empty").mkdir()
+    shutil.copytree(bigbench_dir / "anachronisms", tmp_path / "tasks" / "anachronisms")
+    fill = {str: lambda v: v.replace("{tmp}", str(tmp_path)), list: lambda v: [f.replace("{tmp}", str(tmp_path))
+                                                                               for f in v]}
+    value = fill.get(type(value), lambda v: v)(value)
+    cfg = config_from_dict({**SMALL, "evaluation": {"held_out": False, "bigbench": value}})
+    with task_registry.isolated_registry(), pytest.raises(ConfigError, match=message.replace("{tmp}", str(tmp_path))):
+        evaluation_plan(cfg)
+
+
+def test_a_missing_evaluation_bigbench_folder_stops_the_run_before_training(tmp_path, tok):
+    cache = tmp_path / "cache"
+    cfg = tiny_config(tmp_path / "run", tok, cache, evaluation={"bigbench": str(tmp_path / "missing")})
+    with task_registry.isolated_registry(), pytest.raises(ConfigError, match=r"^evaluation.bigbench: BIG-bench "
+                                                                              r"folder .* does not exist"):
+        train(cfg, evaluate_held_in=False)
+    assert not cache.exists() and not (tmp_path / "run").exists()
