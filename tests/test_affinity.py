@@ -258,7 +258,8 @@ def test_every_key_a_study_run_replaces_is_refused_as_an_override(tmp_path):
     replaced = {"data.mixture": None, "data.tasks": ["a"], "data.validation_examples": 0, "training.seed": 3,
                 "training.steps": 2, "training.output_dir": str(tmp_path), "training.progress_bar": False,
                 "training.checkpoint_every": 0, "training.keep_checkpoints": 1, "training.plot": False,
-                "training.tensorboard": False, "evaluation.held_out": False, "evaluation.tasks": None}
+                "training.tensorboard": False, "evaluation.held_out": False, "evaluation.tasks": None,
+                "evaluation.bigbench": None}
     cfg = _run_config(base_config_dict(), ["a"], 3, 2, tmp_path, None).to_dict()
     for key, value in replaced.items():
         section, name = key.split(".")
@@ -266,6 +267,18 @@ def test_every_key_a_study_run_replaces_is_refused_as_an_override(tmp_path):
         with pytest.raises(StudyConfigError, match=f"the study sets {section}"):
             refuse_study_overrides([f"{key}=1"])
     refuse_study_overrides(["training.learning_rate=0.1", "training.plotting=1"])  # not replaced: allowed
+
+
+def test_a_study_run_leaves_out_the_base_configs_bigbench_evaluation(tmp_path, bigbench_dir):
+    # was: a base config's evaluation.bigbench kept the section on in every run (the study scores its runs itself),
+    # so each run scored the BIG-bench tasks after training for nothing
+    from t2t_mtl.analysis.engine_run import _run_config, base_config_dict
+    from t2t_mtl.engine.validation import evaluation_plan
+
+    base = base_config_dict()
+    base["evaluation"] = {**(base.get("evaluation") or {}), "bigbench": str(bigbench_dir / "navigate")}
+    with task_registry.isolated_registry():  # (a run evaluating them would register them)
+        assert evaluation_plan(_run_config(base, ["parity"], 0, 2, tmp_path, None)) == ([], None)
 
 
 def test_each_study_run_keeps_the_train_held_out_tasks_it_trains(tmp_path):

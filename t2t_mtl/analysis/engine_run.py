@@ -73,7 +73,7 @@ def _run_config(base_cfg: Optional[Mapping[str, Any]], train_tasks: Sequence[str
                  "train_held_out": [name for name in approved if name in train_tasks]},
         "training": {"seed": int(seed), "steps": int(steps), "output_dir": str(out_dir), "progress_bar": False,
                      "checkpoint_every": 0, "keep_checkpoints": 1, "plot": False, "tensorboard": False},
-        "evaluation": {"held_out": False, "tasks": None},  # the study scores its runs itself
+        "evaluation": {"held_out": False, "tasks": None, "bigbench": None},  # the study scores its runs itself
     }
     if tokenizer_path is not None:
         override["tokenizer"] = {"path": tokenizer_path}
