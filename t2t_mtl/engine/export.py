@@ -73,11 +73,9 @@ def _zero_to_fp32_bars_as_transformers() -> Iterator[None]:
 def _gathered_zero_weights(ckpt: Path) -> Dict[str, torch.Tensor]:
     """DeepSpeed's `zero_to_fp32` gathering of a ZeRO checkpoint's fp32 weights, with what DeepSpeed prints kept off
     stdout, which holds the command's own output (predict's answers, eval's report): the lines it prints while
-    gathering go to this module's log at debug level, and its CPU accelerator is chosen before it loads (else it
-    detects the CPU itself and says so in a warning on stdout). The files of DeepSpeed's bf16 optimizer (a bf16
-    ZeRO-1 run accumulating gradients in fp32), which `zero_to_fp32` cannot read, are read by
-    `bf16_optimizer_weights`."""
-    select_cpu_accelerator()
+    gathering go to this module's log at debug level (its CPU accelerator chosen by `fp32_state_dict`). The files of
+    DeepSpeed's bf16 optimizer (a bf16 ZeRO-1 run accumulating gradients in fp32), which `zero_to_fp32` cannot read,
+    are read by `bf16_optimizer_weights`."""
     weights = bf16_optimizer_weights(ckpt)
     if weights is not None:
         return weights
@@ -108,7 +106,9 @@ def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tenso
     at stage 0 its parameter order names the optimizer's fp32 master weights): the trained weights' fp32 masters,
     the frozen ones (LoRA) as stored. A CheckpointError names a `weight_files` file that cannot be loaded or is
     damaged inside (`check_loadable`: its records against the CRC-32s torch recorded, one read of each file), which
-    torch and DeepSpeed would read without a word."""
+    torch and DeepSpeed would read without a word. DeepSpeed's CPU accelerator is chosen first: the files' classes
+    import DeepSpeed, which would otherwise detect the CPU itself and say so in a warning on stdout."""
+    select_cpu_accelerator()
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     zero_stage = meta.get("zero_stage", 0)
