@@ -62,6 +62,24 @@ def test_the_files_every_rank_reads_are_the_trainer_state_and_the_module_state_b
     assert shared_files(tmp_path, {"zero_stage": stage}, universal=True) == [trainer_state]
 
 
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_a_universal_resume_filling_frozen_weights_checks_the_module_states_it_reads_them_from(tmp_path, stage):
+    # DeepSpeed's engine names the module states (the reference): at ZeRO-3 every old rank's, which `fill_frozen`
+    # joins; at ZeRO 1-2 the one. Was: through the universal format only the trainer state was checked
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    from t2t_mtl.engine.checkpoint import DS_TAG
+    from t2t_mtl.engine.own_checkpoint_files import shared_files
+
+    engine = SimpleNamespace(checkpoint_mp_rank=0, zero_optimization_partition_weights=lambda: stage == 3)
+    ranks = [0, 1] if stage == 3 else [0]
+    modules = [Path(DeepSpeedEngine._get_ckpt_name(engine, str(tmp_path), DS_TAG, pp_placeholder=rank))
+               for rank in ranks]
+    meta = {"zero_stage": stage, "world_size": 2}
+    assert shared_files(tmp_path, meta, universal=True, fills_frozen=True) == [tmp_path / "trainer_state.pt", *modules]
+    assert shared_files(tmp_path, meta, universal=True) == [tmp_path / "trainer_state.pt"]  # (nothing frozen)
+
+
 def _ranks_env(rank: int, port: int) -> dict:
     return {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_SIZE": "2",
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}

@@ -4,12 +4,16 @@ folder holds now (`t2t_mtl.engine.universal_frozen`); a checkpoint lacking one i
 tensor. One process: a ZeRO-3 resume is sent through the universal format by patching `loads_through_universal`."""
 from __future__ import annotations
 
+import struct
+import zipfile
+
 import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.engine import trainer as trainer_mod
-from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError
+from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError, ensure_universal
+from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.resumed_model import module_state_file
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.engine.universal_frozen import fill_frozen
@@ -97,6 +101,45 @@ def test_a_universal_resume_from_a_checkpoint_lacking_a_frozen_weight_is_refused
         f"{states} holds no encoder.block.0.layer.0.SelfAttention.k.weight of this run's model, which a resume under "
         f"another world size or ZeRO stage takes from it (DeepSpeed's universal format holds the trained weights "
         f"alone): resume with the model settings the checkpoint was trained with, or from another checkpoint")
+
+
+def _flip_a_bit_of_the_largest_record(path) -> str:
+    """Flip a bit in the middle of the largest data record of torch zip file `path`; the record's name."""
+    info = max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name_length + extra_length + info.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    return info.filename
+
+
+def test_a_universal_resume_from_a_zero3_module_state_damaged_inside_stops_before_deepspeed_starts_naming_it(
+        tmp_path, tok, monkeypatch):
+    # was: the module states fill_frozen reads were not among the files every rank checks before the load (only the
+    # conversion to the universal format checks them, once, on rank 0: here an earlier universal resume converted
+    # it), and torch loads a flipped bit without an error: the damaged frozen weight was trained on without a word
+    train(_config(tmp_path / "run", tok, tmp_path / "cache", LORA, PARTITIONED, 2), evaluate_held_in=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    ensure_universal(ckpt, DistEnv(0, 1, 0, torch.device("cpu"), "gloo"))
+    path = ckpt / "ds" / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+    saved = torch.load(path, weights_only=False)["frozen_param_fragments"]
+    record = _flip_a_bit_of_the_largest_record(path)
+    loaded = torch.load(path, weights_only=False)["frozen_param_fragments"]
+    assert [name for name in saved if not torch.equal(saved[name], loaded[name])]  # (other values, no error)
+    real_initialize, started = trainer_mod.initialize_deepspeed, []
+
+    def initialize(*args, **kwargs):
+        started.append(True)
+        return real_initialize(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed", initialize)
+    monkeypatch.setattr(trainer_mod, "loads_through_universal", lambda *args: True)
+    with pytest.raises(CheckpointError) as refused:
+        train(_config(tmp_path / "run", tok, tmp_path / "cache", LORA, PARTITIONED, 3), resume="auto",
+              evaluate_held_in=False)
+    assert str(refused.value) == (f"{path} is damaged (record {record} does not match the CRC-32 torch recorded for "
+                                  f"it at save: its data changed after it was written); {CORRUPT_HINT}")
+    assert not started
 
 
 class _Frozen(torch.nn.Module):

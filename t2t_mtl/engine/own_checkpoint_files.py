@@ -23,6 +23,7 @@ from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, DS_TAG, CheckpointError, ch
 from t2t_mtl.engine.deepspeed_config import json_zero_stage, zero_setting
 from t2t_mtl.engine.distributed import DistEnv, failed_ranks, failed_ranks_wording
 from t2t_mtl.engine.resumed_model import check_load_fills, module_state_file
+from t2t_mtl.engine.universal_frozen import frozen_source_files
 
 
 def own_files(ckpt: Path, meta: Mapping[str, Any], rank: int, world_size: int, universal: bool) -> List[Path]:
@@ -40,13 +41,17 @@ def own_files(ckpt: Path, meta: Mapping[str, Any], rank: int, world_size: int, u
     return files
 
 
-def shared_files(ckpt: Path, meta: Mapping[str, Any], universal: bool) -> List[Path]:
+def shared_files(ckpt: Path, meta: Mapping[str, Any], universal: bool, fills_frozen: bool = False) -> List[Path]:
     """The files of checkpoint `ckpt` (`meta`) that every rank's load reads: its trainer state and, in DeepSpeed's own
-    format (`universal` false) at ZeRO 0-2, the module state. (Under another world size a resume reads every old
-    rank's data positions after the load, every rank alike: `load_rank_states` checks them.)"""
+    format (`universal` false) at ZeRO 0-2, the module state; through the universal format into a model with frozen
+    parameters or buffers (`fills_frozen`), the module states `fill_frozen` reads them from (at ZeRO-3 every old
+    rank's). (Under another world size a resume reads every old rank's data positions after the load, every rank
+    alike: `load_rank_states` checks them.)"""
     files = [Path(ckpt) / "trainer_state.pt"]
     if not universal and int(meta["zero_stage"]) < 3:
         files.append(module_state_file(ckpt, int(meta["zero_stage"]), 0))
+    if universal and fills_frozen:
+        files.extend(frozen_source_files(ckpt, int(meta["zero_stage"]), int(meta["world_size"])))
     return files
 
 
@@ -68,20 +73,22 @@ def nvme_offload_folder(ckpt: Path, index: int) -> Path:
 
 
 def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal: bool,
-                    unfilled_model: Optional[torch.nn.Module] = None, nvme_index: Optional[int] = None) -> None:
+                    unfilled_model: Optional[torch.nn.Module] = None, nvme_index: Optional[int] = None,
+                    fills_frozen: bool = False) -> None:
     """Collective (every rank calls it before DeepSpeed's load; on a resume, before DeepSpeed starts): refuse on every
     rank a load of checkpoint `ckpt` (`meta`, through the universal format where `universal`) of which a rank cannot
-    load one of its `own_files` or of the `shared_files` (each rank tries them: its own view of them), or whose module
-    state that rank loads lacks a tensor of `unfilled_model` (the model built for a load that fills every tensor,
-    `check_load_fills`; None: not checked), or (`nvme_index`: its `nvme_offload_index`; in DeepSpeed's own format) lacks
-    the `nvme_offload_folder` DeepSpeed's load copies. That rank raises its CheckpointError (naming the file), the
+    load one of its `own_files` or of the `shared_files` (each rank tries them: its own view of them; `fills_frozen`:
+    the universal load is followed by `fill_frozen`, whose files are then among them), or whose module state that rank
+    loads lacks a tensor of `unfilled_model` (the model built for a load that fills every tensor, `check_load_fills`;
+    None: not checked), or (`nvme_index`: its `nvme_offload_index`; in DeepSpeed's own format) lacks the
+    `nvme_offload_folder` DeepSpeed's load copies. That rank raises its CheckpointError (naming the file), the
     others a CheckpointError naming the ranks and their own files."""
     error = None
     try:
         if unfilled_model is not None:
             check_load_fills(unfilled_model, ckpt, int(meta["zero_stage"]), env.rank)
         for path in [*own_files(ckpt, meta, env.rank, env.world_size, universal),
-                     *shared_files(ckpt, meta, universal)]:
+                     *shared_files(ckpt, meta, universal, fills_frozen)]:
             check_loadable(path)
         if nvme_index is not None and not universal and not nvme_offload_folder(ckpt, nvme_index).is_dir():
             raise CheckpointError(f"{nvme_offload_folder(ckpt, nvme_index)} (the optimizer state rank {env.rank} "

@@ -71,7 +71,7 @@ from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, ta
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, shared_parts, trainer_state
-from t2t_mtl.engine.universal_frozen import check_saved_frozen
+from t2t_mtl.engine.universal_frozen import check_saved_frozen, frozen_names
 from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
                            special_ids_of)
 from t2t_mtl.model.lora import trainable_parameter_count
@@ -418,7 +418,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                               if checked.deepspeed.autos.precision_by_auto else None)
         # (each rank's own files, the refusal agreed: a rank stopping alone in DeepSpeed's load left the others going)
         check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load and not universal else None,
-                        nvme_offload_index(ds_config, env))
+                        nvme_offload_index(ds_config, env), fills_frozen=universal and bool(frozen_names(model)))
     if universal:
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         check_universal_fills(model, ckpt_io.ensure_universal(resume_from, env))

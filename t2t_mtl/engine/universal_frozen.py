@@ -23,7 +23,7 @@ import torch
 from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError
 from t2t_mtl.engine.resumed_model import module_state_file, saved_module_state
 
-__all__ = ["check_saved_frozen", "fill_frozen", "frozen_names"]
+__all__ = ["check_saved_frozen", "fill_frozen", "frozen_names", "frozen_source_files"]
 
 
 def frozen_names(model: torch.nn.Module) -> List[str]:
@@ -32,6 +32,13 @@ def frozen_names(model: torch.nn.Module) -> List[str]:
     state = set(model.state_dict())
     return ([name for name, param in model.named_parameters() if not param.requires_grad]
             + [name for name, _ in model.named_buffers() if name in state])
+
+
+def frozen_source_files(ckpt: Path, zero_stage: int, world_size: int) -> List[Path]:
+    """The module-state files of checkpoint `ckpt`, saved at ZeRO stage `zero_stage` on `world_size` ranks, that
+    `fill_frozen` reads the frozen parameters and buffers from: at ZeRO-3 every rank's, in rank order, else rank 0's
+    (the one file)."""
+    return [module_state_file(ckpt, zero_stage, rank) for rank in (range(world_size) if zero_stage == 3 else [0])]
 
 
 def check_saved_frozen(model: torch.nn.Module, ckpt: Path, zero_stage: int) -> None:
@@ -54,7 +61,7 @@ def fill_frozen(model: torch.nn.Module, ckpt: Path, zero_stage: int, world_size:
     if not names:
         return
     params = set(dict(model.named_parameters()))
-    paths = [module_state_file(ckpt, zero_stage, rank) for rank in (range(world_size) if zero_stage == 3 else [0])]
+    paths = frozen_source_files(ckpt, zero_stage, world_size)
     states = [saved_module_state(path) for path in paths]
     for path, state in zip(paths, states):
         _refuse_missing(path, names, state, zero_stage, params)
