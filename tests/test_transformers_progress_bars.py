@@ -1,6 +1,6 @@
 """Hugging Face transformers' own progress bars ('Loading weights', 'Writing model shards') in the commands that load
-or write a model folder: hidden where the command draws no bar of its own (predict, export; eval under --no-progress),
-and left as they were found after the command, as datasets' are (tests/test_cli_progress_bars.py)."""
+or write a model folder: hidden where the command draws no bar of its own (predict, export, merge; eval under
+--no-progress), and left as they were found after the command, as datasets' are (tests/test_cli_progress_bars.py)."""
 from __future__ import annotations
 
 import pytest
@@ -54,6 +54,23 @@ def test_predict_and_export_draw_no_transformers_bar_and_leave_them_shown(moe_di
         err = capsys.readouterr().err
         assert not [bar for bar in BARS if bar in err], (command, err)
         assert is_progress_bar_enabled() and not are_progress_bars_disabled(), command
+
+
+def test_merge_draws_no_transformers_bar_and_leaves_them_shown(t5_tokenizer_dir, tmp_path, capsys, transformers_bars):
+    # was: 'Loading weights' for each folder merge read and 'Writing model shards' for the folder it wrote, where
+    # export, which writes a model folder alike, draws neither
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    base = _saved(_dense(tokenizer), tokenizer, tmp_path / "base")
+    tuned = _dense(tokenizer)
+    with torch.no_grad():
+        tuned.shared.weight.add_(0.1)
+    tuned = _saved(tuned, tokenizer, tmp_path / "tuned")
+    capsys.readouterr()  # (the saves' own bars)
+    assert main(["merge", str(base), str(tuned), "--out", str(tmp_path / "merged")]) == 0
+    err = capsys.readouterr().err
+    assert not [bar for bar in BARS if bar in err], err
+    assert (tmp_path / "merged" / "config.json").is_file()
+    assert is_progress_bar_enabled() and not are_progress_bars_disabled()
 
 
 def test_eval_draws_no_transformers_bar_under_no_progress(t5_tokenizer_dir, tmp_path, capsys, transformers_bars):

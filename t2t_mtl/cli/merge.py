@@ -8,6 +8,7 @@ from typing import Optional
 
 from t2t_mtl.cli.common import path_argument
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
+from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 from t2t_mtl.wording import counted
 
 
@@ -51,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        out = merge_models(args.base, args.models, args.out, method=args.method, scale=args.scale,
-                           density=0.2 if args.density is None else args.density)
+        with hidden_transformers_progress_bars():  # ('Loading weights', 'Writing model shards': merge draws none)
+            out = merge_models(args.base, args.models, args.out, method=args.method, scale=args.scale,
+                               density=0.2 if args.density is None else args.density)
     except ValueError as err:  # MergeError and the loaders' errors (checkpoint, export, tokenizer) name the input
         print(f"error: {err}", file=sys.stderr)
         return 2

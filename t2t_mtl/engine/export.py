@@ -57,8 +57,8 @@ def _run_dir_of(ckpt: Path) -> Path:
 def _zero_to_fp32_bars_as_transformers() -> Iterator[None]:
     """Inside the block, DeepSpeed's `zero_to_fp32` draws its progress bars ('Loading checkpoint shards', at ZeRO-3
     'Gathering sharded weights'; tqdm's, on stderr) where transformers draws its own ('Loading weights') and not where
-    transformers' are hidden (`hidden_transformers_progress_bars`: by export and predict, by eval with --no-progress
-    and on its ranks but the first), rather than on every read of a ZeRO checkpoint."""
+    transformers' are hidden (`hidden_transformers_progress_bars`: by export, predict and merge, by eval with
+    --no-progress and on its ranks but the first), rather than on every read of a ZeRO checkpoint."""
     from deepspeed.utils import zero_to_fp32
     from transformers.utils.logging import is_progress_bar_enabled
 
