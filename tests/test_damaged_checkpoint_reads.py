@@ -93,3 +93,22 @@ def test_every_command_reading_a_damaged_checkpoint_refuses_it_naming_the_file(r
     assert _refusal(path, record) in captured.err and not captured.out
     assert not (tmp_path / "hf").exists()
 
+
+
+@pytest.mark.parametrize("command", ["export", "eval", "predict", "merge"])
+def test_every_command_reading_a_checkpoint_whose_meta_json_is_unreadable_says_to_use_an_earlier_one(runs, tmp_path,
+                                                                                                    capsys, command):
+    # was: "resume from an earlier one (--resume <run>/checkpoints/step-N)", a resume's advice, to a command that
+    # only reads the checkpoint
+    run = Path(shutil.copytree(runs[0], tmp_path / "run"))
+    meta = latest_checkpoint(run) / "meta.json"
+    meta.write_text("{cut short")
+    args = {"export": ["export", str(run), "--out", str(tmp_path / "hf")],
+            "eval": ["eval", "--checkpoint", str(run), "--tasks", "parity", "--max-examples", "2", "--no-progress"],
+            "predict": ["predict", "--checkpoint", str(run), "parity: 101"],
+            "merge": ["merge", str(runs[0]), str(run), "--out", str(tmp_path / "hf")]}[command]
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{meta} cannot be read (" in err and err.rstrip().endswith(HINT) and "--resume" not in err, err
+    assert not (tmp_path / "hf").exists()

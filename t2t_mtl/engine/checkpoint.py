@@ -366,13 +366,14 @@ def refuse_occupied_run_dir(run_dir: Path, resume: Union[str, Path, None]) -> No
     refuse_other_run(Path(run_dir), resolve_checkpoint(resume, run_dir) if resume else None)
 
 
-def read_meta(ckpt: Path) -> Dict[str, Any]:
-    """The checkpoint's meta.json; CheckpointError when it is missing or unreadable."""
+def read_meta(ckpt: Path, hint: Optional[str] = None) -> Dict[str, Any]:
+    """The checkpoint's meta.json; CheckpointError when it is missing or unreadable, ending in `hint` (what to do;
+    None: a resume's, `CORRUPT_HINT`)."""
     path = Path(ckpt) / "meta.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} cannot be read ({err}); {CORRUPT_HINT}") from None
+        raise CheckpointError(f"{path} cannot be read ({err}); {hint or CORRUPT_HINT}") from None
 
 
 #: what a message about an unusable checkpoint file tells the user to do

@@ -110,7 +110,7 @@ def fp32_state_dict(ckpt: Path, model: torch.nn.Module) -> Dict[str, torch.Tenso
     import DeepSpeed, which would otherwise detect the CPU itself and say so in a warning on stdout."""
     select_cpu_accelerator()
     ckpt = Path(ckpt)
-    meta = read_meta(ckpt)
+    meta = read_meta(ckpt, CORRUPT_READ_HINT)
     zero_stage = meta.get("zero_stage", 0)
     for path in weight_files(ckpt, zero_stage):
         check_loadable(path, CORRUPT_READ_HINT)
@@ -244,14 +244,14 @@ def _run_config(run: Path) -> Config:
 
 def _checkpoint_meta(ckpt: Path, run: Path, cfg: Config) -> Dict[str, Any]:
     """A checkpoint's meta.json with its path, its run's folder and config (`cfg`, as a dict)."""
-    return {**read_meta(ckpt), "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
+    return {**read_meta(ckpt, CORRUPT_READ_HINT), "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
 
 
 def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, overwrite: bool = True) -> Path:
     """Write an HF folder (model, tokenizer, t2t_mtl_meta.json) for a run dir (its latest checkpoint) or a
     checkpoint dir. Returns `out_dir`. `overwrite` false: an `out_dir` that holds files is an ExportError."""
     ckpt = _checkpoint_of(run_or_ckpt)
-    if (read_meta(ckpt).get("lora") or {}).get("per_task"):
+    if (read_meta(ckpt, CORRUPT_READ_HINT).get("lora") or {}).get("per_task"):
         raise ExportError(f"{run_or_ckpt}: the run trains one LoRA adapter per task (model.lora.per_task), which a "
                           f"plain T5 folder cannot hold: export one task with --task NAME (its adapter folded into "
                           f"the weights; a task it was not trained on gets the mean adapter)")
