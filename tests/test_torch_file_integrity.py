@@ -113,3 +113,31 @@ def test_a_record_header_naming_another_record_or_data_past_the_records_is_refus
     torch.load(path, mmap=True, weights_only=False)
     with pytest.raises(CheckpointError, match=f"record {record} runs past the zip directory"):
         check_loadable(path)
+
+
+def _first_directory_entry(path: Path) -> int:
+    return zipfile.ZipFile(path).start_dir
+
+
+@pytest.mark.parametrize("damage, field, error", [
+    # (a field of the zip directory, the bytes written there, what Python's zip reader said of it)
+    ("version needed to extract", lambda path, raw: (_first_directory_entry(path) + 6, b"\xff\x00"),
+     "zip file version 25.5"),
+    ("zip64 end record's signature", lambda path, raw: (raw.rfind(b"PK\x06\x06"), b"PK\x06\x07"),
+     "Bad magic number for central directory"),
+    ("zip64 end record's disk number", lambda path, raw: (raw.rfind(b"PK\x06\x07") + 4, b"\x01"),
+     "zipfiles that span multiple disks are not supported"),
+])
+def test_a_damaged_zip_directory_that_torch_reads_is_refused_naming_the_file(tmp_path, damage, field, error):
+    # torch's own reader passes these (mmap and full loads give the saved values); Python's zip reader raised
+    # NotImplementedError or BadZipFile out of check_loadable: a raw traceback from export, and on a resume one rank
+    # leaving check_own_files before the ranks agreed, the others waiting for it
+    path = tmp_path / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    state = _saved(path)
+    at, data = field(path, path.read_bytes())
+    _overwrite(path, at, data)
+    for mmap in (True, False):
+        assert torch.equal(torch.load(path, mmap=mmap, weights_only=False)["module"]["w"], state["module"]["w"])
+    with pytest.raises(CheckpointError) as refused:
+        check_loadable(path)
+    assert str(refused.value) == f"{path} is damaged (its zip directory cannot be read: {error}); {HINT}", damage

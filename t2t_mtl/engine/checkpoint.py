@@ -401,7 +401,10 @@ def check_loadable(path: Path, hint: str = CORRUPT_HINT) -> None:
     short, foreign), without unpickling its tensors (memory-mapped, as torch maps its zip format; a file in its legacy
     format is read), or where a file in torch's zip format is damaged inside (`torch_file_integrity.check_intact`: a
     record's header, or its data against the CRC-32 torch recorded at save, which reads the whole file)."""
-    zipped = zipfile.is_zipfile(path)
+    try:
+        zipped = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile as err:  # (its zip64 end record damaged, which torch's own reader passes)
+        raise CheckpointError(f"{path} is damaged (its zip directory cannot be read: {err}); {hint}") from None
     _load_file(path, mmap=zipped, hint=hint)
     if zipped:
         try:

@@ -30,11 +30,16 @@ class DamagedFileError(ValueError):
 
 
 def check_intact(path: Path) -> None:
-    """DamagedFileError naming the record of torch zip file `path` whose local header is not the one its zip
-    directory names, whose data runs past its records, or (where torch recorded the CRC-32s) whose data does not
-    match its CRC-32. The caller has opened it (`check_loadable`): the zip directory reads. (Memory-mapped: its data
-    is read once, not copied.)"""
-    with zipfile.ZipFile(path) as archive, open(path, "rb") as fh, \
+    """DamagedFileError where the zip directory of torch zip file `path` cannot be read (damage there that torch's
+    reader passes: an entry's signature, version or disk number), or naming its record whose local header is not the
+    one its zip directory names, whose data runs past its records, or (where torch recorded the CRC-32s) whose data
+    does not match its CRC-32. The caller has opened it with torch (`check_loadable`). (Memory-mapped: its data is
+    read once, not copied.)"""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, NotImplementedError) as err:  # (torch's own reader passes such damage)
+        raise DamagedFileError(f"its zip directory cannot be read: {err}") from None
+    with archive, open(path, "rb") as fh, \
             mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as data:
         records = archive.infolist()
         checksummed = any(info.CRC for info in records)  # (all 0: saved without them)
