@@ -80,19 +80,22 @@ def test_an_export_of_a_checkpoint_damaged_inside_is_refused_naming_the_file(run
     assert not (tmp_path / "hf").exists()
 
 
+def _reading_command(command: str, run: Path, other: Path, out: Path) -> list:
+    """The command line of `command` reading run `run` (merge: with run `other`), writing any output into `out`."""
+    return {"export": ["export", str(run), "--out", str(out)],
+            "eval": ["eval", "--checkpoint", str(run), "--tasks", "parity", "--max-examples", "2", "--no-progress"],
+            "predict": ["predict", "--checkpoint", str(run), "parity: 101"],
+            "merge": ["merge", str(other), str(run), "--out", str(out)]}[command]
+
+
 @pytest.mark.parametrize("command", ["export", "eval", "predict", "merge"])
 def test_every_command_reading_a_damaged_checkpoint_refuses_it_naming_the_file(runs, tmp_path, capsys, command):
     run, path, record = _damaged_copy(runs[0], tmp_path / "run", 0)
-    args = {"export": ["export", str(run), "--out", str(tmp_path / "hf")],
-            "eval": ["eval", "--checkpoint", str(run), "--tasks", "parity", "--max-examples", "2", "--no-progress"],
-            "predict": ["predict", "--checkpoint", str(run), "parity: 101"],
-            "merge": ["merge", str(runs[0]), str(run), "--out", str(tmp_path / "hf")]}[command]
     capsys.readouterr()
-    assert cli_main(args) == 2
+    assert cli_main(_reading_command(command, run, runs[0], tmp_path / "hf")) == 2
     captured = capsys.readouterr()
     assert _refusal(path, record) in captured.err and not captured.out
     assert not (tmp_path / "hf").exists()
-
 
 
 @pytest.mark.parametrize("command", ["export", "eval", "predict", "merge"])
@@ -103,12 +106,8 @@ def test_every_command_reading_a_checkpoint_whose_meta_json_is_unreadable_says_t
     run = Path(shutil.copytree(runs[0], tmp_path / "run"))
     meta = latest_checkpoint(run) / "meta.json"
     meta.write_text("{cut short")
-    args = {"export": ["export", str(run), "--out", str(tmp_path / "hf")],
-            "eval": ["eval", "--checkpoint", str(run), "--tasks", "parity", "--max-examples", "2", "--no-progress"],
-            "predict": ["predict", "--checkpoint", str(run), "parity: 101"],
-            "merge": ["merge", str(runs[0]), str(run), "--out", str(tmp_path / "hf")]}[command]
     capsys.readouterr()
-    assert cli_main(args) == 2
+    assert cli_main(_reading_command(command, run, runs[0], tmp_path / "hf")) == 2
     err = capsys.readouterr().err
     assert f"{meta} cannot be read (" in err and err.rstrip().endswith(HINT) and "--resume" not in err, err
     assert not (tmp_path / "hf").exists()
