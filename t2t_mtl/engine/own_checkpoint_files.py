@@ -90,9 +90,10 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
         for path in [*own_files(ckpt, meta, env.rank, env.world_size, universal),
                      *shared_files(ckpt, meta, universal, fills_frozen)]:
             check_loadable(path)
-        if nvme_index is not None and not universal and not nvme_offload_folder(ckpt, nvme_index).is_dir():
-            raise CheckpointError(f"{nvme_offload_folder(ckpt, nvme_index)} (the optimizer state rank {env.rank} "
-                                  f"offloaded to NVMe) is missing; {CORRUPT_HINT}")
+        nvme_folder = nvme_offload_folder(ckpt, nvme_index) if nvme_index is not None and not universal else None
+        if nvme_folder is not None and not nvme_folder.is_dir():
+            raise CheckpointError(f"{nvme_folder} (the optimizer state rank {env.rank} offloaded to NVMe) is missing; "
+                                  f"{CORRUPT_HINT}")
     except CheckpointError as err:
         error = err
     failed = failed_ranks(error is not None, env)
