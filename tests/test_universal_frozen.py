@@ -232,3 +232,38 @@ def test_a_frozen_partition_swapped_out_to_nvme_is_left_as_built(tmp_path):
     model.base.ds_tensor.final_location, model.base.ds_tensor.ds_numel = "nvme", 8
     fill_frozen(model, tmp_path, 3, 1)
     assert model.base.isnan().all() and torch.equal(model.counts, COUNTS)
+
+
+def test_deepspeed_saves_a_quantized_partition_without_its_scale():
+    # (the reference for the refusal below: DeepSpeed's ZeRO-3 engine saves a frozen partition as
+    # `ds_tensor.detach().cpu()`, and zero_quantized_nontrainable_weights keeps the scale as an attribute of ds_tensor)
+    from types import SimpleNamespace
+
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    partition = torch.ones(8, dtype=torch.int8)
+    partition.ds_quant_scale = torch.tensor([0.5])
+    saved = DeepSpeedEngine._get_param_fragment_func(None, SimpleNamespace(ds_id=0, ds_tensor=partition))
+    assert saved.dtype == torch.int8 and not hasattr(saved, "ds_quant_scale")
+
+
+@pytest.mark.parametrize("check", ["check_saved_frozen", "fill_frozen"])
+def test_a_zero3_frozen_fragment_saved_quantized_is_refused_naming_it_not_written_as_numbers(tmp_path, check):
+    # was: fill_frozen wrote the int8 values into the frozen weight as numbers, without their scale, without a word
+    from t2t_mtl.engine.universal_frozen import check_saved_frozen
+
+    _save_zero3(tmp_path, 2)
+    for rank in range(2):
+        path = module_state_file(tmp_path, 3, rank)
+        saved = torch.load(path, weights_only=False)
+        saved["frozen_param_fragments"]["base"] = saved["frozen_param_fragments"]["base"].to(torch.int8)
+        torch.save(saved, path)
+    model = _Frozen()
+    with pytest.raises(CheckpointError) as refused:
+        check_saved_frozen(model, tmp_path, 3) if check == "check_saved_frozen" else fill_frozen(model, tmp_path, 3, 2)
+    assert str(refused.value) == (f"{module_state_file(tmp_path, 3, 0)} holds base quantized to torch.int8 "
+                                  f"(zero_quantized_nontrainable_weights) without its scale, which a resume under "
+                                  f"another world size, writing the frozen weights from it, cannot restore: resume it "
+                                  f"on the checkpoint's world size (DeepSpeed's own format), or from another "
+                                  f"checkpoint")
+    assert model.base.isnan().all()

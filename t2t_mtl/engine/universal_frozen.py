@@ -11,7 +11,8 @@ on every rank), a frozen parameter from the `frozen_param_fragments` of every ra
 writes its own partition of a parameter (DeepSpeed's layout: `ds_zero_partition_rank` × the partition's size) and,
 where the parameter is kept whole (under the persistence threshold), the whole tensor too. A partition swapped out to
 NVMe (`offload_param` on nvme, with which the model is built with its init: `resumed_model`) is left as built: that
-path is not proven here."""
+path is not proven here. A ZeRO-3 fragment saved in an integer type (quantized by DeepSpeed's
+`zero_quantized_nontrainable_weights`, which saves no scale beside it) is refused by name."""
 from __future__ import annotations
 
 import math
@@ -48,7 +49,9 @@ def check_saved_frozen(model: torch.nn.Module, ckpt: Path, zero_stage: int) -> N
     names = frozen_names(model)
     if names:
         path = module_state_file(ckpt, zero_stage, 0)
-        _refuse_missing(path, names, saved_module_state(path), zero_stage, set(dict(model.named_parameters())))
+        state = saved_module_state(path)
+        _refuse_missing(path, names, state, zero_stage, set(dict(model.named_parameters())))
+        _refuse_quantized(path, state, zero_stage)
 
 
 def fill_frozen(model: torch.nn.Module, ckpt: Path, zero_stage: int, world_size: int) -> None:
@@ -65,6 +68,7 @@ def fill_frozen(model: torch.nn.Module, ckpt: Path, zero_stage: int, world_size:
     states = [saved_module_state(path) for path in paths]
     for path, state in zip(paths, states):
         _refuse_missing(path, names, state, zero_stage, params)
+        _refuse_quantized(path, state, zero_stage)
     wanted = set(names)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -99,6 +103,19 @@ def _refuse_missing(path: Path, names: List[str], state: Mapping[str, Any], zero
                               f"under another world size or ZeRO stage takes from it (DeepSpeed's universal format "
                               f"holds the trained weights alone): resume with the model settings the checkpoint was "
                               f"trained with, or from another checkpoint")
+
+
+def _refuse_quantized(path: Path, state: Mapping[str, Any], zero_stage: int) -> None:
+    """CheckpointError naming `path` and a frozen parameter whose fragment its module state `state` (saved at
+    `zero_stage`) holds in an integer type: quantized (DeepSpeed's `zero_quantized_nontrainable_weights`), saved
+    without the scale that gives its values."""
+    fragments = (state.get("frozen_param_fragments") or {}) if zero_stage == 3 else {}
+    quantized = next((name for name, fragment in fragments.items() if not fragment.is_floating_point()), None)
+    if quantized is not None:
+        raise CheckpointError(f"{path} holds {quantized} quantized to {fragments[quantized].dtype} "
+                              f"(zero_quantized_nontrainable_weights) without its scale, which a resume under another "
+                              f"world size, writing the frozen weights from it, cannot restore: resume it on the "
+                              f"checkpoint's world size (DeepSpeed's own format), or from another checkpoint")
 
 
 def _saved_names(state: Mapping[str, Any], zero_stage: int, params: Set[str]) -> Set[str]:
