@@ -224,14 +224,18 @@ def test_a_saved_frozen_weight_of_another_shape_is_refused_not_broadcast(tmp_pat
                                   f"with, or from another checkpoint")
 
 
-def test_a_frozen_partition_swapped_out_to_nvme_is_left_as_built(tmp_path):
-    # (DeepSpeed points a partition swapped out to NVMe at a placeholder, not its values; was: a RuntimeError)
+def test_a_frozen_partition_swapped_out_to_nvme_is_refused_naming_it_not_left_as_built(tmp_path):
+    # (DeepSpeed points a partition swapped out to NVMe at a placeholder, its values in a swap file no universal load
+    # writes; a resume refuses that offload before DeepSpeed starts, `universal_limits`) was: left as built, silently
     _save_zero3(tmp_path, 1)
     model = _Frozen()
     model.base.ds_tensor, model.base.ds_shape, model.base.ds_zero_partition_rank = torch.empty(0), (4, 2), 0
     model.base.ds_tensor.final_location, model.base.ds_tensor.ds_numel = "nvme", 8
-    fill_frozen(model, tmp_path, 3, 1)
-    assert model.base.isnan().all() and torch.equal(model.counts, COUNTS)
+    with pytest.raises(CheckpointError) as refused:
+        fill_frozen(model, tmp_path, 3, 1)
+    assert str(refused.value) == ("the partition of the frozen weight base is swapped out to NVMe, where the universal "
+                                  "resume does not write it: resume on the checkpoint's world size, or without "
+                                  "zero_optimization.offload_param on nvme")
 
 
 def test_deepspeed_saves_a_quantized_partition_without_its_scale():

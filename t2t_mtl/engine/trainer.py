@@ -72,6 +72,7 @@ from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, shared_parts, trainer_state
 from t2t_mtl.engine.universal_frozen import check_saved_frozen, frozen_names
+from t2t_mtl.engine.universal_limits import check_universal_resume
 from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
                            special_ids_of)
 from t2t_mtl.model.lora import trainable_parameter_count
@@ -416,6 +417,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         check_engine_settings(resume_from, resume_meta, ds_config, universal,
                               auto_precision_reason(on_gpu=torch.cuda.is_available())
                               if checked.deepspeed.autos.precision_by_auto else None)
+        if universal:  # (what that load would not restore: refused before anything is converted)
+            check_universal_resume(resume_from, resume_meta, ds_config, model)
         # (each rank's own files, the refusal agreed: a rank stopping alone in DeepSpeed's load left the others going)
         check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load and not universal else None,
                         nvme_offload_index(ds_config, env), fills_frozen=universal and bool(frozen_names(model)))

@@ -10,9 +10,9 @@ on every rank), a frozen parameter from the `frozen_param_fragments` of every ra
 (each rank's partition, the last one padded) and cut to its `frozen_param_shapes`. Into an engine at ZeRO-3 each rank
 writes its own partition of a parameter (DeepSpeed's layout: `ds_zero_partition_rank` × the partition's size) and,
 where the parameter is kept whole (under the persistence threshold), the whole tensor too. A partition swapped out to
-NVMe (`offload_param` on nvme, with which the model is built with its init: `resumed_model`) is left as built: that
-path is not proven here. A ZeRO-3 fragment saved in an integer type (quantized by DeepSpeed's
-`zero_quantized_nontrainable_weights`, which saves no scale beside it) is refused by name."""
+NVMe (`offload_param` on nvme) is refused by name, its swap file not written (a resume refuses that offload before
+DeepSpeed starts: `universal_limits`), as is a ZeRO-3 fragment saved in an integer type: quantized by DeepSpeed's
+`zero_quantized_nontrainable_weights`, which saves no scale beside it."""
 from __future__ import annotations
 
 import math
@@ -75,7 +75,7 @@ def fill_frozen(model: torch.nn.Module, ckpt: Path, zero_stage: int, world_size:
             if name in wanted:
                 value = _saved_tensor(paths, states, name, zero_stage, param=True)
                 _check_shape(paths[0], name, value, getattr(param, "ds_shape", param.shape))
-                _write_parameter(param, value)
+                _write_parameter(name, param, value)
         for name, buffer in model.named_buffers():
             if name in wanted:
                 value = _saved_tensor(paths, states, name, zero_stage, param=False)
@@ -143,15 +143,18 @@ def _saved_tensor(paths: List[Path], states: List[Mapping[str, Any]], name: str,
     return joined[:math.prod(shape)].view(shape)
 
 
-def _write_parameter(param: torch.nn.Parameter, value: torch.Tensor) -> None:
-    """Write `value` into `param`: whole, or at ZeRO-3 into this rank's partition (and the whole tensor where the
-    parameter is kept whole), as DeepSpeed partitions it."""
+def _write_parameter(name: str, param: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """Write `value` into `param` (named `name`): whole, or at ZeRO-3 into this rank's partition (and the whole tensor
+    where the parameter is kept whole), as DeepSpeed partitions it; CheckpointError naming it where its partition is
+    swapped out to NVMe."""
     partition = getattr(param, "ds_tensor", None)
     if partition is None:
         param.data.copy_(value)
         return
-    if getattr(partition, "final_location", None) == "nvme":  # (swapped out: left as built, as before; not proven)
-        return
+    if getattr(partition, "final_location", None) == "nvme":  # (a resume refuses it first: `universal_limits`)
+        raise CheckpointError(f"the partition of the frozen weight {name} is swapped out to NVMe, where the "
+                              f"universal resume does not write it: resume on the checkpoint's world size, or without "
+                              f"zero_optimization.offload_param on nvme")
     flat = value.reshape(-1)
     start = partition.ds_numel * param.ds_zero_partition_rank
     count = max(0, min(partition.ds_numel, flat.numel() - start))
