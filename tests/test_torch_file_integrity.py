@@ -141,3 +141,20 @@ def test_a_damaged_zip_directory_that_torch_reads_is_refused_naming_the_file(tmp
     with pytest.raises(CheckpointError) as refused:
         check_loadable(path)
     assert str(refused.value) == f"{path} is damaged (its zip directory cannot be read: {error}); {HINT}", damage
+
+
+def test_without_data_the_check_reads_the_headers_alone(tmp_path):
+    # (the check of a converted universal folder: a flipped data bit passes it, a zeroed record header does not)
+    from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
+
+    path = tmp_path / "fp32.pt"
+    _saved(path)
+    _, start, _ = _record(path, _w_record(path))
+    _overwrite(path, start + 2001, bytes([path.read_bytes()[start + 2001] ^ 0x08]))
+    check_intact(path, data=False)
+    with pytest.raises(DamagedFileError):
+        check_intact(path)
+    header, _, _ = _record(path, _w_record(path))
+    _overwrite(path, header, bytes(30))
+    with pytest.raises(DamagedFileError, match="has no local header"):
+        check_intact(path, data=False)

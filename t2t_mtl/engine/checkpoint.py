@@ -421,12 +421,16 @@ def _error_detail(err: Exception) -> str:
 def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
     """Collective: convert the DeepSpeed checkpoint to DeepSpeed's universal format (once; rank 0), for loading it
     under another world size. Returns the universal folder. A conversion that fails stops every rank once the others
-    have waited for it: rank 0 raises its CheckpointError (`_convert_to_universal`), the others one naming rank 0."""
+    have waited for it: rank 0 raises its CheckpointError (`_convert_to_universal`), the others one naming rank 0; so
+    does a folder converted by an earlier resume whose files are damaged (`_check_converted`)."""
     out = Path(ckpt) / UNIVERSAL_TAG
     error = None
-    if env.is_main and not (out / "zero").exists():
+    if env.is_main:
         try:
-            _convert_to_universal(Path(ckpt), out)
+            if (out / "zero").exists():
+                _check_converted(out)
+            else:
+                _convert_to_universal(Path(ckpt), out)
         except CheckpointError as err:
             error = err
     barrier()  # (however long the conversion takes)
@@ -437,6 +441,20 @@ def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
         raise CheckpointError(f"rank 0 of {env.world_size} could not convert checkpoint {ckpt} to DeepSpeed's "
                               f"universal format (see its error); {CORRUPT_HINT}")
     return out
+
+
+def _check_converted(out: Path) -> None:
+    """CheckpointError naming a file of DeepSpeed's universal folder `out`, converted by an earlier resume, whose zip
+    directory or record headers are damaged (a file cut short, a header overwritten), on which DeepSpeed's load would
+    fail inside, calling the checkpoint corrupt. Its records' data are not read: their CRC-32s cost 40-60 % of the
+    load (3.2-7.2 s beside 7.5-12 s for the 2.4 GB of a 198M-parameter model on a busy 2-core machine; the headers
+    0.12-0.21 s)."""
+    for path in sorted(out.rglob("*.pt")):
+        try:
+            check_intact(path, data=False)
+        except (DamagedFileError, OSError) as err:
+            raise CheckpointError(f"{path} is damaged ({err}): remove {out} for the resume to convert checkpoint "
+                                  f"{out.parent} again (its own files are checked then)") from None
 
 
 def _convert_to_universal(ckpt: Path, out: Path) -> None:

@@ -29,23 +29,23 @@ class DamagedFileError(ValueError):
     """A torch zip file whose records are not what its zip directory says torch wrote."""
 
 
-def check_intact(path: Path) -> None:
+def check_intact(path: Path, data: bool = True) -> None:
     """DamagedFileError where the zip directory of torch zip file `path` cannot be read (damage there that torch's
     reader passes: an entry's signature, version or disk number), or naming its record whose local header is not the
-    one its zip directory names, whose data runs past its records, or (where torch recorded the CRC-32s) whose data
-    does not match its CRC-32. The caller has opened it with torch (`check_loadable`). (Memory-mapped: its data is
-    read once, not copied.)"""
+    one its zip directory names, whose data runs past its records, or (`data`, where torch recorded the CRC-32s) whose
+    data does not match its CRC-32; without `data` no record's data is read. The caller has opened it with torch
+    (`check_loadable`), or reads it with torch next. (Memory-mapped: its data is read once, not copied.)"""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, NotImplementedError) as err:  # (torch's own reader passes such damage)
         raise DamagedFileError(f"its zip directory cannot be read: {err}") from None
     with archive, open(path, "rb") as fh, \
-            mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as data:
+            mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as contents:
         records = archive.infolist()
-        checksummed = any(info.CRC for info in records)  # (all 0: saved without them)
+        checksummed = data and any(info.CRC for info in records)  # (all 0: saved without them)
         for info in records:
-            start = _data_start(data, info, archive.start_dir)
-            if checksummed and zlib.crc32(data[start:start + info.compress_size]) != info.CRC:
+            start = _data_start(contents, info, archive.start_dir)
+            if checksummed and zlib.crc32(contents[start:start + info.compress_size]) != info.CRC:
                 raise DamagedFileError(f"record {info.filename} does not match the CRC-32 torch recorded for it at "
                                        f"save: its data changed after it was written")
 

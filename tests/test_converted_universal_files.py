@@ -1,0 +1,65 @@
+"""A checkpoint's folder in DeepSpeed's universal format, converted by an earlier resume under another world size and
+reused by the next, is checked before DeepSpeed starts (`checkpoint.ensure_universal`): a file of it cut short or with
+a record header overwritten is refused naming it, with what to do (remove the folder: the resume converts the
+checkpoint again), where DeepSpeed's load failed on it inside and called the checkpoint corrupt. One process: a ZeRO-1
+checkpoint resumed at ZeRO-2 goes through the universal format."""
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2t_mtl.engine import trainer as trainer_mod
+from t2t_mtl.engine.checkpoint import CheckpointError, ensure_universal
+from t2t_mtl.engine.distributed import DistEnv
+from t2t_mtl.engine.trainer import train
+
+from engine_helpers import tiny_config, train_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def _largest_record_header(path: Path) -> int:
+    """The offset of the local header of torch zip file `path`'s largest data record."""
+    return max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename),
+               key=lambda i: i.file_size).header_offset
+
+
+@pytest.mark.parametrize("damage", ["header", "cut short"])
+def test_a_damaged_file_of_a_universal_folder_converted_earlier_is_refused_before_deepspeed_starts(
+        tmp_path, tok, monkeypatch, damage):
+    # was: DeepSpeed's load failed on it ("DeepSpeed could not load ...: the checkpoint is incomplete or corrupt:
+    # resume from an earlier one"), the checkpoint's own files intact
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", deepspeed={"zero_stage": 1},
+                      training={"steps": 2}), evaluate_held_in=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    out = ensure_universal(ckpt, DistEnv(0, 1, 0, torch.device("cpu"), "gloo"))
+    path = out / "zero" / "shared.weight" / "fp32.pt"
+    raw = bytearray(path.read_bytes())
+    if damage == "header":
+        at = _largest_record_header(path)
+        raw[at:at + 4] = bytes(4)
+        error = f"record {next(i.filename for i in zipfile.ZipFile(path).infolist() if i.header_offset == at)} has " \
+                f"no local header at offset {at}"
+    else:
+        raw = raw[:len(raw) // 2]
+        error = "its zip directory cannot be read: File is not a zip file"
+    path.write_bytes(bytes(raw))
+    started = []
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed", lambda *args: started.append(True))
+    with pytest.raises(CheckpointError) as refused:
+        train(tiny_config(tmp_path / "resumed", tok, tmp_path / "cache", deepspeed={"zero_stage": 2},
+                          training={"steps": 3}), resume=str(ckpt), evaluate_held_in=False)
+    assert str(refused.value) == (f"{path} is damaged ({error}): remove {out} for the resume to convert checkpoint "
+                                  f"{ckpt} again (its own files are checked then)")
+    assert not started
+    monkeypatch.undo()
+    shutil.rmtree(out)  # (as the refusal says: converted again, the resume trains)
+    assert train(tiny_config(tmp_path / "resumed", tok, tmp_path / "cache", deepspeed={"zero_stage": 2},
+                             training={"steps": 3}), resume=str(ckpt), evaluate_held_in=False).step == 3
