@@ -423,9 +423,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         check_own_files(resume_from, resume_meta, env, universal, model if unfilled_load and not universal else None,
                         nvme_offload_index(ds_config, env), fills_frozen=universal and bool(frozen_names(model)))
     if universal:
+        check_saved_frozen(model, resume_from, int(resume_meta["zero_stage"]))  # (`restore` writes them)
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         check_universal_fills(model, ckpt_io.ensure_universal(resume_from, env))
-        check_saved_frozen(model, resume_from, int(resume_meta["zero_stage"]))  # (`restore` writes them)
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
