@@ -21,12 +21,12 @@ from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.config import ConfigError, config_from_dict
-from t2t_mtl.engine import deepspeed_config
+from t2t_mtl.engine import host_precision
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
-from t2t_mtl.engine.deepspeed_config import (PrecisionError, build_deepspeed_config, check_fp16_zero_stage,
-                                             check_precision, lr_factor, lr_scheduler, resolve_precision)
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_fp16_zero_stage, lr_factor, lr_scheduler
 from t2t_mtl.engine.export import export_model, load_trained_model
+from t2t_mtl.engine.host_precision import PrecisionError, check_precision, resolve_precision
 from t2t_mtl.engine.deepspeed_engine import step_weighting
 from t2t_mtl.engine.run_tokenizer import check_special_ids
 from t2t_mtl.model import model_config
@@ -273,7 +273,7 @@ def test_a_precision_in_deepspeed_extra_must_be_training_precision(monkeypatch):
     # `fp16: {enabled: true}` on CPU died with DeepSpeed's ValueError after tokenizing and building the model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # auto: bf16
-    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: True)  # (on any CPU CI runs on)
+    monkeypatch.setattr(host_precision, "onednn_runs_bf16", lambda: True)  # (on any CPU CI runs on)
     base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
     for precision, extra, trained in (("fp32", {"bf16": {"enabled": True}}, "bf16"),
                                       ("fp32", {"bfloat16": {"enabled": True}}, "bf16"),
@@ -723,7 +723,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch,
     # an AMD EPYC without AVX512-BF16 runs a bf16 linear ~12x slower than fp32: the quickstart took 2 s/step
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: True)  # (on any CPU CI runs on)
+    monkeypatch.setattr(host_precision, "onednn_runs_bf16", lambda: True)  # (on any CPU CI runs on)
     assert resolve_precision("auto", on_gpu=False) == expected
     assert resolve_precision("fp32", on_gpu=False) == "fp32" and resolve_precision("bf16", on_gpu=False) == "bf16"
     cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}})

@@ -22,7 +22,7 @@ def tiny(**sections: Dict[str, Any]) -> C.Config:
 def test_fp16_at_zero_stage_0_is_refused_by_the_run_checks():
     # was: check_run_config passed it, so a GPU run tokenized its tasks and built its model before
     # initialize_deepspeed refused it, and `train --print-config` printed the config as fine
-    from t2t_mtl.engine.deepspeed_config import PrecisionError
+    from t2t_mtl.engine.host_precision import PrecisionError
 
     with pytest.raises(PrecisionError, match=r"^fp16 with deepspeed.zero_stage 0: .*use zero_stage 1 or higher"):
         check_run_config(tiny(training={"precision": "fp16"}))

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from t2t_mtl.config import ConfigError, config_from_dict
-from t2t_mtl.engine import deepspeed_config
+from t2t_mtl.engine import deepspeed_config, host_precision
 from t2t_mtl.engine.checkpoint import CheckpointError
-from t2t_mtl.engine.deepspeed_config import auto_precision_reason, build_deepspeed_config, resolve_precision
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
+from t2t_mtl.engine.host_precision import auto_precision_reason, resolve_precision
 from t2t_mtl.engine.trainer import train
 
 from conftest import REPO_ROOT
@@ -33,7 +34,7 @@ def as_host(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: precision == "bf16")
-    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: precision == "bf16")
+    monkeypatch.setattr(host_precision, "onednn_runs_bf16", lambda: precision == "bf16")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_the_reason_given_for_autos_choice_names_the_precision_auto_resolves_to_
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: native)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: True)
+    monkeypatch.setattr(host_precision, "onednn_runs_bf16", lambda: True)
     reason = auto_precision_reason(on_gpu)
     assert reason.startswith(f"{resolve_precision('auto', on_gpu)} on this {'GPU' if on_gpu else 'CPU'}, "), reason
 
@@ -89,7 +90,7 @@ def test_the_reason_given_for_autos_choice_names_the_precision_auto_resolves_to_
 def test_auto_is_fp32_where_onednn_is_held_below_bf16(tmp_path):
     # was: ONEDNN_MAX_CPU_ISA=AVX2 on a CPU with AMX makes oneDNN emulate bf16 matmuls (a bf16 linear ~9x slower
     # than fp32), as on a CPU without AMX, and auto still chose bf16 there. A fresh process: oneDNN reads it once
-    code = ("from t2t_mtl.engine.deepspeed_config import auto_precision_reason, resolve_precision\n"
+    code = ("from t2t_mtl.engine.host_precision import auto_precision_reason, resolve_precision\n"
             "print(resolve_precision('auto', on_gpu=False)); print(auto_precision_reason(on_gpu=False))")
     env = {**subprocess_env(), "ONEDNN_MAX_CPU_ISA": "AVX2"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
@@ -160,7 +161,7 @@ def test_auto_is_bf16_on_a_cpu_with_either_instruction_set_that_onednn_may_use(m
     # with resolve_precision (both read the same detection) or patch AMX alone
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: onednn)
+    monkeypatch.setattr(host_precision, "onednn_runs_bf16", lambda: onednn)
     assert resolve_precision("auto", on_gpu=False) == expected
 
 
@@ -170,7 +171,7 @@ def test_auto_on_a_gpu_follows_the_gpus_bf16_support_not_the_cpus(monkeypatch, g
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: gpu_bf16)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not gpu_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: not gpu_bf16)
-    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: True)
+    monkeypatch.setattr(host_precision, "onednn_runs_bf16", lambda: True)
     expected = "bf16" if gpu_bf16 else "fp32"
     assert resolve_precision("auto", on_gpu=True) == expected
     assert auto_precision_reason(on_gpu=True).startswith(f"{expected} on this GPU, ")
@@ -233,11 +234,11 @@ def test_the_emulated_bf16_warning_names_why_the_cpu_emulates_it(monkeypatch, av
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    monkeypatch.setattr(deepspeed_config, "onednn_runs_bf16", lambda: onednn)
-    warning = deepspeed_config.emulated_bf16_warning("bf16", on_gpu)
+    monkeypatch.setattr(host_precision, "onednn_runs_bf16", lambda: onednn)
+    warning = host_precision.emulated_bf16_warning("bf16", on_gpu)
     assert warning == (None if why is None else f"training in bf16 on this CPU, {why}: bf16 is emulated here, about "
                        f"12× slower than fp32; set training.precision: auto (fp32 on this CPU) or fp32")
-    assert deepspeed_config.emulated_bf16_warning("fp32", on_gpu) is None
+    assert host_precision.emulated_bf16_warning("fp32", on_gpu) is None
 
 
 @pytest.mark.parametrize("precision, json_bf16, extra", [
@@ -291,8 +292,8 @@ def test_a_resumed_run_whose_deepspeed_json_chose_bf16_is_not_told_to_change_the
     # before the resume's passed its tests; a resume of a bf16 checkpoint refuses either, as it refuses fp32 named
     # in training.precision (test_a_bf16_checkpoint_resumed_on_a_cpu_that_emulates_bf16_...: the refusal)
     as_host(monkeypatch, "fp32")
-    resumed = deepspeed_config.emulated_bf16_warning("bf16", False, chosen_by="deepspeed.config", resumed=True)
-    assert resumed == deepspeed_config.emulated_bf16_warning("bf16", False, chosen_by=None, resumed=True)
+    resumed = host_precision.emulated_bf16_warning("bf16", False, chosen_by="deepspeed.config", resumed=True)
+    assert resumed == host_precision.emulated_bf16_warning("bf16", False, chosen_by=None, resumed=True)
     assert resumed.endswith("; a bf16 checkpoint resumes in bf16 only: resume it on a machine that runs bf16 "
                             "natively, or start a new run in fp32 (training.precision: auto, and a new "
                             "training.output_dir)")

@@ -69,7 +69,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
 
     from t2t_mtl.config import check_paths
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
-    from t2t_mtl.engine.deepspeed_config import check_precision
+    from t2t_mtl.engine.host_precision import check_precision
     from t2t_mtl.engine.distributed import select_cpu_accelerator
     from t2t_mtl.engine.run_checks import (check_run_config, config_warnings, template_digests_of, template_names_of,
                                           training_template_selection)

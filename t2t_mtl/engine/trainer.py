@@ -45,7 +45,7 @@ from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine import resume_checks
-from t2t_mtl.engine.deepspeed_config import auto_precision_reason, check_precision, emulated_bf16_warning
+from t2t_mtl.engine.host_precision import auto_precision_reason, check_precision, emulated_bf16_warning
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
