@@ -24,9 +24,10 @@ from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine import host_precision
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_fp16_zero_stage, lr_factor, lr_scheduler
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_fp16_zero_stage
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.host_precision import PrecisionError, check_precision, resolve_precision
+from t2t_mtl.engine.lr_schedule import lr_factor, lr_scheduler
 from t2t_mtl.engine.deepspeed_engine import step_weighting
 from t2t_mtl.engine.run_tokenizer import check_special_ids
 from t2t_mtl.model import model_config
@@ -628,7 +629,7 @@ def test_the_schedule_resumes_from_deepspeeds_own_scheduler_state():
     # last_batch_iteration is k - 1 (checked against DeepSpeed here), LambdaLR's last_epoch is k
     from deepspeed.runtime.lr_schedules import WarmupDecayLR
 
-    from t2t_mtl.engine.deepspeed_config import RunSchedule
+    from t2t_mtl.engine.lr_schedule import RunSchedule
 
     model = torch.nn.Linear(2, 2)
     old_optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -657,7 +658,7 @@ def test_the_default_linear_schedule_decays(tmp_path, tok, cache):
 def test_a_resume_follows_its_own_lr_and_schedule(tmp_path, tok, cache, monkeypatch, stage):
     # was: the checkpoint restored the schedule's base lr, so a resume with another training.lr kept the old one,
     # and its first step ran at the lr the checkpointed schedule had set
-    from t2t_mtl.engine.deepspeed_config import RunSchedule
+    from t2t_mtl.engine.lr_schedule import RunSchedule
 
     ran = []
     real_step = RunSchedule.step
@@ -683,7 +684,7 @@ def test_a_checkpoint_with_deepspeeds_own_scheduler_state_resumes_end_to_end(tmp
     # model-states file: such a run resumes at its step, on the schedule's lrs
     from deepspeed.runtime.lr_schedules import WarmupDecayLR
 
-    from t2t_mtl.engine.deepspeed_config import RunSchedule
+    from t2t_mtl.engine.lr_schedule import RunSchedule
 
     ran = []
     real_step = RunSchedule.step

@@ -38,8 +38,8 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
 import numpy as np
 import torch
 
-from t2t_mtl.engine.deepspeed_config import RunSchedule
 from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
+from t2t_mtl.engine.lr_schedule import RunSchedule
 from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
 
 CHECKPOINTS = "checkpoints"

@@ -4,7 +4,7 @@ Generated: batch sizes from `training`, `gradient_clipping`, bf16/fp16 (fp32 whe
 CPU offload from `deepspeed`, an AdamW optimizer (or the other type `deepspeed.extra` names, with training.lr and
 weight_decay), then `deepspeed.extra` merged on top (any DeepSpeed key; its batch keys, ZeRO stage, optimizer
 offload and precision must agree with `training` / `deepspeed.zero_stage` / `deepspeed.offload_optimizer`);
-the warmup + constant/linear/cosine schedule is `lr_scheduler`, handed to `deepspeed.initialize` (a
+the warmup + constant/linear/cosine schedule is `lr_schedule.lr_scheduler`, handed to `deepspeed.initialize` (a
 `scheduler` in `deepspeed.extra` replaces it). A whole JSON (`deepspeed.config: path`) is used as is,
 except that its batch keys must agree with `training` (they are filled in when absent) and its other "auto"
 values are filled from `training` as the HF Trainer fills them (`deepspeed_auto`); the optimizer and scheduler it
@@ -14,14 +14,12 @@ What `training.precision: auto` resolves to on this machine is `host_precision`'
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import inspect
 import json
-import math
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -66,58 +64,6 @@ def check_fp16_zero_stage(ds_config: Dict[str, Any]) -> None:
         raise PrecisionError("fp16 with deepspeed.zero_stage 0: DeepSpeed's fp16 optimizer without ZeRO divides the "
                              "gradients by a loss scale its backward never applied, so updates would be ~65536× too "
                              "small; use zero_stage 1 or higher (ZeRO-1 costs nothing extra on one GPU) or bf16")
-
-
-def lr_factor(step: int, schedule: str, warmup: int, steps: int) -> float:
-    """The multiple of `training.lr` applied at optimizer step `step` (0-based): linear warmup from 0 over
-    `warmup` steps, then constant, linear decay towards 0 at `steps`, or half-cosine decay to 0 at `steps`
-    (the formulas of transformers' get_{constant,linear,cosine}_schedule_with_warmup)."""
-    if step < warmup:
-        return step / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class RunSchedule(torch.optim.lr_scheduler.LambdaLR):
-    """The run's `lr_factor` schedule. A checkpoint restores only its step: the lrs follow the resumed run's own
-    training.lr / schedule / warmup / steps (LambdaLR restored the saved base lrs, so a resume with another
-    training.lr kept training at the old one)."""
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restore the step only (also from a DeepSpeed warmup scheduler's state) and `apply` this run's lrs."""
-        if "last_epoch" in state_dict:
-            self.last_epoch = state_dict["last_epoch"]
-        else:  # a checkpoint of DeepSpeed's own warmup schedulers (runs before 2026-12-03): k steps taken = k - 1
-            self.last_epoch = state_dict["last_batch_iteration"] + 1
-        self.apply()
-
-    def apply(self) -> None:
-        """Set the optimizer's lrs to the schedule's at the current step (the lrs of the next optimizer step)."""
-        self._last_lr = [base * factor(self.last_epoch) for base, factor in zip(self.base_lrs, self.lr_lambdas)]
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
-            group["lr"] = lr
-
-
-def lr_scheduler(cfg: Config) -> Optional[Callable[[Any], Any]]:
-    """The schedule of `training.schedule` / `warmup` as DeepSpeed's `lr_scheduler` argument (a callable on the
-    optimizer), or None where the DeepSpeed config names its own scheduler (a whole `deepspeed.config` JSON,
-    `deepspeed.extra.scheduler`). DeepSpeed's warmup schedulers cannot express it: WarmupDecayLR decays from
-    the warmup's start lr (without warmup the lr stayed constant), every warmup lasted at least 2 steps and the
-    first step ran at the start lr (lr 0 with cosine even without warmup)."""
-    if cfg.deepspeed.config is not None:
-        return None
-    if "scheduler" in cfg.deepspeed.extra:
-        scheduler = cfg.deepspeed.extra["scheduler"]
-        if not (isinstance(scheduler, dict) and scheduler.get("type")):  # DeepSpeed would run without any
-            raise ConfigError(f"deepspeed.extra.scheduler replaces training.schedule by one of DeepSpeed's schedulers: "
-                              f"give its type and params (e.g. {{type: WarmupDecayLR, params: {{...}}}}), or remove "
-                              f"it; got {scheduler!r}")
-        return None
-    t = cfg.training
-    factor = functools.partial(lr_factor, schedule=t.schedule, warmup=t.warmup, steps=t.steps)
-    return lambda optimizer: RunSchedule(optimizer, factor)
 
 
 def check_batch_keys(ds: Dict[str, Any], batch: Dict[str, int], source: str, world_size: int) -> None:

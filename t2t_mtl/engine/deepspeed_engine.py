@@ -10,8 +10,9 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine import resume_checks
-from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage, json_precision, json_zero_stage, lr_scheduler
+from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage, json_precision, json_zero_stage
 from t2t_mtl.engine.distributed import sum_over_ranks
+from t2t_mtl.engine.lr_schedule import lr_scheduler
 
 
 def initialize_deepspeed(model: torch.nn.Module, ds_config: Dict[str, Any], cfg: Config) -> Any:

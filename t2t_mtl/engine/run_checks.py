@@ -16,10 +16,10 @@ from t2t_mtl.config import (Config, ConfigError, DataConfig, changed_keys, check
                             tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import (DeepSpeedAutos, build_deepspeed, build_deepspeed_config,
-                                             check_fp16_zero_stage, json_zero_stage, lr_scheduler,
-                                             replaced_training_keys)
+                                             check_fp16_zero_stage, json_zero_stage, replaced_training_keys)
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters, refuse_untrained_held_out)
+from t2t_mtl.engine.lr_schedule import lr_scheduler
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
 from t2t_mtl.engine.training_templates import (template_digests_of, template_names_of, training_template_names,
