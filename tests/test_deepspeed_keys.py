@@ -142,7 +142,7 @@ def test_a_precision_switch_that_is_not_true_or_false_is_refused(tmp_path, secti
     # recorded bf16 in the checkpoints), while DeepSpeed's parser (the reference) reads it as false and trains in fp32
     from deepspeed.runtime.config import DeepSpeedConfig
 
-    from t2t_mtl.engine.deepspeed_config import json_precision
+    from t2t_mtl.engine.deepspeed_settings import json_precision
 
     parsed = DeepSpeedConfig({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1,
                               section: {"enabled": value}})
@@ -160,7 +160,7 @@ def test_a_cpu_offload_switch_that_is_not_true_or_false_is_refused(tmp_path, val
     # deepspeed.offload_optimizer, and in a JSON chose the offload's optimizer kernels
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
-    from t2t_mtl.engine.deepspeed_config import json_offloads_optimizer
+    from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer
 
     offloads = DeepSpeedZeroConfig(stage=2, cpu_offload=value).offload_optimizer is not None
     assert offloads is (value == "true")
@@ -507,7 +507,7 @@ def test_an_optimizer_offloaded_to_nvme_is_read_as_stepped_on_the_cpu(tmp_path):
     from deepspeed.runtime.config import DeepSpeedConfig
     from deepspeed.runtime.engine import DeepSpeedEngine
 
-    from t2t_mtl.engine.deepspeed_config import json_offloads_optimizer
+    from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer
 
     for device in ("cpu", "nvme", "none"):
         zero = {"stage": 2, "offload_optimizer": {"device": device, "nvme_path": str(tmp_path)}}

@@ -10,14 +10,14 @@ except that its batch keys must agree with `training` (they are filled in when a
 values are filled from `training` as the HF Trainer fills them (`deepspeed_auto`); the optimizer and scheduler it
 names are DeepSpeed's.
 
-What `training.precision: auto` resolves to on this machine is `host_precision`'s.
+What `training.precision: auto` resolves to on this machine is `host_precision`'s; what a config dict sets, as
+DeepSpeed reads it (precision, ZeRO stage, optimizer offload), `deepspeed_settings`'.
 """
 from __future__ import annotations
 
 import importlib.util
 import inspect
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -26,6 +26,7 @@ import torch
 from t2t_mtl.config import Config, ConfigError, changed_keys, deep_merge
 from t2t_mtl.engine.deepspeed_auto import auto_filled_training_keys, fill_auto_values
 from t2t_mtl.engine.deepspeed_params import Kernel, implements, kernel_of, mistyped_param, working_types
+from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer, json_precision, json_zero_stage, zero_setting
 from t2t_mtl.engine.host_precision import PrecisionError, resolve_precision
 
 
@@ -381,38 +382,6 @@ def check_checkpoint_format(ds: Mapping[str, Any], source: str) -> None:
                           f"run; remove the key (true is DeepSpeed's default), or train at zero_stage 0")
 
 
-def json_precision(ds: Mapping[str, Any]) -> str:
-    """"bf16", "fp16" or "fp32": what a DeepSpeed config trains in (`bf16`, or its old name `bfloat16`; `fp16`)."""
-    if (ds.get("bf16") or ds.get("bfloat16") or {}).get("enabled"):
-        return "bf16"
-    return "fp16" if (ds.get("fp16") or {}).get("enabled") else "fp32"
-
-
-def json_zero_stage(ds: Mapping[str, Any]) -> Any:
-    """The ZeRO stage a DeepSpeed config asks for (`zero_optimization.stage`; 0 without one) as DeepSpeed reads it
-    (`zero_setting`: "1", 1.0 or true is stage 1), or as written where DeepSpeed's parser refuses it."""
-    return zero_setting(ds, "stage")
-
-
-def zero_setting(ds: Mapping[str, Any], key: str) -> Any:
-    """`zero_optimization.<key>` of the DeepSpeed config `ds` as DeepSpeed's parser reads it: validated as its
-    `DeepSpeedZeroConfig` field in pydantic's lax mode (stage "1" or 1.0 is 1; a switch 0, "false", "no" or "off" is
-    false), that field's default where absent; the value as written where the parser refuses it (its refusal, in the
-    run's checks, names the key)."""
-    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
-    from pydantic import TypeAdapter, ValidationError
-
-    zero = ds.get("zero_optimization") or {}
-    field = DeepSpeedZeroConfig.model_fields[key]
-    if key not in zero:
-        return field.default
-    try:
-        value = TypeAdapter(field.annotation).validate_python(zero[key])
-    except ValidationError:
-        return zero[key]
-    return value.value if isinstance(value, Enum) else value  # (the stage's ZeroStageEnum, as the parser keeps it)
-
-
 def with_batch_keys(ds: Dict[str, Any], batch: Dict[str, int]) -> Dict[str, Any]:
     """`ds` with the training section's batch keys (checked by `check_batch_keys`) in place of "auto"/absent."""
     return {**ds, **batch}
@@ -431,14 +400,6 @@ def check_extra_precision(ds: Dict[str, Any], asked: str, precision: str) -> Non
     raise ConfigError(f"deepspeed.extra trains in {trained}, but training.precision is {shown}: set "
                       f"training.precision: {trained} instead, and remove the bf16/fp16 'enabled' key from "
                       f"deepspeed.extra")
-
-
-def json_offloads_optimizer(ds: Mapping[str, Any]) -> bool:
-    """Whether a DeepSpeed config offloads the optimizer: `zero_optimization.offload_optimizer.device` cpu or nvme
-    (DeepSpeed then steps it on the CPU), or the deprecated `zero_optimization.cpu_offload`."""
-    zero = ds.get("zero_optimization") or {}
-    offload = zero.get("offload_optimizer")  # (one that is no mapping is DeepSpeed's parser's to refuse)
-    return (isinstance(offload, Mapping) and offload.get("device") in ("cpu", "nvme")) or bool(zero.get("cpu_offload"))
 
 
 def check_extra_offload(ds: Dict[str, Any], flag: bool) -> None:
