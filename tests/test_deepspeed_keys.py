@@ -616,7 +616,7 @@ def test_an_optimizer_whose_kernel_the_accelerator_lacks_is_refused_naming_those
     from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
     from deepspeed.accelerator.cuda_accelerator import CUDA_Accelerator
 
-    from t2t_mtl.engine.deepspeed_config import check_kernel
+    from t2t_mtl.engine.deepspeed_optimizer_checks import check_kernel
     from t2t_mtl.engine.deepspeed_params import kernel_of
 
     cpu, cuda = CPU_Accelerator(), CUDA_Accelerator()

@@ -10,7 +10,7 @@ import pytest
 from task_registry.preprocessors import one_argument_problem
 from task_registry.sources import GeneratorSource
 from t2t_mtl.config import ConfigError
-from t2t_mtl.engine.deepspeed_config import check_scheduler
+from t2t_mtl.engine.deepspeed_optimizer_checks import check_scheduler
 from t2t_mtl.evaluation.metrics import METRICS, MetricRegistrationError, register_metric
 from t2t_mtl.sampling import MixtureSampler, SamplerRegistrationError, register_sampler
 
