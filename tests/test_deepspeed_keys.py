@@ -898,7 +898,7 @@ def test_legacy_checkpoint_serialization_at_a_zero_stage_written_otherwise_is_re
 def test_fp16_at_a_zero_stage_0_written_otherwise_is_refused(stage):
     # was: passed, the check comparing the stage as written with 0, and DeepSpeed trained at stage 0 with updates
     # ~65536x too small (test_engine_single's fp16 stage-0 test: why)
-    from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage
+    from t2t_mtl.engine.deepspeed_value_checks import check_fp16_zero_stage
     from t2t_mtl.engine.host_precision import PrecisionError
 
     assert _stage_read(stage) == 0

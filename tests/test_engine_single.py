@@ -24,7 +24,8 @@ from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine import host_precision
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.checkpoint import CheckpointError, latest_checkpoint
-from t2t_mtl.engine.deepspeed_config import build_deepspeed_config, check_fp16_zero_stage
+from t2t_mtl.engine.deepspeed_config import build_deepspeed_config
+from t2t_mtl.engine.deepspeed_value_checks import check_fp16_zero_stage
 from t2t_mtl.engine.export import export_model, load_trained_model
 from t2t_mtl.engine.host_precision import PrecisionError, check_precision, resolve_precision
 from t2t_mtl.engine.lr_schedule import lr_factor, lr_scheduler

@@ -10,8 +10,8 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine import resume_checks
-from t2t_mtl.engine.deepspeed_config import check_fp16_zero_stage
 from t2t_mtl.engine.deepspeed_settings import json_precision, json_zero_stage
+from t2t_mtl.engine.deepspeed_value_checks import check_fp16_zero_stage
 from t2t_mtl.engine.distributed import sum_over_ranks
 from t2t_mtl.engine.lr_schedule import lr_scheduler
 

@@ -16,8 +16,9 @@ from t2t_mtl.config import (Config, ConfigError, DataConfig, changed_keys, check
                             tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.engine.deepspeed_config import (DeepSpeedAutos, build_deepspeed, build_deepspeed_config,
-                                             check_fp16_zero_stage, replaced_training_keys)
+                                             replaced_training_keys)
 from t2t_mtl.engine.deepspeed_settings import json_zero_stage
+from t2t_mtl.engine.deepspeed_value_checks import check_fp16_zero_stage
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
                                      refuse_unknown_held_out_clusters, refuse_untrained_held_out)
 from t2t_mtl.engine.lr_schedule import lr_scheduler
