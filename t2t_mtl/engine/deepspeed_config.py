@@ -13,18 +13,18 @@ names are DeepSpeed's.
 What `training.precision: auto` resolves to on this machine is `host_precision`'s; what a config dict sets, as
 DeepSpeed reads it (precision, ZeRO stage, optimizer offload), `deepspeed_settings`'; the checks of its optimizer and
 scheduler sections, `deepspeed_optimizer_checks`'; of values DeepSpeed's parser passes and its engine fails on,
-`deepspeed_value_checks`'.
+`deepspeed_value_checks`'; which training keys the config replaces, `deepspeed_replaced_keys`'.
 """
 from __future__ import annotations
 
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, NamedTuple, Optional
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, changed_keys, deep_merge
+from t2t_mtl.config import Config, ConfigError, deep_merge
 from t2t_mtl.engine.deepspeed_auto import auto_filled_training_keys, fill_auto_values
 from t2t_mtl.engine.deepspeed_optimizer_checks import ADAM_TYPES, check_optimizer, check_scheduler, check_typed_sections
 from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer, json_precision, json_zero_stage
@@ -112,43 +112,6 @@ def auto_training_keys(cfg: Config, json_config: Optional[Mapping[str, Any]]) ->
     """The training keys (`lr`, `clip`, ...) whose values fill an "auto" of `cfg`'s deepspeed.extra or of its
     deepspeed.config JSON `json_config` as written (None: none), `auto_filled_training_keys`: used, not replaced."""
     return frozenset(auto_filled_training_keys(cfg.deepspeed.extra) | auto_filled_training_keys(json_config or {}))
-
-
-def replaced_training_keys(cfg: Config, filled: Optional[FrozenSet[str]] = None) -> List[Tuple[List[str], str]]:
-    """(training keys, why) for the keys of the training section set away from their defaults that the DeepSpeed
-    config replaces: a whole `deepspeed.config` JSON (its optimizer, scheduler and clipping), or in
-    `deepspeed.extra` a scheduler, an optimizer's own params, an optimizer of another type than Adam (no betas)
-    or a gradient_clipping of another value. A key that fills an "auto" there (`filled`, the run's
-    `DeepSpeedAutos.auto_training_keys`; None: read here) is used, so not listed."""
-    t, extra = cfg.training, cfg.deepspeed.extra
-    if filled is None:
-        filled = auto_training_keys(cfg, user_json(cfg.deepspeed.config) if cfg.deepspeed.config is not None else None)
-    if cfg.deepspeed.config is not None:
-        why = "deepspeed.config names a whole DeepSpeed JSON, used as is (its optimizer, scheduler and clipping)"
-        keys = [key for key in changed_keys(t, ("lr", "betas", "weight_decay", "clip", "schedule", "warmup"))
-                if key not in filled]
-        return [(keys, why)] if keys else []
-    optimizer = extra.get("optimizer") if isinstance(extra.get("optimizer"), dict) else {}
-    params = optimizer.get("params") if isinstance(optimizer.get("params"), dict) else {}
-    own = [key for key in changed_keys(t, ("lr", "betas", "weight_decay"))
-           if key in params and params[key] != getattr(t, key) and key not in filled]
-    out = [(changed_keys(t, ("schedule", "warmup")) if "scheduler" in extra else [],
-            "deepspeed.extra.scheduler replaces the schedule"), (own, "deepspeed.extra.optimizer.params gives its own")]
-    kind = optimizer.get("type")
-    if kind is not None and str(kind).lower() not in ADAM_TYPES and "betas" not in params:
-        out.append((changed_keys(t, ("betas",)), f"deepspeed.extra.optimizer {kind} takes no betas"))
-    if extra.get("gradient_clipping", t.clip) != t.clip and "clip" not in filled:
-        out.append((changed_keys(t, ("clip",)), "deepspeed.extra.gradient_clipping replaces it"))
-    return [(keys, why) for keys, why in out if keys]
-
-
-def user_json(path: str) -> Dict[str, Any]:
-    """The DeepSpeed JSON object at `path`, or {} where it cannot be read as one (`build_deepspeed_config` names
-    why)."""
-    try:
-        return read_deepspeed_json(Path(path))
-    except ConfigError:
-        return {}
 
 
 def read_deepspeed_json(path: Path) -> Dict[str, Any]:

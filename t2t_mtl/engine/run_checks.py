@@ -15,8 +15,8 @@ import torch
 from t2t_mtl.config import (Config, ConfigError, DataConfig, changed_keys, check_model_source, tasks_dirs,
                             tokenizer_source)
 from t2t_mtl.data.few_shot import FewShotMix
-from t2t_mtl.engine.deepspeed_config import (DeepSpeedAutos, build_deepspeed, build_deepspeed_config,
-                                             replaced_training_keys)
+from t2t_mtl.engine.deepspeed_config import DeepSpeedAutos, build_deepspeed, build_deepspeed_config
+from t2t_mtl.engine.deepspeed_replaced_keys import replaced_training_keys
 from t2t_mtl.engine.deepspeed_settings import json_zero_stage
 from t2t_mtl.engine.deepspeed_value_checks import check_fp16_zero_stage
 from t2t_mtl.engine.held_out import (refuse_held_out_cluster, refuse_unapproved_held_out,
