@@ -25,17 +25,15 @@ import random
 import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-import jinja2
-
 from .code_digests import code_digest
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError, repeated_items
 from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
 from .jinja_env import environment_version
 from .lazy_modules import LazyModule
-from .preprocessors import (Preprocessor, callable_name, compile_expression, evaluate_expression, one_argument_problem,
-                            step_identity)
+from .preprocessors import Preprocessor, callable_name, one_argument_problem, step_identity
 from .sources import GeneratorSource, Source
+from .task_expressions import compiled_expression, expression_value, group_key
 from .template import Template
 
 datasets = LazyModule("datasets")
@@ -167,7 +165,7 @@ class _Renderer:
 
     def _render(self, template: Template, row: Mapping[str, Any], index: int, rng: random.Random) -> dict[str, Any]:
         example = template.render(row, task=self.task, row_index=index, rng=rng)
-        group = {GROUP_COLUMN: _group_key(self.task, self.group_by, row, index)} if self.group_by is not None else {}
+        group = {GROUP_COLUMN: group_key(self.task, self.group_by, row, index)} if self.group_by is not None else {}
         row_index = {ROW_COLUMN: index} if self.row_index else {}
         return {"inputs": example.inputs, "targets": example.targets,
                 "answer_choices": example.answer_choices or [], "references": example.gold_references,
@@ -357,7 +355,7 @@ class Task:
     def group_key(self, row: Mapping[str, Any], row_index: int) -> Optional[str]:
         """The group of a row for group metrics (`group_by` evaluated on it, as JSON text); None without
         `group_by`. A failing expression is a `TemplateRenderError` naming the task and row."""
-        return None if self.group_by is None else _group_key(self.name, self.group_by, row, row_index)
+        return None if self.group_by is None else group_key(self.name, self.group_by, row, row_index)
 
     def postprocessed(self, texts: Sequence[str]) -> list[str]:
         """`texts` (predictions or gold answers) through `postprocess` (unchanged without one); a failure or a value
@@ -365,8 +363,8 @@ class Task:
         if self.postprocess is None:
             return list(texts)
         if isinstance(self.postprocess, str):
-            compiled = _compiled_expression(self.postprocess, f"task {self.name!r}: postprocess")
-            function: Callable[[str], Any] = functools.partial(_expression_value, compiled)
+            compiled = compiled_expression(self.postprocess, f"task {self.name!r}: postprocess")
+            function: Callable[[str], Any] = functools.partial(expression_value, compiled)
         else:
             function = self.postprocess
         out = []
@@ -560,9 +558,9 @@ def _check_expressions(task: str, group_by: Any, postprocess: Any) -> None:
         if not isinstance(group_by, str) or not group_by.strip():
             raise TaskDefinitionError(f"task {task!r}: group_by must be a Jinja expression over a row naming its "
                                       f"group (e.g. 'idx.question'), got {group_by!r}")
-        _compiled_expression(group_by, f"task {task!r}: group_by")
+        compiled_expression(group_by, f"task {task!r}: group_by")
     if isinstance(postprocess, str):
-        _compiled_expression(postprocess, f"task {task!r}: postprocess")
+        compiled_expression(postprocess, f"task {task!r}: postprocess")
     elif postprocess is not None and not callable(postprocess):
         raise TaskDefinitionError(f"task {task!r}: postprocess must be a function text -> text, or a Jinja "
                                   f"expression over `text` (applied to predictions and gold answers before the "
@@ -603,15 +601,6 @@ def _identity_of(fn: Union[str, Callable[[str], str]]) -> str:
 def _shown_postprocess(fn: Union[str, Callable[[str], str]]) -> str:
     """A postprocess as `tasks show` prints it: the Jinja expression, or the function's name."""
     return fn if isinstance(fn, str) else callable_name(fn)
-
-
-def _expression_value(compiled: Any, text: str) -> Any:
-    """A postprocess expression's value for `text`; one naming anything but `text` raises (Jinja's Undefined would
-    read as an empty string)."""
-    value = compiled(text=text)
-    if isinstance(value, jinja2.Undefined):
-        value._fail_with_undefined_error()
-    return value
 
 
 def _qualified_name(kind: type) -> str:
@@ -663,15 +652,3 @@ def _check_count(key: str, value: Optional[int], task: str) -> None:
     """A row count (`max_examples`, `max_rows`) must be None or an integer >= 0 (a negative one kept no row)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
         raise TaskDefinitionError(f"task {task!r}: {key} must be a number of rows >= 0 or None (all), got {value!r}")
-
-
-def _group_key(task: str, group_by: str, row: Mapping[str, Any], row_index: int) -> str:
-    """`group_by` evaluated on a row of `task`, as JSON text (see `Task.group_key`)."""
-    where = f"task {task!r}: group_by"
-    value = evaluate_expression(_compiled_expression(group_by, where), row, row_index, where, group_by)
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled_expression(expression: str, where: str):
-    return compile_expression(expression, where)
