@@ -16,7 +16,8 @@ from .file_formats import is_file_builder, misspelt_reader_problem
 from .preprocessors import Preprocessor, compile_expression, from_config as preprocessor_from_config
 from .promptsource import HyphensToUnderscores, import_promptsource
 from .sources import HFSource, LocalFileSource, Source
-from .task import Task, repeated_names, sliced_split_problem
+from .task import Task
+from .task_definition_checks import repeated_names, sliced_split_problem
 from .template import Template
 from .yaml_keys import check_written_keys
 from .yaml_limits import BoundedComposition
