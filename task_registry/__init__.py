@@ -78,7 +78,7 @@ def __getattr__(name: str) -> Any:
     """OUTPUT_FEATURES (the rendered rows' datasets.Features), built when first read: importing datasets takes a
     second or more, which listing or checking tasks never needs (PEP 562)."""
     if name == "OUTPUT_FEATURES":
-        from .task import output_features
+        from .row_renderer import output_features
 
         return output_features()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

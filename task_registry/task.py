@@ -10,6 +10,9 @@ fingerprint (which also names the Jinja environment's version). Rows whose templ
 (promptsource's "skip") or no input (T0 drops those from its training data too) are dropped, counted in
 `task.render_stats[split]` and logged; rows a filter preprocessor drops are counted in
 `task.preprocess_stats[split]` and logged.
+
+How a row is rendered (the columns, the `Renderer` mapped over the rows) is `row_renderer`'s; the checks of a task's
+definition, `task_definition_checks`'; its group_by and postprocess expressions, `task_expressions`'.
 """
 from __future__ import annotations
 
@@ -20,16 +23,15 @@ import hashlib
 import json
 import logging
 import os
-import random
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .code_digests import code_digest
 from .errors import DataSourceError, TaskDefinitionError, TemplateRenderError, UnknownTemplateError
 from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
-from .jinja_env import environment_version
 from .lazy_modules import LazyModule
 from .preprocessors import Preprocessor, callable_name, step_identity
+from .row_renderer import SKIP_COLUMN, Renderer
 from .sources import GeneratorSource, Source
 from .task_definition_checks import (check_count, check_evaluation_rules, check_expressions, check_name, check_settings,
                                      check_source, checked_names, checked_preprocessors, checked_templates)
@@ -39,29 +41,6 @@ from .template import Template
 datasets = LazyModule("datasets")
 pc = LazyModule("pyarrow.compute")
 logger = logging.getLogger(__name__)
-
-
-@functools.cache
-def output_features() -> datasets.Features:
-    """The columns of every rendered row (OUTPUT_FEATURES)."""
-    return datasets.Features({
-        "inputs": datasets.Value("string"),
-        "targets": datasets.Value("string"),
-        "answer_choices": datasets.Sequence(datasets.Value("string")),
-        "references": datasets.Sequence(datasets.Value("string")),
-        "task": datasets.Value("string"),
-        "template": datasets.Value("string"),
-    })
-
-
-def __getattr__(name: str) -> Any:
-    """OUTPUT_FEATURES, built (importing datasets) when first read (PEP 562)."""
-    if name == "OUTPUT_FEATURES":
-        return output_features()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-_SKIP_COLUMN = "_skipped"
 
 
 @dataclasses.dataclass
@@ -120,66 +99,6 @@ class PreprocessStats:
     dropped_by: dict[str, int]
 
 
-GROUP_COLUMN = "group"
-ROW_COLUMN = "row"
-
-
-class _Renderer:
-    """Renders rows with templates chosen per row index — or, with `every_template`, with each template in turn (a
-    row's examples in template order); picklable, stateless apart from its inputs. With `group_by` (a task's
-    expression) each rendered row also carries its group key in GROUP_COLUMN; with `row_index`, the index of the row
-    it renders in ROW_COLUMN."""
-
-    def __init__(self, task: str, templates: Sequence[Template], seed: int, group_by: Optional[str] = None,
-                 every_template: bool = False, row_index: bool = False):
-        self.task = task
-        self.templates = list(templates)
-        self.seed = seed
-        self.group_by = group_by
-        self.every_template = every_template
-        self.row_index = row_index
-
-    @property
-    def features(self) -> datasets.Features:
-        """The columns of a rendered row."""
-        group = {GROUP_COLUMN: datasets.Value("string")} if self.group_by is not None else {}
-        row = {ROW_COLUMN: datasets.Value("int64")} if self.row_index else {}
-        return datasets.Features({**output_features(), **group, **row})
-
-    def fingerprint_parts(self) -> tuple:
-        return (self.task, self.seed, [(t.name, t.jinja, t.answer_choices, t.references, t.instruction, t.context)
-                                        for t in self.templates], "render-v3", environment_version(), self.group_by,
-                *(("every-template",) if self.every_template else ()), *(("row-index",) if self.row_index else ()))
-
-    def render_row(self, row: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
-        """The examples of one row: one, with a template drawn from the seed and the row's index, or one per template
-        (each with its own draws, from the seed, the index and the template's name)."""
-        if self.every_template:
-            return [self._render(template, row, index, random.Random(f"{self.seed}:{index}:{template.name}"))
-                    for template in self.templates]
-        rng = random.Random(f"{self.seed}:{index}")
-        template = self.templates[rng.randrange(len(self.templates))] if len(self.templates) > 1 else self.templates[0]
-        return [self._render(template, row, index, rng)]
-
-    def _render(self, template: Template, row: Mapping[str, Any], index: int, rng: random.Random) -> dict[str, Any]:
-        example = template.render(row, task=self.task, row_index=index, rng=rng)
-        group = {GROUP_COLUMN: group_key(self.task, self.group_by, row, index)} if self.group_by is not None else {}
-        row_index = {ROW_COLUMN: index} if self.row_index else {}
-        return {"inputs": example.inputs, "targets": example.targets,
-                "answer_choices": example.answer_choices or [], "references": example.gold_references,
-                "task": self.task, "template": template.name, **group, **row_index,
-                _SKIP_COLUMN: example.skipped}
-
-    def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
-        columns = list(batch)
-        out: dict[str, list] = {name: [] for name in (*self.features, _SKIP_COLUMN)}
-        for position, index in enumerate(indices):
-            for rendered in self.render_row({c: batch[c][position] for c in columns}, index):
-                for key, value in rendered.items():
-                    out[key].append(value)
-        return out
-
-
 @contextlib.contextmanager
 def _naming_task_and_split(task: str, split: str) -> Iterator[None]:
     """A preprocessor's error on a row, raised again naming the task and split; an error reading the source's rows
@@ -201,7 +120,7 @@ def _preprocessed_rows(rows: datasets.IterableDataset, task: str, split: str) ->
         yield from rows
 
 
-def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats: RenderStats,
+def _stream_rendered(rows: datasets.IterableDataset, renderer: Renderer, stats: RenderStats,
                      max_examples: Optional[int]) -> Iterator[dict[str, Any]]:
     """The rendered rows of one pass over `rows`; `stats` counts this pass (each new pass starts it afresh)."""
     stats.rows = stats.kept = stats.skipped = stats.empty_inputs = 0
@@ -210,7 +129,7 @@ def _stream_rendered(rows: datasets.IterableDataset, renderer: _Renderer, stats:
         if max_examples is not None and index >= max_examples:
             break
         for rendered in renderer.render_row(row, index):
-            skipped = rendered.pop(_SKIP_COLUMN)
+            skipped = rendered.pop(SKIP_COLUMN)
             stats.count(rendered["template"], skipped, empty_input=skipped and rendered["targets"] != "")
             if not skipped:
                 yield rendered
@@ -391,7 +310,7 @@ class Task:
         column, the index of the (preprocessed) row each example renders."""
         check_count("max_examples", max_examples, self.name)
         group_by = self.group_by if with_groups else None
-        renderer = _Renderer(self.name, self.select_templates(templates), seed, group_by, every_template,
+        renderer = Renderer(self.name, self.select_templates(templates), seed, group_by, every_template,
                              with_row_index)
         stats = RenderStats(self.name, split, per_row=len(renderer.templates) if every_template else 1)
         self.render_stats[split] = stats
@@ -405,11 +324,11 @@ class Task:
             return datasets.Dataset.from_dict({name: [] for name in renderer.features}, features=renderer.features)
         rendered = rows.map(
             renderer, batched=True, with_indices=True, remove_columns=rows.column_names,
-            features=datasets.Features({**renderer.features, _SKIP_COLUMN: datasets.Value("bool")}),
+            features=datasets.Features({**renderer.features, SKIP_COLUMN: datasets.Value("bool")}),
             new_fingerprint=datasets.fingerprint.Hasher.hash((rows._fingerprint, renderer.fingerprint_parts())),
             desc=f"render {self.name}/{split}")
         table = rendered.data.table
-        skip_mask, template = table.column(_SKIP_COLUMN), table.column("template")
+        skip_mask, template = table.column(SKIP_COLUMN), table.column("template")
         stats.rows = len(rendered)
         stats.skipped = int(pc.sum(skip_mask).as_py() or 0)
         stats.kept = stats.rows - stats.skipped
@@ -420,8 +339,8 @@ class Task:
             stats.empty_inputs = int(pc.sum(pc.and_(skip_mask, with_target)).as_py() or 0)
             stats.log()
             kept = datasets.fingerprint.Hasher.hash((rendered._fingerprint, "drop-skipped"))
-            rendered = rendered.filter(lambda skipped: not skipped, input_columns=_SKIP_COLUMN, new_fingerprint=kept)
-        return rendered.remove_columns(_SKIP_COLUMN)
+            rendered = rendered.filter(lambda skipped: not skipped, input_columns=SKIP_COLUMN, new_fingerprint=kept)
+        return rendered.remove_columns(SKIP_COLUMN)
 
     def definition_digest(self) -> str:
         """A hash of what the task's examples and scores depend on: its templates (each field rendering uses, and

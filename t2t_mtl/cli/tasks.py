@@ -205,7 +205,7 @@ def _json_lines(task: Any, split: str, n: int, dataset: Any) -> Iterator[dict[st
     example's row among the split's first `n`): the rendered fields, then the source row's fields by which the task's
     evaluation picks a ranked answer (its `eval_protocol.pick_fields`), so that `predict` breaks a tie as evaluation
     does."""
-    from task_registry.task import ROW_COLUMN
+    from task_registry.row_renderer import ROW_COLUMN
 
     fields = task.eval_protocol.pick_fields
     rows = task.load_rows(split, max_rows=n) if fields else None
@@ -218,7 +218,7 @@ def _json_lines(task: Any, split: str, n: int, dataset: Any) -> Iterator[dict[st
 @_guarded
 def _preview(args: argparse.Namespace) -> int:
     import task_registry
-    from task_registry.task import ROW_COLUMN
+    from task_registry.row_renderer import ROW_COLUMN
 
     if args.n <= 0:
         print("error: -n must be positive", file=sys.stderr)

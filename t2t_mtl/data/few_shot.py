@@ -189,7 +189,7 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
     the example's own group, as in k-shot evaluation (MultiRC: another answer to its question); the column is
     dropped from the result."""
     from datasets.fingerprint import Hasher
-    from task_registry.task import GROUP_COLUMN
+    from task_registry.row_renderer import GROUP_COLUMN
 
     groups = rendered[GROUP_COLUMN] if GROUP_COLUMN in rendered.column_names else None
     function = _AddDemonstrations(task, rendered["inputs"], rendered["targets"], rendered["template"], groups, mix,
