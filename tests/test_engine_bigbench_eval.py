@@ -70,8 +70,9 @@ def test_evaluation_bigbench_takes_a_folder_or_a_list_of_task_folders(bigbench_d
     ("{tmp}/empty", r"^evaluation.bigbench: BIG-bench folder '{tmp}/empty' has no <task>/task.json files; name the "
                     r"folder holding BIG-bench tasks"),
     ("relative/missing", r"does not exist \(a relative path in a config is read from the working directory"),
-    (3, r"^evaluation.bigbench must be the folder holding BIG-bench tasks .*got 3$"),
-    ([], r"^evaluation.bigbench must be the folder holding BIG-bench tasks .*got \[\]$"),
+    (3, r"^evaluation.bigbench must be the folder holding BIG-bench tasks .* \(null or \[\] for none, as "
+        r"evaluation.tasks\), got 3$"),
+    (["{tmp}/tasks", ""], r"^evaluation.bigbench must be the folder .*got \['{tmp}/tasks', ''\]$"),
     (["{tmp}/tasks", "{tmp}/tasks"], r"^evaluation.bigbench names '{tmp}/tasks' more than once"),
 ])
 def test_an_evaluation_bigbench_naming_no_tasks_is_refused_naming_the_key(value, message, tmp_path, bigbench_dir):
@@ -84,6 +85,22 @@ def test_an_evaluation_bigbench_naming_no_tasks_is_refused_naming_the_key(value,
     cfg = config_from_dict({**SMALL, "evaluation": {"held_out": False, "bigbench": value}})
     with task_registry.isolated_registry(), pytest.raises(ConfigError, match=message.replace("{tmp}", str(tmp_path))):
         evaluation_plan(cfg)
+
+
+@pytest.mark.parametrize("section", [{"tasks": ["parity"]}, {"held_out": False}, {"max_examples": 3},
+                                     {"held_out": False, "max_examples": 3}])
+def test_an_empty_evaluation_bigbench_list_means_none_as_null_does_and_as_an_empty_task_list_does(section):
+    # was: bigbench: [] refused ("must be the folder holding BIG-bench tasks ..., got []"), where tasks: [] means no
+    # task, so a layer could not clear a base config's BIG-bench folders as it clears its tasks
+    def plan(**keys):
+        try:
+            names, settings = evaluation_plan(config_from_dict({**SMALL, "evaluation": {**section, **keys}}))
+        except ConfigError as error:
+            return str(error)
+        return names, settings
+
+    with task_registry.isolated_registry():
+        assert plan(bigbench=[]) == plan(bigbench=None) == plan(tasks=section.get("tasks", []))
 
 
 def test_a_missing_evaluation_bigbench_folder_stops_the_run_before_training(tmp_path, tok):

@@ -12,15 +12,19 @@ from t2t_mtl.config import ConfigError
 BIGBENCH_FOLDER = ("the folder holding BIG-bench tasks as <task>/task.json (or one task's folder), as `t2t-mtl eval "
                    "--bigbench DIR` takes it; a list of such folders chooses the tasks")
 
+#: the values that name no BIG-bench task, as evaluation.tasks' null and []
+NO_BIGBENCH = "null or [] for none, as evaluation.tasks"
+
 
 def bigbench_folders(value: Any) -> List[str]:
-    """`evaluation.bigbench` as a list of folders (one folder or several may be given; None: none). A value that is
-    neither a path nor a list of distinct paths is a ConfigError naming the key and what it holds."""
+    """`evaluation.bigbench` as a list of folders (one folder or several may be given; None or []: none, as
+    `evaluation.tasks`' None and []). A value that is neither a path nor a list of distinct paths is a ConfigError
+    naming the key and the forms it takes."""
     if value is None:
         return []
     folders = [value] if isinstance(value, str) else value
-    if not isinstance(folders, (list, tuple)) or not folders or not all(isinstance(f, str) and f for f in folders):
-        raise ConfigError(f"evaluation.bigbench must be {BIGBENCH_FOLDER}, got {value!r}")
+    if not isinstance(folders, (list, tuple)) or not all(isinstance(f, str) and f for f in folders):
+        raise ConfigError(f"evaluation.bigbench must be {BIGBENCH_FOLDER} ({NO_BIGBENCH}), got {value!r}")
     repeated = sorted({f for f in folders if folders.count(f) > 1})
     if repeated:
         raise ConfigError(f"evaluation.bigbench names {', '.join(map(repr, repeated))} more than once; each folder's "
