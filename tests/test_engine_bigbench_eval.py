@@ -103,6 +103,31 @@ def test_an_empty_evaluation_bigbench_list_means_none_as_null_does_and_as_an_emp
         assert plan(bigbench=[]) == plan(bigbench=None) == plan(tasks=section.get("tasks", []))
 
 
+def test_evaluation_tasks_may_name_a_bigbench_task_that_evaluation_bigbench_imports(bigbench_dir):
+    # was: "evaluation.tasks: unknown task 'bigbench_navigate'" though evaluation.bigbench imports it (the names were
+    # checked before the import)
+    navigate = str(bigbench_dir / "navigate")
+    with task_registry.isolated_registry():
+        names, _ = evaluation_plan(config_from_dict({**SMALL, "evaluation": {
+            "tasks": ["bigbench_navigate", "parity"], "bigbench": [navigate, str(bigbench_dir / "anachronisms")]}}))
+    assert names == ["bigbench_navigate", "parity", "bigbench_anachronisms"]  # (each once, evaluation.tasks first)
+
+
+@pytest.mark.parametrize("bigbench, message", [
+    (None, "set it to the folder holding that task's <task>/task.json (or the task's folder)"),
+    ("anachronisms", "its folders import bigbench_anachronisms, not 'bigbench_navigate': add the folder holding that "
+                     "task's task.json")])
+def test_evaluation_tasks_naming_a_bigbench_task_not_imported_points_to_evaluation_bigbench(bigbench, message,
+                                                                                            bigbench_dir):
+    # was: "evaluation.tasks: unknown task 'bigbench_navigate'; did you mean ...", with no word of evaluation.bigbench
+    section = {"tasks": ["bigbench_navigate"], "bigbench": bigbench and str(bigbench_dir / bigbench)}
+    with task_registry.isolated_registry(), pytest.raises(ConfigError) as refused:
+        evaluation_plan(config_from_dict({**SMALL, "evaluation": section}))
+    assert str(refused.value) == (f"evaluation.tasks names 'bigbench_navigate', a BIG-bench task's name, which no "
+                                  f"registered task has: BIG-bench tasks are imported by evaluation.bigbench, and "
+                                  f"{message}; its tasks are scored whether or not evaluation.tasks names them")
+
+
 def test_a_missing_evaluation_bigbench_folder_stops_the_run_before_training(tmp_path, tok):
     cache = tmp_path / "cache"
     cfg = tiny_config(tmp_path / "run", tok, cache, evaluation={"bigbench": str(tmp_path / "missing")})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Sequence
 
 from t2t_mtl.config import ConfigError
 
@@ -54,3 +54,18 @@ def import_bigbench_tasks(value: Any) -> List[str]:
             raise ConfigError(f"{key}: {error}") from None
         names.extend(name for name in imported if name not in names)
     return names
+
+
+def check_bigbench_task_name(name: str, imported: Sequence[str]) -> None:
+    """A ConfigError for `name`, an unregistered task of `evaluation.tasks`, where it is a BIG-bench task's name
+    (`bigbench_<task>`): such tasks are registered by `evaluation.bigbench` (`imported`: the names its folders
+    imported), so the error points there; another name is left to the registry's error."""
+    from task_registry.bigbench import NAME_PREFIX
+
+    if not name.startswith(NAME_PREFIX):
+        return
+    listed = (f"its folders import {', '.join(imported)}, not {name!r}: add the folder holding that task's task.json"
+              if imported else "set it to the folder holding that task's <task>/task.json (or the task's folder)")
+    raise ConfigError(f"evaluation.tasks names {name!r}, a BIG-bench task's name, which no registered task has: "
+                      f"BIG-bench tasks are imported by evaluation.bigbench, and {listed}; its tasks are scored "
+                      f"whether or not evaluation.tasks names them")

@@ -16,7 +16,7 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from t2t_mtl.config import Config, ConfigError
-from t2t_mtl.engine.bigbench_evaluation import bigbench_folders, import_bigbench_tasks
+from t2t_mtl.engine.bigbench_evaluation import bigbench_folders, check_bigbench_task_name, import_bigbench_tasks
 from t2t_mtl.engine.distributed import DistEnv, sum_over_ranks
 from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
 from t2t_mtl.evaluation.generation import decode_generated
@@ -320,10 +320,6 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     repeated = repeated_items(names)
     if repeated:
         raise ConfigError(f"evaluation.tasks names {', '.join(repeated)} more than once; each task is evaluated once")
-    registered = task_registry.list_tasks()
-    for name in names:
-        if name not in registered:
-            raise task_registry.UnknownTaskError(name, registered, where="evaluation.tasks")
     if held_out:
         if not cfg.data.held_out_clusters:
             raise ConfigError("evaluation.held_out is true but data.held_out_clusters is empty: name the clusters "
@@ -331,7 +327,13 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         refuse_unknown_held_out_clusters(cfg.data.held_out_clusters)
         for cluster in cfg.data.held_out_clusters:
             names.extend(n for n in task_registry.list_tasks(cluster=cluster) if n not in names)
-    names.extend(n for n in import_bigbench_tasks(bigbench) if n not in names)
+    imported = import_bigbench_tasks(bigbench)  # (before the names are checked: evaluation.tasks may name them)
+    registered = task_registry.list_tasks()
+    for name in names:
+        if name not in registered:
+            check_bigbench_task_name(name, imported)
+            raise task_registry.UnknownTaskError(name, registered, where="evaluation.tasks")
+    names.extend(n for n in imported if n not in names)
     bounded = "max_new_tokens" in section  # (given, not the default from data.max_target_length)
     section.setdefault("max_input_length", cfg.data.max_input_length)
     section.setdefault("max_new_tokens", cfg.data.max_target_length)
