@@ -135,3 +135,43 @@ def test_a_missing_evaluation_bigbench_folder_stops_the_run_before_training(tmp_
                                                                               r"folder .* does not exist"):
         train(cfg, evaluate_held_in=False)
     assert not cache.exists() and not (tmp_path / "run").exists()
+
+
+def test_eval_held_out_of_a_run_scores_its_bigbench_tasks_as_the_run_did(tmp_path, tok, bigbench_dir, capsys):
+    # was: `eval --checkpoint RUN --held-out` scored the held-out clusters' tasks alone, leaving out the BIG-bench
+    # tasks the run's own evaluation scored beside them (evaluation.bigbench), without a word
+    folder = tmp_path / "bigbench"
+    shutil.copytree(bigbench_dir / "anachronisms", folder / "anachronisms")
+    run = tmp_path / "run"
+    cfg = tiny_config(run, tok, tmp_path / "cache", training={"steps": 2}, data={"held_out_clusters": ["comparison"]},
+                      evaluation={"held_out": True, "bigbench": str(folder), "max_examples": 2, "scoring": "rank"})
+    with task_registry.isolated_registry():
+        train(cfg, evaluate_held_in=False)
+
+    def held_out(*options):
+        with task_registry.isolated_registry():
+            code = cli_main(["eval", "--checkpoint", str(run), "--held-out", *options, "--no-progress"])
+        return code, capsys.readouterr().err
+
+    def scored(report_json):
+        report = json.loads(report_json.read_text())
+        return report["settings"], sorted(report["results"], key=lambda r: (r["task"], r["template"]))
+
+    code, err = held_out("--out", str(tmp_path / "again"))
+    assert code == 0, err
+    assert "; --held-out's BIG-bench tasks bigbench_anachronisms (the run's evaluation.bigbench)" in err
+    expected = scored(run / "eval" / "report.json")  # the reference: the run's own report after training
+    assert "bigbench_anachronisms" in {r["task"] for r in expected[1]} and scored(tmp_path / "again" / "report.json") \
+        == expected
+    # --held-out-clusters chooses the clusters (an option given wins): the run's BIG-bench tasks are not added
+    code, err = held_out("--held-out-clusters", "comparison", "--out", str(tmp_path / "clusters"))
+    assert code == 0 and "BIG-bench" not in err, err
+    assert scored(tmp_path / "clusters" / "report.json")[1] == [r for r in expected[1]
+                                                                if r["task"] != "bigbench_anachronisms"]
+    # the run's folder gone: refused before the model loads, naming it and what to do
+    folder.rename(tmp_path / "moved")
+    code, err = held_out()
+    assert (code, err) == (2, f"error: the run's evaluation.bigbench folder {str(folder)!r}, whose BIG-bench tasks "
+                              f"--held-out scores as the run's evaluation did, is not there: run eval from where the "
+                              f"run was trained, or pass --held-out-clusters to score the held-out clusters alone "
+                              f"(--bigbench DIR scores BIG-bench tasks)\n")

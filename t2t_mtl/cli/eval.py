@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--tasks", help="comma-separated registered task names")
     which.add_argument("--held-out", action="store_true",
                        help="every task of the held-out clusters (--held-out-clusters, else the checkpoint's "
-                            "training config, else every task flagged held_out)")
+                            "training config, else every task flagged held_out); without --held-out-clusters, also "
+                            "the BIG-bench tasks of the run's evaluation.bigbench, as the run's evaluation scored")
     which.add_argument("--mixture", help="every task of a registered mixture")
     which.add_argument("--bigbench", type=path_argument, metavar="DIR",
                        help="import and score the BIG-bench task.json tasks under DIR")
@@ -123,6 +124,35 @@ def _run_data_dir(meta: Mapping[str, Any]) -> Optional[str]:
         raise ValueError(f"the run's data.data_dir {found!r} is not a folder: {remedy}")
     raise ValueError(f"the run's data.data_dir {found!r} is not a folder here (a relative path, read from the current "
                      f"directory {Path.cwd()}): run eval from where the run was trained, or {remedy}")
+
+
+def run_bigbench_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
+    """The BIG-bench tasks of the run's `evaluation.bigbench`, imported, for `--held-out` without
+    `--held-out-clusters`: the run's evaluation scored them beside its held-out clusters' tasks, so a re-score of its
+    held-out set does too (none for another selection, or a run without them). A folder that is not there, or that
+    cannot be imported, is a ValueError naming it as the run's and saying what to do, as for `_run_tasks_dirs`."""
+    import task_registry
+    from t2t_mtl.engine.bigbench_evaluation import bigbench_folders
+    from t2t_mtl.evaluation.run_settings import run_config_value
+    from task_registry.bigbench import import_bigbench
+
+    if not args.held_out or args.held_out_clusters is not None:
+        return []
+    remedy = ("run eval from where the run was trained, or pass --held-out-clusters to score the held-out clusters "
+              "alone (--bigbench DIR scores BIG-bench tasks)")
+    names: list[str] = []
+    for folder in bigbench_folders(run_config_value(meta, "evaluation.bigbench")):
+        if not Path(folder).exists():
+            where = "" if Path(folder).is_absolute() else (f" here (a relative path, read from the current directory "
+                                                           f"{Path.cwd()})")
+            raise ValueError(f"the run's evaluation.bigbench folder {folder!r}, whose BIG-bench tasks --held-out "
+                             f"scores as the run's evaluation did, is not there{where}: {remedy}")
+        try:
+            imported = import_bigbench(folder)
+        except task_registry.TaskRegistryError as error:  # (emptied, or a task.json changed, since the run)
+            raise ValueError(f"the run's evaluation.bigbench: {error}: {remedy}") from None
+        names.extend(name for name in imported if name not in names)
+    return names
 
 
 def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
@@ -323,6 +353,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             task_registry.set_data_dir(run_data_dir)
         settings = eval_settings(args, meta)
         tasks = select_tasks(args, meta)
+        run_bigbench = [name for name in run_bigbench_tasks(args, meta) if name not in tasks]
+        tasks += run_bigbench
         if args.template:
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
         check_splits(tasks, settings.split, settings.shots_split, args.shots_split is None, args.split is None)
@@ -334,6 +366,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         refuse_failed_start(env, "the evaluation", "an option, checkpoint, task or path", "checkpoint, tasks and paths")
         rank, world_size = env.rank, env.world_size
         taken = settings_from_run(args, meta, settings)
+        if run_bigbench:
+            taken.append(f"--held-out's BIG-bench tasks {', '.join(run_bigbench)} (the run's evaluation.bigbench)")
         if taken and rank == 0:
             print(f"eval: from the run's config (an option given wins): {'; '.join(taken)}", file=sys.stderr)
         with logging_redirect_tqdm():  # (a warning while a task's bar is drawn: on a line of its own)
