@@ -722,3 +722,52 @@ def test_ranked_lines_of_an_unregistered_task_holding_a_tie_rules_fields_are_war
         "MODULE, a module that registers it, e.g. one calling task_registry.bigbench.import_bigbench(DIR) for a "
         "BIG-bench task; by default the run's data.task_modules; from Python, pass its eval_protocol in "
         "pick_protocols)"]  # (the line of task 'other' holds no tie rule's field: nothing said of it)
+
+
+SHOUTING_MODULE = """\
+from task_registry import LocalFileSource, Task, Template, register_task
+
+register_task(Task("module_shout", LocalFileSource({"validation": "unused.jsonl"}),
+                   [Template("t", "{{ q }} ||| {{ a }}")], splits=("validation",),
+                   postprocess=lambda text: text.upper() + "!"))
+"""
+
+
+def test_inputs_of_a_task_a_model_folders_unimported_module_registers_are_warned_of_as_answered_without_it(
+        dense_dir, tmp_path, capsys, monkeypatch, restored_component_tables):
+    # was: after the warning that the folder's data.task_modules are not imported, the answers of the task the folder
+    # was trained on were printed without its postprocess, without a word of it
+    import shutil
+
+    import task_registry
+
+    folder = tmp_path / "model"
+    shutil.copytree(dense_dir, folder)
+    module = tmp_path / "shouting_tasks.py"
+    module.write_text(SHOUTING_MODULE)
+    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["module_shout"], "config": {
+        "data": {"task_modules": [str(module)]}}}))
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    raw = _one_by_one_generate(model, tokenizer, INPUTS[:2])
+    capsys.readouterr()  # (the reference's load drew its bars)
+    rows = [{"inputs": text, "task": "module_shout"} for text in INPUTS[:2]]
+
+    def answers(*options):
+        monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in rows)))
+        with task_registry.isolated_registry():
+            code = main(["predict", "--checkpoint", str(folder), "--jsonl", "--input", "-", "--max-new-tokens", "8",
+                         *options])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return [json.loads(line)["prediction"] for line in out.splitlines()], err
+
+    warning = (f"warning: task 'module_shout', which model folder {folder} was trained on, is not registered here: 2 "
+               f"inputs naming it are answered without the postprocess or tie rule it may have, unlike in `t2t-mtl "
+               f"eval` (the folder's data.task_modules [{str(module)!r}], which may register it, were not imported: "
+               f"see above); pass --task-module MODULE to import the one you trust\n")
+    predictions, err = answers()
+    assert predictions == raw and err.endswith(warning) and err.startswith("warning: not importing data.task_modules")
+    predictions, err = answers("--raw")  # (printed as decoded, as asked: nothing is left out)
+    assert predictions == raw and "is not registered here" not in err
+    predictions, err = answers("--task-module", str(module))  # (imported: postprocessed as eval scores it)
+    assert predictions == [text.upper() + "!" for text in raw] and err == ""

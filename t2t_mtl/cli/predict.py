@@ -12,6 +12,7 @@ from t2t_mtl.cli.common import (add_decoding_options, add_task_module_option, ad
                                 decoding_settings, fail, ignored_scoring_option, path_argument, resolve_device)
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
 from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
+from t2t_mtl.wording import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -151,9 +152,27 @@ def input_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any
     from t2t_mtl.cli.eval import register_run_tasks
 
     task_registry.load_builtin_tasks()
-    register_run_tasks(args, meta)
+    skipped = register_run_tasks(args, meta)
     registered = set(task_registry.list_tasks())
+    if skipped:
+        _warn_of_unimported_tasks(args, requests, meta, default_task, skipped, registered)
     return {name: task_registry.get_task(name) for name in sorted(names & registered)}
+
+
+def _warn_of_unimported_tasks(args: argparse.Namespace, requests: list, meta: Mapping[str, Any],
+                              default_task: Optional[str], skipped: list[str], registered: set[str]) -> None:
+    """Warn, once per task, of the inputs' tasks left unregistered where a model folder's data.task_modules `skipped`
+    were not imported (`register_run_tasks`: a model folder may come from someone else), that their answers lack
+    what those modules may give them: a generated one's postprocess (unless --raw), a ranked one's tie rule."""
+    ranked = [bool(request.answer_choices) and args.scoring != "generate" for request in requests]
+    served = [request.task or default_task for request, rank in zip(requests, ranked) if rank or not args.raw]
+    for name in dict.fromkeys(task for task in served if task is not None and task not in registered):
+        trained = f", which model folder {meta['path']} was trained on," if name in (meta.get("tasks") or ()) else ""
+        count = served.count(name)
+        print(f"warning: task {name!r}{trained} is not registered here: {counted(count, 'input')} naming it "
+              f"{'is' if count == 1 else 'are'} answered without the postprocess or tie rule it may have, unlike in "
+              f"`t2t-mtl eval` (the folder's data.task_modules {skipped!r}, which may register it, were not "
+              f"imported: see above); pass --task-module MODULE to import the one you trust", file=sys.stderr)
 
 
 def _check_beams_before_loading(args: argparse.Namespace, requests: list) -> None:
