@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--held-out", action="store_true",
                        help="every task of the held-out clusters (--held-out-clusters, else the checkpoint's "
                             "training config, else every task flagged held_out); without --held-out-clusters, also "
-                            "the BIG-bench tasks of the run's evaluation.bigbench, as the run's evaluation scored")
+                            "the BIG-bench tasks of the run's evaluation.bigbench, as the run's own evaluation did")
     which.add_argument("--mixture", help="every task of a registered mixture")
     which.add_argument("--bigbench", type=path_argument, metavar="DIR",
                        help="import and score the BIG-bench task.json tasks under DIR")

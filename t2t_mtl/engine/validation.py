@@ -287,11 +287,13 @@ def _check_default_generation_length(max_target_length: int) -> None:
 def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
     """(task names, EvalSettings) for the `evaluation:` section; ([], None) when it is empty or disabled.
 
-    `held_out: true` evaluates every registered task of `data.held_out_clusters`; `tasks: [..]` names tasks;
-    `bigbench: DIR` (or a list of folders) imports and adds the BIG-bench tasks there (`import_bigbench_tasks`);
+    `held_out: true` evaluates every registered task of `data.held_out_clusters`; `tasks: [..]` names tasks (a
+    BIG-bench one among those `bigbench` imports); `bigbench: DIR` (or a list of folders; None or []: none) imports and
+    adds the BIG-bench tasks there (`import_bigbench_tasks`);
     `held_out: false` without tasks or bigbench turns the section off (e.g. a base config's, from `--set`).
     Raises ConfigError naming the key for unknown keys, a missing task list, `tasks` that is not a list of distinct
-    names, no held-out cluster, or a `bigbench` that names no BIG-bench task."""
+    names, no held-out cluster, a `bigbench` folder holding no BIG-bench task, or a BIG-bench task's name in `tasks`
+    that no `bigbench` folder imports."""
     import task_registry
     from t2t_mtl.evaluation import EvalSettings
 
