@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from t2t_mtl.engine.checkpoint import DS_TAG, CheckpointError
-from t2t_mtl.engine.deepspeed_config import json_zero_stage, zero_setting
+from t2t_mtl.engine.deepspeed_settings import json_zero_stage, zero_setting
 
 __all__ = ["check_universal_resume", "checkpoint_swapped_optimizer"]
 
