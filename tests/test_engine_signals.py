@@ -557,3 +557,28 @@ def test_camtl_scoring_gives_padded_target_positions_no_expert_capacity():
     entropy = -(probs.exp() * probs).sum(-1)
     mask = labels != -100
     assert got.tolist() == pytest.approx(((entropy * mask).sum(1) / mask.sum(1)).tolist(), rel=1e-6)
+
+
+def test_a_record_logs_the_samplers_probabilities_and_the_weightings_weights_after_its_step(tmp_path, tokenizer_dir):
+    # was: neither was in metrics.jsonl nor TensorBoard (the rates table was printed at whole epochs alone), so an
+    # adaptive sampler's or a learned weighting's course could not be followed
+    from t2t_mtl.engine.logging import training_scalars
+    from t2t_mtl.sampling import build_sampler
+
+    sampling = {"strategy": "uncertainty_ema", "lam": 1.0, "floor": 0.0, "momentum": 0.5}
+    result, records, state = run_tiny(tmp_path, tokenizer_dir, sampling=sampling,
+                                      weighting={"method": "uncertainty"})
+    last = records[-1]
+    assert last["step"] == result.step == 6  # the final checkpoint holds the state after the last logged step
+    sampler = build_sampler(sampling, {t: 64 for t in TASKS}, seed=0)
+    sampler.load_state_dict(state["sampler"])
+    assert last["task_probability"] == pytest.approx(sampler.probabilities(), rel=1e-12)
+    log_variance = state["weighting"]["log_variance"].double()
+    assert last["task_weight"] == pytest.approx(dict(zip(TASKS, torch.exp(-log_variance).tolist())), rel=1e-12)
+    assert len({json.dumps(r["task_probability"]) for r in records}) > 1  # they change as the sampler learns
+    assert len({json.dumps(r["task_weight"]) for r in records}) > 1
+    for rec in records:
+        scalars = training_scalars(rec)
+        for key in ("task_probability", "task_weight"):
+            assert {tag: v for tag, v in scalars.items() if tag.startswith(key + "/")} == {
+                f"{key}/{task}": rec[key][task] for task in TASKS}

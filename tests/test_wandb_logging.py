@@ -48,7 +48,7 @@ def _expected_rows(run_dir):
     rows = []
     for r in read_metrics(run_dir / "logs"):
         scalars = {"train/loss": r["loss"], "train/lr": r["lr"], "train/tokens_per_s": r["tokens_per_s"]}
-        for key in ("task_loss", "task_examples", "val_loss", "val_score"):
+        for key in ("task_loss", "task_examples", "task_probability", "task_weight", "val_loss", "val_score"):
             scalars.update({f"{key}/{task}": v for task, v in r.get(key, {}).items()})
         rows.append((r["step"], scalars))
     held_out = [{**{f"held_out/{t}": v for t, v in r["tasks"].items() if v is not None},

@@ -295,3 +295,35 @@ def test_repr_names_the_tasks():
     # was "EqualWeighting()", the same for every mixture
     assert repr(build_weighting({"method": "equal"}, TASKS, SIZES)) == "EqualWeighting(tasks=['a', 'b', 'c'])"
     assert repr(build_weighting({"method": "uncertainty"}, ["x"])) == "UncertaintyWeighting(tasks=['x'])"
+
+
+@pytest.mark.parametrize("config", [{"method": "equal"}, {"method": "size"}, {"method": "uncertainty", "init": 0.3},
+                                    {"method": "dtp", "momentum": 0.25}, {"method": "tchebycheff"},
+                                    {"method": "curriculum", "start_epochs": {"b": 2.0}, "alpha": 0.5}])
+def test_task_weights_are_what_the_next_call_weights_each_task_by(config):
+    # what a training record logs as task_weight (was: no record held a weighting's weights)
+    w = build_weighting(config, TASKS, SIZES)
+    with torch.no_grad():
+        for p in w.parameters():
+            p.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    w(losses(a=1.0, b=2.0, c=4.0), epoch=1.0)  # tchebycheff's references, 1, 2 and 4
+    stats = {"kpi": {"a": 0.9, "c": 0.2}} if config["method"] == "dtp" else {}
+    logged = w.task_weights(1.5, stats)
+    state = w.state_dict()
+    assert w.task_weights(1.5, stats) == logged  # it changes nothing
+    for task in TASKS:  # the weight of each task alone in the next call, after the logged stats are folded in
+        fresh = build_weighting(config, TASKS, SIZES)
+        fresh.load_state_dict(state)
+        fresh(losses(**{task: 1.0}), epoch=1.5, stats=stats)
+        assert logged[task] == pytest.approx(fresh.last_weights[task], rel=1e-12), task
+    assert set(logged) == set(TASKS)
+
+
+def test_a_weighting_of_its_own_logs_no_task_weights():
+    from t2t_mtl.weighting import LossWeighting
+
+    class Halves(LossWeighting):
+        def combine(self, losses, *, epoch, stats):
+            return self.weighted_sum(losses, {t: 0.5 for t in losses})
+
+    assert Halves(TASKS).task_weights(0.0, {}) == {}

@@ -65,12 +65,13 @@ def strict_json(record: Mapping[str, Any]) -> str:
 
 def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
     """{tag: value} of a training record: train/{loss, lr, tokens_per_s}, task_loss/<task>,
-    task_examples/<task>, on validation steps val_loss/<task> and val_score/<task>, under an entropy-fed sampler
+    task_examples/<task>, task_probability/<task> (the sampler's), task_weight/<task> (the loss weighting's), on
+    validation steps val_loss/<task> and val_score/<task>, under an entropy-fed sampler
     (`needs_entropy`, as uncertainty_ema's) entropy/<task>, and an MoE model's moe/{aux_loss, load_balancing,
     z_loss, dropped} and, on validation steps of one with an expert capacity, moe/{val_dropped, val_num_dropped,
     val_choices} (its expert_load stays in the JSONL record)."""
     scalars = {"train/loss": record["loss"], "train/lr": record["lr"], "train/tokens_per_s": record["tokens_per_s"]}
-    for key in ("task_loss", "task_examples", "val_loss", "val_score", "entropy"):
+    for key in ("task_loss", "task_examples", "task_probability", "task_weight", "val_loss", "val_score", "entropy"):
         for task, value in record.get(key, {}).items():
             scalars[f"{key}/{task}"] = value
     for key, value in record.get("moe", {}).items():

@@ -67,6 +67,11 @@ class LossWeighting(nn.Module):
         an unknown task."""
         return self._index[task]
 
+    def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
+        """Each task's weight as a call at `epoch` with `stats` would give it now, without changing the state: what
+        a training record logs (`task_weight`). A method of its own logs none unless it says ({} here)."""
+        return {}
+
     def synchronize(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Make the state each rank builds from its own losses the same on every rank, through
         `all_reduce_sum` (a tensor in, its sum over the ranks out). Called by every rank after each step

@@ -45,6 +45,10 @@ class EqualWeighting(LossWeighting):
         """Fixed weights 1/M."""
         return self.weighted_sum(losses, self.weights)
 
+    def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
+        """1/M for every task."""
+        return dict(self.weights)
+
 
 class SizeWeighting(LossWeighting):
     """Σ_t λ_t L_t with λ_t = (1/|D_t|) / Σ_s (1/|D_s|)."""
@@ -58,6 +62,10 @@ class SizeWeighting(LossWeighting):
     def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
         """Fixed weights ∝ 1/|D_t|."""
         return self.weighted_sum(losses, self.weights)
+
+    def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
+        """λ_t ∝ 1/|D_t| for every task."""
+        return dict(self.weights)
 
 
 class UncertaintyWeighting(LossWeighting):
@@ -90,6 +98,10 @@ class UncertaintyWeighting(LossWeighting):
             terms.append(torch.exp(-s) * loss.reshape(()) + s)
         self._last_log_variance, self._last_tasks = self.log_variance.detach().clone(), list(losses)
         return torch.stack(terms).sum()
+
+    def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
+        """exp(-s_t) of every task, of the log σ² it holds now (read from the device)."""
+        return dict(zip(self.task_names, torch.exp(-self.log_variance.detach().double()).tolist()))
 
     @property
     def last_weights(self) -> dict[str, float]:  # type: ignore[override]
@@ -143,10 +155,19 @@ class DynamicTaskPrioritization(LossWeighting):
             i = self.index(task)
             self.kpi[i] = (1 - self.momentum) * value + self.momentum * float(self.kpi[i])
 
-    def task_weight(self, task: str) -> float:
-        """λ_t from the task's smoothed KPI, clamped to [eps, 1 - eps]."""
-        k = min(max(float(self.kpi[self.index(task)]), self.eps), 1 - self.eps)
+    def task_weight(self, task: str, kpi: Optional[float] = None) -> float:
+        """λ_t from the task's smoothed KPI (or `kpi`), clamped to [eps, 1 - eps]."""
+        k = float(self.kpi[self.index(task)]) if kpi is None else kpi
+        k = min(max(k, self.eps), 1 - self.eps)
         return -((1 - k) ** self.gamma) * math.log(k)
+
+    def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
+        """λ_t of every task, from the KPIs smoothed with `stats["kpi"]` folded in (as the next call folds them)."""
+        new = stats.get("kpi") or {}
+        smoothed = {t: float(self.kpi[i]) for i, t in enumerate(self.task_names)}
+        for task, value in new.items():
+            smoothed[task] = (1 - self.momentum) * float(value) + self.momentum * smoothed[task]
+        return {t: self.task_weight(t, k) for t, k in smoothed.items()}
 
     def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
         """Folds `stats["kpi"]` in (when given), then weights each loss by `task_weight`."""
@@ -193,6 +214,13 @@ class TchebycheffWeighting(LossWeighting):
         weighted = torch.stack([weights[t] * loss.reshape(()) for t, loss in losses.items()])
         self.last_weights = weights
         return weighted.max()
+
+    def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
+        """λ_t of every task whose reference loss is known (none before a task's first loss)."""
+        known = {t: float(self.ref_loss[i]) for i, t in enumerate(self.task_names)
+                 if not math.isnan(float(self.ref_loss[i]))}
+        norm = math.fsum(1.0 / v for v in known.values())
+        return {t: 1.0 / (v * norm) for t, v in known.items()}
 
     def synchronize(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Each rank takes its own first losses as references: they become the mean over the ranks that know
@@ -264,3 +292,7 @@ class CurriculumWeighting(LossWeighting):
     def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
         """Weights each loss by `task_weight(task, epoch)`."""
         return self.weighted_sum(losses, {t: self.task_weight(t, epoch) for t in losses})
+
+    def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
+        """λ_t(epoch) of every task."""
+        return {t: self.task_weight(t, epoch) for t in self.task_names}
