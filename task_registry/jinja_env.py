@@ -21,9 +21,10 @@ import random
 import re
 from collections import Counter
 from contextvars import ContextVar
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import jinja2
+import jinja2.nodes
 from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -216,6 +217,52 @@ def with_truncation(jinja: str, length: int = TEXT_VAR_LENGTH) -> str:
     """
     return _CLOSING.sub(lambda m: f" | string | truncate({length}) {m.group(1)}}}}}", jinja)
 
+
+_EXPRESSION = re.compile(r"\{\{-?(.*?)-?\}\}", re.S)  # a `{{ ... }}` expression of the text as written
+# operators that, given the string the rewrite makes of their last operand, compute something else silently
+# (`label * '5'` repeats text, `label == '1'` is false) or always fail (`3 - '1'`); `+` and `%` stay: promptsource
+# templates join strings with them
+MISBOUND = {jinja2.nodes.Mul: "*", jinja2.nodes.Sub: "-", jinja2.nodes.Div: "/", jinja2.nodes.FloorDiv: "//",
+            jinja2.nodes.Pow: "**", jinja2.nodes.Compare: "a comparison"}
+# operators a number given that string makes fail (`label + 1`: int + str), named where a rendering fails so
+MISBOUND_IF_NUMBERS = {jinja2.nodes.Add: "+", jinja2.nodes.Mod: "%"}
+_CONSEQUENCES = {jinja2.nodes.Mul: " (`label * 5` repeats the text '5')",
+                 jinja2.nodes.Compare: " (`label == 1` compares with the text '1': false)"}
+
+
+def misbound_truncation(jinja: str, operators: Mapping[type, str] = MISBOUND) -> Optional[str]:
+    """Why `with_truncation` changes what an expression of `jinja` computes, or None: the rewrite's filter binds
+    to the last operand alone, so the operator before it (one of `operators`: `label * 5`, `label == 1`, `n - 1`,
+    `a if c else n * 2`) gets a string unless that operand is already text; `{{ (label * 5) }}` is left as it is."""
+    for match in _EXPRESSION.finditer(jinja):
+        try:
+            node = ENVIRONMENT.parse(with_truncation("{{" + match.group(1) + "}}")).body[0].nodes[0]
+        except (jinja2.TemplateSyntaxError, IndexError, AttributeError):
+            continue  # (not an expression on its own, e.g. `}}` inside a string: compiling the template says so)
+        while node is not None and not _is_truncation(node):
+            last = node.ops[-1].expr if isinstance(node, jinja2.nodes.Compare) else getattr(node, "right", None)
+            last = getattr(node, "expr2", None) if last is None else last  # (a if c else b: b)
+            operator = operators.get(type(node))
+            if operator and _is_truncation(last) and not _is_text(last.node.node):
+                expression = match.group(1).strip()
+                return (f"`{{{{ {expression} }}}}`: promptsource's truncation rewrite appends `| string | "
+                        f"truncate({TEXT_VAR_LENGTH})` inside every `{{{{ }}}}`, and Jinja binds it to the last "
+                        f"operand alone, so {operator if len(operator) > 2 else f'`{operator}`'} gets that operand as "
+                        f"text{_CONSEQUENCES.get(type(node), '')}; write `{{{{ ({expression}) }}}}` to compute the "
+                        f"whole expression first")
+            node = last
+    return None
+
+
+def _is_truncation(node: Any) -> bool:
+    """Whether `node` is the `| string | truncate(N)` that `with_truncation` appended."""
+    return isinstance(node, jinja2.nodes.Filter) and node.name == "truncate" and \
+        isinstance(node.node, jinja2.nodes.Filter) and node.node.name == "string"
+
+
+def _is_text(node: Any) -> bool:
+    """Whether `node` is a string literal (which `| string` leaves as it is)."""
+    return isinstance(node, jinja2.nodes.Const) and isinstance(node.value, str)
 
 
 @functools.lru_cache(maxsize=8192)

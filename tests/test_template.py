@@ -353,6 +353,37 @@ def test_truncation_rewrite_matches_promptsource_and_keeps_whitespace_control():
         Template("t", "{{ a + b }} ||| x").render({"a": 1, "b": 2})
 
 
+@pytest.mark.parametrize("part, expression", [
+    ("jinja", "label * 5"), ("jinja", "label == 1"), ("jinja", "n - 1"), ("jinja", "x if c else n // 2"),
+    ("jinja", "a + n / 2"), ("jinja", "1 < n <= 3"), ("instruction", "n ** 2"), ("context", "label != 0")])
+def test_an_operator_the_truncation_rewrite_gives_text_is_refused_with_the_parenthesised_fix(part, expression):
+    # was: `{{ label * 5 }}` rendered '55' for label 2 (label * '5', as in promptsource) and `{{ label == 1 }}` 'False',
+    # silently; `n - 1` failed on every row with a bare TypeError
+    texts = {"jinja": "q ||| a", "instruction": None, "context": None}
+    texts[part] = f"{{{{ {expression} }}}} ||| a" if part == "jinja" else f"{{{{ {expression} }}}}"
+    with pytest.raises(TaskDefinitionError) as raised:
+        Template("t", texts.pop("jinja"), **texts, source_file="tasks/t.yaml", source_line=3)
+    message = str(raised.value)
+    assert message.startswith("tasks/t.yaml:3: template 't': ") and f"write `{{{{ ({expression}) }}}}`" in message
+    assert "| string | truncate(2048)" in message and "last operand" in message
+
+
+def test_a_parenthesised_expression_or_a_text_operand_renders_what_it_computes():
+    row = {"label": 2, "n": 7, "x": "yes", "s": "Word"}
+    assert Template("t", "{{ (label * 5) }} {{ (label == 1) }} {{ (n - 1) }} {{ (n // 2) }} ||| a").render(
+        row).inputs == f"{2 * 5} {2 == 1} {7 - 1} {7 // 2}"
+    # an operand that is already text is unchanged by `| string` (promptsource's piqa lowers a first letter so)
+    assert Template("t", "{{ 3 * 'ab' }} {{ x == 'yes' }} {{ s[0].lower() + s[1:] }} {{ s ~ n }} ||| a").render(
+        row).inputs == "ababab True word Word7"
+
+
+def test_a_plus_of_numbers_fails_naming_the_parenthesised_fix():
+    with pytest.raises(TemplateRenderError) as raised:  # (`+` joins text in promptsource's templates: not refused)
+        Template("t", "{{ label + 1 }} ||| x").render({"label": 1})
+    assert "unsupported operand" in str(raised.value) and "write `{{ (label + 1) }}`" in str(raised.value)
+    assert Template("t", "{{ (label + 1) }} ||| x").render({"label": 1}).inputs == "2"
+
+
 def test_reserved_answer_choices_field_is_refused():
     with pytest.raises(TemplateRenderError, match="answer_choices"):
         Template("t", "{{x}} ||| y").render({"x": 1, "answer_choices": "a"})
