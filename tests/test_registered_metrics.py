@@ -148,3 +148,35 @@ def test_an_unknown_metric_says_how_a_function_becomes_one():
         metric_spec("yours")
     with pytest.raises(UnknownMetricError, match="is a function registered by register_metric"):
         metrics.load_metric("mine")
+
+
+def test_list_metrics_names_every_metric_with_its_aliases_a_task_modules_too(tmp_path, capsys):
+    # was: no command listed them (`list` had samplers and weightings); a task file's author learnt the names from
+    # the error of a wrong one
+    import sys
+    import uuid
+
+    from t2t_mtl.cli import main as cli_main
+    from t2t_mtl.evaluation.metrics import canonical_metric_name
+
+    name = f"overlap_{uuid.uuid4().hex[:8]}"
+    module = tmp_path / f"{name}.py"
+    module.write_text("from t2t_mtl.evaluation import register_metric\n\n\n"
+                      "def overlap(predictions, references):\n    return {'overlap': 0.5}\n\n\n"
+                      f"register_metric({name!r}, overlap)\n")
+    try:
+        assert cli_main(["list", "metrics", "--task-module", str(module)]) == 0
+    finally:
+        sys.modules.pop(name, None)
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split(":")[0].split()[0]: line for line in lines if line.startswith("  ")}
+    assert listed[name] == (f"  {name} (registered: {name}.overlap): the predicted text against every gold answer "
+                            f"(a template's references); reports {name}")
+    for metric, line in listed.items():  # every alias named resolves to the metric of its line
+        aliases = line.partition("; aliases: ")[2]
+        assert all(canonical_metric_name(alias) == metric for alias in aliases.split(", ") if alias), line
+    assert sorted(listed) == sorted({canonical_metric_name(n) for n in (*listed, "acc", "mcc", "macro_f1")})
+    assert listed["f1"].startswith("  f1: the predicted answer choice against the gold one") and \
+        "reports f1 (average=binary); aliases: f1_binary" in listed["f1"]
+    assert "pearson, pearson_correlation" in listed["pearsonr"]
+    assert lines[-1] == "binary f1 counts the second of a template's two answer choices as the positive class."
