@@ -679,6 +679,29 @@ def test_another_zero_stage_or_precision_is_refused_before_converting_the_checkp
         train(config(4, 3), resume="auto", evaluate_held_in=False)
 
 
+def test_a_resume_with_other_settings_than_the_runs_config_names_them_with_both_values(tmp_path, tok, capsys):
+    # was: a resume with another lr, steps or evaluation (a config file or --set that differs from the run's
+    # config.yaml) trained with them silently and saved them over config.yaml, losing what the first steps ran with
+    dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
+
+    def config(steps, lr, **changed):
+        return tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": steps, "lr": lr},
+                           model={"dims": {**dims, **changed}}, evaluation={"tasks": ["parity"], "held_out": False})
+
+    train(config(2, 0.01), evaluate_held_in=False)
+    capsys.readouterr()
+    cfg = config(3, 0.005, dropout_rate=0.25)
+    cfg["evaluation"] = {"held_out": False}
+    train(cfg, resume="auto", evaluate_held_in=False)
+    out = capsys.readouterr().out
+    saved = tmp_path / "run" / "config.yaml"
+    assert (f"warning: resumed with settings other than {saved}'s, which apply from step 2: training.steps 2 → 3; "
+            f"training.lr 0.01 → 0.005; evaluation.tasks [\"parity\"] → (unset) (the run's config.yaml now holds "
+            f"these)\n") in out  # (its model settings named by their own warning)
+    assert "model.dims.dropout_rate = 0.0 there, 0.25 here" in out
+    assert "lr: 0.005" in saved.read_text()
+
+
 def test_a_resume_with_model_settings_that_keep_the_shapes_warns_naming_them(tmp_path, tok, capsys):
     # was: a resume with another dropout or relative attention distance (the weights still fit) went on silently
     dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]

@@ -53,6 +53,7 @@ from t2t_mtl.engine.distributed import (DistEnv, barrier, failed_ranks, failed_r
                                         init_distributed, launched_rank, max_over_ranks, refuse_failed_start,
                                         sum_over_ranks)
 from t2t_mtl.engine.best import BestValidation
+from t2t_mtl.engine.config_changes import config_change_warning
 from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_evaluation, score_held_in,
                                              score_held_out)
 from t2t_mtl.engine.export import initialisation_record
@@ -454,6 +455,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             ckpt_io.link_best(run_dir, ckpt_io.step_name(best_val.step))
         barrier()  # (every rank reads the link after training)
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
+        if resume_from is not None and (changed := config_change_warning(
+                resume_from.parent.parent / "config.yaml", cfg.to_dict(), progress.step)):  # (checkpoints/step-N)
+            resume_warnings.append(changed)
         ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
         ckpt_io.write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
     meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,

@@ -1,0 +1,25 @@
+"""`engine.config_changes`: the settings a resumed run changes against its run's config.yaml, named with both
+values."""
+from __future__ import annotations
+
+from t2t_mtl.engine.config_changes import changed_settings, config_change_warning
+
+
+def test_changed_settings_name_each_dotted_key_with_both_values_in_the_new_configs_order():
+    saved = {"data": {"tasks": ["a", "b"], "few_shot": None}, "training": {"lr": 0.001, "steps": 10, "output_dir": "x"},
+             "sampling": {"strategy": "annealed", "epochs": 4}, "evaluation": {"tasks": ["a"]},
+             "model": {"dims": {"dropout_rate": 0.0}}}
+    now = {"data": {"tasks": ["a", "b"], "few_shot": {"rate": 0.5}}, "training": {"lr": 0.0005, "steps": 10,
+           "output_dir": "y"}, "sampling": {"strategy": "annealed", "epochs": 4}, "evaluation": {},
+           "model": {"dims": {"dropout_rate": 0.1}}}
+    assert changed_settings(saved, now) == [  # (output_dir and the model section, named elsewhere, left out)
+        'data.few_shot null → {"rate": 0.5}', "training.lr 0.001 → 0.0005", 'evaluation.tasks ["a"] → (unset)']
+    assert changed_settings(now, now) == []
+
+
+def test_a_config_yaml_that_cannot_be_read_gives_no_warning(tmp_path):
+    (tmp_path / "config.yaml").write_bytes(b"\xff: [")
+    assert config_change_warning(tmp_path / "config.yaml", {"training": {"lr": 1}}, 3) is None
+    assert config_change_warning(tmp_path / "missing.yaml", {"training": {"lr": 1}}, 3) is None
+    (tmp_path / "config.yaml").write_text("training: {lr: 1}\n")
+    assert config_change_warning(tmp_path / "config.yaml", {"training": {"lr": 1}}, 3) is None
