@@ -158,3 +158,52 @@ def test_without_data_the_check_reads_the_headers_alone(tmp_path):
     _overwrite(path, header, bytes(30))
     with pytest.raises(DamagedFileError, match="has no local header"):
         check_intact(path, data=False)
+
+
+def test_damage_in_a_file_holding_an_empty_tensor_is_refused(tmp_path):
+    # an empty tensor's record (every parameter's placeholder in a ZeRO-3 module state) has the CRC-32 of no bytes, 0:
+    # the file still holds CRC-32s for its other records, which are compared
+    path = tmp_path / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+    torch.save({"module": {"w": torch.arange(4096, dtype=torch.float32), "placeholder": torch.empty(0)}}, path)
+    assert 0 in {i.CRC for i in zipfile.ZipFile(path).infolist()}
+    record = _w_record(path)
+    _, start, size = _record(path, record)
+    _overwrite(path, start + size // 4, bytes(size // 2))
+    with pytest.raises(CheckpointError) as refused:
+        check_loadable(path)
+    assert str(refused.value) == (f"{path} is damaged (record {record} does not match the CRC-32 torch recorded for "
+                                  f"it at save: its data changed after it was written); {HINT}")
+
+
+def test_a_flipped_bit_in_the_pickled_values_that_torch_loads_is_refused(tmp_path):
+    # the first record, data.pkl, holds the plain values: a bit flipped in the step (3 -> 2) loads as another step
+    path = tmp_path / "trainer_state.pt"
+    torch.save({"step": 3, "module": {"w": torch.ones(7)}}, path)
+    pickled = next(i for i in zipfile.ZipFile(path).infolist() if i.filename.endswith("/data.pkl"))
+    _, start, size = _record(path, "/data.pkl")
+    step = b"stepq\x01K"  # (the key, its memo and BININT1, then the value 3)
+    at = path.read_bytes().index(step + b"\x03", start, start + size) + len(step)
+    _overwrite(path, at, b"\x02")
+    assert torch.load(path, mmap=True, weights_only=False)["step"] == 2
+    with pytest.raises(CheckpointError) as refused:
+        check_loadable(path)
+    assert str(refused.value) == (f"{path} is damaged (record {pickled.filename} does not match the CRC-32 torch "
+                                  f"recorded for it at save: its data changed after it was written); {HINT}")
+
+
+def test_a_flipped_bit_in_any_record_is_refused_naming_that_record(tmp_path):
+    from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
+
+    path = tmp_path / "model_states.pt"
+    _saved(path)
+    raw = path.read_bytes()
+    records = [i.filename for i in zipfile.ZipFile(path).infolist() if i.file_size]
+    assert records[-1].endswith("/.data/serialization_id")  # (the last one: every record is compared, the last too)
+    for name in records:
+        _, start, size = _record(path, name)
+        _overwrite(path, start + size // 2, bytes([raw[start + size // 2] ^ 0x01]))
+        with pytest.raises(DamagedFileError) as refused:
+            check_intact(path)
+        assert str(refused.value) == (f"record {name} does not match the CRC-32 torch recorded for it at save: its "
+                                      f"data changed after it was written")
+        path.write_bytes(raw)
