@@ -273,3 +273,35 @@ def test_a_zero3_frozen_fragment_saved_quantized_is_refused_naming_it_not_writte
                                   f"on the checkpoint's world size (DeepSpeed's own format), or from another "
                                   f"checkpoint")
     assert model.base.isnan().all()
+
+
+def _partitioned(rank: int, world_size: int, kept_whole: bool) -> _Frozen:
+    """`_Frozen` as a ZeRO-3 engine's module holds it on rank `rank` of `world_size`: beside its frozen weight (an
+    empty placeholder, or the whole tensor where it is kept whole) this rank's partition of it, ceil(8 / world size)
+    values; all NaN (built unfilled)."""
+    model = _Frozen()
+    size = -(-BASE.numel() // world_size)
+    if not kept_whole:
+        model.base.data = torch.empty(0)
+    model.base.ds_tensor, model.base.ds_shape, model.base.ds_zero_partition_rank = torch.full((size,), float("nan")), \
+        (4, 2), rank
+    model.base.ds_tensor.ds_numel = size
+    return model
+
+
+@pytest.mark.parametrize("kept_whole", [False, True])
+@pytest.mark.parametrize("world_size", [3, 6])
+def test_each_zero3_rank_writes_its_own_partition_of_a_frozen_weight(tmp_path, world_size, kept_whole):
+    # saved on 2 ranks, resumed on 3 or 6. DeepSpeed pads the last partition; of 8 values on 6 ranks (2 each) the
+    # last two partitions hold padding alone, which the fill leaves as built (was: IndexError 'start out of range'
+    # on rank 5, whose partition starts past the tensor's end, even where the weight is kept whole, as small ones are)
+    _save_zero3(tmp_path, 2)
+    size = -(-BASE.numel() // world_size)
+    for rank in range(world_size):
+        model = _partitioned(rank, world_size, kept_whole)
+        fill_frozen(model, tmp_path, 3, 2)
+        values = BASE.reshape(-1)[rank * size:(rank + 1) * size]
+        assert torch.equal(model.base.ds_tensor[:len(values)], values), rank
+        assert model.base.ds_tensor[len(values):].isnan().all(), rank
+        assert torch.equal(model.base, BASE) if kept_whole else model.base.numel() == 0
+        assert torch.equal(model.counts, COUNTS)
