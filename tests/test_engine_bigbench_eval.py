@@ -73,6 +73,7 @@ def test_evaluation_bigbench_takes_a_folder_or_a_list_of_task_folders(bigbench_d
     (3, r"^evaluation.bigbench must be the folder holding BIG-bench tasks .* \(null or \[\] for none, as "
         r"evaluation.tasks\), got 3$"),
     (["{tmp}/tasks", ""], r"^evaluation.bigbench must be the folder .*got \['{tmp}/tasks', ''\]$"),
+    ("", r"^evaluation.bigbench must be the folder holding BIG-bench tasks .*got ''$"),  # (not the section off)
     (["{tmp}/tasks", "{tmp}/tasks"], r"^evaluation.bigbench names '{tmp}/tasks' more than once"),
 ])
 def test_an_evaluation_bigbench_naming_no_tasks_is_refused_naming_the_key(value, message, tmp_path, bigbench_dir):
