@@ -86,8 +86,9 @@ def test_a_universal_resume_takes_the_frozen_weights_from_the_checkpoint_not_the
 ])
 def test_a_universal_resume_from_a_checkpoint_lacking_a_frozen_weight_is_refused_naming_the_file_and_the_weight(
         tmp_path, tok, monkeypatch, stage, file, entry):
-    # was: the weight kept the build's init (the universal load reads no module state); then: refused after the
-    # checkpoint was converted (69 s for a 198M-parameter model's)
+    # was: the weight kept the build's init (the universal load reads no module state); then: refused by the fill
+    # after the conversion (69 s for a 198M-parameter model's), DeepSpeed's start and load. Now refused before
+    # them (check_saved_frozen)
     cfg = _config(tmp_path / "run", tok, tmp_path / "cache", LORA, {"zero_stage": stage}, 2)
     train(cfg, evaluate_held_in=False)
     states = tmp_path / "run" / "checkpoints" / "step-00000002" / "ds" / file
@@ -95,6 +96,9 @@ def test_a_universal_resume_from_a_checkpoint_lacking_a_frozen_weight_is_refused
     del saved[entry]["encoder.block.0.layer.0.SelfAttention.k.weight"]
     torch.save(saved, states)
     monkeypatch.setattr(trainer_mod, "loads_through_universal", lambda *args: True)
+    real_initialize, started = trainer_mod.initialize_deepspeed, []
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed",
+                        lambda *args, **kwargs: started.append(True) or real_initialize(*args, **kwargs))
     with pytest.raises(CheckpointError) as refused:
         train(_config(tmp_path / "run", tok, tmp_path / "cache", LORA, {"zero_stage": 2 if stage == 1 else 3}, 3),
               resume="auto", evaluate_held_in=False)
@@ -102,7 +106,7 @@ def test_a_universal_resume_from_a_checkpoint_lacking_a_frozen_weight_is_refused
         f"{states} holds no encoder.block.0.layer.0.SelfAttention.k.weight of this run's model, which a resume under "
         f"another world size or ZeRO stage takes from it (DeepSpeed's universal format holds the trained weights "
         f"alone): resume with the model settings the checkpoint was trained with, or from another checkpoint")
-    assert not (states.parent.parent / "ds_universal").exists()  # (refused before the conversion)
+    assert not (states.parent.parent / "ds_universal").exists() and not started  # (before the conversion)
 
 
 def _flip_a_bit_of_the_largest_record(path) -> str:
