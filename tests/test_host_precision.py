@@ -331,3 +331,18 @@ def test_a_run_whose_deepspeed_extra_chose_emulated_bf16_is_told_to_change_deeps
         meta = tmp_path / "False" / "run" / "checkpoints" / "step-00000002" / "meta.json"
         assert json.loads(meta.read_text())["precision"] == "fp32"
         shutil.rmtree(tmp_path / "False")
+
+
+@pytest.mark.parametrize("key", ["bf16", "bfloat16"])
+def test_the_emulated_bf16_warning_names_the_deepspeed_extra_section_as_the_config_spells_it(monkeypatch, key):
+    # mutation testing: naming deepspeed.extra.bf16 whatever section enabled bf16 passed every test; a config
+    # spelling it bfloat16 (DeepSpeed's other name, which the checks take) was told to change a key it does not have
+    as_host(monkeypatch, "fp32")
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                            "data": {"tasks": ["parity"]}, "training": {"precision": "bf16"},
+                            "deepspeed": {"extra": {key: {"enabled": True}}}})
+    chosen_by = deepspeed_config.build_deepspeed(cfg, world_size=1).autos.precision_chosen_by
+    assert chosen_by == f"deepspeed.extra.{key}"
+    assert deepspeed_config.emulated_bf16_warning("bf16", False, chosen_by).endswith(
+        f"; set deepspeed.extra.{key}.enabled (which chose bf16) to false, with training.precision: auto (fp32 on "
+        f"this CPU) or fp32")
