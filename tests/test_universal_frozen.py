@@ -230,6 +230,26 @@ def test_a_saved_frozen_weight_of_another_shape_is_refused_not_broadcast(tmp_pat
                                   f"with, or from another checkpoint")
 
 
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_a_saved_buffer_of_another_shape_is_refused_not_broadcast(tmp_path, zero_stage):
+    # mutation testing: the buffers' shape check dropped passed every test; a saved buffer of one value was copied
+    # into every value of the model's [3] without a word
+    if zero_stage == 3:
+        _save_zero3(tmp_path, 1)
+        path = module_state_file(tmp_path, 3, 0)
+        saved = torch.load(path, weights_only=False)
+        saved["module"]["counts"] = torch.ones(1)
+        torch.save(saved, path)
+    else:
+        module_state_file(tmp_path, 1, 0).parent.mkdir(parents=True)
+        torch.save({"module": {"base": BASE, "counts": torch.ones(1)}}, module_state_file(tmp_path, 1, 0))
+    with pytest.raises(CheckpointError) as refused:
+        fill_frozen(_Frozen(), tmp_path, zero_stage, 1)
+    assert str(refused.value) == (f"{module_state_file(tmp_path, zero_stage, 0)} holds counts of shape [1], this "
+                                  f"run's model has [3]: resume with the model settings the checkpoint was trained "
+                                  f"with, or from another checkpoint")
+
+
 def test_a_frozen_partition_swapped_out_to_nvme_is_refused_naming_it_not_left_as_built(tmp_path):
     # (DeepSpeed points a partition swapped out to NVMe at a placeholder, its values in a swap file no universal load
     # writes; a resume refuses that offload before DeepSpeed starts, `universal_limits`) was: left as built, silently
