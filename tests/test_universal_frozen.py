@@ -329,3 +329,24 @@ def test_each_zero3_rank_writes_its_own_partition_of_a_frozen_weight(tmp_path, w
         assert model.base.ds_tensor[len(values):].isnan().all(), rank
         assert torch.equal(model.base, BASE) if kept_whole else model.base.numel() == 0
         assert torch.equal(model.counts, COUNTS)
+
+
+@pytest.mark.parametrize("missing, named", [(5, "a, b, c, d, e"), (7, "a, b, c, d, e and 2 more")])
+def test_a_module_state_lacking_many_frozen_weights_is_refused_naming_the_first_five_and_how_many_more(
+        tmp_path, missing, named):
+    # mutation testing: naming four, or ' and 0 more' after exactly five, passed every test, whose checkpoints all
+    # lacked one frozen weight
+    from t2t_mtl.engine.universal_frozen import check_saved_frozen
+
+    model = torch.nn.Module()
+    for name in [*"abcdefg"[:missing], "z"]:
+        model.register_parameter(name, torch.nn.Parameter(torch.zeros(1), requires_grad=False))
+    path = module_state_file(tmp_path, 1, 0)
+    path.parent.mkdir()
+    torch.save({"module": {"z": torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError) as refused:
+        check_saved_frozen(model, tmp_path, 1)
+    assert str(refused.value) == (f"{path} holds no {named} of this run's model, which a resume under another world "
+                                  f"size or ZeRO stage takes from it (DeepSpeed's universal format holds the trained "
+                                  f"weights alone): resume with the model settings the checkpoint was trained with, "
+                                  f"or from another checkpoint")
