@@ -48,11 +48,11 @@ def _tensors(value) -> list:
     return []
 
 
-def _damaged_copy(run: Path, to: Path, stage: int) -> tuple:
-    """A copy of `run` with one bit flipped in the middle of the largest record of its checkpoint's weights file;
-    (the copy, that file, the record)."""
+def _damaged_copy(run: Path, to: Path, stage: int, name: str = "") -> tuple:
+    """A copy of `run` with one bit flipped in the middle of the largest record of its checkpoint's weights file
+    (or its DeepSpeed file `name`); (the copy, that file, the record)."""
     shutil.copytree(run, to)
-    path = latest_checkpoint(to) / "ds" / WEIGHTS_FILE[stage]
+    path = latest_checkpoint(to) / "ds" / (name or WEIGHTS_FILE[stage])
     saved = _tensors(torch.load(path, weights_only=False))
     info = max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
     raw = bytearray(path.read_bytes())
@@ -74,6 +74,16 @@ def _refusal(path: Path, record: str) -> str:
 def test_an_export_of_a_checkpoint_damaged_inside_is_refused_naming_the_file(runs, tmp_path, stage):
     export_model(runs[stage], tmp_path / "intact")  # (the run as saved exports)
     run, path, record = _damaged_copy(runs[stage], tmp_path / "run", stage)
+    with pytest.raises(CheckpointError) as refused:
+        export_model(run, tmp_path / "hf")
+    assert str(refused.value) == _refusal(path, record)
+    assert not (tmp_path / "hf").exists()
+
+
+def test_an_export_of_a_zero1_checkpoint_whose_module_state_is_damaged_is_refused_naming_it(runs, tmp_path):
+    # mutation testing: weight_files leaving out the module state at ZeRO 1-3 passed every test; at ZeRO-1/2 the
+    # export takes the frozen weights (LoRA's base) and the buffers from it alone
+    run, path, record = _damaged_copy(runs[1], tmp_path / "run", 1, "mp_rank_00_model_states.pt")
     with pytest.raises(CheckpointError) as refused:
         export_model(run, tmp_path / "hf")
     assert str(refused.value) == _refusal(path, record)
