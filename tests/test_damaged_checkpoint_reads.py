@@ -121,3 +121,16 @@ def test_every_command_reading_a_checkpoint_whose_meta_json_is_unreadable_says_t
     err = capsys.readouterr().err
     assert f"{meta} cannot be read (" in err and err.rstrip().endswith(HINT) and "--resume" not in err, err
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_weights_of_a_checkpoint_whose_meta_json_is_unreadable_are_refused_with_the_read_hint(runs, tmp_path):
+    # mutation testing: fp32_state_dict reading meta.json with the resume's hint passed every test (the commands read
+    # it before); the weights' reader, which merge and affinity studies call too, says to use an earlier checkpoint
+    from t2t_mtl.engine.export import fp32_state_dict
+
+    run = Path(shutil.copytree(runs[0], tmp_path / "run"))
+    meta = latest_checkpoint(run) / "meta.json"
+    meta.write_text("{cut short")
+    with pytest.raises(CheckpointError) as refused:
+        fp32_state_dict(latest_checkpoint(run), torch.nn.Linear(1, 1))
+    assert str(refused.value).startswith(f"{meta} cannot be read (") and str(refused.value).endswith(f"); {HINT}")
