@@ -350,3 +350,18 @@ def test_a_module_state_lacking_many_frozen_weights_is_refused_naming_the_first_
                                   f"size or ZeRO stage takes from it (DeepSpeed's universal format holds the trained "
                                   f"weights alone): resume with the model settings the checkpoint was trained with, "
                                   f"or from another checkpoint")
+
+
+def test_a_universal_resume_of_a_model_with_nothing_frozen_does_not_check_the_module_state_it_never_reads(
+        tmp_path, tok):
+    # mutation testing: checking the module states fill_frozen reads on every universal resume, whether or not the
+    # model has a frozen weight or buffer, passed every test; the universal load reads no module state, so one
+    # damaged inside (a flipped bit that torch loads) after an earlier resume converted the checkpoint (the
+    # conversion checks it) does not stop a ZeRO-1 -> 2 resume of a model whose every tensor trains
+    train(_config(tmp_path / "run", tok, tmp_path / "cache", {}, {"zero_stage": 1}, 2), evaluate_held_in=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    ensure_universal(ckpt, DistEnv(0, 1, 0, torch.device("cpu"), "gloo"))
+    _flip_a_bit_of_the_largest_record(ckpt / "ds" / "mp_rank_00_model_states.pt")
+    resumed = train(_config(tmp_path / "run", tok, tmp_path / "cache", {}, {"zero_stage": 2}, 3), resume="auto",
+                    evaluate_held_in=False)
+    assert resumed.step == 3
