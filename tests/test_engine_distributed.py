@@ -129,16 +129,16 @@ def test_tchebycheff_on_two_ranks_resumes_as_if_uninterrupted(work):
     resume rank 1 weighted its tasks differently than the uninterrupted run did."""
     root, tok, _ = work
 
-    def config(name, steps):
+    def config(name):  # (the uninterrupted run's half-way checkpoint is the interrupted run's)
         return tiny_config(root / name, tok, root / "cache", weighting={"method": "tchebycheff"},
-                           training={"steps": steps, "schedule": "constant"})
+                           training={"steps": STEPS, "schedule": "constant", "checkpoint_every": STEPS // 2})
 
-    run_checked(torchrun_command(write_config(config("tch", STEPS), root / "tch.yaml"), 2))
-    run_checked(torchrun_command(write_config(config("tch_resumed", STEPS // 2), root / "tch_half.yaml"), 2))
-    run_checked(torchrun_command(write_config(config("tch_resumed", STEPS), root / "tch_resumed.yaml"), 2,
-                                 "--resume", "auto"))
+    run_checked(torchrun_command(write_config(config("tch"), root / "tch.yaml"), 2))
+    half = root / "tch" / "checkpoints" / f"step-{STEPS // 2:08d}"
+    run_checked(torchrun_command(write_config(config("tch_resumed"), root / "tch_resumed.yaml"), 2,
+                                 "--resume", str(half)))
     got, expected = step_records(root / "tch_resumed"), step_records(root / "tch")
-    assert sorted(got) == list(range(1, STEPS + 1))
+    assert sorted(got) == list(range(STEPS // 2 + 1, STEPS + 1))
     for step in range(STEPS // 2 + 1, STEPS + 1):
         assert got[step]["weighted_loss"] == pytest.approx(expected[step]["weighted_loss"], rel=1e-5), step
         assert got[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-5), step

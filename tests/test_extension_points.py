@@ -791,22 +791,24 @@ def test_a_modules_sampler_draws_the_same_task_on_two_ranks_and_resumes_on_them_
     module.write_text(EXTENSIONS)
     sections = {"data": {"task_modules": [str(module)]}, "sampling": {"strategy": "loss_chasing", "power": 3}}
 
-    def config(name, steps):
-        return write_config(tiny_config(tmp_path / name, tok, tmp_path / "cache", training={"steps": steps},
-                                        **sections), tmp_path / f"{name}_{steps}.yaml")
+    def config(name):  # (the uninterrupted run's step-3 checkpoint is the cut run's)
+        return write_config(tiny_config(tmp_path / name, tok, tmp_path / "cache",
+                                        training={"steps": 6, "checkpoint_every": 3}, **sections),
+                            tmp_path / f"{name}.yaml")
 
-    run_checked(torchrun_command(config("whole", 6), 2), timeout=400)
-    run_checked(torchrun_command(config("cut", 3), 2), timeout=400)
-    run_checked(torchrun_command(config("cut", 6), 2, "--resume", "auto"), timeout=400)
-    whole, resumed = step_records(tmp_path / "whole"), step_records(tmp_path / "cut")
-    assert sorted(whole) == sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    run_checked(torchrun_command(config("whole"), 2), timeout=400)
+    run_checked(torchrun_command(config("resumed"), 2, "--resume",
+                                 str(tmp_path / "whole" / "checkpoints" / "step-00000003")), timeout=400)
+    whole, resumed = step_records(tmp_path / "whole"), step_records(tmp_path / "resumed")
+    assert sorted(whole) == [1, 2, 3, 4, 5, 6] and sorted(resumed) == [4, 5, 6]
     for step, record in whole.items():  # one task, its micro-batch of 4 rows on each of the 2 ranks
         assert list(record["task_examples"].values()) == [8], (step, record["task_examples"])
     assert len({task for record in whole.values() for task in record["task_examples"]}) >= 2  # (not one task only)
     for step in (4, 5, 6):
         assert resumed[step]["task_examples"] == whole[step]["task_examples"], step
         assert resumed[step]["loss"] == pytest.approx(whole[step]["loss"], rel=1e-5), step
-    state = torch.load(tmp_path / "cut" / "checkpoints" / "step-00000006" / "trainer_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "step-00000006" / "trainer_state.pt",
+                       weights_only=False)
     assert state["sampler"]["strategy"] == "loss_chasing" and sum(state["sampler"]["drawn"]) == 6
 
 
