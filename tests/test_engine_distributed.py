@@ -465,7 +465,9 @@ def test_a_rank_that_cannot_read_its_training_data_stops_the_others_at_once(work
                        "share", "OSError: rank 1 cannot read train.jsonl"]
 
 
-def _bad_micro_batch_worker(rank: int, port: int, config: dict, bad_calls: dict, out: str) -> None:
+def _bad_micro_batch_worker(rank: int, port: int, runs: list) -> None:
+    """Rank `rank` of each of `runs` ((config, bad calls per rank, out) each, one after the other in this process:
+    one process start a rank)."""
     import json
     import math
     from pathlib import Path
@@ -474,17 +476,19 @@ def _bad_micro_batch_worker(rank: int, port: int, config: dict, bad_calls: dict,
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-    real, calls = trainer.forward_losses, {"n": 0}
+    real = trainer.forward_losses
+    for config, bad_calls, out in runs:
+        calls = {"n": 0}
 
-    def forward(*args, **kwargs):  # this rank's forwards numbered from 1; the listed ones get NaN losses
-        calls["n"] += 1
-        per_task, aux = real(*args, **kwargs)
-        if calls["n"] in bad_calls[str(rank)]:
-            per_task = {task: value * math.nan for task, value in per_task.items()}
-        return per_task, aux
+        def forward(*args, **kwargs):  # this run's forwards on this rank numbered from 1; the listed ones get NaN
+            calls["n"] += 1
+            per_task, aux = real(*args, **kwargs)
+            if calls["n"] in bad_calls[str(rank)]:
+                per_task = {task: value * math.nan for task, value in per_task.items()}
+            return per_task, aux
 
-    trainer.forward_losses = forward
-    Path(f"{out}.{rank}").write_text(json.dumps(trainer.train(config, evaluate_held_in=False).skipped_steps))
+        trainer.forward_losses = forward
+        Path(f"{out}.{rank}").write_text(json.dumps(trainer.train(config, evaluate_held_in=False).skipped_steps))
 
 
 def test_a_bad_micro_batch_on_one_rank_skips_the_step_on_both(tmp_path):
@@ -495,15 +499,14 @@ def test_a_bad_micro_batch_on_one_rank_skips_the_step_on_both(tmp_path):
     import json
 
     tok = train_tiny_tokenizer(tmp_path / "tok")
-    runs = {"one_bad": {"0": [], "1": [5]}, "all_bad": {"0": [4, 5, 6], "1": [4, 5, 6]}}
-    for name, bad_calls in runs.items():
-        config = tiny_config(tmp_path / name, tok, tmp_path / "cache", training={"steps": 4, "grad_accum": 3},
-                             deepspeed={"zero_stage": 2})
-        out = str(tmp_path / f"{name}_skipped")
-        port = free_port()
-        spawn_ranks(_bad_micro_batch_worker, [(rank, port, config, bad_calls, out) for rank in range(2)],
-                    timeout=300)
-        assert [json.loads(open(f"{out}.{rank}").read()) for rank in (0, 1)] == [1, 1], name
+    bad = {"one_bad": {"0": [], "1": [5]}, "all_bad": {"0": [4, 5, 6], "1": [4, 5, 6]}}
+    runs = [(tiny_config(tmp_path / name, tok, tmp_path / "cache", training={"steps": 4, "grad_accum": 3},
+                         deepspeed={"zero_stage": 2}), bad_calls, str(tmp_path / f"{name}_skipped"))
+            for name, bad_calls in bad.items()]
+    port = free_port()
+    spawn_ranks(_bad_micro_batch_worker, [(rank, port, runs) for rank in range(2)], timeout=300)
+    for name in bad:
+        assert [json.loads(open(f"{tmp_path / name}_skipped.{rank}").read()) for rank in (0, 1)] == [1, 1], name
     one_bad, all_bad = step_records(tmp_path / "one_bad"), step_records(tmp_path / "all_bad")
     assert all_bad[2]["loss"] is None and one_bad[2]["loss"] is not None
     for step in (1, 3, 4):
