@@ -177,9 +177,13 @@ def _passes(model) -> tuple:
                    model.get_decoder().register_forward_pre_hook(lambda *_: calls.append("d"))]
 
 
-def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targets: dict) -> None:
-    """One of two ranks: a ZeRO-`stage` DeepSpeed engine on the reference's model; writes its validation and
-    zero-shot evaluation numbers, and the encoder and decoder passes its model ran for each."""
+STAGES = (2, 3)
+
+
+def _rank_worker(rank: int, port: int, tok_dir: str, root: str, targets: dict) -> None:
+    """One of two ranks: for each of STAGES, a ZeRO-stage DeepSpeed engine on the reference's model; writes its
+    validation and zero-shot evaluation numbers, and the encoder and decoder passes its model ran for each, into
+    `root`/zero<stage> (one process pair for every stage: spawning costs more than scoring)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), DS_ACCELERATOR="cpu")
     from pathlib import Path
@@ -193,24 +197,45 @@ def _rank_worker(rank: int, port: int, stage: int, tok_dir: str, root: str, targ
 
     task_registry.load_builtin_tasks()
     env = init_distributed(num_threads=1)
-    cfg = _config(Path(tok_dir), Path(root), stage)
     tokenizer = load_tokenizer(tok_dir)
-    engine = initialize_deepspeed(_model(cfg, tokenizer), build_deepspeed_config(cfg, 2), cfg)
-    passes, _ = _passes(engine.module)
-    val_loss, val_score = _validator(tokenizer, cfg, env, targets)(engine)
-    held_in = held_in_exact_match(engine, tokenizer, TASKS, cfg, env, batch_size=BATCH)
-    validation_passes = "".join(passes)
-    passes.clear()
-    evaluation = zero_shot_evaluation(engine, tokenizer, cfg, env, Path(root) / "eval", progress=False, plots=False)
-    with open(Path(root) / f"rank{rank}.json", "w") as f:
-        json.dump({"val_loss": val_loss, "val_score": val_score, "held_in": held_in, "zero_shot": evaluation["tasks"],
-                   "validation_passes": validation_passes, "evaluation_passes": "".join(passes)}, f)
+    for stage in STAGES:
+        folder = Path(root) / f"zero{stage}"
+        cfg = _config(Path(tok_dir), folder, stage)
+        engine = initialize_deepspeed(_model(cfg, tokenizer), build_deepspeed_config(cfg, 2), cfg)
+        passes, _ = _passes(engine.module)
+        val_loss, val_score = _validator(tokenizer, cfg, env, targets)(engine)
+        held_in = held_in_exact_match(engine, tokenizer, TASKS, cfg, env, batch_size=BATCH)
+        validation_passes = "".join(passes)
+        passes.clear()
+        evaluation = zero_shot_evaluation(engine, tokenizer, cfg, env, folder / "eval", progress=False, plots=False)
+        with open(folder / f"rank{rank}.json", "w") as f:
+            json.dump({"val_loss": val_loss, "val_score": val_score, "held_in": held_in,
+                       "zero_shot": evaluation["tasks"], "validation_passes": validation_passes,
+                       "evaluation_passes": "".join(passes)}, f)
+        engine.destroy()
     shut_down_process_group()  # (left to the interpreter's teardown, a gloo rank may abort after its work)
 
 
+@pytest.fixture(scope="module")
+def two_ranks(reference, tok_dir, tmp_path_factory):
+    """The folder `_rank_worker`'s two spawned ranks wrote their numbers of each of STAGES into."""
+    targets = reference[3]
+    root = tmp_path_factory.mktemp("two_ranks")
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    procs = [context.Process(target=_rank_worker, args=(r, port, str(tok_dir), str(root), targets))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+        assert p.exitcode == 0
+    return root
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, stage):
+@pytest.mark.parametrize("stage", STAGES)
+def test_two_ranks_get_the_one_process_numbers(reference, two_ranks, stage):
     """Validation, held-in exact match and the zero-shot evaluation (rank classification and generation) of 5
     rows in batches of 2: rank 0 scores 3 rows in 2 batches, rank 1 2 rows in 1 batch (ZeRO-3: and a padding
     batch)."""
@@ -218,16 +243,8 @@ def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, sta
     from t2t_mtl.evaluation import EvalReport, evaluate_tasks
 
     cfg, tokenizer, model, targets, _, val_loss, val_score = reference
-    context = multiprocessing.get_context("spawn")
-    port = free_port()
-    procs = [context.Process(target=_rank_worker, args=(r, port, stage, str(tok_dir), str(tmp_path), targets))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(240)
-        assert p.exitcode == 0
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    folder = two_ranks / f"zero{stage}"
+    ranks = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(2)]
     for key in ("val_loss", "val_score", "held_in", "zero_shot"):
         assert ranks[0][key] == ranks[1][key], key  # bit-identical on every rank
     assert ranks[0]["val_loss"] == pytest.approx(val_loss, rel=1e-5)
@@ -244,7 +261,7 @@ def test_two_ranks_get_the_one_process_numbers(reference, tok_dir, tmp_path, sta
     for hook in hooks:
         hook.remove()
     assert ranks[0]["held_in"] == list(one)
-    written = EvalReport.from_dict(json.loads((tmp_path / "eval" / "report.json").read_text()))
+    written = EvalReport.from_dict(json.loads((folder / "eval" / "report.json").read_text()))
     assert {r.scoring for r in single.results} == {"rank", "generate"}
     assert [(r.template, r.num_examples, r.metrics) for r in written.results] == \
         [(r.template, r.num_examples, r.metrics) for r in single.results]
