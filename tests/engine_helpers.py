@@ -137,6 +137,20 @@ def _run_ranks(context: Any, target: Any, rank_args: List[tuple], timeout: float
     return [p.exitcode for p in processes]
 
 
+def shut_down_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """A spawned rank that joins a gloo group of `world_size`, calls shut_down_process_group and writes to
+    `out`.<rank> whether the group is still initialized. (Here, not in its test's module: a spawned process imports
+    the module of its target, and this one imports neither the trainer nor DeepSpeed, which the rank never uses.)"""
+    import torch.distributed as dist
+
+    from t2t_mtl.engine.distributed import shut_down_process_group
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    shut_down_process_group()
+    Path(f"{out}.{rank}").write_text(str(dist.is_initialized()))
+
+
 def subprocess_env() -> Dict[str, str]:
     env = dict(os.environ)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):

@@ -24,8 +24,8 @@ from t2t_mtl.evaluation.aggregate import summarize
 
 from cluster_helpers import private_slurm, private_sshd
 from engine_helpers import CTRL_C_NOTICE, REPO, cli_ranks, forked_ranks, free_port, nan_filled_to_empty, run_checked, \
-    pretrained_folder, spawn_ranks, step_losses, step_records, subprocess_env, tiny_config, torchrun_command, \
-    train_command, train_tiny_tokenizer, write_config
+    pretrained_folder, shut_down_worker, spawn_ranks, step_losses, step_records, subprocess_env, tiny_config, \
+    torchrun_command, train_command, train_tiny_tokenizer, write_config
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -542,26 +542,13 @@ def test_slurm_ranks_come_from_srun_steps_only(monkeypatch, slurm, world_size, r
     assert os.environ["MASTER_ADDR"] == ("t2t-n1" if world_size == "2" else "127.0.0.1")
 
 
-def _shut_down_worker(rank: int, world_size: int, port: int, out: str) -> None:
-    from pathlib import Path
-
-    import torch.distributed as dist
-
-    from t2t_mtl.engine.distributed import shut_down_process_group
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    shut_down_process_group()
-    Path(f"{out}.{rank}").write_text(str(dist.is_initialized()))
-
-
 @pytest.mark.parametrize("world_size, left_initialized", [(2, "False"), (1, "True")])
 def test_a_job_of_several_ranks_ends_its_process_group_before_exit_and_one_process_keeps_it(
         tmp_path, world_size, left_initialized):
     # a 2-rank CPU train once aborted in the interpreter's teardown of the group it left behind
     import torch.multiprocessing as mp
 
-    mp.spawn(_shut_down_worker, args=(world_size, free_port(), str(tmp_path / "initialized")), nprocs=world_size,
+    mp.spawn(shut_down_worker, args=(world_size, free_port(), str(tmp_path / "initialized")), nprocs=world_size,
              join=True)
     assert [(tmp_path / f"initialized.{rank}").read_text() for rank in range(world_size)] == \
         [left_initialized] * world_size
