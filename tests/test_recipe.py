@@ -15,6 +15,7 @@ from engine_helpers import step_records
 
 TINY = ["model.dims={d_model: 32, d_kv: 8, d_ff: 64, num_layers: 1, num_decoder_layers: 1, num_heads: 2, "
         "dropout_rate: 0.0}", "data.max_examples_per_task=24", "data.max_input_length=96",
+        "data.max_target_length=16",  # (each periodic validation generates up to this many tokens a row)
         "data.validation_examples=0", "data.bucket_batches=2", "training.steps=6", "training.micro_batch_size=2",
         "training.validate_every=2", "training.validate_examples=2", "training.early_stopping=2",
         "training.warmup=0", "training.checkpoint_every=0", "training.progress_bar=false",
