@@ -6,6 +6,7 @@ them fails — never skips — with a message that says where they belong.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # Triton reads this when a kernel is decorated, so it must be set before any kernel module is imported.
@@ -15,6 +16,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The processes the tests start find this environment's programs first, as in an activated virtual environment (CI's):
+# torch builds DeepSpeed's CPU op with the first `ninja` on PATH, and two ninja releases (a system's 1.11, the venv's
+# 1.13) each read the other's build log as a changed command, so the op was rebuilt (minutes) at every switch between
+# them, e.g. before and after the SLURM test, whose job script activates the venv.
+if os.path.dirname(sys.executable) not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 import pytest
 

@@ -310,7 +310,8 @@ def test_deepspeed_hostfile_two_hosts_over_ssh_match_one_process(work):
     env = subprocess_env()
     env_file = root / "deepspeed_env"  # what ~/.deepspeed_env holds on a cluster; pdsh's shells see only this
     env_file.write_text("".join(f"{k}={env[k]}\n" for k in ("DS_ACCELERATOR", "OMP_NUM_THREADS", "HF_HUB_OFFLINE",
-                                                            "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")))
+                                                            "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM",
+                                                            "PATH")))  # (the ranks build DeepSpeed's op with its ninja)
     with private_sshd(root / "sshd") as ssh_options:
         env.update(DS_ENV_FILE=str(env_file), PDSH_SSH_ARGS_APPEND=ssh_options)
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(root / "hostfile"),
