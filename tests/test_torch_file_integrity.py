@@ -18,6 +18,12 @@ HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--
         "remove it")
 
 
+def _crc_mismatch(record: str) -> str:
+    """check_intact's error for record `record` whose data does not match its CRC-32 (written out here, the oracle)."""
+    return (f"record {record} does not match the CRC-32 torch recorded for it at save: its data changed after it "
+            f"was written")
+
+
 def _saved(path: Path, **kwargs) -> dict:
     """A state as DeepSpeed's files hold it (tensors beside plain values), saved with torch.save at `path`."""
     state = {"module": {"w": torch.arange(4096, dtype=torch.float32), "b": torch.ones(7)}, "step": 3}
@@ -76,8 +82,7 @@ def test_data_damaged_inside_a_file_that_still_loads_is_refused_naming_the_file_
         assert not torch.equal(loaded["module"]["w"], state["module"]["w"])
     with pytest.raises(CheckpointError) as refused:
         check_loadable(path)
-    assert str(refused.value) == (f"{path} is damaged (record {record} does not match the CRC-32 torch recorded for "
-                                  f"it at save: its data changed after it was written); {HINT}")
+    assert str(refused.value) == f"{path} is damaged ({_crc_mismatch(record)}); {HINT}"
 
 
 def test_a_zeroed_record_header_that_the_memory_mapped_load_passes_is_refused_naming_it(tmp_path):
@@ -171,8 +176,7 @@ def test_damage_in_a_file_holding_an_empty_tensor_is_refused(tmp_path):
     _overwrite(path, start + size // 4, bytes(size // 2))
     with pytest.raises(CheckpointError) as refused:
         check_loadable(path)
-    assert str(refused.value) == (f"{path} is damaged (record {record} does not match the CRC-32 torch recorded for "
-                                  f"it at save: its data changed after it was written); {HINT}")
+    assert str(refused.value) == f"{path} is damaged ({_crc_mismatch(record)}); {HINT}"
 
 
 def test_a_flipped_bit_in_the_pickled_values_that_torch_loads_is_refused(tmp_path):
@@ -187,8 +191,7 @@ def test_a_flipped_bit_in_the_pickled_values_that_torch_loads_is_refused(tmp_pat
     assert torch.load(path, mmap=True, weights_only=False)["step"] == 2
     with pytest.raises(CheckpointError) as refused:
         check_loadable(path)
-    assert str(refused.value) == (f"{path} is damaged (record {pickled.filename} does not match the CRC-32 torch "
-                                  f"recorded for it at save: its data changed after it was written); {HINT}")
+    assert str(refused.value) == f"{path} is damaged ({_crc_mismatch(pickled.filename)}); {HINT}"
 
 
 def test_a_flipped_bit_in_any_record_is_refused_naming_that_record(tmp_path):
@@ -204,6 +207,5 @@ def test_a_flipped_bit_in_any_record_is_refused_naming_that_record(tmp_path):
         _overwrite(path, start + size // 2, bytes([raw[start + size // 2] ^ 0x01]))
         with pytest.raises(DamagedFileError) as refused:
             check_intact(path)
-        assert str(refused.value) == (f"record {name} does not match the CRC-32 torch recorded for it at save: its "
-                                      f"data changed after it was written")
+        assert str(refused.value) == _crc_mismatch(name)
         path.write_bytes(raw)
