@@ -343,6 +343,6 @@ def test_the_emulated_bf16_warning_names_the_deepspeed_extra_section_as_the_conf
                             "deepspeed": {"extra": {key: {"enabled": True}}}})
     chosen_by = deepspeed_config.build_deepspeed(cfg, world_size=1).autos.precision_chosen_by
     assert chosen_by == f"deepspeed.extra.{key}"
-    assert deepspeed_config.emulated_bf16_warning("bf16", False, chosen_by).endswith(
+    assert host_precision.emulated_bf16_warning("bf16", False, chosen_by).endswith(
         f"; set deepspeed.extra.{key}.enabled (which chose bf16) to false, with training.precision: auto (fp32 on "
         f"this CPU) or fp32")
