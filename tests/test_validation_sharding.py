@@ -200,6 +200,7 @@ def _rank_worker(rank: int, port: int, tok_dir: str, root: str, targets: dict) -
     tokenizer = load_tokenizer(tok_dir)
     for stage in STAGES:
         folder = Path(root) / f"zero{stage}"
+        folder.mkdir(exist_ok=True)  # (by each rank: rank 0's evaluation creates it, rank 1 may write first)
         cfg = _config(Path(tok_dir), folder, stage)
         engine = initialize_deepspeed(_model(cfg, tokenizer), build_deepspeed_config(cfg, 2), cfg)
         passes, _ = _passes(engine.module)
