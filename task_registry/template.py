@@ -48,8 +48,8 @@ from .errors import (
     TemplateRenderError,
     TemplateSyntaxError,
 )
-from .jinja_env import (ENVIRONMENT, MISBOUND_IF_NUMBERS, NullPrintedError, compile_template, misbound_truncation,
-                        refusing_printed_nulls, seeded_choices, with_truncation)
+from .jinja_env import (ENVIRONMENT, MISBOUND, MISBOUND_IF_NUMBERS, NullPrintedError, compile_template,
+                        misbound_truncation, refusing_printed_nulls, seeded_choices, with_truncation)
 from .render_hints import choice_hint, field_hint, no_element_problem, undefined_name
 
 SEPARATOR = "|||"
@@ -215,10 +215,9 @@ class Template:
 
     # -- compilation -------------------------------------------------------------------------------------
     def _compile(self) -> None:
-        for text in (self.jinja, self.instruction, self.context):  # (the texts promptsource's rewrite truncates)
-            if text is not None and (why := misbound_truncation(text)):  # (file:line first, as a syntax error's)
-                where = f"{self.source_file}:{self.source_line}: " if self.source_file and self.source_line else ""
-                raise TaskDefinitionError(f"{where}template {self.name!r}: {why}")
+        if why := self._misbound(MISBOUND):  # (file:line first, as a syntax error's)
+            where = f"{self.source_file}:{self.source_line}: " if self.source_file and self.source_line else ""
+            raise TaskDefinitionError(f"{where}template {self.name!r}: {why}")
         self._main = self._compile_one(with_truncation(self.jinja), self.jinja)
         self._choices = None if self.answer_choices is None else self._compile_one(self.answer_choices,
                                                                                       self.answer_choices)
@@ -448,15 +447,15 @@ class Template:
         except Exception as error:  # a template bug on this row: say where, keep the cause chained
             if isinstance(error, TypeError) and self._reads_undefined_answer_choices:  # e.g. None | join
                 raise self._no_answer_choices(error, task, row_index) from error
-            if isinstance(error, TypeError) and (why := self._numbers_misbound()):  # e.g. label + 1
+            if isinstance(error, TypeError) and (why := self._misbound(MISBOUND_IF_NUMBERS)):  # e.g. label + 1
                 raise self._error(f"rendering failed with TypeError: {error}: {why}", task, row_index) from error
             raise self._error(f"rendering failed with {type(error).__name__}: {error}", task, row_index) from error
 
-    def _numbers_misbound(self) -> Optional[str]:
-        """Why a `+` or `%` of the texts the truncation rewrite changes may get a string (`label + 1`), or None."""
+    def _misbound(self, operators: Mapping[type, str]) -> Optional[str]:
+        """Why one of `operators` in the texts promptsource's truncation rewrite changes (jinja, instruction, context)
+        gets a string from it (`misbound_truncation`), or None."""
         texts = (self.jinja, self.instruction, self.context)
-        return next((why for text in texts if text is not None
-                     and (why := misbound_truncation(text, MISBOUND_IF_NUMBERS))), None)
+        return next((why for text in texts if text is not None and (why := misbound_truncation(text, operators))), None)
 
     def _null_printed_error(self, variables: Mapping[str, Any], task: Optional[str],
                             row_index: Optional[int]) -> TemplateRenderError:
