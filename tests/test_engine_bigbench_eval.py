@@ -176,3 +176,10 @@ def test_eval_held_out_of_a_run_scores_its_bigbench_tasks_as_the_run_did(tmp_pat
                               f"--held-out scores as the run's evaluation did, is not there: run eval from where the "
                               f"run was trained, or pass --held-out-clusters to score the held-out clusters alone "
                               f"(--bigbench DIR scores BIG-bench tasks)\n")
+    # there, but emptied since the run: refused naming what the import found
+    folder.mkdir()
+    code, err = held_out()
+    assert (code, err) == (2, f"error: the run's evaluation.bigbench: BIG-bench folder {str(folder)!r} has no "
+                              f"<task>/task.json files: run eval from where the run was trained, or pass "
+                              f"--held-out-clusters to score the held-out clusters alone (--bigbench DIR scores "
+                              f"BIG-bench tasks)\n")

@@ -127,32 +127,28 @@ def _run_data_dir(meta: Mapping[str, Any]) -> Optional[str]:
 
 
 def run_bigbench_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:
-    """The BIG-bench tasks of the run's `evaluation.bigbench`, imported, for `--held-out` without
-    `--held-out-clusters`: the run's evaluation scored them beside its held-out clusters' tasks, so a re-score of its
-    held-out set does too (none for another selection, or a run without them). A folder that is not there, or that
-    cannot be imported, is a ValueError naming it as the run's and saying what to do, as for `_run_tasks_dirs`."""
-    import task_registry
-    from t2t_mtl.engine.bigbench_evaluation import bigbench_folders
+    """The BIG-bench tasks of the run's `evaluation.bigbench`, imported (`import_bigbench_tasks`), for `--held-out`
+    without `--held-out-clusters`: the run's evaluation scored them beside its held-out clusters' tasks, so a re-score
+    of its held-out set does too (none for another selection, or a run without them). A folder that is not there, or
+    that cannot be imported, is a ValueError naming it as the run's and saying what to do, as for
+    `_run_tasks_dirs`."""
+    from t2t_mtl.engine.bigbench_evaluation import BigbenchFolderError, import_bigbench_tasks
     from t2t_mtl.evaluation.run_settings import run_config_value
-    from task_registry.bigbench import import_bigbench
 
     if not args.held_out or args.held_out_clusters is not None:
         return []
     remedy = ("run eval from where the run was trained, or pass --held-out-clusters to score the held-out clusters "
               "alone (--bigbench DIR scores BIG-bench tasks)")
-    names: list[str] = []
-    for folder in bigbench_folders(run_config_value(meta, "evaluation.bigbench")):
-        if not Path(folder).exists():
-            where = "" if Path(folder).is_absolute() else (f" here (a relative path, read from the current directory "
-                                                           f"{Path.cwd()})")
-            raise ValueError(f"the run's evaluation.bigbench folder {folder!r}, whose BIG-bench tasks --held-out "
-                             f"scores as the run's evaluation did, is not there{where}: {remedy}")
-        try:
-            imported = import_bigbench(folder)
-        except task_registry.TaskRegistryError as error:  # (emptied, or a task.json changed, since the run)
-            raise ValueError(f"the run's evaluation.bigbench: {error}: {remedy}") from None
-        names.extend(name for name in imported if name not in names)
-    return names
+    try:
+        return import_bigbench_tasks(run_config_value(meta, "evaluation.bigbench"))
+    except BigbenchFolderError as error:
+        folder = error.folder
+        if Path(folder).exists():  # (emptied, or a task.json changed, since the run)
+            raise ValueError(f"the run's evaluation.bigbench: {error.reason}: {remedy}") from None
+        where = "" if Path(folder).is_absolute() else (f" here (a relative path, read from the current directory "
+                                                       f"{Path.cwd()})")
+        raise ValueError(f"the run's evaluation.bigbench folder {folder!r}, whose BIG-bench tasks --held-out scores "
+                         f"as the run's evaluation did, is not there{where}: {remedy}") from None
 
 
 def register_run_tasks(args: argparse.Namespace, meta: Mapping[str, Any]) -> list[str]:

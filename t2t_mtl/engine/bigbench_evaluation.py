@@ -16,6 +16,16 @@ BIGBENCH_FOLDER = ("the folder holding BIG-bench tasks as <task>/task.json (or o
 NO_BIGBENCH = "null or [] for none, as evaluation.tasks"
 
 
+class BigbenchFolderError(ConfigError):
+    """A folder of `evaluation.bigbench` from which no BIG-bench task can be imported: it carries the folder and the
+    registry's error (`reason`), so a front end (`t2t-mtl eval` of a run) can word its own fix without repeating the
+    import."""
+
+    def __init__(self, message: str, *, folder: str, reason: Exception) -> None:
+        super().__init__(message)
+        self.folder, self.reason = folder, reason
+
+
 def bigbench_folders(value: Any) -> List[str]:
     """`evaluation.bigbench` as a list of folders (one folder or several may be given; None or []: none, as
     `evaluation.tasks`' None and []). A value that is neither a path nor a list of distinct paths is a ConfigError
@@ -34,9 +44,9 @@ def bigbench_folders(value: Any) -> List[str]:
 
 def import_bigbench_tasks(value: Any) -> List[str]:
     """Register the BIG-bench tasks under `evaluation.bigbench`'s folders (`bigbench_folders`) and return their names
-    in the folders' order, each once. A folder not there, or holding no task.json, is a ConfigError naming the key,
-    the folder and where BIG-bench tasks belong; a task.json that cannot be imported, one naming the key and the
-    file."""
+    in the folders' order, each once. A folder not there, or holding no task.json, is a `BigbenchFolderError` naming
+    the key, the folder and where BIG-bench tasks belong; a task.json that cannot be imported, one naming the key and
+    the file."""
     import task_registry
     from task_registry.bigbench import import_bigbench
 
@@ -49,9 +59,10 @@ def import_bigbench_tasks(value: Any) -> List[str]:
             where = "" if Path(folder).is_absolute() else (
                 f" (a relative path in a config is read from the working directory, {os.getcwd()}, not from the "
                 f"config file's folder)")
-            raise ConfigError(f"{key}: {error}{where}; name {BIGBENCH_FOLDER}") from None
+            raise BigbenchFolderError(f"{key}: {error}{where}; name {BIGBENCH_FOLDER}", folder=folder,
+                                      reason=error) from None
         except task_registry.TaskRegistryError as error:  # (a task.json BIG-bench's format does not allow)
-            raise ConfigError(f"{key}: {error}") from None
+            raise BigbenchFolderError(f"{key}: {error}", folder=folder, reason=error) from None
         names.extend(name for name in imported if name not in names)
     return names
 
