@@ -106,6 +106,7 @@ datasets = LazyModule("datasets")  # (imported where a task is loaded: knowing i
 CLUSTER = "bigbench"
 SPLIT = "test"
 NAME_PREFIX = "bigbench_"
+TEMPLATE_NAME = "bigbench_zero_shot"  # the one template of every imported task
 DEFAULT_INPUT_PREFIX = "\nQ: "
 DEFAULT_OUTPUT_PREFIX = "\nA: "
 DEFAULT_CHOICE_PREFIX = "\n  choice: "
@@ -320,7 +321,7 @@ def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template
               + " ||| {% for part in target_parts %}{{ part }}{% endfor %}")
     metadata = {"original_task": True, "choices_in_prompt": append_choices, "metrics": ["multiple_choice_grade"],
                 "languages": ["en"]}
-    return Template("bigbench_zero_shot", jinja, answer_choices='{{ choices | join("|||") }}', metadata=metadata)
+    return Template(TEMPLATE_NAME, jinja, answer_choices='{{ choices | join("|||") }}', metadata=metadata)
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,14 @@ def test_eval_held_out_of_a_run_scores_its_bigbench_tasks_as_the_run_did(tmp_pat
     assert code == 0 and "BIG-bench" not in err, err
     assert scored(tmp_path / "clusters" / "report.json")[1] == [r for r in expected[1]
                                                                 if r["task"] != "bigbench_anachronisms"]
+    # --template chooses the clusters' templates; the BIG-bench tasks keep their one (was: 'task
+    # 'bigbench_anachronisms' has no template 'yes_no'', after the model loaded)
+    code, err = held_out("--template", "yes_no", "--out", str(tmp_path / "yes_no"))
+    assert code == 0, err
+    assert ("; --held-out's BIG-bench tasks bigbench_anachronisms (the run's evaluation.bigbench, each scored with its "
+            "one template bigbench_zero_shot: --template chooses the other tasks' templates)") in err
+    assert scored(tmp_path / "yes_no" / "report.json")[1] == [
+        r for r in expected[1] if r["template"] in ("yes_no", "bigbench_zero_shot")]
     # the run's folder gone: refused before the model loads, naming it and what to do
     folder.rename(tmp_path / "moved")
     code, err = held_out()

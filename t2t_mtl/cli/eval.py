@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "example has answer choices (default: the run's evaluation.scoring, else auto)")
     parser.add_argument("--template", action="append", default=None, metavar="NAME",
                         help="score only this template of each chosen task (repeatable; default: every template); a "
-                             "task without it is an error")
+                             "task without it is an error (the run's BIG-bench tasks that --held-out adds keep their "
+                             "one template)")
     parser.add_argument("--original-task", action=argparse.BooleanOptionalAction, default=None,
                         help="score only the templates whose promptsource metadata marks original_task, as T0's "
                              "evaluation did (default: the run's evaluation.original_task_only, else every template)")
@@ -292,6 +293,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
     from t2t_mtl.evaluation import checkpoint_meta, evaluate_tasks, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
+    from task_registry.bigbench import TEMPLATE_NAME as BIGBENCH_TEMPLATE
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length",
                                *(("max_examples",) if args.max_examples != ALL_EXAMPLES else ()))) \
@@ -351,8 +353,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         tasks = select_tasks(args, meta)
         run_bigbench = [name for name in run_bigbench_tasks(args, meta) if name not in tasks]
         tasks += run_bigbench
-        if args.template:
-            settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks})
+        if args.template:  # (the run's BIG-bench tasks, which --held-out adds, keep their one template)
+            settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks
+                                                                if name not in run_bigbench})
         check_splits(tasks, settings.split, settings.shots_split, args.shots_split is None, args.split is None)
         check_rankable(tasks, settings, args.scoring is None)
         with hidden_transformers_progress_bars(args.no_progress or launched_rank() != 0):  # as eval's own bar
@@ -363,7 +366,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         rank, world_size = env.rank, env.world_size
         taken = settings_from_run(args, meta, settings)
         if run_bigbench:
-            taken.append(f"--held-out's BIG-bench tasks {', '.join(run_bigbench)} (the run's evaluation.bigbench)")
+            own = (f", each scored with its one template {BIGBENCH_TEMPLATE}: --template chooses the other tasks' "
+                   f"templates" if args.template else "")
+            taken.append(f"--held-out's BIG-bench tasks {', '.join(run_bigbench)} (the run's evaluation.bigbench{own})")
         if taken and rank == 0:
             print(f"eval: from the run's config (an option given wins): {'; '.join(taken)}", file=sys.stderr)
         with logging_redirect_tqdm():  # (a warning while a task's bar is drawn: on a line of its own)
