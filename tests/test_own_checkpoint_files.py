@@ -1,11 +1,13 @@
 """A resume's checkpoint files that one rank reads alone (`t2t_mtl.engine.own_checkpoint_files`): the files are the ones
 DeepSpeed and the checkpoint name for that rank, and a rank that cannot use its own stops every rank before DeepSpeed
 starts, each with a message naming the file or the rank and its files (two ranks, gloo, no launcher that would stop
-the others); so does a conversion to the universal format that fails on rank 0."""
+the others); so does a conversion to the universal format that fails on rank 0, or rank 0's refusal of a damaged
+universal folder converted by an earlier resume."""
 from __future__ import annotations
 
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from types import MethodType, SimpleNamespace
 
@@ -237,6 +239,43 @@ def test_a_conversion_to_the_universal_format_failing_on_rank_0_stops_both_ranks
     assert results == [f"CheckpointError: {partition} is missing; {HINT}",
                        f"CheckpointError: rank 0 of 2 could not convert checkpoint {ckpt} to DeepSpeed's universal "
                        f"format (see its error); {HINT}"]
+
+
+def _universal_worker(rank: int, port: int, ckpt: str, out: str) -> None:
+    """Rank `rank` of two making sure checkpoint `ckpt` has its universal folder (`ensure_universal`)."""
+    from t2t_mtl.engine.checkpoint import ensure_universal
+    from t2t_mtl.engine.distributed import init_distributed
+
+    os.environ.update(_ranks_env(rank, port))
+    try:
+        ensure_universal(Path(ckpt), init_distributed())
+        result = "converted"
+    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
+        result = f"{type(err).__name__}: {err}"
+    Path(f"{out}.{rank}").write_text(result)
+
+
+def test_a_damaged_universal_folder_of_an_earlier_resume_refused_on_rank_0_stops_the_other_saying_so(tmp_path):
+    # was: rank 1 said "rank 0 of 2 could not convert checkpoint ... to DeepSpeed's universal format (see its error);
+    # the checkpoint is incomplete or corrupt: resume from an earlier one", though rank 0 converted nothing and the
+    # checkpoint's own files are intact: rank 0 had refused the folder converted earlier, to be removed
+    ckpt = tmp_path / "step-00000001"
+    path = ckpt / "ds_universal" / "zero" / "shared.weight" / "fp32.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(torch.arange(64.0), path)
+    raw = bytearray(path.read_bytes())
+    at = max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename),
+             key=lambda i: i.file_size).header_offset
+    raw[at:at + 4] = bytes(4)  # (its data record's local header)
+    path.write_bytes(bytes(raw))
+    port = free_port()
+    forked_ranks(_universal_worker, [(rank, port, str(ckpt), str(tmp_path / "result")) for rank in (0, 1)],
+                 timeout=120)
+    results = [(tmp_path / f"result.{rank}").read_text() for rank in (0, 1)]
+    assert results[0].startswith(f"CheckpointError: {path} is damaged (record ")
+    assert results[1] == (f"CheckpointError: rank 0 of 2 refused {ckpt / 'ds_universal'}, converted by an earlier "
+                          f"resume (see its error: a damaged file of it); remove {ckpt / 'ds_universal'} for the "
+                          f"resume to convert checkpoint {ckpt} again")
 
 
 def test_an_error_of_deepspeeds_converter_is_a_checkpoint_error_quoting_it(tmp_path, monkeypatch):

@@ -422,7 +422,8 @@ def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
     """Collective: convert the DeepSpeed checkpoint to DeepSpeed's universal format (once; rank 0), for loading it
     under another world size. Returns the universal folder. A conversion that fails stops every rank once the others
     have waited for it: rank 0 raises its CheckpointError (`_convert_to_universal`), the others one naming rank 0; so
-    does a folder converted by an earlier resume whose files are damaged (`_check_converted`)."""
+    does a folder converted by an earlier resume whose files are damaged (`_check_converted`), the others saying rank
+    0 refused it (the folder is there: a failed conversion leaves none)."""
     out = Path(ckpt) / UNIVERSAL_TAG
     error = None
     if env.is_main:
@@ -437,6 +438,10 @@ def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
     failed = failed_ranks(error is not None, env)
     if error is not None:
         raise error
+    if failed and (out / "zero").exists():
+        raise CheckpointError(f"rank 0 of {env.world_size} refused {out}, converted by an earlier resume (see its "
+                              f"error: a damaged file of it); remove {out} for the resume to convert checkpoint {ckpt} "
+                              f"again")
     if failed:
         raise CheckpointError(f"rank 0 of {env.world_size} could not convert checkpoint {ckpt} to DeepSpeed's "
                               f"universal format (see its error); {CORRUPT_HINT}")
