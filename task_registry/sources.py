@@ -82,6 +82,11 @@ class Source:
         fix them by its files (a hub dataset, a generator, one file list shared by every split)."""
         return None
 
+    def read_from(self, split: str) -> list[str]:
+        """What `split`'s rows are read from, each in words that are equal for two sources reading the same data (a
+        hub dataset by path and config, a file or folder by its absolute path): none for rows made by code."""
+        return []
+
     def __repr__(self) -> str:
         try:
             return f"<{type(self).__name__} {self.describe()}>"
@@ -173,6 +178,16 @@ class HFSource(Source):
         if self.data_files is None:
             return None
         return list(map(str, self.data_files)) if isinstance(self.data_files, Mapping) else ["train"]
+
+    def read_from(self, split: str) -> list[str]:
+        """A hub dataset (`hub dataset path/name`, and under a data dir its `local_file`); a file reader's
+        `data_files` of `split` (patterns as the files they match); a local folder the path names."""
+        if self.reads_local_folder():
+            return [f"folder {os.path.abspath(self.path)}"]
+        if self._reads_local_files():
+            return [f"file {os.path.abspath(path)}" for path in self._split_files(split)]
+        local = self.local_file(split)
+        return [f"hub dataset {self.describe()}", *([f"file {os.path.abspath(local)}"] if local is not None else [])]
 
     def _csv_options(self) -> dict[str, Any]:
         """The csv reader's `delimiter` (also given as `sep`) and `quoting` among the `load_dataset` arguments."""
@@ -357,6 +372,12 @@ class LocalFileSource(Source):
         if self.files is not None:
             return list(self.files)
         return saved_splits(self.shared[0]) if len(self.shared) == 1 else None
+
+    def read_from(self, split: str) -> list[str]:
+        """The files (or saved folder) of `split`, or those every split shares (patterns as the files they match)."""
+        paths = self.files.get(split, []) if self.files is not None else self.shared
+        return [f"{'folder' if path.is_dir() else 'file'} {os.path.abspath(path)}"
+                for pattern in paths for path in (matched_files(pattern) if is_pattern(pattern) else [pattern])]
 
     def describe(self) -> str:
         """The files per split, or the list shared by every split (as `shown_paths`)."""

@@ -498,6 +498,11 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                                          checked.deepspeed.autos.precision_chosen_by, resumed=resume_from is not None)
         if emulated:
             logger.message(f"warning: {emulated}")
+        from t2t_mtl.evaluation.shared_data import shared_data_warnings
+
+        for warning in shared_data_warnings(evaluated, task_names, "drop it from the evaluation section (or its "
+                                            "cluster from data.held_out_clusters), or that task from the training"):
+            logger.message(f"warning: {warning}")
         if progress.step == 0:
             total, trained = count_parameters(engine.module), trainable_parameter_count(engine.module)
             frozen = "" if trained == total else f" ({trained / 1e6:.3f}M trained)"

@@ -1,0 +1,43 @@
+"""Evaluated tasks, not trained themselves, that read the data a trained task trains on: a user's `my_rte` reading
+glue/rte trains the model on the rows the built-in held-out `glue_rte` scores, so that score is not held out. Found by
+where each task's rows come from (`Source.read_from`: a hub dataset by path and config, a file by its absolute
+path), not by name."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+#: the split a trained task trains on
+TRAIN_SPLIT = "train"
+
+
+def shared_data_warnings(evaluated: Sequence[str], trained: Sequence[str], remedy: str) -> List[str]:
+    """A warning for each task of `evaluated` (registered, not among `trained`) that reads, for any of its splits,
+    what a registered task of `trained` reads for its train split, naming both tasks, what they share and (for a
+    file) the evaluated task's split reading it, ending in `remedy` (what to do, worded by the caller)."""
+    import task_registry
+
+    registered = set(task_registry.list_tasks())
+    training = {name: task_registry.get_task(name).source.read_from(TRAIN_SPLIT)
+                for name in trained if name in registered}
+    warnings = []
+    for name in evaluated:
+        if name in training or name not in registered:
+            continue
+        reads = _reads(task_registry.get_task(name))
+        for other, sources in training.items():
+            shared = next((what for what in sources if what in reads), None)
+            if shared is None:
+                continue
+            split = "" if shared.startswith("hub dataset") else f" (its {reads[shared]} split)"
+            warnings.append(f"evaluated task {name!r} reads {shared}{split}, which trained task {other!r} trains on: "
+                            f"the model has seen that data, so its score is not a held-out one; {remedy}")
+    return warnings
+
+
+def _reads(task) -> Dict[str, str]:
+    """What each split of `task` reads (`Source.read_from`), mapped to the first of its splits that reads it."""
+    reads: Dict[str, str] = {}
+    for split in task.splits:
+        for what in task.source.read_from(split):
+            reads.setdefault(what, split)
+    return reads

@@ -1,0 +1,94 @@
+"""Evaluated tasks that read the data a trained task trains on (`t2t_mtl.evaluation.shared_data`): a user's task over
+glue/rte makes the built-in held-out glue_rte's score not a held-out one, whatever the tasks are called."""
+from __future__ import annotations
+
+import os
+
+import task_registry
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.engine.trainer import train
+from t2t_mtl.evaluation.shared_data import shared_data_warnings
+from task_registry import HFSource, LocalFileSource, Task, Template
+
+from engine_helpers import tiny_config, train_tiny_tokenizer, write_yaml_task
+
+TEMPLATE = Template("plain", "{{ premise }} ||| {{ label }}")
+FIX = "leave it out of the evaluation"
+
+
+def _register(name: str, source) -> None:
+    task_registry.register_task(Task(name, source, TEMPLATE, cluster="mine"))
+
+
+def test_a_task_over_the_hub_dataset_a_held_out_task_reads_makes_its_score_not_held_out():
+    with task_registry.isolated_registry():
+        task_registry.load_builtin_tasks()
+        _register("my_rte", HFSource("glue", "rte"))
+        _register("my_cb", HFSource("super_glue", "cb"))
+        assert shared_data_warnings(["glue_rte", "super_glue_copa"], ["my_rte", "my_cb"], FIX) == [
+            "evaluated task 'glue_rte' reads hub dataset glue/rte, which trained task 'my_rte' trains on: the model "
+            "has seen that data, so its score is not a held-out one; leave it out of the evaluation"]
+        # (another config of the same hub dataset, a task trained itself, a name no task has: nothing shared)
+        _register("my_wnli", HFSource("glue", "wnli"))
+        assert shared_data_warnings(["glue_rte", "my_wnli", "unknown"], ["my_wnli", "gone"], FIX) == []
+
+
+def test_a_task_over_the_data_dirs_file_of_a_held_out_tasks_split_makes_its_score_not_held_out(tmp_path):
+    # the data dir holds glue/rte as <hub path>/<config>/<split>.jsonl: a task listing its train file under `files:`
+    # reads what glue_rte's train split reads
+    train = tmp_path / "data" / "glue" / "rte" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_text('{"premise": "a", "label": 0}\n')
+    before = task_registry.get_data_dir()
+    task_registry.set_data_dir(tmp_path / "data")
+    try:
+        with task_registry.isolated_registry():
+            task_registry.load_builtin_tasks()
+            _register("my_rte", LocalFileSource({"train": os.path.relpath(train)}))
+            _register("other", LocalFileSource({"train": str(tmp_path / "data" / "other.jsonl")}))
+            assert shared_data_warnings(["glue_rte"], ["other", "my_rte"], FIX) == [
+                f"evaluated task 'glue_rte' reads file {train} (its train split), which trained task 'my_rte' trains "
+                f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+            # a task training on glue_rte's validation file: the very rows glue_rte scores
+            validation = train.with_name("validation.jsonl")
+            _register("on_validation", LocalFileSource({"train": str(validation), "validation": str(train)}))
+            assert shared_data_warnings(["glue_rte"], ["on_validation"], FIX) == [
+                f"evaluated task 'glue_rte' reads file {validation} (its validation split), which trained task "
+                f"'on_validation' trains on: the model has seen that data, so its score is not a held-out "
+                f"one; {FIX}"]
+    finally:
+        task_registry.set_data_dir(before)
+
+
+def test_a_file_readers_data_files_and_a_local_files_source_share_a_file_and_a_generator_shares_nothing(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"premise": "a", "label": 0}\n')
+    with task_registry.isolated_registry():
+        task_registry.load_builtin_tasks()
+        _register("read_by_json", HFSource("json", data_files={"train": str(rows), "validation": str(rows)}))
+        _register("listed", LocalFileSource(str(rows)))  # (one file for every split)
+        assert shared_data_warnings(["listed", "compare_numbers"], ["read_by_json", "count_word"], FIX) == [
+            f"evaluated task 'listed' reads file {rows} (its train split), which trained task 'read_by_json' trains "
+            f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+
+
+def test_a_run_training_on_its_held_out_tasks_data_is_warned_at_training_and_by_eval_held_out(tmp_path, capsys):
+    # was: a run training 'mine' and scoring 'theirs' held out, both over mine.jsonl, printed the held-out zero-shot
+    # score without a word, and so did `eval --held-out` of it
+    tasks = write_yaml_task(tmp_path / "tasks", "mine")
+    (tasks / "theirs.yaml").write_text((tasks / "mine.yaml").read_text().replace("name: mine", "name: theirs").replace(
+        "cluster: yaml_tasks", "cluster: theirs").replace("held_out: false", "held_out: true"))
+    run = tmp_path / "run"
+    cfg = tiny_config(run, train_tiny_tokenizer(tmp_path / "tok"), tmp_path / "cache", training={"steps": 1},
+                      data={"tasks": ["mine"], "tasks_dir": str(tasks), "held_out_clusters": ["theirs"]},
+                      evaluation={"held_out": True, "max_examples": 2})
+    with task_registry.isolated_registry():
+        train(cfg, evaluate_held_in=False)
+    warning = (f"warning: evaluated task 'theirs' reads file {tasks / 'mine.jsonl'} (its train split), which trained "
+               f"task 'mine' trains on: the model has seen that data, so its score is not a held-out one; ")
+    assert (f"{warning}drop it from the evaluation section (or its cluster from data.held_out_clusters), or that "
+            f"task from the training\n") in capsys.readouterr().out
+    with task_registry.isolated_registry():
+        code = cli_main(["eval", "--checkpoint", str(run), "--held-out", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"{warning}choose the held-out tasks with --held-out-clusters or --tasks\n" in err, err
