@@ -401,16 +401,23 @@ def check_loadable(path: Path, hint: str = CORRUPT_HINT) -> None:
     short, foreign), without unpickling its tensors (memory-mapped, as torch maps its zip format; a file in its legacy
     format is read), or where a file in torch's zip format is damaged inside (`torch_file_integrity.check_intact`: a
     record's header, or its data against the CRC-32 torch recorded at save, which reads the whole file)."""
+    load_checked(path, hint)
+
+
+def load_checked(path: Path, hint: str = CORRUPT_HINT) -> Any:
+    """`path` as torch loads it once `check_loadable`'s checks pass (the same CheckpointErrors), unpickled once: a file
+    in torch's zip format memory-mapped (its tensors read from the file, written once, as they are used)."""
     try:
         zipped = zipfile.is_zipfile(path)
     except zipfile.BadZipFile as err:  # (its zip64 end record damaged, which torch's own reader passes)
         raise CheckpointError(f"{path} is damaged (its zip directory cannot be read: {err}); {hint}") from None
-    _load_file(path, mmap=zipped, hint=hint)
+    loaded = _load_file(path, mmap=zipped, hint=hint)
     if zipped:
         try:
             check_intact(path)
         except (DamagedFileError, OSError) as err:
             raise CheckpointError(f"{path} is damaged ({err}); {hint}") from None
+    return loaded
 
 
 def _error_detail(err: Exception) -> str:
@@ -542,8 +549,6 @@ def optimizer_partition_file(ckpt: Path, rank: int, precision: str) -> Path:
 
 
 def load_rank_states(ckpt: Path, world_size: int) -> list:
-    """The per-rank states (`rank_file`) of all `world_size` ranks that wrote checkpoint `ckpt`; CheckpointError
-    naming a missing, corrupt or damaged one (`check_loadable`)."""
-    for rank in range(world_size):
-        check_loadable(rank_file(ckpt, rank))
-    return [_load_file(rank_file(ckpt, rank)) for rank in range(world_size)]
+    """The per-rank states (`rank_file`) of all `world_size` ranks that wrote checkpoint `ckpt`, each file read once;
+    CheckpointError naming a missing, corrupt or damaged one (`load_checked`)."""
+    return [load_checked(rank_file(ckpt, rank)) for rank in range(world_size)]
