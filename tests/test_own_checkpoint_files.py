@@ -154,15 +154,18 @@ HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--
         "remove it")
 
 
-def _others_message(ckpt: Path, files: str) -> str:
-    return (f"CheckpointError: rank 1 of 2 could not use its own files of checkpoint {ckpt} (rank 1's: "
-            f"{files}; see its error); every rank must read the same complete checkpoint, on a filesystem all nodes "
-            f"share: {HINT}")
+def _others_message(ckpt: Path, files: str, shared: str) -> str:
+    own = f"rank 1's own: {files}; " if files else ""
+    return (f"CheckpointError: rank 1 of 2 could not use its files of checkpoint {ckpt} (see its error; {own}every "
+            f"rank's: {shared}); every rank must read the same complete checkpoint, on a filesystem all nodes share: "
+            f"{HINT}")
 
 
 ZERO3_FILES = "ds/zero_pp_rank_1_mp_rank_00_model_states.pt, ds/zero_pp_rank_1_mp_rank_00_optim_states.pt, " \
               "rank_00001.pt"
 ZERO2_FILES = "ds/zero_pp_rank_1_mp_rank_00_optim_states.pt, rank_00001.pt"
+ZERO3_SHARED = "trainer_state.pt"
+ZERO2_SHARED = "trainer_state.pt, ds/mp_rank_00_model_states.pt"
 
 
 @pytest.mark.slow
@@ -181,7 +184,8 @@ def test_a_zero3_module_state_of_one_rank_lacking_a_tensor_stops_both_ranks_of_t
     assert errs[1].strip().splitlines()[-1] == (
         f"error: {states} holds no decoder.final_layer_norm.weight of this run's model: resume with the model "
         f"settings the checkpoint was trained with, or from another checkpoint")
-    assert errs[0].strip().splitlines()[-1] == "error: " + _others_message(ckpt, ZERO3_FILES).split(": ", 1)[1]
+    assert errs[0].strip().splitlines()[-1] == \
+        "error: " + _others_message(ckpt, ZERO3_FILES, ZERO3_SHARED).split(": ", 1)[1]
     assert "Traceback" not in errs[0] + errs[1]
 
 
@@ -193,7 +197,7 @@ def test_a_zero2_optimizer_partition_of_one_rank_cut_short_stops_both_ranks_nami
     partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     partition.write_bytes(partition.read_bytes()[:partition.stat().st_size // 2])
     results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
-    assert results[0] == _others_message(ckpt, ZERO2_FILES)
+    assert results[0] == _others_message(ckpt, ZERO2_FILES, ZERO2_SHARED)
     assert results[1].startswith(f"CheckpointError: {partition} cannot be read (")
     assert results[1].endswith("); the checkpoint is incomplete or corrupt: resume from an earlier one (--resume "
                                "<run>/checkpoints/step-N) or remove it")
@@ -205,7 +209,7 @@ def test_a_missing_rank_file_of_one_rank_stops_both_ranks_naming_it(runs):
     cfg, ckpt = _damaged_copy(runs, 2, "zero2_no_rank_file")
     (ckpt / "rank_00001.pt").unlink()
     results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
-    assert results == [_others_message(ckpt, ZERO2_FILES),
+    assert results == [_others_message(ckpt, ZERO2_FILES, ZERO2_SHARED),
                        f"CheckpointError: {ckpt / 'rank_00001.pt'} is missing; the checkpoint is incomplete or "
                        f"corrupt: resume from an earlier one (--resume <run>/checkpoints/step-N) or remove it"]
 
@@ -239,6 +243,49 @@ def test_a_conversion_to_the_universal_format_failing_on_rank_0_stops_both_ranks
     assert results == [f"CheckpointError: {partition} is missing; {HINT}",
                        f"CheckpointError: rank 0 of 2 could not convert checkpoint {ckpt} to DeepSpeed's universal "
                        f"format (see its error); {HINT}"]
+
+
+def _unreadable_trainer_state_worker(rank: int, port: int, ckpt: str, out: str) -> None:
+    """Rank `rank` of two checking checkpoint `ckpt`'s files for a universal resume, rank 1 unable to read its
+    trainer state (its node's view of it)."""
+    from t2t_mtl.engine.checkpoint import read_meta
+    from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.engine.own_checkpoint_files import check_own_files
+
+    load = torch.load
+
+    def unreadable(path, *args, **kwargs):
+        if Path(path).name == "trainer_state.pt":
+            raise OSError("rank 1 cannot read it")
+        return load(path, *args, **kwargs)
+
+    if rank == 1:
+        torch.load = unreadable
+    os.environ.update(_ranks_env(rank, port))
+    env = init_distributed()
+    try:
+        check_own_files(Path(ckpt), read_meta(Path(ckpt)), env, universal=True)
+        result = "checked"
+    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
+        result = f"{type(err).__name__}: {err}"
+    Path(f"{out}.{rank}").write_text(result)
+
+
+def test_a_rank_that_cannot_use_a_file_every_rank_reads_stops_the_other_naming_those_files(tmp_path):
+    # was: "rank 1 of 2 could not use its own files of checkpoint ... (rank 1's: ; see its error)": a universal resume
+    # under another world size gives a rank no own file, and the file it could not use was the trainer state
+    import json
+
+    ckpt = tmp_path / "step-00000001"
+    ckpt.mkdir()
+    torch.save({}, ckpt / "trainer_state.pt")
+    (ckpt / "meta.json").write_text(json.dumps({"zero_stage": 2, "precision": "fp32", "world_size": 1}))
+    port = free_port()
+    forked_ranks(_unreadable_trainer_state_worker, [(rank, port, str(ckpt), str(tmp_path / "result"))
+                                                    for rank in (0, 1)], timeout=120)
+    assert [(tmp_path / f"result.{rank}").read_text() for rank in (0, 1)] == [
+        _others_message(ckpt, "", "trainer_state.pt"),
+        f"CheckpointError: {ckpt / 'trainer_state.pt'} cannot be read (OSError: rank 1 cannot read it); {HINT}"]
 
 
 def _universal_worker(rank: int, port: int, ckpt: str, out: str) -> None:
@@ -307,7 +354,7 @@ def test_a_ranks_file_of_the_best_checkpoint_it_cannot_read_stops_both_ranks_aft
                       training={"steps": 4, "validate_every": 2, "validate_examples": 2, "keep_best": "val_loss"})
     ckpt = root / "best" / "checkpoints" / "step-00000002"
     results = _train_two_ranks(cfg, root / "best_result", _first_best_worker)
-    assert results == [_others_message(ckpt, ZERO2_FILES),
+    assert results == [_others_message(ckpt, ZERO2_FILES, ZERO2_SHARED),
                        f"CheckpointError: {ckpt / 'rank_00001.pt'} cannot be read (OSError: rank 1 cannot read its "
                        f"rank file); {HINT}"]
 
@@ -334,7 +381,7 @@ def test_an_optimizer_partition_of_one_rank_damaged_inside_stops_both_ranks_nami
     partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     record = _zeroed_inside(partition)
     results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
-    assert results == [_others_message(ckpt, ZERO2_FILES),
+    assert results == [_others_message(ckpt, ZERO2_FILES, ZERO2_SHARED),
                        f"CheckpointError: {partition} is damaged (record {record} does not match the CRC-32 torch "
                        f"recorded for it at save: its data changed after it was written); {HINT}"]
 
@@ -353,7 +400,7 @@ def test_a_zero3_optimizer_partition_of_one_rank_with_a_zeroed_record_header_sto
     raw[info.header_offset:info.header_offset + 30] = bytes(30)
     partition.write_bytes(bytes(raw))
     results = _train_two_ranks(cfg, ckpt.parent.parent.with_suffix(".result"))
-    assert results == [_others_message(ckpt, ZERO3_FILES),
+    assert results == [_others_message(ckpt, ZERO3_FILES, ZERO3_SHARED),
                        f"CheckpointError: {partition} is damaged (record {info.filename} has no local header at "
                        f"offset {info.header_offset}); {HINT}"]
 
@@ -428,6 +475,6 @@ def test_a_ranks_missing_folder_of_optimizer_state_offloaded_to_nvme_stops_both_
     port = free_port()
     forked_ranks(_check_worker, [(rank, port, str(ckpt), str(tmp_path / "result")) for rank in (0, 1)], timeout=120)
     assert [(tmp_path / f"result.{rank}").read_text() for rank in (0, 1)] == [
-        _others_message(ckpt, ZERO3_FILES + ", its folder in ds/offloaded_tensors"),
+        _others_message(ckpt, ZERO3_FILES + ", its folder in ds/offloaded_tensors", ZERO3_SHARED),
         f"CheckpointError: {ckpt / 'ds' / 'offloaded_tensors' / 'rank01'} (the optimizer state rank 1 offloaded to "
         f"NVMe) is missing; {HINT}"]

@@ -82,7 +82,8 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
     loads lacks a tensor of `unfilled_model` (the model built for a load that fills every tensor, `check_load_fills`;
     None: not checked), or (`nvme_index`: its `nvme_offload_index`; in DeepSpeed's own format) lacks the
     `nvme_offload_folder` DeepSpeed's load copies. That rank raises its CheckpointError (naming the file), the
-    others a CheckpointError naming the ranks and their own files."""
+    others a CheckpointError naming the ranks, their own files (none: left out) and the files every rank reads (the
+    others cannot tell which one failed)."""
     error = None
     try:
         if unfilled_model is not None:
@@ -101,11 +102,12 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
         raise error
     if failed:
         ranks, its = failed_ranks_wording(failed, env.world_size)
-        names = ", ".join(str(path.relative_to(ckpt)) for path in own_files(ckpt, meta, failed[0], env.world_size,
-                                                                              universal))
+        names = [str(path.relative_to(ckpt)) for path in own_files(ckpt, meta, failed[0], env.world_size, universal)]
         if nvme_index is not None and not universal:
-            names += f", its folder in {DS_TAG}/offloaded_tensors"
+            names.append(f"its folder in {DS_TAG}/offloaded_tensors")
         others = ", the others' alike" if len(failed) > 1 else ""
-        raise CheckpointError(f"{ranks} could not use {its} own files of checkpoint {ckpt} (rank "
-                              f"{failed[0]}'s: {names}{others}; see {its} error); every rank must read the same "
-                              f"complete checkpoint, on a filesystem all nodes share: {CORRUPT_HINT}")
+        own = f"rank {failed[0]}'s own: {', '.join(names)}{others}; " if names else ""
+        shared = ", ".join(str(path.relative_to(ckpt)) for path in shared_files(ckpt, meta, universal, fills_frozen))
+        raise CheckpointError(f"{ranks} could not use {its} files of checkpoint {ckpt} (see {its} error; {own}every "
+                              f"rank's: {shared}); every rank must read the same complete checkpoint, on a filesystem "
+                              f"all nodes share: {CORRUPT_HINT}")
