@@ -2,6 +2,8 @@
 values."""
 from __future__ import annotations
 
+import pytest
+
 from t2t_mtl.engine.config_changes import changed_settings, config_change_warning
 
 
@@ -17,9 +19,17 @@ def test_changed_settings_name_each_dotted_key_with_both_values_in_the_new_confi
     assert changed_settings(now, now) == []
 
 
-def test_a_config_yaml_that_cannot_be_read_gives_no_warning(tmp_path):
-    (tmp_path / "config.yaml").write_bytes(b"\xff: [")
+@pytest.mark.parametrize("text", [b"\xff: [", b"training: [lr: 1\n", b"- training\n", b"just text\n"])
+def test_a_config_yaml_that_cannot_be_read_as_a_mapping_gives_no_warning(tmp_path, text):
+    # (not UTF-8, not YAML, a list, a string: nothing to compare with; the resume goes on and replaces it)
+    (tmp_path / "config.yaml").write_bytes(text)
     assert config_change_warning(tmp_path / "config.yaml", {"training": {"lr": 1}}, 3) is None
+
+
+def test_a_missing_config_yaml_or_one_with_the_same_settings_gives_no_warning(tmp_path):
     assert config_change_warning(tmp_path / "missing.yaml", {"training": {"lr": 1}}, 3) is None
     (tmp_path / "config.yaml").write_text("training: {lr: 1}\n")
     assert config_change_warning(tmp_path / "config.yaml", {"training": {"lr": 1}}, 3) is None
+    assert config_change_warning(tmp_path / "config.yaml", {"training": {"lr": 2}}, 3) == (
+        f"resumed with settings other than {tmp_path / 'config.yaml'}'s, which apply from step 3: training.lr 1 → 2 "
+        f"(the run's config.yaml now holds these)")
