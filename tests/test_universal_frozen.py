@@ -277,21 +277,22 @@ def test_deepspeed_saves_a_quantized_partition_without_its_scale():
     assert saved.dtype == torch.int8 and not hasattr(saved, "ds_quant_scale")
 
 
-@pytest.mark.parametrize("check", ["check_saved_frozen", "fill_frozen"])
-def test_a_zero3_frozen_fragment_saved_quantized_is_refused_naming_it_not_written_as_numbers(tmp_path, check):
-    # was: fill_frozen wrote the int8 values into the frozen weight as numbers, without their scale, without a word
+@pytest.mark.parametrize("check, rank", [("check_saved_frozen", 0), ("fill_frozen", 0), ("fill_frozen", 1)])
+def test_a_zero3_frozen_fragment_saved_quantized_is_refused_naming_it_not_written_as_numbers(tmp_path, check, rank):
+    # was: fill_frozen wrote the int8 values into the frozen weight as numbers, without their scale, without a word.
+    # check_saved_frozen reads rank 0's file; fill_frozen checks every rank's it reads (rank 1's alone quantized
+    # passed a fill that checked rank 0's)
     from t2t_mtl.engine.universal_frozen import check_saved_frozen
 
     _save_zero3(tmp_path, 2)
-    for rank in range(2):
-        path = module_state_file(tmp_path, 3, rank)
-        saved = torch.load(path, weights_only=False)
-        saved["frozen_param_fragments"]["base"] = saved["frozen_param_fragments"]["base"].to(torch.int8)
-        torch.save(saved, path)
+    path = module_state_file(tmp_path, 3, rank)
+    saved = torch.load(path, weights_only=False)
+    saved["frozen_param_fragments"]["base"] = saved["frozen_param_fragments"]["base"].to(torch.int8)
+    torch.save(saved, path)
     model = _Frozen()
     with pytest.raises(CheckpointError) as refused:
         check_saved_frozen(model, tmp_path, 3) if check == "check_saved_frozen" else fill_frozen(model, tmp_path, 3, 2)
-    assert str(refused.value) == (f"{module_state_file(tmp_path, 3, 0)} holds base quantized to torch.int8 "
+    assert str(refused.value) == (f"{path} holds base quantized to torch.int8 "
                                   f"(zero_quantized_nontrainable_weights) without its scale, which a resume under "
                                   f"another world size, writing the frozen weights from it, cannot restore: resume it "
                                   f"on the checkpoint's world size (DeepSpeed's own format), or from another "
