@@ -25,9 +25,11 @@ def tok(tmp_path_factory):
     return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
 
 
-def _frozen_model():
+def _frozen_model(frozen: int = 1):
+    """A Linear whose first `frozen` parameters (weight, bias) are frozen."""
     model = torch.nn.Linear(2, 2)
-    model.weight.requires_grad_(False)
+    for param in list(model.parameters())[:frozen]:
+        param.requires_grad_(False)
     return model
 
 
@@ -62,16 +64,15 @@ def test_only_an_offload_deepspeed_reads_as_nvme_at_zero3_is_refused(tmp_path, k
                                 f"deepspeed.config JSON; put it back once this run has saved a checkpoint)")
 
 
-@pytest.mark.parametrize("value, frozen, refused", [(True, True, True), ("true", True, True), (False, True, False),
-                                                    (True, False, False)])
+@pytest.mark.parametrize("value, frozen, named", [(True, 1, "weight"), ("true", 1, "weight"), (False, 1, None),
+                                                  (True, 0, None), (True, 2, "weight and more")])
 def test_quantized_frozen_weights_at_zero3_are_refused_into_a_model_with_frozen_weights(tmp_path, value, frozen,
-                                                                                        refused):
+                                                                                        named):
     # (the universal load restores the trained weights alone: a model without frozen ones has nothing quantized)
-    refusal = _refusal(tmp_path, {"stage": 3, "zero_quantized_nontrainable_weights": value},
-                       _frozen_model() if frozen else None)
-    assert (refusal is not None) is refused
-    if refused:
-        assert refusal.endswith(f"this run's frozen weights (weight) are written after it into partitions that "
+    refusal = _refusal(tmp_path, {"stage": 3, "zero_quantized_nontrainable_weights": value}, _frozen_model(frozen))
+    assert (refusal is not None) is (named is not None)
+    if named:
+        assert refusal.endswith(f"this run's frozen weights ({named}) are written after it into partitions that "
                                 f"zero_quantized_nontrainable_weights keeps in int8, beside a scale not written: "
                                 f"{SAME}, or with zero_optimization.zero_quantized_nontrainable_weights false")
 
