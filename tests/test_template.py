@@ -377,11 +377,13 @@ def test_a_parenthesised_expression_or_a_text_operand_renders_what_it_computes()
         row).inputs == "ababab True word Word7"
 
 
-def test_a_plus_of_numbers_fails_naming_the_parenthesised_fix():
-    with pytest.raises(TemplateRenderError) as raised:  # (`+` joins text in promptsource's templates: not refused)
-        Template("t", "{{ label + 1 }} ||| x").render({"label": 1})
-    assert "unsupported operand" in str(raised.value) and "write `{{ (label + 1) }}`" in str(raised.value)
-    assert Template("t", "{{ (label + 1) }} ||| x").render({"label": 1}).inputs == "2"
+@pytest.mark.parametrize("expression, value", [("label + 1", 1 + 1), ("label % 2", 1 % 2)])
+def test_a_plus_or_modulo_of_numbers_fails_naming_the_parenthesised_fix(expression, value):
+    # (`+` and `%` join or format text in promptsource's templates: not refused, named where a number makes it fail)
+    with pytest.raises(TemplateRenderError) as raised:
+        Template("t", f"{{{{ {expression} }}}} ||| x").render({"label": 1})
+    assert "unsupported operand" in str(raised.value) and f"write `{{{{ ({expression}) }}}}`" in str(raised.value)
+    assert Template("t", f"{{{{ ({expression}) }}}} ||| x").render({"label": 1}).inputs == str(value)
 
 
 def test_reserved_answer_choices_field_is_refused():
