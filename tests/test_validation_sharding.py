@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import multiprocessing
 import os
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.validation import PeriodicValidator, held_in_exact_match
 from t2t_mtl.evaluation.sharding import shard_batches
 
-from engine_helpers import TASKS, free_port, tiny_config, train_tiny_tokenizer
+from engine_helpers import TASKS, free_port, spawn_ranks, tiny_config, train_tiny_tokenizer
 
 ROWS = 5  # odd, and more than a batch: the two ranks' shards differ in rows and in batches
 BATCH = 2
@@ -222,15 +221,10 @@ def two_ranks(reference, tok_dir, tmp_path_factory):
     """The folder `_rank_worker`'s two spawned ranks wrote their numbers of each of STAGES into."""
     targets = reference[3]
     root = tmp_path_factory.mktemp("two_ranks")
-    context = multiprocessing.get_context("spawn")
     port = free_port()
-    procs = [context.Process(target=_rank_worker, args=(r, port, str(tok_dir), str(root), targets))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(240)
-        assert p.exitcode == 0
+    # (a rank still running at the timeout, or waiting for one that failed, is killed: none outlives the test)
+    assert spawn_ranks(_rank_worker, [(r, port, str(tok_dir), str(root), targets) for r in range(2)],
+                       timeout=240) == [0, 0]
     return root
 
 
