@@ -19,6 +19,16 @@ def test_changed_settings_name_each_dotted_key_with_both_values_in_the_new_confi
     assert changed_settings(now, now) == []
 
 
+def test_a_value_given_as_a_tuple_is_no_change_from_the_list_config_yaml_holds():
+    # was: "evaluation.tasks ["a"] → ["a"]" at every resume of a run whose Python config gave the list as a tuple
+    # (config.yaml holds YAML's list; the evaluation and deepspeed.extra sections keep what they are given)
+    saved = {"evaluation": {"tasks": ["a"]}, "deepspeed": {"extra": {"betas": [0.9, 0.99]}}}
+    now = {"evaluation": {"tasks": ("a",)}, "deepspeed": {"extra": {"betas": (0.9, 0.99)}}}
+    assert changed_settings(saved, now) == []
+    assert changed_settings(saved, {**now, "evaluation": {"tasks": ("a", "b")}}) == [
+        'evaluation.tasks ["a"] → ["a", "b"]']
+
+
 @pytest.mark.parametrize("text", [b"\xff: [", b"training: [lr: 1\n", b"- training\n", b"just text\n"])
 def test_a_config_yaml_that_cannot_be_read_as_a_mapping_gives_no_warning(tmp_path, text):
     # (not UTF-8, not YAML, a list, a string: nothing to compare with; the resume goes on and replaces it)

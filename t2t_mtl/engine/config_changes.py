@@ -18,7 +18,8 @@ _UNSET = object()
 def changed_settings(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> List[str]:
     """`key old → new` for each setting of `now` (a config's `to_dict()`) that differs from `saved` (the run's
     config.yaml, read), as dotted keys down to where both sides stop being mappings, in `now`'s order (keys only
-    `saved` has after); `UNNAMED` keys left out."""
+    `saved` has after); `UNNAMED` keys left out, and values that differ in Python alone (a tuple and the list
+    config.yaml holds of it)."""
     changes = []
     for key in dict.fromkeys([*now, *saved]):
         dotted = f"{prefix}{key}"
@@ -27,7 +28,7 @@ def changed_settings(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: s
             continue
         if isinstance(old, Mapping) and isinstance(new, Mapping):
             changes += changed_settings(old, new, dotted + ".")
-        elif old != new:
+        elif old != new and _shown(old) != _shown(new):  # (a tuple given in Python is the list YAML reads back)
             changes.append(f"{dotted} {_shown(old)} → {_shown(new)}")
     return changes
 
