@@ -505,7 +505,7 @@ def test_a_bad_micro_batch_on_one_rank_skips_the_step_on_both(tmp_path):
                          deepspeed={"zero_stage": 2}), bad_calls, str(tmp_path / f"{name}_skipped"))
             for name, bad_calls in bad.items()]
     port = free_port()
-    spawn_ranks(_bad_micro_batch_worker, [(rank, port, runs) for rank in range(2)], timeout=300)
+    assert spawn_ranks(_bad_micro_batch_worker, [(rank, port, runs) for rank in range(2)], timeout=300) == [0, 0]
     for name in bad:
         assert [json.loads(open(f"{tmp_path / name}_skipped.{rank}").read()) for rank in (0, 1)] == [1, 1], name
     one_bad, all_bad = step_records(tmp_path / "one_bad"), step_records(tmp_path / "all_bad")
