@@ -752,8 +752,8 @@ def test_inputs_of_a_task_a_model_folders_unimported_module_registers_are_warned
     capsys.readouterr()  # (the reference's load drew its bars)
     rows = [{"inputs": text, "task": "module_shout"} for text in INPUTS[:2]]
 
-    def answers(*options):
-        monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in rows)))
+    def answers(*options, lines=rows):
+        monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in lines)))
         with task_registry.isolated_registry():
             code = main(["predict", "--checkpoint", str(folder), "--jsonl", "--input", "-", "--max-new-tokens", "8",
                          *options])
@@ -769,5 +769,9 @@ def test_inputs_of_a_task_a_model_folders_unimported_module_registers_are_warned
     assert predictions == raw and err.endswith(warning) and err.startswith("warning: not importing data.task_modules")
     predictions, err = answers("--raw")  # (printed as decoded, as asked: nothing is left out)
     assert predictions == raw and "is not registered here" not in err
+    # a ranked input is answered without the task's tie rule, --raw or not: warned of (the generated one is not)
+    predictions, err = answers("--raw", lines=[{**rows[0], "answer_choices": CHOICES}, rows[1]])
+    assert predictions[0] in CHOICES and predictions[1] == raw[1]
+    assert err.endswith(warning.replace("2 inputs naming it are", "1 input naming it is"))
     predictions, err = answers("--task-module", str(module))  # (imported: postprocessed as eval scores it)
     assert predictions == [text.upper() + "!" for text in raw] and err == ""
