@@ -327,3 +327,12 @@ def test_a_weighting_of_its_own_logs_no_task_weights():
             return self.weighted_sum(losses, {t: 0.5 for t in losses})
 
     assert Halves(TASKS).task_weights(0.0, {}) == {}
+
+
+def test_tchebycheff_logs_no_weight_for_a_task_before_its_first_loss():
+    # (its weights divide by each task's reference loss, unknown until the task's first loss: a NaN for it would
+    # make every task's weight NaN)
+    w = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    assert w.task_weights(0.0, {}) == {}
+    w(losses(a=2.0, c=6.0), epoch=0.0)
+    assert w.task_weights(0.0, {}) == pytest.approx({"a": 0.75, "c": 0.25})  # 1/(2(1/2 + 1/6)), 1/(6(1/2 + 1/6))
