@@ -547,9 +547,8 @@ def test_slurm_ranks_come_from_srun_steps_only(monkeypatch, slurm, world_size, r
 def test_a_job_of_several_ranks_ends_its_process_group_before_exit_and_one_process_keeps_it(
         tmp_path, world_size, left_initialized):
     # a 2-rank CPU train once aborted in the interpreter's teardown of the group it left behind
-    import torch.multiprocessing as mp
-
-    mp.spawn(shut_down_worker, args=(world_size, free_port(), str(tmp_path / "initialized")), nprocs=world_size,
-             join=True)
+    port = free_port()
+    assert spawn_ranks(shut_down_worker, [(rank, world_size, port, str(tmp_path / "initialized"))
+                                          for rank in range(world_size)], timeout=120) == [0] * world_size
     assert [(tmp_path / f"initialized.{rank}").read_text() for rank in range(world_size)] == \
         [left_initialized] * world_size
