@@ -25,10 +25,9 @@ def tok(tmp_path_factory):
     return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
 
 
-def _largest_record_header(path: Path) -> int:
-    """The offset of the local header of torch zip file `path`'s largest data record."""
-    return max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename),
-               key=lambda i: i.file_size).header_offset
+def _largest_record(path: Path) -> zipfile.ZipInfo:
+    """Torch zip file `path`'s largest data record."""
+    return max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
 
 
 @pytest.mark.parametrize("damage", ["header", "cut short"])
@@ -43,10 +42,9 @@ def test_a_damaged_file_of_a_universal_folder_converted_earlier_is_refused_befor
     path = out / "zero" / "shared.weight" / "fp32.pt"
     raw = bytearray(path.read_bytes())
     if damage == "header":
-        at = _largest_record_header(path)
-        raw[at:at + 4] = bytes(4)
-        error = f"record {next(i.filename for i in zipfile.ZipFile(path).infolist() if i.header_offset == at)} has " \
-                f"no local header at offset {at}"
+        record = _largest_record(path)
+        raw[record.header_offset:record.header_offset + 4] = bytes(4)
+        error = f"record {record.filename} has no local header at offset {record.header_offset}"
     else:
         raw = raw[:len(raw) // 2]
         error = "its zip directory cannot be read: File is not a zip file"
