@@ -44,6 +44,7 @@ def test_restore_gives_back_the_progress_and_every_parts_state_a_checkpoint_save
     # every counter of the loop comes back as saved (a resume that zeroed one would go on from another streak of bad
     # steps, epoch clock or per-task count), and every part gets its own state, this rank's draws last
     from t2t_mtl.engine import checkpoint as ckpt_io
+    from t2t_mtl.engine import rng_states
     from t2t_mtl.engine.distributed import DistEnv
     from t2t_mtl.engine.training_state import rank_state, restore
 
@@ -52,13 +53,13 @@ def test_restore_gives_back_the_progress_and_every_parts_state_a_checkpoint_save
                       surgery=_Loaded("surgery"), best_validation=_Loaded("best"))
     progress = Progress(step=9, skipped=3, bad_in_a_row=2, examples_trained={"a": 12, "b": 5}, seen_examples=41.5,
                         pending_evaluation=8, weighting_stats={"kpi": {"a": 0.25}})
-    monkeypatch.setattr(ckpt_io, "rng_state", lambda: {"python": "rng"})
+    monkeypatch.setattr(rng_states, "rng_state", lambda: {"python": "rng"})
     own = rank_state(saved)
     own["sampler"] = {"of": "this rank's sampler"}
     checkpoint = (trainer_state(progress, saved, log_window={"w": 2}), own, {"world_size": 1})
     monkeypatch.setattr(ckpt_io, "load_checkpoint", lambda engine, path, env, universal: checkpoint)
     rngs = []
-    monkeypatch.setattr(ckpt_io, "set_rng_state", rngs.append)
+    monkeypatch.setattr(rng_states, "set_rng_state", rngs.append)
     parts = LoopParts(**{name: _Loaded(name) for name in vars(saved)})
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
     restored, log_window = restore(None, "ckpt", parts, env, universal=False)

@@ -26,16 +26,13 @@ Multi-node runs need the run directory on a filesystem shared by all nodes (as D
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import random
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-import numpy as np
 import torch
 
 from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
@@ -56,36 +53,6 @@ class CheckpointError(ValueError):
 def step_name(step: int) -> str:
     """The folder name of step `step`'s checkpoint: `step-00000042` (8 digits, zero-padded)."""
     return f"step-{step:08d}"
-
-
-def rng_state() -> Dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) RNG states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore an `rng_state()`; its CUDA states only where CUDA is available."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextlib.contextmanager
-def rng_kept() -> Iterator[None]:
-    """Run the block with the Python, NumPy and torch RNG states put back as they were after it: a computation
-    beside training (an evaluation) draws nothing from the streams training and its checkpoints continue, even
-    where a library's first import in a process draws (loading a metric imports rich, whose import calls
-    random.getrandbits), which a resumed process does at another step than the uninterrupted one."""
-    state = rng_state()
-    try:
-        yield
-    finally:
-        set_rng_state(state)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -65,6 +65,7 @@ from t2t_mtl.engine.run_checks import (CheckedDeepSpeed, check_run_config, confi
                                       pretrained_config_dict, template_digests_of, template_names_of,
                                       training_template_selection, with_template_sizes)
 from t2t_mtl.engine.rank_agreement import disagreement
+from t2t_mtl.engine.rng_states import rng_kept
 from t2t_mtl.engine.resumed_model import check_universal_fills, left_unfilled, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
@@ -485,7 +486,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     def evaluate_zero_shot(at_step: int) -> None:
         """`evaluation.every`: score the held-out tasks with the current weights and log it (never fed back, nor
         drawing from the training RNGs)."""
-        with logger.paused(), ckpt_io.rng_kept():  # (not training time: left out of tokens/s)
+        with logger.paused(), rng_kept():  # (not training time: left out of tokens/s)
             logger.held_out(at_step, zero_shot_evaluation(engine, tokenizer, cfg, env,
                                                           run_dir / "eval" / ckpt_io.step_name(at_step),
                                                           progress=False, plots=False, plan=eval_plan), eval_label)

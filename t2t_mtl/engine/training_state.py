@@ -16,6 +16,7 @@ import torch
 
 from t2t_mtl.data.batches import waiting_rows
 from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine import rng_states
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.rank_agreement import SharedPart
 from t2t_mtl.engine.universal_frozen import fill_frozen
@@ -95,7 +96,7 @@ def shared_parts(state: Mapping[str, Any], parts: LoopParts) -> List[SharedPart]
 def rank_state(parts: LoopParts) -> Dict[str, Any]:
     """This rank's part of the checkpoint: its row streams, waiting rows, sampler draws and RNG states."""
     return {"task_streams": parts.task_streams.state_dict(), "batches": parts.builder.state_dict(),
-            "sampler": parts.sampler.state_dict(), "rng": ckpt_io.rng_state()}
+            "sampler": parts.sampler.state_dict(), "rng": rng_states.rng_state()}
 
 
 def restore(engine: Any, resume_from: Path, parts: LoopParts, env: DistEnv, *, universal: bool
@@ -125,7 +126,7 @@ def restore(engine: Any, resume_from: Path, parts: LoopParts, env: DistEnv, *, u
         parts.builder.load_state_dict(own["batches"])
         if own.get("sampler") is not None:  # this rank's own draws (packed mixed batches differ)
             parts.sampler.load_state_dict(own["sampler"])
-        ckpt_io.set_rng_state(own["rng"])
+        rng_states.set_rng_state(own["rng"])
     else:  # another world size: each task's epoch goes on with the rows the old ranks had not trained
         parts.task_streams.load_state_dict(reshard_streams_state(
             ckpt_io.load_rank_states(resume_from, int(meta["world_size"])), env))
