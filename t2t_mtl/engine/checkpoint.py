@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 import torch
 
 from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
+from t2t_mtl.engine.durable_writes import fsync_path, fsync_tree, write_text_atomic
 from t2t_mtl.engine.lr_schedule import RunSchedule
 from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
 
@@ -53,36 +54,6 @@ class CheckpointError(ValueError):
 def step_name(step: int) -> str:
     """The folder name of step `step`'s checkpoint: `step-00000042` (8 digits, zero-padded)."""
     return f"step-{step:08d}"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` (written to a temporary beside it, fsynced, renamed over it, the folder
-    fsynced): a crash or power loss leaves the old file or the new one, never a cut-short one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
-def fsync_path(path: Union[str, Path]) -> None:
-    """Flush the file or folder `path` to disk; for a folder, its entries (files created, renamed or replaced in
-    it): until then a power loss may undo a rename that the files' own fsyncs made safe to do."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync every file under `root`, then every folder (deepest first: their entries for those files)."""
-    for dirpath, _, files in os.walk(root, topdown=False):
-        for name in files:
-            fsync_path(os.path.join(dirpath, name))
-        fsync_path(Path(dirpath))
 
 
 def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dict[str, Any],
@@ -179,7 +150,7 @@ def _publish(tmp: Path, final: Path, root: Path, step: int, meta: Dict[str, Any]
     replaced = None
     try:
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": env.world_size}, indent=1))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():  # the same step saved again (a run resumed in place from an earlier checkpoint):
             replaced = _moved_aside(final)  # deleted once `latest` names the new one
             os.rename(final, replaced)

@@ -347,7 +347,7 @@ def drop_records_after(path: Path, step: int) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     kept = [line for line in lines if not _step_after(line, step)]
     if len(kept) < len(lines):
-        from t2t_mtl.engine.checkpoint import write_text_atomic
+        from t2t_mtl.engine.durable_writes import write_text_atomic
 
         write_text_atomic(path, "".join(kept))
 

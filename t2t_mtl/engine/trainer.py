@@ -52,6 +52,7 @@ from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_preci
 from t2t_mtl.engine.distributed import (DistEnv, barrier, failed_ranks, failed_ranks_wording,
                                         init_distributed, launched_rank, max_over_ranks, refuse_failed_start,
                                         sum_over_ranks)
+from t2t_mtl.engine.durable_writes import write_text_atomic
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.config_changes import config_change_warning
 from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_evaluation, score_held_in,
@@ -459,8 +460,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         if resume_from is not None and (changed := config_change_warning(
                 resume_from.parent.parent / "config.yaml", cfg.to_dict(), progress.step)):  # (checkpoints/step-N)
             resume_warnings.append(changed)
-        ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
-        ckpt_io.write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
+        write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())  # (export and eval read it)
+        write_text_atomic(run_dir / "deepspeed_config.json", json.dumps(ds_config, indent=1) + "\n")
     meta = {"zero_stage": engine.zero_optimization_stage(), "precision": precision, "tasks": task_names,
             "vocab_size": len(tokenizer), "task_sizes": task_sizes, "lora": resume_checks.lora_section(cfg),
             "task_embeddings": bool(cfg.model.task_embeddings), "settings": resume_checks.resume_settings(cfg),
