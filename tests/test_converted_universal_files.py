@@ -1,8 +1,8 @@
 """A checkpoint's folder in DeepSpeed's universal format, converted by an earlier resume under another world size and
-reused by the next, is checked before DeepSpeed starts (`checkpoint.ensure_universal`): a file of it cut short or with
-a record header overwritten is refused naming it, with what to do (remove the folder: the resume converts the
-checkpoint again), where DeepSpeed's load failed on it inside and called the checkpoint corrupt. One process: a ZeRO-1
-checkpoint resumed at ZeRO-2 goes through the universal format."""
+reused by the next, is checked before DeepSpeed starts (`universal_conversion.ensure_universal`): a file of it cut
+short or with a record header overwritten is refused naming it, with what to do (remove the folder: the resume
+converts the checkpoint again), where DeepSpeed's load failed on it inside and called the checkpoint corrupt. One
+process: a ZeRO-1 checkpoint resumed at ZeRO-2 goes through the universal format."""
 from __future__ import annotations
 
 import shutil
@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from t2t_mtl.engine import trainer as trainer_mod
-from t2t_mtl.engine.checkpoint import CheckpointError, ensure_universal
+from t2t_mtl.engine.checkpoint import CheckpointError
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.trainer import train
+from t2t_mtl.engine.universal_conversion import ensure_universal
 
 from engine_helpers import tiny_config, train_tiny_tokenizer
 

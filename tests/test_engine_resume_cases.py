@@ -560,7 +560,7 @@ def test_a_zero_stage_0_checkpoint_of_another_world_size_loads_without_the_unive
     def not_reached(*args, **kwargs):
         raise AssertionError("a stage-0 checkpoint was converted to the universal format")
 
-    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", not_reached)
+    monkeypatch.setattr(trainer_mod.universal_conversion, "ensure_universal", not_reached)
     assert train(config(3), resume="auto", evaluate_held_in=False).step == 3
 
 
@@ -668,7 +668,7 @@ def test_another_zero_stage_or_precision_is_refused_before_converting_the_checkp
         raise AssertionError("the checkpoint was converted or DeepSpeed started before the refusal")
 
     monkeypatch.setattr(trainer_mod, "initialize_deepspeed", not_reached)
-    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", not_reached)
+    monkeypatch.setattr(trainer_mod.universal_conversion, "ensure_universal", not_reached)
     with pytest.raises(CheckpointError, match=r"deepspeed\.zero_stage = 1, this run has 0"):
         train(config(4, 0), resume="auto", evaluate_held_in=False)
     with pytest.raises(CheckpointError, match=r"training\.precision = 'fp32', this run has 'bf16'"):

@@ -290,7 +290,7 @@ def test_a_rank_that_cannot_use_a_file_every_rank_reads_stops_the_other_naming_t
 
 def _universal_worker(rank: int, port: int, ckpt: str, out: str) -> None:
     """Rank `rank` of two making sure checkpoint `ckpt` has its universal folder (`ensure_universal`)."""
-    from t2t_mtl.engine.checkpoint import ensure_universal
+    from t2t_mtl.engine.universal_conversion import ensure_universal
     from t2t_mtl.engine.distributed import init_distributed
 
     os.environ.update(_ranks_env(rank, port))
@@ -328,8 +328,9 @@ def test_a_damaged_universal_folder_of_an_earlier_resume_refused_on_rank_0_stops
 def test_an_error_of_deepspeeds_converter_is_a_checkpoint_error_quoting_it(tmp_path, monkeypatch):
     import deepspeed.checkpoint.ds_to_universal as converter
 
-    from t2t_mtl.engine.checkpoint import CheckpointError, ensure_universal, optimizer_partition_file
+    from t2t_mtl.engine.checkpoint import CheckpointError, optimizer_partition_file
     from t2t_mtl.engine.distributed import DistEnv
+    from t2t_mtl.engine.universal_conversion import ensure_universal
 
     def fails(args):
         raise RuntimeError("shape '[64, 32]' is invalid\nfor input of size 1920\nthird line")

@@ -263,14 +263,14 @@ def test_a_zero3_resume_through_the_universal_format_builds_no_init_and_trains_a
     training = {"precision": "bf16"}
     train(_config(tmp_path / "cut", tok, tmp_path / "cache", model, training, deepspeed, 3), evaluate_held_in=False)
     shutil.copytree(tmp_path / "cut", tmp_path / "reference")
-    real_convert, converted = trainer_mod.ckpt_io.ensure_universal, []
+    real_convert, converted = trainer_mod.universal_conversion.ensure_universal, []
 
     def ensure_universal(*args):
         converted.append(args)
         return real_convert(*args)
 
     monkeypatch.setattr(trainer_mod, "loads_through_universal", lambda *args: True)
-    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", ensure_universal)
+    monkeypatch.setattr(trainer_mod.universal_conversion, "ensure_universal", ensure_universal)
     _resume(monkeypatch, _config(tmp_path / "reference", tok, tmp_path / "cache", model, training, deepspeed, 5),
             reference=True)
     assert _resume(monkeypatch, _config(tmp_path / "cut", tok, tmp_path / "cache", model, training, deepspeed, 5),
@@ -300,14 +300,14 @@ def test_a_universal_conversion_lacking_a_trained_weight_is_refused_naming_it(tm
     # was: DeepSpeed's ZeRO-1/2 universal load skips a parameter whose fp32.pt is missing without a word, the weight
     # kept as built (its random init)
     train(_config(tmp_path / "run", tok, tmp_path / "cache", {}, {}, {"zero_stage": 1}, 2), evaluate_held_in=False)
-    real_convert = trainer_mod.ckpt_io.ensure_universal
+    real_convert = trainer_mod.universal_conversion.ensure_universal
 
     def damaged(*args):
         folder = real_convert(*args)
         (folder / "zero" / "decoder.final_layer_norm.weight" / "fp32.pt").unlink()
         return folder
 
-    monkeypatch.setattr(trainer_mod.ckpt_io, "ensure_universal", damaged)
+    monkeypatch.setattr(trainer_mod.universal_conversion, "ensure_universal", damaged)
     with pytest.raises(CheckpointError) as refused:
         train(_config(tmp_path / "run", tok, tmp_path / "cache", {}, {}, {"zero_stage": 2}, 3), resume="auto",
               evaluate_held_in=False)

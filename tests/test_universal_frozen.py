@@ -12,10 +12,11 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.engine import trainer as trainer_mod
-from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError, ensure_universal
+from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.resumed_model import module_state_file
 from t2t_mtl.engine.trainer import train
+from t2t_mtl.engine.universal_conversion import ensure_universal
 from t2t_mtl.engine.universal_frozen import fill_frozen
 
 from engine_helpers import pretrained_folder, tiny_config, train_tiny_tokenizer

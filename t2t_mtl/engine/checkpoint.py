@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
-from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
+from t2t_mtl.engine.distributed import DistEnv, failed_ranks
 from t2t_mtl.engine.durable_writes import fsync_path, fsync_tree, write_text_atomic
 from t2t_mtl.engine.lr_schedule import RunSchedule
 from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
@@ -358,77 +358,9 @@ def load_checked(path: Path, hint: str = CORRUPT_HINT) -> Any:
     return loaded
 
 
-def _error_detail(err: Exception) -> str:
+def error_detail(err: Exception) -> str:
     """How a message quotes an error DeepSpeed raised: its type and its first two lines (400 characters at most)."""
     return f"{type(err).__name__}: " + " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:400]
-
-
-def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
-    """Collective: convert the DeepSpeed checkpoint to DeepSpeed's universal format (once; rank 0), for loading it
-    under another world size. Returns the universal folder. A conversion that fails stops every rank once the others
-    have waited for it: rank 0 raises its CheckpointError (`_convert_to_universal`), the others one naming rank 0; so
-    does a folder converted by an earlier resume whose files are damaged (`_check_converted`), the others saying rank
-    0 refused it (the folder is there: a failed conversion leaves none)."""
-    out = Path(ckpt) / UNIVERSAL_TAG
-    error = None
-    if env.is_main:
-        try:
-            if (out / "zero").exists():
-                _check_converted(out)
-            else:
-                _convert_to_universal(Path(ckpt), out)
-        except CheckpointError as err:
-            error = err
-    barrier()  # (however long the conversion takes)
-    failed = failed_ranks(error is not None, env)
-    if error is not None:
-        raise error
-    if failed and (out / "zero").exists():
-        raise CheckpointError(f"rank 0 of {env.world_size} refused {out}, converted by an earlier resume (see its "
-                              f"error: a damaged file of it); remove {out} for the resume to convert checkpoint {ckpt} "
-                              f"again")
-    if failed:
-        raise CheckpointError(f"rank 0 of {env.world_size} could not convert checkpoint {ckpt} to DeepSpeed's "
-                              f"universal format (see its error); {CORRUPT_HINT}")
-    return out
-
-
-def _check_converted(out: Path) -> None:
-    """CheckpointError naming a file of DeepSpeed's universal folder `out`, converted by an earlier resume, whose zip
-    directory or record headers are damaged (a file cut short, a header overwritten), on which DeepSpeed's load would
-    fail inside, calling the checkpoint corrupt. Its records' data are not read: their CRC-32s cost 40-60 % of the
-    load (3.2-7.2 s beside 7.5-12 s for the 2.4 GB of a 198M-parameter model on a busy 2-core machine; the headers
-    0.12-0.21 s)."""
-    for path in sorted(out.rglob("*.pt")):
-        try:
-            check_intact(path, data=False)
-        except (DamagedFileError, OSError) as err:
-            raise CheckpointError(f"{path} is damaged ({err}): remove {out} for the resume to convert checkpoint "
-                                  f"{out.parent} again (its own files are checked then)") from None
-
-
-def _convert_to_universal(ckpt: Path, out: Path) -> None:
-    """Write checkpoint `ckpt`'s DeepSpeed files in DeepSpeed's universal format to `out` (through a temporary folder
-    renamed into place); CheckpointError naming a file of them that cannot be loaded (a rank's optimizer partition
-    missing included), else quoting DeepSpeed's error."""
-    from types import SimpleNamespace
-
-    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
-
-    meta = read_meta(ckpt)  # (DeepSpeed's converter names no file it lacks or cannot read)
-    for path in sorted({*(ckpt / DS_TAG).glob("*.pt"), *(optimizer_partition_file(ckpt, rank, meta["precision"])
-                                                          for rank in range(int(meta["world_size"])))}):
-        check_loadable(path)
-    tmp = ckpt / f".tmp-{UNIVERSAL_TAG}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        ds_to_universal(SimpleNamespace(input_folder=str(ckpt / DS_TAG), output_folder=str(tmp),
-                                        num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
-                                        strict=True, inject_missing_state=True))
-    except Exception as err:  # DeepSpeed reports a missing or damaged file from deep inside itself
-        raise CheckpointError(f"DeepSpeed could not convert {ckpt / DS_TAG} to its universal format "
-                              f"({_error_detail(err)}); {CORRUPT_HINT}") from None
-    os.rename(tmp, out)
 
 
 def load_universal_format(engine: Any, universal: bool) -> None:
@@ -462,7 +394,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
                 "model.lora / model.task_embeddings / tokenizer the checkpoint was trained with"
                 if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err)
                 else CORRUPT_HINT)
-        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag} ({_error_detail(err)}); {hint}") from None
+        raise CheckpointError(f"DeepSpeed could not load {ckpt / tag} ({error_detail(err)}); {hint}") from None
     if path is None:
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {CORRUPT_HINT}")
     schedule = getattr(engine, "lr_scheduler", None)

@@ -44,7 +44,7 @@ from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
-from t2t_mtl.engine import resume_checks
+from t2t_mtl.engine import resume_checks, universal_conversion
 from t2t_mtl.engine.host_precision import auto_precision_reason, check_precision, emulated_bf16_warning
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
@@ -428,7 +428,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if universal:
         check_saved_frozen(model, resume_from, int(resume_meta["zero_stage"]))  # (`restore` writes them)
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
-        check_universal_fills(model, ckpt_io.ensure_universal(resume_from, env))
+        check_universal_fills(model, universal_conversion.ensure_universal(resume_from, env))
     engine = initialize_deepspeed(model, ds_config, cfg)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
