@@ -216,7 +216,8 @@ def test_the_best_checkpoint_is_evaluated_unless_missing_or_of_another_world_siz
     from t2t_mtl.engine.distributed import DistEnv
 
     loaded = []
-    monkeypatch.setattr(final_evaluation.ckpt_io, "load_checkpoint", lambda engine, ckpt, env: loaded.append(ckpt))
+    monkeypatch.setattr(final_evaluation.checkpoint_loading, "load_checkpoint",
+                        lambda engine, ckpt, env: loaded.append(ckpt))
     monkeypatch.setattr(final_evaluation.ckpt_io, "read_meta", lambda ckpt: {"world_size": 2, "zero_stage": 0})
     best, best_val = tmp_path / "checkpoints" / "step-00000004", BestValidation("val_loss", value=0.5, step=4)
     main, other_rank = (DistEnv(rank, 1, 0, torch.device("cpu"), "gloo") for rank in (0, 1))

@@ -150,14 +150,14 @@ def test_a_bf16_optimizer_runs_best_checkpoint_is_loaded_for_its_evaluations(tmp
     # training.keep_best checks each rank's own files of the best checkpoint (the bf16 optimizer's partition, named as
     # DeepSpeed names a bf16 run's) before DeepSpeed's load: the engine then holds the best step's masters, as export
     # reads them, in bf16
-    from t2t_mtl.engine import checkpoint
+    from t2t_mtl.engine import checkpoint_loading
     from t2t_mtl.engine.trainer import train
 
     config = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"held_out_clusters": ["comparison"]},
                          training={"steps": 4, "precision": "bf16", "validate_every": 2, "validate_examples": 8,
                                    "keep_best": "val_score", "lr": 3e-2},
                          evaluation={"held_out": True, "max_examples": 2, "batch_size": 8}, deepspeed=BF16_ZERO1)
-    real_load, held = checkpoint.load_checkpoint, {}
+    real_load, held = checkpoint_loading.load_checkpoint, {}
 
     def load(engine, ckpt, env, **kwargs):
         step = real_load(engine, ckpt, env, **kwargs)
@@ -165,7 +165,7 @@ def test_a_bf16_optimizer_runs_best_checkpoint_is_loaded_for_its_evaluations(tmp
                     weights={name: p.detach().clone() for name, p in engine.module.named_parameters()})
         return step
 
-    monkeypatch.setattr(checkpoint, "load_checkpoint", load)
+    monkeypatch.setattr(checkpoint_loading, "load_checkpoint", load)
     result = train(config, evaluate_held_in=False)
     best = tmp_path / "run" / "checkpoints" / "step-00000002"  # (a tiny model's exact match ties at 0: the first)
     assert result.evaluated_step == 2 and held["ckpt"] == result.best_checkpoint == best

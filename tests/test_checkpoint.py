@@ -411,6 +411,7 @@ def test_kill_9_then_resume_auto_continues_exactly(tmp_path, tok):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), name
 
 
+<<<<<<< HEAD
 class FailingEngine:
     """engine.load_checkpoint raising like DeepSpeed does on a damaged file or a changed model."""
 
@@ -497,6 +498,8 @@ def test_an_old_ranks_state_damaged_inside_is_refused_naming_it(tmp_path):
                                   f"recorded for it at save: its data changed after it was written); {ck.CORRUPT_HINT}")
 
 
+=======
+>>>>>>> 525b269 (Reading a checkpoint back has its own module, t2t_mtl.engine.checkpoint_loading: check_loadable (a torch file refused by name where it cannot be loaded or is damaged inside), load_checkpoint (DeepSpeed's load and the trainer and rank states), load_rank_states, load_universal_format, error_detail and _load_file sat in checkpoint.py beside the checkpoint's writes. training_state and final_evaluation call load_checkpoint through the module; export, own_checkpoint_files and universal_conversion import check_loadable from there. tests/test_training_state.py, test_best_checkpoint.py and test_bf16_optimizer_export.py patch load_checkpoint on engine.checkpoint_loading (on checkpoint, which no longer has it, the patch fails); tests/test_checkpoint_loading.py takes test_checkpoint.py's four load tests and their two stand-in engines, unchanged (checkpoint names read as plain names; they save through test_checkpoint's save and ENV). Moved definitions AST-identical. No behaviour change; test_checkpoint_loading, test_checkpoint (but its slow cases), test_training_state and test_torch_file_integrity pass)
 def test_resharded_streams_deal_the_rows_the_old_ranks_held_untrained_first():
     # 8 rows on 2 ranks: rank 0 drew positions 0 and 2 of epoch 0, rank 1 positions 1 and 3, and each batch builder
     # still holds its second row. Rank 1 of 3 new ranks takes every third row of [2, 3, 4, 5, 6, 7] (positions)

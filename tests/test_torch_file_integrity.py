@@ -1,7 +1,7 @@
 """Damage inside a checkpoint's torch file that still opens (`t2t_mtl.engine.torch_file_integrity`, through
-`checkpoint.check_loadable`): a block of zeros or a flipped bit in a record's data loads in torch without an error, and
-a zeroed record header passes torch's memory-mapped load but fails its full read (DeepSpeed's); each is refused naming
-the file and the record, where the file as torch wrote it passes."""
+`checkpoint_loading.check_loadable`): a block of zeros or a flipped bit in a record's data loads in torch without an
+error, and a zeroed record header passes torch's memory-mapped load but fails its full read (DeepSpeed's); each is
+refused naming the file and the record, where the file as torch wrote it passes."""
 from __future__ import annotations
 
 import struct
@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.utils.serialization import config as serialization_config
 
-from t2t_mtl.engine.checkpoint import CheckpointError, check_loadable
+from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.checkpoint_loading import check_loadable
 
 HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume <run>/checkpoints/step-N) or "
         "remove it")

@@ -43,8 +43,7 @@ def test_restore_gives_back_the_progress_and_every_parts_state_a_checkpoint_save
     # the round trip trainer_state / rank_state -> restore, the checkpoint's files replaced by the dicts themselves:
     # every counter of the loop comes back as saved (a resume that zeroed one would go on from another streak of bad
     # steps, epoch clock or per-task count), and every part gets its own state, this rank's draws last
-    from t2t_mtl.engine import checkpoint as ckpt_io
-    from t2t_mtl.engine import rng_states
+    from t2t_mtl.engine import checkpoint_loading, rng_states
     from t2t_mtl.engine.distributed import DistEnv
     from t2t_mtl.engine.training_state import rank_state, restore
 
@@ -57,7 +56,7 @@ def test_restore_gives_back_the_progress_and_every_parts_state_a_checkpoint_save
     own = rank_state(saved)
     own["sampler"] = {"of": "this rank's sampler"}
     checkpoint = (trainer_state(progress, saved, log_window={"w": 2}), own, {"world_size": 1})
-    monkeypatch.setattr(ckpt_io, "load_checkpoint", lambda engine, path, env, universal: checkpoint)
+    monkeypatch.setattr(checkpoint_loading, "load_checkpoint", lambda engine, path, env, universal: checkpoint)
     rngs = []
     monkeypatch.setattr(rng_states, "set_rng_state", rngs.append)
     parts = LoopParts(**{name: _Loaded(name) for name in vars(saved)})

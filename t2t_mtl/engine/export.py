@@ -25,8 +25,9 @@ import torch
 
 from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
 from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights
-from t2t_mtl.engine.checkpoint import (CHECKPOINTS, CORRUPT_READ_HINT, DS_TAG, CheckpointError, check_loadable,
-                                      read_meta, resolve_checkpoint)
+from t2t_mtl.engine.checkpoint import (CHECKPOINTS, CORRUPT_READ_HINT, DS_TAG, CheckpointError, read_meta,
+                                      resolve_checkpoint)
+from t2t_mtl.engine.checkpoint_loading import check_loadable
 from t2t_mtl.engine.distributed import select_cpu_accelerator
 from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, lora_settings, merge_lora, select_task_adapter

@@ -8,6 +8,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from t2t_mtl.config import Config
 from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine import checkpoint_loading
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.logging import ScalarSinks, log_held_out, plot_held_out
@@ -35,7 +36,7 @@ def load_best_for_evaluation(engine: Any, best: Optional[Path], best_val: BestVa
         return final_step
     # (a rank stopping alone in the load left the others going)
     check_own_files(best, meta, env, universal=False, nvme_index=nvme_index)
-    ckpt_io.load_checkpoint(engine, best, env)
+    checkpoint_loading.load_checkpoint(engine, best, env)
     if env.is_main:
         print(f"evaluating the best checkpoint {best} (step {best_val.step}, {value}), not the final step's "
               f"model (training.keep_best)", flush=True)

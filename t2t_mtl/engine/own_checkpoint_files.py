@@ -18,8 +18,8 @@ from typing import Any, List, Mapping, Optional
 
 import torch
 
-from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, DS_TAG, CheckpointError, check_loadable, optimizer_partition_file,
-                                      rank_file)
+from t2t_mtl.engine.checkpoint import CORRUPT_HINT, DS_TAG, CheckpointError, optimizer_partition_file, rank_file
+from t2t_mtl.engine.checkpoint_loading import check_loadable
 from t2t_mtl.engine.deepspeed_settings import json_zero_stage, zero_setting
 from t2t_mtl.engine.distributed import DistEnv, failed_ranks, failed_ranks_wording
 from t2t_mtl.engine.resumed_model import check_load_fills, module_state_file

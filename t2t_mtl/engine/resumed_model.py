@@ -1,8 +1,8 @@
 """Whether a resumed run may build its model without a random init (and a pretrained one without reading its
 weights): where DeepSpeed's load of the checkpoint provably fills every tensor, checked against the checkpoint.
 
-What `ckpt_io.load_checkpoint` (DeepSpeed's `load_checkpoint`: strict, with the optimizer states) fills, read from
-DeepSpeed's engine and ZeRO optimizers:
+What `checkpoint_loading.load_checkpoint` (DeepSpeed's `load_checkpoint`: strict, with the optimizer states) fills,
+read from DeepSpeed's engine and ZeRO optimizers:
 
 - from a checkpoint in DeepSpeed's own format at ZeRO stage 0, 1 or 2: a strict `load_state_dict` of the saved module
   state fills every parameter and buffer of the model's state dict (frozen ones, LoRA's, included: the module state

@@ -15,8 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from t2t_mtl.data.batches import waiting_rows
-from t2t_mtl.engine import checkpoint as ckpt_io
-from t2t_mtl.engine import rng_states
+from t2t_mtl.engine import checkpoint_loading, rng_states
 from t2t_mtl.engine.distributed import DistEnv
 from t2t_mtl.engine.rank_agreement import SharedPart
 from t2t_mtl.engine.universal_frozen import fill_frozen
@@ -105,7 +104,7 @@ def restore(engine: Any, resume_from: Path, parts: LoopParts, env: DistEnv, *, u
     interrupted run had open. `universal`: the checkpoint loads through DeepSpeed's universal format (another
     world size or ZeRO stage), its frozen parameters and buffers then written from its module state
     (`universal_frozen`)."""
-    state, own, meta = ckpt_io.load_checkpoint(engine, resume_from, env, universal=universal)
+    state, own, meta = checkpoint_loading.load_checkpoint(engine, resume_from, env, universal=universal)
     if universal:  # (DeepSpeed's universal load restores the trained parameters alone)
         fill_frozen(engine.module, resume_from, int(meta["zero_stage"]), int(meta["world_size"]))
     progress = Progress(step=int(state["step"]), skipped=int(state["skipped_steps"]),
@@ -129,7 +128,7 @@ def restore(engine: Any, resume_from: Path, parts: LoopParts, env: DistEnv, *, u
         rng_states.set_rng_state(own["rng"])
     else:  # another world size: each task's epoch goes on with the rows the old ranks had not trained
         parts.task_streams.load_state_dict(reshard_streams_state(
-            ckpt_io.load_rank_states(resume_from, int(meta["world_size"])), env))
+            checkpoint_loading.load_rank_states(resume_from, int(meta["world_size"])), env))
     return progress, state.get("log_window")
 
 

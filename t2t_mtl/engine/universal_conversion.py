@@ -7,8 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, DS_TAG, UNIVERSAL_TAG, CheckpointError, check_loadable,
-                                       error_detail, optimizer_partition_file, read_meta)
+from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, DS_TAG, UNIVERSAL_TAG, CheckpointError, optimizer_partition_file,
+                                       read_meta)
+from t2t_mtl.engine.checkpoint_loading import check_loadable, error_detail
 from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
 from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
 

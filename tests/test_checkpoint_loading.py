@@ -1,0 +1,89 @@
+"""Reading a checkpoint back (`t2t_mtl.engine.checkpoint_loading`): a missing, cut-short or damaged file is refused
+naming it, DeepSpeed's load errors are quoted with what to do, and every old rank's state is read in rank order."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError, read_meta
+from t2t_mtl.engine.checkpoint_loading import load_checkpoint, load_rank_states
+from t2t_mtl.engine.distributed import DistEnv
+
+from test_checkpoint import ENV, save
+
+
+class FailingEngine:
+    """engine.load_checkpoint raising like DeepSpeed does on a damaged file or a changed model."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def load_checkpoint(self, *args, **kwargs):
+        raise self.error
+
+
+class LoadingEngine:
+    """engine.load_checkpoint succeeding, as DeepSpeed's does on an intact ds/ folder."""
+
+    def load_checkpoint(self, load_dir, tag, **kwargs):
+        return str(Path(load_dir) / tag), {}
+
+
+def test_a_missing_rank_file_is_refused_not_resharded(tmp_path):
+    # was: a checkpoint of this world size without this rank's file loaded as if written by another world size:
+    # the data positions and RNG states were silently dropped (each task restarted at its next epoch)
+    ckpt = save(tmp_path, 4)
+    trainer_state, rank_state, _ = load_checkpoint(LoadingEngine(), ckpt, ENV)
+    assert trainer_state == {"step": 4} and rank_state == {"r": 0}
+    (ckpt / "rank_00000.pt").unlink()
+    with pytest.raises(CheckpointError, match="rank_00000.pt is missing.*incomplete or corrupt"):
+        load_checkpoint(LoadingEngine(), ckpt, ENV)
+    other = DistEnv(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"), backend="gloo")
+    assert load_checkpoint(LoadingEngine(), ckpt, other)[1] is None  # another world size: resharded
+
+
+def test_incomplete_or_corrupt_checkpoint_is_refused_naming_the_file(tmp_path):
+    # was: raw FileNotFoundError / unpickling ValueError / DeepSpeed AssertionError tracebacks on --resume
+    ckpt = save(tmp_path, 4)
+    with pytest.raises(CheckpointError, match="size mismatch.*model.dims"):
+        load_checkpoint(FailingEngine(RuntimeError("Error(s):\n\tsize mismatch for shared.weight")), ckpt, ENV)
+    with pytest.raises(CheckpointError, match="ds.*incomplete or corrupt"):
+        load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    (ckpt / "trainer_state.pt").write_text("garbage")
+    with pytest.raises(CheckpointError, match="trainer_state.pt cannot be read"):
+        load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    (ckpt / "trainer_state.pt").unlink()
+    with pytest.raises(CheckpointError, match="trainer_state.pt is missing"):
+        load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    for f in (ckpt / "ds").iterdir():
+        f.unlink()
+    with pytest.raises(CheckpointError, match="DeepSpeed state.*missing or empty"):
+        load_checkpoint(FailingEngine(AssertionError()), ckpt, ENV)
+    (ckpt / "meta.json").write_text("{")
+    with pytest.raises(CheckpointError, match="meta.json cannot be read"):
+        read_meta(ckpt)
+
+
+def test_the_rank_states_of_every_rank_are_loaded_in_rank_order(tmp_path):
+    for rank in range(3):
+        torch.save({"r": rank}, tmp_path / f"rank_0000{rank}.pt")
+    assert load_rank_states(tmp_path, 3) == [{"r": 0}, {"r": 1}, {"r": 2}]
+    (tmp_path / "rank_00002.pt").unlink()
+    with pytest.raises(CheckpointError, match="rank_00002.pt is missing"):
+        load_rank_states(tmp_path, 3)
+
+
+def test_an_old_ranks_state_damaged_inside_is_refused_naming_it(tmp_path):
+    # was: a resume under another world size loaded every old rank's file after DeepSpeed's load unchecked, and zeros
+    # inside one (a copy that stopped, a disk that lost a block) gave other RNG states without a word
+    for rank in range(2):
+        torch.save({"rng": torch.arange(64, dtype=torch.uint8) + rank}, tmp_path / f"rank_0000{rank}.pt")
+    damaged = tmp_path / "rank_00001.pt"
+    damaged.write_bytes(damaged.read_bytes().replace(bytes(range(1, 65)), bytes(64)))
+    assert torch.load(damaged)["rng"].sum() == 0  # (torch loads it)
+    with pytest.raises(CheckpointError) as refused:
+        load_rank_states(tmp_path, 2)
+    assert str(refused.value) == (f"{damaged} is damaged (record rank_00001/data/0 does not match the CRC-32 torch "
+                                  f"recorded for it at save: its data changed after it was written); {CORRUPT_HINT}")
