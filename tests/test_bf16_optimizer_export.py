@@ -31,18 +31,18 @@ def _train_keeping_masters(config: dict, out: str) -> None:
 
     from t2t_mtl.engine import trainer
 
-    real_save, held = trainer.ckpt_io.save_checkpoint, {}
+    real_save, held = trainer.checkpoint_saving.save_checkpoint, {}
 
     def save(engine, *args, **kwargs):
         held["optimizer"] = type(engine.optimizer).__name__
         held["masters"] = {name: safe_get_full_fp32_param(p).clone() for name, p in engine.module.named_parameters()}
         return real_save(engine, *args, **kwargs)
 
-    trainer.ckpt_io.save_checkpoint = save
+    trainer.checkpoint_saving.save_checkpoint = save
     try:
         trainer.train(config, evaluate_held_in=False)
     finally:
-        trainer.ckpt_io.save_checkpoint = real_save
+        trainer.checkpoint_saving.save_checkpoint = real_save
     if os.environ.get("RANK", "0") == "0":
         torch.save(held, out)
 

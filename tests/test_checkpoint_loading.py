@@ -11,7 +11,7 @@ from t2t_mtl.engine.checkpoint import CORRUPT_HINT, CheckpointError, read_meta
 from t2t_mtl.engine.checkpoint_loading import load_checkpoint, load_rank_states
 from t2t_mtl.engine.distributed import DistEnv
 
-from test_checkpoint import ENV, save
+from test_checkpoint_saving import ENV, save
 
 
 class FailingEngine:

@@ -1080,7 +1080,7 @@ def test_a_sigterm_at_a_checkpoint_step_saves_once(tmp_path, tok, cache, monkeyp
     # was: the step's checkpoint was written twice, the second time deleting the first before renaming its own
     # into place: a slower exit in a SIGTERM's grace period, and a kill in between left `latest` dangling
     cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 50, "checkpoint_every": 3})
-    real_save = trainer_mod.ckpt_io.save_checkpoint
+    real_save = trainer_mod.checkpoint_saving.save_checkpoint
     saved = []
 
     def save_checkpoint(engine, run_dir, step, **kwargs):
@@ -1088,7 +1088,7 @@ def test_a_sigterm_at_a_checkpoint_step_saves_once(tmp_path, tok, cache, monkeyp
         return real_save(engine, run_dir, step, **kwargs)
 
     signals_at_forward(monkeypatch, 3, signal.SIGTERM)
-    monkeypatch.setattr(trainer_mod.ckpt_io, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(trainer_mod.checkpoint_saving, "save_checkpoint", save_checkpoint)
     result = train(cfg, evaluate_held_in=False)
     assert result.interrupted and saved == [3] and result.checkpoint == latest_checkpoint(tmp_path / "run")
 
@@ -1822,7 +1822,8 @@ def test_tokens_per_s_leaves_out_checkpoint_saves_and_zero_shot_evaluations(tmp_
             return real(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(trainer_mod.ckpt_io, "save_checkpoint", slow(trainer_mod.ckpt_io.save_checkpoint))
+    monkeypatch.setattr(trainer_mod.checkpoint_saving, "save_checkpoint",
+                        slow(trainer_mod.checkpoint_saving.save_checkpoint))
     from t2t_mtl.engine import validation
 
     monkeypatch.setattr(validation, "zero_shot_evaluation", slow(validation.zero_shot_evaluation))

@@ -44,6 +44,7 @@ from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
+from t2t_mtl.engine import checkpoint_saving
 from t2t_mtl.engine import resume_checks, universal_conversion
 from t2t_mtl.engine.host_precision import auto_precision_reason, check_precision, emulated_bf16_warning
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
@@ -317,7 +318,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     t = cfg.training
     seed_everything(t.seed)
     if resume and ckpt_io.resumes_in_place(resume, run_dir):  # (a resume with nothing left to train saves
-        ckpt_io.remove_stale_temporaries(run_dir, env)             # nothing: what a killed save left goes here)
+        checkpoint_saving.remove_stale_temporaries(run_dir, env)   # nothing: what a killed save left goes here)
         barrier()
     resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
 
@@ -454,7 +455,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         progress, log_window = restore(engine, resume_from, parts, env, universal=universal)
     if in_place and best_val is not None and best_val.step is not None:
         if env.is_main:  # a kill between a save's `latest` and its `best` left the link on an earlier best
-            ckpt_io.link_best(run_dir, ckpt_io.step_name(best_val.step))
+            checkpoint_saving.link_best(run_dir, ckpt_io.step_name(best_val.step))
         barrier()  # (every rank reads the link after training)
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
         if resume_from is not None and (changed := config_change_warning(
@@ -480,9 +481,11 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     def save() -> Path:
         """Checkpoint the run at the current step (a collective: every rank calls it)."""
         with logger.paused():  # (not training time: left out of tokens/s)
-            return ckpt_io.save_checkpoint(engine, run_dir, progress.step, trainer_state=checked_trainer_state(),
-                                           rank_state=rank_state(parts), meta=meta, env=env, keep=t.keep_checkpoints,
-                                           best_step=best_val.step if best_val is not None else None)
+            return checkpoint_saving.save_checkpoint(engine, run_dir, progress.step,
+                                                     trainer_state=checked_trainer_state(),
+                                                     rank_state=rank_state(parts), meta=meta, env=env,
+                                                     keep=t.keep_checkpoints,
+                                                     best_step=best_val.step if best_val is not None else None)
 
     def evaluate_zero_shot(at_step: int) -> None:
         """`evaluation.every`: score the held-out tasks with the current weights and log it (never fed back, nor
