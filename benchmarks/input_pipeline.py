@@ -78,7 +78,7 @@ def pipeline_rate(tokenizer_dir: Path, run_dir: Path, mode: str, batches: int) -
     """(examples per wall second, per CPU second) of `next_batch()` over the quickstart's tasks and its batching,
     tokenizer `tokenizer_dir` (the tokenized tasks where a run in `run_dir` keeps them)."""
     from t2t_mtl.data import BatchBuilder, build_task_streams
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
     from t2t_mtl.engine.run_sampling import run_sampling_config
     from t2t_mtl.sampling import TaskStreams, build_sampler
     from t2t_mtl.tokenizer import load_tokenizer

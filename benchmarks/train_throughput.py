@@ -36,7 +36,7 @@ from t2t_mtl.config import config_from_dict  # noqa: E402
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens  # noqa: E402
 from t2t_mtl.engine.logging import read_metrics  # noqa: E402
 from t2t_mtl.engine.trainer import seed_everything, train  # noqa: E402
-from t2t_mtl.engine.run_checks import training_rates  # noqa: E402
+from t2t_mtl.engine.run_mixture import training_rates  # noqa: E402
 from t2t_mtl.model import build_model  # noqa: E402
 from t2t_mtl.sampling import TaskStreams, build_sampler  # noqa: E402
 

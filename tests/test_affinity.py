@@ -285,7 +285,7 @@ def test_each_study_run_keeps_the_train_held_out_tasks_it_trains(tmp_path):
     # a study shares one data.train_held_out over runs of different task subsets: a run without the task is not
     # refused as training none of it (train refuses that), and a run with it trains it
     from t2t_mtl.analysis.engine_run import _run_config, base_config_dict
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     base = base_config_dict(None, ["data.held_out_clusters=[]", "data.train_held_out=[compare_numbers]"])
     alone = _run_config(base, ["parity"], 0, 2, tmp_path, None)

@@ -723,7 +723,7 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
 
 
 def test_a_task_named_twice_in_data_tasks_is_refused():
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     # was: silently collapsed to one rate per task
     cfg = C.load_config("quickstart", ["data.mixture=null", "data.tasks=[parity, count_word, parity]"])
@@ -734,7 +734,7 @@ def test_a_task_named_twice_in_data_tasks_is_refused():
 def test_tasks_outside_the_base_configs_mixture_say_to_clear_it():
     # `base: quickstart` plus `data.tasks: [my_task, glue_sst2]`, as the README's my.yaml suggests, kept
     # quickstart's data.mixture: procedural and was refused with only "... are not in mixture 'procedural'"
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     cfg = C.load_config("quickstart", ["data.tasks=[parity, glue_sst2]"])
     with pytest.raises(C.ConfigError) as caught:
@@ -749,7 +749,7 @@ def test_tasks_outside_the_base_configs_mixture_say_to_clear_it():
 def test_an_unknown_task_or_cluster_without_data_tasks_dir_says_yaml_tasks_need_it(tmp_path):
     # a YAML task (or its cluster) named in a config without data.tasks_dir was "unknown", with nothing about the
     # key that registers task files
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     note = ("; a YAML task file's task is registered by data.tasks_dir: name its folder (a Python module's by "
             "data.task_modules)")
@@ -803,7 +803,7 @@ def test_a_held_out_yaml_task_outside_the_held_out_clusters_is_warned_of(tmp_pat
 
 def test_a_train_held_out_task_the_run_does_not_train_is_refused():
     # was: accepted, and nothing was trained on it (a misspelt or forgotten task passed unnoticed)
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     def rates(**data):
         return training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": data}))
@@ -850,7 +850,7 @@ def test_an_unknown_sampling_or_weighting_key_is_named_by_its_config_path(tmp_pa
 
 
 def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     tasks = {"parity": 3.0, "count_word": 1.0}
     both = training_rates(C.config_from_dict({"model": {"dims": {"d_model": 8}},
@@ -1297,7 +1297,7 @@ def test_a_mixture_with_tasks_without_a_train_split_is_refused_before_training(s
     # was: `data.mixture: real` (all the real tasks, evaluation-only sets among them) tokenized and rendered the
     # other tasks, then failed on "task 'super_glue_boolq' has no split 'train'"
     import task_registry
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     task_registry.load_builtin_tasks()
     held_out = ["commonsense", "coreference", "nli", "word_sense"]

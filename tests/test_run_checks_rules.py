@@ -1,18 +1,12 @@
-"""Rules of a run's checks (`engine.run_checks`) met at their edges: the tasks data.tasks picks from a mixture (and
-a mixture it names beside one), the unused rates a warning lists, the periods as long as the run that are not warned
-of, the split check of evaluated tasks, gradient surgery's ZeRO-3 offload and per-task adapters, CA-MTL's pool and
-periodic validation's examples."""
+"""Rules of a run's checks (`engine.run_checks`) met at their edges: the unused rates a warning lists, the periods as
+long as the run that are not warned of, the split check of evaluated tasks, gradient surgery's ZeRO-3 offload and
+per-task adapters, CA-MTL's pool and periodic validation's examples (the tasks data.tasks picks: test_run_mixture)."""
 from __future__ import annotations
 
 import pytest
 
 from t2t_mtl.config import load_config
-from t2t_mtl.engine.run_checks import config_warnings, training_rates
-
-
-def test_data_tasks_train_only_the_tasks_they_pick_from_the_mixture():
-    cfg = load_config("quickstart", ["data.tasks=[parity, count_word]"])  # (quickstart: mixture procedural)
-    assert training_rates(cfg) == {"parity": 1.0, "count_word": 1.0}
+from t2t_mtl.engine.run_checks import config_warnings
 
 
 def test_the_unused_rates_of_a_mixture_of_more_than_four_tasks_are_shown_for_four():
@@ -113,14 +107,6 @@ def test_periodic_validation_needs_at_least_one_example():
     with pytest.raises(ConfigError, match=r"^training.validate_examples must be >= 1, got 0$"):
         check_run_config(cfg(0))
     check_run_config(cfg(1))
-
-
-def test_data_tasks_naming_a_mixture_beside_data_mixture_is_told_it_names_a_mixture():
-    # (without data.mixture, data.tasks may name mixtures; with it, data.tasks picks tasks of that mixture)
-    from t2t_mtl.config import ConfigError
-
-    with pytest.raises(ConfigError, match=r"^data.tasks: 'procedural_held_out' is a mixture, not a task"):
-        training_rates(load_config("quickstart", ["data.tasks=[parity, procedural_held_out]"]))
 
 
 @pytest.mark.parametrize("stage", ["3", 3.0])

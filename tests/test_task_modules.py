@@ -166,7 +166,7 @@ def test_tasks_validate_imports_task_modules_for_the_metrics_a_yaml_task_names(f
 
 
 def test_a_training_config_registers_data_task_modules_before_resolving_its_tasks(fresh, tmp_path):
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     _, task, path = _module(tmp_path)
     data = {"tasks": [task, "parity"], "task_modules": [str(path)]}

@@ -121,7 +121,7 @@ def study_tokenizer(base_cfg: Optional[Mapping[str, Any]], tasks: Sequence[str],
 
     from t2t_mtl.engine.distributed import DistEnv
     from t2t_mtl.engine.run_tokenizer import check_run_tokenizer, prepare_tokenizer
-    from t2t_mtl.engine.run_checks import training_rates
+    from t2t_mtl.engine.run_mixture import training_rates
 
     cfg = _run_config(base_cfg, tasks, 0, 1, Path(study_dir), None)
     main_process = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="none")

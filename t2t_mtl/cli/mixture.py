@@ -293,7 +293,8 @@ def config_mixture(path: str, data_dir: Optional[str]
     never draws. `data_dir` (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
-    from t2t_mtl.engine.run_checks import run_sampling_config, training_rates, with_template_sizes
+    from t2t_mtl.engine.run_checks import run_sampling_config, with_template_sizes
+    from t2t_mtl.engine.run_mixture import training_rates
 
     cfg = load_config(path)
     if data_dir is not None:
