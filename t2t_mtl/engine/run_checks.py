@@ -23,6 +23,7 @@ from t2t_mtl.engine.lr_schedule import lr_scheduler
 from t2t_mtl.engine.run_mixture import training_rates
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
+from t2t_mtl.engine.task_split_files import check_task_splits
 from t2t_mtl.engine.training_templates import (template_digests_of, template_names_of, training_template_names,
                                                training_template_selection, training_templates)
 from t2t_mtl.model import build_model, model_config
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckedDeepSpeed", "CheckedRun", "check_component_configs", "check_deepspeed",
            "check_registered_components", "check_run_config", "check_signal_config", "check_surgery_zero",
-           "check_task_splits", "config_warnings", "deepspeed_key_warnings", "is_local_model", "pretrained_config_dict",
+           "config_warnings", "deepspeed_key_warnings", "is_local_model", "pretrained_config_dict",
            "run_sampling_config", "template_digests_of", "template_names_of", "training_template_names",
            "training_template_selection", "training_templates", "unread_key_warnings", "unused_mixture_rates",
            "with_template_sizes"]
@@ -328,42 +329,6 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
     return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size), sampler)
-
-
-def check_task_splits(task_names: Sequence[str]) -> None:
-    """Refuse a run task whose `splits` name a split its files do not hold (a Python-built Task with a
-    LocalFileSource or HFSource(data_files=...) of train only, its splits left at [train, validation]), or one the
-    data dir has no file for (`HFSource("ag_news")`, whose data dir folder holds train and test): its first read of
-    that split, for the held-in or zero-shot evaluation after training, would fail."""
-    import task_registry
-
-    fix = "give the task the splits its files hold (Task(..., splits=[...]); YAML `splits:`), or add the files"
-    for name in dict.fromkeys(task_names):
-        task = task_registry.get_task(name)
-        missing = task.splits_without_files()
-        if missing:
-            raise ConfigError(
-                f"task {name!r} has the split(s) {missing} (its `splits`, default [train, validation]), but its source "
-                f"has files for {task.source.file_splits()} only, so reading them would fail (after training, for "
-                f"the evaluations): {fix}")
-        absent = _data_dir_files_missing(task)
-        if absent:
-            folder = absent[0].parent
-            held = sorted(path.stem for path in folder.glob("*.jsonl"))
-            raise ConfigError(
-                f"task {name!r} has the split(s) {[path.stem for path in absent]} (its `splits`, default [train, "
-                f"validation]), but the data dir has no file for them ({', '.join(str(p) for p in absent)}; "
-                f"{str(folder)!r} holds {held}), so reading them would fail (after training, for the evaluations): "
-                f"{fix}")
-
-
-def _data_dir_files_missing(task: Any) -> list[Path]:
-    """The data dir's files of the task's `splits` that do not exist, for a hub dataset the data dir maps
-    (`HFSource.local_file`) to a folder it holds; [] for any other source, without a data dir, or where the data dir
-    has no folder for the dataset (its first read, of train, names what the data dir holds instead)."""
-    local_file = getattr(task.source, "local_file", None)
-    files = [] if local_file is None else [local_file(split) for split in task.splits]
-    return [path for path in files if path is not None and path.parent.is_dir() and not path.exists()]
 
 
 def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
