@@ -183,7 +183,7 @@ def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monke
     import deepspeed.runtime.config
 
     from t2t_mtl.cli import main as cli_main
-    from t2t_mtl.engine import deepspeed_config, run_checks
+    from t2t_mtl.engine import checked_deepspeed, deepspeed_config
 
     counts = {"built": 0, "parsed": 0}
 
@@ -195,7 +195,7 @@ def test_a_run_start_builds_and_parses_its_deepspeed_config_once(tmp_path, monke
 
     built = counted(deepspeed_config.build_deepspeed, "built")  # (what build_deepspeed_config calls too)
     monkeypatch.setattr(deepspeed_config, "build_deepspeed", built)
-    monkeypatch.setattr(run_checks, "build_deepspeed", built)
+    monkeypatch.setattr(checked_deepspeed, "build_deepspeed", built)
     parser = deepspeed.runtime.config.DeepSpeedConfig
     monkeypatch.setattr(parser, "__init__", counted(parser.__init__, "parsed"))
     assert cli_main(["train", "--print-config", "--set", "model.dims={d_model: 8, d_ff: 8, num_layers: 1, "

@@ -1,6 +1,7 @@
 """Rules of a run's checks (`engine.run_checks`) met at their edges: the unused rates a warning lists, the periods as
-long as the run that are not warned of, the split check of evaluated tasks, gradient surgery's ZeRO-3 offload and
-per-task adapters, CA-MTL's pool and periodic validation's examples (the tasks data.tasks picks: test_run_mixture)."""
+long as the run that are not warned of, the split check of evaluated tasks, gradient surgery's per-task adapters,
+CA-MTL's pool and periodic validation's examples (the tasks data.tasks picks: test_run_mixture; gradient surgery's
+ZeRO-3 offload: test_checked_deepspeed)."""
 from __future__ import annotations
 
 import pytest
@@ -59,20 +60,6 @@ def test_the_split_check_covers_the_tasks_the_run_evaluates_as_well_as_those_it_
             check_run_config(cfg)
 
 
-def test_gradient_surgery_refuses_an_offloaded_optimizer_at_zero_3_only():
-    from t2t_mtl.config import ConfigError
-    from t2t_mtl.engine.run_checks import check_surgery_zero
-
-    def zero(stage, device):
-        return {"zero_optimization": {"stage": stage, "offload_optimizer": {"device": device}}}
-
-    with pytest.raises(ConfigError, match="ZeRO-3 with an offloaded optimizer"):
-        check_surgery_zero(zero(3, "cpu"))
-    for stage, device in ((2, "cpu"), (1, "cpu"), (3, "none"), (3, None)):
-        check_surgery_zero(zero(stage, device))
-    check_surgery_zero({})
-
-
 def test_camtl_refuses_a_pool_of_one_micro_batch_and_takes_a_larger_one():
     from t2t_mtl.config import ConfigError
     from t2t_mtl.engine.run_checks import check_run_config
@@ -107,17 +94,3 @@ def test_periodic_validation_needs_at_least_one_example():
     with pytest.raises(ConfigError, match=r"^training.validate_examples must be >= 1, got 0$"):
         check_run_config(cfg(0))
     check_run_config(cfg(1))
-
-
-@pytest.mark.parametrize("stage", ["3", 3.0])
-def test_gradient_surgery_refuses_an_offloaded_optimizer_at_a_zero_3_written_otherwise(stage):
-    # was: passed, the check comparing the stage as written with 3, while DeepSpeed's parser reads it as 3
-    from deepspeed.runtime.config import DeepSpeedConfig
-
-    from t2t_mtl.config import ConfigError
-    from t2t_mtl.engine.run_checks import check_surgery_zero
-
-    zero = {"zero_optimization": {"stage": stage, "offload_optimizer": {"device": "cpu"}}}
-    assert DeepSpeedConfig({"train_micro_batch_size_per_gpu": 1, **zero}).zero_optimization_stage == 3
-    with pytest.raises(ConfigError, match="ZeRO-3 with an offloaded optimizer"):
-        check_surgery_zero(zero)

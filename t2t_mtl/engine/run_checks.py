@@ -1,25 +1,20 @@
 """What `train` checks before it reads data or builds a model: the mixture and its held-out rules (`training_rates`,
-in `engine.run_mixture`), every component section and the DeepSpeed config, built once (`check_run_config`), the
-signals adaptive strategies need, and the settings a run accepts but leaves idle (`config_warnings`). Errors are
-ConfigErrors naming the key.
+in `engine.run_mixture`), every component section and the DeepSpeed config, built once (`check_run_config`; the
+DeepSpeed config's own checks in `engine.checked_deepspeed`), the signals adaptive strategies need, and the settings a
+run accepts but leaves idle (`config_warnings`). Errors are ConfigErrors naming the key.
 The sampler config a run builds (`engine.run_sampling`) and the templates it trains with (`engine.training_templates`)
 are re-exported here, where callers import them from."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Sequence,
-                    Tuple)
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 
 from t2t_mtl.config import Config, ConfigError, changed_keys, check_model_source, tasks_dirs, tokenizer_source
 from t2t_mtl.data.few_shot import FewShotMix
-from t2t_mtl.engine.deepspeed_config import DeepSpeedAutos, build_deepspeed, build_deepspeed_config
+from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed, check_deepspeed, deepspeed_key_warnings
 from t2t_mtl.engine.deepspeed_replaced_keys import replaced_training_keys
-from t2t_mtl.engine.deepspeed_settings import json_zero_stage
-from t2t_mtl.engine.deepspeed_value_checks import check_fp16_zero_stage
-from t2t_mtl.engine.lr_schedule import lr_scheduler
 from t2t_mtl.engine.run_mixture import training_rates
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
@@ -34,24 +29,10 @@ from t2t_mtl.size_limits import MAX_MODEL_PARAMETERS
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
 
-__all__ = ["CheckedDeepSpeed", "CheckedRun", "check_component_configs", "check_deepspeed",
-           "check_registered_components", "check_run_config", "check_signal_config", "check_surgery_zero",
-           "config_warnings", "deepspeed_key_warnings", "is_local_model", "pretrained_config_dict",
-           "run_sampling_config", "template_digests_of", "template_names_of", "training_template_names",
-           "training_template_selection", "training_templates", "unread_key_warnings", "unused_mixture_rates",
-           "with_template_sizes"]
-
-
-@dataclass(frozen=True)
-class CheckedDeepSpeed:
-    """The DeepSpeed config of a run as its checks built and parsed it (`check_deepspeed`): `config`, what
-    `deepspeed.initialize` is given (and RUN/deepspeed_config.json holds), `warnings`, one for each of its
-    top-level keys DeepSpeed does not read (`unread_key_warnings`), and `autos`, what it left to the training section
-    (`DeepSpeedAutos`)."""
-
-    config: Dict[str, Any]
-    warnings: List[str]
-    autos: DeepSpeedAutos
+__all__ = ["CheckedRun", "check_component_configs", "check_registered_components", "check_run_config",
+           "check_signal_config", "config_warnings", "is_local_model", "pretrained_config_dict", "run_sampling_config",
+           "template_digests_of", "template_names_of", "training_template_names", "training_template_selection",
+           "training_templates", "unused_mixture_rates", "with_template_sizes"]
 
 
 class CheckedRun(NamedTuple):
@@ -62,65 +43,6 @@ class CheckedRun(NamedTuple):
     sampling: Dict[str, Any]
     deepspeed: CheckedDeepSpeed
     sampler: MixtureSampler
-
-
-def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
-    """The DeepSpeed config of `cfg` on `world_size` ranks, built once (`build_deepspeed_config`: a file that is no
-    DeepSpeed JSON, batch keys that disagree, ...) and parsed once by DeepSpeed's own parser (a key it refuses inside
-    a section; the top-level keys it never reads), and checked against fp16 at ZeRO stage 0 and gradient surgery.
-    ConfigError naming the key."""
-    lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
-    ds_config, autos = build_deepspeed(cfg, world_size)
-    check_fp16_zero_stage(ds_config)  # (a GPU run: refused here, not once the data and the model are built)
-    from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
-
-    unread = check_deepspeed_accepts(ds_config, cfg)
-    if cfg.gradient_surgery:
-        check_surgery_zero(ds_config)
-    return CheckedDeepSpeed(ds_config, unread_key_warnings(cfg, unread) + idle_section_warnings(cfg, ds_config), autos)
-
-
-def deepspeed_key_warnings(cfg: Config, world_size: int) -> List[str]:
-    """A warning for each top-level key of `deepspeed.extra` or of the `deepspeed.config` JSON that DeepSpeed does not
-    read (a misspelt section it would ignore), for a caller without the run's `CheckedDeepSpeed`; none where the
-    run's own checks refuse the config."""
-    from t2t_mtl.engine.deepspeed_keys import unread_keys
-
-    try:
-        ds_config = build_deepspeed_config(cfg, world_size)
-    except ConfigError:  # (the run's own checks refuse it)
-        return []
-    return unread_key_warnings(cfg, unread_keys(ds_config)) + idle_section_warnings(cfg, ds_config)
-
-
-def idle_section_warnings(cfg: Config, ds_config: Mapping[str, Any]) -> List[str]:
-    """A warning for an `activation_checkpointing` section of the DeepSpeed config `ds_config`: DeepSpeed's parser
-    reads it, but only `deepspeed.checkpointing.configure` applies it, to a model whose blocks call
-    `deepspeed.checkpointing.checkpoint`, and t2t-mtl's T5 does neither (model.activation_checkpointing checkpoints
-    its blocks through transformers)."""
-    if "activation_checkpointing" not in ds_config:
-        return []
-    from t2t_mtl.engine.deepspeed_engine import deepspeed_key_source  # (it imports resume_checks, which imports us)
-
-    return [f"{deepspeed_key_source(cfg, 'activation_checkpointing')}: DeepSpeed applies it only to a model whose "
-            f"blocks call deepspeed.checkpointing, which t2t-mtl's T5 does not, so it has no effect; "
-            f"model.activation_checkpointing: true checkpoints the blocks"]
-
-
-def unread_key_warnings(cfg: Config, unread: Sequence[Tuple[str, Optional[str]]]) -> List[str]:
-    """The warnings of `unread` ((top-level key, the closest key DeepSpeed reads or None), `unread_keys`), each naming
-    where the key was written: `deepspeed.extra` or the `deepspeed.config` JSON."""
-    import deepspeed
-
-    from t2t_mtl.engine.deepspeed_engine import deepspeed_key_source  # (it imports resume_checks, which imports us)
-
-    out = []
-    for key, close in unread:
-        where = deepspeed_key_source(cfg, key)
-        hint = f"; did you mean {close!r}?" if close else ""
-        out.append(f"{where}: DeepSpeed {deepspeed.__version__} reads no top-level key {key!r}, so it has no "
-                   f"effect{hint}")
-    return out
 
 
 def unused_mixture_rates(cfg: Config) -> Optional[str]:
@@ -329,19 +251,6 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
     return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size), sampler)
-
-
-def check_surgery_zero(ds_config: Mapping[str, Any]) -> None:
-    """Gradient surgery reads each micro-batch's gradient pieces after its backward; ZeRO-3 with an offloaded
-    optimizer moves them to the CPU only at the step boundary. Read from the final DeepSpeed config, so a whole
-    `deepspeed.config` JSON is checked like the generated one."""
-    zero = ds_config.get("zero_optimization") or {}
-    offload = (zero.get("offload_optimizer") or {}).get("device", "none") not in (None, "none")
-    if json_zero_stage(ds_config) == 3 and offload:
-        raise ConfigError("gradient_surgery reads each micro-batch's gradient pieces after its backward, but "
-                          "ZeRO-3 with an offloaded optimizer (deepspeed.offload_optimizer, or offload_optimizer "
-                          "in deepspeed.config's zero_optimization) moves them to the CPU only at the step boundary "
-                          "(the rows would lag a micro-batch): offload with ZeRO-1/2, or use ZeRO-3 without it")
 
 
 def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
