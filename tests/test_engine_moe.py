@@ -224,10 +224,10 @@ def test_the_moe_layer_check_leaves_a_hub_models_config_to_the_build(tmp_path, t
     # was: the checks built a hub model's shape too, reading its config from the hub before any other hub access
     # (offline, `train --print-config` of google/t5-small with model.moe failed; the LoRA check skips hub models)
     from t2t_mtl.config import config_from_dict
-    from t2t_mtl.engine import run_checks
+    from t2t_mtl.engine import model_checks, run_checks
 
     built = []
-    monkeypatch.setattr(run_checks, "build_model", lambda model_cfg, **kwargs: built.append(model_cfg.name_or_path))
+    monkeypatch.setattr(model_checks, "build_model", lambda model_cfg, **kwargs: built.append(model_cfg.name_or_path))
     model_section = {"name_or_path": "google/t5-v1_1-small", "dims": {}, "moe": dict(MOE)}
     run_checks.check_run_config(config_from_dict(tiny_config(tmp_path / "run", tok, tmp_path / "cache",
                                                              model=model_section)))

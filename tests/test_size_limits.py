@@ -137,17 +137,17 @@ def test_a_local_folder_of_export_keep_moe_is_counted_with_the_experts_it_holds(
 def _counted_up_to_the_limit(folder: Path, held: int, t5_tokenizer_dir: Path, monkeypatch) -> None:
     """A run from `folder` passes check_model_size at a limit of exactly `held` parameters (the reference count of
     the model the folder holds) and is refused, naming that count, one below it."""
-    from t2t_mtl.engine import run_checks
+    from t2t_mtl.engine import model_checks
 
     config = config_from_dict({"model": {"name_or_path": str(folder)}, "data": {"tasks": ["parity"]},
                                "tokenizer": {"path": str(t5_tokenizer_dir)},
                                "training": {"output_dir": str(folder.parent / "run")}})
-    saved = run_checks.pretrained_config_dict(str(folder))  # (as check_run_config reads it)
-    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held)
-    run_checks.check_model_size(config, ["parity"], saved)
-    monkeypatch.setattr(run_checks, "MAX_MODEL_PARAMETERS", held - 1)
+    saved = model_checks.pretrained_config_dict(str(folder))  # (as check_run_config reads it)
+    monkeypatch.setattr(model_checks, "MAX_MODEL_PARAMETERS", held)
+    model_checks.check_model_size(config, ["parity"], saved)
+    monkeypatch.setattr(model_checks, "MAX_MODEL_PARAMETERS", held - 1)
     with pytest.raises(ConfigError, match=re.escape(f"its config.json sizes a model of {held:.3g} parameters (")):
-        run_checks.check_model_size(config, ["parity"], saved)
+        model_checks.check_model_size(config, ["parity"], saved)
 
 
 def test_a_local_folder_with_its_own_lm_head_is_counted_with_it(tmp_path, t5_tokenizer_dir, monkeypatch):
