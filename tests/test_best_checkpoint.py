@@ -11,8 +11,8 @@ from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.checkpoint import best_checkpoint
 from t2t_mtl.engine.export import load_trained_model
 from t2t_mtl.engine.logging import read_held_out
+from t2t_mtl.engine.signal_checks import check_signal_config
 from t2t_mtl.engine.trainer import train
-from t2t_mtl.engine.run_checks import check_signal_config
 from t2t_mtl.engine.validation import evaluation_plan
 from t2t_mtl.evaluation import evaluate_tasks
 from t2t_mtl.evaluation.aggregate import summarize

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional
 
-from t2t_mtl.config import Config, ConfigError, changed_keys, check_model_source, tasks_dirs, tokenizer_source
+from t2t_mtl.config import Config, changed_keys, check_model_source, tasks_dirs, tokenizer_source
 from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed, check_deepspeed, deepspeed_key_warnings
 from t2t_mtl.engine.component_checks import check_component_configs, placeholder_sampler
 from t2t_mtl.engine.deepspeed_replaced_keys import replaced_training_keys
@@ -17,6 +17,7 @@ from t2t_mtl.engine.model_checks import check_model_size, is_local_model, pretra
 from t2t_mtl.engine.run_mixture import training_rates
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
+from t2t_mtl.engine.signal_checks import check_signal_config, validation_users
 from t2t_mtl.engine.task_split_files import check_task_splits
 from t2t_mtl.engine.training_templates import (template_digests_of, template_names_of, training_template_names,
                                                training_template_selection, training_templates)
@@ -24,9 +25,9 @@ from t2t_mtl.engine.training_templates import (template_digests_of, template_nam
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
 
-__all__ = ["CheckedRun", "check_run_config", "check_signal_config", "config_warnings", "run_sampling_config",
-           "template_digests_of", "template_names_of", "training_template_names", "training_template_selection",
-           "training_templates", "unused_mixture_rates", "with_template_sizes"]
+__all__ = ["CheckedRun", "check_run_config", "config_warnings", "run_sampling_config", "template_digests_of",
+           "template_names_of", "training_template_names", "training_template_selection", "training_templates",
+           "unused_mixture_rates", "with_template_sizes"]
 
 
 class CheckedRun(NamedTuple):
@@ -245,41 +246,3 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
     return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size), sampler)
-
-
-def validation_users(cfg: Config, sampler: MixtureSampler) -> List[str]:
-    """What in the run needs periodic held-in validation's results, as `key 'value'`: the run's `sampler` or its
-    weighting class where it declares `needs_validation`, and training.keep_best."""
-    from t2t_mtl.weighting.registry import METHODS
-
-    method, users = cfg.weighting.get("method"), []
-    if sampler.needs_validation:
-        users.append(f"sampling.strategy {sampler.strategy!r}")
-    if isinstance(method, str) and method in METHODS and METHODS[method].needs_validation:  # (unknown: refused)
-        users.append(f"weighting.method {method!r} (its KPIs are validation exact match)")
-    if cfg.training.keep_best:
-        users.append(f"training.keep_best {cfg.training.keep_best!r}")
-    return users
-
-
-def check_signal_config(cfg: Config, sampler: MixtureSampler) -> None:
-    """Signals the run's `sampler` (as `check_component_configs` built it) and weighting need must be produced:
-    validation-driven ones (the sampler's or the weighting class's `needs_validation`, keep_best) need
-    `training.validate_every > 0`; CA-MTL selection builds mixed micro-batches (no gradient surgery).
-    Also validates the `evaluation:` section before any training."""
-    from t2t_mtl.engine.validation import evaluation_plan
-
-    strategy = sampler.strategy
-    needs_validation = validation_users(cfg, sampler)
-    if needs_validation and cfg.training.validate_every <= 0:
-        raise ConfigError(f"{' and '.join(needs_validation)} need(s) periodic held-in validation: set "
-                          f"training.validate_every to a positive number of steps")
-    if strategy == "uncertainty" and cfg.gradient_surgery:
-        raise ConfigError("sampling.strategy 'uncertainty' trains on mixed-task selections; gradient_surgery "
-                          "needs per-task micro-batches: use another strategy or drop gradient_surgery")
-    if cfg.training.early_stopping and not cfg.training.keep_best:
-        raise ConfigError("training.early_stopping counts validations without a new best of training.keep_best: "
-                          "set training.keep_best (val_score or val_loss) too")
-    if cfg.training.validate_every > 0 and cfg.training.validate_examples < 1:
-        raise ConfigError(f"training.validate_examples must be >= 1, got {cfg.training.validate_examples}")
-    evaluation_plan(cfg)
