@@ -297,7 +297,7 @@ def test_each_study_run_keeps_the_train_held_out_tasks_it_trains(tmp_path):
 
 def test_a_study_run_on_the_study_tokenizer_is_not_warned_about_tokenizer_train(tmp_path):
     from t2t_mtl.analysis.engine_run import _run_config, base_config_dict
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
 
     # was: every run of a study on the quickstart (tokenizer.train: vocab 400) warned "tokenizer.train is set, but
     # the run loads the tokenizer of tokenizer.path ... so it has no effect", though the study trained its

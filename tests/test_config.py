@@ -774,7 +774,7 @@ def test_a_held_out_yaml_task_outside_the_held_out_clusters_is_warned_of(tmp_pat
     # was: a task of the run's data.tasks_dir flagged held_out, its cluster not held out, was silently neither
     # trained nor evaluated (held-out evaluation scores data.held_out_clusters' tasks)
     import task_registry
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
 
     (tmp_path / "rows.jsonl").write_text('{"q": "a", "a": "b"}\n')
     for name, cluster in (("mine", "my_cluster"), ("kept", "qa")):
@@ -864,7 +864,7 @@ def test_a_rate_mapping_in_data_tasks_replaces_the_mixtures_rates():
 
 def test_tchebycheff_over_homogeneous_micro_batches_is_warned_about():
     # its max over the tasks of a micro-batch is a max over one task in homogeneous mode: a weighted sum, silently
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
 
     def warnings(**sampling):
         return config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"mixture": "m"},
@@ -878,7 +878,7 @@ def test_tchebycheff_over_homogeneous_micro_batches_is_warned_about():
 
 def test_capacity_settings_under_task_routing_are_warned_about():
     # task routing has no capacity: the settings were accepted and did nothing, with no word
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
 
     def warnings(**moe):
         return config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": moe},
@@ -895,7 +895,7 @@ def test_capacity_settings_under_task_routing_are_warned_about():
 
 def test_capacity_settings_with_dropless_are_warned_about():
     # was: dropless: true gives every choice an expert row, so capacity_factor and its kin did nothing, with no word
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
 
     def warnings(**moe):
         return [w for w in config_warnings(C.config_from_dict({"model": {"dims": {"d_model": 8}, "moe": moe},
@@ -948,7 +948,7 @@ def test_tokenizer_training_options_beside_a_loaded_tokenizer_are_warned_about()
 def test_tokenizer_training_options_of_a_base_config_beside_the_users_tokenizer_path_are_not_warned_about(tmp_path):
     # was: 'tokenizer.train is set, but the run loads the tokenizer of tokenizer.path ... no effect' for a file with
     # base: quickstart and a tokenizer.path, though only the quickstart (vocab_size 400) wrote tokenizer.train
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
 
     def warned(text, overrides=()):
         (tmp_path / "c.yaml").write_text(text)
@@ -1090,7 +1090,8 @@ def test_a_model_folder_that_is_a_task_sub_network_is_refused_in_a_run(tmp_path)
 def test_rates_that_the_sampler_does_not_draw_by_are_warned_about():
     # a {task: rate} data.tasks under the default sampling.strategy (temperature: by task sizes) trained the tasks
     # at size-based rates, with no word that the rates given went unused
-    from t2t_mtl.engine.run_checks import check_run_config, config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
+    from t2t_mtl.engine.run_checks import check_run_config
     from t2t_mtl.sampling import build_sampler
 
     def cfg(**sampling):
@@ -1117,7 +1118,8 @@ def test_a_mixtures_rates_that_the_sampler_does_not_draw_by_are_warned_about(tmp
     # a seqio-style Mixture("m", {task: rate}) as data.mixture under another strategy than explicit (the default
     # temperature, the quickstart's uniform) trained at other rates than it gives, with no word
     import task_registry
-    from t2t_mtl.engine.run_checks import check_run_config, config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
+    from t2t_mtl.engine.run_checks import check_run_config
     from t2t_mtl.sampling import build_sampler
 
     def cfg(mixture, **sampling):
@@ -1366,7 +1368,7 @@ def test_a_python_config_with_overrides_keeps_its_base_only_keys_and_is_validate
     # was: as_config(cfg, overrides) checked cfg, then loaded its to_dict() as a plain layer, which dropped its
     # base_only_keys (train warned that quickstart's tokenizer.train, which the user never wrote, had no effect) and
     # validated the values a second time
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
     from t2t_mtl.engine.trainer import as_config
 
     (tmp_path / "my.yaml").write_text(f"base: quickstart\ntokenizer: {{path: {tmp_path / 'tok'}}}\n")

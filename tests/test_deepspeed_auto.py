@@ -130,7 +130,7 @@ def test_a_training_key_that_fills_an_auto_is_not_warned_of_as_replaced(tmp_path
     # was: 'training.lr, ..., training.warmup: deepspeed.config names a whole DeepSpeed JSON, used as is (...), so
     # they have no effect' though each filled an "auto" of that JSON. A run's checked DeepSpeed config carries the
     # keys its "auto" values take (read as its JSON is, once), and warns alike
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
     from t2t_mtl.engine.checked_deepspeed import check_deepspeed
 
     def replaced(cfg):

@@ -10,7 +10,8 @@ import torch
 
 from t2t_mtl.config import ConfigError, config_from_dict
 from t2t_mtl.engine.deepspeed_keys import unread_keys
-from t2t_mtl.engine.run_checks import check_run_config, config_warnings
+from t2t_mtl.engine.idle_settings import config_warnings
+from t2t_mtl.engine.run_checks import check_run_config
 
 BATCH = {"train_batch_size": 4, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1}
 # sections of DeepSpeed's documented configuration (deepspeed.ai/docs/config-json), each given a valid value

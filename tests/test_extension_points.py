@@ -594,7 +594,8 @@ def test_a_class_declaring_needs_validation_is_named_when_no_validation_runs_in_
     # was: the warning of a validate_every beyond the run named training.keep_best / early_stopping only, so a
     # sampler or a weighting learning from validation results (shipped or registered) trained without one unsaid
     from t2t_mtl.config import config_from_dict
-    from t2t_mtl.engine.run_checks import check_run_config, config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
+    from t2t_mtl.engine.run_checks import check_run_config
 
     key = _register_needing_validation(section, declared)
     for name in (shipped, declared):

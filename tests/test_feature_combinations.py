@@ -32,7 +32,7 @@ def test_fp16_at_zero_stage_0_is_refused_by_the_run_checks():
 def test_gradient_surgery_in_a_run_of_one_task_is_warned_of():
     # was: accepted without a word, though every step held that task's gradient alone (nothing to combine); a
     # warning, not a refusal: a transfer study's single-task runs of a base config with surgery train so
-    from t2t_mtl.engine.run_checks import config_warnings
+    from t2t_mtl.engine.idle_settings import config_warnings
 
     surgery = {"gradient_surgery": {"method": "pcgrad"}, "training": {"grad_accum": 2}}
     one = tiny(data={"tasks": ["parity"]}, **surgery)

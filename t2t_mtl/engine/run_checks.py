@@ -1,23 +1,22 @@
-"""What `train` checks before it reads data or builds a model: the mixture and its held-out rules (`training_rates`,
-in `engine.run_mixture`), every component section and the DeepSpeed config, built once (`check_run_config`; the
-DeepSpeed config's own checks in `engine.checked_deepspeed`), the signals adaptive strategies need, and the settings a
-run accepts but leaves idle (`config_warnings`). Errors are ConfigErrors naming the key.
+"""What `train` checks before it reads data or builds a model (`check_run_config`), each part in a module of its own:
+the mixture and its held-out rules (`engine.run_mixture`), the model section (`engine.model_checks`), the component
+sections (`engine.component_checks`), the signals adaptive strategies need (`engine.signal_checks`), the files of the
+tasks' splits (`engine.task_split_files`) and the DeepSpeed config, built once (`engine.checked_deepspeed`); the
+settings a run accepts but leaves idle are `engine.idle_settings`' warnings. Errors are ConfigErrors naming the key.
 The sampler config a run builds (`engine.run_sampling`) and the templates it trains with (`engine.training_templates`)
 are re-exported here, where callers import them from."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional
 
-from t2t_mtl.config import Config, changed_keys, check_model_source, tasks_dirs, tokenizer_source
-from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed, check_deepspeed, deepspeed_key_warnings
-from t2t_mtl.engine.component_checks import check_component_configs, placeholder_sampler
-from t2t_mtl.engine.deepspeed_replaced_keys import replaced_training_keys
+from t2t_mtl.config import Config, check_model_source, tokenizer_source
+from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed, check_deepspeed
+from t2t_mtl.engine.component_checks import check_component_configs
 from t2t_mtl.engine.model_checks import check_model_size, is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_mixture import training_rates
-from t2t_mtl.engine.run_sampling import run_sampling_config, size_based, with_template_sizes
+from t2t_mtl.engine.run_sampling import run_sampling_config, with_template_sizes
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
-from t2t_mtl.engine.signal_checks import check_signal_config, validation_users
+from t2t_mtl.engine.signal_checks import check_signal_config
 from t2t_mtl.engine.task_split_files import check_task_splits
 from t2t_mtl.engine.training_templates import (template_digests_of, template_names_of, training_template_names,
                                                training_template_selection, training_templates)
@@ -25,9 +24,8 @@ from t2t_mtl.engine.training_templates import (template_digests_of, template_nam
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
 
-__all__ = ["CheckedRun", "check_run_config", "config_warnings", "run_sampling_config", "template_digests_of",
-           "template_names_of", "training_template_names", "training_template_selection", "training_templates",
-           "unused_mixture_rates", "with_template_sizes"]
+__all__ = ["CheckedRun", "check_run_config", "run_sampling_config", "template_digests_of", "template_names_of",
+           "training_template_names", "training_template_selection", "training_templates", "with_template_sizes"]
 
 
 class CheckedRun(NamedTuple):
@@ -38,191 +36,6 @@ class CheckedRun(NamedTuple):
     sampling: Dict[str, Any]
     deepspeed: CheckedDeepSpeed
     sampler: MixtureSampler
-
-
-def unused_mixture_rates(cfg: Config) -> Optional[str]:
-    """The warning for a registered `data.mixture` whose rates (of the tasks the run trains from it) differ while
-    the sampler draws by something else: another strategy than `explicit`, or `sampling.rates`. None when they are
-    equal (a list of tasks), drawn by, or rate tasks by a function (`rate_num_examples`) under a strategy that draws
-    by task sizes itself. Reads the registry as `training_rates(cfg)` left it."""
-    import task_registry
-
-    d, strategy = cfg.data, cfg.sampling.get("strategy")
-    if d.mixture is None or isinstance(d.tasks, dict) or d.mixture not in task_registry.list_mixtures():
-        return None
-    if strategy == "explicit" and "rates" not in cfg.sampling:
-        return None
-    if size_based(strategy) and _rates_by_function(task_registry.get_mixture(d.mixture)):
-        return None
-    rates = task_registry.training_rates(d.mixture, held_out_clusters=d.held_out_clusters, force=True)
-    rates = {task: rates[task] for task in d.tasks if task in rates} if d.tasks else rates
-    if len(set(rates.values())) < 2:
-        return None
-    shares = task_registry.normalize(rates)
-    shown = ", ".join(f"{task} {share:.3g}" for task, share in list(shares.items())[:4])
-    more = f", … ({len(shares)} tasks)" if len(shares) > 4 else ""
-    why = (f"sampling.strategy {strategy!r} does not draw by them" if strategy != "explicit"
-           else "sampling.rates replaces them")
-    return (f"data.mixture {d.mixture!r} gives its tasks rates ({shown}{more}), but {why}: they go unused "
-            f"(sampling.strategy: explicit without sampling.rates draws by them; `t2t-mtl mixture show --config` "
-            f"shows what the run draws)")
-
-
-def _rates_by_function(mixture: Any, seen: frozenset = frozenset()) -> bool:
-    """Whether `mixture` or a mixture inside it rates a member by a function of the task (`rate_num_examples`)."""
-    import task_registry
-
-    for member, rate in mixture.members:
-        if callable(rate):
-            return True
-        inner = task_registry.resolve(member) if isinstance(member, str) else member
-        if isinstance(inner, task_registry.Mixture) and inner.name not in seen \
-                and _rates_by_function(inner, seen | {mixture.name}):
-            return True
-    return False
-
-
-def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[CheckedDeepSpeed] = None,
-                    sampler: Optional[MixtureSampler] = None) -> List[str]:
-    """Settings a run on `world_size` ranks accepts but that leave a feature idle: a schedule or period longer than
-    the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read (from `deepspeed`, the
-    run's checked DeepSpeed config; None: built and parsed here). `sampler`: the run's (what it learns from is read
-    on it; None: built here on placeholder sizes where a warning needs it)."""
-    out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
-    filled = deepspeed.autos.auto_training_keys if deepspeed is not None else None
-    return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg, filled) + \
-        _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler) + _held_out_warnings(cfg)
-
-
-def _held_out_warnings(cfg: Config) -> List[str]:
-    """Tasks of the run's own `data.tasks_dir` flagged held_out (kept for zero-shot evaluation) whose cluster
-    `data.held_out_clusters` does not hold out and that neither `data.train_held_out` nor `evaluation.tasks` names:
-    the run neither trains them nor reaches them by held-out evaluation (which scores the held-out clusters)."""
-    import task_registry
-
-    folders = [Path(folder).resolve() for folder in tasks_dirs(cfg)]
-    if not folders:
-        return []
-    named = set(cfg.data.train_held_out) | {str(t) for t in (cfg.evaluation or {}).get("tasks") or ()}
-    out = []
-    for name in task_registry.list_tasks():
-        path = task_registry.yaml_task_file(name)
-        if path is None or not any(path.is_relative_to(folder) for folder in folders):
-            continue  # (not one of the run's own YAML tasks)
-        task = task_registry.get_task(name)
-        if not task.held_out or task.cluster in cfg.data.held_out_clusters or name in named:
-            continue
-        out.append(f"task {name!r} ({path}) is flagged held_out (kept for zero-shot evaluation), but its cluster "
-                   f"{task.cluster!r} is not in data.held_out_clusters {list(cfg.data.held_out_clusters)}: the run "
-                   f"neither trains it nor scores it zero-shot; add {task.cluster!r} to data.held_out_clusters, or "
-                   f"name it in evaluation.tasks")
-    return out
-
-
-def _surgery_warnings(cfg: Config, sampler: Optional[MixtureSampler]) -> List[str]:
-    """gradient_surgery in a run of one task (read on `sampler`, None: the config's training rates), whose every step
-    holds that task's gradient alone: nothing to combine (a transfer study's single-task runs of a base config with
-    surgery train so, hence a warning, not a refusal)."""
-    if not cfg.gradient_surgery:
-        return []
-    tasks = sampler.tasks if sampler is not None else list(training_rates(cfg))
-    if len(tasks) > 1:
-        return []
-    return [f"gradient_surgery combines the gradients of a step's tasks, but the run trains one task ({tasks[0]}), so "
-            f"every step holds its gradient alone and there is nothing to combine: it has no effect (a method's "
-            f"weight for one gradient only rescales it); train two or more tasks, or drop gradient_surgery"]
-
-
-def _sampling_warnings(cfg: Config) -> List[str]:
-    """Rates (`data.tasks`', a mixture's) the sampler does not draw by; weighting tchebycheff's max over the tasks
-    of a micro-batch where each holds one task."""
-    out: List[str] = []
-    strategy = cfg.sampling.get("strategy")
-    if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
-        why = (f"sampling.strategy {strategy!r} does not draw by rates" if strategy != "explicit"
-               else "sampling.rates replaces them")
-        out.append(f"data.tasks gives rates, but {why}: they go unused (sampling.strategy: explicit without "
-                   f"sampling.rates draws by them)")
-    elif (warning := unused_mixture_rates(cfg)) is not None:
-        out.append(warning)
-    if cfg.weighting.get("method") == "tchebycheff" and cfg.sampling.get("mode", "homogeneous") == "homogeneous":
-        out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
-                   "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
-                   "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
-    return out
-
-
-def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
-    """Keys of the `model.moe` section its routing does not read (capacity under routing task or dropless, unseen-task
-    routing under routing token)."""
-    out: List[str] = []
-    capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
-                     if key in moe]
-    if moe.get("routing") == "task" and capacity_keys:
-        out.append(f"model.moe.{', model.moe.'.join(capacity_keys)}: routing task sends every token of a task to "
-                   f"its experts with no capacity limit, so {'it has' if len(capacity_keys) == 1 else 'they have'} "
-                   f"no effect")
-    idle_capacity = [key for key in capacity_keys if key != "dropless"]
-    if moe.get("dropless") is True and moe.get("routing") != "task" and idle_capacity:
-        out.append(f"model.moe.{', model.moe.'.join(idle_capacity)}: dropless: true routes every token's top-k "
-                   f"choices with no capacity limit, so {'it has' if len(idle_capacity) == 1 else 'they have'} "
-                   f"no effect")
-    if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
-        out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
-                   "whatever its task, so it has no effect (it applies to routing task and hybrid)")
-    return out
-
-
-def _unused_key_warnings(cfg: Config, filled: Optional[FrozenSet[str]]) -> List[str]:
-    """Keys the rest of the run's settings leave unread: batching keys, training keys a DeepSpeed config replaces
-    (but for those filling its "auto" values, `filled`; None: read here), `tokenizer.train` where the run loads its
-    tokenizer."""
-    out: List[str] = []
-    d = cfg.data
-    uses = {"bucket_batches": ("bucket", "pack"), "pad_to_multiple_of": ("bucket", "pack", "pad_to_longest")}
-    idle = [key for key in changed_keys(d, list(uses)) if d.batching not in uses[key]]
-    if idle:
-        out.append(f"data.{' and data.'.join(idle)}: data.batching {d.batching} does not use "
-                   f"{'it' if len(idle) == 1 else 'them'}, so {'it has' if len(idle) == 1 else 'they have'} no effect")
-    for keys, why in replaced_training_keys(cfg, filled):
-        out.append(f"training.{', training.'.join(keys)}: {why}, so {'it has' if len(keys) == 1 else 'they have'} "
-                   f"no effect")
-    source = tokenizer_source(cfg)
-    if source is not None and changed_keys(cfg.tokenizer, ["train"]) and "tokenizer.train" not in cfg.base_only_keys:
-        # (a base config's, as the quickstart's, left by the user's tokenizer.path: not theirs to drop)
-        key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
-        out.append(f"tokenizer.train is set, but the run loads the tokenizer of {key} ({source!r}) and trains none, "
-                   f"so it has no effect")
-    return out
-
-
-def _schedule_warnings(cfg: Config, world_size: int, sampler: Optional[MixtureSampler]) -> List[str]:
-    """Periods longer than the run: warm-up, periodic validation (and what relies on it: `validation_users`, read on
-    `sampler`, None: built on placeholder sizes for `world_size` ranks), zero-shot evaluation."""
-    t = cfg.training
-    out: List[str] = []
-    if t.warmup >= t.steps:
-        out.append(f"training.warmup ({t.warmup}) >= training.steps ({t.steps}): the learning rate never leaves "
-                   f"warm-up")
-    if t.validate_every > t.steps:
-        if sampler is None:
-            rates = training_rates(cfg)
-            sampler = placeholder_sampler(cfg, run_sampling_config(cfg, rates), list(rates), world_size=world_size)
-        idle = validation_users(cfg, sampler) + ([f"training.early_stopping {t.early_stopping}"]
-                                                 if t.early_stopping else [])
-        out.append(f"training.validate_every ({t.validate_every}) > training.steps ({t.steps}): no periodic "
-                   f"validation runs" + (f", so {' and '.join(idle)} never act" if idle else ""))
-    if t.validate_every == 0 and changed_keys(t, ["validate_examples"]):
-        out.append(f"training.validate_examples ({t.validate_examples}) sizes the periodic validation, which "
-                   f"training.validate_every 0 turns off, so it has no effect (the held-in score at the end reads "
-                   f"data.validation_examples)")
-    from t2t_mtl.engine.validation import evaluation_every
-
-    every = evaluation_every(cfg)
-    if every > t.steps:
-        out.append(f"evaluation.every ({every}) > training.steps ({t.steps}): no zero-shot evaluation during "
-                   f"training (the one after training still runs)")
-    return out
 
 
 def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
