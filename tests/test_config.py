@@ -621,7 +621,8 @@ def test_print_config_with_resume_warns_of_a_template_edited_under_its_name(tmp_
     # was: silent, as the resumed run was, when a task's template changed under the same name since the checkpoint
     import json
 
-    from t2t_mtl.engine.run_checks import check_run_config, template_digests_of, training_template_selection
+    from t2t_mtl.engine.run_checks import check_run_config
+    from t2t_mtl.engine.training_templates import template_digests_of, training_template_selection
 
     run = f"training.output_dir={tmp_path / 'run'}"
     cfg = C.load_config("quickstart", [run])

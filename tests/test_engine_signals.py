@@ -373,7 +373,8 @@ def test_configured_template_sizes_are_checked_against_the_task_sizes_not_placeh
     # sampling.template_sizes, which training fills in, given in the config: refused by the pre-data check, whose
     # placeholder sizes (1000 a task) they could not add up to; it is kept, and fits the real sizes
     from t2t_mtl.config import config_from_dict
-    from t2t_mtl.engine.run_checks import check_run_config, with_template_sizes
+    from t2t_mtl.engine.run_checks import check_run_config
+    from t2t_mtl.engine.run_sampling import with_template_sizes
     from t2t_mtl.sampling import InvalidRateError, build_sampler
 
     given = {name: {"t5_prefix": 64, "instruction": 60} for name in TASKS}

@@ -65,7 +65,7 @@ def test_a_task_whose_own_templates_changed_is_refused_and_an_old_checkpoint_is_
 
     import task_registry
     from t2t_mtl.config import config_from_dict
-    from t2t_mtl.engine.run_checks import training_template_names
+    from t2t_mtl.engine.training_templates import training_template_names
 
     task_registry.load_builtin_tasks()
     cfg = config_from_dict({"data": {"tasks": ["reverse_words"]}, "model": {"dims": {"d_model": 8}}})

@@ -293,7 +293,7 @@ def config_mixture(path: str, data_dir: Optional[str]
     never draws. `data_dir` (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
-    from t2t_mtl.engine.run_checks import run_sampling_config, with_template_sizes
+    from t2t_mtl.engine.run_sampling import run_sampling_config, with_template_sizes
     from t2t_mtl.engine.run_mixture import training_rates
 
     cfg = load_config(path)
@@ -322,7 +322,7 @@ def rendered_template_sizes(cfg: Any, task_names: list[str]) -> dict[str, dict[s
     """{task: {template: examples}} of each of `task_names`' train rows (`data.max_examples_per_task` of them)
     rendered in every template it trains with, as a `data.all_templates` run of `cfg` renders them."""
     import task_registry
-    from t2t_mtl.engine.run_checks import training_template_names
+    from t2t_mtl.engine.training_templates import training_template_names
 
     names, sizes = training_template_names(cfg, task_names), {}
     for name in task_names:

@@ -72,8 +72,8 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     from t2t_mtl.engine.host_precision import check_precision
     from t2t_mtl.engine.distributed import select_cpu_accelerator
     from t2t_mtl.engine.idle_settings import config_warnings
-    from t2t_mtl.engine.run_checks import (check_run_config, template_digests_of, template_names_of,
-                                           training_template_selection)
+    from t2t_mtl.engine.run_checks import check_run_config
+    from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
     from t2t_mtl.engine.resume_checks import check_resume_config, template_change_warnings
 
     select_cpu_accelerator()  # (as a run does before its checks load DeepSpeed, which would warn on stdout)

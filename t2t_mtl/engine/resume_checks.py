@@ -251,7 +251,7 @@ def lora_section(cfg: Config) -> Optional[Dict[str, Any]]:
 def check_resume_config(cfg: Config, ckpt: Path, task_names: Sequence[str],
                         template_names: Mapping[str, Sequence[str]]) -> Dict[str, Any]:
     """The meta of checkpoint `ckpt`, once `cfg` (training `task_names` in the templates `template_names`, {task:
-    names in order}: `run_checks.template_names_of`) may resume it: a changed task list, LoRA, task embeddings,
+    names in order}: `training_templates.template_names_of`) may resume it: a changed task list, LoRA, task embeddings,
     `RESUME_SETTINGS` key or task's templates would misread task ids, sampler state, data positions or weights, and
     is refused now (CheckpointError naming the key)."""
     meta = read_meta(ckpt)

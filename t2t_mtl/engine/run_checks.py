@@ -2,9 +2,7 @@
 the mixture and its held-out rules (`engine.run_mixture`), the model section (`engine.model_checks`), the component
 sections (`engine.component_checks`), the signals adaptive strategies need (`engine.signal_checks`), the files of the
 tasks' splits (`engine.task_split_files`) and the DeepSpeed config, built once (`engine.checked_deepspeed`); the
-settings a run accepts but leaves idle are `engine.idle_settings`' warnings. Errors are ConfigErrors naming the key.
-The sampler config a run builds (`engine.run_sampling`) and the templates it trains with (`engine.training_templates`)
-are re-exported here, where callers import them from."""
+settings a run accepts but leaves idle are `engine.idle_settings`' warnings. Errors are ConfigErrors naming the key."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional
@@ -14,18 +12,15 @@ from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed, check_deepspeed
 from t2t_mtl.engine.component_checks import check_component_configs
 from t2t_mtl.engine.model_checks import check_model_size, is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_mixture import training_rates
-from t2t_mtl.engine.run_sampling import run_sampling_config, with_template_sizes
+from t2t_mtl.engine.run_sampling import run_sampling_config
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
 from t2t_mtl.engine.signal_checks import check_signal_config
 from t2t_mtl.engine.task_split_files import check_task_splits
-from t2t_mtl.engine.training_templates import (template_digests_of, template_names_of, training_template_names,
-                                               training_template_selection, training_templates)
 
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
 
-__all__ = ["CheckedRun", "check_run_config", "run_sampling_config", "template_digests_of", "template_names_of",
-           "training_template_names", "training_template_selection", "training_templates", "with_template_sizes"]
+__all__ = ["CheckedRun", "check_run_config"]
 
 
 class CheckedRun(NamedTuple):

@@ -64,8 +64,9 @@ from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, p
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
 from t2t_mtl.engine.idle_settings import config_warnings
-from t2t_mtl.engine.run_checks import (check_run_config, template_digests_of, template_names_of,
-                                       training_template_selection, with_template_sizes)
+from t2t_mtl.engine.run_checks import check_run_config
+from t2t_mtl.engine.run_sampling import with_template_sizes
+from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
 from t2t_mtl.engine.model_checks import is_local_model, pretrained_config_dict
 from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed
 from t2t_mtl.engine.rank_agreement import disagreement
