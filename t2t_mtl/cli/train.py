@@ -125,7 +125,8 @@ def stopped_before_start(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from t2t_mtl.config import ConfigError, load_config
-    from t2t_mtl.engine.checkpoint import CheckpointError, refuse_occupied_run_dir
+    from t2t_mtl.engine.checkpoint import CheckpointError
+    from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 
     problem = data_dir_problem(args.data_dir)
     if problem:

@@ -12,8 +12,9 @@ Layout of a run directory's checkpoints::
     <run>/checkpoints/best -> step-00000150            with `training.keep_best`: a relative symlink to the
                                                         checkpoint with the best held-in validation so far
 
-`engine.checkpoint_saving` writes them atomically, `engine.checkpoint_loading` reads them back and
-`engine.universal_conversion` converts one to DeepSpeed's universal format.
+`engine.checkpoint_saving` writes them atomically, `engine.checkpoint_loading` reads them back,
+`engine.universal_conversion` converts one to DeepSpeed's universal format and `engine.occupied_run_dir` refuses a run
+folder holding another run's.
 """
 from __future__ import annotations
 
@@ -107,28 +108,6 @@ def resumes_in_place(resume: Union[str, Path], run_dir: Path) -> bool:
         return True
     path, run = Path(resume).resolve(), Path(run_dir).resolve()
     return path == run or path.parent.parent == run
-
-
-def refuse_other_run(run_dir: Path, resume_from: Optional[Path]) -> None:
-    """Refuse to start (or to resume `resume_from`) in a run folder that already holds another run's checkpoints:
-    two runs' logs and checkpoints would interleave in one folder."""
-    existing = latest_checkpoint(run_dir)
-    if existing is None:
-        return
-    how = "resume it with --resume auto" if resume_from is None else \
-        f"resume {resume_from} into a new training.output_dir"
-    raise CheckpointError(
-        f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): {how}, or set "
-        f"training.output_dir to a new folder (or remove {run_dir}) to start over")
-
-
-def refuse_occupied_run_dir(run_dir: Path, resume: Union[str, Path, None]) -> None:
-    """`refuse_other_run` for `--resume` as given (None, `auto`, a run dir or a checkpoint dir), from the paths
-    alone, so a run can be refused before it starts anything: a resume in place is never refused here; a resume
-    from elsewhere resolves its checkpoint (a CheckpointError for a path that is neither)."""
-    if resume and resumes_in_place(resume, run_dir):
-        return
-    refuse_other_run(Path(run_dir), resolve_checkpoint(resume, run_dir) if resume else None)
 
 
 def read_meta(ckpt: Path, hint: Optional[str] = None) -> Dict[str, Any]:

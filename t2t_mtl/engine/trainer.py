@@ -61,6 +61,7 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
 from t2t_mtl.engine.export import initialisation_record
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
 from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
+from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
 from t2t_mtl.engine.idle_settings import config_warnings
@@ -314,7 +315,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         cfg.data.data_dir = str(data_dir)
     check_paths(cfg)
     run_dir = Path(cfg.training.output_dir)
-    ckpt_io.refuse_occupied_run_dir(run_dir, resume)  # (before the process group and the mixture's checks)
+    refuse_occupied_run_dir(run_dir, resume)  # (before the process group and the mixture's checks)
     env = init_distributed(cfg.training.num_threads)
     refuse_failed_start(env, "training", "a config, data or path", "config, data and paths", ConfigError)
     check_precision(cfg.training.precision, on_gpu=env.device.type == "cuda")
