@@ -44,8 +44,7 @@ from t2t_mtl.data.packing import PackedCollator
 from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
-from t2t_mtl.engine import checkpoint_saving
-from t2t_mtl.engine import resume_checks, universal_conversion
+from t2t_mtl.engine import checkpoint_saving, resume_checks, universal_conversion
 from t2t_mtl.engine.host_precision import auto_precision_reason, check_precision, emulated_bf16_warning
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
@@ -64,12 +63,12 @@ from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, p
 from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
+from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed
 from t2t_mtl.engine.idle_settings import config_warnings
+from t2t_mtl.engine.model_checks import is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_checks import check_run_config
 from t2t_mtl.engine.run_sampling import with_template_sizes
 from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
-from t2t_mtl.engine.model_checks import is_local_model, pretrained_config_dict
-from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed
 from t2t_mtl.engine.rank_agreement import disagreement
 from t2t_mtl.engine.rng_states import rng_kept
 from t2t_mtl.engine.resumed_model import check_universal_fills, left_unfilled, loads_every_tensor
