@@ -75,6 +75,17 @@ def test_the_rank_states_of_every_rank_are_loaded_in_rank_order(tmp_path):
         load_rank_states(tmp_path, 3)
 
 
+def test_the_rank_states_are_each_unpickled_once(tmp_path, monkeypatch):
+    # was: each file loaded twice, memory-mapped by check_loadable, then in full
+    for rank in range(2):
+        torch.save({"rng": torch.arange(8, dtype=torch.uint8) + rank}, tmp_path / f"rank_0000{rank}.pt")
+    loads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *args, **kwargs: loads.append(path) or load(path, *args, **kwargs))
+    states = load_rank_states(tmp_path, 2)
+    assert [state["rng"].tolist() for state in states] == [list(range(8)), list(range(1, 9))]
+    assert loads == [tmp_path / "rank_00000.pt", tmp_path / "rank_00001.pt"]
+
+
 def test_an_old_ranks_state_damaged_inside_is_refused_naming_it(tmp_path):
     # was: a resume under another world size loaded every old rank's file after DeepSpeed's load unchecked, and zeros
     # inside one (a copy that stopped, a disk that lost a block) gave other RNG states without a word
