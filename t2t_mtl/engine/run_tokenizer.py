@@ -94,13 +94,17 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
     on the mixture's training texts (each row in every template with data.all_templates, as the run trains it);
     either way the run keeps it in run_dir/tokenizer, where evaluation and export read it (a configured folder may
     change later). A `fresh` run copies the configured tokenizer or trains one anew (over what a run that died
-    before its first checkpoint left, which may have other tasks or options); a resumed one reads its own copy."""
+    before its first checkpoint left, which may have other tasks or options); a resumed one reads its own copy.
+    Collective: every rank looks for the run's copy before rank 0 writes one, so all take the same path (a rank
+    that looked after rank 0 had written it into a new run folder skipped the barrier rank 0 waited at)."""
     from t2t_mtl.tokenizer import TokenizerTrainingError, load_tokenizer, rendered_texts, train_tokenizer
 
     out = run_dir / "tokenizer"
     source = tokenizer_source(cfg)
     if source is not None:
-        if not fresh and out.is_dir():
+        kept = not fresh and out.is_dir()
+        barrier()  # every rank has looked for the run's copy before rank 0 writes one
+        if kept:
             return load_tokenizer(out)
         tokenizer = load_configured_tokenizer(cfg)
         if env.is_main:
