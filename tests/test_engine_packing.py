@@ -105,19 +105,19 @@ def test_two_ranks_pack_their_own_rows_and_resume_exactly(tmp_path, tok, mode):
     run_checked(torchrun_command(write_config(whole, tmp_path / "whole.yaml"), 2))
     # DeepSpeed's CPU backend never unlinks its ~69 MB per-rank /dev/shm buffers; the trainer does
     assert set(glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_*")) <= shm_before
-    cut = _config(tmp_path, tok, "cut", **sections)
-    cut["training"]["steps"] = cut_at
-    run_checked(torchrun_command(write_config(cut, tmp_path / "cut.yaml"), 2))
+    cut_checkpoint = tmp_path / "whole" / "checkpoints" / f"step-{cut_at:08d}"  # (the cut run's: the same steps)
     if mode == "mixed":  # the case this covers: at the cut the two ranks' samplers stand at different draws
-        saved = [torch.load(tmp_path / "cut" / "checkpoints" / f"step-{cut_at:08d}" / f"rank_{r:05d}.pt",
-                            weights_only=False)["sampler"]["drawn"] for r in range(2)]
+        saved = [torch.load(cut_checkpoint / f"rank_{r:05d}.pt", weights_only=False)["sampler"]["drawn"]
+                 for r in range(2)]
         assert saved[0] != saved[1]
-    cut["training"]["steps"] = steps
-    run_checked(torchrun_command(write_config(cut, tmp_path / "cut.yaml"), 2, "--resume", "auto"))
-    a, b = step_records(tmp_path / "whole"), step_records(tmp_path / "cut")
-    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    resumed = _config(tmp_path, tok, "resumed", **sections)
+    run_checked(torchrun_command(write_config(resumed, tmp_path / "resumed.yaml"), 2, "--resume",
+                                 str(cut_checkpoint)))
+    a, b = step_records(tmp_path / "whole"), step_records(tmp_path / "resumed")
+    assert sorted(a) == list(range(1, steps + 1)) and sorted(b) == list(range(cut_at + 1, steps + 1))
     for s in range(1, steps + 1):
         assert sum(a[s]["task_examples"].values()) > 2 * 3 * 4  # 2 ranks x 3 micro-batches x 4 rows, packed
+    for s in range(cut_at + 1, steps + 1):
         assert b[s]["task_examples"] == a[s]["task_examples"]
         assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-5)
     assert a[steps]["loss"] < a[1]["loss"]
