@@ -66,6 +66,22 @@ def test_incomplete_or_corrupt_checkpoint_is_refused_naming_the_file(tmp_path):
         read_meta(ckpt)
 
 
+def test_a_universal_folder_deepspeed_cannot_load_is_to_be_converted_again(tmp_path):
+    # was: a file missing from a ds_universal folder an earlier resume converted (its headers alone are checked) said
+    # "the checkpoint is incomplete or corrupt: resume from an earlier one", though its own files were intact
+    ckpt = save(tmp_path, 4)
+    (ckpt / "ds_universal" / "zero").mkdir(parents=True)
+    missing = ValueError("exp_avg not found in optimizer state fragment")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(FailingEngine(missing), ckpt, ENV, universal=True)
+    assert str(refused.value) == (
+        f"DeepSpeed could not load {ckpt / 'ds_universal'} (ValueError: exp_avg not found in optimizer state "
+        f"fragment); remove {ckpt / 'ds_universal'} (converted from the checkpoint's own files) for the resume to "
+        f"convert it again; if that conversion fails to load too, {CORRUPT_HINT}")
+    with pytest.raises(CheckpointError, match="size mismatch.*model.dims"):  # a changed model is not mended so
+        load_checkpoint(FailingEngine(RuntimeError("size mismatch for shared.weight")), ckpt, ENV, universal=True)
+
+
 def test_the_rank_states_of_every_rank_are_loaded_in_rank_order(tmp_path):
     for rank in range(3):
         torch.save({"r": rank}, tmp_path / f"rank_0000{rank}.pt")

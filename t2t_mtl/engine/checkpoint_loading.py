@@ -85,7 +85,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
         hint = ("the weights do not fit this run's model: resume with the model.dims / model.moe / "
                 "model.lora / model.task_embeddings / tokenizer the checkpoint was trained with"
                 if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err)
-                else CORRUPT_HINT)
+                else _reconvert_hint(ckpt / tag) if universal else CORRUPT_HINT)
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag} ({error_detail(err)}); {hint}") from None
     if path is None:
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {CORRUPT_HINT}")
@@ -96,6 +96,14 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
     if meta["world_size"] == env.world_size:
         rank_state = _load_file(rank_file(ckpt, env.rank))
     return trainer_state, rank_state, meta
+
+
+def _reconvert_hint(converted: Path) -> str:
+    """What to do when DeepSpeed cannot load `converted`, the checkpoint's own files converted to its universal format
+    (checked before the conversion; a folder an earlier resume converted is checked by its headers alone): a file of
+    it missing or damaged is mended by converting again."""
+    return (f"remove {converted} (converted from the checkpoint's own files) for the resume to convert it again; if "
+            f"that conversion fails to load too, {CORRUPT_HINT}")
 
 
 def load_rank_states(ckpt: Path, world_size: int) -> list:
