@@ -290,8 +290,8 @@ def test_a_rank_that_cannot_use_a_file_every_rank_reads_stops_the_other_naming_t
 
 def _universal_worker(rank: int, port: int, ckpt: str, out: str) -> None:
     """Rank `rank` of two making sure checkpoint `ckpt` has its universal folder (`ensure_universal`)."""
-    from t2t_mtl.engine.universal_conversion import ensure_universal
     from t2t_mtl.engine.distributed import init_distributed
+    from t2t_mtl.engine.universal_conversion import ensure_universal
 
     os.environ.update(_ranks_env(rank, port))
     try:
