@@ -106,3 +106,30 @@ def test_a_resume_with_nothing_left_to_train_draws_no_bar_without_its_total(tmp_
         logger.close()
         err = capsys.readouterr().err
         assert (drawn in err) if drawn else ("train" not in err), (start, err)
+
+
+def test_the_training_rows_are_described_by_rank_0_alone(tmp_path, caplog):
+    # every rank read the rows rank 0 had tokenized and logged the same warnings of them (truncated rows, text the
+    # tokenizer lacks): `deepspeed --num_gpus 2 --module t2t_mtl train` printed each of them twice
+    import torch
+    from engine_helpers import TASKS, tiny_config, train_tiny_tokenizer
+
+    from t2t_mtl.config import load_config
+    from t2t_mtl.engine.distributed import DistEnv
+    from t2t_mtl.engine.trainer import training_streams
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tok"))
+    cfg = load_config(extra=tiny_config(tmp_path / "run", tmp_path / "tok", tmp_path / "cache",
+                                        data={"max_input_length": 4, "max_target_length": 2}))
+    warned = {}
+    for rank in (0, 1):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            streams = training_streams(cfg, TASKS, tokenizer, tmp_path / "cache",
+                                       DistEnv(rank, 2, rank, torch.device("cpu"), "gloo"))
+        warned[rank] = [record.getMessage() for record in caplog.records]
+        assert {name: stream.truncated for name, stream in streams.items()} == {name: 64 for name in TASKS}
+    assert [message.split(": ")[0] for message in warned[0]] == [f"task {name}/train" for name in TASKS]
+    assert warned[1] == []
+    assert logging.getLogger("t2t_mtl.data").level == logging.NOTSET  # as it was

@@ -59,7 +59,8 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
                                              score_held_out)
 from t2t_mtl.engine.export import initialisation_record
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
-from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
+from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, rows_described_once,
+                                    show_logger)
 from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
@@ -166,18 +167,21 @@ def tokenized_cache_dir(cfg: Config, run_dir: Path) -> Tuple[Path, str]:
 def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cache_dir: Path, env: DistEnv
                      ) -> Dict[str, Any]:
     """Each training task's tokenized train rows (`build_task_streams`); rank 0 tokenizes and caches first, the
-    other ranks then read its cache files. A rank that cannot read them (data its node lacks) raises its error and
-    every other rank a ConfigError naming it, at once: left alone, they would wait for it in DeepSpeed's start."""
+    other ranks then read its cache files (without repeating its warnings of the rows: `rows_described_once`). A rank
+    that cannot read them (data its node lacks) raises its error and every other rank a ConfigError naming it, at
+    once: left alone, they would wait for it in DeepSpeed's start."""
     d = cfg.data
     if not env.is_main:
         barrier()
     error = None
     try:
-        streams = build_task_streams(task_names, tokenizer, split="train", max_input_length=d.max_input_length,
-                                     max_target_length=d.max_target_length, cache_dir=cache_dir,
-                                     templates=d.templates, every_template=d.all_templates,
-                                     max_examples=d.max_examples_per_task, seed=cfg.training.seed,
-                                     few_shot=FewShotMix.from_config(d.few_shot))
+        with rows_described_once(env.is_main):
+            streams = build_task_streams(task_names, tokenizer, split="train",
+                                         max_input_length=d.max_input_length,
+                                         max_target_length=d.max_target_length, cache_dir=cache_dir,
+                                         templates=d.templates, every_template=d.all_templates,
+                                         max_examples=d.max_examples_per_task, seed=cfg.training.seed,
+                                         few_shot=FewShotMix.from_config(d.few_shot))
     except Exception as err:  # noqa: BLE001 (raised below, once the other ranks know)
         if env.is_main:
             raise  # the others wait for rank 0 in the barrier: its exit ends it
