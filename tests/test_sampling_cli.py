@@ -304,6 +304,27 @@ def test_show_the_mixture_and_sampler_of_a_training_config(mixture, tmp_path, ca
     assert {name: row[1] for name, row in table.items()} == {"cli_big": 0.75, "cli_small": 0.25}
 
 
+def test_show_config_warns_as_train_does_of_rates_the_sampler_does_not_draw_by(mixture, tmp_path, capsys):
+    # was: silent, so `data.tasks: {my_webq: 3, ...}` under the default temperature sampler showed other rates than
+    # those written, with no word why (train warns; unused_mixture_rates' own warning points to `mixture show`)
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    model = {"dims": {"d_model": 8}}
+    written = {"data": {"tasks": {"cli_big": 3.0, "cli_small": 1.0}}, "sampling": {"strategy": "temperature"}}
+    for data, sampling, unused in ((written["data"], written["sampling"], "data.tasks gives rates"),
+                                   ({"mixture": mixture}, {"strategy": "uniform"}, f"data.mixture {mixture!r} gives"),
+                                   (written["data"], {"strategy": "explicit"}, None)):
+        config.write_text(yaml.safe_dump({"model": model, "data": data, "sampling": sampling}))
+        assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+        shown = capsys.readouterr().err
+        assert main(["train", str(config), "--print-config"]) == 0
+        trained = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+        assert shown.splitlines() == trained  # the reference: train's own warnings of the config
+        assert (unused is None) == (shown == "")
+        assert unused is None or shown.startswith(f"warning: {unused}") and "they go unused" in shown
+
+
 def test_show_a_config_with_all_templates_counts_examples_of_each_template(mixture, tmp_path, capsys):
     # data.all_templates trains each row in each template: the sizes are rows x templates, and the column said
     # "rows" all the same (121228 "rows" for glue_sst2's 60614 rows in t0_lora)

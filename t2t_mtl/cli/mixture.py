@@ -106,9 +106,9 @@ def show_mixture(args: argparse.Namespace) -> int:
             prepare_output_file(args.plot, "--plot", "rates.png")
             check_plot_format(args.plot)
         task_registry.load_builtin_tasks()
-        counted = "rows"
+        counted, warnings = "rows", []
         if args.config is not None:
-            args.name, tasks, sizes, config, counted, dropped = config_mixture(args.config, args.data_dir)
+            args.name, tasks, sizes, config, counted, dropped, warnings = config_mixture(args.config, args.data_dir)
         else:
             register_tasks(args.tasks_dir, args.task_modules)  # (a --task-module may register --sampler)
             unused = unused_parameter_option(args)
@@ -125,6 +125,8 @@ def show_mixture(args: argparse.Namespace) -> int:
         return 2
     except (task_registry.TaskRegistryError, ValueError, KeyError) as err:
         return fail(err, args.tasks_dir)
+    for warning in warnings:  # (as `train` warns of them)
+        print(f"warning: {warning}", file=sys.stderr)
     print(format_table(args.name, config, sizes, table, counted))
     if dropped:
         print(held_out_cluster_note(dropped))
@@ -283,18 +285,21 @@ def config_conflict(args: argparse.Namespace) -> Optional[str]:
 
 
 def config_mixture(path: str, data_dir: Optional[str]
-                   ) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any], str, list[str]]:
-    """(name, tasks, sizes, sampler config, what the sizes count, held out) of the training config at `path`: the
+                   ) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any], str, list[str], list[str]]:
+    """(name, tasks, sizes, sampler config, what the sizes count, held out, warnings) of the training config at `path`:
+    the
     tasks and rates `train` trains (`training_rates`: registrations, held-out rules and their checks), each task's
     train rows capped at `data.max_examples_per_task` ("rows"; with `data.all_templates` the examples each row renders
     in each of its templates, "examples": the rows are rendered as training renders them, so a template that skips
     rows counts and is rated at its own examples, `with_template_sizes`), the sampler config `train` builds
-    (`run_sampling_config`) and the registered tasks of `data.held_out_clusters` (the selection's first), which a run
-    never draws. `data_dir` (--data-dir) replaces the config's data.data_dir."""
+    (`run_sampling_config`), the registered tasks of `data.held_out_clusters` (the selection's first), which a run
+    never draws, and `train`'s warnings of its sampling (`sampling_warnings`: rates the sampler does not draw by).
+    `data_dir` (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
-    from t2t_mtl.engine.run_sampling import run_sampling_config, with_template_sizes
+    from t2t_mtl.engine.idle_settings import sampling_warnings
     from t2t_mtl.engine.run_mixture import training_rates
+    from t2t_mtl.engine.run_sampling import run_sampling_config, with_template_sizes
 
     cfg = load_config(path)
     if data_dir is not None:
@@ -312,10 +317,11 @@ def config_mixture(path: str, data_dir: Optional[str]
     if not cfg.data.all_templates:
         sizes = {name: task.num_rows("train") if cap is None else min(task.num_rows("train"), cap)
                  for name, task in tasks.items()}
-        return title, tasks, sizes, sampling_cfg, "rows", dropped
+        return title, tasks, sizes, sampling_cfg, "rows", dropped, sampling_warnings(cfg)
     per_template = rendered_template_sizes(cfg, list(tasks))
     sizes = {name: sum(counts.values()) for name, counts in per_template.items()}
-    return title, tasks, sizes, with_template_sizes(cfg, sampling_cfg, per_template), "examples", dropped
+    return (title, tasks, sizes, with_template_sizes(cfg, sampling_cfg, per_template), "examples", dropped,
+            sampling_warnings(cfg))
 
 
 def rendered_template_sizes(cfg: Any, task_names: list[str]) -> dict[str, dict[str, int]]:

@@ -18,7 +18,7 @@ from t2t_mtl.engine.signal_checks import validation_users
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
 
-__all__ = ["config_warnings", "unused_mixture_rates"]
+__all__ = ["config_warnings", "sampling_warnings", "unused_mixture_rates"]
 
 
 def unused_mixture_rates(cfg: Config) -> Optional[str]:
@@ -71,7 +71,7 @@ def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[Checke
     on it; None: built here on placeholder sizes where a warning needs it)."""
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
     filled = deepspeed.autos.auto_training_keys if deepspeed is not None else None
-    return out + _sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg, filled) + \
+    return out + sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg, filled) + \
         _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler) + _held_out_warnings(cfg)
 
 
@@ -114,9 +114,9 @@ def _surgery_warnings(cfg: Config, sampler: Optional[MixtureSampler]) -> List[st
             f"weight for one gradient only rescales it); train two or more tasks, or drop gradient_surgery"]
 
 
-def _sampling_warnings(cfg: Config) -> List[str]:
+def sampling_warnings(cfg: Config) -> List[str]:
     """Rates (`data.tasks`', a mixture's) the sampler does not draw by; weighting tchebycheff's max over the tasks
-    of a micro-batch where each holds one task."""
+    of a micro-batch where each holds one task (of `config_warnings`; `mixture show --config` prints them too)."""
     out: List[str] = []
     strategy = cfg.sampling.get("strategy")
     if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
