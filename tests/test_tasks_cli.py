@@ -265,6 +265,23 @@ def test_preview_shows_a_target_as_its_tasks_postprocess_scores_it(workspace, ca
     assert "scored as" not in capsys.readouterr().out  # ranked over its choices: postprocess is for generation
 
 
+def test_preview_shows_every_answer_a_templates_references_accept(workspace, capsys):
+    # a template's `references` (WebQuestions' and XQuAD's every gold answer) are what the text metrics score
+    # against, and the side-by-side rows showed the target alone; postprocessed as the metrics see them
+    (workspace / "tasks" / "cli_refs.yaml").write_text(
+        TASK_YAML.replace("cli_qa", "cli_refs") + "    references: \"{{a}} ||| alt\"\n"
+        "  - name: same\n    jinja: \"{{q}} ||| {{a}}\"\n    references: \"{{a}}\"\n"
+        "postprocess: \"text | upper\"\n")
+    args = ["tasks", "preview", "cli_refs", "-n", "2", "--split", "validation", "--data-dir", str(workspace / "data"),
+            "--tasks-dir", str(workspace / "tasks")]
+    for template, expected in (("polite", ["VALIDATION A0 ||| ALT", "VALIDATION A1 ||| ALT"]),
+                               ("same", []), ("plain", [])):  # (references as the target's, or none)
+        assert main([*args, "--template", template]) == 0
+        out = capsys.readouterr().out
+        assert [line.split("scored against (references): ")[1] for line in out.splitlines()
+                if "scored against" in line] == expected
+
+
 def test_preview_refuses_token_lengths_it_would_not_show_in_json_lines(workspace, capsys, t5_tokenizer_dir):
     # was: --tokenizer with --jsonl loaded the tokenizer and printed the JSON lines without any length, exit 0
     args = ["tasks", "preview", "cli_qa", "-n", "2", "--split", "validation", "--data-dir", str(workspace / "data"),

@@ -279,6 +279,10 @@ def _preview(args: argparse.Namespace) -> int:
         scored = example["targets"] if example["answer_choices"] else task.postprocessed([example["targets"]])[0]
         if scored != example["targets"]:  # (seqio's postprocess_fn on a generated target; ranked choices: none)
             print("\n".join(_side_by_side("", f"scored as (postprocess): {scored}", width)))
+        references = example["references"]
+        if references != [example["targets"]]:  # (a template's `references`: every answer the text metrics accept)
+            accepted = references if example["answer_choices"] else task.postprocessed(references)
+            print("\n".join(_side_by_side("", f"scored against (references): {' ||| '.join(accepted)}", width)))
         if view and view.unknown:  # (what the model reads and learns to write: the text its tokens spell)
             print("\n".join(_side_by_side("INPUTS AS TOKENIZED", "TARGETS AS TOKENIZED", width)))
             print("\n".join(_side_by_side(view.inputs_seen, view.targets_seen, width)))
