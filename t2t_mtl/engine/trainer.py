@@ -72,6 +72,7 @@ from t2t_mtl.engine.run_sampling import with_template_sizes
 from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
 from t2t_mtl.engine.rank_agreement import disagreement
 from t2t_mtl.engine.rng_states import rng_kept
+from t2t_mtl.engine.run_lock import RunLock
 from t2t_mtl.engine.resumed_model import check_universal_fills, left_unfilled, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
@@ -303,22 +304,27 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     started = time.perf_counter()
     cfg = as_config(config, overrides)
     threads = torch.get_num_threads()
+    lock = RunLock()
     try:
         hidden = not cfg.training.progress_bar or launched_rank() != 0
         with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden):
-            return _train(cfg, started, resume, data_dir, evaluate_held_in)
+            return _train(cfg, started, resume, data_dir, evaluate_held_in, lock)
     finally:
+        lock.release()
         torch.set_num_threads(threads)  # (the caller's, for what it runs next in this process)
 
 
 def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir: Union[str, Path, None],
-           evaluate_held_in: Optional[bool]) -> TrainResult:
-    """`train` on a validated Config, from `started` (its perf_counter at the call)."""
+           evaluate_held_in: Optional[bool], lock: RunLock) -> TrainResult:
+    """`train` on a validated Config, from `started` (its perf_counter at the call); rank 0 holds the run folder's
+    `lock` while it trains (taken before the process group where the folder exists, else once it is created)."""
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
     check_paths(cfg)
     run_dir = Path(cfg.training.output_dir)
     refuse_occupied_run_dir(run_dir, resume)  # (before the process group and the mixture's checks)
+    if launched_rank() == 0:
+        lock.take(run_dir)  # (a run still training there, as a resume's: refused before the others wait for it)
     env = init_distributed(cfg.training.num_threads)
     refuse_failed_start(env, "training", "a config, data or path", "config, data and paths", ConfigError)
     check_precision(cfg.training.precision, on_gpu=env.device.type == "cuda")
@@ -347,6 +353,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
     cache_dir, cache_key = tokenized_cache_dir(cfg, run_dir)
     make_run_folders(run_dir, cache_dir, cache_key)
+    if env.is_main:
+        lock.take(run_dir)  # (a new folder's)
     barrier()
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
     if resume_from is not None:
