@@ -367,6 +367,9 @@ def test_validate_reports_an_unknown_metric_name(workspace, capsys):
     err = capsys.readouterr().err
     assert f"{path}:4: task 'cli_qa': unknown metric 'acuracy'" in err and "accuracy" in err  # the metrics line
     assert "exact_match'" not in err
+    # how a function of one's own becomes a metric here, where no training config is read (was: only "e.g. in a
+    # data.task_modules module", though `tasks validate` registers it by --task-module)
+    assert "or a command's --task-module imports" in " ".join(err.split())
 
 
 def test_validate_reports_a_task_name_that_two_files_of_the_folder_define(workspace, capsys):

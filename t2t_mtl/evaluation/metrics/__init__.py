@@ -112,7 +112,8 @@ def canonical_metric_name(name: str) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownMetricError(f"unknown metric {name!r}{hint}: the shipped metrics are {known} "
                                  f"(aliases: {', '.join(sorted(ALIASES))}){also}; a Python function becomes a metric "
-                                 f"through t2t_mtl.evaluation.register_metric (e.g. in a data.task_modules module)")
+                                 f"through t2t_mtl.evaluation.register_metric, called in a module that a training "
+                                 f"config's data.task_modules or a command's --task-module imports")
     return key
 
 
