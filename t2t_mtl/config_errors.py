@@ -1,7 +1,7 @@
 """The errors of configuration: every one names the key, file or `--set` item at fault."""
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ConfigFileError", "ConfigTypeError", "UnknownConfigKeyError"]
+__all__ = ["ConfigError", "ConfigFileError", "ConfigTypeError", "RankStoppedError", "UnknownConfigKeyError"]
 
 
 class ConfigError(ValueError):
@@ -18,3 +18,8 @@ class ConfigTypeError(ConfigError):
 
 class ConfigFileError(ConfigError):
     """A config file (or a `base:` file) is missing or not valid YAML."""
+
+
+class RankStoppedError(ConfigError):
+    """Another rank of the job stopped before training began; its own error says what it could not use (not this
+    rank's config, which a message about a refused value would point to)."""

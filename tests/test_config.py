@@ -1444,6 +1444,21 @@ def test_a_resume_refusing_a_value_of_the_runs_saved_config_says_where_it_is_and
     assert "this resume reads" not in capsys.readouterr().err
 
 
+def test_another_ranks_stop_on_a_resume_is_not_told_as_a_refused_value_of_the_saved_config(tmp_path, capsys,
+                                                                                            monkeypatch):
+    # was: rank 1 of `deepspeed ... train --resume RUN`, whose rank 0 was refused (the run folder still trained by the
+    # ranks of a launcher killed with kill -9), printed "rank 0 of 2 stopped before training began (see its error
+    # ...)" followed by the note on a value of the run's saved config, which was not at fault
+    from t2t_mtl.engine import distributed
+
+    ckpt = _old_run(tmp_path, "training", {})  # (the quickstart's config as saved: nothing refused)
+    monkeypatch.setattr(distributed, "failed_ranks", lambda failed, env: [0])  # rank 0 stopped before joining
+    assert cli_main(["train", "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: rank 0 of 1 stopped before training began (see its error")
+    assert "this resume reads" not in err
+
+
 def test_evaluation_and_export_read_a_saved_value_a_new_run_is_refused_with_a_warning(tmp_path, caplog):
     # was: "checkpoint ... could not be loaded: .../config.yaml is not a valid run config (config key 'data.tasks' is
     # empty, ...); the model cannot be rebuilt without it", for a run that trained with that config: its model could

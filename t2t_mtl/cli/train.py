@@ -125,6 +125,7 @@ def stopped_before_start(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from t2t_mtl.config import ConfigError, load_config
+    from t2t_mtl.config_errors import RankStoppedError
     from t2t_mtl.engine.checkpoint import CheckpointError
     from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 
@@ -153,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
                 return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
         shut_down_process_group()
-    except ConfigError as err:
-        print(f"error: {err}{saved_config_note(saved)}", file=sys.stderr)
+    except ConfigError as err:  # (another rank's stop: its own error, not this config, is the one to read)
+        print(f"error: {err}{'' if isinstance(err, RankStoppedError) else saved_config_note(saved)}", file=sys.stderr)
         return stopped_before_start(args)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
+from t2t_mtl.config_errors import RankStoppedError
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.data.few_shot import FewShotMix
 from t2t_mtl.data.packing import PackedCollator
@@ -326,7 +327,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if launched_rank() == 0:
         lock.take(run_dir)  # (a run still training there, as a resume's: refused before the others wait for it)
     env = init_distributed(cfg.training.num_threads)
-    refuse_failed_start(env, "training", "a config, data or path", "config, data and paths", ConfigError)
+    refuse_failed_start(env, "training", "a config, data or path", "config, data and paths", RankStoppedError)
     check_precision(cfg.training.precision, on_gpu=env.device.type == "cuda")
     t = cfg.training
     seed_everything(t.seed)
