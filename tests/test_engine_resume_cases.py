@@ -702,6 +702,21 @@ def test_a_resume_with_other_settings_than_the_runs_config_names_them_with_both_
     assert "lr: 0.005" in saved.read_text()
 
 
+def test_a_resume_into_another_run_folder_names_the_settings_that_differ_from_the_checkpoints_run(tmp_path, tok,
+                                                                                                  capsys):
+    # (mut44: the comparison with the new folder's config.yaml, which is not there yet, passed every test: no warning)
+    def config(run, lr):
+        return tiny_config(run, tok, tmp_path / "cache", training={"steps": 3, "lr": lr, "checkpoint_every": 2},
+                           evaluation={"held_out": False})
+
+    train(config(tmp_path / "a", 0.01), evaluate_held_in=False)
+    capsys.readouterr()
+    train(config(tmp_path / "b", 0.005), resume=str(tmp_path / "a" / "checkpoints" / "step-00000002"),
+          evaluate_held_in=False)
+    assert (f"warning: resumed with settings other than {tmp_path / 'a' / 'config.yaml'}'s, which apply from step 2: "
+            f"training.lr 0.01 → 0.005 (the run's config.yaml now holds these)\n") in capsys.readouterr().out
+
+
 def test_a_resume_with_model_settings_that_keep_the_shapes_warns_naming_them(tmp_path, tok, capsys):
     # was: a resume with another dropout or relative attention distance (the weights still fit) went on silently
     dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]

@@ -43,3 +43,14 @@ def test_a_missing_config_yaml_or_one_with_the_same_settings_gives_no_warning(tm
     assert config_change_warning(tmp_path / "config.yaml", {"training": {"lr": 2}}, 3) == (
         f"resumed with settings other than {tmp_path / 'config.yaml'}'s, which apply from step 3: training.lr 1 → 2 "
         f"(the run's config.yaml now holds these)")
+
+
+def test_changes_at_every_depth_name_the_saved_value_first_in_the_new_configs_order():
+    # (mut44: these survived the test above: old and new swapped in the walk, which cancels at every second depth and
+    # so showed only top-level and third-level keys backwards; the keys in the saved file's order; non-ASCII values
+    # escaped)
+    saved = {"seed": 1, "deepspeed": {"extra": {"zero_optimization": {"stage": 1}}}, "data": {"tasks": ["é"]}}
+    now = {"data": {"tasks": ["ü"]}, "deepspeed": {"extra": {"zero_optimization": {"stage": 2}}}, "seed": 2}
+    assert changed_settings(saved, now) == ['data.tasks ["é"] → ["ü"]',
+                                            "deepspeed.extra.zero_optimization.stage 1 → 2", "seed 1 → 2"]
+
