@@ -386,6 +386,36 @@ def test_a_plus_or_modulo_of_numbers_fails_naming_the_parenthesised_fix(expressi
     assert Template("t", f"{{{{ ({expression}) }}}} ||| x").render({"label": 1}).inputs == str(value)
 
 
+def _misbound_message(expression: str, operator: str, consequence: str = "") -> str:
+    return (f"`{{{{ {expression} }}}}`: promptsource's truncation rewrite appends `| string | truncate(2048)` inside "
+            f"every `{{{{ }}}}`, and Jinja binds it to the last operand alone, so {operator} gets that operand as "
+            f"text{consequence}; write `{{{{ ({expression}) }}}}` to compute the whole expression first")
+
+
+@pytest.mark.parametrize("jinja, expression, operator, consequence", [
+    ("{{ label * 5 }}", "label * 5", "`*`", " (`label * 5` repeats the text '5')"),
+    ("{{ n ** 2 }}", "n ** 2", "`**`", ""),
+    ("{{ label == 1 }}", "label == 1", "a comparison", " (`label == 1` compares with the text '1': false)"),
+    ("{{- label * 5 -}}", "label * 5", "`*`", " (`label * 5` repeats the text '5')"),
+    ("{{ '}}' }} {{ n - 1 }}", "n - 1", "`-`", ""),
+    ("{{ n\n - 1 }}", "n\n - 1", "`-`", "")])
+def test_the_misbound_refusal_names_the_expression_as_written_its_operator_and_what_it_computes(
+        jinja, expression, operator, consequence):
+    # (mut44: each of these passed the test above: the consequence or the operator's backticks left out, whitespace
+    # control kept in the expression named, a text holding `}}` in a string or an expression over two lines
+    # stopping the scan; and a file named without its line shown as 'file:None')
+    with pytest.raises(TaskDefinitionError) as raised:
+        Template("t", f"{jinja} ||| a", source_file="tasks/t.yaml")
+    assert str(raised.value) == "template 't': " + _misbound_message(expression, operator, consequence)
+
+
+def test_a_modulo_of_numbers_fails_naming_the_parenthesised_fix():
+    # (mut44: `%` left out of the operators named where a rendering fails passed every test)
+    with pytest.raises(TemplateRenderError) as raised:
+        Template("t", "{{ label % 2 }} ||| x").render({"label": 3})
+    assert str(raised.value).endswith(": " + _misbound_message("label % 2", "`%`"))
+
+
 def test_reserved_answer_choices_field_is_refused():
     with pytest.raises(TemplateRenderError, match="answer_choices"):
         Template("t", "{{x}} ||| y").render({"x": 1, "answer_choices": "a"})
