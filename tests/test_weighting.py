@@ -319,6 +319,15 @@ def test_task_weights_are_what_the_next_call_weights_each_task_by(config):
     assert set(logged) == set(TASKS)
 
 
+def test_tchebycheff_logs_the_weights_of_the_tasks_whose_reference_loss_it_knows():
+    # before a task's first loss its reference is unknown: the weights of the others, λ_t = 1/(l_t Σ_i 1/l_i) over
+    # the known references 1 and 2, not NaN for every task (mut44: the unknown references kept passed every test)
+    w = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    assert w.task_weights(0.0, {}) == {}
+    w(losses(a=1.0, b=2.0), epoch=0.5)
+    assert w.task_weights(0.5, {}) == pytest.approx({"a": 1 / (1 * 1.5), "b": 1 / (2 * 1.5)}, rel=1e-12)
+
+
 def test_a_weighting_of_its_own_logs_no_task_weights():
     from t2t_mtl.weighting import LossWeighting
 
