@@ -44,7 +44,7 @@ def _refusal(tmp_path, zero, model=None):
 
 
 @pytest.mark.parametrize("key", ["offload_optimizer", "offload_param"])
-@pytest.mark.parametrize("stage", [2, 3, "3"])
+@pytest.mark.parametrize("stage", [1, 2, 3, "3"])
 @pytest.mark.parametrize("device", ["none", "cpu", "nvme"])
 def test_only_an_offload_deepspeed_reads_as_nvme_at_zero3_is_refused(tmp_path, key, stage, device):
     # DeepSpeed's parse of the section (the reference) and its ZeRO-3 alone swap to NVMe (DeepSpeed's engine reads
@@ -64,12 +64,14 @@ def test_only_an_offload_deepspeed_reads_as_nvme_at_zero3_is_refused(tmp_path, k
                                 f"deepspeed.config JSON; put it back once this run has saved a checkpoint)")
 
 
-@pytest.mark.parametrize("value, frozen, named", [(True, 1, "weight"), ("true", 1, "weight"), (False, 1, None),
-                                                  (True, 0, None), (True, 2, "weight and more")])
-def test_quantized_frozen_weights_at_zero3_are_refused_into_a_model_with_frozen_weights(tmp_path, value, frozen,
+@pytest.mark.parametrize("value, frozen, stage, named", [
+    (True, 1, 3, "weight"), ("true", 1, 3, "weight"), (False, 1, 3, None), (True, 0, 3, None),
+    (True, 2, 3, "weight and more"), (True, 1, 2, None)])
+def test_quantized_frozen_weights_at_zero3_are_refused_into_a_model_with_frozen_weights(tmp_path, value, frozen, stage,
                                                                                         named):
-    # (the universal load restores the trained weights alone: a model without frozen ones has nothing quantized)
-    refusal = _refusal(tmp_path, {"stage": 3, "zero_quantized_nontrainable_weights": value}, _frozen_model(frozen))
+    # (the universal load restores the trained weights alone: a model without frozen ones has nothing quantized; the
+    # option quantizes ZeRO-3's partitions alone)
+    refusal = _refusal(tmp_path, {"stage": stage, "zero_quantized_nontrainable_weights": value}, _frozen_model(frozen))
     assert (refusal is not None) is (named is not None)
     if named:
         assert refusal.endswith(f"this run's frozen weights ({named}) are written after it into partitions that "
