@@ -775,3 +775,45 @@ def test_inputs_of_a_task_a_model_folders_unimported_module_registers_are_warned
     assert err.endswith(warning.replace("2 inputs naming it are", "1 input naming it is"))
     predictions, err = answers("--task-module", str(module))  # (imported: postprocessed as eval scores it)
     assert predictions == [text.upper() + "!" for text in raw] and err == ""
+
+
+def test_the_unregistered_task_warning_names_each_task_once_and_only_those_an_answer_lacks_something_of(
+        dense_dir, tmp_path, capsys, monkeypatch, restored_component_tables):
+    # (mut44: each of these passed the test above: a warning per input, one for a registered built-in task, 'which
+    # model folder ... was trained on' for any task, 'are' for one input, and a ranked input, whose tie rule --raw
+    # does not drop, left out under --raw; and a warning where the folder names no module)
+    import shutil
+
+    import task_registry
+
+    folder = tmp_path / "model"
+    shutil.copytree(dense_dir, folder)
+    module = tmp_path / "shouting_tasks.py"
+    module.write_text(SHOUTING_MODULE)
+    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["module_shout"], "config": {
+        "data": {"task_modules": [str(module)]}}}))
+
+    def warnings(rows, *options):
+        monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in rows)))
+        with task_registry.isolated_registry():
+            code = main(["predict", "--checkpoint", str(folder), "--jsonl", "--input", "-", "--max-new-tokens", "2",
+                         *options])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        return [line for line in err.splitlines() if "is not registered here" in line]
+
+    def warning(task, trained, inputs):
+        return (f"warning: task {task!r}{f', which model folder {folder} was trained on,' if trained else ''} is not "
+                f"registered here: {inputs} naming it {'is' if inputs.startswith('1 ') else 'are'} answered without "
+                f"the postprocess or tie rule it may have, unlike in `t2t-mtl eval` (the folder's data.task_modules "
+                f"[{str(module)!r}], which may register it, were not imported: see above); pass --task-module MODULE "
+                f"to import the one you trust")
+
+    rows = [{"inputs": INPUTS[0], "task": "module_shout"}, {"inputs": INPUTS[1], "task": "count_word"},
+            {"inputs": INPUTS[2], "task": "elsewhere"}, {"inputs": INPUTS[0], "task": "module_shout"},
+            {"inputs": INPUTS[1]}]
+    assert warnings(rows) == [warning("module_shout", True, "2 inputs"), warning("elsewhere", False, "1 input")]
+    ranked = [{"inputs": INPUTS[0], "task": "elsewhere", "answer_choices": CHOICES}, *rows[:1]]
+    assert warnings(ranked, "--raw") == [warning("elsewhere", False, "1 input")]  # (module_shout's printed raw)
+    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["module_shout"]}))
+    assert warnings(rows) == []  # (no module left unimported: a task no module registers is no module's to give)
