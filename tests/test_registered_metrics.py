@@ -183,3 +183,12 @@ def test_list_metrics_names_every_metric_with_its_aliases_a_task_modules_too(tmp
         "reports f1 (average=binary); aliases: f1_binary" in listed["f1"]
     assert "pearson, pearson_correlation" in listed["pearsonr"]
     assert lines[-1] == "binary f1 counts the second of a template's two answer choices as the positive class."
+
+
+def test_list_metrics_with_a_task_module_that_cannot_be_imported_fails_listing_nothing(tmp_path, capsys):
+    # (mut44: listing after the import error, with exit status 0, passed every test)
+    from t2t_mtl.cli import main as cli_main
+
+    assert cli_main(["list", "metrics", "--task-module", str(tmp_path / "missing.py")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and "missing.py" in err
