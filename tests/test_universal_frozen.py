@@ -203,16 +203,19 @@ def test_a_zero3_rank_file_lacking_a_frozen_weight_is_refused_naming_it(tmp_path
     assert str(refused.value).startswith(f"{path} holds no base of this run's model, which a resume under another ")
 
 
-def test_zero3_fragments_short_of_the_frozen_weights_shape_are_refused_naming_the_files(tmp_path):
+@pytest.mark.parametrize("kept", [2, 3])
+def test_zero3_fragments_short_of_the_frozen_weights_shape_are_refused_naming_the_files(tmp_path, kept):
+    # (mut44: one value short, which passed every test with the check off by one, failed in torch's view, naming no
+    # file)
     _save_zero3(tmp_path, 2)
     path = module_state_file(tmp_path, 3, 1)
     saved = torch.load(path, weights_only=False)
-    saved["frozen_param_fragments"]["base"] = saved["frozen_param_fragments"]["base"][:2].clone()
+    saved["frozen_param_fragments"]["base"] = saved["frozen_param_fragments"]["base"][:kept].clone()
     torch.save(saved, path)
     with pytest.raises(CheckpointError) as refused:
         fill_frozen(_Frozen(), tmp_path, 3, 2)
     assert str(refused.value) == (f"the frozen_param_fragments of base in {module_state_file(tmp_path, 3, 0)}, {path} "
-                                  f"hold 6 values, not the 8 of its shape [4, 2]; {CORRUPT_HINT}")
+                                  f"hold {4 + kept} values, not the 8 of its shape [4, 2]; {CORRUPT_HINT}")
 
 
 @pytest.mark.parametrize("zero_stage", [1, 3])
