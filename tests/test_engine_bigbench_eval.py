@@ -191,3 +191,40 @@ def test_eval_held_out_of_a_run_scores_its_bigbench_tasks_as_the_run_did(tmp_pat
                               f"<task>/task.json files: run eval from where the run was trained, or pass "
                               f"--held-out-clusters to score the held-out clusters alone (--bigbench DIR scores "
                               f"BIG-bench tasks)\n")
+
+
+def test_eval_of_a_run_adds_its_bigbench_tasks_to_held_out_alone_and_names_a_folder_emptied_since(
+        tmp_path, tok, bigbench_dir, capsys):
+    # (mut44: adding them to any task selection, the first folder's alone, a task two folders import twice, and an
+    # emptied folder's import error without the run's folder and what to do, passed every test)
+    folder = tmp_path / "bigbench"
+    shutil.copytree(bigbench_dir / "anachronisms", folder / "anachronisms")
+    shutil.copytree(bigbench_dir / "navigate", tmp_path / "more" / "navigate")
+    run = tmp_path / "run"
+    folders = [str(folder), str(folder / "anachronisms"), str(tmp_path / "more")]  # (the second: a task again)
+    cfg = tiny_config(run, tok, tmp_path / "cache", training={"steps": 1}, data={"held_out_clusters": ["comparison"]},
+                      evaluation={"tasks": ["parity"], "bigbench": folders, "max_examples": 2, "scoring": "rank"})
+    with task_registry.isolated_registry():
+        train(cfg, evaluate_held_in=False)
+    capsys.readouterr()
+
+    def evaluate(*options):
+        with task_registry.isolated_registry():
+            code = cli_main(["eval", "--checkpoint", str(run), *options, "--no-progress"])
+        return code, capsys.readouterr().err
+
+    code, err = evaluate("--tasks", "parity", "--out", str(tmp_path / "parity"))
+    assert code == 0 and "BIG-bench" not in err, err
+    assert {r["task"] for r in json.loads((tmp_path / "parity" / "report.json").read_text())["results"]} == {"parity"}
+    code, err = evaluate("--held-out", "--out", str(tmp_path / "held_out"))
+    assert code == 0 and "; --held-out's BIG-bench tasks bigbench_anachronisms, bigbench_navigate (the run's " \
+                         "evaluation.bigbench)" in err, err
+    scored = [(r["task"], r["template"]) for r in json.loads((tmp_path / "held_out" / "report.json").read_text())[
+        "results"] if r["task"].startswith("bigbench_")]
+    assert sorted(scored) == [("bigbench_anachronisms", "bigbench_zero_shot"), ("bigbench_navigate",
+                                                                                 "bigbench_zero_shot")]
+    (folder / "anachronisms" / "task.json").unlink()
+    code, err = evaluate("--held-out")
+    assert code == 2 and err.startswith("error: the run's evaluation.bigbench: ") and str(folder) in err, err
+    assert err.endswith(": run eval from where the run was trained, or pass --held-out-clusters to score the held-out "
+                        "clusters alone (--bigbench DIR scores BIG-bench tasks)\n"), err
