@@ -133,6 +133,15 @@ def test_worst_task_follows_validation_losses_and_dtp_gets_validation_kpis(tmp_p
         for t in TASKS:
             kpi[t] = (1 - momentum) * rec["val_score"][t] + momentum * kpi[t]
     assert state["weighting"]["kpi"].tolist() == pytest.approx([kpi[t] for t in TASKS], rel=1e-9)
+    # each record logs the weights the next call gives: λ_t = -(1 - k)^γ log k (γ 2 by default) of the KPIs with
+    # that step's validation scores folded in (mut44: logging them without the scores passed every test)
+    kpi = {t: 0.5 for t in TASKS}
+    for rec in records:
+        if "val_score" in rec:
+            kpi = {t: (1 - momentum) * rec["val_score"][t] + momentum * kpi[t] for t in TASKS}
+        clamped = {t: min(max(kpi[t], 1e-6), 1 - 1e-6) for t in TASKS}  # (eps 1e-6 by default)
+        assert rec["task_weight"] == pytest.approx({t: -(1 - k) ** 2 * math.log(k) for t, k in clamped.items()},
+                                                   rel=1e-9), rec["step"]
 
 
 def test_camtl_run_trains_on_the_selected_candidates(tmp_path, tokenizer_dir):
@@ -401,6 +410,14 @@ def test_a_task_the_curriculum_has_not_started_is_trained_on_not_skipped(tmp_pat
     assert "parity" in result.task_sequence and result.skipped_steps == 0 and result.step == 12
     parity = [rec for rec in records if "parity" in rec["task_loss"]]
     assert parity and all(rec["weighted_loss"] == 0.0 and rec["task_loss"]["parity"] > 0 for rec in parity)
+    # the logged weights, λ_t(e) = (1/M) / (1 + exp((e'_t - e)/α)) at the epoch each step started at: parity's not
+    # started, the others' 1/(2M) at epoch 0 (e'_t 0), then rising with the epoch towards 1/M (mut44: logging them
+    # at epoch 0 throughout passed every test)
+    assert all(rec["task_weight"]["parity"] == 0.0 for rec in records)
+    for t in [t for t in TASKS if t != "parity"]:
+        logged = [rec["task_weight"][t] for rec in records]
+        assert logged[0] == pytest.approx(1 / (2 * len(TASKS)), rel=1e-12), t
+        assert logged == sorted(set(logged)) and logged[-1] < 1 / len(TASKS), t
 
 
 def test_uncertainty_weighting_follows_the_lr_schedule(tmp_path, tokenizer_dir):
