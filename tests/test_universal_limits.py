@@ -136,3 +136,22 @@ def test_a_universal_resume_of_a_checkpoint_saved_with_its_optimizer_on_nvme_is_
                        f"was saved with its optimizer on NVMe (its state in {ckpt / 'ds'}/offloaded_tensors, not in "
                        f"the files the conversion reads): resume it on the checkpoint's world size (1 rank, which "
                        f"loads DeepSpeed's own format)")
+
+
+def test_a_resume_on_the_checkpoints_world_size_is_not_held_to_the_universal_formats_limits(tmp_path, tok,
+                                                                                            monkeypatch):
+    # DeepSpeed's own format restores a checkpoint saved with its optimizer on NVMe from its swap files (mut44: the
+    # limits checked on every resume passed every test)
+    train(_config(tmp_path / "run", tok, tmp_path / "cache", {"zero_stage": 3}, 2), evaluate_held_in=False)
+    (tmp_path / "run" / "checkpoints" / "step-00000002" / "ds" / "offloaded_tensors" / "rank00").mkdir(parents=True)
+
+    class Started(Exception):
+        pass
+
+    def start(*args):
+        raise Started
+
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed", start)
+    with pytest.raises(Started):
+        train(_config(tmp_path / "run", tok, tmp_path / "cache", {"zero_stage": 3}, 3), resume="auto",
+              evaluate_held_in=False)
