@@ -817,3 +817,24 @@ def test_the_unregistered_task_warning_names_each_task_once_and_only_those_an_an
     assert warnings(ranked, "--raw") == [warning("elsewhere", False, "1 input")]  # (module_shout's printed raw)
     (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["module_shout"]}))
     assert warnings(rows) == []  # (no module left unimported: a task no module registers is no module's to give)
+
+
+def test_inputs_given_their_task_by_the_task_option_are_counted_in_the_unregistered_task_warning(
+        moe_dir, tmp_path, capsys, restored_component_tables):
+    # (mut44: counting the inputs' own "task" fields alone, none here, passed every test)
+    import shutil
+
+    import task_registry
+
+    folder = tmp_path / "model"
+    shutil.copytree(moe_dir, folder)
+    module = tmp_path / "shouting_tasks.py"
+    module.write_text(SHOUTING_MODULE)
+    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["alpha", "beta"], "config": {
+        "data": {"task_modules": [str(module)]}}}))
+    with task_registry.isolated_registry():
+        assert main(["predict", "--checkpoint", str(folder), "--task", "alpha", "--max-new-tokens", "2",
+                     *INPUTS[:2]]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: task 'alpha', which model folder {folder} was trained on, is not registered here: 2 inputs " \
+           f"naming it are answered without the postprocess" in err, err
