@@ -1,5 +1,7 @@
 """Commands that read no rows (listing, showing tasks, a mixture's rates) import neither datasets nor pyarrow nor
-pandas: task_registry imports them where rows are loaded, rendered or tokenized."""
+pandas: task_registry imports them where rows are loaded, rendered or tokenized. Commands that load no model (the
+help, listings, `compare`, `tasks validate`) import neither torch nor transformers nor DeepSpeed nor Triton: each
+starts in a fraction of a second, where those take seconds."""
 from __future__ import annotations
 
 import os
@@ -11,14 +13,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("datasets", "pyarrow", "pandas", "torch")
+#: what loading, training or scoring a model imports, seconds of a command's start
+MODEL_MODULES = ("torch", "transformers", "deepspeed", "triton")
 
 
-def _command_imports(*args: str, from_python: bool = False) -> tuple:
-    """(exit code, the HEAVY modules imported) of `t2t-mtl ARGS` run as the console script runs it (`from_python`:
-    as `main(ARGS)` called from Python runs it)."""
+def _command_imports(*args: str, from_python: bool = False, heavy: tuple = HEAVY) -> tuple:
+    """(exit code, the `heavy` modules imported) of `t2t-mtl ARGS` run as the console script runs it (`from_python`:
+    as `main(ARGS)` called from Python runs it; `--help`'s exit is its code)."""
     call = "main(sys.argv[1:])" if from_python else "main()"
-    code = (f"import sys; from t2t_mtl.cli import main; sys.argv[1:] = sys.argv[1:]; code = {call}; "
-            f"print(code, sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    code = (f"import sys\nfrom t2t_mtl.cli import main\ntry:\n    code = {call}\nexcept SystemExit as end:\n"
+            f"    code = end.code\nprint(code, sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
     return done.returncode, (done.stderr.splitlines() or [""])[-1]
@@ -40,6 +44,29 @@ def test_a_command_reading_no_dataset_called_from_python_imports_none():
     # compare, predict, export) passed every test, whose commands reading none ran as the console script
     _, imported = _command_imports("merge", "a", "b", "--out", "o", "--density", "0.5", from_python=True)
     assert imported.startswith("2 ") and "datasets" not in imported, imported  # (merge loads torch, a bad --density)
+
+@pytest.mark.parametrize("args", [
+    ("--help",), ("train", "--help"), ("list", "samplers"),
+    # were: t2t_mtl.evaluation imported every module of the package, the model's scoring with torch and transformers
+    # among them, for its metrics and reports alone (`list metrics` 3.4 s on an idle 2-core machine, 0.3 s without)
+    ("list", "metrics"), ("compare", "{reports}/first", "{reports}/second"), ("tasks", "validate", "{tasks}"),
+], ids=" ".join)
+def test_a_command_that_loads_no_model_imports_no_torch(args, tmp_path):
+    from t2t_mtl.evaluation.report import write_report
+    from t2t_mtl.evaluation.results import EvalReport, TemplateResult
+
+    for name in ("first", "second"):
+        result = TemplateResult("parity", "plain", "validation", "generate", 10, {"exact_match": {"exact_match": 50.0}},
+                                "exact_match", "exact_match", 50.0)
+        write_report(EvalReport(name, [result]), tmp_path / "reports" / name, plots=False)
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "my_task.jsonl").write_text('{"question": "a?", "answer": "yes"}\n')
+    (tmp_path / "tasks" / "my_task.yaml").write_text(
+        "name: my_task\nsplits: [validation]\nsource: {files: {validation: my_task.jsonl}}\nmetrics: [accuracy]\n"
+        "templates:\n  - {name: plain, jinja: '{{question}} ||| {{answer}}', answer_choices: 'yes ||| no'}\n")
+    argv = [arg.format(reports=tmp_path / "reports", tasks=tmp_path / "tasks") for arg in args]
+    assert _command_imports(*argv, heavy=MODEL_MODULES) == (0, "0 []")
+
 
 def test_a_preview_reads_rows_with_datasets():
     assert _command_imports("tasks", "preview", "parity", "-n", "1") == (0, "0 ['datasets', 'pandas', 'pyarrow']")

@@ -42,3 +42,27 @@ def test_importing_the_package_loads_neither_torch_nor_its_modules():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("first", ["from t2t_mtl.evaluation.predict import PredictRequest", "import t2t_mtl.evaluation",
+                                   "from t2t_mtl.evaluation import predict"])
+def test_the_evaluation_packages_predict_is_the_function_whichever_import_came_first(first):
+    # t2t_mtl.evaluation imports its modules when a name is first read; importing a submodule binds it on its package,
+    # and the module t2t_mtl.evaluation.predict would then have hidden the function the package exports as `predict`
+    code = (f"{first}\nimport types\nimport t2t_mtl, t2t_mtl.evaluation\nfrom t2t_mtl.evaluation import predict\n"
+            "from t2t_mtl.evaluation.predict import predict as defined\n"
+            "print(isinstance(predict, types.FunctionType), predict is defined is t2t_mtl.evaluation.predict "
+            "is t2t_mtl.predict)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True"]
+
+
+def test_the_evaluation_packages_names_are_its_modules_objects_and_its_metrics_load_no_torch():
+    code = ("import sys, importlib, t2t_mtl.evaluation as ev\nfrom t2t_mtl.evaluation import METRICS, read_report\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+            "print(all(getattr(ev, n) is getattr(importlib.import_module(m), n) for n, m in ev._EXPORTS.items()), "
+            "sorted(ev.__all__) == sorted(ev._EXPORTS) and set(ev.__all__) <= set(dir(ev)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["[]", "True True"]

@@ -1,29 +1,64 @@
 """Zero-shot evaluation (T0 protocol): rank classification or generation, shipped offline metrics,
 per-template results with median/mean per task, decaScore and macro average, JSON/Markdown/PNG reports,
 sharded over ranks; and `predict` for free-form inputs.
-"""
-from t2t_mtl.evaluation.aggregate import TaskSummary, compare, summarize, summarize_task
-from t2t_mtl.evaluation.checkpoint import checkpoint_meta, load_checkpoint
-from t2t_mtl.evaluation.errors import (CheckpointError, EvaluationError, MetricRegistrationError, NoAnswerChoicesError,
-                                       RankFailedError, RanksStoppedError, UnknownMetricError)
-from t2t_mtl.evaluation.eval_settings import EvalSettings
-from t2t_mtl.evaluation.generation import generate_texts
-from t2t_mtl.evaluation.metrics import METRICS, compute_metric, load_metric, register_metric
-from t2t_mtl.evaluation.predict import Prediction, PredictRequest, predict, read_requests
-from t2t_mtl.evaluation.rank_classification import rank_classify, score_choices
-from t2t_mtl.evaluation.report import (comparison_markdown, plot_task, read_report, report_to_dict, to_markdown,
-                                       write_report)
-from t2t_mtl.evaluation.results import EvalReport, TemplateResult
-from t2t_mtl.evaluation.runner import evaluate_tasks, init_distributed_from_env
-from t2t_mtl.evaluation.scoring import score_predictions
 
-__all__ = [
-    "TaskSummary", "compare", "summarize", "summarize_task", "checkpoint_meta", "load_checkpoint",
-    "CheckpointError", "EvaluationError", "MetricRegistrationError", "NoAnswerChoicesError", "RankFailedError",
-    "RanksStoppedError", "UnknownMetricError",
-    "generate_texts", "METRICS", "compute_metric", "load_metric", "register_metric", "rank_classify", "score_choices",
-    "comparison_markdown",
-    "plot_task", "read_report", "report_to_dict", "to_markdown", "write_report", "EvalReport", "TemplateResult",
-    "EvalSettings", "evaluate_tasks", "init_distributed_from_env", "score_predictions", "Prediction",
-    "PredictRequest", "predict", "read_requests",
-]
+The names below are importable from here (`from t2t_mtl.evaluation import evaluate_tasks`); each is the object of the
+module it is defined in, which is imported on first use: the modules that need no model (metrics, reports,
+settings) load without torch or transformers, so the commands using them alone (`t2t-mtl list metrics`, `compare`,
+`tasks validate`) start in a fraction of a second.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any, List
+
+#: public name -> the module that defines it (imported when the name is first read: PEP 562)
+_EXPORTS = {
+    **dict.fromkeys(("TaskSummary", "compare", "summarize", "summarize_task"), "t2t_mtl.evaluation.aggregate"),
+    **dict.fromkeys(("checkpoint_meta", "load_checkpoint"), "t2t_mtl.evaluation.checkpoint"),
+    **dict.fromkeys(("CheckpointError", "EvaluationError", "MetricRegistrationError", "NoAnswerChoicesError",
+                     "RankFailedError", "RanksStoppedError", "UnknownMetricError"), "t2t_mtl.evaluation.errors"),
+    "EvalSettings": "t2t_mtl.evaluation.eval_settings",
+    "generate_texts": "t2t_mtl.evaluation.generation",
+    **dict.fromkeys(("METRICS", "compute_metric", "load_metric", "register_metric"), "t2t_mtl.evaluation.metrics"),
+    **dict.fromkeys(("Prediction", "PredictRequest", "predict", "read_requests"), "t2t_mtl.evaluation.predict"),
+    **dict.fromkeys(("rank_classify", "score_choices"), "t2t_mtl.evaluation.rank_classification"),
+    **dict.fromkeys(("comparison_markdown", "plot_task", "read_report", "report_to_dict", "to_markdown",
+                     "write_report"), "t2t_mtl.evaluation.report"),
+    **dict.fromkeys(("EvalReport", "TemplateResult"), "t2t_mtl.evaluation.results"),
+    **dict.fromkeys(("evaluate_tasks", "init_distributed_from_env"), "t2t_mtl.evaluation.runner"),
+    "score_predictions": "t2t_mtl.evaluation.scoring",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The exported `name`, from its module (kept here after the first read); AttributeError for any other (a
+    submodule's name too: `from t2t_mtl.evaluation import runner` then imports the submodule)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+class _EvaluationPackage(types.ModuleType):
+    """This package's module type. Importing a submodule binds it on its package under its own name, and `predict`
+    names both the function this package exports and the module defining it: where `t2t_mtl.evaluation.predict` is
+    imported before the package's `predict` is read, the package keeps the function there, as it did when it imported
+    every module at once."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == _EXPORTS.get(name) == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _EvaluationPackage
