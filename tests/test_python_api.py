@@ -58,8 +58,10 @@ def test_the_evaluation_packages_predict_is_the_function_whichever_import_came_f
     assert result.stdout.split() == ["True", "True"]
 
 
-def test_the_evaluation_packages_names_are_its_modules_objects_and_its_metrics_load_no_torch():
-    code = ("import sys, importlib, t2t_mtl.evaluation as ev\nfrom t2t_mtl.evaluation import METRICS, read_report\n"
+def test_the_evaluation_packages_names_are_its_modules_objects_and_its_metrics_and_settings_load_no_torch():
+    # (settings check their generation sizes, which generation.py, with torch, defined)
+    code = ("import sys, importlib, t2t_mtl.evaluation as ev\n"
+            "from t2t_mtl.evaluation import METRICS, EvalSettings, read_report\nEvalSettings(max_new_tokens=8)\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
             "print(all(getattr(ev, n) is getattr(importlib.import_module(m), n) for n, m in ev._EXPORTS.items()), "
             "sorted(ev.__all__) == sorted(ev._EXPORTS) and set(ev.__all__) <= set(dir(ev)))")

@@ -180,7 +180,7 @@ def model_dir(tmp_path_factory, t5_tokenizer_dir):
 
 def test_beams_past_the_vocabulary_and_tokens_past_the_limit_are_refused_naming_the_setting():
     from t2t_mtl.evaluation import EvalSettings, EvaluationError
-    from t2t_mtl.evaluation.generation import check_generation_sizes
+    from t2t_mtl.evaluation.generation_sizes import check_generation_sizes
 
     model = T5ForConditionalGeneration(T5Config(**TINY))
     check_generation_sizes(TINY["vocab_size"], MAX_NEW_TOKENS, model)

@@ -180,7 +180,7 @@ def _check_beams_before_loading(args: argparse.Namespace, requests: list) -> Non
     (`folder_vocab_size`) where an input is generated, before the model is loaded (predict checks it again on the
     loaded model, whose size a run or checkpoint folder gives only then)."""
     from t2t_mtl.evaluation.checkpoint import checkpoint_meta, folder_vocab_size
-    from t2t_mtl.evaluation.generation import check_generation_sizes
+    from t2t_mtl.evaluation.generation_sizes import check_generation_sizes
 
     vocab_size = folder_vocab_size(args.checkpoint)
     ranked = [request for request in requests if request.answer_choices and args.scoring != "generate"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from t2t_mtl.evaluation.errors import EvaluationError
+from t2t_mtl.evaluation.generation_sizes import check_generation_sizes
 
 SCORING_MODES = ("auto", "rank", "generate")
 
@@ -47,8 +48,6 @@ class EvalSettings:
                     isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise EvaluationError(f"{key} must be an integer >= 1, got {value!r}")
         if self.scoring != "rank":  # (rank scoring generates nothing: a run's data.max_target_length default is unused)
-            from t2t_mtl.evaluation.generation import check_generation_sizes  # (torch: importing settings loads none)
-
             check_generation_sizes(self.num_beams, self.max_new_tokens)
         if isinstance(self.num_shots, bool) or not isinstance(self.num_shots, int) or self.num_shots < 0:
             raise EvaluationError(f"num_shots must be an integer >= 0, got {self.num_shots!r}")

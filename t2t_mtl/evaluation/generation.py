@@ -7,9 +7,8 @@ from typing import Any, Optional, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from t2t_mtl.evaluation.errors import EvaluationError
+from t2t_mtl.evaluation.generation_sizes import check_generation_sizes
 from t2t_mtl.evaluation.rank_classification import encode_inputs, evaluation_mode
-from t2t_mtl.size_limits import MAX_NEW_TOKENS
 
 
 SENTINEL = re.compile(r"<extra_id_\d+>")
@@ -32,23 +31,6 @@ def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[s
             text = tokenizer.decode(ids, skip_special_tokens=True)
         texts.append(text.strip())
     return texts
-
-
-def check_generation_sizes(num_beams: int, max_new_tokens: int, model: Optional[torch.nn.Module] = None, *,
-                           vocab_size: Optional[int] = None) -> None:
-    """EvaluationError naming the setting (and its option) for `max_new_tokens` past `MAX_NEW_TOKENS`, or, given a
-    `model` with a config (or its `vocab_size`, read before it is loaded), `num_beams` past its vocabulary size: beam
-    search's first step extends the input by one token, so it finds at most that many distinct beams (and a beam
-    width of 10**12 fails in the allocator)."""
-    vocab_size = getattr(getattr(model, "config", None), "vocab_size", vocab_size)
-    if max_new_tokens > MAX_NEW_TOKENS:
-        raise EvaluationError(f"max_new_tokens (--max-new-tokens, evaluation.max_new_tokens) {max_new_tokens} is more "
-                              f"than the {MAX_NEW_TOKENS} tokens a generation adds at most (t2t_mtl.size_limits): "
-                              f"generate fewer")
-    if vocab_size is not None and num_beams > vocab_size:
-        raise EvaluationError(f"num_beams (--num-beams, evaluation.num_beams) {num_beams} is more than the model's "
-                              f"vocabulary of {vocab_size} tokens, the most distinct beams there are: use at most "
-                              f"{vocab_size}")
 
 
 def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str], *,

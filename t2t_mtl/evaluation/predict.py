@@ -24,7 +24,8 @@ from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Seque
 from t2t_mtl.analysis.task_embeddings import find_task_tokens, prefix_task_token
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.eval_settings import SCORING_MODES
-from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
+from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.generation_sizes import check_generation_sizes
 from t2t_mtl.evaluation.rank_classification import argmax_first, score_choices
 from t2t_mtl.evaluation.token_lengths import input_lengths
 from t2t_mtl.model.moe import batch_dependent, capacity_drops

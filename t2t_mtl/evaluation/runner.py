@@ -33,7 +33,8 @@ from t2t_mtl.evaluation.baselines import baselines
 from t2t_mtl.evaluation.errors import EvaluationError, NoAnswerChoicesError
 from t2t_mtl.evaluation.eval_settings import EvalSettings
 from t2t_mtl.evaluation.few_shot import Demonstrations, ShotsFit, demonstration_split, fit_prompts
-from t2t_mtl.evaluation.generation import check_generation_sizes, generate_texts
+from t2t_mtl.evaluation.generation import generate_texts
+from t2t_mtl.evaluation.generation_sizes import check_generation_sizes
 from t2t_mtl.evaluation.metrics import metric_spec
 from t2t_mtl.evaluation.rank_classification import decoder_passes, score_choices
 from t2t_mtl.evaluation.rank_gathers import RankGathers
