@@ -68,6 +68,15 @@ def test_a_command_that_loads_no_model_imports_no_torch(args, tmp_path):
     assert _command_imports(*argv, heavy=MODEL_MODULES) == (0, "0 []")
 
 
+@pytest.mark.parametrize("args", [("--checkpoint", "{tmp}/runs/quikstart", "--tasks", "parity"),
+                                  ("--checkpoint", "{tmp}", "--tasks", "parity", "--num-beams", "0")], ids=" ".join)
+def test_an_eval_refused_before_its_model_loads_imports_no_transformers(args, tmp_path):
+    # was: eval imported its scoring (transformers, ~2 s on an idle 2-core machine) before checking its options and
+    # checkpoint path; it imports torch first, to tell the other ranks of a torchrun job that it stopped
+    argv = [arg.format(tmp=tmp_path) for arg in args]
+    assert _command_imports("eval", *argv, heavy=MODEL_MODULES) == (0, "2 ['torch']")
+
+
 def test_a_preview_reads_rows_with_datasets():
     assert _command_imports("tasks", "preview", "parity", "-n", "1") == (0, "0 ['datasets', 'pandas', 'pyarrow']")
 

@@ -291,7 +291,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import task_registry
     from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
-    from t2t_mtl.evaluation import checkpoint_meta, evaluate_tasks, load_checkpoint, read_report, to_markdown
+    from t2t_mtl.evaluation import checkpoint_meta, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
     from task_registry.bigbench import TEMPLATE_NAME as BIGBENCH_TEMPLATE
 
@@ -377,6 +377,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             taken.append(f"--held-out's BIG-bench tasks {', '.join(run_bigbench)} (the run's evaluation.bigbench{own})")
         if taken and rank == 0:
             print(f"eval: from the run's config (an option given wins): {'; '.join(taken)}", file=sys.stderr)
+        from t2t_mtl.evaluation import evaluate_tasks  # (imports transformers: not before the checks above)
+
         with logging_redirect_tqdm():  # (a warning while a task's bar is drawn: on a line of its own)
             report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                     rank=rank, world_size=world_size, progress=not args.no_progress)
