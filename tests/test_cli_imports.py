@@ -1,7 +1,7 @@
 """Commands that read no rows (listing, showing tasks, a mixture's rates) import neither datasets nor pyarrow nor
 pandas: task_registry imports them where rows are loaded, rendered or tokenized. Commands that load no model (the
-help, listings, `compare`, `tasks validate`) import neither torch nor transformers nor DeepSpeed nor Triton: each
-starts in a fraction of a second, where those take seconds."""
+help, listings, `compare`, `tasks validate`) import neither torch nor transformers nor DeepSpeed nor Triton, which
+take seconds to import."""
 from __future__ import annotations
 
 import os
@@ -45,10 +45,11 @@ def test_a_command_reading_no_dataset_called_from_python_imports_none():
     _, imported = _command_imports("merge", "a", "b", "--out", "o", "--density", "0.5", from_python=True)
     assert imported.startswith("2 ") and "datasets" not in imported, imported  # (merge loads torch, a bad --density)
 
+
 @pytest.mark.parametrize("args", [
     ("--help",), ("train", "--help"), ("list", "samplers"),
     # were: t2t_mtl.evaluation imported every module of the package, the model's scoring with torch and transformers
-    # among them, for its metrics and reports alone (`list metrics` 3.4 s on an idle 2-core machine, 0.3 s without)
+    # among them, for its metrics and reports alone (`list metrics` 6.3 s -> 0.5 s on a 2-core machine at load 4)
     ("list", "metrics"), ("compare", "{reports}/first", "{reports}/second"), ("tasks", "validate", "{tasks}"),
 ], ids=" ".join)
 def test_a_command_that_loads_no_model_imports_no_torch(args, tmp_path):
@@ -71,8 +72,8 @@ def test_a_command_that_loads_no_model_imports_no_torch(args, tmp_path):
 @pytest.mark.parametrize("args", [("--checkpoint", "{tmp}/runs/quikstart", "--tasks", "parity"),
                                   ("--checkpoint", "{tmp}", "--tasks", "parity", "--num-beams", "0")], ids=" ".join)
 def test_an_eval_refused_before_its_model_loads_imports_no_transformers(args, tmp_path):
-    # was: eval imported its scoring (transformers, ~2 s on an idle 2-core machine) before checking its options and
-    # checkpoint path; it imports torch first, to tell the other ranks of a torchrun job that it stopped
+    # was: eval imported its scoring (transformers) before checking its options and checkpoint path (the missing one:
+    # 6.0 s -> 1.6 s on a 2-core machine at load 4); it imports torch first, to tell a torchrun job's ranks it stopped
     argv = [arg.format(tmp=tmp_path) for arg in args]
     assert _command_imports("eval", *argv, heavy=MODEL_MODULES) == (0, "2 ['torch']")
 

@@ -4,8 +4,8 @@ sharded over ranks; and `predict` for free-form inputs.
 
 The names below are importable from here (`from t2t_mtl.evaluation import evaluate_tasks`); each is the object of the
 module it is defined in, which is imported on first use: the modules that need no model (metrics, reports,
-settings) load without torch or transformers, so the commands using them alone (`t2t-mtl list metrics`, `compare`,
-`tasks validate`) start in a fraction of a second.
+settings) load without torch or transformers, and so do the commands using them alone (`t2t-mtl list metrics`,
+`compare`, `tasks validate`).
 """
 from __future__ import annotations
 
