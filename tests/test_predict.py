@@ -733,20 +733,27 @@ register_task(Task("module_shout", LocalFileSource({"validation": "unused.jsonl"
 """
 
 
+def _folder_naming_an_unimported_module(model_dir: Path, tmp_path: Path, tasks: list) -> tuple:
+    """A copy of model folder `model_dir` trained on `tasks`, whose data.task_modules names SHOUTING_MODULE's file
+    (which registers module_shout); (the folder, the module's path)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    module = tmp_path / "shouting_tasks.py"
+    module.write_text(SHOUTING_MODULE)
+    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": tasks, "config": {
+        "data": {"task_modules": [str(module)]}}}))
+    return folder, module
+
+
 def test_inputs_of_a_task_a_model_folders_unimported_module_registers_are_warned_of_as_answered_without_it(
         dense_dir, tmp_path, capsys, monkeypatch, restored_component_tables):
     # was: after the warning that the folder's data.task_modules are not imported, the answers of the task the folder
     # was trained on were printed without its postprocess, without a word of it
-    import shutil
-
     import task_registry
 
-    folder = tmp_path / "model"
-    shutil.copytree(dense_dir, folder)
-    module = tmp_path / "shouting_tasks.py"
-    module.write_text(SHOUTING_MODULE)
-    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["module_shout"], "config": {
-        "data": {"task_modules": [str(module)]}}}))
+    folder, module = _folder_naming_an_unimported_module(dense_dir, tmp_path, ["module_shout"])
     model, tokenizer, _ = load_checkpoint(dense_dir)
     raw = _one_by_one_generate(model, tokenizer, INPUTS[:2])
     capsys.readouterr()  # (the reference's load drew its bars)
@@ -782,16 +789,9 @@ def test_the_unregistered_task_warning_names_each_task_once_and_only_those_an_an
     # (mut44: each of these passed the test above: a warning per input, one for a registered built-in task, 'which
     # model folder ... was trained on' for any task, 'are' for one input, and a ranked input, whose tie rule --raw
     # does not drop, left out under --raw; and a warning where the folder names no module)
-    import shutil
-
     import task_registry
 
-    folder = tmp_path / "model"
-    shutil.copytree(dense_dir, folder)
-    module = tmp_path / "shouting_tasks.py"
-    module.write_text(SHOUTING_MODULE)
-    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["module_shout"], "config": {
-        "data": {"task_modules": [str(module)]}}}))
+    folder, module = _folder_naming_an_unimported_module(dense_dir, tmp_path, ["module_shout"])
 
     def warnings(rows, *options):
         monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps(row) + "\n" for row in rows)))
@@ -822,16 +822,9 @@ def test_the_unregistered_task_warning_names_each_task_once_and_only_those_an_an
 def test_inputs_given_their_task_by_the_task_option_are_counted_in_the_unregistered_task_warning(
         moe_dir, tmp_path, capsys, restored_component_tables):
     # (mut44: counting the inputs' own "task" fields alone, none here, passed every test)
-    import shutil
-
     import task_registry
 
-    folder = tmp_path / "model"
-    shutil.copytree(moe_dir, folder)
-    module = tmp_path / "shouting_tasks.py"
-    module.write_text(SHOUTING_MODULE)
-    (folder / "t2t_mtl_meta.json").write_text(json.dumps({"tasks": ["alpha", "beta"], "config": {
-        "data": {"task_modules": [str(module)]}}}))
+    folder, _ = _folder_naming_an_unimported_module(moe_dir, tmp_path, ["alpha", "beta"])
     with task_registry.isolated_registry():
         assert main(["predict", "--checkpoint", str(folder), "--task", "alpha", "--max-new-tokens", "2",
                      *INPUTS[:2]]) == 0
