@@ -180,12 +180,15 @@ class HFSource(Source):
         return list(map(str, self.data_files)) if isinstance(self.data_files, Mapping) else ["train"]
 
     def read_from(self, split: str) -> list[str]:
-        """A hub dataset (`hub dataset path/name`, and under a data dir its `local_file`); a file reader's
-        `data_files` of `split` (patterns as the files they match); a local folder the path names."""
+        """A hub dataset (`hub dataset path/name`, and under a data dir its `local_file`), or the `data_files` of
+        `split` it names (files of its repo, as written); a file reader's `data_files` of `split` (patterns as the
+        files they match); a local folder the path names."""
         if self.reads_local_folder():
             return [f"folder {os.path.abspath(self.path)}"]
         if self._reads_local_files():
             return [f"file {os.path.abspath(path)}" for path in self._split_files(split)]
+        if self.data_files is not None:  # (two tasks reading other files of one hub dataset share no rows)
+            return [f"file {path} of hub dataset {self.describe()}" for path in self._split_files(split)]
         local = self.local_file(split)
         return [f"hub dataset {self.describe()}", *([f"file {os.path.abspath(local)}"] if local is not None else [])]
 

@@ -72,6 +72,21 @@ def test_a_file_readers_data_files_and_a_local_files_source_share_a_file_and_a_g
             f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
 
 
+def test_tasks_reading_other_data_files_of_one_hub_dataset_share_nothing_and_the_same_file_is_named():
+    # a hub dataset's data_files choose some files of its repo: two tasks reading different ones share no rows
+    with task_registry.isolated_registry():
+        _register("first", HFSource("org/collection", data_files={"train": "a/train.jsonl"}))
+        _register("second", HFSource("org/collection", data_files={"train": "b/train.jsonl",
+                                                                   "validation": "b/validation.jsonl"}))
+        _register("again", HFSource("org/collection", data_files={"train": "b/dev.jsonl",
+                                                                  "validation": "a/train.jsonl"}))
+        assert shared_data_warnings(["second"], ["first"], FIX) == []
+        assert shared_data_warnings(["again"], ["first"], FIX) == [
+            f"evaluated task 'again' reads file a/train.jsonl of hub dataset org/collection (its validation split), "
+            f"which trained task 'first' trains on: the model has seen that data, so its score is not a held-out "
+            f"one; {FIX}"]
+
+
 def test_a_run_training_on_its_held_out_tasks_data_is_warned_at_training_and_by_eval_held_out(tmp_path, capsys):
     # was: a run training 'mine' and scoring 'theirs' held out, both over mine.jsonl, printed the held-out zero-shot
     # score without a word, and so did `eval --held-out` of it
