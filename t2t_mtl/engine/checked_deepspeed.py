@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine.deepspeed_config import DeepSpeedAutos, build_deepspeed, build_deepspeed_config
+from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts, deepspeed_key_source
 from t2t_mtl.engine.deepspeed_settings import json_zero_stage
 from t2t_mtl.engine.deepspeed_value_checks import check_fp16_zero_stage
 from t2t_mtl.engine.lr_schedule import lr_scheduler
@@ -36,8 +37,6 @@ def check_deepspeed(cfg: Config, world_size: int) -> CheckedDeepSpeed:
     lr_scheduler(cfg)  # a deepspeed.extra.scheduler without a type
     ds_config, autos = build_deepspeed(cfg, world_size)
     check_fp16_zero_stage(ds_config)  # (a GPU run: refused here, not once the data and the model are built)
-    from t2t_mtl.engine.deepspeed_engine import check_deepspeed_accepts  # (it imports resume_checks, which imports us)
-
     unread = check_deepspeed_accepts(ds_config, cfg)
     if cfg.gradient_surgery:
         check_surgery_zero(ds_config)
@@ -64,8 +63,6 @@ def idle_section_warnings(cfg: Config, ds_config: Mapping[str, Any]) -> List[str
     its blocks through transformers)."""
     if "activation_checkpointing" not in ds_config:
         return []
-    from t2t_mtl.engine.deepspeed_engine import deepspeed_key_source  # (it imports resume_checks, which imports us)
-
     return [f"{deepspeed_key_source(cfg, 'activation_checkpointing')}: DeepSpeed applies it only to a model whose "
             f"blocks call deepspeed.checkpointing, which t2t-mtl's T5 does not, so it has no effect; "
             f"model.activation_checkpointing: true checkpoints the blocks"]
@@ -75,8 +72,6 @@ def unread_key_warnings(cfg: Config, unread: Sequence[Tuple[str, Optional[str]]]
     """The warnings of `unread` ((top-level key, the closest key DeepSpeed reads or None), `unread_keys`), each naming
     where the key was written: `deepspeed.extra` or the `deepspeed.config` JSON."""
     import deepspeed
-
-    from t2t_mtl.engine.deepspeed_engine import deepspeed_key_source  # (it imports resume_checks, which imports us)
 
     out = []
     for key, close in unread:
