@@ -287,8 +287,7 @@ def config_conflict(args: argparse.Namespace) -> Optional[str]:
 def config_mixture(path: str, data_dir: Optional[str]
                    ) -> tuple[str, dict[str, Any], dict[str, int], dict[str, Any], str, list[str], list[str]]:
     """(name, tasks, sizes, sampler config, what the sizes count, held out, warnings) of the training config at `path`:
-    the
-    tasks and rates `train` trains (`training_rates`: registrations, held-out rules and their checks), each task's
+    the tasks and rates `train` trains (`training_rates`: registrations, held-out rules and their checks), each task's
     train rows capped at `data.max_examples_per_task` ("rows"; with `data.all_templates` the examples each row renders
     in each of its templates, "examples": the rows are rendered as training renders them, so a template that skips
     rows counts and is rated at its own examples, `with_template_sizes`), the sampler config `train` builds
