@@ -5,6 +5,8 @@ converts the checkpoint again), where DeepSpeed's load failed on it inside and c
 process: a ZeRO-1 checkpoint resumed at ZeRO-2 goes through the universal format."""
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -62,3 +64,27 @@ def test_a_damaged_file_of_a_universal_folder_converted_earlier_is_refused_befor
     shutil.rmtree(out)  # (as the refusal says: converted again, the resume trains)
     assert train(tiny_config(tmp_path / "resumed", tok, tmp_path / "cache", deepspeed={"zero_stage": 2},
                              training={"steps": 3}), resume=str(ckpt), evaluate_held_in=False).step == 3
+
+
+def test_a_checkpoint_folder_that_cannot_be_written_is_named_with_a_copy_to_resume_from_not_called_corrupt(
+        tmp_path, tok, monkeypatch):
+    # was: "DeepSpeed could not convert ... (PermissionError ...); the checkpoint is incomplete or corrupt: resume from
+    # an earlier one ... or remove it", of an intact checkpoint in a folder the user cannot write (another user's)
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", deepspeed={"zero_stage": 1},
+                      training={"steps": 2}), evaluate_held_in=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    mkdir = os.mkdir
+
+    def read_only(path, *args, **kwargs):  # (root writes through chmod: the folder refuses as a read-only mount does)
+        if Path(path).parent == ckpt:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    with pytest.raises(CheckpointError) as refused:
+        ensure_universal(ckpt, DistEnv(0, 1, 0, torch.device("cpu"), "gloo"))
+    assert str(refused.value) == (
+        f"checkpoint {ckpt} cannot be written ([Errno 13] Permission denied: '{ckpt / '.tmp-ds_universal'}'): a "
+        f"resume under another world size or ZeRO stage first converts it to DeepSpeed's universal format inside it "
+        f"(ds_universal): copy the checkpoint's folder to one you can write and resume from the copy")
+    assert not (ckpt / "ds_universal").exists()

@@ -61,7 +61,7 @@ def _check_converted(out: Path) -> None:
 def _convert_to_universal(ckpt: Path, out: Path) -> None:
     """Write checkpoint `ckpt`'s DeepSpeed files in DeepSpeed's universal format to `out` (through a temporary folder
     renamed into place); CheckpointError naming a file of them that cannot be loaded (a rank's optimizer partition
-    missing included), else quoting DeepSpeed's error."""
+    missing included), or `ckpt` where the temporary folder cannot be made in it, else quoting DeepSpeed's error."""
     from types import SimpleNamespace
 
     from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
@@ -72,6 +72,12 @@ def _convert_to_universal(ckpt: Path, out: Path) -> None:
         check_loadable(path)
     tmp = ckpt / f".tmp-{UNIVERSAL_TAG}"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+    except OSError as err:  # (another user's checkpoint, a read-only mount: intact, not to be removed)
+        raise CheckpointError(f"checkpoint {ckpt} cannot be written ({err}): a resume under another world size or ZeRO "
+                              f"stage first converts it to DeepSpeed's universal format inside it ({UNIVERSAL_TAG}): "
+                              f"copy the checkpoint's folder to one you can write and resume from the copy") from None
     try:
         ds_to_universal(SimpleNamespace(input_folder=str(ckpt / DS_TAG), output_folder=str(tmp),
                                         num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
