@@ -1,10 +1,13 @@
 """Evaluated tasks, not trained themselves, that read the data a trained task trains on: a user's `my_rte` reading
-glue/rte trains the model on the rows the built-in held-out `glue_rte` scores, so that score is not held out. Found by
-where each task's rows come from (`Source.read_from`: a hub dataset by path and config, a file by its absolute
-path), not by name."""
+glue/rte trains the model on the dataset whose validation rows the built-in held-out `glue_rte` scores, so that score
+is not a held-out one. Found by where each task's rows come from (`Source.read_from`: a hub dataset by path and config,
+or the data_files of it a task names; a file by its absolute path), not by name."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
+
+if TYPE_CHECKING:
+    from task_registry import Task
 
 #: the split a trained task trains on
 TRAIN_SPLIT = "train"
@@ -34,7 +37,7 @@ def shared_data_warnings(evaluated: Sequence[str], trained: Sequence[str], remed
     return warnings
 
 
-def _reads(task) -> Dict[str, str]:
+def _reads(task: Task) -> Dict[str, str]:
     """What each split of `task` reads (`Source.read_from`), mapped to the first of its splits that reads it."""
     reads: Dict[str, str] = {}
     for split in task.splits:
