@@ -80,11 +80,19 @@ def test_tasks_reading_other_data_files_of_one_hub_dataset_share_nothing_and_the
                                                                    "validation": "b/validation.jsonl"}))
         _register("again", HFSource("org/collection", data_files={"train": "b/dev.jsonl",
                                                                   "validation": "a/train.jsonl"}))
+        _register("whole", HFSource("org/collection"))
         assert shared_data_warnings(["second"], ["first"], FIX) == []
         assert shared_data_warnings(["again"], ["first"], FIX) == [
             f"evaluated task 'again' reads file a/train.jsonl of hub dataset org/collection (its validation split), "
             f"which trained task 'first' trains on: the model has seen that data, so its score is not a held-out "
             f"one; {FIX}"]
+        # the dataset read whole holds every file of it, either way round
+        assert shared_data_warnings(["whole"], ["second"], FIX) == [
+            f"evaluated task 'whole' reads hub dataset org/collection, which trained task 'second' trains on: the "
+            f"model has seen that data, so its score is not a held-out one; {FIX}"]
+        assert shared_data_warnings(["second"], ["whole"], FIX) == [
+            f"evaluated task 'second' reads file b/train.jsonl of hub dataset org/collection (its train split), which "
+            f"trained task 'whole' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
 
 
 def test_a_run_training_on_its_held_out_tasks_data_is_warned_at_training_and_by_eval_held_out(tmp_path, capsys):
