@@ -327,7 +327,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if launched_rank() == 0:
         lock.take(run_dir)  # (a run still training there, as a resume's: refused before the others wait for it)
     env = init_distributed(cfg.training.num_threads)
-    refuse_failed_start(env, "training", "a config, data or path", "config, data and paths", RankStoppedError)
+    refuse_failed_start(env, "training", "a run folder another process trains (rank 0's run.lock), or a config, data "
+                        "or path", "config, data and paths", RankStoppedError)
     check_precision(cfg.training.precision, on_gpu=env.device.type == "cuda")
     t = cfg.training
     seed_everything(t.seed)
