@@ -35,11 +35,11 @@ class CheckedRun(NamedTuple):
 
 def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: Optional[Dict[str, Any]] = None
                      ) -> CheckedRun:
-    """The training rates, sampling config and DeepSpeed config of `cfg` (`CheckedRun`), after every check `train`
-    makes before it reads data or builds a model: the mixture and its held-out rules, the sampler, weighting, MoE,
-    gradient-surgery, batching, signal, evaluation and DeepSpeed sections. Raises ConfigError (or the builders'
-    errors) naming the key. `saved`: a local pretrained model's config dict, as `check_t5_checkpoint` returned it
-    (None: read it where needed)."""
+    """The training rates, sampling config, DeepSpeed config and sampler (on placeholder sizes) of `cfg`
+    (`CheckedRun`), after every check `train` makes before it reads data or builds a model: the mixture and its
+    held-out rules, the sampler, weighting, MoE, gradient-surgery, batching, signal, evaluation and DeepSpeed
+    sections. Raises ConfigError (or the builders' errors) naming the key. `saved`: a local pretrained model's config
+    dict, as `check_t5_checkpoint` returned it (None: read it where needed)."""
     check_model_source(cfg.model)
     rates = training_rates(cfg)
     if saved is None and is_local_model(cfg.model.name_or_path):  # (read once, for the size and the MoE checks)
