@@ -73,3 +73,57 @@ def test_a_folder_that_cannot_be_locked_is_trained_unlocked(tmp_path, monkeypatc
     lock.take(tmp_path)  # (and where it can: held)
     assert lock.handle is not None
     lock.release()
+
+
+def _take_together_worker(rank: int, port: int, run_dir: str, out: str) -> None:
+    """Rank `rank` of two taking the lock of new folder `run_dir` together (`take_together`), then one collective of
+    the default group (the next the trainer runs); writes what it ended with to out.<rank>."""
+    import os
+    from pathlib import Path
+
+    from t2t_mtl.engine.distributed import failed_ranks, join_gloo_group
+    from t2t_mtl.engine.run_lock import RunLock, take_together
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    env = join_gloo_group()
+    try:
+        take_together(RunLock(), Path(run_dir), env)
+        failed_ranks(False, env)
+        result = "locked"
+    except CheckpointError as err:
+        result = str(err)
+    Path(f"{out}.{rank}").write_text(result)
+
+
+@pytest.mark.slow
+def test_two_ranks_started_into_a_new_folder_another_run_took_first_both_stop_naming_it(tmp_path):
+    # was: rank 0 raised after the process group existed while rank 1 waited at a barrier for it (a gloo connection
+    # error at best, once rank 0's process ended) when two runs started into one new folder at the same time
+    from engine_helpers import forked_ranks, free_port
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir / "run.lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        port = free_port()
+        codes = forked_ranks(_take_together_worker, [(rank, port, str(run_dir), str(tmp_path / "out"))
+                                                     for rank in (0, 1)], timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    ended = [(tmp_path / f"out.{rank}").read_text() if (tmp_path / f"out.{rank}").exists() else "hung"
+             for rank in (0, 1)]
+    assert codes == [0, 0], ended
+    assert ended == [f"training.output_dir {run_dir} is being trained by process 4242 on elsewhere (it holds "
+                     f"{run_dir / 'run.lock'}): stop that run first — a launcher killed with kill -9 leaves its ranks "
+                     f"running, end them by their process ids — or train into another training.output_dir",
+                     f"rank 0 of 2 found training.output_dir {run_dir} trained by another process (see its error): "
+                     f"stop that run first, or train into another training.output_dir"]
+    # the holder gone, both go on together (rank 0 held the lock until its process ended)
+    port = free_port()
+    assert forked_ranks(_take_together_worker, [(rank, port, str(run_dir), str(tmp_path / "again"))
+                                                for rank in (0, 1)], timeout=60) == [0, 0]
+    assert [(tmp_path / f"again.{rank}").read_text() for rank in (0, 1)] == ["locked", "locked"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Optional
 
 from t2t_mtl.engine.checkpoint import CheckpointError
+from t2t_mtl.engine.distributed import DistEnv, failed_ranks
 
 #: the lock's file in a run folder (it holds the holder's process id and host)
 LOCK_FILE = "run.lock"
@@ -58,3 +59,19 @@ class RunLock:
         if self.handle is not None:
             self.handle.close()  # (closing the file drops its flock)
             self.handle = None
+
+
+def take_together(lock: RunLock, run_dir: Path, env: DistEnv) -> None:
+    """Collective: rank 0 takes `lock` on `run_dir` (`RunLock.take`) once the process group exists; where another
+    process holds it (one started into the same new folder at the same time), every rank stops: rank 0 with the
+    CheckpointError naming the holder, the others with one naming rank 0's refusal (they would wait for it for ever)."""
+    refused = None
+    if env.is_main:
+        try:
+            lock.take(run_dir)
+        except CheckpointError as err:
+            refused = err
+    if failed_ranks(refused is not None, env):
+        raise refused or CheckpointError(f"rank 0 of {env.world_size} found training.output_dir {run_dir} trained by "
+                                         f"another process (see its error): stop that run first, or train into "
+                                         f"another training.output_dir")

@@ -73,7 +73,7 @@ from t2t_mtl.engine.run_sampling import with_template_sizes
 from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
 from t2t_mtl.engine.rank_agreement import disagreement
 from t2t_mtl.engine.rng_states import rng_kept
-from t2t_mtl.engine.run_lock import RunLock
+from t2t_mtl.engine.run_lock import RunLock, take_together
 from t2t_mtl.engine.resumed_model import check_universal_fills, left_unfilled, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
                                           prepare_tokenizer, vocab_before_task_tokens)
@@ -355,9 +355,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     in_place = resume_from is not None and ckpt_io.resumes_in_place(resume_from, run_dir)
     cache_dir, cache_key = tokenized_cache_dir(cfg, run_dir)
     make_run_folders(run_dir, cache_dir, cache_key)
-    if env.is_main:
-        lock.take(run_dir)  # (a new folder's)
-    barrier()
+    take_together(lock, run_dir, env)  # (a new folder's)
     tokenizer = prepare_tokenizer(cfg, run_dir, task_names, env, fresh=resume_from is None)
     if resume_from is not None:
         check_resumed_tokenizer(cfg, tokenizer, resume_from)
