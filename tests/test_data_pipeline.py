@@ -306,7 +306,7 @@ def test_a_damaged_cache_file_is_tokenized_again_with_a_warning_naming_it(tokeni
     task, settings, file = _cached_reverse_words(tokenizer, tmp_path)
     data = file.read_bytes()
     file.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "not arrow": b"input_ids\n" * 50}[damage])
-    with caplog.at_level("WARNING", logger="t2t_mtl.data.streams"):
+    with caplog.at_level("WARNING", logger="t2t_mtl.tokenized_cache"):
         again = tokenize_task(task, tokenizer, **settings)
     assert str(file) in caplog.text and "damaged" in caplog.text
     inputs = task.to_dataset("train", max_examples=20)["inputs"]

@@ -133,3 +133,11 @@ def test_the_training_rows_are_described_by_rank_0_alone(tmp_path, caplog):
     assert [message.split(": ")[0] for message in warned[0]] == [f"task {name}/train" for name in TASKS]
     assert warned[1] == []
     assert logging.getLogger("t2t_mtl.data").level == logging.NOTSET  # as it was
+    # a damaged cache file is a rank's own: named on rank 1 too (its tokenizing again described by rank 0 already)
+    damaged = sorted((tmp_path / "cache").rglob("train-*.arrow"))[0]
+    damaged.write_bytes(b"cut short")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        training_streams(cfg, TASKS, tokenizer, tmp_path / "cache", DistEnv(1, 2, 1, torch.device("cpu"), "gloo"))
+    assert [record.getMessage().split(" (")[0] for record in caplog.records] == [
+        f"task {damaged.parent.name.replace('__', '/')}: the tokenized-data cache file {damaged} was damaged"]

@@ -21,6 +21,9 @@ from t2t_mtl.data.few_shot import FewShotMix, add_demonstrations, corrupts_spans
 from t2t_mtl.task_names import task_name_list
 
 logger = logging.getLogger(__name__)
+#: where a damaged cache file is reported: outside the row loggers a rank other than 0 quiets while it reads the rows
+#: rank 0 described (`engine.logging.rows_described_once`), as the damage a rank meets is its own
+cache_logger = logging.getLogger("t2t_mtl.tokenized_cache")
 
 
 class DataPipelineError(ValueError):
@@ -96,8 +99,8 @@ def _drop_unreadable(file: Path, task: str) -> None:
         raise DataPipelineError(f"task {task!r}: the tokenized-data cache file {file} is damaged ({problem}) and "
                                 f"cannot be removed ({error}); remove it, or set data.cache_dir to another "
                                 f"folder") from None
-    logger.warning("task %s: the tokenized-data cache file %s was damaged (%s); removed, tokenizing again", task,
-                   file, problem)
+    cache_logger.warning("task %s: the tokenized-data cache file %s was damaged (%s); removed, tokenizing again",
+                         task, file, problem)
 
 
 def _list_lengths(dataset: Any, column: str) -> np.ndarray:
