@@ -242,7 +242,7 @@ def test_a_conversion_to_the_universal_format_failing_on_rank_0_stops_both_ranks
     results = _train_two_ranks({**cfg, "deepspeed": {"zero_stage": 1}}, ckpt.parent.parent.with_suffix(".result"))
     assert results == [f"CheckpointError: {partition} is missing; {HINT}",
                        f"CheckpointError: rank 0 of 2 could not convert checkpoint {ckpt} to DeepSpeed's universal "
-                       f"format (see its error); {HINT}"]
+                       f"format (see its error, which names the file or folder at fault and what to do)"]
 
 
 def _unreadable_trainer_state_worker(rank: int, port: int, ckpt: str, out: str) -> None:

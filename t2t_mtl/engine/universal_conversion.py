@@ -40,7 +40,8 @@ def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
                               f"again")
     if failed:
         raise CheckpointError(f"rank 0 of {env.world_size} could not convert checkpoint {ckpt} to DeepSpeed's "
-                              f"universal format (see its error); {CORRUPT_HINT}")
+                              f"universal format (see its error, which names the file or folder at fault and what "
+                              f"to do)")
     return out
 
 
