@@ -1,7 +1,7 @@
 """Commands that read no rows (listing, showing tasks, a mixture's rates) import neither datasets nor pyarrow nor
 pandas: task_registry imports them where rows are loaded, rendered or tokenized. Commands that load no model (the
 help, listings, `compare`, `tasks validate`) import neither torch nor transformers nor DeepSpeed nor Triton, which
-take seconds to import."""
+take seconds to import; nor does an `eval` refused before its model loads import transformers."""
 from __future__ import annotations
 
 import os
@@ -74,6 +74,31 @@ def test_a_command_that_loads_no_model_imports_no_torch(args, tmp_path):
 def test_an_eval_refused_before_its_model_loads_imports_no_transformers(args, tmp_path):
     # was: eval imported its scoring (transformers) before checking its options and checkpoint path (the missing one:
     # 6.0 s -> 1.6 s on a 2-core machine at load 4); it imports torch first, to tell a torchrun job's ranks it stopped
+    argv = [arg.format(tmp=tmp_path) for arg in args]
+    assert _command_imports("eval", *argv, heavy=MODEL_MODULES) == (0, "2 ['torch']")
+
+
+
+def _checkpoints(tmp_path: Path) -> None:
+    """Under `tmp_path`: a run without a complete checkpoint (`empty_run`), a run's checkpoint (`run/checkpoints/
+    step-1`) and an exported model folder (`folder`), none holding weights: what a command reads before loading one."""
+    (tmp_path / "empty_run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "step-1").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("model: {dims: {d_model: 8}}\ndata: {tasks: [parity]}\n")
+    (tmp_path / "run" / "checkpoints" / "step-1" / "meta.json").write_text('{"step": 1}')
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text('{"model_type": "t5", "vocab_size": 100}')
+    (tmp_path / "folder" / "t2t_mtl_meta.json").write_text('{"tasks": ["parity"]}')
+
+
+@pytest.mark.parametrize("args", [("--checkpoint", "{tmp}/empty_run", "--tasks", "parity"),
+                                  ("--checkpoint", "{tmp}/run/checkpoints/step-1", "--tasks", "no_such_task"),
+                                  ("--checkpoint", "{tmp}/folder", "--tasks", "no_such_task")], ids=" ".join)
+def test_an_eval_refused_after_reading_its_checkpoint_imports_no_transformers(args, tmp_path):
+    # was: eval read the checkpoint's meta through t2t_mtl.engine.export, which imports transformers (a run without a
+    # checkpoint 5.6 s -> 1.5 s, an unknown task 4.4 s -> 1.8 s on a 2-core machine at load 3.5, medians of 5); it
+    # imports torch first, as above
+    _checkpoints(tmp_path)
     argv = [arg.format(tmp=tmp_path) for arg in args]
     assert _command_imports("eval", *argv, heavy=MODEL_MODULES) == (0, "2 ['torch']")
 

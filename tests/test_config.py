@@ -1465,7 +1465,7 @@ def test_evaluation_and_export_read_a_saved_value_a_new_run_is_refused_with_a_wa
     # empty, ...); the model cannot be rebuilt without it", for a run that trained with that config: its model could
     # be neither evaluated nor exported
     from t2t_mtl.engine.checkpoint import CheckpointError
-    from t2t_mtl.engine.export import trained_model_meta
+    from t2t_mtl.engine.model_meta import trained_model_meta
 
     ckpt = _old_run(tmp_path, "data", {"tasks": []})
     meta = trained_model_meta(ckpt)

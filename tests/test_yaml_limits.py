@@ -9,7 +9,7 @@ import yaml
 
 from t2t_mtl import config as C
 from t2t_mtl.config_errors import ConfigFileError
-from t2t_mtl.engine.export import _run_config
+from t2t_mtl.engine.model_meta import run_config
 from t2t_mtl.engine.checkpoint import CheckpointError
 from task_registry import TaskDefinitionError, validate_task_file
 from task_registry.promptsource import read_templates_file
@@ -91,7 +91,7 @@ def test_config_file_past_the_bounds_is_refused_naming_it(tmp_path, body, proble
 def test_run_config_past_the_bounds_is_a_checkpoint_error(tmp_path):
     (tmp_path / "config.yaml").write_text(f"model: {_nested(3000)}\n")
     with pytest.raises(CheckpointError, match="(?s)config.yaml is not a valid run config .*nested more than 64 levels"):
-        _run_config(tmp_path)
+        run_config(tmp_path)
 
 
 def test_ordinary_aliases_and_nesting_still_load():

@@ -23,12 +23,13 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from t2t_mtl.config import Config, ConfigError, saved_run_config, tokenizer_source
+from t2t_mtl.config import Config, ConfigError, tokenizer_source
 from t2t_mtl.engine.bf16_optimizer_weights import bf16_optimizer_weights
-from t2t_mtl.engine.checkpoint import (CHECKPOINTS, CORRUPT_READ_HINT, DS_TAG, CheckpointError, read_meta,
-                                      resolve_checkpoint)
+from t2t_mtl.engine.checkpoint import CHECKPOINTS, CORRUPT_READ_HINT, DS_TAG, CheckpointError, read_meta
 from t2t_mtl.engine.checkpoint_loading import check_loadable
 from t2t_mtl.engine.distributed import select_cpu_accelerator
+from t2t_mtl.engine.model_meta import (META_FILE, ExportError, checkpoint_of, checkpoint_run_meta, folder_meta,
+                                      run_config, run_dir_of)
 from t2t_mtl.model import ModelBuildError, build_model, count_parameters, special_ids_of
 from t2t_mtl.model.lora import has_task_adapters, lora_settings, merge_lora, select_task_adapter
 from t2t_mtl.model.t5 import unfilled
@@ -38,20 +39,7 @@ from t2t_mtl.output_paths import OutputPathError, prepare_output_dir, refuse_non
 from t2t_mtl.registration import register_tasks
 from t2t_mtl.wording import one_line
 
-META_FILE = "t2t_mtl_meta.json"
-
 logger = logging.getLogger(__name__)
-
-
-class ExportError(ValueError):
-    """The path is neither a run dir, a checkpoint dir nor an exported model folder."""
-
-
-def _run_dir_of(ckpt: Path) -> Path:
-    run = ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
-    if not (run / "config.yaml").exists():
-        raise ExportError(f"checkpoint {ckpt}: its run directory {run} has no config.yaml")
-    return run
 
 
 @contextlib.contextmanager
@@ -202,9 +190,9 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     from t2t_mtl.tokenizer import load_tokenizer
 
     ckpt = Path(ckpt)
-    run = _run_dir_of(ckpt)
-    cfg = _run_config(run)
-    meta = _checkpoint_meta(ckpt, run, cfg)
+    run = run_dir_of(ckpt)
+    cfg = run_config(run)
+    meta = checkpoint_run_meta(ckpt, run, cfg)
     # the run's own copy of its tokenizer (trained for it, configured, or with TE⊕ENC's task tokens); runs written
     # before runs kept a copy of a configured tokenizer read the configured folder
     kept = (run / "tokenizer").is_dir() or tokenizer_source(cfg) is None
@@ -228,35 +216,15 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     return model.eval(), tokenizer, meta
 
 
-def _run_config(run: Path) -> Config:
-    """The run's config (`run`/config.yaml, read by `saved_run_config`: a value the range and consistency checks
-    refuse is warned of); a CheckpointError says the model cannot be rebuilt without it."""
-    import yaml
-
-    from task_registry.yaml_limits import BoundedSafeLoader
-
-    path = run / "config.yaml"
-    try:  # (a run's config.yaml may come from someone else)
-        return saved_run_config(yaml.load(path.read_text(), Loader=BoundedSafeLoader) or {}, path)
-    except (yaml.YAMLError, ConfigError) as err:
-        raise CheckpointError(f"{run / 'config.yaml'} is not a valid run config ({err}); the model cannot be "
-                              f"rebuilt without it: restore or fix the file") from None
-
-
-def _checkpoint_meta(ckpt: Path, run: Path, cfg: Config) -> Dict[str, Any]:
-    """A checkpoint's meta.json with its path, its run's folder and config (`cfg`, as a dict)."""
-    return {**read_meta(ckpt, CORRUPT_READ_HINT), "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
-
-
 def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, overwrite: bool = True) -> Path:
     """Write an HF folder (model, tokenizer, t2t_mtl_meta.json) for a run dir (its latest checkpoint) or a
     checkpoint dir. Returns `out_dir`. `overwrite` false: an `out_dir` that holds files is an ExportError."""
-    ckpt = _checkpoint_of(run_or_ckpt)
+    ckpt = checkpoint_of(run_or_ckpt)
     if (read_meta(ckpt, CORRUPT_READ_HINT).get("lora") or {}).get("per_task"):
         raise ExportError(f"{run_or_ckpt}: the run trains one LoRA adapter per task (model.lora.per_task), which a "
                           f"plain T5 folder cannot hold: export one task with --task NAME (its adapter folded into "
                           f"the weights; a task it was not trained on gets the mean adapter)")
-    run = _run_dir_of(ckpt)
+    run = run_dir_of(ckpt)
     _output_dir(out_dir, run, create=False, overwrite=overwrite)  # (a refused export creates no folder)
     model, tokenizer, meta = model_from_checkpoint(ckpt)
     out = _output_dir(out_dir, run)
@@ -285,7 +253,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     from t2t_mtl.model.dense_task import dense_t5, task_routes, zero_padding
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
-    run = None if is_model_folder(path) else _run_dir_of(_checkpoint_of(path))
+    run = None if is_model_folder(path) else run_dir_of(checkpoint_of(path))
     if Path(out_dir).resolve() == Path(path).resolve():
         raise ExportError(f"--out {out_dir} is the model being exported; choose another folder")
     _output_dir(out_dir, run, create=False, overwrite=overwrite)
@@ -352,27 +320,6 @@ def _is_registered_task(name: str, data: Mapping[str, Any]) -> bool:
     return name in task_registry.list_tasks()
 
 
-def _checkpoint_of(path: Union[str, Path]) -> Path:
-    path = Path(path)
-    if not path.exists():
-        from task_registry.path_hints import path_hint  # (task_registry is slow to import: on the error path only)
-
-        raise ExportError(f"{path} does not exist{path_hint(path)}: pass a run directory, a checkpoints/step-* folder "
-                          f"or an exported model folder")
-    if is_model_folder(path) and not (path / "meta.json").exists():
-        raise ExportError(f"{path} is an exported model folder already (load it with from_pretrained); export "
-                          f"takes a run directory or a {CHECKPOINTS}/step-* folder")
-    if not (path / "meta.json").exists() and not (path / CHECKPOINTS).is_dir():
-        raise ExportError(f"{path} is neither a run directory (no {CHECKPOINTS}/), a checkpoint (no meta.json) nor "
-                          f"an exported model folder (no config.json): pass a run directory, a "
-                          f"{CHECKPOINTS}/step-* folder or an exported model folder")
-    try:
-        ckpt = resolve_checkpoint(str(path), path)
-    except CheckpointError as err:
-        raise ExportError(str(err)) from None
-    return ckpt
-
-
 def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: bool = True,
                 overwrite: bool = True) -> Path:
     """`out_dir`, created (with `create`); ExportError when it (or a parent) exists and is not a folder, when
@@ -402,30 +349,14 @@ def load_trained_model(path: Union[str, Path]) -> Tuple[torch.nn.Module, Any, Di
         from t2t_mtl.tokenizer import load_tokenizer
 
         try:
-            return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), _folder_meta(path)
+            return load_t5_or_moe(str(path)).eval(), load_tokenizer(str(path)), folder_meta(path)
         except ModelBuildError as err:  # (not a T5)
             raise ExportError(f"model folder {path}: {err}") from None
         except (OSError, ValueError, KeyError, SafetensorError) as err:  # (as evaluation's load_checkpoint)
             raise ExportError(f"model folder {path} could not be loaded: {one_line(err)}; pass a folder written "
                               f"whole by save_pretrained or `t2t-mtl export`, a run directory or a checkpoint"
                               ) from None
-    return model_from_checkpoint(_checkpoint_of(path))
-
-
-def trained_model_meta(path: Union[str, Path]) -> Dict[str, Any]:
-    """The meta `load_trained_model(path)` returns (a run's or checkpoint's with the run's config, or an exported
-    folder's t2t_mtl_meta.json), read without building the model or loading weights: what a command needs to choose
-    and check its settings before the load. Raises ExportError (CheckpointError for a run's config it cannot read)
-    where `load_trained_model` would for the path."""
-    path = Path(path)
-    if is_model_folder(path):
-        try:
-            return _folder_meta(path)
-        except (OSError, ValueError) as err:
-            raise ExportError(f"model folder {path}: its {META_FILE} could not be read: {one_line(err)}") from None
-    ckpt = _checkpoint_of(path)
-    run = _run_dir_of(ckpt)
-    return _checkpoint_meta(ckpt, run, _run_config(run))
+    return model_from_checkpoint(checkpoint_of(path))
 
 
 #: what an exported folder's t2t_mtl_meta.json says of where its weights came from (a run's checkpoint, its step,
@@ -444,13 +375,8 @@ def initialisation_record(name_or_path: Optional[str]) -> Optional[Dict[str, Any
     if not path.is_dir():
         return {"hub_id": name_or_path}
     try:
-        folder = _folder_meta(path)
+        folder = folder_meta(path)
     except (OSError, ValueError) as err:
         raise ConfigError(f"model.name_or_path {name_or_path}: its {META_FILE} could not be read: {one_line(err)}; "
                           f"restore it, or delete it if the folder did not come from t2t-mtl") from None
     return {"path": str(path.resolve()), **{key: folder[key] for key in PROVENANCE_KEYS if folder.get(key) is not None}}
-
-
-def _folder_meta(path: Path) -> Dict[str, Any]:
-    """An exported model folder's t2t_mtl_meta.json ({} for a folder without one)."""
-    return json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}

@@ -73,7 +73,7 @@ def checkpoint_meta(path: Union[str, Path]) -> dict[str, Any]:
     model or tokenizer, so that the settings and tasks it chooses are checked first; a CheckpointError as
     `load_checkpoint`'s for a path that is no checkpoint."""
     path = _checked_folder(path)
-    from t2t_mtl.engine.export import trained_model_meta
+    from t2t_mtl.engine.model_meta import trained_model_meta
 
     try:
         meta = trained_model_meta(path)
