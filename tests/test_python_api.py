@@ -68,3 +68,14 @@ def test_the_evaluation_packages_names_are_its_modules_objects_and_its_metrics_a
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == ["[]", "True True"]
+
+
+def test_requests_to_predict_are_built_and_read_without_torch():
+    # was: PredictRequest and read_requests were defined beside predict, which imports torch and transformers
+    code = ("import sys\nfrom t2t_mtl.evaluation import PredictRequest, read_requests\n"
+            "requests = read_requests(['{\"inputs\": \"a?\", \"answer_choices\": [\"yes\", \"no\"]}'], jsonl=True, "
+            "source='lines')\nprint(requests == [PredictRequest('a?', ['yes', 'no'], row={'inputs': 'a?', "
+            "'answer_choices': ['yes', 'no']})], sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True []"

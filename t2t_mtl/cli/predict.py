@@ -66,7 +66,7 @@ def _jsonl(args: argparse.Namespace) -> bool:
 
 
 def _requests(args: argparse.Namespace) -> list:
-    from t2t_mtl.evaluation.predict import PredictInputError, PredictRequest, read_requests
+    from t2t_mtl.evaluation.predict_requests import PredictInputError, PredictRequest, read_requests
 
     if bool(args.texts) == bool(args.input):
         raise PredictInputError("give input texts or --input FILE (one of the two)")
@@ -192,7 +192,6 @@ def _check_beams_before_loading(args: argparse.Namespace, requests: list) -> Non
 
 def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation import EvaluationError, load_checkpoint
-    from t2t_mtl.evaluation.predict import implied_task, predict
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length"))
     if invalid:
@@ -217,6 +216,8 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
         _check_beams_before_loading(args, requests)
+        from t2t_mtl.evaluation.predict import implied_task, predict  # (imports transformers: after the checks above)
+
         with hidden_transformers_progress_bars():  # ('Loading weights': predict draws no bar of its own)
             model, tokenizer, meta = load_checkpoint(args.checkpoint)
         task = args.task or implied_task(model, meta)
