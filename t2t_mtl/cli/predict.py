@@ -192,6 +192,7 @@ def _check_beams_before_loading(args: argparse.Namespace, requests: list) -> Non
 
 def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation import EvaluationError, load_checkpoint
+    from t2t_mtl.evaluation.checkpoint import checked_checkpoint
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length"))
     if invalid:
@@ -215,6 +216,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if ignored:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
+        checked_checkpoint(args.checkpoint)  # (before hiding transformers' bars, which imports transformers)
         _check_beams_before_loading(args, requests)
         from t2t_mtl.evaluation.predict import implied_task, predict  # (imports transformers: after the checks above)
 

@@ -39,20 +39,35 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
 
     Goes through `t2t_mtl.engine.export.load_trained_model` (run dirs, checkpoint dirs, exported or Hugging Face
     model folders, with their training meta when they have one). A folder with a config.json is checked to hold a
-    T5-family model first.
+    T5-family model first, and a run or checkpoint folder to name one (`checked_checkpoint`).
     """
-    path = _checked_folder(path)
+    path = checked_checkpoint(path)
     from t2t_mtl.engine.export import load_trained_model
 
     try:
         model, tokenizer, meta = load_trained_model(path)
     except LOAD_ERRORS as error:
-        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {one_line(error)}") from error
+        raise _unloadable(path, error) from error
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in T5_MODEL_TYPES:
         raise CheckpointError(f"checkpoint {str(path)!r} {not_a_t5(model_type)}")
     model.eval()
     return model, tokenizer, dict(meta or {}, path=str(path))
+
+
+def checked_checkpoint(path: Union[str, Path]) -> Path:
+    """`path` as a Path where it names a model `load_checkpoint` can try to load: a model folder holding a T5-family
+    model, or a run or checkpoint folder naming a checkpoint (a run's latest); else a CheckpointError as
+    `load_checkpoint`'s. Imports neither torch nor transformers, so a command refuses such a path before either."""
+    path = _checked_folder(path)
+    if not is_model_folder(path):
+        from t2t_mtl.engine.model_meta import checkpoint_of
+
+        try:
+            checkpoint_of(path)
+        except LOAD_ERRORS as error:
+            raise _unloadable(path, error) from error
+    return path
 
 
 def folder_vocab_size(path: Union[str, Path]) -> Optional[int]:
@@ -78,8 +93,13 @@ def checkpoint_meta(path: Union[str, Path]) -> dict[str, Any]:
     try:
         meta = trained_model_meta(path)
     except LOAD_ERRORS as error:
-        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {one_line(error)}") from error
+        raise _unloadable(path, error) from error
     return dict(meta, path=str(path))
+
+
+def _unloadable(path: Path, error: Exception) -> CheckpointError:
+    """The error of checkpoint `path`, which loading or reading it failed on with `error` (one of `LOAD_ERRORS`)."""
+    return CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {one_line(error)}")
 
 
 def _checked_folder(path: Union[str, Path]) -> Path:
