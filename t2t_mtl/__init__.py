@@ -9,8 +9,7 @@ the object of the module it is defined in, which is imported on first use, so `i
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any, List
+from t2t_mtl.lazy_package import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -24,16 +23,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    """The exported `name`, from its module (kept here after the first read); AttributeError for any other."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> List[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

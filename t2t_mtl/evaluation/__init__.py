@@ -9,10 +9,11 @@ settings) load without torch or transformers, and so do the commands using them 
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import types
-from typing import Any, List
+from typing import Any
+
+from t2t_mtl.lazy_package import lazy_exports
 
 #: public name -> the module that defines it (imported when the name is first read: PEP 562)
 _EXPORTS = {
@@ -34,20 +35,7 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """The exported `name`, from its module (kept here after the first read); AttributeError for any other (a
-    submodule's name too: `from t2t_mtl.evaluation import runner` then imports the submodule)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> List[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _EvaluationPackage(types.ModuleType):
