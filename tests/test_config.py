@@ -1315,6 +1315,9 @@ def test_a_mixture_with_tasks_without_a_train_split_is_refused_before_training(s
     message = str(caught.value)
     assert message.startswith("data.mixture 'real' would train on task(s) without a train split")
     assert all(f"{name} [" in message for name in without_train) and "real_train" in message
+    assert message.endswith("or give a task of your own a train split (a YAML task: train in its splits: and, for "
+                            "local files, a train file in its source, e.g. source: {files: {train: dialogues.jsonl, "
+                            "test: test.jsonl}})")  # (a user's dialogue-summary task of test files alone met the hint above)
     cfg.data.mixture, cfg.data.data_dir = "real_train", str(shared_data_dir)  # (its rates count train rows)
     previous = task_registry.get_data_dir()
     try:

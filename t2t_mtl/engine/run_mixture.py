@@ -133,4 +133,6 @@ def refuse_untrainable(rates: Mapping[str, float], source: str) -> None:
         listed = ", ".join(f"{name} {found}" for name, found in untrainable.items())
         raise ConfigError(f"{source} would train on task(s) without a train split (their splits: {listed}): "
                           f"training reads each task's train split; train a mixture of tasks that have one (e.g. "
-                          f"real_train, not real), or leave these out with data.tasks")
+                          f"real_train, not real), leave these out with data.tasks, or give a task of your own a "
+                          f"train split (a YAML task: train in its splits: and, for local files, a train file in its "
+                          f"source, e.g. source: {{files: {{train: dialogues.jsonl, test: test.jsonl}}}})")
