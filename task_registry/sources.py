@@ -20,6 +20,7 @@ from .code_digests import code_digest
 from .csv_files import check_csv_shape
 from .data_paths import (PathLike, absolute_paths, file_names, files_summary, is_pattern, is_saved_dataset,
                          matched_files, path_list, saved_splits, shown_paths, unmatched_pattern, written_as_local_path)
+from .data_reads import DataRead
 from .errors import DataSourceError, TaskDefinitionError, close_matches
 from .file_formats import file_readers, format_of, is_file_builder, misspelt_reader_problem, split_format
 from .file_loading import caused_by, checked_text, error_chain, load_files, load_saved, not_utf8, raising_stream
@@ -82,9 +83,9 @@ class Source:
         fix them by its files (a hub dataset, a generator, one file list shared by every split)."""
         return None
 
-    def read_from(self, split: str) -> list[str]:
-        """What `split`'s rows are read from, each in words that are equal for two sources reading the same data (a
-        hub dataset by path and config, a file or folder by its absolute path): none for rows made by code."""
+    def read_from(self, split: str) -> list[DataRead]:
+        """What `split`'s rows are read from (a hub dataset by path and config, a file or folder by its absolute
+        path), as records equal for two sources reading the same data: none for rows made by code."""
         return []
 
     def __repr__(self) -> str:
@@ -179,18 +180,18 @@ class HFSource(Source):
             return None
         return list(map(str, self.data_files)) if isinstance(self.data_files, Mapping) else ["train"]
 
-    def read_from(self, split: str) -> list[str]:
-        """A hub dataset (`hub dataset path/name`, and under a data dir its `local_file`), or the `data_files` of
-        `split` it names (files of its repo, as written); a file reader's `data_files` of `split` (patterns as the
-        files they match); a local folder the path names."""
+    def read_from(self, split: str) -> list[DataRead]:
+        """A hub dataset (read whole, and under a data dir its `local_file`), or the `data_files` of `split` it names
+        (files of its repo, as written); a file reader's `data_files` of `split` (patterns as the files they
+        match); a local folder the path names."""
         if self.reads_local_folder():
-            return [f"folder {os.path.abspath(self.path)}"]
+            return [DataRead.local(self.path, folder=True)]
         if self._reads_local_files():
-            return [f"file {os.path.abspath(path)}" for path in self._split_files(split)]
+            return [DataRead.local(path, folder=False) for path in self._split_files(split)]
         if self.data_files is not None:  # (two tasks reading other files of one hub dataset share no rows)
-            return [f"file {path} of hub dataset {self.describe()}" for path in self._split_files(split)]
+            return [DataRead.hub(self.describe(), path) for path in self._split_files(split)]
         local = self.local_file(split)
-        return [f"hub dataset {self.describe()}", *([f"file {os.path.abspath(local)}"] if local is not None else [])]
+        return [DataRead.hub(self.describe()), *([DataRead.local(local, folder=False)] if local is not None else [])]
 
     def _csv_options(self) -> dict[str, Any]:
         """The csv reader's `delimiter` (also given as `sep`) and `quoting` among the `load_dataset` arguments."""
@@ -376,10 +377,10 @@ class LocalFileSource(Source):
             return list(self.files)
         return saved_splits(self.shared[0]) if len(self.shared) == 1 else None
 
-    def read_from(self, split: str) -> list[str]:
+    def read_from(self, split: str) -> list[DataRead]:
         """The files (or saved folder) of `split`, or those every split shares (patterns as the files they match)."""
         paths = self.files.get(split, []) if self.files is not None else self.shared
-        return [f"{'folder' if path.is_dir() else 'file'} {os.path.abspath(path)}"
+        return [DataRead.local(path)
                 for pattern in paths for path in (matched_files(pattern) if is_pattern(pattern) else [pattern])]
 
     def describe(self) -> str:

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:
     from task_registry import Task
+    from task_registry.data_reads import DataRead
 
 #: the split a trained task trains on
 TRAIN_SPLIT = "train"
-#: how `Source.read_from` words a hub dataset read whole, and a data file of it a task names
-HUB_DATASET, OF_HUB_DATASET = "hub dataset ", " of hub dataset "
 
 
 def shared_data_warnings(evaluated: Sequence[str], trained: Sequence[str], remedy: str) -> List[str]:
@@ -33,28 +32,23 @@ def shared_data_warnings(evaluated: Sequence[str], trained: Sequence[str], remed
             shared = next(filter(None, (_read_alike(what, reads) for what in sources)), None)
             if shared is None:
                 continue
-            split = "" if shared.startswith(HUB_DATASET) else f" (its {reads[shared]} split)"
-            warnings.append(f"evaluated task {name!r} reads {shared}{split}, which trained task {other!r} trains on: "
-                            f"the model has seen that data, so its score is not a held-out one; {remedy}")
+            split = "" if shared.whole_dataset else f" (its {reads[shared]} split)"
+            warnings.append(f"evaluated task {name!r} reads {shared.describe()}{split}, which trained task {other!r} "
+                            f"trains on: the model has seen that data, so its score is not a held-out one; {remedy}")
     return warnings
 
 
-def _reads(task: Task) -> Dict[str, str]:
+def _reads(task: Task) -> Dict[DataRead, str]:
     """What each split of `task` reads (`Source.read_from`), mapped to the first of its splits that reads it."""
-    reads: Dict[str, str] = {}
+    reads: Dict[DataRead, str] = {}
     for split in task.splits:
         for what in task.source.read_from(split):
             reads.setdefault(what, split)
     return reads
 
 
-def _read_alike(what: str, reads: Mapping[str, str]) -> Optional[str]:
-    """The one of `reads` that reads the data `what` names: `what` itself, or, where one of the two is a hub dataset
-    read whole, a data file of that dataset (either way round); None where there is none."""
-    if what in reads:
-        return what
-    if what.startswith(HUB_DATASET):
-        part = OF_HUB_DATASET + what[len(HUB_DATASET):]
-        return next((read for read in reads if read.endswith(part)), None)
-    whole = HUB_DATASET + what.partition(OF_HUB_DATASET)[2] if OF_HUB_DATASET in what else None
-    return whole if whole in reads else None
+def _read_alike(what: DataRead, reads: Mapping[DataRead, str]) -> Optional[DataRead]:
+    """The one of `reads` that reads the data `what` reads (`DataRead.shares`), `what` itself first; None where
+    there is none."""
+    alike = [read for read in reads if read.shares(what)]
+    return next((read for read in alike if read == what), alike[0] if alike else None)

@@ -1,0 +1,51 @@
+"""What a source's split reads (`Source.read_from`), as records that two sources reading the same data compare alike:
+a hub dataset read whole, a file of its repo, or a local file or folder."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .data_paths import PathLike
+
+
+@dataclass(frozen=True)
+class DataRead:
+    """One thing a split's rows are read from. `dataset`: the hub dataset (`path/name`), None for a local path;
+    `path`: the file inside the dataset's repo ('' for the dataset read whole), or the local file or folder made
+    absolute; `folder`: whether `path` is a folder; `shown`: how messages name `path` (not compared)."""
+
+    dataset: Optional[str]
+    path: str
+    folder: bool = False
+    shown: str = field(default="", compare=False)
+
+    @classmethod
+    def hub(cls, dataset: str, file: Optional[PathLike] = None) -> DataRead:
+        """The hub dataset `dataset` read whole, or its repo's data file `file` (as written)."""
+        return cls(dataset, str(file or ""), shown=str(file or ""))
+
+    @classmethod
+    def local(cls, path: PathLike, folder: Optional[bool] = None) -> DataRead:
+        """The local file or folder `path` (relative to the working directory); `folder` None: whether it is one."""
+        absolute = os.path.abspath(path)
+        return cls(None, absolute, folder=os.path.isdir(absolute) if folder is None else folder, shown=absolute)
+
+    @property
+    def whole_dataset(self) -> bool:
+        """Whether this is a hub dataset read whole (the same read for every split)."""
+        return self.dataset is not None and not self.path
+
+    def shares(self, other: DataRead) -> bool:
+        """Whether this and `other` read the same data: the same file, dataset or folder, or a hub dataset read whole
+        and a data file of it (either way round)."""
+        return self == other or (self.dataset is not None and self.dataset == other.dataset
+                                 and (self.whole_dataset or other.whole_dataset))
+
+    def describe(self) -> str:
+        """How messages name it: `hub dataset glue/rte`, `file a/train.jsonl of hub dataset org/x`, `file /abs/x.csv`,
+        `folder /abs/saved`."""
+        if self.whole_dataset:
+            return f"hub dataset {self.dataset}"
+        of = f" of hub dataset {self.dataset}" if self.dataset is not None else ""
+        return f"{'folder' if self.folder else 'file'} {self.shown}{of}"
