@@ -12,8 +12,9 @@ from .data_paths import PathLike
 @dataclass(frozen=True)
 class DataRead:
     """One thing a split's rows are read from. `dataset`: the hub dataset (`path/name`), None for a local path;
-    `path`: the file inside the dataset's repo ('' for the dataset read whole), or the local file or folder made
-    absolute; `folder`: whether `path` is a folder; `shown`: how messages name `path` (not compared)."""
+    `path`: the file inside the dataset's repo ('' for the dataset read whole), or the local file or folder resolved
+    (`os.path.realpath`: a symlink and what it links to are one); `folder`: whether `path` is a folder; `shown`: how
+    messages name `path` (not compared)."""
 
     dataset: Optional[str]
     path: str
@@ -27,9 +28,11 @@ class DataRead:
 
     @classmethod
     def local(cls, path: PathLike, folder: Optional[bool] = None) -> DataRead:
-        """The local file or folder `path` (relative to the working directory); `folder` None: whether it is one."""
+        """The local file or folder `path` (relative to the working directory), named as absolute, not resolved;
+        `folder` None: whether it is one."""
         absolute = os.path.abspath(path)
-        return cls(None, absolute, folder=os.path.isdir(absolute) if folder is None else folder, shown=absolute)
+        return cls(None, os.path.realpath(absolute), folder=os.path.isdir(absolute) if folder is None else folder,
+                   shown=absolute)
 
     @property
     def whole_dataset(self) -> bool:

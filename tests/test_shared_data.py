@@ -115,3 +115,20 @@ def test_a_run_training_on_its_held_out_tasks_data_is_warned_at_training_and_by_
         code = cli_main(["eval", "--checkpoint", str(run), "--held-out", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 0 and f"{warning}choose the held-out tasks with --held-out-clusters or --tasks\n" in err, err
+
+
+def test_a_file_read_through_a_symlink_is_the_file_it_links_to(tmp_path):
+    # was: compared by absolute path, 'link/rows.jsonl' (link -> real) and 'real/rows.jsonl' were two files
+    rows = tmp_path / "real" / "rows.jsonl"
+    rows.parent.mkdir()
+    rows.write_text('{"premise": "a", "label": 0}\n')
+    (tmp_path / "link").symlink_to(rows.parent)
+    linked = tmp_path / "link" / "rows.jsonl"
+    with task_registry.isolated_registry():
+        _register("trained", LocalFileSource({"train": str(linked)}))
+        _register("evaluated", HFSource("json", data_files={"validation": str(rows)}))
+        _register("linked", LocalFileSource({"validation": str(linked)}))
+        assert shared_data_warnings(["evaluated", "linked"], ["trained"], FIX) == [
+            f"evaluated task '{name}' reads file {path} (its validation split), which trained task 'trained' trains "
+            f"on: the model has seen that data, so its score is not a held-out one; {FIX}"
+            for name, path in [("evaluated", rows), ("linked", linked)]]  # (each as it names the file)
