@@ -378,8 +378,12 @@ class LocalFileSource(Source):
         return saved_splits(self.shared[0]) if len(self.shared) == 1 else None
 
     def read_from(self, split: str) -> list[DataRead]:
-        """The files (or saved folder) of `split`, or those every split shares (patterns as the files they match)."""
+        """The files (or saved folder) of `split`, or those every split shares (patterns as the files they match); a
+        DatasetDict's saved folder as its folder of `split` (none for a split it lacks)."""
         paths = self.files.get(split, []) if self.files is not None else self.shared
+        saved = saved_splits(paths[0]) if len(paths) == 1 else None  # (DatasetDict.save_to_disk: a folder a split)
+        if saved is not None:
+            return [DataRead.local(paths[0] / split)] if split in saved else []
         return [DataRead.local(path)
                 for pattern in paths for path in (matched_files(pattern) if is_pattern(pattern) else [pattern])]
 

@@ -132,3 +132,20 @@ def test_a_file_read_through_a_symlink_is_the_file_it_links_to(tmp_path):
             f"evaluated task '{name}' reads file {path} (its validation split), which trained task 'trained' trains "
             f"on: the model has seen that data, so its score is not a held-out one; {FIX}"
             for name, path in [("evaluated", rows), ("linked", linked)]]  # (each as it names the file)
+
+
+def test_the_splits_of_a_folder_saved_by_save_to_disk_are_its_split_folders(tmp_path):
+    # was: every split read 'folder saved', so the validation split a task scores and the train split another
+    # trains on shared data, and the train split read as a folder of its own ('saved/train') shared nothing with it
+    import datasets
+
+    rows = datasets.Dataset.from_list([{"premise": "a", "label": 0}, {"premise": "b", "label": 1}])
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": rows.select([0]), "validation": rows.select([1])}).save_to_disk(str(saved))
+    with task_registry.isolated_registry():
+        _register("trained", LocalFileSource(str(saved)))
+        task_registry.register_task(Task("scored", LocalFileSource(str(saved)), TEMPLATE, splits=["validation"]))
+        _register("its_train", LocalFileSource({"validation": str(saved / "train")}))
+        assert shared_data_warnings(["scored", "its_train"], ["trained"], FIX) == [
+            f"evaluated task 'its_train' reads folder {saved / 'train'} (its validation split), which trained task "
+            f"'trained' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
