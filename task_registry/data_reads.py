@@ -1,5 +1,5 @@
 """What a source's split reads (`Source.read_from`), as records that two sources reading the same data compare alike:
-a hub dataset read whole, a file of its repo, or a local file or folder."""
+a hub dataset read whole, a file of its repo, or a local file or folder (which holds the files in it)."""
 from __future__ import annotations
 
 import os
@@ -39,11 +39,17 @@ class DataRead:
         """Whether this is a hub dataset read whole (the same read for every split)."""
         return self.dataset is not None and not self.path
 
+    def holds(self, other: DataRead) -> bool:
+        """Whether what `other` reads is among what this reads: the same file, dataset or folder, or one inside this
+        folder (a hub dataset read whole is its repo's folder)."""
+        if self == other:
+            return True
+        inside = self.whole_dataset or (self.folder and other.path.startswith(self.path.rstrip("/") + "/"))
+        return self.dataset == other.dataset and inside
+
     def shares(self, other: DataRead) -> bool:
-        """Whether this and `other` read the same data: the same file, dataset or folder, or a hub dataset read whole
-        and a data file of it (either way round)."""
-        return self == other or (self.dataset is not None and self.dataset == other.dataset
-                                 and (self.whole_dataset or other.whole_dataset))
+        """Whether this and `other` read the same data: either holds the other (`holds`)."""
+        return self.holds(other) or other.holds(self)
 
     def describe(self) -> str:
         """How messages name it: `hub dataset glue/rte`, `file a/train.jsonl of hub dataset org/x`, `file /abs/x.csv`,

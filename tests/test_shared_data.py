@@ -149,3 +149,20 @@ def test_the_splits_of_a_folder_saved_by_save_to_disk_are_its_split_folders(tmp_
         assert shared_data_warnings(["scored", "its_train"], ["trained"], FIX) == [
             f"evaluated task 'its_train' reads folder {saved / 'train'} (its validation split), which trained task "
             f"'trained' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+
+
+def test_a_local_folder_read_whole_holds_the_files_in_it(tmp_path):
+    # was: HFSource('./data') read 'folder data' and a task over data/rows.jsonl 'file data/rows.jsonl', two things
+    rows = tmp_path / "data" / "rows.jsonl"
+    rows.parent.mkdir()
+    rows.write_text('{"premise": "a", "label": 0}\n')
+    with task_registry.isolated_registry():
+        _register("folder", HFSource(str(rows.parent)))
+        _register("file", LocalFileSource(str(rows)))
+        _register("beside", LocalFileSource(str(tmp_path / "data.jsonl")))  # (not in the folder, named alike)
+        assert shared_data_warnings(["file", "beside"], ["folder"], FIX) == [
+            f"evaluated task 'file' reads file {rows} (its train split), which trained task 'folder' trains on: the "
+            f"model has seen that data, so its score is not a held-out one; {FIX}"]
+        assert shared_data_warnings(["folder"], ["file"], FIX) == [
+            f"evaluated task 'folder' reads folder {rows.parent} (its train split), which trained task 'file' trains "
+            f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
