@@ -3,6 +3,7 @@ a hub dataset read whole, a file of its repo, or a local file or folder (which h
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -12,9 +13,9 @@ from .data_paths import PathLike
 @dataclass(frozen=True)
 class DataRead:
     """One thing a split's rows are read from. `dataset`: the hub dataset (`path/name`), None for a local path;
-    `path`: the file inside the dataset's repo ('' for the dataset read whole), or the local file or folder resolved
-    (`os.path.realpath`: a symlink and what it links to are one); `folder`: whether `path` is a folder; `shown`: how
-    messages name `path` (not compared)."""
+    `path`: the file or folder inside the dataset's repo ('' for the dataset read whole), or the local file or folder
+    resolved (`os.path.realpath`: a symlink and what it links to are one); `folder`: whether `path` is a folder;
+    `shown`: how messages name `path` (not compared)."""
 
     dataset: Optional[str]
     path: str
@@ -22,9 +23,10 @@ class DataRead:
     shown: str = field(default="", compare=False)
 
     @classmethod
-    def hub(cls, dataset: str, file: Optional[PathLike] = None) -> DataRead:
-        """The hub dataset `dataset` read whole, or its repo's data file `file` (as written)."""
-        return cls(dataset, str(file or ""), shown=str(file or ""))
+    def hub(cls, dataset: str, path: Optional[PathLike] = None, folder: bool = False) -> DataRead:
+        """The hub dataset `dataset` read whole (its repo's folder), or the file (or `folder`) `path` of its repo."""
+        inside = posixpath.normpath(str(path)) if path else ""
+        return cls(dataset, inside, folder=folder or not inside, shown=inside)
 
     @classmethod
     def local(cls, path: PathLike, folder: Optional[bool] = None) -> DataRead:

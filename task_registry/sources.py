@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -181,17 +182,25 @@ class HFSource(Source):
         return list(map(str, self.data_files)) if isinstance(self.data_files, Mapping) else ["train"]
 
     def read_from(self, split: str) -> list[DataRead]:
-        """A hub dataset (read whole, and under a data dir its `local_file`), or the `data_files` of `split` it names
-        (files of its repo, as written); a file reader's `data_files` of `split` (patterns as the files they
-        match); a local folder the path names."""
+        """A hub dataset (read whole, or the folder of its repo its `data_dir` names; under a data dir its
+        `local_file` too), or the `data_files` of `split` it names (files of its repo, in its `data_dir`); a file
+        reader's `data_files` of `split` (patterns as the files they match); a local folder the path names (its
+        `data_dir` in it).
+
+        Of the other `load_dataset` arguments none says which data is read: they read the same data otherwise (a
+        `revision` is another version of the dataset, which keeps most of its rows; a reader's `sep` or `features`
+        parse the same text otherwise) or change nothing of it (`cache_dir`, `token`, ...), so two sources differing
+        in them read the same data."""
+        data_dir = str(self.load_kwargs.get("data_dir") or "")  # (where load_dataset looks for the data files)
         if self.reads_local_folder():
-            return [DataRead.local(self.path, folder=True)]
+            return [DataRead.local(os.path.join(self.path, data_dir), folder=True)]
         if self._reads_local_files():
             return [DataRead.local(path, folder=False) for path in self._split_files(split)]
         if self.data_files is not None:  # (two tasks reading other files of one hub dataset share no rows)
-            return [DataRead.hub(self.describe(), path) for path in self._split_files(split)]
+            return [DataRead.hub(self.describe(), posixpath.join(data_dir, path)) for path in self._split_files(split)]
         local = self.local_file(split)
-        return [DataRead.hub(self.describe()), *([DataRead.local(local, folder=False)] if local is not None else [])]
+        return [DataRead.hub(self.describe(), data_dir, folder=True),
+                *([DataRead.local(local, folder=False)] if local is not None else [])]
 
     def _csv_options(self) -> dict[str, Any]:
         """The csv reader's `delimiter` (also given as `sep`) and `quoting` among the `load_dataset` arguments."""

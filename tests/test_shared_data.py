@@ -166,3 +166,28 @@ def test_a_local_folder_read_whole_holds_the_files_in_it(tmp_path):
         assert shared_data_warnings(["folder"], ["file"], FIX) == [
             f"evaluated task 'folder' reads folder {rows.parent} (its train split), which trained task 'file' trains "
             f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+
+
+def test_a_hub_datasets_data_dir_is_the_folder_of_its_repo_it_reads_and_other_load_arguments_read_the_same_data(
+        tmp_path):
+    # was: HFSource('org/x', data_dir='a') and HFSource('org/x', data_dir='b') both read 'hub dataset org/x'
+    with task_registry.isolated_registry():
+        _register("local_a", HFSource(str(tmp_path), data_dir="a"))  # (a local folder's data_dir: a folder in it)
+        _register("local_b", LocalFileSource(str(tmp_path / "b" / "rows.jsonl")))
+        assert shared_data_warnings(["local_b"], ["local_a"], FIX) == []
+        _register("in_a", HFSource("org/x", data_dir="a"))
+        _register("in_b", HFSource("org/x", data_dir="b/"))
+        _register("file_in_a", HFSource("org/x", data_files={"validation": "a/dev.jsonl"}))
+        _register("dev_of_a", HFSource("org/x", data_dir="a", data_files={"train": "dev.jsonl"}))  # (in data_dir)
+        _register("revision", HFSource("org/x", data_dir="b", revision="v2", trust_remote_code=False))
+        assert shared_data_warnings(["in_b", "file_in_a"], ["in_a"], FIX) == [
+            f"evaluated task 'file_in_a' reads file a/dev.jsonl of hub dataset org/x (its validation split), which "
+            f"trained task 'in_a' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+        assert shared_data_warnings(["file_in_a"], ["dev_of_a"], FIX) == [
+            f"evaluated task 'file_in_a' reads file a/dev.jsonl of hub dataset org/x (its validation split), which "
+            f"trained task 'dev_of_a' trains on: the model has seen that data, so its score is not a held-out one; "
+            f"{FIX}"]
+        # (another revision of the data, read with other arguments: the same data)
+        assert shared_data_warnings(["revision"], ["in_b"], FIX) == [
+            f"evaluated task 'revision' reads folder b of hub dataset org/x (its train split), which trained task "
+            f"'in_b' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
