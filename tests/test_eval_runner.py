@@ -1174,12 +1174,25 @@ def test_only_a_rank_s_own_failure_is_told_and_its_own_error_is_raised(monkeypat
 def test_a_sharded_evaluation_warns_of_a_template_s_examples_on_rank_0_alone(tmp_path, monkeypatch, caplog):
     # every rank counts a template's whole examples (inputs past the input limit, answers past max_new_tokens) and
     # logged the same warnings: `deepspeed --num_gpus 2 ... train` printed each of its evaluation's twice
-    from t2t_mtl.evaluation.rank_gathers import RankGathers
-
     template = task_registry.Template("qa", "{{ question }} ||| {{ answers[0] }}")
     task = _local_task(tmp_path, "long_qa", QA_ROWS[:1], [template], metrics=("exact_match",))  # rank 1 scores none
     _answer_with(monkeypatch, lambda text: "Paris")
     settings = EvalSettings(max_input_length=2, max_new_tokens=3)  # an input of 3 words, an answer of 4
+    reports, warned = _as_rank_0_then_1(monkeypatch, caplog, task, settings)
+    first, second = (report.results[0] for report in reports)
+    assert (first.num_truncated, first.num_long_answers) == (second.num_truncated, second.num_long_answers) == (1, 1)
+    assert [message.split(": ", 1)[1].split(" (")[0].split(";")[0] for message in warned[0]] == [
+        "1 of 1 inputs are longer than max_input_length=2 tokens and are truncated",
+        "1 of 1 examples have no gold answer that fits max_new_tokens=3 tokens, where generation stops, so none can "
+        "be written whole"]
+    assert warned[1] == []
+
+
+def _as_rank_0_then_1(monkeypatch, caplog, task, settings):
+    """`task` evaluated as rank 0, then as rank 1, of 2 (rank 1's gathers given rank 0's parts): each rank's report,
+    and the warnings each logged."""
+    from t2t_mtl.evaluation.rank_gathers import RankGathers
+
     sent = []  # rank 0's part of each gather, in order: what rank 1's gathers then get from it
 
     def rank_0_parts(self, local):
@@ -1195,13 +1208,7 @@ def test_a_sharded_evaluation_warns_of_a_template_s_examples_on_rank_0_alone(tmp
                                           progress=False))
         warned.append([record.getMessage() for record in caplog.records])
     assert sent == []  # rank 1 met every gather rank 0 did
-    first, second = (report.results[0] for report in reports)
-    assert (first.num_truncated, first.num_long_answers) == (second.num_truncated, second.num_long_answers) == (1, 1)
-    assert [message.split(": ", 1)[1].split(" (")[0].split(";")[0] for message in warned[0]] == [
-        "1 of 1 inputs are longer than max_input_length=2 tokens and are truncated",
-        "1 of 1 examples have no gold answer that fits max_new_tokens=3 tokens, where generation stops, so none can "
-        "be written whole"]
-    assert warned[1] == []
+    return reports, warned
 
 
 def test_torchrun_evaluation_joins_a_gloo_group_also_where_cuda_is_available(monkeypatch):

@@ -22,7 +22,7 @@ from t2t_mtl.task_names import task_name_list
 
 logger = logging.getLogger(__name__)
 #: where a damaged cache file is reported: outside the row loggers a rank other than 0 quiets while it reads the rows
-#: rank 0 described (`engine.logging.rows_described_once`), as the damage a rank meets is its own
+#: rank 0 described (`rank_warnings.warned_by_rank_0`), as the damage a rank meets is its own
 cache_logger = logging.getLogger("t2t_mtl.tokenized_cache")
 
 

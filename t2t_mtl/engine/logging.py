@@ -279,29 +279,6 @@ def show_logger(name: str, train_logger: TrainLogger, level: int = logging.INFO)
     return restore
 
 
-#: the loggers that describe a run's training rows as they are read (truncated rows, text the tokenizer lacks, rows
-#: a template skips, few-shot prompts): every rank reads the same rows
-ROW_LOGGERS = ("t2t_mtl.data", "task_registry")
-
-
-@contextmanager
-def rows_described_once(is_main: bool) -> Iterator[None]:
-    """Run the block; on a rank other than 0 (`is_main` false), without the warnings of `ROW_LOGGERS` (errors are
-    kept): rank 0 logs the same ones of the same rows, which a run of N ranks printed N times."""
-    if is_main:
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in ROW_LOGGERS]
-    saved = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, saved):
-            log.setLevel(level)
-
-
 def open_tensorboard(log_dir: Path, purge_step: Optional[int] = None) -> Any:
     """A `SummaryWriter` on `<log_dir>/tensorboard` (None where tensorboard is not installed)."""
     try:

@@ -60,8 +60,7 @@ from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_eva
                                              score_held_out)
 from t2t_mtl.engine.export import initialisation_record
 from t2t_mtl.engine.losses import add_task_entropies, example_task_ids, per_task_losses
-from t2t_mtl.engine.logging import (ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, rows_described_once,
-                                    show_logger)
+from t2t_mtl.engine.logging import ScalarSinks, TrainLogger, open_tensorboard, plot_task_losses, show_logger
 from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
@@ -90,6 +89,7 @@ from t2t_mtl.model.lora import trainable_parameter_count
 from t2t_mtl.model.moe import CapacityDrops, token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 from t2t_mtl.model.t5 import unfilled
+from t2t_mtl.rank_warnings import warned_by_rank_0
 from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 from t2t_mtl.wording import counted
 
@@ -170,7 +170,7 @@ def tokenized_cache_dir(cfg: Config, run_dir: Path) -> Tuple[Path, str]:
 def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cache_dir: Path, env: DistEnv
                      ) -> Dict[str, Any]:
     """Each training task's tokenized train rows (`build_task_streams`); rank 0 tokenizes and caches first, the
-    other ranks then read its cache files (without repeating its warnings of the rows: `rows_described_once`). A rank
+    other ranks then read its cache files (without repeating its warnings of the rows: `warned_by_rank_0`). A rank
     that cannot read them (data its node lacks) raises its error and every other rank a ConfigError naming it, at
     once: left alone, they would wait for it in DeepSpeed's start."""
     d = cfg.data
@@ -178,7 +178,7 @@ def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cac
         barrier()
     error = None
     try:
-        with rows_described_once(env.is_main):
+        with warned_by_rank_0(env.is_main):
             streams = build_task_streams(task_names, tokenizer, split="train",
                                          max_input_length=d.max_input_length,
                                          max_target_length=d.max_target_length, cache_dir=cache_dir,

@@ -47,6 +47,7 @@ from t2t_mtl.evaluation.template_metrics import applicable_metrics, task_metrics
 from t2t_mtl.evaluation.token_lengths import input_lengths, long_answers
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id
+from t2t_mtl.rank_warnings import warned_by_rank_0
 from t2t_mtl.wording import counted
 
 if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resolved
@@ -222,27 +223,27 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                             truncation_side=protocol.truncation_side)
     if rendered.incomplete_groups and any(metric_spec(m).kind == "group_label" for m in metrics):
         result.incomplete_groups = len(rendered.incomplete_groups)
-        _warn_on_rank_0(rank, "task %r template %r: %d of %d groups have rows that are not scored (cut by "
-                        "max_examples, skipped by the template or failed to render); group metrics leave them out",
-                        task.name, template.name, result.incomplete_groups, rendered.groups)
+        logger.warning("task %r template %r: %d of %d groups have rows that are not scored (cut by "
+                       "max_examples, skipped by the template or failed to render); group metrics leave them out",
+                       task.name, template.name, result.incomplete_groups, rendered.groups)
     if batch_dependent(model):  # (an MoE with an expert capacity: every rank's model is, so every rank gathers)
-        _record_capacity_drops(result, gathers.gather([(drops.dropped, drops.choices)], f"{step}: MoE drops"), rank)
-    _record_shots_fit(result, shots_fit, settings.num_shots, on_top, stated_limit, rank)
+        _record_capacity_drops(result, gathers.gather([(drops.dropped, drops.choices)], f"{step}: MoE drops"))
+    _record_shots_fit(result, shots_fit, settings.num_shots, on_top, stated_limit)
     result.num_truncated = sum(length > settings.max_input_length for length in lengths)
     if result.num_truncated:
         needed = max(lengths) - on_top  # the limit that holds the longest input whole
-        _warn_on_rank_0(rank, "task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
-                        "model sees only their %s); to score them whole, raise the limit to the longest, %d "
-                        "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
-                        task.name, template.name, result.num_truncated, len(examples), stated_limit,
-                        protocol.kept_part, needed, needed)
+        logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
+                       "model sees only their %s); to score them whole, raise the limit to the longest, %d "
+                       "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
+                       task.name, template.name, result.num_truncated, len(examples), stated_limit,
+                       protocol.kept_part, needed, needed)
     result.num_long_answers = long_rows
     if long_rows:
-        _warn_on_rank_0(rank, "task %r template %r: %d of %d examples have no gold answer that fits "
-                        "max_new_tokens=%d tokens, where generation stops, so none can be written whole; to let the "
-                        "model write every example's shortest answer, raise the limit to %d tokens (t2t-mtl eval "
-                        "--max-new-tokens %d; evaluation.max_new_tokens in a config)", task.name, template.name,
-                        long_rows, len(examples), settings.max_new_tokens, answer_limit, answer_limit)
+        logger.warning("task %r template %r: %d of %d examples have no gold answer that fits "
+                       "max_new_tokens=%d tokens, where generation stops, so none can be written whole; to let the "
+                       "model write every example's shortest answer, raise the limit to %d tokens (t2t-mtl eval "
+                       "--max-new-tokens %d; evaluation.max_new_tokens in a config)", task.name, template.name,
+                       long_rows, len(examples), settings.max_new_tokens, answer_limit, answer_limit)
     if not examples:
         return result
     texts = [o[1] for o in outputs]
@@ -299,27 +300,20 @@ def eval_protocol(task: Any) -> Any:
     return protocol
 
 
-def _warn_on_rank_0(rank: int, message: str, *args: Any) -> None:
-    """Log a warning about a template's examples, which every rank of a sharded evaluation renders and counts alike
-    (its counts are the whole template's): on rank 0 alone, not once per rank."""
-    if rank == 0:
-        logger.warning(message, *args)
-
-
-def _record_capacity_drops(result: TemplateResult, counts: Sequence[tuple[int, int]], rank: int) -> None:
-    """Put the MoE capacity drops of the ranks' (dropped, choices) `counts` in `result` and warn (rank 0) when any."""
+def _record_capacity_drops(result: TemplateResult, counts: Sequence[tuple[int, int]]) -> None:
+    """Put the MoE capacity drops of the ranks' (dropped, choices) `counts` in `result` and warn when any."""
     result.num_moe_dropped = sum(dropped for dropped, _ in counts)
     result.num_moe_choices = sum(choices for _, choices in counts)
     if result.num_moe_dropped:
-        _warn_on_rank_0(rank, "task %r template %r: the MoE layers dropped %d of the %d (token, slot) choices they "
-                        "routed over expert capacity (those get no expert output, and the scores depend on which "
-                        "examples share a batch); raise model.moe.eval_capacity_factor, or set model.moe.dropless",
-                        result.task, result.template, result.num_moe_dropped, result.num_moe_choices)
+        logger.warning("task %r template %r: the MoE layers dropped %d of the %d (token, slot) choices they "
+                       "routed over expert capacity (those get no expert output, and the scores depend on which "
+                       "examples share a batch); raise model.moe.eval_capacity_factor, or set model.moe.dropless",
+                       result.task, result.template, result.num_moe_dropped, result.num_moe_choices)
 
 
-def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_top: int, stated_limit: str,
-                      rank: int) -> None:
-    """Put how the k-shot prompts fitted (`fit_prompts`) in `result` and warn (rank 0) when inputs got fewer than
+def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_top: int, stated_limit: str
+                      ) -> None:
+    """Put how the k-shot prompts fitted (`fit_prompts`) in `result` and warn when inputs got fewer than
     `num_shots` demonstrations, naming the limit that gives each all of its own (the task token's `on_top` not in
     it)."""
     result.num_fewer_shots, result.num_dropped_shots = fit.fewer, fit.dropped
@@ -329,14 +323,14 @@ def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_
     step = f"task {result.task!r} template {result.template!r}"
     shots = counted(num_shots, "demonstration")
     if fit.fewer > fit.cut:
-        _warn_on_rank_0(rank, "%s: %d of %d inputs got fewer than %s (the demonstration split has too few "
-                        "renderable rows)", step, fit.fewer - fit.cut, result.num_examples, shots)
+        logger.warning("%s: %d of %d inputs got fewer than %s (the demonstration split has too few "
+                       "renderable rows)", step, fit.fewer - fit.cut, result.num_examples, shots)
     if fit.cut:
-        _warn_on_rank_0(rank, "%s: %d of %d inputs got fewer than %s (%s dropped from their front to fit %s, keeping "
-                        "the input itself); to give every input all of its drawn demonstrations, raise the limit to "
-                        "%d tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
-                        step, fit.cut, result.num_examples, shots, counted(fit.dropped, "demonstration"),
-                        stated_limit, result.shots_fit_length, result.shots_fit_length)
+        logger.warning("%s: %d of %d inputs got fewer than %s (%s dropped from their front to fit %s, keeping "
+                       "the input itself); to give every input all of its drawn demonstrations, raise the limit to "
+                       "%d tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
+                       step, fit.cut, result.num_examples, shots, counted(fit.dropped, "demonstration"),
+                       stated_limit, result.shots_fit_length, result.shots_fit_length)
 
 
 def _resolve_task(task):
@@ -390,7 +384,8 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     collective (DeepSpeed ZeRO-3 with several ranks), so every rank runs the same ones — padding batches and decoder
     passes whose results are discarded, synced generation; a rank that fails there is not waited for in a gather (the
     others are in a forward pass, which its exit ends). Unless `settings.scoring` is rank, an EvaluationError
-    (`check_generation_sizes`) for a beam width past the model's vocabulary, before any task is scored.
+    (`check_generation_sizes`) for a beam width past the model's vocabulary, before any task is scored. The warnings
+    of a template's examples, which every rank counts whole, are logged by rank 0 alone (`warned_by_rank_0`).
     """
     tasks = _task_list(tasks)
     settings = _settings(settings)
@@ -398,7 +393,8 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
         check_generation_sizes(settings.num_beams, settings.max_new_tokens, model)
     rank, world_size = dist_info(rank, world_size)
     gathers = RankGathers(rank, world_size)
-    with contextlib.nullcontext() if lockstep else gathers.telling_failures():
+    with warned_by_rank_0(rank == 0, [__name__]), \
+            contextlib.nullcontext() if lockstep else gathers.telling_failures():
         results = _evaluate_all(model, tokenizer, tasks, settings, rank, world_size, progress, lockstep, gathers)
         gathers.finish()
     unseen = {r.task: _unseen_task_route(model) for r in results if routing_task_id(model, r.task) == UNSEEN_TASK_ID}
