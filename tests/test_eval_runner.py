@@ -1188,6 +1188,17 @@ def test_a_sharded_evaluation_warns_of_a_template_s_examples_on_rank_0_alone(tmp
     assert warned[1] == []
 
 
+def test_a_sharded_evaluation_warns_of_the_rows_the_registry_drops_on_rank_0_alone(tmp_path, monkeypatch, caplog):
+    # every rank loads the whole split, and the registry's warning of the rows a task's filter drops was logged by each
+    template = task_registry.Template("qa", "{{ question }} ||| {{ answers[0] }}")
+    task = _local_task(tmp_path, "filtered_qa", QA_ROWS, [template], metrics=("exact_match",))
+    task.preprocessors = [task_registry.Filter("answers | length == 1")]  # (one row left: rank 1 scores none)
+    _answer_with(monkeypatch, lambda text: "Paris")
+    reports, warned = _as_rank_0_then_1(monkeypatch, caplog, task, EvalSettings())
+    assert [report.results[0].score for report in reports] == [100.0, 100.0]
+    assert warned == [["task 'filtered_qa' split 'validation': filter(answers | length == 1) dropped 2 of 3 rows"], []]
+
+
 def _as_rank_0_then_1(monkeypatch, caplog, task, settings):
     """`task` evaluated as rank 0, then as rank 1, of 2 (rank 1's gathers given rank 0's parts): each rank's report,
     and the warnings each logged."""

@@ -47,7 +47,7 @@ from t2t_mtl.evaluation.template_metrics import applicable_metrics, task_metrics
 from t2t_mtl.evaluation.token_lengths import input_lengths, long_answers
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id
-from t2t_mtl.rank_warnings import warned_by_rank_0
+from t2t_mtl.rank_warnings import ROW_LOGGERS, warned_by_rank_0
 from t2t_mtl.wording import counted
 
 if TYPE_CHECKING:  # task_registry (and datasets) load only when a task is resolved
@@ -385,7 +385,8 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
     passes whose results are discarded, synced generation; a rank that fails there is not waited for in a gather (the
     others are in a forward pass, which its exit ends). Unless `settings.scoring` is rank, an EvaluationError
     (`check_generation_sizes`) for a beam width past the model's vocabulary, before any task is scored. The warnings
-    of a template's examples, which every rank counts whole, are logged by rank 0 alone (`warned_by_rank_0`).
+    of the rows every rank reads (`ROW_LOGGERS`: rows a preprocessor drops, ...) and of a template's examples, which
+    every rank counts whole, are logged by rank 0 alone (`warned_by_rank_0`).
     """
     tasks = _task_list(tasks)
     settings = _settings(settings)
@@ -393,7 +394,7 @@ def evaluate_tasks(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, t
         check_generation_sizes(settings.num_beams, settings.max_new_tokens, model)
     rank, world_size = dist_info(rank, world_size)
     gathers = RankGathers(rank, world_size)
-    with warned_by_rank_0(rank == 0, [__name__]), \
+    with warned_by_rank_0(rank == 0, [__name__, *ROW_LOGGERS]), \
             contextlib.nullcontext() if lockstep else gathers.telling_failures():
         results = _evaluate_all(model, tokenizer, tasks, settings, rank, world_size, progress, lockstep, gathers)
         gathers.finish()
