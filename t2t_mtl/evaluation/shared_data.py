@@ -1,7 +1,8 @@
 """Evaluated tasks, not trained themselves, that read the data a trained task trains on: a user's `my_rte` reading
 glue/rte trains the model on the dataset whose validation rows the built-in held-out `glue_rte` scores, so that score
-is not a held-out one. Found by where each task's rows come from (`Source.read_from`: a hub dataset by path and config,
-or the data_files of it a task names; a file by its absolute path), not by name."""
+is not a held-out one. Found by where each task's rows come from (`Source.read_from`'s records, `DataRead.shares`: a
+hub dataset by path and config, or the data_files or data_dir of it a task names; a local file or folder by its
+resolved path; a folder, or a hub dataset read whole, holding the files in it), not by name."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
