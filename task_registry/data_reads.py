@@ -1,9 +1,11 @@
 """What a source's split reads (`Source.read_from`), as records that two sources reading the same data compare alike:
-a hub dataset read whole, a file of its repo, or a local file or folder (which holds the files in it)."""
+a hub dataset read whole, a file, folder or data_files pattern of its repo, or a local file or folder (which holds the
+files in it)."""
 from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -42,12 +44,14 @@ class DataRead:
         return self.dataset is not None and not self.path
 
     def holds(self, other: DataRead) -> bool:
-        """Whether what `other` reads is among what this reads: the same file, dataset or folder, or one inside this
-        folder (a hub dataset read whole is its repo's folder)."""
+        """Whether what `other` reads is among what this reads: the same file, dataset or folder, one inside this
+        folder (a hub dataset read whole is its repo's folder), or a file of a hub dataset this data_files pattern
+        matches."""
         if self == other:
             return True
         inside = self.whole_dataset or (self.folder and other.path.startswith(self.path.rstrip("/") + "/"))
-        return self.dataset == other.dataset and inside
+        matched = self.dataset is not None and _matches(self.path, other.path)
+        return self.dataset == other.dataset and (inside or matched)
 
     def shares(self, other: DataRead) -> bool:
         """Whether this and `other` read the same data: either holds the other (`holds`)."""
@@ -60,3 +64,16 @@ class DataRead:
             return f"hub dataset {self.dataset}"
         of = f" of hub dataset {self.dataset}" if self.dataset is not None else ""
         return f"{'folder' if self.folder else 'file'} {self.shown}{of}"
+
+
+def _matches(pattern: str, path: str) -> bool:
+    """Whether the glob `pattern` of a hub dataset's data_files matches the file `path` of its repo as datasets reads
+    it: `**` at any depth, `*` and `?` within one folder, `[...]` one of the characters (`[!...]` none); False for a
+    `pattern` without `*`, `?` or `[` (a file's path)."""
+    if not any(c in pattern for c in "*?["):
+        return False
+    wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    parts = re.split(r"(\*\*/|\*\*|\*|\?|\[!?[^]]+\])", pattern)
+    regex = "".join(wildcards.get(part, part.replace("[!", "[^", 1)) if index % 2 else re.escape(part)
+                    for index, part in enumerate(parts))  # (the wildcards split out, at odd indices)
+    return re.fullmatch(regex, path) is not None

@@ -191,3 +191,18 @@ def test_a_hub_datasets_data_dir_is_the_folder_of_its_repo_it_reads_and_other_lo
         assert shared_data_warnings(["revision"], ["in_b"], FIX) == [
             f"evaluated task 'revision' reads folder b of hub dataset org/x (its train split), which trained task "
             f"'in_b' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+
+
+def test_a_hub_datasets_data_files_pattern_holds_the_files_of_its_repo_it_matches():
+    # was: 'data/train-*' and 'data/train-00000.parquet' of one hub dataset were compared as two files
+    with task_registry.isolated_registry():
+        _register("shards", HFSource("org/x", data_files={"train": "data/train-*"}))
+        _register("one_shard", HFSource("org/x", data_files={"validation": "data/train-00000.parquet"}))
+        _register("nested", HFSource("org/x", data_files={"validation": "data/train-0/x.parquet"}))  # (`*`: one folder)
+        _register("deep", HFSource("org/x", data_files={"train": "**/train.jsonl"}))
+        _register("deep_one", HFSource("org/x", data_files={"validation": "a/b/train.jsonl"}))
+        assert shared_data_warnings(["one_shard", "nested"], ["shards"], FIX) == [
+            f"evaluated task 'one_shard' reads file data/train-00000.parquet of hub dataset org/x (its validation "
+            f"split), which trained task 'shards' trains on: the model has seen that data, so its score is not a "
+            f"held-out one; {FIX}"]
+        assert len(shared_data_warnings(["deep_one"], ["deep"], FIX)) == 1
