@@ -224,7 +224,7 @@ class HFSource(Source):
         `load_dataset` reads the files of every split to load one."""
         named = self.data_files.items() if isinstance(self.data_files, Mapping) else [("train", self.data_files)]
         for key, value in named:
-            for pattern in filter(is_pattern, path_list(value)):
+            for pattern in filter(is_pattern, self._in_data_dir(value)):
                 if not matched_files(pattern):
                     read = f" (to load split {split!r}, load_dataset reads every split's files)" if key != split else ""
                     raise DataSourceError(f"hub dataset {self.describe()}: data_files of split {key!r}: "
@@ -232,11 +232,17 @@ class HFSource(Source):
 
     def _split_files(self, split: str) -> list[Path]:
         """The `data_files` that `split` reads (all of them unless they are a split → files mapping), a file
-        reader's glob patterns as the files they match."""
+        reader's in its `data_dir` (`_in_data_dir`) and its glob patterns as the files they match."""
         files = self.data_files.get(split, []) if isinstance(self.data_files, Mapping) else self.data_files
         local = self._reads_local_files()
-        return [path for name in path_list(files)
+        return [path for name in (self._in_data_dir(files) if local else path_list(files))
                 for path in (matched_files(name) if local and is_pattern(name) else [Path(name)])]
+
+    def _in_data_dir(self, files: Any) -> list[str]:
+        """A file reader's data files `files` (a path or a list) as `load_dataset` reads them: a relative one in the
+        `data_dir` among its arguments, where one is given (else in the working directory)."""
+        data_dir = os.path.expanduser(str(self.load_kwargs.get("data_dir") or ""))
+        return [os.path.join(data_dir, str(name)) for name in path_list(files)]
 
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
         """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the

@@ -565,6 +565,18 @@ def test_a_glob_pattern_of_local_files_reads_the_files_it_matches_in_order(tmp_p
         LocalFileSource({"train": str(tmp_path / "none" / "*.jsonl")}).load("train")
 
 
+def test_a_file_readers_data_files_are_read_in_its_data_dir(tmp_path, monkeypatch):
+    # HFSource('json', data_dir='d', data_files={'train': '*.jsonl'}) was refused, "the pattern '*.jsonl' matches no
+    # file; check its folder ('.')": the pattern was matched in the working directory, load_dataset matches it in d
+    (tmp_path / "d").mkdir()
+    _write(tmp_path / "d" / "part-0.jsonl", ROWS[:3], "jsonl")
+    monkeypatch.chdir(tmp_path)
+    assert [dict(r) for r in HFSource("json", data_dir="d", data_files={"train": "*.jsonl"}).load("train")] == ROWS[:3]
+    with pytest.raises(DataSourceError, match=r"^hub dataset json: data_files of split 'train': the pattern "
+                                              r"'d/none/\*\.jsonl' matches no file; check its folder \('d/none'\)"):
+        HFSource("json", data_dir="d", data_files={"train": "none/*.jsonl"}).load("train")
+
+
 @pytest.mark.parametrize("streaming", [False, True])
 def test_a_pattern_matching_json_and_jsonl_files_reads_them_with_the_one_json_reader(tmp_path, streaming):
     # `LocalFileSource("data/rte.j*")` was refused as "unsupported extension" (the pattern's own '.j*'), though
