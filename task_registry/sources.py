@@ -184,8 +184,8 @@ class HFSource(Source):
     def read_from(self, split: str) -> list[DataRead]:
         """A hub dataset (read whole, or the folder of its repo its `data_dir` names; under a data dir its
         `local_file` too), or the `data_files` of `split` it names (files of its repo, in its `data_dir`); a file
-        reader's `data_files` of `split` (patterns as the files they match); a local folder the path names (its
-        `data_dir` in it).
+        reader's `data_files` of `split` (in its `data_dir`, patterns as the files they match), or without them its
+        `data_dir`; a local folder the path names (its `data_dir` in it).
 
         Of the other `load_dataset` arguments none says which data is read: they read the same data otherwise (a
         `revision` is another version of the dataset, which keeps most of its rows; a reader's `sep` or `features`
@@ -195,6 +195,8 @@ class HFSource(Source):
         if self.reads_local_folder():
             return [DataRead.local(os.path.join(self.path, data_dir), folder=True)]
         if self._reads_local_files():
+            if self.data_files is None:  # (load_dataset reads the data files in the data_dir, or fails without one)
+                return [DataRead.local(os.path.expanduser(data_dir), folder=True)] if data_dir else []
             return [DataRead.local(path, folder=False) for path in self._split_files(split)]
         if self.data_files is not None:  # (two tasks reading other files of one hub dataset share no rows)
             return [DataRead.hub(self.describe(), posixpath.join(data_dir, path)) for path in self._split_files(split)]

@@ -206,3 +206,20 @@ def test_a_hub_datasets_data_files_pattern_holds_the_files_of_its_repo_it_matche
             f"split), which trained task 'shards' trains on: the model has seen that data, so its score is not a "
             f"held-out one; {FIX}"]
         assert len(shared_data_warnings(["deep_one"], ["deep"], FIX)) == 1
+
+
+def test_a_file_readers_data_dir_is_the_folder_it_reads_its_files_in(tmp_path):
+    # was: HFSource('json', data_dir=d) read nothing, and its data_files were looked for in the working directory
+    rows = tmp_path / "d" / "rows.jsonl"
+    rows.parent.mkdir()
+    rows.write_text('{"premise": "a", "label": 0}\n')
+    with task_registry.isolated_registry():
+        _register("whole_dir", HFSource("json", data_dir=str(rows.parent)))
+        _register("named", HFSource("json", data_dir=str(rows.parent), data_files={"validation": "rows.jsonl"}))
+        _register("listed", LocalFileSource({"train": str(rows)}))
+        assert shared_data_warnings(["listed"], ["whole_dir"], FIX) == [
+            f"evaluated task 'listed' reads file {rows} (its train split), which trained task 'whole_dir' trains on: "
+            f"the model has seen that data, so its score is not a held-out one; {FIX}"]
+        assert shared_data_warnings(["named"], ["listed"], FIX) == [
+            f"evaluated task 'named' reads file {rows} (its validation split), which trained task 'listed' trains "
+            f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
