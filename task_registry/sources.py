@@ -85,7 +85,7 @@ class Source:
         return None
 
     def read_from(self, split: str) -> list[DataRead]:
-        """What `split`'s rows are read from (a hub dataset by path and config, a file or folder by its absolute
+        """What `split`'s rows are read from (a hub dataset by path and config, a file or folder by its resolved
         path), as records equal for two sources reading the same data: none for rows made by code."""
         return []
 
@@ -191,9 +191,9 @@ class HFSource(Source):
         `revision` is another version of the dataset, which keeps most of its rows; a reader's `sep` or `features`
         parse the same text otherwise) or change nothing of it (`cache_dir`, `token`, ...), so two sources differing
         in them read the same data."""
-        data_dir = str(self.load_kwargs.get("data_dir") or "")  # (where load_dataset looks for the data files)
+        data_dir = self._data_dir()
         if self.reads_local_folder():
-            return [DataRead.local(os.path.join(self.path, data_dir), folder=True)]
+            return [DataRead.local(os.path.expanduser(os.path.join(self.path, data_dir)), folder=True)]
         if self._reads_local_files():
             if self.data_files is None:  # (load_dataset reads the data files in the data_dir, or fails without one)
                 return [DataRead.local(os.path.expanduser(data_dir), folder=True)] if data_dir else []
@@ -243,8 +243,13 @@ class HFSource(Source):
     def _in_data_dir(self, files: Any) -> list[str]:
         """A file reader's data files `files` (a path or a list) as `load_dataset` reads them: a relative one in the
         `data_dir` among its arguments, where one is given (else in the working directory)."""
-        data_dir = os.path.expanduser(str(self.load_kwargs.get("data_dir") or ""))
+        data_dir = os.path.expanduser(self._data_dir())
         return [os.path.join(data_dir, str(name)) for name in path_list(files)]
+
+    def _data_dir(self) -> str:
+        """The `data_dir` among the `load_dataset` arguments, where it looks for the data files: a folder of the hub
+        dataset's repo, or of this machine for a file reader or a local folder; '' where none is given."""
+        return str(self.load_kwargs.get("data_dir") or "")
 
     def _read_error(self, error: BaseException, split: str) -> DataSourceError:
         """The error loading or streaming `split` raised, naming the dataset, its config and the split, with the

@@ -151,7 +151,7 @@ def test_the_splits_of_a_folder_saved_by_save_to_disk_are_its_split_folders(tmp_
             f"'trained' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
 
 
-def test_a_local_folder_read_whole_holds_the_files_in_it(tmp_path):
+def test_a_local_folder_read_whole_holds_the_files_in_it(tmp_path, monkeypatch):
     # was: HFSource('./data') read 'folder data' and a task over data/rows.jsonl 'file data/rows.jsonl', two things
     rows = tmp_path / "data" / "rows.jsonl"
     rows.parent.mkdir()
@@ -166,6 +166,9 @@ def test_a_local_folder_read_whole_holds_the_files_in_it(tmp_path):
         assert shared_data_warnings(["folder"], ["file"], FIX) == [
             f"evaluated task 'folder' reads folder {rows.parent} (its train split), which trained task 'file' trains "
             f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+        monkeypatch.setenv("HOME", str(tmp_path))  # (load_dataset reads '~/data' in the home folder)
+        _register("home", HFSource("~/data"))
+        assert len(shared_data_warnings(["file"], ["home"], FIX)) == 1
 
 
 def test_a_hub_datasets_data_dir_is_the_folder_of_its_repo_it_reads_and_other_load_arguments_read_the_same_data(
