@@ -46,6 +46,18 @@ def _overwrite(path: Path, offset: int, data: bytes) -> None:
     path.write_bytes(bytes(raw))
 
 
+def _flip_bit(path: Path, at: int, mask: int) -> None:
+    """Flip the bits of `mask` in byte `at` of `path` (a bit a disk or a copy changed)."""
+    _overwrite(path, at, bytes([path.read_bytes()[at] ^ mask]))
+
+
+def _refusal(path: Path) -> str:
+    """The message of check_loadable's CheckpointError on `path` (the test fails where it passes the file)."""
+    with pytest.raises(CheckpointError) as refused:
+        check_loadable(path)
+    return str(refused.value)
+
+
 def _w_record(path: Path) -> str:
     """The zip name of the record holding the tensor `w` of `_saved` (its storage's key, read by torch.load)."""
     key = torch.load(path, mmap=True, weights_only=False)["module"]["w"].untyped_storage()
@@ -77,13 +89,11 @@ def test_data_damaged_inside_a_file_that_still_loads_is_refused_naming_the_file_
     if damage == "zeros":  # (a block a copy or a disk lost)
         _overwrite(path, start + size // 4, bytes(size // 2))
     else:
-        _overwrite(path, start + 2001, bytes([path.read_bytes()[start + 2001] ^ 0x08]))
+        _flip_bit(path, start + 2001, 0x08)
     for mmap in (True, False):  # torch loads it without a word, other weights than were saved (the damage)
         loaded = torch.load(path, mmap=mmap, weights_only=False)
         assert not torch.equal(loaded["module"]["w"], state["module"]["w"])
-    with pytest.raises(CheckpointError) as refused:
-        check_loadable(path)
-    assert str(refused.value) == f"{path} is damaged ({_crc_mismatch(record)}); {HINT}"
+    assert _refusal(path) == f"{path} is damaged ({_crc_mismatch(record)}); {HINT}"
 
 
 def test_a_zeroed_record_header_that_the_memory_mapped_load_passes_is_refused_naming_it(tmp_path):
@@ -97,9 +107,7 @@ def test_a_zeroed_record_header_that_the_memory_mapped_load_passes_is_refused_na
     torch.load(path, mmap=True, weights_only=False)
     with pytest.raises(RuntimeError, match="invalid header or archive is corrupted"):
         torch.load(path, weights_only=False)
-    with pytest.raises(CheckpointError) as refused:
-        check_loadable(path)
-    assert str(refused.value) == f"{path} is damaged (record {record} has no local header at offset {header}); {HINT}"
+    assert _refusal(path) == f"{path} is damaged (record {record} has no local header at offset {header}); {HINT}"
 
 
 def test_a_record_header_naming_another_record_or_data_past_the_records_is_refused(tmp_path):
@@ -110,15 +118,13 @@ def test_a_record_header_naming_another_record_or_data_past_the_records_is_refus
     raw = path.read_bytes()
     renamed = raw[header + 30:header + 30 + len(record)].replace(b"data/", b"dat_/")
     _overwrite(path, header + 30, renamed)
-    with pytest.raises(CheckpointError, match=f"the local header of record {record} names another record"):
-        check_loadable(path)
+    assert f"the local header of record {record} names another record" in _refusal(path)
     path.write_bytes(raw)
     size = _record(path, record)[2]  # its data pushed past the zip directory, not past the file's end,
     directory = zipfile.ZipFile(path).start_dir  # which torch's memory-mapped load passes
     _overwrite(path, header + 28, struct.pack("<H", directory - (header + 30 + len(record)) - size + 1))
     torch.load(path, mmap=True, weights_only=False)
-    with pytest.raises(CheckpointError, match=f"record {record} runs past the zip directory"):
-        check_loadable(path)
+    assert f"record {record} runs past the zip directory" in _refusal(path)
 
 
 def _first_directory_entry(path: Path) -> int:
@@ -144,9 +150,7 @@ def test_a_damaged_zip_directory_that_torch_reads_is_refused_naming_the_file(tmp
     _overwrite(path, at, data)
     for mmap in (True, False):
         assert torch.equal(torch.load(path, mmap=mmap, weights_only=False)["module"]["w"], state["module"]["w"])
-    with pytest.raises(CheckpointError) as refused:
-        check_loadable(path)
-    assert str(refused.value) == f"{path} is damaged (its zip directory cannot be read: {error}); {HINT}", damage
+    assert _refusal(path) == f"{path} is damaged (its zip directory cannot be read: {error}); {HINT}", damage
 
 
 def test_without_data_the_check_reads_the_headers_alone(tmp_path):
@@ -156,7 +160,7 @@ def test_without_data_the_check_reads_the_headers_alone(tmp_path):
     path = tmp_path / "fp32.pt"
     _saved(path)
     _, start, _ = _record(path, _w_record(path))
-    _overwrite(path, start + 2001, bytes([path.read_bytes()[start + 2001] ^ 0x08]))
+    _flip_bit(path, start + 2001, 0x08)
     check_intact(path, data=False)
     with pytest.raises(DamagedFileError):
         check_intact(path)
@@ -175,9 +179,7 @@ def test_damage_in_a_file_holding_an_empty_tensor_is_refused(tmp_path):
     record = _w_record(path)
     _, start, size = _record(path, record)
     _overwrite(path, start + size // 4, bytes(size // 2))
-    with pytest.raises(CheckpointError) as refused:
-        check_loadable(path)
-    assert str(refused.value) == f"{path} is damaged ({_crc_mismatch(record)}); {HINT}"
+    assert _refusal(path) == f"{path} is damaged ({_crc_mismatch(record)}); {HINT}"
 
 
 def test_a_flipped_bit_in_the_pickled_values_that_torch_loads_is_refused(tmp_path):
@@ -190,9 +192,7 @@ def test_a_flipped_bit_in_the_pickled_values_that_torch_loads_is_refused(tmp_pat
     at = path.read_bytes().index(step + b"\x03", start, start + size) + len(step)
     _overwrite(path, at, b"\x02")
     assert torch.load(path, mmap=True, weights_only=False)["step"] == 2
-    with pytest.raises(CheckpointError) as refused:
-        check_loadable(path)
-    assert str(refused.value) == f"{path} is damaged ({_crc_mismatch(pickled.filename)}); {HINT}"
+    assert _refusal(path) == f"{path} is damaged ({_crc_mismatch(pickled.filename)}); {HINT}"
 
 
 def test_a_flipped_bit_in_any_record_is_refused_naming_that_record(tmp_path):
@@ -205,7 +205,7 @@ def test_a_flipped_bit_in_any_record_is_refused_naming_that_record(tmp_path):
     assert records[-1].endswith("/.data/serialization_id")  # (the last one: every record is compared, the last too)
     for name in records:
         _, start, size = _record(path, name)
-        _overwrite(path, start + size // 2, bytes([raw[start + size // 2] ^ 0x01]))
+        _flip_bit(path, start + size // 2, 0x01)
         with pytest.raises(DamagedFileError) as refused:
             check_intact(path)
         assert str(refused.value) == _crc_mismatch(name)
