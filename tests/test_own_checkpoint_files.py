@@ -10,6 +10,7 @@ import shutil
 import zipfile
 from pathlib import Path
 from types import MethodType, SimpleNamespace
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -87,21 +88,36 @@ def _ranks_env(rank: int, port: int) -> dict:
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
 
 
-def _train_worker(rank: int, port: int, config: dict, out: str) -> None:
-    from t2t_mtl.engine import trainer
-
+def _rank_outcome(rank: int, port: int, out: str, step: Callable[..., str], *args: Any) -> None:
+    """Rank `rank` of two (gloo on `port`): writes to `out`.<rank> what `step(rank, *args)` ended with, the word it
+    returns or its error's type and message."""
     os.environ.update(_ranks_env(rank, port))
     try:
-        trainer.train(config, resume="auto", evaluate_held_in=False)
-        result = "trained"
+        result = step(rank, *args)
     except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
         result = f"{type(err).__name__}: {err}"
     Path(f"{out}.{rank}").write_text(result)
 
 
-def _first_best_worker(rank: int, port: int, config: dict, out: str) -> None:
-    """`_train_worker` of a run whose first validation stays its best, and whose rank 1 cannot read its rank file of
-    that step's checkpoint (its node's view of it)."""
+def _two_ranks(out: Path, step: Callable[..., str], *args: Any, timeout: float = 120) -> list:
+    """What each of two ranks (forked, no launcher) ended `step(rank, *args)` with (`_rank_outcome`), "still waiting"
+    for one that had not ended after `timeout` s."""
+    port = free_port()
+    forked_ranks(_rank_outcome, [(rank, port, str(out), step, *args) for rank in (0, 1)], timeout=timeout)
+    return [Path(f"{out}.{rank}").read_text() if Path(f"{out}.{rank}").exists() else "still waiting"
+            for rank in (0, 1)]
+
+
+def _train(rank: int, config: dict) -> str:
+    from t2t_mtl.engine import trainer
+
+    trainer.train(config, resume="auto", evaluate_held_in=False)
+    return "trained"
+
+
+def _train_first_best(rank: int, config: dict) -> str:
+    """`_train` of a run whose first validation stays its best, and whose rank 1 cannot read its rank file of that
+    step's checkpoint (its node's view of it)."""
     from t2t_mtl.engine.best import BestValidation
 
     update, load = BestValidation.update, torch.load
@@ -117,15 +133,13 @@ def _first_best_worker(rank: int, port: int, config: dict, out: str) -> None:
     BestValidation.update = first_only
     if rank == 1:
         torch.load = unreadable
-    _train_worker(rank, port, config, out)
+    return _train(rank, config)
 
 
-def _train_two_ranks(config: dict, out: Path, worker=_train_worker) -> list:
-    """What each of two ranks (forked, no launcher) ended `train(config, resume="auto")` with."""
-    port = free_port()
-    forked_ranks(worker, [(rank, port, config, str(out)) for rank in (0, 1)], timeout=180)
-    return [Path(f"{out}.{rank}").read_text() if Path(f"{out}.{rank}").exists() else "still waiting"
-            for rank in (0, 1)]
+def _train_two_ranks(config: dict, out: Path, step: Callable[[int, dict], str] = _train) -> list:
+    """What each of two ranks ended `step(rank, config)` with (`_two_ranks`): by default `train(config,
+    resume="auto")`."""
+    return _two_ranks(out, step, config, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +259,7 @@ def test_a_conversion_to_the_universal_format_failing_on_rank_0_stops_both_ranks
                        f"format (see its error, which names the file or folder at fault and what to do)"]
 
 
-def _unreadable_trainer_state_worker(rank: int, port: int, ckpt: str, out: str) -> None:
+def _check_unreadable_trainer_state(rank: int, ckpt: str) -> str:
     """Rank `rank` of two checking checkpoint `ckpt`'s files for a universal resume, rank 1 unable to read its
     trainer state (its node's view of it)."""
     from t2t_mtl.engine.checkpoint import read_meta
@@ -261,14 +275,8 @@ def _unreadable_trainer_state_worker(rank: int, port: int, ckpt: str, out: str) 
 
     if rank == 1:
         torch.load = unreadable
-    os.environ.update(_ranks_env(rank, port))
-    env = init_distributed()
-    try:
-        check_own_files(Path(ckpt), read_meta(Path(ckpt)), env, universal=True)
-        result = "checked"
-    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
-        result = f"{type(err).__name__}: {err}"
-    Path(f"{out}.{rank}").write_text(result)
+    check_own_files(Path(ckpt), read_meta(Path(ckpt)), init_distributed(), universal=True)
+    return "checked"
 
 
 def test_a_rank_that_cannot_use_a_file_every_rank_reads_stops_the_other_naming_those_files(tmp_path):
@@ -280,26 +288,18 @@ def test_a_rank_that_cannot_use_a_file_every_rank_reads_stops_the_other_naming_t
     ckpt.mkdir()
     torch.save({}, ckpt / "trainer_state.pt")
     (ckpt / "meta.json").write_text(json.dumps({"zero_stage": 2, "precision": "fp32", "world_size": 1}))
-    port = free_port()
-    forked_ranks(_unreadable_trainer_state_worker, [(rank, port, str(ckpt), str(tmp_path / "result"))
-                                                    for rank in (0, 1)], timeout=120)
-    assert [(tmp_path / f"result.{rank}").read_text() for rank in (0, 1)] == [
+    assert _two_ranks(tmp_path / "result", _check_unreadable_trainer_state, str(ckpt)) == [
         _others_message(ckpt, "", "trainer_state.pt"),
         f"CheckpointError: {ckpt / 'trainer_state.pt'} cannot be read (OSError: rank 1 cannot read it); {HINT}"]
 
 
-def _universal_worker(rank: int, port: int, ckpt: str, out: str) -> None:
+def _ensure_universal(rank: int, ckpt: str) -> str:
     """Rank `rank` of two making sure checkpoint `ckpt` has its universal folder (`ensure_universal`)."""
     from t2t_mtl.engine.distributed import init_distributed
     from t2t_mtl.engine.universal_conversion import ensure_universal
 
-    os.environ.update(_ranks_env(rank, port))
-    try:
-        ensure_universal(Path(ckpt), init_distributed())
-        result = "converted"
-    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
-        result = f"{type(err).__name__}: {err}"
-    Path(f"{out}.{rank}").write_text(result)
+    ensure_universal(Path(ckpt), init_distributed())
+    return "converted"
 
 
 def test_a_damaged_universal_folder_of_an_earlier_resume_refused_on_rank_0_stops_the_other_saying_so(tmp_path):
@@ -315,10 +315,7 @@ def test_a_damaged_universal_folder_of_an_earlier_resume_refused_on_rank_0_stops
              key=lambda i: i.file_size).header_offset
     raw[at:at + 4] = bytes(4)  # (its data record's local header)
     path.write_bytes(bytes(raw))
-    port = free_port()
-    forked_ranks(_universal_worker, [(rank, port, str(ckpt), str(tmp_path / "result")) for rank in (0, 1)],
-                 timeout=120)
-    results = [(tmp_path / f"result.{rank}").read_text() for rank in (0, 1)]
+    results = _two_ranks(tmp_path / "result", _ensure_universal, str(ckpt))
     assert results[0].startswith(f"CheckpointError: {path} is damaged (record ")
     assert results[1] == (f"CheckpointError: rank 0 of 2 refused {ckpt / 'ds_universal'}, converted by an earlier "
                           f"resume (see its error: a damaged file of it); remove {ckpt / 'ds_universal'} for the "
@@ -354,7 +351,7 @@ def test_a_ranks_file_of_the_best_checkpoint_it_cannot_read_stops_both_ranks_aft
                       deepspeed={"zero_stage": 2},
                       training={"steps": 4, "validate_every": 2, "validate_examples": 2, "keep_best": "val_loss"})
     ckpt = root / "best" / "checkpoints" / "step-00000002"
-    results = _train_two_ranks(cfg, root / "best_result", _first_best_worker)
+    results = _train_two_ranks(cfg, root / "best_result", _train_first_best)
     assert results == [_others_message(ckpt, ZERO2_FILES, ZERO2_SHARED),
                        f"CheckpointError: {ckpt / 'rank_00001.pt'} cannot be read (OSError: rank 1 cannot read its "
                        f"rank file); {HINT}"]
@@ -441,20 +438,15 @@ def test_the_folder_of_a_ranks_optimizer_offloaded_to_nvme_is_the_one_deepspeeds
     assert nvme_offload_folder(tmp_path, 5) == tmp_path / "ds" / "offloaded_tensors" / f"rank{dp_index_to_str(5)}"
 
 
-def _check_worker(rank: int, port: int, ckpt: str, out: str) -> None:
+def _check_offloaded(rank: int, ckpt: str) -> str:
     """Rank `rank` of two checking the ZeRO-3 checkpoint `ckpt`'s files with its optimizer offloaded to NVMe."""
     from t2t_mtl.engine.checkpoint import read_meta
     from t2t_mtl.engine.distributed import init_distributed
     from t2t_mtl.engine.own_checkpoint_files import check_own_files
 
-    os.environ.update(_ranks_env(rank, port))
     env = init_distributed()
-    try:
-        check_own_files(Path(ckpt), read_meta(Path(ckpt)), env, universal=False, nvme_index=env.rank)
-        result = "checked"
-    except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
-        result = f"{type(err).__name__}: {err}"
-    Path(f"{out}.{rank}").write_text(result)
+    check_own_files(Path(ckpt), read_meta(Path(ckpt)), env, universal=False, nvme_index=env.rank)
+    return "checked"
 
 
 @pytest.mark.slow
@@ -473,9 +465,7 @@ def test_a_ranks_missing_folder_of_optimizer_state_offloaded_to_nvme_stops_both_
             lambda r: rank_file(ckpt, r)))]:
         torch.save({}, path)
     (ckpt / "meta.json").write_text(json.dumps({"zero_stage": 3, "precision": "fp32", "world_size": 2}))
-    port = free_port()
-    forked_ranks(_check_worker, [(rank, port, str(ckpt), str(tmp_path / "result")) for rank in (0, 1)], timeout=120)
-    assert [(tmp_path / f"result.{rank}").read_text() for rank in (0, 1)] == [
+    assert _two_ranks(tmp_path / "result", _check_offloaded, str(ckpt)) == [
         _others_message(ckpt, ZERO3_FILES + ", its folder in ds/offloaded_tensors", ZERO3_SHARED),
         f"CheckpointError: {ckpt / 'ds' / 'offloaded_tensors' / 'rank01'} (the optimizer state rank 1 offloaded to "
         f"NVMe) is missing; {HINT}"]
