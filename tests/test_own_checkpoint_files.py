@@ -164,6 +164,11 @@ def _damaged_copy(runs, stage: int, name: str):
             root / name / "checkpoints" / "step-00000001")
 
 
+def _largest_tensor_record(path: Path) -> zipfile.ZipInfo:
+    """The zip directory's entry of torch file `path`'s largest tensor record (the data/ records hold the tensors)."""
+    return max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+
+
 HINT = ("the checkpoint is incomplete or corrupt: resume from an earlier one (--resume <run>/checkpoints/step-N) or "
         "remove it")
 
@@ -311,8 +316,7 @@ def test_a_damaged_universal_folder_of_an_earlier_resume_refused_on_rank_0_stops
     path.parent.mkdir(parents=True)
     torch.save(torch.arange(64.0), path)
     raw = bytearray(path.read_bytes())
-    at = max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename),
-             key=lambda i: i.file_size).header_offset
+    at = _largest_tensor_record(path).header_offset
     raw[at:at + 4] = bytes(4)  # (its data record's local header)
     path.write_bytes(bytes(raw))
     results = _two_ranks(tmp_path / "result", _ensure_universal, str(ckpt))
@@ -361,9 +365,8 @@ def _zeroed_inside(path: Path) -> str:
     """Zero the middle half of torch file `path`'s largest tensor record, as a copy or a disk that lost a block
     leaves it (the file still opens and loads); returns the record's name."""
     import struct
-    import zipfile
 
-    info = max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    info = _largest_tensor_record(path)
     raw = bytearray(path.read_bytes())
     start = info.header_offset + 30 + sum(struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30]))
     raw[start + info.file_size // 4:start + 3 * info.file_size // 4] = bytes(info.file_size // 2)
@@ -389,11 +392,9 @@ def test_a_zero3_optimizer_partition_of_one_rank_with_a_zeroed_record_header_sto
     """Rank 1's ZeRO-3 optimizer partition with a record's header zeroed (torch's memory-mapped load passes it). Was:
     rank 1 stopped inside DeepSpeed's load ('PytorchStreamReader failed reading file data/1: invalid header or archive
     is corrupted', naming the ds folder), rank 0 on gloo's 'Connection reset by peer' inside the load's collectives."""
-    import zipfile
-
     cfg, ckpt = _damaged_copy(runs, 3, "zero3_header")
     partition = ckpt / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
-    info = max((i for i in zipfile.ZipFile(partition).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    info = _largest_tensor_record(partition)
     raw = bytearray(partition.read_bytes())
     raw[info.header_offset:info.header_offset + 30] = bytes(30)
     partition.write_bytes(bytes(raw))
