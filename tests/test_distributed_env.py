@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from t2t_mtl.engine.distributed import DistEnv
@@ -50,40 +51,30 @@ def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(m
         ["3", "4", "1", "head", "29500"]
 
 
-def test_the_launched_world_size_is_read_without_touching_the_environment(monkeypatch):
-    from t2t_mtl.engine.distributed import launched_world_size
+@pytest.mark.parametrize("reader, procid, variable, value, expected", [
+    # (what the reader returns in a bare process, an sbatch script's own command with SLURM_PROCID `procid` of 4 tasks,
+    # a rank srun started, and once torchrun or deepspeed set `variable` to `value`)
+    ("launched_world_size", "0", "WORLD_SIZE", "2", [1, 1, 4, 2]),
+    ("launched_rank", "3", "RANK", "1", [0, 0, 3, 1]),
+])
+def test_the_launched_world_size_and_rank_are_read_without_touching_the_environment(monkeypatch, reader, procid,
+                                                                                    variable, value, expected):
+    from t2t_mtl.engine import distributed
 
     for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
     before = dict(os.environ)
-    assert launched_world_size() == 1  # a bare process
-    monkeypatch.setenv("SLURM_PROCID", "0")
+    launched = getattr(distributed, reader)
+    read = [launched()]  # a bare process
+    monkeypatch.setenv("SLURM_PROCID", procid)
     monkeypatch.setenv("SLURM_NTASKS", "4")
-    assert launched_world_size() == 1  # an sbatch script's own command: one process
+    read.append(launched())  # an sbatch script's own command: one process
     monkeypatch.setenv("SLURM_STEP_ID", "0")
-    assert launched_world_size() == 4  # a rank srun started
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert launched_world_size() == 2  # torchrun / deepspeed
-    for key in ("SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "WORLD_SIZE"):
-        monkeypatch.delenv(key)
-    assert dict(os.environ) == before
-
-
-def test_the_launched_rank_is_read_without_touching_the_environment(monkeypatch):
-    from t2t_mtl.engine.distributed import launched_rank
-
-    for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS"):
-        monkeypatch.delenv(key, raising=False)
-    before = dict(os.environ)
-    assert launched_rank() == 0  # a bare process
-    monkeypatch.setenv("SLURM_PROCID", "3")
-    monkeypatch.setenv("SLURM_NTASKS", "4")
-    assert launched_rank() == 0  # an sbatch script's own command: one process
-    monkeypatch.setenv("SLURM_STEP_ID", "0")
-    assert launched_rank() == 3  # a rank srun started
-    monkeypatch.setenv("RANK", "1")
-    assert launched_rank() == 1  # torchrun / deepspeed
-    for key in ("SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", "RANK"):
+    read.append(launched())  # a rank srun started
+    monkeypatch.setenv(variable, value)
+    read.append(launched())  # torchrun / deepspeed
+    assert read == expected
+    for key in ("SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS", variable):
         monkeypatch.delenv(key)
     assert dict(os.environ) == before
 
