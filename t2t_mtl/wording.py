@@ -1,4 +1,4 @@
-"""Counts and quoted library messages as our messages write them."""
+"""Counts, quoted library messages and close names as our messages write them."""
 from __future__ import annotations
 
 import collections
@@ -15,6 +15,15 @@ def one_line(message: object) -> str:
     """`message` (a library's error, say) with its line breaks and runs of spaces turned into single spaces, to be
     quoted inside a one-line `error: ...`."""
     return " ".join(str(message).split())
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """' Did you mean 'a', 'b'?' naming the at most three of `valid` closest to `name` (`close_matches`: cutoff 0.6,
+    no names merely containing it), to follow an error's sentence; empty when none is close."""
+    from task_registry.errors import close_matches  # (loads the task registry with the first hint, not before)
+
+    close = close_matches(name, valid, n=3, cutoff=0.6, substrings=False)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def repeated_items(items: Iterable[Hashable]) -> list:

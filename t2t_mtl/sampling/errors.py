@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from t2t_mtl.wording import did_you_mean
+
 
 class SamplingError(ValueError):
     """Base class of every error raised by `t2t_mtl.sampling`."""
@@ -34,14 +36,6 @@ class EmptyTaskError(SamplingError):
     """A task has no training examples (size 0), or fewer than the ranks that share its rows (`TaskStreams`)."""
 
 
-def suggest(name: str, valid: Iterable[str]) -> str:
-    """Return ' Did you mean ...?' for the closest valid names (empty when nothing is close)."""
-    from task_registry.errors import close_matches
-
-    close = close_matches(name, valid, n=3, cutoff=0.6, substrings=False)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-
-
 #: seqio's names (`mixing_rate_num_examples`' keywords) for parameters the strategies take under another name, with
 #: what they mean there
 SEQIO_NAMES = {"temperature": ("alpha", "seqio's temperature: p ∝ n^(1/alpha)"),
@@ -55,7 +49,7 @@ def check_keys(config: dict, valid: Iterable[str], what: str) -> None:
     for key in config:
         if key not in valid:
             ours, meaning = SEQIO_NAMES.get(key, (None, None))
-            hint = f" Did you mean {ours!r} ({meaning})?" if ours in valid else suggest(key, valid)
+            hint = f" Did you mean {ours!r} ({meaning})?" if ours in valid else did_you_mean(key, valid)
             raise UnknownParameterError(
                 f"unknown parameter {key!r} for {what}.{hint} Valid parameters: {', '.join(valid)}.", key=key
             )

@@ -7,8 +7,9 @@ from typing import Any, Mapping
 
 from t2t_mtl.param_types import coerce_numeric_params
 from t2t_mtl.sampling.base import MixtureSampler
-from t2t_mtl.sampling.errors import SamplingError, UnknownStrategyError, check_keys, suggest
+from t2t_mtl.sampling.errors import SamplingError, UnknownStrategyError, check_keys
 from t2t_mtl.sampling.registry import COMMON_PARAMS, SHIPPED_STRATEGIES, STRATEGIES
+from t2t_mtl.wording import did_you_mean
 
 
 def required_params(cls: type) -> list[str]:
@@ -27,7 +28,7 @@ def build_sampler(config: Mapping[str, Any], task_sizes: Mapping[str, int], *, s
         shipped = [strategy for strategy in STRATEGIES if strategy in SHIPPED_STRATEGIES]
         registered = [strategy for strategy in STRATEGIES if strategy not in SHIPPED_STRATEGIES]
         raise UnknownStrategyError(
-            f"unknown sampling strategy {name!r}.{suggest(str(name), STRATEGIES)} "
+            f"unknown sampling strategy {name!r}.{did_you_mean(str(name), STRATEGIES)} "
             f"Valid strategies: {', '.join(shipped)}"
             + (f"; registered: {', '.join(registered)}" if registered else "")
             + ". A sampler class of your own becomes a strategy through t2t_mtl.sampling.register_sampler, in a "

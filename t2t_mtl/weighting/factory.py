@@ -7,13 +7,7 @@ from t2t_mtl.param_types import coerce_numeric_params
 from t2t_mtl.weighting.base import LossWeighting
 from t2t_mtl.weighting.errors import UnknownWeightingError, UnknownWeightingParameterError, WeightingError
 from t2t_mtl.weighting.registry import METHODS, SHIPPED_METHODS
-
-
-def _suggest(name: str, valid) -> str:
-    from task_registry.errors import close_matches
-
-    close = close_matches(name, valid, n=3, cutoff=0.6, substrings=False)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+from t2t_mtl.wording import did_you_mean
 
 
 def build_weighting(config: Mapping[str, Any], task_names: Iterable[str],
@@ -26,7 +20,7 @@ def build_weighting(config: Mapping[str, Any], task_names: Iterable[str],
     if not isinstance(name, str) or name not in METHODS:  # (a list or mapping would not even hash)
         shipped = [method for method in METHODS if method in SHIPPED_METHODS]
         registered = [method for method in METHODS if method not in SHIPPED_METHODS]
-        raise UnknownWeightingError(f"unknown loss weighting {name!r}.{_suggest(str(name), METHODS)} "
+        raise UnknownWeightingError(f"unknown loss weighting {name!r}.{did_you_mean(str(name), METHODS)} "
                                     f"Valid methods: {', '.join(shipped)}"
                                     + (f"; registered: {', '.join(registered)}" if registered else "")
                                     + ". A LossWeighting class of your own becomes a method through "
@@ -37,7 +31,7 @@ def build_weighting(config: Mapping[str, Any], task_names: Iterable[str],
         if key != "method" and key not in cls.PARAMS:
             valid = ", ".join(cls.PARAMS) or "none"
             raise UnknownWeightingParameterError(f"unknown parameter {key!r} for loss weighting {name!r}."
-                                                 f"{_suggest(key, (*cls.PARAMS, 'method'))} Valid parameters: "
+                                                 f"{did_you_mean(key, (*cls.PARAMS, 'method'))} Valid parameters: "
                                                  f"{valid}.", key=key)
     config = coerce_numeric_params(config, cls, f"loss weighting {name!r}", WeightingError)
     kwargs = {k: v for k, v in config.items() if k != "method"}
