@@ -37,6 +37,16 @@ def _batch(b: int = 4, src: int = 7, tgt: int = 5, seed: int = 0):
     return torch.randint(2, 48, (b, src), generator=g), torch.randint(2, 48, (b, tgt), generator=g)
 
 
+def _aux_losses(logits: torch.Tensor, top_k: int) -> tuple:
+    """(Switch's load-balancing loss E·Σ_e f_e·P_e, ST-MoE's z-loss mean logsumexp²) of the routed tokens' router
+    `logits` [tokens, E], written out here (the reference): f_e is expert e's share of the top-`top_k` picks, P_e
+    its mean probability."""
+    experts = logits.shape[-1]
+    top = torch.topk(logits, top_k, -1).indices.reshape(-1)
+    f = torch.zeros(experts, dtype=logits.dtype).index_add_(0, top, torch.ones(len(top), dtype=logits.dtype)) / len(top)
+    return experts * (f * torch.softmax(logits, -1).mean(0)).sum(), (torch.logsumexp(logits, -1) ** 2).mean()
+
+
 def _with_own_head(dense: T5ForConditionalGeneration, folder: Path) -> T5ForConditionalGeneration:
     """`dense` with an LM head of its own (not its embedding), saved and loaded back as transformers loads a T5
     v1.1 / mT5 / Flan-T5 checkpoint (its config's tie_word_embeddings false: no d_model**-0.5 scaling)."""
@@ -195,12 +205,9 @@ def test_token_routing_aux_losses_match_formulas():
     hidden = torch.randn(3, 5, 32)
     out = block(hidden)
     assert out.shape == hidden.shape
-    logits = hidden.reshape(-1, 32) @ block.router.weight.t()
-    probs = torch.softmax(logits, -1)
-    top = torch.topk(logits, 2, -1).indices
-    f = torch.zeros(4).index_add_(0, top.reshape(-1), torch.ones(30)) / 30
-    torch.testing.assert_close(block.aux["load_balancing"], 4 * (f * probs.mean(0)).sum())
-    torch.testing.assert_close(block.aux["z_loss"], (torch.logsumexp(logits, -1) ** 2).mean())
+    load_balancing, z_loss = _aux_losses(hidden.reshape(-1, 32) @ block.router.weight.t(), 2)
+    torch.testing.assert_close(block.aux["load_balancing"], load_balancing)
+    torch.testing.assert_close(block.aux["z_loss"], z_loss)
 
 
 def test_task_routing_aux_losses_match_per_token_formulas():
@@ -211,11 +218,9 @@ def test_task_routing_aux_losses_match_per_token_formulas():
     block.task_ids = task_ids
     block(torch.randn(3, 4, 32))
     logits = block.task_gate.weight[task_ids].repeat_interleave(4, 0)  # each token's logits = its task's row
-    probs = torch.softmax(logits, -1)
-    top = torch.topk(logits, 2, -1).indices
-    f = torch.zeros(5).index_add_(0, top.reshape(-1), torch.ones(24)) / 24
-    torch.testing.assert_close(block.aux["load_balancing"], 5 * (f * probs.mean(0)).sum())
-    torch.testing.assert_close(block.aux["z_loss"], (torch.logsumexp(logits, -1) ** 2).mean())
+    load_balancing, z_loss = _aux_losses(logits, 2)
+    torch.testing.assert_close(block.aux["load_balancing"], load_balancing)
+    torch.testing.assert_close(block.aux["z_loss"], z_loss)
 
 
 def test_capacity_drops_tokens_and_dropless_does_not():
@@ -368,11 +373,9 @@ def test_task_routing_aux_losses_count_the_real_tokens_of_each_task():
     hidden = torch.randn(3, 4, 32)
     out = block(hidden)
     logits = block.task_gate.weight[torch.tensor([1, 1, 1, 1, 0, 1, 1])]  # the 7 real tokens' rows
-    probs = torch.softmax(logits, -1)
-    top = torch.topk(logits, 2, -1).indices
-    f = torch.zeros(5).index_add_(0, top.reshape(-1), torch.ones(14)) / 14
-    torch.testing.assert_close(block.aux["load_balancing"], 5 * (f * probs.mean(0)).sum())
-    torch.testing.assert_close(block.aux["z_loss"], (torch.logsumexp(logits, -1) ** 2).mean())
+    load_balancing, z_loss = _aux_losses(logits, 2)
+    torch.testing.assert_close(block.aux["load_balancing"], load_balancing)
+    torch.testing.assert_close(block.aux["z_loss"], z_loss)
     block.token_mask = None
     torch.testing.assert_close(out, block(hidden))  # a real token's output does not depend on the padding
 
@@ -1020,11 +1023,9 @@ def test_moe_stats_report_each_aux_loss_summed_over_the_layers_under_its_own_nam
     out = moe(input_ids=ids, labels=labels)
     load_balancing = z_loss = 0.0
     for block, x in inputs:  # no padding: every token is routed
-        logits = x.double() @ block.router.weight.double().t()
-        chosen = torch.zeros(4, dtype=torch.float64).index_add_(0, torch.topk(logits, 2, -1).indices.reshape(-1),
-                                                               torch.ones(2 * len(x), dtype=torch.float64))
-        load_balancing += 4 * float((chosen / (2 * len(x)) * torch.softmax(logits, -1).mean(0)).sum())
-        z_loss += float((torch.logsumexp(logits, -1) ** 2).mean())
+        losses = _aux_losses(x.double() @ block.router.weight.double().t(), 2)
+        load_balancing += float(losses[0])
+        z_loss += float(losses[1])
     assert len(inputs) == 4 and abs(load_balancing - z_loss) > 0.1
     stats = moe_stats_dict(moe_stats(moe), moe)
     assert stats["load_balancing"] == pytest.approx(load_balancing, rel=1e-5)
