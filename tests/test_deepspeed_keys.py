@@ -36,6 +36,15 @@ def test_a_config_deepspeed_refuses_reports_nothing_here():
     assert unread_keys({**BATCH, "zero_optimization": {"stag": 1}, "zero_optimisation": {}}) == []
 
 
+def _refused(config, start: str = "") -> str:
+    """The message of the ConfigError check_run_config raises for `config`, asserted to start with `start` (the test
+    fails where the config passes)."""
+    with pytest.raises(ConfigError) as caught:
+        check_run_config(config)
+    assert str(caught.value).startswith(start), caught.value
+    return str(caught.value)
+
+
 def _config(tmp_path, **deepspeed):
     return config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
                              "training": {"output_dir": str(tmp_path / "run")}, "deepspeed": deepspeed})
@@ -49,9 +58,7 @@ def _refused_in_extra_and_json(tmp_path, section, start, json_section=None):
     path.write_text(json.dumps({**DOCUMENTED, **(section if json_section is None else json_section)}))
     for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
                           (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: ")):
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(config)
-        assert str(caught.value).startswith(f"{where}{start}"), caught.value
+        _refused(config, f"{where}{start}")
 
 
 def test_the_generated_config_has_no_unread_key_and_a_misspelt_extra_or_json_key_is_warned_of(tmp_path):
@@ -94,9 +101,7 @@ def test_an_optimizer_or_scheduler_section_of_the_wrong_shape_is_named(tmp_path,
     path.write_text(json.dumps({**DOCUMENTED, **section}))
     for config, where in ((_config(tmp_path, extra=section), "deepspeed.extra."),
                           (_config(tmp_path, config=str(path)), f"deepspeed.config {path}: "))[key == "scheduler":]:
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(config)
-        assert str(caught.value).startswith(f"{where}{key} must be "), caught.value
+        _refused(config, f"{where}{key} must be ")
 
 
 @pytest.mark.parametrize("section, key", [
@@ -583,11 +588,10 @@ def test_a_list_where_deepspeeds_own_kernel_takes_a_number_is_refused(tmp_path):
     path = tmp_path / "ds.json"
     for lr in ([], [1e-3]):
         path.write_text(json.dumps({**DOCUMENTED, "optimizer": {"type": "adamw", "params": {"lr": lr}}}))
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(_config(tmp_path, config=str(path)))
-        assert str(caught.value) == (f"deepspeed.config {path}: optimizer.params.lr must be a number, got {lr!r}: "
-                                     f"adamw (FusedAdam) takes one number for every param group, not a list; give a "
-                                     f"number")
+        assert _refused(_config(tmp_path, config=str(path))) == (
+            f"deepspeed.config {path}: optimizer.params.lr must be a number, got {lr!r}: "
+            f"adamw (FusedAdam) takes one number for every param group, not a list; give a "
+            f"number")
     # a torch optimizer, built by the checks, takes a list of one number per param group, but not an empty one
     with pytest.raises(ConfigError, match=r"^deepspeed\.extra\.optimizer\.params\.lr must be a number, got \[\]: "
                                           r"SGD takes a number, or a list of numbers, one per param group; give a "
@@ -708,15 +712,11 @@ def test_a_gradient_accumulation_dtype_other_than_the_models_is_refused_without_
                                  "training": {"output_dir": str(tmp_path / "run"), "precision": precision},
                                  "deepspeed": deepspeed})
 
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(run({"extra": section}))
-    assert str(caught.value) == "deepspeed.extra." + end
+    assert _refused(run({"extra": section})) == "deepspeed.extra." + end
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({**DOCUMENTED, "zero_optimization": {"stage": 0},
                                 "bf16": {"enabled": precision == "bf16"}, **section}))
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(_config(tmp_path, config=str(path)))
-    assert str(caught.value) == f"deepspeed.config {path}: " + end
+    assert _refused(_config(tmp_path, config=str(path))) == f"deepspeed.config {path}: " + end
     # the model's own dtype, and any at ZeRO 1 (fp32 in bf16: DeepSpeed's bf16 optimizer), are DeepSpeed's to run
     same = {"data_types": {"grad_accum_dtype": precision}}
     assert not isinstance(_engine_optimizer_check({"bf16": {"enabled": precision == "bf16"}, **same}, monkeypatch),
@@ -739,18 +739,16 @@ def test_compute_grad_norm_false_is_refused_where_deepspeeds_bf16_optimizer_trai
     assert isinstance(refused, ValueError) and "compute_grad_norm=false" in str(refused)
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({**DOCUMENTED, **ds(1, "bf16", "float32")}))
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(_config(tmp_path, config=str(path)))
-    assert str(caught.value) == (f"deepspeed.config {path}: zero_optimization.compute_grad_norm is false at ZeRO "
-                                 f"stage 1 in a bf16 run accumulating gradients in fp32 (data_types.grad_accum_dtype "
-                                 f"'float32'), which DeepSpeed trains with its bf16 optimizer and refuses the key for; "
-                                 f"remove it, or the grad_accum_dtype")
+    assert _refused(_config(tmp_path, config=str(path))) == (
+        f"deepspeed.config {path}: zero_optimization.compute_grad_norm is false at ZeRO "
+        f"stage 1 in a bf16 run accumulating gradients in fp32 (data_types.grad_accum_dtype "
+        f"'float32'), which DeepSpeed trains with its bf16 optimizer and refuses the key for; "
+        f"remove it, or the grad_accum_dtype")
     extra = {k: v for k, v in ds(1, "bf16", "fp32").items() if k != "bf16"}
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
-                                           "training": {"output_dir": str(tmp_path / "run"), "precision": "bf16"},
-                                           "deepspeed": {"zero_stage": 1, "extra": extra}}))
-    assert str(caught.value).startswith("deepspeed.extra.zero_optimization.compute_grad_norm is false at ZeRO stage 1")
+    _refused(config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]},
+                               "training": {"output_dir": str(tmp_path / "run"), "precision": "bf16"},
+                               "deepspeed": {"zero_stage": 1, "extra": extra}}),
+             "deepspeed.extra.zero_optimization.compute_grad_norm is false at ZeRO stage 1")
     # the ZeRO optimizer takes it: ZeRO-2, the model's own dtype, an optimizer offload (also by its deprecated name)
     deprecated = ds(1, "bf16", "fp32")
     deprecated["zero_optimization"]["cpu_offload"] = True
@@ -770,10 +768,9 @@ def test_an_offload_optimizer_that_is_no_mapping_beside_compute_grad_norm_is_ref
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({**DOCUMENTED, "bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"},
                                 "zero_optimization": zero}))
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(_config(tmp_path, config=str(path)))
-    assert str(caught.value).startswith(f"DeepSpeed refused the config generated from deepspeed.config ({path}): 1 "
-                                        f"validation error for DeepSpeedZeroConfig\noffload_optimizer\n")
+    _refused(_config(tmp_path, config=str(path)),
+             f"DeepSpeed refused the config generated from deepspeed.config ({path}): 1 "
+             f"validation error for DeepSpeedZeroConfig\noffload_optimizer\n")
 
 
 def test_legacy_checkpoint_serialization_is_refused_at_zero_stages_whose_weights_zero_to_fp32_gathers(tmp_path):
@@ -787,14 +784,10 @@ def test_legacy_checkpoint_serialization_is_refused_at_zero_stages_whose_weights
     section = {"checkpoint": {"checkpoint_serialization": False}}
     start = "checkpoint.checkpoint_serialization is false at ZeRO stage {}: DeepSpeed would write"
     for stage in (1, 2, 3):
-        with pytest.raises(ConfigError) as caught:
-            check_run_config(_config(tmp_path, zero_stage=stage, extra=section))
-        assert str(caught.value).startswith("deepspeed.extra." + start.format(stage)), caught.value
+        _refused(_config(tmp_path, zero_stage=stage, extra=section), "deepspeed.extra." + start.format(stage))
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({**DOCUMENTED, **section}))
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(_config(tmp_path, config=str(path)))
-    assert str(caught.value).startswith(f"deepspeed.config {path}: " + start.format(1)), caught.value
+    _refused(_config(tmp_path, config=str(path)), f"deepspeed.config {path}: " + start.format(1))
     check_run_config(_config(tmp_path, zero_stage=0, extra=section))  # stage 0 resumes and exports its own files
     check_run_config(_config(tmp_path, zero_stage=2, extra={"checkpoint": {"checkpoint_serialization": True}}))
 
@@ -808,10 +801,9 @@ def test_a_checkpoint_serialization_torch_reads_as_false_is_refused_as_false_is(
     with pytest.raises(RuntimeError, match="mmap"):
         torch.load(legacy, mmap=True, weights_only=False)
     section = {"checkpoint": {"checkpoint_serialization": value}}
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(_config(tmp_path, zero_stage=2, extra=section))
-    assert str(caught.value).startswith(f"deepspeed.extra.checkpoint.checkpoint_serialization is {written} at ZeRO "
-                                        f"stage 2: DeepSpeed would write"), caught.value
+    _refused(_config(tmp_path, zero_stage=2, extra=section),
+             f"deepspeed.extra.checkpoint.checkpoint_serialization is {written} at ZeRO "
+             f"stage 2: DeepSpeed would write")
 
 
 def _json_config(tmp_path, ds: dict):
@@ -857,10 +849,8 @@ def test_a_gradient_accumulation_dtype_at_zero_stage_0_written_otherwise_is_refu
     refused = _engine_optimizer_check(ds, monkeypatch)
     assert isinstance(refused, NotImplementedError) and "unsupported mix" in str(refused)
     config, where = _json_config(tmp_path, ds)
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(config)
-    assert str(caught.value).startswith(f"{where}data_types.grad_accum_dtype is 'fp32' at ZeRO stage 0 in a bf16 "
-                                        f"run"), caught.value
+    _refused(config, f"{where}data_types.grad_accum_dtype is 'fp32' at ZeRO stage 0 in a bf16 "
+                     f"run")
 
 
 @pytest.mark.parametrize("stage, switch", [("1", False), (1, 0), (1, "false"), (1.0, "no"), ("1", "off")])
@@ -874,10 +864,8 @@ def test_compute_grad_norm_false_written_otherwise_is_refused_where_deepspeeds_b
     refused = _engine_optimizer_check(ds, monkeypatch)
     assert isinstance(refused, ValueError) and "compute_grad_norm=false" in str(refused)
     config, where = _json_config(tmp_path, ds)
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(config)
-    assert str(caught.value).startswith(f"{where}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a "
-                                        f"bf16 run"), caught.value
+    _refused(config, f"{where}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a "
+                     f"bf16 run")
 
 
 @pytest.mark.parametrize("stage", ["1", 2.0, "3", True])
@@ -889,10 +877,8 @@ def test_legacy_checkpoint_serialization_at_a_zero_stage_written_otherwise_is_re
     assert read in (1, 2, 3)
     config, where = _json_config(tmp_path, {"zero_optimization": {"stage": stage},
                                             "checkpoint": {"checkpoint_serialization": False}})
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(config)
-    assert str(caught.value).startswith(f"{where}checkpoint.checkpoint_serialization is false at ZeRO stage {read}: "
-                                        f"DeepSpeed would write"), caught.value
+    _refused(config, f"{where}checkpoint.checkpoint_serialization is false at ZeRO stage {read}: "
+                     f"DeepSpeed would write")
 
 
 @pytest.mark.parametrize("stage", ["0", 0.0, False])
@@ -916,11 +902,9 @@ def test_a_zero_setting_deepspeed_cannot_read_is_left_to_its_parser_which_names_
     # grad_accum_dtype at 'ZeRO stage 0', not by the parser, which refuses null)
     config, _ = _json_config(tmp_path, {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"},
                                         "zero_optimization": zero})
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(config)
-    assert str(caught.value).startswith(f"DeepSpeed refused the config generated from deepspeed.config "
-                                        f"({config.deepspeed.config}): 1 validation error for "
-                                        f"DeepSpeedZeroConfig\n{key}\n"), caught.value
+    _refused(config, f"DeepSpeed refused the config generated from deepspeed.config "
+                     f"({config.deepspeed.config}): 1 validation error for "
+                     f"DeepSpeedZeroConfig\n{key}\n")
 
 
 @pytest.mark.parametrize("zero", [None, {"offload_optimizer": {"device": "none"}}])
@@ -936,10 +920,9 @@ def test_a_gradient_accumulation_dtype_in_a_json_naming_no_zero_stage_is_refused
     assert isinstance(refused, NotImplementedError) and "unsupported mix" in str(refused)
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(ds))
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(_config(tmp_path, config=str(path)))
-    assert str(caught.value).startswith(f"deepspeed.config {path}: data_types.grad_accum_dtype is 'fp32' at ZeRO "
-                                        f"stage 0 in a bf16 run"), caught.value
+    _refused(_config(tmp_path, config=str(path)),
+             f"deepspeed.config {path}: data_types.grad_accum_dtype is 'fp32' at ZeRO "
+             f"stage 0 in a bf16 run")
 
 
 def test_compute_grad_norm_false_with_an_optimizer_offloaded_to_nvme_is_refused_where_the_bf16_optimizer_trains(
@@ -953,7 +936,5 @@ def test_compute_grad_norm_false_with_an_optimizer_offloaded_to_nvme_is_refused_
     refused = _engine_optimizer_check(ds, monkeypatch)
     assert isinstance(refused, ValueError) and "compute_grad_norm=false" in str(refused)
     config, where = _json_config(tmp_path, ds)
-    with pytest.raises(ConfigError) as caught:
-        check_run_config(config)
-    assert str(caught.value).startswith(f"{where}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a "
-                                        f"bf16 run"), caught.value
+    _refused(config, f"{where}zero_optimization.compute_grad_norm is false at ZeRO stage 1 in a "
+                     f"bf16 run")
