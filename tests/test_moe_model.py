@@ -47,6 +47,19 @@ def _aux_losses(logits: torch.Tensor, top_k: int) -> tuple:
     return experts * (f * torch.softmax(logits, -1).mean(0)).sum(), (torch.logsumexp(logits, -1) ** 2).mean()
 
 
+def _with_large_adapters(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with LoRA adapters (r 2 on q and v) whose B is drawn from N(0, 1), not zero, so that they change its
+    outputs; in float64 (folding reorders fp32 sums: with such large adapters fp32 logits differ by ~1e-4 relative)."""
+    from t2t_mtl.model.lora import apply_lora
+
+    apply_lora(model, {"r": 2, "targets": ["q", "v"]})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    return model.double()
+
+
 def _with_own_head(dense: T5ForConditionalGeneration, folder: Path) -> T5ForConditionalGeneration:
     """`dense` with an LM head of its own (not its embedding), saved and loaded back as transformers loads a T5
     v1.1 / mT5 / Flan-T5 checkpoint (its config's tie_word_embeddings false: no d_model**-0.5 scaling)."""
@@ -117,15 +130,9 @@ def test_a_float64_upcycled_top2_moe_equals_the_float64_dense_t5(routing):
 def test_a_dense_model_with_lora_adapters_is_converted_only_once_they_are_folded():
     # was: the MoE model silently took the base weights of the adapted linears (a one-expert MoE then differed
     # from the dense model it came from)
-    from t2t_mtl.model.lora import apply_lora, merge_lora
+    from t2t_mtl.model.lora import merge_lora
 
-    dense = _dense()
-    apply_lora(dense, {"r": 2, "targets": ["q", "v"]})
-    with torch.no_grad():
-        for name, p in dense.named_parameters():
-            if "lora_B" in name:
-                p.normal_()
-    dense.double()  # folding reorders fp32 sums; with these large adapters fp32 logits differ by ~1e-4 relative
+    dense = _with_large_adapters(_dense())
     with pytest.raises(MoEConfigError, match="LoRA adapters.*merge_lora"):
         convert_to_moe(dense, {"num_experts": 1, "top_k": 1, "every": 1})
     ids, labels = _batch()
@@ -478,16 +485,10 @@ def test_a_subnetwork_whose_route_leaves_its_experts_is_refused():
 
 def test_a_model_with_lora_adapters_has_no_subnetwork_until_they_are_folded():
     # was: the sub-network silently kept the base weights of the adapted linears (its outputs differed)
-    from t2t_mtl.model.lora import apply_lora, merge_lora
+    from t2t_mtl.model.lora import merge_lora
 
-    moe = convert_to_moe(_dense(), {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
-                                    "task_names": TASKS, "upcycle": False}).eval()
-    apply_lora(moe, {"r": 2, "targets": ["q", "v"]})
-    with torch.no_grad():
-        for name, p in moe.named_parameters():
-            if "lora_B" in name:
-                p.normal_()
-    moe.double()  # folding reorders fp32 sums; with these large adapters fp32 logits differ by ~1e-4 relative
+    moe = _with_large_adapters(convert_to_moe(_dense(), {"num_experts": 4, "top_k": 2, "every": 1, "routing": "task",
+                                                         "task_names": TASKS, "upcycle": False}).eval())
     with pytest.raises(MoEConfigError, match="LoRA adapters.*merge_lora"):
         extract_task_subnetwork(moe, "qa")
     ids, labels = _batch(b=2)
