@@ -562,12 +562,16 @@ def test_train_passes_its_data_dir_and_says_how_the_run_ended_on_rank_0_only(end
     monkeypatch.setenv("RANK", "1")
     assert main(argv) == 0 and capsys.readouterr().out == ""
 
-@pytest.mark.parametrize("raised, exit_code", [("aborted", 1), ("ctrl_c", 130)])
+@pytest.mark.parametrize("raised, exit_code", [("aborted", 1), ("ctrl_c", 130), ("apart", 1)])
 def test_a_training_that_stops_on_an_error_leaves_its_process_group_first(monkeypatch, capsys, raised, exit_code):
-    # was: the ranks exited with their gloo group alive, whose teardown could abort them (exit -6)
+    # was: the ranks exited with their gloo group alive, whose teardown could abort them (exit -6); ranks met at
+    # different collectives ("apart") ended in a traceback, without leaving it
     from t2t_mtl.engine import distributed, trainer
+    from t2t_mtl.engine.rank_phases import RanksAtDifferentPhasesError, mismatch_message
 
     def failing_train(*args, **kwargs):
+        if raised == "apart":
+            raise RanksAtDifferentPhasesError(mismatch_message(["the run's tokenizer trained", "training data read"]))
         raise trainer.TrainingAbortedError("3 consecutive steps had a non-finite loss") if raised == "aborted" \
             else KeyboardInterrupt()
 
@@ -575,7 +579,10 @@ def test_a_training_that_stops_on_an_error_leaves_its_process_group_first(monkey
     monkeypatch.setattr(trainer, "train", failing_train)
     monkeypatch.setattr(distributed, "leave_process_group", lambda: left.append(True))
     assert main(["train", "--set", "training.steps=1"]) == exit_code
-    assert left == [True] and capsys.readouterr().err.startswith("error: ")
+    err = capsys.readouterr().err
+    assert left == [True] and err.startswith("error: ")
+    assert raised != "apart" or err.startswith("error: the ranks met in a collective from different places (rank 0 "
+                                               "at 'the run's tokenizer trained', rank 1 at 'training data read')")
 
 
 @pytest.mark.parametrize("command", [["eval", "--tasks", "parity"], ["predict"]])

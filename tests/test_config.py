@@ -1455,7 +1455,7 @@ def test_another_ranks_stop_on_a_resume_is_not_told_as_a_refused_value_of_the_sa
     from t2t_mtl.engine import distributed
 
     ckpt = _old_run(tmp_path, "training", {})  # (the quickstart's config as saved: nothing refused)
-    monkeypatch.setattr(distributed, "failed_ranks", lambda failed, env: [0])  # rank 0 stopped before joining
+    monkeypatch.setattr(distributed, "failed_ranks", lambda failed, env, phase: [0])  # rank 0 stopped before joining
     assert cli_main(["train", "--resume", str(ckpt)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: rank 0 of 1 stopped before training began (see its error: a run folder another "

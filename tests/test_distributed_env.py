@@ -98,7 +98,7 @@ def test_one_process_agrees_with_itself():
     assert sum_over_ranks(torch.tensor([2.0])).tolist() == [2.0]
     assert gather_over_ranks(torch.tensor([2.0])).tolist() == [[2.0]] and max_over_ranks(2.5, cpu) == 2.5
     other = DistEnv(rank=1, world_size=2, local_rank=0, device=cpu, backend="gloo")
-    assert failed_ranks(True, other) == [1] and failed_ranks(False, other) == []
+    assert failed_ranks(True, other, "a phase") == [1] and failed_ranks(False, other, "a phase") == []
     assert not other.is_main  # rank 1 of the job, whatever its place on its node
 
 
@@ -206,8 +206,8 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
         cpu = torch.device("cpu")
         env = DistEnv(rank=rank, world_size=2, local_rank=rank, device=cpu, backend="gloo")
         results = [max_over_ranks(3.0 if rank else 2.0, cpu),
-                   gather_over_ranks(torch.tensor([rank, 5.0 + rank])).tolist(), failed_ranks(rank == 1, env),
-                   failed_ranks(False, env),
+                   gather_over_ranks(torch.tensor([rank, 5.0 + rank])).tolist(),
+                   failed_ranks(rank == 1, env, "a check"), failed_ranks(False, env, "another check"),
                    sum_over_ranks(torch.tensor([1.0, 10.0 * rank])).tolist()]
         Path(f"{out}.{rank}").write_text(repr(results))
     finally:
@@ -237,7 +237,7 @@ def _slow_rank_worker(rank: int, port: int, out: str) -> None:
     _set_pg_timeout(datetime.timedelta(seconds=2))  # the training collectives' timeout, shortened from 10 minutes
     if rank == 0:
         time.sleep(6)  # rank 0 alone prepares (a tokenizer, a big mixture's tokens) while rank 1 waits
-    barrier()
+    barrier("rank 0's preparation done")
     Path(f"{out}.{rank}").write_text("through")
     shut_down_process_group()
 
@@ -317,14 +317,14 @@ def test_two_ranks_keep_every_ranks_shared_memory_buffer_mapped_and_its_name_unl
 
 
 def _stopping_worker(rank: int, port: int, out: str) -> None:
-    from t2t_mtl.engine.distributed import failed_ranks, init_distributed, report_failed_start
+    from t2t_mtl.engine.distributed import START_PHASE, failed_ranks, init_distributed, report_failed_start
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     if rank == 1:  # refused before joining: it joins, flags itself and leaves
         report_failed_start()
     else:  # joined: it learns of rank 1, then stops on that error the same way (the group exists already)
-        failed = failed_ranks(False, init_distributed())
+        failed = failed_ranks(False, init_distributed(), START_PHASE)
         report_failed_start()
     Path(f"{out}.{rank}").write_text(repr([failed if rank == 0 else None, torch.distributed.is_initialized()]))
 

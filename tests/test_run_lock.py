@@ -76,8 +76,8 @@ def test_a_folder_that_cannot_be_locked_is_trained_unlocked(tmp_path, monkeypatc
 
 
 def _take_together_worker(rank: int, port: int, run_dir: str, out: str) -> None:
-    """Rank `rank` of two taking the lock of new folder `run_dir` together (`take_together`), then one collective of
-    the default group (the next the trainer runs); writes what it ended with to out.<rank>."""
+    """Rank `rank` of two taking the lock of new folder `run_dir` together (`take_together`), then the next collective
+    the trainer runs (the data's `failed_ranks`); writes what it ended with to out.<rank>."""
     import os
     from pathlib import Path
 
@@ -89,7 +89,7 @@ def _take_together_worker(rank: int, port: int, run_dir: str, out: str) -> None:
     env = join_gloo_group()
     try:
         take_together(RunLock(), Path(run_dir), env)
-        failed_ranks(False, env)
+        failed_ranks(False, env, "training data read")
         result = "locked"
     except CheckpointError as err:
         result = str(err)

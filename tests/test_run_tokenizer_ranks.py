@@ -32,15 +32,15 @@ def _rank_0_says_it_waits(rank_0_waits: Path):
 
     barrier = run_tokenizer.barrier
 
-    def says_it_waits():
+    def says_it_waits(phase):
         rank_0_waits.touch()
-        barrier()
+        barrier(phase)
     return says_it_waits
 
 
 def _prepare_worker(rank: int, port: int, config: dict, out: str) -> None:
-    """Rank `rank` of two preparing the tokenizer of a run resumed into a new folder, then one collective of the
-    default group (the next the trainer runs: the data's `failed_ranks`); writes the tokenizer's size to out.<rank>."""
+    """Rank `rank` of two preparing the tokenizer of a run resumed into a new folder, then the next collective the
+    trainer runs (the data's `failed_ranks`); writes the tokenizer's size to out.<rank>."""
     from t2t_mtl.config import config_from_dict
     from t2t_mtl.engine import run_tokenizer
     from t2t_mtl.engine.distributed import failed_ranks, join_gloo_group
@@ -58,7 +58,7 @@ def _prepare_worker(rank: int, port: int, config: dict, out: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         tokenizer = run_tokenizer.prepare_tokenizer(cfg, run_dir, TASKS, env, fresh=False)
-        failed_ranks(False, env)
+        failed_ranks(False, env, "training data read")
         result = f"{len(tokenizer)} tokens"
     except Exception as err:  # noqa: BLE001 (what each rank ended with is the result)
         result = f"{type(err).__name__}: {err}"

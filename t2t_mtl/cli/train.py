@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         return stopped_before_start(args)
     # (imported before the try, whose handlers name them: a Ctrl-C while torch and DeepSpeed load is `main`'s 130)
     from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
+    from t2t_mtl.engine.rank_phases import RanksAtDifferentPhasesError
     from t2t_mtl.engine.trainer import TrainingAbortedError, train
 
     try:
@@ -163,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
     except TrainingAbortedError as err:
         print(f"error: training aborted: {err}", file=sys.stderr)
         leave_process_group()  # (every rank aborts at the same step; gloo's teardown could turn 1 into -6)
+        return 1
+    except RanksAtDifferentPhasesError as err:  # (every rank raises it at the same collective)
+        print(f"error: {err}", file=sys.stderr)
+        leave_process_group()
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began (a first one in training saves)
         print("error: aborted (Ctrl-C); nothing was saved since the last checkpoint", file=sys.stderr)

@@ -47,7 +47,7 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
             tmp.mkdir()
     except OSError as err:
         error = err
-    _agree(error, tmp, run_dir, env)
+    _agree(error, tmp, run_dir, env, "a checkpoint's folder made")
     try:
         engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError without the path
@@ -60,10 +60,10 @@ def save_checkpoint(engine: Any, run_dir: Path, step: int, *, trainer_state: Dic
                 torch.save(trainer_state, tmp / "trainer_state.pt")
     except (OSError, RuntimeError) as err:
         error = err
-    _agree(error, tmp, run_dir, env)
+    _agree(error, tmp, run_dir, env, "a checkpoint's parts written")
     if env.is_main:
         error = _publish(tmp, final, root, step, meta, env, keep, best_step, run_dir)
-    _agree(error, tmp, run_dir, env)
+    _agree(error, tmp, run_dir, env, "a checkpoint published")
     return final
 
 
@@ -99,10 +99,10 @@ def remove_stale_temporaries(run_dir: Path, env: DistEnv) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _agree(error: Optional[Exception], tmp: Path, run_dir: Path, env: DistEnv) -> None:
-    """Collective, in place of a barrier: raise the CheckpointError of `tmp` on every rank when the writes so far
-    failed on any rank (`error`: this rank's failure, or None)."""
-    failed = failed_ranks(error is not None, env)
+def _agree(error: Optional[Exception], tmp: Path, run_dir: Path, env: DistEnv, phase: str) -> None:
+    """Collective at `phase`, in place of a barrier: raise the CheckpointError of `tmp` on every rank when the writes
+    so far failed on any rank (`error`: this rank's failure, or None)."""
+    failed = failed_ranks(error is not None, env, phase)
     if failed:
         cause = error if error is not None else OSError(f"rank(s) {failed} could not write their part (their own "
                                                          f"error names the cause)")

@@ -23,12 +23,14 @@ from typing import Callable, List, Optional, Sequence, Type
 
 import torch
 
+from t2t_mtl.engine import rank_phases
+
 logger = logging.getLogger(__name__)
 
 # Rank 0 alone may prepare for long — train the run's tokenizer, tokenize a large mixture, convert a checkpoint to the
-# universal format — while the other ranks wait in `barrier`. They wait through a gloo group of their own with this
-# timeout: under the default group's (DeepSpeed's 10 minutes, DEEPSPEED_TIMEOUT) such a wait crashed the run. A rank
-# that dies meanwhile still ends the wait at once (its connections close).
+# universal format — while the other ranks wait in `barrier` or `failed_ranks`. They wait through a gloo group of
+# their own with this timeout: under the default group's (DeepSpeed's 10 minutes, DEEPSPEED_TIMEOUT) such a wait
+# crashed the run. A rank that dies meanwhile still ends the wait at once (its connections close).
 WAIT_TIMEOUT = datetime.timedelta(hours=24)
 _waiting_group = None  # that group, while this process's group of several ranks exists
 # Where the default group's collectives take their tensors, as `init_distributed` / `join_gloo_group` made it: the GPU
@@ -156,7 +158,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
         if dist.get_world_size() > 1:
             _open_waiting_group()
         if not cuda:
-            barrier()  # every rank has mapped every rank's buffer: the names can go
+            barrier("shared-memory buffers mapped")  # every rank has mapped every rank's buffer: the names can go
             unlink_shm_allreduce_buffer(dist.get_rank())
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     _group_device = device
@@ -250,13 +252,23 @@ def unlink_shm_allreduce_buffer(rank: int) -> None:
         pass
 
 
-def barrier() -> None:
-    """Wait for every rank, however long one takes (`WAIT_TIMEOUT`, where `init_distributed` made the group); a no-op
-    without an initialised group of more than one process."""
+def barrier(phase: str) -> None:
+    """Wait for every rank at `phase` (the call site, e.g. "the run's tokenizer trained"), however long one takes
+    (`WAIT_TIMEOUT`, where `init_distributed` made the group); `RanksAtDifferentPhasesError` where a rank waits at
+    another phase (`rank_phases`). A no-op without an initialised group of more than one process."""
+    _flags_at_phase(phase, False)
+
+
+def _flags_at_phase(phase: str, flag: bool) -> List[bool]:
+    """Every rank's `flag` once every rank has reached `phase`, through `rank_phases` in the waiting group (else the
+    default group, on its device); [`flag`] without an initialised group of more than one process."""
     import torch.distributed as dist
 
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier(group=_waiting_group)
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [flag]
+    if _waiting_group is not None:
+        return rank_phases.flags_at_phase(phase, flag, _waiting_group, torch.device("cpu"))
+    return rank_phases.flags_at_phase(phase, flag, None, _group_device or torch.device("cpu"))
 
 
 def max_over_ranks(value: float, device: torch.device) -> float:
@@ -307,17 +319,15 @@ def gather_over_ranks(t: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).to(t.device)
 
 
-def failed_ranks(failed: bool, env: DistEnv) -> List[int]:
-    """The ranks whose `failed` is True, on every rank (one all-reduce of a flag per rank when distributed): a
+def failed_ranks(failed: bool, env: DistEnv, phase: str) -> List[int]:
+    """The ranks whose `failed` is True at `phase` (the call site), on every rank, once each has got there however long
+    it takes (`_flags_at_phase`: one gather when distributed, in which a rank at another phase stops every rank): a
     collective step that some rank could not do ends on every rank, instead of leaving the others waiting."""
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [env.rank] if failed else []
-    flags = torch.zeros(dist.get_world_size(), dtype=torch.float64, device=env.device)
-    flags[dist.get_rank()] = 1.0 if failed else 0.0
-    dist.all_reduce(flags)
-    return [rank for rank, flag in enumerate(flags.tolist()) if flag > 0]
+    return [rank for rank, flag in enumerate(_flags_at_phase(phase, failed)) if flag]
 
 
 def failed_ranks_wording(failed: Sequence[int], world_size: int) -> tuple[str, str]:
@@ -327,12 +337,16 @@ def failed_ranks_wording(failed: Sequence[int], world_size: int) -> tuple[str, s
     return f"{ranks} {', '.join(map(str, failed))} of {world_size}", its
 
 
+# the phase of `failed_ranks` in which every rank of a job learns of those that stopped before joining it
+START_PHASE = "ranks stopped before joining checked"
+
+
 def refuse_failed_start(env: DistEnv, work: str, unusable: str, shared: str,
                         error: Type[Exception] = ValueError) -> None:
     """Stop every rank, naming them, when ranks of the job stopped before joining it (`report_failed_start`; their own
     errors say why): `error` "rank R of N stopped before `work` began (see its error: `unusable` that rank could not
     use); every rank must see the same `shared`". Every rank calls this right after joining (`failed_ranks`)."""
-    failed = failed_ranks(False, env)
+    failed = failed_ranks(False, env, START_PHASE)
     if failed:
         ranks, its = failed_ranks_wording(failed, env.world_size)
         raise error(f"{ranks} stopped before {work} began (see {its} error: {unusable} that rank could not use); "
@@ -354,7 +368,7 @@ def report_failed_start(join: Callable[[], DistEnv] = init_distributed) -> None:
         return
     if not dist.is_initialized():
         try:
-            failed_ranks(True, join())
+            failed_ranks(True, join(), START_PHASE)
         except Exception:  # noqa: BLE001 (this rank ends with its own error; the others time out as before)
             pass
     leave_process_group()

@@ -97,7 +97,7 @@ def check_own_files(ckpt: Path, meta: Mapping[str, Any], env: DistEnv, universal
                                   f"{CORRUPT_HINT}")
     except CheckpointError as err:
         error = err
-    failed = failed_ranks(error is not None, env)
+    failed = failed_ranks(error is not None, env, "the checkpoint's files checked")
     if error is not None:
         raise error
     if failed:

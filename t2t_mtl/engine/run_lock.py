@@ -71,7 +71,7 @@ def take_together(lock: RunLock, run_dir: Path, env: DistEnv) -> None:
             lock.take(run_dir)
         except CheckpointError as err:
             refused = err
-    if failed_ranks(refused is not None, env):
+    if failed_ranks(refused is not None, env, "the run folder's lock taken"):
         raise refused or CheckpointError(f"rank 0 of {env.world_size} found training.output_dir {run_dir} trained by "
                                          f"another process (see its error): stop that run first, or train into "
                                          f"another training.output_dir")

@@ -103,7 +103,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
     source = tokenizer_source(cfg)
     if source is not None:
         kept = not fresh and out.is_dir()
-        barrier()  # every rank has looked for the run's copy before rank 0 writes one
+        barrier("the run's tokenizer looked for")  # every rank has looked for the run's copy before rank 0 writes one
         if kept:
             return load_tokenizer(out)
         tokenizer = load_configured_tokenizer(cfg)
@@ -113,7 +113,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
             tokenizer.save_pretrained(tmp)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
-        barrier()
+        barrier("the configured tokenizer copied")
         return tokenizer
     if env.is_main and (fresh or not (out / "tokenizer_config.json").exists()):
         import task_registry
@@ -132,7 +132,7 @@ def prepare_tokenizer(cfg: Config, run_dir: Path, task_names: Sequence[str], env
             raise ConfigError(f"tokenizer.train.vocab_size {vocab_size}: {err}") from None
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
-    barrier()
+    barrier("the run's tokenizer trained")
     return load_tokenizer(out)
 
 
@@ -170,7 +170,7 @@ def prepare_task_tokens(tokenizer: Any, task_names: Sequence[str], run_dir: Path
 
     size = len(tokenizer)
     task_tokens = TaskTokens(tokenizer, task_names)
-    barrier()  # every rank has finished reading run_dir/tokenizer before rank 0 rewrites it
+    barrier("the run's tokenizer read before its task tokens")  # (before rank 0 rewrites run_dir/tokenizer)
     if env.is_main and len(tokenizer) != size:
         tokenizer.save_pretrained(run_dir / "tokenizer")
     return task_tokens

@@ -175,7 +175,7 @@ def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cac
     once: left alone, they would wait for it in DeepSpeed's start."""
     d = cfg.data
     if not env.is_main:
-        barrier()
+        barrier("rank 0's training data tokenized")
     error = None
     try:
         with warned_by_rank_0(env.is_main):
@@ -190,8 +190,8 @@ def training_streams(cfg: Config, task_names: Sequence[str], tokenizer: Any, cac
             raise  # the others wait for rank 0 in the barrier: its exit ends it
         error = err
     if env.is_main:
-        barrier()
-    failed = failed_ranks(error is not None, env)
+        barrier("rank 0's training data tokenized")
+    failed = failed_ranks(error is not None, env, "training data read")
     if error is not None:
         raise error
     if failed:
@@ -335,7 +335,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     seed_everything(t.seed)
     if resume and ckpt_io.resumes_in_place(resume, run_dir):  # (a resume with nothing left to train saves
         checkpoint_saving.remove_stale_temporaries(run_dir, env)   # nothing: what a killed save left goes here)
-        barrier()
+        barrier("a killed save's leftovers removed")
     resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
 
     # ---- data: mixture → tokenizer → per-task tokenized streams
@@ -472,7 +472,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if in_place and best_val is not None and best_val.step is not None:
         if env.is_main:  # a kill between a save's `latest` and its `best` left the link on an earlier best
             checkpoint_saving.link_best(run_dir, ckpt_io.step_name(best_val.step))
-        barrier()  # (every rank reads the link after training)
+        barrier("the best checkpoint's link repaired")  # (every rank reads the link after training)
     if env.is_main:  # written once the run is known to go on (a refused resume keeps the run's own config)
         if resume_from is not None and (changed := config_change_warning(
                 resume_from.parent.parent / "config.yaml", cfg.to_dict(), progress.step)):  # (checkpoints/step-N)

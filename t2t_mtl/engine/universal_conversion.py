@@ -10,7 +10,7 @@ from pathlib import Path
 from t2t_mtl.engine.checkpoint import (CORRUPT_HINT, DS_TAG, UNIVERSAL_TAG, CheckpointError, optimizer_partition_file,
                                        read_meta)
 from t2t_mtl.engine.checkpoint_loading import check_loadable, error_detail
-from t2t_mtl.engine.distributed import DistEnv, barrier, failed_ranks
+from t2t_mtl.engine.distributed import DistEnv, failed_ranks
 from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
 
 
@@ -30,8 +30,7 @@ def ensure_universal(ckpt: Path, env: DistEnv) -> Path:
                 _convert_to_universal(Path(ckpt), out)
         except CheckpointError as err:
             error = err
-    barrier()  # (however long the conversion takes)
-    failed = failed_ranks(error is not None, env)
+    failed = failed_ranks(error is not None, env, "a checkpoint converted to universal")  # (however long it takes)
     if error is not None:
         raise error
     if failed and (out / "zero").exists():
