@@ -562,16 +562,18 @@ def test_train_passes_its_data_dir_and_says_how_the_run_ended_on_rank_0_only(end
     monkeypatch.setenv("RANK", "1")
     assert main(argv) == 0 and capsys.readouterr().out == ""
 
-@pytest.mark.parametrize("raised, exit_code", [("aborted", 1), ("ctrl_c", 130), ("apart", 1)])
+@pytest.mark.parametrize("raised, exit_code", [("aborted", 1), ("ctrl_c", 130), ("apart", 1), ("lost", 1)])
 def test_a_training_that_stops_on_an_error_leaves_its_process_group_first(monkeypatch, capsys, raised, exit_code):
     # was: the ranks exited with their gloo group alive, whose teardown could abort them (exit -6); ranks met at
-    # different collectives ("apart") ended in a traceback, without leaving it
+    # different collectives ("apart") or waiting for a rank gone ("lost") ended in a traceback, without leaving it
     from t2t_mtl.engine import distributed, trainer
-    from t2t_mtl.engine.rank_phases import RanksAtDifferentPhasesError, mismatch_message
+    from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError, mismatch_message
 
     def failing_train(*args, **kwargs):
         if raised == "apart":
             raise RanksAtDifferentPhasesError(mismatch_message(["the run's tokenizer trained", "training data read"]))
+        if raised == "lost":
+            raise CollectiveBrokenError("rank 1 of 2 was at 'training data read' when the other ranks were lost")
         raise trainer.TrainingAbortedError("3 consecutive steps had a non-finite loss") if raised == "aborted" \
             else KeyboardInterrupt()
 

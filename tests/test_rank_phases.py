@@ -80,6 +80,36 @@ def test_ranks_at_a_barrier_and_a_failure_check_both_stop_at_once_naming_where_e
     assert all(float(Path(f"{out}.{rank}.s").read_text()) < 10 for rank in (0, 1))  # (the other rank's start aside)
 
 
+def _lost_worker(rank: int, port: int, out: str) -> None:
+    """Rank 0 leaves the group at once (as a rank stopping on its own error does); rank 1 waits at a barrier and
+    writes what it ended with to out.1."""
+    from t2t_mtl.engine.distributed import barrier, leave_process_group
+
+    _join(rank, port)
+    if rank == 0:
+        leave_process_group()
+        return
+    try:
+        barrier("the run's tokenizer trained")
+        result = "through"
+    except RuntimeError as err:
+        result = f"{type(err).__name__}: {err}"
+    Path(f"{out}.{rank}").write_text(result)
+    leave_process_group()
+
+
+@pytest.mark.slow
+def test_a_rank_waiting_for_one_gone_names_where_it_waited(tmp_path):
+    # was: gloo's RuntimeError alone ('Connection closed by peer ... GLHF!'), which says nothing of where it waited
+    out = str(tmp_path / "out")
+    port = free_port()
+    assert forked_ranks(_lost_worker, [(rank, port, out) for rank in (0, 1)], timeout=60) == [0, 0]
+    ended = Path(f"{out}.1").read_text()
+    assert ended.startswith("CollectiveBrokenError: rank 1 of 2 was at 'the run's tokenizer trained' when the other "
+                            "ranks were lost (") and "Connection closed by peer" in ended
+    assert ended.endswith("): another rank stopped (see its error) or waits in another collective"), ended
+
+
 def _tokenizer_worker(rank: int, port: int, config: dict, out: str) -> None:
     """Rank `rank` of two preparing the configured tokenizer of a run resumed into a new folder, rank 1 having looked
     for the run's copy without waiting for rank 0 (as before 05bcc23): writes what it ended with to out.<rank>."""

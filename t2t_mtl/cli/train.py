@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         return stopped_before_start(args)
     # (imported before the try, whose handlers name them: a Ctrl-C while torch and DeepSpeed load is `main`'s 130)
     from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
-    from t2t_mtl.engine.rank_phases import RanksAtDifferentPhasesError
+    from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError
     from t2t_mtl.engine.trainer import TrainingAbortedError, train
 
     try:
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: training aborted: {err}", file=sys.stderr)
         leave_process_group()  # (every rank aborts at the same step; gloo's teardown could turn 1 into -6)
         return 1
-    except RanksAtDifferentPhasesError as err:  # (every rank raises it at the same collective)
+    except (RanksAtDifferentPhasesError, CollectiveBrokenError) as err:  # (ranks apart, or another rank gone)
         print(f"error: {err}", file=sys.stderr)
         leave_process_group()
         return 1

@@ -5,7 +5,8 @@ e.g. "the run's tokenizer trained", and every rank gathers every rank's phase an
 phases (a rank that skipped a barrier another waits at: a bug) used to pair one rank's barrier with another's, or wait
 in collectives of different groups, until the process group's timeout (10 minutes, or the waiting group's 24 hours),
 with no word of where each rank was; they now stop at the first gather where their phases differ, every rank raising
-`RanksAtDifferentPhasesError` naming each rank's phase.
+`RanksAtDifferentPhasesError` naming each rank's phase. A gather that fails (a rank gone, a group's timeout) raises
+`CollectiveBrokenError` naming the phase this rank was at.
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ PHASE_BYTES = 64
 
 class RanksAtDifferentPhasesError(RuntimeError):
     """Ranks met in a collective from different places of t2t-mtl (a bug in it); raised on every rank."""
+
+
+class CollectiveBrokenError(RuntimeError):
+    """A rank's collective ended without the others (a rank gone, a group's timeout); names where this rank was."""
 
 
 def encoded(phase: str, flag: bool) -> torch.Tensor:
@@ -42,12 +47,17 @@ def decoded(row: torch.Tensor) -> Tuple[str, bool]:
 def flags_at_phase(phase: str, flag: bool, group: Optional[object], device: torch.device) -> List[bool]:
     """Collective of `group` (None: the default group), which takes tensors on `device`: every rank's `flag`, in rank
     order, once every rank has reached it; `RanksAtDifferentPhasesError` on every rank where a rank gave another
-    `phase` than the others."""
+    `phase` than the others, `CollectiveBrokenError` naming `phase` where the gather failed (a rank gone)."""
     import torch.distributed as dist
 
     row = encoded(phase, flag).to(device)
     parts = [torch.empty_like(row) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, row, group=group)
+    try:
+        dist.all_gather(parts, row, group=group)
+    except RuntimeError as err:  # (torch's DistBackendError among them)
+        raise CollectiveBrokenError(f"rank {dist.get_rank()} of {len(parts)} was at '{phase}' when the other ranks "
+                                    f"were lost ({err}): another rank stopped (see its error) or waits in another "
+                                    f"collective") from err
     reached = [decoded(part) for part in parts]
     if len({phase for phase, _ in reached}) > 1:
         raise RanksAtDifferentPhasesError(mismatch_message([phase for phase, _ in reached]))
