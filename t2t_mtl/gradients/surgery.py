@@ -219,16 +219,18 @@ class GradientSurgery:
 
     def stats(self, grad_scale: float = 1.0) -> dict[str, Any]:
         """Per-task gradient norms, pairwise cosines (both from G) and the last weights, JSON-ready:
-        {"tasks", "grad_norms" [T], "grad_cosine" [T][T] (None for a zero gradient), "weights"}.
+        {"tasks", "grad_norms" [T] (None for a task the step did not hold, which has no gradient to measure),
+        "grad_cosine" [T][T] (None for a zero or absent gradient), "weights"}.
         `grad_scale`: the factor the rows carry (fp16 loss scaling); the norms are divided by it."""
         gram = self.whole_gram()
         norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
         denom = np.outer(norms, norms)
         cosine = [[float(gram[i, j] / denom[i, j]) if denom[i, j] > 0 else None for j in range(len(norms))]
                   for i in range(len(norms))]
+        held = set(self.active)
+        grad_norms = [float(norm / grad_scale) if t in held else None for t, norm in enumerate(norms)]
         weights = None if self.last_weights is None else np.asarray(self.last_weights).tolist()
-        return {"tasks": list(self.task_names), "grad_norms": (norms / grad_scale).tolist(), "grad_cosine": cosine,
-                "weights": weights}
+        return {"tasks": list(self.task_names), "grad_norms": grad_norms, "grad_cosine": cosine, "weights": weights}
 
     @property
     def num_segments(self) -> int:
