@@ -914,6 +914,18 @@ def test_a_gradient_methods_warning_is_shown_in_the_train_output_once(tmp_path, 
     assert len(warnings) == 1 and "gradient_surgery.tol = 1e-12" in warnings[0], out
 
 
+def test_round_robin_gives_every_gradient_surgery_step_each_task_once(tmp_path, tok, cache):
+    # was: no such strategy; uniform draws of 3 tasks for 3 micro-batches hold all of them in 2 steps of 9
+    cfg = tiny_config(tmp_path / "run", tok, cache, sampling={"strategy": "round_robin", "mode": "homogeneous"},
+                      gradient_surgery={"method": "sum"}, training={"steps": 4, "grad_accum": 3})
+    train(cfg, evaluate_held_in=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [1, 2, 3, 4]
+    for record in records:
+        assert record["task_examples"] == {task: 4 for task in TASKS}  # one micro-batch of 4 rows of each task
+        assert None not in record["gradient_surgery"]["grad_norms"]
+
+
 def test_a_task_the_rates_would_never_draw_is_named_in_a_warning(tmp_path, tok, cache, capsys):
     # was: nothing said, and the task was never trained (rate 1e-6 over 4 steps of 2 micro-batches: 8e-6 draws)
     rates = {"reverse_words": 1.0, "parity": 1.0, "count_word": 1e-6}

@@ -208,7 +208,7 @@ class Inherits(TemperatureSampler):
 def test_a_class_that_could_never_be_a_strategy_is_refused_where_it_is_registered(cls, message):
     with pytest.raises(SamplerRegistrationError, match=message):
         register_sampler(cls)
-    assert set(STRATEGIES) == {"uniform", "proportional", "temperature", "explicit", "annealed",
+    assert set(STRATEGIES) == {"uniform", "round_robin", "proportional", "temperature", "explicit", "annealed",
                                "dynamic_temperature", "uncertainty", "uncertainty_ema", "bandit_softmax",
                                "bandit_thompson", "worst_task"}
 

@@ -266,6 +266,8 @@ def test_bad_config_errors(config, error, words):
     ({"strategy": "uncertainty_ema", "lam": 2}, "lam"),
     ({"strategy": "uncertainty_ema", "momentum": 1}, "momentum"),
     ({"strategy": "uncertainty_ema", "floor": 0.3}, "floor"),
+    ({"strategy": "round_robin", "block_size": 6}, "block_size"),  # not whole cycles of the 4 tasks
+    ({"strategy": "round_robin", "shuffle": "yes"}, "shuffle"),
 ])
 def test_bad_values_name_their_config_key(config, key):
     # the train command prints these as they are: "tau must be > 0" did not say which section's tau, and a
@@ -355,3 +357,20 @@ def test_integer_tensors_are_integers_for_the_seed_and_the_count():
     for seed, n in ((torch.tensor(1.0), 2), (0, torch.tensor(2.0)), (True, 2)):  # floats and bools stay refused
         with pytest.raises(SamplingError, match="must be an integer >= 0"):
             draws(seed, n)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_round_robin_draws_every_task_once_in_each_cycle_of_as_many_draws(shuffle):
+    # gradient surgery's textbook step: one micro-batch of every task (grad_accum = the number of tasks); a uniform
+    # draw of 4 tasks for 4 micro-batches holds them all in 4!/4^4 = 9% of the steps
+    config = {"strategy": "round_robin", "shuffle": shuffle, "block_size": 8}  # blocks of 2 cycles: refills crossed
+    sampler = build_sampler(config, SIZES, seed=3)
+    draws = [sampler.next_task() for _ in range(4 * 30)]
+    cycles = [tuple(draws[k:k + 4]) for k in range(0, len(draws), 4)]
+    assert all(sorted(cycle) == sorted(SIZES) for cycle in cycles)
+    assert len(set(cycles)) > 1 if shuffle else set(cycles) == {tuple(SIZES)}  # shuffle false: the tasks' order
+    ranks = [build_sampler(config, SIZES, seed=3, rank=r, world_size=2) for r in range(2)]
+    for _ in range(10):  # mixed batches of 2 examples a rank: each global batch of 4 is one cycle
+        assert sorted(ranks[0].sample_tasks(2) + ranks[1].sample_tasks(2)) == sorted(SIZES)
+    assert build_sampler({"strategy": "round_robin"}, SIZES, seed=0).block_size == 8192  # a multiple of 4
+    assert build_sampler({"strategy": "round_robin"}, {"a": 1, "b": 1, "c": 1}, seed=0).block_size == 8190

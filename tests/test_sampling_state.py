@@ -16,6 +16,7 @@ from t2t_mtl.sampling.streams import resharded_state
 SIZES = {"a": 5000, "b": 700, "c": 90, "d": 3}
 CONFIGS = {
     "uniform": {},
+    "round_robin": {},
     "proportional": {"cap": 1000},
     "temperature": {"alpha": 2.0},
     "explicit": {"rates": {"a": 1, "b": 2, "c": 3, "d": 4}},

@@ -10,12 +10,13 @@ from t2t_mtl.sampling.bandit import SoftmaxBanditSampler, ThompsonBanditSampler
 from t2t_mtl.sampling.base import MixtureSampler
 from t2t_mtl.sampling.errors import SamplerRegistrationError
 from t2t_mtl.sampling.static import (AnnealedSampler, DynamicTemperatureSampler, ExplicitRatesSampler,
-                                     ProportionalSampler, TemperatureSampler, UniformSampler)
+                                     ProportionalSampler, RoundRobinSampler, TemperatureSampler,
+                                     UniformSampler)
 from t2t_mtl.sampling.uncertainty import UncertaintyEMASampler, UncertaintySelectionSampler
 from t2t_mtl.sampling.worst_task import WorstTaskSampler
 
 STRATEGIES: dict[str, type[MixtureSampler]] = {cls.strategy: cls for cls in (
-    UniformSampler, ProportionalSampler, TemperatureSampler, ExplicitRatesSampler, AnnealedSampler,
+    UniformSampler, RoundRobinSampler, ProportionalSampler, TemperatureSampler, ExplicitRatesSampler, AnnealedSampler,
     DynamicTemperatureSampler, UncertaintySelectionSampler, UncertaintyEMASampler, SoftmaxBanditSampler,
     ThompsonBanditSampler, WorstTaskSampler)}
 

@@ -7,7 +7,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from t2t_mtl.sampling.base import MixtureSampler
-from t2t_mtl.sampling.errors import InvalidRateError
+from t2t_mtl.sampling.errors import InvalidRateError, SamplingError
 from t2t_mtl.sampling.rates import check_rates, size_rates
 from t2t_mtl.sampling.schedules import annealed_alpha, dynamic_alpha
 
@@ -22,6 +22,39 @@ class UniformSampler(MixtureSampler):
 
     def _compute_probabilities(self) -> np.ndarray:
         return np.full(len(self.tasks), 1.0 / len(self.tasks))
+
+
+class RoundRobinSampler(UniformSampler):
+    """p_t = 1/M, drawn in cycles: each M draws hold every task once, in a new seeded order per cycle.
+
+    Under gradient surgery with training.grad_accum M (or a multiple), every step holds every task; a block is a
+    whole number of cycles (sampling.block_size a multiple of M).
+
+    Args:
+        shuffle: a new random order in each cycle; false: the tasks' own order, every cycle.
+    """
+
+    strategy = "round_robin"
+    PARAMS = ("shuffle",)
+
+    def __init__(self, task_sizes: Mapping[str, int], *, shuffle: bool = True, **common) -> None:
+        if not isinstance(shuffle, bool):
+            raise SamplingError(f"sampling.shuffle (round_robin) must be true or false, got {shuffle!r}")
+        block_size = common.pop("block_size", None)
+        cycle = max(len(task_sizes), 1)
+        super().__init__(task_sizes, block_size=max(self.DEFAULT_BLOCK_SIZE // cycle, 1) * cycle if block_size is None
+                         else block_size, **common)
+        if self.block_size % cycle:
+            raise SamplingError(f"sampling.block_size {self.block_size} is not a multiple of the {cycle} tasks: "
+                                f"round_robin draws whole cycles of every task; leave it unset or give a multiple")
+        self.shuffle = shuffle
+
+    def _draw_block(self, size: int) -> np.ndarray:
+        """`size // M` cycles, each every task once (shuffled per cycle when `shuffle`)."""
+        cycles = np.tile(np.arange(len(self.tasks)), (size // len(self.tasks), 1))
+        if self.shuffle:
+            cycles = self._rng.permuted(cycles, axis=1)
+        return cycles.reshape(-1)
 
 
 class ExplicitRatesSampler(MixtureSampler):
