@@ -599,6 +599,18 @@ def test_cosines_logged_by_gradient_surgery_are_read_back(tmp_path):
     logger.close()
     series = read_cosine_log(tmp_path)
     assert series.tasks == tasks and series.steps.tolist() == [1, 2, 3, 4]
+    from t2t_mtl.engine.logging import training_scalars  # (what TensorBoard and W&B get; was: none of these)
+
+    record = json.loads((tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()[-1])
+    norms = torch.stack(grads).double().norm(dim=1).tolist()
+    assert {tag: value for tag, value in training_scalars(record).items() if tag.startswith("grad_")} == pytest.approx({
+        "grad_norm/up": norms[0], "grad_norm/up2": norms[1], "grad_norm/down": norms[2],
+        "grad_cosine/up|up2": expected[-1][0, 1], "grad_cosine/up|down": expected[-1][0, 2],
+        "grad_cosine/up2|down": expected[-1][1, 2]}, rel=1e-5)
+    absent = {"tasks": tasks, "grad_norms": [None, 2.0, 3.0], "grad_cosine": [[None] * 3, [None, 1.0, -0.5],
+                                                                           [None, -0.5, 1.0]], "weights": None}
+    assert {tag: value for tag, value in training_scalars({**record, "gradient_surgery": absent}).items()
+            if tag.startswith("grad_")} == {"grad_norm/up2": 2.0, "grad_norm/down": 3.0, "grad_cosine/up2|down": -0.5}
     np.testing.assert_allclose(series.cosines, np.stack(expected), atol=1e-5)
     assert series.mean()[0, 2] < 0 < series.mean()[0, 1]
     paths = write_gradient_affinity(series, tmp_path / "affinity")

@@ -67,16 +67,31 @@ def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
     """{tag: value} of a training record: train/{loss, lr, tokens_per_s}, task_loss/<task>,
     task_examples/<task>, task_probability/<task> (the sampler's), task_weight/<task> (the loss weighting's), on
     validation steps val_loss/<task> and val_score/<task>, under an entropy-fed sampler
-    (`needs_entropy`, as uncertainty_ema's) entropy/<task>, and an MoE model's moe/{aux_loss, load_balancing,
-    z_loss, dropped} and, on validation steps of one with an expert capacity, moe/{val_dropped, val_num_dropped,
-    val_choices} (its expert_load stays in the JSONL record)."""
+    (`needs_entropy`, as uncertainty_ema's) entropy/<task>, under gradient surgery grad_norm/<task> and
+    grad_cosine/<task>|<task> (each pair once, in the tasks' order) of the tasks the logged step held, and an MoE
+    model's moe/{aux_loss, load_balancing, z_loss, dropped} and, on validation steps of one with an expert capacity,
+    moe/{val_dropped, val_num_dropped, val_choices} (its expert_load stays in the JSONL record)."""
     scalars = {"train/loss": record["loss"], "train/lr": record["lr"], "train/tokens_per_s": record["tokens_per_s"]}
     for key in ("task_loss", "task_examples", "task_probability", "task_weight", "val_loss", "val_score", "entropy"):
         for task, value in record.get(key, {}).items():
             scalars[f"{key}/{task}"] = value
+    scalars.update(_surgery_scalars(record.get("gradient_surgery")))
     for key, value in record.get("moe", {}).items():
         if key != "expert_load":
             scalars[f"moe/{key}"] = value
+    return scalars
+
+
+def _surgery_scalars(stats: Optional[Mapping[str, Any]]) -> Dict[str, float]:
+    """grad_norm/<task> and grad_cosine/<a>|<b> of a record's `gradient_surgery` stats, leaving out the nulls (a task
+    the step did not hold, a zero gradient)."""
+    if not stats:
+        return {}
+    tasks, norms, cosine = stats["tasks"], stats["grad_norms"], stats["grad_cosine"]
+    scalars = {f"grad_norm/{task}": norm for task, norm in zip(tasks, norms) if norm is not None}
+    for i, j in ((i, j) for i in range(len(tasks)) for j in range(i + 1, len(tasks))):
+        if cosine[i][j] is not None:
+            scalars[f"grad_cosine/{tasks[i]}|{tasks[j]}"] = cosine[i][j]
     return scalars
 
 
