@@ -41,3 +41,19 @@ def test_gradient_surgery_in_a_run_of_one_task_is_warned_of():
     assert len(warned) == 2 and all("trains one task (parity)" in w and "drop gradient_surgery" in w for w in warned)
     assert not [w for w in config_warnings(tiny(**surgery)) if w.startswith("gradient_surgery")]
     assert not [w for w in config_warnings(tiny(data={"tasks": ["parity"]})) if w.startswith("gradient_surgery")]
+
+
+def test_round_robin_steps_that_straddle_its_cycles_are_warned_of_under_gradient_surgery():
+    # was: accepted without a word, though with grad_accum 3 over 2 tasks every other step held a task twice
+    from t2t_mtl.engine.idle_settings import config_warnings
+
+    def warned(accum: int, **sections: Dict[str, Any]) -> list:
+        cfg = tiny(sampling={"strategy": "round_robin"}, training={"grad_accum": accum}, **sections)
+        return [w for w in config_warnings(cfg) if w.startswith("sampling.strategy round_robin")]
+
+    surgery = {"gradient_surgery": {"method": "pcgrad"}}
+    assert warned(3, **surgery) == [
+        "sampling.strategy round_robin draws each of the 2 tasks once in every 2 micro-batches, but training.grad_accum "
+        "3 is no multiple of 2: the steps straddle those cycles, so gradient_surgery's steps lack some tasks and may "
+        "hold one twice; set training.grad_accum to 2 (or a multiple) for every step to hold each task"]
+    assert warned(2, **surgery) == warned(4, **surgery) == warned(3) == []

@@ -103,10 +103,17 @@ def _held_out_warnings(cfg: Config) -> List[str]:
 def _surgery_warnings(cfg: Config, sampler: Optional[MixtureSampler]) -> List[str]:
     """gradient_surgery in a run of one task (read on `sampler`, None: the config's training rates), whose every step
     holds that task's gradient alone: nothing to combine (a transfer study's single-task runs of a base config with
-    surgery train so, hence a warning, not a refusal)."""
+    surgery train so, hence a warning, not a refusal); under sampling.strategy round_robin, a training.grad_accum
+    that is no multiple of the tasks, whose steps straddle the cycles."""
     if not cfg.gradient_surgery:
         return []
     tasks = sampler.tasks if sampler is not None else list(training_rates(cfg))
+    accum = cfg.training.grad_accum
+    if len(tasks) > 1 and cfg.sampling.get("strategy") == "round_robin" and accum % len(tasks):
+        return [f"sampling.strategy round_robin draws each of the {len(tasks)} tasks once in every {len(tasks)} "
+                f"micro-batches, but training.grad_accum {accum} is no multiple of {len(tasks)}: the steps straddle "
+                f"those cycles, so gradient_surgery's steps lack some tasks and may hold one twice; set "
+                f"training.grad_accum to {len(tasks)} (or a multiple) for every step to hold each task"]
     if len(tasks) > 1:
         return []
     return [f"gradient_surgery combines the gradients of a step's tasks, but the run trains one task ({tasks[0]}), so "
