@@ -1,6 +1,7 @@
 """Checking config values against the schema's type hints: `build_dataclass` turns a nested dict into a section
 dataclass, refusing unknown keys (with the closest known names) and values of the wrong type (naming the key, the
-expected type and the value, with a quoting hint for text YAML read as a number or boolean)."""
+expected type and the value, with a quoting hint for text YAML read as a number or boolean, and how to write a
+section given as a name alone: `gradient_surgery: pcgrad`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -63,6 +64,18 @@ def _list_hint(tp: Any, value: Any, key: str) -> str:
     return f"; write a YAML list, e.g. {key.split('.')[-1]}: {items} in a file, --set '{key}={items}'"
 
 
+#: the sections a name chooses the class of, with the key that holds the name
+NAMED_SECTIONS = {"sampling": "strategy", "weighting": "method", "gradient_surgery": "method"}
+
+
+def _name_hint(value: Any, key: str) -> str:
+    """For a section given as its class's name alone (`gradient_surgery: pcgrad`): how to write it; else ""."""
+    if key not in NAMED_SECTIONS or not isinstance(value, str):
+        return ""
+    name = NAMED_SECTIONS[key]
+    return f"; write {key}: {{{name}: {value}}} in a file, --set {key}.{name}={value}"
+
+
 def _check_value(tp: Any, value: Any, key: str) -> Any:
     """Return `value` (ints widened to float where a float is expected) or raise ConfigTypeError."""
     origin = typing.get_origin(tp)
@@ -76,7 +89,7 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
             except ConfigTypeError as err:
                 errors.append(err)
         raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                              + _quote_hint(tp, value, key) + _list_hint(tp, value, key))
+                              + _quote_hint(tp, value, key) + _list_hint(tp, value, key) + _name_hint(value, key))
     if tp is type(None):
         if value is None:
             return None
@@ -113,7 +126,7 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
     raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                          + _quote_hint(tp, value, key) + _list_hint(tp, value, key))
+                          + _quote_hint(tp, value, key) + _list_hint(tp, value, key) + _name_hint(value, key))
 
 
 def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[str]) -> Optional[str]:

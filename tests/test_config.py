@@ -262,6 +262,20 @@ def test_text_where_a_list_is_expected_says_how_to_write_the_list(override, list
     assert "write a YAML list" not in str(caught.value)
 
 
+@pytest.mark.parametrize("section, name, value", [("gradient_surgery", "method", "pcgrad"),
+                                                  ("sampling", "strategy", "uniform"), ("weighting", "method", "dtp")])
+def test_a_section_given_as_a_name_alone_says_how_to_write_it(section, name, value):
+    # was: "config key 'gradient_surgery' must be mapping or null, got 'pcgrad' (str)", and no word of the key
+    with pytest.raises(C.ConfigTypeError) as caught:
+        C.load_config("quickstart", [f"{section}={value}"])
+    assert str(caught.value).endswith(f" (str); write {section}: {{{name}: {value}}} in a file, "
+                                      f"--set {section}.{name}={value}")
+    assert getattr(C.load_config("quickstart", [f"{section}.{name}={value}"]), section)[name] == value  # as it says
+    with pytest.raises(C.ConfigTypeError) as caught:
+        C.load_config("quickstart", [f"{section}=3"])  # (not a name: no section written for it)
+    assert "; write" not in str(caught.value)
+
+
 @pytest.mark.parametrize("key,value,quoted,expected", [
     ("training.output_dir", "2024", '"2024"', r"""got 2024 \(int\); .*quote text.*--set 'training.output_dir="2024"'"""),
     ("data.templates", "[1, yes]", '["1", "yes"]', r"data.templates.*got \[1, True\].*quote text"),
