@@ -916,6 +916,38 @@ def test_step_hook_one_process_hands_back_the_combined_gradient():
     hook.remove()
 
 
+@pytest.mark.parametrize("per_layer, segments", [(True, ["body", "head"]),
+                                                 ("tensor", ["body.weight", "body.bias", "head.weight", "head.bias"])])
+def test_a_per_layer_methods_logged_weights_name_their_layers(per_layer, segments):
+    # was: weights [K][T] without a word of which row weighs which layer
+    from t2t_mtl.gradients import build_step_hook
+    from t2t_mtl.gradients.surgery import GradientSurgery
+
+    model = TwoHeads()
+    engine = _FakeEngine(model, 0)
+    method = {"method": "gradvac", "per_layer": per_layer}
+    hook = build_step_hook(method, engine, ["a", "b"])
+    direct = GradientSurgery(method, model.named_parameters(), ["a", "b"])
+    for surgery in (hook, direct):
+        if surgery is hook:
+            hook.begin_step(engine)
+        for t, task in enumerate(["a", "b"]):
+            model.zero_grad()
+            _task_losses(model, 2)[t].backward()
+            if surgery is hook:
+                hook.after_backward(engine, task)
+            else:
+                direct.row(task).copy_(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        if surgery is hook:
+            hook.before_optimizer_step(engine)
+        else:
+            direct.weights()
+        stats = surgery.stats()
+        assert stats["segments"] == segments and len(stats["weights"]) == len(segments)
+    hook.remove()
+    assert "segments" not in GradientSurgery({"method": "gradvac"}, model.named_parameters(), ["a", "b"]).stats()
+
+
 def test_step_hook_adds_up_a_tasks_micro_batches_and_starts_each_step_from_zero():
     """With more micro-batches than tasks a step holds several micro-batches of one task: their gradients add up in
     the task's row, and every step's rows hold that step's gradients alone. With method `sum` the gradient handed

@@ -51,6 +51,8 @@ class GradientSurgery:
         (`gradvac.layer_key`; unnamed tensors are one segment each), or one per tensor with per_layer "tensor".
     segment_offsets: explicit segment boundaries over the local buffer (overrides segment_of); under
         "partitioned" every rank must pass the same number K of segments (empty ones allowed).
+    segment_names: the K segments' names beside `segment_offsets` (`segment_names`), which `stats()` logs with a
+        segmented method's weights; from segment_of they are its keys.
     max_tasks_per_step: rows of the buffer (default T): at most this many distinct tasks between two
         `zero_()` calls. Ranks must fill rows with the same tasks in the same order (checked at `gram()`).
     """
@@ -58,7 +60,8 @@ class GradientSurgery:
     def __init__(self, method_cfg: dict[str, Any] | str, params: Iterable[torch.Tensor | tuple[str, torch.Tensor]],
                  task_names: Sequence[str], *, distribution: str = "local", process_group: Any = None,
                  segment_of: Callable[[str], str] | None = None, segment_offsets: Sequence[int] | None = None,
-                 buffer_dtype: torch.dtype | None = None, max_tasks_per_step: int | None = None) -> None:
+                 segment_names: Sequence[str] | None = None, buffer_dtype: torch.dtype | None = None,
+                 max_tasks_per_step: int | None = None) -> None:
         self.task_names = task_name_list(task_names, GradientMethodError, where="gradient surgery")
         if len(set(self.task_names)) != len(self.task_names) or not self.task_names:
             raise GradientMethodError(f"gradient surgery needs distinct task names, got {self.task_names}")
@@ -89,7 +92,7 @@ class GradientSurgery:
         self.buffer = torch.zeros(rows, self.num_params, device=self.device, dtype=buffer_dtype or self.params[0].dtype)
         self.active: list[int] = []  # task indices in row order: row r holds task active[r]
         self._row_of: dict[int, int] = {}
-        self.segment_offsets = self._segments(segment_of, segment_offsets)
+        self.segment_offsets, self.segment_names = self._segments(segment_of, segment_offsets, segment_names)
         self._gram: torch.Tensor | None = None
         self._host: tuple[torch.Tensor, np.ndarray] | None = None  # (the Gram, its `_host_gram`): one transfer
         self.last_weights: np.ndarray | None = None
@@ -220,7 +223,8 @@ class GradientSurgery:
     def stats(self, grad_scale: float = 1.0) -> dict[str, Any]:
         """Per-task gradient norms, pairwise cosines (both from G) and the last weights, JSON-ready:
         {"tasks", "grad_norms" [T] (None for a task the step did not hold, which has no gradient to measure),
-        "grad_cosine" [T][T] (None for a zero or absent gradient), "weights"}.
+        "grad_cosine" [T][T] (None for a zero or absent gradient), "weights" ([T], or [K][T] for a segmented method,
+        whose "segments" names its K rows where the segments have names)}.
         `grad_scale`: the factor the rows carry (fp16 loss scaling); the norms are divided by it."""
         gram = self.whole_gram()
         norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
@@ -230,7 +234,10 @@ class GradientSurgery:
         held = set(self.active)
         grad_norms = [float(norm / grad_scale) if t in held else None for t, norm in enumerate(norms)]
         weights = None if self.last_weights is None else np.asarray(self.last_weights).tolist()
-        return {"tasks": list(self.task_names), "grad_norms": grad_norms, "grad_cosine": cosine, "weights": weights}
+        stats = {"tasks": list(self.task_names), "grad_norms": grad_norms, "grad_cosine": cosine, "weights": weights}
+        if self.method.segmented and self.segment_names is not None:
+            stats["segments"] = list(self.segment_names)  # the rows of `weights`
+        return stats
 
     @property
     def num_segments(self) -> int:
@@ -299,23 +306,37 @@ class GradientSurgery:
                 f"{[self.task_names[i] for i in self.active]}): every rank must run the same task in each "
                 f"micro-batch, in the same order")
 
-    def _segments(self, segment_of: Callable[[str], str] | None,
-                  segment_offsets: Sequence[int] | None) -> list[int]:
+    def _segments(self, segment_of: Callable[[str], str] | None, segment_offsets: Sequence[int] | None,
+                  names: Sequence[str] | None) -> tuple[list[int], list[str] | None]:
+        """The segment boundaries and names (None: unnamed offsets)."""
         if segment_offsets is not None:
             offsets = [int(o) for o in segment_offsets]
             if offsets[0] != 0 or offsets[-1] != self.num_params or any(b < a for a, b in zip(offsets, offsets[1:])):
                 raise GradientMethodError(f"segment_offsets must rise from 0 to P_local = {self.num_params}, "
                                           f"got {offsets}")
-            return offsets
+            if names is not None and len(names) != len(offsets) - 1:
+                raise GradientMethodError(f"segment_names must name the {len(offsets) - 1} segments of "
+                                          f"segment_offsets, got {len(names)} names")
+            return offsets, None if names is None else list(names)
         if segment_of is None:
             segment_of = default_segment_of(self.method.options.get("per_layer"))
-        return segment_boundaries(self.names, self.param_offsets, segment_of)
+        return (segment_boundaries(self.names, self.param_offsets, segment_of),
+                segment_names(self.names, segment_of))
 
 
 def default_segment_of(per_layer: Any) -> Callable[[str], str] | None:
     """How a segmented method groups parameters unless told otherwise: by transformer layer (`layer_key`), or
     one segment per tensor (None) for `per_layer: tensor`."""
     return None if per_layer == "tensor" else layer_key
+
+
+def segment_names(names: Sequence[str], segment_of: Callable[[str], str] | None) -> list[str]:
+    """The name of each segment `segment_boundaries` cuts parameters `names` into: its `segment_of` key (None: each
+    parameter's name)."""
+    if segment_of is None:
+        return list(names)
+    keys = [segment_of(name) for name in names]
+    return [key for k, key in enumerate(keys) if k == 0 or key != keys[k - 1]]
 
 
 def segment_boundaries(names: Sequence[str], offsets: Sequence[int],
