@@ -51,8 +51,8 @@ class GradientSurgery:
         (`gradvac.layer_key`; unnamed tensors are one segment each), or one per tensor with per_layer "tensor".
     segment_offsets: explicit segment boundaries over the local buffer (overrides segment_of); under
         "partitioned" every rank must pass the same number K of segments (empty ones allowed).
-    segment_names: the K segments' names beside `segment_offsets` (`segment_names`), which `stats()` logs with a
-        segmented method's weights; from segment_of they are its keys.
+    segment_names: with `segment_offsets`, its K segments' names (as the module's `segment_names()` gives them),
+        which `stats()` logs with a segmented method's weights; from segment_of they are its keys.
     max_tasks_per_step: rows of the buffer (default T): at most this many distinct tasks between two
         `zero_()` calls. Ranks must fill rows with the same tasks in the same order (checked at `gram()`).
     """
