@@ -20,8 +20,21 @@ def no_element_problem(message: str, choices: Any) -> Optional[str]:
     what = subscript_problem(message)
     if what is None:
         return None
+    if isinstance(choices, list) and (one := _choices_written_as_one(choices)):
+        return f"{what}; {one}"
     hint = f"; the answer choices are {choices}" if isinstance(choices, list) else ""
     return f"{what}{hint}; check the row's values against the template"
+
+
+def _choices_written_as_one(choices: Sequence[str], target: Optional[str] = None) -> Optional[str]:
+    """What to write when `choices` is one choice joining several with `,`, `/`, `|` or `;` (`"no, yes"`, where
+    `"no ||| yes"` was meant): one of them `target` where it is given; else None."""
+    if len(choices) != 1:
+        return None
+    parts = [[part.strip() for part in choices[0].split(separator)] for separator in (",", "/", "|", ";")]
+    if not any(len(split) > 1 and (target is None or target in split) for split in parts):
+        return None
+    return f"the answer choices are one choice, {choices[0]!r}: separate the choices with `|||` (\"no ||| yes\")"
 
 
 def undefined_name(message: str) -> Optional[str]:
@@ -45,9 +58,8 @@ def choice_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> 
         return (f"; it is the choice of {len(cut[0])} characters {cut[0][:40] + '...'!r} cut short by promptsource's "
                 f"truncation of every `{{{{ }}}}` to {TEXT_VAR_LENGTH} characters, which the answer choices escape: "
                 f"shorten the row's text with a `map` preprocessor, or drop such rows with a `filter`")
-    if len(choices) == 1 and any(target in map(str.strip, choices[0].split(s)) for s in (",", "/", "|", ";")):
-        return (f"; the answer choices are one choice, {choices[0]!r}: separate the choices with `|||` "
-                f"(\"no ||| yes\")")
+    if one := _choices_written_as_one(choices, target):
+        return f"; {one}"
     same = [choice for choice in choices if " ".join(choice.split()).lower() == " ".join(target.split()).lower()]
     if same:
         return (f"; it differs from the choice {same[0]!r} in case or spacing alone: write the choices as the data "

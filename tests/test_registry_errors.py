@@ -206,6 +206,18 @@ def test_an_index_out_of_range_is_not_called_a_missing_field(jinja, row, message
     assert str(info.value).startswith(f"task 'rows', template 'indexes', row 3: {message}")
 
 
+@pytest.mark.parametrize("choices", ["negative, positive", "negative / positive", "negative | positive"])
+def test_choices_written_as_one_indexed_past_it_say_to_separate_them_with_pipes(choices):
+    # was "index 1 is out of range of a list (...); the answer choices are ['negative, positive']; check the row's
+    # values against the template": the one choice joining both was not named as the cause
+    template = Template("one_choice", "{{text}} ||| {{ answer_choices[label] }}", answer_choices=choices)
+    with pytest.raises(TemplateRenderError) as info:
+        template.render({"text": "t", "label": 1}, task="rows", row_index=2)
+    assert str(info.value) == (f"task 'rows', template 'one_choice', row 2: index 1 is out of range of a list (list "
+                               f"object has no element 1); the answer choices are one choice, {choices!r}: separate "
+                               f"the choices with `|||` (\"no ||| yes\")")
+
+
 def test_target_not_among_answer_choices_names_the_row(rows_file):
     task = Task("rows", LocalFileSource(rows_file),
                 [Template("label_text", "{{text}} ||| {{ ['no', 'yes', 'maybe'][label] if label < 3 else 'other' }}",
