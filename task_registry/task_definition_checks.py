@@ -42,7 +42,13 @@ def check_source(task: str, source: Any) -> None:
 
 
 def checked_templates(task: str, templates: Union[Template, Sequence[Template]]) -> list[Template]:
-    """`templates` (one, or a sequence) as a non-empty list of uniquely named `Template`s that can render a target."""
+    """`templates` (one, or a sequence) as a non-empty list of uniquely named `Template`s that can render a target;
+    a Jinja string, or anything else that is no list of them, is refused with how to write one."""
+    if isinstance(templates, str):  # (its letters are no templates)
+        raise TaskDefinitionError(f"task {task!r}: templates must be a list of Template objects, got the string "
+                                  f"{templates!r}: write [Template('NAME', {templates!r})]")
+    if isinstance(templates, Mapping) or not isinstance(templates, (Template, Iterable)):
+        raise TaskDefinitionError(f"task {task!r}: templates must be a list of Template objects, got {templates!r}")
     templates = [templates] if isinstance(templates, Template) else list(templates)
     if not templates:
         raise TaskDefinitionError(f"task {task!r} needs at least one template")

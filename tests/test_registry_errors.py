@@ -93,6 +93,20 @@ def test_unknown_task_lists_close_matches():
             task_registry.get_task("demo_glue_sst2").get_template("ecko")
 
 
+@pytest.mark.parametrize("templates,message", [
+    ("{{x}} ||| {{x}}", "templates must be a list of Template objects, got the string '{{x}} ||| {{x}}': write "
+                        "[Template('NAME', '{{x}} ||| {{x}}')]"),
+    (None, "templates must be a list of Template objects, got None"),
+    ({"echo": "{{x}} ||| {{x}}"}, "templates must be a list of Template objects, got {'echo': '{{x}} ||| {{x}}'}"),
+])
+def test_templates_that_are_no_list_of_templates_are_named_whole(templates, message):
+    # was "templates must be Template objects, got '{'" for a Jinja string (its first letter) and a raw TypeError
+    # ("'NoneType' object is not iterable") for None
+    with pytest.raises(TaskDefinitionError) as info:
+        Task("whole", LocalFileSource("a.jsonl"), templates)
+    assert str(info.value) == f"task 'whole': {message}"
+
+
 def test_duplicate_registration_needs_overwrite():
     with task_registry.isolated_registry():
         task_registry.register_task(Task("dup", LocalFileSource("a.jsonl"), [ECHO]))
