@@ -237,15 +237,19 @@ def load_config(
     """Build and validate (once) a `Config` from a YAML file (or packaged name), `--set` strings and `extra`: a dict,
     or a Config (one edited in Python, read as `config_from_dict` reads one).
 
-    `path=None` uses only the defaults. Raises `ConfigError` subclasses with the offending key named; a malformed
-    `--set` is named before the file is looked up (`--set training.steps 20` names the `--set`, not a config '20').
-    The Config's `base_only_keys` are the keys only the file's `base:` chain sets, and those of a Config `extra` that
-    the overrides leave alone.
+    `path=None` uses only the defaults, or the `base:` a dict `extra` names as a YAML file would (a config name or
+    path, relative to the working directory, or a list of them). Raises `ConfigError` subclasses with the offending
+    key named; a malformed `--set` is named before the file is looked up (`--set training.steps 20` names the
+    `--set`, not a config '20'). The Config's `base_only_keys` are the keys only the file's (or the dict's) `base:`
+    chain sets, and those of a Config `extra` that the overrides leave alone.
     """
     override_layer = parse_overrides(overrides)
     layers = file_layers(resolve_config_path(path)) if path is not None else []
-    extra_layer = _attribute_values(extra) if isinstance(extra, Config) else extra or {}
-    bases, layers = layers[:-1], layers + [extra_layer, override_layer]
+    extra_layer = _attribute_values(extra) if isinstance(extra, Config) else dict(extra or {})
+    bases, layers = layers[:-1], layers[-1:]
+    if not isinstance(extra, Config) and extra_layer.get("base") is not None:
+        bases = _dict_base_layers(extra_layer.pop("base"), path)
+    layers = [*bases, *layers, extra_layer, override_layer]
     merged: Dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, _without_empty_sections(layer))
@@ -255,6 +259,18 @@ def load_config(
     if isinstance(extra, Config):
         cfg.base_only_keys |= extra.base_only_keys - layer_keys(override_layer)
     return cfg
+
+
+def _dict_base_layers(base: Any, path: Union[str, Path, None]) -> List[Dict[str, Any]]:
+    """The layers of a dict's `base:` (a config name or path, relative to the working directory, or a list of
+    them), as a YAML file's `base:` is read; refused beside a config file `path`, which has its own."""
+    if path is not None:
+        raise ConfigFileError(f"the dict given with the config {str(path)!r} names a base: too ({base!r}): give the "
+                              f"base as the config, or write base: in the file")
+    bases = base if isinstance(base, list) else [base]
+    if not bases or not all(isinstance(item, (str, os.PathLike)) for item in bases):
+        raise ConfigTypeError(f"base must be a config name or path, or a list of them, got {base!r}")
+    return [layer for item in bases for layer in file_layers(resolve_config_path(item))]
 
 
 def config_from_dict(data: Union[Mapping[str, Any], Config]) -> Config:

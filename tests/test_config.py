@@ -1405,6 +1405,30 @@ def test_a_python_config_with_overrides_keeps_its_base_only_keys_and_is_validate
     assert [w for w in config_warnings(overridden) if w.startswith("tokenizer.train is set")]
 
 
+def test_a_dict_given_to_train_reads_its_base_as_the_same_yaml_file_does(tmp_path, monkeypatch):
+    # was: train({"base": "quickstart", ...}) (a YAML file's text, as yaml.safe_load gives it, or the README's
+    # `base: quickstart` + your keys written as a dict in a notebook) was refused: "unknown config key(s) in top
+    # level: base"
+    from t2t_mtl.engine.trainer import as_config
+
+    layer = {"data": {"validation_examples": 7}, "training": {"steps": 20, "output_dir": "runs/nb"}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump({"base": "quickstart", **layer}))
+    from_file = C.load_config(tmp_path / "my.yaml")
+    for checked in (as_config({"base": "quickstart", **layer}), C.load_config(extra={"base": "quickstart", **layer})):
+        assert checked.to_dict() == from_file.to_dict()
+        assert checked.base_only_keys == from_file.base_only_keys and "tokenizer.train" in checked.base_only_keys
+    assert as_config({"base": "quickstart", **layer}, ["training.steps=30"]).training.steps == 30
+    monkeypatch.chdir(tmp_path)  # (a path is relative to the working directory, as a file's is to its folder)
+    assert as_config({"base": "my.yaml", "training": {"steps": 40}}).to_dict() == \
+        {**from_file.to_dict(), "training": {**from_file.to_dict()["training"], "steps": 40}}
+    with pytest.raises(C.ConfigTypeError, match=r"^base must be a config name or path, or a list of them, got 3$"):
+        as_config({"base": 3})
+    with pytest.raises(C.ConfigFileError, match=r"config 'quikstart' not found .*did you mean 'quickstart'"):
+        as_config({"base": "quikstart"})
+    with pytest.raises(C.ConfigFileError, match=r"names a base: too \('default'\): give the base as the config"):
+        C.load_config("quickstart", extra={"base": "default"})
+
+
 def test_a_path_key_takes_a_pathlib_path_from_python(tmp_path):
     # was: config_from_dict refused {'training': {'output_dir': tmp_path / 'run'}} ("must be str, got PosixPath"),
     # and a Path set on a Config's attribute reached the run, whose config.yaml yaml.safe_dump cannot write
