@@ -1,7 +1,8 @@
 """The global registry of tasks and mixtures, and the held-out protocol hook `training_rates`.
 
 Names are unique within tasks and within mixtures; registering a name twice raises
-`DuplicateRegistrationError` unless `overwrite=True`. Lookups of unknown names raise with close matches.
+`DuplicateRegistrationError` unless `overwrite=True` or the definitions are the same (a notebook cell run again).
+Lookups of unknown names raise with close matches.
 """
 from __future__ import annotations
 
@@ -29,15 +30,24 @@ BUILTIN_PACKAGE = "task_registry.builtin"
 
 
 def register_task(task: Task, overwrite: bool = False) -> Task:
-    """Add `task` to the global registry; a taken name raises unless `overwrite=True`."""
+    """Add `task` to the global registry; a name taken by another definition raises unless `overwrite=True` (one of
+    the same definition, as a notebook cell run again registers, is replaced by `task`)."""
     if not isinstance(task, Task):
         raise TaskDefinitionError(f"register_task expects a Task, got {type(task).__name__}")
-    if task.name in _TASKS and not overwrite and _TASKS[task.name] is not task:
+    if task.name in _TASKS and not overwrite and not _same_task(_TASKS[task.name], task):
         raise DuplicateRegistrationError(
             f"a task named {task.name!r} is already registered ({_TASKS[task.name]!r}); pass overwrite=True "
             f"to replace it")
     _TASKS[task.name] = task
     return task
+
+
+def _same_task(registered: Task, task: Task) -> bool:
+    """Whether `task` defines what `registered` does: the same rows, templates and scoring (`definition_digest`),
+    settings (`describe`) and evaluation rules."""
+    return registered is task or (
+        registered.describe() == task.describe() and registered.definition_digest() == task.definition_digest()
+        and registered.few_shot_format == task.few_shot_format and registered.eval_protocol == task.eval_protocol)
 
 
 def get_task(name: str) -> Task:
@@ -61,14 +71,36 @@ def list_tasks(cluster: Optional[str] = None, task_type: Optional[str] = None) -
 
 
 def register_mixture(mixture: Mixture, overwrite: bool = False) -> Mixture:
-    """Add `mixture` to the global registry; a taken name raises unless `overwrite=True`."""
+    """Add `mixture` to the global registry; a name taken by another definition raises unless `overwrite=True` (one
+    of the same members, rates and description is replaced by `mixture`)."""
     if not isinstance(mixture, Mixture):
         raise TaskDefinitionError(f"register_mixture expects a Mixture, got {type(mixture).__name__}")
-    if mixture.name in _MIXTURES and not overwrite and _MIXTURES[mixture.name] is not mixture:
+    if mixture.name in _MIXTURES and not overwrite and not _same_mixture(_MIXTURES[mixture.name], mixture):
         raise DuplicateRegistrationError(
             f"a mixture named {mixture.name!r} is already registered; pass overwrite=True to replace it")
     _MIXTURES[mixture.name] = mixture
     return mixture
+
+
+def _same_mixture(registered: Mixture, mixture: Mixture) -> bool:
+    """Whether `mixture` has `registered`'s description and members (a `Task` or `Mixture` member by its definition)
+    at the same rates (a function rate by its repr, which `rate_num_examples` writes with its arguments)."""
+    return registered is mixture or (
+        registered.description == mixture.description and len(registered.members) == len(mixture.members)
+        and all(_same_member(a, b) and _same_rate(rate_a, rate_b)
+                for (a, rate_a), (b, rate_b) in zip(registered.members, mixture.members)))
+
+
+def _same_member(a: Any, b: Any) -> bool:
+    if isinstance(a, Task):
+        return isinstance(b, Task) and _same_task(a, b)
+    if isinstance(a, Mixture):
+        return isinstance(b, Mixture) and _same_mixture(a, b)
+    return a == b
+
+
+def _same_rate(a: Any, b: Any) -> bool:
+    return repr(a) == repr(b) if callable(a) or callable(b) else a == b
 
 
 def get_mixture(name: str) -> Mixture:

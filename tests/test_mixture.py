@@ -55,6 +55,31 @@ def test_register_get_list_and_duplicates(registry):
     assert task_registry.get_mixture("mx_m").member_names == ["mx_b"]
 
 
+def test_a_definition_registered_again_as_a_notebook_cell_run_twice_replaces_itself(registry):
+    # was: running a cell that registers a task or mixture a second time raised DuplicateRegistrationError ("a task
+    # named 'mx_cell' is already registered ...; pass overwrite=True") though nothing in it had changed
+    def cell(**changes):
+        definition = {"templates": [Template("t", "q {{y}} ||| {{y}}", answer_choices="a ||| b")],
+                      "preprocessors": [task_registry.Rename({"x": "y"})], "metrics": ["accuracy"], "cluster": "c",
+                      "held_out": True, **changes}
+        task = task_registry.register_task(Task("mx_cell", GeneratorSource(_rows, num_rows=10), **definition))
+        mixture = task_registry.register_mixture(Mixture("mx_cell_mix", {task: rate_num_examples(maximum=8),
+                                                                          "mx_b": 2}))
+        return task, mixture
+
+    task_registry.register_task(_task("mx_b"))
+    for _ in range(2):
+        task, mixture = cell()
+        assert task_registry.get_task("mx_cell") is task and task_registry.get_mixture("mx_cell_mix") is mixture
+    for changes in ({"held_out": False}, {"cluster": "d"}, {"metrics": ["f1"]}, {"description": "edited"},
+                    {"templates": [Template("t", "q: {{y}} ||| {{y}}", answer_choices="a ||| b")]}):
+        with pytest.raises(DuplicateRegistrationError, match="'mx_cell' is already registered.*overwrite=True"):
+            cell(**changes)
+    for members in ({"mx_cell": rate_num_examples(maximum=9), "mx_b": 2}, {"mx_cell": 1.0, "mx_b": 3}, ["mx_b"]):
+        with pytest.raises(DuplicateRegistrationError, match="'mx_cell_mix' is already registered"):
+            task_registry.register_mixture(Mixture("mx_cell_mix", members))
+
+
 def test_decorator_registers_a_generator_task(registry):
     @task_registry.task("mx_decorated", templates=[ECHO], num_rows={"train": 4, "validation": 2}, cluster="lists")
     def rows(split, num_rows, seed):
