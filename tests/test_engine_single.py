@@ -1319,8 +1319,9 @@ def test_export_refuses_bad_paths_with_a_message(tmp_path, tok, cache, capsys, l
 
 def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_tokenizer(tmp_path, tok, cache):
     # was: a second `train` without --resume started over in the folder, interleaving two runs' logs and
-    # checkpoints; and a run read its configured tokenizer folder again later, so overwriting that folder
-    # silently changed what eval / export / predict used
+    # checkpoints (then its refusal named the command's --resume alone, not the resume= of the train() that raised
+    # it); and a run read its configured tokenizer folder again later, so overwriting that folder silently changed
+    # what eval / export / predict used
     import shutil
 
     own_tok = tmp_path / "tok"
@@ -1328,7 +1329,8 @@ def test_a_second_run_into_the_same_folder_needs_resume_and_runs_keep_their_toke
     cfg = tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 2})
     train(cfg, evaluate_held_in=False)
     with pytest.raises(CheckpointError, match=r"already holds a run \(latest checkpoint step-00000002\): resume "
-                                              r"it with --resume auto"):
+                                              r"it with --resume auto \(from Python: train\(\.\.\., "
+                                              r"resume=\"auto\"\)\), or set"):
         train(tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 4}), evaluate_held_in=False)
     assert [r["step"] for r in step_records(tmp_path / "run").values()] == [1, 2]
     assert train(tiny_config(tmp_path / "run", own_tok, cache, training={"steps": 4}), resume="auto",

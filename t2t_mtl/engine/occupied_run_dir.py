@@ -14,7 +14,7 @@ def refuse_other_run(run_dir: Path, resume_from: Optional[Path]) -> None:
     existing = latest_checkpoint(run_dir)
     if existing is None:
         return
-    how = "resume it with --resume auto" if resume_from is None else \
+    how = "resume it with --resume auto (from Python: train(..., resume=\"auto\"))" if resume_from is None else \
         f"resume {resume_from} into a new training.output_dir"
     raise CheckpointError(
         f"training.output_dir {run_dir} already holds a run (latest checkpoint {existing.name}): {how}, or set "
