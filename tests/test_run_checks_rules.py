@@ -61,3 +61,18 @@ def test_periodic_validation_needs_at_least_one_example():
     with pytest.raises(ConfigError, match=r"^training.validate_examples must be >= 1, got 0$"):
         check_run_config(cfg(0))
     check_run_config(cfg(1))
+
+
+def test_the_checks_log_no_rates_of_their_placeholder_sizes(caplog):
+    # was: the checks' sampler, built on 1000 rows a task before any data is read, logged its rates table on
+    # t2t_mtl.sampling: with INFO logging on (logging.basicConfig in a notebook), train() printed a table of sizes
+    # 1000 and their rates before the run's own
+    import logging
+
+    from t2t_mtl.engine.run_checks import check_run_config
+
+    cfg = load_config("quickstart", ["data.tasks={parity: 1, count_word: 3}", "sampling.strategy=explicit"])
+    with caplog.at_level(logging.INFO, logger="t2t_mtl.sampling"):
+        sampler = check_run_config(cfg).sampler
+    assert sampler.probabilities() == {"parity": 0.25, "count_word": 0.75}  # (it was built: its rates are right)
+    assert [r.getMessage() for r in caplog.records if r.name == "t2t_mtl.sampling"] == []

@@ -48,7 +48,7 @@ def _checked_sampler_and_weighting(cfg: Config, sampling_cfg: Mapping[str, Any],
     from t2t_mtl.weighting import UnknownWeightingParameterError, build_weighting
 
     sizes = placeholder_sizes(task_names, world_size)
-    sampler = placeholder_sampler(cfg, sampling_cfg, task_names, rank=rank, world_size=world_size, log=True)
+    sampler = placeholder_sampler(cfg, sampling_cfg, task_names, rank=rank, world_size=world_size)
     try:
         weighting = build_weighting(cfg.weighting, task_names, sizes)
     except UnknownWeightingParameterError as err:
@@ -104,16 +104,17 @@ def placeholder_sizes(task_names: Sequence[str], world_size: int) -> Dict[str, i
 
 
 def placeholder_sampler(cfg: Config, sampling_cfg: Mapping[str, Any], task_names: Sequence[str], *, rank: int = 0,
-                        world_size: int = 1, log: bool = False) -> MixtureSampler:
-    """The sampler of `sampling_cfg` (`run_sampling_config`'s) on `placeholder_sizes`, logging its rates (`log`); an
-    unknown key is a ConfigError naming its path in the config, as the user wrote it."""
+                        world_size: int = 1) -> MixtureSampler:
+    """The sampler of `sampling_cfg` (`run_sampling_config`'s) on `placeholder_sizes`, its rates not logged (they are
+    the placeholders', not the run's); an unknown key is a ConfigError naming its path in the config, as the user
+    wrote it."""
     from t2t_mtl.sampling import UnknownParameterError, build_sampler
 
     if size_based(sampling_cfg.get("strategy")):  # (given template sizes add up to the real sizes: checked on them)
         sampling_cfg = {key: value for key, value in sampling_cfg.items() if key != "template_sizes"}
     try:
         return build_sampler(sampling_cfg, placeholder_sizes(task_names, world_size), seed=cfg.training.seed,
-                             rank=rank, world_size=world_size, log=log)
+                             rank=rank, world_size=world_size, log=False)
     except UnknownParameterError as err:
         raise ConfigError(f"sampling.{err.key}: {err}") from None
 
