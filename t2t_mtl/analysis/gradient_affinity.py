@@ -254,9 +254,9 @@ def cluster_tasks(tasks: Sequence[str], mean_cosine: np.ndarray, *, threshold: f
 
 def plot_cosines_over_training(series: CosineSeries, path: Path) -> Path:
     """One line per task pair: cosine of their gradients against the training step."""
-    from t2t_mtl.analysis.plotting import plt, save_figure
+    from t2t_mtl.analysis.plotting import figure_and_axes, save_figure
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = figure_and_axes((8, 4.5))
     t = len(series.tasks)
     for i in range(t):
         for j in range(i + 1, t):
@@ -278,9 +278,9 @@ def plot_dendrogram(clustering: TaskClustering, path: Path) -> Path:
     """Dendrogram of the task clustering with the cut threshold drawn."""
     from scipy.cluster.hierarchy import dendrogram
 
-    from t2t_mtl.analysis.plotting import plt, save_figure
+    from t2t_mtl.analysis.plotting import figure_and_axes, save_figure
 
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(clustering.tasks) + 2), 4))
+    fig, ax = figure_and_axes((max(5, 0.6 * len(clustering.tasks) + 2), 4))
     cut = clustering.cut_height()
     dendrogram(clustering.linkage, labels=clustering.linked, ax=ax, leaf_rotation=45, color_threshold=cut)
     ax.axhline(cut, color="gray", ls="--", lw=0.8)

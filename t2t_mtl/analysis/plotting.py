@@ -1,22 +1,21 @@
-"""Matplotlib helpers shared by the analyses: a headless backend and a few drawing primitives."""
+"""Matplotlib helpers shared by the analyses: figures off pyplot (`t2t_mtl.figures`) and a few drawing
+primitives."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib
+import matplotlib.figure
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+from t2t_mtl.figures import figure_and_axes
 
 
 def save_figure(fig: "matplotlib.figure.Figure", path: Path) -> Path:
-    """Lay `fig` out tightly, write it to `path` (PNG at 120 dpi, as every analysis plot is) and close it; `path`."""
+    """Lay `fig` out tightly and write it to `path` (PNG at 120 dpi, as every analysis plot is); `path`."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -32,7 +31,7 @@ def matrix_heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Se
                    cmap: str = "RdBu") -> Path:
     """Save a heatmap of `matrix` (NaN cells blank) with optional per-cell text."""
     rows, cols = matrix.shape
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(cols, 3), 1.0 + 0.7 * max(rows, 3)))
+    fig, ax = figure_and_axes((1.2 + 0.9 * max(cols, 3), 1.0 + 0.7 * max(rows, 3)))
     finite = matrix[np.isfinite(matrix)]
     if symmetric:
         bound = float(np.max(np.abs(finite))) if finite.size else 1.0

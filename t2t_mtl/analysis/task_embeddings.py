@@ -192,9 +192,9 @@ def pca_2d(matrix: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_task_embeddings(names: Sequence[str], coords: np.ndarray, ratio: np.ndarray, path: Path) -> Path:
     """Scatter plot of the 2-D task embeddings, each point labelled with its task."""
-    from t2t_mtl.analysis.plotting import plt, save_figure
+    from t2t_mtl.analysis.plotting import figure_and_axes, save_figure
 
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = figure_and_axes((6, 5))
     ax.scatter(coords[:, 0], coords[:, 1], s=40)
     for name, (x, y) in zip(names, coords):
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from t2t_mtl.analysis.plotting import circle_positions, matrix_heatmap, plt, save_figure
+from t2t_mtl.analysis.plotting import circle_positions, figure_and_axes, matrix_heatmap, save_figure
 from t2t_mtl.analysis.transfer import ScoreStat, TransferAnalysis
 from t2t_mtl.wording import counted
 
@@ -97,7 +97,7 @@ def plot_graph(analysis: TransferAnalysis, path: Path) -> Path:
     a = analysis
     pos = circle_positions(len(a.tasks))
     index = {t: i for i, t in enumerate(a.tasks)}
-    fig, ax = plt.subplots(figsize=(6.5, 6.5))
+    fig, ax = figure_and_axes((6.5, 6.5))
     for s, t, kind, rad in graph_edges(a):
         ax.annotate("", xy=pos[index[t]], xytext=pos[index[s]],
                     arrowprops=dict(arrowstyle="-|>", color=GRAPH_COLORS[kind], lw=1.8, shrinkA=18, shrinkB=18,

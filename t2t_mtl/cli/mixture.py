@@ -394,13 +394,10 @@ def check_plot_format(path: str) -> None:
 def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
     """Bar chart of the probabilities (one epoch) or one line per task over epochs, saved at `path` in the format of
     its extension, as PNG without one (folders created)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from t2t_mtl.figures import figure_and_axes
 
     tasks, epochs = table["tasks"], [e + 1 for e in table["epochs"]]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(tasks)) if len(epochs) == 1 else 7.0, 4.5))
+    fig, ax = figure_and_axes((max(6.0, 0.4 * len(tasks)) if len(epochs) == 1 else 7.0, 4.5))
     if len(epochs) == 1:
         ax.bar(range(len(tasks)), [table["probabilities"][t][0] for t in tasks])
         ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
@@ -417,4 +414,3 @@ def plot_rates(table: dict[str, Any], title: str, path: str) -> None:
     fig.tight_layout()
     # (a name without an extension is a PNG written under that name: matplotlib alone would append .png to it)
     fig.savefig(prepare_output_file(path, "--plot", "rates.png"), dpi=100, format=None if Path(path).suffix else "png")
-    plt.close(fig)

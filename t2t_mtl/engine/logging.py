@@ -412,11 +412,9 @@ def _plot_over_steps(out: Path, series: Mapping[str, List[tuple]], total: List[t
                      ylabel: str, title: str, log_scale: bool = False, marker: Optional[str] = None,
                      baseline: Optional[float] = None) -> Path:
     """One line per task, the total as a dashed black line, an optional dotted baseline; saved as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from t2t_mtl.figures import figure_and_axes
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = figure_and_axes((8, 5))
     for task, points in sorted(series.items()):
         ax.plot(*zip(*points), marker=marker, label=task, linewidth=1.2)
     if total:
@@ -431,7 +429,6 @@ def _plot_over_steps(out: Path, series: Mapping[str, List[tuple]], total: List[t
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 

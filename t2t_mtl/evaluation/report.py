@@ -179,10 +179,7 @@ def comparison_markdown(reports: Sequence[EvalReport]) -> str:
 
 def plot_task(report: EvalReport, task: str, path: PathLike) -> Path:
     """A bar per template (score), with the task median and the majority baseline as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from t2t_mtl.figures import figure_and_axes
 
     results = report.for_task(task)
     if not results:
@@ -190,7 +187,7 @@ def plot_task(report: EvalReport, task: str, path: PathLike) -> Path:
     summary = summarize(report)["tasks"][task]
     names = [r.template for r in results]
     scores = [r.score if finite(r.score) else 0.0 for r in results]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 4.0))
+    fig, ax = figure_and_axes((max(4.0, 0.6 * len(names) + 2), 4.0))
     ax.bar(range(len(names)), scores, color="tab:blue")
     if summary.median is not None:
         ax.axhline(summary.median, color="tab:green", linestyle="-", label=f"median {summary.median:.1f}")
@@ -208,7 +205,6 @@ def plot_task(report: EvalReport, task: str, path: PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
