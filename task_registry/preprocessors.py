@@ -61,6 +61,19 @@ def evaluate_expression(compiled: jinja2.environment.TemplateExpression, row: Ma
                                   f"the row is {_preview(row)}") from None
 
 
+def called_on_row(fn: Callable[[Mapping[str, Any]], Any], row: Mapping[str, Any], index: int, where: str) -> Any:
+    """`fn(row)`, a Python function of a preprocessor (row `index` of the rows it receives); its failure is a
+    `TemplateRenderError` naming the preprocessor `where` and the row, chained to it (whose traceback ends at the
+    function's own line)."""
+    try:
+        return fn(row)
+    except TemplateRenderError:  # (named already)
+        raise
+    except Exception as error:  # the user's function: any failure, named with its row
+        raise TemplateRenderError(f"{where}, row {index}: the function raised {type(error).__name__}: {error}; the "
+                                  f"row is {_preview(row)}") from error
+
+
 def _preview(row: Mapping[str, Any], width: int = 200) -> str:
     text = repr(dict(row))
     return text if len(text) <= width else text[:width] + "…}"
@@ -210,7 +223,7 @@ class Filter(_ExpressionPreprocessor):
 
     def _test(self, row: Mapping[str, Any], index: int) -> bool:
         if self._compiled is None:
-            return self.predicate(row)
+            return called_on_row(self.predicate, row, index, self.describe())
         return bool(evaluate_expression(self._compiled, row, index, "filter", self.predicate))
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
@@ -252,7 +265,7 @@ class Map(_ExpressionPreprocessor):
 
     def _apply(self, row: Mapping[str, Any], index: int) -> Mapping[str, Any]:
         if self._compiled is None:
-            return self.fn(row)
+            return called_on_row(self.fn, row, index, self.describe())
         return {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
                 for field, (c, expr) in self._compiled.items()}
 

@@ -101,12 +101,12 @@ class PreprocessStats:
 
 @contextlib.contextmanager
 def _naming_task_and_split(task: str, split: str) -> Iterator[None]:
-    """A preprocessor's error on a row, raised again naming the task and split; an error reading the source's rows
-    (its message names the split), raised again naming the task."""
+    """A preprocessor's error on a row, raised again naming the task and split (chained to a Python function's own
+    error); an error reading the source's rows (its message names the split), raised again naming the task."""
     try:
         yield
-    except TemplateRenderError as error:  # a preprocessor's expression failed on a row
-        raise TemplateRenderError(f"split {split!r}: {error}", task=task) from None
+    except TemplateRenderError as error:  # a preprocessor's expression or function failed on a row
+        raise TemplateRenderError(f"split {split!r}: {error}", task=task) from error.__cause__
     except TaskDefinitionError as error:  # e.g. a map whose values change type across rows
         raise TaskDefinitionError(f"task {task!r}: split {split!r}: {error}") from None
     except DataSourceError as error:  # a missing or unreadable file, loaded or streamed

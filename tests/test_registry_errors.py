@@ -409,6 +409,32 @@ def test_preprocessor_expressions_that_fail_on_a_row_name_task_split_row_and_exp
         list(task.load_rows("train", streaming=True))
 
 
+def _upper_label_text(row):
+    return {"label_text": row["label_text"].upper()}  # (no row has label_text)
+
+
+def _shorter_than(row):
+    return len(row["text"]) < 7 / (row["label"] - 1)  # (ZeroDivisionError on the row of label 1)
+
+
+@pytest.mark.parametrize("preprocessor,message,cause", [
+    (task_registry.Map(_upper_label_text), r"^task 'rows': split 'train': map\(_upper_label_text\), row 0: the "
+                                           r"function raised KeyError: 'label_text'; the row is \{'text': 'fine', "
+                                           r"'label': 0, 'extra': 'e'\}$", KeyError),
+    (Filter(_shorter_than), r"^task 'rows': split 'train': filter\(_shorter_than\), row 1: the function raised "
+                            r"ZeroDivisionError: division by zero; the row is \{'text': 'fine', 'label': 1, ",
+     ZeroDivisionError),
+])
+def test_preprocessor_functions_that_fail_on_a_row_name_task_split_row_and_function(rows_file, preprocessor, message,
+                                                                                    cause):
+    # was the function's bare KeyError / ZeroDivisionError from inside datasets' map, naming no task, split or row
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], preprocessors=[preprocessor], splits=("train",))
+    for read in (lambda: task.load_rows("train"), lambda: list(task.to_dataset("train", streaming=True))):
+        with pytest.raises(TemplateRenderError, match=message) as info:
+            read()
+        assert type(info.value.__cause__) is cause  # (its traceback ends at the function's line)
+
+
 def _every_read_fails(task: Task, split: str, pattern: str) -> None:
     """Loading, streaming and streaming the rendered `split` of `task` each raise a DataSourceError matching
     `pattern`."""
