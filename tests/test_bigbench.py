@@ -533,7 +533,8 @@ def test_inputs_past_the_input_limit_name_the_task_and_the_limit_that_holds_them
     assert (f"task 'bigbench_analogical_similarity' template 'bigbench_zero_shot': 3 of 3 inputs are longer than "
             f"max_input_length=512 tokens and are truncated (the model sees only their end, as BIG-bench keeps it); to "
             f"score them whole, raise the limit to the longest, {longest} tokens (t2t-mtl eval --max-input-length "
-            f"{longest}; evaluation.max_input_length in a config)") in caplog.text
+            f"{longest}; evaluation.max_input_length in a config; EvalSettings(max_input_length={longest}) from "
+            f"Python)") in caplog.text
     markdown = to_markdown(report)
     assert "raise it to score them whole: `t2t-mtl eval --max-input-length N`" in markdown
     assert "- bigbench_analogical_similarity / bigbench_zero_shot: 3 of 3 (their end)" in markdown

@@ -136,7 +136,8 @@ def test_examples_whose_every_gold_answer_is_longer_than_the_generation_limit_ar
     assert report.results[0].num_long_answers == 2
     assert (f"2 of 5 examples have no gold answer that fits max_new_tokens={limit} tokens, where generation stops, so "
             f"none can be written whole; to let the model write every example's shortest answer, raise the limit to "
-            f"{max(shortest)} tokens (t2t-mtl eval --max-new-tokens {max(shortest)}") in caplog.text
+            f"{max(shortest)} tokens (t2t-mtl eval --max-new-tokens {max(shortest)}; evaluation.max_new_tokens in a "
+            f"config; EvalSettings(max_new_tokens={max(shortest)}) from Python)") in caplog.text
     assert "- qa / qa: 2 of 5" in to_markdown(report).split(f"generation limit ({limit} tokens)")[1]
     caplog.clear()  # every shortest answer fits: none counted
     assert evaluate_tasks(None, t5_tokenizer, [task], EvalSettings(max_new_tokens=max(shortest)),

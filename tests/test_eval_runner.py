@@ -1484,7 +1484,10 @@ def test_input_limit_warnings_of_a_task_token_model_state_the_configured_limit(d
                "in front comes on top)" in caplog.text
         assert f"raise the limit to the longest, {max(lengths)} tokens (t2t-mtl eval --max-input-length " \
                f"{max(lengths)};" in caplog.text  # the user's limit, which the task token comes on top of
-        stated = re.findall(r"max_input_length=(\d+)", caplog.text)
+        # (and the setting that takes it here, where evaluate_tasks was called from Python: the command's option and
+        # the config key alone were named)
+        assert f"EvalSettings(max_input_length={max(lengths)}) from Python)" in caplog.text
+        stated = re.findall(r"(?<!EvalSettings\()max_input_length=(\d+)", caplog.text)
         assert len(stated) == (2 if shots else 1) and set(stated) == {str(limit)}
 
 

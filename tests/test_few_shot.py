@@ -256,7 +256,9 @@ def test_demonstrations_dropped_to_fit_are_counted_with_the_limit_that_would_hol
         assert result.shots_fit_length == max(whole) and result.num_truncated == 0
     assert (f"inputs got fewer than 2 demonstrations ({dropped} demonstrations dropped from their front to fit "
             f"max_input_length={limit} tokens") in caplog.text
-    assert f"raise the limit to {max(whole)} tokens (t2t-mtl eval --max-input-length {max(whole)};" in caplog.text
+    assert (f"raise the limit to {max(whole)} tokens (t2t-mtl eval --max-input-length {max(whole)}; "
+            f"evaluation.max_input_length in a config; EvalSettings(max_input_length={max(whole)}) from Python)") \
+        in caplog.text
     assert (f"- shots_toy / choices: {results[0].num_fewer_shots} of 6; {dropped} demonstrations dropped to fit the "
             f"input limit, all fit at {max(whole)} tokens (`t2t-mtl eval --max-input-length {max(whole)}`")\
         in to_markdown(report)

@@ -234,16 +234,17 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
         needed = max(lengths) - on_top  # the limit that holds the longest input whole
         logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
                        "model sees only their %s); to score them whole, raise the limit to the longest, %d "
-                       "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
-                       task.name, template.name, result.num_truncated, len(examples), stated_limit,
-                       protocol.kept_part, needed, needed)
+                       "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config; "
+                       "EvalSettings(max_input_length=%d) from Python)", task.name, template.name,
+                       result.num_truncated, len(examples), stated_limit, protocol.kept_part, needed, needed, needed)
     result.num_long_answers = long_rows
     if long_rows:
         logger.warning("task %r template %r: %d of %d examples have no gold answer that fits "
                        "max_new_tokens=%d tokens, where generation stops, so none can be written whole; to let the "
                        "model write every example's shortest answer, raise the limit to %d tokens (t2t-mtl eval "
-                       "--max-new-tokens %d; evaluation.max_new_tokens in a config)", task.name, template.name,
-                       long_rows, len(examples), settings.max_new_tokens, answer_limit, answer_limit)
+                       "--max-new-tokens %d; evaluation.max_new_tokens in a config; EvalSettings(max_new_tokens=%d) "
+                       "from Python)", task.name, template.name, long_rows, len(examples), settings.max_new_tokens,
+                       answer_limit, answer_limit, answer_limit)
     if not examples:
         return result
     texts = [o[1] for o in outputs]
@@ -328,9 +329,10 @@ def _record_shots_fit(result: TemplateResult, fit: ShotsFit, num_shots: int, on_
     if fit.cut:
         logger.warning("%s: %d of %d inputs got fewer than %s (%s dropped from their front to fit %s, keeping "
                        "the input itself); to give every input all of its drawn demonstrations, raise the limit to "
-                       "%d tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config)",
-                       step, fit.cut, result.num_examples, shots, counted(fit.dropped, "demonstration"),
-                       stated_limit, result.shots_fit_length, result.shots_fit_length)
+                       "%d tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config; "
+                       "EvalSettings(max_input_length=%d) from Python)", step, fit.cut, result.num_examples, shots,
+                       counted(fit.dropped, "demonstration"), stated_limit, result.shots_fit_length,
+                       result.shots_fit_length, result.shots_fit_length)
 
 
 def _resolve_task(task):
