@@ -519,7 +519,8 @@ class Template:
         return kind(message, task=task, template=self.name, origin=self.origin, row_index=row_index, field=field)
 
     def __repr__(self) -> str:
-        return f"Template(name={self.name!r}, answer_choices={self.answer_choices!r})"
+        references = f", references={self.references!r}" if self.references is not None else ""
+        return f"Template(name={self.name!r}, jinja={self.jinja!r}, answer_choices={self.answer_choices!r}{references})"
 
 
 def _origin(source_file: Optional[str], source_line: Optional[int], given_id: Optional[str]) -> Optional[str]:

@@ -720,6 +720,16 @@ def test_sources_repr_says_what_they_read(tmp_path):
     assert "Bare object at 0x" in repr(Bare())
 
 
+def test_a_templates_repr_shows_its_jinja():
+    # was "Template(name='t5', answer_choices='no ||| yes')": looking at a task's templates in a notebook showed no
+    # template's text
+    template = Template("t5", "rte: {{premise}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    assert repr(template) == ("Template(name='t5', jinja='rte: {{premise}} ||| {{ answer_choices[label] }}', "
+                              "answer_choices='no ||| yes')")
+    assert repr(Template("qa", "{{q}} ||| {{a[0]}}", references="{{ a | join(' ||| ') }}")) == (
+        "Template(name='qa', jinja='{{q}} ||| {{a[0]}}', answer_choices=None, references=\"{{ a | join(' ||| ') }}\")")
+
+
 def flip_label(row):
     return {"label": 1 - row["label"]}
 
