@@ -1813,7 +1813,8 @@ def test_the_report_counts_the_moe_choices_dropped_over_capacity_while_scoring(l
                r"write \['parity'\]"),
     # a template (or any other object) failed later, inside the runner, with an AttributeError
     ([task_registry.Template("t", "{{x}} ||| {{x}}")], r"evaluate_tasks: task 1 must be a task name or a Task, "
-                                                       r"got Template\(name='t', answer_choices=None\)"),
+                                                       r"got Template\(name='t', jinja='\{\{x\}\} \|\|\| \{\{x\}\}', "
+                                                       r"answer_choices=None\)"),
     # one Task, or None, ended in a raw TypeError: '...' object is not iterable
     (task_registry.Task("one", task_registry.GeneratorSource(lambda split, num_rows, seed: []),
                         [task_registry.Template("t", "{{x}} ||| {{x}}")]),
