@@ -1035,6 +1035,30 @@ def test_a_rank_refused_before_the_evaluation_stops_the_other_ranks_at_once(chec
     assert "error: rank 1 of 2 stopped before the evaluation began (see its error" in err0 and "Traceback" not in err0
 
 
+def _eval_rank_gone_at_start_worker(rank: int, port: int, argv: list, out: str) -> None:
+    """`_eval_rank_worker`, where rank 1 exits (code 3) right after joining, before the start's check."""
+    if rank == 1:
+        from t2t_mtl.engine import distributed
+
+        distributed.refuse_failed_start = lambda *args, **kwargs: os._exit(3)
+    _eval_rank_worker(rank, port, argv, out)
+
+
+@pytest.mark.slow
+def test_a_rank_left_alone_in_the_evaluation_s_start_check_says_where_it_was_in_one_line(checkpoint, tmp_path):
+    # was: gloo's "Connection closed by peer" ended rank 0's gather, which eval printed as a traceback (train: one line)
+    from engine_helpers import forked_ranks, free_port
+
+    argv = ["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--max-examples", "2", "--no-progress"]
+    out, port = str(tmp_path / "rank"), free_port()
+    codes = forked_ranks(_eval_rank_gone_at_start_worker, [(rank, port, argv, out) for rank in range(2)], timeout=150)
+    assert codes == [0, 3]  # (rank 0 still waiting after 150 s is killed: -9; one ending on a traceback exits 1)
+    code, joined, err = json.loads(Path(f"{out}.0").read_text())
+    assert (code, joined) == (1, False), err
+    assert err.startswith("error: rank 0 of 2 was at 'ranks stopped before joining checked' when the other ranks were "
+                          "lost (") and "Traceback" not in err and err.count("\n") == 1, err
+
+
 # A task module that registers, on each rank, a task reading that rank's rows file and scored by a metric that fails on
 # rank 1 where the settings beside the module say so
 _RANK_TASK_MODULE = '''

@@ -291,6 +291,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import task_registry
     from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
+    from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError
     from t2t_mtl.evaluation import checkpoint_meta, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
     from task_registry.bigbench import TEMPLATE_NAME as BIGBENCH_TEMPLATE
@@ -384,6 +385,9 @@ def _run_eval(args: argparse.Namespace) -> int:
                                     rank=rank, world_size=world_size, progress=not args.no_progress)
     except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:
         return fail(error, args.tasks_dir or _find_key(meta, "tasks_dir"))  # (the run's: registered, nothing to add)
+    except (RanksAtDifferentPhasesError, CollectiveBrokenError) as error:  # (as train: ranks apart, or one gone)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if rank != 0:
         return 0
     print(to_markdown(report))
