@@ -1,7 +1,7 @@
 """Checking config values against the schema's type hints: `build_dataclass` turns a nested dict into a section
 dataclass, refusing unknown keys (with the closest known names) and values of the wrong type (naming the key, the
 expected type and the value, with a quoting hint for text YAML read as a number or boolean, and how to write a
-section given as a name alone: `gradient_surgery: pcgrad`)."""
+section given as a name alone, `gradient_surgery: pcgrad`, or as true or false, `gradient_surgery: true`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -76,6 +76,43 @@ def _name_hint(value: Any, key: str) -> str:
     return f"; write {key}: {{{name}: {value}}} in a file, --set {key}.{name}={value}"
 
 
+def _takes(tp: Any, kind: Any) -> bool:
+    """Whether `tp` (or one of its Union members) is `kind`: dict (a mapping) or NoneType (null)."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return any(_takes(arg, kind) for arg in typing.get_args(tp))
+    return tp is kind or (kind is dict and origin in (dict, Dict))
+
+
+#: a key of each mapping section true may be meant to turn on, with a value, for the switch hint's example
+SWITCH_EXAMPLES = {"sampling": ("strategy", "temperature"), "weighting": ("method", "equal"),
+                   "gradient_surgery": ("method", "pcgrad"), "model.moe": ("num_experts", "8"),
+                   "evaluation": ("held_out", "true")}
+
+
+def _switch_hint(tp: Any, value: Any, key: str) -> str:
+    """For true or false where a mapping section is expected (`gradient_surgery: true`): what to write instead (its
+    keys, null for none, or nothing for its defaults); else ""."""
+    if not isinstance(value, bool) or not _takes(tp, dict):
+        return ""
+    if not value:
+        if _takes(tp, type(None)):
+            return f"; for no {key}, write {key}: null in a file, --set {key}=null"
+        return f"; {key} is set by its keys, not false: leave it out for its defaults"
+    if key not in SWITCH_EXAMPLES:
+        return f"; {key} is set by its keys, not true: write them under it (t2t_mtl/configs/default.yaml lists them)"
+    name, example = SWITCH_EXAMPLES[key]
+    return (f"; {key} is set by its keys, not true: write them under it, e.g. {key}: {{{name}: {example}}} in a file, "
+            f"--set {key}.{name}={example}")
+
+
+def _wrong_type(tp: Any, value: Any, key: str) -> str:
+    """"config key KEY must be TYPE, got VALUE (ITS TYPE)", with whichever hint says how to write what was meant."""
+    return (f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+            + _quote_hint(tp, value, key) + _list_hint(tp, value, key) + _name_hint(value, key)
+            + _switch_hint(tp, value, key))
+
+
 def _check_value(tp: Any, value: Any, key: str) -> Any:
     """Return `value` (ints widened to float where a float is expected) or raise ConfigTypeError."""
     origin = typing.get_origin(tp)
@@ -88,8 +125,7 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
                 return _check_value(arg, value, key)
             except ConfigTypeError as err:
                 errors.append(err)
-        raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                              + _quote_hint(tp, value, key) + _list_hint(tp, value, key) + _name_hint(value, key))
+        raise ConfigTypeError(_wrong_type(tp, value, key))
     if tp is type(None):
         if value is None:
             return None
@@ -125,8 +161,7 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigTypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-                          + _quote_hint(tp, value, key) + _list_hint(tp, value, key) + _name_hint(value, key))
+    raise ConfigTypeError(_wrong_type(tp, value, key))
 
 
 def unknown_key_message(section: str, data: Mapping[str, Any], known: Sequence[str]) -> Optional[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import functools
 import os
 import re
 import subprocess
@@ -274,6 +275,32 @@ def test_a_section_given_as_a_name_alone_says_how_to_write_it(section, name, val
     with pytest.raises(C.ConfigTypeError) as caught:
         C.load_config("quickstart", [f"{section}=3"])  # (not a name: no section written for it)
     assert "; write" not in str(caught.value)
+
+
+@pytest.mark.parametrize("section, example", [
+    ("gradient_surgery", "method=pcgrad"), ("sampling", "strategy=temperature"), ("weighting", "method=equal"),
+    ("model.moe", "num_experts=8"), ("evaluation", "held_out=true"), ("model.dims", None)])
+def test_a_mapping_section_given_true_or_false_says_what_to_write(section, example):
+    # was: "config key 'gradient_surgery' must be mapping or null, got True (bool)", and no word of what to write
+    with pytest.raises(C.ConfigTypeError) as caught:
+        C.load_config("quickstart", [f"{section}=true"])
+    said = str(caught.value).split(" (bool); ")[1]
+    if example is None:
+        assert said == f"{section} is set by its keys, not true: write them under it (t2t_mtl/configs/default.yaml " \
+                       f"lists them)"
+    else:
+        name, value = example.split("=")
+        assert said == (f"{section} is set by its keys, not true: write them under it, e.g. {section}: {{{name}: "
+                        f"{value}}} in a file, --set {section}.{example}")
+        C.load_config("quickstart", [f"{section}.{example}"])  # (loads, as it says)
+    with pytest.raises(C.ConfigTypeError) as caught:
+        C.load_config("quickstart", [f"{section}=false"])
+    nullable = section in ("gradient_surgery", "model.moe", "model.dims")
+    assert str(caught.value).split(" (bool); ")[1] == (
+        f"for no {section}, write {section}: null in a file, --set {section}=null" if nullable else
+        f"{section} is set by its keys, not false: leave it out for its defaults")
+    if section in ("gradient_surgery", "model.moe"):  # (null loads, as it says, and leaves the section empty)
+        assert not functools.reduce(getattr, section.split("."), C.load_config("quickstart", [f"{section}=null"]))
 
 
 @pytest.mark.parametrize("key,value,quoted,expected", [
