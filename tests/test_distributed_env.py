@@ -59,12 +59,12 @@ def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(m
 ])
 def test_the_launched_world_size_and_rank_are_read_without_touching_the_environment(monkeypatch, reader, procid,
                                                                                     variable, value, expected):
-    from t2t_mtl.engine import distributed
+    from t2t_mtl import launched_ranks
 
     for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
     before = dict(os.environ)
-    launched = getattr(distributed, reader)
+    launched = getattr(launched_ranks, reader)
     read = [launched()]  # a bare process
     monkeypatch.setenv("SLURM_PROCID", procid)
     monkeypatch.setenv("SLURM_NTASKS", "4")

@@ -290,7 +290,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     import task_registry
-    from t2t_mtl.engine.distributed import join_gloo_group, launched_rank, refuse_failed_start
+    from t2t_mtl.engine.distributed import join_gloo_group, refuse_failed_start
+    from t2t_mtl.launched_ranks import launched_rank
     from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError
     from t2t_mtl.evaluation import checkpoint_meta, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns

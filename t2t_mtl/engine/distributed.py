@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence, Type
 import torch
 
 from t2t_mtl.engine import rank_phases
+from t2t_mtl.launched_ranks import launched_world_size, started_by_srun
 
 logger = logging.getLogger(__name__)
 
@@ -73,36 +74,10 @@ def _first_slurm_host(nodelist: str) -> str:
         return head
 
 
-def _srun_rank() -> bool:
-    """Whether this process is a rank that srun started and no other launcher set RANK for."""
-    env = os.environ
-    # srun sets SLURM_STEP_ID; an sbatch script's own commands see SLURM_PROCID=0 and the job's SLURM_NTASKS too,
-    # but are one process each: taking those would wait in the rendezvous for ranks that never start
-    return "RANK" not in env and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env
-
-
-def launched_world_size() -> int:
-    """The number of ranks the launcher started (WORLD_SIZE, else srun's SLURM_NTASKS; 1 for a bare process),
-    read without joining or changing the environment."""
-    env = os.environ
-    if "WORLD_SIZE" in env:
-        return int(env["WORLD_SIZE"])
-    return int(env["SLURM_NTASKS"]) if _srun_rank() else 1
-
-
-def launched_rank() -> int:
-    """This process's rank as the launcher set it (RANK, else srun's SLURM_PROCID; 0 for a bare process), read
-    without joining or changing the environment."""
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"])
-    return int(env["SLURM_PROCID"]) if _srun_rank() else 0
-
-
 def fill_env_from_launcher() -> None:
     """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
     env = os.environ
-    if _srun_rank():
+    if started_by_srun():
         env["RANK"] = env["SLURM_PROCID"]
         env["WORLD_SIZE"] = env["SLURM_NTASKS"]
         env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")

@@ -51,8 +51,7 @@ from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_preci
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
                                              step_weighting)
 from t2t_mtl.engine.distributed import (DistEnv, barrier, failed_ranks, failed_ranks_wording,
-                                        init_distributed, launched_rank, max_over_ranks, refuse_failed_start,
-                                        sum_over_ranks)
+                                        init_distributed, max_over_ranks, refuse_failed_start, sum_over_ranks)
 from t2t_mtl.engine.durable_writes import write_text_atomic
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.config_changes import config_change_warning
@@ -83,6 +82,7 @@ from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, resto
 from t2t_mtl.engine.universal_frozen import check_saved_frozen, frozen_names
 from t2t_mtl.engine.universal_limits import check_universal_resume
 from t2t_mtl.evaluation.shared_data import shared_data_warnings
+from t2t_mtl.launched_ranks import launched_rank
 from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
                            special_ids_of)
 from t2t_mtl.model.lora import trainable_parameter_count
