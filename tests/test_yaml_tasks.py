@@ -3,6 +3,7 @@ file and line."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import textwrap
 
@@ -814,6 +815,31 @@ def test_a_yaml_task_replacing_a_registered_one_of_another_origin_is_warned_abou
             task_registry.load_task_dirs(tmp_path / "other")
             assert [r.getMessage() for r in caplog.records] == [
                 f"{other}:1: task 'parity' replaces the one from {mine} of that name; rename it to keep both"]
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_registering_a_jobs_tasks_warns_on_the_launchers_rank_0_alone(tmp_path, caplog, monkeypatch, rank):
+    # was: every rank of a torchrun job registers the run's --tasks-dir / data.tasks_dir and logged the same warnings
+    from t2t_mtl.registration import register_tasks
+
+    (tmp_path / "train.jsonl").write_text('{"q": "q0", "a": "a0"}\n')
+    templates = "templates:\n  - name: plain\n    jinja: '{{q}} ||| {{a}}'\n"
+    (tmp_path / "parity.yaml").write_text("name: parity\nsource:\n  files: {train: train.jsonl}\nsplits: [train]\n"
+                                          + templates)
+    (tmp_path / "gone.yaml").write_text("name: gone_rows\nsource:\n  files: {train: gone.jsonl}\nsplits: [train]\n"
+                                        + templates)
+    monkeypatch.setenv("RANK", rank)
+    with task_registry.isolated_registry(), caplog.at_level("WARNING"):
+        task_registry.load_builtin_tasks()
+        register_tasks(str(tmp_path))
+        assert task_registry.get_task("gone_rows") and "parity" in task_registry.yaml_task_file("parity").name
+        warned = [record.getMessage() for record in caplog.records]
+        assert len(warned) == (2 if rank == "0" else 0), warned
+        assert rank != "0" or ("gone.jsonl" in warned[0] and "task 'parity' replaces the built-in one" in warned[1])
+        assert logging.getLogger("task_registry").level == logging.NOTSET  # (as it was)
+        (tmp_path / "broken.yaml").write_text("name: broken\n")
+        with pytest.raises(TaskFileError, match="broken.yaml"):  # (an error, on every rank)
+            register_tasks(str(tmp_path))
 
 
 def test_a_jsonl_row_lacking_a_field_the_template_prints_is_an_error_naming_it(tmp_path):
