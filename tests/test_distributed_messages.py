@@ -1,10 +1,15 @@
 """What `engine.distributed` says and waits by: how a message names failed ranks, where DeepSpeed's start-up lines
-go, and the process group's timeout."""
+go, and the process groups' timeouts."""
 from __future__ import annotations
 
 import datetime
 
-from t2t_mtl.engine.distributed import failed_ranks_wording, group_timeout, report_deepspeed_output
+import pytest
+
+from t2t_mtl.config_errors import ConfigError
+from t2t_mtl.engine import distributed
+from t2t_mtl.engine.distributed import (failed_ranks_wording, group_timeout, join_gloo_group, report_deepspeed_output,
+                                        wait_timeout)
 
 
 def test_failed_ranks_are_named_one_or_several():
@@ -23,3 +28,27 @@ def test_the_group_timeout_is_deepspeed_timeout_minutes_ten_unless_set(monkeypat
     assert group_timeout() == datetime.timedelta(minutes=10)
     monkeypatch.setenv("DEEPSPEED_TIMEOUT", "3")
     assert group_timeout() == datetime.timedelta(minutes=3)
+
+
+def test_the_waiting_groups_timeout_is_t2t_mtl_wait_timeout_minutes_a_day_unless_set(monkeypatch):
+    # was: 24 hours, fixed: ranks waiting for a rank 0 hung on a stalled shared filesystem held their GPUs a day
+    monkeypatch.delenv("T2T_MTL_WAIT_TIMEOUT", raising=False)
+    assert wait_timeout() == datetime.timedelta(hours=24)
+    monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", "90")
+    assert wait_timeout() == datetime.timedelta(minutes=90)
+    made = []
+    monkeypatch.setattr("torch.distributed.new_group", lambda **kwargs: made.append(kwargs))
+    monkeypatch.setattr(distributed, "_waiting_group", None)
+    distributed._open_waiting_group(wait_timeout())  # (as init_distributed and join_gloo_group open it)
+    assert made == [{"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "2h", ""])
+def test_a_wait_timeout_that_is_no_whole_number_of_minutes_is_refused_before_joining(monkeypatch, value):
+    monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", value)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # (a rank of two: it would wait in the rendezvous for the other)
+    with pytest.raises(ConfigError) as caught:
+        join_gloo_group()
+    assert str(caught.value) == (f"environment variable T2T_MTL_WAIT_TIMEOUT must be a whole number of minutes, at "
+                                 f"least 1 (how long ranks wait for rank 0's preparation; unset: 1440, a day), got "
+                                 f"{value!r}")

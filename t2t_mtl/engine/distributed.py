@@ -30,9 +30,11 @@ logger = logging.getLogger(__name__)
 
 # Rank 0 alone may prepare for long — train the run's tokenizer, tokenize a large mixture, convert a checkpoint to the
 # universal format — while the other ranks wait in `barrier` or `failed_ranks`. They wait through a gloo group of
-# their own with this timeout: under the default group's (DeepSpeed's 10 minutes, DEEPSPEED_TIMEOUT) such a wait
-# crashed the run. A rank that dies meanwhile still ends the wait at once (its connections close).
-WAIT_TIMEOUT = datetime.timedelta(hours=24)
+# their own with a timeout of their own (`wait_timeout()`, a day unless set): under the default group's (DeepSpeed's
+# 10 minutes, DEEPSPEED_TIMEOUT) such a wait crashed the run. A rank that dies meanwhile still ends the wait at once
+# (its connections close); one that hangs alive (a stalled shared filesystem) holds the others that long.
+WAIT_TIMEOUT_VARIABLE = "T2T_MTL_WAIT_TIMEOUT"
+DEFAULT_WAIT_MINUTES = 24 * 60
 _waiting_group = None  # that group, while this process's group of several ranks exists
 # Where the default group's collectives take their tensors, as `init_distributed` / `join_gloo_group` made it: the GPU
 # under NCCL (which cannot all-reduce a CPU tensor), else the CPU; None for a group this module did not make.
@@ -120,6 +122,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
+        waiting = wait_timeout()  # (refused before joining)
         unbuilt = None if cuda else unbuilt_shm_op()
         if unbuilt is not None and local_rank == 0:
             print(f"building DeepSpeed's shared-memory op for the CPU into {unbuilt} (only on a first start: later "
@@ -131,7 +134,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
         finally:
             report_deepspeed_output(printed.getvalue())
         if dist.get_world_size() > 1:
-            _open_waiting_group()
+            _open_waiting_group(waiting)
         if not cuda:
             barrier("shared-memory buffers mapped")  # every rank has mapped every rank's buffer: the names can go
             unlink_shm_allreduce_buffer(dist.get_rank())
@@ -175,6 +178,21 @@ def group_timeout() -> datetime.timedelta:
     return datetime.timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", "10")))
 
 
+def wait_timeout() -> datetime.timedelta:
+    """The timeout of the waiting group (`barrier`, `failed_ranks`, eval's gathers): T2T_MTL_WAIT_TIMEOUT minutes (a
+    day unless set), how long ranks wait for one that works alone (rank 0 tokenizing a mixture, converting a
+    checkpoint) or hangs without dying. A ConfigError naming the variable for a value that is no whole number of
+    minutes of at least 1."""
+    text = os.environ.get(WAIT_TIMEOUT_VARIABLE, str(DEFAULT_WAIT_MINUTES))
+    if not text.strip().isdigit() or int(text) < 1:
+        from t2t_mtl.config_errors import ConfigError
+
+        raise ConfigError(f"environment variable {WAIT_TIMEOUT_VARIABLE} must be a whole number of minutes, at least "
+                          f"1 (how long ranks wait for rank 0's preparation; unset: {DEFAULT_WAIT_MINUTES}, a day), "
+                          f"got {text!r}")
+    return datetime.timedelta(minutes=int(text))
+
+
 def join_gloo_group() -> DistEnv:
     """Join the launched ranks (`launched_world_size`: torchrun's variables or srun's) in a gloo group on the CPU with
     `group_timeout()`, plus the waiting group of `barrier` and `waiting_group` (`eval`: it gathers Python objects
@@ -185,26 +203,27 @@ def join_gloo_group() -> DistEnv:
     global _group_device
     cpu = torch.device("cpu")
     if launched_world_size() > 1 and not dist.is_initialized():
+        waiting = wait_timeout()  # (refused before joining)
         fill_env_from_launcher()
         dist.init_process_group(backend="gloo", timeout=group_timeout())
-        _open_waiting_group()
+        _open_waiting_group(waiting)
         _group_device = cpu
     if not dist.is_initialized():
         return DistEnv(0, 1, 0, cpu, "gloo")
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), cpu, "gloo")
 
 
-def _open_waiting_group() -> None:
-    """Make the waiting group (gloo, `WAIT_TIMEOUT`) of the group of several ranks just joined; every rank calls this
-    right after joining (creating a group is collective)."""
+def _open_waiting_group(timeout: datetime.timedelta) -> None:
+    """Make the waiting group (gloo, `timeout`: `wait_timeout()`) of the group of several ranks just joined; every
+    rank calls this right after joining (creating a group is collective)."""
     global _waiting_group
     import torch.distributed as dist
 
-    _waiting_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+    _waiting_group = dist.new_group(backend="gloo", timeout=timeout)
 
 
 def waiting_group() -> Optional[object]:
-    """The group of waits that may last long (`WAIT_TIMEOUT`: one rank busy while the others wait for it, a dying
+    """The group of waits that may last long (`wait_timeout()`: one rank busy while the others wait for it, a dying
     rank still ending the wait at once), where `init_distributed` or `join_gloo_group` made it; else None, the
     default group."""
     return _waiting_group
@@ -229,7 +248,7 @@ def unlink_shm_allreduce_buffer(rank: int) -> None:
 
 def barrier(phase: str) -> None:
     """Wait for every rank at `phase` (the call site, e.g. "the run's tokenizer trained"), however long one takes
-    (`WAIT_TIMEOUT`, where `init_distributed` made the group); `RanksAtDifferentPhasesError` where a rank waits at
+    (`wait_timeout()`, where `init_distributed` made the group); `RanksAtDifferentPhasesError` where a rank waits at
     another phase (`rank_phases`). A no-op without an initialised group of more than one process."""
     _flags_at_phase(phase, False)
 

@@ -74,7 +74,7 @@ def init_distributed_from_env() -> tuple[int, int]:
     gloo, also on a GPU machine: the loaded model is evaluated where `load_checkpoint` puts it (the CPU) and
     only Python objects are gathered; an NCCL group would gather them on every rank's current CUDA device, cuda:0
     for all of them, which NCCL refuses. The group's timeout is train's (`group_timeout`); the gathers, where ranks
-    done with their shard wait for the others, go through the waiting group (`WAIT_TIMEOUT`)."""
+    done with their shard wait for the others, go through the waiting group (`wait_timeout`)."""
     env = join_gloo_group()
     return env.rank, env.world_size
 
