@@ -1,6 +1,7 @@
 """One live run per run folder (`engine.run_lock`): a run started into a folder another process trains is refused."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -30,7 +31,11 @@ def test_a_run_folder_another_process_trains_refuses_a_resume_until_that_process
     tok = train_tiny_tokenizer(tmp_path / "tok")
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2})
     assert train(cfg, evaluate_held_in=False).step == 2
+    # (a new folder's lock is taken once the run made it, and names the process that trained there)
+    assert (tmp_path / "run" / "run.lock").read_text().startswith(f"process {os.getpid()} on ")
     metrics = (tmp_path / "run" / "logs" / "metrics.jsonl").read_text()
+    saving = tmp_path / "run" / "checkpoints" / ".tmp-step-3"  # the running run's save in progress
+    saving.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run" / "run.lock")],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -40,6 +45,7 @@ def test_a_run_folder_another_process_trains_refuses_a_resume_until_that_process
                                               r"elsewhere \(it holds .*run\.lock\): stop that run first"):
             train(resumed, resume="auto", evaluate_held_in=False)
         assert (tmp_path / "run" / "logs" / "metrics.jsonl").read_text() == metrics  # nothing trained
+        assert saving.is_dir()  # nor cleared as a killed save's leftovers
     finally:
         holder.kill()  # (SIGKILL: the kernel drops its lock)
         holder.wait()
@@ -127,3 +133,49 @@ def test_two_ranks_started_into_a_new_folder_another_run_took_first_both_stop_na
     assert forked_ranks(_take_together_worker, [(rank, port, str(run_dir), str(tmp_path / "again"))
                                                 for rank in (0, 1)], timeout=60) == [0, 0]
     assert [(tmp_path / f"again.{rank}").read_text() for rank in (0, 1)] == ["locked", "locked"]
+
+
+def test_a_run_lock_refuses_a_second_taker_naming_its_holder_and_lets_go_on_release(tmp_path):
+    # two runs of this package into one folder (the second a resume of the first, whose ranks outlived their
+    # launcher), here two locks of one process, each its own open file as each run's rank 0 has
+    import fcntl
+    import socket
+
+    from t2t_mtl.engine.run_lock import RunLock
+
+    first, second = RunLock(), RunLock()
+    first.take(tmp_path)
+    holder = f"process {os.getpid()} on {socket.gethostname()}"
+    with pytest.raises(CheckpointError) as refused:
+        second.take(tmp_path)
+    assert str(refused.value).startswith(f"training.output_dir {tmp_path} is being trained by {holder} (it holds "
+                                         f"{tmp_path / 'run.lock'}): stop that run first")
+    assert second.handle is None
+    first.release()
+    second.take(tmp_path)  # (first let go, though its object lives on)
+    assert second.handle is not None
+    second.release()
+    first.take(tmp_path)  # a lock released can be taken again
+    with pytest.raises(CheckpointError) as refused:
+        RunLock().take(tmp_path)
+    assert f"is being trained by {holder} (it holds" in str(refused.value)
+    first.release()
+    # a holder that has not written its name yet (it locks, then writes) is named as another process
+    with open(tmp_path / "run.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(CheckpointError, match=r"is being trained by another process \(it holds "):
+            RunLock().take(tmp_path)
+
+
+def test_a_run_that_failed_lets_its_folder_go_while_its_error_is_kept(tmp_path):
+    # a notebook keeps the last error's traceback, and with it the failed run's frames: the folder's lock must not
+    # live on with them, refusing the next run into that folder as one trained by this very process
+    tok = train_tiny_tokenizer(tmp_path / "tok")
+    (tmp_path / "run").mkdir()  # (an existing folder: locked before the run's checks)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"tasks": ["no_such_task"]})
+    errors = []
+    for _ in range(2):
+        with pytest.raises(Exception) as raised:
+            train(cfg, evaluate_held_in=False)
+        errors.append(raised)  # (kept: its traceback holds the failed run's frames)
+    assert [type(error.value).__name__ for error in errors] == ["ConfigError"] * 2, errors[1].value
