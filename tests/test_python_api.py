@@ -80,3 +80,18 @@ def test_requests_to_predict_are_built_and_read_without_torch():
             "source='lines')\nprint(requests == [PredictRequest('a?', ['yes', 'no'], row={'inputs': 'a?', "
             "'answer_choices': ['yes', 'no']})], sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     assert _printed(code).strip() == "True []"
+
+
+def test_the_packages_dir_lists_their_own_names_beside_the_exports_and_a_name_can_be_patched():
+    # dir() is what a notebook completes from: a package's own names (__version__) belong there beside the lazy ones;
+    # and a test double patched over an exported name (unittest.mock.patch, whose objects have no __name__) is taken
+    from unittest import mock
+
+    import t2t_mtl.evaluation as evaluation
+
+    assert {"__version__", "__all__", "train"} <= set(dir(t2t_mtl))
+    assert {"__all__", "_EXPORTS", "METRICS"} <= set(dir(evaluation))
+    double = mock.MagicMock()
+    with mock.patch("t2t_mtl.evaluation.METRICS", double), mock.patch("t2t_mtl.evaluation.evaluate_tasks", {}):
+        assert evaluation.METRICS is double and evaluation.evaluate_tasks == {}
+    assert evaluation.METRICS is importlib.import_module("t2t_mtl.evaluation.metrics").METRICS
