@@ -141,3 +141,38 @@ def test_the_training_rows_are_described_by_rank_0_alone(tmp_path, caplog):
         training_streams(cfg, TASKS, tokenizer, tmp_path / "cache", DistEnv(1, 2, 1, torch.device("cpu"), "gloo"))
     assert [record.getMessage().split(" (")[0] for record in caplog.records] == [
         f"task {damaged.parent.name.replace('__', '/')}: the tokenized-data cache file {damaged} was damaged"]
+
+
+def test_a_templates_skipped_rows_are_told_by_rank_0_alone(tmp_path, caplog):
+    # every rank renders the rows rank 0 renders, and the registry's warning of the rows a template skips (an empty
+    # target) was among those each rank repeated
+    import json
+
+    import torch
+    from engine_helpers import tiny_config, train_tiny_tokenizer
+
+    import task_registry
+    from t2t_mtl.config import load_config
+    from t2t_mtl.engine.distributed import DistEnv
+    from t2t_mtl.engine.trainer import training_streams
+    from t2t_mtl.tokenizer import load_tokenizer
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"question": "a b", "answer": answer}) + "\n" for answer in ("a", "", "b", "a")))
+    tokenizer = load_tokenizer(train_tiny_tokenizer(tmp_path / "tok"))
+    cfg = load_config(extra=tiny_config(tmp_path / "run", tmp_path / "tok", tmp_path / "cache",
+                                        data={"tasks": ["with_gaps"]}))
+    warned = {}
+    with task_registry.isolated_registry():
+        task_registry.register_task(task_registry.Task(
+            "with_gaps", task_registry.LocalFileSource(str(rows)),
+            task_registry.Template("qa", "{{ question }} ||| {{ answer }}"), cluster="gaps"))
+        for rank in (0, 1):
+            caplog.clear()
+            with caplog.at_level("WARNING"):
+                training_streams(cfg, ["with_gaps"], tokenizer, tmp_path / "cache",
+                                 DistEnv(rank, 2, rank, torch.device("cpu"), "gloo"))
+            warned[rank] = [record.getMessage() for record in caplog.records]
+    assert [message.split(": ")[0] for message in warned[0]] == ["task 'with_gaps' split 'train'"]
+    assert "1 of 4 rows skipped" in warned[0][0]
+    assert warned[1] == []
