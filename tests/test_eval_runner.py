@@ -1941,3 +1941,39 @@ def test_an_mt5_folder_loads_for_eval_and_predict_with_mt5s_own_logits(tmp_path,
     x, y = torch.tensor([[5, 6, 7, 1]]), torch.tensor([[8, 9, 1]])
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=x, labels=y).logits, mt5(input_ids=x, labels=y).logits)
+
+
+def test_a_sharded_evaluation_warns_of_incomplete_groups_and_short_demonstrations_on_rank_0_alone(tmp_path,
+                                                                                                monkeypatch, caplog):
+    # as the input and answer limits' warnings: every rank counts a template's whole groups and k-shot prompts,
+    # and a warning of either logged on rank 1 too printed it twice in a two-rank run (one example each here:
+    # rank 1 scores none)
+    from t2t_mtl.evaluation.rank_gathers import RankGathers
+
+    _, grouped = _mini_multirc(tmp_path)  # its first row leaves question 0 without two of its answers
+    rows = [{"question": "capital of France?", "answers": ["Paris"]}]
+    path = tmp_path / "shots.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+    shots = task_registry.Task("shots_qa", task_registry.LocalFileSource({"train": str(path), "validation": str(path)}),
+                               [task_registry.Template("qa", "{{ question }} ||| {{ answers[0] }}")],
+                               metrics=("exact_match",))  # one row to draw from, two demonstrations asked
+    _answer_with(monkeypatch, lambda text: "yes")
+    sent = []  # rank 0's part of each gather, in order: what rank 1's gathers then get from it
+
+    def rank_0_parts(self, local):
+        sent.append(local)
+        return [local, (local[0], [])]
+
+    warned = []
+    for rank, parts in ((0, rank_0_parts), (1, lambda self, local: [sent.pop(0), local])):
+        monkeypatch.setattr(RankGathers, "_parts", parts)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            for task, settings in ((grouped, EvalSettings(scoring="generate", max_examples=1)),
+                                   (shots, EvalSettings(num_shots=2))):
+                evaluate_tasks(None, _NoTaskTokens(), [task], settings, rank=rank, world_size=2, progress=False)
+        warned.append([record.getMessage() for record in caplog.records])
+    assert sent == []  # rank 1 met every gather rank 0 did
+    assert [message.split(": ", 1)[1].split(" (")[0] for message in warned[0]] == [
+        "1 of 1 groups have rows that are not scored", "1 of 1 inputs got fewer than 2 demonstrations"]
+    assert warned[1] == []
