@@ -114,3 +114,13 @@ def test_an_old_ranks_state_damaged_inside_is_refused_naming_it(tmp_path):
         load_rank_states(tmp_path, 2)
     assert str(refused.value) == (f"{damaged} is damaged (record rank_00001/data/0 does not match the CRC-32 torch "
                                   f"recorded for it at save: its data changed after it was written); {CORRUPT_HINT}")
+
+
+def test_the_checkpoints_own_deepspeed_state_deepspeed_cannot_load_is_not_to_be_removed(tmp_path):
+    # a universal folder is converted from the checkpoint's own files, so removing it mends it; the checkpoint's own
+    # ds/ folder is what it holds: a failure to load it says the checkpoint is damaged, and never to remove it
+    ckpt = save(tmp_path, 4)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(FailingEngine(ValueError("exp_avg not found in optimizer state fragment")), ckpt, ENV)
+    assert str(refused.value) == (f"DeepSpeed could not load {ckpt / 'ds'} (ValueError: exp_avg not found in optimizer "
+                                  f"state fragment); {CORRUPT_HINT}")
