@@ -88,6 +88,17 @@ def test_an_evaluation_bigbench_naming_no_tasks_is_refused_naming_the_key(value,
         evaluation_plan(cfg)
 
 
+def test_an_evaluation_bigbench_task_json_that_cannot_be_imported_is_refused_naming_the_key_and_the_file(tmp_path):
+    # a config error naming the key, as for a folder that is not there, not the registry's own error alone
+    broken = tmp_path / "tasks" / "broken" / "task.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{")
+    cfg = config_from_dict({**SMALL, "evaluation": {"held_out": False, "bigbench": [str(tmp_path / "tasks")]}})
+    with task_registry.isolated_registry(), pytest.raises(ConfigError) as refused:
+        evaluation_plan(cfg)
+    assert str(refused.value).startswith(f"evaluation.bigbench[0]: {str(broken)!r} is not valid JSON")
+
+
 @pytest.mark.parametrize("section", [{"tasks": ["parity"]}, {"held_out": False}, {"max_examples": 3},
                                      {"held_out": False, "max_examples": 3}])
 def test_an_empty_evaluation_bigbench_list_means_none_as_null_does_and_as_an_empty_task_list_does(section):
