@@ -434,3 +434,24 @@ def test_show_a_sampler_that_a_task_module_registers(mixture, tmp_path, capsys):
         STRATEGIES.clear()
         STRATEGIES.update(saved)
         sys.modules.pop(module.stem, None)
+
+
+def test_show_config_warns_of_every_sampling_warning_train_gives_with_or_without_all_templates(mixture, tmp_path,
+                                                                                                capsys):
+    # `mixture show --config` prints train's warnings of the sampling: both of them (unused rates, tchebycheff over
+    # one-task micro-batches), for a config counting examples of each template (data.all_templates) as for rows
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    for all_templates in (False, True):
+        config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}},
+                                          "data": {"tasks": {"cli_big": 3.0, "cli_small": 1.0},
+                                                   "all_templates": all_templates},
+                                          "sampling": {"strategy": "temperature"},
+                                          "weighting": {"method": "tchebycheff"}}))
+        assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+        shown = capsys.readouterr().err
+        assert main(["train", str(config), "--print-config"]) == 0
+        trained = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+        assert shown.splitlines() == trained, all_templates  # the reference: train's own warnings of the config
+        assert len(trained) == 2 and "data.tasks gives rates" in trained[0] and "tchebycheff" in trained[1]
