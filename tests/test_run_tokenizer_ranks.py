@@ -27,15 +27,35 @@ def _rank_1_looks_late(run_dir: Path, rank_0_waits: Path):
 
 
 def _rank_0_says_it_waits(rank_0_waits: Path):
-    """`barrier` for rank 0, leaving `rank_0_waits` before it waits for the other ranks."""
+    """`barrier` for rank 0, leaving `rank_0_waits` (and `rank_0_waits`.<n> at its n-th barrier) before it waits for
+    the other ranks."""
+    from t2t_mtl.engine import run_tokenizer
+
+    barrier = run_tokenizer.barrier
+    calls = []
+
+    def says_it_waits(phase):
+        calls.append(None)
+        rank_0_waits.touch()
+        Path(f"{rank_0_waits}.{len(calls)}").touch()
+        barrier(phase)
+    return says_it_waits
+
+
+def _rank_1_goes_on_late(run_dir: Path, rank_0_waits: Path):
+    """`barrier` for rank 1 that, once the ranks met, returns when rank 0 has written the run's copy or waits at its
+    second barrier (at most 30 s): a rank that looks for the copy only after the first barrier sees it then."""
     from t2t_mtl.engine import run_tokenizer
 
     barrier = run_tokenizer.barrier
 
-    def says_it_waits(phase):
-        rank_0_waits.touch()
+    def late(phase):
         barrier(phase)
-    return says_it_waits
+        deadline = time.monotonic() + 30
+        while not ((run_dir / "tokenizer").exists() or Path(f"{rank_0_waits}.2").exists()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return late
 
 
 def _prepare_worker(rank: int, port: int, config: dict, out: str) -> None:
@@ -54,6 +74,7 @@ def _prepare_worker(rank: int, port: int, config: dict, out: str) -> None:
         run_tokenizer.barrier = _rank_0_says_it_waits(rank_0_waits)
     else:
         run_tokenizer.tokenizer_source = _rank_1_looks_late(run_dir, rank_0_waits)
+        run_tokenizer.barrier = _rank_1_goes_on_late(run_dir, rank_0_waits)
     env = join_gloo_group()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
