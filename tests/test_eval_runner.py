@@ -1977,3 +1977,18 @@ def test_a_sharded_evaluation_warns_of_incomplete_groups_and_short_demonstration
     assert [message.split(": ", 1)[1].split(" (")[0] for message in warned[0]] == [
         "1 of 1 groups have rows that are not scored", "1 of 1 inputs got fewer than 2 demonstrations"]
     assert warned[1] == []
+
+
+def test_a_model_folders_meta_that_is_not_json_is_named_before_the_model_loads(tmp_path):
+    # eval and predict read a folder's t2t_mtl_meta.json first (checkpoint_meta): a damaged one is named, not quoted
+    # as the JSON reader's bare complaint
+    from t2t_mtl.evaluation.checkpoint import checkpoint_meta
+
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    (folder / "t2t_mtl_meta.json").write_text("{not json")
+    with pytest.raises(CheckpointError) as refused:
+        checkpoint_meta(folder)
+    assert str(refused.value).startswith(f"checkpoint {str(folder)!r} could not be loaded: model folder {folder}: its "
+                                         f"t2t_mtl_meta.json could not be read: ")
