@@ -247,6 +247,10 @@ def test_the_moe_figures_reach_tensorboard_and_wandb(moe_run):
         scalars = training_scalars(record)
         for key in ("aux_loss", "load_balancing", "z_loss", "dropped"):
             assert scalars[f"moe/{key}"] == record["moe"][key]
+        layers = record["moe"]["per_layer"]  # each MoE layer's own (was: the sums over the layers alone)
+        assert sorted(layers) == ["decoder.0", "encoder.0"]
+        assert {tag: value for tag, value in scalars.items() if tag.count("/") == 2} == {
+            f"moe/{key}/{layer}": figures[key] for layer, figures in layers.items() for key in figures}
         assert not any("expert_load" in tag for tag in scalars)  # (metrics.jsonl only: tasks × layers × experts)
 
 
@@ -287,6 +291,9 @@ def test_a_resumed_moe_run_continues_as_the_uninterrupted_run(tmp_path, tok, rou
         assert cut[step]["loss"] == pytest.approx(whole[step]["loss"], rel=1e-6)
         load = whole[step]["moe"].pop("expert_load")
         assert cut[step]["moe"].pop("expert_load") == load  # (shares of the step's counted choices: exact)
+        layers = whole[step]["moe"].pop("per_layer")
+        assert {layer: pytest.approx(figures, rel=1e-6) for layer, figures in layers.items()} == cut[step]["moe"].pop(
+            "per_layer")
         assert cut[step]["moe"] == pytest.approx(whole[step]["moe"], rel=1e-6)
     weights = [load_trained_model(tmp_path / run)[0].state_dict() for run in ("whole", "cut")]
     for name, weight in weights[0].items():

@@ -1033,3 +1033,43 @@ def test_moe_stats_report_each_aux_loss_summed_over_the_layers_under_its_own_nam
     assert stats["z_loss"] == pytest.approx(z_loss, rel=1e-5)
     assert stats["aux_loss"] == pytest.approx(0.5 * load_balancing + 0.25 * z_loss, rel=1e-5)
     assert float(out.aux_loss) == pytest.approx(0.5 * load_balancing + 0.25 * z_loss, rel=1e-5)
+
+
+def test_moe_stats_report_each_layers_own_aux_losses_and_drops():
+    # was: the load-balancing and z losses and the drops were logged summed over the MoE layers only, so a layer whose
+    # routing collapsed onto one expert could not be told from the others; each layer's figures here come from its
+    # own input by the formulas and from its output's zero rows (k = 1: a dropped token's row is all zeros)
+    from t2t_mtl.model import moe_stats, moe_stats_dict
+
+    moe = convert_to_moe(_dense(seed=3), {"num_experts": 4, "top_k": 1, "every": 1, "upcycle": False,
+                                          "capacity_factor": 0.5, "min_capacity": 1, "backend": "reference"}).train()
+    with torch.no_grad():
+        for _, block in moe_blocks(moe):
+            block.router.weight[1] += 0.5 * torch.sign(torch.randn(32))  # skew the routing toward one expert
+    names = {block: name for name, block in moe_blocks(moe)}
+    want = {name: [0.0, 0.0, 0, 0] for name in names.values()}  # load balancing, z-loss, dropped, choices
+
+    def measure(module, args, out):
+        losses = _aux_losses(args[0].reshape(-1, 32).double() @ module.router.weight.double().t(), 1)
+        figures = want[names[module]]
+        figures[0] += float(losses[0])
+        figures[1] += float(losses[1])
+        figures[2] += int((out.reshape(-1, 32) == 0).all(1).sum())
+        figures[3] += out.shape[0] * out.shape[1]
+
+    for block in names:
+        block.register_forward_hook(measure)
+    summed = None
+    with torch.no_grad():
+        for b, src, tgt in ((2, 12, 3), (6, 4, 9)):
+            ids, labels = _batch(b=b, src=src, tgt=tgt, seed=b)
+            moe(input_ids=ids, labels=labels)
+            summed = moe_stats(moe) if summed is None else summed + moe_stats(moe)
+    stats = moe_stats_dict(summed, moe)
+    assert list(stats["per_layer"]) == list(names.values()) == ["encoder.0", "encoder.1", "decoder.0", "decoder.1"]
+    for name, (load_balancing, z_loss, dropped, choices) in want.items():
+        assert stats["per_layer"][name] == pytest.approx({"load_balancing": load_balancing / 2, "z_loss": z_loss / 2,
+                                                          "dropped": dropped / choices}, rel=1e-5), name
+    assert len({figures[2] / figures[3] for figures in want.values()}) > 1  # (the layers differ)
+    assert sum(layer["load_balancing"] for layer in stats["per_layer"].values()) == pytest.approx(
+        stats["load_balancing"], rel=1e-9)

@@ -69,15 +69,19 @@ def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
     validation steps val_loss/<task> and val_score/<task>, under an entropy-fed sampler
     (`needs_entropy`, as uncertainty_ema's) entropy/<task>, under gradient surgery grad_norm/<task> and
     grad_cosine/<task>|<task> (each pair once, in the tasks' order) of the tasks the logged step held, and an MoE
-    model's moe/{aux_loss, load_balancing, z_loss, dropped} and, on validation steps of one with an expert capacity,
-    moe/{val_dropped, val_num_dropped, val_choices} (its expert_load stays in the JSONL record)."""
+    model's moe/{aux_loss, load_balancing, z_loss, dropped}, each MoE layer's moe/{load_balancing, z_loss,
+    dropped}/<layer> and, on validation steps of one with an expert capacity, moe/{val_dropped, val_num_dropped,
+    val_choices} (its expert_load stays in the JSONL record)."""
     scalars = {"train/loss": record["loss"], "train/lr": record["lr"], "train/tokens_per_s": record["tokens_per_s"]}
     for key in ("task_loss", "task_examples", "task_probability", "task_weight", "val_loss", "val_score", "entropy"):
         for task, value in record.get(key, {}).items():
             scalars[f"{key}/{task}"] = value
     scalars.update(_surgery_scalars(record.get("gradient_surgery")))
     for key, value in record.get("moe", {}).items():
-        if key != "expert_load":
+        if key == "per_layer":
+            scalars.update({f"moe/{name}/{layer}": figure for layer, figures in value.items()
+                            for name, figure in figures.items()})
+        elif key != "expert_load":
             scalars[f"moe/{key}"] = value
     return scalars
 

@@ -319,17 +319,18 @@ def _check_loaded_moe(model: Any, model_cfg: ModelConfig, task_names: Optional[S
 
 
 MOE_STATS = ("aux_loss", "load_balancing", "z_loss", "dropped")
+LAYER_STATS = ("load_balancing", "z_loss", "num_dropped", "choices")  # each MoE layer's own, in `moe_stats`
 
 
 def moe_stats(model: Any) -> Optional[torch.Tensor]:
     """The MoE layers' statistics of the model's last forward, or None for a dense model.
 
-    float64 [len(MOE_STATS) + 1 + layers·tasks·E + 1], on the model's device (built there without reading a value,
-    so no wait for the device): the weighted aux loss (what the model added to the training loss), the sums over
-    layers of the load-balancing and z losses, of the dropped (token, slot) choices and of all the choices, each MoE
-    layer's [tasks, E] counts of the choices of each trained task per expert (layers in `moe_blocks` order; zeros
-    where a layer counted none), and a trailing 1 — so the vectors of several micro-batches / ranks can be summed
-    and then read by `moe_stats_dict`.
+    float64 [len(MOE_STATS) + 1 + layers·tasks·E + layers·len(LAYER_STATS) + 1], on the model's device (built there
+    without reading a value, so no wait for the device): the weighted aux loss (what the model added to the training
+    loss), the sums over layers of the load-balancing and z losses, of the dropped (token, slot) choices and of all
+    the choices, each MoE layer's [tasks, E] counts of the choices of each trained task per expert (layers in
+    `moe_blocks` order; zeros where a layer counted none), each layer's own LAYER_STATS, and a trailing 1 — so the
+    vectors of several micro-batches / ranks can be summed and then read by `moe_stats_dict`.
     """
     from t2t_mtl.model.moe import TaskAwareT5, moe_blocks
 
@@ -339,8 +340,8 @@ def moe_stats(model: Any) -> Optional[torch.Tensor]:
     layers = [block.aux for _, block in moe_blocks(model)]
     blocks = [aux for aux in layers if aux]
     load = len(MOE_STATS) + 1  # where the counts start
-    out = torch.zeros(load + len(layers) * cfg.num_tasks * cfg.num_experts + 1, dtype=torch.float64,
-                      device=model.device)
+    per_layer = load + len(layers) * cfg.num_tasks * cfg.num_experts  # where each layer's own figures start
+    out = torch.zeros(per_layer + len(layers) * len(LAYER_STATS) + 1, dtype=torch.float64, device=model.device)
     if not blocks:
         return out
     out[0] = model.moe_aux_loss().detach().double()
@@ -353,7 +354,11 @@ def moe_stats(model: Any) -> Optional[torch.Tensor]:
     given = [c for c in counts if c is not None]
     if cfg.num_tasks and given:
         zeros = torch.zeros_like(given[0])
-        out[load:-1] = torch.stack([zeros if c is None else c for c in counts]).reshape(-1)
+        out[load:per_layer] = torch.stack([zeros if c is None else c for c in counts]).reshape(-1)
+    for i, aux in enumerate(layers):
+        for j, key in enumerate(LAYER_STATS if aux else ()):
+            value = aux[key]
+            out[per_layer + i * len(LAYER_STATS) + j] = value.detach().double() if torch.is_tensor(value) else value
     out[-1] = 1.0
     return out
 
@@ -361,8 +366,9 @@ def moe_stats(model: Any) -> Optional[torch.Tensor]:
 def moe_stats_dict(summed: torch.Tensor, model: Any) -> Dict[str, Any]:
     """From a sum of `moe_stats` vectors of `model` (empty when no MoE forward was counted): the means over the
     forwards of the aux, load-balancing and z losses, `dropped` (the share of all their (token, slot) choices, over
-    every MoE layer, dropped over capacity) and `expert_load`: {task: {layer: [share of the task's (token, slot)
-    choices that went to each expert]}} for the trained tasks the forwards routed (none without task ids)."""
+    every MoE layer, dropped over capacity), `per_layer`: {layer: {load_balancing, z_loss (means over the forwards),
+    dropped (the layer's share)}} and `expert_load`: {task: {layer: [share of the task's (token, slot) choices that
+    went to each expert]}} for the trained tasks the forwards routed (none without task ids)."""
     from t2t_mtl.model.moe import moe_blocks
 
     summed = summed.cpu()  # (one transfer from the device)
@@ -372,7 +378,12 @@ def moe_stats_dict(summed: torch.Tensor, model: Any) -> Dict[str, Any]:
     out: Dict[str, Any] = {name: float(summed[i]) / count for i, name in enumerate(MOE_STATS[:3])}
     out["dropped"] = float(summed[3]) / float(summed[4]) if summed[4] else 0.0
     cfg, layers = model.moe_config, [name for name, _ in moe_blocks(model)]
-    counts = summed[len(MOE_STATS) + 1:-1].reshape(len(layers), cfg.num_tasks, cfg.num_experts)
+    per_layer = len(MOE_STATS) + 1 + len(layers) * cfg.num_tasks * cfg.num_experts
+    counts = summed[len(MOE_STATS) + 1:per_layer].reshape(len(layers), cfg.num_tasks, cfg.num_experts)
+    own = summed[per_layer:-1].reshape(len(layers), len(LAYER_STATS)).tolist()
+    out["per_layer"] = {layer: {"load_balancing": lb / count, "z_loss": z / count,
+                                "dropped": dropped / choices if choices else 0.0}
+                        for layer, (lb, z, dropped, choices) in zip(layers, own)}
     out["expert_load"] = {task: {layer: (counts[i, t] / counts[i, t].sum()).tolist() for i, layer in enumerate(layers)
                                  if counts[i, t].sum() > 0}
                           for t, task in enumerate(cfg.task_names or []) if counts[:, t].sum() > 0}
