@@ -92,7 +92,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
         warnings += template_change_warnings(ckpt, meta, template_digests_of(templates))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(with_tokenizer_note(cfg.to_yaml(), cfg), end="")
+    print(with_moe_defaults_note(with_tokenizer_note(cfg.to_yaml(), cfg), cfg), end="")
     ds_config = json.dumps(checked.deepspeed.config, indent=1)  # (as the run writes it)
     print(f"# the DeepSpeed config of this run on {world_size} rank(s), saved as deepspeed_config.json in its folder:")
     print("\n".join(f"# {line}" for line in ds_config.splitlines()))
@@ -110,6 +110,29 @@ def with_tokenizer_note(text: str, cfg: Config) -> str:
     key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
     note = f"# the run loads the tokenizer of {key} ({source}) and trains none: tokenizer.train is unused\n"
     return text.replace("\ntokenizer:\n", f"\n{note}tokenizer:\n", 1)
+
+
+def with_moe_defaults_note(text: str, cfg: Config) -> str:
+    """`cfg`'s YAML `text` with, above its model.moe section, a comment naming the MoE keys the section leaves unset
+    and the defaults the run takes for them (renormalize's null as what it decides for this top_k); task_names (the
+    run's tasks) and expert_ids (an export's) are left out."""
+    import dataclasses
+
+    from t2t_mtl.model.moe_config import MoEConfig
+
+    if not cfg.model.moe:
+        return text
+    given = dict(cfg.model.moe)
+    unset = [f for f in dataclasses.fields(MoEConfig) if f.name not in given and f.name not in ("task_names",
+                                                                                                "expert_ids")]
+    if not unset:
+        return text
+    top_k = given.get("top_k", MoEConfig.top_k)
+    shown = {True: "true", False: "false"}
+    values = ", ".join(f"{f.name} {shown.get(f.default, f.default)}" if f.name != "renormalize" else
+                       f"renormalize null (so {shown[top_k > 1]}: top_k {top_k})" for f in unset)
+    note = f"  # model.moe keys left unset, at their defaults: {values}\n"
+    return text.replace("\n  moe:\n", f"\n{note}  moe:\n", 1)
 
 
 def stopped_before_start(args: argparse.Namespace) -> int:
