@@ -4,7 +4,7 @@ each ConfigError names the key. (What the paths name on the disk is `config_path
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 from t2t_mtl.config_errors import ConfigError, UnknownConfigKeyError
 from t2t_mtl.config_types import FLOAT_RE
@@ -13,7 +13,8 @@ from t2t_mtl.wording import repeated_items
 if TYPE_CHECKING:
     from t2t_mtl.config import Config, ModelConfig
 
-__all__ = ["PATH_KEYS", "PRETRAINED_DIM_KEYS", "T5_DIM_KEYS", "validate_model", "validate_values"]
+__all__ = ["MOE_FLOAT_KEYS", "PATH_KEYS", "PRETRAINED_DIM_KEYS", "T5_DIM_KEYS", "read_yaml_floats", "validate_model",
+           "validate_values"]
 
 T5_DIM_KEYS = (
     "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
@@ -35,12 +36,22 @@ _DIM_INTEGERS = ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", 
 _DIM_FLOATS = ("dropout_rate", "layer_norm_epsilon", "initializer_factor")
 
 
+#: the `model.moe` keys that take a real number (`MoEConfig`'s floats)
+MOE_FLOAT_KEYS = ("capacity_factor", "eval_capacity_factor", "aux_loss_coef", "z_loss_coef")
+
+
+def read_yaml_floats(section: Dict[str, Any], keys: Sequence[str]) -> None:
+    """Turn the values of `keys` in `section` that PyYAML read as strings but are numbers (`1e-6`, written without
+    a dot) into floats, in place; anything else is left for the section's checks to name."""
+    for key in keys:
+        if isinstance(section.get(key), str) and FLOAT_RE.fullmatch(section[key].strip()):
+            section[key] = float(section[key])
+
+
 def _check_dims(dims: Dict[str, Any]) -> None:
     """The values of `model.dims` (T5Config sizes): ConfigError naming the key instead of an error from deep in
     transformers or torch when the model is built. Numbers PyYAML reads as strings (`1e-6`) become floats."""
-    for key in _DIM_FLOATS:
-        if isinstance(dims.get(key), str) and FLOAT_RE.fullmatch(dims[key].strip()):
-            dims[key] = float(dims[key])
+    read_yaml_floats(dims, _DIM_FLOATS)
 
     def bad(key: str, what: str) -> None:
         raise ConfigError(f"config key 'model.dims.{key}' must be {what}, got {dims[key]!r}")
@@ -89,6 +100,8 @@ def validate_model(model: ModelConfig) -> None:
         raise UnknownConfigKeyError("unknown T5 dimension(s):\n" + "\n".join(lines)
                                     + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")
     _check_dims(model.dims)
+    if isinstance(model.moe, dict):  # (its other checks are MoEConfig's)
+        read_yaml_floats(model.moe, MOE_FLOAT_KEYS)
     if model.name_or_path is None and not model.dims:
         raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
     if model.moe == {}:  # (every consumer reads an empty section as no MoE)

@@ -224,6 +224,23 @@ def test_model_dims_floats_written_without_a_dot_are_numbers(tmp_path):
     assert cfg.model.dims == {"d_model": 8, "layer_norm_epsilon": 1e-6, "dropout_rate": 0.1, "initializer_factor": 1.0}
 
 
+def test_model_moe_floats_written_without_a_dot_are_numbers(tmp_path):
+    # was: `aux_loss_coef: 1e-2` (PyYAML: a string) was refused, "model.moe.aux_loss_coef='1e-2': must be a number",
+    # while `training.lr: 1e-3` was read as the number
+    from t2t_mtl.model.moe import MoEConfig, MoEConfigError
+
+    write(tmp_path / "c.yaml", {"data": {"mixture": "m"}})
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text() + "model:\n  dims: {d_model: 8}\n"
+                                     "  moe: {num_experts: 4, aux_loss_coef: 1e-2, capacity_factor: 125e-2}\n")
+    cfg = C.load_config(tmp_path / "c.yaml", ["model.moe.z_loss_coef=1e-3", "model.moe.eval_capacity_factor=2e0"])
+    want = {"num_experts": 4, "aux_loss_coef": 0.01, "capacity_factor": 1.25, "z_loss_coef": 0.001,
+            "eval_capacity_factor": 2.0}
+    assert cfg.model.moe == want
+    assert MoEConfig.from_dict({**want, "z_loss_coef": "1e-3"}).z_loss_coef == 0.001  # (a dict built in Python)
+    with pytest.raises(MoEConfigError, match=r"^model\.moe\.aux_loss_coef='1e-2x': must be a number$"):
+        MoEConfig.from_dict({"aux_loss_coef": "1e-2x"})  # (no number: still named)
+
+
 @pytest.mark.parametrize("key,value,expected", [
     ("training.steps", "ten", "training.steps.*int"),
     ("training.steps", True, "training.steps.*int"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from t2t_mtl.config_types import unknown_key_message
+from t2t_mtl.config_values import MOE_FLOAT_KEYS, read_yaml_floats
 from t2t_mtl.size_limits import MAX_EXPERTS
 from t2t_mtl.wording import counted
 
@@ -73,8 +74,10 @@ class MoEConfig:
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "MoEConfig":
-        """Validate `model.moe`; unknown keys and bad values raise `MoEConfigError` naming the key."""
+        """Validate `model.moe`; unknown keys and bad values raise `MoEConfigError` naming the key. A number that
+        PyYAML reads as a string (`aux_loss_coef: 1e-2`, without a dot) is read as the number."""
         data = {} if data is None else moe_mapping(data)
+        read_yaml_floats(data, MOE_FLOAT_KEYS)
         unknown = unknown_key_message("model.moe", data, [f.name for f in dataclasses.fields(cls)])
         if unknown:
             raise MoEConfigError(unknown)
@@ -99,7 +102,7 @@ class MoEConfig:
 
         # types first (YAML gives strings for typos like `capacity_factor: 1,25`), so the range checks below
         # never compare a string with a number and a string never passes as a true flag
-        for key in ("capacity_factor", "eval_capacity_factor", "aux_loss_coef", "z_loss_coef"):
+        for key in MOE_FLOAT_KEYS:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 bad(key, "must be a number")
