@@ -13,8 +13,8 @@ from t2t_mtl.wording import repeated_items
 if TYPE_CHECKING:
     from t2t_mtl.config import Config, ModelConfig
 
-__all__ = ["MOE_FLOAT_KEYS", "PATH_KEYS", "PRETRAINED_DIM_KEYS", "T5_DIM_KEYS", "read_yaml_floats", "validate_model",
-           "validate_values"]
+__all__ = ["LORA_FLOAT_KEYS", "MOE_FLOAT_KEYS", "PATH_KEYS", "PRETRAINED_DIM_KEYS", "T5_DIM_KEYS", "read_yaml_floats",
+           "validate_model", "validate_values"]
 
 T5_DIM_KEYS = (
     "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
@@ -38,6 +38,8 @@ _DIM_FLOATS = ("dropout_rate", "layer_norm_epsilon", "initializer_factor")
 
 #: the `model.moe` keys that take a real number (`MoEConfig`'s floats)
 MOE_FLOAT_KEYS = ("capacity_factor", "eval_capacity_factor", "aux_loss_coef", "z_loss_coef")
+#: the `model.lora` keys that take a real number (`LoRAConfig`'s)
+LORA_FLOAT_KEYS = ("alpha", "dropout")
 
 
 def read_yaml_floats(section: Dict[str, Any], keys: Sequence[str]) -> None:
@@ -100,8 +102,9 @@ def validate_model(model: ModelConfig) -> None:
         raise UnknownConfigKeyError("unknown T5 dimension(s):\n" + "\n".join(lines)
                                     + f"\nvalid keys: {', '.join(T5_DIM_KEYS)}")
     _check_dims(model.dims)
-    if isinstance(model.moe, dict):  # (its other checks are MoEConfig's)
-        read_yaml_floats(model.moe, MOE_FLOAT_KEYS)
+    for section, keys in ((model.moe, MOE_FLOAT_KEYS), (model.lora, LORA_FLOAT_KEYS)):
+        if isinstance(section, dict):  # (their other checks are MoEConfig's and LoRAConfig's)
+            read_yaml_floats(section, keys)
     if model.name_or_path is None and not model.dims:
         raise ConfigError("model: set model.name_or_path (hub name or local folder) or model.dims (T5Config sizes)")
     if model.moe == {}:  # (every consumer reads an empty section as no MoE)

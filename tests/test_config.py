@@ -241,6 +241,18 @@ def test_model_moe_floats_written_without_a_dot_are_numbers(tmp_path):
         MoEConfig.from_dict({"aux_loss_coef": "1e-2x"})  # (no number: still named)
 
 
+def test_model_lora_floats_written_without_a_dot_are_numbers(tmp_path):
+    # was: `dropout: 1e-1` (PyYAML: a string) was refused, "model.lora.dropout='1e-1': must be a number in [0, 1)"
+    from t2t_mtl.model.lora import LoRAConfig
+
+    write(tmp_path / "c.yaml", {"data": {"mixture": "m"}})
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text() + "model:\n  dims: {d_model: 8}\n"
+                                     "  lora: {r: 2, dropout: 1e-1}\n")
+    cfg = C.load_config(tmp_path / "c.yaml", ["model.lora.alpha=16e0"])
+    assert cfg.model.lora == {"r": 2, "dropout": 0.1, "alpha": 16.0}
+    assert LoRAConfig.from_dict({"r": 2, "dropout": "5e-2"}).dropout == 0.05  # (a dict built in Python)
+
+
 @pytest.mark.parametrize("key,value,expected", [
     ("training.steps", "ten", "training.steps.*int"),
     ("training.steps", True, "training.steps.*int"),

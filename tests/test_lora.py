@@ -206,7 +206,7 @@ def test_a_checkpoint_without_the_own_lm_head_of_its_model_is_refused_naming_it(
     ({"alpah": 4}, "unknown key model.lora.alpah; did you mean 'alpha'"),
     ({"rank": 4}, "unknown key model.lora.rank; known keys: r, alpha, dropout, targets, trainable"),
     ({"r": 0}, "model.lora.r=0: must be an integer >= 1"),
-    ({"alpha": "16"}, "model.lora.alpha='16': must be a number > 0"),
+    ({"alpha": "sixteen"}, "model.lora.alpha='sixteen': must be a number > 0"),  # ('16', '1e1': read as numbers)
     # was accepted: an infinite scale makes every output NaN (inf · the zero-initialised B), so every step was skipped
     ({"alpha": float("inf")}, r"model.lora.alpha=inf: must be a number > 0 and finite"),
     ({"dropout": 1.0}, r"model.lora.dropout=1.0: must be a number in \[0, 1\)"),

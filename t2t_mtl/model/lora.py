@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from transformers import T5ForConditionalGeneration
 
 from t2t_mtl.config_types import unknown_key_message
+from t2t_mtl.config_values import LORA_FLOAT_KEYS, read_yaml_floats
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, TaskConditioned, TaskConditionedT5
 from t2t_mtl.wording import counted
 
@@ -59,11 +60,14 @@ class LoRAConfig:
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "LoRAConfig":
         """Validate a `model.lora` mapping (`true`, `{}` and None give the defaults — `lora_settings` is what
-        reads None as "off"); errors name the key."""
+        reads None as "off"); errors name the key. A number PyYAML reads as a string (`dropout: 1e-1`) is read as
+        the number."""
         data = {} if data is True or data is None else data
         if not isinstance(data, Mapping):
             raise LoRAConfigError(f"model.lora must be a mapping such as {{r: 8, alpha: 16, targets: [q, v]}} "
                                   f"(or true for those defaults), not {data!r}")
+        data = dict(data)
+        read_yaml_floats(data, LORA_FLOAT_KEYS)
         unknown = unknown_key_message("model.lora", data, [f.name for f in dataclasses.fields(cls)])
         if unknown:
             raise LoRAConfigError(unknown)
