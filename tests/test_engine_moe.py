@@ -145,12 +145,13 @@ def test_export_task_of_a_held_out_task_serves_the_unseen_route(moe_run, tmp_pat
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_export_task_refuses_token_routing_and_dense_models(tmp_path, tok, capsys):
+def test_export_task_refuses_token_and_hybrid_routing_and_dense_models(tmp_path, tok, capsys):
     from t2t_mtl.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(str(tok))
     dims = tiny_config(tmp_path, tok, tmp_path)["model"]["dims"]
-    for name, moe in (("token", {**MOE, "routing": "token"}), ("dense", None)):
+    for name, moe in (("token", {**MOE, "routing": "token"}), ("hybrid", {**MOE, "routing": "hybrid"}),
+                      ("dense", None)):
         model = build_model({"dims": dims, "moe": moe}, vocab_size=len(tokenizer), task_names=TASKS)
         model.save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
@@ -158,6 +159,14 @@ def test_export_task_refuses_token_routing_and_dense_models(tmp_path, tok, capsy
     for name in ("token", "dense"):
         assert cli_main(["export", str(tmp_path / name), "--task", "parity", "--out", str(tmp_path / "o")]) == 2
         assert "serves every task alike — export it without --task" in capsys.readouterr().err
+    # was: "error: extract_task_subnetwork needs model.moe.routing='task'; ...", naming a function, not the folder
+    # nor what to do
+    assert cli_main(["export", str(tmp_path / "hybrid"), "--task", "parity", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'hybrid'}: --task needs a task-routed MoE model (model.moe with routing: task) or "
+        f"per-task LoRA adapters (model.lora.per_task); hybrid routing picks each token's experts by the token too, "
+        f"so a task's tokens may use any expert of a layer: no expert can be left out for one task — export it "
+        f"without --task\n")
 
 
 def test_bad_moe_config_fails_before_tokenizing(tmp_path, tok):

@@ -246,11 +246,11 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     `task` is a trained task, or a registered task the model was not trained on (a held-out one, built in or in
     the run's `data.tasks_dir`): it gets the mean adapter and the experts of the unseen-task route
     (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder.
-    Raises ExportError for a model with neither, or for a name that is neither trained nor registered (adapters),
-    and `MoEConfigError` for hybrid routing, a name that is neither trained nor registered, or an unseen task when
-    `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files; `keep_moe`
-    for a model without MoE layers: an ExportError."""
-    from t2t_mtl.model.dense_task import dense_t5, task_routes, zero_padding
+    Raises ExportError for a model with neither (hybrid routing: neither), or for a name that is neither trained nor
+    registered (adapters), and `MoEConfigError` for a name that is neither trained nor registered, or an unseen task
+    when `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files;
+    `keep_moe` for a model without MoE layers: an ExportError."""
+    from t2t_mtl.model.dense_task import dense_blocker, dense_t5, task_routes, zero_padding
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
 
     run = None if is_model_folder(path) else run_dir_of(checkpoint_of(path))
@@ -270,6 +270,10 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                "this model has no MoE layers (its per-task LoRA adapter is folded into a plain T5)")
         raise ExportError(f"{path}: --keep-moe keeps the experts of a task-routed MoE model; {why}: export it "
                           f"without --keep-moe")
+    if not adapters and moe_routed and model.moe_config.routing == "hybrid":
+        raise ExportError(f"{path}: --task needs a task-routed MoE model (model.moe with routing: task) or per-task "
+                          f"LoRA adapters (model.lora.per_task); {dense_blocker(model.moe_config)}: no expert can be "
+                          f"left out for one task — export it without --task")
     if adapters and moe_routed and model.moe_config.routing == "hybrid":
         raise ExportError(f"{path}: per-task LoRA adapters under hybrid MoE routing have no single-task form (the "
                           f"experts route every token by its task and its representation): evaluate the run itself "
