@@ -137,15 +137,16 @@ def _flatten(mixture: Mixture, stack: tuple[str, ...]) -> dict[str, float]:
 
 def _check_registered(task: Task, where: str) -> None:
     """The flattened rates name tasks, which the registry resolves: a `Task` member must be the registered task
-    of its name (another task of that name would be trained in its place)."""
-    from .registry import get_task
+    of its name, or one of its definition (a notebook cell registering it run again): another task of that name would
+    be trained in its place."""
+    from .registry import get_task, same_task_definition
 
     try:
         registered = get_task(task.name)
     except KeyError:
         raise TaskDefinitionError(f"{where}: task {task.name!r} is not registered; the mixture's rates name their "
                                   f"tasks, so register it first (task_registry.register_task)") from None
-    if registered is not task:
+    if not same_task_definition(registered, task):
         raise TaskDefinitionError(f"{where}: its task {task.name!r} is not the registered task of that name "
                                   f"({registered!r}), which its rate would train in its place; register it with "
                                   f"overwrite=True or give it another name")

@@ -34,7 +34,7 @@ def register_task(task: Task, overwrite: bool = False) -> Task:
     the same definition, as a notebook cell run again registers, is replaced by `task`)."""
     if not isinstance(task, Task):
         raise TaskDefinitionError(f"register_task expects a Task, got {type(task).__name__}")
-    if task.name in _TASKS and not overwrite and not _same_task(_TASKS[task.name], task):
+    if task.name in _TASKS and not overwrite and not same_task_definition(_TASKS[task.name], task):
         raise DuplicateRegistrationError(
             f"a task named {task.name!r} is already registered ({_TASKS[task.name]!r}); pass overwrite=True "
             f"to replace it")
@@ -42,9 +42,9 @@ def register_task(task: Task, overwrite: bool = False) -> Task:
     return task
 
 
-def _same_task(registered: Task, task: Task) -> bool:
-    """Whether `task` defines what `registered` does: the same rows, templates and scoring (`definition_digest`),
-    settings (`describe`) and evaluation rules."""
+def same_task_definition(registered: Task, task: Task) -> bool:
+    """Whether `task` defines what `registered` does: the same object, or the same rows, templates and scoring
+    (`definition_digest`), settings (`describe`) and evaluation rules (a cell registering it run again)."""
     return registered is task or (
         registered.describe() == task.describe() and registered.definition_digest() == task.definition_digest()
         and registered.few_shot_format == task.few_shot_format and registered.eval_protocol == task.eval_protocol)
@@ -93,7 +93,7 @@ def _same_mixture(registered: Mixture, mixture: Mixture) -> bool:
 
 def _same_member(a: Any, b: Any) -> bool:
     if isinstance(a, Task):
-        return isinstance(b, Task) and _same_task(a, b)
+        return isinstance(b, Task) and same_task_definition(a, b)
     if isinstance(a, Mixture):
         return isinstance(b, Mixture) and _same_mixture(a, b)
     return a == b

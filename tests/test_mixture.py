@@ -80,6 +80,22 @@ def test_a_definition_registered_again_as_a_notebook_cell_run_twice_replaces_its
             task_registry.register_mixture(Mixture("mx_cell_mix", members))
 
 
+def test_a_mixture_keeps_its_task_when_the_task_s_cell_is_run_again(registry):
+    # was: a task's cell run again (its equal definition replacing the registered task) left a mixture of the first
+    # Task object, registered from another cell, refused at flatten: "its task 'mx_again' is not the registered task
+    # of that name ...; register it with overwrite=True or give it another name", though nothing had changed
+    def task_cell():
+        return task_registry.register_task(Task("mx_again", GeneratorSource(_rows, num_rows=10), [ECHO]))
+
+    mixture = task_registry.register_mixture(Mixture("mx_again_mix", {task_cell(): 1.0, "mx_b": 3.0}))
+    task_registry.register_task(_task("mx_b"))
+    task_cell()
+    assert mixture.flatten() == {"mx_again": 1.0, "mx_b": 3.0}
+    task_registry.register_task(Task("mx_again", GeneratorSource(_rows, num_rows=11), [ECHO]), overwrite=True)
+    with pytest.raises(TaskDefinitionError, match="'mx_again' is not the registered task of that name"):
+        mixture.flatten()  # (another definition: its rate would train the other task)
+
+
 def test_decorator_registers_a_generator_task(registry):
     @task_registry.task("mx_decorated", templates=[ECHO], num_rows={"train": 4, "validation": 2}, cluster="lists")
     def rows(split, num_rows, seed):
