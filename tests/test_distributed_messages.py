@@ -43,7 +43,7 @@ def test_the_waiting_groups_timeout_is_t2t_mtl_wait_timeout_minutes_a_day_unless
     assert made == [{"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}]
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "1.5", "2h", ""])
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "2h", "", "²"])  # (², a digit int() does not read)
 def test_a_wait_timeout_that_is_no_whole_number_of_minutes_is_refused_before_joining(monkeypatch, value):
     monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", value)
     monkeypatch.setenv("WORLD_SIZE", "2")  # (a rank of two: it would wait in the rendezvous for the other)

@@ -184,7 +184,7 @@ def wait_timeout() -> datetime.timedelta:
     checkpoint) or hangs without dying. A ConfigError naming the variable for a value that is no whole number of
     minutes of at least 1."""
     text = os.environ.get(WAIT_TIMEOUT_VARIABLE, str(DEFAULT_WAIT_MINUTES))
-    if not text.strip().isdigit() or int(text) < 1:
+    if not text.strip().isdecimal() or int(text) < 1:  # (isdigit takes ², which int() refuses)
         from t2t_mtl.config_errors import ConfigError
 
         raise ConfigError(f"environment variable {WAIT_TIMEOUT_VARIABLE} must be a whole number of minutes, at least "
