@@ -247,8 +247,8 @@ def load_config(
     layers = file_layers(resolve_config_path(path)) if path is not None else []
     extra_layer = _attribute_values(extra) if isinstance(extra, Config) else dict(extra or {})
     bases, layers = layers[:-1], layers[-1:]
-    if not isinstance(extra, Config) and extra_layer.get("base") is not None:
-        bases = _dict_base_layers(extra_layer.pop("base"), path)
+    if not isinstance(extra, Config) and "base" in extra_layer:
+        bases = _dict_base_layers(extra_layer.pop("base"), path) or bases
     layers = [*bases, *layers, extra_layer, override_layer]
     merged: Dict[str, Any] = {}
     for layer in layers:
@@ -263,12 +263,15 @@ def load_config(
 
 def _dict_base_layers(base: Any, path: Union[str, Path, None]) -> List[Dict[str, Any]]:
     """The layers of a dict's `base:` (a config name or path, relative to the working directory, or a list of
-    them), as a YAML file's `base:` is read; refused beside a config file `path`, which has its own."""
+    them), as a YAML file's `base:` is read (null or [] is none); refused beside a config file `path`, which has its
+    own."""
+    if base is None or base == []:
+        return []
     if path is not None:
         raise ConfigFileError(f"the dict given with the config {str(path)!r} names a base: too ({base!r}): give the "
                               f"base as the config, or write base: in the file")
     bases = base if isinstance(base, list) else [base]
-    if not bases or not all(isinstance(item, (str, os.PathLike)) for item in bases):
+    if not all(isinstance(item, (str, os.PathLike)) for item in bases):
         raise ConfigTypeError(f"base must be a config name or path, or a list of them, got {base!r}")
     return [layer for item in bases for layer in file_layers(resolve_config_path(item))]
 

@@ -1485,6 +1485,19 @@ def test_a_dict_given_to_train_reads_its_base_as_the_same_yaml_file_does(tmp_pat
         C.load_config("quickstart", extra={"base": "default"})
 
 
+def test_a_dict_s_empty_base_is_no_base_as_a_yaml_file_s(tmp_path):
+    # was: a dict whose base: is null or [] (yaml.safe_load of a file with an empty `base:`, which the file itself
+    # loads as no base) was refused: "unknown config key(s) in top level: base" for null, "base must be a config
+    # name or path, or a list of them, got []" for []
+    layer = {"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"]}, "training": {"steps": 20}}
+    for base in (None, []):
+        (tmp_path / "empty_base.yaml").write_text(yaml.safe_dump({"base": base, **layer}))
+        from_file = C.load_config(tmp_path / "empty_base.yaml")
+        assert from_file.to_dict() == C.load_config(extra=layer).to_dict()
+        assert C.load_config(extra={"base": base, **layer}).to_dict() == from_file.to_dict()
+        assert C.load_config("quickstart", extra={"base": base}).to_dict() == C.load_config("quickstart").to_dict()
+
+
 def test_a_path_key_takes_a_pathlib_path_from_python(tmp_path):
     # was: config_from_dict refused {'training': {'output_dir': tmp_path / 'run'}} ("must be str, got PosixPath"),
     # and a Path set on a Config's attribute reached the run, whose config.yaml yaml.safe_dump cannot write
