@@ -193,6 +193,8 @@ class HFSource(Source):
         in them read the same data."""
         data_dir = self._data_dir()
         if self.reads_local_folder():
+            if self.data_files is not None:  # (load_dataset reads them in the folder)
+                return [DataRead.local(path, folder=False) for path in self._split_files(split)]
             return [DataRead.local(os.path.expanduser(os.path.join(self.path, data_dir)), folder=True)]
         if self._reads_local_files():
             if self.data_files is None:  # (load_dataset reads the data files in the data_dir, or fails without one)
@@ -236,14 +238,16 @@ class HFSource(Source):
         """The `data_files` that `split` reads (all of them unless they are a split → files mapping), a file
         reader's in its `data_dir` (`_in_data_dir`) and its glob patterns as the files they match."""
         files = self.data_files.get(split, []) if isinstance(self.data_files, Mapping) else self.data_files
-        local = self._reads_local_files()
+        local = self._reads_local_files() or self.reads_local_folder()
         return [path for name in (self._in_data_dir(files) if local else path_list(files))
                 for path in (matched_files(name) if local and is_pattern(name) else [Path(name)])]
 
     def _in_data_dir(self, files: Any) -> list[str]:
-        """A file reader's data files `files` (a path or a list) as `load_dataset` reads them: a relative one in the
-        `data_dir` among its arguments, where one is given (else in the working directory)."""
-        data_dir = os.path.expanduser(self._data_dir())
+        """A file reader's or local folder's data files `files` (a path or a list) as `load_dataset` reads them: a
+        relative one in the `data_dir` among its arguments, where one is given (else in the working directory), in
+        the local folder."""
+        data_dir = os.path.expanduser(os.path.join(self.path, self._data_dir()) if self.reads_local_folder()
+                                      else self._data_dir())
         return [os.path.join(data_dir, str(name)) for name in path_list(files)]
 
     def _data_dir(self) -> str:

@@ -171,6 +171,27 @@ def test_a_local_folder_read_whole_holds_the_files_in_it(tmp_path, monkeypatch):
         assert len(shared_data_warnings(["file"], ["home"], FIX)) == 1
 
 
+def test_a_local_folder_given_data_files_reads_those_files_in_it(tmp_path):
+    # was: HFSource('./data', data_files=...) read the whole folder, whichever files it named (load_dataset reads them
+    # in the folder), so a task evaluated on data/b.jsonl was warned of sharing data/a.jsonl another task trains on
+    a, b = tmp_path / "data" / "a.jsonl", tmp_path / "data" / "sub" / "b.jsonl"
+    b.parent.mkdir(parents=True)
+    for path in (a, b):
+        path.write_text('{"premise": "a", "label": 0}\n')
+    with task_registry.isolated_registry():
+        _register("on_a", LocalFileSource({"train": str(a)}))
+        _register("on_b", HFSource(str(a.parent), data_files={"train": "a.jsonl", "validation": "sub/*.jsonl"}))
+        _register("in_sub", HFSource(str(a.parent), data_dir="sub", data_files={"validation": "b.jsonl"}))
+        assert shared_data_warnings(["on_b", "in_sub"], ["on_a"], FIX) == [
+            f"evaluated task 'on_b' reads file {a} (its train split), which trained task 'on_a' trains on: the model "
+            f"has seen that data, so its score is not a held-out one; {FIX}"]
+        _register("on_sub", LocalFileSource({"train": str(b)}))
+        assert shared_data_warnings(["in_sub"], ["on_sub"], FIX) == [
+            f"evaluated task 'in_sub' reads file {b} (its validation split), which trained task 'on_sub' trains on: "
+            f"the model has seen that data, so its score is not a held-out one; {FIX}"]
+        assert task_registry.get_task("in_sub").load_rows("validation")["premise"] == ["a"]  # (load_dataset reads it)
+
+
 def test_a_hub_datasets_data_dir_is_the_folder_of_its_repo_it_reads_and_other_load_arguments_read_the_same_data(
         tmp_path):
     # was: HFSource('org/x', data_dir='a') and HFSource('org/x', data_dir='b') both read 'hub dataset org/x'
