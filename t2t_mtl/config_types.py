@@ -207,7 +207,8 @@ def build_dataclass(cls: type, data: Dict[str, Any], prefix: str) -> Any:
             if value is None:
                 value = {}
             if not isinstance(value, dict):
-                raise ConfigTypeError(f"config key {key!r} must be a mapping, got {value!r}")
+                raise ConfigTypeError(f"config key {key!r} must be a mapping, got {value!r}"
+                                      + _switch_hint(dict, value, key))  # (null: its defaults, as left out)
             kwargs[name] = build_dataclass(tp, value, key + ".")
         else:
             kwargs[name] = _check_value(tp, value, key)

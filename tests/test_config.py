@@ -332,6 +332,18 @@ def test_a_mapping_section_given_true_or_false_says_what_to_write(section, examp
         assert not functools.reduce(getattr, section.split("."), C.load_config("quickstart", [f"{section}=null"]))
 
 
+@pytest.mark.parametrize("section", ["model", "tokenizer", "data", "training", "deepspeed"])
+def test_a_settings_section_given_true_or_false_says_what_to_write(section):
+    # was: "config key 'training' must be a mapping, got True", without ec36836's word of what to write that the
+    # mapping sections of a type hint (gradient_surgery, model.moe, ...) give
+    for value, hint in (("true", "not true: write them under it (t2t_mtl/configs/default.yaml lists them)"),
+                        ("false", "not false: leave it out for its defaults")):
+        with pytest.raises(C.ConfigTypeError) as caught:
+            C.load_config("quickstart", [f"{section}={value}"])
+        assert str(caught.value) == (f"config key {section!r} must be a mapping, got {value.title()}; {section} is "
+                                     f"set by its keys, {hint}")
+
+
 @pytest.mark.parametrize("key,value,quoted,expected", [
     ("training.output_dir", "2024", '"2024"', r"""got 2024 \(int\); .*quote text.*--set 'training.output_dir="2024"'"""),
     ("data.templates", "[1, yes]", '["1", "yes"]', r"data.templates.*got \[1, True\].*quote text"),
