@@ -132,8 +132,9 @@ def file_layers(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:
     return layers
 
 
-#: free-form sections whose whole contents are replaced when a layer names another strategy/method
-_SELECTOR_KEYS = {"sampling": "strategy", "weighting": "method", "gradient_surgery": "method"}
+#: free-form sections whose class a name chooses, with the key that holds the name: a layer naming another
+#: strategy/method replaces the section's whole contents
+SELECTOR_KEYS = {"sampling": "strategy", "weighting": "method", "gradient_surgery": "method"}
 
 #: keys of those sections that every strategy takes (t2t_mtl.sampling.factory.COMMON_PARAMS), kept on a switch
 SHARED_SELECTOR_KEYS = {"sampling": ("mode", "block_size")}
@@ -169,7 +170,7 @@ def deep_merge(base: Dict[str, Any], override: Mapping[str, Any], *, _path: tupl
     the keys every strategy takes (`sampling.mode`, `sampling.block_size`), which carry over."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        selector = _SELECTOR_KEYS.get(key) if not _path else None
+        selector = SELECTOR_KEYS.get(key) if not _path else None
         whole = (*_path, key) in WHOLE_VALUE_KEYS and not isinstance(value, _EntrySets)
         if isinstance(value, _Cleared):
             out[key] = deep_merge({}, value, _path=(*_path, key))

@@ -10,6 +10,7 @@ import typing
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
 
 from t2t_mtl.config_errors import ConfigTypeError, UnknownConfigKeyError
+from t2t_mtl.config_layers import SELECTOR_KEYS
 
 __all__ = ["FLOAT_RE", "build_dataclass", "unknown_key_message"]
 
@@ -64,15 +65,11 @@ def _list_hint(tp: Any, value: Any, key: str) -> str:
     return f"; write a YAML list, e.g. {key.split('.')[-1]}: {items} in a file, --set '{key}={items}'"
 
 
-#: the sections a name chooses the class of, with the key that holds the name
-NAMED_SECTIONS = {"sampling": "strategy", "weighting": "method", "gradient_surgery": "method"}
-
-
 def _name_hint(value: Any, key: str) -> str:
     """For a section given as its class's name alone (`gradient_surgery: pcgrad`): how to write it; else ""."""
-    if key not in NAMED_SECTIONS or not isinstance(value, str):
+    if key not in SELECTOR_KEYS or not isinstance(value, str):
         return ""
-    name = NAMED_SECTIONS[key]
+    name = SELECTOR_KEYS[key]
     return f"; write {key}: {{{name}: {value}}} in a file, --set {key}.{name}={value}"
 
 
