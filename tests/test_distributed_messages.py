@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+import torch.distributed
 
 from t2t_mtl.config_errors import ConfigError
 from t2t_mtl.engine import distributed
@@ -47,6 +48,8 @@ def test_the_waiting_groups_timeout_is_t2t_mtl_wait_timeout_minutes_a_day_unless
 def test_a_wait_timeout_that_is_no_whole_number_of_minutes_is_refused_before_joining(monkeypatch, value):
     monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", value)
     monkeypatch.setenv("WORLD_SIZE", "2")  # (a rank of two: it would wait in the rendezvous for the other)
+    # (and no group joined yet: an earlier test's one-process train leaves its group for the next run)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     with pytest.raises(ConfigError) as caught:
         join_gloo_group()
     assert str(caught.value) == (f"environment variable T2T_MTL_WAIT_TIMEOUT must be a whole number of minutes, at "

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import task_registry
+import task_registry.sources
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.engine.trainer import train
 from t2t_mtl.evaluation.shared_data import shared_data_warnings
@@ -14,6 +17,14 @@ from engine_helpers import tiny_config, train_tiny_tokenizer, write_yaml_task
 
 TEMPLATE = Template("plain", "{{ premise }} ||| {{ label }}")
 FIX = "leave it out of the evaluation"
+
+
+@pytest.fixture(autouse=True)
+def _hub_ids_read_from_the_hub(monkeypatch):
+    """Hub ids resolve to the hub here, not to the data dir a train or CLI call of an earlier test left set
+    (`task_registry.set_data_dir` is the process's)."""
+    monkeypatch.setattr(task_registry.sources, "_data_dir", None)
+    monkeypatch.delenv(task_registry.sources.DATA_DIR_ENV, raising=False)
 
 
 def _register(name: str, source) -> None:

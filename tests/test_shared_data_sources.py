@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import task_registry
+import task_registry.sources
 from t2t_mtl.evaluation.shared_data import shared_data_warnings
 from task_registry import HFSource, LocalFileSource, Task, Template
 
 TEMPLATE = Template("plain", "{{ premise }} ||| {{ label }}")
+
+
+@pytest.fixture(autouse=True)
+def _hub_ids_read_from_the_hub(monkeypatch):
+    """Hub ids resolve to the hub here, not to the data dir a train or CLI call of an earlier test left set
+    (`task_registry.set_data_dir` is the process's)."""
+    monkeypatch.setattr(task_registry.sources, "_data_dir", None)
+    monkeypatch.delenv(task_registry.sources.DATA_DIR_ENV, raising=False)
 
 
 def _warned(evaluated: str, evaluated_source, trained: str, trained_source) -> list[str]:
