@@ -44,8 +44,9 @@ def test_the_waiting_groups_timeout_is_t2t_mtl_wait_timeout_minutes_a_day_unless
     assert made == [{"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}]
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "1.5", "2h", "", "²"])  # (², a digit int() does not read)
-def test_a_wait_timeout_that_is_no_whole_number_of_minutes_is_refused_before_joining(monkeypatch, value):
+# (², a digit int() does not read; past a year, 10**13 minutes was timedelta's raw OverflowError)
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "2h", "", "²", "525601", "10000000000000"])
+def test_a_wait_timeout_that_is_no_whole_number_of_minutes_up_to_a_year_is_refused_before_joining(monkeypatch, value):
     monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", value)
     monkeypatch.setenv("WORLD_SIZE", "2")  # (a rank of two: it would wait in the rendezvous for the other)
     # (and no group joined yet: an earlier test's one-process train leaves its group for the next run)
@@ -53,5 +54,5 @@ def test_a_wait_timeout_that_is_no_whole_number_of_minutes_is_refused_before_joi
     with pytest.raises(ConfigError) as caught:
         join_gloo_group()
     assert str(caught.value) == (f"environment variable T2T_MTL_WAIT_TIMEOUT must be a whole number of minutes, at "
-                                 f"least 1 (how long ranks wait for rank 0's preparation; unset: 1440, a day), got "
-                                 f"{value!r}")
+                                 f"least 1 (how long ranks wait for rank 0's preparation; unset: 1440, a day), at "
+                                 f"most 525600 (a year), got {value!r}")

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 # (its connections close); one that hangs alive (a stalled shared filesystem) holds the others that long.
 WAIT_TIMEOUT_VARIABLE = "T2T_MTL_WAIT_TIMEOUT"
 DEFAULT_WAIT_MINUTES = 24 * 60
+#: the longest T2T_MTL_WAIT_TIMEOUT taken, a year: a longer wait is a typo, and far longer ones no timeout can hold
+MAX_WAIT_MINUTES = 365 * 24 * 60
 _waiting_group = None  # that group, while this process's group of several ranks exists
 # Where the default group's collectives take their tensors, as `init_distributed` / `join_gloo_group` made it: the GPU
 # under NCCL (which cannot all-reduce a CPU tensor), else the CPU; None for a group this module did not make.
@@ -182,14 +184,14 @@ def wait_timeout() -> datetime.timedelta:
     """The timeout of the waiting group (`barrier`, `failed_ranks`, eval's gathers): T2T_MTL_WAIT_TIMEOUT minutes (a
     day unless set), how long ranks wait for one that works alone (rank 0 tokenizing a mixture, converting a
     checkpoint) or hangs without dying. A ConfigError naming the variable for a value that is no whole number of
-    minutes of at least 1."""
+    minutes from 1 to MAX_WAIT_MINUTES (a year)."""
     text = os.environ.get(WAIT_TIMEOUT_VARIABLE, str(DEFAULT_WAIT_MINUTES))
-    if not text.strip().isdecimal() or int(text) < 1:  # (isdigit takes ², which int() refuses)
+    if not text.strip().isdecimal() or not 1 <= int(text) <= MAX_WAIT_MINUTES:  # (isdigit takes ², int() does not)
         from t2t_mtl.config_errors import ConfigError
 
         raise ConfigError(f"environment variable {WAIT_TIMEOUT_VARIABLE} must be a whole number of minutes, at least "
                           f"1 (how long ranks wait for rank 0's preparation; unset: {DEFAULT_WAIT_MINUTES}, a day), "
-                          f"got {text!r}")
+                          f"at most {MAX_WAIT_MINUTES} (a year), got {text!r}")
     return datetime.timedelta(minutes=int(text))
 
 
