@@ -51,6 +51,21 @@ def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(m
         ["3", "4", "1", "head", "29500"]
 
 
+def test_torchrun_started_by_srun_keeps_the_ranks_torchrun_set(monkeypatch):
+    # srun starting one torchrun a node: SLURM_PROCID and SLURM_NTASKS count the nodes' torchruns, not the ranks;
+    # taking them over torchrun's RANK and WORLD_SIZE would give every node's ranks one rank number
+    from t2t_mtl.engine.distributed import fill_env_from_launcher
+    from t2t_mtl.launched_ranks import started_by_srun
+
+    torchrun = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "head", "MASTER_PORT": "29400"}
+    for key, value in {**torchrun, "SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2",
+                       "SLURM_LOCALID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    assert not started_by_srun()
+    fill_env_from_launcher()
+    assert {key: os.environ[key] for key in torchrun} == torchrun
+
+
 @pytest.mark.parametrize("reader, procid, variable, value, expected", [
     # (what the reader returns in a bare process, an sbatch script's own command with SLURM_PROCID `procid` of 4 tasks,
     # a rank srun started, and once torchrun or deepspeed set `variable` to `value`)
