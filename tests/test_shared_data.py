@@ -243,6 +243,22 @@ def test_a_hub_datasets_data_files_pattern_holds_the_files_of_its_repo_it_matche
         assert len(shared_data_warnings(["deep_one"], ["deep"], FIX)) == 1
 
 
+@pytest.mark.parametrize("pattern, path, held", [
+    ("data/train-?.parquet", "data/train-0.parquet", True),
+    ("data?train.parquet", "data/train.parquet", False),  # (`?`, as `*`, within one folder)
+    ("data/train-[01].parquet", "data/train-1.parquet", True),  # (a character set alone makes a pattern)
+    ("data/train-[01].parquet", "data/train-2.parquet", False),
+    ("data/train-[!0].parquet", "data/train-1.parquet", True),  # (`[!...]`: none of them)
+    ("data/train-[!0].parquet", "data/train-0.parquet", False),
+])
+def test_a_hub_datasets_data_files_pattern_holds_a_file_as_datasets_globs_it(pattern, path, held):
+    from task_registry.data_reads import DataRead
+
+    read, file = DataRead.hub("org/x", pattern), DataRead.hub("org/x", path)
+    assert (read.holds(file), read.shares(file), file.shares(read)) == (held, held, held)
+    assert not DataRead.hub("org/y", path).shares(read)  # (another dataset's file)
+
+
 def test_a_file_readers_data_dir_is_the_folder_it_reads_its_files_in(tmp_path):
     # was: HFSource('json', data_dir=d) read nothing, and its data_files were looked for in the working directory
     rows = tmp_path / "d" / "rows.jsonl"
