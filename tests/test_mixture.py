@@ -96,6 +96,44 @@ def test_a_mixture_keeps_its_task_when_the_task_s_cell_is_run_again(registry):
         mixture.flatten()  # (another definition: its rate would train the other task)
 
 
+def test_a_cell_run_again_with_a_changed_evaluation_rule_or_mixture_is_refused(registry):
+    # the cell's mixture names its Task itself, as a notebook's does: a changed mixture is refused for its change, not
+    # because a name stands where the registered one held a Task
+    from task_registry import EvalProtocol
+    from task_registry.bigbench import BigBenchFewShotFormat
+
+    def rows(split, num_rows, seed, scale):
+        return _rows(split, num_rows * scale, seed)
+
+    def task(scale=1, **rules):  # (describe() leaves a generator's gen_kwargs out; definition_digest() holds them)
+        source = GeneratorSource(rows, num_rows=10, gen_kwargs={"scale": scale})
+        return task_registry.register_task(Task("mx_rules", source, [ECHO], **rules))
+
+    def mixture(members, description=""):
+        return task_registry.register_mixture(Mixture("mx_rules_mix", members, description=description))
+
+    task_registry.register_task(_task("mx_b"))
+    rules = {"few_shot_format": BigBenchFewShotFormat(task_prefix="Q: "), "eval_protocol": EvalProtocol("left")}
+    cell = task(**rules)
+    assert task(**rules) is task_registry.get_task("mx_rules")  # (the same rules: taken again)
+    for changed in ({"few_shot_format": BigBenchFewShotFormat(task_prefix="A: ")}, {"eval_protocol": EvalProtocol()},
+                    {"scale": 2}):
+        with pytest.raises(DuplicateRegistrationError, match="'mx_rules' is already registered"):
+            task(**{**rules, **changed})
+    nested = Mixture("mx_rules_inner", {cell: 1.0})
+    members = {cell: rate_num_examples(maximum=8), nested: 2.0}
+    mixture(members, "both")
+    assert mixture(members, "both") is task_registry.get_mixture("mx_rules_mix")
+    for changed, description in (({cell: rate_num_examples(maximum=9), nested: 2.0}, "both"),
+                                 ({cell: rate_num_examples(maximum=8), nested: 3.0}, "both"),
+                                 ({cell: rate_num_examples(maximum=8), nested: 2.0, "mx_b": 1.0}, "both"),
+                                 ({cell: rate_num_examples(maximum=8), Mixture("mx_rules_inner", ["mx_b"]): 2.0},
+                                  "both"),
+                                 (members, "edited")):
+        with pytest.raises(DuplicateRegistrationError, match="'mx_rules_mix' is already registered"):
+            mixture(changed, description)
+
+
 def test_decorator_registers_a_generator_task(registry):
     @task_registry.task("mx_decorated", templates=[ECHO], num_rows={"train": 4, "validation": 2}, cluster="lists")
     def rows(split, num_rows, seed):
