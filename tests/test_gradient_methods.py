@@ -948,6 +948,25 @@ def test_a_per_layer_methods_logged_weights_name_their_layers(per_layer, segment
     assert "segments" not in GradientSurgery({"method": "gradvac"}, model.named_parameters(), ["a", "b"]).stats()
 
 
+def test_segments_are_named_in_buffer_order_and_names_that_do_not_fit_their_offsets_are_refused():
+    # a key met again after another (weights and biases taken apart) starts a segment of its own, named again
+    from t2t_mtl.gradients.surgery import GradientSurgery
+
+    model = TwoHeads()
+    kinds = GradientSurgery({"method": "gradvac", "per_layer": True}, model.named_parameters(), ["a", "b"],
+                            segment_of=lambda name: name.rpartition(".")[2])
+    assert kinds.segment_offsets == [0, 48, 56, 80, 83]
+    assert kinds.stats()["segments"] == ["weight", "bias", "weight", "bias"]
+    flat = [torch.zeros(83)]
+    named = GradientSurgery({"method": "gradvac", "per_layer": True}, flat, ["a", "b"], segment_offsets=[0, 56, 83],
+                            segment_names=["body", "head"])
+    assert named.stats()["segments"] == ["body", "head"]
+    with pytest.raises(GradientMethodError, match="^segment_names must name the 2 segments of segment_offsets, got 3 "
+                                                  "names$"):
+        GradientSurgery({"method": "gradvac", "per_layer": True}, flat, ["a", "b"], segment_offsets=[0, 56, 83],
+                        segment_names=["body", "head", "extra"])
+
+
 def test_step_hook_adds_up_a_tasks_micro_batches_and_starts_each_step_from_zero():
     """With more micro-batches than tasks a step holds several micro-batches of one task: their gradients add up in
     the task's row, and every step's rows hold that step's gradients alone. With method `sum` the gradient handed
