@@ -1510,6 +1510,19 @@ def test_a_dict_s_empty_base_is_no_base_as_a_yaml_file_s(tmp_path):
         assert C.load_config("quickstart", extra={"base": base}).to_dict() == C.load_config("quickstart").to_dict()
 
 
+def test_a_dicts_base_list_is_read_in_order_as_the_same_yaml_files_is(tmp_path, monkeypatch):
+    from t2t_mtl.engine.trainer import as_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "steps.yaml").write_text(yaml.safe_dump({"training": {"steps": 40, "log_every": 3}}))
+    layer = {"base": ["quickstart", "steps.yaml"], "training": {"log_every": 5}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(layer))
+    from_file = C.load_config(tmp_path / "run.yaml")
+    assert (from_file.training.steps, from_file.training.log_every) == (40, 5)  # (the list's last base, then the keys)
+    checked = as_config(layer)
+    assert checked.to_dict() == from_file.to_dict() and checked.base_only_keys == from_file.base_only_keys
+
+
 def test_a_path_key_takes_a_pathlib_path_from_python(tmp_path):
     # was: config_from_dict refused {'training': {'output_dir': tmp_path / 'run'}} ("must be str, got PosixPath"),
     # and a Path set on a Config's attribute reached the run, whose config.yaml yaml.safe_dump cannot write
