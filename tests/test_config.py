@@ -1510,6 +1510,16 @@ def test_a_dict_s_empty_base_is_no_base_as_a_yaml_file_s(tmp_path):
         assert C.load_config("quickstart", extra={"base": base}).to_dict() == C.load_config("quickstart").to_dict()
 
 
+def test_a_text_key_given_true_is_told_to_quote_it_not_to_write_keys_under_it():
+    # (the switch hint is a mapping section's: training.output_dir takes text, not keys)
+    with pytest.raises(C.ConfigTypeError) as caught:
+        C.load_config("quickstart", ["training.output_dir=true"])
+    assert str(caught.value) == (
+        "config key 'training.output_dir' must be str, got True (bool); YAML reads unquoted numbers and yes/no/on/off "
+        "as numbers and booleans: quote text, e.g. output_dir: \"2024\" in a file, "
+        "--set 'training.output_dir=\"2024\"'")
+
+
 def test_a_dicts_base_list_is_read_in_order_as_the_same_yaml_files_is(tmp_path, monkeypatch):
     from t2t_mtl.engine.trainer import as_config
 
