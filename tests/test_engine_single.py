@@ -926,6 +926,20 @@ def test_round_robin_gives_every_gradient_surgery_step_each_task_once(tmp_path, 
         assert None not in record["gradient_surgery"]["grad_norms"]
 
 
+def test_per_layer_gradvacs_logged_weights_name_the_models_layers_alike_under_zero_0_and_3(tmp_path, tok, cache):
+    # each stage has its own step hook (ZeRO-3's works on DeepSpeed's partitions): both name the weights' rows
+    named = []
+    for stage in (0, 3):
+        cfg = tiny_config(tmp_path / f"run{stage}", tok, cache, sampling={"mode": "homogeneous"},
+                          gradient_surgery={"method": "gradvac", "per_layer": True},
+                          training={"steps": 1, "grad_accum": 3}, deepspeed={"zero_stage": stage})
+        train(cfg, evaluate_held_in=False)
+        record = json.loads((tmp_path / f"run{stage}" / "logs" / "metrics.jsonl").read_text().splitlines()[0])
+        named.append(record["gradient_surgery"].get("segments"))
+        assert named[-1] and len(named[-1]) == len(record["gradient_surgery"]["weights"]) == len(set(named[-1]))
+    assert named[0] == named[1] and {"encoder.block.0", "decoder.block.0"} <= set(named[0]), named
+
+
 def test_a_task_the_rates_would_never_draw_is_named_in_a_warning(tmp_path, tok, cache, capsys):
     # was: nothing said, and the task was never trained (rate 1e-6 over 4 steps of 2 micro-batches: 8e-6 draws)
     rates = {"reverse_words": 1.0, "parity": 1.0, "count_word": 1e-6}
