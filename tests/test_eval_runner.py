@@ -1059,6 +1059,24 @@ def test_a_rank_left_alone_in_the_evaluation_s_start_check_says_where_it_was_in_
                           "lost (") and "Traceback" not in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("raised", ["apart", "lost"])
+def test_ranks_met_apart_or_a_rank_lost_in_the_evaluation_end_it_in_one_line(checkpoint, monkeypatch, capsys, raised):
+    # the evaluation's own gathers raise as the start check's does: ranks at different phases, or one gone
+    from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError, mismatch_message
+
+    error = RanksAtDifferentPhasesError(mismatch_message(["the evaluation's results gathered", "a rank's scores"])) \
+        if raised == "apart" else CollectiveBrokenError("rank 0 of 2 was at 'the evaluation's results gathered' when "
+                                                        "the other ranks were lost")
+
+    def evaluate_tasks(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("t2t_mtl.evaluation.evaluate_tasks", evaluate_tasks)
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--max-examples", "2",
+                     "--no-progress"]) == 1
+    assert capsys.readouterr().err == f"error: {error}\n"  # (one line: no traceback)
+
+
 # A task module that registers, on each rank, a task reading that rank's rows file and scored by a metric that fails on
 # rank 1 where the settings beside the module say so
 _RANK_TASK_MODULE = '''
