@@ -63,3 +63,15 @@ def test_a_plot_leaves_the_callers_backend_and_open_figures_alone(draw, notebook
     assert draw(tmp_path).read_bytes()[:8] == PNG
     assert matplotlib.get_backend() == "svg"
     assert plt.get_fignums() == [notebook_backend.number]
+
+
+def test_a_figure_off_pyplot_is_the_size_asked_for_as_pyplot_subplots_gives_it(tmp_path):
+    # a report's PNG is figsize inches at its dpi (the PNG header's width and height, big-endian after 'IHDR')
+    from t2t_mtl.figures import figure_and_axes
+
+    fig, axes = figure_and_axes((3, 2))
+    axes.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "f.png", dpi=50)
+    header = (tmp_path / "f.png").read_bytes()[:24]
+    assert header[:8] == PNG and header[12:16] == b"IHDR"
+    assert (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")) == (150, 100)
