@@ -259,6 +259,13 @@ def test_a_hub_datasets_data_files_pattern_holds_a_file_as_datasets_globs_it(pat
     assert not DataRead.hub("org/y", path).shares(read)  # (another dataset's file)
 
 
+def test_a_hub_datasets_file_in_its_data_dir_written_with_a_dot_is_the_same_file():
+    with task_registry.isolated_registry():
+        _register("in_dir", HFSource("org/x", data_dir="./sub", data_files={"train": "a.parquet"}))
+        _register("plain", HFSource("org/x", data_files={"validation": "sub/a.parquet"}))
+        assert len(shared_data_warnings(["plain"], ["in_dir"], FIX)) == 1
+
+
 def test_a_file_readers_data_dir_is_the_folder_it_reads_its_files_in(tmp_path):
     # was: HFSource('json', data_dir=d) read nothing, and its data_files were looked for in the working directory
     rows = tmp_path / "d" / "rows.jsonl"
