@@ -1997,6 +1997,52 @@ def test_a_sharded_evaluation_warns_of_incomplete_groups_and_short_demonstration
     assert warned[1] == []
 
 
+def test_a_sharded_evaluation_warns_of_both_ranks_moe_drops_on_rank_0_alone(tmp_path, monkeypatch, caplog):
+    # every rank of an MoE with an expert capacity gathers the ranks' drops: rank 0 warns once of their sum (rank 1
+    # scores the second row and drops 2 of its 5 choices; rank 0 drops 1 of 4), rank 1 not at all
+    import contextlib
+
+    from t2t_mtl.evaluation import runner
+    from t2t_mtl.evaluation.rank_gathers import RankGathers
+    from t2t_mtl.model.moe import CapacityDrops
+
+    template = task_registry.Template("q", "{{ question }} ||| {{ answers[0] }}")
+    task = _local_task(tmp_path, "qa", QA_ROWS[:2], [template], metrics=("exact_match",))
+    _answer_with(monkeypatch, lambda text: "Paris")
+    counts = {0: (1, 4), 1: (2, 5)}
+    rank_now = [0]
+    monkeypatch.setattr(runner, "batch_dependent", lambda model: True)
+    monkeypatch.setattr(runner, "capacity_drops",
+                        lambda model: contextlib.nullcontext(CapacityDrops(*counts[rank_now[0]])))
+    rank_1_parts = {"task 'qa' template 'q'": [(1, "Paris", -1, None)], "task 'qa' template 'q': MoE drops": [(2, 5)],
+                    "the end of the evaluation": []}  # what rank 1 sends (checked below)
+    sent = []
+
+    def rank_0_parts(self, local):
+        sent.append(local)
+        return [local, (local[0], rank_1_parts[local[0]])]
+
+    def rank_1_gets(self, local):
+        assert local == (local[0], rank_1_parts[local[0]])
+        return [sent.pop(0), local]
+
+    warned = []
+    for rank, parts in ((0, rank_0_parts), (1, rank_1_gets)):
+        rank_now[0] = rank
+        monkeypatch.setattr(RankGathers, "_parts", parts)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            report = evaluate_tasks(None, _NoTaskTokens(), [task], EvalSettings(scoring="generate", batch_size=1),
+                                    rank=rank, world_size=2, progress=False)
+        assert (report.results[0].num_moe_dropped, report.results[0].num_moe_choices) == (3, 9)
+        warned.append([record.getMessage() for record in caplog.records])
+    assert sent == []
+    assert [message.split(" (those")[0] for message in warned[0]] == [
+        "task 'qa' template 'q': the MoE layers dropped 3 of the 9 (token, slot) choices they routed over expert "
+        "capacity"]
+    assert warned[1] == []
+
+
 def test_a_model_folders_meta_that_is_not_json_is_named_before_the_model_loads(tmp_path):
     # eval and predict read a folder's t2t_mtl_meta.json first (checkpoint_meta): a damaged one is named, not quoted
     # as the JSON reader's bare complaint
