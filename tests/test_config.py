@@ -1605,6 +1605,36 @@ def test_another_ranks_stop_on_a_resume_is_not_told_as_a_refused_value_of_the_sa
     assert "this resume reads" not in err
 
 
+def test_a_checkpoint_is_read_with_its_own_runs_config_wherever_it_is_named_from(tmp_path, monkeypatch, capsys):
+    # was: a checkpoint's run was its parent's parent when the parent was named checkpoints/, else its parent, so
+    # step-N named from inside checkpoints/ ('.' from inside step-N) was refused ("its run directory . has no
+    # config.yaml"), and a checkpoint linked or copied beside another config.yaml (the working directory's) was read
+    # with that config: eval, predict and export rebuilt another model from it
+    import shutil
+
+    from t2t_mtl.engine.model_meta import ExportError, trained_model_meta
+
+    ckpt = _old_run(tmp_path, "data", {"max_input_length": 77})
+    write(tmp_path / "config.yaml", C.load_config("quickstart").to_dict())  # another config, beside the copies
+    (tmp_path / "linked").symlink_to(ckpt)
+    shutil.copytree(ckpt, tmp_path / "copied")
+    for cwd, named in ((ckpt.parent, ckpt.name), (ckpt, "."), (tmp_path, "linked")):
+        monkeypatch.chdir(cwd)
+        meta = trained_model_meta(named)
+        assert Path(meta["run_dir"]).resolve() == (tmp_path / "run").resolve()
+        assert meta["config"]["data"]["max_input_length"] == 77
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExportError) as refused:
+        trained_model_meta("copied")
+    assert str(refused.value) == (
+        "checkpoint copied is not in a run's checkpoints/ folder, and its model is rebuilt from its run's config.yaml "
+        "and tokenizer: pass it where its run keeps it (RUN/checkpoints/step-N) or the run directory, or export the "
+        "run (t2t-mtl export) for a folder that holds them")
+    assert cli_main(["export", "copied", "--out", "out"]) != 0
+    assert capsys.readouterr().err == f"error: {refused.value}\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluation_and_export_read_a_saved_value_a_new_run_is_refused_with_a_warning(tmp_path, caplog):
     # was: "checkpoint ... could not be loaded: .../config.yaml is not a valid run config (config key 'data.tasks' is
     # empty, ...); the model cannot be rebuilt without it", for a run that trained with that config: its model could

@@ -21,8 +21,16 @@ class ExportError(ValueError):
 
 
 def run_dir_of(ckpt: Path) -> Path:
-    """The run folder of checkpoint `ckpt`; an ExportError where it has no config.yaml."""
-    run = ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
+    """The run folder of checkpoint `ckpt` (`RUN/checkpoints/step-N`, given as a path relative to a folder inside it
+    or through a link too), whose config.yaml and tokenizer rebuild its model; an ExportError for a checkpoint that
+    is in no run's checkpoints/ folder (one copied out), or a run without config.yaml."""
+    place = ckpt.resolve()
+    if ckpt.parent.name != CHECKPOINTS and place.parent.name != CHECKPOINTS:
+        raise ExportError(f"checkpoint {ckpt} is not in a run's {CHECKPOINTS}/ folder, and its model is rebuilt from "
+                          f"its run's config.yaml and tokenizer: pass it where its run keeps it (RUN/{CHECKPOINTS}/"
+                          f"step-N) or the run directory, or export the run (t2t-mtl export) for a folder that holds "
+                          f"them")
+    run = ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else place.parent.parent
     if not (run / "config.yaml").exists():
         raise ExportError(f"checkpoint {ckpt}: its run directory {run} has no config.yaml")
     return run
