@@ -64,11 +64,9 @@ def evaluate_expression(compiled: jinja2.environment.TemplateExpression, row: Ma
 def called_on_row(fn: Callable[[Mapping[str, Any]], Any], row: Mapping[str, Any], index: int, where: str) -> Any:
     """`fn(row)`, a Python function of a preprocessor (row `index` of the rows it receives); its failure is a
     `TemplateRenderError` naming the preprocessor `where` and the row, chained to it (whose traceback ends at the
-    function's own line)."""
+    function's own line), a task_registry error the function raises too (a template it renders names no step)."""
     try:
         return fn(row)
-    except TemplateRenderError:  # (named already)
-        raise
     except Exception as error:  # the user's function: any failure, named with its row
         raise TemplateRenderError(f"{where}, row {index}: the function raised {type(error).__name__}: {error}; the "
                                   f"row is {_preview(row)}") from error

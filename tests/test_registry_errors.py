@@ -435,6 +435,28 @@ def test_preprocessor_functions_that_fail_on_a_row_name_task_split_row_and_funct
         assert type(info.value.__cause__) is cause  # (its traceback ends at the function's line)
 
 
+_LABEL_TEXT = Template("label_text", "{{ text }} ||| {{ label_text }}")
+
+
+def _rendered_label_text(row):
+    return {"target": _LABEL_TEXT.render(row)[1]}  # (a task_registry error: no row has label_text)
+
+
+def test_a_preprocessor_function_raising_a_template_error_itself_is_named_with_its_step_and_row(rows_file):
+    # was passed on bare, as if named already: "task 'rows': split 'train': template 'label_text': ..." named
+    # neither the map step nor the row, which the README promises for any exception a Map or Filter function raises
+    from task_registry.errors import MissingFieldError
+
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], preprocessors=[task_registry.Map(_rendered_label_text)],
+                splits=("train",))
+    message = (r"^task 'rows': split 'train': map\(_rendered_label_text\), row 0: the function raised "
+               r"MissingFieldError: .*label_text.*; the row is \{'text': 'fine', 'label': 0, 'extra': 'e'\}$")
+    for read in (lambda: task.load_rows("train"), lambda: list(task.to_dataset("train", streaming=True))):
+        with pytest.raises(TemplateRenderError, match=message) as info:
+            read()
+        assert type(info.value.__cause__) is MissingFieldError
+
+
 def _every_read_fails(task: Task, split: str, pattern: str) -> None:
     """Loading, streaming and streaming the rendered `split` of `task` each raise a DataSourceError matching
     `pattern`."""
