@@ -95,6 +95,19 @@ def test_generation_and_ranking_equal_the_model_run_input_by_input(dense_dir, ca
     assert capsys.readouterr().out.splitlines() == [r.prediction for r in ranked]
 
 
+def test_an_empty_list_of_answer_choices_is_generated_as_none_is(dense_dir):
+    # `tasks preview --jsonl` writes [] for a template without choices: from Python or a JSON line, such an input is
+    # generated (rank scoring refuses it by number) — the rendered-dataset schema read as it is written
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    expected = _one_by_one_generate(model, tokenizer, INPUTS[:1])
+    line = read_requests([json.dumps({"inputs": INPUTS[0], "answer_choices": []})], jsonl=True, source="x")
+    for request in (PredictRequest(INPUTS[0], []), *line):
+        (got,) = predict(model, tokenizer, [request], max_new_tokens=8)
+        assert [got.prediction] == expected and got.scores is None
+        with pytest.raises(EvaluationError, match=r"^input 1 has no answer choices: rank scoring needs them"):
+            predict(model, tokenizer, [request], scoring="rank")
+
+
 def test_task_routed_moe_takes_each_inputs_task(moe_dir, capsys, tmp_path):
     model, tokenizer, _ = load_checkpoint(moe_dir)
     alpha = _one_by_one_generate(model, tokenizer, INPUTS, task_ids=torch.tensor([0]))

@@ -20,7 +20,8 @@ class PredictInputError(EvaluationError):
 
 @dataclass
 class PredictRequest:
-    """One input; `answer_choices` (None: generate) and `task` (None: no task routing) are optional."""
+    """One input; `answer_choices` (None or [], as the rendered-dataset schema writes none: generate) and `task`
+    (None: no task routing) are optional."""
 
     inputs: str
     answer_choices: Optional[list[str]] = None
@@ -81,8 +82,6 @@ def _parse_json_line(text: str, where: str) -> PredictRequest:
     for answer in OUTPUT_KEYS:  # an earlier predict's answer (its output is valid input): this run writes its own
         row.pop(answer, None)
     choices, task = row.get("answer_choices"), row.get("task")
-    if choices == []:
-        choices = None  # the rendered-dataset schema writes [] for "no choices"
     if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
         raise PredictInputError(f"{where}: \"answer_choices\" must be a list of strings, got {choices!r}")
     if choices is not None and len(choices) == 1 and "|||" in choices[0]:  # --choices' form, in one list item
