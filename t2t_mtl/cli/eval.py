@@ -291,10 +291,10 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import task_registry
     from t2t_mtl.engine.distributed import join_gloo_group, refuse_failed_start
-    from t2t_mtl.launched_ranks import launched_rank
     from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError
     from t2t_mtl.evaluation import checkpoint_meta, load_checkpoint, read_report, to_markdown
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
+    from t2t_mtl.launched_ranks import launched_rank
     from task_registry.bigbench import TEMPLATE_NAME as BIGBENCH_TEMPLATE
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length",
