@@ -1,7 +1,7 @@
-"""Stop requests from signals during training: SIGTERM and a first SIGINT (Ctrl-C) ask the loop to finish the
-step in progress, save a checkpoint and return; a second SIGINT aborts at once (KeyboardInterrupt, nothing
-saved). The loop all-reduces `requested` with its step figures, so a signal on any one rank stops every rank
-at the same step."""
+"""Stop requests from signals during training: SIGTERM, SIGUSR1 (SLURM's `--signal=USR1@T` before the time limit)
+and a first SIGINT (Ctrl-C) ask the loop to finish the step in progress, save a checkpoint and return; a second
+SIGINT aborts at once (KeyboardInterrupt, nothing saved). The loop all-reduces `requested` with its step
+figures, so a signal on any one rank stops every rank at the same step."""
 from __future__ import annotations
 
 import os
@@ -11,11 +11,11 @@ from typing import Any, Dict
 
 
 class StopSignals:
-    """Installs the SIGTERM / SIGINT handlers on `install()` and puts the previous ones back on `restore()`. Only an
-    `announce`ing instance (rank 0) prints the Ctrl-C notice. It names no step: a request is seen at the step's
-    stop vote, so one that comes after it stops at the next step, and under torchrun the vote of another rank that
-    the SIGINT reached earlier may stop every rank a step before this rank's next vote; the loop names the step it
-    saves at."""
+    """Installs the SIGTERM / SIGUSR1 / SIGINT handlers on `install()` and puts the previous ones back on
+    `restore()`. Only an `announce`ing instance (rank 0) prints the Ctrl-C notice. It names no step: a request is
+    seen at the step's stop vote, so one that comes after it stops at the next step, and under torchrun the vote of
+    another rank that the SIGINT reached earlier may stop every rank a step before this rank's next vote; the loop
+    names the step it saves at."""
 
     def __init__(self, *, announce: bool):
         self.requested = False
@@ -25,7 +25,8 @@ class StopSignals:
 
     def install(self) -> "StopSignals":
         """Install the handlers (keeping the previous ones); returns self."""
-        for signum, handler in ((signal.SIGTERM, self._on_terminate), (signal.SIGINT, self._on_interrupt)):
+        for signum, handler in ((signal.SIGTERM, self._on_terminate), (signal.SIGUSR1, self._on_terminate),
+                                (signal.SIGINT, self._on_interrupt)):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, handler)
         return self
