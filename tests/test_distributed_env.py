@@ -51,6 +51,30 @@ def test_an_srun_rank_takes_its_local_rank_from_slurm_and_keeps_a_given_master(m
         ["3", "4", "1", "head", "29500"]
 
 
+def test_srun_ranks_of_two_jobs_get_two_master_ports(monkeypatch):
+    # was: every job's ranks met on port 29500, so two jobs on one node (a job array of seeds, say) collided: the
+    # second job's rank 0 could not bind it and its other ranks joined the first job's store
+    from t2t_mtl.engine.distributed import fill_env_from_launcher
+
+    def port(job: str, procid: str, given: str = "") -> int:
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_PORT"):
+            monkeypatch.setenv(key, "")
+            monkeypatch.delenv(key)
+        for key, value in {"SLURM_STEP_ID": "0", "SLURM_PROCID": procid, "SLURM_NTASKS": "2", "SLURM_LOCALID": "0",
+                           "SLURM_JOB_ID": job, "MASTER_ADDR": "head", **({"MASTER_PORT": given} if given else {})
+                           }.items():
+            monkeypatch.setenv(key, value)
+        fill_env_from_launcher()
+        assert os.environ["RANK"] == procid
+        return int(os.environ["MASTER_PORT"])
+
+    ports = {job: {port(job, "0"), port(job, "1")} for job in ("4242", "4243", "5000", "987654321")}
+    assert all(len(same_job) == 1 for same_job in ports.values())  # a job's ranks meet on one port
+    assert len(set.union(*ports.values())) == 4  # four jobs, four ports (jobs far apart may share one)
+    assert all(1024 < p < 32768 for p in set.union(*ports.values()))  # below Linux's ephemeral ports
+    assert port("4242", "1", given="31000") == 31000  # a port given is kept
+
+
 def test_torchrun_started_by_srun_keeps_the_ranks_torchrun_set(monkeypatch):
     # srun starting one torchrun a node: SLURM_PROCID and SLURM_NTASKS count the nodes' torchruns, not the ranks;
     # taking them over torchrun's RANK and WORLD_SIZE would give every node's ranks one rank number

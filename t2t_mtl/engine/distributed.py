@@ -78,6 +78,12 @@ def _first_slurm_host(nodelist: str) -> str:
         return head
 
 
+def _slurm_job_port(job_id: str) -> str:
+    """The rendezvous port of a SLURM job's ranks: one port per job (20000 + job id mod 12000, below Linux's
+    ephemeral ports), so jobs sharing a node (a job array's tasks) do not meet on one port; 29500 without a job id."""
+    return str(20000 + int(job_id) % 12000) if job_id.isdigit() else "29500"
+
+
 def fill_env_from_launcher() -> None:
     """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
     env = os.environ
@@ -87,7 +93,7 @@ def fill_env_from_launcher() -> None:
         env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
         if "MASTER_ADDR" not in env and "SLURM_JOB_NODELIST" in env:
             env["MASTER_ADDR"] = _first_slurm_host(env["SLURM_JOB_NODELIST"])
-        env.setdefault("MASTER_PORT", "29500")
+        env.setdefault("MASTER_PORT", _slurm_job_port(env.get("SLURM_JOB_ID", "")))
     if "RANK" not in env:
         env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
         env.setdefault("MASTER_ADDR", "127.0.0.1")
