@@ -31,7 +31,7 @@ class StepFigures:
     tokens: int  # real (non-padding) tokens of the good micro-batches
     drawn: float  # examples drawn, good micro-batches or not
     task_examples: Dict[str, int]  # examples of the good micro-batches per task (tasks without any left out)
-    stop_requested: bool  # SIGTERM or Ctrl-C on any rank
+    stop_requested: bool  # SIGTERM, SIGUSR1 or Ctrl-C on any rank
     poisoned: bool  # a micro-batch was bad on some rank: the step is skipped on every rank
 
 
