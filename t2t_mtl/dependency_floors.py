@@ -17,12 +17,12 @@ def unmet_requirements(distribution: Optional[str] = None) -> List[str]:
     its unconditional requirements and those whose environment marker holds here (extras are not checked), each
     naming the package, the version installed (or that none is), the requirement and the pip command meeting it.
     [] where `distribution` is not installed (a checkout run from PYTHONPATH: no requirements to read)."""
-    from packaging.requirements import Requirement
-
     try:
         lines = importlib.metadata.requires(distribution or DISTRIBUTION) or []
     except importlib.metadata.PackageNotFoundError:
         return []
+    from packaging.requirements import Requirement  # (not needed above: a Python without t2t-mtl may lack it)
+
     problems = []
     for line in lines:
         requirement = Requirement(line)

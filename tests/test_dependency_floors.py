@@ -115,3 +115,36 @@ def test_a_development_release_above_a_floor_is_accepted_and_a_pre_release_of_th
     _install(environment, "tokenizers", "0.22.0rc1")  # (0.22.0rc1 comes before 0.22.0: under the floor)
     assert unmet_requirements(PROBE) == ["tokenizers 0.22.0rc1 is installed; t2t-mtl needs tokenizers>=0.22 "
                                          "(pip install 'tokenizers>=0.22')"]
+
+
+@pytest.mark.parametrize("package, args, installed", [
+    ("numpy", ("tasks", "list"), True),  # imported by the command modules (sampling), before the arguments are read
+    ("datasets", ("tasks", "preview", "parity", "-n", "1"), True),  # imported by the command as it runs
+    # the system's Python given the checkout on PYTHONPATH: no t2t-mtl distribution, nor packaging (that
+    # unmet_requirements imported before it found no distribution to check)
+    ("numpy", ("tasks", "list"), False),
+])
+def test_a_package_this_python_cannot_import_is_named_with_the_python_in_one_line(package, args, installed):
+    # a rank started with another node's or the system's Python (a cluster node without the job's environment) was
+    # a traceback of t2t-mtl's own imports ending in "No module named 'numpy'", one per rank
+    import subprocess
+    import sys
+
+    missing = (package,) if installed else (package, "packaging")
+    child = ("import importlib.abc, sys\n"
+             "class Missing(importlib.abc.MetaPathFinder):\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             f"        if name.split('.')[0] in {missing!r}:\n"
+             "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+             "sys.meta_path.insert(0, Missing())\n"
+             "import t2t_mtl.dependency_floors as floors\n"
+             f"floors.DISTRIBUTION = {dependency_floors.DISTRIBUTION if installed else 'absent-here'!r}\n"
+             "from t2t_mtl.cli import main\n"
+             "sys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", child, *args], capture_output=True, text=True, timeout=300,
+                          cwd=SETUP.parent)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr[-3000:]
+    assert done.stderr == (f"error: t2t-mtl cannot import {package} (No module named '{package}') in the Python it "
+                           f"was started with, {sys.executable}: start it with the Python of the environment t2t-mtl "
+                           f"is installed in (on a cluster, the same environment on every node), or install "
+                           f"{package} there\n")

@@ -73,7 +73,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     the command only), and returns the process exit code (130, with one line on stderr, for a Ctrl-C that a command
     does not handle itself; 1 or 2, with one line, for a storage failure while writing: a full disk, a read-only or
     forbidden place; `SIGPIPE_EXIT`, silently, when the reader of the output left)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as err:
+        return _refuse_missing_module(err)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -87,6 +90,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # (a reader that left is found here, not in the interpreter's last flush)
         return code
+    except ModuleNotFoundError as err:  # one the command imports when it runs (torch, datasets, ...)
+        return _refuse_missing_module(err)
     except KeyboardInterrupt:  # `train` handles its own (a first Ctrl-C in training saves a checkpoint)
         print(f"error: aborted (Ctrl-C) during t2t-mtl {args.command}", file=sys.stderr)
         return 130
@@ -98,6 +103,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(storage_error_line(args.command, err), file=sys.stderr)
         return _STORAGE_ERRNOS[err.errno][0]
+
+
+#: the packages of this project: a module of theirs missing is a fault of the installation, not of the environment
+_OWN_PACKAGES = ("t2t_mtl", "task_registry")
+
+
+def _refuse_missing_module(err: ModuleNotFoundError) -> int:
+    """Exit code 2 after the `error:` lines for a package a command imports that this Python cannot import: the
+    unmet requirements where the installed distribution's metadata names them, else `missing_module_line`. A module
+    of t2t-mtl's own missing, or one without a name, is raised again."""
+    if not err.name or err.name.split(".")[0] in _OWN_PACKAGES:
+        raise err
+    lines = [f"error: {problem}" for problem in unmet_requirements()] or [missing_module_line(err)]
+    print("\n".join(lines), file=sys.stderr)
+    return 2
+
+
+def missing_module_line(err: ModuleNotFoundError) -> str:
+    """One `error:` line for a package the command's modules import that this Python cannot import (`err.name`
+    set): which one and which Python, as a rank started on a node without the job's environment meets it."""
+    package = err.name.split(".")[0]
+    return (f"error: t2t-mtl cannot import {package} ({err}) in the Python it was started with, {sys.executable}: "
+            f"start it with the Python of the environment t2t-mtl is installed in (on a cluster, the same environment "
+            f"on every node), or install {package} there")
 
 
 def _discard_stdout() -> None:
