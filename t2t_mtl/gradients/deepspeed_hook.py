@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .surgery import GradientSurgery, default_segment_of, segment_boundaries, segment_names
+from .surgery import GradientSurgery, default_segment_of, segment_layout
 
 
 def _skips_nonfinite_steps(engine: Any) -> bool:
@@ -102,11 +102,11 @@ class DeepSpeedSurgeryHook(_SurgeryHook):
         self.scratch = torch.zeros(self.per_rank * self.world, dtype=torch.float32, device=device)
         self._piece = torch.empty(self.per_rank, dtype=torch.float32, device=device)
         names, segment_of = [name for name, _ in self.named], default_segment_of(method_cfg.get("per_layer"))
-        segments = segment_boundaries(names, self.offsets, segment_of)
+        segments, segment_names = segment_layout(names, self.offsets, segment_of)
         local_segments = [min(max(o, self.lo), self.hi) - self.lo for o in segments]
         self.surgery = GradientSurgery(method_cfg, [_flat_stand_in(self.hi - self.lo, device)], task_names,
                                        distribution="partitioned" if self.world > 1 else "local",
-                                       segment_offsets=local_segments, segment_names=segment_names(names, segment_of),
+                                       segment_offsets=local_segments, segment_names=segment_names,
                                        max_tasks_per_step=_tasks_per_step(engine))
         self.capturing = False
         self._handles = [p.register_hook(self._capture_hook(lo, hi))
@@ -187,10 +187,10 @@ class Zero3SurgeryHook(_SurgeryHook):
         self.accumulated = torch.zeros(self.offsets[-1], dtype=torch.float32, device=device)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         names, segment_of = [name for name, _ in self.named], default_segment_of(method_cfg.get("per_layer"))
+        segments, segment_names = segment_layout(names, self.offsets, segment_of)
         self.surgery = GradientSurgery(method_cfg, [_flat_stand_in(self.offsets[-1], device)], task_names,
                                        distribution="partitioned" if world > 1 else "local",
-                                       segment_offsets=segment_boundaries(names, self.offsets, segment_of),
-                                       segment_names=segment_names(names, segment_of),
+                                       segment_offsets=segments, segment_names=segment_names,
                                        max_tasks_per_step=_tasks_per_step(engine))
 
     def begin_step(self, engine: Any) -> None:

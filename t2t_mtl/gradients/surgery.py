@@ -51,7 +51,7 @@ class GradientSurgery:
         (`gradvac.layer_key`; unnamed tensors are one segment each), or one per tensor with per_layer "tensor".
     segment_offsets: explicit segment boundaries over the local buffer (overrides segment_of); under
         "partitioned" every rank must pass the same number K of segments (empty ones allowed).
-    segment_names: with `segment_offsets`, its K segments' names (as the module's `segment_names()` gives them),
+    segment_names: with `segment_offsets`, its K segments' names (as the module's `segment_layout()` gives them),
         which `stats()` logs with a segmented method's weights; from segment_of they are its keys.
     max_tasks_per_step: rows of the buffer (default T): at most this many distinct tasks between two
         `zero_()` calls. Ranks must fill rows with the same tasks in the same order (checked at `gram()`).
@@ -320,8 +320,7 @@ class GradientSurgery:
             return offsets, None if names is None else list(names)
         if segment_of is None:
             segment_of = default_segment_of(self.method.options.get("per_layer"))
-        return (segment_boundaries(self.names, self.param_offsets, segment_of),
-                segment_names(self.names, segment_of))
+        return segment_layout(self.names, self.param_offsets, segment_of)
 
 
 def default_segment_of(per_layer: Any) -> Callable[[str], str] | None:
@@ -330,21 +329,13 @@ def default_segment_of(per_layer: Any) -> Callable[[str], str] | None:
     return None if per_layer == "tensor" else layer_key
 
 
-def segment_names(names: Sequence[str], segment_of: Callable[[str], str] | None) -> list[str]:
-    """The name of each segment `segment_boundaries` cuts parameters `names` into: its `segment_of` key (None: each
-    parameter's name)."""
+def segment_layout(names: Sequence[str], offsets: Sequence[int],
+                   segment_of: Callable[[str], str] | None) -> tuple[list[int], list[str]]:
+    """Segment boundaries over parameters `names` laid out flat at `offsets` (len(names) + 1), and each segment's
+    name: consecutive parameters with the same `segment_of(name)` form one segment, named by it; None: one segment
+    per parameter, named by it."""
     if segment_of is None:
-        return list(names)
+        return list(offsets), list(names)
     keys = [segment_of(name) for name in names]
-    return [key for k, key in enumerate(keys) if k == 0 or key != keys[k - 1]]
-
-
-def segment_boundaries(names: Sequence[str], offsets: Sequence[int],
-                       segment_of: Callable[[str], str] | None) -> list[int]:
-    """Segment boundaries over parameters `names` laid out flat at `offsets` (len(names) + 1): consecutive
-    parameters with the same `segment_of(name)` form one segment; None: one segment per parameter."""
-    if segment_of is None:
-        return list(offsets)
-    keys = [segment_of(name) for name in names]
-    starts = [lo for lo, before, key in zip(offsets[1:-1], keys, keys[1:]) if key != before]
-    return [0, *starts, offsets[-1]]
+    firsts = [k for k, key in enumerate(keys) if k == 0 or key != keys[k - 1]]  # each segment's first parameter
+    return [0, *(offsets[k] for k in firsts[1:]), offsets[-1]], [keys[k] for k in firsts]
