@@ -195,10 +195,10 @@ class HFSource(Source):
         if self.reads_local_folder():
             if self.data_files is not None:  # (load_dataset reads them in the folder)
                 return [DataRead.local(path, folder=False) for path in self._split_files(split)]
-            return [DataRead.local(os.path.expanduser(os.path.join(self.path, data_dir)), folder=True)]
+            return [DataRead.local(self._data_folder(), folder=True)]
         if self._reads_local_files():
             if self.data_files is None:  # (load_dataset reads the data files in the data_dir, or fails without one)
-                return [DataRead.local(os.path.expanduser(data_dir), folder=True)] if data_dir else []
+                return [DataRead.local(self._data_folder(), folder=True)] if data_dir else []
             return [DataRead.local(path, folder=False) for path in self._split_files(split)]
         if self.data_files is not None:  # (two tasks reading other files of one hub dataset share no rows)
             return [DataRead.hub(self.describe(), posixpath.join(data_dir, path)) for path in self._split_files(split)]
@@ -246,9 +246,13 @@ class HFSource(Source):
         """A file reader's or local folder's data files `files` (a path or a list) as `load_dataset` reads them: a
         relative one in the `data_dir` among its arguments, where one is given (else in the working directory), in
         the local folder."""
-        data_dir = os.path.expanduser(os.path.join(self.path, self._data_dir()) if self.reads_local_folder()
-                                      else self._data_dir())
-        return [os.path.join(data_dir, str(name)) for name in path_list(files)]
+        return [os.path.join(self._data_folder(), str(name)) for name in path_list(files)]
+
+    def _data_folder(self) -> str:
+        """The folder of this machine a file reader's or local folder's data files are looked up in: its `data_dir`
+        ('' where none is given: the working directory), in the local folder."""
+        return os.path.expanduser(os.path.join(self.path, self._data_dir()) if self.reads_local_folder()
+                                  else self._data_dir())
 
     def _data_dir(self) -> str:
         """The `data_dir` among the `load_dataset` arguments, where it looks for the data files: a folder of the hub
