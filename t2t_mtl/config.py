@@ -279,7 +279,8 @@ def _dict_base_layers(base: Any, path: Union[str, Path, None]) -> List[Dict[str,
 def config_from_dict(data: Union[Mapping[str, Any], Config]) -> Config:
     """Validate a nested dict against the schema (unknown keys, types) and return a `Config`. The dict is a layer
     over the defaults (`default.yaml`'s values): a free-form section given in part (`sampling: {alpha: 2}`) keeps
-    its default strategy / method.
+    its default strategy / method. Its `base:` (a config name or path, relative to the working directory, or a list
+    of them) is read as `load_config(extra=data)` reads it: the dict is then a layer over that chain.
 
     A `Config` (one edited in Python: `cfg.training.steps = 200`) is checked again as the values its attributes
     hold, an attribute the schema lacks (`cfg.training.step = 200`) being an unknown key, and returned as a checked
@@ -289,6 +290,8 @@ def config_from_dict(data: Union[Mapping[str, Any], Config]) -> Config:
         validate_values(cfg)
         cfg.base_only_keys = data.base_only_keys
         return cfg
+    if isinstance(data, Mapping) and "base" in data:
+        return load_config(extra=data)
     cfg = _typed_config(data)
     validate_values(cfg)
     return cfg

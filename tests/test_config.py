@@ -1533,6 +1533,21 @@ def test_a_dicts_base_list_is_read_in_order_as_the_same_yaml_files_is(tmp_path, 
     assert checked.to_dict() == from_file.to_dict() and checked.base_only_keys == from_file.base_only_keys
 
 
+def test_config_from_dict_reads_a_dicts_base_as_train_and_load_config_do(tmp_path, monkeypatch):
+    # was: config_from_dict({"base": "quickstart", ...}) raised "unknown config key(s) in top level: base", though
+    # train() and load_config(extra=...) took the same dict
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "steps.yaml").write_text(yaml.safe_dump({"base": "quickstart", "training": {"steps": 40}}))
+    layer = {"training": {"log_every": 5}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"base": "steps.yaml", **layer}))
+    from_file = C.load_config(tmp_path / "run.yaml")
+    checked = C.config_from_dict({"base": "steps.yaml", **layer})  # (relative to the working directory)
+    assert checked.to_dict() == from_file.to_dict() and (checked.training.steps, checked.training.log_every) == (40, 5)
+    assert checked.base_only_keys == from_file.base_only_keys and "tokenizer.train" in checked.base_only_keys
+    with pytest.raises(C.ConfigTypeError, match=r"^base must be a config name or path, or a list of them, got 3$"):
+        C.config_from_dict({"base": 3})
+
+
 def test_a_path_key_takes_a_pathlib_path_from_python(tmp_path):
     # was: config_from_dict refused {'training': {'output_dir': tmp_path / 'run'}} ("must be str, got PosixPath"),
     # and a Path set on a Config's attribute reached the run, whose config.yaml yaml.safe_dump cannot write

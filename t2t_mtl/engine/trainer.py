@@ -133,8 +133,7 @@ def as_config(config: Union[Config, Mapping[str, Any], str, Path, None], overrid
     `base_only_keys` the `overrides` leave alone), a dict (its `base:` read as a YAML file's), a YAML path / packaged
     name, or None (quickstart)."""
     if isinstance(config, (Config, Mapping)):
-        layered = overrides or (isinstance(config, Mapping) and "base" in config)
-        return load_config(None, overrides, extra=config) if layered else config_from_dict(config)
+        return load_config(None, overrides, extra=config) if overrides else config_from_dict(config)
     return load_config("quickstart" if config is None else config, overrides)
 
 
