@@ -263,9 +263,20 @@ class Map(_ExpressionPreprocessor):
 
     def _apply(self, row: Mapping[str, Any], index: int) -> Mapping[str, Any]:
         if self._compiled is None:
-            return called_on_row(self.fn, row, index, self.describe())
+            return self._new_fields(called_on_row(self.fn, row, index, self.describe()), index)
         return {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
                 for field, (c, expr) in self._compiled.items()}
+
+    def _new_fields(self, value: Any, index: int) -> dict[str, Any]:
+        """A Python function's result on row `index` as the fields to add or replace; anything but a mapping (None:
+        a function that edits the row and does not return it) is a `TaskDefinitionError` naming the step and row."""
+        if isinstance(value, Mapping):
+            return dict(value)
+        shown = repr(value) if len(repr(value)) <= 100 else repr(value)[:100] + "…"
+        what = "None" if value is None else f"{type(value).__name__} {shown}"
+        raise TaskDefinitionError(f"{self.describe()}, row {index}: the function returned {what}, not the row's "
+                                  f"fields: return the row (`return row` after editing it) or a dict of the fields "
+                                  f"to add or replace")
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         try:

@@ -457,6 +457,37 @@ def test_a_preprocessor_function_raising_a_template_error_itself_is_named_with_i
         assert type(info.value.__cause__) is MissingFieldError
 
 
+def _upper_text_in_place(row):
+    row["text"] = row["text"].upper()  # (and no `return row`)
+
+
+def _upper_text_returned(row):
+    _upper_text_in_place(row)
+    return row
+
+
+@pytest.mark.parametrize("fn,returned", [
+    (_upper_text_in_place, "None"),
+    (lambda row: row["text"] * 60, "str '" + "fine" * 24 + "fin…"),
+    (lambda row: [row], "list [{'text': 'fine', 'label': 0, 'extra': 'e'}]"),
+])
+def test_a_map_function_returning_no_mapping_names_the_task_the_step_and_the_row(rows_file, fn, returned):
+    # was: a function editing the row in place without returning it left every row unchanged when loaded (datasets
+    # takes a None result for a side effect) and raised a bare "TypeError: 'NoneType' object is not a mapping"
+    # streamed; a str or list result was datasets' TypeError naming no task
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], preprocessors=[task_registry.Map(fn)], splits=("train",))
+    step = task_registry.Map(fn).describe()
+    message = (f"task 'rows': split 'train': {step}, row 0: the function returned {returned}, not the row's fields: "
+               "return the row (`return row` after editing it) or a dict of the fields to add or replace")
+    for read in (lambda: task.load_rows("train"), lambda: list(task.load_rows("train", streaming=True))):
+        with pytest.raises(TaskDefinitionError) as info:
+            read()
+        assert str(info.value) == message
+    returned_rows = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",),
+                         preprocessors=[task_registry.Map(_upper_text_returned)]).load_rows("train")
+    assert returned_rows["text"] == ["FINE", "FINE", "NO EXTRA", "BAD LABEL"]
+
+
 def _every_read_fails(task: Task, split: str, pattern: str) -> None:
     """Loading, streaming and streaming the rendered `split` of `task` each raise a DataSourceError matching
     `pattern`."""
