@@ -694,3 +694,22 @@ def test_the_decascore_of_no_scored_task_is_none_as_the_macro_average_not_zero(t
     assert summarize(scored)["decascore"] == 30.0 + 13.0
     assert "decaScore (sum of 2 task medians): 43.0; macro average: 21.5" in to_markdown(scored)
     assert "| **decaScore** | 43.0 | — |" in comparison_markdown([scored, nothing])
+
+
+def test_a_reports_repr_is_one_line_of_its_task_medians_and_a_notebook_shows_its_markdown():
+    # was the dataclass's repr: every template result with its metrics, settings and predictions, screens of it
+    # in a notebook
+    from t2t_mtl.evaluation.report import to_markdown
+    from t2t_mtl.evaluation.results import REPR_TASKS, EvalReport
+
+    results = [_template_result("rte", 50.0), _template_result("rte", 61.0), _template_result("rte", 20.0),
+               _template_result("cb", None)]
+    results += [_template_result(f"t{i}", float(i)) for i in range(REPR_TASKS)]
+    report = EvalReport("step-100", results, settings={"num_shots": 0})
+    macro = (50.0 + sum(range(REPR_TASKS))) / (1 + REPR_TASKS)  # (rte's median 50, cb unscored)
+    shown = ", ".join(f"t{i}: {i}.0" for i in range(REPR_TASKS - 2))
+    assert repr(report) == str(report) == (
+        f"EvalReport('step-100', {REPR_TASKS + 2} tasks, {REPR_TASKS + 4} templates, task medians {{rte: 50.0, cb: —, "
+        f"{shown}, … 2 more}}, macro average {macro:.1f})")
+    assert repr(EvalReport("none", [])) == "EvalReport('none', 0 tasks, 0 templates, task medians {}, macro average —)"
+    assert report._repr_markdown_() == to_markdown(report)

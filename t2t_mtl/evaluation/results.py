@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
+
+from t2t_mtl.wording import counted
 
 
 @dataclasses.dataclass
@@ -75,11 +78,18 @@ class TemplateResult:
         return cls(**data)
 
 
-@dataclasses.dataclass
+#: the most task medians an `EvalReport`'s repr lists (the rest are counted)
+REPR_TASKS = 8
+
+
+@dataclasses.dataclass(repr=False)
 class EvalReport:
     """Every template result of one model, with the settings that produced them. `unseen_tasks` maps each evaluated
     task that a task-conditioned model (task-routed MoE, per-task LoRA) was not trained on to how it was served (the
-    unseen-task route: model.moe.unseen_task_routing, the mean LoRA update)."""
+    unseen-task route: model.moe.unseen_task_routing, the mean LoRA update).
+
+    Its repr is one line (name, counts, task medians, macro average); a notebook shows its report.md tables
+    (`to_markdown`)."""
 
     name: str
     results: list[TemplateResult]
@@ -94,6 +104,25 @@ class EvalReport:
         """The results of `task`, in report order."""
         return [r for r in self.results if r.task == task]
 
+    def __repr__(self) -> str:
+        """`EvalReport('NAME', 3 tasks, 7 templates, task medians {rte: 52.3, ...}, macro average 48.8)`: the first
+        `REPR_TASKS` tasks' medians, the others counted; an unscored one `—`."""
+        from t2t_mtl.evaluation.aggregate import summarize
+
+        summary = summarize(self)
+        medians = [f"{task}: {_score_text(s.median)}" for task, s in summary["tasks"].items()]
+        if len(medians) > REPR_TASKS:
+            medians[REPR_TASKS:] = [f"… {len(medians) - REPR_TASKS} more"]
+        return (f"EvalReport({self.name!r}, {counted(len(summary['tasks']), 'task')}, "
+                f"{counted(len(self.results), 'template')}, task medians {{{', '.join(medians)}}}, "
+                f"macro average {_score_text(summary['macro_average'])})")
+
+    def _repr_markdown_(self) -> str:
+        """The report's Markdown (`to_markdown`: per-task and per-template tables), which a notebook displays."""
+        from t2t_mtl.evaluation.report import to_markdown
+
+        return to_markdown(self)
+
     def to_dict(self) -> dict[str, Any]:
         """`{"name", "settings", "results", "unseen_tasks"}`, each result as `TemplateResult.to_dict`."""
         return {"name": self.name, "settings": self.settings, "results": [r.to_dict() for r in self.results],
@@ -105,3 +134,8 @@ class EvalReport:
         return cls(name=data["name"], settings=dict(data.get("settings", {})),
                    results=[TemplateResult.from_dict(r) for r in data["results"]],
                    unseen_tasks=dict(data.get("unseen_tasks", {})))
+
+
+def _score_text(value: Optional[float]) -> str:
+    """A 0-100 score to one decimal, `—` for none (as report.md writes it)."""
+    return f"{value:.1f}" if value is not None and math.isfinite(value) else "—"
