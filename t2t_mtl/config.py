@@ -194,7 +194,10 @@ class DeepSpeedSection:
 
 @dataclass
 class Config:
-    """A whole run configuration (see the module docstring for layering)."""
+    """A whole run configuration (see the module docstring for layering). The schema's sections are dataclasses
+    (`cfg.training.steps`); the free-form ones their components check (`sampling`, `weighting`, `gradient_surgery`,
+    `evaluation`, and `model.dims`/`moe`/`lora`, `tokenizer.train`, `deepspeed.extra` within theirs) are dicts
+    (`cfg.sampling["alpha"]`), as the YAML gives them."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
