@@ -14,8 +14,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["reverse_words", "parity", "count_word"]
 #: what rank 0 prints on a first Ctrl-C (no step: the loop names the one it saves at, once the ranks agree on it)
-CTRL_C_NOTICE = ("interrupted: saving a checkpoint when the step in progress or the next one ends; press Ctrl-C again "
-                 "to abort without saving")
+CTRL_C_NOTICE = ("interrupted: saving a checkpoint when the step in progress or the next one ends; interrupt again "
+                 "(Ctrl-C; in a notebook, interrupt the kernel) to abort without saving")
 
 
 def tiny_config(out_dir: Path, tokenizer_dir: Path, cache_dir: Path, **sections: Dict[str, Any]) -> Dict[str, Any]:

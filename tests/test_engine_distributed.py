@@ -408,8 +408,9 @@ def test_ctrl_c_on_torchrun_saves_a_checkpoint_of_every_rank(work):
     assert (cut / "rank_00000.pt").exists() and (cut / "rank_00001.pt").exists()
     # the step is named once the ranks' stop vote decided it (torchrun's SIGINT may reach rank 1 in time for a step's
     # vote and rank 0 just after it cast its own), rank 0's notice names none
-    assert out.count("SIGTERM, SIGUSR1 or Ctrl-C: saving a checkpoint") == 1, out[-3000:]
-    assert f"SIGTERM, SIGUSR1 or Ctrl-C: saving a checkpoint at step {step} and exiting\n" in out, out[-3000:]
+    assert out.count("SIGTERM, SIGUSR1 or an interrupt (Ctrl-C): saving a checkpoint") == 1, out[-3000:]
+    assert f"SIGTERM, SIGUSR1 or an interrupt (Ctrl-C): saving a checkpoint at step {step} and stopping\n" in out, \
+        out[-3000:]
     assert err.count(CTRL_C_NOTICE + "\n") == 1, err[-5000:]  # rank 0 only
     assert last_logged_step(root / "ctrl_c") == step
 

@@ -46,8 +46,8 @@ class StopSignals:
             raise KeyboardInterrupt
         self.requested = True
         if self._announce:
-            text = ("interrupted: saving a checkpoint when the step in progress or the next one ends; press Ctrl-C "
-                    "again to abort without saving\n")
+            text = ("interrupted: saving a checkpoint when the step in progress or the next one ends; interrupt again "
+                    "(Ctrl-C; in a notebook, interrupt the kernel) to abort without saving\n")
             try:
                 sys.stderr.write(text)
                 sys.stderr.flush()

@@ -695,7 +695,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             elif ((t.checkpoint_every and step % t.checkpoint_every == 0) or improved) and step < t.steps:
                 checkpoint_path = save()  # a new best is checkpointed (and linked as best) right away
             if figures.stop_requested:
-                logger.message(f"SIGTERM, SIGUSR1 or Ctrl-C: saving a checkpoint at step {step} and exiting")
+                logger.message(f"SIGTERM, SIGUSR1 or an interrupt (Ctrl-C): saving a checkpoint at step {step} and "
+                               "stopping")
                 if checkpoint_path is None or checkpoint_path.name != ckpt_io.step_name(step):  # (not saved just now)
                     checkpoint_path = save()
                 interrupted = True
