@@ -1059,6 +1059,34 @@ def test_a_rank_left_alone_in_the_evaluation_s_start_check_says_where_it_was_in_
                           "lost (") and "Traceback" not in err and err.count("\n") == 1, err
 
 
+def _eval_rank_gone_at_a_template_worker(rank: int, port: int, argv: list, out: str) -> None:
+    """`_eval_rank_worker`, where rank 1 exits (code 3) in the evaluation, at its first template's gather, without
+    telling (as a rank killed there would)."""
+    if rank == 1:
+        from t2t_mtl.evaluation.rank_gathers import RankGathers
+
+        RankGathers.gather = lambda self, local, step: os._exit(3)
+    _eval_rank_worker(rank, port, argv, out)
+
+
+@pytest.mark.slow
+def test_a_rank_left_alone_in_an_evaluation_s_gather_names_the_template_in_one_line(checkpoint, tmp_path):
+    # was: gloo's error (its words vary by run: 'Connection closed by peer', '... reset by peer') ended rank 0's gather
+    # of the template as a traceback naming neither the template nor the rank
+    from engine_helpers import forked_ranks, free_port
+
+    argv = ["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--template", "t5_prefix", "--max-examples", "2",
+            "--no-progress"]
+    out, port = str(tmp_path / "rank"), free_port()
+    codes = forked_ranks(_eval_rank_gone_at_a_template_worker, [(rank, port, argv, out) for rank in range(2)],
+                         timeout=150)
+    assert codes == [0, 3]  # (rank 0 still waiting after 150 s is killed: -9; one ending on a traceback exits 1)
+    code, joined, err = json.loads(Path(f"{out}.0").read_text())
+    assert (code, joined) == (1, False), err
+    assert err.startswith("error: rank 0 of 2 was at the evaluation's gather (task 'parity' template 't5_prefix') when "
+                          "the other ranks were lost (") and "Traceback" not in err and err.count("\n") == 1, err
+
+
 @pytest.mark.parametrize("raised", ["apart", "lost"])
 def test_ranks_met_apart_or_a_rank_lost_in_the_evaluation_end_it_in_one_line(checkpoint, monkeypatch, capsys, raised):
     # the evaluation's own gathers raise as the start check's does: ranks at different phases, or one gone
@@ -1211,6 +1239,28 @@ def test_only_a_rank_s_own_failure_is_told_and_its_own_error_is_raised(monkeypat
         with _gathers(monkeypatch, 0, 1, sent=sent).telling_failures():
             raise ValueError("alone")
     assert sent == []
+
+
+def test_a_gather_the_other_ranks_left_names_its_step_and_is_not_told_to_them(monkeypatch):
+    # was: the gather's RuntimeError from gloo, naming no step, which telling_failures then tried to tell in a gather
+    # of the same broken group (waiting out the group's timeout where a rank hung alive)
+    from t2t_mtl.engine.rank_phases import CollectiveBrokenError
+
+    lost, sent = RuntimeError("gloo's words, whatever they are"), []
+    gathers = _gathers(monkeypatch, 1, 3)
+
+    def others_gone(local):
+        sent.append(local)
+        raise lost
+
+    monkeypatch.setattr(gathers, "_parts", others_gone)
+    with pytest.raises(CollectiveBrokenError) as raised:
+        with gathers.telling_failures():
+            gathers.gather(["x"], "task 'a' template 'b'")
+    assert str(raised.value) == ("rank 1 of 3 was at the evaluation's gather (task 'a' template 'b') when the other "
+                                 "ranks were lost (gloo's words, whatever they are): another rank stopped (see its "
+                                 "error) or waits in another collective")
+    assert raised.value.__cause__ is lost and sent == [("task 'a' template 'b'", ["x"])]  # (one gather: none told)
 
 
 def test_a_sharded_evaluation_warns_of_a_template_s_examples_on_rank_0_alone(tmp_path, monkeypatch, caplog):

@@ -55,13 +55,18 @@ def flags_at_phase(phase: str, flag: bool, group: Optional[object], device: torc
     try:
         dist.all_gather(parts, row, group=group)
     except RuntimeError as err:  # (torch's DistBackendError among them)
-        raise CollectiveBrokenError(f"rank {dist.get_rank()} of {len(parts)} was at '{phase}' when the other ranks "
-                                    f"were lost ({err}): another rank stopped (see its error) or waits in another "
-                                    f"collective") from err
+        raise broken_collective(f"'{phase}'", dist.get_rank(), len(parts), err) from err
     reached = [decoded(part) for part in parts]
     if len({phase for phase, _ in reached}) > 1:
         raise RanksAtDifferentPhasesError(mismatch_message([phase for phase, _ in reached]))
     return [flag for _, flag in reached]
+
+
+def broken_collective(where: str, rank: int, world_size: int, error: Exception) -> CollectiveBrokenError:
+    """What rank `rank` of `world_size` raises where its collective at `where` (a phase in quotes, a gather's step)
+    ended on `error` (gloo's or NCCL's words, which vary by run, kept whole)."""
+    return CollectiveBrokenError(f"rank {rank} of {world_size} was at {where} when the other ranks were lost "
+                                 f"({error}): another rank stopped (see its error) or waits in another collective")
 
 
 def mismatch_message(phases: List[str]) -> str:

@@ -5,7 +5,9 @@ and one at the end (`RankGathers.finish`). A rank whose own step fails between t
 unreadable, an error while scoring) joins the others' next gather with a failure mark instead (`telling_failures`)
 and raises its own error; the others raise `RankFailedError` naming it, at once. Untold, they waited in a gather it
 never joined until its exit ended the gather with gloo's "Connection closed by peer" traceback, or, where it failed
-after the last gather, finished as if every rank had scored.
+after the last gather, finished as if every rank had scored. A rank gone without telling (killed, out of memory) ends
+the others' gather with `CollectiveBrokenError` naming the step they were at, as the project's other collectives do
+(`rank_phases`), where gloo's own error named none.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any, Iterator
 import torch
 
 from t2t_mtl.engine.distributed import failed_ranks_wording, waiting_group
+from t2t_mtl.engine.rank_phases import CollectiveBrokenError, broken_collective
 from t2t_mtl.evaluation.errors import RankFailedError, RanksStoppedError
 
 logger = logging.getLogger(__name__)
@@ -43,11 +46,15 @@ class RankGathers:
 
     def gather(self, local: list[Any], step: str) -> list[Any]:
         """Every rank's `local` items of `step` (what the ranks gather for, e.g. a template), rank 0's first. A
-        `RankFailedError` naming the ranks that failed instead, or a `RanksStoppedError` where ranks are at another
-        step (they evaluate other tasks or templates)."""
+        `RankFailedError` naming the ranks that failed instead, a `RanksStoppedError` where ranks are at another
+        step (they evaluate other tasks or templates), or a `CollectiveBrokenError` naming `step` where the gather
+        itself failed (a rank gone, the waiting group's timeout)."""
         if self.world_size == 1:
             return local
-        parts = self._parts((step, local))
+        try:
+            parts = self._parts((step, local))
+        except RuntimeError as error:  # (torch's DistBackendError among them)
+            raise broken_collective(f"the evaluation's gather ({step})", self.rank, self.world_size, error) from error
         failed = [part.rank for part in parts if isinstance(part, _Failed)]
         if failed:
             ranks, its = failed_ranks_wording(failed, self.world_size)
@@ -65,11 +72,12 @@ class RankGathers:
     @contextlib.contextmanager
     def telling_failures(self) -> Iterator[None]:
         """Run the block; an error it raises on this rank alone (not a `RanksStoppedError`, which every rank raises at
-        the same gather) is first told to the other ranks' next gather, then raised. Where that gather fails too (a rank
-        gone), this rank's own error is raised all the same."""
+        the same gather, nor a `CollectiveBrokenError`, a gather no longer joined by every rank) is first told to the
+        other ranks' next gather, then raised. Where that gather fails too (a rank gone), this rank's own error is
+        raised all the same."""
         try:
             yield
-        except RanksStoppedError:
+        except (RanksStoppedError, CollectiveBrokenError):
             raise
         except Exception:
             if self.world_size > 1:
