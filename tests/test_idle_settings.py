@@ -38,3 +38,18 @@ def test_a_period_of_the_runs_length_is_not_warned_of_and_a_longer_one_is(key, w
     else:  # the last step still validates or evaluates
         assert warnings(10) == []
     assert len(warnings(11)) == 1 and warnings(11)[0].startswith(warned)
+
+
+def test_one_expert_is_warned_of_and_two_are_not():
+    # was accepted without a word: top-k routing over one expert sends every token to it, a dense feed-forward layer
+    # behind a gate (a softmax over one logit is 1), with a router and auxiliary losses that change nothing
+    def warnings(*moe):
+        cfg = load_config("quickstart", ["model.moe.top_k=1", *moe])
+        return [w for w in config_warnings(cfg) if w.startswith("model.moe.num_experts")]
+
+    assert warnings("model.moe.num_experts=1") == [
+        "model.moe.num_experts 1: every token goes to the one expert, so the routing chooses nothing and each MoE "
+        "layer is its dense feed-forward layer behind a gate (1 under score softmax), with the routing's parameters "
+        "and auxiliary losses on top; give at least 2 experts, or set model.moe to null for a dense model"]
+    assert len(warnings("model.moe.num_experts=1", "model.moe.routing=task", "model.moe.task_names=[a, b]")) == 1
+    assert warnings("model.moe.num_experts=2") == warnings() == []  # (unset: 8)

@@ -142,8 +142,13 @@ def sampling_warnings(cfg: Config) -> List[str]:
 
 def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
     """Keys of the `model.moe` section its routing does not read (capacity under routing task or dropless, unseen-task
-    routing under routing token)."""
+    routing under routing token), and one expert, among which the routing has nothing to choose."""
     out: List[str] = []
+    if type(moe.get("num_experts")) is int and moe["num_experts"] == 1:  # (true, 1.0: refused as the model is built)
+        out.append("model.moe.num_experts 1: every token goes to the one expert, so the routing chooses nothing and "
+                   "each MoE layer is its dense feed-forward layer behind a gate (1 under score softmax), with the "
+                   "routing's parameters and auxiliary losses on top; give at least 2 experts, or set model.moe to "
+                   "null for a dense model")
     capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
                      if key in moe]
     if moe.get("routing") == "task" and capacity_keys:
