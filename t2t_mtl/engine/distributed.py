@@ -268,9 +268,9 @@ def _flags_at_phase(phase: str, flag: bool) -> List[bool]:
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [flag]
-    if _waiting_group is not None:
-        return rank_phases.flags_at_phase(phase, flag, _waiting_group, torch.device("cpu"))
-    return rank_phases.flags_at_phase(phase, flag, None, _group_device or torch.device("cpu"))
+    # the waiting group's collectives (gloo's) take CPU tensors; without it (None), the default group's its device's
+    device = torch.device("cpu") if _waiting_group is not None else _group_device or torch.device("cpu")
+    return rank_phases.flags_at_phase(phase, flag, _waiting_group, device)
 
 
 def max_over_ranks(value: float, device: torch.device) -> float:
