@@ -328,9 +328,9 @@ def test_slurm_sbatch_two_nodes_sigterm_and_requeue_continue_the_run(work):
     """The packaged `sbatch t2t_mtl/configs/launch/slurm.sbatch cfg.yaml` on a private two-node SLURM: srun
     starts one rank per node and the engine takes RANK/WORLD_SIZE/LOCAL_RANK from SLURM_PROCID/NTASKS/LOCALID.
     A SIGTERM to the job's ranks (what the script's `--signal=TERM@120` sends before the time limit) makes them
-    checkpoint and exit, and the resubmitted job (`--resume auto`) continues: the two jobs' losses are exactly
-    those of one uninterrupted job. (Was `--signal=B:TERM`, to the batch shell, i.e. to srun, which answers
-    SIGTERM by killing the step: no checkpoint.)"""
+    checkpoint and exit 75 (the job's code), and the resubmitted job (`--resume auto`) continues: the two jobs'
+    losses are exactly those of one uninterrupted job. (Was `--signal=B:TERM`, to the batch shell, i.e. to srun,
+    which answers SIGTERM by killing the step: no checkpoint.)"""
     root, tok, reference = work
     steps = 120  # long enough that the SIGTERM after step 3 always lands mid-run
     cfg = tiny_config(root / "slurm_full", tok, root / "cache", training={"steps": steps},
@@ -354,9 +354,12 @@ def test_slurm_sbatch_two_nodes_sigterm_and_requeue_continue_the_run(work):
                 (output.read_text()[-5000:] if output.exists() else "")
             return job
 
-        def job_state(job: str) -> str:
+        def job_field(job: str, name: str) -> str:
             shown = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
-            return next(w.split("=", 1)[1] for w in shown.split() if w.startswith("JobState="))
+            return next(w.split("=", 1)[1] for w in shown.split() if w.startswith(f"{name}="))
+
+        def job_state(job: str) -> str:
+            return job_field(job, "JobState")
 
         sbatch("slurm_full", "--wait")
         job = sbatch("slurm_cut")
@@ -370,7 +373,9 @@ def test_slurm_sbatch_two_nodes_sigterm_and_requeue_continue_the_run(work):
             assert time.monotonic() < deadline
             time.sleep(0.5)
         out = (root / f"slurm_cut-{job}.out").read_text()
-        assert job_state(job) == "COMPLETED" and "interrupted (checkpoint saved)" in out, out[-5000:]
+        # every rank's 75, srun's too: a rank terminated by --kill-on-bad-exit while exiting would have made it 143
+        assert (job_state(job), job_field(job, "ExitCode")) == ("FAILED", "75:0"), out[-5000:]
+        assert "interrupted (checkpoint saved)" in out, out[-5000:]
         cut = latest_checkpoint(root / "slurm_cut")
         assert read_meta(cut)["world_size"] == 2 and read_meta(cut)["step"] < steps
         sbatch("slurm_cut", "--wait")  # the requeued job: same command, --resume auto

@@ -1055,6 +1055,21 @@ def test_train_cli_reports_a_second_ctrl_c_in_one_line(tmp_path, tok, cache, mon
         "error: aborted (Ctrl-C); nothing was saved since the last checkpoint\n"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_train_cli_exits_75_when_a_signal_stopped_it_with_its_checkpoint_saved(tmp_path, tok, cache, monkeypatch,
+                                                                               capsys, signum):
+    # was: 0, as for a finished run, so a job script at its time limit could not tell whether to requeue the job
+    import yaml
+
+    signals_at_forward(monkeypatch, 3, signum)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", tok, cache, training={"steps": 50})))
+    assert cli_main(["train", str(config)]) == 75  # (sysexits.h's EX_TEMPFAIL)
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000003"
+    assert capsys.readouterr().out.splitlines()[-2].startswith("interrupted (checkpoint saved) at step 3; ")
+    assert cli_main(["train", "--resume", str(tmp_path / "run"), "--set", "training.steps=4"]) == 0  # finished
+
+
 def test_the_ctrl_c_notice_gets_out_while_stderr_is_mid_write(monkeypatch):
     # the progress bar writes to stderr all the time: a print from the handler then raised "reentrant call"
     from t2t_mtl.engine.stop import StopSignals

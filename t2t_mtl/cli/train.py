@@ -16,6 +16,10 @@ from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 if TYPE_CHECKING:
     from t2t_mtl.config import Config
 
+#: the exit code of a run stopped before its last step with its checkpoint saved (SIGTERM, SIGUSR1, a first Ctrl-C),
+#: on every rank: sysexits.h's EX_TEMPFAIL, "try again later", on which a job script requeues it (`--resume auto`)
+INTERRUPTED_EXIT = 75
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -170,13 +174,17 @@ def run(args: argparse.Namespace) -> int:
     # (imported before the try, whose handlers name them: a Ctrl-C while torch and DeepSpeed load is `main`'s 130)
     from t2t_mtl.engine.distributed import leave_process_group, shut_down_process_group
     from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError
+    from t2t_mtl.engine.stop import ignore_stop_signals
     from t2t_mtl.engine.trainer import TrainingAbortedError, train
+    from t2t_mtl.launched_ranks import launched_world_size
 
     try:
         if args.print_config:
             with hidden_datasets_progress_bars():  # (train() shows them on rank 0 while training.progress_bar is on)
                 return print_checked_config(cfg, args)
         result = train(cfg, resume=args.resume, data_dir=args.data_dir)
+        if result.interrupted and launched_world_size() > 1:  # (saved: the launcher's SIGTERM has nothing to stop)
+            ignore_stop_signals()
         shut_down_process_group()
     except ConfigError as err:  # (another rank's stop: its own error, not this config, is the one to read)
         print(f"error: {err}{'' if isinstance(err, RankStoppedError) else saved_config_note(saved)}", file=sys.stderr)
@@ -201,12 +209,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return stopped_before_start(args)
         raise
+    ended = INTERRUPTED_EXIT if result.interrupted else 0
     if int(os.environ.get("RANK", "0")) != 0:  # one summary per job, not one per rank
-        return 0
+        return ended
     state = "interrupted (checkpoint saved)" if result.interrupted else \
         "stopped early (training.early_stopping)" if result.stopped_early else "finished"
     print(f"{state} at step {result.step}; run dir {result.run_dir}; last checkpoint {result.checkpoint}")
     if result.interrupted:  # (a bare `--resume auto` would start the quickstart: it takes CONFIG and --set again)
         print(f"continue it with: t2t-mtl train --resume {shlex.quote(str(result.run_dir))} (its config.yaml, "
               f"--set values included)")
-    return 0
+    return ended

@@ -53,3 +53,12 @@ class StopSignals:
                 sys.stderr.flush()
             except RuntimeError:  # the signal came in the middle of a write to stderr (the progress bar's)
                 os.write(2, text.encode())
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGUSR1 from now on, in a rank of several that has saved its interrupted run and is exiting:
+    the first rank to exit with `train`'s interrupted exit code makes its launcher terminate the others (srun
+    --kill-on-bad-exit, the deepspeed launcher, torchrun), and a rank terminated in its last moments reported 143
+    (128 + SIGTERM) instead, which srun then gave as the job's code. Each exits by itself in moments."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
