@@ -56,3 +56,15 @@ def test_a_wait_timeout_that_is_no_whole_number_of_minutes_up_to_a_year_is_refus
     assert str(caught.value) == (f"environment variable T2T_MTL_WAIT_TIMEOUT must be a whole number of minutes, at "
                                  f"least 1 (how long ranks wait for rank 0's preparation; unset: 1440, a day), at "
                                  f"most 525600 (a year), got {value!r}")
+
+
+def test_a_rank_telling_the_others_it_stopped_joins_despite_its_own_bad_wait_timeout_and_keeps_it(monkeypatch):
+    # (the variable read as the join reads it, inside the block; the forked test: test_eval_runner's)
+    import os
+
+    for value, inside in (("2h", None), ("90", "90")):
+        monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", value)
+        with distributed._default_wait_timeout():
+            assert os.environ.get("T2T_MTL_WAIT_TIMEOUT") == inside
+            wait_timeout()  # (not refused)
+        assert os.environ["T2T_MTL_WAIT_TIMEOUT"] == value

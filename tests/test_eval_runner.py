@@ -1035,6 +1035,30 @@ def test_a_rank_refused_before_the_evaluation_stops_the_other_ranks_at_once(chec
     assert "error: rank 1 of 2 stopped before the evaluation began (see its error" in err0 and "Traceback" not in err0
 
 
+def _eval_rank_bad_wait_timeout_worker(rank: int, port: int, argv: list, out: str) -> None:
+    """`_eval_rank_worker`, where rank 1 alone has a T2T_MTL_WAIT_TIMEOUT it refuses (one host's ~/.deepspeed_env)."""
+    if rank == 1:
+        os.environ["T2T_MTL_WAIT_TIMEOUT"] = "2h"
+    _eval_rank_worker(rank, port, argv, out)
+
+
+@pytest.mark.slow
+def test_a_rank_refusing_its_own_wait_timeout_stops_the_other_ranks_at_once(checkpoint, tmp_path):
+    # was: its join to tell the others was refused for the same variable, and they waited in the rendezvous for it
+    # until the group's timeout (DEEPSPEED_TIMEOUT, 10 minutes)
+    from engine_helpers import forked_ranks, free_port
+
+    argv = ["eval", "--checkpoint", checkpoint, "--tasks", "parity", "--max-examples", "2", "--no-progress"]
+    out, port = str(tmp_path / "rank"), free_port()
+    codes = forked_ranks(_eval_rank_bad_wait_timeout_worker, [(rank, port, argv, out) for rank in range(2)],
+                         timeout=150)
+    assert codes == [0, 0]  # (a rank still waiting after 150 s is killed: -9)
+    (code0, joined0, err0), (code1, joined1, err1) = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
+    assert (code0, code1, joined0, joined1) == (2, 2, False, False), (err0, err1)
+    assert "error: environment variable T2T_MTL_WAIT_TIMEOUT must be a whole number of minutes" in err1, err1
+    assert "error: rank 1 of 2 stopped before the evaluation began (see its error" in err0 and "Traceback" not in err0
+
+
 def _eval_rank_gone_at_start_worker(rank: int, port: int, argv: list, out: str) -> None:
     """`_eval_rank_worker`, where rank 1 exits (code 3) right after joining, before the start's check."""
     if rank == 1:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Type
+from typing import Callable, Iterator, List, Optional, Sequence, Type
 
 import torch
 
@@ -362,18 +362,37 @@ def report_failed_start(join: Callable[[], DistEnv] = init_distributed) -> None:
     joining (`refuse_failed_start`), so they stop at once naming it, instead of waiting out DeepSpeed's 10-minute
     rendezvous timeout and failing with a traceback (a launcher that watches only its own node's processes — two-node
     torchrun, the pdsh launcher, srun without --kill-on-bad-exit — would not stop them). Once the group exists (the
-    others are past that check), it only leaves it (`leave_process_group`); a join that fails itself is left at that. A
-    no-op for one process."""
+    others are past that check), it only leaves it (`leave_process_group`); a join that fails itself is left at that,
+    though not for this rank's own bad T2T_MTL_WAIT_TIMEOUT (its stop, perhaps: `_default_wait_timeout`). A no-op for
+    one process."""
     import torch.distributed as dist
 
     if launched_world_size() <= 1:
         return
     if not dist.is_initialized():
         try:
-            failed_ranks(True, join(), START_PHASE)
+            with _default_wait_timeout():
+                failed_ranks(True, join(), START_PHASE)
         except Exception:  # noqa: BLE001 (this rank ends with its own error; the others time out as before)
             pass
     leave_process_group()
+
+
+@contextlib.contextmanager
+def _default_wait_timeout() -> Iterator[None]:
+    """The block run with T2T_MTL_WAIT_TIMEOUT unset where `wait_timeout` refuses it, then put back: a rank stopped by
+    its own bad value (one host's ~/.deepspeed_env) joins the others only to tell them, and a join refused again left
+    them waiting in the rendezvous until its timeout."""
+    bad = None
+    try:
+        wait_timeout()
+    except ValueError:  # (its ConfigError)
+        bad = os.environ.pop(WAIT_TIMEOUT_VARIABLE)
+    try:
+        yield
+    finally:
+        if bad is not None:
+            os.environ[WAIT_TIMEOUT_VARIABLE] = bad
 
 
 def leave_process_group() -> None:
