@@ -24,6 +24,7 @@ from t2t_mtl.engine.validation import evaluation_plan
 from t2t_mtl.evaluation import (CheckpointError, EvalReport, EvalSettings, EvaluationError, NoAnswerChoicesError,
                                 TemplateResult, compare, comparison_markdown, evaluate_tasks, load_checkpoint,
                                 read_report, summarize, to_markdown, write_report)
+from t2t_mtl.evaluation.aggregate import differing_settings
 from t2t_mtl.evaluation.few_shot import Demonstrations
 from t2t_mtl.evaluation.generation import generate_texts
 from t2t_mtl.evaluation.rank_classification import score_choices
@@ -152,6 +153,53 @@ def test_aggregates_median_mean_decascore_macro_and_comparison():
     # a task's example count is its largest template's (a template skipping rows scores fewer)
     sizes = [replace(_result("t", name, 50.0), num_examples=n) for name, n in (("x", 7), ("y", 10), ("z", 3))]
     assert summarize(EvalReport("m", sizes))["tasks"]["t"].num_examples == 10
+
+
+def test_a_comparison_of_reports_scoring_different_tasks_adds_their_aggregates_over_the_tasks_all_score():
+    # was: step-30's report of two tasks beside the run's report of nine, decaScore 105.0 against 395.0 and macro
+    # averages over different tasks side by side, with nothing saying so (compare's common_tasks went unprinted)
+    a = EvalReport("a", [_result("t1", "x", 40.0), _result("t1", "y", 60.0), _result("t2", "x", 90.0)])
+    b = EvalReport("b", [_result("t1", "x", 70.0), _result("t3", "x", 10.0)])
+    c = EvalReport("c", [_result("t1", "x", 20.0), _result("t2", "x", 30.0), _result("t3", "x", 30.0)])
+    lines = comparison_markdown([a, b, c]).splitlines()
+    assert lines[5:10] == ["| **decaScore** | 140.0 | 80.0 | 80.0 |", "| **macro average** | 70.0 | 40.0 | 26.7 |",
+                           "| **decaScore, the 1 task every report scores** | 50.0 | 70.0 | 20.0 |",
+                           "| **macro average, the 1 task every report scores** | 50.0 | 70.0 | 20.0 |", ""]
+    assert lines[10] == ("The reports score different tasks: each one's decaScore and macro average cover its own; "
+                         "compare those over the 1 task every report scores (t1).")
+    table = compare([a, c])
+    assert (table["common_tasks"], table["common_decascore"], table["common_macro_average"]) == (
+        ["t1", "t2"], {"a": 140.0, "c": 50.0}, {"a": 70.0, "c": 25.0})
+    assert comparison_markdown([a, c]).splitlines()[-3] == (
+        "| **macro average, the 2 tasks every report scores** | 70.0 | 25.0 |")
+    no_common = comparison_markdown([EvalReport("a", [_result("t2", "x", 90.0)]), b]).splitlines()
+    assert no_common[-1] == ("The reports score different tasks, no task in all of them: their decaScores and macro "
+                             "averages cover different tasks and do not compare.")
+    assert "every report" not in "".join(no_common)
+    same = comparison_markdown([a, replace(a, name="a2")]).splitlines()  # the same tasks: the rows alone
+    assert same[-1] == "| **macro average** | 70.0 | 70.0 |"
+
+
+def test_a_comparison_names_the_settings_that_change_scores_and_differ_between_the_reports():
+    # was: a report scored with inputs cut at 320 tokens beside one cut at 128 (the run's own), or of 40 examples
+    # beside one of every row, compared without a word
+    settings = EvalSettings(max_examples=40, max_input_length=128).to_dict()
+    a = EvalReport("step-30", [_result("t1", "x", 40.0)], settings=settings)
+    b = replace(a, name="step-60", settings={**settings, "max_input_length": 320, "max_examples": None,
+                                             "batch_size": 4, "keep_predictions": True})
+    assert differing_settings([a, b]) == {"max_examples": {"step-30": 40, "step-60": None},
+                                          "max_input_length": {"step-30": 128, "step-60": 320}}
+    assert comparison_markdown([a, b]).splitlines()[-3:] == [
+        "Scored with different `max_examples`: 40 (step-30), default (step-60); their scores are not like for like.",
+        "",
+        "Scored with different `max_input_length`: 128 (step-30), 320 (step-60); their scores are not like for like."]
+    templates = replace(a, name="some", settings={**settings, "templates": ["x", "y"]})
+    assert comparison_markdown([a, templates]).splitlines()[-1] == (
+        'Scored with different `templates`: default (step-30), ["x", "y"] (some); their scores are not like for like.')
+    # batch size and kept predictions leave the scores; a report recording no settings (Python-built) is not compared
+    assert differing_settings([a, replace(b, settings={**settings, "batch_size": 4, "keep_predictions": True})]) == {}
+    assert differing_settings([a, replace(b, settings={})]) == {}
+    assert comparison_markdown([a, replace(a, name="same")]).endswith("| **macro average** | 40.0 | 40.0 |\n")
 
 
 def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():

@@ -12,6 +12,7 @@ scored, the decaScore is None as the macro average is (no score, not a score of 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 from typing import Any, Optional, Sequence
@@ -91,11 +92,28 @@ def summarize(report: EvalReport) -> dict[str, Any]:
     }
 
 
+#: evaluation settings that leave a dense model's scores as they are: how many examples share a forward pass, and
+#: whether report.json keeps the predictions
+SCORE_NEUTRAL_SETTINGS = ("batch_size", "keep_predictions")
+
+
+def differing_settings(reports: Sequence[EvalReport]) -> dict[str, dict[str, Any]]:
+    """The settings that change scores (all but `SCORE_NEUTRAL_SETTINGS`) and differ between `reports`, as
+    {key: {model name: value}} in settings order; only keys every report records are compared (a report built in
+    Python may record none)."""
+    keys = [key for key in dict.fromkeys(key for r in reports for key in r.settings)
+            if key not in SCORE_NEUTRAL_SETTINGS and all(key in r.settings for r in reports)]
+    return {key: {r.name: r.settings[key] for r in reports} for key in keys
+            if len({json.dumps(r.settings[key], sort_keys=True, default=str) for r in reports}) > 1}
+
+
 def compare(reports: Sequence[EvalReport]) -> dict[str, Any]:
     """Task medians of several models side by side: {"models", "tasks": {task: {model: median}}, ...}.
 
     A task missing from a model's report is `None` for that model; the decaScore and macro average of
-    each model cover its own scored tasks, and `common_tasks` lists those every model scored.
+    each model cover its own scored tasks, `common_tasks` lists those every model scored and
+    `common_decascore` / `common_macro_average` are each model's over those alone (None where there are none);
+    `differing_settings` is `differing_settings(reports)`.
     """
     names = [r.name for r in reports]
     if len(set(names)) != len(names):
@@ -104,10 +122,15 @@ def compare(reports: Sequence[EvalReport]) -> dict[str, Any]:
     order = list(dict.fromkeys(task for r in reports for task in r.tasks()))
     table = {task: {name: (summaries[name]["tasks"][task].median if task in summaries[name]["tasks"] else None)
                     for name in names} for task in order}
+    common = [task for task, row in table.items() if all(v is not None for v in row.values())]
     return {
         "models": names,
         "tasks": table,
         "decascore": {name: summaries[name]["decascore"] for name in names},
         "macro_average": {name: summaries[name]["macro_average"] for name in names},
-        "common_tasks": [task for task, row in table.items() if all(v is not None for v in row.values())],
+        "common_tasks": common,
+        "common_decascore": {name: sum(table[t][name] for t in common) if common else None for name in names},
+        "common_macro_average": {name: statistics.fmean(table[t][name] for t in common) if common else None
+                                 for name in names},
+        "differing_settings": differing_settings(reports),
     }

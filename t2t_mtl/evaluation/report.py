@@ -166,7 +166,9 @@ def distinct_columns(reports: Sequence[EvalReport], paths: Sequence[PathLike], t
 
 
 def comparison_markdown(reports: Sequence[EvalReport]) -> str:
-    """One row per task, one column per model (task medians), then decaScore and macro average rows."""
+    """One row per task, one column per model (task medians), then decaScore and macro average rows; where the
+    reports score different tasks, those two rows again over the tasks every report scores, and a note saying so;
+    a note naming each setting that changes scores and differs between the reports."""
     table = compare(reports)
     names = table["models"]
     lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -174,7 +176,27 @@ def comparison_markdown(reports: Sequence[EvalReport]) -> str:
         lines.append(f"| {task} | " + " | ".join(_fmt(row[n]) for n in names) + " |")
     lines.append("| **decaScore** | " + " | ".join(_fmt(table["decascore"][n]) for n in names) + " |")
     lines.append("| **macro average** | " + " | ".join(_fmt(table["macro_average"][n]) for n in names) + " |")
-    return "\n".join(lines) + "\n"
+    common = table["common_tasks"]
+    notes = []
+    if len(common) < len(table["tasks"]):
+        if common:
+            shared = f"the {counted(len(common), 'task')} every report scores"
+            for key, label in (("common_decascore", "decaScore"), ("common_macro_average", "macro average")):
+                lines.append(f"| **{label}, {shared}** | " + " | ".join(_fmt(table[key][n]) for n in names) + " |")
+            notes.append(f"The reports score different tasks: each one's decaScore and macro average cover its own; "
+                         f"compare those over {shared} ({', '.join(common)}).")
+        else:
+            notes.append("The reports score different tasks, no task in all of them: their decaScores and macro "
+                         "averages cover different tasks and do not compare.")
+    for key, values in table["differing_settings"].items():
+        notes.append(f"Scored with different `{key}`: " + ", ".join(f"{_setting(v)} ({n})" for n, v in values.items())
+                     + "; their scores are not like for like.")
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
+
+
+def _setting(value: Any) -> str:
+    """An evaluation setting as the comparison's note prints it (null: the default)."""
+    return "default" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def plot_task(report: EvalReport, task: str, path: PathLike) -> Path:
