@@ -10,7 +10,7 @@ import task_registry
 import task_registry.sources
 from t2t_mtl.cli import main as cli_main
 from t2t_mtl.engine.trainer import train
-from t2t_mtl.evaluation.shared_data import shared_data_warnings
+from t2t_mtl.evaluation.shared_data import repeated_data_warnings, shared_data_warnings
 from task_registry import HFSource, LocalFileSource, Task, Template
 
 from engine_helpers import tiny_config, train_tiny_tokenizer, write_yaml_task
@@ -126,6 +126,53 @@ def test_a_run_training_on_its_held_out_tasks_data_is_warned_at_training_and_by_
         code = cli_main(["eval", "--checkpoint", str(run), "--held-out", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 0 and f"{warning}choose the held-out tasks with --held-out-clusters or --tasks\n" in err, err
+
+
+def test_two_evaluated_tasks_reading_one_dataset_are_warned_of_as_counted_twice():
+    # was: a user's ps_rte (promptsource's templates over glue/rte) in the held-out nli cluster beside the built-in
+    # glue_rte: RTE scored twice and counted twice in the decaScore and macro average, without a word
+    with task_registry.isolated_registry():
+        task_registry.load_builtin_tasks()
+        _register("my_rte", HFSource("glue", "rte"))
+        _register("my_copa", HFSource("super_glue", "copa"))
+        evaluated = ["glue_rte", "super_glue_cb", "my_rte", "compare_numbers", "alphabetical_order", "unknown",
+                     "my_copa", "super_glue_copa", "glue_rte"]
+        assert repeated_data_warnings(evaluated, FIX) == [
+            "evaluated tasks 'glue_rte' and 'my_rte' both read hub dataset glue/rte: the decaScore and macro average "
+            f"count that data once for each; {FIX}",
+            "evaluated tasks 'my_copa' and 'super_glue_copa' both read hub dataset super_glue/copa: the decaScore and "
+            f"macro average count that data once for each; {FIX}"]
+        # (other configs of one hub dataset, generated tasks, a task named twice: nothing repeated)
+        assert repeated_data_warnings(["glue_rte", "glue_wnli", "compare_numbers", "compare_lengths", "glue_rte"],
+                                      FIX) == []
+
+
+def test_a_run_scoring_two_held_out_tasks_over_one_file_is_warned_at_training_and_by_eval_held_out(tmp_path, capsys):
+    tasks = write_yaml_task(tmp_path / "tasks", "mine")
+    for name in ("theirs", "again"):  # two held-out tasks of one cluster, both over another file
+        (tasks / f"{name}.yaml").write_text((tasks / "mine.yaml").read_text().replace("name: mine", f"name: {name}")
+                                            .replace("cluster: yaml_tasks", "cluster: theirs")
+                                            .replace("held_out: false", "held_out: true")
+                                            .replace("mine.jsonl", "theirs.jsonl"))
+    (tasks / "theirs.jsonl").write_text((tasks / "mine.jsonl").read_text())
+    run = tmp_path / "run"
+    cfg = tiny_config(run, train_tiny_tokenizer(tmp_path / "tok"), tmp_path / "cache", training={"steps": 1},
+                      data={"tasks": ["mine"], "tasks_dir": str(tasks), "held_out_clusters": ["theirs"]},
+                      evaluation={"held_out": True, "max_examples": 2})
+    with task_registry.isolated_registry():
+        train(cfg, evaluate_held_in=False)
+    warning = (f"warning: evaluated tasks 'again' and 'theirs' both read file {tasks / 'theirs.jsonl'}: the decaScore "
+               f"and macro average count that data once for each; ")
+    out = capsys.readouterr().out
+    assert (f"{warning}give one of them another cluster, or name the tasks to score in evaluation.tasks with "
+            f"held_out: false\n") in out, out
+    with task_registry.isolated_registry():
+        code = cli_main(["eval", "--checkpoint", str(run), "--held-out", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"{warning}choose the tasks with --tasks\n" in err, err
+    with task_registry.isolated_registry():  # both named: the user's choice
+        code = cli_main(["eval", "--checkpoint", str(run), "--tasks", "again,theirs", "--no-progress"])
+    assert code == 0 and "both read" not in capsys.readouterr().err
 
 
 def test_a_file_read_through_a_symlink_is_the_file_it_links_to(tmp_path):

@@ -355,11 +355,13 @@ def _run_eval(args: argparse.Namespace) -> int:
         tasks = select_tasks(args, meta)
         run_bigbench = [name for name in run_bigbench_tasks(args, meta) if name not in tasks]
         tasks += run_bigbench
-        if args.held_out and launched_rank() == 0:  # (a trained task reading a held-out task's data)
-            from t2t_mtl.evaluation.shared_data import shared_data_warnings
+        if launched_rank() == 0:  # (a trained task reading a held-out task's data; two tasks reading the same data)
+            from t2t_mtl.evaluation.shared_data import repeated_data_warnings, shared_data_warnings
 
-            for warning in shared_data_warnings(tasks, meta.get("tasks") or (), "choose the held-out tasks with "
-                                                "--held-out-clusters or --tasks"):
+            trained = shared_data_warnings(tasks, meta.get("tasks") or (), "choose the held-out tasks with "
+                                           "--held-out-clusters or --tasks") if args.held_out else []
+            repeated = [] if args.tasks else repeated_data_warnings(tasks, "choose the tasks with --tasks")
+            for warning in trained + repeated:  # (tasks --tasks names together are the user's choice)
                 print(f"warning: {warning}", file=sys.stderr)
         if args.template:  # (the run's BIG-bench tasks, which --held-out adds, keep their one template)
             settings = dataclasses.replace(settings, templates={name: list(args.template) for name in tasks

@@ -2,7 +2,8 @@
 glue/rte trains the model on the dataset whose validation rows the built-in held-out `glue_rte` scores, so that score
 is not a held-out one. Found by where each task's rows come from (`Source.read_from`'s records, `DataRead.shares`: a
 hub dataset by path and config, or the data_files or data_dir of it a task names; a local file or folder by its
-resolved path; a folder, or a hub dataset read whole, holding the files in it), not by name."""
+resolved path; a folder, or a hub dataset read whole, holding the files in it), not by name. Likewise two evaluated
+tasks reading the same data (`repeated_data_warnings`), which the decaScore and macro average count twice."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
@@ -36,6 +37,30 @@ def shared_data_warnings(evaluated: Sequence[str], trained: Sequence[str], remed
             split = "" if shared.whole_dataset else f" (its {reads[shared]} split)"
             warnings.append(f"evaluated task {name!r} reads {shared.describe()}{split}, which trained task {other!r} "
                             f"trains on: the model has seen that data, so its score is not a held-out one; {remedy}")
+    return warnings
+
+
+def repeated_data_warnings(evaluated: Sequence[str], remedy: str) -> List[str]:
+    """A warning for each task of `evaluated` (registered) that reads, for any of its splits, what an earlier one of
+    them reads, naming both tasks and what they share, ending in `remedy` (what to do, worded by the caller): a
+    user's `my_rte` and the built-in `glue_rte` of one held-out cluster score RTE twice, each counted in the decaScore
+    and macro average."""
+    import task_registry
+
+    registered = set(task_registry.list_tasks())
+    earlier: Dict[str, Dict[DataRead, str]] = {}
+    warnings = []
+    for name in dict.fromkeys(evaluated):
+        if name not in registered:
+            continue
+        reads = _reads(task_registry.get_task(name))
+        for other, other_reads in earlier.items():
+            shared = next(filter(None, (_read_alike(what, other_reads) for what in reads)), None)
+            if shared is not None:
+                warnings.append(f"evaluated tasks {other!r} and {name!r} both read {shared.describe()}: the decaScore "
+                                f"and macro average count that data once for each; {remedy}")
+                break
+        earlier[name] = reads
     return warnings
 
 
