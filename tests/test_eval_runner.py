@@ -202,6 +202,24 @@ def test_a_comparison_names_the_settings_that_change_scores_and_differ_between_t
     assert comparison_markdown([a, replace(a, name="same")]).endswith("| **macro average** | 40.0 | 40.0 |\n")
 
 
+def test_report_md_says_why_a_template_scored_fewer_rows_and_what_chose_the_templates():
+    # was: COPA's "…As a result, C1 or C2?" showed n 15 and skipped 25 with no word of why, and a report of
+    # --original-task or --template said "templates 12/12" of the templates chosen, not that others were left out
+    full, partial = _result("copa", "choose", 50.0), replace(_result("copa", "as a result", 60.0), num_skipped=25,
+                                                             num_examples=14, num_errors=1)
+    text = to_markdown(EvalReport("m", [full, partial], settings=EvalSettings().to_dict()))
+    assert ("\nRows a template skipped, rendering no target or no input for them (promptsource writes some templates "
+            "for some rows alone, as COPA's for its cause or its effect questions), so its score covers the other "
+            "rows:\n- copa / as a result: 25 of 40 rows\n") in text
+    assert "Templates" not in text
+    chosen = EvalSettings(templates={"copa": ["choose", "as a result"], "cb": ["GPT-3 style"]}, original_task_only=True)
+    text = to_markdown(EvalReport("m", [full], settings=chosen.to_dict()))
+    assert ("\nTemplates chosen by name (`--template`), the others not scored:\n- copa: choose, as a result\n"
+            "- cb: GPT-3 style\n\nTemplates whose promptsource metadata marks original_task alone (`--original-task`, "
+            "`evaluation.original_task_only`), as T0's evaluation scored; the others not scored.\n") in text
+    assert "Rows a template skipped" not in text
+
+
 def test_the_chance_level_averages_the_same_tasks_as_the_macro_average():
     # it averaged the tasks that had a chance level, the macro average every scored task: with a generation task
     # in the set the two did not compare

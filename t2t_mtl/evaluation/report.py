@@ -93,6 +93,14 @@ def to_markdown(report: EvalReport) -> str:
         lines.append(f"| {r.task} | {template} | {r.scoring} | {_fmt(r.score)} | {_fmt(r.majority_baseline)} | "
                      f"{_fmt(r.chance_baseline)} | {r.num_examples} | {r.num_skipped} | {r.num_errors} | "
                      f"{_others_text(other_scores(r))} |")
+    lines += _template_choice_lines(report.settings or {})
+    skipping = [r for r in report.results if r.num_skipped]
+    if skipping:
+        lines += ["", "Rows a template skipped, rendering no target or no input for them (promptsource writes some "
+                      "templates for some rows alone, as COPA's for its cause or its effect questions), so its score "
+                      "covers the other rows:"]
+        lines += [f"- {r.task} / {r.template}: {r.num_skipped} of {r.num_skipped + r.num_examples + r.num_errors} "
+                  f"rows" for r in skipping]
     errors = [r for r in report.results if r.error]
     if errors:
         lines += ["", "Render errors (first per template):"]
@@ -136,6 +144,20 @@ def to_markdown(report: EvalReport) -> str:
         lines += ["", "Metrics not computed (template metadata):"]
         lines += [f"- {r.task} / {r.template}: {what}" for r, what in not_computed]
     return "\n".join(lines) + "\n"
+
+
+def _template_choice_lines(settings: dict[str, Any]) -> list[str]:
+    """What chose the templates scored, where not every template of each task was (the report's template counts are
+    of those chosen)."""
+    lines = []
+    chosen = settings.get("templates") or {}
+    if chosen:
+        lines += ["", "Templates chosen by name (`--template`), the others not scored:"]
+        lines += [f"- {task}: {', '.join(names)}" for task, names in chosen.items()]
+    if settings.get("original_task_only"):
+        lines += ["", "Templates whose promptsource metadata marks original_task alone (`--original-task`, "
+                      "`evaluation.original_task_only`), as T0's evaluation scored; the others not scored."]
+    return lines
 
 
 def _dropped_text(result: TemplateResult) -> str:
