@@ -200,6 +200,12 @@ def test_a_comparison_names_the_settings_that_change_scores_and_differ_between_t
     assert differing_settings([a, replace(b, settings={**settings, "batch_size": 4, "keep_predictions": True})]) == {}
     assert differing_settings([a, replace(b, settings={})]) == {}
     assert comparison_markdown([a, replace(a, name="same")]).endswith("| **macro average** | 40.0 | 40.0 |\n")
+    # `--split validation` and the default, which scored validation too, are one split; test is another
+    named = replace(a, name="named", settings={**settings, "split": "validation"})
+    assert differing_settings([a, named]) == {}
+    on_test = replace(named, results=[replace(_result("t1", "x", 40.0), split="test")], settings={**settings,
+                                                                                                     "split": "test"})
+    assert differing_settings([a, on_test]) == {"split": {"step-30": None, "named": "test"}}
 
 
 def test_report_md_says_why_a_template_scored_fewer_rows_and_what_chose_the_templates():

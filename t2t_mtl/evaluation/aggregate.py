@@ -100,11 +100,22 @@ SCORE_NEUTRAL_SETTINGS = ("batch_size", "keep_predictions")
 def differing_settings(reports: Sequence[EvalReport]) -> dict[str, dict[str, Any]]:
     """The settings that change scores (all but `SCORE_NEUTRAL_SETTINGS`) and differ between `reports`, as
     {key: {model name: value}} in settings order; only keys every report records are compared (a report built in
-    Python may record none)."""
+    Python may record none), and `split` only where a task they all score was scored on different splits (the
+    default split is recorded as None)."""
     keys = [key for key in dict.fromkeys(key for r in reports for key in r.settings)
             if key not in SCORE_NEUTRAL_SETTINGS and all(key in r.settings for r in reports)]
-    return {key: {r.name: r.settings[key] for r in reports} for key in keys
-            if len({json.dumps(r.settings[key], sort_keys=True, default=str) for r in reports}) > 1}
+    differing = {key: {r.name: r.settings[key] for r in reports} for key in keys
+                 if len({json.dumps(r.settings[key], sort_keys=True, default=str) for r in reports}) > 1}
+    if "split" in differing and _same_splits_scored(reports):  # (`--split validation` and the default, validation)
+        del differing["split"]
+    return differing
+
+
+def _same_splits_scored(reports: Sequence[EvalReport]) -> bool:
+    """Whether every task all `reports` score was scored on one split in all of them (at least one such task)."""
+    splits = [{r.task: r.split for r in report.results} for report in reports]
+    shared = set(splits[0]).intersection(*splits[1:])
+    return bool(shared) and all(len({scored[task] for scored in splits}) == 1 for task in shared)
 
 
 def compare(reports: Sequence[EvalReport]) -> dict[str, Any]:
