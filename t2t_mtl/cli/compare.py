@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare", help="put evaluation reports side by side (task medians, decaScore, macro average)",
         description="Reads report.json files (or the folders holding them: `t2t-mtl eval --out DIR`, a run's RUN/eval) "
                     "and prints one Markdown table, a row per task and a column per report, as `eval --compare` "
-                    "writes comparison.md; a report whose model name repeats another's is labelled by its path.")
+                    "writes comparison.md; a report whose model name repeats another's is labelled by its path. "
+                    "Where the reports score different tasks, it adds their aggregates over the tasks all score; a "
+                    "note names each setting that changes scores and differs between them.")
     parser.add_argument("reports", type=path_argument, nargs="+", metavar="REPORT",
                         help="report.json files or their folders, two or more")
     parser.add_argument("--out", type=path_argument, default=None, metavar="FILE",
