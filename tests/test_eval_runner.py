@@ -206,6 +206,15 @@ def test_a_comparison_names_the_settings_that_change_scores_and_differ_between_t
     on_test = replace(named, results=[replace(_result("t1", "x", 40.0), split="test")], settings={**settings,
                                                                                                      "split": "test"})
     assert differing_settings([a, on_test]) == {"split": {"step-30": None, "named": "test"}}
+    # a zero-shot evaluation's seed (the run's training.seed: two training seeds' reports) moves only the templates
+    # that draw at random; a k-shot one's draws the demonstrations (was: "not like for like" for both)
+    seed_1 = replace(a, name="seed-1", settings={**settings, "seed": 1})
+    assert comparison_markdown([a, seed_1]).splitlines()[-1] == (
+        "Scored with different `seed`: 0 (step-30), 1 (seed-1); zero-shot, it changes only what templates drawing at "
+        "random (Jinja's `choice` and `random` filters) render.")
+    k_shot = [replace(r, settings={**r.settings, "num_shots": 2}) for r in (a, seed_1)]
+    assert comparison_markdown(k_shot).splitlines()[-1] == (
+        "Scored with different `seed`: 0 (step-30), 1 (seed-1); their scores are not like for like.")
 
 
 def test_report_md_says_why_a_template_scored_fewer_rows_and_what_chose_the_templates():

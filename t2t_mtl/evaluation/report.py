@@ -212,8 +212,17 @@ def comparison_markdown(reports: Sequence[EvalReport]) -> str:
                          "averages cover different tasks and do not compare.")
     for key, values in table["differing_settings"].items():
         notes.append(f"Scored with different `{key}`: " + ", ".join(f"{_setting(v)} ({n})" for n, v in values.items())
-                     + "; their scores are not like for like.")
+                     + "; " + _difference(key, reports))
     return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
+
+
+def _difference(key: str, reports: Sequence[EvalReport]) -> str:
+    """What a differing setting `key` does to the scores: a zero-shot evaluation's seed (a run's `training.seed`, so
+    two training seeds' reports always differ in it) changes only the templates that draw at random."""
+    if key == "seed" and not any(r.settings.get("num_shots") for r in reports):
+        return ("zero-shot, it changes only what templates drawing at random (Jinja's `choice` and `random` filters) "
+                "render.")
+    return "their scores are not like for like."
 
 
 def _setting(value: Any) -> str:
