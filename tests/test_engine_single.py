@@ -1672,6 +1672,49 @@ def test_a_tokenizer_larger_than_a_pretrained_models_embedding_is_refused_before
         train(cfg)
 
 
+def test_a_tokenizer_path_other_than_the_pretrained_folders_own_tokenizer_is_refused(tmp_path, tok, cache,
+                                                                                      monkeypatch):
+    # was: a tokenizer another mixture trained (an earlier run's tokenizer/, say), no larger than the model's
+    # embedding, fine-tuned the exported model without a word, each row read for another token than it was trained for
+    import task_registry
+    from t2t_mtl.model import build_model
+    from t2t_mtl.tokenizer import train_tokenizer
+
+    build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                vocab_size=256).save_pretrained(tmp_path / "m")
+    load_tokenizer(tok).save_pretrained(tmp_path / "m")
+    rows = task_registry.get_task("sort_words").to_dataset("train", max_examples=64)
+    other = tmp_path / "other"
+    train_tokenizer([text for row in rows for text in (row["inputs"], row["targets"])], other, vocab_size=128)
+    ours, theirs = load_tokenizer(tok).get_vocab(), load_tokenizer(other).get_vocab()
+    assert len(theirs) <= 256 and ours != theirs  # (it fits the model's rows: the embedding-rows check passes it)
+    first = min(i for piece, i in theirs.items() if ours.get(piece) != i)
+    ours_at, theirs_at = ({i: piece for piece, i in vocab.items()} for vocab in (ours, theirs))
+    monkeypatch.setattr(trainer_mod, "build_task_streams", lambda *a, **k: pytest.fail("tokenized first"))
+    cfg = tiny_config(tmp_path / "run", other, cache)
+    cfg["model"] = {"name_or_path": str(tmp_path / "m")}
+    with pytest.raises(ConfigError, match=rf"^tokenizer.path '{other}' is not the tokenizer of model.name_or_path "
+                                          rf"'{tmp_path / 'm'}': \d+ of the ids both give are other tokens \(id "
+                                          rf"{first} is '{re.escape(theirs_at[first])}' here, "
+                                          rf"'{re.escape(ours_at[first])}' in the model's\), .*unset tokenizer.path "
+                                          r"to train with the model's own$"):
+        train(cfg)
+
+    class Built(Exception):
+        pass
+
+    # the model's own vocabulary with a token added for the fine-tune (its id past the model's tokenizer): trains
+    added = load_tokenizer(tok)
+    added.add_tokens(["<new>"])
+    added.save_pretrained(tmp_path / "added")
+    monkeypatch.setattr(trainer_mod, "build_task_streams", lambda names, *a, **k: {name: [] for name in names})
+    monkeypatch.setattr(trainer_mod, "accepts_task_ids", lambda model: (_ for _ in ()).throw(Built()))
+    cfg = tiny_config(tmp_path / "run2", tmp_path / "added", cache)
+    cfg["model"] = {"name_or_path": str(tmp_path / "m")}
+    with pytest.raises(Built):
+        train(cfg)
+
+
 def test_training_num_threads_sets_torchs_threads_before_the_data_is_read(tmp_path, tok, cache, monkeypatch,
                                                                           one_torch_thread):
     # no test looked at torch's threads after a run set training.num_threads

@@ -56,6 +56,34 @@ def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str,
             f"model was trained with (tokenizer.path unset: the model's own)")
 
 
+def check_model_tokenizer(tokenizer: Any, cfg: Config) -> None:
+    """ConfigError when the tokenizer `tokenizer.path` gives is not the one a local pretrained model folder
+    (`model.name_or_path`) holds: an id both tokenizers give (task tokens left out) is another token in the model's,
+    whose embedding row the model learnt for that one. Ids only one of them gives are
+    not compared (tokens added for fine-tuning, a `<task:NAME>` export's); a folder without tokenizer files, or a hub
+    model, is not checked. For a fresh run: a resume reads its weights from the checkpoint, not from the folder."""
+    from t2t_mtl.engine.tokenizer_match import vocabulary
+    from t2t_mtl.tokenizer import TokenizerLoadError, load_tokenizer, missing_tokenizer_files
+
+    folder = cfg.model.name_or_path
+    if cfg.tokenizer.path is None or folder is None or not Path(folder).is_dir() or missing_tokenizer_files(folder):
+        return
+    try:
+        own = vocabulary(load_tokenizer(folder))
+    except TokenizerLoadError:  # (its files do not load: the configured tokenizer is what the run can use)
+        return
+    given = vocabulary(tokenizer)
+    piece_at = {i: piece for piece, i in own.items()}
+    moved = sorted((i, piece) for piece, i in given.items() if i in piece_at and piece_at[i] != piece)
+    if moved:
+        i, piece = moved[0]
+        raise ConfigError(
+            f"{run_tokenizer_name(cfg)} is not the tokenizer of model.name_or_path {folder!r}: {len(moved)} of the "
+            f"ids both give are other tokens (id {i} is {piece!r} here, {piece_at[i]!r} in the model's), so the model "
+            f"would read the embedding it learnt for one token as another's: unset tokenizer.path to train with the "
+            f"model's own")
+
+
 def check_run_tokenizer(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
     """The checks a run's tokenizer passes before the mixture is tokenized, in training and in a transfer study's
     shared tokenizer: `check_special_ids`, `check_own_encoding`, `check_vocabulary_fits` (ConfigError naming what

@@ -73,8 +73,8 @@ from t2t_mtl.engine.rank_agreement import disagreement
 from t2t_mtl.engine.rng_states import rng_kept
 from t2t_mtl.engine.run_lock import RunLock, take_together
 from t2t_mtl.engine.resumed_model import check_universal_fills, left_unfilled, loads_every_tensor
-from t2t_mtl.engine.run_tokenizer import (check_resumed_tokenizer, check_run_tokenizer, prepare_task_tokens,
-                                          prepare_tokenizer, vocab_before_task_tokens)
+from t2t_mtl.engine.run_tokenizer import (check_model_tokenizer, check_resumed_tokenizer, check_run_tokenizer,
+                                          prepare_task_tokens, prepare_tokenizer, vocab_before_task_tokens)
 from t2t_mtl.engine.signals import finite_validation, select_candidate_chunk, task_means
 from t2t_mtl.engine.step_totals import StepTotals
 from t2t_mtl.engine.stop import StopSignals
@@ -364,6 +364,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     if saved is None:
         saved = pretrained_config_dict(path)
     check_run_tokenizer(tokenizer, cfg, saved)
+    if resume_from is None:
+        check_model_tokenizer(tokenizer, cfg)
     # what a pretrained model's embedding must already cover (a resumed run's tokenizer holds its task tokens)
     base_vocab = vocab_before_task_tokens(tokenizer) if cfg.model.task_embeddings else len(tokenizer)
     task_tokens = prepare_task_tokens(tokenizer, task_names, run_dir, env) if cfg.model.task_embeddings else None
