@@ -225,7 +225,10 @@ def test_an_exported_task_routed_model_on_other_tasks_is_refused_before_tokenizi
     cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"tasks": other},
                       model={"name_or_path": str(tmp_path / "moe_model"), "dims": {}})
     message = (rf"routes experts by the task ids of \[{', '.join(map(repr, TASKS))}\], but this run's tasks are "
-               rf"\[{', '.join(map(repr, other))}\]: train on the same tasks in the same order")
+               rf"\[{', '.join(map(repr, other))}\]: train on the same tasks in the same order \(data.tasks: "
+               rf"\[{', '.join(map(repr, TASKS))}\]\), or fine-tune one task's experts on other tasks: `t2t-mtl "
+               rf"export {tmp_path / 'moe_model'} --task NAME --out DIR` writes them as a plain T5 \(a task it was not "
+               r"trained on: the unseen-task route's\) for model.name_or_path$")
     _refused_before_tokenizing(cfg, tmp_path, capsys, ValueError, message)
 
 

@@ -313,9 +313,12 @@ def _check_loaded_moe(model: Any, model_cfg: ModelConfig, task_names: Optional[S
                               f"(its config.json has a moe section, which is used as is): remove model.moe")
     trained = list(model.moe_config.task_names or [])
     if model.moe_config.routing != "token" and task_names is not None and list(task_names) != trained:
+        other = (f", or fine-tune one task's experts on other tasks: `t2t-mtl export {model_cfg.name_or_path} --task "
+                 f"NAME --out DIR` writes them as a plain T5 (a task it was not trained on: the unseen-task route's) "
+                 f"for model.name_or_path" if model.moe_config.routing == "task" else "")
         raise ModelBuildError(f"model.name_or_path {model_cfg.name_or_path!r} routes experts by the task ids of "
                               f"{trained}, but this run's tasks are {list(task_names)}: train on the same tasks in "
-                              f"the same order (data.tasks: {trained})")
+                              f"the same order (data.tasks: {trained}){other}")
 
 
 MOE_STATS = ("aux_loss", "load_balancing", "z_loss", "dropped")
