@@ -1637,6 +1637,9 @@ def test_a_checkpoint_is_read_with_its_own_runs_config_wherever_it_is_named_from
         monkeypatch.chdir(cwd)
         meta = trained_model_meta(named)
         assert Path(meta["run_dir"]).resolve() == (tmp_path / "run").resolve()
+        # (absolute, as an export's t2t_mtl_meta.json keeps them: was '.' and 'step-00000003' from checkpoints/)
+        assert meta["run_dir"] == os.path.abspath(Path(cwd, named).resolve().parent.parent)
+        assert meta["checkpoint"] == os.path.abspath(Path(cwd, named))
         assert meta["config"]["data"]["max_input_length"] == 77
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ExportError) as refused:

@@ -5,6 +5,7 @@ the run's config, or an exported folder's t2t_mtl_meta.json (`trained_model_meta
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -52,8 +53,11 @@ def run_config(run: Path) -> Config:
 
 
 def checkpoint_run_meta(ckpt: Path, run: Path, cfg: Config) -> Dict[str, Any]:
-    """A checkpoint's meta.json with its path, its run's folder and config (`cfg`, as a dict)."""
-    return {**read_meta(ckpt, CORRUPT_READ_HINT), "checkpoint": str(ckpt), "run_dir": str(run), "config": cfg.to_dict()}
+    """A checkpoint's meta.json with its path, its run's folder (both absolute: an export's t2t_mtl_meta.json keeps
+    them, and a run fine-tuned from it its `initialised_from`, read from other working directories) and config
+    (`cfg`, as a dict)."""
+    return {**read_meta(ckpt, CORRUPT_READ_HINT), "checkpoint": os.path.abspath(ckpt), "run_dir": os.path.abspath(run),
+            "config": cfg.to_dict()}
 
 
 def checkpoint_of(path: Union[str, Path]) -> Path:
