@@ -405,6 +405,39 @@ def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_pat
     assert changed and all(k.endswith((".q.weight", ".v.weight")) for k in changed), changed
 
 
+def test_a_bf16_export_whose_pretrained_folder_changed_warns_of_the_rounded_frozen_weights(lora_run, tok, tmp_path,
+                                                                                           caplog):
+    # was: a bf16 LoRA run whose model.name_or_path folder was overwritten (or renamed by a resume's --set, which
+    # config.yaml saves) exported its frozen weights at their bf16 rounding without a word, not bit for bit
+    root, _ = lora_run
+    folder = export_model(root / "run", tmp_path / "pretrained")
+    cfg = tiny_config(tmp_path / "ft", folder, tmp_path / "cache", training={"steps": 1, "precision": "bf16"})
+    cfg["model"] = {"name_or_path": str(folder), "lora": {"r": 2, "targets": ["q", "v"]}}
+    train(cfg)
+    original = T5ForConditionalGeneration.from_pretrained(str(folder))
+    caplog.clear()
+    export_model(tmp_path / "ft", tmp_path / "hf")  # the folder as the run started from it: no warning
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    with torch.no_grad():  # the folder overwritten: its k weights another model's
+        for name, p in original.named_parameters():
+            if name.endswith(".k.weight"):
+                p.add_(0.01)
+    original.save_pretrained(str(folder))
+    exported = T5ForConditionalGeneration.from_pretrained(str(export_model(tmp_path / "ft", tmp_path / "again")))
+    frozen = len(list(original.named_parameters()))  # (every pretrained weight: the adapters are the run's own)
+    moved = sum(1 for name, _ in original.named_parameters() if name.endswith(".k.weight"))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].startswith(
+        f"{moved} of the run's {frozen} frozen weights (encoder.block.0.layer.0.SelfAttention.k.weight, ...) are not "
+        f"the bf16 rounding of the weights of model.name_or_path '{folder}', which the run's config.yaml names: they "
+        f"keep the checkpoint's bf16 values"), warned
+    assert warned[0].endswith(f"point model.name_or_path in {tmp_path / 'ft' / 'config.yaml'} at that one")
+    for name, p in exported.named_parameters():
+        if name.endswith(".k.weight"):  # the checkpoint's rounding of the weights the run trained over
+            previous = T5ForConditionalGeneration.from_pretrained(str(tmp_path / "hf")).state_dict()[name]
+            assert torch.equal(p, previous.to(torch.bfloat16).float())
+
+
 def test_bf16_export_takes_the_adapters_fp32_master_weights(tmp_path, tok):
     cfg = _config(tmp_path, tok, "bf16", training={"steps": 3, "lr": 3e-2, "precision": "bf16"})
     train(cfg)

@@ -138,6 +138,16 @@ def test_model_changes_name_a_setting_set_since_the_checkpoint_and_an_old_checkp
         in both and both.endswith("model.name_or_path only names what a new run starts from")
     assert rc.model_change_warning(tmp_path, {"model": was}, was) is None
     assert rc.model_change_warning(tmp_path, {}, {**was, "name_or_path": "hf"}) is None  # (no model section saved)
+    # was: the same words for a LoRA run trained in bf16, whose export reads its frozen weights' fp32 values from the
+    # folder config.yaml names (the checkpoint holds their bf16 rounding alone): the other folder exported them rounded
+    lora = {"lora": {"r": 2}, "model": {**was, "name_or_path": "hf"}}
+    for precision in ("fp32", "bf16"):
+        warned = rc.model_change_warning(tmp_path, {**lora, "precision": precision}, {**was, "name_or_path": "ft"})
+        assert warned.endswith("model.name_or_path only names what a new run starts from" if precision == "fp32" else
+                               "the resumed run takes every weight, frozen ones too, from the checkpoint, but it holds "
+                               "the frozen ones in bf16 alone: export, eval and predict read their fp32 values from "
+                               "model.name_or_path, which the run's config.yaml will name, so resume with the folder "
+                               "the run started from"), warned
 
 
 def test_a_model_key_one_side_leaves_unset_is_named_and_compared_as_its_value_there(tmp_path):

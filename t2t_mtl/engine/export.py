@@ -145,20 +145,33 @@ def _tied_aliases(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dic
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], precision: Optional[str]
-                      ) -> Dict[str, torch.Tensor]:
+def _frozen_originals(model: torch.nn.Module, state: Dict[str, torch.Tensor], precision: Optional[str],
+                      source: str, run: Path) -> Dict[str, torch.Tensor]:
     """Frozen weights (LoRA) train in the run's half precision and DeepSpeed keeps fp32 master copies of trained
     weights only: where a frozen weight's stored value is the half-precision rounding of the model as built
-    from `model.name_or_path` (the pretrained fp32 weights), take the built value, so they come back bit for
-    bit."""
+    from `model.name_or_path` (`source`, the pretrained fp32 weights), take the built value, so they come back bit
+    for bit. Frozen weights the folder no longer gives (overwritten since, or another `model.name_or_path` saved by
+    a resume into `run`'s config.yaml) keep their stored rounding, with a warning naming the folder."""
     half = HALF_PRECISIONS.get(precision or "")
     if half is None:
         return state
+    frozen, rounded = 0, []
     for name, p in model.named_parameters():
         stored = state.get(name)
         if not p.requires_grad and stored is not None and stored.shape == p.shape:
             built = p.detach().float()
-            state[name] = torch.where(built.to(half).float() == stored, built, stored)
+            same = built.to(half).float() == stored
+            state[name] = torch.where(same, built, stored)
+            frozen += 1
+            if not bool(same.all()):
+                rounded.append(name)
+    if rounded:
+        logger.warning(f"{len(rounded)} of the run's {frozen} frozen weights ({rounded[0]}, ...) are not the "
+                       f"{precision} rounding of the weights of model.name_or_path {source!r}, which the run's "
+                       f"config.yaml names: they keep the checkpoint's {precision} values, not the pretrained fp32 "
+                       f"ones; if that folder changed since the run started from it (its checkpoints' "
+                       f"initialised_from names the one it started from), point model.name_or_path in "
+                       f"{run / 'config.yaml'} at that one")
     return state
 
 
@@ -204,7 +217,7 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
                               f"model.name_or_path in {run / 'config.yaml'} at its new place") from None
     state = fp32_state_dict(ckpt, model)
     if cfg.model.name_or_path:  # (a model from dims has no weights of its own: nothing to restore)
-        state = _frozen_originals(model, state, meta.get("precision"))
+        state = _frozen_originals(model, state, meta.get("precision"), cfg.model.name_or_path, run)
     state = _tied_aliases(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if m not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",

@@ -184,7 +184,8 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
     where its model.name_or_path is this run's; a model.moe key its default ("the default 2"). None when nothing
     changed, or the checkpoint predates saving its model section. A changed model.name_or_path is said to change no
     weight: a resume loads them all from the checkpoint (`universal_frozen` fills the frozen ones in the universal
-    format too)."""
+    format too); but a LoRA run in half precision is told that its export reads the frozen weights' fp32 values
+    from the folder (`export._frozen_originals`)."""
     if meta.get("model") is None:
         return None
     changes = list(_model_changes(meta["model"], model, own_dims or {}))
@@ -193,7 +194,12 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
     keys = {key for key, _, _ in changes}
     notes = ["its weights fit, so the resumed run trains with the new settings from the resumed step (resume with "
              "the old ones to go on unchanged)"] if keys - {"model.name_or_path"} else []
-    if "model.name_or_path" in keys:
+    if "model.name_or_path" in keys and meta.get("lora") and meta.get("precision") in ("bf16", "fp16"):
+        notes.append(f"the resumed run takes every weight, frozen ones too, from the checkpoint, but it holds the "
+                     f"frozen ones in {meta['precision']} alone: export, eval and predict read their fp32 values from "
+                     f"model.name_or_path, which the run's config.yaml will name, so resume with the folder the run "
+                     f"started from")
+    elif "model.name_or_path" in keys:
         notes.append("the resumed run takes every weight, frozen ones too, from the checkpoint: model.name_or_path "
                      "only names what a new run starts from")
     named = "; ".join(f"{key} = {was} there, {now} here" for key, was, now in changes)
