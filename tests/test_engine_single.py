@@ -1715,6 +1715,30 @@ def test_a_tokenizer_path_other_than_the_pretrained_folders_own_tokenizer_is_ref
         train(cfg)
 
 
+def test_a_resumed_fine_tune_is_not_warned_of_its_base_configs_tokenizer_train(tmp_path, tok, cache, capsys):
+    # was: the fine-tune of a folder over a base config setting tokenizer.train (the quickstart's) started without a
+    # word of it, as meant, but `train --resume RUN`, whose config is the run's config.yaml with every key written
+    # out, warned 'tokenizer.train is set, but the run loads the tokenizer of model.name_or_path ... no effect'
+    import yaml
+
+    from t2t_mtl.config import load_config
+    from t2t_mtl.model import build_model
+
+    build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                vocab_size=256).save_pretrained(tmp_path / "m")
+    load_tokenizer(tok).save_pretrained(tmp_path / "m")
+    base = tiny_config(tmp_path / "run", tok, cache, tokenizer={"path": None, "train": {"vocab_size": 100}})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump({"base": str(tmp_path / "base.yaml"), "training": {"steps": 2},
+                                                      "model": {"name_or_path": str(tmp_path / "m"), "dims": None}}))
+    train(load_config(str(tmp_path / "ft.yaml")))
+    started = capsys.readouterr()
+    assert "tokenizer.train" not in started.out + started.err
+    assert cli_main(["train", "--resume", str(tmp_path / "run"), "--set", "training.steps=3"]) == 0
+    resumed = capsys.readouterr()
+    assert "resumed from" in resumed.out + resumed.err and "tokenizer.train" not in resumed.out + resumed.err
+
+
 def test_training_num_threads_sets_torchs_threads_before_the_data_is_read(tmp_path, tok, cache, monkeypatch,
                                                                           one_torch_thread):
     # no test looked at torch's threads after a run set training.num_threads

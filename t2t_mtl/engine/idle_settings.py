@@ -64,15 +64,18 @@ def _rates_by_function(mixture: Any, seen: frozenset = frozenset()) -> bool:
 
 
 def config_warnings(cfg: Config, world_size: int = 1, deepspeed: Optional[CheckedDeepSpeed] = None,
-                    sampler: Optional[MixtureSampler] = None) -> List[str]:
+                    sampler: Optional[MixtureSampler] = None, resuming: bool = False) -> List[str]:
     """Settings a run on `world_size` ranks accepts but that leave a feature idle: a schedule or period longer than
     the run, rates that the sampler does not draw by, a DeepSpeed key DeepSpeed does not read (from `deepspeed`, the
     run's checked DeepSpeed config; None: built and parsed here). `sampler`: the run's (what it learns from is read
-    on it; None: built here on placeholder sizes where a warning needs it)."""
+    on it; None: built here on placeholder sizes where a warning needs it). `resuming`: a resume, which reads the
+    run's own tokenizer whatever tokenizer.train says (its config is the run's config.yaml, every key written out,
+    a base config's too), so tokenizer.train is not warned of: the run's start was, where it was the user's."""
     out = list(deepspeed.warnings) if deepspeed is not None else deepspeed_key_warnings(cfg, world_size)
     filled = deepspeed.autos.auto_training_keys if deepspeed is not None else None
-    return out + sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + _unused_key_warnings(cfg, filled) + \
-        _schedule_warnings(cfg, world_size, sampler) + _surgery_warnings(cfg, sampler) + _held_out_warnings(cfg)
+    return out + sampling_warnings(cfg) + _moe_warnings(cfg.model.moe or {}) + \
+        _unused_key_warnings(cfg, filled, resuming) + _schedule_warnings(cfg, world_size, sampler) + \
+        _surgery_warnings(cfg, sampler) + _held_out_warnings(cfg)
 
 
 def _held_out_warnings(cfg: Config) -> List[str]:
@@ -166,10 +169,10 @@ def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
     return out
 
 
-def _unused_key_warnings(cfg: Config, filled: Optional[FrozenSet[str]]) -> List[str]:
+def _unused_key_warnings(cfg: Config, filled: Optional[FrozenSet[str]], resuming: bool = False) -> List[str]:
     """Keys the rest of the run's settings leave unread: batching keys, training keys a DeepSpeed config replaces
     (but for those filling its "auto" values, `filled`; None: read here), `tokenizer.train` where the run loads its
-    tokenizer."""
+    tokenizer (not `resuming`)."""
     out: List[str] = []
     d = cfg.data
     uses = {"bucket_batches": ("bucket", "pack"), "pad_to_multiple_of": ("bucket", "pack", "pad_to_longest")}
@@ -181,7 +184,8 @@ def _unused_key_warnings(cfg: Config, filled: Optional[FrozenSet[str]]) -> List[
         out.append(f"training.{', training.'.join(keys)}: {why}, so {'it has' if len(keys) == 1 else 'they have'} "
                    f"no effect")
     source = tokenizer_source(cfg)
-    if source is not None and changed_keys(cfg.tokenizer, ["train"]) and "tokenizer.train" not in cfg.base_only_keys:
+    if source is not None and not resuming and changed_keys(cfg.tokenizer, ["train"]) \
+            and "tokenizer.train" not in cfg.base_only_keys:
         # (a base config's, as the quickstart's, left by the user's tokenizer.path: not theirs to drop)
         key = "tokenizer.path" if cfg.tokenizer.path is not None else "model.name_or_path"
         out.append(f"tokenizer.train is set, but the run loads the tokenizer of {key} ({source!r}) and trains none, "

@@ -260,7 +260,7 @@ def start_logging(cfg: Config, run_dir: Path, env: DistEnv, sinks: Optional[Scal
     t = cfg.training
     logger = TrainLogger(run_dir / "logs", total_steps=t.steps, start_step=step, log_every=t.log_every,
                          enabled=env.is_main, progress_bar=t.progress_bar, sinks=sinks)
-    for warning in config_warnings(cfg, env.world_size, deepspeed, sampler):
+    for warning in config_warnings(cfg, env.world_size, deepspeed, sampler, resuming=resume_from is not None):
         logger.message(f"warning: {warning}")
     if step > 0:
         logger.message(f"resumed from {resume_from} at step {step}")
