@@ -769,6 +769,19 @@ def test_train_logs_per_task_and_exports(tmp_path, tok, cache, capsys):
     again, _, _ = load_trained_model(out)
     with torch.no_grad():
         assert torch.equal(again(**enc, decoder_input_ids=dec).logits, a)
+    # a plain generate() answers as predict of the run does: its max_new_tokens (data.max_target_length 16 here),
+    # was transformers' default of 20 tokens; greedy, as the run's evaluation
+    from t2t_mtl import EvalSettings, PredictRequest, predict
+
+    assert (plain.generation_config.max_new_tokens, plain.generation_config.num_beams) == (16, 1)
+    settings = EvalSettings.from_run(tmp_path / "run")
+    texts = ["parity: 123", "reverse_words: a b c d e f g h i j k l m n o p q r s t u v w x y z"]
+    answers = predict(ours, tokenizer, [PredictRequest(text) for text in texts], max_new_tokens=settings.max_new_tokens,
+                      num_beams=settings.num_beams, max_input_length=settings.max_input_length)
+    with torch.no_grad():
+        generated = [plain.generate(**tokenizer(text, return_tensors="pt"))[0] for text in texts]
+    assert [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated] == \
+        [answer.prediction for answer in answers]
 
     capsys.readouterr()
     assert cli_main(["export", str(result.checkpoint), "--out", str(tmp_path / "cli_hf")]) == 0

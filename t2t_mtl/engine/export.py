@@ -241,10 +241,26 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, ov
     _output_dir(out_dir, run, create=False, overwrite=overwrite)  # (a refused export creates no folder)
     model, tokenizer, meta = model_from_checkpoint(ckpt)
     out = _output_dir(out_dir, run)
+    _answer_as_the_run(model, meta)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
     return out
+
+
+def _answer_as_the_run(model: torch.nn.Module, meta: Mapping[str, Any]) -> None:
+    """Set the generation config the folder is saved with to the run's own decoding (`max_new_tokens`, `num_beams`,
+    as `t2t-mtl predict` and `eval` of the run take them: evaluation's, else `data.max_target_length`), so a plain
+    `generate()` of the exported folder answers as they do; transformers' own default stops at 20 tokens. A meta
+    without a run's config (a folder from elsewhere) leaves it as it is."""
+    from t2t_mtl.evaluation.run_settings import run_setting
+
+    if not meta.get("config"):
+        return
+    config = model.generation_config
+    config.max_new_tokens = run_setting(meta, "max_new_tokens")
+    config.num_beams = run_setting(meta, "num_beams")
+    config.early_stopping = config.num_beams > 1  # (as evaluation's generate)
 
 
 def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path], *,
@@ -310,6 +326,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
         padding = zero_padding(sub)
         sub = dense_t5(sub, routes=routes)
     out = _output_dir(out_dir, run)
+    _answer_as_the_run(sub, meta)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
