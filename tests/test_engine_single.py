@@ -1750,6 +1750,9 @@ def test_a_resumed_fine_tune_is_not_warned_of_its_base_configs_tokenizer_train(t
     assert cli_main(["train", "--resume", str(tmp_path / "run"), "--set", "training.steps=3"]) == 0
     resumed = capsys.readouterr()
     assert "resumed from" in resumed.out + resumed.err and "tokenizer.train" not in resumed.out + resumed.err
+    assert cli_main(["train", "--print-config", "--resume", str(tmp_path / "run")]) == 0  # (the resume's checks)
+    printed = capsys.readouterr()
+    assert printed.out.startswith("model:") and "tokenizer.train" not in printed.err, printed.err
 
 
 def test_training_num_threads_sets_torchs_threads_before_the_data_is_read(tmp_path, tok, cache, monkeypatch,

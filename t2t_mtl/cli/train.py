@@ -89,7 +89,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     checked = check_run_config(cfg, world_size=world_size)
     rates = checked.rates
-    warnings = config_warnings(cfg, world_size, checked.deepspeed, checked.sampler)
+    warnings = config_warnings(cfg, world_size, checked.deepspeed, checked.sampler, resuming=ckpt is not None)
     if ckpt is not None:  # what the resumed run would refuse (other tasks, LoRA, seed, ...) or warn of (templates)
         templates = training_template_selection(cfg, list(rates))
         meta = check_resume_config(cfg, ckpt, list(rates), template_names_of(templates))
