@@ -374,3 +374,13 @@ def test_round_robin_draws_every_task_once_in_each_cycle_of_as_many_draws(shuffl
         assert sorted(ranks[0].sample_tasks(2) + ranks[1].sample_tasks(2)) == sorted(SIZES)
     assert build_sampler({"strategy": "round_robin"}, SIZES, seed=0).block_size == 8192  # a multiple of 4
     assert build_sampler({"strategy": "round_robin"}, {"a": 1, "b": 1, "c": 1}, seed=0).block_size == 8190
+
+
+def test_round_robin_draws_a_new_order_in_each_cycle_of_a_block():
+    # a block of 30 cycles drawn in one order (one permutation of the tasks per block) would give a rank of a mixed
+    # batch the same tasks for the whole block: rank 0 of two, drawing 2 of the 4 tasks, never saw the other two
+    sampler = build_sampler({"strategy": "round_robin", "block_size": 4 * 30}, SIZES, seed=3)
+    cycles = [tuple(sampler.sample_tasks(4)) for _ in range(30)]  # the one block
+    assert all(sorted(cycle) == sorted(SIZES) for cycle in cycles)
+    assert len(set(cycles)) > 10  # 30 draws of 24 orders: 17 distinct on average (12 at seed 3)
+    assert {cycle[:2] for cycle in cycles} != {cycles[0][:2]}
