@@ -57,3 +57,11 @@ def test_round_robin_steps_that_straddle_its_cycles_are_warned_of_under_gradient
         "3 is no multiple of 2: the steps straddle those cycles, so gradient_surgery's steps lack some tasks and may "
         "hold one twice; set training.grad_accum to 2 (or a multiple) for every step to hold each task"]
     assert warned(2, **surgery) == warned(4, **surgery) == warned(3) == []
+
+
+def test_a_grad_accum_off_the_tasks_is_not_warned_of_under_a_strategy_that_draws_no_cycles():
+    # uniform draws each micro-batch's task at random: there are no cycles for the steps to straddle
+    from t2t_mtl.engine.idle_settings import config_warnings
+
+    cfg = tiny(sampling={"strategy": "uniform"}, training={"grad_accum": 3}, gradient_surgery={"method": "pcgrad"})
+    assert not [w for w in config_warnings(cfg) if "round_robin" in w]
