@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine_helpers import TASKS, forked_ranks, free_port, tiny_config, train_tiny_tokenizer
-from t2t_mtl.engine.rank_phases import PHASE_BYTES, decoded, encoded, mismatch_message
+from t2t_mtl.engine.rank_phases import (PHASE_BYTES, RanksAtDifferentPhasesError, decoded, encoded, flags_at_phase,
+                                        mismatch_message)
 
 
 def test_a_phase_and_flag_come_back_as_given():
@@ -158,3 +160,30 @@ def test_a_rank_that_skips_the_tokenizers_barrier_stops_both_naming_the_tokenize
                      "for', rank 1 at 'the configured tokenizer copied'): a bug in t2t-mtl, which would have left "
                      "them waiting for each other until the process group's timeout; please report it with this "
                      "message"] * 2
+
+
+def _gathered(monkeypatch, rows: list) -> None:
+    """torch.distributed as flags_at_phase meets it in a group of len(rows) ranks whose gather gives `rows` (each
+    rank's (phase, flag)); this process is rank 0. No group is made: its collective alone is stood in for."""
+    import torch.distributed as dist
+
+    def all_gather(parts, row, group=None):
+        for part, (phase, flag) in zip(parts, rows):
+            part.copy_(encoded(phase, flag))
+
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: len(rows))
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    monkeypatch.setattr(dist, "all_gather", all_gather)
+
+
+def test_every_ranks_flag_comes_back_in_rank_order_at_one_phase(monkeypatch):
+    # failed_ranks names the ranks whose flag is set: a rank that read only its own flag went on past another's error
+    _gathered(monkeypatch, [("training data read", False), ("training data read", True), ("training data read", True)])
+    assert flags_at_phase("training data read", False, None, torch.device("cpu")) == [False, True, True]
+
+
+def test_a_rank_at_another_phase_stops_the_gather_naming_each_ranks_phase(monkeypatch):
+    _gathered(monkeypatch, [("a", False), ("a", False), ("b", True)])
+    with pytest.raises(RanksAtDifferentPhasesError, match=r"^the ranks met in a collective from different places "
+                                                          r"\(ranks 0, 1 at 'a', rank 2 at 'b'\)"):
+        flags_at_phase("a", False, None, torch.device("cpu"))
