@@ -328,3 +328,27 @@ def test_a_file_readers_data_dir_is_the_folder_it_reads_its_files_in(tmp_path):
         assert shared_data_warnings(["named"], ["listed"], FIX) == [
             f"evaluated task 'named' reads file {rows} (its validation split), which trained task 'listed' trains "
             f"on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+
+
+def test_a_file_readers_data_dir_left_unset_or_null_is_the_working_directory_for_its_files_alone(tmp_path, monkeypatch):
+    # load_dataset('json') without data_files reads nothing (it asks for them): the working directory is no folder
+    # it reads; data_dir: null is no data_dir, not a folder named 'None'
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.jsonl").write_text('{"premise": "a", "label": 0}\n')
+    with task_registry.isolated_registry():
+        _register("bare", HFSource("json"))
+        _register("null_dir", HFSource("json", data_dir=None, data_files={"validation": "rows.jsonl"}))
+        _register("listed", LocalFileSource({"train": "rows.jsonl"}))
+        assert shared_data_warnings(["listed"], ["bare"], FIX) == []
+        assert shared_data_warnings(["null_dir"], ["listed"], FIX) == [
+            f"evaluated task 'null_dir' reads file {tmp_path / 'rows.jsonl'} (its validation split), which trained "
+            f"task 'listed' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
+
+
+def test_a_local_path_is_no_pattern_though_it_holds_a_glob_character(tmp_path):
+    # a local file's path is the file: 'data[1]/rows.jsonl' is no character set matching 'data1/rows.jsonl'
+    from task_registry.data_reads import DataRead
+
+    bracketed = DataRead.local(tmp_path / "data[1]" / "rows.jsonl")
+    plain = DataRead.local(tmp_path / "data1" / "rows.jsonl")
+    assert not bracketed.shares(plain) and not plain.shares(bracketed)
