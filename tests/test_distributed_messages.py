@@ -44,6 +44,14 @@ def test_the_waiting_groups_timeout_is_t2t_mtl_wait_timeout_minutes_a_day_unless
     assert made == [{"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}]
 
 
+@pytest.mark.parametrize("value, minutes", [("1", 1), ("525600", 365 * 24 * 60), (" 30\n", 30)])
+def test_a_wait_timeout_of_one_minute_to_a_year_is_taken_as_written(monkeypatch, value, minutes):
+    # the refusal's own bounds ('at least 1', 'at most 525600') are accepted; a value read from a file keeps its
+    # newline, which int() reads past
+    monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", value)
+    assert wait_timeout() == datetime.timedelta(minutes=minutes)
+
+
 # (², a digit int() does not read; past a year, 10**13 minutes was timedelta's raw OverflowError)
 @pytest.mark.parametrize("value", ["0", "-5", "1.5", "2h", "", "²", "525601", "10000000000000"])
 def test_a_wait_timeout_that_is_no_whole_number_of_minutes_up_to_a_year_is_refused_before_joining(monkeypatch, value):
