@@ -76,3 +76,19 @@ def test_a_rank_telling_the_others_it_stopped_joins_despite_its_own_bad_wait_tim
             assert os.environ.get("T2T_MTL_WAIT_TIMEOUT") == inside
             wait_timeout()  # (not refused)
         assert os.environ["T2T_MTL_WAIT_TIMEOUT"] == value
+
+
+def test_trains_join_refuses_a_bad_wait_timeout_before_joining_as_evals_does(monkeypatch):
+    # init_distributed (train's join) reads the variable too: a constant there left a training job's waiting group at
+    # a day whatever T2T_MTL_WAIT_TIMEOUT said, and the eval test above passed
+    import deepspeed
+
+    joined = []
+    monkeypatch.setattr(deepspeed, "init_distributed", lambda **kwargs: joined.append(kwargs))
+    for name, value in dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="1",
+                            DS_ACCELERATOR="cpu", T2T_MTL_WAIT_TIMEOUT="0").items():  # (no GPU of rank 1 chosen)
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    with pytest.raises(ConfigError, match="^environment variable T2T_MTL_WAIT_TIMEOUT must be a whole number"):
+        distributed.init_distributed()
+    assert joined == []
