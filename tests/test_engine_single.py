@@ -1127,16 +1127,18 @@ def test_stop_signals_request_a_stop_once_and_abort_on_a_second_ctrl_c(capsys):
 def test_sigusr1_requests_a_stop_as_sigterm_does():
     # SLURM's `--signal=USR1@120` (the signal many cluster guides give) sends SIGUSR1 before the time limit; was:
     # Python's default action for it, the rank killed at once without a checkpoint (exit -10)
+    # A second SIGUSR1 (a job signalled twice) is no second Ctrl-C: nothing aborts, and rank 0 prints no Ctrl-C notice
     child = ("import os, signal\n"
              "from t2t_mtl.engine.stop import StopSignals\n"
-             "stop = StopSignals(announce=False).install()\n"
+             "stop = StopSignals(announce=True).install()\n"
+             "os.kill(os.getpid(), signal.SIGUSR1)\n"
              "os.kill(os.getpid(), signal.SIGUSR1)\n"
              "print(stop.requested)\n"
              "stop.restore()\n"
              "print(signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL)\n")
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
-    assert (proc.returncode, proc.stdout) == (0, "True\nTrue\n"), proc.stderr[-3000:]
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "True\nTrue\n", ""), proc.stderr[-3000:]
 
 
 def test_a_sigint_after_a_sigterm_still_saves(tmp_path, tok, cache, monkeypatch):
