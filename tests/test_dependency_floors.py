@@ -148,3 +148,33 @@ def test_a_package_this_python_cannot_import_is_named_with_the_python_in_one_lin
                            f"was started with, {sys.executable}: start it with the Python of the environment t2t-mtl "
                            f"is installed in (on a cluster, the same environment on every node), or install "
                            f"{package} there\n")
+
+
+def _parser_importing(monkeypatch, name: str) -> None:
+    """The command modules' imports, as `main` builds its parser, meeting a missing module `name`."""
+    import t2t_mtl.cli
+
+    def build_parser():
+        raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+    monkeypatch.setattr(t2t_mtl.cli, "build_parser", build_parser)
+
+
+def test_a_missing_package_that_the_metadata_names_as_unmet_is_said_as_unmet(monkeypatch, capsys):
+    # the installed distribution's requirements name the cause with the pip line to fix it; the generic line is for
+    # a Python whose t2t-mtl has no metadata to check
+    import t2t_mtl.cli
+
+    unmet = "numpy is not installed; t2t-mtl needs numpy>=1.24 (pip install 'numpy>=1.24')"
+    monkeypatch.setattr(t2t_mtl.cli, "unmet_requirements", lambda: [unmet])
+    _parser_importing(monkeypatch, "numpy")
+    assert cli_main(["tasks", "list"]) == 2
+    assert capsys.readouterr().err == f"error: {unmet}\n"
+
+
+@pytest.mark.parametrize("module", ["t2t_mtl.sampling.gone", "task_registry.gone"])
+def test_a_missing_module_of_t2t_mtl_itself_is_raised_as_it_is(monkeypatch, module):
+    # a fault of the installation (a module of its own missing), not of the Python it was started with: telling the
+    # user to install t2t_mtl into that Python would hide the module's name and the import that needed it
+    _parser_importing(monkeypatch, module)
+    with pytest.raises(ModuleNotFoundError, match=f"^No module named '{module}'$"):
+        cli_main(["tasks", "list"])
