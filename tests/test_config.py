@@ -1653,6 +1653,23 @@ def test_a_checkpoint_is_read_with_its_own_runs_config_wherever_it_is_named_from
     assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoint_in_a_checkpoints_folder_linked_to_other_storage_is_read_with_its_runs_config(tmp_path):
+    # a run whose checkpoints/ links to a larger disk: the checkpoint's real folder is named otherwise and has no
+    # config.yaml beside it; the run is the one the checkpoint is named in (reading the real folder's parent's parent
+    # refused it, as did taking only the real folder for where a checkpoint lives)
+    import shutil
+
+    from t2t_mtl.engine.model_meta import trained_model_meta
+
+    ckpt = _old_run(tmp_path, "data", {"max_input_length": 77})
+    scratch = tmp_path / "scratch" / "run_checkpoints"
+    scratch.parent.mkdir()
+    shutil.move(str(ckpt.parent), scratch)
+    ckpt.parent.symlink_to(scratch)
+    meta = trained_model_meta(ckpt)
+    assert Path(meta["run_dir"]) == tmp_path / "run" and meta["config"]["data"]["max_input_length"] == 77
+
+
 def test_evaluation_and_export_read_a_saved_value_a_new_run_is_refused_with_a_warning(tmp_path, caplog):
     # was: "checkpoint ... could not be loaded: .../config.yaml is not a valid run config (config key 'data.tasks' is
     # empty, ...); the model cannot be rebuilt without it", for a run that trained with that config: its model could
