@@ -41,3 +41,15 @@ def test_print_config_names_the_moe_defaults_the_run_takes(tmp_path, capsys):
 
 def test_print_config_of_a_dense_model_has_no_moe_note(tmp_path, capsys):
     assert "model.moe keys left unset" not in _printed(tmp_path, capsys, None)
+
+
+def test_print_config_notes_top_k_at_its_default_where_unset_and_nothing_where_every_key_is_set(tmp_path, capsys):
+    # renormalize's null decides by the top_k the run takes (2 unless set); a section setting every key has no note
+    # (an empty 'keys left unset' line said nothing)
+    unset_top_k = _printed(tmp_path, capsys, {"num_experts": 4, "every": 1})
+    assert "at their defaults: top_k 2, " in unset_top_k and "renormalize null (so true: top_k 2)" in unset_top_k
+    every = {"num_experts": 4, "top_k": 1, "every": 1, "layers": "both", "capacity_factor": 0.5,
+             "eval_capacity_factor": 2.0, "min_capacity": 4, "dropless": False, "routing": "token", "score": "softmax",
+             "renormalize": False, "aux_loss_coef": 0.01, "z_loss_coef": 0.001, "unseen_task_routing": "mean",
+             "upcycle": True, "backend": "auto"}
+    assert "model.moe keys left unset" not in _printed(tmp_path, capsys, every)
