@@ -187,3 +187,34 @@ def test_a_rank_at_another_phase_stops_the_gather_naming_each_ranks_phase(monkey
     with pytest.raises(RanksAtDifferentPhasesError, match=r"^the ranks met in a collective from different places "
                                                           r"\(ranks 0, 1 at 'a', rank 2 at 'b'\)"):
         flags_at_phase("a", False, None, torch.device("cpu"))
+
+
+# where each collective of the project takes its phase: (function, index of the phase among its arguments)
+_PHASE_ARGUMENT = {"barrier": 0, "failed_ranks": 2, "_agree": 4}
+
+
+def _call_site_phases() -> dict:
+    """{phase: 'file:line'} of every phase written as a string at a call of `_PHASE_ARGUMENT`'s functions in t2t_mtl,
+    and START_PHASE's."""
+    import ast
+
+    from t2t_mtl.engine.distributed import START_PHASE
+
+    root = Path(__file__).resolve().parents[1]
+    phases = {START_PHASE: "distributed.START_PHASE"}
+    for path in sorted((root / "t2t_mtl").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _PHASE_ARGUMENT:
+                at = _PHASE_ARGUMENT[node.func.id]
+                if len(node.args) > at and isinstance(node.args[at], ast.Constant):
+                    phases[node.args[at].value] = f"{path.relative_to(root)}:{node.lineno}"
+    return phases
+
+
+def test_every_phase_a_call_site_gives_fits_a_gather():
+    # a phase past PHASE_BYTES raises ValueError in a run of several ranks alone (one process never encodes it), so a
+    # long label written at a call site that no multi-rank test passes would first fail on a user's cluster
+    phases = _call_site_phases()
+    assert len(phases) >= 12 and "the run's tokenizer trained" in phases and "a checkpoint published" in phases
+    for phase, where in phases.items():
+        assert isinstance(phase, str) and 1 <= len(phase.encode()) <= PHASE_BYTES, where
