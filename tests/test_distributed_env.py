@@ -75,6 +75,31 @@ def test_srun_ranks_of_two_jobs_get_two_master_ports(monkeypatch):
     assert port("4242", "1", given="31000") == 31000  # a port given is kept
 
 
+def test_slurm_sbatch_leaves_master_port_to_each_job_unless_set(tmp_path):
+    # the per-job port is taken only where MASTER_PORT is unset: a script exporting one (29500, as it did) gives every
+    # job of a node that port again; the two-node SLURM test sets MASTER_PORT itself, so it cannot tell
+    script = Path(__file__).resolve().parents[1] / "t2t_mtl" / "configs" / "launch" / "slurm.sbatch"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "srun").write_text('#!/bin/sh\necho "MASTER_PORT=${MASTER_PORT-unset} $*"\n')
+    (stubs / "scontrol").write_text("#!/bin/sh\necho node1\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "activate").write_text("")
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "VENV": str(tmp_path / "venv"), "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "node[1-2]"}
+
+    def started(**given: str) -> str:
+        done = subprocess.run(["bash", str(script), "cfg.yaml"], env={**env, **given}, capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert started() == "MASTER_PORT=unset --kill-on-bad-exit=1 python -m t2t_mtl train cfg.yaml --resume auto\n"
+    assert started(MASTER_PORT="31000").startswith("MASTER_PORT=31000 ")
+
+
 def test_torchrun_started_by_srun_keeps_the_ranks_torchrun_set(monkeypatch):
     # srun starting one torchrun a node: SLURM_PROCID and SLURM_NTASKS count the nodes' torchruns, not the ranks;
     # taking them over torchrun's RANK and WORLD_SIZE would give every node's ranks one rank number
