@@ -382,5 +382,5 @@ def test_round_robin_draws_a_new_order_in_each_cycle_of_a_block():
     sampler = build_sampler({"strategy": "round_robin", "block_size": 4 * 30}, SIZES, seed=3)
     cycles = [tuple(sampler.sample_tasks(4)) for _ in range(30)]  # the one block
     assert all(sorted(cycle) == sorted(SIZES) for cycle in cycles)
-    assert len(set(cycles)) > 10  # 30 draws of 24 orders: 17 distinct on average (12 at seed 3)
+    assert len(set(cycles)) > 5  # 30 draws of 24 orders: 17 distinct on average, 12 at seed 3; the mutant 1
     assert {cycle[:2] for cycle in cycles} != {cycles[0][:2]}
