@@ -46,7 +46,8 @@ from .registry import (
     task,
     training_rates,
 )
-from .sources import DATA_DIR_ENV, GeneratorSource, HFSource, LocalFileSource, Source, get_data_dir, set_data_dir
+from .sources import (DATA_DIR_ENV, GeneratorSource, HFSource, LocalFileSource, Source, get_data_dir, restored_data_dir,
+                      set_data_dir)
 from .task import PreprocessStats, RenderStats, Task
 from .task_modules import TaskModuleError, import_task_modules
 from .template import RenderedExample, Template, TemplateMetadata
@@ -64,7 +65,7 @@ __all__ = [
     "list_tasks", "load_builtin_tasks", "register_mixture", "register_task", "resolve", "resolve_selection", "task",
     "training_rates",
     "DATA_DIR_ENV", "GeneratorSource", "HFSource", "LocalFileSource", "Source",
-    "get_data_dir", "set_data_dir", "OUTPUT_FEATURES", "PreprocessStats", "RenderStats", "Task",
+    "get_data_dir", "restored_data_dir", "set_data_dir", "OUTPUT_FEATURES", "PreprocessStats", "RenderStats", "Task",
     "TaskModuleError", "import_task_modules",
     "RenderedExample", "Template", "TemplateMetadata", "tokenize_dataset", "count_truncated", "TruncationCounts",
     "TaskFileError",

@@ -11,11 +11,12 @@ generator's cached rows on its code.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import posixpath
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .code_digests import code_digest
 from .csv_files import check_csv_shape
@@ -49,6 +50,18 @@ def get_data_dir() -> Optional[Path]:
         return _data_dir
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env) if env else None
+
+
+@contextlib.contextmanager
+def restored_data_dir() -> Iterator[None]:
+    """A block whose `set_data_dir` calls last until it ends: the value `set_data_dir` held when it began (None:
+    none) is set again however it is left (`$T2T_MTL_DATA_DIR` is the environment's, read as ever). A command's
+    `--data-dir` and a run's `data.data_dir` are set in one, so they do not outlast their call."""
+    before = _data_dir
+    try:
+        yield
+    finally:
+        set_data_dir(before)
 
 
 class Source:

@@ -217,6 +217,7 @@ def test_preview_shows_token_lengths_as_training_tokenizes(workspace, capsys, t5
     assert main([*args, "--tokenizer", str(t5_tokenizer_dir)]) == 0
     shown = [tuple(map(int, re.search(r"tokens: (\d+) in, (\d+) out$", line).groups()))
              for line in capsys.readouterr().out.splitlines() if line.startswith("──")]
+    task_registry.set_data_dir(workspace / "data")  # (the command's --data-dir held for the command alone)
     rendered = task_registry.get_task("cli_qa").to_dataset("validation", max_examples=2)
     tokenized = task_registry.tokenize_dataset(rendered, t5_tokenizer, 512, 512, append_eos=True, keep_in_memory=True)
     assert shown == [(len(row["input_ids"]), len(row["labels"])) for row in tokenized] and len(shown) == 2

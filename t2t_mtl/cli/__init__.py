@@ -13,6 +13,7 @@ import pkgutil
 import sys
 from typing import NoReturn, Optional, Sequence
 
+from t2t_mtl.cli.data_dir_scope import data_dir_for_command
 from t2t_mtl.cli.progress_bars import datasets_bars_for_command
 from t2t_mtl.dependency_floors import unmet_requirements
 
@@ -70,9 +71,10 @@ SIGPIPE_EXIT = 128 + 13
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the console script (`argv` None: the process's own arguments); runs the command with datasets'
     progress bars hidden unless it decides itself (`datasets_bars_for_command`: for the process, or with `argv` for
-    the command only), and returns the process exit code (130, with one line on stderr, for a Ctrl-C that a command
-    does not handle itself; 1 or 2, with one line, for a storage failure while writing: a full disk, a read-only or
-    forbidden place; `SIGPIPE_EXIT`, silently, when the reader of the output left)."""
+    the command only) and with its data dir (`--data-dir`) set for the command alone (`data_dir_for_command`), and
+    returns the process exit code (130, with one line on stderr, for a Ctrl-C that a command does not handle itself;
+    1 or 2, with one line, for a storage failure while writing: a full disk, a read-only or forbidden place;
+    `SIGPIPE_EXIT`, silently, when the reader of the output left)."""
     try:
         parser = build_parser()
     except ModuleNotFoundError as err:
@@ -86,8 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n".join(f"error: {problem}" for problem in unmet), file=sys.stderr)
         return 2
     try:
-        with datasets_bars_for_command(args, whole_process=argv is None):  # a bar per split loaded or mapped is noise
-            code = int(args.func(args) or 0)
+        with datasets_bars_for_command(args, whole_process=argv is None), data_dir_for_command():
+            code = int(args.func(args) or 0)  # (datasets' bar per split loaded or mapped is noise)
         sys.stdout.flush()  # (a reader that left is found here, not in the interpreter's last flush)
         return code
     except ModuleNotFoundError as err:  # one the command imports when it runs (torch, datasets, ...)

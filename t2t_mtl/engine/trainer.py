@@ -298,19 +298,22 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     `overrides`: `--set` strings layered over `config`.
 
     `resume`: "auto" (latest checkpoint of the run dir, if any), a run dir, or a checkpoint dir (a str or a Path).
-    `data_dir` (a str or a Path): overrides data.data_dir (local copies of hub datasets). `evaluate_held_in`: score
+    `data_dir` (a str or a Path): overrides data.data_dir (local copies of hub datasets); the run's data dir holds
+    for the run only, one set by `task_registry.set_data_dir` before the call again after it. `evaluate_held_in`: score
     held-in validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
     progress bars (loading, rendering, tokenizing) and transformers' (loading a pretrained model) are hidden for the
     run on ranks other than 0 and wherever `training.progress_bar` is off, and left as they were found after it; so
     are torch's intra-op threads, which `training.num_threads` sets for the run only.
     """
+    from task_registry import restored_data_dir
+
     started = time.perf_counter()
     cfg = as_config(config, overrides)
     threads = torch.get_num_threads()
     lock = RunLock()
     try:
         hidden = not cfg.training.progress_bar or launched_rank() != 0
-        with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden):
+        with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden), restored_data_dir():
             return _train(cfg, started, resume, data_dir, evaluate_held_in, lock)
     finally:
         lock.release()
