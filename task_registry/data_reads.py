@@ -43,19 +43,26 @@ class DataRead:
         """Whether this is a hub dataset read whole (the same read for every split)."""
         return self.dataset is not None and not self.path
 
-    def holds(self, other: DataRead) -> bool:
-        """Whether what `other` reads is among what this reads: the same file, dataset or folder, one inside this
-        folder (a hub dataset read whole is its repo's folder), or a file of a hub dataset this data_files pattern
-        matches."""
-        if self == other:
-            return True
-        inside = self.whole_dataset or (self.folder and other.path.startswith(self.path.rstrip("/") + "/"))
-        matched = self.dataset is not None and _matches(self.path, other.path)
-        return self.dataset == other.dataset and (inside or matched)
-
     def shares(self, other: DataRead) -> bool:
-        """Whether this and `other` read the same data: either holds the other (`holds`)."""
-        return self.holds(other) or other.holds(self)
+        """Whether this and `other` read the same data. Of one hub dataset: whether a file either reads may be one the
+        other reads — read whole, the dataset holds every file; else their paths as data_files patterns (a folder's
+        its `path/**`, a file's its path) match a path in common (`_overlap`: `data/train-*` and
+        `data/*-00000.parquet`, or `**/train.jsonl` and the folder `en`). Local: the same file or folder, or one inside
+        the other folder."""
+        if self.dataset != other.dataset:
+            return False
+        if self.dataset is not None:
+            return self.whole_dataset or other.whole_dataset or _overlap(self._glob(), other._glob())
+        return self._holds(other) or other._holds(self)
+
+    def _holds(self, other: DataRead) -> bool:
+        """Whether the local `other` is this file or folder, or inside this folder."""
+        return self == other or (self.folder and other.path.startswith(self.path.rstrip("/") + "/"))
+
+    def _glob(self) -> str:
+        """What this reads of its hub dataset as a data_files pattern: a folder's files (`path/**`), else its path
+        (a pattern, or a file's path)."""
+        return f"{self.path.rstrip('/')}/**" if self.folder else self.path
 
     def describe(self) -> str:
         """How messages name it: `hub dataset glue/rte`, `file a/train.jsonl of hub dataset org/x`, `file /abs/x.csv`,
@@ -66,14 +73,87 @@ class DataRead:
         return f"{'folder' if self.folder else 'file'} {self.shown}{of}"
 
 
-def _matches(pattern: str, path: str) -> bool:
-    """Whether the glob `pattern` of a hub dataset's data_files matches the file `path` of its repo as datasets reads
-    it: `**` at any depth, `*` and `?` within one folder, `[...]` one of the characters (`[!...]` none); False for a
-    `pattern` without `*`, `?` or `[` (a file's path)."""
-    if not any(c in pattern for c in "*?["):
-        return False
-    wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
-    parts = re.split(r"(\*\*/|\*\*|\*|\?|\[!?[^]]+\])", pattern)
-    regex = "".join(wildcards.get(part, part.replace("[!", "[^", 1)) if index % 2 else re.escape(part)
-                    for index, part in enumerate(parts))  # (the wildcards split out, at odd indices)
-    return re.fullmatch(regex, path) is not None
+#: a data_files pattern's wildcards: `re.split` leaves them at the odd indices of its parts
+_WILDCARD = re.compile(r"(\*\*/|\*\*|\*|\?|\[!?[^]]+\])")
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether some path matches both glob patterns `first` and `second` of a hub dataset's data_files, as datasets
+    reads them: `**` at any depth (`**/`: no folder too), `*` and `?` within one folder, `[...]` one of the characters
+    (`[!...]` none); a path without wildcards matches itself alone. Both are walked together one character at a time,
+    trying one character of each set that no wildcard or character of either tells apart."""
+    globs, chars = (_Glob(first), _Glob(second)), _representatives(first + second)
+    start = tuple(glob.start() for glob in globs)
+    seen, todo = {start}, [start]
+    while todo:
+        states = todo.pop()
+        if all(glob.accepts(state) for glob, state in zip(globs, states)):
+            return True
+        for char in chars:
+            after = tuple(glob.step(state, char) for glob, state in zip(globs, states))
+            if all(after) and after not in seen:
+                seen.add(after)
+                todo.append(after)
+    return False
+
+
+def _representatives(text: str) -> list[str]:
+    """A character of each set of characters that the patterns of `text` cannot tell apart: each of its characters
+    and `/`, the next one (the first after a range `[a-c]` or a set), and the first of all."""
+    codes = {code + step for code in map(ord, set(text) | {"/"}) for step in (0, 1)}
+    return [chr(code) for code in sorted(codes | {0})]
+
+
+class _Glob:
+    """A glob pattern as a machine read a character at a time: its states are (index of a part, inside `**/`), a
+    part being one character, `?`, a set `[...]` or a wildcard; a set of states is where a prefix read may stand."""
+
+    def __init__(self, pattern: str):
+        self.parts: list[tuple[str, re.Pattern]] = []  # (kind: one / any / dirs, the one character it reads)
+        for index, part in enumerate(_WILDCARD.split(pattern)):
+            if not index % 2:
+                self.parts += [("one", re.compile(re.escape(char))) for char in part]
+            elif part in ("*", "**"):
+                self.parts.append(("any", re.compile("[^/]" if part == "*" else "(?s:.)")))
+            elif part == "**/":  # (no folder, or folders: any characters up to a `/`)
+                self.parts.append(("dirs", re.compile("(?s:.)")))
+            else:
+                self.parts.append(("one", re.compile("[^/]" if part == "?" else part.replace("[!", "[^", 1))))
+
+    def start(self) -> frozenset:
+        """The states before a character is read."""
+        return self._closure({(0, False)})
+
+    def accepts(self, states: frozenset) -> bool:
+        """Whether the prefix read to `states` matches the whole pattern."""
+        return (len(self.parts), False) in states
+
+    def step(self, states: frozenset, char: str) -> frozenset:
+        """The states after reading `char` from `states` (empty: no path with that prefix matches)."""
+        after = set()
+        for index, inside in states:
+            if index == len(self.parts):
+                continue
+            kind, reads = self.parts[index]
+            if not reads.fullmatch(char):
+                continue
+            if kind == "one":
+                after.add((index + 1, False))
+            elif kind == "any":
+                after.add((index, False))
+            else:  # (dirs: inside the folders, a `/` may end them)
+                after.add((index, True))
+                if char == "/":
+                    after.add((index + 1, False))
+        return self._closure(after)
+
+    def _closure(self, states: set) -> frozenset:
+        """`states` with those reached without reading a character: past a wildcard that matches none."""
+        closed, todo = set(states), list(states)
+        while todo:
+            index, inside = todo.pop()
+            if index < len(self.parts) and self.parts[index][0] != "one" and not inside:
+                if (index + 1, False) not in closed:
+                    closed.add((index + 1, False))
+                    todo.append((index + 1, False))
+        return frozenset(closed)

@@ -3,6 +3,7 @@ glue/rte makes the built-in held-out glue_rte's score not a held-out one, whatev
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -302,7 +303,7 @@ def test_a_hub_datasets_data_files_pattern_holds_a_file_as_datasets_globs_it(pat
     from task_registry.data_reads import DataRead
 
     read, file = DataRead.hub("org/x", pattern), DataRead.hub("org/x", path)
-    assert (read.holds(file), read.shares(file), file.shares(read)) == (held, held, held)
+    assert (read.shares(file), file.shares(read)) == (held, held)
     assert not DataRead.hub("org/y", path).shares(read)  # (another dataset's file)
 
 
@@ -352,3 +353,64 @@ def test_a_local_path_is_no_pattern_though_it_holds_a_glob_character(tmp_path):
     bracketed = DataRead.local(tmp_path / "data[1]" / "rows.jsonl")
     plain = DataRead.local(tmp_path / "data1" / "rows.jsonl")
     assert not bracketed.shares(plain) and not plain.shares(bracketed)
+
+
+@pytest.mark.parametrize("trained, evaluated, shared", [
+    ("**/train-*.parquet", "en/*.parquet", True),  # (both match en/train-0.parquet)
+    ("data/train-*", "data/*-00000.parquet", True),
+    ("data/train-?.parquet", "data/*-[0-4].parquet", True),
+    ("data/train-[0-4].parquet", "data/train-[5-9].parquet", False),
+    ("data/*.jsonl", "data/*.parquet", False),
+    ("data/*/train.jsonl", "data/train.jsonl", False),  # (`*` is one folder's name, never none)
+    ("**/train.jsonl", "train.jsonl", True),  # (`**/`: no folder too)
+])
+def test_two_data_files_patterns_of_a_hub_dataset_that_match_a_file_in_common_share_it(trained, evaluated, shared):
+    # was: two patterns were compared as a pattern and a file's path, so 'en/*.parquet' evaluated after training on
+    # '**/train-*.parquet' (both reading en/train-0.parquet) was not warned of, neither pattern matching the other
+    from task_registry.data_reads import DataRead
+
+    first, second = DataRead.hub("org/x", trained), DataRead.hub("org/x", evaluated)
+    assert (first.shares(second), second.shares(first)) == (shared, shared)
+
+
+def test_a_data_files_pattern_shares_the_folder_of_a_hub_dataset_whose_files_it_may_match():
+    from task_registry.data_reads import DataRead
+
+    pattern = DataRead.hub("org/x", "*/train.jsonl")
+    assert DataRead.hub("org/x", "en", folder=True).shares(pattern)
+    assert not DataRead.hub("org/x", "en/sub", folder=True).shares(pattern)
+    with task_registry.isolated_registry():
+        _register("all_train", HFSource("org/x", data_files={"train": "**/train-*.parquet"}))
+        _register("english", HFSource("org/x", data_files={"validation": "en/*.parquet"}))
+        _register("english_dir", HFSource("org/x", data_dir="en"))
+        assert shared_data_warnings(["english", "english_dir"], ["all_train"], FIX) == [
+            f"evaluated task {name!r} reads {what} of hub dataset org/x{split}, which trained task 'all_train' trains "
+            f"on: the model has seen that data, so its score is not a held-out one; {FIX}"
+            for name, what, split in (("english", "file en/*.parquet", " (its validation split)"),
+                                      ("english_dir", "folder en", " (its train split)"))]
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """The paths a data_files glob `pattern` matches, as datasets reads one: `**/` no folder or folders, `**` any
+    characters, `*` and `?` within a folder, `[...]` (`[!...]`) a character of (not of) a set."""
+    wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    parts = re.split(r"(\*\*/|\*\*|\*|\?|\[!?[^]]+\])", pattern)
+    return re.compile("".join(wildcards.get(part, part.replace("[!", "[^", 1)) if index % 2 else re.escape(part)
+                              for index, part in enumerate(parts)), re.DOTALL)
+
+
+def test_two_patterns_overlap_where_a_path_of_few_characters_matches_both():
+    # the reference: every path of up to 6 of the characters a, b, c and / that each pattern's regex matches; the
+    # patterns' overlap is found without such a list
+    import itertools
+    import random
+
+    from task_registry.data_reads import DataRead
+
+    parts = ["a", "b", "/", "*", "**", "**/", "?", "[ab]", "[!a]", "[b-c]"]
+    rng = random.Random(0)
+    reads = {DataRead.hub("org/x", "".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))) for _ in range(30)}
+    paths = ["".join(chars) for size in range(7) for chars in itertools.product("ab/c", repeat=size)]
+    matched = {read: set(filter(_glob_regex(read.path).fullmatch, paths)) for read in reads}
+    for first, second in itertools.combinations(sorted(reads, key=str), 2):
+        assert first.shares(second) == bool(matched[first] & matched[second]), (first.path, second.path)
