@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
+from .errors import close_matches
 from .lazy_modules import LazyModule
 
 PathLike = Union[str, os.PathLike]
@@ -28,6 +29,20 @@ def saved_splits(folder: PathLike) -> Optional[list[str]]:
         return [str(split) for split in json.loads((Path(folder) / "dataset_dict.json").read_text())["splits"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def split_folders(folder: str, wanted: Sequence[str], saved: Sequence[str]) -> dict[str, str]:
+    """Task split → the split folder of the `DatasetDict.save_to_disk` folder `folder` that may be read as it: each of
+    `wanted` (splits the folder lacks) from the one of `saved` (its splits no other task split reads) of the closest
+    name, `train` from `training` or `trn`, `validation` from `valid`; none where no name is close. Each split's
+    folder is a `Dataset.save_to_disk` one, which `files:` reads as any split."""
+    unused, mapping = list(saved), {}
+    for split in wanted:
+        close = close_matches(split, unused, n=1, cutoff=0.4, substrings=False)
+        if close:
+            mapping[split] = f"{folder.rstrip('/')}/{close[0]}"
+            unused.remove(close[0])
+    return mapping
 
 
 def is_pattern(path: PathLike) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .csv_files import check_csv_shape, csv_features
-from .data_paths import is_pattern, matched_files, unmatched_pattern
+from .data_paths import is_pattern, matched_files, split_folders, unmatched_pattern
 from .errors import DataSourceError, TaskDefinitionError
 from .file_formats import line_opener, split_format
 from .lazy_modules import LazyModule
@@ -31,9 +31,12 @@ def load_saved(folder: Path, split: str, streaming: bool, what: str):
                               f"{error_chain(error)}") from error
     if isinstance(saved, datasets.DatasetDict):
         if split not in saved:
+            read_as = split_folders(str(folder), [split], list(saved))
+            hint = (f", or read a split's folder as a split of the task: {read_as}, in a task file files: "
+                    f"{{{', '.join(f'{k}: {v}' for k, v in read_as.items())}}}" if read_as else "")
             raise DataSourceError(f"{what}: {str(folder)!r} (saved by DatasetDict.save_to_disk) has no split "
                                   f"{split!r}; it has {list(saved)} (a task's `splits` default to [train, validation]: "
-                                  f"list the ones it has)")
+                                  f"list the ones it has{hint})")
         saved = saved[split]
     return saved.to_iterable_dataset() if streaming else saved
 

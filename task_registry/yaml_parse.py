@@ -10,7 +10,8 @@ from typing import Any, Callable, Optional, Union
 
 import yaml
 
-from .data_paths import is_pattern, is_saved_dataset, matched_files, unmatched_pattern, written_as_local_path
+from .data_paths import (is_pattern, is_saved_dataset, matched_files, split_folders, unmatched_pattern,
+                         written_as_local_path)
 from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .file_formats import is_file_builder, misspelt_reader_problem
 from .preprocessors import Preprocessor, compile_expression, from_config as preprocessor_from_config
@@ -225,9 +226,14 @@ class TaskFileParser:
             return
         missing = [split for split in splits if split not in named]
         if missing:
+            written = document["source"][key]  # (one path: a DatasetDict's folder, whose splits are `named`)
+            read_as = split_folders(written, missing, [s for s in named if s not in splits]) \
+                if isinstance(written, str) else {}
+            folders = ", or read a split's folder as a split of the task: files: {" + ", ".join(
+                f"{split}: {path}" for split, path in read_as.items()) + "}" if read_as else ""
             self.error(at, f"`source: {key}:` has no file for the split(s) {missing}; it has "
                            f"{sorted(named)} (`splits` default to [train, validation]: list the ones the "
-                           f"files hold)")
+                           f"files hold{folders})")
 
     def source(self, config: Any, line: int) -> Optional[Source]:
         """The `source:` mapping `config` (at `line`) as an `HFSource` or a `LocalFileSource`, its paths relative to

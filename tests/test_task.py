@@ -682,6 +682,23 @@ def test_a_folder_saved_by_save_to_disk_is_read_as_its_splits(tmp_path, streamin
         LocalFileSource(tmp_path / "plain")
 
 
+def test_a_saved_folder_without_the_split_read_says_which_split_folder_may_be_read_as_it(tmp_path):
+    # was: "... has no split 'train'; it has ['training', 'valid'] (...: list the ones it has)", and a task without a
+    # train split does not train
+    whole = datasets.Dataset.from_list(ROWS)
+    datasets.DatasetDict({"training": whole.select(range(6)), "valid": whole.select(range(6, 10))}).save_to_disk(
+        str(tmp_path / "dict"))
+    folder = tmp_path / "dict"
+    with pytest.raises(DataSourceError) as caught:
+        LocalFileSource(folder).load("train")
+    assert str(caught.value) == (
+        f"local files source: '{folder}' (saved by DatasetDict.save_to_disk) has no split 'train'; it has ['training', "
+        f"'valid'] (a task's `splits` default to [train, validation]: list the ones it has, or read a split's folder "
+        f"as a split of the task: {{'train': '{folder}/training'}}, in a task file files: {{train: "
+        f"{folder}/training}})")
+    assert [dict(r) for r in LocalFileSource({"train": folder / "training"}).load("train")] == ROWS[:6]
+
+
 def test_preprocessor_and_render_caches_are_keyed_by_the_jinja_version(tmp_path, monkeypatch):
     # a Jinja upgrade can change what an expression or template yields; the cache key did not name it, so a
     # Filter / Map / rendering cached under the old version was reused

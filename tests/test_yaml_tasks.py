@@ -672,6 +672,27 @@ def test_a_folder_saved_by_save_to_disk_is_a_source_under_files_and_a_problem_un
         f"('{tmp_path}/tasks/../saved'): write `files: ../saved` (relative to the YAML file)"]
 
 
+def test_a_saved_folders_splits_of_other_names_are_shown_mapped_to_the_tasks(tmp_path):
+    # a DatasetDict saved with splits 'training' and 'valid': the problem said to list the splits the folder holds,
+    # with which the task had no train split to train on, and nothing said that each split's folder reads as any split
+    import datasets
+
+    rows = datasets.Dataset.from_list([{"q": f"q{i}", "a": f"a{i}"} for i in range(3)])
+    (tmp_path / "tasks").mkdir()
+    datasets.DatasetDict({"training": rows.select([0, 1]), "valid": rows.select([2])}).save_to_disk(
+        str(tmp_path / "saved"))
+    path = tmp_path / "tasks" / "saved.yaml"
+    path.write_text("name: saved\nsource:\n  files: ../saved\ntemplates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    assert validate_task_file(path, check_rows=0) == [
+        f"{path}:2: `source: files:` has no file for the split(s) ['train', 'validation']; it has ['training', "
+        f"'valid'] (`splits` default to [train, validation]: list the ones the files hold, or read a split's folder "
+        f"as a split of the task: files: {{train: ../saved/training, validation: ../saved/valid}})"]
+    path.write_text(path.read_text().replace("files: ../saved", "files: {train: ../saved/training, validation: "
+                                                                "../saved/valid}"))
+    assert validate_task_file(path) == []
+    assert [dict(r) for r in parse_task_file(path).load_rows("validation")] == [{"q": "q2", "a": "a2"}]
+
+
 def test_a_split_written_in_datasets_slicing_is_one_problem_at_the_splits_line(tmp_path):
     # `splits: [train, 'validation[:100]']` over a files mapping was reported as a split the files lack
     (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "a", "a": "b"}) + "\n")
