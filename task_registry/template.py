@@ -342,15 +342,23 @@ class Template:
                     f"test split), so `answer_choices[{field}]` has no answer to render; keep labeled rows with a "
                     f"filter preprocessor (`{field} >= 0`) or use a labeled split", task, row_index, field=field)
 
-    def _text_choice_index(self, row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    def _choice_index_problem(self, row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
         """(field, message) when `answer_choices[field]` found nothing because the row's `field` holds text (a
-        list index must be a number; Jinja reads `list['1']` as a missing attribute '1'), else None."""
+        list index must be a number; Jinja reads `list['1']` as a missing attribute '1') or a float (`list[1.0]`
+        has no element), else None."""
         for field, value in self._choice_index_values(row):
             if isinstance(value, str):
                 return field, (f"field {field!r} is the text {_unescape_pipe(value)!r}, which cannot index the answer "
                                f"choices: `answer_choices[{field}]` needs a number (a csv/tsv column with a cell that "
                                f"is not a number, an empty one included, is read as text); fix the rows, or convert "
                                f"numbers written as text with `| int` in a `map` preprocessor")
+            if isinstance(value, float):
+                return field, (f"field {field!r} is the number {value!r}, which cannot index the answer choices: "
+                               f"`answer_choices[{field}]` needs a whole number (a csv column with an empty cell, "
+                               f"read by `hf: csv`, holds its numbers as floats); convert it into a field of its own "
+                               f"in a `map` preprocessor (`{{{field}_id: \"{field} | int\"}}`, then "
+                               f"`answer_choices[{field}_id]`: a map writing {field!r} itself keeps its float type), "
+                               f"after a `filter` dropping the rows without one, or list a local csv under `files:`")
         return None
 
     # -- answer choices ----------------------------------------------------------------------------------
@@ -473,18 +481,18 @@ class Template:
     def _undefined_error(self, error: jinja2.UndefinedError, variables: Mapping[str, Any], task: Optional[str],
                          row_index: Optional[int]) -> TemplateRenderError:
         """The error of a rendering that read something undefined, from the likeliest cause down: answer choices the
-        template lacks, a subscript that found nothing, text indexing the answer choices, a nested field's missing
-        key, else a field missing from the row (with a hint at what it may be)."""
+        template lacks, text or a float indexing the answer choices, a subscript that found nothing, a nested field's
+        missing key, else a field missing from the row (with a hint at what it may be)."""
         fields = sorted(k for k in variables if k != "answer_choices")
         absent = sorted(self.variables - set(fields))
         if not absent and self._reads_undefined_answer_choices:
             return self._no_answer_choices(error, task, row_index)
+        bad_index = None if absent else self._choice_index_problem(variables)
+        if bad_index:
+            return self._error(bad_index[1], task, row_index, field=bad_index[0])
         no_element = no_element_problem(str(error), variables.get("answer_choices"))
         if no_element:
             return self._error(no_element, task, row_index)
-        text_index = None if absent else self._text_choice_index(variables)
-        if text_index:
-            return self._error(text_index[1], task, row_index, field=text_index[0])
         named = undefined_name(str(error))
         nested = self._missing_key(named, variables) if named is not None and not absent else None
         if nested:

@@ -341,6 +341,39 @@ def test_a_text_answer_choice_index_is_named_not_reported_as_a_missing_field():
     assert guarded.render({"p": "a", "label": ""}).skipped
 
 
+def test_a_float_answer_choice_index_is_named_not_reported_out_of_range():
+    # was: "index 1.0 is out of range of a list (list object has no element 1.0); the answer choices are ['no',
+    # 'yes']" for every row of a label column that `hf: csv` read as floats (one empty cell makes it float64)
+    template = Template("t", "{{p}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    with pytest.raises(TemplateRenderError) as info:
+        template.render({"p": "a", "label": 1.0}, task="demo", row_index=3)
+    assert info.value.field == "label" and str(info.value) == (
+        "task 'demo', template 't', row 3: field 'label' is the number 1.0, which cannot index the answer choices: "
+        "`answer_choices[label]` needs a whole number (a csv column with an empty cell, read by `hf: csv`, holds its "
+        "numbers as floats); convert it into a field of its own in a `map` preprocessor "
+        "(`{label_id: \"label | int\"}`, then `answer_choices[label_id]`: a map writing 'label' itself keeps its "
+        "float type), after a `filter` dropping the rows without one, or list a local csv under `files:`")
+    assert template.render({"p": "a", "label": 1}).targets == "yes"  # (an int, and a bool, still index)
+    assert template.render({"p": "a", "label": False}).targets == "no"
+
+
+def test_a_csv_label_column_with_an_empty_cell_read_by_the_csv_reader_is_named_as_floats(tmp_path):
+    import task_registry
+
+    (tmp_path / "rows.csv").write_text("p,label\na,1\nb,\n")
+    source = task_registry.HFSource("csv", data_files={"train": str(tmp_path / "rows.csv")})
+    task = task_registry.Task("floats", source, [Template("t", "{{p}} ||| {{ answer_choices[label] }}",
+                                                          answer_choices="no ||| yes")], splits=["train"])
+    assert task.load_rows("train").features["label"].dtype == "float64"  # (the reader's own type: the reference)
+    with pytest.raises(TemplateRenderError, match=r"row 0: field 'label' is the number 1.0, which cannot index"):
+        task.to_dataset("train")
+    fixed = task_registry.Task(  # (as the message says)
+        "fixed", source, [Template("t", "{{p}} ||| {{ answer_choices[label_id] }}", answer_choices="no ||| yes")],
+        splits=["train"], preprocessors=[task_registry.Filter("label is not none"),
+                                         task_registry.Map({"label_id": "label | int"})])
+    assert [row["targets"] for row in fixed.to_dataset("train")] == ["yes"]
+
+
 def test_truncation_rewrite_matches_promptsource_and_keeps_whitespace_control():
     from task_registry.jinja_env import with_truncation
 
