@@ -82,8 +82,8 @@ from .yaml_parse import TaskCheck, TaskFileParser, template_location
 #: test splits often hold none
 LABELLED_SPLITS = ("train", "validation")
 
-__all__ = ["ParsedTask", "TaskCheck", "check_task_files", "load_task_dir", "load_task_dirs", "parse_task_file",
-           "parse_task_files", "task_files", "validate_task_file", "validate_task_files"]
+__all__ = ["HUB_FILES", "NO_DATA_DIR", "ParsedTask", "TaskCheck", "check_task_files", "load_task_dir", "load_task_dirs",
+           "parse_task_file", "parse_task_files", "task_files", "validate_task_file", "validate_task_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +137,20 @@ def _duplicate_names(parsed: Sequence[ParsedTask]) -> list[str]:
             for name, where in by_name.items() if len(where) > 1]
 
 
-def _rows_reachable(task: Task) -> bool:
+#: why `check_task_files` left a task's rows unrendered: a hub id with no data dir active, or data_files of a hub
+#: repository (loaded as given, from the hub alone, data dir or not)
+NO_DATA_DIR, HUB_FILES = "no data dir", "hub files"
+
+
+def _unreachable(task: Task) -> Optional[str]:
+    """Why the rows of `task` are not reachable offline (`NO_DATA_DIR`, `HUB_FILES`), or None where they are (local
+    files, a file reader's data_files, a local folder, a hub id under an active data dir) or made by code."""
     source = task.source
     if isinstance(source, HFSource) and source.data_files is not None:
-        return is_file_builder(source.path)
+        return None if is_file_builder(source.path) else HUB_FILES
     if isinstance(source, HFSource):
-        return source.reads_local_folder() or get_data_dir() is not None
-    return isinstance(source, LocalFileSource)
+        return None if source.reads_local_folder() or get_data_dir() is not None else NO_DATA_DIR
+    return None if isinstance(source, LocalFileSource) else NO_DATA_DIR
 
 
 def validate_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: int = 3,
@@ -156,17 +163,19 @@ def validate_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: in
 
 
 def check_task_files(paths: Sequence[Union[str, os.PathLike]], check_rows: int = 3,
-                     check: Optional[TaskCheck] = None) -> tuple[list[str], list[str]]:
-    """(`validate_task_files`' problems, the names of the tasks whose rows it left unrendered because they are not
-    reachable offline: hub ids without an active data dir; none when `check_rows` is 0)."""
+                     check: Optional[TaskCheck] = None) -> tuple[list[str], dict[str, str]]:
+    """(`validate_task_files`' problems, task name → why it left the task's rows unrendered, not reachable offline:
+    `NO_DATA_DIR` for a hub id without an active data dir, `HUB_FILES` for a hub repository's data_files; none when
+    `check_rows` is 0)."""
     parsed, problems = parse_task_files([Path(p) for p in paths], check)
-    unrendered = []
+    unrendered = {}
     for entry in parsed:
         problems += entry.missing_files
         if check_rows > 0 and not entry.missing_files:  # (reading them would only repeat that they are missing)
             problems += _row_problems(entry, check_rows)
-            if not _rows_reachable(entry.task):
-                unrendered.append(entry.task.name)
+            why = _unreachable(entry.task)
+            if why is not None:
+                unrendered[entry.task.name] = why
     return problems, unrendered
 
 
@@ -180,7 +189,7 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
     """What rendering the first `check_rows` rows of each split of a parsed task finds (none when its rows are
     not reachable offline): a render problem once per template, with the rows it hit (`_render_problem`)."""
     task, path = entry.task, entry.path
-    if not _rows_reachable(task):
+    if _unreachable(task) is not None:
         return []
     problems, hits, expression_hits, checked_rows = [], {}, {}, 0
     for split in task.splits:

@@ -339,6 +339,24 @@ def test_validate_says_which_tasks_rows_it_could_not_render(workspace, capsys, m
     assert capsys.readouterr().out.splitlines() == ["ok: 1 task file valid"]
 
 
+def test_validate_says_a_hub_repos_data_files_are_not_read_from_a_data_dir(workspace, capsys, monkeypatch):
+    # was: "rows not rendered for hub_files: their hub datasets are read only from a data dir here; pass --data-dir
+    # DIR" with --data-dir given: a hub repo's data_files are loaded as given, from the hub, never from a data dir
+    (workspace / "tasks" / "hub_files.yaml").write_text(
+        "name: hub_files\nsplits: [train]\nsource:\n  hf: myorg/reviews\n  data_files: {train: data/train-*.parquet}\n"
+        "templates:\n  - {name: t, jinja: '{{q}} ||| {{a}}'}\n")
+    monkeypatch.delenv(task_registry.DATA_DIR_ENV, raising=False)
+    task_registry.set_data_dir(None)
+    for data_dir in ([], ["--data-dir", str(workspace / "data")]):
+        assert main(["tasks", "validate", str(workspace / "tasks"), *data_dir]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[-1] == (
+            "rows not rendered for hub_files: their data_files are files of a hub dataset's repository, read from the "
+            "hub alone (a data dir does not apply to them); `t2t-mtl tasks preview TASK` renders them where the hub "
+            "is reachable")
+        assert ("rows not rendered for cli_qa" in "\n".join(lines)) is not bool(data_dir)
+
+
 def test_validate_refuses_a_negative_rows_count(workspace, capsys):
     # was: --rows -1 checked no rows and printed "ok", as --rows 0 does
     path = str(workspace / "tasks" / "cli_qa.yaml")

@@ -314,6 +314,7 @@ def _tokenized(tokenizer: Any, dataset: Any) -> list[TokenView]:
 
 def _validate(args: argparse.Namespace) -> int:
     import task_registry
+    from task_registry.yaml_tasks import HUB_FILES, NO_DATA_DIR
 
     if args.rows < 0:
         print(f"error: --rows must be at least 0 (0: skip rendering rows), got {args.rows}", file=sys.stderr)
@@ -345,7 +346,13 @@ def _validate(args: argparse.Namespace) -> int:
     if problems:
         return 1  # (the check ran and found problems: 1, as linters do; input it cannot check: 2)
     print(f"ok: {counted(len(files), 'task file')} valid")
-    if unrendered:  # (was only "ok": a template reading a field its rows lack passed unseen)
-        print(f"rows not rendered for {', '.join(unrendered)}: their hub datasets are read only from a data dir here; "
-              f"pass --data-dir DIR (or set $T2T_MTL_DATA_DIR) to check their templates against rows")
+    # (was only "ok": a template reading a field its rows lack passed unseen)
+    for why, line in ((NO_DATA_DIR, "their hub datasets are read only from a data dir here; pass --data-dir DIR (or "
+                                    "set $T2T_MTL_DATA_DIR) to check their templates against rows"),
+                      (HUB_FILES, "their data_files are files of a hub dataset's repository, read from the hub alone "
+                                  "(a data dir does not apply to them); `t2t-mtl tasks preview TASK` renders them "
+                                  "where the hub is reachable")):
+        names = [name for name, reason in unrendered.items() if reason == why]
+        if names:
+            print(f"rows not rendered for {', '.join(names)}: {line}")
     return 0
