@@ -50,6 +50,24 @@ def is_pattern(path: PathLike) -> bool:
     return any(c in str(path) for c in "*?[") and not Path(path).exists()
 
 
+def read_twice(paths: Sequence[PathLike]) -> Optional[str]:
+    """Why a split's `paths` (files and glob patterns) would read a file twice (`datasets` reads a file as often as
+    it is listed or matched, its rows doubled), naming it and the paths that read it, a link and the file it links
+    to being one; None where each file is read once."""
+    read_by: dict[str, tuple[int, Path]] = {}  # resolved file → (index in `paths`, the file as first read)
+    for index, path in enumerate(paths):
+        for file in matched_files(path) if is_pattern(path) else [Path(path)]:
+            first_index, first = read_by.setdefault(os.path.realpath(file), (index, file))
+            if (first_index, first) == (index, file):
+                continue
+            also = f" (also as {file})" if file != first else ""
+            by = (f"by both {str(paths[first_index])!r} and {str(path)!r}" if first_index != index else
+                  f"twice by {str(path)!r}")
+            return (f"the file {first}{also} is read {by}, so its rows would be read twice; list each file once "
+                    f"(narrow a pattern, or drop a path)")
+    return None
+
+
 def matched_files(pattern: PathLike) -> list[Path]:
     """The files the glob `pattern` matches, sorted, as `load_dataset` matches a `data_files` pattern (datasets'
     `resolve_pattern`: `*` within one folder, `**` at any depth, hidden files only when the pattern names them);

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .csv_files import check_csv_shape, csv_features
-from .data_paths import is_pattern, matched_files, split_folders, unmatched_pattern
+from .data_paths import is_pattern, matched_files, read_twice, split_folders, unmatched_pattern
 from .errors import DataSourceError, TaskDefinitionError
 from .file_formats import line_opener, split_format
 from .lazy_modules import LazyModule
@@ -43,7 +43,10 @@ def load_saved(folder: Path, split: str, streaming: bool, what: str):
 
 def _expanded_files(files: Sequence[Path], split: str, what: str) -> list[Path]:
     """`files` with each glob pattern replaced by the files it matches (`matched_files`); raises `DataSourceError`
-    for a file that does not exist or a pattern that matches none."""
+    for a file that does not exist, a pattern that matches none, or a file read twice (`read_twice`)."""
+    twice = read_twice(files)
+    if twice:
+        raise DataSourceError(f"{what}: split {split!r}: {twice}")
     expanded = []
     for file in files:
         if is_pattern(file):

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from .code_digests import code_digest
 from .csv_files import check_csv_shape
 from .data_paths import (PathLike, absolute_paths, file_names, files_summary, is_pattern, is_saved_dataset,
-                         matched_files, path_list, saved_splits, shown_paths, unmatched_pattern, written_as_local_path)
+                         matched_files, path_list, read_twice, saved_splits, shown_paths, unmatched_pattern,
+                         written_as_local_path)
 from .data_reads import DataRead
 from .errors import DataSourceError, TaskDefinitionError, close_matches
 from .file_formats import file_readers, format_of, is_file_builder, misspelt_reader_problem, split_format
@@ -238,7 +239,7 @@ class HFSource(Source):
     def _check_patterns(self, split: str) -> None:
         """Raise `DataSourceError` for a glob pattern of a file reader's `data_files` that matches no file: datasets
         reads it as no file, and its reader failed on a bare StopIteration. Every split's patterns are checked, as
-        `load_dataset` reads the files of every split to load one."""
+        `load_dataset` reads the files of every split to load one; `split`'s files, each read once (`read_twice`)."""
         named = self.data_files.items() if isinstance(self.data_files, Mapping) else [("train", self.data_files)]
         for key, value in named:
             for pattern in filter(is_pattern, self._in_data_dir(value)):
@@ -246,6 +247,9 @@ class HFSource(Source):
                     read = f" (to load split {split!r}, load_dataset reads every split's files)" if key != split else ""
                     raise DataSourceError(f"hub dataset {self.describe()}: data_files of split {key!r}: "
                                           f"{unmatched_pattern(pattern)}{read}")
+            twice = read_twice(self._in_data_dir(value)) if key == split else None
+            if twice:
+                raise DataSourceError(f"hub dataset {self.describe()}: split {split!r}: {twice}")
 
     def _split_files(self, split: str) -> list[Path]:
         """The `data_files` that `split` reads (all of them unless they are a split → files mapping), a file

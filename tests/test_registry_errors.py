@@ -507,11 +507,12 @@ def test_a_malformed_file_read_streamed_fails_as_when_it_is_loaded(tmp_path):
     task = Task("malformed", LocalFileSource(bad), [ECHO], splits=("train",))
     named = rf"^task 'malformed': local files source: could not load \['{bad}'\] for split 'train': .*JSON parse error"
     _every_read_fails(task, "train", named)
-    good = tmp_path / "good.jsonl"
+    good, other = tmp_path / "good.jsonl", tmp_path / "other.jsonl"
     good.write_text('{"text": "c"}\n')
-    both = LocalFileSource({"train": [good, good]})  # several files are read once each, streamed or not
+    other.write_text('{"text": "d"}\n')
+    both = LocalFileSource({"train": [good, other]})  # several files are read once each, streamed or not
     assert [dict(r) for r in both.load("train", streaming=True)] == [dict(r) for r in both.load("train")] == [
-        {"text": "c"}] * 2
+        {"text": "c"}, {"text": "d"}]
 
 
 def test_a_hub_datasets_read_error_names_the_dataset_and_split_loaded_or_streamed(tmp_path, monkeypatch):

@@ -699,6 +699,30 @@ def test_a_saved_folder_without_the_split_read_says_which_split_folder_may_be_re
     assert [dict(r) for r in LocalFileSource({"train": folder / "training"}).load("train")] == ROWS[:6]
 
 
+@pytest.mark.parametrize("reader", ["files", "json"])
+def test_a_file_that_two_paths_of_a_split_read_is_refused_naming_both(tmp_path, reader):
+    # was: files: {train: [en/*.jsonl, **/train-*.jsonl]} read en/train-1.jsonl twice, its rows doubled unseen in
+    # training and in the scores (as `hf: json` with those data_files did)
+    shards = tmp_path / "shards" / "en"
+    shards.mkdir(parents=True)
+    for i in range(2):
+        (shards / f"train-{i}.jsonl").write_text(json.dumps({"q": f"q{i}"}) + "\n")
+    paths = [str(shards / "*.jsonl"), str(tmp_path / "shards" / "**" / "train-1.jsonl")]
+    rows = datasets.load_dataset("json", data_files={"train": paths}, split="train")
+    assert sorted(row["q"] for row in rows) == ["q0", "q1", "q1"]  # (the reference: datasets reads it twice)
+    source = LocalFileSource({"train": paths}) if reader == "files" else HFSource("json", data_files={"train": paths})
+    with pytest.raises(DataSourceError) as caught:
+        source.load("train")
+    assert str(caught.value).endswith(
+        f"split 'train': the file {shards / 'train-1.jsonl'} is read by both {paths[0]!r} and {paths[1]!r}, so its "
+        f"rows would be read twice; list each file once (narrow a pattern, or drop a path)")
+    once = LocalFileSource({"train": paths[:1]}) if reader == "files" else HFSource("json", data_files=paths[:1])
+    assert sorted(row["q"] for row in once.load("train")) == ["q0", "q1"]
+    with pytest.raises(DataSourceError, match="is read by both"):  # (a path given twice, or a link to it, alike)
+        (shards / "link.jsonl").symlink_to(shards / "train-0.jsonl")
+        LocalFileSource([shards / "train-0.jsonl", shards / "link.jsonl"]).load("train")
+
+
 def test_preprocessor_and_render_caches_are_keyed_by_the_jinja_version(tmp_path, monkeypatch):
     # a Jinja upgrade can change what an expression or template yields; the cache key did not name it, so a
     # Filter / Map / rendering cached under the old version was reused
