@@ -76,7 +76,10 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def _where(error: BaseException) -> str:
-    """`Type: message (file:line)`, the line the error was raised at."""
+    """`Type: message (file:line)`, the line the error was raised at: for a file that does not parse, its own line
+    (the traceback's last frame is the import machinery's)."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{type(error).__name__}: {error.msg} ({error.filename}:{error.lineno})"
     frames = traceback.extract_tb(error.__traceback__)
     at = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(error).__name__}: {error}{at}"

@@ -109,6 +109,17 @@ def test_a_module_whose_import_raises_names_the_error_and_where_it_was_raised(fr
         task_registry.import_task_modules(str(path))
 
 
+def test_a_module_that_does_not_parse_is_named_at_its_own_line(fresh, tmp_path):
+    # was: "... raised IndentationError: expected an indented block after 'for' statement on line 2 (tm_broken.py,
+    # line 2) (<frozen importlib._bootstrap>:241)": the last frame of the traceback is the import machinery's
+    path = tmp_path / "tm_broken.py"
+    path.write_text("import task_registry\nfor name in []:\nx = 1\n")
+    with pytest.raises(task_registry.TaskModuleError) as caught:
+        task_registry.import_task_modules(str(path))
+    assert str(caught.value) == (f"task module {str(path)!r}: importing it raised IndentationError: expected an "
+                                 f"indented block after 'for' statement on line 2 ({path}:3)")
+
+
 def test_a_file_named_like_an_imported_module_is_refused_rather_than_read_as_it(fresh, tmp_path):
     (tmp_path / "json.py").write_text("raise SystemExit('never run')\n")
     with pytest.raises(task_registry.TaskModuleError, match="a module named 'json' is already imported"):
