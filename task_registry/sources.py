@@ -387,8 +387,10 @@ class LocalFileSource(Source):
                                               f"save_to_disk is read alone, not with other files or folders")
                 return paths
             # one reader loads all the files of a split; a pattern's files are checked as it matches them now (a
-            # pattern matching none is named at load), and again at load
-            matched = [file for path in paths for file in (matched_files(path) if is_pattern(path) else [path])]
+            # pattern matching none is named at load, as is a path that does not exist: a file or a saved folder, it
+            # may be written later), and again at load
+            matched = [file for path in paths for file in (matched_files(path) if is_pattern(path) else [path])
+                       if file.exists()]
             try:
                 if matched:
                     split_format(matched, paths)

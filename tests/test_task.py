@@ -723,6 +723,25 @@ def test_a_file_that_two_paths_of_a_split_read_is_refused_naming_both(tmp_path, 
         LocalFileSource([shards / "train-0.jsonl", shards / "link.jsonl"]).load("train")
 
 
+def test_a_path_without_an_extension_that_does_not_exist_is_named_as_missing(tmp_path, monkeypatch):
+    # was: LocalFileSource("data/saved/training") run from another folder than the one holding data/ was refused as
+    # "file 'data/saved/training': unsupported extension; use one of [...]", though the folder save_to_disk wrote
+    # was only not where the relative path was read from (a missing rows.jsonl is named as missing when read)
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "data" / "saved" / "training"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    source = LocalFileSource({"train": "data/saved/training"})
+    with pytest.raises(DataSourceError) as caught:
+        source.load("train")
+    assert str(caught.value) == ("local files source: split 'train' expects the file 'data/saved/training', which "
+                                 "does not exist")
+    monkeypatch.chdir(tmp_path)
+    assert len(source.load("train")) == len(ROWS)
+    with pytest.raises(task_registry.TaskDefinitionError, match="rows.txt': unsupported extension"):
+        (tmp_path / "rows.txt").write_text("a\n")  # (a file that exists is still refused by its extension)
+        LocalFileSource(tmp_path / "rows.txt")
+
+
 def test_preprocessor_and_render_caches_are_keyed_by_the_jinja_version(tmp_path, monkeypatch):
     # a Jinja upgrade can change what an expression or template yields; the cache key did not name it, so a
     # Filter / Map / rendering cached under the old version was reused
