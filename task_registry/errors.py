@@ -116,15 +116,18 @@ class TemplateSyntaxError(TaskDefinitionError):
 
 class TemplateRenderError(TaskRegistryError, ValueError):
     """Rendering a template on a row failed; names the task, the template (and `origin`: the file and line it was
-    read from, the id it was given) and the row index."""
+    read from, the id it was given) and the row index (with `row_shown`, the row's values, where they are what
+    finds it: a null field's row)."""
 
     def __init__(self, message: str, *, task: Optional[str] = None, template: Optional[str] = None,
-                 row_index: Optional[int] = None, field: Optional[str] = None, origin: Optional[str] = None):
+                 row_index: Optional[int] = None, field: Optional[str] = None, origin: Optional[str] = None,
+                 row_shown: Optional[str] = None):
         self.task = task
         self.template = template
         self.row_index = row_index
         self.field = field
         self.origin = origin
+        self.row_shown = row_shown
         self.reason = message
         super().__init__(self.describe())
 
@@ -137,7 +140,8 @@ class TemplateRenderError(TaskRegistryError, ValueError):
             part for part in (
                 f"task {self.task!r}" if self.task else "",
                 f"template {self.template!r}{origin}" if self.template else "",
-                f"row {self.row_index}" if self.row_index is not None and with_row else "",
+                f"row {self.row_index}{f' ({self.row_shown})' if self.row_shown else ''}"
+                if self.row_index is not None and with_row else "",
             ) if part
         )
         return f"{where}: {self.reason}" if where else self.reason

@@ -37,6 +37,12 @@ def _choices_written_as_one(choices: Sequence[str], target: Optional[str] = None
     return f"the answer choices are one choice, {choices[0]!r}: separate the choices with `|||` (\"no ||| yes\")"
 
 
+def row_preview(row: Mapping[str, Any], width: int = 200) -> str:
+    """`row` as a dict's repr, cut after `width` characters: what an error shows of a row to find it by."""
+    text = repr(dict(row))
+    return text if len(text) <= width else text[:width] + "…}"
+
+
 def undefined_name(message: str) -> Optional[str]:
     """The name a Jinja UndefinedError `message` says is undefined (a row field, or a key of one), or None."""
     for pattern in _UNDEFINED_PATTERNS:

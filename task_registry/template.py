@@ -50,7 +50,7 @@ from .errors import (
 )
 from .jinja_env import (ENVIRONMENT, MISBOUND, MISBOUND_IF_NUMBERS, NullPrintedError, compile_template,
                         misbound_truncation, refusing_printed_nulls, seeded_choices, with_truncation)
-from .render_hints import choice_hint, field_hint, no_element_problem, undefined_name
+from .render_hints import choice_hint, field_hint, no_element_problem, row_preview, undefined_name
 
 SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
@@ -476,7 +476,8 @@ class Template:
             f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
             f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
             f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task, row_index,
-            field=nulls[0] if nulls else None, kind=MissingFieldError)
+            field=nulls[0] if nulls else None, kind=MissingFieldError,
+            row_shown=row_preview({k: v for k, v in variables.items() if k != "answer_choices"}))
 
     def _undefined_error(self, error: jinja2.UndefinedError, variables: Mapping[str, Any], task: Optional[str],
                          row_index: Optional[int]) -> TemplateRenderError:
@@ -521,10 +522,12 @@ class Template:
             field="answer_choices")
 
     def _error(self, message: str, task: Optional[str], row_index: Optional[int], *, field: Optional[str] = None,
-               kind: type[TemplateRenderError] = TemplateRenderError) -> TemplateRenderError:
-        """A render error of `kind` naming `task`, this template with its `origin`, `row_index` and `field`: every
-        error a row's rendering raises is built here."""
-        return kind(message, task=task, template=self.name, origin=self.origin, row_index=row_index, field=field)
+               kind: type[TemplateRenderError] = TemplateRenderError,
+               row_shown: Optional[str] = None) -> TemplateRenderError:
+        """A render error of `kind` naming `task`, this template with its `origin`, `row_index` (with `row_shown`)
+        and `field`: every error a row's rendering raises is built here."""
+        return kind(message, task=task, template=self.name, origin=self.origin, row_index=row_index, field=field,
+                    row_shown=row_shown)
 
     def __repr__(self) -> str:
         references = f", references={self.references!r}" if self.references is not None else ""

@@ -505,6 +505,20 @@ def test_references_must_be_a_jinja_string():
     assert Template("qa", "{{ q }} ||| {{ a }}").id != Template("qa", "{{ q }} ||| {{ a }}", references="{{ a }}").id
 
 
+def test_a_printed_null_names_the_row_by_its_values():
+    # was: "task 'qa', template 't', row 2: field 'answer' is null on this row ...": an index among the rows left by
+    # the task's filters, counted from 0, with which the row was not found in a file of thousands
+    template = Template("t", "{{ question }} ||| {{ answer }}")
+    with pytest.raises(MissingFieldError) as raised:
+        template.render({"question": "color of sky?", "answer": None, "difficulty": 2}, task="qa", row_index=2)
+    assert str(raised.value).startswith("task 'qa', template 't', row 2 ({'question': 'color of sky?', 'answer': "
+                                        "None, 'difficulty': 2}): field 'answer' is null on this row")
+    assert raised.value.describe(with_row=False).startswith("task 'qa', template 't': field 'answer' is null")
+    with pytest.raises(MissingFieldError) as raised:
+        template.render({"question": "q" * 300, "answer": None}, row_index=0)
+    assert f"row 0 ({{'question': '{'q' * 186}…}}): field" in str(raised.value)  # (a long row cut at 200 characters)
+
+
 def test_a_printed_null_is_refused_naming_the_field_and_a_guarded_one_renders():
     # was: a null (a field some rows of a jsonl lack: the reader fills it with null) was written as "None" into
     # the prompt, although a row lacking a field is an error by design (StrictUndefined)
