@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -100,7 +101,7 @@ def _overlap(first: str, second: str) -> bool:
 def _representatives(text: str) -> list[str]:
     """A character of each set of characters that the patterns of `text` cannot tell apart: each of its characters
     and `/`, the next one (the first after a range `[a-c]` or a set), and the first of all."""
-    codes = {code + step for code in map(ord, set(text) | {"/"}) for step in (0, 1)}
+    codes = {min(code + step, sys.maxunicode) for code in map(ord, set(text) | {"/"}) for step in (0, 1)}
     return [chr(code) for code in sorted(codes | {0})]
 
 

@@ -363,6 +363,7 @@ def test_a_local_path_is_no_pattern_though_it_holds_a_glob_character(tmp_path):
     ("data/*.jsonl", "data/*.parquet", False),
     ("data/*/train.jsonl", "data/train.jsonl", False),  # (`*` is one folder's name, never none)
     ("**/train.jsonl", "train.jsonl", True),  # (`**/`: no folder too)
+    ("data/\U0010ffff*", "data/*", True),  # (the last character of Unicode: none follows it)
 ])
 def test_two_data_files_patterns_of_a_hub_dataset_that_match_a_file_in_common_share_it(trained, evaluated, shared):
     # was: two patterns were compared as a pattern and a file's path, so 'en/*.parquet' evaluated after training on
