@@ -27,6 +27,33 @@ def test_the_split_check_covers_the_tasks_the_run_evaluates_as_well_as_those_it_
             check_run_config(cfg)
 
 
+def test_a_python_tasks_unknown_metric_is_refused_before_training_as_a_yaml_tasks_is(tmp_path):
+    # was: Task(..., metrics=["acuracy"]) from a task module trained (train --print-config passed), and only the
+    # evaluation after training, or a later `t2t-mtl eval`, met the name; a YAML task's is refused when it loads
+    import task_registry
+    from t2t_mtl.config import ConfigError, config_from_dict
+    from t2t_mtl.engine.run_checks import check_run_config
+    from t2t_mtl.evaluation.metrics import task_metric_problems
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"q": "a", "a": "b"}\n')
+    template = task_registry.Template("t", "{{ q }} ||| {{ a }}")
+    with task_registry.isolated_registry():
+        for name, metrics in (("trained", ("accuracy",)), ("misspelt", ("acuracy",))):
+            task_registry.register_task(task_registry.Task(name, task_registry.LocalFileSource(rows), [template],
+                                                           metrics=metrics))
+        reference = task_metric_problems(task_registry.get_task("misspelt"))[0][1]  # (what loading a YAML task says)
+        for data, evaluation in (({"tasks": ["misspelt"]}, {}), ({"tasks": ["trained"]}, {"tasks": ["misspelt"]})):
+            cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"}, "data": data,
+                                    "evaluation": evaluation})
+            with pytest.raises(ConfigError) as caught:
+                check_run_config(cfg)
+            assert str(caught.value) == (f"{reference}; the run would meet it when it evaluates the task, after "
+                                         f"training: correct the task's `metrics`")
+        check_run_config(config_from_dict({"model": {"dims": {"d_model": 8}}, "tokenizer": {"path": "tok"},
+                                           "data": {"tasks": ["trained"]}}))
+
+
 def test_camtl_refuses_a_pool_of_one_micro_batch_and_takes_a_larger_one():
     from t2t_mtl.config import ConfigError
     from t2t_mtl.engine.run_checks import check_run_config

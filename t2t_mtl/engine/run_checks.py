@@ -1,8 +1,9 @@
 """What `train` checks before it reads data or builds a model (`check_run_config`), each part in a module of its own:
 the mixture and its held-out rules (`engine.run_mixture`), the model section (`engine.model_checks`), the component
 sections (`engine.component_checks`), the signals adaptive strategies need (`engine.signal_checks`), the files of the
-tasks' splits (`engine.task_split_files`) and the DeepSpeed config, built once (`engine.checked_deepspeed`); the
-settings a run accepts but leaves idle are `engine.idle_settings`' warnings. Errors are ConfigErrors naming the key."""
+tasks' splits (`engine.task_split_files`), their metrics (`engine.task_metric_checks`) and the DeepSpeed config,
+built once (`engine.checked_deepspeed`); the settings a run accepts but leaves idle are `engine.idle_settings`'
+warnings. Errors are ConfigErrors naming the key."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional
@@ -15,6 +16,7 @@ from t2t_mtl.engine.run_mixture import training_rates
 from t2t_mtl.engine.run_sampling import run_sampling_config
 from t2t_mtl.engine.run_tokenizer import tokenizer_train_options
 from t2t_mtl.engine.signal_checks import check_signal_config
+from t2t_mtl.engine.task_metric_checks import check_task_metrics
 from t2t_mtl.engine.task_split_files import check_task_splits
 
 if TYPE_CHECKING:
@@ -50,7 +52,9 @@ def check_run_config(cfg: Config, *, rank: int = 0, world_size: int = 1, saved: 
     check_signal_config(cfg, sampler)
     from t2t_mtl.engine.validation import evaluation_plan
 
-    check_task_splits([*rates, *evaluation_plan(cfg)[0]])
+    run_tasks = [*rates, *evaluation_plan(cfg)[0]]
+    check_task_splits(run_tasks)
+    check_task_metrics(run_tasks)
     if tokenizer_source(cfg) is None:
         tokenizer_train_options(cfg)
     return CheckedRun(rates, sampling_cfg, check_deepspeed(cfg, world_size), sampler)
