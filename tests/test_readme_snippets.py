@@ -121,9 +121,10 @@ def readme_files(tmp_path: Path) -> dict[str, Path]:
 def test_the_readme_yaml_task_and_config_pass_the_checks_of_a_run(tmp_path, monkeypatch, capsys, shared_data_dir):
     import task_registry
 
-    files = readme_files(tmp_path)
-    assert set(files) == {"tasks/my_trec.yaml", "my.yaml"}
-    monkeypatch.chdir(tmp_path)  # (data.tasks_dir is read from the working directory, as the README's command runs)
+    (tmp_path / "shared").symlink_to(shared_data_dir.parent)  # the README's layout: ../shared beside the clone
+    files = readme_files(tmp_path / "clone")
+    assert set(files) == {"tasks/my_trec.yaml", "tasks/ps_cb.yaml", "my.yaml"}
+    monkeypatch.chdir(tmp_path / "clone")  # (data.tasks_dir is read from the working directory, as the README's runs)
     monkeypatch.setattr("task_registry.sources._data_dir", None)  # (the run checks set it; restored after the test)
     with task_registry.isolated_registry():
         assert cli_main(["tasks", "validate", "tasks/", "--data-dir", str(shared_data_dir)]) == 0
@@ -133,6 +134,9 @@ def test_the_readme_yaml_task_and_config_pass_the_checks_of_a_run(tmp_path, monk
     out = capsys.readouterr().out
     assert "tasks:\n  - my_trec\n  - parity\n  - sort_words\n" in out
     assert "held_out_clusters:\n  - nli\n" in out and "steps: 200\n" in out
+    with task_registry.isolated_registry():  # the promptsource task's templates, as many as the README says
+        tasks = {task.name: task for task in task_registry.load_task_dir("tasks", register=False)}
+        assert len(tasks["ps_cb"].templates) == 15
 
 
 def test_the_readme_python_task_renders_the_columns_it_lists(tmp_path, monkeypatch, shared_data_dir):
