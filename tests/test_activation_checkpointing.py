@@ -127,4 +127,5 @@ def test_a_checkpointed_run_trains_exactly_like_the_plain_one(tmp_path, tok, sec
         losses.append([records[s]["loss"] for s in range(1, 5)])
         self_attention_calls.append(calls["n"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-6, abs=1e-7)
-    assert self_attention_calls[0] > 0 and self_attention_calls[1] == 2 * self_attention_calls[0]  # every block replayed
+    # every block replayed
+    assert self_attention_calls[0] > 0 and self_attention_calls[1] == 2 * self_attention_calls[0]

@@ -345,7 +345,8 @@ def test_a_settings_section_given_true_or_false_says_what_to_write(section):
 
 
 @pytest.mark.parametrize("key,value,quoted,expected", [
-    ("training.output_dir", "2024", '"2024"', r"""got 2024 \(int\); .*quote text.*--set 'training.output_dir="2024"'"""),
+    ("training.output_dir", "2024", '"2024"',
+     r"""got 2024 \(int\); .*quote text.*--set 'training.output_dir="2024"'"""),
     ("data.templates", "[1, yes]", '["1", "yes"]', r"data.templates.*got \[1, True\].*quote text"),
     ("model.name_or_path", "0.5", '"0.5"', r'model.name_or_path.*quote text, e.g. name_or_path: "0.5" in a file'),
 ])
@@ -1399,7 +1400,8 @@ def test_a_mixture_with_tasks_without_a_train_split_is_refused_before_training(s
     assert all(f"{name} [" in message for name in without_train) and "real_train" in message
     assert message.endswith("or give a task of your own a train split (a YAML task: train in its splits: and, for "
                             "local files, a train file in its source, e.g. source: {files: {train: dialogues.jsonl, "
-                            "test: test.jsonl}})")  # (a user's dialogue-summary task of test files alone met the hint above)
+                            "test: test.jsonl}})")
+    # (a user's dialogue-summary task of test files alone met the hint above)
     cfg.data.mixture, cfg.data.data_dir = "real_train", str(shared_data_dir)  # (its rates count train rows)
     previous = task_registry.get_data_dir()
     try:

@@ -170,8 +170,8 @@ def test_selected_chunk_keeps_the_top_uncertainty_candidates():
     answer_space = {"a": 2, "b": 1000}
     sampler = build_sampler({"strategy": "uncertainty", "pool_per_task": 5}, sizes, seed=0)
     streams = TaskStreams(sizes, seed=3)
-    builder = BatchBuilder({t: _RowsTask(10) for t in sizes}, sampler, streams, Seq2SeqCollator(0, max_input_length=8, max_target_length=8),
-                           micro_batch_size=4)
+    builder = BatchBuilder({t: _RowsTask(10) for t in sizes}, sampler, streams,
+                           Seq2SeqCollator(0, max_input_length=8, max_target_length=8), micro_batch_size=4)
     reference = TaskStreams(sizes, seed=3)
     pool = [(t, i) for t in sizes for i in reference.next_indices(t, 5)]
 

@@ -344,7 +344,8 @@ def test_batch_keys_in_deepspeed_extra_must_agree_with_training(tmp_path, user_j
             build_deepspeed_config(cfg, world_size=1)
     same = {"gradient_accumulation_steps": 1, "train_batch_size": 4, "train_micro_batch_size_per_gpu": "auto"}
     ds = build_deepspeed_config(config_from_dict({**base, "deepspeed": {**deepspeed, "extra": same}}), world_size=2)
-    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (2, 1, 4)
+    sizes = (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"])
+    assert sizes == (2, 1, 4)
 
 
 def test_training_betas_and_clip_shape_the_engines_steps_as_torchs_adamw_and_clip_grad_norm():

@@ -137,7 +137,8 @@ def test_aggregates_median_mean_decascore_macro_and_comparison():
                          _result("t2", "x", 10.0), _result("t2", "y", 30.0)])
     summary = summarize(a)
     t1, t2 = summary["tasks"]["t1"], summary["tasks"]["t2"]
-    assert (t1.median, t1.mean, t1.min, t1.max, t1.majority_baseline) == (60.0, pytest.approx(170 / 3), 40.0, 70.0, 50.0)
+    assert (t1.median, t1.mean, t1.min, t1.max, t1.majority_baseline) == (60.0, pytest.approx(170 / 3), 40.0, 70.0,
+                                                                          50.0)
     assert (t2.median, t2.mean) == (20.0, 20.0)
     assert summary["decascore"] == pytest.approx(80.0) and summary["macro_average"] == pytest.approx(40.0)
     b = EvalReport("b", [_result("t1", "x", 90.0), _result("t3", "x", 20.0)])
@@ -793,7 +794,8 @@ def test_cli_eval_registers_yaml_tasks_from_tasks_dir(checkpoint, data_file, tmp
     tasks_dir = tmp_path / "tasks"
     tasks_dir.mkdir()
     (tasks_dir / "yaml_sentiment.yaml").write_text(
-        f"name: yaml_sentiment\nmetrics: [accuracy]\nsplits: [validation]\nsource: {{files: {{validation: {data_file}}}}}\n"
+        "name: yaml_sentiment\nmetrics: [accuracy]\nsplits: [validation]\n"
+        f"source: {{files: {{validation: {data_file}}}}}\n"
         "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
         "    answer_choices: 'no ||| yes'\n")
     with task_registry.isolated_registry():
@@ -820,7 +822,8 @@ def _run_with_relative_tasks_dir(checkpoint, data_file, tmp_path):
     (model / "t2t_mtl_meta.json").write_text(json.dumps({"config": {"data": {"tasks_dir": "tasks"}}}))
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "yaml_sentiment.yaml").write_text(
-        f"name: yaml_sentiment\nmetrics: [accuracy]\nsplits: [validation]\nsource: {{files: {{validation: {data_file}}}}}\n"
+        "name: yaml_sentiment\nmetrics: [accuracy]\nsplits: [validation]\n"
+        f"source: {{files: {{validation: {data_file}}}}}\n"
         "templates:\n  - name: t\n    jinja: 'Positive? {{ text }} ||| {{ answer_choices[label] }}'\n"
         "    answer_choices: 'no ||| yes'\n")
     return model

@@ -53,9 +53,10 @@ def test_round_robin_steps_that_straddle_its_cycles_are_warned_of_under_gradient
 
     surgery = {"gradient_surgery": {"method": "pcgrad"}}
     assert warned(3, **surgery) == [
-        "sampling.strategy round_robin draws each of the 2 tasks once in every 2 micro-batches, but training.grad_accum "
-        "3 is no multiple of 2: the steps straddle those cycles, so gradient_surgery's steps lack some tasks and may "
-        "hold one twice; set training.grad_accum to 2 (or a multiple) for every step to hold each task"]
+        "sampling.strategy round_robin draws each of the 2 tasks once in every 2 micro-batches, but "
+        "training.grad_accum 3 is no multiple of 2: the steps straddle those cycles, so gradient_surgery's steps lack "
+        "some tasks and may hold one twice; set training.grad_accum to 2 (or a multiple) for every step to hold each "
+        "task"]
     assert warned(2, **surgery) == warned(4, **surgery) == warned(3) == []
 
 

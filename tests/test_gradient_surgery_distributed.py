@@ -179,7 +179,8 @@ def _ds_worker(rank: int, port: int, out_dir: str) -> None:
     try:
         results = {}
         runs = [(setup, label, cfg) for setup in DS_SETUPS
-                for label, cfg in [("none", None), ("sum", {"method": "sum"}), ("pcgrad", {"method": "pcgrad", "seed": 1})]]
+                for label, cfg in [("none", None), ("sum", {"method": "sum"}),
+                                   ("pcgrad", {"method": "pcgrad", "seed": 1})]]
         for (stage, precision), label, cfg in runs:
             torch.manual_seed(0)
             model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))

@@ -399,7 +399,8 @@ def test_adapters_on_a_pretrained_folder_keep_its_weights(lora_run, tok, tmp_pat
     build = export_module.build_model
     monkeypatch.setattr(export_module, "build_model", lambda *args, **kwargs: builds.append(kwargs["weights"]) or
                         build(*args, **kwargs))
-    exported = T5ForConditionalGeneration.from_pretrained(str(export_model(tmp_path / "ft", tmp_path / "hf"))).state_dict()
+    exported_folder = export_model(tmp_path / "ft", tmp_path / "hf")
+    exported = T5ForConditionalGeneration.from_pretrained(str(exported_folder)).state_dict()
     assert builds == [precision == "bf16"]
     changed = {k for k in pretrained if not torch.equal(pretrained[k], exported[k])}
     assert changed and all(k.endswith((".q.weight", ".v.weight")) for k in changed), changed

@@ -145,7 +145,8 @@ def test_rouge_and_entity_f1_read_references_as_t5_tokenizers_write_them(t5_toke
         return t5_tokenizer.decode(t5_tokenizer(text)["input_ids"], skip_special_tokens=True)
 
     summary, entities = "Mu\u0308ller met ＥＵ officials in Ko\u0308ln", "Mu\u0308ller: PER; ＥＵ: ORG; Ko\u0308ln: LOC"
-    assert (written(summary), written(entities)) == ("Müller met EU officials in Köln", "Müller: PER; EU: ORG; Köln: LOC")
+    assert (written(summary), written(entities)) == ("Müller met EU officials in Köln",
+                                                     "Müller: PER; EU: ORG; Köln: LOC")
     assert compute_metric("rouge", [written(summary)], [[summary]]) == pytest.approx(dict.fromkeys(
         ("rouge1", "rouge2", "rougeL", "rougeLsum"), 1.0))
     result = compute_metric("entity_f1", [written(entities)], [entities])

@@ -221,8 +221,8 @@ def test_an_unknown_member_names_the_mixtures_that_lead_to_it(registry):
     task_registry.register_mixture(Mixture("mx_inner", ["mx_a", "mx_bb"]))
     with pytest.raises(task_registry.UnknownTaskError) as raised:
         Mixture("mx_outer", {"mx_inner": 1.0, "mx_a": 2.0}).flatten()
-    assert str(raised.value).startswith("mixture 'mx_outer' → 'mx_inner': unknown task or mixture 'mx_bb'; did you mean "
-                                      "'mx_b'")
+    assert str(raised.value).startswith("mixture 'mx_outer' → 'mx_inner': unknown task or mixture 'mx_bb'; did you "
+                                        "mean 'mx_b'")
     assert raised.value.name == "mx_bb" and isinstance(raised.value, KeyError)
 
 

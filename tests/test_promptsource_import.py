@@ -66,7 +66,8 @@ def test_metadata_and_ids_are_imported(promptsource_dir):
     assert gpt3.source_file.endswith("super_glue/cb/templates.yaml") and gpt3.source_line > 0
     # the file itself and its folder give the same templates
     folder = Path(promptsource_dir) / "super_glue" / "cb"
-    assert [t.name for t in import_promptsource(folder)] == [t.name for t in import_promptsource(folder / "templates.yaml")]
+    from_file = import_promptsource(folder / "templates.yaml")
+    assert [t.name for t in import_promptsource(folder)] == [t.name for t in from_file]
 
 
 def test_templates_with_shared_rows_render(collection, shared_data_dir):

@@ -43,7 +43,8 @@ def test_an_unknown_selection_counts_tasks_and_mixtures_apart():
         with pytest.raises(UnknownTaskError) as info:
             task_registry.resolve_selection("demo_mixx")
         assert str(info.value).startswith("unknown task or mixture 'demo_mixx'; did you mean 'demo_mix', ")
-        counts = f"({len(task_registry.list_tasks())} tasks and {len(task_registry.list_mixtures())} mixtures registered;"
+        tasks, mixtures = len(task_registry.list_tasks()), len(task_registry.list_mixtures())
+        counts = f"({tasks} tasks and {mixtures} mixtures registered;"
         assert "? " + counts in str(info.value)
         with pytest.raises(UnknownTaskError, match=rf"^unknown task 'demo_mixx'.* \({len(task_registry.list_tasks())} "
                                                    r"tasks registered;"):
@@ -779,7 +780,8 @@ def test_renaming_onto_an_existing_column_is_refused(rows_file):
 @pytest.mark.parametrize("steps,message", [
     ([], None),
     ([task_registry.Map({"x": "text"})], None),  # a streamed map leaves the columns unknown
-    ([task_registry.Map({"x": "text"}), task_registry.Rename({"x": "label"})], r"column\(s\) \['label'\] exist already"),
+    ([task_registry.Map({"x": "text"}), task_registry.Rename({"x": "label"})],
+     r"column\(s\) \['label'\] exist already"),
     ([task_registry.Map({"x": "text"}), task_registry.Rename({"y": "z"})], r"column\(s\) \['y'\] do not exist"),
 ])
 def test_a_streamed_rename_acts_and_fails_as_the_map_style_one(rows_file, steps, message):

@@ -257,7 +257,8 @@ def test_preprocessors_rename_filter_map_and_counts(tmp_path):
     path = tmp_path / "rows.jsonl"
     _write(path, [{"text": r["sentence"], "label": r["label"] if i != 4 else -1} for i, r in enumerate(ROWS)], "jsonl")
     task = Task("pre", LocalFileSource({"train": path}),
-                [Template("t", "{{sentence}} / {{shout}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")],
+                [Template("t", "{{sentence}} / {{shout}} ||| {{ answer_choices[label] }}",
+                          answer_choices="no ||| yes")],
                 preprocessors=[Rename({"text": "sentence"}), Filter("label != -1"),
                                Map({"shout": "sentence | upper"}), Map(lambda row: {"label": 1 - row["label"]})],
                 splits=("train",))

@@ -156,7 +156,8 @@ def test_pipe_inside_row_values_never_splits():
 
 
 def test_answer_choices_rendered_per_row_stripped_and_exposed_as_list():
-    template = Template("t", "{{ answer_choices | join(', ') }} {{ answer_choices | length }} ||| {{ answer_choices[1] }}",
+    template = Template("t",
+                        "{{ answer_choices | join(', ') }} {{ answer_choices | length }} ||| {{ answer_choices[1] }}",
                         answer_choices="  {{ a }}  |||{{ b | upper }}|||  c ")
     out = template.render({"a": "x", "b": "y"})
     assert out.answer_choices == ["x", "Y", "c"]
@@ -378,7 +379,8 @@ def test_truncation_rewrite_matches_promptsource_and_keeps_whitespace_control():
     from task_registry.jinja_env import with_truncation
 
     # promptsource's rewrite, textually: every `}}` gains `| string | truncate(2048)`
-    assert with_truncation("{{a}} and {{ b }}") == "{{a | string | truncate(2048) }} and {{ b  | string | truncate(2048) }}"
+    assert with_truncation("{{a}} and {{ b }}") == ("{{a | string | truncate(2048) }} and "
+                                                    "{{ b  | string | truncate(2048) }}")
     assert with_truncation("{{ a -}}") == "{{ a  | string | truncate(2048) -}}"
     assert Template("t", "{{ a -}}   ||| {{ b }}").render({"a": "x", "b": 1}).inputs == "x"
     # the filter binds to the last term, so `a + b` with numbers fails exactly as in promptsource

@@ -109,7 +109,8 @@ def test_validation_collects_every_problem_with_lines(tmp_path):
         f"{path}:2: unknown key 'task_typ' (did you mean 'task_type'?)",
         f"{path}:3: `held_out` must be a bool, got 'maybe'",
         f"{path}:4: `source` needs exactly one of ['files', 'hf'], got keys ['files', 'hf']",
-        f"{path}:9: preprocessor: expected one of ['filter', 'map', 'rename', 'span_corruption'] as the only key, got {{'drop': 'x'}}",
+        f"{path}:9: preprocessor: expected one of ['filter', 'map', 'rename', 'span_corruption'] as the only key, "
+        f"got {{'drop': 'x'}}",
         f"{path}:10: filter: Jinja expression 'label !=' does not parse: unexpected 'end of template'",
         f"{path}:13: template 'one' has a Jinja syntax error (line 1 of the template): unexpected '}}'",
         f"{path}:15: unknown key 'jnja' (did you mean 'jinja'?)",
