@@ -17,6 +17,7 @@ from .code_digests import code_digest
 from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
 from .lazy_modules import LazyModule
+from .map_types import retyped, scalar_columns, with_kinds
 from .signatures import binding_error
 
 datasets = LazyModule("datasets")
@@ -261,11 +262,14 @@ class Map(_ExpressionPreprocessor):
         self._compiled = None if not isinstance(self.fn, Mapping) else {
             field: (compile_expression(expr, f"map field {field!r}"), expr) for field, expr in self.fn.items()}
 
-    def _apply(self, row: Mapping[str, Any], index: int) -> Mapping[str, Any]:
+    def _apply(self, row: Mapping[str, Any], index: int, scalar: frozenset[str] = frozenset()) -> Mapping[str, Any]:
+        """The fields the map writes on `row`, with the kinds of those of the `scalar` columns (`with_kinds`)."""
         if self._compiled is None:
-            return self._new_fields(called_on_row(self.fn, row, index, self.describe()), index)
-        return {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
-                for field, (c, expr) in self._compiled.items()}
+            fields = self._new_fields(called_on_row(self.fn, row, index, self.describe()), index)
+        else:
+            fields = {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
+                      for field, (c, expr) in self._compiled.items()}
+        return with_kinds(fields, scalar) if scalar else fields
 
     def _new_fields(self, value: Any, index: int) -> dict[str, Any]:
         """A Python function's result on row `index` as the fields to add or replace; anything but a mapping (None:
@@ -279,9 +283,18 @@ class Map(_ExpressionPreprocessor):
                                   f"to add or replace")
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
+        """The mapped rows; a loaded field the map writes is typed by the values written (`map_types`), as a
+        streamed one is."""
+        if not isinstance(dataset, datasets.Dataset):  # (streamed rows keep the values written)
+            return self._mapped(dataset, {})
+        scalar = scalar_columns(dataset.features)
+        # (the description names the kinds written, so that a result cached without them is not read)
+        mapped = self._mapped(dataset, {"scalar": scalar}, **_fingerprint(dataset, f"{self.describe()} kinds", self.fn))
+        return retyped(mapped, self.describe())
+
+    def _mapped(self, dataset: AnyDataset, fn_kwargs: dict[str, Any], **fingerprint: Any) -> AnyDataset:
         try:
-            return dataset.map(self._apply, with_indices=True,
-                               **_fingerprint(dataset, self.describe(), self.fn))
+            return dataset.map(self._apply, with_indices=True, fn_kwargs=fn_kwargs, **fingerprint)
         except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as error:  # one column, values of several types
             raise TaskDefinitionError(f"{self.describe()}: the new values do not share one type across rows "
                                       f"({error}); make every row's value the same type (e.g. `... | string` for "

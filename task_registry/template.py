@@ -355,10 +355,9 @@ class Template:
             if isinstance(value, float):
                 return field, (f"field {field!r} is the number {value!r}, which cannot index the answer choices: "
                                f"`answer_choices[{field}]` needs a whole number (a csv column with an empty cell, "
-                               f"read by `hf: csv`, holds its numbers as floats); convert it into a field of its own "
-                               f"in a `map` preprocessor (`{{{field}_id: \"{field} | int\"}}`, then "
-                               f"`answer_choices[{field}_id]`: a map writing {field!r} itself keeps its float type), "
-                               f"after a `filter` dropping the rows without one, or list a local csv under `files:`")
+                               f"read by `hf: csv`, holds its numbers as floats); convert it with a `map` preprocessor "
+                               f"(`{{{field}: \"{field} | int\"}}`) after a `filter` dropping the rows without one, "
+                               f"or list a local csv under `files:`")
         return None
 
     # -- answer choices ----------------------------------------------------------------------------------

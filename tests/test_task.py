@@ -276,6 +276,41 @@ def test_preprocessors_rename_filter_map_and_counts(tmp_path):
     assert unfiltered.preprocess_stats["train"].rows_in == 2  # selected before the map: no filter to count
 
 
+def test_a_map_writing_a_field_back_gives_it_the_type_of_its_values_loaded_as_streamed(tmp_path):
+    # was: a loaded label column that `hf: csv` read as float64 (one empty cell) stayed float64 after
+    # `{label: "label | int"}` (datasets writes a map's ints into the column's type), so `{{label}}` printed "1.0"
+    # and answer_choices[label] was refused, while the streamed rows held the ints
+    (tmp_path / "rows.csv").write_text("p,label\na,1\nb,\nc,0\n")
+    source = HFSource("csv", data_files={"train": str(tmp_path / "rows.csv")})
+    assert source.load("train").features["label"].dtype == "float64"  # (the reader's own type: the reference)
+    template = Template("t", "{{p}} {{label}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+    steps = {"yaml": Map({"label": "label | int"}), "python": Map(lambda row: {**row, "label": int(row["label"])})}
+    for name, step in steps.items():
+        task = Task(f"ints_{name}", source, [template], splits=["train"],
+                    preprocessors=[Filter("label is not none"), step])
+        for _ in range(2):  # (the second load reads the map's cached result)
+            assert task.load_rows("train").features["label"].dtype == "int64", name
+            loaded = [(row["inputs"], row["targets"]) for row in task.to_dataset("train")]
+            assert loaded == [("a 1", "yes"), ("c 0", "no")], name
+        assert [(row["inputs"], row["targets"]) for row in task.to_dataset("train", streaming=True)] == loaded
+
+
+def test_a_map_writing_bools_or_numbers_over_another_kind_gives_them_their_own_type():
+    dataset = datasets.Dataset.from_dict({"n": [1, 3], "flag": [True, False], "x": [0.5, 1.5]})
+    written = {"n": [2.0, 6.0], "x": [True, False]}  # (pyarrow would store them as 2, 6 and 1.0, 0.0)
+    out = Map(lambda row: {"n": row["n"] * 2.0, "x": row["flag"]})(dataset)
+    assert out.to_dict() == {**dataset.to_dict(), **written}
+    assert (out.features["n"].dtype, out.features["x"].dtype) == ("float64", "bool")
+    assert Map({"x": "n"})(dataset).features["x"].dtype == "int64"
+    assert Map({"n": "n + 1", "x": "x * 2"})(dataset).features == dataset.features  # (the same kinds: kept)
+    assert "__t2t" not in " ".join(Map({"n": "n"})(dataset).column_names)
+    with pytest.raises(task_registry.TaskDefinitionError) as info:  # (2 would be read as True)
+        Map({"flag": "n + 1"})(dataset)
+    assert str(info.value) == (
+        "map({'flag': 'n + 1'}): field 'flag' is a column of bools, into which the ints the map writes would be read "
+        "as True and False; write them to a field of their own (`flag_value`)")
+
+
 def test_skipped_rows_are_dropped_and_counted(tmp_path, caplog):
     path = tmp_path / "rows.jsonl"
     _write(path, ROWS, "jsonl")

@@ -351,9 +351,8 @@ def test_a_float_answer_choice_index_is_named_not_reported_out_of_range():
     assert info.value.field == "label" and str(info.value) == (
         "task 'demo', template 't', row 3: field 'label' is the number 1.0, which cannot index the answer choices: "
         "`answer_choices[label]` needs a whole number (a csv column with an empty cell, read by `hf: csv`, holds its "
-        "numbers as floats); convert it into a field of its own in a `map` preprocessor "
-        "(`{label_id: \"label | int\"}`, then `answer_choices[label_id]`: a map writing 'label' itself keeps its "
-        "float type), after a `filter` dropping the rows without one, or list a local csv under `files:`")
+        "numbers as floats); convert it with a `map` preprocessor (`{label: \"label | int\"}`) after a `filter` "
+        "dropping the rows without one, or list a local csv under `files:`")
     assert template.render({"p": "a", "label": 1}).targets == "yes"  # (an int, and a bool, still index)
     assert template.render({"p": "a", "label": False}).targets == "no"
 
@@ -369,9 +368,9 @@ def test_a_csv_label_column_with_an_empty_cell_read_by_the_csv_reader_is_named_a
     with pytest.raises(TemplateRenderError, match=r"row 0: field 'label' is the number 1.0, which cannot index"):
         task.to_dataset("train")
     fixed = task_registry.Task(  # (as the message says)
-        "fixed", source, [Template("t", "{{p}} ||| {{ answer_choices[label_id] }}", answer_choices="no ||| yes")],
+        "fixed", source, [Template("t", "{{p}} ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")],
         splits=["train"], preprocessors=[task_registry.Filter("label is not none"),
-                                         task_registry.Map({"label_id": "label | int"})])
+                                         task_registry.Map({"label": "label | int"})])
     assert [row["targets"] for row in fixed.to_dataset("train")] == ["yes"]
 
 
