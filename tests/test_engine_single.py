@@ -1669,6 +1669,37 @@ def test_a_pretrained_model_without_tokenizer_path_trains_with_its_own_tokenizer
         train(cfg)
 
 
+def test_a_filter_s_dropped_rows_are_warned_of_once_per_run(tmp_path, tok, caplog, monkeypatch):
+    # was: twice, the run's rows being read for the tokenizer it trains, then for the data streams ("task 'halved'
+    # split 'train': filter(...) dropped 5 of 12 rows" printed by both)
+    import json
+
+    import task_registry
+
+    class Built(Exception):
+        pass
+
+    monkeypatch.setattr(trainer_mod, "accepts_task_ids", lambda model: (_ for _ in ()).throw(Built()))
+    with task_registry.isolated_registry():
+        tasks_dir = write_yaml_task(tmp_path / "tasks", "halved", rows=12)
+        with open(tasks_dir / "halved.yaml", "a") as file:
+            file.write("preprocessors:\n  - filter: \"question | length is even\"\n")
+        questions = [json.loads(line)["question"] for line in (tasks_dir / "halved.jsonl").read_text().splitlines()]
+        odd = sum(len(question) % 2 for question in questions)
+        assert 0 < odd < 12
+        data = {"tasks": ["halved"], "tasks_dir": str(tasks_dir)}
+        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data=data,
+                          tokenizer={"path": None, "train": {"vocab_size": 60}})
+        for run in ("run", "run2"):  # (a second run in the process warns again)
+            cfg["training"]["output_dir"] = str(tmp_path / run)
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="task_registry"), pytest.raises(Built):
+                train(cfg)
+            dropped = [record.getMessage() for record in caplog.records if "dropped" in record.getMessage()]
+            assert dropped == [f"task 'halved' split 'train': filter(question | length is even) dropped {odd} of 12 "
+                               f"rows"], run
+
+
 def test_a_tokenizer_larger_than_a_pretrained_models_embedding_is_refused_before_tokenizing(tmp_path, tok, cache,
                                                                                             monkeypatch):
     # was: refused by build_model only once every task was tokenized ('model ... has 120 embeddings but the

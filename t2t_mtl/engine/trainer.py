@@ -90,6 +90,7 @@ from t2t_mtl.model.moe import CapacityDrops, token_masks
 from t2t_mtl.model.packing import cross_attention_mask, packed_model_inputs
 from t2t_mtl.model.t5 import unfilled
 from t2t_mtl.rank_warnings import warned_by_rank_0
+from t2t_mtl.repeated_warnings import warned_once
 from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 from t2t_mtl.wording import counted
 
@@ -303,7 +304,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     held-in validation examples at the end (default: when `data.validation_examples > 0`). Hugging Face datasets'
     progress bars (loading, rendering, tokenizing) and transformers' (loading a pretrained model) are hidden for the
     run on ranks other than 0 and wherever `training.progress_bar` is off, and left as they were found after it; so
-    are torch's intra-op threads, which `training.num_threads` sets for the run only.
+    are torch's intra-op threads, which `training.num_threads` sets for the run only. A warning of a task's rows (a
+    filter's dropped rows) is logged once a run, though the run reads the rows more than once (`warned_once`).
     """
     from task_registry import restored_data_dir
 
@@ -313,7 +315,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     lock = RunLock()
     try:
         hidden = not cfg.training.progress_bar or launched_rank() != 0
-        with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden), restored_data_dir():
+        with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden), restored_data_dir(), \
+                warned_once():
             return _train(cfg, started, resume, data_dir, evaluate_held_in, lock)
     finally:
         lock.release()

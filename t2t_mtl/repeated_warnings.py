@@ -1,0 +1,41 @@
+"""A run's warnings of its tasks' rows, each logged once: a run reads a split's rows more than once (the train rows
+for the tokenizer it trains, then for its data streams), and every read logged the same warnings again
+(`filter(...) dropped N of M rows`)."""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+#: the logger of `Task`'s warnings of the rows it reads (rows a preprocessor drops, rows a template skips)
+TASK_ROWS_LOGGER = "task_registry.task"
+
+
+class _Repeats(logging.Filter):
+    """Passes a warning the first time its message is logged, and every record of another level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message in self.logged:
+            return False
+        self.logged.add(message)
+        return True
+
+
+@contextmanager
+def warned_once(logger: str = TASK_ROWS_LOGGER) -> Iterator[None]:
+    """Run the block with each warning of the logger named `logger` logged the first time alone (a warning logged
+    before the block, or after it, is logged again)."""
+    log = logging.getLogger(logger)
+    repeats = _Repeats()
+    log.addFilter(repeats)
+    try:
+        yield
+    finally:
+        log.removeFilter(repeats)
