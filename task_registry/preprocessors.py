@@ -18,6 +18,7 @@ from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
 from .lazy_modules import LazyModule
 from .map_types import retyped, scalar_columns, with_kinds
+from .render_hints import row_preview
 from .signatures import binding_error
 
 datasets = LazyModule("datasets")
@@ -52,14 +53,14 @@ def evaluate_expression(compiled: jinja2.environment.TemplateExpression, row: Ma
         problem = subscript_problem(str(error))
         if problem:
             raise TemplateRenderError(f"{where}: expression {expression!r} failed: {problem}; the row is "
-                                      f"{_preview(row)}") from None
+                                      f"{row_preview(row)}") from None
         raise TemplateRenderError(f"{where}: expression {expression!r} uses a missing field ({error}); "
                                   f"the row has fields {sorted(row)}") from None
     except jinja2.exceptions.SecurityError as error:
         raise TemplateRenderError(f"{where}: expression {expression!r} refused by the sandbox: {error}") from None
     except Exception as error:  # a comparison or operation the row's values do not support
         raise TemplateRenderError(f"{where}: expression {expression!r} failed ({type(error).__name__}: {error}); "
-                                  f"the row is {_preview(row)}") from None
+                                  f"the row is {row_preview(row)}") from None
 
 
 def called_on_row(fn: Callable[[Mapping[str, Any]], Any], row: Mapping[str, Any], index: int, where: str) -> Any:
@@ -70,12 +71,7 @@ def called_on_row(fn: Callable[[Mapping[str, Any]], Any], row: Mapping[str, Any]
         return fn(row)
     except Exception as error:  # the user's function: any failure, named with its row
         raise TemplateRenderError(f"{where}, row {index}: the function raised {type(error).__name__}: {error}; the "
-                                  f"row is {_preview(row)}") from error
-
-
-def _preview(row: Mapping[str, Any], width: int = 200) -> str:
-    text = repr(dict(row))
-    return text if len(text) <= width else text[:width] + "…}"
+                                  f"row is {row_preview(row)}") from error
 
 
 def _fingerprint(dataset: AnyDataset, description: str, fn: Any) -> dict[str, Any]:
