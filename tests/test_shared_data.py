@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -22,9 +23,7 @@ FIX = "leave it out of the evaluation"
 
 @pytest.fixture(autouse=True)
 def _hub_ids_read_from_the_hub(monkeypatch):
-    """Hub ids resolve to the hub here, not to the data dir a train or CLI call of an earlier test left set
-    (`task_registry.set_data_dir` is the process's)."""
-    monkeypatch.setattr(task_registry.sources, "_data_dir", None)
+    """Hub ids resolve to the hub here, not to a data dir that $T2T_MTL_DATA_DIR names where the tests run."""
     monkeypatch.delenv(task_registry.sources.DATA_DIR_ENV, raising=False)
 
 
@@ -107,18 +106,25 @@ def test_tasks_reading_other_data_files_of_one_hub_dataset_share_nothing_and_the
             f"trained task 'whole' trains on: the model has seen that data, so its score is not a held-out one; {FIX}"]
 
 
-def test_a_run_training_on_its_held_out_tasks_data_is_warned_at_training_and_by_eval_held_out(tmp_path, capsys):
-    # was: a run training 'mine' and scoring 'theirs' held out, both over mine.jsonl, printed the held-out zero-shot
-    # score without a word, and so did `eval --held-out` of it
-    tasks = write_yaml_task(tmp_path / "tasks", "mine")
-    (tasks / "theirs.yaml").write_text((tasks / "mine.yaml").read_text().replace("name: mine", "name: theirs").replace(
-        "cluster: yaml_tasks", "cluster: theirs").replace("held_out: false", "held_out: true"))
+def _held_out_run(tmp_path: Path, tasks: Path) -> Path:
+    """tmp_path/run: one step trained on the YAML task 'mine' of the folder `tasks`, its cluster 'theirs' scored
+    held out (two examples a task) after it."""
     run = tmp_path / "run"
     cfg = tiny_config(run, train_tiny_tokenizer(tmp_path / "tok"), tmp_path / "cache", training={"steps": 1},
                       data={"tasks": ["mine"], "tasks_dir": str(tasks), "held_out_clusters": ["theirs"]},
                       evaluation={"held_out": True, "max_examples": 2})
     with task_registry.isolated_registry():
         train(cfg, evaluate_held_in=False)
+    return run
+
+
+def test_a_run_training_on_its_held_out_tasks_data_is_warned_at_training_and_by_eval_held_out(tmp_path, capsys):
+    # was: a run training 'mine' and scoring 'theirs' held out, both over mine.jsonl, printed the held-out zero-shot
+    # score without a word, and so did `eval --held-out` of it
+    tasks = write_yaml_task(tmp_path / "tasks", "mine")
+    (tasks / "theirs.yaml").write_text((tasks / "mine.yaml").read_text().replace("name: mine", "name: theirs").replace(
+        "cluster: yaml_tasks", "cluster: theirs").replace("held_out: false", "held_out: true"))
+    run = _held_out_run(tmp_path, tasks)
     warning = (f"warning: evaluated task 'theirs' reads file {tasks / 'mine.jsonl'} (its train split), which trained "
                f"task 'mine' trains on: the model has seen that data, so its score is not a held-out one; ")
     assert (f"{warning}drop it from the evaluation section (or its cluster from data.held_out_clusters), or that "
@@ -156,12 +162,7 @@ def test_a_run_scoring_two_held_out_tasks_over_one_file_is_warned_at_training_an
                                             .replace("held_out: false", "held_out: true")
                                             .replace("mine.jsonl", "theirs.jsonl"))
     (tasks / "theirs.jsonl").write_text((tasks / "mine.jsonl").read_text())
-    run = tmp_path / "run"
-    cfg = tiny_config(run, train_tiny_tokenizer(tmp_path / "tok"), tmp_path / "cache", training={"steps": 1},
-                      data={"tasks": ["mine"], "tasks_dir": str(tasks), "held_out_clusters": ["theirs"]},
-                      evaluation={"held_out": True, "max_examples": 2})
-    with task_registry.isolated_registry():
-        train(cfg, evaluate_held_in=False)
+    run = _held_out_run(tmp_path, tasks)
     warning = (f"warning: evaluated tasks 'again' and 'theirs' both read file {tasks / 'theirs.jsonl'}: the decaScore "
                f"and macro average count that data once for each; ")
     out = capsys.readouterr().out

@@ -18,9 +18,7 @@ TEMPLATE = Template("plain", "{{ premise }} ||| {{ label }}")
 
 @pytest.fixture(autouse=True)
 def _hub_ids_read_from_the_hub(monkeypatch):
-    """Hub ids resolve to the hub here, not to the data dir a train or CLI call of an earlier test left set
-    (`task_registry.set_data_dir` is the process's)."""
-    monkeypatch.setattr(task_registry.sources, "_data_dir", None)
+    """Hub ids resolve to the hub here, not to a data dir that $T2T_MTL_DATA_DIR names where the tests run."""
     monkeypatch.delenv(task_registry.sources.DATA_DIR_ENV, raising=False)
 
 
