@@ -530,8 +530,8 @@ def test_inputs_past_the_input_limit_name_the_task_and_the_limit_that_holds_them
     longest = max(len(ids) for ids in t5_tokenizer(seen)["input_ids"])
     assert longest > 512
     assert report.results[0].num_truncated == 3
-    assert (f"task 'bigbench_analogical_similarity' template 'bigbench_zero_shot': 3 of 3 inputs are longer than "
-            f"max_input_length=512 tokens and are truncated (the model sees only their end, as BIG-bench keeps it); to "
+    assert (f"task 'bigbench_analogical_similarity': inputs longer than max_input_length=512 tokens are truncated "
+            f"(the model sees only their end, as BIG-bench keeps it) in 1 template: 'bigbench_zero_shot' 3 of 3; to "
             f"score them whole, raise the limit to the longest, {longest} tokens (t2t-mtl eval --max-input-length "
             f"{longest}; evaluation.max_input_length in a config; EvalSettings(max_input_length={longest}) from "
             f"Python)") in caplog.text

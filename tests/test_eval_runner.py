@@ -1382,9 +1382,9 @@ def test_a_sharded_evaluation_warns_of_a_template_s_examples_on_rank_0_alone(tmp
     first, second = (report.results[0] for report in reports)
     assert (first.num_truncated, first.num_long_answers) == (second.num_truncated, second.num_long_answers) == (1, 1)
     assert [message.split(": ", 1)[1].split(" (")[0].split(";")[0] for message in warned[0]] == [
-        "1 of 1 inputs are longer than max_input_length=2 tokens and are truncated",
         "1 of 1 examples have no gold answer that fits max_new_tokens=3 tokens, where generation stops, so none can "
-        "be written whole"]
+        "be written whole",
+        "inputs longer than max_input_length=2 tokens are truncated"]  # (the task's templates together, last)
     assert warned[1] == []
 
 
@@ -1650,7 +1650,8 @@ def test_inputs_longer_than_the_input_limit_are_counted_and_reported(loaded, dat
         report = evaluate_tasks(model, tokenizer, [task], settings, progress=False)
     result = report.results[0]
     assert result.num_truncated == expected
-    assert f"{expected} of {len(ROWS)} inputs are longer than max_input_length={limit}" in caplog.text
+    assert (f"inputs longer than max_input_length={limit} tokens are truncated (the model sees only their beginning) "
+            f"in 1 template: 'choices' {expected} of {len(ROWS)};") in caplog.text
     assert f"- toy_sentiment / choices: {expected} of {len(ROWS)}" in to_markdown(report)
     data = json.loads(write_report(report, tmp_path / "out", plots=False)["json"].read_text())
     assert data["results"][0]["num_truncated"] == expected
@@ -1680,8 +1681,9 @@ def test_input_limit_warnings_of_a_task_token_model_state_the_configured_limit(d
         with caplog.at_level("WARNING"):
             result = evaluate_tasks(model, tokenizer, [toy_task(data_file)], settings, progress=False).results[0]
         assert result.num_truncated == expected and result.num_fewer_shots == (len(ROWS) if shots else 0)
-        assert f"{expected} of {len(ROWS)} inputs are longer than max_input_length={limit} tokens (the task token " \
-               "in front comes on top)" in caplog.text
+        assert f"inputs longer than max_input_length={limit} tokens (the task token in front comes on top) are " \
+               f"truncated (the model sees only their beginning) in 1 template: 'choices' {expected} of " \
+               f"{len(ROWS)};" in caplog.text
         assert f"raise the limit to the longest, {max(lengths)} tokens (t2t-mtl eval --max-input-length " \
                f"{max(lengths)};" in caplog.text  # the user's limit, which the task token comes on top of
         # (and the setting that takes it here, where evaluate_tasks was called from Python: the command's option and

@@ -45,6 +45,7 @@ from t2t_mtl.evaluation.selection import default_split, evaluated_templates
 from t2t_mtl.evaluation.sharding import shard_batches
 from t2t_mtl.evaluation.template_metrics import applicable_metrics, task_metrics
 from t2t_mtl.evaluation.token_lengths import input_lengths, long_answers
+from t2t_mtl.evaluation.truncated_inputs import TruncatedInputs
 from t2t_mtl.model.moe import CapacityDrops, batch_dependent, capacity_drops
 from t2t_mtl.model.task_routing import UNSEEN_TASK_ID, routing_task_id
 from t2t_mtl.rank_warnings import ROW_LOGGERS, warned_by_rank_0
@@ -158,14 +159,15 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                       rank: int = 0, world_size: int = 1, progress_bar: Optional[tqdm] = None,
                       demonstration_rows: Any = None, demonstration_split: Optional[str] = None,
                       group_sizes: Optional[Mapping[str, int]] = None, lockstep: bool = False,
-                      gathers: Optional[RankGathers] = None, row_ids: Optional[Sequence[int]] = None
-                      ) -> TemplateResult:
+                      gathers: Optional[RankGathers] = None, row_ids: Optional[Sequence[int]] = None,
+                      truncations: TruncatedInputs) -> TemplateResult:
     """Score one template on `rows` (sharded over ranks; `lockstep`: in the same forward passes on every rank, as
     ZeRO-3 needs) and compute its metrics; with `settings.num_shots`, each input gets demonstrations drawn from
     `demonstration_rows` (of `demonstration_split`). The ranks' outputs are gathered through `gathers` (default: this
     rank's `RankGathers`). `row_ids` are the indices of `rows` in the split, those the task's
     `EvalProtocol.example_rows` kept under `max_examples`: the first N, or a benchmark's draw (default: their
-    positions, `rows` being the split or its first rows).
+    positions, `rows` being the split or its first rows). Inputs longer than `settings.max_input_length` are counted
+    in `truncations`, which the caller warns of once for the task's templates.
 
     Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
     split's group sizes when `rows` are part of it), counted in `incomplete_groups` and logged; with no
@@ -230,13 +232,8 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
         _record_capacity_drops(result, gathers.gather([(drops.dropped, drops.choices)], f"{step}: MoE drops"))
     _record_shots_fit(result, shots_fit, settings.num_shots, on_top, stated_limit)
     result.num_truncated = sum(length > settings.max_input_length for length in lengths)
-    if result.num_truncated:
-        needed = max(lengths) - on_top  # the limit that holds the longest input whole
-        logger.warning("task %r template %r: %d of %d inputs are longer than %s and are truncated (the "
-                       "model sees only their %s); to score them whole, raise the limit to the longest, %d "
-                       "tokens (t2t-mtl eval --max-input-length %d; evaluation.max_input_length in a config; "
-                       "EvalSettings(max_input_length=%d) from Python)", task.name, template.name,
-                       result.num_truncated, len(examples), stated_limit, protocol.kept_part, needed, needed, needed)
+    truncations.add(template.name, result.num_truncated, len(examples), max(lengths, default=0) - on_top,
+                    stated_limit, protocol.kept_part)
     result.num_long_answers = long_rows
     if long_rows:
         logger.warning("task %r template %r: %d of %d examples have no gold answer that fits "
@@ -440,6 +437,7 @@ def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ta
         demonstrations = task.load_rows(shots_split) if shots_split is not None else None
         templates = chosen[task.name]
         local_rows = len(range(rank, len(rows), world_size))
+        truncations = TruncatedInputs(task.name)
         with tqdm(total=local_rows * len(templates), desc=f"eval {task.name}", unit="ex",
                   disable=not progress or rank != 0, leave=False) as bar:
             for template in templates:
@@ -447,5 +445,7 @@ def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ta
                                                  rank=rank, world_size=world_size, progress_bar=bar,
                                                  demonstration_rows=demonstrations,
                                                  demonstration_split=shots_split, group_sizes=sizes,
-                                                 lockstep=lockstep, gathers=gathers, row_ids=row_ids))
+                                                 lockstep=lockstep, gathers=gathers, row_ids=row_ids,
+                                                 truncations=truncations))
+        truncations.warn(logger)
     return results
