@@ -455,3 +455,34 @@ def test_show_config_warns_of_every_sampling_warning_train_gives_with_or_without
         trained = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
         assert shown.splitlines() == trained, all_templates  # the reference: train's own warnings of the config
         assert len(trained) == 2 and "data.tasks gives rates" in trained[0] and "tchebycheff" in trained[1]
+
+
+def test_show_config_warns_as_train_does_of_the_data_its_held_out_evaluation_reads(tmp_path, capsys):
+    # was: silent, where train warns that held-out 'seen' reads the file trained task 'mine' trains on, and that
+    # held-out 'theirs' and 'again' read one file (a user's ps_cb beside the built-in super_glue_cb: CB scored twice);
+    # test_shared_data has train print these lines
+    import yaml
+
+    from engine_helpers import write_yaml_task
+
+    tasks = write_yaml_task(tmp_path / "tasks", "mine")
+    (tasks / "theirs.jsonl").write_text((tasks / "mine.jsonl").read_text())
+    for name, rows in (("theirs", "theirs"), ("again", "theirs"), ("seen", "mine")):  # held out, cluster theirs
+        (tasks / f"{name}.yaml").write_text((tasks / "mine.yaml").read_text().replace("name: mine", f"name: {name}")
+                                            .replace("cluster: yaml_tasks", "cluster: theirs")
+                                            .replace("held_out: false", "held_out: true")
+                                            .replace("mine.jsonl", f"{rows}.jsonl"))
+    config = tmp_path / "run.yaml"
+    data = {"mixture": None, "tasks": ["mine"], "tasks_dir": str(tasks), "held_out_clusters": ["theirs"]}
+    for evaluation, repeated in (({"held_out": True}, True), ({"tasks": ["seen", "theirs", "again"]}, False)):
+        config.write_text(yaml.safe_dump({"model": {"dims": {"d_model": 8}}, "data": data,
+                                          "evaluation": evaluation}))
+        with task_registry.isolated_registry():
+            assert main(["mixture", "show", "--config", str(config), "--draws", "0"]) == 0
+        assert capsys.readouterr().err.splitlines() == [
+            f"warning: evaluated task 'seen' reads file {tasks / 'mine.jsonl'} (its train split), which trained task "
+            f"'mine' trains on: the model has seen that data, so its score is not a held-out one; drop it from the "
+            f"evaluation section (or its cluster from data.held_out_clusters), or that task from the training",
+            *[f"warning: evaluated tasks 'again' and 'theirs' both read file {tasks / 'theirs.jsonl'}: the decaScore "
+              f"and macro average count that data once for each; give one of them another cluster, or name the tasks "
+              f"to score in evaluation.tasks with held_out: false"] * repeated]  # (tasks it names: the user's choice)

@@ -292,13 +292,16 @@ def config_mixture(path: str, data_dir: Optional[str]
     in each of its templates, "examples": the rows are rendered as training renders them, so a template that skips
     rows counts and is rated at its own examples, `with_template_sizes`), the sampler config `train` builds
     (`run_sampling_config`), the registered tasks of `data.held_out_clusters` (the selection's first), which a run
-    never draws, and `train`'s warnings of its sampling (`sampling_warnings`: rates the sampler does not draw by).
-    `data_dir` (--data-dir) replaces the config's data.data_dir."""
+    never draws, and `train`'s warnings of its sampling (`sampling_warnings`: rates the sampler does not draw by) and
+    of the data its evaluation section scores (`evaluated_data_warnings`: a held-out task's data trained on, two
+    held-out tasks over one dataset). `data_dir` (--data-dir) replaces the config's data.data_dir."""
     import task_registry
     from t2t_mtl.config import load_config
+    from t2t_mtl.engine.evaluated_data import evaluated_data_warnings
     from t2t_mtl.engine.idle_settings import sampling_warnings
     from t2t_mtl.engine.run_mixture import training_rates
     from t2t_mtl.engine.run_sampling import run_sampling_config, with_template_sizes
+    from t2t_mtl.engine.validation import evaluation_plan
 
     cfg = load_config(path)
     if data_dir is not None:
@@ -313,14 +316,14 @@ def config_mixture(path: str, data_dir: Optional[str]
                            *task_registry.list_tasks()])  # (the held-out evaluation scores every registered one)
     dropped = [name for name in named
                if name not in rates and task_registry.get_task(name).cluster in cfg.data.held_out_clusters]
+    warnings = sampling_warnings(cfg) + evaluated_data_warnings(cfg, evaluation_plan(cfg)[0], list(rates))
     if not cfg.data.all_templates:
         sizes = {name: task.num_rows("train") if cap is None else min(task.num_rows("train"), cap)
                  for name, task in tasks.items()}
-        return title, tasks, sizes, sampling_cfg, "rows", dropped, sampling_warnings(cfg)
+        return title, tasks, sizes, sampling_cfg, "rows", dropped, warnings
     per_template = rendered_template_sizes(cfg, list(tasks))
     sizes = {name: sum(counts.values()) for name, counts in per_template.items()}
-    return (title, tasks, sizes, with_template_sizes(cfg, sampling_cfg, per_template), "examples", dropped,
-            sampling_warnings(cfg))
+    return (title, tasks, sizes, with_template_sizes(cfg, sampling_cfg, per_template), "examples", dropped, warnings)
 
 
 def rendered_template_sizes(cfg: Any, task_names: list[str]) -> dict[str, dict[str, int]]:

@@ -55,6 +55,7 @@ from t2t_mtl.engine.distributed import (DistEnv, barrier, failed_ranks, failed_r
 from t2t_mtl.engine.durable_writes import write_text_atomic
 from t2t_mtl.engine.best import BestValidation
 from t2t_mtl.engine.config_changes import config_change_warning
+from t2t_mtl.engine.evaluated_data import evaluated_data_warnings
 from t2t_mtl.engine.final_evaluation import (evaluation_label, load_best_for_evaluation, score_held_in,
                                              score_held_out)
 from t2t_mtl.engine.export import initialisation_record
@@ -81,7 +82,6 @@ from t2t_mtl.engine.stop import StopSignals
 from t2t_mtl.engine.training_state import LoopParts, Progress, rank_state, restore, shared_parts, trainer_state
 from t2t_mtl.engine.universal_frozen import check_saved_frozen, frozen_names
 from t2t_mtl.engine.universal_limits import check_universal_resume
-from t2t_mtl.evaluation.shared_data import repeated_data_warnings, shared_data_warnings
 from t2t_mtl.launched_ranks import launched_rank
 from t2t_mtl.model import (accepts_task_ids, build_model, count_parameters, moe_stats, moe_stats_dict,
                            special_ids_of)
@@ -528,13 +528,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                                          checked.deepspeed.autos.precision_chosen_by, resumed=resume_from is not None)
         if emulated:
             logger.message(f"warning: {emulated}")
-        shared = []
-        if env.is_main:  # (rank 0's logger alone prints: the other ranks need not read the sources)
-            shared = shared_data_warnings(evaluated, task_names, "drop it from the evaluation section (or its cluster "
-                                          "from data.held_out_clusters), or that task from the training")
-            if (cfg.evaluation or {}).get("held_out"):  # (tasks evaluation.tasks names together are the user's choice)
-                shared += repeated_data_warnings(evaluated, "give one of them another cluster, or name the tasks to "
-                                                            "score in evaluation.tasks with held_out: false")
+        # (rank 0's logger alone prints: the other ranks need not read the sources)
+        shared = evaluated_data_warnings(cfg, evaluated, task_names) if env.is_main else []
         for warning in shared:
             logger.message(f"warning: {warning}")
         if progress.step == 0:
