@@ -361,3 +361,13 @@ def test_export_task_says_what_it_wrote_where_and_writes_into_a_non_empty_out_wi
     assert out.splitlines()[0] == f"exported the sub-network of task 'beta' of {moe_folder} to {tmp_path / 'beta'}"
     assert load_trained_model(tmp_path / "beta")[2]["tasks"] == ["beta"]
     assert (tmp_path / "beta" / "notes.txt").read_text() == "kept"
+
+
+def test_export_task_names_its_source_by_an_absolute_path(moe_folder, tmp_path, monkeypatch):
+    # was: t2t_mtl_meta.json's source as export was given it, relative to its working directory ('.' from inside the
+    # folder, 'moe0' beside it), which names nothing once read from elsewhere (run_dir and checkpoint are absolute)
+    for cwd, given in ((moe_folder, "."), (moe_folder.parent, moe_folder.name)):
+        monkeypatch.chdir(cwd)
+        out = tmp_path / f"from_{given}"
+        assert main(["export", given, "--task", "beta", "--out", str(out)]) == 0
+        assert json.loads((out / "t2t_mtl_meta.json").read_text())["source"] == str(moe_folder.resolve()), given

@@ -18,6 +18,7 @@ import functools
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
@@ -265,13 +266,13 @@ def _answer_as_the_run(model: torch.nn.Module, meta: Mapping[str, Any]) -> None:
 
 def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path], *,
                            overwrite: bool = True, keep_moe: bool = False) -> Path:
-    """Write the sub-network that serves `task` as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task`
-    and `tasks: [task]` — its task id is 0): per-task LoRA adapters (`model.lora.per_task`) keep the task's
-    adapter, folded into the weights; a task-routed MoE model keeps the task's top-k experts per MoE layer, as a plain
-    T5 each of whose MoE layers' FFN holds those experts side by side (`t2t_mtl.model.dense_task.dense_t5`; the
-    meta's `dense_from_experts` names each layer's experts and gates, its `zero_padding` what holding k > 1 experts
-    adds to the other FFNs, `dense_task.zero_padding` with the folder's `weights`), or, with `keep_moe`, as an MoE
-    model.
+    """Write the sub-network that serves `task` as an HF folder (model, tokenizer, t2t_mtl_meta.json with `task`,
+    `tasks: [task]` — its task id is 0 — and `source`, `path` made absolute): per-task LoRA adapters
+    (`model.lora.per_task`) keep the task's adapter, folded into the weights; a task-routed MoE model keeps the task's
+    top-k experts per MoE layer, as a plain T5 each of whose MoE layers' FFN holds those experts side by side
+    (`t2t_mtl.model.dense_task.dense_t5`; the meta's `dense_from_experts` names each layer's experts and gates, its
+    `zero_padding` what holding k > 1 experts adds to the other FFNs, `dense_task.zero_padding` with the folder's
+    `weights`), or, with `keep_moe`, as an MoE model.
     `task` is a trained task, or a registered task the model was not trained on (a held-out one, built in or in
     the run's `data.tasks_dir`): it gets the mean adapter and the experts of the unseen-task route
     (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder.
@@ -329,7 +330,7 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     _answer_as_the_run(sub, meta)
     sub.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    meta = {**meta, "task": task, "tasks": [task], "source": str(path)}
+    meta = {**meta, "task": task, "tasks": [task], "source": os.path.abspath(path)}
     if routes is not None:
         meta["dense_from_experts"] = routes
     if padding is not None:
