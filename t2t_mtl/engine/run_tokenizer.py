@@ -59,9 +59,9 @@ def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str,
 def check_model_tokenizer(tokenizer: Any, cfg: Config) -> None:
     """ConfigError when the tokenizer `tokenizer.path` gives is not the one a local pretrained model folder
     (`model.name_or_path`) holds: an id both tokenizers give (task tokens left out) is another token in the model's,
-    whose embedding row the model learnt for that one. Ids only one of them gives are
-    not compared (tokens added for fine-tuning, a `<task:NAME>` export's); a folder without tokenizer files, or a hub
-    model, is not checked. For a fresh run: a resume reads its weights from the checkpoint, not from the folder."""
+    whose embedding row the model learnt for that one. Ids only one of them gives are not compared (tokens added for
+    fine-tuning, a `<task:NAME>` export's); a folder without tokenizer files, or a hub model, is not checked. For a
+    fresh run: a resume reads its weights from the checkpoint, not from the folder."""
     from t2t_mtl.engine.tokenizer_match import vocabulary
     from t2t_mtl.tokenizer import TokenizerLoadError, load_tokenizer, missing_tokenizer_files
 
