@@ -17,7 +17,8 @@ from t2t_mtl.wording import counted, repeated_items
 PathLike = Union[str, Path]
 
 
-def _fmt(value: Optional[float]) -> str:
+def score_text(value: Optional[float]) -> str:
+    """A 0-100 score to one decimal, `—` for none (as report.md and comparison.md write it)."""
     return f"{value:.1f}" if finite(value) else "—"
 
 
@@ -39,7 +40,7 @@ def other_scores(result: TemplateResult) -> dict[str, float]:
 
 
 def _others_text(scores: dict[str, float]) -> str:
-    return "; ".join(f"{name} {_fmt(value)}" for name, value in scores.items()) or "—"
+    return "; ".join(f"{name} {score_text(value)}" for name, value in scores.items()) or "—"
 
 
 def _task_other_medians(results: Sequence[TemplateResult]) -> dict[str, float]:
@@ -72,12 +73,12 @@ def to_markdown(report: EvalReport) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary["tasks"].values():
         lines.append(f"| {s.task} | {s.primary_metric} | {s.num_scored_templates}/{s.num_templates} | "
-                     f"{_fmt(s.median)} | {_fmt(s.mean)} | {_fmt(s.min)} | {_fmt(s.max)} | "
-                     f"{_fmt(s.majority_baseline)} | {_fmt(s.chance_baseline)} | {s.num_examples} | "
+                     f"{score_text(s.median)} | {score_text(s.mean)} | {score_text(s.min)} | {score_text(s.max)} | "
+                     f"{score_text(s.majority_baseline)} | {score_text(s.chance_baseline)} | {s.num_examples} | "
                      f"{_others_text(_task_other_medians(report.for_task(s.task)))} |")
-    lines += ["", f"decaScore (sum of {counted(summary['num_tasks'], 'task median')}): {_fmt(summary['decascore'])}; "
-                  f"macro average: {_fmt(summary['macro_average'])}"
-                  + (f" (chance {_fmt(summary['chance'])})" if summary["chance"] is not None else "")]
+    lines += ["", f"decaScore (sum of {counted(summary['num_tasks'], 'task median')}): "
+                  f"{score_text(summary['decascore'])}; macro average: {score_text(summary['macro_average'])}"
+                  + (f" (chance {score_text(summary['chance'])})" if summary["chance"] is not None else "")]
     if summary["unscored_tasks"]:
         lines.append(f"Tasks with no scored template: {', '.join(summary['unscored_tasks'])}")
     routes: dict[str, list[str]] = {}
@@ -90,8 +91,9 @@ def to_markdown(report: EvalReport) -> str:
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.results:
         template = r.template.replace("|", "\\|")
-        lines.append(f"| {r.task} | {template} | {r.scoring} | {_fmt(r.score)} | {_fmt(r.majority_baseline)} | "
-                     f"{_fmt(r.chance_baseline)} | {r.num_examples} | {r.num_skipped} | {r.num_errors} | "
+        lines.append(f"| {r.task} | {template} | {r.scoring} | {score_text(r.score)} | "
+                     f"{score_text(r.majority_baseline)} | {score_text(r.chance_baseline)} | {r.num_examples} | "
+                     f"{r.num_skipped} | {r.num_errors} | "
                      f"{_others_text(other_scores(r))} |")
     lines += _template_choice_lines(report.settings or {})
     skipping = [r for r in report.results if r.num_skipped]
@@ -195,16 +197,17 @@ def comparison_markdown(reports: Sequence[EvalReport]) -> str:
     names = table["models"]
     lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for task, row in table["tasks"].items():
-        lines.append(f"| {task} | " + " | ".join(_fmt(row[n]) for n in names) + " |")
-    lines.append("| **decaScore** | " + " | ".join(_fmt(table["decascore"][n]) for n in names) + " |")
-    lines.append("| **macro average** | " + " | ".join(_fmt(table["macro_average"][n]) for n in names) + " |")
+        lines.append(f"| {task} | " + " | ".join(score_text(row[n]) for n in names) + " |")
+    lines.append("| **decaScore** | " + " | ".join(score_text(table["decascore"][n]) for n in names) + " |")
+    lines.append("| **macro average** | " + " | ".join(score_text(table["macro_average"][n]) for n in names) + " |")
     common = table["common_tasks"]
     notes = []
     if len(common) < len(table["tasks"]):
         if common:
             shared = f"the {counted(len(common), 'task')} every report scores"
             for key, label in (("common_decascore", "decaScore"), ("common_macro_average", "macro average")):
-                lines.append(f"| **{label}, {shared}** | " + " | ".join(_fmt(table[key][n]) for n in names) + " |")
+                lines.append(f"| **{label}, {shared}** | " + " | ".join(score_text(table[key][n]) for n in names)
+                             + " |")
             notes.append(f"The reports score different tasks: each one's decaScore and macro average cover its own; "
                          f"compare those over {shared} ({', '.join(common)}).")
         else:

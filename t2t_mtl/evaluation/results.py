@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Optional
 
 from t2t_mtl.wording import counted
@@ -108,14 +107,15 @@ class EvalReport:
         """`EvalReport('NAME', 3 tasks, 7 templates, task medians {rte: 52.3, ...}, macro average 48.8)`: the first
         `REPR_TASKS` tasks' medians, the others counted; an unscored one `—`."""
         from t2t_mtl.evaluation.aggregate import summarize
+        from t2t_mtl.evaluation.report import score_text
 
         summary = summarize(self)
-        medians = [f"{task}: {_score_text(s.median)}" for task, s in summary["tasks"].items()]
+        medians = [f"{task}: {score_text(s.median)}" for task, s in summary["tasks"].items()]
         if len(medians) > REPR_TASKS:
             medians[REPR_TASKS:] = [f"… {len(medians) - REPR_TASKS} more"]
         return (f"EvalReport({self.name!r}, {counted(len(summary['tasks']), 'task')}, "
                 f"{counted(len(self.results), 'template')}, task medians {{{', '.join(medians)}}}, "
-                f"macro average {_score_text(summary['macro_average'])})")
+                f"macro average {score_text(summary['macro_average'])})")
 
     def _repr_markdown_(self) -> str:
         """The report's Markdown (`to_markdown`: per-task and per-template tables), which a notebook displays."""
@@ -134,8 +134,3 @@ class EvalReport:
         return cls(name=data["name"], settings=dict(data.get("settings", {})),
                    results=[TemplateResult.from_dict(r) for r in data["results"]],
                    unseen_tasks=dict(data.get("unseen_tasks", {})))
-
-
-def _score_text(value: Optional[float]) -> str:
-    """A 0-100 score to one decimal, `—` for none (as report.md writes it)."""
-    return f"{value:.1f}" if value is not None and math.isfinite(value) else "—"
