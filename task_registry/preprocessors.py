@@ -272,7 +272,8 @@ class Map(_ExpressionPreprocessor):
         a function that edits the row and does not return it) is a `TaskDefinitionError` naming the step and row."""
         if isinstance(value, Mapping):
             return dict(value)
-        shown = repr(value) if len(repr(value)) <= 100 else repr(value)[:100] + "…"
+        text = repr(value)
+        shown = text if len(text) <= 100 else text[:100] + "…"
         what = "None" if value is None else f"{type(value).__name__} {shown}"
         raise TaskDefinitionError(f"{self.describe()}, row {index}: the function returned {what}, not the row's "
                                   f"fields: return the row (`return row` after editing it) or a dict of the fields "
