@@ -672,3 +672,43 @@ def test_routing_ops_refuse_non_float_and_non_tensor_inputs(backend):
     for call, match in cases:
         with pytest.raises(MoEKernelError, match=match):
             call()
+
+
+def _sparse_zeros(tmp_path, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """A zero-filled [size] tensor in a sparse memory-mapped file (only the pages touched exist)."""
+    path = tmp_path / name
+    with open(path, "wb") as handle:
+        handle.truncate(size * torch.tensor([], dtype=dtype).element_size())
+    return torch.from_file(str(path), shared=True, size=size, dtype=dtype)
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="its [3, 2^30] histograms lie in sparse files on CPU (28 GiB on a GPU)")
+def test_dispatch_kernels_address_histogram_rows_past_2_31_elements(tmp_path):
+    """The per-block histograms [blocks, E] pass 2^31 elements at the promised sizes (E = 16384 experts, BLOCK_A = 8,
+    from N·k = 2^20 assignments), so a block's row offset (block · E) must be int64: in int32 it wrapped and the
+    kernels wrote below the buffer (a segfault here). Launched directly over E = 2^30 experts, so that the third
+    block's row starts at 2^31, with tiles of 2 experts (the ids are 0 and 1: experts past them stay empty)."""
+    from t2t_kernels.moe.dispatch import dispatch_dest_kernel, dispatch_rank_kernel, dispatch_scan_kernel
+
+    num_experts, block_a, num_blocks, capacity = 2 ** 30, 4, 3, 5
+    idx = torch.tensor([[0, 1], [1, 0], [0, 1], [0, 0], [1, 1], [0, 1]], dtype=torch.int32)  # N = 6, k = 2
+    n, k = idx.shape
+    hist, block_offsets = (_sparse_zeros(tmp_path, name, num_blocks * num_experts, torch.int32)
+                           for name in ("hist.bin", "block_offsets.bin"))
+    offsets = _sparse_zeros(tmp_path, "offsets.bin", num_experts + 1, torch.int32)
+    local_rank, counts, kept = torch.empty(n * k, dtype=torch.int32), torch.zeros(2, dtype=torch.int32), torch.zeros(
+        2, dtype=torch.int32)
+    dest, row_src = torch.empty(n, k, dtype=torch.int32), torch.full((n * k,), -1, dtype=torch.int32)
+    dispatch_rank_kernel[(num_blocks,)](idx, local_rank, hist, n, num_experts, K=k, BLOCK_A=block_a, BLOCK_E=2)
+    dispatch_scan_kernel[(1,)](hist, block_offsets, counts, kept, offsets, num_blocks, num_experts, capacity,
+                               BLOCK_B=2, BLOCK_E=2)
+    dispatch_dest_kernel[(num_blocks,)](idx, local_rank, block_offsets, offsets, dest, row_src, n, num_experts,
+                                        capacity, K=k, BLOCK_A=block_a)
+    # slot-major blocks of 4 assignments: experts [0, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]
+    assert [hist[b * num_experts:b * num_experts + 2].tolist() for b in range(num_blocks)] == [[3, 1], [2, 2], [1, 3]]
+    assert [block_offsets[b * num_experts:b * num_experts + 2].tolist() for b in range(num_blocks)] == [
+        [0, 0], [3, 1], [5, 3]]
+    want = dispatch_reference(idx, 2, capacity)
+    assert counts.tolist() == want.counts.tolist() and kept.tolist() == want.kept.tolist()
+    assert offsets[:2].tolist() == want.segments[:2] and int(offsets[num_experts]) == want.num_rows
+    assert torch.equal(dest, want.dest) and torch.equal(row_src[:want.num_rows], want.row_src)

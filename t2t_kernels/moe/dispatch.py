@@ -9,6 +9,8 @@ second choice, and tokens keep their order inside an expert. Three launches:
    offsets, `E + 1` entries, the last one the number of rows);
 3. `dispatch_dest_kernel` — rank = local rank + block offset; kept when rank < capacity; destination row
    = segment offset + rank (-1 when dropped), and the inverse map row → flat assignment `t·K + j`.
+The histograms [blocks, E] pass 2^31 elements within the promised sizes (E = 16384 from N·k = 2^20), so their
+row offsets (block · E) are int64.
 `permute_kernel` scatters token rows to their destinations (the forward of the permute), looping over the K
 slots at run time (unrolled, k = 64 took 54 s to build for sm_90).
 """
@@ -34,7 +36,7 @@ def dispatch_rank_kernel(
     running = tl.cumsum(onehot, axis=0)
     rank = tl.sum(onehot * running, axis=1) - 1
     tl.store(local_rank_ptr + a, rank, mask=a_ok)
-    tl.store(hist_ptr + pid * E + cols, tl.sum(onehot, axis=0), mask=cols < E)
+    tl.store(hist_ptr + pid.to(tl.int64) * E + cols, tl.sum(onehot, axis=0), mask=cols < E)
 
 
 @triton.jit
@@ -48,7 +50,7 @@ def dispatch_scan_kernel(
     for start in range(0, num_blocks, BLOCK_B):
         blocks = start + tl.arange(0, BLOCK_B)
         ok = (blocks < num_blocks)[:, None] & col_ok[None, :]
-        ptrs = blocks[:, None] * E + cols[None, :]
+        ptrs = blocks.to(tl.int64)[:, None] * E + cols[None, :]
         hist = tl.load(hist_ptr + ptrs, mask=ok, other=0)
         inclusive = tl.cumsum(hist, axis=0)
         tl.store(block_offsets_ptr + ptrs, inclusive - hist + carry[None, :], mask=ok)
@@ -73,7 +75,7 @@ def dispatch_dest_kernel(
     flat = token * K + slot
     expert = tl.load(idx_ptr + flat, mask=a_ok, other=0)
     rank = tl.load(local_rank_ptr + a, mask=a_ok, other=0)
-    rank += tl.load(block_offsets_ptr + pid * E + expert, mask=a_ok, other=0)
+    rank += tl.load(block_offsets_ptr + pid.to(tl.int64) * E + expert, mask=a_ok, other=0)
     kept = a_ok & (rank < capacity)
     row = tl.where(kept, tl.load(offsets_ptr + expert, mask=a_ok, other=0) + rank, -1)
     tl.store(dest_ptr + flat, row, mask=a_ok)
