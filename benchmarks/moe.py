@@ -237,7 +237,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 need = ds_einsum_bytes(n, e, k, d) / 2 ** 30
                 row += [f"skip (~{need:.0f} GB)", "", ""]
                 continue
-            r = run_case(method, n, e, d, k, args.device, args.repeats, peak)
+            try:
+                r = run_case(method, n, e, d, k, args.device, args.repeats, peak)
+            except Exception as err:  # a peer failing on a case (not ours) must not take the whole table with it
+                if method == "ours":
+                    raise
+                print(f"# {method} failed at N={n} E={e} d={d} k={k}: {type(err).__name__}: {err}", flush=True)
+                results[method] = None
+                row += ["error", "", ""]
+                continue
             results[method] = r
             row += [ms.format(r['fwd_s'] * 1e3), ms.format(r['fwd_bwd_s'] * 1e3), f"{r['peak_bytes'] / 2 ** 20:.0f}"]
         for method in methods:
