@@ -292,3 +292,21 @@ def test_a_count_list_with_an_empty_item_is_refused_naming_the_option():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--p '1e6,': item 2 of 2 is empty" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cuda_table_keeps_its_rows_when_torchjd_fails_at_run_time(monkeypatch, capsys):
+    """TorchJD may import and still fail on a size (out of memory at P = 1e9, a device difference): on the one-try
+    GPU pass that stopped the script at the first fp32 row, losing every later row and the training-step table.
+    Its cell reads `error`, the reason is printed, and the table goes on."""
+    benchmark = _fake_cuda_benchmark(monkeypatch, gram_ms=0.01, combine_ms=0.02)
+
+    def torchjd(grads):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: torchjd)
+    rows = [row.split(" | ") for row in benchmark.cuda_table([2, 3], [10 ** 4], None)[3:]]
+    assert [(row[0], row[2]) for row in rows] == [("| 2", "bfloat16"), ("| 3", "bfloat16"), ("| 2", "float32"),
+                                                  ("| 3", "float32")], rows
+    assert [row[10] for row in rows] == ["—", "—", "error", "error"], rows
+    out = capsys.readouterr().out
+    assert "# torchjd failed at T=2, P=1e+04: RuntimeError: CUDA out of memory" in out, out
