@@ -268,7 +268,10 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
         elt = torch.tensor([], dtype=dtype).element_size()
         for p in sizes_p:
             for t in sizes_t:
-                if t * p * elt * 2.2 > free:
+                if t * p * elt * 2.2 > free:  # the gradients, with room for the temporaries
+                    skip = f"skip: needs ~{t * p * elt * 2.2 / 1e9:.1f} GB of GPU memory, {free / 1e9:.1f} GB free"
+                    rows.append(f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} | {skip} |" + " |" * 8)
+                    print(rows[-1], flush=True)
                     continue
                 grads = conflicting(t, p, "cuda", dtype)
                 out = torch.empty(p, device="cuda", dtype=dtype)

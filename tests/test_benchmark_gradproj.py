@@ -310,3 +310,19 @@ def test_cuda_table_keeps_its_rows_when_torchjd_fails_at_run_time(monkeypatch, c
     assert [row[10] for row in rows] == ["—", "—", "error", "error"], rows
     out = capsys.readouterr().out
     assert "# torchjd failed at T=2, P=1e+04: RuntimeError: CUDA out of memory" in out, out
+
+
+def test_cuda_table_says_which_sizes_did_not_fit_the_device(monkeypatch):
+    """A size whose gradients (with the temporaries, 2.2× their bytes) pass the free GPU memory is left out; its row
+    was dropped without a word, so a missing T = 32, P = 1e9 row read like a crash. It says what it needed."""
+    benchmark = _fake_cuda_benchmark(monkeypatch, gram_ms=0.01, combine_ms=0.02)
+    monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: None)
+    monkeypatch.setattr(benchmark.torch.cuda, "mem_get_info", lambda: (2 ** 30, 2 ** 40))
+    rows = [[cell.strip() for cell in row.strip("|").split("|")]
+            for row in benchmark.cuda_table([2], [10 ** 4, 10 ** 9], None)[3:]]
+    assert [row[:3] for row in rows] == [["2", "1e+04", "bfloat16"], ["2", "1e+09", "bfloat16"],
+                                         ["2", "1e+04", "float32"], ["2", "1e+09", "float32"]], rows
+    assert all(len(row) == 12 for row in rows), rows
+    assert float(rows[0][3]) > 0 and float(rows[2][3]) > 0, rows
+    assert rows[1][3:] == ["skip: needs ~8.8 GB of GPU memory, 1.1 GB free"] + [""] * 8, rows
+    assert rows[3][3:] == ["skip: needs ~17.6 GB of GPU memory, 1.1 GB free"] + [""] * 8, rows
