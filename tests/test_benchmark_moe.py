@@ -99,3 +99,26 @@ module.main(["--n", "64,96", "--e", "4", "--d", "8", "--k", "1", "--repeats", "1
     assert all(float(row[4]) > 0 and row[7:] == ["error", "", "", ""] for row in rows), rows
     assert proc.stdout.count("# ds-sparse failed at N=") == 2, proc.stdout
     assert "RuntimeError: no kernel image for this device" in proc.stdout, proc.stdout
+
+
+def test_a_case_where_ours_fails_is_reported_and_the_other_cases_still_run():
+    """Our path failing on one case (a kernel build or an out-of-memory at one size) stopped the script there, so the
+    one-try GPU pass lost every later size; the case's cells read `error`, the others print, the exit status is 1."""
+    code = """
+real_ours = module.ours
+def ours(x, w_router, k, backend="auto"):
+    if x.shape[0] == 64:
+        raise RuntimeError("out of resource: shared memory")
+    return real_ours(x, w_router, k, backend)
+module.ours = ours
+sys.exit(module.main(["--n", "64,96", "--e", "4", "--d", "8", "--k", "1", "--repeats", "1", "--methods",
+                      "ours,ds-sparse"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", _PRELUDE + code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "DS_ACCELERATOR": "cpu"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.startswith(("| 64 |", "| 96 |"))}
+    assert rows["64"][4:7] == ["error", "", ""] and float(rows["64"][7]) > 0 and rows["64"][10] == "", rows
+    assert all(float(rows["96"][i]) > 0 for i in (4, 5, 7, 8)) and rows["96"][10].endswith("×"), rows  # the times
+    assert "# ours failed at N=64 E=4 d=8 k=1: RuntimeError: out of resource: shared memory" in proc.stdout
