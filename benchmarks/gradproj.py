@@ -253,7 +253,47 @@ def share_of_peak(gbps: float, peak: float | None, kernel_ms: float, host_ms: fl
     return f"≥ {share} (host-bound)" if host_ms >= HOST_BOUND * kernel_ms else share
 
 
+def cuda_row(t: int, p: int, dtype: torch.dtype, peak: float | None,
+             jd: Callable[[torch.Tensor], torch.Tensor] | None) -> str:
+    """The CUDA table's row of T = `t` tasks, P = `p` parameters in `dtype`."""
+    elt = torch.tensor([], dtype=dtype).element_size()
+    grads = conflicting(t, p, "cuda", dtype)
+    out = torch.empty(p, device="cuda", dtype=dtype)
+    weights = torch.randn(t, device="cuda")
+    orders = random_orders(np.random.default_rng(0), t)
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+    gradproj.gram(grads), gradproj.combine(weights, grads, out=out)  # compile/warm up
+    gram_ms, comb_ms, gram_host, comb_host = [], [], [], []
+    for _ in range(3):  # back-to-back calls: the host's launch work overlaps the kernels before it
+        events[0].record()
+        gram_host.append(host_ms_per_call(lambda: gradproj.gram(grads)))
+        events[1].record()
+        comb_host.append(host_ms_per_call(lambda: gradproj.combine(weights, grads, out=out)))
+        events[2].record()
+        torch.cuda.synchronize()
+        gram_ms.append(events[0].elapsed_time(events[1]) / BACK_TO_BACK)
+        comb_ms.append(events[1].elapsed_time(events[2]) / BACK_TO_BACK)
+    g_ms, c_ms = min(gram_ms), min(comb_ms)
+    errors = kernel_errors(grads, weights, gradproj.gram(grads), out)
+    g_bw = t * p * elt / (g_ms * 1e-3) / 1e9
+    c_bw = (t * p * elt + p * elt) / (c_ms * 1e-3) / 1e9
+    step = min(ours(grads, out, orders)["total"] for _ in range(3)) * 1e3
+    jd_ms = "—"
+    if jd is not None and dtype == torch.float32 and t * p <= 4e9:
+        try:  # the fastest of 3 synchronised calls, as ours above, after measure's untimed first call
+            jd_ms = f"{1e3 * measure(lambda: jd(grads), 'cuda', 3)[0]:.2f}"
+        except Exception as err:  # the peer failing on a size must not take the table with it
+            print(f"# torchjd failed at T={t}, P={p:.0e}: {type(err).__name__}: {err}", flush=True)
+            jd_ms = "error"
+    g_pct = share_of_peak(g_bw, peak, g_ms, min(gram_host))
+    c_pct = share_of_peak(c_bw, peak, c_ms, min(comb_host))
+    return (f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} | {g_ms:.3f} | {g_bw:.0f} | {g_pct} | "
+            f"{c_ms:.3f} | {c_bw:.0f} | {c_pct} | {step:.2f} | {jd_ms} | {errors} |")
+
+
 def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) -> list[str]:
+    """The device line, the header and a row per dtype, P and T: a size that does not fit the free memory reads
+    `skip: ...`, one that fails `error: ...` (with the reason printed), and the rest still run."""
     name = torch.cuda.get_device_name()
     peak = peak_gbps or peak_bandwidth_gbps(name)
     free = torch.cuda.mem_get_info()[0]
@@ -268,46 +308,18 @@ def cuda_table(sizes_t: list[int], sizes_p: list[int], peak_gbps: float | None) 
         elt = torch.tensor([], dtype=dtype).element_size()
         for p in sizes_p:
             for t in sizes_t:
+                size = f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} |"
                 if t * p * elt * 2.2 > free:  # the gradients, with room for the temporaries
-                    skip = f"skip: needs ~{t * p * elt * 2.2 / 1e9:.1f} GB of GPU memory, {free / 1e9:.1f} GB free"
-                    rows.append(f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} | {skip} |" + " |" * 8)
-                    print(rows[-1], flush=True)
-                    continue
-                grads = conflicting(t, p, "cuda", dtype)
-                out = torch.empty(p, device="cuda", dtype=dtype)
-                weights = torch.randn(t, device="cuda")
-                orders = random_orders(np.random.default_rng(0), t)
-                events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
-                gradproj.gram(grads), gradproj.combine(weights, grads, out=out)  # compile/warm up
-                gram_ms, comb_ms, gram_host, comb_host = [], [], [], []
-                for _ in range(3):  # back-to-back calls: the host's launch work overlaps the kernels before it
-                    events[0].record()
-                    gram_host.append(host_ms_per_call(lambda: gradproj.gram(grads)))
-                    events[1].record()
-                    comb_host.append(host_ms_per_call(lambda: gradproj.combine(weights, grads, out=out)))
-                    events[2].record()
-                    torch.cuda.synchronize()
-                    gram_ms.append(events[0].elapsed_time(events[1]) / BACK_TO_BACK)
-                    comb_ms.append(events[1].elapsed_time(events[2]) / BACK_TO_BACK)
-                g_ms, c_ms = min(gram_ms), min(comb_ms)
-                errors = kernel_errors(grads, weights, gradproj.gram(grads), out)
-                g_bw = t * p * elt / (g_ms * 1e-3) / 1e9
-                c_bw = (t * p * elt + p * elt) / (c_ms * 1e-3) / 1e9
-                step = min(ours(grads, out, orders)["total"] for _ in range(3)) * 1e3
-                jd_ms = "—"
-                if jd is not None and dtype == torch.float32 and t * p <= 4e9:
-                    try:  # the fastest of 3 synchronised calls, as ours above, after measure's untimed first call
-                        jd_ms = f"{1e3 * measure(lambda: jd(grads), 'cuda', 3)[0]:.2f}"
-                    except Exception as err:  # the peer failing on a size must not take the table with it
-                        print(f"# torchjd failed at T={t}, P={p:.0e}: {type(err).__name__}: {err}", flush=True)
-                        jd_ms = "error"
-                g_pct = share_of_peak(g_bw, peak, g_ms, min(gram_host))
-                c_pct = share_of_peak(c_bw, peak, c_ms, min(comb_host))
-                row = (f"| {t} | {p:.0e} | {str(dtype).split('.')[-1]} | {g_ms:.3f} | {g_bw:.0f} | {g_pct} | "
-                       f"{c_ms:.3f} | {c_bw:.0f} | {c_pct} | {step:.2f} | {jd_ms} | {errors} |")
+                    row = (f"{size} skip: needs ~{t * p * elt * 2.2 / 1e9:.1f} GB of GPU memory, {free / 1e9:.1f} GB "
+                           f"free |" + " |" * 8)
+                else:
+                    try:
+                        row = cuda_row(t, p, dtype, peak, jd)
+                    except Exception as err:  # one size failing (a kernel build, out of memory) must not end the table
+                        print(f"# T={t}, P={p:.0e}, {dtype} failed: {type(err).__name__}: {err}", flush=True)
+                        row = f"{size} error: {type(err).__name__} |" + " |" * 8
                 rows.append(row)
                 print(row, flush=True)
-                del grads, out
                 torch.cuda.empty_cache()
     return rows
 
@@ -371,7 +383,7 @@ def _count(text: str) -> int:
     return int(float(text))
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few sizes only")
@@ -398,7 +410,8 @@ def main() -> None:
         rows = cpu_table(sizes_t, sizes_p, args.repeats, skip_textbook_over=10 ** 11)
     print("\n".join(["", *rows, ""]))
     print("\n".join(training_step_table(args.device)))
+    return 1 if any(" | error: " in row for row in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -326,3 +326,31 @@ def test_cuda_table_says_which_sizes_did_not_fit_the_device(monkeypatch):
     assert float(rows[0][3]) > 0 and float(rows[2][3]) > 0, rows
     assert rows[1][3:] == ["skip: needs ~8.8 GB of GPU memory, 1.1 GB free"] + [""] * 8, rows
     assert rows[3][3:] == ["skip: needs ~17.6 GB of GPU memory, 1.1 GB free"] + [""] * 8, rows
+
+
+def test_cuda_table_goes_on_past_a_size_that_fails_and_the_script_exits_1(monkeypatch, capsys):
+    """One size failing in our own path (a kernel build, out of memory at P = 1e9) stopped the script there, so the
+    one-try GPU pass lost every later size and the training-step table. That row reads `error: ...`, the reason is
+    printed, the other sizes run, and the script exits 1 after printing everything."""
+    benchmark = _fake_cuda_benchmark(monkeypatch, gram_ms=0.01, combine_ms=0.02)
+    monkeypatch.setattr(benchmark, "torchjd_pcgrad", lambda: None)
+    gram = benchmark.gradproj.gram
+
+    def failing_gram(grads, *args, **kwargs):
+        if grads.shape[0] == 3:
+            raise RuntimeError("out of resource: shared memory, Required: 262144")
+        return gram(grads, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark.gradproj, "gram", failing_gram)
+    rows = [[cell.strip() for cell in row.strip("|").split("|")]
+            for row in benchmark.cuda_table([2, 3, 4], [10 ** 4], None)[3:]]
+    assert [row[0] for row in rows] == ["2", "3", "4"] * 2 and all(len(row) == 12 for row in rows), rows
+    assert [row[3] for row in rows if row[0] == "3"] == ["error: RuntimeError"] * 2, rows
+    assert all(float(row[3]) > 0 for row in rows if row[0] != "3"), rows
+    out = capsys.readouterr().out
+    assert "# T=3, P=1e+04, torch.float32 failed: RuntimeError: out of resource: shared memory" in out, out
+    monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: True, raising=False)
+    monkeypatch.setattr(benchmark, "training_step_table", lambda device: ["(training step table)"])
+    monkeypatch.setattr(sys, "argv", ["gradproj.py", "--device", "cuda", "--t", "2,3", "--p", "1e4"])
+    assert benchmark.main() == 1
+    assert "(training step table)" in capsys.readouterr().out
