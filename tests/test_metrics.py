@@ -714,3 +714,20 @@ def test_a_reports_repr_is_one_line_of_its_task_medians_and_a_notebook_shows_its
         f"{shown}, … 2 more}}, macro average {macro:.1f})")
     assert repr(EvalReport("none", [])) == "EvalReport('none', 0 tasks, 0 templates, task medians {}, macro average —)"
     assert report._repr_markdown_() == to_markdown(report)
+
+
+def test_a_template_results_repr_is_one_line_of_its_scores_not_its_predictions():
+    # was the dataclass's repr: every field, its predictions (one dict per example) among them, a wall of text in a
+    # notebook printing one result
+    from t2t_mtl.evaluation.results import TemplateResult
+
+    predictions = [{"prediction": "yes", "targets": ["yes"]}] * 277
+    result = TemplateResult(task="rte", template="does it follow that", split="validation", scoring="rank",
+                            num_examples=277, metrics={"accuracy": {"accuracy": 0.5234}, "f1_macro": {"f1": 0.48}},
+                            primary_metric="accuracy", primary_key="accuracy", score=52.34, predictions=predictions)
+    assert repr(result) == str(result) == (
+        "TemplateResult('rte', 'does it follow that', accuracy 52.3, f1_macro 48.0, 277 examples)")
+    rouge = TemplateResult(task="sum", template="tl;dr", split="test", scoring="generate", num_examples=1,
+                           metrics={"rouge": {"rougeL": float("nan")}}, primary_metric="rouge", primary_key="rougeL",
+                           score=None, num_skipped=3, num_errors=1, error="boom")
+    assert repr(rouge) == "TemplateResult('sum', 'tl;dr', rouge.rougeL —, 1 example, 3 skipped, 1 render error)"

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from t2t_mtl.wording import counted
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class TemplateResult:
     """Scores of one template of one task.
 
@@ -30,6 +30,8 @@ class TemplateResult:
     have no gold answer that fits `max_new_tokens` tokens, where generation stops: none can be written whole. An MoE
     model routing by token with an expert capacity dropped `num_moe_dropped` of the `num_moe_choices` (token, slot)
     choices its layers routed while scoring (both 0 for any other model): a dropped choice gets no expert output.
+
+    Its repr is one line (task, template, scores, counts), not its predictions.
     """
 
     task: str
@@ -66,6 +68,19 @@ class TemplateResult:
         if self.primary_key == self.primary_metric:
             return self.primary_metric
         return f"{self.primary_metric}.{self.primary_key}"
+
+    def __repr__(self) -> str:
+        """`TemplateResult('rte', 'does it follow that', accuracy 52.3, f1_macro 48.0, 277 examples)`: the primary
+        score (`—` for none) and the other metrics' (`report.other_scores`), then the rows skipped and failed to
+        render where there are any."""
+        from t2t_mtl.evaluation.report import other_scores, score_text
+
+        scores = {self.metric_label: self.score, **other_scores(self)}
+        parts = [repr(self.task), repr(self.template), *(f"{name} {score_text(v)}" for name, v in scores.items()),
+                 counted(self.num_examples, "example")]
+        parts += [f"{self.num_skipped} skipped"] if self.num_skipped else []
+        parts += [counted(self.num_errors, "render error")] if self.num_errors else []
+        return f"TemplateResult({', '.join(parts)})"
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain data (the JSON form of a report)."""
