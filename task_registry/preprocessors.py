@@ -17,7 +17,7 @@ from .code_digests import code_digest
 from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
 from .lazy_modules import LazyModule
-from .map_types import retyped, scalar_columns, with_kinds
+from .map_types import written_apart, written_back
 from .render_hints import row_preview
 from .signatures import binding_error
 
@@ -258,14 +258,14 @@ class Map(_ExpressionPreprocessor):
         self._compiled = None if not isinstance(self.fn, Mapping) else {
             field: (compile_expression(expr, f"map field {field!r}"), expr) for field, expr in self.fn.items()}
 
-    def _apply(self, row: Mapping[str, Any], index: int, scalar: frozenset[str] = frozenset()) -> Mapping[str, Any]:
-        """The fields the map writes on `row`, with the kinds of those of the `scalar` columns (`with_kinds`)."""
+    def _apply(self, row: Mapping[str, Any], index: int, columns: frozenset[str] = frozenset()) -> Mapping[str, Any]:
+        """The fields the map writes on `row`, those of the input's `columns` renamed apart (`written_apart`)."""
         if self._compiled is None:
             fields = self._new_fields(called_on_row(self.fn, row, index, self.describe()), index)
         else:
             fields = {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
                       for field, (c, expr) in self._compiled.items()}
-        return with_kinds(fields, scalar) if scalar else fields
+        return written_apart(fields, columns) if columns else fields
 
     def _new_fields(self, value: Any, index: int) -> dict[str, Any]:
         """A Python function's result on row `index` as the fields to add or replace; anything but a mapping (None:
@@ -284,10 +284,10 @@ class Map(_ExpressionPreprocessor):
         streamed one is."""
         if not isinstance(dataset, datasets.Dataset):  # (streamed rows keep the values written)
             return self._mapped(dataset, {})
-        scalar = scalar_columns(dataset.features)
-        # (the description names the kinds written, so that a result cached without them is not read)
-        mapped = self._mapped(dataset, {"scalar": scalar}, **_fingerprint(dataset, f"{self.describe()} kinds", self.fn))
-        return retyped(mapped, self.describe())
+        columns = frozenset(dataset.column_names)
+        # (the description names the fields written apart, so that a result cached with them in place is not read)
+        written = f"{self.describe()} written apart"
+        return written_back(self._mapped(dataset, {"columns": columns}, **_fingerprint(dataset, written, self.fn)))
 
     def _mapped(self, dataset: AnyDataset, fn_kwargs: dict[str, Any], **fingerprint: Any) -> AnyDataset:
         try:

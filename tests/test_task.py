@@ -304,11 +304,8 @@ def test_a_map_writing_bools_or_numbers_over_another_kind_gives_them_their_own_t
     assert Map({"x": "n"})(dataset).features["x"].dtype == "int64"
     assert Map({"n": "n + 1", "x": "x * 2"})(dataset).features == dataset.features  # (the same kinds: kept)
     assert "__t2t" not in " ".join(Map({"n": "n"})(dataset).column_names)
-    with pytest.raises(task_registry.TaskDefinitionError) as info:  # (2 would be read as True)
-        Map({"flag": "n + 1"})(dataset)
-    assert str(info.value) == (
-        "map({'flag': 'n + 1'}): field 'flag' is a column of bools, into which the ints the map writes would be read "
-        "as True and False; write them to a field of their own (`flag_value`)")
+    numbers = Map({"flag": "n + 1"})(dataset)  # (was refused: pyarrow had stored them as True and True)
+    assert (numbers["flag"], numbers.features["flag"].dtype) == ([2, 4], "int64")
 
 
 def test_skipped_rows_are_dropped_and_counted(tmp_path, caplog):
@@ -982,3 +979,23 @@ def test_definition_digests_are_equal_in_every_process_and_follow_the_python_cod
     (tmp_path / "digest_tasks.py").write_text(DIGEST_MODULE.replace('== 0', '== 1'))
     edited = digests("1")
     assert edited.pop("digest_py") != first.pop("digest_py") and edited == first
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_map_writing_bools_or_text_over_a_class_label_or_large_string_column_keeps_them_as_written(tmp_path,
+                                                                                                     streaming):
+    # loaded, datasets wrote them in the column's type: a bool over a large_string column as "false" (true in a
+    # template's `if`), a bool over a class-label column as 0 or 1, a text as its label's number; streamed rows kept
+    # them as written
+    features = datasets.Features({"text": datasets.Value("large_string"),
+                                  "label": datasets.ClassLabel(names=["no", "yes"])})
+    datasets.Dataset.from_dict({"text": ["", "b"], "label": [1, 0]}, features=features).save_to_disk(
+        str(tmp_path / "saved"))
+    template = Template("t", "{{ 'x' if text else 'empty' }} {{ label }} ||| {{ text }}")
+    steps = {"yaml": Map({"text": "text != ''", "label": "['no', 'yes'][label]"}),
+             "python": Map(lambda row: {**row, "text": row["text"] != "", "label": ["no", "yes"][row["label"]]})}
+    for name, step in steps.items():
+        task = Task(f"typed_{name}", LocalFileSource({"train": str(tmp_path / "saved")}), [template],
+                    preprocessors=[step], splits=("train",))
+        rows = [(row["inputs"], row["targets"]) for row in task.to_dataset("train", streaming=streaming)]
+        assert rows == [("empty yes", "False"), ("x no", "True")], name
