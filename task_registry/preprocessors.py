@@ -258,10 +258,13 @@ class Map(_ExpressionPreprocessor):
         self._compiled = None if not isinstance(self.fn, Mapping) else {
             field: (compile_expression(expr, f"map field {field!r}"), expr) for field, expr in self.fn.items()}
 
-    def _apply(self, row: Mapping[str, Any], index: int, columns: frozenset[str] = frozenset()) -> Mapping[str, Any]:
-        """The fields the map writes on `row`, those of the input's `columns` renamed apart (`written_apart`)."""
+    def _apply(self, row: Mapping[str, Any], index: int, first: dict[str, Any],
+               columns: frozenset[str] = frozenset()) -> Mapping[str, Any]:
+        """The fields the map writes on `row`, those of the input's `columns` renamed apart (`written_apart`);
+        `first` holds the first row's fields a Python function wrote (`_same_fields`)."""
         if self._compiled is None:
             fields = self._new_fields(called_on_row(self.fn, row, index, self.describe()), index)
+            self._same_fields(fields, index, first)
         else:
             fields = {field: evaluate_expression(c, row, index, f"map field {field!r}", expr)
                       for field, (c, expr) in self._compiled.items()}
@@ -279,6 +282,17 @@ class Map(_ExpressionPreprocessor):
                                   f"fields: return the row (`return row` after editing it) or a dict of the fields "
                                   f"to add or replace")
 
+    def _same_fields(self, fields: Mapping[str, Any], index: int, first: dict[str, Any]) -> None:
+        """Refuse a Python function's `fields` on row `index` unless they are those it wrote on the first row (kept in
+        `first`): loaded, datasets takes a map's columns from its first row, and dropped a field that row lacks (or
+        failed on a row lacking one it has), where streamed rows kept each row's fields."""
+        first_index, names = first.setdefault("fields", (index, sorted(fields)))
+        if sorted(fields) != names:
+            raise TaskDefinitionError(f"{self.describe()}, row {index}: the function returned the fields "
+                                      f"{sorted(fields)}, on row {first_index} {names}: return the same fields on "
+                                      f"every row (the row, edited, or a dict of every field it writes, None for "
+                                      f"one with no value)")
+
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         """The mapped rows; a loaded field the map writes is typed by the values written (`map_types`), as a
         streamed one is."""
@@ -291,7 +305,7 @@ class Map(_ExpressionPreprocessor):
 
     def _mapped(self, dataset: AnyDataset, fn_kwargs: dict[str, Any], **fingerprint: Any) -> AnyDataset:
         try:
-            return dataset.map(self._apply, with_indices=True, fn_kwargs=fn_kwargs, **fingerprint)
+            return dataset.map(self._apply, with_indices=True, fn_kwargs={"first": {}, **fn_kwargs}, **fingerprint)
         except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as error:  # one column, values of several types
             raise TaskDefinitionError(f"{self.describe()}: the new values do not share one type across rows "
                                       f"({error}); make every row's value the same type (e.g. `... | string` for "

@@ -999,3 +999,27 @@ def test_a_map_writing_bools_or_text_over_a_class_label_or_large_string_column_k
                     preprocessors=[step], splits=("train",))
         rows = [(row["inputs"], row["targets"]) for row in task.to_dataset("train", streaming=streaming)]
         assert rows == [("empty yes", "False"), ("x no", "True")], name
+
+
+def _relabelled(row):
+    return {"label": 0} if row["label"] == -1 else {}
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_python_map_returning_other_fields_on_another_row_is_refused_naming_both_rows(tmp_path, streaming):
+    # loaded, datasets took the map's columns from its first row: a field only later rows wrote was dropped without a
+    # word (label -1 left for the template to refuse), one the first row wrote and a later row did not was a KeyError
+    # naming a column of the map's own; streamed rows each kept their own fields
+    path = tmp_path / "rows.jsonl"
+    _write(path, [{"sentence": "a", "label": 1}, {"sentence": "b", "label": -1}], "jsonl")
+    task = Task("relabelled", LocalFileSource(path), [QUESTION], preprocessors=[Map(_relabelled)], splits=("train",))
+    with pytest.raises(task_registry.TaskDefinitionError) as info:
+        list(task.to_dataset("train", streaming=streaming))
+    assert str(info.value) == (
+        "task 'relabelled': split 'train': map(_relabelled), row 1: the function returned the fields ['label'], on row "
+        "0 []: return the same fields on every row (the row, edited, or a dict of every field it writes, None for one "
+        "with no value)")
+    flipped = Task("flipped", LocalFileSource(path), [QUESTION], splits=("train",),
+                   preprocessors=[Map(lambda row: {"label": 0} if row["label"] == 1 else {})])
+    with pytest.raises(task_registry.TaskDefinitionError, match=r"row 1: .* fields \[\], on row 0 \['label'\]: "):
+        list(flipped.to_dataset("train", streaming=streaming))
