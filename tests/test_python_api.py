@@ -95,3 +95,22 @@ def test_the_packages_dir_lists_their_own_names_beside_the_exports_and_a_name_ca
     with mock.patch("t2t_mtl.evaluation.METRICS", double), mock.patch("t2t_mtl.evaluation.evaluate_tasks", {}):
         assert evaluation.METRICS is double and evaluation.evaluate_tasks == {}
     assert evaluation.METRICS is importlib.import_module("t2t_mtl.evaluation.metrics").METRICS
+
+
+def test_a_train_results_repr_is_one_line_not_its_task_sequence():
+    # was the dataclass's repr: every field, the task of each of the run's micro-batches among them (thousands of
+    # names in a notebook cell ending with `train(cfg)`)
+    from t2t_mtl import TrainResult
+
+    result = TrainResult(run_dir=Path("runs/quickstart"), step=2500, final_loss=1.23456, task_losses={"a": 1.2},
+                         examples_seen={"a": 80000}, skipped_steps=0, tokens_per_second=1e4, wall_time_s=60.0,
+                         checkpoint=None, held_in_accuracy=0.5213, held_in_per_task={"a": 0.5213}, chance_accuracy=0.1,
+                         task_sequence=["a"] * 2500, held_out_scores={"rte": 48.04}, held_out_accuracy=48.04)
+    assert repr(result) == str(result) == (
+        "TrainResult('runs/quickstart', step 2500, final loss 1.235, held-in exact match 52.1%, held-out macro "
+        "average 48.0)")
+    stopped = TrainResult(run_dir=Path("r"), step=7, final_loss=float("nan"), task_losses={}, examples_seen={},
+                          skipped_steps=0, tokens_per_second=0.0, wall_time_s=0.0, checkpoint=None, interrupted=True,
+                          stopped_early=True, held_out_scores={"rte": None})
+    assert repr(stopped) == (
+        "TrainResult('r', step 7, final loss nan, held-out macro average —, interrupted, stopped early)")

@@ -100,9 +100,10 @@ class TrainingAbortedError(RuntimeError):
     different states of a part a checkpoint saves from rank 0 alone (`rank_agreement`)."""
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainResult:
-    """What a finished (or SIGTERM-interrupted) run produced."""
+    """What a finished (or SIGTERM-interrupted) run produced. Its repr is one line (`__repr__`), not its
+    `task_sequence` (a task per micro-batch) and per-task dicts."""
 
     run_dir: Path
     step: int
@@ -125,6 +126,19 @@ class TrainResult:
     eval_report: Optional[Path] = None
     best_checkpoint: Optional[Path] = None  # training.keep_best: the selected checkpoint
     evaluated_step: Optional[int] = None  # the step whose weights the after-training evaluations scored
+
+    def __repr__(self) -> str:
+        """`TrainResult('runs/x', step 2500, final loss 1.234, held-in exact match 52.1%, held-out macro average
+        48.0)`: the scores where they were computed (`—` for an average with none), then `interrupted` or `stopped
+        early` where so."""
+        parts = [repr(str(self.run_dir)), f"step {self.step}", f"final loss {self.final_loss:.4g}"]
+        if self.held_in_accuracy is not None:
+            parts.append(f"held-in exact match {100 * self.held_in_accuracy:.1f}%")
+        if self.held_out_scores:
+            average = "—" if self.held_out_accuracy is None else f"{self.held_out_accuracy:.1f}"
+            parts.append(f"held-out macro average {average}")
+        parts += ["interrupted"] * self.interrupted + ["stopped early"] * self.stopped_early
+        return f"TrainResult({', '.join(parts)})"
 
 
 # ------------------------------------------------------------------------------------------ set-up helpers
