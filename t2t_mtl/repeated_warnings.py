@@ -1,14 +1,18 @@
 """A run's warnings of its tasks' rows, each logged once: a run reads a split's rows more than once (the train rows
-for the tokenizer it trains, then for its data streams), and every read logged the same warnings again
-(`filter(...) dropped N of M rows`)."""
+for the tokenizer it trains, then for its data streams) and scores the same evaluation rows at every `evaluation.every`,
+and every read logged the same warnings again (`filter(...) dropped N of M rows`, `inputs longer than ... are
+truncated`). A warning whose words differ (another count) is logged."""
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 #: the logger of `Task`'s warnings of the rows it reads (rows a preprocessor drops, rows a template skips)
 TASK_ROWS_LOGGER = "task_registry.task"
+#: the logger of the evaluation's warnings of the rows it scores (inputs truncated, gold answers over the generation
+#: limit, MoE drops, fewer demonstrations, groups left out)
+EVAL_ROWS_LOGGER = "t2t_mtl.evaluation.runner"
 
 
 class _Repeats(logging.Filter):
@@ -29,13 +33,14 @@ class _Repeats(logging.Filter):
 
 
 @contextmanager
-def warned_once(logger: str = TASK_ROWS_LOGGER) -> Iterator[None]:
-    """Run the block with each warning of the logger named `logger` logged the first time alone (a warning logged
-    before the block, or after it, is logged again)."""
-    log = logging.getLogger(logger)
-    repeats = _Repeats()
-    log.addFilter(repeats)
+def warned_once(loggers: Sequence[str] = (TASK_ROWS_LOGGER, EVAL_ROWS_LOGGER)) -> Iterator[None]:
+    """Run the block with each warning of each logger named in `loggers` logged the first time alone (a warning
+    logged before the block, or after it, is logged again)."""
+    filtered = [(logging.getLogger(name), _Repeats()) for name in loggers]
+    for log, repeats in filtered:
+        log.addFilter(repeats)
     try:
         yield
     finally:
-        log.removeFilter(repeats)
+        for log, repeats in filtered:
+            log.removeFilter(repeats)

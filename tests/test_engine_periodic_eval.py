@@ -182,3 +182,41 @@ def test_the_evaluation_plan_adds_the_held_out_clusters_tasks_after_the_named_on
     assert names == ["sort_words", "compare_numbers", *(n for n in held_out if n != "compare_numbers")]
     # defaults from the run: its target length bounds the generations, its seed the evaluation's draws
     assert (settings.max_new_tokens, settings.seed) == (24, 7)
+
+
+def test_a_periodic_evaluations_warning_of_its_rows_is_logged_once_while_its_words_stay_the_same(tmp_path, tok,
+                                                                                                   caplog):
+    # was: the warning of the inputs an evaluation truncated was logged again, word for word, at every
+    # evaluation.every and after training (a filter's dropped rows were logged once already)
+    import logging
+
+    from engine_helpers import write_yaml_task
+
+    tasks = write_yaml_task(tmp_path / "tasks", "held_q", held_out=True, eval_only=True, cluster="held_c")
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"tasks_dir": str(tasks),
+                      "held_out_clusters": ["held_c"]}, evaluation={**EVALUATION, "every": 2, "max_input_length": 6})
+    with caplog.at_level(logging.WARNING):
+        train(cfg, evaluate_held_in=False)
+    assert [r["step"] for r in read_held_out(tmp_path / "run" / "logs")] == [2, 4, 6]
+    truncated = [r.getMessage() for r in caplog.records if "are truncated" in r.getMessage()]
+    assert len(truncated) == 1, truncated
+    assert truncated[0].startswith("task 'held_q': inputs longer than max_input_length=6 tokens are truncated (the "
+                                   "model sees only their beginning) in 1 template: 'plain' 2 of 2;")
+
+
+def test_warned_once_logs_a_warning_again_when_its_words_differ(caplog):
+    # (an MoE model's drops while scoring change with its weights: each new count is news)
+    import logging
+
+    from t2t_mtl.repeated_warnings import EVAL_ROWS_LOGGER, warned_once
+
+    log = logging.getLogger(EVAL_ROWS_LOGGER)
+    with caplog.at_level(logging.INFO, EVAL_ROWS_LOGGER), warned_once():
+        for dropped in (3, 3, 5, 3):
+            log.warning("the MoE layers dropped %d", dropped)
+        log.info("an info line")
+        log.info("an info line")
+    log.warning("the MoE layers dropped %d", 3)  # (after the block: logged)
+    assert [r.getMessage() for r in caplog.records] == [
+        "the MoE layers dropped 3", "the MoE layers dropped 5", "an info line", "an info line",
+        "the MoE layers dropped 3"]

@@ -319,7 +319,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     progress bars (loading, rendering, tokenizing) and transformers' (loading a pretrained model) are hidden for the
     run on ranks other than 0 and wherever `training.progress_bar` is off, and left as they were found after it; so
     are torch's intra-op threads, which `training.num_threads` sets for the run only. A warning of a task's rows (a
-    filter's dropped rows) is logged once a run, though the run reads the rows more than once (`warned_once`).
+    filter's dropped rows, an evaluation's truncated inputs) is logged once a run while its words stay the same, though
+    the run reads the rows more than once and evaluates every `evaluation.every` steps (`warned_once`).
     """
     from task_registry import restored_data_dir
 
