@@ -53,3 +53,40 @@ def test_one_expert_is_warned_of_and_two_are_not():
         "and auxiliary losses on top; give at least 2 experts, or set model.moe to null for a dense model"]
     assert len(warnings("model.moe.num_experts=1", "model.moe.routing=task", "model.moe.task_names=[a, b]")) == 1
     assert warnings("model.moe.num_experts=2") == warnings() == []  # (unset: 8)
+
+
+def test_renormalised_top_1_gates_are_warned_of_as_they_give_the_routing_no_gradient():
+    # was accepted without a word: a token's one gate renormalised over its one expert is 1 whatever the router's
+    # logits, so the training loss never reaches the router (nor the task gate rows) and only the aux losses train it
+    import torch
+    from transformers import T5Config
+
+    from t2t_mtl.model.moe_config import MoEConfig
+    from t2t_mtl.model.moe_layer import MoEFeedForward
+
+    def router_grad(renormalize):
+        torch.manual_seed(0)
+        layer = MoEFeedForward(T5Config(d_model=8, d_ff=16, dropout_rate=0.0),
+                               MoEConfig(num_experts=4, top_k=1, renormalize=renormalize, backend="reference"))
+        layer.reset_parameters()
+        layer(torch.randn(2, 3, 8)).square().sum().backward()  # (the output alone: no aux loss)
+        return layer.router.weight.grad.abs().max().item()
+
+    assert router_grad(True) < 1e-6 * router_grad(None)  # (zero up to the rounding of p / p)
+
+    def warnings(*moe):
+        cfg = load_config("quickstart", [*moe])
+        return [w for w in config_warnings(cfg) if w.startswith("model.moe.renormalize")]
+
+    message = ("model.moe.renormalize true with top_k 1: each token's one gate is renormalised to 1, so the training "
+               "loss gives {} no gradient and only the auxiliary losses move them; leave renormalize unset (top-1 "
+               "gates then stay the experts' scores, as in Switch) or set it false")
+    assert warnings("model.moe.top_k=1", "model.moe.renormalize=true") == [message.format("the router")]
+    assert warnings("model.moe.top_k=1", "model.moe.renormalize=true", "model.moe.routing=task",
+                    "model.moe.task_names=[a, b]") == [message.format("the task gate rows")]
+    assert warnings("model.moe.top_k=1", "model.moe.renormalize=true", "model.moe.routing=hybrid",
+                    "model.moe.task_names=[a, b]") == [message.format("the router and the task gate rows")]
+    assert warnings("model.moe.top_k=1") == warnings("model.moe.top_k=1", "model.moe.renormalize=false") == []
+    assert warnings("model.moe.top_k=2", "model.moe.renormalize=true") == []
+    # one expert is warned of already (its one gate is 1 under softmax however it is normalised)
+    assert warnings("model.moe.num_experts=1", "model.moe.top_k=1", "model.moe.renormalize=true") == []

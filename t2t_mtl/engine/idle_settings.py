@@ -145,13 +145,21 @@ def sampling_warnings(cfg: Config) -> List[str]:
 
 def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
     """Keys of the `model.moe` section its routing does not read (capacity under routing task or dropless, unseen-task
-    routing under routing token), and one expert, among which the routing has nothing to choose."""
+    routing under routing token), one expert, among which the routing has nothing to choose, and renormalised top-1
+    gates, which are all 1, so the training loss gives the routing no gradient."""
     out: List[str] = []
-    if type(moe.get("num_experts")) is int and moe["num_experts"] == 1:  # (true, 1.0: refused as the model is built)
+    one_expert = type(moe.get("num_experts")) is int and moe["num_experts"] == 1  # (true, 1.0: refused at build)
+    if one_expert:
         out.append("model.moe.num_experts 1: every token goes to the one expert, so the routing chooses nothing and "
                    "each MoE layer is its dense feed-forward layer behind a gate (1 under score softmax), with the "
                    "routing's parameters and auxiliary losses on top; give at least 2 experts, or set model.moe to "
                    "null for a dense model")
+    if moe.get("renormalize") is True and type(moe.get("top_k")) is int and moe["top_k"] == 1 and not one_expert:
+        routed_by = {"task": "the task gate rows", "hybrid": "the router and the task gate rows"}
+        out.append(f"model.moe.renormalize true with top_k 1: each token's one gate is renormalised to 1, so the "
+                   f"training loss gives {routed_by.get(moe.get('routing'), 'the router')} no gradient and only the "
+                   f"auxiliary losses move them; leave renormalize unset (top-1 gates then stay the experts' scores, "
+                   f"as in Switch) or set it false")
     capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
                      if key in moe]
     if moe.get("routing") == "task" and capacity_keys:
