@@ -348,3 +348,26 @@ def test_export_task_of_a_top_1_run_is_a_plain_t5_with_the_runs_outputs(tmp_path
     assert train(tuned).step == 2
     model, _, meta = load_trained_model(tmp_path / "tuned")
     assert type(model) is T5ForConditionalGeneration and meta["initialised_from"]["task"] == "parity"
+
+
+@pytest.mark.parametrize("routing", ["token", "hybrid"])
+def test_a_routing_backend_that_cannot_run_on_the_device_is_refused_before_tokenizing(tmp_path, tok, capsys,
+                                                                                     monkeypatch, routing):
+    # was: the first training forward's traceback (t2t_kernels' MoEKernelError, which `train` does not print as an
+    # error line), once the tasks were tokenized and DeepSpeed built; --print-config passed it
+    import t2t_kernels.moe as kernels
+    from t2t_mtl.config import ConfigError, load_config
+
+    monkeypatch.setattr(kernels, "_INTERPRETING", False)  # a CPU machine without TRITON_INTERPRET=1
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache",
+                      model={"moe": {**MOE, "routing": routing, "backend": "triton"}})
+    message = ("model.moe.backend='triton': backend='triton' cannot run on cpu: tensors are not on CUDA and "
+               "TRITON_INTERPRET=1 was not set before t2t_kernels.moe was imported; use backend='reference'")
+    _refused_before_tokenizing(cfg, tmp_path, capsys, ConfigError, re.escape(message))
+    from t2t_mtl.engine.model_checks import check_moe_backend
+
+    cpu = torch.device("cpu")
+    for moe in ({"backend": "auto"}, {"backend": "reference"}, {"routing": "task", "backend": "triton"}):
+        # the reference on CPU; task routing runs no routing kernel
+        check_moe_backend(load_config(None, extra={**cfg, "model": {**cfg["model"], "moe": {**MOE, **moe}}}),
+                          None, cpu)

@@ -12,7 +12,8 @@ the Triton path is differentiable once: a double backward through it raises):
 - `permute(x, plan) -> Tensor [R, d]` (differentiable);
 - `combine(y, plan, gates) -> Tensor [N, d]` (differentiable in y and gates);
 - `expert_capacity(num_tokens, num_experts, k, capacity_factor, min_capacity)`;
-- `load_balancing_loss(counts, prob_sums, num_tokens, k)`, `router_z_loss(lse)`.
+- `load_balancing_loss(counts, prob_sums, num_tokens, k)`, `router_z_loss(lse)`;
+- `check_backend(backend, device)`: the error the ops would raise for a backend that cannot run on a device, up front.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from .reference import (DispatchPlan, RouterOutput, combine_reference, dispatch_
 
 __all__ = [
     "RouterOutput", "DispatchPlan", "MoEKernelError", "route", "plan_dispatch", "permute", "combine",
-    "expert_capacity", "load_balancing_loss", "router_z_loss", "triton_available",
+    "expert_capacity", "load_balancing_loss", "router_z_loss", "triton_available", "check_backend",
 ]
 
 _BACKENDS = ("auto", "triton", "reference")
@@ -83,6 +84,12 @@ def _use_triton(backend: str, device: torch.device) -> bool:
                              f"({_TRITON_IMPORT_ERROR}); install triton, or pass backend='reference' "
                              f"(model.moe.backend: reference) to run the PyTorch reference there")
     return device.type == "cuda"
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """MoEKernelError, saying why and what to use, when the ops cannot run `backend` on tensors of `device`: an
+    unknown backend, "triton" without CUDA or TRITON_INTERPRET=1, "auto" on CUDA where Triton failed to import."""
+    _use_triton(backend, device)
 
 
 def _is_int(value) -> bool:

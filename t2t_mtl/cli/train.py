@@ -76,6 +76,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     from t2t_mtl.engine.host_precision import check_precision
     from t2t_mtl.engine.distributed import select_cpu_accelerator
     from t2t_mtl.engine.idle_settings import config_warnings
+    from t2t_mtl.engine.model_checks import check_moe_backend, is_local_model, pretrained_config_dict
     from t2t_mtl.engine.run_checks import check_run_config
     from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
     from t2t_mtl.engine.resume_checks import check_resume_config, template_change_warnings
@@ -88,6 +89,9 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.resume, Path(cfg.training.output_dir)) if args.resume else None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     checked = check_run_config(cfg, world_size=world_size)
+    name = cfg.model.name_or_path
+    check_moe_backend(cfg, pretrained_config_dict(name) if is_local_model(name) else None,
+                      torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     rates = checked.rates
     warnings = config_warnings(cfg, world_size, checked.deepspeed, checked.sampler, resuming=ckpt is not None)
     if ckpt is not None:  # what the resumed run would refuse (other tasks, LoRA, seed, ...) or warn of (templates)

@@ -16,8 +16,8 @@ from t2t_mtl.model.lora import LoRAConfig, check_targets, lora_settings
 from t2t_mtl.model.t5 import check_t5_checkpoint, saves_own_head
 from t2t_mtl.size_limits import MAX_MODEL_PARAMETERS
 
-__all__ = ["check_loaded_moe_tasks", "check_model_size", "check_moe", "checked_lora", "is_local_model",
-           "pretrained_config_dict"]
+__all__ = ["check_loaded_moe_tasks", "check_model_size", "check_moe", "check_moe_backend", "checked_lora",
+           "is_local_model", "pretrained_config_dict"]
 
 
 def check_model_size(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:
@@ -98,6 +98,22 @@ def check_moe(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, 
     if is_local_model(cfg.model.name_or_path):  # (a hub model: when built, as the hub is read after the checks)
         with torch.device("meta"):  # the layers every / layers select, a model.name_or_path that is an MoE already
             build_model(cfg.model, task_names=list(task_names), saved=saved, weights=False)
+
+
+def check_moe_backend(cfg: Config, saved: Optional[Dict[str, Any]], device: torch.device) -> None:
+    """ConfigError naming model.moe.backend when the routing kernels that the run's MoE settings (model.moe, else
+    those of the local MoE folder it loads, whose config dict is `saved`) choose cannot run on its `device`, before
+    any data is read (it was the first training forward's traceback). Task routing runs no routing kernel."""
+    moe = cfg.model.moe or (saved or {}).get("moe")
+    if not moe or moe.get("routing", "token") == "task":
+        return
+    from t2t_kernels.moe import MoEKernelError, check_backend
+
+    backend = moe.get("backend", "auto")
+    try:
+        check_backend(backend, device)
+    except MoEKernelError as err:
+        raise ConfigError(f"model.moe.backend={backend!r}: {err}") from None
 
 
 def check_loaded_moe_tasks(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, Any]]) -> None:

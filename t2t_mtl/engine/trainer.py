@@ -66,7 +66,7 @@ from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
 from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed
 from t2t_mtl.engine.idle_settings import config_warnings
-from t2t_mtl.engine.model_checks import is_local_model, pretrained_config_dict
+from t2t_mtl.engine.model_checks import check_moe_backend, is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_checks import check_run_config
 from t2t_mtl.engine.run_sampling import with_template_sizes
 from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
@@ -364,6 +364,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     path = cfg.model.name_or_path
     saved = pretrained_config_dict(path) if is_local_model(path) else None  # a hub model's: read after the checks
     checked = check_run_config(cfg, rank=env.rank, world_size=env.world_size, saved=saved)
+    check_moe_backend(cfg, saved, env.device)
     rates, sampling_cfg = checked.rates, checked.sampling
     task_names = list(rates)
     templates = training_template_selection(cfg, task_names)  # (their names and digests: checks and meta)
