@@ -90,3 +90,35 @@ def test_renormalised_top_1_gates_are_warned_of_as_they_give_the_routing_no_grad
     assert warnings("model.moe.top_k=2", "model.moe.renormalize=true") == []
     # one expert is warned of already (its one gate is 1 under softmax however it is normalised)
     assert warnings("model.moe.num_experts=1", "model.moe.top_k=1", "model.moe.renormalize=true") == []
+
+
+def test_a_routing_backend_under_task_routing_is_warned_of_as_it_runs_no_routing_kernel():
+    # was accepted without a word: task routing picks a task's experts from its gate row with the PyTorch reference
+    # (one [tasks, E] table per batch), whatever model.moe.backend says
+    from unittest import mock
+
+    import torch
+    from transformers import T5Config
+
+    from t2t_kernels.moe import route
+    from t2t_mtl.model.moe_config import MoEConfig
+    from t2t_mtl.model.moe_layer import MoEFeedForward
+
+    layer = MoEFeedForward(T5Config(d_model=8, d_ff=16, dropout_rate=0.0),
+                           MoEConfig(num_experts=4, top_k=2, routing="task", task_names=["a", "b"], backend="triton"))
+    layer.task_ids = torch.tensor([0, 1])
+    with mock.patch("t2t_mtl.model.moe_layer.route", wraps=route) as routed:
+        layer(torch.randn(2, 3, 8))
+    assert [call.kwargs["backend"] for call in routed.call_args_list] == ["reference"]
+
+    def warnings(*moe):
+        cfg = load_config("quickstart", [*moe])
+        return [w for w in config_warnings(cfg) if w.startswith("model.moe.backend")]
+
+    assert warnings("model.moe.routing=task", "model.moe.task_names=[a, b]", "model.moe.backend=triton") == [
+        "model.moe.backend: routing task runs no routing kernel (a task's experts are the top_k of its gate row, "
+        "chosen once per batch by the PyTorch reference), so it has no effect (it applies to routing token and "
+        "hybrid)"]
+    assert warnings("model.moe.routing=task", "model.moe.task_names=[a, b]") == []
+    assert warnings("model.moe.routing=hybrid", "model.moe.task_names=[a, b]", "model.moe.backend=reference") == []
+    assert warnings("model.moe.backend=reference") == []

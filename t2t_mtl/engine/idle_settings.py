@@ -144,9 +144,9 @@ def sampling_warnings(cfg: Config) -> List[str]:
 
 
 def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
-    """Keys of the `model.moe` section its routing does not read (capacity under routing task or dropless, unseen-task
-    routing under routing token), one expert, among which the routing has nothing to choose, and renormalised top-1
-    gates, which are all 1, so the training loss gives the routing no gradient."""
+    """Keys of the `model.moe` section its routing does not read (capacity and backend under routing task, capacity
+    under dropless, unseen-task routing under routing token), one expert, among which the routing has nothing to
+    choose, and renormalised top-1 gates, which are all 1, so the training loss gives the routing no gradient."""
     out: List[str] = []
     one_expert = type(moe.get("num_experts")) is int and moe["num_experts"] == 1  # (true, 1.0: refused at build)
     if one_expert:
@@ -171,6 +171,10 @@ def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
         out.append(f"model.moe.{', model.moe.'.join(idle_capacity)}: dropless: true routes every token's top-k "
                    f"choices with no capacity limit, so {'it has' if len(idle_capacity) == 1 else 'they have'} "
                    f"no effect")
+    if moe.get("routing") == "task" and "backend" in moe:
+        out.append("model.moe.backend: routing task runs no routing kernel (a task's experts are the top_k of its gate "
+                   "row, chosen once per batch by the PyTorch reference), so it has no effect (it applies to routing "
+                   "token and hybrid)")
     if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
         out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
                    "whatever its task, so it has no effect (it applies to routing task and hybrid)")
