@@ -293,6 +293,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from t2t_mtl.engine.distributed import join_gloo_group, refuse_failed_start
     from t2t_mtl.engine.rank_phases import CollectiveBrokenError, RanksAtDifferentPhasesError
     from t2t_mtl.evaluation import checkpoint_meta, load_checkpoint, read_report, to_markdown
+    from t2t_mtl.evaluation.checkpoint import check_routing_device
     from t2t_mtl.evaluation.report import comparison_markdown, distinct_columns
     from t2t_mtl.launched_ranks import launched_rank
     from task_registry.bigbench import TEMPLATE_NAME as BIGBENCH_TEMPLATE
@@ -371,6 +372,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         with hidden_transformers_progress_bars(args.no_progress or launched_rank() != 0):  # as eval's own bar
             model, tokenizer, _ = load_checkpoint(args.checkpoint)
         model.to(device)
+        check_routing_device(model, device, args.checkpoint)
         env = join_gloo_group()  # every rank ready, or told which one is not
         refuse_failed_start(env, "the evaluation", "an option, checkpoint, task or path", "checkpoint, tasks and paths")
         rank, world_size = env.rank, env.world_size

@@ -192,7 +192,7 @@ def _check_beams_before_loading(args: argparse.Namespace, requests: list) -> Non
 
 def run_predict(args: argparse.Namespace) -> int:
     from t2t_mtl.evaluation import EvaluationError, load_checkpoint
-    from t2t_mtl.evaluation.checkpoint import checked_checkpoint
+    from t2t_mtl.evaluation.checkpoint import check_routing_device, checked_checkpoint
 
     invalid = below_one(args, ("num_beams", "max_new_tokens", "batch_size", "max_input_length"))
     if invalid:
@@ -228,6 +228,7 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"error: {ignored}", file=sys.stderr)
             return 2
         model.to(device)
+        check_routing_device(model, device, args.checkpoint)
         tasks = input_tasks(args, requests, meta, task)
         predictions = predict(model, tokenizer, requests, scoring=args.scoring, default_task=args.task, meta=meta,
                               postprocessing={name: t for name, t in tasks.items() if t.postprocess is not None},

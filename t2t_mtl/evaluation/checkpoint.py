@@ -55,6 +55,24 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
     return model, tokenizer, dict(meta or {}, path=str(path))
 
 
+def check_routing_device(model: Any, device: Any, path: Union[str, Path]) -> None:
+    """CheckpointError naming model.moe.backend and where it is kept when the MoE routing kernels of `model` (loaded
+    from `path`) cannot run on `device` (was the kernels' own error at the first forward, naming neither): backend
+    triton without CUDA or TRITON_INTERPRET=1, auto on CUDA where Triton failed to import. Task routing runs none."""
+    moe = getattr(model, "moe_config", None)
+    if moe is None or moe.routing == "task":
+        return
+    from t2t_kernels.moe import MoEKernelError, check_backend
+
+    try:
+        check_backend(moe.backend, device)
+    except MoEKernelError as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} routes its MoE layers with model.moe.backend "
+                              f"{moe.backend!r}, which cannot run here ({error}): set it to 'auto' or 'reference' "
+                              f"in the model.moe of the run's config.yaml, or the moe of a model folder's "
+                              f"config.json") from None
+
+
 def checked_checkpoint(path: Union[str, Path]) -> Path:
     """`path` as a Path where it names a model `load_checkpoint` can try to load: a model folder holding a T5-family
     model, or a run or checkpoint folder naming a checkpoint (a run's latest); else a CheckpointError as

@@ -1,0 +1,43 @@
+"""A model whose MoE routing kernels (`model.moe.backend`) cannot run on the device `eval` and `predict` put it on is
+refused as it is loaded, naming the setting and where it is kept."""
+from __future__ import annotations
+
+import pytest
+
+from t2t_mtl.cli import main as cli_main
+from t2t_mtl.model import build_model
+
+from engine_helpers import train_tiny_tokenizer
+
+DIMS = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+        "dropout_rate": 0.0}
+
+
+@pytest.fixture(scope="module")
+def triton_routed(tmp_path_factory):
+    """A token-routed MoE model folder saved with model.moe.backend triton (as a GPU run may choose)."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("moe_device")
+    tokenizer = AutoTokenizer.from_pretrained(str(train_tiny_tokenizer(root / "tok")))
+    model = build_model({"dims": DIMS, "moe": {"num_experts": 2, "top_k": 1, "every": 1, "backend": "triton"}},
+                        vocab_size=len(tokenizer))
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root / "model"
+
+
+@pytest.mark.parametrize("command", [["eval", "--tasks", "parity", "--max-examples", "2", "--no-progress"],
+                                     ["predict", "parity: 1 0 1"]])
+def test_a_routing_backend_that_cannot_run_on_the_device_is_refused_naming_the_setting(triton_routed, capsys,
+                                                                                       monkeypatch, command):
+    # was: the kernels' own error at the first forward, which names neither model.moe.backend nor where it is kept
+    import t2t_kernels.moe as kernels
+
+    monkeypatch.setattr(kernels, "_INTERPRETING", False)  # a CPU machine without TRITON_INTERPRET=1
+    assert cli_main([command[0], "--checkpoint", str(triton_routed), *command[1:]]) != 0
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: checkpoint {str(triton_routed)!r} routes its MoE layers with model.moe.backend 'triton', which "
+        f"cannot run here (backend='triton' cannot run on cpu: tensors are not on CUDA and TRITON_INTERPRET=1 was "
+        f"not set before t2t_kernels.moe was imported; use backend='reference'): set it to 'auto' or 'reference' in "
+        f"the model.moe of the run's config.yaml, or the moe of a model folder's config.json")
