@@ -371,3 +371,8 @@ def test_a_routing_backend_that_cannot_run_on_the_device_is_refused_before_token
         # the reference on CPU; task routing runs no routing kernel
         check_moe_backend(load_config(None, extra={**cfg, "model": {**cfg["model"], "moe": {**MOE, **moe}}}),
                           None, cpu)
+    # a model.name_or_path that is an MoE folder routes with its own config.json's moe (`saved`)
+    dense = load_config(None, extra={**cfg, "model": {key: v for key, v in cfg["model"].items() if key != "moe"}})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_moe_backend(dense, {"moe": {**MOE, "routing": routing, "backend": "triton"}}, cpu)
+    check_moe_backend(dense, {"moe": {**MOE, "routing": routing}}, cpu)
