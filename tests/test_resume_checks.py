@@ -185,3 +185,18 @@ def test_own_dims_are_a_pretrained_models_config_values_or_t5s_defaults():
     assert (own["dropout_rate"], own["d_model"]) == (0.3, 16)
     own = rc.own_dims(model_config_from_dict({"dims": {"dropout_rate": 0.05, "d_model": 8}}), None)
     assert (own["dropout_rate"], own["d_model"]) == (T5Config().dropout_rate, T5Config().d_model) == (0.1, 512)
+
+
+def test_a_changed_moe_upcycle_is_said_to_change_no_weight_on_a_resume(tmp_path):
+    # was: "... its weights fit, so the resumed run trains with the new settings from the resumed step", though upcycle
+    # only decides how a new run's experts start and a resume takes them from the checkpoint
+    was = {"name_or_path": None, "dims": {"d_model": 8}, "moe": {"num_experts": 4}}
+    warning = rc.model_change_warning(tmp_path, {"model": was}, {**was, "moe": {"num_experts": 4, "upcycle": False}})
+    assert warning == (f"this run's model settings differ from checkpoint {tmp_path}'s: model.moe.upcycle = the "
+                       f"default True there, False here; model.moe.upcycle only decides how a new run's experts start "
+                       f"(copies of the dense feed-forward layer, or freshly initialised): the resumed run takes them "
+                       f"from the checkpoint")
+    both = rc.model_change_warning(tmp_path, {"model": was}, {**was, "moe": {"num_experts": 4, "upcycle": False,
+                                                                             "top_k": 1}})
+    assert "; its weights fit, so the resumed run trains with the new settings" in both
+    assert both.endswith("the resumed run takes them from the checkpoint")

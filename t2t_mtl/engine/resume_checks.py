@@ -182,8 +182,9 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
     key a side leaves unset has the model's own value there, compared and named so ("the model's own 0.1"):
     `own_dims`, this run's model's (`own_dims`; None: not known, named "unset"), on the checkpoint's side only
     where its model.name_or_path is this run's; a model.moe key its default ("the default 2"). None when nothing
-    changed, or the checkpoint predates saving its model section. A changed model.name_or_path is said to change no
-    weight: a resume loads them all from the checkpoint (`universal_frozen` fills the frozen ones in the universal
+    changed, or the checkpoint predates saving its model section. A changed model.name_or_path (or model.moe.upcycle,
+    which only decides how a new run's experts start) is said to change no weight: a resume loads them all from the
+    checkpoint (`universal_frozen` fills the frozen ones in the universal
     format too); but a LoRA run in half precision is told that its export reads the frozen weights' fp32 values
     from the folder (`export._frozen_originals`)."""
     if meta.get("model") is None:
@@ -193,7 +194,7 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
         return None
     keys = {key for key, _, _ in changes}
     notes = ["its weights fit, so the resumed run trains with the new settings from the resumed step (resume with "
-             "the old ones to go on unchanged)"] if keys - {"model.name_or_path"} else []
+             "the old ones to go on unchanged)"] if keys - {"model.name_or_path", "model.moe.upcycle"} else []
     if "model.name_or_path" in keys and meta.get("lora") and meta.get("precision") in ("bf16", "fp16"):
         notes.append(f"the resumed run takes every weight, frozen ones too, from the checkpoint, but it holds the "
                      f"frozen ones in {meta['precision']} alone: export, eval and predict read their fp32 values from "
@@ -202,6 +203,9 @@ def model_change_warning(ckpt: Path, meta: Mapping[str, Any], model: Mapping[str
     elif "model.name_or_path" in keys:
         notes.append("the resumed run takes every weight, frozen ones too, from the checkpoint: model.name_or_path "
                      "only names what a new run starts from")
+    if "model.moe.upcycle" in keys:
+        notes.append("model.moe.upcycle only decides how a new run's experts start (copies of the dense feed-forward "
+                     "layer, or freshly initialised): the resumed run takes them from the checkpoint")
     named = "; ".join(f"{key} = {was} there, {now} here" for key, was, now in changes)
     return f"this run's model settings differ from checkpoint {ckpt}'s: {named}; {'; '.join(notes)}"
 
