@@ -376,3 +376,29 @@ def test_a_routing_backend_that_cannot_run_on_the_device_is_refused_before_token
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_moe_backend(dense, {"moe": {**MOE, "routing": routing, "backend": "triton"}}, cpu)
     check_moe_backend(dense, {"moe": {**MOE, "routing": routing}}, cpu)
+
+
+def test_more_experts_than_the_triton_kernels_take_are_refused_before_tokenizing(tmp_path, tok, monkeypatch):
+    # was: model.moe.num_experts passed up to 2**20 (the router's limit), and on a GPU the first training forward
+    # stopped in the dispatch, which takes at most 2**14 experts (as here, interpreted on CPU)
+    import t2t_kernels.moe as kernels
+    from t2t_kernels.moe import MoEKernelError, plan_dispatch
+    from t2t_mtl.config import ConfigError, load_config
+    from t2t_mtl.engine.model_checks import check_moe_backend
+
+    with pytest.raises(MoEKernelError, match="the Triton dispatch takes at most 16384 experts, got 16385"):
+        plan_dispatch(torch.zeros(1, 1, dtype=torch.long), 16385, backend="triton")
+    monkeypatch.setattr(kernels, "_TRITON_IMPORT_ERROR", None)  # (a GPU machine: Triton imports)
+
+    def config(**moe):
+        cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", model={"moe": {**MOE, "routing": "token", **moe}})
+        return load_config(None, extra=cfg)
+
+    gpu = torch.device("cuda", 0)  # (only its type is read: no tensor is made)
+    with pytest.raises(ConfigError) as refused:
+        check_moe_backend(config(num_experts=16385), None, gpu)
+    assert str(refused.value) == ("model.moe.backend='auto': the Triton routing takes at most 16384 experts, got "
+                                  "16385; use backend='reference'")
+    check_moe_backend(config(num_experts=16384), None, gpu)
+    check_moe_backend(config(num_experts=16385, backend="reference"), None, gpu)
+    check_moe_backend(config(num_experts=16385), None, torch.device("cpu"))  # (auto: the reference there)

@@ -13,7 +13,8 @@ the Triton path is differentiable once: a double backward through it raises):
 - `combine(y, plan, gates) -> Tensor [N, d]` (differentiable in y and gates);
 - `expert_capacity(num_tokens, num_experts, k, capacity_factor, min_capacity)`;
 - `load_balancing_loss(counts, prob_sums, num_tokens, k)`, `router_z_loss(lse)`;
-- `check_backend(backend, device)`: the error the ops would raise for a backend that cannot run on a device, up front.
+- `check_backend(backend, device, num_experts)`: the error the ops would raise for a backend that cannot run on a
+  device (or route that many experts), up front.
 """
 from __future__ import annotations
 
@@ -86,10 +87,12 @@ def _use_triton(backend: str, device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def check_backend(backend: str, device: torch.device) -> None:
+def check_backend(backend: str, device: torch.device, num_experts: Optional[int] = None) -> None:
     """MoEKernelError, saying why and what to use, when the ops cannot run `backend` on tensors of `device`: an
-    unknown backend, "triton" without CUDA or TRITON_INTERPRET=1, "auto" on CUDA where Triton failed to import."""
-    _use_triton(backend, device)
+    unknown backend, "triton" without CUDA or TRITON_INTERPRET=1, "auto" on CUDA where Triton failed to import, or
+    (given `num_experts`) more experts than the Triton kernels take."""
+    if _use_triton(backend, device) and num_experts is not None:
+        _check_experts(num_experts, min(_MAX_TILE, _MAX_DISPATCH_EXPERTS), "routing")
 
 
 def _is_int(value) -> bool:

@@ -103,15 +103,17 @@ def check_moe(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, 
 def check_moe_backend(cfg: Config, saved: Optional[Dict[str, Any]], device: torch.device) -> None:
     """ConfigError naming model.moe.backend when the routing kernels that the run's MoE settings (model.moe, else
     those of the local MoE folder it loads, whose config dict is `saved`) choose cannot run on its `device`, before
-    any data is read (it was the first training forward's traceback). Task routing runs no routing kernel."""
+    any data is read (it was the first training forward's traceback), as do more experts than the Triton kernels take.
+    Task routing runs no routing kernel."""
     moe = cfg.model.moe or (saved or {}).get("moe")
     if not moe or moe.get("routing", "token") == "task":
         return
     from t2t_kernels.moe import MoEKernelError, check_backend
+    from t2t_mtl.model.moe_config import MoEConfig
 
     backend = moe.get("backend", "auto")
     try:
-        check_backend(backend, device)
+        check_backend(backend, device, moe.get("num_experts", MoEConfig.num_experts))
     except MoEKernelError as err:
         raise ConfigError(f"model.moe.backend={backend!r}: {err}") from None
 

@@ -65,7 +65,7 @@ def check_routing_device(model: Any, device: Any, path: Union[str, Path]) -> Non
     from t2t_kernels.moe import MoEKernelError, check_backend
 
     try:
-        check_backend(moe.backend, device)
+        check_backend(moe.backend, device, moe.num_experts)
     except MoEKernelError as error:
         raise CheckpointError(f"checkpoint {str(path)!r} routes its MoE layers with model.moe.backend "
                               f"{moe.backend!r}, which cannot run here ({error}): set it to 'auto' or 'reference' "
