@@ -2216,3 +2216,26 @@ def test_a_model_folders_meta_that_is_not_json_is_named_before_the_model_loads(t
         checkpoint_meta(folder)
     assert str(refused.value).startswith(f"checkpoint {str(folder)!r} could not be loaded: model folder {folder}: its "
                                          f"t2t_mtl_meta.json could not be read: ")
+
+
+@pytest.mark.parametrize("config, flags, ignored", [
+    ({"evaluation": {"scoring": "rank"}}, ["--num-beams", "3"], "--num-beams sets the beam width of generation"),
+    ({"evaluation": {"scoring": "rank"}}, ["--max-new-tokens", "5"], "--max-new-tokens limits generation"),
+    ({"evaluation": {"scoring": "generate"}}, ["--length-norm"], "--length-norm changes how answer choices are ranked"),
+])
+def test_eval_refuses_an_option_that_the_runs_own_scoring_ignores(config, flags, ignored, checkpoint, monkeypatch,
+                                                                  capsys):
+    # was: refused only against --scoring given, so `eval` of a run evaluating with scoring: rank (the quickstart's)
+    # took --num-beams 3 or --max-new-tokens 5 and scored as without them, not a word said
+    scoring = config["evaluation"]["scoring"]
+    seen = _eval_settings_seen(monkeypatch, checkpoint, config, "scoring")
+    task_registry.load_builtin_tasks()
+    task = task_registry.list_tasks()[0]
+    capsys.readouterr()
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, *flags]) == 2
+    assert "settings" not in seen
+    assert capsys.readouterr().err == (f"error: {ignored}; it has no effect with the run's evaluation.scoring: "
+                                       f"{scoring} (--scoring overrides it)\n")
+    other = "generate" if scoring == "rank" else "rank"
+    assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--scoring", other, *flags]) == 2
+    assert seen["settings"].scoring == other  # (the option given wins: scored, up to the patched evaluation)

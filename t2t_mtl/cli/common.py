@@ -156,14 +156,18 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def ignored_scoring_option(args: argparse.Namespace) -> Optional[str]:
-    """Why an option of `eval` / `predict` would have no effect with the chosen `--scoring` (None: none would)."""
-    if args.length_norm and args.scoring == "generate":
-        return "--length-norm changes how answer choices are ranked; it has no effect with --scoring generate"
-    if (args.num_beams or 1) > 1 and args.scoring == "rank":
-        return "--num-beams sets the beam width of generation; it has no effect with --scoring rank"
-    if args.max_new_tokens is not None and args.scoring == "rank":
-        return "--max-new-tokens limits generation; it has no effect with --scoring rank"
+def ignored_scoring_option(args: argparse.Namespace, run_scoring: Optional[str] = None) -> Optional[str]:
+    """Why an option of `eval` / `predict` would have no effect with the chosen `--scoring`, else (none given) with
+    `run_scoring`, the run's `evaluation.scoring` that `eval` scores with then (None: none would)."""
+    scoring = args.scoring or run_scoring
+    chosen = (f"--scoring {scoring}" if args.scoring
+              else f"the run's evaluation.scoring: {scoring} (--scoring overrides it)")
+    if args.length_norm and scoring == "generate":
+        return f"--length-norm changes how answer choices are ranked; it has no effect with {chosen}"
+    if (args.num_beams or 1) > 1 and scoring == "rank":
+        return f"--num-beams sets the beam width of generation; it has no effect with {chosen}"
+    if args.max_new_tokens is not None and scoring == "rank":
+        return f"--max-new-tokens limits generation; it has no effect with {chosen}"
     if getattr(args, "choices", None) is not None and args.scoring == "generate":
         return "--choices are ranked by log-likelihood; with --scoring generate they would be ignored"
     return None

@@ -353,6 +353,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         if run_data_dir:  # (where the run read its hub datasets)
             task_registry.set_data_dir(run_data_dir)
         settings = eval_settings(args, meta)
+        ignored = None if args.scoring else ignored_scoring_option(args, run_scoring=settings.scoring)
+        if ignored:  # (an option against the run's own scoring; against --scoring given: refused above)
+            raise ValueError(ignored)
         tasks = select_tasks(args, meta)
         run_bigbench = [name for name in run_bigbench_tasks(args, meta) if name not in tasks]
         tasks += run_bigbench
