@@ -115,6 +115,9 @@ INPUT_PART_CHARS = 2000
 BIGBENCH_SEED = 42  # JsonTask's default random_seed, which seeds the choice listing of each example
 GRADE = "multiple_choice_grade"
 _UNSAFE_IN_LITERAL = ("}}", "endraw")
+#: the task.json keys of text put into every prompt (a JSON null: none)
+PREFIX_KEYS = ("task_prefix", "example_input_prefix", "example_output_prefix", "choice_prefix",
+               "few_shot_example_separator")
 
 PathLike = Union[str, os.PathLike]
 
@@ -129,9 +132,10 @@ def _task_file(path: PathLike) -> Path:
 
 
 def read_task_json(path: PathLike) -> dict[str, Any]:
-    """The parsed task.json, checked: `examples` is a non-empty list, each with `input` and `target_scores` (without
-    an explicit `target`, one choice scoring above the others, as BIG-bench requires); its `metrics` and
-    `preferred_score`, when given, name `multiple_choice_grade`. A task with subtasks (no `examples`,
+    """The parsed task.json, checked: `examples` is a non-empty list, each with a string `input` and `target_scores`
+    (without an explicit `target`, one choice scoring above the others, as BIG-bench requires); its prefixes
+    (`PREFIX_KEYS`) are strings or null; its `metrics` and `preferred_score`, when given, name
+    `multiple_choice_grade`. A task with subtasks (no `examples`,
     `<subtask>/task.json` folders beside it) is refused naming them: each subtask's folder is imported on its own."""
     path = _task_file(path)
     try:
@@ -152,6 +156,9 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
     for index, example in enumerate(examples):
         if not isinstance(example, dict) or "input" not in example:
             raise TaskDefinitionError(f"{str(path)!r}: example {index} has no 'input'")
+        if not isinstance(example["input"], str):
+            raise TaskDefinitionError(f"{str(path)!r}: example {index}: 'input' must be a string (the text the "
+                                      f"example asks), got {example['input']!r}")
         scores = example.get("target_scores")
         if not isinstance(scores, dict) or not scores:
             raise TaskDefinitionError(
@@ -184,6 +191,9 @@ def read_task_json(path: PathLike) -> dict[str, Any]:
     absolute = data.get("absolute_normalization", False)
     if not isinstance(absolute, bool):
         raise TaskDefinitionError(f"{str(path)!r}: 'absolute_normalization' must be true or false, got {absolute!r}")
+    for key in PREFIX_KEYS:
+        if not isinstance(data.get(key, ""), (str, type(None))):
+            raise TaskDefinitionError(f"{str(path)!r}: {key!r} must be a string (or null: none), got {data[key]!r}")
     _check_scored_by_grade(data, path)
     return data
 
@@ -278,7 +288,7 @@ def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         scores = example["target_scores"]
         choices = listed_choices(scores)
         best = max(scores.values())
-        text = str(example["input"])
+        text = example["input"]
         target = next(c for c in scores if scores[c] == best)
         shown = example.get("target", target)
         rows.append({"idx": index, "input": text,
@@ -302,7 +312,7 @@ def _literal(text: str, key: str, path: str) -> str:
 def _prefix(data: dict[str, Any], key: str, default: str) -> str:
     """The task's `key` prefix, `default` when absent; a JSON null is no prefix (not the text "None")."""
     value = data.get(key, default)
-    return "" if value is None else str(value)
+    return "" if value is None else value
 
 
 def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template:

@@ -738,3 +738,27 @@ def test_choices_without_a_highest_score_get_the_first_listed_choice(tmp_path, t
     rows = task.load_rows("test")
     assert [p["prediction"] for p in result.predictions] == [rows[p["row"]]["choices"][0] for p in result.predictions]
     assert len(result.predictions) == len(examples)
+
+
+@pytest.mark.parametrize("value", [None, 12, ["a", "b"]], ids=["null", "number", "list"])
+def test_an_input_that_is_not_text_is_refused_naming_the_example(tmp_path, value):
+    # was written into the prompt as Python prints it ("None", "12", "['a', 'b']") and scored without a word, where
+    # BIG-bench's formatting (input prefix + input) stops on it
+    folder = _write_task(tmp_path / "odd_input", {"name": "odd_input", "examples": [
+        {"input": "q", "target_scores": {"yes": 1, "no": 0}}, {"input": value, "target_scores": {"yes": 0, "no": 1}}]})
+    with pytest.raises(task_registry.TaskDefinitionError) as refused:
+        load_bigbench_task(folder)
+    assert str(refused.value) == (f"{str(folder / 'task.json')!r}: example 1: 'input' must be a string (the text "
+                                  f"the example asks), got {value!r}")
+
+
+@pytest.mark.parametrize("key", ["task_prefix", "example_input_prefix", "example_output_prefix", "choice_prefix",
+                                 "few_shot_example_separator"])
+def test_a_prefix_that_is_not_text_is_refused_naming_the_key(tmp_path, key):
+    # was written into every prompt as Python prints it (["Q:"] as "['Q:']", 1 as "1"); a null one is no prefix
+    folder = _write_task(tmp_path / "odd_prefix", {"name": "odd_prefix", key: ["Q:"], "examples": [
+        {"input": "q", "target_scores": {"yes": 1, "no": 0}}]})
+    with pytest.raises(task_registry.TaskDefinitionError) as refused:
+        load_bigbench_task(folder)
+    assert str(refused.value) == (f"{str(folder / 'task.json')!r}: {key!r} must be a string (or null: none), got "
+                                  f"['Q:']")
