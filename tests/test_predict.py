@@ -844,3 +844,32 @@ def test_inputs_given_their_task_by_the_task_option_are_counted_in_the_unregiste
     err = capsys.readouterr().err
     assert f"warning: task 'alpha', which model folder {folder} was trained on, is not registered here: 2 inputs " \
            f"naming it are answered without the postprocess" in err, err
+
+
+def test_an_over_long_input_of_a_bigbench_line_keeps_its_end_as_evaluation_keeps_it(dense_dir, bigbench_dir, capsys,
+                                                                                  monkeypatch):
+    # was: cut at its end, keeping its beginning, where evaluation keeps the end of a BIG-bench task's input (as
+    # BIG-bench's model wrapper does): analogical_similarity's lines, its long task prefix first, were each scored on
+    # that prefix alone, so every line got the same scores and answer, whatever its question
+    import task_registry
+    from task_registry.bigbench import import_bigbench
+
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    with task_registry.isolated_registry():
+        import_bigbench(bigbench_dir / "analogical_similarity")
+        assert main(["tasks", "preview", "bigbench_analogical_similarity", "-n", "2", "--jsonl"]) == 0
+        preview = capsys.readouterr().out
+        monkeypatch.setattr("sys.stdin", io.StringIO(preview))
+        assert main(["predict", "--checkpoint", str(dense_dir), "--jsonl", "--input", "-",
+                     "--max-input-length", "32"]) == 0
+        answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for line, answer in zip([json.loads(line) for line in preview.splitlines()], answers):
+        end = torch.tensor([tokenizer(line["inputs"]).input_ids[-32:]])  # its last 31 tokens and T5's EOS
+        reference = []
+        for choice in line["answer_choices"]:
+            labels = tokenizer(text_target=choice, return_tensors="pt").input_ids
+            with torch.no_grad():
+                logits = model(input_ids=end, labels=labels).logits
+            reference.append(float(torch.log_softmax(logits.float(), -1).gather(-1, labels[..., None]).sum()))
+        assert answer["scores"] == pytest.approx(reference, abs=1e-4)
+    assert answers[0]["scores"] != pytest.approx(answers[1]["scores"], abs=1e-4)

@@ -11,7 +11,8 @@ object, its keys in their order, with `prediction` (and `scores` when ranked) af
 a task that has a `postprocess` is that postprocess's output, as evaluation scores it (a ranked one is the answer
 choice as written, as in rank classification). A ranked input of a task whose evaluation protocol breaks a tie between
 answer choices by its own rule (BIG-bench's, reading the line's `choice_file_positions`, which `tasks preview --jsonl`
-writes) is picked by that rule, as evaluation picks it; else the first of the highest-scoring choices is.
+writes) is picked by that rule, as evaluation picks it; else the first of the highest-scoring choices is. An
+over-long input of such a task is cut as evaluation cuts it (BIG-bench's keeps its end); others keep their beginning.
 """
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
               implied: bool = False) -> Optional[list[int]]:
     """Each request's routing task id (None when the model takes no task ids). `task_tokens`: the model has
     task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `served` is used for its
-    postprocess or its tie rule; `registered`: the tasks the caller knows (served or not), for the error of a
-    `default_task` that would change nothing (`implied`: the model's own task, which is no error)."""
+    postprocess, its tie rule or the side its over-long inputs are cut from; `registered`: the tasks the caller knows
+    (served or not), for the error of a `default_task` that would change nothing (`implied`: the model's own task,
+    which is no error)."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
         if default_task is not None and not implied and not task_tokens and default_task not in served:
             raise _idle_task_error(default_task, default_task in registered)
@@ -118,6 +120,13 @@ def _longest_first(model: Any, tokenizer: Any, inputs: Sequence[str], rows: list
         return rows
     lengths = dict(zip(rows, input_lengths(tokenizer, [inputs[i] for i in rows])))
     return sorted(rows, key=lambda row: -lengths[row])
+
+
+def _truncation_side(task: Optional[str], protocols: Mapping[str, Any]) -> str:
+    """The side an over-long input of `task` is cut from: its `EvalProtocol`'s in `protocols` (BIG-bench's keeps the
+    end), as evaluation cuts it; else "right", keeping the beginning."""
+    protocol = protocols.get(task) if task is not None else None
+    return "right" if protocol is None else protocol.truncation_side
 
 
 def _postprocessed(texts: list[str], tasks: Sequence[Optional[str]], postprocessing: Mapping[str, Any]) -> list[str]:
@@ -205,7 +214,9 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     `postprocessed` a generated prediction of that task goes through, as evaluation scores it; ranked ones are the
     answer choice as written. `pick_protocols` maps task names to the `EvalProtocol` whose `pick` chooses among a
     ranked input's scores, as evaluation does (a benchmark's tie rule), given the `pick_fields` in the input's JSON
-    row (`_choice_pickers`); otherwise the first of the highest-scoring choices is the prediction. Where an input is
+    row (`_choice_pickers`); otherwise the first of the highest-scoring choices is the prediction. An input longer
+    than `max_input_length` tokens is cut from its task's `truncation_side` in `pick_protocols`, as evaluation cuts it
+    (BIG-bench's keeps the end); otherwise its beginning is kept. Where an input is
     generated, an EvaluationError (`check_generation_sizes`) for a beam width past the model's vocabulary or more new
     tokens than `MAX_NEW_TOKENS`, before any input is scored.
     """
@@ -223,31 +234,33 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
         check_generation_sizes(num_beams, max_new_tokens, model)
     postprocessing, pick_protocols = postprocessing or {}, pick_protocols or {}
     tokens = find_task_tokens(tokenizer)
-    served = {*postprocessing, *(name for name, protocol in pick_protocols.items() if protocol.pick_fields)}
+    served = {*postprocessing, *(name for name, protocol in pick_protocols.items()
+                                 if protocol.pick_fields or protocol.truncation_side != "right")}
     task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), served=served,
                          registered={*postprocessing, *pick_protocols}, implied=implied)
     _warn_of_untrained_tasks(model, requests, default_task, tokens)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
+    sides = [_truncation_side(r.task or default_task, pick_protocols) for r in requests]  # (as evaluation cuts them)
     generated = _longest_first(model, tokenizer, inputs, sorted(set(range(len(requests))) - set(ranked)))
     ranked = _longest_first(model, tokenizer, inputs, ranked)
     pickers = _choice_pickers(requests, ranked, default_task, pick_protocols)
     results: list[Optional[Prediction]] = [None] * len(requests)
     with capacity_drops(model) as drops:
-        for limit in sorted(set(limits)):
-            rows = [i for i in generated if limits[i] == limit]
+        for limit, side in sorted(set(zip(limits, sides))):
+            rows = [i for i in generated if (limits[i], sides[i]) == (limit, side)]
             texts = generate_texts(model, tokenizer, [inputs[i] for i in rows], num_beams=num_beams,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size, max_input_length=limit,
-                                   task_ids=_subset(task_ids, rows)) if rows else []
+                                   task_ids=_subset(task_ids, rows), truncation_side=side) if rows else []
             tasks = [requests[i].task or default_task for i in rows]
             for i, text, task, answer in zip(rows, texts, tasks, _postprocessed(texts, tasks, postprocessing)):
                 results[i] = Prediction(requests[i], answer, output=text if task in postprocessing else None)
-            rows = [i for i in ranked if limits[i] == limit]
+            rows = [i for i in ranked if (limits[i], sides[i]) == (limit, side)]
             scores = score_choices(model, tokenizer, [inputs[i] for i in rows],
                                    [requests[i].answer_choices for i in rows], length_normalize=length_normalize,
                                    batch_size=batch_size, max_input_length=limit,
-                                   task_ids=_subset(task_ids, rows)) if rows else []
+                                   task_ids=_subset(task_ids, rows), truncation_side=side) if rows else []
             for i, row in zip(rows, scores):
                 results[i] = Prediction(requests[i], requests[i].answer_choices[pickers.get(i, argmax_first)(row)],
                                         row)
