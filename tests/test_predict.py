@@ -873,3 +873,34 @@ def test_an_over_long_input_of_a_bigbench_line_keeps_its_end_as_evaluation_keeps
             reference.append(float(torch.log_softmax(logits.float(), -1).gather(-1, labels[..., None]).sum()))
         assert answer["scores"] == pytest.approx(reference, abs=1e-4)
     assert answers[0]["scores"] != pytest.approx(answers[1]["scores"], abs=1e-4)
+
+
+def test_inputs_longer_than_the_input_limit_are_warned_of_with_the_limit_that_holds_them(dense_dir, caplog):
+    # was: cut to --max-input-length and answered on the part that fits without a word, where eval warns of its
+    # truncated inputs and names the limit that holds them whole
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    lengths = [len(tokenizer(text).input_ids) for text in INPUTS]  # (EOS counted, as the limit counts it)
+    limit = sorted(lengths)[1]  # (the longest input alone is over it)
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        predict(model, tokenizer, [PredictRequest(text, list(CHOICES)) for text in INPUTS], max_input_length=limit)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"1 of 3 inputs are longer than max_input_length={limit} tokens and are answered on the part that fits (the "
+        f"model sees only their beginning); to answer them whole, raise it to {max(lengths)} tokens (t2t-mtl predict "
+        f"--max-input-length {max(lengths)})"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        predict(model, tokenizer, [PredictRequest(text, list(CHOICES)) for text in INPUTS],
+                max_input_length=max(lengths))
+    assert not caplog.records
+    caplog.clear()  # an input of a task whose evaluation keeps an over-long input's end (BIG-bench's) is cut so
+    from task_registry.eval_protocol import EvalProtocol
+
+    requests = [PredictRequest(text, list(CHOICES), task="ends" if index == 0 else None)
+                for index, text in enumerate(INPUTS)]
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        predict(model, tokenizer, requests, max_input_length=min(lengths) - 1,
+                pick_protocols={"ends": EvalProtocol(truncation_side="left")})
+    assert [record.getMessage() for record in caplog.records] == [
+        f"3 of 3 inputs are longer than max_input_length={min(lengths) - 1} tokens and are answered on the part that "
+        f"fits (the model sees only the beginning of 2 and the end of 1); to answer them whole, raise it to "
+        f"{max(lengths)} tokens (t2t-mtl predict --max-input-length {max(lengths)})"]

@@ -129,6 +129,24 @@ def _truncation_side(task: Optional[str], protocols: Mapping[str, Any]) -> str:
     return "right" if protocol is None else protocol.truncation_side
 
 
+def _warn_of_truncated_inputs(tokenizer: Any, inputs: Sequence[str], limits: Sequence[int], sides: Sequence[str],
+                              max_input_length: int) -> None:
+    """Log how many `inputs` are longer than their limit (`limits`: `max_input_length`, plus a task token on top), so
+    that each is answered on the part that fits (cut from its `sides`), and the limit that holds them whole."""
+    over = [(length - (limit - max_input_length), side)
+            for length, limit, side in zip(input_lengths(tokenizer, inputs), limits, sides) if length > limit]
+    if not over:
+        return
+    parts = {"right": "beginning", "left": "end"}  # (what the model sees of an input cut from that side)
+    counts = {side: count for side in parts if (count := sum(cut == side for _, cut in over))}
+    seen = (f"their {parts[next(iter(counts))]}" if len(counts) == 1
+            else " and ".join(f"the {parts[side]} of {count}" for side, count in counts.items()))
+    needed = max(length for length, _ in over)
+    logger.warning("%d of %d inputs are longer than max_input_length=%d tokens and are answered on the part that fits "
+                   "(the model sees only %s); to answer them whole, raise it to %d tokens (t2t-mtl predict "
+                   "--max-input-length %d)", len(over), len(inputs), max_input_length, seen, needed, needed)
+
+
 def _postprocessed(texts: list[str], tasks: Sequence[Optional[str]], postprocessing: Mapping[str, Any]) -> list[str]:
     """Each of `texts` through the `postprocessed` of its task in `postprocessing` (as is when its task is not)."""
     return [postprocessing[task].postprocessed([text])[0] if task in postprocessing else text
@@ -243,6 +261,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
     sides = [_truncation_side(r.task or default_task, pick_protocols) for r in requests]  # (as evaluation cuts them)
+    _warn_of_truncated_inputs(tokenizer, inputs, limits, sides, max_input_length)
     generated = _longest_first(model, tokenizer, inputs, sorted(set(range(len(requests))) - set(ranked)))
     ranked = _longest_first(model, tokenizer, inputs, ranked)
     pickers = _choice_pickers(requests, ranked, default_task, pick_protocols)
