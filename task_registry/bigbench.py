@@ -92,7 +92,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Optional, Sequence, Tuple, 
 
 import numpy
 
-from .errors import DataSourceError, TaskDefinitionError
+from .errors import DataSourceError, DuplicateRegistrationError, TaskDefinitionError
 from .eval_protocol import EvalProtocol
 from .few_shot_format import FewShotFormat
 from .lazy_modules import LazyModule
@@ -474,7 +474,7 @@ def import_bigbench(directory: PathLike, *, overwrite: bool = False) -> list[str
     """Register every `<task>/task.json` under `directory` (or the one task.json it names); returns names.
 
     A task already registered from the same file is kept (the import is idempotent); another task of the
-    same name is an error unless `overwrite`.
+    same name is an error unless `overwrite` (another task.json's naming both files).
     """
     directory = Path(directory)
     if directory.is_file() or (directory / "task.json").is_file():
@@ -492,10 +492,14 @@ def import_bigbench(directory: PathLike, *, overwrite: bool = False) -> list[str
             existing = get_task(task.name)
         except KeyError:
             existing = None
-        same_file = isinstance(getattr(existing, "source", None), BigBenchSource) and \
-            existing.source.path.resolve() == file.resolve()
+        from_bigbench = isinstance(getattr(existing, "source", None), BigBenchSource)
+        same_file = from_bigbench and existing.source.path.resolve() == file.resolve()
         if existing is None or overwrite:
             register_task(task, overwrite=overwrite)
+        elif from_bigbench and not same_file:
+            raise DuplicateRegistrationError(
+                f"BIG-bench task files {str(existing.source.path)!r} and {str(file)!r} both make the task "
+                f"{task.name!r} (named by a task.json's 'name', else by its folder); give one of them another 'name'")
         elif not same_file:
             register_task(task)  # raises DuplicateRegistrationError naming the task
         names.append(task.name)

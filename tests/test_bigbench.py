@@ -762,3 +762,17 @@ def test_a_prefix_that_is_not_text_is_refused_naming_the_key(tmp_path, key):
         load_bigbench_task(folder)
     assert str(refused.value) == (f"{str(folder / 'task.json')!r}: {key!r} must be a string (or null: none), got "
                                   f"['Q:']")
+
+
+def test_two_task_files_making_one_task_are_both_named_with_a_remedy_the_command_line_can_take(tmp_path):
+    # was: "a task named 'bigbench_same' is already registered (Task(...)); pass overwrite=True to replace it": the
+    # second file unnamed, and a remedy from Python that `eval --bigbench DIR` (or evaluation.bigbench) cannot take
+    examples = [{"input": "q", "target_scores": {"yes": 1, "no": 0}}]
+    one = _write_task(tmp_path / "one", {"name": "same", "examples": examples})
+    two = _write_task(tmp_path / "two", {"name": "same", "examples": examples})
+    with task_registry.isolated_registry():
+        with pytest.raises(task_registry.DuplicateRegistrationError) as refused:
+            import_bigbench(tmp_path)
+    assert str(refused.value) == (
+        f"BIG-bench task files {str(one / 'task.json')!r} and {str(two / 'task.json')!r} both make the task "
+        f"'bigbench_same' (named by a task.json's 'name', else by its folder); give one of them another 'name'")
