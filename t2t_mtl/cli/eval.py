@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_decoding_options(parser, "examples")
     parser.add_argument("--shots", type=int, default=None, metavar="K",
                         help="k-shot: K solved demonstrations of the same template before each input, drawn with the "
-                             "run's seed (default: the run's evaluation.num_shots, else 0: zero-shot)")
+                             "run's seed (a BIG-bench task's: its own k-shot prompt, drawn as BIG-bench draws it) "
+                             "(default: the run's evaluation.num_shots, else 0: zero-shot)")
     parser.add_argument("--shots-split", default=None,
                         help="split the demonstrations come from (default: the run's evaluation.shots_split, else "
                              "train, else another split, else the evaluated split without the example's own row or "
