@@ -375,3 +375,27 @@ def test_thompson_arms_whose_beta_samples_all_underflow_to_zero_win_as_the_untru
     assert float(np.sum((counts - n * expected) ** 2 / (n * expected))) < 20.0, counts
     estimate = np.array(list(sampler.probabilities().values()))  # from estimate_samples = 4000 draws
     assert np.all(np.abs(estimate - expected) <= 5 * np.sqrt(expected * (1 - expected) / 4000))
+
+
+def test_uncertainty_rates_table_shows_the_candidates_scored_and_kept():
+    """The rates table a run logs at its start and at a resume shows what CA-MTL selection drew: each task's
+    candidates scored (`drawn`: b per task and selection on every rank, counted over the ranks) and kept (`selected`,
+    this rank's, and their share), not the 0 draws of `next_task`, which the selection never calls."""
+    sampler = build_sampler({"strategy": "uncertainty", "pool_per_task": 2}, SIZES, seed=0, rank=1, world_size=2,
+                            log=False)
+    spaces = {t: 4 for t in SIZES}
+    assert sampler.select({"a": [0.1, 0.2], "b": [0.9, 0.8], "c": [0.5, 0.0]}, spaces) == [("b", 0), ("b", 1)]
+    assert sampler.select({"a": [0.7, 0.2], "b": [0.1, 0.8], "c": [0.5, 0.0]}, spaces) == [("b", 1), ("a", 0)]
+    with pytest.raises(SamplingError, match="answer-space size"):  # a refused selection counts nothing
+        sampler.select({"a": [0.1, 0.2]}, {"b": 4})
+    assert sampler.drawn() == {"a": 8, "b": 8, "c": 8}  # 2 selections x 2 candidates x 2 ranks
+    expected = ["uncertainty sampler (homogeneous), epoch 0",
+                "task        size      prob       drawn  realised    selected  sel.share",
+                "a           1000    0.3333           8    0.3333           1     0.2500",
+                "b           1000    0.3333           8    0.3333           3     0.7500",
+                "c           1000    0.3333           8    0.3333           0     0.0000"]
+    assert sampler.describe().split("\n") == expected
+    resumed = build_sampler({"strategy": "uncertainty", "pool_per_task": 2}, SIZES, seed=0, rank=1, world_size=2,
+                            log=False)
+    resumed.load_state_dict(sampler.state_dict())
+    assert resumed.describe().split("\n") == expected

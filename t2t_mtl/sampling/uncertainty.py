@@ -95,12 +95,18 @@ class UncertaintySelectionSampler(MixtureSampler):
 
     def select(self, entropies: Entropies, answer_space_sizes: Mapping[str, int],
                k: Optional[int] = None) -> list[tuple[str, int]]:
-        """Keep the `k` (default b) highest-U candidates; counts them per task for `rates_table()`."""
+        """Keep the `k` (default b) highest-U candidates; counts them per task (`selected`), and the candidates
+        scored as the task's draws (`drawn`: every rank scores a pool of the same make-up, so this rank's count
+        times the world size), for `rates_table()`."""
+        import torch
+
         unknown = [t for t in entropies if t not in self.task_sizes]
         if unknown:
             raise SamplingError(f"entropies given for tasks not in the mixture: {', '.join(map(str, unknown))}")
         chosen = select_uncertain(entropies, answer_space_sizes, self.pool_per_task if k is None else k)
         position = {t: i for i, t in enumerate(self.tasks)}
+        for task, ent in entropies.items():
+            self._drawn[position[task]] += torch.as_tensor(ent).numel() * self.world_size
         for task, _ in chosen:
             self._selected[position[task]] += 1
         return chosen
@@ -115,6 +121,15 @@ class UncertaintySelectionSampler(MixtureSampler):
         for row, count in zip(rows, self._selected):
             row.update(selected=count, selected_share=count / total if total else 0.0)
         return rows
+
+    def describe(self) -> str:
+        """The base table with two more columns: each task's candidates kept (`selected`, this rank's) and their
+        share of all kept, what the selection trains on."""
+        lines = super().describe().split("\n")
+        lines[1] += f"  {'selected':>10}  {'sel.share':>9}"
+        for i, row in enumerate(self.rates_table(), start=2):
+            lines[i] += f"  {row['selected']:>10}  {row['selected_share']:>9.4f}"
+        return "\n".join(lines)
 
     def _compute_probabilities(self) -> np.ndarray:
         return np.full(len(self.tasks), 1.0 / len(self.tasks))
