@@ -2021,3 +2021,17 @@ def test_the_initialisation_record_of_a_relative_folder_holds_its_absolute_path_
     (tmp_path / "hf" / "t2t_mtl_meta.json").write_text(json.dumps({"step": 3, "task": None, "vocab_size": 9}))
     monkeypatch.chdir(tmp_path)
     assert initialisation_record("hf") == {"path": str(tmp_path.resolve() / "hf"), "step": 3}
+
+
+def test_a_sampling_schedule_a_run_ends_before_is_named_in_a_warning(tmp_path, tok, cache, capsys):
+    # was: nothing said: annealed over 32 examples, 4 a step, 3 steps: the last starts at epoch 0.25, so every step
+    # drew at alpha 1 and sampling.epochs had no effect
+    tasks_dir = write_yaml_task(write_yaml_task(tmp_path / "tasks", "small", rows=8), "large", rows=24)
+    cfg = tiny_config(tmp_path / "run", tok, cache, data={"tasks": ["small", "large"], "tasks_dir": str(tasks_dir)},
+                      sampling={"strategy": "annealed", "epochs": 3}, training={"steps": 3})
+    train(cfg, evaluate_held_in=False)
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "schedule" in line]
+    assert warnings == ["warning: sampling.strategy 'annealed' changes its rates over the epochs of the mixture's 32 "
+                        "examples, but the run's last step starts at epoch 0.25 of them, before its first change: it "
+                        "draws by its rates of now throughout, so the schedule has no effect; train longer, or on "
+                        "fewer examples (data.max_examples_per_task)"]

@@ -122,3 +122,46 @@ def test_a_routing_backend_under_task_routing_is_warned_of_as_it_runs_no_routing
     assert warnings("model.moe.routing=task", "model.moe.task_names=[a, b]") == []
     assert warnings("model.moe.routing=hybrid", "model.moe.task_names=[a, b]", "model.moe.backend=reference") == []
     assert warnings("model.moe.backend=reference") == []
+
+
+def test_a_sampling_schedule_the_run_never_moves_is_warned_of_at_its_edge():
+    # annealed over 32 examples (8 and 24): alpha 1 until epoch 1 starts; a last step that starts before it draws at
+    # alpha 1 throughout, one that starts at it draws at alpha 5/3 (epoch 2 of 3)
+    from t2t_mtl.engine.idle_settings import idle_schedule_warning
+    from t2t_mtl.sampling import build_sampler
+
+    sizes = {"small": 8, "large": 24}
+    annealed = build_sampler({"strategy": "annealed", "epochs": 3}, sizes, seed=0, log=False)
+    assert idle_schedule_warning(annealed, 28 / 32, 32) == (
+        "sampling.strategy 'annealed' changes its rates over the epochs of the mixture's 32 examples, but the run's "
+        "last step starts at epoch 0.875 of them, before its first change: it draws by its rates of now throughout, "
+        "so the schedule has no effect; train longer, or on fewer examples (data.max_examples_per_task)")
+    assert idle_schedule_warning(annealed, 1.0, 32) is None
+    assert annealed.epoch == 0 and annealed.probabilities()["small"] == 0.25  # (the sampler itself never moved)
+    dynamic = build_sampler({"strategy": "dynamic_temperature", "alpha_0": 2, "alpha_max": 4, "warmup_epochs": 2},
+                            sizes, seed=0, log=False)
+    assert idle_schedule_warning(dynamic, 0.5, 32) is not None and idle_schedule_warning(dynamic, 1.5, 32) is None
+    # no schedule to leave idle: rates constant over the epochs, learned ones, tasks of one size
+    for config, task_sizes in (({"strategy": "temperature", "alpha": 2}, sizes),
+                               ({"strategy": "bandit_softmax", "metric": "loss"}, sizes),
+                               ({"strategy": "annealed", "epochs": 3}, {"a": 16, "b": 16})):
+        assert idle_schedule_warning(build_sampler(config, task_sizes, seed=0, log=False), 0.1, 32) is None
+
+
+def test_a_registered_samplers_schedule_is_not_looked_at():
+    # its instance may hold what a copy cannot take (a lock here): the run's start must not fail on a warning
+    import threading
+
+    from t2t_mtl.engine.idle_settings import idle_schedule_warning
+    from t2t_mtl.sampling.registry import STRATEGIES
+    from t2t_mtl.sampling.static import AnnealedSampler
+
+    class LockedAnnealed(AnnealedSampler):
+        strategy = "locked_annealed"
+
+        def __init__(self, task_sizes, **kwargs):
+            super().__init__(task_sizes, **kwargs)
+            self.lock = threading.Lock()
+
+    sampler = LockedAnnealed({"small": 8, "large": 24}, epochs=3, seed=0)
+    assert "locked_annealed" not in STRATEGIES and idle_schedule_warning(sampler, 0.5, 32) is None

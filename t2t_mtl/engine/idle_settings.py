@@ -18,7 +18,7 @@ from t2t_mtl.engine.signal_checks import validation_users
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
 
-__all__ = ["config_warnings", "sampling_warnings", "unused_mixture_rates"]
+__all__ = ["config_warnings", "idle_schedule_warning", "sampling_warnings", "unused_mixture_rates"]
 
 
 def unused_mixture_rates(cfg: Config) -> Optional[str]:
@@ -141,6 +141,30 @@ def sampling_warnings(cfg: Config) -> List[str]:
                    "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
                    "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
     return out
+
+
+#: an epoch past the end of every shipped schedule over epochs (annealed's sampling.epochs, dynamic_temperature's
+#: warm-up), where a sampler's rates are those its schedule ends at
+PAST_SCHEDULES = 1e9
+
+
+def idle_schedule_warning(sampler: MixtureSampler, last_epoch: float, total_examples: int) -> Optional[str]:
+    """The warning for a `sampler` whose rates follow a schedule over the epochs of the mixture's `total_examples`
+    (they differ at a later epoch) that a run whose last step starts at epoch `last_epoch` never moves: its rates there
+    are those it draws by now, so the schedule's settings have no effect. None for a run that reaches a change, and
+    for rates no epoch changes (a constant strategy, one that learns instead, tasks of one size); a registered strategy
+    is not looked at (its instance, which `probabilities_at` copies, may hold what does not copy)."""
+    from t2t_mtl.sampling.registry import SHIPPED_STRATEGIES
+
+    if sampler.strategy not in SHIPPED_STRATEGIES:
+        return None
+    now = sampler.probabilities()
+    if sampler.probabilities_at(last_epoch) != now or sampler.probabilities_at(PAST_SCHEDULES) == now:
+        return None
+    return (f"sampling.strategy {sampler.strategy!r} changes its rates over the epochs of the mixture's "
+            f"{total_examples} examples, but the run's last step starts at epoch {last_epoch:.3g} of them, before its "
+            f"first change: it draws by its rates of now throughout, so the schedule has no effect; train longer, or "
+            f"on fewer examples (data.max_examples_per_task)")
 
 
 def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:

@@ -65,7 +65,7 @@ from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
 from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed
-from t2t_mtl.engine.idle_settings import config_warnings
+from t2t_mtl.engine.idle_settings import config_warnings, idle_schedule_warning
 from t2t_mtl.engine.model_checks import check_moe_backend, is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_checks import check_run_config
 from t2t_mtl.engine.run_sampling import with_template_sizes
@@ -536,6 +536,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                                                           run_dir / "eval" / ckpt_io.step_name(at_step),
                                                           progress=False, plots=False, plan=eval_plan), eval_label)
 
+    total_examples = sum(task_sizes.values())
+    if progress.seen_examples is None:  # (a checkpoint that lacks it: every step drew full micro-batches)
+        progress.seen_examples = float(progress.step * t.micro_batch_size * t.grad_accum * env.world_size)
     sinks = open_sinks(cfg, run_dir, start_step=progress.step) if env.is_main else None  # TensorBoard, W&B
     try:
         logger = start_logging(cfg, run_dir, env, sinks, progress.step, resume_from, log_window, resume_warnings,
@@ -566,6 +569,12 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                                f"{'expects' if len(starved) == 1 else 'each expect'} less than one of the {draws} "
                                f"task draws left in the run (rate × draws < 1), so most likely never trains: raise "
                                f"its rate, train longer, or leave it out of data.tasks")
+            per_step = t.micro_batch_size * t.grad_accum * env.world_size  # examples (packed rows: as many as fit)
+            idle = None if builder.packed else idle_schedule_warning(
+                sampler, (progress.seen_examples + (t.steps - progress.step - 1) * per_step) / total_examples,
+                total_examples)
+            if idle:
+                logger.message(f"warning: {idle}")
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)
@@ -580,9 +589,6 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             logger.message(f"the run stopped early at step {progress.step} ({counted(best_val.stale, 'validation')} "
                            f"without a new best {t.keep_best} since step {best_val.step}): nothing left to train")
     resumed_at = progress.step
-    total_examples = sum(task_sizes.values())
-    if progress.seen_examples is None:  # (a checkpoint that lacks it: every step drew full micro-batches)
-        progress.seen_examples = float(progress.step * t.micro_batch_size * t.grad_accum * env.world_size)
     last_record: Dict[str, Any] = {}
     task_sequence: List[str] = []
     checkpoint_path: Optional[Path] = None

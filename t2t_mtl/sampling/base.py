@@ -10,6 +10,7 @@ the block would hold (its draw key, normally the probabilities), the rest of the
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import operator
@@ -121,6 +122,17 @@ class MixtureSampler:
     def probabilities(self) -> dict[str, float]:
         """Current target probability of each task."""
         return dict(zip(self.tasks, self._probabilities().tolist()))
+
+    def probabilities_at(self, epoch: float) -> dict[str, float]:
+        """The probability of each task at `epoch` (as `set_epoch` takes it), all else as now: where a schedule
+        takes the rates. The sampler itself stays where it is (a copy is moved, logging nothing)."""
+        if math.isnan(epoch) or epoch < 0:
+            raise SamplingError(f"epoch must be >= 0, got {epoch}")
+        moved = copy.deepcopy(self)
+        moved.epoch = float(epoch)
+        if moved._on_epoch():
+            moved._probs = None
+        return moved.probabilities()
 
     def next_task(self) -> str:
         """Task of the next homogeneous micro-batch (identical on every rank)."""
