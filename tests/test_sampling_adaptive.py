@@ -399,3 +399,27 @@ def test_uncertainty_rates_table_shows_the_candidates_scored_and_kept():
                             log=False)
     resumed.load_state_dict(sampler.state_dict())
     assert resumed.describe().split("\n") == expected
+
+
+def test_thompson_with_target_credits_the_examples_trained_since_the_last_update_where_updates_give_them():
+    """In mixed mode the batch builder draws the tasks of `data.bucket_batches` micro-batches at once, ahead of
+    training: credited by the draws since the last update, a whole bucket went to the first update after it was drawn
+    and the target's next wins and losses, with no draw since, were dropped (3 credits in a 30-step run fed the
+    target's loss every step). Training gives each update the examples of each task it trained (`trained`, summed
+    over the ranks): those are credited, by their shares since the last credit, across a resume too."""
+    import json
+
+    config = {"strategy": "bandit_thompson", "metric": "loss", "target": "a", "mode": "mixed"}
+    sampler = build_sampler(config, SIZES, seed=0, log=False)
+    sampler.sample_tasks(8)  # a bucket of draws, ahead of the steps below, which draw nothing
+    sampler.update({"loss": {"a": 4.0, "b": 2.0}, "trained": {"a": 1, "b": 1}})  # the target's baseline
+    sampler.update({"loss": {"a": 3.0}, "trained": {"a": 2}})  # a win: a's 2 examples
+    sampler.update({"loss": {"b": 2.0, "c": 1.0}, "trained": {"b": 1, "c": 1}})  # no target loss: kept for the next
+    resumed = build_sampler(config, SIZES, seed=0, log=False)
+    resumed.load_state_dict(json.loads(json.dumps(sampler.state_dict())))
+    resumed.update({"loss": {"a": 3.5, "c": 1.0}, "trained": {"a": 1, "c": 1}})  # a loss: a 1, b 1, c 2 of 4
+    resumed.update({"loss": {"a": 3.2, "b": 1.0}, "trained": {"a": 2, "b": 2}})  # a win: a 2, b 2 of 4
+    np.testing.assert_allclose(resumed.alpha, [1 + 1 + 0.5, 1 + 0.5, 1], rtol=1e-12)
+    np.testing.assert_allclose(resumed.beta, [1 + 0.25, 1 + 0.25, 1 + 0.5], rtol=1e-12)
+    with pytest.raises(SamplingError, match="trained given for task 'z', which is not in the mixture"):
+        resumed.update({"trained": {"z": 1}})

@@ -678,7 +678,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                         f"checkpoint: {ckpt_io.latest_checkpoint(run_dir)}")
             else:
                 progress.bad_in_a_row = 0
-                sampler.update({"loss": figures.task_loss})
+                sampler.update({"loss": figures.task_loss, "trained": figures.task_examples})
             extra: Dict[str, Any] = {"epoch": epoch}
             if moe_acc is not None:  # MoE aux loss (in the weighted loss) and routing stats, mean over forwards
                 extra["moe"] = moe_stats_dict(sum_over_ranks(moe_acc), engine.module)

@@ -106,9 +106,11 @@ class ThompsonBanditSampler(_FeedbackSampler):
     """AutoSeM (Guo et al. 2019): each draw samples θ_k ~ Beta(a_k, b_k) and picks argmax_k θ_k.
 
     Reward 1 when the validation score improved, else 0: without `target`, task k's own score decides its
-    arm; with `target` (a primary task), the target's improvement is credited to the arms drawn since the
-    previous update, in proportion to their share of those draws. `decay` < 1 shrinks the counts towards
-    the prior before each update (non-stationary rewards).
+    arm; with `target` (a primary task), the target's improvement is credited to the tasks trained since the
+    previous credit, in proportion to their share of the examples trained (``update({"trained": {task: examples}})``,
+    which training gives every step: in mixed mode the tasks are drawn a bucket of micro-batches ahead of training),
+    or where no update gives them, to the arms drawn since then by their share of those draws. `decay` < 1 shrinks
+    the counts towards the prior before each update (non-stationary rewards).
 
     Args:
         prior_alpha: a > 0, the Beta prior's first parameter, of every arm.
@@ -140,17 +142,18 @@ class ThompsonBanditSampler(_FeedbackSampler):
         self.alpha = np.full(len(self.tasks), float(prior_alpha))
         self.beta = np.full(len(self.tasks), float(prior_beta))
         self._drawn_at_update = [0] * len(self.tasks)
+        self._trained: Optional[np.ndarray] = None  # examples of each task trained since the last credit
         self._updates = 0
 
     def _on_update(self, stats: Mapping[str, Any]) -> bool:
+        self._count_trained(stats.get("trained"))
         had_baseline = self.target in self.last_scores
         rewards = self._rewards(stats)
         if rewards is None:
             return False
         if self.target is not None and had_baseline and self.target not in rewards:
             return False  # no target score (a non-finite one left out): its next win/loss credits these draws
-        drawn = np.array(self._drawn, dtype=np.float64) - np.array(self._drawn_at_update, dtype=np.float64)
-        self._drawn_at_update = list(self._drawn)
+        drawn = self._since_last_credit()
         if self.target is None:
             credit = {t: (1.0, float(r > 0)) for t, r in rewards.items()}
         elif self.target in rewards and drawn.sum() > 0:
@@ -166,6 +169,29 @@ class ThompsonBanditSampler(_FeedbackSampler):
             self.beta[i] += weight * (1 - win)
         self._updates += 1
         return True
+
+    def _count_trained(self, trained: Optional[Mapping[str, int]]) -> None:
+        """Add an update's `trained` ({task: examples trained}) to the examples since the last credit."""
+        if not trained:
+            return
+        if self._trained is None:
+            self._trained = np.zeros(len(self.tasks))
+        for task, count in trained.items():
+            if task not in self.task_sizes:
+                raise SamplingError(f"trained given for task {task!r}, which is not in the mixture")
+            if not 0 <= count < math.inf:
+                raise SamplingError(f"task {task!r} has trained {count}: it must be a number of examples >= 0")
+            self._trained[self.tasks.index(task)] += float(count)
+
+    def _since_last_credit(self) -> np.ndarray:
+        """What each task had since the last credit, starting a new window: its examples trained where updates give
+        them, else its draws."""
+        drawn = np.array(self._drawn, dtype=np.float64) - np.array(self._drawn_at_update, dtype=np.float64)
+        self._drawn_at_update = list(self._drawn)
+        if self._trained is None:
+            return drawn
+        trained, self._trained = self._trained, np.zeros(len(self.tasks))
+        return trained
 
     def _draw_key(self) -> np.ndarray:
         return np.concatenate([self.alpha, self.beta])
@@ -202,7 +228,8 @@ class ThompsonBanditSampler(_FeedbackSampler):
 
     def _extra_state(self) -> dict:
         return {**super()._extra_state(), "alpha": self.alpha.tolist(), "beta": self.beta.tolist(),
-                "drawn_at_update": list(self._drawn_at_update), "updates": self._updates}
+                "drawn_at_update": list(self._drawn_at_update), "updates": self._updates,
+                "trained": None if self._trained is None else self._trained.tolist()}
 
     def _load_extra_state(self, state: dict) -> None:
         super()._load_extra_state(state)
@@ -210,3 +237,5 @@ class ThompsonBanditSampler(_FeedbackSampler):
         self.beta = np.array(state["beta"], dtype=np.float64)
         self._drawn_at_update = [int(c) for c in state["drawn_at_update"]]
         self._updates = int(state["updates"])
+        trained = state.get("trained")  # (states before 2026-12-07 lack it: credited by draws until an update gives it)
+        self._trained = None if trained is None else np.array(trained, dtype=np.float64)
