@@ -2033,5 +2033,5 @@ def test_a_sampling_schedule_a_run_ends_before_is_named_in_a_warning(tmp_path, t
     warnings = [line for line in capsys.readouterr().out.splitlines() if "schedule" in line]
     assert warnings == ["warning: sampling.strategy 'annealed' changes its rates over the epochs of the mixture's 32 "
                         "examples, but the run's last step starts at epoch 0.25 of them, before its first change: it "
-                        "draws by its rates of now throughout, so the schedule has no effect; train longer, or on "
-                        "fewer examples (data.max_examples_per_task)"]
+                        "draws at its rates of epoch 0 throughout, so the schedule has no effect; train longer, or "
+                        "on fewer examples (data.max_examples_per_task)"]

@@ -134,8 +134,8 @@ def test_a_sampling_schedule_the_run_never_moves_is_warned_of_at_its_edge():
     annealed = build_sampler({"strategy": "annealed", "epochs": 3}, sizes, seed=0, log=False)
     assert idle_schedule_warning(annealed, 28 / 32, 32) == (
         "sampling.strategy 'annealed' changes its rates over the epochs of the mixture's 32 examples, but the run's "
-        "last step starts at epoch 0.875 of them, before its first change: it draws by its rates of now throughout, "
-        "so the schedule has no effect; train longer, or on fewer examples (data.max_examples_per_task)")
+        "last step starts at epoch 0.875 of them, before its first change: it draws at its rates of epoch 0 "
+        "throughout, so the schedule has no effect; train longer, or on fewer examples (data.max_examples_per_task)")
     assert idle_schedule_warning(annealed, 1.0, 32) is None
     assert annealed.epoch == 0 and annealed.probabilities()["small"] == 0.25  # (the sampler itself never moved)
     dynamic = build_sampler({"strategy": "dynamic_temperature", "alpha_0": 2, "alpha_max": 4, "warmup_epochs": 2},
@@ -165,3 +165,14 @@ def test_a_registered_samplers_schedule_is_not_looked_at():
 
     sampler = LockedAnnealed({"small": 8, "large": 24}, epochs=3, seed=0)
     assert "locked_annealed" not in STRATEGIES and idle_schedule_warning(sampler, 0.5, 32) is None
+
+
+def test_a_resumed_run_past_a_schedules_first_change_is_not_warned_of():
+    # resumed at epoch 1.5 of an annealed schedule over 3 (alpha 5/3 since epoch 1), its last step at 1.9: the run
+    # moved the rates at epoch 1, so the schedule had its effect; the steps left draw at alpha 5/3 until epoch 2
+    from t2t_mtl.engine.idle_settings import idle_schedule_warning
+    from t2t_mtl.sampling import build_sampler
+
+    sampler = build_sampler({"strategy": "annealed", "epochs": 3}, {"small": 8, "large": 24}, seed=0, log=False)
+    sampler.set_epoch(1.5)
+    assert idle_schedule_warning(sampler, 1.9, 32) is None

@@ -151,20 +151,21 @@ PAST_SCHEDULES = 1e9
 def idle_schedule_warning(sampler: MixtureSampler, last_epoch: float, total_examples: int) -> Optional[str]:
     """The warning for a `sampler` whose rates follow a schedule over the epochs of the mixture's `total_examples`
     (they differ at a later epoch) that a run whose last step starts at epoch `last_epoch` never moves: its rates there
-    are those it draws by now, so the schedule's settings have no effect. None for a run that reaches a change, and
-    for rates no epoch changes (a constant strategy, one that learns instead, tasks of one size); a registered strategy
-    is not looked at (its instance, which `probabilities_at` copies, may hold what does not copy)."""
+    are those of epoch 0, so the schedule's settings have no effect. None for a run that reaches a change (or, resumed,
+    has reached one), and for rates no epoch changes (a constant strategy, one that learns instead, tasks of one size);
+    a registered strategy is not looked at (its instance, which `probabilities_at` copies, may hold what does not
+    copy)."""
     from t2t_mtl.sampling.registry import SHIPPED_STRATEGIES
 
     if sampler.strategy not in SHIPPED_STRATEGIES:
         return None
-    now = sampler.probabilities()
-    if sampler.probabilities_at(last_epoch) != now or sampler.probabilities_at(PAST_SCHEDULES) == now:
+    start = sampler.probabilities_at(0.0)
+    if sampler.probabilities_at(last_epoch) != start or sampler.probabilities_at(PAST_SCHEDULES) == start:
         return None
     return (f"sampling.strategy {sampler.strategy!r} changes its rates over the epochs of the mixture's "
             f"{total_examples} examples, but the run's last step starts at epoch {last_epoch:.3g} of them, before its "
-            f"first change: it draws by its rates of now throughout, so the schedule has no effect; train longer, or "
-            f"on fewer examples (data.max_examples_per_task)")
+            f"first change: it draws at its rates of epoch 0 throughout, so the schedule has no effect; train longer, "
+            f"or on fewer examples (data.max_examples_per_task)")
 
 
 def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
