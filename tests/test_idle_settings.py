@@ -176,3 +176,19 @@ def test_a_resumed_run_past_a_schedules_first_change_is_not_warned_of():
     sampler = build_sampler({"strategy": "annealed", "epochs": 3}, {"small": 8, "large": 24}, seed=0, log=False)
     sampler.set_epoch(1.5)
     assert idle_schedule_warning(sampler, 1.9, 32) is None
+
+
+def test_the_sampling_keys_ca_mtl_selection_leaves_unread_are_warned_of():
+    # was accepted without a word: the uncertainty strategy's micro-batches are the most uncertain candidates of a pool
+    # of every task whatever sampling.mode says, and it draws no tasks from blocks; tchebycheff's max then spans tasks
+    def warnings(*settings):
+        cfg = load_config("quickstart", ["sampling.strategy=uncertainty", *settings])
+        return [w for w in config_warnings(cfg) if w.startswith(("sampling.", "weighting."))]
+
+    assert warnings("sampling.mode=homogeneous", "sampling.block_size=64") == [
+        "sampling.mode and sampling.block_size: sampling.strategy 'uncertainty' keeps the most uncertain candidates "
+        "of a pool of every task for each micro-batch, so its micro-batches mix tasks and it draws no tasks: they "
+        "have no effect"]
+    assert warnings("sampling.mode=mixed") == warnings("sampling.mode=mixed", "weighting.method=tchebycheff") == []
+    (only,) = warnings("sampling.mode=homogeneous", "weighting.method=tchebycheff")  # (its max spans tasks here)
+    assert only.startswith("sampling.mode: sampling.strategy 'uncertainty' keeps") and only.endswith("it has no effect")

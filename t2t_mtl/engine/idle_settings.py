@@ -125,8 +125,9 @@ def _surgery_warnings(cfg: Config, sampler: Optional[MixtureSampler]) -> List[st
 
 
 def sampling_warnings(cfg: Config) -> List[str]:
-    """Rates (`data.tasks`', a mixture's) the sampler does not draw by; weighting tchebycheff's max over the tasks
-    of a micro-batch where each holds one task (of `config_warnings`; `mixture show --config` prints them too)."""
+    """Rates (`data.tasks`', a mixture's) the sampler does not draw by; sampling.mode homogeneous and block_size under
+    CA-MTL selection, which draws no tasks; weighting tchebycheff's max over the tasks of a micro-batch where each holds
+    one task (of `config_warnings`; `mixture show --config` prints them too)."""
     out: List[str] = []
     strategy = cfg.sampling.get("strategy")
     if isinstance(cfg.data.tasks, dict) and (strategy != "explicit" or "rates" in cfg.sampling):
@@ -136,7 +137,15 @@ def sampling_warnings(cfg: Config) -> List[str]:
                    f"sampling.rates draws by them)")
     elif (warning := unused_mixture_rates(cfg)) is not None:
         out.append(warning)
-    if cfg.weighting.get("method") == "tchebycheff" and cfg.sampling.get("mode", "homogeneous") == "homogeneous":
+    selects = strategy == "uncertainty"  # (CA-MTL keeps the most uncertain candidates of every task's pool)
+    idle = [key for key in ("mode", "block_size") if key in cfg.sampling and (key == "block_size" or
+                                                                              cfg.sampling[key] == "homogeneous")]
+    if selects and idle:
+        out.append(f"sampling.{' and sampling.'.join(idle)}: sampling.strategy 'uncertainty' keeps the most uncertain "
+                   f"candidates of a pool of every task for each micro-batch, so its micro-batches mix tasks and it "
+                   f"draws no tasks: {'it has' if len(idle) == 1 else 'they have'} no effect")
+    one_task = cfg.sampling.get("mode", "homogeneous") == "homogeneous" and not selects
+    if cfg.weighting.get("method") == "tchebycheff" and one_task:
         out.append("weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under "
                    "sampling.mode homogeneous (the default) each micro-batch holds one task, so it reduces to the "
                    "weighted sum of the tasks' losses; sampling.mode: mixed gives the max over tasks")
