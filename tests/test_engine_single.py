@@ -2035,3 +2035,13 @@ def test_a_sampling_schedule_a_run_ends_before_is_named_in_a_warning(tmp_path, t
                         "examples, but the run's last step starts at epoch 0.25 of them, before its first change: it "
                         "draws at its rates of epoch 0 throughout, so the schedule has no effect; train longer, or "
                         "on fewer examples (data.max_examples_per_task)"]
+
+
+def test_ca_mtl_selection_is_not_warned_of_starving_tasks(tmp_path, tok, cache, capsys):
+    # was: 2 steps of uniform draws of 3 tasks (2/3 of a draw each) named every task as most likely never trained,
+    # though each micro-batch's pool holds candidates of every task and none is drawn
+    cfg = tiny_config(tmp_path / "run", tok, cache, sampling={"strategy": "uncertainty", "pool_per_task": 2},
+                      training={"steps": 2})
+    result = train(cfg, evaluate_held_in=False)
+    assert [line for line in capsys.readouterr().out.splitlines() if "task draws left" in line] == []
+    assert sum(result.examples_seen.values()) == 8

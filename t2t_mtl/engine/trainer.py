@@ -563,7 +563,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             logger.message(sampler.describe())  # the rates trained on (a schedule's changes: see show_logger below)
             per_micro_batch = 1 if mode == "homogeneous" else t.micro_batch_size * env.world_size  # tasks drawn
             draws = (t.steps - progress.step) * t.grad_accum * per_micro_batch
-            starved = starved_tasks(sampler.probabilities(), draws)
+            # (CA-MTL selection draws no tasks: every micro-batch scores a pool of every task)
+            starved = [] if select_candidates else starved_tasks(sampler.probabilities(), draws)
             if starved:
                 logger.message(f"warning: at the sampler's current rates {', '.join(starved)} "
                                f"{'expects' if len(starved) == 1 else 'each expect'} less than one of the {draws} "
