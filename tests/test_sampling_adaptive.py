@@ -423,3 +423,17 @@ def test_thompson_with_target_credits_the_examples_trained_since_the_last_update
     np.testing.assert_allclose(resumed.beta, [1 + 0.25, 1 + 0.25, 1 + 0.5], rtol=1e-12)
     with pytest.raises(SamplingError, match="trained given for task 'z', which is not in the mixture"):
         resumed.update({"trained": {"z": 1}})
+
+
+def test_a_floor_the_tasks_leave_no_room_for_names_the_largest_they_allow():
+    # was: 'sampling.floor 0.01 times 100 tasks must be in [0, 1)' for a config that never set it (uncertainty_ema's
+    # default floor over a mixture of 100 tasks), with no word of what to give
+    many = {f"t{i}": 10 for i in range(100)}
+    with pytest.raises(SamplingError) as refused:
+        build_sampler({"strategy": "uncertainty_ema"}, many, seed=0, log=False)
+    assert str(refused.value) == ("sampling.floor 0.01 times 100 tasks must be in [0, 1): give a floor >= 0 below "
+                                  "1/100 = 0.01; the default, 0.01, is too large for 100")
+    assert build_sampler({"strategy": "uncertainty_ema", "floor": 0.005}, many, seed=0, log=False).floor == 0.005
+    with pytest.raises(SamplingError) as refused:
+        build_sampler({"strategy": "worst_task", "floor": 0.5}, {"a": 10, "b": 10}, seed=0, log=False)
+    assert str(refused.value) == "sampling.floor 0.5 times 2 tasks must be in [0, 1): give a floor >= 0 below 1/2 = 0.5"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from t2t_mtl.wording import did_you_mean
+from t2t_mtl.wording import counted, did_you_mean
 
 
 class SamplingError(ValueError):
@@ -53,3 +53,14 @@ def check_keys(config: dict, valid: Iterable[str], what: str) -> None:
             raise UnknownParameterError(
                 f"unknown parameter {key!r} for {what}.{hint} Valid parameters: {', '.join(valid)}.", key=key
             )
+
+
+def check_floor(floor: float, tasks: int, default: float) -> float:
+    """`floor`, every task's least probability, as a float where floor × `tasks` is in [0, 1) (the floors leave room
+    for the rest); else a `SamplingError` giving the largest floor the tasks allow, and saying where the strategy's
+    `default` floor is too large for them (a mixture of many tasks that sets no floor is refused by it)."""
+    if not 0.0 <= floor * tasks < 1.0:
+        too_large = f"; the default, {default}, is too large for {tasks}" if default * tasks >= 1 else ""
+        raise SamplingError(f"sampling.floor {floor} times {counted(tasks, 'task')} must be in [0, 1): give a floor "
+                            f">= 0 below 1/{tasks} = {1 / tasks:.4g}{too_large}")
+    return float(floor)

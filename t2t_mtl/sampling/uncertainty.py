@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from t2t_mtl.sampling.base import MixtureSampler
-from t2t_mtl.sampling.errors import InvalidRateError, SamplingError
+from t2t_mtl.sampling.errors import InvalidRateError, SamplingError, check_floor
 from t2t_mtl.sampling.static import SIZE_PARAMS
 from t2t_mtl.sampling.rates import size_rates
-from t2t_mtl.wording import counted
 
 if TYPE_CHECKING:
     import torch
 
 Entropies = Mapping[str, Union["torch.Tensor", Sequence[float]]]
+
+#: uncertainty_ema's default sampling.floor
+EMA_FLOOR = 0.01
 
 
 def uncertainty_scores(entropies: Entropies, answer_space_sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
@@ -164,7 +166,7 @@ class UncertaintyEMASampler(MixtureSampler):
     PARAMS = ("alpha", "lam", "floor", "momentum") + SIZE_PARAMS
 
     def __init__(self, task_sizes: Mapping[str, int], *, alpha: float = 1.0, lam: float = 0.5,
-                 floor: float = 0.01, momentum: float = 0.9, cap: Optional[float] = None, scale: float = 1.0,
+                 floor: float = EMA_FLOOR, momentum: float = 0.9, cap: Optional[float] = None, scale: float = 1.0,
                  templates: Optional[Mapping[str, int]] = None, template_cap: Optional[float] = None,
                  dataset_cap: Optional[float] = None, sizes_count_templates: bool = False,
                  template_sizes: Optional[Mapping[str, Mapping[str, int]]] = None, **common) -> None:
@@ -173,9 +175,8 @@ class UncertaintyEMASampler(MixtureSampler):
             raise SamplingError(f"sampling.lam must be in [0, 1], got {lam}")
         if not 0.0 <= momentum < 1.0:
             raise SamplingError(f"sampling.momentum must be in [0, 1), got {momentum}")
-        if not 0.0 <= floor * len(self.tasks) < 1.0:
-            raise SamplingError(f"sampling.floor {floor} times {counted(len(self.tasks), 'task')} must be in [0, 1)")
-        self.lam, self.floor, self.momentum = float(lam), float(floor), float(momentum)
+        self.lam, self.momentum = float(lam), float(momentum)
+        self.floor = check_floor(floor, len(self.tasks), EMA_FLOOR)
         prior = size_rates(self.task_sizes, temperature=float(alpha), maximum=cap, scale=scale,
                            templates=templates, template_cap=template_cap, dataset_cap=dataset_cap,
                            sizes_count_templates=sizes_count_templates, template_sizes=template_sizes)

@@ -6,9 +6,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from t2t_mtl.sampling.base import MixtureSampler
-from t2t_mtl.sampling.errors import SamplingError
+from t2t_mtl.sampling.errors import SamplingError, check_floor
 from t2t_mtl.sampling.feedback import read_scores
-from t2t_mtl.wording import counted
+
+
+#: worst_task's default sampling.floor
+WORST_TASK_FLOOR = 0.0
 
 
 class WorstTaskSampler(MixtureSampler):
@@ -32,7 +35,7 @@ class WorstTaskSampler(MixtureSampler):
     PARAMS = ("tau", "floor", "metric")
     needs_validation = True
 
-    def __init__(self, task_sizes: Mapping[str, int], *, tau: float = 0.0, floor: float = 0.0,
+    def __init__(self, task_sizes: Mapping[str, int], *, tau: float = 0.0, floor: float = WORST_TASK_FLOOR,
                  metric: str = "val_loss", **common) -> None:
         super().__init__(task_sizes, **common)
         if metric not in ("val_loss", "loss"):
@@ -41,9 +44,7 @@ class WorstTaskSampler(MixtureSampler):
         self.needs_validation = metric != "loss"  # (the training loss is fed every step)
         if not tau >= 0:
             raise SamplingError(f"sampling.tau must be >= 0, got {tau}")
-        if not 0.0 <= floor * len(self.tasks) < 1.0:
-            raise SamplingError(f"sampling.floor {floor} times {counted(len(self.tasks), 'task')} must be in [0, 1)")
-        self.tau, self.floor = float(tau), float(floor)
+        self.tau, self.floor = float(tau), check_floor(floor, len(self.tasks), WORST_TASK_FLOOR)
         self.initial_loss = np.full(len(self.tasks), np.nan)
         self.loss = np.full(len(self.tasks), np.nan)
 
