@@ -138,8 +138,7 @@ def sampling_warnings(cfg: Config) -> List[str]:
     elif (warning := unused_mixture_rates(cfg)) is not None:
         out.append(warning)
     selects = strategy == "uncertainty"  # (CA-MTL keeps the most uncertain candidates of every task's pool)
-    idle = [key for key in ("mode", "block_size") if key in cfg.sampling and (key == "block_size" or
-                                                                              cfg.sampling[key] == "homogeneous")]
+    idle = [key for key in ("mode", "block_size") if cfg.sampling.get(key) not in (None, "mixed")]
     if selects and idle:
         out.append(f"sampling.{' and sampling.'.join(idle)}: sampling.strategy 'uncertainty' keeps the most uncertain "
                    f"candidates of a pool of every task for each micro-batch, so its micro-batches mix tasks and it "
