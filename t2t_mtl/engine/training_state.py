@@ -73,7 +73,8 @@ def shared_parts(state: Mapping[str, Any], parts: LoopParts) -> List[SharedPart]
     alike = not (parts.builder.packed and sampler.mode == "mixed")
     sampled = {key: value for key, value in state["sampler"].items()
                if key != "extra" and (alike or key not in DRAW_POSITION)}
-    if alike:  # (packed: what a strategy learns may follow its rank's own draws, as bandit_thompson's target credit)
+    if alike:  # (packed: what a strategy learns may follow its rank's own draws, as bandit_thompson's target credit
+        # does where its updates give no trained counts)
         sampled["probabilities"] = sampler.probabilities()
         sampled["extra"] = {key: value for key, value in state["sampler"]["extra"].items()
                             if key not in sampler.RANK_OWN_STATE}
