@@ -389,7 +389,7 @@ def test_uncertainty_rates_table_shows_the_candidates_scored_and_kept():
     with pytest.raises(SamplingError, match="answer-space size"):  # a refused selection counts nothing
         sampler.select({"a": [0.1, 0.2]}, {"b": 4})
     assert sampler.drawn() == {"a": 8, "b": 8, "c": 8}  # 2 selections x 2 candidates x 2 ranks
-    expected = ["uncertainty sampler (homogeneous), epoch 0",
+    expected = ["uncertainty sampler (selected candidates, tasks mixed), epoch 0",  # (its mode is not read)
                 "task        size      prob       drawn  realised    selected  sel.share",
                 "a           1000    0.3333           8    0.3333           1     0.2500",
                 "b           1000    0.3333           8    0.3333           3     0.7500",

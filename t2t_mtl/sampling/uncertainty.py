@@ -126,8 +126,10 @@ class UncertaintySelectionSampler(MixtureSampler):
 
     def describe(self) -> str:
         """The base table with two more columns: each task's candidates kept (`selected`, this rank's) and their
-        share of all kept, what the selection trains on."""
+        share of all kept, what the selection trains on; its heading says the micro-batches mix the kept candidates'
+        tasks (sampling.mode is not read)."""
         lines = super().describe().split("\n")
+        lines[0] = f"{self.strategy} sampler (selected candidates, tasks mixed), epoch {self.epoch:g}"
         lines[1] += f"  {'selected':>10}  {'sel.share':>9}"
         for i, row in enumerate(self.rates_table(), start=2):
             lines[i] += f"  {row['selected']:>10}  {row['selected_share']:>9.4f}"
