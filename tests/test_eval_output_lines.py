@@ -68,3 +68,24 @@ def test_a_task_s_truncated_inputs_are_warned_of_in_one_line(tmp_path, t5_tokeni
                       f"raise the limit to the longest, {longest['u']} tokens (t2t-mtl eval --max-input-length "
                       f"{longest['u']}; evaluation.max_input_length in a config; "
                       f"EvalSettings(max_input_length={longest['u']}) from Python)"]
+
+
+def test_the_one_line_names_the_templates_that_truncate_and_the_longest_of_all(tmp_path, t5_tokenizer_dir, capsys,
+                                                                               monkeypatch):
+    # the longest template scored first and one whose inputs all fit: the line's limit is the longest over the task's
+    # templates (not the last one's), and a template that truncated none is not listed
+    monkeypatch.setattr(logging.root, "handlers", [])
+    templates = [task_registry.Template(name, prompt + " ||| {{ answer_choices[label] }}", answer_choices="no ||| yes")
+                 for name, prompt in (("u", "Is this review a positive one? {{ text }}"), ("fits", "Yes?"),
+                                      ("t", "Positive? {{ text }}"))]
+    lines = _evaluated(tmp_path, t5_tokenizer_dir, capsys, templates)
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    texts = [f"a long review number {i} of a film" for i in range(4)]
+    longest = {t.name: max(len(ids) for ids in tokenizer([t.render({"text": text, "label": 0}).inputs
+                                                          for text in texts])["input_ids"]) for t in templates}
+    assert longest["fits"] <= 4 < longest["t"] < longest["u"]
+    assert [line for line in lines if "truncated" in line] == [
+        f"task 'toy': inputs longer than max_input_length=4 tokens are truncated (the model sees only their "
+        f"beginning) in 2 templates: 'u' 4 of 4, 't' 4 of 4; to score them whole, raise the limit to the longest, "
+        f"{longest['u']} tokens (t2t-mtl eval --max-input-length {longest['u']}; evaluation.max_input_length in a "
+        f"config; EvalSettings(max_input_length={longest['u']}) from Python)"]
