@@ -416,3 +416,27 @@ def test_two_patterns_overlap_where_a_path_of_few_characters_matches_both():
     matched = {read: set(filter(_glob_regex(read.path).fullmatch, paths)) for read in reads}
     for first, second in itertools.combinations(sorted(reads, key=str), 2):
         assert first.shares(second) == bool(matched[first] & matched[second]), (first.path, second.path)
+
+
+def test_a_task_reading_what_two_earlier_evaluated_tasks_read_is_warned_of_once_beside_the_first():
+    # three evaluated tasks over glue/rte: each later one is named once, beside the first that reads it (not the third
+    # a second time beside the second)
+    with task_registry.isolated_registry():
+        task_registry.load_builtin_tasks()
+        _register("my_rte", HFSource("glue", "rte"))
+        _register("ps_rte", HFSource("glue", "rte"))
+        assert repeated_data_warnings(["glue_rte", "my_rte", "ps_rte"], FIX) == [
+            f"evaluated tasks 'glue_rte' and {name!r} both read hub dataset glue/rte: the decaScore and macro average "
+            f"count that data once for each; {FIX}" for name in ("my_rte", "ps_rte")]
+
+
+def test_the_split_reading_the_trained_file_itself_is_named_before_a_pattern_matching_it():
+    # the evaluated task's train pattern matches the trained file too: the warning names the split that reads the file
+    with task_registry.isolated_registry():
+        _register("trained", HFSource("org/x", data_files={"train": "a/validation.jsonl"}))
+        _register("evaluated", HFSource("org/x", data_files={"train": "**/*.jsonl",
+                                                             "validation": "a/validation.jsonl"}))
+        assert shared_data_warnings(["evaluated"], ["trained"], FIX) == [
+            f"evaluated task 'evaluated' reads file a/validation.jsonl of hub dataset org/x (its validation split), "
+            f"which trained task 'trained' trains on: the model has seen that data, so its score is not a held-out "
+            f"one; {FIX}"]
