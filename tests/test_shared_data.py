@@ -440,3 +440,24 @@ def test_the_split_reading_the_trained_file_itself_is_named_before_a_pattern_mat
             f"evaluated task 'evaluated' reads file a/validation.jsonl of hub dataset org/x (its validation split), "
             f"which trained task 'trained' trains on: the model has seen that data, so its score is not a held-out "
             f"one; {FIX}"]
+
+
+@pytest.mark.parametrize("first, second, shared", [
+    ("data/train-[0-2].parquet", "data/train-[!02].parquet", True),  # ('1' alone: a character neither names)
+    ("data/[!!-\U0010ffff].jsonl", "data/?.jsonl", True),  # (a character before every one either names: ' ')
+    ("data/[!!-\U0010ffff].jsonl", "data/[!\x00- ].jsonl", False),
+])
+def test_two_patterns_overlap_on_a_character_that_neither_of_them_writes(first, second, shared):
+    from task_registry.data_reads import DataRead
+
+    one, other = DataRead.hub("org/x", first), DataRead.hub("org/x", second)
+    assert (one.shares(other), other.shares(one)) == (shared, shared)
+
+
+def test_a_hub_datasets_folder_holds_the_files_of_its_subfolders():
+    from task_registry.data_reads import DataRead
+
+    folder = DataRead.hub("org/x", "en", folder=True)
+    for path in ("en/sub/train.jsonl", "en/a/b/*.parquet"):
+        assert folder.shares(DataRead.hub("org/x", path)) and DataRead.hub("org/x", path).shares(folder)
+    assert not folder.shares(DataRead.hub("org/x", "english/train.jsonl"))
