@@ -1023,3 +1023,39 @@ def test_a_python_map_returning_other_fields_on_another_row_is_refused_naming_bo
                    preprocessors=[Map(lambda row: {"label": 0} if row["label"] == 1 else {})])
     with pytest.raises(task_registry.TaskDefinitionError, match=r"row 1: .* fields \[\], on row 0 \['label'\]: "):
         list(flipped.to_dataset("train", streaming=streaming))
+
+
+def test_a_file_that_one_pattern_matches_twice_through_a_link_is_refused_naming_both_paths(tmp_path):
+    # a pattern matching a file and a link to it reads the file twice (datasets reads each match); a file and a link
+    # to it listed as two paths name the link as the file read again
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(2):
+        (shards / f"train-{i}.jsonl").write_text(json.dumps({"q": f"q{i}"}) + "\n")
+    (shards / "link.jsonl").symlink_to(shards / "train-0.jsonl")
+    pattern = str(shards / "*.jsonl")
+    rows = datasets.load_dataset("json", data_files={"train": pattern}, split="train")
+    assert sorted(row["q"] for row in rows) == ["q0", "q0", "q1"]  # (the reference: datasets reads it twice)
+    with pytest.raises(DataSourceError) as caught:
+        LocalFileSource({"train": pattern}).load("train")
+    assert str(caught.value) == (
+        f"local files source: split 'train': the file {shards / 'link.jsonl'} (also as {shards / 'train-0.jsonl'}) "
+        f"is read twice by {pattern!r}, so its rows would be read twice; list each file once (narrow a pattern, or "
+        f"drop a path)")
+    listed = [str(shards / "train-0.jsonl"), str(shards / "link.jsonl")]
+    with pytest.raises(DataSourceError) as caught:
+        LocalFileSource({"train": listed}).load("train")
+    assert str(caught.value).endswith(
+        f"split 'train': the file {listed[0]} (also as {listed[1]}) is read by both {listed[0]!r} and {listed[1]!r}, "
+        f"so its rows would be read twice; list each file once (narrow a pattern, or drop a path)")
+
+
+def test_a_hub_file_readers_split_is_loaded_though_another_split_reads_a_file_twice(tmp_path):
+    # load_dataset reads every split's files, but a file another split reads twice doubles that split's rows alone
+    train, validation = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
+    _write(train, ROWS[:2], "jsonl")
+    _write(validation, ROWS[2:5], "jsonl")
+    source = HFSource("json", data_files={"train": [str(train), str(train)], "validation": str(validation)})
+    assert [dict(row) for row in source.load("validation")] == ROWS[2:5]
+    with pytest.raises(DataSourceError, match=re.escape(f"split 'train': the file {train} is read by both")):
+        source.load("train")
