@@ -1059,3 +1059,20 @@ def test_a_hub_file_readers_split_is_loaded_though_another_split_reads_a_file_tw
     assert [dict(row) for row in source.load("validation")] == ROWS[2:5]
     with pytest.raises(DataSourceError, match=re.escape(f"split 'train': the file {train} is read by both")):
         source.load("train")
+
+
+def test_a_map_field_takes_the_kind_of_all_its_values_numpy_ones_and_unsigned_columns_too():
+    # ints and whole floats written together are floats (not the ints pyarrow would store them as in an int column);
+    # numpy numbers have the kind of the Python ones; an unsigned column is a number column; a field written null on
+    # every row keeps its column's type
+    import numpy as np
+
+    features = datasets.Features({"n": datasets.Value("int64"), "u": datasets.Value("uint8")})
+    dataset = datasets.Dataset.from_dict({"n": [1, 4], "u": [1, 4]}, features=features)
+    mixed = Map(lambda row: {"n": 2.0 if row["n"] == 1 else 3})(dataset)
+    assert (mixed["n"], mixed.features["n"].dtype) == ([2.0, 3.0], "float64")
+    halves = Map(lambda row: {"n": np.float32(row["n"] * 2), "u": row["u"] * 2.0})(dataset)
+    assert (halves["n"], halves["u"]) == ([2.0, 8.0], [2.0, 8.0])
+    assert (halves.features["n"].dtype, halves.features["u"].dtype) == ("float64", "float64")
+    nulls = Map(lambda row: {"n": None})(dataset)
+    assert (nulls["n"], nulls.features) == ([None, None], features)
