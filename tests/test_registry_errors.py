@@ -877,3 +877,15 @@ def test_a_hub_config_name_that_is_not_a_string_is_refused(name, shown):
                        match=rf"^HFSource 'glue': the config name must be a string or None, got {shown}"):
         task_registry.HFSource("glue", name)
     assert task_registry.HFSource("glue", "rte").name == "rte" and task_registry.HFSource("trec").name is None
+
+
+@pytest.mark.parametrize("length", [98, 99])
+def test_a_map_function_s_result_is_shown_whole_up_to_100_characters(rows_file, length):
+    # its repr of 100 characters (a str of 98 and its quotes) is shown whole; one more is cut to 100 and '…'
+    cut = task_registry.Map(lambda row: (row["text"] * 25)[:length])
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], preprocessors=[cut], splits=("train",))
+    text = repr(("fine" * 25)[:length])
+    shown = text if length == 98 else text[:100] + "…"
+    assert len(text) == length + 2 and shown.endswith("'" if length == 98 else "…")
+    with pytest.raises(TaskDefinitionError, match=f"the function returned str {re.escape(shown)}, not the row's fields"):
+        task.load_rows("train")
