@@ -12,14 +12,16 @@ from typing import Any, Callable
 def code_digest(fn: Callable[..., Any]) -> str:
     """A hash of the Python source `fn` is defined in: every `.py` file of its top-level package (the helpers it
     calls are most often beside it), or its module's file; "" for a function without one (typed into an
-    interpreter or a notebook: datasets hashes such a function's code itself)."""
+    interpreter or a notebook, or of a script read from standard input: datasets hashes such a function's code
+    itself)."""
     module = sys.modules.get(getattr(getattr(fn, "func", fn), "__module__", None) or "")  # (func: a partial's)
     top = sys.modules.get(getattr(module, "__name__", "").partition(".")[0])
     if getattr(top, "__path__", None):  # named relative to the package: a clone elsewhere keeps the key
         files = sorted((file.relative_to(folder).as_posix(), file) for folder in map(Path, top.__path__)
                        for file in folder.rglob("*.py"))
     else:
-        files = [(Path(module.__file__).name, Path(module.__file__))] if getattr(module, "__file__", None) else []
+        source = Path(getattr(module, "__file__", None) or "")
+        files = [(source.name, source)] if source.is_file() else []  # (not '<stdin>', of a script piped to python)
     digest = hashlib.sha256()
     for name, file in files:
         digest.update(f"{name}\0".encode() + file.read_bytes() + b"\0")

@@ -1076,3 +1076,18 @@ def test_a_map_field_takes_the_kind_of_all_its_values_numpy_ones_and_unsigned_co
     assert (halves.features["n"].dtype, halves.features["u"].dtype) == ("float64", "float64")
     nulls = Map(lambda row: {"n": None})(dataset)
     assert (nulls["n"], nulls.features) == ([None, None], features)
+
+
+def test_a_map_function_of_a_script_read_from_standard_input_maps_its_rows(tmp_path):
+    # was: `python - < script.py` (a script piped to python, as over ssh) has a __main__ whose __file__ is '<stdin>',
+    # and Map(fn) of a function defined in it raised FileNotFoundError: '<stdin>' hashing its source for the cache key
+    import os
+    import subprocess
+    import sys
+
+    script = ("import datasets\nfrom task_registry import Map\n"
+              "rows = datasets.Dataset.from_dict({'x': ['a', 'b']})\n"
+              "print(list(Map(lambda row: {'x': row['x'].upper()})(rows)['x']))\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")})
+    assert (done.returncode, done.stdout) == (0, "['A', 'B']\n"), done.stderr[-2000:]
