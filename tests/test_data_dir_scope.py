@@ -72,3 +72,19 @@ def test_a_runs_data_data_dir_lasts_for_that_run(data_dirs, set_before):
     with pytest.raises(ConfigError, match="no_such_task"):  # (refused once the run's tasks are registered)
         train(cfg)
     assert task_registry.get_data_dir() == (data_dirs / "a" if set_before else None)
+
+
+def test_a_commands_data_dir_lasts_for_that_command_where_it_imported_the_task_registry_first(data_dirs):
+    # a fresh process's first command imports task_registry itself: its --data-dir is unset again when it ends
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom t2t_mtl.cli import main\nassert 'task_registry.sources' not in sys.modules\n"
+              f"assert main(['tasks', 'preview', 'scope_qa', '-n', '1', '--tasks-dir', {str(data_dirs / 'tasks')!r}, "
+              f"'--data-dir', {str(data_dirs / 'a')!r}]) == 0\n"
+              "import task_registry\nprint('data dir after:', task_registry.get_data_dir())\n")
+    env = {name: value for name, value in os.environ.items() if name != task_registry.DATA_DIR_ENV}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "row of a" in done.stdout and done.stdout.endswith("data dir after: None\n")
