@@ -2239,3 +2239,22 @@ def test_eval_refuses_an_option_that_the_runs_own_scoring_ignores(config, flags,
     other = "generate" if scoring == "rank" else "rank"
     assert cli_main(["eval", "--checkpoint", checkpoint, "--tasks", task, "--scoring", other, *flags]) == 2
     assert seen["settings"].scoring == other  # (the option given wins: scored, up to the patched evaluation)
+
+
+def test_a_comparison_of_a_zero_shot_and_a_k_shot_report_calls_a_differing_seed_not_like_for_like():
+    # the seed draws the k-shot report's demonstrations: the zero-shot note is for reports that are all zero-shot
+    settings = EvalSettings().to_dict()
+    zero = EvalReport("zero", [_result("t1", "x", 40.0)], settings=settings)
+    k_shot = replace(zero, name="k-shot", settings={**settings, "seed": 1, "num_shots": 2})
+    assert comparison_markdown([zero, k_shot]).splitlines()[-3:] == [
+        "Scored with different `seed`: 0 (zero), 1 (k-shot); their scores are not like for like.", "",
+        "Scored with different `num_shots`: 0 (zero), 2 (k-shot); their scores are not like for like."]
+
+
+def test_a_comparison_of_reports_scoring_no_task_in_common_names_a_differing_split():
+    # no task scored by both: nothing shows the two splits to be one, so `split` is named
+    settings = EvalSettings().to_dict()
+    default = EvalReport("default", [_result("t1", "x", 40.0)], settings=settings)
+    on_test = EvalReport("on-test", [replace(_result("t2", "x", 40.0), split="test")],
+                         settings={**settings, "split": "test"})
+    assert differing_settings([default, on_test]) == {"split": {"default": None, "on-test": "test"}}
