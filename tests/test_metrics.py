@@ -731,3 +731,12 @@ def test_a_template_results_repr_is_one_line_of_its_scores_not_its_predictions()
                            metrics={"rouge": {"rougeL": float("nan")}}, primary_metric="rouge", primary_key="rougeL",
                            score=None, num_skipped=3, num_errors=1, error="boom")
     assert repr(rouge) == "TemplateResult('sum', 'tl;dr', rouge.rougeL —, 1 example, 3 skipped, 1 render error)"
+
+
+def test_a_reports_repr_shows_every_median_of_as_many_tasks_as_it_shows():
+    from t2t_mtl.evaluation.results import REPR_TASKS, EvalReport
+
+    report = EvalReport("full", [_template_result(f"t{i}", float(i)) for i in range(REPR_TASKS)])
+    shown = ", ".join(f"t{i}: {i}.0" for i in range(REPR_TASKS))
+    assert repr(report) == (f"EvalReport('full', {REPR_TASKS} tasks, {REPR_TASKS} templates, task medians {{{shown}}}, "
+                            f"macro average {sum(range(REPR_TASKS)) / REPR_TASKS:.1f})")
