@@ -92,3 +92,28 @@ def test_trains_join_refuses_a_bad_wait_timeout_before_joining_as_evals_does(mon
     with pytest.raises(ConfigError, match="^environment variable T2T_MTL_WAIT_TIMEOUT must be a whole number"):
         distributed.init_distributed()
     assert joined == []
+
+
+def test_a_rank_stopped_by_its_own_bad_wait_timeout_joins_to_tell_the_others_and_keeps_its_value(monkeypatch):
+    # report_failed_start's join reads the variable as a join does (wait_timeout): refused again, the rank never
+    # flagged itself and the others waited in the rendezvous; a join failing otherwise leaves the value put back
+    import os
+
+    told = []
+    monkeypatch.setattr(distributed, "launched_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed, "failed_ranks", lambda failed, env, phase: told.append((failed, env, phase)))
+    monkeypatch.setenv("T2T_MTL_WAIT_TIMEOUT", "2h")
+
+    def join():
+        wait_timeout()
+        return "joined"
+
+    distributed.report_failed_start(join)
+    assert told == [(True, "joined", distributed.START_PHASE)] and os.environ["T2T_MTL_WAIT_TIMEOUT"] == "2h"
+
+    def refused_join():
+        raise RuntimeError("the rendezvous is gone")
+
+    distributed.report_failed_start(refused_join)
+    assert len(told) == 1 and os.environ["T2T_MTL_WAIT_TIMEOUT"] == "2h"
