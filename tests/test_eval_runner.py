@@ -2258,3 +2258,18 @@ def test_a_comparison_of_reports_scoring_no_task_in_common_names_a_differing_spl
     on_test = EvalReport("on-test", [replace(_result("t2", "x", 40.0), split="test")],
                          settings={**settings, "split": "test"})
     assert differing_settings([default, on_test]) == {"split": {"default": None, "on-test": "test"}}
+
+
+def test_a_rank_that_cannot_tell_the_others_of_its_failure_says_so_and_raises_its_own_error(monkeypatch, caplog):
+    gathers = _gathers(monkeypatch, 1, 2)
+
+    def others_gone(local):
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(gathers, "_parts", others_gone)
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.rank_gathers"):
+        with pytest.raises(ValueError, match="^this rank's data$"):
+            with gathers.telling_failures():
+                raise ValueError("this rank's data")
+    assert [record.getMessage() for record in caplog.records] == [
+        "rank 1 could not tell the other ranks that it failed: Connection closed by peer"]
