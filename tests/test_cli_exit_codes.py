@@ -648,3 +648,24 @@ def test_a_task_registry_error_raised_in_training_is_one_error_line(monkeypatch,
     monkeypatch.setattr("t2t_mtl.engine.distributed.report_failed_start", lambda: None)
     assert main(["train", "--set", "training.steps=1"]) == 2
     assert capsys.readouterr().err == "error: task 'demo': its template 't' renders no target\n"
+
+
+def test_the_ranks_of_a_finished_job_keep_their_stop_signal_handlers(monkeypatch, tmp_path):
+    # a run that finished saved no interrupted state for a SIGTERM to spare: a rank of several exits 0 with the
+    # handlers it had
+    from t2t_mtl.engine import distributed, trainer
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(trainer, "train", lambda *args, **kwargs: trainer.TrainResult(
+        run_dir=run_dir, step=3, final_loss=1.0, task_losses={}, examples_seen={}, skipped_steps=0,
+        tokens_per_second=1.0, wall_time_s=1.0, checkpoint=run_dir / "checkpoints" / "step-00000003"))
+    monkeypatch.setattr(distributed, "shut_down_process_group", lambda: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        assert main(["train", "--set", f"training.output_dir={run_dir}"]) == 0
+        assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
