@@ -103,3 +103,23 @@ def test_a_checkpoint_whose_run_folder_has_no_tokenizer_copy_is_not_checked(tmp_
     ckpt.mkdir(parents=True)
     cfg = config_from_dict(FROM_DIMS)  # (the run trains its tokenizer: the one given)
     assert check_resumed_tokenizer(cfg, _Tokenizer(["<pad>", "</s>"]), ckpt) is None
+
+
+def test_a_tokenizer_path_is_refused_with_how_many_shared_ids_are_other_tokens_and_the_first(tmp_path, t5_tokenizer):
+    # each id both tokenizers give is compared (ids past the model's tokenizer are tokens added for the fine-tune)
+    from t2t_mtl.engine.run_tokenizer import check_model_tokenizer
+
+    t5_tokenizer.save_pretrained(tmp_path / "model")
+    pieces = [piece for piece, _ in sorted(t5_tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    for i, j in ((5, 6), (300, 301)):
+        pieces[i], pieces[j] = pieces[j], pieces[i]
+    cfg = config_from_dict({"model": {"name_or_path": str(tmp_path / "model")}, "tokenizer": {"path": "other"},
+                            "data": {"tasks": ["parity"]}})
+    with pytest.raises(ConfigError) as refused:
+        check_model_tokenizer(_Tokenizer(pieces + ["<added>"]), cfg)
+    assert str(refused.value) == (
+        f"tokenizer.path 'other' is not the tokenizer of model.name_or_path '{tmp_path / 'model'}': 4 of the ids both "
+        f"give are other tokens (id 5 is {pieces[5]!r} here, {pieces[6]!r} in the model's), so the model would read "
+        f"the embedding it learnt for one token as another's: unset tokenizer.path to train with the model's own")
+    pieces[5], pieces[6], pieces[300], pieces[301] = pieces[6], pieces[5], pieces[301], pieces[300]
+    check_model_tokenizer(_Tokenizer(pieces + ["<added>"]), cfg)
