@@ -603,3 +603,14 @@ def test_render_digest_changes_with_what_the_rendered_rows_hold_only():
                  {"instruction": "{{ q }}", "context": ""}):
         assert Template(**{**base, **edit}).render_digest() == digest, edit
     assert Template(**{**base, "name": "u"}).render_digest() == digest  # (the checkpoint keys it by name)
+
+
+def test_a_printed_nulls_row_is_shown_whole_up_to_200_characters():
+    template = Template("t", "{{ question }} ||| {{ answer }}")
+    for size, ending in ((168, "None}"), (169, "None…}")):  # (the row's repr: 200 characters, then 201, cut at 200)
+        row = {"question": "q" * size, "answer": None}
+        assert len(repr(row)) == size + 32
+        with pytest.raises(MissingFieldError) as raised:
+            template.render(row, row_index=0)
+        shown = f"{{'question': '{'q' * size}', 'answer': {ending}"
+        assert str(raised.value).startswith(f"template 't', row 0 ({shown}): field 'answer' is null")
