@@ -197,13 +197,14 @@ def _refused_before_tokenizing(cfg, tmp_path, capsys, error, message):
     assert re.search(message, capsys.readouterr().err)
 
 
-def _saved_moe_model(folder, tok):
-    """A task-routed MoE model of TASKS saved with the tokenizer `tok` in `folder`, as an export writes one."""
+def _saved_moe_model(folder, tok, moe=MOE):
+    """A task-routed (`moe`'s routing) MoE model of TASKS saved with the tokenizer `tok` in `folder`, as an export
+    writes one."""
     from transformers import AutoTokenizer
 
     dims = tiny_config(folder, tok, folder)["model"]["dims"]
     tokenizer = AutoTokenizer.from_pretrained(str(tok))
-    model = build_model({"dims": dims, "moe": MOE}, vocab_size=len(tokenizer), task_names=TASKS)
+    model = build_model({"dims": dims, "moe": moe}, vocab_size=len(tokenizer), task_names=TASKS)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -402,3 +403,15 @@ def test_more_experts_than_the_triton_kernels_take_are_refused_before_tokenizing
     check_moe_backend(config(num_experts=16384), None, gpu)
     check_moe_backend(config(num_experts=16385, backend="reference"), None, gpu)
     check_moe_backend(config(num_experts=16385), None, torch.device("cpu"))  # (auto: the reference there)
+
+
+def test_an_exported_hybrid_routed_model_on_other_tasks_is_told_to_train_on_its_tasks_alone(tmp_path, tok, capsys):
+    # hybrid routing picks experts per token too: no task's experts to export as a plain T5 for another task
+    _saved_moe_model(tmp_path / "moe_model", tok, moe={**MOE, "routing": "hybrid"})
+    other = [TASKS[1], TASKS[0], *TASKS[2:]]
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", data={"tasks": other},
+                      model={"name_or_path": str(tmp_path / "moe_model"), "dims": {}})
+    message = (rf"routes experts by the task ids of \[{', '.join(map(repr, TASKS))}\], but this run's tasks are "
+               rf"\[{', '.join(map(repr, other))}\]: train on the same tasks in the same order \(data.tasks: "
+               rf"\[{', '.join(map(repr, TASKS))}\]\)$")
+    _refused_before_tokenizing(cfg, tmp_path, capsys, ValueError, message)
