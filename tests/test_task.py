@@ -1091,3 +1091,13 @@ def test_a_map_function_of_a_script_read_from_standard_input_maps_its_rows(tmp_p
     done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300,
                           cwd=tmp_path, env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")})
     assert (done.returncode, done.stdout) == (0, "['A', 'B']\n"), done.stderr[-2000:]
+
+
+def test_a_saved_split_folder_is_offered_for_one_task_split_alone_and_test_never_for_train_or_validation():
+    from task_registry.data_paths import split_folders
+
+    # 'train_small' is close to 'training' too, which 'train' reads: two splits read from one folder is no offer
+    assert split_folders("saved", ["train", "train_small"], ["training"]) == {"train": "saved/training"}
+    assert split_folders("saved/", ["train", "validation"], ["trn", "val", "test"]) == {"train": "saved/trn",
+                                                                                       "validation": "saved/val"}
+    assert split_folders("saved", ["train", "validation"], ["test"]) == {}
