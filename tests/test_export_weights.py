@@ -1,5 +1,5 @@
 """The weights an export reads from a trainer checkpoint (`engine.export`): the tied names of one parameter all take
-the value stored under its first name."""
+the value stored under its first name; and the decoding its folder is saved with."""
 from __future__ import annotations
 
 import torch
@@ -18,3 +18,23 @@ def test_every_name_of_a_tied_parameter_takes_the_value_of_its_first_name():
     assert all(state[name] is master for name in names) and state["other"] is stale
     # a state without the first name (a sub-network's) leaves the aliases it has as they are
     assert _tied_aliases(model, {"encoder.embed_tokens.weight": stale}) == {"encoder.embed_tokens.weight": stale}
+
+
+def test_an_exported_folder_generates_with_the_runs_decoding_and_its_beam_search_stops_early(tmp_path):
+    # a plain generate() of the folder answers as predict of the run does: evaluation's max_new_tokens and num_beams,
+    # else data.max_target_length and greedy; beam search stopping when its beams end, as evaluation's generate does
+    from transformers import GenerationConfig
+
+    from t2t_mtl.engine.export import _answer_as_the_run
+
+    model = build_model({"dims": {"d_model": 8, "d_kv": 4, "d_ff": 16, "num_layers": 1, "num_heads": 2}},
+                        vocab_size=12)
+    untouched = model.generation_config.to_dict()
+    _answer_as_the_run(model, {})  # (a folder from elsewhere: no run config)
+    assert model.generation_config.to_dict() == untouched
+    for config, expected in (({"evaluation": {"num_beams": 3, "max_new_tokens": 7}, "data": {"max_target_length": 9}},
+                              (7, 3, True)), ({"data": {"max_target_length": 9}}, (9, 1, False))):
+        _answer_as_the_run(model, {"config": config})
+        model.generation_config.save_pretrained(tmp_path)
+        saved = GenerationConfig.from_pretrained(tmp_path)
+        assert (saved.max_new_tokens, saved.num_beams, saved.early_stopping) == expected
