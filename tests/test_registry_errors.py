@@ -887,5 +887,6 @@ def test_a_map_function_s_result_is_shown_whole_up_to_100_characters(rows_file, 
     text = repr(("fine" * 25)[:length])
     shown = text if length == 98 else text[:100] + "…"
     assert len(text) == length + 2 and shown.endswith("'" if length == 98 else "…")
-    with pytest.raises(TaskDefinitionError, match=f"the function returned str {re.escape(shown)}, not the row's fields"):
+    with pytest.raises(TaskDefinitionError) as info:
         task.load_rows("train")
+    assert f"the function returned str {shown}, not the row's fields" in str(info.value)
