@@ -23,10 +23,14 @@ def written_apart(fields: Mapping[str, Any], columns: frozenset[str]) -> dict[st
 
 def written_back(dataset: "datasets.Dataset") -> "datasets.Dataset":
     """`dataset` (the result of a map whose fields were `written_apart`) with each written field in place of its
-    column, typed by its values, the columns in their order."""
+    column, typed by its values (one written null on every row keeps its column's type), the columns in their
+    order."""
     written = [name for name in dataset.column_names if name.startswith(WRITTEN_PREFIX)]
     if not written:
         return dataset
     order = [name for name in dataset.column_names if name not in written]
     fields = [name[len(WRITTEN_PREFIX):] for name in written]
-    return dataset.remove_columns(fields).rename_columns(dict(zip(written, fields))).select_columns(order)
+    nulls = {field: dataset.features[field] for field, name in zip(fields, written)
+             if dataset.features[name] == datasets.Value("null")}
+    back = dataset.remove_columns(fields).rename_columns(dict(zip(written, fields))).select_columns(order)
+    return back.cast(datasets.Features({**back.features, **nulls})) if nulls else back

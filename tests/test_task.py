@@ -1063,8 +1063,8 @@ def test_a_hub_file_readers_split_is_loaded_though_another_split_reads_a_file_tw
 
 def test_a_map_field_takes_the_kind_of_all_its_values_numpy_ones_and_unsigned_columns_too():
     # ints and whole floats written together are floats (not the ints pyarrow would store them as in an int column);
-    # numpy numbers have the kind of the Python ones; an unsigned column is a number column; a field written null on
-    # every row keeps its column's type
+    # numpy numbers are typed as datasets types them in a new field (a float32 float32); a field written over an
+    # unsigned column is typed by its values; a field written null on every row keeps its column's type
     import numpy as np
 
     features = datasets.Features({"n": datasets.Value("int64"), "u": datasets.Value("uint8")})
@@ -1073,7 +1073,7 @@ def test_a_map_field_takes_the_kind_of_all_its_values_numpy_ones_and_unsigned_co
     assert (mixed["n"], mixed.features["n"].dtype) == ([2.0, 3.0], "float64")
     halves = Map(lambda row: {"n": np.float32(row["n"] * 2), "u": row["u"] * 2.0})(dataset)
     assert (halves["n"], halves["u"]) == ([2.0, 8.0], [2.0, 8.0])
-    assert (halves.features["n"].dtype, halves.features["u"].dtype) == ("float64", "float64")
+    assert (halves.features["n"].dtype, halves.features["u"].dtype) == ("float32", "float64")
     nulls = Map(lambda row: {"n": None})(dataset)
     assert (nulls["n"], nulls.features) == ([None, None], features)
 
