@@ -61,8 +61,12 @@ def read_twice(paths: Sequence[PathLike]) -> Optional[str]:
             if (first_index, first) == (index, file):
                 continue
             also = f" (also as {file})" if file != first else ""
-            by = (f"by both {str(paths[first_index])!r} and {str(path)!r}" if first_index != index else
-                  f"twice by {str(path)!r}")
+            if first_index == index:
+                by = f"twice by {str(path)!r}"
+            elif str(paths[first_index]) == str(path):
+                by = f"by {str(path)!r}, listed twice"
+            else:
+                by = f"by both {str(paths[first_index])!r} and {str(path)!r}"
             return (f"the file {first}{also} is read {by}, so its rows would be read twice; list each file once "
                     f"(narrow a pattern, or drop a path)")
     return None

@@ -1057,7 +1057,7 @@ def test_a_hub_file_readers_split_is_loaded_though_another_split_reads_a_file_tw
     _write(validation, ROWS[2:5], "jsonl")
     source = HFSource("json", data_files={"train": [str(train), str(train)], "validation": str(validation)})
     assert [dict(row) for row in source.load("validation")] == ROWS[2:5]
-    with pytest.raises(DataSourceError, match=re.escape(f"split 'train': the file {train} is read by both")):
+    with pytest.raises(DataSourceError, match=re.escape(f"split 'train': the file {train} is read by {str(train)!r}")):
         source.load("train")
 
 
@@ -1101,3 +1101,17 @@ def test_a_saved_split_folder_is_offered_for_one_task_split_alone_and_test_never
     assert split_folders("saved/", ["train", "validation"], ["trn", "val", "test"]) == {"train": "saved/trn",
                                                                                        "validation": "saved/val"}
     assert split_folders("saved", ["train", "validation"], ["test"]) == {}
+
+
+@pytest.mark.parametrize("reader", ["files", "json"])
+def test_a_path_a_split_lists_twice_is_named_as_listed_twice(tmp_path, reader):
+    # was: "is read by both 'x' and 'x'", the one path named twice as if two
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"q": "q0"}) + "\n")
+    paths = [str(train), str(train)]
+    source = LocalFileSource({"train": paths}) if reader == "files" else HFSource("json", data_files={"train": paths})
+    with pytest.raises(DataSourceError) as caught:
+        source.load("train")
+    assert str(caught.value).endswith(
+        f"split 'train': the file {train} is read by {str(train)!r}, listed twice, so its rows would be read twice; "
+        f"list each file once (narrow a pattern, or drop a path)")
