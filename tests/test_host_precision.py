@@ -346,3 +346,18 @@ def test_the_emulated_bf16_warning_names_the_deepspeed_extra_section_as_the_conf
     assert host_precision.emulated_bf16_warning("bf16", False, chosen_by).endswith(
         f"; set deepspeed.extra.{key}.enabled (which chose bf16) to false, with training.precision: auto (fp32 on "
         f"this CPU) or fp32")
+
+
+@pytest.mark.parametrize("major, expected", [(7, "fp32"), (8, "bf16"), (9, "bf16")])
+def test_auto_on_a_gpu_that_emulates_bf16_is_fp32(monkeypatch, major, expected):
+    # was: torch.cuda.is_bf16_supported() counts emulation (a bf16 tensor can be made), so auto trained a V100 or
+    # T4 (compute capability 7.x) in bf16 without tensor cores; torch's own probe runs here on a faked device
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major, minor=0))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    assert resolve_precision("auto", on_gpu=True) == expected
+    reason = auto_precision_reason(on_gpu=True)
+    assert reason == ("bf16 on this GPU, which supports it" if expected == "bf16" else
+                      "fp32 on this GPU, which would emulate bf16 (its compute capability is below 8.0)")

@@ -15,19 +15,20 @@ class PrecisionError(ConfigError):
 
 
 def resolve_precision(precision: str, on_gpu: bool) -> str:
-    """`training.precision` as trained: "auto" is bf16 where the hardware runs it natively (a GPU with bf16
-    support; a CPU with AVX512-BF16 or AMX, oneDNN allowed to use them — elsewhere bf16 matmuls are emulated, ~12×
-    slower than fp32) and fp32 otherwise; explicit values are returned as given."""
+    """`training.precision` as trained: "auto" is bf16 where the hardware runs it natively (a GPU of compute
+    capability 8.0 or more, Ampere on; a CPU with AVX512-BF16 or AMX, oneDNN allowed to use them — elsewhere bf16
+    matmuls are emulated, ~12× slower than fp32 on a CPU) and fp32 otherwise; explicit values are returned as given."""
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(on_gpu) else "fp32"
 
 
 def native_bf16(on_gpu: bool) -> bool:
-    """Whether this machine's GPU (`on_gpu`) or CPU runs bf16 natively: a CPU with AVX512-BF16 or AMX whose oneDNN
-    may use them (`onednn_runs_bf16`)."""
+    """Whether this machine's GPU (`on_gpu`) or CPU runs bf16 natively: a GPU of compute capability 8.0 or more (an
+    older one, a V100 or T4, emulates it: torch's `is_bf16_supported` counts that unless told not to), a CPU with
+    AVX512-BF16 or AMX whose oneDNN may use them (`onednn_runs_bf16`)."""
     if on_gpu:
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return cpu_has_bf16() and onednn_runs_bf16()
 
 
@@ -47,7 +48,9 @@ def auto_precision_reason(on_gpu: bool) -> str:
     """What `training.precision: auto` trains in on this machine, and why, for messages: e.g. "fp32 on this CPU,
     which has neither AVX512-BF16 nor AMX (bf16 would be emulated, ~12× slower)"."""
     if on_gpu:
-        return "bf16 on this GPU, which supports it" if native_bf16(True) else "fp32 on this GPU, which has no bf16"
+        if native_bf16(True):
+            return "bf16 on this GPU, which supports it"
+        return "fp32 on this GPU, which would emulate bf16 (its compute capability is below 8.0)"
     if not cpu_has_bf16():
         return f"fp32 on this CPU, {_NO_BF16_INSTRUCTIONS} (bf16 would be emulated, ~12× slower)"
     if not onednn_runs_bf16():
