@@ -198,6 +198,7 @@ def test_a_deepspeed_json_without_an_optimizer_is_refused_by_name(tmp_path):
 def test_an_explicit_precision_that_a_deepspeed_json_contradicts_is_refused(tmp_path, monkeypatch):
     # was: training.precision: bf16 with a JSON without a bf16 section trained in fp32 without a word
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # (an fp16 JSON is refused on CPU)
+    monkeypatch.setenv("DS_ACCELERATOR", "cuda")  # (not a GPU machine training on its CPU)
     user = tmp_path / "ds.json"
     adam = {"type": "AdamW", "params": {"lr": 1e-3}}
     base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "deepspeed": {"config": str(user)}}
@@ -322,6 +323,7 @@ def test_a_deepspeed_json_in_fp16_is_refused_on_cpu_by_name(tmp_path, monkeypatc
     with pytest.raises(PrecisionError, match=r"deepspeed\.config .*ds\.json enables fp16, which needs a GPU"):
         build_deepspeed_config(cfg, world_size=1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("DS_ACCELERATOR", "cuda")  # (not a GPU machine training on its CPU)
     assert build_deepspeed_config(cfg, world_size=1)["fp16"]["enabled"]
 
 

@@ -361,3 +361,24 @@ def test_auto_on_a_gpu_that_emulates_bf16_is_fp32(monkeypatch, major, expected):
     reason = auto_precision_reason(on_gpu=True)
     assert reason == ("bf16 on this GPU, which supports it" if expected == "bf16" else
                       "fp32 on this GPU, which would emulate bf16 (its compute capability is below 8.0)")
+
+
+def test_a_gpu_machine_training_on_its_cpu_takes_the_cpus_precision(tmp_path, tok, monkeypatch):
+    # was: DS_ACCELERATOR=cpu makes a GPU machine train on its CPU (init_distributed), but auto asked the GPU: bf16,
+    # emulated on a CPU without AVX512-BF16 or AMX, with a warning telling the run to set the auto it had; and a
+    # JSON's fp16 passed the config's check, which said fp16 needs a GPU, to fail in DeepSpeed's CPU accelerator
+    as_host(monkeypatch, "fp32")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    train(_auto_run(tmp_path, tok, 2), evaluate_held_in=False)
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "step-00000002" / "meta.json").read_text())
+    assert meta["precision"] == "fp32"
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "training": {"precision": "auto"}}
+    assert build_deepspeed_config(config_from_dict(base), world_size=1)["bf16"] == {"enabled": False}
+    user = tmp_path / "ds.json"
+    user.write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}, "fp16": {"enabled": True}}))
+    with pytest.raises(ConfigError, match=f"deepspeed.config {user} enables fp16, which needs a GPU"):
+        build_deepspeed_config(config_from_dict({**base, "deepspeed": {"config": str(user)}}), world_size=1)
+    monkeypatch.setenv("DS_ACCELERATOR", "cuda")  # (the GPU trains: auto asks it)
+    assert build_deepspeed_config(config_from_dict(base), world_size=1)["bf16"] == {"enabled": True}

@@ -68,13 +68,10 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     mixture's data is read to size it), then the DeepSpeed config the run would initialise DeepSpeed with, as YAML
     comments (the output still loads as the config); warnings about idle settings and, on a resume, templates edited
     since the checkpoint go to stderr."""
-
-    import torch
-
     from t2t_mtl.config import check_paths
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
     from t2t_mtl.engine.host_precision import check_precision
-    from t2t_mtl.engine.distributed import select_cpu_accelerator
+    from t2t_mtl.engine.distributed import select_cpu_accelerator, trains_on_gpu
     from t2t_mtl.engine.idle_settings import config_warnings
     from t2t_mtl.engine.model_checks import check_moe_backend, is_local_model, pretrained_config_dict
     from t2t_mtl.engine.run_checks import check_run_config
@@ -85,7 +82,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         cfg.data.data_dir = str(args.data_dir)
     check_paths(cfg)
-    check_precision(cfg.training.precision, on_gpu=torch.cuda.is_available())
+    check_precision(cfg.training.precision, on_gpu=trains_on_gpu())
     ckpt = resolve_checkpoint(args.resume, Path(cfg.training.output_dir)) if args.resume else None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     checked = check_run_config(cfg, world_size=world_size)

@@ -27,6 +27,7 @@ import torch
 from t2t_mtl.config import Config, ConfigError, deep_merge
 from t2t_mtl.engine.deepspeed_auto import auto_filled_training_keys, fill_auto_values
 from t2t_mtl.engine.deepspeed_optimizer_checks import ADAM_TYPES, check_optimizer, check_scheduler, check_typed_sections
+from t2t_mtl.engine.distributed import trains_on_gpu
 from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer, json_precision, json_zero_stage
 from t2t_mtl.engine.deepspeed_value_checks import (check_checkpoint_format, check_mapping_sections,
                                                    check_offload_switch, check_precision_switches,
@@ -210,7 +211,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
         precision_by_auto = precision_left_to_auto(t.precision, ds)
         chosen_by = precision_chosen_by(cfg.deepspeed.extra, "deepspeed.config" if not json_leaves_precision(ds)
                                         else None)
-        ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=torch.cuda.is_available()),
+        ds = fill_auto_values(ds, cfg, lambda: resolve_precision(t.precision, on_gpu=trains_on_gpu()),
                               f"deepspeed.config {path}: ")
         check_typed_sections(ds, f"deepspeed.config {path}: ")
         check_precision_switches(ds, f"deepspeed.config {path}: ")
@@ -227,7 +228,7 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
         check_unchecked_values(ds, f"deepspeed.config {path}: ")
         check_scheduler(ds, f"deepspeed.config {path}: ")
         own = json_precision(ds)
-        if own == "fp16" and not torch.cuda.is_available():
+        if own == "fp16" and not trains_on_gpu():
             raise PrecisionError(f"deepspeed.config {path} enables fp16, which needs a GPU (DeepSpeed refuses it on "
                                  f"CPU, and T5 is known to overflow in fp16): use its bf16 section, or none (fp32)")
         if t.precision not in ("auto", own):
@@ -243,12 +244,12 @@ def build_deepspeed(cfg: Config, world_size: int) -> BuiltDeepSpeed:
                           f"deepspeed.zero_stage={cfg.deepspeed.zero_stage}: set deepspeed.zero_stage instead")
     zero: Dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": trains_on_gpu()}
     if cfg.deepspeed.offload_param:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": trains_on_gpu()}
     if cfg.deepspeed.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = False
-    precision = resolve_precision(t.precision, on_gpu=torch.cuda.is_available())
+    precision = resolve_precision(t.precision, on_gpu=trains_on_gpu())
     ds = {
         **batch,
         "gradient_clipping": t.clip,

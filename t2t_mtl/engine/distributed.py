@@ -111,6 +111,13 @@ def select_cpu_accelerator() -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+def trains_on_gpu() -> bool:
+    """Whether `train` runs on this machine's GPU: CUDA is available and DeepSpeed is not pointed at its CPU
+    accelerator (`DS_ACCELERATOR=cpu`, which a GPU machine may set to train on its CPU). `init_distributed` places
+    the run by it; what depends on the device (the precision auto picks, fp16's refusal) must ask it too."""
+    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+
+
 def init_distributed(num_threads: int | None = None) -> DistEnv:
     """Initialise (once) the default process group through DeepSpeed and return this process's place.
 
@@ -124,7 +131,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     import deepspeed
     import torch.distributed as dist
 
-    cuda = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu"
+    cuda = trains_on_gpu()
     backend = "nccl" if cuda else "gloo"
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:

@@ -460,7 +460,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
     # ---- DeepSpeed
     if resume_meta:  # (before converting the checkpoint and starting the engine: what DeepSpeed is given)
         check_engine_settings(resume_from, resume_meta, ds_config, universal,
-                              auto_precision_reason(on_gpu=torch.cuda.is_available())
+                              auto_precision_reason(on_gpu=env.device.type == "cuda")
                               if checked.deepspeed.autos.precision_by_auto else None)
         if universal:  # (what that load would not restore: refused before anything is converted)
             check_universal_resume(resume_from, resume_meta, ds_config, model)
