@@ -345,3 +345,20 @@ def test_tchebycheff_logs_no_weight_for_a_task_before_its_first_loss():
     assert w.task_weights(0.0, {}) == {}
     w(losses(a=2.0, c=6.0), epoch=0.0)
     assert w.task_weights(0.0, {}) == pytest.approx({"a": 0.75, "c": 0.25})  # 1/(2(1/2 + 1/6)), 1/(6(1/2 + 1/6))
+
+
+def test_dtp_weighs_a_micro_batch_without_reading_its_buffer_from_the_device():
+    # was: every call read the smoothed KPIs from the weighting's buffer (float(self.kpi[i])), on a GPU a read that
+    # waits for the micro-batch's forward queued just before; the meta device, which holds no values, stands in
+    config = {"method": "dtp", "gamma": 2.0, "momentum": 0.5}
+    host = build_weighting(config, TASKS, SIZES)
+    device = build_weighting(config, TASKS, SIZES).to("meta")
+    for stats in ({"kpi": {"a": 0.9, "c": 0.2}}, {}, {"kpi": {"a": 0.4}}):
+        loss = device({t: torch.tensor(1.0, device="meta") for t in ("a", "b")}, stats=stats)
+        assert loss.device.type == "meta"
+        host(losses(a=1.0, b=1.0), stats=stats)
+        assert device.last_weights == host.last_weights
+        assert device.task_weights(0.0, {"kpi": {"b": 0.7}}) == host.task_weights(0.0, {"kpi": {"b": 0.7}})
+    k_a = 0.5 * 0.4 + 0.5 * (0.5 * 0.9 + 0.5 * 0.5)
+    assert host.last_weights["a"] == pytest.approx(-((1 - k_a) ** 2) * math.log(k_a))
+    assert host.kpi.tolist() == pytest.approx([k_a, 0.5, 0.5 * 0.2 + 0.5 * 0.5])  # (the buffer a checkpoint keeps)

@@ -143,6 +143,10 @@ class DynamicTaskPrioritization(LossWeighting):
             raise WeightingError(f"dtp eps (the KPI clamp, keeping log k finite) must be in (0, 0.5), got {eps}")
         self.gamma, self.momentum, self.eps = float(gamma), float(momentum), float(eps)
         self.register_buffer("kpi", torch.full((len(self.task_names),), float(initial_kpi), dtype=torch.float64))
+        # the buffer's values on the host, which every call reads: a read of the buffer on a GPU (float()) waited
+        # for the micro-batch's forward queued before it, every micro-batch
+        self._kpi = [float(initial_kpi)] * len(self.task_names)
+        self.register_load_state_dict_post_hook(_kpis_loaded)
 
     def update_kpis(self, kpis: Mapping[str, float]) -> None:
         """Fold new KPI values (in [0, 1]) into the smoothed KPIs."""
@@ -153,18 +157,20 @@ class DynamicTaskPrioritization(LossWeighting):
             if not 0.0 <= value <= 1.0:
                 raise WeightingError(f"task {task!r} has KPI {value}: KPIs must be in [0, 1]")
             i = self.index(task)
-            self.kpi[i] = (1 - self.momentum) * value + self.momentum * float(self.kpi[i])
+            self._kpi[i] = (1 - self.momentum) * value + self.momentum * self._kpi[i]
+        # (a host tensor nothing reuses: copied without waiting for the device)
+        self.kpi.copy_(torch.tensor(self._kpi, dtype=torch.float64), non_blocking=True)
 
     def task_weight(self, task: str, kpi: Optional[float] = None) -> float:
         """λ_t from the task's smoothed KPI (or `kpi`), clamped to [eps, 1 - eps]."""
-        k = float(self.kpi[self.index(task)]) if kpi is None else kpi
+        k = self._kpi[self.index(task)] if kpi is None else kpi
         k = min(max(k, self.eps), 1 - self.eps)
         return -((1 - k) ** self.gamma) * math.log(k)
 
     def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
         """λ_t of every task, from the KPIs smoothed with `stats["kpi"]` folded in (as the next call folds them)."""
         new = stats.get("kpi") or {}
-        smoothed = {t: float(self.kpi[i]) for i, t in enumerate(self.task_names)}
+        smoothed = dict(zip(self.task_names, self._kpi))
         for task, value in new.items():
             smoothed[task] = (1 - self.momentum) * float(value) + self.momentum * smoothed[task]
         return {t: self.task_weight(t, k) for t, k in smoothed.items()}
@@ -174,6 +180,11 @@ class DynamicTaskPrioritization(LossWeighting):
         if stats.get("kpi"):
             self.update_kpis(stats["kpi"])
         return self.weighted_sum(losses, {t: self.task_weight(t) for t in losses})
+
+
+def _kpis_loaded(module: DynamicTaskPrioritization, incompatible_keys: Any) -> None:
+    """After a load: the host copy of the smoothed KPIs is the loaded buffer's (read once here)."""
+    module._kpi = module.kpi.tolist()
 
 
 class TchebycheffWeighting(LossWeighting):
