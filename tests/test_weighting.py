@@ -362,3 +362,24 @@ def test_dtp_weighs_a_micro_batch_without_reading_its_buffer_from_the_device():
     k_a = 0.5 * 0.4 + 0.5 * (0.5 * 0.9 + 0.5 * 0.5)
     assert host.last_weights["a"] == pytest.approx(-((1 - k_a) ** 2) * math.log(k_a))
     assert host.kpi.tolist() == pytest.approx([k_a, 0.5, 0.5 * 0.2 + 0.5 * 0.5])  # (the buffer a checkpoint keeps)
+
+
+def test_tchebycheff_weighs_a_micro_batch_without_reading_its_buffer_from_the_device():
+    # was: every call read its reference losses from the weighting's buffer (torch.isnan(...) per task, the norm, each
+    # reference), on a GPU reads that wait for the micro-batch's forward queued just before; once the references are
+    # known (the first losses, read as they must be), the meta device, which holds no values, stands in
+    host = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    device = build_weighting({"method": "tchebycheff"}, TASKS, SIZES)
+    for w in (host, device):
+        w(losses(a=2.0, b=4.0), stats={"ref_loss": {"c": 0.5}})
+        w.synchronize(lambda tensor: tensor)  # (one rank)
+    device.to("meta")
+    for present in (("a", "b", "c"), ("b",)):
+        loss = device({t: torch.tensor(1.0, device="meta") for t in present})
+        assert loss.device.type == "meta"
+        host(losses(**dict.fromkeys(present, 1.0)))
+        assert device.last_weights == host.last_weights
+        assert device.task_weights(0.0, {}) == host.task_weights(0.0, {})
+    norm = 1 / 2.0 + 1 / 4.0 + 1 / 0.5
+    assert host.last_weights == {"b": pytest.approx(1 / (4.0 * norm))}
+    assert host.ref_loss.tolist() == [2.0, 4.0, 0.5]  # (the buffer a checkpoint keeps)

@@ -202,6 +202,7 @@ class TchebycheffWeighting(LossWeighting):
     def __init__(self, task_names: Iterable[str], task_sizes: Optional[Mapping[str, int]] = None) -> None:
         super().__init__(task_names, task_sizes)
         self.register_buffer("ref_loss", torch.full((len(self.task_names),), float("nan"), dtype=torch.float64))
+        self._ref = [math.nan] * len(self.task_names)  # the buffer's values on the host, which calls read (as dtp's)
         self._synchronized = False  # every rank holds every reference (see `synchronize`)
         self.register_load_state_dict_post_hook(_references_complete)
 
@@ -212,24 +213,22 @@ class TchebycheffWeighting(LossWeighting):
             if task not in self._index or not 0 < float(value) < math.inf:
                 raise WeightingError(f"ref_loss for task {task!r} must be finite and > 0 and the task known, "
                                      f"got {value}")
-            self.ref_loss[self.index(task)] = float(value)
-        first = {t: float(loss.detach()) for t, loss in losses.items() if torch.isnan(self.ref_loss[self.index(t)])}
+            self.ref_loss[self.index(task)] = self._ref[self.index(task)] = float(value)
+        first = {t: float(loss.detach()) for t, loss in losses.items() if math.isnan(self._ref[self.index(t)])}
         if not all(0 < v < math.inf for v in first.values()):
             self.last_weights = {t: math.nan for t in losses}
             return torch.stack([loss.reshape(()) for loss in losses.values()]).sum() * math.nan
         for task, value in first.items():
-            self.ref_loss[self.index(task)] = value
-        known = ~torch.isnan(self.ref_loss)
-        norm = float((1.0 / self.ref_loss[known]).sum())
-        weights = {t: 1.0 / (float(self.ref_loss[self.index(t)]) * norm) for t in losses}
+            self.ref_loss[self.index(task)] = self._ref[self.index(task)] = value
+        known = self.task_weights(epoch, stats)  # (from the host copy: nothing waits for the device)
+        weights = {t: known[t] for t in losses}
         weighted = torch.stack([weights[t] * loss.reshape(()) for t, loss in losses.items()])
         self.last_weights = weights
         return weighted.max()
 
     def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
         """λ_t of every task whose reference loss is known (none before a task's first loss)."""
-        known = {t: float(self.ref_loss[i]) for i, t in enumerate(self.task_names)
-                 if not math.isnan(float(self.ref_loss[i]))}
+        known = {t: v for t, v in zip(self.task_names, self._ref) if not math.isnan(v)}
         norm = math.fsum(1.0 / v for v in known.values())
         return {t: 1.0 / (v * norm) for t, v in known.items()}
 
@@ -245,14 +244,16 @@ class TchebycheffWeighting(LossWeighting):
         seen = totals[1] > 0
         mean = torch.where(seen, totals[0] / totals[1].clamp(min=1), torch.full_like(totals[0], math.nan))
         self.ref_loss.copy_(mean)
-        self._synchronized = bool(seen.all())
+        self._ref = mean.tolist()  # (the step's one read of the device)
+        self._synchronized = not any(math.isnan(v) for v in self._ref)
 
 
 def _references_complete(module: TchebycheffWeighting, incompatible_keys: Any) -> None:
     """After a load: references saved with none missing were saved synchronized (a checkpoint is written after a
     step's `synchronize`), so the ranks agree and a resume makes no collective — one that averaged the equal
     values again could move them by an ulp (3·x/3 ≠ x in floating point)."""
-    module._synchronized = not bool(torch.isnan(module.ref_loss).any())
+    module._ref = module.ref_loss.tolist()
+    module._synchronized = not any(math.isnan(v) for v in module._ref)
 
 
 def _start_epoch(task: str, value) -> float:
