@@ -600,3 +600,18 @@ def test_a_record_logs_the_samplers_probabilities_and_the_weightings_weights_aft
         for key in ("task_probability", "task_weight"):
             assert {tag: v for tag, v in scalars.items() if tag.startswith(key + "/")} == {
                 f"{key}/{task}": rec[key][task] for task in TASKS}
+
+
+def test_task_entropies_are_added_without_reading_the_device():
+    # was: each training forward's entropies were copied to a host accumulator (two .cpu() reads and a blocking copy
+    # of the task ids, every micro-batch), on a GPU reads waiting for the forward queued just before; training keeps
+    # the accumulator on the logits' device, which the meta device, holding no values, stands in for here
+    from t2t_mtl.engine.losses import add_task_entropies
+
+    labels = torch.tensor([[5, -100], [5, 6], [5, 6]])
+    acc = torch.zeros(4, dtype=torch.float64, device="meta")
+    add_task_entropies(acc, torch.zeros(3, 2, 4, device="meta"), labels.to("meta"), torch.tensor([0, 1, 0]))
+    assert acc.device.type == "meta" and acc.shape == (4,)
+    host = torch.zeros(4, dtype=torch.float64)  # the same forward on the host: per task, entropies / log V | counts
+    add_task_entropies(host, torch.zeros(3, 2, 4), labels, torch.tensor([0, 1, 0]))
+    assert host.tolist() == [2.0, 1.0, 2.0, 1.0]

@@ -85,12 +85,14 @@ def per_task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.
 def add_task_entropies(entropy_acc: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                        task_ids: torch.Tensor, decoder_segment_ids: Optional[torch.Tensor] = None) -> None:
     """Add each example's mean per-token entropy / log V (target tokens only) to `entropy_acc[task id]` and
-    1 to `entropy_acc[T + task id]`."""
+    1 to `entropy_acc[T + task id]`. Nothing is read from the device when `entropy_acc` is on the logits' device
+    (training keeps it there): the host task ids are copied without waiting, the counts added there."""
     from t2t_mtl.sampling import token_entropy
 
     per_example, example_tasks = per_example_means(token_entropy(logits.detach()), labels,
-                                                   task_ids.to(labels.device), decoder_segment_ids)
+                                                   task_ids.to(labels.device, non_blocking=True), decoder_segment_ids)
     T = entropy_acc.numel() // 2
-    example_tasks = example_tasks.cpu()
-    entropy_acc[:T].index_add_(0, example_tasks, (per_example / math.log(logits.shape[-1])).double().cpu())
-    entropy_acc[T:] += torch.bincount(example_tasks, minlength=T).to(torch.float64)
+    example_tasks = example_tasks.to(entropy_acc.device)
+    per_example = (per_example / math.log(logits.shape[-1])).double().to(entropy_acc.device)
+    entropy_acc[:T].index_add_(0, example_tasks, per_example)
+    entropy_acc[T:].index_add_(0, example_tasks, torch.ones_like(per_example))

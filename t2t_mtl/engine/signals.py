@@ -31,12 +31,14 @@ def finite_validation(results: Mapping[str, Mapping[str, float]], step: int, log
 
 
 def task_means(sums_and_counts: torch.Tensor, task_names: Sequence[str]) -> Dict[str, float]:
-    """{task: sum / count} from a [2T] (sums | counts) tensor, for tasks with a count and a finite mean."""
+    """{task: sum / count} from a [2T] (sums | counts) tensor, for tasks with a count and a finite mean (the tensor
+    read once)."""
     T = len(task_names)
+    values = sums_and_counts.tolist()
     out = {}
     for i, name in enumerate(task_names):
-        if sums_and_counts[T + i] > 0:
-            value = float(sums_and_counts[i] / sums_and_counts[T + i])
+        if values[T + i] > 0:
+            value = values[i] / values[T + i]
             if math.isfinite(value):
                 out[name] = value
     return out

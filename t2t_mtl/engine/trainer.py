@@ -442,7 +442,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                            bucket_batches=cfg.data.bucket_batches if cfg.data.batching in ("bucket", "pack") else 1,
                            seed=t.seed)
     # adaptive-sampling signals: training-forward entropies, periodic validation, CA-MTL candidate selection
-    entropy_acc = torch.zeros(2 * len(task_names), dtype=torch.float64) if sampler.needs_entropy else None
+    entropy_acc = (torch.zeros(2 * len(task_names), dtype=torch.float64, device=env.device)  # (added to there)
+                   if sampler.needs_entropy else None)
     validator = None
     if t.validate_every > 0:
         from t2t_mtl.engine.validation import PeriodicValidator
