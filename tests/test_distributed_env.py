@@ -428,3 +428,41 @@ def test_what_deepspeed_prints_while_joining_goes_to_the_log_or_to_stderr(capsys
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == "[WARNING] something DeepSpeed warns of\n"
     assert caplog.messages == ["DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully"]
+
+
+@pytest.mark.parametrize("visible", [None, "3"])
+def test_a_local_rank_without_a_gpu_of_its_own_is_refused_naming_what_to_change(monkeypatch, visible):
+    # was: torch.cuda.set_device(LOCAL_RANK) stopped the rank with 'CUDA error: invalid device ordinal' where it sees
+    # fewer GPUs (more ranks than GPUs on a node, or SLURM's --gpus-per-task showing each task its own GPU only)
+    from t2t_mtl.config_errors import ConfigError
+    from t2t_mtl.engine import distributed
+
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "CUDA_VISIBLE_DEVICES": visible}.items():
+        monkeypatch.setenv(key, "")  # (set, then deleted or given: the undo restores the process's own)
+        if value is None:
+            monkeypatch.delenv(key)
+        else:
+            monkeypatch.setenv(key, value)
+    monkeypatch.setattr(distributed, "trains_on_gpu", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("set_device(1) on a process of 1 GPU"))
+    with pytest.raises(ConfigError) as refused:
+        distributed.init_distributed()
+    seen = "" if visible is None else " (CUDA_VISIBLE_DEVICES=3)"
+    assert str(refused.value) == (
+        f"LOCAL_RANK is 1, but this process sees 1 GPU{seen}: DeepSpeed trains rank r of a node on its GPU r "
+        f"(cuda:LOCAL_RANK), so start at most one rank per GPU of the node (torchrun --nproc_per_node, deepspeed "
+        f"--num_gpus), each seeing every GPU of the node (under SLURM --gpus-per-node, not --gpus-per-task, which "
+        f"shows a task its own GPU only), or set DS_ACCELERATOR=cpu to train on the CPU")
+
+    class Placed(Exception):
+        """Raised by the stand-in set_device: the rank is placed, and the test ends its start there."""
+
+    def place(device: int) -> None:
+        raise Placed(device)
+
+    monkeypatch.setenv("LOCAL_RANK", "0")  # its one GPU: placed there
+    monkeypatch.setattr(torch.cuda, "set_device", place)
+    with pytest.raises(Placed) as placed:
+        distributed.init_distributed()
+    assert placed.value.args == (0,)

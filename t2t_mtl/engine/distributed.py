@@ -135,6 +135,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     backend = "nccl" if cuda else "gloo"
     local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
+        check_local_gpu(local_rank)
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         waiting = wait_timeout()  # (refused before joining)
@@ -156,6 +157,25 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     _group_device = device
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+
+
+def check_local_gpu(local_rank: int) -> None:
+    """Refuse a `local_rank` (LOCAL_RANK) this process sees no GPU of, naming what to change, where torch would stop
+    with 'CUDA error: invalid device ordinal': DeepSpeed trains rank r of a node on the node's GPU r, so a node
+    runs at most one rank per GPU and every rank sees all of them (not one per rank, as SLURM's --gpus-per-task
+    binds them)."""
+    from t2t_mtl.config_errors import ConfigError
+    from t2t_mtl.wording import counted
+
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        seen = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+        raise ConfigError(f"LOCAL_RANK is {local_rank}, but this process sees {counted(count, 'GPU')}{seen}: "
+                          f"DeepSpeed trains rank r of a node on its GPU r (cuda:LOCAL_RANK), so start at most one "
+                          f"rank per GPU of the node (torchrun --nproc_per_node, deepspeed --num_gpus), each seeing "
+                          f"every GPU of the node (under SLURM --gpus-per-node, not --gpus-per-task, which shows a "
+                          f"task its own GPU only), or set DS_ACCELERATOR=cpu to train on the CPU")
 
 
 def unbuilt_shm_op() -> Optional[str]:
