@@ -2,6 +2,7 @@
 drew."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from t2t_mtl.engine.rng_states import rng_state, set_rng_state
@@ -13,3 +14,56 @@ def test_rng_state_roundtrip():
     set_rng_state(state)
     b = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def as_gpu_machine(monkeypatch, gpus: int, generators: dict) -> None:
+    """Make torch.cuda answer as a machine of `gpus` GPUs, the current one 0, whose generators' states are
+    `generators` (device index → state); setting a device it lacks fails as torch does (past default_generators)."""
+    def index(device) -> int:
+        device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        return 0 if device.index is None else device.index
+
+    def get_rng_state(device="cuda"):
+        return generators[index(device)].clone()
+
+    def set_rng_state(state, device="cuda"):
+        if index(device) >= gpus:
+            raise IndexError("tuple index out of range")
+        generators[index(device)] = state.clone()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("DS_ACCELERATOR", "cuda")  # (a run on the GPU: DS_ACCELERATOR=cpu trains on the CPU)
+    for module in (torch.cuda, torch.cuda.random):  # (the _all functions call the module's own names)
+        monkeypatch.setattr(module, "get_rng_state", get_rng_state)
+        monkeypatch.setattr(module, "set_rng_state", set_rng_state)
+        monkeypatch.setattr(module, "device_count", lambda: gpus)
+        monkeypatch.setattr(module, "current_device", lambda: 0)
+
+
+def test_a_state_saved_beside_more_gpus_than_the_resume_has_is_put_back_on_the_ranks_gpu(monkeypatch):
+    # was: a rank saved every visible GPU's generator state and put them all back, so a checkpoint of a process on
+    # cuda:0 of a 2-GPU machine stopped its resume on a 1-GPU machine (setting cuda:1: an IndexError inside torch)
+    own, other, fresh = (torch.full((16,), value, dtype=torch.uint8) for value in (1, 2, 3))
+    with monkeypatch.context() as patch:
+        as_gpu_machine(patch, 2, {0: own, 1: other})
+        saved = rng_state()
+    one_gpu = {0: fresh}
+    as_gpu_machine(monkeypatch, 1, one_gpu)
+    set_rng_state(saved)
+    assert torch.equal(one_gpu[0], own)
+    assert torch.equal(saved["cuda"], own)  # the rank's own GPU's state only
+    one_gpu[0] = fresh
+    set_rng_state({**saved, "cuda": [own, other]})  # a checkpoint of before: every visible GPU's state, in order
+    assert torch.equal(one_gpu[0], own)
+
+
+def test_a_run_on_the_cpu_of_a_gpu_machine_keeps_no_gpu_state(monkeypatch):
+    # was: with CUDA available, a run DS_ACCELERATOR=cpu trains on the CPU saved cuda:0's generator state, making a
+    # CUDA context there (every rank of it) for a generator it never draws from
+    as_gpu_machine(monkeypatch, 1, {0: torch.zeros(16, dtype=torch.uint8)})
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *args, **kwargs: pytest.fail("the GPU's state was read"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *args, **kwargs: pytest.fail("the GPU's state was set"))
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    state = rng_state()
+    assert "cuda" not in state
+    set_rng_state({**state, "cuda": torch.zeros(16, dtype=torch.uint8)})  # (a GPU run's, resumed on the CPU)

@@ -9,22 +9,32 @@ from typing import Any, Dict, Iterator
 import numpy as np
 import torch
 
+from t2t_mtl.engine.distributed import trains_on_gpu
+
 
 def rng_state() -> Dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) RNG states."""
+    """Python, NumPy and torch RNG states: the CPU's and, where training runs on a GPU (`trains_on_gpu`), the current
+    GPU's (the rank's own, which `init_distributed` selects) — not every visible GPU's, which a machine of fewer GPUs
+    could not take back, nor a GPU's where the run trains on the CPU (its CUDA context made on cuda:0 for nothing)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if trains_on_gpu():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore an `rng_state()`; its CUDA states only where CUDA is available."""
+    """Restore an `rng_state()`; its CUDA state only where training runs on a GPU, to the current GPU. A state saved
+    before 2026-12-07 holds every visible GPU's (a list): the current GPU's is taken from it, where it has one."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and trains_on_gpu():
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):
+            current = torch.cuda.current_device()
+            cuda = cuda[current] if current < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 @contextlib.contextmanager
