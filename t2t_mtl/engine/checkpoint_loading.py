@@ -16,10 +16,12 @@ from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
 
 
 def _load_file(path: Path, mmap: bool = False, hint: str = CORRUPT_HINT) -> Any:
-    """torch.load a file of a checkpoint (`mmap`: memory-mapped, its tensors not read); CheckpointError naming the
-    file when it is missing or corrupt, ending in `hint`."""
+    """torch.load a file of a checkpoint (`mmap`: memory-mapped, its tensors not read) with its tensors on the CPU,
+    whatever device saved them: a GPU run's files load on a machine without one, and every rank of a GPU job does
+    not put them on cuda:0 (the state they fill copies them where it lives); CheckpointError naming the file when it
+    is missing or corrupt, ending in `hint`."""
     try:
-        return torch.load(path, weights_only=False, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; {hint}") from None
     except Exception as err:  # unpickling errors of a truncated/overwritten file come in many types
