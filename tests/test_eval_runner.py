@@ -2273,3 +2273,16 @@ def test_a_rank_that_cannot_tell_the_others_of_its_failure_says_so_and_raises_it
                 raise ValueError("this rank's data")
     assert [record.getMessage() for record in caplog.records] == [
         "rank 1 could not tell the other ranks that it failed: Connection closed by peer"]
+
+
+def test_a_bare_cuda_device_is_this_ranks_gpu(monkeypatch):
+    # was: --device cuda was torch's current device, cuda:0 on every rank of a torchrun eval (nothing there selects
+    # another), so its ranks shared the first GPU and left the others idle
+    from t2t_mtl.cli.common import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1) == resolve_device("auto")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert resolve_device("cuda") == torch.device("cuda", 0)

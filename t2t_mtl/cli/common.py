@@ -98,7 +98,7 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     """Add `--device` (resolved by `resolve_device`)."""
     parser.add_argument("--device", default="auto",
                         help="where the model runs: auto (default: this rank's GPU, cuda:$LOCAL_RANK, where CUDA is "
-                             "available, else the CPU), cpu, cuda or cuda:N")
+                             "available, else the CPU), cpu, cuda (this rank's GPU) or cuda:N")
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, batch_unit: str) -> None:
@@ -133,14 +133,15 @@ def decoding_settings(args: argparse.Namespace, meta: Mapping[str, Any]) -> dict
 
 
 def resolve_device(name: str) -> Any:
-    """The `torch.device` of a `--device` value; ValueError naming `--device` for one this machine lacks."""
+    """The `torch.device` of a `--device` value (auto and a bare cuda: this rank's GPU, cuda:$LOCAL_RANK wrapped over
+    the GPUs); ValueError naming `--device` for one this machine lacks."""
     import os
 
     import torch
 
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if name in ("auto", "cuda") and torch.cuda.is_available():  # (cuda bare: this rank's GPU, not every rank's cuda:0)
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     try:
         device = torch.device(name)
