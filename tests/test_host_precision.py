@@ -382,3 +382,22 @@ def test_a_gpu_machine_training_on_its_cpu_takes_the_cpus_precision(tmp_path, to
         build_deepspeed_config(config_from_dict({**base, "deepspeed": {"config": str(user)}}), world_size=1)
     monkeypatch.setenv("DS_ACCELERATOR", "cuda")  # (the GPU trains: auto asks it)
     assert build_deepspeed_config(config_from_dict(base), world_size=1)["bf16"] == {"enabled": True}
+
+
+@pytest.mark.parametrize("major, chosen_by, fix", [
+    (7, None, "set training.precision: auto (fp32 on this GPU) or fp32"),
+    (7, "deepspeed.extra.bf16", "set deepspeed.extra.bf16.enabled (which chose bf16) to false, with "
+                                "training.precision: auto (fp32 on this GPU) or fp32"),
+    (8, None, None)])
+def test_an_explicit_bf16_on_a_gpu_that_emulates_it_is_warned_of(monkeypatch, major, chosen_by, fix):
+    # was: the warning of an emulated bf16 was for CPUs alone, so training.precision: bf16 on a V100 or T4 (compute
+    # capability 7.x, no bf16 tensor cores) trained emulating it without a word
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major, minor=0))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    warning = host_precision.emulated_bf16_warning("bf16", True, chosen_by)
+    assert warning == (None if fix is None else "training in bf16 on this GPU, whose compute capability is below 8.0 "
+                       f"(no bf16 tensor cores): bf16 is emulated here; {fix}")
+    assert host_precision.emulated_bf16_warning("fp32", True, chosen_by) is None

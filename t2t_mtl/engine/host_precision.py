@@ -64,30 +64,35 @@ _NO_BF16_INSTRUCTIONS = "which has neither AVX512-BF16 nor AMX"
 
 _ONEDNN_BELOW_BF16 = "whose oneDNN is held below bf16 (ONEDNN_MAX_CPU_ISA)"
 
+#: why a GPU emulates bf16, for messages: bf16 tensor cores came with compute capability 8.0 (Ampere)
+_GPU_BELOW_BF16 = "whose compute capability is below 8.0 (no bf16 tensor cores)"
+
 
 def emulated_bf16_warning(precision: str, on_gpu: bool, chosen_by: Optional[str] = None, resumed: bool = False
                           ) -> Optional[str]:
     """The warning for a run training in `precision` "bf16" (as DeepSpeed runs it) on a CPU that emulates bf16
-    (`native_bf16` false), ~12× slower than fp32; None on a GPU, in another precision, or on a CPU that runs bf16
-    natively (auto never picks bf16 where it is emulated). Its advice is to training.precision, or to what chose the
-    precision instead (`chosen_by`, `DeepSpeedAutos.precision_chosen_by`): deepspeed.extra's bf16 key, or a
-    deepspeed.config JSON's own bf16 section. A `resumed` run is not told to set another precision, which its
-    resume would refuse."""
-    if precision != "bf16" or on_gpu or native_bf16(False):
+    (`native_bf16` false), ~12× slower than fp32, or on a GPU (`on_gpu`) that does (a V100 or T4); None in another
+    precision, or where the device runs bf16 natively (auto never picks bf16 where it is emulated). Its advice is to
+    training.precision, or to what chose the precision instead (`chosen_by`, `DeepSpeedAutos.precision_chosen_by`):
+    deepspeed.extra's bf16 key, or a deepspeed.config JSON's own bf16 section. A `resumed` run is not told to set
+    another precision, which its resume would refuse."""
+    if precision != "bf16" or native_bf16(on_gpu):
         return None
-    why = _NO_BF16_INSTRUCTIONS if not cpu_has_bf16() else _ONEDNN_BELOW_BF16
+    device = "GPU" if on_gpu else "CPU"
+    why = _GPU_BELOW_BF16 if on_gpu else _NO_BF16_INSTRUCTIONS if not cpu_has_bf16() else _ONEDNN_BELOW_BF16
     if resumed:
         fix = ("a bf16 checkpoint resumes in bf16 only: resume it on a machine that runs bf16 natively, or start a "
                "new run in fp32 (training.precision: auto, and a new training.output_dir)")
     elif chosen_by is not None and chosen_by.startswith("deepspeed.extra."):  # (it overrides a JSON's section)
         fix = (f"set {chosen_by}.enabled (which chose bf16) to false, with training.precision: auto (fp32 on this "
-               f"CPU) or fp32")
+               f"{device}) or fp32")
     elif chosen_by is not None:
-        fix = ("set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
-               "CPU), or to false")
+        fix = (f"set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on "
+               f"this {device}), or to false")
     else:
-        fix = "set training.precision: auto (fp32 on this CPU) or fp32"
-    return f"training in bf16 on this CPU, {why}: bf16 is emulated here, about 12× slower than fp32; {fix}"
+        fix = f"set training.precision: auto (fp32 on this {device}) or fp32"
+    slower = "" if on_gpu else ", about 12× slower than fp32"  # (measured on CPUs only)
+    return f"training in bf16 on this {device}, {why}: bf16 is emulated here{slower}; {fix}"
 
 
 def check_precision(precision: str, on_gpu: bool) -> None:
