@@ -68,6 +68,8 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     mixture's data is read to size it), then the DeepSpeed config the run would initialise DeepSpeed with, as YAML
     comments (the output still loads as the config); warnings about idle settings and, on a resume, templates edited
     since the checkpoint go to stderr."""
+    import torch
+
     from t2t_mtl.config import check_paths
     from t2t_mtl.engine.checkpoint import resolve_checkpoint
     from t2t_mtl.engine.host_precision import check_precision
@@ -88,7 +90,7 @@ def print_checked_config(cfg, args: argparse.Namespace) -> int:
     checked = check_run_config(cfg, world_size=world_size)
     name = cfg.model.name_or_path
     check_moe_backend(cfg, pretrained_config_dict(name) if is_local_model(name) else None,
-                      torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+                      torch.device("cuda" if trains_on_gpu() else "cpu"))
     rates = checked.rates
     warnings = config_warnings(cfg, world_size, checked.deepspeed, checked.sampler, resuming=ckpt is not None)
     if ckpt is not None:  # what the resumed run would refuse (other tasks, LoRA, seed, ...) or warn of (templates)
