@@ -615,3 +615,38 @@ def test_task_entropies_are_added_without_reading_the_device():
     host = torch.zeros(4, dtype=torch.float64)  # the same forward on the host: per task, entropies / log V | counts
     add_task_entropies(host, torch.zeros(3, 2, 4), labels, torch.tensor([0, 1, 0]))
     assert host.tolist() == [2.0, 1.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("strategy", ["bandit_softmax", "bandit_thompson"])
+def test_a_record_logs_the_bandits_learned_state_after_its_step(tmp_path, tokenizer_dir, strategy):
+    # was: bandit_softmax's values Q and bandit_thompson's Beta parameters were in the checkpoints alone, so the
+    # bandit's course could not be plotted. Recomputed from the logged per-step training losses it learns from
+    from t2t_mtl.engine.logging import training_scalars
+
+    step = 0.3
+    sampling = {"strategy": strategy, "metric": "loss", **({"step": step} if strategy == "bandit_softmax" else {})}
+    result, records, state = run_tiny(tmp_path, tokenizer_dir, sampling=sampling)
+    assert len(records) == result.step == 6
+    q, wins, losses, last = dict.fromkeys(TASKS, 0.0), dict.fromkeys(TASKS, 0), dict.fromkeys(TASKS, 0), {}
+    for rec in records:
+        for task, loss in rec["task_loss"].items():
+            if task in last:  # (a task's first loss is its baseline)
+                reward = last[task] - loss
+                q[task] = (1 - step) * q[task] + step * reward
+                wins[task], losses[task] = wins[task] + (reward > 0), losses[task] + (reward <= 0)
+            last[task] = loss
+        if strategy == "bandit_softmax":
+            expected = {"bandit_q": q}
+        else:
+            expected = {"bandit_alpha": {t: 1.0 + wins[t] for t in TASKS},
+                        "bandit_beta": {t: 1.0 + losses[t] for t in TASKS}}
+        for key, values in expected.items():
+            assert rec[key] == pytest.approx(values, rel=1e-12, abs=1e-15)
+            assert {tag: v for tag, v in training_scalars(rec).items() if tag.startswith(key + "/")} == {
+                f"{key}/{task}": rec[key][task] for task in TASKS}
+    extra = state["sampler"]["extra"]  # (the last record's is the state the final checkpoint saved)
+    saved = {"bandit_q": extra.get("q")} if strategy == "bandit_softmax" else {
+        "bandit_alpha": extra.get("alpha"), "bandit_beta": extra.get("beta")}
+    assert {key: dict(zip(TASKS, values)) for key, values in saved.items()} == {
+        key: records[-1][key] for key in saved}
+    assert len({json.dumps(rec[next(iter(saved))]) for rec in records}) > 1  # (they change as the bandit learns)

@@ -94,6 +94,10 @@ class SoftmaxBanditSampler(_FeedbackSampler):
             z = np.exp((self.q - self.q.max()) / self.tau)
         return z / z.sum()
 
+    def logged_state(self) -> dict[str, dict[str, float]]:
+        """Each task's value Q_t as bandit_q."""
+        return {"bandit_q": dict(zip(self.tasks, self.q.tolist()))}
+
     def _extra_state(self) -> dict:
         return {**super()._extra_state(), "q": self.q.tolist()}
 
@@ -225,6 +229,11 @@ class ThompsonBanditSampler(_FeedbackSampler):
         """P(arm k has the largest θ), a Monte Carlo estimate from its own fixed-seed generator."""
         rng = np.random.default_rng([self.seed, self._updates, 7919])
         return np.bincount(self._winners(rng, self.estimate_samples), minlength=len(self.tasks)) / self.estimate_samples
+
+    def logged_state(self) -> dict[str, dict[str, float]]:
+        """Each arm's Beta parameters a_k, b_k as bandit_alpha and bandit_beta."""
+        return {"bandit_alpha": dict(zip(self.tasks, self.alpha.tolist())),
+                "bandit_beta": dict(zip(self.tasks, self.beta.tolist()))}
 
     def _extra_state(self) -> dict:
         return {**super()._extra_state(), "alpha": self.alpha.tolist(), "beta": self.beta.tolist(),

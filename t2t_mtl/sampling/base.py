@@ -123,6 +123,11 @@ class MixtureSampler:
         """Current target probability of each task."""
         return dict(zip(self.tasks, self._probabilities().tolist()))
 
+    def logged_state(self) -> dict[str, dict[str, float]]:
+        """What the strategy has learned, per task, for a run's records beside `task_probability` ({name: {task:
+        value}}, each name a record key and a TensorBoard tag prefix): none by default."""
+        return {}
+
     def probabilities_at(self, epoch: float) -> dict[str, float]:
         """The probability of each task at `epoch` (as `set_epoch` takes it), all else as now: where a schedule
         takes the rates. The sampler itself stays where it is (a copy is moved, logging nothing)."""
