@@ -776,3 +776,34 @@ def test_two_task_files_making_one_task_are_both_named_with_a_remedy_the_command
     assert str(refused.value) == (
         f"BIG-bench task files {str(one / 'task.json')!r} and {str(two / 'task.json')!r} both make the task "
         f"'bigbench_same' (named by a task.json's 'name', else by its folder); give one of them another 'name'")
+
+
+def test_a_comparison_of_bigbench_reports_says_a_differing_seed_changes_nothing(imported, t5_tokenizer, monkeypatch):
+    # was: k-shot reports of two training seeds flagged "their scores are not like for like", though a BIG-bench
+    # task's prompts and demonstrations are BIG-bench's own draw, which the evaluation seed does not change
+    from dataclasses import replace
+
+    from t2t_mtl.evaluation import EvalReport
+    from t2t_mtl.evaluation.report import comparison_markdown
+
+    task = task_registry.get_task("bigbench_emoji_movie")
+    settings = EvalSettings(max_examples=4, num_shots=1, max_input_length=4096)
+    prompts = _scored_prompts(monkeypatch, t5_tokenizer, task, settings)
+    assert _scored_prompts(monkeypatch, t5_tokenizer, task, replace(settings, seed=7)) == prompts  # (the premise)
+    result = _result_of(task.name, "bigbench_zero_shot")
+    seed_0 = EvalReport("seed-0", [result], settings=settings.to_dict())
+    seed_7 = replace(seed_0, name="seed-7", settings={**seed_0.settings, "seed": 7})
+    assert comparison_markdown([seed_0, seed_7]).splitlines()[-1] == (
+        "Scored with different `seed`: 0 (seed-0), 7 (seed-7); every task scored is a BIG-bench task, whose prompts "
+        "and k-shot demonstrations are drawn with BIG-bench's own seed: it changes nothing.")
+    # a task of the project's own beside it draws its demonstrations with the seed
+    mixed = [replace(r, results=[result, _result_of("copa", "choose")]) for r in (seed_0, seed_7)]
+    assert comparison_markdown(mixed).splitlines()[-1].endswith("their scores are not like for like.")
+
+
+def _result_of(task: str, template: str):
+    from t2t_mtl.evaluation import TemplateResult
+
+    return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=4,
+                          metrics={"accuracy": {"accuracy": 0.5}}, primary_metric="accuracy",
+                          primary_key="accuracy", score=50.0)

@@ -220,12 +220,24 @@ def comparison_markdown(reports: Sequence[EvalReport]) -> str:
 
 
 def _difference(key: str, reports: Sequence[EvalReport]) -> str:
-    """What a differing setting `key` does to the scores: a zero-shot evaluation's seed (a run's `training.seed`, so
-    two training seeds' reports always differ in it) changes only the templates that draw at random."""
+    """What a differing setting `key` does to the scores: the evaluation seed (a run's `training.seed`, so two
+    training seeds' reports always differ in it) changes nothing of BIG-bench tasks, whose one template and k-shot
+    demonstrations draw with BIG-bench's own seed, and zero-shot, only the templates that draw at random."""
+    if key == "seed" and _bigbench_only(reports):
+        return ("every task scored is a BIG-bench task, whose prompts and k-shot demonstrations are drawn with "
+                "BIG-bench's own seed: it changes nothing.")
     if key == "seed" and not any(r.settings.get("num_shots") for r in reports):
         return ("zero-shot, it changes only what templates drawing at random (Jinja's `choice` and `random` filters) "
                 "render.")
     return "their scores are not like for like."
+
+
+def _bigbench_only(reports: Sequence[EvalReport]) -> bool:
+    """Whether every result of `reports` (at least one) is of an imported BIG-bench task (its one template)."""
+    from task_registry.bigbench import TEMPLATE_NAME  # (task_registry is slow to import: where a seed differs only)
+
+    results = [result for report in reports for result in report.results]
+    return bool(results) and all(result.template == TEMPLATE_NAME for result in results)
 
 
 def _setting(value: Any) -> str:
