@@ -2047,3 +2047,23 @@ def test_ca_mtl_selection_is_not_warned_of_starving_tasks(tmp_path, tok, cache, 
     result = train(cfg, evaluate_held_in=False)
     assert [line for line in capsys.readouterr().out.splitlines() if "task draws left" in line] == []
     assert sum(result.examples_seen.values()) == 8
+
+
+def test_a_curriculum_start_epoch_a_run_ends_before_is_named_in_a_warning(tmp_path, tok, cache, capsys):
+    # was: nothing said: 32 examples, 4 a step, 3 steps: the last starts at epoch 0.25, so a task faded in around
+    # epoch 2 trained at 1 / (1 + e^1.75) of its weight at most
+    tasks_dir = write_yaml_task(write_yaml_task(tmp_path / "tasks", "small", rows=8), "large", rows=24)
+    cfg = tiny_config(tmp_path / "run", tok, cache, data={"tasks": ["small", "large"], "tasks_dir": str(tasks_dir)},
+                      weighting={"method": "curriculum", "start_epochs": {"large": 2, "small": 0.25}},
+                      training={"steps": 3})
+    train(cfg, evaluate_held_in=False)
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "curriculum" in line]
+    assert warnings == [f"warning: weighting.method curriculum fades each task in around its start epoch, but the "
+                        f"run's last step starts at epoch 0.25 of the mixture's 32 examples, before the start epoch of large "
+                        f"(2: {1 / (1 + math.exp(1.75)):.3g} of its full weight there): such a task trains at less "
+                        f"than half its full loss weight throughout; lower its weighting.start_epochs, train longer, "
+                        f"or on fewer examples (data.max_examples_per_task)"]
+    cfg["weighting"]["start_epochs"]["large"] = 0.25  # (reached at the last step: half its weight there)
+    cfg["training"]["output_dir"] = str(tmp_path / "reached")
+    train(cfg, evaluate_held_in=False)
+    assert "curriculum" not in capsys.readouterr().out

@@ -18,7 +18,8 @@ from t2t_mtl.engine.signal_checks import validation_users
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
 
-__all__ = ["config_warnings", "idle_schedule_warning", "sampling_warnings", "unused_mixture_rates"]
+__all__ = ["config_warnings", "idle_curriculum_warning", "idle_schedule_warning", "sampling_warnings",
+           "unused_mixture_rates"]
 
 
 def unused_mixture_rates(cfg: Config) -> Optional[str]:
@@ -174,6 +175,26 @@ def idle_schedule_warning(sampler: MixtureSampler, last_epoch: float, total_exam
             f"{total_examples} examples, but the run's last step starts at epoch {last_epoch:.3g} of them, before its "
             f"first change: it draws at its rates of epoch 0 throughout, so the schedule has no effect; train longer, "
             f"or on fewer examples (data.max_examples_per_task)")
+
+
+def idle_curriculum_warning(weighting: Any, last_epoch: float, total_examples: int) -> Optional[str]:
+    """The warning for a `curriculum` weighting with tasks whose start epoch e'_t comes after `last_epoch`, where the
+    run's last step starts (epochs of the mixture's `total_examples`): their loss weights stay below half of their
+    full weights throughout. None for any other weighting, and where every task's start epoch is reached."""
+    from t2t_mtl.weighting.methods import CurriculumWeighting
+
+    if not isinstance(weighting, CurriculumWeighting):
+        return None
+    late = [t for t in weighting.task_names if weighting.start_epochs[t] > last_epoch]
+    if not late:
+        return None
+    shares = ", ".join(f"{t} ({weighting.start_epochs[t]:g}: "
+                       f"{weighting.task_weight(t, last_epoch) / weighting.base[t]:.3g} of its full weight there)"
+                       for t in late)
+    return (f"weighting.method curriculum fades each task in around its start epoch, but the run's last step starts "
+            f"at epoch {last_epoch:.3g} of the mixture's {total_examples} examples, before the start epoch of "
+            f"{shares}: such a task trains at less than half its full loss weight throughout; lower its "
+            f"weighting.start_epochs, train longer, or on fewer examples (data.max_examples_per_task)")
 
 
 def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:

@@ -65,7 +65,7 @@ from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 from t2t_mtl.engine.one_rank_clipping import use_one_rank_clipping
 from t2t_mtl.engine.own_checkpoint_files import check_own_files, nvme_offload_index
 from t2t_mtl.engine.checked_deepspeed import CheckedDeepSpeed
-from t2t_mtl.engine.idle_settings import config_warnings, idle_schedule_warning
+from t2t_mtl.engine.idle_settings import config_warnings, idle_curriculum_warning, idle_schedule_warning
 from t2t_mtl.engine.model_checks import check_moe_backend, is_local_model, pretrained_config_dict
 from t2t_mtl.engine.run_checks import check_run_config
 from t2t_mtl.engine.run_sampling import with_template_sizes
@@ -572,11 +572,11 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                                f"task draws left in the run (rate × draws < 1), so most likely never trains: raise "
                                f"its rate, train longer, or leave it out of data.tasks")
             per_step = t.micro_batch_size * t.grad_accum * env.world_size  # examples (packed rows: as many as fit)
-            idle = None if builder.packed else idle_schedule_warning(
-                sampler, (progress.seen_examples + (t.steps - progress.step - 1) * per_step) / total_examples,
-                total_examples)
-            if idle:
-                logger.message(f"warning: {idle}")
+            last_epoch = (progress.seen_examples + (t.steps - progress.step - 1) * per_step) / total_examples
+            for idle in ([] if builder.packed else [idle_schedule_warning(sampler, last_epoch, total_examples),
+                                                    idle_curriculum_warning(weighting, last_epoch, total_examples)]):
+                if idle:
+                    logger.message(f"warning: {idle}")
     except BaseException:
         if sinks is not None:
             sinks.close(failed=True)
