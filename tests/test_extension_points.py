@@ -312,8 +312,9 @@ class ForgetsValidation(ForgetsWhatItDeclares):
 
 
 @pytest.mark.parametrize("cls, fed", [
-    (ForgetsWhatItDeclares, "{'loss': {task: loss}}, then {'entropy': {task: entropy}}"),
-    (ForgetsValidation, "{'loss': {task: loss}}, then {'val_loss': {task: loss}, 'val_score': {task: score}}")])
+    (ForgetsWhatItDeclares, "{'loss': {task: loss}, 'trained': {task: examples}}, then {'entropy': {task: entropy}}"),
+    (ForgetsValidation, "{'loss': {task: loss}, 'trained': {task: examples}}, then {'val_loss': {task: loss}, "
+                        "'val_score': {task: score}}")])
 def test_the_resume_contract_feeds_a_sampler_the_signals_it_declares(cls, fed):
     # was: fed the training losses only, so what such a sampler learns, and loses in a checkpoint, went unchecked
     with pytest.raises(ConfigError, match=r"^S does not resume as it runs: .* _extra_state\(\)"):
@@ -377,7 +378,8 @@ class KpiOnly(Halves):
 
 def test_an_error_a_registered_class_raises_under_the_resume_check_names_it_and_where_it_was_raised():
     # was: a raw KeyError traceback from the check (as from the first training step)
-    with pytest.raises(ConfigError, match=r"^S: fed \{'loss': \{task: loss\}\} as training feeds it after each step, "
+    with pytest.raises(ConfigError, match=r"^S: fed \{'loss': \{task: loss\}, 'trained': \{task: examples\}\} as "
+                                          r"training feeds it after each step, "
                                           r"and drawn from \(.*\), it raised KeyError: 'val_score' \(.*"
                                           r"test_extension_points.py:\d+\)$"):
         check_sampler_resumes(lambda: ValidationOnly(SIZES, seed=0), "S")
@@ -837,3 +839,18 @@ def test_a_modules_weighting_learning_from_its_own_ranks_losses_is_refused_on_tw
             f"on every rank in synchronize(all_reduce_sum)") in done.stderr, done.stderr[-3000:]
     assert "the sampler's state" not in done.stderr
     assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))
+
+
+class ForgetsTrained(Forgetful):
+    """Learns from the examples trained of each task (`trained`, fed with the losses), but keeps nothing of them."""
+
+    strategy, stat = "forgets_trained", "trained"
+
+
+def test_the_resume_contract_feeds_a_sampler_the_examples_trained_as_training_does():
+    # was: fed {'loss': ...} alone, while training feeds {'loss': ..., 'trained': ...} every step (the README's update()
+    # contract): a sampler losing what it learns of the examples trained passed the check and drifted when resumed
+    with pytest.raises(ConfigError, match=r"^S does not resume as it runs: .* _extra_state\(\)"):
+        check_sampler_resumes(lambda: ForgetsTrained(SIZES, seed=0), "S")
+    targeted = {"strategy": "bandit_thompson", "target": "a"}  # (credits its target's wins by the examples trained)
+    check_sampler_resumes(lambda: build_sampler(targeted, SIZES, seed=0, log=False), "bandit_thompson")

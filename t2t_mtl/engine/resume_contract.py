@@ -15,24 +15,28 @@ from t2t_mtl.config_errors import ConfigError
 
 #: draws compared after each of the check's updates (several of a sampler's blocks when they are small)
 DRAWS = 64
+#: what the check's message calls each stat's per-task values
+_STAT_VALUES = {"trained": "examples", "val_loss": "loss", "val_score": "score"}
 
 
 def check_sampler_resumes(build: Callable[[], Any], what: str) -> None:
     """Refuse (ConfigError naming `what`) a sampler built by `build` whose draws after a checkpoint round trip of
-    its state differ from the original's: fed a step's stats as training feeds them (the per-task losses, and the
-    entropies or validation results where it declares `needs_entropy` / `needs_validation`), drawn from, saved and
+    its state differ from the original's: fed a step's stats as training feeds them (the per-task losses and examples
+    trained, and the entropies or validation results where it declares `needs_entropy` / `needs_validation`), drawn
+    from, saved and
     loaded into a new build, both are fed other such stats and must draw the same tasks. An error its code raises on
     the way is a ConfigError naming it and where it was raised."""
-    fed = ", then ".join("{" + ", ".join(f"'{key}': {{task: {key.removeprefix('val_')}}}" for key in update) + "}"
+    fed = ", then ".join("{" + ", ".join(f"'{key}': {{task: {_STAT_VALUES.get(key, key)}}}" for key in update) + "}"
                          for update in _step_stats(build(), {}))
     with _named(what, f"fed {fed} as training feeds it after each step, and drawn from"):
         _check_sampler(build, what)
 
 
 def _step_stats(sampler: Any, values: Dict[str, float]) -> List[Dict[str, Dict[str, float]]]:
-    """The updates training makes after a step, each stat's value per task taken from `values`: the losses, then
-    the entropies (`needs_entropy`), then the validation results (`needs_validation`)."""
-    updates = [{"loss": values}]
+    """The updates training makes after a step, each stat's value per task taken from `values`: the losses with the
+    examples trained (4 × the value, rounded), then the entropies (`needs_entropy`), then the validation results
+    (`needs_validation`)."""
+    updates = [{"loss": values, "trained": {task: round(4 * value) for task, value in values.items()}}]
     if sampler.needs_entropy:
         updates.append({"entropy": {task: value / (1 + value) for task, value in values.items()}})
     if sampler.needs_validation:
