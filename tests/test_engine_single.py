@@ -2067,3 +2067,29 @@ def test_a_curriculum_start_epoch_a_run_ends_before_is_named_in_a_warning(tmp_pa
     cfg["training"]["output_dir"] = str(tmp_path / "reached")
     train(cfg, evaluate_held_in=False)
     assert "curriculum" not in capsys.readouterr().out
+
+
+def test_a_resume_is_not_refused_for_the_tokenizer_the_pretrained_folder_holds_now(tmp_path, tok, cache):
+    # a resume reads its weights from the checkpoint, not from model.name_or_path: the folder's tokenizer, replaced
+    # since the fine-tune started (say by another export into it), no longer says what the embedding rows are
+    import shutil
+
+    import task_registry
+    from t2t_mtl.model import build_model
+    from t2t_mtl.tokenizer import train_tokenizer
+
+    build_model({"dims": {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}},
+                vocab_size=256).save_pretrained(tmp_path / "m")
+    load_tokenizer(tok).save_pretrained(tmp_path / "m")
+    cfg = tiny_config(tmp_path / "run", tok, cache, training={"steps": 2})
+    cfg["model"] = {"name_or_path": str(tmp_path / "m")}
+    assert train(cfg, evaluate_held_in=False).step == 2
+    rows = task_registry.get_task("sort_words").to_dataset("train", max_examples=64)
+    other = tmp_path / "other"
+    train_tokenizer([text for row in rows for text in (row["inputs"], row["targets"])], other, vocab_size=128)
+    for name in os.listdir(other):  # (the folder's tokenizer files replaced by another's)
+        shutil.copy(other / name, tmp_path / "m" / name)
+    cfg["training"]["steps"] = 4
+    assert train(cfg, resume="auto", evaluate_held_in=False).step == 4
+    with pytest.raises(ConfigError, match=r"is not the tokenizer of model.name_or_path"):  # (a fresh run is refused)
+        train({**cfg, "training": {**cfg["training"], "output_dir": str(tmp_path / "fresh")}}, evaluate_held_in=False)
