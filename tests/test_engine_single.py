@@ -2059,10 +2059,10 @@ def test_a_curriculum_start_epoch_a_run_ends_before_is_named_in_a_warning(tmp_pa
     train(cfg, evaluate_held_in=False)
     warnings = [line for line in capsys.readouterr().out.splitlines() if "curriculum" in line]
     assert warnings == [f"warning: weighting.method curriculum fades each task in around its start epoch, but the "
-                        f"run's last step starts at epoch 0.25 of the mixture's 32 examples, before the start epoch of large "
-                        f"(2: {1 / (1 + math.exp(1.75)):.3g} of its full weight there): such a task trains at less "
-                        f"than half its full loss weight throughout; lower its weighting.start_epochs, train longer, "
-                        f"or on fewer examples (data.max_examples_per_task)"]
+                        f"run's last step starts at epoch 0.25 of the mixture's 32 examples, before the start epoch "
+                        f"of large (2: {1 / (1 + math.exp(1.75)):.3g} of its full weight there): such a task trains at "
+                        f"less than half its full loss weight throughout; lower its weighting.start_epochs, train "
+                        f"longer, or on fewer examples (data.max_examples_per_task)"]
     cfg["weighting"]["start_epochs"]["large"] = 0.25  # (reached at the last step: half its weight there)
     cfg["training"]["output_dir"] = str(tmp_path / "reached")
     train(cfg, evaluate_held_in=False)
