@@ -732,6 +732,15 @@ def test_a_saved_folder_without_the_split_read_says_which_split_folder_may_be_re
     assert [dict(r) for r in LocalFileSource({"train": folder / "training"}).load("train")] == ROWS[:6]
 
 
+def _train_split_refusal(reader: str, paths: list) -> str:
+    """The DataSourceError's words on loading the train split of `paths` by a local-files source (`reader` "files")
+    or datasets' json reader."""
+    source = LocalFileSource({"train": paths}) if reader == "files" else HFSource("json", data_files={"train": paths})
+    with pytest.raises(DataSourceError) as caught:
+        source.load("train")
+    return str(caught.value)
+
+
 @pytest.mark.parametrize("reader", ["files", "json"])
 def test_a_file_that_two_paths_of_a_split_read_is_refused_naming_both(tmp_path, reader):
     # was: files: {train: [en/*.jsonl, **/train-*.jsonl]} read en/train-1.jsonl twice, its rows doubled unseen in
@@ -743,10 +752,7 @@ def test_a_file_that_two_paths_of_a_split_read_is_refused_naming_both(tmp_path, 
     paths = [str(shards / "*.jsonl"), str(tmp_path / "shards" / "**" / "train-1.jsonl")]
     rows = datasets.load_dataset("json", data_files={"train": paths}, split="train")
     assert sorted(row["q"] for row in rows) == ["q0", "q1", "q1"]  # (the reference: datasets reads it twice)
-    source = LocalFileSource({"train": paths}) if reader == "files" else HFSource("json", data_files={"train": paths})
-    with pytest.raises(DataSourceError) as caught:
-        source.load("train")
-    assert str(caught.value).endswith(
+    assert _train_split_refusal(reader, paths).endswith(
         f"split 'train': the file {shards / 'train-1.jsonl'} is read by both {paths[0]!r} and {paths[1]!r}, so its "
         f"rows would be read twice; list each file once (narrow a pattern, or drop a path)")
     once = LocalFileSource({"train": paths[:1]}) if reader == "files" else HFSource("json", data_files=paths[:1])
@@ -1108,10 +1114,6 @@ def test_a_path_a_split_lists_twice_is_named_as_listed_twice(tmp_path, reader):
     # was: "is read by both 'x' and 'x'", the one path named twice as if two
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps({"q": "q0"}) + "\n")
-    paths = [str(train), str(train)]
-    source = LocalFileSource({"train": paths}) if reader == "files" else HFSource("json", data_files={"train": paths})
-    with pytest.raises(DataSourceError) as caught:
-        source.load("train")
-    assert str(caught.value).endswith(
+    assert _train_split_refusal(reader, [str(train), str(train)]).endswith(
         f"split 'train': the file {train} is read by {str(train)!r}, listed twice, so its rows would be read twice; "
         f"list each file once (narrow a pattern, or drop a path)")
