@@ -1,5 +1,6 @@
 """The precision this machine trains in: what `training.precision: auto` resolves to (bf16 where the GPU or CPU runs
-it natively, fp32 elsewhere) and why, the warning for a run emulating bf16 on a CPU, and the refusal of fp16 on a CPU.
+it natively, fp32 elsewhere) and why, the warning for a run emulating bf16 on a CPU or a GPU of compute capability
+below 8.0, and the refusal of fp16 on a CPU.
 """
 from __future__ import annotations
 

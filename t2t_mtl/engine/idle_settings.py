@@ -1,7 +1,9 @@
 """The settings a run accepts but leaves idle, each a warning (`config_warnings`): a schedule or period longer than
-the run, rates the sampler does not draw by (`unused_mixture_rates`), keys of model.moe its routing does not read,
-training or batching keys something else replaces, a DeepSpeed key DeepSpeed does not read, gradient surgery in a run
-of one task, and held-out tasks of the run's own that it neither trains nor scores."""
+the run, rates the sampler does not draw by (`unused_mixture_rates`), sampling keys CA-MTL selection does not read,
+keys of model.moe its routing does not read (and renormalised top-1 gates), training or batching keys something else
+replaces, a DeepSpeed key DeepSpeed does not read, gradient surgery in a run of one task, and held-out tasks of the
+run's own that it neither trains nor scores; and, from the sampler and weighting a run builds, a sampling schedule or
+curriculum start epoch its last step comes before (`idle_schedule_warning`, `idle_curriculum_warning`)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,8 +1,9 @@
 """The checks of a run's model section before any tokenizing: the size of the model it would build
 (`check_model_size`), its LoRA (`checked_lora`) and mixture-of-experts settings (`check_moe`), a local folder that is
-an MoE model already (`check_loaded_moe_tasks`), built on the meta device where a check needs the model's shapes;
-whether the model is read from a local folder (`is_local_model`) and that folder's config (`pretrained_config_dict`).
-Errors are ConfigErrors naming the key."""
+an MoE model already (`check_loaded_moe_tasks`), built on the meta device where a check needs the model's shapes,
+and the MoE routing kernels' backend on the run's device (`check_moe_backend`); whether the model is read from a
+local folder (`is_local_model`) and that folder's config (`pretrained_config_dict`). Errors are ConfigErrors naming
+the key."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
-"""The random number generators' states a checkpoint saves per rank (Python's, NumPy's, torch's on the CPU and on
-CUDA), put back on resume, and kept across a computation beside training (`rng_kept`)."""
+"""The random number generators' states a checkpoint saves per rank (Python's, NumPy's, torch's on the CPU and, where
+training runs on a GPU, on the rank's own GPU), put back on resume, and kept across a computation beside training
+(`rng_kept`)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
-"""Loading a model and tokenizer to evaluate: a run/checkpoint dir (through the engine) or an HF folder."""
+"""Loading a model and tokenizer to evaluate: a run/checkpoint dir (through the engine) or an HF folder; and whether
+its MoE routing kernels can run on the device it is moved to (`check_routing_device`)."""
 from __future__ import annotations
 
 import json
