@@ -27,11 +27,11 @@ import torch
 from t2t_mtl.config import Config, ConfigError, deep_merge
 from t2t_mtl.engine.deepspeed_auto import auto_filled_training_keys, fill_auto_values
 from t2t_mtl.engine.deepspeed_optimizer_checks import ADAM_TYPES, check_optimizer, check_scheduler, check_typed_sections
-from t2t_mtl.engine.distributed import trains_on_gpu
 from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer, json_precision, json_zero_stage
 from t2t_mtl.engine.deepspeed_value_checks import (check_checkpoint_format, check_mapping_sections,
                                                    check_offload_switch, check_precision_switches,
                                                    check_unchecked_values)
+from t2t_mtl.engine.distributed import trains_on_gpu
 from t2t_mtl.engine.host_precision import PrecisionError, resolve_precision
 
 
